@@ -1,0 +1,85 @@
+/*
+ * io.h — the engine's I/O vtable (private to engine/).
+ *
+ * Every file operation of the engine goes through `struct pio`, so the same
+ * WAL and segment code runs on the real disk (io_uring backend, io_uring.c)
+ * or on a deterministic in-memory file system with fault injection
+ * (io_mem.c).
+ *
+ * Two kinds of operations:
+ *   - synchronous ones (open, pread, pwrite, fsync, rename, ...) used at open,
+ *     recovery and maintenance, callable from any thread;
+ *   - the asynchronous ring used by a shard's hot path: submit writes and
+ *     fdatasyncs tagged with a user_data, then reap completions in batches
+ *     with pio_ring_wait(). A ring belongs to one shard thread; only
+ *     pio_ring_wake() may be called from other threads.
+ *
+ * Ownership: a buffer passed to ring_write must stay valid and unchanged
+ * until its completion has been reaped.
+ */
+#ifndef PARLEY_ENGINE_IO_H
+#define PARLEY_ENGINE_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pio;
+struct pio_file;
+struct pio_ring;
+
+#define PIO_CREATE 1 /* create if absent */
+#define PIO_EXCL 2   /* fail if present */
+
+struct pio_cqe {
+	uint64_t user_data;
+	int res; /* >= 0 success (bytes for writes), or -errno */
+};
+
+typedef int (*pio_list_cb)(void *arg, const char *name);
+
+struct pio_ops {
+	int (*open)(struct pio *io, const char *path, int flags,
+		    struct pio_file **out);
+	void (*close)(struct pio *io, struct pio_file *f);
+	/* Returns bytes read (short only at end of file) or -errno. */
+	int64_t (*pread)(struct pio *io, struct pio_file *f, void *buf,
+			 size_t len, uint64_t off);
+	/* Writes all of buf or returns -errno. */
+	int (*pwrite)(struct pio *io, struct pio_file *f, const void *buf,
+		      size_t len, uint64_t off);
+	int (*fdatasync)(struct pio *io, struct pio_file *f);
+	int (*truncate)(struct pio *io, struct pio_file *f, uint64_t size);
+	int64_t (*size)(struct pio *io, struct pio_file *f);
+	int (*rename)(struct pio *io, const char *from, const char *to);
+	int (*unlink)(struct pio *io, const char *path);
+	int (*mkdir)(struct pio *io, const char *path);
+	int (*fsync_dir)(struct pio *io, const char *path);
+	/* Calls cb for each entry name (not "." or ".."); stops on non-zero. */
+	int (*list)(struct pio *io, const char *dir, pio_list_cb cb, void *arg);
+
+	int (*ring_new)(struct pio *io, unsigned depth, struct pio_ring **out);
+	void (*ring_free)(struct pio_ring *r);
+	/* Queue a write; with `link`, the next queued op starts only if this
+	 * one succeeds (io_uring IOSQE_IO_LINK). */
+	int (*ring_write)(struct pio_ring *r, struct pio_file *f,
+			  const void *buf, size_t len, uint64_t off,
+			  uint64_t user_data, bool link);
+	int (*ring_fdatasync)(struct pio_ring *r, struct pio_file *f,
+			      uint64_t user_data);
+	/* Submits what is queued, then waits until at least one completion,
+	 * a wake-up, or timeout_ms (-1 = forever, 0 = poll). Returns the
+	 * number of completions copied to out (0..max) or -errno. */
+	int (*ring_wait)(struct pio_ring *r, struct pio_cqe *out, int max,
+			 int timeout_ms);
+	/* Thread-safe: make a current or next ring_wait return. */
+	void (*ring_wake)(struct pio_ring *r);
+
+	void (*destroy)(struct pio *io);
+};
+
+struct pio {
+	const struct pio_ops *ops;
+};
+
+#endif /* PARLEY_ENGINE_IO_H */

@@ -1,0 +1,295 @@
+/*
+ * parley_engine.h — the storage engine's one public header.
+ *
+ * The engine keeps per-stream append-only logs. It knows nothing of chat.
+ *
+ * Vocabulary
+ *   stream     an append-only sequence of entries named by a byte-string key
+ *              (1..PE_MAX_KEY bytes), e.g. "c/<conversation>" or "u/<user>".
+ *   entry      {seq, ts_ms, type, flags, producer_id, payload}. seq is dense
+ *              per stream (1, 2, 3, ...), assigned when the entry is applied
+ *              and never changed afterwards.
+ *   partition  unit of ownership and (later) replication: a stream lives in
+ *              partition xxh3(key) % P. P is fixed when the data directory is
+ *              created.
+ *   shard      an engine thread with its own io_uring ring and its own WAL,
+ *              owning partitions p where p % shards == shard index. Shards
+ *              share nothing; requests reach a shard through a bounded queue.
+ *
+ * Threading
+ *   - pe_open/pe_close/pe_abort: from one controlling thread.
+ *   - pe_append, pe_read, pe_meta, pe_subscribe, pe_sub_resume,
+ *     pe_unsubscribe, pe_partition_status: from ANY thread. They copy what
+ *     they need and enqueue to the owning shard; they never block on I/O.
+ *     When the shard's queue is full they return -PARLEY_EFULL (back-pressure:
+ *     retry later), never block.
+ *   - Every callback runs on the shard thread that owns the stream. A callback
+ *     must not block; it may call any of the functions above (including on
+ *     other streams). Pointers handed to a callback (entries, payloads) are
+ *     valid only until the callback returns: copy what you keep.
+ *   - The *_sync wrappers block the calling thread until the callback has run;
+ *     they are for tools and tests, and must not be called from a callback.
+ *
+ * Durability invariant
+ *   An append's callback reports success only after the WAL batch holding it
+ *   has been written and fdatasync'd (later: committed on a quorum). Entries
+ *   become visible to reads and tails at the same moment, so no reader ever
+ *   sees an entry that could be lost by a crash.
+ *
+ * Idempotency
+ *   An append with a non-zero producer_id is idempotent on
+ *   (stream, producer_id): a second append with the same key returns the
+ *   first one's seq with `duplicate` set, also after restart, for
+ *   idem_window_ms (default 7 days) and up to idem_max_keys keys per
+ *   partition (oldest forgotten first). Past the window a retry is appended
+ *   again as a new entry: clients must not retry older than the window.
+ *   An all-zero producer_id means "no idempotency".
+ */
+#ifndef PARLEY_ENGINE_H
+#define PARLEY_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley_common.h"
+
+#define PE_MAX_KEY 255u
+#define PE_MAX_PAYLOAD (1u << 20)      /* one entry's payload, bytes */
+#define PE_MAX_BATCH 256u              /* entries in one append */
+#define PE_NO_EXPECT UINT64_MAX        /* no expected-last-seq precondition */
+#define PE_PRODUCER_LEN 16u
+
+struct pe_engine;
+struct pe_sub;
+struct pio; /* I/O backend, see "I/O backends" below */
+
+/* ---- open / close -------------------------------------------------------- */
+
+struct pe_options {
+	const char *dir;            /* data directory (created if absent) */
+	uint32_t partitions;        /* P at creation; 0 = default 64; must match an existing dir or be 0 */
+	uint32_t shards;            /* engine threads; 0 = default 1 */
+	uint64_t wal_segment_bytes; /* 0 = default 64 MiB */
+	uint64_t memtable_bytes;    /* per partition bound; 0 = default 256 MiB */
+	uint64_t idem_window_ms;    /* 0 = default 7 days */
+	uint32_t idem_max_keys;     /* per partition; 0 = default 1,000,000 */
+	uint32_t queue_depth;       /* per shard request queue; 0 = default 65536 */
+	struct pio *io;             /* NULL = io_uring backend on the real disk */
+	/* Clock for entry timestamps (ms since epoch); NULL = wall clock. */
+	uint64_t (*clock_ms)(void *arg);
+	void *clock_arg;
+};
+
+/*
+ * Opens (creating if needed) the data directory and recovers every
+ * partition by replaying its WAL. A partition whose log is corrupt (bad
+ * checksum outside the torn tail of the last segment) is left CORRUPT: its
+ * operations fail with -PARLEY_ECORRUPT and pe_partition_status says which
+ * file and offset; the other partitions serve normally.
+ * Returns 0 and *out, or a negative error (the engine is not created).
+ */
+int pe_open(const struct pe_options *opt, struct pe_engine **out);
+
+/* Stops accepting work, completes in-flight appends (their callbacks run),
+ * stops the shards and frees everything. Subscriptions end with
+ * PE_SUB_CLOSED. */
+void pe_close(struct pe_engine *e);
+
+/* Simulated crash for tests: stops the shard threads at once, without
+ * waiting for in-flight I/O or running pending callbacks, and frees memory.
+ * On the in-memory backend follow with pio_mem_crash() to drop unsynced
+ * bytes. Never used in production. */
+void pe_abort(struct pe_engine *e);
+
+uint32_t pe_partition_count(const struct pe_engine *e);
+uint32_t pe_partition_of(const struct pe_engine *e, const void *key, size_t klen);
+
+enum pe_part_state { PE_PART_OK = 0, PE_PART_CORRUPT = 1 };
+struct pe_partition_status {
+	enum pe_part_state state;
+	uint64_t streams;
+	uint64_t entries;           /* in memory */
+	uint64_t mem_bytes;
+	uint64_t last_index;        /* last WAL (log) index applied */
+	char error[256];            /* for CORRUPT: "wal-...log offset N: ..." */
+};
+/* Blocking; any thread except a callback. */
+int pe_partition_status(struct pe_engine *e, uint32_t partition,
+			struct pe_partition_status *out);
+
+/* ---- entries -------------------------------------------------------------- */
+
+struct pe_entry {
+	uint64_t seq;
+	uint64_t ts_ms;
+	uint16_t type;    /* opaque to the engine */
+	uint16_t flags;   /* opaque to the engine */
+	uint8_t producer[PE_PRODUCER_LEN];
+	uint32_t len;
+	const uint8_t *payload;
+};
+
+/* What the caller provides for each entry of an append. */
+struct pe_input {
+	uint16_t type;
+	uint16_t flags;
+	uint32_t len;
+	const void *payload; /* copied by pe_append before it returns */
+};
+
+/* ---- append ----------------------------------------------------------------- */
+
+struct pe_append_req {
+	const void *key;
+	size_t klen;
+	uint8_t producer[PE_PRODUCER_LEN]; /* all zero = not idempotent */
+	uint64_t expected_last_seq;        /* PE_NO_EXPECT or the stream's last seq */
+	const struct pe_input *entries;
+	uint32_t count;                    /* 1..PE_MAX_BATCH */
+};
+
+struct pe_append_result {
+	int err;          /* 0, -PARLEY_ESEQ (precondition), -PARLEY_ECORRUPT,
+			     -PARLEY_EFULL (memory), -PARLEY_EFATAL, -PARLEY_ECLOSED */
+	uint64_t seq;     /* seq of the first entry of the batch */
+	uint32_t count;   /* entries appended (the batch is all or nothing) */
+	uint64_t ts_ms;   /* timestamp given to the entries */
+	uint64_t last_seq;/* stream's last seq after the operation */
+	bool duplicate;   /* idempotent retry: seq/ts are the original ones */
+};
+
+typedef void (*pe_append_cb)(void *arg, const struct pe_append_result *r);
+
+/*
+ * Appends a batch of entries to one stream, atomically. The callback runs
+ * once, on the owning shard, after the batch is durable (or failed).
+ * Returns 0 (queued; the callback will run) or a negative error and the
+ * callback will NOT run: -PARLEY_EINVAL, -PARLEY_ETOOBIG, -PARLEY_EFULL
+ * (queue full: back off and retry), -PARLEY_ECLOSED.
+ */
+int pe_append(struct pe_engine *e, const struct pe_append_req *req,
+	      pe_append_cb cb, void *arg);
+/* Blocking wrapper; returns r.err (or the enqueue error) and fills *r. */
+int pe_append_sync(struct pe_engine *e, const struct pe_append_req *req,
+		   struct pe_append_result *r);
+
+/* ---- read --------------------------------------------------------------------- */
+
+enum pe_dir { PE_FORWARD = 0, PE_BACKWARD = 1 };
+
+struct pe_read_req {
+	const void *key;
+	size_t klen;
+	/* PE_FORWARD: entries with seq >= from, ascending.
+	 * PE_BACKWARD: entries with seq <= from, descending (from = UINT64_MAX
+	 * means "from the newest"). */
+	uint64_t from;
+	enum pe_dir dir;
+	uint32_t limit; /* 1..PE_MAX_READ */
+};
+#define PE_MAX_READ 1000u
+
+struct pe_read_result {
+	int err;                 /* 0, -PARLEY_ECORRUPT, -PARLEY_ETRIMMED */
+	const struct pe_entry *entries; /* valid only during the callback */
+	uint32_t count;
+	uint64_t first_seq;      /* first retained seq (0 if stream empty) */
+	uint64_t last_seq;       /* last seq (0 if stream empty / unknown) */
+	bool end;                /* no more entries in this direction (now) */
+};
+typedef void (*pe_read_cb)(void *arg, const struct pe_read_result *r);
+
+/* A stream that does not exist reads as empty (count 0, end true). */
+int pe_read(struct pe_engine *e, const struct pe_read_req *req, pe_read_cb cb,
+	    void *arg);
+
+/* Blocking read that copies entries out. On success *out is an array of
+ * *count entries whose payloads live in the same allocation; free(*out). */
+int pe_read_sync(struct pe_engine *e, const struct pe_read_req *req,
+		 struct pe_entry **out, uint32_t *count,
+		 struct pe_read_result *meta);
+
+struct pe_meta {
+	uint64_t first_seq; /* 0 when empty */
+	uint64_t last_seq;  /* 0 when empty */
+	uint64_t last_ts_ms;
+};
+int pe_meta_sync(struct pe_engine *e, const void *key, size_t klen,
+		 struct pe_meta *out);
+
+/* ---- tail (subscribe) ------------------------------------------------------- */
+
+/*
+ * A subscription delivers a stream's entries with seq >= from_seq: first the
+ * backlog, then live entries as they become durable, in order, with no gap
+ * and no duplicate.
+ *
+ * Flow control (how a slow subscriber stays bounded): the callback returns
+ * PE_SUB_CONTINUE to keep receiving or PE_SUB_PAUSE when the consumer's own
+ * buffer is full. A paused subscription holds only its cursor (no queued
+ * entries); appends never wait for it. pe_sub_resume() restarts delivery from
+ * the cursor — from memory, or from history — and catches up to live.
+ *
+ * Events: PE_SUB_ENTRIES (entries/count set), PE_SUB_CLOSED (engine closing
+ * or partition failed; err says why; no more callbacks after it),
+ * PE_SUB_TRIMMED (the cursor fell below the first retained seq; delivery
+ * continues from first_seq).
+ */
+enum pe_sub_event { PE_SUB_ENTRIES = 0, PE_SUB_CLOSED = 1, PE_SUB_TRIMMED = 2 };
+enum pe_sub_ret { PE_SUB_CONTINUE = 0, PE_SUB_PAUSE = 1 };
+
+struct pe_sub_update {
+	enum pe_sub_event event;
+	int err;
+	const struct pe_entry *entries; /* valid only during the callback */
+	uint32_t count;
+	uint64_t next_seq;              /* the cursor after this update */
+};
+typedef enum pe_sub_ret (*pe_sub_cb)(void *arg, struct pe_sub *sub,
+				     const struct pe_sub_update *u);
+
+/* Creates the subscription (delivery starts asynchronously on the shard).
+ * *out stays valid until pe_unsubscribe. */
+int pe_subscribe(struct pe_engine *e, const void *key, size_t klen,
+		 uint64_t from_seq, pe_sub_cb cb, void *arg,
+		 struct pe_sub **out);
+/* Resume a paused subscription. Any thread. */
+int pe_sub_resume(struct pe_sub *s);
+/* Ends the subscription; after the shard processes it no callback runs and
+ * the memory is freed. From any thread; from inside its own callback too.
+ * `done` (may be NULL) runs on the shard once the subscription is gone. */
+int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
+
+/* ---- I/O backends ------------------------------------------------------------- */
+
+/*
+ * The engine does all file I/O through `struct pio` (engine/io.h has the
+ * vtable). Two backends:
+ *   pio_uring_new()  real files; hot-path writes and fdatasync via io_uring.
+ *   pio_mem_new()    a deterministic in-memory file system for tests and the
+ *                    simulator, with fault injection.
+ * A backend outlives every engine opened on it; free it after pe_close.
+ */
+struct pio *pio_uring_new(void);
+struct pio *pio_mem_new(uint64_t seed);
+void pio_free(struct pio *io);
+
+/* In-memory backend faults (no-ops on other backends). */
+enum pio_mem_fault {
+	PIO_FAULT_WRITE_EIO = 1,   /* the next `count` writes fail with -EIO */
+	PIO_FAULT_FSYNC_EIO = 2,   /* the next `count` fsyncs fail with -EIO */
+	PIO_FAULT_ENOSPC = 3,      /* the next `count` writes fail with -ENOSPC */
+};
+void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count);
+/* Crash: every file loses the bytes written since its last fsync. With
+ * `tear`, a random prefix (at 512-byte granularity) of the unsynced
+ * writes survives instead, as a real torn write would. */
+void pio_mem_crash(struct pio *io, bool tear);
+/* Flip one bit of a stored file (synced contents). Returns 0 or -ENOENT. */
+int pio_mem_flip_bit(struct pio *io, const char *path, uint64_t offset,
+		     unsigned bit);
+/* Size of a stored file or -ENOENT (for tests that aim faults). */
+int64_t pio_mem_file_size(struct pio *io, const char *path);
+
+#endif /* PARLEY_ENGINE_H */

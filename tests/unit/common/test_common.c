@@ -1,0 +1,66 @@
+/*
+ * test_common.c — error table, little-endian helpers, bounded reader, hash.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+
+#include "parley_common.h"
+
+Test(common, strerror_covers_parley_and_errno)
+{
+	cr_assert_str_eq(parley_strerror(0), "ok");
+	cr_assert_str_eq(parley_strerror(-PARLEY_ECORRUPT),
+			 "data corrupted (checksum mismatch)");
+	cr_assert_str_eq(parley_errname(-PARLEY_EFULL), "PARLEY_EFULL");
+	cr_assert_str_eq(parley_errname(-EIO), "EIO");
+	cr_assert_str_eq(parley_strerror(-ENOENT), "No such file or directory");
+	cr_assert_str_eq(parley_strerror(-99999), "unknown error");
+}
+
+Test(common, le_roundtrip)
+{
+	uint8_t b[8];
+	le_put16(b, 0xBEEF);
+	cr_assert_eq(b[0], 0xEF);
+	cr_assert_eq(le_get16(b), 0xBEEF);
+	le_put32(b, 0xDEADBEEFu);
+	cr_assert_eq(b[0], 0xEF);
+	cr_assert_eq(b[3], 0xDE);
+	cr_assert_eq(le_get32(b), 0xDEADBEEFu);
+	le_put64(b, 0x0102030405060708ull);
+	cr_assert_eq(b[0], 0x08);
+	cr_assert_eq(b[7], 0x01);
+	cr_assert_eq(le_get64(b), 0x0102030405060708ull);
+}
+
+Test(common, reader_fails_closed_on_short_input)
+{
+	uint8_t b[5] = {1, 0, 0, 0, 9};
+	struct le_reader r;
+	le_reader_init(&r, b, sizeof b);
+	cr_assert_eq(le_read32(&r), 1);
+	cr_assert(r.ok);
+	cr_assert_eq(le_read32(&r), 0); /* only one byte left */
+	cr_assert_not(r.ok);
+	cr_assert_eq(le_read8(&r), 0); /* stays failed */
+	cr_assert_null(le_read_bytes(&r, 1));
+}
+
+Test(common, hash_is_stable)
+{
+	/* the partition map depends on this value never changing */
+	uint64_t h1 = parley_hash_key("c/alice:bob", 11);
+	uint64_t h2 = parley_hash_key("c/alice:bob", 11);
+	cr_assert_eq(h1, h2);
+	cr_assert_neq(h1, parley_hash_key("c/alice:bob2", 12));
+	cr_assert_neq(parley_xxh3("x", 1, 1), parley_xxh3("x", 1, 2));
+}
+
+Test(common, rng_is_deterministic)
+{
+	struct parley_rng a = {42}, b = {42};
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(parley_rng_next(&a), parley_rng_next(&b));
+	for (int i = 0; i < 1000; i++)
+		cr_assert_lt(parley_rng_below(&a, 7), 7);
+}
