@@ -1,0 +1,2 @@
+parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} CRITERION
+                 LIBS parley_engine LABELS unit)
