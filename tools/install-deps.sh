@@ -10,7 +10,8 @@ PKGS=(
   clang libclang-rt-14-dev       # libFuzzer targets and sanitizers
   openssl                        # dev certificates for `make run`
   iproute2 nftables              # cluster tests in network namespaces
-  redis-server                   # peer in benchmarks
+  redis-server libhiredis-dev    # peer in benchmarks (and its C client)
+  nats-server                    # peer in delivery benchmarks
   fortunes-min                   # chat-like text corpus for compression tests
   python3                        # bench plots and helper scripts
 )
