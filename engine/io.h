@@ -16,6 +16,23 @@
  *
  * Ownership: a buffer passed to ring_write must stay valid and unchanged
  * until its completion has been reaped.
+ *
+ * Ring contract (both backends):
+ *   - A ring holds at most `depth` caller operations in flight (queued,
+ *     submitted, or completed but not yet reaped). Beyond that ring_write and
+ *     ring_fdatasync return -EBUSY and queue nothing: reap first.
+ *   - user_data values >= PIO_UDATA_RESERVED are reserved for the backends
+ *     (internal wake-up and timeout tags); ring ops reject them with -EINVAL.
+ *   - A write completion carries res = bytes written. A short write
+ *     (0 <= res < len) is reported as-is and is NOT retried: the caller must
+ *     treat res != len as an I/O error.
+ *   - Completion order: io_mem completes in submission order; io_uring may
+ *     complete unlinked ops in any order (a linked chain completes in order).
+ *   - A failed op with `link` set makes the next op complete with
+ *     -ECANCELED (and so on down the chain while `link` is set).
+ *   - Before ring_free every queued op should have been reaped; ring_free
+ *     waits for ops still in the kernel (io_uring) or drops queued ones
+ *     (io_mem, as a crash would).
  */
 #ifndef PARLEY_ENGINE_IO_H
 #define PARLEY_ENGINE_IO_H
@@ -31,6 +48,9 @@ struct pio_ring;
 #define PIO_CREATE 1 /* create if absent */
 #define PIO_EXCL 2   /* fail if present */
 
+/* user_data values >= this are reserved for the backends. */
+#define PIO_UDATA_RESERVED (UINT64_MAX - 255)
+
 struct pio_cqe {
 	uint64_t user_data;
 	int res; /* >= 0 success (bytes for writes), or -errno */
@@ -45,7 +65,7 @@ struct pio_ops {
 	/* Returns bytes read (short only at end of file) or -errno. */
 	int64_t (*pread)(struct pio *io, struct pio_file *f, void *buf,
 			 size_t len, uint64_t off);
-	/* Writes all of buf or returns -errno. */
+	/* Writes all of buf (retrying short writes and EINTR) or -errno. */
 	int (*pwrite)(struct pio *io, struct pio_file *f, const void *buf,
 		      size_t len, uint64_t off);
 	int (*fdatasync)(struct pio *io, struct pio_file *f);
@@ -55,7 +75,9 @@ struct pio_ops {
 	int (*unlink)(struct pio *io, const char *path);
 	int (*mkdir)(struct pio *io, const char *path);
 	int (*fsync_dir)(struct pio *io, const char *path);
-	/* Calls cb for each entry name (not "." or ".."); stops on non-zero. */
+	/* Calls cb for each entry name (not "." or ".."); stops on non-zero
+	 * and returns that value; else 0, or -errno. Never calls cb with an
+	 * internal lock held, so cb may call other pio ops. */
 	int (*list)(struct pio *io, const char *dir, pio_list_cb cb, void *arg);
 
 	int (*ring_new)(struct pio *io, unsigned depth, struct pio_ring **out);
@@ -69,7 +91,9 @@ struct pio_ops {
 			      uint64_t user_data);
 	/* Submits what is queued, then waits until at least one completion,
 	 * a wake-up, or timeout_ms (-1 = forever, 0 = poll). Returns the
-	 * number of completions copied to out (0..max) or -errno. */
+	 * number of completions copied to out (0..max) or -errno. 0 means a
+	 * wake-up, the timeout, or a spurious return (EINTR): callers loop.
+	 * Completions beyond `max` stay queued for the next call. */
 	int (*ring_wait)(struct pio_ring *r, struct pio_cqe *out, int max,
 			 int timeout_ms);
 	/* Thread-safe: make a current or next ring_wait return. */
