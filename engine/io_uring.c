@@ -1,0 +1,473 @@
+/*
+ * io_uring.c — the production I/O backend: real files, with the hot-path
+ * writes and fdatasyncs going through io_uring (see io.h for the contract).
+ *
+ * Synchronous ops are plain syscalls returning -errno; pread/pwrite loop over
+ * EINTR and short transfers. They may be called from any thread.
+ *
+ * Ring (one struct io_uring per struct uring_ring, owned by one shard thread):
+ *   - ring_write / ring_fdatasync only queue SQEs; if the SQ is full they
+ *     submit first. ring_wait submits and waits in one io_uring_enter.
+ *   - Wake-up: an eventfd read is kept armed inside the ring under the
+ *     internal tag UR_TAG_WAKE; its completion is consumed (never reported)
+ *     and the read is re-armed. ring_wake() writes to the eventfd and is the
+ *     only ring function other threads may call. Because the eventfd counter
+ *     persists until read, a wake that arrives while the read is not armed
+ *     is not lost: the re-armed read completes at once.
+ *
+ * Invariants:
+ *   1. r->inflight counts caller ops queued or submitted whose CQE has not
+ *      been reaped; it never exceeds r->depth (ring ops return -EBUSY).
+ *   2. The SQ has depth+1 entries and the CQ 2*(depth+1), so the caller ops
+ *      plus the one wake read always fit: the CQ cannot overflow.
+ *   3. At most one wake read is armed (r->wake_armed), reading into
+ *      r->wake_buf, which lives until ring_free has seen its CQE.
+ *
+ * pio_free() for every backend lives here as well (it only calls destroy).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "parley_common.h"
+#include "parley_engine.h"
+
+#define UR_TAG_WAKE (UINT64_MAX - 1)
+/* LIBURING_UDATA_TIMEOUT (UINT64_MAX) may appear on kernels without
+ * IORING_FEAT_EXT_ARG; both tags are >= PIO_UDATA_RESERVED. */
+
+struct pio_file {
+	int fd;
+};
+
+struct pio_ring {
+	struct io_uring ring;
+	int efd;
+	unsigned depth;
+	unsigned inflight;   /* invariant 1 */
+	bool wake_armed;     /* invariant 3 */
+	uint64_t wake_buf;
+};
+
+static const struct pio_ops uring_ops;
+
+/* ---- synchronous ops ---------------------------------------------------- */
+
+static int ur_open(struct pio *io, const char *path, int flags,
+		   struct pio_file **out)
+{
+	int oflags = O_RDWR | O_CLOEXEC;
+	if (flags & PIO_CREATE)
+		oflags |= O_CREAT;
+	if (flags & PIO_EXCL)
+		oflags |= O_EXCL;
+	struct pio_file *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	int fd;
+	do {
+		fd = open(path, oflags, 0644);
+	} while (fd < 0 && errno == EINTR);
+	if (fd < 0) {
+		int err = -errno;
+		free(f);
+		return err;
+	}
+	f->fd = fd;
+	*out = f;
+	return 0;
+}
+
+static void ur_close(struct pio *io, struct pio_file *f)
+{
+	if (!f)
+		return;
+	close(f->fd); /* close(2) must not be retried on Linux */
+	free(f);
+}
+
+static int64_t ur_pread(struct pio *io, struct pio_file *f, void *buf,
+			size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(f->fd, (uint8_t *)buf + done, len - done,
+				  (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break; /* end of file */
+		done += (size_t)n;
+	}
+	return (int64_t)done;
+}
+
+static int ur_pwrite(struct pio *io, struct pio_file *f, const void *buf,
+		     size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pwrite(f->fd, (const uint8_t *)buf + done,
+				   len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO; /* no progress: do not spin */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int ur_fdatasync(struct pio *io, struct pio_file *f)
+{
+	/* No retry on EINTR-like failures of fsync: an error is reported as is
+	 * and the caller treats it as fatal (see DESIGN: no fsync retry). */
+	return fdatasync(f->fd) < 0 ? -errno : 0;
+}
+
+static int ur_truncate(struct pio *io, struct pio_file *f, uint64_t size)
+{
+	int rc;
+	do {
+		rc = ftruncate(f->fd, (off_t)size);
+	} while (rc < 0 && errno == EINTR);
+	return rc < 0 ? -errno : 0;
+}
+
+static int64_t ur_size(struct pio *io, struct pio_file *f)
+{
+	struct stat st;
+	if (fstat(f->fd, &st) < 0)
+		return -errno;
+	return (int64_t)st.st_size;
+}
+
+static int ur_rename(struct pio *io, const char *from, const char *to)
+{
+	return rename(from, to) < 0 ? -errno : 0;
+}
+
+static int ur_unlink(struct pio *io, const char *path)
+{
+	return unlink(path) < 0 ? -errno : 0;
+}
+
+static int ur_mkdir(struct pio *io, const char *path)
+{
+	return mkdir(path, 0755) < 0 ? -errno : 0;
+}
+
+static int ur_fsync_dir(struct pio *io, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+static int ur_list(struct pio *io, const char *dir, pio_list_cb cb, void *arg)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	int rc = 0;
+	for (;;) {
+		errno = 0;
+		struct dirent *de = readdir(d);
+		if (!de) {
+			if (errno)
+				rc = -errno;
+			break;
+		}
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		rc = cb(arg, de->d_name);
+		if (rc)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+/* ---- ring --------------------------------------------------------------- */
+
+/* Returns an SQE, submitting queued ones first if the SQ is full. */
+static struct io_uring_sqe *ur_get_sqe(struct pio_ring *r, int *err)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	if (sqe)
+		return sqe;
+	int rc = io_uring_submit(&r->ring);
+	if (rc < 0) {
+		*err = rc;
+		return NULL;
+	}
+	sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe)
+		*err = -EBUSY;
+	return sqe;
+}
+
+static int ur_arm_wake(struct pio_ring *r)
+{
+	if (r->wake_armed)
+		return 0;
+	int err = 0;
+	struct io_uring_sqe *sqe = ur_get_sqe(r, &err);
+	if (!sqe)
+		return err;
+	io_uring_prep_read(sqe, r->efd, &r->wake_buf, sizeof(r->wake_buf), 0);
+	io_uring_sqe_set_data64(sqe, UR_TAG_WAKE);
+	r->wake_armed = true;
+	return 0;
+}
+
+static void ur_ring_free(struct pio_ring *r);
+
+static int ur_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
+{
+	if (depth == 0 || depth > 32768)
+		return -EINVAL;
+	struct pio_ring *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->depth = depth;
+	r->efd = eventfd(0, EFD_CLOEXEC);
+	if (r->efd < 0) {
+		int err = -errno;
+		free(r);
+		return err;
+	}
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_CQSIZE;
+	p.cq_entries = 2 * (depth + 1);
+	int rc = io_uring_queue_init_params(depth + 1, &r->ring, &p);
+	if (rc < 0) {
+		close(r->efd);
+		free(r);
+		return rc;
+	}
+	rc = ur_arm_wake(r);
+	if (rc == 0) {
+		rc = io_uring_submit(&r->ring);
+		rc = rc < 0 ? rc : 0;
+	}
+	if (rc < 0) {
+		ur_ring_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+static void ur_ring_free(struct pio_ring *r)
+{
+	if (!r)
+		return;
+	/* Cancel the wake read and wait for every op still in the kernel, so
+	 * no completion can write into memory we are about to free. */
+	if (r->wake_armed) {
+		int err = 0;
+		struct io_uring_sqe *sqe = ur_get_sqe(r, &err);
+		if (sqe) {
+			io_uring_prep_cancel64(sqe, UR_TAG_WAKE, 0);
+			io_uring_sqe_set_data64(sqe, UINT64_MAX - 2);
+		}
+	}
+	io_uring_submit(&r->ring);
+	unsigned guard = 0;
+	while ((r->wake_armed || r->inflight > 0) && guard++ < 1000000) {
+		struct io_uring_cqe *cqe;
+		int rc = io_uring_wait_cqe(&r->ring, &cqe);
+		if (rc == -EINTR)
+			continue;
+		if (rc < 0)
+			break;
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		if (ud == UR_TAG_WAKE)
+			r->wake_armed = false;
+		else if (ud < PIO_UDATA_RESERVED && r->inflight > 0)
+			r->inflight--;
+		io_uring_cqe_seen(&r->ring, cqe);
+	}
+	io_uring_queue_exit(&r->ring);
+	close(r->efd);
+	free(r);
+}
+
+static int ur_check_op(struct pio_ring *r, uint64_t user_data)
+{
+	if (user_data >= PIO_UDATA_RESERVED)
+		return -EINVAL;
+	if (r->inflight >= r->depth)
+		return -EBUSY;
+	return 0;
+}
+
+static int ur_ring_write(struct pio_ring *r, struct pio_file *f,
+			 const void *buf, size_t len, uint64_t off,
+			 uint64_t user_data, bool link)
+{
+	int rc = ur_check_op(r, user_data);
+	if (rc)
+		return rc;
+	if (len > INT_MAX)
+		return -EINVAL; /* res is an int: keep it unambiguous */
+	struct io_uring_sqe *sqe = ur_get_sqe(r, &rc);
+	if (!sqe)
+		return rc;
+	io_uring_prep_write(sqe, f->fd, buf, (unsigned)len, off);
+	io_uring_sqe_set_data64(sqe, user_data);
+	if (link)
+		io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
+	r->inflight++;
+	return 0;
+}
+
+static int ur_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
+			     uint64_t user_data)
+{
+	int rc = ur_check_op(r, user_data);
+	if (rc)
+		return rc;
+	struct io_uring_sqe *sqe = ur_get_sqe(r, &rc);
+	if (!sqe)
+		return rc;
+	io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
+	io_uring_sqe_set_data64(sqe, user_data);
+	r->inflight++;
+	return 0;
+}
+
+static int ur_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
+			int timeout_ms)
+{
+	if (max < 0 || (max > 0 && !out))
+		return -EINVAL;
+	/* Completions left over from a previous call: do not block. */
+	if (io_uring_cq_ready(&r->ring) > 0)
+		timeout_ms = 0;
+
+	int rc;
+	if (timeout_ms == 0) {
+		rc = io_uring_submit(&r->ring);
+	} else if (timeout_ms < 0) {
+		rc = io_uring_submit_and_wait(&r->ring, 1);
+	} else {
+		struct __kernel_timespec ts = {
+			.tv_sec = timeout_ms / 1000,
+			.tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
+		};
+		struct io_uring_cqe *cqe = NULL;
+		rc = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts,
+						      NULL);
+	}
+	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN &&
+	    rc != -EBUSY)
+		return rc;
+
+	/* Reap a batch. */
+	int n = 0;
+	unsigned seen = 0;
+	unsigned head;
+	struct io_uring_cqe *cqe;
+	io_uring_for_each_cqe(&r->ring, head, cqe)
+	{
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		if (ud >= PIO_UDATA_RESERVED) {
+			if (ud == UR_TAG_WAKE)
+				r->wake_armed = false;
+			seen++;
+			continue;
+		}
+		if (n >= max)
+			break;
+		out[n].user_data = ud;
+		out[n].res = cqe->res;
+		n++;
+		seen++;
+		PARLEY_ASSERT(r->inflight > 0);
+		r->inflight--;
+	}
+	io_uring_cq_advance(&r->ring, seen);
+
+	if (!r->wake_armed) {
+		/* Queued now, submitted by this or the next ring_wait. */
+		rc = ur_arm_wake(r);
+		if (rc == 0)
+			io_uring_submit(&r->ring);
+		else if (n == 0)
+			return rc;
+	}
+	return n;
+}
+
+static void ur_ring_wake(struct pio_ring *r)
+{
+	uint64_t one = 1;
+	ssize_t w;
+	do {
+		w = write(r->efd, &one, sizeof(one));
+	} while (w < 0 && errno == EINTR);
+	/* EAGAIN means the counter is saturated: a wake is already pending. */
+}
+
+static void ur_destroy(struct pio *io)
+{
+	free(io);
+}
+
+static const struct pio_ops uring_ops = {
+	.open = ur_open,
+	.close = ur_close,
+	.pread = ur_pread,
+	.pwrite = ur_pwrite,
+	.fdatasync = ur_fdatasync,
+	.truncate = ur_truncate,
+	.size = ur_size,
+	.rename = ur_rename,
+	.unlink = ur_unlink,
+	.mkdir = ur_mkdir,
+	.fsync_dir = ur_fsync_dir,
+	.list = ur_list,
+	.ring_new = ur_ring_new,
+	.ring_free = ur_ring_free,
+	.ring_write = ur_ring_write,
+	.ring_fdatasync = ur_ring_fdatasync,
+	.ring_wait = ur_ring_wait,
+	.ring_wake = ur_ring_wake,
+	.destroy = ur_destroy,
+};
+
+struct pio *pio_uring_new(void)
+{
+	struct pio *io = calloc(1, sizeof(*io));
+	if (!io)
+		return NULL;
+	io->ops = &uring_ops;
+	return io;
+}
+
+void pio_free(struct pio *io)
+{
+	if (io)
+		io->ops->destroy(io);
+}
