@@ -5,7 +5,7 @@
  * Thread safety: all functions may be called from any thread. The log level
  * is a relaxed atomic; each log line is emitted with a single write(2).
  */
-#define _GNU_SOURCE
+
 #include "parley_common.h"
 
 #include <errno.h>
