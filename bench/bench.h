@@ -1,0 +1,125 @@
+/*
+ * bench.h — private declarations shared by parley-bench's modes.
+ *
+ * parley-bench is a load generator and capacity-planning harness. Each mode
+ * (bench_disk.c, bench_engine.c, bench_redis.c) fills a result struct;
+ * parley_bench.c parses arguments, runs modes and prints tables. Every run
+ * is bounded in time: a mode runs for cfg->seconds plus bounded setup and
+ * drain, and a process-wide watchdog (bench_watchdog_arm) kills child
+ * servers and exits if anything hangs.
+ *
+ * Threads: modes are called from the main thread only, one at a time.
+ */
+#ifndef PARLEY_BENCH_H
+#define PARLEY_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "bench_hist.h"
+
+#define BENCH_MAX_LIST 16
+#define BENCH_MAX_PRODUCERS 4096
+#define BENCH_MAX_SECONDS 120.0
+#define BENCH_DRAIN_SECONDS 10.0  /* max wait for in-flight work at the end */
+
+struct bench_cfg {
+	const char *dir;          /* where temp files / data dirs go */
+	double seconds;           /* measured time per run point */
+	double warmup;            /* seconds before measuring */
+	uint32_t producers[BENCH_MAX_LIST];
+	unsigned n_producers;
+	uint32_t payloads[BENCH_MAX_LIST];
+	unsigned n_payloads;
+	double rate;              /* > 0: open loop at this many appends/s */
+	double half_frac;         /* fraction of saturation for open loop (0.5) */
+	bool no_half;             /* skip the half-load open-loop run */
+	uint32_t shards;          /* engine shards (0 = engine default) */
+	uint32_t partitions;      /* engine partitions (0 = engine default) */
+	const char *redis_server; /* path of redis-server */
+	uint64_t seed;
+	bool idem;                /* engine: unique producer id per append */
+	bool verbose;
+};
+
+/* ---- results -------------------------------------------------------------- */
+
+struct disk_result {
+	struct bench_hist lat4k;  /* 4 KiB pwrite + fdatasync, pre-zeroed file */
+	double syncs_per_s;       /* 4 KiB write+fdatasync rounds per second */
+	double bw_1m_mbs;         /* 1 MiB pwrite + fdatasync, MB/s (1e6) */
+	double bw_64k_mbs;        /* 64 KiB pwrite + fdatasync, MB/s */
+	struct bench_hist lat1m;
+	struct bench_hist lat64k;
+	bool ok;
+};
+
+/* One run point (closed or open loop) of the engine or redis. */
+struct load_result {
+	const char *system;       /* "parley" / "redis" */
+	uint32_t producers;
+	uint32_t payload;
+	bool open_loop;
+	double target_rate;       /* open loop: intended appends/s */
+	double seconds;           /* measured wall time */
+	uint64_t acks;            /* successful acks inside the window */
+	uint64_t errors;          /* failed appends (whole run) */
+	uint64_t not_sent;        /* open loop: schedule slots never issued */
+	double appends_per_s;
+	double mb_per_s;          /* payload bytes / s (1e6) */
+	struct bench_hist lat;    /* ack latency (open loop: from intended time) */
+	/* engine only (from pe_stats when available) */
+	bool have_stats;
+	double syncs_per_s;       /* WAL write+fdatasync rounds per second */
+	double wal_mb_per_s;      /* WAL bytes per second (1e6) */
+	double entries_per_sync;
+	double mean_sync_us;      /* engine's mean write+fdatasync wait */
+	bool ok;
+	char note[160];
+};
+
+/* ---- modes ------------------------------------------------------------------ */
+
+int bench_disk_run(const struct bench_cfg *cfg, struct disk_result *out);
+void bench_disk_print(const struct disk_result *r);
+
+/* rate <= 0: closed loop, `producers` concurrent one-outstanding appends.
+ * rate > 0: open loop at `rate` appends/s spread over `producers` streams. */
+int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
+		     uint32_t payload, double rate, struct load_result *out);
+int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
+		    uint32_t payload, double rate, struct load_result *out);
+/* Version string of the last redis-server started ("unknown" before). */
+const char *bench_redis_version(void);
+
+void bench_load_print_header(void);
+void bench_load_print_row(const struct load_result *r);
+
+/* ---- helpers (bench_util.c) ---------------------------------------------------- */
+
+double bench_now_s(void);
+void bench_sleep_ns(uint64_t ns);
+/* Sleep until CLOCK_MONOTONIC reaches `deadline_ns` (absolute). */
+void bench_sleep_until_ns(uint64_t deadline_ns);
+/* mkdtemp under cfg->dir with the given prefix; returns malloc'd path or NULL. */
+char *bench_mkdtemp(const char *dir, const char *prefix);
+/* rm -rf path (refuses paths that are not under a parley-bench temp dir). */
+int bench_rmtree(const char *path);
+/* A free TCP port on 127.0.0.1 (bind to 0, read, close), or -errno. */
+int bench_free_port(void);
+/* Fill `buf` with printable, chat-like bytes from a seeded PRNG. */
+void bench_fill_payload(uint8_t *buf, size_t len, uint64_t seed);
+
+/* Child processes that the watchdog and atexit handler kill. */
+void bench_child_register(pid_t pid);
+void bench_child_forget(pid_t pid);
+void bench_children_kill(void);
+/* Arms SIGALRM to fire after `seconds`: kills registered children, prints
+ * an error and exits 2. 0 disarms. */
+void bench_watchdog_arm(double seconds);
+
+#define BENCH_MB 1e6
+
+#endif /* PARLEY_BENCH_H */

@@ -1,0 +1,180 @@
+/*
+ * bench_util.c — clocks, temp directories, ports, payloads, child processes
+ * and the watchdog for parley-bench.
+ *
+ * The watchdog is what keeps every run bounded: each mode arms it with its
+ * own time budget (measure + setup + drain); if it fires, it SIGKILLs the
+ * registered child servers (redis-server, parleyd) and exits with status 2
+ * so no benchmark ever hangs a shared machine or leaves a server behind.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
+#endif
+#include "bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "parley_common.h"
+
+double bench_now_s(void)
+{
+	return (double)parley_mono_ns() / 1e9;
+}
+
+void bench_sleep_ns(uint64_t ns)
+{
+	struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+void bench_sleep_until_ns(uint64_t deadline_ns)
+{
+	struct timespec ts = {(time_t)(deadline_ns / 1000000000u),
+			      (long)(deadline_ns % 1000000000u)};
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+#define BENCH_TMP_MARK "parley-bench-"
+
+char *bench_mkdtemp(const char *dir, const char *prefix)
+{
+	size_t n = strlen(dir) + strlen(prefix) + sizeof(BENCH_TMP_MARK) + 16;
+	char *p = malloc(n);
+	if (!p)
+		return NULL;
+	snprintf(p, n, "%s/" BENCH_TMP_MARK "%s-XXXXXX", dir, prefix);
+	if (!mkdtemp(p)) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+		  struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	if (remove(path) != 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int bench_rmtree(const char *path)
+{
+	/* Only ever delete what we created ourselves. */
+	if (!path || !strstr(path, "/" BENCH_TMP_MARK))
+		return -EINVAL;
+	if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+int bench_free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &al) != 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+void bench_fill_payload(uint8_t *buf, size_t len, uint64_t seed)
+{
+	static const char words[][8] = {"hey ", "ok ", "see ", "you ", "at ",
+					 "the ", "lunch ", "lol ", "yes ", "no ",
+					 "maybe ", "now ", "later ", "cool ",
+					 "thanks ", "soon "};
+	struct parley_rng rng = {seed};
+	size_t off = 0;
+	while (off < len) {
+		const char *w = words[parley_rng_below(&rng, PARLEY_ARRAY_LEN(words))];
+		size_t wl = strlen(w);
+		for (size_t i = 0; i < wl && off < len; i++)
+			buf[off++] = (uint8_t)w[i];
+	}
+}
+
+/* ---- children and watchdog --------------------------------------------------- */
+
+#define BENCH_MAX_CHILDREN 16
+static volatile pid_t children[BENCH_MAX_CHILDREN];
+
+void bench_child_register(pid_t pid)
+{
+	for (unsigned i = 0; i < BENCH_MAX_CHILDREN; i++)
+		if (children[i] == 0) {
+			children[i] = pid;
+			return;
+		}
+}
+
+void bench_child_forget(pid_t pid)
+{
+	for (unsigned i = 0; i < BENCH_MAX_CHILDREN; i++)
+		if (children[i] == pid)
+			children[i] = 0;
+}
+
+void bench_children_kill(void)
+{
+	/* async-signal-safe: kill + waitpid only, each child by its own pid */
+	for (unsigned i = 0; i < BENCH_MAX_CHILDREN; i++) {
+		pid_t p = children[i];
+		if (p > 0) {
+			kill(p, SIGKILL);
+			waitpid(p, NULL, 0);
+			children[i] = 0;
+		}
+	}
+}
+
+static void watchdog_fire(int sig)
+{
+	(void)sig;
+	static const char msg[] =
+		"level=error comp=bench msg=\"watchdog: run exceeded its time "
+		"budget, killing child servers and exiting\"\n";
+	(void)!write(2, msg, sizeof msg - 1);
+	bench_children_kill();
+	_exit(2);
+}
+
+void bench_watchdog_arm(double seconds)
+{
+	struct itimerval it = {0};
+	if (seconds > 0) {
+		signal(SIGALRM, watchdog_fire);
+		it.it_value.tv_sec = (time_t)seconds;
+		it.it_value.tv_usec = (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6);
+		if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+			it.it_value.tv_usec = 1;
+	}
+	setitimer(ITIMER_REAL, &it, NULL);
+}

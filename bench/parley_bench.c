@@ -1,0 +1,575 @@
+/*
+ * parley_bench.c — `parley-bench`: load generator and capacity-planning
+ * harness. Argument parsing, mode dispatch and the markdown report.
+ *
+ * Modes (see usage() for flags):
+ *   disk      the disk's floor: 4 KiB write+fdatasync latency, sequential
+ *             write+fdatasync bandwidth (bench_disk.c)
+ *   engine    durable appends through the engine on io_uring: closed-loop
+ *             sweep over producers to find saturation, then open loop at
+ *             half of it (or open loop at --rate) (bench_engine.c)
+ *   redis     the same load against redis-server with appendfsync always
+ *             (bench_redis.c)
+ *   compare   disk + engine + redis back to back with the same settings, and
+ *             a table of ratios against the goals in docs/DESIGN.md
+ *
+ * Honesty rules (shared/TESTING.md): absolute numbers on this shared machine
+ * move between runs, so each report carries ratios against a floor or a
+ * peer measured in the SAME run; open-loop latency is measured from the
+ * intended send time; each table says what each system guaranteed.
+ *
+ * Bounded: every run point arms a watchdog (bench_watchdog_arm) with its
+ * budget; on expiry child servers are killed and the process exits 2.
+ * Exit status: 0 ok, 1 a run failed, 2 watchdog, 64 usage error.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
+#endif
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "parley_common.h"
+#include "parley_engine.h"
+
+#define EXIT_USAGE 64
+#define RUN_SLACK_S 30.0 /* setup (open, pre-zero, server start) + close */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: parley-bench MODE [options]\n"
+"\n"
+"Load generator and capacity-planning harness for parley. Every result is\n"
+"reported next to a floor or peer measured in the same run (this machine is\n"
+"shared and noisy: compare ratios, not absolute numbers across runs).\n"
+"\n"
+"modes:\n"
+"  disk       the disk's floor: 4 KiB write+fdatasync latency p50/p99/p99.9/max\n"
+"             (sequential overwrite in place of a pre-zeroed file) and\n"
+"             sequential write bandwidth with an fdatasync after every 64 KiB\n"
+"             and 1 MiB write, in MB/s.\n"
+"  engine     durable appends through the storage engine (io_uring backend, a\n"
+"             fresh temp data dir per run point). Measures the disk floor first,\n"
+"             then for each payload: a closed-loop sweep over --producers (each\n"
+"             producer: own stream, one append outstanding, next one issued from\n"
+"             the ack callback) -> appends/s, MB/s, ack latency, WAL syncs/s;\n"
+"             then an open-loop run at --half x the best closed-loop throughput\n"
+"             (latency from the intended send time). With --rate R: open loop\n"
+"             at R appends/s only.\n"
+"  redis      the same load against redis-server 7 (XADD, one connection per\n"
+"             producer, --appendonly yes --appendfsync always --save \"\"), started\n"
+"             on 127.0.0.1 with a temp dir and killed after each run point.\n"
+"  compare    disk + engine + redis back to back with the same settings; prints\n"
+"             markdown tables with the ratios against the goals:\n"
+"             parley/redis durable appends/s (goal >= 3x), saturation MB/s vs\n"
+"             sequential fdatasync bandwidth (goal >= 0.8), half-load ack p99\n"
+"             minus 4 KiB fdatasync p99 (goal <= 100 us).\n"
+"\n"
+"options:\n"
+"  --dir D             where temp files and data dirs go (default: $TMPDIR or /tmp);\n"
+"                      benchmark the disk you care about\n"
+"  --seconds S         measured seconds per run point (default 3, max %.0f)\n"
+"  --warmup S          unmeasured seconds before each run point (default 0.5)\n"
+"  --producers LIST    concurrent producers, comma-separated (default 1,4,16,64,256;\n"
+"                      max %d each)\n"
+"  --payload LIST      payload bytes, comma-separated (default 100,1024; max 1 MiB)\n"
+"  --rate R            open loop at R appends/s (engine, redis)\n"
+"  --half F            open-loop load as a fraction of saturation (default 0.5)\n"
+"  --no-half           skip the open-loop run after the closed-loop sweep\n"
+"  --no-floor          engine/redis: skip the disk floor measurement\n"
+"  --shards N          engine shards (threads; default: engine default = 1)\n"
+"  --partitions N      engine partitions (default: engine default = 64)\n"
+"  --idem              engine: give every append a unique producer id\n"
+"                      (exercises the idempotency table; default: none)\n"
+"  --redis-server P    redis-server binary (default: redis-server in PATH)\n"
+"  --seed N            payload PRNG seed (default 1)\n"
+"  -v, --verbose       progress on stderr\n"
+"  -h, --help          this text\n"
+"\n"
+"exit status: 0 ok, 1 a run failed, 2 watchdog fired (a run overran its\n"
+"budget; child servers were killed), 64 bad arguments.\n",
+		BENCH_MAX_SECONDS, BENCH_MAX_PRODUCERS);
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "parley-bench: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(try parley-bench --help)\n");
+	exit(EXIT_USAGE);
+}
+
+static unsigned parse_list(const char *s, uint32_t *out, uint32_t max,
+			   const char *what)
+{
+	unsigned n = 0;
+	const char *p = s;
+	if (!*p)
+		die_usage("empty list for %s", what);
+	while (*p) {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(p, &end, 10);
+		if (end == p || errno || v == 0 || v > max || (*end && *end != ',') ||
+		    *p == '-' || *p == '+') {
+			char msg[160];
+			snprintf(msg, sizeof msg, "%%s: bad value in \"%s\" (each must be 1..%u)",
+				 s, max);
+			die_usage(msg, what);
+		}
+		if (n == BENCH_MAX_LIST)
+			die_usage("%s: too many values (max 16)", what);
+		out[n++] = (uint32_t)v;
+		p = *end ? end + 1 : end;
+		if (*end == ',' && !*p)
+			die_usage("%s: trailing comma", what);
+	}
+	return n;
+}
+
+static double parse_double(const char *s, double lo, double hi, const char *what)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end || errno || !(v >= lo && v <= hi)) {
+		char msg[160];
+		snprintf(msg, sizeof msg, "%%s: \"%s\" is not a number in [%g, %g]", s, lo, hi);
+		die_usage(msg, what);
+	}
+	return v;
+}
+
+/* ---- report ---------------------------------------------------------------- */
+
+void bench_load_print_header(void)
+{
+	printf("| system | load | producers | payload B | acks | appends/s | MB/s | "
+	       "p50 µs | p99 µs | p99.9 µs | max µs | WAL syncs/s | entries/sync | "
+	       "WAL MB/s | note |\n");
+	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+}
+
+void bench_load_print_row(const struct load_result *r)
+{
+	char load[48];
+	if (r->open_loop)
+		snprintf(load, sizeof load, "open %.0f/s", r->target_rate);
+	else
+		snprintf(load, sizeof load, "closed");
+	char syncs[32] = "n/a", eps[32] = "n/a", wal[32] = "n/a";
+	if (r->have_stats) {
+		snprintf(syncs, sizeof syncs, "%.0f", r->syncs_per_s);
+		snprintf(eps, sizeof eps, "%.1f", r->entries_per_sync);
+		snprintf(wal, sizeof wal, "%.1f", r->wal_mb_per_s);
+	}
+	char note[200];
+	snprintf(note, sizeof note, "%s%s", r->note, r->ok ? "" : (r->note[0] ? "; FAILED" : "FAILED"));
+	if (r->not_sent) {
+		size_t l = strlen(note);
+		snprintf(note + l, sizeof note - l, "%s%llu slots not sent", l ? "; " : "",
+			 (unsigned long long)r->not_sent);
+	}
+	printf("| %s | %s | %u | %u | %llu | %.0f | %.2f | %.1f | %.1f | %.1f | %.1f | "
+	       "%s | %s | %s | %s |\n",
+	       r->system, load, r->producers, r->payload, (unsigned long long)r->acks,
+	       r->appends_per_s, r->mb_per_s,
+	       (double)bench_hist_quantile(&r->lat, 0.50) / 1e3,
+	       (double)bench_hist_quantile(&r->lat, 0.99) / 1e3,
+	       (double)bench_hist_quantile(&r->lat, 0.999) / 1e3,
+	       (double)r->lat.max_ns / 1e3, syncs, eps, wal, note);
+	fflush(stdout);
+}
+
+static void print_machine(const struct bench_cfg *cfg)
+{
+	struct utsname u;
+	uname(&u);
+	char ts[64];
+	time_t now = time(NULL);
+	strftime(ts, sizeof ts, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+	printf("- date: %s\n", ts);
+	printf("- machine: %ld online cores (nproc), kernel %s %s, data dir %s\n",
+	       sysconf(_SC_NPROCESSORS_ONLN), u.release, u.machine, cfg->dir);
+	printf("- settings: %.1fs measured + %.1fs warm-up per run point, shards=%u "
+	       "partitions=%u (0 = engine default), idempotent producer ids: %s\n",
+	       cfg->seconds, cfg->warmup, cfg->shards, cfg->partitions,
+	       cfg->idem ? "yes" : "no");
+	fflush(stdout);
+}
+
+/* ---- runs -------------------------------------------------------------------- */
+
+typedef int (*load_fn)(const struct bench_cfg *, uint32_t, uint32_t, double,
+		       struct load_result *);
+
+static int run_point(const struct bench_cfg *cfg, load_fn fn, uint32_t prod,
+		     uint32_t payload, double rate, struct load_result *r)
+{
+	bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS + RUN_SLACK_S);
+	if (cfg->verbose)
+		fprintf(stderr, "parley-bench: %s producers=%u payload=%u %s\n",
+			fn == bench_engine_run ? "engine" : "redis", prod, payload,
+			rate > 0 ? "open loop" : "closed loop");
+	int rc = fn(cfg, prod, payload, rate, r);
+	bench_watchdog_arm(0);
+	if (rc != 0) {
+		r->ok = false;
+		if (!r->note[0])
+			snprintf(r->note, sizeof r->note, "run failed: %s",
+				 parley_strerror(rc));
+	}
+	bench_load_print_row(r);
+	return rc;
+}
+
+static int run_disk(const struct bench_cfg *cfg, struct disk_result *d)
+{
+	bench_watchdog_arm(3 * cfg->seconds + RUN_SLACK_S);
+	int rc = bench_disk_run(cfg, d);
+	bench_watchdog_arm(0);
+	if (rc == 0)
+		bench_disk_print(d);
+	return rc;
+}
+
+struct sweep {
+	struct load_result closed[BENCH_MAX_LIST];
+	struct load_result half;
+	bool have_half;
+	unsigned best; /* index of the saturation point in closed[] */
+};
+
+/* Closed-loop sweep over producers for one payload, then the open-loop run
+ * at cfg->half_frac of the best throughput. */
+static int sweep(const struct bench_cfg *cfg, load_fn fn, uint32_t payload,
+		 struct sweep *s)
+{
+	int failures = 0;
+	memset(s, 0, sizeof *s);
+	for (unsigned i = 0; i < cfg->n_producers; i++) {
+		if (run_point(cfg, fn, cfg->producers[i], payload, 0, &s->closed[i]) != 0 ||
+		    !s->closed[i].ok)
+			failures++;
+		if (s->closed[i].appends_per_s > s->closed[s->best].appends_per_s)
+			s->best = i;
+	}
+	const struct load_result *b = &s->closed[s->best];
+	if (!cfg->no_half && b->appends_per_s > 0) {
+		double rate = b->appends_per_s * cfg->half_frac;
+		if (run_point(cfg, fn, b->producers, payload, rate, &s->half) != 0 ||
+		    !s->half.ok)
+			failures++;
+		s->have_half = true;
+	}
+	return failures;
+}
+
+static double p99_us(const struct bench_hist *h)
+{
+	return (double)bench_hist_quantile(h, 0.99) / 1e3;
+}
+
+static void print_engine_ratios(const struct disk_result *d, uint32_t payload,
+				const struct sweep *e)
+{
+	const struct load_result *b = &e->closed[e->best];
+	printf("\n| payload %u B: engine vs disk floor | value | goal |\n|---|---:|---|\n",
+	       payload);
+	printf("| saturation (closed loop, %u producers) | %.0f appends/s, %.2f MB/s payload",
+	       b->producers, b->appends_per_s, b->mb_per_s);
+	if (b->have_stats)
+		printf(", %.2f MB/s WAL, %.0f syncs/s", b->wal_mb_per_s, b->syncs_per_s);
+	printf(" | |\n");
+	if (d && d->ok) {
+		printf("| payload MB/s ÷ 1 MiB write+fdatasync bandwidth (%.1f MB/s) | %.3f | ≥ 0.8 |\n",
+		       d->bw_1m_mbs, d->bw_1m_mbs > 0 ? b->mb_per_s / d->bw_1m_mbs : 0);
+		if (b->have_stats)
+			printf("| WAL MB/s ÷ 1 MiB write+fdatasync bandwidth | %.3f | (≥ 0.8) |\n",
+			       d->bw_1m_mbs > 0 ? b->wal_mb_per_s / d->bw_1m_mbs : 0);
+		if (b->have_stats && d->syncs_per_s > 0)
+			printf("| WAL syncs/s ÷ 4 KiB write+fdatasync rounds/s (%.0f) | %.3f | |\n",
+			       d->syncs_per_s, b->syncs_per_s / d->syncs_per_s);
+	}
+	if (e->have_half) {
+		double hp = p99_us(&e->half.lat);
+		printf("| open loop at %.0f appends/s (%.0f%% of saturation): ack p99 | %.1f µs | |\n",
+		       e->half.target_rate,
+		       b->appends_per_s > 0 ? 100.0 * e->half.target_rate / b->appends_per_s : 0,
+		       hp);
+		if (d && d->ok)
+			printf("| half-load ack p99 − 4 KiB fdatasync p99 (%.1f µs) | %+.1f µs | ≤ 100 µs |\n",
+			       p99_us(&d->lat4k), hp - p99_us(&d->lat4k));
+	}
+	fflush(stdout);
+}
+
+static int mode_disk(const struct bench_cfg *cfg)
+{
+	struct disk_result *d = malloc(sizeof *d);
+	if (!d)
+		return 1;
+	print_machine(cfg);
+	int rc = run_disk(cfg, d);
+	free(d);
+	return rc == 0 ? 0 : 1;
+}
+
+static int mode_load(const struct bench_cfg *cfg, load_fn fn, bool floor)
+{
+	struct disk_result *d = NULL;
+	int failures = 0;
+	print_machine(cfg);
+	if (floor) {
+		d = malloc(sizeof *d);
+		if (!d || run_disk(cfg, d) != 0)
+			failures++;
+	}
+	struct sweep *s = malloc(sizeof *s);
+	if (!s) {
+		free(d);
+		return 1;
+	}
+	for (unsigned j = 0; j < cfg->n_payloads; j++) {
+		printf("\n### %s, payload %u B\n\n", fn == bench_engine_run ? "engine" : "redis",
+		       cfg->payloads[j]);
+		bench_load_print_header();
+		if (cfg->rate > 0) {
+			for (unsigned i = 0; i < cfg->n_producers; i++) {
+				struct load_result r;
+				if (run_point(cfg, fn, cfg->producers[i], cfg->payloads[j],
+					      cfg->rate, &r) != 0 || !r.ok)
+					failures++;
+			}
+			continue;
+		}
+		failures += sweep(cfg, fn, cfg->payloads[j], s);
+		if (fn == bench_engine_run)
+			print_engine_ratios(d, cfg->payloads[j], s);
+		else
+			printf("\nredis-server %s, appendonly yes + appendfsync always "
+			       "(checked with CONFIG GET at start)\n", bench_redis_version());
+	}
+	free(s);
+	free(d);
+	return failures ? 1 : 0;
+}
+
+static int mode_compare(const struct bench_cfg *cfg)
+{
+	int failures = 0;
+	print_machine(cfg);
+	printf("- guarantees: parley = single node, every ack after its WAL batch was "
+	       "written and fdatasync'd (group commit); redis = single node, "
+	       "appendonly yes + appendfsync always (AOF write+fsync before replies)\n");
+	struct disk_result *d = malloc(sizeof *d);
+	struct sweep *se = malloc(sizeof *se), *sr = malloc(sizeof *sr);
+	if (!d || !se || !sr)
+		return 1;
+	if (run_disk(cfg, d) != 0)
+		failures++;
+	for (unsigned j = 0; j < cfg->n_payloads; j++) {
+		uint32_t pl = cfg->payloads[j];
+		printf("\n### payload %u B — raw runs (engine and redis alternate per "
+		       "point)\n\n", pl);
+		bench_load_print_header();
+		memset(se, 0, sizeof *se);
+		memset(sr, 0, sizeof *sr);
+		/* interleave so both systems see the same background noise */
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
+			if (run_point(cfg, bench_engine_run, cfg->producers[i], pl, 0,
+				      &se->closed[i]) != 0 || !se->closed[i].ok)
+				failures++;
+			if (run_point(cfg, bench_redis_run, cfg->producers[i], pl, 0,
+				      &sr->closed[i]) != 0 || !sr->closed[i].ok)
+				failures++;
+			if (se->closed[i].appends_per_s > se->closed[se->best].appends_per_s)
+				se->best = i;
+			if (sr->closed[i].appends_per_s > sr->closed[sr->best].appends_per_s)
+				sr->best = i;
+		}
+		if (!cfg->no_half) {
+			const struct load_result *be = &se->closed[se->best];
+			const struct load_result *br = &sr->closed[sr->best];
+			if (be->appends_per_s > 0) {
+				if (run_point(cfg, bench_engine_run, be->producers, pl,
+					      be->appends_per_s * cfg->half_frac, &se->half) != 0 ||
+				    !se->half.ok)
+					failures++;
+				se->have_half = true;
+			}
+			if (br->appends_per_s > 0) {
+				if (run_point(cfg, bench_redis_run, br->producers, pl,
+					      br->appends_per_s * cfg->half_frac, &sr->half) != 0 ||
+				    !sr->half.ok)
+					failures++;
+				sr->have_half = true;
+			}
+		}
+		printf("\n### payload %u B — parley vs redis %s (closed loop, same producers)\n\n",
+		       pl, bench_redis_version());
+		printf("| producers | parley appends/s | redis appends/s | parley ÷ redis (goal ≥ 3) | "
+		       "parley p99 µs | redis p99 µs |\n|---:|---:|---:|---:|---:|---:|\n");
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
+			const struct load_result *a = &se->closed[i], *b = &sr->closed[i];
+			printf("| %u | %.0f | %.0f | %.2f× | %.1f | %.1f |\n", a->producers,
+			       a->appends_per_s, b->appends_per_s,
+			       b->appends_per_s > 0 ? a->appends_per_s / b->appends_per_s : 0,
+			       p99_us(&a->lat), p99_us(&b->lat));
+		}
+		const struct load_result *be = &se->closed[se->best], *br = &sr->closed[sr->best];
+		printf("| best | %.0f (%u prod.) | %.0f (%u prod.) | %.2f× | | |\n",
+		       be->appends_per_s, be->producers, br->appends_per_s, br->producers,
+		       br->appends_per_s > 0 ? be->appends_per_s / br->appends_per_s : 0);
+		if (se->have_half && sr->have_half)
+			printf("\nhalf load (open loop, each at %.0f%% of its own saturation, latency "
+			       "from intended send time): parley %.0f/s p99 %.1f µs p99.9 %.1f µs; "
+			       "redis %.0f/s p99 %.1f µs p99.9 %.1f µs\n",
+			       cfg->half_frac * 100, se->half.target_rate, p99_us(&se->half.lat),
+			       (double)bench_hist_quantile(&se->half.lat, 0.999) / 1e3,
+			       sr->half.target_rate, p99_us(&sr->half.lat),
+			       (double)bench_hist_quantile(&sr->half.lat, 0.999) / 1e3);
+		print_engine_ratios(d, pl, se);
+	}
+	free(d);
+	free(se);
+	free(sr);
+	return failures ? 1 : 0;
+}
+
+static const char *find_in_path(const char *name)
+{
+	static char buf[4096];
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+	char *dup = strdup(path), *save = NULL;
+	const char *res = NULL;
+	for (char *d = strtok_r(dup, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(buf, sizeof buf, "%s/%s", d, name);
+		if (access(buf, X_OK) == 0) {
+			res = buf;
+			break;
+		}
+	}
+	free(dup);
+	return res;
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_cfg cfg = {0};
+	const char *tmpd = getenv("TMPDIR");
+	cfg.dir = tmpd && *tmpd ? tmpd : "/tmp";
+	cfg.seconds = 3;
+	cfg.warmup = 0.5;
+	cfg.half_frac = 0.5;
+	cfg.seed = 1;
+	bool no_floor = false;
+	static const uint32_t def_prod[] = {1, 4, 16, 64, 256};
+	static const uint32_t def_pl[] = {100, 1024};
+	memcpy(cfg.producers, def_prod, sizeof def_prod);
+	cfg.n_producers = PARLEY_ARRAY_LEN(def_prod);
+	memcpy(cfg.payloads, def_pl, sizeof def_pl);
+	cfg.n_payloads = PARLEY_ARRAY_LEN(def_pl);
+
+	enum { O_DIR = 256, O_SECONDS, O_WARMUP, O_PRODUCERS, O_PAYLOAD, O_RATE,
+	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
+	       O_REDIS, O_SEED };
+	static const struct option longopts[] = {
+		{"dir", required_argument, NULL, O_DIR},
+		{"seconds", required_argument, NULL, O_SECONDS},
+		{"warmup", required_argument, NULL, O_WARMUP},
+		{"producers", required_argument, NULL, O_PRODUCERS},
+		{"payload", required_argument, NULL, O_PAYLOAD},
+		{"rate", required_argument, NULL, O_RATE},
+		{"half", required_argument, NULL, O_HALF},
+		{"no-half", no_argument, NULL, O_NO_HALF},
+		{"no-floor", no_argument, NULL, O_NO_FLOOR},
+		{"shards", required_argument, NULL, O_SHARDS},
+		{"partitions", required_argument, NULL, O_PARTITIONS},
+		{"idem", no_argument, NULL, O_IDEM},
+		{"redis-server", required_argument, NULL, O_REDIS},
+		{"seed", required_argument, NULL, O_SEED},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *mode = NULL;
+	if (argv[1][0] != '-') {
+		mode = argv[1];
+		argv[1] = argv[0];
+		argv++;
+		argc--;
+	}
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_DIR: cfg.dir = optarg; break;
+		case O_SECONDS: cfg.seconds = parse_double(optarg, 0.1, BENCH_MAX_SECONDS, "--seconds"); break;
+		case O_WARMUP: cfg.warmup = parse_double(optarg, 0, 30, "--warmup"); break;
+		case O_PRODUCERS: cfg.n_producers = parse_list(optarg, cfg.producers, BENCH_MAX_PRODUCERS, "--producers"); break;
+		case O_PAYLOAD: cfg.n_payloads = parse_list(optarg, cfg.payloads, PE_MAX_PAYLOAD, "--payload"); break;
+		case O_RATE: cfg.rate = parse_double(optarg, 1, 1e7, "--rate"); break;
+		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
+		case O_NO_HALF: cfg.no_half = true; break;
+		case O_NO_FLOOR: no_floor = true; break;
+		case O_SHARDS: cfg.shards = (uint32_t)parse_double(optarg, 1, 64, "--shards"); break;
+		case O_PARTITIONS: cfg.partitions = (uint32_t)parse_double(optarg, 1, 65536, "--partitions"); break;
+		case O_IDEM: cfg.idem = true; break;
+		case O_REDIS: cfg.redis_server = optarg; break;
+		case O_SEED: cfg.seed = (uint64_t)parse_double(optarg, 0, 1e15, "--seed"); break;
+		case 'v': cfg.verbose = true; break;
+		case 'h': usage(stdout); return 0;
+		case ':': die_usage("option %s needs a value", argv[optind - 1]); break;
+		default: die_usage("unknown option %s", argv[optind - 1]); break;
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument \"%s\"", argv[optind]);
+	if (!mode)
+		die_usage("%s", "missing MODE (disk, engine, redis or compare)");
+	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
+		die_usage("%s", "--shards must be an integer");
+	if (access(cfg.dir, W_OK) != 0) {
+		fprintf(stderr, "parley-bench: --dir %s is not a writable directory: %s\n",
+			cfg.dir, strerror(errno));
+		return EXIT_USAGE;
+	}
+	bool need_redis = !strcmp(mode, "redis") || !strcmp(mode, "compare");
+	if (need_redis) {
+		if (!cfg.redis_server)
+			cfg.redis_server = find_in_path("redis-server");
+		if (!cfg.redis_server || access(cfg.redis_server, X_OK) != 0) {
+			fprintf(stderr, "parley-bench: redis-server not found (install it with "
+					"tools/install-deps.sh or pass --redis-server PATH)\n");
+			return EXIT_USAGE;
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	atexit(bench_children_kill);
+
+	if (!strcmp(mode, "disk"))
+		return mode_disk(&cfg);
+	if (!strcmp(mode, "engine"))
+		return mode_load(&cfg, bench_engine_run, !no_floor);
+	if (!strcmp(mode, "redis"))
+		return mode_load(&cfg, bench_redis_run, false);
+	if (!strcmp(mode, "compare"))
+		return mode_compare(&cfg);
+	die_usage("unknown mode \"%s\" (disk, engine, redis or compare)", mode);
+	return EXIT_USAGE;
+}

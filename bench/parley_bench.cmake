@@ -1,0 +1,20 @@
+# parley-bench: load generator and capacity-planning harness (bench/).
+# Sources: bench/parley_bench.c and bench/bench_*.c. Needs hiredis for the
+# Redis peer (libhiredis-dev, installed by tools/install-deps.sh) and the
+# engine implementation; without either the target is skipped with a
+# message instead of breaking everyone's build.
+pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
+if(NOT HIREDIS_FOUND)
+  message(WARNING "parley-bench skipped: hiredis not found (run tools/install-deps.sh)")
+elseif(NOT EXISTS ${CMAKE_SOURCE_DIR}/engine/engine.c)
+  message(STATUS "parley-bench skipped: engine/engine.c not present yet")
+else()
+  file(GLOB PARLEY_BENCH_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/bench_*.c)
+  add_executable(parley-bench ${CMAKE_CURRENT_LIST_DIR}/parley_bench.c
+                 ${PARLEY_BENCH_SOURCES})
+  target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR}
+                             ${CMAKE_SOURCE_DIR}/engine)
+  target_link_libraries(parley-bench PRIVATE parley_engine PkgConfig::HIREDIS)
+  set_target_properties(parley-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                        ${CMAKE_BINARY_DIR}/bench)
+endif()
