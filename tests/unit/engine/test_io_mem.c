@@ -1,0 +1,489 @@
+/*
+ * test_io_mem.c — contract tests for the in-memory I/O backend
+ * (engine/io_mem.c): reads and writes, current vs durable bytes, crashes
+ * with and without torn writes, every fault kind on the sync and ring paths,
+ * linked-op cancellation, bit flips, namespace ops and cross-thread wake-up.
+ *
+ * Randomised tests print their seed (PARLEY_SEED overrides it).
+ * Single-threaded except the wake-up test, which uses one helper thread.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "parley_common.h"
+#include "parley_engine.h"
+
+static struct pio *io;
+
+static void setup(void)
+{
+	io = pio_mem_new(1);
+	cr_assert_not_null(io);
+	cr_assert_eq(io->ops->mkdir(io, "/d"), 0);
+}
+static void teardown(void)
+{
+	pio_free(io);
+	io = NULL;
+}
+
+TestSuite(io_mem, .init = setup, .fini = teardown);
+
+static struct pio_file *open_file(const char *path, int flags)
+{
+	struct pio_file *f = NULL;
+	cr_assert_eq(io->ops->open(io, path, flags, &f), 0, "open %s", path);
+	cr_assert_not_null(f);
+	return f;
+}
+
+static void expect_bytes(struct pio_file *f, uint64_t off, const void *want,
+			 size_t len)
+{
+	uint8_t buf[8192];
+	cr_assert(len <= sizeof(buf));
+	cr_assert_eq(io->ops->pread(io, f, buf, len, off), (int64_t)len);
+	cr_assert_arr_eq(buf, want, len);
+}
+
+Test(io_mem, write_read_overwrite_extend)
+{
+	struct pio_file *f = open_file("/d/a", PIO_CREATE);
+	cr_assert_eq(io->ops->size(io, f), 0);
+	cr_assert_eq(io->ops->pwrite(io, f, "hello", 5, 0), 0);
+	expect_bytes(f, 0, "hello", 5);
+	cr_assert_eq(io->ops->pwrite(io, f, "J", 1, 0), 0);
+	expect_bytes(f, 0, "Jello", 5);
+	/* extend with a hole: the gap reads as zeros */
+	cr_assert_eq(io->ops->pwrite(io, f, "xy", 2, 10), 0);
+	cr_assert_eq(io->ops->size(io, f), 12);
+	expect_bytes(f, 0, "Jello\0\0\0\0\0xy", 12);
+	/* short read only at end of file, 0 beyond */
+	char buf[32];
+	cr_assert_eq(io->ops->pread(io, f, buf, sizeof(buf), 8), 4);
+	cr_assert_eq(io->ops->pread(io, f, buf, sizeof(buf), 100), 0);
+	cr_assert_eq(pio_mem_file_size(io, "/d/a"), 12);
+	/* truncate both ways */
+	cr_assert_eq(io->ops->truncate(io, f, 3), 0);
+	cr_assert_eq(io->ops->size(io, f), 3);
+	cr_assert_eq(io->ops->truncate(io, f, 6), 0);
+	expect_bytes(f, 0, "Jel\0\0\0", 6);
+	io->ops->close(io, f);
+}
+
+Test(io_mem, open_flags)
+{
+	struct pio_file *f = NULL;
+	cr_assert_eq(io->ops->open(io, "/d/x", 0, &f), -ENOENT);
+	cr_assert_eq(io->ops->open(io, "/nodir/x", PIO_CREATE, &f), -ENOENT);
+	f = open_file("/d/x", PIO_CREATE | PIO_EXCL);
+	io->ops->close(io, f);
+	cr_assert_eq(io->ops->open(io, "/d/x", PIO_CREATE | PIO_EXCL, &f),
+		     -EEXIST);
+	cr_assert_eq(io->ops->open(io, "/d", 0, &f), -EISDIR);
+	f = open_file("/d//x", 0); /* normalised path */
+	io->ops->close(io, f);
+	cr_assert_eq(pio_mem_file_size(io, "/d/nope"), -ENOENT);
+}
+
+Test(io_mem, crash_drops_unsynced)
+{
+	struct pio_file *f = open_file("/d/a", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, f, "synced", 6, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	cr_assert_eq(io->ops->pwrite(io, f, "SY", 2, 0), 0);
+	cr_assert_eq(io->ops->pwrite(io, f, "more", 4, 6), 0);
+	expect_bytes(f, 0, "SYncedmore", 10);
+	pio_mem_crash(io, false);
+	cr_assert_eq(io->ops->size(io, f), 6);
+	expect_bytes(f, 0, "synced", 6);
+	/* a file never synced comes back empty but present (metadata durable) */
+	struct pio_file *g = open_file("/d/b", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, g, "lost", 4, 0), 0);
+	pio_mem_crash(io, false);
+	cr_assert_eq(pio_mem_file_size(io, "/d/b"), 0);
+	io->ops->close(io, f);
+	io->ops->close(io, g);
+}
+
+static uint64_t test_seed(void)
+{
+	const char *s = getenv("PARLEY_SEED");
+	uint64_t seed = s ? strtoull(s, NULL, 0) : parley_mono_ns();
+	fprintf(stderr, "test_io_mem seed=%llu\n", (unsigned long long)seed);
+	return seed;
+}
+
+/* Random writes + syncs + torn crashes, against a model: after the crash
+ * every byte equals either the synced value or (only inside the unsynced
+ * region, as one prefix ending at a 512 boundary or the region's end) the
+ * written value. */
+Test(io_mem, tear_keeps_aligned_prefix_of_unsynced_only)
+{
+	uint64_t seed = test_seed();
+	struct parley_rng rng = {seed};
+	enum { MAX = 16384 };
+	static uint8_t synced[MAX], written[MAX], got[MAX];
+	for (int round = 0; round < 200; round++) {
+		pio_free(io);
+		io = pio_mem_new(seed + (uint64_t)round);
+		cr_assert_not_null(io);
+		struct pio_file *f = open_file("/t", PIO_CREATE);
+		size_t slen = parley_rng_below(&rng, 8192);
+		for (size_t i = 0; i < slen; i++)
+			synced[i] = (uint8_t)parley_rng_next(&rng);
+		cr_assert_eq(io->ops->pwrite(io, f, synced, slen, 0), 0);
+		cr_assert_eq(io->ops->fdatasync(io, f), 0);
+		memcpy(written, synced, slen);
+		size_t wlen = slen;
+		/* unsynced writes: mostly appends, sometimes overwrites */
+		size_t lo = SIZE_MAX, hi = 0;
+		int nw = 1 + (int)parley_rng_below(&rng, 4);
+		for (int k = 0; k < nw; k++) {
+			size_t off = parley_rng_below(&rng, 4) == 0 && wlen > 0
+					     ? parley_rng_below(&rng, wlen)
+					     : wlen;
+			size_t len = 1 + parley_rng_below(&rng, 2000);
+			uint8_t b[2000];
+			for (size_t i = 0; i < len; i++)
+				b[i] = (uint8_t)(parley_rng_next(&rng) | 1);
+			cr_assert_eq(io->ops->pwrite(io, f, b, len, off), 0);
+			if (off > wlen)
+				memset(written + wlen, 0, off - wlen);
+			memcpy(written + off, b, len);
+			wlen = PARLEY_MAX(wlen, off + len);
+			lo = PARLEY_MIN(lo, off);
+			hi = PARLEY_MAX(hi, off + len);
+		}
+		pio_mem_crash(io, true);
+		int64_t n = io->ops->size(io, f);
+		cr_assert(n >= (int64_t)slen && n <= (int64_t)wlen,
+			  "seed=%llu round=%d size %lld not in [%zu,%zu]",
+			  (unsigned long long)seed, round, (long long)n, slen,
+			  wlen);
+		cr_assert_eq(io->ops->pread(io, f, got, (size_t)n, 0), n);
+		/* find the cut: first byte in [lo,hi) that is not the written
+		 * value, then everything after must be the synced value */
+		for (size_t i = 0; i < lo; i++)
+			cr_assert_eq(got[i], synced[i], "seed=%llu round=%d "
+				     "synced byte %zu altered",
+				     (unsigned long long)seed, round, i);
+		size_t cut = lo;
+		while (cut < (size_t)n && got[cut] == written[cut])
+			cut++;
+		/* the true cut may be later if synced==written there; it must
+		 * be a grain boundary, lo, or hi: check the bytes after it */
+		for (size_t i = cut; i < (size_t)n; i++) {
+			cr_assert(i < slen && got[i] == synced[i],
+				  "seed=%llu round=%d byte %zu is neither "
+				  "prefix nor synced",
+				  (unsigned long long)seed, round, i);
+		}
+		if ((size_t)n > slen) {
+			/* the file grew: its new end is the cut itself */
+			cr_assert((size_t)n % 512 == 0 || (size_t)n == hi,
+				  "seed=%llu round=%d torn length %lld not "
+				  "at a 512 boundary",
+				  (unsigned long long)seed, round,
+				  (long long)n);
+		}
+		/* the crash result is durable: a second crash changes nothing */
+		pio_mem_crash(io, true);
+		cr_assert_eq(io->ops->size(io, f), n);
+		uint8_t again[MAX];
+		cr_assert_eq(io->ops->pread(io, f, again, (size_t)n, 0), n);
+		cr_assert_arr_eq(again, got, (size_t)n);
+		io->ops->close(io, f);
+	}
+}
+
+Test(io_mem, tear_varies_with_seed_and_replays)
+{
+	/* Same seed -> same outcome; across seeds more than one outcome. */
+	int64_t sizes[16];
+	bool differ = false;
+	for (int s = 0; s < 16; s++) {
+		for (int rep = 0; rep < 2; rep++) {
+			struct pio *m = pio_mem_new((uint64_t)s);
+			struct pio_file *f = NULL;
+			cr_assert_eq(m->ops->open(m, "/f", PIO_CREATE, &f), 0);
+			static uint8_t z[8192];
+			memset(z, 0xab, sizeof(z));
+			cr_assert_eq(m->ops->pwrite(m, f, z, sizeof(z), 0), 0);
+			pio_mem_crash(m, true);
+			int64_t sz = pio_mem_file_size(m, "/f");
+			cr_assert(sz >= 0 && sz <= 8192 && sz % 512 == 0);
+			if (rep == 0)
+				sizes[s] = sz;
+			else
+				cr_assert_eq(sz, sizes[s], "seed %d not replayed",
+					     s);
+			m->ops->close(m, f);
+			pio_free(m);
+		}
+		if (s > 0 && sizes[s] != sizes[0])
+			differ = true;
+	}
+	cr_assert(differ, "16 seeds all tore at the same point");
+}
+
+Test(io_mem, flip_bit)
+{
+	struct pio_file *f = open_file("/d/a", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, f, "\x00\x00\x00", 3, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	cr_assert_eq(pio_mem_flip_bit(io, "/d/a", 1, 3), 0);
+	expect_bytes(f, 0, "\x00\x08\x00", 3);
+	pio_mem_crash(io, false); /* flipped in durable bytes too */
+	expect_bytes(f, 0, "\x00\x08\x00", 3);
+	cr_assert_eq(pio_mem_flip_bit(io, "/d/a", 1, 3), 0);
+	expect_bytes(f, 0, "\x00\x00\x00", 3);
+	cr_assert_eq(pio_mem_flip_bit(io, "/d/none", 0, 0), -ENOENT);
+	cr_assert_eq(pio_mem_flip_bit(io, "/d/a", 3, 0), -EINVAL);
+	cr_assert_eq(pio_mem_flip_bit(io, "/d/a", 0, 8), -EINVAL);
+	io->ops->close(io, f);
+}
+
+Test(io_mem, faults_sync_path)
+{
+	struct pio_file *f = open_file("/d/a", PIO_CREATE);
+	pio_mem_inject(io, PIO_FAULT_WRITE_EIO, 2);
+	cr_assert_eq(io->ops->pwrite(io, f, "a", 1, 0), -EIO);
+	cr_assert_eq(io->ops->pwrite(io, f, "a", 1, 0), -EIO);
+	cr_assert_eq(io->ops->size(io, f), 0, "failed write changed file");
+	cr_assert_eq(io->ops->pwrite(io, f, "a", 1, 0), 0);
+
+	pio_mem_inject(io, PIO_FAULT_ENOSPC, 1);
+	cr_assert_eq(io->ops->pwrite(io, f, "b", 1, 1), -ENOSPC);
+	cr_assert_eq(io->ops->size(io, f), 1);
+	cr_assert_eq(io->ops->pwrite(io, f, "b", 1, 1), 0);
+
+	pio_mem_inject(io, PIO_FAULT_FSYNC_EIO, 1);
+	cr_assert_eq(io->ops->fdatasync(io, f), -EIO);
+	pio_mem_crash(io, false);
+	cr_assert_eq(io->ops->size(io, f), 0, "failed fsync made data durable");
+	cr_assert_eq(io->ops->pwrite(io, f, "ab", 2, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	pio_mem_crash(io, false);
+	expect_bytes(f, 0, "ab", 2);
+	io->ops->close(io, f);
+}
+
+static int ring_collect(struct pio_ring *r, struct pio *m,
+			struct pio_cqe *out, int want)
+{
+	int got = 0;
+	while (got < want) {
+		int n = m->ops->ring_wait(r, out + got, want - got, 0);
+		cr_assert(n >= 0);
+		if (n == 0)
+			break;
+		got += n;
+	}
+	return got;
+}
+
+Test(io_mem, ring_order_and_faults)
+{
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, 8, &r), 0);
+	struct pio_file *f = open_file("/d/w", PIO_CREATE);
+	cr_assert_eq(io->ops->ring_write(r, f, "abcd", 4, 0, 1, false), 0);
+	cr_assert_eq(io->ops->ring_write(r, f, "efgh", 4, 4, 2, true), 0);
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, 3), 0);
+	/* nothing runs until ring_wait */
+	cr_assert_eq(io->ops->size(io, f), 0);
+	struct pio_cqe c[8];
+	cr_assert_eq(ring_collect(r, io, c, 3), 3);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(c[i].user_data, (uint64_t)i + 1);
+	cr_assert_eq(c[0].res, 4);
+	cr_assert_eq(c[1].res, 4);
+	cr_assert_eq(c[2].res, 0);
+	pio_mem_crash(io, false);
+	expect_bytes(f, 0, "abcdefgh", 8);
+
+	/* write EIO on the ring, with link: the fsync is cancelled */
+	pio_mem_inject(io, PIO_FAULT_WRITE_EIO, 1);
+	cr_assert_eq(io->ops->ring_write(r, f, "XXXX", 4, 0, 10, true), 0);
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, 11), 0);
+	cr_assert_eq(io->ops->ring_write(r, f, "YY", 2, 8, 12, false), 0);
+	cr_assert_eq(ring_collect(r, io, c, 3), 3);
+	cr_assert_eq(c[0].user_data, 10);
+	cr_assert_eq(c[0].res, -EIO);
+	cr_assert_eq(c[1].user_data, 11);
+	cr_assert_eq(c[1].res, -ECANCELED);
+	cr_assert_eq(c[2].user_data, 12);
+	cr_assert_eq(c[2].res, 2, "unlinked op after the chain must run");
+	expect_bytes(f, 0, "abcdefghYY", 10);
+
+	/* ENOSPC on the ring: a chain of three, cancellation propagates */
+	pio_mem_inject(io, PIO_FAULT_ENOSPC, 1);
+	cr_assert_eq(io->ops->ring_write(r, f, "Z", 1, 0, 20, true), 0);
+	cr_assert_eq(io->ops->ring_write(r, f, "Z", 1, 1, 21, true), 0);
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, 22), 0);
+	cr_assert_eq(ring_collect(r, io, c, 3), 3);
+	cr_assert_eq(c[0].res, -ENOSPC);
+	cr_assert_eq(c[1].res, -ECANCELED);
+	cr_assert_eq(c[2].res, -ECANCELED);
+	expect_bytes(f, 0, "ab", 2);
+
+	/* fsync EIO on the ring: nothing becomes durable */
+	pio_mem_inject(io, PIO_FAULT_FSYNC_EIO, 1);
+	cr_assert_eq(io->ops->ring_write(r, f, "Q", 1, 0, 30, true), 0);
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, 31), 0);
+	cr_assert_eq(ring_collect(r, io, c, 2), 2);
+	cr_assert_eq(c[0].res, 1);
+	cr_assert_eq(c[1].res, -EIO);
+	pio_mem_crash(io, false);
+	expect_bytes(f, 0, "abcdefgh", 8);
+	cr_assert_eq(io->ops->size(io, f), 8);
+
+	io->ops->close(io, f);
+	io->ops->ring_free(r);
+}
+
+Test(io_mem, ring_depth_max_and_reserved)
+{
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, 4, &r), 0);
+	struct pio_file *f = open_file("/d/w", PIO_CREATE);
+	cr_assert_eq(io->ops->ring_write(r, f, "a", 1, 0, PIO_UDATA_RESERVED,
+					 false), -EINVAL);
+	for (uint64_t i = 0; i < 4; i++)
+		cr_assert_eq(io->ops->ring_write(r, f, "a", 1, i, i, false), 0);
+	cr_assert_eq(io->ops->ring_write(r, f, "a", 1, 9, 9, false), -EBUSY);
+	struct pio_cqe c[4];
+	/* max=1: the rest stay for later calls, in order */
+	cr_assert_eq(io->ops->ring_wait(r, c, 1, -1), 1);
+	cr_assert_eq(c[0].user_data, 0);
+	/* completed-but-unreaped still count against depth */
+	cr_assert_eq(io->ops->ring_write(r, f, "b", 1, 4, 4, false), 0);
+	cr_assert_eq(io->ops->ring_write(r, f, "b", 1, 5, 5, false), -EBUSY);
+	cr_assert_eq(io->ops->ring_wait(r, c, 2, 0), 2);
+	cr_assert_eq(c[0].user_data, 1);
+	cr_assert_eq(c[1].user_data, 2);
+	cr_assert_eq(io->ops->ring_wait(r, c, 4, 0), 2);
+	cr_assert_eq(c[0].user_data, 3);
+	cr_assert_eq(c[1].user_data, 4);
+	cr_assert_eq(io->ops->ring_wait(r, c, 4, 0), 0);
+	cr_assert_eq(io->ops->ring_wait(r, c, 4, 10), 0); /* times out */
+	io->ops->close(io, f);
+	io->ops->ring_free(r);
+}
+
+struct waker {
+	struct pio *io;
+	struct pio_ring *r;
+};
+static void *wake_thread(void *arg)
+{
+	struct waker *w = arg;
+	usleep(20000);
+	w->io->ops->ring_wake(w->r);
+	return NULL;
+}
+
+Test(io_mem, wake_from_other_thread, .timeout = 30)
+{
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, 4, &r), 0);
+	struct waker w = {io, r};
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, wake_thread, &w), 0);
+	struct pio_cqe c[4];
+	/* would block forever without the wake (the test timeout catches it) */
+	cr_assert_eq(io->ops->ring_wait(r, c, 4, -1), 0);
+	pthread_join(t, NULL);
+	/* a wake before the wait is not lost */
+	io->ops->ring_wake(r);
+	cr_assert_eq(io->ops->ring_wait(r, c, 4, -1), 0);
+	io->ops->ring_free(r);
+}
+
+struct names {
+	char buf[8][32];
+	int n;
+};
+static int collect_name(void *arg, const char *name)
+{
+	struct names *ns = arg;
+	cr_assert(ns->n < 8);
+	snprintf(ns->buf[ns->n++], 32, "%s", name);
+	return 0;
+}
+static int stop_after_one(void *arg, const char *name)
+{
+	(*(int *)arg)++;
+	return 7;
+}
+
+Test(io_mem, namespace_ops)
+{
+	cr_assert_eq(io->ops->mkdir(io, "/d"), -EEXIST);
+	cr_assert_eq(io->ops->mkdir(io, "/x/y"), -ENOENT);
+	cr_assert_eq(io->ops->mkdir(io, "/d/sub"), 0);
+	struct pio_file *f = open_file("/d/b", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, f, "B", 1, 0), 0);
+	io->ops->close(io, f);
+	f = open_file("/d/a", PIO_CREATE);
+	io->ops->close(io, f);
+	f = open_file("/d/sub/deep", PIO_CREATE);
+	io->ops->close(io, f);
+
+	struct names ns = {0};
+	cr_assert_eq(io->ops->list(io, "/d", collect_name, &ns), 0);
+	cr_assert_eq(ns.n, 3, "direct children only");
+	cr_assert_str_eq(ns.buf[0], "a");
+	cr_assert_str_eq(ns.buf[1], "b");
+	cr_assert_str_eq(ns.buf[2], "sub");
+	int calls = 0;
+	cr_assert_eq(io->ops->list(io, "/d", stop_after_one, &calls), 7);
+	cr_assert_eq(calls, 1);
+	cr_assert_eq(io->ops->list(io, "/nope", collect_name, &ns), -ENOENT);
+
+	/* rename replaces the target; data follows the file */
+	cr_assert_eq(io->ops->rename(io, "/d/b", "/d/a"), 0);
+	cr_assert_eq(pio_mem_file_size(io, "/d/b"), -ENOENT);
+	cr_assert_eq(pio_mem_file_size(io, "/d/a"), 1);
+	cr_assert_eq(io->ops->rename(io, "/d/b", "/d/c"), -ENOENT);
+	cr_assert_eq(io->ops->rename(io, "/d/a", "/nodir/a"), -ENOENT);
+
+	/* unlink while open: the handle keeps the data */
+	f = open_file("/d/a", 0);
+	cr_assert_eq(io->ops->unlink(io, "/d/a"), 0);
+	cr_assert_eq(io->ops->unlink(io, "/d/a"), -ENOENT);
+	cr_assert_eq(io->ops->unlink(io, "/d"), -EISDIR);
+	expect_bytes(f, 0, "B", 1);
+	io->ops->close(io, f);
+	ns.n = 0;
+	cr_assert_eq(io->ops->list(io, "/d", collect_name, &ns), 0);
+	cr_assert_eq(ns.n, 1);
+	cr_assert_str_eq(ns.buf[0], "sub");
+
+	cr_assert_eq(io->ops->fsync_dir(io, "/d"), 0);
+	cr_assert_eq(io->ops->fsync_dir(io, "/"), 0);
+	cr_assert_eq(io->ops->fsync_dir(io, "/zz"), -ENOENT);
+	cr_assert_eq(io->ops->fsync_dir(io, "/d/sub/deep"), -ENOTDIR);
+	/* metadata survives a crash */
+	pio_mem_crash(io, true);
+	cr_assert_eq(pio_mem_file_size(io, "/d/sub/deep"), 0);
+}
+
+Test(io_mem, other_backend_hooks_are_noops)
+{
+	struct pio *u = pio_uring_new();
+	cr_assert_not_null(u);
+	pio_mem_inject(u, PIO_FAULT_WRITE_EIO, 1);
+	pio_mem_crash(u, true);
+	cr_assert_eq(pio_mem_flip_bit(u, "/x", 0, 0), -ENOTSUP);
+	cr_assert_eq(pio_mem_file_size(u, "/x"), -ENOTSUP);
+	pio_free(u);
+	pio_free(NULL);
+}
