@@ -23,6 +23,7 @@
 #define BENCH_MAX_LIST 16
 #define BENCH_MAX_PRODUCERS 4096
 #define BENCH_MAX_SECONDS 120.0
+#define BENCH_MAX_REPEAT 5
 #define BENCH_DRAIN_SECONDS 10.0  /* max wait for in-flight work at the end */
 
 struct bench_cfg {
@@ -41,6 +42,7 @@ struct bench_cfg {
 	const char *redis_server; /* path of redis-server */
 	uint64_t seed;
 	bool idem;                /* engine: unique producer id per append */
+	unsigned repeat;          /* compare: passes */
 	bool verbose;
 };
 

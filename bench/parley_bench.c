@@ -90,13 +90,15 @@ static void usage(FILE *f)
 "  --idem              engine: give every append a unique producer id\n"
 "                      (exercises the idempotency table; default: none)\n"
 "  --redis-server P    redis-server binary (default: redis-server in PATH)\n"
+"  --repeat N          compare: run everything N times (max %d) and print the\n"
+"                      min/median/max of the headline ratios (default 1)\n"
 "  --seed N            payload PRNG seed (default 1)\n"
 "  -v, --verbose       progress on stderr\n"
 "  -h, --help          this text\n"
 "\n"
 "exit status: 0 ok, 1 a run failed, 2 watchdog fired (a run overran its\n"
 "budget; child servers were killed), 64 bad arguments.\n",
-		BENCH_MAX_SECONDS, BENCH_MAX_PRODUCERS);
+		BENCH_MAX_SECONDS, BENCH_MAX_PRODUCERS, BENCH_MAX_REPEAT);
 }
 
 static void die_usage(const char *fmt, const char *arg)
@@ -363,13 +365,18 @@ static int mode_load(const struct bench_cfg *cfg, load_fn fn, bool floor)
 	return failures ? 1 : 0;
 }
 
-static int mode_compare(const struct bench_cfg *cfg)
+/* The headline numbers of one compare pass for one payload, kept to print
+ * the spread over --repeat passes. */
+struct cmp_summary {
+	double parley_best, redis_best, ratio;   /* appends/s, parley ÷ redis */
+	double mbs_over_floor, wal_over_floor;   /* saturation MB/s ÷ 1 MiB bw */
+	double half_p99_minus_floor;             /* µs */
+	double parley_half_p99, floor_p99;       /* µs */
+};
+
+static int compare_pass(const struct bench_cfg *cfg, struct cmp_summary *sum)
 {
 	int failures = 0;
-	print_machine(cfg);
-	printf("- guarantees: parley = single node, every ack after its WAL batch was "
-	       "written and fdatasync'd (group commit); redis = single node, "
-	       "appendonly yes + appendfsync always (AOF write+fsync before replies)\n");
 	struct disk_result *d = malloc(sizeof *d);
 	struct sweep *se = malloc(sizeof *se), *sr = malloc(sizeof *sr);
 	if (!d || !se || !sr)
@@ -438,10 +445,80 @@ static int mode_compare(const struct bench_cfg *cfg)
 			       sr->half.target_rate, p99_us(&sr->half.lat),
 			       (double)bench_hist_quantile(&sr->half.lat, 0.999) / 1e3);
 		print_engine_ratios(d, pl, se);
+		struct cmp_summary *cs = &sum[j];
+		memset(cs, 0, sizeof *cs);
+		cs->parley_best = be->appends_per_s;
+		cs->redis_best = br->appends_per_s;
+		cs->ratio = br->appends_per_s > 0 ? be->appends_per_s / br->appends_per_s : 0;
+		if (d->ok && d->bw_1m_mbs > 0) {
+			cs->mbs_over_floor = be->mb_per_s / d->bw_1m_mbs;
+			cs->wal_over_floor = be->have_stats ? be->wal_mb_per_s / d->bw_1m_mbs : 0;
+		}
+		cs->floor_p99 = p99_us(&d->lat4k);
+		if (se->have_half) {
+			cs->parley_half_p99 = p99_us(&se->half.lat);
+			cs->half_p99_minus_floor = cs->parley_half_p99 - cs->floor_p99;
+		}
 	}
 	free(d);
 	free(se);
 	free(sr);
+	return failures;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void print_spread_row(const char *name, const char *goal, double *v,
+			     unsigned n, const char *fmt)
+{
+	qsort(v, n, sizeof *v, cmp_dbl);
+	char lo[32], med[32], hi[32];
+	snprintf(lo, sizeof lo, fmt, v[0]);
+	snprintf(med, sizeof med, fmt, (v[(n - 1) / 2] + v[n / 2]) / 2);
+	snprintf(hi, sizeof hi, fmt, v[n - 1]);
+	printf("| %s | %s | %s | %s | %s |\n", name, lo, med, hi, goal);
+}
+
+static int mode_compare(const struct bench_cfg *cfg)
+{
+	int failures = 0;
+	print_machine(cfg);
+	printf("- guarantees: parley = single node, every ack after its WAL batch was "
+	       "written and fdatasync'd (group commit); redis = single node, "
+	       "appendonly yes + appendfsync always (AOF write+fsync before replies)\n");
+	static struct cmp_summary sum[BENCH_MAX_REPEAT][BENCH_MAX_LIST];
+	for (unsigned k = 0; k < cfg->repeat; k++) {
+		if (cfg->repeat > 1)
+			printf("\n## pass %u of %u\n", k + 1, cfg->repeat);
+		failures += compare_pass(cfg, sum[k]);
+	}
+	printf("\n### summary over %u pass%s (min / median / max)\n", cfg->repeat,
+	       cfg->repeat > 1 ? "es" : "");
+	for (unsigned j = 0; j < cfg->n_payloads; j++) {
+		double v[BENCH_MAX_REPEAT];
+		unsigned n = cfg->repeat;
+		printf("\n| payload %u B | min | median | max | goal |\n|---|---:|---:|---:|---|\n",
+		       cfg->payloads[j]);
+#define SPREAD(field, name, goal, fmt)                                         \
+	do {                                                                   \
+		for (unsigned k = 0; k < n; k++)                               \
+			v[k] = sum[k][j].field;                                \
+		print_spread_row(name, goal, v, n, fmt);                       \
+	} while (0)
+		SPREAD(parley_best, "parley durable appends/s (best closed loop)", "", "%.0f");
+		SPREAD(redis_best, "redis durable appends/s (best closed loop)", "", "%.0f");
+		SPREAD(ratio, "parley ÷ redis", "≥ 3", "%.2f×");
+		SPREAD(mbs_over_floor, "saturation payload MB/s ÷ 1 MiB fdatasync bw", "≥ 0.8", "%.3f");
+		SPREAD(wal_over_floor, "saturation WAL MB/s ÷ 1 MiB fdatasync bw", "", "%.3f");
+		SPREAD(floor_p99, "disk 4 KiB write+fdatasync p99 µs", "", "%.1f");
+		SPREAD(parley_half_p99, "parley half-load ack p99 µs", "", "%.1f");
+		SPREAD(half_p99_minus_floor, "half-load ack p99 − fdatasync p99 µs", "≤ 100", "%+.1f");
+#undef SPREAD
+	}
 	return failures ? 1 : 0;
 }
 
@@ -473,6 +550,7 @@ int main(int argc, char **argv)
 	cfg.warmup = 0.5;
 	cfg.half_frac = 0.5;
 	cfg.seed = 1;
+	cfg.repeat = 1;
 	bool no_floor = false;
 	static const uint32_t def_prod[] = {1, 4, 16, 64, 256};
 	static const uint32_t def_pl[] = {100, 1024};
@@ -483,7 +561,7 @@ int main(int argc, char **argv)
 
 	enum { O_DIR = 256, O_SECONDS, O_WARMUP, O_PRODUCERS, O_PAYLOAD, O_RATE,
 	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
-	       O_REDIS, O_SEED };
+	       O_REDIS, O_SEED, O_REPEAT };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -499,6 +577,7 @@ int main(int argc, char **argv)
 		{"idem", no_argument, NULL, O_IDEM},
 		{"redis-server", required_argument, NULL, O_REDIS},
 		{"seed", required_argument, NULL, O_SEED},
+		{"repeat", required_argument, NULL, O_REPEAT},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -532,6 +611,7 @@ int main(int argc, char **argv)
 		case O_IDEM: cfg.idem = true; break;
 		case O_REDIS: cfg.redis_server = optarg; break;
 		case O_SEED: cfg.seed = (uint64_t)parse_double(optarg, 0, 1e15, "--seed"); break;
+		case O_REPEAT: cfg.repeat = (unsigned)parse_double(optarg, 1, BENCH_MAX_REPEAT, "--repeat"); break;
 		case 'v': cfg.verbose = true; break;
 		case 'h': usage(stdout); return 0;
 		case ':': die_usage("option %s needs a value", argv[optind - 1]); break;
