@@ -464,7 +464,7 @@ int parley_proto_user_id_valid(const char *p, size_t len);
  * The 1:1 conversation id of users a and b: "d:" + min(a,b) + ":" + max(a,b)
  * (memcmp order, shorter-is-smaller on a common prefix), NUL-terminated into
  * out[0..cap). Returns its length, -PARLEY_EINVAL if an id is invalid or
- * a == b, -PARLEY_ETOOBIG if cap is too small (cap 246 always suffices).
+ * a == b, -PARLEY_ETOOBIG if cap is too small (cap 244 always suffices).
  */
 int parley_proto_dm_conv_id(const char *a, size_t alen, const char *b,
 			    size_t blen, char *out, size_t cap);

@@ -1,0 +1,872 @@
+/*
+ * codec.c — the pure parley wire codec (docs/PROTOCOL.md, parley_proto.h).
+ *
+ * Layout of this file: frames, a bounded writer, a bounded reader with the
+ * field validators, one encode and one decode function per message type
+ * (kept next to each other so the wire order is written down twice, side by
+ * side), the dispatch tables, then the optional zstd helpers and id helpers.
+ *
+ * Invariants:
+ *   1. Decoding never reads outside the input and never allocates; every
+ *      length and count is checked against the bytes left before use.
+ *   2. Encoding never writes at or past `cap`; it keeps counting so the same
+ *      code computes the size (parley_proto_size).
+ *   3. The encoder validates exactly what the decoder validates, so anything
+ *      this codec emits, this codec accepts (round-trip tests rely on it).
+ *
+ * Ownership: callers own all buffers. Threads: reentrant, no globals.
+ */
+#include "parley_proto.h"
+
+#include <zstd.h>
+#include <zstd_errors.h>
+
+/* ---- frames --------------------------------------------------------------- */
+
+int parley_proto_frame_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
+			      struct parley_frame *out)
+{
+	if (max_frame > PARLEY_PROTO_MAX_FRAME_HARD)
+		max_frame = PARLEY_PROTO_MAX_FRAME_HARD;
+	if (len < 4)
+		return -PARLEY_EINCOMPLETE;
+	uint32_t length = le_get32(buf);
+	/* Check the limit before anything else: a peer announcing a huge frame
+	 * must be refused without waiting for (or buffering) its bytes. */
+	if ((uint64_t)length + 4 > max_frame)
+		return -PARLEY_ETOOBIG;
+	if (length < PARLEY_PROTO_LENGTH_MIN)
+		return -PARLEY_EPROTO;
+	if (len >= 8 && (le_get16(buf + 6) & ~PARLEY_FLAGS_KNOWN))
+		return -PARLEY_EPROTO;
+	if (len - 4 < length)
+		return -PARLEY_EINCOMPLETE;
+	out->type = le_get16(buf + 4);
+	out->flags = le_get16(buf + 6);
+	out->request_id = le_get32(buf + 8);
+	out->payload = buf + PARLEY_PROTO_HEADER_SIZE;
+	out->payload_len = length - 8;
+	return (int)(length + 4);
+}
+
+void parley_proto_header_put(uint8_t *hdr, uint16_t type, uint16_t flags,
+			     uint32_t request_id, uint32_t payload_len)
+{
+	le_put32(hdr, payload_len + 8);
+	le_put16(hdr + 4, type);
+	le_put16(hdr + 6, flags);
+	le_put32(hdr + 8, request_id);
+}
+
+/* ---- strings, ids ---------------------------------------------------------- */
+
+struct parley_str parley_str_c(const char *s)
+{
+	size_t n = strlen(s);
+	PARLEY_ASSERT(n <= UINT16_MAX);
+	return (struct parley_str){s, (uint16_t)n};
+}
+
+int parley_str_eq(struct parley_str s, const char *c)
+{
+	size_t n = strlen(c);
+	return n == s.len && (n == 0 || memcmp(s.p, c, n) == 0);
+}
+
+int parley_proto_utf8_valid(const char *p, size_t len)
+{
+	const uint8_t *s = (const uint8_t *)p;
+	size_t i = 0;
+	while (i < len) {
+		uint8_t c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t n;
+		uint32_t cp, min;
+		if ((c & 0xE0) == 0xC0) {
+			n = 2, cp = c & 0x1F, min = 0x80;
+		} else if ((c & 0xF0) == 0xE0) {
+			n = 3, cp = c & 0x0F, min = 0x800;
+		} else if ((c & 0xF8) == 0xF0) {
+			n = 4, cp = c & 0x07, min = 0x10000;
+		} else {
+			return 0;
+		}
+		if (len - i < n)
+			return 0;
+		for (size_t k = 1; k < n; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return 0;
+		i += n;
+	}
+	return 1;
+}
+
+int parley_proto_user_id_valid(const char *p, size_t len)
+{
+	if (len < 1 || len > PARLEY_PROTO_MAX_USER_ID)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = (uint8_t)p[i];
+		if (c < 0x20 || c == 0x7F || c == ':')
+			return 0;
+	}
+	return parley_proto_utf8_valid(p, len);
+}
+
+int parley_proto_dm_conv_id(const char *a, size_t alen, const char *b,
+			    size_t blen, char *out, size_t cap)
+{
+	if (!parley_proto_user_id_valid(a, alen) ||
+	    !parley_proto_user_id_valid(b, blen))
+		return -PARLEY_EINVAL;
+	int c = memcmp(a, b, PARLEY_MIN(alen, blen));
+	if (c == 0 && alen == blen)
+		return -PARLEY_EINVAL;
+	if (c > 0 || (c == 0 && alen > blen)) {
+		const char *t = a;
+		a = b;
+		b = t;
+		size_t tl = alen;
+		alen = blen;
+		blen = tl;
+	}
+	size_t n = 2 + alen + 1 + blen;
+	if (cap < n + 1)
+		return -PARLEY_ETOOBIG;
+	memcpy(out, "d:", 2);
+	memcpy(out + 2, a, alen);
+	out[2 + alen] = ':';
+	memcpy(out + 3 + alen, b, blen);
+	out[n] = '\0';
+	return (int)n;
+}
+
+/* ---- field kinds: one validator per kind of string ------------------------ */
+
+enum fk {
+	FK_USER, /* user id: 1..120, no ':' / controls */
+	FK_USER_OPT, /* user id or empty */
+	FK_CONV, /* 1..250 */
+	FK_DEVICE, /* 1..64 */
+	FK_TOKEN, /* 1..8192 */
+	FK_TEXT, /* 0..1024 */
+};
+
+static int str_ok(const char *p, size_t len, enum fk k)
+{
+	switch (k) {
+	case FK_USER:
+		return parley_proto_user_id_valid(p, len);
+	case FK_USER_OPT:
+		return len == 0 || parley_proto_user_id_valid(p, len);
+	case FK_CONV:
+		return len >= 1 && len <= PARLEY_PROTO_MAX_CONV_ID &&
+		       parley_proto_utf8_valid(p, len);
+	case FK_DEVICE:
+		return len >= 1 && len <= PARLEY_PROTO_MAX_DEVICE_ID &&
+		       parley_proto_utf8_valid(p, len);
+	case FK_TOKEN:
+		return len >= 1 && len <= PARLEY_PROTO_MAX_TOKEN &&
+		       parley_proto_utf8_valid(p, len);
+	case FK_TEXT:
+		return len <= PARLEY_PROTO_MAX_TEXT &&
+		       parley_proto_utf8_valid(p, len);
+	}
+	return 0;
+}
+
+/* ---- bounded writer ---------------------------------------------------------- */
+
+struct wr {
+	uint8_t *b;
+	size_t cap;
+	size_t n; /* bytes the message needs so far (may exceed cap) */
+	int inval; /* a field broke a protocol limit */
+};
+
+static void w_raw(struct wr *w, const void *p, size_t len)
+{
+	if (w->b && w->n <= w->cap && w->cap - w->n >= len && len)
+		memcpy(w->b + w->n, p, len);
+	w->n += len;
+}
+static void w8(struct wr *w, uint8_t v)
+{
+	w_raw(w, &v, 1);
+}
+static void w16(struct wr *w, uint16_t v)
+{
+	uint8_t t[2];
+	le_put16(t, v);
+	w_raw(w, t, 2);
+}
+static void w32(struct wr *w, uint32_t v)
+{
+	uint8_t t[4];
+	le_put32(t, v);
+	w_raw(w, t, 4);
+}
+static void w64(struct wr *w, uint64_t v)
+{
+	uint8_t t[8];
+	le_put64(t, v);
+	w_raw(w, t, 8);
+}
+static void w_str(struct wr *w, struct parley_str s, enum fk k)
+{
+	if ((s.len && !s.p) || !str_ok(s.p, s.len, k))
+		w->inval = 1;
+	w16(w, s.len);
+	if (s.len && s.p)
+		w_raw(w, s.p, s.len);
+}
+static void w_bytes(struct wr *w, struct parley_bytes b)
+{
+	if (b.len && !b.p) {
+		w->inval = 1;
+		return;
+	}
+	w32(w, b.len);
+	w_raw(w, b.p, b.len);
+}
+/* Records: reserve the u32 length, write fields, patch it. */
+static size_t w_rec_begin(struct wr *w)
+{
+	size_t at = w->n;
+	w32(w, 0);
+	return at;
+}
+static void w_rec_end(struct wr *w, size_t at)
+{
+	size_t len = w->n - at - 4;
+	if (w->b && w->n <= w->cap)
+		le_put32(w->b + at, (uint32_t)len);
+}
+
+/* ---- bounded reader ---------------------------------------------------------- */
+
+static void r_str(struct le_reader *r, struct parley_str *s, enum fk k)
+{
+	uint16_t n = le_read16(r);
+	const uint8_t *p = le_read_bytes(r, n);
+	if (!p || !str_ok((const char *)p, n, k)) {
+		r->ok = false;
+		s->p = NULL;
+		s->len = 0;
+		return;
+	}
+	s->p = (const char *)p;
+	s->len = n;
+}
+static void r_bytes(struct le_reader *r, struct parley_bytes *b)
+{
+	uint32_t n = le_read32(r);
+	const uint8_t *p = le_read_bytes(r, n);
+	b->p = p;
+	b->len = p ? n : 0;
+}
+static void r_id16(struct le_reader *r, uint8_t out[PARLEY_PROTO_MSG_ID_LEN])
+{
+	const uint8_t *p = le_read_bytes(r, PARLEY_PROTO_MSG_ID_LEN);
+	if (p)
+		memcpy(out, p, PARLEY_PROTO_MSG_ID_LEN);
+	else
+		memset(out, 0, PARLEY_PROTO_MSG_ID_LEN);
+}
+/* A length-prefixed record: returns a sub-reader over its bytes. */
+static void r_rec(struct le_reader *r, struct le_reader *sub)
+{
+	uint32_t n = le_read32(r);
+	const uint8_t *p = le_read_bytes(r, n);
+	le_reader_init(sub, p ? p : (const uint8_t *)"", p ? n : 0);
+	sub->ok = p != NULL;
+}
+
+/* ---- per-message encode / decode ------------------------------------------- */
+
+static void enc_hello(struct wr *w, const struct parley_hello *m)
+{
+	w16(w, m->min_version);
+	w16(w, m->max_version);
+	w32(w, m->features);
+	w_str(w, m->device_id, FK_DEVICE);
+	w_str(w, m->client_name, FK_TEXT);
+}
+static void dec_hello(struct le_reader *r, struct parley_hello *m)
+{
+	m->min_version = le_read16(r);
+	m->max_version = le_read16(r);
+	m->features = le_read32(r);
+	r_str(r, &m->device_id, FK_DEVICE);
+	r_str(r, &m->client_name, FK_TEXT);
+}
+
+static void enc_hello_ok(struct wr *w, const struct parley_hello_ok *m)
+{
+	w16(w, m->version);
+	w32(w, m->features);
+	w32(w, m->max_frame);
+	w32(w, m->max_body);
+	w32(w, m->max_inflight);
+	w32(w, m->event_window);
+	w32(w, m->idle_timeout_ms);
+	w64(w, m->server_time_ms);
+	w_str(w, m->server_id, FK_TEXT);
+}
+static void dec_hello_ok(struct le_reader *r, struct parley_hello_ok *m)
+{
+	m->version = le_read16(r);
+	m->features = le_read32(r);
+	m->max_frame = le_read32(r);
+	m->max_body = le_read32(r);
+	m->max_inflight = le_read32(r);
+	m->event_window = le_read32(r);
+	m->idle_timeout_ms = le_read32(r);
+	m->server_time_ms = le_read64(r);
+	r_str(r, &m->server_id, FK_TEXT);
+}
+
+static void enc_auth(struct wr *w, const struct parley_auth *m)
+{
+	w_str(w, m->token, FK_TOKEN);
+}
+static void dec_auth(struct le_reader *r, struct parley_auth *m)
+{
+	r_str(r, &m->token, FK_TOKEN);
+}
+
+static void enc_auth_ok(struct wr *w, const struct parley_auth_ok *m)
+{
+	w_str(w, m->user_id, FK_USER);
+	w64(w, m->expires_ms);
+}
+static void dec_auth_ok(struct le_reader *r, struct parley_auth_ok *m)
+{
+	r_str(r, &m->user_id, FK_USER);
+	m->expires_ms = le_read64(r);
+}
+
+static void enc_ping(struct wr *w, const struct parley_ping *m)
+{
+	w64(w, m->nonce);
+}
+static void dec_ping(struct le_reader *r, struct parley_ping *m)
+{
+	m->nonce = le_read64(r);
+}
+
+static void enc_pong(struct wr *w, const struct parley_pong *m)
+{
+	w64(w, m->nonce);
+	w64(w, m->server_time_ms);
+}
+static void dec_pong(struct le_reader *r, struct parley_pong *m)
+{
+	m->nonce = le_read64(r);
+	m->server_time_ms = le_read64(r);
+}
+
+static void enc_error(struct wr *w, const struct parley_error_msg *m)
+{
+	w32(w, m->code);
+	w16(w, m->flags);
+	w32(w, m->retry_after_ms);
+	w_str(w, m->text, FK_TEXT);
+}
+static void dec_error(struct le_reader *r, struct parley_error_msg *m)
+{
+	m->code = le_read32(r);
+	m->flags = le_read16(r);
+	m->retry_after_ms = le_read32(r);
+	r_str(r, &m->text, FK_TEXT);
+}
+
+static void enc_conv_open(struct wr *w, const struct parley_conv_open *m)
+{
+	w_str(w, m->peer, FK_USER);
+}
+static void dec_conv_open(struct le_reader *r, struct parley_conv_open *m)
+{
+	r_str(r, &m->peer, FK_USER);
+}
+
+static void enc_conv(struct wr *w, const struct parley_conv *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w8(w, m->kind);
+	w8(w, m->flags);
+	w64(w, m->last_seq);
+	w64(w, m->last_ts_ms);
+	if (m->member_count > PARLEY_PROTO_MAX_MEMBERS) {
+		w->inval = 1;
+		return;
+	}
+	w16(w, m->member_count);
+	for (unsigned i = 0; i < m->member_count; i++)
+		w_str(w, m->members[i], FK_USER);
+}
+static void dec_conv(struct le_reader *r, struct parley_conv *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->kind = le_read8(r);
+	m->flags = le_read8(r);
+	m->last_seq = le_read64(r);
+	m->last_ts_ms = le_read64(r);
+	m->member_count = le_read16(r);
+	/* each member takes >= 3 bytes: refuse counts the payload cannot hold
+	 * before looping over them */
+	if (m->member_count > PARLEY_PROTO_MAX_MEMBERS ||
+	    (size_t)m->member_count * 3 > r->len - r->off) {
+		r->ok = false;
+		m->member_count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->member_count && r->ok; i++)
+		r_str(r, &m->members[i], FK_USER);
+}
+
+static void enc_send(struct wr *w, const struct parley_send *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w16(w, m->content_type);
+	w_bytes(w, m->body);
+}
+static void dec_send(struct le_reader *r, struct parley_send *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->content_type = le_read16(r);
+	r_bytes(r, &m->body);
+}
+
+static void enc_send_ack(struct wr *w, const struct parley_send_ack *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->seq);
+	w64(w, m->server_ts_ms);
+	w8(w, m->flags);
+}
+static void dec_send_ack(struct le_reader *r, struct parley_send_ack *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->seq = le_read64(r);
+	m->server_ts_ms = le_read64(r);
+	m->flags = le_read8(r);
+}
+
+static void enc_history(struct wr *w, const struct parley_history *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->before_seq);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_HISTORY)
+		w->inval = 1;
+	w16(w, m->limit);
+}
+static void dec_history(struct le_reader *r, struct parley_history *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->before_seq = le_read64(r);
+	m->limit = le_read16(r);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_HISTORY)
+		r->ok = false;
+}
+
+static void enc_hist_msg(struct wr *w, const struct parley_hist_msg *hm)
+{
+	size_t at = w_rec_begin(w);
+	w64(w, hm->seq);
+	w64(w, hm->ts_ms);
+	w_str(w, hm->sender, FK_USER);
+	w_raw(w, hm->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w16(w, hm->content_type);
+	w_bytes(w, hm->body);
+	w_rec_end(w, at);
+}
+static void dec_hist_msg(struct le_reader *r, struct parley_hist_msg *hm)
+{
+	struct le_reader s;
+	r_rec(r, &s);
+	hm->seq = le_read64(&s);
+	hm->ts_ms = le_read64(&s);
+	r_str(&s, &hm->sender, FK_USER);
+	r_id16(&s, hm->client_msg_id);
+	hm->content_type = le_read16(&s);
+	r_bytes(&s, &hm->body);
+	if (!s.ok)
+		r->ok = false;
+}
+
+size_t parley_proto_hist_msg_size(const struct parley_hist_msg *hm)
+{
+	return 4 + 8 + 8 + 2 + (size_t)hm->sender.len + PARLEY_PROTO_MSG_ID_LEN +
+	       2 + 4 + (size_t)hm->body.len;
+}
+
+static void enc_history_page(struct wr *w, const struct parley_history_page *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->next_before_seq);
+	w8(w, m->flags);
+	if (m->count > PARLEY_PROTO_MAX_HISTORY) {
+		w->inval = 1;
+		return;
+	}
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++)
+		enc_hist_msg(w, &m->msgs[i]);
+}
+/* smallest possible encoded record: u32 len + u64 + u64 + str(1) + id16 + u16 + u32 */
+#define HIST_REC_MIN (4 + 8 + 8 + 3 + 16 + 2 + 4)
+static void dec_history_page(struct le_reader *r, struct parley_history_page *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->next_before_seq = le_read64(r);
+	m->flags = le_read8(r);
+	m->count = le_read16(r);
+	if (m->count > PARLEY_PROTO_MAX_HISTORY ||
+	    (size_t)m->count * HIST_REC_MIN > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++)
+		dec_hist_msg(r, &m->msgs[i]);
+}
+
+static void enc_sync(struct wr *w, const struct parley_sync *m)
+{
+	w64(w, m->from_inbox_seq);
+}
+static void dec_sync(struct le_reader *r, struct parley_sync *m)
+{
+	m->from_inbox_seq = le_read64(r);
+}
+
+static void enc_sync_ok(struct wr *w, const struct parley_sync_ok *m)
+{
+	w64(w, m->first_inbox_seq);
+	w64(w, m->last_inbox_seq);
+	w64(w, m->start_inbox_seq);
+}
+static void dec_sync_ok(struct le_reader *r, struct parley_sync_ok *m)
+{
+	m->first_inbox_seq = le_read64(r);
+	m->last_inbox_seq = le_read64(r);
+	m->start_inbox_seq = le_read64(r);
+}
+
+static void enc_event(struct wr *w, const struct parley_event *m)
+{
+	w64(w, m->inbox_seq);
+	w16(w, m->kind);
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->conv_seq);
+	w_str(w, m->sender, FK_USER);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->server_ts_ms);
+	w16(w, m->content_type);
+	w_bytes(w, m->body);
+}
+static void dec_event(struct le_reader *r, struct parley_event *m)
+{
+	m->inbox_seq = le_read64(r);
+	m->kind = le_read16(r);
+	r_str(r, &m->conv, FK_CONV);
+	m->conv_seq = le_read64(r);
+	r_str(r, &m->sender, FK_USER);
+	r_id16(r, m->client_msg_id);
+	m->server_ts_ms = le_read64(r);
+	m->content_type = le_read16(r);
+	r_bytes(r, &m->body);
+}
+
+static void enc_event_ack(struct wr *w, const struct parley_event_ack *m)
+{
+	w64(w, m->up_to_inbox_seq);
+}
+static void dec_event_ack(struct le_reader *r, struct parley_event_ack *m)
+{
+	m->up_to_inbox_seq = le_read64(r);
+}
+
+static void enc_conv_list(struct wr *w, const struct parley_conv_list *m)
+{
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_LIST)
+		w->inval = 1;
+	w16(w, m->limit);
+}
+static void dec_conv_list(struct le_reader *r, struct parley_conv_list *m)
+{
+	m->limit = le_read16(r);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_LIST)
+		r->ok = false;
+}
+
+static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
+{
+	if (m->count > PARLEY_PROTO_MAX_LIST) {
+		w->inval = 1;
+		return;
+	}
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++) {
+		const struct parley_conv_entry *e = &m->entries[i];
+		size_t at = w_rec_begin(w);
+		w_str(w, e->conv, FK_CONV);
+		w8(w, e->kind);
+		w64(w, e->last_seq);
+		w64(w, e->last_ts_ms);
+		w32(w, e->member_count);
+		w_str(w, e->peer, FK_USER_OPT);
+		w_rec_end(w, at);
+	}
+}
+/* u32 len + str(1) + u8 + u64 + u64 + u32 + str(0) */
+#define CONV_REC_MIN (4 + 3 + 1 + 8 + 8 + 4 + 2)
+static void dec_conv_list_ok(struct le_reader *r, struct parley_conv_list_ok *m)
+{
+	m->count = le_read16(r);
+	if (m->count > PARLEY_PROTO_MAX_LIST ||
+	    (size_t)m->count * CONV_REC_MIN > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++) {
+		struct parley_conv_entry *e = &m->entries[i];
+		struct le_reader s;
+		r_rec(r, &s);
+		r_str(&s, &e->conv, FK_CONV);
+		e->kind = le_read8(&s);
+		e->last_seq = le_read64(&s);
+		e->last_ts_ms = le_read64(&s);
+		e->member_count = le_read32(&s);
+		r_str(&s, &e->peer, FK_USER_OPT);
+		if (!s.ok)
+			r->ok = false;
+	}
+}
+
+static void enc_goaway(struct wr *w, const struct parley_goaway *m)
+{
+	w16(w, m->reason);
+	w32(w, m->retry_after_ms);
+	w_str(w, m->text, FK_TEXT);
+}
+static void dec_goaway(struct le_reader *r, struct parley_goaway *m)
+{
+	m->reason = le_read16(r);
+	m->retry_after_ms = le_read32(r);
+	r_str(r, &m->text, FK_TEXT);
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+/* Returns 0, or -PARLEY_EVERSION for an unknown / reserved type. */
+static int enc_body(struct wr *w, const struct parley_msg *m)
+{
+	switch (m->type) {
+	case PARLEY_T_HELLO: enc_hello(w, &m->hello); break;
+	case PARLEY_T_HELLO_OK: enc_hello_ok(w, &m->hello_ok); break;
+	case PARLEY_T_AUTH: enc_auth(w, &m->auth); break;
+	case PARLEY_T_AUTH_OK: enc_auth_ok(w, &m->auth_ok); break;
+	case PARLEY_T_PING: enc_ping(w, &m->ping); break;
+	case PARLEY_T_PONG: enc_pong(w, &m->pong); break;
+	case PARLEY_T_ERROR: enc_error(w, &m->error); break;
+	case PARLEY_T_CONV_OPEN: enc_conv_open(w, &m->conv_open); break;
+	case PARLEY_T_CONV: enc_conv(w, &m->conv); break;
+	case PARLEY_T_SEND: enc_send(w, &m->send); break;
+	case PARLEY_T_SEND_ACK: enc_send_ack(w, &m->send_ack); break;
+	case PARLEY_T_HISTORY: enc_history(w, &m->history); break;
+	case PARLEY_T_HISTORY_PAGE: enc_history_page(w, &m->history_page); break;
+	case PARLEY_T_SYNC: enc_sync(w, &m->sync); break;
+	case PARLEY_T_SYNC_OK: enc_sync_ok(w, &m->sync_ok); break;
+	case PARLEY_T_EVENT: enc_event(w, &m->event); break;
+	case PARLEY_T_EVENT_ACK: enc_event_ack(w, &m->event_ack); break;
+	case PARLEY_T_CONV_LIST: enc_conv_list(w, &m->conv_list); break;
+	case PARLEY_T_CONV_LIST_OK: enc_conv_list_ok(w, &m->conv_list_ok); break;
+	case PARLEY_T_GOAWAY: enc_goaway(w, &m->goaway); break;
+	default: return -PARLEY_EVERSION;
+	}
+	return 0;
+}
+
+static int encode(uint8_t *buf, size_t cap, uint32_t request_id,
+		  const struct parley_msg *m)
+{
+	struct wr w = {buf, cap, PARLEY_PROTO_HEADER_SIZE, 0};
+	if (enc_body(&w, m) < 0 || w.inval)
+		return -PARLEY_EINVAL;
+	if (w.n > PARLEY_PROTO_MAX_FRAME_HARD)
+		return -PARLEY_EINVAL; /* no receiver would accept it */
+	if (!buf || w.n > cap)
+		return -PARLEY_ETOOBIG;
+	parley_proto_header_put(buf, m->type, 0, request_id,
+				(uint32_t)(w.n - PARLEY_PROTO_HEADER_SIZE));
+	return (int)w.n;
+}
+
+int parley_proto_encode(uint8_t *buf, size_t cap, uint32_t request_id,
+			const struct parley_msg *m)
+{
+	return encode(buf, cap, request_id, m);
+}
+
+int parley_proto_size(const struct parley_msg *m)
+{
+	struct wr w = {NULL, 0, PARLEY_PROTO_HEADER_SIZE, 0};
+	if (enc_body(&w, m) < 0 || w.inval || w.n > PARLEY_PROTO_MAX_FRAME_HARD)
+		return -PARLEY_EINVAL;
+	return (int)w.n;
+}
+
+int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
+				size_t len, struct parley_msg *out)
+{
+	struct le_reader r;
+	le_reader_init(&r, payload ? payload : (const uint8_t *)"",
+		       payload ? len : 0);
+	out->type = type;
+	switch (type) {
+	case PARLEY_T_HELLO: dec_hello(&r, &out->hello); break;
+	case PARLEY_T_HELLO_OK: dec_hello_ok(&r, &out->hello_ok); break;
+	case PARLEY_T_AUTH: dec_auth(&r, &out->auth); break;
+	case PARLEY_T_AUTH_OK: dec_auth_ok(&r, &out->auth_ok); break;
+	case PARLEY_T_PING: dec_ping(&r, &out->ping); break;
+	case PARLEY_T_PONG: dec_pong(&r, &out->pong); break;
+	case PARLEY_T_ERROR: dec_error(&r, &out->error); break;
+	case PARLEY_T_CONV_OPEN: dec_conv_open(&r, &out->conv_open); break;
+	case PARLEY_T_CONV: dec_conv(&r, &out->conv); break;
+	case PARLEY_T_SEND: dec_send(&r, &out->send); break;
+	case PARLEY_T_SEND_ACK: dec_send_ack(&r, &out->send_ack); break;
+	case PARLEY_T_HISTORY: dec_history(&r, &out->history); break;
+	case PARLEY_T_HISTORY_PAGE: dec_history_page(&r, &out->history_page); break;
+	case PARLEY_T_SYNC: dec_sync(&r, &out->sync); break;
+	case PARLEY_T_SYNC_OK: dec_sync_ok(&r, &out->sync_ok); break;
+	case PARLEY_T_EVENT: dec_event(&r, &out->event); break;
+	case PARLEY_T_EVENT_ACK: dec_event_ack(&r, &out->event_ack); break;
+	case PARLEY_T_CONV_LIST: dec_conv_list(&r, &out->conv_list); break;
+	case PARLEY_T_CONV_LIST_OK: dec_conv_list_ok(&r, &out->conv_list_ok); break;
+	case PARLEY_T_GOAWAY: dec_goaway(&r, &out->goaway); break;
+	default: return -PARLEY_EVERSION;
+	}
+	return r.ok ? 0 : -PARLEY_EPROTO;
+}
+
+int parley_proto_decode(const struct parley_frame *f, struct parley_msg *out)
+{
+	if (f->flags & PARLEY_FLAG_ZSTD)
+		return -PARLEY_EINVAL;
+	return parley_proto_decode_payload(f->type, f->payload, f->payload_len,
+					   out);
+}
+
+const char *parley_proto_type_name(uint16_t type)
+{
+	switch (type) {
+	case PARLEY_T_HELLO: return "HELLO";
+	case PARLEY_T_AUTH: return "AUTH";
+	case PARLEY_T_PING: return "PING";
+	case PARLEY_T_CONV_OPEN: return "CONV_OPEN";
+	case PARLEY_T_SEND: return "SEND";
+	case PARLEY_T_HISTORY: return "HISTORY";
+	case PARLEY_T_SYNC: return "SYNC";
+	case PARLEY_T_CONV_LIST: return "CONV_LIST";
+	case PARLEY_T_PRESENCE_SUB: return "PRESENCE_SUB";
+	case PARLEY_T_READ_MARKER: return "READ_MARKER";
+	case PARLEY_T_EVENT_ACK: return "EVENT_ACK";
+	case PARLEY_T_TYPING: return "TYPING";
+	case PARLEY_T_ERROR: return "ERROR";
+	case PARLEY_T_HELLO_OK: return "HELLO_OK";
+	case PARLEY_T_AUTH_OK: return "AUTH_OK";
+	case PARLEY_T_PONG: return "PONG";
+	case PARLEY_T_CONV: return "CONV";
+	case PARLEY_T_SEND_ACK: return "SEND_ACK";
+	case PARLEY_T_HISTORY_PAGE: return "HISTORY_PAGE";
+	case PARLEY_T_SYNC_OK: return "SYNC_OK";
+	case PARLEY_T_CONV_LIST_OK: return "CONV_LIST_OK";
+	case PARLEY_T_PRESENCE_SUB_OK: return "PRESENCE_SUB_OK";
+	case PARLEY_T_READ_MARKER_OK: return "READ_MARKER_OK";
+	case PARLEY_T_EVENT: return "EVENT";
+	case PARLEY_T_GOAWAY: return "GOAWAY";
+	case PARLEY_T_TYPING_PUSH: return "TYPING_PUSH";
+	case PARLEY_T_PRESENCE: return "PRESENCE";
+	}
+	return "UNKNOWN";
+}
+
+/* ---- zstd ------------------------------------------------------------------- */
+
+int parley_proto_compress(const uint8_t *frame, size_t len, uint8_t *out,
+			  size_t cap, int level)
+{
+	struct parley_frame f;
+	int n = parley_proto_frame_decode(frame, len, PARLEY_PROTO_MAX_FRAME_HARD,
+					  &f);
+	if (n < 0 || (size_t)n != len || (f.flags & PARLEY_FLAG_ZSTD) ||
+	    f.type == PARLEY_T_HELLO || f.type == PARLEY_T_HELLO_OK)
+		return -PARLEY_EINVAL;
+	if (cap <= PARLEY_PROTO_HEADER_SIZE)
+		return -PARLEY_ETOOBIG;
+	/* Only worth it if the result is smaller than the original frame. */
+	size_t room = PARLEY_MIN(cap, len) - PARLEY_PROTO_HEADER_SIZE;
+	size_t z = ZSTD_compress(out + PARLEY_PROTO_HEADER_SIZE, room, f.payload,
+				 f.payload_len, level);
+	if (ZSTD_isError(z)) {
+		if (ZSTD_getErrorCode(z) != ZSTD_error_dstSize_tooSmall)
+			return -PARLEY_EINVAL;
+		return cap < len ? -PARLEY_ETOOBIG : 0;
+	}
+	if (z + PARLEY_PROTO_HEADER_SIZE >= len)
+		return 0;
+	parley_proto_header_put(out, f.type, PARLEY_FLAG_ZSTD, f.request_id,
+				(uint32_t)z);
+	return (int)(z + PARLEY_PROTO_HEADER_SIZE);
+}
+
+int parley_proto_decompress(const struct parley_frame *f, uint8_t *out,
+			    size_t cap)
+{
+	if (!(f->flags & PARLEY_FLAG_ZSTD))
+		return -PARLEY_EINVAL;
+	if (cap > PARLEY_PROTO_MAX_FRAME_HARD)
+		cap = PARLEY_PROTO_MAX_FRAME_HARD;
+	const uint8_t *src = f->payload;
+	size_t n = f->payload_len;
+	/* exactly one frame, nothing after it (no skippable frames either) */
+	size_t fsz = ZSTD_findFrameCompressedSize(src, n);
+	if (ZSTD_isError(fsz) || fsz != n)
+		return -PARLEY_EPROTO;
+	unsigned long long declared = ZSTD_getFrameContentSize(src, n);
+	if (declared == ZSTD_CONTENTSIZE_ERROR)
+		return -PARLEY_EPROTO;
+	if (declared != ZSTD_CONTENTSIZE_UNKNOWN && declared > cap)
+		return -PARLEY_ETOOBIG;
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	if (!dctx)
+		return -PARLEY_ENOMEM;
+	/* Bound the window too: a frame may not ask for more than a frame's
+	 * worth of history memory. */
+	ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 24);
+	size_t d = ZSTD_decompressDCtx(dctx, out, cap, src, n);
+	ZSTD_freeDCtx(dctx);
+	if (ZSTD_isError(d)) {
+		ZSTD_ErrorCode ec = ZSTD_getErrorCode(d);
+		if (ec == ZSTD_error_dstSize_tooSmall)
+			return -PARLEY_ETOOBIG;
+		if (ec == ZSTD_error_memory_allocation)
+			return -PARLEY_ENOMEM;
+		return -PARLEY_EPROTO;
+	}
+	return (int)d;
+}

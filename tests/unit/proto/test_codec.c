@@ -1,0 +1,826 @@
+/*
+ * test_codec.c — unit tests for proto/codec.c (the wire codec).
+ *
+ * What is proven: every message type round-trips; a frame cut at any byte is
+ * "incomplete", a payload cut at any byte is malformed; oversized frames,
+ * unknown flags, bad counts, bad record lengths, bad strings are refused;
+ * encoders never write past cap; trailing bytes are ignored (forward
+ * compatibility); the hex examples in docs/PROTOCOL.md decode and re-encode
+ * byte for byte; zstd round-trips and a zstd bomb is stopped at the bound.
+ * Randomized tests print their seed (PARLEY_SEED=<n> replays one).
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <zstd.h>
+
+#include "parley_proto.h"
+
+static const uint8_t CMID[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static char g_names[PARLEY_PROTO_MAX_MEMBERS][16];
+
+static struct parley_str S(const char *s)
+{
+	return parley_str_c(s);
+}
+static struct parley_bytes B(const char *s)
+{
+	return (struct parley_bytes){(const uint8_t *)s, (uint32_t)strlen(s)};
+}
+
+static const uint16_t ALL_TYPES[] = {
+	PARLEY_T_HELLO, PARLEY_T_HELLO_OK, PARLEY_T_AUTH, PARLEY_T_AUTH_OK,
+	PARLEY_T_PING, PARLEY_T_PONG, PARLEY_T_ERROR, PARLEY_T_CONV_OPEN,
+	PARLEY_T_CONV, PARLEY_T_SEND, PARLEY_T_SEND_ACK, PARLEY_T_HISTORY,
+	PARLEY_T_HISTORY_PAGE, PARLEY_T_SYNC, PARLEY_T_SYNC_OK, PARLEY_T_EVENT,
+	PARLEY_T_EVENT_ACK, PARLEY_T_CONV_LIST, PARLEY_T_CONV_LIST_OK,
+	PARLEY_T_GOAWAY,
+};
+
+/* A representative message of each type with every field non-default. */
+static void sample(uint16_t type, struct parley_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->type = type;
+	switch (type) {
+	case PARLEY_T_HELLO:
+		m->hello = (struct parley_hello){1, 3, PARLEY_FEAT_ZSTD, S("laptop"),
+						 S("test/1 ünïcode")};
+		break;
+	case PARLEY_T_HELLO_OK:
+		m->hello_ok = (struct parley_hello_ok){1, 1, 1 << 20, 65536, 64,
+						       1024, 60000, 1764000000000ull,
+						       S("node-1")};
+		break;
+	case PARLEY_T_AUTH:
+		m->auth.token = S("eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
+		break;
+	case PARLEY_T_AUTH_OK:
+		m->auth_ok = (struct parley_auth_ok){S("alice"), 1764000999000ull};
+		break;
+	case PARLEY_T_PING:
+		m->ping.nonce = 0x0102030405060708ull;
+		break;
+	case PARLEY_T_PONG:
+		m->pong = (struct parley_pong){0x0102030405060708ull, 77};
+		break;
+	case PARLEY_T_ERROR:
+		m->error = (struct parley_error_msg){PARLEY_ERATE, PARLEY_ERRF_FATAL,
+						     250, S("slow down")};
+		break;
+	case PARLEY_T_CONV_OPEN:
+		m->conv_open.peer = S("bob");
+		break;
+	case PARLEY_T_CONV:
+		m->conv.conv = S("d:alice:bob");
+		m->conv.kind = PARLEY_CONV_DIRECT;
+		m->conv.flags = PARLEY_CONVF_CREATED;
+		m->conv.last_seq = 9;
+		m->conv.last_ts_ms = 1234;
+		m->conv.member_count = 2;
+		m->conv.members[0] = S("alice");
+		m->conv.members[1] = S("bob");
+		break;
+	case PARLEY_T_SEND:
+		m->send.conv = S("d:alice:bob");
+		memcpy(m->send.client_msg_id, CMID, 16);
+		m->send.content_type = PARLEY_CT_TEXT;
+		m->send.body = B("hello there");
+		break;
+	case PARLEY_T_SEND_ACK:
+		m->send_ack.conv = S("d:alice:bob");
+		memcpy(m->send_ack.client_msg_id, CMID, 16);
+		m->send_ack.seq = 42;
+		m->send_ack.server_ts_ms = 1764000000123ull;
+		m->send_ack.flags = PARLEY_ACKF_DUPLICATE;
+		break;
+	case PARLEY_T_HISTORY:
+		m->history = (struct parley_history){S("d:alice:bob"), 50, 20};
+		break;
+	case PARLEY_T_HISTORY_PAGE:
+		m->history_page.conv = S("d:alice:bob");
+		m->history_page.next_before_seq = 47;
+		m->history_page.flags = PARLEY_HISTF_END;
+		m->history_page.count = 3;
+		for (int i = 0; i < 3; i++) {
+			struct parley_hist_msg *h = &m->history_page.msgs[i];
+			h->seq = 49 - (uint64_t)i;
+			h->ts_ms = 1000 + (uint64_t)i;
+			h->sender = S(i % 2 ? "bob" : "alice");
+			memcpy(h->client_msg_id, CMID, 16);
+			h->client_msg_id[0] = (uint8_t)i;
+			h->content_type = PARLEY_CT_TEXT;
+			h->body = B(i == 1 ? "" : "msg body");
+		}
+		break;
+	case PARLEY_T_SYNC:
+		m->sync.from_inbox_seq = 17;
+		break;
+	case PARLEY_T_SYNC_OK:
+		m->sync_ok = (struct parley_sync_ok){3, 40, 17};
+		break;
+	case PARLEY_T_EVENT:
+		m->event.inbox_seq = 5;
+		m->event.kind = PARLEY_EV_MESSAGE;
+		m->event.conv = S("d:alice:bob");
+		m->event.conv_seq = 42;
+		m->event.sender = S("alice");
+		memcpy(m->event.client_msg_id, CMID, 16);
+		m->event.server_ts_ms = 1764000000123ull;
+		m->event.content_type = PARLEY_CT_TEXT;
+		m->event.body = B("hi");
+		break;
+	case PARLEY_T_EVENT_ACK:
+		m->event_ack.up_to_inbox_seq = 5;
+		break;
+	case PARLEY_T_CONV_LIST:
+		m->conv_list.limit = 100;
+		break;
+	case PARLEY_T_CONV_LIST_OK:
+		m->conv_list_ok.count = 2;
+		m->conv_list_ok.entries[0] = (struct parley_conv_entry){
+			S("d:alice:bob"), PARLEY_CONV_DIRECT, 9, 1234, 2, S("bob")};
+		m->conv_list_ok.entries[1] = (struct parley_conv_entry){
+			S("g:team"), PARLEY_CONV_GROUP, 0, 0, 300, S("")};
+		break;
+	case PARLEY_T_GOAWAY:
+		m->goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 1500,
+						   S("draining")};
+		break;
+	default:
+		cr_assert_fail("no sample for type %u", type);
+	}
+}
+
+static uint8_t g_buf[PARLEY_PROTO_MAX_FRAME_DEFAULT];
+static uint8_t g_buf2[PARLEY_PROTO_MAX_FRAME_DEFAULT];
+static struct parley_msg g_m, g_d;
+
+/* encode m, decode it back into d; returns the frame length */
+static int roundtrip(const struct parley_msg *m, struct parley_msg *d,
+		     uint32_t rid)
+{
+	int n = parley_proto_encode(g_buf, sizeof g_buf, rid, m);
+	cr_assert_gt(n, 0, "encode %s: %d", parley_proto_type_name(m->type), n);
+	cr_assert_eq(parley_proto_size(m), n);
+	struct parley_frame f;
+	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n,
+					       PARLEY_PROTO_MAX_FRAME_DEFAULT, &f),
+		     n);
+	cr_assert_eq(f.type, m->type);
+	cr_assert_eq(f.flags, 0);
+	cr_assert_eq(f.request_id, rid);
+	cr_assert_eq(f.payload_len, (uint32_t)n - 12);
+	cr_assert_eq(parley_proto_decode(&f, d), 0, "decode %s",
+		     parley_proto_type_name(m->type));
+	cr_assert_eq(d->type, m->type);
+	/* deep equality: the decoded struct re-encodes to the same bytes */
+	int n2 = parley_proto_encode(g_buf2, sizeof g_buf2, rid, d);
+	cr_assert_eq(n2, n);
+	cr_assert(memcmp(g_buf, g_buf2, (size_t)n) == 0);
+	return n;
+}
+
+Test(codec, roundtrip_every_message)
+{
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(ALL_TYPES); i++) {
+		sample(ALL_TYPES[i], &g_m);
+		roundtrip(&g_m, &g_d, (uint32_t)i + 1);
+	}
+	/* spot-check decoded fields against the originals */
+	sample(PARLEY_T_EVENT, &g_m);
+	roundtrip(&g_m, &g_d, 0);
+	cr_assert_eq(g_d.event.inbox_seq, 5);
+	cr_assert_eq(g_d.event.conv_seq, 42);
+	cr_assert(parley_str_eq(g_d.event.conv, "d:alice:bob"));
+	cr_assert(parley_str_eq(g_d.event.sender, "alice"));
+	cr_assert(memcmp(g_d.event.client_msg_id, CMID, 16) == 0);
+	cr_assert_eq(g_d.event.body.len, 2);
+	cr_assert(memcmp(g_d.event.body.p, "hi", 2) == 0);
+	/* zero-copy: the body points into the encoded buffer */
+	cr_assert(g_d.event.body.p > g_buf && g_d.event.body.p < g_buf + 100);
+
+	sample(PARLEY_T_HISTORY_PAGE, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.history_page.count, 3);
+	cr_assert_eq(g_d.history_page.msgs[2].seq, 47);
+	cr_assert_eq(g_d.history_page.msgs[1].body.len, 0);
+	cr_assert(parley_str_eq(g_d.history_page.msgs[1].sender, "bob"));
+	cr_assert_eq(g_d.history_page.msgs[2].client_msg_id[0], 2);
+	cr_assert_eq(g_d.history_page.flags, PARLEY_HISTF_END);
+
+	sample(PARLEY_T_CONV_LIST_OK, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.conv_list_ok.entries[1].member_count, 300);
+	cr_assert_eq(g_d.conv_list_ok.entries[1].peer.len, 0);
+	cr_assert(parley_str_eq(g_d.conv_list_ok.entries[0].peer, "bob"));
+
+	sample(PARLEY_T_HELLO_OK, &g_m);
+	roundtrip(&g_m, &g_d, 1);
+	cr_assert_eq(g_d.hello_ok.max_frame, 1u << 20);
+	cr_assert_eq(g_d.hello_ok.server_time_ms, 1764000000000ull);
+}
+
+Test(codec, hist_msg_size_matches_encoding)
+{
+	sample(PARLEY_T_HISTORY_PAGE, &g_m);
+	int n = parley_proto_size(&g_m);
+	size_t expect = 12 + 2 + 11 + 8 + 1 + 2;
+	for (int i = 0; i < 3; i++)
+		expect += parley_proto_hist_msg_size(&g_m.history_page.msgs[i]);
+	cr_assert_eq((size_t)n, expect);
+}
+
+Test(codec, frame_cut_anywhere_is_incomplete)
+{
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(ALL_TYPES); i++) {
+		sample(ALL_TYPES[i], &g_m);
+		int n = parley_proto_encode(g_buf, sizeof g_buf, 7, &g_m);
+		cr_assert_gt(n, 0);
+		for (int k = 0; k < n; k++) {
+			/* copy to an exact-size heap block so ASan sees over-reads */
+			uint8_t *p = malloc(k ? (size_t)k : 1);
+			memcpy(p, g_buf, (size_t)k);
+			struct parley_frame f;
+			int r = parley_proto_frame_decode(p, (size_t)k, 1u << 20, &f);
+			cr_assert_eq(r, -PARLEY_EINCOMPLETE, "%s cut at %d: %d",
+				     parley_proto_type_name(ALL_TYPES[i]), k, r);
+			free(p);
+		}
+	}
+}
+
+Test(codec, payload_cut_anywhere_is_malformed)
+{
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(ALL_TYPES); i++) {
+		sample(ALL_TYPES[i], &g_m);
+		int n = parley_proto_encode(g_buf, sizeof g_buf, 7, &g_m);
+		cr_assert_gt(n, 0);
+		size_t plen = (size_t)n - 12;
+		for (size_t k = 0; k < plen; k++) {
+			uint8_t *p = malloc(k ? k : 1);
+			memcpy(p, g_buf + 12, k);
+			int r = parley_proto_decode_payload(ALL_TYPES[i], p, k, &g_d);
+			cr_assert_eq(r, -PARLEY_EPROTO, "%s payload cut at %zu: %d",
+				     parley_proto_type_name(ALL_TYPES[i]), k, r);
+			free(p);
+		}
+	}
+}
+
+Test(codec, trailing_bytes_are_ignored)
+{
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(ALL_TYPES); i++) {
+		sample(ALL_TYPES[i], &g_m);
+		int n = parley_proto_encode(g_buf, sizeof g_buf, 7, &g_m);
+		memcpy(g_buf + n, "\x01\x02\x03", 3);
+		cr_assert_eq(parley_proto_decode_payload(ALL_TYPES[i], g_buf + 12,
+							 (size_t)n - 12 + 3, &g_d),
+			     0);
+	}
+}
+
+Test(codec, oversized_and_bad_headers)
+{
+	uint8_t h[12] = {0};
+	struct parley_frame f;
+	/* length announces 1 MiB + 1 whole frame: refused from 4 bytes on */
+	le_put32(h, (1u << 20) - 4 + 1);
+	cr_assert_eq(parley_proto_frame_decode(h, 4, 1u << 20, &f), -PARLEY_ETOOBIG);
+	cr_assert_eq(parley_proto_frame_decode(h, 12, 1u << 20, &f), -PARLEY_ETOOBIG);
+	/* exactly max_frame is fine (incomplete here) */
+	le_put32(h, (1u << 20) - 4);
+	cr_assert_eq(parley_proto_frame_decode(h, 12, 1u << 20, &f),
+		     -PARLEY_EINCOMPLETE);
+	/* a max_frame above the hard cap is clamped */
+	le_put32(h, PARLEY_PROTO_MAX_FRAME_HARD);
+	cr_assert_eq(parley_proto_frame_decode(h, 4, UINT32_MAX, &f), -PARLEY_ETOOBIG);
+	le_put32(h, UINT32_MAX);
+	cr_assert_eq(parley_proto_frame_decode(h, 4, UINT32_MAX, &f), -PARLEY_ETOOBIG);
+	/* length below the header */
+	for (uint32_t l = 0; l < 8; l++) {
+		le_put32(h, l);
+		cr_assert_eq(parley_proto_frame_decode(h, 12, 1u << 20, &f),
+			     -PARLEY_EPROTO);
+	}
+	/* unknown flag bits */
+	parley_proto_header_put(h, PARLEY_T_PING, 0x0002, 1, 0);
+	cr_assert_eq(parley_proto_frame_decode(h, 12, 1u << 20, &f), -PARLEY_EPROTO);
+	cr_assert_eq(parley_proto_frame_decode(h, 8, 1u << 20, &f), -PARLEY_EPROTO);
+	/* an empty payload frame decodes; the PING payload is then malformed */
+	parley_proto_header_put(h, PARLEY_T_PING, 0, 1, 0);
+	cr_assert_eq(parley_proto_frame_decode(h, 12, 1u << 20, &f), 12);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), -PARLEY_EPROTO);
+	/* unknown and reserved types */
+	cr_assert_eq(parley_proto_decode_payload(0x7777, NULL, 0, &g_d),
+		     -PARLEY_EVERSION);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, NULL, 0, &g_d),
+		     -PARLEY_EVERSION);
+	/* compressed frames must be decompressed before decoding */
+	parley_proto_header_put(h, PARLEY_T_PING, PARLEY_FLAG_ZSTD, 1, 0);
+	cr_assert_eq(parley_proto_frame_decode(h, 12, 1u << 20, &f), 12);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), -PARLEY_EINVAL);
+}
+
+Test(codec, two_frames_back_to_back)
+{
+	sample(PARLEY_T_SEND, &g_m);
+	int a = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	sample(PARLEY_T_PING, &g_m);
+	int b = parley_proto_encode(g_buf + a, sizeof g_buf - (size_t)a, 2, &g_m);
+	struct parley_frame f;
+	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)(a + b), 1u << 20, &f), a);
+	cr_assert_eq(f.type, PARLEY_T_SEND);
+	cr_assert_eq(parley_proto_frame_decode(g_buf + a, (size_t)b, 1u << 20, &f), b);
+	cr_assert_eq(f.type, PARLEY_T_PING);
+	cr_assert_eq(f.request_id, 2);
+}
+
+Test(codec, encoder_respects_cap)
+{
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(ALL_TYPES); i++) {
+		sample(ALL_TYPES[i], &g_m);
+		int n = parley_proto_size(&g_m);
+		cr_assert_gt(n, 0);
+		for (int cap = 0; cap < n; cap++) {
+			memset(g_buf, 0xAB, (size_t)n + 16);
+			cr_assert_eq(parley_proto_encode(g_buf, (size_t)cap, 1, &g_m),
+				     -PARLEY_ETOOBIG);
+			for (int k = cap; k < n + 16; k++)
+				cr_assert_eq(g_buf[k], 0xAB, "%s cap %d wrote at %d",
+					     parley_proto_type_name(ALL_TYPES[i]), cap, k);
+		}
+	}
+	cr_assert_eq(parley_proto_encode(NULL, 0, 1, &g_m), -PARLEY_ETOOBIG);
+}
+
+Test(codec, encoder_refuses_limit_breaks)
+{
+	sample(PARLEY_T_CONV, &g_m);
+	g_m.conv.member_count = PARLEY_PROTO_MAX_MEMBERS + 1;
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_HISTORY, &g_m);
+	g_m.history.limit = 0;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.history.limit = 101;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_CONV_OPEN, &g_m);
+	g_m.conv_open.peer = S("a:b");
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.conv_open.peer = S("");
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.conv_open.peer = (struct parley_str){"\xff\xfe", 2};
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_HISTORY_PAGE, &g_m);
+	g_m.history_page.count = 101;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_CONV_LIST, &g_m);
+	g_m.conv_list.limit = 101;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.type = PARLEY_T_TYPING; /* reserved: no encoding yet */
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	/* a body that cannot fit any frame */
+	sample(PARLEY_T_SEND, &g_m);
+	g_m.send.body.len = PARLEY_PROTO_MAX_FRAME_HARD;
+	g_m.send.body.p = g_buf;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	/* max-size members encode and decode */
+	sample(PARLEY_T_CONV, &g_m);
+	g_m.conv.member_count = PARLEY_PROTO_MAX_MEMBERS;
+	for (int i = 0; i < PARLEY_PROTO_MAX_MEMBERS; i++) {
+		snprintf(g_names[i], sizeof g_names[i], "user%d", i);
+		g_m.conv.members[i] = S(g_names[i]);
+	}
+	roundtrip(&g_m, &g_d, 3);
+	cr_assert(parley_str_eq(g_d.conv.members[1023], "user1023"));
+}
+
+/* Build a payload by hand to test decoder checks the encoder never emits. */
+Test(codec, decoder_refuses_bad_counts_and_lengths)
+{
+	uint8_t p[256];
+	size_t n;
+	struct le_reader dummy;
+	(void)dummy;
+
+	/* CONV: member_count 1025 */
+	n = 0;
+	le_put16(p, 1), p[2] = 'c', n = 3;
+	p[n++] = 1, p[n++] = 0;
+	memset(p + n, 0, 16), n += 16;
+	le_put16(p + n, PARLEY_PROTO_MAX_MEMBERS + 1), n += 2;
+	for (int i = 0; i < 60; i++)
+		le_put16(p + n, 1), p[n + 2] = 'x', n += 3;
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV, p, n, &g_d),
+		     -PARLEY_EPROTO);
+	/* CONV: count 5 but only 2 members present */
+	n = 3 + 2 + 16;
+	le_put16(p + n, 5), n += 2;
+	for (int i = 0; i < 2; i++)
+		le_put16(p + n, 1), p[n + 2] = 'x', n += 3;
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV, p, n, &g_d),
+		     -PARLEY_EPROTO);
+	/* same with the right count: accepted */
+	le_put16(p + 3 + 2 + 16, 2);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV, p, n, &g_d), 0);
+	cr_assert_eq(g_d.conv.member_count, 2);
+
+	/* HISTORY_PAGE: one record whose length runs past the payload */
+	sample(PARLEY_T_HISTORY_PAGE, &g_m);
+	g_m.history_page.count = 1;
+	int fl = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	size_t rec_at = 12 + 2 + 11 + 8 + 1 + 2;
+	uint32_t rl = le_get32(g_buf + rec_at);
+	le_put32(g_buf + rec_at, rl + 1);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_HISTORY_PAGE, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO);
+	/* record length shorter than its fields */
+	le_put32(g_buf + rec_at, rl - 1);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_HISTORY_PAGE, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO);
+	/* HISTORY_PAGE count over the bound */
+	le_put32(g_buf + rec_at, rl);
+	le_put16(g_buf + rec_at - 2, PARLEY_PROTO_MAX_HISTORY + 1);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_HISTORY_PAGE, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO);
+
+	/* SEND: body length beyond the payload */
+	sample(PARLEY_T_SEND, &g_m);
+	fl = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	size_t body_at = 12 + 2 + 11 + 16 + 2;
+	le_put32(g_buf + body_at, 12);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_SEND, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO);
+	le_put32(g_buf + body_at, UINT32_MAX);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_SEND, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO);
+	/* conv string length beyond the payload / over its limit */
+	le_put32(g_buf + body_at, 11);
+	le_put16(g_buf + 12, 0xFFFF);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_SEND, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO);
+	le_put16(g_buf + 12, 0);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_SEND, g_buf + 12,
+						 (size_t)fl - 12, &g_d),
+		     -PARLEY_EPROTO, "empty conv id");
+
+	/* invalid UTF-8 and forbidden ':' in a user id */
+	uint8_t a[8];
+	le_put16(a, 2), a[2] = 0xC0, a[3] = 0x80; /* overlong NUL */
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 4, &g_d),
+		     -PARLEY_EPROTO);
+	le_put16(a, 3), memcpy(a + 2, "a:b", 3);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 5, &g_d),
+		     -PARLEY_EPROTO);
+	le_put16(a, 3), memcpy(a + 2, "abc", 3);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 5, &g_d), 0);
+
+	/* HISTORY / CONV_LIST limits */
+	le_put16(a, 0);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_LIST, a, 2, &g_d),
+		     -PARLEY_EPROTO);
+	le_put16(a, 101);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_LIST, a, 2, &g_d),
+		     -PARLEY_EPROTO);
+	le_put16(a, 100);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_LIST, a, 2, &g_d), 0);
+}
+
+Test(codec, utf8_validator)
+{
+	cr_assert(parley_proto_utf8_valid("", 0));
+	cr_assert(parley_proto_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+	cr_assert(!parley_proto_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
+	cr_assert(!parley_proto_utf8_valid("\xe0\x80\xaf", 3)); /* overlong */
+	cr_assert(!parley_proto_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+	cr_assert(!parley_proto_utf8_valid("\xc3", 1)); /* truncated */
+	cr_assert(!parley_proto_utf8_valid("\x80", 1));
+	cr_assert(!parley_proto_utf8_valid("\xff", 1));
+}
+
+Test(codec, dm_conv_id)
+{
+	char out[256];
+	cr_assert_eq(parley_proto_dm_conv_id("bob", 3, "alice", 5, out, sizeof out), 11);
+	cr_assert_str_eq(out, "d:alice:bob");
+	cr_assert_eq(parley_proto_dm_conv_id("alice", 5, "bob", 3, out, sizeof out), 11);
+	cr_assert_str_eq(out, "d:alice:bob");
+	/* common prefix: the shorter is smaller, both ways */
+	parley_proto_dm_conv_id("bobby", 5, "bob", 3, out, sizeof out);
+	cr_assert_str_eq(out, "d:bob:bobby");
+	parley_proto_dm_conv_id("bob", 3, "bobby", 5, out, sizeof out);
+	cr_assert_str_eq(out, "d:bob:bobby");
+	/* byte order, not locale order: 'B' (0x42) < 'a' (0x61) */
+	parley_proto_dm_conv_id("a", 1, "B", 1, out, sizeof out);
+	cr_assert_str_eq(out, "d:B:a");
+	cr_assert_eq(parley_proto_dm_conv_id("bob", 3, "bob", 3, out, sizeof out),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(parley_proto_dm_conv_id("a:b", 3, "c", 1, out, sizeof out),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(parley_proto_dm_conv_id("", 0, "c", 1, out, sizeof out),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(parley_proto_dm_conv_id("alice", 5, "bob", 3, out, 11),
+		     -PARLEY_ETOOBIG);
+	cr_assert_eq(parley_proto_dm_conv_id("alice", 5, "bob", 3, out, 12), 11);
+	/* the longest ids fit in 246 bytes and form a valid conv id */
+	char a[121], b[121];
+	memset(a, 'a', 120), a[120] = 0;
+	memset(b, 'b', 120), b[120] = 0;
+	int n = parley_proto_dm_conv_id(a, 120, b, 120, out, 246);
+	cr_assert_eq(n, 243);
+	cr_assert_leq(n, PARLEY_PROTO_MAX_CONV_ID);
+}
+
+/* ---- the examples in docs/PROTOCOL.md ---------------------------------------- */
+
+Test(codec, protocol_md_examples)
+{
+	const char *src = getenv("PARLEY_SRC_DIR");
+	char path[4096];
+	snprintf(path, sizeof path, "%s/docs/PROTOCOL.md",
+		 src ? src : PARLEY_SRC_DIR_DEFAULT);
+	FILE *fp = fopen(path, "r");
+	cr_assert_not_null(fp, "cannot open %s", path);
+	static char doc[1 << 17];
+	size_t dl = fread(doc, 1, sizeof doc - 1, fp);
+	fclose(fp);
+	doc[dl] = 0;
+
+	int examples = 0;
+	const char *p = doc;
+	while ((p = strstr(p, "```\n")) != NULL) {
+		const char *start = p + 4;
+		const char *end = strstr(start, "```");
+		if (!end)
+			break;
+		/* only blocks made of hex byte pairs and whitespace */
+		uint8_t bytes[512];
+		size_t nb = 0;
+		int ishex = 1;
+		for (const char *q = start; q < end && ishex;) {
+			if (*q == ' ' || *q == '\n') {
+				q++;
+				continue;
+			}
+			unsigned v;
+			if (end - q < 2 || sscanf(q, "%2x", &v) != 1 || nb == sizeof bytes ||
+			    !((q[0] >= '0' && q[0] <= '9') || (q[0] >= 'a' && q[0] <= 'f'))) {
+				ishex = 0;
+				break;
+			}
+			bytes[nb++] = (uint8_t)v;
+			q += 2;
+		}
+		p = end + 3;
+		if (!ishex || nb < 12)
+			continue;
+		struct parley_frame f;
+		int n = parley_proto_frame_decode(bytes, nb, 1u << 20, &f);
+		cr_assert_eq(n, (int)nb, "example %d: frame decode %d", examples, n);
+		cr_assert_eq(parley_proto_decode(&f, &g_d), 0, "example %d (%s)",
+			     examples, parley_proto_type_name(f.type));
+		int n2 = parley_proto_encode(g_buf, sizeof g_buf, f.request_id, &g_d);
+		cr_assert_eq(n2, n);
+		cr_assert(memcmp(g_buf, bytes, nb) == 0, "example %d re-encodes differently",
+			  examples);
+		examples++;
+	}
+	cr_assert_geq(examples, 9, "found %d hex examples", examples);
+
+	/* and the exact bytes for two of them, from the sample builders */
+	struct parley_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = PARLEY_T_PING;
+	m.ping.nonce = 0x0102030405060708ull;
+	static const uint8_t ping[] = {0x10, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0,
+				       8, 7, 6, 5, 4, 3, 2, 1};
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 3, &m), 20);
+	cr_assert(memcmp(g_buf, ping, 20) == 0);
+	m.type = PARLEY_T_EVENT_ACK;
+	m.event_ack.up_to_inbox_seq = 5;
+	static const uint8_t ack[] = {0x10, 0, 0, 0, 1, 0x40, 0, 0, 0, 0, 0, 0,
+				      5, 0, 0, 0, 0, 0, 0, 0};
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 0, &m), 20);
+	cr_assert(memcmp(g_buf, ack, 20) == 0);
+}
+
+/* ---- compression ------------------------------------------------------------ */
+
+static uint8_t g_z[PARLEY_PROTO_MAX_FRAME_DEFAULT];
+static uint8_t g_out[PARLEY_PROTO_MAX_FRAME_DEFAULT];
+
+Test(codec, zstd_roundtrip)
+{
+	static char body[20000];
+	for (size_t i = 0; i < sizeof body; i++)
+		body[i] = "the quick brown fox jumps over the lazy dog "[i % 44];
+	sample(PARLEY_T_SEND, &g_m);
+	g_m.send.body = (struct parley_bytes){(const uint8_t *)body, sizeof body};
+	int n = parley_proto_encode(g_buf, sizeof g_buf, 99, &g_m);
+	cr_assert_gt(n, 20000);
+	int z = parley_proto_compress(g_buf, (size_t)n, g_z, sizeof g_z, 3);
+	cr_assert_gt(z, 12);
+	cr_assert_lt(z, n / 10, "compressible text should shrink: %d of %d", z, n);
+	struct parley_frame f;
+	cr_assert_eq(parley_proto_frame_decode(g_z, (size_t)z, 1u << 20, &f), z);
+	cr_assert_eq(f.flags, PARLEY_FLAG_ZSTD);
+	cr_assert_eq(f.type, PARLEY_T_SEND);
+	cr_assert_eq(f.request_id, 99);
+	int d = parley_proto_decompress(&f, g_out, sizeof g_out - 12);
+	cr_assert_eq(d, n - 12);
+	cr_assert(memcmp(g_out, g_buf + 12, (size_t)d) == 0);
+	cr_assert_eq(parley_proto_decode_payload(f.type, g_out, (size_t)d, &g_d), 0);
+	cr_assert_eq(g_d.send.body.len, sizeof body);
+	cr_assert(memcmp(g_d.send.body.p, body, sizeof body) == 0);
+	/* a too-small output bound is refused, not overrun */
+	memset(g_out, 0xAB, sizeof g_out);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, (size_t)d - 1), -PARLEY_ETOOBIG);
+	cr_assert_eq(g_out[d - 1], 0xAB);
+	/* an incompressible small frame is reported as not worth it */
+	sample(PARLEY_T_PING, &g_m);
+	n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	cr_assert_eq(parley_proto_compress(g_buf, (size_t)n, g_z, sizeof g_z, 3), 0);
+	/* HELLO is never compressed; a partial frame is refused */
+	sample(PARLEY_T_HELLO, &g_m);
+	n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	cr_assert_eq(parley_proto_compress(g_buf, (size_t)n, g_z, sizeof g_z, 3),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(parley_proto_compress(g_buf, (size_t)n - 1, g_z, sizeof g_z, 3),
+		     -PARLEY_EINVAL);
+	/* decompress of an uncompressed frame is a caller error */
+	parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, sizeof g_out), -PARLEY_EINVAL);
+}
+
+static int zframe(const uint8_t *payload, size_t plen)
+{
+	parley_proto_header_put(g_z, PARLEY_T_SEND, PARLEY_FLAG_ZSTD, 1,
+				(uint32_t)plen);
+	memcpy(g_z + 12, payload, plen);
+	return (int)plen + 12;
+}
+
+Test(codec, zstd_bomb_is_bounded)
+{
+	/* 64 MiB of zeros compresses to a few KiB */
+	size_t big = 64u << 20;
+	uint8_t *zeros = calloc(1, big);
+	cr_assert_not_null(zeros);
+	size_t zb = ZSTD_compressBound(big);
+	uint8_t *c = malloc(zb);
+	size_t cl = ZSTD_compress(c, zb, zeros, big, 1);
+	cr_assert(!ZSTD_isError(cl));
+	cr_assert_lt(cl, sizeof g_z - 12);
+	struct parley_frame f;
+	int n = zframe(c, cl);
+	cr_assert_eq(parley_proto_frame_decode(g_z, (size_t)n, 1u << 20, &f), n);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, sizeof g_out), -PARLEY_ETOOBIG);
+
+	/* the same without a declared content size (streaming compression):
+	 * decompression itself must stop at the bound */
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0);
+	ZSTD_outBuffer ob = {c, zb, 0};
+	ZSTD_inBuffer ib = {zeros, big, 0};
+	size_t rem = ZSTD_compressStream2(cc, &ob, &ib, ZSTD_e_end);
+	cr_assert_eq(rem, 0);
+	ZSTD_freeCCtx(cc);
+	cr_assert_eq(ZSTD_getFrameContentSize(c, ob.pos), ZSTD_CONTENTSIZE_UNKNOWN);
+	n = zframe(c, ob.pos);
+	parley_proto_frame_decode(g_z, (size_t)n, 1u << 20, &f);
+	memset(g_out + 4096, 0xAB, 16);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, 4096), -PARLEY_ETOOBIG);
+	cr_assert_eq(g_out[4096], 0xAB, "wrote past the bound");
+
+	/* garbage, trailing bytes after a valid frame, truncated frame */
+	n = zframe((const uint8_t *)"not zstd at all", 15);
+	parley_proto_frame_decode(g_z, (size_t)n, 1u << 20, &f);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, sizeof g_out), -PARLEY_EPROTO);
+	cl = ZSTD_compress(c, zb, "hello hello hello", 17, 1);
+	memcpy(c + cl, "xx", 2);
+	n = zframe(c, cl + 2);
+	parley_proto_frame_decode(g_z, (size_t)n, 1u << 20, &f);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, sizeof g_out), -PARLEY_EPROTO);
+	n = zframe(c, cl - 1);
+	parley_proto_frame_decode(g_z, (size_t)n, 1u << 20, &f);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, sizeof g_out), -PARLEY_EPROTO);
+	n = zframe(c, cl);
+	parley_proto_frame_decode(g_z, (size_t)n, 1u << 20, &f);
+	cr_assert_eq(parley_proto_decompress(&f, g_out, sizeof g_out), 17);
+	free(c);
+	free(zeros);
+}
+
+/* ---- randomized ------------------------------------------------------------- */
+
+static uint64_t test_seed(void)
+{
+	const char *s = getenv("PARLEY_SEED");
+	uint64_t seed = s ? strtoull(s, NULL, 0) : parley_mono_ns();
+	fprintf(stderr, "test_codec: seed=%llu (PARLEY_SEED=%llu replays)\n",
+		(unsigned long long)seed, (unsigned long long)seed);
+	return seed;
+}
+
+static char g_pool[1 << 16];
+static size_t g_pool_n;
+
+/* a random valid user id / text of up to max bytes, from a byte pool */
+static struct parley_str rnd_str(struct parley_rng *r, size_t min, size_t max,
+				 int user)
+{
+	size_t len = min + parley_rng_below(r, max - min + 1);
+	if (g_pool_n + len > sizeof g_pool)
+		g_pool_n = 0;
+	char *p = g_pool + g_pool_n;
+	static const char alpha[] = "abcdefghijklmnopqrstuvwxyz0123456789._-@ ";
+	for (size_t i = 0; i < len; i++)
+		p[i] = alpha[parley_rng_below(r, user ? 40 : 41)];
+	g_pool_n += len;
+	return (struct parley_str){p, (uint16_t)len};
+}
+
+Test(codec, random_messages_roundtrip_and_mutations_never_crash)
+{
+	struct parley_rng rng = {test_seed()};
+	static uint8_t body[4096];
+	for (size_t i = 0; i < sizeof body; i++)
+		body[i] = (uint8_t)parley_rng_next(&rng);
+	for (int iter = 0; iter < 3000; iter++) {
+		uint16_t t = ALL_TYPES[parley_rng_below(&rng, PARLEY_ARRAY_LEN(ALL_TYPES))];
+		sample(t, &g_m);
+		/* randomize the variable parts */
+		switch (t) {
+		case PARLEY_T_SEND:
+			g_m.send.body = (struct parley_bytes){
+				body, (uint32_t)parley_rng_below(&rng, sizeof body)};
+			g_m.send.conv = rnd_str(&rng, 1, 250, 0);
+			break;
+		case PARLEY_T_HISTORY_PAGE:
+			g_m.history_page.count =
+				(uint16_t)parley_rng_below(&rng, PARLEY_PROTO_MAX_HISTORY + 1);
+			for (int i = 0; i < g_m.history_page.count; i++) {
+				struct parley_hist_msg *h = &g_m.history_page.msgs[i];
+				h->seq = parley_rng_next(&rng);
+				h->ts_ms = parley_rng_next(&rng);
+				h->sender = rnd_str(&rng, 1, 120, 1);
+				h->body = (struct parley_bytes){
+					body, (uint32_t)parley_rng_below(&rng, 64)};
+				h->content_type = (uint16_t)parley_rng_next(&rng);
+			}
+			break;
+		case PARLEY_T_CONV_LIST_OK:
+			g_m.conv_list_ok.count =
+				(uint16_t)parley_rng_below(&rng, PARLEY_PROTO_MAX_LIST + 1);
+			for (int i = 0; i < g_m.conv_list_ok.count; i++) {
+				struct parley_conv_entry *e = &g_m.conv_list_ok.entries[i];
+				e->conv = rnd_str(&rng, 1, 40, 0);
+				e->peer = rnd_str(&rng, 0, 30, 1);
+				e->last_seq = parley_rng_next(&rng);
+				e->kind = (uint8_t)parley_rng_next(&rng);
+			}
+			break;
+		case PARLEY_T_ERROR:
+			g_m.error.text = rnd_str(&rng, 0, 1024, 0);
+			g_m.error.code = (uint32_t)parley_rng_next(&rng);
+			break;
+		case PARLEY_T_EVENT:
+			g_m.event.inbox_seq = parley_rng_next(&rng);
+			g_m.event.sender = rnd_str(&rng, 1, 120, 1);
+			g_m.event.body = (struct parley_bytes){
+				body, (uint32_t)parley_rng_below(&rng, sizeof body)};
+			break;
+		default:
+			break;
+		}
+		int n = roundtrip(&g_m, &g_d, (uint32_t)parley_rng_next(&rng));
+		/* mutate a few bytes and decode: any result but a crash is fine,
+		 * and a success must again re-encode within bounds */
+		int flips = 1 + (int)parley_rng_below(&rng, 4);
+		for (int k = 0; k < flips; k++)
+			g_buf[parley_rng_below(&rng, (uint64_t)n)] ^=
+				(uint8_t)(1 + parley_rng_below(&rng, 255));
+		size_t cut = (size_t)n - parley_rng_below(&rng, 3);
+		uint8_t *copy = malloc(cut ? cut : 1);
+		memcpy(copy, g_buf, cut);
+		struct parley_frame f;
+		int r = parley_proto_frame_decode(copy, cut, 1u << 20, &f);
+		if (r > 0) {
+			cr_assert_leq((size_t)r, cut);
+			if (!(f.flags & PARLEY_FLAG_ZSTD) && parley_proto_decode(&f, &g_d) == 0) {
+				int sz = parley_proto_size(&g_d);
+				cr_assert_gt(sz, 0, "decoded message must re-encode");
+			}
+		} else {
+			cr_assert(r == -PARLEY_EINCOMPLETE || r == -PARLEY_ETOOBIG ||
+				  r == -PARLEY_EPROTO);
+		}
+		free(copy);
+	}
+}

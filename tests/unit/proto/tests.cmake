@@ -1,0 +1,5 @@
+parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} CRITERION
+                 LIBS parley_proto parley_common PkgConfig::ZSTD LABELS unit)
+# lets test_codec find docs/PROTOCOL.md when run by hand outside ctest
+target_compile_definitions(unit_proto_test_codec PRIVATE
+                           PARLEY_SRC_DIR_DEFAULT="${CMAKE_SOURCE_DIR}")
