@@ -322,3 +322,31 @@ Test(io_uring, ring_new_bad_depth)
 	struct pio_ring *r = NULL;
 	cr_assert_eq(io->ops->ring_new(io, 0, &r), -EINVAL);
 }
+
+Test(io_uring, ring_free_waits_for_inflight_ops)
+{
+	enum { N = 32, SZ = 4096 };
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, N + 1, &r), 0);
+	struct pio_file *f = open_file("inflight", PIO_CREATE);
+	static uint8_t data[N][SZ];
+	for (int i = 0; i < N; i++) {
+		memset(data[i], 'A' + i % 26, SZ);
+		cr_assert_eq(io->ops->ring_write(r, f, data[i], SZ,
+						 (uint64_t)i * SZ, (uint64_t)i,
+						 false), 0);
+	}
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, N), 0);
+	/* submit without reaping anything, then free: ring_free must wait
+	 * for the kernel to finish with the buffers */
+	cr_assert_eq(io->ops->ring_wait(r, NULL, 0, 0), 0);
+	io->ops->ring_free(r);
+	cr_assert_eq(io->ops->size(io, f), (int64_t)N * SZ);
+	static uint8_t back[SZ];
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(io->ops->pread(io, f, back, SZ, (uint64_t)i * SZ),
+			     SZ);
+		cr_assert_arr_eq(back, data[i], SZ);
+	}
+	io->ops->close(io, f);
+}
