@@ -72,6 +72,8 @@ struct load_result {
 	double appends_per_s;
 	double mb_per_s;          /* payload bytes / s (1e6) */
 	struct bench_hist lat;    /* ack latency (open loop: from intended time) */
+	struct bench_hist lag;    /* open loop: actual - intended send time (the
+	                             harness's own share of the latency) */
 	/* engine only (from pe_stats when available) */
 	bool have_stats;
 	double syncs_per_s;       /* WAL write+fdatasync rounds per second */

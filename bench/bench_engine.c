@@ -86,6 +86,8 @@ struct open_req {
 	uint64_t intended_ns;
 };
 
+static struct bench_hist *pacer_lag; /* main thread only */
+
 static void fill_req(struct producer *p, struct pe_append_req *req,
 		     struct pe_input *in)
 {
@@ -178,10 +180,13 @@ static int open_issue(struct producer *p, uint64_t intended)
 	struct pe_input in;
 	fill_req(p, &req, &in);
 	atomic_fetch_add(&p->run->outstanding, 1);
+	uint64_t now = parley_mono_ns();
 	int rc = pe_append(p->run->e, &req, open_cb, q);
 	if (rc != 0) {
 		atomic_fetch_sub(&p->run->outstanding, 1);
 		free(q);
+	} else if (intended >= p->run->win_start_ns && intended < p->run->win_end_ns) {
+		bench_hist_record(pacer_lag, now - intended);
 	}
 	return rc;
 }
@@ -208,6 +213,8 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 	out->open_loop = rate > 0;
 	out->target_rate = rate;
 	bench_hist_init(&out->lat);
+	bench_hist_init(&out->lag);
+	pacer_lag = &out->lag;
 
 	if (producers == 0 || producers > BENCH_MAX_PRODUCERS || payload == 0 ||
 	    payload > PE_MAX_PAYLOAD)

@@ -224,6 +224,7 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 	out->open_loop = rate > 0;
 	out->target_rate = rate;
 	bench_hist_init(&out->lat);
+	bench_hist_init(&out->lag);
 	if (producers == 0 || producers > BENCH_MAX_PRODUCERS || payload == 0)
 		return -PARLEY_EINVAL;
 
@@ -287,9 +288,12 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 				struct rconn *c = &cs[k % producers];
 				if (rconn_inflight(c) >= RCONN_FIFO)
 					break;
+				uint64_t sent = parley_mono_ns();
 				rc = rconn_send(c, buf, payload, next);
 				if (rc != 0)
 					break;
+				if (next >= win_start)
+					bench_hist_record(&out->lag, sent - next);
 				outstanding++;
 				k++;
 				next = t0 + (uint64_t)((double)k * 1e9 / rate);

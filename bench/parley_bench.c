@@ -173,8 +173,14 @@ void bench_load_print_row(const struct load_result *r)
 		snprintf(eps, sizeof eps, "%.1f", r->entries_per_sync);
 		snprintf(wal, sizeof wal, "%.1f", r->wal_mb_per_s);
 	}
-	char note[200];
+	char note[256];
 	snprintf(note, sizeof note, "%s%s", r->note, r->ok ? "" : (r->note[0] ? "; FAILED" : "FAILED"));
+	if (r->open_loop && r->lag.count) {
+		size_t l = strlen(note);
+		snprintf(note + l, sizeof note - l, "%spacer lag p50 %.1f p99 %.1f µs",
+			 l ? "; " : "", (double)bench_hist_quantile(&r->lag, 0.5) / 1e3,
+			 (double)bench_hist_quantile(&r->lag, 0.99) / 1e3);
+	}
 	if (r->not_sent) {
 		size_t l = strlen(note);
 		snprintf(note + l, sizeof note - l, "%s%llu slots not sent", l ? "; " : "",
