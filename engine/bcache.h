@@ -1,0 +1,72 @@
+/*
+ * bcache.h — bounded LRU cache of decompressed history blocks (private to
+ * engine/).
+ *
+ * Keyed by (segment id, block number). The value is opaque to the cache
+ * (segment.c stores a decoded block); the cache knows its byte charge and
+ * how to free it.
+ *
+ * Invariants
+ *   1. Sum of charges of cached items <= budget, except while pinned items
+ *      alone exceed it: a pinned item is never freed or evicted, so the
+ *      budget is a soft bound whose excess is exactly the pinned bytes.
+ *   2. Every handle returned by bcache_lookup/bcache_insert holds one pin
+ *      and must be given back with bcache_release exactly once.
+ *   3. An item erased (bcache_erase_segment) or evicted while pinned leaves
+ *      the index at once (no new lookup finds it) and is freed by the last
+ *      bcache_release.
+ *
+ * Item lifecycle:
+ *
+ *    insert ──► PINNED (in index) ──release(last pin)──► CACHED (LRU)
+ *                 ▲        │                              │   │
+ *                 └lookup──┼──────────────────────────────┘   │ evict / erase
+ *                          │ erase                            ▼
+ *                          ▼                                FREED
+ *                   PINNED (detached) ──release(last pin)──►  ▲
+ *                                                         ────┘
+ *
+ * Threads: NOT thread-safe. One cache per shard, used only by that shard's
+ * thread (segment reads happen on the shard; a compaction thread uses its
+ * own readers without a cache, or its own cache).
+ */
+#ifndef PARLEY_ENGINE_BCACHE_H
+#define PARLEY_ENGINE_BCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bcache;
+struct bcache_item; /* a handle: one pin on a cached value */
+
+typedef void (*bcache_free_fn)(void *value);
+
+struct bcache_stats {
+	uint64_t hits, misses, inserts, evictions;
+	uint64_t items;        /* items in the index */
+	uint64_t bytes;        /* charge of items in the index */
+	uint64_t pinned_bytes; /* charge of pinned items (indexed or detached) */
+};
+
+/* budget_bytes: the configurable bound (e.g. pe_options' block cache size). */
+int bcache_new(size_t budget_bytes, struct bcache **out);
+/* Frees every item. Requires no pins outstanding (asserted). */
+void bcache_free(struct bcache *c);
+
+/* Returns a pinned handle (hit) or NULL (miss). */
+struct bcache_item *bcache_lookup(struct bcache *c, uint64_t seg, uint32_t blk);
+/* Inserts value (ownership passes to the cache, also on error: on -ENOMEM
+ * free_fn(value) has been called) and returns it pinned. If the key is
+ * already present the existing item is returned pinned and `value` freed. */
+int bcache_insert(struct bcache *c, uint64_t seg, uint32_t blk, void *value,
+		  size_t charge, bcache_free_fn free_fn,
+		  struct bcache_item **out);
+void *bcache_value(const struct bcache_item *it);
+void bcache_release(struct bcache *c, struct bcache_item *it);
+
+/* Drops every block of a segment (after compaction deleted it). */
+void bcache_erase_segment(struct bcache *c, uint64_t seg);
+void bcache_set_budget(struct bcache *c, size_t budget_bytes);
+void bcache_get_stats(const struct bcache *c, struct bcache_stats *out);
+
+#endif /* PARLEY_ENGINE_BCACHE_H */

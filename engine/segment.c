@@ -1,0 +1,1389 @@
+/*
+ * segment.c — immutable history segments: writer, reader, iterators and
+ * verification. Format, lifecycle, invariants, ownership and threading are
+ * in segment.h; this file adds the footer layout and the block codec.
+ *
+ * Footer (SEG_FOOTER_LEN bytes at the very end of the file):
+ *     0 u64 magic "PLSEGv01"     64 u32 bloom length
+ *     8 u32 version (1)          68 u32 reserved (0)
+ *    12 u32 flags (0)            72 u64 xxh3(index+dir+bloom, SEG_META_SEED)
+ *    16 u64 segment id           80 u64 raw payload bytes
+ *    24 u64 dictionary id        88 u64 raw block bytes
+ *    32 u64 entries              96 u64 min ts
+ *    40 u32 streams             104 u64 max ts
+ *    44 u32 blocks              112 u64 compressed block bytes
+ *    48 u64 index offset        120 u64 xxh3(footer[0..120), SEG_FOOT_SEED)
+ *    56 u32 index length
+ *    60 u32 dir length
+ * index offset + index + dir + bloom + footer == file size, exactly.
+ */
+#include "segment.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "bloom.h"
+#include "parley_common.h"
+
+#define SEG_MAGIC 0x3130764745534c50ull /* "PLSEGv01" */
+#define SEG_VERSION 1u
+#define SEG_FOOTER_LEN 128u
+
+#define H_NEWKEY 0x01u
+#define H_PROD 0x02u
+#define H_SEQ1 0x04u
+#define H_TYPESAME 0x08u
+#define H_FLAGS0 0x10u
+#define H_TSSAME 0x20u
+#define H_KNOWN 0x3fu
+
+/* ---- small helpers --------------------------------------------------------- */
+
+struct sbuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static int sbuf_reserve(struct sbuf *b, size_t more)
+{
+	if (b->cap - b->len >= more)
+		return 0;
+	size_t nc = b->cap ? b->cap : 4096;
+	while (nc - b->len < more)
+		nc *= 2;
+	uint8_t *p = realloc(b->p, nc);
+	if (!p)
+		return -PARLEY_ENOMEM;
+	b->p = p;
+	b->cap = nc;
+	return 0;
+}
+
+static void sbuf_put(struct sbuf *b, const void *p, size_t n)
+{
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+static void sbuf_u8(struct sbuf *b, uint8_t v) { b->p[b->len++] = v; }
+static void sbuf_u32(struct sbuf *b, uint32_t v)
+{
+	le_put32(b->p + b->len, v);
+	b->len += 4;
+}
+static void sbuf_u64(struct sbuf *b, uint64_t v)
+{
+	le_put64(b->p + b->len, v);
+	b->len += 8;
+}
+static void sbuf_varint(struct sbuf *b, uint64_t v)
+{
+	while (v >= 0x80) {
+		b->p[b->len++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	b->p[b->len++] = (uint8_t)v;
+}
+
+static uint64_t read_varint(struct le_reader *r)
+{
+	uint64_t v = 0;
+	for (unsigned shift = 0; shift < 64; shift += 7) {
+		uint8_t c = le_read8(r);
+		if (!r->ok)
+			return 0;
+		v |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80)) {
+			if (shift == 63 && c > 1)
+				break; /* overflow */
+			return v;
+		}
+	}
+	r->ok = false;
+	return 0;
+}
+
+static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+/* (key, seq) order: bytes, then length, then seq. */
+static int kcmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+	int c = memcmp(a, b, PARLEY_MIN(alen, blen));
+	if (c)
+		return c;
+	return alen < blen ? -1 : alen > blen ? 1 : 0;
+}
+static int kscmp(const uint8_t *a, size_t alen, uint64_t aseq, const uint8_t *b,
+		 size_t blen, uint64_t bseq)
+{
+	int c = kcmp(a, alen, b, blen);
+	if (c)
+		return c;
+	return aseq < bseq ? -1 : aseq > bseq ? 1 : 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static int join_path(char *buf, size_t cap, const char *dir, const char *name)
+{
+	int n = snprintf(buf, cap, "%s/%s", dir, name);
+	return (n < 0 || (size_t)n >= cap) ? -PARLEY_ETOOBIG : 0;
+}
+
+char *seg_file_name(char *buf, size_t cap, uint64_t seg_id)
+{
+	snprintf(buf, cap, "seg-%016" PRIx64 ".pseg", seg_id);
+	return buf;
+}
+
+bool seg_parse_name(const char *name, uint64_t *seg_id)
+{
+	if (strlen(name) != 4 + 16 + 5 || strncmp(name, "seg-", 4) != 0 ||
+	    strcmp(name + 20, ".pseg") != 0)
+		return false;
+	uint64_t v = 0;
+	for (int i = 4; i < 20; i++) {
+		char c = name[i];
+		unsigned d;
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else
+			return false;
+		v = (v << 4) | d;
+	}
+	*seg_id = v;
+	return true;
+}
+
+/* ---- writer ------------------------------------------------------------------ */
+
+struct seg_writer {
+	struct pio *io;
+	struct pio_file *f;
+	char dir[768];
+	char tmp_path[1040];
+	char final_path[1024];
+	char name[64];
+	uint64_t seg_id;
+	const struct pdict *dict;
+	int level;
+	uint32_t block_target;
+	unsigned bloom_bpk;
+	ZSTD_CCtx *cctx;
+	int err; /* sticky */
+
+	/* the open block */
+	struct sbuf meta, pay, raw, comp;
+	uint32_t bcount;
+	uint8_t bprev_key[PE_MAX_KEY];
+	uint8_t bprev_klen;
+	uint64_t bprev_seq, bprev_ts;
+	uint16_t bprev_type;
+	uint8_t bfirst_key[PE_MAX_KEY];
+	uint8_t bfirst_klen;
+	uint64_t bfirst_seq;
+
+	/* global order and the open stream */
+	bool any;
+	uint8_t last_key[PE_MAX_KEY];
+	uint8_t last_klen;
+	uint64_t last_seq, last_ts;
+	uint64_t s_first_seq, s_count, s_first_ts;
+	uint32_t s_first_block;
+
+	uint64_t off; /* next block offset */
+	struct sbuf index, sdir;
+	uint32_t nblocks, nstreams;
+	uint64_t *key_hashes;
+	size_t nhashes, caphashes;
+
+	uint64_t entries, raw_payload, raw_blocks, comp_blocks;
+	uint64_t min_ts, max_ts;
+};
+
+uint64_t seg_writer_file_bytes(const struct seg_writer *w)
+{
+	return w->off;
+}
+
+uint64_t seg_writer_bytes(const struct seg_writer *w)
+{
+	return w->raw_blocks + w->meta.len + w->pay.len;
+}
+
+int seg_writer_new(struct pio *io, const char *dir, uint64_t seg_id,
+		   const struct seg_write_opts *o, struct seg_writer **out)
+{
+	struct seg_write_opts def = { 0 };
+	if (!o)
+		o = &def;
+	uint32_t bt = o->block_bytes ? o->block_bytes : SEG_DEFAULT_BLOCK;
+	if (bt < SEG_MIN_BLOCK || bt > SEG_MAX_BLOCK || strlen(dir) >= 768)
+		return -PARLEY_EINVAL;
+	struct seg_writer *w = calloc(1, sizeof *w);
+	if (!w)
+		return -PARLEY_ENOMEM;
+	w->io = io;
+	w->seg_id = seg_id;
+	w->dict = o->dict;
+	w->level = o->level ? o->level : DICT_DEFAULT_LEVEL;
+	w->block_target = bt;
+	w->bloom_bpk = o->bloom_bits_per_key ? o->bloom_bits_per_key
+					     : SEG_DEFAULT_BLOOM_BITS;
+	w->min_ts = UINT64_MAX;
+	snprintf(w->dir, sizeof w->dir, "%s", dir);
+	seg_file_name(w->name, sizeof w->name, seg_id);
+	int rc = join_path(w->final_path, sizeof w->final_path, dir, w->name);
+	if (rc) {
+		free(w);
+		return rc;
+	}
+	snprintf(w->tmp_path, sizeof w->tmp_path, "%s.tmp", w->final_path);
+	w->cctx = ZSTD_createCCtx();
+	if (!w->cctx) {
+		free(w);
+		return -PARLEY_ENOMEM;
+	}
+	(void)io->ops->unlink(io, w->tmp_path); /* a crashed attempt's leftover */
+	rc = io->ops->open(io, w->tmp_path, PIO_CREATE | PIO_EXCL, &w->f);
+	if (rc) {
+		ZSTD_freeCCtx(w->cctx);
+		free(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+static void writer_free(struct seg_writer *w)
+{
+	if (w->f)
+		w->io->ops->close(w->io, w->f);
+	ZSTD_freeCCtx(w->cctx);
+	free(w->meta.p);
+	free(w->pay.p);
+	free(w->raw.p);
+	free(w->comp.p);
+	free(w->index.p);
+	free(w->sdir.p);
+	free(w->key_hashes);
+	free(w);
+}
+
+void seg_writer_abort(struct seg_writer *w)
+{
+	if (!w)
+		return;
+	if (w->f) {
+		w->io->ops->close(w->io, w->f);
+		w->f = NULL;
+	}
+	(void)w->io->ops->unlink(w->io, w->tmp_path);
+	writer_free(w);
+}
+
+static int writer_fail(struct seg_writer *w, int rc, const char *what)
+{
+	if (!w->err) {
+		w->err = rc;
+		PLOG_E("segment", what, "file=%s err=%s", w->tmp_path,
+		       parley_errname(rc));
+	}
+	return rc;
+}
+
+/* Compress and write the open block, append its index record. */
+static int writer_seal_block(struct seg_writer *w)
+{
+	if (w->bcount == 0)
+		return 0;
+	size_t rlen = 8 + w->meta.len + w->pay.len;
+	w->raw.len = 0;
+	if (sbuf_reserve(&w->raw, rlen))
+		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
+	sbuf_u32(&w->raw, w->bcount);
+	sbuf_u32(&w->raw, (uint32_t)w->meta.len);
+	sbuf_put(&w->raw, w->meta.p, w->meta.len);
+	sbuf_put(&w->raw, w->pay.p, w->pay.len);
+
+	size_t bound = ZSTD_compressBound(rlen);
+	w->comp.len = 0;
+	if (sbuf_reserve(&w->comp, bound))
+		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
+	size_t clen;
+	if (w->dict)
+		clen = ZSTD_compress_usingCDict(w->cctx, w->comp.p, bound,
+						w->raw.p, rlen, w->dict->cdict);
+	else
+		clen = ZSTD_compressCCtx(w->cctx, w->comp.p, bound, w->raw.p,
+					 rlen, w->level);
+	if (ZSTD_isError(clen)) {
+		PLOG_E("segment", "zstd compression failed", "err=\"%s\"",
+		       ZSTD_getErrorName(clen));
+		return writer_fail(w, -PARLEY_EIO, "compress failed");
+	}
+	int rc = w->io->ops->pwrite(w->io, w->f, w->comp.p, clen, w->off);
+	if (rc)
+		return writer_fail(w, rc, "block write failed");
+	uint64_t ck = parley_xxh3(w->comp.p, clen, SEG_BLOCK_SEED + w->nblocks);
+
+	if (sbuf_reserve(&w->index, 8 + 4 * 3 + 8 + 2 * (1 + PE_MAX_KEY + 8)))
+		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
+	sbuf_u64(&w->index, w->off);
+	sbuf_u32(&w->index, (uint32_t)clen);
+	sbuf_u32(&w->index, (uint32_t)rlen);
+	sbuf_u32(&w->index, w->bcount);
+	sbuf_u64(&w->index, ck);
+	sbuf_u8(&w->index, w->bfirst_klen);
+	sbuf_put(&w->index, w->bfirst_key, w->bfirst_klen);
+	sbuf_u64(&w->index, w->bfirst_seq);
+	sbuf_u8(&w->index, w->bprev_klen);
+	sbuf_put(&w->index, w->bprev_key, w->bprev_klen);
+	sbuf_u64(&w->index, w->bprev_seq);
+
+	w->off += clen;
+	w->raw_blocks += rlen;
+	w->comp_blocks += clen;
+	w->nblocks++;
+	w->bcount = 0;
+	w->meta.len = 0;
+	w->pay.len = 0;
+	return 0;
+}
+
+/* Close the open stream: its directory record and bloom key. */
+static int writer_end_stream(struct seg_writer *w)
+{
+	if (!w->any)
+		return 0;
+	if (sbuf_reserve(&w->sdir, 1 + PE_MAX_KEY + 5 * 8 + 2 * 4))
+		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
+	sbuf_u8(&w->sdir, w->last_klen);
+	sbuf_put(&w->sdir, w->last_key, w->last_klen);
+	sbuf_u64(&w->sdir, w->s_first_seq);
+	sbuf_u64(&w->sdir, w->last_seq);
+	sbuf_u64(&w->sdir, w->s_count);
+	sbuf_u64(&w->sdir, w->s_first_ts);
+	sbuf_u64(&w->sdir, w->last_ts);
+	sbuf_u32(&w->sdir, w->s_first_block);
+	/* The stream's last entry is in the open block (not yet sealed) or
+	 * was in the last sealed one. */
+	sbuf_u32(&w->sdir, w->bcount ? w->nblocks : w->nblocks - 1);
+	if (w->nhashes == w->caphashes) {
+		size_t nc = w->caphashes ? w->caphashes * 2 : 256;
+		uint64_t *h = realloc(w->key_hashes, nc * sizeof *h);
+		if (!h)
+			return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
+		w->key_hashes = h;
+		w->caphashes = nc;
+	}
+	w->key_hashes[w->nhashes++] = bloom_hash(w->last_key, w->last_klen);
+	w->nstreams++;
+	return 0;
+}
+
+int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
+		   const struct pe_entry *e)
+{
+	const uint8_t *key = keyp;
+	if (w->err)
+		return w->err;
+	if (klen < 1 || klen > PE_MAX_KEY || e->seq == 0 ||
+	    e->len > PE_MAX_PAYLOAD || (e->len && !e->payload))
+		return -PARLEY_EINVAL;
+	bool newstream = true;
+	if (w->any) {
+		int c = kscmp(w->last_key, w->last_klen, w->last_seq, key, klen,
+			      e->seq);
+		if (c >= 0)
+			return -PARLEY_EINVAL; /* out of order or duplicate */
+		newstream = kcmp(w->last_key, w->last_klen, key, klen) != 0;
+	}
+	/* Seal the block first when this entry would overflow it (an entry
+	 * is never split; a lone big entry makes a big block). */
+	size_t est = 1 + 1 + klen + 10 + 10 + 5 + 5 + 16 + 5 + e->len;
+	if (w->bcount > 0 && 8 + w->meta.len + w->pay.len + est > w->block_target) {
+		int rc = writer_seal_block(w);
+		if (rc)
+			return rc;
+	}
+	if (newstream) {
+		int rc = writer_end_stream(w);
+		if (rc)
+			return rc;
+		w->s_first_seq = e->seq;
+		w->s_first_ts = e->ts_ms;
+		w->s_count = 0;
+		w->s_first_block = w->nblocks;
+	}
+	if (sbuf_reserve(&w->meta, est - e->len) || sbuf_reserve(&w->pay, e->len))
+		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
+
+	bool blocknew = w->bcount == 0 ||
+			kcmp(w->bprev_key, w->bprev_klen, key, klen) != 0;
+	uint8_t hdr = 0;
+	if (blocknew)
+		hdr |= H_NEWKEY;
+	bool prod = !all_zero(e->producer, PE_PRODUCER_LEN);
+	if (prod)
+		hdr |= H_PROD;
+	if (!blocknew && e->seq == w->bprev_seq + 1)
+		hdr |= H_SEQ1;
+	uint16_t ptype = w->bcount ? w->bprev_type : 0;
+	if (e->type == ptype)
+		hdr |= H_TYPESAME;
+	if (e->flags == 0)
+		hdr |= H_FLAGS0;
+	uint64_t pts = w->bcount ? w->bprev_ts : 0;
+	if (e->ts_ms == pts)
+		hdr |= H_TSSAME;
+
+	sbuf_u8(&w->meta, hdr);
+	if (blocknew) {
+		sbuf_u8(&w->meta, (uint8_t)klen);
+		sbuf_put(&w->meta, key, klen);
+	}
+	if (!(hdr & H_SEQ1))
+		sbuf_varint(&w->meta, blocknew ? e->seq : e->seq - w->bprev_seq);
+	if (!(hdr & H_TSSAME))
+		sbuf_varint(&w->meta, zigzag((int64_t)(e->ts_ms - pts)));
+	if (!(hdr & H_TYPESAME))
+		sbuf_varint(&w->meta, e->type);
+	if (!(hdr & H_FLAGS0))
+		sbuf_varint(&w->meta, e->flags);
+	if (prod)
+		sbuf_put(&w->meta, e->producer, PE_PRODUCER_LEN);
+	sbuf_varint(&w->meta, e->len);
+	if (e->len)
+		sbuf_put(&w->pay, e->payload, e->len);
+
+	if (w->bcount == 0) {
+		memcpy(w->bfirst_key, key, klen);
+		w->bfirst_klen = (uint8_t)klen;
+		w->bfirst_seq = e->seq;
+	}
+	memcpy(w->bprev_key, key, klen);
+	w->bprev_klen = (uint8_t)klen;
+	w->bprev_seq = e->seq;
+	w->bprev_ts = e->ts_ms;
+	w->bprev_type = e->type;
+	w->bcount++;
+
+	memcpy(w->last_key, key, klen);
+	w->last_klen = (uint8_t)klen;
+	w->last_seq = e->seq;
+	w->last_ts = e->ts_ms;
+	w->any = true;
+	w->s_count++;
+	w->entries++;
+	w->raw_payload += e->len;
+	w->min_ts = PARLEY_MIN(w->min_ts, e->ts_ms);
+	w->max_ts = PARLEY_MAX(w->max_ts, e->ts_ms);
+	return 0;
+}
+
+int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
+{
+	int rc = w->err;
+	if (!rc && !w->any)
+		rc = -PARLEY_EINVAL;
+	if (!rc)
+		rc = writer_end_stream(w); /* before sealing: names the open block */
+	if (!rc)
+		rc = writer_seal_block(w);
+	struct bloom bl = { 0 };
+	uint8_t *tail = NULL;
+	size_t tail_len = 0, bloom_len = 0;
+	if (!rc)
+		rc = bloom_init(&bl, w->nhashes, w->bloom_bpk);
+	if (!rc) {
+		for (size_t i = 0; i < w->nhashes; i++)
+			bloom_add_hash(&bl, w->key_hashes[i]);
+		bloom_len = bloom_encoded_size(&bl);
+		tail_len = w->index.len + w->sdir.len + bloom_len + SEG_FOOTER_LEN;
+		tail = malloc(tail_len);
+		if (!tail)
+			rc = -PARLEY_ENOMEM;
+	}
+	if (!rc) {
+		uint8_t *p = tail;
+		memcpy(p, w->index.p, w->index.len);
+		p += w->index.len;
+		memcpy(p, w->sdir.p, w->sdir.len);
+		p += w->sdir.len;
+		PARLEY_ASSERT(bloom_encode(&bl, p, bloom_len) == (int64_t)bloom_len);
+		p += bloom_len;
+		size_t meta_len = (size_t)(p - tail);
+		uint8_t *ft = p;
+		memset(ft, 0, SEG_FOOTER_LEN);
+		le_put64(ft + 0, SEG_MAGIC);
+		le_put32(ft + 8, SEG_VERSION);
+		le_put32(ft + 12, 0);
+		le_put64(ft + 16, w->seg_id);
+		le_put64(ft + 24, w->dict ? w->dict->id : 0);
+		le_put64(ft + 32, w->entries);
+		le_put32(ft + 40, w->nstreams);
+		le_put32(ft + 44, w->nblocks);
+		le_put64(ft + 48, w->off);
+		le_put32(ft + 56, (uint32_t)w->index.len);
+		le_put32(ft + 60, (uint32_t)w->sdir.len);
+		le_put32(ft + 64, (uint32_t)bloom_len);
+		le_put64(ft + 72, parley_xxh3(tail, meta_len, SEG_META_SEED));
+		le_put64(ft + 80, w->raw_payload);
+		le_put64(ft + 88, w->raw_blocks);
+		le_put64(ft + 96, w->min_ts);
+		le_put64(ft + 104, w->max_ts);
+		le_put64(ft + 112, w->comp_blocks);
+		le_put64(ft + 120, parley_xxh3(ft, 120, SEG_FOOT_SEED));
+		if (w->index.len > UINT32_MAX || w->sdir.len > UINT32_MAX)
+			rc = -PARLEY_ETOOBIG;
+	}
+	if (!rc)
+		rc = w->io->ops->pwrite(w->io, w->f, tail, tail_len, w->off);
+	if (!rc)
+		rc = w->io->ops->fdatasync(w->io, w->f);
+	if (!rc) {
+		w->io->ops->close(w->io, w->f);
+		w->f = NULL;
+		rc = w->io->ops->rename(w->io, w->tmp_path, w->final_path);
+	}
+	if (!rc)
+		rc = w->io->ops->fsync_dir(w->io, w->dir);
+	free(tail);
+	bloom_free(&bl);
+	if (rc) {
+		writer_fail(w, rc, "segment finish failed");
+		seg_writer_abort(w);
+		return rc;
+	}
+	if (info) {
+		memset(info, 0, sizeof *info);
+		snprintf(info->name, sizeof info->name, "%s", w->name);
+		info->seg_id = w->seg_id;
+		info->dict_id = w->dict ? w->dict->id : 0;
+		info->entries = w->entries;
+		info->streams = w->nstreams;
+		info->blocks = w->nblocks;
+		info->raw_payload_bytes = w->raw_payload;
+		info->raw_block_bytes = w->raw_blocks;
+		info->block_bytes = w->comp_blocks;
+		info->file_bytes = w->off + tail_len;
+	}
+	writer_free(w);
+	return 0;
+}
+
+/* ---- reader ------------------------------------------------------------------ */
+
+struct seg_bmeta {
+	uint64_t off;
+	uint32_t clen, rlen, count;
+	uint64_t cksum;
+	const uint8_t *fkey, *lkey;
+	uint8_t fklen, lklen;
+	uint64_t fseq, lseq;
+};
+
+struct seg_dent {
+	const uint8_t *key;
+	uint8_t klen;
+	struct seg_stream_info si;
+};
+
+struct seg_reader {
+	struct pio *io;
+	struct pio_file *f;
+	char path[1024];
+	struct bcache *cache;
+	const struct pdict *dict;
+	ZSTD_DCtx *dctx;
+	struct seg_info info;
+	uint8_t *meta; /* index + dir + bloom bytes; bmeta/dents point here */
+	struct seg_bmeta *blocks;
+	struct seg_dent *dents;
+	struct bloom bloom;
+	uint64_t bytes_read;
+	char err[SEG_ERR_LEN];
+};
+
+/* A decoded block: one allocation holding this header, the entry array and
+ * the raw bytes the entries point into. */
+struct seg_bent {
+	const uint8_t *key;
+	uint8_t klen;
+	struct pe_entry e;
+};
+struct seg_block {
+	uint32_t blk;
+	uint32_t count;
+	size_t charge;
+	struct seg_bent *ents;
+	uint8_t *raw;
+};
+
+struct seg_pin {
+	struct seg_block *b;
+	struct bcache_item *it; /* NULL: b owned by the pin */
+};
+
+static int seg_fail(struct seg_reader *r, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int seg_fail(struct seg_reader *r, int rc, const char *fmt, ...)
+{
+	char msg[192];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (snprintf(r->err, sizeof r->err, "file=%s %s", r->path, msg) < 0)
+		r->err[0] = '\0'; /* truncation of a long path is acceptable */
+	PLOG_E("segment", "segment read failed", "file=%s %s err=%s", r->path,
+	       msg, parley_errname(rc));
+	return rc;
+}
+
+const char *seg_error(const struct seg_reader *r) { return r->err; }
+const char *seg_path(const struct seg_reader *r) { return r->path; }
+uint64_t seg_bytes_read(const struct seg_reader *r) { return r->bytes_read; }
+void seg_get_info(const struct seg_reader *r, struct seg_info *out) { *out = r->info; }
+
+void seg_close(struct seg_reader *r)
+{
+	if (!r)
+		return;
+	if (r->f)
+		r->io->ops->close(r->io, r->f);
+	ZSTD_freeDCtx(r->dctx);
+	free(r->meta);
+	free(r->blocks);
+	free(r->dents);
+	bloom_free(&r->bloom);
+	free(r);
+}
+
+static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
+		      uint32_t blen)
+{
+	struct seg_info *in = &r->info;
+	if (in->blocks == 0 || in->streams == 0 ||
+	    in->blocks > ilen / 30 + 1 || in->streams > dlen / 50 + 1)
+		return seg_fail(r, -PARLEY_ECORRUPT, "bad counts in footer");
+	r->blocks = calloc(in->blocks, sizeof *r->blocks);
+	r->dents = calloc(in->streams, sizeof *r->dents);
+	if (!r->blocks || !r->dents)
+		return -PARLEY_ENOMEM;
+	struct le_reader lr;
+	le_reader_init(&lr, r->meta, ilen);
+	uint64_t expect_off = 0, entries = 0;
+	for (uint32_t i = 0; i < in->blocks; i++) {
+		struct seg_bmeta *b = &r->blocks[i];
+		b->off = le_read64(&lr);
+		b->clen = le_read32(&lr);
+		b->rlen = le_read32(&lr);
+		b->count = le_read32(&lr);
+		b->cksum = le_read64(&lr);
+		b->fklen = le_read8(&lr);
+		b->fkey = le_read_bytes(&lr, b->fklen);
+		b->fseq = le_read64(&lr);
+		b->lklen = le_read8(&lr);
+		b->lkey = le_read_bytes(&lr, b->lklen);
+		b->lseq = le_read64(&lr);
+		if (!lr.ok || b->off != expect_off || b->clen == 0 ||
+		    b->rlen < 8 || b->rlen > SEG_MAX_BLOCK_RAW || b->count == 0 ||
+		    b->fklen == 0 || b->lklen == 0 ||
+		    kscmp(b->fkey, b->fklen, b->fseq, b->lkey, b->lklen, b->lseq) > 0 ||
+		    (i > 0 && kscmp(r->blocks[i - 1].lkey, r->blocks[i - 1].lklen,
+				    r->blocks[i - 1].lseq, b->fkey, b->fklen,
+				    b->fseq) >= 0))
+			return seg_fail(r, -PARLEY_ECORRUPT, "block=%u bad index record", i);
+		expect_off += b->clen;
+		entries += b->count;
+	}
+	if (lr.off != ilen || expect_off != r->info.block_bytes ||
+	    entries != in->entries)
+		return seg_fail(r, -PARLEY_ECORRUPT, "index does not match footer");
+	le_reader_init(&lr, r->meta + ilen, dlen);
+	for (uint32_t i = 0; i < in->streams; i++) {
+		struct seg_dent *d = &r->dents[i];
+		d->klen = le_read8(&lr);
+		d->key = le_read_bytes(&lr, d->klen);
+		d->si.first_seq = le_read64(&lr);
+		d->si.last_seq = le_read64(&lr);
+		d->si.count = le_read64(&lr);
+		d->si.first_ts = le_read64(&lr);
+		d->si.last_ts = le_read64(&lr);
+		d->si.first_block = le_read32(&lr);
+		d->si.last_block = le_read32(&lr);
+		if (!lr.ok || d->klen == 0 || d->si.first_seq == 0 ||
+		    d->si.first_seq > d->si.last_seq || d->si.count == 0 ||
+		    d->si.first_block > d->si.last_block ||
+		    d->si.last_block >= in->blocks ||
+		    (i > 0 && kcmp(r->dents[i - 1].key, r->dents[i - 1].klen,
+				   d->key, d->klen) >= 0))
+			return seg_fail(r, -PARLEY_ECORRUPT, "stream dir record %u bad", i);
+	}
+	if (lr.off != dlen)
+		return seg_fail(r, -PARLEY_ECORRUPT, "stream dir length mismatch");
+	int rc = bloom_decode(&r->bloom, r->meta + ilen + dlen, blen);
+	if (rc)
+		return seg_fail(r, rc, "bloom filter unreadable");
+	return 0;
+}
+
+int seg_open(struct pio *io, const char *dir, const char *name,
+	     const struct seg_open_opts *o, struct seg_reader **out,
+	     char *err, size_t errcap)
+{
+	*out = NULL;
+	struct seg_reader *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->io = io;
+	r->cache = o ? o->cache : NULL;
+	int rc = join_path(r->path, sizeof r->path, dir, name);
+	if (rc)
+		goto fail;
+	rc = io->ops->open(io, r->path, 0, &r->f);
+	if (rc) {
+		r->f = NULL;
+		seg_fail(r, rc, "open failed");
+		goto fail;
+	}
+	int64_t size = io->ops->size(io, r->f);
+	if (size < 0) {
+		rc = seg_fail(r, (int)size, "size failed");
+		goto fail;
+	}
+	r->info.file_bytes = (uint64_t)size;
+	uint8_t ft[SEG_FOOTER_LEN];
+	if (size < (int64_t)SEG_FOOTER_LEN) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT,
+			      "truncated: %" PRId64 " bytes, no footer", size);
+		goto fail;
+	}
+	int64_t got = io->ops->pread(io, r->f, ft, SEG_FOOTER_LEN,
+				     (uint64_t)size - SEG_FOOTER_LEN);
+	if (got != SEG_FOOTER_LEN) {
+		rc = got < 0 ? seg_fail(r, (int)got, "footer read failed")
+			     : seg_fail(r, -PARLEY_ECORRUPT, "footer short read");
+		goto fail;
+	}
+	if (le_get64(ft) != SEG_MAGIC ||
+	    le_get64(ft + 120) != parley_xxh3(ft, 120, SEG_FOOT_SEED)) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT,
+			      "footer magic/checksum mismatch (torn or truncated write?)");
+		goto fail;
+	}
+	if (le_get32(ft + 8) != SEG_VERSION) {
+		rc = seg_fail(r, -PARLEY_EVERSION, "version %u unsupported",
+			      le_get32(ft + 8));
+		goto fail;
+	}
+	struct seg_info *in = &r->info;
+	in->seg_id = le_get64(ft + 16);
+	in->dict_id = le_get64(ft + 24);
+	in->entries = le_get64(ft + 32);
+	in->streams = le_get32(ft + 40);
+	in->blocks = le_get32(ft + 44);
+	uint64_t ioff = le_get64(ft + 48);
+	uint32_t ilen = le_get32(ft + 56), dlen = le_get32(ft + 60),
+		 blen = le_get32(ft + 64);
+	uint64_t mck = le_get64(ft + 72);
+	in->raw_payload_bytes = le_get64(ft + 80);
+	in->raw_block_bytes = le_get64(ft + 88);
+	in->min_ts = le_get64(ft + 96);
+	in->max_ts = le_get64(ft + 104);
+	in->block_bytes = le_get64(ft + 112);
+	uint64_t mlen = (uint64_t)ilen + dlen + blen;
+	if (ioff != in->block_bytes ||
+	    ioff + mlen + SEG_FOOTER_LEN != (uint64_t)size) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "section sizes do not add up to file size");
+		goto fail;
+	}
+	r->meta = malloc(mlen ? mlen : 1);
+	if (!r->meta) {
+		rc = -PARLEY_ENOMEM;
+		goto fail;
+	}
+	got = io->ops->pread(io, r->f, r->meta, mlen, ioff);
+	if (got < 0 || (uint64_t)got != mlen) {
+		rc = got < 0 ? seg_fail(r, (int)got, "index read failed")
+			     : seg_fail(r, -PARLEY_ECORRUPT, "index short read");
+		goto fail;
+	}
+	if (parley_xxh3(r->meta, mlen, SEG_META_SEED) != mck) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "index/dir/bloom checksum mismatch");
+		goto fail;
+	}
+	rc = parse_meta(r, ilen, dlen, blen);
+	if (rc)
+		goto fail;
+	if (in->dict_id) {
+		r->dict = o && o->dict_lookup ? o->dict_lookup(o->dict_arg, in->dict_id)
+					      : NULL;
+		if (!r->dict || r->dict->id != in->dict_id) {
+			rc = seg_fail(r, -PARLEY_ENOTFOUND,
+				      "dictionary %016" PRIx64 " not available",
+				      in->dict_id);
+			goto fail;
+		}
+	}
+	r->dctx = ZSTD_createDCtx();
+	if (!r->dctx) {
+		rc = -PARLEY_ENOMEM;
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	if (err && errcap)
+		snprintf(err, errcap, "%s", r->err[0] ? r->err : parley_strerror(rc));
+	seg_close(r);
+	return rc;
+}
+
+int seg_block_meta(const struct seg_reader *r, uint32_t blk,
+		   struct seg_block_info *out)
+{
+	if (blk >= r->info.blocks)
+		return -PARLEY_EINVAL;
+	const struct seg_bmeta *b = &r->blocks[blk];
+	out->offset = b->off;
+	out->clen = b->clen;
+	out->rlen = b->rlen;
+	out->count = b->count;
+	out->first_seq = b->fseq;
+	out->last_seq = b->lseq;
+	out->first_key = b->fkey;
+	out->first_klen = b->fklen;
+	out->last_key = b->lkey;
+	out->last_klen = b->lklen;
+	return 0;
+}
+
+static int dir_find(const struct seg_reader *r, const uint8_t *key, size_t klen)
+{
+	size_t lo = 0, hi = r->info.streams;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = kcmp(r->dents[mid].key, r->dents[mid].klen, key, klen);
+		if (c == 0)
+			return (int)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+bool seg_may_contain(const struct seg_reader *r, const void *key, size_t klen)
+{
+	return bloom_may_contain(&r->bloom, key, klen);
+}
+
+int seg_stream_info(const struct seg_reader *r, const void *key, size_t klen,
+		    struct seg_stream_info *out)
+{
+	if (klen == 0 || klen > PE_MAX_KEY || !bloom_may_contain(&r->bloom, key, klen))
+		return -PARLEY_ENOTFOUND;
+	int i = dir_find(r, key, klen);
+	if (i < 0)
+		return -PARLEY_ENOTFOUND;
+	*out = r->dents[i].si;
+	return 0;
+}
+
+int seg_stream_at(const struct seg_reader *r, uint32_t i, const uint8_t **key,
+		  uint8_t *klen, struct seg_stream_info *out)
+{
+	if (i >= r->info.streams)
+		return -PARLEY_EINVAL;
+	*key = r->dents[i].key;
+	*klen = r->dents[i].klen;
+	*out = r->dents[i].si;
+	return 0;
+}
+
+static void block_free(void *p) { free(p); }
+
+/* Decode a raw block into a seg_block; validates everything against the
+ * index record. The raw buffer is inside the block allocation. */
+static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
+{
+	const struct seg_bmeta *bm = &r->blocks[blk];
+	struct le_reader lr;
+	le_reader_init(&lr, b->raw, bm->rlen);
+	uint32_t count = le_read32(&lr), meta_len = le_read32(&lr);
+	if (!lr.ok || count != bm->count || meta_len > bm->rlen - 8)
+		return seg_fail(r, -PARLEY_ECORRUPT, "block=%u bad block header", blk);
+	struct le_reader mr;
+	le_reader_init(&mr, b->raw + 8, meta_len);
+	const uint8_t *pay = b->raw + 8 + meta_len;
+	size_t pay_left = bm->rlen - 8 - meta_len;
+	const uint8_t *key = NULL;
+	uint8_t klen = 0;
+	uint64_t seq = 0, ts = 0;
+	uint16_t type = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		struct seg_bent *be = &b->ents[i];
+		uint8_t hdr = le_read8(&mr);
+		if (hdr & ~H_KNOWN)
+			mr.ok = false;
+		bool newkey = hdr & H_NEWKEY;
+		if (i == 0 && !newkey)
+			mr.ok = false;
+		uint64_t pseq = seq;
+		if (newkey) {
+			klen = le_read8(&mr);
+			const uint8_t *nk = le_read_bytes(&mr, klen);
+			if (klen == 0 || (key && nk && kcmp(key, be[-1].klen, nk, klen) >= 0))
+				mr.ok = false;
+			key = nk;
+		}
+		if (hdr & H_SEQ1)
+			seq = pseq + 1;
+		else if (newkey)
+			seq = read_varint(&mr);
+		else {
+			uint64_t d = read_varint(&mr);
+			seq = pseq + d;
+			if (d == 0 || seq < pseq)
+				mr.ok = false;
+		}
+		if (!(hdr & H_TSSAME))
+			ts += (uint64_t)unzigzag(read_varint(&mr));
+		if (!(hdr & H_TYPESAME)) {
+			uint64_t t = read_varint(&mr);
+			if (t > UINT16_MAX)
+				mr.ok = false;
+			type = (uint16_t)t;
+		}
+		uint64_t flags = (hdr & H_FLAGS0) ? 0 : read_varint(&mr);
+		if (flags > UINT16_MAX)
+			mr.ok = false;
+		const uint8_t *prod = (hdr & H_PROD) ? le_read_bytes(&mr, PE_PRODUCER_LEN) : NULL;
+		uint64_t len = read_varint(&mr);
+		if (!mr.ok || seq == 0 || len > pay_left || (newkey && (hdr & H_SEQ1)))
+			return seg_fail(r, -PARLEY_ECORRUPT,
+					"block=%u entry=%u undecodable", blk, i);
+		be->key = key;
+		be->klen = klen;
+		be->e.seq = seq;
+		be->e.ts_ms = ts;
+		be->e.type = type;
+		be->e.flags = (uint16_t)flags;
+		if (prod)
+			memcpy(be->e.producer, prod, PE_PRODUCER_LEN);
+		else
+			memset(be->e.producer, 0, PE_PRODUCER_LEN);
+		be->e.len = (uint32_t)len;
+		be->e.payload = pay;
+		pay += len;
+		pay_left -= len;
+	}
+	if (mr.off != meta_len || pay_left != 0)
+		return seg_fail(r, -PARLEY_ECORRUPT, "block=%u trailing bytes", blk);
+	const struct seg_bent *f = &b->ents[0], *l = &b->ents[count - 1];
+	if (kscmp(f->key, f->klen, f->e.seq, bm->fkey, bm->fklen, bm->fseq) ||
+	    kscmp(l->key, l->klen, l->e.seq, bm->lkey, bm->lklen, bm->lseq))
+		return seg_fail(r, -PARLEY_ECORRUPT,
+				"block=%u contents do not match the index", blk);
+	b->blk = blk;
+	b->count = count;
+	return 0;
+}
+
+/* Read, verify, decompress and decode block blk (no cache involved). */
+static int block_load(struct seg_reader *r, uint32_t blk, struct seg_block **out)
+{
+	const struct seg_bmeta *bm = &r->blocks[blk];
+	size_t ents = (size_t)bm->count * sizeof(struct seg_bent);
+	if (bm->count > bm->rlen) /* each entry needs >= 2 bytes of meta */
+		return seg_fail(r, -PARLEY_ECORRUPT, "block=%u count too large", blk);
+	size_t total = sizeof(struct seg_block) + ents + bm->rlen;
+	struct seg_block *b = malloc(total);
+	uint8_t *comp = malloc(bm->clen);
+	int rc = 0;
+	if (!b || !comp) {
+		rc = -PARLEY_ENOMEM;
+		goto out;
+	}
+	b->ents = (struct seg_bent *)(b + 1);
+	b->raw = (uint8_t *)b->ents + ents;
+	b->charge = total;
+	int64_t got = r->io->ops->pread(r->io, r->f, comp, bm->clen, bm->off);
+	if (got > 0)
+		r->bytes_read += (uint64_t)got;
+	if (got < 0) {
+		rc = seg_fail(r, (int)got, "block=%u offset=%" PRIu64 " read failed",
+			      blk, bm->off);
+		goto out;
+	}
+	if ((uint64_t)got != bm->clen) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "block=%u offset=%" PRIu64
+			      " short read (truncated file)", blk, bm->off);
+		goto out;
+	}
+	if (parley_xxh3(comp, bm->clen, SEG_BLOCK_SEED + blk) != bm->cksum) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "block=%u offset=%" PRIu64
+			      " checksum mismatch", blk, bm->off);
+		goto out;
+	}
+	size_t n = r->dict ? ZSTD_decompress_usingDDict(r->dctx, b->raw, bm->rlen,
+							comp, bm->clen,
+							r->dict->ddict)
+			   : ZSTD_decompressDCtx(r->dctx, b->raw, bm->rlen,
+						 comp, bm->clen);
+	if (ZSTD_isError(n) || n != bm->rlen) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "block=%u decompression failed: %s",
+			      blk, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "size mismatch");
+		goto out;
+	}
+	rc = block_decode(r, blk, b);
+out:
+	free(comp);
+	if (rc) {
+		free(b);
+		return rc;
+	}
+	*out = b;
+	return 0;
+}
+
+static int block_get(struct seg_reader *r, uint32_t blk, struct seg_pin *pin)
+{
+	pin->b = NULL;
+	pin->it = NULL;
+	if (r->cache) {
+		struct bcache_item *it = bcache_lookup(r->cache, r->info.seg_id, blk);
+		if (it) {
+			pin->it = it;
+			pin->b = bcache_value(it);
+			return 0;
+		}
+	}
+	struct seg_block *b;
+	int rc = block_load(r, blk, &b);
+	if (rc)
+		return rc;
+	if (!r->cache) {
+		pin->b = b;
+		return 0;
+	}
+	rc = bcache_insert(r->cache, r->info.seg_id, blk, b, b->charge,
+			   block_free, &pin->it);
+	if (rc)
+		return rc;
+	pin->b = bcache_value(pin->it);
+	return 0;
+}
+
+static void pin_release(struct seg_reader *r, struct seg_pin *pin)
+{
+	if (pin->it)
+		bcache_release(r->cache, pin->it);
+	else
+		free(pin->b);
+	pin->b = NULL;
+	pin->it = NULL;
+}
+
+/* ---- iterators ------------------------------------------------------------- */
+
+struct seg_iter {
+	struct seg_reader *r;
+	bool all;
+	enum pe_dir dir;
+	uint8_t key[PE_MAX_KEY];
+	uint8_t klen;
+	uint32_t first_block, last_block;
+	uint32_t blk;
+	int64_t pos;       /* next index in the current block */
+	struct seg_pin cur;
+	bool keep_pins;
+	struct seg_pin *kept;
+	size_t nkept, capkept;
+	bool started, done;
+	int err;
+	uint64_t from;
+};
+
+static int iter_drop_cur(struct seg_iter *it)
+{
+	if (!it->cur.b)
+		return 0;
+	if (it->keep_pins) {
+		if (it->nkept == it->capkept) {
+			size_t nc = it->capkept ? it->capkept * 2 : 8;
+			struct seg_pin *k = realloc(it->kept, nc * sizeof *k);
+			if (!k)
+				return -PARLEY_ENOMEM;
+			it->kept = k;
+			it->capkept = nc;
+		}
+		it->kept[it->nkept++] = it->cur;
+		it->cur.b = NULL;
+		it->cur.it = NULL;
+	} else {
+		pin_release(it->r, &it->cur);
+	}
+	return 0;
+}
+
+void seg_iter_free(struct seg_iter *it)
+{
+	if (!it)
+		return;
+	if (it->cur.b)
+		pin_release(it->r, &it->cur);
+	for (size_t i = 0; i < it->nkept; i++)
+		pin_release(it->r, &it->kept[i]);
+	free(it->kept);
+	free(it);
+}
+
+int seg_iter_all(struct seg_reader *r, struct seg_iter **out)
+{
+	struct seg_iter *it = calloc(1, sizeof *it);
+	if (!it)
+		return -PARLEY_ENOMEM;
+	it->r = r;
+	it->all = true;
+	it->dir = PE_FORWARD;
+	it->first_block = 0;
+	it->last_block = r->info.blocks - 1;
+	*out = it;
+	return 0;
+}
+
+int seg_iter_stream(struct seg_reader *r, const void *key, size_t klen,
+		    uint64_t from, enum pe_dir dir, bool keep_pins,
+		    struct seg_iter **out)
+{
+	if (klen == 0 || klen > PE_MAX_KEY)
+		return -PARLEY_EINVAL;
+	struct seg_iter *it = calloc(1, sizeof *it);
+	if (!it)
+		return -PARLEY_ENOMEM;
+	it->r = r;
+	it->dir = dir;
+	memcpy(it->key, key, klen);
+	it->klen = (uint8_t)klen;
+	it->keep_pins = keep_pins;
+	it->from = from;
+	struct seg_stream_info si;
+	if (seg_stream_info(r, key, klen, &si) != 0) {
+		it->done = true;
+	} else {
+		it->first_block = si.first_block;
+		it->last_block = si.last_block;
+		if (dir == PE_FORWARD && from > si.last_seq)
+			it->done = true;
+		if (dir == PE_BACKWARD && from < si.first_seq)
+			it->done = true;
+	}
+	*out = it;
+	return 0;
+}
+
+/* Position on the first block/entry of a stream iterator. */
+static int iter_start(struct seg_iter *it)
+{
+	struct seg_reader *r = it->r;
+	it->started = true;
+	if (it->all) {
+		it->blk = 0;
+		it->pos = 0;
+		return block_get(r, 0, &it->cur);
+	}
+	uint32_t lo = it->first_block, hi = it->last_block + 1, blk;
+	if (it->dir == PE_FORWARD) {
+		/* first block whose last (key, seq) >= (key, from) */
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			const struct seg_bmeta *b = &r->blocks[mid];
+			if (kscmp(b->lkey, b->lklen, b->lseq, it->key, it->klen, it->from) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo > it->last_block) {
+			it->done = true;
+			return 0;
+		}
+		blk = lo;
+	} else {
+		/* last block whose first (key, seq) <= (key, from) */
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			const struct seg_bmeta *b = &r->blocks[mid];
+			if (kscmp(b->fkey, b->fklen, b->fseq, it->key, it->klen, it->from) <= 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == it->first_block) {
+			it->done = true;
+			return 0;
+		}
+		blk = lo - 1;
+	}
+	int rc = block_get(r, blk, &it->cur);
+	if (rc)
+		return rc;
+	it->blk = blk;
+	const struct seg_block *b = it->cur.b;
+	/* in-block: first index with (key, seq) >= target (or > for backward) */
+	uint32_t l = 0, h = b->count;
+	while (l < h) {
+		uint32_t mid = l + (h - l) / 2;
+		const struct seg_bent *e = &b->ents[mid];
+		int c = kscmp(e->key, e->klen, e->e.seq, it->key, it->klen, it->from);
+		if (it->dir == PE_FORWARD ? c < 0 : c <= 0)
+			l = mid + 1;
+		else
+			h = mid;
+	}
+	it->pos = it->dir == PE_FORWARD ? (int64_t)l : (int64_t)l - 1;
+	return 0;
+}
+
+int seg_iter_next(struct seg_iter *it, struct seg_item *item)
+{
+	if (it->err)
+		return it->err;
+	if (it->done)
+		return 0;
+	int rc = 0;
+	if (!it->started && (rc = iter_start(it)) != 0)
+		goto fail;
+	for (;;) {
+		if (it->done)
+			return 0;
+		const struct seg_block *b = it->cur.b;
+		if (it->pos >= 0 && it->pos < (int64_t)b->count) {
+			const struct seg_bent *e = &b->ents[it->pos];
+			if (!it->all && kcmp(e->key, e->klen, it->key, it->klen) != 0) {
+				it->done = true;
+				return 0;
+			}
+			item->key = e->key;
+			item->klen = e->klen;
+			item->e = e->e;
+			it->pos += it->dir == PE_FORWARD ? 1 : -1;
+			return 1;
+		}
+		/* move to the neighbouring block */
+		uint32_t nb;
+		if (it->dir == PE_FORWARD) {
+			if (it->blk >= it->last_block) {
+				it->done = true;
+				return 0;
+			}
+			nb = it->blk + 1;
+		} else {
+			if (it->blk <= it->first_block) {
+				it->done = true;
+				return 0;
+			}
+			nb = it->blk - 1;
+		}
+		if ((rc = iter_drop_cur(it)) != 0)
+			goto fail;
+		if ((rc = block_get(it->r, nb, &it->cur)) != 0)
+			goto fail;
+		it->blk = nb;
+		it->pos = it->dir == PE_FORWARD ? 0 : (int64_t)it->cur.b->count - 1;
+	}
+fail:
+	it->err = rc;
+	return rc;
+}
+
+int seg_read(struct seg_reader *r, const void *key, size_t klen,
+	     uint64_t from, enum pe_dir dir, uint32_t limit,
+	     struct pe_entry *out, uint32_t *count, bool *end,
+	     struct seg_iter **hold)
+{
+	*count = 0;
+	*hold = NULL;
+	struct seg_iter *it;
+	int rc = seg_iter_stream(r, key, klen, from, dir, true, &it);
+	if (rc)
+		return rc;
+	struct seg_item item;
+	uint32_t n = 0;
+	while (n < limit && (rc = seg_iter_next(it, &item)) == 1)
+		out[n++] = item.e;
+	if (rc < 0) {
+		seg_iter_free(it);
+		return rc;
+	}
+	if (end) {
+		if (rc == 0) {
+			*end = true;
+		} else {
+			struct seg_stream_info si;
+			PARLEY_ASSERT(seg_stream_info(r, key, klen, &si) == 0);
+			*end = dir == PE_FORWARD ? out[n - 1].seq >= si.last_seq
+						 : out[n - 1].seq <= si.first_seq;
+		}
+	}
+	*count = n;
+	*hold = it;
+	return 0;
+}
+
+int seg_verify(struct seg_reader *r, struct seg_verify_report *rep)
+{
+	memset(rep, 0, sizeof *rep);
+	int first = 0;
+	for (uint32_t i = 0; i < r->info.blocks; i++) {
+		struct seg_block *b;
+		int rc = block_load(r, i, &b);
+		if (rc == 0) {
+			rep->blocks_ok++;
+			rep->entries += b->count;
+			free(b);
+			continue;
+		}
+		rep->blocks_bad++;
+		if (!first) {
+			first = rc;
+			snprintf(rep->first_error, sizeof rep->first_error, "%s", r->err);
+		}
+		if (rc == -PARLEY_ENOMEM)
+			return rc;
+	}
+	return first;
+}
+
+int seg_remove(struct pio *io, const char *dir, uint64_t seg_id)
+{
+	char name[64], path[1024];
+	seg_file_name(name, sizeof name, seg_id);
+	int rc = join_path(path, sizeof path, dir, name);
+	if (rc)
+		return rc;
+	rc = io->ops->unlink(io, path);
+	if (rc == -ENOENT)
+		return -PARLEY_ENOTFOUND;
+	if (rc == 0)
+		rc = io->ops->fsync_dir(io, dir);
+	return rc;
+}
