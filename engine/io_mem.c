@@ -26,8 +26,10 @@
  * Crash (pio_mem_crash): every file's cur := dur. With `tear`, a prefix of
  * the dirty range ending at a 512-byte boundary (or at its end; possibly
  * empty), chosen by the seeded PRNG, survives as well — bytes outside the
- * dirty range are never altered. Handles stay usable (the engine that
- * owned them is gone after pe_abort anyway).
+ * dirty range are never altered. Ops still queued on a ring are dropped
+ * (they never reached the disk) and unreaped completions are discarded.
+ * Handles and rings stay usable (the engine that owned them is gone after
+ * pe_abort anyway). A ring must be freed before pio_free.
  *
  * Faults (pio_mem_inject): the next `count` writes (pwrite and ring_write)
  * fail with -EIO or -ENOSPC, the next `count` file fdatasyncs (sync and
@@ -96,6 +98,7 @@ struct pio_ring {
 	unsigned chead, ctail;
 	bool woken;
 	pthread_cond_t cond;
+	struct pio_ring *next_ring; /* mem_io.rings */
 };
 
 struct mem_io {
@@ -104,6 +107,7 @@ struct mem_io {
 	struct parley_rng rng;
 	struct mem_node *nodes;
 	struct pio_file *handles;
+	struct pio_ring *rings;
 	uint32_t fault_write_eio, fault_fsync_eio, fault_enospc;
 };
 
@@ -649,6 +653,10 @@ static int mem_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
 		free(r);
 		return rc ? -rc : -ENOMEM;
 	}
+	pthread_mutex_lock(&r->m->mu);
+	r->next_ring = r->m->rings;
+	r->m->rings = r;
+	pthread_mutex_unlock(&r->m->mu);
 	*out = r;
 	return 0;
 }
@@ -657,6 +665,14 @@ static void mem_ring_free(struct pio_ring *r)
 {
 	if (!r)
 		return;
+	pthread_mutex_lock(&r->m->mu);
+	for (struct pio_ring **pp = &r->m->rings; *pp; pp = &(*pp)->next_ring) {
+		if (*pp == r) {
+			*pp = r->next_ring;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->m->mu);
 	pthread_cond_destroy(&r->cond);
 	free(r->ops);
 	free(r->cqes);
@@ -799,6 +815,8 @@ static void mem_ring_wake(struct pio_ring *r)
 static void mem_destroy(struct pio *io)
 {
 	struct mem_io *m = mem_of(io);
+	if (m->rings)
+		PLOG_W("io_mem", "pio_free with rings not freed", "%s", "");
 	while (m->handles) {
 		struct pio_file *f = m->handles;
 		m->handles = f->next;
@@ -880,6 +898,12 @@ void pio_mem_crash(struct pio *io, bool tear)
 		return;
 	struct mem_io *m = mem_of(io);
 	pthread_mutex_lock(&m->mu);
+	/* Ops still queued on a ring never reached the disk, and completions
+	 * not yet reaped belong to the process that died. */
+	for (struct pio_ring *r = m->rings; r; r = r->next_ring) {
+		r->nops = 0;
+		r->chead = r->ctail = 0;
+	}
 	for (struct mem_node *n = m->nodes; n; n = n->next) {
 		if (n->is_dir || n->dlo == n->dhi)
 			continue;

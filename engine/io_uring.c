@@ -42,6 +42,9 @@
 #include "parley_engine.h"
 
 #define UR_TAG_WAKE (UINT64_MAX - 1)
+#define UR_TAG_CANCEL (UINT64_MAX - 2)
+/* ring_free gives up waiting for the kernel after this many idle seconds */
+#define UR_FREE_WAIT_S 30
 /* LIBURING_UDATA_TIMEOUT (UINT64_MAX) may appear on kernels without
  * IORING_FEAT_EXT_ARG; both tags are >= PIO_UDATA_RESERVED. */
 
@@ -239,8 +242,6 @@ static int ur_arm_wake(struct pio_ring *r)
 	return 0;
 }
 
-static void ur_ring_free(struct pio_ring *r);
-
 static int ur_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
 {
 	if (depth == 0 || depth > 32768)
@@ -271,7 +272,10 @@ static int ur_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
 		rc = rc < 0 ? rc : 0;
 	}
 	if (rc < 0) {
-		ur_ring_free(r);
+		/* nothing reached the kernel: no op can still be pending */
+		io_uring_queue_exit(&r->ring);
+		close(r->efd);
+		free(r);
 		return rc;
 	}
 	*out = r;
@@ -289,18 +293,29 @@ static void ur_ring_free(struct pio_ring *r)
 		struct io_uring_sqe *sqe = ur_get_sqe(r, &err);
 		if (sqe) {
 			io_uring_prep_cancel64(sqe, UR_TAG_WAKE, 0);
-			io_uring_sqe_set_data64(sqe, UINT64_MAX - 2);
+			io_uring_sqe_set_data64(sqe, UR_TAG_CANCEL);
 		}
 	}
 	io_uring_submit(&r->ring);
-	unsigned guard = 0;
-	while ((r->wake_armed || r->inflight > 0) && guard++ < 1000000) {
+	/* Bounded: an op that never completes (a hung device, or an SQE that
+	 * could not be submitted) must not hang shutdown. Then the ring and
+	 * its buffers are leaked on purpose: the kernel may still write. */
+	unsigned idle_s = 0;
+	while (r->wake_armed || r->inflight > 0) {
 		struct io_uring_cqe *cqe;
-		int rc = io_uring_wait_cqe(&r->ring, &cqe);
+		struct __kernel_timespec ts = {.tv_sec = 1};
+		int rc = io_uring_wait_cqe_timeout(&r->ring, &cqe, &ts);
 		if (rc == -EINTR)
 			continue;
-		if (rc < 0)
-			break;
+		if (rc == -ETIME && ++idle_s < UR_FREE_WAIT_S)
+			continue;
+		if (rc < 0) {
+			PLOG_E("io_uring", "ring_free: ops still in flight, "
+			       "leaking the ring", "inflight=%u wake=%d err=%d",
+			       r->inflight, (int)r->wake_armed, rc);
+			return;
+		}
+		idle_s = 0;
 		uint64_t ud = io_uring_cqe_get_data64(cqe);
 		if (ud == UR_TAG_WAKE)
 			r->wake_armed = false;

@@ -626,3 +626,27 @@ Test(io_mem, threads_share_one_fs, .timeout = 120)
 		cr_assert_eq(sb[i], (uint8_t)(i % MT_THREADS + 1));
 	io->ops->close(io, s);
 }
+
+Test(io_mem, crash_drops_queued_ring_ops)
+{
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, 4, &r), 0);
+	struct pio_file *f = open_file("/d/q", PIO_CREATE);
+	cr_assert_eq(io->ops->ring_write(r, f, "done", 4, 0, 1, true), 0);
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, 2), 0);
+	struct pio_cqe c[4];
+	cr_assert_eq(ring_collect(r, io, c, 2), 2);
+	/* queued, never waited for: the crash loses it */
+	cr_assert_eq(io->ops->ring_write(r, f, "lost", 4, 4, 3, true), 0);
+	cr_assert_eq(io->ops->ring_fdatasync(r, f, 4), 0);
+	pio_mem_crash(io, true);
+	cr_assert_eq(io->ops->ring_wait(r, c, 4, 0), 0);
+	cr_assert_eq(io->ops->size(io, f), 4);
+	expect_bytes(f, 0, "done", 4);
+	/* the ring is usable afterwards */
+	cr_assert_eq(io->ops->ring_write(r, f, "more", 4, 4, 5, false), 0);
+	cr_assert_eq(ring_collect(r, io, c, 1), 1);
+	cr_assert_eq(c[0].res, 4);
+	io->ops->close(io, f);
+	io->ops->ring_free(r);
+}
