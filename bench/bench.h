@@ -34,7 +34,8 @@ struct bench_cfg {
 	unsigned n_producers;
 	uint32_t payloads[BENCH_MAX_LIST];
 	unsigned n_payloads;
-	double rate;              /* > 0: open loop at this many appends/s */
+	double rates[BENCH_MAX_LIST]; /* --rate list: open loop at each (/s) */
+	unsigned n_rates;
 	double half_frac;         /* fraction of saturation for open loop (0.5) */
 	bool no_half;             /* skip the half-load open-loop run */
 	uint32_t shards;          /* engine shards (0 = engine default) */
@@ -44,6 +45,15 @@ struct bench_cfg {
 	bool idem;                /* engine: unique producer id per append */
 	unsigned repeat;          /* compare: passes */
 	bool verbose;
+	/* server modes (bench_server.c) */
+	uint32_t count;           /* idle-conns: connections */
+	const char *parleyd;      /* parleyd binary to start, or NULL */
+	const char *parleyd_args; /* argument template: {port} {data} {dir} */
+	const char *connect;      /* HOST:PORT of a running server instead */
+	int server_pid;           /* its pid (for VmRSS) */
+	const char *jwt_secret;   /* HS256 key the server accepts */
+	const char *jwt_iss;
+	const char *jwt_aud;
 };
 
 /* ---- results -------------------------------------------------------------- */
@@ -97,6 +107,10 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 		    uint32_t payload, double rate, struct load_result *out);
 /* Version string of the last redis-server started ("unknown" before). */
 const char *bench_redis_version(void);
+
+/* Server modes (bench_server.c): 0 ok, non-zero failure. */
+int bench_idle_conns(const struct bench_cfg *cfg);
+int bench_delivery(const struct bench_cfg *cfg);
 
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);

@@ -72,6 +72,14 @@ static void usage(FILE *f)
 "             parley/redis durable appends/s (goal >= 3x), saturation MB/s vs\n"
 "             sequential fdatasync bandwidth (goal >= 0.8), half-load ack p99\n"
 "             minus 4 KiB fdatasync p99 (goal <= 100 us).\n"
+"  idle-conns  opens --count authenticated idle connections to parleyd and\n"
+"             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
+"             client side split over processes of <= 9000 connections.\n"
+"  delivery   two devices (sender, receiver) on parleyd: the sender SENDs open\n"
+"             loop at each --rate (default 1000,10000 msg/s); latency from the\n"
+"             intended send time to the EVENT at the receiver and to SEND_ACK.\n"
+"             Server modes start parleyd (--parleyd PATH) on 127.0.0.1 with a temp\n"
+"             data dir and kill it after, or use --connect HOST:PORT.\n"
 "\n"
 "options:\n"
 "  --dir D             where temp files and data dirs go (default: $TMPDIR or /tmp);\n"
@@ -81,7 +89,8 @@ static void usage(FILE *f)
 "  --producers LIST    concurrent producers, comma-separated (default 1,4,16,64,256;\n"
 "                      max %d each)\n"
 "  --payload LIST      payload bytes, comma-separated (default 100,1024; max 1 MiB)\n"
-"  --rate R            open loop at R appends/s (engine, redis)\n"
+"  --rate LIST         open loop at each rate (engine, redis: appends/s;\n"
+"                      delivery: messages/s)\n"
 "  --half F            open-loop load as a fraction of saturation (default 0.5)\n"
 "  --no-half           skip the open-loop run after the closed-loop sweep\n"
 "  --no-floor          engine/redis: skip the disk floor measurement\n"
@@ -92,7 +101,14 @@ static void usage(FILE *f)
 "  --redis-server P    redis-server binary (default: redis-server in PATH)\n"
 "  --repeat N          compare: run everything N times (max %d) and print the\n"
 "                      min/median/max of the headline ratios (default 1)\n"
-"  --seed N            payload PRNG seed (default 1)\n"
+"  --seed N            payload PRNG seed (default 1)\n""  --count N           idle-conns: connections to open (default 10000)\n"
+"  --parleyd PATH      server modes: parleyd binary to start\n"
+"  --parleyd-args T    its arguments; {port} {data} {dir} are substituted\n"
+"                      (default \"--dev --data {data} --listen 127.0.0.1:{port}\")\n"
+"  --connect H:P       server modes: use a running server instead\n"
+"  --server-pid PID    ... and its pid (idle-conns reads /proc/PID/status)\n"
+"  --jwt-secret S      HS256 key for the dev tokens minted here\n"
+"                      (default parley-dev-secret); --jwt-iss, --jwt-aud: claims\n"
 "  -v, --verbose       progress on stderr\n"
 "  -h, --help          this text\n"
 "\n"
@@ -350,13 +366,14 @@ static int mode_load(const struct bench_cfg *cfg, load_fn fn, bool floor)
 		printf("\n### %s, payload %u B\n\n", fn == bench_engine_run ? "engine" : "redis",
 		       cfg->payloads[j]);
 		bench_load_print_header();
-		if (cfg->rate > 0) {
-			for (unsigned i = 0; i < cfg->n_producers; i++) {
-				struct load_result r;
-				if (run_point(cfg, fn, cfg->producers[i], cfg->payloads[j],
-					      cfg->rate, &r) != 0 || !r.ok)
-					failures++;
-			}
+		if (cfg->n_rates > 0) {
+			for (unsigned q = 0; q < cfg->n_rates; q++)
+				for (unsigned i = 0; i < cfg->n_producers; i++) {
+					struct load_result r;
+					if (run_point(cfg, fn, cfg->producers[i], cfg->payloads[j],
+						      cfg->rates[q], &r) != 0 || !r.ok)
+						failures++;
+				}
 			continue;
 		}
 		failures += sweep(cfg, fn, cfg->payloads[j], s);
@@ -557,7 +574,10 @@ int main(int argc, char **argv)
 	cfg.half_frac = 0.5;
 	cfg.seed = 1;
 	cfg.repeat = 1;
-	bool no_floor = false;
+	bool no_floor = false, payload_set = false;
+	cfg.count = 10000;
+	cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port}";
+	cfg.jwt_secret = "parley-dev-secret";
 	static const uint32_t def_prod[] = {1, 4, 16, 64, 256};
 	static const uint32_t def_pl[] = {100, 1024};
 	memcpy(cfg.producers, def_prod, sizeof def_prod);
@@ -567,7 +587,8 @@ int main(int argc, char **argv)
 
 	enum { O_DIR = 256, O_SECONDS, O_WARMUP, O_PRODUCERS, O_PAYLOAD, O_RATE,
 	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
-	       O_REDIS, O_SEED, O_REPEAT };
+	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
+	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -584,6 +605,14 @@ int main(int argc, char **argv)
 		{"redis-server", required_argument, NULL, O_REDIS},
 		{"seed", required_argument, NULL, O_SEED},
 		{"repeat", required_argument, NULL, O_REPEAT},
+		{"count", required_argument, NULL, O_COUNT},
+		{"parleyd", required_argument, NULL, O_PARLEYD},
+		{"parleyd-args", required_argument, NULL, O_PARLEYD_ARGS},
+		{"connect", required_argument, NULL, O_CONNECT},
+		{"server-pid", required_argument, NULL, O_SERVER_PID},
+		{"jwt-secret", required_argument, NULL, O_JWT_SECRET},
+		{"jwt-iss", required_argument, NULL, O_JWT_ISS},
+		{"jwt-aud", required_argument, NULL, O_JWT_AUD},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -607,8 +636,22 @@ int main(int argc, char **argv)
 		case O_SECONDS: cfg.seconds = parse_double(optarg, 0.1, BENCH_MAX_SECONDS, "--seconds"); break;
 		case O_WARMUP: cfg.warmup = parse_double(optarg, 0, 30, "--warmup"); break;
 		case O_PRODUCERS: cfg.n_producers = parse_list(optarg, cfg.producers, BENCH_MAX_PRODUCERS, "--producers"); break;
-		case O_PAYLOAD: cfg.n_payloads = parse_list(optarg, cfg.payloads, PE_MAX_PAYLOAD, "--payload"); break;
-		case O_RATE: cfg.rate = parse_double(optarg, 1, 1e7, "--rate"); break;
+		case O_PAYLOAD: cfg.n_payloads = parse_list(optarg, cfg.payloads, PE_MAX_PAYLOAD, "--payload"); payload_set = true; break;
+		case O_RATE: {
+			uint32_t tmp[BENCH_MAX_LIST];
+			cfg.n_rates = parse_list(optarg, tmp, 10000000, "--rate");
+			for (unsigned q = 0; q < cfg.n_rates; q++)
+				cfg.rates[q] = tmp[q];
+			break;
+		}
+		case O_COUNT: cfg.count = (uint32_t)parse_double(optarg, 1, 200000, "--count"); break;
+		case O_PARLEYD: cfg.parleyd = optarg; break;
+		case O_PARLEYD_ARGS: cfg.parleyd_args = optarg; break;
+		case O_CONNECT: cfg.connect = optarg; break;
+		case O_SERVER_PID: cfg.server_pid = (int)parse_double(optarg, 1, 1 << 30, "--server-pid"); break;
+		case O_JWT_SECRET: cfg.jwt_secret = optarg; break;
+		case O_JWT_ISS: cfg.jwt_iss = optarg; break;
+		case O_JWT_AUD: cfg.jwt_aud = optarg; break;
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
 		case O_NO_FLOOR: no_floor = true; break;
@@ -627,7 +670,7 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		die_usage("unexpected argument \"%s\"", argv[optind]);
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis or compare)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, idle-conns, delivery)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -656,6 +699,25 @@ int main(int argc, char **argv)
 		return mode_load(&cfg, bench_redis_run, false);
 	if (!strcmp(mode, "compare"))
 		return mode_compare(&cfg);
-	die_usage("unknown mode \"%s\" (disk, engine, redis or compare)", mode);
+	if (!strcmp(mode, "idle-conns") || !strcmp(mode, "delivery")) {
+		print_machine(&cfg);
+		if (!strcmp(mode, "idle-conns")) {
+			bench_watchdog_arm(120 + cfg.count / 200.0);
+			int rc = bench_idle_conns(&cfg);
+			bench_watchdog_arm(0);
+			return rc ? 1 : 0;
+		}
+		if (cfg.n_rates == 0) {
+			cfg.rates[0] = 1000;
+			cfg.rates[1] = 10000;
+			cfg.n_rates = 2;
+		}
+		if (!payload_set) {
+			cfg.payloads[0] = 100;
+			cfg.n_payloads = 1;
+		}
+		return bench_delivery(&cfg) ? 1 : 0;
+	}
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, idle-conns, delivery)", mode);
 	return EXIT_USAGE;
 }

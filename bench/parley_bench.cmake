@@ -14,7 +14,10 @@ else()
                  ${PARLEY_BENCH_SOURCES})
   target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR}
                              ${CMAKE_SOURCE_DIR}/engine)
-  target_link_libraries(parley-bench PRIVATE parley_engine PkgConfig::HIREDIS)
+  target_include_directories(parley-bench PRIVATE ${CMAKE_SOURCE_DIR}/proto)
+  # server modes speak the wire protocol through the pure codec
+  target_link_libraries(parley-bench PRIVATE parley_engine parley_proto
+                        PkgConfig::HIREDIS PkgConfig::OPENSSL)
   set_target_properties(parley-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                         ${CMAKE_BINARY_DIR}/bench)
 endif()

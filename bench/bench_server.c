@@ -1,0 +1,675 @@
+/*
+ * bench_server.c — parley-bench's server modes, against a real parleyd:
+ *
+ *   idle-conns  opens --count authenticated connections (HELLO + AUTH, then
+ *               silence) and reports the server's resident memory growth per
+ *               connection: (VmRSS after - VmRSS before) / N, from
+ *               /proc/<pid>/status. VmRSS counts user-space pages only;
+ *               kernel socket buffers are not in it (the goal is about user
+ *               space: <= 2 KiB per idle connection). Connections are spread
+ *               over child processes of at most IDLE_PER_PROC each (this
+ *               machine allows 20,000 open files per process).
+ *   delivery    two users on two connections: the receiver subscribes to its
+ *               inbox (SYNC), the sender SENDs to their 1:1 conversation
+ *               open loop at each --rate; latency from the INTENDED send time
+ *               to the EVENT's arrival at the receiver (send -> durable ->
+ *               fan-out -> push), and to the SEND_ACK, p50/p99/p99.9/max.
+ *
+ * The server: either started here (--parleyd PATH, on 127.0.0.1, a free
+ * port and a temp data dir, killed at the end) or an existing one
+ * (--connect HOST:PORT --server-pid PID). Tokens are development HS256 JWTs
+ * minted here (--jwt-secret/--jwt-iss/--jwt-aud, matching the server's
+ * configuration).
+ *
+ * Threads: everything runs on the main thread (plus forked children for
+ * idle connections, which only hold sockets).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
+#endif
+#include "bench.h"
+#include "bench_wire.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "parley_common.h"
+
+#define IDLE_PER_PROC 9000u
+#define IDLE_BATCH 64u          /* handshakes pipelined at once per child */
+#define SRV_START_TIMEOUT_S 15.0
+#define HANDSHAKE_TIMEOUT_MS 5000
+
+struct srv {
+	pid_t pid;          /* parleyd we started, or -1 */
+	pid_t watch_pid;    /* whose VmRSS we read */
+	char host[64];
+	int port;
+	char *tmp;
+};
+
+/* ---- server lifecycle ----------------------------------------------------------- */
+
+/* Expands {port} and {data} in the --parleyd-args template into argv. */
+static int build_argv(const struct bench_cfg *cfg, const struct srv *s, char **argv,
+		      int max, char *store, size_t cap)
+{
+	int n = 0;
+	argv[n++] = (char *)cfg->parleyd;
+	const char *t = cfg->parleyd_args;
+	size_t o = 0;
+	while (*t && n < max - 1) {
+		while (*t == ' ')
+			t++;
+		if (!*t)
+			break;
+		char *arg = store + o;
+		while (*t && *t != ' ') {
+			if (!strncmp(t, "{port}", 6)) {
+				o += (size_t)snprintf(store + o, cap - o, "%d", s->port);
+				t += 6;
+			} else if (!strncmp(t, "{data}", 6)) {
+				o += (size_t)snprintf(store + o, cap - o, "%s/data", s->tmp);
+				t += 6;
+			} else if (!strncmp(t, "{dir}", 5)) {
+				o += (size_t)snprintf(store + o, cap - o, "%s", s->tmp);
+				t += 5;
+			} else if (o + 1 < cap) {
+				store[o++] = *t++;
+			} else {
+				return -ENOSPC;
+			}
+		}
+		if (o + 1 >= cap)
+			return -ENOSPC;
+		store[o++] = 0;
+		argv[n++] = arg;
+	}
+	argv[n] = NULL;
+	return n;
+}
+
+static int srv_start(const struct bench_cfg *cfg, struct srv *s)
+{
+	memset(s, 0, sizeof *s);
+	s->pid = -1;
+	if (cfg->connect) {
+		const char *colon = strrchr(cfg->connect, ':');
+		if (!colon || (size_t)(colon - cfg->connect) >= sizeof s->host) {
+			fprintf(stderr, "parley-bench: --connect wants HOST:PORT\n");
+			return -PARLEY_EINVAL;
+		}
+		memcpy(s->host, cfg->connect, (size_t)(colon - cfg->connect));
+		s->port = atoi(colon + 1);
+		s->watch_pid = cfg->server_pid;
+		return 0;
+	}
+	if (!cfg->parleyd) {
+		fprintf(stderr, "parley-bench: give --parleyd PATH (started here) or "
+				"--connect HOST:PORT --server-pid PID\n");
+		return -PARLEY_EINVAL;
+	}
+	snprintf(s->host, sizeof s->host, "127.0.0.1");
+	s->tmp = bench_mkdtemp(cfg->dir, "parleyd");
+	if (!s->tmp)
+		return -errno;
+	int port = bench_free_port();
+	if (port < 0)
+		return port;
+	s->port = port;
+	char *argv[64];
+	static char store[8192];
+	if (build_argv(cfg, s, argv, 64, store, sizeof store) < 0)
+		return -PARLEY_EINVAL;
+	char logp[4200];
+	snprintf(logp, sizeof logp, "%s/parleyd.log", s->tmp);
+	if (cfg->verbose) {
+		fprintf(stderr, "parley-bench: starting");
+		for (int i = 0; argv[i]; i++)
+			fprintf(stderr, " %s", argv[i]);
+		fprintf(stderr, " (log %s)\n", logp);
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int lfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (lfd >= 0) {
+			dup2(lfd, 1);
+			dup2(lfd, 2);
+		}
+		execv(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	s->pid = pid;
+	s->watch_pid = pid;
+	bench_child_register(pid);
+	double end = bench_now_s() + SRV_START_TIMEOUT_S;
+	while (bench_now_s() < end) {
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			bench_child_forget(pid);
+			s->pid = -1;
+			fprintf(stderr, "parley-bench: parleyd exited at start-up (see %s)\n", logp);
+			return -PARLEY_EIO;
+		}
+		struct wire_conn *c = malloc(sizeof *c);
+		if (!c)
+			return -ENOMEM;
+		int rc = wire_connect(c, s->host, s->port, 500);
+		wire_close(c);
+		free(c);
+		if (rc == 0)
+			return 0;
+		bench_sleep_ns(50 * 1000000ull);
+	}
+	fprintf(stderr, "parley-bench: parleyd did not listen on %s:%d within %.0fs (see %s)\n",
+		s->host, s->port, SRV_START_TIMEOUT_S, logp);
+	return -PARLEY_ETIMEDOUT;
+}
+
+static void srv_stop(struct srv *s)
+{
+	if (s->pid > 0) {
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+		bench_child_forget(s->pid);
+		s->pid = -1;
+	}
+	if (s->tmp) {
+		bench_rmtree(s->tmp);
+		free(s->tmp);
+		s->tmp = NULL;
+	}
+}
+
+/* VmRSS of pid in KiB, or -errno. */
+static long vmrss_kib(pid_t pid)
+{
+	char p[64], line[256];
+	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return -errno;
+	long kib = -ENOENT;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmRSS:", 6)) {
+			kib = strtol(line + 6, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return kib;
+}
+
+static int mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap)
+{
+	struct jwt_params jp = {cfg->jwt_secret, cfg->jwt_iss, cfg->jwt_aud, 3600};
+	int n = bench_jwt_hs256(&jp, user, tok, cap);
+	return n < 0 ? n : 0;
+}
+
+/* ---- idle connections ---------------------------------------------------------------- */
+
+/* Child: opens `n` connections numbered from `first`, handshakes them in
+ * pipelined batches, writes one status int to `wfd`, then holds them until
+ * the parent closes its end of `rfd`. */
+static void idle_child(const struct bench_cfg *cfg, const struct srv *s,
+		       uint32_t first, uint32_t n, int wfd, int rfd)
+{
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	int *fds = calloc(n, sizeof *fds);
+	struct wire_conn *c = calloc(IDLE_BATCH, sizeof *c);
+	uint8_t *rbuf = malloc(64u << 10);
+	struct parley_msg *m = malloc(sizeof *m);
+	int status = 0;
+	if (!fds || !c || !rbuf || !m) {
+		status = -ENOMEM;
+		goto report;
+	}
+	char tok[2048], dev[64], user[64];
+	for (uint32_t b = 0; b < n && status == 0; b += IDLE_BATCH) {
+		uint32_t k = PARLEY_MIN(IDLE_BATCH, n - b);
+		for (uint32_t i = 0; i < k && status == 0; i++) {
+			uint32_t id = first + b + i;
+			snprintf(user, sizeof user, "bench-idle-%u", id);
+			snprintf(dev, sizeof dev, "d%u", id);
+			if ((status = wire_connect(&c[i], s->host, s->port, HANDSHAKE_TIMEOUT_MS)) != 0)
+				break;
+			if ((status = mint(cfg, user, tok, sizeof tok)) != 0)
+				break;
+			memset(m, 0, sizeof *m);
+			m->type = PARLEY_T_HELLO;
+			m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
+			m->hello.device_id = parley_str_c(dev);
+			m->hello.client_name = parley_str_c("parley-bench idle");
+			if ((status = wire_send(&c[i], 1, m)) != 0)
+				break;
+			memset(m, 0, sizeof *m);
+			m->type = PARLEY_T_AUTH;
+			m->auth.token = parley_str_c(tok);
+			status = wire_send(&c[i], 2, m);
+		}
+		for (uint32_t i = 0; i < k && status == 0; i++) {
+			c[i].rbuf = rbuf;
+			c[i].rlen = c[i].roff = 0;
+			int got = 0;
+			while (got < 2 && status == 0) {
+				status = wire_recv(&c[i], HANDSHAKE_TIMEOUT_MS, m, NULL);
+				if (status)
+					break;
+				if (m->type == PARLEY_T_HELLO_OK || m->type == PARLEY_T_AUTH_OK)
+					got++;
+				else if (m->type == PARLEY_T_ERROR)
+					status = -(int)m->error.code;
+			}
+			c[i].rbuf = NULL;
+			fds[b + i] = c[i].fd;
+		}
+	}
+report:
+	(void)!write(wfd, &status, sizeof status);
+	close(wfd);
+	/* hold the connections until the parent says so (EOF on rfd) */
+	char x;
+	while (read(rfd, &x, 1) < 0 && errno == EINTR)
+		;
+	_exit(status == 0 ? 0 : 1);
+}
+
+int bench_idle_conns(const struct bench_cfg *cfg)
+{
+	struct srv s;
+	int rc = srv_start(cfg, &s);
+	if (rc != 0) {
+		srv_stop(&s);
+		return rc;
+	}
+	if (s.watch_pid <= 0) {
+		fprintf(stderr, "parley-bench: idle-conns needs the server's pid "
+				"(--server-pid with --connect)\n");
+		srv_stop(&s);
+		return -PARLEY_EINVAL;
+	}
+	/* one full session first so lazily built server state (JWT keys,
+	 * engine streams, buffers pools) is in the baseline */
+	struct wire_conn *w = malloc(sizeof *w);
+	uint8_t *rbuf = malloc(WIRE_RBUF);
+	char tok[2048];
+	struct parley_hello_ok hello = {0};
+	if (!w || !rbuf)
+		return -ENOMEM;
+	rc = wire_connect(w, s.host, s.port, HANDSHAKE_TIMEOUT_MS);
+	w->rbuf = rbuf;
+	if (rc == 0)
+		rc = mint(cfg, "bench-idle-warm", tok, sizeof tok);
+	if (rc == 0)
+		rc = wire_handshake(w, "warm", tok, HANDSHAKE_TIMEOUT_MS, &hello);
+	uint32_t idle_timeout = hello.idle_timeout_ms;
+	if (rc != 0) {
+		fprintf(stderr, "parley-bench: idle-conns: warm-up handshake with %s:%d failed: %s\n",
+			s.host, s.port, parley_strerror(rc));
+		wire_close(w);
+		free(w);
+		free(rbuf);
+		srv_stop(&s);
+		return rc;
+	}
+	bench_sleep_ns(300 * 1000000ull);
+	long rss0 = vmrss_kib(s.watch_pid);
+	double t0 = bench_now_s();
+
+	uint32_t n = cfg->count;
+	uint32_t nproc = (n + IDLE_PER_PROC - 1) / IDLE_PER_PROC;
+	uint32_t per = (n + nproc - 1) / nproc;
+	pid_t kids[64];
+	int holdw[64], statr[64];
+	uint32_t started = 0;
+	int failures = 0;
+	for (uint32_t i = 0; i < nproc && i < 64; i++) {
+		int sp[2], hp[2];
+		if (pipe2(sp, O_CLOEXEC) || pipe2(hp, O_CLOEXEC)) {
+			rc = -errno;
+			break;
+		}
+		uint32_t first = i * per, cnt = PARLEY_MIN(per, n - first);
+		pid_t pid = fork();
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			close(sp[0]);
+			close(hp[1]);
+			idle_child(cfg, &s, first, cnt, sp[1], hp[0]);
+		}
+		close(sp[1]);
+		close(hp[0]);
+		if (pid < 0) {
+			rc = -errno;
+			close(sp[0]);
+			close(hp[1]);
+			break;
+		}
+		bench_child_register(pid);
+		kids[started] = pid;
+		statr[started] = sp[0];
+		holdw[started] = hp[1];
+		started++;
+	}
+	for (uint32_t i = 0; i < started; i++) {
+		int st = -EIO;
+		if (read(statr[i], &st, sizeof st) != sizeof st)
+			st = -EIO;
+		close(statr[i]);
+		if (st != 0) {
+			fprintf(stderr, "parley-bench: idle-conns: client process %u failed: %s\n",
+				i, parley_strerror(st));
+			failures++;
+		}
+	}
+	double t_open = bench_now_s() - t0;
+	bench_sleep_ns(1000 * 1000000ull); /* let the server settle */
+	long rss1 = vmrss_kib(s.watch_pid);
+	/* the warm-up connection must still be alive: send a PING */
+	struct parley_msg *m = malloc(sizeof *m);
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_PING;
+	m->ping.nonce = 7;
+	int ping = wire_send(w, w->next_req++, m);
+	if (ping == 0)
+		ping = wire_recv(w, HANDSHAKE_TIMEOUT_MS, m, NULL);
+	free(m);
+	for (uint32_t i = 0; i < started; i++) {
+		close(holdw[i]);
+		waitpid(kids[i], NULL, 0);
+		bench_child_forget(kids[i]);
+	}
+	wire_close(w);
+	free(w);
+	free(rbuf);
+
+	printf("\n### idle connections (server pid %d)\n\n", (int)s.watch_pid);
+	printf("| connections | client procs | open+auth time s | VmRSS before KiB | "
+	       "VmRSS after KiB | delta per connection (bytes) | goal |\n");
+	printf("|---:|---:|---:|---:|---:|---:|---|\n");
+	double per_conn = n ? (double)(rss1 - rss0) * 1024.0 / n : 0;
+	printf("| %u | %u | %.2f | %ld | %ld | %.0f | ≤ 2048 |\n", n, started, t_open,
+	       rss0, rss1, per_conn);
+	if (idle_timeout && t_open + 1.5 > idle_timeout / 1000.0)
+		printf("\nwarning: the server's idle timeout (%u ms) is shorter than the "
+		       "measurement; some connections may have been closed\n", idle_timeout);
+	if (ping != 0)
+		printf("\nwarning: the warm-up connection did not answer PING at the end: %s\n",
+		       parley_strerror(ping));
+	srv_stop(&s);
+	return failures || rc ? 1 : 0;
+}
+
+/* ---- delivery ---------------------------------------------------------------------- */
+
+#define DELIV_MAGIC 0x70617262656e6368ull /* "parbench" */
+
+static int deliver_run(const struct bench_cfg *cfg, const struct srv *s, double rate,
+		       uint32_t payload, int round)
+{
+	struct wire_conn *snd = calloc(1, sizeof *snd), *rcv = calloc(1, sizeof *rcv);
+	uint8_t *body = malloc(payload);
+	struct parley_msg *m = malloc(sizeof *m);
+	uint64_t nslots = (uint64_t)(rate * (cfg->warmup + cfg->seconds)) + 1;
+	uint64_t *intended = calloc(nslots, sizeof *intended);
+	uint8_t *seen = calloc(nslots, 1);
+	struct bench_hist *hd = malloc(sizeof *hd), *ha = malloc(sizeof *ha),
+			  *lag = malloc(sizeof *lag);
+	int rc = 0;
+	bool reported = false;
+	char tok[2048], sender[64], receiver[64], conv[256];
+	if (!snd || !rcv || !body || !m || !intended || !seen || !hd || !ha || !lag) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snd->rbuf = malloc(WIRE_RBUF);
+	rcv->rbuf = malloc(WIRE_RBUF);
+	if (!snd->rbuf || !rcv->rbuf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	bench_hist_init(hd);
+	bench_hist_init(ha);
+	bench_hist_init(lag);
+	bench_fill_payload(body, payload, cfg->seed);
+	/* fresh users per round so inboxes start empty */
+	snprintf(sender, sizeof sender, "bench-snd-%d-%d", (int)getpid(), round);
+	snprintf(receiver, sizeof receiver, "bench-rcv-%d-%d", (int)getpid(), round);
+	if ((rc = wire_connect(rcv, s->host, s->port, HANDSHAKE_TIMEOUT_MS)) ||
+	    (rc = mint(cfg, receiver, tok, sizeof tok)) ||
+	    (rc = wire_handshake(rcv, "bench-rcv", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
+		goto out;
+	if ((rc = wire_connect(snd, s->host, s->port, HANDSHAKE_TIMEOUT_MS)) ||
+	    (rc = mint(cfg, sender, tok, sizeof tok)) ||
+	    (rc = wire_handshake(snd, "bench-snd", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
+		goto out;
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_CONV_OPEN;
+	m->conv_open.peer = parley_str_c(receiver);
+	if ((rc = wire_send(snd, snd->next_req++, m)) ||
+	    (rc = wire_recv(snd, HANDSHAKE_TIMEOUT_MS, m, NULL)))
+		goto out;
+	if (m->type != PARLEY_T_CONV) {
+		fprintf(stderr, "parley-bench: delivery: CONV_OPEN answered %s\n",
+			parley_proto_type_name(m->type));
+		rc = -PARLEY_EPROTO;
+		goto out;
+	}
+	snprintf(conv, sizeof conv, "%.*s", m->conv.conv.len, m->conv.conv.p);
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_SYNC;
+	m->sync.from_inbox_seq = 0;
+	if ((rc = wire_send(rcv, rcv->next_req++, m)) ||
+	    (rc = wire_recv(rcv, HANDSHAKE_TIMEOUT_MS, m, NULL)))
+		goto out;
+	if (m->type != PARLEY_T_SYNC_OK) {
+		fprintf(stderr, "parley-bench: delivery: SYNC answered %s\n",
+			parley_proto_type_name(m->type));
+		rc = -PARLEY_EPROTO;
+		goto out;
+	}
+
+	uint64_t t0 = parley_mono_ns();
+	uint64_t win_start = t0 + (uint64_t)(cfg->warmup * 1e9);
+	uint64_t win_end = win_start + (uint64_t)(cfg->seconds * 1e9);
+	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
+	uint64_t k = 0, next = t0, delivered = 0, acked = 0, errors = 0, dups = 0;
+	uint64_t last_inbox = 0, acked_inbox = 0, sent = 0;
+	uint64_t last_ack_ns = t0;
+	char errtxt[160] = "";
+	struct pollfd pf[2] = {{snd->fd, POLLIN, 0}, {rcv->fd, POLLIN, 0}};
+	while (rc == 0) {
+		uint64_t now = parley_mono_ns();
+		if (next >= win_end && delivered + errors >= sent && acked + errors >= sent)
+			break;
+		if (now >= drain_end)
+			break;
+		while (next <= now && next < win_end && k < nslots) {
+			memset(m, 0, sizeof *m);
+			m->type = PARLEY_T_SEND;
+			m->send.conv = parley_str_c(conv);
+			le_put64(m->send.client_msg_id, DELIV_MAGIC);
+			le_put64(m->send.client_msg_id + 8, k);
+			m->send.content_type = PARLEY_CT_TEXT;
+			m->send.body.p = body;
+			m->send.body.len = payload;
+			intended[k] = next;
+			uint64_t t = parley_mono_ns();
+			if ((rc = wire_send(snd, snd->next_req++, m)) != 0)
+				break;
+			if (next >= win_start)
+				bench_hist_record(lag, t - next);
+			sent++;
+			k++;
+			next = t0 + (uint64_t)((double)k * 1e9 / rate);
+		}
+		if (rc)
+			break;
+		int timeout = 1;
+		if (next < win_end) {
+			uint64_t n2 = parley_mono_ns();
+			timeout = next > n2 ? (int)((next - n2) / 1000000) : 0;
+		}
+		struct timespec ts = {0, (long)timeout * 1000000L};
+		if (next < win_end && timeout == 0) {
+			uint64_t n2 = parley_mono_ns();
+			ts.tv_nsec = next > n2 ? (long)(next - n2) : 0;
+		}
+		int pr = ppoll(pf, 2, &ts, NULL);
+		if (pr < 0 && errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+		for (int side = 0; side < 2 && rc == 0; side++) {
+			if (!(pf[side].revents & (POLLIN | POLLERR | POLLHUP)))
+				continue;
+			struct wire_conn *c = side ? rcv : snd;
+			int r = wire_fill(c);
+			if (r < 0) {
+				rc = r;
+				break;
+			}
+			for (;;) {
+				uint32_t rid;
+				int d = wire_next(c, m, &rid);
+				if (d == -PARLEY_EINCOMPLETE)
+					break;
+				if (d < 0 && d != -PARLEY_EVERSION) {
+					rc = d;
+					break;
+				}
+				if (d < 0)
+					continue;
+				uint64_t at = parley_mono_ns();
+				if (m->type == PARLEY_T_EVENT) {
+					last_inbox = m->event.inbox_seq;
+					if (le_get64(m->event.client_msg_id) != DELIV_MAGIC)
+						continue;
+					uint64_t idx = le_get64(m->event.client_msg_id + 8);
+					if (idx >= k)
+						continue;
+					if (seen[idx]++) {
+						dups++;
+						continue;
+					}
+					delivered++;
+					if (intended[idx] >= win_start && intended[idx] < win_end)
+						bench_hist_record(hd, at - intended[idx]);
+				} else if (m->type == PARLEY_T_SEND_ACK) {
+					uint64_t idx = le_get64(m->send_ack.client_msg_id + 8);
+					acked++;
+					if (idx < k && intended[idx] >= win_start &&
+					    intended[idx] < win_end)
+						bench_hist_record(ha, at - intended[idx]);
+				} else if (m->type == PARLEY_T_ERROR) {
+					errors++;
+					snprintf(errtxt, sizeof errtxt, "%u %.*s", m->error.code,
+						 m->error.text.len, m->error.text.p);
+				} else if (m->type == PARLEY_T_GOAWAY) {
+					snprintf(errtxt, sizeof errtxt, "GOAWAY %u", m->goaway.reason);
+					rc = -PARLEY_ECLOSED;
+					break;
+				}
+			}
+		}
+		/* cumulative EVENT_ACK every 64 events or 50 ms */
+		uint64_t now2 = parley_mono_ns();
+		if (rc == 0 && last_inbox > acked_inbox &&
+		    (last_inbox - acked_inbox >= 64 || now2 - last_ack_ns > 50000000ull)) {
+			memset(m, 0, sizeof *m);
+			m->type = PARLEY_T_EVENT_ACK;
+			m->event_ack.up_to_inbox_seq = last_inbox;
+			rc = wire_send(rcv, 0, m);
+			acked_inbox = last_inbox;
+			last_ack_ns = now2;
+		}
+	}
+	uint64_t in_window = 0;
+	for (uint64_t i = 0; i < k; i++)
+		if (intended[i] >= win_start && intended[i] < win_end)
+			in_window++;
+	printf("| %.0f | %u | %llu | %llu | %llu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | "
+	       "%.1f | pacer lag p99 %.1f µs%s%s%s%s |\n",
+	       rate, payload, (unsigned long long)in_window, (unsigned long long)hd->count,
+	       (unsigned long long)(sent - delivered),
+	       (double)bench_hist_quantile(hd, 0.5) / 1e3,
+	       (double)bench_hist_quantile(hd, 0.99) / 1e3,
+	       (double)bench_hist_quantile(hd, 0.999) / 1e3, (double)hd->max_ns / 1e3,
+	       (double)bench_hist_quantile(ha, 0.5) / 1e3,
+	       (double)bench_hist_quantile(ha, 0.99) / 1e3,
+	       (double)bench_hist_quantile(ha, 0.999) / 1e3,
+	       (double)bench_hist_quantile(lag, 0.99) / 1e3, errors ? "; errors: " : "",
+	       errors ? errtxt : "", dups ? "; DUPLICATES" : "",
+	       rc ? "; FAILED" : "");
+	if (rc)
+		fprintf(stderr, "parley-bench: delivery at %.0f/s: %s %s\n", rate,
+			parley_strerror(rc), errtxt);
+	if (rc == 0 && (errors || dups || delivered < sent))
+		rc = -PARLEY_EIO;
+	reported = true;
+out:
+	if (rc && !reported)
+		fprintf(stderr, "parley-bench: delivery: setup against %s:%d failed: %s\n",
+			s->host, s->port, parley_strerror(rc));
+	if (snd) {
+		wire_close(snd);
+		free(snd->rbuf);
+	}
+	if (rcv) {
+		wire_close(rcv);
+		free(rcv->rbuf);
+	}
+	free(snd);
+	free(rcv);
+	free(body);
+	free(m);
+	free(intended);
+	free(seen);
+	free(hd);
+	free(ha);
+	free(lag);
+	return rc;
+}
+
+int bench_delivery(const struct bench_cfg *cfg)
+{
+	struct srv s;
+	int rc = srv_start(cfg, &s);
+	if (rc != 0) {
+		srv_stop(&s);
+		return rc;
+	}
+	printf("\n### delivery: send -> EVENT at the receiver, open loop (latency from the "
+	       "intended send time)\n\n");
+	printf("| rate msg/s | body B | sent in window | delivered in window | not delivered | "
+	       "deliver p50 µs | p99 µs | p99.9 µs | max µs | SEND_ACK p50 µs | p99 µs | "
+	       "p99.9 µs | note |\n");
+	printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+	int failures = 0;
+	for (unsigned r = 0; r < cfg->n_rates; r++)
+		for (unsigned j = 0; j < cfg->n_payloads; j++) {
+			bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS + 30);
+			if (deliver_run(cfg, &s, cfg->rates[r], cfg->payloads[j],
+					(int)(r * BENCH_MAX_LIST + j)) != 0)
+				failures++;
+			bench_watchdog_arm(0);
+		}
+	srv_stop(&s);
+	return failures ? 1 : 0;
+}

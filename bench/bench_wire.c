@@ -1,0 +1,244 @@
+/*
+ * bench_wire.c — minimal blocking parley protocol client and HS256 JWT
+ * minting for parley-bench (see bench_wire.h).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
+#endif
+#include "bench_wire.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- JWT -------------------------------------------------------------------- */
+
+static size_t b64url(const uint8_t *in, size_t n, char *out)
+{
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		out[o++] = tab[(v >> 18) & 63];
+		out[o++] = tab[(v >> 12) & 63];
+		if (i + 1 < n)
+			out[o++] = tab[(v >> 6) & 63];
+		if (i + 2 < n)
+			out[o++] = tab[v & 63];
+	}
+	out[o] = 0;
+	return o;
+}
+
+int bench_jwt_hs256(const struct jwt_params *p, const char *sub, char *out,
+		    size_t cap)
+{
+	char claims[1024];
+	uint64_t now = (uint64_t)time(NULL);
+	int n = snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"iat\":%llu,\"exp\":%llu",
+			 sub, (unsigned long long)now,
+			 (unsigned long long)(now + (p->ttl_s ? p->ttl_s : 3600)));
+	if (p->iss)
+		n += snprintf(claims + n, sizeof claims - (size_t)n, ",\"iss\":\"%s\"", p->iss);
+	if (p->aud)
+		n += snprintf(claims + n, sizeof claims - (size_t)n, ",\"aud\":\"%s\"", p->aud);
+	n += snprintf(claims + n, sizeof claims - (size_t)n, "}");
+	if (n >= (int)sizeof claims)
+		return -EINVAL;
+	static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+	char signing[2048];
+	size_t o = b64url((const uint8_t *)hdr, sizeof hdr - 1, signing);
+	signing[o++] = '.';
+	o += b64url((const uint8_t *)claims, (size_t)n, signing + o);
+	uint8_t mac[EVP_MAX_MD_SIZE];
+	unsigned maclen = 0;
+	if (!HMAC(EVP_sha256(), p->secret, (int)strlen(p->secret),
+		  (const uint8_t *)signing, o, mac, &maclen))
+		return -EIO;
+	char sig[128];
+	size_t sl = b64url(mac, maclen, sig);
+	if (o + 1 + sl + 1 > cap)
+		return -ENOSPC;
+	memcpy(out, signing, o);
+	out[o] = '.';
+	memcpy(out + o + 1, sig, sl + 1);
+	return (int)(o + 1 + sl);
+}
+
+/* ---- connection ---------------------------------------------------------------- */
+
+int wire_connect(struct wire_conn *c, const char *host, int port, int timeout_ms)
+{
+	c->fd = -1;
+	c->next_req = 1;
+	c->max_frame = PARLEY_PROTO_MAX_FRAME_DEFAULT;
+	c->rlen = c->roff = 0;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+		return -EINVAL;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->fd = fd;
+	return 0;
+}
+
+void wire_close(struct wire_conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+int wire_send(struct wire_conn *c, uint32_t request_id, const struct parley_msg *m)
+{
+	int n = parley_proto_encode(c->wbuf, sizeof c->wbuf, request_id, m);
+	if (n < 0)
+		return n;
+	size_t off = 0;
+	while (off < (size_t)n) {
+		ssize_t w = send(c->fd, c->wbuf + off, (size_t)n - off, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		off += (size_t)w;
+	}
+	return 0;
+}
+
+int wire_next(struct wire_conn *c, struct parley_msg *m, uint32_t *rid)
+{
+	struct parley_frame f;
+	int n = parley_proto_frame_decode(c->rbuf + c->roff, c->rlen - c->roff,
+					  c->max_frame, &f);
+	if (n < 0)
+		return n;
+	c->roff += (size_t)n;
+	if (rid)
+		*rid = f.request_id;
+	int rc = parley_proto_decode(&f, m);
+	return rc == 0 ? 1 : rc;
+}
+
+int wire_fill(struct wire_conn *c)
+{
+	if (c->roff) {
+		memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
+		c->rlen -= c->roff;
+		c->roff = 0;
+	}
+	if (c->rlen == WIRE_RBUF)
+		return -PARLEY_ETOOBIG;
+	for (;;) {
+		ssize_t r = recv(c->fd, c->rbuf + c->rlen, WIRE_RBUF - c->rlen,
+				 MSG_DONTWAIT);
+		if (r == 0)
+			return -PARLEY_ECLOSED;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return -errno;
+		}
+		c->rlen += (size_t)r;
+		return (int)r;
+	}
+}
+
+int wire_recv(struct wire_conn *c, int timeout_ms, struct parley_msg *m,
+	      uint32_t *rid)
+{
+	if (!c->rbuf)
+		return -EINVAL;
+	for (;;) {
+		int n = wire_next(c, m, rid);
+		if (n == 1)
+			return 0;
+		if (n != -PARLEY_EINCOMPLETE)
+			return n;
+		struct pollfd p = {c->fd, POLLIN, 0};
+		int pr = poll(&p, 1, timeout_ms);
+		if (pr == 0)
+			return -PARLEY_ETIMEDOUT;
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		int r = wire_fill(c);
+		if (r < 0)
+			return r;
+	}
+}
+
+int wire_handshake(struct wire_conn *c, const char *device, const char *token,
+		   int timeout_ms, struct parley_hello_ok *hello_out)
+{
+	struct parley_msg *m = malloc(sizeof *m);
+	if (!m)
+		return -ENOMEM;
+	int rc;
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_HELLO;
+	m->hello.min_version = PARLEY_PROTO_VERSION;
+	m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.device_id = parley_str_c(device);
+	m->hello.client_name = parley_str_c("parley-bench");
+	if ((rc = wire_send(c, c->next_req++, m)) != 0)
+		goto out;
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_AUTH;
+	m->auth.token = parley_str_c(token);
+	if ((rc = wire_send(c, c->next_req++, m)) != 0)
+		goto out;
+	for (int got = 0; got < 2;) {
+		uint32_t rid;
+		if ((rc = wire_recv(c, timeout_ms, m, &rid)) != 0)
+			goto out;
+		if (m->type == PARLEY_T_HELLO_OK) {
+			c->max_frame = m->hello_ok.max_frame;
+			if (hello_out)
+				*hello_out = m->hello_ok; /* server_id borrows rbuf */
+			got++;
+		} else if (m->type == PARLEY_T_AUTH_OK) {
+			got++;
+		} else if (m->type == PARLEY_T_ERROR) {
+			fprintf(stderr, "parley-bench: server error %u during handshake: %.*s\n",
+				m->error.code, m->error.text.len, m->error.text.p);
+			rc = -(int)m->error.code;
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(m);
+	return rc;
+}

@@ -1,0 +1,64 @@
+/*
+ * bench_wire.h — a minimal blocking client of the parley wire protocol
+ * (docs/PROTOCOL.md) for parley-bench's server modes, on the pure codec in
+ * proto/parley_proto.h, plus HS256 JWT minting for development tokens.
+ *
+ * Why not libparley: the idle-connection mode holds thousands of
+ * connections whose only client-side state must be a file descriptor, and
+ * the delivery mode needs raw timestamps at the socket. This client keeps
+ * one small read buffer per live session and nothing per idle connection.
+ *
+ * Ownership/threads: a struct wire_conn belongs to one thread.
+ */
+#ifndef PARLEY_BENCH_WIRE_H
+#define PARLEY_BENCH_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley_proto.h"
+
+#define WIRE_RBUF (1u << 20)
+
+struct wire_conn {
+	int fd;
+	uint32_t next_req;
+	uint32_t max_frame;
+	size_t rlen;         /* bytes buffered in rbuf */
+	size_t roff;         /* bytes of rbuf already consumed */
+	uint8_t *rbuf;       /* WIRE_RBUF bytes, NULL for idle connections */
+	uint8_t wbuf[70000]; /* one encoded frame */
+};
+
+struct jwt_params {
+	const char *secret;  /* HS256 key */
+	const char *iss;     /* NULL = omit */
+	const char *aud;     /* NULL = omit */
+	uint64_t ttl_s;
+};
+
+/* Mint an HS256 JWT for `sub` into out[0..cap). Returns length or -errno. */
+int bench_jwt_hs256(const struct jwt_params *p, const char *sub, char *out,
+		    size_t cap);
+
+/* Connects (TCP_NODELAY) to host:port. Returns 0 or -errno. */
+int wire_connect(struct wire_conn *c, const char *host, int port, int timeout_ms);
+void wire_close(struct wire_conn *c);
+/* Encodes and writes one message (blocking). Returns 0 or negative. */
+int wire_send(struct wire_conn *c, uint32_t request_id, const struct parley_msg *m);
+/* Reads until one frame is available (or timeout_ms passes: -PARLEY_ETIMEDOUT),
+ * decodes it into *m (fields borrow from the connection's buffer until the
+ * next call). Returns 0 or negative. *rid gets the request_id. */
+int wire_recv(struct wire_conn *c, int timeout_ms, struct parley_msg *m,
+	      uint32_t *rid);
+/* Decodes the next buffered frame: 1 and *m, -PARLEY_EINCOMPLETE when no
+ * whole frame is buffered, or another negative error. */
+int wire_next(struct wire_conn *c, struct parley_msg *m, uint32_t *rid);
+/* One non-blocking recv into the buffer: bytes read, 0 (nothing now), or
+ * negative (-PARLEY_ECLOSED at end of stream). */
+int wire_fill(struct wire_conn *c);
+/* HELLO + AUTH, waiting for HELLO_OK and AUTH_OK. *hello_out may be NULL. */
+int wire_handshake(struct wire_conn *c, const char *device, const char *token,
+		   int timeout_ms, struct parley_hello_ok *hello_out);
+
+#endif /* PARLEY_BENCH_WIRE_H */
