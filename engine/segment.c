@@ -1322,6 +1322,8 @@ int seg_read(struct seg_reader *r, const void *key, size_t klen,
 {
 	*count = 0;
 	*hold = NULL;
+	if (limit == 0)
+		return -PARLEY_EINVAL;
 	struct seg_iter *it;
 	int rc = seg_iter_stream(r, key, klen, from, dir, true, &it);
 	if (rc)
