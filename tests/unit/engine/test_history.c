@@ -28,7 +28,7 @@ struct hent {
 
 static struct hent *ents[NSTREAMS];
 static size_t nents[NSTREAMS];
-static char keys[NSTREAMS][8];
+static char keys[NSTREAMS][16];
 
 static void build(uint64_t seed)
 {
