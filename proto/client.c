@@ -1,0 +1,1233 @@
+/*
+ * client.c — libparley: a parley client connection (see parley_client.h).
+ *
+ * Connection lifecycle:
+ *
+ *   DOWN --tcp connect + TLS handshake--> HANDSHAKE --HELLO_OK, AUTH_OK-->
+ *   UP (--SYNC_OK if subscribed) --error / EOF / timeout / GOAWAY close--> DOWN
+ *        DOWN --backoff (or GOAWAY retry_after) + jitter--> connect again
+ *   A refused token or version (fatal_err) stops automatic reconnecting
+ *   until the application calls parley_client_connect() again.
+ *
+ * Invariants:
+ *   1. `cursor` is the last inbox_seq passed to on_event (or start-1 of the
+ *      subscription); events arrive cursor+1, cursor+2, ... A duplicate
+ *      (<= cursor) is dropped, a gap is a protocol violation: the
+ *      connection is dropped and the subscription resumes from cursor+1.
+ *   2. EVENT_ACK never exceeds an inbox_seq received on this connection.
+ *   3. Every request is idempotent, so a request whose fate is unknown
+ *      (timeout, lost connection) is simply sent again; SEND reuses its
+ *      client_msg_id.
+ *   4. The awaited reply is copied out of the receive buffer before it is
+ *      decoded, so it survives further reads until the next call.
+ *
+ * Ownership: the client owns its buffers, socket and SSL objects; option
+ * strings are copied in parley_client_new. Threads: one thread at a time
+ * per client; no globals besides OpenSSL's own.
+ */
+#include "parley_client.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define CLIENT_VERSION "0.1"
+#define RX_INITIAL (64u << 10)
+#define ZSTD_SEND_MIN 1024 /* compress SEND frames at least this big */
+#define ZSTD_LEVEL 3
+
+struct parley_client {
+	/* options (strings owned) */
+	struct parley_client_opts o;
+	char *host, *ca_file, *sni, *token, *device, *cname;
+
+	/* connection */
+	SSL_CTX *ctx;
+	SSL *ssl;
+	int fd;
+	int up; /* HELLO + AUTH done */
+	int fatal_err; /* stop reconnecting (EAUTH, EVERSION) */
+	int closing_err; /* fatal ERROR push seen: drop after this batch */
+	struct parley_hello_ok limits;
+	char server_id[PARLEY_PROTO_MAX_TEXT + 1];
+	char user_id[PARLEY_PROTO_MAX_USER_ID + 1];
+	uint32_t max_frame;
+	int zstd;
+	uint32_t next_rid;
+
+	/* buffers */
+	uint8_t *rx;
+	size_t rx_cap, rx_len;
+	uint8_t *tx, *ztx;
+	size_t tx_cap, ztx_cap;
+	uint8_t *zin; /* decompressed incoming payload */
+	size_t zin_cap;
+	uint8_t *reply; /* copy of the awaited reply's payload */
+	size_t reply_cap;
+	struct parley_msg *msg; /* scratch for pushes */
+	struct parley_msg *rmsg; /* the awaited reply, decoded from `reply` */
+
+	/* the one outstanding blocking request */
+	uint32_t wait_rid;
+	int wait_done;
+
+	/* subscription */
+	int subscribed;
+	uint64_t sub_from; /* as given to subscribe() */
+	uint64_t cursor; /* invariant 1 */
+	int cursor_valid; /* a SYNC_OK was seen: resume from cursor + 1 */
+	uint64_t expect_next; /* 0 = not streaming on this connection */
+	uint64_t acked; /* last EVENT_ACK sent on this connection */
+	uint64_t recv_max; /* highest inbox_seq received on this connection */
+	int in_cb;
+
+	/* timing (monotonic ms) */
+	uint64_t last_tx_ms, last_rx_ms;
+	uint64_t not_before_ms; /* GOAWAY retry_after / backoff */
+	uint32_t backoff_ms;
+	struct parley_rng rng;
+};
+
+static uint64_t now_ms(void)
+{
+	return parley_mono_ns() / 1000000u;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+int parley_client_random_id(uint8_t out[PARLEY_PROTO_MSG_ID_LEN])
+{
+	size_t got = 0;
+	while (got < PARLEY_PROTO_MSG_ID_LEN) {
+		ssize_t r = getrandom(out + got, PARLEY_PROTO_MSG_ID_LEN - got, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+/* ---- setup / teardown ------------------------------------------------------ */
+
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+	if (*cap >= need)
+		return 0;
+	size_t n = *cap ? *cap : 4096;
+	while (n < need)
+		n *= 2;
+	uint8_t *p = realloc(*buf, n);
+	if (!p)
+		return -PARLEY_ENOMEM;
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+int parley_client_new(const struct parley_client_opts *opts,
+		      struct parley_client **out)
+{
+	if (!opts || !opts->host || !opts->port || !opts->token ||
+	    !opts->device_id || !*opts->device_id ||
+	    strlen(opts->device_id) > PARLEY_PROTO_MAX_DEVICE_ID ||
+	    strlen(opts->token) > PARLEY_PROTO_MAX_TOKEN || !*opts->token)
+		return -PARLEY_EINVAL;
+	struct parley_client *c = calloc(1, sizeof *c);
+	if (!c)
+		return -PARLEY_ENOMEM;
+	c->o = *opts;
+	c->fd = -1;
+	c->host = strdup(opts->host);
+	c->ca_file = dup_or_null(opts->ca_file);
+	c->sni = strdup(opts->tls_server_name ? opts->tls_server_name : opts->host);
+	c->token = strdup(opts->token);
+	c->device = strdup(opts->device_id);
+	c->cname = strdup(opts->client_name ? opts->client_name
+					    : "libparley/" CLIENT_VERSION);
+	c->msg = malloc(sizeof *c->msg);
+	c->rmsg = malloc(sizeof *c->rmsg);
+	int err = 0;
+	if (!c->host || (opts->ca_file && !c->ca_file) || !c->sni || !c->token ||
+	    !c->device || !c->cname || !c->msg || !c->rmsg)
+		err = -PARLEY_ENOMEM;
+	if (!c->o.connect_timeout_ms)
+		c->o.connect_timeout_ms = 5000;
+	if (!c->o.request_timeout_ms)
+		c->o.request_timeout_ms = 10000;
+	if (!c->o.call_deadline_ms)
+		c->o.call_deadline_ms = 30000;
+	if (!c->o.backoff_min_ms)
+		c->o.backoff_min_ms = 100;
+	if (!c->o.backoff_max_ms)
+		c->o.backoff_max_ms = 30000;
+	c->backoff_ms = c->o.backoff_min_ms;
+	c->max_frame = PARLEY_PROTO_MAX_FRAME_DEFAULT;
+	uint8_t seed[8];
+	if (getrandom(seed, sizeof seed, 0) == sizeof seed)
+		c->rng.s = le_get64(seed); /* jitter only: any seed works */
+	else
+		c->rng.s = parley_mono_ns();
+	if (!err && opts->tls) {
+		c->ctx = SSL_CTX_new(TLS_client_method());
+		if (!c->ctx) {
+			err = -PARLEY_ENOMEM;
+		} else {
+			SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+			SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+			int ok = c->ca_file ? SSL_CTX_load_verify_locations(
+						      c->ctx, c->ca_file, NULL)
+					    : SSL_CTX_set_default_verify_paths(c->ctx);
+			if (ok != 1) {
+				PLOG_E("client", "cannot load CA certificates",
+				       "ca_file=\"%s\"", c->ca_file ? c->ca_file : "(system)");
+				err = -PARLEY_EINVAL;
+			}
+		}
+	}
+	if (err) {
+		parley_client_free(c);
+		return err;
+	}
+	*out = c;
+	return 0;
+}
+
+static void conn_drop(struct parley_client *c, int err)
+{
+	int was = c->fd >= 0;
+	if (c->ssl) {
+		/* no close_notify round trip: the peer may be gone */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->up = 0;
+	c->rx_len = 0;
+	c->expect_next = 0;
+	c->wait_rid = 0;
+	c->closing_err = 0;
+	if (was) {
+		PLOG_D("client", "disconnected", "err=%s", parley_errname(err));
+		if (c->o.on_state)
+			c->o.on_state(c->o.user, PARLEY_CLIENT_DISCONNECTED, err);
+	}
+}
+
+void parley_client_close(struct parley_client *c)
+{
+	if (c)
+		conn_drop(c, -PARLEY_ECLOSED);
+}
+
+void parley_client_free(struct parley_client *c)
+{
+	if (!c)
+		return;
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->ctx)
+		SSL_CTX_free(c->ctx);
+	free(c->host);
+	free(c->ca_file);
+	free(c->sni);
+	if (c->token) /* it is a credential: do not leave it in freed memory */
+		memset(c->token, 0, strlen(c->token));
+	free(c->token);
+	free(c->device);
+	free(c->cname);
+	free(c->rx);
+	free(c->tx);
+	free(c->ztx);
+	free(c->zin);
+	free(c->reply);
+	free(c->msg);
+	free(c->rmsg);
+	free(c);
+}
+
+int parley_client_connected(const struct parley_client *c)
+{
+	return c->up;
+}
+const char *parley_client_user_id(const struct parley_client *c)
+{
+	return c->user_id;
+}
+const struct parley_hello_ok *parley_client_limits(const struct parley_client *c)
+{
+	return &c->limits;
+}
+uint64_t parley_client_inbox_cursor(const struct parley_client *c)
+{
+	return c->cursor;
+}
+int parley_client_fd(const struct parley_client *c)
+{
+	return c->fd;
+}
+
+/* ---- raw I/O ----------------------------------------------------------------- */
+
+/* Wait for fd readiness until deadline (monotonic ms). 1 ready, 0 timeout. */
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = now_ms();
+		int t = deadline == UINT64_MAX ? -1
+			: deadline > now	  ? (int)PARLEY_MIN(deadline - now, 1u << 30)
+						  : 0;
+		struct pollfd p = {fd, events, 0};
+		int r = poll(&p, 1, t);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		return r > 0;
+	}
+}
+
+/* Write all of buf before deadline. SIGPIPE is held back around the write. */
+static int write_all(struct parley_client *c, const uint8_t *buf, size_t len,
+		     uint64_t deadline)
+{
+	sigset_t pipe_set, old;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	sigset_t pending;
+	sigpending(&pending);
+	int pipe_was_pending = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	int err = 0;
+	size_t off = 0;
+	while (off < len && !err) {
+		short want = POLLOUT;
+		if (c->ssl) {
+			ERR_clear_error();
+			int n = SSL_write(c->ssl, buf + off, (int)(len - off));
+			if (n > 0) {
+				off += (size_t)n;
+				continue;
+			}
+			int e = SSL_get_error(c->ssl, n);
+			if (e == SSL_ERROR_WANT_READ)
+				want = POLLIN;
+			else if (e != SSL_ERROR_WANT_WRITE)
+				err = -PARLEY_ECLOSED;
+		} else {
+			ssize_t n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
+			if (n > 0) {
+				off += (size_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+				err = -PARLEY_ECLOSED;
+		}
+		if (!err) {
+			int r = wait_fd(c->fd, want, deadline);
+			if (r == 0)
+				err = -PARLEY_ETIMEDOUT;
+			else if (r < 0)
+				err = r;
+		}
+	}
+	if (!pipe_was_pending) {
+		struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipe_set, NULL, &zero) > 0)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!err)
+		c->last_tx_ms = now_ms();
+	return err;
+}
+
+/* Read what is there into rx. >0 bytes read, 0 would block, <0 closed/error. */
+static int read_some(struct parley_client *c)
+{
+	if (c->rx_len == c->rx_cap) {
+		/* grow only as far as the frame at the front needs */
+		size_t need = c->rx_cap * 2;
+		if (c->rx_len >= 4) {
+			size_t fl = 4 + (size_t)le_get32(c->rx);
+			need = PARLEY_MAX(fl, c->rx_len + 1);
+		}
+		need = PARLEY_MAX(need, (size_t)RX_INITIAL);
+		if (need > (size_t)c->max_frame + 4096)
+			need = (size_t)c->max_frame + 4096;
+		if (need <= c->rx_len)
+			return -PARLEY_EPROTO; /* decode would have said ETOOBIG */
+		int r = grow(&c->rx, &c->rx_cap, need);
+		if (r < 0)
+			return r;
+	}
+	size_t room = c->rx_cap - c->rx_len;
+	if (c->ssl) {
+		ERR_clear_error();
+		int n = SSL_read(c->ssl, c->rx + c->rx_len, (int)PARLEY_MIN(room, INT32_MAX));
+		if (n > 0) {
+			c->rx_len += (size_t)n;
+			c->last_rx_ms = now_ms();
+			return n;
+		}
+		int e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			return 0;
+		return -PARLEY_ECLOSED;
+	}
+	for (;;) {
+		ssize_t n = recv(c->fd, c->rx + c->rx_len, room, 0);
+		if (n > 0) {
+			c->rx_len += (size_t)n;
+			c->last_rx_ms = now_ms();
+			return (int)n;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		return -PARLEY_ECLOSED;
+	}
+}
+
+/* Encode m and send it (compressing big SENDs when negotiated). */
+static int send_msg(struct parley_client *c, uint32_t rid,
+		    const struct parley_msg *m, uint64_t deadline)
+{
+	int n = parley_proto_size(m);
+	if (n < 0)
+		return n;
+	if ((uint32_t)n > c->max_frame)
+		return -PARLEY_ETOOBIG;
+	int r = grow(&c->tx, &c->tx_cap, (size_t)n);
+	if (r < 0)
+		return r;
+	n = parley_proto_encode(c->tx, c->tx_cap, rid, m);
+	if (n < 0)
+		return n;
+	const uint8_t *out = c->tx;
+	if (c->zstd && m->type == PARLEY_T_SEND && n >= ZSTD_SEND_MIN) {
+		r = grow(&c->ztx, &c->ztx_cap, (size_t)n);
+		if (r < 0)
+			return r;
+		int z = parley_proto_compress(c->tx, (size_t)n, c->ztx, c->ztx_cap,
+					      ZSTD_LEVEL);
+		if (z > 0) {
+			out = c->ztx;
+			n = z;
+		}
+	}
+	return write_all(c, out, (size_t)n, deadline);
+}
+
+static uint32_t next_rid(struct parley_client *c)
+{
+	if (++c->next_rid == 0)
+		c->next_rid = 1;
+	return c->next_rid;
+}
+
+static void send_ack_if_due(struct parley_client *c, int force)
+{
+	if (!c->up || c->recv_max <= c->acked || c->cursor <= c->acked)
+		return;
+	uint64_t upto = PARLEY_MIN(c->cursor, c->recv_max);
+	uint32_t win = c->limits.event_window ? c->limits.event_window : 64;
+	if (!force && upto - c->acked < PARLEY_MAX(win / 2, 1u))
+		return;
+	struct parley_msg m = {.type = PARLEY_T_EVENT_ACK};
+	m.event_ack.up_to_inbox_seq = upto;
+	if (send_msg(c, 0, &m, now_ms() + c->o.request_timeout_ms) == 0)
+		c->acked = upto;
+	else
+		conn_drop(c, -PARLEY_ECLOSED);
+}
+
+/* ---- dispatch ---------------------------------------------------------------- */
+
+static void apply_sync_ok(struct parley_client *c, const struct parley_sync_ok *ok)
+{
+	uint64_t start = ok->start_inbox_seq;
+	if (start == 0)
+		start = ok->last_inbox_seq + 1;
+	if (c->cursor && start > c->cursor + 1)
+		PLOG_W("client", "inbox events trimmed before resume",
+		       "cursor=%llu start=%llu", (unsigned long long)c->cursor,
+		       (unsigned long long)start);
+	if (start > c->cursor + 1 || !c->cursor_valid)
+		c->cursor = start - 1;
+	c->cursor_valid = 1;
+	/* a server starting below cursor+1 re-sends what we had: skipped as
+	 * duplicates by on_event */
+	c->expect_next = c->cursor + 1;
+	c->acked = c->cursor;
+	c->recv_max = c->cursor;
+}
+
+static int on_event(struct parley_client *c, const struct parley_event *ev)
+{
+	if (!c->expect_next) {
+		PLOG_W("client", "EVENT without subscription", "inbox_seq=%llu",
+		       (unsigned long long)ev->inbox_seq);
+		return 0;
+	}
+	if (ev->inbox_seq <= c->cursor)
+		return 0; /* already delivered (e.g. re-sent after a resume) */
+	if (ev->inbox_seq != c->expect_next) {
+		PLOG_W("client", "gap in inbox events, resubscribing",
+		       "expected=%llu got=%llu", (unsigned long long)c->expect_next,
+		       (unsigned long long)ev->inbox_seq);
+		return -PARLEY_EPROTO;
+	}
+	c->expect_next = ev->inbox_seq + 1;
+	c->recv_max = ev->inbox_seq;
+	int delivered = 0;
+	if (ev->kind == PARLEY_EV_MESSAGE && c->o.on_event) {
+		c->in_cb = 1;
+		c->o.on_event(c->o.user, ev);
+		c->in_cb = 0;
+		delivered = 1;
+	}
+	c->cursor = ev->inbox_seq;
+	return delivered;
+}
+
+/* Handle one whole frame. Returns events delivered (0/1) or <0 to drop. */
+static int dispatch(struct parley_client *c, const struct parley_frame *f)
+{
+	const uint8_t *p = f->payload;
+	size_t len = f->payload_len;
+	if (f->flags & PARLEY_FLAG_ZSTD) {
+		if (!c->zstd)
+			return -PARLEY_EPROTO;
+		int r = grow(&c->zin, &c->zin_cap, c->max_frame);
+		if (r < 0)
+			return r;
+		int d = parley_proto_decompress(f, c->zin, c->max_frame -
+							       PARLEY_PROTO_HEADER_SIZE);
+		if (d < 0)
+			return -PARLEY_EPROTO;
+		p = c->zin;
+		len = (size_t)d;
+	}
+	if (f->request_id != 0) {
+		if (f->request_id != c->wait_rid || c->wait_done)
+			return 0; /* keepalive PONG, or a reply we gave up on */
+		/* invariant 4: copy, then decode from the copy */
+		int r = grow(&c->reply, &c->reply_cap, len ? len : 1);
+		if (r < 0)
+			return r;
+		memcpy(c->reply, p, len);
+		r = parley_proto_decode_payload(f->type, c->reply, len, c->rmsg);
+		if (r < 0) {
+			PLOG_W("client", "malformed reply", "type=%s err=%s",
+			       parley_proto_type_name(f->type), parley_errname(r));
+			return -PARLEY_EPROTO;
+		}
+		c->wait_done = 1;
+		if (f->type == PARLEY_T_SYNC_OK)
+			apply_sync_ok(c, &c->rmsg->sync_ok);
+		return 0;
+	}
+	if (!parley_type_is_push(f->type) && f->type != PARLEY_T_ERROR)
+		return -PARLEY_EPROTO;
+	int r = parley_proto_decode_payload(f->type, p, len, c->msg);
+	if (r == -PARLEY_EVERSION)
+		return 0; /* a push type from a newer server: ignore */
+	if (r < 0)
+		return -PARLEY_EPROTO;
+	switch (f->type) {
+	case PARLEY_T_EVENT:
+		return on_event(c, &c->msg->event);
+	case PARLEY_T_GOAWAY: {
+		const struct parley_goaway *g = &c->msg->goaway;
+		PLOG_I("client", "server said goaway", "reason=%u retry_after_ms=%u text=\"%.*s\"",
+		       g->reason, g->retry_after_ms, (int)g->text.len, g->text.p);
+		uint64_t ra = g->retry_after_ms;
+		ra += ra ? parley_rng_below(&c->rng, ra / 2 + 1) : 0;
+		c->not_before_ms = now_ms() + ra;
+		if (c->o.on_state)
+			c->o.on_state(c->o.user, PARLEY_CLIENT_GOAWAY, -(int)g->reason);
+		return 0;
+	}
+	case PARLEY_T_ERROR: {
+		const struct parley_error_msg *e = &c->msg->error;
+		PLOG_W("client", "server error", "code=%u fatal=%d text=\"%.*s\"", e->code,
+		       !!(e->flags & PARLEY_ERRF_FATAL), (int)e->text.len, e->text.p);
+		if (e->flags & PARLEY_ERRF_FATAL) {
+			c->closing_err = -(int)e->code;
+			if (e->code == PARLEY_EAUTH || e->code == PARLEY_EVERSION)
+				c->fatal_err = -(int)e->code;
+		}
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Read everything available without blocking and dispatch it. Returns the
+ * number of events delivered or a negative error (the connection is then
+ * dropped).
+ */
+static int pump(struct parley_client *c)
+{
+	if (c->fd < 0)
+		return -PARLEY_ECLOSED;
+	int events = 0;
+	for (;;) {
+		int rr = read_some(c);
+		size_t off = 0;
+		int derr = 0;
+		while (off < c->rx_len) {
+			struct parley_frame f;
+			int n = parley_proto_frame_decode(c->rx + off, c->rx_len - off,
+							  c->max_frame, &f);
+			if (n == -PARLEY_EINCOMPLETE)
+				break;
+			if (n < 0) {
+				derr = n;
+				break;
+			}
+			int d = dispatch(c, &f);
+			off += (size_t)n;
+			if (d < 0) {
+				derr = d;
+				break;
+			}
+			events += d;
+			if (c->fd < 0)
+				return -PARLEY_ECLOSED; /* dropped inside (ack failed) */
+		}
+		if (derr) {
+			conn_drop(c, derr);
+			return derr;
+		}
+		if (off) {
+			memmove(c->rx, c->rx + off, c->rx_len - off);
+			c->rx_len -= off;
+		}
+		if (rr < 0) {
+			int e = c->closing_err ? c->closing_err : rr;
+			conn_drop(c, e);
+			return e == -PARLEY_EAUTH || e == -PARLEY_EVERSION ? e
+									   : -PARLEY_ECLOSED;
+		}
+		if (rr == 0)
+			break;
+		send_ack_if_due(c, 0);
+		if (c->fd < 0)
+			return -PARLEY_ECLOSED;
+	}
+	send_ack_if_due(c, 1);
+	if (c->fd < 0)
+		return -PARLEY_ECLOSED;
+	return events;
+}
+
+/* Wait for the reply to rid until deadline; pushes are dispatched meanwhile. */
+static int wait_reply(struct parley_client *c, uint32_t rid, uint64_t deadline)
+{
+	c->wait_rid = rid;
+	c->wait_done = 0;
+	for (;;) {
+		int r = pump(c);
+		/* a reply that arrived just before the connection dropped still
+		 * counts (it was copied out): no needless retry */
+		if (c->wait_done) {
+			c->wait_rid = 0;
+			return 0;
+		}
+		if (r < 0)
+			return r;
+		if (!(c->ssl && SSL_pending(c->ssl))) {
+			r = wait_fd(c->fd, POLLIN, deadline);
+			if (r < 0)
+				return r;
+			if (r == 0 && now_ms() >= deadline) {
+				c->wait_rid = 0;
+				return -PARLEY_ETIMEDOUT;
+			}
+		}
+	}
+}
+
+/* ---- connecting --------------------------------------------------------------- */
+
+static int tcp_connect(struct parley_client *c, uint64_t deadline)
+{
+	char port[8];
+	snprintf(port, sizeof port, "%u", c->o.port);
+	struct addrinfo hints = {0}, *res = NULL;
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	int g = getaddrinfo(c->host, port, &hints, &res);
+	if (g != 0) {
+		PLOG_W("client", "cannot resolve", "host=%s err=\"%s\"", c->host,
+		       gai_strerror(g));
+		return -PARLEY_ENOTFOUND;
+	}
+	int err = -PARLEY_ECLOSED;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				ai->ai_protocol);
+		if (fd < 0) {
+			err = -errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+		if (r < 0 && errno == EINPROGRESS) {
+			r = wait_fd(fd, POLLOUT, deadline);
+			if (r == 1) {
+				int soerr = 0;
+				socklen_t sl = sizeof soerr;
+				getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+				r = soerr ? (errno = soerr, -1) : 0;
+			} else {
+				errno = r == 0 ? ETIMEDOUT : -r;
+				r = -1;
+			}
+		}
+		if (r == 0) {
+			c->fd = fd;
+			freeaddrinfo(res);
+			return 0;
+		}
+		err = errno == ETIMEDOUT ? -PARLEY_ETIMEDOUT : -errno;
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return err;
+}
+
+static int tls_handshake(struct parley_client *c, uint64_t deadline)
+{
+	c->ssl = SSL_new(c->ctx);
+	if (!c->ssl)
+		return -PARLEY_ENOMEM;
+	SSL_set_fd(c->ssl, c->fd);
+	struct in6_addr a6;
+	struct in_addr a4;
+	int is_ip = inet_pton(AF_INET, c->sni, &a4) == 1 ||
+		    inet_pton(AF_INET6, c->sni, &a6) == 1;
+	if (is_ip) {
+		X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+		X509_VERIFY_PARAM_set1_ip_asc(vp, c->sni);
+	} else {
+		SSL_set_tlsext_host_name(c->ssl, c->sni);
+		SSL_set1_host(c->ssl, c->sni);
+	}
+	for (;;) {
+		ERR_clear_error();
+		int r = SSL_connect(c->ssl);
+		if (r == 1)
+			return 0;
+		int e = SSL_get_error(c->ssl, r);
+		short want;
+		if (e == SSL_ERROR_WANT_READ)
+			want = POLLIN;
+		else if (e == SSL_ERROR_WANT_WRITE)
+			want = POLLOUT;
+		else {
+			long v = SSL_get_verify_result(c->ssl);
+			unsigned long ec = ERR_peek_last_error();
+			char buf[256];
+			ERR_error_string_n(ec, buf, sizeof buf);
+			PLOG_W("client", "TLS handshake failed", "verify=\"%s\" err=\"%s\"",
+			       X509_verify_cert_error_string(v), buf);
+			return v != X509_V_OK ? -PARLEY_EAUTH : -PARLEY_EPROTO;
+		}
+		int w = wait_fd(c->fd, want, deadline);
+		if (w == 0)
+			return -PARLEY_ETIMEDOUT;
+		if (w < 0)
+			return w;
+	}
+}
+
+/* HELLO, AUTH and (if subscribed) SYNC on a fresh transport. */
+static int handshake(struct parley_client *c, uint64_t deadline)
+{
+	struct parley_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = PARLEY_T_HELLO;
+	m.hello.min_version = PARLEY_PROTO_VERSION;
+	m.hello.max_version = PARLEY_PROTO_VERSION;
+	m.hello.features = c->o.want_zstd ? PARLEY_FEAT_ZSTD : 0;
+	m.hello.device_id = parley_str_c(c->device);
+	m.hello.client_name = parley_str_c(c->cname);
+	uint32_t rid = next_rid(c);
+	int r = send_msg(c, rid, &m, deadline);
+	if (r < 0)
+		return r;
+	r = wait_reply(c, rid, deadline);
+	if (r < 0)
+		return r;
+	if (c->rmsg->type == PARLEY_T_ERROR) {
+		r = -(int)c->rmsg->error.code;
+		if (r == -PARLEY_EVERSION)
+			c->fatal_err = r;
+		return r;
+	}
+	if (c->rmsg->type != PARLEY_T_HELLO_OK)
+		return -PARLEY_EPROTO;
+	const struct parley_hello_ok *h = &c->rmsg->hello_ok;
+	if (h->version != PARLEY_PROTO_VERSION || h->max_frame < PARLEY_PROTO_MAX_FRAME_MIN ||
+	    h->max_frame > PARLEY_PROTO_MAX_FRAME_HARD)
+		return -PARLEY_EPROTO;
+	c->limits = *h;
+	size_t sl = PARLEY_MIN(h->server_id.len, sizeof c->server_id - 1);
+	if (sl)
+		memcpy(c->server_id, h->server_id.p, sl);
+	c->server_id[sl] = 0;
+	c->limits.server_id = (struct parley_str){c->server_id, (uint16_t)sl};
+	c->max_frame = h->max_frame;
+	c->zstd = c->o.want_zstd && (h->features & PARLEY_FEAT_ZSTD);
+
+	m.type = PARLEY_T_AUTH;
+	m.auth.token = parley_str_c(c->token);
+	rid = next_rid(c);
+	if ((r = send_msg(c, rid, &m, deadline)) < 0)
+		return r;
+	if ((r = wait_reply(c, rid, deadline)) < 0)
+		return r;
+	if (c->rmsg->type == PARLEY_T_ERROR) {
+		r = -(int)c->rmsg->error.code;
+		if (r == -PARLEY_EAUTH)
+			c->fatal_err = r;
+		return r;
+	}
+	if (c->rmsg->type != PARLEY_T_AUTH_OK)
+		return -PARLEY_EPROTO;
+	memcpy(c->user_id, c->rmsg->auth_ok.user_id.p, c->rmsg->auth_ok.user_id.len);
+	c->user_id[c->rmsg->auth_ok.user_id.len] = 0;
+	if (c->fd < 0)
+		return -PARLEY_ECLOSED; /* e.g. GOAWAY right after AUTH_OK */
+	c->up = 1;
+
+	if (c->subscribed) {
+		m.type = PARLEY_T_SYNC;
+		/* never SYNC(0) again once we know our place: a device the server
+		 * has not seen ack anything would restart live and skip events */
+		m.sync.from_inbox_seq = c->cursor_valid ? c->cursor + 1 : c->sub_from;
+		rid = next_rid(c);
+		if ((r = send_msg(c, rid, &m, deadline)) < 0)
+			return r;
+		if ((r = wait_reply(c, rid, deadline)) < 0)
+			return r;
+		if (c->rmsg->type == PARLEY_T_ERROR)
+			return -(int)c->rmsg->error.code;
+		if (c->rmsg->type != PARLEY_T_SYNC_OK)
+			return -PARLEY_EPROTO;
+	}
+	return c->up && c->fd >= 0 ? 0 : -PARLEY_ECLOSED;
+}
+
+static int connect_once(struct parley_client *c, uint64_t deadline)
+{
+	conn_drop(c, -PARLEY_ECLOSED);
+	uint64_t d = PARLEY_MIN(deadline, now_ms() + c->o.connect_timeout_ms);
+	int r = tcp_connect(c, d);
+	if (r == 0 && c->ctx)
+		r = tls_handshake(c, d);
+	if (r == 0) {
+		c->last_rx_ms = c->last_tx_ms = now_ms();
+		c->closing_err = 0;
+		r = handshake(c, d);
+	}
+	if (r < 0) {
+		conn_drop(c, r);
+		return r;
+	}
+	c->backoff_ms = c->o.backoff_min_ms;
+	PLOG_D("client", "connected", "host=%s port=%u user=%s server=%s", c->host,
+	       c->o.port, c->user_id, c->server_id);
+	if (c->o.on_state)
+		c->o.on_state(c->o.user, PARLEY_CLIENT_CONNECTED, 0);
+	/* events may have come in right behind SYNC_OK */
+	r = pump(c);
+	return r < 0 ? r : 0;
+}
+
+/* Sleep until t (monotonic ms), but no later than deadline. */
+static void sleep_until(uint64_t t)
+{
+	for (;;) {
+		uint64_t now = now_ms();
+		if (now >= t)
+			return;
+		uint64_t ms = t - now;
+		struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Reconnect with backoff until up, a fatal error, or the deadline. */
+static int ensure_up(struct parley_client *c, uint64_t deadline)
+{
+	for (;;) {
+		if (c->up)
+			return 0;
+		if (c->fatal_err)
+			return c->fatal_err;
+		uint64_t now = now_ms();
+		if (c->not_before_ms > now) {
+			if (c->not_before_ms >= deadline) {
+				sleep_until(deadline);
+				return -PARLEY_ETIMEDOUT;
+			}
+			sleep_until(c->not_before_ms);
+		}
+		if (now_ms() >= deadline)
+			return -PARLEY_ETIMEDOUT;
+		int r = connect_once(c, deadline);
+		if (r == 0)
+			return 0;
+		if (c->fatal_err)
+			return c->fatal_err;
+		if (c->o.no_reconnect)
+			return r;
+		/* exponential backoff with full jitter in [b/2, b] */
+		uint32_t b = c->backoff_ms;
+		c->not_before_ms = now_ms() + b / 2 + parley_rng_below(&c->rng, b / 2 + 1);
+		c->backoff_ms = (uint32_t)PARLEY_MIN((uint64_t)b * 2, c->o.backoff_max_ms);
+		PLOG_D("client", "connect failed, backing off", "err=%s backoff_ms=%u",
+		       parley_errname(r), b);
+	}
+}
+
+int parley_client_connect(struct parley_client *c)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	c->fatal_err = 0;
+	c->not_before_ms = 0;
+	return connect_once(c, now_ms() + c->o.connect_timeout_ms);
+}
+
+int parley_client_reconnect(struct parley_client *c)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	conn_drop(c, -PARLEY_ECLOSED);
+	return ensure_up(c, now_ms() + c->o.call_deadline_ms);
+}
+
+/* ---- requests ------------------------------------------------------------------- */
+
+static int retryable(uint32_t code)
+{
+	switch (code) {
+	case PARLEY_ERATE:
+	case PARLEY_EAGAIN:
+	case PARLEY_ENOTLEADER:
+	case PARLEY_ECLOSED:
+	case PARLEY_EFULL:
+	case PARLEY_ETIMEDOUT:
+	case PARLEY_EIO:
+		return 1;
+	}
+	return 0;
+}
+
+/* Sleep until t while still serving the connection (events keep flowing). */
+static void pause_serving(struct parley_client *c, uint64_t t)
+{
+	while (now_ms() < t) {
+		if (c->fd < 0) {
+			sleep_until(t);
+			return;
+		}
+		int r = wait_fd(c->fd, POLLIN, t);
+		if (r > 0 && pump(c) < 0)
+			continue;
+	}
+}
+
+/* Send req and wait for reply_type, retrying (invariant 3). */
+static int call(struct parley_client *c, const struct parley_msg *req,
+		uint16_t reply_type)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	int r = parley_proto_size(req);
+	if (r < 0)
+		return r;
+	uint64_t deadline = now_ms() + c->o.call_deadline_ms;
+	int last = -PARLEY_ETIMEDOUT;
+	uint32_t backoff = c->o.backoff_min_ms;
+	while (now_ms() < deadline) {
+		if (!c->up) {
+			if (c->o.no_reconnect && c->fd < 0)
+				return -PARLEY_ECLOSED;
+			r = ensure_up(c, deadline);
+			if (r < 0) {
+				if (c->fatal_err)
+					return c->fatal_err;
+				return last != -PARLEY_ETIMEDOUT ? last : r;
+			}
+		}
+		uint32_t rid = next_rid(c);
+		uint64_t t = PARLEY_MIN(deadline, now_ms() + c->o.request_timeout_ms);
+		r = send_msg(c, rid, req, t);
+		if (r == -PARLEY_ETOOBIG || r == -PARLEY_EINVAL || r == -PARLEY_ENOMEM)
+			return r;
+		if (r == 0)
+			r = wait_reply(c, rid, t);
+		if (r < 0) {
+			/* fate unknown: drop and resend on a fresh connection */
+			last = r;
+			conn_drop(c, r);
+			if (c->o.no_reconnect)
+				return r;
+			continue;
+		}
+		if (c->rmsg->type == PARLEY_T_ERROR) {
+			const struct parley_error_msg *e = &c->rmsg->error;
+			last = -(int)e->code;
+			if (!retryable(e->code))
+				return last;
+			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;
+			backoff = (uint32_t)PARLEY_MIN((uint64_t)backoff * 2, c->o.backoff_max_ms);
+			pause_ms += parley_rng_below(&c->rng, pause_ms / 4 + 1);
+			if (now_ms() + pause_ms >= deadline)
+				return last;
+			pause_serving(c, now_ms() + pause_ms);
+			continue;
+		}
+		if (c->rmsg->type != reply_type) {
+			conn_drop(c, -PARLEY_EPROTO);
+			return -PARLEY_EPROTO;
+		}
+		return 0;
+	}
+	return last;
+}
+
+int parley_client_conv_open(struct parley_client *c, const char *peer,
+			    const struct parley_conv **conv)
+{
+	size_t n = strlen(peer);
+	if (!parley_proto_user_id_valid(peer, n))
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_CONV_OPEN};
+	m.conv_open.peer = (struct parley_str){peer, (uint16_t)n};
+	int r = call(c, &m, PARLEY_T_CONV);
+	if (r == 0 && conv)
+		*conv = &c->rmsg->conv;
+	return r;
+}
+
+int parley_client_send_id(struct parley_client *c, const char *conv,
+			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			  uint16_t content_type, const void *body, size_t len,
+			  struct parley_send_result *res)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || len > UINT32_MAX ||
+	    (len && !body))
+		return -PARLEY_EINVAL;
+	if (c->up && c->limits.max_body && len > c->limits.max_body)
+		return -PARLEY_ETOOBIG;
+	struct parley_msg m = {.type = PARLEY_T_SEND};
+	m.send.conv = (struct parley_str){conv, (uint16_t)cl};
+	memcpy(m.send.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	m.send.content_type = content_type;
+	m.send.body = (struct parley_bytes){body, (uint32_t)len};
+	int r = call(c, &m, PARLEY_T_SEND_ACK);
+	if (r < 0)
+		return r;
+	const struct parley_send_ack *a = &c->rmsg->send_ack;
+	if (memcmp(a->client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN) != 0)
+		return -PARLEY_EPROTO;
+	if (res) {
+		res->seq = a->seq;
+		res->server_ts_ms = a->server_ts_ms;
+		res->duplicate = !!(a->flags & PARLEY_ACKF_DUPLICATE);
+		memcpy(res->client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	}
+	return 0;
+}
+
+int parley_client_send(struct parley_client *c, const char *conv,
+		       uint16_t content_type, const void *body, size_t len,
+		       struct parley_send_result *res)
+{
+	uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
+	int r = parley_client_random_id(id);
+	if (r < 0)
+		return r;
+	return parley_client_send_id(c, conv, id, content_type, body, len, res);
+}
+
+int parley_client_history(struct parley_client *c, const char *conv,
+			  uint64_t before_seq, uint16_t limit,
+			  const struct parley_history_page **page)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || limit < 1 ||
+	    limit > PARLEY_PROTO_MAX_HISTORY)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_HISTORY};
+	m.history = (struct parley_history){{conv, (uint16_t)cl}, before_seq, limit};
+	int r = call(c, &m, PARLEY_T_HISTORY_PAGE);
+	if (r == 0 && page)
+		*page = &c->rmsg->history_page;
+	return r;
+}
+
+int parley_client_conv_list(struct parley_client *c, uint16_t limit,
+			    const struct parley_conv_list_ok **list)
+{
+	if (limit < 1 || limit > PARLEY_PROTO_MAX_LIST)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_CONV_LIST};
+	m.conv_list.limit = limit;
+	int r = call(c, &m, PARLEY_T_CONV_LIST_OK);
+	if (r == 0 && list)
+		*list = &c->rmsg->conv_list_ok;
+	return r;
+}
+
+int parley_client_ping(struct parley_client *c)
+{
+	struct parley_msg m = {.type = PARLEY_T_PING};
+	m.ping.nonce = parley_rng_next(&c->rng);
+	int r = call(c, &m, PARLEY_T_PONG);
+	if (r == 0 && c->rmsg->pong.nonce != m.ping.nonce)
+		return -PARLEY_EPROTO;
+	return r;
+}
+
+int parley_client_subscribe(struct parley_client *c, uint64_t from_inbox_seq,
+			    struct parley_sync_ok *ok)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	if (c->subscribed)
+		return -PARLEY_EEXIST;
+	struct parley_msg m = {.type = PARLEY_T_SYNC};
+	m.sync.from_inbox_seq = from_inbox_seq;
+	c->sub_from = from_inbox_seq;
+	if (from_inbox_seq) {
+		c->cursor = from_inbox_seq - 1;
+		c->cursor_valid = 0; /* SYNC_OK decides */
+	}
+	/* If the connection drops mid-call, the reconnect path re-sends SYNC
+	 * only once `subscribed` is set; until then call() retries it. */
+	int r = call(c, &m, PARLEY_T_SYNC_OK);
+	if (r < 0)
+		return r;
+	c->subscribed = 1;
+	if (ok)
+		*ok = c->rmsg->sync_ok;
+	return 0;
+}
+
+/* ---- event loop ------------------------------------------------------------------- */
+
+int parley_client_next_timeout_ms(const struct parley_client *c)
+{
+	if (!c->up)
+		return (int)PARLEY_MIN(c->backoff_ms, 1000u);
+	uint32_t idle = c->limits.idle_timeout_ms ? c->limits.idle_timeout_ms : 30000;
+	uint64_t due = c->last_tx_ms + idle / 3;
+	uint64_t now = now_ms();
+	return due > now ? (int)PARLEY_MIN(due - now, 1u << 30) : 0;
+}
+
+static int keepalive(struct parley_client *c)
+{
+	uint32_t idle = c->limits.idle_timeout_ms ? c->limits.idle_timeout_ms : 30000;
+	uint64_t now = now_ms();
+	/* a server that says nothing (not even PONG) for this long is gone */
+	if (now - c->last_rx_ms > (uint64_t)idle + c->o.request_timeout_ms) {
+		conn_drop(c, -PARLEY_ETIMEDOUT);
+		return -PARLEY_ECLOSED;
+	}
+	if (now - c->last_tx_ms >= idle / 3) {
+		struct parley_msg m = {.type = PARLEY_T_PING};
+		m.ping.nonce = parley_rng_next(&c->rng);
+		if (send_msg(c, next_rid(c), &m, now + c->o.request_timeout_ms) < 0) {
+			conn_drop(c, -PARLEY_ECLOSED);
+			return -PARLEY_ECLOSED;
+		}
+	}
+	return 0;
+}
+
+int parley_client_process(struct parley_client *c)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	if (!c->up)
+		return c->fatal_err ? c->fatal_err : -PARLEY_ECLOSED;
+	int r = pump(c);
+	if (r < 0)
+		return r;
+	int k = keepalive(c);
+	return k < 0 ? k : r;
+}
+
+int parley_client_poll(struct parley_client *c, int timeout_ms)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+	int total = 0;
+	for (;;) {
+		if (!c->up) {
+			if (c->fatal_err)
+				return c->fatal_err;
+			if (c->o.no_reconnect)
+				return -PARLEY_ECLOSED;
+			int r = ensure_up(c, deadline);
+			if (r == -PARLEY_ETIMEDOUT)
+				return total;
+			if (r < 0)
+				return r;
+		}
+		if (!(c->ssl && SSL_pending(c->ssl))) {
+			uint64_t t = PARLEY_MIN(deadline,
+						now_ms() + (uint64_t)parley_client_next_timeout_ms(c));
+			int w = wait_fd(c->fd, POLLIN, t);
+			if (w < 0)
+				return w;
+		}
+		int r = parley_client_process(c);
+		if (r > 0)
+			total += r;
+		else if (r < 0 && (c->fatal_err || c->o.no_reconnect))
+			return c->fatal_err ? c->fatal_err : r;
+		if (total > 0 || now_ms() >= deadline)
+			return total;
+	}
+}

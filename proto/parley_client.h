@@ -1,0 +1,189 @@
+/*
+ * parley_client.h — libparley: the C client library for parleyd.
+ *
+ * Speaks docs/PROTOCOL.md over TCP or TLS (OpenSSL; the server certificate
+ * is verified against a CA file or the system store, and its name against
+ * the host name). One `struct parley_client` is one connection of one
+ * device; it reconnects by itself and resumes its inbox subscription from
+ * the last event it delivered, so events are neither lost nor delivered
+ * twice to the callback (within the life of the object).
+ *
+ * Two ways to use it:
+ *   - blocking: parley_client_connect(), then parley_client_send() /
+ *     _history() / _conv_open() / _conv_list() each wait for their reply
+ *     (retrying across timeouts and reconnects, see below), and
+ *     parley_client_poll(c, timeout) to wait for events;
+ *   - event loop: watch parley_client_fd() for readability and call
+ *     parley_client_process() (never blocks on reads) when it fires, and at
+ *     least every parley_client_next_timeout_ms() for keepalive. When
+ *     process() returns -PARLEY_ECLOSED, call parley_client_poll() or
+ *     parley_client_reconnect() (those block while reconnecting).
+ *   Writes are small and may block up to request_timeout_ms when the
+ *   socket's send buffer is full.
+ *
+ * Events: subscribe with parley_client_subscribe(); every EVENT is passed
+ * to opts.on_event in inbox order, from inside process()/poll() or from
+ * inside a blocking call that is waiting for its reply. The client
+ * acknowledges events (EVENT_ACK) after the callback returns. A callback
+ * must not call the client's blocking functions (they return -PARLEY_EINVAL
+ * from inside a callback).
+ *
+ * Retries: every request here is idempotent (SEND thanks to its
+ * client_msg_id, reused on every retry), so a call that times out or
+ * loses its connection reconnects and tries again until its deadline
+ * (opts.call_deadline_ms). Server errors that a retry may cure (RATE,
+ * AGAIN, NOTLEADER, CLOSED, FULL, TIMEDOUT, IO) wait retry_after_ms (or a
+ * backoff) and retry; other errors are returned as -code at once.
+ *
+ * Ownership: replies returned through a `const struct ... **` pointer
+ * borrow from the client's reply buffer and stay valid until the next call
+ * into the client. Strings passed in are copied where they are kept.
+ * Threads: a client object is used by one thread at a time (no locking
+ * inside). Different objects are independent. No global init is needed
+ * (OpenSSL 1.1+ initialises itself). SIGPIPE is blocked around socket
+ * writes, so applications need not ignore it.
+ *
+ * Return values: 0 / a positive count, or a negative -PARLEY_E* / -errno.
+ * A server ERROR with code C is returned as -C (e.g. -PARLEY_EPERM).
+ */
+#ifndef PARLEY_CLIENT_H
+#define PARLEY_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley_proto.h"
+
+struct parley_client;
+
+enum parley_client_state {
+	PARLEY_CLIENT_CONNECTED = 1, /* HELLO + AUTH done (and SYNC if subscribed) */
+	PARLEY_CLIENT_DISCONNECTED = 2, /* err says why */
+	PARLEY_CLIENT_GOAWAY = 3, /* server asked us to leave; err = -reason */
+};
+
+/* Called for each EVENT; ev borrows from the client's buffers (valid during
+ * the call only). */
+typedef void (*parley_event_cb)(void *user, const struct parley_event *ev);
+/* Called on connection state changes (optional). */
+typedef void (*parley_state_cb)(void *user, enum parley_client_state st,
+				int err);
+
+struct parley_client_opts {
+	const char *host; /* required: name or address */
+	uint16_t port; /* required */
+	int tls; /* 1 = TLS */
+	const char *ca_file; /* TLS: trust only this CA bundle (PEM); NULL =
+				system store */
+	const char *tls_server_name; /* TLS: name to verify and send as SNI;
+					NULL = host */
+	const char *token; /* required: JWT */
+	const char *device_id; /* required: 1..64 bytes, stable per device */
+	const char *client_name; /* NULL = "libparley/<version>" */
+	int want_zstd; /* offer PARLEY_FEAT_ZSTD */
+	uint32_t connect_timeout_ms; /* 0 = 5000: TCP + TLS + HELLO + AUTH */
+	uint32_t request_timeout_ms; /* 0 = 10000: one attempt's wait */
+	uint32_t call_deadline_ms; /* 0 = 30000: a call's total retry budget */
+	int no_reconnect; /* 1 = never reconnect by itself */
+	uint32_t backoff_min_ms; /* 0 = 100 */
+	uint32_t backoff_max_ms; /* 0 = 30000 */
+	parley_event_cb on_event;
+	parley_state_cb on_state;
+	void *user;
+};
+
+/* Allocate a client (copies the options' strings). Does not connect. */
+int parley_client_new(const struct parley_client_opts *opts,
+		      struct parley_client **out);
+/* Close the connection and free everything. NULL is fine. */
+void parley_client_free(struct parley_client *c);
+
+/* Connect, HELLO, AUTH (blocking, connect_timeout_ms). -PARLEY_EAUTH if the
+ * token is refused, -PARLEY_EVERSION on no common version. */
+int parley_client_connect(struct parley_client *c);
+/* Drop the connection (if any) and connect again, honouring GOAWAY's
+ * retry_after and resuming the subscription. Blocks. */
+int parley_client_reconnect(struct parley_client *c);
+/* Close the connection; the object can connect again later. */
+void parley_client_close(struct parley_client *c);
+/* 1 if connected and authenticated. */
+int parley_client_connected(const struct parley_client *c);
+
+/* After a successful connect: the authenticated user id (NUL-terminated). */
+const char *parley_client_user_id(const struct parley_client *c);
+/* The negotiated limits (valid while connected). */
+const struct parley_hello_ok *parley_client_limits(const struct parley_client *c);
+
+/* ---- requests (blocking, with retries) ------------------------------------ */
+
+struct parley_send_result {
+	uint64_t seq;
+	uint64_t server_ts_ms;
+	int duplicate; /* the server already had this client_msg_id */
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN];
+};
+
+/* Open (create if needed) the 1:1 conversation with peer. *conv borrows. */
+int parley_client_conv_open(struct parley_client *c, const char *peer,
+			    const struct parley_conv **conv);
+
+/* Send a message with a fresh random client_msg_id; retried with the same
+ * id until acknowledged (durable) or the deadline. res may be NULL. */
+int parley_client_send(struct parley_client *c, const char *conv,
+		       uint16_t content_type, const void *body, size_t len,
+		       struct parley_send_result *res);
+/* Same with a caller-chosen client_msg_id (for apps with their own outbox
+ * that must survive restarts: reuse the id to retry). */
+int parley_client_send_id(struct parley_client *c, const char *conv,
+			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			  uint16_t content_type, const void *body, size_t len,
+			  struct parley_send_result *res);
+
+/* One page of history, newest first (before_seq 0 = newest, limit 1..100).
+ * *page borrows. */
+int parley_client_history(struct parley_client *c, const char *conv,
+			  uint64_t before_seq, uint16_t limit,
+			  const struct parley_history_page **page);
+
+/* The caller's conversations, most recent first (limit 1..100). *list borrows. */
+int parley_client_conv_list(struct parley_client *c, uint16_t limit,
+			    const struct parley_conv_list_ok **list);
+
+/* Round trip to the server (keepalive / latency probe). */
+int parley_client_ping(struct parley_client *c);
+
+/* ---- events ----------------------------------------------------------------- */
+
+/*
+ * Subscribe to the inbox (SYNC). from_inbox_seq as in the protocol: the
+ * first inbox seq wanted, or 0 to resume after this device's server-side
+ * cursor. After a reconnect the client re-subscribes from its own cursor
+ * (last delivered + 1). *ok (may be NULL) receives SYNC_OK's numbers.
+ */
+int parley_client_subscribe(struct parley_client *c, uint64_t from_inbox_seq,
+			    struct parley_sync_ok *ok);
+/* The last inbox_seq delivered to on_event (0 = none yet). Persist it to
+ * resume across restarts with parley_client_subscribe(c, cursor + 1). */
+uint64_t parley_client_inbox_cursor(const struct parley_client *c);
+
+/* ---- event loop ------------------------------------------------------------- */
+
+/* The socket, or -1 when not connected. Changes across reconnects. */
+int parley_client_fd(const struct parley_client *c);
+/* Read what is available without blocking, dispatch frames, send due acks
+ * and keepalives. Returns the number of events delivered (>= 0),
+ * -PARLEY_ECLOSED when the connection is gone (reconnect to continue),
+ * or another negative error. */
+int parley_client_process(struct parley_client *c);
+/* Milliseconds until process() must run for keepalive even without input. */
+int parley_client_next_timeout_ms(const struct parley_client *c);
+/* Wait up to timeout_ms (-1 = forever) for input, process it, and
+ * reconnect (with backoff, within the timeout) when the connection is
+ * gone and reconnecting is allowed. Returns events delivered (>= 0), or a
+ * negative error (-PARLEY_EAUTH etc. when reconnecting is hopeless). */
+int parley_client_poll(struct parley_client *c, int timeout_ms);
+
+/* Fill out with 16 random bytes (getrandom). */
+int parley_client_random_id(uint8_t out[PARLEY_PROTO_MSG_ID_LEN]);
+
+#endif /* PARLEY_CLIENT_H */
