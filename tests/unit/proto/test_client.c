@@ -859,3 +859,129 @@ Test(client, bad_options)
 	cr_assert_lt(parley_client_connect(c), 0, "nothing listens on port 1");
 	parley_client_free(c);
 }
+
+/* ---- the `parley` CLI against the same fake server ------------------------------ */
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static char g_cli[512];
+
+static void find_cli(void)
+{
+	const char *bin = getenv("PARLEY_BIN_DIR");
+	if (!bin)
+		cr_skip_test("PARLEY_BIN_DIR not set (run through ctest)");
+	snprintf(g_cli, sizeof g_cli, "%s/tools/parley", bin);
+	if (access(g_cli, X_OK) != 0)
+		cr_skip_test("%s not built", g_cli);
+}
+
+/*
+ * Run `parley --host 127.0.0.1 --port P --token T --device cli <args>` with
+ * stdin_text on stdin; collect stdout into out. If until is set, stop
+ * (SIGTERM) once it appears in the output. Returns the exit status, or -1
+ * when killed.
+ */
+static int run_cli(const char *token, const char *stdin_text, const char *until,
+		   char *out, size_t cap, const char *const *args)
+{
+	int in[2], o[2];
+	cr_assert_eq(pipe(in), 0);
+	cr_assert_eq(pipe(o), 0);
+	char port[8];
+	snprintf(port, sizeof port, "%u", F.port);
+	const char *argv[32] = {g_cli, "--host", "127.0.0.1", "--port", port,
+				"--token", token, "--device", "cli"};
+	int n = 9;
+	for (int i = 0; args[i] && n < 31; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(o[1], 1);
+		close(in[1]);
+		close(o[0]);
+		execv(g_cli, (char *const *)argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(o[1]);
+	if (stdin_text && write(in[1], stdin_text, strlen(stdin_text)) < 0)
+		cr_assert_fail("write stdin");
+	if (!until)
+		close(in[1]);
+	size_t got = 0;
+	int killed = 0;
+	for (int spins = 0; spins < 400; spins++) { /* ~20 s bound on a hang */
+		struct pollfd p = {o[0], POLLIN, 0};
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		ssize_t r = read(o[0], out + got, cap - 1 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		out[got] = 0;
+		if (until && strstr(out, until)) {
+			kill(pid, SIGTERM);
+			killed = 1;
+			break;
+		}
+	}
+	out[got] = 0;
+	if (until)
+		close(in[1]);
+	close(o[0]);
+	int st;
+	if (!killed && waitpid(pid, &st, WNOHANG) == 0)
+		kill(pid, SIGKILL); /* hung: the asserts below will say so */
+	waitpid(pid, &st, 0);
+	if (killed || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+Test(client, cli_commands)
+{
+	find_cli();
+	fake_start(&F, NULL);
+	static char out[1 << 16];
+
+	const char *send_args[] = {"send", "bob", "hello", "world", NULL};
+	cr_assert_eq(run_cli("good-token", NULL, NULL, out, sizeof out, send_args), 0, "%s", out);
+	cr_assert(strstr(out, "sent d:alice:bob #1"), "%s", out);
+	cr_assert_eq(F.nmsgs, 1);
+	cr_assert_eq(F.msgs[0].len, 11);
+	cr_assert(memcmp(F.msgs[0].body, "hello world", 11) == 0);
+
+	const char *hist_args[] = {"history", "bob", "--limit", "5", NULL};
+	cr_assert_eq(run_cli("good-token", NULL, NULL, out, sizeof out, hist_args), 0);
+	cr_assert(strstr(out, "d:alice:bob #1 alice: hello world"), "%s", out);
+
+	const char *list_args[] = {"list", NULL};
+	cr_assert_eq(run_cli("good-token", NULL, NULL, out, sizeof out, list_args), 0);
+	cr_assert(strstr(out, "d:alice:bob\twith bob\tlast #1"), "%s", out);
+
+	const char *bad_args[] = {"history", "bob", "--limit", "500", NULL};
+	cr_assert_eq(run_cli("good-token", NULL, NULL, out, sizeof out, bad_args), 2);
+	cr_assert_eq(run_cli("bad-token", NULL, NULL, out, sizeof out, list_args), 1);
+
+	/* interactive: pick a peer, send two lines, look at history, quit */
+	const char *chat_args[] = {"chat", NULL};
+	cr_assert_eq(run_cli("good-token", "hello?\n/to bob\nfirst line\nsecond\\line\n/history 3\n/quit\n",
+			     NULL, out, sizeof out, chat_args),
+		     0, "%s", out);
+	cr_assert_eq(F.nmsgs, 3, "the line before /to is not sent");
+	cr_assert(memcmp(F.msgs[1].body, "first line", 10) == 0);
+	cr_assert(strstr(out, "#2 alice: first line"), "%s", out);
+	cr_assert(strstr(out, "#3 alice: second\\\\line"), "escaped backslash: %s", out);
+
+	/* watch prints inbox events as lines (from the start of the inbox) */
+	const char *watch_args[] = {"watch", "--from", "1", NULL};
+	cr_assert_eq(run_cli("good-token", NULL, "second", out, sizeof out, watch_args), -1);
+	cr_assert(strstr(out, "d:alice:bob #1 alice: hello world\n"), "%s", out);
+	cr_assert(strstr(out, "d:alice:bob #2 alice: first line\n"), "%s", out);
+	fake_stop(&F);
+}
