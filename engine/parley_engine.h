@@ -79,6 +79,15 @@ struct pe_options {
 	/* Clock for entry timestamps (ms since epoch); NULL = wall clock. */
 	uint64_t (*clock_ms)(void *arg);
 	void *clock_arg;
+	/* Open for inspection only: recover and serve reads, never write a
+	 * byte (appends fail with -PARLEY_EPERM). Used by `parleyctl inspect`. */
+	bool read_only;
+	/* Called (from a shard thread) when a WAL write or fdatasync fails.
+	 * After that every append fails with -PARLEY_EFATAL: on Linux a failed
+	 * fsync cannot be retried safely, so the process should exit and
+	 * recover from the log. NULL = only log it. */
+	void (*on_fatal)(void *arg, int err);
+	void *fatal_arg;
 };
 
 /*
@@ -117,6 +126,25 @@ struct pe_partition_status {
 /* Blocking; any thread except a callback. */
 int pe_partition_status(struct pe_engine *e, uint32_t partition,
 			struct pe_partition_status *out);
+
+/* Calls cb(arg, key, klen, meta) for every stream of the partition, on
+ * the calling thread, from a snapshot taken on the shard. Blocking; not from
+ * a callback. cb returns non-zero to stop. */
+struct pe_meta;
+typedef int (*pe_stream_cb)(void *arg, const void *key, size_t klen,
+			    const struct pe_meta *meta);
+int pe_list_streams(struct pe_engine *e, uint32_t partition, pe_stream_cb cb,
+		    void *arg);
+
+/* Engine-wide counters (monotonic since open), for metrics and benchmarks. */
+struct pe_stats {
+	uint64_t appends;      /* append commands acknowledged */
+	uint64_t entries;      /* entries appended */
+	uint64_t wal_batches;  /* write+fdatasync rounds (group commits) */
+	uint64_t wal_bytes;    /* bytes written to the WAL */
+	uint64_t fsync_ns_total; /* time spent waiting for write+fdatasync */
+};
+void pe_stats(struct pe_engine *e, struct pe_stats *out);
 
 /* ---- entries -------------------------------------------------------------- */
 
