@@ -62,6 +62,7 @@ struct parley_client {
 	int up; /* HELLO + AUTH done */
 	int fatal_err; /* stop reconnecting (EAUTH, EVERSION) */
 	int closing_err; /* fatal ERROR push seen: drop after this batch */
+	int draining; /* GOAWAY seen: no new requests on this connection */
 	struct parley_hello_ok limits;
 	char server_id[PARLEY_PROTO_MAX_TEXT + 1];
 	char user_id[PARLEY_PROTO_MAX_USER_ID + 1];
@@ -228,6 +229,7 @@ static void conn_drop(struct parley_client *c, int err)
 	c->expect_next = 0;
 	c->wait_rid = 0;
 	c->closing_err = 0;
+	c->draining = 0;
 	if (was) {
 		PLOG_D("client", "disconnected", "err=%s", parley_errname(err));
 		if (c->o.on_state)
@@ -571,6 +573,7 @@ static int dispatch(struct parley_client *c, const struct parley_frame *f)
 		uint64_t ra = g->retry_after_ms;
 		ra += ra ? parley_rng_below(&c->rng, ra / 2 + 1) : 0;
 		c->not_before_ms = now_ms() + ra;
+		c->draining = 1;
 		if (c->o.on_state)
 			c->o.on_state(c->o.user, PARLEY_CLIENT_GOAWAY, -(int)g->reason);
 		return 0;
@@ -985,6 +988,10 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 	int last = -PARLEY_ETIMEDOUT;
 	uint32_t backoff = c->o.backoff_min_ms;
 	while (now_ms() < deadline) {
+		/* after GOAWAY the server answers new requests with CLOSED: move
+		 * to a new connection (after retry_after) instead */
+		if (c->up && c->draining)
+			conn_drop(c, -PARLEY_ECLOSED);
 		if (!c->up) {
 			if (c->o.no_reconnect && c->fd < 0)
 				return -PARLEY_ECLOSED;
@@ -1204,6 +1211,8 @@ int parley_client_poll(struct parley_client *c, int timeout_ms)
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
 	int total = 0;
 	for (;;) {
+		if (c->up && c->draining && !c->o.no_reconnect)
+			conn_drop(c, -PARLEY_ECLOSED); /* resume elsewhere after retry_after */
 		if (!c->up) {
 			if (c->fatal_err)
 				return c->fatal_err;

@@ -25,8 +25,13 @@
  * to opts.on_event in inbox order, from inside process()/poll() or from
  * inside a blocking call that is waiting for its reply. The client
  * acknowledges events (EVENT_ACK) after the callback returns. A callback
- * must not call the client's blocking functions (they return -PARLEY_EINVAL
- * from inside a callback).
+ * may call the accessors (user_id, inbox_cursor, fd, ...) but nothing that
+ * does I/O or frees: the blocking calls, process() and poll() return
+ * -PARLEY_EINVAL from inside a callback; close() and free() must not be
+ * called there.
+ *
+ * GOAWAY: the client stops sending new requests on that connection and
+ * moves to a new one after the server's retry_after_ms (plus jitter).
  *
  * Retries: every request here is idempotent (SEND thanks to its
  * client_msg_id, reused on every retry), so a call that times out or

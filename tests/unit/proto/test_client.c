@@ -57,6 +57,8 @@ struct fake {
 	int ignore_send; /* store it, never answer, keep the connection */
 	int rate_send; /* answer ERROR RATE retry_after 20ms */
 	int goaway_conn; /* on this connection number, GOAWAY right after AUTH_OK */
+	int goaway_keep_open; /* ... but keep the connection, answering CLOSED */
+	int closed_replies; /* requests answered CLOSED while draining */
 	int kill_after_events; /* close after pushing this many events (once) */
 	int compress; /* compress big replies when negotiated */
 	uint32_t window; /* event_window announced */
@@ -98,7 +100,7 @@ struct conn {
 	SSL *ssl;
 	uint8_t rx[1 << 21];
 	size_t rxn;
-	int zstd, subscribed;
+	int zstd, subscribed, draining;
 	uint64_t next_push; /* inbox seq */
 	uint64_t acked;
 	int dead;
@@ -200,6 +202,11 @@ static void serve_frame(struct fake *f, struct conn *c, const struct parley_fram
 	}
 	uint32_t rid = fr->request_id;
 	memset(&g_out, 0, sizeof g_out);
+	if (c->draining && parley_type_is_request(fr->type) && fr->type != PARLEY_T_PING) {
+		f->closed_replies++;
+		reply_err(c, rid, PARLEY_ECLOSED, 0, 0, "draining");
+		return;
+	}
 	switch (fr->type) {
 	case PARLEY_T_HELLO:
 		g_out.type = PARLEY_T_HELLO_OK;
@@ -223,7 +230,10 @@ static void serve_frame(struct fake *f, struct conn *c, const struct parley_fram
 			g_out.goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 30,
 							      parley_str_c("drain")};
 			reply(c, 0, &g_out);
-			c->dead = 1;
+			if (f->goaway_keep_open)
+				c->draining = 1;
+			else
+				c->dead = 1;
 		}
 		return;
 	case PARLEY_T_PING:
@@ -730,6 +740,31 @@ Test(client, goaway_reconnects)
 	for (int i = 0; i < g_nstates; i++)
 		saw_goaway |= g_states[i] == PARLEY_CLIENT_GOAWAY;
 	cr_assert(saw_goaway);
+	parley_client_free(c);
+	fake_stop(&F);
+}
+
+Test(client, goaway_moves_new_requests_to_a_new_connection)
+{
+	F.goaway_conn = 1;
+	F.goaway_keep_open = 1;
+	fake_start(&F, NULL);
+	struct parley_client *c = mk("good-token", 0, NULL, NULL);
+	cr_assert_eq(parley_client_connect(c), 0);
+	/* let the GOAWAY arrive (process() only reads: the connection stays) */
+	for (int i = 0; i < 200; i++) {
+		int saw = 0;
+		for (int k = 0; k < g_nstates; k++)
+			saw |= g_states[k] == PARLEY_CLIENT_GOAWAY;
+		if (saw)
+			break;
+		usleep(10000);
+		cr_assert_geq(parley_client_process(c), 0);
+	}
+	cr_assert(parley_client_connected(c));
+	cr_assert_eq(parley_client_conv_open(c, "bob", NULL), 0);
+	cr_assert_eq(F.conns, 2);
+	cr_assert_eq(F.closed_replies, 0, "no request was sent to the draining connection");
 	parley_client_free(c);
 	fake_stop(&F);
 }
