@@ -1,0 +1,1871 @@
+/*
+ * conn.c — a client connection on its loop: framing, TLS over memory BIOs,
+ * the bounded outbound queue, the state machine drawn in conn.h, and the
+ * requests of docs/PROTOCOL.md on the chat model of chat.h.
+ *
+ * DURABLE BEFORE ACK: a SEND_ACK is encoded only inside send_cb(), the
+ * engine append callback, which the engine runs only after the entry's
+ * WAL batch is fdatasync'd (engine/parley_engine.h, "Durability
+ * invariant"). No other code path produces SEND_ACK.
+ *
+ * Engine callbacks in this file (send_cb, hist_cb, sync_*_cb, sub_cb,
+ * resolve_cb, open_*_cb, list_*_cb) run on engine shard threads: they only
+ * read their own heap context, encode frames with the pure codec and
+ * loop_post() them. Everything else runs on the connection's loop thread.
+ *
+ * Ownership: each callback context is malloc'd by the loop-side handler
+ * and freed by the last callback that uses it. A subscription context
+ * (struct subctx) is freed by the engine's unsubscribe `done` callback.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "chat.h"
+#include "conn.h"
+#include "parley_proto.h"
+
+#define OBUF_CHUNK (16u << 10)
+#define CURSOR_FLUSH_NS (5ull * 1000000000ull)
+#define SLOW_CLOSE_GRACE_NS (1000000000ull)
+
+static _Thread_local uint8_t tls_plain[16384];
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static uint32_t wire_code(int err)
+{
+	if (err >= 0)
+		return PARLEY_EIO;
+	int e = -err;
+	switch (e) {
+	case PARLEY_ECORRUPT:
+	case PARLEY_EFATAL:
+	case PARLEY_EIO:
+		return PARLEY_EIO;
+	case PARLEY_ENOMEM:
+	case ENOMEM:
+		return PARLEY_ENOMEM;
+	default:
+		return e >= 1000 && e <= 1020 ? (uint32_t)e : PARLEY_EIO;
+	}
+}
+
+static void ctr_add(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+static struct srv *S(struct conn *c)
+{
+	return loop_srv(c->lp);
+}
+
+/* Encode m into a new lmsg (engine threads). NULL on failure. */
+static struct lmsg *frame_msg(uint16_t kind, uint32_t req_id,
+			      const struct parley_msg *m)
+{
+	int n = parley_proto_size(m);
+	if (n < 0)
+		return NULL;
+	struct lmsg *lm = lmsg_new(kind, (uint32_t)n);
+	if (!lm)
+		return NULL;
+	int rc = parley_proto_encode(lm->data, (size_t)n, req_id, m);
+	if (rc != n) {
+		free(lm);
+		return NULL;
+	}
+	return lm;
+}
+
+static struct lmsg *error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
+			      const char *text)
+{
+	struct parley_msg m = {.type = PARLEY_T_ERROR};
+	m.error.code = code;
+	m.error.retry_after_ms = retry;
+	m.error.text = parley_str_c(text);
+	return frame_msg(LM_FRAME, req_id, &m);
+}
+
+/* Post an encoded reply for (lp, slot, gen); a reply we cannot allocate
+ * becomes a short ERROR NOMEM; if even that fails the request is lost
+ * and the client's request times out (logged). */
+static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
+		       struct lmsg *m, uint32_t req_id)
+{
+	if (!m)
+		m = error_msg(req_id, PARLEY_ENOMEM, 100, "out of memory");
+	if (!m) {
+		PLOG_E("conn", "reply lost: out of memory", "req=%u", req_id);
+		return;
+	}
+	m->slot = slot;
+	m->gen = gen;
+	m->done_req = true;
+	loop_post(lp, m);
+}
+
+/* ---- outbound queue ------------------------------------------------------------- */
+
+static void out_raw(struct conn *c, const uint8_t *p, size_t n)
+{
+	if (c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER &&
+	    c->oq_bytes > S(c)->lim.max_outbound)
+		return; /* already cut off: bytes are dropped, the client resyncs */
+	while (n) {
+		struct obuf *t = c->oq_tail;
+		if (!t || t->cap == t->len) {
+			uint32_t cap = OBUF_CHUNK;
+			t = malloc(sizeof *t + cap);
+			PARLEY_ASSERT(t);
+			t->next = NULL;
+			t->len = t->off = 0;
+			t->cap = cap;
+			if (c->oq_tail)
+				c->oq_tail->next = t;
+			else
+				c->oq_head = t;
+			c->oq_tail = t;
+		}
+		size_t k = PARLEY_MIN(n, (size_t)(t->cap - t->len));
+		memcpy(t->data + t->len, p, k);
+		t->len += (uint32_t)k;
+		c->oq_bytes += k;
+		p += k;
+		n -= k;
+	}
+}
+
+static void tls_flush(struct conn *c)
+{
+	BIO *w = SSL_get_wbio(c->ssl);
+	uint8_t buf[4096];
+	for (;;) {
+		int k = BIO_read(w, buf, sizeof buf);
+		if (k <= 0)
+			break;
+		out_raw(c, buf, (size_t)k);
+	}
+}
+
+static void conn_slow_consumer(struct conn *c, const char *why);
+
+/* Queue a whole frame (plaintext) and make sure it gets sent. */
+static void conn_write(struct conn *c, const uint8_t *p, size_t n)
+{
+	if (c->state == CS_CLOSING)
+		return;
+	if (c->ssl) {
+		int k = SSL_write(c->ssl, p, (int)n);
+		if (k <= 0) {
+			loop_conn_close(c, "tls write failed");
+			return;
+		}
+		tls_flush(c);
+	} else {
+		out_raw(c, p, n);
+	}
+	ctr_add(&S(c)->ctr.frames_out, 1);
+	if (c->oq_bytes > S(c)->lim.max_outbound &&
+	    c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER)
+		conn_slow_consumer(c, "outbound queue over its bound");
+	loop_conn_kick(c);
+}
+
+static void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
+{
+	uint8_t *buf = loop_scratch(c->lp);
+	int n = parley_proto_encode(buf, PARLEY_PROTO_MAX_FRAME_HARD, req_id, m);
+	if (n < 0) {
+		PLOG_E("conn", "encode failed", "type=%s err=%s",
+		       parley_proto_type_name(m->type), parley_errname(n));
+		return;
+	}
+	conn_write(c, buf, (size_t)n);
+}
+
+static void conn_error(struct conn *c, uint32_t req_id, uint32_t code,
+		       bool fatal, uint32_t retry, const char *text)
+{
+	struct parley_msg m = {.type = PARLEY_T_ERROR};
+	m.error.code = code;
+	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
+	m.error.retry_after_ms = retry;
+	m.error.text = parley_str_c(text);
+	ctr_add(&S(c)->ctr.errors_sent, 1);
+	conn_send(c, req_id, &m);
+	if (fatal) {
+		c->closing_after_flush = true;
+		if (!c->oq_head)
+			loop_conn_close(c, text);
+	}
+}
+
+static void conn_goaway(struct conn *c, uint16_t reason, uint32_t retry,
+			const char *text)
+{
+	struct parley_msg m = {.type = PARLEY_T_GOAWAY};
+	m.goaway.reason = reason;
+	m.goaway.retry_after_ms = retry;
+	m.goaway.text = parley_str_c(text);
+	conn_send(c, 0, &m);
+}
+
+void conn_on_sent(struct conn *c, uint32_t n)
+{
+	while (n && c->oq_head) {
+		struct obuf *b = c->oq_head;
+		uint32_t k = PARLEY_MIN(n, b->len - b->off);
+		b->off += k;
+		n -= k;
+		c->oq_bytes -= k;
+		if (b->off == b->len && (b != c->oq_tail || b->len == b->cap)) {
+			c->oq_head = b->next;
+			if (!c->oq_head)
+				c->oq_tail = NULL;
+			free(b);
+		} else if (b->off == b->len) {
+			/* tail chunk drained: free it too, keep nothing idle */
+			c->oq_head = c->oq_tail = NULL;
+			free(b);
+		}
+	}
+	if (!c->oq_head && c->closing_after_flush)
+		loop_conn_close(c, "closed after fatal error");
+	else if (!c->oq_head && c->state == CS_DRAINING && !c->inflight &&
+		 !c->resolving && !c->sync_busy)
+		loop_conn_close(c, "drained");
+}
+
+/* ---- subscriptions (inbox delivery) ----------------------------------------------- */
+
+struct subctx {
+	struct loop *lp;
+	uint32_t slot, gen;
+	_Atomic int64_t credit;   /* events the engine may still deliver */
+	atomic_bool paused;
+	struct pe_sub *sub;
+};
+
+/* LM_INBOX payload: repeated {u64 inbox_seq, u16 kind, u16 clen, conv,
+ * u64 conv_seq}; m->a = count; m->c = 1 and m->b = next_seq for a skip
+ * (the engine trimmed the inbox below our cursor). */
+static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
+			      const struct pe_sub_update *u)
+{
+	struct subctx *x = arg;
+	(void)sub;
+	if (u->event == PE_SUB_CLOSED) {
+		struct lmsg *m = lmsg_new(LM_SUB_CLOSED, 0);
+		if (m) {
+			m->slot = x->slot;
+			m->gen = x->gen;
+			m->a = (uint64_t)(int64_t)u->err;
+			loop_post(x->lp, m);
+		}
+		return PE_SUB_CONTINUE;
+	}
+	if (u->event == PE_SUB_TRIMMED) {
+		struct lmsg *m = lmsg_new(LM_INBOX, 0);
+		PARLEY_ASSERT(m);
+		m->slot = x->slot;
+		m->gen = x->gen;
+		m->b = u->next_seq;
+		m->c = 1;
+		loop_post(x->lp, m);
+		return PE_SUB_CONTINUE;
+	}
+	size_t need = 0;
+	for (uint32_t i = 0; i < u->count; i++)
+		need += 20 + 250;
+	struct lmsg *m = lmsg_new(LM_INBOX, (uint32_t)need);
+	PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
+	size_t off = 0;
+	for (uint32_t i = 0; i < u->count; i++) {
+		const struct pe_entry *e = &u->entries[i];
+		struct chat_ptr p = {0};
+		if (e->type != CHAT_ENT_PTR ||
+		    chat_ptr_decode(e->payload, e->len, &p) != 0)
+			p = (struct chat_ptr){0};
+		uint8_t *q = m->data + off;
+		le_put64(q, e->seq);
+		le_put16(q + 8, p.kind);
+		le_put16(q + 10, p.conv_len);
+		memcpy(q + 12, p.conv, p.conv_len);
+		le_put64(q + 12 + p.conv_len, p.conv_seq);
+		off += 20 + p.conv_len;
+	}
+	m->len = (uint32_t)off;
+	m->a = u->count;
+	m->slot = x->slot;
+	m->gen = x->gen;
+	loop_post(x->lp, m);
+	int64_t left = atomic_fetch_sub(&x->credit, (int64_t)u->count) -
+		       (int64_t)u->count;
+	if (left > 0)
+		return PE_SUB_CONTINUE;
+	atomic_store(&x->paused, true);
+	/* The loop may have granted credit between our subtraction and the
+	 * store: if it did not claim the pause, continue ourselves. */
+	if (atomic_load(&x->credit) > 0 && atomic_exchange(&x->paused, false))
+		return PE_SUB_CONTINUE;
+	return PE_SUB_PAUSE;
+}
+
+static void sub_done(void *arg)
+{
+	free(arg);
+}
+
+static void sub_grant(struct conn *c, int64_t n)
+{
+	struct subctx *x = c->sub;
+	if (!x)
+		return;
+	int64_t now = atomic_fetch_add(&x->credit, n) + n;
+	if (now > 0 && atomic_exchange(&x->paused, false)) {
+		int rc = pe_sub_resume(x->sub);
+		if (rc) /* queue full: the tick retries */
+			atomic_store(&x->paused, true);
+	}
+}
+
+static void sub_end(struct conn *c)
+{
+	struct subctx *x = c->sub;
+	if (!x)
+		return;
+	c->sub = NULL;
+	for (int tries = 0;; tries++) {
+		int rc = pe_unsubscribe(x->sub, sub_done, x);
+		if (rc == 0)
+			return;
+		if (tries > 1000) {
+			PLOG_E("conn", "unsubscribe failed, leaking the "
+			       "subscription context", "err=%s",
+			       parley_errname(rc));
+			return;
+		}
+		sched_yield();
+	}
+}
+
+/* ---- EVENT resolution: inbox pointer -> message -> EVENT frame ------------------------ */
+
+struct resolve {
+	struct resolve *next;     /* conn's retry list */
+	struct loop *lp;
+	uint32_t slot, gen;
+	uint64_t inbox_seq, conv_seq;
+	uint16_t kind, clen;
+	char conv[250];
+};
+
+static struct lmsg *event_placeholder(const struct resolve *r)
+{
+	/* The pointer could not be resolved (unknown kind, unreadable
+	 * message): an EVENT of kind 0 keeps the inbox sequence dense;
+	 * clients skip kinds they do not know and acknowledge them. */
+	struct parley_msg m = {.type = PARLEY_T_EVENT};
+	m.event.inbox_seq = r->inbox_seq;
+	m.event.kind = 0;
+	m.event.conv = r->clen ? (struct parley_str){r->conv, r->clen}
+			       : parley_str_c("-");
+	m.event.conv_seq = r->conv_seq;
+	m.event.sender = parley_str_c("-");
+	struct lmsg *lm = frame_msg(LM_EVENT, 0, &m);
+	if (!lm) { /* conv bytes not valid UTF-8 (cannot happen: we wrote it) */
+		m.event.conv = parley_str_c("-");
+		lm = frame_msg(LM_EVENT, 0, &m);
+	}
+	return lm;
+}
+
+static void resolve_cb(void *arg, const struct pe_read_result *res)
+{
+	struct resolve *r = arg;
+	struct lmsg *lm = NULL;
+	struct chat_msg cm;
+	if (res->err == 0 && res->count == 1 && res->entries[0].seq == r->conv_seq &&
+	    chat_msg_decode(res->entries[0].payload, res->entries[0].len, &cm) == 0) {
+		struct parley_msg m = {.type = PARLEY_T_EVENT};
+		m.event.inbox_seq = r->inbox_seq;
+		m.event.kind = r->kind;
+		m.event.conv = (struct parley_str){r->conv, r->clen};
+		m.event.conv_seq = r->conv_seq;
+		m.event.sender = (struct parley_str){cm.sender, cm.sender_len};
+		memcpy(m.event.client_msg_id, cm.client_msg_id, 16);
+		m.event.server_ts_ms = res->entries[0].ts_ms;
+		m.event.content_type = cm.content_type;
+		m.event.body = (struct parley_bytes){cm.body, cm.body_len};
+		lm = frame_msg(LM_EVENT, 0, &m);
+	}
+	if (!lm)
+		lm = event_placeholder(r);
+	PARLEY_ASSERT(lm);
+	lm->slot = r->slot;
+	lm->gen = r->gen;
+	lm->a = r->inbox_seq;
+	loop_post(r->lp, lm);
+	free(r);
+}
+
+/* Issue the read for r; on a full engine queue keep it for the tick. */
+static void resolve_issue(struct conn *c, struct resolve *r,
+			  struct resolve ***tailp)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = r->kind == PARLEY_EV_MESSAGE && r->clen
+			 ? chat_key_conv(key, r->conv, r->clen)
+			 : -PARLEY_EINVAL;
+	if (kl < 0) {
+		struct lmsg *lm = event_placeholder(r);
+		PARLEY_ASSERT(lm);
+		lm->a = r->inbox_seq;
+		lm->slot = r->slot;
+		lm->gen = r->gen;
+		loop_post(c->lp, lm);
+		free(r);
+		return;
+	}
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = r->conv_seq, .dir = PE_FORWARD,
+				.limit = 1};
+	int rc = pe_read(S(c)->engine, &q, resolve_cb, r);
+	if (rc == 0)
+		return;
+	/* -PARLEY_EFULL (or ENOMEM): retry from the tick, in order */
+	r->next = NULL;
+	**tailp = r;
+	*tailp = &r->next;
+}
+
+static struct resolve **rq_tail(struct resolve **head)
+{
+	struct resolve **t = head;
+	while (*t)
+		t = &(*t)->next;
+	return t;
+}
+
+/* Resolves that met a full engine queue wait in a per-loop side table
+ * (thread-local: one per loop thread) keyed by connection, so struct conn
+ * stays small; the table is empty except under engine back-pressure. */
+struct rq_ent {
+	struct rq_ent *next;
+	struct conn *c;
+	struct resolve *head;
+};
+static _Thread_local struct rq_ent *rq_list;
+
+static struct rq_ent *rq_find(struct conn *c, bool create)
+{
+	for (struct rq_ent *e = rq_list; e; e = e->next)
+		if (e->c == c)
+			return e;
+	if (!create)
+		return NULL;
+	struct rq_ent *e = calloc(1, sizeof *e);
+	PARLEY_ASSERT(e);
+	e->c = c;
+	e->next = rq_list;
+	rq_list = e;
+	return e;
+}
+
+static void rq_drop(struct conn *c)
+{
+	for (struct rq_ent **pp = &rq_list; *pp; pp = &(*pp)->next) {
+		if ((*pp)->c == c) {
+			struct rq_ent *e = *pp;
+			*pp = e->next;
+			while (e->head) {
+				struct resolve *r = e->head;
+				e->head = r->next;
+				free(r);
+				c->resolving--;
+			}
+			free(e);
+			return;
+		}
+	}
+}
+
+static void on_inbox(struct conn *c, struct lmsg *m)
+{
+	if (!c->sub)
+		return; /* subscription ended since */
+	if (m->c == 1) {
+		/* retention trimmed the inbox below our cursor: skip ahead */
+		if (m->b > c->ev_next)
+			c->ev_next = m->b;
+		return;
+	}
+	struct rq_ent *pending = rq_find(c, false);
+	struct resolve *head = pending ? pending->head : NULL;
+	struct resolve **tail = rq_tail(&head);
+	size_t off = 0;
+	for (uint64_t i = 0; i < m->a; i++) {
+		const uint8_t *q = m->data + off;
+		struct resolve *r = malloc(sizeof *r);
+		PARLEY_ASSERT(r);
+		r->lp = c->lp;
+		r->slot = c->slot;
+		r->gen = c->gen;
+		r->inbox_seq = le_get64(q);
+		r->kind = le_get16(q + 8);
+		r->clen = le_get16(q + 10);
+		memcpy(r->conv, q + 12, r->clen);
+		r->conv_seq = le_get64(q + 12 + r->clen);
+		off += 20 + r->clen;
+		c->resolving++;
+		if (head) { /* earlier ones wait: keep issue order */
+			r->next = NULL;
+			*tail = r;
+			tail = &r->next;
+		} else {
+			resolve_issue(c, r, &tail);
+		}
+	}
+	if (head)
+		rq_find(c, true)->head = head;
+}
+
+static void retry_resolves(struct conn *c)
+{
+	struct rq_ent *e = rq_find(c, false);
+	if (!e)
+		return;
+	struct resolve *list = e->head;
+	e->head = NULL;
+	struct resolve **tail = &e->head;
+	while (list) {
+		struct resolve *r = list;
+		list = r->next;
+		if (e->head) { /* an earlier one failed again: keep order */
+			r->next = NULL;
+			*tail = r;
+			tail = &r->next;
+		} else {
+			resolve_issue(c, r, &tail);
+		}
+	}
+	if (!e->head)
+		rq_drop(c);
+}
+
+static void on_event(struct conn *c, struct lmsg *m)
+{
+	c->resolving--;
+	if (!c->sub && c->state != CS_DRAINING)
+		return;
+	uint64_t seq = m->a;
+	if (seq < c->ev_next)
+		return; /* behind a trim skip */
+	if (seq != c->ev_next) {
+		struct ev_stash *s = malloc(sizeof *s + m->len);
+		PARLEY_ASSERT(s);
+		s->inbox_seq = seq;
+		s->len = m->len;
+		memcpy(s->data, m->data, m->len);
+		struct ev_stash **pp = &c->stash;
+		while (*pp && (*pp)->inbox_seq < seq)
+			pp = &(*pp)->next;
+		s->next = *pp;
+		*pp = s;
+		return;
+	}
+	conn_write(c, m->data, m->len);
+	ctr_add(&S(c)->ctr.events_out, 1);
+	c->ev_next++;
+	while (c->stash && c->stash->inbox_seq == c->ev_next) {
+		struct ev_stash *s = c->stash;
+		c->stash = s->next;
+		conn_write(c, s->data, s->len);
+		ctr_add(&S(c)->ctr.events_out, 1);
+		c->ev_next++;
+		free(s);
+	}
+}
+
+/* ---- device cursor ------------------------------------------------------------------- */
+
+static void noop_append_cb(void *arg, const struct pe_append_result *r)
+{
+	(void)arg;
+	if (r->err)
+		PLOG_W("conn", "cursor store failed", "err=%s",
+		       parley_errname(r->err));
+}
+
+static void cursor_store(struct conn *c)
+{
+	if (!c->id || c->ev_acked <= c->cursor_stored)
+		return;
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_cursor(key, c->id->user, c->id->ulen, c->id->device,
+				 c->id->dlen);
+	if (kl < 0)
+		return;
+	uint8_t b[8];
+	le_put64(b, c->ev_acked);
+	struct pe_input in = {.type = CHAT_ENT_CURSOR, .len = 8, .payload = b};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	if (pe_append(S(c)->engine, &q, noop_append_cb, NULL) == 0)
+		c->cursor_stored = c->ev_acked;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
+		      uint32_t gen)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->lp = lp;
+	c->fd = fd;
+	c->slot = slot;
+	c->gen = gen;
+	c->is_tls = tls;
+	c->last_rx_ns = parley_mono_ns();
+	c->deadline_ns = c->last_rx_ns +
+			 (uint64_t)loop_srv(lp)->lim.handshake_timeout_ms * 1000000ull;
+	c->state = CS_NEW;
+	if (tls) {
+		c->ssl = SSL_new(loop_srv(lp)->tls);
+		BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+		if (!c->ssl || !r || !w) {
+			SSL_free(c->ssl);
+			BIO_free(r);
+			BIO_free(w);
+			free(c);
+			return NULL;
+		}
+		BIO_set_mem_eof_return(r, -1);
+		BIO_set_mem_eof_return(w, -1);
+		SSL_set_bio(c->ssl, r, w);
+		SSL_set_accept_state(c->ssl);
+		c->state = CS_TLS_HS;
+	}
+	return c;
+}
+
+void conn_on_close(struct conn *c)
+{
+	sub_end(c);
+	cursor_store(c);
+	rq_drop(c);
+}
+
+void conn_free(struct conn *c)
+{
+	while (c->oq_head) {
+		struct obuf *b = c->oq_head;
+		c->oq_head = b->next;
+		free(b);
+	}
+	while (c->stash) {
+		struct ev_stash *s = c->stash;
+		c->stash = s->next;
+		free(s);
+	}
+	if (c->ssl)
+		SSL_free(c->ssl);
+	free(c->inbuf);
+	free(c->id);
+	free(c);
+}
+
+static void conn_slow_consumer(struct conn *c, const char *why)
+{
+	PLOG_I("conn", "slow consumer cut off", "user=%s why=\"%s\" queued=%" PRIu64,
+	       c->id ? c->id->user : "-", why, c->oq_bytes);
+	ctr_add(&S(c)->ctr.slow_consumers, 1);
+	sub_end(c); /* no more events: memory stays bounded */
+	c->goaway_reason = PARLEY_GOAWAY_SLOW_CONSUMER;
+	c->state = CS_DRAINING;
+	c->deadline_ns = parley_mono_ns() + SLOW_CLOSE_GRACE_NS;
+	/* Goes out if the client ever reads; the queue is over its bound, so
+	 * out_raw drops it otherwise and the deadline closes. */
+	struct parley_msg m = {.type = PARLEY_T_GOAWAY};
+	m.goaway.reason = PARLEY_GOAWAY_SLOW_CONSUMER;
+	m.goaway.retry_after_ms = 1000;
+	m.goaway.text = parley_str_c(why);
+	uint8_t buf[256];
+	int n = parley_proto_encode(buf, sizeof buf, 0, &m);
+	if (n > 0) {
+		if (c->ssl) {
+			if (SSL_write(c->ssl, buf, n) > 0)
+				tls_flush(c);
+		} else {
+			uint64_t saved = c->oq_bytes;
+			c->oq_bytes = 0; /* bypass the drop rule for GOAWAY */
+			out_raw(c, buf, (size_t)n);
+			c->oq_bytes += saved;
+		}
+	}
+	loop_conn_kick(c);
+}
+
+void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
+		const char *text)
+{
+	if (c->state == CS_CLOSING || c->state == CS_DRAINING)
+		return;
+	if (c->state != CS_READY) {
+		loop_conn_close(c, "drain before ready");
+		return;
+	}
+	c->state = CS_DRAINING;
+	c->goaway_reason = reason;
+	sub_end(c); /* the device resumes from its cursor elsewhere */
+	cursor_store(c);
+	conn_goaway(c, reason, retry_after_ms, text);
+	c->deadline_ns = parley_mono_ns() +
+			 (uint64_t)S(c)->lim.drain_timeout_ms * 1000000ull;
+	if (!c->oq_head && !c->inflight && !c->resolving && !c->sync_busy)
+		loop_conn_close(c, "drained");
+}
+
+void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
+{
+	struct srv *s = S(c);
+	if (c->state == CS_CLOSING)
+		return;
+	if (c->deadline_ns && now_ns >= c->deadline_ns) {
+		if (c->state < CS_READY) {
+			ctr_add(&s->ctr.handshake_timeouts, 1);
+			loop_conn_close(c, "handshake timeout");
+		} else {
+			loop_conn_close(c, "drain deadline");
+		}
+		return;
+	}
+	if (c->state >= CS_READY &&
+	    now_ns - c->last_rx_ns > (uint64_t)s->lim.idle_timeout_ms * 1000000ull) {
+		ctr_add(&s->ctr.idle_closes, 1);
+		if (c->state == CS_READY)
+			conn_drain(c, PARLEY_GOAWAY_IDLE, 0, "idle timeout");
+		else
+			loop_conn_close(c, "idle timeout");
+		return;
+	}
+	if (c->state == CS_READY && c->token_exp_ms && now_ms >= c->token_exp_ms) {
+		conn_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
+		return;
+	}
+	if (c->sub) {
+		struct subctx *x = c->sub;
+		int64_t credit = atomic_load(&x->credit);
+		if (credit <= 0) {
+			if (!c->window_full_ns)
+				c->window_full_ns = now_ns;
+			else if (now_ns - c->window_full_ns >
+				 (uint64_t)s->lim.slow_consumer_ms * 1000000ull) {
+				conn_slow_consumer(c, "events not acknowledged");
+				return;
+			}
+		} else {
+			c->window_full_ns = 0;
+			if (atomic_exchange(&x->paused, false) &&
+			    pe_sub_resume(x->sub) != 0)
+				atomic_store(&x->paused, true);
+		}
+	}
+	retry_resolves(c);
+	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
+		cursor_store(c);
+		c->cursor_dirty = false;
+		c->cursor_written_ns = now_ns;
+	}
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+/* SEND -------------------------------------------------------------------------------- */
+
+struct send_ctx {
+	struct loop *lp;
+	struct chat *chat;
+	uint32_t slot, gen, req_id;
+	uint64_t t0_ns;
+	uint8_t cmid[16];
+	uint16_t clen;
+	char conv[];
+};
+
+static void send_cb(void *arg, const struct pe_append_result *r)
+{
+	struct send_ctx *x = arg;
+	struct lmsg *m;
+	if (r->err) {
+		m = error_msg(x->req_id, wire_code(r->err),
+			      r->err == -PARLEY_EFULL ? 100 : 0,
+			      parley_strerror(r->err));
+	} else {
+		/* durable: the engine calls us only after fdatasync */
+		struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
+		am.send_ack.conv = (struct parley_str){x->conv, x->clen};
+		memcpy(am.send_ack.client_msg_id, x->cmid, 16);
+		am.send_ack.seq = r->seq;
+		am.send_ack.server_ts_ms = r->ts_ms;
+		am.send_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
+		m = frame_msg(LM_FRAME, x->req_id, &am);
+		if (m) {
+			m->t0_ns = x->t0_ns;
+			m->b = r->duplicate ? 2 : 1; /* ack marker for metrics */
+		}
+		if (!r->duplicate)
+			chat_fanout_submit(x->chat, x->conv, x->clen, r->seq,
+					   r->ts_ms);
+	}
+	post_reply(x->lp, x->slot, x->gen, m, x->req_id);
+	free(x);
+}
+
+static int conv_check(struct conn *c, struct parley_str conv)
+{
+	struct chat_member mm[2];
+	if (chat_conv_members(conv.p, conv.len, mm) < 0)
+		return -PARLEY_ENOTFOUND;
+	if (!chat_conv_has_member(conv.p, conv.len, c->id->user, c->id->ulen))
+		return -PARLEY_EPERM;
+	return 0;
+}
+
+static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
+{
+	struct srv *s = S(c);
+	int rc = conv_check(c, m->conv);
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0,
+			   rc == -PARLEY_EPERM ? "not a member" : "no such conversation");
+		return;
+	}
+	if (m->body.len > s->lim.max_body) {
+		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
+		return;
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, m->conv.p, m->conv.len);
+	struct chat_msg cm = {.sender = c->id->user, .sender_len = c->id->ulen,
+			      .content_type = m->content_type,
+			      .body = m->body.p, .body_len = m->body.len};
+	memcpy(cm.client_msg_id, m->client_msg_id, 16);
+	int n = chat_msg_encode(NULL, 0, &cm);
+	uint8_t *rec = malloc((size_t)n);
+	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
+	if (!rec || !x || kl < 0) {
+		free(rec);
+		free(x);
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	chat_msg_encode(rec, (size_t)n, &cm);
+	*x = (struct send_ctx){.lp = c->lp, .chat = s->chat, .slot = c->slot,
+			       .gen = c->gen, .req_id = rid,
+			       .t0_ns = parley_mono_ns(),
+			       .clen = m->conv.len};
+	memcpy(x->cmid, m->client_msg_id, 16);
+	memcpy(x->conv, m->conv.p, m->conv.len);
+	struct pe_input in = {.type = CHAT_ENT_MSG, .len = (uint32_t)n,
+			      .payload = rec};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	chat_producer_send(q.producer, c->id->user, c->id->ulen,
+			   m->client_msg_id);
+	rc = pe_append(s->engine, &q, send_cb, x);
+	free(rec); /* pe_append copied the payload */
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL ? 50 : 0,
+			   rc == -PARLEY_EFULL ? "server busy" : parley_strerror(rc));
+		return;
+	}
+	ctr_add(&s->ctr.sends, 1);
+	c->inflight++;
+}
+
+/* HISTORY ------------------------------------------------------------------------------ */
+
+struct hist_ctx {
+	struct loop *lp;
+	uint32_t slot, gen, req_id, max_frame;
+	uint16_t clen;
+	char conv[250];
+};
+
+static void hist_cb(void *arg, const struct pe_read_result *r)
+{
+	struct hist_ctx *x = arg;
+	struct lmsg *lm;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err), 0,
+			       parley_strerror(r->err));
+	} else {
+		struct parley_msg *m = calloc(1, sizeof *m);
+		if (!m) {
+			post_reply(x->lp, x->slot, x->gen, NULL, x->req_id);
+			free(x);
+			return;
+		}
+		m->type = PARLEY_T_HISTORY_PAGE;
+		struct parley_history_page *hp = &m->history_page;
+		hp->conv = (struct parley_str){x->conv, x->clen};
+		size_t size = PARLEY_PROTO_HEADER_SIZE + 2 + x->clen + 8 + 1 + 2;
+		bool all = true;
+		for (uint32_t i = 0; i < r->count && hp->count < PARLEY_PROTO_MAX_HISTORY; i++) {
+			struct chat_msg cm;
+			if (chat_msg_decode(r->entries[i].payload, r->entries[i].len,
+					    &cm))
+				continue; /* not a message record */
+			struct parley_hist_msg *h = &hp->msgs[hp->count];
+			h->seq = r->entries[i].seq;
+			h->ts_ms = r->entries[i].ts_ms;
+			h->sender = (struct parley_str){cm.sender, cm.sender_len};
+			memcpy(h->client_msg_id, cm.client_msg_id, 16);
+			h->content_type = cm.content_type;
+			h->body = (struct parley_bytes){cm.body, cm.body_len};
+			size_t hs = parley_proto_hist_msg_size(h);
+			if (size + hs > x->max_frame) {
+				all = false;
+				break;
+			}
+			size += hs;
+			hp->count++;
+		}
+		if (hp->count)
+			hp->next_before_seq = hp->msgs[hp->count - 1].seq;
+		if (hp->count == 0 || (all && r->end && hp->count == r->count) ||
+		    hp->next_before_seq == 1)
+			hp->flags |= PARLEY_HISTF_END;
+		if (hp->count == 0)
+			hp->next_before_seq = 0;
+		lm = frame_msg(LM_FRAME, x->req_id, m);
+		free(m);
+	}
+	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
+	free(x);
+}
+
+static void req_history(struct conn *c, uint32_t rid,
+			const struct parley_history *m)
+{
+	struct srv *s = S(c);
+	int rc = conv_check(c, m->conv);
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0,
+			   rc == -PARLEY_EPERM ? "not a member" : "no such conversation");
+		return;
+	}
+	ctr_add(&s->ctr.history, 1);
+	if (m->before_seq == 1) { /* nothing is older than seq 1 */
+		struct parley_msg pm = {.type = PARLEY_T_HISTORY_PAGE};
+		pm.history_page.conv = m->conv;
+		pm.history_page.flags = PARLEY_HISTF_END;
+		conn_send(c, rid, &pm);
+		return;
+	}
+	struct hist_ctx *x = malloc(sizeof *x);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, m->conv.p, m->conv.len);
+	if (!x || kl < 0) {
+		free(x);
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct hist_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+			       .req_id = rid, .max_frame = s->lim.max_frame,
+			       .clen = m->conv.len};
+	memcpy(x->conv, m->conv.p, m->conv.len);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = m->before_seq ? m->before_seq - 1 : UINT64_MAX,
+				.dir = PE_BACKWARD, .limit = m->limit};
+	rc = pe_read(s->engine, &q, hist_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL ? 50 : 0, "server busy");
+		return;
+	}
+	c->inflight++;
+}
+
+/* SYNC --------------------------------------------------------------------------------- */
+
+/* Two reads, each posting LM_SYNC_STEP: a = step (1 cursor, 2 inbox
+ * meta), b, c = values. The request id lives in the lmsg (done_req false
+ * until SYNC_OK is queued by the loop). */
+struct sync_ctx {
+	struct loop *lp;
+	uint32_t slot, gen, req_id;
+	int step;
+};
+
+static void sync_read_cb(void *arg, const struct pe_read_result *r)
+{
+	struct sync_ctx *x = arg;
+	struct lmsg *m = lmsg_new(LM_SYNC_STEP, 4);
+	PARLEY_ASSERT(m);
+	m->slot = x->slot;
+	m->gen = x->gen;
+	le_put32(m->data, x->req_id);
+	m->a = (uint64_t)x->step;
+	if (r->err) {
+		m->a = 99; /* failed */
+		m->b = (uint64_t)(int64_t)r->err;
+	} else if (x->step == 1) {
+		m->b = UINT64_MAX; /* no stored cursor */
+		if (r->count == 1 && r->entries[0].len == 8)
+			m->b = le_get64(r->entries[0].payload);
+	} else {
+		m->b = r->first_seq;
+		m->c = r->last_seq;
+	}
+	loop_post(x->lp, m);
+	free(x);
+}
+
+static int sync_read(struct conn *c, uint32_t rid, int step)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = step == 1 ? chat_key_cursor(key, c->id->user, c->id->ulen,
+					     c->id->device, c->id->dlen)
+			   : chat_key_inbox(key, c->id->user, c->id->ulen);
+	if (kl < 0)
+		return kl;
+	struct sync_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct sync_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+			       .req_id = rid, .step = step};
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	int rc = pe_read(S(c)->engine, &q, sync_read_cb, x);
+	if (rc)
+		free(x);
+	return rc;
+}
+
+/* c->ev_acked doubles as the SYNC's from_inbox_seq until subscribed. */
+static void req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
+{
+	if (c->sub || c->sync_busy) {
+		conn_error(c, rid, PARLEY_EEXIST, false, 0, "already syncing");
+		return;
+	}
+	ctr_add(&S(c)->ctr.syncs, 1);
+	c->ev_acked = m->from_inbox_seq;
+	int rc = sync_read(c, rid, m->from_inbox_seq == 0 ? 1 : 2);
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 50, "server busy");
+		return;
+	}
+	c->sync_busy = true;
+	c->inflight++;
+}
+
+static void sync_fail(struct conn *c, uint32_t rid, int err)
+{
+	c->sync_busy = false;
+	c->inflight--;
+	conn_error(c, rid, wire_code(err), false, 50, parley_strerror(err));
+}
+
+static void on_sync_step(struct conn *c, struct lmsg *m)
+{
+	uint32_t rid = le_get32(m->data);
+	if (c->state != CS_READY) { /* draining: the device resyncs elsewhere */
+		c->sync_busy = false;
+		c->inflight--;
+		conn_error(c, rid, PARLEY_ECLOSED, false, 0, "draining");
+		return;
+	}
+	if (m->a == 99) {
+		sync_fail(c, rid, (int)(int64_t)m->b);
+		return;
+	}
+	if (m->a == 1) {
+		/* cursor known: resume after it; unknown device: start live,
+		 * marked by UINT64_MAX until the inbox meta is in */
+		c->ev_acked = m->b == UINT64_MAX ? UINT64_MAX : m->b + 1;
+		c->cursor_stored = m->b == UINT64_MAX ? 0 : m->b;
+		int rc = sync_read(c, rid, 2);
+		if (rc)
+			sync_fail(c, rid, rc);
+		return;
+	}
+	uint64_t first = m->b, last = m->c;
+	uint64_t from = c->ev_acked;
+	if (from == UINT64_MAX || from > last + 1)
+		from = last + 1;
+	if (first && from < first)
+		from = first;
+	if (from == 0)
+		from = 1;
+	struct subctx *x = calloc(1, sizeof *x);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, c->id->user, c->id->ulen);
+	if (!x || kl < 0) {
+		free(x);
+		sync_fail(c, rid, -PARLEY_ENOMEM);
+		return;
+	}
+	x->lp = c->lp;
+	x->slot = c->slot;
+	x->gen = c->gen;
+	atomic_store(&x->credit, (int64_t)S(c)->lim.event_window);
+	c->ev_next = from;
+	c->ev_acked = from - 1;
+	if (c->cursor_stored < c->ev_acked)
+		c->cursor_stored = c->ev_acked; /* nothing to store yet */
+	/* SYNC_OK goes out before the first EVENT: both are queued on this
+	 * loop, and EVENTs only arrive through later messages. */
+	struct parley_msg ok = {.type = PARLEY_T_SYNC_OK};
+	ok.sync_ok.first_inbox_seq = first;
+	ok.sync_ok.last_inbox_seq = last;
+	ok.sync_ok.start_inbox_seq = from;
+	int rc = pe_subscribe(S(c)->engine, key, (size_t)kl, from, sub_cb, x,
+			      &x->sub);
+	if (rc) {
+		free(x);
+		sync_fail(c, rid, rc);
+		return;
+	}
+	c->sub = x;
+	c->sync_busy = false;
+	c->inflight--;
+	conn_send(c, rid, &ok);
+}
+
+static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
+{
+	if (!c->sub) {
+		if (c->state == CS_DRAINING)
+			return;
+		conn_error(c, 0, PARLEY_EINVAL, false, 0, "no SYNC active");
+		return;
+	}
+	uint64_t up = m->up_to_inbox_seq;
+	if (up >= c->ev_next) {
+		conn_error(c, 0, PARLEY_EINVAL, false, 0,
+			   "ack above the last sent event");
+		return;
+	}
+	if (up <= c->ev_acked)
+		return;
+	uint64_t delta = up - c->ev_acked;
+	c->ev_acked = up;
+	c->cursor_dirty = true;
+	c->window_full_ns = 0;
+	sub_grant(c, (int64_t)delta);
+}
+
+/* CONV_OPEN ------------------------------------------------------------------------------ */
+
+struct open_ctx {
+	struct loop *lp;
+	struct pe_engine *e;
+	uint32_t slot, gen, req_id;
+	atomic_int pending;
+	int err;
+	bool created;
+	uint8_t self_idx;       /* which list item is the caller's */
+	uint16_t clen;
+	char conv[250];
+};
+
+static void open_meta_cb(void *arg, const struct pe_read_result *r)
+{
+	struct open_ctx *x = arg;
+	struct lmsg *lm;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err), 0,
+			       parley_strerror(r->err));
+	} else {
+		struct parley_msg *m = calloc(1, sizeof *m);
+		struct chat_member mm[2];
+		int nm = chat_conv_members(x->conv, x->clen, mm);
+		if (!m || nm != 2) {
+			free(m);
+			post_reply(x->lp, x->slot, x->gen, NULL, x->req_id);
+			free(x);
+			return;
+		}
+		m->type = PARLEY_T_CONV;
+		m->conv.conv = (struct parley_str){x->conv, x->clen};
+		m->conv.kind = PARLEY_CONV_DIRECT;
+		m->conv.flags = x->created ? PARLEY_CONVF_CREATED : 0;
+		m->conv.last_seq = r->last_seq;
+		m->conv.last_ts_ms = r->count ? r->entries[0].ts_ms : 0;
+		m->conv.member_count = 2;
+		m->conv.members[0] = (struct parley_str){mm[0].p, (uint16_t)mm[0].len};
+		m->conv.members[1] = (struct parley_str){mm[1].p, (uint16_t)mm[1].len};
+		lm = frame_msg(LM_FRAME, x->req_id, m);
+		free(m);
+	}
+	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
+	free(x);
+}
+
+static void open_next(struct open_ctx *x)
+{
+	if (x->err) {
+		post_reply(x->lp, x->slot, x->gen,
+			   error_msg(x->req_id, wire_code(x->err), 50,
+				     parley_strerror(x->err)),
+			   x->req_id);
+		free(x);
+		return;
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, x->conv, x->clen);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	int rc = pe_read(x->e, &q, open_meta_cb, x);
+	if (rc) {
+		x->err = rc;
+		open_next(x);
+	}
+}
+
+struct open_item_arg {
+	struct open_ctx *x;
+	bool self;
+};
+
+static void open_list_cb(void *arg, const struct pe_append_result *r)
+{
+	struct open_item_arg *a = arg;
+	struct open_ctx *x = a->x;
+	if (r->err)
+		x->err = r->err;
+	else if (a->self && !r->duplicate)
+		x->created = true;
+	free(a);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		open_next(x);
+}
+
+static void req_conv_open(struct conn *c, uint32_t rid,
+			  const struct parley_conv_open *m)
+{
+	char conv[256];
+	int n = parley_proto_dm_conv_id(c->id->user, c->id->ulen, m->peer.p,
+					m->peer.len, conv, sizeof conv);
+	if (n < 0) {
+		conn_error(c, rid, PARLEY_EINVAL, false, 0, "invalid peer");
+		return;
+	}
+	struct chat_fanout_plan plan;
+	struct open_ctx *x = calloc(1, sizeof *x);
+	if (!x || chat_list_plan(conv, (size_t)n, &plan) || plan.n != 2) {
+		free(x);
+		conn_error(c, rid, PARLEY_EINVAL, false, 0, "invalid peer");
+		return;
+	}
+	x->lp = c->lp;
+	x->e = S(c)->engine;
+	x->slot = c->slot;
+	x->gen = c->gen;
+	x->req_id = rid;
+	x->clen = (uint16_t)n;
+	memcpy(x->conv, conv, (size_t)n);
+	atomic_store(&x->pending, 2);
+	c->inflight++;
+	for (unsigned i = 0; i < 2; i++) {
+		struct chat_fanout_item *it = &plan.item[i];
+		struct open_item_arg *a = malloc(sizeof *a);
+		PARLEY_ASSERT(a);
+		a->x = x;
+		/* the caller's list key is "l/<caller>" */
+		a->self = it->klen == 2 + c->id->ulen &&
+			  memcmp(it->key + 2, c->id->user, c->id->ulen) == 0;
+		struct pe_input in = {.type = it->type, .len = it->len,
+				      .payload = it->payload};
+		struct pe_append_req q = {.key = it->key, .klen = it->klen,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, it->producer, 16);
+		int rc = pe_append(S(c)->engine, &q, open_list_cb, a);
+		if (rc) {
+			struct pe_append_result r = {.err = rc};
+			open_list_cb(a, &r);
+		}
+	}
+}
+
+/* CONV_LIST ---------------------------------------------------------------------------- */
+
+struct list_ent {
+	uint16_t clen;
+	char conv[250];
+	uint64_t last_seq, last_ts;
+};
+
+struct list_ctx {
+	struct loop *lp;
+	struct pe_engine *e;
+	uint32_t slot, gen, req_id;
+	uint16_t limit;
+	uint16_t ulen;
+	char user[121];
+	atomic_int pending;
+	_Atomic int err;
+	uint32_t n;
+	struct list_ent *ents;
+};
+
+struct list_item_arg {
+	struct list_ctx *x;
+	uint32_t i;
+};
+
+static int list_cmp(const void *a, const void *b)
+{
+	const struct list_ent *x = a, *y = b;
+	if (x->last_ts != y->last_ts)
+		return x->last_ts > y->last_ts ? -1 : 1;
+	if (x->clen != y->clen)
+		return x->clen < y->clen ? -1 : 1;
+	return memcmp(x->conv, y->conv, x->clen);
+}
+
+static void list_finish(struct list_ctx *x)
+{
+	struct lmsg *lm;
+	int err = atomic_load(&x->err);
+	if (err) {
+		lm = error_msg(x->req_id, wire_code(err), 50,
+			       parley_strerror(err));
+	} else {
+		qsort(x->ents, x->n, sizeof *x->ents, list_cmp);
+		struct parley_msg *m = calloc(1, sizeof *m);
+		lm = NULL;
+		if (m) {
+			m->type = PARLEY_T_CONV_LIST_OK;
+			for (uint32_t i = 0; i < x->n && m->conv_list_ok.count < x->limit; i++) {
+				struct list_ent *le = &x->ents[i];
+				struct chat_member mm[2];
+				if (chat_conv_members(le->conv, le->clen, mm) != 2)
+					continue;
+				struct chat_member *peer =
+					mm[0].len == x->ulen &&
+							!memcmp(mm[0].p, x->user, x->ulen)
+						? &mm[1]
+						: &mm[0];
+				struct parley_conv_entry *ce =
+					&m->conv_list_ok.entries[m->conv_list_ok.count++];
+				ce->conv = (struct parley_str){le->conv, le->clen};
+				ce->kind = PARLEY_CONV_DIRECT;
+				ce->last_seq = le->last_seq;
+				ce->last_ts_ms = le->last_ts;
+				ce->member_count = 2;
+				ce->peer = (struct parley_str){peer->p,
+							       (uint16_t)peer->len};
+			}
+			lm = frame_msg(LM_FRAME, x->req_id, m);
+			free(m);
+		}
+	}
+	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
+	free(x->ents);
+	free(x);
+}
+
+static void list_meta_cb(void *arg, const struct pe_read_result *r)
+{
+	struct list_item_arg *a = arg;
+	struct list_ctx *x = a->x;
+	if (r->err)
+		atomic_store(&x->err, r->err);
+	else if (r->count) {
+		x->ents[a->i].last_seq = r->entries[0].seq;
+		x->ents[a->i].last_ts = r->entries[0].ts_ms;
+	}
+	free(a);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_finish(x);
+}
+
+static void list_read_cb(void *arg, const struct pe_read_result *r)
+{
+	struct list_ctx *x = arg;
+	if (r->err) {
+		atomic_store(&x->err, r->err);
+		list_finish(x);
+		return;
+	}
+	x->ents = calloc(r->count ? r->count : 1, sizeof *x->ents);
+	if (!x->ents) {
+		atomic_store(&x->err, -PARLEY_ENOMEM);
+		list_finish(x);
+		return;
+	}
+	for (uint32_t i = 0; i < r->count; i++) {
+		const char *conv;
+		uint16_t clen;
+		if (chat_list_decode(r->entries[i].payload, r->entries[i].len,
+				     &conv, &clen) || clen == 0 || clen > 250)
+			continue;
+		bool dup = false;
+		for (uint32_t j = 0; j < x->n && !dup; j++)
+			dup = x->ents[j].clen == clen &&
+			      !memcmp(x->ents[j].conv, conv, clen);
+		if (dup)
+			continue;
+		x->ents[x->n].clen = clen;
+		memcpy(x->ents[x->n].conv, conv, clen);
+		x->n++;
+	}
+	if (x->n == 0) {
+		list_finish(x);
+		return;
+	}
+	atomic_store(&x->pending, (int)x->n + 1);
+	for (uint32_t i = 0; i < x->n; i++) {
+		char key[CHAT_KEY_CAP];
+		int kl = chat_key_conv(key, x->ents[i].conv, x->ents[i].clen);
+		struct list_item_arg *a = malloc(sizeof *a);
+		PARLEY_ASSERT(a);
+		a->x = x;
+		a->i = i;
+		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+					.from = UINT64_MAX, .dir = PE_BACKWARD,
+					.limit = 1};
+		int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, list_meta_cb, a);
+		if (rc) {
+			struct pe_read_result er = {.err = rc};
+			list_meta_cb(a, &er);
+		}
+	}
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_finish(x);
+}
+
+static void req_conv_list(struct conn *c, uint32_t rid,
+			  const struct parley_conv_list *m)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_list(key, c->id->user, c->id->ulen);
+	struct list_ctx *x = calloc(1, sizeof *x);
+	if (!x || kl < 0) {
+		free(x);
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	x->lp = c->lp;
+	x->e = S(c)->engine;
+	x->slot = c->slot;
+	x->gen = c->gen;
+	x->req_id = rid;
+	x->limit = m->limit;
+	x->ulen = c->id->ulen;
+	memcpy(x->user, c->id->user, c->id->ulen);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = PE_MAX_READ};
+	int rc = pe_read(S(c)->engine, &q, list_read_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false, 50, "server busy");
+		return;
+	}
+	c->inflight++;
+}
+
+/* HELLO / AUTH / PING ---------------------------------------------------------------------- */
+
+static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m)
+{
+	struct srv *s = S(c);
+	if (m->min_version > PARLEY_PROTO_VERSION ||
+	    m->max_version < PARLEY_PROTO_VERSION) {
+		conn_error(c, rid, PARLEY_EVERSION, true, 0,
+			   "no common protocol version (server speaks 1)");
+		return;
+	}
+	c->id = calloc(1, sizeof *c->id);
+	if (!c->id) {
+		conn_error(c, rid, PARLEY_ENOMEM, true, 100, "out of memory");
+		return;
+	}
+	c->id->dlen = (uint8_t)m->device_id.len;
+	memcpy(c->id->device, m->device_id.p, m->device_id.len);
+	c->zstd = (m->features & PARLEY_FEAT_ZSTD) != 0;
+	struct parley_msg ok = {.type = PARLEY_T_HELLO_OK};
+	ok.hello_ok.version = PARLEY_PROTO_VERSION;
+	ok.hello_ok.features = c->zstd ? PARLEY_FEAT_ZSTD : 0;
+	ok.hello_ok.max_frame = s->lim.max_frame;
+	ok.hello_ok.max_body = s->lim.max_body;
+	ok.hello_ok.max_inflight = s->lim.max_inflight;
+	ok.hello_ok.event_window = s->lim.event_window;
+	ok.hello_ok.idle_timeout_ms = s->lim.idle_timeout_ms;
+	ok.hello_ok.server_time_ms = parley_now_ms();
+	ok.hello_ok.server_id = parley_str_c(s->server_id);
+	c->state = CS_HELLO_DONE;
+	conn_send(c, rid, &ok);
+}
+
+static void req_auth(struct conn *c, uint32_t rid, const struct parley_auth *m)
+{
+	struct srv *s = S(c);
+	char sub[256], why[128] = "token rejected";
+	uint64_t exp = 0;
+	int rc = s->auth(s->auth_arg, m->token.p, m->token.len, sub, sizeof sub,
+			 &exp, why, sizeof why);
+	size_t sl = rc == 0 ? strlen(sub) : 0;
+	if (rc == 0 && !parley_proto_user_id_valid(sub, sl)) {
+		rc = -PARLEY_EAUTH;
+		snprintf(why, sizeof why, "token subject is not a valid user id");
+	}
+	if (rc == 0 && c->state == CS_READY &&
+	    (sl != c->id->ulen || memcmp(sub, c->id->user, sl) != 0)) {
+		rc = -PARLEY_EAUTH;
+		snprintf(why, sizeof why, "re-AUTH with a different subject");
+	}
+	if (rc) {
+		ctr_add(&s->ctr.auth_failures, 1);
+		PLOG_I("conn", "auth failed", "why=\"%s\"", why);
+		conn_error(c, rid, PARLEY_EAUTH, true, 0, why);
+		return;
+	}
+	c->id->ulen = (uint8_t)sl;
+	memcpy(c->id->user, sub, sl);
+	c->id->user[sl] = '\0';
+	c->token_exp_ms = exp;
+	if (c->state == CS_HELLO_DONE) {
+		c->state = CS_READY;
+		c->deadline_ns = 0;
+	}
+	struct parley_msg ok = {.type = PARLEY_T_AUTH_OK};
+	ok.auth_ok.user_id = (struct parley_str){c->id->user, (uint16_t)sl};
+	ok.auth_ok.expires_ms = exp;
+	conn_send(c, rid, &ok);
+}
+
+/* ---- dispatch -------------------------------------------------------------------------------- */
+
+static void handle_frame(struct conn *c, const struct parley_frame *f)
+{
+	struct srv *s = S(c);
+	ctr_add(&s->ctr.frames_in, 1);
+	uint16_t t = f->type;
+	uint32_t rid = f->request_id;
+	if (c->state == CS_NEW && t != PARLEY_T_HELLO) {
+		ctr_add(&s->ctr.proto_errors, 1);
+		conn_error(c, rid, PARLEY_EPROTO, true, 0,
+			   "the first frame must be HELLO");
+		return;
+	}
+	bool is_req = parley_type_is_request(t);
+	bool is_note = parley_type_is_notification(t);
+	if ((is_req && rid == 0) || (is_note && rid != 0) || (!is_req && !is_note)) {
+		ctr_add(&s->ctr.proto_errors, 1);
+		conn_error(c, rid, PARLEY_EPROTO, false, 0,
+			   !is_req && !is_note ? "not a client message type"
+					       : "bad request_id for this type");
+		return;
+	}
+	/* decompress if needed */
+	const uint8_t *payload = f->payload;
+	size_t plen = f->payload_len;
+	uint8_t *dbuf = NULL;
+	if (f->flags & PARLEY_FLAG_ZSTD) {
+		if (!c->zstd || t == PARLEY_T_HELLO) {
+			ctr_add(&s->ctr.proto_errors, 1);
+			conn_error(c, rid, PARLEY_EPROTO, false, 0,
+				   "compressed frame without the ZSTD feature");
+			return;
+		}
+		size_t cap = s->lim.max_frame - PARLEY_PROTO_HEADER_SIZE;
+		dbuf = malloc(cap);
+		int n = dbuf ? parley_proto_decompress(f, dbuf, cap) : -PARLEY_ENOMEM;
+		if (n < 0) {
+			free(dbuf);
+			ctr_add(&s->ctr.proto_errors, 1);
+			conn_error(c, rid, n == -PARLEY_ENOMEM ? PARLEY_ENOMEM
+							       : PARLEY_EPROTO,
+				   false, 0, "bad compressed payload");
+			return;
+		}
+		payload = dbuf;
+		plen = (size_t)n;
+	}
+	struct parley_msg *m = malloc(sizeof *m);
+	if (!m) {
+		free(dbuf);
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	int rc = parley_proto_decode_payload(t, payload, plen, m);
+	if (rc) {
+		ctr_add(&s->ctr.proto_errors, 1);
+		/* A bad HELLO leaves nothing to talk about: fatal. */
+		conn_error(c, rid, PARLEY_EPROTO, c->state == CS_NEW, 0,
+			   rc == -PARLEY_EVERSION ? "unknown or reserved message type"
+						  : "malformed payload");
+		goto out;
+	}
+	if (t == PARLEY_T_HELLO) {
+		if (c->state != CS_NEW)
+			conn_error(c, rid, PARLEY_EPROTO, false, 0,
+				   "HELLO already done");
+		else
+			req_hello(c, rid, &m->hello);
+		goto out;
+	}
+	if (t == PARLEY_T_PING) {
+		struct parley_msg p = {.type = PARLEY_T_PONG};
+		p.pong.nonce = m->ping.nonce;
+		p.pong.server_time_ms = parley_now_ms();
+		conn_send(c, rid, &p);
+		goto out;
+	}
+	if (t == PARLEY_T_AUTH) {
+		if (c->state == CS_DRAINING)
+			conn_error(c, rid, PARLEY_ECLOSED, false, 0, "draining");
+		else
+			req_auth(c, rid, &m->auth);
+		goto out;
+	}
+	if (c->state == CS_HELLO_DONE) {
+		conn_error(c, rid, PARLEY_EAUTH, false, 0, "AUTH first");
+		goto out;
+	}
+	if (t == PARLEY_T_EVENT_ACK) {
+		req_event_ack(c, &m->event_ack);
+		goto out;
+	}
+	if (c->state == CS_DRAINING) {
+		conn_error(c, rid, PARLEY_ECLOSED, false,
+			   c->goaway_reason == PARLEY_GOAWAY_DRAIN ? 1000 : 0,
+			   "draining");
+		goto out;
+	}
+	if (is_req && c->inflight >= s->lim.max_inflight) {
+		conn_error(c, rid, PARLEY_EFULL, false, 10,
+			   "too many requests in flight");
+		goto out;
+	}
+	switch (t) {
+	case PARLEY_T_SEND: req_send(c, rid, &m->send); break;
+	case PARLEY_T_HISTORY: req_history(c, rid, &m->history); break;
+	case PARLEY_T_SYNC: req_sync(c, rid, &m->sync); break;
+	case PARLEY_T_CONV_OPEN: req_conv_open(c, rid, &m->conv_open); break;
+	case PARLEY_T_CONV_LIST: req_conv_list(c, rid, &m->conv_list); break;
+	default:
+		ctr_add(&s->ctr.proto_errors, 1);
+		conn_error(c, rid, PARLEY_EPROTO, false, 0,
+			   "unsupported message type");
+		break;
+	}
+out:
+	free(m);
+	free(dbuf);
+}
+
+/* Parses whole frames from p[0..n); returns bytes consumed. */
+static size_t parse_frames(struct conn *c, const uint8_t *p, size_t n)
+{
+	size_t off = 0;
+	uint32_t maxf = c->state >= CS_READY || c->state == CS_HELLO_DONE
+				? S(c)->lim.max_frame
+				: PARLEY_PROTO_MAX_FRAME_DEFAULT;
+	while (off < n && c->state != CS_CLOSING && !c->closing_after_flush) {
+		struct parley_frame f;
+		int rc = parley_proto_frame_decode(p + off, n - off, maxf, &f);
+		if (rc == -PARLEY_EINCOMPLETE)
+			break;
+		if (rc < 0) {
+			ctr_add(&S(c)->ctr.proto_errors, 1);
+			conn_error(c, 0, rc == -PARLEY_ETOOBIG ? PARLEY_ETOOBIG
+							       : PARLEY_EPROTO,
+				   true, 0,
+				   rc == -PARLEY_ETOOBIG ? "frame over max_frame"
+							 : "bad frame header");
+			return n;
+		}
+		handle_frame(c, &f);
+		off += (size_t)rc;
+		maxf = c->state >= CS_HELLO_DONE ? S(c)->lim.max_frame
+						 : PARLEY_PROTO_MAX_FRAME_DEFAULT;
+	}
+	return off;
+}
+
+static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
+{
+	if (c->closing_after_flush)
+		return;
+	if (c->inlen == 0) {
+		size_t used = parse_frames(c, p, n);
+		if (used < n && c->state != CS_CLOSING && !c->closing_after_flush) {
+			size_t rem = n - used;
+			size_t cap = PARLEY_MAX(rem, (size_t)4096);
+			c->inbuf = malloc(cap);
+			PARLEY_ASSERT(c->inbuf);
+			c->incap = (uint32_t)cap;
+			memcpy(c->inbuf, p + used, rem);
+			c->inlen = (uint32_t)rem;
+		}
+		return;
+	}
+	/* A partial frame is pending: the frame decoder already checked its
+	 * declared length against max_frame, so the buffer stays bounded. */
+	size_t need = (size_t)c->inlen + n;
+	if (need > c->incap) {
+		size_t cap = PARLEY_MAX(need, (size_t)c->incap * 2);
+		uint8_t *nb = realloc(c->inbuf, cap);
+		PARLEY_ASSERT(nb);
+		c->inbuf = nb;
+		c->incap = (uint32_t)cap;
+	}
+	memcpy(c->inbuf + c->inlen, p, n);
+	c->inlen += (uint32_t)n;
+	size_t used = parse_frames(c, c->inbuf, c->inlen);
+	if (c->state == CS_CLOSING || c->closing_after_flush) {
+		c->inlen = 0;
+	} else if (used) {
+		memmove(c->inbuf, c->inbuf + used, c->inlen - used);
+		c->inlen -= (uint32_t)used;
+	}
+	if (c->inlen == 0) {
+		free(c->inbuf);
+		c->inbuf = NULL;
+		c->incap = 0;
+	}
+}
+
+void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n)
+{
+	c->last_rx_ns = parley_mono_ns();
+	if (!c->ssl) {
+		conn_feed(c, p, n);
+		return;
+	}
+	if (BIO_write(SSL_get_rbio(c->ssl), p, (int)n) != (int)n) {
+		loop_conn_close(c, "tls bio write failed");
+		return;
+	}
+	if (c->state == CS_TLS_HS) {
+		int rc = SSL_do_handshake(c->ssl);
+		tls_flush(c);
+		if (rc != 1) {
+			int e = SSL_get_error(c->ssl, rc);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+				loop_conn_kick(c);
+				return;
+			}
+			unsigned long ee = ERR_get_error();
+			char eb[160];
+			ERR_error_string_n(ee, eb, sizeof eb);
+			PLOG_I("conn", "tls handshake failed", "err=\"%s\"", eb);
+			ERR_clear_error();
+			if (c->oq_head) /* send the alert, then close */
+				c->closing_after_flush = true;
+			else
+				loop_conn_close(c, "tls handshake failed");
+			loop_conn_kick(c);
+			return;
+		}
+		c->state = CS_NEW;
+	}
+	for (;;) {
+		int k = SSL_read(c->ssl, tls_plain, sizeof tls_plain);
+		if (k > 0) {
+			conn_feed(c, tls_plain, (size_t)k);
+			if (c->state == CS_CLOSING || c->closing_after_flush)
+				break;
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, k);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			loop_conn_close(c, "tls close_notify");
+			return;
+		}
+		ERR_clear_error();
+		loop_conn_close(c, "tls read failed");
+		return;
+	}
+	tls_flush(c);
+	loop_conn_kick(c);
+}
+
+/* ---- posted messages --------------------------------------------------------------------------- */
+
+static void ack_latency(struct srv *s, uint64_t t0)
+{
+	uint64_t ns = parley_mono_ns() - t0;
+	ctr_add(&s->ctr.ack_lat_ns_sum, ns);
+	ctr_add(&s->ctr.ack_lat_count, 1);
+	double sec = (double)ns / 1e9;
+	unsigned b = 0;
+	while (b < 10 && sec > srv_ack_lat_bounds_s[b])
+		b++;
+	ctr_add(&s->ctr.ack_lat_bucket[b], 1);
+}
+
+void conn_on_msg(struct conn *c, struct lmsg *m)
+{
+	switch (m->kind) {
+	case LM_FRAME:
+		if (m->done_req) {
+			PARLEY_ASSERT(c->inflight > 0);
+			c->inflight--;
+		}
+		if (m->b) {
+			ack_latency(S(c), m->t0_ns);
+			ctr_add(&S(c)->ctr.appends, 1);
+			if (m->b == 2)
+				ctr_add(&S(c)->ctr.duplicates, 1);
+		}
+		conn_write(c, m->data, m->len);
+		break;
+	case LM_INBOX:
+		on_inbox(c, m);
+		break;
+	case LM_EVENT:
+		on_event(c, m);
+		break;
+	case LM_SUB_CLOSED:
+		if (c->sub) {
+			PLOG_W("conn", "subscription closed by the engine",
+			       "user=%s err=%s", c->id ? c->id->user : "-",
+			       parley_errname((int)(int64_t)m->a));
+			/* The engine frees a closed subscription on unsubscribe. */
+			sub_end(c);
+			conn_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
+				   "inbox unavailable, reconnect");
+		}
+		break;
+	case LM_SYNC_STEP:
+		on_sync_step(c, m);
+		break;
+	default:
+		break;
+	}
+	if (c->state == CS_DRAINING && !c->oq_head && !c->inflight &&
+	    !c->resolving && !c->sync_busy)
+		loop_conn_close(c, "drained");
+}

@@ -1,0 +1,164 @@
+/*
+ * conn.h — one client connection: lifecycle, framing, TLS, outbound queue,
+ * and the requests of docs/PROTOCOL.md (private to server/).
+ *
+ * Lifecycle (server side; every arrow is taken on the connection's loop):
+ *
+ *            accept
+ *              |
+ *              v
+ *   +------ TLS_HS ------+        (TLS listener only: OpenSSL handshake
+ *   |          | done    |         over memory BIOs; handshake timeout)
+ *   |          v         |
+ *   +------>  NEW  ------+-- anything but HELLO / bad version ---+
+ *              | HELLO ok                                        |
+ *              v                                                 |
+ *          HELLO_DONE ---- AUTH fails (fatal ERROR EAUTH) -------+
+ *              | AUTH ok        (handshake timeout covers        |
+ *              v                 TLS_HS..HELLO_DONE)             |
+ *            READY ---- GOAWAY sent (drain, slow consumer,       |
+ *              |        auth expired) ---> DRAINING              |
+ *              |                              | in-flight done,  |
+ *              |                              | queue flushed or |
+ *              |                              | deadline         |
+ *              +-- EOF / error / idle / fatal ERROR --+          |
+ *                                             v       v          v
+ *                                            CLOSING (shutdown(2), cancel
+ *                                             |       recv; wait for our
+ *                                             |       SQEs to complete)
+ *                                             v
+ *                                            freed (slot generation bumped)
+ *
+ * Invariants
+ *   1. Only the owning loop thread touches a struct conn. Engine callbacks
+ *      reach it through loop_post() with (slot, gen).
+ *   2. Outbound bytes queued <= lim.max_outbound, else the connection is a
+ *      slow consumer: GOAWAY SLOW_CONSUMER, then closed (its device resyncs
+ *      from its cursor on reconnect).
+ *   3. A request counts in `inflight` from dispatch until its reply is
+ *      queued; DRAINING closes only at inflight == 0 (a durable SEND still
+ *      gets its SEND_ACK).
+ *   4. EVENTs are queued in inbox order without gaps: resolved events that
+ *      arrive early wait in `stash` (bounded by event_window + 64).
+ *   5. A struct conn is freed only when no SQE of ours references it
+ *      (`ops` == 0) and the loop is not iterating it.
+ *
+ * TLS: OpenSSL with memory BIOs. Ciphertext read by io_uring is written
+ * into the read BIO; SSL_read yields plaintext for the frame parser;
+ * SSL_write puts ciphertext in the write BIO, which is drained into the
+ * outbound queue and sent by io_uring. So TLS and TCP share one I/O path
+ * and one queue bound (the queue holds ciphertext for TLS connections).
+ *
+ * Memory per idle plain-TCP connection: struct conn + one slot pointer
+ * (no receive buffer: recv uses the loop's provided buffer ring; no
+ * outbound chunk while nothing is queued; ident block after AUTH).
+ */
+#ifndef PARLEYD_CONN_H
+#define PARLEYD_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "loop.h"
+
+enum conn_state {
+	CS_TLS_HS = 0,
+	CS_NEW,
+	CS_HELLO_DONE,
+	CS_READY,
+	CS_DRAINING,
+	CS_CLOSING,
+};
+
+struct obuf {             /* one chunk of the outbound queue */
+	struct obuf *next;
+	uint32_t len, cap, off;  /* bytes [off, len) still to send */
+	uint8_t data[];
+};
+
+struct ev_stash {         /* a resolved EVENT that arrived out of order */
+	struct ev_stash *next;
+	uint64_t inbox_seq;
+	uint32_t len;
+	uint8_t data[];
+};
+
+struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
+	uint8_t ulen, dlen;
+	char user[121];
+	char device[65];
+};
+
+struct subctx;
+
+struct conn {
+	struct loop *lp;
+	int fd;
+	uint32_t slot, gen;
+	uint8_t state;           /* enum conn_state */
+	bool is_tls;
+	bool recv_armed;
+	bool send_inflight;
+	bool zstd;               /* negotiated */
+	bool cursor_dirty;
+	bool closing_after_flush;/* fatal error queued: close once flushed */
+	bool sync_busy;          /* SYNC between request and subscribe */
+	uint16_t ops;            /* our SQEs in flight (recv, send) */
+	uint16_t goaway_reason;
+	uint32_t inflight;       /* requests in flight */
+	uint32_t resolving;      /* EVENT reads in flight */
+	uint64_t last_rx_ns;
+	uint64_t deadline_ns;    /* handshake or drain deadline, 0 = none */
+	uint64_t window_full_ns; /* when the event window filled, 0 = not full */
+	uint64_t token_exp_ms;
+	uint64_t cursor_written_ns;
+	/* receive: partial frame only (heap, freed when empty) */
+	uint8_t *inbuf;
+	uint32_t inlen, incap;
+	/* send */
+	struct obuf *oq_head, *oq_tail;
+	uint64_t oq_bytes;
+	/* TLS */
+	SSL *ssl;
+	/* identity */
+	struct conn_ident *id;
+	/* inbox delivery */
+	struct subctx *sub;
+	uint64_t ev_next;        /* next inbox_seq to queue */
+	uint64_t ev_acked;       /* device's cursor (EVENT_ACK) */
+	uint64_t cursor_stored;  /* last cursor written to k/ */
+	struct ev_stash *stash;  /* sorted by inbox_seq */
+};
+
+/* ---- provided by loop.c ----------------------------------------------------- */
+struct srv *loop_srv(struct loop *lp);
+unsigned loop_index(struct loop *lp);
+/* Make sure a send is in flight if the queue holds bytes. */
+void loop_conn_kick(struct conn *c);
+/* Start closing: shutdown(2) + cancel; conn_free runs when ops == 0. */
+void loop_conn_close(struct conn *c, const char *why);
+/* A per-loop scratch buffer of PARLEY_PROTO_MAX_FRAME_HARD bytes. */
+uint8_t *loop_scratch(struct loop *lp);
+
+/* ---- provided by conn.c -------------------------------------------------------- */
+struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
+		      uint32_t gen);
+/* Bytes received from the socket (ciphertext for TLS). */
+void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n);
+/* A send of n bytes completed (n <= bytes at the queue's head). */
+void conn_on_sent(struct conn *c, uint32_t n);
+/* A posted message for this connection. The loop frees m afterwards. */
+void conn_on_msg(struct conn *c, struct lmsg *m);
+/* Timers, ~10 times a second. */
+void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms);
+/* Server drain: GOAWAY DRAIN, stop taking requests. */
+void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
+		const char *text);
+/* Called once when CLOSING begins (unsubscribe, store cursor). */
+void conn_on_close(struct conn *c);
+/* Frees everything; the loop has no more references. */
+void conn_free(struct conn *c);
+
+#endif /* PARLEYD_CONN_H */

@@ -1,0 +1,616 @@
+/*
+ * itest.h — harness for parleyd integration tests (header-only: every
+ * test_*.c in this directory is its own executable with its own main).
+ *
+ * What it gives a test:
+ *   - real parleyd processes on free loopback ports with a temp data dir
+ *     (it_server_start / it_server_kill / it_server_stop);
+ *   - a development TLS CA + server certificate (openssl CLI) and an HS256
+ *     secret, made once per test in its temp dir;
+ *   - JWT minting with full control over the claims and the key (HS256,
+ *     and ES256 with a throwaway key), so tests can make expired,
+ *     not-yet-valid, wrong-audience and wrong-signature tokens;
+ *   - libparley clients (it_client) and a raw socket for malformed input.
+ *
+ * Cleanup: every parleyd child gets PR_SET_PDEATHSIG(SIGKILL), and
+ * it_fail()/atexit kill the children and remove the temp dir, so a failing
+ * test never leaves a server behind. IT_CHECK prints file:line, the seed
+ * and the message, then fails.
+ *
+ * Randomness: it_init() picks a seed (PARLEY_SEED env or the clock),
+ * prints it, and it_rng is the only source of randomness in the tests.
+ * No assertion depends on wall-clock durations; timeouts only bound waits.
+ */
+#ifndef PARLEY_ITEST_H
+#define PARLEY_ITEST_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/buffer.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+
+#include "parley_client.h"
+#include "parley_common.h"
+#include "parley_proto.h"
+
+/* ---- globals, failure, cleanup -------------------------------------------- */
+
+#define IT_MAX_SERVERS 8
+static pid_t it_pids[IT_MAX_SERVERS];
+static char it_dir[256];
+static uint64_t it_seed;
+static struct parley_rng it_rng;
+static const char *it_name = "itest";
+
+static __attribute__((unused)) void it_kill_all(void)
+{
+	for (int i = 0; i < IT_MAX_SERVERS; i++)
+		if (it_pids[i] > 0) {
+			kill(it_pids[i], SIGKILL);
+			waitpid(it_pids[i], NULL, 0);
+			it_pids[i] = 0;
+		}
+}
+
+static __attribute__((unused)) void it_cleanup(void)
+{
+	it_kill_all();
+	if (it_dir[0] && !getenv("PARLEY_KEEP_TMP")) {
+		char cmd[300];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", it_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "itest: could not remove %s\n", it_dir);
+	}
+}
+
+static __attribute__((unused)) void it_dump_logs(void);
+
+static __attribute__((unused)) void __attribute__((noreturn)) it_fail(const char *file, int line,
+					       const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "FAIL %s:%d (test=%s seed=%" PRIu64 "): ", file, line,
+		it_name, it_seed);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	it_dump_logs();
+	it_cleanup();
+	_exit(1);
+}
+
+#define IT_CHECK(cond, ...)                                                    \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			it_fail(__FILE__, __LINE__, "check failed: " #cond " " \
+				__VA_ARGS__);                                  \
+	} while (0)
+#define IT_OK(expr)                                                            \
+	do {                                                                   \
+		int it_rc_ = (expr);                                           \
+		if (it_rc_ < 0)                                                \
+			it_fail(__FILE__, __LINE__, "%s returned %d (%s)",     \
+				#expr, it_rc_, parley_strerror(it_rc_));       \
+	} while (0)
+
+static __attribute__((unused)) void it_on_signal(int sig)
+{
+	it_kill_all();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Prepare the temp dir, seed, TLS material and HS256 secret. */
+static __attribute__((unused)) void it_init(const char *name)
+{
+	it_name = name;
+	const char *s = getenv("PARLEY_SEED");
+	it_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+	it_rng.s = it_seed;
+	printf("%s: seed=%" PRIu64 " (rerun with PARLEY_SEED=%" PRIu64 ")\n",
+	       name, it_seed, it_seed);
+	fflush(stdout);
+	if (!getenv("PARLEY_BIN_DIR")) {
+		fprintf(stderr, "%s: PARLEY_BIN_DIR is not set (run via ctest)\n",
+			name);
+		exit(77);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGABRT, it_on_signal);
+	signal(SIGSEGV, it_on_signal);
+	signal(SIGTERM, it_on_signal);
+	snprintf(it_dir, sizeof it_dir, "/tmp/parley-it-%s-XXXXXX", name);
+	if (!mkdtemp(it_dir)) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	atexit(it_cleanup);
+	char cmd[2048];
+	/* A dev CA and a server certificate for localhost / 127.0.0.1. */
+	snprintf(cmd, sizeof cmd,
+		 "cd '%s' && "
+		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+		 "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=parley-test-ca "
+		 ">/dev/null 2>&1 && "
+		 "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-keyout server.key -out server.csr -subj /CN=localhost "
+		 ">/dev/null 2>&1 && "
+		 "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext && "
+		 "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+		 "-CAcreateserial -out server.pem -days 2 -extfile san.ext "
+		 ">/dev/null 2>&1 && "
+		 "printf 'it-secret-0123456789-abcdefghijklmnop' > jwt.secret",
+		 it_dir);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "%s: cannot create TLS material with openssl\n",
+			name);
+		exit(77);
+	}
+}
+
+static __attribute__((unused)) char *it_path(const char *leaf)
+{
+	static char buf[4][512];
+	static int k;
+	k = (k + 1) % 4;
+	snprintf(buf[k], sizeof buf[k], "%s/%s", it_dir, leaf);
+	return buf[k];
+}
+
+/* ---- ports and processes ------------------------------------------------------ */
+
+static __attribute__((unused)) uint16_t it_free_port(void)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		socklen_t al = sizeof a;
+		if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+		    getsockname(fd, (struct sockaddr *)&a, &al)) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		uint16_t p = ntohs(a.sin_port);
+		close(fd);
+		if (p >= 10000)
+			return p;
+	}
+	it_fail(__FILE__, __LINE__, "no free port");
+}
+
+static __attribute__((unused)) int it_tcp_connect(uint16_t port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	return fd;
+}
+
+static __attribute__((unused)) void it_sleep_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000,
+			      .tv_nsec = (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+struct it_server {
+	pid_t pid;
+	int slot;
+	uint16_t port, tls_port, admin_port;
+	char data[300];
+	char log[300];
+	const char *extra[16]; /* extra flags (NULL-terminated) */
+};
+
+static struct it_server *it_servers[IT_MAX_SERVERS];
+
+static __attribute__((unused)) void it_dump_logs(void)
+{
+	for (int i = 0; i < IT_MAX_SERVERS; i++) {
+		if (!it_servers[i])
+			continue;
+		char cmd[400];
+		fprintf(stderr, "---- last lines of %s ----\n", it_servers[i]->log);
+		snprintf(cmd, sizeof cmd, "tail -n 40 '%s' >&2", it_servers[i]->log);
+		if (system(cmd) != 0)
+			fprintf(stderr, "(no log)\n");
+	}
+}
+
+/* Fill ports and paths; `name` names the data dir (reused on restart). */
+static __attribute__((unused)) void it_server_init(struct it_server *s, const char *name)
+{
+	memset(s, 0, sizeof *s);
+	s->port = it_free_port();
+	s->tls_port = it_free_port();
+	s->admin_port = it_free_port();
+	while (s->tls_port == s->port)
+		s->tls_port = it_free_port();
+	while (s->admin_port == s->port || s->admin_port == s->tls_port)
+		s->admin_port = it_free_port();
+	snprintf(s->data, sizeof s->data, "%s/%s-data", it_dir, name);
+	snprintf(s->log, sizeof s->log, "%s/%s.log", it_dir, name);
+	s->slot = -1;
+}
+
+/* Start parleyd and wait until its plain TCP port accepts. */
+static __attribute__((unused)) void it_server_start(struct it_server *s)
+{
+	char bin[512], port[16], tport[16], aport[16];
+	snprintf(bin, sizeof bin, "%s/server/parleyd", getenv("PARLEY_BIN_DIR"));
+	snprintf(port, sizeof port, "%u", s->port);
+	snprintf(tport, sizeof tport, "%u", s->tls_port);
+	snprintf(aport, sizeof aport, "%u", s->admin_port);
+	const char *argv[64];
+	int n = 0;
+	argv[n++] = bin;
+	argv[n++] = "--data";
+	argv[n++] = s->data;
+	argv[n++] = "--listen";
+	argv[n++] = "127.0.0.1";
+	argv[n++] = "--port";
+	argv[n++] = port;
+	argv[n++] = "--tls-port";
+	argv[n++] = tport;
+	argv[n++] = "--admin-port";
+	argv[n++] = aport;
+	argv[n++] = "--tls-cert";
+	argv[n++] = it_path("server.pem");
+	argv[n++] = "--tls-key";
+	argv[n++] = it_path("server.key");
+	argv[n++] = "--jwt-secret-file";
+	argv[n++] = it_path("jwt.secret");
+	argv[n++] = "--jwt-issuer";
+	argv[n++] = "parley-it";
+	argv[n++] = "--jwt-audience";
+	argv[n++] = "parley";
+	for (int i = 0; s->extra[i] && n < 62; i++)
+		argv[n++] = s->extra[i];
+	argv[n] = NULL;
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	IT_CHECK(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	s->pid = pid;
+	for (int i = 0; i < IT_MAX_SERVERS; i++)
+		if (!it_pids[i]) {
+			it_pids[i] = pid;
+			it_servers[i] = s;
+			s->slot = i;
+			break;
+		}
+	for (int ms = 0; ms < 30000; ms += 20) {
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			it_pids[s->slot] = 0;
+			s->pid = 0;
+			it_fail(__FILE__, __LINE__, "parleyd exited at start-up "
+				"(status %d), log %s", st, s->log);
+		}
+		int fd = it_tcp_connect(s->port);
+		if (fd >= 0) {
+			close(fd);
+			return;
+		}
+		it_sleep_ms(20);
+	}
+	it_fail(__FILE__, __LINE__, "parleyd did not start listening");
+}
+
+/* SIGKILL, wait. */
+static __attribute__((unused)) void it_server_kill(struct it_server *s)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, NULL, 0);
+	it_pids[s->slot] = 0;
+	s->pid = 0;
+}
+
+/* Send sig (SIGTERM), wait up to timeout_ms; returns the exit status
+ * (0..255), 128+signal if killed by one, or -1 if it did not exit. */
+static __attribute__((unused)) int it_server_stop(struct it_server *s, int sig, int timeout_ms)
+{
+	if (s->pid <= 0)
+		return -1;
+	kill(s->pid, sig);
+	for (int ms = 0; ms < timeout_ms; ms += 10) {
+		int st;
+		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+			it_pids[s->slot] = 0;
+			s->pid = 0;
+			if (WIFEXITED(st))
+				return WEXITSTATUS(st);
+			return 128 + WTERMSIG(st);
+		}
+		it_sleep_ms(10);
+	}
+	return -1;
+}
+
+/* ---- JWT minting ------------------------------------------------------------------ */
+
+static __attribute__((unused)) void it_b64url(const uint8_t *in, size_t n, char *out)
+{
+	static const char tbl[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		out[o++] = tbl[(v >> 18) & 63];
+		out[o++] = tbl[(v >> 12) & 63];
+		if (i + 1 < n)
+			out[o++] = tbl[(v >> 6) & 63];
+		if (i + 2 < n)
+			out[o++] = tbl[v & 63];
+	}
+	out[o] = '\0';
+}
+
+struct it_claims {
+	const char *sub;
+	const char *iss;      /* NULL = "parley-it" */
+	const char *aud;      /* NULL = "parley" */
+	int64_t exp_rel_s;    /* exp = now + this; 0 = +3600 */
+	int64_t nbf_rel_s;    /* nbf = now + this (0 = no nbf) */
+	const char *secret;   /* HS256 key; NULL = the test secret */
+};
+
+/* An HS256 token (malloc'd). */
+static __attribute__((unused)) char *it_token(const struct it_claims *cl)
+{
+	char payload[1024], hdr_b[128], pay_b[1500], sig_b[128];
+	int64_t now = (int64_t)time(NULL);
+	int n = snprintf(payload, sizeof payload,
+			 "{\"sub\":\"%s\",\"iss\":\"%s\",\"aud\":\"%s\","
+			 "\"iat\":%" PRId64 ",\"exp\":%" PRId64,
+			 cl->sub, cl->iss ? cl->iss : "parley-it",
+			 cl->aud ? cl->aud : "parley", now,
+			 now + (cl->exp_rel_s ? cl->exp_rel_s : 3600));
+	if (cl->nbf_rel_s)
+		n += snprintf(payload + n, sizeof payload - (size_t)n,
+			      ",\"nbf\":%" PRId64, now + cl->nbf_rel_s);
+	snprintf(payload + n, sizeof payload - (size_t)n, "}");
+	const char *hdr = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+	it_b64url((const uint8_t *)hdr, strlen(hdr), hdr_b);
+	it_b64url((const uint8_t *)payload, strlen(payload), pay_b);
+	char signing[2000];
+	snprintf(signing, sizeof signing, "%s.%s", hdr_b, pay_b);
+	const char *secret = cl->secret ? cl->secret
+					: "it-secret-0123456789-abcdefghijklmnop";
+	uint8_t mac[32];
+	unsigned ml = 0;
+	HMAC(EVP_sha256(), secret, (int)strlen(secret),
+	     (const uint8_t *)signing, strlen(signing), mac, &ml);
+	it_b64url(mac, ml, sig_b);
+	char *tok = malloc(strlen(signing) + 1 + strlen(sig_b) + 1);
+	IT_CHECK(tok);
+	sprintf(tok, "%s.%s", signing, sig_b);
+	return tok;
+}
+
+static __attribute__((unused)) char *it_token_for(const char *user)
+{
+	struct it_claims cl = {.sub = user};
+	return it_token(&cl);
+}
+
+/* ---- clients ------------------------------------------------------------------------- */
+
+struct it_events {
+	uint64_t n;
+	uint64_t cap;
+	struct it_ev {
+		uint64_t inbox_seq, conv_seq;
+		char conv[64];
+		char sender[32];
+		uint8_t cmid[16];
+		char body[64];
+	} *v;
+};
+
+static __attribute__((unused)) void it_on_event(void *user, const struct parley_event *ev)
+{
+	struct it_events *e = user;
+	if (e->n == e->cap) {
+		e->cap = e->cap ? e->cap * 2 : 256;
+		e->v = realloc(e->v, e->cap * sizeof *e->v);
+		IT_CHECK(e->v);
+	}
+	struct it_ev *x = &e->v[e->n++];
+	memset(x, 0, sizeof *x);
+	x->inbox_seq = ev->inbox_seq;
+	x->conv_seq = ev->conv_seq;
+	snprintf(x->conv, sizeof x->conv, "%.*s", (int)ev->conv.len, ev->conv.p);
+	snprintf(x->sender, sizeof x->sender, "%.*s", (int)ev->sender.len,
+		 ev->sender.p);
+	memcpy(x->cmid, ev->client_msg_id, 16);
+	snprintf(x->body, sizeof x->body, "%.*s", (int)ev->body.len,
+		 (const char *)ev->body.p);
+}
+
+/* A connected libparley client for user/device (TLS when tls != 0). */
+static __attribute__((unused)) struct parley_client *it_client_tok(const struct it_server *s,
+					   const char *token, const char *device,
+					   int tls, struct it_events *events,
+					   int *err)
+{
+	struct parley_client_opts o = {
+		.host = tls ? "localhost" : "127.0.0.1",
+		.port = tls ? s->tls_port : s->port,
+		.tls = tls,
+		.ca_file = tls ? it_path("ca.pem") : NULL,
+		.token = token,
+		.device_id = device,
+		.connect_timeout_ms = 10000,
+		.request_timeout_ms = 10000,
+		.call_deadline_ms = 30000,
+		.on_event = events ? it_on_event : NULL,
+		.user = events,
+	};
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	int rc = parley_client_connect(c);
+	if (err)
+		*err = rc;
+	if (rc < 0) {
+		if (!err)
+			it_fail(__FILE__, __LINE__, "connect failed: %s",
+				parley_strerror(rc));
+		parley_client_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static __attribute__((unused)) struct parley_client *it_client(const struct it_server *s,
+				       const char *user, const char *device,
+				       int tls, struct it_events *events)
+{
+	char *tok = it_token_for(user);
+	struct parley_client *c = it_client_tok(s, tok, device, tls, events, NULL);
+	free(tok);
+	return c;
+}
+
+/* Poll c until events->n >= want or timeout; returns events->n. */
+static __attribute__((unused)) uint64_t it_wait_events(struct parley_client *c, struct it_events *e,
+			       uint64_t want, int timeout_ms)
+{
+	for (int ms = 0; ms < timeout_ms && e->n < want; ms += 50) {
+		int rc = parley_client_poll(c, 50);
+		(void)rc;
+	}
+	return e->n;
+}
+
+/* ---- raw frames ------------------------------------------------------------------------ */
+
+static __attribute__((unused)) int it_write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
+		if (k <= 0)
+			return -1;
+		b += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static __attribute__((unused)) int it_send_msg(int fd, uint32_t rid, const struct parley_msg *m)
+{
+	uint8_t buf[65536];
+	int n = parley_proto_encode(buf, sizeof buf, rid, m);
+	if (n < 0)
+		return n;
+	return it_write_all(fd, buf, (size_t)n);
+}
+
+/* Read one frame (blocking up to timeout_ms) into buf; 0 on EOF, -1 on
+ * timeout/error, else the frame length with *f decoded. */
+static __attribute__((unused)) int it_read_frame(int fd, uint8_t *buf, size_t cap, int timeout_ms,
+			 struct parley_frame *f)
+{
+	size_t have = 0;
+	for (;;) {
+		int rc = parley_proto_frame_decode(buf, have, (uint32_t)cap, f);
+		if (rc > 0)
+			return rc;
+		if (rc != -PARLEY_EINCOMPLETE)
+			return -1;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return -1;
+		ssize_t k = recv(fd, buf + have, 1, 0); /* byte-wise: never over-read */
+		if (k == 0)
+			return 0;
+		if (k < 0)
+			return -1;
+		have += (size_t)k;
+		if (have == cap)
+			return -1;
+	}
+}
+
+/* HELLO + AUTH on a raw socket; returns 0 when AUTH_OK arrived. */
+static __attribute__((unused)) int it_raw_login(int fd, const char *user, const char *device)
+{
+	struct parley_msg m = {.type = PARLEY_T_HELLO};
+	m.hello.min_version = 1;
+	m.hello.max_version = 1;
+	m.hello.device_id = parley_str_c(device);
+	m.hello.client_name = parley_str_c("itest-raw");
+	if (it_send_msg(fd, 1, &m))
+		return -1;
+	uint8_t buf[4096];
+	struct parley_frame f;
+	if (it_read_frame(fd, buf, sizeof buf, 10000, &f) <= 0 ||
+	    f.type != PARLEY_T_HELLO_OK)
+		return -1;
+	char *tok = it_token_for(user);
+	m = (struct parley_msg){.type = PARLEY_T_AUTH};
+	m.auth.token = parley_str_c(tok);
+	int rc = it_send_msg(fd, 2, &m);
+	free(tok);
+	if (rc)
+		return -1;
+	if (it_read_frame(fd, buf, sizeof buf, 10000, &f) <= 0 ||
+	    f.type != PARLEY_T_AUTH_OK)
+		return -1;
+	return 0;
+}
+
+#endif /* PARLEY_ITEST_H */
