@@ -569,9 +569,11 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			 "wal-%016" PRIx64 ".log", last_seq);
 		w->tail = tail;
 		w->batch_seq = max_batch;
-		/* a full segment: the next batch goes to a new one */
-		w->roll_pending =
-			w->tail + WAL_MAX_BATCH + 2 * WAL_BLOCK > w->seg_bytes;
+		/* An unsealed last segment always has room for one more batch:
+		 * the batch that would have sealed it was torn and starts again
+		 * here, and wal_submit seals it then. Rolling without a seal
+		 * would make this segment read as corrupt on the next start. */
+		w->roll_pending = false;
 	}
 	if (rc) {
 		wal_close(w);
