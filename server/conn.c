@@ -36,7 +36,7 @@
 
 #define OBUF_CHUNK (16u << 10)
 #define CURSOR_FLUSH_NS (5ull * 1000000000ull)
-#define SLOW_CLOSE_GRACE_NS (1000000000ull)
+#define SLOW_CLOSE_GRACE_NS (10ull * 1000000000ull) /* reader gone: give up */
 
 static _Thread_local uint8_t tls_plain[16384];
 
@@ -118,44 +118,41 @@ static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
 
 /* ---- outbound queue ------------------------------------------------------------- */
 
+/* Appends one unit (a whole frame, or the TLS records of one frame) to
+ * the queue. A unit never straddles two chunks, so the chunks after the
+ * head hold whole frames and can be dropped as a whole (slow consumer). */
 static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 {
 	if (c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER &&
 	    c->oq_bytes > S(c)->lim.max_outbound)
 		return; /* already cut off: bytes are dropped, the client resyncs */
-	while (n) {
-		struct obuf *t = c->oq_tail;
-		if (!t || t->cap == t->len) {
-			uint32_t cap = OBUF_CHUNK;
-			t = malloc(sizeof *t + cap);
-			PARLEY_ASSERT(t);
-			t->next = NULL;
-			t->len = t->off = 0;
-			t->cap = cap;
-			if (c->oq_tail)
-				c->oq_tail->next = t;
-			else
-				c->oq_head = t;
-			c->oq_tail = t;
-		}
-		size_t k = PARLEY_MIN(n, (size_t)(t->cap - t->len));
-		memcpy(t->data + t->len, p, k);
-		t->len += (uint32_t)k;
-		c->oq_bytes += k;
-		p += k;
-		n -= k;
+	struct obuf *t = c->oq_tail;
+	if (!t || t->cap - t->len < n) {
+		uint32_t cap = (uint32_t)PARLEY_MAX(n, (size_t)OBUF_CHUNK);
+		t = malloc(sizeof *t + cap);
+		PARLEY_ASSERT(t);
+		t->next = NULL;
+		t->len = t->off = 0;
+		t->cap = cap;
+		if (c->oq_tail)
+			c->oq_tail->next = t;
+		else
+			c->oq_head = t;
+		c->oq_tail = t;
 	}
+	memcpy(t->data + t->len, p, n);
+	t->len += (uint32_t)n;
+	c->oq_bytes += n;
 }
 
 static void tls_flush(struct conn *c)
 {
 	BIO *w = SSL_get_wbio(c->ssl);
-	uint8_t buf[4096];
-	for (;;) {
-		int k = BIO_read(w, buf, sizeof buf);
-		if (k <= 0)
-			break;
-		out_raw(c, buf, (size_t)k);
+	char *p = NULL;
+	long k = BIO_get_mem_data(w, &p);
+	if (k > 0) {
+		out_raw(c, (const uint8_t *)p, (size_t)k);
+		BIO_reset(w);
 	}
 }
 
@@ -699,25 +696,40 @@ static void conn_slow_consumer(struct conn *c, const char *why)
 	c->goaway_reason = PARLEY_GOAWAY_SLOW_CONSUMER;
 	c->state = CS_DRAINING;
 	c->deadline_ns = parley_mono_ns() + SLOW_CLOSE_GRACE_NS;
-	/* Goes out if the client ever reads; the queue is over its bound, so
-	 * out_raw drops it otherwise and the deadline closes. */
 	struct parley_msg m = {.type = PARLEY_T_GOAWAY};
 	m.goaway.reason = PARLEY_GOAWAY_SLOW_CONSUMER;
 	m.goaway.retry_after_ms = 1000;
 	m.goaway.text = parley_str_c(why);
 	uint8_t buf[256];
 	int n = parley_proto_encode(buf, sizeof buf, 0, &m);
+	if (!c->ssl && c->oq_head) {
+		/* Plain TCP: every chunk after the head holds whole frames that
+		 * were never started: drop them, so the GOAWAY is next on the
+		 * wire and memory is released now. (TLS records cannot be
+		 * dropped without breaking the TLS stream: there the GOAWAY
+		 * queues behind them and the deadline bounds the wait.) */
+		struct obuf *b = c->oq_head->next;
+		c->oq_head->next = NULL;
+		c->oq_tail = c->oq_head;
+		while (b) {
+			struct obuf *nx = b->next;
+			c->oq_bytes -= b->len - b->off;
+			free(b);
+			b = nx;
+		}
+	}
 	if (n > 0) {
+		uint64_t saved = c->oq_bytes;
+		c->oq_bytes = 0; /* bypass the drop rule for the GOAWAY itself */
 		if (c->ssl) {
 			if (SSL_write(c->ssl, buf, n) > 0)
 				tls_flush(c);
 		} else {
-			uint64_t saved = c->oq_bytes;
-			c->oq_bytes = 0; /* bypass the drop rule for GOAWAY */
 			out_raw(c, buf, (size_t)n);
-			c->oq_bytes += saved;
 		}
+		c->oq_bytes += saved;
 	}
+	c->closing_after_flush = true;
 	loop_conn_kick(c);
 }
 
