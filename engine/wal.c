@@ -119,6 +119,32 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
+void wal_encode_seg_header(uint8_t *hdr, uint64_t seq)
+{
+	memset(hdr, 0, WAL_BLOCK);
+	le_put64(hdr, WAL_SEG_MAGIC);
+	le_put32(hdr + 8, WAL_SEG_VERSION);
+	le_put64(hdr + 16, seq);
+	le_put64(hdr + 24, parley_xxh3(hdr, 24, WAL_SEED_SEG));
+}
+
+void wal_encode_record(uint8_t *h, uint64_t seg_seq, uint32_t batch,
+		       uint32_t batch_start, uint32_t partition, uint16_t type,
+		       uint64_t term, uint64_t index, const void *body,
+		       uint32_t len)
+{
+	memset(h, 0, WAL_REC_HDR);
+	le_put32(h, WAL_MAGIC);
+	le_put32(h + 4, len);
+	le_put32(h + 24, partition);
+	le_put16(h + 28, type);
+	le_put64(h + 32, term);
+	le_put64(h + 40, index);
+	if (len)
+		memcpy(h + WAL_REC_HDR, body, len);
+	rec_stamp(h, seg_seq, batch, batch_start);
+}
+
 /* ---- scanning (recovery, inspect, fuzzing) -------------------------------- */
 
 static bool seg_header_ok(const uint8_t *d, uint64_t size, uint64_t *seq)
@@ -373,11 +399,7 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	if (rc)
 		return rc;
 	uint8_t hdr[WAL_BLOCK];
-	memset(hdr, 0, sizeof hdr);
-	le_put64(hdr, WAL_SEG_MAGIC);
-	le_put32(hdr + 8, WAL_SEG_VERSION);
-	le_put64(hdr + 16, seq);
-	le_put64(hdr + 24, parley_xxh3(hdr, 24, WAL_SEED_SEG));
+	wal_encode_seg_header(hdr, seq);
 	rc = w->io->ops->pwrite(w->io, f, hdr, sizeof hdr, 0);
 	if (!rc)
 		rc = w->io->ops->fdatasync(w->io, f);

@@ -135,4 +135,13 @@ int wal_scan_buffer(const uint8_t *data, uint64_t size, const char *name,
 		    bool is_last, const struct wal_recovery *rec,
 		    uint64_t *tail_off, uint32_t *max_batch);
 
+/* Encoders for tests and fuzzing: a segment header block (WAL_BLOCK bytes)
+ * and one record (WAL_REC_HDR + len bytes, body copied) exactly as the
+ * writer lays them out. */
+void wal_encode_seg_header(uint8_t *block, uint64_t seg_seq);
+void wal_encode_record(uint8_t *out, uint64_t seg_seq, uint32_t batch,
+		       uint32_t batch_start, uint32_t partition, uint16_t type,
+		       uint64_t term, uint64_t index, const void *body,
+		       uint32_t len);
+
 #endif /* PARLEY_ENGINE_WAL_H */
