@@ -1,0 +1,817 @@
+/*
+ * hpart.c — a partition's history tier: manifest + readers + dictionaries +
+ * flush and compaction jobs. Contract, job diagram, invariants, ownership
+ * and threading in hpart.h.
+ *
+ * Every commit follows one pattern: copy the manifest, change the copy,
+ * store it; only when the store succeeded does the copy replace the live
+ * manifest and do the readers, cache and files change. A failed store
+ * therefore changes nothing, on disk or in memory.
+ */
+#include "hpart.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley_common.h"
+
+struct hp_seg {
+	uint64_t id;
+	struct seg_reader *r;
+};
+
+struct hpart {
+	struct pio *io;
+	char dir[768];
+	struct hpart_opts o;
+	struct hman man;
+	struct hp_seg *segs;
+	size_t nsegs, capsegs;
+	struct pdict **dicts;
+	size_t ndicts, capdicts;
+	struct seg_reader **rv; /* scratch for history_read, capsegs long */
+	bool flush_busy, compact_busy;
+	uint64_t recent_raw, recent_comp; /* flushed with the current dict */
+};
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static struct pdict *find_dict(struct pdict *const *v, size_t n, uint64_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->id == id)
+			return v[i];
+	return NULL;
+}
+
+static const struct pdict *hp_dict_lookup(void *arg, uint64_t id)
+{
+	struct hpart *h = arg;
+	return find_dict(h->dicts, h->ndicts, id);
+}
+
+static int add_dict(struct hpart *h, struct pdict *d)
+{
+	if (h->ndicts == h->capdicts) {
+		size_t nc = h->capdicts ? h->capdicts * 2 : 4;
+		struct pdict **p = realloc(h->dicts, nc * sizeof *p);
+		if (!p)
+			return -PARLEY_ENOMEM;
+		h->dicts = p;
+		h->capdicts = nc;
+	}
+	h->dicts[h->ndicts++] = d;
+	return 0;
+}
+
+static int add_seg(struct hpart *h, uint64_t id, struct seg_reader *r)
+{
+	if (h->nsegs == h->capsegs) {
+		size_t nc = h->capsegs ? h->capsegs * 2 : 16;
+		struct hp_seg *p = realloc(h->segs, nc * sizeof *p);
+		struct seg_reader **rv = realloc(h->rv, nc * sizeof *rv);
+		if (p)
+			h->segs = p;
+		if (rv)
+			h->rv = rv;
+		if (!p || !rv)
+			return -PARLEY_ENOMEM;
+		h->capsegs = nc;
+	}
+	h->segs[h->nsegs].id = id;
+	h->segs[h->nsegs].r = r;
+	h->nsegs++;
+	return 0;
+}
+
+static int open_seg(struct hpart *h, uint64_t id, struct seg_reader **r)
+{
+	char name[64], err[SEG_ERR_LEN];
+	seg_file_name(name, sizeof name, id);
+	struct seg_open_opts so = { .cache = h->o.cache,
+				    .dict_lookup = hp_dict_lookup, .dict_arg = h };
+	int rc = seg_open(h->io, h->dir, name, &so, r, err, sizeof err);
+	if (rc)
+		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
+		       h->o.partition, err, parley_errname(rc));
+	return rc;
+}
+
+/* Deep copy of a manifest (for copy-change-store commits). */
+static int man_copy(struct hman *dst, const struct hman *src)
+{
+	*dst = *src;
+	dst->segs = NULL;
+	dst->streams = NULL;
+	dst->capsegs = src->nsegs;
+	dst->capstreams = src->nstreams;
+	if (src->nsegs) {
+		dst->segs = malloc(src->nsegs * sizeof *dst->segs);
+		if (!dst->segs)
+			return -PARLEY_ENOMEM;
+		memcpy(dst->segs, src->segs, src->nsegs * sizeof *dst->segs);
+	}
+	if (src->nstreams) {
+		dst->streams = malloc(src->nstreams * sizeof *dst->streams);
+		if (!dst->streams) {
+			free(dst->segs);
+			return -PARLEY_ENOMEM;
+		}
+		memcpy(dst->streams, src->streams, src->nstreams * sizeof *dst->streams);
+	}
+	return 0;
+}
+
+/* Free dictionaries nobody needs any more (invariant 3). */
+static void gc_dicts(struct hpart *h)
+{
+	if (h->flush_busy || h->compact_busy)
+		return;
+	size_t w = 0;
+	for (size_t i = 0; i < h->ndicts; i++) {
+		struct pdict *d = h->dicts[i];
+		bool used = d->id == h->man.dict_id;
+		for (size_t s = 0; s < h->man.nsegs && !used; s++)
+			used = h->man.segs[s].dict_id == d->id;
+		if (used) {
+			h->dicts[w++] = d;
+			continue;
+		}
+		int rc = dict_remove(h->io, h->dir, d->id);
+		if (rc && rc != -PARLEY_ENOTFOUND)
+			PLOG_W("hpart", "retired dictionary not removed", "id=%016" PRIx64 " err=%s",
+			       d->id, parley_errname(rc));
+		dict_free(d);
+	}
+	h->ndicts = w;
+}
+
+/* ---- open / close --------------------------------------------------------------------- */
+
+void hpart_close(struct hpart *h)
+{
+	if (!h)
+		return;
+	PARLEY_ASSERT(!h->flush_busy && !h->compact_busy);
+	for (size_t i = 0; i < h->nsegs; i++)
+		seg_close(h->segs[i].r);
+	for (size_t i = 0; i < h->ndicts; i++)
+		dict_free(h->dicts[i]);
+	free(h->segs);
+	free(h->rv);
+	free(h->dicts);
+	hman_free(&h->man);
+	free(h);
+}
+
+int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
+	       struct hpart **out)
+{
+	*out = NULL;
+	if (strlen(dir) >= sizeof ((struct hpart *)0)->dir)
+		return -PARLEY_EINVAL;
+	struct hpart *h = calloc(1, sizeof *h);
+	if (!h)
+		return -PARLEY_ENOMEM;
+	h->io = io;
+	snprintf(h->dir, sizeof h->dir, "%s", dir);
+	h->o = *o;
+	if (!h->o.level)
+		h->o.level = DICT_DEFAULT_LEVEL;
+	if (!h->o.dict_bytes)
+		h->o.dict_bytes = DICT_DEFAULT_BYTES;
+	if (h->o.retrain.degrade_factor <= 1.0)
+		h->o.retrain.degrade_factor = 1.15;
+	if (!h->o.retrain.min_recent_raw)
+		h->o.retrain.min_recent_raw = 8u << 20;
+	int rc = hman_load(io, dir, &h->man);
+	if (rc == -PARLEY_ENOTFOUND) {
+		hman_init(&h->man, o->partition);
+		rc = 0;
+	}
+	if (rc)
+		goto fail;
+	/* dictionaries: the current one and every one a live segment names */
+	for (size_t i = 0; i <= h->man.nsegs && !rc; i++) {
+		uint64_t id = i < h->man.nsegs ? h->man.segs[i].dict_id : h->man.dict_id;
+		if (!id || find_dict(h->dicts, h->ndicts, id))
+			continue;
+		struct pdict *d;
+		rc = dict_load(io, dir, id, h->o.level, &d);
+		if (rc) {
+			PLOG_E("hpart", "dictionary missing or corrupt", "partition=%u dir=%s id=%016" PRIx64 " err=%s",
+			       o->partition, dir, id, parley_errname(rc));
+			rc = -PARLEY_ECORRUPT;
+			break;
+		}
+		rc = add_dict(h, d);
+		if (rc)
+			dict_free(d);
+	}
+	for (size_t i = 0; i < h->man.nsegs && !rc; i++) {
+		struct seg_reader *r;
+		rc = open_seg(h, h->man.segs[i].id, &r);
+		if (rc) {
+			if (rc == -ENOENT || rc == -PARLEY_ENOTFOUND)
+				rc = -PARLEY_ECORRUPT;
+			break;
+		}
+		rc = add_seg(h, h->man.segs[i].id, r);
+		if (rc)
+			seg_close(r);
+	}
+	if (rc)
+		goto fail;
+	rc = hman_cleanup(io, dir, &h->man);
+	if (rc < 0)
+		goto fail;
+	*out = h;
+	return 0;
+fail:
+	hpart_close(h);
+	return rc;
+}
+
+const struct hman *hpart_manifest(const struct hpart *h)
+{
+	return &h->man;
+}
+
+size_t hpart_segments(const struct hpart *h, struct hpart_seg_view *out,
+		      size_t cap)
+{
+	size_t n = PARLEY_MIN(cap, h->nsegs);
+	for (size_t i = 0; i < n; i++) {
+		out[i].id = h->segs[i].id;
+		seg_get_info(h->segs[i].r, &out[i].info);
+		out[i].r = h->segs[i].r;
+	}
+	return h->nsegs;
+}
+
+/* ---- reads ------------------------------------------------------------------------------ */
+
+int hpart_read(struct hpart *h, const struct history_read_req *q,
+	       struct pe_entry *out, struct history_read_res *res,
+	       struct history_hold **hold)
+{
+	struct history_read_req r = *q;
+	const struct hman_stream *m = hman_stream(&h->man, q->key, q->klen);
+	if (m) {
+		r.deleted_through = PARLEY_MAX(r.deleted_through, m->deleted_through);
+		r.first_retained = PARLEY_MAX(r.first_retained, m->first_retained);
+	}
+	for (size_t i = 0; i < h->nsegs; i++)
+		h->rv[i] = h->segs[i].r;
+	return history_read(h->rv, h->nsegs, &r, out, res, hold);
+}
+
+int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,
+			uint64_t *first_visible, uint64_t *last)
+{
+	for (size_t i = 0; i < h->nsegs; i++)
+		h->rv[i] = h->segs[i].r;
+	uint64_t f, l, c;
+	int rc = history_stream_bounds(h->rv, h->nsegs, key, klen, &f, &l, &c);
+	if (rc)
+		return rc;
+	const struct hman_stream *m = hman_stream(&h->man, key, klen);
+	if (m) {
+		if (m->deleted_through >= l)
+			return -PARLEY_ENOTFOUND;
+		f = PARLEY_MAX(f, m->deleted_through + 1);
+		f = PARLEY_MAX(f, m->first_retained);
+	}
+	if (f > l)
+		return -PARLEY_ENOTFOUND;
+	*first_visible = f;
+	*last = l;
+	return 0;
+}
+
+int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
+			 uint64_t through)
+{
+	struct hman n;
+	int rc = man_copy(&n, &h->man);
+	if (rc)
+		return rc;
+	rc = hman_set_deleted(&n, key, klen, through);
+	if (!rc)
+		rc = hman_store(h->io, h->dir, &n);
+	if (rc) {
+		hman_free(&n);
+		return rc;
+	}
+	hman_free(&h->man);
+	h->man = n;
+	return 0;
+}
+
+/* ---- flush --------------------------------------------------------------------------------- */
+
+struct hpart_fjob {
+	struct pio *io;
+	char dir[768];
+	uint64_t seg_id;
+	uint64_t flushed_index;
+	const struct pdict *cur;
+	bool want_train;
+	size_t dict_bytes;
+	int level;
+	uint32_t block_bytes;
+	struct pdict *new_dict;
+	bool written;
+	struct seg_write_info info;
+};
+
+int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
+		      struct hpart_fjob **out)
+{
+	if (h->flush_busy)
+		return -PARLEY_EAGAIN;
+	struct hpart_fjob *j = calloc(1, sizeof *j);
+	if (!j)
+		return -PARLEY_ENOMEM;
+	j->io = h->io;
+	memcpy(j->dir, h->dir, sizeof j->dir);
+	j->seg_id = hman_next_seg_id(&h->man);
+	j->flushed_index = flushed_index;
+	j->cur = h->man.dict_id ? find_dict(h->dicts, h->ndicts, h->man.dict_id) : NULL;
+	struct dict_health hl = {
+		.have_dict = j->cur != NULL,
+		.baseline_ratio = h->man.dict_ratio_ppm / 1e6,
+		.recent_raw = h->recent_raw,
+		.recent_comp = h->recent_comp,
+		/* availability is only known while running: assume enough, the
+		 * trainer refuses (-PARLEY_EAGAIN) when there is not */
+		.samples_available = UINT64_MAX,
+		.sample_bytes_available = UINT64_MAX,
+	};
+	j->want_train = dict_should_retrain(&hl, &h->o.retrain);
+	j->dict_bytes = h->o.dict_bytes;
+	j->level = h->o.level;
+	j->block_bytes = h->o.block_bytes;
+	h->flush_busy = true;
+	*out = j;
+	return 0;
+}
+
+/* Bounded sample reservoir: keeps every stride-th payload; when the byte
+ * bound is reached, drops every other kept sample and doubles the stride,
+ * so the samples stay spread over the whole flush. */
+struct reservoir {
+	struct dict_sample *s;
+	uint8_t **bufs;
+	size_t n, cap, bytes;
+	uint64_t stride, seen;
+};
+
+static void res_free(struct reservoir *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->bufs[i]);
+	free(r->bufs);
+	free(r->s);
+}
+
+static int res_add(struct reservoir *r, const uint8_t *p, size_t len)
+{
+	if (r->seen++ % r->stride)
+		return 0;
+	len = PARLEY_MIN(len, (size_t)DICT_SAMPLE_MAX_LEN);
+	if (len == 0)
+		return 0;
+	while (r->bytes + len > DICT_MAX_SAMPLE_BYTES) {
+		size_t w = 0;
+		r->bytes = 0;
+		for (size_t i = 0; i < r->n; i++) {
+			if (i % 2) {
+				free(r->bufs[i]);
+				continue;
+			}
+			r->bufs[w] = r->bufs[i];
+			r->s[w] = r->s[i];
+			r->bytes += r->s[w].len;
+			w++;
+		}
+		r->n = w;
+		r->stride *= 2;
+	}
+	if (r->n == r->cap) {
+		size_t nc = r->cap ? r->cap * 2 : 1024;
+		struct dict_sample *s = realloc(r->s, nc * sizeof *s);
+		if (s)
+			r->s = s;
+		uint8_t **b = realloc(r->bufs, nc * sizeof *b);
+		if (b)
+			r->bufs = b;
+		if (!s || !b)
+			return -PARLEY_ENOMEM;
+		r->cap = nc;
+	}
+	uint8_t *c = malloc(len);
+	if (!c)
+		return -PARLEY_ENOMEM;
+	memcpy(c, p, len);
+	r->bufs[r->n] = c;
+	r->s[r->n] = (struct dict_sample){ c, len };
+	r->n++;
+	r->bytes += len;
+	return 0;
+}
+
+int hpart_flush_run(struct hpart_fjob *j, const struct hpart_src *src)
+{
+	const uint8_t *key;
+	size_t klen;
+	struct pe_entry e;
+	int rc = 0;
+	if (j->want_train) {
+		struct reservoir rs = { .stride = 1 };
+		while (!rc && (rc = src->next(src->arg, &key, &klen, &e)) == 1)
+			rc = res_add(&rs, e.payload, e.len);
+		if (!rc) {
+			rc = dict_train(rs.s, rs.n, j->dict_bytes, j->level, &j->new_dict);
+			if (rc == -PARLEY_EAGAIN)
+				rc = 0; /* too few samples: keep the current dictionary */
+			else if (!rc)
+				rc = dict_store(j->io, j->dir, j->new_dict);
+		}
+		res_free(&rs);
+		if (!rc)
+			rc = src->rewind(src->arg);
+		if (rc)
+			return rc;
+	}
+	struct seg_write_opts wo = {
+		.block_bytes = j->block_bytes, .level = j->level,
+		.dict = j->new_dict ? j->new_dict : j->cur,
+	};
+	struct seg_writer *w;
+	rc = seg_writer_new(j->io, j->dir, j->seg_id, &wo, &w);
+	if (rc)
+		return rc;
+	while ((rc = src->next(src->arg, &key, &klen, &e)) == 1) {
+		rc = seg_writer_add(w, key, klen, &e);
+		if (rc)
+			break;
+	}
+	if (rc) {
+		seg_writer_abort(w);
+		return rc;
+	}
+	rc = seg_writer_finish(w, &j->info);
+	if (!rc)
+		j->written = true;
+	return rc;
+}
+
+void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j)
+{
+	if (j->written)
+		(void)seg_remove(j->io, j->dir, j->seg_id);
+	if (j->new_dict) {
+		if (!find_dict(h->dicts, h->ndicts, j->new_dict->id))
+			(void)dict_remove(j->io, j->dir, j->new_dict->id);
+		dict_free(j->new_dict);
+	}
+	free(j);
+	h->flush_busy = false;
+}
+
+int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
+		       struct hpart_flush_result *res)
+{
+	if (!j->written)
+		return -PARLEY_EINVAL;
+	struct hman n;
+	int rc = man_copy(&n, &h->man);
+	if (rc)
+		return rc;
+	const struct pdict *used = j->new_dict ? j->new_dict : j->cur;
+	struct hman_seg s = { j->seg_id, j->info.file_bytes, used ? used->id : 0,
+			      j->info.entries };
+	double ratio = j->info.raw_block_bytes
+			       ? (double)j->info.block_bytes / (double)j->info.raw_block_bytes
+			       : 1.0;
+	rc = hman_add_seg(&n, &s);
+	if (!rc) {
+		n.flushed_index = PARLEY_MAX(n.flushed_index, j->flushed_index);
+		if (j->new_dict) {
+			n.dict_id = j->new_dict->id;
+			n.dict_ratio_ppm = (uint32_t)(ratio * 1e6);
+		}
+		rc = hman_store(h->io, h->dir, &n);
+	}
+	if (rc) {
+		hman_free(&n);
+		return rc;
+	}
+	/* committed: from here on only memory changes */
+	hman_free(&h->man);
+	h->man = n;
+	if (j->new_dict) {
+		if (find_dict(h->dicts, h->ndicts, j->new_dict->id) ||
+		    add_dict(h, j->new_dict) != 0)
+			dict_free(j->new_dict); /* same bytes as a loaded one */
+		h->recent_raw = h->recent_comp = 0;
+	} else if (used) {
+		h->recent_raw += j->info.raw_block_bytes;
+		h->recent_comp += j->info.block_bytes;
+	}
+	bool trained = j->new_dict != NULL;
+	j->new_dict = NULL;
+	h->flush_busy = false;
+	struct seg_reader *r;
+	rc = open_seg(h, j->seg_id, &r);
+	if (!rc && (rc = add_seg(h, j->seg_id, r)) != 0)
+		seg_close(r);
+	if (res) {
+		res->seg = j->info;
+		res->trained = trained;
+		res->dict_id = s.dict_id;
+		res->flushed_index = h->man.flushed_index;
+	}
+	free(j);
+	gc_dicts(h);
+	/* A sealed, verified-at-write segment that cannot be opened right
+	 * after its commit means the disk lies: report it, the caller fails
+	 * the partition. */
+	return rc ? -PARLEY_ECORRUPT : 0;
+}
+
+/* ---- compaction -------------------------------------------------------------------------- */
+
+struct hpart_cjob {
+	struct pio *io;
+	char dir[768];
+	uint64_t out_id;
+	uint64_t *in_ids;
+	size_t nin;
+	struct pdict **dicts; /* snapshot of pointers (kept alive: invariant 3) */
+	size_t ndicts;
+	const struct pdict *cur;
+	struct hman_stream *marks; /* snapshot, sorted */
+	size_t nmarks;
+	const struct retention_policy *retention;
+	struct hpart_compact_opts co;
+	uint32_t block_bytes;
+	int level;
+	struct throttle th;
+	/* results */
+	bool ran;
+	struct compact_stats st;
+	struct hman_stream *newmarks;
+	size_t nnew, capnew;
+	int err;
+};
+
+static const struct pdict *cj_dict(void *arg, uint64_t id)
+{
+	struct hpart_cjob *j = arg;
+	return find_dict(j->dicts, j->ndicts, id);
+}
+
+int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
+			struct hpart_cjob **out)
+{
+	if (h->compact_busy || h->nsegs == 0)
+		return -PARLEY_EAGAIN;
+	size_t *idx = calloc(h->nsegs, sizeof *idx);
+	struct compact_seg_desc *d = calloc(h->nsegs, sizeof *d);
+	struct hpart_cjob *j = calloc(1, sizeof *j);
+	int rc = -PARLEY_ENOMEM;
+	if (!idx || !d || !j)
+		goto fail;
+	size_t n;
+	if (o->all) {
+		n = h->nsegs;
+		for (size_t i = 0; i < n; i++)
+			idx[i] = i;
+	} else {
+		for (size_t i = 0; i < h->nsegs; i++) {
+			struct seg_info si;
+			seg_get_info(h->segs[i].r, &si);
+			d[i] = (struct compact_seg_desc){ h->segs[i].id, si.file_bytes };
+		}
+		n = compact_pick(d, h->nsegs, &h->o.tiers, idx, h->nsegs);
+	}
+	if (n == 0) {
+		rc = -PARLEY_EAGAIN;
+		goto fail;
+	}
+	j->in_ids = calloc(n, sizeof *j->in_ids);
+	j->dicts = calloc(h->ndicts ? h->ndicts : 1, sizeof *j->dicts);
+	j->marks = calloc(h->man.nstreams ? h->man.nstreams : 1, sizeof *j->marks);
+	if (!j->in_ids || !j->dicts || !j->marks)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		j->in_ids[i] = h->segs[idx[i]].id;
+	j->nin = n;
+	memcpy(j->dicts, h->dicts, h->ndicts * sizeof *j->dicts);
+	j->ndicts = h->ndicts;
+	memcpy(j->marks, h->man.streams, h->man.nstreams * sizeof *j->marks);
+	j->nmarks = h->man.nstreams;
+	j->cur = h->man.dict_id ? find_dict(h->dicts, h->ndicts, h->man.dict_id) : NULL;
+	j->io = h->io;
+	memcpy(j->dir, h->dir, sizeof j->dir);
+	j->out_id = hman_next_seg_id(&h->man);
+	j->retention = h->o.retention;
+	j->co = *o;
+	j->block_bytes = h->o.block_bytes;
+	j->level = h->o.level;
+	free(idx);
+	free(d);
+	h->compact_busy = true;
+	*out = j;
+	return 0;
+fail:
+	if (j) {
+		free(j->in_ids);
+		free(j->dicts);
+		free(j->marks);
+	}
+	free(j);
+	free(idx);
+	free(d);
+	return rc;
+}
+
+static int cj_state(void *arg, const uint8_t *key, size_t klen,
+		    struct compact_stream_state *out)
+{
+	struct hpart_cjob *j = arg;
+	size_t lo = 0, hi = j->nmarks;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const struct hman_stream *s = &j->marks[mid];
+		int c = memcmp(s->key, key, PARLEY_MIN((size_t)s->klen, klen));
+		if (!c)
+			c = s->klen < klen ? -1 : s->klen > klen;
+		if (!c) {
+			out->deleted_through = s->deleted_through;
+			/* entries below first_retained are already invisible */
+			if (s->first_retained > 1)
+				out->deleted_through = PARLEY_MAX(out->deleted_through,
+								  s->first_retained - 1);
+			return 0;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+static void cj_stream(void *arg, const uint8_t *key, size_t klen,
+		      const struct compact_stream_result *res)
+{
+	struct hpart_cjob *j = arg;
+	if (!res->dropped_through || j->err)
+		return;
+	if (j->nnew == j->capnew) {
+		size_t nc = j->capnew ? j->capnew * 2 : 64;
+		struct hman_stream *p = realloc(j->newmarks, nc * sizeof *p);
+		if (!p) {
+			j->err = -PARLEY_ENOMEM;
+			return;
+		}
+		j->newmarks = p;
+		j->capnew = nc;
+	}
+	struct hman_stream *s = &j->newmarks[j->nnew++];
+	memset(s, 0, sizeof *s);
+	memcpy(s->key, key, klen);
+	s->klen = (uint8_t)klen;
+	s->first_retained = res->dropped_through + 1;
+}
+
+static void cj_pace(void *arg, uint64_t bytes)
+{
+	struct hpart_cjob *j = arg;
+	uint64_t now = j->co.now_ns ? j->co.now_ns(j->co.sleep_arg) : parley_mono_ns();
+	uint64_t wait = throttle_charge(&j->th, bytes, now);
+	if (wait && j->co.sleep_ns)
+		j->co.sleep_ns(j->co.sleep_arg, wait);
+}
+
+int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st)
+{
+	struct seg_reader **in = calloc(j->nin, sizeof *in);
+	if (!in)
+		return -PARLEY_ENOMEM;
+	int rc = 0;
+	struct seg_open_opts so = { .dict_lookup = cj_dict, .dict_arg = j };
+	for (size_t i = 0; i < j->nin && !rc; i++) {
+		char name[64], err[SEG_ERR_LEN];
+		seg_file_name(name, sizeof name, j->in_ids[i]);
+		rc = seg_open(j->io, j->dir, name, &so, &in[i], err, sizeof err);
+		if (rc)
+			PLOG_E("hpart", "compaction input unreadable", "%s", err);
+	}
+	uint64_t now = j->co.now_ns ? j->co.now_ns(j->co.sleep_arg) : parley_mono_ns();
+	/* burst: one pacing chunk goes through without waiting */
+	throttle_init(&j->th, j->co.rate_bytes_per_s, COMPACT_PACE_CHUNK, now);
+	if (!rc) {
+		struct compact_opts o = {
+			.io = j->io, .dir = j->dir, .out_seg_id = j->out_id,
+			.wopts = { .block_bytes = j->block_bytes, .level = j->level,
+				   .dict = j->cur },
+			.retention = j->retention, .now_ms = j->co.now_ms,
+			.state = cj_state, .state_arg = j,
+			.on_stream = cj_stream, .stream_arg = j,
+			.pace = j->co.rate_bytes_per_s ? cj_pace : NULL, .pace_arg = j,
+		};
+		rc = compact_run(in, j->nin, &o, &j->st);
+	}
+	for (size_t i = 0; i < j->nin; i++)
+		seg_close(in[i]);
+	free(in);
+	if (!rc && j->err) {
+		if (j->st.output)
+			(void)seg_remove(j->io, j->dir, j->out_id);
+		rc = j->err;
+	}
+	if (!rc) {
+		j->ran = true;
+		if (st)
+			*st = j->st;
+	}
+	return rc;
+}
+
+static void cjob_free(struct hpart_cjob *j)
+{
+	free(j->in_ids);
+	free(j->dicts);
+	free(j->marks);
+	free(j->newmarks);
+	free(j);
+}
+
+void hpart_compact_abandon(struct hpart *h, struct hpart_cjob *j)
+{
+	if (j->ran && j->st.output)
+		(void)seg_remove(j->io, j->dir, j->out_id);
+	cjob_free(j);
+	h->compact_busy = false;
+}
+
+int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
+{
+	if (!j->ran)
+		return -PARLEY_EINVAL;
+	struct hman n;
+	int rc = man_copy(&n, &h->man);
+	if (rc)
+		return rc;
+	struct hman_seg out = { j->out_id, j->st.out.file_bytes,
+				j->cur ? j->cur->id : 0, j->st.out.entries };
+	rc = hman_replace_segs(&n, j->in_ids, j->nin, j->st.output ? &out : NULL);
+	for (size_t i = 0; i < j->nnew && !rc; i++)
+		rc = hman_set_retained(&n, j->newmarks[i].key, j->newmarks[i].klen,
+				       j->newmarks[i].first_retained);
+	if (!rc)
+		rc = hman_store(h->io, h->dir, &n);
+	if (rc) {
+		hman_free(&n);
+		return rc;
+	}
+	hman_free(&h->man);
+	h->man = n;
+	h->compact_busy = false;
+	/* swap readers: drop the inputs, add the output */
+	size_t w = 0;
+	for (size_t i = 0; i < h->nsegs; i++) {
+		bool gone = false;
+		for (size_t k = 0; k < j->nin; k++)
+			gone |= h->segs[i].id == j->in_ids[k];
+		if (!gone) {
+			h->segs[w++] = h->segs[i];
+			continue;
+		}
+		seg_close(h->segs[i].r);
+		if (h->o.cache)
+			bcache_erase_segment(h->o.cache, h->segs[i].id);
+		int r2 = seg_remove(h->io, h->dir, h->segs[i].id);
+		if (r2)
+			PLOG_W("hpart", "compacted input not removed (cleanup retries at open)",
+			       "id=%016" PRIx64 " err=%s", h->segs[i].id, parley_errname(r2));
+	}
+	h->nsegs = w;
+	rc = 0;
+	if (j->st.output) {
+		struct seg_reader *r;
+		rc = open_seg(h, j->out_id, &r);
+		if (!rc && (rc = add_seg(h, j->out_id, r)) != 0)
+			seg_close(r);
+	}
+	cjob_free(j);
+	gc_dicts(h);
+	return rc ? -PARLEY_ECORRUPT : 0;
+}

@@ -1,0 +1,163 @@
+/*
+ * hpart.h — one partition's history tier, assembled (private to engine/):
+ * the manifest (hmanifest.h), the live segments' readers (segment.h), the
+ * dictionaries (dict.h), merged reads (history.h), flush and compaction
+ * jobs (compact.h). The engine core calls this; it knows nothing of the
+ * memtable, the WAL or threads.
+ *
+ * Jobs are split so the slow parts run off the shard thread:
+ *
+ *   shard thread               any thread                shard thread
+ *   ─────────────              ──────────                ────────────
+ *   hpart_flush_begin   ──►    hpart_flush_run     ──►   hpart_flush_commit
+ *    (seg id, dict,             (sample, maybe train,     (dict + segment into
+ *     retrain decision)          write dict + segment)     the manifest, stored;
+ *                                                          reader opened; the
+ *                                                          WAL up to the flushed
+ *                                                          index may go)
+ *   hpart_compact_begin ──►    hpart_compact_run   ──►   hpart_compact_commit
+ *    (size-tiered pick,         (own readers, merge,      (manifest swap + new
+ *     marks snapshot)            paced by a throttle)      first-retained marks,
+ *                                                          stored; inputs closed,
+ *                                                          uncached, deleted)
+ *   Either job may instead be abandoned (its output file is removed).
+ *
+ * Invariants
+ *   1. At most one flush job and one compaction job per partition at a time
+ *      (begin returns -PARLEY_EAGAIN otherwise).
+ *   2. A segment is readable through hpart_read only after its commit (the
+ *      manifest store) — and from then on until a compaction commit
+ *      replaces it. Between begin and commit the caller keeps serving those
+ *      entries from its memtable.
+ *   3. A dictionary is freed only when no live segment names it, it is not
+ *      current, and no job is in flight.
+ *   4. Commits are the only writers of the manifest; a crash anywhere
+ *      leaves the previous manifest and files that hpart_open's cleanup
+ *      removes.
+ *
+ * Ownership: struct hpart owns the manifest, readers and dictionaries; it
+ * borrows the block cache and the retention policy (both outlive it). A job
+ * is owned by whoever holds it and is freed by commit or abandon.
+ * Threads: every hpart_* call except *_run on the partition's owner thread;
+ * *_run touches only its job.
+ */
+#ifndef PARLEY_ENGINE_HPART_H
+#define PARLEY_ENGINE_HPART_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bcache.h"
+#include "compact.h"
+#include "dict.h"
+#include "history.h"
+#include "hmanifest.h"
+#include "io.h"
+#include "segment.h"
+
+struct hpart;
+struct hpart_fjob;
+struct hpart_cjob;
+
+struct hpart_opts {
+	uint32_t partition;
+	struct bcache *cache;                /* NULL = uncached reads */
+	uint32_t block_bytes;                /* 0 = SEG_DEFAULT_BLOCK */
+	int level;                           /* 0 = DICT_DEFAULT_LEVEL */
+	size_t dict_bytes;                   /* 0 = DICT_DEFAULT_BYTES */
+	struct dict_retrain_policy retrain;  /* zeros = {1.15, 8 MiB} */
+	const struct retention_policy *retention; /* NULL = keep all */
+	struct compact_tier_opts tiers;      /* zeros = compact.h defaults */
+};
+
+/* Loads (or creates) the partition's history in `dir` (which must exist):
+ * manifest, dictionaries, segment readers; deletes unreferenced files. A
+ * missing or corrupt live file is -PARLEY_ECORRUPT (message logged, naming
+ * it): the partition must not serve reads with history missing. */
+int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
+	       struct hpart **out);
+void hpart_close(struct hpart *h);
+const struct hman *hpart_manifest(const struct hpart *h);
+
+/* ---- reads -------------------------------------------------------------------------- */
+
+/* history_read over the live segments with the manifest's marks for the
+ * stream applied (q's own deleted_through / first_retained are combined
+ * with them: the larger wins). */
+int hpart_read(struct hpart *h, const struct history_read_req *q,
+	       struct pe_entry *out, struct history_read_res *res,
+	       struct history_hold **hold);
+/* Stream bounds over live segments, marks applied: first visible seq and
+ * last seq; -PARLEY_ENOTFOUND if nothing is visible. */
+int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,
+			uint64_t *first_visible, uint64_t *last);
+
+/* ---- deletion (durable when it returns 0) ------------------------------------------- */
+
+int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
+			 uint64_t through);
+
+/* ---- flush ---------------------------------------------------------------------------- */
+
+/* Entries to flush, in strictly increasing (key, seq) order. next() returns
+ * 1 (filled; pointers valid until the next call), 0 at the end, or an
+ * error; rewind() restarts (the job reads the source twice: once to sample
+ * payloads for the dictionary, once to write). The caller guarantees the
+ * entries do not change while the job runs (a frozen memtable). */
+struct hpart_src {
+	int (*next)(void *arg, const uint8_t **key, size_t *klen,
+		    struct pe_entry *e);
+	int (*rewind)(void *arg);
+	void *arg;
+};
+
+struct hpart_flush_result {
+	struct seg_write_info seg;
+	bool trained;            /* a new dictionary came with this flush */
+	uint64_t dict_id;        /* dictionary the segment uses (0 = none) */
+	uint64_t flushed_index;
+};
+
+/* flushed_index: the log index the flushed entries reach; recorded at
+ * commit, after which the WAL may release what precedes it. */
+int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
+		      struct hpart_fjob **out);
+int hpart_flush_run(struct hpart_fjob *j, const struct hpart_src *src);
+/* On success fills *res (may be NULL) and frees the job; on error the job
+ * is still the caller's (abandon it). */
+int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
+		       struct hpart_flush_result *res);
+void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j);
+
+/* ---- compaction -------------------------------------------------------------------------- */
+
+struct hpart_compact_opts {
+	bool all;                  /* merge every live segment (purge) */
+	uint64_t now_ms;           /* retention's clock */
+	uint64_t rate_bytes_per_s; /* I/O bound; 0 = unpaced */
+	/* how run() waits when the throttle says so (NULL = no sleeping;
+	 * tests pass a fake). */
+	void (*sleep_ns)(void *arg, uint64_t ns);
+	void *sleep_arg;
+	uint64_t (*now_ns)(void *arg); /* NULL = parley_mono_ns */
+};
+
+/* -PARLEY_EAGAIN: nothing worth merging (or a compaction is in flight). */
+int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
+			struct hpart_cjob **out);
+int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st);
+int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j);
+void hpart_compact_abandon(struct hpart *h, struct hpart_cjob *j);
+
+/* ---- inspection --------------------------------------------------------------------------- */
+
+struct hpart_seg_view {
+	uint64_t id;
+	struct seg_info info;
+	const struct seg_reader *r; /* for seg_verify / seg_stream_at, until the next commit */
+};
+size_t hpart_segments(const struct hpart *h, struct hpart_seg_view *out,
+		      size_t cap);
+
+#endif /* PARLEY_ENGINE_HPART_H */
