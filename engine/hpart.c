@@ -225,9 +225,11 @@ int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
 	}
 	if (rc)
 		goto fail;
-	rc = hman_cleanup(io, dir, &h->man);
-	if (rc < 0)
-		goto fail;
+	if (!h->o.read_only) {
+		rc = hman_cleanup(io, dir, &h->man);
+		if (rc < 0)
+			goto fail;
+	}
 	*out = h;
 	return 0;
 fail:
@@ -292,9 +294,51 @@ int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,
 	return 0;
 }
 
+int hpart_stream_meta(struct hpart *h, const void *key, size_t klen,
+		      uint64_t *first_visible, uint64_t *last_seq,
+		      uint64_t *last_ts)
+{
+	bool any = false;
+	uint64_t f = 0, l = 0, t = 0;
+	for (size_t i = 0; i < h->nsegs; i++) {
+		struct seg_stream_info si;
+		if (seg_stream_info(h->segs[i].r, key, klen, &si) != 0)
+			continue;
+		if (!any || si.first_seq < f)
+			f = si.first_seq;
+		if (!any || si.last_seq > l) {
+			l = si.last_seq;
+			t = si.last_ts;
+		}
+		any = true;
+	}
+	if (!any)
+		return -PARLEY_ENOTFOUND;
+	const struct hman_stream *m = hman_stream(&h->man, key, klen);
+	if (m) {
+		if (m->deleted_through != UINT64_MAX)
+			f = PARLEY_MAX(f, m->deleted_through + 1);
+		else
+			f = l + 1;
+		f = PARLEY_MAX(f, m->first_retained);
+	}
+	*first_visible = PARLEY_MIN(f, l + 1);
+	*last_seq = l;
+	*last_ts = t;
+	return 0;
+}
+
+int hpart_mark_deleted(struct hpart *h, const void *key, size_t klen,
+		       uint64_t through)
+{
+	return hman_set_deleted(&h->man, key, klen, through);
+}
+
 int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
 			 uint64_t through)
 {
+	if (h->o.read_only)
+		return -PARLEY_EPERM;
 	struct hman n;
 	int rc = man_copy(&n, &h->man);
 	if (rc)
@@ -331,6 +375,8 @@ struct hpart_fjob {
 int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
 		      struct hpart_fjob **out)
 {
+	if (h->o.read_only)
+		return -PARLEY_EPERM;
 	if (h->flush_busy)
 		return -PARLEY_EAGAIN;
 	struct hpart_fjob *j = calloc(1, sizeof *j);
@@ -579,6 +625,8 @@ static const struct pdict *cj_dict(void *arg, uint64_t id)
 int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 			struct hpart_cjob **out)
 {
+	if (h->o.read_only)
+		return -PARLEY_EPERM;
 	if (h->compact_busy || h->nsegs == 0)
 		return -PARLEY_EAGAIN;
 	size_t *idx = calloc(h->nsegs, sizeof *idx);

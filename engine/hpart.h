@@ -69,6 +69,7 @@ struct hpart_opts {
 	struct dict_retrain_policy retrain;  /* zeros = {1.15, 8 MiB} */
 	const struct retention_policy *retention; /* NULL = keep all */
 	struct compact_tier_opts tiers;      /* zeros = compact.h defaults */
+	bool read_only;                      /* inspect: never write (no cleanup; jobs refused) */
 };
 
 /* Loads (or creates) the partition's history in `dir` (which must exist):
@@ -93,10 +94,25 @@ int hpart_read(struct hpart *h, const struct history_read_req *q,
 int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,
 			uint64_t *first_visible, uint64_t *last);
 
-/* ---- deletion (durable when it returns 0) ------------------------------------------- */
+/* What a memtable needs to continue a stream whose older entries were
+ * flushed: last seq and last ts over live segments (marks ignored), and
+ * the first visible seq (marks applied; last + 1 when all are hidden).
+ * -PARLEY_ENOTFOUND if no live segment has the stream. */
+int hpart_stream_meta(struct hpart *h, const void *key, size_t klen,
+		      uint64_t *first_visible, uint64_t *last_seq,
+		      uint64_t *last_ts);
 
+/* ---- deletion ----------------------------------------------------------------------------- */
+
+/* Durable when it returns 0 (stores the manifest: a small write+fsync). */
 int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
 			 uint64_t through);
+/* In memory only: reads honour it at once; it becomes durable with the
+ * next commit (flush, compaction or delete_through). For callers whose
+ * delete is already durable elsewhere (a log record) until that commit —
+ * the flush that covers the record stores the mark with it. */
+int hpart_mark_deleted(struct hpart *h, const void *key, size_t klen,
+		       uint64_t through);
 
 /* ---- flush ---------------------------------------------------------------------------- */
 

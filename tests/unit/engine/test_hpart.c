@@ -386,3 +386,80 @@ Test(hpart, abandoned_jobs_leave_nothing)
 	hpart_close(h);
 	pio_free(io);
 }
+
+Test(hpart, stream_meta_marks_and_read_only)
+{
+	uint64_t seed = hist_seed("hpart.meta");
+	struct parley_rng rng = { seed };
+	memset(mcount, 0, sizeof mcount);
+	memset(mdel, 0, sizeof mdel);
+	for (int s = 0; s < NS; s++)
+		snprintf(mkey[s], sizeof mkey[s], "u/%02d", s);
+	struct pio *io = pio_mem_new(seed);
+	cr_assert_eq(io->ops->mkdir(io, "pq"), 0);
+	struct hpart_opts o = { .partition = 2, .block_bytes = 2048 };
+	struct hpart *h;
+	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	gen_round(&rng, 1, 400);
+	do_flush(h, 1, NULL);
+	gen_round(&rng, 2, 400);
+	do_flush(h, 2, NULL);
+	for (int s = 0; s < NS; s++) {
+		uint64_t f, l, t;
+		if (!mcount[s]) {
+			cr_assert_eq(hpart_stream_meta(h, mkey[s], strlen(mkey[s]), &f, &l, &t),
+				     -PARLEY_ENOTFOUND);
+			continue;
+		}
+		cr_assert_eq(hpart_stream_meta(h, mkey[s], strlen(mkey[s]), &f, &l, &t), 0);
+		cr_assert_eq(f, 1u);
+		cr_assert_eq(l, mcount[s]);
+		cr_assert_eq(t, model[s][mcount[s] - 1].e.ts_ms, "last ts continues the stream");
+	}
+	/* in-memory mark: visible at once, not durable until a commit */
+	int s0 = 0;
+	while (mcount[s0] < 3)
+		s0++;
+	cr_assert_eq(hpart_mark_deleted(h, mkey[s0], strlen(mkey[s0]), 2), 0);
+	uint64_t f, l, t;
+	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
+	cr_assert_eq(f, 3u);
+	hpart_close(h);
+	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
+	cr_assert_eq(f, 1u, "no commit happened: the mark was not durable");
+	cr_assert_eq(hpart_mark_deleted(h, mkey[s0], strlen(mkey[s0]), 2), 0);
+	gen_round(&rng, 3, 100);
+	do_flush(h, 3, NULL); /* the flush commit stores the mark */
+	hpart_close(h);
+	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
+	cr_assert_eq(f, 3u, "stored with the flush");
+	/* whole stream deleted: first visible is past the end */
+	cr_assert_eq(hpart_delete_through(h, mkey[s0], strlen(mkey[s0]), UINT64_MAX), 0);
+	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
+	cr_assert_eq(f, l + 1);
+	cr_assert_eq(hpart_stream_bounds(h, mkey[s0], strlen(mkey[s0]), &f, &l), -PARLEY_ENOTFOUND);
+	hpart_close(h);
+	/* read only: no cleanup, no jobs, reads work */
+	struct seg_writer *w;
+	cr_assert_eq(seg_writer_new(io, "pq", 777, NULL, &w), 0);
+	cr_assert_eq(seg_writer_add(w, "zz", 2, &model[s0][0].e), 0);
+	cr_assert_eq(seg_writer_finish(w, NULL), 0);
+	o.read_only = true;
+	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	cr_assert_geq(pio_mem_file_size(io, "pq/seg-0000000000000309.pseg"), 0, "orphan left alone");
+	struct hpart_fjob *j;
+	cr_assert_eq(hpart_flush_begin(h, 1, &j), -PARLEY_EPERM);
+	struct hpart_cjob *cj;
+	struct hpart_compact_opts co = { .all = true };
+	cr_assert_eq(hpart_compact_begin(h, &co, &cj), -PARLEY_EPERM);
+	cr_assert_eq(hpart_delete_through(h, "x", 1, 1), -PARLEY_EPERM);
+	int s1 = s0 + 1;
+	while (mcount[s1] == 0)
+		s1++;
+	cr_assert_eq(hpart_stream_bounds(h, mkey[s1], strlen(mkey[s1]), &f, &l), 0);
+	cr_assert_eq(l, mcount[s1]);
+	hpart_close(h);
+	pio_free(io);
+}
