@@ -53,7 +53,7 @@ static void usage(FILE *f)
 		"                                    print messages with PEER (oldest first)\n"
 		"  list [--limit N]                  your conversations, most recent first\n"
 		"  watch [--from N]                  print incoming events as they arrive\n"
-		"  chat                              interactive (default): /to PEER, then type;\n"
+		"  chat [PEER]                       interactive (default): /to PEER, then type;\n"
 		"                                    /history [N], /list, /quit\n"
 		"\n"
 		"options (environment in brackets):\n"
@@ -393,14 +393,23 @@ static int chat_line(struct cli *cli, char *line)
 	return 0;
 }
 
-static int cmd_chat(struct cli *cli)
+static int cmd_chat(struct cli *cli, int argc, char **argv)
 {
+	if (argc > 2) {
+		fprintf(stderr, "usage: parley chat [PEER]\n");
+		return EXIT_USAGE;
+	}
 	cli->interactive = 1;
 	int r = parley_client_subscribe(cli->c, 0, NULL);
 	if (r < 0)
 		return fail("subscribe", r);
 	fprintf(stderr, "* signed in as %s. ", parley_client_user_id(cli->c));
 	chat_help();
+	if (argc == 2) {
+		char to[16 + PARLEY_PROTO_MAX_USER_ID];
+		snprintf(to, sizeof to, "/to %s", argv[1]);
+		chat_line(cli, to);
+	}
 	char line[65536];
 	size_t ln = 0;
 	for (;;) {
@@ -562,7 +571,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd, "watch"))
 		rc = cmd_watch(&cli, cargc, cargv);
 	else
-		rc = cmd_chat(&cli);
+		rc = cmd_chat(&cli, cargc, cargv); /* cargc 0: no command given */
 	parley_client_free(cli.c);
 	return rc;
 }

@@ -1013,6 +1013,13 @@ Test(client, cli_commands)
 	cr_assert(strstr(out, "#2 alice: first line"), "%s", out);
 	cr_assert(strstr(out, "#3 alice: second\\\\line"), "escaped backslash: %s", out);
 
+	/* chat PEER starts talking to PEER right away */
+	const char *chat_peer_args[] = {"chat", "bob", NULL};
+	cr_assert_eq(run_cli("good-token", "third\n", NULL, out, sizeof out, chat_peer_args), 0,
+		     "%s", out);
+	cr_assert(strstr(out, "#4 alice: third"), "%s", out);
+	cr_assert_eq(F.nmsgs, 4);
+
 	/* watch prints inbox events as lines (from the start of the inbox) */
 	const char *watch_args[] = {"watch", "--from", "1", NULL};
 	cr_assert_eq(run_cli("good-token", NULL, "second", out, sizeof out, watch_args), -1);
