@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "parley_engine.h"
@@ -558,4 +559,149 @@ Test(engine, concurrent_appends_are_group_committed)
 	pe_stats(eng, &st);
 	cr_assert_eq(st.appends, (uint64_t)N);
 	cr_assert_lt(st.wal_batches, (uint64_t)N); /* batching happened */
+}
+
+/* ---- idempotency window and cap (injected clock) ---- */
+
+static _Atomic uint64_t fake_now = 1000000;
+
+static uint64_t fake_clock(void *arg)
+{
+	(void)arg;
+	return atomic_load(&fake_now);
+}
+
+Test(engine, idempotency_forgets_past_window_and_over_cap)
+{
+	pe_close(eng);
+	pio_free(io);
+	io = pio_mem_new(2);
+	struct pe_options o = opts();
+	o.idem_window_ms = 60000;
+	o.idem_max_keys = 4;
+	o.clock_ms = fake_clock;
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	struct pe_append_result r;
+	/* keys all on one stream so they share a partition's table */
+	cr_assert_eq(append1("c/w", "a", "p-a", &r), 0);
+	cr_assert_eq(r.seq, 1);
+	atomic_fetch_add(&fake_now, 30000);
+	cr_assert_eq(append1("c/w", "a", "p-a", &r), 0);
+	cr_assert(r.duplicate, "inside the window: duplicate");
+	atomic_fetch_add(&fake_now, 40000); /* 70 s after the original */
+	cr_assert_eq(append1("c/w", "a", "p-a", &r), 0);
+	cr_assert_not(r.duplicate, "past the window the retry is new");
+	cr_assert_eq(r.seq, 2);
+	/* cap: 4 keys per partition, the oldest is forgotten first */
+	cr_assert_eq(append1("c/w", "b", "p-b", &r), 0);
+	cr_assert_eq(append1("c/w", "c", "p-c", &r), 0);
+	cr_assert_eq(append1("c/w", "d", "p-d", &r), 0);
+	cr_assert_eq(append1("c/w", "e", "p-e", &r), 0); /* 5th: p-a (seq 2) out */
+	cr_assert_eq(append1("c/w", "e", "p-e", &r), 0);
+	cr_assert(r.duplicate);
+	cr_assert_eq(append1("c/w", "b", "p-b", &r), 0);
+	cr_assert(r.duplicate);
+	uint64_t last = r.last_seq;
+	/* replay after restart gives the same decisions */
+	pe_close(eng);
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	cr_assert_eq(append1("c/w", "e", "p-e", &r), 0);
+	cr_assert(r.duplicate);
+	cr_assert_eq(r.last_seq, last);
+}
+
+Test(engine, many_subscribers_on_one_stream_all_get_everything)
+{
+	enum { NS = 8 };
+	struct tail_state t[NS];
+	struct pe_sub *subs[NS];
+	for (int i = 0; i < NS; i++) {
+		t[i] = (struct tail_state){.mu = PTHREAD_MUTEX_INITIALIZER,
+					   .next = 1};
+		cr_assert_eq(pe_subscribe(eng, "u/many", 6, 1, tail_cb, &t[i],
+					  &subs[i]), 0);
+	}
+	struct pe_append_result r;
+	for (int i = 0; i < 300; i++)
+		cr_assert_eq(append1("u/many", "m", NULL, &r), 0);
+	for (int i = 0; i < NS; i++) {
+		wait_got(&t[i], 300);
+		cr_assert_not(t[i].bad);
+		cr_assert_eq(pe_unsubscribe(subs[i], NULL, NULL), 0);
+	}
+}
+
+/* ---- model-based: random operations and crashes against a model ---- */
+
+Test(engine, model_random_ops_with_crashes)
+{
+	const char *ev = getenv("PARLEY_SEED");
+	uint64_t seed = ev ? strtoull(ev, NULL, 0) : (uint64_t)time(NULL);
+	fprintf(stderr, "model test seed=%llu (replay: PARLEY_SEED=%llu)\n",
+		(unsigned long long)seed, (unsigned long long)seed);
+	struct parley_rng rng = {seed};
+	enum { NK = 12, MAXE = 4000 };
+	/* model: per stream, the payload of each seq; per producer, its seq */
+	static char model[NK][MAXE][16];
+	static uint64_t mlen[NK];
+	static uint64_t pseq[NK][64];
+	memset(mlen, 0, sizeof mlen);
+	memset(pseq, 0, sizeof pseq);
+	int steps = getenv("PARLEY_LONG") ? 20000 : 3000;
+	for (int step = 0; step < steps; step++) {
+		uint32_t k = (uint32_t)parley_rng_below(&rng, NK);
+		char key[16];
+		snprintf(key, sizeof key, "c/m%u", k);
+		uint64_t op = parley_rng_below(&rng, 100);
+		if (op < 70 && mlen[k] < MAXE - 1) {
+			bool idem = parley_rng_below(&rng, 2);
+			uint32_t pid = (uint32_t)parley_rng_below(&rng, 64);
+			char prod[16] = {0}, pl[16];
+			snprintf(prod, sizeof prod, "p%u", pid);
+			snprintf(pl, sizeof pl, "s%d", step);
+			struct pe_append_result r;
+			cr_assert_eq(append1(key, pl, idem ? prod : NULL, &r), 0,
+				     "seed %llu step %d", (unsigned long long)seed, step);
+			if (idem && pseq[k][pid]) {
+				cr_assert(r.duplicate, "seed %llu step %d",
+					  (unsigned long long)seed, step);
+				cr_assert_eq(r.seq, pseq[k][pid]);
+			} else {
+				cr_assert_not(r.duplicate);
+				cr_assert_eq(r.seq, mlen[k] + 1, "seed %llu step %d",
+					     (unsigned long long)seed, step);
+				mlen[k]++;
+				snprintf(model[k][mlen[k]], 16, "%s", pl);
+				if (idem)
+					pseq[k][pid] = r.seq;
+			}
+		} else if (op < 90) {
+			uint64_t from = mlen[k] ? 1 + parley_rng_below(&rng, mlen[k]) : 1;
+			bool back = parley_rng_below(&rng, 2);
+			uint32_t lim = 1 + (uint32_t)parley_rng_below(&rng, 50);
+			struct pe_read_req q = {.key = key, .klen = strlen(key),
+						.from = from,
+						.dir = back ? PE_BACKWARD : PE_FORWARD,
+						.limit = lim};
+			struct pe_entry *es;
+			uint32_t n;
+			cr_assert_eq(pe_read_sync(eng, &q, &es, &n, NULL), 0);
+			uint64_t want = back ? PARLEY_MIN(from, mlen[k])
+					     : (from <= mlen[k] ? mlen[k] - from + 1 : 0);
+			cr_assert_eq(n, PARLEY_MIN(want, lim), "seed %llu step %d",
+				     (unsigned long long)seed, step);
+			for (uint32_t i = 0; i < n; i++) {
+				uint64_t s = back ? from - i : from + i;
+				cr_assert_eq(es[i].seq, s);
+				cr_assert_eq(es[i].len, strlen(model[k][s]));
+				cr_assert_eq(memcmp(es[i].payload, model[k][s],
+						    es[i].len), 0);
+			}
+			free(es);
+		} else if (op < 95) {
+			crash_and_reopen(parley_rng_below(&rng, 2));
+		} else {
+			reopen();
+		}
+	}
 }
