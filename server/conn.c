@@ -142,6 +142,8 @@ static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 	}
 	memcpy(t->data + t->len, p, n);
 	t->len += (uint32_t)n;
+	if (!c->oq_bytes)
+		c->last_tx_ns = parley_mono_ns(); /* the stall clock starts now */
 	c->oq_bytes += n;
 }
 
@@ -157,6 +159,8 @@ static void tls_flush(struct conn *c)
 }
 
 static void conn_slow_consumer(struct conn *c, const char *why);
+static void pump_resolves(struct conn *c);
+static void flush_stash(struct conn *c);
 
 /* Queue a whole frame (plaintext) and make sure it gets sent. */
 static void conn_write(struct conn *c, const uint8_t *p, size_t n)
@@ -221,6 +225,7 @@ static void conn_goaway(struct conn *c, uint16_t reason, uint32_t retry,
 
 void conn_on_sent(struct conn *c, uint32_t n)
 {
+	c->last_tx_ns = parley_mono_ns();
 	while (n && c->oq_head) {
 		struct obuf *b = c->oq_head;
 		uint32_t k = PARLEY_MIN(n, b->len - b->off);
@@ -238,10 +243,12 @@ void conn_on_sent(struct conn *c, uint32_t n)
 			free(b);
 		}
 	}
+	if ((c->stash || c->pend_head) && c->oq_bytes < S(c)->lim.max_outbound / 2)
+		flush_stash(c);
 	if (!c->oq_head && c->closing_after_flush)
 		loop_conn_close(c, "closed after fatal error");
 	else if (!c->oq_head && c->state == CS_DRAINING && !c->inflight &&
-		 !c->resolving && !c->sync_busy)
+		 !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
 }
 
@@ -418,9 +425,9 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	free(r);
 }
 
-/* Issue the read for r; on a full engine queue keep it for the tick. */
-static void resolve_issue(struct conn *c, struct resolve *r,
-			  struct resolve ***tailp)
+/* Issue the read for r. Returns 0, or -PARLEY_EFULL when the engine queue
+ * is full (r is untouched: the caller keeps it for later). */
+static int resolve_issue(struct conn *c, struct resolve *r)
 {
 	char key[CHAT_KEY_CAP];
 	int kl = r->kind == PARLEY_EV_MESSAGE && r->clen
@@ -434,69 +441,55 @@ static void resolve_issue(struct conn *c, struct resolve *r,
 		lm->gen = r->gen;
 		loop_post(c->lp, lm);
 		free(r);
-		return;
+		return 0;
 	}
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = r->conv_seq, .dir = PE_FORWARD,
 				.limit = 1};
 	int rc = pe_read(S(c)->engine, &q, resolve_cb, r);
-	if (rc == 0)
-		return;
-	/* -PARLEY_EFULL (or ENOMEM): retry from the tick, in order */
-	r->next = NULL;
-	**tailp = r;
-	*tailp = &r->next;
+	return rc ? -PARLEY_EFULL : 0;
 }
 
-static struct resolve **rq_tail(struct resolve **head)
-{
-	struct resolve **t = head;
-	while (*t)
-		t = &(*t)->next;
-	return t;
-}
+/*
+ * Delivery pacing. Inbox pointers wait (cheaply, ~300 bytes each) in the
+ * connection's pending FIFO; one is resolved into an EVENT only while
+ *   - fewer than event_window events are unacknowledged (the protocol's
+ *     flow control: the client never has more than a window outstanding),
+ *   - fewer than RESOLVE_MAX reads are in flight, and
+ *   - the outbound queue is under half its bound (a client that does not
+ *     read stops the resolving instead of growing the queue).
+ * The pending FIFO is bounded by the engine subscription's credit
+ * (event_window + one engine batch). A client that stays stuck is cut off
+ * by conn_tick (window full or no send progress for slow_consumer_ms).
+ */
+#define RESOLVE_MAX 32u
 
-/* Resolves that met a full engine queue wait in a per-loop side table
- * (thread-local: one per loop thread) keyed by connection, so struct conn
- * stays small; the table is empty except under engine back-pressure. */
-struct rq_ent {
-	struct rq_ent *next;
-	struct conn *c;
-	struct resolve *head;
-};
-static _Thread_local struct rq_ent *rq_list;
-
-static struct rq_ent *rq_find(struct conn *c, bool create)
+static void pump_resolves(struct conn *c)
 {
-	for (struct rq_ent *e = rq_list; e; e = e->next)
-		if (e->c == c)
-			return e;
-	if (!create)
-		return NULL;
-	struct rq_ent *e = calloc(1, sizeof *e);
-	PARLEY_ASSERT(e);
-	e->c = c;
-	e->next = rq_list;
-	rq_list = e;
-	return e;
-}
-
-static void rq_drop(struct conn *c)
-{
-	for (struct rq_ent **pp = &rq_list; *pp; pp = &(*pp)->next) {
-		if ((*pp)->c == c) {
-			struct rq_ent *e = *pp;
-			*pp = e->next;
-			while (e->head) {
-				struct resolve *r = e->head;
-				e->head = r->next;
-				free(r);
-				c->resolving--;
-			}
-			free(e);
-			return;
-		}
+	struct srv *s = S(c);
+	while (c->pend_head && c->resolving < RESOLVE_MAX &&
+	       c->oq_bytes < s->lim.max_outbound / 2 &&
+	       c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER &&
+	       c->pend_head->inbox_seq - c->ev_acked <= s->lim.event_window) {
+		struct resolve *r = c->pend_head;
+		struct resolve *next = r->next;
+		if (resolve_issue(c, r) != 0)
+			return; /* engine queue full: the tick retries */
+		c->pend_head = next;
+		if (!next)
+			c->pend_tail = NULL;
+		c->resolving++;
 	}
+}
+
+static void pend_drop(struct conn *c)
+{
+	while (c->pend_head) {
+		struct resolve *r = c->pend_head;
+		c->pend_head = r->next;
+		free(r);
+	}
+	c->pend_tail = NULL;
 }
 
 static void on_inbox(struct conn *c, struct lmsg *m)
@@ -505,18 +498,16 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		return; /* subscription ended since */
 	if (m->c == 1) {
 		/* retention trimmed the inbox below our cursor: skip ahead */
-		if (m->b > c->ev_next)
+		if (m->b > c->ev_next && !c->pend_head && !c->resolving)
 			c->ev_next = m->b;
 		return;
 	}
-	struct rq_ent *pending = rq_find(c, false);
-	struct resolve *head = pending ? pending->head : NULL;
-	struct resolve **tail = rq_tail(&head);
 	size_t off = 0;
 	for (uint64_t i = 0; i < m->a; i++) {
 		const uint8_t *q = m->data + off;
 		struct resolve *r = malloc(sizeof *r);
 		PARLEY_ASSERT(r);
+		r->next = NULL;
 		r->lp = c->lp;
 		r->slot = c->slot;
 		r->gen = c->gen;
@@ -526,74 +517,52 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		memcpy(r->conv, q + 12, r->clen);
 		r->conv_seq = le_get64(q + 12 + r->clen);
 		off += 20 + r->clen;
-		c->resolving++;
-		if (head) { /* earlier ones wait: keep issue order */
-			r->next = NULL;
-			*tail = r;
-			tail = &r->next;
-		} else {
-			resolve_issue(c, r, &tail);
-		}
+		if (c->pend_tail)
+			c->pend_tail->next = r;
+		else
+			c->pend_head = r;
+		c->pend_tail = r;
 	}
-	if (head)
-		rq_find(c, true)->head = head;
+	pump_resolves(c);
 }
 
-static void retry_resolves(struct conn *c)
+/* Writes resolved events in inbox order while the outbound queue is under
+ * half its bound; the rest wait in the stash (at most RESOLVE_MAX). */
+static void flush_stash(struct conn *c)
 {
-	struct rq_ent *e = rq_find(c, false);
-	if (!e)
-		return;
-	struct resolve *list = e->head;
-	e->head = NULL;
-	struct resolve **tail = &e->head;
-	while (list) {
-		struct resolve *r = list;
-		list = r->next;
-		if (e->head) { /* an earlier one failed again: keep order */
-			r->next = NULL;
-			*tail = r;
-			tail = &r->next;
-		} else {
-			resolve_issue(c, r, &tail);
-		}
+	struct srv *s = S(c);
+	while (c->stash && c->stash->inbox_seq == c->ev_next &&
+	       c->oq_bytes < s->lim.max_outbound / 2 && c->state != CS_CLOSING) {
+		struct ev_stash *e = c->stash;
+		c->stash = e->next;
+		conn_write(c, e->data, e->len);
+		ctr_add(&s->ctr.events_out, 1);
+		c->ev_next++;
+		c->resolving--;
+		free(e);
 	}
-	if (!e->head)
-		rq_drop(c);
+	pump_resolves(c);
 }
 
 static void on_event(struct conn *c, struct lmsg *m)
 {
-	c->resolving--;
-	if (!c->sub && c->state != CS_DRAINING)
-		return;
 	uint64_t seq = m->a;
-	if (seq < c->ev_next)
-		return; /* behind a trim skip */
-	if (seq != c->ev_next) {
-		struct ev_stash *s = malloc(sizeof *s + m->len);
-		PARLEY_ASSERT(s);
-		s->inbox_seq = seq;
-		s->len = m->len;
-		memcpy(s->data, m->data, m->len);
-		struct ev_stash **pp = &c->stash;
-		while (*pp && (*pp)->inbox_seq < seq)
-			pp = &(*pp)->next;
-		s->next = *pp;
-		*pp = s;
+	if ((!c->sub && c->state != CS_DRAINING) ||
+	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER || seq < c->ev_next) {
+		c->resolving--; /* cut off: the device resyncs from its cursor */
 		return;
 	}
-	conn_write(c, m->data, m->len);
-	ctr_add(&S(c)->ctr.events_out, 1);
-	c->ev_next++;
-	while (c->stash && c->stash->inbox_seq == c->ev_next) {
-		struct ev_stash *s = c->stash;
-		c->stash = s->next;
-		conn_write(c, s->data, s->len);
-		ctr_add(&S(c)->ctr.events_out, 1);
-		c->ev_next++;
-		free(s);
-	}
+	struct ev_stash *e = malloc(sizeof *e + m->len);
+	PARLEY_ASSERT(e);
+	e->inbox_seq = seq;
+	e->len = m->len;
+	memcpy(e->data, m->data, m->len);
+	struct ev_stash **pp = &c->stash;
+	while (*pp && (*pp)->inbox_seq < seq)
+		pp = &(*pp)->next;
+	e->next = *pp;
+	*pp = e;
+	flush_stash(c);
 }
 
 /* ---- device cursor ------------------------------------------------------------------- */
@@ -665,7 +634,7 @@ void conn_on_close(struct conn *c)
 {
 	sub_end(c);
 	cursor_store(c);
-	rq_drop(c);
+	pend_drop(c);
 }
 
 void conn_free(struct conn *c)
@@ -693,6 +662,13 @@ static void conn_slow_consumer(struct conn *c, const char *why)
 	       c->id ? c->id->user : "-", why, c->oq_bytes);
 	ctr_add(&S(c)->ctr.slow_consumers, 1);
 	sub_end(c); /* no more events: memory stays bounded */
+	pend_drop(c);
+	while (c->stash) {
+		struct ev_stash *e = c->stash;
+		c->stash = e->next;
+		c->resolving--;
+		free(e);
+	}
 	c->goaway_reason = PARLEY_GOAWAY_SLOW_CONSUMER;
 	c->state = CS_DRAINING;
 	c->deadline_ns = parley_mono_ns() + SLOW_CLOSE_GRACE_NS;
@@ -749,7 +725,7 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 	conn_goaway(c, reason, retry_after_ms, text);
 	c->deadline_ns = parley_mono_ns() +
 			 (uint64_t)S(c)->lim.drain_timeout_ms * 1000000ull;
-	if (!c->oq_head && !c->inflight && !c->resolving && !c->sync_busy)
+	if (!c->oq_head && !c->inflight && !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
 }
 
@@ -780,25 +756,30 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		conn_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
 		return;
 	}
+	uint64_t slow_ns = (uint64_t)s->lim.slow_consumer_ms * 1000000ull;
+	if (c->oq_head && now_ns - c->last_tx_ns > slow_ns &&
+	    c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER) {
+		conn_slow_consumer(c, "not reading");
+		return;
+	}
 	if (c->sub) {
 		struct subctx *x = c->sub;
-		int64_t credit = atomic_load(&x->credit);
-		if (credit <= 0) {
+		if (c->ev_next - 1 - c->ev_acked >= s->lim.event_window) {
 			if (!c->window_full_ns)
 				c->window_full_ns = now_ns;
-			else if (now_ns - c->window_full_ns >
-				 (uint64_t)s->lim.slow_consumer_ms * 1000000ull) {
+			else if (now_ns - c->window_full_ns > slow_ns) {
 				conn_slow_consumer(c, "events not acknowledged");
 				return;
 			}
 		} else {
 			c->window_full_ns = 0;
-			if (atomic_exchange(&x->paused, false) &&
-			    pe_sub_resume(x->sub) != 0)
-				atomic_store(&x->paused, true);
 		}
+		if (atomic_load(&x->credit) > 0 &&
+		    atomic_exchange(&x->paused, false) &&
+		    pe_sub_resume(x->sub) != 0)
+			atomic_store(&x->paused, true);
 	}
-	retry_resolves(c);
+	pump_resolves(c);
 	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
 		cursor_store(c);
 		c->cursor_dirty = false;
@@ -1188,6 +1169,7 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 	c->cursor_dirty = true;
 	c->window_full_ns = 0;
 	sub_grant(c, (int64_t)delta);
+	pump_resolves(c);
 }
 
 /* CONV_OPEN ------------------------------------------------------------------------------ */
@@ -1878,6 +1860,6 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		break;
 	}
 	if (c->state == CS_DRAINING && !c->oq_head && !c->inflight &&
-	    !c->resolving && !c->sync_busy)
+	    !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
 }

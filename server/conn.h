@@ -78,7 +78,7 @@ struct obuf {             /* one chunk of the outbound queue */
 	uint8_t data[];
 };
 
-struct ev_stash {         /* a resolved EVENT that arrived out of order */
+struct ev_stash {         /* a resolved EVENT not yet queued (early, or queue full) */
 	struct ev_stash *next;
 	uint64_t inbox_seq;
 	uint32_t len;
@@ -92,6 +92,7 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 };
 
 struct subctx;
+struct resolve;
 
 struct conn {
 	struct loop *lp;
@@ -130,6 +131,8 @@ struct conn {
 	uint64_t ev_acked;       /* device's cursor (EVENT_ACK) */
 	uint64_t cursor_stored;  /* last cursor written to k/ */
 	struct ev_stash *stash;  /* sorted by inbox_seq */
+	struct resolve *pend_head, *pend_tail; /* inbox pointers not yet read */
+	uint64_t last_tx_ns;     /* last send progress (or queue start) */
 };
 
 /* ---- provided by loop.c ----------------------------------------------------- */
