@@ -273,7 +273,9 @@ static int merge_emit(struct merge *m, const struct seg_item *it)
 	}
 	m->trimming = false;
 	if (!m->w) {
-		int rc = seg_writer_new(o->io, o->dir, o->out_seg_id, &o->wopts, &m->w);
+		struct seg_write_opts wo = o->wopts;
+		wo.no_derive_idem = true; /* carried from the inputs instead */
+		int rc = seg_writer_new(o->io, o->dir, o->out_seg_id, &wo, &m->w);
 		if (rc)
 			return rc;
 	}
@@ -286,6 +288,69 @@ static int merge_emit(struct merge *m, const struct seg_item *it)
 	m->res.kept++;
 	m->st->entries_out++;
 	return 0;
+}
+
+/* ---- idempotency records ---------------------------------------------------------- */
+
+struct idem_vec {
+	struct seg_idem *v;
+	size_t n, cap;
+	uint64_t min_ts;
+};
+
+static int idem_collect(void *arg, const struct seg_idem *rec)
+{
+	struct idem_vec *iv = arg;
+	if (rec->ts < iv->min_ts)
+		return 0;
+	if (iv->n == iv->cap) {
+		size_t nc = iv->cap ? iv->cap * 2 : 256;
+		struct seg_idem *p = realloc(iv->v, nc * sizeof *p);
+		if (!p)
+			return -PARLEY_ENOMEM;
+		iv->v = p;
+		iv->cap = nc;
+	}
+	iv->v[iv->n++] = *rec; /* key points into the open input reader */
+	return 0;
+}
+
+static int idem_cmp(const void *a, const void *b)
+{
+	const struct seg_idem *x = a, *y = b;
+	int c = memcmp(x->key, y->key, PARLEY_MIN(x->klen, y->klen));
+	if (!c)
+		c = x->klen < y->klen ? -1 : x->klen > y->klen;
+	if (!c)
+		c = memcmp(x->producer, y->producer, PE_PRODUCER_LEN);
+	if (!c)
+		c = x->seq < y->seq ? -1 : x->seq > y->seq;
+	return c;
+}
+
+/* Copy the inputs' records (deduplicated) into the output writer. */
+static int idem_carry(struct seg_reader *const *inputs, size_t n,
+		      struct seg_writer *w, uint64_t min_ts,
+		      struct compact_stats *st)
+{
+	struct idem_vec iv = { .min_ts = min_ts };
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct seg_info si;
+		seg_get_info(inputs[i], &si);
+		st->idem_in += si.idem_records;
+		rc = seg_idem_foreach(inputs[i], idem_collect, &iv);
+	}
+	if (!rc && iv.n)
+		qsort(iv.v, iv.n, sizeof *iv.v, idem_cmp);
+	for (size_t i = 0; i < iv.n && !rc; i++) {
+		if (i && idem_cmp(&iv.v[i - 1], &iv.v[i]) == 0)
+			continue;
+		rc = seg_writer_add_idem(w, &iv.v[i]);
+		st->idem_out += rc == 0;
+	}
+	free(iv.v);
+	return rc;
 }
 
 int compact_run(struct seg_reader *const *inputs, size_t n,
@@ -353,6 +418,11 @@ int compact_run(struct seg_reader *const *inputs, size_t n,
 		return rc;
 	}
 	if (m.w) {
+		rc = idem_carry(inputs, n, m.w, o->idem_min_ts, st);
+		if (rc) {
+			seg_writer_abort(m.w);
+			return rc;
+		}
 		rc = seg_writer_finish(m.w, &st->out);
 		m.w = NULL;
 		if (rc)

@@ -146,12 +146,19 @@ struct compact_opts {
 	void *stream_arg;
 	void (*pace)(void *arg, uint64_t bytes); /* NULL = unpaced */
 	void *pace_arg;
+	/* Idempotency records of the inputs with ts >= idem_min_ts are copied
+	 * to the output (deduplicated), whether or not their entries survive:
+	 * a retry of a deleted message inside the window stays a duplicate.
+	 * 0 = copy all. (If the merge keeps no entry at all there is no output
+	 * file and the records are dropped with the inputs.) */
+	uint64_t idem_min_ts;
 };
 
 struct compact_stats {
 	uint64_t entries_in, entries_out;
 	uint64_t dropped_tomb, dropped_retention, duplicates;
 	uint64_t bytes_read, bytes_written; /* file bytes */
+	uint64_t idem_in, idem_out;         /* idempotency records */
 	uint32_t streams_in, streams_out;
 	bool output;                        /* false: everything was dropped */
 	struct seg_write_info out;
@@ -159,7 +166,9 @@ struct compact_stats {
 
 /*
  * k-way merges the inputs (in any order) into segment out_seg_id, applying
- * tombstones and retention. On error no output segment exists and the
+ * tombstones and retention, and carries the idempotency records forward
+ * (the output writer never derives its own: o->wopts.no_derive_idem is
+ * forced). On error no output segment exists and the
  * inputs are unchanged; -PARLEY_ECORRUPT means an input is bad (its
  * seg_error names file and block).
  */

@@ -328,6 +328,65 @@ int hpart_stream_meta(struct hpart *h, const void *key, size_t klen,
 	return 0;
 }
 
+struct idem_acc {
+	struct seg_idem *v;
+	size_t n, cap;
+	uint64_t min_ts;
+};
+
+static int idem_acc_add(void *arg, const struct seg_idem *rec)
+{
+	struct idem_acc *a = arg;
+	if (rec->ts < a->min_ts)
+		return 0;
+	if (a->n == a->cap) {
+		size_t nc = a->cap ? a->cap * 2 : 256;
+		struct seg_idem *p = realloc(a->v, nc * sizeof *p);
+		if (!p)
+			return -PARLEY_ENOMEM;
+		a->v = p;
+		a->cap = nc;
+	}
+	a->v[a->n++] = *rec;
+	return 0;
+}
+
+static int idem_ts_cmp(const void *x, const void *y)
+{
+	const struct seg_idem *a = x, *b = y;
+	if (a->ts != b->ts)
+		return a->ts < b->ts ? -1 : 1;
+	int c = memcmp(a->key, b->key, PARLEY_MIN(a->klen, b->klen));
+	if (!c)
+		c = a->klen < b->klen ? -1 : a->klen > b->klen;
+	if (!c)
+		c = memcmp(a->producer, b->producer, PE_PRODUCER_LEN);
+	if (!c)
+		c = a->seq < b->seq ? -1 : a->seq > b->seq;
+	return c;
+}
+
+int hpart_idem_load(struct hpart *h, uint64_t min_ts,
+		    int (*cb)(void *arg, const struct seg_idem *rec), void *arg)
+{
+	struct idem_acc a = { .min_ts = min_ts };
+	int rc = 0;
+	for (size_t i = 0; i < h->nsegs && !rc; i++) {
+		struct seg_info si;
+		seg_get_info(h->segs[i].r, &si);
+		if (si.max_ts < min_ts || !si.idem_records)
+			continue;
+		rc = seg_idem_foreach(h->segs[i].r, idem_acc_add, &a);
+	}
+	if (!rc && a.n)
+		qsort(a.v, a.n, sizeof *a.v, idem_ts_cmp);
+	for (size_t i = 0; i < a.n && !rc; i++)
+		if (i == 0 || idem_ts_cmp(&a.v[i - 1], &a.v[i]) != 0)
+			rc = cb(arg, &a.v[i]);
+	free(a.v);
+	return rc;
+}
+
 int hpart_mark_deleted(struct hpart *h, const void *key, size_t klen,
 		       uint64_t through)
 {
@@ -605,6 +664,7 @@ struct hpart_cjob {
 	size_t nmarks;
 	const struct retention_policy *retention;
 	struct hpart_compact_opts co;
+	uint64_t idem_min_ts;
 	uint32_t block_bytes;
 	int level;
 	struct throttle th;
@@ -660,9 +720,11 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	for (size_t i = 0; i < n; i++)
 		j->in_ids[i] = h->segs[idx[i]].id;
 	j->nin = n;
-	memcpy(j->dicts, h->dicts, h->ndicts * sizeof *j->dicts);
+	if (h->ndicts) /* memcpy from NULL is undefined even for 0 bytes */
+		memcpy(j->dicts, h->dicts, h->ndicts * sizeof *j->dicts);
 	j->ndicts = h->ndicts;
-	memcpy(j->marks, h->man.streams, h->man.nstreams * sizeof *j->marks);
+	if (h->man.nstreams)
+		memcpy(j->marks, h->man.streams, h->man.nstreams * sizeof *j->marks);
 	j->nmarks = h->man.nstreams;
 	j->cur = h->man.dict_id ? find_dict(h->dicts, h->ndicts, h->man.dict_id) : NULL;
 	j->io = h->io;
@@ -672,6 +734,8 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	j->co = *o;
 	j->block_bytes = h->o.block_bytes;
 	j->level = h->o.level;
+	uint64_t win = h->o.idem_window_ms ? h->o.idem_window_ms : 7ull * 86400000;
+	j->idem_min_ts = o->now_ms > win ? o->now_ms - win : 0;
 	free(idx);
 	free(d);
 	h->compact_busy = true;
@@ -774,6 +838,7 @@ int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st)
 			.state = cj_state, .state_arg = j,
 			.on_stream = cj_stream, .stream_arg = j,
 			.pace = j->co.rate_bytes_per_s ? cj_pace : NULL, .pace_arg = j,
+			.idem_min_ts = j->idem_min_ts,
 		};
 		rc = compact_run(in, j->nin, &o, &j->st);
 	}

@@ -70,6 +70,7 @@ struct hpart_opts {
 	const struct retention_policy *retention; /* NULL = keep all */
 	struct compact_tier_opts tiers;      /* zeros = compact.h defaults */
 	bool read_only;                      /* inspect: never write (no cleanup; jobs refused) */
+	uint64_t idem_window_ms;             /* 0 = 7 days; compaction keeps records this young */
 };
 
 /* Loads (or creates) the partition's history in `dir` (which must exist):
@@ -101,6 +102,13 @@ int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,
 int hpart_stream_meta(struct hpart *h, const void *key, size_t klen,
 		      uint64_t *first_visible, uint64_t *last_seq,
 		      uint64_t *last_ts);
+
+/* The idempotency records of live segments with ts >= min_ts, ordered by
+ * ts (then key, producer), duplicates removed: what the engine loads into
+ * its idempotency table at open, before replaying the WAL past the
+ * manifest's flushed_index. cb's non-zero return stops and is returned. */
+int hpart_idem_load(struct hpart *h, uint64_t min_ts,
+		    int (*cb)(void *arg, const struct seg_idem *rec), void *arg);
 
 /* ---- deletion ----------------------------------------------------------------------------- */
 

@@ -15,7 +15,7 @@
  *    48 u64 index offset        120 u64 xxh3(footer[0..120), SEG_FOOT_SEED)
  *    56 u32 index length
  *    60 u32 dir length
- * index offset + index + dir + bloom + footer == file size, exactly.
+ * index offset + index + dir + bloom + idem + footer == file size, exactly.
  */
 #include "segment.h"
 
@@ -67,6 +67,8 @@ static int sbuf_reserve(struct sbuf *b, size_t more)
 
 static void sbuf_put(struct sbuf *b, const void *p, size_t n)
 {
+	if (n == 0)
+		return; /* b->p may still be NULL: memcpy(NULL, ..., 0) is UB */
 	memcpy(b->p + b->len, p, n);
 	b->len += n;
 }
@@ -213,7 +215,55 @@ struct seg_writer {
 
 	uint64_t entries, raw_payload, raw_blocks, comp_blocks;
 	uint64_t min_ts, max_ts;
+
+	/* idempotency records: the section being built and the open run */
+	bool derive_idem;
+	struct sbuf idem;
+	uint32_t nidem;
+	bool run_open;
+	uint8_t run_key[PE_MAX_KEY];
+	uint8_t run_klen;
+	uint8_t run_prod[PE_PRODUCER_LEN];
+	uint64_t run_seq, run_last, run_ts;
+	uint32_t run_count;
 };
+
+static int writer_fail_nomem(struct seg_writer *w);
+
+static int idem_put(struct seg_writer *w, const uint8_t *key, uint8_t klen,
+		    const uint8_t *prod, uint64_t seq, uint32_t count, uint64_t ts)
+{
+	if (sbuf_reserve(&w->idem, 1 + klen + PE_PRODUCER_LEN + 20))
+		return -PARLEY_ENOMEM;
+	sbuf_u8(&w->idem, klen);
+	sbuf_put(&w->idem, key, klen);
+	sbuf_put(&w->idem, prod, PE_PRODUCER_LEN);
+	sbuf_u64(&w->idem, seq);
+	sbuf_u32(&w->idem, count);
+	sbuf_u64(&w->idem, ts);
+	w->nidem++;
+	return 0;
+}
+
+static int idem_run_end(struct seg_writer *w)
+{
+	if (!w->run_open)
+		return 0;
+	w->run_open = false;
+	return idem_put(w, w->run_key, w->run_klen, w->run_prod, w->run_seq,
+			w->run_count, w->run_ts);
+}
+
+int seg_writer_add_idem(struct seg_writer *w, const struct seg_idem *rec)
+{
+	if (w->err)
+		return w->err;
+	if (rec->klen == 0 || rec->seq == 0 || rec->count == 0)
+		return -PARLEY_EINVAL;
+	int rc = idem_put(w, rec->key, rec->klen, rec->producer, rec->seq,
+			  rec->count, rec->ts);
+	return rc ? writer_fail_nomem(w) : 0;
+}
 
 uint64_t seg_writer_file_bytes(const struct seg_writer *w)
 {
@@ -245,6 +295,7 @@ int seg_writer_new(struct pio *io, const char *dir, uint64_t seg_id,
 	w->bloom_bpk = o->bloom_bits_per_key ? o->bloom_bits_per_key
 					     : SEG_DEFAULT_BLOOM_BITS;
 	w->min_ts = UINT64_MAX;
+	w->derive_idem = !o->no_derive_idem;
 	snprintf(w->dir, sizeof w->dir, "%s", dir);
 	seg_file_name(w->name, sizeof w->name, seg_id);
 	int rc = join_path(w->final_path, sizeof w->final_path, dir, w->name);
@@ -281,6 +332,7 @@ static void writer_free(struct seg_writer *w)
 	free(w->index.p);
 	free(w->sdir.p);
 	free(w->key_hashes);
+	free(w->idem.p);
 	free(w);
 }
 
@@ -304,6 +356,11 @@ static int writer_fail(struct seg_writer *w, int rc, const char *what)
 		       parley_errname(rc));
 	}
 	return rc;
+}
+
+static int writer_fail_nomem(struct seg_writer *w)
+{
+	return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
 }
 
 /* Compress and write the open block, append its index record. */
@@ -470,6 +527,27 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 	sbuf_varint(&w->meta, e->len);
 	if (e->len)
 		sbuf_put(&w->pay, e->payload, e->len);
+	if (w->derive_idem) {
+		bool cont = prod && w->run_open && !newstream &&
+			    e->ts_ms == w->run_ts && e->seq == w->run_last + 1 &&
+			    !memcmp(w->run_prod, e->producer, PE_PRODUCER_LEN);
+		if (cont) {
+			w->run_count++;
+			w->run_last = e->seq;
+		} else {
+			if (idem_run_end(w))
+				return writer_fail_nomem(w);
+			if (prod) {
+				w->run_open = true;
+				memcpy(w->run_key, key, klen);
+				w->run_klen = (uint8_t)klen;
+				memcpy(w->run_prod, e->producer, PE_PRODUCER_LEN);
+				w->run_seq = w->run_last = e->seq;
+				w->run_ts = e->ts_ms;
+				w->run_count = 1;
+			}
+		}
+	}
 
 	if (w->bcount == 0) {
 		memcpy(w->bfirst_key, key, klen);
@@ -501,6 +579,8 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 	int rc = w->err;
 	if (!rc && !w->any)
 		rc = -PARLEY_EINVAL;
+	if (!rc && idem_run_end(w))
+		rc = -PARLEY_ENOMEM;
 	if (!rc)
 		rc = writer_end_stream(w); /* before sealing: names the open block */
 	if (!rc)
@@ -514,7 +594,8 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		for (size_t i = 0; i < w->nhashes; i++)
 			bloom_add_hash(&bl, w->key_hashes[i]);
 		bloom_len = bloom_encoded_size(&bl);
-		tail_len = w->index.len + w->sdir.len + bloom_len + SEG_FOOTER_LEN;
+		tail_len = w->index.len + w->sdir.len + bloom_len + 4 + w->idem.len +
+			   SEG_FOOTER_LEN;
 		tail = malloc(tail_len);
 		if (!tail)
 			rc = -PARLEY_ENOMEM;
@@ -527,6 +608,11 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		p += w->sdir.len;
 		PARLEY_ASSERT(bloom_encode(&bl, p, bloom_len) == (int64_t)bloom_len);
 		p += bloom_len;
+		le_put32(p, w->nidem);
+		p += 4;
+		if (w->idem.len)
+			memcpy(p, w->idem.p, w->idem.len);
+		p += w->idem.len;
 		size_t meta_len = (size_t)(p - tail);
 		uint8_t *ft = p;
 		memset(ft, 0, SEG_FOOTER_LEN);
@@ -542,6 +628,7 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		le_put32(ft + 56, (uint32_t)w->index.len);
 		le_put32(ft + 60, (uint32_t)w->sdir.len);
 		le_put32(ft + 64, (uint32_t)bloom_len);
+		le_put32(ft + 68, (uint32_t)(4 + w->idem.len));
 		le_put64(ft + 72, parley_xxh3(tail, meta_len, SEG_META_SEED));
 		le_put64(ft + 80, w->raw_payload);
 		le_put64(ft + 88, w->raw_blocks);
@@ -549,7 +636,8 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		le_put64(ft + 104, w->max_ts);
 		le_put64(ft + 112, w->comp_blocks);
 		le_put64(ft + 120, parley_xxh3(ft, 120, SEG_FOOT_SEED));
-		if (w->index.len > UINT32_MAX || w->sdir.len > UINT32_MAX)
+		if (w->index.len > UINT32_MAX || w->sdir.len > UINT32_MAX ||
+		    w->idem.len > UINT32_MAX - 4)
 			rc = -PARLEY_ETOOBIG;
 	}
 	if (!rc)
@@ -617,6 +705,8 @@ struct seg_reader {
 	struct seg_dent *dents;
 	struct bloom bloom;
 	uint64_t bytes_read;
+	const uint8_t *idem; /* section inside meta */
+	uint32_t idem_len;
 	char err[SEG_ERR_LEN];
 };
 
@@ -744,6 +834,56 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 	return 0;
 }
 
+/* Walks the idempotency section once (bounds), counting its records. An
+ * empty section (length 0) is what version-1 files written before the
+ * section existed carry. */
+static int idem_walk(const struct seg_reader *r,
+		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg,
+		     uint32_t *count)
+{
+	if (r->idem_len == 0) {
+		*count = 0;
+		return 0;
+	}
+	struct le_reader lr;
+	le_reader_init(&lr, r->idem, r->idem_len);
+	uint32_t n = le_read32(&lr);
+	for (uint32_t i = 0; i < n && lr.ok; i++) {
+		struct seg_idem rec;
+		rec.klen = le_read8(&lr);
+		rec.key = le_read_bytes(&lr, rec.klen);
+		const uint8_t *pr = le_read_bytes(&lr, PE_PRODUCER_LEN);
+		rec.seq = le_read64(&lr);
+		rec.count = le_read32(&lr);
+		rec.ts = le_read64(&lr);
+		if (!lr.ok || rec.klen == 0 || rec.seq == 0 || rec.count == 0)
+			return -PARLEY_ECORRUPT;
+		memcpy(rec.producer, pr, PE_PRODUCER_LEN);
+		if (cb) {
+			int rc = cb(arg, &rec);
+			if (rc)
+				return rc;
+		}
+	}
+	if (!lr.ok || lr.off != lr.len)
+		return -PARLEY_ECORRUPT;
+	*count = n;
+	return 0;
+}
+
+static int parse_idem(struct seg_reader *r)
+{
+	int rc = idem_walk(r, NULL, NULL, &r->info.idem_records);
+	return rc ? seg_fail(r, rc, "idempotency section malformed") : 0;
+}
+
+int seg_idem_foreach(const struct seg_reader *r,
+		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg)
+{
+	uint32_t n;
+	return idem_walk(r, cb, arg, &n);
+}
+
 int seg_open(struct pio *io, const char *dir, const char *name,
 	     const struct seg_open_opts *o, struct seg_reader **out,
 	     char *err, size_t errcap)
@@ -801,14 +941,14 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	in->blocks = le_get32(ft + 44);
 	uint64_t ioff = le_get64(ft + 48);
 	uint32_t ilen = le_get32(ft + 56), dlen = le_get32(ft + 60),
-		 blen = le_get32(ft + 64);
+		 blen = le_get32(ft + 64), idlen = le_get32(ft + 68);
 	uint64_t mck = le_get64(ft + 72);
 	in->raw_payload_bytes = le_get64(ft + 80);
 	in->raw_block_bytes = le_get64(ft + 88);
 	in->min_ts = le_get64(ft + 96);
 	in->max_ts = le_get64(ft + 104);
 	in->block_bytes = le_get64(ft + 112);
-	uint64_t mlen = (uint64_t)ilen + dlen + blen;
+	uint64_t mlen = (uint64_t)ilen + dlen + blen + idlen;
 	if (ioff != in->block_bytes ||
 	    ioff + mlen + SEG_FOOTER_LEN != (uint64_t)size) {
 		rc = seg_fail(r, -PARLEY_ECORRUPT, "section sizes do not add up to file size");
@@ -830,6 +970,11 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 		goto fail;
 	}
 	rc = parse_meta(r, ilen, dlen, blen);
+	if (rc)
+		goto fail;
+	r->idem = r->meta + ilen + dlen + blen;
+	r->idem_len = idlen;
+	rc = parse_idem(r);
 	if (rc)
 		goto fail;
 	if (in->dict_id) {

@@ -9,7 +9,7 @@
  *
  * File layout (all integers little-endian):
  *
- *   [block 0][block 1]...[block n-1][index][stream dir][bloom][footer 128 B]
+ *   [block 0]...[block n-1][index][stream dir][bloom][idem][footer 128 B]
  *
  *   block      zstd frame of the raw block:
  *                u32 count | u32 meta_len | meta[meta_len] | payloads...
@@ -31,10 +31,15 @@
  *              u64 last seq | u64 count | u64 first ts | u64 last ts |
  *              u32 first block | u32 last block
  *   bloom      bloom.h serialized filter over the stream keys
+ *   idem       idempotency records (may be empty): u32 count, then per
+ *              record u8 klen, key | producer[16] | u64 first seq |
+ *              u32 count | u64 ts — one per appended batch that carried a
+ *              producer id, so the engine can rebuild its idempotency
+ *              table after the WAL that held those batches is released
  *   footer     see SEG_FOOTER_LEN in segment.c: magic, version, segment id,
  *              dictionary id (0 = none), counts, section lengths, raw byte
- *              counts, min/max ts, xxh3 of index+dir+bloom, xxh3 of the
- *              footer itself.
+ *              counts, min/max ts, xxh3 of index+dir+bloom+idem, xxh3 of
+ *              the footer itself.
  *
  * Segment lifecycle:
  *
@@ -104,6 +109,12 @@ struct seg_writer;
 
 struct seg_write_opts {
 	uint32_t block_bytes;        /* 0 = SEG_DEFAULT_BLOCK */
+	/* Idempotency records: by default derived from the entries (a run of
+	 * consecutive entries of one stream with the same non-zero producer
+	 * and ts is one appended batch). A compaction, whose inputs may have
+	 * lost part of a batch, sets no_derive_idem and copies the inputs'
+	 * records with seg_writer_add_idem instead. */
+	bool no_derive_idem;
 	int level;                   /* zstd level without dict; 0 = DICT_DEFAULT_LEVEL */
 	const struct pdict *dict;    /* NULL = plain zstd; borrowed until finish */
 	unsigned bloom_bits_per_key; /* 0 = SEG_DEFAULT_BLOOM_BITS */
@@ -134,6 +145,17 @@ int seg_writer_new(struct pio *io, const char *dir, uint64_t seg_id,
  * copied. After an error the writer is failed (sticky): only abort remains. */
 int seg_writer_add(struct seg_writer *w, const void *key, size_t klen,
 		   const struct pe_entry *e);
+struct seg_idem {
+	const uint8_t *key;
+	uint8_t klen;
+	uint8_t producer[PE_PRODUCER_LEN];
+	uint64_t seq;    /* first seq of the batch */
+	uint32_t count;  /* entries in the batch */
+	uint64_t ts;
+};
+/* Adds one idempotency record (any order; copied). */
+int seg_writer_add_idem(struct seg_writer *w, const struct seg_idem *rec);
+
 /* Seals the segment durably (see lifecycle) and frees the writer, whatever
  * the outcome; on error the temp file is removed. An empty writer (no
  * entries) is -PARLEY_EINVAL. */
@@ -159,6 +181,7 @@ struct seg_open_opts {
 
 struct seg_info {
 	uint64_t seg_id;
+	uint32_t idem_records;
 	uint64_t dict_id;
 	uint64_t entries;
 	uint32_t streams;
@@ -199,6 +222,11 @@ const char *seg_path(const struct seg_reader *r);
 uint64_t seg_bytes_read(const struct seg_reader *r);
 int seg_block_meta(const struct seg_reader *r, uint32_t blk,
 		   struct seg_block_info *out);
+
+/* Calls cb for every idempotency record (pointers valid during the call);
+ * a non-zero return stops and is returned. */
+int seg_idem_foreach(const struct seg_reader *r,
+		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg);
 
 /* Bloom check only (false positives possible, no false negatives). */
 bool seg_may_contain(const struct seg_reader *r, const void *key, size_t klen);

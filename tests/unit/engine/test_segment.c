@@ -726,3 +726,98 @@ Test(segment, fortunes_ratio_with_and_without_dictionary)
 	free(c.mlen);
 	pio_free(io);
 }
+
+struct idem_list {
+	struct seg_idem r[16];
+	char keys[16][8];
+	int n;
+};
+
+static int idem_grab(void *arg, const struct seg_idem *rec)
+{
+	struct idem_list *l = arg;
+	cr_assert_lt(l->n, 16);
+	l->r[l->n] = *rec;
+	memcpy(l->keys[l->n], rec->key, rec->klen);
+	l->keys[l->n][rec->klen] = '\0';
+	l->r[l->n].key = (const uint8_t *)l->keys[l->n];
+	l->n++;
+	return 0;
+}
+
+/* Idempotency records: one per batch (same stream, producer and ts,
+ * consecutive seqs), derived by the writer; explicit ones when asked. */
+Test(segment, idempotency_section)
+{
+	struct pio *io = mem_dir("p8");
+	struct pe_entry e = { .len = 1, .payload = (const uint8_t *)"x" };
+	struct {
+		const char *key;
+		uint64_t seq, ts;
+		uint8_t prod;
+	} in[] = {
+		{ "a", 1, 5, 1 }, { "a", 2, 5, 1 }, { "a", 3, 5, 1 }, /* batch: 1..3 */
+		{ "a", 4, 5, 0 },                                     /* no producer */
+		{ "a", 5, 6, 2 },                                     /* batch 5 */
+		{ "a", 6, 7, 2 },                                     /* same producer, new ts */
+		{ "a", 8, 7, 2 },                                     /* gap: a new batch */
+		{ "b", 1, 7, 2 }, { "b", 2, 7, 2 },                   /* other stream */
+	};
+	struct seg_writer *w;
+	cr_assert_eq(seg_writer_new(io, "p8", 1, NULL, &w), 0);
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(in); i++) {
+		e.seq = in[i].seq;
+		e.ts_ms = in[i].ts;
+		memset(e.producer, 0, 16);
+		e.producer[3] = in[i].prod;
+		cr_assert_eq(seg_writer_add(w, in[i].key, 1, &e), 0);
+	}
+	struct seg_write_info wi;
+	cr_assert_eq(seg_writer_finish(w, &wi), 0);
+	struct seg_reader *r;
+	cr_assert_eq(seg_open(io, "p8", wi.name, NULL, &r, NULL, 0), 0);
+	struct seg_info si;
+	seg_get_info(r, &si);
+	cr_assert_eq(si.idem_records, 5u);
+	struct idem_list l = { .n = 0 };
+	cr_assert_eq(seg_idem_foreach(r, idem_grab, &l), 0);
+	cr_assert_eq(l.n, 5);
+	struct {
+		const char *key;
+		uint64_t seq;
+		uint32_t count;
+		uint64_t ts;
+		uint8_t prod;
+	} want[] = { { "a", 1, 3, 5, 1 }, { "a", 5, 1, 6, 2 }, { "a", 6, 1, 7, 2 },
+		     { "a", 8, 1, 7, 2 }, { "b", 1, 2, 7, 2 } };
+	for (int i = 0; i < 5; i++) {
+		cr_assert_str_eq(l.keys[i], want[i].key);
+		cr_assert_eq(l.r[i].seq, want[i].seq, "record %d", i);
+		cr_assert_eq(l.r[i].count, want[i].count, "record %d", i);
+		cr_assert_eq(l.r[i].ts, want[i].ts);
+		cr_assert_eq(l.r[i].producer[3], want[i].prod);
+	}
+	seg_close(r);
+	/* explicit records only */
+	struct seg_write_opts wo = { .no_derive_idem = true };
+	cr_assert_eq(seg_writer_new(io, "p8", 2, &wo, &w), 0);
+	e.seq = 1;
+	cr_assert_eq(seg_writer_add(w, "a", 1, &e), 0);
+	struct seg_idem rec = { .key = (const uint8_t *)"zz", .klen = 2, .seq = 9,
+				.count = 4, .ts = 77 };
+	rec.producer[0] = 9;
+	cr_assert_eq(seg_writer_add_idem(w, &rec), 0);
+	rec.count = 0;
+	cr_assert_eq(seg_writer_add_idem(w, &rec), -PARLEY_EINVAL);
+	cr_assert_eq(seg_writer_finish(w, &wi), 0);
+	cr_assert_eq(seg_open(io, "p8", wi.name, NULL, &r, NULL, 0), 0);
+	l.n = 0;
+	cr_assert_eq(seg_idem_foreach(r, idem_grab, &l), 0);
+	cr_assert_eq(l.n, 1);
+	cr_assert_str_eq(l.keys[0], "zz");
+	cr_assert_eq(l.r[0].seq, 9u);
+	cr_assert_eq(l.r[0].count, 4u);
+	cr_assert_eq(l.r[0].producer[0], 9);
+	seg_close(r);
+	pio_free(io);
+}
