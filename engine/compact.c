@@ -154,6 +154,10 @@ size_t compact_pick(const struct compact_seg_desc *segs, size_t n,
 
 /* ---- merge ---------------------------------------------------------------------- */
 
+static int idem_carry(struct seg_reader *const *inputs, size_t n,
+		      struct seg_writer *w, uint64_t min_ts,
+		      struct compact_stats *st);
+
 struct head {
 	struct seg_iter *it;
 	struct seg_item item;
@@ -278,6 +282,11 @@ static int merge_emit(struct merge *m, const struct seg_item *it)
 		int rc = seg_writer_new(o->io, o->dir, o->out_seg_id, &wo, &m->w);
 		if (rc)
 			return rc;
+		/* records first: the writer stores a surviving entry's producer
+		 * by reference when a record covers it */
+		rc = idem_carry(m->in, m->n, m->w, o->idem_min_ts, m->st);
+		if (rc)
+			return rc;
 	}
 	int rc = seg_writer_add(m->w, it->key, it->klen, &it->e);
 	if (rc)
@@ -322,10 +331,17 @@ static int idem_cmp(const void *a, const void *b)
 	if (!c)
 		c = x->klen < y->klen ? -1 : x->klen > y->klen;
 	if (!c)
-		c = memcmp(x->producer, y->producer, PE_PRODUCER_LEN);
-	if (!c)
 		c = x->seq < y->seq ? -1 : x->seq > y->seq;
+	if (!c)
+		c = memcmp(x->producer, y->producer, PE_PRODUCER_LEN);
 	return c;
+}
+
+/* Same batch start: the writer needs disjoint ranges per stream. */
+static bool idem_same_start(const struct seg_idem *x, const struct seg_idem *y)
+{
+	return x->klen == y->klen && !memcmp(x->key, y->key, x->klen) &&
+	       x->seq == y->seq;
 }
 
 /* Copy the inputs' records (deduplicated) into the output writer. */
@@ -344,7 +360,7 @@ static int idem_carry(struct seg_reader *const *inputs, size_t n,
 	if (!rc && iv.n)
 		qsort(iv.v, iv.n, sizeof *iv.v, idem_cmp);
 	for (size_t i = 0; i < iv.n && !rc; i++) {
-		if (i && idem_cmp(&iv.v[i - 1], &iv.v[i]) == 0)
+		if (i && idem_same_start(&iv.v[i - 1], &iv.v[i]))
 			continue;
 		rc = seg_writer_add_idem(w, &iv.v[i]);
 		st->idem_out += rc == 0;
@@ -418,11 +434,6 @@ int compact_run(struct seg_reader *const *inputs, size_t n,
 		return rc;
 	}
 	if (m.w) {
-		rc = idem_carry(inputs, n, m.w, o->idem_min_ts, st);
-		if (rc) {
-			seg_writer_abort(m.w);
-			return rc;
-		}
 		rc = seg_writer_finish(m.w, &st->out);
 		m.w = NULL;
 		if (rc)

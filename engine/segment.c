@@ -41,7 +41,10 @@
 #define H_TYPESAME 0x08u
 #define H_FLAGS0 0x10u
 #define H_TSSAME 0x20u
-#define H_KNOWN 0x3fu
+#define H_PRODREF 0x40u /* producer is the idempotency record's covering this seq */
+#define H_KNOWN 0x7fu
+#define SEG_IDEM_LEVEL 3
+#define SEG_IDEM_MAX_RAW (256u << 20)
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -226,6 +229,11 @@ struct seg_writer {
 	uint8_t run_prod[PE_PRODUCER_LEN];
 	uint64_t run_seq, run_last, run_ts;
 	uint32_t run_count;
+	/* explicit records (no_derive_idem): order check and lookup cursor */
+	uint8_t xlast_key[PE_MAX_KEY];
+	uint8_t xlast_klen;
+	uint64_t xlast_end; /* seq + count of the last explicit record */
+	size_t xcur;        /* offset in idem of the first record not passed */
 };
 
 static int writer_fail_nomem(struct seg_writer *w);
@@ -258,11 +266,53 @@ int seg_writer_add_idem(struct seg_writer *w, const struct seg_idem *rec)
 {
 	if (w->err)
 		return w->err;
-	if (rec->klen == 0 || rec->seq == 0 || rec->count == 0)
+	if (w->derive_idem || rec->klen == 0 || rec->seq == 0 ||
+	    rec->count == 0 || rec->seq + rec->count < rec->seq)
 		return -PARLEY_EINVAL;
+	/* strictly ordered by (key, seq), ranges of one key disjoint */
+	if (w->nidem) {
+		int c = memcmp(w->xlast_key, rec->key,
+			       PARLEY_MIN(w->xlast_klen, rec->klen));
+		if (!c)
+			c = w->xlast_klen < rec->klen ? -1 : w->xlast_klen > rec->klen;
+		if (c > 0 || (c == 0 && rec->seq < w->xlast_end))
+			return -PARLEY_EINVAL;
+	}
 	int rc = idem_put(w, rec->key, rec->klen, rec->producer, rec->seq,
 			  rec->count, rec->ts);
-	return rc ? writer_fail_nomem(w) : 0;
+	if (rc)
+		return writer_fail_nomem(w);
+	memcpy(w->xlast_key, rec->key, rec->klen);
+	w->xlast_klen = rec->klen;
+	w->xlast_end = rec->seq + rec->count;
+	return 0;
+}
+
+/* Explicit mode: is there a record covering (key, seq) with this producer?
+ * Entries arrive in (key, seq) order, so the cursor only moves forward. */
+static bool idem_covers(struct seg_writer *w, const uint8_t *key, size_t klen,
+			uint64_t seq, const uint8_t *prod)
+{
+	while (w->xcur < w->idem.len) {
+		struct le_reader r;
+		le_reader_init(&r, w->idem.p + w->xcur, w->idem.len - w->xcur);
+		uint8_t kl = le_read8(&r);
+		const uint8_t *k = le_read_bytes(&r, kl);
+		const uint8_t *pr = le_read_bytes(&r, PE_PRODUCER_LEN);
+		uint64_t rs = le_read64(&r);
+		uint32_t rc = le_read32(&r);
+		(void)le_read64(&r);
+		PARLEY_ASSERT(r.ok);
+		int c = memcmp(k, key, PARLEY_MIN((size_t)kl, klen));
+		if (!c)
+			c = kl < klen ? -1 : kl > klen;
+		if (c < 0 || (c == 0 && rs + rc <= seq)) {
+			w->xcur += r.off; /* entirely before this entry */
+			continue;
+		}
+		return c == 0 && rs <= seq && !memcmp(pr, prod, PE_PRODUCER_LEN);
+	}
+	return false;
 }
 
 uint64_t seg_writer_file_bytes(const struct seg_writer *w)
@@ -496,7 +546,14 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 	if (blocknew)
 		hdr |= H_NEWKEY;
 	bool prod = !all_zero(e->producer, PE_PRODUCER_LEN);
-	if (prod)
+	/* A producer id is stored once per batch, in the idempotency
+	 * section, when a record there covers this entry (always, when the
+	 * writer derives them); otherwise inline. */
+	bool pref = prod && (w->derive_idem ||
+			     idem_covers(w, key, klen, e->seq, e->producer));
+	if (pref)
+		hdr |= H_PRODREF;
+	else if (prod)
 		hdr |= H_PROD;
 	if (!blocknew && e->seq == w->bprev_seq + 1)
 		hdr |= H_SEQ1;
@@ -522,7 +579,7 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 		sbuf_varint(&w->meta, e->type);
 	if (!(hdr & H_FLAGS0))
 		sbuf_varint(&w->meta, e->flags);
-	if (prod)
+	if (prod && !pref)
 		sbuf_put(&w->meta, e->producer, PE_PRODUCER_LEN);
 	sbuf_varint(&w->meta, e->len);
 	if (e->len)
@@ -586,15 +643,38 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 	if (!rc)
 		rc = writer_seal_block(w);
 	struct bloom bl = { 0 };
-	uint8_t *tail = NULL;
-	size_t tail_len = 0, bloom_len = 0;
+	uint8_t *tail = NULL, *zid = NULL;
+	size_t tail_len = 0, bloom_len = 0, zid_len = 0;
+	/* the idempotency section: u32 records | u32 raw length | zstd frame */
+	if (!rc && w->nidem) {
+		if (w->idem.len > SEG_IDEM_MAX_RAW) {
+			rc = -PARLEY_ETOOBIG;
+		} else {
+			size_t bound = ZSTD_compressBound(w->idem.len);
+			zid = malloc(8 + bound);
+			if (!zid) {
+				rc = -PARLEY_ENOMEM;
+			} else {
+				size_t z = ZSTD_compressCCtx(w->cctx, zid + 8, bound,
+							     w->idem.p, w->idem.len,
+							     SEG_IDEM_LEVEL);
+				if (ZSTD_isError(z)) {
+					rc = -PARLEY_EIO;
+				} else {
+					le_put32(zid, w->nidem);
+					le_put32(zid + 4, (uint32_t)w->idem.len);
+					zid_len = 8 + z;
+				}
+			}
+		}
+	}
 	if (!rc)
 		rc = bloom_init(&bl, w->nhashes, w->bloom_bpk);
 	if (!rc) {
 		for (size_t i = 0; i < w->nhashes; i++)
 			bloom_add_hash(&bl, w->key_hashes[i]);
 		bloom_len = bloom_encoded_size(&bl);
-		tail_len = w->index.len + w->sdir.len + bloom_len + 4 + w->idem.len +
+		tail_len = w->index.len + w->sdir.len + bloom_len + zid_len +
 			   SEG_FOOTER_LEN;
 		tail = malloc(tail_len);
 		if (!tail)
@@ -608,11 +688,9 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		p += w->sdir.len;
 		PARLEY_ASSERT(bloom_encode(&bl, p, bloom_len) == (int64_t)bloom_len);
 		p += bloom_len;
-		le_put32(p, w->nidem);
-		p += 4;
-		if (w->idem.len)
-			memcpy(p, w->idem.p, w->idem.len);
-		p += w->idem.len;
+		if (zid_len)
+			memcpy(p, zid, zid_len);
+		p += zid_len;
 		size_t meta_len = (size_t)(p - tail);
 		uint8_t *ft = p;
 		memset(ft, 0, SEG_FOOTER_LEN);
@@ -628,7 +706,7 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		le_put32(ft + 56, (uint32_t)w->index.len);
 		le_put32(ft + 60, (uint32_t)w->sdir.len);
 		le_put32(ft + 64, (uint32_t)bloom_len);
-		le_put32(ft + 68, (uint32_t)(4 + w->idem.len));
+		le_put32(ft + 68, (uint32_t)zid_len);
 		le_put64(ft + 72, parley_xxh3(tail, meta_len, SEG_META_SEED));
 		le_put64(ft + 80, w->raw_payload);
 		le_put64(ft + 88, w->raw_blocks);
@@ -636,8 +714,7 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		le_put64(ft + 104, w->max_ts);
 		le_put64(ft + 112, w->comp_blocks);
 		le_put64(ft + 120, parley_xxh3(ft, 120, SEG_FOOT_SEED));
-		if (w->index.len > UINT32_MAX || w->sdir.len > UINT32_MAX ||
-		    w->idem.len > UINT32_MAX - 4)
+		if (w->index.len > UINT32_MAX || w->sdir.len > UINT32_MAX)
 			rc = -PARLEY_ETOOBIG;
 	}
 	if (!rc)
@@ -652,6 +729,7 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 	if (!rc)
 		rc = w->io->ops->fsync_dir(w->io, w->dir);
 	free(tail);
+	free(zid);
 	bloom_free(&bl);
 	if (rc) {
 		writer_fail(w, rc, "segment finish failed");
@@ -705,8 +783,10 @@ struct seg_reader {
 	struct seg_dent *dents;
 	struct bloom bloom;
 	uint64_t bytes_read;
-	const uint8_t *idem; /* section inside meta */
+	const uint8_t *idem; /* compressed section inside meta */
 	uint32_t idem_len;
+	uint8_t *idem_raw;      /* decompressed section; irec points into it */
+	struct seg_idem *irec;  /* sorted by (key, seq), disjoint per key */
 	char err[SEG_ERR_LEN];
 };
 
@@ -762,6 +842,8 @@ void seg_close(struct seg_reader *r)
 	free(r->blocks);
 	free(r->dents);
 	bloom_free(&r->bloom);
+	free(r->idem_raw);
+	free(r->irec);
 	free(r);
 }
 
@@ -834,54 +916,86 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 	return 0;
 }
 
-/* Walks the idempotency section once (bounds), counting its records. An
- * empty section (length 0) is what version-1 files written before the
- * section existed carry. */
-static int idem_walk(const struct seg_reader *r,
-		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg,
-		     uint32_t *count)
+/* Decompresses and indexes the idempotency section (empty: length 0),
+ * checking bounds, order and disjointness: block decoding relies on it to
+ * find the producer of H_PRODREF entries. */
+static int parse_idem(struct seg_reader *r)
 {
-	if (r->idem_len == 0) {
-		*count = 0;
+	if (r->idem_len == 0)
 		return 0;
-	}
+	if (r->idem_len < 8)
+		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section too short");
+	uint32_t n = le_get32(r->idem), raw = le_get32(r->idem + 4);
+	/* a record is at least 1 + 1 + 16 + 20 bytes */
+	if (raw > SEG_IDEM_MAX_RAW || (uint64_t)n * 38 > raw || n == 0)
+		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section header bad");
+	r->idem_raw = malloc(raw);
+	r->irec = calloc(n, sizeof *r->irec);
+	if (!r->idem_raw || !r->irec)
+		return -PARLEY_ENOMEM;
+	size_t got = ZSTD_decompressDCtx(r->dctx, r->idem_raw, raw, r->idem + 8,
+					 r->idem_len - 8);
+	if (ZSTD_isError(got) || got != raw)
+		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section undecodable");
 	struct le_reader lr;
-	le_reader_init(&lr, r->idem, r->idem_len);
-	uint32_t n = le_read32(&lr);
-	for (uint32_t i = 0; i < n && lr.ok; i++) {
-		struct seg_idem rec;
-		rec.klen = le_read8(&lr);
-		rec.key = le_read_bytes(&lr, rec.klen);
+	le_reader_init(&lr, r->idem_raw, raw);
+	for (uint32_t i = 0; i < n; i++) {
+		struct seg_idem *rec = &r->irec[i];
+		rec->klen = le_read8(&lr);
+		rec->key = le_read_bytes(&lr, rec->klen);
 		const uint8_t *pr = le_read_bytes(&lr, PE_PRODUCER_LEN);
-		rec.seq = le_read64(&lr);
-		rec.count = le_read32(&lr);
-		rec.ts = le_read64(&lr);
-		if (!lr.ok || rec.klen == 0 || rec.seq == 0 || rec.count == 0)
-			return -PARLEY_ECORRUPT;
-		memcpy(rec.producer, pr, PE_PRODUCER_LEN);
-		if (cb) {
-			int rc = cb(arg, &rec);
-			if (rc)
-				return rc;
+		rec->seq = le_read64(&lr);
+		rec->count = le_read32(&lr);
+		rec->ts = le_read64(&lr);
+		if (!lr.ok || rec->klen == 0 || rec->seq == 0 || rec->count == 0 ||
+		    rec->seq + rec->count < rec->seq)
+			return seg_fail(r, -PARLEY_ECORRUPT, "idempotency record %u bad", i);
+		memcpy(rec->producer, pr, PE_PRODUCER_LEN);
+		if (i > 0) {
+			const struct seg_idem *p = &r->irec[i - 1];
+			int c = kcmp(p->key, p->klen, rec->key, rec->klen);
+			if (c > 0 || (c == 0 && p->seq + p->count > rec->seq))
+				return seg_fail(r, -PARLEY_ECORRUPT,
+						"idempotency records out of order at %u", i);
 		}
 	}
-	if (!lr.ok || lr.off != lr.len)
-		return -PARLEY_ECORRUPT;
-	*count = n;
+	if (lr.off != raw)
+		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section trailing bytes");
+	r->info.idem_records = n;
 	return 0;
 }
 
-static int parse_idem(struct seg_reader *r)
+/* The record covering (key, seq), or NULL. */
+static const struct seg_idem *idem_find(const struct seg_reader *r,
+					const uint8_t *key, uint8_t klen,
+					uint64_t seq)
 {
-	int rc = idem_walk(r, NULL, NULL, &r->info.idem_records);
-	return rc ? seg_fail(r, rc, "idempotency section malformed") : 0;
+	size_t lo = 0, hi = r->info.idem_records;
+	while (lo < hi) { /* first record with (key, seq) > target */
+		size_t mid = lo + (hi - lo) / 2;
+		const struct seg_idem *x = &r->irec[mid];
+		if (kscmp(x->key, x->klen, x->seq, key, klen, seq) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return NULL;
+	const struct seg_idem *x = &r->irec[lo - 1];
+	if (kcmp(x->key, x->klen, key, klen) || seq >= x->seq + x->count)
+		return NULL;
+	return x;
 }
 
 int seg_idem_foreach(const struct seg_reader *r,
 		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg)
 {
-	uint32_t n;
-	return idem_walk(r, cb, arg, &n);
+	for (uint32_t i = 0; i < r->info.idem_records; i++) {
+		int rc = cb(arg, &r->irec[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 int seg_open(struct pio *io, const char *dir, const char *name,
@@ -972,6 +1086,11 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	rc = parse_meta(r, ilen, dlen, blen);
 	if (rc)
 		goto fail;
+	r->dctx = ZSTD_createDCtx();
+	if (!r->dctx) {
+		rc = -PARLEY_ENOMEM;
+		goto fail;
+	}
 	r->idem = r->meta + ilen + dlen + blen;
 	r->idem_len = idlen;
 	rc = parse_idem(r);
@@ -986,11 +1105,6 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 				      in->dict_id);
 			goto fail;
 		}
-	}
-	r->dctx = ZSTD_createDCtx();
-	if (!r->dctx) {
-		rc = -PARLEY_ENOMEM;
-		goto fail;
 	}
 	*out = r;
 	return 0;
@@ -1122,6 +1236,14 @@ static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
 		if (flags > UINT16_MAX)
 			mr.ok = false;
 		const uint8_t *prod = (hdr & H_PROD) ? le_read_bytes(&mr, PE_PRODUCER_LEN) : NULL;
+		if ((hdr & H_PRODREF) && mr.ok && key) {
+			const struct seg_idem *ir = (hdr & H_PROD) ? NULL
+					: idem_find(r, key, klen, seq);
+			if (!ir)
+				return seg_fail(r, -PARLEY_ECORRUPT,
+						"block=%u entry=%u producer record missing", blk, i);
+			prod = ir->producer;
+		}
 		uint64_t len = read_varint(&mr);
 		if (!mr.ok || seq == 0 || len > pay_left || (newkey && (hdr & H_SEQ1)))
 			return seg_fail(r, -PARLEY_ECORRUPT,

@@ -17,6 +17,9 @@
  *              the compressor sees text next to text):
  *                u8 hdr  bit0 NEWKEY  u8 klen + key follow (else: same key)
  *                        bit1 PROD    16-byte producer id follows (else 0)
+ *                        bit6 PRODREF the producer is that of the idempotency
+ *                                     record covering (key, seq): stored once
+ *                                     per batch instead of once per entry
  *                        bit2 SEQ1    seq = previous seq + 1 (else varint:
  *                                     absolute after NEWKEY, delta otherwise)
  *                        bit3 TYPE=   type as previous entry (else varint)
@@ -31,11 +34,13 @@
  *              u64 last seq | u64 count | u64 first ts | u64 last ts |
  *              u32 first block | u32 last block
  *   bloom      bloom.h serialized filter over the stream keys
- *   idem       idempotency records (may be empty): u32 count, then per
- *              record u8 klen, key | producer[16] | u64 first seq |
- *              u32 count | u64 ts — one per appended batch that carried a
- *              producer id, so the engine can rebuild its idempotency
- *              table after the WAL that held those batches is released
+ *   idem       idempotency records (length 0 when none): u32 records |
+ *              u32 raw length | zstd frame of the records, each u8 klen,
+ *              key | producer[16] | u64 first seq | u32 count | u64 ts,
+ *              sorted by (key, seq), ranges disjoint per key — one per
+ *              appended batch that carried a producer id, so the engine can
+ *              rebuild its idempotency table after the WAL that held those
+ *              batches is released
  *   footer     see SEG_FOOTER_LEN in segment.c: magic, version, segment id,
  *              dictionary id (0 = none), counts, section lengths, raw byte
  *              counts, min/max ts, xxh3 of index+dir+bloom+idem, xxh3 of

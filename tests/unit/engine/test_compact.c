@@ -531,6 +531,20 @@ Test(compact, idempotency_records_carried)
 	o.idem_min_ts = UINT64_MAX;
 	cr_assert_eq(compact_run(rd, 2, &o, &st), 0);
 	cr_assert_eq(st.idem_out, 0u);
+	/* half the window: producers of entries whose record is carried are
+	 * stored by reference, the others inline — all must read back equal */
+	cm.ntombs = 0;
+	cm.nres = 0;
+	o.out_seg_id = 502;
+	o.idem_min_ts = now - 3600000;
+	o.state = NULL;
+	o.on_stream = stream_cb;
+	o.stream_arg = &cm;
+	cr_assert_eq(compact_run(rd, 2, &o, &st), 0);
+	cr_assert_gt(st.idem_out, 0u);
+	cr_assert_lt(st.idem_out, in_total);
+	bool both[2] = { true, true };
+	check_output(io, &cm, NULL, now, &st, both);
 	for (int s = 0; s < 2; s++)
 		seg_close(rd[s]);
 	free(cm.m);
