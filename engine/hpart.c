@@ -183,7 +183,7 @@ int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
 		h->o.level = DICT_DEFAULT_LEVEL;
 	if (!h->o.dict_bytes)
 		h->o.dict_bytes = DICT_DEFAULT_BYTES;
-	if (h->o.retrain.degrade_factor <= 1.0)
+	if (h->o.retrain.degrade_factor <= 0)
 		h->o.retrain.degrade_factor = 1.15;
 	if (!h->o.retrain.min_recent_raw)
 		h->o.retrain.min_recent_raw = 8u << 20;

@@ -66,7 +66,8 @@ struct hpart_opts {
 	uint32_t block_bytes;                /* 0 = SEG_DEFAULT_BLOCK */
 	int level;                           /* 0 = DICT_DEFAULT_LEVEL */
 	size_t dict_bytes;                   /* 0 = DICT_DEFAULT_BYTES */
-	struct dict_retrain_policy retrain;  /* zeros = {1.15, 8 MiB} */
+	struct dict_retrain_policy retrain;  /* zeros = {1.15, 8 MiB}; a factor < 1
+						retrains at every flush (tests) */
 	const struct retention_policy *retention; /* NULL = keep all */
 	struct compact_tier_opts tiers;      /* zeros = compact.h defaults */
 	bool read_only;                      /* inspect: never write (no cleanup; jobs refused) */

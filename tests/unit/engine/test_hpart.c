@@ -528,3 +528,66 @@ Test(hpart, idempotency_survives_flush_and_compaction)
 	hpart_close(h);
 	pio_free(io);
 }
+
+static int count_dicts(void *arg, const char *name)
+{
+	if (!strncmp(name, "dict-", 5))
+		(*(int *)arg)++;
+	return 0;
+}
+
+/* Dictionary lifecycle: retraining forced whenever judged, old segments keep
+ * naming their dictionaries, a full compaction rewrites everything with the
+ * current one and the retired dictionaries' files go. */
+Test(hpart, dictionaries_retired_after_compaction)
+{
+	uint64_t seed = hist_seed("hpart.dicts");
+	struct parley_rng rng = { seed };
+	memset(mcount, 0, sizeof mcount);
+	memset(mdel, 0, sizeof mdel);
+	for (int s = 0; s < NS; s++)
+		snprintf(mkey[s], sizeof mkey[s], "c/d%02d", s);
+	struct pio *io = pio_mem_new(seed);
+	cr_assert_eq(io->ops->mkdir(io, "pd"), 0);
+	struct hpart_opts o = { .partition = 5, .block_bytes = 4096, .dict_bytes = 8192,
+				.retrain = { .degrade_factor = 0.01, .min_recent_raw = 1 } };
+	struct hpart *h;
+	cr_assert_eq(hpart_open(io, "pd", &o, &h), 0);
+	/* a new dictionary is judged only on flushes written with it: so
+	 * rounds 1 and 3 train, 2 and 4 reuse */
+	uint64_t ids[5];
+	for (int round = 1; round <= 4; round++) {
+		gen_round(&rng, round, 500);
+		struct hpart_flush_result fr;
+		do_flush(h, round, &fr);
+		cr_assert_eq(fr.trained, round % 2 == 1, "round %d", round);
+		ids[round] = fr.dict_id;
+	}
+	cr_assert_eq(ids[1], ids[2]);
+	cr_assert_neq(ids[2], ids[3]);
+	cr_assert_eq(ids[3], ids[4]);
+	int nd = 0;
+	cr_assert_eq(io->ops->list(io, "pd", count_dicts, &nd), 0);
+	cr_assert_eq(nd, 2, "each live segment keeps its dictionary");
+	uint64_t fv[NS];
+	for (int s = 0; s < NS; s++)
+		fv[s] = 1;
+	check_reads(h, fv, 4, &rng);
+	struct hpart_compact_opts co = { .all = true, .now_ms = 1763900000000ull };
+	struct hpart_cjob *cj;
+	cr_assert_eq(hpart_compact_begin(h, &co, &cj), 0);
+	cr_assert_eq(hpart_compact_run(cj, NULL), 0);
+	cr_assert_eq(hpart_compact_commit(h, cj), 0);
+	nd = 0;
+	cr_assert_eq(io->ops->list(io, "pd", count_dicts, &nd), 0);
+	cr_assert_eq(nd, 1, "retired dictionaries removed");
+	struct hpart_seg_view v[4];
+	cr_assert_eq(hpart_segments(h, v, 4), 1u);
+	cr_assert_eq(v[0].info.dict_id, ids[4], "rewritten with the current dictionary");
+	check_reads(h, fv, 4, &rng);
+	hpart_close(h);
+	cr_assert_eq(hpart_open(io, "pd", &o, &h), 0);
+	check_reads(h, fv, 4, &rng);
+	hpart_close(h);
+	pio_free(io);
+}
