@@ -928,3 +928,15 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
 	gc_dicts(h);
 	return rc ? -PARLEY_ECORRUPT : 0;
 }
+
+void hpart_abort(struct hpart *h, struct hpart_fjob *fj, struct hpart_cjob *cj)
+{
+	if (fj) {
+		dict_free(fj->new_dict);
+		free(fj);
+	}
+	if (cj)
+		cjob_free(cj);
+	h->flush_busy = h->compact_busy = false;
+	hpart_close(h);
+}

@@ -81,6 +81,10 @@ struct hpart_opts {
 int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
 	       struct hpart **out);
 void hpart_close(struct hpart *h);
+/* Simulated crash for tests (like pe_abort): frees h and the given
+ * in-flight jobs (either may be NULL) without touching any file. Never
+ * used in production. */
+void hpart_abort(struct hpart *h, struct hpart_fjob *fj, struct hpart_cjob *cj);
 const struct hman *hpart_manifest(const struct hpart *h);
 
 /* ---- reads -------------------------------------------------------------------------- */
