@@ -33,7 +33,7 @@
 
 #include "segment.h"
 
-#define HISTORY_MAX_SEGS 256u /* segments one read may merge */
+#define HISTORY_MAX_SEGS 4096u /* segments one read may merge (= HMAN_MAX_SEGS) */
 
 struct history_hold;
 
