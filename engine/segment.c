@@ -5,8 +5,8 @@
  *
  * Footer (SEG_FOOTER_LEN bytes at the very end of the file):
  *     0 u64 magic "PLSEGv01"     64 u32 bloom length
- *     8 u32 version (1)          68 u32 reserved (0)
- *    12 u32 flags (0)            72 u64 xxh3(index+dir+bloom, SEG_META_SEED)
+ *     8 u32 version (1)          68 u32 idem section length (0 = none)
+ *    12 u32 flags (0)            72 u64 xxh3(index+dir+bloom+idem, SEG_META_SEED)
  *    16 u64 segment id           80 u64 raw payload bytes
  *    24 u64 dictionary id        88 u64 raw block bytes
  *    32 u64 entries              96 u64 min ts

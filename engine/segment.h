@@ -68,7 +68,7 @@
  *      writer refuses anything else (-PARLEY_EINVAL) so no reader ever has
  *      to handle duplicates inside one segment.
  *   2. A sealed file is never modified. Its footer checksum covers the
- *      footer, the meta checksum covers index+dir+bloom, each block has its
+ *      footer, the meta checksum covers index+dir+bloom+idem, each block has its
  *      own checksum: a read returns verified bytes or -PARLEY_ECORRUPT with
  *      a message naming the file and the block, never wrong data.
  *   3. A segment written with dictionary D names D's id; it is readable only
