@@ -13,9 +13,11 @@
  *    40 u32 streams             104 u64 max ts
  *    44 u32 blocks              112 u64 compressed block bytes
  *    48 u64 index offset        120 u64 xxh3(footer[0..120), SEG_FOOT_SEED)
- *    56 u32 index length
- *    60 u32 dir length
- * index offset + index + dir + bloom + idem + footer == file size, exactly.
+ *    56 u32 index length (raw)
+ *    60 u32 dir length (raw)
+ * Between the blocks (ending at index offset) and the footer lie, in this
+ * order: zstd(index + dir), bloom, idem; the compressed part's length is
+ * what remains. The meta checksum covers all three as stored.
  */
 #include "segment.h"
 
@@ -44,6 +46,9 @@
 #define H_PRODREF 0x40u /* producer is the idempotency record's covering this seq */
 #define H_KNOWN 0x7fu
 #define SEG_IDEM_LEVEL 3
+#define SEG_META_LEVEL 6 /* index + stream dir: small, read at every open */
+#define SEG_MAX_META_RAW (1u << 30)
+#define SEG_BLOCK_HDR 16u /* u32 count | u32 meta_len | u32 ts_len | u32 len_len */
 #define SEG_IDEM_MAX_RAW (256u << 20)
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -192,7 +197,9 @@ struct seg_writer {
 	int err; /* sticky */
 
 	/* the open block */
-	struct sbuf meta, pay, raw, comp;
+	/* the open block's columns: headers, ts deltas, lengths, the rest
+	 * (keys, seqs, types, flags, inline producers), payloads */
+	struct sbuf mhdr, mts, mlen, meta, pay, raw, comp;
 	uint32_t bcount;
 	uint8_t bprev_key[PE_MAX_KEY];
 	uint8_t bprev_klen;
@@ -322,7 +329,8 @@ uint64_t seg_writer_file_bytes(const struct seg_writer *w)
 
 uint64_t seg_writer_bytes(const struct seg_writer *w)
 {
-	return w->raw_blocks + w->meta.len + w->pay.len;
+	return w->raw_blocks + SEG_BLOCK_HDR + w->mhdr.len + w->mts.len +
+	       w->mlen.len + w->meta.len + w->pay.len;
 }
 
 int seg_writer_new(struct pio *io, const char *dir, uint64_t seg_id,
@@ -376,6 +384,9 @@ static void writer_free(struct seg_writer *w)
 		w->io->ops->close(w->io, w->f);
 	ZSTD_freeCCtx(w->cctx);
 	free(w->meta.p);
+	free(w->mhdr.p);
+	free(w->mts.p);
+	free(w->mlen.p);
 	free(w->pay.p);
 	free(w->raw.p);
 	free(w->comp.p);
@@ -418,12 +429,18 @@ static int writer_seal_block(struct seg_writer *w)
 {
 	if (w->bcount == 0)
 		return 0;
-	size_t rlen = 8 + w->meta.len + w->pay.len;
+	size_t mlen = w->mhdr.len + w->mts.len + w->mlen.len + w->meta.len;
+	size_t rlen = SEG_BLOCK_HDR + mlen + w->pay.len;
 	w->raw.len = 0;
 	if (sbuf_reserve(&w->raw, rlen))
 		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
 	sbuf_u32(&w->raw, w->bcount);
-	sbuf_u32(&w->raw, (uint32_t)w->meta.len);
+	sbuf_u32(&w->raw, (uint32_t)mlen);
+	sbuf_u32(&w->raw, (uint32_t)w->mts.len);
+	sbuf_u32(&w->raw, (uint32_t)w->mlen.len);
+	sbuf_put(&w->raw, w->mhdr.p, w->mhdr.len);
+	sbuf_put(&w->raw, w->mts.p, w->mts.len);
+	sbuf_put(&w->raw, w->mlen.p, w->mlen.len);
 	sbuf_put(&w->raw, w->meta.p, w->meta.len);
 	sbuf_put(&w->raw, w->pay.p, w->pay.len);
 
@@ -468,6 +485,7 @@ static int writer_seal_block(struct seg_writer *w)
 	w->nblocks++;
 	w->bcount = 0;
 	w->meta.len = 0;
+	w->mhdr.len = w->mts.len = w->mlen.len = 0;
 	w->pay.len = 0;
 	return 0;
 }
@@ -523,7 +541,7 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 	/* Seal the block first when this entry would overflow it (an entry
 	 * is never split; a lone big entry makes a big block). */
 	size_t est = 1 + 1 + klen + 10 + 10 + 5 + 5 + 16 + 5 + e->len;
-	if (w->bcount > 0 && 8 + w->meta.len + w->pay.len + est > w->block_target) {
+	if (w->bcount > 0 && seg_writer_bytes(w) - w->raw_blocks + est > w->block_target) {
 		int rc = writer_seal_block(w);
 		if (rc)
 			return rc;
@@ -537,7 +555,9 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 		w->s_count = 0;
 		w->s_first_block = w->nblocks;
 	}
-	if (sbuf_reserve(&w->meta, est - e->len) || sbuf_reserve(&w->pay, e->len))
+	if (sbuf_reserve(&w->meta, est - e->len) || sbuf_reserve(&w->pay, e->len) ||
+	    sbuf_reserve(&w->mhdr, 1) || sbuf_reserve(&w->mts, 10) ||
+	    sbuf_reserve(&w->mlen, 5))
 		return writer_fail(w, -PARLEY_ENOMEM, "out of memory");
 
 	bool blocknew = w->bcount == 0 ||
@@ -566,7 +586,7 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 	if (e->ts_ms == pts)
 		hdr |= H_TSSAME;
 
-	sbuf_u8(&w->meta, hdr);
+	sbuf_u8(&w->mhdr, hdr);
 	if (blocknew) {
 		sbuf_u8(&w->meta, (uint8_t)klen);
 		sbuf_put(&w->meta, key, klen);
@@ -574,14 +594,14 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 	if (!(hdr & H_SEQ1))
 		sbuf_varint(&w->meta, blocknew ? e->seq : e->seq - w->bprev_seq);
 	if (!(hdr & H_TSSAME))
-		sbuf_varint(&w->meta, zigzag((int64_t)(e->ts_ms - pts)));
+		sbuf_varint(&w->mts, zigzag((int64_t)(e->ts_ms - pts)));
 	if (!(hdr & H_TYPESAME))
 		sbuf_varint(&w->meta, e->type);
 	if (!(hdr & H_FLAGS0))
 		sbuf_varint(&w->meta, e->flags);
 	if (prod && !pref)
 		sbuf_put(&w->meta, e->producer, PE_PRODUCER_LEN);
-	sbuf_varint(&w->meta, e->len);
+	sbuf_varint(&w->mlen, e->len);
 	if (e->len)
 		sbuf_put(&w->pay, e->payload, e->len);
 	if (w->derive_idem) {
@@ -643,8 +663,8 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 	if (!rc)
 		rc = writer_seal_block(w);
 	struct bloom bl = { 0 };
-	uint8_t *tail = NULL, *zid = NULL;
-	size_t tail_len = 0, bloom_len = 0, zid_len = 0;
+	uint8_t *tail = NULL, *zid = NULL, *zm = NULL;
+	size_t tail_len = 0, bloom_len = 0, zid_len = 0, zm_len = 0;
 	/* the idempotency section: u32 records | u32 raw length | zstd frame */
 	if (!rc && w->nidem) {
 		if (w->idem.len > SEG_IDEM_MAX_RAW) {
@@ -674,18 +694,36 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		for (size_t i = 0; i < w->nhashes; i++)
 			bloom_add_hash(&bl, w->key_hashes[i]);
 		bloom_len = bloom_encoded_size(&bl);
-		tail_len = w->index.len + w->sdir.len + bloom_len + zid_len +
-			   SEG_FOOTER_LEN;
+		/* index + stream dir, compressed together: keys share prefixes
+		 * and fixed-width fields are mostly zeros; with many small
+		 * streams per segment this section rivals the payloads */
+		size_t raw = w->index.len + w->sdir.len;
+		size_t bound = ZSTD_compressBound(raw);
+		if (raw > SEG_MAX_META_RAW) {
+			rc = -PARLEY_ETOOBIG;
+		} else if (sbuf_reserve(&w->index, w->sdir.len) ||
+			   !(zm = malloc(bound))) {
+			rc = -PARLEY_ENOMEM;
+		} else {
+			size_t ilen = w->index.len;
+			sbuf_put(&w->index, w->sdir.p, w->sdir.len);
+			zm_len = ZSTD_compressCCtx(w->cctx, zm, bound, w->index.p, raw,
+						   SEG_META_LEVEL);
+			w->index.len = ilen;
+			if (ZSTD_isError(zm_len))
+				rc = -PARLEY_EIO;
+		}
+	}
+	if (!rc) {
+		tail_len = zm_len + bloom_len + zid_len + SEG_FOOTER_LEN;
 		tail = malloc(tail_len);
 		if (!tail)
 			rc = -PARLEY_ENOMEM;
 	}
 	if (!rc) {
 		uint8_t *p = tail;
-		memcpy(p, w->index.p, w->index.len);
-		p += w->index.len;
-		memcpy(p, w->sdir.p, w->sdir.len);
-		p += w->sdir.len;
+		memcpy(p, zm, zm_len);
+		p += zm_len;
 		PARLEY_ASSERT(bloom_encode(&bl, p, bloom_len) == (int64_t)bloom_len);
 		p += bloom_len;
 		if (zid_len)
@@ -730,6 +768,7 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 		rc = w->io->ops->fsync_dir(w->io, w->dir);
 	free(tail);
 	free(zid);
+	free(zm);
 	bloom_free(&bl);
 	if (rc) {
 		writer_fail(w, rc, "segment finish failed");
@@ -778,7 +817,9 @@ struct seg_reader {
 	const struct pdict *dict;
 	ZSTD_DCtx *dctx;
 	struct seg_info info;
-	uint8_t *meta; /* index + dir + bloom bytes; bmeta/dents point here */
+	uint8_t *meta;     /* the meta region as stored (compressed index+dir,
+			      bloom, idem section) */
+	uint8_t *meta_raw; /* index + dir decompressed; bmeta/dents point here */
 	struct seg_bmeta *blocks;
 	struct seg_dent *dents;
 	struct bloom bloom;
@@ -839,6 +880,7 @@ void seg_close(struct seg_reader *r)
 		r->io->ops->close(r->io, r->f);
 	ZSTD_freeDCtx(r->dctx);
 	free(r->meta);
+	free(r->meta_raw);
 	free(r->blocks);
 	free(r->dents);
 	bloom_free(&r->bloom);
@@ -848,7 +890,7 @@ void seg_close(struct seg_reader *r)
 }
 
 static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
-		      uint32_t blen)
+		      uint64_t zlen, uint32_t blen)
 {
 	struct seg_info *in = &r->info;
 	if (in->blocks == 0 || in->streams == 0 ||
@@ -859,7 +901,7 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 	if (!r->blocks || !r->dents)
 		return -PARLEY_ENOMEM;
 	struct le_reader lr;
-	le_reader_init(&lr, r->meta, ilen);
+	le_reader_init(&lr, r->meta_raw, ilen);
 	uint64_t expect_off = 0, entries = 0;
 	for (uint32_t i = 0; i < in->blocks; i++) {
 		struct seg_bmeta *b = &r->blocks[i];
@@ -875,7 +917,7 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 		b->lkey = le_read_bytes(&lr, b->lklen);
 		b->lseq = le_read64(&lr);
 		if (!lr.ok || b->off != expect_off || b->clen == 0 ||
-		    b->rlen < 8 || b->rlen > SEG_MAX_BLOCK_RAW || b->count == 0 ||
+		    b->rlen < SEG_BLOCK_HDR || b->rlen > SEG_MAX_BLOCK_RAW || b->count == 0 ||
 		    b->fklen == 0 || b->lklen == 0 ||
 		    kscmp(b->fkey, b->fklen, b->fseq, b->lkey, b->lklen, b->lseq) > 0 ||
 		    (i > 0 && kscmp(r->blocks[i - 1].lkey, r->blocks[i - 1].lklen,
@@ -888,7 +930,7 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 	if (lr.off != ilen || expect_off != r->info.block_bytes ||
 	    entries != in->entries)
 		return seg_fail(r, -PARLEY_ECORRUPT, "index does not match footer");
-	le_reader_init(&lr, r->meta + ilen, dlen);
+	le_reader_init(&lr, r->meta_raw + ilen, dlen);
 	for (uint32_t i = 0; i < in->streams; i++) {
 		struct seg_dent *d = &r->dents[i];
 		d->klen = le_read8(&lr);
@@ -910,7 +952,7 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 	}
 	if (lr.off != dlen)
 		return seg_fail(r, -PARLEY_ECORRUPT, "stream dir length mismatch");
-	int rc = bloom_decode(&r->bloom, r->meta + ilen + dlen, blen);
+	int rc = bloom_decode(&r->bloom, r->meta + zlen, blen);
 	if (rc)
 		return seg_fail(r, rc, "bloom filter unreadable");
 	return 0;
@@ -1062,9 +1104,11 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	in->min_ts = le_get64(ft + 96);
 	in->max_ts = le_get64(ft + 104);
 	in->block_bytes = le_get64(ft + 112);
-	uint64_t mlen = (uint64_t)ilen + dlen + blen + idlen;
-	if (ioff != in->block_bytes ||
-	    ioff + mlen + SEG_FOOTER_LEN != (uint64_t)size) {
+	/* [zstd(index + dir)][bloom][idem] between the blocks and the footer */
+	uint64_t mlen = (uint64_t)size - SEG_FOOTER_LEN - PARLEY_MIN(ioff, (uint64_t)size);
+	if (ioff != in->block_bytes || ioff + SEG_FOOTER_LEN > (uint64_t)size ||
+	    mlen <= (uint64_t)blen + idlen ||
+	    (uint64_t)ilen + dlen > SEG_MAX_META_RAW) {
 		rc = seg_fail(r, -PARLEY_ECORRUPT, "section sizes do not add up to file size");
 		goto fail;
 	}
@@ -1083,15 +1127,23 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 		rc = seg_fail(r, -PARLEY_ECORRUPT, "index/dir/bloom checksum mismatch");
 		goto fail;
 	}
-	rc = parse_meta(r, ilen, dlen, blen);
-	if (rc)
-		goto fail;
 	r->dctx = ZSTD_createDCtx();
-	if (!r->dctx) {
+	uint64_t zlen = mlen - blen - idlen;
+	r->meta_raw = malloc((size_t)ilen + dlen + 1);
+	if (!r->dctx || !r->meta_raw) {
 		rc = -PARLEY_ENOMEM;
 		goto fail;
 	}
-	r->idem = r->meta + ilen + dlen + blen;
+	size_t dn = ZSTD_decompressDCtx(r->dctx, r->meta_raw, (size_t)ilen + dlen,
+					r->meta, zlen);
+	if (ZSTD_isError(dn) || dn != (size_t)ilen + dlen) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "index/dir undecodable");
+		goto fail;
+	}
+	rc = parse_meta(r, ilen, dlen, zlen, blen);
+	if (rc)
+		goto fail;
+	r->idem = r->meta + zlen + blen;
 	r->idem_len = idlen;
 	rc = parse_idem(r);
 	if (rc)
@@ -1188,19 +1240,27 @@ static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
 	struct le_reader lr;
 	le_reader_init(&lr, b->raw, bm->rlen);
 	uint32_t count = le_read32(&lr), meta_len = le_read32(&lr);
-	if (!lr.ok || count != bm->count || meta_len > bm->rlen - 8)
+	uint32_t ts_len = le_read32(&lr), len_len = le_read32(&lr);
+	if (!lr.ok || count != bm->count || meta_len > bm->rlen - SEG_BLOCK_HDR ||
+	    (uint64_t)count + ts_len + len_len > meta_len)
 		return seg_fail(r, -PARLEY_ECORRUPT, "block=%u bad block header", blk);
-	struct le_reader mr;
-	le_reader_init(&mr, b->raw + 8, meta_len);
-	const uint8_t *pay = b->raw + 8 + meta_len;
-	size_t pay_left = bm->rlen - 8 - meta_len;
+	/* columns: headers | ts deltas | lengths | the rest */
+	const uint8_t *col = b->raw + SEG_BLOCK_HDR;
+	struct le_reader hr, tr, nr, mr;
+	le_reader_init(&hr, col, count);
+	le_reader_init(&tr, col + count, ts_len);
+	le_reader_init(&nr, col + count + ts_len, len_len);
+	uint32_t rest = meta_len - count - ts_len - len_len;
+	le_reader_init(&mr, col + count + ts_len + len_len, rest);
+	const uint8_t *pay = col + meta_len;
+	size_t pay_left = bm->rlen - SEG_BLOCK_HDR - meta_len;
 	const uint8_t *key = NULL;
 	uint8_t klen = 0;
 	uint64_t seq = 0, ts = 0;
 	uint16_t type = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		struct seg_bent *be = &b->ents[i];
-		uint8_t hdr = le_read8(&mr);
+		uint8_t hdr = le_read8(&hr);
 		if (hdr & ~H_KNOWN)
 			mr.ok = false;
 		bool newkey = hdr & H_NEWKEY;
@@ -1225,7 +1285,7 @@ static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
 				mr.ok = false;
 		}
 		if (!(hdr & H_TSSAME))
-			ts += (uint64_t)unzigzag(read_varint(&mr));
+			ts += (uint64_t)unzigzag(read_varint(&tr));
 		if (!(hdr & H_TYPESAME)) {
 			uint64_t t = read_varint(&mr);
 			if (t > UINT16_MAX)
@@ -1244,8 +1304,9 @@ static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
 						"block=%u entry=%u producer record missing", blk, i);
 			prod = ir->producer;
 		}
-		uint64_t len = read_varint(&mr);
-		if (!mr.ok || seq == 0 || len > pay_left || (newkey && (hdr & H_SEQ1)))
+		uint64_t len = read_varint(&nr);
+		if (!mr.ok || !hr.ok || !tr.ok || !nr.ok || seq == 0 ||
+		    len > pay_left || (newkey && (hdr & H_SEQ1)))
 			return seg_fail(r, -PARLEY_ECORRUPT,
 					"block=%u entry=%u undecodable", blk, i);
 		be->key = key;
@@ -1263,7 +1324,8 @@ static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
 		pay += len;
 		pay_left -= len;
 	}
-	if (mr.off != meta_len || pay_left != 0)
+	if (mr.off != rest || hr.off != count || tr.off != ts_len ||
+	    nr.off != len_len || pay_left != 0)
 		return seg_fail(r, -PARLEY_ECORRUPT, "block=%u trailing bytes", blk);
 	const struct seg_bent *f = &b->ents[0], *l = &b->ents[count - 1];
 	if (kscmp(f->key, f->klen, f->e.seq, bm->fkey, bm->fklen, bm->fseq) ||

@@ -9,12 +9,15 @@
  *
  * File layout (all integers little-endian):
  *
- *   [block 0]...[block n-1][index][stream dir][bloom][idem][footer 128 B]
+ *   [block 0]...[block n-1][zstd(index + stream dir)][bloom][idem][footer 128 B]
  *
  *   block      zstd frame of the raw block:
- *                u32 count | u32 meta_len | meta[meta_len] | payloads...
- *              meta has one record per entry (payloads are kept apart so
- *              the compressor sees text next to text):
+ *                u32 count | u32 meta_len | u32 ts_len | u32 len_len |
+ *                meta[meta_len] | payloads...
+ *              meta is stored by column so that alike bytes sit together
+ *              for the compressor (and payloads, text, next to text):
+ *                hdr[count] | ts deltas[ts_len] | lengths[len_len] | rest
+ *              per entry, in order, each column holding its part of:
  *                u8 hdr  bit0 NEWKEY  u8 klen + key follow (else: same key)
  *                        bit1 PROD    16-byte producer id follows (else 0)
  *                        bit6 PRODREF the producer is that of the idempotency
@@ -25,8 +28,11 @@
  *                        bit3 TYPE=   type as previous entry (else varint)
  *                        bit4 FLAGS0  flags == 0 (else varint)
  *                        bit5 TS=     ts as previous entry (else varint
- *                                     zigzag delta from the previous entry)
- *                varint payload length
+ *                                     zigzag delta from the previous entry,
+ *                                     in the ts column)
+ *                varint payload length (in the lengths column)
+ *              the rest column holds keys, seqs, types, flags and inline
+ *              producers, in that order per entry
  *   index      per block: u64 offset | u32 clen | u32 rlen | u32 count |
  *              u64 xxh3(compressed bytes, SEG_BLOCK_SEED + block no) |
  *              u8 klen, key, u64 seq of the first entry | same for the last
