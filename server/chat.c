@@ -277,7 +277,7 @@ int chat_fanout_plan(const char *conv, size_t len, uint64_t seq,
 {
 	struct chat_member m[2];
 	int nm = chat_conv_members(conv, len, m);
-	out->n = 0;
+	memset(out, 0, sizeof *out); /* byte-for-byte deterministic output */
 	if (nm < 0)
 		return nm;
 	if (seq == 0)

@@ -49,6 +49,7 @@
 #ifndef PARLEYD_CHAT_H
 #define PARLEYD_CHAT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,361 @@
+/*
+ * test_chat.c — unit tests for server/chat.c.
+ *
+ * What is proven: stream keys and conversation ids are derived exactly as
+ * documented and refuse bad ids; stored records round-trip and every
+ * truncation is detected; idempotency keys are deterministic and distinct
+ * across kinds and inputs (seeded sample); the fan-out planner targets
+ * both members' inboxes (plus list entries for seq 1) with producers that
+ * depend only on (conv, seq); the chat clock never goes back; and, on the
+ * in-memory engine, live fan-out delivers every message once in order,
+ * recovery re-fans-out messages whose fan-out was lost, and running
+ * recovery again never doubles an inbox entry.
+ * Randomized parts print their seed (PARLEY_SEED=<n> replays).
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "chat.h"
+#include "parley_proto.h"
+
+static uint64_t seed_get(void)
+{
+	const char *s = getenv("PARLEY_SEED");
+	uint64_t v = s ? strtoull(s, NULL, 0) : parley_now_ms();
+	fprintf(stderr, "test_chat: seed=%llu\n", (unsigned long long)v);
+	return v;
+}
+
+Test(chat, keys)
+{
+	char k[CHAT_KEY_CAP];
+	cr_assert_eq(chat_key_conv(k, "d:alice:bob", 11), 13);
+	cr_assert_str_eq(k, "c/d:alice:bob");
+	cr_assert_eq(chat_key_inbox(k, "alice", 5), 7);
+	cr_assert_str_eq(k, "u/alice");
+	cr_assert_eq(chat_key_list(k, "bob", 3), 5);
+	cr_assert_str_eq(k, "l/bob");
+	cr_assert_eq(chat_key_cursor(k, "bob", 3, "phone", 5), 11);
+	cr_assert_str_eq(k, "k/bob:phone");
+	cr_assert_eq(chat_key_inbox(k, "a:b", 3), -PARLEY_EINVAL);
+	cr_assert_eq(chat_key_inbox(k, "", 0), -PARLEY_EINVAL);
+	cr_assert_eq(chat_key_conv(k, "", 0), -PARLEY_EINVAL);
+	char big[300];
+	memset(big, 'x', sizeof big);
+	cr_assert_eq(chat_key_conv(k, big, 251), -PARLEY_EINVAL);
+	cr_assert_eq(chat_key_conv(k, big, 250), 252);
+	cr_assert_eq(chat_key_inbox(k, big, 121), -PARLEY_EINVAL);
+	cr_assert_eq(chat_key_cursor(k, "bob", 3, big, 65), -PARLEY_EINVAL);
+	cr_assert_eq(chat_key_cursor(k, big, 120, big, 64), 2 + 120 + 1 + 64);
+}
+
+Test(chat, conv_members)
+{
+	struct chat_member m[2];
+	cr_assert_eq(chat_conv_members("d:alice:bob", 11, m), 2);
+	cr_assert_eq(m[0].len, 5);
+	cr_assert(!memcmp(m[0].p, "alice", 5));
+	cr_assert_eq(m[1].len, 3);
+	cr_assert(!memcmp(m[1].p, "bob", 3));
+	/* prefix rule: the shorter is smaller */
+	cr_assert_eq(chat_conv_members("d:al:alice", 10, m), 2);
+	cr_assert_eq(chat_conv_members("d:alice:al", 10, m), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_conv_members("d:bob:alice", 11, m), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_conv_members("d:bob:bob", 9, m), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_conv_members("d:a:b:c", 7, m), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_conv_members("d::b", 4, m), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_conv_members("g:alice:bob", 11, m), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_conv_members("d:a", 3, m), -PARLEY_ENOTFOUND);
+	cr_assert(chat_conv_has_member("d:alice:bob", 11, "bob", 3));
+	cr_assert(chat_conv_has_member("d:alice:bob", 11, "alice", 5));
+	cr_assert(!chat_conv_has_member("d:alice:bob", 11, "carol", 5));
+	cr_assert(!chat_conv_has_member("d:alice:bob", 11, "bo", 2));
+	cr_assert(!chat_conv_has_member("d:bob:alice", 11, "bob", 3));
+	/* agrees with the codec's derivation */
+	char id[256];
+	int n = parley_proto_dm_conv_id("zed", 3, "amy", 3, id, sizeof id);
+	cr_assert_eq(chat_conv_members(id, (size_t)n, m), 2);
+}
+
+Test(chat, msg_roundtrip_and_truncation)
+{
+	uint8_t body[100];
+	for (int i = 0; i < 100; i++)
+		body[i] = (uint8_t)i;
+	struct chat_msg m = {.sender = "alice", .sender_len = 5,
+			     .content_type = 2, .body = body, .body_len = 100};
+	for (int i = 0; i < 16; i++)
+		m.client_msg_id[i] = (uint8_t)(0xA0 + i);
+	int n = chat_msg_encode(NULL, 0, &m);
+	cr_assert_eq(n, 1 + 2 + 5 + 16 + 2 + 4 + 100);
+	uint8_t buf[256];
+	cr_assert_eq(chat_msg_encode(buf, (size_t)n - 1, &m), -PARLEY_ETOOBIG);
+	cr_assert_eq(chat_msg_encode(buf, sizeof buf, &m), n);
+	struct chat_msg d;
+	cr_assert_eq(chat_msg_decode(buf, (size_t)n, &d), 0);
+	cr_assert_eq(d.sender_len, 5);
+	cr_assert(!memcmp(d.sender, "alice", 5));
+	cr_assert(!memcmp(d.client_msg_id, m.client_msg_id, 16));
+	cr_assert_eq(d.content_type, 2);
+	cr_assert_eq(d.body_len, 100);
+	cr_assert(!memcmp(d.body, body, 100));
+	for (int cut = 0; cut < n; cut++)
+		cr_assert_eq(chat_msg_decode(buf, (size_t)cut, &d), -PARLEY_ECORRUPT,
+			     "cut at %d", cut);
+	buf[0] = 9; /* unknown version */
+	cr_assert_eq(chat_msg_decode(buf, (size_t)n, &d), -PARLEY_ECORRUPT);
+}
+
+Test(chat, ptr_and_list_roundtrip)
+{
+	struct chat_ptr p = {.kind = 1, .conv = "d:alice:bob", .conv_len = 11,
+			     .conv_seq = 0x0102030405060708ull};
+	uint8_t buf[CHAT_PTR_MAX];
+	int n = chat_ptr_encode(buf, sizeof buf, &p);
+	cr_assert_eq(n, 1 + 2 + 2 + 11 + 8);
+	struct chat_ptr d;
+	cr_assert_eq(chat_ptr_decode(buf, (size_t)n, &d), 0);
+	cr_assert_eq(d.kind, 1);
+	cr_assert_eq(d.conv_len, 11);
+	cr_assert(!memcmp(d.conv, "d:alice:bob", 11));
+	cr_assert_eq(d.conv_seq, p.conv_seq);
+	for (int cut = 0; cut < n; cut++)
+		cr_assert_eq(chat_ptr_decode(buf, (size_t)cut, &d), -PARLEY_ECORRUPT);
+	cr_assert_eq(chat_ptr_encode(buf, 5, &p), -PARLEY_ETOOBIG);
+
+	n = chat_list_encode(buf, sizeof buf, "d:alice:bob", 11);
+	cr_assert_eq(n, 14);
+	const char *c;
+	uint16_t cl;
+	cr_assert_eq(chat_list_decode(buf, (size_t)n, &c, &cl), 0);
+	cr_assert_eq(cl, 11);
+	cr_assert(!memcmp(c, "d:alice:bob", 11));
+	for (int cut = 0; cut < n; cut++)
+		cr_assert_eq(chat_list_decode(buf, (size_t)cut, &c, &cl),
+			     -PARLEY_ECORRUPT);
+}
+
+Test(chat, producers_distinct_and_deterministic)
+{
+	uint8_t a[16], b[16], id[16] = {1, 2, 3};
+	chat_producer_send(a, "alice", 5, id);
+	chat_producer_send(b, "alice", 5, id);
+	cr_assert(!memcmp(a, b, 16));
+	chat_producer_send(b, "bob", 3, id); /* same id, other sender */
+	cr_assert(memcmp(a, b, 16));
+	chat_producer_fanout(a, "d:a:b", 5, 7);
+	chat_producer_fanout(b, "d:a:b", 5, 7);
+	cr_assert(!memcmp(a, b, 16));
+	chat_producer_fanout(b, "d:a:b", 5, 8);
+	cr_assert(memcmp(a, b, 16));
+	chat_producer_list(b, "d:a:b", 5);
+	cr_assert(memcmp(a, b, 16));
+	uint8_t zero[16] = {0};
+	cr_assert(memcmp(b, zero, 16)); /* never the "not idempotent" key */
+
+	/* seeded sample: no collisions among 20k keys of mixed kinds */
+	struct parley_rng r = {seed_get()};
+	enum { N = 20000 };
+	uint8_t(*keys)[16] = malloc(N * 16);
+	cr_assert(keys);
+	for (int i = 0; i < N; i++) {
+		uint8_t cid[16];
+		for (int k = 0; k < 16; k++)
+			cid[k] = (uint8_t)parley_rng_next(&r);
+		if (i % 3 == 0)
+			chat_producer_send(keys[i], "alice", 5, cid);
+		else if (i % 3 == 1)
+			chat_producer_fanout(keys[i], "d:a:b", 5, (uint64_t)i);
+		else
+			chat_producer_fanout(keys[i], "d:a:c", 5, (uint64_t)i);
+	}
+	for (int i = 0; i < N; i++)
+		for (int j = i + 1; j < N; j += 97) /* sampled pairs */
+			cr_assert(memcmp(keys[i], keys[j], 16));
+	free(keys);
+}
+
+Test(chat, fanout_plan)
+{
+	struct chat_fanout_plan p, q;
+	cr_assert_eq(chat_fanout_plan("d:alice:bob", 11, 1, &p), 0);
+	cr_assert_eq(p.n, 4);
+	cr_assert_str_eq(p.item[0].key, "l/alice");
+	cr_assert_str_eq(p.item[1].key, "l/bob");
+	cr_assert_str_eq(p.item[2].key, "u/alice");
+	cr_assert_str_eq(p.item[3].key, "u/bob");
+	cr_assert_eq(p.item[2].type, CHAT_ENT_PTR);
+	cr_assert_eq(p.item[0].type, CHAT_ENT_LIST);
+	cr_assert(!memcmp(p.item[2].producer, p.item[3].producer, 16));
+	struct chat_ptr d;
+	cr_assert_eq(chat_ptr_decode(p.item[3].payload, p.item[3].len, &d), 0);
+	cr_assert_eq(d.conv_seq, 1);
+	cr_assert_eq(d.conv_len, 11);
+
+	cr_assert_eq(chat_fanout_plan("d:alice:bob", 11, 2, &q), 0);
+	cr_assert_eq(q.n, 2); /* list entries only for the first message */
+	cr_assert_str_eq(q.item[0].key, "u/alice");
+	cr_assert(memcmp(q.item[0].producer, p.item[2].producer, 16));
+	struct chat_fanout_plan q2;
+	cr_assert_eq(chat_fanout_plan("d:alice:bob", 11, 2, &q2), 0);
+	cr_assert(!memcmp(&q, &q2, sizeof q)); /* deterministic */
+
+	cr_assert_eq(chat_fanout_plan("d:bob:alice", 11, 2, &q), -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_fanout_plan("d:alice:bob", 11, 0, &q), -PARLEY_EINVAL);
+	cr_assert_eq(chat_list_plan("d:alice:bob", 11, &q), 0);
+	cr_assert_eq(q.n, 2);
+	cr_assert(!memcmp(q.item[1].producer, p.item[1].producer, 16));
+}
+
+Test(chat, clock_monotone)
+{
+	struct chat_clock c = {0};
+	uint64_t a = chat_clock_ms(&c);
+	cr_assert(a > 0);
+	atomic_store(&c.last, a + 100000); /* as after a recovery floor */
+	cr_assert_eq(chat_clock_ms(&c), a + 100000);
+	cr_assert(chat_clock_ms(&c) >= a + 100000);
+}
+
+/* ---- fan-out service on the in-memory engine ------------------------------ */
+
+struct world {
+	struct pio *io;
+	struct pe_engine *e;
+	struct chat_clock clock;
+};
+
+static void world_open(struct world *w)
+{
+	struct pe_options o = {.dir = "/data", .partitions = 8, .shards = 2,
+			       .io = w->io, .clock_ms = chat_clock_ms,
+			       .clock_arg = &w->clock};
+	cr_assert_eq(pe_open(&o, &w->e), 0);
+}
+
+/* Append message seq to c/<conv> directly (a SEND without its fan-out). */
+static uint64_t raw_send(struct world *w, const char *conv, int i)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, conv, strlen(conv));
+	char body[32];
+	snprintf(body, sizeof body, "m%d", i);
+	struct chat_msg m = {.sender = "alice", .sender_len = 5,
+			     .body = (const uint8_t *)body,
+			     .body_len = (uint32_t)strlen(body)};
+	m.client_msg_id[0] = (uint8_t)i;
+	m.client_msg_id[1] = (uint8_t)(i >> 8);
+	uint8_t rec[128];
+	int n = chat_msg_encode(rec, sizeof rec, &m);
+	struct pe_input in = {.type = CHAT_ENT_MSG, .len = (uint32_t)n,
+			      .payload = rec};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	chat_producer_send(q.producer, "alice", 5, m.client_msg_id);
+	struct pe_append_result r;
+	cr_assert_eq(pe_append_sync(w->e, &q, &r), 0);
+	return r.seq;
+}
+
+/* The inbox of user must hold pointers to conv seqs 1..n, in order, once. */
+static void check_inbox(struct world *w, const char *user, const char *conv,
+			uint64_t n)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, user, strlen(user));
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = 1,
+				.dir = PE_FORWARD, .limit = PE_MAX_READ};
+	struct pe_entry *ents = NULL;
+	uint32_t cnt = 0;
+	struct pe_read_result meta;
+	cr_assert_eq(pe_read_sync(w->e, &q, &ents, &cnt, &meta), 0);
+	cr_assert_eq(cnt, n, "%s inbox has %u entries, want %llu", user, cnt,
+		     (unsigned long long)n);
+	for (uint32_t i = 0; i < cnt; i++) {
+		struct chat_ptr p;
+		cr_assert_eq(chat_ptr_decode(ents[i].payload, ents[i].len, &p), 0);
+		cr_assert_eq(p.conv_seq, i + 1);
+		cr_assert_eq(p.conv_len, strlen(conv));
+		cr_assert(!memcmp(p.conv, conv, p.conv_len));
+	}
+	free(ents);
+}
+
+static uint64_t list_len(struct world *w, const char *user)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_list(key, user, strlen(user));
+	struct pe_meta m;
+	cr_assert_eq(pe_meta_sync(w->e, key, (size_t)kl, &m), 0);
+	return m.last_seq;
+}
+
+Test(chat, live_fanout_in_order)
+{
+	struct world w = {.io = pio_mem_new(1)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	for (int i = 1; i <= 300; i++) {
+		uint64_t seq = raw_send(&w, "d:alice:bob", i);
+		cr_assert_eq(seq, (uint64_t)i);
+		chat_fanout_submit(c, "d:alice:bob", 11, seq, parley_now_ms());
+	}
+	chat_close(c); /* waits for every fan-out to be durable */
+	check_inbox(&w, "alice", "d:alice:bob", 300);
+	check_inbox(&w, "bob", "d:alice:bob", 300);
+	cr_assert_eq(list_len(&w, "alice"), 1);
+	cr_assert_eq(list_len(&w, "bob"), 1);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+Test(chat, recovery_refans_lost_and_never_doubles)
+{
+	struct world w = {.io = pio_mem_new(2)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	/* 1..50 fanned out live; 51..80 "acked" but their fan-out lost */
+	for (int i = 1; i <= 50; i++)
+		chat_fanout_submit(c, "d:alice:bob", 11, raw_send(&w, "d:alice:bob", i),
+				   parley_now_ms());
+	chat_close(c);
+	for (int i = 51; i <= 80; i++)
+		raw_send(&w, "d:alice:bob", i);
+	raw_send(&w, "d:bob:carol", 1); /* a second conversation, never fanned */
+	check_inbox(&w, "alice", "d:alice:bob", 50);
+	pe_close(w.e);
+
+	/* restart: recovery fans out 51..80 and carol's message */
+	world_open(&w);
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	struct chat_stats st;
+	chat_get_stats(c, &st);
+	cr_assert(st.fanout_recovered >= 31, "recovered %llu",
+		  (unsigned long long)st.fanout_recovered);
+	chat_close(c);
+	check_inbox(&w, "alice", "d:alice:bob", 80);
+	check_inbox(&w, "carol", "d:bob:carol", 1);
+	cr_assert_eq(list_len(&w, "carol"), 1);
+	/* bob is in both conversations: 80 + 1 pointers, no doubles */
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, "bob", 3);
+	struct pe_meta m;
+	cr_assert_eq(pe_meta_sync(w.e, key, (size_t)kl, &m), 0);
+	cr_assert_eq(m.last_seq, 81);
+	pe_close(w.e);
+
+	/* and again: replaying recovery adds nothing */
+	world_open(&w);
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	chat_close(c);
+	check_inbox(&w, "alice", "d:alice:bob", 80);
+	cr_assert_eq(pe_meta_sync(w.e, key, (size_t)kl, &m), 0);
+	cr_assert_eq(m.last_seq, 81);
+	cr_assert_eq(list_len(&w, "bob"), 2);
+	pe_close(w.e);
+	pio_free(w.io);
+}
