@@ -480,6 +480,12 @@ static __attribute__((unused)) void it_on_event(void *user, const struct parley_
 		 (const char *)ev->body.p);
 }
 
+static __attribute__((unused)) void it_events_free(struct it_events *e)
+{
+	free(e->v);
+	memset(e, 0, sizeof *e);
+}
+
 /* A connected libparley client for user/device (TLS when tls != 0). */
 static __attribute__((unused)) struct parley_client *it_client_tok(const struct it_server *s,
 					   const char *token, const char *device,

@@ -138,8 +138,10 @@ int main(void)
 	IT_CHECK(list->entries[0].last_seq == (uint64_t)total);
 	IT_CHECK(parley_str_eq(list->entries[0].peer, "bob"));
 
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 4; i++) {
 		parley_client_free(d[i].c);
+		it_events_free(&d[i].ev);
+	}
 	int st = it_server_stop(&srv, SIGTERM, 20000);
 	IT_CHECK(st == 0, "parleyd exit status %d after SIGTERM", st);
 	printf("chat_exchange: ok (%d messages, 4 devices)\n", total);

@@ -194,8 +194,10 @@ int main(void)
 	}
 	IT_CHECK(expect == 0, "history missing below %" PRIu64, expect);
 
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 4; i++) {
 		parley_client_free(d[i].c);
+		it_events_free(&d[i].ev);
+	}
 	int st = it_server_stop(&srv, SIGTERM, 20000);
 	IT_CHECK(st == 0, "exit status %d", st);
 	printf("crash_restart: ok (%d kills, %d messages, 4 devices)\n", kills, TOTAL);

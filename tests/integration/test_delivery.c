@@ -158,6 +158,10 @@ int main(void)
 
 	parley_client_free(bn);
 	parley_client_free(alice);
+	it_events_free(&tab);
+	it_events_free(&tab2);
+	it_events_free(&tab3);
+	it_events_free(&fresh);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 	printf("delivery: ok (%" PRIu64 " messages)\n", total);
 	return 0;

@@ -144,6 +144,7 @@ int main(void)
 		IT_CHECK(bev.v[i].conv_seq == i + 1);
 	parley_client_free(alice);
 	parley_client_free(bob);
+	it_events_free(&bev);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 	printf("lifecycle: ok (drain: %d acked, %d refused)\n", acked, closed_err);
 	return 0;

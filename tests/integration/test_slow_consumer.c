@@ -84,6 +84,7 @@ static void resync(const struct it_server *srv, const char *device,
 	for (uint64_t i = 0; i < ev.n; i++)
 		IT_CHECK(ev.v[i].inbox_seq == from + i && ev.v[i].conv_seq == from + i);
 	parley_client_free(c);
+	it_events_free(&ev);
 }
 
 int main(void)
@@ -150,6 +151,7 @@ int main(void)
 
 	parley_client_free(bn);
 	parley_client_free(alice);
+	it_events_free(&normal);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 	printf("slow_consumer: ok (A got %" PRIu64 " events, B got %" PRIu64 ")\n",
 	       ra.events, rb.events);
