@@ -33,6 +33,14 @@
  * removed at the end. Every segment is read back and compared entry by
  * entry before its numbers are printed.
  *
+ * Read latency (second table): the stored messages repeated 20 times over
+ * 200 streams (~14.7k entries), then 20,000 "last 50 of a random stream"
+ * reads (seg_read backward, limit 50) timed one by one with the monotonic
+ * clock: uncached (every read decompresses its blocks) and through a
+ * 64 MiB block cache (warm after the first touch), for 4 KiB and 48 KiB
+ * blocks. Reported p50 / p99 / max in microseconds; this VM is noisy, so
+ * compare the rows with each other, not across runs.
+ *
  * Usage: parley-history-ratio [--corpus DIR] [--dir DIR] [--streams N]
  *                             [--dict-bytes N]
  * Single-threaded; exits 77 when the corpus is missing.
@@ -47,6 +55,7 @@
 
 #include <zstd.h>
 
+#include "bcache.h"
 #include "dict.h"
 #include "io.h"
 #include "parley_common.h"
@@ -275,6 +284,85 @@ static int run_one(uint32_t block, int level, const struct pdict *dict,
 	return 0;
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+#define RL_STREAMS 200u
+#define RL_REPEAT 20u
+#define RL_READS 20000u
+
+static int read_latency(uint32_t block, const struct pdict *dict, bool cached)
+{
+	struct seg_write_opts wo = { .block_bytes = block, .dict = dict };
+	struct seg_writer *w;
+	uint64_t id = next_id++;
+	int rc = seg_writer_new(io, dirpath, id, &wo, &w);
+	if (rc)
+		return rc;
+	size_t per = (C.n / 2) * RL_REPEAT / RL_STREAMS;
+	for (uint32_t s = 0; s < RL_STREAMS && !rc; s++) {
+		char key[32];
+		int kl = snprintf(key, sizeof key, "c/%06u", s);
+		uint64_t ts = 1763900000000ull;
+		for (size_t j = 0; j < per && !rc; j++) {
+			size_t i = 1 + 2 * ((s * per + j) % (C.n / 2));
+			struct pe_entry e = { .seq = j + 1, .ts_ms = ts += 5000, .type = 1,
+					      .len = (uint32_t)C.mlen[i],
+					      .payload = (const uint8_t *)C.text + C.off[i] };
+			rc = seg_writer_add(w, key, (size_t)kl, &e);
+		}
+	}
+	struct seg_write_info wi;
+	if (rc) {
+		seg_writer_abort(w);
+		return rc;
+	}
+	if ((rc = seg_writer_finish(w, &wi)) != 0)
+		return rc;
+	struct bcache *cache = NULL;
+	if (cached && (rc = bcache_new(64u << 20, &cache)) != 0)
+		return rc;
+	struct seg_open_opts oo = { .cache = cache, .dict_lookup = the_dict,
+				    .dict_arg = (void *)dict };
+	struct seg_reader *r;
+	if ((rc = seg_open(io, dirpath, wi.name, &oo, &r, NULL, 0)) != 0)
+		return rc;
+	uint64_t *lat = malloc(RL_READS * sizeof *lat);
+	struct parley_rng rng = { 99 };
+	struct pe_entry out[50];
+	for (uint32_t k = 0; k < RL_READS && !rc; k++) {
+		char key[32];
+		int kl = snprintf(key, sizeof key, "c/%06u",
+				  (unsigned)parley_rng_below(&rng, RL_STREAMS));
+		uint32_t n;
+		bool end;
+		struct seg_iter *hold;
+		uint64_t t0 = parley_mono_ns();
+		rc = seg_read(r, key, (size_t)kl, UINT64_MAX, PE_BACKWARD, 50, out, &n,
+			      &end, &hold);
+		if (!rc)
+			seg_iter_free(hold);
+		lat[k] = parley_mono_ns() - t0;
+		if (!rc && n != PARLEY_MIN(50u, (uint32_t)per))
+			rc = -PARLEY_ECORRUPT;
+	}
+	if (!rc) {
+		qsort(lat, RL_READS, sizeof *lat, u64_cmp);
+		printf("%6uK %-6s %-6s %8u %10" PRIu64 " %8.1f %8.1f %8.1f\n", block / 1024,
+		       dict ? "yes" : "no", cached ? "64MiB" : "none", wi.blocks,
+		       wi.entries, lat[RL_READS / 2] / 1e3, lat[RL_READS * 99 / 100] / 1e3,
+		       lat[RL_READS - 1] / 1e3);
+	}
+	free(lat);
+	seg_close(r);
+	bcache_free(cache);
+	int rm = seg_remove(io, dirpath, id);
+	return rc ? rc : rm;
+}
+
 int main(int argc, char **argv)
 {
 	const char *corpus_dir = "/usr/share/games/fortunes", *base = "/tmp";
@@ -382,6 +470,18 @@ int main(int argc, char **argv)
 		       "1frame", wd ? "yes" : "no", raw, fl, (double)fl / (double)raw, "-",
 		       (double)(fl + (wd ? dicts[2]->len : 0)) / (double)raw);
 	}
+	printf("\nlast-50 reads of a random stream, one segment, %u reads each:\n", RL_READS);
+	printf("%7s %-6s %-6s %8s %10s %8s %8s %8s\n", "block", "dict", "cache",
+	       "blocks", "entries", "p50 us", "p99 us", "max us");
+	static const uint32_t rl_blocks[] = { 4096, SEG_DEFAULT_BLOCK };
+	for (size_t b = 0; b < 2; b++)
+		for (int cached = 0; cached < 2; cached++) {
+			rc = read_latency(rl_blocks[b], dicts[1], cached);
+			if (rc) {
+				fprintf(stderr, "read run failed: %s\n", parley_strerror(rc));
+				return 1;
+			}
+		}
 	printf("\nratio = segment file bytes / raw payload bytes; \"blocks only\" "
 	       "excludes index, stream dir, bloom, footer; \"w/ dict file\" adds the\n"
 	       "dictionary file to this one segment (an upper bound: a partition "
