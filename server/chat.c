@@ -363,6 +363,8 @@ struct chat {
 	pthread_t thr;
 	uint64_t wm_written;
 	uint64_t last_ckpt_ns;
+	uint64_t ckpt_jobs;      /* fanout_jobs at the last covering checkpoint */
+	uint64_t last_job_ts;    /* newest ts of a submitted job */
 	struct chat_stats st;
 };
 
@@ -456,6 +458,28 @@ static void checkpoint_write(struct chat *c, uint64_t w)
 	pthread_mutex_unlock(&c->mu);
 }
 
+/* About once a second, and only if fan-outs happened since the last one
+ * (an idle server writes nothing; its watermark simply stays behind, which
+ * costs recovery nothing: no conversation moved since). Called and
+ * returns with c->mu held. */
+static void checkpoint_due_locked(struct chat *c)
+{
+	uint64_t now = parley_mono_ns();
+	if (now - c->last_ckpt_ns < 1000000000ull ||
+	    c->st.fanout_jobs == c->ckpt_jobs)
+		return;
+	c->last_ckpt_ns = now;
+	uint64_t jobs = c->st.fanout_jobs;
+	pthread_mutex_unlock(&c->mu);
+	uint64_t w = watermark_now(c);
+	checkpoint_write(c, w);
+	pthread_mutex_lock(&c->mu);
+	/* Keep checkpointing until the watermark has passed every job seen
+	 * here: a job is covered once W > its ts, ~margin after it ran. */
+	if (w > c->last_job_ts)
+		c->ckpt_jobs = jobs;
+}
+
 static void *fanout_main(void *arg)
 {
 	struct chat *c = arg;
@@ -466,13 +490,7 @@ static void *fanout_main(void *arg)
 			clock_gettime(CLOCK_REALTIME, &dl);
 			dl.tv_sec += 1;
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
-			uint64_t now = parley_mono_ns();
-			if (now - c->last_ckpt_ns >= 1000000000ull) {
-				c->last_ckpt_ns = now;
-				pthread_mutex_unlock(&c->mu);
-				checkpoint_write(c, watermark_now(c));
-				pthread_mutex_lock(&c->mu);
-			}
+			checkpoint_due_locked(c);
 		}
 		if (!c->qhead && c->stop)
 			break;
@@ -502,13 +520,7 @@ static void *fanout_main(void *arg)
 		pthread_mutex_lock(&c->mu);
 		if (--j->pending == 0)
 			job_done_locked(c, j);
-		uint64_t now = parley_mono_ns();
-		if (now - c->last_ckpt_ns >= 1000000000ull) {
-			c->last_ckpt_ns = now;
-			pthread_mutex_unlock(&c->mu);
-			checkpoint_write(c, watermark_now(c));
-			pthread_mutex_lock(&c->mu);
-		}
+		checkpoint_due_locked(c);
 	}
 	pthread_mutex_unlock(&c->mu);
 	return NULL;
@@ -532,6 +544,8 @@ void chat_fanout_submit(struct chat *c, const char *conv, size_t len,
 	c->outstanding.lprev->lnext = j;
 	c->outstanding.lprev = j;
 	c->npending++;
+	if (ts_ms > c->last_job_ts)
+		c->last_job_ts = ts_ms;
 	if (c->qtail)
 		c->qtail->next = j;
 	else
