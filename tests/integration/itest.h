@@ -486,6 +486,10 @@ static __attribute__((unused)) void it_events_free(struct it_events *e)
 	memset(e, 0, sizeof *e);
 }
 
+/* Offer zstd frame compression on the next clients made (libparley then
+ * compresses SEND frames of 1 KiB or more). */
+static int it_want_zstd;
+
 /* A connected libparley client for user/device (TLS when tls != 0). */
 static __attribute__((unused)) struct parley_client *it_client_tok(const struct it_server *s,
 					   const char *token, const char *device,
@@ -504,6 +508,7 @@ static __attribute__((unused)) struct parley_client *it_client_tok(const struct 
 		.call_deadline_ms = 30000,
 		.on_event = events ? it_on_event : NULL,
 		.user = events,
+		.want_zstd = it_want_zstd,
 	};
 	struct parley_client *c = NULL;
 	IT_OK(parley_client_new(&o, &c));

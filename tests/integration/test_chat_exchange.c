@@ -10,7 +10,9 @@
  *     that have no gap, and with the body and client_msg_id that was sent;
  *   - HISTORY pages newest first with limit 7 and ends with the END flag;
  *   - CONV_LIST shows the conversation with the last seq;
- *   - CONV_OPEN returns the derived id d:alice:bob for both users.
+ *   - CONV_OPEN returns the derived id d:alice:bob for both users;
+ *   - a device that negotiated zstd sends compressed frames (a 4 KiB body)
+ *     that the server accepts, stores and delivers intact.
  */
 #include "itest.h"
 
@@ -35,6 +37,7 @@ int main(void)
 		{"bob", "bob-phone", 0}, {"bob", "bob-laptop", 1},
 	};
 	for (int i = 0; i < 4; i++) {
+		it_want_zstd = i == 1; /* alice-laptop speaks zstd frames */
 		d[i].c = it_client(&srv, d[i].user, d[i].device, d[i].tls, &d[i].ev);
 		struct parley_sync_ok ok;
 		IT_OK(parley_client_subscribe(d[i].c, 0, &ok));
@@ -78,6 +81,8 @@ int main(void)
 	}
 	for (int s = 1; s <= total; s++)
 		IT_CHECK(seen_seq[s], "seq %d never acked", s);
+	IT_CHECK(parley_client_limits(d[1].c)->features & PARLEY_FEAT_ZSTD,
+		 "server did not enable zstd");
 
 	for (int i = 0; i < 4; i++) {
 		uint64_t got = it_wait_events(d[i].c, &d[i].ev, (uint64_t)total, 20000);
@@ -131,11 +136,26 @@ int main(void)
 	IT_CHECK(parley_client_history(d[0].c, "nonsense", 0, 10, &pg) ==
 		 -PARLEY_ENOTFOUND);
 
+	/* a large compressible body from the zstd device */
+	char big[4096];
+	for (size_t k = 0; k < sizeof big - 1; k++)
+		big[k] = "chat is mostly small talk "[k % 26];
+	big[sizeof big - 1] = '\0';
+	struct parley_send_result zr;
+	IT_OK(parley_client_send(d[1].c, "d:alice:bob", PARLEY_CT_TEXT, big,
+				 strlen(big), &zr));
+	IT_CHECK(zr.seq == (uint64_t)total + 1);
+	IT_OK(parley_client_history(d[2].c, "d:alice:bob", 0, 1, &pg));
+	IT_CHECK(pg->count == 1 && pg->msgs[0].body.len == strlen(big) &&
+		 !memcmp(pg->msgs[0].body.p, big, strlen(big)));
+	IT_CHECK(it_wait_events(d[2].c, &d[2].ev, (uint64_t)total + 1, 20000) ==
+		 (uint64_t)total + 1);
+
 	const struct parley_conv_list_ok *list;
 	IT_OK(parley_client_conv_list(d[1].c, 10, &list));
 	IT_CHECK(list->count == 1, "count=%u", list->count);
 	IT_CHECK(parley_str_eq(list->entries[0].conv, "d:alice:bob"));
-	IT_CHECK(list->entries[0].last_seq == (uint64_t)total);
+	IT_CHECK(list->entries[0].last_seq == (uint64_t)total + 1);
 	IT_CHECK(parley_str_eq(list->entries[0].peer, "bob"));
 
 	for (int i = 0; i < 4; i++) {
