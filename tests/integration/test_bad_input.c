@@ -171,7 +171,43 @@ int main(void)
 	close(fd);
 	exchange();
 
-	/* 10. seeded random garbage, some starting with a valid HELLO */
+	/* 10. plaintext and garbage on the TLS port: the handshake fails and
+	 * the server closes (after its alert), nothing else happens */
+	for (int i = 0; i < 6; i++) {
+		int t = it_tcp_connect(srv.tls_port);
+		IT_CHECK(t >= 0);
+		if (i == 0) {
+			struct parley_msg m = {.type = PARLEY_T_HELLO};
+			m.hello.min_version = 1;
+			m.hello.max_version = 1;
+			m.hello.device_id = parley_str_c("plain-on-tls");
+			(void)it_send_msg(t, 1, &m);
+		} else {
+			uint8_t junk[700];
+			for (size_t k = 0; k < sizeof junk; k++)
+				junk[k] = (uint8_t)parley_rng_next(&it_rng);
+			if (i % 2) { /* looks like a TLS handshake record */
+				junk[0] = 0x16;
+				junk[1] = 3;
+				junk[2] = 1;
+			}
+			(void)it_write_all(t, junk, sizeof junk);
+		}
+		uint8_t buf[4096];
+		int eof = 0;
+		for (int k = 0; k < 20 && !eof; k++) {
+			struct pollfd pf = {.fd = t, .events = POLLIN};
+			if (poll(&pf, 1, 10000) <= 0)
+				break;
+			ssize_t n = recv(t, buf, sizeof buf, 0);
+			eof = n <= 0;
+		}
+		IT_CHECK(eof, "TLS port kept a garbage connection open");
+		close(t);
+	}
+	exchange();
+
+	/* 11. seeded random garbage, some starting with a valid HELLO */
 	for (int i = 0; i < 40; i++) {
 		int g = it_tcp_connect(srv.port);
 		IT_CHECK(g >= 0);
