@@ -178,7 +178,9 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 		out_raw(c, p, n);
 	}
 	ctr_add(&S(c)->ctr.frames_out, 1);
-	if (c->oq_bytes > S(c)->lim.max_outbound &&
+	/* One frame may overshoot the bound (a HISTORY page can be as large
+	 * as max_frame); more than that means the client does not read. */
+	if (c->oq_bytes > S(c)->lim.max_outbound + S(c)->lim.max_frame &&
 	    c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER)
 		conn_slow_consumer(c, "outbound queue over its bound");
 	loop_conn_kick(c);

@@ -22,6 +22,7 @@
  * the fan-out thread, the admin HTTP thread.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -31,10 +32,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "admin.h"
 #include "chat.h"
+#include "jwt.h"
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
@@ -68,42 +72,405 @@ static SSL_CTX *tls_ctx_new(const char *cert, const char *key)
 	return ctx;
 }
 
-/* ---- options -------------------------------------------------------------- */
+/* ---- configuration -------------------------------------------------------- */
 
+/*
+ * One table of keys. Each key can be set, from lowest to highest
+ * precedence, by its default, the config file (`key = value` lines, `#`
+ * comments; --config FILE or PARLEY_CONFIG), the environment
+ * (PARLEY_<KEY in upper case>) and the command line (--key-with-dashes
+ * VALUE). --check-config validates everything (incl. loading the TLS and
+ * JWT keys and opening nothing else) and exits 0 or 2.
+ */
 struct opts {
-	const char *data;
-	const char *listen;
-	uint16_t port, tls_port, admin_port;
-	const char *tls_cert, *tls_key;
-	unsigned loops, shards, partitions;
-	struct srv_limits lim;
-	bool check_only;
+	char data[512];
+	char listen[256];
+	uint32_t port, tls_port, admin_port;
+	char tls_cert[512], tls_key[512];
+	uint32_t loops, engine_shards, partitions;
+	char jwt_alg[16];
+	char jwt_secret_file[512], jwt_public_key_file[512];
+	char jwt_issuer[256], jwt_audience[256];
+	uint32_t jwt_leeway_s;
+	char server_id[64];
+	uint32_t max_frame, max_body, max_inflight, event_window;
+	uint32_t idle_timeout_ms, handshake_timeout_ms, slow_consumer_ms;
+	uint64_t outbound_queue_bytes;
+	uint32_t max_connections, drain_timeout_ms;
+	char log_level[16];
+	bool dev;
 };
 
-static void opts_defaults(struct opts *o)
+enum kt { K_STR, K_U32, K_U64 };
+struct key {
+	const char *name;
+	enum kt type;
+	size_t off, size;
+	const char *def;
+	const char *help;
+};
+#define KS(n, d, h) {#n, K_STR, offsetof(struct opts, n), sizeof(((struct opts *)0)->n), d, h}
+#define KU(n, d, h) {#n, K_U32, offsetof(struct opts, n), 4, d, h}
+#define KL(n, d, h) {#n, K_U64, offsetof(struct opts, n), 8, d, h}
+static const struct key KEYS[] = {
+	KS(data, "./parley-data", "data directory"),
+	KS(listen, "127.0.0.1", "address to listen on (host, or host:port for the TCP port)"),
+	KU(port, "7411", "plain TCP port (0 = off)"),
+	KU(tls_port, "7412", "TLS port (0 = off; needs tls_cert and tls_key)"),
+	KU(admin_port, "7480", "admin HTTP port: /metrics /livez /readyz (0 = off)"),
+	KS(tls_cert, "", "server certificate chain (PEM)"),
+	KS(tls_key, "", "server private key (PEM)"),
+	KU(loops, "0", "event loops (0 = one per online CPU)"),
+	KU(engine_shards, "0", "engine shard threads (0 = engine default)"),
+	KU(partitions, "0", "partitions when creating the data dir (0 = default)"),
+	KS(jwt_alg, "HS256", "HS256, RS256 or ES256"),
+	KS(jwt_secret_file, "", "HS256 shared secret (file contents, >= 16 bytes)"),
+	KS(jwt_public_key_file, "", "RS256/ES256 public key or certificate (PEM)"),
+	KS(jwt_issuer, "", "required iss claim (empty = not checked)"),
+	KS(jwt_audience, "", "required aud claim (empty = not checked)"),
+	KU(jwt_leeway_s, "30", "clock skew allowed on exp/nbf, seconds"),
+	KS(server_id, "parleyd-1", "name announced in HELLO_OK"),
+	KU(max_frame, "1048576", "largest frame after HELLO_OK, bytes (64 KiB..16 MiB)"),
+	KU(max_body, "65536", "largest SEND body, bytes"),
+	KU(max_inflight, "64", "requests in flight per connection"),
+	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
+	KU(idle_timeout_ms, "60000", "close after this much silence"),
+	KU(handshake_timeout_ms, "10000", "TLS + HELLO + AUTH must finish within"),
+	KU(slow_consumer_ms, "30000", "window full / no send progress this long = slow consumer"),
+	KL(outbound_queue_bytes, "8388608", "queued bytes per connection before it is cut off"),
+	KU(max_connections, "100000", "client connections (all loops)"),
+	KU(drain_timeout_ms, "5000", "SIGTERM: force-close connections after"),
+	KS(log_level, "info", "debug, info, warn or error"),
+};
+#define NKEYS PARLEY_ARRAY_LEN(KEYS)
+
+static const struct key *key_find(const char *name, size_t len)
 {
-	memset(o, 0, sizeof *o);
-	o->data = "./parley-data";
-	o->listen = "127.0.0.1";
-	o->port = 7411;
-	o->tls_port = 7412;
-	o->admin_port = 7480;
-	o->loops = 0; /* = online CPUs */
-	o->lim = (struct srv_limits){
-		.max_frame = PARLEY_PROTO_MAX_FRAME_DEFAULT,
-		.max_body = PARLEY_PROTO_MAX_BODY_DEFAULT,
-		.max_inflight = 64,
-		.event_window = 1024,
-		.idle_timeout_ms = 60000,
-		.handshake_timeout_ms = 10000,
-		.slow_consumer_ms = 30000,
-		.max_outbound = 8u << 20,
-		.max_conns = 100000,
-		.drain_timeout_ms = 5000,
-	};
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strlen(KEYS[i].name) == len && !memcmp(KEYS[i].name, name, len))
+			return &KEYS[i];
+	return NULL;
 }
 
-#include "main_tmp.inc"
+static int key_set(struct opts *o, const struct key *k, const char *v,
+		   const char *src)
+{
+	char *dst = (char *)o + k->off;
+	if (k->type == K_STR) {
+		if (strlen(v) >= k->size) {
+			fprintf(stderr, "parleyd: %s: %s is too long\n", src, k->name);
+			return -1;
+		}
+		strcpy(dst, v);
+		return 0;
+	}
+	char *e;
+	errno = 0;
+	unsigned long long x = strtoull(v, &e, 0);
+	if (errno || e == v || *e || v[0] == '-' ||
+	    (k->type == K_U32 && x > UINT32_MAX)) {
+		fprintf(stderr, "parleyd: %s: %s: \"%s\" is not a valid number\n",
+			src, k->name, v);
+		return -1;
+	}
+	if (k->type == K_U32) {
+		uint32_t y = (uint32_t)x;
+		memcpy(dst, &y, 4);
+	} else {
+		uint64_t y = x;
+		memcpy(dst, &y, 8);
+	}
+	return 0;
+}
+
+static char *trim(char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	char *e = p + strlen(p);
+	while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
+			 e[-1] == '\r'))
+		*--e = '\0';
+	return p;
+}
+
+static int config_file(struct opts *o, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "parleyd: cannot read config file %s: %s\n", path,
+			strerror(errno));
+		return -1;
+	}
+	char line[1024];
+	int ln = 0, rc = 0;
+	while (fgets(line, sizeof line, f)) {
+		ln++;
+		char *p = trim(line);
+		if (!*p || *p == '#')
+			continue;
+		char *eq = strchr(p, '=');
+		char src[600];
+		snprintf(src, sizeof src, "%s:%d", path, ln);
+		if (!eq) {
+			fprintf(stderr, "parleyd: %s: expected key = value\n", src);
+			rc = -1;
+			continue;
+		}
+		*eq = '\0';
+		char *k = trim(p), *v = trim(eq + 1);
+		size_t vl = strlen(v);
+		if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+			v[vl - 1] = '\0';
+			v++;
+		}
+		const struct key *key = key_find(k, strlen(k));
+		if (!key) {
+			fprintf(stderr, "parleyd: %s: unknown key \"%s\"\n", src, k);
+			rc = -1;
+			continue;
+		}
+		if (key_set(o, key, v, src))
+			rc = -1;
+	}
+	fclose(f);
+	return rc;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: parleyd [--config FILE] [--check-config] [--dev] "
+		   "[--mint-token SUB] [--KEY VALUE]...\n\n"
+		   "Every KEY can also come from the environment (PARLEY_<KEY>) or "
+		   "the config file (key = value).\nPrecedence: flag > environment > "
+		   "config file > default.\n\nkeys:\n");
+	for (size_t i = 0; i < NKEYS; i++) {
+		char flag[64];
+		snprintf(flag, sizeof flag, "--%s", KEYS[i].name);
+		for (char *p = flag + 2; *p; p++)
+			if (*p == '_')
+				*p = '-';
+		fprintf(f, "  %-26s %s (default %s)\n", flag, KEYS[i].help,
+			*KEYS[i].def ? KEYS[i].def : "none");
+	}
+	fprintf(f, "\n  --dev                      development: HS256 with secret "
+		   "\"parley-dev-secret\" unless jwt_secret_file is set\n"
+		   "  --mint-token SUB           print an HS256 token for SUB "
+		   "(jwt_secret_file, issuer, audience; 24 h) and exit\n"
+		   "  --check-config             validate the configuration and "
+		   "exit (0 ok, 2 invalid)\n");
+}
+
+enum { ACT_RUN, ACT_CHECK, ACT_MINT };
+
+/* Returns 0 and fills o / *action, 1 for --help, -1 on an error. */
+static int config_load(struct opts *o, int argc, char **argv, int *action,
+		       const char **mint_sub)
+{
+	memset(o, 0, sizeof *o);
+	for (size_t i = 0; i < NKEYS; i++)
+		key_set(o, &KEYS[i], KEYS[i].def, "default");
+	*action = ACT_RUN;
+	/* pass 1: meta flags and the config file's path */
+	const char *cfg = getenv("PARLEY_CONFIG");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 1;
+		}
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			cfg = argv[++i];
+	}
+	if (cfg && *cfg && config_file(o, cfg))
+		return -1;
+	/* environment */
+	for (size_t i = 0; i < NKEYS; i++) {
+		char env[64] = "PARLEY_";
+		size_t n = strlen(env);
+		for (const char *p = KEYS[i].name; *p && n < sizeof env - 1; p++)
+			env[n++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+		env[n] = '\0';
+		const char *v = getenv(env);
+		if (v && key_set(o, &KEYS[i], v, env))
+			return -1;
+	}
+	/* flags */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--config")) {
+			i++;
+			continue;
+		}
+		if (!strcmp(a, "--check-config")) {
+			*action = ACT_CHECK;
+			continue;
+		}
+		if (!strcmp(a, "--dev")) {
+			o->dev = true;
+			continue;
+		}
+		if (!strcmp(a, "--mint-token") && i + 1 < argc) {
+			*action = ACT_MINT;
+			*mint_sub = argv[++i];
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0) {
+			fprintf(stderr, "parleyd: unexpected argument \"%s\"\n", a);
+			return -1;
+		}
+		char name[64];
+		const char *eqv = strchr(a, '=');
+		size_t nl = eqv ? (size_t)(eqv - a - 2) : strlen(a + 2);
+		if (nl >= sizeof name) {
+			fprintf(stderr, "parleyd: unknown flag %s\n", a);
+			return -1;
+		}
+		memcpy(name, a + 2, nl);
+		name[nl] = '\0';
+		for (char *p = name; *p; p++)
+			if (*p == '-')
+				*p = '_';
+		const struct key *k = key_find(name, nl);
+		const char *v = eqv ? eqv + 1 : (i + 1 < argc ? argv[++i] : NULL);
+		if (!k || !v) {
+			fprintf(stderr, "parleyd: %s flag %s (see --help)\n",
+				k ? "missing value for" : "unknown", a);
+			return -1;
+		}
+		if (key_set(o, k, v, "command line"))
+			return -1;
+	}
+	/* "--listen host:port" (one colon) also sets the TCP port */
+	char *colon = strrchr(o->listen, ':');
+	if (colon && strchr(o->listen, ':') == colon) {
+		*colon = '\0';
+		if (key_set(o, key_find("port", 4), colon + 1, "listen"))
+			return -1;
+	}
+	return 0;
+}
+
+static int read_file(const char *path, char *buf, size_t cap, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -errno;
+	size_t n = fread(buf, 1, cap, f);
+	int big = !feof(f);
+	fclose(f);
+	if (big)
+		return -PARLEY_ETOOBIG;
+	*len = n;
+	return 0;
+}
+
+/* Validates o and builds the JWT verifier and TLS context. Messages go
+ * to stderr; returns the number of problems. */
+static int config_check(const struct opts *o, struct jwt_verifier **jv,
+			SSL_CTX **tls)
+{
+	int bad = 0;
+#define BAD(...) (fprintf(stderr, "parleyd: config: " __VA_ARGS__), bad++)
+	if (!*o->data)
+		BAD("data must be set\n");
+	if (o->port > 65535 || o->tls_port > 65535 || o->admin_port > 65535)
+		BAD("ports must be 0..65535\n");
+	if (!o->port && !o->tls_port)
+		BAD("no listener: port and tls_port are both 0\n");
+	if ((o->port && (o->port == o->tls_port || o->port == o->admin_port)) ||
+	    (o->tls_port && o->tls_port == o->admin_port))
+		BAD("port, tls_port and admin_port must differ\n");
+	if (o->max_frame < PARLEY_PROTO_MAX_FRAME_MIN ||
+	    o->max_frame > PARLEY_PROTO_MAX_FRAME_HARD)
+		BAD("max_frame must be %u..%u\n", PARLEY_PROTO_MAX_FRAME_MIN,
+		    PARLEY_PROTO_MAX_FRAME_HARD);
+	if (o->max_body < 1 || o->max_body > PE_MAX_PAYLOAD - 512 ||
+	    (uint64_t)o->max_body + 512 > o->max_frame)
+		BAD("max_body must be 1..min(max_frame - 512, %u)\n",
+		    PE_MAX_PAYLOAD - 512);
+	if (o->max_inflight < 1 || o->event_window < 1 || o->max_connections < 1)
+		BAD("max_inflight, event_window and max_connections must be >= 1\n");
+	if (o->idle_timeout_ms < 100 || o->handshake_timeout_ms < 100 ||
+	    o->slow_consumer_ms < 100 || o->drain_timeout_ms < 100)
+		BAD("timeouts must be >= 100 ms\n");
+	if (o->outbound_queue_bytes < 2ull * o->max_frame / 16)
+		BAD("outbound_queue_bytes must be at least max_frame / 8\n");
+	if (o->loops > 256)
+		BAD("loops must be 0..256\n");
+	if (strcmp(o->log_level, "debug") && strcmp(o->log_level, "info") &&
+	    strcmp(o->log_level, "warn") && strcmp(o->log_level, "error"))
+		BAD("log_level must be debug, info, warn or error\n");
+	/* JWT */
+	enum jwt_alg alg = jwt_alg_parse(o->jwt_alg);
+	const char *iss = *o->jwt_issuer ? o->jwt_issuer : NULL;
+	const char *aud = *o->jwt_audience ? o->jwt_audience : NULL;
+	static char key[65536];
+	size_t kl = 0;
+	if (!alg) {
+		BAD("jwt_alg must be HS256, RS256 or ES256\n");
+	} else if (alg == JWT_HS256) {
+		if (*o->jwt_secret_file) {
+			int rc = read_file(o->jwt_secret_file, key, sizeof key, &kl);
+			if (rc)
+				BAD("jwt_secret_file %s: %s\n", o->jwt_secret_file,
+				    parley_strerror(rc));
+			while (kl && (key[kl - 1] == '\n' || key[kl - 1] == '\r'))
+				kl--; /* a trailing newline is not part of the secret */
+		} else if (o->dev) {
+			kl = strlen("parley-dev-secret");
+			memcpy(key, "parley-dev-secret", kl);
+		} else {
+			BAD("HS256 needs jwt_secret_file (or --dev)\n");
+		}
+	} else {
+		int rc = *o->jwt_public_key_file
+				 ? read_file(o->jwt_public_key_file, key, sizeof key, &kl)
+				 : -PARLEY_EINVAL;
+		if (rc)
+			BAD("%s needs a readable jwt_public_key_file\n", o->jwt_alg);
+	}
+	if (alg && kl && jwt_verifier_new(alg, key, kl, iss, aud, o->jwt_leeway_s,
+					  jv))
+		BAD("the JWT key is not usable for %s (HS256 secrets need >= 16 "
+		    "bytes)\n", o->jwt_alg);
+	OPENSSL_cleanse(key, sizeof key);
+	/* TLS */
+	if (o->tls_port && (*o->tls_cert || *o->tls_key)) {
+		if (!*o->tls_cert || !*o->tls_key)
+			BAD("tls_cert and tls_key go together\n");
+		else if (!(*tls = tls_ctx_new(o->tls_cert, o->tls_key)))
+			BAD("cannot load tls_cert / tls_key\n");
+	}
+#undef BAD
+	return bad;
+}
+
+static void config_print(const struct opts *o)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		const char *p = (const char *)o + KEYS[i].off;
+		if (KEYS[i].type == K_STR)
+			printf("%s = \"%s\"\n", KEYS[i].name, p);
+		else if (KEYS[i].type == K_U32)
+			printf("%s = %u\n", KEYS[i].name, *(const uint32_t *)(const void *)p);
+		else
+			printf("%s = %llu\n", KEYS[i].name,
+			       (unsigned long long)*(const uint64_t *)(const void *)p);
+	}
+}
+
+static int srv_auth(void *arg, const char *token, size_t len, char *sub,
+		    size_t subcap, uint64_t *exp_ms, char *why, size_t whycap)
+{
+	struct jwt_claims cl;
+	int rc = jwt_verify(arg, token, len, parley_now_ms() / 1000, &cl, why,
+			    whycap);
+	if (rc)
+		return rc;
+	snprintf(sub, subcap, "%s", cl.sub);
+	*exp_ms = cl.exp_s * 1000;
+	return 0;
+}
 
 /* ---- run ------------------------------------------------------------------------ */
 
@@ -117,13 +484,23 @@ static int run(const struct opts *o, struct srv *s)
 	int rc;
 	static struct chat_clock clock;
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
-				.shards = o->shards, .clock_ms = chat_clock_ms,
-				.clock_arg = &clock, .on_fatal = on_engine_fatal};
+				.shards = o->engine_shards,
+				.clock_ms = chat_clock_ms, .clock_arg = &clock,
+				.on_fatal = on_engine_fatal};
 	struct pe_engine *e = NULL;
+	/* admin first: /livez answers during recovery, /readyz says 503 */
+	struct admin *adm = NULL;
+	rc = admin_start(s, o->listen, (uint16_t)o->admin_port, &adm);
+	if (rc) {
+		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "
+		       "err=%s", o->listen, o->admin_port, parley_errname(rc));
+		return 1;
+	}
 	rc = pe_open(&eo, &e);
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the data directory", "dir=%s err=%s",
 		       o->data, parley_errname(rc));
+		admin_stop(adm);
 		return 1;
 	}
 	s->engine = e;
@@ -131,29 +508,22 @@ static int run(const struct opts *o, struct srv *s)
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));
+		admin_stop(adm);
+		s->engine = NULL;
 		pe_close(e);
 		return 1;
-	}
-	if (o->tls_port && o->tls_cert && o->tls_key) {
-		s->tls = tls_ctx_new(o->tls_cert, o->tls_key);
-		if (!s->tls) {
-			chat_close(s->chat);
-			pe_close(e);
-			return 1;
-		}
 	}
 	unsigned n = o->loops;
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		n = cpus > 0 ? (unsigned)cpus : 1;
 	}
-	s->lim = o->lim;
-	s->lim.max_conns = PARLEY_MAX(1u, o->lim.max_conns / n);
+	s->lim.max_conns = PARLEY_MAX(1u, o->max_connections / n);
 	struct loop_thread *lt = calloc(n, sizeof *lt);
 	s->loops = calloc(n, sizeof *s->loops);
 	PARLEY_ASSERT(lt && s->loops);
-	struct loop_listen ls = {.host = o->listen, .tcp_port = o->port,
-				 .tls_port = s->tls ? o->tls_port : 0};
+	struct loop_listen ls = {.host = o->listen, .tcp_port = (uint16_t)o->port,
+				 .tls_port = s->tls ? (uint16_t)o->tls_port : 0};
 	unsigned started = 0;
 	for (unsigned i = 0; i < n; i++) {
 		rc = loop_create(s, i, &ls, &lt[i].lp);
@@ -170,6 +540,8 @@ static int run(const struct opts *o, struct srv *s)
 		started++;
 	}
 	if (started == n) {
+		rc = 0;
+		admin_set_ready(adm, 1);
 		PLOG_I("parleyd", "serving", "listen=%s port=%u tls_port=%u "
 		       "admin_port=%u loops=%u data=%s", o->listen, o->port,
 		       ls.tls_port, o->admin_port, n, o->data);
@@ -187,18 +559,20 @@ static int run(const struct opts *o, struct srv *s)
 		rc = 1;
 	}
 	atomic_store(&s->draining, true);
+	admin_set_ready(adm, 0);
 	for (unsigned i = 0; i < started; i++)
 		loop_stop(lt[i].lp);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(lt[i].thr, NULL);
+	admin_stop(adm);
 	chat_close(s->chat);
+	s->chat = NULL;
+	s->engine = NULL;
 	pe_close(e);
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
 	free(lt);
 	free(s->loops);
-	if (s->tls)
-		SSL_CTX_free(s->tls);
 	PLOG_I("parleyd", "stopped", "status=%d", rc ? 1 : 0);
 	return rc ? 1 : 0;
 }
@@ -206,12 +580,80 @@ static int run(const struct opts *o, struct srv *s)
 int main(int argc, char **argv)
 {
 	struct opts o;
-	opts_defaults(&o);
-	static struct srv s;
-	snprintf(s.server_id, sizeof s.server_id, "parleyd-1");
-	int rc = opts_load(&o, &s, argc, argv);
+	int action;
+	const char *mint_sub = NULL;
+	int rc = config_load(&o, argc, argv, &action, &mint_sub);
 	if (rc)
 		return rc > 0 ? 0 : 2;
+	parley_log_set_level(!strcmp(o.log_level, "debug")  ? PLOG_DEBUG
+			     : !strcmp(o.log_level, "warn") ? PLOG_WARN
+			     : !strcmp(o.log_level, "error") ? PLOG_ERROR
+							     : PLOG_INFO);
+	static struct srv s;
+	struct jwt_verifier *jv = NULL;
+	SSL_CTX *tls = NULL;
+	if (action == ACT_MINT) {
+		/* development helper: same secret/iss/aud as the server */
+		char key[4096];
+		size_t kl = 0;
+		if (*o.jwt_secret_file) {
+			if (read_file(o.jwt_secret_file, key, sizeof key, &kl)) {
+				fprintf(stderr, "parleyd: cannot read %s\n",
+					o.jwt_secret_file);
+				return 2;
+			}
+			while (kl && (key[kl - 1] == '\n' || key[kl - 1] == '\r'))
+				kl--;
+		} else {
+			kl = strlen("parley-dev-secret");
+			memcpy(key, "parley-dev-secret", kl);
+		}
+		char tok[4096];
+		int n = jwt_mint_hs256(key, kl, mint_sub,
+				       *o.jwt_issuer ? o.jwt_issuer : NULL,
+				       *o.jwt_audience ? o.jwt_audience : NULL,
+				       parley_now_ms() / 1000, 24 * 3600, tok,
+				       sizeof tok);
+		if (n < 0 || !parley_proto_user_id_valid(mint_sub, strlen(mint_sub))) {
+			fprintf(stderr, "parleyd: cannot mint a token for \"%s\"\n",
+				mint_sub);
+			return 2;
+		}
+		printf("%s\n", tok);
+		return 0;
+	}
+	int bad = config_check(&o, &jv, &tls);
+	if (action == ACT_CHECK) {
+		if (!bad)
+			config_print(&o);
+		printf("%s\n", bad ? "config: INVALID" : "config: ok");
+		jwt_verifier_free(jv);
+		SSL_CTX_free(tls);
+		return bad ? 2 : 0;
+	}
+	if (bad)
+		return 2;
+	if (o.tls_port && !tls)
+		PLOG_W("parleyd", "no TLS listener: tls_cert/tls_key not set", "tls_port=%u", o.tls_port);
+	if (o.dev && !*o.jwt_secret_file)
+		PLOG_W("parleyd", "development mode: tokens signed with the "
+		       "public dev secret are accepted", "jwt_alg=%s", o.jwt_alg);
+	s.auth = srv_auth;
+	s.auth_arg = jv;
+	s.tls = tls;
+	snprintf(s.server_id, sizeof s.server_id, "%s", o.server_id);
+	s.lim = (struct srv_limits){
+		.max_frame = o.max_frame,
+		.max_body = o.max_body,
+		.max_inflight = o.max_inflight,
+		.event_window = o.event_window,
+		.idle_timeout_ms = o.idle_timeout_ms,
+		.handshake_timeout_ms = o.handshake_timeout_ms,
+		.slow_consumer_ms = o.slow_consumer_ms,
+		.max_outbound = o.outbound_queue_bytes,
+		.max_conns = o.max_connections,
+		.drain_timeout_ms = o.drain_timeout_ms,
+	};
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -224,5 +666,9 @@ int main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	return run(&o, &s);
+	rc = run(&o, &s);
+	jwt_verifier_free(jv);
+	if (tls)
+		SSL_CTX_free(tls);
+	return rc;
 }

@@ -1,11 +1,14 @@
 # parleyd: the server. parleyd_core holds everything but main() so that
 # unit tests (tests/unit/server/chat) can link the pure chat model.
-# Uses the server support modules (auth, config, metrics, admin HTTP) of
-# target parley_server_support.
+# jwt.c / admin.c / the configuration in main.c are parleyd's own (the
+# planned parley_server_support modules had not landed when this was
+# written); parleyd links parley_server_support too when it exists.
 add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
   ${CMAKE_CURRENT_LIST_DIR}/loop.c
-  ${CMAKE_CURRENT_LIST_DIR}/conn.c)
+  ${CMAKE_CURRENT_LIST_DIR}/conn.c
+  ${CMAKE_CURRENT_LIST_DIR}/jwt.c
+  ${CMAKE_CURRENT_LIST_DIR}/admin.c)
 target_include_directories(parleyd_core PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(parleyd_core PUBLIC parley_engine parley_proto
                       PkgConfig::URING PkgConfig::OPENSSL Threads::Threads)
