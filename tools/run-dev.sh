@@ -7,7 +7,8 @@
 #   1. checks the build has parleyd, parleyctl and parley;
 #   2. creates, under the data directory, a development CA + server
 #      certificate for localhost/127.0.0.1 and an HS256 JWT secret, if they
-#      are absent (tools/gen-dev-cert.sh; never overwrites);
+#      are absent (tools/gen-dev-cert.sh when it exists, else the openssl
+#      commands below; never overwrites);
 #   3. prints how to mint tokens and chat between two terminals over TLS;
 #   4. runs parleyd in the foreground on loopback (Ctrl-C stops it
 #      gracefully: clients get GOAWAY, in-flight messages are acked, exit 0).
@@ -26,7 +27,7 @@ CTL="$BUILD/tools/parleyctl"
 CLI="$BUILD/tools/parley"
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-for b in "$PARLEYD" "$CTL" "$CLI"; do
+for b in "$PARLEYD" "$CLI"; do
   if [ ! -x "$b" ]; then
     echo "run-dev: $b is missing: build first (make run builds everything)" >&2
     exit 1
@@ -38,7 +39,25 @@ mkdir -p "$DATA"
 if [ ! -f "$DEV/server.pem" ] || [ ! -f "$DEV/server.key" ] || \
    [ ! -f "$DEV/ca.pem" ] || [ ! -f "$DEV/jwt.secret" ]; then
   echo "run-dev: creating a development CA, server certificate and JWT secret in $DEV"
-  bash "$HERE/gen-dev-cert.sh" "$DEV"
+  if [ -f "$HERE/gen-dev-cert.sh" ]; then
+    bash "$HERE/gen-dev-cert.sh" "$DEV"
+  else
+    mkdir -p "$DEV"
+    chmod 700 "$DEV"
+    (
+      cd "$DEV"
+      umask 077
+      [ -f ca.key ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+        -nodes -keyout ca.key -out ca.pem -days 825 -subj "/CN=parley development CA" 2>/dev/null
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -out server.pem -days 825 -extfile server.ext 2>/dev/null
+      rm -f server.csr server.ext
+      [ -f jwt.secret ] || openssl rand -hex 32 | tr -d '\n' > jwt.secret
+    )
+  fi
 fi
 for f in ca.pem server.pem server.key jwt.secret; do
   if [ ! -f "$DEV/$f" ]; then
@@ -48,8 +67,15 @@ for f in ca.pem server.pem server.key jwt.secret; do
 done
 
 ABS_DEV=$(cd "$DEV" && pwd)
-ABS_CTL=$(cd "$(dirname "$CTL")" && pwd)/parleyctl
 ABS_CLI=$(cd "$(dirname "$CLI")" && pwd)/parley
+ABS_PARLEYD=$(cd "$(dirname "$PARLEYD")" && pwd)/parleyd
+# Token minting: `parleyctl token` when this build has it, else parleyd's
+# own development helper (same secret file).
+if [ -x "$CTL" ] && "$CTL" token --help >/dev/null 2>&1; then
+  MINT="$(cd "$(dirname "$CTL")" && pwd)/parleyctl token --secret-file $ABS_DEV/jwt.secret --sub"
+else
+  MINT="$ABS_PARLEYD --jwt-secret-file $ABS_DEV/jwt.secret --mint-token"
+fi
 
 cat <<EOF
 
@@ -59,11 +85,11 @@ parleyd (development) — data in $DATA, listening on 127.0.0.1:
 In two other terminals, mint a token for each user and chat over TLS:
 
   # terminal 1 (alice)
-  export PARLEY_TOKEN=\$($ABS_CTL token --secret-file $ABS_DEV/jwt.secret --sub alice)
+  export PARLEY_TOKEN=\$($MINT alice)
   $ABS_CLI --tls --ca $ABS_DEV/ca.pem --host localhost --port $TLS_PORT --device alice-laptop chat bob
 
   # terminal 2 (bob)
-  export PARLEY_TOKEN=\$($ABS_CTL token --secret-file $ABS_DEV/jwt.secret --sub bob)
+  export PARLEY_TOKEN=\$($MINT bob)
   $ABS_CLI --tls --ca $ABS_DEV/ca.pem --host localhost --port $TLS_PORT --device bob-phone chat alice
 
 Other commands: $ABS_CLI ... history alice | list | watch.  Metrics:
