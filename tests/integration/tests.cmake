@@ -3,11 +3,15 @@
 parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR}
   LIBS parley_client parley_proto PkgConfig::OPENSSL
   LABELS integration TIMEOUT 300)
-# ctest runs what is built: make sure parleyd is built with the tests.
+# ctest runs what is built: make sure parleyd (and parleyctl, which mints
+# RS256/ES256 tokens in test_admin_config) are built with the tests.
 file(GLOB _it_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/test_*.c)
 foreach(_src ${_it_srcs})
   get_filename_component(_name ${_src} NAME_WE)
   if(TARGET parleyd AND TARGET integration_${_name})
     add_dependencies(integration_${_name} parleyd)
+  endif()
+  if(TARGET parleyctl AND TARGET integration_${_name})
+    add_dependencies(integration_${_name} parleyctl)
   endif()
 endforeach()

@@ -1,0 +1,202 @@
+/*
+ * test_admin_config.c — the operator's side of parleyd.
+ *
+ *   - configuration precedence: flag > PARLEY_* env > config file >
+ *     default, observed through `parleyd --check-config` (which prints the
+ *     effective configuration); invalid configurations exit 2;
+ *   - admin HTTP: /livez and /readyz answer 200, an unknown path 404,
+ *     /metrics is Prometheus text whose counters move with traffic
+ *     (connections, frames, acked appends, ack latency histogram, fsyncs,
+ *     errors);
+ *   - RS256 and ES256 tokens (minted by `parleyctl token` with throwaway
+ *     keys) are accepted by a server configured for that algorithm, and an
+ *     HS256 token is refused by it (no algorithm confusion).
+ */
+#include "itest.h"
+
+static char *run_cmd(const char *cmd, int *status)
+{
+	FILE *p = popen(cmd, "r");
+	IT_CHECK(p);
+	size_t cap = 1 << 16, n = 0;
+	char *out = malloc(cap);
+	IT_CHECK(out);
+	size_t k;
+	while ((k = fread(out + n, 1, cap - 1 - n, p)) > 0)
+		n += k;
+	out[n] = '\0';
+	int st = pclose(p);
+	*status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return out;
+}
+
+static char *http_get(uint16_t port, const char *path, int *code)
+{
+	int fd = it_tcp_connect(port);
+	IT_CHECK(fd >= 0);
+	char req[256];
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+	IT_CHECK(it_write_all(fd, req, strlen(req)) == 0);
+	size_t cap = 1 << 18, n = 0;
+	char *out = malloc(cap);
+	IT_CHECK(out);
+	for (;;) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		IT_CHECK(poll(&pf, 1, 10000) > 0, "admin HTTP timed out");
+		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	out[n] = '\0';
+	IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
+	return out;
+}
+
+static uint64_t metric(const char *text, const char *name)
+{
+	char pat[128];
+	snprintf(pat, sizeof pat, "\n%s ", name);
+	const char *p = strstr(text, pat);
+	IT_CHECK(p, "metric %s missing", name);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
+int main(void)
+{
+	it_init("admin_config");
+	const char *bin = getenv("PARLEY_BIN_DIR");
+	char cmd[4096];
+	int st;
+
+	/* ---- precedence ---- */
+	FILE *f = fopen(it_path("parleyd.conf"), "w");
+	IT_CHECK(f);
+	fprintf(f, "# test config\nmax_body = 1000\nevent_window = 7\n"
+		   "idle_timeout_ms = 1111\nserver_id = \"from-file\"\n");
+	fclose(f);
+	snprintf(cmd, sizeof cmd,
+		 "PARLEY_EVENT_WINDOW=8 PARLEY_IDLE_TIMEOUT_MS=2222 %s/server/parleyd "
+		 "--dev --config %s --idle-timeout-ms 3333 --check-config",
+		 bin, it_path("parleyd.conf"));
+	char *out = run_cmd(cmd, &st);
+	IT_CHECK(st == 0, "check-config failed: %s", out);
+	IT_CHECK(strstr(out, "max_body = 1000\n"), "file value lost: %s", out);
+	IT_CHECK(strstr(out, "event_window = 8\n"), "env must beat file: %s", out);
+	IT_CHECK(strstr(out, "idle_timeout_ms = 3333\n"), "flag must beat env");
+	IT_CHECK(strstr(out, "server_id = \"from-file\"\n"));
+	IT_CHECK(strstr(out, "max_inflight = 64\n"), "default lost");
+	IT_CHECK(strstr(out, "config: ok"));
+	free(out);
+	/* invalid: unknown key, bad number, no JWT key, bad TLS files */
+	const char *bad[] = {
+		"--dev --no-such-key 1",
+		"--dev --max-frame 12",
+		"--dev --port banana",
+		"--jwt-secret-file /nonexistent/secret",
+		"--dev --tls-cert /nonexistent.pem --tls-key /nonexistent.key",
+		"--dev --jwt-alg HS512",
+	};
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(bad); i++) {
+		snprintf(cmd, sizeof cmd, "%s/server/parleyd %s --check-config 2>&1",
+			 bin, bad[i]);
+		out = run_cmd(cmd, &st);
+		IT_CHECK(st == 2, "\"%s\" exited %d: %s", bad[i], st, out);
+		free(out);
+	}
+
+	/* ---- admin HTTP and metrics ---- */
+	struct it_server srv;
+	it_server_init(&srv, "s1");
+	it_server_start(&srv);
+	int code;
+	out = http_get(srv.admin_port, "/livez", &code);
+	IT_CHECK(code == 200);
+	free(out);
+	out = http_get(srv.admin_port, "/readyz", &code);
+	IT_CHECK(code == 200);
+	free(out);
+	out = http_get(srv.admin_port, "/nope", &code);
+	IT_CHECK(code == 404);
+	free(out);
+	char *m0 = http_get(srv.admin_port, "/metrics", &code);
+	IT_CHECK(code == 200 && strstr(m0, "text/plain; version=0.0.4"));
+	IT_CHECK(strstr(m0, "# TYPE parley_ack_latency_seconds histogram"));
+
+	struct parley_client *a = it_client(&srv, "alice", "a", 1, NULL);
+	for (int i = 0; i < 10; i++)
+		IT_OK(parley_client_send(a, "d:alice:bob", 1, "m", 1, NULL));
+	const struct parley_history_page *pg;
+	IT_CHECK(parley_client_history(a, "d:carol:dave", 0, 5, &pg) == -PARLEY_EPERM);
+	char *m1 = http_get(srv.admin_port, "/metrics", &code);
+	IT_CHECK(code == 200);
+	IT_CHECK(metric(m1, "parley_connections_open") >= 1);
+	IT_CHECK(metric(m1, "parley_connections_tls_total") >=
+		 metric(m0, "parley_connections_tls_total") + 1);
+	IT_CHECK(metric(m1, "parley_appends_acked_total") ==
+		 metric(m0, "parley_appends_acked_total") + 10);
+	IT_CHECK(metric(m1, "parley_ack_latency_seconds_count") ==
+		 metric(m0, "parley_ack_latency_seconds_count") + 10);
+	IT_CHECK(strstr(m1, "parley_ack_latency_seconds_bucket{le=\"+Inf\"} "));
+	IT_CHECK(metric(m1, "parley_fsyncs_total") > metric(m0, "parley_fsyncs_total"));
+	IT_CHECK(metric(m1, "parley_frames_received_total") >=
+		 metric(m0, "parley_frames_received_total") + 13);
+	IT_CHECK(metric(m1, "parley_errors_sent_total") >=
+		 metric(m0, "parley_errors_sent_total") + 1);
+	free(m0);
+	free(m1);
+	parley_client_free(a);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
+
+	/* ---- RS256 and ES256 ---- */
+	snprintf(cmd, sizeof cmd,
+		 "cd '%s' && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+		 "-out es.key 2>/dev/null && openssl pkey -in es.key -pubout -out es.pub "
+		 "&& openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rs.key "
+		 "2>/dev/null && openssl pkey -in rs.key -pubout -out rs.pub", it_dir);
+	IT_CHECK(system(cmd) == 0);
+	const char *algs[2] = {"ES256", "RS256"};
+	for (int k = 0; k < 2; k++) {
+		const char *lc = k == 0 ? "es" : "rs";
+		char pub[400], priv[400];
+		snprintf(pub, sizeof pub, "%s/%s.pub", it_dir, lc);
+		snprintf(priv, sizeof priv, "%s/%s.key", it_dir, lc);
+		struct it_server s2;
+		it_server_init(&s2, lc);
+		s2.extra[0] = "--jwt-alg";
+		s2.extra[1] = algs[k];
+		s2.extra[2] = "--jwt-public-key-file";
+		s2.extra[3] = pub;
+		it_server_start(&s2);
+		snprintf(cmd, sizeof cmd, "%s/tools/parleyctl token --alg %s --key %s "
+			 "--sub zoe --iss parley-it --aud parley", bin, algs[k], priv);
+		char *tok = run_cmd(cmd, &st);
+		IT_CHECK(st == 0, "parleyctl token %s failed", algs[k]);
+		tok[strcspn(tok, "\n")] = '\0';
+		int err = 0;
+		struct parley_client *c = it_client_tok(&s2, tok, "z", k, NULL, &err);
+		IT_CHECK(c && err == 0, "%s token refused: %s", algs[k],
+			 parley_strerror(err));
+		IT_CHECK(!strcmp(parley_client_user_id(c), "zoe"));
+		parley_client_free(c);
+		free(tok);
+		/* expired and wrong-audience tokens of the right algorithm */
+		snprintf(cmd, sizeof cmd, "%s/tools/parleyctl token --alg %s --key %s "
+			 "--sub zoe --iss parley-it --aud other", bin, algs[k], priv);
+		tok = run_cmd(cmd, &st);
+		tok[strcspn(tok, "\n")] = '\0';
+		c = it_client_tok(&s2, tok, "z", 0, NULL, &err);
+		IT_CHECK(!c && err == -PARLEY_EAUTH, "%s wrong aud accepted", algs[k]);
+		free(tok);
+		/* an HS256 token (even with the right claims) is refused */
+		char *hs = it_token_for("zoe");
+		c = it_client_tok(&s2, hs, "z", 0, NULL, &err);
+		IT_CHECK(!c && err == -PARLEY_EAUTH, "HS256 accepted by %s server",
+			 algs[k]);
+		free(hs);
+		IT_CHECK(it_server_stop(&s2, SIGTERM, 20000) == 0);
+	}
+	printf("admin_config: ok\n");
+	return 0;
+}
