@@ -150,6 +150,10 @@ static int b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
 			out[o++] = (uint8_t)(acc >> bits);
 		}
 	}
+	/* canonical form only: the unused low bits of the last character
+	 * must be zero, so one token has exactly one spelling */
+	if (bits && (acc & ((1u << bits) - 1)))
+		return -1;
 	return (int)o;
 }
 

@@ -1,6 +1,6 @@
-# Unit tests of parleyd's chat model (server/chat.c): keys, records,
-# idempotency keys, the fan-out planner, and fan-out recovery on the
-# in-memory engine backend. Owned by the parleyd engineer (the
+# Unit tests of parleyd's own modules: server/chat.c (keys, records,
+# idempotency keys, the fan-out planner, fan-out recovery on the
+# in-memory engine) and server/jwt.c (test_jwt.c). Owned by the parleyd engineer (the
 # tests/unit/server/tests.cmake next door belongs to the support modules).
 parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} CRITERION
                  LIBS parleyd_core parley_engine parley_proto parley_common
