@@ -681,6 +681,15 @@ static int recover(struct chat *c)
 	uint32_t n = 0;
 	struct pe_read_result meta;
 	int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
+	if (rc == -PARLEY_ECORRUPT) {
+		/* The engine refuses to serve that partition; the others must
+		 * still be served: rescan everything instead of trusting W. */
+		PLOG_E("chat", "fan-out watermark unreadable (partition corrupt): "
+		       "rescanning every conversation", "err=%s",
+		       parley_errname(rc));
+		rc = 0;
+		n = 0;
+	}
 	if (rc)
 		return rc;
 	if (n == 1 && ents[0].len == 8)
@@ -710,8 +719,15 @@ static int recover(struct chat *c)
 	while (s.todo) {
 		struct conv_todo *t = s.todo;
 		s.todo = t->next;
-		if (!rc)
+		if (!rc) {
 			rc = recover_conv(c, t, from_ts);
+			if (rc == -PARLEY_ECORRUPT) {
+				PLOG_E("chat", "conversation not recovered: its "
+				       "inbox partition is corrupt", "stream=%.*s",
+				       (int)t->klen, t->key);
+				rc = 0;
+			}
+		}
 		nconv++;
 		free(t);
 	}
