@@ -227,8 +227,9 @@ static char *pub_pem(EVP_PKEY *k, size_t *len)
 	cr_assert(PEM_write_bio_PUBKEY(b, k) == 1);
 	char *p;
 	long n = BIO_get_mem_data(b, &p);
-	char *out = malloc((size_t)n);
+	char *out = malloc((size_t)n + 1);
 	memcpy(out, p, (size_t)n);
+	out[n] = '\0'; /* hs_tok uses it as a C string */
 	*len = (size_t)n;
 	BIO_free(b);
 	return out;
