@@ -5,6 +5,8 @@
  *     the middle of it, or never AUTHs) is closed;
  *   - idle timeout: an authenticated connection that stays silent gets
  *     GOAWAY IDLE and is closed, while one that PINGs stays up;
+ *   - token expiry: a session outliving its token's exp gets GOAWAY
+ *     AUTH_EXPIRED and is closed;
  *   - SIGTERM drain: with SENDs pipelined in flight, parleyd answers every
  *     SEND it accepted (SEND_ACK, or ERROR CLOSED after GOAWAY), sends
  *     GOAWAY DRAIN, closes, and exits 0; after a restart history holds
@@ -79,6 +81,46 @@ int main(void)
 	IT_CHECK(reason == PARLEY_GOAWAY_IDLE, "reason %d", reason);
 	close(quiet);
 	close(busy);
+
+	/* token expiry: a session whose token expires gets GOAWAY
+	 * AUTH_EXPIRED and is closed */
+	{
+		struct it_claims cl = {.sub = "alice", .exp_rel_s = 2};
+		char *tok = it_token(&cl);
+		int ef = it_tcp_connect(srv.port);
+		struct parley_msg h = {.type = PARLEY_T_HELLO};
+		h.hello.min_version = 1;
+		h.hello.max_version = 1;
+		h.hello.device_id = parley_str_c("exp");
+		IT_CHECK(it_send_msg(ef, 1, &h) == 0);
+		IT_CHECK(it_read_frame(ef, buf, sizeof buf, 5000, &f) > 0 &&
+			 f.type == PARLEY_T_HELLO_OK);
+		struct parley_msg au = {.type = PARLEY_T_AUTH};
+		au.auth.token = parley_str_c(tok);
+		IT_CHECK(it_send_msg(ef, 2, &au) == 0);
+		IT_CHECK(it_read_frame(ef, buf, sizeof buf, 5000, &f) > 0 &&
+			 f.type == PARLEY_T_AUTH_OK);
+		/* keep it from idling out while the token runs out */
+		reason = 0;
+		for (int i = 0; i < 100 && !reason; i++) {
+			struct parley_msg p = {.type = PARLEY_T_PING};
+			if (it_send_msg(ef, 500 + (uint32_t)i, &p))
+				break;
+			int n = it_read_frame(ef, buf, sizeof buf, 5000, &f);
+			if (n <= 0)
+				break;
+			if (f.type == PARLEY_T_GOAWAY) {
+				struct parley_msg g;
+				IT_OK(parley_proto_decode(&f, &g));
+				reason = g.goaway.reason;
+			}
+			it_sleep_ms(100);
+		}
+		IT_CHECK(reason == PARLEY_GOAWAY_AUTH_EXPIRED, "reason %d", reason);
+		IT_CHECK(wait_eof(ef, NULL) == 0);
+		close(ef);
+		free(tok);
+	}
 
 	/* ---- SIGTERM with SENDs in flight ---- */
 	struct it_events bev = {0};
