@@ -547,8 +547,8 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		char path[600], name[64];
 		seg_path(w, l.seqs[i], path, sizeof path);
 		snprintf(name, sizeof name, "wal-%016" PRIx64 ".log", l.seqs[i]);
-		uint8_t *data;
-		uint64_t size;
+		uint8_t *data = NULL;
+		uint64_t size = 0;
 		rc = read_whole(io, path, &data, &size);
 		if (rc) {
 			free(l.seqs);
