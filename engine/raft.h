@@ -1,0 +1,430 @@
+/*
+ * raft.h — parley's Raft core: a pure, deterministic state machine.
+ *
+ * One `struct raft` per replication group (multi-Raft: one group per
+ * partition plus the meta group). The core does no I/O, reads no clock and
+ * has no randomness of its own:
+ *
+ *   inputs   raft_step(msg)       a message from a peer (decoded by raft_codec)
+ *            raft_tick()          one logical clock tick (the caller's clock)
+ *            raft_propose(data)   a client command (leader only)
+ *            raft_propose_conf()  a membership change (leader only)
+ *            raft_transfer()      leader transfer to a peer (TimeoutNow)
+ *            raft_read_index()    a linearizable read barrier (ReadIndex)
+ *            raft_compacted()     the caller took a state-machine snapshot
+ *            raft_persist_failed() the caller's disk failed (leader steps down)
+ *            raft_unquiesce()     wake an idle group (node liveness says so)
+ *   output   raft_ready()         a batch: hard state + entries to persist,
+ *                                 messages to send, committed entries to
+ *                                 apply, snapshot chunk to store / snapshot to
+ *                                 install, confirmed reads
+ *            raft_advance()       the caller acknowledges the batch
+ *   time     ticks; randomness: a seed in raft_config (splitmix64), used only
+ *            for the randomized election timeout.
+ *
+ * THE CONTRACT (durable before send):
+ *   1. r = raft_ready(); if nothing is ready, r->empty is true.
+ *   2. The caller makes durable, in this order: r->snap_chunk (if any), the
+ *      r->entries (truncating its stable log after entries[0].index-1 first),
+ *      r->repair entries (overwritten in place, nothing truncated), and the
+ *      hard state r->hs (if r->hs_changed). Then fsync.
+ *   3. Only then it sends r->msgs (any order, any transport; loss is fine),
+ *      installs r->snap_install (if set: replaces the state machine, drops
+ *      the log up to that index) and applies r->committed in order.
+ *      Confirmed reads r->reads may be served once the state machine has
+ *      applied through their index.
+ *   4. raft_advance(). Between raft_ready() and raft_advance() no other raft_*
+ *      call is allowed. Everything a ready points to stays valid until
+ *      raft_advance() and is owned by the core.
+ *   If step 2 fails, the caller calls raft_persist_failed() instead of
+ *   advance: the batch's messages are dropped, a leader steps down, and the
+ *   node must not acknowledge anything it did not persist (the simulator
+ *   crashes such a node and restarts it from its disk).
+ *
+ * Stable log: the caller's storage, read through struct raft_storage (a
+ * small vtable, so the engine's WAL can be the storage and the simulator an
+ * in-memory fault-injecting disk). The core keeps only *unstable* entries
+ * (not yet acknowledged by raft_advance) in memory.
+ *
+ * Entries carry a checksum (raft_entry_csum). The core verifies it whenever
+ * it reads an entry back from storage. A node that finds a damaged entry:
+ *   - never applies or sends it (apply stops just before it);
+ *   - never truncates it away (a damaged entry may be part of a quorum);
+ *   - asks the leader to resend it, and overwrites it in place ("repair");
+ *   - if it is the leader, steps down and does not campaign until repaired.
+ *
+ * Roles (the state machine):
+ *
+ *                 election timeout              quorum of pre-votes
+ *   +----------+  (not quiesced)   +--------------+ -------------+
+ *   |          | ----------------> |              |              |
+ *   | FOLLOWER |                   | PRECANDIDATE |              v
+ *   |          | <---------------- |              |       +-----------+
+ *   +----------+  higher term or   +--------------+       |           |
+ *     ^  ^   ^    leader's append                          | CANDIDATE | --+ election
+ *     |  |   |                                             |           | <-+ timeout:
+ *     |  |   +-------- higher term / leader's append ------+-----------+   new term
+ *     |  |                                                        |
+ *     |  |  higher term, check-quorum failure,            quorum of votes
+ *     |  |  persistence failure, removed from conf,              |
+ *     |  |  damaged committed entry                              v
+ *     |  +---------------------------------------------- +--------+
+ *     |                                                  | LEADER | appends a
+ *     |  TimeoutNow skips PRECANDIDATE (leader transfer) +--------+ no-op first
+ *     +---- (FOLLOWER -> CANDIDATE directly)
+ *
+ *   Learners are FOLLOWERs that never campaign and never vote.
+ *   Quiesced: a flag, not a role. An idle leader tells its followers to stop
+ *   ticking (QUIESCE heartbeat); any proposal, any non-quiesce message from
+ *   the leader, or raft_unquiesce() wakes the group.
+ *
+ * Invariants (asserted, on in release builds):
+ *   I1. term never decreases; a node votes at most once per term (hs.vote).
+ *   I2. commit never decreases and never exceeds the last index.
+ *   I3. a leader never truncates its own log; entries at or below commit are
+ *       never truncated.
+ *   I4. applied <= commit; entries are handed out for apply exactly once, in
+ *       index order, and only once durable on this node.
+ *   I5. a leader counts a peer's match only from that peer's responses and
+ *       its own match only after raft_advance (durable before counted).
+ *
+ * Membership: one change at a time, as a RAFT_ENTRY_CONF log entry, taking
+ * effect when committed. A leader proposes a change only after it committed an
+ * entry of its own term and when no other change is pending. Node ids are
+ * never reused: an added node's id must be greater than every id the group's
+ * configuration ever held (conf.max_id).
+ *
+ * Threading: a struct raft is owned by one thread; nothing here locks.
+ * Memory per group: struct raft (a few hundred bytes + RAFT_MAX_MEMBERS
+ * progress slots) plus unstable entries and in-flight ready buffers.
+ */
+#ifndef PARLEY_RAFT_H
+#define PARLEY_RAFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- limits ------------------------------------------------------------ */
+
+#define RAFT_MAX_MEMBERS 9          /* voters + learners in one group */
+#define RAFT_MAX_ENTRY_BYTES (1u << 20)
+#define RAFT_MAX_CHUNK_BYTES (64u << 10) /* one snapshot chunk on the wire */
+#define RAFT_MAX_MSG_ENTRIES 256    /* entries in one APPEND */
+
+/* ---- entries ----------------------------------------------------------- */
+
+enum raft_entry_type {
+	RAFT_ENTRY_NORMAL = 0, /* a client command */
+	RAFT_ENTRY_NOOP = 1,   /* appended by a new leader at term start */
+	RAFT_ENTRY_CONF = 2,   /* a membership change (struct raft_conf_change) */
+};
+
+/*
+ * One log entry. `data` is borrowed: in a message it points into the
+ * message's buffer (valid while the message is); in a ready it is owned by
+ * the core until raft_advance(). The core copies what it keeps.
+ */
+struct raft_entry {
+	uint64_t term;
+	uint64_t index;
+	uint64_t csum;       /* raft_entry_csum(term, index, type, data, len) */
+	uint32_t len;        /* <= RAFT_MAX_ENTRY_BYTES */
+	uint8_t type;        /* enum raft_entry_type */
+	const uint8_t *data;
+};
+
+/* xxh3 over (term, index, type, data): what makes a damaged entry visible. */
+uint64_t raft_entry_csum(uint64_t term, uint64_t index, uint8_t type,
+			 const void *data, uint32_t len);
+static inline bool raft_entry_ok(const struct raft_entry *e)
+{
+	return e->csum == raft_entry_csum(e->term, e->index, e->type, e->data,
+					  e->len);
+}
+
+/* ---- membership -------------------------------------------------------- */
+
+enum raft_role_in_conf { RAFT_VOTER = 1, RAFT_LEARNER = 2 };
+
+struct raft_conf {
+	uint32_t n;                          /* members in use */
+	uint64_t max_id;                     /* highest id ever a member */
+	uint64_t ids[RAFT_MAX_MEMBERS];      /* node ids, never 0, never reused */
+	uint8_t roles[RAFT_MAX_MEMBERS];     /* enum raft_role_in_conf */
+};
+
+enum raft_conf_op {
+	RAFT_CONF_ADD_VOTER = 1,   /* a new node straight into the voters */
+	RAFT_CONF_ADD_LEARNER = 2, /* a new node as a non-voting learner */
+	RAFT_CONF_PROMOTE = 3,     /* learner -> voter */
+	RAFT_CONF_REMOVE = 4,      /* voter or learner leaves for good */
+};
+
+/* Payload of a RAFT_ENTRY_CONF entry: 1 byte op + 8 bytes node id (LE). */
+#define RAFT_CONF_CHANGE_BYTES 9
+struct raft_conf_change {
+	uint8_t op;        /* enum raft_conf_op */
+	uint64_t node;
+};
+
+/* ---- snapshots --------------------------------------------------------- */
+
+struct raft_snapshot_meta {
+	uint64_t index;          /* last entry the snapshot covers (0 = none) */
+	uint64_t term;           /* its term */
+	uint64_t size;           /* bytes of snapshot data */
+	uint64_t csum;           /* xxh3 of the snapshot bytes */
+	struct raft_conf conf;   /* membership as of `index` */
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+enum raft_msg_type {
+	RAFT_MSG_NONE = 0,
+	RAFT_MSG_APPEND = 1,          /* leader -> follower: entries after (index, log_term) */
+	RAFT_MSG_APPEND_RESP = 2,     /* follower -> leader: match index, or reject + hints */
+	RAFT_MSG_VOTE = 3,            /* candidate -> voters */
+	RAFT_MSG_VOTE_RESP = 4,
+	RAFT_MSG_PREVOTE = 5,         /* pre-candidate -> voters, for term+1, term not bumped */
+	RAFT_MSG_PREVOTE_RESP = 6,
+	RAFT_MSG_HEARTBEAT = 7,       /* leader -> follower: commit, read ctx, quiesce */
+	RAFT_MSG_HEARTBEAT_RESP = 8,
+	RAFT_MSG_SNAPSHOT = 9,        /* leader -> follower: one chunk of a snapshot */
+	RAFT_MSG_SNAPSHOT_RESP = 10,  /* follower -> leader: next offset wanted */
+	RAFT_MSG_TIMEOUT_NOW = 11,    /* leader -> transfer target: campaign now */
+	RAFT_MSG_READ_INDEX = 12,     /* follower -> leader: forward a read (ctx) */
+	RAFT_MSG_READ_INDEX_RESP = 13,/* leader -> follower: read index for ctx (0 + REJECT: retry) */
+	RAFT_MSG_TYPE_COUNT
+};
+
+/* flags */
+#define RAFT_MSGF_REJECT 0x1u    /* *_RESP: refused (append mismatch, vote denied, ...) */
+#define RAFT_MSGF_TRANSFER 0x2u  /* VOTE/PREVOTE: leader transfer, ignore the leader lease */
+#define RAFT_MSGF_QUIESCE 0x4u   /* HEARTBEAT: group is idle, stop ticking */
+#define RAFT_MSGF_LAST 0x8u      /* SNAPSHOT: this chunk is the last one */
+#define RAFT_MSGF_DAMAGED 0x10u  /* APPEND_RESP/HEARTBEAT_RESP: sender holds a damaged
+				  * entry at `hint`; please resend from there */
+#define RAFT_MSGF_ALL 0x1Fu
+
+/*
+ * One Raft message. Every field is fixed width for the codec; which fields
+ * mean something depends on `type` (unused fields are 0 and the codec may
+ * skip them):
+ *
+ *   type            index               log_term            commit  hint                 ctx
+ *   APPEND          prev log index      prev log term       yes     -                    -
+ *   APPEND_RESP     match/last index    conflict term       -       conflict index /     -
+ *                   (reject: prev idx)  (reject)                    damaged index
+ *   VOTE, PREVOTE   last log index      last log term       -       -                    -
+ *   *VOTE_RESP      -                   -                   -       -                    -
+ *   HEARTBEAT       -                   -                   yes     -                    read ctx
+ *   HEARTBEAT_RESP  last index          -                   -       damaged index        read ctx
+ *   SNAPSHOT        (snap.index)        -                   -       -                    -
+ *   SNAPSHOT_RESP   snapshot index      -                   -       -                    -
+ *   TIMEOUT_NOW     -                   -                   -       -                    -
+ *   READ_INDEX      -                   -                   -       -                    read ctx
+ *   READ_INDEX_RESP read index          -                   -       -                    read ctx
+ *
+ *   SNAPSHOT carries `snap` (meta incl. conf), `offset` (byte offset of
+ *   this chunk), `chunk`/`chunk_len` (<= RAFT_MAX_CHUNK_BYTES), LAST flag.
+ *   SNAPSHOT_RESP carries `offset` = next byte offset the follower wants
+ *   (resume point), snap.index/snap.term = which snapshot.
+ *   APPEND carries `entries`/`n_entries` (<= RAFT_MAX_MSG_ENTRIES).
+ *
+ * `group` is the multi-Raft group id: the core copies it into every message
+ * it sends and ignores it on receipt (the caller routes by it). Pointers are
+ * borrowed (see struct raft_entry).
+ */
+struct raft_msg {
+	uint8_t type;                 /* enum raft_msg_type */
+	uint32_t flags;               /* RAFT_MSGF_* */
+	uint64_t group;
+	uint64_t from;
+	uint64_t to;
+	uint64_t term;
+	uint64_t index;
+	uint64_t log_term;
+	uint64_t commit;
+	uint64_t hint;
+	uint64_t ctx;
+	/* APPEND */
+	uint32_t n_entries;
+	const struct raft_entry *entries;
+	/* SNAPSHOT / SNAPSHOT_RESP */
+	struct raft_snapshot_meta snap;
+	uint64_t offset;
+	uint32_t chunk_len;
+	const uint8_t *chunk;
+};
+
+/* ---- persistent state and storage -------------------------------------- */
+
+struct raft_hardstate {
+	uint64_t term;
+	uint64_t vote;    /* node voted for in `term`, 0 = none */
+	uint64_t commit;
+};
+
+/*
+ * The caller's stable storage. Reads only; every write goes through a ready.
+ * All functions return 0 or a negative code.
+ */
+struct raft_storage {
+	void *ctx;
+	/*
+	 * At raft_new: the durable hard state, the latest installed snapshot
+	 * (meta; index 0 = none), the last durable log index (>= snap->index),
+	 * and a partially received snapshot (partial->index 0 = none;
+	 * *partial_bytes = bytes of it durably stored) so an interrupted
+	 * install resumes where it stopped.
+	 */
+	int (*load)(void *ctx, struct raft_hardstate *hs,
+		    struct raft_snapshot_meta *snap, uint64_t *last_index,
+		    struct raft_snapshot_meta *partial, uint64_t *partial_bytes);
+	/*
+	 * Entry at `index` (snap.index < index <= last durable index). `out->data`
+	 * may point into storage memory valid until the next storage call.
+	 * -PARLEY_ENOTFOUND if compacted or beyond the end. The core verifies
+	 * the checksum itself; storage may also return -PARLEY_ECORRUPT with
+	 * out->term/index filled when it knows the entry's header but not its
+	 * payload.
+	 */
+	int (*entry)(void *ctx, uint64_t index, struct raft_entry *out);
+	/* Up to `len` bytes of the current snapshot at `offset` into buf;
+	 * returns bytes read (>= 0) or a negative code. */
+	int (*snapshot_read)(void *ctx, uint64_t offset, void *buf, uint32_t len);
+};
+
+/* ---- configuration ------------------------------------------------------ */
+
+struct raft_config {
+	uint64_t id;                 /* this node, never 0 */
+	uint64_t group;              /* copied into messages */
+	uint32_t election_ticks;     /* base election timeout (randomized in [e, 2e)) */
+	uint32_t heartbeat_ticks;    /* < election_ticks */
+	uint32_t max_inflight;       /* APPEND messages in flight per follower */
+	uint32_t max_batch_entries;  /* entries per APPEND (<= RAFT_MAX_MSG_ENTRIES) */
+	uint32_t max_batch_bytes;    /* payload bytes per APPEND */
+	uint32_t max_uncommitted;    /* unstable+uncommitted entries before EFULL */
+	uint32_t chunk_bytes;        /* snapshot chunk size (<= RAFT_MAX_CHUNK_BYTES) */
+	uint32_t quiesce_ticks;      /* idle ticks before a leader quiesces (0 = never) */
+	uint64_t rng_seed;           /* injected randomness (election jitter) */
+	bool pre_vote;
+	bool check_quorum;
+	/* Bootstrap: the initial configuration when storage holds nothing
+	 * (every founding member gets the same one). Ignored otherwise. */
+	struct raft_conf bootstrap;
+	struct raft_storage storage;
+};
+
+/* ---- the ready batch ---------------------------------------------------- */
+
+struct raft_read {
+	uint64_t ctx;     /* as given to raft_read_index */
+	uint64_t index;   /* serve once applied >= index */
+	int err;          /* 0, or -PARLEY_ENOTLEADER / -PARLEY_ETIMEDOUT (retry) */
+};
+
+struct raft_ready {
+	bool empty;
+	bool hs_changed;
+	struct raft_hardstate hs;
+	/* persist: truncate stable log after entries[0].index - 1, append */
+	const struct raft_entry *entries;
+	uint32_t n_entries;
+	/* persist: overwrite these damaged entries in place (no truncation) */
+	const struct raft_entry *repair;
+	uint32_t n_repair;
+	/* persist: a chunk of an incoming snapshot (chunk_len > 0 or LAST) */
+	bool has_chunk;
+	struct raft_snapshot_meta chunk_snap;
+	uint64_t chunk_offset;
+	uint32_t chunk_len;
+	const uint8_t *chunk;
+	/* after persisting: install this (fully received) snapshot */
+	bool has_install;
+	struct raft_snapshot_meta install;
+	/* after persisting: send */
+	const struct raft_msg *msgs;
+	uint32_t n_msgs;
+	/* after persisting: apply, in order (checksums verified) */
+	const struct raft_entry *committed;
+	uint32_t n_committed;
+	/* linearizable reads confirmed (or failed) */
+	const struct raft_read *reads;
+	uint32_t n_reads;
+};
+
+/* ---- the API ------------------------------------------------------------ */
+
+enum raft_role {
+	RAFT_FOLLOWER = 0,
+	RAFT_PRECANDIDATE = 1,
+	RAFT_CANDIDATE = 2,
+	RAFT_LEADER = 3,
+};
+
+struct raft;
+
+/* Creates a core from the caller's storage; 0 or -PARLEY_E*. */
+int raft_new(const struct raft_config *cfg, struct raft **out);
+void raft_free(struct raft *r);
+
+/* Inputs. Each returns 0 or a negative code; none blocks. */
+int raft_step(struct raft *r, const struct raft_msg *m);
+void raft_tick(struct raft *r);
+/* Leader only: appends a NORMAL entry; *index gets its log index.
+ * -PARLEY_ENOTLEADER (see raft_leader() for a hint), -PARLEY_EFULL
+ * (too many uncommitted entries), -PARLEY_EAGAIN (leader transfer in
+ * progress), -PARLEY_ETOOBIG. */
+int raft_propose(struct raft *r, const void *data, uint32_t len,
+		 uint64_t *index);
+/* Leader only: one membership change at a time. -PARLEY_EAGAIN while one is
+ * pending or before the leader committed in its term; -PARLEY_EINVAL for a
+ * reused id, an unknown node, a promote of a non-learner, or a removal that
+ * would leave no voter. */
+int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
+		      uint64_t *index);
+/* Leader only: hand leadership to `to` (a voter). */
+int raft_transfer(struct raft *r, uint64_t to);
+/* ReadIndex: the result comes back in a ready's reads with the same ctx.
+ * Works on a follower too (forwarded to the leader). */
+int raft_read_index(struct raft *r, uint64_t ctx);
+/* The caller's storage now holds a snapshot `meta` and may have dropped
+ * the log up to meta->index (which must be <= applied). */
+int raft_compacted(struct raft *r, const struct raft_snapshot_meta *meta);
+/* The caller failed to persist the last ready (EIO on fsync). */
+void raft_persist_failed(struct raft *r);
+/* Wake a quiesced group (e.g. node liveness saw the leader's node die). */
+void raft_unquiesce(struct raft *r);
+
+struct raft_ready *raft_ready(struct raft *r);
+void raft_advance(struct raft *r);
+
+/* Observers (pure reads). */
+enum raft_role raft_role(const struct raft *r);
+uint64_t raft_term(const struct raft *r);
+uint64_t raft_leader(const struct raft *r);   /* 0 = unknown */
+uint64_t raft_commit(const struct raft *r);
+uint64_t raft_applied(const struct raft *r);
+uint64_t raft_last_index(const struct raft *r);
+uint64_t raft_id(const struct raft *r);
+bool raft_quiesced(const struct raft *r);
+bool raft_damaged(const struct raft *r, uint64_t *first_damaged);
+const struct raft_conf *raft_conf(const struct raft *r);
+/* Entry term at index, from unstable or storage; 0 if unknown. */
+uint64_t raft_term_at(struct raft *r, uint64_t index);
+
+/* Helpers shared with the codec and callers. */
+const char *raft_msg_type_name(uint8_t type);
+const char *raft_role_name(enum raft_role role);
+int raft_conf_change_encode(const struct raft_conf_change *cc,
+			    uint8_t out[RAFT_CONF_CHANGE_BYTES]);
+int raft_conf_change_decode(const uint8_t *p, uint32_t len,
+			    struct raft_conf_change *cc);
+/* Applies cc to conf (the rule set of raft_propose_conf); 0 or -PARLEY_EINVAL. */
+int raft_conf_apply(struct raft_conf *conf, const struct raft_conf_change *cc);
+int raft_conf_find(const struct raft_conf *conf, uint64_t id);  /* slot or -1 */
+
+#endif /* PARLEY_RAFT_H */
