@@ -50,7 +50,8 @@
 	X(PARLEY_ETRIMMED, 1017, "below the first retained sequence number")   \
 	X(PARLEY_EINCOMPLETE, 1018, "incomplete input, need more bytes")       \
 	X(PARLEY_ERATE, 1019, "rate limited")                                  \
-	X(PARLEY_ENOMEM, 1020, "out of memory")
+	X(PARLEY_ENOMEM, 1020, "out of memory")                                \
+	X(PARLEY_ELOCKED, 1021, "data directory in use by another process")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM(name, val, text) name = val,

@@ -1137,6 +1137,9 @@ static void engine_free(struct pe_engine *e)
 		}
 		free(e->shards);
 	}
+	/* last: every WAL file is closed and no ring op is in flight */
+	if (e->locked)
+		e->io->ops->unlock(e->io, e->lock_token);
 	if (e->own_io)
 		pio_free(e->io);
 	free(e);
@@ -1171,6 +1174,18 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		if (rc && rc != -EEXIST)
 			goto fail;
 	}
+	/* One writer per data directory: a second process appending to the
+	 * same WAL would interleave batches and corrupt it. Read-only opens
+	 * (inspect) share the lock with each other, never with a writer. */
+	rc = e->io->ops->lock(e->io, e->dir, !opt->read_only, &e->lock_token);
+	if (rc) {
+		if (rc == -PARLEY_ELOCKED)
+			PLOG_E("engine", "data directory is locked by another "
+			       "process (see its LOCK file for the pid)",
+			       "dir=%s", e->dir);
+		goto fail;
+	}
+	e->locked = true;
 	bool exists;
 	rc = manifest_read(e, &exists);
 	if (rc)

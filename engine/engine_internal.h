@@ -162,6 +162,8 @@ struct pe_engine {
 	char dir[512];
 	struct pio *io;
 	bool own_io;
+	bool locked;            /* holds the data directory's LOCK */
+	int64_t lock_token;
 	uint32_t nparts, nshards;
 	uint64_t idem_window_ms;
 	uint32_t idem_max;

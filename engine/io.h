@@ -79,6 +79,14 @@ struct pio_ops {
 	 * and returns that value; else 0, or -errno. Never calls cb with an
 	 * internal lock held, so cb may call other pio ops. */
 	int (*list)(struct pio *io, const char *dir, pio_list_cb cb, void *arg);
+	/* Advisory lock on a directory (its LOCK file): exclusive for the one
+	 * process that writes it, shared for read-only opens. Never blocks:
+	 * -PARLEY_ELOCKED when a conflicting lock is held (by another process,
+	 * or by another open in this one). *token identifies it for unlock. The
+	 * lock dies with the process (kill -9 included). */
+	int (*lock)(struct pio *io, const char *dir, bool exclusive,
+		    int64_t *token);
+	void (*unlock)(struct pio *io, int64_t token);
 
 	int (*ring_new)(struct pio *io, unsigned depth, struct pio_ring **out);
 	void (*ring_free)(struct pio_ring *r);

@@ -109,6 +109,16 @@ struct mem_io {
 	struct pio_file *handles;
 	struct pio_ring *rings;
 	uint32_t fault_write_eio, fault_fsync_eio, fault_enospc;
+	struct mem_lock *locks;
+	int64_t next_lock;
+};
+
+/* A held directory lock (the in-memory twin of flock on <dir>/LOCK). */
+struct mem_lock {
+	struct mem_lock *next;
+	char *dir; /* normalised */
+	bool exclusive;
+	int64_t token;
 };
 
 static const struct pio_ops mem_ops;
@@ -812,9 +822,65 @@ static void mem_ring_wake(struct pio_ring *r)
 
 /* ---- lifecycle and test hooks ------------------------------------------------- */
 
+static int mem_lock(struct pio *io, const char *dir, bool exclusive,
+		    int64_t *token)
+{
+	struct mem_io *m = mem_of(io);
+	struct mem_lock *l = calloc(1, sizeof *l);
+	char *p = mem_norm(dir);
+	if (!l || !p) {
+		free(l);
+		free(p);
+		return -ENOMEM;
+	}
+	int rc = 0;
+	pthread_mutex_lock(&m->mu);
+	for (struct mem_lock *h = m->locks; h; h = h->next)
+		if (!strcmp(h->dir, p) && (exclusive || h->exclusive))
+			rc = -PARLEY_ELOCKED;
+	if (!rc) {
+		l->dir = p;
+		l->exclusive = exclusive;
+		l->token = ++m->next_lock;
+		l->next = m->locks;
+		m->locks = l;
+		*token = l->token;
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (rc) {
+		free(l);
+		free(p);
+	}
+	return rc;
+}
+
+static void mem_unlock(struct pio *io, int64_t token)
+{
+	struct mem_io *m = mem_of(io);
+	struct mem_lock *found = NULL;
+	pthread_mutex_lock(&m->mu);
+	for (struct mem_lock **pp = &m->locks; *pp; pp = &(*pp)->next)
+		if ((*pp)->token == token) {
+			found = *pp;
+			*pp = found->next;
+			break;
+		}
+	pthread_mutex_unlock(&m->mu);
+	if (found) {
+		free(found->dir);
+		free(found);
+	}
+}
+
 static void mem_destroy(struct pio *io)
 {
 	struct mem_io *m = mem_of(io);
+	while (m->locks) {
+		struct mem_lock *l = m->locks;
+		m->locks = l->next;
+		free(l->dir);
+		free(l);
+	}
 	if (m->rings)
 		PLOG_W("io_mem", "pio_free with rings not freed", "%s", "");
 	while (m->handles) {
@@ -844,6 +910,8 @@ static const struct pio_ops mem_ops = {
 	.mkdir = mem_mkdir,
 	.fsync_dir = mem_fsync_dir,
 	.list = mem_list,
+	.lock = mem_lock,
+	.unlock = mem_unlock,
 	.ring_new = mem_ring_new,
 	.ring_free = mem_ring_free,
 	.ring_write = mem_ring_write,

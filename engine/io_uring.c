@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -183,6 +184,49 @@ static int ur_fsync_dir(struct pio *io, const char *path)
 	int rc = fsync(fd) < 0 ? -errno : 0;
 	close(fd);
 	return rc;
+}
+
+/* flock() on <dir>/LOCK: the lock belongs to the open file description, so
+ * it conflicts with a second open in this process too, and the kernel drops
+ * it when the process dies. The holder's pid is written for diagnostics. */
+static int ur_lock(struct pio *io, const char *dir, bool exclusive,
+		   int64_t *token)
+{
+	char path[1024];
+	if (snprintf(path, sizeof path, "%s/LOCK", dir) >= (int)sizeof path)
+		return -PARLEY_EINVAL;
+	int fd = open(path, (exclusive ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC,
+		      0644);
+	if (fd < 0 && !exclusive && errno == ENOENT) {
+		*token = -1; /* no writer ever ran here: nothing to share */
+		return 0;
+	}
+	if (fd < 0)
+		return -errno;
+	int rc;
+	do {
+		rc = flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+	} while (rc < 0 && errno == EINTR);
+	if (rc < 0) {
+		int err = errno == EWOULDBLOCK ? -PARLEY_ELOCKED : -errno;
+		close(fd);
+		return err;
+	}
+	if (exclusive) {
+		char pid[32];
+		int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+		if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) != n)
+			PLOG_W("io", "could not record the lock holder", "path=%s", path);
+	}
+	*token = fd;
+	return 0;
+}
+
+static void ur_unlock(struct pio *io, int64_t token)
+{
+	(void)io;
+	if (token >= 0)
+		close((int)token); /* releases the flock */
 }
 
 static int ur_list(struct pio *io, const char *dir, pio_list_cb cb, void *arg)
@@ -463,6 +507,8 @@ static const struct pio_ops uring_ops = {
 	.mkdir = ur_mkdir,
 	.fsync_dir = ur_fsync_dir,
 	.list = ur_list,
+	.lock = ur_lock,
+	.unlock = ur_unlock,
 	.ring_new = ur_ring_new,
 	.ring_free = ur_ring_free,
 	.ring_write = ur_ring_write,
