@@ -159,3 +159,69 @@ uint64_t parley_mono_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* ---- base64url ------------------------------------------------------------- */
+
+static const char b64url_tab[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t parley_b64url_encode(const void *inp, size_t n, char *out)
+{
+	const uint8_t *in = inp;
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)in[i + 1] << 8;
+		if (i + 2 < n)
+			v |= in[i + 2];
+		out[o++] = b64url_tab[(v >> 18) & 63];
+		out[o++] = b64url_tab[(v >> 12) & 63];
+		if (i + 1 < n)
+			out[o++] = b64url_tab[(v >> 6) & 63];
+		if (i + 2 < n)
+			out[o++] = b64url_tab[v & 63];
+	}
+	out[o] = '\0';
+	return o;
+}
+
+static int b64url_val(int c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+int parley_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
+{
+	if (n % 4 == 1)
+		return -1;
+	size_t o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		int d = b64url_val((unsigned char)in[i]);
+		if (d < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t)d;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o >= cap)
+				return -1;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	if (bits && (acc & ((1u << bits) - 1)))
+		return -1;
+	return (int)o;
+}

@@ -215,6 +215,16 @@ static inline uint64_t parley_rng_below(struct parley_rng *r, uint64_t n)
 	return parley_rng_next(r) % n;
 }
 
+/* ---- base64url (RFC 4648 section 5, no padding), as JWTs use it ---------- */
+
+/* Writes ceil(4n/3) characters and a NUL to out; returns the characters. */
+size_t parley_b64url_encode(const void *in, size_t n, char *out);
+/* Decodes n characters into at most cap bytes. Canonical form only: unused
+ * low bits of the last character must be zero, so each byte string has one
+ * spelling. Returns the bytes written, or -1 on a bad character, a length
+ * that no encoding has (n % 4 == 1), non-canonical bits or too small cap. */
+int parley_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap);
+
 #define PARLEY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PARLEY_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PARLEY_MAX(a, b) ((a) > (b) ? (a) : (b))

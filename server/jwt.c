@@ -112,73 +112,6 @@ void jwt_verifier_free(struct jwt_verifier *v)
 	free(v);
 }
 
-/* ---- base64url ----------------------------------------------------------- */
-
-static int b64url_val(int c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
-
-/* Decodes unpadded base64url; -1 on a bad character, length or cap. */
-static int b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
-{
-	if (n % 4 == 1)
-		return -1;
-	size_t o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		int d = b64url_val((unsigned char)in[i]);
-		if (d < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)d;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= cap)
-				return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	/* canonical form only: the unused low bits of the last character
-	 * must be zero, so one token has exactly one spelling */
-	if (bits && (acc & ((1u << bits) - 1)))
-		return -1;
-	return (int)o;
-}
-
-static size_t b64url_encode(const uint8_t *in, size_t n, char *out)
-{
-	static const char t[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = t[(v >> 18) & 63];
-		out[o++] = t[(v >> 12) & 63];
-		if (i + 1 < n)
-			out[o++] = t[(v >> 6) & 63];
-		if (i + 2 < n)
-			out[o++] = t[v & 63];
-	}
-	out[o] = '\0';
-	return o;
-}
-
 /* ---- a tiny JSON reader ------------------------------------------------------ */
 
 struct js {
@@ -477,9 +410,9 @@ int jwt_verify(const struct jwt_verifier *v, const char *tok, size_t len,
 	if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - tok)))
 		FAIL("not a compact JWS (three parts)");
 	uint8_t hdr[1024], pay[JWT_MAX_TOKEN], sig[600];
-	int hl = b64url_decode(tok, (size_t)(d1 - tok), hdr, sizeof hdr);
-	int pl = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), pay, sizeof pay);
-	int sl = b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - tok), sig, sizeof sig);
+	int hl = parley_b64url_decode(tok, (size_t)(d1 - tok), hdr, sizeof hdr);
+	int pl = parley_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), pay, sizeof pay);
+	int sl = parley_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - tok), sig, sizeof sig);
 	if (hl <= 0 || pl <= 0 || sl < 0)
 		FAIL("bad base64url");
 	struct claims_raw h = {0}, c = {0};
@@ -528,14 +461,14 @@ int jwt_mint_hs256(const void *secret, size_t slen, const char *sub,
 		return -PARLEY_EINVAL;
 	const char *hdr = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	char buf[2048];
-	size_t o = b64url_encode((const uint8_t *)hdr, strlen(hdr), buf);
+	size_t o = parley_b64url_encode((const uint8_t *)hdr, strlen(hdr), buf);
 	buf[o++] = '.';
-	o += b64url_encode((const uint8_t *)claims, (size_t)n, buf + o);
+	o += parley_b64url_encode((const uint8_t *)claims, (size_t)n, buf + o);
 	uint8_t mac[32];
 	unsigned ml = 0;
 	HMAC(EVP_sha256(), secret, (int)slen, (const uint8_t *)buf, o, mac, &ml);
 	char sig[64];
-	b64url_encode(mac, ml, sig);
+	parley_b64url_encode(mac, ml, sig);
 	int total = snprintf(out, cap, "%.*s.%s", (int)o, buf, sig);
 	return total < (int)cap ? total : -PARLEY_ETOOBIG;
 }

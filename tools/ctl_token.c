@@ -38,28 +38,6 @@ static void token_usage(FILE *f)
 		"exit: 0 ok, 2 usage, 3 runtime error\n");
 }
 
-static size_t b64url(const unsigned char *in, size_t n, char *out)
-{
-	static const char t[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-		if (i + 1 < n)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = t[(v >> 18) & 63];
-		out[o++] = t[(v >> 12) & 63];
-		if (i + 1 < n)
-			out[o++] = t[(v >> 6) & 63];
-		if (i + 2 < n)
-			out[o++] = t[v & 63];
-	}
-	out[o] = '\0';
-	return o;
-}
-
 static int json_safe(const char *s)
 {
 	for (; *s; s++)
@@ -192,9 +170,9 @@ int ctl_token_main(int argc, char **argv)
 	}
 	char hdr[64], tok[8192];
 	snprintf(hdr, sizeof hdr, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
-	size_t o = b64url((const unsigned char *)hdr, strlen(hdr), tok);
+	size_t o = parley_b64url_encode(hdr, strlen(hdr), tok);
 	tok[o++] = '.';
-	o += b64url((const unsigned char *)claims, (size_t)n, tok + o);
+	o += parley_b64url_encode(claims, (size_t)n, tok + o);
 	unsigned char sig[1024];
 	size_t siglen = 0;
 	if (hs) {
@@ -211,7 +189,7 @@ int ctl_token_main(int argc, char **argv)
 		return 3;
 	}
 	tok[o++] = '.';
-	b64url(sig, siglen, tok + o);
+	parley_b64url_encode(sig, siglen, tok + o);
 	printf("%s\n", tok);
 	return 0;
 }

@@ -377,27 +377,6 @@ static __attribute__((unused)) int it_server_stop(struct it_server *s, int sig, 
 
 /* ---- JWT minting ------------------------------------------------------------------ */
 
-static __attribute__((unused)) void it_b64url(const uint8_t *in, size_t n, char *out)
-{
-	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = tbl[(v >> 18) & 63];
-		out[o++] = tbl[(v >> 12) & 63];
-		if (i + 1 < n)
-			out[o++] = tbl[(v >> 6) & 63];
-		if (i + 2 < n)
-			out[o++] = tbl[v & 63];
-	}
-	out[o] = '\0';
-}
-
 struct it_claims {
 	const char *sub;
 	const char *iss;      /* NULL = "parley-it" */
@@ -423,8 +402,8 @@ static __attribute__((unused)) char *it_token(const struct it_claims *cl)
 			      ",\"nbf\":%" PRId64, now + cl->nbf_rel_s);
 	snprintf(payload + n, sizeof payload - (size_t)n, "}");
 	const char *hdr = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-	it_b64url((const uint8_t *)hdr, strlen(hdr), hdr_b);
-	it_b64url((const uint8_t *)payload, strlen(payload), pay_b);
+	parley_b64url_encode((const uint8_t *)hdr, strlen(hdr), hdr_b);
+	parley_b64url_encode((const uint8_t *)payload, strlen(payload), pay_b);
 	char signing[2000];
 	snprintf(signing, sizeof signing, "%s.%s", hdr_b, pay_b);
 	const char *secret = cl->secret ? cl->secret
@@ -433,7 +412,7 @@ static __attribute__((unused)) char *it_token(const struct it_claims *cl)
 	unsigned ml = 0;
 	HMAC(EVP_sha256(), secret, (int)strlen(secret),
 	     (const uint8_t *)signing, strlen(signing), mac, &ml);
-	it_b64url(mac, ml, sig_b);
+	parley_b64url_encode(mac, ml, sig_b);
 	char *tok = malloc(strlen(signing) + 1 + strlen(sig_b) + 1);
 	IT_CHECK(tok);
 	sprintf(tok, "%s.%s", signing, sig_b);

@@ -64,3 +64,43 @@ Test(common, rng_is_deterministic)
 	for (int i = 0; i < 1000; i++)
 		cr_assert_lt(parley_rng_below(&a, 7), 7);
 }
+
+Test(common, b64url_rfc4648_vectors_and_round_trip)
+{
+	/* RFC 4648 section 10 vectors, unpadded */
+	const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+	const char *want[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+	char out[32];
+	uint8_t back[32];
+	for (size_t i = 0; i < 7; i++) {
+		size_t n = parley_b64url_encode(in[i], strlen(in[i]), out);
+		cr_assert_str_eq(out, want[i]);
+		cr_assert_eq(n, strlen(want[i]));
+		int m = parley_b64url_decode(out, n, back, sizeof back);
+		cr_assert_eq(m, (int)strlen(in[i]));
+		cr_assert_eq(memcmp(back, in[i], (size_t)m), 0);
+	}
+	/* the URL-safe alphabet: 0xfb 0xff -> "-_8" */
+	const uint8_t hi[] = {0xfb, 0xff};
+	cr_assert_str_eq((parley_b64url_encode(hi, 2, out), out), "-_8");
+	struct parley_rng r = {.s = 7};
+	for (int it = 0; it < 200; it++) {
+		uint8_t buf[20];
+		size_t n = parley_rng_below(&r, sizeof buf + 1);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (uint8_t)parley_rng_next(&r);
+		size_t e = parley_b64url_encode(buf, n, out);
+		cr_assert_eq(parley_b64url_decode(out, e, back, sizeof back), (int)n);
+		cr_assert_eq(memcmp(back, buf, n), 0);
+	}
+}
+
+Test(common, b64url_rejects_bad_input)
+{
+	uint8_t out[8];
+	cr_assert_eq(parley_b64url_decode("Zm9v+", 5, out, sizeof out), -1, "length 1 mod 4");
+	cr_assert_eq(parley_b64url_decode("Zm+v", 4, out, sizeof out), -1, "'+' is not url-safe");
+	cr_assert_eq(parley_b64url_decode("Zm9v", 4, out, 2), -1, "cap");
+	cr_assert_eq(parley_b64url_decode("Zh", 2, out, sizeof out), -1, "non-canonical low bits");
+	cr_assert_eq(parley_b64url_decode("Zg", 2, out, sizeof out), 1);
+}

@@ -35,40 +35,19 @@ static struct jwt_verifier *hs(const char *iss, const char *aud)
 	return v;
 }
 
-static void b64(const uint8_t *in, size_t n, char *out)
-{
-	static const char t[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = t[(v >> 18) & 63];
-		out[o++] = t[(v >> 12) & 63];
-		if (i + 1 < n)
-			out[o++] = t[(v >> 6) & 63];
-		if (i + 2 < n)
-			out[o++] = t[v & 63];
-	}
-	out[o] = '\0';
-}
-
 /* HS256 token with arbitrary header and claims JSON. */
 static char *hs_tok(const char *hdr, const char *claims, const char *secret)
 {
 	char *t = malloc(8192);
-	b64((const uint8_t *)hdr, strlen(hdr), t);
+	parley_b64url_encode(hdr, strlen(hdr), t);
 	strcat(t, ".");
-	b64((const uint8_t *)claims, strlen(claims), t + strlen(t));
+	parley_b64url_encode(claims, strlen(claims), t + strlen(t));
 	uint8_t mac[32];
 	unsigned ml;
 	HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)t,
 	     strlen(t), mac, &ml);
 	strcat(t, ".");
-	b64(mac, ml, t + strlen(t));
+	parley_b64url_encode(mac, ml, t + strlen(t));
 	return t;
 }
 
@@ -193,9 +172,9 @@ static char *pk_tok(EVP_PKEY *k, const char *alg, const char *claims)
 	char hdr[64];
 	snprintf(hdr, sizeof hdr, "{\"alg\":\"%s\"}", alg);
 	char *t = malloc(8192);
-	b64((const uint8_t *)hdr, strlen(hdr), t);
+	parley_b64url_encode(hdr, strlen(hdr), t);
 	strcat(t, ".");
-	b64((const uint8_t *)claims, strlen(claims), t + strlen(t));
+	parley_b64url_encode(claims, strlen(claims), t + strlen(t));
 	uint8_t der[600];
 	size_t dl = sizeof der;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -217,7 +196,7 @@ static char *pk_tok(EVP_PKEY *k, const char *alg, const char *claims)
 		memcpy(sig, der, dl);
 	}
 	strcat(t, ".");
-	b64(sig, sl, t + strlen(t));
+	parley_b64url_encode(sig, sl, t + strlen(t));
 	return t;
 }
 
