@@ -30,6 +30,7 @@
 #include "bench.h"
 #include "bench_wire.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -194,6 +195,33 @@ static void srv_stop(struct srv *s)
 	}
 }
 
+/* Sockets among pid's open files (/proc/PID/fd), or -errno: shows the
+ * connections are really held open by the server when RSS is read. */
+static long socket_fds(pid_t pid)
+{
+	char p[64];
+	snprintf(p, sizeof p, "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(p);
+	if (!d)
+		return -errno;
+	long n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char lp[320], tgt[64];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(lp, sizeof lp, "%s/%s", p, de->d_name);
+		ssize_t l = readlink(lp, tgt, sizeof tgt - 1);
+		if (l > 0) {
+			tgt[l] = 0;
+			if (!strncmp(tgt, "socket:", 7))
+				n++;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
 /* VmRSS of pid in KiB, or -errno. */
 static long vmrss_kib(pid_t pid)
 {
@@ -233,7 +261,7 @@ static void idle_child(const struct bench_cfg *cfg, const struct srv *s,
 	setrlimit(RLIMIT_NOFILE, &rl);
 	int *fds = calloc(n, sizeof *fds);
 	struct wire_conn *c = calloc(IDLE_BATCH, sizeof *c);
-	uint8_t *rbuf = malloc(64u << 10);
+	uint8_t *rbuf = malloc(WIRE_RBUF); /* wire_fill reads up to WIRE_RBUF */
 	struct parley_msg *m = malloc(sizeof *m);
 	int status = 0;
 	if (!fds || !c || !rbuf || !m) {
@@ -330,6 +358,7 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	}
 	bench_sleep_ns(300 * 1000000ull);
 	long rss0 = vmrss_kib(s.watch_pid);
+	long socks0 = socket_fds(s.watch_pid);
 	double t0 = bench_now_s();
 
 	uint32_t n = cfg->count;
@@ -351,6 +380,13 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			close(sp[0]);
 			close(hp[1]);
+			/* drop the pipe ends of the siblings forked before us:
+			 * holding a sibling's hold-pipe write end would keep it
+			 * from ever seeing EOF (and the parent waiting for it) */
+			for (uint32_t j = 0; j < started; j++) {
+				close(holdw[j]);
+				close(statr[j]);
+			}
 			idle_child(cfg, &s, first, cnt, sp[1], hp[0]);
 		}
 		close(sp[1]);
@@ -381,6 +417,7 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	double t_open = bench_now_s() - t0;
 	bench_sleep_ns(1000 * 1000000ull); /* let the server settle */
 	long rss1 = vmrss_kib(s.watch_pid);
+	long socks1 = socket_fds(s.watch_pid);
 	/* the warm-up connection must still be alive: send a PING */
 	struct parley_msg *m = malloc(sizeof *m);
 	memset(m, 0, sizeof *m);
@@ -400,12 +437,15 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	free(rbuf);
 
 	printf("\n### idle connections (server pid %d)\n\n", (int)s.watch_pid);
-	printf("| connections | client procs | open+auth time s | VmRSS before KiB | "
-	       "VmRSS after KiB | delta per connection (bytes) | goal |\n");
-	printf("|---:|---:|---:|---:|---:|---:|---|\n");
+	printf("| connections | client procs | open+auth time s | server sockets before → after | "
+	       "VmRSS before KiB | VmRSS after KiB | delta per connection (bytes) | goal |\n");
+	printf("|---:|---:|---:|---:|---:|---:|---:|---|\n");
 	double per_conn = n ? (double)(rss1 - rss0) * 1024.0 / n : 0;
-	printf("| %u | %u | %.2f | %ld | %ld | %.0f | ≤ 2048 |\n", n, started, t_open,
-	       rss0, rss1, per_conn);
+	printf("| %u | %u | %.2f | %ld → %ld | %ld | %ld | %.0f | ≤ 2048 |\n", n, started,
+	       t_open, socks0, socks1, rss0, rss1, per_conn);
+	if (socks0 >= 0 && socks1 >= 0 && socks1 - socks0 < (long)n)
+		printf("\nwarning: the server holds only %ld more sockets than before, not %u: "
+		       "some connections were closed or never accepted\n", socks1 - socks0, n);
 	if (idle_timeout && t_open + 1.5 > idle_timeout / 1000.0)
 		printf("\nwarning: the server's idle timeout (%u ms) is shorter than the "
 		       "measurement; some connections may have been closed\n", idle_timeout);
