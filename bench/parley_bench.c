@@ -172,8 +172,8 @@ void bench_load_print_header(void)
 {
 	printf("| system | load | producers | payload B | acks | appends/s | MB/s | "
 	       "p50 µs | p99 µs | p99.9 µs | max µs | WAL syncs/s | entries/sync | "
-	       "WAL MB/s | note |\n");
-	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+	       "WAL MB/s | mean write+sync µs | note |\n");
+	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
 }
 
 void bench_load_print_row(const struct load_result *r)
@@ -183,11 +183,12 @@ void bench_load_print_row(const struct load_result *r)
 		snprintf(load, sizeof load, "open %.0f/s", r->target_rate);
 	else
 		snprintf(load, sizeof load, "closed");
-	char syncs[32] = "n/a", eps[32] = "n/a", wal[32] = "n/a";
+	char syncs[32] = "n/a", eps[32] = "n/a", wal[32] = "n/a", msync[32] = "n/a";
 	if (r->have_stats) {
 		snprintf(syncs, sizeof syncs, "%.0f", r->syncs_per_s);
 		snprintf(eps, sizeof eps, "%.1f", r->entries_per_sync);
 		snprintf(wal, sizeof wal, "%.1f", r->wal_mb_per_s);
+		snprintf(msync, sizeof msync, "%.1f", r->mean_sync_us);
 	}
 	char note[256];
 	snprintf(note, sizeof note, "%s%s", r->note, r->ok ? "" : (r->note[0] ? "; FAILED" : "FAILED"));
@@ -203,13 +204,13 @@ void bench_load_print_row(const struct load_result *r)
 			 (unsigned long long)r->not_sent);
 	}
 	printf("| %s | %s | %u | %u | %llu | %.0f | %.2f | %.1f | %.1f | %.1f | %.1f | "
-	       "%s | %s | %s | %s |\n",
+	       "%s | %s | %s | %s | %s |\n",
 	       r->system, load, r->producers, r->payload, (unsigned long long)r->acks,
 	       r->appends_per_s, r->mb_per_s,
 	       (double)bench_hist_quantile(&r->lat, 0.50) / 1e3,
 	       (double)bench_hist_quantile(&r->lat, 0.99) / 1e3,
 	       (double)bench_hist_quantile(&r->lat, 0.999) / 1e3,
-	       (double)r->lat.max_ns / 1e3, syncs, eps, wal, note);
+	       (double)r->lat.max_ns / 1e3, syncs, eps, wal, msync, note);
 	fflush(stdout);
 }
 
