@@ -772,14 +772,22 @@ Test(raft_codec, garbage_is_rejected)
 
 /* ---- fuzz seeds -------------------------------------------------------------- */
 
+/* fuzz_raft_codec's input is a knob byte + data: writes the frame as a
+ * stream (knob 0) and its body alone for the sealed-body mode (knob 1). */
 static void write_seed(const char *dir, const char *name, const uint8_t *p, size_t n)
 {
-	char path[512];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	FILE *f = fopen(path, "wb");
-	cr_assert_not_null(f, "%s", path);
-	cr_assert_eq(fwrite(p, 1, n, f), n);
-	fclose(f);
+	for (int body = 0; body < 2; body++) {
+		char path[512];
+		snprintf(path, sizeof path, "%s/%s%s", dir, name, body ? "_body" : "");
+		FILE *f = fopen(path, "wb");
+		cr_assert_not_null(f, "%s", path);
+		uint8_t knob = (uint8_t)body;
+		size_t off = body ? RAFT_CODEC_HEADER_BYTES : 0;
+		size_t len = body ? n - RAFT_CODEC_HEADER_BYTES - RAFT_CODEC_TRAILER_BYTES : n;
+		cr_assert_eq(fwrite(&knob, 1, 1, f), 1);
+		cr_assert_eq(fwrite(p + off, 1, len, f), len);
+		fclose(f);
+	}
 }
 
 Test(raft_codec, write_fuzz_seeds)
