@@ -54,6 +54,7 @@ struct bench_cfg {
 	const char *jwt_secret;   /* HS256 key the server accepts */
 	const char *jwt_iss;
 	const char *jwt_aud;
+	const char *nats_server;  /* delivery: nats-server for the reference, or NULL */
 };
 
 /* ---- results -------------------------------------------------------------- */
@@ -111,6 +112,17 @@ const char *bench_redis_version(void);
 /* Server modes (bench_server.c): 0 ok, non-zero failure. */
 int bench_idle_conns(const struct bench_cfg *cfg);
 int bench_delivery(const struct bench_cfg *cfg);
+
+/* NATS core pub/sub reference for the delivery mode (bench_nats.c). */
+struct nats_srv;
+/* Starts nats-server (cfg->nats_server) on 127.0.0.1; *out is set even on
+ * failure and must be passed to bench_nats_stop. 0 or negative. */
+int bench_nats_start(const struct bench_cfg *cfg, struct nats_srv **out);
+void bench_nats_stop(struct nats_srv *s);
+const char *bench_nats_version(const struct nats_srv *s);
+/* One open-loop run at `rate` msg/s, prints one delivery-table row. */
+int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
+			double rate, uint32_t payload);
 
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);

@@ -77,7 +77,10 @@ static void usage(FILE *f)
 "             client side split over processes of <= 9000 connections.\n"
 "  delivery   two devices (sender, receiver) on parleyd: the sender SENDs open\n"
 "             loop at each --rate (default 1000,10000 msg/s); latency from the\n"
-"             intended send time to the EVENT at the receiver and to SEND_ACK.\n"
+"             intended send time to the EVENT at the receiver and to SEND_ACK;\n"
+"             the client keeps at most HELLO_OK max_inflight SENDs outstanding.\n"
+"             Each rate is followed by NATS core pub/sub (nats-server, no disk,\n"
+"             no ack) at the same rate and body size, as a reference.\n"
 "             Server modes start parleyd (--parleyd PATH) on 127.0.0.1 with a temp\n"
 "             data dir and kill it after, or use --connect HOST:PORT.\n"
 "\n"
@@ -104,11 +107,15 @@ static void usage(FILE *f)
 "  --seed N            payload PRNG seed (default 1)\n""  --count N           idle-conns: connections to open (default 10000)\n"
 "  --parleyd PATH      server modes: parleyd binary to start\n"
 "  --parleyd-args T    its arguments; {port} {data} {dir} are substituted\n"
-"                      (default \"--dev --data {data} --listen 127.0.0.1:{port}\")\n"
+"                      (default \"--dev --data {data} --listen 127.0.0.1:{port}\n"
+"                      --tls-port 0 --admin-port 0\")\n"
 "  --connect H:P       server modes: use a running server instead\n"
 "  --server-pid PID    ... and its pid (idle-conns reads /proc/PID/status)\n"
 "  --jwt-secret S      HS256 key for the dev tokens minted here\n"
 "                      (default parley-dev-secret); --jwt-iss, --jwt-aud: claims\n"
+"  --nats-server P     delivery: nats-server binary for the NATS core pub/sub\n"
+"                      reference at the same rates (default: nats-server in PATH\n"
+"                      or /usr/sbin); --no-nats skips it\n"
 "  -v, --verbose       progress on stderr\n"
 "  -h, --help          this text\n"
 "\n"
@@ -575,9 +582,12 @@ int main(int argc, char **argv)
 	cfg.half_frac = 0.5;
 	cfg.seed = 1;
 	cfg.repeat = 1;
-	bool no_floor = false, payload_set = false;
+	bool no_floor = false, payload_set = false, no_nats = false;
 	cfg.count = 10000;
-	cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port}";
+	/* TLS and admin ports off: their fixed defaults would collide with any
+	 * other parleyd on this shared machine */
+	cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
+			   "--admin-port 0";
 	cfg.jwt_secret = "parley-dev-secret";
 	static const uint32_t def_prod[] = {1, 4, 16, 64, 256};
 	static const uint32_t def_pl[] = {100, 1024};
@@ -589,7 +599,8 @@ int main(int argc, char **argv)
 	enum { O_DIR = 256, O_SECONDS, O_WARMUP, O_PRODUCERS, O_PAYLOAD, O_RATE,
 	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
-	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD };
+	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
+	       O_NO_NATS };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -614,6 +625,8 @@ int main(int argc, char **argv)
 		{"jwt-secret", required_argument, NULL, O_JWT_SECRET},
 		{"jwt-iss", required_argument, NULL, O_JWT_ISS},
 		{"jwt-aud", required_argument, NULL, O_JWT_AUD},
+		{"nats-server", required_argument, NULL, O_NATS},
+		{"no-nats", no_argument, NULL, O_NO_NATS},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -653,6 +666,8 @@ int main(int argc, char **argv)
 		case O_JWT_SECRET: cfg.jwt_secret = optarg; break;
 		case O_JWT_ISS: cfg.jwt_iss = optarg; break;
 		case O_JWT_AUD: cfg.jwt_aud = optarg; break;
+		case O_NATS: cfg.nats_server = optarg; break;
+		case O_NO_NATS: no_nats = true; break;
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
 		case O_NO_FLOOR: no_floor = true; break;
@@ -717,6 +732,17 @@ int main(int argc, char **argv)
 			cfg.payloads[0] = 100;
 			cfg.n_payloads = 1;
 		}
+		if (!no_nats && !cfg.nats_server) {
+			cfg.nats_server = find_in_path("nats-server");
+			if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
+				cfg.nats_server = "/usr/sbin/nats-server";
+			if (!cfg.nats_server)
+				fprintf(stderr, "parley-bench: nats-server not found: delivery runs "
+						"without the NATS reference (tools/install-deps.sh "
+						"installs it)\n");
+		}
+		if (no_nats)
+			cfg.nats_server = NULL;
 		return bench_delivery(&cfg) ? 1 : 0;
 	}
 	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, idle-conns, delivery)", mode);
