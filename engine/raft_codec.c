@@ -93,33 +93,40 @@ struct wr {
 	int inval; /* a field broke a limit */
 };
 
-static void w_raw(struct wr *w, const void *p, size_t len)
+/* Whether n more bytes fit (the writer keeps counting when they do not). */
+static inline bool w_room(const struct wr *w, size_t n)
 {
-	if (w->b && w->n <= w->cap && w->cap - w->n >= len && len)
+	return w->b && w->n <= w->cap && w->cap - w->n >= n;
+}
+static inline void w_raw(struct wr *w, const void *p, size_t len)
+{
+	if (len && w_room(w, len))
 		memcpy(w->b + w->n, p, len);
 	w->n += len;
 }
-static void w8(struct wr *w, uint8_t v)
+static inline void w8(struct wr *w, uint8_t v)
 {
-	w_raw(w, &v, 1);
+	if (w_room(w, 1))
+		w->b[w->n] = v;
+	w->n += 1;
 }
-static void w16(struct wr *w, uint16_t v)
+static inline void w16(struct wr *w, uint16_t v)
 {
-	uint8_t t[2];
-	le_put16(t, v);
-	w_raw(w, t, 2);
+	if (w_room(w, 2))
+		le_put16(w->b + w->n, v);
+	w->n += 2;
 }
-static void w32(struct wr *w, uint32_t v)
+static inline void w32(struct wr *w, uint32_t v)
 {
-	uint8_t t[4];
-	le_put32(t, v);
-	w_raw(w, t, 4);
+	if (w_room(w, 4))
+		le_put32(w->b + w->n, v);
+	w->n += 4;
 }
-static void w64(struct wr *w, uint64_t v)
+static inline void w64(struct wr *w, uint64_t v)
 {
-	uint8_t t[8];
-	le_put64(t, v);
-	w_raw(w, t, 8);
+	if (w_room(w, 8))
+		le_put64(w->b + w->n, v);
+	w->n += 8;
 }
 
 /* ---- encode ------------------------------------------------------------------ */
