@@ -1,0 +1,1922 @@
+/*
+ * raft.c — the pure Raft core (see raft.h for the contract, the role state
+ * machine and the invariants I1..I5).
+ *
+ * Log layout in memory:
+ *
+ *   snap.index | stable (caller's storage) ... stable_last
+ *              |                 unstable_first ... last   (owned here)
+ *
+ *   Entries >= unstable_first are read from `unstable` (not yet durable);
+ *   entries in (snap.index, unstable_first) from storage. unstable_first may
+ *   be <= stable_last when a conflicting append truncated the stable tail:
+ *   the next ready then tells the caller to truncate there.
+ *
+ * Followers' replication progress (leader only): PROBE (one APPEND at a time
+ * until a match is found; fast backtracking from the follower's conflict
+ * hints), REPLICATE (pipelined APPENDs, a window of max_inflight messages),
+ * SNAPSHOT (chunks of the storage's snapshot; the follower tells the offset
+ * it wants next, so a broken transfer resumes).
+ *
+ * Ownership: everything a ready points to (messages, their entries and data,
+ * committed entries, chunks) is allocated here, tracked in r->garbage and
+ * freed by raft_advance(). Unstable entries own their data.
+ */
+#include "raft.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley_common.h"
+
+#define RAFT_MAX_INFLIGHT 8
+#define RAFT_MAX_PENDING_READS 64
+#define RAFT_MAX_PENDING_CONF 8
+#define RAFT_MAX_APPLY_BATCH 512
+#define RAFT_CSUM_SEED 0x52414654454E5452ull /* "RAFTENTR" */
+
+enum pr_state { PR_PROBE = 0, PR_REPLICATE = 1, PR_SNAPSHOT = 2 };
+
+struct raft_progress {
+	uint64_t id;
+	uint64_t match, next;
+	uint64_t read_ack;
+	uint64_t damaged;
+	uint64_t snap_index, snap_sent, snap_acked;
+	uint64_t infl[RAFT_MAX_INFLIGHT]; /* last index of each in-flight APPEND */
+	uint8_t infl_head, infl_n;
+	uint8_t role, state;
+	bool active, probe_sent, voted, granted;
+	uint16_t snap_stall;
+};
+
+struct pending_read {
+	uint64_t ctx, index, seq, from; /* from == self: local */
+};
+
+struct pending_conf {
+	uint64_t index;
+	struct raft_conf_change cc;
+};
+
+struct raft {
+	struct raft_config cfg;
+	struct parley_rng rng;
+	uint64_t id;
+
+	/* persistent */
+	struct raft_hardstate hs, hs_saved;
+
+	/* log */
+	struct raft_snapshot_meta snap;
+	uint64_t stable_last;
+	uint64_t unstable_first;
+	struct raft_entry *unstable;
+	uint32_t n_unstable, cap_unstable;
+	uint64_t applied;
+	uint64_t damaged; /* first damaged index, 0 = none */
+
+	/* membership */
+	struct raft_conf conf;
+	struct pending_conf pconf[RAFT_MAX_PENDING_CONF];
+	uint32_t n_pconf;
+	uint64_t pending_conf_index; /* leader: uncommitted conf entry */
+	struct raft_progress pr[RAFT_MAX_MEMBERS];
+
+	/* role */
+	enum raft_role role;
+	uint64_t leader;
+	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
+	uint32_t idle_ticks;
+	bool quiesced;
+	uint64_t transfer_to;
+	uint32_t transfer_elapsed;
+
+	/* snapshot receive */
+	struct raft_snapshot_meta rx;
+	uint64_t rx_bytes;
+
+	/* reads */
+	struct pending_read reads[RAFT_MAX_PENDING_READS];
+	uint32_t n_reads;
+	uint64_t read_seq;
+
+	/* ready under construction / handed out */
+	struct raft_msg *msgs;
+	uint32_t n_msgs, cap_msgs;
+	struct raft_read *out_reads;
+	uint32_t n_out_reads, cap_out_reads;
+	void **garbage;
+	uint32_t n_garbage, cap_garbage;
+	struct raft_entry *repair;
+	uint32_t n_repair, cap_repair;
+	bool has_chunk;
+	struct raft_snapshot_meta chunk_snap;
+	uint64_t chunk_offset;
+	uint8_t *chunk;
+	uint32_t chunk_len;
+	bool chunk_last;
+	struct raft_ready rd;
+	bool in_ready;
+	uint64_t rd_last;           /* last unstable index handed out */
+	uint64_t rd_applied;        /* applied after this ready */
+	uint32_t rd_n_unstable;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+uint64_t raft_entry_csum(uint64_t term, uint64_t index, uint8_t type,
+			 const void *data, uint32_t len)
+{
+	uint8_t h[21];
+	le_put64(h, term);
+	le_put64(h + 8, index);
+	h[16] = type;
+	le_put32(h + 17, len);
+	uint64_t s = parley_xxh3(h, sizeof(h), RAFT_CSUM_SEED);
+	return parley_xxh3(data ? data : (const void *)"", len, s);
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	PARLEY_ASSERT(p != NULL);
+	return p;
+}
+
+static void *grow(void *p, uint32_t *cap, uint32_t need, size_t elem)
+{
+	if (need <= *cap)
+		return p;
+	uint32_t c = *cap ? *cap : 8;
+	while (c < need)
+		c *= 2;
+	p = realloc(p, (size_t)c * elem);
+	PARLEY_ASSERT(p != NULL);
+	*cap = c;
+	return p;
+}
+
+static void keep(struct raft *r, void *p)
+{
+	r->garbage = grow(r->garbage, &r->cap_garbage, r->n_garbage + 1,
+			  sizeof(void *));
+	r->garbage[r->n_garbage++] = p;
+}
+
+const char *raft_msg_type_name(uint8_t t)
+{
+	static const char *n[] = {"NONE", "APPEND", "APPEND_RESP", "VOTE",
+				  "VOTE_RESP", "PREVOTE", "PREVOTE_RESP",
+				  "HEARTBEAT", "HEARTBEAT_RESP", "SNAPSHOT",
+				  "SNAPSHOT_RESP", "TIMEOUT_NOW", "READ_INDEX",
+				  "READ_INDEX_RESP"};
+	return t < PARLEY_ARRAY_LEN(n) ? n[t] : "?";
+}
+
+const char *raft_role_name(enum raft_role role)
+{
+	switch (role) {
+	case RAFT_FOLLOWER: return "follower";
+	case RAFT_PRECANDIDATE: return "precandidate";
+	case RAFT_CANDIDATE: return "candidate";
+	case RAFT_LEADER: return "leader";
+	}
+	return "?";
+}
+
+/* ---- membership helpers ------------------------------------------------- */
+
+int raft_conf_find(const struct raft_conf *c, uint64_t id)
+{
+	for (uint32_t i = 0; i < c->n; i++)
+		if (c->ids[i] == id)
+			return (int)i;
+	return -1;
+}
+
+static uint32_t conf_voters(const struct raft_conf *c)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < c->n; i++)
+		n += c->roles[i] == RAFT_VOTER;
+	return n;
+}
+
+int raft_conf_change_encode(const struct raft_conf_change *cc,
+			    uint8_t out[RAFT_CONF_CHANGE_BYTES])
+{
+	if (cc->op < RAFT_CONF_ADD_VOTER || cc->op > RAFT_CONF_REMOVE ||
+	    cc->node == 0)
+		return -PARLEY_EINVAL;
+	out[0] = cc->op;
+	le_put64(out + 1, cc->node);
+	return 0;
+}
+
+int raft_conf_change_decode(const uint8_t *p, uint32_t len,
+			    struct raft_conf_change *cc)
+{
+	if (len != RAFT_CONF_CHANGE_BYTES || !p)
+		return -PARLEY_EINVAL;
+	cc->op = p[0];
+	cc->node = le_get64(p + 1);
+	if (cc->op < RAFT_CONF_ADD_VOTER || cc->op > RAFT_CONF_REMOVE ||
+	    cc->node == 0)
+		return -PARLEY_EINVAL;
+	return 0;
+}
+
+int raft_conf_apply(struct raft_conf *c, const struct raft_conf_change *cc)
+{
+	int s = raft_conf_find(c, cc->node);
+	switch (cc->op) {
+	case RAFT_CONF_ADD_VOTER:
+	case RAFT_CONF_ADD_LEARNER:
+		/* ids are never reused: a new member's id exceeds every id
+		 * this configuration ever held */
+		if (s >= 0 || cc->node <= c->max_id || c->n >= RAFT_MAX_MEMBERS)
+			return -PARLEY_EINVAL;
+		c->ids[c->n] = cc->node;
+		c->roles[c->n] = cc->op == RAFT_CONF_ADD_VOTER ? RAFT_VOTER
+							       : RAFT_LEARNER;
+		c->n++;
+		c->max_id = cc->node;
+		return 0;
+	case RAFT_CONF_PROMOTE:
+		if (s < 0 || c->roles[s] != RAFT_LEARNER)
+			return -PARLEY_EINVAL;
+		c->roles[s] = RAFT_VOTER;
+		return 0;
+	case RAFT_CONF_REMOVE:
+		if (s < 0)
+			return -PARLEY_EINVAL;
+		if (c->roles[s] == RAFT_VOTER && conf_voters(c) == 1)
+			return -PARLEY_EINVAL;
+		for (uint32_t i = (uint32_t)s; i + 1 < c->n; i++) {
+			c->ids[i] = c->ids[i + 1];
+			c->roles[i] = c->roles[i + 1];
+		}
+		c->n--;
+		return 0;
+	}
+	return -PARLEY_EINVAL;
+}
+
+static struct raft_progress *pr_find(struct raft *r, uint64_t id)
+{
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		if (r->pr[i].id == id)
+			return &r->pr[i];
+	return NULL;
+}
+
+static bool is_voter(const struct raft *r, uint64_t id)
+{
+	int s = raft_conf_find(&r->conf, id);
+	return s >= 0 && r->conf.roles[s] == RAFT_VOTER;
+}
+
+static uint32_t quorum(const struct raft *r)
+{
+	return conf_voters(&r->conf) / 2 + 1;
+}
+
+/* Rebuild the progress slots after a configuration change, keeping what
+ * is known about members that stay. */
+static void pr_rebuild(struct raft *r, uint64_t last)
+{
+	struct raft_progress old[RAFT_MAX_MEMBERS];
+	memcpy(old, r->pr, sizeof(old));
+	uint32_t old_n = RAFT_MAX_MEMBERS;
+	memset(r->pr, 0, sizeof(r->pr));
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		bool found = false;
+		for (uint32_t j = 0; j < old_n; j++) {
+			if (old[j].id == r->conf.ids[i] && old[j].id != 0) {
+				*p = old[j];
+				found = true;
+				break;
+			}
+		}
+		if (!found) {
+			p->id = r->conf.ids[i];
+			p->next = last + 1;
+			p->state = PR_PROBE;
+			p->active = true;
+		}
+		p->role = r->conf.roles[i];
+	}
+}
+
+/* ---- log access -------------------------------------------------------- */
+
+static uint64_t last_index(const struct raft *r)
+{
+	/* unstable_first is stable_last + 1, or lower after a truncation */
+	return r->unstable_first + r->n_unstable - 1;
+}
+
+/* Durable and not about to be truncated. */
+static uint64_t durable_last(const struct raft *r)
+{
+	uint64_t d = r->stable_last;
+	if (r->unstable_first <= d)
+		d = r->unstable_first - 1;
+	return d;
+}
+
+/* Reads entry `i`. *e borrows storage/unstable memory valid until the next
+ * storage call. Returns 0, -PARLEY_ENOTFOUND (compacted / beyond the end) or
+ * -PARLEY_ECORRUPT (term/index valid, payload not). */
+static int log_get(struct raft *r, uint64_t i, struct raft_entry *e)
+{
+	if (i <= r->snap.index || i > last_index(r))
+		return -PARLEY_ENOTFOUND;
+	if (i >= r->unstable_first) {
+		*e = r->unstable[i - r->unstable_first];
+		return 0;
+	}
+	int rc = r->cfg.storage.entry(r->cfg.storage.ctx, i, e);
+	if (rc == -PARLEY_ECORRUPT)
+		return rc;
+	if (rc < 0)
+		return rc;
+	if (e->index != i)
+		return -PARLEY_ECORRUPT;
+	if (!raft_entry_ok(e))
+		return -PARLEY_ECORRUPT;
+	return 0;
+}
+
+uint64_t raft_term_at(struct raft *r, uint64_t i)
+{
+	if (i == r->snap.index)
+		return r->snap.term;
+	if (i < r->snap.index || i > last_index(r))
+		return 0;
+	struct raft_entry e;
+	int rc = log_get(r, i, &e);
+	if (rc == 0 || rc == -PARLEY_ECORRUPT)
+		return e.term; /* the term survives a damaged payload */
+	return 0;
+}
+
+static uint64_t last_term(struct raft *r)
+{
+	return raft_term_at(r, last_index(r));
+}
+
+static void note_damaged(struct raft *r, uint64_t i)
+{
+	if (r->damaged == 0 || i < r->damaged) {
+		r->damaged = i;
+		PLOG_W("raft", "damaged entry", "node=%llu group=%llu index=%llu",
+		       (unsigned long long)r->id,
+		       (unsigned long long)r->cfg.group,
+		       (unsigned long long)i);
+	}
+}
+
+static void unstable_free_from(struct raft *r, uint32_t k)
+{
+	for (uint32_t j = k; j < r->n_unstable; j++)
+		free((void *)r->unstable[j].data);
+	r->n_unstable = k;
+}
+
+/* Appends an owned copy of e (which must follow last_index()). */
+static void unstable_push(struct raft *r, const struct raft_entry *e)
+{
+	PARLEY_ASSERT(e->index == r->unstable_first + r->n_unstable);
+	r->unstable = grow(r->unstable, &r->cap_unstable, r->n_unstable + 1,
+			   sizeof(*r->unstable));
+	struct raft_entry c = *e;
+	uint8_t *d = xmalloc(e->len);
+	if (e->len)
+		memcpy(d, e->data, e->len);
+	c.data = d;
+	r->unstable[r->n_unstable++] = c;
+	if (e->type == RAFT_ENTRY_CONF && r->n_pconf < RAFT_MAX_PENDING_CONF) {
+		struct raft_conf_change cc;
+		if (raft_conf_change_decode(e->data, e->len, &cc) == 0) {
+			r->pconf[r->n_pconf].index = e->index;
+			r->pconf[r->n_pconf].cc = cc;
+			r->n_pconf++;
+		}
+	}
+}
+
+/* Drops every entry >= i (never a committed one: I3). */
+static void log_truncate(struct raft *r, uint64_t i)
+{
+	PARLEY_ASSERT(i > r->hs.commit);
+	PARLEY_ASSERT(r->role != RAFT_LEADER);
+	if (i >= r->unstable_first) {
+		unstable_free_from(r, (uint32_t)(i - r->unstable_first));
+	} else {
+		/* below the stable tail: the next ready's entries start at i,
+		 * which tells the caller to truncate there (the caller always
+		 * appends right after, see handle_append) */
+		unstable_free_from(r, 0);
+		r->unstable_first = i;
+	}
+	uint32_t k = 0;
+	for (uint32_t j = 0; j < r->n_pconf; j++)
+		if (r->pconf[j].index < i)
+			r->pconf[k++] = r->pconf[j];
+	r->n_pconf = k;
+	if (r->damaged >= i)
+		r->damaged = 0;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+static struct raft_msg *msg_new(struct raft *r, uint8_t type, uint64_t to)
+{
+	r->msgs = grow(r->msgs, &r->cap_msgs, r->n_msgs + 1, sizeof(*r->msgs));
+	struct raft_msg *m = &r->msgs[r->n_msgs++];
+	memset(m, 0, sizeof(*m));
+	m->type = type;
+	m->group = r->cfg.group;
+	m->from = r->id;
+	m->to = to;
+	m->term = r->hs.term;
+	return m;
+}
+
+static void out_read(struct raft *r, uint64_t ctx, uint64_t index, int err)
+{
+	r->out_reads = grow(r->out_reads, &r->cap_out_reads,
+			    r->n_out_reads + 1, sizeof(*r->out_reads));
+	r->out_reads[r->n_out_reads++] =
+		(struct raft_read){.ctx = ctx, .index = index, .err = err};
+}
+
+/* ---- role changes ------------------------------------------------------ */
+
+static void reset_timeout(struct raft *r)
+{
+	r->election_elapsed = 0;
+	r->heartbeat_elapsed = 0;
+	r->randomized_timeout =
+		r->cfg.election_ticks +
+		(uint32_t)parley_rng_below(&r->rng, r->cfg.election_ticks);
+}
+
+static void fail_reads(struct raft *r)
+{
+	for (uint32_t i = 0; i < r->n_reads; i++) {
+		struct pending_read *p = &r->reads[i];
+		if (p->from == r->id)
+			out_read(r, p->ctx, 0, -PARLEY_ENOTLEADER);
+		else {
+			struct raft_msg *m =
+				msg_new(r, RAFT_MSG_READ_INDEX_RESP, p->from);
+			m->ctx = p->ctx;
+			m->flags = RAFT_MSGF_REJECT;
+		}
+	}
+	r->n_reads = 0;
+}
+
+static void set_term(struct raft *r, uint64_t term)
+{
+	PARLEY_ASSERT(term >= r->hs.term); /* I1 */
+	if (term > r->hs.term) {
+		r->hs.term = term;
+		r->hs.vote = 0;
+	}
+}
+
+static void become_follower(struct raft *r, uint64_t term, uint64_t leader)
+{
+	if (r->role == RAFT_LEADER)
+		fail_reads(r);
+	set_term(r, term);
+	r->role = RAFT_FOLLOWER;
+	r->leader = leader;
+	r->transfer_to = 0;
+	r->quiesced = false;
+	r->pending_conf_index = 0;
+	reset_timeout(r);
+}
+
+static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok);
+
+static void bcast_append(struct raft *r, bool empty_ok)
+{
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		if (r->pr[i].id != r->id)
+			send_append(r, &r->pr[i], empty_ok);
+}
+
+static void append_local(struct raft *r, uint8_t type, const void *data,
+			 uint32_t len)
+{
+	struct raft_entry e = {.term = r->hs.term,
+			       .index = last_index(r) + 1,
+			       .type = type,
+			       .len = len,
+			       .data = data};
+	e.csum = raft_entry_csum(e.term, e.index, type, data, len);
+	unstable_push(r, &e);
+	r->idle_ticks = 0;
+}
+
+static void become_leader(struct raft *r)
+{
+	PARLEY_ASSERT(r->role == RAFT_CANDIDATE);
+	r->role = RAFT_LEADER;
+	r->leader = r->id;
+	r->transfer_to = 0;
+	r->n_reads = 0;
+	r->quiesced = false;
+	r->idle_ticks = 0;
+	reset_timeout(r);
+	uint64_t last = last_index(r);
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		uint64_t id = p->id;
+		uint8_t role = p->role;
+		memset(p, 0, sizeof(*p));
+		p->id = id;
+		p->role = role;
+		p->next = last + 1;
+		p->active = true;
+		if (id == r->id)
+			p->match = durable_last(r);
+	}
+	r->pending_conf_index = 0;
+	for (uint32_t j = 0; j < r->n_pconf; j++)
+		if (r->pconf[j].index > r->hs.commit)
+			r->pending_conf_index = r->pconf[j].index;
+	append_local(r, RAFT_ENTRY_NOOP, NULL, 0);
+	PLOG_D("raft", "became leader", "node=%llu term=%llu",
+	       (unsigned long long)r->id, (unsigned long long)r->hs.term);
+	bcast_append(r, true);
+}
+
+static void campaign(struct raft *r, bool pre, bool transfer)
+{
+	if (!is_voter(r, r->id) || r->damaged)
+		return;
+	if (r->role == RAFT_LEADER)
+		return;
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		r->pr[i].voted = r->pr[i].granted = false;
+	uint64_t term;
+	uint8_t type;
+	if (pre) {
+		r->role = RAFT_PRECANDIDATE;
+		r->leader = 0;
+		term = r->hs.term + 1;
+		type = RAFT_MSG_PREVOTE;
+	} else {
+		set_term(r, r->hs.term + 1);
+		r->hs.vote = r->id;
+		r->role = RAFT_CANDIDATE;
+		r->leader = 0;
+		term = r->hs.term;
+		type = RAFT_MSG_VOTE;
+	}
+	r->quiesced = false;
+	reset_timeout(r);
+	struct raft_progress *self = pr_find(r, r->id);
+	self->voted = self->granted = true;
+	if (quorum(r) == 1) {
+		if (pre)
+			campaign(r, false, transfer);
+		else
+			become_leader(r);
+		return;
+	}
+	uint64_t li = last_index(r), lt = last_term(r);
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->id == r->id || p->role != RAFT_VOTER)
+			continue;
+		struct raft_msg *m = msg_new(r, type, p->id);
+		m->term = term;
+		m->index = li;
+		m->log_term = lt;
+		if (transfer)
+			m->flags |= RAFT_MSGF_TRANSFER;
+	}
+}
+
+/* ---- replication (leader) ---------------------------------------------- */
+
+static bool infl_full(const struct raft *r, const struct raft_progress *p)
+{
+	uint32_t w = r->cfg.max_inflight ? r->cfg.max_inflight : 1;
+	if (w > RAFT_MAX_INFLIGHT)
+		w = RAFT_MAX_INFLIGHT;
+	return p->infl_n >= w;
+}
+
+static void infl_add(struct raft_progress *p, uint64_t last)
+{
+	uint32_t pos = (p->infl_head + p->infl_n) % RAFT_MAX_INFLIGHT;
+	p->infl[pos] = last;
+	p->infl_n++;
+}
+
+static void infl_free_to(struct raft_progress *p, uint64_t idx)
+{
+	while (p->infl_n && p->infl[p->infl_head] <= idx) {
+		p->infl_head = (uint8_t)((p->infl_head + 1) % RAFT_MAX_INFLIGHT);
+		p->infl_n--;
+	}
+}
+
+static void pr_become(struct raft_progress *p, enum pr_state st)
+{
+	p->state = st;
+	p->probe_sent = false;
+	p->infl_n = 0;
+	p->infl_head = 0;
+	if (st == PR_PROBE || st == PR_REPLICATE)
+		p->next = p->match + 1;
+}
+
+static void step_down_damaged(struct raft *r, uint64_t i)
+{
+	note_damaged(r, i);
+	if (r->role == RAFT_LEADER)
+		become_follower(r, r->hs.term, 0);
+}
+
+static void send_snapshot_chunks(struct raft *r, struct raft_progress *p)
+{
+	if (p->snap_index != r->snap.index) {
+		p->snap_index = r->snap.index;
+		p->snap_sent = p->snap_acked = 0;
+	}
+	uint32_t chunk = r->cfg.chunk_bytes ? r->cfg.chunk_bytes
+					    : RAFT_MAX_CHUNK_BYTES;
+	if (chunk > RAFT_MAX_CHUNK_BYTES)
+		chunk = RAFT_MAX_CHUNK_BYTES;
+	uint32_t window = 2; /* chunks in flight */
+	while (p->snap_sent < r->snap.size + (r->snap.size == 0) &&
+	       p->snap_sent - p->snap_acked < (uint64_t)chunk * window) {
+		uint64_t off = p->snap_sent;
+		uint32_t n = (uint32_t)PARLEY_MIN((uint64_t)chunk,
+						  r->snap.size - off);
+		uint8_t *buf = xmalloc(n);
+		int rc = n ? r->cfg.storage.snapshot_read(r->cfg.storage.ctx,
+							  off, buf, n)
+			   : 0;
+		if (rc < 0 || (uint32_t)rc != n) {
+			free(buf);
+			return; /* retried on the next heartbeat */
+		}
+		keep(r, buf);
+		struct raft_msg *m = msg_new(r, RAFT_MSG_SNAPSHOT, p->id);
+		m->snap = r->snap;
+		m->index = r->snap.index;
+		m->offset = off;
+		m->chunk = buf;
+		m->chunk_len = n;
+		m->commit = r->hs.commit;
+		if (off + n >= r->snap.size)
+			m->flags |= RAFT_MSGF_LAST;
+		p->snap_sent = off + n + (r->snap.size == 0);
+		if (r->snap.size == 0)
+			break;
+	}
+}
+
+/* Sends the entries p needs (or a snapshot). */
+static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
+{
+	if (p->id == r->id)
+		return;
+	if (p->state == PR_SNAPSHOT) {
+		send_snapshot_chunks(r, p);
+		return;
+	}
+	if (p->state == PR_PROBE && p->probe_sent)
+		return;
+	if (p->state == PR_REPLICATE && infl_full(r, p))
+		return;
+	uint64_t last = last_index(r);
+	if (p->next > last + 1)
+		p->next = last + 1;
+	if (p->next <= last && p->damaged && p->damaged < p->next &&
+	    p->damaged > p->match)
+		p->next = p->damaged;
+	if (p->next > last && !empty_ok)
+		return;
+	uint64_t prev = p->next - 1;
+	if (prev < r->snap.index) {
+		pr_become(p, PR_SNAPSHOT);
+		send_snapshot_chunks(r, p);
+		return;
+	}
+	uint64_t pterm = raft_term_at(r, prev);
+	/* gather entries [next, ...] bounded by batch limits */
+	uint32_t maxn = r->cfg.max_batch_entries ? r->cfg.max_batch_entries : 64;
+	if (maxn > RAFT_MAX_MSG_ENTRIES)
+		maxn = RAFT_MAX_MSG_ENTRIES;
+	uint32_t maxb = r->cfg.max_batch_bytes ? r->cfg.max_batch_bytes
+					       : (1u << 20);
+	uint32_t n = 0;
+	size_t bytes = 0;
+	struct raft_entry tmp[RAFT_MAX_MSG_ENTRIES];
+	uint8_t *datas[RAFT_MAX_MSG_ENTRIES];
+	for (uint64_t i = p->next; i <= last && n < maxn; i++) {
+		struct raft_entry e;
+		int rc = log_get(r, i, &e);
+		if (rc == -PARLEY_ENOTFOUND) {
+			/* compacted under us: fall back to a snapshot */
+			for (uint32_t k = 0; k < n; k++)
+				free(datas[k]);
+			pr_become(p, PR_SNAPSHOT);
+			send_snapshot_chunks(r, p);
+			return;
+		}
+		if (rc < 0) {
+			for (uint32_t k = 0; k < n; k++)
+				free(datas[k]);
+			step_down_damaged(r, i);
+			return;
+		}
+		if (n > 0 && bytes + e.len > maxb)
+			break;
+		datas[n] = xmalloc(e.len);
+		if (e.len)
+			memcpy(datas[n], e.data, e.len);
+		tmp[n] = e;
+		tmp[n].data = datas[n];
+		bytes += e.len;
+		n++;
+	}
+	struct raft_msg *m = msg_new(r, RAFT_MSG_APPEND, p->id);
+	m->index = prev;
+	m->log_term = pterm;
+	m->commit = r->hs.commit;
+	if (n) {
+		struct raft_entry *es = xmalloc(sizeof(*es) * n);
+		memcpy(es, tmp, sizeof(*es) * n);
+		keep(r, es);
+		for (uint32_t k = 0; k < n; k++)
+			keep(r, datas[k]);
+		m->entries = es;
+		m->n_entries = n;
+	}
+	uint64_t sent_last = prev + n;
+	if (p->state == PR_REPLICATE) {
+		if (n) {
+			p->next = sent_last + 1;
+			infl_add(p, sent_last);
+		}
+	} else {
+		p->probe_sent = true;
+	}
+}
+
+/* Resends entries from `from` to a follower that reported them damaged,
+ * outside the normal window (progress unchanged). */
+static void send_repair(struct raft *r, struct raft_progress *p, uint64_t from)
+{
+	if (p->state == PR_SNAPSHOT || from == 0 || from > last_index(r))
+		return;
+	if (from - 1 < r->snap.index) {
+		pr_become(p, PR_SNAPSHOT);
+		send_snapshot_chunks(r, p);
+		return;
+	}
+	uint32_t n = 0;
+	struct raft_entry tmp[16];
+	for (uint64_t i = from; i <= last_index(r) && n < 16; i++) {
+		struct raft_entry e;
+		int rc = log_get(r, i, &e);
+		if (rc == -PARLEY_ENOTFOUND)
+			break;
+		if (rc < 0) {
+			step_down_damaged(r, i);
+			break;
+		}
+		uint8_t *d = xmalloc(e.len);
+		if (e.len)
+			memcpy(d, e.data, e.len);
+		keep(r, d);
+		tmp[n] = e;
+		tmp[n].data = d;
+		n++;
+	}
+	if (!n)
+		return;
+	struct raft_entry *es = xmalloc(sizeof(*es) * n);
+	memcpy(es, tmp, sizeof(*es) * n);
+	keep(r, es);
+	struct raft_msg *m = msg_new(r, RAFT_MSG_APPEND, p->id);
+	m->index = from - 1;
+	m->log_term = raft_term_at(r, from - 1);
+	m->commit = PARLEY_MIN(r->hs.commit, p->match);
+	m->entries = es;
+	m->n_entries = n;
+}
+
+static void send_heartbeat(struct raft *r, struct raft_progress *p, bool q)
+{
+	struct raft_msg *m = msg_new(r, RAFT_MSG_HEARTBEAT, p->id);
+	m->commit = PARLEY_MIN(p->match, r->hs.commit);
+	m->ctx = r->read_seq;
+	if (q)
+		m->flags |= RAFT_MSGF_QUIESCE;
+}
+
+static void bcast_heartbeat(struct raft *r, bool q)
+{
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		if (r->pr[i].id != r->id)
+			send_heartbeat(r, &r->pr[i], q);
+}
+
+static void apply_conf_change(struct raft *r, const struct raft_conf_change *cc);
+
+/* Commit-time effects: membership changes take effect when committed. */
+static void on_commit_advance(struct raft *r)
+{
+	for (;;) {
+		uint32_t k = r->n_pconf;
+		for (uint32_t j = 0; j < r->n_pconf; j++) {
+			if (r->pconf[j].index <= r->hs.commit) {
+				struct raft_conf_change cc = r->pconf[j].cc;
+				memmove(&r->pconf[j], &r->pconf[j + 1],
+					(r->n_pconf - j - 1) *
+						sizeof(r->pconf[0]));
+				r->n_pconf--;
+				apply_conf_change(r, &cc);
+				break;
+			}
+		}
+		if (k == r->n_pconf)
+			break;
+	}
+	if (r->pending_conf_index && r->pending_conf_index <= r->hs.commit)
+		r->pending_conf_index = 0;
+}
+
+static void maybe_commit(struct raft *r)
+{
+	uint64_t m[RAFT_MAX_MEMBERS];
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		if (r->pr[i].role == RAFT_VOTER)
+			m[n++] = r->pr[i].match;
+	if (n == 0)
+		return;
+	/* sort descending (n <= 9) */
+	for (uint32_t i = 1; i < n; i++)
+		for (uint32_t j = i; j > 0 && m[j] > m[j - 1]; j--) {
+			uint64_t t = m[j];
+			m[j] = m[j - 1];
+			m[j - 1] = t;
+		}
+	uint64_t c = m[n / 2 + 1 - 1];
+	if (c > r->hs.commit && raft_term_at(r, c) == r->hs.term) {
+		r->hs.commit = c;
+		on_commit_advance(r);
+		if (r->role == RAFT_LEADER)
+			bcast_append(r, true);
+	}
+}
+
+static void apply_conf_change(struct raft *r, const struct raft_conf_change *cc)
+{
+	struct raft_conf c = r->conf;
+	if (raft_conf_apply(&c, cc) < 0) {
+		/* a committed change that does not apply (e.g. a duplicate
+		 * proposal): every node skips it the same way */
+		PLOG_W("raft", "conf change skipped", "node=%llu op=%u target=%llu",
+		       (unsigned long long)r->id, cc->op,
+		       (unsigned long long)cc->node);
+		return;
+	}
+	r->conf = c;
+	pr_rebuild(r, last_index(r));
+	if (r->role == RAFT_LEADER) {
+		if (!is_voter(r, r->id)) {
+			/* tell the remaining members the change committed
+			 * before stepping down, so they elect among themselves */
+			bcast_append(r, true);
+			become_follower(r, r->hs.term, 0);
+			return;
+		}
+		maybe_commit(r);
+	}
+}
+
+/* ---- ReadIndex ---------------------------------------------------------- */
+
+static void check_reads(struct raft *r)
+{
+	uint32_t done = 0;
+	for (; done < r->n_reads; done++) {
+		struct pending_read *p = &r->reads[done];
+		uint32_t acks = 0;
+		for (uint32_t i = 0; i < r->conf.n; i++)
+			if (r->pr[i].role == RAFT_VOTER &&
+			    (r->pr[i].id == r->id || r->pr[i].read_ack >= p->seq))
+				acks++;
+		if (acks < quorum(r))
+			break;
+		if (p->from == r->id) {
+			out_read(r, p->ctx, p->index, 0);
+		} else {
+			struct raft_msg *m =
+				msg_new(r, RAFT_MSG_READ_INDEX_RESP, p->from);
+			m->ctx = p->ctx;
+			m->index = p->index;
+		}
+	}
+	if (done) {
+		memmove(r->reads, r->reads + done,
+			(r->n_reads - done) * sizeof(r->reads[0]));
+		r->n_reads -= done;
+	}
+}
+
+static int leader_read(struct raft *r, uint64_t ctx, uint64_t from)
+{
+	if (raft_term_at(r, r->hs.commit) != r->hs.term)
+		return -PARLEY_EAGAIN; /* no commit in this term yet */
+	if (r->n_reads >= RAFT_MAX_PENDING_READS)
+		return -PARLEY_EFULL;
+	r->quiesced = false;
+	r->idle_ticks = 0;
+	r->read_seq++;
+	r->reads[r->n_reads++] = (struct pending_read){
+		.ctx = ctx, .index = r->hs.commit, .seq = r->read_seq, .from = from};
+	if (quorum(r) == 1)
+		check_reads(r);
+	else
+		bcast_heartbeat(r, false);
+	return 0;
+}
+
+int raft_read_index(struct raft *r, uint64_t ctx)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->role == RAFT_LEADER)
+		return leader_read(r, ctx, r->id);
+	if (r->leader == 0)
+		return -PARLEY_ENOTLEADER;
+	struct raft_msg *m = msg_new(r, RAFT_MSG_READ_INDEX, r->leader);
+	m->ctx = ctx;
+	return 0;
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void respond(struct raft *r, const struct raft_msg *in, uint8_t type,
+		    struct raft_msg **out)
+{
+	*out = msg_new(r, type, in->from);
+}
+
+static void mark_damaged_resp(struct raft *r, struct raft_msg *m)
+{
+	if (r->damaged) {
+		m->flags |= RAFT_MSGF_DAMAGED;
+		m->hint = r->damaged;
+	}
+}
+
+/* Largest index <= i whose term is <= t (etcd's findConflictByTerm). */
+static uint64_t find_conflict_by_term(struct raft *r, uint64_t i, uint64_t t,
+				      uint64_t *term_out)
+{
+	for (;;) {
+		uint64_t ti = raft_term_at(r, i);
+		if (i <= r->snap.index) {
+			*term_out = r->snap.term;
+			return i;
+		}
+		if (ti <= t) {
+			*term_out = ti;
+			return i;
+		}
+		i--;
+	}
+}
+
+static void handle_append(struct raft *r, const struct raft_msg *m)
+{
+	struct raft_msg *resp;
+	respond(r, m, RAFT_MSG_APPEND_RESP, &resp);
+	if (m->index < r->hs.commit) {
+		/* may still repair damaged entries below commit */
+		for (uint32_t k = 0; k < m->n_entries; k++) {
+			const struct raft_entry *e = &m->entries[k];
+			if (r->damaged && e->index == r->damaged &&
+			    raft_entry_ok(e) && raft_term_at(r, e->index) == e->term) {
+				r->repair = grow(r->repair, &r->cap_repair,
+						 r->n_repair + 1,
+						 sizeof(*r->repair));
+				struct raft_entry c = *e;
+				uint8_t *d = xmalloc(e->len);
+				if (e->len)
+					memcpy(d, e->data, e->len);
+				keep(r, d);
+				c.data = d;
+				r->repair[r->n_repair++] = c;
+			}
+		}
+		resp->index = r->hs.commit;
+		mark_damaged_resp(r, resp);
+		return;
+	}
+	uint64_t last = last_index(r);
+	if (m->index > last || raft_term_at(r, m->index) != m->log_term) {
+		uint64_t hint = PARLEY_MIN(m->index, last), hterm = 0;
+		hint = find_conflict_by_term(r, hint, m->log_term, &hterm);
+		resp->flags |= RAFT_MSGF_REJECT;
+		resp->index = m->index;
+		resp->hint = hint;
+		resp->log_term = hterm;
+		mark_damaged_resp(r, resp);
+		return;
+	}
+	for (uint32_t k = 0; k < m->n_entries; k++) {
+		const struct raft_entry *e = &m->entries[k];
+		if (!raft_entry_ok(e) || e->index != m->index + 1 + k) {
+			/* damaged in transit: keep what we took so far */
+			resp->index = e->index - 1;
+			goto done;
+		}
+		if (e->index <= r->snap.index)
+			continue;
+		if (e->index <= last_index(r)) {
+			uint64_t t = raft_term_at(r, e->index);
+			if (t == e->term) {
+				if (r->damaged == e->index) {
+					r->repair = grow(r->repair,
+							 &r->cap_repair,
+							 r->n_repair + 1,
+							 sizeof(*r->repair));
+					struct raft_entry c = *e;
+					uint8_t *d = xmalloc(e->len);
+					if (e->len)
+						memcpy(d, e->data, e->len);
+					keep(r, d);
+					c.data = d;
+					r->repair[r->n_repair++] = c;
+				}
+				continue;
+			}
+			if (r->damaged && e->index >= r->damaged &&
+			    r->damaged <= r->hs.commit) {
+				/* never truncate over a damaged committed entry */
+				resp->index = e->index - 1;
+				goto done;
+			}
+			log_truncate(r, e->index);
+		}
+		unstable_push(r, e);
+	}
+	resp->index = m->index + m->n_entries;
+done:;
+	uint64_t nc = PARLEY_MIN(m->commit, resp->index);
+	if (nc > r->hs.commit) {
+		r->hs.commit = nc;
+		on_commit_advance(r);
+	}
+	mark_damaged_resp(r, resp);
+}
+
+static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
+{
+	uint64_t nc = PARLEY_MIN(m->commit, last_index(r));
+	if (nc > r->hs.commit) {
+		r->hs.commit = nc;
+		on_commit_advance(r);
+	}
+	struct raft_msg *resp;
+	respond(r, m, RAFT_MSG_HEARTBEAT_RESP, &resp);
+	resp->index = last_index(r);
+	resp->ctx = m->ctx;
+	mark_damaged_resp(r, resp);
+	if ((m->flags & RAFT_MSGF_QUIESCE) && r->hs.commit == last_index(r) &&
+	    !r->damaged)
+		r->quiesced = true;
+	else
+		r->quiesced = false;
+}
+
+static void handle_snapshot(struct raft *r, const struct raft_msg *m)
+{
+	const struct raft_snapshot_meta *s = &m->snap;
+	bool need = s->index > r->hs.commit ||
+		    (r->damaged && s->index >= r->damaged);
+	if (!need) {
+		struct raft_msg *resp;
+		respond(r, m, RAFT_MSG_APPEND_RESP, &resp);
+		resp->index = r->hs.commit;
+		mark_damaged_resp(r, resp);
+		return;
+	}
+	if (!r->damaged && raft_term_at(r, s->index) == s->term &&
+	    s->index <= durable_last(r)) {
+		/* we hold the entries: fast-forward instead of installing */
+		r->hs.commit = s->index;
+		on_commit_advance(r);
+		struct raft_msg *resp;
+		respond(r, m, RAFT_MSG_APPEND_RESP, &resp);
+		resp->index = s->index;
+		return;
+	}
+	if (r->rx.index != s->index || r->rx.term != s->term ||
+	    r->rx.size != s->size || r->rx.csum != s->csum) {
+		r->rx = *s;
+		r->rx_bytes = 0;
+	}
+	struct raft_msg *resp;
+	if (!r->has_chunk && r->rx_bytes == s->size && m->offset <= s->size) {
+		/* all bytes are durable already (a crash came between the
+		 * last chunk and the install): install now */
+		r->has_chunk = true;
+		r->chunk_snap = *s;
+		r->chunk_offset = s->size;
+		r->chunk_len = 0;
+		r->chunk = NULL;
+		r->chunk_last = true;
+		return;
+	}
+	if (m->offset != r->rx_bytes || r->has_chunk ||
+	    m->offset + m->chunk_len > s->size) {
+		respond(r, m, RAFT_MSG_SNAPSHOT_RESP, &resp);
+		resp->snap = *s;
+		resp->index = s->index;
+		resp->offset = r->rx_bytes;
+		resp->flags |= RAFT_MSGF_REJECT;
+		return;
+	}
+	r->has_chunk = true;
+	r->chunk_snap = *s;
+	r->chunk_offset = m->offset;
+	r->chunk_len = m->chunk_len;
+	r->chunk = xmalloc(m->chunk_len);
+	if (m->chunk_len)
+		memcpy(r->chunk, m->chunk, m->chunk_len);
+	keep(r, r->chunk);
+	r->rx_bytes += m->chunk_len;
+	r->chunk_last = (m->flags & RAFT_MSGF_LAST) && r->rx_bytes == s->size;
+	if (!r->chunk_last) {
+		respond(r, m, RAFT_MSG_SNAPSHOT_RESP, &resp);
+		resp->snap = *s;
+		resp->index = s->index;
+		resp->offset = r->rx_bytes;
+	}
+	/* on the last chunk the APPEND_RESP is sent by raft_advance, after
+	 * the install */
+}
+
+static void handle_append_resp(struct raft *r, struct raft_progress *p,
+			       const struct raft_msg *m)
+{
+	p->active = true;
+	if (m->flags & RAFT_MSGF_DAMAGED) {
+		p->damaged = m->hint;
+		send_repair(r, p, m->hint);
+		if (r->role != RAFT_LEADER)
+			return;
+	} else {
+		p->damaged = 0;
+	}
+	if (m->flags & RAFT_MSGF_REJECT) {
+		if (p->state == PR_REPLICATE) {
+			if (m->index <= p->match)
+				return; /* stale */
+			pr_become(p, PR_PROBE);
+		} else if (p->state == PR_PROBE) {
+			if (p->next - 1 != m->index)
+				return; /* stale */
+			uint64_t probe = m->hint;
+			if (m->log_term > 0) {
+				uint64_t t;
+				probe = find_conflict_by_term(r, m->hint,
+							      m->log_term, &t);
+			}
+			uint64_t nx = PARLEY_MIN(m->index, probe + 1);
+			p->next = PARLEY_MAX(nx, p->match + 1);
+			p->probe_sent = false;
+		} else {
+			return;
+		}
+		send_append(r, p, true);
+		return;
+	}
+	bool progressed = false;
+	if (m->index > p->match) {
+		p->match = m->index;
+		progressed = true;
+	}
+	if (p->next < m->index + 1)
+		p->next = m->index + 1;
+	if (p->state == PR_PROBE) {
+		if (progressed || m->index >= p->match) {
+			pr_become(p, PR_REPLICATE);
+			p->next = p->match + 1;
+		}
+	} else if (p->state == PR_SNAPSHOT) {
+		if (p->match >= p->snap_index)
+			pr_become(p, PR_PROBE);
+	} else {
+		infl_free_to(p, m->index);
+	}
+	if (progressed)
+		maybe_commit(r);
+	if (r->role != RAFT_LEADER)
+		return;
+	if (r->transfer_to == p->id && p->match == last_index(r)) {
+		msg_new(r, RAFT_MSG_TIMEOUT_NOW, p->id);
+	}
+	/* keep the pipeline full */
+	while (p->state == PR_REPLICATE && p->next <= last_index(r) &&
+	       !infl_full(r, p)) {
+		uint64_t before = p->next;
+		send_append(r, p, false);
+		if (p->next == before || r->role != RAFT_LEADER)
+			break;
+	}
+	if (p->state == PR_PROBE)
+		send_append(r, p, false);
+}
+
+static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
+{
+	struct raft_progress *p = pr_find(r, m->from);
+	switch (m->type) {
+	case RAFT_MSG_APPEND_RESP:
+		if (p)
+			handle_append_resp(r, p, m);
+		break;
+	case RAFT_MSG_HEARTBEAT_RESP:
+		if (!p)
+			break;
+		p->active = true;
+		if (m->ctx > p->read_ack)
+			p->read_ack = m->ctx;
+		if (m->flags & RAFT_MSGF_DAMAGED) {
+			struct raft_msg fake = *m;
+			fake.type = RAFT_MSG_APPEND_RESP;
+			fake.flags = RAFT_MSGF_DAMAGED;
+			fake.index = p->match;
+			handle_append_resp(r, p, &fake);
+		}
+		if (r->role != RAFT_LEADER)
+			break;
+		if (p->match < last_index(r) || m->index < last_index(r)) {
+			if (p->state == PR_REPLICATE && m->index < p->next - 1 &&
+			    m->index >= p->match) {
+				/* APPENDs lost: back to probing from match */
+				pr_become(p, PR_PROBE);
+			}
+			p->probe_sent = false;
+			if (p->state == PR_REPLICATE && infl_full(r, p))
+				infl_free_to(p, p->infl[p->infl_head]);
+			send_append(r, p, true);
+		}
+		check_reads(r);
+		break;
+	case RAFT_MSG_SNAPSHOT_RESP:
+		if (!p || p->state != PR_SNAPSHOT)
+			break;
+		p->active = true;
+		if (m->snap.index != p->snap_index)
+			break;
+		p->snap_stall = 0;
+		if (m->flags & RAFT_MSGF_REJECT) {
+			/* the follower has exactly m->offset bytes: resume */
+			p->snap_acked = p->snap_sent = m->offset;
+		} else if (m->offset > p->snap_acked) {
+			p->snap_acked = m->offset;
+		}
+		if (p->snap_sent < p->snap_acked)
+			p->snap_sent = p->snap_acked;
+		send_snapshot_chunks(r, p);
+		break;
+	case RAFT_MSG_READ_INDEX: {
+		int rc = leader_read(r, m->ctx, m->from);
+		if (rc < 0) {
+			struct raft_msg *resp =
+				msg_new(r, RAFT_MSG_READ_INDEX_RESP, m->from);
+			resp->ctx = m->ctx;
+			resp->flags = RAFT_MSGF_REJECT;
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void handle_vote(struct raft *r, const struct raft_msg *m)
+{
+	bool pre = m->type == RAFT_MSG_PREVOTE;
+	uint8_t rt = pre ? RAFT_MSG_PREVOTE_RESP : RAFT_MSG_VOTE_RESP;
+	bool can = (r->hs.vote == m->from) ||
+		   (r->hs.vote == 0 && r->leader == 0) ||
+		   (pre && m->term > r->hs.term);
+	uint64_t lt = last_term(r), li = last_index(r);
+	bool uptodate = m->log_term > lt || (m->log_term == lt && m->index >= li);
+	struct raft_msg *resp = msg_new(r, rt, m->from);
+	/* no membership test on our side: a node added as a voter votes
+	 * before its log tells it so (the candidate counts the voters) */
+	if (can && uptodate) {
+		resp->term = m->term;
+		if (!pre) {
+			r->hs.vote = m->from;
+			r->election_elapsed = 0;
+		}
+	} else {
+		resp->term = r->hs.term;
+		resp->flags |= RAFT_MSGF_REJECT;
+	}
+}
+
+static void handle_vote_resp(struct raft *r, const struct raft_msg *m)
+{
+	struct raft_progress *p = pr_find(r, m->from);
+	if (!p || p->voted)
+		return;
+	p->voted = true;
+	p->granted = !(m->flags & RAFT_MSGF_REJECT);
+	uint32_t yes = 0, no = 0;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		if (r->pr[i].role != RAFT_VOTER || !r->pr[i].voted)
+			continue;
+		if (r->pr[i].granted)
+			yes++;
+		else
+			no++;
+	}
+	if (yes >= quorum(r)) {
+		if (r->role == RAFT_PRECANDIDATE)
+			campaign(r, false, false);
+		else
+			become_leader(r);
+	} else if (no >= quorum(r)) {
+		become_follower(r, r->hs.term, 0);
+	}
+}
+
+int raft_step(struct raft *r, const struct raft_msg *m)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (m->to != r->id || m->type == RAFT_MSG_NONE ||
+	    m->type >= RAFT_MSG_TYPE_COUNT)
+		return -PARLEY_EINVAL;
+	if (m->n_entries > RAFT_MAX_MSG_ENTRIES)
+		return -PARLEY_EINVAL;
+	bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
+	bool from_leader = m->type == RAFT_MSG_APPEND ||
+			   m->type == RAFT_MSG_HEARTBEAT ||
+			   m->type == RAFT_MSG_SNAPSHOT;
+	/* a quiesced leader wakes on anything but a plain heartbeat answer;
+	 * a quiesced follower on anything but a quiesce heartbeat or a vote
+	 * request (which it ignores: its leader is alive as far as it knows) */
+	if (r->quiesced) {
+		bool stay;
+		if (r->role == RAFT_LEADER)
+			stay = m->type == RAFT_MSG_HEARTBEAT_RESP &&
+			       !(m->flags & RAFT_MSGF_DAMAGED) &&
+			       m->index == last_index(r);
+		else
+			stay = (m->type == RAFT_MSG_HEARTBEAT &&
+				(m->flags & RAFT_MSGF_QUIESCE)) ||
+			       vote_req;
+		if (!stay) {
+			r->quiesced = false;
+			r->idle_ticks = 0;
+			if (r->role != RAFT_LEADER)
+				r->election_elapsed = 0;
+		}
+	}
+
+	if (m->term > r->hs.term) {
+		if (vote_req) {
+			bool in_lease = r->cfg.check_quorum && r->leader != 0 &&
+					r->election_elapsed <
+						r->cfg.election_ticks;
+			if (in_lease && !(m->flags & RAFT_MSGF_TRANSFER))
+				return 0; /* a live leader: ignore */
+		}
+		if (m->type == RAFT_MSG_PREVOTE ||
+		    (m->type == RAFT_MSG_PREVOTE_RESP &&
+		     !(m->flags & RAFT_MSGF_REJECT))) {
+			/* pre-votes never change terms */
+		} else {
+			become_follower(r, m->term, from_leader ? m->from : 0);
+		}
+	} else if (m->term < r->hs.term) {
+		if (from_leader) {
+			/* tell a stale leader about the newer term */
+			msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
+		} else if (m->type == RAFT_MSG_PREVOTE) {
+			struct raft_msg *resp =
+				msg_new(r, RAFT_MSG_PREVOTE_RESP, m->from);
+			resp->flags |= RAFT_MSGF_REJECT;
+		}
+		return 0;
+	}
+
+	if (vote_req) {
+		handle_vote(r, m);
+		return 0;
+	}
+
+	switch (r->role) {
+	case RAFT_LEADER:
+		handle_leader_msg(r, m);
+		break;
+	case RAFT_PRECANDIDATE:
+	case RAFT_CANDIDATE:
+		if (from_leader) {
+			become_follower(r, m->term, m->from);
+			goto follower;
+		}
+		if ((r->role == RAFT_PRECANDIDATE &&
+		     m->type == RAFT_MSG_PREVOTE_RESP &&
+		     m->term == r->hs.term +
+				     ((m->flags & RAFT_MSGF_REJECT) ? 0 : 1)) ||
+		    (r->role == RAFT_CANDIDATE &&
+		     m->type == RAFT_MSG_VOTE_RESP && m->term == r->hs.term))
+			handle_vote_resp(r, m);
+		break;
+	case RAFT_FOLLOWER:
+	follower:
+		switch (m->type) {
+		case RAFT_MSG_APPEND:
+			r->leader = m->from;
+			r->election_elapsed = 0;
+			handle_append(r, m);
+			break;
+		case RAFT_MSG_HEARTBEAT:
+			r->leader = m->from;
+			r->election_elapsed = 0;
+			handle_heartbeat(r, m);
+			break;
+		case RAFT_MSG_SNAPSHOT:
+			r->leader = m->from;
+			r->election_elapsed = 0;
+			handle_snapshot(r, m);
+			break;
+		case RAFT_MSG_TIMEOUT_NOW:
+			if (m->from == r->leader || r->leader == 0)
+				campaign(r, false, true);
+			break;
+		case RAFT_MSG_READ_INDEX_RESP:
+			out_read(r, m->ctx, m->index,
+				 (m->flags & RAFT_MSGF_REJECT) ? -PARLEY_EAGAIN
+							       : 0);
+			break;
+		default:
+			break;
+		}
+		break;
+	}
+	return 0;
+}
+
+/* ---- ticks -------------------------------------------------------------- */
+
+static bool can_quiesce(struct raft *r)
+{
+	uint64_t last = last_index(r);
+	if (r->hs.commit != last || r->n_reads || r->transfer_to ||
+	    r->pending_conf_index || r->damaged || r->n_unstable)
+		return false;
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		if (r->pr[i].match != last || r->pr[i].damaged)
+			return false;
+	return true;
+}
+
+void raft_tick(struct raft *r)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->quiesced)
+		return;
+	r->election_elapsed++;
+	if (r->role != RAFT_LEADER) {
+		if (r->election_elapsed >= r->randomized_timeout) {
+			r->election_elapsed = 0;
+			if (is_voter(r, r->id) && !r->damaged)
+				campaign(r, r->cfg.pre_vote, false);
+			else
+				reset_timeout(r);
+		}
+		return;
+	}
+	/* leader */
+	r->heartbeat_elapsed++;
+	r->idle_ticks++;
+	if (r->transfer_to) {
+		if (++r->transfer_elapsed >= r->cfg.election_ticks)
+			r->transfer_to = 0; /* give up */
+	}
+	if (r->election_elapsed >= r->cfg.election_ticks) {
+		r->election_elapsed = 0;
+		if (r->cfg.check_quorum) {
+			uint32_t act = 0;
+			for (uint32_t i = 0; i < r->conf.n; i++) {
+				if (r->pr[i].role == RAFT_VOTER &&
+				    (r->pr[i].active || r->pr[i].id == r->id))
+					act++;
+				r->pr[i].active = false;
+			}
+			if (act < quorum(r)) {
+				become_follower(r, r->hs.term, 0);
+				return;
+			}
+		}
+		/* snapshot transfers that stalled restart from the ack */
+		for (uint32_t i = 0; i < r->conf.n; i++) {
+			struct raft_progress *p = &r->pr[i];
+			if (p->state == PR_SNAPSHOT &&
+			    ++p->snap_stall >= 2) {
+				p->snap_stall = 0;
+				p->snap_sent = p->snap_acked;
+				if (p->snap_sent >= r->snap.size) {
+					/* resend the tail so the follower
+					 * answers (and installs) */
+					uint64_t c = r->cfg.chunk_bytes
+							     ? r->cfg.chunk_bytes
+							     : RAFT_MAX_CHUNK_BYTES;
+					p->snap_sent = r->snap.size > c
+							       ? r->snap.size - c
+							       : 0;
+				}
+				send_snapshot_chunks(r, p);
+			}
+		}
+	}
+	if (r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
+		r->heartbeat_elapsed = 0;
+		bool q = r->cfg.quiesce_ticks &&
+			 r->idle_ticks >= r->cfg.quiesce_ticks && can_quiesce(r);
+		bcast_heartbeat(r, q);
+		for (uint32_t i = 0; i < r->conf.n; i++)
+			if (r->pr[i].state == PR_PROBE)
+				r->pr[i].probe_sent = false;
+		if (q)
+			r->quiesced = true;
+	}
+}
+
+void raft_unquiesce(struct raft *r)
+{
+	if (!r->quiesced)
+		return;
+	r->quiesced = false;
+	r->idle_ticks = 0;
+	reset_timeout(r);
+}
+
+/* ---- client inputs ------------------------------------------------------ */
+
+int raft_propose(struct raft *r, const void *data, uint32_t len,
+		 uint64_t *index)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->role != RAFT_LEADER)
+		return -PARLEY_ENOTLEADER;
+	if (r->transfer_to)
+		return -PARLEY_EAGAIN;
+	if (len > RAFT_MAX_ENTRY_BYTES)
+		return -PARLEY_ETOOBIG;
+	uint32_t lim = r->cfg.max_uncommitted ? r->cfg.max_uncommitted : 4096;
+	if (last_index(r) - r->hs.commit >= lim)
+		return -PARLEY_EFULL;
+	r->quiesced = false;
+	append_local(r, RAFT_ENTRY_NORMAL, data, len);
+	if (index)
+		*index = last_index(r);
+	bcast_append(r, false);
+	return 0;
+}
+
+int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
+		      uint64_t *index)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->role != RAFT_LEADER)
+		return -PARLEY_ENOTLEADER;
+	if (r->transfer_to)
+		return -PARLEY_EAGAIN;
+	/* the single-server-change rule: a leader first commits in its own
+	 * term, and only one change is in flight */
+	if (r->pending_conf_index || r->n_pconf ||
+	    raft_term_at(r, r->hs.commit) != r->hs.term)
+		return -PARLEY_EAGAIN;
+	struct raft_conf c = r->conf;
+	if (raft_conf_apply(&c, cc) < 0)
+		return -PARLEY_EINVAL;
+	uint8_t buf[RAFT_CONF_CHANGE_BYTES];
+	int rc = raft_conf_change_encode(cc, buf);
+	if (rc < 0)
+		return rc;
+	r->quiesced = false;
+	append_local(r, RAFT_ENTRY_CONF, buf, sizeof(buf));
+	r->pending_conf_index = last_index(r);
+	if (index)
+		*index = last_index(r);
+	bcast_append(r, false);
+	return 0;
+}
+
+int raft_transfer(struct raft *r, uint64_t to)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->role != RAFT_LEADER)
+		return -PARLEY_ENOTLEADER;
+	if (to == r->id || !is_voter(r, to))
+		return -PARLEY_EINVAL;
+	if (r->transfer_to)
+		return -PARLEY_EAGAIN;
+	r->quiesced = false;
+	r->transfer_to = to;
+	r->transfer_elapsed = 0;
+	struct raft_progress *p = pr_find(r, to);
+	if (p->match == last_index(r))
+		msg_new(r, RAFT_MSG_TIMEOUT_NOW, to);
+	else
+		send_append(r, p, false);
+	return 0;
+}
+
+int raft_compacted(struct raft *r, const struct raft_snapshot_meta *meta)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (meta->index > r->applied || meta->index < r->snap.index)
+		return -PARLEY_EINVAL;
+	r->snap = *meta;
+	return 0;
+}
+
+void raft_persist_failed(struct raft *r)
+{
+	PARLEY_ASSERT(r->in_ready);
+	/* nothing of this batch may be acknowledged: drop the messages, the
+	 * reads and the applies; a leader steps down */
+	for (uint32_t i = 0; i < r->n_garbage; i++)
+		free(r->garbage[i]);
+	r->n_garbage = 0;
+	r->n_msgs = 0;
+	r->n_out_reads = 0;
+	r->n_repair = 0;
+	r->has_chunk = false;
+	r->rx.index = 0;
+	r->rx_bytes = 0;
+	r->in_ready = false;
+	if (r->role != RAFT_FOLLOWER)
+		become_follower(r, r->hs.term, 0);
+	PLOG_W("raft", "persistence failed, stepped down", "node=%llu",
+	       (unsigned long long)r->id);
+}
+
+/* ---- ready / advance ---------------------------------------------------- */
+
+struct raft_ready *raft_ready(struct raft *r)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	struct raft_ready *rd = &r->rd;
+	memset(rd, 0, sizeof(*rd));
+	rd->hs_changed = memcmp(&r->hs, &r->hs_saved, sizeof(r->hs)) != 0;
+	rd->hs = r->hs;
+	rd->entries = r->n_unstable ? r->unstable : NULL;
+	rd->n_entries = r->n_unstable;
+	r->rd_n_unstable = r->n_unstable;
+	rd->repair = r->n_repair ? r->repair : NULL;
+	rd->n_repair = r->n_repair;
+	if (r->has_chunk) {
+		rd->has_chunk = true;
+		rd->chunk_snap = r->chunk_snap;
+		rd->chunk_offset = r->chunk_offset;
+		rd->chunk_len = r->chunk_len;
+		rd->chunk = r->chunk;
+		if (r->chunk_last) {
+			rd->has_install = true;
+			rd->install = r->chunk_snap;
+		}
+	}
+	/* committed entries: durable here, not past a damaged one */
+	uint64_t hi = PARLEY_MIN(r->hs.commit, durable_last(r));
+	if (r->damaged && r->damaged <= hi)
+		hi = r->damaged - 1;
+	if (rd->has_install)
+		hi = 0;
+	uint64_t from = r->applied + 1;
+	uint32_t n = 0;
+	struct raft_entry *ce = NULL;
+	if (hi >= from) {
+		uint64_t cnt = hi - from + 1;
+		if (cnt > RAFT_MAX_APPLY_BATCH)
+			cnt = RAFT_MAX_APPLY_BATCH;
+		ce = xmalloc(sizeof(*ce) * cnt);
+		keep(r, ce);
+		for (uint64_t i = from; i < from + cnt; i++) {
+			struct raft_entry e;
+			int rc = log_get(r, i, &e);
+			if (rc == -PARLEY_ECORRUPT) {
+				note_damaged(r, i);
+				if (r->role == RAFT_LEADER)
+					step_down_damaged(r, i);
+				break;
+			}
+			PARLEY_ASSERT(rc == 0);
+			uint8_t *d = xmalloc(e.len);
+			if (e.len)
+				memcpy(d, e.data, e.len);
+			keep(r, d);
+			e.data = d;
+			ce[n++] = e;
+		}
+	}
+	rd->committed = n ? ce : NULL;
+	rd->n_committed = n;
+	r->rd_applied = r->applied + n;
+	rd->msgs = r->n_msgs ? r->msgs : NULL;
+	rd->n_msgs = r->n_msgs;
+	rd->reads = r->n_out_reads ? r->out_reads : NULL;
+	rd->n_reads = r->n_out_reads;
+	rd->empty = !rd->hs_changed && !rd->n_entries && !rd->n_repair &&
+		    !rd->has_chunk && !rd->n_msgs && !rd->n_committed &&
+		    !rd->n_reads;
+	r->in_ready = true;
+	return rd;
+}
+
+static void install_done(struct raft *r, const struct raft_snapshot_meta *s)
+{
+	unstable_free_from(r, 0);
+	r->snap = *s;
+	r->stable_last = s->index;
+	r->unstable_first = s->index + 1;
+	r->conf = s->conf;
+	r->n_pconf = 0;
+	pr_rebuild(r, s->index);
+	/* the commit index may step back to the snapshot's only when a
+	 * damaged log forced the install (raft.h: repair) */
+	r->hs.commit = s->index;
+	r->applied = s->index;
+	r->damaged = 0;
+	r->rx.index = 0;
+	r->rx_bytes = 0;
+}
+
+void raft_advance(struct raft *r)
+{
+	PARLEY_ASSERT(r->in_ready);
+	struct raft_ready *rd = &r->rd;
+	r->in_ready = false;
+	r->hs_saved = rd->hs;
+	for (uint32_t i = 0; i < r->n_garbage; i++)
+		free(r->garbage[i]);
+	r->n_garbage = 0;
+	r->n_msgs = 0;
+	r->n_out_reads = 0;
+	if (rd->n_entries) {
+		PARLEY_ASSERT(r->rd_n_unstable == r->n_unstable);
+		r->stable_last = last_index(r);
+		unstable_free_from(r, 0);
+		r->unstable_first = r->stable_last + 1;
+	}
+	/* repairs: the damaged entry is whole again; the apply path
+	 * re-checks the following ones */
+	for (uint32_t i = 0; i < r->n_repair; i++)
+		if (r->repair[i].index == r->damaged)
+			r->damaged = 0;
+	r->n_repair = 0;
+	r->applied = r->rd_applied;
+	bool installed = false;
+	uint64_t leader = r->leader;
+	if (r->has_chunk) {
+		r->has_chunk = false;
+		if (rd->has_install) {
+			install_done(r, &rd->install);
+			installed = true;
+		}
+	}
+	if (r->role == RAFT_LEADER) {
+		struct raft_progress *self = pr_find(r, r->id);
+		if (self && durable_last(r) > self->match) {
+			self->match = durable_last(r);
+			maybe_commit(r);
+		}
+	}
+	if (installed && leader) {
+		struct raft_msg *m = msg_new(r, RAFT_MSG_APPEND_RESP, leader);
+		m->index = r->snap.index;
+		r->hs_saved.commit = 0; /* force the hard state out again */
+	}
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+int raft_new(const struct raft_config *cfg, struct raft **out)
+{
+	if (!cfg || cfg->id == 0 || cfg->election_ticks < 2 ||
+	    cfg->heartbeat_ticks == 0 ||
+	    cfg->heartbeat_ticks >= cfg->election_ticks ||
+	    !cfg->storage.load || !cfg->storage.entry ||
+	    !cfg->storage.snapshot_read)
+		return -PARLEY_EINVAL;
+	struct raft *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->cfg = *cfg;
+	r->id = cfg->id;
+	r->rng.s = cfg->rng_seed ^ (cfg->id * 0x9E3779B97F4A7C15ull);
+	uint64_t last = 0, pbytes = 0;
+	struct raft_snapshot_meta partial = {0};
+	int rc = cfg->storage.load(cfg->storage.ctx, &r->hs, &r->snap, &last,
+				   &partial, &pbytes);
+	if (rc < 0) {
+		free(r);
+		return rc;
+	}
+	r->hs_saved = r->hs;
+	if (last < r->snap.index)
+		last = r->snap.index;
+	r->stable_last = last;
+	r->unstable_first = last + 1;
+	if (r->hs.commit > last)
+		r->hs.commit = last; /* never beyond what we hold */
+	if (r->hs.commit < r->snap.index)
+		r->hs.commit = r->snap.index;
+	r->applied = r->snap.index;
+	if (partial.index) {
+		r->rx = partial;
+		r->rx_bytes = pbytes;
+	}
+	r->conf = r->snap.index ? r->snap.conf : cfg->bootstrap;
+	/* replay membership changes in the log: committed ones take effect,
+	 * later ones wait for their commit */
+	for (uint64_t i = r->snap.index + 1; i <= last; i++) {
+		struct raft_entry e;
+		int g = cfg->storage.entry(cfg->storage.ctx, i, &e);
+		if (g < 0 || e.type != RAFT_ENTRY_CONF)
+			continue;
+		if (!raft_entry_ok(&e)) {
+			note_damaged(r, i);
+			continue;
+		}
+		struct raft_conf_change cc;
+		if (raft_conf_change_decode(e.data, e.len, &cc) < 0)
+			continue;
+		if (i <= r->hs.commit) {
+			struct raft_conf c = r->conf;
+			if (raft_conf_apply(&c, &cc) == 0)
+				r->conf = c;
+		} else if (r->n_pconf < RAFT_MAX_PENDING_CONF) {
+			r->pconf[r->n_pconf].index = i;
+			r->pconf[r->n_pconf].cc = cc;
+			r->n_pconf++;
+		}
+	}
+	pr_rebuild(r, last);
+	r->role = RAFT_FOLLOWER;
+	reset_timeout(r);
+	*out = r;
+	return 0;
+}
+
+void raft_free(struct raft *r)
+{
+	if (!r)
+		return;
+	for (uint32_t i = 0; i < r->n_garbage; i++)
+		free(r->garbage[i]);
+	unstable_free_from(r, 0);
+	free(r->unstable);
+	free(r->garbage);
+	free(r->msgs);
+	free(r->out_reads);
+	free(r->repair);
+	free(r);
+}
+
+/* ---- observers ---------------------------------------------------------- */
+
+enum raft_role raft_role(const struct raft *r) { return r->role; }
+uint64_t raft_term(const struct raft *r) { return r->hs.term; }
+uint64_t raft_leader(const struct raft *r) { return r->leader; }
+uint64_t raft_commit(const struct raft *r) { return r->hs.commit; }
+uint64_t raft_applied(const struct raft *r) { return r->applied; }
+uint64_t raft_last_index(const struct raft *r) { return last_index(r); }
+uint64_t raft_id(const struct raft *r) { return r->id; }
+bool raft_quiesced(const struct raft *r) { return r->quiesced; }
+const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
+bool raft_damaged(const struct raft *r, uint64_t *first)
+{
+	if (first)
+		*first = r->damaged;
+	return r->damaged != 0;
+}

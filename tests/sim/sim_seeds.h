@@ -1,0 +1,95 @@
+/*
+ * sim_seeds.h — the random-seed driver shared by test_sim_random (bounded,
+ * make test) and test_sim_long (make test-long): runs seeds base..base+n-1
+ * with a mix of cluster sizes and fault profiles derived from the seed, and
+ * prints totals (seeds, simulated steps, units, acked writes).
+ */
+#ifndef SIM_SEEDS_H
+#define SIM_SEEDS_H
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "parley_common.h"
+#include "sim.h"
+
+static inline void sim_seed_opts(struct sim_opts *o, uint64_t seed)
+{
+	sim_default_opts(o, seed);
+	struct parley_rng r = {seed ^ 0xA5A5A5A5DEADBEEFull};
+	o->nodes = 3 + 2 * (uint32_t)parley_rng_below(&r, 2); /* 3 or 5 */
+	o->max_inflight = 1 + (uint32_t)parley_rng_below(&r, 8);
+	o->max_batch = 1 + (uint32_t)parley_rng_below(&r, 64);
+	o->snapshot_every = 50 + (uint32_t)parley_rng_below(&r, 300);
+	o->chunk_bytes = 64 + (uint32_t)parley_rng_below(&r, 2048);
+	switch (parley_rng_below(&r, 4)) {
+	case 0: /* calm network, many crashes */
+		o->f.loss_pct = 0;
+		o->f.crash_ppm *= 3;
+		break;
+	case 1: /* lossy, reordering network */
+		o->f.loss_pct = 15;
+		o->f.dup_pct = 10;
+		o->f.delay_max = 60;
+		break;
+	case 2: /* partitions and membership churn */
+		o->f.partition_ppm *= 4;
+		o->f.conf_ppm *= 4;
+		o->f.transfer_ppm *= 3;
+		break;
+	default: /* disks: flips, EIO, torn */
+		o->f.flip_ppm *= 4;
+		o->f.eio_ppm *= 3;
+		break;
+	}
+	if (getenv("PARLEY_SIM_VERBOSE"))
+		o->quiet = false;
+}
+
+/* Runs one seed for `units`; returns simulated steps. */
+static inline uint64_t sim_one_seed(uint64_t seed, uint64_t units,
+				    uint64_t *acked, uint64_t *installs,
+				    uint64_t *repairs)
+{
+	struct sim_opts o;
+	sim_seed_opts(&o, seed);
+	struct sim *s = sim_new(&o);
+	sim_run(s, units);
+	sim_finish(s, 400);
+	uint64_t st = sim_steps(s);
+	*acked += sim_acked(s);
+	*installs += sim_snap_installs(s);
+	*repairs += sim_repairs(s);
+	sim_free(s);
+	return st;
+}
+
+static inline int sim_seeds_main(const char *name, uint64_t base, uint64_t n,
+				 uint64_t units)
+{
+	const char *e = getenv("PARLEY_SIM_SEED");
+	if (e && *e) {
+		base = strtoull(e, NULL, 0);
+		n = 1;
+	}
+	const char *u = getenv("PARLEY_SIM_UNITS");
+	if (u && *u)
+		units = strtoull(u, NULL, 0);
+	const char *ns = getenv("PARLEY_SIM_SEEDS");
+	if (ns && *ns)
+		n = strtoull(ns, NULL, 0);
+	uint64_t steps = 0, acked = 0, inst = 0, rep = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t seed = base + i;
+		fprintf(stderr, "%s: seed %" PRIu64 "\n", name, seed);
+		steps += sim_one_seed(seed, units, &acked, &inst, &rep);
+	}
+	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") units/seed=%" PRIu64
+	       " steps=%" PRIu64 " acked=%" PRIu64 " snapshot_installs=%" PRIu64
+	       " repairs=%" PRIu64 " OK\n",
+	       name, n, base, base + n - 1, units, steps, acked, inst, rep);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,11 @@
+# The deterministic cluster simulator (sim.c) and its tests: random seeds
+# (test_sim_random: a bounded number; test_sim_long: many, label "long") and
+# named scenarios (test_scn_*). Plain executables: a failure prints its seed
+# and exits 1; PARLEY_SIM_SEED=<n> replays one seed.
+add_library(parley_sim STATIC ${CMAKE_CURRENT_LIST_DIR}/sim.c)
+target_link_libraries(parley_sim PUBLIC parley_engine)
+target_include_directories(parley_sim PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_sim
+                 LABELS sim TIMEOUT 900)
+set_tests_properties(sim_test_sim_long PROPERTIES LABELS "sim;long"
+                     TIMEOUT 7200)
