@@ -109,9 +109,16 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 /* Version string of the last redis-server started ("unknown" before). */
 const char *bench_redis_version(void);
 
-/* Server modes (bench_server.c): 0 ok, non-zero failure. */
+/* Server modes (bench_server.c): 0 ok, non-zero failure. `floor` (may be
+ * NULL or !ok) is this run's disk floor, for the ratio table. */
 int bench_idle_conns(const struct bench_cfg *cfg);
-int bench_delivery(const struct bench_cfg *cfg);
+int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor);
+
+/* Headline latencies of one delivery run (µs), for the ratio table. */
+struct deliv_stat {
+	bool ok;
+	double p50_us, p99_us, p999_us;
+};
 
 /* NATS core pub/sub reference for the delivery mode (bench_nats.c). */
 struct nats_srv;
@@ -122,7 +129,7 @@ void bench_nats_stop(struct nats_srv *s);
 const char *bench_nats_version(const struct nats_srv *s);
 /* One open-loop run at `rate` msg/s, prints one delivery-table row. */
 int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
-			double rate, uint32_t payload);
+			double rate, uint32_t payload, struct deliv_stat *st);
 
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);

@@ -299,8 +299,9 @@ void bench_nats_stop(struct nats_srv *s)
 }
 
 int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
-			double rate, uint32_t payload)
+			double rate, uint32_t payload, struct deliv_stat *st)
 {
+	memset(st, 0, sizeof *st);
 	if (payload < 8)
 		payload = 8; /* the body carries the message index */
 	struct nconn pub = {.fd = -1, .rbuf = malloc(NATS_RBUF)};
@@ -421,6 +422,10 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 	fflush(stdout);
 	if (rc == 0 && delivered < sent)
 		rc = -PARLEY_EIO;
+	st->ok = rc == 0 && h->count > 0;
+	st->p50_us = (double)bench_hist_quantile(h, 0.5) / 1e3;
+	st->p99_us = (double)bench_hist_quantile(h, 0.99) / 1e3;
+	st->p999_us = (double)bench_hist_quantile(h, 0.999) / 1e3;
 out:
 	if (rc)
 		fprintf(stderr, "parley-bench: nats delivery at %.0f/s: %s\n", rate,

@@ -461,8 +461,9 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 #define DELIV_MAGIC 0x70617262656e6368ull /* "parbench" */
 
 static int deliver_run(const struct bench_cfg *cfg, const struct srv *s, double rate,
-		       uint32_t payload, int round)
+		       uint32_t payload, int round, struct deliv_stat *st)
 {
+	memset(st, 0, sizeof *st);
 	struct wire_conn *snd = calloc(1, sizeof *snd), *rcv = calloc(1, sizeof *rcv);
 	uint8_t *body = malloc(payload);
 	struct parley_msg *m = malloc(sizeof *m);
@@ -675,6 +676,10 @@ static int deliver_run(const struct bench_cfg *cfg, const struct srv *s, double 
 			parley_strerror(rc), errtxt);
 	if (rc == 0 && (errors || dups || delivered < sent))
 		rc = -PARLEY_EIO;
+	st->ok = rc == 0 && hd->count > 0;
+	st->p50_us = (double)bench_hist_quantile(hd, 0.5) / 1e3;
+	st->p99_us = (double)bench_hist_quantile(hd, 0.99) / 1e3;
+	st->p999_us = (double)bench_hist_quantile(hd, 0.999) / 1e3;
 	reported = true;
 out:
 	if (rc && !reported)
@@ -700,8 +705,12 @@ out:
 	return rc;
 }
 
-int bench_delivery(const struct bench_cfg *cfg)
+int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 {
+	static struct deliv_stat sp[BENCH_MAX_LIST][BENCH_MAX_LIST],
+		sn[BENCH_MAX_LIST][BENCH_MAX_LIST];
+	memset(sp, 0, sizeof sp);
+	memset(sn, 0, sizeof sn);
 	struct srv s;
 	int rc = srv_start(cfg, &s);
 	if (rc != 0) {
@@ -731,19 +740,48 @@ int bench_delivery(const struct bench_cfg *cfg)
 		for (unsigned j = 0; j < cfg->n_payloads; j++) {
 			bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS + 30);
 			if (deliver_run(cfg, &s, cfg->rates[r], cfg->payloads[j],
-					(int)(r * BENCH_MAX_LIST + j)) != 0)
+					(int)(r * BENCH_MAX_LIST + j), &sp[r][j]) != 0)
 				failures++;
 			bench_watchdog_arm(0);
 			if (ns) {
 				bench_watchdog_arm(cfg->warmup + cfg->seconds +
 						   BENCH_DRAIN_SECONDS + 30);
 				if (bench_nats_delivery(cfg, ns, cfg->rates[r],
-							cfg->payloads[j]) != 0)
+							cfg->payloads[j], &sn[r][j]) != 0)
 					failures++;
 				bench_watchdog_arm(0);
 			}
 		}
 	bench_nats_stop(ns);
 	srv_stop(&s);
+
+	bool have_floor = floor && floor->ok;
+	double fp99 = have_floor ? (double)bench_hist_quantile(&floor->lat4k, 0.99) / 1e3 : 0;
+	printf("\n### delivery ratios (same run)\n\n");
+	printf("| rate msg/s | body B | parleyd deliver p50 / p99 / p99.9 µs | NATS p50 / p99 / p99.9 µs | "
+	       "parleyd ÷ NATS p99 | 4 KiB fdatasync p99 µs | parleyd p99 ÷ fdatasync p99 | "
+	       "parleyd p99 ≤ 5000 µs |\n");
+	printf("|---:|---:|---:|---:|---:|---:|---:|---|\n");
+	for (unsigned r = 0; r < cfg->n_rates; r++)
+		for (unsigned j = 0; j < cfg->n_payloads; j++) {
+			const struct deliv_stat *a = &sp[r][j], *b = &sn[r][j];
+			char nats[96] = "–", rn[32] = "–", fl[32] = "–", rf[32] = "–";
+			if (b->ok) {
+				snprintf(nats, sizeof nats, "%.1f / %.1f / %.1f", b->p50_us,
+					 b->p99_us, b->p999_us);
+				if (a->ok && b->p99_us > 0)
+					snprintf(rn, sizeof rn, "%.1f×", a->p99_us / b->p99_us);
+			}
+			if (have_floor) {
+				snprintf(fl, sizeof fl, "%.1f", fp99);
+				if (a->ok && fp99 > 0)
+					snprintf(rf, sizeof rf, "%.1f×", a->p99_us / fp99);
+			}
+			printf("| %.0f | %u | %.1f / %.1f / %.1f%s | %s | %s | %s | %s | %s |\n",
+			       cfg->rates[r], cfg->payloads[j], a->p50_us, a->p99_us, a->p999_us,
+			       a->ok ? "" : " (FAILED)", nats, rn, fl, rf,
+			       !a->ok ? "–" : a->p99_us <= 5000 ? "met" : "missed");
+		}
+	fflush(stdout);
 	return failures ? 1 : 0;
 }
