@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +333,13 @@ static void print_engine_ratios(const struct disk_result *d, uint32_t payload,
 			printf("| WAL syncs/s ÷ 4 KiB write+fdatasync rounds/s (%.0f) | %.3f | |\n",
 			       d->syncs_per_s, b->syncs_per_s / d->syncs_per_s);
 	}
+	if (b->have_stats) {
+		/* share of the wall time a WAL write+fdatasync was in flight: near
+		 * 100% = disk-bound group commit, well below = the shard is
+		 * busy elsewhere (CPU) between syncs */
+		printf("| WAL write+sync busy (syncs/s × mean write+sync %.0f µs) | %.0f%% | |\n",
+		       b->mean_sync_us, b->syncs_per_s * b->mean_sync_us / 1e4);
+	}
 	if (e->have_half) {
 		double hp = p99_us(&e->half.lat);
 		printf("| open loop at %.0f appends/s (%.0f%% of saturation): ack p99 | %.1f µs | |\n",
@@ -481,13 +489,18 @@ static int compare_pass(const struct bench_cfg *cfg, struct cmp_summary *sum)
 		memset(cs, 0, sizeof *cs);
 		cs->parley_best = be->appends_per_s;
 		cs->redis_best = br->appends_per_s;
-		cs->ratio = br->appends_per_s > 0 ? be->appends_per_s / br->appends_per_s : 0;
+		cs->ratio = br->appends_per_s > 0 ? be->appends_per_s / br->appends_per_s : NAN;
+		/* NAN = not measured in this pass: left out of the spread */
+		cs->mbs_over_floor = cs->wal_over_floor = cs->floor_p99 = NAN;
+		cs->parley_half_p99 = cs->half_p99_minus_floor = NAN;
 		if (d->ok && d->bw_1m_mbs > 0) {
 			cs->mbs_over_floor = be->mb_per_s / d->bw_1m_mbs;
-			cs->wal_over_floor = be->have_stats ? be->wal_mb_per_s / d->bw_1m_mbs : 0;
+			if (be->have_stats)
+				cs->wal_over_floor = be->wal_mb_per_s / d->bw_1m_mbs;
 		}
-		cs->floor_p99 = p99_us(&d->lat4k);
-		if (se->have_half) {
+		if (d->ok)
+			cs->floor_p99 = p99_us(&d->lat4k);
+		if (se->have_half && se->half.lat.count > 0) {
 			cs->parley_half_p99 = p99_us(&se->half.lat);
 			cs->half_p99_minus_floor = cs->parley_half_p99 - cs->floor_p99;
 		}
@@ -507,6 +520,15 @@ static int cmp_dbl(const void *a, const void *b)
 static void print_spread_row(const char *name, const char *goal, double *v,
 			     unsigned n, const char *fmt)
 {
+	unsigned m = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (!isnan(v[i]))
+			v[m++] = v[i];
+	if (m == 0) {
+		printf("| %s | not measured | | | %s |\n", name, goal);
+		return;
+	}
+	n = m;
 	qsort(v, n, sizeof *v, cmp_dbl);
 	char lo[32], med[32], hi[32];
 	snprintf(lo, sizeof lo, fmt, v[0]);
