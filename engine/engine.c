@@ -22,7 +22,21 @@
  * Invariants
  *   1. part->last_index counts applied records; records apply in index
  *      order with no gap (a gap at recovery marks the partition corrupt).
- *   2. stream->ents[i] has seq first_seq + i; seqs are dense.
+ *   2. stream->ents[i] has seq mem_first + i; seqs are dense. Seqs below
+ *      mem_first are in history segments (flushed); seqs below first_seq
+ *      are invisible (deleted or past retention) wherever they lie.
+ *   5. History: a flush freezes every entry applied up to part->last_index
+ *      (flush_busy); the memtable drops them only after the segment is in
+ *      the stored HISTORY manifest (flushed_index), and the WAL releases a
+ *      segment only after that. Recovery skips records <= flushed_index.
+ *      Entries named by a frozen flush are never freed while it runs.
+ *
+ * History jobs (flush, compaction) run on two worker threads (struct
+ * hworker) and come back to the shard as REQ_HIST_DONE for their commit:
+ *
+ *   shard: freeze (fsrc) + hpart_flush_begin ──► worker: hpart_flush_run
+ *   shard: hpart_flush_commit ◄── REQ_HIST_DONE ◄──┘
+ *          drop frozen prefix, wal_release, maybe compact
  *   3. A subscription's next_seq only moves forward by entries delivered.
  *   4. A request is owned by the inbox, then the shard; the shard frees it
  *      after its callback (or when the engine stops).
@@ -32,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <time.h>
 
 #include "engine_internal.h"
 
@@ -49,6 +65,15 @@
 #define RING_DEPTH 64u
 #define SUB_CHUNK 64u          /* entries per subscription callback */
 #define CATCHUP_BUDGET 1024u   /* entries per catching-up sub per loop turn */
+#define DEF_BLOCK_CACHE (64ull << 20)
+#define DEF_COMPACTION_RATE (32ull << 20)
+#define DEF_RETENTION_INTERVAL (3600ull * 1000)
+#define DEF_WAL_PIN 2u
+#define WAL_PIN_MAX 16u        /* partitions force-flushed per release round */
+
+static void shard_wal_release(struct shard *sh);
+static int part_flush_start(struct shard *sh, struct part *p);
+static int part_compact_start(struct shard *sh, struct part *p, bool all);
 
 static const uint8_t zero_producer[PE_PRODUCER_LEN];
 
@@ -115,6 +140,7 @@ static struct stream *stream_get(struct part *p, const uint8_t *key,
 	s->klen = klen;
 	memcpy(s->key, key, klen);
 	s->first_seq = 1;
+	s->mem_first = 1;
 	s->hnext = p->sbuckets[h & (p->nsb - 1)];
 	p->sbuckets[h & (p->nsb - 1)] = s;
 	p->nstreams++;
@@ -123,9 +149,100 @@ static struct stream *stream_get(struct part *p, const uint8_t *key,
 
 static struct mentry *stream_at(const struct stream *s, uint64_t seq)
 {
-	if (seq < s->first_seq || seq > s->last_seq)
+	if (seq < s->mem_first || seq > s->last_seq)
 		return NULL;
-	return s->ents[seq - s->first_seq];
+	return s->ents[seq - s->mem_first];
+}
+
+static void mentry_to_pe(const struct mentry *m, struct pe_entry *o)
+{
+	*o = (struct pe_entry){.seq = m->seq, .ts_ms = m->ts, .type = m->type,
+			       .flags = m->flags, .len = m->len,
+			       .payload = m->payload};
+	memcpy(o->producer, m->producer, PE_PRODUCER_LEN);
+}
+
+/*
+ * Finds a stream, continuing it from history when the memtable does not
+ * know it (after a flush dropped it, or after a restart): its seqs go on
+ * from the last one in the segments or named by a deletion/retention mark
+ * (seqs are never reused, even when every entry is gone). create: make an
+ * empty stream when history has none either.
+ */
+static struct stream *stream_lookup(struct part *p, const uint8_t *key,
+				    uint8_t klen, bool create)
+{
+	struct stream *s = stream_get(p, key, klen, false);
+	if (s)
+		return s;
+	bool found = false;
+	uint64_t first = 1, last = 0, lts = 0;
+	if (p->hist) {
+		uint64_t fv, l, t;
+		if (hpart_stream_meta(p->hist, key, klen, &fv, &l, &t) == 0) {
+			found = true;
+			first = fv;
+			last = l;
+			lts = t;
+		}
+		const struct hman_stream *m =
+			hman_stream(hpart_manifest(p->hist), key, klen);
+		if (m && m->deleted_through != UINT64_MAX) {
+			/* Only compaction's first_retained proves seqs that are
+			 * gone from the segments. A deletion mark may run ahead of
+			 * the flushed index (stored by a commit while its WAL
+			 * record is still to be replayed): it must not move
+			 * last_seq, or the replay would give the entries it
+			 * re-applies other seqs. */
+			uint64_t ml = m->first_retained ? m->first_retained - 1 : 0;
+			if (ml > last)
+				last = ml;
+			first = PARLEY_MAX(first, m->deleted_through + 1);
+			first = PARLEY_MAX(first, m->first_retained);
+			found |= ml > 0;
+		}
+	}
+	if (!found && !create)
+		return NULL;
+	s = stream_get(p, key, klen, true);
+	if (!s || !found)
+		return s;
+	s->last_seq = last;
+	s->last_ts = lts;
+	s->mem_first = last + 1;
+	s->first_seq = PARLEY_MIN(first, last + 1);
+	return s;
+}
+
+/* Frees the memtable's entries with seq <= through (already in history,
+ * or deleted). Never while a flush job may read them. */
+static void stream_drop_through(struct part *p, struct stream *s,
+				uint64_t through)
+{
+	through = PARLEY_MIN(through, s->last_seq);
+	if (through < s->mem_first || !s->nents)
+		return;
+	uint64_t k = PARLEY_MIN(through - s->mem_first + 1, s->nents);
+	for (uint64_t i = 0; i < k; i++) {
+		p->mem_bytes -= mentry_cost(s->ents[i]->len);
+		p->nentries--;
+		free(s->ents[i]);
+	}
+	s->nents -= k;
+	if (s->nents)
+		memmove(s->ents, s->ents + k, s->nents * sizeof *s->ents);
+	s->mem_first += k;
+	if (!s->nents) {
+		free(s->ents);
+		s->ents = NULL;
+		s->cap = 0;
+	} else if (s->cap > 64 && s->nents < s->cap / 4) {
+		struct mentry **ne = realloc(s->ents, s->cap / 2 * sizeof *ne);
+		if (ne) {
+			s->ents = ne;
+			s->cap /= 2;
+		}
+	}
 }
 
 /* ---- partitions: idempotency ----------------------------------------------- */
@@ -288,7 +405,7 @@ static int part_apply_append(struct pe_engine *e, struct part *p,
 	int rc = append_decode(body, len, &d);
 	if (rc)
 		return rc;
-	struct stream *s = stream_get(p, d.key, d.klen, true);
+	struct stream *s = stream_lookup(p, d.key, d.klen, true);
 	if (!s)
 		return -ENOMEM;
 	bool idem = memcmp(d.producer, zero_producer, PE_PRODUCER_LEN) != 0;
@@ -353,6 +470,41 @@ static int part_apply_append(struct pe_engine *e, struct part *p,
 	return 0;
 }
 
+/* Applies one DELETE command (deterministic, like an append). */
+static int part_apply_delete(struct part *p, const uint8_t *body,
+			     uint32_t len, struct pe_delete_result *res,
+			     struct stream **touched)
+{
+	memset(res, 0, sizeof *res);
+	*touched = NULL;
+	if (len < 1)
+		return -PARLEY_ECORRUPT;
+	uint8_t klen = body[0];
+	if (klen == 0 || len != 1u + klen + 8)
+		return -PARLEY_ECORRUPT;
+	const uint8_t *key = body + 1;
+	uint64_t through = le_get64(body + 1 + klen);
+	struct stream *s = stream_lookup(p, key, klen, false);
+	if (!s || !s->last_seq)
+		return 0;
+	uint64_t t = PARLEY_MIN(through, s->last_seq);
+	if (t >= s->first_seq) {
+		/* hidden now; the memory goes with the next flush, which writes
+		 * them (hidden by the mark) so that their idempotency records
+		 * reach a segment; compaction purges them */
+		s->first_seq = t + 1;
+		if (p->hist) {
+			int rc = hpart_mark_deleted(p->hist, key, klen, t);
+			if (rc)
+				return rc;
+		}
+		*touched = s;
+	}
+	res->first_seq = s->first_seq;
+	res->last_seq = s->last_seq;
+	return 0;
+}
+
 /* ---- subscriptions ---------------------------------------------------------------- */
 
 static void sub_free(struct pe_sub *sub)
@@ -360,11 +512,13 @@ static void sub_free(struct pe_sub *sub)
 	free(sub);
 }
 
-/* Delivers up to `budget` entries. Returns true when caught up (or stopped
+/* Delivers up to `budget` entries, from history while the cursor is below
+ * the memtable, then from memory. Returns true when caught up (or stopped
  * for a reason other than the budget). */
 static bool sub_pump(struct pe_sub *sub, uint32_t budget)
 {
 	struct stream *s = sub->st;
+	struct part *p = &sub->e->parts[sub->part];
 	struct pe_entry batch[SUB_CHUNK];
 	if (sub->next_seq < s->first_seq) {
 		struct pe_sub_update u = {.event = PE_SUB_TRIMMED,
@@ -378,16 +532,48 @@ static bool sub_pump(struct pe_sub *sub, uint32_t budget)
 		if (budget == 0)
 			return false;
 		uint32_t n = 0;
-		while (n < SUB_CHUNK && n < budget &&
-		       sub->next_seq + n <= s->last_seq) {
-			struct mentry *m = stream_at(s, sub->next_seq + n);
-			PARLEY_ASSERT(m && m->seq == sub->next_seq + n);
-			batch[n] = (struct pe_entry){
-				.seq = m->seq, .ts_ms = m->ts, .type = m->type,
-				.flags = m->flags, .len = m->len,
-				.payload = m->payload};
-			memcpy(batch[n].producer, m->producer, PE_PRODUCER_LEN);
-			n++;
+		uint32_t want = PARLEY_MIN(SUB_CHUNK, budget);
+		struct history_hold *hold = NULL;
+		if (sub->next_seq < s->mem_first) {
+			struct history_read_req q = {
+				.key = s->key, .klen = s->klen,
+				.from = sub->next_seq, .dir = PE_FORWARD,
+				.limit = want, .below = s->mem_first,
+				.first_retained = s->first_seq};
+			struct history_read_res hr;
+			int rc = p->hist ? hpart_read(p->hist, &q, batch, &hr, &hold)
+					 : -PARLEY_ECORRUPT;
+			if (rc) {
+				PLOG_E("engine", "history read failed; subscription closed",
+				       "partition=%u err=%s", p->id, parley_errname(rc));
+				struct pe_sub_update u = {.event = PE_SUB_CLOSED,
+							  .err = rc,
+							  .next_seq = sub->next_seq};
+				atomic_store(&sub->dead, true);
+				sub->cb(sub->arg, sub, &u);
+				return true;
+			}
+			n = hr.count;
+			uint64_t got = n ? batch[0].seq : s->mem_first;
+			if (got != sub->next_seq) {
+				/* hidden by a mark the memtable did not know yet */
+				struct pe_sub_update u = {.event = PE_SUB_TRIMMED,
+							  .next_seq = got};
+				sub->next_seq = got;
+				if (sub->cb(sub->arg, sub, &u) == PE_SUB_PAUSE)
+					sub->paused = true;
+				if (!n || sub->paused || atomic_load(&sub->dead)) {
+					history_hold_free(hold);
+					continue;
+				}
+			}
+		} else {
+			while (n < want && sub->next_seq + n <= s->last_seq) {
+				struct mentry *m = stream_at(s, sub->next_seq + n);
+				PARLEY_ASSERT(m && m->seq == sub->next_seq + n);
+				mentry_to_pe(m, &batch[n]);
+				n++;
+			}
 		}
 		sub->next_seq += n;
 		budget -= n;
@@ -396,6 +582,7 @@ static bool sub_pump(struct pe_sub *sub, uint32_t budget)
 					  .next_seq = sub->next_seq};
 		if (sub->cb(sub->arg, sub, &u) == PE_SUB_PAUSE)
 			sub->paused = true;
+		history_hold_free(hold);
 	}
 	return true;
 }
@@ -467,13 +654,15 @@ static struct shard *shard_of(struct pe_engine *e, uint32_t part)
 
 static int shard_push(struct pe_engine *e, struct req *r)
 {
-	if (atomic_load(&e->closing) && r->kind != REQ_STOP &&
-	    r->kind != REQ_UNSUBSCRIBE)
+	/* STOP, UNSUBSCRIBE and HIST_DONE always get through: they release
+	 * resources (a worker's finished job must reach its shard) */
+	bool forced = r->kind == REQ_STOP || r->kind == REQ_UNSUBSCRIBE ||
+		      r->kind == REQ_HIST_DONE;
+	if (atomic_load(&e->closing) && !forced)
 		return -PARLEY_ECLOSED;
 	struct shard *sh = shard_of(e, r->part);
 	pthread_mutex_lock(&sh->mu);
-	if (sh->in_count >= e->opt.queue_depth && r->kind != REQ_STOP &&
-	    r->kind != REQ_UNSUBSCRIBE) {
+	if (sh->in_count >= e->opt.queue_depth && !forced) {
 		pthread_mutex_unlock(&sh->mu);
 		return -PARLEY_EFULL;
 	}
@@ -493,10 +682,16 @@ static int shard_push(struct pe_engine *e, struct req *r)
 
 /* ---- shard: request handling -------------------------------------------------------- */
 
+/* Fails a WAL-bound request (append or delete): its callback runs once. */
 static void fail_append(struct req *r, int err)
 {
-	struct pe_append_result res = {.err = err};
-	r->cb.append(r->arg, &res);
+	if (r->kind == REQ_DELETE) {
+		struct pe_delete_result res = {.err = err};
+		r->cb.del(r->arg, &res);
+	} else {
+		struct pe_append_result res = {.err = err};
+		r->cb.append(r->arg, &res);
+	}
 	free(r);
 }
 
@@ -534,7 +729,8 @@ static bool handle_append(struct shard *sh, struct req *r)
 		fail_append(r, -PARLEY_ECORRUPT);
 		return true;
 	}
-	if (p->mem_bytes + p->pending_bytes + r->mem_estimate >
+	if (r->kind == REQ_APPEND &&
+	    p->mem_bytes + p->pending_bytes + r->mem_estimate >
 	    e->opt.memtable_bytes) {
 		fail_append(r, -PARLEY_EFULL);
 		return true;
@@ -547,25 +743,39 @@ static bool handle_append(struct shard *sh, struct req *r)
 	if (!body)
 		return false;
 	memcpy(body, r->data, r->len);
-	/* the timestamp is taken when the command enters the log */
-	le_put64(body + 1 + r->klen + PE_PRODUCER_LEN, engine_clock(e));
-	wal_commit_rec(sh->wal, p->id, CMD_APPEND, 1, p->next_index++);
+	if (r->kind == REQ_APPEND) /* the timestamp is taken when the command enters the log */
+		le_put64(body + 1 + r->klen + PE_PRODUCER_LEN, engine_clock(e));
+	wal_commit_rec(sh->wal, p->id,
+		       r->kind == REQ_DELETE ? CMD_DELETE : CMD_APPEND, 1,
+		       p->next_index++);
 	p->pending_bytes += r->mem_estimate;
 	sh->open_reqs[sh->open_n++] = r;
 	return true;
 }
 
+static void log_hist_error(struct part *p, int rc)
+{
+	PLOG_E("engine", "history read failed", "partition=%u err=%s",
+	       p->id, parley_errname(rc));
+}
+
+/*
+ * Reads merge history (seqs < mem_first) and the memtable (the rest);
+ * first_seq bounds both. Payloads of history entries point into pinned
+ * cache blocks (`hold`), released after the callback.
+ */
 static void handle_read(struct shard *sh, struct req *r)
 {
 	struct pe_engine *e = sh->e;
 	struct part *p = &e->parts[r->part];
 	struct pe_read_result res = {0};
 	struct pe_entry *out = NULL;
+	struct history_hold *hold = NULL;
 	if (p->corrupt) {
 		res.err = -PARLEY_ECORRUPT;
 		goto done;
 	}
-	struct stream *s = stream_get(p, r->data, r->klen, false);
+	struct stream *s = stream_lookup(p, r->data, r->klen, false);
 	if (!s || s->last_seq == 0) {
 		res.end = true;
 		goto done;
@@ -578,40 +788,67 @@ static void handle_read(struct shard *sh, struct req *r)
 		res.err = -PARLEY_ENOMEM;
 		goto done;
 	}
+	uint64_t F = s->first_seq;
+	uint64_t mlo = PARLEY_MAX(s->mem_first, F);
 	uint32_t n = 0;
+	struct history_read_res hr;
 	if (r->dir == PE_FORWARD) {
 		uint64_t seq = r->from ? r->from : 1;
-		if (seq < s->first_seq) {
+		if (seq < F) {
 			res.err = -PARLEY_ETRIMMED;
 			goto done;
 		}
-		for (; n < limit && seq <= s->last_seq; seq++) {
-			struct mentry *m = stream_at(s, seq);
-			out[n++] = (struct pe_entry){.seq = m->seq, .ts_ms = m->ts,
-				.type = m->type, .flags = m->flags, .len = m->len,
-				.payload = m->payload};
-			memcpy(out[n - 1].producer, m->producer, PE_PRODUCER_LEN);
+		if (seq < s->mem_first && p->hist) {
+			struct history_read_req q = {
+				.key = s->key, .klen = s->klen, .from = seq,
+				.dir = PE_FORWARD, .limit = limit,
+				.below = s->mem_first, .first_retained = F};
+			int rc = hpart_read(p->hist, &q, out, &hr, &hold);
+			if (rc) {
+				log_hist_error(p, rc);
+				res.err = rc;
+				goto done;
+			}
+			n = hr.count;
+			seq = s->mem_first; /* history had every entry below it */
 		}
-		res.end = seq > s->last_seq;
+		for (seq = PARLEY_MAX(seq, mlo); n < limit && seq <= s->last_seq;
+		     seq++)
+			mentry_to_pe(stream_at(s, seq), &out[n++]);
+		res.end = n == 0 || out[n - 1].seq >= s->last_seq;
 	} else {
 		uint64_t seq = PARLEY_MIN(r->from, s->last_seq);
-		if (seq < s->first_seq && seq != 0 && s->first_seq > 1) {
+		if (seq < F && seq != 0 && F > 1) {
 			res.err = -PARLEY_ETRIMMED;
 			goto done;
 		}
-		for (; n < limit && seq >= s->first_seq && seq > 0; seq--) {
-			struct mentry *m = stream_at(s, seq);
-			out[n++] = (struct pe_entry){.seq = m->seq, .ts_ms = m->ts,
-				.type = m->type, .flags = m->flags, .len = m->len,
-				.payload = m->payload};
-			memcpy(out[n - 1].producer, m->producer, PE_PRODUCER_LEN);
+		for (; n < limit && seq >= mlo && seq > 0; seq--)
+			mentry_to_pe(stream_at(s, seq), &out[n++]);
+		if (n < limit && seq >= F && seq > 0 && seq < s->mem_first &&
+		    p->hist) {
+			struct history_read_req q = {
+				.key = s->key, .klen = s->klen, .from = seq,
+				.dir = PE_BACKWARD, .limit = limit - n,
+				.below = s->mem_first, .first_retained = F};
+			int rc = hpart_read(p->hist, &q, out + n, &hr, &hold);
+			if (rc) {
+				log_hist_error(p, rc);
+				res.err = rc;
+				goto done;
+			}
+			n += hr.count;
 		}
-		res.end = seq < s->first_seq || seq == 0;
+		res.end = n == 0 || out[n - 1].seq <= F;
 	}
 	res.entries = out;
 	res.count = n;
 done:
+	if (res.err) {
+		res.entries = NULL;
+		res.count = 0;
+	}
 	r->cb.read(r->arg, &res);
+	history_hold_free(hold);
 	free(out);
 	free(r);
 }
@@ -629,7 +866,7 @@ static void handle_meta(struct shard *sh, struct req *r)
 	if (p->corrupt) {
 		o->err = -PARLEY_ECORRUPT;
 	} else {
-		struct stream *s = stream_get(p, r->data, r->klen, false);
+		struct stream *s = stream_lookup(p, r->data, r->klen, false);
 		if (s && s->last_seq) {
 			o->meta.first_seq = s->first_seq;
 			o->meta.last_seq = s->last_seq;
@@ -651,6 +888,15 @@ static void handle_status(struct shard *sh, struct req *r)
 	o->mem_bytes = p->mem_bytes;
 	o->last_index = p->last_index;
 	snprintf(o->error, sizeof o->error, "%s", p->err);
+	o->flushed_index = p->flushed_index;
+	o->flushes = p->flushes;
+	o->compactions = p->compactions;
+	if (p->hist) {
+		const struct hman *m = hpart_manifest(p->hist);
+		o->segments = (uint32_t)m->nsegs;
+		for (size_t i = 0; i < m->nsegs; i++)
+			o->segment_bytes += m->segs[i].bytes;
+	}
 	r->cb.generic(r->arg);
 	free(r);
 }
@@ -671,6 +917,29 @@ static void handle_list(struct shard *sh, struct req *r)
 	if (p->corrupt) {
 		o->err = -PARLEY_ECORRUPT;
 		goto done;
+	}
+	/* streams that live only in history join the table first */
+	if (p->hist) {
+		size_t nseg = hpart_segments(p->hist, NULL, 0);
+		struct hpart_seg_view *v = calloc(nseg ? nseg : 1, sizeof *v);
+		if (!v) {
+			o->err = -PARLEY_ENOMEM;
+			goto done;
+		}
+		hpart_segments(p->hist, v, nseg);
+		for (size_t i = 0; i < nseg; i++)
+			for (uint32_t k = 0; k < v[i].info.streams; k++) {
+				const uint8_t *key;
+				uint8_t kl;
+				struct seg_stream_info si;
+				if (seg_stream_at(v[i].r, k, &key, &kl, &si) == 0)
+					(void)stream_lookup(p, key, kl, false);
+			}
+		free(v);
+		const struct hman *m = hpart_manifest(p->hist);
+		for (size_t i = 0; i < m->nstreams; i++)
+			(void)stream_lookup(p, m->streams[i].key,
+					    m->streams[i].klen, false);
 	}
 	size_t need = 1;
 	for (uint64_t b = 0; b < p->nsb; b++)
@@ -713,7 +982,7 @@ static void handle_subscribe(struct shard *sh, struct req *r)
 		sub->cb(sub->arg, sub, &u);
 		return;
 	}
-	struct stream *s = stream_get(p, sub->key, sub->klen, true);
+	struct stream *s = stream_lookup(p, sub->key, sub->klen, true);
 	if (!s) {
 		struct pe_sub_update u = {.event = PE_SUB_CLOSED,
 					  .err = -PARLEY_ENOMEM,
@@ -772,24 +1041,32 @@ static int apply_record(void *arg, const struct wal_rec *rec)
 		return 0;
 	}
 	struct part *p = &e->parts[rec->partition];
+	struct pe_delete_result dres = {0};
 	if (r)
 		p->pending_bytes -= r->mem_estimate;
+	/* already in history segments (recovery only: live records are
+	 * always past the flushed index) */
+	if (!c->live && !p->corrupt && rec->index <= p->flushed_index)
+		return 0;
 	if (p->corrupt) {
 		res.err = -PARLEY_ECORRUPT;
 	} else if (rec->index != p->last_index + 1) {
 		part_mark_corrupt(p, rec->file, rec->off, "log index gap");
 		res.err = -PARLEY_ECORRUPT;
-	} else if (rec->type != CMD_APPEND) {
+	} else if (rec->type != CMD_APPEND && rec->type != CMD_DELETE) {
 		part_mark_corrupt(p, rec->file, rec->off,
 				  "unknown log command type");
 		res.err = -PARLEY_ECORRUPT;
 	} else {
 		p->last_index = rec->index;
-		int rc = part_apply_append(e, p, rec->body, rec->len, &res,
-					   &touched);
+		int rc = rec->type == CMD_DELETE
+				 ? part_apply_delete(p, rec->body, rec->len, &dres,
+						     &touched)
+				 : part_apply_append(e, p, rec->body, rec->len,
+						     &res, &touched);
 		if (rc == -PARLEY_ECORRUPT) {
 			part_mark_corrupt(p, rec->file, rec->off,
-					  "undecodable append command");
+					  "undecodable log command");
 			res.err = rc;
 		} else if (rc) {
 			/* out of memory while applying: state may be partial,
@@ -799,7 +1076,11 @@ static int apply_record(void *arg, const struct wal_rec *rec)
 			res.err = rc;
 		}
 	}
-	if (r) {
+	if (r && r->kind == REQ_DELETE) {
+		dres.err = res.err;
+		r->cb.del(r->arg, &dres);
+		free(r);
+	} else if (r) {
 		if (!res.err) {
 			atomic_fetch_add(&c->sh->n_appends, 1);
 			atomic_fetch_add(&c->sh->n_entries, res.count);
@@ -810,6 +1091,496 @@ static int apply_record(void *arg, const struct wal_rec *rec)
 	if (touched && c->live)
 		stream_notify(c->sh, touched);
 	return 0;
+}
+
+
+/* ---- history: flush and compaction jobs ------------------------------------------- */
+
+/* A flush job's source: the frozen memtable (entry pointers copied at
+ * freeze; the entries themselves are immutable and not freed until the
+ * commit), streams in segment key order. */
+struct fsrc_str {
+	struct stream *s;
+	uint64_t first, last; /* frozen seq range */
+	uint64_t off;         /* into pool */
+};
+struct fsrc {
+	struct pe_engine *e;
+	struct fsrc_str *v;
+	size_t n;
+	struct mentry **pool;
+	size_t si;
+	uint64_t ei;
+};
+
+static void fsrc_free(struct fsrc *f)
+{
+	if (!f)
+		return;
+	free(f->v);
+	free(f->pool);
+	free(f);
+}
+
+static int fsrc_next(void *arg, const uint8_t **key, size_t *klen,
+		     struct pe_entry *out)
+{
+	struct fsrc *f = arg;
+	if (atomic_load(&f->e->aborting))
+		return -PARLEY_ECLOSED;
+	while (f->si < f->n) {
+		struct fsrc_str *st = &f->v[f->si];
+		if (f->ei < st->last - st->first + 1) {
+			mentry_to_pe(f->pool[st->off + f->ei++], out);
+			*key = st->s->key; /* a stream's key never changes */
+			*klen = st->s->klen;
+			return 1;
+		}
+		f->si++;
+		f->ei = 0;
+	}
+	return 0;
+}
+
+static int fsrc_rewind(void *arg)
+{
+	struct fsrc *f = arg;
+	f->si = 0;
+	f->ei = 0;
+	return 0;
+}
+
+static int fsrc_cmp(const void *x, const void *y)
+{
+	const struct fsrc_str *a = x, *b = y;
+	int c = memcmp(a->s->key, b->s->key, PARLEY_MIN(a->s->klen, b->s->klen));
+	if (!c)
+		c = a->s->klen < b->s->klen ? -1 : a->s->klen > b->s->klen;
+	return c;
+}
+
+static void hworker_push(struct pe_engine *e, int w, uint32_t part, int kind)
+{
+	struct hjob *j = calloc(1, sizeof *j);
+	PARLEY_ASSERT(j);
+	j->part = part;
+	j->kind = kind;
+	struct hworker *hw = &e->hw[w];
+	pthread_mutex_lock(&hw->mu);
+	if (hw->tail)
+		hw->tail->next = j;
+	else
+		hw->head = j;
+	hw->tail = j;
+	pthread_cond_signal(&hw->cv);
+	pthread_mutex_unlock(&hw->mu);
+}
+
+static void hist_sleep(void *arg, uint64_t ns)
+{
+	struct pe_engine *e = arg;
+	/* closing: finish the job at full speed rather than hold up close */
+	if (atomic_load(&e->closing) || atomic_load(&e->aborting))
+		return;
+	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+			      .tv_nsec = (long)(ns % 1000000000u)};
+	nanosleep(&ts, NULL);
+}
+
+static void *hworker_main(void *arg)
+{
+	struct hworker *hw = arg;
+	struct pe_engine *e = hw->e;
+	pthread_mutex_lock(&hw->mu);
+	for (;;) {
+		while (!hw->head && !hw->stop)
+			pthread_cond_wait(&hw->cv, &hw->mu);
+		if (hw->stop)
+			break;
+		struct hjob *j = hw->head;
+		hw->head = j->next;
+		if (!hw->head)
+			hw->tail = NULL;
+		pthread_mutex_unlock(&hw->mu);
+		struct part *p = &e->parts[j->part];
+		if (j->kind == 1) {
+			struct hpart_src src = {.next = fsrc_next,
+						.rewind = fsrc_rewind,
+						.arg = p->fsrc};
+			p->flush_rc = hpart_flush_run(p->fjob, &src);
+		} else {
+			p->compact_rc = hpart_compact_run(p->cjob, NULL);
+		}
+		struct req *r = calloc(1, sizeof *r);
+		PARLEY_ASSERT(r);
+		r->kind = REQ_HIST_DONE;
+		r->part = j->part;
+		r->from = (uint64_t)j->kind;
+		free(j);
+		if (!atomic_load(&e->aborting))
+			PARLEY_ASSERT(shard_push(e, r) == 0);
+		else
+			free(r);
+		pthread_mutex_lock(&hw->mu);
+	}
+	while (hw->head) { /* abort: jobs never started are dropped */
+		struct hjob *j = hw->head;
+		hw->head = j->next;
+		free(j);
+	}
+	hw->tail = NULL;
+	pthread_mutex_unlock(&hw->mu);
+	return NULL;
+}
+
+static void answer_int(struct req *r, int rc)
+{
+	*(int *)r->out = rc;
+	r->cb.generic(r->arg);
+	free(r);
+}
+
+static void answer_all(struct req **list, int rc)
+{
+	struct req *r = *list;
+	*list = NULL;
+	while (r) {
+		struct req *n = r->next;
+		answer_int(r, rc);
+		r = n;
+	}
+}
+
+/*
+ * Freezes the partition's memtable and hands a flush job to the worker.
+ * Returns 0 (started: finish_flush will run), 1 (nothing to write; the
+ * flushed index was brought up to date here), or a negative error.
+ */
+static int part_flush_start(struct shard *sh, struct part *p)
+{
+	struct pe_engine *e = sh->e;
+	if (p->corrupt)
+		return -PARLEY_ECORRUPT;
+	if (e->opt.read_only || !p->hist)
+		return -PARLEY_EPERM;
+	if (sh->stopping || atomic_load(&e->closing))
+		return -PARLEY_ECLOSED;
+	if (p->flush_busy)
+		return -PARLEY_EAGAIN;
+	if (p->nentries == 0) {
+		/* only deletes or duplicates were logged: no segment, but the
+		 * marks and the flushed index are stored so the WAL can go */
+		if (p->last_index <= p->flushed_index)
+			return 1;
+		int rc = hpart_set_flushed(p->hist, p->last_index);
+		if (rc)
+			return rc;
+		p->flushed_index = p->last_index;
+		return 1;
+	}
+	struct fsrc *f = calloc(1, sizeof *f);
+	if (!f)
+		return -PARLEY_ENOMEM;
+	f->e = e;
+	size_t ns = 0;
+	for (uint64_t b = 0; b < p->nsb; b++)
+		for (struct stream *s = p->sbuckets[b]; s; s = s->hnext)
+			ns += s->nents > 0;
+	f->v = calloc(ns ? ns : 1, sizeof *f->v);
+	f->pool = malloc((p->nentries ? p->nentries : 1) * sizeof *f->pool);
+	if (!f->v || !f->pool) {
+		fsrc_free(f);
+		return -PARLEY_ENOMEM;
+	}
+	uint64_t off = 0;
+	for (uint64_t b = 0; b < p->nsb; b++)
+		for (struct stream *s = p->sbuckets[b]; s; s = s->hnext) {
+			if (!s->nents)
+				continue;
+			PARLEY_ASSERT(s->mem_first + s->nents - 1 == s->last_seq);
+			PARLEY_ASSERT(off + s->nents <= p->nentries);
+			f->v[f->n++] = (struct fsrc_str){
+				.s = s, .first = s->mem_first,
+				.last = s->last_seq, .off = off};
+			memcpy(f->pool + off, s->ents, s->nents * sizeof *s->ents);
+			off += s->nents;
+		}
+	qsort(f->v, f->n, sizeof *f->v, fsrc_cmp);
+	int rc = hpart_flush_begin(p->hist, p->last_index, &p->fjob);
+	if (rc) {
+		fsrc_free(f);
+		return rc;
+	}
+	p->fsrc = f;
+	p->flush_busy = true;
+	hworker_push(e, 0, p->id, 1);
+	return 0;
+}
+
+static void part_flush_finish(struct shard *sh, struct part *p)
+{
+	struct pe_engine *e = sh->e;
+	int rc = p->flush_rc;
+	struct hpart_flush_result fr;
+	if (!rc) {
+		rc = hpart_flush_commit(p->hist, p->fjob, &fr);
+		if (rc == -PARLEY_ECORRUPT) { /* committed, but unreadable */
+			char f[64];
+			snprintf(f, sizeof f, "hist/%u", p->id);
+			part_mark_corrupt(p, f, 0, "new history segment unreadable");
+		} else if (rc) {
+			hpart_flush_abandon(p->hist, p->fjob);
+		}
+	} else {
+		hpart_flush_abandon(p->hist, p->fjob);
+	}
+	p->fjob = NULL;
+	p->flush_busy = false;
+	struct fsrc *f = p->fsrc;
+	p->fsrc = NULL;
+	if (!rc) {
+		for (size_t i = 0; i < f->n; i++) {
+			struct stream *s = f->v[i].s;
+			stream_drop_through(p, s, PARLEY_MAX(f->v[i].last,
+							      s->first_seq - 1));
+		}
+		p->flushed_index = fr.flushed_index;
+		p->flushes++;
+	} else if (rc != -PARLEY_ECLOSED) {
+		PLOG_E("engine", "history flush failed (retried later)",
+		       "partition=%u err=%s", p->id, parley_errname(rc));
+	}
+	fsrc_free(f);
+	answer_all(&p->fwait_cur, rc);
+	if (!rc) {
+		shard_wal_release(sh);
+		if (!e->opt.no_auto_compact)
+			(void)part_compact_start(sh, p, false);
+	}
+	if (p->fwait_next) {
+		p->fwait_cur = p->fwait_next;
+		p->fwait_next = NULL;
+		int s2 = part_flush_start(sh, p);
+		if (s2 != 0)
+			answer_all(&p->fwait_cur, s2 == 1 ? 0 : s2);
+	}
+}
+
+/* Returns 0 (started), 1 (nothing worth merging), or a negative error. */
+static int part_compact_start(struct shard *sh, struct part *p, bool all)
+{
+	struct pe_engine *e = sh->e;
+	if (p->corrupt)
+		return -PARLEY_ECORRUPT;
+	if (e->opt.read_only || !p->hist)
+		return -PARLEY_EPERM;
+	if (sh->stopping || atomic_load(&e->closing))
+		return -PARLEY_ECLOSED;
+	if (p->compact_busy)
+		return -PARLEY_EAGAIN;
+	struct hpart_compact_opts o = {
+		.all = all, .now_ms = engine_clock(e),
+		.rate_bytes_per_s = e->opt.compaction_rate,
+		.sleep_ns = hist_sleep, .sleep_arg = e};
+	int rc = hpart_compact_begin(p->hist, &o, &p->cjob);
+	if (rc == -PARLEY_EAGAIN)
+		return 1;
+	if (rc)
+		return rc;
+	p->compact_busy = true;
+	hworker_push(e, 1, p->id, 2);
+	return 0;
+}
+
+static void part_compact_finish(struct shard *sh, struct part *p)
+{
+	struct pe_engine *e = sh->e;
+	int rc = p->compact_rc;
+	size_t segs_before = hpart_manifest(p->hist)->nsegs;
+	if (!rc) {
+		rc = hpart_compact_commit(p->hist, p->cjob);
+		if (rc == -PARLEY_ECORRUPT) {
+			char f[64];
+			snprintf(f, sizeof f, "hist/%u", p->id);
+			part_mark_corrupt(p, f, 0, "compacted segment unreadable");
+		} else if (rc) {
+			hpart_compact_abandon(p->hist, p->cjob);
+		}
+	} else {
+		hpart_compact_abandon(p->hist, p->cjob);
+	}
+	p->cjob = NULL;
+	p->compact_busy = false;
+	if (!rc) {
+		p->compactions++;
+		/* retention marks the compaction stored: streams the memtable
+		 * knows see them at once (their subscribers get TRIMMED) */
+		const struct hman *m = hpart_manifest(p->hist);
+		for (size_t i = 0; i < m->nstreams; i++) {
+			const struct hman_stream *ms = &m->streams[i];
+			if (ms->first_retained <= 1)
+				continue;
+			struct stream *s = stream_get(p, ms->key, ms->klen, false);
+			if (s && s->first_seq < ms->first_retained)
+				s->first_seq = PARLEY_MIN(ms->first_retained,
+							  s->last_seq + 1);
+		}
+	} else if (rc != -PARLEY_ECLOSED) {
+		PLOG_E("engine", "history compaction failed (retried later)",
+		       "partition=%u err=%s", p->id, parley_errname(rc));
+	}
+	answer_all(&p->cwait_cur, rc);
+	if (p->cwait_next) {
+		p->cwait_cur = p->cwait_next;
+		p->cwait_next = NULL;
+		bool all = p->cnext_all;
+		p->cnext_all = false;
+		int s2 = part_compact_start(sh, p, all);
+		if (s2 != 0)
+			answer_all(&p->cwait_cur, s2 == 1 ? 0 : s2);
+	} else if (!rc && !e->opt.no_auto_compact &&
+		   hpart_manifest(p->hist)->nsegs < segs_before) {
+		(void)part_compact_start(sh, p, false); /* another tier may be full */
+	}
+}
+
+static void handle_hist_done(struct shard *sh, struct req *r)
+{
+	struct part *p = &sh->e->parts[r->part];
+	int kind = (int)r->from;
+	free(r);
+	if (kind == 1)
+		part_flush_finish(sh, p);
+	else
+		part_compact_finish(sh, p);
+}
+
+static void handle_flush(struct shard *sh, struct req *r)
+{
+	struct part *p = &sh->e->parts[r->part];
+	if (p->flush_busy) {
+		r->next = p->fwait_next;
+		p->fwait_next = r;
+		return;
+	}
+	int rc = part_flush_start(sh, p);
+	if (rc == 0) {
+		r->next = p->fwait_cur;
+		p->fwait_cur = r;
+		return;
+	}
+	answer_int(r, rc == 1 ? 0 : rc);
+}
+
+static void handle_compact(struct shard *sh, struct req *r)
+{
+	struct part *p = &sh->e->parts[r->part];
+	bool all = r->from != 0;
+	if (p->compact_busy) {
+		p->cnext_all |= all;
+		r->next = p->cwait_next;
+		p->cwait_next = r;
+		return;
+	}
+	int rc = part_compact_start(sh, p, all);
+	if (rc == 0) {
+		r->next = p->cwait_cur;
+		p->cwait_cur = r;
+		return;
+	}
+	answer_int(r, rc == 1 ? 0 : rc);
+}
+
+static uint64_t flushed_of(void *arg, uint32_t part)
+{
+	struct pe_engine *e = arg;
+	if (part >= e->nparts)
+		return UINT64_MAX; /* foreign record: ignored by recovery */
+	return e->parts[part].flushed_index;
+}
+
+/* Releases WAL segments every partition has flushed past; when the oldest
+ * segment still kept is more than wal_pin_segments rolls old, the
+ * partitions pinning it are flushed (an idle partition must not pin the
+ * disk forever). */
+static void shard_wal_release(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	if (e->opt.read_only || sh->fatal)
+		return;
+	for (int round = 0; round < 4; round++) {
+		uint32_t pin[WAL_PIN_MAX], npin = 0, left = 0;
+		int n = wal_release(sh->wal, flushed_of, e, pin, WAL_PIN_MAX,
+				    &npin, &left);
+		if (n > 0)
+			PLOG_D("engine", "WAL segments released", "shard=%u n=%d",
+			       sh->idx, n);
+		if (left <= e->opt.wal_pin_segments || e->opt.no_auto_flush)
+			return;
+		bool again = false;
+		for (uint32_t i = 0; i < npin; i++) {
+			if (pin[i] >= e->nparts)
+				continue;
+			struct part *p = &e->parts[pin[i]];
+			if (p->flush_busy)
+				continue;
+			int rc = part_flush_start(sh, p);
+			again |= rc == 1;
+		}
+		if (!again)
+			return;
+	}
+}
+
+/* After a durable batch: partitions past half their memtable flush. */
+static void shard_maybe_flush(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	if (e->opt.read_only || e->opt.no_auto_flush || sh->stopping)
+		return;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		if (!p->flush_busy && !p->corrupt &&
+		    p->mem_bytes > e->opt.memtable_bytes / 2)
+			(void)part_flush_start(sh, p);
+	}
+}
+
+static bool shard_hist_busy(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards)
+		if (e->parts[i].flush_busy || e->parts[i].compact_busy)
+			return true;
+	return false;
+}
+
+/* Periodic retention: a full compaction of every partition with segments. */
+static void shard_tick(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	if (!e->retention.n || e->opt.no_auto_compact || e->opt.read_only)
+		return;
+	uint64_t now = parley_mono_ns() / 1000000u;
+	if (now < sh->next_tick_ms)
+		return;
+	sh->next_tick_ms = now + e->opt.retention_interval_ms;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		if (p->hist && hpart_manifest(p->hist)->nsegs)
+			(void)part_compact_start(sh, p, true);
+	}
+}
+
+static int shard_tick_timeout(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	if (!e->retention.n || e->opt.no_auto_compact || e->opt.read_only)
+		return -1;
+	uint64_t now = parley_mono_ns() / 1000000u;
+	if (now >= sh->next_tick_ms)
+		return 0;
+	return (int)PARLEY_MIN(sh->next_tick_ms - now, 60000u);
 }
 
 static void recover_corrupt(void *arg, int64_t partition, const char *file,
@@ -871,6 +1642,12 @@ static void shard_submit(struct shard *sh)
 	sh->open_reqs = t;
 	sh->flight_n = sh->open_n;
 	sh->open_n = 0;
+	struct wal_stats ws;
+	wal_get_stats(sh->wal, &ws);
+	if (ws.segments != sh->wal_rolls) { /* rolled: maybe release, force-flush */
+		sh->wal_rolls = ws.segments;
+		shard_wal_release(sh);
+	}
 }
 
 static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
@@ -888,6 +1665,7 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 	wal_for_each_durable(sh->wal, apply_record, &ctx);
 	PARLEY_ASSERT(ctx.i == sh->flight_n);
 	sh->flight_n = 0;
+	shard_maybe_flush(sh);
 }
 
 /* Process drained requests; stop at an append that does not fit. */
@@ -896,7 +1674,7 @@ static void shard_process(struct shard *sh)
 	while (sh->backlog) {
 		struct req *r = sh->backlog;
 		struct req *next = r->next;
-		if (r->kind == REQ_APPEND) {
+		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
 			if (!handle_append(sh, r))
 				return; /* open batch full: wait for the flight */
 			/* r may be freed by now */
@@ -910,6 +1688,16 @@ static void shard_process(struct shard *sh)
 			sh->backlog_tail = NULL;
 		switch (r->kind) {
 		case REQ_APPEND:
+		case REQ_DELETE:
+			break;
+		case REQ_HIST_DONE:
+			handle_hist_done(sh, r);
+			break;
+		case REQ_FLUSH:
+			handle_flush(sh, r);
+			break;
+		case REQ_COMPACT:
+			handle_compact(sh, r);
 			break;
 		case REQ_READ:
 			handle_read(sh, r);
@@ -982,6 +1770,11 @@ static void *shard_main(void *arg)
 	struct shard *sh = arg;
 	struct pe_engine *e = sh->e;
 	struct pio_cqe cqes[RING_DEPTH];
+	struct wal_stats ws;
+	wal_get_stats(sh->wal, &ws);
+	sh->wal_rolls = ws.segments;
+	sh->next_tick_ms = parley_mono_ns() / 1000000u + e->opt.retention_interval_ms;
+	shard_wal_release(sh); /* what the last run flushed but did not release */
 	for (;;) {
 		if (atomic_load(&e->aborting))
 			return NULL;
@@ -989,7 +1782,8 @@ static void *shard_main(void *arg)
 		shard_process(sh);
 		shard_submit(sh);
 		shard_run_catchup(sh);
-		if (sh->stopping && !sh->backlog &&
+		shard_tick(sh);
+		if (sh->stopping && !sh->backlog && !shard_hist_busy(sh) &&
 		    (sh->fatal ||
 		     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
 			pthread_mutex_lock(&sh->mu);
@@ -998,7 +1792,8 @@ static void *shard_main(void *arg)
 			if (empty)
 				break;
 		}
-		int timeout = sh->catchup || (sh->backlog && !wal_in_flight(sh->wal)) ? 0 : -1;
+		int timeout = sh->catchup || (sh->backlog && !wal_in_flight(sh->wal))
+				      ? 0 : shard_tick_timeout(sh);
 		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 		if (atomic_load(&e->aborting))
 			return NULL;
@@ -1082,6 +1877,84 @@ static int manifest_write(struct pe_engine *e)
 
 /* ---- open / close ---------------------------------------------------------------------- */
 
+static int hworkers_start(struct pe_engine *e)
+{
+	for (int i = 0; i < 2; i++) {
+		struct hworker *hw = &e->hw[i];
+		hw->e = e;
+		if (pthread_create(&hw->thread, NULL, hworker_main, hw))
+			return -errno;
+		hw->started = true;
+	}
+	return 0;
+}
+
+static void hworkers_stop(struct pe_engine *e)
+{
+	for (int i = 0; i < 2; i++) {
+		struct hworker *hw = &e->hw[i];
+		if (!hw->started)
+			continue;
+		pthread_mutex_lock(&hw->mu);
+		hw->stop = true;
+		pthread_cond_broadcast(&hw->cv);
+		pthread_mutex_unlock(&hw->mu);
+		pthread_join(hw->thread, NULL);
+		hw->started = false;
+	}
+}
+
+/* Idempotency records of history segments (at open, before the WAL). */
+static int idem_load_cb(void *arg, const struct seg_idem *rec)
+{
+	struct part *p = arg;
+	struct stream *s = stream_lookup(p, rec->key, rec->klen, true);
+	if (!s)
+		return -PARLEY_ENOMEM;
+	if (idem_find(p, s, rec->producer))
+		return 0;
+	return idem_insert(p, s, rec->producer, rec->seq, rec->count, rec->ts);
+}
+
+static int part_hist_open(struct pe_engine *e, struct shard *sh,
+			  struct part *p)
+{
+	char hd[700];
+	snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, p->id);
+	if (!e->opt.read_only) {
+		int rc = e->io->ops->mkdir(e->io, hd);
+		if (rc && rc != -EEXIST)
+			return rc;
+	}
+	struct hpart_opts ho = {
+		.partition = p->id, .cache = sh->cache,
+		.retention = e->retention.n ? &e->retention : NULL,
+		.read_only = e->opt.read_only,
+		.idem_window_ms = e->idem_window_ms};
+	int rc = hpart_open(e->io, hd, &ho, &p->hist);
+	if (rc == -PARLEY_ECORRUPT) {
+		char f[64];
+		snprintf(f, sizeof f, "hist/%u", p->id);
+		part_mark_corrupt(p, f, 0,
+				  "history segment, dictionary or HISTORY unreadable");
+		return 0;
+	}
+	if (rc)
+		return rc;
+	p->flushed_index = hpart_manifest(p->hist)->flushed_index;
+	p->last_index = p->flushed_index;
+	uint64_t now = engine_clock(e);
+	uint64_t min_ts = now > e->idem_window_ms ? now - e->idem_window_ms : 0;
+	rc = hpart_idem_load(p->hist, min_ts, idem_load_cb, p);
+	if (rc == -PARLEY_ECORRUPT) {
+		char f[64];
+		snprintf(f, sizeof f, "hist/%u", p->id);
+		part_mark_corrupt(p, f, 0, "idempotency section unreadable");
+		return 0;
+	}
+	return rc;
+}
+
 static void engine_free(struct pe_engine *e)
 {
 	if (!e)
@@ -1101,6 +1974,21 @@ static void engine_free(struct pe_engine *e)
 				}
 			}
 			free(p->sbuckets);
+			if (p->hist) {
+				if (p->fjob || p->cjob) /* abort: no file touched */
+					hpart_abort(p->hist, p->fjob, p->cjob);
+				else
+					hpart_close(p->hist);
+			}
+			fsrc_free(p->fsrc);
+			struct req *lists[4] = {p->fwait_cur, p->fwait_next,
+						p->cwait_cur, p->cwait_next};
+			for (int l = 0; l < 4; l++) /* waiters only exist on abort */
+				while (lists[l]) {
+					struct req *n = lists[l]->next;
+					free(lists[l]);
+					lists[l] = n;
+				}
 			struct idem *i2 = p->ihead;
 			while (i2) {
 				struct idem *n = i2->fnext;
@@ -1133,9 +2021,16 @@ static void engine_free(struct pe_engine *e)
 				wal_close(sh->wal);
 			if (sh->ring)
 				e->io->ops->ring_free(sh->ring);
+			if (sh->cache)
+				bcache_free(sh->cache);
 			pthread_mutex_destroy(&sh->mu);
 		}
 		free(e->shards);
+	}
+	if (e->rules) {
+		for (size_t i = 0; i < e->retention.n; i++)
+			free((void *)e->rules[i].prefix);
+		free(e->rules);
 	}
 	/* last: every WAL file is closed and no ring op is in flight */
 	if (e->locked)
@@ -1159,6 +2054,48 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		e->opt.memtable_bytes = DEF_MEMTABLE;
 	if (!e->opt.queue_depth)
 		e->opt.queue_depth = DEF_QUEUE;
+	if (!e->opt.block_cache_bytes)
+		e->opt.block_cache_bytes = DEF_BLOCK_CACHE;
+	if (!e->opt.compaction_rate)
+		e->opt.compaction_rate = DEF_COMPACTION_RATE;
+	if (!e->opt.retention_interval_ms)
+		e->opt.retention_interval_ms = DEF_RETENTION_INTERVAL;
+	if (!e->opt.wal_pin_segments)
+		e->opt.wal_pin_segments = DEF_WAL_PIN;
+	for (int i = 0; i < 2; i++) {
+		pthread_mutex_init(&e->hw[i].mu, NULL);
+		pthread_cond_init(&e->hw[i].cv, NULL);
+	}
+	e->opt.retention = NULL;
+	e->opt.nretention = 0;
+	if (opt->nretention) {
+		if (!opt->retention) {
+			free(e);
+			return -PARLEY_EINVAL;
+		}
+		e->rules = calloc(opt->nretention, sizeof *e->rules);
+		if (!e->rules) {
+			free(e);
+			return -ENOMEM;
+		}
+		e->retention.rules = e->rules;
+		for (size_t i = 0; i < opt->nretention; i++) {
+			const struct pe_retention_rule *q = &opt->retention[i];
+			uint8_t *pf = malloc(q->plen ? q->plen : 1);
+			if (!pf || (q->plen && !q->prefix)) {
+				free(pf);
+				engine_free(e);
+				return pf ? -PARLEY_EINVAL : -ENOMEM;
+			}
+			if (q->plen)
+				memcpy(pf, q->prefix, q->plen);
+			e->rules[i] = (struct retention_rule){
+				.prefix = pf, .plen = q->plen,
+				.max_age_ms = q->max_age_ms,
+				.max_count = q->max_count};
+			e->retention.n = i + 1;
+		}
+	}
 	e->io = opt->io;
 	if (!e->io) {
 		e->io = pio_uring_new();
@@ -1240,6 +2177,23 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		rc = e->io->ops->ring_new(e->io, RING_DEPTH, &sh->ring);
 		if (rc)
 			goto fail;
+		rc = bcache_new(e->opt.block_cache_bytes, &sh->cache);
+		if (rc)
+			goto fail;
+		if (!opt->read_only) {
+			char hdir[600];
+			snprintf(hdir, sizeof hdir, "%s/hist", e->dir);
+			rc = e->io->ops->mkdir(e->io, hdir);
+			if (rc && rc != -EEXIST)
+				goto fail;
+		}
+		/* history first: WAL replay skips what segments already hold,
+		 * continues streams from them and extends their idempotency */
+		for (uint32_t p = i; p < e->nparts; p += e->nshards) {
+			rc = part_hist_open(e, sh, &e->parts[p]);
+			if (rc)
+				goto fail;
+		}
 		char wdir[600];
 		snprintf(wdir, sizeof wdir, "%s/wal/%u", e->dir, i);
 		struct apply_ctx ctx = {.sh = sh, .live = false};
@@ -1253,6 +2207,9 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		for (uint32_t p = i; p < e->nparts; p += e->nshards)
 			e->parts[p].next_index = e->parts[p].last_index + 1;
 	}
+	rc = hworkers_start(e);
+	if (rc)
+		goto fail;
 	for (uint32_t i = 0; i < e->nshards; i++) {
 		struct shard *sh = &e->shards[i];
 		if (pthread_create(&sh->thread, NULL, shard_main, sh)) {
@@ -1281,6 +2238,7 @@ fail:
 				pthread_join(e->shards[i].thread, NULL);
 			}
 	}
+	hworkers_stop(e);
 	engine_free(e);
 	return rc;
 }
@@ -1299,6 +2257,7 @@ void pe_close(struct pe_engine *e)
 	}
 	for (uint32_t i = 0; i < e->nshards; i++)
 		pthread_join(e->shards[i].thread, NULL);
+	hworkers_stop(e); /* idle: the shards waited for their jobs */
 	engine_free(e);
 }
 
@@ -1312,6 +2271,7 @@ void pe_abort(struct pe_engine *e)
 		e->io->ops->ring_wake(e->shards[i].ring);
 		pthread_join(e->shards[i].thread, NULL);
 	}
+	hworkers_stop(e); /* a running job ends early (its files are orphans) */
 	engine_free(e);
 }
 
@@ -1703,4 +2663,229 @@ int pe_list_streams(struct pe_engine *e, uint32_t partition, pe_stream_cb cb,
 	}
 	free(lo.buf);
 	return rc > 0 ? 0 : rc;
+}
+
+/* ---- delete and history maintenance --------------------------------------------------- */
+
+int pe_delete(struct pe_engine *e, const void *key, size_t klen,
+	      uint64_t through, pe_delete_cb cb, void *arg)
+{
+	if (!cb || !key_ok(key, klen))
+		return -PARLEY_EINVAL;
+	uint32_t len = (uint32_t)(1 + klen + 8);
+	struct req *r = malloc(sizeof *r + len);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	memset(r, 0, sizeof *r);
+	r->kind = REQ_DELETE;
+	r->part = pe_partition_of(e, key, klen);
+	r->cb.del = cb;
+	r->arg = arg;
+	r->len = len;
+	r->klen = (uint8_t)klen;
+	r->data[0] = (uint8_t)klen;
+	memcpy(r->data + 1, key, klen);
+	le_put64(r->data + 1 + klen, through);
+	int rc = shard_push(e, r);
+	if (rc)
+		free(r);
+	return rc;
+}
+
+struct del_waiter {
+	struct waiter w;
+	struct pe_delete_result res;
+};
+
+static void sync_delete_cb(void *arg, const struct pe_delete_result *r)
+{
+	struct del_waiter *d = arg;
+	d->res = *r;
+	waiter_signal(&d->w);
+}
+
+int pe_delete_sync(struct pe_engine *e, const void *key, size_t klen,
+		   uint64_t through, struct pe_delete_result *r)
+{
+	struct del_waiter d;
+	waiter_init(&d.w);
+	memset(&d.res, 0, sizeof d.res);
+	int rc = pe_delete(e, key, klen, through, sync_delete_cb, &d);
+	if (rc) {
+		pthread_mutex_destroy(&d.w.mu);
+		pthread_cond_destroy(&d.w.cv);
+		memset(r, 0, sizeof *r);
+		r->err = rc;
+		return rc;
+	}
+	waiter_wait(&d.w);
+	*r = d.res;
+	return r->err;
+}
+
+int pe_flush_sync(struct pe_engine *e, uint32_t partition)
+{
+	if (partition >= e->nparts)
+		return -PARLEY_EINVAL;
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_FLUSH;
+	r->part = partition;
+	int out = 0;
+	int rc = blocking_req(e, r, &out);
+	return rc ? rc : out;
+}
+
+int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all)
+{
+	if (partition >= e->nparts)
+		return -PARLEY_EINVAL;
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_COMPACT;
+	r->part = partition;
+	r->from = all;
+	int out = 0;
+	int rc = blocking_req(e, r, &out);
+	return rc ? rc : out;
+}
+
+/* ---- offline history inspection ----------------------------------------------------------- */
+
+static int hist_open_ro(struct pio **io, bool *own, const char *dir,
+			uint32_t partition, struct hpart **h)
+{
+	*own = false;
+	if (!*io) {
+		*io = pio_uring_new();
+		if (!*io)
+			return -PARLEY_ENOMEM;
+		*own = true;
+	}
+	char hd[700];
+	snprintf(hd, sizeof hd, "%s/hist/%u", dir, partition);
+	struct hpart_opts o = {.partition = partition, .read_only = true};
+	int rc = hpart_open(*io, hd, &o, h);
+	if (rc && *own) {
+		pio_free(*io);
+		*own = false;
+	}
+	return rc;
+}
+
+int pe_history_inspect(struct pio *io, const char *dir, uint32_t partition,
+		       bool verify, struct pe_hist_report *hr,
+		       int (*cb)(void *arg, const struct pe_seg_report *r),
+		       void *arg)
+{
+	bool own;
+	struct hpart *h;
+	int rc = hist_open_ro(&io, &own, dir, partition, &h);
+	if (rc)
+		return rc;
+	const struct hman *m = hpart_manifest(h);
+	size_t n = hpart_segments(h, NULL, 0);
+	if (hr) {
+		*hr = (struct pe_hist_report){
+			.flushed_index = m->flushed_index,
+			.generation = m->generation, .dict_id = m->dict_id,
+			.segments = (uint32_t)n,
+			.marked_streams = (uint32_t)m->nstreams};
+	}
+	struct hpart_seg_view *v = calloc(n ? n : 1, sizeof *v);
+	if (!v)
+		rc = -PARLEY_ENOMEM;
+	else
+		hpart_segments(h, v, n);
+	int worst = 0;
+	for (size_t i = 0; i < n && !rc && cb; i++) {
+		struct pe_seg_report sr = {0};
+		sr.partition = partition;
+		sr.seg_id = v[i].id;
+		seg_file_name(sr.file, sizeof sr.file, v[i].id);
+		sr.entries = v[i].info.entries;
+		sr.streams = v[i].info.streams;
+		sr.blocks = v[i].info.blocks;
+		sr.raw_payload_bytes = v[i].info.raw_payload_bytes;
+		sr.file_bytes = v[i].info.file_bytes;
+		sr.ratio = sr.raw_payload_bytes
+				   ? (double)sr.file_bytes / (double)sr.raw_payload_bytes
+				   : 0.0;
+		sr.dict_id = v[i].info.dict_id;
+		sr.min_ts = v[i].info.min_ts;
+		sr.max_ts = v[i].info.max_ts;
+		sr.idem_records = v[i].info.idem_records;
+		if (verify) {
+			struct seg_verify_report rep;
+			memset(&rep, 0, sizeof rep);
+			/* the view's reader is ours alone here: hpart is private
+			 * to this call */
+			sr.verify_err = seg_verify((struct seg_reader *)v[i].r, &rep);
+			sr.verified = true;
+			sr.blocks_ok = rep.blocks_ok;
+			sr.blocks_bad = rep.blocks_bad;
+			snprintf(sr.error, sizeof sr.error, "%s", rep.first_error);
+			if (sr.verify_err)
+				worst = sr.verify_err;
+		}
+		rc = cb(arg, &sr);
+		if (rc > 0)
+			rc = 0, n = i + 1; /* stop */
+	}
+	free(v);
+	hpart_close(h);
+	if (own)
+		pio_free(io);
+	return rc ? rc : worst;
+}
+
+int pe_history_dump(struct pio *io, const char *dir, uint32_t partition,
+		    uint64_t seg_id,
+		    int (*cb)(void *arg, const void *key, size_t klen,
+			      const struct pe_entry *e),
+		    void *arg, char *err, size_t errcap)
+{
+	bool own;
+	struct hpart *h;
+	if (err && errcap)
+		err[0] = 0;
+	int rc = hist_open_ro(&io, &own, dir, partition, &h);
+	if (rc)
+		return rc;
+	size_t n = hpart_segments(h, NULL, 0);
+	struct hpart_seg_view *v = calloc(n ? n : 1, sizeof *v);
+	struct seg_reader *r = NULL;
+	if (!v) {
+		rc = -PARLEY_ENOMEM;
+	} else {
+		hpart_segments(h, v, n);
+		for (size_t i = 0; i < n; i++)
+			if (v[i].id == seg_id)
+				r = (struct seg_reader *)v[i].r;
+		if (!r)
+			rc = -PARLEY_ENOTFOUND;
+	}
+	struct seg_iter *it = NULL;
+	if (!rc)
+		rc = seg_iter_all(r, &it);
+	while (!rc) {
+		struct seg_item item;
+		int k = seg_iter_next(it, &item);
+		if (k <= 0) {
+			rc = k;
+			break;
+		}
+		if (cb(arg, item.key, item.klen, &item.e))
+			break;
+	}
+	if (rc == -PARLEY_ECORRUPT && err && errcap && r)
+		snprintf(err, errcap, "%s", seg_error(r));
+	seg_iter_free(it);
+	free(v);
+	hpart_close(h);
+	if (own)
+		pio_free(io);
+	return rc;
 }

@@ -12,6 +12,14 @@
  *   struct mentry      one entry, payload inline; immutable once applied.
  *   struct req         a request from any thread to a shard; allocated by
  *                      the caller in one piece, freed by the shard.
+ *   struct hpart       (hpart.h) a partition's history tier: owned by the
+ *                      partition, used only on its shard thread, except
+ *                      that a flush or compaction job in flight is run by
+ *                      a history worker thread (struct hworker) and handed
+ *                      back to the shard (REQ_HIST_DONE) for its commit.
+ *   struct fsrc        a frozen copy of the memtable's entry pointers for
+ *                      one flush job; the entries it names are not freed
+ *                      while the job is in flight (flush_busy).
  *
  * Log commands (WAL record types). Their bodies are what a Raft log entry
  * will carry; applying them is deterministic (timestamps come from the
@@ -24,11 +32,19 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "compact.h"
+#include "hpart.h"
 #include "io.h"
 #include "parley_engine.h"
 #include "wal.h"
 
 #define CMD_APPEND 1u
+#define CMD_DELETE 2u
+
+/* DELETE body: u8 klen | key | u64 through (UINT64_MAX = whole stream as of
+ * the moment the command applies). Applying it hides seq <= through at
+ * once (memtable + hpart_mark_deleted); the mark becomes durable with the
+ * next history commit, until then the WAL record is the durable copy. */
 
 /* APPEND body: u8 klen | key | producer[16] | u64 ts | u64 expected |
  *              u32 count | count x (u16 type | u16 flags | u32 len | bytes) */
@@ -64,10 +80,11 @@ struct pe_sub {
 struct stream {
 	struct stream *hnext;
 	uint64_t hash;
-	uint64_t first_seq;     /* first retained (1 until trimmed) */
+	uint64_t first_seq;     /* first visible (retained, not deleted) seq */
+	uint64_t mem_first;     /* seq of ents[0]; older seqs are in history */
 	uint64_t last_seq;      /* 0 when empty */
 	uint64_t last_ts;
-	struct mentry **ents;   /* ents[i] has seq first_seq + i */
+	struct mentry **ents;   /* ents[i] has seq mem_first + i */
 	uint64_t nents, cap;
 	struct pe_sub *subs;
 	uint8_t klen;
@@ -98,6 +115,19 @@ struct part {
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
 	uint64_t nentries;
+	/* history tier */
+	struct hpart *hist;
+	uint64_t flushed_index; /* log index covered by committed history */
+	bool flush_busy, compact_busy;
+	struct hpart_fjob *fjob;
+	struct fsrc *fsrc;
+	struct hpart_cjob *cjob;
+	bool compact_all;       /* the running compaction merges everything */
+	int flush_rc, compact_rc; /* worker's results, read after REQ_HIST_DONE */
+	struct req *fwait_cur, *fwait_next; /* pe_flush_sync waiters */
+	struct req *cwait_cur, *cwait_next; /* pe_compact_sync waiters */
+	bool cnext_all;
+	uint64_t flushes, compactions;
 };
 
 enum req_kind {
@@ -110,6 +140,10 @@ enum req_kind {
 	REQ_STATUS,
 	REQ_LIST,
 	REQ_STOP,
+	REQ_DELETE,    /* goes through the WAL like an append */
+	REQ_HIST_DONE, /* a history worker finished a job (from == kind) */
+	REQ_FLUSH,
+	REQ_COMPACT,
 };
 
 struct req {
@@ -120,6 +154,7 @@ struct req {
 	union {
 		pe_append_cb append;
 		pe_read_cb read;
+		pe_delete_cb del;
 		void (*generic)(void *arg);
 	} cb;
 	struct pe_sub *sub;
@@ -151,14 +186,36 @@ struct shard {
 	struct req **open_reqs, **flight_reqs;
 	uint32_t open_n, flight_n, reqs_cap;
 	struct pe_sub *catchup;
+	struct bcache *cache;   /* decompressed history blocks, this shard's */
+	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
+	uint64_t next_tick_ms;  /* periodic retention compaction */
 	bool stopping;
 	int fatal;
 
 	atomic_uint_fast64_t n_appends, n_entries;
 };
 
+/* A history worker thread: runs flush and compaction jobs off the shards.
+ * Two per engine: flushes never queue behind a (throttled) compaction. */
+struct hjob {
+	struct hjob *next;
+	uint32_t part;
+	int kind;               /* 1 flush, 2 compaction */
+};
+struct hworker {
+	struct pe_engine *e;
+	pthread_t thread;
+	bool started, stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct hjob *head, *tail;
+};
+
 struct pe_engine {
 	struct pe_options opt;
+	struct hworker hw[2];   /* [0] flushes, [1] compactions */
+	struct retention_policy retention;
+	struct retention_rule *rules;
 	char dir[512];
 	struct pio *io;
 	bool own_io;

@@ -87,12 +87,21 @@ static int add_seg(struct hpart *h, uint64_t id, struct seg_reader *r)
 	return 0;
 }
 
+/* A block cache may be shared by several partitions (one per shard) while
+ * segment ids count per partition: the partition number keys them apart
+ * (ids stay far below 2^44). */
+static uint64_t hp_cache_ns(const struct hpart *h)
+{
+	return ((uint64_t)h->o.partition + 1) << 44;
+}
+
 static int open_seg(struct hpart *h, uint64_t id, struct seg_reader **r)
 {
 	char name[64], err[SEG_ERR_LEN];
 	seg_file_name(name, sizeof name, id);
 	struct seg_open_opts so = { .cache = h->o.cache,
-				    .dict_lookup = hp_dict_lookup, .dict_arg = h };
+				    .dict_lookup = hp_dict_lookup, .dict_arg = h,
+				    .cache_ns = hp_cache_ns(h) };
 	int rc = seg_open(h->io, h->dir, name, &so, r, err, sizeof err);
 	if (rc)
 		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
@@ -414,6 +423,27 @@ int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
 	return 0;
 }
 
+int hpart_set_flushed(struct hpart *h, uint64_t index)
+{
+	if (h->o.read_only)
+		return -PARLEY_EPERM;
+	if (index <= h->man.flushed_index)
+		return 0;
+	struct hman n;
+	int rc = man_copy(&n, &h->man);
+	if (rc)
+		return rc;
+	n.flushed_index = index;
+	rc = hman_store(h->io, h->dir, &n);
+	if (rc) {
+		hman_free(&n);
+		return rc;
+	}
+	hman_free(&h->man);
+	h->man = n;
+	return 0;
+}
+
 /* ---- flush --------------------------------------------------------------------------------- */
 
 struct hpart_fjob {
@@ -670,6 +700,7 @@ struct hpart_cjob {
 	struct throttle th;
 	/* results */
 	bool ran;
+	bool keep_inputs; /* nothing survived but idempotency records would be lost */
 	struct compact_stats st;
 	struct hman_stream *newmarks;
 	size_t nnew, capnew;
@@ -842,6 +873,17 @@ int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st)
 		};
 		rc = compact_run(in, j->nin, &o, &j->st);
 	}
+	/* A merge that keeps no entry writes no file, and the inputs'
+	 * idempotency records inside the window would go with them (a late
+	 * retry of a deleted message would be appended again): keep the
+	 * inputs instead — their entries stay hidden by the marks — until
+	 * the records age out of the window. */
+	for (size_t i = 0; i < j->nin && !rc && !j->st.output; i++) {
+		struct seg_info si;
+		seg_get_info(in[i], &si);
+		if (si.idem_records && si.max_ts >= j->idem_min_ts)
+			j->keep_inputs = true;
+	}
 	for (size_t i = 0; i < j->nin; i++)
 		seg_close(in[i]);
 	free(in);
@@ -885,7 +927,9 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
 		return rc;
 	struct hman_seg out = { j->out_id, j->st.out.file_bytes,
 				j->cur ? j->cur->id : 0, j->st.out.entries };
-	rc = hman_replace_segs(&n, j->in_ids, j->nin, j->st.output ? &out : NULL);
+	rc = j->keep_inputs ? 0
+			    : hman_replace_segs(&n, j->in_ids, j->nin,
+						j->st.output ? &out : NULL);
 	for (size_t i = 0; i < j->nnew && !rc; i++)
 		rc = hman_set_retained(&n, j->newmarks[i].key, j->newmarks[i].klen,
 				       j->newmarks[i].first_retained);
@@ -900,7 +944,9 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
 	h->compact_busy = false;
 	/* swap readers: drop the inputs, add the output */
 	size_t w = 0;
-	for (size_t i = 0; i < h->nsegs; i++) {
+	for (size_t i = 0; i < h->nsegs && j->keep_inputs; i++)
+		w++;
+	for (size_t i = 0; i < h->nsegs && !j->keep_inputs; i++) {
 		bool gone = false;
 		for (size_t k = 0; k < j->nin; k++)
 			gone |= h->segs[i].id == j->in_ids[k];
@@ -910,7 +956,7 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
 		}
 		seg_close(h->segs[i].r);
 		if (h->o.cache)
-			bcache_erase_segment(h->o.cache, h->segs[i].id);
+			bcache_erase_segment(h->o.cache, hp_cache_ns(h) | h->segs[i].id);
 		int r2 = seg_remove(h->io, h->dir, h->segs[i].id);
 		if (r2)
 			PLOG_W("hpart", "compacted input not removed (cleanup retries at open)",

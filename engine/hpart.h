@@ -127,6 +127,12 @@ int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
 int hpart_mark_deleted(struct hpart *h, const void *key, size_t klen,
 		       uint64_t through);
 
+/* Records that every log record <= index is reflected in the history
+ * (used when the memtable holds nothing to flush, e.g. only deletes were
+ * logged: the marks set by hpart_mark_deleted are stored with it). Durable
+ * when it returns 0. Never lowers flushed_index. */
+int hpart_set_flushed(struct hpart *h, uint64_t index);
+
 /* ---- flush ---------------------------------------------------------------------------- */
 
 /* Entries to flush, in strictly increasing (key, seq) order. next() returns

@@ -43,7 +43,22 @@
  *   idem_window_ms (default 7 days) and up to idem_max_keys keys per
  *   partition (oldest forgotten first). Past the window a retry is appended
  *   again as a new entry: clients must not retry older than the window.
- *   An all-zero producer_id means "no idempotency".
+ *   An all-zero producer_id means "no idempotency". The table survives
+ *   flushes and compaction: segments carry the (stream, producer, seq)
+ *   records and the engine reloads them at open.
+ *
+ * History (issue 4)
+ *   When a partition's memtable passes half of memtable_bytes, its entries
+ *   are flushed (on a background thread) into an immutable, zstd-compressed
+ *   history segment; once the segment is recorded in the partition's
+ *   HISTORY manifest the memtable drops them and the WAL segments they came
+ *   from are released. Reads, metadata and subscriptions merge memtable and
+ *   segments transparently. Compaction (size-tiered, throttled to
+ *   compaction_rate bytes/s, on its own thread) merges segments and applies
+ *   deletions and retention physically.
+ *   Deletion (pe_delete) and retention hide entries at once; a read that
+ *   starts below the first visible seq fails with -PARLEY_ETRIMMED and
+ *   reports first_seq, never an empty page that looks like the end.
  */
 #ifndef PARLEY_ENGINE_H
 #define PARLEY_ENGINE_H
@@ -63,6 +78,17 @@
 struct pe_engine;
 struct pe_sub;
 struct pio; /* I/O backend, see "I/O backends" below */
+
+/* Retention rule: entries of streams whose key starts with prefix are kept
+ * for max_age_ms (0 = no age limit) and at most the newest max_count
+ * (0 = no limit). The longest matching prefix wins; plen 0 matches all.
+ * Enforced by compaction (always a prefix of a stream is trimmed). */
+struct pe_retention_rule {
+	const void *prefix;
+	size_t plen;
+	uint64_t max_age_ms;
+	uint64_t max_count;
+};
 
 /* ---- open / close -------------------------------------------------------- */
 
@@ -88,6 +114,18 @@ struct pe_options {
 	 * recover from the log. NULL = only log it. */
 	void (*on_fatal)(void *arg, int err);
 	void *fatal_arg;
+	/* History tier (0 = default). */
+	uint64_t block_cache_bytes;   /* per shard; default 64 MiB */
+	uint64_t compaction_rate;     /* bytes/s of compaction I/O; default 32 MiB/s */
+	const struct pe_retention_rule *retention; /* copied at open */
+	size_t nretention;
+	uint64_t retention_interval_ms; /* how often retention compacts; default 1 h */
+	uint32_t wal_pin_segments;    /* WAL segments rolled after the oldest
+					 one still kept before the partitions
+					 pinning it are force-flushed; default 2 */
+	bool no_auto_flush;           /* tests: flush only via pe_flush_sync
+					 (and the memtable bound is EFULL) */
+	bool no_auto_compact;         /* tests: compact only via pe_compact_sync */
 };
 
 /*
@@ -122,6 +160,10 @@ struct pe_partition_status {
 	uint64_t mem_bytes;
 	uint64_t last_index;        /* last WAL (log) index applied */
 	char error[256];            /* for CORRUPT: "wal-...log offset N: ..." */
+	uint64_t flushed_index;     /* log index covered by history segments */
+	uint32_t segments;          /* live history segments */
+	uint64_t segment_bytes;     /* their file bytes */
+	uint64_t flushes, compactions; /* committed since open */
 };
 /* Blocking; any thread except a callback. */
 int pe_partition_status(struct pe_engine *e, uint32_t partition,
@@ -245,6 +287,80 @@ struct pe_meta {
 };
 int pe_meta_sync(struct pe_engine *e, const void *key, size_t klen,
 		 struct pe_meta *out);
+
+/* ---- delete --------------------------------------------------------------------- */
+
+struct pe_delete_result {
+	int err;          /* 0, -PARLEY_ECORRUPT, -PARLEY_EFATAL, -PARLEY_EPERM */
+	uint64_t first_seq; /* stream's first visible seq after the delete */
+	uint64_t last_seq;  /* unchanged: seqs are never reused */
+};
+typedef void (*pe_delete_cb)(void *arg, const struct pe_delete_result *r);
+
+/*
+ * Deletes a stream's entries with seq <= through (a tombstone); through =
+ * UINT64_MAX (or >= last seq) deletes every entry present when the delete
+ * applies — later appends continue at last_seq + 1 and stay visible. Goes
+ * through the WAL like an append: the callback runs after the delete is
+ * durable, and from then on no read, meta or tail returns those entries
+ * (forward reads below first_seq fail with -PARLEY_ETRIMMED; subscribers
+ * get PE_SUB_TRIMMED). Compaction removes them from disk later. The
+ * idempotency records of deleted entries stay: a late retry is still a
+ * duplicate within the window. Same threading as pe_append.
+ */
+int pe_delete(struct pe_engine *e, const void *key, size_t klen,
+	      uint64_t through, pe_delete_cb cb, void *arg);
+int pe_delete_sync(struct pe_engine *e, const void *key, size_t klen,
+		   uint64_t through, struct pe_delete_result *r);
+
+/* ---- history maintenance (tools and tests) --------------------------------------- */
+
+/* Flushes the partition's memtable into a history segment now and waits
+ * for the commit (a flush already running is waited for, then another one
+ * covers what arrived meanwhile). Blocking; not from a callback. */
+int pe_flush_sync(struct pe_engine *e, uint32_t partition);
+/* Runs a compaction of the partition now (all = merge every segment, else
+ * the size-tiered pick; nothing to do is success) and waits for it. */
+int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all);
+
+/* Offline view of history segments, for `parleyctl inspect`: opens the
+ * partition's history read-only (never writes) on `io` (NULL = real disk)
+ * and calls cb per live segment. With verify, every block is read and
+ * checked (the first bad block is named in error). */
+struct pe_seg_report {
+	uint32_t partition;
+	uint64_t seg_id;
+	char file[128];
+	uint64_t entries;
+	uint32_t streams, blocks;
+	uint64_t raw_payload_bytes, file_bytes;
+	double ratio;                /* file_bytes / raw_payload_bytes */
+	uint64_t dict_id;            /* 0 = compressed without dictionary */
+	uint64_t min_ts, max_ts;
+	uint32_t idem_records;
+	bool verified;               /* verify ran */
+	int verify_err;              /* 0 or -PARLEY_ECORRUPT */
+	uint32_t blocks_ok, blocks_bad;
+	char error[256];
+};
+struct pe_hist_report {
+	uint64_t flushed_index;
+	uint64_t generation;
+	uint64_t dict_id;            /* current dictionary */
+	uint32_t segments;
+	uint32_t marked_streams;     /* streams with deletion/retention marks */
+};
+int pe_history_inspect(struct pio *io, const char *dir, uint32_t partition,
+		       bool verify, struct pe_hist_report *hr,
+		       int (*cb)(void *arg, const struct pe_seg_report *r),
+		       void *arg);
+/* Every entry of one segment in (key, seq) order. cb returns non-zero to
+ * stop. -PARLEY_ECORRUPT names the bad block in err (if given). */
+int pe_history_dump(struct pio *io, const char *dir, uint32_t partition,
+		    uint64_t seg_id,
+		    int (*cb)(void *arg, const void *key, size_t klen,
+			      const struct pe_entry *e),
+		    void *arg, char *err, size_t errcap);
 
 /* ---- tail (subscribe) ------------------------------------------------------- */
 

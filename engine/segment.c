@@ -814,6 +814,7 @@ struct seg_reader {
 	struct pio_file *f;
 	char path[1024];
 	struct bcache *cache;
+	uint64_t cache_key; /* cache_ns | segment id */
 	const struct pdict *dict;
 	ZSTD_DCtx *dctx;
 	struct seg_info info;
@@ -1050,6 +1051,7 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 		return -PARLEY_ENOMEM;
 	r->io = io;
 	r->cache = o ? o->cache : NULL;
+	r->cache_key = o ? o->cache_ns : 0;
 	int rc = join_path(r->path, sizeof r->path, dir, name);
 	if (rc)
 		goto fail;
@@ -1399,7 +1401,7 @@ static int block_get(struct seg_reader *r, uint32_t blk, struct seg_pin *pin)
 	pin->b = NULL;
 	pin->it = NULL;
 	if (r->cache) {
-		struct bcache_item *it = bcache_lookup(r->cache, r->info.seg_id, blk);
+		struct bcache_item *it = bcache_lookup(r->cache, r->cache_key | r->info.seg_id, blk);
 		if (it) {
 			pin->it = it;
 			pin->b = bcache_value(it);
@@ -1414,7 +1416,7 @@ static int block_get(struct seg_reader *r, uint32_t blk, struct seg_pin *pin)
 		pin->b = b;
 		return 0;
 	}
-	rc = bcache_insert(r->cache, r->info.seg_id, blk, b, b->charge,
+	rc = bcache_insert(r->cache, r->cache_key | r->info.seg_id, blk, b, b->charge,
 			   block_free, &pin->it);
 	if (rc)
 		return rc;

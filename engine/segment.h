@@ -188,6 +188,9 @@ struct seg_open_opts {
 	struct bcache *cache;           /* NULL = no caching */
 	seg_dict_lookup_fn dict_lookup; /* required for dictionary segments */
 	void *dict_arg;
+	/* OR-ed into the segment id to key the cache: segment ids are per
+	 * partition, a cache is shared by a shard's partitions. */
+	uint64_t cache_ns;
 };
 
 struct seg_info {

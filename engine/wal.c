@@ -48,6 +48,17 @@ struct wal_buf {
 	uint32_t last; /* offset of the record being reserved */
 };
 
+/* Per segment: highest record index per partition (release rule). */
+struct wal_pmax {
+	uint32_t part;
+	uint64_t max;
+};
+struct wal_segmap {
+	uint64_t seq;
+	struct wal_pmax *v;
+	uint32_t n, cap;
+};
+
 struct wal {
 	struct pio *io;
 	char dir[512];
@@ -70,6 +81,11 @@ struct wal {
 
 	struct wal_stats stats;
 
+	/* release bookkeeping: segments holding records, oldest first */
+	struct wal_segmap *maps;
+	uint32_t nmaps, capmaps;
+	bool maps_broken; /* out of memory once: never release again */
+
 	/* spare preparation */
 	pthread_t prep;
 	bool prep_running;
@@ -88,6 +104,59 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 static void seg_path(const struct wal *w, uint64_t seq, char *out, size_t n)
 {
 	snprintf(out, n, "%s/wal-%016" PRIx64 ".log", w->dir, seq);
+}
+
+/* ---- release bookkeeping ---------------------------------------------------- */
+
+static struct wal_segmap *segmap_get(struct wal *w, uint64_t seq)
+{
+	if (w->nmaps && w->maps[w->nmaps - 1].seq == seq)
+		return &w->maps[w->nmaps - 1];
+	for (uint32_t i = 0; i < w->nmaps; i++)
+		if (w->maps[i].seq == seq)
+			return &w->maps[i];
+	if (w->nmaps == w->capmaps) {
+		uint32_t nc = w->capmaps ? w->capmaps * 2 : 16;
+		struct wal_segmap *m = realloc(w->maps, nc * sizeof *m);
+		if (!m)
+			return NULL;
+		w->maps = m;
+		w->capmaps = nc;
+	}
+	/* segments are noted in increasing seq order (recovery, then rolls) */
+	struct wal_segmap *m = &w->maps[w->nmaps++];
+	memset(m, 0, sizeof *m);
+	m->seq = seq;
+	return m;
+}
+
+static void wal_note(struct wal *w, uint64_t seq, uint32_t part,
+		     uint64_t index)
+{
+	if (w->maps_broken)
+		return;
+	struct wal_segmap *m = segmap_get(w, seq);
+	if (!m) {
+		w->maps_broken = true;
+		return;
+	}
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->v[i].part == part) {
+			if (index > m->v[i].max)
+				m->v[i].max = index;
+			return;
+		}
+	if (m->n == m->cap) {
+		uint32_t nc = m->cap ? m->cap * 2 : 8;
+		struct wal_pmax *v = realloc(m->v, nc * sizeof *v);
+		if (!v) {
+			w->maps_broken = true;
+			return;
+		}
+		m->v = v;
+		m->cap = nc;
+	}
+	m->v[m->n++] = (struct wal_pmax){part, index};
 }
 
 /* ---- record encode / check ----------------------------------------------- */
@@ -492,6 +561,29 @@ static int read_whole(struct pio *io, const char *path, uint8_t **out,
 	return 0;
 }
 
+struct note_ctx {
+	struct wal *w;
+	uint64_t seq;
+	const struct wal_recovery *rec;
+};
+
+static int note_record(void *arg, const struct wal_rec *r)
+{
+	struct note_ctx *c = arg;
+	wal_note(c->w, c->seq, r->partition, r->index);
+	return c->rec->record(c->rec->arg, r);
+}
+
+static void note_corrupt(void *arg, int64_t partition, const char *file,
+			 uint64_t off, const char *why)
+{
+	struct note_ctx *c = arg;
+	/* a damaged segment's records past the damage are unknown: keep
+	 * every segment (the evidence) rather than guess */
+	c->w->maps_broken = true;
+	c->rec->corrupt(c->rec->arg, partition, file, off, why);
+}
+
 int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	     bool read_only, const struct wal_recovery *rec, struct wal **out)
 {
@@ -557,7 +649,13 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		}
 		bool is_last = i + 1 == l.n;
 		uint32_t mb = 0;
-		rc = wal_scan_buffer(data, size, name, is_last, rec, &tail, &mb);
+		struct note_ctx nc = {.w = w, .seq = l.seqs[i], .rec = rec};
+		struct wal_recovery nrec = {.record = note_record,
+					    .corrupt = note_corrupt, .arg = &nc};
+		/* a segment with no record still counts: it may be released */
+		if (!segmap_get(w, l.seqs[i]))
+			w->maps_broken = true;
+		rc = wal_scan_buffer(data, size, name, is_last, &nrec, &tail, &mb);
 		free(data);
 		if (rc && rc != -PARLEY_ECORRUPT) {
 			free(l.seqs);
@@ -622,6 +720,9 @@ void wal_close(struct wal *w)
 		w->io->ops->close(w->io, w->seg);
 	free(w->bufs[0].p);
 	free(w->bufs[1].p);
+	for (uint32_t i = 0; i < w->nmaps; i++)
+		free(w->maps[i].v);
+	free(w->maps);
 	pthread_mutex_destroy(&w->spare_mu);
 	pthread_cond_destroy(&w->spare_cv);
 	free(w);
@@ -702,6 +803,8 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 	uint32_t start = (uint32_t)w->tail;
 	for (uint32_t off = 0; off < b->len;) {
 		uint8_t *h = b->p + off;
+		if (le_get16(h + 28) != WAL_REC_SEAL)
+			wal_note(w, w->seg_seq, le_get32(h + 24), le_get64(h + 40));
 		rec_stamp(h, w->seg_seq, batch, start);
 		off = (uint32_t)align_up(off + WAL_REC_HDR + le_get32(h + 4), 8);
 	}
@@ -771,6 +874,81 @@ int wal_for_each_durable(struct wal *w,
 	}
 	w->flight = NULL;
 	return rc;
+}
+
+/* Releases one sealed segment: back to a spare (recycled, so the next
+ * roll overwrites written blocks) or unlinked when spares are plentiful. */
+static int seg_release(struct wal *w, uint64_t seq)
+{
+	char from[600], to[600];
+	seg_path(w, seq, from, sizeof from);
+	pthread_mutex_lock(&w->spare_mu);
+	int rc;
+	bool recycle = w->spares_ready < 2;
+	if (recycle) {
+		uint32_t n = w->spare_next++;
+		snprintf(to, sizeof to, "%s/spare-%u.log", w->dir, n);
+		rc = w->io->ops->rename(w->io, from, to);
+	} else {
+		rc = w->io->ops->unlink(w->io, from);
+	}
+	if (!rc)
+		rc = w->io->ops->fsync_dir(w->io, w->dir);
+	if (!rc && recycle)
+		w->spares_ready++;
+	pthread_mutex_unlock(&w->spare_mu);
+	return rc;
+}
+
+int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
+		void *arg, uint32_t *pin, uint32_t pincap, uint32_t *npin,
+		uint32_t *sealed_left)
+{
+	*npin = 0;
+	*sealed_left = 0;
+	if (w->read_only || w->maps_broken || w->failed)
+		return 0;
+	int released = 0;
+	uint32_t keep = 0;
+	for (uint32_t i = 0; i < w->nmaps; i++) {
+		struct wal_segmap *m = &w->maps[i];
+		bool active = m->seq == w->seg_seq && w->seg;
+		bool free_ok = !active;
+		for (uint32_t k = 0; k < m->n && free_ok; k++)
+			if (m->v[k].max > flushed(arg, m->v[k].part))
+				free_ok = false;
+		if (free_ok) {
+			int rc = seg_release(w, m->seq);
+			if (rc) {
+				PLOG_W("wal", "segment release failed (retried later)",
+				       "dir=%s seq=%016" PRIx64 " err=%s", w->dir,
+				       m->seq, parley_errname(rc));
+				w->maps[keep++] = *m;
+				continue;
+			}
+			free(m->v);
+			released++;
+			w->stats.released++;
+			continue;
+		}
+		if (!active && *sealed_left == 0) {
+			/* the oldest kept: its pinning partitions, its age */
+			for (uint32_t k = 0; k < m->n; k++)
+				if (m->v[k].max > flushed(arg, m->v[k].part) &&
+				    *npin < pincap)
+					pin[(*npin)++] = m->v[k].part;
+			*sealed_left = (uint32_t)PARLEY_MIN(w->seg_seq - m->seq,
+							    (uint64_t)UINT32_MAX);
+		}
+		w->maps[keep++] = *m;
+	}
+	w->nmaps = keep;
+	return released;
+}
+
+uint32_t wal_segment_count(const struct wal *w)
+{
+	return w->nmaps;
 }
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out)

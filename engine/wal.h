@@ -120,11 +120,33 @@ int wal_for_each_durable(struct wal *w, int (*fn)(void *arg,
 						   const struct wal_rec *r),
 			 void *arg);
 
+/*
+ * Segment release (the shared WAL's release rule). The WAL remembers, per
+ * segment, the highest record index it holds for each partition. A
+ * *sealed* segment (not the active one) whose every (partition, max index)
+ * is <= flushed(partition) holds nothing a recovery still needs: it is
+ * renamed back to a spare (recycled; its stale records carry the old
+ * segment seq and never read as valid) or unlinked when spares are
+ * plentiful. Call only after the history that covers those indexes is
+ * durable (HISTORY stored). Returns the number of segments released or a
+ * negative error. pin[] receives up to pincap partitions that pin the
+ * oldest sealed segment still kept (*npin of them) and *oldest_age how
+ * many segments were rolled since it (0 = none kept): the caller
+ * force-flushes the pinning partitions when it is too old, so an idle
+ * partition cannot pin the disk forever.
+ */
+int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
+		void *arg, uint32_t *pin, uint32_t pincap, uint32_t *npin,
+		uint32_t *oldest_age);
+/* Segment files currently holding log records (sealed + active). */
+uint32_t wal_segment_count(const struct wal *w);
+
 struct wal_stats {
 	uint64_t batches;
 	uint64_t bytes;
 	uint64_t segments; /* segments rolled */
 	uint64_t sync_ns;  /* sum of submit→durable times */
+	uint64_t released; /* segments released (recycled or unlinked) */
 };
 void wal_get_stats(const struct wal *w, struct wal_stats *out);
 
