@@ -42,7 +42,7 @@ struct raft_progress {
 	uint64_t match, next;
 	uint64_t read_ack;
 	uint64_t damaged;
-	uint64_t snap_index, snap_sent, snap_acked;
+	uint64_t snap_index, snap_sent, snap_acked, snap_reject;
 	uint64_t infl[RAFT_MAX_INFLIGHT]; /* last index of each in-flight APPEND */
 	uint8_t infl_head, infl_n;
 	uint8_t role, state;
@@ -116,6 +116,7 @@ struct raft {
 	uint8_t *chunk;
 	uint32_t chunk_len;
 	bool chunk_last;
+	bool chunk_keep_tail;
 	struct raft_ready rd;
 	bool in_ready;
 	uint64_t rd_last;           /* last unstable index handed out */
@@ -652,13 +653,13 @@ static void send_snapshot_chunks(struct raft *r, struct raft_progress *p)
 {
 	if (p->snap_index != r->snap.index) {
 		p->snap_index = r->snap.index;
-		p->snap_sent = p->snap_acked = 0;
+		p->snap_sent = p->snap_acked = p->snap_reject = 0;
 	}
 	uint32_t chunk = r->cfg.chunk_bytes ? r->cfg.chunk_bytes
 					    : RAFT_MAX_CHUNK_BYTES;
 	if (chunk > RAFT_MAX_CHUNK_BYTES)
 		chunk = RAFT_MAX_CHUNK_BYTES;
-	uint32_t window = 2; /* chunks in flight */
+	uint32_t window = 4; /* chunks in flight */
 	while (p->snap_sent < r->snap.size + (r->snap.size == 0) &&
 	       p->snap_sent - p->snap_acked < (uint64_t)chunk * window) {
 		uint64_t off = p->snap_sent;
@@ -1069,12 +1070,8 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 				}
 				continue;
 			}
-			if (r->damaged && e->index >= r->damaged &&
-			    r->damaged <= r->hs.commit) {
-				/* never truncate over a damaged committed entry */
-				resp->index = e->index - 1;
-				goto done;
-			}
+			/* a conflict is above commit (leader completeness),
+			 * so a damaged entry it drops was never committed */
 			log_truncate(r, e->index);
 		}
 		unstable_push(r, e);
@@ -1130,6 +1127,10 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 		resp->index = s->index;
 		return;
 	}
+	/* a damaged node whose log agrees at the snapshot's index keeps the
+	 * entries after it: they may be committed with its vote */
+	bool keep_tail = raft_term_at(r, s->index) == s->term &&
+			 s->index <= durable_last(r);
 	if (r->rx.index != s->index || r->rx.term != s->term ||
 	    r->rx.size != s->size || r->rx.csum != s->csum) {
 		r->rx = *s;
@@ -1141,6 +1142,7 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 		 * last chunk and the install): install now */
 		r->has_chunk = true;
 		r->chunk_snap = *s;
+		r->chunk_keep_tail = keep_tail;
 		r->chunk_offset = s->size;
 		r->chunk_len = 0;
 		r->chunk = NULL;
@@ -1158,6 +1160,7 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 	}
 	r->has_chunk = true;
 	r->chunk_snap = *s;
+	r->chunk_keep_tail = keep_tail;
 	r->chunk_offset = m->offset;
 	r->chunk_len = m->chunk_len;
 	r->chunk = xmalloc(m->chunk_len);
@@ -1224,7 +1227,10 @@ static void handle_append_resp(struct raft *r, struct raft_progress *p,
 			p->next = p->match + 1;
 		}
 	} else if (p->state == PR_SNAPSHOT) {
-		if (p->match >= p->snap_index)
+		/* done once the follower is past the snapshot, unless it still
+		 * holds a damaged entry the snapshot must cover */
+		if (p->match >= p->snap_index &&
+		    !(p->damaged && p->damaged <= p->snap_index))
 			pr_become(p, PR_PROBE);
 	} else {
 		infl_free_to(p, m->index);
@@ -1290,12 +1296,26 @@ static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
 		p->active = true;
 		if (m->snap.index != p->snap_index)
 			break;
-		p->snap_stall = 0;
 		if (m->flags & RAFT_MSGF_REJECT) {
-			/* the follower has exactly m->offset bytes: resume */
-			p->snap_acked = p->snap_sent = m->offset;
+			/* the follower holds exactly m->offset bytes. Resume
+			 * there, at most once per heartbeat interval: with
+			 * duplication and reordering, stale rejections would
+			 * otherwise multiply the chunks in flight. A rejection
+			 * below what was acked (the follower restarted into
+			 * another snapshot) is honoured by the stall timer. */
+			p->snap_reject = m->offset;
+			if (m->offset >= p->snap_acked) {
+				if (m->offset > p->snap_acked)
+					p->snap_stall = 0;
+				p->snap_acked = m->offset;
+				if (!p->probe_sent) {
+					p->snap_sent = m->offset;
+					p->probe_sent = true;
+				}
+			}
 		} else if (m->offset > p->snap_acked) {
 			p->snap_acked = m->offset;
+			p->snap_stall = 0;
 		}
 		if (p->snap_sent < p->snap_acked)
 			p->snap_sent = p->snap_acked;
@@ -1542,7 +1562,7 @@ void raft_tick(struct raft *r)
 			if (p->state == PR_SNAPSHOT &&
 			    ++p->snap_stall >= 2) {
 				p->snap_stall = 0;
-				p->snap_sent = p->snap_acked;
+				p->snap_sent = p->snap_acked = p->snap_reject;
 				if (p->snap_sent >= r->snap.size) {
 					/* resend the tail so the follower
 					 * answers (and installs) */
@@ -1563,7 +1583,7 @@ void raft_tick(struct raft *r)
 			 r->idle_ticks >= r->cfg.quiesce_ticks && can_quiesce(r);
 		bcast_heartbeat(r, q);
 		for (uint32_t i = 0; i < r->conf.n; i++)
-			if (r->pr[i].state == PR_PROBE)
+			if (r->pr[i].state != PR_REPLICATE)
 				r->pr[i].probe_sent = false;
 		if (q)
 			r->quiesced = true;
@@ -1704,6 +1724,7 @@ struct raft_ready *raft_ready(struct raft *r)
 		if (r->chunk_last) {
 			rd->has_install = true;
 			rd->install = r->chunk_snap;
+			rd->install_keeps_tail = r->chunk_keep_tail;
 		}
 	}
 	/* committed entries: durable here, not past a damaged one */
@@ -1753,8 +1774,30 @@ struct raft_ready *raft_ready(struct raft *r)
 	return rd;
 }
 
-static void install_done(struct raft *r, const struct raft_snapshot_meta *s)
+static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
+			 bool keep_tail)
 {
+	if (keep_tail) {
+		/* only a damaged prefix is replaced: the log after s->index,
+		 * the commit index and the membership stay */
+		r->snap = *s;
+		if (r->hs.commit < s->index) {
+			r->hs.commit = s->index;
+			r->conf = s->conf;
+			pr_rebuild(r, last_index(r));
+		}
+		uint32_t k = 0;
+		for (uint32_t j = 0; j < r->n_pconf; j++)
+			if (r->pconf[j].index > s->index)
+				r->pconf[k++] = r->pconf[j];
+		r->n_pconf = k;
+		r->applied = s->index;
+		if (r->damaged <= s->index)
+			r->damaged = 0;
+		r->rx.index = 0;
+		r->rx_bytes = 0;
+		return;
+	}
 	unstable_free_from(r, 0);
 	r->snap = *s;
 	r->stable_last = s->index;
@@ -1800,7 +1843,7 @@ void raft_advance(struct raft *r)
 	if (r->has_chunk) {
 		r->has_chunk = false;
 		if (rd->has_install) {
-			install_done(r, &rd->install);
+			install_done(r, &rd->install, rd->install_keeps_tail);
 			installed = true;
 		}
 	}

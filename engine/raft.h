@@ -342,8 +342,13 @@ struct raft_ready {
 	uint64_t chunk_offset;
 	uint32_t chunk_len;
 	const uint8_t *chunk;
-	/* after persisting: install this (fully received) snapshot */
+	/* after persisting: install this (fully received) snapshot: replace
+	 * the state machine, drop the log up to install.index and, unless
+	 * install_keeps_tail, the rest of the log too (install_keeps_tail is
+	 * set when a node with a damaged entry repairs it from a snapshot and
+	 * its log after install.index is intact and agrees with the leader) */
 	bool has_install;
+	bool install_keeps_tail;
 	struct raft_snapshot_meta install;
 	/* after persisting: send */
 	const struct raft_msg *msgs;

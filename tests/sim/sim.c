@@ -142,6 +142,7 @@ struct sim {
 	/* log matching: open-addressed (index, term) -> csum */
 	uint64_t *lm_keys, *lm_vals;
 	uint64_t lm_cap, lm_n;
+	uint64_t trace; /* PARLEY_SIM_TRACE=<time>: print deliveries from then */
 };
 
 /* ---- failure and logging ------------------------------------------------ */
@@ -541,6 +542,8 @@ struct sim *sim_new(const struct sim_opts *o)
 	s->o = *o;
 	if (o->quiet)
 		parley_log_set_level(PLOG_ERROR);
+	if (getenv("PARLEY_SIM_TRACE"))
+		s->trace = strtoull(getenv("PARLEY_SIM_TRACE"), NULL, 0);
 	s->rng.s = o->seed;
 	if (s->o.nodes > SIM_MAX_NODES)
 		s->o.nodes = SIM_MAX_NODES;
@@ -947,7 +950,17 @@ static void process(struct sim *s, struct sim_replica *rp)
 					SNAP_SEED) != rd->install.csum)
 				sim_fail(s, "slot %d installs a snapshot it does not hold whole",
 					 rp->slot);
-			disk_truncate(d, 0);
+			if (rd->install_keeps_tail &&
+			    rd->install.index <= d->snap.index + d->n) {
+				uint64_t drop = rd->install.index - d->snap.index;
+				for (uint64_t k = 0; k < drop; k++)
+					free(d->log[k].buf);
+				memmove(d->log, d->log + drop,
+					(d->n - drop) * sizeof(*d->log));
+				d->n -= drop;
+			} else {
+				disk_truncate(d, 0);
+			}
 			free(d->snap_data);
 			d->snap_data = d->partial_data;
 			d->snap = rd->install;
@@ -1079,14 +1092,6 @@ void sim_set_faults(struct sim *s, const struct sim_faults *f)
 void sim_clients(struct sim *s, uint32_t ppm)
 {
 	s->o.client_ppm = ppm;
-}
-
-static uint32_t live_members(struct sim *s)
-{
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < s->n_slots; i++)
-		n += s->nodes[i].id && !s->nodes[i].removed;
-	return n;
 }
 
 static uint32_t damaged_nodes(struct sim *s)
@@ -1363,10 +1368,11 @@ static void random_faults(struct sim *s)
 	if (chance_ppm(s, f->heal_ppm))
 		sim_heal(s);
 	if (chance_ppm(s, f->flip_ppm)) {
+		/* a minority of the voters (the smallest conf any node
+		 * holds: 3) may hold damaged entries at once */
 		int v = (int)rnd(s, n);
-		uint32_t voters = live_members(s);
 		if (s->nodes[v].id && !s->nodes[v].removed &&
-		    damaged_nodes(s) < (voters - 1) / 2)
+		    damaged_nodes(s) < 1)
 			sim_flip(s, v, 0);
 	}
 	if (chance_ppm(s, f->jump_ppm)) {
@@ -1447,6 +1453,9 @@ static void deliver(struct sim *s, struct net_msg *n)
 	if (ok) {
 		struct sim_replica *rp = &nd->rep[n->m.group];
 		s->steps++;
+		if (s->trace && s->now >= s->trace)
+			fprintf(stderr, "t=%" PRIu64 " %" PRIu64 "->%" PRIu64 " %s term %" PRIu64 " idx %" PRIu64 " lt %" PRIu64 " commit %" PRIu64 " hint %" PRIu64 " flags %x n %u off %" PRIu64 " len %u snap %" PRIu64 "\n",
+				s->now, n->m.from, n->m.to, raft_msg_type_name(n->m.type), n->m.term, n->m.index, n->m.log_term, n->m.commit, n->m.hint, n->m.flags, n->m.n_entries, n->m.offset, n->m.chunk_len, n->m.snap.index);
 		int rc = raft_step(rp->raft, &n->m);
 		if (rc < 0)
 			sim_fail(s, "raft_step %s: %s",
@@ -1548,8 +1557,10 @@ uint64_t sim_finish(struct sim *s, uint64_t max_ticks)
 	none.skew_pct = s->o.f.skew_pct;
 	s->o.f = none;
 	sim_heal(s);
-	for (uint32_t i = 0; i < s->n_slots; i++)
+	for (uint32_t i = 0; i < s->n_slots; i++) {
+		s->nodes[i].lose_next = s->nodes[i].eio_next = false;
 		sim_restart(s, (int)i);
+	}
 	uint64_t start = s->now, limit = max_ticks * SIM_UNITS_PER_TICK;
 	uint32_t saved_ppm = s->o.client_ppm;
 	s->o.client_ppm = 0;

@@ -22,7 +22,7 @@ static inline void sim_seed_opts(struct sim_opts *o, uint64_t seed)
 	o->max_inflight = 1 + (uint32_t)parley_rng_below(&r, 8);
 	o->max_batch = 1 + (uint32_t)parley_rng_below(&r, 64);
 	o->snapshot_every = 50 + (uint32_t)parley_rng_below(&r, 300);
-	o->chunk_bytes = 64 + (uint32_t)parley_rng_below(&r, 2048);
+	o->chunk_bytes = 512 + (uint32_t)parley_rng_below(&r, 4096);
 	switch (parley_rng_below(&r, 4)) {
 	case 0: /* calm network, many crashes */
 		o->f.loss_pct = 0;
@@ -56,7 +56,7 @@ static inline uint64_t sim_one_seed(uint64_t seed, uint64_t units,
 	sim_seed_opts(&o, seed);
 	struct sim *s = sim_new(&o);
 	sim_run(s, units);
-	sim_finish(s, 400);
+	sim_finish(s, 1000);
 	uint64_t st = sim_steps(s);
 	*acked += sim_acked(s);
 	*installs += sim_snap_installs(s);
