@@ -26,6 +26,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_spread.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -223,6 +224,31 @@ void bench_load_print_row(const struct load_result *r)
 	fflush(stdout);
 }
 
+/* This machine is shared: every report records the load it ran under. */
+static void print_load(const char *when)
+{
+	char buf[128] = "unavailable";
+	FILE *f = fopen("/proc/loadavg", "r");
+	if (f) {
+		if (!fgets(buf, sizeof buf, f))
+			snprintf(buf, sizeof buf, "unavailable");
+		fclose(f);
+		buf[strcspn(buf, "\n")] = 0;
+	}
+	char ts[64];
+	time_t now = time(NULL);
+	strftime(ts, sizeof ts, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
+	printf("- load at %s (%s): /proc/loadavg %s (1/5/15-min averages on %ld cores)\n",
+	       when, ts, buf, sysconf(_SC_NPROCESSORS_ONLN));
+	fflush(stdout);
+}
+
+static void print_load_end(void)
+{
+	printf("\n");
+	print_load("end");
+}
+
 static void print_machine(const struct bench_cfg *cfg)
 {
 	struct utsname u;
@@ -237,7 +263,8 @@ static void print_machine(const struct bench_cfg *cfg)
 	       "partitions=%u (0 = engine default), idempotent producer ids: %s\n",
 	       cfg->seconds, cfg->warmup, cfg->shards, cfg->partitions,
 	       cfg->idem ? "yes" : "no");
-	fflush(stdout);
+	print_load("start");
+	atexit(print_load_end);
 }
 
 /* ---- runs -------------------------------------------------------------------- */
@@ -511,29 +538,18 @@ static int compare_pass(const struct bench_cfg *cfg, struct cmp_summary *sum)
 	return failures;
 }
 
-static int cmp_dbl(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 static void print_spread_row(const char *name, const char *goal, double *v,
 			     unsigned n, const char *fmt)
 {
-	unsigned m = 0;
-	for (unsigned i = 0; i < n; i++)
-		if (!isnan(v[i]))
-			v[m++] = v[i];
-	if (m == 0) {
+	struct bench_spread sp;
+	if (bench_spread(v, n, &sp) == 0) {
 		printf("| %s | not measured | | | %s |\n", name, goal);
 		return;
 	}
-	n = m;
-	qsort(v, n, sizeof *v, cmp_dbl);
 	char lo[32], med[32], hi[32];
-	snprintf(lo, sizeof lo, fmt, v[0]);
-	snprintf(med, sizeof med, fmt, (v[(n - 1) / 2] + v[n / 2]) / 2);
-	snprintf(hi, sizeof hi, fmt, v[n - 1]);
+	snprintf(lo, sizeof lo, fmt, sp.min);
+	snprintf(med, sizeof med, fmt, sp.median);
+	snprintf(hi, sizeof hi, fmt, sp.max);
 	printf("| %s | %s | %s | %s | %s |\n", name, lo, med, hi, goal);
 }
 

@@ -1,6 +1,7 @@
-# Unit tests for parley-bench's helpers (bench/): the latency histogram and
-# the NATS line parser of the delivery reference.
-if(TARGET parley_bench_hist AND TARGET parley_bench_natsproto)
+# Unit tests for parley-bench's helpers (bench/): the latency histogram, the
+# NATS line parser of the delivery reference and the --repeat spread.
+if(TARGET parley_bench_hist AND TARGET parley_bench_natsproto AND TARGET parley_bench_spread)
   parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} CRITERION
-                   LIBS parley_bench_hist parley_bench_natsproto m LABELS unit)
+                   LIBS parley_bench_hist parley_bench_natsproto parley_bench_spread m
+                   LABELS unit)
 endif()
