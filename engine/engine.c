@@ -2800,7 +2800,7 @@ int pe_history_inspect(struct pio *io, const char *dir, uint32_t partition,
 	else
 		hpart_segments(h, v, n);
 	int worst = 0;
-	for (size_t i = 0; i < n && !rc && cb; i++) {
+	for (size_t i = 0; i < n && !rc; i++) {
 		struct pe_seg_report sr = {0};
 		sr.partition = partition;
 		sr.seg_id = v[i].id;
@@ -2830,9 +2830,11 @@ int pe_history_inspect(struct pio *io, const char *dir, uint32_t partition,
 			if (sr.verify_err)
 				worst = sr.verify_err;
 		}
-		rc = cb(arg, &sr);
-		if (rc > 0)
-			rc = 0, n = i + 1; /* stop */
+		rc = cb ? cb(arg, &sr) : 0;
+		if (rc > 0) {
+			rc = 0;
+			break; /* the callback says stop */
+		}
 	}
 	free(v);
 	hpart_close(h);

@@ -1,0 +1,451 @@
+/*
+ * test_crash_history.c — kill -9 during history flushes, compactions and
+ * deletions never loses an acknowledged entry nor resurrects a deleted one.
+ *
+ * Like test_crash_engine.c, with the history tier busy: the child's
+ * memtable is tiny (flushes every few hundred appends, WAL segments are
+ * released), a maintenance thread forces flushes and full compactions of
+ * random partitions, and deletes a prefix of stream 0 (acknowledged
+ * deletions go through the pipe too). After each kill the parent checks:
+ *
+ * (as in test_crash_engine.c) Each cycle forks a child that opens the engine on a real directory
+ * (io_uring backend, real fdatasync) and keeps many idempotent appends in
+ * flight on several streams. For every acknowledgement it writes
+ * (stream, seq, producer id) to a pipe *after* the callback reported the
+ * entry durable. The parent SIGKILLs the child at a random moment (seeded,
+ * seed printed), reopens the directory itself and checks:
+ *   - every acknowledged entry is present at its seq with its producer id;
+ *   - every stream's seqs are dense from 1 (no gap, no duplicate);
+ *   - retrying an acknowledged producer id returns the original seq with
+ *     `duplicate` set.
+ * Cycles: PARLEY_CRASH_CYCLES, else 300 with PARLEY_LONG=1, else 25.
+ * Replay one run with PARLEY_SEED=<seed>.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "parley_engine.h"
+
+#define NSTREAMS 16
+#define INFLIGHT_PER_STREAM 4
+#define ACK_SIZE 32
+
+static int ack_fd;
+static uint32_t cycle_no;
+static pthread_mutex_t ack_mu = PTHREAD_MUTEX_INITIALIZER;
+#define DELETE_MARK 0xFFFFu /* ack record: stream 0 deleted through seq */
+
+static void send_ack(const uint8_t *rec)
+{
+	pthread_mutex_lock(&ack_mu);
+	if (write(ack_fd, rec, ACK_SIZE) != (ssize_t)ACK_SIZE)
+		_exit(4);
+	pthread_mutex_unlock(&ack_mu);
+}
+
+struct slot {
+	struct pe_engine *e;
+	uint32_t stream;
+	uint64_t counter;
+	uint32_t lane;
+};
+
+static void stream_key(uint32_t s, char *out)
+{
+	snprintf(out, 16, "c/crash%02u", s);
+}
+
+static void make_producer(uint8_t *p, uint32_t cycle, uint32_t stream,
+			  uint32_t lane, uint64_t counter)
+{
+	memset(p, 0, PE_PRODUCER_LEN);
+	le_put32(p, cycle + 1);
+	le_put16(p + 4, (uint16_t)stream);
+	le_put16(p + 6, (uint16_t)lane);
+	le_put64(p + 8, counter);
+}
+
+static void issue(struct slot *sl);
+
+static void on_ack(void *arg, const struct pe_append_result *r)
+{
+	struct slot *sl = arg;
+	if (r->err == -PARLEY_EFULL) { /* memtable full until a flush commits */
+		issue(sl);
+		return;
+	}
+	if (r->err) {
+		fprintf(stderr, "child: append failed: %s\n",
+			parley_strerror(r->err));
+		_exit(3);
+	}
+	uint8_t rec[ACK_SIZE];
+	le_put32(rec, sl->stream);
+	le_put32(rec + 4, 0);
+	le_put64(rec + 8, r->seq);
+	make_producer(rec + 16, cycle_no, sl->stream, sl->lane, sl->counter);
+	send_ack(rec);
+	sl->counter++;
+	issue(sl);
+}
+
+static void issue(struct slot *sl)
+{
+	char key[16];
+	stream_key(sl->stream, key);
+	char payload[160];
+	int n = snprintf(payload, sizeof payload,
+			 "cycle %u lane %u msg %" PRIu64 " see you at the station "
+			 "tomorrow, bring the photos from the weekend",
+			 cycle_no, sl->lane, sl->counter);
+	struct pe_input in = {.type = 1, .len = (uint32_t)n, .payload = payload};
+	struct pe_append_req q = {.key = key, .klen = strlen(key),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	make_producer(q.producer, cycle_no, sl->stream, sl->lane, sl->counter);
+	int rc;
+	while ((rc = pe_append(sl->e, &q, on_ack, sl)) == -PARLEY_EFULL)
+		usleep(100);
+	if (rc) {
+		fprintf(stderr, "child: enqueue failed: %s\n", parley_strerror(rc));
+		_exit(5);
+	}
+}
+
+/* Forces flushes, full compactions and deletions of stream 0's prefix. */
+static void *maint_main(void *arg)
+{
+	struct pe_engine *e = arg;
+	struct parley_rng rng = {cycle_no * 7919u + 1};
+	for (;;) {
+		uint32_t p = (uint32_t)parley_rng_below(&rng, pe_partition_count(e));
+		uint64_t op = parley_rng_below(&rng, 10);
+		if (op < 4) {
+			(void)pe_flush_sync(e, p);
+		} else if (op < 7) {
+			(void)pe_compact_sync(e, p, true);
+		} else {
+			char key[16];
+			stream_key(0, key);
+			struct pe_meta m;
+			if (pe_meta_sync(e, key, strlen(key), &m) == 0 && m.last_seq > 10) {
+				uint64_t through = m.last_seq - 10;
+				struct pe_delete_result dr;
+				if (pe_delete_sync(e, key, strlen(key), through, &dr) == 0) {
+					uint8_t rec[ACK_SIZE] = {0};
+					le_put32(rec, DELETE_MARK);
+					le_put64(rec + 8, through);
+					send_ack(rec);
+				}
+			}
+		}
+		usleep(2000 + (useconds_t)parley_rng_below(&rng, 8000));
+	}
+	return NULL;
+}
+
+static void child_main(const char *dir)
+{
+	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
+			       .wal_segment_bytes = 16u << 20,
+			       .memtable_bytes = 192 * 1024};
+	struct pe_engine *e;
+	int rc = pe_open(&o, &e);
+	if (rc) {
+		fprintf(stderr, "child: open: %s\n", parley_strerror(rc));
+		_exit(2);
+	}
+	static struct slot slots[NSTREAMS * INFLIGHT_PER_STREAM];
+	for (uint32_t i = 0; i < NSTREAMS * INFLIGHT_PER_STREAM; i++) {
+		slots[i] = (struct slot){.e = e, .stream = i % NSTREAMS,
+					 .lane = i / NSTREAMS};
+		issue(&slots[i]);
+	}
+	pthread_t mt;
+	if (pthread_create(&mt, NULL, maint_main, e))
+		_exit(6);
+	for (;;)
+		pause(); /* the parent kills us */
+}
+
+struct ack {
+	uint32_t stream;
+	uint64_t seq;
+	uint8_t producer[PE_PRODUCER_LEN];
+};
+
+static uint64_t deleted_through; /* acked deletions of stream 0 */
+static uint64_t hist_segments;   /* live segments seen by the last verify */
+
+static int verify(const char *dir, struct ack *acks, size_t nacks,
+		  uint64_t *entries_out)
+{
+	struct pe_options o = {.dir = dir};
+	struct pe_engine *e;
+	int rc = pe_open(&o, &e);
+	if (rc) {
+		fprintf(stderr, "verify: open failed: %s\n", parley_strerror(rc));
+		return 1;
+	}
+	int bad = 0;
+	uint64_t entries = 0;
+	hist_segments = 0;
+	struct pe_entry *all[NSTREAMS];
+	uint64_t counts[NSTREAMS], firsts[NSTREAMS];
+	for (uint32_t s = 0; s < NSTREAMS; s++) {
+		char key[16];
+		stream_key(s, key);
+		all[s] = NULL;
+		counts[s] = 0;
+		struct pe_meta m = {0};
+		if (pe_meta_sync(e, key, strlen(key), &m)) {
+			bad++;
+			continue;
+		}
+		firsts[s] = m.first_seq ? m.first_seq : 1;
+		if (s == 0 && deleted_through && firsts[s] <= deleted_through) {
+			fprintf(stderr, "verify: deletion through %" PRIu64
+				" acked but stream 0 starts at %" PRIu64 "\n",
+				deleted_through, firsts[s]);
+			bad++;
+		}
+		if (s == 0 && firsts[s] > 1) { /* below it: said so explicitly */
+			struct pe_read_req q = {.key = key, .klen = strlen(key),
+						.from = firsts[s] - 1,
+						.dir = PE_FORWARD, .limit = 1};
+			struct pe_entry *es;
+			uint32_t n;
+			if (pe_read_sync(e, &q, &es, &n, NULL) != -PARLEY_ETRIMMED) {
+				fprintf(stderr, "verify: read below first_seq not TRIMMED\n");
+				bad++;
+			}
+		}
+		/* read everything in pages, checking density */
+		uint64_t from = firsts[s];
+		size_t cap = 0;
+		for (;;) {
+			struct pe_read_req q = {.key = key, .klen = strlen(key),
+						.from = from, .dir = PE_FORWARD,
+						.limit = PE_MAX_READ};
+			struct pe_entry *es;
+			uint32_t n;
+			struct pe_read_result meta;
+			rc = pe_read_sync(e, &q, &es, &n, &meta);
+			if (rc) {
+				fprintf(stderr, "verify: read %s: %s\n", key,
+					parley_strerror(rc));
+				bad++;
+				break;
+			}
+			if (counts[s] + n > cap) {
+				cap = (counts[s] + n) * 2;
+				all[s] = realloc(all[s], cap * sizeof **all);
+			}
+			for (uint32_t i = 0; i < n; i++) {
+				if (es[i].seq != from + i) {
+					fprintf(stderr, "verify: %s gap: seq %" PRIu64
+						" at position %" PRIu64 "\n", key,
+						es[i].seq, from + i);
+					bad++;
+				}
+				all[s][counts[s] + i] = es[i];
+				all[s][counts[s] + i].payload = NULL;
+			}
+			counts[s] += n;
+			free(es);
+			if (n == 0 || meta.end)
+				break;
+			from += n;
+		}
+		entries += counts[s];
+	}
+	for (uint32_t s = 1; s < NSTREAMS; s++)
+		if (firsts[s] != 1) {
+			fprintf(stderr, "verify: stream %u starts at %" PRIu64 "\n",
+				s, firsts[s]);
+			bad++;
+		}
+	for (size_t i = 0; i < nacks && bad < 10; i++) {
+		struct ack *a = &acks[i];
+		if (a->stream == 0 && a->seq < firsts[0])
+			continue; /* deleted (acked or not, the delete is durable) */
+		if (a->seq < firsts[a->stream] ||
+		    a->seq - firsts[a->stream] >= counts[a->stream]) {
+			fprintf(stderr, "verify: LOST acked entry stream %u seq %"
+				PRIu64 " (stream has %" PRIu64 ")\n", a->stream,
+				a->seq, counts[a->stream]);
+			bad++;
+			continue;
+		}
+		if (memcmp(all[a->stream][a->seq - firsts[a->stream]].producer, a->producer,
+			   PE_PRODUCER_LEN)) {
+			fprintf(stderr, "verify: stream %u seq %" PRIu64
+				" holds another producer's entry\n", a->stream,
+				a->seq);
+			bad++;
+		}
+	}
+	/* idempotent retry of a few acked entries gives back the original seq */
+	for (size_t i = 0; i < nacks && i < 64 && !bad; i += 7) {
+		struct ack *a = &acks[nacks - 1 - i];
+		char key[16];
+		stream_key(a->stream, key);
+		struct pe_input in = {.len = 5, .payload = "retry"};
+		struct pe_append_req q = {.key = key, .klen = strlen(key),
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, a->producer, PE_PRODUCER_LEN);
+		struct pe_append_result r;
+		rc = pe_append_sync(e, &q, &r);
+		if (rc || !r.duplicate || r.seq != a->seq) {
+			fprintf(stderr, "verify: retry of stream %u seq %" PRIu64
+				" gave rc=%d dup=%d seq=%" PRIu64 "\n", a->stream,
+				a->seq, rc, r.duplicate, r.seq);
+			bad++;
+		}
+	}
+	for (uint32_t s = 0; s < NSTREAMS; s++)
+		free(all[s]);
+	uint32_t np = pe_partition_count(e);
+	pe_close(e);
+	/* every live segment verifies, block by block */
+	for (uint32_t p = 0; p < np; p++) {
+		struct pe_hist_report hr;
+		rc = pe_history_inspect(NULL, dir, p, true, &hr, NULL, NULL);
+		if (rc) {
+			fprintf(stderr, "verify: partition %u history: %s\n", p,
+				parley_strerror(rc));
+			bad++;
+		}
+		hist_segments += hr.segments;
+	}
+	*entries_out = entries;
+	return bad ? 1 : 0;
+}
+
+int main(void)
+{
+	const char *ev = getenv("PARLEY_SEED");
+	uint64_t seed = ev ? strtoull(ev, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+	int cycles = 25;
+	if (getenv("PARLEY_LONG"))
+		cycles = 300;
+	if (getenv("PARLEY_CRASH_CYCLES"))
+		cycles = atoi(getenv("PARLEY_CRASH_CYCLES"));
+	printf("history crash test: seed=%" PRIu64 " cycles=%d (replay: PARLEY_SEED=%" PRIu64
+	       ")\n", seed, cycles, seed);
+	fflush(stdout);
+	struct parley_rng rng = {seed};
+	char dir[] = "/tmp/parley-hcrash-XXXXXX";
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	char data[64];
+	snprintf(data, sizeof data, "%s/data", dir);
+	parley_log_set_level(PLOG_WARN);
+
+	size_t cap = 1 << 16, nacks = 0;
+	struct ack *acks = malloc(cap * sizeof *acks);
+	uint64_t total_entries = 0;
+	int failed = 0;
+	for (int c = 0; c < cycles && !failed; c++) {
+		int fds[2];
+		if (pipe(fds)) {
+			perror("pipe");
+			return 1;
+		}
+		cycle_no = (uint32_t)c;
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(fds[0]);
+			ack_fd = fds[1];
+			child_main(data);
+		}
+		close(fds[1]);
+		/* let it run 20..250 ms, reading acks meanwhile */
+		uint64_t run_ns = (50 + parley_rng_below(&rng, 350)) * 1000000ull;
+		uint64_t start = parley_mono_ns();
+		uint8_t buf[ACK_SIZE * 256];
+		size_t have = 0;
+		bool killed = false;
+		for (;;) {
+			if (!killed && parley_mono_ns() - start > run_ns) {
+				kill(pid, SIGKILL);
+				killed = true;
+			}
+			/* non-blocking-ish: poll with a short timeout */
+			fd_set rs;
+			FD_ZERO(&rs);
+			FD_SET(fds[0], &rs);
+			struct timeval tv = {0, 2000};
+			int pr = select(fds[0] + 1, &rs, NULL, NULL, &tv);
+			if (pr < 0 && errno == EINTR)
+				continue;
+			if (pr <= 0)
+				continue;
+			ssize_t n = read(fds[0], buf + have, sizeof buf - have);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break; /* child gone, pipe drained */
+			have += (size_t)n;
+			size_t full = have / ACK_SIZE * ACK_SIZE;
+			for (size_t off = 0; off < full; off += ACK_SIZE) {
+				if (nacks == cap) {
+					cap *= 2;
+					acks = realloc(acks, cap * sizeof *acks);
+				}
+				if (le_get32(buf + off) == DELETE_MARK) {
+					uint64_t t = le_get64(buf + off + 8);
+					if (t > deleted_through)
+						deleted_through = t;
+					continue;
+				}
+				struct ack *a = &acks[nacks++];
+				a->stream = le_get32(buf + off);
+				a->seq = le_get64(buf + off + 8);
+				memcpy(a->producer, buf + off + 16, PE_PRODUCER_LEN);
+			}
+			memmove(buf, buf + full, have - full);
+			have -= full;
+		}
+		close(fds[0]);
+		int status;
+		waitpid(pid, &status, 0);
+		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+			fprintf(stderr, "cycle %d: child exited on its own (status %d)\n",
+				c, status);
+			failed = 1;
+			break;
+		}
+		if (verify(data, acks, nacks, &total_entries)) {
+			fprintf(stderr, "cycle %d FAILED (seed %" PRIu64 ")\n", c, seed);
+			failed = 1;
+		}
+	}
+	printf("history crash test: %d cycles, %zu acknowledged appends checked, "
+	       "deleted through %" PRIu64 ", %" PRIu64 " entries readable, %" PRIu64
+	       " live segments verified, %s\n",
+	       cycles, nacks, deleted_through, total_entries, hist_segments,
+	       failed ? "FAILED" : "nothing lost");
+	free(acks);
+	if (!failed) {
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", dir);
+	} else {
+		fprintf(stderr, "data kept in %s\n", dir);
+	}
+	return failed;
+}
