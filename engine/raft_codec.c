@@ -232,6 +232,8 @@ static int encode(uint8_t *buf, size_t cap, const struct raft_msg *msgs,
 		return -PARLEY_EINVAL;
 	struct wr w = {buf, cap, RAFT_CODEC_HEADER_BYTES, 0};
 	uint64_t from = msgs[0].from, to = msgs[0].to;
+	if (from == 0 || to == 0) /* node ids are never 0 (raft.h) */
+		return -PARLEY_EINVAL;
 	w64(&w, from);
 	w64(&w, to);
 	w16(&w, (uint16_t)n);
@@ -455,7 +457,7 @@ int raft_codec_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
 	uint64_t from = le_read64(&d.r);
 	uint64_t to = le_read64(&d.r);
 	uint16_t cnt = le_read16(&d.r);
-	if (!d.r.ok || cnt == 0 || cnt > RAFT_CODEC_MAX_BATCH ||
+	if (!d.r.ok || from == 0 || to == 0 || cnt == 0 || cnt > RAFT_CODEC_MAX_BATCH ||
 	    (size_t)cnt * RAFT_CODEC_MSG_MIN > d.r.len - d.r.off)
 		return -PARLEY_EPROTO;
 	size_t used0 = a->used;

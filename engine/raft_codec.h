@@ -25,7 +25,7 @@
  * 12 bytes, instead of waiting for (or buffering) bytes that never come.
  *
  * Body:
- *   u64 from | u64 to | u16 n | n x message
+ *   u64 from | u64 to | u16 n | n x message      (from, to != 0; 1 <= n)
  * Message:
  *   u8 type | u16 flags | u8 mask | one u64 per set bit of mask, in order:
  *     bit 0 group, 1 term, 2 index, 3 log_term, 4 commit, 5 hint, 6 ctx,
@@ -136,8 +136,8 @@ static inline void raft_codec_arena_init(struct raft_codec_arena *a, void *buf,
 
 /*
  * Encoded size of a frame carrying msgs[0..n): > 0, or -PARLEY_EINVAL (a
- * field breaks a limit, messages of different node pairs, n == 0 or
- * > RAFT_CODEC_MAX_BATCH) or -PARLEY_ETOOBIG (> RAFT_CODEC_MAX_FRAME_HARD).
+ * field breaks a limit, messages of different node pairs, node id 0,
+ * n == 0 or > RAFT_CODEC_MAX_BATCH) or -PARLEY_ETOOBIG (> RAFT_CODEC_MAX_FRAME_HARD).
  */
 int raft_codec_size(const struct raft_msg *msgs, uint32_t n);
 

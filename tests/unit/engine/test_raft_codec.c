@@ -454,6 +454,13 @@ Test(raft_codec, encoder_limits)
 	hb[77].to = 2;
 	hb[78].from = 4;
 	expect_enc_inval(hb, 100, "batch of two senders");
+	hb[78].from = 1;
+	cr_assert_gt(raft_codec_size(hb, 100), 0);
+	/* node ids are never 0 */
+	m = (struct raft_msg){.type = RAFT_MSG_VOTE, .from = 0, .to = 2};
+	expect_enc_inval(&m, 1, "from 0");
+	m = (struct raft_msg){.type = RAFT_MSG_VOTE, .from = 1, .to = 0};
+	expect_enc_inval(&m, 1, "to 0");
 }
 
 Test(raft_codec, encoder_never_writes_past_cap)
@@ -584,6 +591,11 @@ Test(raft_codec, decoder_body_limits)
 	/* trailing bytes */
 	b8(&b, 0);
 	cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "trailing byte");
+	/* node id 0 */
+	b.n = 0; b64(&b, 0); b64(&b, 2); b16(&b, 1); b8(&b, RAFT_MSG_TIMEOUT_NOW); b16(&b, 0); b8(&b, 0);
+	cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "from 0");
+	b.n = 0; b64(&b, 1); b64(&b, 0); b16(&b, 1); b8(&b, RAFT_MSG_TIMEOUT_NOW); b16(&b, 0); b8(&b, 0);
+	cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "to 0");
 	/* count 0, count above the limit, count the bytes cannot hold */
 	b.n = 0; bpair(&b, 0); b32(&b, 0);
 	cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "count 0");
