@@ -67,6 +67,7 @@ struct sim_replica {
 	enum raft_role last_role;
 	uint64_t last_term;
 	uint64_t since_snap;
+	bool fresh; /* restarted, no chunk persisted since */
 	struct sim *s;
 	int slot;
 	uint32_t group;
@@ -143,6 +144,7 @@ struct sim {
 	uint64_t *lm_keys, *lm_vals;
 	uint64_t lm_cap, lm_n;
 	uint64_t trace; /* PARLEY_SIM_TRACE=<time>: print deliveries from then */
+	uint64_t reads_ok, reads_failed, resumed_chunks;
 };
 
 /* ---- failure and logging ------------------------------------------------ */
@@ -499,6 +501,7 @@ static void replica_start(struct sim *s, int slot, uint32_t g)
 	rp->slot = slot;
 	rp->group = g;
 	rp->since_snap = 0;
+	rp->fresh = true;
 	int rc = raft_new(&cfg, &rp->raft);
 	if (rc < 0)
 		sim_fail(s, "raft_new slot %d: %s", slot, parley_strerror(rc));
@@ -869,6 +872,11 @@ static bool persist(struct sim *s, struct sim_replica *rp,
 			d->partial_data = xcalloc(1, rd->chunk_snap.size);
 			d->partial_bytes = 0;
 		}
+		if (rd->chunk_offset && rd->chunk_offset == d->partial_bytes &&
+		    rp->fresh)
+			s->resumed_chunks++; /* first chunk after a restart
+					      * continues the durable partial */
+		rp->fresh = false;
 		if (rd->chunk_offset != d->partial_bytes && rd->chunk_len)
 			sim_fail(s, "chunk at %" PRIu64 " but slot %d holds %" PRIu64,
 				 rd->chunk_offset, rp->slot, d->partial_bytes);
@@ -986,12 +994,14 @@ static void process(struct sim *s, struct sim_replica *rp)
 					continue;
 				if (rr->err) {
 					p->state = -1;
+					s->reads_failed++;
 					break;
 				}
 				if (rr->index < p->min_index)
 					sim_fail(s, "S8 stale read on slot %d: read index %" PRIu64 " < acked %" PRIu64,
 						 rp->slot, rr->index, p->min_index);
 				p->state = 1;
+				s->reads_ok++;
 				break;
 			}
 		}
@@ -1611,6 +1621,33 @@ uint64_t sim_finish(struct sim *s, uint64_t max_ticks)
 	sim_fail(s, "liveness: no commit on every member within %" PRIu64 " ticks after faults stopped (leader slot %d)",
 		 max_ticks, l);
 }
+
+int sim_propose_raw(struct sim *s, int slot, uint32_t g)
+{
+	struct sim_replica *rp = &s->nodes[slot].rep[g];
+	if (!rp->raft)
+		return -PARLEY_ECLOSED;
+	uint8_t b[4] = {1, 2, 3, 4};
+	int rc = raft_propose(rp->raft, b, sizeof(b), NULL);
+	if (rc == 0)
+		process(s, rp);
+	return rc;
+}
+
+uint64_t sim_partial_bytes(struct sim *s, int slot)
+{
+	return s->nodes[slot].rep[0].disk.partial_bytes;
+}
+
+uint64_t sim_snap_index(struct sim *s, int slot)
+{
+	return s->nodes[slot].rep[0].disk.snap.index;
+}
+
+uint64_t sim_reads_ok(struct sim *s) { return s->reads_ok; }
+uint64_t sim_reads_failed(struct sim *s) { return s->reads_failed; }
+uint64_t sim_resumed_chunks(struct sim *s) { return s->resumed_chunks; }
+uint64_t sim_node_id(struct sim *s, int slot) { return s->nodes[slot].id; }
 
 void sim_dump(struct sim *s)
 {

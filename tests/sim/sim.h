@@ -137,6 +137,14 @@ uint64_t sim_snap_installs(struct sim *s);
 uint64_t sim_repairs(struct sim *s);
 uint64_t sim_now(struct sim *s);
 void sim_dump(struct sim *s);
+/* Propose a small opaque entry in group g on slot (multi-group tests). */
+int sim_propose_raw(struct sim *s, int slot, uint32_t g);
+uint64_t sim_partial_bytes(struct sim *s, int slot);
+uint64_t sim_snap_index(struct sim *s, int slot);
+uint64_t sim_reads_ok(struct sim *s);
+uint64_t sim_reads_failed(struct sim *s);
+uint64_t sim_resumed_chunks(struct sim *s);
+uint64_t sim_node_id(struct sim *s, int slot);
 /* Fail the run (prints seed). */
 void sim_fail(struct sim *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));

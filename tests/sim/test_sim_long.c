@@ -6,5 +6,5 @@
 
 int main(void)
 {
-	return sim_seeds_main("sim_long", 100000, 2000, 60000);
+	return sim_seeds_main("sim_long", 100000, 20000, 60000);
 }

@@ -7,5 +7,5 @@
 
 int main(void)
 {
-	return sim_seeds_main("sim_random", 1, 60, 30000);
+	return sim_seeds_main("sim_random", 1, 800, 40000);
 }
