@@ -1,0 +1,766 @@
+/*
+ * test_raft.c — engine/raft.c rule by rule: elections (pre-vote, votes,
+ * leases, one vote per term), leader no-op, log matching with conflict
+ * hints, the current-term commit rule, follower commit bounds, persistence
+ * failure, proposal errors, membership rules (ids never reused, one change at
+ * a time), learners, checksums and damaged entries, ReadIndex, TimeoutNow,
+ * quiescing, snapshot chunk resumption.
+ *
+ * A tiny in-memory harness: each node's storage is an array filled from its
+ * readies; messages are collected and delivered by hand or until quiet.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley_common.h"
+#include "raft.h"
+
+#define TN 5
+#define TMAXE 4096
+
+struct tnode {
+	uint64_t id;
+	struct raft *r;
+	struct raft_hardstate hs;
+	struct raft_snapshot_meta snap;
+	uint8_t snapdata[64];
+	struct raft_entry ents[TMAXE]; /* index i at ents[i] */
+	uint8_t *bufs[TMAXE];
+	uint64_t last;
+	uint64_t applied;
+	uint64_t reads_ok, reads_err, last_read_index;
+	int n_installs;
+};
+
+struct tq {
+	struct raft_msg m;
+	struct raft_entry ents[RAFT_MAX_MSG_ENTRIES];
+	uint8_t data[8192];
+	bool live;
+};
+
+static struct tnode nodes[TN];
+static struct tq q[4096];
+static int nq;
+static bool drop_to[TN + 1];
+
+static int t_load(void *ctx, struct raft_hardstate *hs,
+		  struct raft_snapshot_meta *snap, uint64_t *last,
+		  struct raft_snapshot_meta *partial, uint64_t *pbytes)
+{
+	struct tnode *n = ctx;
+	*hs = n->hs;
+	*snap = n->snap;
+	*last = n->last;
+	memset(partial, 0, sizeof(*partial));
+	*pbytes = 0;
+	return 0;
+}
+
+static int t_entry(void *ctx, uint64_t i, struct raft_entry *e)
+{
+	struct tnode *n = ctx;
+	if (i <= n->snap.index || i > n->last)
+		return -PARLEY_ENOTFOUND;
+	*e = n->ents[i];
+	return 0;
+}
+
+static int t_snap_read(void *ctx, uint64_t off, void *buf, uint32_t len)
+{
+	struct tnode *n = ctx;
+	uint64_t k = PARLEY_MIN((uint64_t)len, n->snap.size - off);
+	memcpy(buf, n->snapdata + off, k);
+	return (int)k;
+}
+
+static struct raft_config tcfg(struct tnode *n, uint32_t voters)
+{
+	struct raft_config c = {0};
+	c.id = n->id;
+	c.election_ticks = 10;
+	c.heartbeat_ticks = 2;
+	c.max_inflight = 4;
+	c.max_batch_entries = 8;
+	c.max_uncommitted = 64;
+	c.chunk_bytes = 16;
+	c.quiesce_ticks = 0;
+	c.rng_seed = 42;
+	c.pre_vote = true;
+	c.check_quorum = true;
+	for (uint32_t i = 0; i < voters; i++) {
+		c.bootstrap.ids[i] = i + 1;
+		c.bootstrap.roles[i] = RAFT_VOTER;
+	}
+	c.bootstrap.n = voters;
+	c.bootstrap.max_id = voters;
+	c.storage = (struct raft_storage){.ctx = n,
+					  .load = t_load,
+					  .entry = t_entry,
+					  .snapshot_read = t_snap_read};
+	return c;
+}
+
+static void start(int i, uint32_t voters, void (*tweak)(struct raft_config *))
+{
+	struct tnode *n = &nodes[i];
+	n->id = (uint64_t)i + 1;
+	struct raft_config c = tcfg(n, voters);
+	if (tweak)
+		tweak(&c);
+	cr_assert_eq(raft_new(&c, &n->r), 0);
+}
+
+static void setup(void)
+{
+	memset(nodes, 0, sizeof(nodes));
+	memset(drop_to, 0, sizeof(drop_to));
+	nq = 0;
+	parley_log_set_level(PLOG_ERROR);
+}
+
+static void teardown(void)
+{
+	for (int i = 0; i < TN; i++) {
+		raft_free(nodes[i].r);
+		for (int k = 0; k < TMAXE; k++)
+			free(nodes[i].bufs[k]);
+	}
+}
+
+static void enqueue(const struct raft_msg *m)
+{
+	cr_assert_lt(nq, 4096);
+	struct tq *t = &q[nq++];
+	t->m = *m;
+	t->live = true;
+	size_t off = 0;
+	for (uint32_t k = 0; k < m->n_entries; k++) {
+		t->ents[k] = m->entries[k];
+		memcpy(t->data + off, m->entries[k].data, m->entries[k].len);
+		t->ents[k].data = t->data + off;
+		off += m->entries[k].len;
+	}
+	t->m.entries = t->ents;
+	if (m->chunk_len) {
+		memcpy(t->data + off, m->chunk, m->chunk_len);
+		t->m.chunk = t->data + off;
+	}
+}
+
+/* Persist + send + apply every ready of node i. */
+static void drain(int i)
+{
+	struct tnode *n = &nodes[i];
+	for (;;) {
+		struct raft_ready *rd = raft_ready(n->r);
+		if (rd->empty) {
+			raft_advance(n->r);
+			return;
+		}
+		for (uint32_t k = 0; k < rd->n_entries; k++) {
+			const struct raft_entry *e = &rd->entries[k];
+			if (k == 0)
+				n->last = e->index - 1;
+			free(n->bufs[e->index]);
+			n->bufs[e->index] = malloc(e->len + 1);
+			memcpy(n->bufs[e->index], e->data, e->len);
+			n->ents[e->index] = *e;
+			n->ents[e->index].data = n->bufs[e->index];
+			n->last = e->index;
+		}
+		for (uint32_t k = 0; k < rd->n_repair; k++) {
+			const struct raft_entry *e = &rd->repair[k];
+			memcpy(n->bufs[e->index], e->data, e->len);
+			n->ents[e->index] = *e;
+			n->ents[e->index].data = n->bufs[e->index];
+		}
+		if (rd->hs_changed)
+			n->hs = rd->hs;
+		for (uint32_t k = 0; k < rd->n_msgs; k++)
+			enqueue(&rd->msgs[k]);
+		if (rd->has_install)
+			n->n_installs++;
+		for (uint32_t k = 0; k < rd->n_committed; k++) {
+			cr_assert_eq(rd->committed[k].index, n->applied + 1);
+			cr_assert(raft_entry_ok(&rd->committed[k]));
+			n->applied = rd->committed[k].index;
+		}
+		for (uint32_t k = 0; k < rd->n_reads; k++) {
+			if (rd->reads[k].err)
+				n->reads_err++;
+			else {
+				n->reads_ok++;
+				n->last_read_index = rd->reads[k].index;
+			}
+		}
+		raft_advance(n->r);
+	}
+}
+
+/* Deliver queued messages until nothing moves (bounded). */
+static void settle(void)
+{
+	for (int rounds = 0; rounds < 10000; rounds++) {
+		int i;
+		for (i = 0; i < nq; i++)
+			if (q[i].live)
+				break;
+		if (i == nq) {
+			nq = 0;
+			return;
+		}
+		q[i].live = false;
+		struct raft_msg *m = &q[i].m;
+		int to = (int)m->to - 1;
+		if (to >= 0 && to < TN && nodes[to].r && !drop_to[m->to]) {
+			raft_step(nodes[to].r, m);
+			drain(to);
+		}
+		if (i == nq - 1)
+			nq = 0;
+	}
+}
+
+static void tick(int i, int n)
+{
+	for (int k = 0; k < n; k++) {
+		raft_tick(nodes[i].r);
+		drain(i);
+	}
+}
+
+/* Elect node `i` leader of a `voters` cluster (all started). */
+static void elect(int i)
+{
+	tick(i, 25);
+	settle();
+	cr_assert_eq(raft_role(nodes[i].r), RAFT_LEADER);
+}
+
+static void cluster(uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		start((int)i, n, NULL);
+}
+
+TestSuite(raft, .init = setup, .fini = teardown);
+
+Test(raft, single_node_elects_itself_and_commits_its_noop)
+{
+	start(0, 1, NULL);
+	tick(0, 25);
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_LEADER);
+	cr_assert_eq(raft_term(nodes[0].r), 1);
+	cr_assert_eq(nodes[0].last, 1);
+	cr_assert_eq(nodes[0].ents[1].type, RAFT_ENTRY_NOOP);
+	cr_assert_eq(nodes[0].ents[1].term, 1);
+	cr_assert_eq(raft_commit(nodes[0].r), 1);
+	uint64_t idx;
+	cr_assert_eq(raft_propose(nodes[0].r, "x", 1, &idx), 0);
+	cr_assert_eq(idx, 2);
+	drain(0);
+	cr_assert_eq(nodes[0].applied, 2);
+}
+
+Test(raft, prevote_does_not_bump_term_and_vote_is_persisted_before_sent)
+{
+	cluster(3);
+	struct tnode *n = &nodes[0];
+	for (int k = 0; k < 25 && raft_role(n->r) == RAFT_FOLLOWER; k++)
+		raft_tick(n->r);
+	cr_assert_eq(raft_role(n->r), RAFT_PRECANDIDATE);
+	struct raft_ready *rd = raft_ready(n->r);
+	cr_assert_eq(rd->n_msgs, 2);
+	cr_assert_eq(rd->msgs[0].type, RAFT_MSG_PREVOTE);
+	cr_assert_eq(rd->msgs[0].term, 1);
+	cr_assert_eq(raft_term(n->r), 0, "pre-vote must not change the term");
+	for (uint32_t k = 0; k < rd->n_msgs; k++)
+		enqueue(&rd->msgs[k]);
+	raft_advance(n->r);
+	/* deliver the pre-votes, collect the answers */
+	int before = nq;
+	for (int i = 0; i < before; i++) {
+		q[i].live = false;
+		raft_step(nodes[q[i].m.to - 1].r, &q[i].m);
+		drain((int)q[i].m.to - 1);
+	}
+	for (int i = before; i < nq; i++) {
+		q[i].live = false;
+		cr_assert_eq(q[i].m.type, RAFT_MSG_PREVOTE_RESP);
+		raft_step(n->r, &q[i].m);
+	}
+	nq = 0;
+	cr_assert_eq(raft_role(n->r), RAFT_CANDIDATE);
+	rd = raft_ready(n->r);
+	cr_assert(rd->hs_changed);
+	cr_assert_eq(rd->hs.term, 1);
+	cr_assert_eq(rd->hs.vote, 1, "the vote for itself is in the same ready as the VOTEs");
+	cr_assert_eq(rd->msgs[0].type, RAFT_MSG_VOTE);
+	raft_advance(n->r);
+}
+
+Test(raft, leader_appends_noop_of_its_term_and_replicates)
+{
+	cluster(3);
+	elect(0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(nodes[i].last, 1);
+		cr_assert_eq(nodes[i].ents[1].type, RAFT_ENTRY_NOOP);
+	}
+	cr_assert_eq(raft_commit(nodes[0].r), 1);
+	tick(0, 2);
+	settle();
+	cr_assert_eq(raft_commit(nodes[1].r), 1);
+	cr_assert_eq(raft_leader(nodes[2].r), 1);
+}
+
+Test(raft, vote_refused_to_stale_log_and_once_per_term)
+{
+	cluster(3);
+	elect(0);
+	cr_assert_eq(raft_propose(nodes[0].r, "a", 1, NULL), 0);
+	drain(0);
+	settle();
+	/* node 3 asks for a vote in a higher term with a shorter log */
+	struct raft_msg m = {.type = RAFT_MSG_VOTE, .from = 3, .to = 2,
+			     .term = 9, .index = 1, .log_term = 1,
+			     .flags = RAFT_MSGF_TRANSFER};
+	raft_step(nodes[1].r, &m);
+	struct raft_ready *rd = raft_ready(nodes[1].r);
+	cr_assert_eq(rd->n_msgs, 1);
+	cr_assert(rd->msgs[0].flags & RAFT_MSGF_REJECT);
+	cr_assert_eq(raft_term(nodes[1].r), 9);
+	raft_advance(nodes[1].r);
+	/* an up-to-date candidate gets it; a second one in the same term not */
+	m.index = 2;
+	raft_step(nodes[1].r, &m);
+	rd = raft_ready(nodes[1].r);
+	cr_assert(!(rd->msgs[0].flags & RAFT_MSGF_REJECT));
+	cr_assert_eq(rd->hs.vote, 3);
+	raft_advance(nodes[1].r);
+	m.from = 1;
+	raft_step(nodes[1].r, &m);
+	rd = raft_ready(nodes[1].r);
+	cr_assert(rd->msgs[0].flags & RAFT_MSGF_REJECT);
+	raft_advance(nodes[1].r);
+}
+
+Test(raft, lease_ignores_votes_while_leader_is_alive_unless_transfer)
+{
+	cluster(3);
+	elect(0);
+	struct raft_msg m = {.type = RAFT_MSG_PREVOTE, .from = 3, .to = 2,
+			     .term = 5, .index = 100, .log_term = 1};
+	raft_step(nodes[1].r, &m);
+	struct raft_ready *rd = raft_ready(nodes[1].r);
+	cr_assert_eq(rd->n_msgs, 0, "a follower with a live leader ignores it");
+	raft_advance(nodes[1].r);
+	m.type = RAFT_MSG_VOTE;
+	m.flags = RAFT_MSGF_TRANSFER;
+	raft_step(nodes[1].r, &m);
+	rd = raft_ready(nodes[1].r);
+	cr_assert_eq(rd->n_msgs, 1);
+	cr_assert(!(rd->msgs[0].flags & RAFT_MSGF_REJECT));
+	raft_advance(nodes[1].r);
+}
+
+Test(raft, append_reject_carries_conflict_hints)
+{
+	start(1, 3, NULL);
+	struct tnode *n = &nodes[1];
+	/* follower log: terms 1 1 2 2 2 */
+	uint64_t terms[] = {0, 1, 1, 2, 2, 2};
+	for (uint64_t i = 1; i <= 5; i++) {
+		n->bufs[i] = malloc(1);
+		n->ents[i] = (struct raft_entry){.term = terms[i], .index = i,
+						 .data = n->bufs[i]};
+		n->ents[i].csum = raft_entry_csum(terms[i], i, 0, n->bufs[i], 0);
+	}
+	n->last = 5;
+	n->hs.term = 2;
+	raft_free(n->r);
+	struct raft_config c = tcfg(n, 3);
+	cr_assert_eq(raft_new(&c, &n->r), 0);
+	/* leader (term 3) probes at index 5 with prev term 3: mismatch */
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2,
+			     .term = 3, .index = 5, .log_term = 3};
+	raft_step(n->r, &m);
+	struct raft_ready *rd = raft_ready(n->r);
+	cr_assert_eq(rd->n_msgs, 1);
+	const struct raft_msg *r = &rd->msgs[0];
+	cr_assert(r->flags & RAFT_MSGF_REJECT);
+	cr_assert_eq(r->index, 5);
+	cr_assert_eq(r->hint, 5, "largest index with term <= 3");
+	cr_assert_eq(r->log_term, 2);
+	raft_advance(n->r);
+	/* prev beyond our log: hint is our last index */
+	m.index = 9;
+	m.log_term = 1;
+	raft_step(n->r, &m);
+	rd = raft_ready(n->r);
+	cr_assert_eq(rd->msgs[0].hint, 2, "term <= 1 ends at index 2");
+	cr_assert_eq(rd->msgs[0].log_term, 1);
+	raft_advance(n->r);
+}
+
+Test(raft, follower_truncates_conflicts_and_commit_is_bounded_by_new_entries)
+{
+	cluster(3);
+	elect(0);
+	struct tnode *f = &nodes[2];
+	/* leader term 1 sends entries 2..3 with commit 10 */
+	struct raft_entry es[2];
+	for (int k = 0; k < 2; k++) {
+		es[k] = (struct raft_entry){.term = 1, .index = 2 + (uint64_t)k,
+					    .data = (const uint8_t *)"zz", .len = 2};
+		es[k].csum = raft_entry_csum(1, 2 + (uint64_t)k, 0, "zz", 2);
+	}
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 3,
+			     .term = 1, .index = 1, .log_term = 1, .commit = 10,
+			     .n_entries = 2, .entries = es};
+	raft_step(f->r, &m);
+	cr_assert_eq(raft_commit(f->r), 3, "commit <= last new entry");
+	drain(2);
+	cr_assert_eq(f->last, 3);
+	cr_assert_eq(f->applied, 3);
+}
+
+Test(raft, entries_of_a_damaged_checksum_are_not_accepted)
+{
+	cluster(3);
+	elect(0);
+	struct raft_entry e = {.term = 1, .index = 2, .data = (const uint8_t *)"ab", .len = 2};
+	e.csum = raft_entry_csum(1, 2, 0, "ab", 2) ^ 1;
+	cr_assert(!raft_entry_ok(&e));
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2,
+			     .term = 1, .index = 1, .log_term = 1, .commit = 1,
+			     .n_entries = 1, .entries = &e};
+	raft_step(nodes[1].r, &m);
+	cr_assert_eq(raft_last_index(nodes[1].r), 1);
+	drain(1);
+	nq = 0;
+}
+
+Test(raft, damaged_committed_entry_is_not_applied_and_is_repaired)
+{
+	cluster(3);
+	elect(0);
+	for (int k = 0; k < 5; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, "hello", 5, NULL), 0);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(nodes[2].applied, 6);
+	/* flip a bit in node 3's entry 4 and restart it (re-applies) */
+	nodes[2].bufs[4][0] ^= 0x10;
+	raft_free(nodes[2].r);
+	nodes[2].applied = 0;
+	struct raft_config c = tcfg(&nodes[2], 3);
+	cr_assert_eq(raft_new(&c, &nodes[2].r), 0);
+	drain(2);
+	cr_assert_eq(nodes[2].applied, 3, "stops before the damaged entry");
+	uint64_t d;
+	cr_assert(raft_damaged(nodes[2].r, &d));
+	cr_assert_eq(d, 4);
+	cr_assert_eq(nodes[2].last, 6, "nothing truncated");
+	/* the leader's heartbeat round brings the repair */
+	tick(0, 2);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert(!raft_damaged(nodes[2].r, NULL));
+	cr_assert_eq(nodes[2].applied, 6);
+	cr_assert(raft_entry_ok(&nodes[2].ents[4]));
+}
+
+static void no_cq(struct raft_config *c);
+
+Test(raft, leader_commits_only_entries_of_its_term_by_counting)
+{
+	/* no check-quorum: no leader lease keeps the followers from voting
+	 * for the restarted node */
+	for (int i = 0; i < 3; i++)
+		start(i, 3, no_cq);
+	elect(0);
+	/* node 1 (leader, term 1) appends an entry that only it holds */
+	drop_to[2] = drop_to[3] = true;
+	cr_assert_eq(raft_propose(nodes[0].r, "old", 3, NULL), 0);
+	drain(0);
+	settle();
+	drop_to[2] = drop_to[3] = false;
+	cr_assert_eq(raft_commit(nodes[0].r), 1);
+	/* node 1 restarts and wins term 2..; entry 2 has term 1 */
+	raft_free(nodes[0].r);
+	nodes[0].applied = 0;
+	struct raft_config c = tcfg(&nodes[0], 3);
+	c.check_quorum = false;
+	cr_assert_eq(raft_new(&c, &nodes[0].r), 0);
+	/* make node 2 replicate the old entry (match 2) but hold its acks */
+	tick(0, 25);
+	/* deliver only vote traffic first */
+	settle();
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_LEADER);
+	/* entry 2 (term 1) is committed only together with the term-2 no-op */
+	cr_assert_eq(nodes[0].ents[3].type, RAFT_ENTRY_NOOP);
+	cr_assert_eq(raft_term_at(nodes[0].r, 2), 1);
+	cr_assert_eq(raft_commit(nodes[0].r), 3);
+}
+
+static void no_cq(struct raft_config *c)
+{
+	c->check_quorum = false;
+}
+
+Test(raft, persistence_failure_makes_the_leader_step_down)
+{
+	start(0, 1, no_cq);
+	tick(0, 25);
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_LEADER);
+	cr_assert_eq(raft_propose(nodes[0].r, "x", 1, NULL), 0);
+	struct raft_ready *rd = raft_ready(nodes[0].r);
+	cr_assert_eq(rd->n_entries, 1);
+	raft_persist_failed(nodes[0].r);
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_FOLLOWER);
+	cr_assert_eq(raft_commit(nodes[0].r), 1, "the failed entry is not committed");
+	cr_assert_eq(raft_propose(nodes[0].r, "y", 1, NULL), -PARLEY_ENOTLEADER);
+	drain(0);
+}
+
+Test(raft, proposal_errors)
+{
+	cluster(3);
+	elect(0);
+	cr_assert_eq(raft_propose(nodes[1].r, "x", 1, NULL), -PARLEY_ENOTLEADER);
+	uint8_t *big = calloc(1, RAFT_MAX_ENTRY_BYTES + 1);
+	cr_assert_eq(raft_propose(nodes[0].r, big, RAFT_MAX_ENTRY_BYTES + 1, NULL),
+		     -PARLEY_ETOOBIG);
+	free(big);
+	drop_to[2] = drop_to[3] = true;
+	int rc = 0, k;
+	for (k = 0; k < 100 && rc == 0; k++)
+		rc = raft_propose(nodes[0].r, "x", 1, NULL);
+	cr_assert_eq(rc, -PARLEY_EFULL, "bounded uncommitted entries");
+	cr_assert_eq(k, 65);
+	drain(0);
+	settle();
+}
+
+Test(raft, membership_rules)
+{
+	struct raft_conf c = {.n = 2, .max_id = 5, .ids = {1, 5},
+			      .roles = {RAFT_VOTER, RAFT_LEARNER}};
+	struct raft_conf_change cc = {.op = RAFT_CONF_ADD_VOTER, .node = 3};
+	cr_assert_eq(raft_conf_apply(&c, &cc), -PARLEY_EINVAL, "ids are never reused");
+	cc.node = 6;
+	cr_assert_eq(raft_conf_apply(&c, &cc), 0);
+	cr_assert_eq(c.max_id, 6);
+	cc = (struct raft_conf_change){.op = RAFT_CONF_PROMOTE, .node = 1};
+	cr_assert_eq(raft_conf_apply(&c, &cc), -PARLEY_EINVAL, "not a learner");
+	cc.node = 5;
+	cr_assert_eq(raft_conf_apply(&c, &cc), 0);
+	cc = (struct raft_conf_change){.op = RAFT_CONF_REMOVE, .node = 5};
+	cr_assert_eq(raft_conf_apply(&c, &cc), 0);
+	cc.node = 6;
+	cr_assert_eq(raft_conf_apply(&c, &cc), 0);
+	cc.node = 1;
+	cr_assert_eq(raft_conf_apply(&c, &cc), -PARLEY_EINVAL, "last voter stays");
+	cc = (struct raft_conf_change){.op = RAFT_CONF_ADD_VOTER, .node = 5};
+	cr_assert_eq(raft_conf_apply(&c, &cc), -PARLEY_EINVAL, "removed id not reused");
+	uint8_t b[RAFT_CONF_CHANGE_BYTES];
+	cc = (struct raft_conf_change){.op = RAFT_CONF_ADD_LEARNER, .node = 77};
+	cr_assert_eq(raft_conf_change_encode(&cc, b), 0);
+	struct raft_conf_change d;
+	cr_assert_eq(raft_conf_change_decode(b, sizeof(b), &d), 0);
+	cr_assert_eq(d.op, cc.op);
+	cr_assert_eq(d.node, 77);
+	b[0] = 9;
+	cr_assert_eq(raft_conf_change_decode(b, sizeof(b), &d), -PARLEY_EINVAL);
+}
+
+Test(raft, one_membership_change_at_a_time_and_learners_do_not_campaign)
+{
+	cluster(3);
+	start(3, 3, NULL); /* id 4: not in the bootstrap conf */
+	cr_assert_eq(raft_propose_conf(nodes[1].r,
+				       &(struct raft_conf_change){RAFT_CONF_ADD_LEARNER, 4},
+				       NULL),
+		     -PARLEY_ENOTLEADER);
+	tick(0, 25);
+	/* before the no-op commits: refused */
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_PRECANDIDATE);
+	settle();
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_LEADER);
+	struct raft_conf_change cc = {RAFT_CONF_ADD_LEARNER, 4};
+	cr_assert_eq(raft_propose_conf(nodes[0].r, &cc, NULL), 0);
+	struct raft_conf_change cc2 = {RAFT_CONF_ADD_LEARNER, 5};
+	cr_assert_eq(raft_propose_conf(nodes[0].r, &cc2, NULL), -PARLEY_EAGAIN);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(raft_conf(nodes[0].r)->n, 4);
+	cr_assert_eq(raft_conf(nodes[3].r)->n, 4, "the learner caught up");
+	cr_assert_eq(nodes[3].last, raft_last_index(nodes[0].r));
+	/* a learner never campaigns */
+	tick(3, 100);
+	cr_assert_eq(raft_role(nodes[3].r), RAFT_FOLLOWER);
+	nq = 0;
+}
+
+Test(raft, read_index_needs_a_quorum_of_heartbeat_acks)
+{
+	cluster(3);
+	elect(0);
+	tick(0, 2);
+	settle();
+	drop_to[2] = drop_to[3] = true;
+	cr_assert_eq(raft_read_index(nodes[0].r, 77), 0);
+	drain(0);
+	settle();
+	cr_assert_eq(nodes[0].reads_ok, 0, "no quorum, no read");
+	drop_to[3] = false;
+	cr_assert_eq(raft_read_index(nodes[0].r, 78), 0);
+	drain(0);
+	settle();
+	cr_assert_eq(nodes[0].reads_ok, 2, "both confirmed by one ack round");
+	cr_assert_eq(nodes[0].last_read_index, raft_commit(nodes[0].r));
+	/* a follower forwards to the leader */
+	drop_to[2] = false;
+	cr_assert_eq(raft_read_index(nodes[2].r, 79), 0);
+	drain(2);
+	settle();
+	cr_assert_eq(nodes[2].reads_ok, 1);
+}
+
+Test(raft, transfer_sends_timeout_now_and_target_campaigns_at_once)
+{
+	cluster(3);
+	elect(0);
+	cr_assert_eq(raft_transfer(nodes[0].r, 1), -PARLEY_EINVAL);
+	cr_assert_eq(raft_transfer(nodes[0].r, 3), 0);
+	cr_assert_eq(raft_propose(nodes[0].r, "x", 1, NULL), -PARLEY_EAGAIN);
+	drain(0);
+	settle();
+	cr_assert_eq(raft_role(nodes[2].r), RAFT_LEADER);
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_FOLLOWER);
+	cr_assert_eq(raft_term(nodes[2].r), 2);
+}
+
+Test(raft, check_quorum_makes_an_isolated_leader_step_down)
+{
+	cluster(3);
+	elect(0);
+	drop_to[2] = drop_to[3] = true;
+	for (int k = 0; k < 30; k++) {
+		tick(0, 1);
+		settle();
+	}
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_FOLLOWER);
+}
+
+static void quiesce_on(struct raft_config *c)
+{
+	c->quiesce_ticks = 6;
+}
+
+Test(raft, idle_group_quiesces_and_a_proposal_wakes_it)
+{
+	for (int i = 0; i < 3; i++)
+		start(i, 3, quiesce_on);
+	elect(0);
+	for (int k = 0; k < 20; k++) {
+		tick(0, 1);
+		tick(1, 1);
+		tick(2, 1);
+		settle();
+	}
+	cr_assert(raft_quiesced(nodes[0].r));
+	cr_assert(raft_quiesced(nodes[1].r));
+	tick(0, 50);
+	tick(1, 50);
+	cr_assert_eq(nq, 0, "a quiesced group sends nothing");
+	cr_assert_eq(raft_role(nodes[1].r), RAFT_FOLLOWER, "and does not time out");
+	cr_assert_eq(raft_propose(nodes[0].r, "w", 1, NULL), 0);
+	cr_assert(!raft_quiesced(nodes[0].r));
+	drain(0);
+	settle();
+	cr_assert(!raft_quiesced(nodes[1].r));
+	tick(0, 2);
+	settle();
+	cr_assert_eq(nodes[1].applied, raft_commit(nodes[0].r));
+	/* node liveness may wake a follower */
+	for (int k = 0; k < 20; k++) {
+		tick(0, 1);
+		tick(1, 1);
+		settle();
+	}
+	cr_assert(raft_quiesced(nodes[1].r));
+	raft_unquiesce(nodes[1].r);
+	cr_assert(!raft_quiesced(nodes[1].r));
+}
+
+Test(raft, snapshot_chunk_out_of_order_is_answered_with_the_resume_offset)
+{
+	start(1, 3, NULL);
+	struct raft_snapshot_meta s = {.index = 50, .term = 3, .size = 40, .csum = 1};
+	s.conf.n = 3;
+	s.conf.max_id = 3;
+	for (int i = 0; i < 3; i++) {
+		s.conf.ids[i] = (uint64_t)i + 1;
+		s.conf.roles[i] = RAFT_VOTER;
+	}
+	uint8_t chunk[16] = {0};
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+			     .term = 3, .snap = s, .index = 50, .offset = 16,
+			     .chunk = chunk, .chunk_len = 16};
+	raft_step(nodes[1].r, &m);
+	struct raft_ready *rd = raft_ready(nodes[1].r);
+	cr_assert(!rd->has_chunk);
+	cr_assert_eq(rd->msgs[0].type, RAFT_MSG_SNAPSHOT_RESP);
+	cr_assert(rd->msgs[0].flags & RAFT_MSGF_REJECT);
+	cr_assert_eq(rd->msgs[0].offset, 0);
+	raft_advance(nodes[1].r);
+	m.offset = 0;
+	raft_step(nodes[1].r, &m);
+	rd = raft_ready(nodes[1].r);
+	cr_assert(rd->has_chunk);
+	cr_assert_eq(rd->chunk_offset, 0);
+	cr_assert_eq(rd->msgs[0].offset, 16);
+	raft_advance(nodes[1].r);
+	m.offset = 16;
+	raft_step(nodes[1].r, &m);
+	raft_advance(raft_ready(nodes[1].r) ? nodes[1].r : NULL);
+	m.offset = 32;
+	m.chunk_len = 8;
+	m.flags = RAFT_MSGF_LAST;
+	raft_step(nodes[1].r, &m);
+	rd = raft_ready(nodes[1].r);
+	cr_assert(rd->has_install);
+	cr_assert_eq(rd->install.index, 50);
+	cr_assert_eq(rd->n_committed, 0);
+	raft_advance(nodes[1].r);
+	cr_assert_eq(raft_commit(nodes[1].r), 50);
+	cr_assert_eq(raft_applied(nodes[1].r), 50);
+	rd = raft_ready(nodes[1].r);
+	cr_assert_eq(rd->msgs[0].type, RAFT_MSG_APPEND_RESP);
+	cr_assert_eq(rd->msgs[0].index, 50);
+	raft_advance(nodes[1].r);
+}
+
+Test(raft, step_rejects_misaddressed_and_bad_messages)
+{
+	start(0, 3, NULL);
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 2, .to = 9, .term = 1};
+	cr_assert_eq(raft_step(nodes[0].r, &m), -PARLEY_EINVAL);
+	m.to = 1;
+	m.type = 99;
+	cr_assert_eq(raft_step(nodes[0].r, &m), -PARLEY_EINVAL);
+	m.type = RAFT_MSG_APPEND;
+	m.n_entries = RAFT_MAX_MSG_ENTRIES + 1;
+	cr_assert_eq(raft_step(nodes[0].r, &m), -PARLEY_EINVAL);
+}
