@@ -12,8 +12,10 @@
  * garbage, and garbage behind valid checksums, is rejected or re-encodes
  * identically. Randomized tests print their seed (PARLEY_SEED=<n> replays).
  *
- * PARLEY_RAFT_CODEC_SEEDS=<dir> additionally writes every sample frame to
- * <dir>/<name> (how tests/fuzz/corpus/raft_codec/ was made).
+ * Golden frames: the fuzz seeds in tests/fuzz/corpus/raft_codec/ are this
+ * encoder's output and are compared byte for byte (wire format stability);
+ * PARLEY_RAFT_CODEC_SEEDS=<dir> writes them to <dir> instead (how that
+ * corpus was made).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -802,18 +804,51 @@ static void write_seed(const char *dir, const char *name, const uint8_t *p, size
 	}
 }
 
-Test(raft_codec, write_fuzz_seeds)
+/*
+ * Golden frames: the seeds committed under tests/fuzz/corpus/raft_codec/
+ * were written by this encoder; it must still produce them byte for byte
+ * (a wire format change must bump RAFT_CODEC_VERSION and rewrite them).
+ * Writes them instead when PARLEY_RAFT_CODEC_SEEDS=<dir> is set.
+ */
+static void golden(const char *name, const uint8_t *p, size_t n)
 {
-	const char *dir = getenv("PARLEY_RAFT_CODEC_SEEDS");
-	if (!dir)
+	const char *out = getenv("PARLEY_RAFT_CODEC_SEEDS");
+	if (out) {
+		write_seed(out, name, p, n);
 		return;
+	}
+	/* the source tree: $PARLEY_SRC_DIR (ctest sets it), else from __FILE__ */
+	const char *src = getenv("PARLEY_SRC_DIR");
+	int srclen = src ? (int)strlen(src) : 0;
+	if (!src) {
+		static const char file[] = __FILE__;
+		const char *at = strstr(file, "tests/unit/engine/");
+		bool found = at && at > file;
+		src = found ? file : ".";
+		srclen = found ? (int)(at - file) - 1 : 1;
+	}
+	char path[512];
+	snprintf(path, sizeof path, "%.*s/tests/fuzz/corpus/raft_codec/%s", srclen,
+		 src, name);
+	FILE *f = fopen(path, "rb");
+	cr_assert_not_null(f, "golden frame %s missing", path);
+	static uint8_t g[1u << 16];
+	size_t got = fread(g, 1, sizeof g, f);
+	fclose(f);
+	cr_assert_eq(got, n + 1, "%s: %zu bytes, encoder makes %zu + knob", name, got, n);
+	cr_assert_eq(g[0], 0, "%s: knob byte", name);
+	cr_assert(!memcmp(g + 1, p, n), "%s: the encoding changed", name);
+}
+
+Test(raft_codec, golden_frames)
+{
 	for (uint8_t t = 1; t < RAFT_MSG_TYPE_COUNT; t++) {
 		struct raft_msg m;
 		sample(t, &m);
 		if (t == RAFT_MSG_SNAPSHOT)
 			m.chunk_len = 64; /* small seeds mutate faster */
 		int len = enc(&m, 1);
-		write_seed(dir, TYPE_NAMES[t], g_buf, (size_t)len);
+		golden(TYPE_NAMES[t], g_buf, (size_t)len);
 	}
 	static struct raft_msg hb[16];
 	for (uint32_t i = 0; i < 16; i++)
@@ -823,7 +858,7 @@ Test(raft_codec, write_fuzz_seeds)
 					  .commit = i % 2 ? 0 : 30 + i,
 					  .index = i % 2 ? 31 + i : 0, .ctx = i};
 	int len = enc(hb, 16);
-	write_seed(dir, "heartbeats16", g_buf, (size_t)len);
+	golden("heartbeats16", g_buf, (size_t)len);
 	static struct raft_msg mix[RAFT_MSG_TYPE_COUNT - 1];
 	for (uint8_t t = 1; t < RAFT_MSG_TYPE_COUNT; t++) {
 		sample(t, &mix[t - 1]);
@@ -831,5 +866,5 @@ Test(raft_codec, write_fuzz_seeds)
 			mix[t - 1].chunk_len = 16;
 	}
 	len = enc(mix, RAFT_MSG_TYPE_COUNT - 1);
-	write_seed(dir, "mixed", g_buf, (size_t)len);
+	golden("mixed", g_buf, (size_t)len);
 }
