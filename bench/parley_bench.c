@@ -99,7 +99,7 @@ static void usage(FILE *f)
 "                      delivery: messages/s)\n"
 "  --half F            open-loop load as a fraction of saturation (default 0.5)\n"
 "  --no-half           skip the open-loop run after the closed-loop sweep\n"
-"  --no-floor          engine/redis: skip the disk floor measurement\n"
+"  --no-floor          engine, delivery: skip the disk floor measurement\n"
 "  --shards N          engine shards (threads; default: engine default = 1)\n"
 "  --partitions N      engine partitions (default: engine default = 64)\n"
 "  --idem              engine: give every append a unique producer id\n"
