@@ -471,7 +471,7 @@ int raft_codec_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
 		      struct raft_codec_arena *a, unsigned flags,
 		      struct raft_msg **msgs, uint32_t *n)
 {
-	if (flags & ~RAFT_CODEC_COPY)
+	if ((flags & ~RAFT_CODEC_COPY) || !buf || !a || !msgs || !n)
 		return -PARLEY_EINVAL;
 	int total = raft_codec_frame_len(buf, len, max_frame);
 	if (total <= 0)

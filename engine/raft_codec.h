@@ -23,6 +23,8 @@
  *
  * The header check lets a receiver refuse a damaged length as soon as it has
  * 12 bytes, instead of waiting for (or buffering) bytes that never come.
+ * These 12 bytes keep this layout in every version, so that a peer speaking
+ * another version gets -PARLEY_EVERSION, not -PARLEY_ECORRUPT.
  *
  * Body:
  *   u64 from | u64 to | u16 n | n x message      (from, to != 0; 1 <= n)
@@ -171,7 +173,8 @@ int raft_codec_frame_len(const uint8_t *buf, size_t len, uint32_t max_frame);
  * those of raft_codec_frame_len, -PARLEY_ECORRUPT (checksum mismatch),
  * -PARLEY_EPROTO (malformed body: bad count, type, flags, mask, length,
  * trailing bytes), -PARLEY_EFULL (the arena is too small; a->used is left
- * as it was). flags: 0 or RAFT_CODEC_COPY.
+ * as it was). flags: 0 or RAFT_CODEC_COPY. a, msgs and n must not be NULL
+ * (-PARLEY_EINVAL).
  */
 int raft_codec_decode(const uint8_t *buf, size_t len, uint32_t max_frame,
 		      struct raft_codec_arena *a, unsigned flags,

@@ -581,6 +581,12 @@ Test(raft_codec, decoder_header_checks)
 	l = seal(g_buf2, blen, RAFT_CODEC_VERSION, RAFT_CODEC_KIND_BATCH, 0);
 	cr_assert_eq(raft_codec_decode(g_buf, (size_t)l, 0, arena(), 2, &out, &n),
 		     -PARLEY_EINVAL);
+	cr_assert_eq(raft_codec_decode(g_buf, (size_t)l, 0, NULL, 0, &out, &n),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(raft_codec_decode(g_buf, (size_t)l, 0, arena(), 0, NULL, &n),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(raft_codec_decode(g_buf, (size_t)l, 0, arena(), 0, &out, NULL),
+		     -PARLEY_EINVAL);
 	cr_assert_eq(raft_codec_decode(g_buf, (size_t)l, 0, arena(), 0, &out, &n), l);
 }
 
