@@ -261,11 +261,18 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 		if (off + WAL_REC_HDR > size)
 			break;
 		const uint8_t *h = d + off;
-		if (all_zero(h, WAL_REC_HDR)) {
-			if (off % WAL_BLOCK) { /* padding at the end of a batch */
-				off = align_up(off, WAL_BLOCK);
+		if (off % WAL_BLOCK) {
+			/* padding at the end of a batch runs to the block
+			 * boundary, which may be fewer than WAL_REC_HDR bytes
+			 * away (the next batch starts right there). A record
+			 * starts with its non-zero magic, so zeros up to the
+			 * boundary (or for a header's length) are padding. */
+			uint64_t next = align_up(off, WAL_BLOCK);
+			if (all_zero(h, PARLEY_MIN(next - off, (uint64_t)WAL_REC_HDR))) {
+				off = next;
 				continue;
 			}
+		} else if (all_zero(h, WAL_REC_HDR)) {
 			break; /* end of the written log */
 		}
 		const char *bad = NULL;
