@@ -114,6 +114,12 @@ const char *bench_redis_version(void);
 int bench_idle_conns(const struct bench_cfg *cfg);
 int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor);
 
+/* Closed loop over TCP: `producers` connections to a fresh parleyd, each
+ * with one SEND outstanding in its own 1:1 conversation; SEND_ACKs/s and
+ * their latency (the server-level counterpart of bench_redis_run). */
+int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
+			 struct load_result *out);
+
 /* Headline latencies of one delivery run (µs), for the ratio table. */
 struct deliv_stat {
 	bool ok;

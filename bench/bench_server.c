@@ -785,3 +785,186 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 	fflush(stdout);
 	return failures ? 1 : 0;
 }
+
+/* ---- durable SENDs/s over TCP (server-level peer of Redis XADD) --------------------- */
+
+struct ap_conn {
+	struct wire_conn w;
+	char conv[128];
+	uint64_t sent_ns;   /* issue time of the one outstanding SEND */
+	uint64_t next_id;   /* client_msg_id counter */
+	bool busy;
+};
+
+static int ap_send(struct ap_conn *c, struct parley_msg *m, const uint8_t *body,
+		   uint32_t len, uint32_t idx)
+{
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_SEND;
+	m->send.conv = parley_str_c(c->conv);
+	le_put64(m->send.client_msg_id, DELIV_MAGIC ^ idx);
+	le_put64(m->send.client_msg_id + 8, ++c->next_id);
+	m->send.content_type = PARLEY_CT_TEXT;
+	m->send.body.p = body;
+	m->send.body.len = len;
+	c->sent_ns = parley_mono_ns();
+	c->busy = true;
+	return wire_send(&c->w, c->w.next_req++, m);
+}
+
+int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
+			 struct load_result *out)
+{
+	memset(out, 0, sizeof *out);
+	out->system = "parleyd";
+	out->producers = producers;
+	out->payload = payload;
+	bench_hist_init(&out->lat);
+	bench_hist_init(&out->lag);
+	struct srv s;
+	int rc = srv_start(cfg, &s);
+	struct ap_conn *cs = calloc(producers, sizeof *cs);
+	struct pollfd *pf = calloc(producers, sizeof *pf);
+	struct parley_msg *m = malloc(sizeof *m);
+	uint8_t *body = malloc(payload);
+	char tok[2048], user[64], peer[64], errtxt[160] = "";
+	uint32_t opened = 0;
+	if (rc == 0 && (!cs || !pf || !m || !body))
+		rc = -ENOMEM;
+	if (rc != 0)
+		goto out;
+	bench_fill_payload(body, payload, cfg->seed);
+	/* one sender per connection, each in its own 1:1 conversation; the
+	 * peers are never connected (their inbox pointers are still written) */
+	for (uint32_t i = 0; i < producers && rc == 0; i++, opened++) {
+		struct ap_conn *c = &cs[i];
+		c->w.fd = -1;
+		c->w.rbuf = malloc(WIRE_RBUF);
+		if (!c->w.rbuf) {
+			rc = -ENOMEM;
+			break;
+		}
+		snprintf(user, sizeof user, "bench-ap-%u", i);
+		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
+		if ((rc = wire_connect(&c->w, s.host, s.port, HANDSHAKE_TIMEOUT_MS)) ||
+		    (rc = mint(cfg, user, tok, sizeof tok)) ||
+		    (rc = wire_handshake(&c->w, "d0", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
+			break;
+		memset(m, 0, sizeof *m);
+		m->type = PARLEY_T_CONV_OPEN;
+		m->conv_open.peer = parley_str_c(peer);
+		if ((rc = wire_send(&c->w, c->w.next_req++, m)) ||
+		    (rc = wire_recv(&c->w, HANDSHAKE_TIMEOUT_MS, m, NULL)))
+			break;
+		if (m->type != PARLEY_T_CONV) {
+			snprintf(errtxt, sizeof errtxt, "CONV_OPEN answered %s",
+				 parley_proto_type_name(m->type));
+			rc = -PARLEY_EPROTO;
+			break;
+		}
+		snprintf(c->conv, sizeof c->conv, "%.*s", m->conv.conv.len, m->conv.conv.p);
+		pf[i].fd = c->w.fd;
+		pf[i].events = POLLIN;
+	}
+	if (rc != 0)
+		goto out;
+
+	uint64_t t0 = parley_mono_ns();
+	uint64_t win_start = t0 + (uint64_t)(cfg->warmup * 1e9);
+	uint64_t win_end = win_start + (uint64_t)(cfg->seconds * 1e9);
+	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
+	uint64_t acks = 0, errors = 0, outstanding = 0;
+	for (uint32_t i = 0; i < producers && rc == 0; i++) {
+		rc = ap_send(&cs[i], m, body, payload, i);
+		outstanding++;
+	}
+	while (rc == 0) {
+		uint64_t now = parley_mono_ns();
+		if (now >= win_end && outstanding == 0)
+			break;
+		if (now >= drain_end) {
+			snprintf(out->note, sizeof out->note, "%llu SENDs still in flight after "
+				 "%.0fs drain", (unsigned long long)outstanding, BENCH_DRAIN_SECONDS);
+			break;
+		}
+		struct timespec ts = {0, 1000000L};
+		int pr = ppoll(pf, producers, &ts, NULL);
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			break;
+		}
+		for (uint32_t i = 0; i < producers && pr > 0 && rc == 0; i++) {
+			if (!(pf[i].revents & (POLLIN | POLLERR | POLLHUP)))
+				continue;
+			struct ap_conn *c = &cs[i];
+			int r = wire_fill(&c->w);
+			if (r < 0) {
+				rc = r;
+				break;
+			}
+			for (;;) {
+				int d = wire_next(&c->w, m, NULL);
+				if (d == -PARLEY_EINCOMPLETE)
+					break;
+				if (d < 0) {
+					rc = d;
+					break;
+				}
+				uint64_t at = parley_mono_ns();
+				bool done = false;
+				if (m->type == PARLEY_T_SEND_ACK) {
+					done = true;
+					if (at >= win_start && at <= win_end) {
+						acks++;
+						bench_hist_record(&out->lat, at - c->sent_ns);
+					}
+				} else if (m->type == PARLEY_T_ERROR) {
+					done = true;
+					errors++;
+					snprintf(errtxt, sizeof errtxt, "ERROR %u %.*s", m->error.code,
+						 m->error.text.len, m->error.text.p);
+				} else if (m->type == PARLEY_T_GOAWAY) {
+					snprintf(errtxt, sizeof errtxt, "GOAWAY %u", m->goaway.reason);
+					rc = -PARLEY_ECLOSED;
+					break;
+				}
+				if (done && c->busy) {
+					c->busy = false;
+					outstanding--;
+					if (at < win_end) {
+						if ((rc = ap_send(c, m, body, payload, i)) != 0)
+							break;
+						outstanding++;
+					}
+				}
+			}
+		}
+	}
+	out->seconds = cfg->seconds;
+	out->acks = acks;
+	out->errors = errors;
+	out->appends_per_s = (double)acks / cfg->seconds;
+	out->mb_per_s = out->appends_per_s * payload / BENCH_MB;
+	out->ok = rc == 0 && errors == 0;
+	if (errors && !out->note[0])
+		snprintf(out->note, sizeof out->note, "%s", errtxt);
+out:
+	if (rc != 0)
+		fprintf(stderr, "parley-bench: server-appends (%u connections, %u opened): %s %s\n",
+			producers, opened, parley_strerror(rc), errtxt);
+	if (cs)
+		for (uint32_t i = 0; i < producers; i++) {
+			if (cs[i].w.rbuf) {
+				wire_close(&cs[i].w);
+				free(cs[i].w.rbuf);
+			}
+		}
+	free(cs);
+	free(pf);
+	free(m);
+	free(body);
+	srv_stop(&s);
+	return rc;
+}

@@ -74,6 +74,10 @@ static void usage(FILE *f)
 "             parley/redis durable appends/s (goal >= 3x), saturation MB/s vs\n"
 "             sequential fdatasync bandwidth (goal >= 0.8), half-load ack p99\n"
 "             minus 4 KiB fdatasync p99 (goal <= 100 us).\n"
+"  server-compare  durable SENDs/s of parleyd over TCP against Redis XADD (same\n"
+"             settings as redis mode): for each --producers N, N connections with\n"
+"             one SEND outstanding each (own 1:1 conversation), a fresh parleyd per\n"
+"             point; parleyd and redis alternate; prints the ratio per N.\n"
 "  idle-conns  opens --count authenticated idle connections to parleyd and\n"
 "             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
 "             client side split over processes of <= 9000 connections.\n"
@@ -592,6 +596,52 @@ static int mode_compare(const struct bench_cfg *cfg)
 	return failures ? 1 : 0;
 }
 
+/* parleyd SENDs vs Redis XADDs, both over loopback TCP, same connections
+ * and bodies, alternating per point. */
+static int mode_server_compare(const struct bench_cfg *cfg)
+{
+	int failures = 0;
+	print_machine(cfg);
+	printf("- guarantees: parleyd = single node, plain TCP, SEND_ACK after the "
+	       "message's WAL batch was written and fdatasync'd (its inbox fan-out "
+	       "follows); redis = single node, appendonly yes + appendfsync always\n");
+	static struct load_result rp[BENCH_MAX_LIST], rr[BENCH_MAX_LIST];
+	for (unsigned j = 0; j < cfg->n_payloads; j++) {
+		uint32_t pl = cfg->payloads[j];
+		printf("\n### payload %u B — raw runs (parleyd and redis alternate per point)\n\n",
+		       pl);
+		bench_load_print_header();
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
+			bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS +
+					   RUN_SLACK_S + cfg->producers[i] / 100.0);
+			int rc = bench_server_appends(cfg, cfg->producers[i], pl, &rp[i]);
+			bench_watchdog_arm(0);
+			if (rc != 0) {
+				rp[i].ok = false;
+				if (!rp[i].note[0])
+					snprintf(rp[i].note, sizeof rp[i].note, "run failed: %s",
+						 parley_strerror(rc));
+			}
+			bench_load_print_row(&rp[i]);
+			if (rc != 0 || !rp[i].ok)
+				failures++;
+			if (run_point(cfg, bench_redis_run, cfg->producers[i], pl, 0, &rr[i]) != 0 ||
+			    !rr[i].ok)
+				failures++;
+		}
+		printf("\n### payload %u B — parleyd vs redis %s over TCP (closed loop, same "
+		       "connections)\n\n", pl, bench_redis_version());
+		printf("| connections | parleyd SENDs/s | redis XADDs/s | parleyd ÷ redis | "
+		       "parleyd p99 µs | redis p99 µs |\n|---:|---:|---:|---:|---:|---:|\n");
+		for (unsigned i = 0; i < cfg->n_producers; i++)
+			printf("| %u | %.0f | %.0f | %.2f× | %.1f | %.1f |\n", cfg->producers[i],
+			       rp[i].appends_per_s, rr[i].appends_per_s,
+			       rr[i].appends_per_s > 0 ? rp[i].appends_per_s / rr[i].appends_per_s : 0,
+			       p99_us(&rp[i].lat), p99_us(&rr[i].lat));
+	}
+	return failures ? 1 : 0;
+}
+
 static const char *find_in_path(const char *name)
 {
 	static char buf[4096];
@@ -725,7 +775,7 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		die_usage("unexpected argument \"%s\"", argv[optind]);
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, idle-conns, delivery)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -733,7 +783,8 @@ int main(int argc, char **argv)
 			cfg.dir, strerror(errno));
 		return EXIT_USAGE;
 	}
-	bool need_redis = !strcmp(mode, "redis") || !strcmp(mode, "compare");
+	bool need_redis = !strcmp(mode, "redis") || !strcmp(mode, "compare") ||
+			  !strcmp(mode, "server-compare");
 	if (need_redis) {
 		if (!cfg.redis_server)
 			cfg.redis_server = find_in_path("redis-server");
@@ -754,6 +805,8 @@ int main(int argc, char **argv)
 		return mode_load(&cfg, bench_redis_run, false);
 	if (!strcmp(mode, "compare"))
 		return mode_compare(&cfg);
+	if (!strcmp(mode, "server-compare"))
+		return mode_server_compare(&cfg);
 	if (!strcmp(mode, "idle-conns") || !strcmp(mode, "delivery")) {
 		print_machine(&cfg);
 		if (!strcmp(mode, "idle-conns")) {
@@ -794,6 +847,6 @@ int main(int argc, char **argv)
 		free(d);
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, idle-conns, delivery)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery)", mode);
 	return EXIT_USAGE;
 }
