@@ -1282,6 +1282,11 @@ static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
 			    m->index >= p->match) {
 				/* APPENDs lost: back to probing from match */
 				pr_become(p, PR_PROBE);
+			} else if (p->state == PR_PROBE && m->index + 1 < p->next &&
+				   m->index >= p->match) {
+				/* the follower's log ends before our probe:
+				 * probe right after its last entry */
+				p->next = m->index + 1;
 			}
 			p->probe_sent = false;
 			if (p->state == PR_REPLICATE && infl_full(r, p))

@@ -23,7 +23,22 @@ static inline void sim_seed_opts(struct sim_opts *o, uint64_t seed)
 	o->max_batch = 1 + (uint32_t)parley_rng_below(&r, 64);
 	o->snapshot_every = 50 + (uint32_t)parley_rng_below(&r, 300);
 	o->chunk_bytes = 512 + (uint32_t)parley_rng_below(&r, 4096);
-	switch (parley_rng_below(&r, 4)) {
+	switch (parley_rng_below(&r, 6)) {
+	case 4: /* election chaos: leaders crash and come back all the time,
+		 * partial replication everywhere (Figure 8 territory) */
+		o->nodes = 5;
+		o->f.crash_ppm = 6000;
+		o->f.restart_ppm = 20000;
+		o->f.partition_ppm = 3000;
+		o->f.heal_ppm = 6000;
+		o->f.conf_ppm = 0;
+		o->f.loss_pct = 10;
+		o->client_ppm = 500000;
+		break;
+	case 5: /* quiescing groups with node liveness, clock jumps */
+		o->quiesce_ticks = 15;
+		o->f.jump_ppm *= 5;
+		break;
 	case 0: /* calm network, many crashes */
 		o->f.loss_pct = 0;
 		o->f.crash_ppm *= 3;

@@ -514,6 +514,71 @@ static void no_cq(struct raft_config *c)
 	c->check_quorum = false;
 }
 
+static void no_cq_batch1(struct raft_config *c)
+{
+	c->check_quorum = false;
+	c->max_batch_entries = 1;
+}
+
+/* Delivers queued messages, dropping APPENDs that carry index `drop_idx`. */
+static void settle_dropping(uint64_t drop_idx)
+{
+	for (int rounds = 0; rounds < 10000; rounds++) {
+		int i;
+		for (i = 0; i < nq; i++)
+			if (q[i].live)
+				break;
+		if (i == nq) {
+			nq = 0;
+			return;
+		}
+		q[i].live = false;
+		struct raft_msg *m = &q[i].m;
+		bool drop = false;
+		for (uint32_t k = 0; k < m->n_entries; k++)
+			drop |= m->entries[k].index == drop_idx;
+		int to = (int)m->to - 1;
+		if (!drop && to >= 0 && to < TN && nodes[to].r) {
+			raft_step(nodes[to].r, m);
+			drain(to);
+		}
+	}
+}
+
+Test(raft, figure8_old_term_entry_on_a_majority_is_not_committed)
+{
+	for (int i = 0; i < 3; i++)
+		start(i, 3, no_cq_batch1);
+	elect(0);
+	/* entry 2 (term 1) only on the leader */
+	drop_to[2] = drop_to[3] = true;
+	cr_assert_eq(raft_propose(nodes[0].r, "old", 3, NULL), 0);
+	drain(0);
+	settle();
+	drop_to[2] = drop_to[3] = false;
+	/* the leader restarts and wins term 2: log [1:t1 2:t1 3:t2 no-op] */
+	raft_free(nodes[0].r);
+	nodes[0].applied = 0;
+	struct raft_config c = tcfg(&nodes[0], 3);
+	no_cq_batch1(&c);
+	cr_assert_eq(raft_new(&c, &nodes[0].r), 0);
+	tick(0, 25);
+	settle_dropping(3); /* entry 2 reaches the followers, the no-op not */
+	for (int k = 0; k < 3; k++) {
+		tick(0, 2);
+		settle_dropping(3);
+	}
+	cr_assert_eq(raft_role(nodes[0].r), RAFT_LEADER);
+	cr_assert_eq(raft_term(nodes[0].r), 2);
+	cr_assert_eq(nodes[1].last, 2, "the old entry is on a majority");
+	cr_assert_eq(raft_commit(nodes[0].r), 1,
+		     "an old-term entry is never committed by counting replicas");
+	/* once the no-op is replicated, both commit */
+	tick(0, 2);
+	settle();
+	cr_assert_eq(raft_commit(nodes[0].r), 3);
+}
+
 Test(raft, persistence_failure_makes_the_leader_step_down)
 {
 	start(0, 1, no_cq);
