@@ -97,8 +97,8 @@ struct raft {
 	uint64_t rx_bytes;
 
 	/* reads */
-	struct pending_read reads[RAFT_MAX_PENDING_READS];
-	uint32_t n_reads;
+	struct pending_read *reads; /* grown on demand: idle groups pay nothing */
+	uint32_t n_reads, cap_reads;
 	uint64_t read_seq;
 
 	/* ready under construction / handed out */
@@ -951,6 +951,8 @@ static int leader_read(struct raft *r, uint64_t ctx, uint64_t from)
 	r->quiesced = false;
 	r->idle_ticks = 0;
 	r->read_seq++;
+	r->reads = grow(r->reads, &r->cap_reads, r->n_reads + 1,
+			sizeof(*r->reads));
 	r->reads[r->n_reads++] = (struct pending_read){
 		.ctx = ctx, .index = r->hs.commit, .seq = r->read_seq, .from = from};
 	if (quorum(r) == 1)
@@ -1864,6 +1866,19 @@ void raft_advance(struct raft *r)
 		m->index = r->snap.index;
 		r->hs_saved.commit = 0; /* force the hard state out again */
 	}
+	if (r->quiesced && r->n_msgs == 0) {
+		/* an idle group gives its batch buffers back */
+		free(r->msgs);
+		free(r->garbage);
+		free(r->out_reads);
+		free(r->repair);
+		r->msgs = NULL;
+		r->garbage = NULL;
+		r->out_reads = NULL;
+		r->repair = NULL;
+		r->cap_msgs = r->cap_garbage = r->cap_out_reads = 0;
+		r->cap_repair = 0;
+	}
 }
 
 /* ---- construction ------------------------------------------------------- */
@@ -1948,6 +1963,7 @@ void raft_free(struct raft *r)
 	free(r->msgs);
 	free(r->out_reads);
 	free(r->repair);
+	free(r->reads);
 	free(r);
 }
 
@@ -1962,6 +1978,20 @@ uint64_t raft_last_index(const struct raft *r) { return last_index(r); }
 uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
+size_t raft_footprint(const struct raft *r)
+{
+	size_t n = sizeof(*r);
+	n += (size_t)r->cap_unstable * sizeof(*r->unstable);
+	for (uint32_t i = 0; i < r->n_unstable; i++)
+		n += r->unstable[i].len;
+	n += (size_t)r->cap_msgs * sizeof(*r->msgs);
+	n += (size_t)r->cap_out_reads * sizeof(*r->out_reads);
+	n += (size_t)r->cap_garbage * sizeof(void *);
+	n += (size_t)r->cap_repair * sizeof(*r->repair);
+	n += (size_t)r->cap_reads * sizeof(*r->reads);
+	return n;
+}
+
 bool raft_damaged(const struct raft *r, uint64_t *first)
 {
 	if (first)

@@ -50,8 +50,19 @@
  * it reads an entry back from storage. A node that finds a damaged entry:
  *   - never applies or sends it (apply stops just before it);
  *   - never truncates it away (a damaged entry may be part of a quorum);
- *   - asks the leader to resend it, and overwrites it in place ("repair");
+ *   - asks the leader to resend it (RAFT_MSGF_DAMAGED + hint in its
+ *     responses), and overwrites it in place ("repair"); if the leader has
+ *     compacted it, a snapshot replaces the damaged prefix and the log after
+ *     the snapshot is kept (ready.install_keeps_tail);
  *   - if it is the leader, steps down and does not campaign until repaired.
+ * Assumption: a stored entry's term and index are trustworthy even when its
+ * payload is not (the storage protects its record headers with their own
+ * checksum, as the WAL does; a record whose header is damaged is the
+ * storage's torn-tail / corruption problem, not this one). Limitation: a
+ * node with a damaged entry does not campaign, so if a majority of the
+ * voters is damaged at once the group has no leader until an operator
+ * rebuilds one of them. The commit index of a damaged node may step back to
+ * a repairing snapshot's index (the one exception to I2).
  *
  * Roles (the state machine):
  *
@@ -88,6 +99,17 @@
  *   I5. a leader counts a peer's match only from that peer's responses and
  *       its own match only after raft_advance (durable before counted).
  *
+ * Reads: raft_read_index() on a follower forwards to the leader; the answer
+ * may be lost like any message, so the caller times out and retries. The
+ * leader confirms a read once a quorum acknowledged a heartbeat sent after
+ * the read arrived (no leases, no clock assumption).
+ *
+ * Quiescing: the core cannot tell a quiet leader from a dead one while it
+ * does not tick, so the caller's node-level liveness (one heartbeat per node
+ * pair, coalesced across groups) must raft_unquiesce() the groups whose
+ * leader's node stopped answering. Heartbeats of many groups between the
+ * same two nodes carry the group id and may be coalesced by the transport.
+ *
  * Membership: one change at a time, as a RAFT_ENTRY_CONF log entry, taking
  * effect when committed. A leader proposes a change only after it committed an
  * entry of its own term and when no other change is pending. Node ids are
@@ -95,8 +117,10 @@
  * configuration ever held (conf.max_id).
  *
  * Threading: a struct raft is owned by one thread; nothing here locks.
- * Memory per group: struct raft (a few hundred bytes + RAFT_MAX_MEMBERS
- * progress slots) plus unstable entries and in-flight ready buffers.
+ * Memory per group: ~3.3 KB for an idle (quiesced) 3-node group, measured by
+ * raft_footprint() in tests/sim/test_scn_idle_groups.c (struct raft with
+ * RAFT_MAX_MEMBERS progress slots; batch buffers are released while quiesced)
+ * plus unstable entries and in-flight ready buffers when busy.
  */
 #ifndef PARLEY_RAFT_H
 #define PARLEY_RAFT_H
@@ -418,6 +442,9 @@ uint64_t raft_id(const struct raft *r);
 bool raft_quiesced(const struct raft *r);
 bool raft_damaged(const struct raft *r, uint64_t *first_damaged);
 const struct raft_conf *raft_conf(const struct raft *r);
+/* Bytes this group holds in memory (struct + buffers, not the caller's
+ * storage): what "small per-group memory" is measured by. */
+size_t raft_footprint(const struct raft *r);
 /* Entry term at index, from unstable or storage; 0 if unknown. */
 uint64_t raft_term_at(struct raft *r, uint64_t index);
 

@@ -41,6 +41,12 @@ static void body(uint64_t seed)
 	uint64_t quiet = sim_msgs(s) - m1;
 	printf("idle_groups: busy window msgs=%" PRIu64 " quiet window msgs=%" PRIu64
 	       " quiesced leaders=%u/%u\n", busy, quiet, quiet_leaders, o.groups);
+	size_t mem = 0;
+	for (uint32_t g = 0; g < o.groups; g++)
+		mem += raft_footprint(sim_raft(s, 1, g));
+	printf("idle_groups: Raft core memory on one node: %zu bytes for %u groups (%zu per group)\n",
+	       mem, o.groups, mem / o.groups);
+	SCN_CHECK(s, mem / o.groups < 16384, "%zu bytes per idle group", mem / o.groups);
 	SCN_CHECK(s, quiet_leaders >= 990, "only %u leaders quiesced", quiet_leaders);
 	SCN_CHECK(s, quiet * 100 < busy, "quiet %" PRIu64 " vs busy %" PRIu64, quiet, busy);
 	SCN_CHECK(s, quiet * 100 < (uint64_t)o.groups * 10,
