@@ -55,6 +55,7 @@ struct bench_cfg {
 	const char *jwt_iss;
 	const char *jwt_aud;
 	const char *nats_server;  /* delivery: nats-server for the reference, or NULL */
+	bool tls;                 /* idle-conns: connect over TLS (throw-away cert) */
 };
 
 /* ---- results -------------------------------------------------------------- */

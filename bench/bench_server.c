@@ -32,6 +32,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -84,6 +89,12 @@ static int build_argv(const struct bench_cfg *cfg, const struct srv *s, char **a
 			} else if (!strncmp(t, "{dir}", 5)) {
 				o += (size_t)snprintf(store + o, cap - o, "%s", s->tmp);
 				t += 5;
+			} else if (!strncmp(t, "{cert}", 6)) {
+				o += (size_t)snprintf(store + o, cap - o, "%s/bench-cert.pem", s->tmp);
+				t += 6;
+			} else if (!strncmp(t, "{key}", 5)) {
+				o += (size_t)snprintf(store + o, cap - o, "%s/bench-key.pem", s->tmp);
+				t += 5;
 			} else if (o + 1 < cap) {
 				store[o++] = *t++;
 			} else {
@@ -97,6 +108,144 @@ static int build_argv(const struct bench_cfg *cfg, const struct srv *s, char **a
 	}
 	argv[n] = NULL;
 	return n;
+}
+
+/* A throw-away EC P-256 self-signed certificate (CN=localhost) and key in
+ * dir/bench-cert.pem and dir/bench-key.pem, for --tls runs. 0 or -errno. */
+static int make_self_signed(const char *dir)
+{
+	int rc = -PARLEY_EIO;
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *fc = NULL, *fk = NULL;
+	char path[4200];
+	if (!key || !x)
+		goto out;
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, key);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost",
+				   -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	if (!X509_sign(x, key, EVP_sha256()))
+		goto out;
+	snprintf(path, sizeof path, "%s/bench-cert.pem", dir);
+	if (!(fc = fopen(path, "w")) || !PEM_write_X509(fc, x))
+		goto out;
+	snprintf(path, sizeof path, "%s/bench-key.pem", dir);
+	int kfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (kfd < 0 || !(fk = fdopen(kfd, "w")) ||
+	    !PEM_write_PrivateKey(fk, key, NULL, NULL, 0, NULL, NULL)) {
+		if (kfd >= 0 && !fk)
+			close(kfd);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fc && fclose(fc) != 0)
+		rc = -PARLEY_EIO;
+	if (fk && fclose(fk) != 0)
+		rc = -PARLEY_EIO;
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+/* ---- TLS for idle connections (client side; no certificate check: the
+ * server is the one started here with a throw-away certificate) ---------------------- */
+
+static int tls_write_msg(SSL *ssl, uint32_t rid, const struct parley_msg *m)
+{
+	uint8_t buf[8192];
+	int n = parley_proto_encode(buf, sizeof buf, rid, m);
+	if (n < 0)
+		return n;
+	return SSL_write(ssl, buf, n) == n ? 0 : -PARLEY_EIO;
+}
+
+/* Reads frames until HELLO_OK and AUTH_OK were both seen. */
+static int tls_wait_auth(SSL *ssl, uint8_t *rbuf, size_t cap, struct parley_msg *m)
+{
+	size_t len = 0;
+	int got = 0;
+	while (got < 2) {
+		struct parley_frame f;
+		int n = parley_proto_frame_decode(rbuf, len, PARLEY_PROTO_MAX_FRAME_DEFAULT, &f);
+		if (n == -PARLEY_EINCOMPLETE) {
+			if (len == cap)
+				return -PARLEY_ETOOBIG;
+			int r = SSL_read(ssl, rbuf + len, (int)(cap - len));
+			if (r <= 0)
+				return -PARLEY_ECLOSED;
+			len += (size_t)r;
+			continue;
+		}
+		if (n < 0)
+			return n;
+		int rc = parley_proto_decode(&f, m);
+		if (rc == 0) {
+			if (m->type == PARLEY_T_HELLO_OK || m->type == PARLEY_T_AUTH_OK)
+				got++;
+			else if (m->type == PARLEY_T_ERROR)
+				return -(int)m->error.code;
+		}
+		memmove(rbuf, rbuf + n, len - (size_t)n);
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap);
+
+/* TCP connect + TLS handshake + HELLO + AUTH; *out holds the session (the
+ * caller keeps it open). 0 or negative. */
+static int tls_open(SSL_CTX *ctx, const struct bench_cfg *cfg, const struct srv *s,
+		    const char *user, const char *dev, struct parley_msg *m, uint8_t *rbuf,
+		    size_t cap, SSL **out)
+{
+	struct wire_conn w;
+	*out = NULL;
+	int rc = wire_connect(&w, s->host, s->port, HANDSHAKE_TIMEOUT_MS);
+	if (rc != 0)
+		return rc;
+	SSL *ssl = SSL_new(ctx);
+	if (!ssl || !SSL_set_fd(ssl, w.fd) || SSL_connect(ssl) != 1) {
+		if (ssl)
+			SSL_free(ssl);
+		wire_close(&w);
+		return -PARLEY_EPROTO;
+	}
+	char tok[2048];
+	if ((rc = mint(cfg, user, tok, sizeof tok)) != 0)
+		goto fail;
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_HELLO;
+	m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.device_id = parley_str_c(dev);
+	m->hello.client_name = parley_str_c("parley-bench idle tls");
+	if ((rc = tls_write_msg(ssl, 1, m)) != 0)
+		goto fail;
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_AUTH;
+	m->auth.token = parley_str_c(tok);
+	if ((rc = tls_write_msg(ssl, 2, m)) != 0 || (rc = tls_wait_auth(ssl, rbuf, cap, m)) != 0)
+		goto fail;
+	*out = ssl;
+	return 0;
+fail:
+	SSL_free(ssl);
+	wire_close(&w);
+	return rc;
+}
+
+static SSL_CTX *tls_client_ctx(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
 }
 
 static int srv_start(const struct bench_cfg *cfg, struct srv *s)
@@ -127,6 +276,13 @@ static int srv_start(const struct bench_cfg *cfg, struct srv *s)
 	if (port < 0)
 		return port;
 	s->port = port;
+	if (cfg->tls) {
+		int crc = make_self_signed(s->tmp);
+		if (crc != 0) {
+			fprintf(stderr, "parley-bench: cannot make a TLS certificate in %s\n", s->tmp);
+			return crc;
+		}
+	}
 	char *argv[64];
 	static char store[8192];
 	if (build_argv(cfg, s, argv, 64, store, sizeof store) < 0)
@@ -269,6 +425,20 @@ static void idle_child(const struct bench_cfg *cfg, const struct srv *s,
 		goto report;
 	}
 	char tok[2048], dev[64], user[64];
+	if (cfg->tls) {
+		/* one at a time: each TLS handshake blocks; the sessions are kept
+		 * (never freed) until this process exits */
+		SSL_CTX *ctx = tls_client_ctx();
+		if (!ctx)
+			status = -ENOMEM;
+		for (uint32_t i = 0; i < n && status == 0; i++) {
+			SSL *ssl;
+			snprintf(user, sizeof user, "bench-idle-%u", first + i);
+			snprintf(dev, sizeof dev, "d%u", first + i);
+			status = tls_open(ctx, cfg, s, user, dev, m, rbuf, WIRE_RBUF, &ssl);
+		}
+		goto report;
+	}
 	for (uint32_t b = 0; b < n && status == 0; b += IDLE_BATCH) {
 		uint32_t k = PARLEY_MIN(IDLE_BATCH, n - b);
 		for (uint32_t i = 0; i < k && status == 0; i++) {
@@ -340,12 +510,28 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	struct parley_hello_ok hello = {0};
 	if (!w || !rbuf)
 		return -ENOMEM;
-	rc = wire_connect(w, s.host, s.port, HANDSHAKE_TIMEOUT_MS);
-	w->rbuf = rbuf;
-	if (rc == 0)
-		rc = mint(cfg, "bench-idle-warm", tok, sizeof tok);
-	if (rc == 0)
-		rc = wire_handshake(w, "warm", tok, HANDSHAKE_TIMEOUT_MS, &hello);
+	SSL_CTX *tctx = NULL;
+	SSL *tssl = NULL;
+	struct parley_msg *wm = malloc(sizeof *wm);
+	if (!wm)
+		return -ENOMEM;
+	if (cfg->tls) {
+		/* the warm-up session over TLS too (the plain port is off) */
+		w->fd = -1;
+		tctx = tls_client_ctx();
+		rc = tctx ? tls_open(tctx, cfg, &s, "bench-idle-warm", "warm", wm, rbuf, WIRE_RBUF,
+				     &tssl)
+			  : -ENOMEM;
+		hello.idle_timeout_ms = 60000; /* parleyd's default; not read over TLS */
+	} else {
+		rc = wire_connect(w, s.host, s.port, HANDSHAKE_TIMEOUT_MS);
+		w->rbuf = rbuf;
+		if (rc == 0)
+			rc = mint(cfg, "bench-idle-warm", tok, sizeof tok);
+		if (rc == 0)
+			rc = wire_handshake(w, "warm", tok, HANDSHAKE_TIMEOUT_MS, &hello);
+	}
+	free(wm);
 	uint32_t idle_timeout = hello.idle_timeout_ms;
 	if (rc != 0) {
 		fprintf(stderr, "parley-bench: idle-conns: warm-up handshake with %s:%d failed: %s\n",
@@ -423,9 +609,19 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_PING;
 	m->ping.nonce = 7;
-	int ping = wire_send(w, w->next_req++, m);
-	if (ping == 0)
-		ping = wire_recv(w, HANDSHAKE_TIMEOUT_MS, m, NULL);
+	int ping;
+	if (tssl) {
+		ping = tls_write_msg(tssl, 3, m);
+		uint8_t tmp[256];
+		if (ping == 0 && SSL_read(tssl, tmp, sizeof tmp) <= 0)
+			ping = -PARLEY_ECLOSED;
+		SSL_free(tssl);
+		SSL_CTX_free(tctx);
+	} else {
+		ping = wire_send(w, w->next_req++, m);
+		if (ping == 0)
+			ping = wire_recv(w, HANDSHAKE_TIMEOUT_MS, m, NULL);
+	}
 	free(m);
 	for (uint32_t i = 0; i < started; i++) {
 		close(holdw[i]);
@@ -436,7 +632,8 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	free(w);
 	free(rbuf);
 
-	printf("\n### idle connections (server pid %d)\n\n", (int)s.watch_pid);
+	printf("\n### idle connections over %s (server pid %d)\n\n", cfg->tls ? "TLS" : "plain TCP",
+	       (int)s.watch_pid);
 	printf("| connections | client procs | open+auth time s | server sockets before → after | "
 	       "VmRSS before KiB | VmRSS after KiB | delta per connection (bytes) | goal |\n");
 	printf("|---:|---:|---:|---:|---:|---:|---:|---|\n");

@@ -116,6 +116,11 @@ static void usage(FILE *f)
 "  --parleyd-args T    its arguments; {port} {data} {dir} are substituted\n"
 "                      (default \"--dev --data {data} --listen 127.0.0.1:{port}\n"
 "                      --tls-port 0 --admin-port 0\")\n"
+"  --tls               idle-conns: connect over TLS; parleyd gets a throw-away\n"
+"                      certificate ({cert} {key}) and, unless --parleyd-args is\n"
+"                      given, \"--dev --data {data} --listen 127.0.0.1 --port 0\n"
+"                      --tls-port {port} --tls-cert {cert} --tls-key {key}\n"
+"                      --admin-port 0\"\n"
 "  --connect H:P       server modes: use a running server instead\n"
 "  --server-pid PID    ... and its pid (idle-conns reads /proc/PID/status)\n"
 "  --jwt-secret S      HS256 key for the dev tokens minted here\n"
@@ -671,7 +676,7 @@ int main(int argc, char **argv)
 	cfg.half_frac = 0.5;
 	cfg.seed = 1;
 	cfg.repeat = 1;
-	bool no_floor = false, payload_set = false, no_nats = false;
+	bool no_floor = false, payload_set = false, no_nats = false, args_set = false;
 	cfg.count = 10000;
 	/* TLS and admin ports off: their fixed defaults would collide with any
 	 * other parleyd on this shared machine */
@@ -689,7 +694,7 @@ int main(int argc, char **argv)
 	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
-	       O_NO_NATS };
+	       O_NO_NATS, O_TLS };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -716,6 +721,7 @@ int main(int argc, char **argv)
 		{"jwt-aud", required_argument, NULL, O_JWT_AUD},
 		{"nats-server", required_argument, NULL, O_NATS},
 		{"no-nats", no_argument, NULL, O_NO_NATS},
+		{"tls", no_argument, NULL, O_TLS},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -749,7 +755,7 @@ int main(int argc, char **argv)
 		}
 		case O_COUNT: cfg.count = (uint32_t)parse_double(optarg, 1, 200000, "--count"); break;
 		case O_PARLEYD: cfg.parleyd = optarg; break;
-		case O_PARLEYD_ARGS: cfg.parleyd_args = optarg; break;
+		case O_PARLEYD_ARGS: cfg.parleyd_args = optarg; args_set = true; break;
 		case O_CONNECT: cfg.connect = optarg; break;
 		case O_SERVER_PID: cfg.server_pid = (int)parse_double(optarg, 1, 1 << 30, "--server-pid"); break;
 		case O_JWT_SECRET: cfg.jwt_secret = optarg; break;
@@ -757,6 +763,7 @@ int main(int argc, char **argv)
 		case O_JWT_AUD: cfg.jwt_aud = optarg; break;
 		case O_NATS: cfg.nats_server = optarg; break;
 		case O_NO_NATS: no_nats = true; break;
+		case O_TLS: cfg.tls = true; break;
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
 		case O_NO_FLOOR: no_floor = true; break;
@@ -774,6 +781,9 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument \"%s\"", argv[optind]);
+	if (cfg.tls && !args_set)
+		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1 --port 0 --tls-port {port} "
+				   "--tls-cert {cert} --tls-key {key} --admin-port 0";
 	if (!mode)
 		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
