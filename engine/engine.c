@@ -1159,12 +1159,15 @@ static int fsrc_cmp(const void *x, const void *y)
 	return c;
 }
 
-static void hworker_push(struct pe_engine *e, int w, uint32_t part, int kind)
+static void hworker_push(struct pe_engine *e, int w, uint32_t part, int kind,
+			 uint64_t *ids, size_t nids)
 {
 	struct hjob *j = calloc(1, sizeof *j);
 	PARLEY_ASSERT(j);
 	j->part = part;
 	j->kind = kind;
+	j->ids = ids;
+	j->nids = nids;
 	struct hworker *hw = &e->hw[w];
 	pthread_mutex_lock(&hw->mu);
 	if (hw->tail)
@@ -1203,6 +1206,15 @@ static void *hworker_main(void *arg)
 			hw->tail = NULL;
 		pthread_mutex_unlock(&hw->mu);
 		struct part *p = &e->parts[j->part];
+		if (j->kind == 3) { /* no shard state involved: nothing to hand back */
+			char hd[700];
+			snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, j->part);
+			(void)hpart_remove_files(e->io, hd, j->ids, j->nids);
+			free(j->ids);
+			free(j);
+			pthread_mutex_lock(&hw->mu);
+			continue;
+		}
 		if (j->kind == 1) {
 			struct hpart_src src = {.next = fsrc_next,
 						.rewind = fsrc_rewind,
@@ -1223,9 +1235,11 @@ static void *hworker_main(void *arg)
 			free(r);
 		pthread_mutex_lock(&hw->mu);
 	}
-	while (hw->head) { /* abort: jobs never started are dropped */
+	while (hw->head) { /* jobs never started are dropped (removals: the
+			      next open's cleanup deletes those files) */
 		struct hjob *j = hw->head;
 		hw->head = j->next;
+		free(j->ids);
 		free(j);
 	}
 	hw->tail = NULL;
@@ -1313,7 +1327,7 @@ static int part_flush_start(struct shard *sh, struct part *p)
 	}
 	p->fsrc = f;
 	p->flush_busy = true;
-	hworker_push(e, 0, p->id, 1);
+	hworker_push(e, 0, p->id, 1, NULL, 0);
 	return 0;
 }
 
@@ -1388,7 +1402,7 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
 	if (rc)
 		return rc;
 	p->compact_busy = true;
-	hworker_push(e, 1, p->id, 2);
+	hworker_push(e, 1, p->id, 2, NULL, 0);
 	return 0;
 }
 
@@ -1397,8 +1411,15 @@ static void part_compact_finish(struct shard *sh, struct part *p)
 	struct pe_engine *e = sh->e;
 	int rc = p->compact_rc;
 	size_t segs_before = hpart_manifest(p->hist)->nsegs;
+	uint64_t *gone = NULL;
+	size_t ngone = 0;
 	if (!rc) {
-		rc = hpart_compact_commit(p->hist, p->cjob);
+		/* the inputs' unlink + fsync-dir go to the worker, not here */
+		rc = hpart_compact_commit_defer(p->hist, p->cjob, &gone, &ngone);
+		if (gone && ngone)
+			hworker_push(e, 1, p->id, 3, gone, ngone);
+		else
+			free(gone);
 		if (rc == -PARLEY_ECORRUPT) {
 			char f[64];
 			snprintf(f, sizeof f, "hist/%u", p->id);

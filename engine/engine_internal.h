@@ -200,7 +200,9 @@ struct shard {
 struct hjob {
 	struct hjob *next;
 	uint32_t part;
-	int kind;               /* 1 flush, 2 compaction */
+	int kind;               /* 1 flush, 2 compaction, 3 remove files */
+	uint64_t *ids;          /* kind 3: segment files to remove */
+	size_t nids;
 };
 struct hworker {
 	struct pe_engine *e;

@@ -917,7 +917,41 @@ void hpart_compact_abandon(struct hpart *h, struct hpart_cjob *j)
 	h->compact_busy = false;
 }
 
+static int compact_commit(struct hpart *h, struct hpart_cjob *j,
+			  uint64_t **ids, size_t *nids);
+
 int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
+{
+	return compact_commit(h, j, NULL, NULL);
+}
+
+int hpart_compact_commit_defer(struct hpart *h, struct hpart_cjob *j,
+			       uint64_t **ids, size_t *nids)
+{
+	*ids = NULL;
+	*nids = 0;
+	return compact_commit(h, j, ids, nids);
+}
+
+int hpart_remove_files(struct pio *io, const char *dir, const uint64_t *ids,
+		       size_t n)
+{
+	int first = 0;
+	for (size_t i = 0; i < n; i++) {
+		int rc = seg_remove(io, dir, ids[i]);
+		if (rc && rc != -PARLEY_ENOTFOUND) {
+			PLOG_W("hpart", "compacted input not removed (cleanup retries at open)",
+			       "dir=%s id=%016" PRIx64 " err=%s", dir, ids[i],
+			       parley_errname(rc));
+			if (!first)
+				first = rc;
+		}
+	}
+	return first;
+}
+
+static int compact_commit(struct hpart *h, struct hpart_cjob *j,
+			  uint64_t **ids, size_t *nids)
 {
 	if (!j->ran)
 		return -PARLEY_EINVAL;
@@ -943,6 +977,11 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
 	h->man = n;
 	h->compact_busy = false;
 	/* swap readers: drop the inputs, add the output */
+	if (ids && !j->keep_inputs && j->nin) {
+		*ids = calloc(j->nin, sizeof **ids);
+		if (!*ids)
+			ids = NULL; /* no memory: remove them here after all */
+	}
 	size_t w = 0;
 	for (size_t i = 0; i < h->nsegs && j->keep_inputs; i++)
 		w++;
@@ -957,6 +996,10 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j)
 		seg_close(h->segs[i].r);
 		if (h->o.cache)
 			bcache_erase_segment(h->o.cache, hp_cache_ns(h) | h->segs[i].id);
+		if (ids) {
+			(*ids)[(*nids)++] = h->segs[i].id;
+			continue;
+		}
 		int r2 = seg_remove(h->io, h->dir, h->segs[i].id);
 		if (r2)
 			PLOG_W("hpart", "compacted input not removed (cleanup retries at open)",

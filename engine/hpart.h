@@ -183,6 +183,18 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 			struct hpart_cjob **out);
 int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st);
 int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j);
+/* The same commit, but the replaced input files are left on disk and
+ * their ids handed back (*ids, *nids; the caller frees *ids) for
+ * hpart_remove_files, which any thread may run: after the commit no
+ * manifest names them, so a crash before their removal only leaves work
+ * for hpart_open's cleanup. Keeps the unlink + fsync-dir per input off the
+ * partition's owner thread (an engine shard serving appends). */
+int hpart_compact_commit_defer(struct hpart *h, struct hpart_cjob *j,
+			       uint64_t **ids, size_t *nids);
+/* Removes segment files that no manifest names any more (any thread).
+ * Returns the first error (the rest are still tried). */
+int hpart_remove_files(struct pio *io, const char *dir, const uint64_t *ids,
+		       size_t n);
 void hpart_compact_abandon(struct hpart *h, struct hpart_cjob *j);
 
 /* ---- inspection --------------------------------------------------------------------------- */
