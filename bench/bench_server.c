@@ -28,6 +28,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_args.h"
 #include "bench_wire.h"
 
 #include <dirent.h>
@@ -64,51 +65,6 @@ struct srv {
 };
 
 /* ---- server lifecycle ----------------------------------------------------------- */
-
-/* Expands {port} and {data} in the --parleyd-args template into argv. */
-static int build_argv(const struct bench_cfg *cfg, const struct srv *s, char **argv,
-		      int max, char *store, size_t cap)
-{
-	int n = 0;
-	argv[n++] = (char *)cfg->parleyd;
-	const char *t = cfg->parleyd_args;
-	size_t o = 0;
-	while (*t && n < max - 1) {
-		while (*t == ' ')
-			t++;
-		if (!*t)
-			break;
-		char *arg = store + o;
-		while (*t && *t != ' ') {
-			if (!strncmp(t, "{port}", 6)) {
-				o += (size_t)snprintf(store + o, cap - o, "%d", s->port);
-				t += 6;
-			} else if (!strncmp(t, "{data}", 6)) {
-				o += (size_t)snprintf(store + o, cap - o, "%s/data", s->tmp);
-				t += 6;
-			} else if (!strncmp(t, "{dir}", 5)) {
-				o += (size_t)snprintf(store + o, cap - o, "%s", s->tmp);
-				t += 5;
-			} else if (!strncmp(t, "{cert}", 6)) {
-				o += (size_t)snprintf(store + o, cap - o, "%s/bench-cert.pem", s->tmp);
-				t += 6;
-			} else if (!strncmp(t, "{key}", 5)) {
-				o += (size_t)snprintf(store + o, cap - o, "%s/bench-key.pem", s->tmp);
-				t += 5;
-			} else if (o + 1 < cap) {
-				store[o++] = *t++;
-			} else {
-				return -ENOSPC;
-			}
-		}
-		if (o + 1 >= cap)
-			return -ENOSPC;
-		store[o++] = 0;
-		argv[n++] = arg;
-	}
-	argv[n] = NULL;
-	return n;
-}
 
 /* A throw-away EC P-256 self-signed certificate (CN=localhost) and key in
  * dir/bench-cert.pem and dir/bench-key.pem, for --tls runs. 0 or -errno. */
@@ -285,8 +241,11 @@ static int srv_start(const struct bench_cfg *cfg, struct srv *s)
 	}
 	char *argv[64];
 	static char store[8192];
-	if (build_argv(cfg, s, argv, 64, store, sizeof store) < 0)
+	if (bench_expand_args(cfg->parleyd, cfg->parleyd_args, s->port, s->tmp, argv, 64, store,
+			      sizeof store) < 0) {
+		fprintf(stderr, "parley-bench: --parleyd-args too long\n");
 		return -PARLEY_EINVAL;
+	}
 	char logp[4200];
 	snprintf(logp, sizeof logp, "%s/parleyd.log", s->tmp);
 	if (cfg->verbose) {

@@ -1,0 +1,65 @@
+/*
+ * bench_args.c — --parleyd-args template expansion (see bench_args.h).
+ */
+#include "bench_args.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Appends printf output at store[*o]; -ENOSPC if it does not fit with room
+ * for a terminating NUL. */
+#define APPEND(...)                                                            \
+	do {                                                                   \
+		int w_ = snprintf(store + o, cap - o, __VA_ARGS__);            \
+		if (w_ < 0 || (size_t)w_ >= cap - o)                           \
+			return -ENOSPC;                                        \
+		o += (size_t)w_;                                               \
+	} while (0)
+
+int bench_expand_args(const char *prog, const char *tmpl, int port, const char *dir,
+		      char **argv, int max, char *store, size_t cap)
+{
+	if (max < 2 || cap == 0)
+		return -ENOSPC;
+	int n = 0;
+	size_t o = 0;
+	argv[n++] = (char *)prog;
+	const char *t = tmpl;
+	for (;;) {
+		while (*t == ' ')
+			t++;
+		if (!*t)
+			break;
+		if (n >= max - 1)
+			return -ENOSPC;
+		char *arg = store + o;
+		while (*t && *t != ' ') {
+			if (!strncmp(t, "{port}", 6)) {
+				APPEND("%d", port);
+				t += 6;
+			} else if (!strncmp(t, "{data}", 6)) {
+				APPEND("%s/data", dir);
+				t += 6;
+			} else if (!strncmp(t, "{dir}", 5)) {
+				APPEND("%s", dir);
+				t += 5;
+			} else if (!strncmp(t, "{cert}", 6)) {
+				APPEND("%s/bench-cert.pem", dir);
+				t += 6;
+			} else if (!strncmp(t, "{key}", 5)) {
+				APPEND("%s/bench-key.pem", dir);
+				t += 5;
+			} else {
+				APPEND("%c", *t);
+				t++;
+			}
+		}
+		if (o + 1 > cap)
+			return -ENOSPC;
+		store[o++] = 0;
+		argv[n++] = arg;
+	}
+	argv[n] = NULL;
+	return n;
+}

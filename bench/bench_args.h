@@ -1,0 +1,19 @@
+/*
+ * bench_args.h — expands parley-bench's --parleyd-args template into an
+ * argv for execv. Words are split on spaces (no quoting); in each word
+ * {port} {data} {dir} {cert} {key} are replaced (data = dir/data, cert =
+ * dir/bench-cert.pem, key = dir/bench-key.pem). Pure; unit-tested in
+ * tests/unit/bench/test_bench_args.c.
+ */
+#ifndef PARLEY_BENCH_ARGS_H
+#define PARLEY_BENCH_ARGS_H
+
+#include <stddef.h>
+
+/* argv[0] = prog, then the expanded words, then NULL, in argv[0..max).
+ * The words are stored in store[0..cap). Returns argc, or -ENOSPC when
+ * argv or store is too small (nothing is silently dropped or cut). */
+int bench_expand_args(const char *prog, const char *tmpl, int port, const char *dir,
+		      char **argv, int max, char *store, size_t cap);
+
+#endif /* PARLEY_BENCH_ARGS_H */

@@ -1,0 +1,80 @@
+/*
+ * test_bench_args.c — unit tests for bench/bench_args.c, the expansion of
+ * parley-bench's --parleyd-args template.
+ *
+ * What must hold: words split on (runs of) spaces; every placeholder is
+ * replaced, also several in one word and next to literal text; unknown
+ * braces stay literal; too small an argv or store is an error (-ENOSPC),
+ * never a silently shortened command line or a write past the store.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../../bench/bench_args.h"
+
+Test(bench_args, default_template)
+{
+	char *argv[16], store[512];
+	int n = bench_expand_args("parleyd",
+				  "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0",
+				  4242, "/t/x", argv, 16, store, sizeof store);
+	cr_assert_eq(n, 8);
+	const char *want[] = {"parleyd", "--dev", "--data", "/t/x/data", "--listen",
+			      "127.0.0.1:4242", "--tls-port", "0"};
+	for (int i = 0; i < 8; i++)
+		cr_assert_str_eq(argv[i], want[i], "argv[%d]", i);
+	cr_assert_null(argv[8]);
+}
+
+Test(bench_args, all_placeholders_and_spacing)
+{
+	char *argv[16], store[512];
+	int n = bench_expand_args("p", "  {dir}  {cert},{key} x{port}y {unknown}  ", 7, "/d",
+				  argv, 16, store, sizeof store);
+	cr_assert_eq(n, 5);
+	cr_assert_str_eq(argv[1], "/d");
+	cr_assert_str_eq(argv[2], "/d/bench-cert.pem,/d/bench-key.pem");
+	cr_assert_str_eq(argv[3], "x7y");
+	cr_assert_str_eq(argv[4], "{unknown}");
+	cr_assert_null(argv[5]);
+}
+
+Test(bench_args, empty_template)
+{
+	char *argv[4], store[8];
+	cr_assert_eq(bench_expand_args("p", "   ", 1, "/d", argv, 4, store, sizeof store), 1);
+	cr_assert_str_eq(argv[0], "p");
+	cr_assert_null(argv[1]);
+}
+
+Test(bench_args, too_many_words_is_an_error)
+{
+	char *argv[3], store[64];
+	cr_assert_eq(bench_expand_args("p", "a b", 1, "/d", argv, 3, store, sizeof store), -ENOSPC);
+	cr_assert_eq(bench_expand_args("p", "a", 1, "/d", argv, 3, store, sizeof store), 2);
+}
+
+Test(bench_args, store_overflow_is_an_error_at_every_size)
+{
+	const char *tmpl = "--data {data} --port {port}";
+	/* full size: "--data\0/long/dir/data\0--port\0123456\0" */
+	const char *dir = "/long/dir";
+	size_t need = strlen("--data") + 1 + strlen("/long/dir/data") + 1 + strlen("--port") + 1 +
+		      strlen("123456") + 1;
+	for (size_t cap = 1; cap <= need + 2; cap++) {
+		/* exact-size heap buffer: ASan catches any write past it */
+		char *store = malloc(cap);
+		char *argv[8];
+		int n = bench_expand_args("p", tmpl, 123456, dir, argv, 8, store, cap);
+		if (cap < need)
+			cr_assert_eq(n, -ENOSPC, "cap %zu", cap);
+		else {
+			cr_assert_eq(n, 5, "cap %zu", cap);
+			cr_assert_str_eq(argv[2], "/long/dir/data");
+			cr_assert_str_eq(argv[4], "123456");
+		}
+		free(store);
+	}
+}
