@@ -12,6 +12,12 @@
  *             (bench_redis.c)
  *   compare   disk + engine + redis back to back with the same settings, and
  *             a table of ratios against the goals in docs/DESIGN.md
+ *   server-compare  durable SENDs/s through a real parleyd over TCP against
+ *             Redis XADD with the same connections (bench_server.c)
+ *   idle-conns, delivery  a real parleyd: memory per idle authenticated
+ *             connection (plain or --tls), send -> deliver latency open loop
+ *             with the disk floor and a NATS core pub/sub reference
+ *             (bench_server.c, bench_nats.c)
  *
  * Honesty rules (shared/TESTING.md): absolute numbers on this shared machine
  * move between runs, so each report carries ratios against a floor or a
