@@ -88,6 +88,7 @@ struct raft {
 	uint64_t leader;
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
 	uint32_t idle_ticks;
+	uint32_t damaged_elapsed; /* leader ticks spent holding a damaged entry */
 	bool quiesced;
 	uint64_t transfer_to;
 	uint32_t transfer_elapsed;
@@ -561,7 +562,7 @@ static void become_leader(struct raft *r)
 
 static void campaign(struct raft *r, bool pre, bool transfer)
 {
-	if (!is_voter(r, r->id) || r->damaged)
+	if (!is_voter(r, r->id))
 		return;
 	if (r->role == RAFT_LEADER)
 		return;
@@ -642,11 +643,44 @@ static void pr_become(struct raft_progress *p, enum pr_state st)
 		p->next = p->match + 1;
 }
 
+/*
+ * A leader holding a damaged entry cannot send it. It hands leadership
+ * (TimeoutNow) to the voter known to hold the most of its log past the damaged
+ * index; the new leader then repairs it. Until such a voter is known it keeps
+ * replicating (a probe that matches past the damaged index reveals one);
+ * after two election timeouts without one it steps down. Campaigning while
+ * damaged is safe: the entry's term and index are intact, so the vote rules
+ * see the log as it is.
+ */
+static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok);
+
+static void damaged_handoff(struct raft *r)
+{
+	if (r->role != RAFT_LEADER || !r->damaged || r->transfer_to)
+		return;
+	struct raft_progress *best = NULL;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->id == r->id || p->role != RAFT_VOTER ||
+		    p->match < r->damaged)
+			continue;
+		if (!best || p->match > best->match)
+			best = p;
+	}
+	if (!best)
+		return;
+	r->transfer_to = best->id;
+	r->transfer_elapsed = 0;
+	if (best->match == last_index(r))
+		msg_new(r, RAFT_MSG_TIMEOUT_NOW, best->id);
+	else
+		send_append(r, best, false);
+}
+
 static void step_down_damaged(struct raft *r, uint64_t i)
 {
 	note_damaged(r, i);
-	if (r->role == RAFT_LEADER)
-		become_follower(r, r->hs.term, 0);
+	damaged_handoff(r);
 }
 
 static void send_snapshot_chunks(struct raft *r, struct raft_progress *p)
@@ -1254,6 +1288,8 @@ static void handle_append_resp(struct raft *r, struct raft_progress *p,
 	}
 	if (p->state == PR_PROBE)
 		send_append(r, p, false);
+	if (r->damaged)
+		damaged_handoff(r);
 }
 
 static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
@@ -1534,7 +1570,7 @@ void raft_tick(struct raft *r)
 	if (r->role != RAFT_LEADER) {
 		if (r->election_elapsed >= r->randomized_timeout) {
 			r->election_elapsed = 0;
-			if (is_voter(r, r->id) && !r->damaged)
+			if (is_voter(r, r->id))
 				campaign(r, r->cfg.pre_vote, false);
 			else
 				reset_timeout(r);
@@ -1543,6 +1579,16 @@ void raft_tick(struct raft *r)
 	}
 	/* leader */
 	r->heartbeat_elapsed++;
+	if (r->damaged) {
+		if (++r->damaged_elapsed >= 2 * r->cfg.election_ticks) {
+			r->damaged_elapsed = 0;
+			become_follower(r, r->hs.term, 0);
+			return;
+		}
+		damaged_handoff(r);
+	} else {
+		r->damaged_elapsed = 0;
+	}
 	r->idle_ticks++;
 	if (r->transfer_to) {
 		if (++r->transfer_elapsed >= r->cfg.election_ticks)
@@ -1614,8 +1660,8 @@ int raft_propose(struct raft *r, const void *data, uint32_t len,
 	PARLEY_ASSERT(!r->in_ready);
 	if (r->role != RAFT_LEADER)
 		return -PARLEY_ENOTLEADER;
-	if (r->transfer_to)
-		return -PARLEY_EAGAIN;
+	if (r->transfer_to || r->damaged)
+		return -PARLEY_EAGAIN; /* handing over (see damaged_handoff) */
 	if (len > RAFT_MAX_ENTRY_BYTES)
 		return -PARLEY_ETOOBIG;
 	uint32_t lim = r->cfg.max_uncommitted ? r->cfg.max_uncommitted : 4096;
@@ -1753,9 +1799,7 @@ struct raft_ready *raft_ready(struct raft *r)
 			struct raft_entry e;
 			int rc = log_get(r, i, &e);
 			if (rc == -PARLEY_ECORRUPT) {
-				note_damaged(r, i);
-				if (r->role == RAFT_LEADER)
-					step_down_damaged(r, i);
+				step_down_damaged(r, i);
 				break;
 			}
 			PARLEY_ASSERT(rc == 0);

@@ -54,14 +54,18 @@
  *     responses), and overwrites it in place ("repair"); if the leader has
  *     compacted it, a snapshot replaces the damaged prefix and the log after
  *     the snapshot is kept (ready.install_keeps_tail);
- *   - if it is the leader, steps down and does not campaign until repaired.
+ *   - if it is the leader, it refuses proposals (-PARLEY_EAGAIN) and hands
+ *     leadership (TimeoutNow) to a voter known to hold the entry, which then
+ *     repairs it; with none found in two election timeouts it steps down.
  * Assumption: a stored entry's term and index are trustworthy even when its
  * payload is not (the storage protects its record headers with their own
  * checksum, as the WAL does; a record whose header is damaged is the
- * storage's torn-tail / corruption problem, not this one). Limitation: a
- * node with a damaged entry does not campaign, so if a majority of the
- * voters is damaged at once the group has no leader until an operator
- * rebuilds one of them. The commit index of a damaged node may step back to
+ * storage's torn-tail / corruption problem, not this one). Because the
+ * terms are intact, a damaged node still votes and campaigns by the normal
+ * rules (it may be the only up-to-date voter). Limitation: a damaged entry
+ * that no other node holds (uncommitted, leader-only) cannot be repaired;
+ * the leader steps down and the entry is lost like any uncommitted one only
+ * if another node wins. The commit index of a damaged node may step back to
  * a repairing snapshot's index (the one exception to I2).
  *
  * Roles (the state machine):
@@ -78,7 +82,7 @@
  *     |  |                                                        |
  *     |  |  higher term, check-quorum failure,            quorum of votes
  *     |  |  persistence failure, removed from conf,              |
- *     |  |  damaged committed entry                              v
+ *     |  |  damaged entry and no voter holds it                  v
  *     |  +---------------------------------------------- +--------+
  *     |                                                  | LEADER | appends a
  *     |  TimeoutNow skips PRECANDIDATE (leader transfer) +--------+ no-op first

@@ -47,6 +47,7 @@ struct sim_ent {
 	struct raft_entry e;
 	uint8_t *buf; /* owned copy of e.data */
 	bool flipped; /* a bit flip we injected (not yet repaired) */
+	bool torn;    /* half-written at a crash: the frame check drops it */
 };
 
 struct sim_disk {
@@ -138,13 +139,16 @@ struct sim {
 	struct canon *applied_canon; /* [index] */
 	uint64_t cap_canon;
 	uint64_t *stream_keys[NSTREAMS]; /* [seq] -> key+1 */
+	uint64_t *key_seq[MAX_CLIENTS];   /* [pseq] -> the seq the key got */
+	uint64_t cap_key_seq[MAX_CLIENTS];
 	uint64_t cap_stream[NSTREAMS];
 	uint64_t max_acked_index;
 	/* log matching: open-addressed (index, term) -> csum */
 	uint64_t *lm_keys, *lm_vals;
 	uint64_t lm_cap, lm_n;
 	uint64_t trace; /* PARLEY_SIM_TRACE=<time>: print deliveries from then */
-	uint64_t reads_ok, reads_failed, resumed_chunks;
+	uint64_t reads_ok, reads_failed, resumed_chunks, torn_dropped;
+	uint64_t removed_ids; /* bit per id whose removal committed */
 };
 
 /* ---- failure and logging ------------------------------------------------ */
@@ -439,6 +443,7 @@ static void disk_append(struct sim_disk *d, const struct raft_entry *e)
 		memcpy(se->buf, e->data, e->len);
 	se->e.data = se->buf;
 	se->flipped = false;
+	se->torn = false;
 }
 
 static void disk_free(struct sim_disk *d)
@@ -509,11 +514,28 @@ static void replica_start(struct sim *s, int slot, uint32_t g)
 	rp->last_term = raft_term(rp->raft);
 }
 
+/* The storage's recovery: a torn record at the tail fails its frame check
+ * and is dropped (it was never synced, so never acknowledged). A torn record
+ * anywhere else would be a simulator bug. */
+static void disk_recover(struct sim *s, struct sim_disk *d, int slot)
+{
+	for (uint64_t k = 0; k + 1 < d->n; k++)
+		if (d->log[k].torn)
+			sim_fail(s, "torn record in the middle of slot %d's log", slot);
+	if (d->n && d->log[d->n - 1].torn) {
+		d->n--;
+		free(d->log[d->n].buf);
+		s->torn_dropped++;
+	}
+}
+
 static void node_start(struct sim *s, int slot)
 {
 	struct sim_node *nd = &s->nodes[slot];
-	for (uint32_t g = 0; g < s->o.groups; g++)
+	for (uint32_t g = 0; g < s->o.groups; g++) {
+		disk_recover(s, &nd->rep[g].disk, slot);
 		replica_start(s, slot, g);
+	}
 	nd->up = true;
 	nd->next_tick = s->now + rnd(s, nd->rate) + 1;
 }
@@ -603,6 +625,8 @@ void sim_free(struct sim *s)
 	free(s->applied_canon);
 	for (int i = 0; i < NSTREAMS; i++)
 		free(s->stream_keys[i]);
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		free(s->key_seq[i]);
 	free(s->lm_keys);
 	free(s->lm_vals);
 	free(s);
@@ -747,8 +771,12 @@ static void sm_apply(struct sim *s, struct sim_replica *rp,
 		struct raft_conf_change cc;
 		if (raft_conf_change_decode(e->data, e->len, &cc) == 0) {
 			struct raft_conf c = sm->conf;
-			if (raft_conf_apply(&c, &cc) == 0)
+			if (raft_conf_apply(&c, &cc) == 0) {
 				sm->conf = c;
+				if (cc.op == RAFT_CONF_REMOVE && rp->group == 0 &&
+				    cc.node < 64)
+					s->removed_ids |= 1ull << cc.node;
+			}
 		}
 		return;
 	}
@@ -771,6 +799,14 @@ static void sm_apply(struct sim *s, struct sim_replica *rp,
 			else if (s->stream_keys[st][seq] != k)
 				sim_fail(s, "S6 stream %u seq %" PRIu64 " names two keys on slot %d",
 					 st, seq, rp->slot);
+			/* S7: a key (first try or retry) gets one seq ever */
+			ensure((void **)&s->key_seq[c], &s->cap_key_seq[c],
+			       (uint64_t)pseq + 1, sizeof(uint64_t));
+			if (s->key_seq[c][pseq] == 0)
+				s->key_seq[c][pseq] = seq;
+			else if (s->key_seq[c][pseq] != seq)
+				sim_fail(s, "S7 key %u/%u got seq %" PRIu64 " on slot %d, earlier %" PRIu64,
+					 c, pseq, seq, rp->slot, s->key_seq[c][pseq]);
 		}
 	}
 	if (rp->group != 0)
@@ -886,9 +922,21 @@ static bool persist(struct sim *s, struct sim_replica *rp,
 		d->partial_bytes = rd->chunk_offset + rd->chunk_len;
 	}
 	for (uint32_t i = 0; i < rd->n_entries; i++) {
-		if (op++ >= cut)
-			break;
 		const struct raft_entry *e = &rd->entries[i];
+		if (op++ >= cut) {
+			/* the record the crash cut: torn on disk, or absent */
+			if (op - 1 == cut && rnd(s, 100) < s->o.f.torn_pct &&
+			    e->index == d->snap.index + d->n + 1 &&
+			    (i > 0 || e->index > d->snap.index + d->n)) {
+				disk_append(d, e);
+				struct sim_ent *se = &d->log[d->n - 1];
+				se->torn = true;
+				se->e.csum ^= 0x5A5A; /* its frame fails its check */
+				if (se->e.len)
+					se->buf[rnd(s, se->e.len)] ^= 0xFF;
+			}
+			break;
+		}
 		if (i == 0) {
 			if (e->index <= d->hs.commit && e->index <= d->snap.index + d->n)
 				sim_fail(s, "slot %d truncates committed index %" PRIu64,
@@ -1188,8 +1236,8 @@ int sim_propose_conf(struct sim *s, uint32_t op, int target)
 				break;
 			}
 		}
-		if (new_slot_at < 0)
-			return -PARLEY_EFULL;
+		if (new_slot_at < 0 || s->next_id >= 63)
+			return -PARLEY_EFULL; /* removed_ids is a 64-bit set */
 		cc.node = s->next_id;
 	} else {
 		if (target < 0 || s->nodes[target].id == 0)
@@ -1436,16 +1484,11 @@ static void random_faults(struct sim *s)
  * shut down by the real system too). */
 static void reap_removed(struct sim *s)
 {
-	int l = sim_leader(s, 0);
-	if (l < 0)
-		return;
-	struct raft *r = s->nodes[l].rep[0].raft;
-	const struct raft_conf *c = raft_conf(r);
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		struct sim_node *nd = &s->nodes[i];
 		if (!nd->id || nd->removed)
 			continue;
-		if (raft_conf_find(c, nd->id) < 0 && nd->id <= c->max_id) {
+		if (nd->id < 64 && (s->removed_ids >> nd->id) & 1) {
 			/* removed from the committed conf */
 			node_crash_now(s, (int)i);
 			nd->removed = true;
@@ -1647,6 +1690,7 @@ uint64_t sim_snap_index(struct sim *s, int slot)
 uint64_t sim_reads_ok(struct sim *s) { return s->reads_ok; }
 uint64_t sim_reads_failed(struct sim *s) { return s->reads_failed; }
 uint64_t sim_resumed_chunks(struct sim *s) { return s->resumed_chunks; }
+uint64_t sim_torn_dropped(struct sim *s) { return s->torn_dropped; }
 uint64_t sim_node_id(struct sim *s, int slot) { return s->nodes[slot].id; }
 
 void sim_dump(struct sim *s)

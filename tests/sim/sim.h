@@ -25,7 +25,8 @@
  *   S5 no acknowledged proposal lost: an acked key is applied at its index on
  *      every node that gets there, with its acked seq
  *   S6 per-stream seqs dense and stable: (stream, seq) names one key
- *   S7 an idempotent retry is answered with the original seq
+ *   S7 a key (first try or any retry, on any node, after any failover) gets
+ *      one seq ever, and a retry is answered with the original seq
  *   S8 a confirmed linearizable read's index covers every write acked before
  *      the read was issued
  * and at the end (sim_finish): faults stopped, partitions healed, every node
@@ -144,6 +145,7 @@ uint64_t sim_snap_index(struct sim *s, int slot);
 uint64_t sim_reads_ok(struct sim *s);
 uint64_t sim_reads_failed(struct sim *s);
 uint64_t sim_resumed_chunks(struct sim *s);
+uint64_t sim_torn_dropped(struct sim *s);
 uint64_t sim_node_id(struct sim *s, int slot);
 /* Fail the run (prints seed). */
 void sim_fail(struct sim *s, const char *fmt, ...)

@@ -63,21 +63,25 @@ static inline void sim_seed_opts(struct sim_opts *o, uint64_t seed)
 }
 
 /* Runs one seed for `units`; returns simulated steps. */
-static inline uint64_t sim_one_seed(uint64_t seed, uint64_t units,
-				    uint64_t *acked, uint64_t *installs,
-				    uint64_t *repairs)
+struct sim_totals {
+	uint64_t steps, acked, installs, repairs, reads, torn;
+};
+
+static inline void sim_one_seed(uint64_t seed, uint64_t units,
+				struct sim_totals *t)
 {
 	struct sim_opts o;
 	sim_seed_opts(&o, seed);
 	struct sim *s = sim_new(&o);
 	sim_run(s, units);
 	sim_finish(s, 1000);
-	uint64_t st = sim_steps(s);
-	*acked += sim_acked(s);
-	*installs += sim_snap_installs(s);
-	*repairs += sim_repairs(s);
+	t->steps += sim_steps(s);
+	t->acked += sim_acked(s);
+	t->installs += sim_snap_installs(s);
+	t->repairs += sim_repairs(s);
+	t->reads += sim_reads_ok(s);
+	t->torn += sim_torn_dropped(s);
 	sim_free(s);
-	return st;
 }
 
 static inline int sim_seeds_main(const char *name, uint64_t base, uint64_t n,
@@ -94,16 +98,17 @@ static inline int sim_seeds_main(const char *name, uint64_t base, uint64_t n,
 	const char *ns = getenv("PARLEY_SIM_SEEDS");
 	if (ns && *ns)
 		n = strtoull(ns, NULL, 0);
-	uint64_t steps = 0, acked = 0, inst = 0, rep = 0;
+	struct sim_totals t = {0};
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t seed = base + i;
 		fprintf(stderr, "%s: seed %" PRIu64 "\n", name, seed);
-		steps += sim_one_seed(seed, units, &acked, &inst, &rep);
+		sim_one_seed(seed, units, &t);
 	}
 	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") units/seed=%" PRIu64
 	       " steps=%" PRIu64 " acked=%" PRIu64 " snapshot_installs=%" PRIu64
-	       " repairs=%" PRIu64 " OK\n",
-	       name, n, base, base + n - 1, units, steps, acked, inst, rep);
+	       " repairs=%" PRIu64 " reads=%" PRIu64 " torn_dropped=%" PRIu64 " OK\n",
+	       name, n, base, base + n - 1, units, t.steps, t.acked, t.installs,
+	       t.repairs, t.reads, t.torn);
 	return 0;
 }
 
