@@ -478,6 +478,37 @@ Test(raft, damaged_committed_entry_is_not_applied_and_is_repaired)
 
 static void no_cq(struct raft_config *c);
 
+Test(raft, damaged_leader_hands_leadership_to_a_voter_holding_the_entry)
+{
+	cluster(3);
+	elect(0);
+	drop_to[3] = true; /* node 3 lags */
+	for (int k = 0; k < 5; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, "data!", 5, NULL), 0);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(raft_commit(nodes[0].r), 6);
+	nodes[0].bufs[4][1] ^= 0x01; /* the leader's copy of entry 4 rots */
+	drop_to[3] = false;
+	for (int k = 0; k < 40 && raft_role(nodes[1].r) != RAFT_LEADER; k++) {
+		tick(0, 1);
+		settle();
+	}
+	cr_assert_eq(raft_role(nodes[1].r), RAFT_LEADER,
+		     "node 2 holds entry 4 and takes over");
+	cr_assert_neq(raft_role(nodes[0].r), RAFT_LEADER);
+	for (int k = 0; k < 10; k++) {
+		tick(1, 1);
+		settle();
+	}
+	cr_assert(!raft_damaged(nodes[0].r, NULL), "the old leader was repaired");
+	cr_assert(raft_entry_ok(&nodes[0].ents[4]));
+	cr_assert_eq(nodes[2].applied, raft_commit(nodes[1].r), "the lagging node caught up");
+	cr_assert_geq(nodes[2].applied, 6);
+}
+
 Test(raft, leader_commits_only_entries_of_its_term_by_counting)
 {
 	/* no check-quorum: no leader lease keeps the followers from voting
