@@ -1856,8 +1856,10 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 	r->conf = s->conf;
 	r->n_pconf = 0;
 	pr_rebuild(r, s->index);
-	/* the commit index may step back to the snapshot's only when a
-	 * damaged log forced the install (raft.h: repair) */
+	/* a full install only happens past our commit: at or below it our
+	 * log agrees with the leader's at s->index (log matching), which is
+	 * the keep_tail case above (I2 holds) */
+	PARLEY_ASSERT(s->index >= r->hs.commit);
 	r->hs.commit = s->index;
 	r->applied = s->index;
 	r->damaged = 0;

@@ -65,8 +65,7 @@
  * rules (it may be the only up-to-date voter). Limitation: a damaged entry
  * that no other node holds (uncommitted, leader-only) cannot be repaired;
  * the leader steps down and the entry is lost like any uncommitted one only
- * if another node wins. The commit index of a damaged node may step back to
- * a repairing snapshot's index (the one exception to I2).
+ * if another node wins.
  *
  * Roles (the state machine):
  *
