@@ -42,6 +42,8 @@ struct raft_progress {
 	uint64_t match, next;
 	uint64_t read_ack;
 	uint64_t damaged;
+	uint64_t last_seen; /* follower's last index from its last heartbeat
+			     * answer (UINT64_MAX: not heard in this term) */
 	uint64_t snap_index, snap_sent, snap_acked, snap_reject;
 	uint64_t infl[RAFT_MAX_INFLIGHT]; /* last index of each in-flight APPEND */
 	uint8_t infl_head, infl_n;
@@ -547,6 +549,7 @@ static void become_leader(struct raft *r)
 		p->role = role;
 		p->next = last + 1;
 		p->active = true;
+		p->last_seen = UINT64_MAX;
 		if (id == r->id)
 			p->match = durable_last(r);
 	}
@@ -675,6 +678,29 @@ static void damaged_handoff(struct raft *r)
 		msg_new(r, RAFT_MSG_TIMEOUT_NOW, best->id);
 	else
 		send_append(r, best, false);
+}
+
+/*
+ * A damaged entry above commit that too many voters lack to have ever been
+ * committed: a committed entry is durable on a quorum, and a voter drops an
+ * acknowledged entry only when a leader overwrites it, which never happens
+ * to a committed one. If more than (voters - quorum) voters report a log
+ * that ends before it, fewer than a quorum can hold it.
+ */
+static bool damaged_uncommitted(struct raft *r)
+{
+	if (r->damaged <= r->hs.commit)
+		return false;
+	uint32_t lacking = 0, voters = 0;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->role != RAFT_VOTER)
+			continue;
+		voters++;
+		if (p->id != r->id && p->last_seen < r->damaged)
+			lacking++;
+	}
+	return lacking > voters - quorum(r);
 }
 
 static void step_down_damaged(struct raft *r, uint64_t i)
@@ -1304,6 +1330,7 @@ static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
 		if (!p)
 			break;
 		p->active = true;
+		p->last_seen = m->index;
 		if (m->ctx > p->read_ack)
 			p->read_ack = m->ctx;
 		if (m->flags & RAFT_MSGF_DAMAGED) {
@@ -1580,6 +1607,14 @@ void raft_tick(struct raft *r)
 	/* leader */
 	r->heartbeat_elapsed++;
 	if (r->damaged) {
+		if (damaged_uncommitted(r)) {
+			/* provably never committed: drop it (and what follows)
+			 * as a follower, like any uncommitted tail */
+			uint64_t d = r->damaged;
+			become_follower(r, r->hs.term, 0);
+			log_truncate(r, d);
+			return;
+		}
 		if (++r->damaged_elapsed >= 2 * r->cfg.election_ticks) {
 			r->damaged_elapsed = 0;
 			become_follower(r, r->hs.term, 0);
@@ -1765,6 +1800,8 @@ struct raft_ready *raft_ready(struct raft *r)
 	rd->hs = r->hs;
 	rd->entries = r->n_unstable ? r->unstable : NULL;
 	rd->n_entries = r->n_unstable;
+	rd->truncate_from = r->unstable_first <= r->stable_last ? r->unstable_first
+								: 0;
 	r->rd_n_unstable = r->n_unstable;
 	rd->repair = r->n_repair ? r->repair : NULL;
 	rd->n_repair = r->n_repair;
@@ -1818,7 +1855,8 @@ struct raft_ready *raft_ready(struct raft *r)
 	rd->n_msgs = r->n_msgs;
 	rd->reads = r->n_out_reads ? r->out_reads : NULL;
 	rd->n_reads = r->n_out_reads;
-	rd->empty = !rd->hs_changed && !rd->n_entries && !rd->n_repair &&
+	rd->empty = !rd->hs_changed && !rd->n_entries && !rd->truncate_from &&
+		    !rd->n_repair &&
 		    !rd->has_chunk && !rd->n_msgs && !rd->n_committed &&
 		    !rd->n_reads;
 	r->in_ready = true;
@@ -1878,12 +1916,15 @@ void raft_advance(struct raft *r)
 	r->n_garbage = 0;
 	r->n_msgs = 0;
 	r->n_out_reads = 0;
+	if (rd->truncate_from)
+		r->stable_last = rd->truncate_from - 1;
 	if (rd->n_entries) {
 		PARLEY_ASSERT(r->rd_n_unstable == r->n_unstable);
 		r->stable_last = last_index(r);
 		unstable_free_from(r, 0);
-		r->unstable_first = r->stable_last + 1;
 	}
+	if (r->n_unstable == 0)
+		r->unstable_first = r->stable_last + 1;
 	/* repairs: the damaged entry is whole again; the apply path
 	 * re-checks the following ones */
 	for (uint32_t i = 0; i < r->n_repair; i++)

@@ -25,6 +25,7 @@
  * THE CONTRACT (durable before send):
  *   1. r = raft_ready(); if nothing is ready, r->empty is true.
  *   2. The caller makes durable, in this order: r->snap_chunk (if any), the
+ *      truncation (if r->truncate_from: drop stable entries >= it), the
  *      r->entries (truncating its stable log after entries[0].index-1 first),
  *      r->repair entries (overwritten in place, nothing truncated), and the
  *      hard state r->hs (if r->hs_changed). Then fsync.
@@ -63,9 +64,10 @@
  * storage's torn-tail / corruption problem, not this one). Because the
  * terms are intact, a damaged node still votes and campaigns by the normal
  * rules (it may be the only up-to-date voter). Limitation: a damaged entry
- * that no other node holds (uncommitted, leader-only) cannot be repaired;
- * the leader steps down and the entry is lost like any uncommitted one only
- * if another node wins.
+ * that no other node holds cannot be repaired: when the leader can prove it
+ * was never committed (more than voters - quorum voters report logs ending
+ * before it) it steps down and drops it like any uncommitted tail; otherwise
+ * it steps down after two election timeouts and tries again later.
  *
  * Roles (the state machine):
  *
@@ -357,7 +359,9 @@ struct raft_ready {
 	bool empty;
 	bool hs_changed;
 	struct raft_hardstate hs;
-	/* persist: truncate stable log after entries[0].index - 1, append */
+	/* persist: drop stable entries >= truncate_from (0 = none), then
+	 * truncate the stable log after entries[0].index - 1 and append */
+	uint64_t truncate_from;
 	const struct raft_entry *entries;
 	uint32_t n_entries;
 	/* persist: overwrite these damaged entries in place (no truncation) */

@@ -886,8 +886,8 @@ static bool persist(struct sim *s, struct sim_replica *rp,
 	struct sim_node *nd = &s->nodes[rp->slot];
 	struct sim_disk *d = &rp->disk;
 	/* ops: chunk, one per entry, one per repair, hard state */
-	uint64_t nops = (rd->has_chunk ? 1 : 0) + rd->n_entries + rd->n_repair +
-			(rd->hs_changed ? 1 : 0);
+	uint64_t nops = (rd->has_chunk ? 1 : 0) + (rd->truncate_from ? 1 : 0) +
+			rd->n_entries + rd->n_repair + (rd->hs_changed ? 1 : 0);
 	bool fail = false;
 	uint64_t cut = nops;
 	if (nd->lose_next || nd->eio_next ||
@@ -920,6 +920,13 @@ static bool persist(struct sim *s, struct sim_replica *rp,
 			memcpy(d->partial_data + rd->chunk_offset, rd->chunk,
 			       rd->chunk_len);
 		d->partial_bytes = rd->chunk_offset + rd->chunk_len;
+	}
+	if (rd->truncate_from && op++ < cut) {
+		if (rd->truncate_from <= d->hs.commit &&
+		    rd->truncate_from <= d->snap.index + d->n)
+			sim_fail(s, "slot %d truncates committed index %" PRIu64,
+				 rp->slot, rd->truncate_from);
+		disk_truncate(d, rd->truncate_from);
 	}
 	for (uint32_t i = 0; i < rd->n_entries; i++) {
 		const struct raft_entry *e = &rd->entries[i];
