@@ -1068,6 +1068,20 @@ static uint64_t find_conflict_by_term(struct raft *r, uint64_t i, uint64_t t,
 	}
 }
 
+/* Queue a whole copy of a damaged entry for rewriting in place. */
+static void push_repair(struct raft *r, const struct raft_entry *e)
+{
+	r->repair = grow(r->repair, &r->cap_repair, r->n_repair + 1,
+			 sizeof(*r->repair));
+	struct raft_entry c = *e;
+	uint8_t *d = xmalloc(e->len);
+	if (e->len)
+		memcpy(d, e->data, e->len);
+	keep(r, d);
+	c.data = d;
+	r->repair[r->n_repair++] = c;
+}
+
 static void handle_append(struct raft *r, const struct raft_msg *m)
 {
 	struct raft_msg *resp;
@@ -1077,18 +1091,8 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 		for (uint32_t k = 0; k < m->n_entries; k++) {
 			const struct raft_entry *e = &m->entries[k];
 			if (r->damaged && e->index == r->damaged &&
-			    raft_entry_ok(e) && raft_term_at(r, e->index) == e->term) {
-				r->repair = grow(r->repair, &r->cap_repair,
-						 r->n_repair + 1,
-						 sizeof(*r->repair));
-				struct raft_entry c = *e;
-				uint8_t *d = xmalloc(e->len);
-				if (e->len)
-					memcpy(d, e->data, e->len);
-				keep(r, d);
-				c.data = d;
-				r->repair[r->n_repair++] = c;
-			}
+			    raft_entry_ok(e) && raft_term_at(r, e->index) == e->term)
+				push_repair(r, e);
 		}
 		resp->index = r->hs.commit;
 		mark_damaged_resp(r, resp);
@@ -1117,19 +1121,8 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 		if (e->index <= last_index(r)) {
 			uint64_t t = raft_term_at(r, e->index);
 			if (t == e->term) {
-				if (r->damaged == e->index) {
-					r->repair = grow(r->repair,
-							 &r->cap_repair,
-							 r->n_repair + 1,
-							 sizeof(*r->repair));
-					struct raft_entry c = *e;
-					uint8_t *d = xmalloc(e->len);
-					if (e->len)
-						memcpy(d, e->data, e->len);
-					keep(r, d);
-					c.data = d;
-					r->repair[r->n_repair++] = c;
-				}
+				if (r->damaged == e->index)
+					push_repair(r, e);
 				continue;
 			}
 			/* a conflict is above commit (leader completeness),
