@@ -47,7 +47,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine_internal.h"
 
@@ -74,6 +77,8 @@
 static void shard_wal_release(struct shard *sh);
 static int part_flush_start(struct shard *sh, struct part *p);
 static int part_compact_start(struct shard *sh, struct part *p, bool all);
+static void part_compact_finish(struct shard *sh, struct part *p, int rc,
+				size_t segs_before);
 
 static const uint8_t zero_producer[PE_PRODUCER_LEN];
 
@@ -1194,6 +1199,13 @@ static void *hworker_main(void *arg)
 {
 	struct hworker *hw = arg;
 	struct pe_engine *e = hw->e;
+	/* Compaction is background work: on a machine with few cores its
+	 * compression must not take CPU from the shards serving appends
+	 * (Linux: nice applies per thread). Flushes keep normal priority:
+	 * they free memtable memory appends wait for. */
+	if (hw == &e->hw[1] && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10))
+		PLOG_D("engine", "compaction thread keeps normal priority",
+		       "err=%s", parley_errname(-errno));
 	pthread_mutex_lock(&hw->mu);
 	for (;;) {
 		while (!hw->head && !hw->stop)
@@ -1220,8 +1232,10 @@ static void *hworker_main(void *arg)
 						.rewind = fsrc_rewind,
 						.arg = p->fsrc};
 			p->flush_rc = hpart_flush_run(p->fjob, &src);
-		} else {
+		} else if (j->kind == 2) {
 			p->compact_rc = hpart_compact_run(p->cjob, NULL);
+		} else { /* 4: the manifest store, off the shard */
+			p->compact_rc = hpart_compact_store(p->cjob, p->cman);
 		}
 		struct req *r = calloc(1, sizeof *r);
 		PARLEY_ASSERT(r);
@@ -1286,6 +1300,8 @@ static int part_flush_start(struct shard *sh, struct part *p)
 		 * marks and the flushed index are stored so the WAL can go */
 		if (p->last_index <= p->flushed_index)
 			return 1;
+		if (p->compact_storing)
+			return -PARLEY_EAGAIN; /* one manifest store at a time */
 		int rc = hpart_set_flushed(p->hist, p->last_index);
 		if (rc)
 			return rc;
@@ -1406,16 +1422,39 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
 	return 0;
 }
 
-static void part_compact_finish(struct shard *sh, struct part *p)
+/* The compaction ran (worker): build its manifest and hand the store to
+ * the worker too, so the shard never waits for those fsyncs. */
+static void part_compact_ran(struct shard *sh, struct part *p)
+{
+	struct pe_engine *e = sh->e;
+	int rc = p->compact_rc;
+	if (!rc && !atomic_load(&e->aborting)) {
+		rc = hpart_compact_prepare(p->hist, p->cjob, &p->cman);
+		if (!rc) {
+			p->compact_storing = true;
+			hworker_push(e, 1, p->id, 4, NULL, 0);
+			return;
+		}
+	}
+	p->compact_rc = rc ? rc : -PARLEY_ECLOSED;
+	hpart_compact_abandon(p->hist, p->cjob);
+	p->cjob = NULL;
+	p->compact_busy = false;
+	part_compact_finish(sh, p, p->compact_rc, 0);
+}
+
+/* The manifest is stored (or failed): install it on the shard. */
+static void part_compact_stored(struct shard *sh, struct part *p)
 {
 	struct pe_engine *e = sh->e;
 	int rc = p->compact_rc;
 	size_t segs_before = hpart_manifest(p->hist)->nsegs;
-	uint64_t *gone = NULL;
-	size_t ngone = 0;
+	p->compact_storing = false;
 	if (!rc) {
-		/* the inputs' unlink + fsync-dir go to the worker, not here */
-		rc = hpart_compact_commit_defer(p->hist, p->cjob, &gone, &ngone);
+		uint64_t *gone = NULL;
+		size_t ngone = 0;
+		/* the inputs' unlink + fsync-dir go to the worker as well */
+		rc = hpart_compact_install(p->hist, p->cjob, p->cman, &gone, &ngone);
 		if (gone && ngone)
 			hworker_push(e, 1, p->id, 3, gone, ngone);
 		else
@@ -1424,14 +1463,31 @@ static void part_compact_finish(struct shard *sh, struct part *p)
 			char f[64];
 			snprintf(f, sizeof f, "hist/%u", p->id);
 			part_mark_corrupt(p, f, 0, "compacted segment unreadable");
-		} else if (rc) {
-			hpart_compact_abandon(p->hist, p->cjob);
 		}
 	} else {
+		hpart_man_free(p->cman);
 		hpart_compact_abandon(p->hist, p->cjob);
 	}
+	p->cman = NULL;
 	p->cjob = NULL;
 	p->compact_busy = false;
+	part_compact_finish(sh, p, rc, segs_before);
+	if (p->flush_deferred) { /* its commit waited for this store */
+		p->flush_deferred = false;
+		part_flush_finish(sh, p);
+	} else if (p->fwait_next && !p->flush_busy) {
+		p->fwait_cur = p->fwait_next;
+		p->fwait_next = NULL;
+		int s2 = part_flush_start(sh, p);
+		if (s2 != 0)
+			answer_all(&p->fwait_cur, s2 == 1 ? 0 : s2);
+	}
+}
+
+static void part_compact_finish(struct shard *sh, struct part *p, int rc,
+				size_t segs_before)
+{
+	struct pe_engine *e = sh->e;
 	if (!rc) {
 		p->compactions++;
 		/* retention marks the compaction stored: streams the memtable
@@ -1470,16 +1526,22 @@ static void handle_hist_done(struct shard *sh, struct req *r)
 	struct part *p = &sh->e->parts[r->part];
 	int kind = (int)r->from;
 	free(r);
-	if (kind == 1)
-		part_flush_finish(sh, p);
-	else
-		part_compact_finish(sh, p);
+	if (kind == 1) {
+		if (p->compact_storing) /* one manifest store at a time */
+			p->flush_deferred = true;
+		else
+			part_flush_finish(sh, p);
+	} else if (kind == 2) {
+		part_compact_ran(sh, p);
+	} else {
+		part_compact_stored(sh, p);
+	}
 }
 
 static void handle_flush(struct shard *sh, struct req *r)
 {
 	struct part *p = &sh->e->parts[r->part];
-	if (p->flush_busy) {
+	if (p->flush_busy || p->compact_storing) {
 		r->next = p->fwait_next;
 		p->fwait_next = r;
 		return;
@@ -2002,6 +2064,7 @@ static void engine_free(struct pe_engine *e)
 					hpart_close(p->hist);
 			}
 			fsrc_free(p->fsrc);
+			hpart_man_free(p->cman);
 			struct req *lists[4] = {p->fwait_cur, p->fwait_next,
 						p->cwait_cur, p->cwait_next};
 			for (int l = 0; l < 4; l++) /* waiters only exist on abort */

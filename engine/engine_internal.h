@@ -122,6 +122,10 @@ struct part {
 	struct hpart_fjob *fjob;
 	struct fsrc *fsrc;
 	struct hpart_cjob *cjob;
+	struct hman *cman;      /* compaction's new manifest, being stored by
+				   the worker (compact_storing) */
+	bool compact_storing;   /* no other manifest store until installed */
+	bool flush_deferred;    /* a finished flush waits for that install */
 	bool compact_all;       /* the running compaction merges everything */
 	int flush_rc, compact_rc; /* worker's results, read after REQ_HIST_DONE */
 	struct req *fwait_cur, *fwait_next; /* pe_flush_sync waiters */
@@ -200,7 +204,8 @@ struct shard {
 struct hjob {
 	struct hjob *next;
 	uint32_t part;
-	int kind;               /* 1 flush, 2 compaction, 3 remove files */
+	int kind;               /* 1 flush, 2 compaction, 3 remove files,
+				   4 store a compaction's manifest */
 	uint64_t *ids;          /* kind 3: segment files to remove */
 	size_t nids;
 };

@@ -950,31 +950,76 @@ int hpart_remove_files(struct pio *io, const char *dir, const uint64_t *ids,
 	return first;
 }
 
-static int compact_commit(struct hpart *h, struct hpart_cjob *j,
-			  uint64_t **ids, size_t *nids)
+int hpart_compact_prepare(struct hpart *h, struct hpart_cjob *j,
+			  struct hman **out)
 {
+	*out = NULL;
 	if (!j->ran)
 		return -PARLEY_EINVAL;
-	struct hman n;
-	int rc = man_copy(&n, &h->man);
-	if (rc)
-		return rc;
-	struct hman_seg out = { j->out_id, j->st.out.file_bytes,
-				j->cur ? j->cur->id : 0, j->st.out.entries };
-	rc = j->keep_inputs ? 0
-			    : hman_replace_segs(&n, j->in_ids, j->nin,
-						j->st.output ? &out : NULL);
-	for (size_t i = 0; i < j->nnew && !rc; i++)
-		rc = hman_set_retained(&n, j->newmarks[i].key, j->newmarks[i].klen,
-				       j->newmarks[i].first_retained);
-	if (!rc)
-		rc = hman_store(h->io, h->dir, &n);
+	struct hman *n = calloc(1, sizeof *n);
+	if (!n)
+		return -PARLEY_ENOMEM;
+	int rc = man_copy(n, &h->man);
 	if (rc) {
-		hman_free(&n);
+		free(n);
 		return rc;
 	}
+	struct hman_seg oseg = { j->out_id, j->st.out.file_bytes,
+				 j->cur ? j->cur->id : 0, j->st.out.entries };
+	rc = j->keep_inputs ? 0
+			    : hman_replace_segs(n, j->in_ids, j->nin,
+						j->st.output ? &oseg : NULL);
+	for (size_t i = 0; i < j->nnew && !rc; i++)
+		rc = hman_set_retained(n, j->newmarks[i].key, j->newmarks[i].klen,
+				       j->newmarks[i].first_retained);
+	if (rc) {
+		hman_free(n);
+		free(n);
+		return rc;
+	}
+	*out = n;
+	return 0;
+}
+
+int hpart_compact_store(struct hpart_cjob *j, struct hman *n)
+{
+	return hman_store(j->io, j->dir, n);
+}
+
+void hpart_man_free(struct hman *n)
+{
+	if (n) {
+		hman_free(n);
+		free(n);
+	}
+}
+
+int hpart_compact_install(struct hpart *h, struct hpart_cjob *j,
+			  struct hman *n, uint64_t **ids, size_t *nids)
+{
+	if (ids) {
+		*ids = NULL;
+		*nids = 0;
+	}
+	/* What changed in memory since prepare (the owner serialises every
+	 * store behind this one, so only these can have): deletion and
+	 * retention marks (they only grow: merge by max) and segment ids
+	 * handed to flush jobs begun meanwhile. Out of memory here would
+	 * leave memory and disk disagreeing: crash rather (recovery is
+	 * exact from the stored manifest and the WAL). */
+	for (size_t i = 0; i < h->man.nstreams; i++) {
+		const struct hman_stream *m = &h->man.streams[i];
+		if (m->deleted_through)
+			PARLEY_ASSERT(hman_set_deleted(n, m->key, m->klen,
+						       m->deleted_through) == 0);
+		if (m->first_retained)
+			PARLEY_ASSERT(hman_set_retained(n, m->key, m->klen,
+							m->first_retained) == 0);
+	}
+	n->next_seg_id = PARLEY_MAX(n->next_seg_id, h->man.next_seg_id);
 	hman_free(&h->man);
-	h->man = n;
+	h->man = *n;
+	free(n);
 	h->compact_busy = false;
 	/* swap readers: drop the inputs, add the output */
 	if (ids && !j->keep_inputs && j->nin) {
@@ -1006,7 +1051,7 @@ static int compact_commit(struct hpart *h, struct hpart_cjob *j,
 			       "id=%016" PRIx64 " err=%s", h->segs[i].id, parley_errname(r2));
 	}
 	h->nsegs = w;
-	rc = 0;
+	int rc = 0;
 	if (j->st.output) {
 		struct seg_reader *r;
 		rc = open_seg(h, j->out_id, &r);
@@ -1016,6 +1061,21 @@ static int compact_commit(struct hpart *h, struct hpart_cjob *j,
 	cjob_free(j);
 	gc_dicts(h);
 	return rc ? -PARLEY_ECORRUPT : 0;
+}
+
+static int compact_commit(struct hpart *h, struct hpart_cjob *j,
+			  uint64_t **ids, size_t *nids)
+{
+	struct hman *n;
+	int rc = hpart_compact_prepare(h, j, &n);
+	if (rc)
+		return rc;
+	rc = hpart_compact_store(j, n);
+	if (rc) {
+		hpart_man_free(n);
+		return rc;
+	}
+	return hpart_compact_install(h, j, n, ids, nids);
 }
 
 void hpart_abort(struct hpart *h, struct hpart_fjob *fj, struct hpart_cjob *cj)

@@ -191,6 +191,27 @@ int hpart_compact_commit(struct hpart *h, struct hpart_cjob *j);
  * partition's owner thread (an engine shard serving appends). */
 int hpart_compact_commit_defer(struct hpart *h, struct hpart_cjob *j,
 			       uint64_t **ids, size_t *nids);
+/*
+ * The same commit in three steps, so that the store (a write, fdatasync,
+ * rename and directory fsync) can run off the owner thread:
+ *   prepare (owner)   the new manifest, in memory (*out);
+ *   store (any)       hman_store of it;
+ *   install (owner)   marks and segment ids that changed in memory since
+ *                     prepare are merged in, the manifest replaces the
+ *                     current one, readers are swapped (ids as for
+ *                     _defer, may be NULL to remove the inputs here).
+ * Between prepare and install the owner must not store any other manifest
+ * (no flush commit, hpart_set_flushed or hpart_delete_through): the stored
+ * file would lose that change or this one. Marks (hpart_mark_deleted) and
+ * flush begins are fine. On a store error: hpart_man_free(n) and abandon
+ * the job.
+ */
+int hpart_compact_prepare(struct hpart *h, struct hpart_cjob *j,
+			  struct hman **out);
+int hpart_compact_store(struct hpart_cjob *j, struct hman *n);
+int hpart_compact_install(struct hpart *h, struct hpart_cjob *j,
+			  struct hman *n, uint64_t **ids, size_t *nids);
+void hpart_man_free(struct hman *n);
 /* Removes segment files that no manifest names any more (any thread).
  * Returns the first error (the rest are still tried). */
 int hpart_remove_files(struct pio *io, const char *dir, const uint64_t *ids,
