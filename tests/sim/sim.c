@@ -1433,12 +1433,18 @@ static void random_faults(struct sim *s)
 	if (chance_ppm(s, f->heal_ppm))
 		sim_heal(s);
 	if (chance_ppm(s, f->flip_ppm)) {
-		/* a minority of the voters (the smallest conf any node
-		 * holds: 3) may hold damaged entries at once */
+		/* damage stays on a minority of the voters: at most
+		 * (voters - 1) / 2 of the leader's voters at once */
 		int v = (int)rnd(s, n);
-		if (s->nodes[v].id && !s->nodes[v].removed &&
-		    damaged_nodes(s) < 1)
-			sim_flip(s, v, 0);
+		int l = sim_leader(s, 0);
+		if (l >= 0 && s->nodes[v].id && !s->nodes[v].removed) {
+			const struct raft_conf *c = raft_conf(s->nodes[l].rep[0].raft);
+			uint32_t voters = 0;
+			for (uint32_t k = 0; k < c->n; k++)
+				voters += c->roles[k] == RAFT_VOTER;
+			if (damaged_nodes(s) < (voters - 1) / 2)
+				sim_flip(s, v, 0);
+		}
 	}
 	if (chance_ppm(s, f->jump_ppm)) {
 		int v = (int)rnd(s, n);
