@@ -273,8 +273,11 @@ static bool node_ready(struct cluster *c, struct node *nd)
 		raft_advance(nd->r);
 		return false;
 	}
-	/* 1. persist (instantly): entries (truncating first), repairs, hs */
+	/* 1. persist (instantly): truncation, entries (truncating first),
+	 * repairs, hs */
 	PARLEY_ASSERT(!rd->has_chunk && !rd->has_install);
+	if (rd->truncate_from && rd->truncate_from <= nd->n_log)
+		nd->n_log = rd->truncate_from - 1;
 	if (rd->n_entries) {
 		uint64_t first = rd->entries[0].index;
 		PARLEY_ASSERT(first >= 1 && first <= nd->n_log + 1);

@@ -280,6 +280,8 @@ static bool node_ready(struct tnode *n)
 			memcpy(n->rx_data + rd->chunk_offset, rd->chunk, rd->chunk_len);
 		n->rx_bytes += rd->chunk_len;
 	}
+	if (rd->truncate_from && rd->truncate_from <= n->last)
+		n->last = rd->truncate_from - 1;
 	if (rd->n_entries) {
 		uint64_t first = rd->entries[0].index;
 		cr_assert(first >= 1 && first <= n->last + 1);
@@ -301,7 +303,8 @@ static bool node_ready(struct tnode *n)
 		memcpy(n->snap_data, n->rx_data, SNAP_BYTES);
 		n->sm = le_get64(n->snap_data);
 		n->applied = rd->install.index;
-		n->last = rd->install.index; /* the log is replaced */
+		if (!rd->install_keeps_tail || n->last < rd->install.index)
+			n->last = rd->install.index; /* the log is replaced */
 		n->rx = (struct raft_snapshot_meta){0};
 		n->rx_bytes = 0;
 	}
