@@ -688,7 +688,8 @@ Test(segment, fortunes_ratio_with_and_without_dictionary)
 		cr_assert_eq(seg_writer_new(io, "p7", 20 + (uint64_t)with, &wo, &w), 0);
 		uint64_t seq = 0;
 		for (size_t i = 1; i < c.n; i += 2) {
-			struct pe_entry e = { .seq = ++seq, .ts_ms = 1763900000000ull + seq * 1000,
+			seq++; /* initialisers are unsequenced: bump it first */
+			struct pe_entry e = { .seq = seq, .ts_ms = 1763900000000ull + seq * 1000,
 					      .type = 1, .len = (uint32_t)c.mlen[i],
 					      .payload = (const uint8_t *)c.text + c.off[i] };
 			cr_assert_eq(seg_writer_add(w, "c/fortunes", 10, &e), 0);
