@@ -15,9 +15,10 @@
 
 #define SCN_CHECK(s, cond, ...)                                                \
 	do {                                                                   \
-		if (!(cond))                                                   \
-			sim_fail((s), "scenario check failed: " #cond ": "     \
-				      __VA_ARGS__);                            \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "scenario check failed: %s\n", #cond);  \
+			sim_fail((s), __VA_ARGS__);                            \
+		}                                                              \
 	} while (0)
 
 static inline void scn_opts(struct sim_opts *o, uint64_t seed)

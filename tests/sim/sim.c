@@ -1159,6 +1159,11 @@ void sim_clients(struct sim *s, uint32_t ppm)
 	s->o.client_ppm = ppm;
 }
 
+void sim_snapshots(struct sim *s, uint32_t every)
+{
+	s->o.snapshot_every = every;
+}
+
 static uint32_t damaged_nodes(struct sim *s)
 {
 	uint32_t n = 0;

@@ -110,6 +110,8 @@ void sim_cut(struct sim *s, int from, int to);           /* one way */
 void sim_heal(struct sim *s);
 void sim_set_faults(struct sim *s, const struct sim_faults *f);
 void sim_clients(struct sim *s, uint32_t client_ppm);
+/* Applied entries between snapshots (0 = no new snapshots). */
+void sim_snapshots(struct sim *s, uint32_t every);
 /* Flip a bit in node's stored entry at `index` (0 = a random committed
  * one); returns the index flipped or 0. */
 uint64_t sim_flip(struct sim *s, int slot, uint64_t index);
