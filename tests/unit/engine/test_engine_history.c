@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "parley_engine.h"
 
 static struct pio *io;
@@ -1055,4 +1056,99 @@ Test(history, wal_batch_ending_just_before_a_block_boundary_recovers)
 		cr_assert_eq(pe_meta_sync(eng, "c/x", 3, &m), 0);
 		cr_assert_eq(m.last_seq, 2);
 	}
+}
+
+/* ---- faults in the history write path ------------------------------------------ */
+
+static uint64_t fake_now = 1000000000000ull;
+static uint64_t fake_clock(void *arg)
+{
+	(void)arg;
+	return __atomic_load_n(&fake_now, __ATOMIC_SEQ_CST);
+}
+
+Test(history, retention_by_age_trims_old_entries_at_compaction)
+{
+	struct pe_retention_rule rules[] = {
+		{.prefix = "o/", .plen = 2, .max_age_ms = 7ull * 86400000},
+	};
+	struct pe_options o = opts();
+	o.dir = "/age";
+	o.retention = rules;
+	o.nretention = 1;
+	o.clock_ms = fake_clock;
+	reopen_with(o);
+	append_n("o/outbox", 1, 40);  /* at day 0 */
+	append_n("c/conv", 1, 40);
+	__atomic_store_n(&fake_now, fake_now + 6ull * 86400000, __ATOMIC_SEQ_CST);
+	append_n("o/outbox", 41, 10); /* at day 6 */
+	flush_all();
+	__atomic_store_n(&fake_now, fake_now + 2ull * 86400000, __ATOMIC_SEQ_CST);
+	compact_all(true);            /* day 8: the day-0 entries are past 7 days */
+	struct pe_meta m;
+	cr_assert_eq(pe_meta_sync(eng, "o/outbox", 8, &m), 0);
+	cr_assert_eq(m.first_seq, 41, "first %llu", (unsigned long long)m.first_seq);
+	cr_assert_eq(m.last_seq, 50);
+	expect_trimmed("o/outbox", 1, 41);
+	check_range("o/outbox", 41, 50, 4);
+	check_range("c/conv", 1, 40, 16); /* no rule for c/: kept */
+	crash_and_reopen(false);
+	expect_trimmed("o/outbox", 40, 41);
+	check_range("o/outbox", 41, 50, 4);
+}
+
+Test(history, failed_segment_write_keeps_everything_in_memory_and_retries)
+{
+	append_n("c/e", 1, 300);
+	uint32_t p = pe_partition_of(eng, "c/e", 3);
+	pio_mem_inject(io, PIO_FAULT_ENOSPC, 1); /* the segment's first write */
+	cr_assert_neq(pe_flush_sync(eng, p), 0);
+	struct pe_partition_status st;
+	cr_assert_eq(pe_partition_status(eng, p, &st), 0);
+	cr_assert_eq(st.segments, 0);
+	cr_assert_eq(st.state, PE_PART_OK);
+	check_range("c/e", 1, 300, 64);
+	cr_assert_eq(pe_flush_sync(eng, p), 0); /* retried: works */
+	cr_assert_eq(pe_partition_status(eng, p, &st), 0);
+	cr_assert_eq(st.segments, 1);
+	crash_and_reopen(true);
+	check_range("c/e", 1, 300, 64);
+	append_n("c/e", 301, 2);
+}
+
+static void put_file(const char *path, const void *b, size_t n)
+{
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, path, PIO_CREATE, &f), 0);
+	cr_assert_eq(io->ops->pwrite(io, f, b, n, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	io->ops->close(io, f);
+}
+
+/* What a crash in the middle of a flush or a compaction leaves: a torn
+ * temp file and a complete-looking segment no manifest names. Neither is
+ * read; open removes both. */
+Test(history, torn_and_orphan_segment_files_are_ignored_and_removed)
+{
+	append_n("c/o", 1, 100);
+	uint32_t p = pe_partition_of(eng, "c/o", 3);
+	cr_assert_eq(pe_flush_sync(eng, p), 0);
+	append_n("c/o", 101, 20);
+	pe_close(eng);
+	eng = NULL;
+	char tmp[128], orphan[128];
+	snprintf(tmp, sizeof tmp, "/data/hist/%u/seg-0000000000000007.pseg.tmp", p);
+	snprintf(orphan, sizeof orphan, "/data/hist/%u/seg-0000000000000008.pseg", p);
+	static uint8_t junk[5000];
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (uint8_t)(i * 131 + 7);
+	put_file(tmp, junk, 1234);
+	put_file(orphan, junk, sizeof junk);
+	cr_assert_eq(pe_open(&base, &eng), 0);
+	check_range("c/o", 1, 120, 50);
+	cr_assert_eq(pio_mem_file_size(io, tmp), -ENOENT);
+	cr_assert_eq(pio_mem_file_size(io, orphan), -ENOENT);
+	struct pe_partition_status st;
+	cr_assert_eq(pe_partition_status(eng, p, &st), 0);
+	cr_assert_eq(st.segments, 1);
 }
