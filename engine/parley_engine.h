@@ -156,7 +156,8 @@ enum pe_part_state { PE_PART_OK = 0, PE_PART_CORRUPT = 1 };
 struct pe_partition_status {
 	enum pe_part_state state;
 	uint64_t streams;
-	uint64_t entries;           /* in memory */
+	uint64_t entries;           /* in memory (the memtable; flushed
+				       entries are in the segments below) */
 	uint64_t mem_bytes;
 	uint64_t last_index;        /* last WAL (log) index applied */
 	char error[256];            /* for CORRUPT: "wal-...log offset N: ..." */
@@ -261,7 +262,12 @@ struct pe_read_req {
 #define PE_MAX_READ 1000u
 
 struct pe_read_result {
-	int err;                 /* 0, -PARLEY_ECORRUPT, -PARLEY_ETRIMMED */
+	int err;                 /* 0, -PARLEY_ECORRUPT (a history block failed
+				    its checksum: the log names segment and
+				    block; never wrong data), -PARLEY_ETRIMMED
+				    (the read starts below first_seq: deleted
+				    or past retention; first_seq says where
+				    the stream now begins) */
 	const struct pe_entry *entries; /* valid only during the callback */
 	uint32_t count;
 	uint64_t first_seq;      /* first retained seq (0 if stream empty) */
@@ -281,7 +287,9 @@ int pe_read_sync(struct pe_engine *e, const struct pe_read_req *req,
 		 struct pe_read_result *meta);
 
 struct pe_meta {
-	uint64_t first_seq; /* 0 when empty */
+	uint64_t first_seq; /* first visible seq; 0 when the stream never had
+			       an entry; last_seq + 1 when every entry was
+			       deleted or expired (seqs are never reused) */
 	uint64_t last_seq;  /* 0 when empty */
 	uint64_t last_ts_ms;
 };
