@@ -428,6 +428,7 @@ struct collect {
 	int trimmed;
 	uint64_t trimmed_to;
 	bool closed;
+	int err;
 };
 
 static enum pe_sub_ret collect_cb(void *arg, struct pe_sub *sub,
@@ -455,6 +456,7 @@ static enum pe_sub_ret collect_cb(void *arg, struct pe_sub *sub,
 		c->trimmed_to = u->next_seq;
 	} else {
 		c->closed = true;
+		c->err = u->err;
 	}
 	pthread_mutex_unlock(&c->mu);
 	return PE_SUB_CONTINUE;
@@ -546,6 +548,25 @@ Test(history, bit_flip_in_a_block_is_an_error_naming_segment_and_block)
 	uint32_t n;
 	for (int i = 0; i < 2; i++) /* and again: never wrong data */
 		cr_assert_eq(pe_read_sync(eng, &q, &es, &n, NULL), -PARLEY_ECORRUPT);
+	/* a tail starting in the damaged block is closed with the error */
+	struct collect c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct pe_sub *sub;
+	cr_assert_eq(pe_subscribe(eng, "c/f", 3, 1, collect_cb, &c, &sub), 0);
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&c.mu);
+		bool closed = c.closed;
+		pthread_mutex_unlock(&c.mu);
+		if (closed)
+			break;
+		usleep(1000);
+	}
+	pthread_mutex_lock(&c.mu);
+	cr_assert(c.closed);
+	cr_assert_eq(c.err, -PARLEY_ECORRUPT);
+	cr_assert_eq(c.n, 0); /* nothing delivered from the bad block */
+	pthread_mutex_unlock(&c.mu);
+	cr_assert_eq(pe_unsubscribe(sub, NULL, NULL), 0);
+	free(c.seqs);
 	/* offline verify names the file and the block */
 	struct verify_ctx {
 		int err;
