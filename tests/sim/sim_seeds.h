@@ -3,6 +3,9 @@
  * make test) and test_sim_long (make test-long): runs seeds base..base+n-1
  * with a mix of cluster sizes and fault profiles derived from the seed, and
  * prints totals (seeds, simulated steps, units, acked writes).
+ * Environment: PARLEY_SIM_SEED (one seed), PARLEY_SIM_BASE / PARLEY_SIM_SEEDS
+ * (a range), PARLEY_SIM_UNITS (run length), PARLEY_SIM_VERBOSE, and
+ * PARLEY_SIM_TRACE=<time> (print every delivered message from then on).
  */
 #ifndef SIM_SEEDS_H
 #define SIM_SEEDS_H
@@ -95,6 +98,9 @@ static inline int sim_seeds_main(const char *name, uint64_t base, uint64_t n,
 	const char *u = getenv("PARLEY_SIM_UNITS");
 	if (u && *u)
 		units = strtoull(u, NULL, 0);
+	const char *b = getenv("PARLEY_SIM_BASE");
+	if (b && *b)
+		base = strtoull(b, NULL, 0);
 	const char *ns = getenv("PARLEY_SIM_SEEDS");
 	if (ns && *ns)
 		n = strtoull(ns, NULL, 0);
