@@ -341,9 +341,15 @@ static void clock_raise(struct chat_clock *c, uint64_t floor)
 
 /* ---- the fan-out service -------------------------------------------------------------- */
 
+/* Link of the outstanding list; a separate type so that the list's
+ * sentinel in struct chat is not a struct with a flexible array. */
+struct jlink {
+	struct jlink *prev, *next;
+};
+
 struct job {
+	struct jlink link;     /* first: outstanding list (watermark) */
 	struct job *next;      /* queue (fan-out thread) */
-	struct job *lprev, *lnext; /* outstanding list (watermark) */
 	struct chat *c;
 	uint64_t seq, ts;
 	unsigned pending;      /* appends not yet completed */
@@ -357,7 +363,7 @@ struct chat {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;       /* queue non-empty / stop / outstanding drained */
 	struct job *qhead, *qtail;
-	struct job outstanding;  /* sentinel of the outstanding list */
+	struct jlink outstanding; /* sentinel of the outstanding list */
 	uint64_t npending;
 	bool stop;
 	pthread_t thr;
@@ -372,8 +378,8 @@ static const char WM_KEY[] = "s/fanout";
 
 static void job_done_locked(struct chat *c, struct job *j)
 {
-	j->lprev->lnext = j->lnext;
-	j->lnext->lprev = j->lprev;
+	j->link.prev->next = j->link.next;
+	j->link.next->prev = j->link.prev;
 	c->npending--;
 	free(j);
 	pthread_cond_broadcast(&c->cv);
@@ -427,10 +433,12 @@ static uint64_t watermark_now(struct chat *c)
 	uint64_t now = chat_clock_ms(c->clock);
 	uint64_t w = now > CHAT_FANOUT_MARGIN_MS ? now - CHAT_FANOUT_MARGIN_MS : 0;
 	pthread_mutex_lock(&c->mu);
-	for (struct job *j = c->outstanding.lnext; j != &c->outstanding;
-	     j = j->lnext)
+	for (struct jlink *l = c->outstanding.next; l != &c->outstanding;
+	     l = l->next) {
+		const struct job *j = (const struct job *)l; /* link is first */
 		if (j->ts < w)
 			w = j->ts;
+	}
 	pthread_mutex_unlock(&c->mu);
 	return w;
 }
@@ -539,10 +547,10 @@ void chat_fanout_submit(struct chat *c, const char *conv, size_t len,
 	j->len = (uint16_t)len;
 	memcpy(j->conv, conv, len);
 	pthread_mutex_lock(&c->mu);
-	j->lnext = &c->outstanding;
-	j->lprev = c->outstanding.lprev;
-	c->outstanding.lprev->lnext = j;
-	c->outstanding.lprev = j;
+	j->link.next = &c->outstanding;
+	j->link.prev = c->outstanding.prev;
+	c->outstanding.prev->next = &j->link;
+	c->outstanding.prev = &j->link;
 	c->npending++;
 	if (ts_ms > c->last_job_ts)
 		c->last_job_ts = ts_ms;
@@ -746,7 +754,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->clock = clock;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
-	c->outstanding.lnext = c->outstanding.lprev = &c->outstanding;
+	c->outstanding.next = c->outstanding.prev = &c->outstanding;
 	int rc = recover(c);
 	if (rc) {
 		free(c);
