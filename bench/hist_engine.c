@@ -27,6 +27,7 @@
  * chat messages (~1k distinct messages, reused in rotation).
  *
  * Usage: parley-hist-engine [--dir DIR] [--rate N] [--seconds S]
+ *                           [--compaction-rate BYTES_PER_S]
  *                           [--redis-server PATH]
  * Exits 77 when the corpus is missing. Data under DIR is removed at the end.
  */
@@ -56,6 +57,7 @@
 
 /* ---- corpus ----------------------------------------------------------------- */
 
+static uint64_t compaction_rate; /* 0 = engine default */
 static char **msgs;
 static uint32_t *mlens;
 static size_t nmsgs;
@@ -279,7 +281,8 @@ static void part_a(const char *dir, uint64_t rate, double secs)
 	char d[700];
 	snprintf(d, sizeof d, "%s/a", dir);
 	struct pe_options o = {.dir = d, .partitions = 4, .shards = 1,
-			       .memtable_bytes = 8u << 20, .no_auto_compact = true};
+			       .memtable_bytes = 8u << 20, .no_auto_compact = true,
+			       .compaction_rate = compaction_rate};
 	struct pe_engine *e;
 	if (pe_open(&o, &e)) {
 		fprintf(stderr, "open %s failed\n", d);
@@ -323,7 +326,8 @@ static void part_a(const char *dir, uint64_t rate, double secs)
 	n = run_open_loop(e, rate, secs, 4000, lat);
 	report("compaction idle (again)", lat, n);
 	printf("\ncompactions completed while running: %" PRIu64 " in %.1f s "
-	       "(compaction_rate default 32 MiB/s)\n", c.rounds, cs);
+	       "(compaction_rate %" PRIu64 " B/s)\n", c.rounds, cs,
+	       compaction_rate ? compaction_rate : (uint64_t)32 << 20);
 	free(lat);
 	pe_close(e);
 }
@@ -514,6 +518,8 @@ int main(int argc, char **argv)
 			rate = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			secs = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--compaction-rate") && i + 1 < argc)
+			compaction_rate = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--redis-server") && i + 1 < argc)
 			redis_server = argv[++i];
 		else {
