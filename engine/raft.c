@@ -1290,8 +1290,15 @@ static void handle_append_resp(struct raft *r, struct raft_progress *p,
 	} else {
 		infl_free_to(p, m->index);
 	}
-	if (progressed)
+	if (progressed) {
+		uint64_t id = p->id;
 		maybe_commit(r);
+		/* a committed membership change rebuilds r->pr: p may now be
+		 * a wiped slot (the sender was removed) or another member's */
+		p = pr_find(r, id);
+		if (!p)
+			return;
+	}
 	if (r->role != RAFT_LEADER)
 		return;
 	if (r->transfer_to == p->id && p->match == last_index(r)) {

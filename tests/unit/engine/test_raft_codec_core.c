@@ -57,7 +57,7 @@ static struct parley_rng g_rng;
 static int g_drop_pct, g_dup_pct;
 static bool g_cut[NODES + 1]; /* node id -> isolated */
 static uint64_t g_seen[RAFT_MSG_TYPE_COUNT];
-static uint64_t g_frames, g_msgs, g_bytes, g_to_zero;
+static uint64_t g_frames, g_msgs, g_bytes;
 static uint8_t g_wire[RAFT_CODEC_MAX_FRAME_DEFAULT];
 static uint8_t g_arena_mem[RAFT_CODEC_ARENA_BYTES(RAFT_CODEC_MAX_BATCH,
 						  RAFT_CODEC_MAX_BATCH, 0)];
@@ -168,23 +168,10 @@ static void send_all(const struct raft_msg *m, uint32_t n)
 				done[k] = true;
 			}
 		cr_assert(m[i].from >= 1 && m[i].from <= NODES);
-		if (m[i].to == 0) {
-			/*
-			 * KNOWN CORE BUG (raft.c da8b262, reported with this
-			 * test): handle_append_resp() keeps its progress
-			 * pointer across maybe_commit(), which may apply a
-			 * committed membership change and rebuild r->pr; after
-			 * a REMOVE the pointer can land on a zeroed slot and
-			 * the leader sends a message to node 0. A transport
-			 * cannot route it: dropped here and counted. With
-			 * PARLEY_RAFT_STRICT=1 it fails the test instead.
-			 */
-			g_to_zero += g;
-			cr_assert(!getenv("PARLEY_RAFT_STRICT"),
-				  "the core sent %u message(s) (first: %s) to node 0", g,
-				  raft_msg_type_name(grp[0].type));
-			continue;
-		}
+		/* raft.c once kept a progress pointer across a committed
+		 * REMOVE and sent to node 0 (seed 102): never again */
+		cr_assert_neq(m[i].to, 0, "the core sent %u message(s) (first: %s) to node 0",
+			      g, raft_msg_type_name(grp[0].type));
 		cr_assert(m[i].to <= NODES, "message to unknown node %llu",
 			  (unsigned long long)m[i].to);
 		int len = raft_codec_encode(g_wire, sizeof g_wire, grp, g);
@@ -540,10 +527,6 @@ Test(raft_codec_core, every_core_message_crosses_the_wire)
 		fprintf(stderr, " %s=%llu", raft_msg_type_name((uint8_t)t),
 			(unsigned long long)g_seen[t]);
 	fprintf(stderr, "\n");
-	if (g_to_zero)
-		fprintf(stderr, "test_raft_codec_core: KNOWN CORE BUG: %llu message(s) "
-			"addressed to node 0 were dropped (see the comment in send_all)\n",
-			(unsigned long long)g_to_zero);
 	for (int t = 1; t < RAFT_MSG_TYPE_COUNT; t++)
 		cr_expect_gt(g_seen[t], 0, "no %s crossed the wire",
 			     raft_msg_type_name((uint8_t)t));
