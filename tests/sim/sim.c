@@ -707,6 +707,11 @@ static struct net_msg *msg_copy(const struct raft_msg *m)
 static void net_send(struct sim *s, int from_slot, const struct raft_msg *m)
 {
 	s->msgs_sent++;
+	if (m->to == 0 || m->to == m->from || m->to >= s->next_id ||
+	    m->from != s->nodes[from_slot].id)
+		sim_fail(s, "slot %d sent %s from %" PRIu64 " to %" PRIu64
+			    " (no such peer)",
+			 from_slot, raft_msg_type_name(m->type), m->from, m->to);
 	int to = slot_of(s, m->to);
 	if (to < 0)
 		return;
