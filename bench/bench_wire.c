@@ -24,28 +24,6 @@
 
 /* ---- JWT -------------------------------------------------------------------- */
 
-static size_t b64url(const uint8_t *in, size_t n, char *out)
-{
-	static const char tab[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)in[i + 1] << 8;
-		if (i + 2 < n)
-			v |= in[i + 2];
-		out[o++] = tab[(v >> 18) & 63];
-		out[o++] = tab[(v >> 12) & 63];
-		if (i + 1 < n)
-			out[o++] = tab[(v >> 6) & 63];
-		if (i + 2 < n)
-			out[o++] = tab[v & 63];
-	}
-	out[o] = 0;
-	return o;
-}
-
 int bench_jwt_hs256(const struct jwt_params *p, const char *sub, char *out,
 		    size_t cap)
 {
@@ -63,16 +41,16 @@ int bench_jwt_hs256(const struct jwt_params *p, const char *sub, char *out,
 		return -EINVAL;
 	static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	char signing[2048];
-	size_t o = b64url((const uint8_t *)hdr, sizeof hdr - 1, signing);
+	size_t o = parley_b64url_encode(hdr, sizeof hdr - 1, signing);
 	signing[o++] = '.';
-	o += b64url((const uint8_t *)claims, (size_t)n, signing + o);
+	o += parley_b64url_encode(claims, (size_t)n, signing + o);
 	uint8_t mac[EVP_MAX_MD_SIZE];
 	unsigned maclen = 0;
 	if (!HMAC(EVP_sha256(), p->secret, (int)strlen(p->secret),
 		  (const uint8_t *)signing, o, mac, &maclen))
 		return -EIO;
 	char sig[128];
-	size_t sl = b64url(mac, maclen, sig);
+	size_t sl = parley_b64url_encode(mac, maclen, sig);
 	if (o + 1 + sl + 1 > cap)
 		return -ENOSPC;
 	memcpy(out, signing, o);
