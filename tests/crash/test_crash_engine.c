@@ -26,11 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crash_driver.h"
 #include "parley_engine.h"
 
 #define NSTREAMS 16
 #define INFLIGHT_PER_STREAM 4
-#define ACK_SIZE 32
 
 static int ack_fd;
 static uint32_t cycle_no;
@@ -119,13 +119,8 @@ static void child_main(const char *dir)
 		pause(); /* the parent kills us */
 }
 
-struct ack {
-	uint32_t stream;
-	uint64_t seq;
-	uint8_t producer[PE_PRODUCER_LEN];
-};
 
-static int verify(const char *dir, struct ack *acks, size_t nacks,
+static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		  uint64_t *entries_out)
 {
 	struct pe_options o = {.dir = dir};
@@ -184,7 +179,7 @@ static int verify(const char *dir, struct ack *acks, size_t nacks,
 		entries += counts[s];
 	}
 	for (size_t i = 0; i < nacks && bad < 10; i++) {
-		struct ack *a = &acks[i];
+		struct crash_ack *a = &acks[i];
 		if (a->seq == 0 || a->seq > counts[a->stream]) {
 			fprintf(stderr, "verify: LOST acked entry stream %u seq %"
 				PRIu64 " (stream has %" PRIu64 ")\n", a->stream,
@@ -202,7 +197,7 @@ static int verify(const char *dir, struct ack *acks, size_t nacks,
 	}
 	/* idempotent retry of a few acked entries gives back the original seq */
 	for (size_t i = 0; i < nacks && i < 64 && !bad; i += 7) {
-		struct ack *a = &acks[nacks - 1 - i];
+		struct crash_ack *a = &acks[nacks - 1 - i];
 		char key[16];
 		stream_key(a->stream, key);
 		struct pe_input in = {.len = 5, .payload = "retry"};
@@ -226,112 +221,29 @@ static int verify(const char *dir, struct ack *acks, size_t nacks,
 	return bad ? 1 : 0;
 }
 
+static void child_entry(const char *dir, int fd, uint32_t cycle)
+{
+	ack_fd = fd;
+	cycle_no = cycle;
+	child_main(dir);
+}
+
+static void summary(int cycles, size_t nacks, uint64_t entries, int failed)
+{
+	printf("crash test: %d cycles, %zu acknowledged appends checked, %" PRIu64
+	       " entries on disk, %s\n", cycles, nacks, entries,
+	       failed ? "FAILED" : "nothing lost");
+}
+
 int main(void)
 {
-	const char *ev = getenv("PARLEY_SEED");
-	uint64_t seed = ev ? strtoull(ev, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-	int cycles = 25;
-	if (getenv("PARLEY_LONG"))
-		cycles = 300;
-	if (getenv("PARLEY_CRASH_CYCLES"))
-		cycles = atoi(getenv("PARLEY_CRASH_CYCLES"));
-	printf("crash test: seed=%" PRIu64 " cycles=%d (replay: PARLEY_SEED=%" PRIu64
-	       ")\n", seed, cycles, seed);
-	fflush(stdout);
-	struct parley_rng rng = {seed};
-	char dir[] = "/tmp/parley-crash-XXXXXX";
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	char data[64];
-	snprintf(data, sizeof data, "%s/data", dir);
-	parley_log_set_level(PLOG_WARN);
-
-	size_t cap = 1 << 16, nacks = 0;
-	struct ack *acks = malloc(cap * sizeof *acks);
-	uint64_t total_entries = 0;
-	int failed = 0;
-	for (int c = 0; c < cycles && !failed; c++) {
-		int fds[2];
-		if (pipe(fds)) {
-			perror("pipe");
-			return 1;
-		}
-		cycle_no = (uint32_t)c;
-		pid_t pid = fork();
-		if (pid == 0) {
-			close(fds[0]);
-			ack_fd = fds[1];
-			child_main(data);
-		}
-		close(fds[1]);
-		/* let it run 20..250 ms, reading acks meanwhile */
-		uint64_t run_ns = (20 + parley_rng_below(&rng, 230)) * 1000000ull;
-		uint64_t start = parley_mono_ns();
-		uint8_t buf[ACK_SIZE * 256];
-		size_t have = 0;
-		bool killed = false;
-		for (;;) {
-			if (!killed && parley_mono_ns() - start > run_ns) {
-				kill(pid, SIGKILL);
-				killed = true;
-			}
-			/* non-blocking-ish: poll with a short timeout */
-			fd_set rs;
-			FD_ZERO(&rs);
-			FD_SET(fds[0], &rs);
-			struct timeval tv = {0, 2000};
-			int pr = select(fds[0] + 1, &rs, NULL, NULL, &tv);
-			if (pr < 0 && errno == EINTR)
-				continue;
-			if (pr <= 0)
-				continue;
-			ssize_t n = read(fds[0], buf + have, sizeof buf - have);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break; /* child gone, pipe drained */
-			have += (size_t)n;
-			size_t full = have / ACK_SIZE * ACK_SIZE;
-			for (size_t off = 0; off < full; off += ACK_SIZE) {
-				if (nacks == cap) {
-					cap *= 2;
-					acks = realloc(acks, cap * sizeof *acks);
-				}
-				struct ack *a = &acks[nacks++];
-				a->stream = le_get32(buf + off);
-				a->seq = le_get64(buf + off + 8);
-				memcpy(a->producer, buf + off + 16, PE_PRODUCER_LEN);
-			}
-			memmove(buf, buf + full, have - full);
-			have -= full;
-		}
-		close(fds[0]);
-		int status;
-		waitpid(pid, &status, 0);
-		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-			fprintf(stderr, "cycle %d: child exited on its own (status %d)\n",
-				c, status);
-			failed = 1;
-			break;
-		}
-		if (verify(data, acks, nacks, &total_entries)) {
-			fprintf(stderr, "cycle %d FAILED (seed %" PRIu64 ")\n", c, seed);
-			failed = 1;
-		}
-	}
-	printf("crash test: %d cycles, %zu acknowledged appends checked, %" PRIu64
-	       " entries on disk, %s\n", cycles, nacks, total_entries,
-	       failed ? "FAILED" : "nothing lost");
-	free(acks);
-	if (!failed) {
-		char cmd[128];
-		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", dir);
-	} else {
-		fprintf(stderr, "data kept in %s\n", dir);
-	}
-	return failed;
+	const struct crash_driver d = {
+		.name = "crash test",
+		.run_min_ms = 20,
+		.run_span_ms = 230,
+		.child = child_entry,
+		.verify = verify,
+		.summary = summary,
+	};
+	return crash_driver_main(&d);
 }

@@ -33,11 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crash_driver.h"
 #include "parley_engine.h"
 
 #define NSTREAMS 16
 #define INFLIGHT_PER_STREAM 4
-#define ACK_SIZE 32
 
 static int ack_fd;
 static uint32_t cycle_no;
@@ -177,16 +177,11 @@ static void child_main(const char *dir)
 		pause(); /* the parent kills us */
 }
 
-struct ack {
-	uint32_t stream;
-	uint64_t seq;
-	uint8_t producer[PE_PRODUCER_LEN];
-};
 
 static uint64_t deleted_through; /* acked deletions of stream 0 */
 static uint64_t hist_segments;   /* live segments seen by the last verify */
 
-static int verify(const char *dir, struct ack *acks, size_t nacks,
+static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		  uint64_t *entries_out)
 {
 	struct pe_options o = {.dir = dir};
@@ -275,7 +270,7 @@ static int verify(const char *dir, struct ack *acks, size_t nacks,
 			bad++;
 		}
 	for (size_t i = 0; i < nacks && bad < 10; i++) {
-		struct ack *a = &acks[i];
+		struct crash_ack *a = &acks[i];
 		if (a->stream == 0 && a->seq < firsts[0])
 			continue; /* deleted (acked or not, the delete is durable) */
 		if (a->seq < firsts[a->stream] ||
@@ -296,7 +291,7 @@ static int verify(const char *dir, struct ack *acks, size_t nacks,
 	}
 	/* idempotent retry of a few acked entries gives back the original seq */
 	for (size_t i = 0; i < nacks && i < 64 && !bad; i += 7) {
-		struct ack *a = &acks[nacks - 1 - i];
+		struct crash_ack *a = &acks[nacks - 1 - i];
 		char key[16];
 		stream_key(a->stream, key);
 		struct pe_input in = {.len = 5, .payload = "retry"};
@@ -332,120 +327,43 @@ static int verify(const char *dir, struct ack *acks, size_t nacks,
 	return bad ? 1 : 0;
 }
 
-int main(void)
+static void child_entry(const char *dir, int fd, uint32_t cycle)
 {
-	const char *ev = getenv("PARLEY_SEED");
-	uint64_t seed = ev ? strtoull(ev, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-	int cycles = 25;
-	if (getenv("PARLEY_LONG"))
-		cycles = 300;
-	if (getenv("PARLEY_CRASH_CYCLES"))
-		cycles = atoi(getenv("PARLEY_CRASH_CYCLES"));
-	printf("history crash test: seed=%" PRIu64 " cycles=%d (replay: PARLEY_SEED=%" PRIu64
-	       ")\n", seed, cycles, seed);
-	fflush(stdout);
-	struct parley_rng rng = {seed};
-	char dir[] = "/tmp/parley-hcrash-XXXXXX";
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	char data[64];
-	snprintf(data, sizeof data, "%s/data", dir);
-	parley_log_set_level(PLOG_WARN);
+	ack_fd = fd;
+	cycle_no = cycle;
+	child_main(dir);
+}
 
-	size_t cap = 1 << 16, nacks = 0;
-	struct ack *acks = malloc(cap * sizeof *acks);
-	uint64_t total_entries = 0;
-	int failed = 0;
-	for (int c = 0; c < cycles && !failed; c++) {
-		int fds[2];
-		if (pipe(fds)) {
-			perror("pipe");
-			return 1;
-		}
-		cycle_no = (uint32_t)c;
-		pid_t pid = fork();
-		if (pid == 0) {
-			close(fds[0]);
-			ack_fd = fds[1];
-			child_main(data);
-		}
-		close(fds[1]);
-		/* let it run 20..250 ms, reading acks meanwhile */
-		uint64_t run_ns = (50 + parley_rng_below(&rng, 350)) * 1000000ull;
-		uint64_t start = parley_mono_ns();
-		uint8_t buf[ACK_SIZE * 256];
-		size_t have = 0;
-		bool killed = false;
-		for (;;) {
-			if (!killed && parley_mono_ns() - start > run_ns) {
-				kill(pid, SIGKILL);
-				killed = true;
-			}
-			/* non-blocking-ish: poll with a short timeout */
-			fd_set rs;
-			FD_ZERO(&rs);
-			FD_SET(fds[0], &rs);
-			struct timeval tv = {0, 2000};
-			int pr = select(fds[0] + 1, &rs, NULL, NULL, &tv);
-			if (pr < 0 && errno == EINTR)
-				continue;
-			if (pr <= 0)
-				continue;
-			ssize_t n = read(fds[0], buf + have, sizeof buf - have);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break; /* child gone, pipe drained */
-			have += (size_t)n;
-			size_t full = have / ACK_SIZE * ACK_SIZE;
-			for (size_t off = 0; off < full; off += ACK_SIZE) {
-				if (nacks == cap) {
-					cap *= 2;
-					acks = realloc(acks, cap * sizeof *acks);
-				}
-				if (le_get32(buf + off) == DELETE_MARK) {
-					uint64_t t = le_get64(buf + off + 8);
-					if (t > deleted_through)
-						deleted_through = t;
-					continue;
-				}
-				struct ack *a = &acks[nacks++];
-				a->stream = le_get32(buf + off);
-				a->seq = le_get64(buf + off + 8);
-				memcpy(a->producer, buf + off + 16, PE_PRODUCER_LEN);
-			}
-			memmove(buf, buf + full, have - full);
-			have -= full;
-		}
-		close(fds[0]);
-		int status;
-		waitpid(pid, &status, 0);
-		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-			fprintf(stderr, "cycle %d: child exited on its own (status %d)\n",
-				c, status);
-			failed = 1;
-			break;
-		}
-		if (verify(data, acks, nacks, &total_entries)) {
-			fprintf(stderr, "cycle %d FAILED (seed %" PRIu64 ")\n", c, seed);
-			failed = 1;
-		}
-	}
+/* Acknowledged deletions of stream 0 travel in the ack pipe too. */
+static bool delete_record(const uint8_t *rec)
+{
+	if (le_get32(rec) != DELETE_MARK)
+		return false;
+	uint64_t t = le_get64(rec + 8);
+	if (t > deleted_through)
+		deleted_through = t;
+	return true;
+}
+
+static void summary(int cycles, size_t nacks, uint64_t entries, int failed)
+{
 	printf("history crash test: %d cycles, %zu acknowledged appends checked, "
 	       "deleted through %" PRIu64 ", %" PRIu64 " entries readable, %" PRIu64
 	       " live segments verified, %s\n",
-	       cycles, nacks, deleted_through, total_entries, hist_segments,
+	       cycles, nacks, deleted_through, entries, hist_segments,
 	       failed ? "FAILED" : "nothing lost");
-	free(acks);
-	if (!failed) {
-		char cmd[128];
-		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", dir);
-	} else {
-		fprintf(stderr, "data kept in %s\n", dir);
-	}
-	return failed;
+}
+
+int main(void)
+{
+	const struct crash_driver d = {
+		.name = "history crash test",
+		.run_min_ms = 50,
+		.run_span_ms = 350,
+		.child = child_entry,
+		.record = delete_record,
+		.verify = verify,
+		.summary = summary,
+	};
+	return crash_driver_main(&d);
 }

@@ -1,0 +1,170 @@
+/*
+ * crash_driver.h — the parent side of a kill -9 crash test, shared by the
+ * tests in tests/crash (header-only: each test is its own executable).
+ *
+ * Each cycle forks a child (d->child: opens the engine on a real directory
+ * and appends under load, writing one ACK_SIZE record per acknowledgement
+ * to the pipe *after* its callback reported it durable; never returns),
+ * lets it run d->run_min_ms + rand(d->run_span_ms) ms while collecting the
+ * records, SIGKILLs it, reaps it, and calls d->verify on the directory with
+ * every acknowledgement so far. Records d->record consumes (returns true)
+ * are the test's own (e.g. acknowledged deletions); the rest are acks:
+ * u32 stream | u32 pad | u64 seq | 16-byte producer id.
+ *
+ * Seed: PARLEY_SEED, else time ^ pid; printed first so a failure replays.
+ * Cycles: PARLEY_CRASH_CYCLES, else 300 with PARLEY_LONG=1, else 25.
+ * The data directory is removed after a pass and kept after a failure.
+ */
+#ifndef PARLEY_CRASH_DRIVER_H
+#define PARLEY_CRASH_DRIVER_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "parley_engine.h"
+
+#define ACK_SIZE 32
+
+struct crash_ack {
+	uint32_t stream;
+	uint64_t seq;
+	uint8_t producer[PE_PRODUCER_LEN];
+};
+
+struct crash_driver {
+	const char *name;
+	unsigned run_min_ms, run_span_ms;
+	void (*child)(const char *dir, int ack_fd, uint32_t cycle);
+	bool (*record)(const uint8_t *rec); /* may be NULL */
+	int (*verify)(const char *dir, struct crash_ack *acks, size_t nacks,
+		      uint64_t *entries_out);
+	void (*summary)(int cycles, size_t nacks, uint64_t entries, int failed);
+};
+
+static int crash_driver_main(const struct crash_driver *d)
+{
+	const char *ev = getenv("PARLEY_SEED");
+	uint64_t seed = ev ? strtoull(ev, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+	int cycles = 25;
+	if (getenv("PARLEY_LONG"))
+		cycles = 300;
+	if (getenv("PARLEY_CRASH_CYCLES"))
+		cycles = atoi(getenv("PARLEY_CRASH_CYCLES"));
+	printf("%s: seed=%" PRIu64 " cycles=%d (replay: PARLEY_SEED=%" PRIu64
+	       ")\n", d->name, seed, cycles, seed);
+	fflush(stdout);
+	struct parley_rng rng = {seed};
+	char dir[] = "/tmp/parley-crash-XXXXXX";
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	char data[64];
+	snprintf(data, sizeof data, "%s/data", dir);
+	parley_log_set_level(PLOG_WARN);
+
+	size_t cap = 1 << 16, nacks = 0;
+	struct crash_ack *acks = malloc(cap * sizeof *acks);
+	if (!acks)
+		return 1;
+	uint64_t total_entries = 0;
+	int failed = 0;
+	for (int c = 0; c < cycles && !failed; c++) {
+		int fds[2];
+		if (pipe(fds)) {
+			perror("pipe");
+			return 1;
+		}
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(fds[0]);
+			d->child(data, fds[1], (uint32_t)c); /* never returns */
+			_exit(5);
+		}
+		close(fds[1]);
+		/* let it run 20..250 ms, reading acks meanwhile */
+		uint64_t run_ns = (d->run_min_ms + parley_rng_below(&rng, d->run_span_ms)) *
+				  1000000ull;
+		uint64_t start = parley_mono_ns();
+		uint8_t buf[ACK_SIZE * 256];
+		size_t have = 0;
+		bool killed = false;
+		for (;;) {
+			if (!killed && parley_mono_ns() - start > run_ns) {
+				kill(pid, SIGKILL);
+				killed = true;
+			}
+			/* non-blocking-ish: poll with a short timeout */
+			fd_set rs;
+			FD_ZERO(&rs);
+			FD_SET(fds[0], &rs);
+			struct timeval tv = {0, 2000};
+			int pr = select(fds[0] + 1, &rs, NULL, NULL, &tv);
+			if (pr < 0 && errno == EINTR)
+				continue;
+			if (pr <= 0)
+				continue;
+			ssize_t n = read(fds[0], buf + have, sizeof buf - have);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break; /* child gone, pipe drained */
+			have += (size_t)n;
+			size_t full = have / ACK_SIZE * ACK_SIZE;
+			for (size_t off = 0; off < full; off += ACK_SIZE) {
+				if (d->record && d->record(buf + off))
+					continue; /* not an ack: the test's own record */
+				if (nacks == cap) {
+					cap *= 2;
+					struct crash_ack *na = realloc(acks, cap * sizeof *acks);
+					if (!na) {
+						fprintf(stderr, "out of memory\n");
+						exit(1);
+					}
+					acks = na;
+				}
+				struct crash_ack *a = &acks[nacks++];
+				a->stream = le_get32(buf + off);
+				a->seq = le_get64(buf + off + 8);
+				memcpy(a->producer, buf + off + 16, PE_PRODUCER_LEN);
+			}
+			memmove(buf, buf + full, have - full);
+			have -= full;
+		}
+		close(fds[0]);
+		int status;
+		waitpid(pid, &status, 0);
+		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+			fprintf(stderr, "cycle %d: child exited on its own (status %d)\n",
+				c, status);
+			failed = 1;
+			break;
+		}
+		if (d->verify(data, acks, nacks, &total_entries)) {
+			fprintf(stderr, "cycle %d FAILED (seed %" PRIu64 ")\n", c, seed);
+			failed = 1;
+		}
+	}
+	d->summary(cycles, nacks, total_entries, failed);
+	free(acks);
+	if (!failed) {
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", dir);
+	} else {
+		fprintf(stderr, "data kept in %s\n", dir);
+	}
+	return failed;
+}
+
+#endif /* PARLEY_CRASH_DRIVER_H */
