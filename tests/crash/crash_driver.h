@@ -40,6 +40,27 @@ struct crash_ack {
 	uint8_t producer[PE_PRODUCER_LEN];
 };
 
+/* The acknowledgements collected so far (grows by doubling). */
+struct crash_acks {
+	struct crash_ack *v;
+	size_t n, cap;
+};
+
+static struct crash_ack *crash_acks_push(struct crash_acks *a)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 1 << 16;
+		struct crash_ack *v = realloc(a->v, cap * sizeof *v);
+		if (!v) {
+			fprintf(stderr, "crash driver: out of memory\n");
+			exit(1);
+		}
+		a->v = v;
+		a->cap = cap;
+	}
+	return &a->v[a->n++];
+}
+
 struct crash_driver {
 	const char *name;
 	unsigned run_min_ms, run_span_ms;
@@ -48,6 +69,9 @@ struct crash_driver {
 	int (*verify)(const char *dir, struct crash_ack *acks, size_t nacks,
 		      uint64_t *entries_out);
 	void (*summary)(int cycles, size_t nacks, uint64_t entries, int failed);
+	/* May be NULL: fills the directory before the first cycle (in this
+	 * process) and records what it appended as acknowledged. */
+	int (*prefill)(const char *dir, struct crash_acks *acks);
 };
 
 static int crash_driver_main(const struct crash_driver *d)
@@ -72,12 +96,20 @@ static int crash_driver_main(const struct crash_driver *d)
 	snprintf(data, sizeof data, "%s/data", dir);
 	parley_log_set_level(PLOG_WARN);
 
-	size_t cap = 1 << 16, nacks = 0;
-	struct crash_ack *acks = malloc(cap * sizeof *acks);
-	if (!acks)
-		return 1;
+	struct crash_acks acks = {0};
 	uint64_t total_entries = 0;
 	int failed = 0;
+	if (d->prefill) {
+		uint64_t t0 = parley_mono_ns();
+		if (d->prefill(data, &acks)) {
+			fprintf(stderr, "%s: prefill failed\n", d->name);
+			failed = 1;
+		} else {
+			printf("%s: prefilled %zu entries in %.1f s\n", d->name,
+			       acks.n, (double)(parley_mono_ns() - t0) / 1e9);
+			fflush(stdout);
+		}
+	}
 	for (int c = 0; c < cycles && !failed; c++) {
 		int fds[2];
 		if (pipe(fds)) {
@@ -123,16 +155,7 @@ static int crash_driver_main(const struct crash_driver *d)
 			for (size_t off = 0; off < full; off += ACK_SIZE) {
 				if (d->record && d->record(buf + off))
 					continue; /* not an ack: the test's own record */
-				if (nacks == cap) {
-					cap *= 2;
-					struct crash_ack *na = realloc(acks, cap * sizeof *acks);
-					if (!na) {
-						fprintf(stderr, "out of memory\n");
-						exit(1);
-					}
-					acks = na;
-				}
-				struct crash_ack *a = &acks[nacks++];
+				struct crash_ack *a = crash_acks_push(&acks);
 				a->stream = le_get32(buf + off);
 				a->seq = le_get64(buf + off + 8);
 				memcpy(a->producer, buf + off + 16, PE_PRODUCER_LEN);
@@ -149,13 +172,13 @@ static int crash_driver_main(const struct crash_driver *d)
 			failed = 1;
 			break;
 		}
-		if (d->verify(data, acks, nacks, &total_entries)) {
+		if (d->verify(data, acks.v, acks.n, &total_entries)) {
 			fprintf(stderr, "cycle %d FAILED (seed %" PRIu64 ")\n", c, seed);
 			failed = 1;
 		}
 	}
-	d->summary(cycles, nacks, total_entries, failed);
-	free(acks);
+	d->summary(cycles, acks.n, total_entries, failed);
+	free(acks.v);
 	if (!failed) {
 		char cmd[128];
 		snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
