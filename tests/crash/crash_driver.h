@@ -14,6 +14,10 @@
  * Seed: PARLEY_SEED, else time ^ pid; printed first so a failure replays.
  * Cycles: PARLEY_CRASH_CYCLES, else 300 with PARLEY_LONG=1, else 25.
  * The data directory is removed after a pass and kept after a failure.
+ *
+ * Also shared: the stream names and producer ids both sides use, and the
+ * verify steps (read a stream checking density, every ack at its seq with
+ * its producer, idempotent retries answer the original seq).
  */
 #ifndef PARLEY_CRASH_DRIVER_H
 #define PARLEY_CRASH_DRIVER_H
@@ -73,6 +77,143 @@ struct crash_driver {
 	 * process) and records what it appended as acknowledged. */
 	int (*prefill)(const char *dir, struct crash_acks *acks);
 };
+
+/* ---- what both the child and verify need ------------------------------- */
+
+static void stream_key(uint32_t s, char *out)
+{
+	snprintf(out, 16, "c/crash%02u", s);
+}
+
+static void make_producer(uint8_t *p, uint32_t cycle, uint32_t stream,
+			  uint32_t lane, uint64_t counter)
+{
+	memset(p, 0, PE_PRODUCER_LEN);
+	le_put32(p, cycle + 1);
+	le_put16(p + 4, (uint16_t)stream);
+	le_put16(p + 6, (uint16_t)lane);
+	le_put64(p + 8, counter);
+}
+
+/* ---- verify helpers ------------------------------------------------------- */
+
+/*
+ * Reads stream `key` forward from `from` in pages into *all (payloads
+ * dropped; free(*all)), checking that seqs are dense. Returns the number of
+ * problems found (each printed).
+ */
+static int crash_read_stream(struct pe_engine *e, const char *key,
+			     uint64_t from, struct pe_entry **all,
+			     uint64_t *count)
+{
+	int bad = 0;
+	size_t cap = 0;
+	*all = NULL;
+	*count = 0;
+	for (;;) {
+		struct pe_read_req q = {.key = key, .klen = strlen(key),
+					.from = from, .dir = PE_FORWARD,
+					.limit = PE_MAX_READ};
+		struct pe_entry *es;
+		uint32_t n;
+		struct pe_read_result meta;
+		int rc = pe_read_sync(e, &q, &es, &n, &meta);
+		if (rc) {
+			fprintf(stderr, "verify: read %s: %s\n", key,
+				parley_strerror(rc));
+			return bad + 1;
+		}
+		if (*count + n > cap) {
+			cap = (*count + n) * 2;
+			struct pe_entry *na = realloc(*all, cap * sizeof *na);
+			if (!na) {
+				fprintf(stderr, "verify: out of memory\n");
+				exit(1);
+			}
+			*all = na;
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			if (es[i].seq != from + i) {
+				fprintf(stderr, "verify: %s gap: seq %" PRIu64
+					" at position %" PRIu64 "\n", key,
+					es[i].seq, from + i);
+				bad++;
+			}
+			(*all)[*count + i] = es[i];
+			(*all)[*count + i].payload = NULL;
+		}
+		*count += n;
+		free(es);
+		if (n == 0 || meta.end)
+			return bad;
+		from += n;
+	}
+}
+
+/*
+ * Every acknowledged entry is present at its seq with its producer id.
+ * Stream s holds counts[s] entries from firsts[s] on (all[s]); acks of
+ * stream 0 below stream0_deleted_below were deleted and are skipped.
+ * Stops after 10 problems; returns their number.
+ */
+static int crash_check_acks(const struct crash_ack *acks, size_t nacks,
+			    struct pe_entry *const *all, const uint64_t *firsts,
+			    const uint64_t *counts, uint64_t stream0_deleted_below)
+{
+	int bad = 0;
+	for (size_t i = 0; i < nacks && bad < 10; i++) {
+		const struct crash_ack *a = &acks[i];
+		if (a->stream == 0 && a->seq < stream0_deleted_below)
+			continue; /* deleted (acked or not, the delete is durable) */
+		if (a->seq < firsts[a->stream] ||
+		    a->seq - firsts[a->stream] >= counts[a->stream]) {
+			fprintf(stderr, "verify: LOST acked entry stream %u seq %"
+				PRIu64 " (stream has %" PRIu64 ")\n", a->stream,
+				a->seq, counts[a->stream]);
+			bad++;
+			continue;
+		}
+		if (memcmp(all[a->stream][a->seq - firsts[a->stream]].producer,
+			   a->producer, PE_PRODUCER_LEN)) {
+			fprintf(stderr, "verify: stream %u seq %" PRIu64
+				" holds another producer's entry\n", a->stream,
+				a->seq);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* An idempotent retry of some of the last acks gives back the original
+ * seq with `duplicate` set (acks without a producer id are skipped).
+ * Returns the number of problems. */
+static int crash_check_retries(struct pe_engine *e,
+			       const struct crash_ack *acks, size_t nacks)
+{
+	static const uint8_t no_producer[PE_PRODUCER_LEN];
+	int bad = 0;
+	for (size_t i = 0; i < nacks && i < 64 && !bad; i += 7) {
+		const struct crash_ack *a = &acks[nacks - 1 - i];
+		if (!memcmp(a->producer, no_producer, PE_PRODUCER_LEN))
+			continue;
+		char key[16];
+		stream_key(a->stream, key);
+		struct pe_input in = {.len = 5, .payload = "retry"};
+		struct pe_append_req q = {.key = key, .klen = strlen(key),
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, a->producer, PE_PRODUCER_LEN);
+		struct pe_append_result r;
+		int rc = pe_append_sync(e, &q, &r);
+		if (rc || !r.duplicate || r.seq != a->seq) {
+			fprintf(stderr, "verify: retry of stream %u seq %" PRIu64
+				" gave rc=%d dup=%d seq=%" PRIu64 "\n", a->stream,
+				a->seq, rc, r.duplicate, r.seq);
+			bad++;
+		}
+	}
+	return bad;
+}
 
 static int crash_driver_main(const struct crash_driver *d)
 {

@@ -59,21 +59,6 @@ struct slot {
 	uint32_t lane;
 };
 
-static void stream_key(uint32_t s, char *out)
-{
-	snprintf(out, 16, "c/crash%02u", s);
-}
-
-static void make_producer(uint8_t *p, uint32_t cycle, uint32_t stream,
-			  uint32_t lane, uint64_t counter)
-{
-	memset(p, 0, PE_PRODUCER_LEN);
-	le_put32(p, cycle + 1);
-	le_put16(p + 4, (uint16_t)stream);
-	le_put16(p + 6, (uint16_t)lane);
-	le_put64(p + 8, counter);
-}
-
 static void issue(struct slot *sl);
 
 static void on_ack(void *arg, const struct pe_append_result *r)
@@ -201,6 +186,7 @@ static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		stream_key(s, key);
 		all[s] = NULL;
 		counts[s] = 0;
+		firsts[s] = 1;
 		struct pe_meta m = {0};
 		if (pe_meta_sync(e, key, strlen(key), &m)) {
 			bad++;
@@ -224,43 +210,7 @@ static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 				bad++;
 			}
 		}
-		/* read everything in pages, checking density */
-		uint64_t from = firsts[s];
-		size_t cap = 0;
-		for (;;) {
-			struct pe_read_req q = {.key = key, .klen = strlen(key),
-						.from = from, .dir = PE_FORWARD,
-						.limit = PE_MAX_READ};
-			struct pe_entry *es;
-			uint32_t n;
-			struct pe_read_result meta;
-			rc = pe_read_sync(e, &q, &es, &n, &meta);
-			if (rc) {
-				fprintf(stderr, "verify: read %s: %s\n", key,
-					parley_strerror(rc));
-				bad++;
-				break;
-			}
-			if (counts[s] + n > cap) {
-				cap = (counts[s] + n) * 2;
-				all[s] = realloc(all[s], cap * sizeof **all);
-			}
-			for (uint32_t i = 0; i < n; i++) {
-				if (es[i].seq != from + i) {
-					fprintf(stderr, "verify: %s gap: seq %" PRIu64
-						" at position %" PRIu64 "\n", key,
-						es[i].seq, from + i);
-					bad++;
-				}
-				all[s][counts[s] + i] = es[i];
-				all[s][counts[s] + i].payload = NULL;
-			}
-			counts[s] += n;
-			free(es);
-			if (n == 0 || meta.end)
-				break;
-			from += n;
-		}
+		bad += crash_read_stream(e, key, firsts[s], &all[s], &counts[s]);
 		entries += counts[s];
 	}
 	for (uint32_t s = 1; s < NSTREAMS; s++)
@@ -269,48 +219,9 @@ static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 				s, firsts[s]);
 			bad++;
 		}
-	for (size_t i = 0; i < nacks && bad < 10; i++) {
-		struct crash_ack *a = &acks[i];
-		if (a->stream == 0 && a->seq < firsts[0])
-			continue; /* deleted (acked or not, the delete is durable) */
-		if (a->seq < firsts[a->stream] ||
-		    a->seq - firsts[a->stream] >= counts[a->stream]) {
-			fprintf(stderr, "verify: LOST acked entry stream %u seq %"
-				PRIu64 " (stream has %" PRIu64 ")\n", a->stream,
-				a->seq, counts[a->stream]);
-			bad++;
-			continue;
-		}
-		if (memcmp(all[a->stream][a->seq - firsts[a->stream]].producer, a->producer,
-			   PE_PRODUCER_LEN)) {
-			fprintf(stderr, "verify: stream %u seq %" PRIu64
-				" holds another producer's entry\n", a->stream,
-				a->seq);
-			bad++;
-		}
-	}
-	/* idempotent retry of a few acked entries gives back the original seq */
-	static const uint8_t no_producer[PE_PRODUCER_LEN];
-	for (size_t i = 0; i < nacks && i < 64 && !bad; i += 7) {
-		struct crash_ack *a = &acks[nacks - 1 - i];
-		if (!memcmp(a->producer, no_producer, PE_PRODUCER_LEN))
-			continue; /* prefilled without idempotency */
-		char key[16];
-		stream_key(a->stream, key);
-		struct pe_input in = {.len = 5, .payload = "retry"};
-		struct pe_append_req q = {.key = key, .klen = strlen(key),
-					  .expected_last_seq = PE_NO_EXPECT,
-					  .entries = &in, .count = 1};
-		memcpy(q.producer, a->producer, PE_PRODUCER_LEN);
-		struct pe_append_result r;
-		rc = pe_append_sync(e, &q, &r);
-		if (rc || !r.duplicate || r.seq != a->seq) {
-			fprintf(stderr, "verify: retry of stream %u seq %" PRIu64
-				" gave rc=%d dup=%d seq=%" PRIu64 "\n", a->stream,
-				a->seq, rc, r.duplicate, r.seq);
-			bad++;
-		}
-	}
+	bad += crash_check_acks(acks, nacks, all, firsts, counts, firsts[0]);
+	if (!bad)
+		bad += crash_check_retries(e, acks, nacks);
 	for (uint32_t s = 0; s < NSTREAMS; s++)
 		free(all[s]);
 	uint32_t np = pe_partition_count(e);
