@@ -1279,6 +1279,23 @@ static void answer_all(struct req **list, int rc)
 	}
 }
 
+/* May a history job (flush or compaction) start on this partition now?
+ * 0, or the error the caller reports. */
+static int part_hist_job_check(const struct shard *sh, const struct part *p,
+			       bool busy)
+{
+	const struct pe_engine *e = sh->e;
+	if (p->corrupt)
+		return -PARLEY_ECORRUPT;
+	if (e->opt.read_only || !p->hist)
+		return -PARLEY_EPERM;
+	if (sh->stopping || atomic_load(&e->closing))
+		return -PARLEY_ECLOSED;
+	if (busy)
+		return -PARLEY_EAGAIN;
+	return 0;
+}
+
 /*
  * Freezes the partition's memtable and hands a flush job to the worker.
  * Returns 0 (started: finish_flush will run), 1 (nothing to write; the
@@ -1287,14 +1304,9 @@ static void answer_all(struct req **list, int rc)
 static int part_flush_start(struct shard *sh, struct part *p)
 {
 	struct pe_engine *e = sh->e;
-	if (p->corrupt)
-		return -PARLEY_ECORRUPT;
-	if (e->opt.read_only || !p->hist)
-		return -PARLEY_EPERM;
-	if (sh->stopping || atomic_load(&e->closing))
-		return -PARLEY_ECLOSED;
-	if (p->flush_busy)
-		return -PARLEY_EAGAIN;
+	int crc = part_hist_job_check(sh, p, p->flush_busy);
+	if (crc)
+		return crc;
 	if (p->nentries == 0) {
 		/* only deletes or duplicates were logged: no segment, but the
 		 * marks and the flushed index are stored so the WAL can go */
@@ -1400,14 +1412,9 @@ static void part_flush_finish(struct shard *sh, struct part *p)
 static int part_compact_start(struct shard *sh, struct part *p, bool all)
 {
 	struct pe_engine *e = sh->e;
-	if (p->corrupt)
-		return -PARLEY_ECORRUPT;
-	if (e->opt.read_only || !p->hist)
-		return -PARLEY_EPERM;
-	if (sh->stopping || atomic_load(&e->closing))
-		return -PARLEY_ECLOSED;
-	if (p->compact_busy)
-		return -PARLEY_EAGAIN;
+	int crc = part_hist_job_check(sh, p, p->compact_busy);
+	if (crc)
+		return crc;
 	struct hpart_compact_opts o = {
 		.all = all, .now_ms = engine_clock(e),
 		.rate_bytes_per_s = e->opt.compaction_rate,
