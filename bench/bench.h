@@ -159,6 +159,11 @@ void bench_fill_payload(uint8_t *buf, size_t len, uint64_t seed);
 
 /* Child processes that the watchdog and atexit handler kill. */
 void bench_child_register(pid_t pid);
+/* Starts argv[0] (a server under test) as a registered child that dies with
+ * this process (PR_SET_PDEATHSIG). log == NULL: stdin and stdout on
+ * /dev/null, stderr inherited; else stdout and stderr go to the file log.
+ * Returns the pid or -errno. */
+pid_t bench_spawn(char *const argv[], const char *log);
 void bench_child_forget(pid_t pid);
 void bench_children_kill(void);
 /* Arms SIGALRM to fire after `seconds`: kills registered children, prints

@@ -231,24 +231,12 @@ int bench_nats_start(const struct bench_cfg *cfg, struct nats_srv **out)
 	char portbuf[16], logbuf[4200];
 	snprintf(portbuf, sizeof portbuf, "%d", port);
 	snprintf(logbuf, sizeof logbuf, "%s/nats.log", s->tmp);
-	pid_t pid = fork();
+	char *argv[] = {(char *)cfg->nats_server, "-a", "127.0.0.1", "-p", portbuf,
+			"-l", logbuf, NULL};
+	pid_t pid = bench_spawn(argv, NULL);
 	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int devnull = open("/dev/null", O_RDWR);
-		if (devnull >= 0) {
-			dup2(devnull, 0);
-			dup2(devnull, 1);
-		}
-		execl(cfg->nats_server, cfg->nats_server, "-a", "127.0.0.1", "-p", portbuf,
-		      "-l", logbuf, (char *)NULL);
-		fprintf(stderr, "parley-bench: nats: exec %s: %s\n", cfg->nats_server,
-			strerror(errno));
-		_exit(127);
-	}
+		return pid;
 	s->pid = pid;
-	bench_child_register(pid);
 	double end = bench_now_s() + NATS_START_TIMEOUT_S;
 	struct nconn c = {.fd = -1, .rbuf = malloc(NATS_RBUF)};
 	if (!c.rbuf)

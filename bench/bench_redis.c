@@ -123,28 +123,14 @@ static int redis_start(const struct bench_cfg *cfg, struct redis_srv *s)
 	char portbuf[16], logbuf[4200];
 	snprintf(portbuf, sizeof portbuf, "%d", port);
 	snprintf(logbuf, sizeof logbuf, "%s/redis.log", s->tmp);
-	pid_t pid = fork();
+	char *argv[] = {(char *)cfg->redis_server, "--port", portbuf,
+			"--bind", "127.0.0.1", "--protected-mode", "yes", "--dir",
+			s->tmp, "--appendonly", "yes", "--appendfsync", "always",
+			"--save", "", "--daemonize", "no", "--logfile", logbuf, NULL};
+	pid_t pid = bench_spawn(argv, NULL);
 	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		/* die with the parent even if it is SIGKILLed */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int devnull = open("/dev/null", O_RDWR);
-		if (devnull >= 0) {
-			dup2(devnull, 0);
-			dup2(devnull, 1);
-		}
-		execl(cfg->redis_server, cfg->redis_server, "--port", portbuf,
-		      "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir",
-		      s->tmp, "--appendonly", "yes", "--appendfsync", "always",
-		      "--save", "", "--daemonize", "no", "--logfile", logbuf,
-		      (char *)NULL);
-		fprintf(stderr, "parley-bench: redis: exec %s: %s\n", cfg->redis_server,
-			strerror(errno));
-		_exit(127);
-	}
+		return pid;
 	s->pid = pid;
-	bench_child_register(pid);
 	/* wait until it answers PING */
 	double end = bench_now_s() + REDIS_START_TIMEOUT_S;
 	while (bench_now_s() < end) {

@@ -254,23 +254,11 @@ static int srv_start(const struct bench_cfg *cfg, struct srv *s)
 			fprintf(stderr, " %s", argv[i]);
 		fprintf(stderr, " (log %s)\n", logp);
 	}
-	pid_t pid = fork();
+	pid_t pid = bench_spawn(argv, logp);
 	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int lfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (lfd >= 0) {
-			dup2(lfd, 1);
-			dup2(lfd, 2);
-		}
-		execv(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
+		return pid;
 	s->pid = pid;
 	s->watch_pid = pid;
-	bench_child_register(pid);
 	double end = bench_now_s() + SRV_START_TIMEOUT_S;
 	while (bench_now_s() < end) {
 		int st;

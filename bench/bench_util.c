@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -133,6 +134,35 @@ void bench_child_register(pid_t pid)
 			children[i] = pid;
 			return;
 		}
+}
+
+pid_t bench_spawn(char *const argv[], const char *log)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		/* die with the parent even if it is SIGKILLed */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (log) {
+			int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+			if (lfd >= 0) {
+				dup2(lfd, 1);
+				dup2(lfd, 2);
+			}
+		} else {
+			int devnull = open("/dev/null", O_RDWR);
+			if (devnull >= 0) {
+				dup2(devnull, 0);
+				dup2(devnull, 1);
+			}
+		}
+		execv(argv[0], argv);
+		fprintf(stderr, "parley-bench: exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	bench_child_register(pid);
+	return pid;
 }
 
 void bench_child_forget(pid_t pid)
