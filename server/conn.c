@@ -795,7 +795,6 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 
 struct send_ctx {
 	struct loop *lp;
-	struct chat *chat;
 	uint32_t slot, gen, req_id;
 	uint64_t t0_ns;
 	uint8_t cmid[16];
@@ -803,7 +802,9 @@ struct send_ctx {
 	char conv[];
 };
 
-static void send_cb(void *arg, const struct pe_append_result *r)
+/* Runs on the engine shard after the message is durable (chat_send calls
+ * it from the engine's append callback): the only producer of SEND_ACK. */
+static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
 	struct lmsg *m;
@@ -812,7 +813,6 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 			      r->err == -PARLEY_EFULL ? 100 : 0,
 			      parley_strerror(r->err));
 	} else {
-		/* durable: the engine calls us only after fdatasync */
 		struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
 		am.send_ack.conv = (struct parley_str){x->conv, x->clen};
 		memcpy(am.send_ack.client_msg_id, x->cmid, 16);
@@ -824,12 +824,47 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 			m->t0_ns = x->t0_ns;
 			m->b = r->duplicate ? 2 : 1; /* ack marker for metrics */
 		}
-		if (!r->duplicate)
-			chat_fanout_submit(x->chat, x->conv, x->clen, r->seq,
-					   r->ts_ms);
 	}
 	post_reply(x->lp, x->slot, x->gen, m, x->req_id);
 	free(x);
+}
+
+static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
+{
+	struct srv *s = S(c);
+	if (m->body.len > s->lim.max_body) {
+		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
+		return;
+	}
+	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct send_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+			       .req_id = rid, .t0_ns = parley_mono_ns(),
+			       .clen = m->conv.len};
+	memcpy(x->cmid, m->client_msg_id, 16);
+	memcpy(x->conv, m->conv.p, m->conv.len);
+	struct chat_send_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
+				  .sender = c->id->user,
+				  .sender_len = c->id->ulen,
+				  .content_type = m->content_type,
+				  .body = m->body.p, .body_len = m->body.len};
+	memcpy(q.client_msg_id, m->client_msg_id, 16);
+	int rc = chat_send(s->chat, &q, send_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+			   : rc == -PARLEY_EFULL     ? "server busy"
+						     : parley_strerror(rc));
+		return;
+	}
+	ctr_add(&s->ctr.sends, 1);
+	c->inflight++;
 }
 
 static int conv_check(struct conn *c, struct parley_str conv)
@@ -840,61 +875,6 @@ static int conv_check(struct conn *c, struct parley_str conv)
 	if (!chat_conv_has_member(conv.p, conv.len, c->id->user, c->id->ulen))
 		return -PARLEY_EPERM;
 	return 0;
-}
-
-static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
-{
-	struct srv *s = S(c);
-	int rc = conv_check(c, m->conv);
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0,
-			   rc == -PARLEY_EPERM ? "not a member" : "no such conversation");
-		return;
-	}
-	if (m->body.len > s->lim.max_body) {
-		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
-		return;
-	}
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, m->conv.p, m->conv.len);
-	struct chat_msg cm = {.sender = c->id->user, .sender_len = c->id->ulen,
-			      .content_type = m->content_type,
-			      .body = m->body.p, .body_len = m->body.len};
-	memcpy(cm.client_msg_id, m->client_msg_id, 16);
-	int n = chat_msg_encode(NULL, 0, &cm);
-	uint8_t *rec = malloc((size_t)n);
-	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
-	if (!rec || !x || kl < 0) {
-		free(rec);
-		free(x);
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	chat_msg_encode(rec, (size_t)n, &cm);
-	*x = (struct send_ctx){.lp = c->lp, .chat = s->chat, .slot = c->slot,
-			       .gen = c->gen, .req_id = rid,
-			       .t0_ns = parley_mono_ns(),
-			       .clen = m->conv.len};
-	memcpy(x->cmid, m->client_msg_id, 16);
-	memcpy(x->conv, m->conv.p, m->conv.len);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = (uint32_t)n,
-			      .payload = rec};
-	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	chat_producer_send(q.producer, c->id->user, c->id->ulen,
-			   m->client_msg_id);
-	rc = pe_append(s->engine, &q, send_cb, x);
-	free(rec); /* pe_append copied the payload */
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL ? 50 : 0,
-			   rc == -PARLEY_EFULL ? "server busy" : parley_strerror(rc));
-		return;
-	}
-	ctr_add(&s->ctr.sends, 1);
-	c->inflight++;
 }
 
 /* HISTORY ------------------------------------------------------------------------------ */

@@ -6,15 +6,19 @@
  *   1. configuration (flags > PARLEY_* env > config file > defaults);
  *      --check-config validates and exits;
  *   2. engine open (WAL recovery) with the chat clock;
- *   3. chat_open: fan-out recovery from the durable watermark, BEFORE any
- *      client is served (so re-fanned messages keep their inbox order);
+ *   3. chat_open: reads the durable per-partition fan-out cursors and
+ *      queues the fan-out of what is past them (metadata scan and a few
+ *      backward reads; the fan-out itself runs in the background, ahead
+ *      of every live message, so inbox order holds while clients are
+ *      already served);
  *   4. TLS context, event loops (listeners bound), admin HTTP; /readyz
  *      turns ready once the loops run.
  *
  * Graceful stop (SIGTERM / SIGINT): loops stop accepting, send GOAWAY
  * DRAIN, finish in-flight requests (a durable SEND still gets its
- * SEND_ACK), flush, close; then the fan-out queue drains, a last watermark
- * is written, the engine closes (everything durable) and we exit 0.
+ * SEND_ACK), flush, close; then the fan-out queue drains, a last fan-out
+ * checkpoint is written (so a clean restart re-fans out nothing), the
+ * engine closes (everything durable) and we exit 0.
  * A fatal engine error (failed fdatasync) exits at once with status 70:
  * recovery from the log on restart is the only safe continuation.
  *
