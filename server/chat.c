@@ -74,6 +74,13 @@ int chat_key_list(char *out, const char *user, size_t len)
 	return key_make(out, "l/", user, len, NULL, 0);
 }
 
+int chat_key_open(char *out, const char *conv, size_t len)
+{
+	if (len < 1 || len > 250)
+		return -PARLEY_EINVAL;
+	return key_make(out, "o/", conv, len, NULL, 0);
+}
+
 int chat_key_cursor(char *out, const char *user, size_t ulen,
 		    const char *device, size_t dlen)
 {
@@ -247,6 +254,16 @@ void chat_producer_fanout(uint8_t out[16], const char *conv, size_t len,
 	producer_of(out, in, 3 + len + 8);
 }
 
+void chat_producer_open(uint8_t out[16], const char *conv, size_t len)
+{
+	uint8_t in[1 + 2 + 255];
+	PARLEY_ASSERT(len <= 255);
+	in[0] = 'O';
+	le_put16(in + 1, (uint16_t)len);
+	memcpy(in + 3, conv, len);
+	producer_of(out, in, 3 + len);
+}
+
 void chat_producer_list(uint8_t out[16], const char *conv, size_t len)
 {
 	uint8_t in[1 + 2 + 255];
@@ -371,6 +388,10 @@ struct job {
 	unsigned pending;      /* appends not yet completed (+1 while issuing) */
 	chat_send_cb cb;       /* live send: the caller's callback */
 	void *cb_arg;
+	uint8_t *rec;          /* live send: the record, until appended */
+	uint32_t rec_len;
+	uint8_t producer[16];
+	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
 	uint16_t len;
 	char conv[];
 };
@@ -396,10 +417,71 @@ struct chat {
 	uint64_t gen;            /* bumped on every registration / completion */
 	uint64_t ck_reg, ck_pending;          /* snapshot in flight */
 	uint64_t dur_reg, dur_pending;        /* snapshot of the durable one */
+	/* conversations known to exist (opened, or holding messages): a
+	 * cache of 64-bit hashes of their ids, so a SEND does not read o/ or
+	 * c/ first (open addressing, 0 = empty slot; grows to
+	 * CHAT_KNOWN_MAX slots, then starts over: a miss only costs a read) */
+	uint64_t *known;
+	uint32_t known_cap, known_n;
 	struct chat_stats st;
 };
 
 static const char WM_KEY[] = "s/fanout";
+
+static uint64_t conv_hash(const char *conv, size_t len)
+{
+	uint64_t h = parley_xxh3(conv, len, 0x6b6e6f776e636f6eull);
+	return h ? h : 1;
+}
+
+static bool known_has_locked(const struct chat *c, uint64_t h)
+{
+	if (!c->known)
+		return false;
+	uint32_t m = c->known_cap - 1;
+	for (uint32_t i = (uint32_t)h & m;; i = (i + 1) & m) {
+		if (c->known[i] == h)
+			return true;
+		if (c->known[i] == 0)
+			return false;
+	}
+}
+
+static void known_put(uint64_t *tab, uint32_t cap, uint64_t h)
+{
+	uint32_t m = cap - 1;
+	uint32_t i = (uint32_t)h & m;
+	while (tab[i] && tab[i] != h)
+		i = (i + 1) & m;
+	tab[i] = h;
+}
+
+/* Best effort: on allocation failure the cache just stays smaller. */
+static void known_add_locked(struct chat *c, uint64_t h)
+{
+	if (known_has_locked(c, h))
+		return;
+	if (!c->known || (c->known_n + 1) * 4 > c->known_cap * 3) {
+		uint32_t cap = c->known ? c->known_cap * 2 : 1024;
+		if (cap > CHAT_KNOWN_MAX) {
+			/* at the bound: forget everything, relearn on misses */
+			memset(c->known, 0, (size_t)c->known_cap * sizeof *c->known);
+			c->known_n = 0;
+		} else {
+			uint64_t *t = calloc(cap, sizeof *t);
+			if (!t)
+				return;
+			for (uint32_t i = 0; c->known && i < c->known_cap; i++)
+				if (c->known[i])
+					known_put(t, cap, c->known[i]);
+			free(c->known);
+			c->known = t;
+			c->known_cap = cap;
+		}
+	}
+	known_put(c->known, c->known_cap, h);
+	c->known_n++;
+}
 
 /* The checkpoint record (payload of a CHAT_ENT_WATERMARK entry):
  *   u8 version (2) | u32 np | np x u64 cursor
@@ -613,7 +695,9 @@ static void *fanout_main(void *arg)
 	struct chat *c = arg;
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
-		while (!c->qhead && !c->stop) {
+		/* Stop only once nothing is outstanding: a send callback may
+		 * still queue its job after chat_close() asked us to stop. */
+		while (!c->qhead && !(c->stop && c->npending == 0)) {
 			struct timespec dl;
 			clock_gettime(CLOCK_REALTIME, &dl);
 			uint64_t ns = (uint64_t)dl.tv_nsec +
@@ -623,7 +707,7 @@ static void *fanout_main(void *arg)
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
 			ckpt_maybe_locked(c);
 		}
-		if (!c->qhead && c->stop)
+		if (!c->qhead)
 			break;
 		struct job *j = c->qhead;
 		c->qhead = j->next;
@@ -665,6 +749,76 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	pthread_mutex_unlock(&c->mu);
 }
 
+/* A send that failed before its append: tell the caller (if asked),
+ * unregister. */
+static void send_fail(struct job *j, int err, bool call)
+{
+	struct chat *c = j->c;
+	free(j->rec);
+	j->rec = NULL;
+	if (call) {
+		struct chat_send_result res = {.err = err};
+		j->cb(j->cb_arg, &res);
+	}
+	pthread_mutex_lock(&c->mu);
+	job_done_locked(c, j);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static int send_append(struct job *j)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, j->conv, j->len);
+	struct pe_input in = {.type = CHAT_ENT_MSG, .len = j->rec_len,
+			      .payload = j->rec};
+	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
+				   .expected_last_seq = PE_NO_EXPECT,
+				   .entries = &in, .count = 1};
+	memcpy(aq.producer, j->producer, 16);
+	int rc = pe_append(j->c->e, &aq, send_cb, j);
+	free(j->rec); /* pe_append copied the payload */
+	j->rec = NULL;
+	return rc;
+}
+
+static int send_check_issue(struct job *j);
+
+/* Existence check (cache miss): o/<conv> first (conversations opened by
+ * CONV_OPEN), then c/<conv> (conversations that hold messages from before
+ * CONV_OPEN was required). Shard thread. */
+static void send_check_cb(void *arg, const struct pe_read_result *r)
+{
+	struct job *j = arg;
+	struct chat *c = j->c;
+	int rc;
+	if (r->err && r->err != -PARLEY_ETRIMMED) {
+		rc = r->err;
+	} else if (r->count > 0 || r->last_seq > 0) {
+		pthread_mutex_lock(&c->mu);
+		known_add_locked(c, conv_hash(j->conv, j->len));
+		pthread_mutex_unlock(&c->mu);
+		rc = send_append(j);
+	} else if (j->check == 0) {
+		j->check = 1;
+		rc = send_check_issue(j);
+	} else {
+		rc = -PARLEY_ENOTFOUND;
+	}
+	if (rc)
+		send_fail(j, rc, true);
+}
+
+static int send_check_issue(struct job *j)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = j->check == 0 ? chat_key_open(key, j->conv, j->len)
+			       : chat_key_conv(key, j->conv, j->len);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	return pe_read(j->c->e, &q, send_check_cb, j);
+}
+
 int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg)
 {
@@ -699,30 +853,152 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
+	j->rec = rec;
+	j->rec_len = (uint32_t)n;
+	chat_producer_send(j->producer, q->sender, q->sender_len,
+			   q->client_msg_id);
 	j->len = q->conv_len;
 	memcpy(j->conv, q->conv, q->conv_len);
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	uint64_t h = conv_hash(q->conv, q->conv_len);
 	/* Register BEFORE the append: the cursor of p cannot pass this
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
 	pthread_mutex_lock(&c->mu);
+	bool known = known_has_locked(c, h);
 	job_register_locked(c, j, p, chat_clock_ms(c->clock));
 	pthread_mutex_unlock(&c->mu);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = (uint32_t)n,
-			      .payload = rec};
-	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
-				   .expected_last_seq = PE_NO_EXPECT,
-				   .entries = &in, .count = 1};
-	chat_producer_send(aq.producer, q->sender, q->sender_len,
-			   q->client_msg_id);
-	int rc = pe_append(c->e, &aq, send_cb, j);
-	free(rec); /* pe_append copied the payload */
-	if (rc) {
-		pthread_mutex_lock(&c->mu);
-		job_done_locked(c, j);
-		pthread_mutex_unlock(&c->mu);
-	}
+	int rc = known ? send_append(j) : send_check_issue(j);
+	if (rc)
+		send_fail(j, rc, false);
 	return rc;
+}
+
+/* ---- CONV_OPEN ----------------------------------------------------------------------------- */
+
+struct open_ctx;
+struct open_item {
+	struct open_ctx *x;
+	bool self;
+};
+
+struct open_ctx {
+	struct chat *c;
+	chat_open_cb cb;
+	void *arg;
+	atomic_int pending;
+	_Atomic int err;
+	atomic_bool created;
+	struct open_item item[CHAT_FANOUT_MAX_ITEMS]; /* append contexts */
+	struct chat_conv_info info;
+};
+
+static void open_finish(struct open_ctx *x, int err)
+{
+	if (err)
+		x->info.err = err;
+	if (!x->info.err) {
+		pthread_mutex_lock(&x->c->mu);
+		known_add_locked(x->c, conv_hash(x->info.conv, x->info.conv_len));
+		pthread_mutex_unlock(&x->c->mu);
+	}
+	x->cb(x->arg, &x->info);
+	free(x);
+}
+
+static void open_meta_cb(void *arg, const struct pe_read_result *r)
+{
+	struct open_ctx *x = arg;
+	if (!r->err) {
+		x->info.last_seq = r->last_seq;
+		x->info.last_ts_ms = r->count ? r->entries[0].ts_ms : 0;
+	}
+	open_finish(x, r->err == -PARLEY_ETRIMMED ? 0 : r->err);
+}
+
+static void open_next(struct open_ctx *x)
+{
+	int err = atomic_load(&x->err);
+	if (err) {
+		open_finish(x, err);
+		return;
+	}
+	x->info.created = atomic_load(&x->created);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, x->info.conv, x->info.conv_len);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	int rc = pe_read(x->c->e, &q, open_meta_cb, x);
+	if (rc)
+		open_finish(x, rc);
+}
+
+static void open_item_cb(void *arg, const struct pe_append_result *r)
+{
+	struct open_item *a = arg;
+	struct open_ctx *x = a->x;
+	if (r->err)
+		atomic_store(&x->err, r->err);
+	else if (a->self && !r->duplicate)
+		atomic_store(&x->created, true);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		open_next(x);
+}
+
+int chat_conv_open(struct chat *c, const char *user, size_t ulen,
+		   const char *peer, size_t plen, chat_open_cb cb, void *arg)
+{
+	if (!parley_proto_user_id_valid(peer, plen))
+		return -PARLEY_EINVAL;
+	struct open_ctx *x = calloc(1, sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	int n = parley_proto_dm_conv_id(user, ulen, peer, plen, x->info.conv,
+					sizeof x->info.conv);
+	struct chat_fanout_plan plan;
+	if (n < 0 || chat_list_plan(x->info.conv, (size_t)n, &plan) ||
+	    plan.n != 2) {
+		free(x);
+		return -PARLEY_EINVAL; /* the caller itself, or a bad id */
+	}
+	x->c = c;
+	x->cb = cb;
+	x->arg = arg;
+	x->info.conv_len = (uint16_t)n;
+	chat_conv_members(x->info.conv, (size_t)n, x->info.members);
+	/* The o/ marker makes the conversation exist for SEND; the list
+	 * entries put it in both users' lists. All idempotent. */
+	struct chat_fanout_item *mk = &plan.item[plan.n];
+	int kl = chat_key_open(mk->key, x->info.conv, (size_t)n);
+	PARLEY_ASSERT(kl > 0 && plan.n < CHAT_FANOUT_MAX_ITEMS);
+	mk->klen = (uint8_t)kl;
+	mk->type = CHAT_ENT_OPEN;
+	mk->len = (uint16_t)chat_list_encode(mk->payload, sizeof mk->payload,
+					     x->info.conv, (size_t)n);
+	chat_producer_open(mk->producer, x->info.conv, (size_t)n);
+	plan.n++;
+	atomic_store(&x->pending, (int)plan.n);
+	for (unsigned i = 0; i < plan.n; i++) {
+		struct chat_fanout_item *it = &plan.item[i];
+		struct open_item *a = &x->item[i];
+		a->x = x;
+		/* the caller's list key is "l/<caller>" */
+		a->self = it->type == CHAT_ENT_LIST && it->klen == 2 + ulen &&
+			  memcmp(it->key + 2, user, ulen) == 0;
+		struct pe_input in = {.type = it->type, .len = it->len,
+				      .payload = it->payload};
+		struct pe_append_req q = {.key = it->key, .klen = it->klen,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, it->producer, 16);
+		int rc = pe_append(c->e, &q, open_item_cb, a);
+		if (rc) {
+			struct pe_append_result r = {.err = rc};
+			open_item_cb(a, &r);
+		}
+	}
+	return 0;
 }
 
 struct send_wait {
@@ -778,6 +1054,7 @@ struct conv_todo {
 };
 
 struct scan_ctx {
+	struct chat *c;           /* recovery runs before any other thread */
 	const uint64_t *cur;
 	uint32_t part;
 	uint64_t max_ts;
@@ -793,6 +1070,9 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 	s->streams++;
 	if (meta->last_ts_ms > s->max_ts)
 		s->max_ts = meta->last_ts_ms;
+	if (klen > 2 && meta->last_seq > 0 &&
+	    (!memcmp(key, "o/", 2) || !memcmp(key, "c/", 2)))
+		known_add_locked(s->c, conv_hash((const char *)key + 2, klen - 2));
 	if (klen < 3 || memcmp(key, "c/", 2) != 0 || meta->last_seq == 0 ||
 	    meta->last_ts_ms < s->cur[s->part])
 		return 0;
@@ -907,7 +1187,7 @@ static int recover(struct chat *c)
 		mincur = PARLEY_MIN(mincur, c->cur[p]);
 	}
 	c->st.watermark_ms = mincur;
-	struct scan_ctx s = {.cur = c->cur};
+	struct scan_ctx s = {.c = c, .cur = c->cur};
 	for (uint32_t p = 0; p < c->np; p++) {
 		s.part = p;
 		rc = pe_list_streams(c->e, p, scan_stream_cb, &s);
@@ -988,6 +1268,7 @@ static void chat_free(struct chat *c)
 	free(c->cur);
 	free(c->ckpt_buf_cur);
 	free(c->ckpt_rec);
+	free(c->known);
 	free(c);
 }
 
@@ -1038,10 +1319,11 @@ void chat_close(struct chat *c)
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
 	pthread_join(c->thr, NULL);
-	/* The thread issued everything; wait for the last appends and for a
-	 * checkpoint still in flight. */
+	/* The thread ran every job to completion; wait for a checkpoint
+	 * still in flight. */
 	pthread_mutex_lock(&c->mu);
-	while (c->npending || c->ckpt_busy)
+	PARLEY_ASSERT(c->npending == 0 && !c->qhead);
+	while (c->ckpt_busy)
 		pthread_cond_wait(&c->cv, &c->mu);
 	/* Last checkpoint: nothing is outstanding, so every cursor is "now":
 	 * a clean restart re-fans out nothing. */

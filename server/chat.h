@@ -9,6 +9,10 @@
  *                     (CHAT_ENT_PTR: kind, conv, conv_seq). inbox_seq = seq.
  *   l/<user>          a user's conversation list: one CHAT_ENT_LIST entry per
  *                     conversation the user is in (idempotent per conv).
+ *   o/<conv>          the conversation was opened (CONV_OPEN): one
+ *                     CHAT_ENT_OPEN entry (idempotent). SEND requires it
+ *                     (or messages in c/<conv>, for conversations stored
+ *                     before CONV_OPEN was required); otherwise NOTFOUND.
  *   k/<user>:<device> a device's delivery cursor (CHAT_ENT_CURSOR, u64): the
  *                     last inbox_seq the device acknowledged. Written lazily.
  *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
@@ -83,6 +87,7 @@ enum chat_ent_type {
 	CHAT_ENT_LIST = 3,
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
+	CHAT_ENT_OPEN = 6,
 };
 
 #define CHAT_REC_VERSION 1u
@@ -90,6 +95,7 @@ enum chat_ent_type {
 #define CHAT_CKPT_INTERVAL_MS 100u   /* fan-out checkpoint at most this often */
 #define CHAT_CKPT_MSGS 4096u         /* ... or after this many new messages */
 #define CHAT_MAX_PARTITIONS 65536u
+#define CHAT_KNOWN_MAX (1u << 20)    /* slots of the known-conversation cache (8 MiB) */
 #define CHAT_KEY_CAP 256u            /* PE_MAX_KEY + NUL */
 #define CHAT_FANOUT_MAX_ITEMS 4u     /* 1:1: two inboxes + two lists */
 #define CHAT_PTR_MAX (1 + 2 + 2 + 250 + 8)
@@ -101,6 +107,7 @@ enum chat_ent_type {
 int chat_key_conv(char *out, const char *conv, size_t len);
 int chat_key_inbox(char *out, const char *user, size_t len);
 int chat_key_list(char *out, const char *user, size_t len);
+int chat_key_open(char *out, const char *conv, size_t len);
 int chat_key_cursor(char *out, const char *user, size_t ulen,
 		    const char *device, size_t dlen);
 
@@ -157,6 +164,7 @@ void chat_producer_send(uint8_t out[16], const char *sender, size_t slen,
 void chat_producer_fanout(uint8_t out[16], const char *conv, size_t len,
 			  uint64_t seq);
 void chat_producer_list(uint8_t out[16], const char *conv, size_t len);
+void chat_producer_open(uint8_t out[16], const char *conv, size_t len);
 
 /* ---- fan-out planner (pure) -------------------------------------------------- */
 
@@ -235,9 +243,30 @@ typedef void (*chat_send_cb)(void *arg, const struct chat_send_result *r);
  * fan-out. Returns 0 (cb will run once) or an error and cb will not run:
  * -PARLEY_ENOTFOUND (no such conversation), -PARLEY_EPERM (not a member),
  * -PARLEY_ETOOBIG, -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full: retry
- * later), -PARLEY_ECLOSED. Any thread. */
+ * later), -PARLEY_ECLOSED. Any thread. A conversation that was never
+ * opened (no o/<conv>, no message) fails with -PARLEY_ENOTFOUND through
+ * cb: existence is cached in memory (CHAT_KNOWN_MAX), a miss costs one or
+ * two reads before the append. */
 int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg);
+/* CONV_OPEN: the 1:1 conversation of user and peer. */
+struct chat_conv_info {
+	int err;
+	char conv[CHAT_KEY_CAP];
+	uint16_t conv_len;
+	bool created;          /* this call put it in the caller's list */
+	uint64_t last_seq, last_ts_ms;
+	struct chat_member members[2]; /* point into conv */
+};
+typedef void (*chat_open_cb)(void *arg, const struct chat_conv_info *r);
+/* Opens (creating if needed) the conversation: o/<conv> and both users'
+ * list entries, durable before cb (engine thread). Returns 0 (cb will
+ * run once) or -PARLEY_EINVAL (peer is not a valid user id, or is the
+ * caller: a conversation with oneself is not a 1:1 conversation),
+ * -PARLEY_ENOMEM. Any thread. */
+int chat_conv_open(struct chat *c, const char *user, size_t ulen,
+		   const char *peer, size_t plen, chat_open_cb cb, void *arg);
+
 /* Blocking form for tools and tests (not from a callback). */
 int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 		   struct chat_send_result *out);

@@ -1156,137 +1156,66 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 
 /* CONV_OPEN ------------------------------------------------------------------------------ */
 
-struct open_ctx {
+struct open_reply {
 	struct loop *lp;
-	struct pe_engine *e;
 	uint32_t slot, gen, req_id;
-	atomic_int pending;
-	int err;
-	bool created;
-	uint8_t self_idx;       /* which list item is the caller's */
-	uint16_t clen;
-	char conv[250];
 };
 
-static void open_meta_cb(void *arg, const struct pe_read_result *r)
+/* Engine thread: the conversation is open (durable) or failed. */
+static void conv_open_cb(void *arg, const struct chat_conv_info *r)
 {
-	struct open_ctx *x = arg;
+	struct open_reply *x = arg;
 	struct lmsg *lm;
 	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err), 0,
+		lm = error_msg(x->req_id, wire_code(r->err), 50,
 			       parley_strerror(r->err));
 	} else {
+		/* a parley_msg holds room for 1024 members: not on the stack */
 		struct parley_msg *m = calloc(1, sizeof *m);
-		struct chat_member mm[2];
-		int nm = chat_conv_members(x->conv, x->clen, mm);
-		if (!m || nm != 2) {
+		lm = NULL;
+		if (m) {
+			m->type = PARLEY_T_CONV;
+			m->conv.conv = (struct parley_str){r->conv, r->conv_len};
+			m->conv.kind = PARLEY_CONV_DIRECT;
+			m->conv.flags = r->created ? PARLEY_CONVF_CREATED : 0;
+			m->conv.last_seq = r->last_seq;
+			m->conv.last_ts_ms = r->last_ts_ms;
+			m->conv.member_count = 2;
+			for (int i = 0; i < 2; i++)
+				m->conv.members[i] = (struct parley_str){
+					r->members[i].p,
+					(uint16_t)r->members[i].len};
+			lm = frame_msg(LM_FRAME, x->req_id, m);
 			free(m);
-			post_reply(x->lp, x->slot, x->gen, NULL, x->req_id);
-			free(x);
-			return;
 		}
-		m->type = PARLEY_T_CONV;
-		m->conv.conv = (struct parley_str){x->conv, x->clen};
-		m->conv.kind = PARLEY_CONV_DIRECT;
-		m->conv.flags = x->created ? PARLEY_CONVF_CREATED : 0;
-		m->conv.last_seq = r->last_seq;
-		m->conv.last_ts_ms = r->count ? r->entries[0].ts_ms : 0;
-		m->conv.member_count = 2;
-		m->conv.members[0] = (struct parley_str){mm[0].p, (uint16_t)mm[0].len};
-		m->conv.members[1] = (struct parley_str){mm[1].p, (uint16_t)mm[1].len};
-		lm = frame_msg(LM_FRAME, x->req_id, m);
-		free(m);
 	}
 	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
 	free(x);
 }
 
-static void open_next(struct open_ctx *x)
-{
-	if (x->err) {
-		post_reply(x->lp, x->slot, x->gen,
-			   error_msg(x->req_id, wire_code(x->err), 50,
-				     parley_strerror(x->err)),
-			   x->req_id);
-		free(x);
-		return;
-	}
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, x->conv, x->clen);
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1};
-	int rc = pe_read(x->e, &q, open_meta_cb, x);
-	if (rc) {
-		x->err = rc;
-		open_next(x);
-	}
-}
-
-struct open_item_arg {
-	struct open_ctx *x;
-	bool self;
-};
-
-static void open_list_cb(void *arg, const struct pe_append_result *r)
-{
-	struct open_item_arg *a = arg;
-	struct open_ctx *x = a->x;
-	if (r->err)
-		x->err = r->err;
-	else if (a->self && !r->duplicate)
-		x->created = true;
-	free(a);
-	if (atomic_fetch_sub(&x->pending, 1) == 1)
-		open_next(x);
-}
-
 static void req_conv_open(struct conn *c, uint32_t rid,
 			  const struct parley_conv_open *m)
 {
-	char conv[256];
-	int n = parley_proto_dm_conv_id(c->id->user, c->id->ulen, m->peer.p,
-					m->peer.len, conv, sizeof conv);
-	if (n < 0) {
-		conn_error(c, rid, PARLEY_EINVAL, false, 0, "invalid peer");
+	struct open_reply *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	struct chat_fanout_plan plan;
-	struct open_ctx *x = calloc(1, sizeof *x);
-	if (!x || chat_list_plan(conv, (size_t)n, &plan) || plan.n != 2) {
+	*x = (struct open_reply){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+				 .req_id = rid};
+	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
+				m->peer.p, m->peer.len, conv_open_cb, x);
+	if (rc) {
 		free(x);
-		conn_error(c, rid, PARLEY_EINVAL, false, 0, "invalid peer");
+		conn_error(c, rid, wire_code(rc), false, 0,
+			   rc == -PARLEY_EINVAL
+				   ? "invalid peer: a user id other than yours "
+				     "(1-120 bytes: letters, digits and . _ - @ + = |, "
+				     "starting with a letter or digit)"
+				   : parley_strerror(rc));
 		return;
 	}
-	x->lp = c->lp;
-	x->e = S(c)->engine;
-	x->slot = c->slot;
-	x->gen = c->gen;
-	x->req_id = rid;
-	x->clen = (uint16_t)n;
-	memcpy(x->conv, conv, (size_t)n);
-	atomic_store(&x->pending, 2);
 	c->inflight++;
-	for (unsigned i = 0; i < 2; i++) {
-		struct chat_fanout_item *it = &plan.item[i];
-		struct open_item_arg *a = malloc(sizeof *a);
-		PARLEY_ASSERT(a);
-		a->x = x;
-		/* the caller's list key is "l/<caller>" */
-		a->self = it->klen == 2 + c->id->ulen &&
-			  memcmp(it->key + 2, c->id->user, c->id->ulen) == 0;
-		struct pe_input in = {.type = it->type, .len = it->len,
-				      .payload = it->payload};
-		struct pe_append_req q = {.key = it->key, .klen = it->klen,
-					  .expected_last_seq = PE_NO_EXPECT,
-					  .entries = &in, .count = 1};
-		memcpy(q.producer, it->producer, 16);
-		int rc = pe_append(S(c)->engine, &q, open_list_cb, a);
-		if (rc) {
-			struct pe_append_result r = {.err = rc};
-			open_list_cb(a, &r);
-		}
-	}
 }
 
 /* CONV_LIST ---------------------------------------------------------------------------- */

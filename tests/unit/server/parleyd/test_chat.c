@@ -15,6 +15,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "chat.h"
@@ -260,6 +261,42 @@ static uint64_t raw_send(struct world *w, const char *conv, int i)
 	return r.seq;
 }
 
+struct open_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct chat_conv_info r;
+};
+
+static void open_wait_cb(void *arg, const struct chat_conv_info *r)
+{
+	struct open_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* CONV_OPEN through the chat service; returns its error, fills *out. */
+static int svc_open(struct chat *c, const char *user, const char *peer,
+		    struct chat_conv_info *out)
+{
+	struct open_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+			      .cv = PTHREAD_COND_INITIALIZER};
+	int rc = chat_conv_open(c, user, strlen(user), peer, strlen(peer),
+				open_wait_cb, &w);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	if (out)
+		*out = w.r;
+	return w.r.err;
+}
+
 /* A SEND through the chat service, waiting for its ack. */
 static uint64_t svc_send(struct chat *c, const char *conv, const char *from,
 			 int i)
@@ -317,6 +354,7 @@ Test(chat, live_fanout_in_order)
 	world_open(&w);
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
 	for (int i = 1; i <= 300; i++)
 		cr_assert_eq(svc_send(c, "d:alice:bob", "alice", i), (uint64_t)i);
 	chat_close(c); /* waits for every fan-out to be durable */
@@ -335,6 +373,7 @@ Test(chat, recovery_refans_lost_and_never_doubles)
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
 	/* 1..50 fanned out live; 51..80 "acked" but their fan-out lost */
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
 	for (int i = 1; i <= 50; i++)
 		svc_send(c, "d:alice:bob", i % 2 ? "alice" : "bob", i);
 	chat_close(c);
@@ -383,10 +422,15 @@ Test(chat, send_checks_membership_and_dedups)
 	world_open(&w);
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	struct chat_send_result r;
+	struct chat_send_req q0 = {.conv = "d:alice:bob", .conv_len = 11,
+				   .sender = "alice", .sender_len = 5};
+	/* never opened: NOTFOUND (through the callback, after the reads) */
+	cr_assert_eq(chat_send_sync(c, &q0, &r), -PARLEY_ENOTFOUND);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
 	cr_assert_eq(svc_send(c, "d:alice:bob", "alice", 1), 1);
 	struct chat_send_req q = {.conv = "d:alice:bob", .conv_len = 11,
 				  .sender = "carol", .sender_len = 5};
-	struct chat_send_result r;
 	cr_assert_eq(chat_send_sync(c, &q, &r), -PARLEY_EPERM);
 	q.conv = "x:whatever";
 	q.conv_len = 10;
@@ -413,6 +457,8 @@ Test(chat, clean_close_resumes_without_replay)
 	world_open(&w);
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_open(c, "carol", "bob", NULL), 0);
 	for (int i = 1; i <= 200; i++)
 		svc_send(c, i % 3 ? "d:alice:bob" : "d:bob:carol",
 			 i % 2 ? "bob" : (i % 3 ? "alice" : "carol"), i);
@@ -445,6 +491,7 @@ Test(chat, checkpoints_catch_up_while_running)
 	world_open(&w);
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
 	for (int i = 1; i <= 100; i++)
 		svc_send(c, "d:alice:bob", "alice", i);
 	struct chat_stats st;
@@ -459,6 +506,45 @@ Test(chat, checkpoints_catch_up_while_running)
 	cr_assert_eq(st.fanout_pending, 0);
 	cr_assert(st.checkpoints >= 1);
 	cr_assert_eq(st.fanout_jobs, 100);
+	chat_close(c);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+/* CONV_OPEN: bad peers and oneself are INVAL; opening is idempotent,
+ * reports CREATED once, and makes SEND work, also after a restart (the
+ * o/ marker is durable, the in-memory cache is rebuilt by recovery). */
+Test(chat, conv_open_rules)
+{
+	struct world w = {.io = pio_mem_new(6)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	static const char *bad[] = {"--help", "", "a:b", "alice", "-x", "a b"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		cr_assert_eq(svc_open(c, "alice", bad[i], NULL), -PARLEY_EINVAL,
+			     "peer \"%s\"", bad[i]);
+	struct chat_conv_info in;
+	cr_assert_eq(svc_open(c, "bob", "alice", &in), 0);
+	cr_assert_eq(in.conv_len, 11);
+	cr_assert(!memcmp(in.conv, "d:alice:bob", 11));
+	cr_assert(in.created);
+	cr_assert_eq(in.last_seq, 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", &in), 0);
+	cr_assert(!in.created); /* bob's call created it, for both */
+	cr_assert_eq(svc_send(c, "d:alice:bob", "bob", 1), 1);
+	cr_assert_eq(svc_open(c, "alice", "bob", &in), 0);
+	cr_assert_eq(in.last_seq, 1);
+	cr_assert_eq(list_len(&w, "alice"), 1);
+	chat_close(c);
+	pe_close(w.e);
+	world_open(&w);
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_send(c, "d:alice:bob", "alice", 2), 2);
+	struct chat_send_req q = {.conv = "d:bob:carol", .conv_len = 11,
+				  .sender = "bob", .sender_len = 3};
+	struct chat_send_result r;
+	cr_assert_eq(chat_send_sync(c, &q, &r), -PARLEY_ENOTFOUND);
 	chat_close(c);
 	pe_close(w.e);
 	pio_free(w.io);
