@@ -459,16 +459,23 @@ static void config_print(const struct opts *o)
 	}
 }
 
+/* The auth hook: *exp_ms is the session deadline (jwt_claims.deadline_ms:
+ * the token's exp plus the leeway), the instant jwt_expired_at() turns
+ * true; the connection sends GOAWAY AUTH_EXPIRED at that instant and not
+ * before, so a token accepted inside the leeway is not dropped at once. */
 static int srv_auth(void *arg, const char *token, size_t len, char *sub,
 		    size_t subcap, uint64_t *exp_ms, char *why, size_t whycap)
 {
 	struct jwt_claims cl;
-	int rc = jwt_verify(arg, token, len, parley_now_ms() / 1000, &cl, why,
-			    whycap);
+	int rc = jwt_verify(arg, token, len, parley_now_ms(), &cl, why, whycap);
 	if (rc)
 		return rc;
-	snprintf(sub, subcap, "%s", cl.sub);
-	*exp_ms = cl.exp_s * 1000;
+	if (cl.sub_len >= subcap) {
+		snprintf(why, whycap, "sub longer than %zu bytes", subcap - 1);
+		return -PARLEY_EAUTH;
+	}
+	memcpy(sub, cl.sub, cl.sub_len + 1);
+	*exp_ms = cl.deadline_ms;
 	return 0;
 }
 
