@@ -250,6 +250,11 @@ static void send_now(int fd, int code, const char *reason, const char *body)
 
 static void aconn_close(struct admin *a, struct aconn *c)
 {
+	/* take what the client already sent, so close() sends FIN after our
+	 * answer rather than a reset that could discard it (bounded) */
+	char junk[1024];
+	for (int i = 0; i < 8 && recv(c->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
+		;
 	close(c->fd);
 	c->fd = -1;
 	free(c->out);
