@@ -10,7 +10,6 @@
  *
  * Threads: reentrant; no globals.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -572,7 +571,9 @@ static int member_date_ms(const struct jmember *m, uint64_t *ms)
 	double d;
 	if (jr_num(&j, &d) || !(d >= 0 && d <= JWT_MAX_NUMERIC_DATE))
 		return -1;
-	*ms = (uint64_t)ceil(d * 1000.0);
+	double x = d * 1000.0; /* <= 2.6e14: exact in a double's integer range */
+	uint64_t u = (uint64_t)x;
+	*ms = (double)u < x ? u + 1 : u; /* ceil, without libm */
 	return 0;
 }
 
