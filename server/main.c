@@ -706,8 +706,11 @@ int main(int argc, char **argv)
 		SSL_CTX_free(tls);
 		return bad ? 2 : 0;
 	}
-	if (bad)
+	if (bad) {
+		jwt_verifier_free(jv);
+		SSL_CTX_free(tls);
 		return 2;
+	}
 	if (o.tls_port && !tls)
 		PLOG_W("parleyd", "no TLS listener: tls_cert/tls_key not set", "tls_port=%u", o.tls_port);
 	if (o.dev && !*o.jwt_secret_file)
