@@ -393,6 +393,9 @@ static void admin_accept(struct admin *a, uint64_t now)
 		c->rlen = 0;
 		c->out = NULL;
 		a->nconns++;
+		/* a probe usually sent its request with the handshake: answer
+		 * it now, before more connections could evict it */
+		aconn_read(a, c, now);
 	}
 }
 
