@@ -42,6 +42,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -973,6 +974,15 @@ static int tls_setup(struct peer *p)
 	if (!c->tls_ca || !c->tls_cert || !c->tls_key) {
 		PLOG_E("peer", "invalid TLS configuration",
 		       "why=\"peer TLS needs a CA, a certificate and a key\"");
+		return -PARLEY_EINVAL;
+	}
+	/* OpenSSL writes to the socket with write(2): a peer that closed
+	 * would kill the process with SIGPIPE. parleyd ignores it; so must
+	 * any other user of peer TLS. */
+	struct sigaction sa;
+	if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN) {
+		PLOG_E("peer", "invalid TLS configuration",
+		       "why=\"peer TLS needs SIGPIPE ignored (signal(SIGPIPE, SIG_IGN))\"");
 		return -PARLEY_EINVAL;
 	}
 	SSL_CTX *ctx = SSL_CTX_new(TLS_method());

@@ -72,7 +72,9 @@
  *      the other's against the cluster CA, and checks that it names the
  *      node id the HELLO claims: DNS name "node-<id>" in the SAN (or CN
  *      when there is no DNS SAN). A certificate from another CA fails the
- *      TLS handshake; one for another node gets PEER_REJ_CERT.
+ *      TLS handshake; one for another node gets PEER_REJ_CERT. OpenSSL
+ *      writes with write(2), so TLS requires SIGPIPE to be ignored
+ *      (parleyd does; peer_new refuses TLS otherwise).
  *
  * Threads and ownership. A struct peer is owned by one thread (its loop
  * thread): every call but peer_stats / peer_metrics_text must come from
