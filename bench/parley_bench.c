@@ -683,6 +683,7 @@ int main(int argc, char **argv)
 	cfg.seed = 1;
 	cfg.repeat = 1;
 	bool no_floor = false, payload_set = false, no_nats = false, args_set = false;
+	const char *outdir = NULL;
 	cfg.count = 10000;
 	/* TLS and admin ports off: their fixed defaults would collide with any
 	 * other parleyd on this shared machine */
@@ -700,7 +701,8 @@ int main(int argc, char **argv)
 	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
-	       O_NO_NATS, O_TLS };
+	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
+	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -728,6 +730,16 @@ int main(int argc, char **argv)
 		{"nats-server", required_argument, NULL, O_NATS},
 		{"no-nats", no_argument, NULL, O_NO_NATS},
 		{"tls", no_argument, NULL, O_TLS},
+		{"profile", required_argument, NULL, O_PROFILE},
+		{"json", required_argument, NULL, O_JSON},
+		{"users", required_argument, NULL, O_USERS},
+		{"threads", required_argument, NULL, O_THREADS},
+		{"convs", required_argument, NULL, O_CONVS},
+		{"msgs", required_argument, NULL, O_MSGS},
+		{"no-redis", no_argument, NULL, O_NO_REDIS},
+		{"no-drop-caches", no_argument, NULL, O_NO_DROP},
+		{"out", required_argument, NULL, O_OUT},
+		{"results", no_argument, NULL, O_RESULTS},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -770,6 +782,16 @@ int main(int argc, char **argv)
 		case O_NATS: cfg.nats_server = optarg; break;
 		case O_NO_NATS: no_nats = true; break;
 		case O_TLS: cfg.tls = true; break;
+		case O_PROFILE: cfg.profile = optarg; break;
+		case O_JSON: cfg.json = optarg; break;
+		case O_USERS: cfg.users = (uint32_t)parse_double(optarg, 2, 256, "--users"); break;
+		case O_THREADS: cfg.threads = (uint32_t)parse_double(optarg, 1, 16, "--threads"); break;
+		case O_CONVS: cfg.convs = (uint32_t)parse_double(optarg, 1, 1024, "--convs"); break;
+		case O_MSGS: cfg.msgs = (uint32_t)parse_double(optarg, 250, 100000, "--msgs"); break;
+		case O_NO_REDIS: cfg.no_redis = true; break;
+		case O_NO_DROP: cfg.no_drop_caches = true; break;
+		case O_OUT: outdir = optarg; break;
+		case O_RESULTS: break; /* plan: the files follow as arguments */
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
 		case O_NO_FLOOR: no_floor = true; break;
@@ -785,13 +807,24 @@ int main(int argc, char **argv)
 		default: die_usage("unknown option %s", argv[optind - 1]); break;
 		}
 	}
-	if (optind < argc)
+	bool takes_files = mode && (!strcmp(mode, "report") || !strcmp(mode, "plan"));
+	if (optind < argc && !takes_files)
 		die_usage("unexpected argument \"%s\"", argv[optind]);
+	if (mode && !strcmp(mode, "report")) {
+		if (optind >= argc || !outdir)
+			die_usage("%s", "report wants RESULT.json... --out DIR");
+		return bench_report(argc - optind, argv + optind, outdir) ? 1 : 0;
+	}
+	if (mode && !strcmp(mode, "plan")) {
+		if (!cfg.profile || optind >= argc)
+			die_usage("%s", "plan wants --profile FILE --results RESULT.json...");
+		return bench_planmode(&cfg, argc - optind, argv + optind) ? 1 : 0;
+	}
 	if (cfg.tls && !args_set)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1 --port 0 --tls-port {port} "
 				   "--tls-cert {cert} --tls-key {key} --admin-port 0";
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery, workload, history, report, plan)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -800,7 +833,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	bool need_redis = !strcmp(mode, "redis") || !strcmp(mode, "compare") ||
-			  !strcmp(mode, "server-compare");
+			  !strcmp(mode, "server-compare") ||
+			  (!strcmp(mode, "history") && !cfg.no_redis);
 	if (need_redis) {
 		if (!cfg.redis_server)
 			cfg.redis_server = find_in_path("redis-server");
@@ -823,6 +857,16 @@ int main(int argc, char **argv)
 		return mode_compare(&cfg);
 	if (!strcmp(mode, "server-compare"))
 		return mode_server_compare(&cfg);
+	if (!strcmp(mode, "workload")) {
+		if (!cfg.profile)
+			die_usage("%s", "workload wants --profile FILE (examples in bench/profiles/)");
+		print_machine(&cfg);
+		return bench_workload(&cfg) ? 1 : 0;
+	}
+	if (!strcmp(mode, "history")) {
+		print_machine(&cfg);
+		return bench_history(&cfg) ? 1 : 0;
+	}
 	if (!strcmp(mode, "idle-conns") || !strcmp(mode, "delivery")) {
 		print_machine(&cfg);
 		if (!strcmp(mode, "idle-conns")) {
@@ -863,6 +907,6 @@ int main(int argc, char **argv)
 		free(d);
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }
