@@ -30,7 +30,7 @@ static void step(FILE *log, const char *fmt, ...)
 /* Human units for the log: 1.23 M, 4.5 GB (decimal). */
 static const char *si(double v, char *buf, size_t cap)
 {
-	static const char *const u[] = {"", " k", " M", " G", " T", " P"};
+	static const char *const u[] = {" ", " k", " M", " G", " T", " P"};
 	unsigned i = 0;
 	double a = fabs(v);
 	while (a >= 1000 && i < 5) {
@@ -65,7 +65,7 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 	rc |= need(&m->node_mem_bytes, "memory budget per node", log);
 	if (rc)
 		return -PARLEY_EINVAL;
-	char a[32], b[32], c[32], d[32];
+	char a[32], b[32], c[32], d[32], e[32], g[32];
 	double u = p->target_utilisation, rf = p->replication_factor;
 	double D = p->devices_per_user;
 	double G = bp_dist_mean(&p->group_size);
@@ -84,18 +84,19 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 	const struct { const char *name; const struct plan_fig *f; const char *unit; } figs[] = {
 		{"node durable sends/s at target p99", &m->sends_per_s, "/s"},
 		{"node delivered events/s", &m->events_per_s, "/s"},
-		{"server memory per connected device", &m->conn_bytes, " B"},
-		{"bytes on disk per message (one copy)", &m->bytes_per_msg, " B"},
+		{"server memory per connected device", &m->conn_bytes, "B"},
+		{"bytes on disk per message (one copy)", &m->bytes_per_msg, "B"},
 		{"node history page reads/s", &m->reads_per_s, "/s"},
 		{"cores per node", &m->node_cores, ""},
-		{"memory per node for connections", &m->node_mem_bytes, " B"},
-		{"server base memory", &m->base_mem_bytes, " B"},
-		{"SEND wire overhead", &m->send_overhead, " B"},
-		{"EVENT wire overhead", &m->event_overhead, " B"},
+		{"memory per node for connections", &m->node_mem_bytes, "B"},
+		{"server base memory", &m->base_mem_bytes, "B"},
+		{"SEND wire overhead", &m->send_overhead, "B"},
+		{"EVENT wire overhead", &m->event_overhead, "B"},
 	};
 	for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++)
 		step(log, "- %s: %s%s  [%s]", figs[i].name, si(figs[i].f->v, a, sizeof a),
 		     figs[i].unit, figs[i].f->src);
+	step(log, "\n(si units: k = 10^3, M = 10^6, G = 10^9, T = 10^12; B = bytes)");
 
 	step(log, "\n## Load at peak\n");
 	o->sends_avg = p->users * p->messages_per_user_day / 86400.0;
@@ -114,13 +115,13 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 					      p->delivery_receipts_per_message) * D;
 	double typing_events = o->sends_peak * p->typing_per_message * o->fanout;
 	o->events_peak = msg_events + rcpt_events + typing_events;
-	step(log, "4. delivered events/s at peak = messages %s + receipts (%g + %g) × %s × %g = %s "
-		  "+ typing %g × %s × %.3f = %s → %s/s (receipts and typing: ASSUMED to cost one "
+	step(log, "4. delivered events/s at peak = messages %s/s + receipts (%g + %g) × %s/s × %g = "
+		  "%s/s + typing %g × %s/s × %.3f = %s/s → %s/s (receipts and typing: ASSUMED to cost one "
 		  "delivered event each; the server has neither yet, so they are not measured)",
 	     si(msg_events, a, sizeof a), p->read_receipts_per_message,
 	     p->delivery_receipts_per_message, si(o->sends_peak, b, sizeof b), D,
 	     si(rcpt_events, c, sizeof c), p->typing_per_message, si(o->sends_peak, d, sizeof d),
-	     o->fanout, si(typing_events, a, sizeof a), si(o->events_peak, b, sizeof b));
+	     o->fanout, si(typing_events, e, sizeof e), si(o->events_peak, g, sizeof g));
 	o->conns_peak = p->users * D * p->online_fraction;
 	step(log, "5. connected devices at peak = users × devices × online fraction = %s × %g × %g "
 		  "= %s",
@@ -141,11 +142,11 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 	     o->nodes_for[PL_EVENTS]);
 	double conns_per_node = m->node_mem_bytes.v / m->conn_bytes.v;
 	o->nodes_for[PL_CONNS] = ceil(o->conns_peak / (conns_per_node * u));
-	step(log, "9. connections: a node holds %s B ÷ %s B = %s connections; %s ÷ (%s × %g) = %.0f "
+	step(log, "9. connections: a node holds %sB ÷ %sB = %s connections; %s ÷ (%s × %g) = %.0f "
 		  "nodes",
 	     si(m->node_mem_bytes.v, a, sizeof a), si(m->conn_bytes.v, b, sizeof b),
 	     si(conns_per_node, c, sizeof c), si(o->conns_peak, d, sizeof d),
-	     si(conns_per_node, a, sizeof a), u, o->nodes_for[PL_CONNS]);
+	     si(conns_per_node, e, sizeof e), u, o->nodes_for[PL_CONNS]);
 	o->nodes_for[PL_READS] = ceil(o->reads_peak / (m->reads_per_s.v * u));
 	step(log, "10. history reads: %s/s ÷ (%s/s × %g) = %.0f nodes", si(o->reads_peak, a, sizeof a),
 	     si(m->reads_per_s.v, b, sizeof b), u, o->nodes_for[PL_READS]);
@@ -166,7 +167,7 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 
 	step(log, "\n## Memory, disk, network per node\n");
 	o->mem_per_node = m->base_mem_bytes.v + o->conns_peak / o->nodes * m->conn_bytes.v / u;
-	step(log, "13. memory per node = base %s B + (%s connections ÷ %.0f nodes) × %s B ÷ %g = "
+	step(log, "13. memory per node = base %sB + (%s connections ÷ %.0f nodes) × %sB ÷ %g = "
 		  "**%sB**",
 	     si(m->base_mem_bytes.v, a, sizeof a), si(o->conns_peak, b, sizeof b), o->nodes,
 	     si(m->conn_bytes.v, c, sizeof c), u, si(o->mem_per_node, d, sizeof d));
@@ -174,9 +175,9 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 	o->disk_total = o->msgs_retained * m->bytes_per_msg.v * rf / u;
 	o->disk_per_node = o->disk_total / o->nodes;
 	step(log, "14. messages kept = users × messages/day × retention days = %s × %g × %g = %s; "
-		  "disk = × %g B × rf %g ÷ %g = %sB in all, **%sB per node**",
+		  "disk = %s × %.1f B × rf %g ÷ %g = %sB in all, **%sB per node**",
 	     si(p->users, a, sizeof a), p->messages_per_user_day, p->retention_days,
-	     si(o->msgs_retained, b, sizeof b), m->bytes_per_msg.v, rf, u,
+	     si(o->msgs_retained, b, sizeof b), si(o->msgs_retained, e, sizeof e), m->bytes_per_msg.v, rf, u,
 	     si(o->disk_total, c, sizeof c), si(o->disk_per_node, d, sizeof d));
 	o->net_in_per_node = o->sends_peak * (o->body_mean + m->send_overhead.v) / o->nodes;
 	o->net_repl_per_node = o->sends_peak * (o->body_mean + m->send_overhead.v) * (rf - 1) /
@@ -188,7 +189,7 @@ int bench_plan(const struct bench_profile *p, const struct plan_meas *m,
 	     si(o->sends_peak, a, sizeof a), o->body_mean, m->send_overhead.v, o->nodes,
 	     si(o->net_in_per_node, b, sizeof b), si(o->net_repl_per_node, c, sizeof c),
 	     si(o->events_peak, d, sizeof d), o->body_mean, m->event_overhead.v, o->nodes,
-	     si(o->net_out_per_node, a, sizeof a));
+	     si(o->net_out_per_node, e, sizeof e));
 	double bits = (o->net_in_per_node + 2 * o->net_repl_per_node + o->net_out_per_node) * 8 / u;
 	step(log, "16. NIC per node ≥ (in + 2 × replication + out) × 8 ÷ %g = **%sbit/s**", u,
 	     si(bits, a, sizeof a));

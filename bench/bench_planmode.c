@@ -70,10 +70,10 @@ static void from_workload(const struct bjv *r, const char *file, const struct be
 	}
 	if (best) {
 		char path[96];
-		snprintf(path, sizeof path, "points[%zu].sends.per_s (p99 %.1f ms ≤ %g ms)", bi,
+		snprintf(path, sizeof path, "points[%zu].sends.per_s (p99 %.1f ms ≤ %g ms; a tested load, not saturation)", bi,
 			 bjv_num_at(best, "sends.latency.p99_us", 0) / 1e3, p->target_p99_ms);
 		setfig(&m->sends_per_s, bjv_num_at(best, "sends.per_s", 0), file, path);
-		snprintf(path, sizeof path, "points[%zu].events.per_s", bi);
+		snprintf(path, sizeof path, "points[%zu].events.per_s (at that load, not saturation)", bi);
 		setfig(&m->events_per_s, bjv_num_at(best, "events.per_s", 0), file, path);
 	} else {
 		fprintf(stderr, "parley-bench: plan: %s: no point meets p99 ≤ %g ms without errors\n",
