@@ -379,8 +379,8 @@ int bench_history(const struct bench_cfg *cfg)
 		x->nconv = MAX_CONVS;
 	if (x->nmsg > MAX_MSGS)
 		x->nmsg = MAX_MSGS;
-	if (x->nmsg < OLDER_DEPTH + PAGE) {
-		fprintf(stderr, "parley-bench: history: --msgs must be >= %u (the older page "
+	if (x->nmsg <= OLDER_DEPTH + PAGE) { /* seqs start at 1 */
+		fprintf(stderr, "parley-bench: history: --msgs must be > %u (the older page "
 				"ends %u messages below the newest)\n", OLDER_DEPTH + PAGE, OLDER_DEPTH);
 		free(x);
 		return -PARLEY_EINVAL;

@@ -787,7 +787,7 @@ int main(int argc, char **argv)
 		case O_USERS: cfg.users = (uint32_t)parse_double(optarg, 2, 256, "--users"); break;
 		case O_THREADS: cfg.threads = (uint32_t)parse_double(optarg, 1, 16, "--threads"); break;
 		case O_CONVS: cfg.convs = (uint32_t)parse_double(optarg, 1, 1024, "--convs"); break;
-		case O_MSGS: cfg.msgs = (uint32_t)parse_double(optarg, 250, 100000, "--msgs"); break;
+		case O_MSGS: cfg.msgs = (uint32_t)parse_double(optarg, 251, 100000, "--msgs"); break;
 		case O_NO_REDIS: cfg.no_redis = true; break;
 		case O_NO_DROP: cfg.no_drop_caches = true; break;
 		case O_OUT: outdir = optarg; break;
