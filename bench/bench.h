@@ -66,6 +66,7 @@ struct bench_cfg {
 	uint32_t msgs;            /* history: messages per conversation */
 	bool no_redis;            /* history: skip the Redis peer */
 	bool no_drop_caches;      /* history: do not drop the page cache */
+	bool storm;               /* workload: reconnect storm mid-window */
 };
 
 /* ---- results -------------------------------------------------------------- */

@@ -10,7 +10,10 @@
  *                      is within the profile's target_p99_ms with no errors
  *                      and nothing unsent (a lower bound of the node's
  *                      capacity: the load that was tested, not saturation)
- *   memory/connection  workload: server.bytes_per_connected_device
+ *   memory/connection  idle-conns: server.bytes_per_connection (many idle
+ *                      connections: the per-connection cost at scale), else
+ *                      workload: server.bytes_per_connected_device (a few
+ *                      subscribed devices: includes start-up allocations)
  *   cores              workload: machine.cores
  *   history reads/s    history: min(parleyd hot, older warm) reads/s
  *   bytes/message      history: storage.segment_bytes_per_message (the
@@ -49,6 +52,8 @@ static void assume(struct plan_fig *f, double v, const char *why)
 	snprintf(f->src, sizeof f->src, "ASSUMED: %s", why);
 }
 
+static struct plan_fig wl_conn;
+
 static void from_workload(const struct bjv *r, const char *file, const struct bench_profile *p,
 			  struct plan_meas *m)
 {
@@ -79,8 +84,9 @@ static void from_workload(const struct bjv *r, const char *file, const struct be
 		fprintf(stderr, "parley-bench: plan: %s: no point meets p99 ≤ %g ms without errors\n",
 			file, p->target_p99_ms);
 	}
-	setfig(&m->conn_bytes, bjv_num_at(r, "server.bytes_per_connected_device", 0), file,
-	       "server.bytes_per_connected_device");
+	/* used only when no idle-conns result is given (see plan_fallback) */
+	setfig(&wl_conn, bjv_num_at(r, "server.bytes_per_connected_device", 0), file,
+	       "server.bytes_per_connected_device (few devices: includes start-up allocations)");
 	setfig(&m->node_cores, bjv_num_at(r, "machine.cores", 0), file, "machine.cores");
 }
 
@@ -95,6 +101,15 @@ static void from_history(const struct bjv *r, const char *file, struct plan_meas
 	setfig(&m->bytes_per_msg, bjv_num_at(r, "storage.segment_bytes_per_message", 0), file,
 	       "storage.segment_bytes_per_message");
 	setfig(&m->node_cores, bjv_num_at(r, "machine.cores", 0), file, "machine.cores");
+}
+
+static void from_idle(const struct bjv *r, const char *file, struct plan_meas *m)
+{
+	if (bjv_get(r, "settings") && bjv_path(r, "settings.tls") &&
+	    bjv_path(r, "settings.tls")->num != 0)
+		fprintf(stderr, "parley-bench: plan: %s: idle connections over TLS\n", file);
+	setfig(&m->conn_bytes, bjv_num_at(r, "server.bytes_per_connection", 0), file,
+	       "server.bytes_per_connection (idle authenticated connections)");
 }
 
 static void from_storage(const struct bjv *r, const char *file, struct plan_meas *m)
@@ -127,11 +142,15 @@ int bench_planmode(const struct bench_cfg *cfg, int nfiles, char **files)
 			from_history(r, files[i], &m);
 		else if (mode && !strcmp(mode, "storage"))
 			from_storage(r, files[i], &m);
+		else if (mode && !strcmp(mode, "idle-conns"))
+			from_idle(r, files[i], &m);
 		else
 			fprintf(stderr, "parley-bench: plan: %s: mode \"%s\" has no per-node figure; "
 					"ignored\n", files[i], mode ? mode : "(none)");
 		bjv_free(r);
 	}
+	if (!(m.conn_bytes.v > 0) && wl_conn.v > 0)
+		m.conn_bytes = wl_conn;
 	assume(&m.node_mem_bytes, 16e9, "16 GB of a 32 GB node for connections");
 	assume(&m.base_mem_bytes, 4e9, "4 GB for memtables, block caches and WAL buffers");
 	assume(&m.send_overhead, 100, "SEND frame, conversation id, message id, TCP/IP share");

@@ -29,6 +29,7 @@
 #endif
 #include "bench.h"
 #include "bench_args.h"
+#include "bench_json.h"
 #include "bench_wire.h"
 
 #include <dirent.h>
@@ -621,6 +622,37 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	if (ping != 0)
 		printf("\nwarning: the warm-up connection did not answer PING at the end: %s\n",
 		       parley_strerror(ping));
+	if (cfg->json) {
+		FILE *jf = fopen(cfg->json, "w");
+		if (!jf) {
+			fprintf(stderr, "parley-bench: --json %s: %s\n", cfg->json, strerror(errno));
+			failures++;
+		} else {
+			struct bench_json j;
+			bj_init(&j, jf);
+			bj_str(&j, "tool", "parley-bench");
+			bj_str(&j, "mode", "idle-conns");
+			bj_machine(&j, "machine");
+			bj_obj(&j, "settings");
+			bj_u64(&j, "connections", n);
+			bj_bool(&j, "tls", cfg->tls);
+			bj_u64(&j, "client_processes", started);
+			bj_end(&j);
+			bj_obj(&j, "server");
+			bj_str(&j, "system", "parleyd");
+			bj_str(&j, "args", cfg->connect ? cfg->connect : cfg->parleyd_args);
+			bj_num(&j, "sockets_before", (double)socks0);
+			bj_num(&j, "sockets_after", (double)socks1);
+			bj_num(&j, "vmrss_kib_before", (double)rss0);
+			bj_num(&j, "vmrss_kib_after", (double)rss1);
+			bj_num(&j, "bytes_per_connection", per_conn);
+			bj_num(&j, "open_auth_seconds", t_open);
+			bj_end(&j);
+			if (bj_finish(&j) != 0)
+				failures++;
+			fclose(jf);
+		}
+	}
 	bench_srv_stop(&s);
 	return failures || rc ? 1 : 0;
 }

@@ -29,6 +29,12 @@
  * profile's messages; the driven rate is 1:1 messages only), read and
  * delivery receipts, typing notifications.
  *
+ * Scenario --storm (reconnect storm): at the middle of each measured window
+ * every connected device drops its connection and reconnects at once, as
+ * after a network blip or a load balancer restart; the time from the storm
+ * to each device being back (subscribed) is reported, and the send/event
+ * latencies of that window show the storm's impact.
+ *
  * Threads: --threads driver threads (default 4); user i and all its
  * devices belong to thread i % threads, which alone calls into their
  * clients. Between operations a thread polls its clients' sockets and
@@ -66,7 +72,8 @@
 #define WL_HIST_LIMIT 50
 
 struct wl_stats {
-	struct bench_hist send, event, hist, reconn;
+	struct bench_hist send, event, hist, reconn, storm;
+	uint64_t storm_ok, storm_err;
 	uint64_t sends_ok, send_err, hist_ok, hist_err, reconn_ok, reconn_err;
 	uint64_t events, events_unmeasured, drops, not_sent;
 	uint64_t timeline[WL_MAX_TIMELINE];
@@ -94,6 +101,7 @@ struct wl_point {
 	uint64_t t0_ns;     /* operation 0 due */
 	uint64_t meas_ns;   /* measured window start */
 	uint64_t end_ns;    /* measured window end: no op due later is issued */
+	uint64_t storm_ns;  /* --storm: every connected device reconnects then (0 = no) */
 };
 
 struct wl_thread {
@@ -233,10 +241,41 @@ static void *thread_main(void *arg)
 	if (!mine)
 		return NULL;
 	double per = 1.0 / (1 + x->p_hist + x->p_reconn);
+	bool stormed = !x->pt.storm_ns;
 	for (uint64_t k = t->idx;; k += x->nthreads) {
 		uint64_t due = x->pt.t0_ns + (uint64_t)((double)k / x->pt.op_rate * 1e9);
 		if (due >= x->pt.end_ns)
 			break;
+		if (!stormed && due >= x->pt.storm_ns) {
+			/* reconnect storm: every connected device of this thread
+			 * drops its connection and reconnects (TCP, HELLO, AUTH,
+			 * SYNC resume) now; latency from the storm's start */
+			if (now_ns() < x->pt.storm_ns)
+				pump(x, t, x->pt.storm_ns);
+			for (unsigned ui = t->idx; ui < x->nusers; ui += x->nthreads)
+				for (unsigned d = 0; d < x->users[ui].ndev; d++) {
+					struct wl_dev *dv = &x->users[ui].dev[d];
+					if (!dv->online)
+						continue;
+					parley_client_close(dv->c);
+				}
+			for (unsigned ui = t->idx; ui < x->nusers; ui += x->nthreads)
+				for (unsigned d = 0; d < x->users[ui].ndev; d++) {
+					struct wl_dev *dv = &x->users[ui].dev[d];
+					if (!dv->online)
+						continue;
+					int rc = parley_client_reconnect(dv->c);
+					if (rc) {
+						t->st->storm_err++;
+						atomic_fetch_add(&t->p_errors, 1);
+					} else {
+						t->st->storm_ok++;
+						bench_hist_record(&t->st->storm,
+								  now_ns() - x->pt.storm_ns);
+					}
+				}
+			stormed = true;
+		}
 		if (now_ns() < due)
 			pump(x, t, due);
 		bool measured = due >= x->pt.meas_ns;
@@ -377,7 +416,9 @@ static int run_point(struct wl_ctx *x, double rate, struct wl_stats *sum, bool p
 	x->pt.t0_ns = now_ns() + 50000000ull;
 	x->pt.meas_ns = x->pt.t0_ns + (uint64_t)(cfg->warmup * 1e9);
 	x->pt.end_ns = x->pt.meas_ns + (uint64_t)(cfg->seconds * 1e9);
+	x->pt.storm_ns = cfg->storm ? x->pt.meas_ns + (uint64_t)(cfg->seconds * 0.5e9) : 0;
 	memset(sum, 0, sizeof *sum);
+	bench_hist_init(&sum->storm);
 	bench_hist_init(&sum->send);
 	bench_hist_init(&sum->event);
 	bench_hist_init(&sum->hist);
@@ -391,6 +432,7 @@ static int run_point(struct wl_ctx *x, double rate, struct wl_stats *sum, bool p
 		bench_hist_init(&t->st->event);
 		bench_hist_init(&t->st->hist);
 		bench_hist_init(&t->st->reconn);
+		bench_hist_init(&t->st->storm);
 		atomic_store(&t->p_sends, 0);
 		atomic_store(&t->p_events, 0);
 		atomic_store(&t->p_errors, 0);
@@ -430,6 +472,9 @@ static int run_point(struct wl_ctx *x, double rate, struct wl_stats *sum, bool p
 		bench_hist_merge(&sum->event, &s->event);
 		bench_hist_merge(&sum->hist, &s->hist);
 		bench_hist_merge(&sum->reconn, &s->reconn);
+		bench_hist_merge(&sum->storm, &s->storm);
+		sum->storm_ok += s->storm_ok;
+		sum->storm_err += s->storm_err;
 		sum->sends_ok += s->sends_ok;
 		sum->send_err += s->send_err;
 		sum->hist_ok += s->hist_ok;
@@ -490,6 +535,14 @@ static void json_point(struct bench_json *j, const struct wl_ctx *x, double rate
 	bj_num(j, "per_s", (double)s->reconn_ok / secs);
 	bj_hist(j, "latency", &s->reconn);
 	bj_end(j);
+	if (x->cfg->storm) {
+		bj_obj(j, "reconnect_storm");
+		bj_num(j, "at_s", secs * 0.5);
+		bj_u64(j, "ok", s->storm_ok);
+		bj_u64(j, "errors", s->storm_err);
+		bj_hist(j, "latency", &s->storm);
+		bj_end(j);
+	}
 	bj_arr(j, "timeline_sends_per_s");
 	unsigned n = (unsigned)ceil(secs);
 	for (unsigned k = 0; k < n && k < WL_MAX_TIMELINE; k++)
@@ -572,6 +625,11 @@ int bench_workload(const struct bench_cfg *cfg)
 	       p->delivery_receipts_per_message, p->typing_per_message);
 	printf("- open loop: latency from the intended time of each operation; %.1f s warm-up + "
 	       "%.1f s measured per rate\n", cfg->warmup, cfg->seconds);
+	if (cfg->storm)
+		printf("- reconnect storm: at the middle of each measured window every connected "
+		       "device closes its connection and reconnects (TCP, HELLO, AUTH, SYNC resume); "
+		       "its latency is from the storm's start (a device's driver thread reconnects "
+		       "its devices one after another); sends keep their schedule\n");
 	if (rss0 > 0 && rss1 > 0)
 		printf("- server VmRSS %ld KiB before the clients, %ld KiB with %u connected and "
 		       "subscribed devices (%.1f KiB per device, includes conversation state)\n",
@@ -601,12 +659,16 @@ int bench_workload(const struct bench_cfg *cfg)
 		print_row(lbl, &s->hist, s->hist_ok, s->hist_err, cfg->seconds);
 		snprintf(lbl, sizeof lbl, "%.0f | reconnect (device 0)", rates[i]);
 		print_row(lbl, &s->reconn, s->reconn_ok, s->reconn_err, cfg->seconds);
+		if (cfg->storm) {
+			snprintf(lbl, sizeof lbl, "%.0f | storm: all devices reconnect", rates[i]);
+			print_row(lbl, &s->storm, s->storm_ok, s->storm_err, cfg->seconds);
+		}
 		if (s->not_sent || s->drops)
 			printf("| %.0f | (driver) | %llu operations not sent (driver behind by more "
 			       "than the window), %llu unexpected disconnects | | | | | | |\n",
 			       rates[i], (unsigned long long)s->not_sent,
 			       (unsigned long long)s->drops);
-		if (s->send_err || s->hist_err || s->reconn_err)
+		if (s->send_err || s->hist_err || s->reconn_err || s->storm_err)
 			failures++;
 	}
 	if (!rc && cfg->json) {

@@ -101,7 +101,8 @@ static void usage(FILE *f)
 "             intended time, send -> event latency at every connected device, a\n"
 "             live progress line on a terminal or with -v. Features the server\n"
 "             lacks (groups, receipts, typing) are reported as not exercised.\n"
-"             --users N (default min(profile users, 16)), --threads N (default 4)\n"
+"             --users N (default min(profile users, 16)), --threads N (default 4),\n"
+"             --storm: reconnect storm (every device reconnects mid-window)\n"
 "  history    history pages (50) through parleyd vs Redis XREVRANGE COUNT 50 on the\n"
 "             same records: last page (hot), then parleyd is stopped, flushed into\n"
 "             segments, restarted, the page cache dropped (--no-drop-caches: not),\n"
@@ -722,7 +723,7 @@ int main(int argc, char **argv)
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
 	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
-	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS };
+	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -760,6 +761,7 @@ int main(int argc, char **argv)
 		{"no-drop-caches", no_argument, NULL, O_NO_DROP},
 		{"out", required_argument, NULL, O_OUT},
 		{"results", no_argument, NULL, O_RESULTS},
+		{"storm", no_argument, NULL, O_STORM},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -811,6 +813,7 @@ int main(int argc, char **argv)
 		case O_NO_REDIS: cfg.no_redis = true; break;
 		case O_NO_DROP: cfg.no_drop_caches = true; break;
 		case O_OUT: outdir = optarg; break;
+		case O_STORM: cfg.storm = true; break;
 		case O_RESULTS: break; /* plan: the files follow as arguments */
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
