@@ -436,6 +436,17 @@ static int rep_workload(FILE *md, const struct bjv *r, const char *dir, unsigned
 			bjv_num_at(p, "events.latency.p99_us", NAN) / 1e3,
 			bjv_num_at(p, "history_reads.ok", 0), bjv_num_at(p, "reconnects.ok", 0));
 	}
+	for (size_t i = 0; i < pts->n; i++) {
+		const struct bjv *st = bjv_get(&pts->kids[i], "reconnect_storm");
+		if (st)
+			fprintf(md, "\nreconnect storm @ %.0f sends/s: %.0f devices reconnected, %.0f "
+				    "errors, back after p50 %.2f ms, p99 %.2f ms, max %.2f ms (from the "
+				    "storm's start)\n",
+				bjv_num_at(&pts->kids[i], "target_sends_per_s", 0), bjv_num_at(st, "ok", 0),
+				bjv_num_at(st, "errors", 0), bjv_num_at(st, "latency.p50_us", NAN) / 1e3,
+				bjv_num_at(st, "latency.p99_us", NAN) / 1e3,
+				bjv_num_at(st, "latency.max_us", NAN) / 1e3);
+	}
 	/* CDF */
 	chart_init(&c, "Latency CDF: send → durable ack (solid), send → event at a device (dashed)",
 		   "latency (ms, log scale; open loop, from the intended send time)",
@@ -463,6 +474,7 @@ static int rep_workload(FILE *md, const struct bjv *r, const char *dir, unsigned
 		add_cdf(&c, bjv_path(p, "events.latency"), "send → event", true);
 		add_cdf(&c, bjv_path(p, "history_reads.latency"), "history page (last 50)", false);
 		add_cdf(&c, bjv_path(p, "reconnects.latency"), "reconnect + resume", false);
+		add_cdf(&c, bjv_path(p, "reconnect_storm.latency"), "storm: back after", true);
 		snprintf(file, sizeof file, "r%u-workload-ops-cdf.svg", k);
 		rc |= chart_write(&c, dir, file);
 		fprintf(md, "\n![operations CDF](%s)\n", file);
