@@ -192,6 +192,14 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);
 
+/* --json for disk, engine, redis, compare, server-compare, delivery
+ * (bench_sink.c): open writes the header and starts the "rows" array;
+ * bench_sink() is NULL without --json; close ends the document. */
+struct bench_json;
+int bench_sink_open(const struct bench_cfg *cfg, const char *mode);
+struct bench_json *bench_sink(void);
+int bench_sink_close(void);
+
 /* ---- helpers (bench_util.c) ---------------------------------------------------- */
 
 double bench_now_s(void);

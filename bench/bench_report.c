@@ -15,6 +15,9 @@
  *             parley, zstd -19 floor (bars)
  *   plan      nodes needed by each limit (bars) and nodes against daily
  *             users (each limit scales linearly with users)
+ *   disk, engine, redis, compare, server-compare, delivery (their "rows")
+ *             one latency CDF with every row (parley and peers together);
+ *             delivery: p50/p99 against the rate, parleyd and NATS
  * A CDF chart puts latency (log scale) on x and the fraction of requests
  * at or below it on y, on a "nines" scale (0, 90%, 99%, 99.9%, 99.99%) so
  * the tail is visible.
@@ -705,6 +708,88 @@ static int rep_plan(FILE *md, const struct bjv *r, const char *dir, unsigned k)
 	return rc;
 }
 
+/* disk, engine, redis, compare, server-compare, delivery: the "rows" of
+ * bench_sink.c. One CDF chart with every row's latency (parley and its
+ * peers together), and for delivery / open-loop rows latency vs load per
+ * system. */
+static int rep_rows(FILE *md, const struct bjv *r, const char *dir, unsigned k)
+{
+	static struct chart c;
+	const struct bjv *rows = bjv_get(r, "rows");
+	if (!rows || rows->type != BJV_ARR)
+		return -PARLEY_EINVAL;
+	const struct bjv *peers = bjv_get(r, "peers");
+	for (size_t i = 0; peers && peers->type == BJV_ARR && i < peers->n; i++)
+		fprintf(md, "- peer **%s**: %s (%s)\n", bjv_str_at(&peers->kids[i], "system"),
+			bjv_str_at(&peers->kids[i], "config"), bjv_str_at(&peers->kids[i], "guarantee"));
+	fprintf(md, "\n| kind | system | load | count | p50 µs | p99 µs | p99.9 µs | max µs |\n"
+		    "|---|---|---|---:|---:|---:|---:|---:|\n");
+	chart_init(&c, "Latency CDF, parley and its peers in the same run",
+		   "latency (ms, log scale)", "fraction at or below", AX_LOG, AX_NINES);
+	int rc = 0;
+	for (size_t i = 0; i < rows->n; i++) {
+		const struct bjv *row = &rows->kids[i];
+		const char *kind = bjv_str_at(row, "kind"), *sys = bjv_str_at(row, "system");
+		const struct bjv *h = bjv_get(row, "latency");
+		if (!h)
+			h = bjv_get(row, "deliver_latency");
+		if (!h)
+			h = bjv_get(row, "write_4k_fdatasync");
+		if (!h || !kind)
+			continue;
+		char load[64], name[96];
+		if (!strcmp(kind, "delivery"))
+			snprintf(load, sizeof load, "%.0f msg/s, %.0f B", bjv_num_at(row, "rate", 0),
+				 bjv_num_at(row, "payload", 0));
+		else if (!strcmp(kind, "load"))
+			snprintf(load, sizeof load, "%s, %.0f prod., %.0f B",
+				 bjv_path(row, "open_loop") && bjv_path(row, "open_loop")->num ? "open"
+											: "closed",
+				 bjv_num_at(row, "producers", 0), bjv_num_at(row, "payload", 0));
+		else
+			snprintf(load, sizeof load, "4 KiB write + fdatasync");
+		fprintf(md, "| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f |\n", kind,
+			sys ? sys : "disk", load, bjv_num_at(h, "count", 0), bjv_num_at(h, "p50_us", NAN),
+			bjv_num_at(h, "p99_us", NAN), bjv_num_at(h, "p999_us", NAN),
+			bjv_num_at(h, "max_us", NAN));
+		snprintf(name, sizeof name, "%s: %s", sys ? sys : "disk floor", load);
+		add_cdf(&c, h, name, sys && strcmp(sys, "parley") && strcmp(sys, "parleyd"));
+	}
+	char file[64];
+	snprintf(file, sizeof file, "r%u-rows-cdf.svg", k);
+	rc |= chart_write(&c, dir, file);
+	fprintf(md, "\n![latency CDF](%s)\n", file);
+	/* delivery: p99 vs rate per system */
+	chart_init(&c, "Send → deliver p50 (dashed) and p99 vs rate", "messages/s (open loop)",
+		   "latency (ms, log scale)", AX_LIN, AX_LOG);
+	static const char *const systems[] = {"parleyd", "nats"};
+	for (size_t q = 0; q < 2; q++)
+		for (int pc = 0; pc < 2; pc++) {
+			struct series *se = &c.s[c.ns];
+			memset(se, 0, sizeof *se);
+			snprintf(se->name, sizeof se->name, "%s %s", systems[q], pc ? "p50" : "p99");
+			se->dashed = pc;
+			for (size_t i = 0; i < rows->n && se->n < MAX_PTS; i++) {
+				const struct bjv *row = &rows->kids[i];
+				const char *kind = bjv_str_at(row, "kind"), *sys = bjv_str_at(row, "system");
+				if (!kind || strcmp(kind, "delivery") || !sys || strcmp(sys, systems[q]))
+					continue;
+				se->x[se->n] = bjv_num_at(row, "rate", NAN);
+				se->y[se->n] = bjv_num_at(row, pc ? "deliver_latency.p50_us"
+								  : "deliver_latency.p99_us", NAN) / 1e3;
+				se->n++;
+			}
+			if (se->n)
+				c.ns++;
+		}
+	if (c.ns) {
+		snprintf(file, sizeof file, "r%u-rows-latency-vs-load.svg", k);
+		rc |= chart_write(&c, dir, file);
+		fprintf(md, "\n![latency vs load](%s)\n", file);
+	}
+	return rc;
+}
+
 int bench_report(int nfiles, char **files, const char *outdir)
 {
 	if (mkdir(outdir, 0755) != 0 && errno != EEXIST) {
@@ -746,6 +831,8 @@ int bench_report(int nfiles, char **files, const char *outdir)
 			mrc = rep_storage(md, r, outdir, (unsigned)i);
 		else if (mode && !strcmp(mode, "plan"))
 			mrc = rep_plan(md, r, outdir, (unsigned)i);
+		else if (bjv_get(r, "rows"))
+			mrc = rep_rows(md, r, outdir, (unsigned)i);
 		else {
 			fprintf(md, "(no charts for this mode)\n");
 			mrc = 0;

@@ -858,6 +858,26 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	for (uint64_t i = 0; i < k; i++)
 		if (intended[i] >= win_start && intended[i] < win_end)
 			in_window++;
+	struct bench_json *js = bench_sink();
+	if (js) {
+		bj_obj(js, NULL);
+		bj_str(js, "kind", "delivery");
+		bj_str(js, "system", "parleyd");
+		bj_num(js, "rate", rate);
+		bj_u64(js, "payload", payload);
+		bj_u64(js, "sent_in_window", in_window);
+		bj_u64(js, "delivered_in_window", hd->count);
+		bj_u64(js, "not_delivered", sent - delivered);
+		bj_hist(js, "deliver_latency", hd);
+		bj_hist(js, "ack_latency", ha);
+		bj_hist(js, "pacer_lag", lag);
+		bj_u64(js, "window", window);
+		bj_u64(js, "window_full", window_waits);
+		bj_u64(js, "errors", errors);
+		bj_bool(js, "duplicates", dups);
+		bj_bool(js, "ok", rc == 0);
+		bj_end(js);
+	}
 	printf("| parleyd (fdatasync before ack, 1 node) | %.0f | %u | %llu | %llu | %llu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | "
 	       "%.1f | window %u, full %llu×; pacer lag p99 %.1f µs%s%s%s%s |\n",
 	       rate, payload, (unsigned long long)in_window, (unsigned long long)hd->count,

@@ -32,6 +32,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_json.h"
 #include "bench_spread.h"
 
 #include <errno.h>
@@ -152,9 +153,10 @@ static void usage(FILE *f)
 "  --nats-server P     delivery: nats-server binary for the NATS core pub/sub\n"
 "                      reference at the same rates (default: nats-server in PATH\n"
 "                      or /usr/sbin); --no-nats skips it\n"
-"  --json FILE         workload, history, plan: write the result as JSON (settings,\n"
+"  --json FILE         every mode: also write the result as JSON (settings,\n"
 "                      machine, load, peers and their configuration, every\n"
-"                      percentile, ratios); parley-history-ratio --json for storage\n"
+"                      percentile and a latency CDF, ratios); parley-history-ratio\n"
+"                      --json for storage\n"
 "  -v, --verbose       progress on stderr\n"
 "  -h, --help          this text\n"
 "\n"
@@ -248,6 +250,36 @@ void bench_load_print_row(const struct load_result *r)
 		size_t l = strlen(note);
 		snprintf(note + l, sizeof note - l, "%s%llu slots not sent", l ? "; " : "",
 			 (unsigned long long)r->not_sent);
+	}
+	struct bench_json *j = bench_sink();
+	if (j) {
+		bj_obj(j, NULL);
+		bj_str(j, "kind", "load");
+		bj_str(j, "system", r->system);
+		if (!strcmp(r->system, "redis"))
+			bj_str(j, "version", bench_redis_version());
+		bj_bool(j, "open_loop", r->open_loop);
+		bj_num(j, "target_rate", r->open_loop ? r->target_rate : NAN);
+		bj_u64(j, "producers", r->producers);
+		bj_u64(j, "payload", r->payload);
+		bj_num(j, "seconds", r->seconds);
+		bj_u64(j, "acks", r->acks);
+		bj_u64(j, "errors", r->errors);
+		bj_u64(j, "not_sent", r->not_sent);
+		bj_num(j, "appends_per_s", r->appends_per_s);
+		bj_num(j, "mb_per_s", r->mb_per_s);
+		bj_hist(j, "latency", &r->lat);
+		if (r->open_loop)
+			bj_hist(j, "pacer_lag", &r->lag);
+		if (r->have_stats) {
+			bj_num(j, "wal_syncs_per_s", r->syncs_per_s);
+			bj_num(j, "wal_mb_per_s", r->wal_mb_per_s);
+			bj_num(j, "entries_per_sync", r->entries_per_sync);
+			bj_num(j, "mean_sync_us", r->mean_sync_us);
+		}
+		bj_bool(j, "ok", r->ok);
+		bj_str(j, "note", r->note);
+		bj_end(j);
 	}
 	printf("| %s | %s | %u | %u | %llu | %.0f | %.2f | %.1f | %.1f | %.1f | %.1f | "
 	       "%s | %s | %s | %s | %s |\n",
@@ -624,6 +656,26 @@ static int mode_compare(const struct bench_cfg *cfg)
 		SPREAD(parley_half_p99, "parley half-load ack p99 µs", "", "%.1f");
 		SPREAD(half_p99_minus_floor, "half-load ack p99 − fdatasync p99 µs", "≤ 100", "%+.1f");
 #undef SPREAD
+		struct bench_json *jj = bench_sink();
+		for (unsigned k = 0; jj && k < n; k++) {
+			const struct cmp_summary *cs = &sum[k][j];
+			bj_obj(jj, NULL);
+			bj_str(jj, "kind", "compare_ratios");
+			bj_u64(jj, "payload", cfg->payloads[j]);
+			bj_u64(jj, "pass", k + 1);
+			bj_num(jj, "parley_best_appends_per_s", cs->parley_best);
+			bj_num(jj, "redis_best_appends_per_s", cs->redis_best);
+			bj_num(jj, "parley_over_redis", cs->ratio);
+			bj_num(jj, "goal_parley_over_redis_min", 3);
+			bj_num(jj, "saturation_mbs_over_1m_fdatasync_bw", cs->mbs_over_floor);
+			bj_num(jj, "goal_mbs_over_floor_min", 0.8);
+			bj_num(jj, "wal_mbs_over_1m_fdatasync_bw", cs->wal_over_floor);
+			bj_num(jj, "floor_4k_p99_us", cs->floor_p99);
+			bj_num(jj, "parley_half_load_p99_us", cs->parley_half_p99);
+			bj_num(jj, "half_p99_minus_floor_p99_us", cs->half_p99_minus_floor);
+			bj_num(jj, "goal_half_p99_minus_floor_max_us", 100);
+			bj_end(jj);
+		}
 	}
 	return failures ? 1 : 0;
 }
@@ -665,11 +717,24 @@ static int mode_server_compare(const struct bench_cfg *cfg)
 		       "connections)\n\n", pl, bench_redis_version());
 		printf("| connections | parleyd SENDs/s | redis XADDs/s | parleyd ÷ redis | "
 		       "parleyd p99 µs | redis p99 µs |\n|---:|---:|---:|---:|---:|---:|\n");
-		for (unsigned i = 0; i < cfg->n_producers; i++)
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
 			printf("| %u | %.0f | %.0f | %.2f× | %.1f | %.1f |\n", cfg->producers[i],
 			       rp[i].appends_per_s, rr[i].appends_per_s,
 			       rr[i].appends_per_s > 0 ? rp[i].appends_per_s / rr[i].appends_per_s : 0,
 			       p99_us(&rp[i].lat), p99_us(&rr[i].lat));
+			struct bench_json *jj = bench_sink();
+			if (jj) {
+				bj_obj(jj, NULL);
+				bj_str(jj, "kind", "server_compare_ratio");
+				bj_u64(jj, "payload", pl);
+				bj_u64(jj, "connections", cfg->producers[i]);
+				bj_num(jj, "parleyd_sends_per_s", rp[i].appends_per_s);
+				bj_num(jj, "redis_xadds_per_s", rr[i].appends_per_s);
+				bj_num(jj, "parleyd_over_redis", rr[i].appends_per_s > 0 ?
+					   rp[i].appends_per_s / rr[i].appends_per_s : NAN);
+				bj_end(jj);
+			}
+		}
 	}
 	return failures ? 1 : 0;
 }
@@ -870,16 +935,29 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	atexit(bench_children_kill);
 
+	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
+			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
+			 !strcmp(mode, "delivery");
+	if (sink_mode && !strcmp(mode, "delivery") && !no_nats && !cfg.nats_server) {
+		cfg.nats_server = find_in_path("nats-server");
+		if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
+			cfg.nats_server = "/usr/sbin/nats-server";
+	}
+	if (sink_mode && bench_sink_open(&cfg, mode) != 0)
+		return EXIT_USAGE;
+	int mrc = -1;
 	if (!strcmp(mode, "disk"))
-		return mode_disk(&cfg);
-	if (!strcmp(mode, "engine"))
-		return mode_load(&cfg, bench_engine_run, !no_floor);
-	if (!strcmp(mode, "redis"))
-		return mode_load(&cfg, bench_redis_run, false);
-	if (!strcmp(mode, "compare"))
-		return mode_compare(&cfg);
-	if (!strcmp(mode, "server-compare"))
-		return mode_server_compare(&cfg);
+		mrc = mode_disk(&cfg);
+	else if (!strcmp(mode, "engine"))
+		mrc = mode_load(&cfg, bench_engine_run, !no_floor);
+	else if (!strcmp(mode, "redis"))
+		mrc = mode_load(&cfg, bench_redis_run, false);
+	else if (!strcmp(mode, "compare"))
+		mrc = mode_compare(&cfg);
+	else if (!strcmp(mode, "server-compare"))
+		mrc = mode_server_compare(&cfg);
+	if (mrc >= 0)
+		return bench_sink_close() ? 1 : mrc;
 	if (!strcmp(mode, "workload")) {
 		if (!cfg.profile)
 			die_usage("%s", "workload wants --profile FILE (examples in bench/profiles/)");
@@ -928,6 +1006,8 @@ int main(int argc, char **argv)
 		}
 		int drc = bench_delivery(&cfg, d);
 		free(d);
+		if (bench_sink_close())
+			drc = 1;
 		return drc ? 1 : 0;
 	}
 	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery, workload, history, report, plan)", mode);

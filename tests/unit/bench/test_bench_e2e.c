@@ -112,7 +112,9 @@ Test(bench_e2e, workload_history_plan_report, .timeout = 300)
 		 "--no-drop-caches%s --json hist.json", bin, tmp, redis ? "" : " --no-redis");
 	run(args);
 	run("plan --profile e2e.profile --json plan.json --results wl.json hist.json");
-	run("report wl.json hist.json plan.json --out rep");
+	snprintf(args, sizeof args, "disk --dir %s --seconds 0.2 --json disk.json", tmp);
+	run(args);
+	run("report wl.json hist.json plan.json disk.json --out rep");
 
 	/* workload: counts agree inside the file */
 	struct bjv *wl = load("wl.json");
@@ -171,6 +173,16 @@ Test(bench_e2e, workload_history_plan_report, .timeout = 300)
 	cr_assert(strstr(bjv_str_at(pl, "measured.bytes_per_msg.source"), "hist.json"));
 	bjv_free(pl);
 
+	struct bjv *dk = load("disk.json");
+	const struct bjv *rows = bjv_get(dk, "rows");
+	cr_assert(rows && rows->type == BJV_ARR && rows->n == 1);
+	cr_assert_str_eq(bjv_str_at(&rows->kids[0], "kind"), "disk_floor");
+	double n4k = num(&rows->kids[0], "write_4k_fdatasync.count");
+	cr_assert_gt(n4k, 0);
+	snprintf(row, sizeof row, "| disk_floor | disk | 4 KiB write + fdatasync | %.0f |", n4k);
+	cr_assert(strstr(md, row), "report lacks \"%s\"", row);
+	bjv_free(dk);
+
 	/* every chart is a complete SVG and is embedded in the page */
 	char d[1200];
 	snprintf(d, sizeof d, "%s/rep", tmp);
@@ -193,7 +205,7 @@ Test(bench_e2e, workload_history_plan_report, .timeout = 300)
 		svgs++;
 	}
 	closedir(dir);
-	cr_assert_geq(svgs, 8);
+	cr_assert_geq(svgs, 9);
 	free(md);
 	char rm[1200];
 	snprintf(rm, sizeof rm, "rm -rf %s", tmp);
