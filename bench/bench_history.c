@@ -493,12 +493,17 @@ int bench_history(const struct bench_cfg *cfg)
 		x->use_redis = true;
 		run_workers(x, read_main, READERS, cfg->seconds, &old_r);
 	}
-	printf("- flush: %s; %u history segments, %llu bytes (%.1f B per message sent, all "
-	       "streams the server keeps: conversation + inboxes), %llu entries left in memtables\n",
-	       restarted ? "parleyd stopped (SIGTERM), every partition flushed with the engine, "
-			   "parleyd restarted on the same data" : "not done",
-	       segs, (unsigned long long)seg_bytes, load.ok ? (double)seg_bytes / load.ok : 0.0,
-	       (unsigned long long)mem_entries);
+	if (restarted)
+		printf("- flush: parleyd stopped (SIGTERM), every partition flushed with the engine, "
+		       "parleyd restarted on the same data; %u history segments, %llu bytes (%.1f B per "
+		       "message sent, all streams the server keeps: conversation + inboxes), %llu "
+		       "entries left in memtables\n",
+		       segs, (unsigned long long)seg_bytes, load.ok ? (double)seg_bytes / load.ok : 0.0,
+		       (unsigned long long)mem_entries);
+	else
+		printf("- flush: not done (a running server given with --connect cannot be stopped "
+		       "and flushed from here): the older page is read from wherever the server keeps "
+		       "it\n");
 	printf("- page cache before the older-page reads: %s\n\n", dropped);
 	printf("| system | page | reads | errors | reads/s | p50 µs | p99 µs | p99.9 µs | max µs "
 	       "|\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
