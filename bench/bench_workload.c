@@ -160,8 +160,8 @@ static void on_event(void *user, const struct parley_event *ev)
  * processing what arrives. */
 static void pump(struct wl_ctx *x, struct wl_thread *t, uint64_t until)
 {
-	struct pollfd pf[WL_MAX_USERS * WL_MAX_DEVICES / 1 + 1];
-	struct wl_dev *who[WL_MAX_USERS * WL_MAX_DEVICES / 1 + 1];
+	struct pollfd pf[WL_MAX_USERS * WL_MAX_DEVICES];
+	struct wl_dev *who[WL_MAX_USERS * WL_MAX_DEVICES];
 	do {
 		unsigned n = 0;
 		for (unsigned u = t->idx; u < x->nusers; u += x->nthreads)
@@ -441,7 +441,7 @@ static int run_point(struct wl_ctx *x, double rate, struct wl_stats *sum, bool p
 	}
 	for (unsigned i = 0; i < x->nthreads; i++)
 		if (pthread_create(&x->th[i].tid, NULL, thread_main, &x->th[i]) != 0)
-			abort(); /* cannot continue without the thread; watchdog-free */
+			abort(); /* out of threads: a run without its drivers means nothing */
 	if (progress) {
 		uint64_t total = x->pt.end_ns - x->pt.t0_ns + WL_DRAIN_NS;
 		for (;;) {
@@ -614,10 +614,11 @@ int bench_workload(const struct bench_cfg *cfg)
 	       x->nusers, p->users, x->devices_total, x->devices_online, x->users[0].nconv,
 	       x->nthreads, (unsigned long long)cfg->seed);
 	printf("- mix per 1:1 message sent: %.3f history reads (last %d), %.3f reconnects; bodies "
-	       "%s, mean %.0f B (profile), first 18 B carry the intended send time\n",
+	       "%s, mean %.0f B (profile), first 18 B carry the intended send time (shorter "
+	       "profile sizes are sent as 18 B, longer than %u B as %u B)\n",
 	       x->p_hist, WL_HIST_LIMIT, x->p_reconn,
 	       have_text ? "Debian fortunes text" : "word-list filler (fortunes not installed)",
-	       bp_dist_mean(&p->body_bytes));
+	       bp_dist_mean(&p->body_bytes), WL_MAX_BODY, WL_MAX_BODY);
 	printf("- not exercised (server lacks them): group messages (%.0f%% of the profile's "
 	       "messages; the driven rate is 1:1 messages only), read receipts (%.2f/msg), delivery "
 	       "receipts (%.2f/msg), typing (%.2f/msg)\n",
