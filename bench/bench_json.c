@@ -193,18 +193,33 @@ void bj_hist(struct bench_json *j, const char *key, const struct bench_hist *h)
 	bj_end(j);
 }
 
-void bj_machine(struct bench_json *j, const char *key)
+static void read_load(char *load, size_t cap)
 {
-	struct utsname u;
-	char load[128] = "unavailable", ts[64];
-	uname(&u);
+	snprintf(load, cap, "unavailable");
 	FILE *f = fopen("/proc/loadavg", "r");
 	if (f) {
-		if (!fgets(load, sizeof load, f))
-			snprintf(load, sizeof load, "unavailable");
+		if (!fgets(load, (int)cap, f))
+			snprintf(load, cap, "unavailable");
 		fclose(f);
 		load[strcspn(load, "\n")] = 0;
 	}
+}
+
+static char start_load[128], start_ts[64];
+
+void bj_note_start(void)
+{
+	read_load(start_load, sizeof start_load);
+	time_t now = time(NULL);
+	strftime(start_ts, sizeof start_ts, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+}
+
+void bj_machine(struct bench_json *j, const char *key)
+{
+	struct utsname u;
+	char load[128], ts[64];
+	uname(&u);
+	read_load(load, sizeof load);
 	time_t now = time(NULL);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 	bj_obj(j, key);
@@ -213,6 +228,10 @@ void bj_machine(struct bench_json *j, const char *key)
 	bj_str(j, "arch", u.machine);
 	bj_str(j, "loadavg", load);
 	bj_str(j, "date_utc", ts);
+	if (start_load[0]) {
+		bj_str(j, "loadavg_at_start", start_load);
+		bj_str(j, "start_utc", start_ts);
+	}
 	bj_str(j, "note", "shared machine: absolute numbers move between runs, compare "
 			  "ratios measured in the same run");
 	bj_end(j);

@@ -52,8 +52,10 @@ int bj_finish(struct bench_json *j);
 /* A latency histogram: count, min/mean/max and p50..p99.99 in µs, and
  * "cdf": [[µs, fraction at or below], ...] at BJ_CDF_POINTS quantiles. */
 void bj_hist(struct bench_json *j, const char *key, const struct bench_hist *h);
-/* "machine": cores, kernel, loadavg now, UTC date. */
+/* "machine": cores, kernel, /proc/loadavg and UTC date when it is
+ * written (the end of a run), and at bj_note_start() if that was called. */
 void bj_machine(struct bench_json *j, const char *key);
+void bj_note_start(void);
 
 /* ---- reader ---------------------------------------------------------------- */
 

@@ -817,9 +817,11 @@ int bench_report(int nfiles, char **files, const char *outdir)
 		}
 		const char *mode = bjv_str_at(r, "mode");
 		fprintf(md, "\n## %s: %s\n\n", base_name(files[i]), mode ? mode : "?");
-		fprintf(md, "- machine: %.0f cores, kernel %s, load %s, %s\n",
+		const char *ls = bjv_str_at(r, "machine.loadavg_at_start");
+		fprintf(md, "- machine: %.0f cores, kernel %s; /proc/loadavg %s%s%s at the end (%s)\n",
 			bjv_num_at(r, "machine.cores", 0),
 			bjv_str_at(r, "machine.kernel") ? bjv_str_at(r, "machine.kernel") : "?",
+			ls ? ls : "", ls ? " at the start, " : "",
 			bjv_str_at(r, "machine.loadavg") ? bjv_str_at(r, "machine.loadavg") : "?",
 			bjv_str_at(r, "machine.date_utc") ? bjv_str_at(r, "machine.date_utc") : "?");
 		int mrc;

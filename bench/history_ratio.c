@@ -497,6 +497,7 @@ int main(int argc, char **argv)
 	}
 	if (nstreams == 0)
 		nstreams = 1;
+	bj_note_start();
 	order = calloc(nstreams, sizeof *order);
 	for (uint32_t s = 0; s < nstreams; s++)
 		order[s] = s;

@@ -934,6 +934,7 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	atexit(bench_children_kill);
+	bj_note_start();
 
 	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
 			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
