@@ -386,6 +386,10 @@ int bench_history(const struct bench_cfg *cfg)
 		return -PARLEY_EINVAL;
 	}
 	x->conv = calloc(x->nconv, sizeof *x->conv);
+	if (!x->conv) {
+		free(x);
+		return -ENOMEM;
+	}
 	bool have_text = bench_text_load(NULL) == 0;
 	struct hres load = {0}, hot_p = {0}, hot_r = {0}, cold_p = {0}, old_p = {0}, old_r = {0};
 	uint64_t seg_bytes = 0, mem_entries = 0;

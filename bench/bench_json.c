@@ -304,9 +304,16 @@ static int jp_string(struct jp *p, char **out)
 			free(b);
 			return jp_fail(p, "control character in string");
 		}
-		if (c != '\\') {
-			if (n + 1 >= cap && !(b = realloc(b, cap *= 2)))
+		if (n + 5 >= cap) { /* room for one UTF-8 sequence and the NUL */
+			char *nb = realloc(b, cap * 2);
+			if (!nb) {
+				free(b);
 				return -PARLEY_ENOMEM;
+			}
+			b = nb;
+			cap *= 2;
+		}
+		if (c != '\\') {
 			b[n++] = (char)c;
 			continue;
 		}
@@ -340,8 +347,6 @@ static int jp_string(struct jp *p, char **out)
 			free(b);
 			return jp_fail(p, "bad escape");
 		}
-		if (n + 5 >= cap && !(b = realloc(b, cap *= 2)))
-			return -PARLEY_ENOMEM;
 		if (cp < 0x80) {
 			b[n++] = (char)cp;
 		} else if (cp < 0x800) {
