@@ -35,7 +35,7 @@
 
 #include "bench_profile.h"
 
-#define PLAN_SRC_LEN 160
+#define PLAN_SRC_LEN 384
 
 /* One measured (or assumed) per-node figure and where it came from. */
 struct plan_fig {
