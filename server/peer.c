@@ -1195,6 +1195,13 @@ int peer_poll(struct peer *p, int timeout_ms)
 		}
 		conn_event(p, evs[i].data.ptr, evs[i].events);
 	}
+	/* TLS may hold decrypted bytes the socket no longer signals (a read
+	 * round limit hit mid-record): drain them now */
+	for (uint32_t i = 0; p->tls && i < p->nlinks; i++) {
+		struct pconn *c = p->links[i].c;
+		if (c && c->ssl && c->st == C_UP && SSL_pending(c->ssl) > 0)
+			conn_readable(p, c);
+	}
 	run_timers(p);
 	p->depth--;
 	peer_flush(p);
