@@ -30,6 +30,10 @@
  *      graveyard), so an event for it later in the same batch is ignored
  *      instead of touching freed memory.
  *   4. queue_frames/queue_bytes never exceed the configured bounds.
+ *   5. A connection's read buffer is at most PEER_HDR_BYTES + the payload
+ *      limit (PEER_HANDSHAKE_MAX_PAYLOAD before the handshake, max_frame
+ *      after); it grows to the largest frame received and is freed with
+ *      the connection.
  *
  * Ownership: the peer owns its sockets, SSL objects, buffers and queued
  * frames. Received messages are borrowed from the connection's read buffer
@@ -766,7 +770,7 @@ static void conn_readable(struct peer *p, struct pconn *c)
 		c->last_rx = now_ms(p);
 		if (c->link)
 			ADD(c->link->bytes_in, (uint64_t)k);
-		uint32_t off = 0;
+		uint32_t off = 0, need = 0;
 		while (c->st != C_CLOSED) {
 			uint8_t type;
 			uint32_t plen;
@@ -784,17 +788,9 @@ static void conn_readable(struct peer *p, struct pconn *c)
 				return;
 			}
 			if (c->rlen - off < PEER_HDR_BYTES + plen) {
-				/* partial frame: make sure it will fit */
-				uint32_t need = PEER_HDR_BYTES + plen;
-				if (need > c->rcap - off && off == 0) {
-					uint8_t *b = realloc(c->rbuf, need);
-					if (!b) {
-						conn_close(p, c, "out of memory");
-						return;
-					}
-					c->rbuf = b;
-					c->rcap = need;
-				}
+				/* partial frame: room for all of it once it
+				 * is moved to the front (below) */
+				need = PEER_HDR_BYTES + plen;
 				break;
 			}
 			if (!on_frame(p, c, type, c->rbuf + off + PEER_HDR_BYTES, plen) &&
@@ -807,6 +803,15 @@ static void conn_readable(struct peer *p, struct pconn *c)
 		if (off) {
 			memmove(c->rbuf, c->rbuf + off, c->rlen - off);
 			c->rlen -= off;
+		}
+		if (need > c->rcap) { /* need <= PEER_HDR_BYTES + the limit */
+			uint8_t *b = realloc(c->rbuf, need);
+			if (!b) {
+				conn_close(p, c, "out of memory");
+				return;
+			}
+			c->rbuf = b;
+			c->rcap = need;
 		}
 	}
 }

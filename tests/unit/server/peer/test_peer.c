@@ -554,6 +554,35 @@ Test(peer, batches_split_to_the_peers_max_frame)
 	peer_free(b);
 }
 
+Test(peer, a_one_mebibyte_frame_arrives_whole)
+{
+	struct inbox ia = {0}, ib = {0};
+	struct peer_config ca = base_cfg(7, 1, &ia), cb = base_cfg(7, 2, &ib);
+	struct peer *a, *b;
+	pair_up(&a, &b, &ia, &ib, &ca, &cb);
+	/* one APPEND of 256 x 4 KiB entries: one frame of about 1 MiB */
+	static struct raft_entry e[RAFT_MAX_MSG_ENTRIES];
+	static uint8_t data[RAFT_MAX_MSG_ENTRIES][4096];
+	for (uint32_t i = 0; i < RAFT_MAX_MSG_ENTRIES; i++) {
+		struct raft_msg one = append_msg(i + 1, &e[i], data[i], sizeof data[i]);
+		(void)one;
+	}
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2, .group = 1,
+			     .term = 1, .n_entries = RAFT_MAX_MSG_ENTRIES, .entries = e};
+	cr_assert_eq(peer_send(a, 2, &m, 1), 0);
+	cr_assert_eq(stats(a, 2).queue_frames, 1);
+	cr_assert_gt(stats(a, 2).queue_bytes, 1u << 20);
+	struct peer *ps[2] = {a, b};
+	struct want_msgs w = {&ib, 1};
+	cr_assert(drive(ps, 2, got_msgs, &w));
+	cr_assert_eq(ib.frames, 1);
+	cr_assert_eq(ib.entry_bytes, (uint64_t)RAFT_MAX_MSG_ENTRIES * 4096);
+	cr_assert_eq(stats(b, 1).frames_in, 1);
+	cr_assert_gt(stats(b, 1).bytes_in, 1u << 20);
+	peer_free(a);
+	peer_free(b);
+}
+
 Test(peer, closed_link_redials_with_backoff)
 {
 	struct inbox ia = {0}, ib = {0};
@@ -693,7 +722,6 @@ static struct peer_link_stats tls_pair_fails(struct tlsfiles *fa, struct tlsfile
 	struct peer *a = mk(&ca), *b = mk(&cb);
 	peer_add(a, 2, "127.0.0.1", peer_port(b));
 	peer_add(b, 1, "127.0.0.1", peer_port(a));
-	struct peer *ps[2] = {a, b};
 	/* let it try several times (backoff is fake time) */
 	for (int i = 0; i < 3000; i++) {
 		peer_poll(a, 0);
@@ -702,7 +730,6 @@ static struct peer_link_stats tls_pair_fails(struct tlsfiles *fa, struct tlsfile
 		if (stats(a, 2).connect_failures >= 3)
 			break;
 	}
-	(void)ps;
 	struct peer_link_stats s = stats(a, 2);
 	struct peer_link_stats all[1];
 	peer_stats(b, all, 1, gb);
