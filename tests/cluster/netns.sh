@@ -179,7 +179,11 @@ netns_isolate() {
 # netns_loss R PCT: node R drops PCT% of the IPv4 packets it receives.
 netns_loss() {
   netns_fault_table "$1" || return 1
-  netns_exec "$1" nft add rule netdev fault ingress meta protocol ip numgen random mod 100 \< "$2" drop
+  if [ "$2" -ge 100 ]; then
+    netns_exec "$1" nft add rule netdev fault ingress meta protocol ip drop
+  else
+    netns_exec "$1" nft add rule netdev fault ingress meta protocol ip numgen random mod 100 \< "$2" drop
+  fi
 }
 
 # netns_heal: every fault rule removed.
