@@ -110,13 +110,14 @@ static void rn_on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 			n->steps_failed++;
 }
 
-static void rn_init(struct rn *n, uint64_t id, uint32_t voters, uint64_t seed)
+static void rn_init_group(struct rn *n, uint64_t id, uint32_t voters,
+			  uint64_t seed, uint64_t group)
 {
 	memset(n, 0, sizeof *n);
 	n->id = id;
 	struct raft_config c = {0};
 	c.id = id;
-	c.group = 1;
+	c.group = group;
 	c.election_ticks = RN_ELECTION_TICKS;
 	c.heartbeat_ticks = RN_HEARTBEAT_TICKS;
 	c.max_inflight = 64;
@@ -125,7 +126,7 @@ static void rn_init(struct rn *n, uint64_t id, uint32_t voters, uint64_t seed)
 	c.max_uncommitted = 2048;
 	c.chunk_bytes = 64 << 10;
 	c.quiesce_ticks = 0;
-	c.rng_seed = seed * 1000003u + id;
+	c.rng_seed = seed * 1000003u + id * 7919u + group;
 	c.pre_vote = true;
 	c.check_quorum = true;
 	for (uint32_t i = 0; i < voters; i++) {
@@ -142,6 +143,11 @@ static void rn_init(struct rn *n, uint64_t id, uint32_t voters, uint64_t seed)
 		rn_die("raft_new");
 }
 
+static void rn_init(struct rn *n, uint64_t id, uint32_t voters, uint64_t seed)
+{
+	rn_init_group(n, id, voters, seed, 1);
+}
+
 static void rn_free(struct rn *n)
 {
 	if (n->p)
@@ -151,49 +157,67 @@ static void rn_free(struct rn *n)
 	free(n->log);
 }
 
-/* Handles every ready: persist (memory), send, apply, advance. */
+/* A ready in two halves, so that several groups' messages can be sent as
+ * one coalesced batch per node in between (what a shard will do):
+ * rn_ready_begin persists (memory) and returns the ready, or NULL (and
+ * advances) when it is empty; rn_ready_end applies and advances. Between
+ * the two, rd->msgs are valid and no other raft_* call may touch n->r. */
+static struct raft_ready *rn_ready_begin(struct rn *n)
+{
+	struct raft_ready *rd = raft_ready(n->r);
+	if (rd->empty) {
+		raft_advance(n->r);
+		return NULL;
+	}
+	if (rd->has_chunk || rd->has_install || rd->n_repair)
+		rn_die("unexpected snapshot or repair in this test");
+	if (rd->truncate_from) {
+		if (rd->truncate_from <= n->hs.commit)
+			rn_die("truncating committed entries");
+		rn_truncate(n, rd->truncate_from - 1);
+	}
+	for (uint32_t i = 0; i < rd->n_entries; i++) {
+		const struct raft_entry *e = &rd->entries[i];
+		if (i == 0) {
+			if (e->index <= n->hs.commit && e->index <= n->n)
+				rn_die("overwriting committed entries");
+			rn_truncate(n, e->index - 1);
+		}
+		rn_append(n, e);
+	}
+	if (rd->hs_changed)
+		n->hs = rd->hs;
+	return rd;
+}
+
+static void rn_ready_end(struct rn *n, struct raft_ready *rd)
+{
+	for (uint32_t i = 0; i < rd->n_committed; i++) {
+		const struct raft_entry *e = &rd->committed[i];
+		if (e->index != n->applied + 1)
+			rn_die("apply out of order");
+		uint8_t b[24];
+		le_put64(b, n->digest);
+		le_put64(b + 8, e->term);
+		le_put64(b + 16, e->csum);
+		n->digest = parley_xxh3(b, sizeof b, 0x6469676573743031ull);
+		n->applied = e->index;
+		if (e->type == RAFT_ENTRY_NORMAL)
+			n->normal_applied++;
+	}
+	raft_advance(n->r);
+}
+
+/* Handles every ready of a single-group node: persist, send, apply. */
 static void rn_process(struct rn *n)
 {
 	for (int guard = 0; guard < 256; guard++) {
-		struct raft_ready *rd = raft_ready(n->r);
-		if (rd->empty) {
-			raft_advance(n->r);
+		struct raft_ready *rd = rn_ready_begin(n);
+		if (!rd)
 			break;
-		}
-		if (rd->has_chunk || rd->has_install || rd->n_repair)
-			rn_die("unexpected snapshot or repair in this test");
-		if (rd->truncate_from) {
-			if (rd->truncate_from <= n->hs.commit)
-				rn_die("truncating committed entries");
-			rn_truncate(n, rd->truncate_from - 1);
-		}
-		for (uint32_t i = 0; i < rd->n_entries; i++) {
-			const struct raft_entry *e = &rd->entries[i];
-			if (i == 0) {
-				if (e->index <= n->hs.commit && e->index <= n->n)
-					rn_die("overwriting committed entries");
-				rn_truncate(n, e->index - 1);
-			}
-			rn_append(n, e);
-		}
-		if (rd->hs_changed)
-			n->hs = rd->hs;
 		if (n->p && rd->n_msgs)
 			(void)peer_send_all(n->p, rd->msgs, rd->n_msgs);
-		for (uint32_t i = 0; i < rd->n_committed; i++) {
-			const struct raft_entry *e = &rd->committed[i];
-			if (e->index != n->applied + 1)
-				rn_die("apply out of order");
-			uint8_t b[24];
-			le_put64(b, n->digest);
-			le_put64(b + 8, e->term);
-			le_put64(b + 16, e->csum);
-			n->digest = parley_xxh3(b, sizeof b, 0x6469676573743031ull);
-			n->applied = e->index;
-			if (e->type == RAFT_ENTRY_NORMAL)
-				n->normal_applied++;
-		}
-		raft_advance(n->r);
+		rn_ready_end(n, rd);
 	}
 	if (n->p)
 		peer_flush(n->p);

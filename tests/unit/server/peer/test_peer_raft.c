@@ -13,7 +13,10 @@
  *      keeps ticking, cut off): the others elect a new leader and commit
  *      more; the transport is restarted on the same port: the old leader
  *      rejoins as a follower and catches up; logs equal again.
- * The 3-node case runs again over mutual TLS (certificates made by
+ * Then 3 nodes each run 8 groups over ONE transport per node (messages
+ * routed by group; every group's ready messages of a round go out in one
+ * coalesced batch per node pair), through a stopped and restarted
+ * transport. The 3-node case runs again over mutual TLS (certificates made by
  * tools/dev-cluster-certs.sh). Assertions are on behaviour only; waits
  * have generous deadlines. tests/cluster/peer_node.c runs the same node
  * (raft_node.h) one per process inside network namespaces.
@@ -354,6 +357,264 @@ static int run_certs(const char *dir)
 	snprintf(cmd, sizeof cmd, "bash '%s/tools/dev-cluster-certs.sh' '%s' 5 >/dev/null",
 		 src ? src : ".", dir);
 	return system(cmd);
+}
+
+/* ---- many groups on one transport per node ------------------------------ */
+
+#define MG_NODES 3
+#define MG_GROUPS 8
+
+/* One node: MG_GROUPS Raft cores (group ids 1..MG_GROUPS) sharing a peer
+ * transport, messages routed by raft_msg.group. */
+struct mg_node {
+	uint64_t id;
+	struct peer *p;
+	struct rn g[MG_GROUPS];
+	uint64_t bad_group;
+};
+
+struct mg {
+	struct mg_node nodes[MG_NODES];
+	uint16_t ports[MG_NODES];
+	struct parley_rng rng;
+	uint64_t last_tick, proposed;
+	struct raft_msg *out;
+	uint32_t out_cap;
+};
+
+static void mg_on_recv(void *arg, uint64_t from, const struct raft_msg *m,
+		       uint32_t k)
+{
+	struct mg_node *nd = arg;
+	for (uint32_t i = 0; i < k; i++) {
+		if (m[i].group < 1 || m[i].group > MG_GROUPS) {
+			nd->bad_group++;
+			continue;
+		}
+		struct rn *g = &nd->g[m[i].group - 1];
+		if (raft_step(g->r, &m[i]) < 0)
+			g->steps_failed++;
+	}
+}
+
+static void mg_transport(struct mg *c, uint32_t i, uint16_t port)
+{
+	struct peer_config pc = {0};
+	pc.cluster_id = 0xC1A5;
+	pc.node_id = c->nodes[i].id;
+	pc.listen_port = port;
+	pc.read_deadline_ms = 1500;
+	pc.ping_interval_ms = 100;
+	pc.backoff_min_ms = 20;
+	pc.backoff_max_ms = 400;
+	pc.rng_seed = parley_rng_next(&c->rng);
+	pc.on_recv = mg_on_recv;
+	pc.arg = &c->nodes[i];
+	cr_assert_eq(peer_new(&pc, &c->nodes[i].p), 0);
+	c->ports[i] = peer_port(c->nodes[i].p);
+}
+
+static void mg_add_all(struct mg *c, uint32_t i)
+{
+	for (uint32_t j = 0; j < MG_NODES; j++)
+		if (j != i)
+			cr_assert_eq(peer_add(c->nodes[i].p, c->nodes[j].id, "127.0.0.1",
+					      c->ports[j]), 0);
+}
+
+/* Every group's ready on a node, with ONE peer_send_all for all of their
+ * messages: the per-node-pair coalescing a shard does. */
+static void mg_process(struct mg *c, struct mg_node *nd)
+{
+	for (int round = 0; round < 64; round++) {
+		struct raft_ready *rd[MG_GROUPS];
+		uint32_t nmsg = 0;
+		bool any = false;
+		for (int g = 0; g < MG_GROUPS; g++) {
+			rd[g] = rn_ready_begin(&nd->g[g]);
+			if (rd[g]) {
+				any = true;
+				nmsg += rd[g]->n_msgs;
+			}
+		}
+		if (!any)
+			break;
+		if (nd->p && nmsg) {
+			if (c->out_cap < nmsg) {
+				c->out = realloc(c->out, nmsg * sizeof *c->out);
+				c->out_cap = nmsg;
+			}
+			uint32_t k = 0;
+			for (int g = 0; g < MG_GROUPS; g++)
+				for (uint32_t i = 0; rd[g] && i < rd[g]->n_msgs; i++)
+					c->out[k++] = rd[g]->msgs[i];
+			(void)peer_send_all(nd->p, c->out, k);
+		}
+		for (int g = 0; g < MG_GROUPS; g++)
+			if (rd[g])
+				rn_ready_end(&nd->g[g], rd[g]);
+	}
+	if (nd->p)
+		peer_flush(nd->p);
+}
+
+static void mg_step(struct mg *c)
+{
+	int delivered = 0;
+	for (uint32_t i = 0; i < MG_NODES; i++)
+		if (c->nodes[i].p)
+			delivered += peer_poll(c->nodes[i].p, 0);
+	uint64_t now = mono_ms();
+	if (now - c->last_tick >= RN_TICK_MS) {
+		c->last_tick = now;
+		for (uint32_t i = 0; i < MG_NODES; i++)
+			for (int g = 0; g < MG_GROUPS; g++)
+				raft_tick(c->nodes[i].g[g].r);
+	}
+	for (uint32_t i = 0; i < MG_NODES; i++)
+		mg_process(c, &c->nodes[i]);
+	if (!delivered) {
+		struct pollfd pf[MG_NODES];
+		nfds_t k = 0;
+		for (uint32_t i = 0; i < MG_NODES; i++)
+			if (c->nodes[i].p)
+				pf[k++] = (struct pollfd){.fd = peer_fd(c->nodes[i].p),
+							  .events = POLLIN};
+		poll(pf, k, 1);
+	}
+}
+
+/* Group g's leader agreed on by the nodes in mask, or 0. */
+static uint64_t mg_leader(struct mg *c, int g, uint32_t mask)
+{
+	uint64_t lead = 0, term = 0;
+	for (uint32_t i = 0; i < MG_NODES; i++) {
+		if (!(mask & (1u << i)))
+			continue;
+		struct raft *r = c->nodes[i].g[g].r;
+		uint64_t l = raft_leader(r);
+		if (!l || (lead && (l != lead || raft_term(r) != term)))
+			return 0;
+		lead = l;
+		term = raft_term(r);
+	}
+	if (!(mask & (1u << (lead - 1))) ||
+	    raft_role(c->nodes[lead - 1].g[g].r) != RAFT_LEADER)
+		return 0;
+	return lead;
+}
+
+/* Proposes to every group until each applied `target` NORMAL entries on
+ * its leader and every node in mask applied the leader's commit. */
+static void mg_replicate(struct mg *c, uint32_t mask, uint64_t target,
+			 const char *what)
+{
+	uint64_t deadline = mono_ms() + WAIT_S * 1000u;
+	while (mono_ms() < deadline) {
+		int done = 0;
+		for (int g = 0; g < MG_GROUPS; g++) {
+			uint64_t l = mg_leader(c, g, mask);
+			if (!l)
+				continue;
+			struct rn *ld = &c->nodes[l - 1].g[g];
+			for (int k = 0; k < 8 && ld->normal_applied < target; k++) {
+				int rc = rn_propose(ld, c->proposed, &c->rng);
+				if (rc < 0)
+					break;
+				c->proposed++;
+			}
+			if (ld->normal_applied < target)
+				continue;
+			bool all = true;
+			for (uint32_t i = 0; i < MG_NODES; i++)
+				if ((mask & (1u << i)) &&
+				    c->nodes[i].g[g].applied < raft_commit(ld->r))
+					all = false;
+			done += all;
+		}
+		if (done == MG_GROUPS)
+			return;
+		mg_step(c);
+	}
+	cr_assert_fail("multi-group replication did not finish: %s", what);
+}
+
+static void mg_check_logs(struct mg *c, uint32_t mask)
+{
+	for (int g = 0; g < MG_GROUPS; g++) {
+		uint64_t cm = UINT64_MAX;
+		for (uint32_t i = 0; i < MG_NODES; i++)
+			if ((mask & (1u << i)) && raft_commit(c->nodes[i].g[g].r) < cm)
+				cm = raft_commit(c->nodes[i].g[g].r);
+		struct rn *ref = NULL;
+		for (uint32_t i = 0; i < MG_NODES; i++) {
+			if (!(mask & (1u << i)))
+				continue;
+			struct rn *n = &c->nodes[i].g[g];
+			cr_assert_geq(n->n, cm);
+			if (!ref) {
+				ref = n;
+				continue;
+			}
+			for (uint64_t k = 0; k < cm; k++)
+				cr_assert(ref->log[k].term == n->log[k].term &&
+					  ref->log[k].csum == n->log[k].csum,
+					  "group %d: logs differ at %" PRIu64, g + 1, k + 1);
+		}
+	}
+}
+
+Test(peer_raft, three_nodes_eight_groups_share_one_link_per_pair)
+{
+	signal(SIGPIPE, SIG_IGN);
+	uint64_t seed = parley_mono_ns() ^ (uint64_t)getpid();
+	if (getenv("PARLEY_SEED"))
+		seed = strtoull(getenv("PARLEY_SEED"), NULL, 10);
+	printf("multi-group seed %" PRIu64 "\n", seed);
+	struct mg *c = calloc(1, sizeof *c);
+	c->rng.s = seed;
+	c->last_tick = mono_ms();
+	for (uint32_t i = 0; i < MG_NODES; i++) {
+		c->nodes[i].id = i + 1;
+		for (int g = 0; g < MG_GROUPS; g++)
+			rn_init_group(&c->nodes[i].g[g], i + 1, MG_NODES, seed, (uint64_t)g + 1);
+		mg_transport(c, i, 0);
+	}
+	for (uint32_t i = 0; i < MG_NODES; i++)
+		mg_add_all(c, i);
+	uint32_t all = (1u << MG_NODES) - 1;
+	mg_replicate(c, all, 300, "all groups");
+	mg_check_logs(c, all);
+	/* node 1's transport stops: the groups it led must elect leaders
+	 * among nodes 2 and 3 to commit more (mg_replicate waits for that) */
+	int led = 0;
+	for (int g = 0; g < MG_GROUPS; g++)
+		led += raft_role(c->nodes[0].g[g].r) == RAFT_LEADER;
+	printf("  node 1 leads %d of %d groups; stopping its transport\n", led, MG_GROUPS);
+	uint16_t port = c->ports[0];
+	peer_free(c->nodes[0].p);
+	c->nodes[0].p = NULL;
+	mg_replicate(c, all & ~1u, 400, "groups without node 1");
+	mg_transport(c, 0, port);
+	mg_add_all(c, 0);
+	mg_replicate(c, all, 450, "all groups after node 1 is back");
+	mg_check_logs(c, all);
+	/* coalescing: messages per frame on node 2's links */
+	struct peer_link_stats st[MG_NODES];
+	int k = peer_stats(c->nodes[1].p, st, MG_NODES, NULL);
+	for (int j = 0; j < k; j++)
+		printf("  node 2 -> %" PRIu64 ": %" PRIu64 " messages in %" PRIu64 " frames\n",
+		       st[j].node, st[j].msgs_out, st[j].frames_out);
+	for (uint32_t i = 0; i < MG_NODES; i++) {
+		cr_assert_eq(c->nodes[i].bad_group, 0);
+		if (c->nodes[i].p)
+			peer_free(c->nodes[i].p);
+		c->nodes[i].p = NULL;
+		for (int g = 0; g < MG_GROUPS; g++)
+			rn_free(&c->nodes[i].g[g]);
+	}
+	free(c->out);
+	free(c);
 }
 
 static uint64_t test_seed(void)
