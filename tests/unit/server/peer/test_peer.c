@@ -35,6 +35,7 @@ static uint64_t fake_now(void *arg)
 }
 
 struct inbox {
+	uint64_t ups, downs;
 	uint64_t msgs, frames, last_from;
 	uint64_t appends, heartbeats;
 	uint64_t entry_bytes;
@@ -57,6 +58,15 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *m,
 	}
 }
 
+static void on_link(void *arg, uint64_t node, bool up)
+{
+	struct inbox *ib = arg;
+	if (up)
+		ib->ups++;
+	else
+		ib->downs++;
+}
+
 static struct peer_config base_cfg(uint64_t cluster, uint64_t id,
 				   struct inbox *ib)
 {
@@ -70,6 +80,7 @@ static struct peer_config base_cfg(uint64_t cluster, uint64_t id,
 	c.backoff_max_ms = 200;
 	c.rng_seed = id;
 	c.on_recv = on_recv;
+	c.on_link = on_link;
 	c.arg = ib;
 	c.now_ms = fake_now;
 	return c;
@@ -400,6 +411,52 @@ Test(peer, silent_link_is_declared_dead_by_the_read_deadline)
 	peer_free(b);
 }
 
+Test(peer, handshakes_that_stall_time_out)
+{
+	struct inbox ia = {0}, ib = {0};
+	/* inbound: a client that connects and says nothing */
+	struct peer_config cb = base_cfg(7, 2, &ib);
+	struct peer *b = mk(&cb);
+	peer_add(b, 1, "127.0.0.1", 9);
+	int fd = raw_connect(peer_port(b));
+	for (int i = 0; i < 50; i++)
+		peer_poll(b, 1); /* accepted, waiting for HELLO */
+	struct peer_stats_global g;
+	struct peer_link_stats all[1];
+	peer_stats(b, all, 1, &g);
+	cr_assert_eq(g.accepted, 1);
+	cr_assert_eq(g.inbound_failed, 0);
+	fake_ms += cb.handshake_timeout_ms ? cb.handshake_timeout_ms : PEER_DEFAULT_HANDSHAKE_MS;
+	cr_assert(raw_closed(fd, b));
+	close(fd);
+	peer_stats(b, all, 1, &g);
+	cr_assert_eq(g.inbound_failed, 1);
+	peer_free(b);
+	/* outbound: a listener that accepts and never answers the HELLO */
+	int ls = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof sa), 0);
+	cr_assert_eq(listen(ls, 4), 0);
+	socklen_t sl = sizeof sa;
+	getsockname(ls, (struct sockaddr *)&sa, &sl);
+	struct peer_config ca = base_cfg(7, 1, &ia);
+	struct peer *a = mk(&ca);
+	peer_add(a, 2, "127.0.0.1", ntohs(sa.sin_port));
+	for (int i = 0; i < 200 && stats(a, 2).state != PEER_LINK_HANDSHAKE; i++)
+		peer_poll(a, 1);
+	cr_assert_eq(stats(a, 2).state, PEER_LINK_HANDSHAKE);
+	fake_ms += PEER_DEFAULT_HANDSHAKE_MS;
+	peer_poll(a, 0);
+	struct peer_link_stats s = stats(a, 2);
+	cr_assert_eq(s.state, PEER_LINK_DOWN);
+	cr_assert_eq(s.connect_failures, 1);
+	cr_assert(strstr(s.last_error, "handshake timed out"), "%s", s.last_error);
+	cr_assert_eq(ia.ups, 0);
+	peer_free(a);
+	close(ls);
+}
+
 /* ---- sending ------------------------------------------------------------ */
 
 static struct raft_msg append_msg(uint64_t idx, struct raft_entry *e,
@@ -598,6 +655,9 @@ Test(peer, closed_link_redials_with_backoff)
 	struct peer_link_stats s = stats(a, 2);
 	cr_assert_eq(s.connects, 2);
 	cr_assert_eq(s.reconnects, 1);
+	cr_assert_eq(ia.ups, 2);
+	cr_assert_eq(ia.downs, 1);
+	cr_assert_eq(ib.downs, 1);
 	/* b gone for good: a keeps redialling, failures counted, nothing up */
 	peer_free(b);
 	for (int i = 0; i < 2000; i++) {
