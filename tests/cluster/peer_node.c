@@ -10,7 +10,8 @@
  * leads and the stop file does not exist, the node proposes a few entries
  * per tick. Every 50 ms it rewrites FILE (write + rename) with one line:
  *   id=1 role=leader term=3 leader=1 commit=812 applied=812 digest=...
- * where digest chains every applied entry (equal (applied, digest) on two
+ *   links_up=2 reconnects=1 dead=1
+ * (links up now; reconnects and read-deadline closes so far) where digest chains every applied entry (equal (applied, digest) on two
  * nodes = equal logs through applied). SIGTERM ends it. Seed: PARLEY_SEED.
  */
 #include <inttypes.h>
@@ -57,10 +58,20 @@ static void write_status(const char *path, struct rn *n)
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		return;
+	struct peer_link_stats st[MAX_NODES];
+	int k = n->p ? peer_stats(n->p, st, MAX_NODES, NULL) : 0;
+	uint64_t up = 0, reconnects = 0, dead = 0;
+	for (int i = 0; i < k; i++) {
+		up += st[i].state == PEER_LINK_UP;
+		reconnects += st[i].reconnects;
+		dead += st[i].dead;
+	}
 	fprintf(f, "id=%" PRIu64 " role=%s term=%" PRIu64 " leader=%" PRIu64
-		   " commit=%" PRIu64 " applied=%" PRIu64 " digest=%016" PRIx64 "\n",
+		   " commit=%" PRIu64 " applied=%" PRIu64 " digest=%016" PRIx64
+		   " links_up=%" PRIu64 " reconnects=%" PRIu64 " dead=%" PRIu64 "\n",
 		n->id, raft_role_name(raft_role(n->r)), raft_term(n->r),
-		raft_leader(n->r), raft_commit(n->r), n->applied, n->digest);
+		raft_leader(n->r), raft_commit(n->r), n->applied, n->digest, up,
+		reconnects, dead);
 	fclose(f);
 	rename(tmp, path);
 }

@@ -3,11 +3,16 @@
 # process per network namespace (netns.sh), through a partition of its
 # leader:
 #   1. the three nodes (cluster_peer_node) elect a leader L and commit;
-#   2. L is cut off with nftables (each receiver drops the other side);
+#   2. L is cut off with nftables (each receiver drops the other side),
+#      long enough for the transport to declare its links dead;
 #   3. the other two elect a new leader among themselves and keep
 #      committing;
-#   4. the rules are removed: L rejoins as a follower of the new term, and
-#      once proposals stop, all three report the same applied index and
+#   4. the rules are removed: the links are redialled (reconnects counted)
+#      and L rejoins in the new term;
+#   5. one-way loss: the two followers stop receiving from the current
+#      leader (which still hears them): they elect one of themselves; the
+#      rules are removed and all three follow one leader again;
+#   6. once proposals stop, all three report the same applied index and
 #      the same digest of their applied logs.
 # Only behaviour is checked; every wait is bounded (WAIT seconds).
 #
@@ -104,6 +109,12 @@ progress() { [ "$(field "$M" commit)" -gt $((C1 + 50)) ]; }
 wait_for "$WAIT" progress || fail "new leader $M does not commit"
 echo "leader $L partitioned: node $M leads term $(field "$M" term), commit $C1 -> $(field "$M" commit)"
 
+# hold the partition until the transport itself declared L's links dead
+# (read deadline), so healing exercises redial with backoff, not just TCP
+# retransmission
+links_dead() { [ "$(field "$L" links_up)" = 0 ] && [ "$(field "$L" dead)" -ge 1 ]; }
+wait_for "$WAIT" links_dead || fail "node $L's links were not declared dead while cut off"
+R0=$(( $(field 1 reconnects) + $(field 2 reconnects) + $(field 3 reconnects) ))
 netns_heal
 # rejoined: all three agree on a leader of a term after the partition,
 # and L applied entries committed while it was cut off
@@ -114,7 +125,36 @@ rejoined() {
     [ "$(field "$L" applied)" -gt "$C1" ]
 }
 wait_for "$WAIT" rejoined || fail "node $L did not rejoin after the rules were removed"
+relinked() {
+  local i
+  for i in $(seq 1 $N); do [ "$(field "$i" links_up)" = $((N - 1)) ] || return 1; done
+  [ $(( $(field 1 reconnects) + $(field 2 reconnects) + $(field 3 reconnects) )) -gt "$R0" ]
+}
+wait_for "$WAIT" relinked || fail "the links to node $L did not come back"
 echo "rules removed: node $L rejoined, leader $(agreed_leader "1 2 3") term $(field "$L" term)"
+
+# one-way loss: the followers stop hearing the current leader (it still
+# hears them); they elect one of themselves, and after the rules are
+# removed everyone follows the same leader again
+L2=$(agreed_leader "1 2 3")
+TERM1=$(field "$L2" term)
+for i in $(seq 1 $N); do
+  [ "$i" = "$L2" ] || netns_drop_from "$i" "$L2" || fail "nftables one-way rule"
+done
+OTHERS2=$(for i in $(seq 1 $N); do [ "$i" = "$L2" ] || echo -n "$i "; done)
+oneway_leader() {
+  M2=$(agreed_leader "$OTHERS2")
+  [ -n "$M2" ] && [ "$M2" != "$L2" ] && [ "$(field "$M2" term)" -gt "$TERM1" ]
+}
+wait_for "$WAIT" oneway_leader || fail "followers deaf to leader $L2 elected no new leader"
+echo "one-way loss from leader $L2: node $M2 leads term $(field "$M2" term)"
+netns_heal
+all_agree() {
+  local a
+  a=$(agreed_leader "1 2 3")
+  [ -n "$a" ] && [ "$(field "$L2" term)" -gt "$TERM1" ]
+}
+wait_for "$WAIT" all_agree || fail "no common leader after the one-way rules were removed"
 
 touch "$TMP/stop"
 converged() {
