@@ -1001,7 +1001,8 @@ Test(client, cli_commands)
 
 	const char *bad_args[] = {"history", "bob", "--limit", "500", NULL};
 	cr_assert_eq(run_cli("good-token", NULL, NULL, out, sizeof out, bad_args), 2);
-	cr_assert_eq(run_cli("bad-token", NULL, NULL, out, sizeof out, list_args), 1);
+	cr_assert_eq(run_cli("bad-token", NULL, NULL, out, sizeof out, list_args), 4,
+		     "a refused token exits 4 (docs/CLIENT.md)");
 
 	/* interactive: pick a peer, send two lines, look at history, quit */
 	const char *chat_args[] = {"chat", NULL};
