@@ -1117,7 +1117,8 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 	int r = parley_proto_size(req);
 	if (r < 0)
 		return r;
-	memset(&c->fail, 0, sizeof c->fail);
+	if (!c->fatal_err && !c->draining) /* keep the cause of what is coming */
+		memset(&c->fail, 0, sizeof c->fail);
 	uint64_t deadline = now_ms() + c->o.call_deadline_ms;
 	int last = -PARLEY_ETIMEDOUT;
 	uint32_t backoff = c->o.backoff_min_ms;

@@ -300,16 +300,19 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 	int from_me = ev->sender.len == strlen(ch->me) &&
 		      !memcmp(ev->sender.p, ch->me, ev->sender.len);
 	pthread_mutex_unlock(&ch->mu);
+	/* catch-up: events stored before the latest (re)subscription. Its
+	 * header is printed before the first line shown, so a catch-up made
+	 * only of our own echoes prints nothing. */
 	uint64_t last = parley_client_sync_last(ch->c);
-	if (!ch->in_catchup && ev->inbox_seq <= last && ev->inbox_seq > ch->catchup_end) {
-		char t[32];
-		fmt_time(ev->server_ts_ms, t, sizeof t);
-		unsigned long long n = last - ev->inbox_seq + 1;
-		if (ch->tty)
-			show_f(ch, "-- %llu new since %s --", n, t);
-		ch->in_catchup = 1;
-	}
+	int catchup = ev->inbox_seq <= last && ev->inbox_seq > ch->catchup_end;
 	if (!own) { /* our own typed lines are shown by the outbox already */
+		if (catchup && !ch->in_catchup && ch->tty) {
+			char t[32];
+			fmt_time(ev->server_ts_ms, t, sizeof t);
+			show_f(ch, "-- %llu new since %s --",
+			       (unsigned long long)(last - ev->inbox_seq + 1), t);
+			ch->in_catchup = 1;
+		}
 		char suffix[PARLEY_PROTO_MAX_CONV_ID + 32] = "";
 		int here = ch->conv_id[0] && ev->conv.len == strlen(ch->conv_id) &&
 			   !memcmp(ev->conv.p, ch->conv_id, ev->conv.len);
@@ -329,8 +332,8 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 		if (s)
 			show_push(ch, SHOW_LINE, 0, 0, s);
 	}
-	if (ch->in_catchup && ev->inbox_seq >= last) {
-		if (ch->tty)
+	if (catchup && ev->inbox_seq >= last) {
+		if (ch->in_catchup)
 			show_f(ch, "-- end of new messages --");
 		ch->in_catchup = 0;
 		ch->catchup_end = last;
