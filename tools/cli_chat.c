@@ -1136,10 +1136,16 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 		int pr = poll(p, eof ? 1 : 2, -1);
 		if (pr < 0 && errno != EINTR)
 			break;
-		if (chat_sigint) {
+		if (chat_sigint) { /* Ctrl-C: leave now */
 			chat_sigint = 0;
 			if (ch->tty)
 				ui_clear_input(ch);
+			pthread_mutex_lock(&ch->mu);
+			unsigned unsent = cli_outbox_unsent(&ch->ob);
+			pthread_mutex_unlock(&ch->mu);
+			if (unsent)
+				fprintf(stderr, "parley: %u typed line%s not sent\n", unsent,
+					unsent == 1 ? " was" : "s were");
 			break;
 		}
 		if (pr <= 0)
