@@ -487,9 +487,10 @@ int main(int argc, char **argv)
 	const char *env_port = getenv("PARLEY_SERVER_PORT");
 	if (!port_s && !(env_port && *env_port)) {
 		env_port = getenv("PARLEY_PORT");
-		if (env_port && *env_port && verbose)
-			fprintf(stderr, "parley: PARLEY_PORT is deprecated for the client: "
-					"use PARLEY_SERVER_PORT\n");
+		if (env_port && *env_port && !port_s)
+			fprintf(stderr, "parley: note: using PARLEY_PORT=%s as the server port; "
+					"the client's variable is now PARLEY_SERVER_PORT "
+					"(PARLEY_PORT is parleyd's listen port)\n", env_port);
 	}
 	port_s = port_s ? port_s : env_port && *env_port ? env_port : tls ? "7412" : "7411";
 	token = env_or(token, "PARLEY_TOKEN", NULL);
