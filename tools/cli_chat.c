@@ -57,6 +57,7 @@
 #define CHAT_RECONNECT_MIN_MS 250
 #define CHAT_RECONNECT_MAX_MS 8000
 #define CHAT_INPUT_MAX 65536 /* one typed line without a terminal */
+#define CHAT_TOKEN_PROVEN_MS 10000 /* a refreshed token that held this long */
 
 enum show_kind {
 	SHOW_LINE, /* print text */
@@ -111,7 +112,8 @@ struct cli_chat {
 	uint32_t goaway_ms; /* a GOAWAY asked us to come back after this */
 	int goaway;
 	int goaway_shown; /* the outage was already explained */
-	int just_refreshed;
+	int just_refreshed; /* a new token was fetched and has not yet held */
+	uint64_t connected_at_ms;
 
 	/* UI thread only */
 	uint32_t last_own_no; /* the last printed line is this own pending line */
@@ -399,12 +401,19 @@ static int net_auth_failed(struct cli_chat *ch, int r)
 {
 	const struct parley_client_failure *f = parley_client_failure(ch->c);
 	int token_problem = (r == -PARLEY_EAUTH && f->kind != PARLEY_FAIL_TLS_VERIFY);
+	/* a refreshed token that carried a connection for a while has proven
+	 * itself; one refused at once (or expiring at once) ends the chat */
+	if (ch->just_refreshed && ch->connected_at_ms &&
+	    mono_ms() - ch->connected_at_ms >= CHAT_TOKEN_PROVEN_MS)
+		ch->just_refreshed = 0;
 	if (token_problem && ch->token_cmd && !ch->just_refreshed) {
 		char tok[PARLEY_PROTO_MAX_TOKEN + 2];
 		if (cli_token_from_cmd(ch->token_cmd, tok, sizeof tok) == 0 &&
 		    parley_client_set_token(ch->c, tok) == 0) {
 			memset(tok, 0, sizeof tok);
 			ch->just_refreshed = 1;
+			ch->connected_at_ms = 0; /* the new token has not held yet */
+			ch->goaway_shown = 1; /* this outage is explained */
 			show_f(ch, "* the token was refused or expired: got a new one from "
 				   "--token-cmd, reconnecting");
 			return 0;
@@ -626,10 +635,15 @@ static int net_send(struct cli_chat *ch)
 		return 1;
 	}
 	cli_outbox_failed(&ch->ob, no, r);
+	const struct cli_ob_entry *fe = cli_outbox_find_id(&ch->ob, id);
+	char excerpt[48] = "";
+	if (fe)
+		snprintf(excerpt, sizeof excerpt, "%.*s%s", (int)PARLEY_MIN(fe->len, 40u),
+			 fe->body, fe->len > 40 ? "..." : "");
 	pthread_mutex_unlock(&ch->mu);
 	char msg[768];
 	cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
-	show_f(ch, "* not sent (line %u): %s", no, msg);
+	show_f(ch, "* not sent to %s: %s: \"%s\"", peer, msg, excerpt);
 	show_push(ch, SHOW_STATUS, 0, 0, NULL);
 	return 1;
 }
@@ -675,7 +689,7 @@ static void *net_main(void *arg)
 				backoff = CHAT_RECONNECT_MIN_MS;
 				online = 1;
 				ch->goaway_shown = 0;
-				ch->just_refreshed = 0;
+				ch->connected_at_ms = mono_ms();
 				set_online(ch, 1);
 				show_f(ch, "* connected again");
 				continue;
@@ -1067,6 +1081,7 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 	}
 	snprintf(ch->me, sizeof ch->me, "%s", parley_client_user_id(c));
 	ch->online = 1;
+	ch->connected_at_ms = mono_ms();
 	ch->max_body = parley_client_limits(c)->max_body;
 	*slot = ch;
 
@@ -1115,7 +1130,18 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 	} else {
 		fprintf(stderr, "* signed in as %s. %s\n", ch->me, cli_chat_help);
 	}
-	if (pthread_create(&ch->net, NULL, net_main, ch) != 0) {
+	/* the network thread runs with the signals blocked: they go to the UI
+	 * thread, and its socket calls are never interrupted by them */
+	sigset_t sigs, old;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGWINCH);
+	pthread_sigmask(SIG_BLOCK, &sigs, &old);
+	int tr = pthread_create(&ch->net, NULL, net_main, ch);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (tr != 0) {
 		fprintf(stderr, "parley: cannot start the network thread\n");
 		return CLI_EXIT_CONN;
 	}
