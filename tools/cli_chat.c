@@ -123,7 +123,7 @@ struct cli_chat {
 	int in_handler;
 	int exit_code;
 	int done;
-	char prompt[256];
+	char prompt[320]; /* see ui_make_prompt */
 };
 
 static volatile sig_atomic_t chat_sigint;
@@ -743,17 +743,17 @@ static void ui_make_prompt(struct cli_chat *ch)
 {
 	pthread_mutex_lock(&ch->mu);
 	unsigned unsent = cli_outbox_unsent(&ch->ob);
-	char st[96] = "";
-	if (!ch->online)
-		snprintf(st, sizeof st, " | offline, reconnecting");
-	char pend[48] = "";
+	/* every part is bounded: user ids <= 64 bytes, so the prompt fits */
+	const char *st = ch->online ? "" : " | offline, reconnecting";
+	char pend[32] = "";
 	if (unsent)
 		snprintf(pend, sizeof pend, " | %u pending", unsent);
 	if (ch->peer[0])
-		snprintf(ch->prompt, sizeof ch->prompt, "[%s -> %s%s%s] > ", ch->me, ch->peer, st,
-			 pend);
+		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s -> %.64s%s%.31s] > ", ch->me,
+			 ch->peer, st, pend);
 	else
-		snprintf(ch->prompt, sizeof ch->prompt, "[%s%s%s | /to PEER] > ", ch->me, st, pend);
+		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s%s%.31s | /to PEER] > ", ch->me, st,
+			 pend);
 	pthread_mutex_unlock(&ch->mu);
 }
 

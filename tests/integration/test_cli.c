@@ -130,6 +130,15 @@ static void check_errors(struct it_server *s, const char *tok)
 	rc = RUN(out, parley_bin, "--token", tok, "--port", port, "send", "bob", "  ");
 	IT_CHECK(rc == 2 && strstr(out, "empty"), "empty: %d %s", rc, out);
 
+	char *big = malloc(70001);
+	IT_CHECK(big);
+	memset(big, 'x', 70000);
+	big[70000] = 0;
+	rc = RUN(out, parley_bin, "--token", tok, "--port", port, "send", "bob", big);
+	IT_CHECK(rc == 1 && strstr(out, "too long") && strstr(out, "65536"),
+		 "too long names the limit: %d %s", rc, out);
+	free(big);
+
 	/* TLS with the CA works */
 	rc = RUN(out, parley_bin, "--token", tok, "--ca", ca, "--host", "localhost", "--port",
 		 tport, "send", "carol", "over tls");
