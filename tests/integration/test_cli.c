@@ -277,6 +277,13 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	IT_CHECK(hello == 1 && down == 1, "delivered exactly once: hello=%d down=%d (of %d)",
 		 hello, down, pg->count);
 
+	/* /history pages back with --before, framed so it is not taken for live */
+	term_type(&t, "/history 1 --before 2\r");
+	term_wait(&t, ".-- history with bob: #1..#1 --", 20000, "history header");
+	term_wait(&t, "  | [", 20000, "history lines are marked");
+	term_wait(&t, "#1 you: hello from the terminal", 20000, "--before 2 shows #1");
+	term_wait(&t, "start of the conversation", 20000, "history footer");
+
 	/* a message from bob arrives while alice is typing: her half line stays */
 	term_type(&t, "half a li");
 	struct parley_send_result res;
