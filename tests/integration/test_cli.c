@@ -139,6 +139,14 @@ static void check_errors(struct it_server *s, const char *tok)
 		 "too long names the limit: %d %s", rc, out);
 	free(big);
 
+	/* --token-cmd supplies the token when none is given */
+	char tcmd[2048];
+	snprintf(tcmd, sizeof tcmd, "echo %s", tok);
+	rc = RUN(out, parley_bin, "--token-cmd", tcmd, "--port", port, "send", "dave", "via cmd");
+	IT_CHECK(rc == 0 && strstr(out, "sent d:alice:dave #1"), "token-cmd: %d %s", rc, out);
+	rc = RUN(out, parley_bin, "--token-cmd", "false", "--port", port, "send", "bob", "x");
+	IT_CHECK(rc == 4 && strstr(out, "--token-cmd"), "failing token-cmd: %d %s", rc, out);
+
 	/* TLS with the CA works */
 	rc = RUN(out, parley_bin, "--token", tok, "--ca", ca, "--host", "localhost", "--port",
 		 tport, "send", "carol", "over tls");
