@@ -29,9 +29,13 @@
  *      untrusted certificate) never loops: the token command (if any) is
  *      tried once, else the chat ends with the cause and exit code 4/3.
  *
- * Own lines: shown once, as "pending" when typed, and turned into
- * "#seq ... [sent]" in place when acknowledged (if nothing was printed in
- * between; otherwise the sent line is printed then). Without a terminal
+ * Own lines: shown once. A typed line is drawn as "[sending]" (or
+ * "[pending: offline]") in a block just above the prompt; other output is
+ * printed above that block, and when the server acknowledges the line it
+ * leaves the block as "#seq ... [sent]" (the block is erased and redrawn,
+ * so each line stays one line on screen). At most CHAT_PEND_MAX lines, and
+ * no more rows than the terminal has minus two, stay in the block; older
+ * ones are left where they are and their sent line is printed anew. Without a terminal
  * (stdin or stdout not a tty) there is no line editing: lines are read from
  * stdin, and each own message is printed once, when acknowledged.
  */
@@ -58,10 +62,12 @@
 #define CHAT_RECONNECT_MAX_MS 8000
 #define CHAT_INPUT_MAX 65536 /* one typed line without a terminal */
 #define CHAT_TOKEN_PROVEN_MS 10000 /* a refreshed token that held this long */
+#define CHAT_PEND_MAX 32 /* own pending lines kept redrawable at the bottom */
 
 enum show_kind {
 	SHOW_LINE, /* print text */
-	SHOW_OWN_SENT, /* entry `no` was acknowledged: text is its sent line */
+	SHOW_OWN_FINAL, /* entry `no` was acknowledged (or refused): text is its
+			   final line */
 	SHOW_STATUS, /* status changed: redraw the prompt */
 	SHOW_FATAL, /* print text, then leave with `code` */
 };
@@ -116,8 +122,11 @@ struct cli_chat {
 	uint64_t connected_at_ms;
 
 	/* UI thread only */
-	uint32_t last_own_no; /* the last printed line is this own pending line */
-	int last_own_rows;
+	struct pend_line { /* own lines not yet final, drawn just above the prompt */
+		uint32_t no;
+		char *text;
+	} pend[CHAT_PEND_MAX];
+	int npend;
 	int quit_warned;
 	int quit_when_sent; /* no terminal: /quit or end of input, once sent */
 	int in_handler;
@@ -622,7 +631,7 @@ static int net_send(struct cli_chat *ch)
 			line = fmt_own(ch, &tmp, ch->conv_id, "  [sent]");
 		}
 		pthread_mutex_unlock(&ch->mu);
-		show_push(ch, SHOW_OWN_SENT, no, 0, line);
+		show_push(ch, SHOW_OWN_FINAL, no, 0, line);
 		pthread_mutex_lock(&ch->mu);
 		cli_outbox_sent(&ch->ob, no, res.seq, res.server_ts_ms);
 		pthread_mutex_unlock(&ch->mu);
@@ -637,10 +646,16 @@ static int net_send(struct cli_chat *ch)
 	cli_outbox_failed(&ch->ob, no, r);
 	const struct cli_ob_entry *fe = cli_outbox_find_id(&ch->ob, id);
 	char excerpt[48] = "";
-	if (fe)
+	char *fline = NULL;
+	if (fe) {
 		snprintf(excerpt, sizeof excerpt, "%.*s%s", (int)PARLEY_MIN(fe->len, 40u),
 			 fe->body, fe->len > 40 ? "..." : "");
+		if (ch->tty)
+			fline = fmt_own(ch, fe, NULL, "  [not sent]");
+	}
 	pthread_mutex_unlock(&ch->mu);
+	if (fline)
+		show_push(ch, SHOW_OWN_FINAL, no, 0, fline);
 	char msg[768];
 	cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
 	show_f(ch, "* not sent to %s: %s: \"%s\"", peer, msg, excerpt);
@@ -775,15 +790,95 @@ static void ui_redraw(struct cli_chat *ch)
 	fflush(stdout);
 }
 
-/* Print one line above the input line. */
+static int pend_rows(const struct cli_chat *ch)
+{
+	int rows = 0;
+	for (int i = 0; i < ch->npend; i++)
+		rows += rows_of(ch->pend[i].text, 0);
+	return rows;
+}
+
+/* Leave pend[i] where it is on screen: it is no longer redrawn. */
+static void pend_drop(struct cli_chat *ch, int i)
+{
+	free(ch->pend[i].text);
+	memmove(&ch->pend[i], &ch->pend[i + 1], (size_t)(ch->npend - i - 1) * sizeof ch->pend[0]);
+	ch->npend--;
+}
+
+/*
+ * Print text above the pending block (own_no 0), or add it to the block as
+ * own line own_no. The cursor starts where the prompt (or, inside the
+ * line handler, the erased input) begins, right below the block.
+ */
 static void ui_print(struct cli_chat *ch, const char *text, uint32_t own_no)
 {
-	if (ch->tty && !ch->in_handler)
+	if (!ch->tty) {
+		fputs(text, stdout);
+		fputc('\n', stdout);
+		fflush(stdout);
+		return;
+	}
+	if (!ch->in_handler)
 		ui_clear_input(ch);
+	int up = pend_rows(ch);
+	if (up)
+		printf("\033[%dA\r\033[J", up);
+	if (own_no) {
+		struct winsize ws;
+		int max_rows = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 4
+				       ? ws.ws_row - 2
+				       : 20;
+		while (ch->npend && (ch->npend == CHAT_PEND_MAX ||
+				     pend_rows(ch) + rows_of(text, 0) > max_rows)) {
+			fputs(ch->pend[0].text, stdout); /* the oldest stays put */
+			fputc('\n', stdout);
+			pend_drop(ch, 0);
+		}
+		char *copy = strdup(text);
+		if (copy) {
+			ch->pend[ch->npend].no = own_no;
+			ch->pend[ch->npend].text = copy;
+			ch->npend++;
+		} else {
+			fputs(text, stdout);
+			fputc('\n', stdout);
+		}
+	} else {
+		fputs(text, stdout);
+		fputc('\n', stdout);
+	}
+	for (int i = 0; i < ch->npend; i++) {
+		fputs(ch->pend[i].text, stdout);
+		fputc('\n', stdout);
+	}
+	ui_redraw(ch);
+}
+
+/* Own line no is final (sent or refused): it leaves the block as text. */
+static void ui_final(struct cli_chat *ch, uint32_t no, const char *text)
+{
+	int k = -1;
+	for (int i = 0; i < ch->npend; i++)
+		if (ch->pend[i].no == no)
+			k = i;
+	if (k < 0 || !ch->tty) {
+		ui_print(ch, text, 0);
+		return;
+	}
+	if (!ch->in_handler)
+		ui_clear_input(ch);
+	int up = pend_rows(ch);
+	printf("\033[%dA\r\033[J", up);
 	fputs(text, stdout);
 	fputc('\n', stdout);
-	ch->last_own_no = own_no;
-	ch->last_own_rows = rows_of(text, 0);
+	free(ch->pend[k].text);
+	memmove(&ch->pend[k], &ch->pend[k + 1], (size_t)(ch->npend - k - 1) * sizeof ch->pend[0]);
+	ch->npend--;
+	for (int i = 0; i < ch->npend; i++) {
+		fputs(ch->pend[i].text, stdout);
+		fputc('\n', stdout);
+	}
 	ui_redraw(ch);
 }
 
@@ -839,19 +934,9 @@ static void ui_drain(struct cli_chat *ch)
 					fprintf(stderr, "%s\n", s->text);
 			}
 			break;
-		case SHOW_OWN_SENT:
-			if (!s->text)
-				break;
-			if (ch->tty && ch->last_own_no == s->no) {
-				/* turn the pending line into the sent one, in place */
-				ui_clear_input(ch);
-				printf("\033[%dA\r\033[J", ch->last_own_rows);
-				ch->last_own_no = 0;
-				ui_print(ch, s->text, 0);
-			} else {
-				ui_print(ch, s->text, 0);
-			}
-			fflush(stdout);
+		case SHOW_OWN_FINAL:
+			if (s->text)
+				ui_final(ch, s->no, s->text);
 			break;
 		case SHOW_STATUS:
 			ui_set_prompt(ch);
