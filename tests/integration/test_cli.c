@@ -262,6 +262,12 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "you: typed while the server is down  [sent]", 60000,
 		  "the pending line is sent when the server is back");
 
+	/* shown once as sent (the pending block is redrawn, a final line is not) */
+	int shown = 0;
+	for (const char *p = t.buf; (p = strstr(p, "typed while the server is down  [sent]")); p++)
+		shown++;
+	IT_CHECK(shown == 1, "the sent line was printed %d times", shown);
+
 	/* exactly once, from the other side */
 	char *btok = it_token_for("bob");
 	struct parley_client *b = it_client_tok(s, btok, "bob-dev", 0, NULL, NULL);
