@@ -725,6 +725,14 @@ static int pump(struct parley_client *c)
 			if (c->fd < 0)
 				return -PARLEY_ECLOSED; /* dropped inside (ack failed) */
 		}
+		if (derr && !c->up) {
+			/* garbage before the handshake is done: not a parley port */
+			int http = c->rx_len >= 5 && !memcmp(c->rx, "HTTP/", 5);
+			set_fail_str(c, PARLEY_FAIL_PROTOCOL, -PARLEY_EPROTO,
+				     http ? "it answered with HTTP: the admin port?"
+					  : "its answer is not a parley frame");
+			derr = -PARLEY_EPROTO;
+		}
 		if (derr) {
 			conn_drop(c, derr);
 			return derr;

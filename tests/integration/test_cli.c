@@ -104,6 +104,11 @@ static void check_errors(struct it_server *s, const char *tok)
 	IT_CHECK(rc == 3 && strstr(out, "--tls"), "plain on TLS port: %d %s", rc, out);
 	IT_CHECK(!strstr(out, "authentication"), "%s", out);
 
+	char aport[16];
+	snprintf(aport, sizeof aport, "%u", s->admin_port);
+	rc = RUN(out, parley_bin, "--token", tok, "--port", aport, "send", "bob", "hi");
+	IT_CHECK(rc == 3 && strstr(out, "HTTP"), "the admin port: %d %s", rc, out);
+
 	rc = RUN(out, parley_bin, "--token", tok, "--tls", "--ca", ca, "--host", "localhost",
 		 "--port", port, "send", "bob", "hi");
 	IT_CHECK(rc == 3 && strstr(out, "TLS handshake"), "TLS on plain port: %d %s", rc, out);
