@@ -18,6 +18,7 @@
  * key, signing failed).
  * Threads: a CLI; single-threaded.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,7 +158,9 @@ int ctl_token_main(int argc, char **argv)
 	if (hs && secret_file) {
 		FILE *f = fopen(secret_file, "rb");
 		if (!f) {
-			fprintf(stderr, "parleyctl token: cannot read %s\n", secret_file);
+			fprintf(stderr, "parleyctl token: cannot read the secret file %s: %s "
+					"(make run creates parley-data/dev/jwt.secret)\n",
+				secret_file, strerror(errno));
 			return 3;
 		}
 		sl = fread(sbuf, 1, sizeof sbuf, f);

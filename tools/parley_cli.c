@@ -175,8 +175,13 @@ static void on_event(void *user, const struct parley_event *ev)
 static void on_state(void *user, enum parley_client_state st, int err)
 {
 	struct cli *cli = user;
-	if (cli->chat)
+	if (cli->chat) {
 		cli_chat_on_state(cli->chat, st, err);
+		return;
+	}
+	/* watch: say on stderr why the stream paused (stdout stays messages) */
+	if (st == PARLEY_CLIENT_GOAWAY && -err != PARLEY_GOAWAY_AUTH_EXPIRED)
+		fprintf(stderr, "parley: %s; reconnecting\n", cli_goaway_text((unsigned)-err));
 }
 
 /* ---- commands ------------------------------------------------------------------ */
