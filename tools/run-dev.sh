@@ -21,6 +21,7 @@
 #   PARLEY_TLS_PORT    TLS port                (default 7412)
 #   PARLEY_ADMIN_PORT  admin HTTP port         (default 7480: /metrics /livez /readyz)
 #   PARLEY_DATA        data directory          (default ./parley-data)
+#   PARLEY_RUN_NO_BUILD=1  skip step 1 (tests/integration/test_run_dev.c)
 # e.g.  PARLEY_PORT=8411 PARLEY_TLS_PORT=8412 PARLEY_ADMIN_PORT=8480 make run
 # The client reads PARLEY_SERVER_PORT for the port it connects to (not
 # PARLEY_PORT, which is the server's listen port).
@@ -44,6 +45,9 @@ die() { echo "run-dev: $*" >&2; exit 1; }
 # ---- 1. build what runs ------------------------------------------------------
 mkdir -p "$BUILD"
 LOG="$BUILD/make-run.log"
+if [ "${PARLEY_RUN_NO_BUILD:-0}" = 1 ]; then
+  : # the tests run this on a build they made themselves
+else
 : > "$LOG"
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   say "configuring the build in $BUILD (first run only)"
@@ -53,6 +57,7 @@ fi
 say "building parleyd, parley and parleyctl (log: $LOG)"
 cmake --build "$BUILD" -j "$JOBS" --target parleyd parley parleyctl >>"$LOG" 2>&1 ||
   { tail -n 40 "$LOG" >&2; die "build failed (full log: $LOG)"; }
+fi
 for b in "$PARLEYD" "$CLI" "$CTL"; do
   [ -x "$b" ] || die "$b is missing after the build (log: $LOG)"
 done
