@@ -742,7 +742,7 @@ static int pump(struct parley_client *c)
 			c->rx_len -= off;
 		}
 		if (rr < 0) {
-			if (!c->up && !c->closing_err)
+			if (!c->up && !c->closing_err && !c->fail.kind) /* keep a GOAWAY's */
 				set_fail_str(c, PARLEY_FAIL_CLOSED, -PARLEY_ECLOSED,
 					     "the server closed the connection during the handshake");
 			int e = c->closing_err ? c->closing_err : rr;
@@ -961,8 +961,8 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		return -PARLEY_EPROTO;
 	memcpy(c->user_id, c->rmsg->auth_ok.user_id.p, c->rmsg->auth_ok.user_id.len);
 	c->user_id[c->rmsg->auth_ok.user_id.len] = 0;
-	if (c->fd < 0)
-		return -PARLEY_ECLOSED; /* e.g. GOAWAY right after AUTH_OK */
+	if (c->fd < 0) /* e.g. GOAWAY right after AUTH_OK (AUTH_EXPIRED: fatal) */
+		return c->fatal_err ? c->fatal_err : -PARLEY_ECLOSED;
 	c->up = 1;
 
 	if (c->subscribed) {
@@ -984,7 +984,9 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		if (c->rmsg->type != PARLEY_T_SYNC_OK)
 			return -PARLEY_EPROTO;
 	}
-	return c->up && c->fd >= 0 ? 0 : -PARLEY_ECLOSED;
+	if (c->up && c->fd >= 0)
+		return 0;
+	return c->fatal_err ? c->fatal_err : -PARLEY_ECLOSED;
 }
 
 static int connect_once(struct parley_client *c, uint64_t deadline)
@@ -1018,6 +1020,8 @@ static int connect_once(struct parley_client *c, uint64_t deadline)
 		c->o.on_state(c->o.user, PARLEY_CLIENT_CONNECTED, 0);
 	/* events may have come in right behind SYNC_OK */
 	r = pump(c);
+	if (r < 0 && c->fatal_err)
+		return c->fatal_err; /* e.g. GOAWAY AUTH_EXPIRED right behind AUTH_OK */
 	return r < 0 ? r : 0;
 }
 
