@@ -32,6 +32,7 @@
 
 #include "chat.h"
 #include "conn.h"
+#include "errmap.h"
 #include "parley_proto.h"
 
 #define OBUF_CHUNK (16u << 10)
@@ -42,22 +43,10 @@ static _Thread_local uint8_t tls_plain[16384];
 
 /* ---- small helpers ---------------------------------------------------------- */
 
+/* The wire code for an internal error: one table, server/errmap.c. */
 static uint32_t wire_code(int err)
 {
-	if (err >= 0)
-		return PARLEY_EIO;
-	int e = -err;
-	switch (e) {
-	case PARLEY_ECORRUPT:
-	case PARLEY_EFATAL:
-	case PARLEY_EIO:
-		return PARLEY_EIO;
-	case PARLEY_ENOMEM:
-	case ENOMEM:
-		return PARLEY_ENOMEM;
-	default:
-		return e >= 1000 && e <= 1020 ? (uint32_t)e : PARLEY_EIO;
-	}
+	return srv_wire_err(err).code;
 }
 
 static void ctr_add(_Atomic uint64_t *c, uint64_t v)
