@@ -34,6 +34,12 @@
 #include "chat.h"
 #include "parley_proto.h"
 
+const struct pe_retention_rule chat_retention[] = {
+	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
+	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+};
+const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
+
 /* ---- keys ------------------------------------------------------------------ */
 
 static int key_make(char *out, const char *pfx, const char *a, size_t alen,

@@ -100,6 +100,15 @@ enum chat_ent_type {
 #define CHAT_FANOUT_MAX_ITEMS 4u     /* 1:1: two inboxes + two lists */
 #define CHAT_PTR_MAX (1 + 2 + 2 + 250 + 8)
 
+/* Retention of the internal streams that would otherwise grow forever
+ * (pass to pe_options.retention): a device cursor k/ is read as its last
+ * entry only, s/fanout as its last checkpoint only; a few are kept for
+ * inspection. Enforced by engine compaction. */
+#define CHAT_CURSOR_KEEP 4u
+#define CHAT_CKPT_KEEP 16u
+extern const struct pe_retention_rule chat_retention[];
+extern const size_t chat_nretention;
+
 /* ---- keys ---------------------------------------------------------------- */
 
 /* Each writes a NUL-terminated key into out[CHAT_KEY_CAP] and returns its

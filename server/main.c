@@ -560,7 +560,10 @@ static int run(const struct opts *o, struct srv *s)
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = o->engine_shards,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
-				.on_fatal = on_engine_fatal};
+				.on_fatal = on_engine_fatal,
+				/* internal streams that grow forever */
+				.retention = chat_retention,
+				.nretention = chat_nretention};
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;

@@ -549,3 +549,59 @@ Test(chat, conv_open_rules)
 	pe_close(w.e);
 	pio_free(w.io);
 }
+
+/* The internal streams that grow forever (device cursors, fan-out
+ * checkpoints) are trimmed by the chat retention rules; their last entry,
+ * the only one read, stays. */
+Test(chat, internal_streams_have_retention)
+{
+	struct pio *io = pio_mem_new(7);
+	struct chat_clock clock = {0};
+	struct pe_options o = {.dir = "/data", .partitions = 4, .shards = 1,
+			       .io = io, .clock_ms = chat_clock_ms,
+			       .clock_arg = &clock, .retention = chat_retention,
+			       .nretention = chat_nretention,
+			       .no_auto_flush = true, .no_auto_compact = true};
+	struct pe_engine *e;
+	cr_assert_eq(pe_open(&o, &e), 0);
+	char ck[CHAT_KEY_CAP];
+	int ckl = chat_key_cursor(ck, "alice", 5, "phone", 5);
+	const char *keys[3] = {ck, "s/fanout", "u/alice"};
+	size_t klens[3] = {(size_t)ckl, 8, 7};
+	for (int k = 0; k < 3; k++)
+		for (uint64_t i = 1; i <= 50; i++) {
+			uint8_t b[8];
+			le_put64(b, i);
+			struct pe_input in = {.type = CHAT_ENT_CURSOR, .len = 8,
+					      .payload = b};
+			struct pe_append_req q = {.key = keys[k], .klen = klens[k],
+						  .expected_last_seq = PE_NO_EXPECT,
+						  .entries = &in, .count = 1};
+			struct pe_append_result r;
+			cr_assert_eq(pe_append_sync(e, &q, &r), 0);
+		}
+	for (uint32_t p = 0; p < 4; p++) {
+		cr_assert_eq(pe_flush_sync(e, p), 0);
+		cr_assert_eq(pe_compact_sync(e, p, true), 0);
+	}
+	uint64_t keep[3] = {CHAT_CURSOR_KEEP, CHAT_CKPT_KEEP, 50};
+	for (int k = 0; k < 3; k++) {
+		struct pe_meta m;
+		cr_assert_eq(pe_meta_sync(e, keys[k], klens[k], &m), 0);
+		cr_assert_eq(m.last_seq, 50);
+		cr_assert_eq(m.first_seq, 50 - keep[k] + 1, "%s first_seq %llu",
+			     keys[k], (unsigned long long)m.first_seq);
+		struct pe_read_req q = {.key = keys[k], .klen = klens[k],
+					.from = UINT64_MAX, .dir = PE_BACKWARD,
+					.limit = 1};
+		struct pe_entry *ents = NULL;
+		uint32_t n = 0;
+		struct pe_read_result meta;
+		cr_assert_eq(pe_read_sync(e, &q, &ents, &n, &meta), 0);
+		cr_assert_eq(n, 1);
+		cr_assert_eq(le_get64(ents[0].payload), 50);
+		free(ents);
+	}
+	pe_close(e);
+	pio_free(io);
+}
