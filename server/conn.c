@@ -254,8 +254,8 @@ struct subctx {
 };
 
 /* LM_INBOX payload: repeated {u64 inbox_seq, u16 kind, u16 clen, conv,
- * u64 conv_seq}; m->a = count; m->c = 1 and m->b = next_seq for a skip
- * (the engine trimmed the inbox below our cursor). */
+ * u64 conv_seq}; u.inbox.count of them; u.inbox.trimmed with next_seq
+ * for a skip (the engine trimmed the inbox below our cursor). */
 static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 			      const struct pe_sub_update *u)
 {
@@ -266,7 +266,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		if (m) {
 			m->slot = x->slot;
 			m->gen = x->gen;
-			m->a = (uint64_t)(int64_t)u->err;
+			m->u.sub_closed.err = u->err;
 			loop_post(x->lp, m);
 		}
 		return PE_SUB_CONTINUE;
@@ -276,8 +276,8 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		PARLEY_ASSERT(m);
 		m->slot = x->slot;
 		m->gen = x->gen;
-		m->b = u->next_seq;
-		m->c = 1;
+		m->u.inbox.next_seq = u->next_seq;
+		m->u.inbox.trimmed = true;
 		loop_post(x->lp, m);
 		return PE_SUB_CONTINUE;
 	}
@@ -302,7 +302,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		off += 20 + p.conv_len;
 	}
 	m->len = (uint32_t)off;
-	m->a = u->count;
+	m->u.inbox.count = u->count;
 	m->slot = x->slot;
 	m->gen = x->gen;
 	loop_post(x->lp, m);
@@ -411,7 +411,7 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	PARLEY_ASSERT(lm);
 	lm->slot = r->slot;
 	lm->gen = r->gen;
-	lm->a = r->inbox_seq;
+	lm->u.event.inbox_seq = r->inbox_seq;
 	loop_post(r->lp, lm);
 	free(r);
 }
@@ -427,7 +427,7 @@ static int resolve_issue(struct conn *c, struct resolve *r)
 	if (kl < 0) {
 		struct lmsg *lm = event_placeholder(r);
 		PARLEY_ASSERT(lm);
-		lm->a = r->inbox_seq;
+		lm->u.event.inbox_seq = r->inbox_seq;
 		lm->slot = r->slot;
 		lm->gen = r->gen;
 		loop_post(c->lp, lm);
@@ -487,14 +487,15 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 {
 	if (!c->sub)
 		return; /* subscription ended since */
-	if (m->c == 1) {
+	if (m->u.inbox.trimmed) {
 		/* retention trimmed the inbox below our cursor: skip ahead */
-		if (m->b > c->ev_next && !c->pend_head && !c->resolving)
-			c->ev_next = m->b;
+		if (m->u.inbox.next_seq > c->ev_next && !c->pend_head &&
+		    !c->resolving)
+			c->ev_next = m->u.inbox.next_seq;
 		return;
 	}
 	size_t off = 0;
-	for (uint64_t i = 0; i < m->a; i++) {
+	for (uint32_t i = 0; i < m->u.inbox.count; i++) {
 		const uint8_t *q = m->data + off;
 		struct resolve *r = malloc(sizeof *r);
 		PARLEY_ASSERT(r);
@@ -537,7 +538,7 @@ static void flush_stash(struct conn *c)
 
 static void on_event(struct conn *c, struct lmsg *m)
 {
-	uint64_t seq = m->a;
+	uint64_t seq = m->u.event.inbox_seq;
 	if ((!c->sub && c->state != CS_DRAINING) ||
 	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER || seq < c->ev_next) {
 		c->resolving--; /* cut off: the device resyncs from its cursor */
@@ -812,8 +813,8 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 		am.send_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
 		m = frame_msg(LM_FRAME, x->req_id, &am);
 		if (m) {
-			m->t0_ns = x->t0_ns;
-			m->b = r->duplicate ? 2 : 1; /* ack marker for metrics */
+			m->u.frame.t0_ns = x->t0_ns;
+			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
 	}
 	post_reply(x->lp, x->slot, x->gen, m, x->req_id);
@@ -992,17 +993,18 @@ static void sync_read_cb(void *arg, const struct pe_read_result *r)
 	m->slot = x->slot;
 	m->gen = x->gen;
 	le_put32(m->data, x->req_id);
-	m->a = (uint64_t)x->step;
 	if (r->err) {
-		m->a = 99; /* failed */
-		m->b = (uint64_t)(int64_t)r->err;
+		m->u.sync.step = LM_SYNC_FAILED;
+		m->u.sync.err = r->err;
 	} else if (x->step == 1) {
-		m->b = UINT64_MAX; /* no stored cursor */
+		m->u.sync.step = LM_SYNC_CURSOR;
+		m->u.sync.cursor = UINT64_MAX; /* no stored cursor */
 		if (r->count == 1 && r->entries[0].len == 8)
-			m->b = le_get64(r->entries[0].payload);
+			m->u.sync.cursor = le_get64(r->entries[0].payload);
 	} else {
-		m->b = r->first_seq;
-		m->c = r->last_seq;
+		m->u.sync.step = LM_SYNC_INBOX;
+		m->u.sync.first_seq = r->first_seq;
+		m->u.sync.last_seq = r->last_seq;
 	}
 	loop_post(x->lp, m);
 	free(x);
@@ -1064,21 +1066,22 @@ static void on_sync_step(struct conn *c, struct lmsg *m)
 		conn_error(c, rid, PARLEY_ECLOSED, false, 0, "draining");
 		return;
 	}
-	if (m->a == 99) {
-		sync_fail(c, rid, (int)(int64_t)m->b);
+	if (m->u.sync.step == LM_SYNC_FAILED) {
+		sync_fail(c, rid, m->u.sync.err);
 		return;
 	}
-	if (m->a == 1) {
+	if (m->u.sync.step == LM_SYNC_CURSOR) {
 		/* cursor known: resume after it; unknown device: start live,
 		 * marked by UINT64_MAX until the inbox meta is in */
-		c->ev_acked = m->b == UINT64_MAX ? UINT64_MAX : m->b + 1;
-		c->cursor_stored = m->b == UINT64_MAX ? 0 : m->b;
+		uint64_t cur = m->u.sync.cursor;
+		c->ev_acked = cur == UINT64_MAX ? UINT64_MAX : cur + 1;
+		c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
 		int rc = sync_read(c, rid, 2);
 		if (rc)
 			sync_fail(c, rid, rc);
 		return;
 	}
-	uint64_t first = m->b, last = m->c;
+	uint64_t first = m->u.sync.first_seq, last = m->u.sync.last_seq;
 	uint64_t from = c->ev_acked;
 	if (from == UINT64_MAX || from > last + 1)
 		from = last + 1;
@@ -1730,10 +1733,10 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 			PARLEY_ASSERT(c->inflight > 0);
 			c->inflight--;
 		}
-		if (m->b) {
-			ack_latency(S(c), m->t0_ns);
+		if (m->u.frame.ack != LM_ACK_NONE) {
+			ack_latency(S(c), m->u.frame.t0_ns);
 			ctr_add(&S(c)->ctr.appends, 1);
-			if (m->b == 2)
+			if (m->u.frame.ack == LM_ACK_DUPLICATE)
 				ctr_add(&S(c)->ctr.duplicates, 1);
 		}
 		conn_write(c, m->data, m->len);
@@ -1748,7 +1751,7 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		if (c->sub) {
 			PLOG_W("conn", "subscription closed by the engine",
 			       "user=%s err=%s", c->id ? c->id->user : "-",
-			       parley_errname((int)(int64_t)m->a));
+			       parley_errname(m->u.sub_closed.err));
 			/* The engine frees a closed subscription on unsubscribe. */
 			sub_end(c);
 			conn_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
