@@ -1344,7 +1344,12 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, x->ents[i].conv, x->ents[i].clen);
 		struct list_item_arg *a = malloc(sizeof *a);
-		PARLEY_ASSERT(a);
+		if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
+			atomic_store(&x->err, -PARLEY_ENOMEM);
+			if (atomic_fetch_sub(&x->pending, 1) == 1)
+				list_finish(x);
+			continue;
+		}
 		a->x = x;
 		a->i = i;
 		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
