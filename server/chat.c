@@ -781,9 +781,12 @@ static int send_append(struct job *j)
 				   .expected_last_seq = PE_NO_EXPECT,
 				   .entries = &in, .count = 1};
 	memcpy(aq.producer, j->producer, 16);
-	int rc = pe_append(j->c->e, &aq, send_cb, j);
-	free(j->rec); /* pe_append copied the payload */
+	/* j may be freed by send_cb before pe_append even returns: take the
+	 * record out of it first (pe_append copies the payload). */
+	uint8_t *rec = j->rec;
 	j->rec = NULL;
+	int rc = pe_append(j->c->e, &aq, send_cb, j);
+	free(rec);
 	return rc;
 }
 

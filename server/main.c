@@ -148,7 +148,7 @@ static const struct key KEYS[] = {
 	KS(tls_cert, "", "server certificate chain (PEM)"),
 	KS(tls_key, "", "server private key (PEM)"),
 	KU(loops, "0", "event loops (0 = one per online CPU)"),
-	KU(engine_shards, "0", "engine shard threads (0 = engine default)"),
+	KU(engine_shards, "0", "engine shard threads (0 = max(1, online CPUs / 4), see docs/SERVER.md)"),
 	KU(partitions, "0", "partitions when creating the data dir (0 = default)"),
 	KS(jwt_alg, "HS256", "HS256, RS256 or ES256"),
 	KS(jwt_secret_file, "", "HS256 shared secret (file contents, >= 16 bytes)"),
@@ -548,6 +548,24 @@ static int srv_auth(void *arg, const char *token, size_t len, char *sub,
 
 /* ---- run ------------------------------------------------------------------------ */
 
+/*
+ * Engine shards by default: one per 4 online CPUs, at least one. Each
+ * shard is a thread with its own WAL, so each adds a write+fdatasync
+ * stream: on a small machine one shard's group commit covers every
+ * connection with one sync, and its CPU per append (target <= 1 us) is
+ * far below a loop thread's per request (decode, membership, reply), so
+ * one shard keeps up with about four loops. On this 2-core machine the
+ * rule gives 1 (measured against 2 with parley-bench server-compare: see
+ * docs/SERVER.md). Partitions (default 64) are spread over the shards.
+ */
+static uint32_t engine_shards_for(uint32_t configured)
+{
+	if (configured)
+		return configured;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus >= 4 ? (uint32_t)(cpus / 4) : 1; /* max(1, cpus / 4) */
+}
+
 struct loop_thread {
 	struct loop *lp;
 	pthread_t thr;
@@ -558,7 +576,7 @@ static int run(const struct opts *o, struct srv *s)
 	int rc;
 	static struct chat_clock clock;
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
-				.shards = o->engine_shards,
+				.shards = engine_shards_for(o->engine_shards),
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
 				/* internal streams that grow forever */
