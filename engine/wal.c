@@ -14,8 +14,14 @@
  *
  * Segment lifecycle: spare (pre-zeroed, no header) -> active (header
  * written, synced, renamed to wal-<seq>.log) -> sealed (a SEAL record ends
- * it) -> released (renamed back to a spare; needs history segments, which
- * come with the history tier).
+ * it) -> released (renamed back to a spare once history holds its records).
+ *
+ * Loss detection (wal.h has the rules and the residual window): the
+ * per-segment maps (partition -> highest index, durable end) count a batch
+ * only once its fdatasync completed; wal.hwm is written from them at open,
+ * roll, release and clean shutdown, and recovery compares the scan with it
+ * (hwm_check). After damage the mark is frozen: the evidence survives
+ * restarts until an operator acts.
  *
  * Ownership: the WAL owns both batch buffers, the active segment's file and
  * the spare list. Records handed to callbacks point into WAL buffers and are

@@ -74,6 +74,11 @@
  *      corruption, reported with file and offset, never truncated away.
  *   4. Stale records from a segment's previous life carry another segment
  *      seq and are never read as valid.
+ *   5. wal.hwm never claims a record whose batch has not completed its
+ *      fdatasync, and never omits a segment file that still exists unless
+ *      that segment is being released (mark first, then release). So after
+ *      any crash, everything it lists is on disk unless something outside
+ *      parley removed it.
  *
  * Threads: after wal_open, all calls come from the owning shard thread. The
  * spare-preparing thread only touches spare-*.log files, under `spare_mu`.
