@@ -825,9 +825,12 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	if (!rc)
 		rc = w->io->ops->fdatasync(w->io, f);
 	/* The mark names the new segment before it exists under its name;
-	 * the directory sync below covers both renames. */
+	 * the directory sync below covers both renames. A failure here is
+	 * not fatal: the previous mark stays true (it just does not list the
+	 * new segment, which is newer than it), and a clean mark of an older
+	 * segment never covers this one. */
 	if (!rc)
-		rc = hwm_write(w, false, seq, false);
+		(void)hwm_write(w, false, seq, false);
 	if (!rc)
 		rc = w->io->ops->rename(w->io, from, to);
 	if (!rc)
