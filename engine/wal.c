@@ -1119,7 +1119,21 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		return 0;
 	}
 	if (l.n == 0 || last_sealed) {
-		rc = seg_activate(w, last_seq + 1);
+		/* what the mark is about to count must be durable: after kill -9
+		 * the sealing batch may have been read back from the page cache
+		 * before its fdatasync ran */
+		if (l.n) {
+			char path[600];
+			struct pio_file *f;
+			seg_path(w, last_seq, path, sizeof path);
+			rc = io->ops->open(io, path, 0, &f);
+			if (!rc) {
+				rc = io->ops->fdatasync(io, f);
+				io->ops->close(io, f);
+			}
+		}
+		if (!rc)
+			rc = seg_activate(w, last_seq + 1);
 	} else {
 		char path[600];
 		seg_path(w, last_seq, path, sizeof path);
