@@ -104,6 +104,13 @@ struct wal {
 	bool maps_broken; /* damage or out of memory: never release again */
 	bool maps_oom;    /* the maps are incomplete: no mark from them */
 	bool mark_frozen; /* recovery found damage: keep the old mark */
+	uint64_t mark_gen;     /* shard thread: generation of the last mark made */
+	uint64_t mark_ns;      /* shard thread: when the last mark was made */
+	pthread_mutex_t mark_mu; /* serialises writing wal.hwm */
+	uint64_t mark_written; /* under mark_mu: generation on disk */
+	uint8_t *mark_pend;    /* under spare_mu: a mark for the prep thread */
+	size_t mark_pend_len;
+	uint64_t mark_pend_gen;
 
 	/* spare preparation */
 	pthread_t prep;
@@ -508,11 +515,27 @@ static int spare_find_cb(void *arg, const char *name)
 	return 0;
 }
 
+static int hwm_store(struct wal *w, const uint8_t *d, size_t size,
+		     uint64_t gen, bool dir_sync);
+
 static void *prep_main(void *arg)
 {
 	struct wal *w = arg;
 	pthread_mutex_lock(&w->spare_mu);
 	while (!w->stop) {
+		if (w->mark_pend) { /* a periodic mark: off the shard thread */
+			uint8_t *d = w->mark_pend;
+			size_t n = w->mark_pend_len;
+			uint64_t gen = w->mark_pend_gen;
+			w->mark_pend = NULL;
+			pthread_mutex_unlock(&w->spare_mu);
+			pthread_mutex_lock(&w->mark_mu);
+			(void)hwm_store(w, d, n, gen, true);
+			pthread_mutex_unlock(&w->mark_mu);
+			free(d);
+			pthread_mutex_lock(&w->spare_mu);
+			continue;
+		}
 		if (w->spares_ready >= 1) {
 			pthread_cond_wait(&w->spare_cv, &w->spare_mu);
 			continue;
@@ -631,15 +654,14 @@ static int hwm_read(struct pio *io, const char *dir, struct hwm *m,
 }
 
 /*
- * Writes the mark from the durable maps: every segment not being released
- * (drop), plus `next` (a segment about to become active, no records yet)
- * when non-zero. The active segment recorded is `next` or the current one.
- * dir_sync=false when the caller syncs the directory right after.
+ * Encodes the mark from the durable maps (shard thread): every segment not
+ * being released (drop), plus `next` (a segment about to become active, no
+ * records yet) when non-zero. The active segment recorded is `next` or the
+ * current one.
  */
-static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
+static int hwm_encode(struct wal *w, bool clean, uint64_t next, uint8_t **out,
+		      size_t *out_len)
 {
-	if (w->read_only || w->mark_frozen || w->maps_oom)
-		return 0;
 	uint32_t nseg = 0, nent = 0;
 	for (uint32_t i = 0; i < w->nmaps; i++)
 		if (!w->maps[i].drop) {
@@ -681,7 +703,23 @@ static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
 		le_put64(sp + 8, WAL_BLOCK);
 	}
 	le_put64(d + size - 8, parley_xxh3(d, size - 8, WAL_SEED_HWM));
+	*out = d;
+	*out_len = size;
+	return 0;
+}
 
+/*
+ * Stores an encoded mark (mark_mu held, any thread) unless a newer one is
+ * already on disk: marks are made in generation order on the shard thread
+ * but the prep thread may store one late, and an older mark stored after a
+ * release's mark would list a released segment. dir_sync=false when the
+ * caller syncs the directory right after.
+ */
+static int hwm_store(struct wal *w, const uint8_t *d, size_t size,
+		     uint64_t gen, bool dir_sync)
+{
+	if (gen <= w->mark_written)
+		return 0;
 	char tmp[600], fin[600];
 	snprintf(tmp, sizeof tmp, "%s/%s.tmp", w->dir, WAL_HWM_NAME);
 	snprintf(fin, sizeof fin, "%s/%s", w->dir, WAL_HWM_NAME);
@@ -695,7 +733,6 @@ static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
 			rc = w->io->ops->fdatasync(w->io, f);
 		w->io->ops->close(w->io, f);
 	}
-	free(d);
 	if (!rc)
 		rc = w->io->ops->rename(w->io, tmp, fin);
 	if (!rc && dir_sync)
@@ -703,7 +740,53 @@ static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
 	if (rc)
 		PLOG_W("wal", "high-water mark not written (the previous one "
 		       "stays)", "dir=%s err=%s", w->dir, parley_errname(rc));
+	else
+		w->mark_written = gen;
 	return rc;
+}
+
+/* Makes and stores a mark now (shard thread, or open). */
+static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
+{
+	if (w->read_only || w->mark_frozen || w->maps_oom)
+		return 0;
+	uint8_t *d;
+	size_t n;
+	int rc = hwm_encode(w, clean, next, &d, &n);
+	if (rc)
+		return rc;
+	uint64_t gen = ++w->mark_gen;
+	w->mark_ns = parley_mono_ns();
+	pthread_mutex_lock(&w->mark_mu);
+	rc = hwm_store(w, d, n, gen, dir_sync);
+	pthread_mutex_unlock(&w->mark_mu);
+	free(d);
+	return rc;
+}
+
+/* After a durable batch (shard thread): WAL_HWM_EVERY_MS after the last
+ * mark, hand a fresh one to the prep thread, which stores it off the append
+ * path. Best effort: a mark not stored leaves the previous one, which is
+ * still true. */
+static void hwm_maybe_publish(struct wal *w)
+{
+	if (!w->prep_running || w->mark_frozen || w->maps_oom)
+		return;
+	uint64_t now = parley_mono_ns();
+	if (now - w->mark_ns < (uint64_t)WAL_HWM_EVERY_MS * 1000000u)
+		return;
+	uint8_t *d;
+	size_t n;
+	if (hwm_encode(w, false, 0, &d, &n))
+		return;
+	w->mark_ns = now;
+	pthread_mutex_lock(&w->spare_mu);
+	free(w->mark_pend); /* an older one not yet stored: superseded */
+	w->mark_pend = d;
+	w->mark_pend_len = n;
+	w->mark_pend_gen = ++w->mark_gen;
+	pthread_cond_signal(&w->spare_cv);
+	pthread_mutex_unlock(&w->spare_mu);
 }
 
 static const struct wal_segmap *segmap_find(const struct wal *w, uint64_t seq)
@@ -963,6 +1046,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	w->read_only = read_only;
 	snprintf(w->dir, sizeof w->dir, "%s", dir);
 	pthread_mutex_init(&w->spare_mu, NULL);
+	pthread_mutex_init(&w->mark_mu, NULL);
 	pthread_cond_init(&w->spare_cv, NULL);
 	for (int i = 0; i < 2 && !read_only; i++) {
 		w->bufs[i].p = aligned_alloc(WAL_BLOCK, WAL_MAX_BATCH + WAL_BLOCK);
@@ -1187,7 +1271,9 @@ void wal_close(struct wal *w)
 	for (uint32_t i = 0; i < w->nmaps; i++)
 		free(w->maps[i].v);
 	free(w->maps);
+	free(w->mark_pend);
 	pthread_mutex_destroy(&w->spare_mu);
+	pthread_mutex_destroy(&w->mark_mu);
 	pthread_cond_destroy(&w->spare_cv);
 	free(w);
 }
@@ -1323,6 +1409,7 @@ int wal_on_cqe(struct wal *w, int res)
 	struct wal_segmap *sm = w->maps_oom ? NULL : segmap_get(w, w->flight_seq);
 	if (sm)
 		sm->end = w->flight_end;
+	hwm_maybe_publish(w);
 	return 1;
 }
 

@@ -40,7 +40,10 @@
  *   - roll (before the new segment is renamed into place, one directory
  *     sync covers both);
  *   - release (written first, without the segments about to go);
- *   - clean shutdown (wal_mark_clean): flagged clean, its end is final.
+ *   - clean shutdown (wal_mark_clean): flagged clean, its end is final;
+ *   - when a batch becomes durable WAL_HWM_EVERY_MS after the last mark:
+ *     encoded on the shard thread, stored by the spare-preparing thread
+ *     (generations keep an older mark from landing after a newer one).
  * Recovery checks it (recovery and `parleyctl inspect` alike, both through
  * wal_open): every (segment, partition, index) it lists must be found again
  * (or be in history: index <= flushed), else that partition is reported
@@ -51,9 +54,10 @@
  * log ended (records written after the last mark cannot be named).
  *
  * What cannot be detected (the residual window): with no clean shutdown,
- * records appended after the last mark (since the last open, roll or
- * release) whose bytes are lost *in place* — zeroed or replaced by older
- * contents while the file keeps its size. A cut file is always detected
+ * records made durable after the last stored mark (at most about
+ * WAL_HWM_EVERY_MS of a busy log; the tail of a burst followed by silence)
+ * whose bytes are lost *in place* — zeroed or replaced by older contents
+ * while the file keeps its size. A cut file is always detected
  * (v2 segments). Losing the mark file itself only loses the check (logged);
  * a damaged mark is reported as corruption. A whole directory restored
  * from an older backup is consistent and cannot be told apart from an
@@ -81,7 +85,9 @@
  *      parley removed it.
  *
  * Threads: after wal_open, all calls come from the owning shard thread. The
- * spare-preparing thread only touches spare-*.log files, under `spare_mu`.
+ * spare-preparing thread only touches spare-*.log files, under `spare_mu`,
+ * and stores the periodic marks the shard thread hands it (wal.hwm is
+ * written under `mark_mu` only).
  */
 #ifndef PARLEY_ENGINE_WAL_H
 #define PARLEY_ENGINE_WAL_H
@@ -127,6 +133,13 @@ struct wal_recovery {
 };
 
 #define WAL_HWM_NAME "wal.hwm"
+/* A mark is also made when a batch becomes durable at least this long
+ * after the previous mark, and stored by the spare-preparing thread, off
+ * the append path. Time, not bytes: storing a mark (temp file, fdatasync,
+ * rename, directory sync) costs the file system a journal commit that a
+ * concurrent WAL fdatasync may wait for, so it is bounded to one per
+ * interval whatever the load. */
+#define WAL_HWM_EVERY_MS 1000u
 #define WAL_HWM_MAX_SEGS (1u << 20)
 #define WAL_HWM_MAX_ENTS (1u << 26)
 

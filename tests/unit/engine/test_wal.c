@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io.h"
 #include "parley_engine.h"
@@ -218,6 +219,34 @@ Test(wal, active_segment_zeroed_after_clean_stop_is_detected)
 	cr_assert_eq(st.state, PE_PART_CORRUPT);
 	cr_assert(strstr(st.error, "log indexes 8..50"), "%s", st.error);
 	cr_assert(!corrupt(0));
+}
+
+/* No clean stop: the mark the prep thread stores once a batch is durable
+ * WAL_HWM_EVERY_MS after the previous mark still covers what came before. */
+Test(wal, zeroed_after_crash_is_detected_by_the_periodic_mark)
+{
+	char room[16];
+	key_in(2, room, sizeof room);
+	int64_t empty = pio_mem_file_size(io, HWM); /* one segment, no entry */
+	cr_assert_gt(empty, 0);
+	append_n(room, 10, 60 * 1024);
+	/* appends go on until the mark (stored by another thread) lists the
+	 * partition: a bounded wait for a condition, nothing timed */
+	for (int i = 0; i < 3000 && pio_mem_file_size(io, HWM) == empty; i++) {
+		append_n(room, 1, 100);
+		usleep(5000);
+	}
+	cr_assert_gt(pio_mem_file_size(io, HWM), empty);
+	pe_abort(eng);
+	pio_mem_crash(io, false);
+	file_zero(WAL1, 3 * 4096);
+	reopen_ro(false);
+	struct pe_partition_status st;
+	status(2, &st);
+	cr_assert_eq(st.state, PE_PART_CORRUPT);
+	cr_assert(strstr(st.error, "acknowledged records lost: log indexes "),
+		  "%s", st.error);
+	cr_assert(!corrupt(1));
 }
 
 /* Fills the first segment (a 16 MiB segment is sealed after ~8 MiB, when
