@@ -19,8 +19,8 @@
  * Loss detection (wal.h has the rules and the residual window): the
  * per-segment maps (partition -> highest index, durable end) count a batch
  * only once its fdatasync completed; wal.hwm is written from them at open,
- * roll, release and clean shutdown, and recovery compares the scan with it
- * (hwm_check). After damage the mark is frozen: the evidence survives
+ * roll, release and clean shutdown, and about once a second by the prep
+ * thread; recovery compares the scan with it (hwm_check). After damage the mark is frozen: the evidence survives
  * restarts until an operator acts.
  *
  * Ownership: the WAL owns both batch buffers, the active segment's file and
