@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "parley_common.h"
 
@@ -104,13 +105,14 @@ struct wal {
 	bool maps_broken; /* damage or out of memory: never release again */
 	bool maps_oom;    /* the maps are incomplete: no mark from them */
 	bool mark_frozen; /* recovery found damage: keep the old mark */
-	uint64_t mark_gen;     /* shard thread: generation of the last mark made */
-	uint64_t mark_ns;      /* shard thread: when the last mark was made */
+	/* maps_mu: the shard thread changes maps, nmaps, seg_seq, mark_gen
+	 * and mark_dirty under it; the prep thread reads them under it to make
+	 * the periodic mark. (The shard thread reads without it.) */
+	pthread_mutex_t maps_mu;
+	uint64_t mark_gen;     /* generation of the last mark made */
+	bool mark_dirty;       /* durable batches since the last mark */
 	pthread_mutex_t mark_mu; /* serialises writing wal.hwm */
 	uint64_t mark_written; /* under mark_mu: generation on disk */
-	uint8_t *mark_pend;    /* under spare_mu: a mark for the prep thread */
-	size_t mark_pend_len;
-	uint64_t mark_pend_gen;
 
 	/* spare preparation */
 	pthread_t prep;
@@ -515,29 +517,33 @@ static int spare_find_cb(void *arg, const char *name)
 	return 0;
 }
 
-static int hwm_store(struct wal *w, const uint8_t *d, size_t size,
-		     uint64_t gen, bool dir_sync);
+static void hwm_periodic(struct wal *w);
+
+/* spare_cv waits on CLOCK_MONOTONIC until `deadline_ns` (spare_mu held). */
+static void prep_wait(struct wal *w, uint64_t deadline_ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+			      .tv_nsec = (long)(deadline_ns % 1000000000u)};
+	pthread_cond_timedwait(&w->spare_cv, &w->spare_mu, &ts);
+}
 
 static void *prep_main(void *arg)
 {
 	struct wal *w = arg;
+	const uint64_t every = (uint64_t)WAL_HWM_EVERY_MS * 1000000u;
+	uint64_t next_mark = parley_mono_ns() + every;
 	pthread_mutex_lock(&w->spare_mu);
 	while (!w->stop) {
-		if (w->mark_pend) { /* a periodic mark: off the shard thread */
-			uint8_t *d = w->mark_pend;
-			size_t n = w->mark_pend_len;
-			uint64_t gen = w->mark_pend_gen;
-			w->mark_pend = NULL;
+		if (parley_mono_ns() >= next_mark) {
+			/* the periodic mark: off the shard thread */
 			pthread_mutex_unlock(&w->spare_mu);
-			pthread_mutex_lock(&w->mark_mu);
-			(void)hwm_store(w, d, n, gen, true);
-			pthread_mutex_unlock(&w->mark_mu);
-			free(d);
+			hwm_periodic(w);
+			next_mark = parley_mono_ns() + every;
 			pthread_mutex_lock(&w->spare_mu);
 			continue;
 		}
 		if (w->spares_ready >= 1) {
-			pthread_cond_wait(&w->spare_cv, &w->spare_mu);
+			prep_wait(w, next_mark);
 			continue;
 		}
 		pthread_mutex_unlock(&w->spare_mu);
@@ -547,7 +553,7 @@ static void *prep_main(void *arg)
 			       w->dir, parley_errname(rc));
 		pthread_mutex_lock(&w->spare_mu);
 		if (rc) /* do not spin on a full disk: the roll path retries */
-			pthread_cond_wait(&w->spare_cv, &w->spare_mu);
+			prep_wait(w, next_mark);
 	}
 	pthread_mutex_unlock(&w->spare_mu);
 	return NULL;
@@ -752,11 +758,14 @@ static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
 		return 0;
 	uint8_t *d;
 	size_t n;
+	pthread_mutex_lock(&w->maps_mu);
 	int rc = hwm_encode(w, clean, next, &d, &n);
+	uint64_t gen = ++w->mark_gen;
+	if (!rc)
+		w->mark_dirty = false;
+	pthread_mutex_unlock(&w->maps_mu);
 	if (rc)
 		return rc;
-	uint64_t gen = ++w->mark_gen;
-	w->mark_ns = parley_mono_ns();
 	pthread_mutex_lock(&w->mark_mu);
 	rc = hwm_store(w, d, n, gen, dir_sync);
 	pthread_mutex_unlock(&w->mark_mu);
@@ -764,29 +773,29 @@ static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
 	return rc;
 }
 
-/* After a durable batch (shard thread): WAL_HWM_EVERY_MS after the last
- * mark, hand a fresh one to the prep thread, which stores it off the append
- * path. Best effort: a mark not stored leaves the previous one, which is
- * still true. */
-static void hwm_maybe_publish(struct wal *w)
+/* The prep thread, every WAL_HWM_EVERY_MS: when batches became durable
+ * since the last mark, makes and stores one, off the append path. Best
+ * effort: a mark not stored leaves the previous one, which is still true.
+ * Made under maps_mu with its generation, so one made before a release's
+ * mark (listing a segment about to go) is never stored after it. */
+static void hwm_periodic(struct wal *w)
 {
-	if (!w->prep_running || w->mark_frozen || w->maps_oom)
+	uint8_t *d = NULL;
+	size_t n = 0;
+	uint64_t gen = 0;
+	pthread_mutex_lock(&w->maps_mu);
+	if (w->mark_dirty && !w->mark_frozen && !w->maps_oom &&
+	    hwm_encode(w, false, 0, &d, &n) == 0) {
+		gen = ++w->mark_gen;
+		w->mark_dirty = false;
+	}
+	pthread_mutex_unlock(&w->maps_mu);
+	if (!d)
 		return;
-	uint64_t now = parley_mono_ns();
-	if (now - w->mark_ns < (uint64_t)WAL_HWM_EVERY_MS * 1000000u)
-		return;
-	uint8_t *d;
-	size_t n;
-	if (hwm_encode(w, false, 0, &d, &n))
-		return;
-	w->mark_ns = now;
-	pthread_mutex_lock(&w->spare_mu);
-	free(w->mark_pend); /* an older one not yet stored: superseded */
-	w->mark_pend = d;
-	w->mark_pend_len = n;
-	w->mark_pend_gen = ++w->mark_gen;
-	pthread_cond_signal(&w->spare_cv);
-	pthread_mutex_unlock(&w->spare_mu);
+	pthread_mutex_lock(&w->mark_mu);
+	(void)hwm_store(w, d, n, gen, true);
+	pthread_mutex_unlock(&w->mark_mu);
+	free(d);
 }
 
 static const struct wal_segmap *segmap_find(const struct wal *w, uint64_t seq)
@@ -925,11 +934,13 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	if (w->seg)
 		w->io->ops->close(w->io, w->seg);
 	w->seg = f;
+	pthread_mutex_lock(&w->maps_mu);
 	w->seg_seq = seq;
-	snprintf(w->seg_name, sizeof w->seg_name, "wal-%016" PRIx64 ".log", seq);
 	struct wal_segmap *sm = segmap_get(w, seq);
 	if (sm)
 		sm->end = WAL_BLOCK;
+	pthread_mutex_unlock(&w->maps_mu);
+	snprintf(w->seg_name, sizeof w->seg_name, "wal-%016" PRIx64 ".log", seq);
 	w->tail = WAL_BLOCK;
 	w->roll_pending = false;
 	w->batch_seq = 0; /* batch seqs count within a segment (u32 never wraps) */
@@ -1047,7 +1058,12 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	snprintf(w->dir, sizeof w->dir, "%s", dir);
 	pthread_mutex_init(&w->spare_mu, NULL);
 	pthread_mutex_init(&w->mark_mu, NULL);
-	pthread_cond_init(&w->spare_cv, NULL);
+	pthread_mutex_init(&w->maps_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* prep_wait */
+	pthread_cond_init(&w->spare_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	for (int i = 0; i < 2 && !read_only; i++) {
 		w->bufs[i].p = aligned_alloc(WAL_BLOCK, WAL_MAX_BATCH + WAL_BLOCK);
 		if (!w->bufs[i].p) {
@@ -1271,9 +1287,9 @@ void wal_close(struct wal *w)
 	for (uint32_t i = 0; i < w->nmaps; i++)
 		free(w->maps[i].v);
 	free(w->maps);
-	free(w->mark_pend);
 	pthread_mutex_destroy(&w->spare_mu);
 	pthread_mutex_destroy(&w->mark_mu);
+	pthread_mutex_destroy(&w->maps_mu);
 	pthread_cond_destroy(&w->spare_cv);
 	free(w);
 }
@@ -1399,6 +1415,7 @@ int wal_on_cqe(struct wal *w, int res)
 	 * a crash could still tear away). Its segment is the active one,
 	 * never released while active. */
 	const struct wal_buf *b = w->flight;
+	pthread_mutex_lock(&w->maps_mu);
 	for (uint32_t off = 0; off < b->len;) {
 		const uint8_t *h = b->p + off;
 		if (le_get16(h + 28) != WAL_REC_SEAL)
@@ -1409,7 +1426,8 @@ int wal_on_cqe(struct wal *w, int res)
 	struct wal_segmap *sm = w->maps_oom ? NULL : segmap_get(w, w->flight_seq);
 	if (sm)
 		sm->end = w->flight_end;
-	hwm_maybe_publish(w);
+	w->mark_dirty = true;
+	pthread_mutex_unlock(&w->maps_mu);
 	return 1;
 }
 
@@ -1476,6 +1494,7 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		return 0;
 	int released = 0;
 	uint32_t keep = 0, ndrop = 0;
+	pthread_mutex_lock(&w->maps_mu);
 	for (uint32_t i = 0; i < w->nmaps; i++) {
 		struct wal_segmap *m = &w->maps[i];
 		bool active = m->seq == w->seg_seq && w->seg;
@@ -1486,14 +1505,18 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		m->drop = free_ok;
 		ndrop += free_ok;
 	}
+	pthread_mutex_unlock(&w->maps_mu);
 	/* The mark first, without the segments about to go: a crash between
 	 * the two leaves unlisted segments behind (harmless), never a listed
 	 * one missing. No mark, no release. */
 	if (ndrop && hwm_write(w, false, 0, true)) {
+		pthread_mutex_lock(&w->maps_mu);
 		for (uint32_t i = 0; i < w->nmaps; i++)
 			w->maps[i].drop = false;
+		pthread_mutex_unlock(&w->maps_mu);
 		return 0;
 	}
+	pthread_mutex_lock(&w->maps_mu);
 	for (uint32_t i = 0; i < w->nmaps; i++) {
 		struct wal_segmap *m = &w->maps[i];
 		bool active = m->seq == w->seg_seq && w->seg;
@@ -1524,6 +1547,7 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		w->maps[keep++] = *m;
 	}
 	w->nmaps = keep;
+	pthread_mutex_unlock(&w->maps_mu);
 	return released;
 }
 

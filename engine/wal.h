@@ -41,9 +41,10 @@
  *     sync covers both);
  *   - release (written first, without the segments about to go);
  *   - clean shutdown (wal_mark_clean): flagged clean, its end is final;
- *   - when a batch becomes durable WAL_HWM_EVERY_MS after the last mark:
- *     encoded on the shard thread, stored by the spare-preparing thread
- *     (generations keep an older mark from landing after a newer one).
+ *   - every WAL_HWM_EVERY_MS when batches became durable since the last
+ *     mark: made and stored by the spare-preparing thread (under maps_mu,
+ *     with a generation that keeps an older mark from landing after a
+ *     newer one).
  * Recovery checks it (recovery and `parleyctl inspect` alike, both through
  * wal_open): every (segment, partition, index) it lists must be found again
  * (or be in history: index <= flushed), else that partition is reported
@@ -54,9 +55,9 @@
  * log ended (records written after the last mark cannot be named).
  *
  * What cannot be detected (the residual window): with no clean shutdown,
- * records made durable after the last stored mark (at most about
- * WAL_HWM_EVERY_MS of a busy log; the tail of a burst followed by silence)
- * whose bytes are lost *in place* — zeroed or replaced by older contents
+ * records made durable after the last stored mark (about the last
+ * WAL_HWM_EVERY_MS before the crash, plus the time to store a mark) whose
+ * bytes are lost *in place* — zeroed or replaced by older contents
  * while the file keeps its size. A cut file is always detected
  * (v2 segments). Losing the mark file itself only loses the check (logged);
  * a damaged mark is reported as corruption. A whole directory restored
@@ -86,8 +87,8 @@
  *
  * Threads: after wal_open, all calls come from the owning shard thread. The
  * spare-preparing thread only touches spare-*.log files, under `spare_mu`,
- * and stores the periodic marks the shard thread hands it (wal.hwm is
- * written under `mark_mu` only).
+ * and makes the periodic mark from the segment maps under `maps_mu` (the
+ * shard thread changes them under it); wal.hwm is written under `mark_mu`.
  */
 #ifndef PARLEY_ENGINE_WAL_H
 #define PARLEY_ENGINE_WAL_H
@@ -133,12 +134,11 @@ struct wal_recovery {
 };
 
 #define WAL_HWM_NAME "wal.hwm"
-/* A mark is also made when a batch becomes durable at least this long
- * after the previous mark, and stored by the spare-preparing thread, off
- * the append path. Time, not bytes: storing a mark (temp file, fdatasync,
- * rename, directory sync) costs the file system a journal commit that a
- * concurrent WAL fdatasync may wait for, so it is bounded to one per
- * interval whatever the load. */
+/* The spare-preparing thread also makes and stores a mark this often when
+ * batches became durable since the last one, off the append path. Time,
+ * not bytes: storing a mark (temp file, fdatasync, rename, directory sync)
+ * costs the file system a journal commit that a concurrent WAL fdatasync
+ * may wait for, so it is bounded to one per interval whatever the load. */
 #define WAL_HWM_EVERY_MS 1000u
 #define WAL_HWM_MAX_SEGS (1u << 20)
 #define WAL_HWM_MAX_ENTS (1u << 26)
