@@ -1687,6 +1687,14 @@ static void recover_corrupt(void *arg, int64_t partition, const char *file,
 		part_mark_corrupt(&e->parts[p], file, off, why);
 }
 
+/* Recovery's view of history (the WAL mark check): its arg is the
+ * apply_ctx. */
+static uint64_t recover_flushed(void *arg, uint32_t part)
+{
+	struct apply_ctx *c = arg;
+	return flushed_of(c->sh->e, part);
+}
+
 /* Recovery's corruption callback: its arg is the apply_ctx. */
 static void recover_corrupt_ctx(void *arg, int64_t partition, const char *file,
 				uint64_t off, const char *why)
@@ -1879,8 +1887,13 @@ static void *shard_main(void *arg)
 			pthread_mutex_lock(&sh->mu);
 			bool empty = sh->in_head == NULL;
 			pthread_mutex_unlock(&sh->mu);
-			if (empty)
+			if (empty) {
+				/* clean stop: the WAL's high-water mark gets
+				 * the final end of the log */
+				if (!sh->fatal)
+					(void)wal_mark_clean(sh->wal);
 				break;
+			}
 		}
 		int timeout = sh->catchup || (sh->backlog && !wal_in_flight(sh->wal))
 				      ? 0 : shard_tick_timeout(sh);
@@ -2290,6 +2303,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		struct apply_ctx ctx = {.sh = sh, .live = false};
 		struct wal_recovery rec = {.record = apply_record,
 					   .corrupt = recover_corrupt_ctx,
+					   .flushed = recover_flushed,
 					   .arg = &ctx};
 		rc = wal_open(e->io, wdir, e->opt.wal_segment_bytes,
 			      opt->read_only, &rec, &sh->wal);
