@@ -757,6 +757,8 @@ static bool handle_append(struct shard *sh, struct req *r)
 		       r->kind == REQ_DELETE ? CMD_DELETE : CMD_APPEND, 1,
 		       p->next_index++);
 	p->pending_bytes += r->mem_estimate;
+	atomic_fetch_add_explicit(&sh->pend_pub, r->mem_estimate,
+				  memory_order_relaxed);
 	sh->open_reqs[sh->open_n++] = r;
 	return true;
 }
@@ -1638,12 +1640,16 @@ uint64_t pe_idem_key_bytes(void)
 static uint64_t shard_publish_mem(struct shard *sh)
 {
 	struct pe_engine *e = sh->e;
-	uint64_t mem = 0, idem = 0;
+	uint64_t mem = 0, idem = 0, maxp = 0;
 	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
-		mem += e->parts[i].mem_bytes + e->parts[i].pending_bytes;
+		uint64_t m = e->parts[i].mem_bytes + e->parts[i].pending_bytes;
+		mem += m;
+		maxp = PARLEY_MAX(maxp, m);
 		idem += e->parts[i].nidem;
 	}
 	atomic_store_explicit(&sh->mem_pub, mem, memory_order_relaxed);
+	atomic_store_explicit(&sh->maxp_pub, maxp, memory_order_relaxed);
+	atomic_store_explicit(&sh->pend_pub, 0, memory_order_relaxed);
 	atomic_store_explicit(&sh->idem_pub, idem, memory_order_relaxed);
 	return mem;
 }
@@ -1655,12 +1661,18 @@ void pe_memory(struct pe_engine *e, struct pe_memory *out)
 		struct shard *sh = &e->shards[i];
 		out->memtable_bytes += atomic_load_explicit(&sh->mem_pub,
 							    memory_order_relaxed);
+		out->proposed_bytes += atomic_load_explicit(&sh->pend_pub,
+							    memory_order_relaxed);
 		out->idem_keys += atomic_load_explicit(&sh->idem_pub,
 						       memory_order_relaxed);
+		out->memtable_max_partition_bytes = PARLEY_MAX(
+			out->memtable_max_partition_bytes,
+			atomic_load_explicit(&sh->maxp_pub, memory_order_relaxed));
 		out->queued_bytes += atomic_load_explicit(&sh->queued_bytes,
 							  memory_order_relaxed);
 	}
 	out->idem_bytes = out->idem_keys * IDEM_KEY_BYTES;
+	out->memtable_bytes += out->proposed_bytes;
 	out->total_bytes = out->memtable_bytes + out->idem_bytes +
 			   out->queued_bytes;
 }

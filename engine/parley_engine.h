@@ -177,6 +177,9 @@ struct pe_partition_status {
  * included: block caches, segment readers, flush/compaction buffers. */
 struct pe_memory {
 	uint64_t memtable_bytes;    /* applied + proposed entries */
+	uint64_t memtable_max_partition_bytes; /* the fullest partition's */
+	uint64_t proposed_bytes;    /* taken into a WAL batch since the last
+				       publish (in memtable_bytes too) */
 	uint64_t idem_keys;         /* idempotency keys held */
 	uint64_t idem_bytes;        /* their memory (estimate per key) */
 	uint64_t queued_bytes;      /* requests not yet taken by their shard */

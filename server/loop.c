@@ -474,6 +474,16 @@ static void on_accept(struct loop *lp, unsigned li, int res, unsigned flags)
 		arm_recv(lp, c);
 }
 
+/* The engine's side of the memory budget: a few relaxed atomic loads. */
+static void budget_sample(struct srv *s)
+{
+	if (!s->engine)
+		return;
+	struct pe_memory pm;
+	pe_memory(s->engine, &pm);
+	membudget_set_engine(&s->mem, &pm);
+}
+
 /* Memory budget over (membudget.h): stop reading from c. The bytes the
  * kernel already handed us are parsed; the multishot recv is cancelled
  * (its last CQE, -ECANCELED, is expected) and on_tick re-arms it once the
@@ -536,6 +546,7 @@ static void on_recv(struct loop *lp, struct conn *c, int res, unsigned flags)
 				     (uint32_t)res);
 		}
 		recycle_buf(lp, bid);
+		budget_sample(lp->s);
 		if (c->state != CS_CLOSING && membudget_over(&lp->s->mem))
 			loop_pause_all(lp);
 		if (!more && c->state != CS_CLOSING && !c->rx_paused)
@@ -625,11 +636,7 @@ static void on_tick(struct loop *lp)
 	uint64_t now_ms = parley_now_ms();
 	bool force = lp->stopping && now_ns >= lp->drain_deadline_ns;
 	struct srv *s = lp->s;
-	if (s->engine) {
-		struct pe_memory pm;
-		pe_memory(s->engine, &pm);
-		membudget_set_engine(&s->mem, pm.total_bytes);
-	}
+	budget_sample(s);
 	bool over = membudget_over(&s->mem);
 	if (over)
 		loop_pause_all(lp);

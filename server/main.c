@@ -491,6 +491,19 @@ static int srv_auth(void *arg, const char *token, size_t len, char *sub,
 
 /* ---- run ------------------------------------------------------------------------ */
 
+/* The engine's share of the memory budget: half of it for all memtables
+ * together, one partition's memtable at most that and at most the
+ * engine's default (MAIN_MEMTABLE_PART_MAX). */
+#define MAIN_MEMTABLE_PART_MAX (64ull << 20)
+static uint64_t memtable_total_of(uint64_t budget)
+{
+	return budget / 2;
+}
+static uint64_t memtable_part_of(uint64_t budget)
+{
+	return PARLEY_MIN(budget / 2, MAIN_MEMTABLE_PART_MAX);
+}
+
 struct loop_thread {
 	struct loop *lp;
 	pthread_t thr;
@@ -511,8 +524,8 @@ static int run(const struct opts *o, struct srv *s)
 				: budget / 4 / pe_idem_key_bytes() / nparts;
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = o->engine_shards,
-				.memtable_total_bytes = budget / 2,
-				.memtable_bytes = PARLEY_MIN(budget / 2, 64ull << 20),
+				.memtable_total_bytes = memtable_total_of(budget),
+				.memtable_bytes = memtable_part_of(budget),
 				.idem_max_keys = (uint32_t)PARLEY_MAX(1024u, PARLEY_MIN(idem, 1000000u)),
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal};
@@ -685,7 +698,9 @@ int main(int argc, char **argv)
 		.max_conns = o.max_connections,
 		.drain_timeout_ms = o.drain_timeout_ms,
 	};
-	membudget_init(&s.mem, o.memory_budget_bytes);
+	membudget_init(&s.mem, o.memory_budget_bytes,
+		       memtable_total_of(o.memory_budget_bytes),
+		       memtable_part_of(o.memory_budget_bytes));
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);

@@ -150,6 +150,7 @@ int main(void)
 	printf("partial_frame: %d/%d fatal TIMEDOUT, %d/%d closed, %d sends by "
 	       "a normal client; VmRSS before %ld KiB, VmHWM %ld KiB (+%ld KiB)\n",
 	       errors, IT_CONNS, closed, IT_CONNS, sends_ok, rss0, hwm, hwm - rss0);
+	fflush(stdout);
 	IT_CHECK(errors == IT_CONNS, "only %d connections got a fatal TIMEDOUT",
 		 errors);
 	IT_CHECK(closed == IT_CONNS, "only %d connections were closed", closed);

@@ -142,6 +142,7 @@ int main(void)
 	printf("preauth_limit: %d/%d fatal TOOBIG, %d/%d closed; VmRSS before "
 	       "%ld KiB, VmHWM %ld KiB (+%ld KiB), VmRSS now %ld KiB\n",
 	       errors, IT_CONNS, closed, IT_CONNS, rss0, hwm, hwm - rss0, rss);
+	fflush(stdout);
 	IT_CHECK(errors == IT_CONNS, "only %d connections got a fatal TOOBIG",
 		 errors);
 	IT_CHECK(closed == IT_CONNS, "only %d connections were closed", closed);
