@@ -26,6 +26,10 @@
  * eventfd read wakes the loop for posted messages. Completions are reaped
  * in batches (io_uring_for_each_cqe + io_uring_cq_advance). A multishot
  * request whose CQE lacks IORING_CQE_F_MORE is re-armed.
+ *
+ * Memory budget (membudget.h): while it is over, a loop does not read: it
+ * cancels every connection's recv at once (and arms none for new ones) and
+ * the 100 ms tick re-arms them once the budget has recovered.
  */
 #ifndef PARLEYD_LOOP_H
 #define PARLEYD_LOOP_H
