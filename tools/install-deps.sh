@@ -13,6 +13,8 @@ PKGS=(
   redis-server libhiredis-dev    # peer in benchmarks (and its C client)
   nats-server                    # peer in delivery benchmarks
   fortunes-min                   # chat-like text corpus for compression tests
+  fortunes fortunes-de fortunes-es  # several MB of real text for the storage bench
+  liblz4-dev                     # storage bench: Cassandra's default LZ4 compression
   python3                        # bench plots and helper scripts
 )
 
