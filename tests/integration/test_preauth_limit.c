@@ -152,6 +152,47 @@ int main(void)
 		 "server memory grew by %ld KiB (bound %ld KiB)", hwm - rss0,
 		 IT_RSS_BOUND_KB);
 
+	/* HELLO + AUTH + a 32 KiB SEND in one write: the SEND comes after a
+	 * successful AUTH, so max_frame applies to it, not the pre-auth limit */
+	{
+		int fd = it_tcp_connect(srv.port);
+		IT_CHECK(fd >= 0);
+		static uint8_t buf[3 * 40000];
+		size_t n = 0;
+		struct parley_msg m = {.type = PARLEY_T_HELLO};
+		m.hello.min_version = 1;
+		m.hello.max_version = 1;
+		m.hello.device_id = parley_str_c("pipelined");
+		m.hello.client_name = parley_str_c("itest");
+		int k = parley_proto_encode(buf + n, sizeof buf - n, 1, &m);
+		IT_CHECK(k > 0);
+		n += (size_t)k;
+		char *tok = it_token_for("alice");
+		m = (struct parley_msg){.type = PARLEY_T_AUTH};
+		m.auth.token = parley_str_c(tok);
+		k = parley_proto_encode(buf + n, sizeof buf - n, 2, &m);
+		free(tok);
+		IT_CHECK(k > 0);
+		n += (size_t)k;
+		m = (struct parley_msg){.type = PARLEY_T_SEND};
+		m.send.conv = parley_str_c("d:alice:bob");
+		memset(m.send.client_msg_id, 7, 16);
+		m.send.body = (struct parley_bytes){body, 32u << 10};
+		k = parley_proto_encode(buf + n, sizeof buf - n, 3, &m);
+		IT_CHECK(k > 0);
+		n += (size_t)k;
+		IT_CHECK(it_write_all(fd, buf, n) == 0);
+		uint16_t want[3] = {PARLEY_T_HELLO_OK, PARLEY_T_AUTH_OK,
+				    PARLEY_T_SEND_ACK};
+		for (int i = 0; i < 3; i++) {
+			struct parley_frame f;
+			IT_CHECK(it_read_frame(fd, buf, sizeof buf, 10000, &f) > 0 &&
+					 f.type == want[i],
+				 "pipelined reply %d: type 0x%x", i, f.type);
+		}
+		close(fd);
+	}
+
 	/* a real client still fits: HELLO + AUTH under the limit */
 	struct parley_client *a = it_client(&srv, "alice", "laptop", 0, NULL);
 	struct parley_client *b = it_client(&srv, "bob", "phone", 1, NULL);
