@@ -565,6 +565,10 @@ static int srv_auth(void *arg, const char *token, size_t len, char *sub,
  * together, one partition's memtable at most that and at most the
  * engine's default (MAIN_MEMTABLE_PART_MAX). */
 #define MAIN_MEMTABLE_PART_MAX (64ull << 20)
+/* Derived idempotency keys per partition: at least this many whatever the
+ * budget, at most the engine's default. */
+#define MAIN_IDEM_MIN 1024u
+#define MAIN_IDEM_MAX 1000000u
 static uint64_t memtable_total_of(uint64_t budget)
 {
 	return budget / 2;
@@ -589,14 +593,15 @@ static int run(const struct opts *o, struct srv *s)
 	 * stored in its MANIFEST); the rest is for connections' buffers. */
 	uint64_t budget = o->memory_budget_bytes;
 	uint32_t nparts = o->partitions ? o->partitions : 64; /* engine default */
-	uint64_t idem = o->idem_max_keys
-				? o->idem_max_keys
-				: budget / 4 / pe_idem_key_bytes() / nparts;
+	uint64_t idem = budget / 4 / pe_idem_key_bytes() / nparts;
+	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
+	if (o->idem_max_keys) /* the operator's choice wins */
+		idem = o->idem_max_keys;
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = o->engine_shards,
 				.memtable_total_bytes = memtable_total_of(budget),
 				.memtable_bytes = memtable_part_of(budget),
-				.idem_max_keys = (uint32_t)PARLEY_MAX(1024u, PARLEY_MIN(idem, 1000000u)),
+				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal};
 	struct pe_engine *e = NULL;
