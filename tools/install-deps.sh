@@ -7,6 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   liburing-dev libxxhash-dev libzstd-dev libssl-dev libcriterion-dev
+  libedit-dev                    # line editing in the terminal client (BSD licence)
   clang libclang-rt-14-dev       # libFuzzer targets and sanitizers
   openssl                        # dev certificates for `make run`
   iproute2 nftables              # cluster tests in network namespaces
