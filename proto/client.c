@@ -926,6 +926,15 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		set_fail(c, PARLEY_FAIL_SERVER, r, c->rmsg->error.text.p, c->rmsg->error.text.len);
 		if (r == -PARLEY_EVERSION)
 			c->fatal_err = r;
+		/* admission control (AGAIN + retry_after): the next connect
+		 * waits retry_after plus jitter 0..retry_after/2 */
+		uint64_t ra = c->rmsg->error.retry_after_ms;
+		c->fail.retry_after_ms = (uint32_t)ra;
+		if (ra) {
+			ra += parley_rng_below(&c->rng, ra / 2 + 1);
+			if (now_ms() + ra > c->not_before_ms)
+				c->not_before_ms = now_ms() + ra;
+		}
 		return r;
 	}
 	if (c->rmsg->type != PARLEY_T_HELLO_OK)
@@ -1063,9 +1072,12 @@ static int ensure_up(struct parley_client *c, uint64_t deadline)
 			return c->fatal_err;
 		if (c->o.no_reconnect)
 			return r;
-		/* exponential backoff with full jitter in [b/2, b] */
+		/* exponential backoff with full jitter in [b/2, b], unless the
+		 * server asked for longer (HELLO refused with retry_after) */
 		uint32_t b = c->backoff_ms;
-		c->not_before_ms = now_ms() + b / 2 + parley_rng_below(&c->rng, b / 2 + 1);
+		uint64_t nb = now_ms() + b / 2 + parley_rng_below(&c->rng, b / 2 + 1);
+		if (nb > c->not_before_ms)
+			c->not_before_ms = nb;
 		c->backoff_ms = (uint32_t)PARLEY_MIN((uint64_t)b * 2, c->o.backoff_max_ms);
 		PLOG_D("client", "connect failed, backing off", "err=%s backoff_ms=%u",
 		       parley_errname(r), b);
