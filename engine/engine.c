@@ -75,6 +75,7 @@
 #define WAL_PIN_MAX 16u        /* partitions force-flushed per release round */
 
 static void shard_wal_release(struct shard *sh);
+static void shard_maybe_flush(struct shard *sh);
 static int part_flush_start(struct shard *sh, struct part *p);
 static int part_compact_start(struct shard *sh, struct part *p, bool all);
 static void part_compact_finish(struct shard *sh, struct part *p, int rc,
@@ -679,6 +680,8 @@ static int shard_push(struct pe_engine *e, struct req *r)
 		sh->in_head = r;
 	sh->in_tail = r;
 	sh->in_count++;
+	atomic_fetch_add_explicit(&sh->queued_bytes, sizeof *r + r->len,
+				  memory_order_relaxed);
 	pthread_mutex_unlock(&sh->mu);
 	if (was_empty)
 		e->io->ops->ring_wake(sh->ring);
@@ -754,6 +757,8 @@ static bool handle_append(struct shard *sh, struct req *r)
 		       r->kind == REQ_DELETE ? CMD_DELETE : CMD_APPEND, 1,
 		       p->next_index++);
 	p->pending_bytes += r->mem_estimate;
+	atomic_fetch_add_explicit(&sh->pend_pub, r->mem_estimate,
+				  memory_order_relaxed);
 	sh->open_reqs[sh->open_n++] = r;
 	return true;
 }
@@ -1543,6 +1548,7 @@ static void handle_hist_done(struct shard *sh, struct req *r)
 	} else {
 		part_compact_stored(sh, p);
 	}
+	shard_maybe_flush(sh); /* memory pressure goes on without appends */
 }
 
 static void handle_flush(struct shard *sh, struct req *r)
@@ -1622,18 +1628,77 @@ static void shard_wal_release(struct shard *sh)
 	}
 }
 
-/* After a durable batch: partitions past half their memtable flush. */
+#define IDEM_KEY_BYTES (sizeof(struct idem) + 16u + 2u * sizeof(void *))
+
+uint64_t pe_idem_key_bytes(void)
+{
+	return IDEM_KEY_BYTES;
+}
+
+/* Publishes this shard's memory for pe_memory(); returns its memtable
+ * bytes. Shard thread. */
+static uint64_t shard_publish_mem(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	uint64_t mem = 0, idem = 0, maxp = 0;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		uint64_t m = e->parts[i].mem_bytes + e->parts[i].pending_bytes;
+		mem += m;
+		maxp = PARLEY_MAX(maxp, m);
+		idem += e->parts[i].nidem;
+	}
+	atomic_store_explicit(&sh->mem_pub, mem, memory_order_relaxed);
+	atomic_store_explicit(&sh->maxp_pub, maxp, memory_order_relaxed);
+	atomic_store_explicit(&sh->pend_pub, 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->idem_pub, idem, memory_order_relaxed);
+	return mem;
+}
+
+void pe_memory(struct pe_engine *e, struct pe_memory *out)
+{
+	*out = (struct pe_memory){0};
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct shard *sh = &e->shards[i];
+		out->memtable_bytes += atomic_load_explicit(&sh->mem_pub,
+							    memory_order_relaxed);
+		out->proposed_bytes += atomic_load_explicit(&sh->pend_pub,
+							    memory_order_relaxed);
+		out->idem_keys += atomic_load_explicit(&sh->idem_pub,
+						       memory_order_relaxed);
+		out->memtable_max_partition_bytes = PARLEY_MAX(
+			out->memtable_max_partition_bytes,
+			atomic_load_explicit(&sh->maxp_pub, memory_order_relaxed));
+		out->queued_bytes += atomic_load_explicit(&sh->queued_bytes,
+							  memory_order_relaxed);
+	}
+	out->idem_bytes = out->idem_keys * IDEM_KEY_BYTES;
+	out->memtable_bytes += out->proposed_bytes;
+	out->total_bytes = out->memtable_bytes + out->idem_bytes +
+			   out->queued_bytes;
+}
+
+/* After a durable batch or a history commit: partitions past half their
+ * memtable flush; past half of the shard's share of memtable_total_bytes
+ * the largest memtable flushes too (memory pressure). */
 static void shard_maybe_flush(struct shard *sh)
 {
 	struct pe_engine *e = sh->e;
+	uint64_t total = shard_publish_mem(sh);
 	if (e->opt.read_only || e->opt.no_auto_flush || sh->stopping)
 		return;
+	struct part *big = NULL;
 	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
 		struct part *p = &e->parts[i];
-		if (!p->flush_busy && !p->corrupt &&
-		    p->mem_bytes > e->opt.memtable_bytes / 2)
+		if (p->flush_busy || p->corrupt)
+			continue;
+		if (p->mem_bytes > e->opt.memtable_bytes / 2)
 			(void)part_flush_start(sh, p);
+		else if (p->mem_bytes && (!big || p->mem_bytes > big->mem_bytes))
+			big = p;
 	}
+	uint64_t share = e->opt.memtable_total_bytes / e->nshards;
+	if (share && total > share / 2 && big)
+		(void)part_flush_start(sh, big);
 }
 
 static bool shard_hist_busy(struct shard *sh)
@@ -1685,6 +1750,14 @@ static void recover_corrupt(void *arg, int64_t partition, const char *file,
 	}
 	for (uint32_t p = sh->idx; p < e->nparts; p += e->nshards)
 		part_mark_corrupt(&e->parts[p], file, off, why);
+}
+
+/* Recovery's view of history (the WAL mark check): its arg is the
+ * apply_ctx. */
+static uint64_t recover_flushed(void *arg, uint32_t part)
+{
+	struct apply_ctx *c = arg;
+	return flushed_of(c->sh->e, part);
 }
 
 /* Recovery's corruption callback: its arg is the apply_ctx. */
@@ -1764,9 +1837,15 @@ static void shard_process(struct shard *sh)
 	while (sh->backlog) {
 		struct req *r = sh->backlog;
 		struct req *next = r->next;
+		atomic_fetch_sub_explicit(&sh->queued_bytes, sizeof *r + r->len,
+					  memory_order_relaxed);
 		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
-			if (!handle_append(sh, r))
+			if (!handle_append(sh, r)) {
+				atomic_fetch_add_explicit(&sh->queued_bytes,
+							  sizeof *r + r->len,
+							  memory_order_relaxed);
 				return; /* open batch full: wait for the flight */
+			}
 			/* r may be freed by now */
 			sh->backlog = next;
 			if (!sh->backlog)
@@ -1865,6 +1944,7 @@ static void *shard_main(void *arg)
 	sh->wal_rolls = ws.segments;
 	sh->next_tick_ms = parley_mono_ns() / 1000000u + e->opt.retention_interval_ms;
 	shard_wal_release(sh); /* what the last run flushed but did not release */
+	shard_publish_mem(sh); /* what recovery rebuilt */
 	for (;;) {
 		if (atomic_load(&e->aborting))
 			return NULL;
@@ -1879,8 +1959,13 @@ static void *shard_main(void *arg)
 			pthread_mutex_lock(&sh->mu);
 			bool empty = sh->in_head == NULL;
 			pthread_mutex_unlock(&sh->mu);
-			if (empty)
+			if (empty) {
+				/* clean stop: the WAL's high-water mark gets
+				 * the final end of the log */
+				if (!sh->fatal)
+					(void)wal_mark_clean(sh->wal);
 				break;
+			}
 		}
 		int timeout = sh->catchup || (sh->backlog && !wal_in_flight(sh->wal))
 				      ? 0 : shard_tick_timeout(sh);
@@ -2290,6 +2375,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		struct apply_ctx ctx = {.sh = sh, .live = false};
 		struct wal_recovery rec = {.record = apply_record,
 					   .corrupt = recover_corrupt_ctx,
+					   .flushed = recover_flushed,
 					   .arg = &ctx};
 		rc = wal_open(e->io, wdir, e->opt.wal_segment_bytes,
 			      opt->read_only, &rec, &sh->wal);

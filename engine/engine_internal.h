@@ -197,6 +197,10 @@ struct shard {
 	int fatal;
 
 	atomic_uint_fast64_t n_appends, n_entries;
+	/* pe_memory(): published by the shard after each durable batch and
+	 * history commit; queued_bytes counts requests in inbox + backlog */
+	_Atomic uint64_t mem_pub, idem_pub, queued_bytes, maxp_pub;
+	_Atomic uint64_t pend_pub; /* proposed since the last publish */
 };
 
 /* A history worker thread: runs flush and compaction jobs off the shards.
