@@ -18,9 +18,17 @@
  *      the same way (parley_client_failure() carries the retry-after), and
  *      once the slots are free every one of them authenticates by
  *      retrying. /metrics counts the refusals; no slot leaks.
+ *   4. A storm: STORM_N raw connections send HELLO at once against
+ *      STORM_SLOTS handshake slots; every refusal reaches its client as an
+ *      ERROR AGAIN (the client-side count equals the server's counter: no
+ *      silent drops), the retry-afters are jittered (not all equal), and
+ *      every connection authenticates after retrying when told; no slot
+ *      leaks. The time until all are served is printed, not asserted.
  * Counts and eventual success only: nothing here asserts elapsed time.
  */
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include "itest.h"
 
@@ -361,11 +369,166 @@ static void admission(void)
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 }
 
+/* ---- 4: a reconnect storm ------------------------------------------------------------------ */
+
+#define STORM_N 2000
+#define STORM_SLOTS 64
+#define STORM_RETRY_MS 100
+
+struct storm_conn {
+	int fd;
+	int state; /* 0 wait retry, 1 HELLO sent, 2 AUTH sent, 3 authenticated */
+	uint64_t retry_at_ms;
+	uint32_t have;
+	uint8_t buf[512];
+};
+
+static uint64_t mono_ms(void)
+{
+	return parley_mono_ns() / 1000000ull;
+}
+
+static void storm_hello(const struct it_server *s, struct storm_conn *c, const char *tok)
+{
+	(void)tok;
+	c->fd = it_tcp_connect(s->port);
+	IT_CHECK(c->fd >= 0, "connect: %s", strerror(errno));
+	struct parley_msg m = {.type = PARLEY_T_HELLO};
+	m.hello.min_version = 1;
+	m.hello.max_version = 1;
+	m.hello.device_id = parley_str_c("storm");
+	m.hello.client_name = parley_str_c("itest-storm");
+	IT_CHECK(it_send_msg(c->fd, 1, &m) == 0);
+	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+	c->state = 1;
+	c->have = 0;
+}
+
+static void storm(void)
+{
+	struct rlimit rl;
+	IT_CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	if (rl.rlim_max < STORM_N + 200) {
+		printf("storm: skipped (RLIMIT_NOFILE hard limit %llu)\n",
+		       (unsigned long long)rl.rlim_max);
+		return;
+	}
+	if (rl.rlim_cur < STORM_N + 200) {
+		rl.rlim_cur = STORM_N + 200;
+		IT_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	}
+	struct it_server srv;
+	it_server_init(&srv, "storm2");
+	char hs[16], rt[16];
+	snprintf(hs, sizeof hs, "%d", STORM_SLOTS);
+	snprintf(rt, sizeof rt, "%d", STORM_RETRY_MS);
+	const char *ex[] = {"--loops", "2", "--max-handshakes", hs,
+			    "--handshake-retry-ms", rt, NULL};
+	memcpy(srv.extra, ex, sizeof ex);
+	it_server_start(&srv);
+	uint64_t rej0 = metric(srv.admin_port, "parley_handshakes_rejected_total");
+	char *tok = it_token_for("stormy");
+	struct storm_conn *cs = calloc(STORM_N, sizeof *cs);
+	struct pollfd *pf = calloc(STORM_N, sizeof *pf);
+	int *idx = calloc(STORM_N, sizeof *idx);
+	IT_CHECK(cs && pf && idx);
+	uint64_t t0 = mono_ms();
+	for (int i = 0; i < STORM_N; i++)
+		storm_hello(&srv, &cs[i], tok);
+	int done = 0;
+	uint64_t refused = 0, retry_min = UINT64_MAX, retry_max = 0;
+	uint64_t deadline = t0 + 240000;
+	while (done < STORM_N) {
+		IT_CHECK(mono_ms() < deadline, "storm: only %d of %d served", done, STORM_N);
+		int n = 0;
+		uint64_t now = mono_ms();
+		for (int i = 0; i < STORM_N; i++) {
+			if (cs[i].state == 0 && now >= cs[i].retry_at_ms)
+				storm_hello(&srv, &cs[i], tok);
+			if (cs[i].state == 1 || cs[i].state == 2) {
+				pf[n] = (struct pollfd){.fd = cs[i].fd, .events = POLLIN};
+				idx[n++] = i;
+			}
+		}
+		if (n == 0) {
+			it_sleep_ms(5);
+			continue;
+		}
+		IT_CHECK(poll(pf, (nfds_t)n, 20) >= 0);
+		for (int j = 0; j < n; j++) {
+			if (!(pf[j].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			struct storm_conn *c = &cs[idx[j]];
+			ssize_t k = recv(c->fd, c->buf + c->have, sizeof c->buf - c->have, 0);
+			IT_CHECK(k > 0, "storm: connection %d closed without an answer (state %d)",
+				 idx[j], c->state);
+			c->have += (uint32_t)k;
+			struct parley_frame f;
+			int fl = parley_proto_frame_decode(c->buf, c->have, sizeof c->buf, &f);
+			if (fl == -PARLEY_EINCOMPLETE)
+				continue;
+			IT_CHECK(fl > 0, "storm: bad frame");
+			static struct parley_msg m;
+			IT_OK(parley_proto_decode_payload(f.type, f.payload, f.payload_len, &m));
+			memmove(c->buf, c->buf + fl, c->have - (uint32_t)fl);
+			c->have -= (uint32_t)fl;
+			if (c->state == 1 && f.type == PARLEY_T_ERROR) {
+				IT_CHECK(m.error.code == PARLEY_EAGAIN &&
+						 (m.error.flags & PARLEY_ERRF_FATAL),
+					 "storm: HELLO answered with %u", m.error.code);
+				uint32_t ra = m.error.retry_after_ms;
+				IT_CHECK(ra >= STORM_RETRY_MS && ra <= 2 * STORM_RETRY_MS, "retry %u", ra);
+				retry_min = PARLEY_MIN(retry_min, ra);
+				retry_max = PARLEY_MAX(retry_max, ra);
+				refused++;
+				close(c->fd);
+				c->fd = -1;
+				c->state = 0;
+				c->retry_at_ms = mono_ms() + ra; /* as told */
+			} else if (c->state == 1 && f.type == PARLEY_T_HELLO_OK) {
+				struct parley_msg a = {.type = PARLEY_T_AUTH};
+				a.auth.token = parley_str_c(tok);
+				fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+				IT_CHECK(it_send_msg(c->fd, 2, &a) == 0);
+				fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+				c->state = 2;
+			} else if (c->state == 2 && f.type == PARLEY_T_AUTH_OK) {
+				c->state = 3;
+				done++;
+			} else {
+				IT_CHECK(0, "storm: state %d got frame 0x%x", c->state, f.type);
+			}
+		}
+	}
+	uint64_t took = mono_ms() - t0;
+	uint64_t rejected = metric(srv.admin_port, "parley_handshakes_rejected_total") - rej0;
+	IT_CHECK(refused > 0, "storm: nothing was refused with %d slots", STORM_SLOTS);
+	IT_CHECK(rejected == refused, "server refused %llu HELLOs, clients saw %llu",
+		 (unsigned long long)rejected, (unsigned long long)refused);
+	IT_CHECK(retry_max > retry_min, "retry-afters carry no jitter (all %llu)",
+		 (unsigned long long)retry_min);
+	IT_CHECK(metric(srv.admin_port, "parley_handshakes_in_progress") == 0);
+	printf("storm: %d connections, %d slots: all authenticated after %llu refusals "
+	       "(retry_after %llu..%llu ms), %llu ms until the last was served\n",
+	       STORM_N, STORM_SLOTS, (unsigned long long)refused,
+	       (unsigned long long)retry_min, (unsigned long long)retry_max,
+	       (unsigned long long)took);
+	for (int i = 0; i < STORM_N; i++)
+		if (cs[i].fd >= 0)
+			close(cs[i].fd);
+	free(cs);
+	free(pf);
+	free(idx);
+	free(tok);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 30000) == 0);
+}
+
 int main(void)
 {
 	it_init("rate_limit");
 	rate_limits();
 	admission();
+	storm();
 	it_cleanup();
 	printf("rate_limit: ok\n");
 	return 0;
