@@ -28,7 +28,7 @@
  * Sending each check to an owner thread would add a hop to every SEND;
  * lock-free buckets would still need a synchronised table for insertion
  * and eviction. A take holds a shard's mutex for a hash lookup and a few
- * integer operations (well under a microsecond); with RATELIMIT_SHARDS
+ * integer operations (no I/O, no allocation); with RATELIMIT_SHARDS
  * shards and one loop per core, two loops rarely meet on one shard.
  *
  * Bounded memory: the table holds at most `max_users` users (config key

@@ -15,7 +15,8 @@
  *      AUTH), a HELLO is answered with ERROR AGAIN (fatal) carrying a
  *      retry-after within [handshake_retry_ms, 2 * handshake_retry_ms] and
  *      the connection is closed; a burst of libparley clients is refused
- *      the same way (parley_client_failure() carries the retry-after), and
+ *      the same way, over TCP and TLS (parley_client_failure() carries the
+ *      retry-after), and
  *      once the slots are free every one of them authenticates by
  *      retrying. /metrics counts the refusals; no slot leaks.
  *   4. A storm: STORM_N raw connections send HELLO at once against
@@ -257,9 +258,12 @@ static void *burst_client(void *p)
 	snprintf(user, sizeof user, "storm%d", x->idx);
 	snprintf(dev, sizeof dev, "d%d", x->idx);
 	char *tok = it_token_for(user);
+	int tls = x->idx & 1; /* half over TLS: refused after a full TLS handshake */
 	struct parley_client_opts o = {
-		.host = "127.0.0.1",
-		.port = x->s->port,
+		.host = tls ? "localhost" : "127.0.0.1",
+		.port = tls ? x->s->tls_port : x->s->port,
+		.tls = tls,
+		.ca_file = tls ? it_path("ca.pem") : NULL,
 		.token = tok,
 		.device_id = dev,
 		.connect_timeout_ms = 10000,
