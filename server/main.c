@@ -458,6 +458,9 @@ static int addr_is_loopback(const char *host)
 
 /* Validates o and builds the JWT verifier and TLS context. Messages go
  * to stderr; returns the number of problems. */
+_Static_assert(RATELIMIT_USER_MAX >= PARLEY_PROTO_MAX_USER_ID,
+	       "the rate limit table must hold any valid user id");
+
 static void rl_config(const struct opts *o, struct ratelimit_config *rc)
 {
 	memset(rc, 0, sizeof *rc);
