@@ -2,7 +2,8 @@
  * test_ratelimit.c — unit tests for server/ratelimit.c.
  *
  * What is proven, all with injected time: a bucket refills exactly (whole
- * and fractional token intervals, to the nanosecond), is capped at its
+ * and fractional token intervals, to the nanosecond), refills nothing when
+ * a take carries an older time than the bucket's, is capped at its
  * burst, and its retry-after is the exact wait rounded up to a millisecond;
  * a request needs a token in both its connection's and its user's bucket
  * and a refused one takes nothing; a user's bucket is shared by all of the
@@ -84,6 +85,23 @@ Test(ratelimit, fractional_interval_is_exact_to_the_ns)
 	cr_assert_eq(ratelimit_bucket_wait_ms(&r, &b, UINT64_MAX / 2), 0u);
 	struct ratelimit_rate un = {.per_min = 0, .burst = 0};
 	cr_assert_eq(ratelimit_bucket_wait_ms(&un, &b, 10 * SEC), 0u);
+}
+
+Test(ratelimit, time_going_backwards_refills_nothing)
+{
+	/* two loops read the monotonic clock before taking the shard lock: a
+	 * take may carry a slightly older time than the bucket's */
+	struct ratelimit_config c = cfg_zero();
+	c.user[RATELIMIT_SEND] = (struct ratelimit_rate){.per_min = 60, .burst = 2};
+	struct ratelimit *rl = open_rl(&c);
+	uint64_t t = 100 * SEC;
+	cr_assert_eq(TAKE(rl, NULL, "dave", RATELIMIT_SEND, t), 0u);
+	cr_assert_eq(TAKE(rl, NULL, "dave", RATELIMIT_SEND, t - 5 * MS), 0u);
+	cr_assert_eq(TAKE(rl, NULL, "dave", RATELIMIT_SEND, t - 10 * MS), 1000u);
+	/* the bucket's time did not move back: refill counts from t */
+	cr_assert_eq(TAKE(rl, NULL, "dave", RATELIMIT_SEND, t + 999 * MS), 1u);
+	cr_assert_eq(TAKE(rl, NULL, "dave", RATELIMIT_SEND, t + SEC), 0u);
+	ratelimit_close(rl);
 }
 
 Test(ratelimit, burst_caps_after_long_idle)
