@@ -180,6 +180,10 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	struct it_server srv;
 	it_server_init(&srv, "s1");
+	/* bursts from one user: no SEND rate limit */
+	const char *ex[] = {"--rate-send-user-per-min", "0",
+			    "--rate-send-conn-per-min", "0", NULL};
+	memcpy(srv.extra, ex, sizeof ex);
 	start(&srv);
 	uint64_t next_id = 1;
 
