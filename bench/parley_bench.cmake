@@ -26,8 +26,7 @@ else()
        ${CMAKE_CURRENT_LIST_DIR}/bench_args.c)
   add_executable(parley-bench ${CMAKE_CURRENT_LIST_DIR}/parley_bench.c
                  ${PARLEY_BENCH_SOURCES})
-  target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR}
-                             ${CMAKE_SOURCE_DIR}/engine)
+  target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_include_directories(parley-bench PRIVATE ${CMAKE_SOURCE_DIR}/proto)
   # server modes speak the wire protocol through the pure codec
   target_link_libraries(parley-bench PRIVATE parley_bench_hist parley_bench_natsproto parley_bench_spread parley_bench_args parley_engine parley_proto
