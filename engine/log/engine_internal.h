@@ -1,5 +1,21 @@
 /*
- * engine_internal.h — the engine's private structures (engine/ only).
+ * engine_internal.h — the engine's private structures and the functions its
+ * files share (engine/ only; never on another component's include path).
+ *
+ * Where each concern lives
+ *   log/memtable.c     streams and their entries in memory
+ *   log/idem.c         the idempotency table
+ *   log/part_apply.c   applying a log command (the partition state machine)
+ *   log/sub.c          subscriptions (tails)
+ *   log/shard.c        the shard thread: inbox, loop, group commit, apply
+ *   log/shard_req.c    the shard's request handlers
+ *   log/wal.c          the shard's write-ahead log
+ *   history/hist_job.c flush/compaction jobs, WAL release, retention ticks
+ *   manifest.c         the data directory's MANIFEST
+ *   open.c             pe_open (recovery), pe_close, pe_abort
+ *   api.c              the public asynchronous calls (marshalling)
+ *   blocking.c         the *_sync wrappers
+ *   inspect.c          offline history inspection
  *
  * Ownership map
  *   struct pe_engine   owns the shards, the partitions and the manifest.
@@ -237,4 +253,93 @@ struct pe_engine {
 	atomic_bool aborting;
 };
 
+#define RING_DEPTH 64u /* a shard's io_uring ring entries */
+
+/* ---- shapes shared between the engine's files ------------------------------- */
+
+/* Applies a durable record (live path and recovery). */
+struct apply_ctx {
+	struct shard *sh;
+	uint32_t i; /* index into flight_reqs (live path) */
+	bool live;
+};
+
+struct meta_out {
+	int err;
+	struct pe_meta meta;
+};
+
+/* LIST copies every stream key + meta into one buffer:
+ * repeated { u8 klen | key | u64 first | u64 last | u64 last_ts }. */
+struct list_out {
+	int err;
+	uint8_t *buf;
+	size_t len;
+};
+
+/* ---- functions shared between the engine's files, by file ------------------- */
+
+/* log/memtable.c */
+uint64_t mentry_cost(uint32_t len);
+struct stream *stream_get(struct part *p, const uint8_t *key, uint8_t klen, bool create);
+struct mentry *stream_at(const struct stream *s, uint64_t seq);
+void mentry_to_pe(const struct mentry *m, struct pe_entry *o);
+struct stream *stream_lookup(struct part *p, const uint8_t *key, uint8_t klen, bool create);
+void stream_drop_through(struct part *p, struct stream *s, uint64_t through);
+
+/* log/idem.c */
+struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
+void idem_expire(struct pe_engine *e, struct part *p, uint64_t now);
+int idem_insert(struct part *p, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+
+/* log/part_apply.c */
+void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
+int part_apply_append(struct pe_engine *e, struct part *p, const uint8_t *body, uint32_t len, struct pe_append_result *res, struct stream **touched);
+int part_apply_delete(struct part *p, const uint8_t *body, uint32_t len, struct pe_delete_result *res, struct stream **touched);
+
+/* log/sub.c */
+void sub_free(struct pe_sub *sub);
+void sub_start(struct shard *sh, struct pe_sub *sub);
+void sub_run_catchup(struct shard *sh);
+void sub_notify(struct shard *sh, struct stream *s);
+void sub_detach(struct shard *sh, struct pe_sub *sub);
+
+/* log/shard.c */
+uint64_t engine_clock(struct pe_engine *e);
+int shard_push(struct pe_engine *e, struct req *r);
+int shard_apply_record(void *arg, const struct wal_rec *rec);
+void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
+void *shard_main(void *arg);
+
+/* log/shard_req.c */
+void shard_req_fail(struct req *r, int err);
+bool shard_req_append(struct shard *sh, struct req *r);
+void shard_req_read(struct shard *sh, struct req *r);
+void shard_req_meta(struct shard *sh, struct req *r);
+void shard_req_status(struct shard *sh, struct req *r);
+void shard_req_list(struct shard *sh, struct req *r);
+void shard_req_subscribe(struct shard *sh, struct req *r);
+void shard_req_resume(struct shard *sh, struct req *r);
+void shard_req_unsubscribe(struct shard *sh, struct req *r);
+
+/* history/hist_job.c */
+void hist_job_fsrc_free(struct fsrc *f);
+void hist_job_done(struct shard *sh, struct req *r);
+void hist_job_flush_req(struct shard *sh, struct req *r);
+void hist_job_compact_req(struct shard *sh, struct req *r);
+void hist_job_wal_release(struct shard *sh);
+void hist_job_maybe_flush(struct shard *sh);
+bool hist_job_busy(struct shard *sh);
+void hist_job_tick(struct shard *sh);
+int hist_job_tick_timeout(struct shard *sh);
+int hist_workers_start(struct pe_engine *e);
+void hist_workers_stop(struct pe_engine *e);
+
+/* manifest.c */
+int manifest_read(struct pe_engine *e, bool *exists);
+int manifest_write(struct pe_engine *e);
+
+/* api.c */
+bool api_key_ok(const void *key, size_t klen);
+struct req *api_key_req(struct pe_engine *e, enum req_kind kind, const void *key, size_t klen);
 #endif /* PARLEY_ENGINE_INTERNAL_H */

@@ -1,0 +1,232 @@
+/*
+ * api.c — the public asynchronous calls: validate the arguments, encode
+ * the request (an append's or delete's log command) in one allocation and
+ * push it to the owning shard's inbox. Never blocks; a full inbox is
+ * -PARLEY_EFULL.
+ *
+ * Threads: any thread, including engine callbacks.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+uint32_t pe_partition_count(const struct pe_engine *e)
+{
+	return e->nparts;
+}
+
+uint32_t pe_partition_of(const struct pe_engine *e, const void *key,
+			 size_t klen)
+{
+	return (uint32_t)(parley_hash_key(key, klen) % e->nparts);
+}
+
+void pe_stats(struct pe_engine *e, struct pe_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct shard *sh = &e->shards[i];
+		out->appends += atomic_load(&sh->n_appends);
+		out->entries += atomic_load(&sh->n_entries);
+		/* WAL stats are written by the shard thread; a torn read of a
+		 * u64 counter cannot happen on x86-64 and they are advisory */
+		struct wal_stats ws;
+		wal_get_stats(sh->wal, &ws);
+		out->wal_batches += ws.batches;
+		out->wal_bytes += ws.bytes;
+		out->fsync_ns_total += ws.sync_ns;
+	}
+}
+
+/* ---- public requests ------------------------------------------------------------------ */
+
+bool api_key_ok(const void *key, size_t klen)
+{
+	return key && klen > 0 && klen <= PE_MAX_KEY;
+}
+
+int pe_append(struct pe_engine *e, const struct pe_append_req *q,
+	      pe_append_cb cb, void *arg)
+{
+	if (!q || !cb || !api_key_ok(q->key, q->klen) || q->count == 0 ||
+	    q->count > PE_MAX_BATCH || !q->entries)
+		return -PARLEY_EINVAL;
+	uint64_t len = 1 + q->klen + PE_PRODUCER_LEN + 8 + 8 + 4;
+	uint64_t mem = 0;
+	for (uint32_t i = 0; i < q->count; i++) {
+		if (q->entries[i].len > PE_MAX_PAYLOAD)
+			return -PARLEY_ETOOBIG;
+		if (q->entries[i].len && !q->entries[i].payload)
+			return -PARLEY_EINVAL;
+		len += 8 + q->entries[i].len;
+		mem += mentry_cost(q->entries[i].len);
+	}
+	if (len > CMD_MAX_BYTES)
+		return -PARLEY_ETOOBIG;
+	struct req *r = malloc(sizeof *r + len);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	memset(r, 0, sizeof *r);
+	r->kind = REQ_APPEND;
+	r->part = pe_partition_of(e, q->key, q->klen);
+	r->cb.append = cb;
+	r->arg = arg;
+	r->len = (uint32_t)len;
+	r->klen = (uint8_t)q->klen;
+	r->mem_estimate = (uint32_t)PARLEY_MIN(mem, UINT32_MAX);
+	uint8_t *b = r->data;
+	*b++ = (uint8_t)q->klen;
+	memcpy(b, q->key, q->klen);
+	b += q->klen;
+	memcpy(b, q->producer, PE_PRODUCER_LEN);
+	b += PE_PRODUCER_LEN;
+	le_put64(b, 0); /* ts: stamped on the shard */
+	b += 8;
+	le_put64(b, q->expected_last_seq);
+	b += 8;
+	le_put32(b, q->count);
+	b += 4;
+	for (uint32_t i = 0; i < q->count; i++) {
+		le_put16(b, q->entries[i].type);
+		le_put16(b + 2, q->entries[i].flags);
+		le_put32(b + 4, q->entries[i].len);
+		b += 8;
+		if (q->entries[i].len)
+			memcpy(b, q->entries[i].payload, q->entries[i].len);
+		b += q->entries[i].len;
+	}
+	int rc = shard_push(e, r);
+	if (rc)
+		free(r);
+	return rc;
+}
+
+struct req *api_key_req(struct pe_engine *e, enum req_kind kind,
+			   const void *key, size_t klen)
+{
+	struct req *r = malloc(sizeof *r + klen);
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof *r);
+	r->kind = kind;
+	r->part = pe_partition_of(e, key, klen);
+	r->klen = (uint8_t)klen;
+	r->len = (uint32_t)klen;
+	memcpy(r->data, key, klen);
+	return r;
+}
+
+int pe_read(struct pe_engine *e, const struct pe_read_req *q, pe_read_cb cb,
+	    void *arg)
+{
+	if (!q || !cb || !api_key_ok(q->key, q->klen) || q->limit == 0 ||
+	    q->limit > PE_MAX_READ || (q->dir != PE_FORWARD && q->dir != PE_BACKWARD))
+		return -PARLEY_EINVAL;
+	struct req *r = api_key_req(e, REQ_READ, q->key, q->klen);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->from = q->from;
+	r->dir = q->dir;
+	r->limit = q->limit;
+	r->cb.read = cb;
+	r->arg = arg;
+	int rc = shard_push(e, r);
+	if (rc)
+		free(r);
+	return rc;
+}
+
+int pe_subscribe(struct pe_engine *e, const void *key, size_t klen,
+		 uint64_t from_seq, pe_sub_cb cb, void *arg,
+		 struct pe_sub **out)
+{
+	if (!cb || !out || !api_key_ok(key, klen))
+		return -PARLEY_EINVAL;
+	struct pe_sub *sub = calloc(1, sizeof *sub);
+	if (!sub)
+		return -PARLEY_ENOMEM;
+	sub->e = e;
+	sub->part = pe_partition_of(e, key, klen);
+	sub->next_seq = from_seq ? from_seq : 1;
+	sub->cb = cb;
+	sub->arg = arg;
+	sub->klen = (uint8_t)klen;
+	memcpy(sub->key, key, klen);
+	struct req *r = calloc(1, sizeof *r);
+	if (!r) {
+		free(sub);
+		return -PARLEY_ENOMEM;
+	}
+	r->kind = REQ_SUBSCRIBE;
+	r->part = sub->part;
+	r->sub = sub;
+	int rc = shard_push(e, r);
+	if (rc) {
+		free(r);
+		free(sub);
+		return rc;
+	}
+	*out = sub;
+	return 0;
+}
+
+int pe_sub_resume(struct pe_sub *s)
+{
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_RESUME;
+	r->part = s->part;
+	r->sub = s;
+	int rc = shard_push(s->e, r);
+	if (rc)
+		free(r);
+	return rc;
+}
+
+int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg)
+{
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM; /* caller may retry; sub stays valid */
+	atomic_store(&s->dead, true);
+	r->kind = REQ_UNSUBSCRIBE;
+	r->part = s->part;
+	r->sub = s;
+	r->cb.generic = done;
+	r->arg = arg;
+	int rc = shard_push(s->e, r);
+	if (rc)
+		free(r);
+	return rc;
+}
+/* ---- delete and history maintenance --------------------------------------------------- */
+
+int pe_delete(struct pe_engine *e, const void *key, size_t klen,
+	      uint64_t through, pe_delete_cb cb, void *arg)
+{
+	if (!cb || !api_key_ok(key, klen))
+		return -PARLEY_EINVAL;
+	uint32_t len = (uint32_t)(1 + klen + 8);
+	struct req *r = malloc(sizeof *r + len);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	memset(r, 0, sizeof *r);
+	r->kind = REQ_DELETE;
+	r->part = pe_partition_of(e, key, klen);
+	r->cb.del = cb;
+	r->arg = arg;
+	r->len = len;
+	r->klen = (uint8_t)klen;
+	r->data[0] = (uint8_t)klen;
+	memcpy(r->data + 1, key, klen);
+	le_put64(r->data + 1 + klen, through);
+	int rc = shard_push(e, r);
+	if (rc)
+		free(r);
+	return rc;
+}

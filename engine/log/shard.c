@@ -1,0 +1,378 @@
+/*
+ * shard.c — the shard thread: its bounded inbox, its loop, group commit on
+ * its WAL, and applying durable records.
+ *
+ * Threads: every partition belongs to one shard thread (p % nshards). Public
+ * calls from any thread turn into a `struct req` pushed on the shard's
+ * bounded inbox; the shard thread does all the work and runs callbacks.
+ *
+ * The append path (durable before ack):
+ *
+ *   caller: encode command -> inbox
+ *   shard:  check partition, memory -> copy into the WAL's open batch
+ *           (log index assigned) -> [group commit] write + fdatasync
+ *           -> completion -> apply every record of the batch in log order
+ *           (seq assigned, idempotency checked) -> callback -> tails
+ *
+ * An append's callback is called from exactly one place on success,
+ * shard_apply_record() on the live path, which runs only after
+ * wal_on_cqe() reported the batch durable. Recovery replays the same apply
+ * function, so a replayed log rebuilds exactly the seqs that were
+ * acknowledged.
+ *
+ * Invariants
+ *   1. part->last_index counts applied records; records apply in index
+ *      order with no gap (a gap at recovery marks the partition corrupt).
+ *   2. A request is owned by the inbox, then the shard; the shard frees it
+ *      after its callback (or when the engine stops).
+ *   3. A WAL write or fdatasync failure is fatal for the shard: every
+ *      pending append fails with -PARLEY_EFATAL, never retried.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* The engine's clock for timestamps stamped into commands (injectable). */
+uint64_t engine_clock(struct pe_engine *e)
+{
+	return e->opt.clock_ms ? e->opt.clock_ms(e->opt.clock_arg)
+			       : parley_now_ms();
+}
+
+/* ---- shard: inbox ------------------------------------------------------------------ */
+
+static struct shard *shard_of(struct pe_engine *e, uint32_t part)
+{
+	return &e->shards[part % e->nshards];
+}
+
+int shard_push(struct pe_engine *e, struct req *r)
+{
+	/* STOP, UNSUBSCRIBE and HIST_DONE always get through: they release
+	 * resources (a worker's finished job must reach its shard) */
+	bool forced = r->kind == REQ_STOP || r->kind == REQ_UNSUBSCRIBE ||
+		      r->kind == REQ_HIST_DONE;
+	if (atomic_load(&e->closing) && !forced)
+		return -PARLEY_ECLOSED;
+	struct shard *sh = shard_of(e, r->part);
+	pthread_mutex_lock(&sh->mu);
+	if (sh->in_count >= e->opt.queue_depth && !forced) {
+		pthread_mutex_unlock(&sh->mu);
+		return -PARLEY_EFULL;
+	}
+	bool was_empty = sh->in_head == NULL;
+	r->next = NULL;
+	if (sh->in_tail)
+		sh->in_tail->next = r;
+	else
+		sh->in_head = r;
+	sh->in_tail = r;
+	sh->in_count++;
+	pthread_mutex_unlock(&sh->mu);
+	if (was_empty)
+		e->io->ops->ring_wake(sh->ring);
+	return 0;
+}
+
+/* ---- applying durable records ------------------------------------------- */
+
+/* Applies a durable record (live path and recovery). */
+int shard_apply_record(void *arg, const struct wal_rec *rec)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	struct req *r = c->live ? c->sh->flight_reqs[c->i++] : NULL;
+	struct pe_append_result res = {0};
+	struct stream *touched = NULL;
+	if (rec->partition >= e->nparts ||
+	    rec->partition % e->nshards != c->sh->idx) {
+		/* only possible from disk: a valid record in the wrong WAL */
+		PLOG_E("engine", "record for a foreign partition",
+		       "file=%s offset=%" PRIu64 " partition=%u", rec->file,
+		       rec->off, rec->partition);
+		return 0;
+	}
+	struct part *p = &e->parts[rec->partition];
+	struct pe_delete_result dres = {0};
+	if (r)
+		p->pending_bytes -= r->mem_estimate;
+	/* already in history segments (recovery only: live records are
+	 * always past the flushed index) */
+	if (!c->live && !p->corrupt && rec->index <= p->flushed_index)
+		return 0;
+	if (p->corrupt) {
+		res.err = -PARLEY_ECORRUPT;
+	} else if (rec->index != p->last_index + 1) {
+		part_mark_corrupt(p, rec->file, rec->off, "log index gap");
+		res.err = -PARLEY_ECORRUPT;
+	} else if (rec->type != CMD_APPEND && rec->type != CMD_DELETE) {
+		part_mark_corrupt(p, rec->file, rec->off,
+				  "unknown log command type");
+		res.err = -PARLEY_ECORRUPT;
+	} else {
+		p->last_index = rec->index;
+		int rc = rec->type == CMD_DELETE
+				 ? part_apply_delete(p, rec->body, rec->len, &dres,
+						     &touched)
+				 : part_apply_append(e, p, rec->body, rec->len,
+						     &res, &touched);
+		if (rc == -PARLEY_ECORRUPT) {
+			part_mark_corrupt(p, rec->file, rec->off,
+					  "undecodable log command");
+			res.err = rc;
+		} else if (rc) {
+			/* out of memory while applying: state may be partial,
+			 * stop serving the partition rather than diverge */
+			part_mark_corrupt(p, rec->file, rec->off,
+					  "out of memory while applying");
+			res.err = rc;
+		}
+	}
+	if (r && r->kind == REQ_DELETE) {
+		dres.err = res.err;
+		r->cb.del(r->arg, &dres);
+		free(r);
+	} else if (r) {
+		if (!res.err) {
+			atomic_fetch_add(&c->sh->n_appends, 1);
+			atomic_fetch_add(&c->sh->n_entries, res.count);
+		}
+		r->cb.append(r->arg, &res);
+		free(r);
+	}
+	if (touched && c->live)
+		sub_notify(c->sh, touched);
+	return 0;
+}
+
+/* ---- recovery, failure and the loop -------------------------------------- */
+
+static void recover_corrupt(void *arg, int64_t partition, const char *file,
+			    uint64_t off, const char *why)
+{
+	struct shard *sh = arg;
+	struct pe_engine *e = sh->e;
+	if (partition >= 0 && (uint64_t)partition < e->nparts &&
+	    (uint64_t)partition % e->nshards == sh->idx) {
+		part_mark_corrupt(&e->parts[partition], file, off, why);
+		return;
+	}
+	for (uint32_t p = sh->idx; p < e->nparts; p += e->nshards)
+		part_mark_corrupt(&e->parts[p], file, off, why);
+}
+
+/* Recovery's corruption callback: its arg is the apply_ctx. */
+void shard_recover_corrupt(void *arg, int64_t partition, const char *file,
+				uint64_t off, const char *why)
+{
+	struct apply_ctx *c = arg;
+	recover_corrupt(c->sh, partition, file, off, why);
+}
+
+static void shard_fatal(struct shard *sh, int err)
+{
+	if (sh->fatal)
+		return;
+	sh->fatal = -PARLEY_EFATAL;
+	PLOG_E("engine", "WAL write or fdatasync failed; appends disabled",
+	       "shard=%u err=%s", sh->idx, parley_errname(err));
+	for (uint32_t i = 0; i < sh->flight_n; i++) {
+		struct req *r = sh->flight_reqs[i];
+		sh->e->parts[r->part].pending_bytes -= r->mem_estimate;
+		shard_req_fail(r, -PARLEY_EFATAL);
+	}
+	sh->flight_n = 0;
+	for (uint32_t i = 0; i < sh->open_n; i++) {
+		struct req *r = sh->open_reqs[i];
+		sh->e->parts[r->part].pending_bytes -= r->mem_estimate;
+		shard_req_fail(r, -PARLEY_EFATAL);
+	}
+	sh->open_n = 0;
+	if (sh->e->opt.on_fatal)
+		sh->e->opt.on_fatal(sh->e->opt.fatal_arg, err);
+}
+
+static void shard_submit(struct shard *sh)
+{
+	if (sh->fatal || wal_in_flight(sh->wal) || !wal_has_open(sh->wal))
+		return;
+	int rc = wal_submit(sh->wal, sh->ring, 1);
+	if (rc) {
+		shard_fatal(sh, rc);
+		return;
+	}
+	struct req **t = sh->flight_reqs;
+	sh->flight_reqs = sh->open_reqs;
+	sh->open_reqs = t;
+	sh->flight_n = sh->open_n;
+	sh->open_n = 0;
+	struct wal_stats ws;
+	wal_get_stats(sh->wal, &ws);
+	if (ws.segments != sh->wal_rolls) { /* rolled: maybe release, force-flush */
+		sh->wal_rolls = ws.segments;
+		hist_job_wal_release(sh);
+	}
+}
+
+static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
+{
+	if (!wal_in_flight(sh->wal))
+		return;
+	int rc = wal_on_cqe(sh->wal, c->res);
+	if (rc < 0) {
+		shard_fatal(sh, rc);
+		return;
+	}
+	if (rc == 0)
+		return;
+	struct apply_ctx ctx = {.sh = sh, .i = 0, .live = true};
+	wal_for_each_durable(sh->wal, shard_apply_record, &ctx);
+	PARLEY_ASSERT(ctx.i == sh->flight_n);
+	sh->flight_n = 0;
+	hist_job_maybe_flush(sh);
+}
+
+/* Process drained requests; stop at an append that does not fit. */
+static void shard_process(struct shard *sh)
+{
+	while (sh->backlog) {
+		struct req *r = sh->backlog;
+		struct req *next = r->next;
+		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
+			if (!shard_req_append(sh, r))
+				return; /* open batch full: wait for the flight */
+			/* r may be freed by now */
+			sh->backlog = next;
+			if (!sh->backlog)
+				sh->backlog_tail = NULL;
+			continue;
+		}
+		sh->backlog = next;
+		if (!sh->backlog)
+			sh->backlog_tail = NULL;
+		switch (r->kind) {
+		case REQ_APPEND:
+		case REQ_DELETE:
+			break;
+		case REQ_HIST_DONE:
+			hist_job_done(sh, r);
+			break;
+		case REQ_FLUSH:
+			hist_job_flush_req(sh, r);
+			break;
+		case REQ_COMPACT:
+			hist_job_compact_req(sh, r);
+			break;
+		case REQ_READ:
+			shard_req_read(sh, r);
+			break;
+		case REQ_META:
+			shard_req_meta(sh, r);
+			break;
+		case REQ_STATUS:
+			shard_req_status(sh, r);
+			break;
+		case REQ_LIST:
+			shard_req_list(sh, r);
+			break;
+		case REQ_SUBSCRIBE:
+			shard_req_subscribe(sh, r);
+			break;
+		case REQ_RESUME:
+			shard_req_resume(sh, r);
+			break;
+		case REQ_UNSUBSCRIBE:
+			shard_req_unsubscribe(sh, r);
+			break;
+		case REQ_STOP:
+			sh->stopping = true;
+			free(r);
+			break;
+		}
+	}
+}
+
+static void shard_drain_inbox(struct shard *sh)
+{
+	pthread_mutex_lock(&sh->mu);
+	struct req *h = sh->in_head, *t = sh->in_tail;
+	sh->in_head = sh->in_tail = NULL;
+	sh->in_count = 0;
+	pthread_mutex_unlock(&sh->mu);
+	if (!h)
+		return;
+	if (sh->backlog_tail)
+		sh->backlog_tail->next = h;
+	else
+		sh->backlog = h;
+	sh->backlog_tail = t;
+}
+
+static void shard_close_subs(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	for (uint32_t p = sh->idx; p < e->nparts; p += e->nshards) {
+		struct part *pt = &e->parts[p];
+		for (uint64_t b = 0; b < pt->nsb; b++)
+			for (struct stream *s = pt->sbuckets[b]; s; s = s->hnext)
+				for (struct pe_sub *sub = s->subs; sub;
+				     sub = sub->next) {
+					if (atomic_load(&sub->dead))
+						continue;
+					struct pe_sub_update u = {
+						.event = PE_SUB_CLOSED,
+						.err = -PARLEY_ECLOSED,
+						.next_seq = sub->next_seq};
+					atomic_store(&sub->dead, true);
+					sub->cb(sub->arg, sub, &u);
+				}
+	}
+}
+
+void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	struct pe_engine *e = sh->e;
+	struct pio_cqe cqes[RING_DEPTH];
+	struct wal_stats ws;
+	wal_get_stats(sh->wal, &ws);
+	sh->wal_rolls = ws.segments;
+	sh->next_tick_ms = parley_mono_ns() / 1000000u + e->opt.retention_interval_ms;
+	hist_job_wal_release(sh); /* what the last run flushed but did not release */
+	for (;;) {
+		if (atomic_load(&e->aborting))
+			return NULL;
+		shard_drain_inbox(sh);
+		shard_process(sh);
+		shard_submit(sh);
+		sub_run_catchup(sh);
+		hist_job_tick(sh);
+		if (sh->stopping && !sh->backlog && !hist_job_busy(sh) &&
+		    (sh->fatal ||
+		     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
+			pthread_mutex_lock(&sh->mu);
+			bool empty = sh->in_head == NULL;
+			pthread_mutex_unlock(&sh->mu);
+			if (empty)
+				break;
+		}
+		int timeout = sh->catchup || (sh->backlog && !wal_in_flight(sh->wal))
+				      ? 0 : hist_job_tick_timeout(sh);
+		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
+		if (atomic_load(&e->aborting))
+			return NULL;
+		if (n < 0) {
+			if (n != -EINTR && n != -EAGAIN && n != -ETIME)
+				shard_fatal(sh, n);
+			continue;
+		}
+		for (int i = 0; i < n; i++)
+			shard_on_cqe(sh, &cqes[i]);
+	}
+	shard_close_subs(sh);
+	return NULL;
+}
