@@ -54,7 +54,7 @@ int manifest_read(struct pe_engine *e, bool *exists)
 	return 0;
 }
 
-/* write temp, fsync, rename, fsync dir: the manifest is replaced atomically */
+/* The manifest is replaced atomically (pio_file_replace). */
 int manifest_write(struct pe_engine *e)
 {
 	char tmp[600], fin[600];
@@ -69,19 +69,5 @@ int manifest_write(struct pe_engine *e)
 	le_put32(b + 32, e->idem_max);
 	le_put64(b + 40, parley_now_ms());
 	le_put64(b + 56, parley_xxh3(b, 56, MANIFEST_SEED));
-	struct pio_file *f;
-	int rc = e->io->ops->open(e->io, tmp, PIO_CREATE, &f);
-	if (rc)
-		return rc;
-	rc = e->io->ops->truncate(e->io, f, 0);
-	if (!rc)
-		rc = e->io->ops->pwrite(e->io, f, b, sizeof b, 0);
-	if (!rc)
-		rc = e->io->ops->fdatasync(e->io, f);
-	e->io->ops->close(e->io, f);
-	if (!rc)
-		rc = e->io->ops->rename(e->io, tmp, fin);
-	if (!rc)
-		rc = e->io->ops->fsync_dir(e->io, e->dir);
-	return rc;
+	return pio_file_replace(e->io, e->dir, tmp, fin, b, sizeof b);
 }

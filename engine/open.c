@@ -187,7 +187,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		e->opt.retention_interval_ms = DEF_RETENTION_INTERVAL;
 	if (!e->opt.wal_pin_segments)
 		e->opt.wal_pin_segments = DEF_WAL_PIN;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < HW_COUNT; i++) {
 		pthread_mutex_init(&e->hw[i].mu, NULL);
 		pthread_cond_init(&e->hw[i].cv, NULL);
 	}

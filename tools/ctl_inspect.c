@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 #include "parleyctl.h"
 
 static void usage(FILE *f)

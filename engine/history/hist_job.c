@@ -4,22 +4,46 @@
  * commit back on the shard; plus WAL release, forced flushes of partitions
  * that pin the WAL, and periodic retention.
  *
- * History jobs run on two worker threads (struct hworker; [0] flushes,
- * [1] compactions, so flushes never queue behind a throttled compaction)
- * and come back to the shard as REQ_HIST_DONE for their commit:
+ * History jobs run on two worker threads (struct hworker: HW_FLUSH and
+ * HW_COMPACT, so flushes never queue behind a throttled compaction) and
+ * come back to the shard as REQ_HIST_DONE (from = enum hist_job_kind) for
+ * their commit. Each partition has two lanes, each an explicit state
+ * machine (part->flush_st, part->compact_st); every transition below is
+ * made on the shard thread:
  *
- *   shard: freeze (fsrc) + hpart_flush_begin ──► worker: hpart_flush_run
- *   shard: hpart_flush_commit ◄── REQ_HIST_DONE ◄──┘
- *          drop frozen prefix, wal_release, maybe compact
+ *  flush lane                          compaction lane
+ *
+ *  FLUSH_IDLE <─────────────────┐      COMPACT_IDLE <──────────────────┐
+ *    │ part_flush_start:        │        │ part_compact_start:         │
+ *    │ freeze memtable (fsrc),  │        │ hpart_compact_begin         │
+ *    │ hpart_flush_begin        │        ▼                             │
+ *    ▼                          │      COMPACT_RUNNING                 │
+ *  FLUSH_RUNNING                │        │ worker: hpart_compact_run   │
+ *    │ worker: hpart_flush_run  │        │ REQ_HIST_DONE(COMPACT):     │
+ *    │ REQ_HIST_DONE(FLUSH)     │        │ hpart_compact_prepare ──fail┤
+ *    ├─ compaction STORING ─┐   │        ▼                             │
+ *    │                      ▼   │      COMPACT_STORING                 │
+ *    │        FLUSH_DEFERRED    │        │ worker: hpart_compact_store │
+ *    │          │ (that store   │        │ REQ_HIST_DONE(COMPACT_STORE)│
+ *    │          │  installed)   │        │ hpart_compact_install,      │
+ *    ▼          ▼               │        │ inputs' removal queued      │
+ *  part_flush_finish:           │        │ (HJOB_REMOVE_FILES, no      │
+ *  hpart_flush_commit, drop the │        │  hand-back) ────────────────┘
+ *  frozen prefix, wal_release ──┘        └─► a DEFERRED flush finishes
+ *
+ * One manifest store at a time per partition: nothing stores HISTORY
+ * while the compaction lane is STORING (a flush commit waits in
+ * FLUSH_DEFERRED, hpart_set_flushed returns EAGAIN). pe_flush_sync /
+ * pe_compact_sync waiters queue on fwait_* / cwait_* and are answered when
+ * their lane returns to IDLE.
  *
  * Invariants
  *   1. A flush freezes every entry applied up to part->last_index
- *      (flush_busy); the memtable drops them only after the segment is in
+ *      (flush lane not IDLE); the memtable drops them only after the segment is in
  *      the stored HISTORY manifest (flushed_index), and the WAL releases a
  *      segment only after that. Recovery skips records <= flushed_index.
  *   2. Entries named by a frozen flush are never freed while it runs.
- *   3. One manifest store at a time per partition: a flush commit waits
- *      while a compaction's store is pending (flush_deferred).
+ *   3. One manifest store at a time per partition (above).
  *
  * Threads: everything here runs on the partition's shard thread, except
  * hworker_main and what it calls (hpart_*_run, hpart_compact_store,
@@ -108,7 +132,8 @@ static int fsrc_cmp(const void *x, const void *y)
 	return c;
 }
 
-static void hworker_push(struct pe_engine *e, int w, uint32_t part, int kind,
+static void hworker_push(struct pe_engine *e, enum hist_worker w, uint32_t part,
+			 enum hist_job_kind kind,
 			 uint64_t *ids, size_t nids)
 {
 	struct hjob *j = calloc(1, sizeof *j);
@@ -147,7 +172,7 @@ static void *hworker_main(void *arg)
 	 * compression must not take CPU from the shards serving appends
 	 * (Linux: nice applies per thread). Flushes keep normal priority:
 	 * they free memtable memory appends wait for. */
-	if (hw == &e->hw[1] && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10))
+	if (hw == &e->hw[HW_COMPACT] && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10))
 		PLOG_D("engine", "compaction thread keeps normal priority",
 		       "err=%s", parley_errname(-errno));
 	pthread_mutex_lock(&hw->mu);
@@ -162,7 +187,7 @@ static void *hworker_main(void *arg)
 			hw->tail = NULL;
 		pthread_mutex_unlock(&hw->mu);
 		struct part *p = &e->parts[j->part];
-		if (j->kind == 3) { /* no shard state involved: nothing to hand back */
+		if (j->kind == HJOB_REMOVE_FILES) { /* no shard state involved: nothing to hand back */
 			char hd[700];
 			snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, j->part);
 			(void)hpart_remove_files(e->io, hd, j->ids, j->nids);
@@ -171,14 +196,14 @@ static void *hworker_main(void *arg)
 			pthread_mutex_lock(&hw->mu);
 			continue;
 		}
-		if (j->kind == 1) {
+		if (j->kind == HJOB_FLUSH) {
 			struct hpart_src src = {.next = fsrc_next,
 						.rewind = fsrc_rewind,
 						.arg = p->fsrc};
 			p->flush_rc = hpart_flush_run(p->fjob, &src);
-		} else if (j->kind == 2) {
+		} else if (j->kind == HJOB_COMPACT) {
 			p->compact_rc = hpart_compact_run(p->cjob, NULL);
-		} else { /* 4: the manifest store, off the shard */
+		} else { /* HJOB_COMPACT_STORE: the manifest store, off the shard */
 			p->compact_rc = hpart_compact_store(p->cjob, p->cman);
 		}
 		struct req *r = calloc(1, sizeof *r);
@@ -248,7 +273,7 @@ static int part_hist_job_check(const struct shard *sh, const struct part *p,
 static int part_flush_start(struct shard *sh, struct part *p)
 {
 	struct pe_engine *e = sh->e;
-	int crc = part_hist_job_check(sh, p, p->flush_busy);
+	int crc = part_hist_job_check(sh, p, p->flush_st != FLUSH_IDLE);
 	if (crc)
 		return crc;
 	if (p->nentries == 0) {
@@ -256,7 +281,7 @@ static int part_flush_start(struct shard *sh, struct part *p)
 		 * marks and the flushed index are stored so the WAL can go */
 		if (p->last_index <= p->flushed_index)
 			return 1;
-		if (p->compact_storing)
+		if (p->compact_st == COMPACT_STORING)
 			return -PARLEY_EAGAIN; /* one manifest store at a time */
 		int rc = hpart_set_flushed(p->hist, p->last_index);
 		if (rc)
@@ -298,8 +323,8 @@ static int part_flush_start(struct shard *sh, struct part *p)
 		return rc;
 	}
 	p->fsrc = f;
-	p->flush_busy = true;
-	hworker_push(e, 0, p->id, 1, NULL, 0);
+	p->flush_st = FLUSH_RUNNING;
+	hworker_push(e, HW_FLUSH, p->id, HJOB_FLUSH, NULL, 0);
 	return 0;
 }
 
@@ -308,6 +333,7 @@ static void part_flush_finish(struct shard *sh, struct part *p)
 	struct pe_engine *e = sh->e;
 	int rc = p->flush_rc;
 	struct hpart_flush_result fr;
+	PARLEY_ASSERT(p->flush_st != FLUSH_IDLE && p->compact_st != COMPACT_STORING);
 	if (!rc) {
 		rc = hpart_flush_commit(p->hist, p->fjob, &fr);
 		if (rc == -PARLEY_ECORRUPT) { /* committed, but unreadable */
@@ -321,7 +347,7 @@ static void part_flush_finish(struct shard *sh, struct part *p)
 		hpart_flush_abandon(p->hist, p->fjob);
 	}
 	p->fjob = NULL;
-	p->flush_busy = false;
+	p->flush_st = FLUSH_IDLE;
 	struct fsrc *f = p->fsrc;
 	p->fsrc = NULL;
 	if (!rc) {
@@ -356,7 +382,7 @@ static void part_flush_finish(struct shard *sh, struct part *p)
 static int part_compact_start(struct shard *sh, struct part *p, bool all)
 {
 	struct pe_engine *e = sh->e;
-	int crc = part_hist_job_check(sh, p, p->compact_busy);
+	int crc = part_hist_job_check(sh, p, p->compact_st != COMPACT_IDLE);
 	if (crc)
 		return crc;
 	struct hpart_compact_opts o = {
@@ -368,8 +394,8 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
 		return 1;
 	if (rc)
 		return rc;
-	p->compact_busy = true;
-	hworker_push(e, 1, p->id, 2, NULL, 0);
+	p->compact_st = COMPACT_RUNNING;
+	hworker_push(e, HW_COMPACT, p->id, HJOB_COMPACT, NULL, 0);
 	return 0;
 }
 
@@ -382,15 +408,15 @@ static void part_compact_ran(struct shard *sh, struct part *p)
 	if (!rc && !atomic_load(&e->aborting)) {
 		rc = hpart_compact_prepare(p->hist, p->cjob, &p->cman);
 		if (!rc) {
-			p->compact_storing = true;
-			hworker_push(e, 1, p->id, 4, NULL, 0);
+			p->compact_st = COMPACT_STORING;
+			hworker_push(e, HW_COMPACT, p->id, HJOB_COMPACT_STORE, NULL, 0);
 			return;
 		}
 	}
 	p->compact_rc = rc ? rc : -PARLEY_ECLOSED;
 	hpart_compact_abandon(p->hist, p->cjob);
 	p->cjob = NULL;
-	p->compact_busy = false;
+	p->compact_st = COMPACT_IDLE;
 	part_compact_finish(sh, p, p->compact_rc, 0);
 }
 
@@ -400,14 +426,14 @@ static void part_compact_stored(struct shard *sh, struct part *p)
 	struct pe_engine *e = sh->e;
 	int rc = p->compact_rc;
 	size_t segs_before = hpart_manifest(p->hist)->nsegs;
-	p->compact_storing = false;
+	PARLEY_ASSERT(p->compact_st == COMPACT_STORING);
 	if (!rc) {
 		uint64_t *gone = NULL;
 		size_t ngone = 0;
 		/* the inputs' unlink + fsync-dir go to the worker as well */
 		rc = hpart_compact_install(p->hist, p->cjob, p->cman, &gone, &ngone);
 		if (gone && ngone)
-			hworker_push(e, 1, p->id, 3, gone, ngone);
+			hworker_push(e, HW_COMPACT, p->id, HJOB_REMOVE_FILES, gone, ngone);
 		else
 			free(gone);
 		if (rc == -PARLEY_ECORRUPT) {
@@ -421,12 +447,11 @@ static void part_compact_stored(struct shard *sh, struct part *p)
 	}
 	p->cman = NULL;
 	p->cjob = NULL;
-	p->compact_busy = false;
+	p->compact_st = COMPACT_IDLE;
 	part_compact_finish(sh, p, rc, segs_before);
-	if (p->flush_deferred) { /* its commit waited for this store */
-		p->flush_deferred = false;
+	if (p->flush_st == FLUSH_DEFERRED) { /* its commit waited for this store */
 		part_flush_finish(sh, p);
-	} else if (p->fwait_next && !p->flush_busy) {
+	} else if (p->fwait_next && p->flush_st == FLUSH_IDLE) {
 		p->fwait_cur = p->fwait_next;
 		p->fwait_next = NULL;
 		int s2 = part_flush_start(sh, p);
@@ -475,24 +500,33 @@ static void part_compact_finish(struct shard *sh, struct part *p, int rc,
 void hist_job_done(struct shard *sh, struct req *r)
 {
 	struct part *p = &sh->e->parts[r->part];
-	int kind = (int)r->from;
+	enum hist_job_kind kind = (enum hist_job_kind)r->from;
 	free(r);
-	if (kind == 1) {
-		if (p->compact_storing) /* one manifest store at a time */
-			p->flush_deferred = true;
+	switch (kind) {
+	case HJOB_FLUSH:
+		PARLEY_ASSERT(p->flush_st == FLUSH_RUNNING);
+		if (p->compact_st == COMPACT_STORING) /* one manifest store at a time */
+			p->flush_st = FLUSH_DEFERRED;
 		else
 			part_flush_finish(sh, p);
-	} else if (kind == 2) {
+		break;
+	case HJOB_COMPACT:
+		PARLEY_ASSERT(p->compact_st == COMPACT_RUNNING);
 		part_compact_ran(sh, p);
-	} else {
+		break;
+	case HJOB_COMPACT_STORE:
 		part_compact_stored(sh, p);
+		break;
+	case HJOB_REMOVE_FILES: /* never handed back */
+		PARLEY_ASSERT(!"HJOB_REMOVE_FILES handed back to a shard");
+		break;
 	}
 }
 
 void hist_job_flush_req(struct shard *sh, struct req *r)
 {
 	struct part *p = &sh->e->parts[r->part];
-	if (p->flush_busy || p->compact_storing) {
+	if (p->flush_st != FLUSH_IDLE || p->compact_st == COMPACT_STORING) {
 		r->next = p->fwait_next;
 		p->fwait_next = r;
 		return;
@@ -510,7 +544,7 @@ void hist_job_compact_req(struct shard *sh, struct req *r)
 {
 	struct part *p = &sh->e->parts[r->part];
 	bool all = r->from != 0;
-	if (p->compact_busy) {
+	if (p->compact_st != COMPACT_IDLE) {
 		p->cnext_all |= all;
 		r->next = p->cwait_next;
 		p->cwait_next = r;
@@ -556,7 +590,7 @@ void hist_job_wal_release(struct shard *sh)
 			if (pin[i] >= e->nparts)
 				continue;
 			struct part *p = &e->parts[pin[i]];
-			if (p->flush_busy)
+			if (p->flush_st != FLUSH_IDLE)
 				continue;
 			int rc = part_flush_start(sh, p);
 			again |= rc == 1;
@@ -574,7 +608,7 @@ void hist_job_maybe_flush(struct shard *sh)
 		return;
 	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
 		struct part *p = &e->parts[i];
-		if (!p->flush_busy && !p->corrupt &&
+		if (p->flush_st == FLUSH_IDLE && !p->corrupt &&
 		    p->mem_bytes > e->opt.memtable_bytes / 2)
 			(void)part_flush_start(sh, p);
 	}
@@ -584,7 +618,8 @@ bool hist_job_busy(struct shard *sh)
 {
 	struct pe_engine *e = sh->e;
 	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards)
-		if (e->parts[i].flush_busy || e->parts[i].compact_busy)
+		if (e->parts[i].flush_st != FLUSH_IDLE ||
+		    e->parts[i].compact_st != COMPACT_IDLE)
 			return true;
 	return false;
 }
@@ -619,7 +654,7 @@ int hist_job_tick_timeout(struct shard *sh)
 
 int hist_workers_start(struct pe_engine *e)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < HW_COUNT; i++) {
 		struct hworker *hw = &e->hw[i];
 		hw->e = e;
 		if (pthread_create(&hw->thread, NULL, hworker_main, hw))
@@ -631,7 +666,7 @@ int hist_workers_start(struct pe_engine *e)
 
 void hist_workers_stop(struct pe_engine *e)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < HW_COUNT; i++) {
 		struct hworker *hw = &e->hw[i];
 		if (!hw->started)
 			continue;

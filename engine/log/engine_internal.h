@@ -35,7 +35,7 @@
  *                      back to the shard (REQ_HIST_DONE) for its commit.
  *   struct fsrc        a frozen copy of the memtable's entry pointers for
  *                      one flush job; the entries it names are not freed
- *                      while the job is in flight (flush_busy).
+ *                      while the job is in flight (flush_st).
  *
  * Log commands (WAL record types). Their bodies are what a Raft log entry
  * will carry; applying them is deterministic (timestamps come from the
@@ -52,6 +52,7 @@
 #include "hpart.h"
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 #include "wal.h"
 
 #define CMD_APPEND 1u
@@ -117,6 +118,18 @@ struct idem {
 	uint8_t producer[PE_PRODUCER_LEN];
 };
 
+/* A partition's history job lanes (see history/hist_job.c). */
+enum part_flush_state {
+	FLUSH_IDLE = 0,
+	FLUSH_RUNNING,  /* frozen memtable being written by the flush worker */
+	FLUSH_DEFERRED, /* written; its commit waits for a compaction's store */
+};
+enum part_compact_state {
+	COMPACT_IDLE = 0,
+	COMPACT_RUNNING, /* the compaction worker merges segments */
+	COMPACT_STORING, /* the worker stores the new HISTORY manifest */
+};
+
 struct part {
 	uint32_t id;
 	bool corrupt;
@@ -134,14 +147,13 @@ struct part {
 	/* history tier */
 	struct hpart *hist;
 	uint64_t flushed_index; /* log index covered by committed history */
-	bool flush_busy, compact_busy;
+	enum part_flush_state flush_st;     /* history/hist_job.c draws */
+	enum part_compact_state compact_st; /* both state machines */
 	struct hpart_fjob *fjob;
 	struct fsrc *fsrc;
 	struct hpart_cjob *cjob;
 	struct hman *cman;      /* compaction's new manifest, being stored by
-				   the worker (compact_storing) */
-	bool compact_storing;   /* no other manifest store until installed */
-	bool flush_deferred;    /* a finished flush waits for that install */
+				   the worker (COMPACT_STORING) */
 	bool compact_all;       /* the running compaction merges everything */
 	int flush_rc, compact_rc; /* worker's results, read after REQ_HIST_DONE */
 	struct req *fwait_cur, *fwait_next; /* pe_flush_sync waiters */
@@ -217,11 +229,21 @@ struct shard {
 
 /* A history worker thread: runs flush and compaction jobs off the shards.
  * Two per engine: flushes never queue behind a (throttled) compaction. */
+enum hist_worker {
+	HW_FLUSH = 0,   /* flushes: never queue behind a throttled compaction */
+	HW_COMPACT = 1, /* compactions, their manifest stores, file removals */
+	HW_COUNT
+};
+enum hist_job_kind {
+	HJOB_FLUSH = 1,         /* hpart_flush_run; handed back */
+	HJOB_COMPACT = 2,       /* hpart_compact_run; handed back */
+	HJOB_REMOVE_FILES = 3,  /* unlink a compaction's inputs; not handed back */
+	HJOB_COMPACT_STORE = 4, /* hpart_compact_store; handed back */
+};
 struct hjob {
 	struct hjob *next;
 	uint32_t part;
-	int kind;               /* 1 flush, 2 compaction, 3 remove files,
-				   4 store a compaction's manifest */
+	enum hist_job_kind kind;
 	uint64_t *ids;          /* kind 3: segment files to remove */
 	size_t nids;
 };
@@ -236,7 +258,7 @@ struct hworker {
 
 struct pe_engine {
 	struct pe_options opt;
-	struct hworker hw[2];   /* [0] flushes, [1] compactions */
+	struct hworker hw[HW_COUNT];
 	struct retention_policy retention;
 	struct retention_rule *rules;
 	char dir[512];

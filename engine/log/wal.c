@@ -395,9 +395,7 @@ static int spare_create(struct wal *w)
 	rc = zero_fill(w->io, f, w->seg_bytes);
 	w->io->ops->close(w->io, f);
 	if (!rc)
-		rc = w->io->ops->rename(w->io, tmp, fin);
-	if (!rc)
-		rc = w->io->ops->fsync_dir(w->io, w->dir);
+		rc = pio_file_publish(w->io, w->dir, tmp, fin);
 	if (rc) {
 		w->io->ops->unlink(w->io, tmp);
 		return rc;

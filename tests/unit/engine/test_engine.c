@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 static struct pio *io;
 static struct pe_engine *eng;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 static char dir[64];
 static char cmdbuf[1024];
