@@ -55,18 +55,17 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	if (!q || !cb || !api_key_ok(q->key, q->klen) || q->count == 0 ||
 	    q->count > PE_MAX_BATCH || !q->entries)
 		return -PARLEY_EINVAL;
-	uint64_t len = 1 + q->klen + PE_PRODUCER_LEN + 8 + 8 + 4;
 	uint64_t mem = 0;
 	for (uint32_t i = 0; i < q->count; i++) {
 		if (q->entries[i].len > PE_MAX_PAYLOAD)
 			return -PARLEY_ETOOBIG;
 		if (q->entries[i].len && !q->entries[i].payload)
 			return -PARLEY_EINVAL;
-		len += 8 + q->entries[i].len;
 		mem += mentry_cost(q->entries[i].len);
 	}
-	if (len > CMD_MAX_BYTES)
-		return -PARLEY_ETOOBIG;
+	size_t len = cmd_append_size(q->klen, q->entries, q->count);
+	if (!len)
+		return -PARLEY_ETOOBIG; /* over CMD_MAX_BYTES */
 	struct req *r = malloc(sizeof *r + len);
 	if (!r)
 		return -PARLEY_ENOMEM;
@@ -78,27 +77,11 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	r->len = (uint32_t)len;
 	r->klen = (uint8_t)q->klen;
 	r->mem_estimate = (uint32_t)PARLEY_MIN(mem, UINT32_MAX);
-	uint8_t *b = r->data;
-	*b++ = (uint8_t)q->klen;
-	memcpy(b, q->key, q->klen);
-	b += q->klen;
-	memcpy(b, q->producer, PE_PRODUCER_LEN);
-	b += PE_PRODUCER_LEN;
-	le_put64(b, 0); /* ts: stamped on the shard */
-	b += 8;
-	le_put64(b, q->expected_last_seq);
-	b += 8;
-	le_put32(b, q->count);
-	b += 4;
-	for (uint32_t i = 0; i < q->count; i++) {
-		le_put16(b, q->entries[i].type);
-		le_put16(b + 2, q->entries[i].flags);
-		le_put32(b + 4, q->entries[i].len);
-		b += 8;
-		if (q->entries[i].len)
-			memcpy(b, q->entries[i].payload, q->entries[i].len);
-		b += q->entries[i].len;
-	}
+	/* ts 0: stamped by the shard when the command enters the log */
+	int64_t n = cmd_append_encode(r->data, len, q->key, q->klen, q->producer,
+				      0, q->expected_last_seq, q->entries,
+				      q->count);
+	PARLEY_ASSERT(n == (int64_t)len);
 	int rc = shard_push(e, r);
 	if (rc)
 		free(r);
@@ -211,7 +194,7 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 {
 	if (!cb || !api_key_ok(key, klen))
 		return -PARLEY_EINVAL;
-	uint32_t len = (uint32_t)(1 + klen + 8);
+	uint32_t len = CMD_DELETE_BYTES(klen);
 	struct req *r = malloc(sizeof *r + len);
 	if (!r)
 		return -PARLEY_ENOMEM;
@@ -222,9 +205,8 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 	r->arg = arg;
 	r->len = len;
 	r->klen = (uint8_t)klen;
-	r->data[0] = (uint8_t)klen;
-	memcpy(r->data + 1, key, klen);
-	le_put64(r->data + 1 + klen, through);
+	int64_t n = cmd_delete_encode(r->data, len, key, klen, through);
+	PARLEY_ASSERT(n == (int64_t)len);
 	int rc = shard_push(e, r);
 	if (rc)
 		free(r);

@@ -86,18 +86,6 @@ static void engine_free(struct pe_engine *e)
 	if (e->parts) {
 		for (uint32_t i = 0; i < e->nparts; i++) {
 			struct part *p = &e->parts[i];
-			for (uint64_t b = 0; b < p->nsb; b++) {
-				struct stream *s = p->sbuckets[b];
-				while (s) {
-					struct stream *n = s->hnext;
-					for (uint64_t k = 0; k < s->nents; k++)
-						free(s->ents[k]);
-					free(s->ents);
-					free(s);
-					s = n;
-				}
-			}
-			free(p->sbuckets);
 			if (p->hist) {
 				if (p->fjob || p->cjob) /* abort: no file touched */
 					hpart_abort(p->hist, p->fjob, p->cjob);
@@ -106,21 +94,16 @@ static void engine_free(struct pe_engine *e)
 			}
 			hist_job_fsrc_free(p->fsrc);
 			hpart_man_free(p->cman);
-			struct req *lists[4] = {p->fwait_cur, p->fwait_next,
-						p->cwait_cur, p->cwait_next};
-			for (int l = 0; l < 4; l++) /* waiters only exist on abort */
+			struct req *lists[5] = {p->fwait_cur, p->fwait_next,
+						p->cwait_cur, p->cwait_next,
+						p->wait_head};
+			for (int l = 0; l < 5; l++) /* waiters only exist on abort */
 				while (lists[l]) {
 					struct req *n = lists[l]->next;
 					free(lists[l]);
 					lists[l] = n;
 				}
-			struct idem *i2 = p->ihead;
-			while (i2) {
-				struct idem *n = i2->fnext;
-				free(i2);
-				i2 = n;
-			}
-			free(p->ibuckets);
+			part_free_state(p);
 		}
 		free(e->parts);
 	}
@@ -136,12 +119,6 @@ static void engine_free(struct pe_engine *e)
 					free(lists[l]);
 					lists[l] = n;
 				}
-			for (uint32_t k = 0; k < sh->open_n; k++)
-				free(sh->open_reqs[k]);
-			for (uint32_t k = 0; k < sh->flight_n; k++)
-				free(sh->flight_reqs[k]);
-			free(sh->open_reqs);
-			free(sh->flight_reqs);
 			if (sh->wal)
 				wal_close(sh->wal);
 			if (sh->ring)
@@ -293,6 +270,10 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 	for (uint32_t i = 0; i < e->nparts; i++) {
 		e->parts[i].id = i;
 		e->parts[i].next_index = 1;
+		e->parts[i].term = 1; /* a single node's partitions */
+		e->parts[i].cfg = (struct part_cfg){
+			.idem_window_ms = e->idem_window_ms,
+			.idem_max = e->idem_max};
 	}
 	for (uint32_t i = 0; i < e->nshards; i++) {
 		struct shard *sh = &e->shards[i];

@@ -37,10 +37,9 @@
  *                      one flush job; the entries it names are not freed
  *                      while the job is in flight (flush_st).
  *
- * Log commands (WAL record types). Their bodies are what a Raft log entry
- * will carry; applying them is deterministic (timestamps come from the
- * command, idempotency expiry is measured in command time), so replaying the
- * log always rebuilds the same seqs.
+ * Log commands (WAL record types) and their codec: log/cmd.h. Applying
+ * them (log/part_apply.c) is deterministic, so replaying the log always
+ * rebuilds the same seqs.
  */
 #ifndef PARLEY_ENGINE_INTERNAL_H
 #define PARLEY_ENGINE_INTERNAL_H
@@ -48,24 +47,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "cmd.h"
 #include "compact.h"
 #include "hpart.h"
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
 #include "wal.h"
-
-#define CMD_APPEND 1u
-#define CMD_DELETE 2u
-
-/* DELETE body: u8 klen | key | u64 through (UINT64_MAX = whole stream as of
- * the moment the command applies). Applying it hides seq <= through at
- * once (memtable + hpart_mark_deleted); the mark becomes durable with the
- * next history commit, until then the WAL record is the durable copy. */
-
-/* APPEND body: u8 klen | key | producer[16] | u64 ts | u64 expected |
- *              u32 count | count x (u16 type | u16 flags | u32 len | bytes) */
-#define CMD_MAX_BYTES (2u << 20) /* one append command, all entries */
 
 struct mentry {
 	uint64_t seq;
@@ -130,12 +118,34 @@ enum part_compact_state {
 	COMPACT_STORING, /* the worker stores the new HISTORY manifest */
 };
 
+/* What the partition state machine needs from the engine's configuration
+ * (fixed in the MANIFEST: the same on every replica). */
+struct part_cfg {
+	uint64_t idem_window_ms;
+	uint32_t idem_max;
+};
+
+/* The outcome of applying one command (part_apply). */
+struct part_apply_res {
+	uint16_t kind;                  /* CMD_APPEND or CMD_DELETE */
+	struct pe_append_result append; /* CMD_APPEND's result */
+	struct pe_delete_result del;    /* CMD_DELETE's result */
+	struct stream *touched;         /* stream whose tails may move */
+	const char *why;                /* when part_apply failed */
+};
+
 struct part {
 	uint32_t id;
 	bool corrupt;
 	char err[256];
+	struct part_cfg cfg;
 	uint64_t last_index;    /* last applied log index */
+	uint64_t last_term;     /* term of that entry */
+	uint64_t term;          /* term new proposals are made in (a single
+				   node's partitions: 1) */
 	uint64_t next_index;    /* next index to propose */
+	struct req *wait_head, *wait_tail; /* proposals awaiting apply, by
+					      index (log/part_wait.c) */
 	struct stream **sbuckets;
 	uint64_t nsb, nstreams;
 	struct idem **ibuckets;
@@ -182,6 +192,7 @@ struct req {
 	enum req_kind kind;
 	struct req *next;
 	uint32_t part;
+	uint64_t index, term;   /* APPEND/DELETE: where it was proposed */
 	void *arg;
 	union {
 		pe_append_cb append;
@@ -215,8 +226,6 @@ struct shard {
 	uint32_t in_count;
 
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
-	struct req **open_reqs, **flight_reqs;
-	uint32_t open_n, flight_n, reqs_cap;
 	struct pe_sub *catchup;
 	struct bcache *cache;   /* decompressed history blocks, this shard's */
 	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
@@ -282,7 +291,6 @@ struct pe_engine {
 /* Applies a durable record (live path and recovery). */
 struct apply_ctx {
 	struct shard *sh;
-	uint32_t i; /* index into flight_reqs (live path) */
 	bool live;
 };
 
@@ -308,16 +316,27 @@ struct mentry *stream_at(const struct stream *s, uint64_t seq);
 void mentry_to_pe(const struct mentry *m, struct pe_entry *o);
 struct stream *stream_lookup(struct part *p, const uint8_t *key, uint8_t klen, bool create);
 void stream_drop_through(struct part *p, struct stream *s, uint64_t through);
+void part_free_state(struct part *p);
 
 /* log/idem.c */
 struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
-void idem_expire(struct pe_engine *e, struct part *p, uint64_t now);
+void idem_expire(struct part *p, uint64_t window_ms, uint32_t max, uint64_t now);
+int idem_reserve(struct part *p);
+void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
 int idem_insert(struct part *p, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
 
 /* log/part_apply.c */
 void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
-int part_apply_append(struct pe_engine *e, struct part *p, const uint8_t *body, uint32_t len, struct pe_append_result *res, struct stream **touched);
-int part_apply_delete(struct part *p, const uint8_t *body, uint32_t len, struct pe_delete_result *res, struct stream **touched);
+int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind, const uint8_t *body, size_t len, struct part_apply_res *res);
+/* A hash of the partition's replicated state as the memtable holds it
+ * (streams by key with their entries, the idempotency table, last applied
+ * index and term): equal states, equal hashes. */
+int part_state_hash(const struct part *p, uint64_t *out);
+
+/* log/part_wait.c */
+void part_wait_push(struct part *p, struct req *r);
+struct req *part_wait_take(struct part *p, uint64_t index, uint64_t term, struct req **lost);
+struct req *part_wait_take_after(struct part *p, uint64_t index);
 
 /* log/sub.c */
 void sub_free(struct pe_sub *sub);

@@ -52,11 +52,11 @@ static void idem_unlink(struct part *p, struct idem *victim)
 }
 
 /* Forget keys older than the window (in command time) or over the cap. */
-void idem_expire(struct pe_engine *e, struct part *p, uint64_t now)
+void idem_expire(struct part *p, uint64_t window_ms, uint32_t max,
+		 uint64_t now)
 {
 	while (p->ihead &&
-	       (p->nidem > e->idem_max ||
-		p->ihead->ts + e->idem_window_ms < now)) {
+	       (p->nidem > max || p->ihead->ts + window_ms < now)) {
 		struct idem *i = p->ihead;
 		p->ihead = i->fnext;
 		if (!p->ihead)
@@ -66,32 +66,39 @@ void idem_expire(struct pe_engine *e, struct part *p, uint64_t now)
 	}
 }
 
-int idem_insert(struct part *p, struct stream *s,
-		       const uint8_t *producer, uint64_t seq, uint32_t count,
-		       uint64_t ts)
+/* Makes room for one more record in the hash table (may allocate). */
+int idem_reserve(struct part *p)
 {
-	if (p->nidem + 1 > p->nib) {
-		uint64_t nn = p->nib ? p->nib * 2 : 256;
-		struct idem **nb = calloc(nn, sizeof *nb);
-		if (!nb)
-			return -ENOMEM;
-		for (uint64_t b = 0; b < p->nib; b++) {
-			struct idem *i = p->ibuckets[b];
-			while (i) {
-				struct idem *n = i->hnext;
-				uint64_t h = idem_hash(i->st, i->producer);
-				i->hnext = nb[h & (nn - 1)];
-				nb[h & (nn - 1)] = i;
-				i = n;
-			}
-		}
-		free(p->ibuckets);
-		p->ibuckets = nb;
-		p->nib = nn;
-	}
-	struct idem *i = calloc(1, sizeof *i);
-	if (!i)
+	if (p->nidem + 1 <= p->nib)
+		return 0;
+	uint64_t nn = p->nib ? p->nib * 2 : 256;
+	struct idem **nb = calloc(nn, sizeof *nb);
+	if (!nb)
 		return -ENOMEM;
+	for (uint64_t b = 0; b < p->nib; b++) {
+		struct idem *i = p->ibuckets[b];
+		while (i) {
+			struct idem *n = i->hnext;
+			uint64_t h = idem_hash(i->st, i->producer);
+			i->hnext = nb[h & (nn - 1)];
+			nb[h & (nn - 1)] = i;
+			i = n;
+		}
+	}
+	free(p->ibuckets);
+	p->ibuckets = nb;
+	p->nib = nn;
+	return 0;
+}
+
+/* Links a record allocated by the caller; never fails (idem_reserve came
+ * first). */
+void idem_link(struct part *p, struct idem *i, struct stream *s,
+	       const uint8_t *producer, uint64_t seq, uint32_t count,
+	       uint64_t ts)
+{
+	PARLEY_ASSERT(p->nidem + 1 <= p->nib);
+	memset(i, 0, sizeof *i);
 	i->st = s;
 	memcpy(i->producer, producer, PE_PRODUCER_LEN);
 	i->seq = seq;
@@ -106,5 +113,18 @@ int idem_insert(struct part *p, struct stream *s,
 		p->ihead = i;
 	p->itail = i;
 	p->nidem++;
+}
+
+int idem_insert(struct part *p, struct stream *s,
+		       const uint8_t *producer, uint64_t seq, uint32_t count,
+		       uint64_t ts)
+{
+	int rc = idem_reserve(p);
+	if (rc)
+		return rc;
+	struct idem *i = malloc(sizeof *i);
+	if (!i)
+		return -ENOMEM;
+	idem_link(p, i, s, producer, seq, count, ts);
 	return 0;
 }

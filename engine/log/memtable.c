@@ -180,3 +180,34 @@ void stream_drop_through(struct part *p, struct stream *s,
 		}
 	}
 }
+
+/* Frees the partition's streams, entries and idempotency table (the state
+ * part_apply builds); the history tier and the waiters are the caller's. */
+void part_free_state(struct part *p)
+{
+	for (uint64_t b = 0; b < p->nsb; b++) {
+		struct stream *s = p->sbuckets[b];
+		while (s) {
+			struct stream *n = s->hnext;
+			for (uint64_t k = 0; k < s->nents; k++)
+				free(s->ents[k]);
+			free(s->ents);
+			free(s);
+			s = n;
+		}
+	}
+	free(p->sbuckets);
+	p->sbuckets = NULL;
+	p->nsb = p->nstreams = 0;
+	struct idem *i = p->ihead;
+	while (i) {
+		struct idem *n = i->fnext;
+		free(i);
+		i = n;
+	}
+	free(p->ibuckets);
+	p->ibuckets = NULL;
+	p->ihead = p->itail = NULL;
+	p->nib = p->nidem = 0;
+	p->mem_bytes = p->nentries = 0;
+}

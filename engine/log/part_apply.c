@@ -1,14 +1,30 @@
 /*
- * part_apply.c — applying one log command (APPEND, DELETE) to a partition:
- * seq assignment, idempotency, the expected-seq precondition, deletion
- * marks. This is the partition state machine.
+ * part_apply.c — the partition state machine: applying one log command
+ * (cmd.h) at (index, term) to a partition's memtable, idempotency table
+ * and deletion marks; and a hash of that state for comparing replicas.
  *
- * Deterministic: the result depends only on the partition's state and the
- * command (its timestamp was stamped when the command entered the log), so
- * replaying the log rebuilds exactly the seqs that were acknowledged.
+ * Contract (part_apply)
+ *   1. Deterministic: the outcome depends only on the partition's state and
+ *      (index, term, kind, body). No clock is read (the timestamp is in the
+ *      command, stamped by its proposer; idempotency expiry is measured in
+ *      command time), nothing random, no file written.
+ *   2. Commands apply in index order with no gap: index must be
+ *      last_index + 1, else -PARLEY_ECORRUPT and nothing changes.
+ *   3. All or nothing: every allocation an APPEND needs is made before the
+ *      first visible change. On -PARLEY_ECORRUPT (gap, unknown kind,
+ *      undecodable body) or -ENOMEM the partition's entries, seqs,
+ *      idempotency records and marks are as before, and last_index did not
+ *      move; `why` says what happened. The caller decides (today: the
+ *      partition is marked failed, since a replica may not skip an entry).
+ *   4. A command's own outcome is not an error of apply: a failed
+ *      expected-seq precondition (-PARLEY_ESEQ) and an idempotent duplicate
+ *      are results in res, and the index is consumed.
+ *   Known exception to "no I/O": a stream the memtable does not hold is
+ *   continued from history metadata (hpart_stream_meta: an index lookup in
+ *   the partition's segments, which may read a block through the cache).
  *
  * Threads: the partition's shard thread (live apply) or the opening
- * thread (recovery, before the shards start).
+ * thread (recovery, before the shards start). Never two at once.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd.h"
 #include "engine_internal.h"
 
 static const uint8_t zero_producer[PE_PRODUCER_LEN];
@@ -33,156 +50,217 @@ void part_mark_corrupt(struct part *p, const char *fmt_file,
 	       fmt_file, off, why);
 }
 
-struct decoded_append {
-	const uint8_t *key;
-	uint8_t klen;
-	const uint8_t *producer;
-	uint64_t ts;
-	uint64_t expected;
-	uint32_t count;
-	struct le_reader entries; /* positioned at the first entry */
-};
-
-static int append_decode(const uint8_t *body, uint32_t len,
-			 struct decoded_append *d)
+static int apply_append(struct part *p, const struct cmd *c,
+			struct part_apply_res *res)
 {
-	struct le_reader r;
-	le_reader_init(&r, body, len);
-	d->klen = le_read8(&r);
-	d->key = le_read_bytes(&r, d->klen);
-	d->producer = le_read_bytes(&r, PE_PRODUCER_LEN);
-	d->ts = le_read64(&r);
-	d->expected = le_read64(&r);
-	d->count = le_read32(&r);
-	if (!r.ok || d->klen == 0 || d->count == 0 || d->count > PE_MAX_BATCH)
-		return -PARLEY_ECORRUPT;
-	d->entries = r;
-	/* validate every entry before changing any state */
-	for (uint32_t i = 0; i < d->count; i++) {
-		le_read16(&r);
-		le_read16(&r);
-		uint32_t n = le_read32(&r);
-		if (n > PE_MAX_PAYLOAD || !le_read_bytes(&r, n))
-			return -PARLEY_ECORRUPT;
-	}
-	if (r.off != r.len)
-		return -PARLEY_ECORRUPT;
-	return 0;
-}
-
-/*
- * Applies one APPEND command. Deterministic: depends only on the command
- * and the partition state. Fills *res. Returns 0, or -PARLEY_ECORRUPT when
- * the command cannot be decoded (the caller marks the partition), or
- * -ENOMEM.
- */
-int part_apply_append(struct pe_engine *e, struct part *p,
-			     const uint8_t *body, uint32_t len,
-			     struct pe_append_result *res,
-			     struct stream **touched)
-{
-	struct decoded_append d;
-	memset(res, 0, sizeof *res);
-	*touched = NULL;
-	int rc = append_decode(body, len, &d);
-	if (rc)
-		return rc;
-	struct stream *s = stream_lookup(p, d.key, d.klen, true);
+	struct pe_append_result *o = &res->append;
+	struct stream *s = stream_lookup(p, c->key, c->klen, true);
 	if (!s)
 		return -ENOMEM;
-	bool idem = memcmp(d.producer, zero_producer, PE_PRODUCER_LEN) != 0;
-	idem_expire(e, p, d.ts);
+	bool idem = memcmp(c->producer, zero_producer, PE_PRODUCER_LEN) != 0;
+	/* forgetting expired keys is a pure function of command time: every
+	 * replica forgets the same ones at the same index */
+	idem_expire(p, p->cfg.idem_window_ms, p->cfg.idem_max, c->ts);
 	if (idem) {
-		struct idem *i = idem_find(p, s, d.producer);
+		struct idem *i = idem_find(p, s, c->producer);
 		if (i) {
-			res->seq = i->seq;
-			res->count = i->count;
-			res->ts_ms = i->ts;
-			res->last_seq = s->last_seq;
-			res->duplicate = true;
+			o->seq = i->seq;
+			o->count = i->count;
+			o->ts_ms = i->ts;
+			o->last_seq = s->last_seq;
+			o->duplicate = true;
 			return 0;
 		}
 	}
-	if (d.expected != PE_NO_EXPECT && d.expected != s->last_seq) {
-		res->err = -PARLEY_ESEQ;
-		res->last_seq = s->last_seq;
+	if (c->expected != PE_NO_EXPECT && c->expected != s->last_seq) {
+		o->err = -PARLEY_ESEQ;
+		o->last_seq = s->last_seq;
 		return 0;
 	}
-	if (s->nents + d.count > s->cap) {
+	/* everything that can fail, first (contract 3) */
+	if (s->nents + c->count > s->cap) {
 		uint64_t nc = s->cap ? s->cap * 2 : 8;
-		while (nc < s->nents + d.count)
+		while (nc < s->nents + c->count)
 			nc *= 2;
 		struct mentry **ne = realloc(s->ents, nc * sizeof *ne);
 		if (!ne)
 			return -ENOMEM;
-		s->ents = ne;
+		s->ents = ne; /* more room only: nothing visible changed */
 		s->cap = nc;
 	}
-	uint64_t ts = PARLEY_MAX(d.ts, s->last_ts); /* monotone per stream */
-	struct le_reader r = d.entries;
+	struct idem *irec = NULL;
+	if (idem && (idem_reserve(p) || !(irec = malloc(sizeof *irec))))
+		return -ENOMEM;
+	struct mentry *ms[PE_MAX_BATCH];
+	uint32_t n = 0;
+	struct cmd_entry_iter it;
+	struct cmd_entry ce;
+	cmd_entry_iter_init(&it, c);
+	while (cmd_entry_next(&it, &ce)) {
+		struct mentry *m = malloc(sizeof *m + ce.len);
+		if (!m) {
+			while (n)
+				free(ms[--n]);
+			free(irec);
+			return -ENOMEM;
+		}
+		m->type = ce.type;
+		m->flags = ce.flags;
+		m->len = ce.len;
+		memcpy(m->producer, c->producer, PE_PRODUCER_LEN);
+		if (ce.len)
+			memcpy(m->payload, ce.payload, ce.len);
+		ms[n++] = m;
+	}
+	PARLEY_ASSERT(n == c->count);
+	/* commit: nothing below fails */
+	uint64_t ts = PARLEY_MAX(c->ts, s->last_ts); /* monotone per stream */
 	uint64_t first = s->last_seq + 1;
-	for (uint32_t i = 0; i < d.count; i++) {
-		uint16_t type = le_read16(&r);
-		uint16_t flags = le_read16(&r);
-		uint32_t n = le_read32(&r);
-		const uint8_t *pl = le_read_bytes(&r, n);
-		struct mentry *m = malloc(sizeof *m + n);
-		if (!m)
-			return -ENOMEM; /* entries so far stay: seqs still dense */
+	for (uint32_t i = 0; i < n; i++) {
+		struct mentry *m = ms[i];
 		m->seq = s->last_seq + 1;
 		m->ts = ts;
-		m->type = type;
-		m->flags = flags;
-		m->len = n;
-		memcpy(m->producer, d.producer, PE_PRODUCER_LEN);
-		memcpy(m->payload, pl, n);
 		s->ents[s->nents++] = m;
 		s->last_seq = m->seq;
-		p->mem_bytes += mentry_cost(n);
+		p->mem_bytes += mentry_cost(m->len);
 		p->nentries++;
 	}
 	s->last_ts = ts;
-	if (idem && idem_insert(p, s, d.producer, first, d.count, ts))
-		return -ENOMEM;
-	res->seq = first;
-	res->count = d.count;
-	res->ts_ms = ts;
-	res->last_seq = s->last_seq;
-	*touched = s;
+	if (idem)
+		idem_link(p, irec, s, c->producer, first, c->count, ts);
+	o->seq = first;
+	o->count = c->count;
+	o->ts_ms = ts;
+	o->last_seq = s->last_seq;
+	res->touched = s;
 	return 0;
 }
 
-/* Applies one DELETE command (deterministic, like an append). */
-int part_apply_delete(struct part *p, const uint8_t *body,
-			     uint32_t len, struct pe_delete_result *res,
-			     struct stream **touched)
+static int apply_delete(struct part *p, const struct cmd *c,
+			struct part_apply_res *res)
 {
-	memset(res, 0, sizeof *res);
-	*touched = NULL;
-	if (len < 1)
-		return -PARLEY_ECORRUPT;
-	uint8_t klen = body[0];
-	if (klen == 0 || len != 1u + klen + 8)
-		return -PARLEY_ECORRUPT;
-	const uint8_t *key = body + 1;
-	uint64_t through = le_get64(body + 1 + klen);
-	struct stream *s = stream_lookup(p, key, klen, false);
+	struct pe_delete_result *o = &res->del;
+	struct stream *s = stream_lookup(p, c->key, c->klen, false);
 	if (!s || !s->last_seq)
 		return 0;
-	uint64_t t = PARLEY_MIN(through, s->last_seq);
+	uint64_t t = PARLEY_MIN(c->through, s->last_seq);
 	if (t >= s->first_seq) {
 		/* hidden now; the memory goes with the next flush, which writes
 		 * them (hidden by the mark) so that their idempotency records
 		 * reach a segment; compaction purges them */
-		s->first_seq = t + 1;
 		if (p->hist) {
-			int rc = hpart_mark_deleted(p->hist, key, klen, t);
+			int rc = hpart_mark_deleted(p->hist, c->key, c->klen, t);
 			if (rc)
 				return rc;
 		}
-		*touched = s;
+		s->first_seq = t + 1;
+		res->touched = s;
 	}
-	res->first_seq = s->first_seq;
-	res->last_seq = s->last_seq;
+	o->first_seq = s->first_seq;
+	o->last_seq = s->last_seq;
+	return 0;
+}
+
+int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind,
+	       const uint8_t *body, size_t len, struct part_apply_res *res)
+{
+	memset(res, 0, sizeof *res);
+	res->kind = kind;
+	if (index != p->last_index + 1) {
+		res->why = "log index gap";
+		return -PARLEY_ECORRUPT;
+	}
+	if (kind != CMD_APPEND && kind != CMD_DELETE) {
+		res->why = "unknown log command type";
+		return -PARLEY_ECORRUPT;
+	}
+	struct cmd c;
+	if (cmd_decode(kind, body, len, &c)) {
+		res->why = "undecodable log command";
+		return -PARLEY_ECORRUPT;
+	}
+	int rc = kind == CMD_APPEND ? apply_append(p, &c, res)
+				    : apply_delete(p, &c, res);
+	if (rc) {
+		res->why = rc == -ENOMEM || rc == -PARLEY_ENOMEM
+				   ? "out of memory while applying"
+				   : "deletion mark could not be recorded";
+		memset(&res->append, 0, sizeof res->append);
+		memset(&res->del, 0, sizeof res->del);
+		res->touched = NULL;
+		return rc;
+	}
+	p->last_index = index;
+	p->last_term = term;
+	return 0;
+}
+
+/* ---- state hash --------------------------------------------------------------- */
+
+static int stream_cmp(const void *x, const void *y)
+{
+	const struct stream *a = *(const struct stream *const *)x;
+	const struct stream *b = *(const struct stream *const *)y;
+	int c = memcmp(a->key, b->key, PARLEY_MIN(a->klen, b->klen));
+	if (!c)
+		c = a->klen < b->klen ? -1 : a->klen > b->klen;
+	return c;
+}
+
+int part_state_hash(const struct part *p, uint64_t *out)
+{
+	uint8_t b[8 * 8 + PE_MAX_KEY + 1 + PE_PRODUCER_LEN];
+	le_put64(b, p->last_index);
+	le_put64(b + 8, p->last_term);
+	uint64_t h = parley_xxh3(b, 16, 0x50415254);
+	size_t n = 0;
+	for (uint64_t k = 0; k < p->nsb; k++)
+		for (const struct stream *s = p->sbuckets[k]; s; s = s->hnext)
+			n += s->last_seq > 0;
+	const struct stream **v = malloc((n ? n : 1) * sizeof *v);
+	if (!v)
+		return -PARLEY_ENOMEM;
+	n = 0;
+	for (uint64_t k = 0; k < p->nsb; k++)
+		for (const struct stream *s = p->sbuckets[k]; s; s = s->hnext)
+			if (s->last_seq > 0)
+				v[n++] = s;
+	qsort(v, n, sizeof *v, stream_cmp);
+	for (size_t i = 0; i < n; i++) {
+		const struct stream *s = v[i];
+		b[0] = s->klen;
+		memcpy(b + 1, s->key, s->klen);
+		uint8_t *q = b + 1 + s->klen;
+		le_put64(q, s->first_seq);
+		le_put64(q + 8, s->mem_first);
+		le_put64(q + 16, s->last_seq);
+		le_put64(q + 24, s->last_ts);
+		h = parley_xxh3(b, (size_t)(q + 32 - b), h);
+		for (uint64_t k = 0; k < s->nents; k++) {
+			const struct mentry *m = s->ents[k];
+			le_put64(b, m->seq);
+			le_put64(b + 8, m->ts);
+			le_put16(b + 16, m->type);
+			le_put16(b + 18, m->flags);
+			le_put32(b + 20, m->len);
+			memcpy(b + 24, m->producer, PE_PRODUCER_LEN);
+			h = parley_xxh3(b, 24 + PE_PRODUCER_LEN, h);
+			h = parley_xxh3(m->payload, m->len, h);
+		}
+	}
+	free(v);
+	/* the idempotency table in its (deterministic) insertion order */
+	for (const struct idem *i = p->ihead; i; i = i->fnext) {
+		b[0] = i->st->klen;
+		memcpy(b + 1, i->st->key, i->st->klen);
+		uint8_t *q = b + 1 + i->st->klen;
+		memcpy(q, i->producer, PE_PRODUCER_LEN);
+		q += PE_PRODUCER_LEN;
+		le_put64(q, i->seq);
+		le_put64(q + 8, i->ts);
+		le_put32(q + 16, i->count);
+		h = parley_xxh3(b, (size_t)(q + 20 - b), h);
+	}
+	*out = h;
 	return 0;
 }

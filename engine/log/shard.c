@@ -14,9 +14,11 @@
  *           -> completion -> apply every record of the batch in log order
  *           (seq assigned, idempotency checked) -> callback -> tails
  *
- * An append's callback is called from exactly one place on success,
- * shard_apply_record() on the live path, which runs only after
- * wal_on_cqe() reported the batch durable. Recovery replays the same apply
+ * An append's callback reports success from exactly one place,
+ * shard_answer(), reached only from shard_apply_record() on the live path,
+ * which runs only after wal_on_cqe() reported the batch durable. The
+ * proposal is found by the (index, term) it was proposed at
+ * (log/part_wait.c), not by its position in the batch. Recovery replays the same apply
  * function, so a replayed log rebuilds exactly the seqs that were
  * acknowledged.
  *
@@ -80,14 +82,49 @@ int shard_push(struct pe_engine *e, struct req *r)
 
 /* ---- applying durable records ------------------------------------------- */
 
-/* Applies a durable record (live path and recovery). */
+/* Answers a proposal whose entry applied (rc 0, res its outcome) or could
+ * not be applied (rc < 0). The one place an append's success is reported:
+ * reached only from shard_apply_record on the live path, i.e. after the
+ * WAL batch holding the entry was written and fdatasync'd. */
+static void shard_answer(struct shard *sh, struct part *p, struct req *r,
+			 int rc, const struct part_apply_res *res)
+{
+	p->pending_bytes -= r->mem_estimate;
+	if (r->kind == REQ_DELETE) {
+		struct pe_delete_result d = res->del;
+		if (rc)
+			d = (struct pe_delete_result){.err = rc};
+		r->cb.del(r->arg, &d);
+	} else {
+		struct pe_append_result a = res->append;
+		if (rc)
+			a = (struct pe_append_result){.err = rc};
+		if (!a.err) {
+			atomic_fetch_add(&sh->n_appends, 1);
+			atomic_fetch_add(&sh->n_entries, a.count);
+		}
+		r->cb.append(r->arg, &a);
+	}
+	free(r);
+}
+
+/* Fails a chain of proposals (linked by next) with err. */
+static void shard_fail_chain(struct shard *sh, struct req *r, int err)
+{
+	while (r) {
+		struct req *n = r->next;
+		sh->e->parts[r->part].pending_bytes -= r->mem_estimate;
+		shard_req_fail(r, err);
+		r = n;
+	}
+}
+
+/* Applies a durable record (live path and recovery) and answers the
+ * proposal waiting for it, matched by (index, term). */
 int shard_apply_record(void *arg, const struct wal_rec *rec)
 {
 	struct apply_ctx *c = arg;
 	struct pe_engine *e = c->sh->e;
-	struct req *r = c->live ? c->sh->flight_reqs[c->i++] : NULL;
-	struct pe_append_result res = {0};
-	struct stream *touched = NULL;
 	if (rec->partition >= e->nparts ||
 	    rec->partition % e->nshards != c->sh->idx) {
 		/* only possible from disk: a valid record in the wrong WAL */
@@ -97,55 +134,34 @@ int shard_apply_record(void *arg, const struct wal_rec *rec)
 		return 0;
 	}
 	struct part *p = &e->parts[rec->partition];
-	struct pe_delete_result dres = {0};
-	if (r)
-		p->pending_bytes -= r->mem_estimate;
+	struct req *lost = NULL;
+	struct req *r = c->live ? part_wait_take(p, rec->index, rec->term, &lost)
+				: NULL;
+	/* a proposal whose index now holds another term's entry: not
+	 * committed, retry with the same idempotency key */
+	shard_fail_chain(c->sh, lost, -PARLEY_ENOTLEADER);
 	/* already in history segments (recovery only: live records are
 	 * always past the flushed index) */
 	if (!c->live && !p->corrupt && rec->index <= p->flushed_index)
 		return 0;
+	struct part_apply_res res = {.kind = rec->type};
+	int rc;
 	if (p->corrupt) {
-		res.err = -PARLEY_ECORRUPT;
-	} else if (rec->index != p->last_index + 1) {
-		part_mark_corrupt(p, rec->file, rec->off, "log index gap");
-		res.err = -PARLEY_ECORRUPT;
-	} else if (rec->type != CMD_APPEND && rec->type != CMD_DELETE) {
-		part_mark_corrupt(p, rec->file, rec->off,
-				  "unknown log command type");
-		res.err = -PARLEY_ECORRUPT;
+		rc = -PARLEY_ECORRUPT;
 	} else {
-		p->last_index = rec->index;
-		int rc = rec->type == CMD_DELETE
-				 ? part_apply_delete(p, rec->body, rec->len, &dres,
-						     &touched)
-				 : part_apply_append(e, p, rec->body, rec->len,
-						     &res, &touched);
-		if (rc == -PARLEY_ECORRUPT) {
-			part_mark_corrupt(p, rec->file, rec->off,
-					  "undecodable log command");
-			res.err = rc;
-		} else if (rc) {
-			/* out of memory while applying: state may be partial,
-			 * stop serving the partition rather than diverge */
-			part_mark_corrupt(p, rec->file, rec->off,
-					  "out of memory while applying");
-			res.err = rc;
-		}
+		rc = part_apply(p, rec->index, rec->term, rec->type, rec->body,
+				rec->len, &res);
+		/* the partition cannot go on without this entry (a replica may
+		 * not skip one): stop serving it rather than diverge */
+		if (rc)
+			part_mark_corrupt(p, rec->file, rec->off, res.why);
 	}
-	if (r && r->kind == REQ_DELETE) {
-		dres.err = res.err;
-		r->cb.del(r->arg, &dres);
-		free(r);
-	} else if (r) {
-		if (!res.err) {
-			atomic_fetch_add(&c->sh->n_appends, 1);
-			atomic_fetch_add(&c->sh->n_entries, res.count);
-		}
-		r->cb.append(r->arg, &res);
-		free(r);
+	if (r) {
+		PARLEY_ASSERT((r->kind == REQ_DELETE) == (rec->type == CMD_DELETE));
+		shard_answer(c->sh, p, r, rc, &res);
 	}
-	if (touched && c->live)
-		sub_notify(c->sh, touched);
+	if (res.touched && c->live)
+		sub_notify(c->sh, res.touched);
 	return 0;
 }
 
@@ -180,18 +196,10 @@ static void shard_fatal(struct shard *sh, int err)
 	sh->fatal = -PARLEY_EFATAL;
 	PLOG_E("engine", "WAL write or fdatasync failed; appends disabled",
 	       "shard=%u err=%s", sh->idx, parley_errname(err));
-	for (uint32_t i = 0; i < sh->flight_n; i++) {
-		struct req *r = sh->flight_reqs[i];
-		sh->e->parts[r->part].pending_bytes -= r->mem_estimate;
-		shard_req_fail(r, -PARLEY_EFATAL);
-	}
-	sh->flight_n = 0;
-	for (uint32_t i = 0; i < sh->open_n; i++) {
-		struct req *r = sh->open_reqs[i];
-		sh->e->parts[r->part].pending_bytes -= r->mem_estimate;
-		shard_req_fail(r, -PARLEY_EFATAL);
-	}
-	sh->open_n = 0;
+	/* every proposal of the shard, in flight or in the open batch */
+	for (uint32_t p = sh->idx; p < sh->e->nparts; p += sh->e->nshards)
+		shard_fail_chain(sh, part_wait_take_after(&sh->e->parts[p], 0),
+				 -PARLEY_EFATAL);
 	if (sh->e->opt.on_fatal)
 		sh->e->opt.on_fatal(sh->e->opt.fatal_arg, err);
 }
@@ -205,11 +213,6 @@ static void shard_submit(struct shard *sh)
 		shard_fatal(sh, rc);
 		return;
 	}
-	struct req **t = sh->flight_reqs;
-	sh->flight_reqs = sh->open_reqs;
-	sh->open_reqs = t;
-	sh->flight_n = sh->open_n;
-	sh->open_n = 0;
 	struct wal_stats ws;
 	wal_get_stats(sh->wal, &ws);
 	if (ws.segments != sh->wal_rolls) { /* rolled: maybe release, force-flush */
@@ -229,10 +232,8 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 	}
 	if (rc == 0)
 		return;
-	struct apply_ctx ctx = {.sh = sh, .i = 0, .live = true};
+	struct apply_ctx ctx = {.sh = sh, .live = true};
 	wal_for_each_durable(sh->wal, shard_apply_record, &ctx);
-	PARLEY_ASSERT(ctx.i == sh->flight_n);
-	sh->flight_n = 0;
 	hist_job_maybe_flush(sh);
 }
 

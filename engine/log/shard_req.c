@@ -30,23 +30,6 @@ void shard_req_fail(struct req *r, int err)
 	free(r);
 }
 
-static int reqs_reserve(struct shard *sh)
-{
-	if (sh->open_n < sh->reqs_cap)
-		return 0;
-	uint32_t nc = sh->reqs_cap ? sh->reqs_cap * 2 : 256;
-	struct req **a = realloc(sh->open_reqs, nc * sizeof *a);
-	if (!a)
-		return -ENOMEM;
-	sh->open_reqs = a;
-	struct req **b = realloc(sh->flight_reqs, nc * sizeof *b);
-	if (!b)
-		return -ENOMEM;
-	sh->flight_reqs = b;
-	sh->reqs_cap = nc;
-	return 0;
-}
-
 /* Returns false when the open batch is full (keep the request for later). */
 bool shard_req_append(struct shard *sh, struct req *r)
 {
@@ -70,21 +53,20 @@ bool shard_req_append(struct shard *sh, struct req *r)
 		shard_req_fail(r, -PARLEY_EFULL);
 		return true;
 	}
-	if (reqs_reserve(sh)) {
-		shard_req_fail(r, -PARLEY_ENOMEM);
-		return true;
-	}
 	uint8_t *body = wal_reserve(sh->wal, r->len);
 	if (!body)
 		return false;
 	memcpy(body, r->data, r->len);
-	if (r->kind == REQ_APPEND) /* the timestamp is taken when the command enters the log */
-		le_put64(body + 1 + r->klen + PE_PRODUCER_LEN, engine_clock(e));
+	/* the proposer stamps the time: apply never reads a clock */
+	if (r->kind == REQ_APPEND)
+		cmd_stamp_ts(body, r->len, engine_clock(e));
+	r->index = p->next_index++;
+	r->term = p->term;
 	wal_commit_rec(sh->wal, p->id,
-		       r->kind == REQ_DELETE ? CMD_DELETE : CMD_APPEND, 1,
-		       p->next_index++);
+		       r->kind == REQ_DELETE ? CMD_DELETE : CMD_APPEND, r->term,
+		       r->index);
 	p->pending_bytes += r->mem_estimate;
-	sh->open_reqs[sh->open_n++] = r;
+	part_wait_push(p, r);
 	return true;
 }
 
