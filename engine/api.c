@@ -66,7 +66,8 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	size_t len = cmd_append_size(q->klen, q->entries, q->count);
 	if (!len)
 		return -PARLEY_ETOOBIG; /* over CMD_MAX_BYTES */
-	struct req *r = malloc(sizeof *r + len);
+	/* data: the Raft entry payload, u8 kind | command body */
+	struct req *r = malloc(sizeof *r + 1 + len);
 	if (!r)
 		return -PARLEY_ENOMEM;
 	memset(r, 0, sizeof *r);
@@ -74,11 +75,12 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	r->part = pe_partition_of(e, q->key, q->klen);
 	r->cb.append = cb;
 	r->arg = arg;
-	r->len = (uint32_t)len;
+	r->len = (uint32_t)len + 1;
 	r->klen = (uint8_t)q->klen;
 	r->mem_estimate = (uint32_t)PARLEY_MIN(mem, UINT32_MAX);
 	/* ts 0: stamped by the shard when the command enters the log */
-	int64_t n = cmd_append_encode(r->data, len, q->key, q->klen, q->producer,
+	r->data[0] = CMD_APPEND;
+	int64_t n = cmd_append_encode(r->data + 1, len, q->key, q->klen, q->producer,
 				      0, q->expected_last_seq, q->entries,
 				      q->count);
 	PARLEY_ASSERT(n == (int64_t)len);
@@ -195,7 +197,7 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 	if (!cb || !api_key_ok(key, klen))
 		return -PARLEY_EINVAL;
 	uint32_t len = CMD_DELETE_BYTES(klen);
-	struct req *r = malloc(sizeof *r + len);
+	struct req *r = malloc(sizeof *r + 1 + len);
 	if (!r)
 		return -PARLEY_ENOMEM;
 	memset(r, 0, sizeof *r);
@@ -203,9 +205,10 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 	r->part = pe_partition_of(e, key, klen);
 	r->cb.del = cb;
 	r->arg = arg;
-	r->len = len;
+	r->len = len + 1; /* u8 kind | command body */
 	r->klen = (uint8_t)klen;
-	int64_t n = cmd_delete_encode(r->data, len, key, klen, through);
+	r->data[0] = CMD_DELETE;
+	int64_t n = cmd_delete_encode(r->data + 1, len, key, klen, through);
 	PARLEY_ASSERT(n == (int64_t)len);
 	int rc = shard_push(e, r);
 	if (rc)

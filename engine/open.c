@@ -94,10 +94,11 @@ static void engine_free(struct pe_engine *e)
 			}
 			hist_job_fsrc_free(p->fsrc);
 			hpart_man_free(p->cman);
-			struct req *lists[5] = {p->fwait_cur, p->fwait_next,
+			part_raft_free(p);
+			struct req *lists[6] = {p->fwait_cur, p->fwait_next,
 						p->cwait_cur, p->cwait_next,
-						p->wait_head};
-			for (int l = 0; l < 5; l++) /* waiters only exist on abort */
+						p->wait_head, p->prop_head};
+			for (int l = 0; l < 6; l++) /* waiters only exist on abort */
 				while (lists[l]) {
 					struct req *n = lists[l]->next;
 					free(lists[l]);
@@ -269,8 +270,6 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 	}
 	for (uint32_t i = 0; i < e->nparts; i++) {
 		e->parts[i].id = i;
-		e->parts[i].next_index = 1;
-		e->parts[i].term = 1; /* a single node's partitions */
 		e->parts[i].cfg = (struct part_cfg){
 			.idem_window_ms = e->idem_window_ms,
 			.idem_max = e->idem_max};
@@ -310,8 +309,29 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			      opt->read_only, &rec, &sh->wal);
 		if (rc)
 			goto fail;
-		for (uint32_t p = i; p < e->nparts; p += e->nshards)
-			e->parts[p].next_index = e->parts[p].last_index + 1;
+		/* every partition becomes a Raft group of one on this log: the
+		 * group elects itself (a new term, its no-op in the WAL) and
+		 * its commit applies the recovered log in index order */
+		rc = part_raft_hs_load(e, sh);
+		if (rc)
+			goto fail;
+		for (uint32_t p = i; p < e->nparts; p += e->nshards) {
+			struct part *pt = &e->parts[p];
+			if (pt->corrupt) {
+				part_raft_free(pt);
+			} else if (opt->read_only) {
+				part_raft_apply_recovered(sh, pt);
+			} else {
+				rc = part_raft_open(pt);
+				if (rc)
+					goto fail;
+			}
+		}
+		if (!opt->read_only) {
+			rc = part_raft_elect(sh);
+			if (rc)
+				goto fail;
+		}
 	}
 	rc = hist_workers_start(e);
 	if (rc)

@@ -4,8 +4,8 @@
  *
  * A command is what a partition's log carries: the body of a WAL record
  * (whose header gives its kind as the record type, and its partition, term
- * and index) and, in a replicated cluster, the payload of the partition's
- * Raft entries. Applying commands in log order (part_apply.c) is the
+ * and index) and the payload of the partition's Raft entries
+ * (RAFT_ENTRY_NORMAL: u8 kind | body, see log/part_raft.c). Applying commands in log order (part_apply.c) is the
  * partition state machine.
  *
  * Bodies (little-endian):
@@ -39,6 +39,11 @@
 
 #define CMD_APPEND 1u
 #define CMD_DELETE 2u
+/* The Raft core's own entries, as the WAL records them (no body for a
+ * NOOP; a CONF body is a raft_conf_change). Applying them changes no
+ * partition state: they only take their index. */
+#define CMD_NOOP 3u
+#define CMD_CONF 4u
 
 #define CMD_MAX_BYTES (2u << 20)   /* one command's body, all entries */
 #define CMD_APPEND_HDR(klen) (1u + (klen) + PE_PRODUCER_LEN + 8u + 8u + 4u)

@@ -50,6 +50,7 @@
 #include "cmd.h"
 #include "compact.h"
 #include "hpart.h"
+#include "raft.h"
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
@@ -141,9 +142,18 @@ struct part {
 	struct part_cfg cfg;
 	uint64_t last_index;    /* last applied log index */
 	uint64_t last_term;     /* term of that entry */
-	uint64_t term;          /* term new proposals are made in (a single
-				   node's partitions: 1) */
-	uint64_t next_index;    /* next index to propose */
+	/* the partition's Raft group (log/part_raft.c) */
+	struct raft *raft;      /* NULL: corrupt or read-only */
+	uint64_t hs_term, hs_vote; /* stored in the shard's HARDSTATE */
+	uint64_t snap_term;     /* term at flushed_index (0: not known) */
+	uint64_t rsnap_index;   /* the group was told: compacted to here */
+	struct raft_entry *rlog; /* durable entries not applied yet, owned */
+	uint64_t rlog_first, rlog_n, rlog_cap;
+	bool ready_out;         /* a ready's entries await their WAL batch */
+	struct part *rnext;     /* shard's ready_open / ready_flight list */
+	bool in_dirty;          /* on the shard's dirty list */
+	struct part *dnext;
+	struct req *prop_head, *prop_tail; /* appends/deletes not yet proposed */
 	struct req *wait_head, *wait_tail; /* proposals awaiting apply, by
 					      index (log/part_wait.c) */
 	struct stream **sbuckets;
@@ -227,6 +237,10 @@ struct shard {
 
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
 	struct pe_sub *catchup;
+	struct part *ready_open;   /* groups whose ready is in the open batch */
+	struct part *ready_flight; /* ... in the batch being written */
+	struct part *dirty;        /* groups with proposals to make */
+	bool hs_dirty;             /* open: HARDSTATE to store before advancing */
 	struct bcache *cache;   /* decompressed history blocks, this shard's */
 	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
 	uint64_t next_tick_ms;  /* periodic retention compaction */
@@ -333,6 +347,17 @@ int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind, con
  * index and term): equal states, equal hashes. */
 int part_state_hash(const struct part *p, uint64_t *out);
 
+/* log/part_raft.c */
+int part_raft_recover(struct part *p, const struct wal_rec *rec);
+int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
+int part_raft_open(struct part *p);
+int part_raft_run(struct shard *sh, struct part *p, bool live);
+void part_raft_durable(struct part *p);
+void part_raft_compact(struct part *p);
+int part_raft_elect(struct shard *sh);
+void part_raft_free(struct part *p);
+void part_raft_apply_recovered(struct shard *sh, struct part *p);
+
 /* log/part_wait.c */
 void part_wait_push(struct part *p, struct req *r);
 struct req *part_wait_take(struct part *p, uint64_t index, uint64_t term, struct req **lost);
@@ -348,6 +373,10 @@ void sub_detach(struct shard *sh, struct pe_sub *sub);
 /* log/shard.c */
 uint64_t engine_clock(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
+void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
+void shard_fail_chain(struct shard *sh, struct req *r, int err);
+int shard_wal_sync(struct shard *sh);
+void shard_mark_dirty(struct shard *sh, struct part *p);
 int shard_apply_record(void *arg, const struct wal_rec *rec);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);

@@ -170,6 +170,12 @@ int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind,
 		res->why = "log index gap";
 		return -PARLEY_ECORRUPT;
 	}
+	if (kind == CMD_NOOP || kind == CMD_CONF) {
+		/* the Raft core's entries: they take their index, nothing else */
+		p->last_index = index;
+		p->last_term = term;
+		return 0;
+	}
 	if (kind != CMD_APPEND && kind != CMD_DELETE) {
 		res->why = "unknown log command type";
 		return -PARLEY_ECORRUPT;

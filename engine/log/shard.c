@@ -86,7 +86,7 @@ int shard_push(struct pe_engine *e, struct req *r)
  * not be applied (rc < 0). The one place an append's success is reported:
  * reached only from shard_apply_record on the live path, i.e. after the
  * WAL batch holding the entry was written and fdatasync'd. */
-static void shard_answer(struct shard *sh, struct part *p, struct req *r,
+void shard_answer(struct shard *sh, struct part *p, struct req *r,
 			 int rc, const struct part_apply_res *res)
 {
 	p->pending_bytes -= r->mem_estimate;
@@ -109,7 +109,7 @@ static void shard_answer(struct shard *sh, struct part *p, struct req *r,
 }
 
 /* Fails a chain of proposals (linked by next) with err. */
-static void shard_fail_chain(struct shard *sh, struct req *r, int err)
+void shard_fail_chain(struct shard *sh, struct req *r, int err)
 {
 	while (r) {
 		struct req *n = r->next;
@@ -119,8 +119,8 @@ static void shard_fail_chain(struct shard *sh, struct req *r, int err)
 	}
 }
 
-/* Applies a durable record (live path and recovery) and answers the
- * proposal waiting for it, matched by (index, term). */
+/* Recovery: a valid WAL record joins its partition's Raft log (rlog);
+ * the group applies it once it is committed (part_raft_elect). */
 int shard_apply_record(void *arg, const struct wal_rec *rec)
 {
 	struct apply_ctx *c = arg;
@@ -134,35 +134,76 @@ int shard_apply_record(void *arg, const struct wal_rec *rec)
 		return 0;
 	}
 	struct part *p = &e->parts[rec->partition];
-	struct req *lost = NULL;
-	struct req *r = c->live ? part_wait_take(p, rec->index, rec->term, &lost)
-				: NULL;
-	/* a proposal whose index now holds another term's entry: not
-	 * committed, retry with the same idempotency key */
-	shard_fail_chain(c->sh, lost, -PARLEY_ENOTLEADER);
-	/* already in history segments (recovery only: live records are
-	 * always past the flushed index) */
-	if (!c->live && !p->corrupt && rec->index <= p->flushed_index)
+	if (p->corrupt)
 		return 0;
-	struct part_apply_res res = {.kind = rec->type};
-	int rc;
-	if (p->corrupt) {
-		rc = -PARLEY_ECORRUPT;
-	} else {
-		rc = part_apply(p, rec->index, rec->term, rec->type, rec->body,
-				rec->len, &res);
-		/* the partition cannot go on without this entry (a replica may
-		 * not skip one): stop serving it rather than diverge */
-		if (rc)
-			part_mark_corrupt(p, rec->file, rec->off, res.why);
-	}
-	if (r) {
-		PARLEY_ASSERT((r->kind == REQ_DELETE) == (rec->type == CMD_DELETE));
-		shard_answer(c->sh, p, r, rc, &res);
-	}
-	if (res.touched && c->live)
-		sub_notify(c->sh, res.touched);
+	int rc = part_raft_recover(p, rec);
+	if (rc == -PARLEY_ECORRUPT)
+		part_mark_corrupt(p, rec->file, rec->off,
+				  "log index gap or unknown record type");
+	else if (rc)
+		part_mark_corrupt(p, rec->file, rec->off,
+				  "out of memory while recovering");
 	return 0;
+}
+
+static void shard_fatal(struct shard *sh, int err);
+
+/* Proposals queued on p wait for the next round (shard loop). */
+void shard_mark_dirty(struct shard *sh, struct part *p)
+{
+	if (p->in_dirty)
+		return;
+	p->in_dirty = true;
+	p->dnext = sh->dirty;
+	sh->dirty = p;
+}
+
+static void shard_run_dirty(struct shard *sh)
+{
+	struct part *p = sh->dirty;
+	sh->dirty = NULL;
+	while (p) {
+		struct part *n = p->dnext;
+		p->in_dirty = false;
+		p->dnext = NULL;
+		if (!sh->fatal) {
+			int rc = part_raft_run(sh, p, true);
+			if (rc)
+				shard_fatal(sh, rc);
+			else if (p->prop_head && !p->ready_out)
+				shard_mark_dirty(sh, p); /* the open batch was full */
+		}
+		p = n;
+	}
+}
+
+static int no_record(void *arg, const struct wal_rec *rec)
+{
+	return 0;
+}
+
+/* Open only (before the shard thread runs): writes the open batch and
+ * waits for its fdatasync on the shard's ring. */
+int shard_wal_sync(struct shard *sh)
+{
+	struct pio_cqe cqes[RING_DEPTH];
+	int rc = wal_submit(sh->wal, sh->ring, 1);
+	if (rc)
+		return rc;
+	for (;;) {
+		int n = sh->e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, -1);
+		if (n == -EINTR || n == -EAGAIN || n == -ETIME || n == 0)
+			continue;
+		if (n < 0)
+			return n;
+		for (int i = 0; i < n; i++) {
+			rc = wal_on_cqe(sh->wal, cqes[i].res);
+			if (rc < 0)
+				return rc;
+			if (rc == 1)
+				return wal_for_each_durable(sh->wal, no_record, NULL);
+		}
+	}
 }
 
 /* ---- recovery, failure and the loop -------------------------------------- */
@@ -196,10 +237,18 @@ static void shard_fatal(struct shard *sh, int err)
 	sh->fatal = -PARLEY_EFATAL;
 	PLOG_E("engine", "WAL write or fdatasync failed; appends disabled",
 	       "shard=%u err=%s", sh->idx, parley_errname(err));
-	/* every proposal of the shard, in flight or in the open batch */
-	for (uint32_t p = sh->idx; p < sh->e->nparts; p += sh->e->nshards)
-		shard_fail_chain(sh, part_wait_take_after(&sh->e->parts[p], 0),
-				 -PARLEY_EFATAL);
+	/* every proposal of the shard: queued, in the open batch, in flight */
+	for (uint32_t i = sh->idx; i < sh->e->nparts; i += sh->e->nshards) {
+		struct part *p = &sh->e->parts[i];
+		shard_fail_chain(sh, part_wait_take_after(p, 0), -PARLEY_EFATAL);
+		shard_fail_chain(sh, p->prop_head, -PARLEY_EFATAL);
+		p->prop_head = p->prop_tail = NULL;
+		if (p->ready_out) {
+			raft_persist_failed(p->raft);
+			p->ready_out = false;
+		}
+	}
+	sh->ready_open = sh->ready_flight = NULL;
 	if (sh->e->opt.on_fatal)
 		sh->e->opt.on_fatal(sh->e->opt.fatal_arg, err);
 }
@@ -213,6 +262,9 @@ static void shard_submit(struct shard *sh)
 		shard_fatal(sh, rc);
 		return;
 	}
+	PARLEY_ASSERT(!sh->ready_flight);
+	sh->ready_flight = sh->ready_open;
+	sh->ready_open = NULL;
 	struct wal_stats ws;
 	wal_get_stats(sh->wal, &ws);
 	if (ws.segments != sh->wal_rolls) { /* rolled: maybe release, force-flush */
@@ -232,8 +284,21 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 	}
 	if (rc == 0)
 		return;
-	struct apply_ctx ctx = {.sh = sh, .live = true};
-	wal_for_each_durable(sh->wal, shard_apply_record, &ctx);
+	wal_for_each_durable(sh->wal, no_record, NULL);
+	/* every group whose ready was in the batch: advance, then its next
+	 * ready applies those entries (answering their waiters) and carries
+	 * the proposals that queued meanwhile into the open batch */
+	struct part *fl = sh->ready_flight;
+	sh->ready_flight = NULL;
+	for (struct part *p = fl; p; p = p->rnext)
+		part_raft_durable(p);
+	while (fl) {
+		struct part *n = fl->rnext;
+		fl->rnext = NULL;
+		shard_mark_dirty(sh, fl);
+		fl = n;
+	}
+	shard_run_dirty(sh);
 	hist_job_maybe_flush(sh);
 }
 
@@ -349,10 +414,12 @@ void *shard_main(void *arg)
 			return NULL;
 		shard_drain_inbox(sh);
 		shard_process(sh);
+		shard_run_dirty(sh);
 		shard_submit(sh);
 		sub_run_catchup(sh);
 		hist_job_tick(sh);
-		if (sh->stopping && !sh->backlog && !hist_job_busy(sh) &&
+		if (sh->stopping && !sh->backlog && !sh->dirty &&
+		    !hist_job_busy(sh) &&
 		    (sh->fatal ||
 		     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
 			pthread_mutex_lock(&sh->mu);
@@ -361,7 +428,9 @@ void *shard_main(void *arg)
 			if (empty)
 				break;
 		}
-		int timeout = sh->catchup || (sh->backlog && !wal_in_flight(sh->wal))
+		int timeout = sh->catchup ||
+				      ((sh->backlog || sh->dirty) &&
+				       !wal_in_flight(sh->wal))
 				      ? 0 : hist_job_tick_timeout(sh);
 		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 		if (atomic_load(&e->aborting))

@@ -30,7 +30,8 @@ void shard_req_fail(struct req *r, int err)
 	free(r);
 }
 
-/* Returns false when the open batch is full (keep the request for later). */
+/* Appends and deletes: checked, then queued as proposals of the
+ * partition's Raft group. Always returns true (the request is taken). */
 bool shard_req_append(struct shard *sh, struct req *r)
 {
 	struct pe_engine *e = sh->e;
@@ -53,20 +54,20 @@ bool shard_req_append(struct shard *sh, struct req *r)
 		shard_req_fail(r, -PARLEY_EFULL);
 		return true;
 	}
-	uint8_t *body = wal_reserve(sh->wal, r->len);
-	if (!body)
-		return false;
-	memcpy(body, r->data, r->len);
-	/* the proposer stamps the time: apply never reads a clock */
-	if (r->kind == REQ_APPEND)
-		cmd_stamp_ts(body, r->len, engine_clock(e));
-	r->index = p->next_index++;
-	r->term = p->term;
-	wal_commit_rec(sh->wal, p->id,
-		       r->kind == REQ_DELETE ? CMD_DELETE : CMD_APPEND, r->term,
-		       r->index);
+	if (!p->raft) {
+		shard_req_fail(r, -PARLEY_ENOTLEADER);
+		return true;
+	}
+	/* queued for the partition's next ready (log/part_raft.c); the time
+	 * is stamped when it is proposed */
 	p->pending_bytes += r->mem_estimate;
-	part_wait_push(p, r);
+	r->next = NULL;
+	if (p->prop_tail)
+		p->prop_tail->next = r;
+	else
+		p->prop_head = r;
+	p->prop_tail = r;
+	shard_mark_dirty(sh, p);
 	return true;
 }
 

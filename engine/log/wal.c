@@ -780,6 +780,13 @@ void wal_commit_rec(struct wal *w, uint32_t partition, uint16_t type,
 	b->nrec++;
 }
 
+uint32_t wal_open_room(const struct wal *w)
+{
+	/* wal_reserve keeps room for the batch's seal record */
+	uint64_t used = (uint64_t)w->open->len + WAL_REC_HDR;
+	return used >= WAL_MAX_BATCH ? 0 : (uint32_t)(WAL_MAX_BATCH - used);
+}
+
 bool wal_has_open(const struct wal *w)
 {
 	return w->open->nrec > 0;
