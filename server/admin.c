@@ -1,6 +1,7 @@
 /*
  * admin.c — the admin HTTP thread and the Prometheus text of /metrics.
- * See admin.h.
+ * See admin.h for the contract, the banner below for the connection
+ * state machine.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,12 +19,20 @@
 #include "admin.h"
 #include "chat.h"
 
+struct aconn;
+
 struct admin {
 	struct srv *s;
-	int fd;
+	int fd;                  /* listener (non-blocking) */
 	atomic_bool stop;
 	atomic_int ready;
 	pthread_t thr;
+	/* admin thread only */
+	struct aconn *c;         /* max_conns slots */
+	uint32_t max_conns, nconns;
+	uint64_t timeout_ns;
+	/* counters for /metrics (admin thread writes, relaxed) */
+	_Atomic uint64_t requests, timeouts, evicted, rejected;
 };
 
 /* ---- metrics text ---------------------------------------------------------- */
@@ -155,120 +164,319 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	return o.n;
 }
 
+/* The admin server's own counters, after admin_metrics_text's. */
+static size_t admin_own_metrics(struct admin *a, char *buf, size_t cap)
+{
+	struct out o = {buf, cap, 0};
+	metric(&o, "parley_admin_requests_total", "counter",
+	       "Admin HTTP requests answered.", LD(a->requests));
+	metric(&o, "parley_admin_timeouts_total", "counter",
+	       "Admin connections closed with 408 (request deadline).",
+	       LD(a->timeouts));
+	metric(&o, "parley_admin_evicted_total", "counter",
+	       "Admin connections closed with 503 to make room.", LD(a->evicted));
+	metric(&o, "parley_admin_rejected_total", "counter",
+	       "Admin requests refused with 431 (too large).", LD(a->rejected));
+	return o.n;
+}
+
 /* ---- HTTP ------------------------------------------------------------------------- */
 
-static void reply(int fd, int code, const char *reason, const char *ctype,
-		  const char *body, size_t blen)
+/*
+ * One thread, one poll() loop, every socket non-blocking: no client can
+ * make the thread wait for it. Per connection:
+ *
+ *   accept --> READING --(blank line)--> WRITING --(all sent)--> closed
+ *                 |  deadline: accept + request_timeout_ms (total, not
+ *                 |  reset by each byte) -> 408, closed
+ *                 |  ADMIN_MAX_REQUEST bytes without a blank line -> 431
+ *                 +  evicted (oldest first) when a new connection arrives
+ *                    and max_conns are open -> 503, closed
+ *              WRITING: deadline = start of the response + request_timeout_ms
+ *
+ * Error answers (400, 408, 431, 503) are best effort: one non-blocking
+ * send, then close.
+ */
+
+struct aconn {
+	int fd;                 /* -1: free slot */
+	uint64_t t_accept_ns;   /* eviction order */
+	uint64_t deadline_ns;
+	size_t rlen;
+	char *out;              /* response being written (owned), NULL: reading */
+	size_t olen, ooff;
+	char req[ADMIN_MAX_REQUEST + 1];
+};
+
+static char *response(int code, const char *reason, const char *ctype,
+		      const char *extra_hdr, const char *body, size_t blen,
+		      bool head, size_t *len)
 {
-	char hdr[256];
+	char hdr[384];
 	int n = snprintf(hdr, sizeof hdr,
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
-			 "%zu\r\nConnection: close\r\n\r\n",
-			 code, reason, ctype, blen);
-	const char *parts[2] = {hdr, body};
-	size_t lens[2] = {(size_t)n, blen};
-	for (int i = 0; i < 2; i++) {
-		size_t off = 0;
-		while (off < lens[i]) {
-			ssize_t k = send(fd, parts[i] + off, lens[i] - off, MSG_NOSIGNAL);
-			if (k <= 0)
-				return;
-			off += (size_t)k;
-		}
+			 "%zu\r\n%sConnection: close\r\n\r\n",
+			 code, reason, ctype, blen, extra_hdr ? extra_hdr : "");
+	size_t bl = head ? 0 : blen;
+	char *o = malloc((size_t)n + bl + 1);
+	if (!o)
+		return NULL;
+	memcpy(o, hdr, (size_t)n);
+	if (bl)
+		memcpy(o + n, body, bl);
+	*len = (size_t)n + bl;
+	return o;
+}
+
+static char *simple(int code, const char *reason, const char *body, bool head,
+		    size_t *len)
+{
+	return response(code, reason, "text/plain", code == 405 ? "Allow: GET, HEAD\r\n" : NULL,
+			body, strlen(body), head, len);
+}
+
+/* Best effort for error answers: one non-blocking send, then the caller
+ * closes. */
+static void send_now(int fd, int code, const char *reason, const char *body)
+{
+	size_t len;
+	char *r = simple(code, reason, body, false, &len);
+	if (r) {
+		ssize_t k = send(fd, r, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)k;
+		free(r);
 	}
 }
 
-static void serve_one(struct admin *a, int fd)
+static void aconn_close(struct admin *a, struct aconn *c)
 {
-	struct timeval tv = {.tv_sec = 2};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	char req[4096];
-	size_t n = 0;
-	while (n < sizeof req - 1) {
-		ssize_t k = recv(fd, req + n, sizeof req - 1 - n, 0);
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-		req[n] = '\0';
-		if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
-			break;
-	}
-	req[n] = '\0';
-	char method[8] = "", path[256] = "";
-	if (sscanf(req, "%7s %255s", method, path) != 2) {
-		reply(fd, 400, "Bad Request", "text/plain", "bad request\n", 12);
-		return;
-	}
-	char *q = strchr(path, '?');
+	/* take what the client already sent, so close() sends FIN after our
+	 * answer rather than a reset that could discard it (bounded) */
+	char junk[1024];
+	for (int i = 0; i < 8 && recv(c->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
+		;
+	close(c->fd);
+	c->fd = -1;
+	free(c->out);
+	c->out = NULL;
+	a->nconns--;
+}
+
+/* The request is complete in c->req[0..rlen): build the answer. */
+static char *route(struct admin *a, struct aconn *c, size_t *len)
+{
+	char method[16], target[256], version[16];
+	char *eol = strpbrk(c->req, "\r\n");
+	if (eol)
+		*eol = '\0';
+	if (sscanf(c->req, "%15s %255s %15s", method, target, version) != 3 ||
+	    strncmp(version, "HTTP/1.", 7) || target[0] != '/')
+		return simple(400, "Bad Request", "bad request\n", false, len);
+	char *q = strchr(target, '?');
 	if (q)
 		*q = '\0';
 	bool get = !strcmp(method, "GET"), head = !strcmp(method, "HEAD");
-	if (!get && !head) {
-		reply(fd, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
-		return;
+	if (!get && !head)
+		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
+			      len);
+	if (!strcmp(target, "/livez"))
+		return simple(200, "OK", "ok\n", head, len);
+	if (!strcmp(target, "/readyz")) {
+		if (atomic_load(&a->ready) && !atomic_load(&a->s->draining))
+			return simple(200, "OK", "ready\n", head, len);
+		return simple(503, "Service Unavailable", "not ready\n", head, len);
 	}
-	if (!strcmp(path, "/livez")) {
-		reply(fd, 200, "OK", "text/plain", "ok\n", head ? 0 : 3);
-	} else if (!strcmp(path, "/readyz")) {
-		bool ready = atomic_load(&a->ready) && !atomic_load(&a->s->draining);
-		if (ready)
-			reply(fd, 200, "OK", "text/plain", "ready\n", head ? 0 : 6);
-		else
-			reply(fd, 503, "Service Unavailable", "text/plain",
-			      "not ready\n", head ? 0 : 10);
-	} else if (!strcmp(path, "/metrics")) {
-		size_t need = admin_metrics_text(a->s, NULL, 0) + 1;
-		char *b = malloc(need + 4096);
-		if (!b) {
-			reply(fd, 500, "Internal Server Error", "text/plain", "", 0);
+	if (!strcmp(target, "/metrics")) {
+		size_t cap = admin_metrics_text(a->s, NULL, 0) +
+			     admin_own_metrics(a, NULL, 0) + 4096;
+		char *b = malloc(cap);
+		if (!b)
+			return NULL;
+		size_t bl = admin_metrics_text(a->s, b, cap);
+		if (bl < cap)
+			bl += admin_own_metrics(a, b + bl, cap - bl);
+		char *r = response(200, "OK", "text/plain; version=0.0.4", NULL, b,
+				   PARLEY_MIN(bl, cap - 1), head, len);
+		free(b);
+		return r;
+	}
+	return simple(404, "Not Found", "not found\n", head, len);
+}
+
+static void aconn_write(struct admin *a, struct aconn *c)
+{
+	while (c->ooff < c->olen) {
+		ssize_t k = send(c->fd, c->out + c->ooff, c->olen - c->ooff,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		c->ooff += (size_t)k;
+	}
+	aconn_close(a, c);
+}
+
+static void aconn_read(struct admin *a, struct aconn *c, uint64_t now)
+{
+	for (;;) {
+		if (c->rlen == ADMIN_MAX_REQUEST) {
+			atomic_fetch_add(&a->rejected, 1);
+			send_now(c->fd, 431, "Request Header Fields Too Large",
+				 "request too large\n");
+			aconn_close(a, c);
 			return;
 		}
-		size_t len = admin_metrics_text(a->s, b, need + 4096);
-		reply(fd, 200, "OK", "text/plain; version=0.0.4", b, head ? 0 : len);
-		free(b);
-	} else {
-		reply(fd, 404, "Not Found", "text/plain", "not found\n", 10);
+		ssize_t k = recv(c->fd, c->req + c->rlen, ADMIN_MAX_REQUEST - c->rlen,
+				 MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			aconn_close(a, c);
+			return;
+		}
+		c->rlen += (size_t)k;
+		c->req[c->rlen] = '\0';
+		if (memchr(c->req, '\0', c->rlen) || strstr(c->req, "\r\n\r\n") ||
+		    strstr(c->req, "\n\n"))
+			break;
+	}
+	size_t len = 0;
+	char *r = memchr(c->req, '\0', c->rlen)
+			  ? simple(400, "Bad Request", "bad request\n", false, &len)
+			  : route(a, c, &len);
+	if (!r) {
+		send_now(c->fd, 500, "Internal Server Error", "out of memory\n");
+		aconn_close(a, c);
+		return;
+	}
+	atomic_fetch_add(&a->requests, 1);
+	c->out = r;
+	c->olen = len;
+	c->ooff = 0;
+	c->deadline_ns = now + a->timeout_ns;
+	aconn_write(a, c);
+}
+
+static void admin_accept(struct admin *a, uint64_t now)
+{
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return;
+		if (a->nconns == a->max_conns) {
+			/* full: the oldest connection makes room (a slow or idle
+			 * client cannot keep a probe out) */
+			struct aconn *old = NULL;
+			for (uint32_t k = 0; k < a->max_conns; k++)
+				if (a->c[k].fd >= 0 &&
+				    (!old || a->c[k].t_accept_ns < old->t_accept_ns))
+					old = &a->c[k];
+			atomic_fetch_add(&a->evicted, 1);
+			if (!old->out)
+				send_now(old->fd, 503, "Service Unavailable",
+					 "too many admin connections\n");
+			aconn_close(a, old);
+		}
+		struct aconn *c = NULL;
+		for (uint32_t k = 0; k < a->max_conns && !c; k++)
+			if (a->c[k].fd < 0)
+				c = &a->c[k];
+		PARLEY_ASSERT(c);
+		c->fd = fd;
+		c->t_accept_ns = now;
+		c->deadline_ns = now + a->timeout_ns;
+		c->rlen = 0;
+		c->out = NULL;
+		a->nconns++;
+		/* a probe usually sent its request with the handshake: answer
+		 * it now, before more connections could evict it */
+		aconn_read(a, c, now);
 	}
 }
 
 static void *admin_main(void *arg)
 {
 	struct admin *a = arg;
+	struct pollfd *p = calloc(a->max_conns + 1, sizeof *p);
+	uint32_t *idx = calloc(a->max_conns + 1, sizeof *idx);
+	PARLEY_ASSERT(p && idx);
 	while (!atomic_load(&a->stop)) {
-		struct pollfd p = {.fd = a->fd, .events = POLLIN};
-		if (poll(&p, 1, 200) <= 0)
+		uint64_t now = parley_mono_ns();
+		int timeout_ms = 200; /* the stop flag's latency */
+		nfds_t n = 0;
+		p[n++] = (struct pollfd){.fd = a->fd, .events = POLLIN};
+		for (uint32_t k = 0; k < a->max_conns; k++) {
+			struct aconn *c = &a->c[k];
+			if (c->fd < 0)
+				continue;
+			if (c->deadline_ns <= now) {
+				if (!c->out) {
+					atomic_fetch_add(&a->timeouts, 1);
+					send_now(c->fd, 408, "Request Timeout",
+						 "request timeout\n");
+				}
+				aconn_close(a, c);
+				continue;
+			}
+			uint64_t left_ms = (c->deadline_ns - now + 999999) / 1000000;
+			if (left_ms < (uint64_t)timeout_ms)
+				timeout_ms = (int)left_ms;
+			idx[n] = k;
+			p[n++] = (struct pollfd){.fd = c->fd,
+						 .events = c->out ? POLLOUT : POLLIN};
+		}
+		if (poll(p, n, timeout_ms) <= 0)
 			continue;
-		int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		serve_one(a, fd);
-		close(fd);
+		now = parley_mono_ns();
+		for (nfds_t i = 1; i < n; i++) {
+			if (!p[i].revents)
+				continue;
+			struct aconn *c = &a->c[idx[i]];
+			if (c->fd < 0)
+				continue;
+			if (c->out)
+				aconn_write(a, c);
+			else
+				aconn_read(a, c, now);
+		}
+		if (p[0].revents & POLLIN)
+			admin_accept(a, now);
 	}
+	for (uint32_t k = 0; k < a->max_conns; k++)
+		if (a->c[k].fd >= 0)
+			aconn_close(a, &a->c[k]);
+	free(p);
+	free(idx);
 	return NULL;
 }
 
-int admin_start(struct srv *s, const char *host, uint16_t port,
-		struct admin **out)
+int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 {
 	*out = NULL;
-	if (!port)
+	if (!o->port)
 		return 0;
+	if (!o->max_conns || !o->request_timeout_ms)
+		return -PARLEY_EINVAL;
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 				 .ai_socktype = SOCK_STREAM,
 				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
 	char ps[8];
-	snprintf(ps, sizeof ps, "%u", port);
-	if (getaddrinfo(host, ps, &hints, &res))
+	snprintf(ps, sizeof ps, "%u", o->port);
+	if (getaddrinfo(o->host, ps, &hints, &res))
 		return -PARLEY_EINVAL;
-	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	int one = 1, rc = 0;
 	if (fd < 0) {
 		rc = -errno;
 	} else {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-		if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 64)) {
+		if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 128)) {
 			rc = -errno;
 			close(fd);
 		}
@@ -277,15 +485,24 @@ int admin_start(struct srv *s, const char *host, uint16_t port,
 	if (rc)
 		return rc;
 	struct admin *a = calloc(1, sizeof *a);
-	if (!a) {
+	struct aconn *c = calloc(o->max_conns, sizeof *c);
+	if (!a || !c) {
+		free(a);
+		free(c);
 		close(fd);
 		return -PARLEY_ENOMEM;
 	}
 	a->s = s;
 	a->fd = fd;
+	a->c = c;
+	a->max_conns = o->max_conns;
+	a->timeout_ns = (uint64_t)o->request_timeout_ms * 1000000ull;
+	for (uint32_t k = 0; k < o->max_conns; k++)
+		c[k].fd = -1;
 	rc = pthread_create(&a->thr, NULL, admin_main, a);
 	if (rc) {
 		close(fd);
+		free(c);
 		free(a);
 		return -rc;
 	}
@@ -306,5 +523,6 @@ void admin_stop(struct admin *a)
 	atomic_store(&a->stop, true);
 	pthread_join(a->thr, NULL);
 	close(a->fd);
+	free(a->c);
 	free(a);
 }

@@ -2,11 +2,21 @@
  * admin.h — parleyd's admin HTTP port (private to server/): /metrics
  * (Prometheus text format 0.0.4), /livez, /readyz.
  *
- * One thread, blocking sockets with short timeouts: the admin port is for
- * scrapers and probes, not for clients, so it stays out of the event
- * loops. A request is read (at most 4 KiB, 2 s), answered and closed
- * (HTTP/1.0 semantics, Connection: close). Anything but GET of the three
- * paths gets 404 / 405.
+ * One thread with one poll() loop over non-blocking sockets: the admin
+ * port is for scrapers and probes, not for clients, so it stays out of
+ * the event loops, and no admin client can make it wait (a slow or idle
+ * client only holds its own slot). Bounds (admin_opts, config keys in
+ * parentheses):
+ *   - at most max_conns connections (admin_max_connections); a new one
+ *     beyond that evicts the oldest, which gets 503;
+ *   - a request (request line + headers) of at most ADMIN_MAX_REQUEST
+ *     bytes, else 431;
+ *   - the whole request must arrive within request_timeout_ms of the
+ *     accept (admin_request_timeout_ms; not reset by each byte), else 408;
+ *     the response must be taken within the same time after it starts.
+ * A request is answered and the connection closed (Connection: close).
+ * Malformed request line: 400; a method other than GET/HEAD: 405; an
+ * unknown path: 404.
  *
  *   /livez   200 while the process runs its admin thread.
  *   /readyz  200 once the loops serve and until a drain starts, else 503.
@@ -25,11 +35,20 @@
 
 #include "loop.h"
 
+#define ADMIN_MAX_REQUEST 4096
+
 struct admin;
 
-/* Binds host:port (port 0: no admin port, *out = NULL, returns 0). */
-int admin_start(struct srv *s, const char *host, uint16_t port,
-		struct admin **out);
+struct admin_opts {
+	const char *host;            /* admin_listen */
+	uint16_t port;               /* admin_port, 0 = no admin port */
+	uint32_t max_conns;          /* admin_max_connections, >= 1 */
+	uint32_t request_timeout_ms; /* admin_request_timeout_ms, >= 1 */
+};
+
+/* Binds host:port (port 0: no admin port, *out = NULL, returns 0) and
+ * starts the admin thread. */
+int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out);
 void admin_set_ready(struct admin *a, int ready);
 void admin_stop(struct admin *a);
 

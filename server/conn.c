@@ -754,6 +754,8 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 			loop_conn_close(c, "idle timeout");
 		return;
 	}
+	/* token_exp_ms is the auth hook's session deadline (exp + leeway, see
+	 * jwt_expired_at): the same instant AUTH starts refusing the token */
 	if (c->state == CS_READY && c->token_exp_ms && now_ms >= c->token_exp_ms) {
 		conn_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
 		return;

@@ -2,14 +2,14 @@
  * jwt.c — JWT verification (HS256 / RS256 / ES256 with OpenSSL) and
  * development minting. See jwt.h for the rules.
  *
- * Structure: base64url decode (bounded) -> a tiny JSON reader that walks
- * the top-level object of the header and of the claims (strings with
- * escapes, numbers, arrays of strings for aud, nested values skipped with
- * a depth bound) -> signature check -> claim checks.
+ * Structure: base64url decode (bounded) -> the header through the one
+ * strict JSON reader (jr_doc: whole-object validation, decoded member
+ * names, no duplicates) -> header types, alg, crit -> signature check ->
+ * the claims through the same reader -> claim types -> exp / nbf / iss /
+ * aud / sub. Values are decoded on demand with explicit lengths.
  *
  * Threads: reentrant; no globals.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,236 +112,469 @@ void jwt_verifier_free(struct jwt_verifier *v)
 	free(v);
 }
 
-/* ---- a tiny JSON reader ------------------------------------------------------ */
+/* ---- the one JSON reader -------------------------------------------------- */
 
-struct js {
-	const char *p, *end;
-	int ok;
+/*
+ * Header and claims both go through jr_doc(): it validates the whole
+ * object (strict RFC 8259 grammar, bounded depth and size), decodes every
+ * top-level member name, refuses duplicates and remembers each member's
+ * type and raw span. Typed getters (member_str, member_date, aud_match)
+ * then decode one value with an explicit length. A string may never
+ * contain U+0000 (raw or escaped), a lone surrogate or invalid UTF-8, so
+ * a decoded claim cannot be truncated by C string handling anywhere later.
+ */
+
+enum jt { JT_STR = 1, JT_NUM = 2, JT_ARR = 4, JT_OBJ = 8, JT_LIT = 16 };
+
+struct jmember {
+	char name[JWT_MAX_SUB + 1];
+	size_t nlen;
+	enum jt t;
+	const uint8_t *v, *vend; /* the raw value */
 };
 
-static void js_ws(struct js *j)
+struct jdoc {
+	struct jmember m[JWT_MAX_MEMBERS];
+	size_t n;
+};
+
+struct jr {
+	const uint8_t *p, *end;
+	const char *err; /* first error, a fixed text */
+};
+
+static int jr_fail(struct jr *j, const char *why)
+{
+	if (!j->err)
+		j->err = why;
+	return -1;
+}
+
+static void jr_ws(struct jr *j)
 {
 	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' ||
 				 *j->p == '\n' || *j->p == '\r'))
 		j->p++;
 }
 
-static int js_peek(struct js *j)
+static int jr_hex4(struct jr *j, uint32_t *out)
 {
-	js_ws(j);
-	return j->p < j->end ? (unsigned char)*j->p : -1;
-}
-
-static int js_eat(struct js *j, char c)
-{
-	if (js_peek(j) != c) {
-		j->ok = 0;
-		return 0;
-	}
-	j->p++;
-	return 1;
-}
-
-/* A string into out (NUL-terminated, escapes decoded; \u00XX only as a
- * byte, other \u escapes kept as '?', which never equals a configured
- * ASCII iss/aud). Returns its length or -1. */
-static int js_string(struct js *j, char *out, size_t cap)
-{
-	if (!js_eat(j, '"'))
+	if (j->end - j->p < 4)
 		return -1;
-	size_t n = 0;
-	while (j->p < j->end && *j->p != '"') {
-		char c = *j->p++;
-		if ((unsigned char)c < 0x20) {
-			j->ok = 0;
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++) {
+		uint8_t c = j->p[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (uint32_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (uint32_t)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (uint32_t)(c - 'A' + 10);
+		else
 			return -1;
-		}
-		if (c == '\\') {
-			if (j->p >= j->end) {
-				j->ok = 0;
-				return -1;
-			}
-			char e = *j->p++;
-			switch (e) {
-			case 'n': c = '\n'; break;
-			case 't': c = '\t'; break;
-			case 'r': c = '\r'; break;
-			case 'b': c = '\b'; break;
-			case 'f': c = '\f'; break;
-			case '"': case '\\': case '/': c = e; break;
-			case 'u':
-				if (j->end - j->p < 4) {
-					j->ok = 0;
-					return -1;
-				}
-				c = (j->p[0] == '0' && j->p[1] == '0')
-					    ? (char)strtol((char[3]){j->p[2], j->p[3], 0},
-							   NULL, 16)
-					    : '?';
-				j->p += 4;
-				break;
-			default:
-				j->ok = 0;
-				return -1;
-			}
-		}
-		if (out) {
-			if (n + 1 >= cap) {
-				j->ok = 0;
-				return -1;
-			}
-			out[n] = c;
-		}
-		n++;
 	}
-	if (!js_eat(j, '"'))
-		return -1;
-	if (out)
-		out[n] = '\0';
-	return (int)n;
-}
-
-static int js_number(struct js *j, double *v)
-{
-	js_ws(j);
-	char buf[64];
-	size_t n = 0;
-	while (j->p < j->end && n < sizeof buf - 1 &&
-	       strchr("+-0123456789.eE", *j->p))
-		buf[n++] = *j->p++;
-	buf[n] = '\0';
-	char *e;
-	*v = strtod(buf, &e);
-	if (n == 0 || *e) {
-		j->ok = 0;
-		return -1;
-	}
+	j->p += 4;
+	*out = v;
 	return 0;
 }
 
-static void js_skip(struct js *j, int depth)
+/* Length of the valid UTF-8 sequence (2..4 bytes) at p, 0 if invalid:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const uint8_t *p, const uint8_t *end)
 {
-	int c = js_peek(j);
-	if (depth > 16) {
-		j->ok = 0;
-		return;
+	uint8_t c = p[0];
+	size_t n;
+	uint32_t cp, min;
+	if (c >= 0xC2 && c <= 0xDF) {
+		n = 2, cp = c & 0x1Fu, min = 0x80;
+	} else if ((c & 0xF0) == 0xE0) {
+		n = 3, cp = c & 0x0Fu, min = 0x800;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		n = 4, cp = c & 0x07u, min = 0x10000;
+	} else {
+		return 0;
 	}
-	if (c == '"') {
-		js_string(j, NULL, 0);
-	} else if (c == '{' || c == '[') {
-		char close = c == '{' ? '}' : ']';
-		j->p++;
-		if (js_peek(j) == close) {
+	if ((size_t)(end - p) < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3Fu);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+static size_t utf8_put(uint32_t cp, uint8_t *o)
+{
+	if (cp < 0x80) {
+		o[0] = (uint8_t)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (uint8_t)(0xC0 | cp >> 6);
+		o[1] = (uint8_t)(0x80 | (cp & 0x3F));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (uint8_t)(0xE0 | cp >> 12);
+		o[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+		o[2] = (uint8_t)(0x80 | (cp & 0x3F));
+		return 3;
+	}
+	o[0] = (uint8_t)(0xF0 | cp >> 18);
+	o[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+	o[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+	o[3] = (uint8_t)(0x80 | (cp & 0x3F));
+	return 4;
+}
+
+/* A string at j->p (which must be '"'), decoded into out[0..cap) when out
+ * is set (not NUL-terminated; *olen = its length). */
+static int jr_str(struct jr *j, char *out, size_t cap, size_t *olen)
+{
+	if (j->p >= j->end || *j->p != '"')
+		return jr_fail(j, "syntax error");
+	j->p++;
+	size_t n = 0;
+	for (;;) {
+		if (j->p >= j->end)
+			return jr_fail(j, "unterminated string");
+		uint8_t c = *j->p, tmp[4];
+		size_t tl = 1;
+		if (c == '"') {
 			j->p++;
-			return;
+			break;
 		}
-		while (j->ok) {
-			if (c == '{') {
-				js_string(j, NULL, 0);
-				js_eat(j, ':');
+		if (c == 0)
+			return jr_fail(j, "NUL in a string");
+		if (c < 0x20)
+			return jr_fail(j, "control character in a string");
+		if (c == '\\') {
+			if (j->end - j->p < 2)
+				return jr_fail(j, "unterminated string");
+			uint8_t e = j->p[1];
+			j->p += 2;
+			switch (e) {
+			case '"': case '\\': case '/': tmp[0] = e; break;
+			case 'b': tmp[0] = '\b'; break;
+			case 'f': tmp[0] = '\f'; break;
+			case 'n': tmp[0] = '\n'; break;
+			case 'r': tmp[0] = '\r'; break;
+			case 't': tmp[0] = '\t'; break;
+			case 'u': {
+				uint32_t cp, lo;
+				if (jr_hex4(j, &cp))
+					return jr_fail(j, "invalid \\u escape");
+				if (cp >= 0xD800 && cp <= 0xDBFF) {
+					if (j->end - j->p < 2 || j->p[0] != '\\' ||
+					    j->p[1] != 'u')
+						return jr_fail(j, "lone surrogate");
+					j->p += 2;
+					if (jr_hex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+						return jr_fail(j, "lone surrogate");
+					cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+				} else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+					return jr_fail(j, "lone surrogate");
+				}
+				if (cp == 0)
+					return jr_fail(j, "NUL in a string");
+				tl = utf8_put(cp, tmp);
+				break;
 			}
-			js_skip(j, depth + 1);
-			if (js_peek(j) == ',') {
+			default:
+				return jr_fail(j, "invalid escape");
+			}
+		} else if (c < 0x80) {
+			tmp[0] = c;
+			j->p++;
+		} else {
+			tl = utf8_seq(j->p, j->end);
+			if (!tl)
+				return jr_fail(j, "invalid UTF-8");
+			memcpy(tmp, j->p, tl);
+			j->p += tl;
+		}
+		if (out) {
+			if (tl > cap - n)
+				return jr_fail(j, "string too long");
+			memcpy(out + n, tmp, tl);
+		}
+		n += tl;
+	}
+	if (olen)
+		*olen = n;
+	return 0;
+}
+
+static int is_digit(const struct jr *j, const uint8_t *p)
+{
+	return p < j->end && *p >= '0' && *p <= '9';
+}
+
+/* A number (RFC 8259 grammar) into *out. */
+static int jr_num(struct jr *j, double *out)
+{
+	const uint8_t *p = j->p, *s = p;
+	if (p < j->end && *p == '-')
+		p++;
+	if (!is_digit(j, p))
+		return jr_fail(j, "syntax error");
+	if (*p == '0')
+		p++;
+	else
+		while (is_digit(j, p))
+			p++;
+	if (p < j->end && *p == '.') {
+		p++;
+		if (!is_digit(j, p))
+			return jr_fail(j, "bad number");
+		while (is_digit(j, p))
+			p++;
+	}
+	if (p < j->end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < j->end && (*p == '+' || *p == '-'))
+			p++;
+		if (!is_digit(j, p))
+			return jr_fail(j, "bad number");
+		while (is_digit(j, p))
+			p++;
+	}
+	char buf[64];
+	size_t n = (size_t)(p - s);
+	if (n >= sizeof buf)
+		return jr_fail(j, "number too long");
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	*out = strtod(buf, NULL);
+	j->p = p;
+	return 0;
+}
+
+/* Validates one value of any type at j->p; *t = its type. */
+static int jr_value(struct jr *j, int depth, enum jt *t)
+{
+	jr_ws(j);
+	if (j->p >= j->end)
+		return jr_fail(j, "syntax error");
+	uint8_t c = *j->p;
+	if (c == '"') {
+		*t = JT_STR;
+		return jr_str(j, NULL, 0, NULL);
+	}
+	if (c == '{' || c == '[') {
+		uint8_t close = c == '{' ? '}' : ']';
+		enum jt sub;
+		*t = c == '{' ? JT_OBJ : JT_ARR;
+		if (depth >= JWT_MAX_DEPTH)
+			return jr_fail(j, "nesting too deep");
+		j->p++;
+		jr_ws(j);
+		if (j->p < j->end && *j->p == close) {
+			j->p++;
+			return 0;
+		}
+		for (;;) {
+			if (c == '{') {
+				jr_ws(j);
+				if (jr_str(j, NULL, 0, NULL))
+					return -1;
+				jr_ws(j);
+				if (j->p >= j->end || *j->p != ':')
+					return jr_fail(j, "syntax error");
+				j->p++;
+			}
+			if (jr_value(j, depth + 1, &sub))
+				return -1;
+			jr_ws(j);
+			if (j->p < j->end && *j->p == ',') {
 				j->p++;
 				continue;
 			}
-			js_eat(j, close);
-			return;
+			if (j->p < j->end && *j->p == close) {
+				j->p++;
+				return 0;
+			}
+			return jr_fail(j, "syntax error");
 		}
-	} else if (c == 't' || c == 'f' || c == 'n') {
+	}
+	if (c == 't' || c == 'f' || c == 'n') {
 		const char *w = c == 't' ? "true" : c == 'f' ? "false" : "null";
 		size_t l = strlen(w);
-		if ((size_t)(j->end - j->p) < l || memcmp(j->p, w, l)) {
-			j->ok = 0;
-			return;
-		}
+		if ((size_t)(j->end - j->p) < l || memcmp(j->p, w, l))
+			return jr_fail(j, "syntax error");
 		j->p += l;
+		*t = JT_LIT;
+		return 0;
+	}
+	double d;
+	*t = JT_NUM;
+	return jr_num(j, &d);
+}
+
+/* The whole document: exactly one object, nothing after it but spaces.
+ * Fills doc with its members; a member name may appear only once. */
+static int jr_doc(const uint8_t *p, size_t n, struct jdoc *doc,
+		  const char **err)
+{
+	struct jr j = {p, p + n, NULL};
+	doc->n = 0;
+	jr_ws(&j);
+	if (j.p >= j.end || *j.p != '{') {
+		*err = "not a JSON object";
+		return -1;
+	}
+	j.p++;
+	jr_ws(&j);
+	if (j.p < j.end && *j.p == '}') {
+		j.p++;
 	} else {
-		double d;
-		js_number(j, &d);
+		for (;;) {
+			if (doc->n == JWT_MAX_MEMBERS) {
+				jr_fail(&j, "too many members");
+				break;
+			}
+			struct jmember *m = &doc->m[doc->n];
+			jr_ws(&j);
+			if (jr_str(&j, m->name, JWT_MAX_SUB, &m->nlen))
+				break;
+			for (size_t i = 0; i < doc->n; i++)
+				if (doc->m[i].nlen == m->nlen &&
+				    !memcmp(doc->m[i].name, m->name, m->nlen))
+					jr_fail(&j, "duplicate member name");
+			if (j.err)
+				break;
+			m->name[m->nlen] = '\0';
+			jr_ws(&j);
+			if (j.p >= j.end || *j.p != ':') {
+				jr_fail(&j, "syntax error");
+				break;
+			}
+			j.p++;
+			jr_ws(&j);
+			m->v = j.p;
+			if (jr_value(&j, 1, &m->t))
+				break;
+			m->vend = j.p;
+			doc->n++;
+			jr_ws(&j);
+			if (j.p < j.end && *j.p == ',') {
+				j.p++;
+				continue;
+			}
+			if (j.p < j.end && *j.p == '}')
+				j.p++;
+			else
+				jr_fail(&j, "syntax error");
+			break;
+		}
+	}
+	if (!j.err) {
+		jr_ws(&j);
+		if (j.p != j.end)
+			jr_fail(&j, "trailing data");
+	}
+	*err = j.err;
+	return j.err ? -1 : 0;
+}
+
+/* The member called name (a C string: registered names have no NUL), or
+ * NULL. */
+static const struct jmember *doc_get(const struct jdoc *d, const char *name)
+{
+	size_t l = strlen(name);
+	for (size_t i = 0; i < d->n; i++)
+		if (d->m[i].nlen == l && !memcmp(d->m[i].name, name, l))
+			return &d->m[i];
+	return NULL;
+}
+
+/* The registered members' types (RFC 7519 4.1, RFC 7515 4.1). */
+struct jtype {
+	const char *name;
+	unsigned types;
+};
+static const struct jtype CLAIM_TYPES[] = {
+	{"exp", JT_NUM}, {"nbf", JT_NUM}, {"iat", JT_NUM}, {"iss", JT_STR},
+	{"sub", JT_STR}, {"jti", JT_STR}, {"aud", JT_STR | JT_ARR},
+};
+static const struct jtype HEADER_TYPES[] = {
+	{"alg", JT_STR}, {"typ", JT_STR}, {"cty", JT_STR}, {"kid", JT_STR},
+	{"crit", JT_ARR},
+};
+
+/* NULL, or the name of the first registered member of the wrong type. */
+static const char *doc_types_bad(const struct jdoc *d, const struct jtype *tt,
+				 size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct jmember *m = doc_get(d, tt[i].name);
+		if (m && !(m->t & tt[i].types))
+			return tt[i].name;
+	}
+	return NULL;
+}
+
+/* Decodes a string member (validated by jr_doc) into out[cap] with a NUL
+ * after it; -1 if it does not fit. */
+static int member_str(const uint8_t *v, const uint8_t *vend, char *out,
+		      size_t cap, size_t *len)
+{
+	struct jr j = {v, vend, NULL};
+	if (jr_str(&j, out, cap - 1, len))
+		return -1;
+	out[*len] = '\0';
+	return 0;
+}
+
+/* A string value equals want (a configured C string) byte for byte. */
+static bool str_equals(const uint8_t *v, const uint8_t *vend, const char *want)
+{
+	char b[JWT_MAX_SUB + 1];
+	size_t l;
+	return member_str(v, vend, b, sizeof b, &l) == 0 && l == strlen(want) &&
+	       !memcmp(b, want, l);
+}
+
+/* aud (string or array of strings, validated) contains want (NULL: only
+ * the element types are checked). -1: an array element is not a string. */
+static int aud_match(const struct jmember *m, const char *want)
+{
+	if (m->t == JT_STR)
+		return want && str_equals(m->v, m->vend, want);
+	struct jr j = {m->v + 1, m->vend, NULL};
+	int found = 0;
+	for (;;) {
+		jr_ws(&j);
+		if (j.p >= j.end || *j.p == ']')
+			return found;
+		if (*j.p != '"')
+			return -1;
+		const uint8_t *s = j.p;
+		if (jr_str(&j, NULL, 0, NULL))
+			return -1;
+		if (want && str_equals(s, j.p, want))
+			found = 1;
+		jr_ws(&j);
+		if (j.p < j.end && *j.p == ',')
+			j.p++;
 	}
 }
 
-struct claims_raw {
-	char alg[16];
-	int has_alg;
-	char sub[256];
-	int has_sub;
-	char iss[256];
-	int has_iss;
-	double exp, nbf;
-	int has_exp, has_nbf;
-	int aud_match, has_aud;
-};
-
-/* Walks the top-level object, filling what it knows. want_aud: the aud to
- * look for (string or array element). */
-static int js_object(const char *p, size_t n, struct claims_raw *c,
-		     const char *want_aud)
+/* A NumericDate member in unix ms (ceil), or -1 when out of range. */
+static int member_date_ms(const struct jmember *m, uint64_t *ms)
 {
-	struct js j = {p, p + n, 1};
-	if (!js_eat(&j, '{'))
+	struct jr j = {m->v, m->vend, NULL};
+	double d;
+	if (jr_num(&j, &d) || !(d >= 0 && d <= JWT_MAX_NUMERIC_DATE))
 		return -1;
-	if (js_peek(&j) == '}') {
-		j.p++;
-		return js_peek(&j) == -1 ? 0 : -1;
-	}
-	while (j.ok) {
-		char key[32];
-		if (js_string(&j, key, sizeof key) < 0)
-			return -1;
-		if (!js_eat(&j, ':'))
-			return -1;
-		int t = js_peek(&j);
-		if (!strcmp(key, "alg") && t == '"') {
-			c->has_alg = js_string(&j, c->alg, sizeof c->alg) >= 0;
-		} else if (!strcmp(key, "sub") && t == '"') {
-			c->has_sub = js_string(&j, c->sub, sizeof c->sub) > 0;
-		} else if (!strcmp(key, "iss") && t == '"') {
-			c->has_iss = js_string(&j, c->iss, sizeof c->iss) >= 0;
-		} else if (!strcmp(key, "exp") && t != '"') {
-			c->has_exp = js_number(&j, &c->exp) == 0;
-		} else if (!strcmp(key, "nbf") && t != '"') {
-			c->has_nbf = js_number(&j, &c->nbf) == 0;
-		} else if (!strcmp(key, "aud") && (t == '"' || t == '[')) {
-			char a[256];
-			c->has_aud = 1;
-			if (t == '"') {
-				if (js_string(&j, a, sizeof a) >= 0 && want_aud &&
-				    !strcmp(a, want_aud))
-					c->aud_match = 1;
-			} else {
-				j.p++;
-				if (js_peek(&j) == ']') {
-					j.p++;
-				} else {
-					while (j.ok) {
-						if (js_string(&j, a, sizeof a) >= 0 &&
-						    want_aud && !strcmp(a, want_aud))
-							c->aud_match = 1;
-						if (js_peek(&j) == ',') {
-							j.p++;
-							continue;
-						}
-						js_eat(&j, ']');
-						break;
-					}
-				}
-			}
-		} else {
-			js_skip(&j, 1);
-		}
-		if (!j.ok)
-			return -1;
-		if (js_peek(&j) == ',') {
-			j.p++;
-			continue;
-		}
-		if (!js_eat(&j, '}'))
-			return -1;
-		break;
-	}
-	return j.ok && js_peek(&j) == -1 ? 0 : -1;
+	double x = d * 1000.0; /* <= 2.6e14: exact in a double's integer range */
+	uint64_t u = (uint64_t)x;
+	*ms = (double)u < x ? u + 1 : u; /* ceil, without libm */
+	return 0;
 }
 
 /* ---- signatures ----------------------------------------------------------------- */
@@ -400,11 +633,25 @@ static int verify_sig(const struct jwt_verifier *v, const char *signing,
 		return -PARLEY_EAUTH;                                          \
 	} while (0)
 
+uint64_t jwt_deadline_ms(const struct jwt_verifier *v, uint64_t exp_ms)
+{
+	if (!exp_ms)
+		return 0;
+	uint64_t l = (uint64_t)v->leeway_s * 1000;
+	return exp_ms > UINT64_MAX - l ? UINT64_MAX : exp_ms + l;
+}
+
+bool jwt_expired_at(const struct jwt_verifier *v, uint64_t exp_ms,
+		    uint64_t now_ms)
+{
+	return exp_ms && now_ms >= jwt_deadline_ms(v, exp_ms);
+}
+
 int jwt_verify(const struct jwt_verifier *v, const char *tok, size_t len,
-	       uint64_t now_s, struct jwt_claims *out, char *why, size_t whycap)
+	       uint64_t now_ms, struct jwt_claims *out, char *why, size_t whycap)
 {
 	if (len == 0 || len > JWT_MAX_TOKEN)
-		FAIL("token length");
+		FAIL("token empty or longer than %d bytes", JWT_MAX_TOKEN);
 	const char *d1 = memchr(tok, '.', len);
 	const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - tok)) : NULL;
 	if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - tok)))
@@ -415,28 +662,62 @@ int jwt_verify(const struct jwt_verifier *v, const char *tok, size_t len,
 	int sl = parley_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - tok), sig, sizeof sig);
 	if (hl <= 0 || pl <= 0 || sl < 0)
 		FAIL("bad base64url");
-	struct claims_raw h = {0}, c = {0};
-	if (js_object((const char *)hdr, (size_t)hl, &h, NULL))
-		FAIL("bad header JSON");
-	if (!h.has_alg || strcmp(h.alg, alg_name(v->alg)))
+	/* one struct jdoc at a time: header first, then (after the signature)
+	 * the claims reuse it */
+	struct jdoc doc;
+	const char *err = NULL, *bad;
+	char alg[16];
+	size_t al = 0;
+	if (jr_doc(hdr, (size_t)hl, &doc, &err))
+		FAIL("bad header JSON: %s", err);
+	if ((bad = doc_types_bad(&doc, HEADER_TYPES,
+				 PARLEY_ARRAY_LEN(HEADER_TYPES))))
+		FAIL("header %s has the wrong type", bad);
+	const struct jmember *m = doc_get(&doc, "alg");
+	if (!m || member_str(m->v, m->vend, alg, sizeof alg, &al) ||
+	    strcmp(alg, alg_name(v->alg)))
 		FAIL("alg is not %s", alg_name(v->alg));
+	if (doc_get(&doc, "crit"))
+		FAIL("unsupported critical header (crit)");
 	if (verify_sig(v, tok, (size_t)(d2 - tok), sig, (size_t)sl))
 		FAIL("bad signature");
-	if (js_object((const char *)pay, (size_t)pl, &c, v->aud))
-		FAIL("bad claims JSON");
-	double now = (double)now_s;
-	if (c.has_exp && !(c.exp > now - v->leeway_s))
+
+	if (jr_doc(pay, (size_t)pl, &doc, &err))
+		FAIL("bad claims JSON: %s", err);
+	if ((bad = doc_types_bad(&doc, CLAIM_TYPES, PARLEY_ARRAY_LEN(CLAIM_TYPES))))
+		FAIL("claim %s has the wrong type", bad);
+	const struct jmember *aud = doc_get(&doc, "aud");
+	int aud_ok = aud ? aud_match(aud, v->aud) : 0;
+	if (aud_ok < 0)
+		FAIL("claim aud has the wrong type");
+	uint64_t exp_ms = 0, nbf_ms = 0, iat_ms = 0;
+	if ((m = doc_get(&doc, "exp")) && member_date_ms(m, &exp_ms))
+		FAIL("claim exp is out of range");
+	if ((m = doc_get(&doc, "nbf")) && member_date_ms(m, &nbf_ms))
+		FAIL("claim nbf is out of range");
+	if ((m = doc_get(&doc, "iat")) && member_date_ms(m, &iat_ms))
+		FAIL("claim iat is out of range");
+	if (doc_get(&doc, "exp") && exp_ms == 0)
+		exp_ms = 1; /* exp 0 (1970): 0 means "no exp" in exp_ms */
+	if (jwt_expired_at(v, exp_ms, now_ms))
 		FAIL("token expired");
-	if (c.has_nbf && !(c.nbf <= now + v->leeway_s))
+	if (nbf_ms && nbf_ms > now_ms + (uint64_t)v->leeway_s * 1000)
 		FAIL("token not valid yet (nbf)");
-	if (v->iss && (!c.has_iss || strcmp(c.iss, v->iss)))
+	if (v->iss && (!(m = doc_get(&doc, "iss")) ||
+		       !str_equals(m->v, m->vend, v->iss)))
 		FAIL("wrong issuer");
-	if (v->aud && !c.aud_match)
+	if (v->aud && aud_ok != 1)
 		FAIL("wrong audience");
-	if (!c.has_sub)
+	if (!(m = doc_get(&doc, "sub")))
 		FAIL("no sub");
-	snprintf(out->sub, sizeof out->sub, "%s", c.sub);
-	out->exp_s = c.has_exp && c.exp > 0 && c.exp < 1e15 ? (uint64_t)c.exp : 0;
+	if (member_str(m->v, m->vend, out->sub, sizeof out->sub, &out->sub_len))
+		FAIL("sub longer than %d bytes", JWT_MAX_SUB);
+	if (out->sub_len == 0)
+		FAIL("sub is empty");
+	/* jr_str refuses NUL: the C string is the whole claim */
+	PARLEY_ASSERT(strlen(out->sub) == out->sub_len);
+	out->exp_ms = exp_ms;
+	out->deadline_ms = jwt_deadline_ms(v, exp_ms);
 	return 0;
 }
 
@@ -459,6 +740,9 @@ int jwt_mint_hs256(const void *secret, size_t slen, const char *sub,
 	n += snprintf(claims + n, sizeof claims - (size_t)n, "}");
 	if (n >= (int)sizeof claims || strpbrk(sub, "\"\\"))
 		return -PARLEY_EINVAL;
+	for (const char *p = sub; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			return -PARLEY_EINVAL; /* would need escaping */
 	const char *hdr = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 	char buf[2048];
 	size_t o = parley_b64url_encode((const uint8_t *)hdr, strlen(hdr), buf);

@@ -29,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -51,12 +54,28 @@ static void on_engine_fatal(void *arg, int err)
 	_exit(70);
 }
 
+/*
+ * TLS 1.2 cipher suites: ECDHE key exchange (forward secrecy) with an AEAD
+ * only (AES-GCM, ChaCha20-Poly1305). No CBC / SHA-1 MAC suites (Lucky13-
+ * style padding oracles), no static RSA, no DHE. TLS 1.3 suites are
+ * OpenSSL's defaults (all AEAD).
+ */
+#define PARLEYD_TLS12_CIPHERS                                                  \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"            \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"            \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 static SSL_CTX *tls_ctx_new(const char *cert, const char *key)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx)
 		return NULL;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (SSL_CTX_set_cipher_list(ctx, PARLEYD_TLS12_CIPHERS) != 1) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	/* Idle connections hold no TLS read/write buffers. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
@@ -84,8 +103,9 @@ static SSL_CTX *tls_ctx_new(const char *cert, const char *key)
  */
 struct opts {
 	char data[512];
-	char listen[256];
+	char listen[256], admin_listen[256];
 	uint32_t port, tls_port, admin_port;
+	uint32_t admin_max_connections, admin_request_timeout_ms;
 	char tls_cert[512], tls_key[512];
 	uint32_t loops, engine_shards, partitions;
 	char jwt_alg[16];
@@ -98,7 +118,7 @@ struct opts {
 	uint64_t outbound_queue_bytes;
 	uint32_t max_connections, drain_timeout_ms;
 	char log_level[16];
-	bool dev;
+	bool dev, dev_allow_public;
 };
 
 enum kt { K_STR, K_U32, K_U64 };
@@ -118,6 +138,9 @@ static const struct key KEYS[] = {
 	KU(port, "7411", "plain TCP port (0 = off)"),
 	KU(tls_port, "7412", "TLS port (0 = off; needs tls_cert and tls_key)"),
 	KU(admin_port, "7480", "admin HTTP port: /metrics /livez /readyz (0 = off)"),
+	KS(admin_listen, "127.0.0.1", "admin HTTP address (independent of listen: unauthenticated metrics stay local unless set)"),
+	KU(admin_max_connections, "64", "admin HTTP connections at once (the oldest is evicted beyond)"),
+	KU(admin_request_timeout_ms, "5000", "admin HTTP: whole request must arrive within, ms (408 after)"),
 	KS(tls_cert, "", "server certificate chain (PEM)"),
 	KS(tls_key, "", "server private key (PEM)"),
 	KU(loops, "0", "event loops (0 = one per online CPU)"),
@@ -255,6 +278,8 @@ static void usage(FILE *f)
 	}
 	fprintf(f, "\n  --dev                      development: HS256 with secret "
 		   "\"parley-dev-secret\" unless jwt_secret_file is set\n"
+		   "  --dev-allow-public         let --dev listen on a non-loopback "
+		   "address (refused otherwise)\n"
 		   "  --mint-token SUB           print an HS256 token for SUB "
 		   "(jwt_secret_file, issuer, audience; 24 h) and exit\n"
 		   "  --check-config             validate the configuration and "
@@ -307,6 +332,10 @@ static int config_load(struct opts *o, int argc, char **argv, int *action,
 		}
 		if (!strcmp(a, "--dev")) {
 			o->dev = true;
+			continue;
+		}
+		if (!strcmp(a, "--dev-allow-public")) {
+			o->dev_allow_public = true;
 			continue;
 		}
 		if (!strcmp(a, "--mint-token") && i + 1 < argc) {
@@ -364,6 +393,32 @@ static int read_file(const char *path, char *buf, size_t cap, size_t *len)
 	return 0;
 }
 
+/* 1 when host resolves (as a listen address) to loopback only, 0 when
+ * not, -1 when it does not resolve. */
+static int addr_is_loopback(const char *host)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE};
+	struct addrinfo *res = NULL;
+	if (getaddrinfo(*host ? host : NULL, "0", &hints, &res) || !res)
+		return -1;
+	int lo = 1;
+	for (struct addrinfo *r = res; r; r = r->ai_next) {
+		if (r->ai_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)r->ai_addr;
+			lo &= (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+		} else if (r->ai_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)r->ai_addr;
+			lo &= IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+		} else {
+			lo = 0;
+		}
+	}
+	freeaddrinfo(res);
+	return lo;
+}
+
 /* Validates o and builds the JWT verifier and TLS context. Messages go
  * to stderr; returns the number of problems. */
 static int config_check(const struct opts *o, struct jwt_verifier **jv,
@@ -397,6 +452,14 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 		BAD("outbound_queue_bytes must be at least max_frame / 8\n");
 	if (o->loops > 256)
 		BAD("loops must be 0..256\n");
+	if (o->admin_max_connections < 1 || o->admin_max_connections > 4096)
+		BAD("admin_max_connections must be 1..4096\n");
+	if (o->admin_request_timeout_ms < 100)
+		BAD("admin_request_timeout_ms must be >= 100\n");
+	if (o->dev && !o->dev_allow_public && addr_is_loopback(o->listen) != 1)
+		BAD("--dev on the non-loopback address \"%s\": development tokens "
+		    "would be accepted from the network; listen on 127.0.0.1 / ::1, "
+		    "or add --dev-allow-public to do it anyway\n", o->listen);
 	if (strcmp(o->log_level, "debug") && strcmp(o->log_level, "info") &&
 	    strcmp(o->log_level, "warn") && strcmp(o->log_level, "error"))
 		BAD("log_level must be debug, info, warn or error\n");
@@ -459,16 +522,23 @@ static void config_print(const struct opts *o)
 	}
 }
 
+/* The auth hook: *exp_ms is the session deadline (jwt_claims.deadline_ms:
+ * the token's exp plus the leeway), the instant jwt_expired_at() turns
+ * true; the connection sends GOAWAY AUTH_EXPIRED at that instant and not
+ * before, so a token accepted inside the leeway is not dropped at once. */
 static int srv_auth(void *arg, const char *token, size_t len, char *sub,
 		    size_t subcap, uint64_t *exp_ms, char *why, size_t whycap)
 {
 	struct jwt_claims cl;
-	int rc = jwt_verify(arg, token, len, parley_now_ms() / 1000, &cl, why,
-			    whycap);
+	int rc = jwt_verify(arg, token, len, parley_now_ms(), &cl, why, whycap);
 	if (rc)
 		return rc;
-	snprintf(sub, subcap, "%s", cl.sub);
-	*exp_ms = cl.exp_s * 1000;
+	if (cl.sub_len >= subcap) {
+		snprintf(why, whycap, "sub longer than %zu bytes", subcap - 1);
+		return -PARLEY_EAUTH;
+	}
+	memcpy(sub, cl.sub, cl.sub_len + 1);
+	*exp_ms = cl.deadline_ms;
 	return 0;
 }
 
@@ -490,10 +560,14 @@ static int run(const struct opts *o, struct srv *s)
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
-	rc = admin_start(s, o->listen, (uint16_t)o->admin_port, &adm);
+	struct admin_opts ao = {.host = o->admin_listen,
+				.port = (uint16_t)o->admin_port,
+				.max_conns = o->admin_max_connections,
+				.request_timeout_ms = o->admin_request_timeout_ms};
+	rc = admin_start(s, &ao, &adm);
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "
-		       "err=%s", o->listen, o->admin_port, parley_errname(rc));
+		       "err=%s", o->admin_listen, o->admin_port, parley_errname(rc));
 		return 1;
 	}
 	rc = pe_open(&eo, &e);
@@ -543,8 +617,9 @@ static int run(const struct opts *o, struct srv *s)
 		rc = 0;
 		admin_set_ready(adm, 1);
 		PLOG_I("parleyd", "serving", "listen=%s port=%u tls_port=%u "
-		       "admin_port=%u loops=%u data=%s", o->listen, o->port,
-		       ls.tls_port, o->admin_port, n, o->data);
+		       "admin_listen=%s admin_port=%u loops=%u data=%s", o->listen,
+		       o->port, ls.tls_port, o->admin_listen, o->admin_port, n,
+		       o->data);
 		/* SIGTERM/SIGINT are blocked in every thread (main() did it
 		 * before any thread existed): this is the one place they land. */
 		sigset_t set;
@@ -631,13 +706,19 @@ int main(int argc, char **argv)
 		SSL_CTX_free(tls);
 		return bad ? 2 : 0;
 	}
-	if (bad)
+	if (bad) {
+		jwt_verifier_free(jv);
+		SSL_CTX_free(tls);
 		return 2;
+	}
 	if (o.tls_port && !tls)
 		PLOG_W("parleyd", "no TLS listener: tls_cert/tls_key not set", "tls_port=%u", o.tls_port);
 	if (o.dev && !*o.jwt_secret_file)
 		PLOG_W("parleyd", "development mode: tokens signed with the "
 		       "public dev secret are accepted", "jwt_alg=%s", o.jwt_alg);
+	if (o.dev && o.dev_allow_public && addr_is_loopback(o.listen) != 1)
+		PLOG_W("parleyd", "development mode on a non-loopback address "
+		       "(--dev-allow-public)", "listen=%s", o.listen);
 	s.auth = srv_auth;
 	s.auth_arg = jv;
 	s.tls = tls;

@@ -10,7 +10,13 @@
  *     errors);
  *   - RS256 and ES256 tokens (minted by `parleyctl token` with throwaway
  *     keys) are accepted by a server configured for that algorithm, and an
- *     HS256 token is refused by it (no algorithm confusion).
+ *     HS256 token is refused by it (no algorithm confusion);
+ *   - the admin address is its own key (admin_listen, same precedence),
+ *     127.0.0.1 by default whatever listen says: a server started with
+ *     --listen 0.0.0.0 has its client port on 0.0.0.0 and its admin port
+ *     on 127.0.0.1 (read from /proc/net/tcp); --dev on a non-loopback
+ *     listen address refuses to start (exit 2, a message naming
+ *     --dev-allow-public) unless --dev-allow-public is given.
  */
 #include "itest.h"
 
@@ -52,6 +58,112 @@ static char *http_get(uint16_t port, const char *path, int *code)
 	out[n] = '\0';
 	IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
 	return out;
+}
+
+/* The local IPv4 address (host order) of the TCP socket listening on port,
+ * from /proc/net/tcp; 0xFFFFFFFF when there is none. */
+static uint32_t listen_addr4(uint16_t port)
+{
+	FILE *f = fopen("/proc/net/tcp", "r");
+	IT_CHECK(f);
+	char line[512];
+	uint32_t found = 0xFFFFFFFFu;
+	while (fgets(line, sizeof line, f)) {
+		unsigned addr, lport, st;
+		if (sscanf(line, " %*d: %8X:%4X %*X:%*X %X", &addr, &lport, &st) == 3 &&
+		    lport == port && st == 0x0A /* LISTEN */)
+			found = ntohl(addr); /* the kernel prints it in network order */
+	}
+	fclose(f);
+	return found;
+}
+
+static void admin_address(const char *bin)
+{
+	char cmd[4096];
+	int st;
+	char *out;
+	/* the default does not follow listen */
+	snprintf(cmd, sizeof cmd, "%s/server/parleyd --jwt-secret-file %s "
+		 "--listen 0.0.0.0 --check-config", bin, it_path("jwt.secret"));
+	out = run_cmd(cmd, &st);
+	IT_CHECK(st == 0, "%s", out);
+	IT_CHECK(strstr(out, "listen = \"0.0.0.0\"\n"), "%s", out);
+	IT_CHECK(strstr(out, "admin_listen = \"127.0.0.1\"\n"), "%s", out);
+	free(out);
+	/* precedence: flag > env > file > default */
+	FILE *f = fopen(it_path("admin.conf"), "w");
+	IT_CHECK(f);
+	fprintf(f, "admin_listen = 127.0.0.3\nadmin_max_connections = 9\n");
+	fclose(f);
+	snprintf(cmd, sizeof cmd, "%s/server/parleyd --dev --config %s --check-config",
+		 bin, it_path("admin.conf"));
+	out = run_cmd(cmd, &st);
+	IT_CHECK(st == 0 && strstr(out, "admin_listen = \"127.0.0.3\"\n") &&
+		 strstr(out, "admin_max_connections = 9\n") &&
+		 strstr(out, "admin_request_timeout_ms = 5000\n"), "%s", out);
+	free(out);
+	snprintf(cmd, sizeof cmd, "PARLEY_ADMIN_LISTEN=127.0.0.2 %s/server/parleyd "
+		 "--dev --config %s --check-config", bin, it_path("admin.conf"));
+	out = run_cmd(cmd, &st);
+	IT_CHECK(st == 0 && strstr(out, "admin_listen = \"127.0.0.2\"\n"), "%s", out);
+	free(out);
+	snprintf(cmd, sizeof cmd, "PARLEY_ADMIN_LISTEN=127.0.0.2 %s/server/parleyd "
+		 "--dev --config %s --admin-listen ::1 --check-config", bin,
+		 it_path("admin.conf"));
+	out = run_cmd(cmd, &st);
+	IT_CHECK(st == 0 && strstr(out, "admin_listen = \"::1\"\n"), "%s", out);
+	free(out);
+	const char *bad[] = {"--dev --admin-max-connections 0",
+			     "--dev --admin-request-timeout-ms 10"};
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(bad); i++) {
+		snprintf(cmd, sizeof cmd, "%s/server/parleyd %s --check-config 2>&1",
+			 bin, bad[i]);
+		out = run_cmd(cmd, &st);
+		IT_CHECK(st == 2, "\"%s\" exited %d: %s", bad[i], st, out);
+		free(out);
+	}
+
+	/* --dev with development secrets on a public address: refused */
+	const char *pub[] = {"--listen 0.0.0.0", "--listen 0.0.0.0:7999", "--listen ::"};
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(pub); i++) {
+		snprintf(cmd, sizeof cmd, "%s/server/parleyd --dev %s --data %s "
+			 "--port 0 --tls-port %u --admin-port 0 2>&1", bin, pub[i],
+			 it_path("dev-data"), it_free_port());
+		out = run_cmd(cmd, &st);
+		IT_CHECK(st == 2 && strstr(out, "--dev-allow-public"),
+			 "--dev %s: exit %d: %s", pub[i], st, out);
+		free(out);
+		snprintf(cmd, sizeof cmd, "%s/server/parleyd --dev %s "
+			 "--dev-allow-public --check-config 2>&1", bin, pub[i]);
+		out = run_cmd(cmd, &st);
+		IT_CHECK(st == 0, "--dev %s --dev-allow-public: %s", pub[i], out);
+		free(out);
+	}
+	/* loopback names and addresses are fine */
+	const char *lo[] = {"127.0.0.1", "localhost", "::1", "127.0.0.5"};
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(lo); i++) {
+		snprintf(cmd, sizeof cmd, "%s/server/parleyd --dev --listen %s "
+			 "--check-config 2>&1", bin, lo[i]);
+		out = run_cmd(cmd, &st);
+		IT_CHECK(st == 0, "--dev --listen %s: %s", lo[i], out);
+		free(out);
+	}
+
+	/* a real server on 0.0.0.0: clients on every address, admin local */
+	struct it_server srv;
+	it_server_init(&srv, "wild");
+	srv.extra[0] = "--listen";
+	srv.extra[1] = "0.0.0.0";
+	it_server_start(&srv);
+	int code;
+	out = http_get(srv.admin_port, "/livez", &code);
+	IT_CHECK(code == 200);
+	free(out);
+	IT_CHECK(listen_addr4(srv.port) == 0, "client port not on 0.0.0.0");
+	uint32_t a = listen_addr4(srv.admin_port);
+	IT_CHECK(a == 0x7F000001u, "admin port listens on %08x, want 127.0.0.1", a);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 }
 
 static uint64_t metric(const char *text, const char *name)
@@ -205,6 +317,7 @@ int main(void)
 		free(hs);
 		IT_CHECK(it_server_stop(&s2, SIGTERM, 20000) == 0);
 	}
+	admin_address(bin);
 	printf("admin_config: ok\n");
 	return 0;
 }

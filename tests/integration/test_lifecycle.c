@@ -40,6 +40,9 @@ int main(void)
 	srv.extra[1] = "300";
 	srv.extra[2] = "--idle-timeout-ms";
 	srv.extra[3] = "800";
+	/* the session ends at exp + leeway: keep the token-expiry wait short */
+	srv.extra[4] = "--jwt-leeway-s";
+	srv.extra[5] = "1";
 	it_server_start(&srv);
 
 	/* handshake timeouts: silent, half a HELLO, HELLO but no AUTH */
