@@ -42,6 +42,52 @@ void pe_stats(struct pe_engine *e, struct pe_stats *out)
 	}
 }
 
+/* ---- stage histograms ----------------------------------------------------------------- */
+
+#define RLX memory_order_relaxed
+
+void stage_hist_add(struct stage_hist *h, uint64_t ns)
+{
+	unsigned b = ns ? 64u - (unsigned)__builtin_clzll(ns) : 0u;
+	if (b >= PE_HIST_BUCKETS)
+		b = PE_HIST_BUCKETS - 1;
+	atomic_store_explicit(&h->b[b], atomic_load_explicit(&h->b[b], RLX) + 1, RLX);
+	atomic_store_explicit(&h->sum_ns,
+			      atomic_load_explicit(&h->sum_ns, RLX) + ns, RLX);
+	if (ns > atomic_load_explicit(&h->max_ns, RLX))
+		atomic_store_explicit(&h->max_ns, ns, RLX);
+	atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, RLX) + 1,
+			      RLX);
+}
+
+void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out)
+{
+	memset(out, 0, sizeof *out * PE_STAGE_COUNT);
+	for (uint32_t i = 0; i < e->nshards; i++)
+		for (int s = 0; s < PE_STAGE_COUNT; s++) {
+			struct stage_hist *h = &e->shards[i].hist[s];
+			struct pe_stage_hist *o = &out[s];
+			o->count += atomic_load_explicit(&h->count, RLX);
+			o->sum_ns += atomic_load_explicit(&h->sum_ns, RLX);
+			uint64_t m = atomic_load_explicit(&h->max_ns, RLX);
+			o->max_ns = PARLEY_MAX(o->max_ns, m);
+			for (int b = 0; b < PE_HIST_BUCKETS; b++)
+				o->buckets[b] += atomic_load_explicit(&h->b[b], RLX);
+		}
+}
+
+const char *pe_stage_name(enum pe_stage s)
+{
+	static const char *const names[PE_STAGE_COUNT] = {
+		"queue", "fill", "sync", "apply", "callback"};
+	return (unsigned)s < PE_STAGE_COUNT ? names[s] : NULL;
+}
+
+uint64_t pe_hist_bucket_le_ns(unsigned b)
+{
+	return b >= 63 ? UINT64_MAX : 1ull << b;
+}
+
 /* ---- public requests ------------------------------------------------------------------ */
 
 bool api_key_ok(const void *key, size_t klen)
@@ -84,6 +130,7 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 				      0, q->expected_last_seq, q->entries,
 				      q->count);
 	PARLEY_ASSERT(n == (int64_t)len);
+	r->t_enq = parley_mono_ns();
 	int rc = shard_push(e, r);
 	if (rc)
 		free(r);
@@ -210,6 +257,7 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 	r->data[0] = CMD_DELETE;
 	int64_t n = cmd_delete_encode(r->data + 1, len, key, klen, through);
 	PARLEY_ASSERT(n == (int64_t)len);
+	r->t_enq = parley_mono_ns();
 	int rc = shard_push(e, r);
 	if (rc)
 		free(r);

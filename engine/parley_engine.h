@@ -32,9 +32,17 @@
  *
  * Durability invariant
  *   An append's callback reports success only after the WAL batch holding it
- *   has been written and fdatasync'd (later: committed on a quorum). Entries
- *   become visible to reads and tails at the same moment, so no reader ever
- *   sees an entry that could be lost by a crash.
+ *   has been written and fdatasync'd and the entry is committed and applied.
+ *   Entries become visible to reads and tails at the same moment, so no
+ *   reader ever sees an entry that could be lost by a crash.
+ *
+ * Raft
+ *   Every partition is a Raft group whose log is its shard's WAL; a single
+ *   node runs each partition as a group of one voter, through the same path
+ *   (appends are proposals, acknowledged after commit and apply). A group
+ *   elects itself at open. An append whose entry is not committed because
+ *   its partition's leadership was lost fails with -PARLEY_ENOTLEADER:
+ *   retry it with the same producer id (idempotency makes that safe).
  *
  * Idempotency
  *   An append with a non-zero producer_id is idempotent on
@@ -188,6 +196,43 @@ struct pe_stats {
 };
 void pe_stats(struct pe_engine *e, struct pe_stats *out);
 
+/*
+ * Where an append's time goes, per stage, as log2 histograms (for /metrics
+ * and benchmarks). Stages, in the order an append passes them:
+ *   PE_STAGE_QUEUE     pe_append/pe_delete -> its shard takes it
+ *   PE_STAGE_FILL      taken -> the WAL batch holding it is submitted
+ *                      (waiting for the batch in flight, filling the next)
+ *   PE_STAGE_SYNC      one WAL batch: submitted -> write + fdatasync done
+ *                      (one sample per batch, not per append)
+ *   PE_STAGE_APPLY     applying one committed entry to its partition
+ *   PE_STAGE_CALLBACK  the append's callback (the caller's code)
+ * Bucket b counts samples in [2^(b-1), 2^b) ns (bucket 0: 0 ns); the last
+ * bucket also takes everything above. Counters are monotonic since open;
+ * a snapshot taken while shards run may be a few samples inconsistent
+ * across fields (each field is read atomically).
+ */
+enum pe_stage {
+	PE_STAGE_QUEUE = 0,
+	PE_STAGE_FILL,
+	PE_STAGE_SYNC,
+	PE_STAGE_APPLY,
+	PE_STAGE_CALLBACK,
+	PE_STAGE_COUNT
+};
+#define PE_HIST_BUCKETS 40
+struct pe_stage_hist {
+	uint64_t count;
+	uint64_t sum_ns;
+	uint64_t max_ns;
+	uint64_t buckets[PE_HIST_BUCKETS];
+};
+/* Sums every shard's histograms into out[PE_STAGE_COUNT]. Any thread. */
+void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out);
+/* "queue", "fill", "sync", "apply", "callback"; NULL for others. */
+const char *pe_stage_name(enum pe_stage s);
+/* Upper bound of bucket b in ns (2^b), for Prometheus "le" labels. */
+uint64_t pe_hist_bucket_le_ns(unsigned b);
+
 /* ---- entries -------------------------------------------------------------- */
 
 struct pe_entry {
@@ -221,7 +266,9 @@ struct pe_append_req {
 
 struct pe_append_result {
 	int err;          /* 0, -PARLEY_ESEQ (precondition), -PARLEY_ECORRUPT,
-			     -PARLEY_EFULL (memory), -PARLEY_EFATAL, -PARLEY_ECLOSED */
+			     -PARLEY_EFULL (memory), -PARLEY_EFATAL, -PARLEY_ECLOSED,
+			     -PARLEY_ENOTLEADER (not committed: retry with
+			     the same producer id) */
 	uint64_t seq;     /* seq of the first entry of the batch */
 	uint32_t count;   /* entries appended (the batch is all or nothing) */
 	uint64_t ts_ms;   /* timestamp given to the entries */

@@ -9,6 +9,9 @@
  *   log/sub.c          subscriptions (tails)
  *   log/shard.c        the shard thread: inbox, loop, group commit, apply
  *   log/shard_req.c    the shard's request handlers
+ *   log/part_raft.c    each partition a Raft group on the shard's WAL
+ *   log/part_wait.c    proposals waiting by (index, term)
+ *   log/cmd.c          the log command codec
  *   log/wal.c          the shard's write-ahead log
  *   history/hist_job.c flush/compaction jobs, WAL release, retention ticks
  *   manifest.c         the data directory's MANIFEST
@@ -22,7 +25,11 @@
  *   struct shard       one thread; owns its WAL, its io ring, its inbox and
  *                      every partition p with p % nshards == shard index.
  *                      Nothing else touches a partition's state.
- *   struct part        streams (hash table), idempotency table, counters.
+ *   struct part        streams (hash table), idempotency table, counters,
+ *                      and its Raft group (struct raft, log/part_raft.c):
+ *                      proposals queued (prop_*), proposals waiting for
+ *                      commit and apply (wait_*), durable entries not yet
+ *                      applied (rlog).
  *   struct stream      the memtable of one stream: entries by seq, plus the
  *                      subscriptions tailing it.
  *   struct mentry      one entry, payload inline; immutable once applied.
@@ -203,6 +210,7 @@ struct req {
 	struct req *next;
 	uint32_t part;
 	uint64_t index, term;   /* APPEND/DELETE: where it was proposed */
+	uint64_t t_enq, t_shard; /* APPEND/DELETE: enqueued, taken (mono ns) */
 	void *arg;
 	union {
 		pe_append_cb append;
@@ -222,6 +230,14 @@ struct req {
 	uint8_t klen;
 	uint8_t data[];
 };
+
+/* A stage histogram (pe_stage_stats): one writer (the shard thread), so
+ * plain relaxed loads and stores, no read-modify-write. */
+struct stage_hist {
+	_Atomic uint64_t count, sum_ns, max_ns;
+	_Atomic uint64_t b[PE_HIST_BUCKETS];
+};
+void stage_hist_add(struct stage_hist *h, uint64_t ns);
 
 struct shard {
 	struct pe_engine *e;
@@ -248,6 +264,9 @@ struct shard {
 	int fatal;
 
 	atomic_uint_fast64_t n_appends, n_entries;
+	struct stage_hist hist[PE_STAGE_COUNT]; /* written by this shard only */
+	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
+	uint64_t durable_submit_ns; /* the batch that became durable last was */
 };
 
 /* A history worker thread: runs flush and compaction jobs off the shards.

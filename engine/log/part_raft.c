@@ -90,10 +90,12 @@ static void rlog_drop_through(struct part *p, uint64_t index)
 	p->rlog_first += k;
 }
 
-/* Appends an owned copy of (term, index, type, data); truncates a
- * conflicting suffix first. -PARLEY_ENOMEM or -PARLEY_ECORRUPT (gap). */
+/* Appends an owned copy of (term, index, type, data) with its checksum
+ * (computed when csum is NULL); truncates a conflicting suffix first.
+ * -PARLEY_ENOMEM or -PARLEY_ECORRUPT (gap). */
 static int rlog_put(struct part *p, uint64_t term, uint64_t index,
-		    uint8_t type, const uint8_t *data, uint32_t len)
+		    uint8_t type, const uint8_t *data, uint32_t len,
+		    const uint64_t *csum)
 {
 	if (!p->rlog_n)
 		p->rlog_first = index;
@@ -117,7 +119,8 @@ static int rlog_put(struct part *p, uint64_t term, uint64_t index,
 		memcpy(d, data, len);
 	p->rlog[p->rlog_n++] = (struct raft_entry){
 		.term = term, .index = index, .len = len, .type = type,
-		.data = d, .csum = raft_entry_csum(term, index, type, d, len)};
+		.data = d,
+		.csum = csum ? *csum : raft_entry_csum(term, index, type, d, len)};
 	return 0;
 }
 
@@ -168,7 +171,7 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 	} else {
 		return -PARLEY_ECORRUPT;
 	}
-	int rc = rlog_put(p, rec->term, rec->index, type, data, len);
+	int rc = rlog_put(p, rec->term, rec->index, type, data, len, NULL);
 	free(framed);
 	if (!rc && rec->term > p->hs_term)
 		p->hs_term = rec->term; /* a log written before HARDSTATE */
@@ -342,7 +345,11 @@ static void apply_entry(struct shard *sh, struct part *p,
 	if (p->corrupt) {
 		rc = -PARLEY_ECORRUPT;
 	} else {
+		uint64_t t0 = live ? parley_mono_ns() : 0;
 		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
+		if (live)
+			stage_hist_add(&sh->hist[PE_STAGE_APPLY],
+				       parley_mono_ns() - t0);
 		if (rc) {
 			char f[64];
 			snprintf(f, sizeof f, "wal/%u (log index %" PRIu64 ")",
@@ -378,7 +385,9 @@ static int persist_entries(struct shard *sh, struct part *p,
 		if (len)
 			memcpy(dst, body, len);
 		wal_commit_rec(sh->wal, p->id, kind, e->term, e->index);
-		int rc = rlog_put(p, e->term, e->index, e->type, e->data, e->len);
+		/* the core made the checksum when it took the proposal */
+		int rc = rlog_put(p, e->term, e->index, e->type, e->data, e->len,
+				  &e->csum);
 		if (rc)
 			return rc;
 	}

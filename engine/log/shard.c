@@ -9,18 +9,23 @@
  * The append path (durable before ack):
  *
  *   caller: encode command -> inbox
- *   shard:  check partition, memory -> copy into the WAL's open batch
- *           (log index assigned) -> [group commit] write + fdatasync
- *           -> completion -> apply every record of the batch in log order
- *           (seq assigned, idempotency checked) -> callback -> tails
+ *   shard:  check partition, memory -> queued as a proposal of the
+ *           partition's Raft group (log/part_raft.c) -> raft_propose (time
+ *           stamped, log index assigned) -> ready: entries into the WAL's
+ *           open batch -> [group commit] write + fdatasync of every group's
+ *           entries -> completion -> raft_advance -> next ready: committed
+ *           entries applied in log order (seq assigned, idempotency
+ *           checked) -> callback, matched by (index, term) -> tails
  *
  * An append's callback reports success from exactly one place,
- * shard_answer(), reached only from shard_apply_record() on the live path,
- * which runs only after wal_on_cqe() reported the batch durable. The
- * proposal is found by the (index, term) it was proposed at
- * (log/part_wait.c), not by its position in the batch. Recovery replays the same apply
- * function, so a replayed log rebuilds exactly the seqs that were
- * acknowledged.
+ * shard_answer(), reached only from apply_entry() (log/part_raft.c) for
+ * entries the partition's group handed out as committed, which it does
+ * only once they are durable (raft.h I4): after wal_on_cqe() reported their
+ * batch durable and the group advanced. The proposal is found by the
+ * (index, term) it was proposed at (log/part_wait.c), not by its position
+ * in the batch. Recovery applies the same entries through the same
+ * function once the group has elected itself, so a replayed log rebuilds
+ * exactly the seqs that were acknowledged.
  *
  * Invariants
  *   1. part->last_index counts applied records; records apply in index
@@ -90,6 +95,11 @@ void shard_answer(struct shard *sh, struct part *p, struct req *r,
 			 int rc, const struct part_apply_res *res)
 {
 	p->pending_bytes -= r->mem_estimate;
+	/* its batch is the one that just became durable */
+	if (sh->durable_submit_ns > r->t_shard)
+		stage_hist_add(&sh->hist[PE_STAGE_FILL],
+			       sh->durable_submit_ns - r->t_shard);
+	uint64_t t0 = parley_mono_ns();
 	if (r->kind == REQ_DELETE) {
 		struct pe_delete_result d = res->del;
 		if (rc)
@@ -105,6 +115,7 @@ void shard_answer(struct shard *sh, struct part *p, struct req *r,
 		}
 		r->cb.append(r->arg, &a);
 	}
+	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], parley_mono_ns() - t0);
 	free(r);
 }
 
@@ -249,6 +260,12 @@ static void shard_fatal(struct shard *sh, int err)
 		}
 	}
 	sh->ready_open = sh->ready_flight = NULL;
+	while (sh->dirty) { /* nothing is proposed any more */
+		struct part *p = sh->dirty;
+		sh->dirty = p->dnext;
+		p->dnext = NULL;
+		p->in_dirty = false;
+	}
 	if (sh->e->opt.on_fatal)
 		sh->e->opt.on_fatal(sh->e->opt.fatal_arg, err);
 }
@@ -263,6 +280,7 @@ static void shard_submit(struct shard *sh)
 		return;
 	}
 	PARLEY_ASSERT(!sh->ready_flight);
+	sh->flight_submit_ns = parley_mono_ns();
 	sh->ready_flight = sh->ready_open;
 	sh->ready_open = NULL;
 	struct wal_stats ws;
@@ -285,6 +303,9 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 	if (rc == 0)
 		return;
 	wal_for_each_durable(sh->wal, no_record, NULL);
+	sh->durable_submit_ns = sh->flight_submit_ns;
+	stage_hist_add(&sh->hist[PE_STAGE_SYNC],
+		       parley_mono_ns() - sh->flight_submit_ns);
 	/* every group whose ready was in the batch: advance, then its next
 	 * ready applies those entries (answering their waiters) and carries
 	 * the proposals that queued meanwhile into the open batch */
@@ -414,7 +435,11 @@ void *shard_main(void *arg)
 			return NULL;
 		shard_drain_inbox(sh);
 		shard_process(sh);
-		shard_run_dirty(sh);
+		/* group commit: proposals queue while a batch is in flight and
+		 * every group's ready is taken just before the next submit, so
+		 * all that arrived meanwhile shares one write + fdatasync */
+		if (!wal_in_flight(sh->wal))
+			shard_run_dirty(sh);
 		shard_submit(sh);
 		sub_run_catchup(sh);
 		hist_job_tick(sh);

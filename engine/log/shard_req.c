@@ -58,6 +58,8 @@ bool shard_req_append(struct shard *sh, struct req *r)
 		shard_req_fail(r, -PARLEY_ENOTLEADER);
 		return true;
 	}
+	r->t_shard = parley_mono_ns();
+	stage_hist_add(&sh->hist[PE_STAGE_QUEUE], r->t_shard - r->t_enq);
 	/* queued for the partition's next ready (log/part_raft.c); the time
 	 * is stamped when it is proposed */
 	p->pending_bytes += r->mem_estimate;
