@@ -370,7 +370,7 @@ int part_state_hash(const struct part *p, uint64_t *out);
 int part_raft_recover(struct part *p, const struct wal_rec *rec);
 int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
 int part_raft_open(struct part *p);
-int part_raft_run(struct shard *sh, struct part *p, bool live);
+int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
 void part_raft_durable(struct part *p);
 void part_raft_compact(struct part *p);
 int part_raft_elect(struct shard *sh);

@@ -430,15 +430,18 @@ static void propose_queued(struct shard *sh, struct part *p)
  * Runs the partition's group until it waits for a WAL batch (its ready's
  * entries are in the open batch: p->ready_out) or has nothing to do.
  * live: answer waiters and notify tails (false during open's recovery).
+ * propose: make the queued proposals first (false right after a batch
+ * became durable: only its entries are applied then, so that appends the
+ * callbacks issue join the next batch together with the rest).
  * Returns 0, or a negative error when a term/vote could not be stored or
  * memory ran out (the shard treats it as a failed log).
  */
-int part_raft_run(struct shard *sh, struct part *p, bool live)
+int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 {
 	if (!p->raft || p->ready_out)
 		return 0;
 	for (;;) {
-		if (live)
+		if (live && propose)
 			propose_queued(sh, p);
 		struct raft_ready *rd = raft_ready(p->raft);
 		if (rd->empty) {
@@ -522,7 +525,7 @@ int part_raft_elect(struct shard *sh)
 				continue;
 			if (raft_role(p->raft) != RAFT_LEADER)
 				raft_tick(p->raft);
-			int rc = part_raft_run(sh, p, false);
+			int rc = part_raft_run(sh, p, false, false);
 			if (rc)
 				return rc;
 			done &= raft_role(p->raft) == RAFT_LEADER &&
@@ -546,7 +549,7 @@ int part_raft_elect(struct shard *sh)
 			}
 			for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards)
 				if (e->parts[i].raft) {
-					int rc2 = part_raft_run(sh, &e->parts[i], false);
+					int rc2 = part_raft_run(sh, &e->parts[i], false, false);
 					if (rc2)
 						return rc2;
 				}

@@ -178,7 +178,7 @@ static void shard_run_dirty(struct shard *sh)
 		p->in_dirty = false;
 		p->dnext = NULL;
 		if (!sh->fatal) {
-			int rc = part_raft_run(sh, p, true);
+			int rc = part_raft_run(sh, p, true, true);
 			if (rc)
 				shard_fatal(sh, rc);
 			else if (p->prop_head && !p->ready_out)
@@ -306,9 +306,11 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 	sh->durable_submit_ns = sh->flight_submit_ns;
 	stage_hist_add(&sh->hist[PE_STAGE_SYNC],
 		       parley_mono_ns() - sh->flight_submit_ns);
-	/* every group whose ready was in the batch: advance, then its next
-	 * ready applies those entries (answering their waiters) and carries
-	 * the proposals that queued meanwhile into the open batch */
+	/* every group whose ready was in the batch: advance, and its next
+	 * ready applies those entries (answering their waiters, whose
+	 * callbacks may append again). The proposals that queued meanwhile
+	 * are made by the loop's next round, with those new appends, just
+	 * before the next submit. */
 	struct part *fl = sh->ready_flight;
 	sh->ready_flight = NULL;
 	for (struct part *p = fl; p; p = p->rnext)
@@ -316,10 +318,14 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 	while (fl) {
 		struct part *n = fl->rnext;
 		fl->rnext = NULL;
+		int rc2 = part_raft_run(sh, fl, true, false);
+		if (rc2) {
+			shard_fatal(sh, rc2);
+			return;
+		}
 		shard_mark_dirty(sh, fl);
 		fl = n;
 	}
-	shard_run_dirty(sh);
 	hist_job_maybe_flush(sh);
 }
 
