@@ -369,10 +369,24 @@ Test(engine, acked_entries_survive_crash_with_torn_tail)
 	}
 }
 
+/* Lets each shard's spare-segment thread finish first, so that a single
+ * injected fault hits the WAL's write or fdatasync and not the spare's
+ * zero-fill (its fdatasyncs take faults too). */
+static void wait_spares(void)
+{
+	for (int i = 0; i < 5000; i++) {
+		if (pio_mem_file_size(io, "/data/wal/0/spare-1.log") > 0 &&
+		    pio_mem_file_size(io, "/data/wal/1/spare-1.log") > 0)
+			break;
+		usleep(1000);
+	}
+}
+
 Test(engine, fsync_failure_is_fatal_for_appends)
 {
 	struct pe_append_result r;
 	cr_assert_eq(append1("c/f", "ok", NULL, &r), 0);
+	wait_spares();
 	pio_mem_inject(io, PIO_FAULT_FSYNC_EIO, 1);
 	cr_assert_eq(append1("c/f", "lost", NULL, &r), -PARLEY_EFATAL);
 	/* no retry of fsync: everything after fails too on that shard */
@@ -392,14 +406,7 @@ Test(engine, fsync_failure_is_fatal_for_appends)
 Test(engine, write_error_is_fatal_too)
 {
 	struct pe_append_result r;
-	/* let each shard's spare-segment thread finish first, so the fault
-	 * hits the WAL write and not the spare preparation */
-	for (int i = 0; i < 5000; i++) {
-		if (pio_mem_file_size(io, "/data/wal/0/spare-1.log") > 0 &&
-		    pio_mem_file_size(io, "/data/wal/1/spare-1.log") > 0)
-			break;
-		usleep(1000);
-	}
+	wait_spares();
 	pio_mem_inject(io, PIO_FAULT_ENOSPC, 1);
 	cr_assert_eq(append1("c/w", "x", NULL, &r), -PARLEY_EFATAL);
 }
