@@ -40,8 +40,10 @@ fuzz: deps
 bench: build
 	$(BUILD)/bench/parley-bench --help
 
-run: build
-	bash tools/run-dev.sh $(BUILD)
+# run builds only parleyd, parley and parleyctl (not the tests), quietly; see
+# tools/run-dev.sh for the ports (PARLEY_PORT, PARLEY_TLS_PORT, PARLEY_ADMIN_PORT).
+run: deps
+	@TYPE=$(TYPE) JOBS=$(JOBS) bash tools/run-dev.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -57,6 +57,16 @@ struct bench_cfg {
 	const char *jwt_aud;
 	const char *nats_server;  /* delivery: nats-server for the reference, or NULL */
 	bool tls;                 /* idle-conns: connect over TLS (throw-away cert) */
+	/* issue 14: workload, history, report, plan */
+	const char *profile;      /* workload/plan: profile file */
+	const char *json;         /* --json FILE: machine-readable result */
+	uint32_t users;           /* workload: simulated users (0 = from profile, <= 64) */
+	uint32_t threads;         /* workload: driver threads (default 4) */
+	uint32_t convs;           /* history: conversations */
+	uint32_t msgs;            /* history: messages per conversation */
+	bool no_redis;            /* history: skip the Redis peer */
+	bool no_drop_caches;      /* history: do not drop the page cache */
+	bool storm;               /* workload: reconnect storm mid-window */
 };
 
 /* ---- results -------------------------------------------------------------- */
@@ -108,6 +118,15 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 		     uint32_t payload, double rate, struct load_result *out);
 int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 		    uint32_t payload, double rate, struct load_result *out);
+/* A redis-server started here (127.0.0.1, free port, temp dir, appendonly
+ * yes + appendfsync always, checked with CONFIG GET). */
+struct bench_redis_srv {
+	pid_t pid;
+	int port;
+	char *tmp;
+};
+int bench_redis_start(const struct bench_cfg *cfg, struct bench_redis_srv *s);
+void bench_redis_stop(struct bench_redis_srv *s);
 /* Version string of the last redis-server started ("unknown" before). */
 const char *bench_redis_version(void);
 
@@ -121,6 +140,37 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
  * their latency (the server-level counterpart of bench_redis_run). */
 int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
 			 struct load_result *out);
+
+/* A parleyd under test (bench_server.c): started here (--parleyd, on
+ * 127.0.0.1, a free port, a temp dir whose data/ is the data dir) or an
+ * existing one (--connect, --server-pid). */
+struct bench_srv {
+	pid_t pid;          /* parleyd we started, or -1 */
+	pid_t watch_pid;    /* whose VmRSS we read */
+	char host[64];
+	int port;
+	char *tmp;          /* our temp dir (NULL with --connect) */
+};
+int bench_srv_start(const struct bench_cfg *cfg, struct bench_srv *s);
+/* SIGKILL (if started here) and remove the temp dir. */
+void bench_srv_stop(struct bench_srv *s);
+/* Graceful stop (SIGTERM, wait); keeps the temp dir. 0 if it exited 0. */
+int bench_srv_term(struct bench_srv *s);
+/* Starts parleyd again on the same data dir (a new port). */
+int bench_srv_respawn(const struct bench_cfg *cfg, struct bench_srv *s);
+/* VmRSS of pid in KiB, or -errno. */
+long bench_vmrss_kib(pid_t pid);
+/* A development HS256 token for `user` (cfg's secret and claims). */
+int bench_mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap);
+
+/* issue 14 modes: mixed workload from a profile (bench_workload.c),
+ * history reads vs Redis XREVRANGE (bench_history.c), report charts
+ * (bench_report.c) and the capacity plan (bench_planmode.c). 0 or
+ * negative. */
+int bench_workload(const struct bench_cfg *cfg);
+int bench_history(const struct bench_cfg *cfg);
+int bench_report(int nfiles, char **files, const char *outdir);
+int bench_planmode(const struct bench_cfg *cfg, int nfiles, char **files);
 
 /* Headline latencies of one delivery run (µs), for the ratio table. */
 struct deliv_stat {
@@ -142,6 +192,14 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);
 
+/* --json for disk, engine, redis, compare, server-compare, delivery
+ * (bench_sink.c): open writes the header and starts the "rows" array;
+ * bench_sink() is NULL without --json; close ends the document. */
+struct bench_json;
+int bench_sink_open(const struct bench_cfg *cfg, const char *mode);
+struct bench_json *bench_sink(void);
+int bench_sink_close(void);
+
 /* ---- helpers (bench_util.c) ---------------------------------------------------- */
 
 double bench_now_s(void);
@@ -156,6 +214,13 @@ int bench_rmtree(const char *path);
 int bench_free_port(void);
 /* Fill `buf` with printable, chat-like bytes from a seeded PRNG. */
 void bench_fill_payload(uint8_t *buf, size_t len, uint64_t seed);
+
+/* Loads up to 4 MiB of Debian fortunes text (dir NULL = the default
+ * /usr/share/games/fortunes) for message bodies: 0, or -PARLEY_ENOTFOUND
+ * (bodies then come from bench_fill_payload). */
+int bench_text_load(const char *dir);
+/* len bytes of that text from a seeded offset (or the word-list filler). */
+void bench_text_body(uint8_t *buf, size_t len, uint64_t seed);
 
 /* Child processes that the watchdog and atexit handler kill. */
 void bench_child_register(pid_t pid);

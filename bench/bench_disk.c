@@ -19,6 +19,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -169,5 +170,18 @@ void bench_disk_print(const struct disk_result *r)
 	       r->bw_64k_mbs);
 	printf("| sequential bandwidth, 1 MiB writes + fdatasync each | %.1f MB/s |\n",
 	       r->bw_1m_mbs);
+	struct bench_json *j = bench_sink();
+	if (j) {
+		bj_obj(j, NULL);
+		bj_str(j, "kind", "disk_floor");
+		bj_str(j, "method", "buffered pwrite + fdatasync, pre-zeroed file, overwrite in place");
+		bj_hist(j, "write_4k_fdatasync", &r->lat4k);
+		bj_hist(j, "write_64k_fdatasync", &r->lat64k);
+		bj_hist(j, "write_1m_fdatasync", &r->lat1m);
+		bj_num(j, "syncs_4k_per_s", r->syncs_per_s);
+		bj_num(j, "bw_64k_fdatasync_mb_per_s", r->bw_64k_mbs);
+		bj_num(j, "bw_1m_fdatasync_mb_per_s", r->bw_1m_mbs);
+		bj_end(j);
+	}
 	fflush(stdout);
 }

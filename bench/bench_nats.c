@@ -26,6 +26,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_json.h"
 #include "bench_natsproto.h"
 
 #include <arpa/inet.h>
@@ -398,6 +399,23 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 	for (uint64_t i = 0; i < k; i++)
 		if (intended[i] >= win_start && intended[i] < win_end)
 			in_window++;
+	struct bench_json *js = bench_sink();
+	if (js) {
+		bj_obj(js, NULL);
+		bj_str(js, "kind", "delivery");
+		bj_str(js, "system", "nats");
+		bj_str(js, "version", s->version);
+		bj_num(js, "rate", rate);
+		bj_u64(js, "payload", payload);
+		bj_u64(js, "sent_in_window", in_window);
+		bj_u64(js, "delivered_in_window", h->count);
+		bj_u64(js, "not_delivered", sent - delivered);
+		bj_hist(js, "deliver_latency", h);
+		bj_hist(js, "pacer_lag", lag);
+		bj_bool(js, "duplicates", dups);
+		bj_bool(js, "ok", rc == 0);
+		bj_end(js);
+	}
 	printf("| nats %s core pub/sub (no disk, no ack) | %.0f | %u | %llu | %llu | %llu | "
 	       "%.1f | %.1f | %.1f | %.1f | – | – | – | pacer lag p99 %.1f µs%s%s |\n",
 	       s->version, rate, payload, (unsigned long long)in_window,

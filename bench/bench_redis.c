@@ -57,11 +57,6 @@ struct rconn {
 	uint32_t head, tail;       /* fifo[head..tail) outstanding */
 };
 
-struct redis_srv {
-	pid_t pid;
-	int port;
-	char *tmp;
-};
 
 static char redis_version_buf[64] = "unknown";
 
@@ -106,7 +101,7 @@ static int redis_verify(redisContext *c)
 	return 0;
 }
 
-static int redis_start(const struct bench_cfg *cfg, struct redis_srv *s)
+int bench_redis_start(const struct bench_cfg *cfg, struct bench_redis_srv *s)
 {
 	memset(s, 0, sizeof *s);
 	s->pid = -1;
@@ -163,7 +158,7 @@ static int redis_start(const struct bench_cfg *cfg, struct redis_srv *s)
 	return -PARLEY_ETIMEDOUT;
 }
 
-static void redis_stop(struct redis_srv *s)
+void bench_redis_stop(struct bench_redis_srv *s)
 {
 	if (s->pid > 0) {
 		kill(s->pid, SIGKILL);
@@ -214,8 +209,8 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 	if (producers == 0 || producers > BENCH_MAX_PRODUCERS || payload == 0)
 		return -PARLEY_EINVAL;
 
-	struct redis_srv srv;
-	int rc = redis_start(cfg, &srv);
+	struct bench_redis_srv srv;
+	int rc = bench_redis_start(cfg, &srv);
 	uint8_t *buf = malloc(payload);
 	struct rconn *cs = calloc(producers, sizeof *cs);
 	struct pollfd *pfd = calloc(producers, sizeof *pfd);
@@ -370,6 +365,6 @@ out:
 	free(cs);
 	free(pfd);
 	free(buf);
-	redis_stop(&srv);
+	bench_redis_stop(&srv);
 	return rc;
 }

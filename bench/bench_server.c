@@ -29,6 +29,7 @@
 #endif
 #include "bench.h"
 #include "bench_args.h"
+#include "bench_json.h"
 #include "bench_wire.h"
 
 #include <dirent.h>
@@ -56,13 +57,6 @@
 #define SRV_START_TIMEOUT_S 15.0
 #define HANDSHAKE_TIMEOUT_MS 5000
 
-struct srv {
-	pid_t pid;          /* parleyd we started, or -1 */
-	pid_t watch_pid;    /* whose VmRSS we read */
-	char host[64];
-	int port;
-	char *tmp;
-};
 
 /* ---- server lifecycle ----------------------------------------------------------- */
 
@@ -153,11 +147,10 @@ static int tls_wait_auth(SSL *ssl, uint8_t *rbuf, size_t cap, struct parley_msg 
 	return 0;
 }
 
-static int mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap);
 
 /* TCP connect + TLS handshake + HELLO + AUTH; *out holds the session (the
  * caller keeps it open). 0 or negative. */
-static int tls_open(SSL_CTX *ctx, const struct bench_cfg *cfg, const struct srv *s,
+static int tls_open(SSL_CTX *ctx, const struct bench_cfg *cfg, const struct bench_srv *s,
 		    const char *user, const char *dev, struct parley_msg *m, uint8_t *rbuf,
 		    size_t cap, SSL **out)
 {
@@ -174,7 +167,7 @@ static int tls_open(SSL_CTX *ctx, const struct bench_cfg *cfg, const struct srv 
 		return -PARLEY_EPROTO;
 	}
 	char tok[2048];
-	if ((rc = mint(cfg, user, tok, sizeof tok)) != 0)
+	if ((rc = bench_mint(cfg, user, tok, sizeof tok)) != 0)
 		goto fail;
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_HELLO;
@@ -204,7 +197,9 @@ static SSL_CTX *tls_client_ctx(void)
 	return ctx;
 }
 
-static int srv_start(const struct bench_cfg *cfg, struct srv *s)
+static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s);
+
+int bench_srv_start(const struct bench_cfg *cfg, struct bench_srv *s)
 {
 	memset(s, 0, sizeof *s);
 	s->pid = -1;
@@ -239,6 +234,12 @@ static int srv_start(const struct bench_cfg *cfg, struct srv *s)
 			return crc;
 		}
 	}
+	return srv_spawn(cfg, s);
+}
+
+/* Starts parleyd on s->tmp (its data dir inside) and waits until it listens. */
+static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s)
+{
 	char *argv[64];
 	static char store[8192];
 	if (bench_expand_args(cfg->parleyd, cfg->parleyd_args, s->port, s->tmp, argv, 64, store,
@@ -283,7 +284,7 @@ static int srv_start(const struct bench_cfg *cfg, struct srv *s)
 	return -PARLEY_ETIMEDOUT;
 }
 
-static void srv_stop(struct srv *s)
+void bench_srv_stop(struct bench_srv *s)
 {
 	if (s->pid > 0) {
 		kill(s->pid, SIGKILL);
@@ -296,6 +297,31 @@ static void srv_stop(struct srv *s)
 		free(s->tmp);
 		s->tmp = NULL;
 	}
+}
+
+int bench_srv_term(struct bench_srv *s)
+{
+	if (s->pid <= 0)
+		return -PARLEY_EINVAL;
+	kill(s->pid, SIGTERM);
+	int st = 0;
+	/* bounded by the caller's watchdog; parleyd drains within its
+	 * drain timeout (5 s by default) */
+	waitpid(s->pid, &st, 0);
+	bench_child_forget(s->pid);
+	s->pid = -1;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -PARLEY_EIO;
+}
+
+int bench_srv_respawn(const struct bench_cfg *cfg, struct bench_srv *s)
+{
+	if (s->pid > 0 || !s->tmp)
+		return -PARLEY_EINVAL;
+	int port = bench_free_port();
+	if (port < 0)
+		return port;
+	s->port = port;
+	return srv_spawn(cfg, s);
 }
 
 /* Sockets among pid's open files (/proc/PID/fd), or -errno: shows the
@@ -326,7 +352,7 @@ static long socket_fds(pid_t pid)
 }
 
 /* VmRSS of pid in KiB, or -errno. */
-static long vmrss_kib(pid_t pid)
+long bench_vmrss_kib(pid_t pid)
 {
 	char p[64], line[256];
 	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
@@ -343,7 +369,7 @@ static long vmrss_kib(pid_t pid)
 	return kib;
 }
 
-static int mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap)
+int bench_mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap)
 {
 	struct jwt_params jp = {cfg->jwt_secret, cfg->jwt_iss, cfg->jwt_aud, 3600};
 	int n = bench_jwt_hs256(&jp, user, tok, cap);
@@ -355,7 +381,7 @@ static int mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t
 /* Child: opens `n` connections numbered from `first`, handshakes them in
  * pipelined batches, writes one status int to `wfd`, then holds them until
  * the parent closes its end of `rfd`. */
-static void idle_child(const struct bench_cfg *cfg, const struct srv *s,
+static void idle_child(const struct bench_cfg *cfg, const struct bench_srv *s,
 		       uint32_t first, uint32_t n, int wfd, int rfd)
 {
 	struct rlimit rl;
@@ -394,7 +420,7 @@ static void idle_child(const struct bench_cfg *cfg, const struct srv *s,
 			snprintf(dev, sizeof dev, "d%u", id);
 			if ((status = wire_connect(&c[i], s->host, s->port, HANDSHAKE_TIMEOUT_MS)) != 0)
 				break;
-			if ((status = mint(cfg, user, tok, sizeof tok)) != 0)
+			if ((status = bench_mint(cfg, user, tok, sizeof tok)) != 0)
 				break;
 			memset(m, 0, sizeof *m);
 			m->type = PARLEY_T_HELLO;
@@ -437,16 +463,16 @@ report:
 
 int bench_idle_conns(const struct bench_cfg *cfg)
 {
-	struct srv s;
-	int rc = srv_start(cfg, &s);
+	struct bench_srv s;
+	int rc = bench_srv_start(cfg, &s);
 	if (rc != 0) {
-		srv_stop(&s);
+		bench_srv_stop(&s);
 		return rc;
 	}
 	if (s.watch_pid <= 0) {
 		fprintf(stderr, "parley-bench: idle-conns needs the server's pid "
 				"(--server-pid with --connect)\n");
-		srv_stop(&s);
+		bench_srv_stop(&s);
 		return -PARLEY_EINVAL;
 	}
 	/* one full session first so lazily built server state (JWT keys,
@@ -474,7 +500,7 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 		rc = wire_connect(w, s.host, s.port, HANDSHAKE_TIMEOUT_MS);
 		w->rbuf = rbuf;
 		if (rc == 0)
-			rc = mint(cfg, "bench-idle-warm", tok, sizeof tok);
+			rc = bench_mint(cfg, "bench-idle-warm", tok, sizeof tok);
 		if (rc == 0)
 			rc = wire_handshake(w, "warm", tok, HANDSHAKE_TIMEOUT_MS, &hello);
 	}
@@ -486,11 +512,11 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 		wire_close(w);
 		free(w);
 		free(rbuf);
-		srv_stop(&s);
+		bench_srv_stop(&s);
 		return rc;
 	}
 	bench_sleep_ns(300 * 1000000ull);
-	long rss0 = vmrss_kib(s.watch_pid);
+	long rss0 = bench_vmrss_kib(s.watch_pid);
 	long socks0 = socket_fds(s.watch_pid);
 	double t0 = bench_now_s();
 
@@ -549,7 +575,7 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	}
 	double t_open = bench_now_s() - t0;
 	bench_sleep_ns(1000 * 1000000ull); /* let the server settle */
-	long rss1 = vmrss_kib(s.watch_pid);
+	long rss1 = bench_vmrss_kib(s.watch_pid);
 	long socks1 = socket_fds(s.watch_pid);
 	/* the warm-up connection must still be alive: send a PING */
 	struct parley_msg *m = malloc(sizeof *m);
@@ -596,7 +622,38 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 	if (ping != 0)
 		printf("\nwarning: the warm-up connection did not answer PING at the end: %s\n",
 		       parley_strerror(ping));
-	srv_stop(&s);
+	if (cfg->json) {
+		FILE *jf = fopen(cfg->json, "w");
+		if (!jf) {
+			fprintf(stderr, "parley-bench: --json %s: %s\n", cfg->json, strerror(errno));
+			failures++;
+		} else {
+			struct bench_json j;
+			bj_init(&j, jf);
+			bj_str(&j, "tool", "parley-bench");
+			bj_str(&j, "mode", "idle-conns");
+			bj_machine(&j, "machine");
+			bj_obj(&j, "settings");
+			bj_u64(&j, "connections", n);
+			bj_bool(&j, "tls", cfg->tls);
+			bj_u64(&j, "client_processes", started);
+			bj_end(&j);
+			bj_obj(&j, "server");
+			bj_str(&j, "system", "parleyd");
+			bj_str(&j, "args", cfg->connect ? cfg->connect : cfg->parleyd_args);
+			bj_num(&j, "sockets_before", (double)socks0);
+			bj_num(&j, "sockets_after", (double)socks1);
+			bj_num(&j, "vmrss_kib_before", (double)rss0);
+			bj_num(&j, "vmrss_kib_after", (double)rss1);
+			bj_num(&j, "bytes_per_connection", per_conn);
+			bj_num(&j, "open_auth_seconds", t_open);
+			bj_end(&j);
+			if (bj_finish(&j) != 0)
+				failures++;
+			fclose(jf);
+		}
+	}
+	bench_srv_stop(&s);
 	return failures || rc ? 1 : 0;
 }
 
@@ -604,7 +661,7 @@ int bench_idle_conns(const struct bench_cfg *cfg)
 
 #define DELIV_MAGIC 0x70617262656e6368ull /* "parbench" */
 
-static int deliver_run(const struct bench_cfg *cfg, const struct srv *s, double rate,
+static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, double rate,
 		       uint32_t payload, int round, struct deliv_stat *st)
 {
 	memset(st, 0, sizeof *st);
@@ -639,11 +696,11 @@ static int deliver_run(const struct bench_cfg *cfg, const struct srv *s, double 
 	snprintf(sender, sizeof sender, "bench-snd-%d-%d", (int)getpid(), round);
 	snprintf(receiver, sizeof receiver, "bench-rcv-%d-%d", (int)getpid(), round);
 	if ((rc = wire_connect(rcv, s->host, s->port, HANDSHAKE_TIMEOUT_MS)) ||
-	    (rc = mint(cfg, receiver, tok, sizeof tok)) ||
+	    (rc = bench_mint(cfg, receiver, tok, sizeof tok)) ||
 	    (rc = wire_handshake(rcv, "bench-rcv", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
 		goto out;
 	if ((rc = wire_connect(snd, s->host, s->port, HANDSHAKE_TIMEOUT_MS)) ||
-	    (rc = mint(cfg, sender, tok, sizeof tok)) ||
+	    (rc = bench_mint(cfg, sender, tok, sizeof tok)) ||
 	    (rc = wire_handshake(snd, "bench-snd", tok, HANDSHAKE_TIMEOUT_MS, &hello)))
 		goto out;
 	/* Client-side flow control, as a real client must do: never more SENDs
@@ -801,6 +858,26 @@ static int deliver_run(const struct bench_cfg *cfg, const struct srv *s, double 
 	for (uint64_t i = 0; i < k; i++)
 		if (intended[i] >= win_start && intended[i] < win_end)
 			in_window++;
+	struct bench_json *js = bench_sink();
+	if (js) {
+		bj_obj(js, NULL);
+		bj_str(js, "kind", "delivery");
+		bj_str(js, "system", "parleyd");
+		bj_num(js, "rate", rate);
+		bj_u64(js, "payload", payload);
+		bj_u64(js, "sent_in_window", in_window);
+		bj_u64(js, "delivered_in_window", hd->count);
+		bj_u64(js, "not_delivered", sent - delivered);
+		bj_hist(js, "deliver_latency", hd);
+		bj_hist(js, "ack_latency", ha);
+		bj_hist(js, "pacer_lag", lag);
+		bj_u64(js, "window", window);
+		bj_u64(js, "window_full", window_waits);
+		bj_u64(js, "errors", errors);
+		bj_bool(js, "duplicates", dups);
+		bj_bool(js, "ok", rc == 0);
+		bj_end(js);
+	}
 	printf("| parleyd (fdatasync before ack, 1 node) | %.0f | %u | %llu | %llu | %llu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | "
 	       "%.1f | window %u, full %llu×; pacer lag p99 %.1f µs%s%s%s%s |\n",
 	       rate, payload, (unsigned long long)in_window, (unsigned long long)hd->count,
@@ -855,10 +932,10 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 		sn[BENCH_MAX_LIST][BENCH_MAX_LIST];
 	memset(sp, 0, sizeof sp);
 	memset(sn, 0, sizeof sn);
-	struct srv s;
-	int rc = srv_start(cfg, &s);
+	struct bench_srv s;
+	int rc = bench_srv_start(cfg, &s);
 	if (rc != 0) {
-		srv_stop(&s);
+		bench_srv_stop(&s);
 		return rc;
 	}
 	printf("\n### delivery: send -> EVENT at the receiver, open loop (latency from the "
@@ -897,7 +974,7 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 			}
 		}
 	bench_nats_stop(ns);
-	srv_stop(&s);
+	bench_srv_stop(&s);
 
 	bool have_floor = floor && floor->ok;
 	double fp99 = have_floor ? (double)bench_hist_quantile(&floor->lat4k, 0.99) / 1e3 : 0;
@@ -965,8 +1042,8 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 	out->payload = payload;
 	bench_hist_init(&out->lat);
 	bench_hist_init(&out->lag);
-	struct srv s;
-	int rc = srv_start(cfg, &s);
+	struct bench_srv s;
+	int rc = bench_srv_start(cfg, &s);
 	struct ap_conn *cs = calloc(producers, sizeof *cs);
 	struct pollfd *pf = calloc(producers, sizeof *pf);
 	struct parley_msg *m = malloc(sizeof *m);
@@ -991,7 +1068,7 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
 		if ((rc = wire_connect(&c->w, s.host, s.port, HANDSHAKE_TIMEOUT_MS)) ||
-		    (rc = mint(cfg, user, tok, sizeof tok)) ||
+		    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
 		    (rc = wire_handshake(&c->w, "d0", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
 			break;
 		memset(m, 0, sizeof *m);
@@ -1109,6 +1186,6 @@ out:
 	free(pf);
 	free(m);
 	free(body);
-	srv_stop(&s);
+	bench_srv_stop(&s);
 	return rc;
 }

@@ -208,3 +208,56 @@ void bench_watchdog_arm(double seconds)
 	}
 	setitimer(ITIMER_REAL, &it, NULL);
 }
+
+/* ---- chat-like text bodies ------------------------------------------------------ */
+
+#define BENCH_TEXT_MAX (4u << 20)
+static char *text_buf;
+static size_t text_len;
+
+int bench_text_load(const char *dir)
+{
+	if (text_buf)
+		return 0;
+	static const char *const files[] = {"fortunes", "literature", "riddles", "people",
+					    "computers", "cookie", "love", "work", "wisdom"};
+	char *buf = malloc(BENCH_TEXT_MAX);
+	if (!buf)
+		return -ENOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(files) && n < BENCH_TEXT_MAX; i++) {
+		char p[1024];
+		snprintf(p, sizeof p, "%s/%s", dir ? dir : "/usr/share/games/fortunes", files[i]);
+		FILE *f = fopen(p, "rb");
+		if (!f)
+			continue;
+		int c, prev = ' ';
+		while (n < BENCH_TEXT_MAX && (c = fgetc(f)) != EOF) {
+			if (c == '\n' || c == '\t' || c == '%')
+				c = ' ';
+			if (c == ' ' && prev == ' ')
+				continue;
+			buf[n++] = (char)c;
+			prev = c;
+		}
+		fclose(f);
+	}
+	if (n < 4096) {
+		free(buf);
+		return -PARLEY_ENOTFOUND;
+	}
+	text_buf = buf;
+	text_len = n;
+	return 0;
+}
+
+void bench_text_body(uint8_t *buf, size_t len, uint64_t seed)
+{
+	if (!text_buf || len > text_len) {
+		bench_fill_payload(buf, len, seed);
+		return;
+	}
+	struct parley_rng rng = {seed};
+	size_t off = parley_rng_below(&rng, text_len - len + 1);
+	memcpy(buf, text_buf + off, len);
+}

@@ -51,9 +51,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zstd.h>
+#ifdef HAVE_LZ4
+#include <lz4.h>
+#endif
+
+#include "bench_json.h"
 
 #include "bcache.h"
 #include "dict.h"
@@ -87,34 +93,44 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int load_corpus(struct corpus *c, const char *dir, size_t *nfiles)
+/* Reads every regular file without a '.' in its name (skips .dat / .u8
+ * and subdirectories) of each comma-separated directory, in name order. */
+static int load_corpus(struct corpus *c, const char *dirs, size_t *nfiles)
 {
-	DIR *d = opendir(dir);
-	if (!d)
-		return -errno;
-	char *names[256];
-	size_t nn = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) && nn < 256)
-		if (de->d_name[0] != '.' && !strchr(de->d_name, '.'))
-			names[nn++] = strdup(de->d_name); /* skip .dat / .u8 */
-	closedir(d);
-	qsort(names, nn, sizeof *names, name_cmp); /* deterministic order */
-	for (size_t i = 0; i < nn; i++) {
-		char p[1024];
-		snprintf(p, sizeof p, "%s/%s", dir, names[i]);
-		free(names[i]);
-		FILE *f = fopen(p, "rb");
-		if (!f)
-			continue;
-		fseek(f, 0, SEEK_END);
-		long sz = ftell(f);
-		fseek(f, 0, SEEK_SET);
-		c->text = realloc(c->text, c->len + (size_t)sz + 1);
-		c->len += fread(c->text + c->len, 1, (size_t)sz, f);
-		fclose(f);
+	*nfiles = 0;
+	char *list = strdup(dirs), *save = NULL;
+	for (char *dir = strtok_r(list, ",", &save); dir; dir = strtok_r(NULL, ",", &save)) {
+		DIR *d = opendir(dir);
+		if (!d) {
+			int e = errno;
+			free(list);
+			return -e;
+		}
+		char *names[256];
+		size_t nn = 0;
+		struct dirent *de;
+		while ((de = readdir(d)) && nn < 256)
+			if (de->d_name[0] != '.' && !strchr(de->d_name, '.'))
+				names[nn++] = strdup(de->d_name);
+		closedir(d);
+		qsort(names, nn, sizeof *names, name_cmp); /* deterministic order */
+		for (size_t i = 0; i < nn; i++) {
+			char p[1024];
+			snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+			free(names[i]);
+			struct stat st;
+			if (stat(p, &st) != 0 || !S_ISREG(st.st_mode))
+				continue;
+			FILE *f = fopen(p, "rb");
+			if (!f)
+				continue;
+			c->text = realloc(c->text, c->len + (size_t)st.st_size + 1);
+			c->len += fread(c->text + c->len, 1, (size_t)st.st_size, f);
+			fclose(f);
+			(*nfiles)++;
+		}
 	}
-	*nfiles = nn;
+	free(list);
 	size_t start = 0, w = 0;
 	for (size_t i = 0; i < c->len; i++) {
 		char ch = c->text[i];
@@ -363,10 +379,104 @@ static int read_latency(uint32_t block, const struct pdict *dict, bool cached)
 	return rc ? rc : rm;
 }
 
+
+/* ---- peers on the same records (issue 14) -------------------------------------- */
+
+/* The stored messages serialised as the records a message table holds —
+ * stream key (1-byte length + bytes), seq, ts (u64 each), type, flags
+ * (u16 each), producer id (16 B), body (u32 length + bytes) — in the same
+ * order and with the same timestamps and producer ids as run_one. */
+static uint8_t *serialize_records(bool rand_prod, size_t *len_out, uint64_t *nrec)
+{
+	size_t cap = C.len * 2 + C.n * 64 + 4096, n = 0;
+	uint8_t *buf = malloc(cap);
+	if (!buf)
+		return NULL;
+	struct parley_rng rng = { 12345 };
+	*nrec = 0;
+	for (uint32_t o = 0; o < nstreams; o++) {
+		uint32_t s = order[o];
+		char key[32];
+		int kl = stream_key(s, key);
+		uint64_t seq = 0, ts = 1763900000000ull + s * 1000;
+		for (size_t i = chunk_first(s); i < chunk_first(s + 1); i += 2) {
+			uint8_t prod[16] = { 0 };
+			ts += 2000 + parley_rng_below(&rng, 300000);
+			if (rand_prod)
+				for (int b = 0; b < 16; b++)
+					prod[b] = (uint8_t)parley_rng_next(&rng);
+			seq++;
+			buf[n++] = (uint8_t)kl;
+			memcpy(buf + n, key, (size_t)kl);
+			n += (size_t)kl;
+			for (int b = 0; b < 8; b++)
+				buf[n++] = (uint8_t)(seq >> (8 * b));
+			for (int b = 0; b < 8; b++)
+				buf[n++] = (uint8_t)(ts >> (8 * b));
+			buf[n++] = 1; /* type 1 */
+			buf[n++] = 0;
+			buf[n++] = 0; /* flags 0 */
+			buf[n++] = 0;
+			memcpy(buf + n, prod, 16);
+			n += 16;
+			uint32_t l = (uint32_t)C.mlen[i];
+			for (int b = 0; b < 4; b++)
+				buf[n++] = (uint8_t)(l >> (8 * b));
+			memcpy(buf + n, C.text + C.off[i], l);
+			n += l;
+			(*nrec)++;
+		}
+	}
+	*len_out = n;
+	return buf;
+}
+
+#define LZ4_CHUNK 16384u /* Cassandra's default chunk_length_in_kb = 16 */
+
+struct peer_res {
+	uint64_t records, raw, lz4, lz4_chunks, zstd19;
+	uint64_t parley, parley_dict; /* segment file; + the whole dictionary file */
+};
+
+static int peers_run(bool rand_prod, struct peer_res *pr)
+{
+	size_t n;
+	uint8_t *buf = serialize_records(rand_prod, &n, &pr->records);
+	if (!buf)
+		return -PARLEY_ENOMEM;
+	pr->raw = n;
+	pr->lz4 = pr->lz4_chunks = 0;
+#ifdef HAVE_LZ4
+	char *dst = malloc((size_t)LZ4_compressBound((int)LZ4_CHUNK));
+	for (size_t off = 0; off < n; off += LZ4_CHUNK) {
+		int l = (int)(n - off < LZ4_CHUNK ? n - off : LZ4_CHUNK);
+		int c = LZ4_compress_default((const char *)buf + off, dst, l, LZ4_compressBound(l));
+		if (c <= 0) {
+			free(dst);
+			free(buf);
+			return -PARLEY_EIO;
+		}
+		pr->lz4 += (uint64_t)c;
+		pr->lz4_chunks++;
+	}
+	free(dst);
+#endif
+	size_t zcap = ZSTD_compressBound(n);
+	uint8_t *z = malloc(zcap);
+	size_t zr = ZSTD_compress(z, zcap, buf, n, 19);
+	free(z);
+	free(buf);
+	if (ZSTD_isError(zr))
+		return -PARLEY_EIO;
+	pr->zstd19 = zr;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *corpus_dir = "/usr/share/games/fortunes", *base = "/tmp";
 	size_t dict_bytes = DICT_DEFAULT_BYTES;
+	const char *json_path = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--corpus") && i + 1 < argc)
 			corpus_dir = argv[++i];
@@ -376,14 +486,18 @@ int main(int argc, char **argv)
 			nstreams = (uint32_t)strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--dict-bytes") && i + 1 < argc)
 			dict_bytes = strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--json") && i + 1 < argc)
+			json_path = argv[++i];
 		else {
-			fprintf(stderr, "usage: %s [--corpus DIR] [--dir DIR] [--streams N] [--dict-bytes N]\n",
+			fprintf(stderr, "usage: %s [--corpus DIR[,DIR...]] [--dir DIR] [--streams N] "
+				"[--dict-bytes N] [--json FILE]\n",
 				argv[0]);
 			return 2;
 		}
 	}
 	if (nstreams == 0)
 		nstreams = 1;
+	bj_note_start();
 	order = calloc(nstreams, sizeof *order);
 	for (uint32_t s = 0; s < nstreams; s++)
 		order[s] = s;
@@ -441,6 +555,8 @@ int main(int argc, char **argv)
 	       "dict", "raw B", "file B", "ratio", "blocks", "w/ dict");
 	printf("%-8s %5s %6s %-6s %10s %10s %8s %8s %8s\n", "", "", "", "", "", "",
 	       "file/raw", "only", "file");
+	struct peer_res pr[2];
+	memset(pr, 0, sizeof pr);
 	for (int rp = 0; rp < 2; rp++)
 		for (int l = 0; l < 3; l++)
 			for (size_t b = 0; b < 3; b++) {
@@ -456,6 +572,11 @@ int main(int argc, char **argv)
 					}
 					double amort = (double)(res.file + (wd ? dicts[l]->len + DICT_HDR_LEN : 0)) /
 						       (double)res.raw;
+					if (wd && levels[l] == DICT_DEFAULT_LEVEL &&
+					    blocks[b] == SEG_DEFAULT_BLOCK) {
+						pr[rp].parley = res.file;
+						pr[rp].parley_dict = res.file + dicts[l]->len + DICT_HDR_LEN;
+					}
 					printf("%-8s %5d %5uK %-6s %10" PRIu64 " %10" PRIu64 " %8.3f %8.3f %8.3f\n",
 					       rp ? "random" : "zero", levels[l], blocks[b] / 1024,
 					       wd ? "yes" : "no", res.raw, res.file,
@@ -469,6 +590,125 @@ int main(int argc, char **argv)
 		printf("%-8s %5d %6s %-6s %10zu %10zu %8.3f %8s %8.3f\n", "floor", 19,
 		       "1frame", wd ? "yes" : "no", raw, fl, (double)fl / (double)raw, "-",
 		       (double)(fl + (wd ? dicts[2]->len : 0)) / (double)raw);
+	}
+	/* bytes per stored record against what a user would otherwise run */
+	for (int rp = 0; rp < 2; rp++) {
+		if ((rc = peers_run(rp != 0, &pr[rp])) != 0) {
+			fprintf(stderr, "peer run failed: %s\n", parley_strerror(rc));
+			return 1;
+		}
+	}
+	printf("\nbytes on disk per stored message (records: key, seq, ts, type, flags, 16-byte "
+	       "producer id, body):\n");
+	printf("%-8s %8s %9s %11s %11s %10s %10s %9s %9s\n", "producer", "records", "raw B/msg",
+	       "parley B/msg", "+dict B/msg", "lz4-16K", "zstd-19", "÷ lz4", "÷ zstd19");
+	for (int rp = 0; rp < 2; rp++) {
+		double m = (double)pr[rp].records;
+		printf("%-8s %8" PRIu64 " %9.1f %11.1f %11.1f %10.1f %10.1f %4.3f/%4.3f %4.3f/%4.3f\n",
+		       rp ? "random" : "zero", pr[rp].records, pr[rp].raw / m, pr[rp].parley / m,
+		       pr[rp].parley_dict / m, pr[rp].lz4 / m, pr[rp].zstd19 / m,
+		       pr[rp].lz4 ? (double)pr[rp].parley / (double)pr[rp].lz4 : 0,
+		       pr[rp].lz4 ? (double)pr[rp].parley_dict / (double)pr[rp].lz4 : 0,
+		       (double)pr[rp].parley / (double)pr[rp].zstd19,
+		       (double)pr[rp].parley_dict / (double)pr[rp].zstd19);
+	}
+	printf("parley = one segment at the engine's defaults (level %d, %u KiB blocks, trained "
+	       "dictionary); \"+dict\" adds the whole dictionary file (shared by a partition's "
+	       "segments: an upper bound); ratios are parley/peer and parley+dict/peer.\n"
+	       "lz4-16K = Cassandra's default table compression (LZ4Compressor, "
+	       "chunk_length_in_kb 16) computed with liblz4 LZ4_compress_default on the same "
+	       "serialised records, compressed chunk bytes only (Cassandra's CRC per chunk, "
+	       "offsets, row headers, index and bloom filter are NOT counted: a lower bound "
+	       "for Cassandra)%s.\nzstd-19 = the same records as one zstd frame at level 19: "
+	       "the floor. Goals: parley <= 0.6x lz4-16K, <= 1.15x zstd-19.\n",
+	       DICT_DEFAULT_LEVEL, SEG_DEFAULT_BLOCK / 1024,
+#ifdef HAVE_LZ4
+	       ""
+#else
+	       " — NOT MEASURED: built without liblz4"
+#endif
+	);
+	if (json_path) {
+		FILE *jf = fopen(json_path, "w");
+		if (!jf) {
+			fprintf(stderr, "--json %s: %s\n", json_path, strerror(errno));
+			return 1;
+		}
+		struct bench_json j;
+		bj_init(&j, jf);
+		bj_str(&j, "tool", "parley-history-ratio");
+		bj_str(&j, "mode", "storage");
+		bj_machine(&j, "machine");
+		bj_obj(&j, "settings");
+		bj_str(&j, "corpus", corpus_dir);
+		bj_u64(&j, "files", nfiles);
+		bj_u64(&j, "messages_total", C.n);
+		bj_u64(&j, "messages_stored", C.n - ns);
+		bj_u64(&j, "stored_payload_bytes", store_bytes);
+		bj_u64(&j, "streams", nstreams);
+		bj_u64(&j, "dictionary_bytes", dicts[1]->len);
+		bj_num(&j, "level", DICT_DEFAULT_LEVEL);
+		bj_u64(&j, "block_bytes", SEG_DEFAULT_BLOCK);
+		bj_end(&j);
+		/* the headline uses zero producer ids (plain sends); both are listed */
+		const struct peer_res *h = &pr[0];
+		double m = (double)h->records;
+		bj_obj(&j, "parley");
+		bj_u64(&j, "records", h->records);
+		bj_u64(&j, "bytes", h->parley);
+		bj_u64(&j, "bytes_with_dictionary", h->parley_dict);
+		bj_num(&j, "bytes_per_message", (double)h->parley / m);
+		bj_num(&j, "bytes_per_message_with_dictionary", (double)h->parley_dict / m);
+		bj_end(&j);
+		bj_arr(&j, "peers");
+		for (int rp = 0; rp < 2; rp++) {
+			const struct peer_res *q = &pr[rp];
+			double mm = (double)q->records;
+			const char *ids = rp ? "random 16-byte producer ids" : "zero producer ids";
+			bj_obj(&j, NULL);
+			bj_str(&j, "system", "raw records");
+			bj_str(&j, "producer_ids", ids);
+			bj_num(&j, "bytes", (double)q->raw);
+			bj_num(&j, "bytes_per_message", (double)q->raw / mm);
+			bj_end(&j);
+			bj_obj(&j, NULL);
+			bj_str(&j, "system", "parley segment");
+			bj_str(&j, "producer_ids", ids);
+			bj_str(&j, "config", "engine defaults: zstd level and block size of the segment writer, trained dictionary; bytes_with_dictionary adds the whole dictionary file");
+			bj_num(&j, "bytes", (double)q->parley);
+			bj_num(&j, "bytes_with_dictionary", (double)q->parley_dict);
+			bj_num(&j, "bytes_per_message", (double)q->parley / mm);
+			bj_end(&j);
+			bj_obj(&j, NULL);
+			bj_str(&j, "system", "cassandra-lz4");
+			bj_str(&j, "producer_ids", ids);
+			bj_str(&j, "config", "LZ4Compressor default, chunk_length_in_kb 16: liblz4 LZ4_compress_default per 16 KiB chunk of the same serialised records; compressed chunk bytes only (no CRC, offsets, row headers, index, bloom)");
+#ifdef HAVE_LZ4
+			bj_num(&j, "bytes", (double)q->lz4);
+			bj_num(&j, "bytes_per_message", (double)q->lz4 / mm);
+			bj_num(&j, "parley_ratio", (double)q->parley / (double)q->lz4);
+			bj_num(&j, "parley_with_dictionary_ratio", (double)q->parley_dict / (double)q->lz4);
+#else
+			bj_null(&j, "bytes");
+#endif
+			bj_num(&j, "goal_ratio_max", 0.6);
+			bj_end(&j);
+			bj_obj(&j, NULL);
+			bj_str(&j, "system", "zstd-19 floor");
+			bj_str(&j, "producer_ids", ids);
+			bj_str(&j, "config", "ZSTD_compress level 19, one frame over all the same serialised records");
+			bj_num(&j, "bytes", (double)q->zstd19);
+			bj_num(&j, "bytes_per_message", (double)q->zstd19 / mm);
+			bj_num(&j, "parley_ratio", (double)q->parley / (double)q->zstd19);
+			bj_num(&j, "parley_with_dictionary_ratio", (double)q->parley_dict / (double)q->zstd19);
+			bj_num(&j, "goal_ratio_max", 1.15);
+			bj_end(&j);
+		}
+		bj_end(&j);
+		if (bj_finish(&j) != 0 || fclose(jf) != 0) {
+			fprintf(stderr, "--json %s: write failed\n", json_path);
+			return 1;
+		}
 	}
 	printf("\nlast-50 reads of a random stream, one segment, %u reads each:\n", RL_READS);
 	printf("%7s %-6s %-6s %8s %10s %8s %8s %8s\n", "block", "dict", "cache",

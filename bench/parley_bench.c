@@ -32,6 +32,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_json.h"
 #include "bench_spread.h"
 
 #include <errno.h>
@@ -94,6 +95,24 @@ static void usage(FILE *f)
 "             Each rate is followed by NATS core pub/sub (nats-server, no disk,\n"
 "             no ack) at the same rate and body size, as a reference; the disk\n"
 "             floor is measured first (--no-floor skips it).\n"
+"  workload   a chat workload from a profile (--profile FILE; examples and the\n"
+"             format in bench/profiles/) through libparley, open loop at each\n"
+"             --rate (1:1 sends/s; default 200): sends, history reads (last 50)\n"
+"             and reconnects in the profile's proportions, latency from the\n"
+"             intended time, send -> event latency at every connected device, a\n"
+"             live progress line on a terminal or with -v. Features the server\n"
+"             lacks (groups, receipts, typing) are reported as not exercised.\n"
+"             --users N (default min(profile users, 16)), --threads N (default 4),\n"
+"             --storm: reconnect storm (every device reconnects mid-window)\n"
+"  history    history pages (50) through parleyd vs Redis XREVRANGE COUNT 50 on the\n"
+"             same records: last page (hot), then parleyd is stopped, flushed into\n"
+"             segments, restarted, the page cache dropped (--no-drop-caches: not),\n"
+"             and an older page is read cold and warm. --convs N (default 32),\n"
+"             --msgs N per conversation (default 300, > 250), --no-redis\n"
+"  report RESULT.json... --out DIR   SVG charts and DIR/index.md from result files\n"
+"  plan --profile FILE --results RESULT.json...   capacity plan (nodes, cores,\n"
+"             memory, disk, network at peak) from the measured per-node figures,\n"
+"             every step printed with its source\n"
 "             Server modes start parleyd (--parleyd PATH) on 127.0.0.1 with a temp\n"
 "             data dir and kill it after, or use --connect HOST:PORT.\n"
 "\n"
@@ -134,6 +153,10 @@ static void usage(FILE *f)
 "  --nats-server P     delivery: nats-server binary for the NATS core pub/sub\n"
 "                      reference at the same rates (default: nats-server in PATH\n"
 "                      or /usr/sbin); --no-nats skips it\n"
+"  --json FILE         every mode: also write the result as JSON (settings,\n"
+"                      machine, load, peers and their configuration, every\n"
+"                      percentile and a latency CDF, ratios); parley-history-ratio\n"
+"                      --json for storage\n"
 "  -v, --verbose       progress on stderr\n"
 "  -h, --help          this text\n"
 "\n"
@@ -227,6 +250,36 @@ void bench_load_print_row(const struct load_result *r)
 		size_t l = strlen(note);
 		snprintf(note + l, sizeof note - l, "%s%llu slots not sent", l ? "; " : "",
 			 (unsigned long long)r->not_sent);
+	}
+	struct bench_json *j = bench_sink();
+	if (j) {
+		bj_obj(j, NULL);
+		bj_str(j, "kind", "load");
+		bj_str(j, "system", r->system);
+		if (!strcmp(r->system, "redis"))
+			bj_str(j, "version", bench_redis_version());
+		bj_bool(j, "open_loop", r->open_loop);
+		bj_num(j, "target_rate", r->open_loop ? r->target_rate : NAN);
+		bj_u64(j, "producers", r->producers);
+		bj_u64(j, "payload", r->payload);
+		bj_num(j, "seconds", r->seconds);
+		bj_u64(j, "acks", r->acks);
+		bj_u64(j, "errors", r->errors);
+		bj_u64(j, "not_sent", r->not_sent);
+		bj_num(j, "appends_per_s", r->appends_per_s);
+		bj_num(j, "mb_per_s", r->mb_per_s);
+		bj_hist(j, "latency", &r->lat);
+		if (r->open_loop)
+			bj_hist(j, "pacer_lag", &r->lag);
+		if (r->have_stats) {
+			bj_num(j, "wal_syncs_per_s", r->syncs_per_s);
+			bj_num(j, "wal_mb_per_s", r->wal_mb_per_s);
+			bj_num(j, "entries_per_sync", r->entries_per_sync);
+			bj_num(j, "mean_sync_us", r->mean_sync_us);
+		}
+		bj_bool(j, "ok", r->ok);
+		bj_str(j, "note", r->note);
+		bj_end(j);
 	}
 	printf("| %s | %s | %u | %u | %llu | %.0f | %.2f | %.1f | %.1f | %.1f | %.1f | "
 	       "%s | %s | %s | %s | %s |\n",
@@ -603,6 +656,26 @@ static int mode_compare(const struct bench_cfg *cfg)
 		SPREAD(parley_half_p99, "parley half-load ack p99 µs", "", "%.1f");
 		SPREAD(half_p99_minus_floor, "half-load ack p99 − fdatasync p99 µs", "≤ 100", "%+.1f");
 #undef SPREAD
+		struct bench_json *jj = bench_sink();
+		for (unsigned k = 0; jj && k < n; k++) {
+			const struct cmp_summary *cs = &sum[k][j];
+			bj_obj(jj, NULL);
+			bj_str(jj, "kind", "compare_ratios");
+			bj_u64(jj, "payload", cfg->payloads[j]);
+			bj_u64(jj, "pass", k + 1);
+			bj_num(jj, "parley_best_appends_per_s", cs->parley_best);
+			bj_num(jj, "redis_best_appends_per_s", cs->redis_best);
+			bj_num(jj, "parley_over_redis", cs->ratio);
+			bj_num(jj, "goal_parley_over_redis_min", 3);
+			bj_num(jj, "saturation_mbs_over_1m_fdatasync_bw", cs->mbs_over_floor);
+			bj_num(jj, "goal_mbs_over_floor_min", 0.8);
+			bj_num(jj, "wal_mbs_over_1m_fdatasync_bw", cs->wal_over_floor);
+			bj_num(jj, "floor_4k_p99_us", cs->floor_p99);
+			bj_num(jj, "parley_half_load_p99_us", cs->parley_half_p99);
+			bj_num(jj, "half_p99_minus_floor_p99_us", cs->half_p99_minus_floor);
+			bj_num(jj, "goal_half_p99_minus_floor_max_us", 100);
+			bj_end(jj);
+		}
 	}
 	return failures ? 1 : 0;
 }
@@ -644,11 +717,24 @@ static int mode_server_compare(const struct bench_cfg *cfg)
 		       "connections)\n\n", pl, bench_redis_version());
 		printf("| connections | parleyd SENDs/s | redis XADDs/s | parleyd ÷ redis | "
 		       "parleyd p99 µs | redis p99 µs |\n|---:|---:|---:|---:|---:|---:|\n");
-		for (unsigned i = 0; i < cfg->n_producers; i++)
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
 			printf("| %u | %.0f | %.0f | %.2f× | %.1f | %.1f |\n", cfg->producers[i],
 			       rp[i].appends_per_s, rr[i].appends_per_s,
 			       rr[i].appends_per_s > 0 ? rp[i].appends_per_s / rr[i].appends_per_s : 0,
 			       p99_us(&rp[i].lat), p99_us(&rr[i].lat));
+			struct bench_json *jj = bench_sink();
+			if (jj) {
+				bj_obj(jj, NULL);
+				bj_str(jj, "kind", "server_compare_ratio");
+				bj_u64(jj, "payload", pl);
+				bj_u64(jj, "connections", cfg->producers[i]);
+				bj_num(jj, "parleyd_sends_per_s", rp[i].appends_per_s);
+				bj_num(jj, "redis_xadds_per_s", rr[i].appends_per_s);
+				bj_num(jj, "parleyd_over_redis", rr[i].appends_per_s > 0 ?
+					   rp[i].appends_per_s / rr[i].appends_per_s : NAN);
+				bj_end(jj);
+			}
+		}
 	}
 	return failures ? 1 : 0;
 }
@@ -683,6 +769,7 @@ int main(int argc, char **argv)
 	cfg.seed = 1;
 	cfg.repeat = 1;
 	bool no_floor = false, payload_set = false, no_nats = false, args_set = false;
+	const char *outdir = NULL;
 	cfg.count = 10000;
 	/* TLS and admin ports off: their fixed defaults would collide with any
 	 * other parleyd on this shared machine */
@@ -700,7 +787,8 @@ int main(int argc, char **argv)
 	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
-	       O_NO_NATS, O_TLS };
+	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
+	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -728,6 +816,17 @@ int main(int argc, char **argv)
 		{"nats-server", required_argument, NULL, O_NATS},
 		{"no-nats", no_argument, NULL, O_NO_NATS},
 		{"tls", no_argument, NULL, O_TLS},
+		{"profile", required_argument, NULL, O_PROFILE},
+		{"json", required_argument, NULL, O_JSON},
+		{"users", required_argument, NULL, O_USERS},
+		{"threads", required_argument, NULL, O_THREADS},
+		{"convs", required_argument, NULL, O_CONVS},
+		{"msgs", required_argument, NULL, O_MSGS},
+		{"no-redis", no_argument, NULL, O_NO_REDIS},
+		{"no-drop-caches", no_argument, NULL, O_NO_DROP},
+		{"out", required_argument, NULL, O_OUT},
+		{"results", no_argument, NULL, O_RESULTS},
+		{"storm", no_argument, NULL, O_STORM},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -770,6 +869,17 @@ int main(int argc, char **argv)
 		case O_NATS: cfg.nats_server = optarg; break;
 		case O_NO_NATS: no_nats = true; break;
 		case O_TLS: cfg.tls = true; break;
+		case O_PROFILE: cfg.profile = optarg; break;
+		case O_JSON: cfg.json = optarg; break;
+		case O_USERS: cfg.users = (uint32_t)parse_double(optarg, 2, 256, "--users"); break;
+		case O_THREADS: cfg.threads = (uint32_t)parse_double(optarg, 1, 16, "--threads"); break;
+		case O_CONVS: cfg.convs = (uint32_t)parse_double(optarg, 1, 1024, "--convs"); break;
+		case O_MSGS: cfg.msgs = (uint32_t)parse_double(optarg, 251, 100000, "--msgs"); break;
+		case O_NO_REDIS: cfg.no_redis = true; break;
+		case O_NO_DROP: cfg.no_drop_caches = true; break;
+		case O_OUT: outdir = optarg; break;
+		case O_STORM: cfg.storm = true; break;
+		case O_RESULTS: break; /* plan: the files follow as arguments */
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
 		case O_NO_FLOOR: no_floor = true; break;
@@ -785,13 +895,24 @@ int main(int argc, char **argv)
 		default: die_usage("unknown option %s", argv[optind - 1]); break;
 		}
 	}
-	if (optind < argc)
+	bool takes_files = mode && (!strcmp(mode, "report") || !strcmp(mode, "plan"));
+	if (optind < argc && !takes_files)
 		die_usage("unexpected argument \"%s\"", argv[optind]);
+	if (mode && !strcmp(mode, "report")) {
+		if (optind >= argc || !outdir)
+			die_usage("%s", "report wants RESULT.json... --out DIR");
+		return bench_report(argc - optind, argv + optind, outdir) ? 1 : 0;
+	}
+	if (mode && !strcmp(mode, "plan")) {
+		if (!cfg.profile || optind >= argc)
+			die_usage("%s", "plan wants --profile FILE --results RESULT.json...");
+		return bench_planmode(&cfg, argc - optind, argv + optind) ? 1 : 0;
+	}
 	if (cfg.tls && !args_set)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1 --port 0 --tls-port {port} "
 				   "--tls-cert {cert} --tls-key {key} --admin-port 0";
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery, workload, history, report, plan)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -800,7 +921,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	bool need_redis = !strcmp(mode, "redis") || !strcmp(mode, "compare") ||
-			  !strcmp(mode, "server-compare");
+			  !strcmp(mode, "server-compare") ||
+			  (!strcmp(mode, "history") && !cfg.no_redis);
 	if (need_redis) {
 		if (!cfg.redis_server)
 			cfg.redis_server = find_in_path("redis-server");
@@ -812,17 +934,41 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	atexit(bench_children_kill);
+	bj_note_start();
 
+	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
+			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
+			 !strcmp(mode, "delivery");
+	if (sink_mode && !strcmp(mode, "delivery") && !no_nats && !cfg.nats_server) {
+		cfg.nats_server = find_in_path("nats-server");
+		if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
+			cfg.nats_server = "/usr/sbin/nats-server";
+	}
+	if (sink_mode && bench_sink_open(&cfg, mode) != 0)
+		return EXIT_USAGE;
+	int mrc = -1;
 	if (!strcmp(mode, "disk"))
-		return mode_disk(&cfg);
-	if (!strcmp(mode, "engine"))
-		return mode_load(&cfg, bench_engine_run, !no_floor);
-	if (!strcmp(mode, "redis"))
-		return mode_load(&cfg, bench_redis_run, false);
-	if (!strcmp(mode, "compare"))
-		return mode_compare(&cfg);
-	if (!strcmp(mode, "server-compare"))
-		return mode_server_compare(&cfg);
+		mrc = mode_disk(&cfg);
+	else if (!strcmp(mode, "engine"))
+		mrc = mode_load(&cfg, bench_engine_run, !no_floor);
+	else if (!strcmp(mode, "redis"))
+		mrc = mode_load(&cfg, bench_redis_run, false);
+	else if (!strcmp(mode, "compare"))
+		mrc = mode_compare(&cfg);
+	else if (!strcmp(mode, "server-compare"))
+		mrc = mode_server_compare(&cfg);
+	if (mrc >= 0)
+		return bench_sink_close() ? 1 : mrc;
+	if (!strcmp(mode, "workload")) {
+		if (!cfg.profile)
+			die_usage("%s", "workload wants --profile FILE (examples in bench/profiles/)");
+		print_machine(&cfg);
+		return bench_workload(&cfg) ? 1 : 0;
+	}
+	if (!strcmp(mode, "history")) {
+		print_machine(&cfg);
+		return bench_history(&cfg) ? 1 : 0;
+	}
 	if (!strcmp(mode, "idle-conns") || !strcmp(mode, "delivery")) {
 		print_machine(&cfg);
 		if (!strcmp(mode, "idle-conns")) {
@@ -861,8 +1007,10 @@ int main(int argc, char **argv)
 		}
 		int drc = bench_delivery(&cfg, d);
 		free(d);
+		if (bench_sink_close())
+			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

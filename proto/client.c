@@ -6,8 +6,13 @@
  *   DOWN --tcp connect + TLS handshake--> HANDSHAKE --HELLO_OK, AUTH_OK-->
  *   UP (--SYNC_OK if subscribed) --error / EOF / timeout / GOAWAY close--> DOWN
  *        DOWN --backoff (or GOAWAY retry_after) + jitter--> connect again
- *   A refused token or version (fatal_err) stops automatic reconnecting
- *   until the application calls parley_client_connect() again.
+ *   A refused token or version, an untrusted server certificate or a
+ *   GOAWAY AUTH_EXPIRED (fatal_err) stops automatic reconnecting until the
+ *   application calls parley_client_connect() again (after
+ *   parley_client_set_token() for a new token). A connection that dies
+ *   within CLIENT_STABLE_MS of coming up backs off before the next connect,
+ *   so a server that accepts and drops at once is not hammered.
+ *   Every failure also records its cause (parley_client_failure()).
  *
  * Invariants:
  *   1. `cursor` is the last inbox_seq passed to on_event (or start-1 of the
@@ -49,6 +54,11 @@
 #define RX_INITIAL (64u << 10)
 #define ZSTD_SEND_MIN 1024 /* compress SEND frames at least this big */
 #define ZSTD_LEVEL 3
+/* A connection that dies younger than this did not prove the server
+ * healthy: the next connect backs off instead of starting over at
+ * backoff_min_ms (no tight reconnect loop against a server that accepts
+ * and then drops us at once). */
+#define CLIENT_STABLE_MS 10000
 
 struct parley_client {
 	/* options (strings owned) */
@@ -63,6 +73,9 @@ struct parley_client {
 	int fatal_err; /* stop reconnecting (EAUTH, EVERSION) */
 	int closing_err; /* fatal ERROR push seen: drop after this batch */
 	int draining; /* GOAWAY seen: no new requests on this connection */
+	uint64_t up_since_ms; /* when this connection became usable (0 = not) */
+	uint64_t sync_last; /* last_inbox_seq of the latest SYNC_OK */
+	struct parley_client_failure fail; /* why the last thing failed */
 	struct parley_hello_ok limits;
 	char server_id[PARLEY_PROTO_MAX_TEXT + 1];
 	char user_id[PARLEY_PROTO_MAX_USER_ID + 1];
@@ -111,6 +124,52 @@ static uint64_t now_ms(void)
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
+}
+
+static void set_fail(struct parley_client *c, int kind, int err, const char *text,
+		     size_t text_len)
+{
+	c->fail.kind = kind;
+	c->fail.err = err;
+	c->fail.goaway_reason = 0;
+	c->fail.retry_after_ms = 0;
+	size_t n = PARLEY_MIN(text_len, sizeof c->fail.text - 1);
+	if (n)
+		memcpy(c->fail.text, text, n);
+	c->fail.text[n] = 0;
+}
+
+static void set_fail_str(struct parley_client *c, int kind, int err, const char *text)
+{
+	set_fail(c, kind, err, text, text ? strlen(text) : 0);
+}
+
+const struct parley_client_failure *parley_client_failure(const struct parley_client *c)
+{
+	return &c->fail;
+}
+
+int parley_client_set_token(struct parley_client *c, const char *token)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	if (!token || !*token || strlen(token) > PARLEY_PROTO_MAX_TOKEN)
+		return -PARLEY_EINVAL;
+	char *t = strdup(token);
+	if (!t)
+		return -PARLEY_ENOMEM;
+	if (c->token) {
+		memset(c->token, 0, strlen(c->token));
+		free(c->token);
+	}
+	c->token = t;
+	c->fatal_err = 0; /* the next connect tries the new token */
+	return 0;
+}
+
+uint64_t parley_client_sync_last(const struct parley_client *c)
+{
+	return c->sync_last;
 }
 
 int parley_client_random_id(uint8_t out[PARLEY_PROTO_MSG_ID_LEN])
@@ -230,6 +289,21 @@ static void conn_drop(struct parley_client *c, int err)
 	c->wait_rid = 0;
 	c->closing_err = 0;
 	c->draining = 0;
+	if (c->up_since_ms) {
+		uint64_t now = now_ms();
+		if (now - c->up_since_ms >= CLIENT_STABLE_MS) {
+			c->backoff_ms = c->o.backoff_min_ms;
+		} else {
+			/* died young: wait before the next connect (full jitter in
+			 * [b/2, b]), unless a GOAWAY already asked for longer */
+			uint32_t b = c->backoff_ms;
+			uint64_t t = now + b / 2 + parley_rng_below(&c->rng, b / 2 + 1);
+			if (t > c->not_before_ms)
+				c->not_before_ms = t;
+			c->backoff_ms = (uint32_t)PARLEY_MIN((uint64_t)b * 2, c->o.backoff_max_ms);
+		}
+		c->up_since_ms = 0;
+	}
 	if (was) {
 		PLOG_D("client", "disconnected", "err=%s", parley_errname(err));
 		if (c->o.on_state)
@@ -484,6 +558,7 @@ static void apply_sync_ok(struct parley_client *c, const struct parley_sync_ok *
 	if (start > c->cursor + 1 || !c->cursor_valid)
 		c->cursor = start - 1;
 	c->cursor_valid = 1;
+	c->sync_last = ok->last_inbox_seq;
 	/* a server starting below cursor+1 re-sends what we had: skipped as
 	 * duplicates by on_event */
 	c->expect_next = c->cursor + 1;
@@ -572,8 +647,17 @@ static int dispatch(struct parley_client *c, const struct parley_frame *f)
 		       g->reason, g->retry_after_ms, (int)g->text.len, g->text.p);
 		uint64_t ra = g->retry_after_ms;
 		ra += ra ? parley_rng_below(&c->rng, ra / 2 + 1) : 0;
-		c->not_before_ms = now_ms() + ra;
+		if (now_ms() + ra > c->not_before_ms)
+			c->not_before_ms = now_ms() + ra;
 		c->draining = 1;
+		set_fail(c, PARLEY_FAIL_GOAWAY, -PARLEY_ECLOSED, g->text.p, g->text.len);
+		c->fail.goaway_reason = g->reason;
+		c->fail.retry_after_ms = g->retry_after_ms;
+		if (g->reason == PARLEY_GOAWAY_AUTH_EXPIRED) {
+			/* the same token will not get better: stop, do not loop */
+			c->fatal_err = -PARLEY_EAUTH;
+			c->fail.err = -PARLEY_EAUTH;
+		}
 		if (c->o.on_state)
 			c->o.on_state(c->o.user, PARLEY_CLIENT_GOAWAY, -(int)g->reason);
 		return 0;
@@ -583,6 +667,7 @@ static int dispatch(struct parley_client *c, const struct parley_frame *f)
 		PLOG_W("client", "server error", "code=%u fatal=%d text=\"%.*s\"", e->code,
 		       !!(e->flags & PARLEY_ERRF_FATAL), (int)e->text.len, e->text.p);
 		if (e->flags & PARLEY_ERRF_FATAL) {
+			set_fail(c, PARLEY_FAIL_SERVER, -(int)e->code, e->text.p, e->text.len);
 			c->closing_err = -(int)e->code;
 			if (e->code == PARLEY_EAUTH || e->code == PARLEY_EVERSION)
 				c->fatal_err = -(int)e->code;
@@ -608,6 +693,18 @@ static int pump(struct parley_client *c)
 		int rr = read_some(c);
 		size_t off = 0;
 		int derr = 0;
+		/* A plain client on a TLS port gets a TLS record (alert 0x15 or
+		 * handshake 0x16, version 3.x, length < 64 KiB) back: as a frame
+		 * header that would be a length above 64 KiB, more than any
+		 * handshake reply, so the test cannot misfire on a real reply. */
+		if (!c->up && !c->ssl && c->rx_len >= 4 &&
+		    (c->rx[0] == 0x15 || c->rx[0] == 0x16) && c->rx[1] == 0x03 &&
+		    c->rx[2] >= 1 && c->rx[2] <= 4 && c->rx[3] == 0) {
+			set_fail_str(c, PARLEY_FAIL_PLAIN_GOT_TLS, -PARLEY_EPROTO,
+				     "the server answered with TLS");
+			conn_drop(c, -PARLEY_EPROTO);
+			return -PARLEY_EPROTO;
+		}
 		while (off < c->rx_len) {
 			struct parley_frame f;
 			int n = parley_proto_frame_decode(c->rx + off, c->rx_len - off,
@@ -628,6 +725,14 @@ static int pump(struct parley_client *c)
 			if (c->fd < 0)
 				return -PARLEY_ECLOSED; /* dropped inside (ack failed) */
 		}
+		if (derr && !c->up) {
+			/* garbage before the handshake is done: not a parley port */
+			int http = c->rx_len >= 5 && !memcmp(c->rx, "HTTP/", 5);
+			set_fail_str(c, PARLEY_FAIL_PROTOCOL, -PARLEY_EPROTO,
+				     http ? "it answered with HTTP: the admin port?"
+					  : "its answer is not a parley frame");
+			derr = -PARLEY_EPROTO;
+		}
 		if (derr) {
 			conn_drop(c, derr);
 			return derr;
@@ -637,6 +742,9 @@ static int pump(struct parley_client *c)
 			c->rx_len -= off;
 		}
 		if (rr < 0) {
+			if (!c->up && !c->closing_err && !c->fail.kind) /* keep a GOAWAY's */
+				set_fail_str(c, PARLEY_FAIL_CLOSED, -PARLEY_ECLOSED,
+					     "the server closed the connection during the handshake");
 			int e = c->closing_err ? c->closing_err : rr;
 			conn_drop(c, e);
 			return e == -PARLEY_EAUTH || e == -PARLEY_EVERSION ? e
@@ -694,6 +802,7 @@ static int tcp_connect(struct parley_client *c, uint64_t deadline)
 	if (g != 0) {
 		PLOG_W("client", "cannot resolve", "host=%s err=\"%s\"", c->host,
 		       gai_strerror(g));
+		set_fail_str(c, PARLEY_FAIL_RESOLVE, -PARLEY_ENOTFOUND, gai_strerror(g));
 		return -PARLEY_ENOTFOUND;
 	}
 	int err = -PARLEY_ECLOSED;
@@ -725,6 +834,10 @@ static int tcp_connect(struct parley_client *c, uint64_t deadline)
 			return 0;
 		}
 		err = errno == ETIMEDOUT ? -PARLEY_ETIMEDOUT : -errno;
+		if (err == -PARLEY_ETIMEDOUT)
+			set_fail_str(c, PARLEY_FAIL_TIMEOUT, err, "TCP connect timed out");
+		else
+			set_fail_str(c, PARLEY_FAIL_CONNECT, err, strerror(errno));
 		close(fd);
 	}
 	freeaddrinfo(res);
@@ -766,11 +879,25 @@ static int tls_handshake(struct parley_client *c, uint64_t deadline)
 			ERR_error_string_n(ec, buf, sizeof buf);
 			PLOG_W("client", "TLS handshake failed", "verify=\"%s\" err=\"%s\"",
 			       X509_verify_cert_error_string(v), buf);
-			return v != X509_V_OK ? -PARLEY_EAUTH : -PARLEY_EPROTO;
+			if (v != X509_V_OK) {
+				/* the server's certificate is not trusted: retrying
+				 * will not change that, so stop reconnecting */
+				set_fail_str(c, PARLEY_FAIL_TLS_VERIFY, -PARLEY_EAUTH,
+					     X509_verify_cert_error_string(v));
+				c->fatal_err = -PARLEY_EAUTH;
+				return -PARLEY_EAUTH;
+			}
+			const char *why = ec ? ERR_reason_error_string(ec) : NULL;
+			set_fail_str(c, PARLEY_FAIL_TLS, -PARLEY_EPROTO,
+				     why ? why : "connection closed during the TLS handshake");
+			return -PARLEY_EPROTO;
 		}
 		int w = wait_fd(c->fd, want, deadline);
-		if (w == 0)
+		if (w == 0) {
+			set_fail_str(c, PARLEY_FAIL_TIMEOUT, -PARLEY_ETIMEDOUT,
+				     "no answer to the TLS handshake");
 			return -PARLEY_ETIMEDOUT;
+		}
 		if (w < 0)
 			return w;
 	}
@@ -796,6 +923,7 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		return r;
 	if (c->rmsg->type == PARLEY_T_ERROR) {
 		r = -(int)c->rmsg->error.code;
+		set_fail(c, PARLEY_FAIL_SERVER, r, c->rmsg->error.text.p, c->rmsg->error.text.len);
 		if (r == -PARLEY_EVERSION)
 			c->fatal_err = r;
 		return r;
@@ -824,6 +952,7 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		return r;
 	if (c->rmsg->type == PARLEY_T_ERROR) {
 		r = -(int)c->rmsg->error.code;
+		set_fail(c, PARLEY_FAIL_SERVER, r, c->rmsg->error.text.p, c->rmsg->error.text.len);
 		if (r == -PARLEY_EAUTH)
 			c->fatal_err = r;
 		return r;
@@ -832,8 +961,8 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		return -PARLEY_EPROTO;
 	memcpy(c->user_id, c->rmsg->auth_ok.user_id.p, c->rmsg->auth_ok.user_id.len);
 	c->user_id[c->rmsg->auth_ok.user_id.len] = 0;
-	if (c->fd < 0)
-		return -PARLEY_ECLOSED; /* e.g. GOAWAY right after AUTH_OK */
+	if (c->fd < 0) /* e.g. GOAWAY right after AUTH_OK (AUTH_EXPIRED: fatal) */
+		return c->fatal_err ? c->fatal_err : -PARLEY_ECLOSED;
 	c->up = 1;
 
 	if (c->subscribed) {
@@ -846,17 +975,24 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 			return r;
 		if ((r = wait_reply(c, rid, deadline)) < 0)
 			return r;
-		if (c->rmsg->type == PARLEY_T_ERROR)
-			return -(int)c->rmsg->error.code;
+		if (c->rmsg->type == PARLEY_T_ERROR) {
+			r = -(int)c->rmsg->error.code;
+			set_fail(c, PARLEY_FAIL_SERVER, r, c->rmsg->error.text.p,
+				 c->rmsg->error.text.len);
+			return r;
+		}
 		if (c->rmsg->type != PARLEY_T_SYNC_OK)
 			return -PARLEY_EPROTO;
 	}
-	return c->up && c->fd >= 0 ? 0 : -PARLEY_ECLOSED;
+	if (c->up && c->fd >= 0)
+		return 0;
+	return c->fatal_err ? c->fatal_err : -PARLEY_ECLOSED;
 }
 
 static int connect_once(struct parley_client *c, uint64_t deadline)
 {
 	conn_drop(c, -PARLEY_ECLOSED);
+	memset(&c->fail, 0, sizeof c->fail);
 	uint64_t d = PARLEY_MIN(deadline, now_ms() + c->o.connect_timeout_ms);
 	int r = tcp_connect(c, d);
 	if (r == 0 && c->ctx)
@@ -865,18 +1001,27 @@ static int connect_once(struct parley_client *c, uint64_t deadline)
 		c->last_rx_ms = c->last_tx_ms = now_ms();
 		c->closing_err = 0;
 		r = handshake(c, d);
+		if (r == -PARLEY_ETIMEDOUT && !c->fail.kind)
+			set_fail_str(c, PARLEY_FAIL_TIMEOUT, r,
+				     "no answer to the handshake (is this a parley port?)");
+		else if (r == -PARLEY_EPROTO && !c->fail.kind)
+			set_fail_str(c, PARLEY_FAIL_PROTOCOL, r,
+				     "the server's answer is not parley's protocol");
 	}
 	if (r < 0) {
 		conn_drop(c, r);
 		return r;
 	}
-	c->backoff_ms = c->o.backoff_min_ms;
+	/* backoff resets once the connection has lived CLIENT_STABLE_MS */
+	c->up_since_ms = now_ms();
 	PLOG_D("client", "connected", "host=%s port=%u user=%s server=%s", c->host,
 	       c->o.port, c->user_id, c->server_id);
 	if (c->o.on_state)
 		c->o.on_state(c->o.user, PARLEY_CLIENT_CONNECTED, 0);
 	/* events may have come in right behind SYNC_OK */
 	r = pump(c);
+	if (r < 0 && c->fatal_err)
+		return c->fatal_err; /* e.g. GOAWAY AUTH_EXPIRED right behind AUTH_OK */
 	return r < 0 ? r : 0;
 }
 
@@ -984,6 +1129,8 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 	int r = parley_proto_size(req);
 	if (r < 0)
 		return r;
+	if (!c->fatal_err && !c->draining) /* keep the cause of what is coming */
+		memset(&c->fail, 0, sizeof c->fail);
 	uint64_t deadline = now_ms() + c->o.call_deadline_ms;
 	int last = -PARLEY_ETIMEDOUT;
 	uint32_t backoff = c->o.backoff_min_ms;
@@ -1020,6 +1167,7 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 		if (c->rmsg->type == PARLEY_T_ERROR) {
 			const struct parley_error_msg *e = &c->rmsg->error;
 			last = -(int)e->code;
+			set_fail(c, PARLEY_FAIL_SERVER, last, e->text.p, e->text.len);
 			if (!retryable(e->code))
 				return last;
 			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;

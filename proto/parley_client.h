@@ -31,7 +31,9 @@
  * called there.
  *
  * GOAWAY: the client stops sending new requests on that connection and
- * moves to a new one after the server's retry_after_ms (plus jitter).
+ * moves to a new one after the server's retry_after_ms (plus jitter);
+ * GOAWAY AUTH_EXPIRED stops reconnecting (-PARLEY_EAUTH) instead: the same
+ * token would be dropped again.
  *
  * Retries: every request here is idempotent (SEND thanks to its
  * client_msg_id, reused on every retry), so a call that times out or
@@ -104,7 +106,9 @@ int parley_client_new(const struct parley_client_opts *opts,
 void parley_client_free(struct parley_client *c);
 
 /* Connect, HELLO, AUTH (blocking, connect_timeout_ms). -PARLEY_EAUTH if the
- * token is refused, -PARLEY_EVERSION on no common version. */
+ * token is refused (or the server's TLS certificate is not trusted),
+ * -PARLEY_EVERSION on no common version; parley_client_failure() says
+ * which and why. */
 int parley_client_connect(struct parley_client *c);
 /* Drop the connection (if any) and connect again, honouring GOAWAY's
  * retry_after and resuming the subscription. Blocks. */
@@ -187,6 +191,51 @@ int parley_client_next_timeout_ms(const struct parley_client *c);
  * gone and reconnecting is allowed. Returns events delivered (>= 0), or a
  * negative error (-PARLEY_EAUTH etc. when reconnecting is hopeless). */
 int parley_client_poll(struct parley_client *c, int timeout_ms);
+
+/* ---- why something failed ----------------------------------------------------- */
+
+/* What the last failed connect or request ran into, beyond its error code,
+ * so applications can tell people the cause and what to do. */
+enum parley_client_fail_kind {
+	PARLEY_FAIL_NONE = 0,
+	PARLEY_FAIL_RESOLVE = 1, /* the host name does not resolve */
+	PARLEY_FAIL_CONNECT = 2, /* TCP connect failed; err = -errno (-ECONNREFUSED ...) */
+	PARLEY_FAIL_TIMEOUT = 3, /* no answer within connect_timeout_ms */
+	PARLEY_FAIL_TLS_VERIFY = 4, /* the server's certificate is not trusted or
+				       not for this name; text = the reason. Fatal. */
+	PARLEY_FAIL_TLS = 5, /* TLS handshake failed otherwise (not a TLS port?) */
+	PARLEY_FAIL_PLAIN_GOT_TLS = 6, /* plain client, the server answered with TLS */
+	PARLEY_FAIL_CLOSED = 7, /* the server closed during the handshake, no reason */
+	PARLEY_FAIL_PROTOCOL = 8, /* the peer does not speak parley's protocol */
+	PARLEY_FAIL_SERVER = 9, /* the server answered ERROR: err = -code, text =
+				   its text (e.g. why a token was refused) */
+	PARLEY_FAIL_GOAWAY = 10, /* the server sent GOAWAY: goaway_reason, text,
+				    retry_after_ms; AUTH_EXPIRED is fatal (err =
+				    -PARLEY_EAUTH) */
+};
+
+struct parley_client_failure {
+	int kind; /* enum parley_client_fail_kind */
+	int err; /* the negative error code that went with it */
+	uint16_t goaway_reason; /* kind GOAWAY: enum parley_goaway_reason */
+	uint32_t retry_after_ms; /* kind GOAWAY */
+	char text[256]; /* the server's or the TLS library's words ("" = none) */
+};
+
+/* The cause of the last failure (kind NONE if the last connect/call had no
+ * recorded cause). Reset at the start of each connect and request; a GOAWAY
+ * is recorded when it arrives (readable from on_state). Borrowed. */
+const struct parley_client_failure *parley_client_failure(const struct parley_client *c);
+
+/* Replace the token used by the next connect (e.g. a refreshed one after
+ * -PARLEY_EAUTH or GOAWAY AUTH_EXPIRED); clears the fatal state so the
+ * next connect tries again. Copies the string. */
+int parley_client_set_token(struct parley_client *c, const char *token);
+
+/* last_inbox_seq from the latest SYNC_OK (first subscribe or resume):
+ * events up to it were stored before that (re)subscription (catch-up),
+ * later ones are live. 0 before any SYNC_OK. */
+uint64_t parley_client_sync_last(const struct parley_client *c);
 
 /* Fill out with 16 random bytes (getrandom). */
 int parley_client_random_id(uint8_t out[PARLEY_PROTO_MSG_ID_LEN]);

@@ -8,13 +8,17 @@
  * HS256 signs with a shared secret (the file's bytes, a trailing newline
  * dropped, exactly as parleyd reads jwt_secret_file); RS256 and ES256 sign
  * with a PEM private key (ES256: P-256, signature as JWS r||s). Prints the
- * token and a newline. Claims: sub, iat, exp (= now + ttl, default 1 h;
- * --ttl 0 = no exp), optional nbf, iss, aud.
+ * token and a newline on stdout, and when it expires on stderr (so
+ * `export PARLEY_TOKEN=$(parleyctl token ...)` still shows it; --quiet
+ * drops that line). Claims: sub, iat, exp (= now + ttl, default 24 h: a
+ * development session outlives a working day's chat; --ttl 0 = no exp),
+ * optional nbf, iss, aud.
  *
  * Exit codes (parleyctl.h): 0 ok, 2 usage, 3 runtime error (unreadable
  * key, signing failed).
  * Threads: a CLI; single-threaded.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,13 +32,19 @@
 #include "parley_common.h"
 #include "parleyctl.h"
 
+/* Default lifetime: long enough for a development session (a token
+ * exported at the start of the day does not expire mid-chat). */
+#define CTL_TOKEN_TTL_DEFAULT (24 * 3600)
+
 static void token_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: parleyctl token --sub USER [--secret-file F | --secret S]\n"
 		"                       [--alg HS256|RS256|ES256 --key PRIVATE.pem]\n"
 		"                       [--iss I] [--aud A] [--ttl SECONDS] [--nbf-in SECONDS]\n"
-		"Prints a JWT for parleyd (default HS256, 1 hour). --ttl 0: no exp.\n"
+		"                       [--quiet]\n"
+		"Prints a JWT for parleyd (default HS256, valid 24 hours; --ttl 0: no exp)\n"
+		"on stdout, and its expiry time on stderr (--quiet: not).\n"
 		"exit: 0 ok, 2 usage, 3 runtime error\n");
 }
 
@@ -89,12 +99,17 @@ int ctl_token_main(int argc, char **argv)
 {
 	const char *sub = NULL, *secret = NULL, *secret_file = NULL;
 	const char *alg = "HS256", *key = NULL, *iss = NULL, *aud = NULL;
-	long long ttl = 3600, nbf_in = -1;
+	long long ttl = CTL_TOKEN_TTL_DEFAULT, nbf_in = -1;
+	int quiet = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			token_usage(stdout);
 			return 0;
+		}
+		if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+			quiet = 1;
+			continue;
 		}
 		if (!v) {
 			token_usage(stderr);
@@ -115,9 +130,14 @@ int ctl_token_main(int argc, char **argv)
 			iss = v;
 		else if (!strcmp(a, "--aud"))
 			aud = v;
-		else if (!strcmp(a, "--ttl"))
-			ttl = atoll(v);
-		else if (!strcmp(a, "--nbf-in"))
+		else if (!strcmp(a, "--ttl")) {
+			char *end;
+			ttl = strtoll(v, &end, 10);
+			if (*end || end == v) {
+				fprintf(stderr, "parleyctl token: --ttl wants seconds, got '%s'\n", v);
+				return 2;
+			}
+		} else if (!strcmp(a, "--nbf-in"))
 			nbf_in = atoll(v);
 		else {
 			fprintf(stderr, "parleyctl token: unknown option %s\n", a);
@@ -138,7 +158,9 @@ int ctl_token_main(int argc, char **argv)
 	if (hs && secret_file) {
 		FILE *f = fopen(secret_file, "rb");
 		if (!f) {
-			fprintf(stderr, "parleyctl token: cannot read %s\n", secret_file);
+			fprintf(stderr, "parleyctl token: cannot read the secret file %s: %s "
+					"(make run creates parley-data/dev/jwt.secret)\n",
+				secret_file, strerror(errno));
 			return 3;
 		}
 		sl = fread(sbuf, 1, sizeof sbuf, f);
@@ -191,5 +213,20 @@ int ctl_token_main(int argc, char **argv)
 	tok[o++] = '.';
 	parley_b64url_encode(sig, siglen, tok + o);
 	printf("%s\n", tok);
+	if (!quiet) {
+		char when[64] = "never (no exp claim)";
+		if (ttl) {
+			time_t e = (time_t)(now + ttl);
+			struct tm tm;
+			gmtime_r(&e, &tm);
+			strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+		}
+		if (ttl)
+			fprintf(stderr, "parleyctl token: token for '%s' expires %s (in %lld h %lld min; "
+					"--ttl SECONDS to change)\n",
+				sub, when, ttl / 3600, ttl % 3600 / 60);
+		else
+			fprintf(stderr, "parleyctl token: token for '%s' never expires\n", sub);
+	}
 	return 0;
 }

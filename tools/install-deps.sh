@@ -7,12 +7,15 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   liburing-dev libxxhash-dev libzstd-dev libssl-dev libcriterion-dev
+  libedit-dev                    # line editing in the terminal client (BSD licence)
   clang libclang-rt-14-dev       # libFuzzer targets and sanitizers
   openssl                        # dev certificates for `make run`
   iproute2 nftables              # cluster tests in network namespaces
   redis-server libhiredis-dev    # peer in benchmarks (and its C client)
   nats-server                    # peer in delivery benchmarks
   fortunes-min                   # chat-like text corpus for compression tests
+  fortunes fortunes-de fortunes-es  # several MB of real text for the storage bench
+  liblz4-dev                     # storage bench: Cassandra's default LZ4 compression
   python3                        # bench plots and helper scripts
 )
 

@@ -2,20 +2,23 @@
  * parley_cli.c — `parley`, the terminal chat client on libparley.
  *
  *   parley [--host H] [--port P] [--tls [--ca FILE] [--server-name N]]
- *          --token JWT --device NAME [-v] <command> [args]
+ *          [--token JWT | --token-cmd CMD] [--device NAME] [-v] [command] [args]
  *
  * Commands: send PEER TEXT..., history PEER [--before N] [--limit N],
- * list [--limit N], watch [--from N], chat (interactive; the default).
- * Options fall back to the environment (PARLEY_HOST, PARLEY_PORT,
- * PARLEY_TLS=1, PARLEY_CA, PARLEY_TOKEN, PARLEY_DEVICE): flag > env >
- * default, as everywhere in parley.
+ * list [--limit N], watch [--from N], chat [PEER] (interactive; the
+ * default, in cli_chat.c), help [COMMAND]. `--help` anywhere prints help
+ * and exits 0. Options fall back to the environment (PARLEY_HOST,
+ * PARLEY_SERVER_PORT (old spelling PARLEY_PORT), PARLEY_TLS=1, PARLEY_CA,
+ * PARLEY_TOKEN, PARLEY_TOKEN_CMD, PARLEY_DEVICE): flag > env > default, as
+ * everywhere in parley.
  *
  * Output: one line per message/event, so `parley watch | grep` works.
- * Exit codes: 0 ok, 1 the server refused (auth, permission, not found),
- * 2 usage, 3 connection or runtime error.
+ * Errors: one line on stderr naming the cause (cli_explain in cli_core.c).
+ * Exit codes (cli.h, docs/CLIENT.md): 0 ok, 1 the server refused the
+ * request, 2 usage, 3 connection or runtime error, 4 token refused/expired.
  *
- * Single-threaded: the interactive mode polls stdin and the client's socket
- * together; events are printed from the library's callback.
+ * Threads: the non-interactive commands are single-threaded; `chat` adds a
+ * network thread (cli_chat.c) and events reach it through the callbacks.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,67 +29,96 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "parley_client.h"
 
-#define EXIT_REFUSED 1
-#define EXIT_USAGE 2
-#define EXIT_RUNTIME 3
+#define EXIT_USAGE CLI_EXIT_USAGE
 
 struct cli {
 	struct parley_client *c;
-	char peer[PARLEY_PROTO_MAX_USER_ID + 1]; /* chat: current peer */
-	char conv[PARLEY_PROTO_MAX_CONV_ID + 1]; /* chat: its conversation */
-	/* chat: ids this session sent, so their echo events are not printed twice */
-	uint8_t sent[64][PARLEY_PROTO_MSG_ID_LEN];
-	unsigned nsent;
-	int interactive;
+	struct cli_chat *chat; /* chat: where events and state changes go */
+	struct cli_target t;
 };
+
+static const char usage_text[] =
+	"usage: parley [options] [command] [args]\n"
+	"\n"
+	"commands:\n"
+	"  chat [PEER]                       interactive chat (the default); /help inside\n"
+	"  send PEER TEXT...                 send one message to PEER, print its seq\n"
+	"  history PEER [--before SEQ] [--limit N]\n"
+	"                                    messages with PEER, oldest first\n"
+	"  list [--limit N]                  your conversations, most recent first\n"
+	"  watch [--from INBOX_SEQ]          print incoming messages as they arrive\n"
+	"  help [COMMAND]                    this text, or a command's\n"
+	"\n"
+	"options (environment in brackets):\n"
+	"  --host H          server [PARLEY_HOST] (127.0.0.1)\n"
+	"  --port P          server port [PARLEY_SERVER_PORT] (7411; 7412 with TLS)\n"
+	"  --tls             use TLS [PARLEY_TLS=1]\n"
+	"  --ca FILE         trust this CA, e.g. the dev CA; implies --tls [PARLEY_CA]\n"
+	"  --server-name N   TLS name to verify (default: the host)\n"
+	"  --token JWT       access token [PARLEY_TOKEN]\n"
+	"  --token-cmd CMD   shell command printing a token: run at start when no\n"
+	"                    token is given, and again when it expires [PARLEY_TOKEN_CMD]\n"
+	"  --device NAME     this device's id [PARLEY_DEVICE] (cli-<hostname>)\n"
+	"  -v                debug logs on stderr\n"
+	"  -h, --help        this help\n"
+	"\n"
+	"exit codes: 0 ok, 1 the server refused the request, 2 usage,\n"
+	"            3 connection or runtime error, 4 token refused or expired\n";
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: parley [options] <command> [args]\n"
-		"\n"
-		"commands:\n"
-		"  send PEER TEXT...                 send a message to PEER\n"
-		"  history PEER [--before N] [--limit N]\n"
-		"                                    print messages with PEER (oldest first)\n"
-		"  list [--limit N]                  your conversations, most recent first\n"
-		"  watch [--from N]                  print incoming events as they arrive\n"
-		"  chat [PEER]                       interactive (default): /to PEER, then type;\n"
-		"                                    /history [N], /list, /quit\n"
-		"\n"
-		"options (environment in brackets):\n"
-		"  --host H          server [PARLEY_HOST] (127.0.0.1)\n"
-		"  --port P          port [PARLEY_PORT] (7411, TLS 7412)\n"
-		"  --tls             use TLS [PARLEY_TLS=1]\n"
-		"  --ca FILE         trust only this CA (e.g. the dev cert) [PARLEY_CA]\n"
-		"  --server-name N   TLS name to verify (default: host)\n"
-		"  --token JWT       access token [PARLEY_TOKEN]\n"
-		"  --device NAME     this device's id [PARLEY_DEVICE] (cli-<hostname>)\n"
-		"  -v                debug logs on stderr\n"
-		"\n"
-		"exit codes: 0 ok, 1 refused by the server, 2 usage, 3 connection/runtime error\n");
+	fputs(usage_text, f);
 }
 
-static int exit_code(int err)
+struct cmd_help {
+	const char *name;
+	const char *text;
+};
+
+static const struct cmd_help cmd_helps[] = {
+	{"chat", "usage: parley [options] chat [PEER]\n"
+		 "Interactive chat: type a line to send it to the current peer.\n"},
+	{"send", "usage: parley [options] send PEER TEXT...\n"
+		 "Sends TEXT (the words joined by spaces) to PEER; prints\n"
+		 "\"sent CONV #SEQ\" once the server has stored it.\n"},
+	{"history", "usage: parley [options] history PEER [--before SEQ] [--limit 1..100]\n"
+		    "Prints messages with PEER, oldest first; the last line says how to\n"
+		    "page back (--before SEQ).\n"},
+	{"list", "usage: parley [options] list [--limit 1..100]\n"
+		 "Prints your conversations, most recent first (tab-separated).\n"},
+	{"watch", "usage: parley [options] watch [--from INBOX_SEQ]\n"
+		  "Prints incoming messages as they arrive, one per line, until stopped.\n"},
+	{"help", "usage: parley help [COMMAND]\n"},
+};
+
+static const struct cmd_help *find_cmd(const char *name)
 {
-	switch (-err) {
-	case PARLEY_EAUTH:
-	case PARLEY_EPERM:
-	case PARLEY_ENOTFOUND:
-	case PARLEY_EINVAL:
-	case PARLEY_ETOOBIG:
-	case PARLEY_EVERSION:
-		return EXIT_REFUSED;
-	}
-	return EXIT_RUNTIME;
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(cmd_helps); i++)
+		if (!strcmp(cmd_helps[i].name, name))
+			return &cmd_helps[i];
+	return NULL;
 }
 
-static int fail(const char *what, int err)
+static void cmd_usage(const char *name, FILE *f)
 {
-	fprintf(stderr, "parley: %s: %s\n", what, parley_strerror(err));
-	return exit_code(err);
+	const struct cmd_help *h = find_cmd(name);
+	if (h)
+		fputs(h->text, f);
+	if (h && !strcmp(name, "chat"))
+		fprintf(f, "%s\n", cli_chat_help);
+	fputs("(parley --help lists the connection options and exit codes)\n", f);
+}
+
+static int fail(struct cli *cli, const char *what, int err)
+{
+	char msg[768];
+	int code = cli_explain(err, cli->c ? parley_client_failure(cli->c) : NULL, &cli->t,
+			       msg, sizeof msg);
+	fprintf(stderr, "parley: %s%s%s\n", what ? what : "", what ? ": " : "", msg);
+	return code;
 }
 
 static void fmt_ts(uint64_t ms, char *out, size_t cap)
@@ -132,11 +164,9 @@ static void print_msg(const char *conv, size_t conv_len, uint64_t seq, uint64_t 
 static void on_event(void *user, const struct parley_event *ev)
 {
 	struct cli *cli = user;
-	if (cli->interactive) {
-		unsigned n = PARLEY_MIN(cli->nsent, (unsigned)PARLEY_ARRAY_LEN(cli->sent));
-		for (unsigned i = 0; i < n; i++)
-			if (!memcmp(cli->sent[i], ev->client_msg_id, PARLEY_PROTO_MSG_ID_LEN))
-				return; /* our own send, already shown */
+	if (cli->chat) {
+		cli_chat_on_event(cli->chat, ev);
+		return;
 	}
 	print_msg(ev->conv.p, ev->conv.len, ev->conv_seq, ev->server_ts_ms, ev->sender,
 		  ev->content_type, ev->body);
@@ -145,14 +175,13 @@ static void on_event(void *user, const struct parley_event *ev)
 static void on_state(void *user, enum parley_client_state st, int err)
 {
 	struct cli *cli = user;
-	if (!cli->interactive)
+	if (cli->chat) {
+		cli_chat_on_state(cli->chat, st, err);
 		return;
-	if (st == PARLEY_CLIENT_DISCONNECTED)
-		fprintf(stderr, "* disconnected (%s), reconnecting...\n", parley_strerror(err));
-	else if (st == PARLEY_CLIENT_CONNECTED)
-		fprintf(stderr, "* connected\n");
-	else if (st == PARLEY_CLIENT_GOAWAY)
-		fprintf(stderr, "* server is draining, will reconnect\n");
+	}
+	/* watch: say on stderr why the stream paused (stdout stays messages) */
+	if (st == PARLEY_CLIENT_GOAWAY && -err != PARLEY_GOAWAY_AUTH_EXPIRED)
+		fprintf(stderr, "parley: %s; reconnecting\n", cli_goaway_text((unsigned)-err));
 }
 
 /* ---- commands ------------------------------------------------------------------ */
@@ -170,33 +199,62 @@ static int open_peer(struct cli *cli, const char *peer, char *conv, size_t cap)
 	return 0;
 }
 
-static int cmd_send(struct cli *cli, int argc, char **argv)
+/* The words of `send` joined by spaces (malloc'd), or NULL for blank text. */
+static char *join_words(int argc, char **argv, size_t *len)
 {
-	if (argc < 3) {
-		fprintf(stderr, "usage: parley send PEER TEXT...\n");
-		return EXIT_USAGE;
-	}
-	char text[65536];
+	size_t total = 1;
+	for (int i = 0; i < argc; i++)
+		total += strlen(argv[i]) + 1;
+	char *text = malloc(total);
+	if (!text)
+		return NULL;
 	size_t n = 0;
-	for (int i = 2; i < argc; i++) {
+	for (int i = 0; i < argc; i++) {
 		size_t l = strlen(argv[i]);
-		if (n + l + 1 >= sizeof text) {
-			fprintf(stderr, "parley: message too long\n");
-			return EXIT_USAGE;
-		}
-		if (i > 2)
+		if (i)
 			text[n++] = ' ';
 		memcpy(text + n, argv[i], l);
 		n += l;
 	}
+	text[n] = 0;
+	if (!text[strspn(text, " \t\r\n")]) {
+		free(text);
+		return NULL;
+	}
+	*len = n;
+	return text;
+}
+
+static int cmd_send(struct cli *cli, int argc, char **argv)
+{
+	size_t n = 0;
+	char *text = join_words(argc - 2, argv + 2, &n);
+	if (!text)
+		return CLI_EXIT_USAGE; /* checked before connecting */
+	const char *me = parley_client_user_id(cli->c);
+	if (!strcmp(argv[1], me)) {
+		fprintf(stderr, "parley: %s is you: send to someone else\n", argv[1]);
+		free(text);
+		return CLI_EXIT_USAGE;
+	}
+	uint32_t max = parley_client_limits(cli->c)->max_body;
+	if (max && n > max) {
+		fprintf(stderr, "parley: message too long: %zu bytes, the server's limit is "
+				"%u bytes\n", n, max);
+		free(text);
+		return CLI_EXIT_REFUSED;
+	}
 	char conv[PARLEY_PROTO_MAX_CONV_ID + 1];
 	int r = open_peer(cli, argv[1], conv, sizeof conv);
-	if (r < 0)
-		return fail("open conversation", r);
+	if (r < 0) {
+		free(text);
+		return fail(cli, "open conversation", r);
+	}
 	struct parley_send_result res;
 	r = parley_client_send(cli->c, conv, PARLEY_CT_TEXT, text, n, &res);
+	free(text);
 	if (r < 0)
-		return fail("send", r);
+		return fail(cli, "send", r);
 	printf("sent %s #%llu%s\n", conv, (unsigned long long)res.seq,
 	       res.duplicate ? " (duplicate)" : "");
 	return 0;
@@ -254,9 +312,9 @@ static int cmd_history(struct cli *cli, int argc, char **argv)
 	char conv[PARLEY_PROTO_MAX_CONV_ID + 1];
 	int r = open_peer(cli, peer, conv, sizeof conv);
 	if (r < 0)
-		return fail("open conversation", r);
+		return fail(cli, "open conversation", r);
 	r = print_history(cli, conv, before, (unsigned)limit);
-	return r < 0 ? fail("history", r) : 0;
+	return r < 0 ? fail(cli, "history", r) : 0;
 bad:
 	fprintf(stderr, "usage: parley history PEER [--before SEQ] [--limit 1..100]\n");
 	return EXIT_USAGE;
@@ -296,7 +354,7 @@ static int cmd_list(struct cli *cli, int argc, char **argv)
 		}
 	}
 	int r = print_list(cli, (unsigned)limit);
-	return r < 0 ? fail("list", r) : 0;
+	return r < 0 ? fail(cli, "list", r) : 0;
 }
 
 static int cmd_watch(struct cli *cli, int argc, char **argv)
@@ -313,149 +371,13 @@ static int cmd_watch(struct cli *cli, int argc, char **argv)
 	}
 	int r = parley_client_subscribe(cli->c, from, NULL);
 	if (r < 0)
-		return fail("subscribe", r);
+		return fail(cli, "subscribe", r);
 	for (;;) {
 		r = parley_client_poll(cli->c, -1);
 		if (r < 0)
-			return fail("watch", r);
+			return fail(cli, "watch", r);
 	}
 }
-
-/* ---- interactive ------------------------------------------------------------------ */
-
-static void chat_help(void)
-{
-	fprintf(stderr, "commands: /to PEER, /history [N], /list, /quit; "
-			"other lines are sent to the current peer\n");
-}
-
-/* Returns 1 to quit, 0 to go on. Errors are reported and the chat goes on. */
-static int chat_line(struct cli *cli, char *line)
-{
-	size_t n = strlen(line);
-	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		line[--n] = 0;
-	if (!n)
-		return 0;
-	int r = 0;
-	if (line[0] == '/') {
-		char *cmd = strtok(line, " \t");
-		char *arg = strtok(NULL, " \t");
-		if (!strcmp(cmd, "/quit") || !strcmp(cmd, "/q"))
-			return 1;
-		if (!strcmp(cmd, "/to") && arg) {
-			char conv[sizeof cli->conv];
-			r = open_peer(cli, arg, conv, sizeof conv);
-			if (r == 0) {
-				snprintf(cli->peer, sizeof cli->peer, "%s", arg);
-				memcpy(cli->conv, conv, sizeof conv);
-				fprintf(stderr, "* talking to %s (%s)\n", cli->peer, cli->conv);
-			}
-		} else if (!strcmp(cmd, "/history")) {
-			unsigned long long lim = 20;
-			if (!cli->conv[0]) {
-				fprintf(stderr, "* /to PEER first\n");
-				return 0;
-			}
-			if (arg && (parse_uint(arg, PARLEY_PROTO_MAX_HISTORY, &lim) || !lim)) {
-				fprintf(stderr, "* /history [1..100]\n");
-				return 0;
-			}
-			r = print_history(cli, cli->conv, 0, (unsigned)lim);
-		} else if (!strcmp(cmd, "/list")) {
-			r = print_list(cli, 50);
-		} else {
-			chat_help();
-		}
-	} else if (!cli->conv[0]) {
-		fprintf(stderr, "* no peer yet: /to PEER\n");
-		return 0;
-	} else {
-		uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
-		r = parley_client_random_id(id);
-		if (r == 0) {
-			memcpy(cli->sent[cli->nsent++ % PARLEY_ARRAY_LEN(cli->sent)], id, sizeof id);
-			struct parley_send_result res;
-			r = parley_client_send_id(cli->c, cli->conv, id, PARLEY_CT_TEXT, line, n,
-						  &res);
-			if (r == 0) {
-				struct parley_str me = parley_str_c(parley_client_user_id(cli->c));
-				print_msg(cli->conv, strlen(cli->conv), res.seq, res.server_ts_ms,
-					  me, PARLEY_CT_TEXT,
-					  (struct parley_bytes){(const uint8_t *)line, (uint32_t)n});
-			}
-		}
-	}
-	if (r < 0)
-		fprintf(stderr, "* error: %s\n", parley_strerror(r));
-	if (r == -PARLEY_EAUTH)
-		return 1;
-	return 0;
-}
-
-static int cmd_chat(struct cli *cli, int argc, char **argv)
-{
-	if (argc > 2) {
-		fprintf(stderr, "usage: parley chat [PEER]\n");
-		return EXIT_USAGE;
-	}
-	cli->interactive = 1;
-	int r = parley_client_subscribe(cli->c, 0, NULL);
-	if (r < 0)
-		return fail("subscribe", r);
-	fprintf(stderr, "* signed in as %s. ", parley_client_user_id(cli->c));
-	chat_help();
-	if (argc == 2) {
-		char to[16 + PARLEY_PROTO_MAX_USER_ID];
-		snprintf(to, sizeof to, "/to %s", argv[1]);
-		chat_line(cli, to);
-	}
-	char line[65536];
-	size_t ln = 0;
-	for (;;) {
-		if (!parley_client_connected(cli->c)) {
-			r = parley_client_poll(cli->c, 500); /* reconnects */
-			if (r < 0 && r != -PARLEY_ECLOSED)
-				return fail("connection", r);
-		}
-		struct pollfd p[2] = {{STDIN_FILENO, POLLIN, 0},
-				      {parley_client_fd(cli->c), POLLIN, 0}};
-		int t = parley_client_next_timeout_ms(cli->c);
-		int pr = poll(p, p[1].fd >= 0 ? 2 : 1, t);
-		if (pr < 0 && errno != EINTR)
-			return fail("poll", -errno);
-		if (p[1].fd >= 0) {
-			r = parley_client_process(cli->c);
-			if (r == -PARLEY_EAUTH || r == -PARLEY_EVERSION)
-				return fail("connection", r);
-		}
-		if (pr > 0 && (p[0].revents & (POLLIN | POLLHUP))) {
-			ssize_t n = read(STDIN_FILENO, line + ln, sizeof line - 1 - ln);
-			if (n <= 0)
-				return 0; /* EOF: done */
-			ln += (size_t)n;
-			char *nl;
-			while ((nl = memchr(line, '\n', ln)) != NULL) {
-				size_t one = (size_t)(nl - line) + 1;
-				char msg[sizeof line];
-				memcpy(msg, line, one);
-				msg[one] = 0;
-				memmove(line, line + one, ln - one);
-				ln -= one;
-				if (chat_line(cli, msg))
-					return 0;
-			}
-			if (ln == sizeof line - 1) { /* an over-long line: send as is */
-				line[ln] = 0;
-				ln = 0;
-				if (chat_line(cli, line))
-					return 0;
-			}
-		}
-	}
-}
-
-/* ---- main ------------------------------------------------------------------------- */
 
 static const char *env_or(const char *flag, const char *env, const char *def)
 {
@@ -465,10 +387,22 @@ static const char *env_or(const char *flag, const char *env, const char *def)
 	return e && *e ? e : def;
 }
 
+/* `CMD ... --help`: the command's own help (its arguments stop at "--"). */
+static int wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			return 0;
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *host = NULL, *port_s = NULL, *ca = NULL, *token = NULL,
-		   *device = NULL, *sni = NULL;
+		   *device = NULL, *sni = NULL, *token_cmd = NULL;
 	int tls = -1, verbose = 0;
 	static const struct option opts[] = {
 		{"host", required_argument, NULL, 'H'},
@@ -477,6 +411,7 @@ int main(int argc, char **argv)
 		{"ca", required_argument, NULL, 'c'},
 		{"server-name", required_argument, NULL, 's'},
 		{"token", required_argument, NULL, 'T'},
+		{"token-cmd", required_argument, NULL, 'C'},
 		{"device", required_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -491,20 +426,80 @@ int main(int argc, char **argv)
 		case 'c': ca = optarg; break;
 		case 's': sni = optarg; break;
 		case 'T': token = optarg; break;
+		case 'C': token_cmd = optarg; break;
 		case 'd': device = optarg; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return EXIT_USAGE;
+		default:
+			fprintf(stderr, "(parley --help lists the options)\n");
+			return EXIT_USAGE;
 		}
 	}
+	const char *cmd = optind < argc ? argv[optind] : "chat";
+	int cargc = argc - optind;
+	char **cargv = argv + optind;
+	if (!strcmp(cmd, "help")) {
+		if (cargc < 2) {
+			usage(stdout);
+			return 0;
+		}
+		if (!find_cmd(cargv[1])) {
+			fprintf(stderr, "parley: unknown command '%s' (commands: chat, send, "
+					"history, list, watch, help)\n", cargv[1]);
+			return EXIT_USAGE;
+		}
+		cmd_usage(cargv[1], stdout);
+		return 0;
+	}
+	if (!find_cmd(cmd)) {
+		fprintf(stderr, "parley: unknown command '%s' (commands: chat, send, history, "
+				"list, watch, help; parley --help for more)\n", cmd);
+		return EXIT_USAGE;
+	}
+	if (cargc > 0 && wants_help(cargc, cargv)) {
+		cmd_usage(cmd, stdout);
+		return 0;
+	}
+	/* arguments that need no server are checked before connecting */
+	if (!strcmp(cmd, "send")) {
+		size_t n;
+		char *text = cargc >= 3 ? join_words(cargc - 2, cargv + 2, &n) : NULL;
+		if (cargc < 3) {
+			cmd_usage("send", stderr);
+			return EXIT_USAGE;
+		}
+		if (!text) {
+			fprintf(stderr, "parley: empty message: nothing sent\n");
+			return EXIT_USAGE;
+		}
+		free(text);
+	}
+	if (!strcmp(cmd, "chat") && cargc > 2) {
+		cmd_usage("chat", stderr);
+		return EXIT_USAGE;
+	}
+
 	if (tls < 0) {
 		const char *e = getenv("PARLEY_TLS");
 		tls = e && !strcmp(e, "1");
 	}
 	host = env_or(host, "PARLEY_HOST", "127.0.0.1");
-	port_s = env_or(port_s, "PARLEY_PORT", tls ? "7412" : "7411");
 	ca = env_or(ca, "PARLEY_CA", NULL);
+	if (ca && !tls)
+		tls = 1; /* a CA only makes sense with TLS */
+	/* PARLEY_SERVER_PORT is where the client connects; PARLEY_PORT is the
+	 * old spelling, which the server scripts use for their listen port */
+	const char *env_port = getenv("PARLEY_SERVER_PORT");
+	if (!port_s && !(env_port && *env_port)) {
+		env_port = getenv("PARLEY_PORT");
+		if (env_port && *env_port && !port_s)
+			fprintf(stderr, "parley: note: using PARLEY_PORT=%s as the server port; "
+					"the client's variable is now PARLEY_SERVER_PORT "
+					"(PARLEY_PORT is parleyd's listen port)\n", env_port);
+	}
+	port_s = port_s ? port_s : env_port && *env_port ? env_port : tls ? "7412" : "7411";
 	token = env_or(token, "PARLEY_TOKEN", NULL);
+	token_cmd = env_or(token_cmd, "PARLEY_TOKEN_CMD", NULL);
 	char devbuf[PARLEY_PROTO_MAX_DEVICE_ID + 1];
 	if (!(device = env_or(device, "PARLEY_DEVICE", NULL))) {
 		char hn[48] = "host";
@@ -515,30 +510,43 @@ int main(int argc, char **argv)
 	}
 	unsigned long long port;
 	if (parse_uint(port_s, 65535, &port) || !port) {
-		fprintf(stderr, "parley: bad port '%s'\n", port_s);
+		fprintf(stderr, "parley: bad port '%s': a number 1..65535\n", port_s);
 		return EXIT_USAGE;
+	}
+	if (ca && access(ca, R_OK) != 0) {
+		fprintf(stderr, "parley: cannot read the CA file '%s': %s\n", ca,
+			strerror(errno));
+		return EXIT_USAGE;
+	}
+	static char tokbuf[PARLEY_PROTO_MAX_TOKEN + 2];
+	if (!token && token_cmd) {
+		if (cli_token_from_cmd(token_cmd, tokbuf, sizeof tokbuf) < 0) {
+			fprintf(stderr, "parley: --token-cmd '%s' failed: %s\n", token_cmd, tokbuf);
+			return CLI_EXIT_AUTH;
+		}
+		token = tokbuf;
 	}
 	if (!token) {
-		fprintf(stderr, "parley: --token (or PARLEY_TOKEN) is required\n");
-		usage(stderr);
+		fprintf(stderr, "parley: no token: pass --token JWT or set PARLEY_TOKEN "
+				"(a development token: parleyctl token --sub USER --secret-file "
+				"parley-data/dev/jwt.secret)\n");
 		return EXIT_USAGE;
 	}
-	if (ca && !tls)
-		tls = 1; /* a CA only makes sense with TLS */
-	parley_log_set_level(verbose ? PLOG_DEBUG : PLOG_ERROR);
-
-	const char *cmd = optind < argc ? argv[optind] : "chat";
-	int cargc = argc - optind;
-	char **cargv = argv + optind;
-	if (strcmp(cmd, "send") && strcmp(cmd, "history") && strcmp(cmd, "list") &&
-	    strcmp(cmd, "watch") && strcmp(cmd, "chat")) {
-		fprintf(stderr, "parley: unknown command '%s'\n", cmd);
-		usage(stderr);
+	if (strlen(token) > PARLEY_PROTO_MAX_TOKEN) {
+		fprintf(stderr, "parley: the token is longer than %d bytes\n",
+			PARLEY_PROTO_MAX_TOKEN);
 		return EXIT_USAGE;
 	}
+	if (strlen(device) > PARLEY_PROTO_MAX_DEVICE_ID) {
+		fprintf(stderr, "parley: --device is longer than %d bytes\n",
+			PARLEY_PROTO_MAX_DEVICE_ID);
+		return EXIT_USAGE;
+	}
+	parley_log_set_level(verbose ? PLOG_DEBUG : PLOG_ERROR + 1);
 
 	struct cli cli;
 	memset(&cli, 0, sizeof cli);
+	cli.t = (struct cli_target){host, (unsigned)port, tls, ca};
 	struct parley_client_opts co = {0};
 	co.host = host;
 	co.port = (uint16_t)port;
@@ -547,17 +555,34 @@ int main(int argc, char **argv)
 	co.tls_server_name = sni;
 	co.token = token;
 	co.device_id = device;
-	co.client_name = "parley-cli/0.1";
+	co.client_name = "parley-cli/0.2";
 	co.want_zstd = 1;
 	co.on_event = on_event;
 	co.on_state = on_state;
 	co.user = &cli;
+	if (!strcmp(cmd, "chat")) {
+		/* interactive: a request waits less, the outbox keeps the line */
+		co.request_timeout_ms = 5000;
+		co.call_deadline_ms = 8000;
+	}
 	int r = parley_client_new(&co, &cli.c);
-	if (r < 0)
-		return fail("setup", r);
-	r = parley_client_connect(cli.c);
 	if (r < 0) {
-		int code = fail("connect", r);
+		if (ca && r == -PARLEY_EINVAL)
+			fprintf(stderr, "parley: cannot load the CA file '%s': is it PEM "
+					"certificates?\n", ca);
+		else
+			fprintf(stderr, "parley: cannot set up the client: %s\n",
+				parley_strerror(r));
+		return EXIT_USAGE;
+	}
+	r = parley_client_connect(cli.c);
+	if (r < 0 && (r == -PARLEY_EAUTH) && token_cmd &&
+	    parley_client_failure(cli.c)->kind == PARLEY_FAIL_SERVER &&
+	    cli_token_from_cmd(token_cmd, tokbuf, sizeof tokbuf) == 0 &&
+	    parley_client_set_token(cli.c, tokbuf) == 0)
+		r = parley_client_connect(cli.c); /* once: no loop */
+	if (r < 0) {
+		int code = fail(&cli, NULL, r);
 		parley_client_free(cli.c);
 		return code;
 	}
@@ -570,8 +595,14 @@ int main(int argc, char **argv)
 		rc = cmd_list(&cli, cargc, cargv);
 	else if (!strcmp(cmd, "watch"))
 		rc = cmd_watch(&cli, cargc, cargv);
-	else
-		rc = cmd_chat(&cli, cargc, cargv); /* cargc 0: no command given */
+	else {
+		rc = cli_chat_run(cli.c, &cli.chat, cargc == 2 ? cargv[1] : NULL, &cli.t,
+				  token_cmd);
+		/* the network thread may still be inside the client: no free */
+		fflush(stdout);
+		fflush(stderr);
+		_exit(rc);
+	}
 	parley_client_free(cli.c);
 	return rc;
 }

@@ -27,7 +27,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: parleyctl <command> [options]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
-	fprintf(f, "\n`parleyctl <command> --help` for a command's options.\n"
+	fprintf(f, "\n`parleyctl <command> --help` (or `parleyctl help <command>`) for a "
+		   "command's options.\n"
 		   "exit codes: 0 ok, 1 check failed, 2 usage, 3 runtime error\n");
 }
 
@@ -36,6 +37,20 @@ int main(int argc, char **argv)
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "help")) { /* parleyctl help [COMMAND] */
+		if (argc < 3) {
+			usage(stdout);
+			return 0;
+		}
+		for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+			if (!strcmp(argv[2], cmds[i].name)) {
+				char *hv[] = {argv[2], "--help", NULL};
+				return cmds[i].main(2, hv);
+			}
+		fprintf(stderr, "parleyctl: unknown command '%s'\n", argv[2]);
+		usage(stderr);
+		return 2;
 	}
 	for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
 		if (!strcmp(argv[1], cmds[i].name))

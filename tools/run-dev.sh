@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# run-dev.sh — `make run`: start a single-node parleyd for development.
+# run-dev.sh — `make run`: build and start a single-node parleyd for development.
 #
-#   bash tools/run-dev.sh [BUILD_DIR]      (make run does: deps, build, this)
+#   bash tools/run-dev.sh [BUILD_DIR]      (make run does: deps, then this)
 #
 # What it does, idempotently:
-#   1. checks the build has parleyd, parleyctl and parley;
+#   1. builds only what it runs (parleyd, parley, parleyctl; not the tests),
+#      quietly: the compiler's output goes to BUILD_DIR/make-run.log and is
+#      shown only when the build fails;
 #   2. creates, under the data directory, a development CA + server
 #      certificate for localhost/127.0.0.1 and an HS256 JWT secret, if they
-#      are absent (tools/gen-dev-cert.sh when it exists, else the openssl
-#      commands below; never overwrites);
-#   3. prints how to mint tokens and chat between two terminals over TLS;
-#   4. runs parleyd in the foreground on loopback (Ctrl-C stops it
-#      gracefully: clients get GOAWAY, in-flight messages are acked, exit 0).
+#      are absent (never overwrites);
+#   3. checks that its three ports are free: one clear message if not;
+#   4. starts parleyd (logs in DATA/parleyd.log), waits until /readyz says
+#      ready, and only then prints how to chat between two terminals;
+#   5. stays in the foreground: Ctrl-C stops parleyd gracefully (clients get
+#      GOAWAY, in-flight messages are acknowledged) and returns its status.
 #
-# Environment: PARLEY_DATA (default ./parley-data), PARLEY_PORT (7411),
-# PARLEY_TLS_PORT (7412), PARLEY_ADMIN_PORT (7480).
+# Ports and places (the same environment keys parleyd itself reads):
+#   PARLEY_PORT        plain TCP port          (default 7411)
+#   PARLEY_TLS_PORT    TLS port                (default 7412)
+#   PARLEY_ADMIN_PORT  admin HTTP port         (default 7480: /metrics /livez /readyz)
+#   PARLEY_DATA        data directory          (default ./parley-data)
+#   PARLEY_RUN_NO_BUILD=1  skip step 1 (tests/integration/test_run_dev.c)
+# e.g.  PARLEY_PORT=8411 PARLEY_TLS_PORT=8412 PARLEY_ADMIN_PORT=8480 make run
+# The client reads PARLEY_SERVER_PORT for the port it connects to (not
+# PARLEY_PORT, which is the server's listen port).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -22,83 +32,145 @@ DATA=${PARLEY_DATA:-./parley-data}
 PORT=${PARLEY_PORT:-7411}
 TLS_PORT=${PARLEY_TLS_PORT:-7412}
 ADMIN_PORT=${PARLEY_ADMIN_PORT:-7480}
+JOBS=${JOBS:-$(nproc)}
 PARLEYD="$BUILD/server/parleyd"
 CTL="$BUILD/tools/parleyctl"
 CLI="$BUILD/tools/parley"
 HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
 
-for b in "$PARLEYD" "$CLI"; do
-  if [ ! -x "$b" ]; then
-    echo "run-dev: $b is missing: build first (make run builds everything)" >&2
-    exit 1
+say() { echo "run-dev: $*"; }
+die() { echo "run-dev: $*" >&2; exit 1; }
+
+# ---- 1. build what runs ------------------------------------------------------
+mkdir -p "$BUILD"
+LOG="$BUILD/make-run.log"
+if [ "${PARLEY_RUN_NO_BUILD:-0}" = 1 ]; then
+  : # the tests run this on a build they made themselves
+else
+: > "$LOG"
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  say "configuring the build in $BUILD (first run only)"
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE="${TYPE:-Release}" >>"$LOG" 2>&1 ||
+    { tail -n 30 "$LOG" >&2; die "cmake configure failed (full log: $LOG)"; }
+fi
+say "building parleyd, parley and parleyctl (log: $LOG)"
+cmake --build "$BUILD" -j "$JOBS" --target parleyd parley parleyctl >>"$LOG" 2>&1 ||
+  { tail -n 40 "$LOG" >&2; die "build failed (full log: $LOG)"; }
+fi
+for b in "$PARLEYD" "$CLI" "$CTL"; do
+  [ -x "$b" ] || die "$b is missing after the build (log: $LOG)"
+done
+
+# ---- 2. ports (checked first: nothing is created when they are busy) ----------------------------------------------------------------
+port_busy() { # something accepts connections on 127.0.0.1:$1
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+for p in "$PORT" "$TLS_PORT" "$ADMIN_PORT"; do
+  case "$p" in ''|*[!0-9]*) die "port '$p' is not a number";; esac
+done
+if [ "$PORT" = "$TLS_PORT" ] || [ "$PORT" = "$ADMIN_PORT" ] || [ "$TLS_PORT" = "$ADMIN_PORT" ]; then
+  die "the ports must differ: PARLEY_PORT=$PORT PARLEY_TLS_PORT=$TLS_PORT PARLEY_ADMIN_PORT=$ADMIN_PORT"
+fi
+for p in "$PORT" "$TLS_PORT" "$ADMIN_PORT"; do
+  if port_busy "$p"; then
+    die "port $p is already in use (another parleyd? \`ss -ltnp 'sport = :$p'\` shows which process).
+  Stop it, or choose other ports, e.g.:
+  PARLEY_PORT=8411 PARLEY_TLS_PORT=8412 PARLEY_ADMIN_PORT=8480 make run"
   fi
 done
 
+# ---- 3. development CA, certificate, JWT secret ------------------------------
 DEV="$DATA/dev"
 mkdir -p "$DATA"
 if [ ! -f "$DEV/server.pem" ] || [ ! -f "$DEV/server.key" ] || \
    [ ! -f "$DEV/ca.pem" ] || [ ! -f "$DEV/jwt.secret" ]; then
-  echo "run-dev: creating a development CA, server certificate and JWT secret in $DEV"
-  if [ -f "$HERE/gen-dev-cert.sh" ]; then
-    bash "$HERE/gen-dev-cert.sh" "$DEV"
-  else
-    mkdir -p "$DEV"
-    chmod 700 "$DEV"
-    (
-      cd "$DEV"
-      umask 077
-      [ -f ca.key ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-        -nodes -keyout ca.key -out ca.pem -days 825 -subj "/CN=parley development CA" 2>/dev/null
-      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
-      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-        -out server.pem -days 825 -extfile server.ext 2>/dev/null
-      rm -f server.csr server.ext
-      [ -f jwt.secret ] || openssl rand -hex 32 | tr -d '\n' > jwt.secret
-    )
-  fi
+  say "creating a development CA, server certificate and JWT secret in $DEV"
+  mkdir -p "$DEV"
+  chmod 700 "$DEV"
+  (
+    cd "$DEV"
+    umask 077
+    [ -f ca.key ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+      -nodes -keyout ca.key -out ca.pem -days 825 -subj "/CN=parley development CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out server.pem -days 825 -extfile server.ext 2>/dev/null
+    rm -f server.csr server.ext
+    [ -f jwt.secret ] || openssl rand -hex 32 | tr -d '\n' > jwt.secret
+  )
 fi
 for f in ca.pem server.pem server.key jwt.secret; do
-  if [ ! -f "$DEV/$f" ]; then
-    echo "run-dev: $DEV/$f was not created by gen-dev-cert.sh" >&2
-    exit 1
-  fi
+  [ -f "$DEV/$f" ] || die "$DEV/$f could not be created (is openssl installed?)"
 done
 
+# ---- 4. start, wait until ready ---------------------------------------------
 ABS_DEV=$(cd "$DEV" && pwd)
 ABS_CLI=$(cd "$(dirname "$CLI")" && pwd)/parley
-ABS_PARLEYD=$(cd "$(dirname "$PARLEYD")" && pwd)/parleyd
-# Token minting: `parleyctl token` when this build has it, else parleyd's
-# own development helper (same secret file).
-if [ -x "$CTL" ] && "$CTL" token --help >/dev/null 2>&1; then
-  MINT="$(cd "$(dirname "$CTL")" && pwd)/parleyctl token --secret-file $ABS_DEV/jwt.secret --sub"
-else
-  MINT="$ABS_PARLEYD --jwt-secret-file $ABS_DEV/jwt.secret --mint-token"
-fi
+ABS_CTL=$(cd "$(dirname "$CTL")" && pwd)/parleyctl
+SRVLOG="$DATA/parleyd.log"
+
+"$PARLEYD" --data "$DATA" --listen 127.0.0.1 \
+  --port "$PORT" --tls-port "$TLS_PORT" --admin-port "$ADMIN_PORT" \
+  --tls-cert "$DEV/server.pem" --tls-key "$DEV/server.key" \
+  --jwt-secret-file "$DEV/jwt.secret" >>"$SRVLOG" 2>&1 &
+PID=$!
+stop() { kill -TERM "$PID" 2>/dev/null || true; }
+trap stop INT TERM HUP
+
+ready() { # /readyz answers 200
+  local line
+  exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT" || return 1
+  printf 'GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+  IFS= read -r -t 2 line <&3 || line=
+  exec 3<&- 3>&-
+  case "$line" in *" 200 "*) return 0;; esac
+  return 1
+}
+say "starting parleyd (log: $SRVLOG)"
+for _ in $(seq 1 600); do                     # up to 60 s (recovery of a big data dir)
+  if ! kill -0 "$PID" 2>/dev/null; then
+    wait "$PID" || true
+    tail -n 15 "$SRVLOG" >&2
+    die "parleyd exited during start-up (log above, full log: $SRVLOG)"
+  fi
+  if ready 2>/dev/null; then break; fi
+  sleep 0.1
+done
+ready 2>/dev/null || say "parleyd is not ready yet after 60 s; still waiting (log: $SRVLOG)"
 
 cat <<EOF
 
-parleyd (development) — data in $DATA, listening on 127.0.0.1:
+parleyd is ready — data in $DATA, on 127.0.0.1:
   plain TCP $PORT, TLS $TLS_PORT, admin HTTP $ADMIN_PORT (/metrics /livez /readyz)
+  (change with PARLEY_PORT, PARLEY_TLS_PORT, PARLEY_ADMIN_PORT; see README)
 
-In two other terminals, mint a token for each user and chat over TLS:
+Chat in two other terminals (tokens are valid 24 h):
 
   # terminal 1 (alice)
-  export PARLEY_TOKEN=\$($MINT alice)
-  $ABS_CLI --tls --ca $ABS_DEV/ca.pem --host localhost --port $TLS_PORT --device alice-laptop chat bob
+  export PARLEY_TOKEN=\$($ABS_CTL token --secret-file $ABS_DEV/jwt.secret --sub alice)
+  $ABS_CLI --ca $ABS_DEV/ca.pem --host localhost --port $TLS_PORT chat bob
 
   # terminal 2 (bob)
-  export PARLEY_TOKEN=\$($MINT bob)
-  $ABS_CLI --tls --ca $ABS_DEV/ca.pem --host localhost --port $TLS_PORT --device bob-phone chat alice
+  export PARLEY_TOKEN=\$($ABS_CTL token --secret-file $ABS_DEV/jwt.secret --sub bob)
+  $ABS_CLI --ca $ABS_DEV/ca.pem --host localhost --port $TLS_PORT chat alice
 
-Other commands: $ABS_CLI ... history alice | list | watch.  Metrics:
-  curl -s http://127.0.0.1:$ADMIN_PORT/metrics
-Ctrl-C stops the server gracefully.
+Ctrl-C here stops the server gracefully.
 
 EOF
 
-exec "$PARLEYD" --data "$DATA" --listen 127.0.0.1 \
-  --port "$PORT" --tls-port "$TLS_PORT" --admin-port "$ADMIN_PORT" \
-  --tls-cert "$DEV/server.pem" --tls-key "$DEV/server.key" \
-  --jwt-secret-file "$DEV/jwt.secret"
+# ---- 5. foreground until parleyd stops ------------------------------------------
+set +e
+rc=0
+while :; do
+  wait "$PID"
+  rc=$?
+  kill -0 "$PID" 2>/dev/null || break     # a trapped signal interrupts wait
+done
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ] && [ "$rc" -ne 143 ]; then
+  tail -n 15 "$SRVLOG" >&2
+  say "parleyd stopped with status $rc (log: $SRVLOG)"
+fi
+exit "$rc"

@@ -15,3 +15,7 @@ foreach(_src ${_it_srcs})
     add_dependencies(integration_${_name} parleyctl)
   endif()
 endforeach()
+# test_cli drives the terminal client itself.
+if(TARGET parley AND TARGET integration_test_cli)
+  add_dependencies(integration_test_cli parley parleyctl)
+endif()

@@ -58,6 +58,7 @@ struct fake {
 	int rate_send; /* answer ERROR RATE retry_after 20ms */
 	int goaway_conn; /* on this connection number, GOAWAY right after AUTH_OK */
 	int goaway_keep_open; /* ... but keep the connection, answering CLOSED */
+	int goaway_reason; /* its reason (0 = DRAIN) */
 	int closed_replies; /* requests answered CLOSED while draining */
 	int kill_after_events; /* close after pushing this many events (once) */
 	int compress; /* compress big replies when negotiated */
@@ -227,8 +228,11 @@ static void serve_frame(struct fake *f, struct conn *c, const struct parley_fram
 		reply(c, rid, &g_out);
 		if (f->goaway_conn == f->conns) {
 			g_out.type = PARLEY_T_GOAWAY;
-			g_out.goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 30,
-							      parley_str_c("drain")};
+			g_out.goaway = (struct parley_goaway){
+				(uint16_t)(f->goaway_reason ? f->goaway_reason : PARLEY_GOAWAY_DRAIN),
+				30, parley_str_c(f->goaway_reason == PARLEY_GOAWAY_AUTH_EXPIRED
+							 ? "token expired"
+							 : "drain")};
 			reply(c, 0, &g_out);
 			if (f->goaway_keep_open)
 				c->draining = 1;
@@ -561,6 +565,10 @@ Test(client, bad_token_is_final)
 	struct parley_client *c = mk("bad-token", 0, NULL, NULL);
 	cr_assert_eq(parley_client_connect(c), -PARLEY_EAUTH);
 	cr_assert(!parley_client_connected(c));
+	/* the server's reason is kept for the application to show */
+	cr_assert_eq(parley_client_failure(c)->kind, PARLEY_FAIL_SERVER);
+	cr_assert_eq(parley_client_failure(c)->err, -PARLEY_EAUTH);
+	cr_assert(parley_client_failure(c)->text[0], "the ERROR text is recorded");
 	/* no reconnect loop against a refused token */
 	cr_assert_eq(parley_client_poll(c, 200), -PARLEY_EAUTH);
 	cr_assert_eq(parley_client_send(c, "d:alice:bob", 1, "x", 1, NULL), -PARLEY_EAUTH);
@@ -744,6 +752,36 @@ Test(client, goaway_reconnects)
 	fake_stop(&F);
 }
 
+/* Issue 9: a token accepted inside the server's clock-skew leeway is then
+ * dropped with GOAWAY AUTH_EXPIRED. The same token would be dropped again:
+ * the client must stop (EAUTH, the cause recorded), not reconnect. */
+Test(client, goaway_auth_expired_is_final)
+{
+	F.goaway_conn = 1;
+	F.goaway_reason = PARLEY_GOAWAY_AUTH_EXPIRED;
+	fake_start(&F, NULL);
+	struct parley_client *c = mk("good-token", 0, NULL, NULL);
+	int r = parley_client_connect(c);
+	if (r == 0) /* the GOAWAY may come right behind AUTH_OK or a bit later */
+		r = parley_client_poll(c, 5000);
+	for (int i = 0; i < 50 && r >= 0; i++)
+		r = parley_client_poll(c, 100);
+	cr_assert_eq(r, -PARLEY_EAUTH, "got %d", r);
+	cr_assert_eq(parley_client_conv_open(c, "bob", NULL), -PARLEY_EAUTH);
+	cr_assert_eq(F.conns, 1, "no reconnect with a token the server says expired");
+	const struct parley_client_failure *f = parley_client_failure(c);
+	cr_assert_eq(f->kind, PARLEY_FAIL_GOAWAY);
+	cr_assert_eq(f->goaway_reason, PARLEY_GOAWAY_AUTH_EXPIRED);
+	cr_assert_str_eq(f->text, "token expired");
+	/* a new token lets the application connect again */
+	cr_assert_eq(parley_client_set_token(c, "good-token"), 0);
+	F.goaway_conn = 0;
+	cr_assert_eq(parley_client_connect(c), 0);
+	cr_assert_eq(F.conns, 2);
+	parley_client_free(c);
+	fake_stop(&F);
+}
+
 Test(client, goaway_moves_new_requests_to_a_new_connection)
 {
 	F.goaway_conn = 1;
@@ -854,6 +892,8 @@ Test(client, tls_session_verifies_cert_and_name)
 	cr_assert_eq(parley_client_new(&o, &c), 0);
 	cr_assert_lt(parley_client_connect(c), 0);
 	cr_assert(!parley_client_connected(c));
+	/* named as a certificate problem, not a refused token */
+	cr_assert_eq(parley_client_failure(c)->kind, PARLEY_FAIL_TLS_VERIFY);
 	parley_client_free(c);
 
 	/* not signed by a trusted CA (system store only) */
@@ -861,6 +901,10 @@ Test(client, tls_session_verifies_cert_and_name)
 	o.ca_file = NULL;
 	cr_assert_eq(parley_client_new(&o, &c), 0);
 	cr_assert_lt(parley_client_connect(c), 0);
+	cr_assert_eq(parley_client_failure(c)->kind, PARLEY_FAIL_TLS_VERIFY);
+	cr_assert(parley_client_failure(c)->text[0], "OpenSSL's reason is recorded");
+	/* an untrusted server stays untrusted: no reconnect loop */
+	cr_assert_lt(parley_client_poll(c, 100), 0);
 	parley_client_free(c);
 
 	/* plain TCP against a TLS port does not get through the handshake */
@@ -1001,7 +1045,8 @@ Test(client, cli_commands)
 
 	const char *bad_args[] = {"history", "bob", "--limit", "500", NULL};
 	cr_assert_eq(run_cli("good-token", NULL, NULL, out, sizeof out, bad_args), 2);
-	cr_assert_eq(run_cli("bad-token", NULL, NULL, out, sizeof out, list_args), 1);
+	cr_assert_eq(run_cli("bad-token", NULL, NULL, out, sizeof out, list_args), 4,
+		     "a refused token exits 4 (docs/CLIENT.md)");
 
 	/* interactive: pick a peer, send two lines, look at history, quit */
 	const char *chat_args[] = {"chat", NULL};

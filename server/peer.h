@@ -1,0 +1,314 @@
+/*
+ * peer.h — the node-to-node transport: Raft messages between parleyd nodes
+ * over their own TCP port (optionally mutual TLS), one connection per node
+ * pair, carrying the Raft codec's coalesced per-node-pair frames
+ * (raft_codec.h).
+ *
+ * This is the transport layer the replicated engine will use. It knows
+ * nothing of groups or partitions: it moves batches of struct raft_msg from
+ * this node to another node and hands received batches to a callback. The
+ * caller (today the tests; later the engine's shard threads through a
+ * routing layer) decides what to send; coalescing the heartbeats of many
+ * groups into one frame is done by passing them in one peer_send() call.
+ *
+ * THE CONTRACT
+ *   1. Identity. Every node has a cluster id and a node id (both != 0).
+ *      peer_new() binds the peer port; peer_add() names each other node
+ *      (id, numeric address, port). Of two nodes the one with the lower id
+ *      dials, the higher one accepts: one TCP connection per pair, no
+ *      crossing-connection races. Addresses are numeric (IPv4 or IPv6): no
+ *      name resolution, so nothing ever blocks on DNS.
+ *   2. Handshake. The dialer sends HELLO {cluster id, its node id, the node
+ *      id it expects to reach, max_frame, incarnation}; the acceptor checks
+ *      it and answers HELLO (the same fields) or REJECT {code, text} and
+ *      closes. Refused: another cluster id (PEER_REJ_CLUSTER), a peer
+ *      claiming this node's own id (PEER_REJ_SELF), a node id not
+ *      configured here (PEER_REJ_UNKNOWN), a second connection for a node
+ *      that already has a live link (PEER_REJ_DUPLICATE; the old link must
+ *      first be found dead by the read deadline), a HELLO meant for another
+ *      node (PEER_REJ_TARGET), another protocol version (PEER_REJ_VERSION),
+ *      or, with TLS, a certificate that does not name the claimed node
+ *      (PEER_REJ_CERT). The dialer checks the acceptor's HELLO the same way.
+ *      Every refusal is logged with its reason, counted, and kept as the
+ *      link's last_error (peer_stats).
+ *   3. Frames. After the handshake the stream is a sequence of peer frames:
+ *        u32 len | u8 type | u8 flags (0) | u16 check | len bytes payload
+ *      (little-endian; check = low 16 bits of xxh3 over the first 6 bytes).
+ *      RAFT frames carry exactly one raft codec frame; PING frames are empty
+ *      and keep an idle link alive. A payload is at most the receiver's
+ *      max_frame (announced in its HELLO; default and hard limit are the
+ *      codec's); before the handshake completes at most
+ *      PEER_HANDSHAKE_MAX_PAYLOAD, so an unauthenticated connection cannot
+ *      make us buffer megabytes. A frame that breaks a limit, fails a check
+ *      or does not decode closes the link (the stream cannot be trusted);
+ *      the dialer reconnects.
+ *   4. Sending never blocks. peer_send() encodes messages for one node into
+ *      frames (split to fit the peer's max_frame and the codec's batch
+ *      limit) and appends them to that node's bounded queue
+ *      (queue_frames / queue_bytes). Backpressure policy when full:
+ *        a. the oldest queued heartbeat-only frames (every message HEARTBEAT
+ *           or HEARTBEAT_RESP, not yet started on the wire) are dropped to
+ *           make room: a newer message supersedes them (counted drops_hb);
+ *        b. if there is still no room, a new heartbeat-only frame is dropped
+ *           (drops_hb) and any other frame is refused (refused_full); both
+ *           return -PARLEY_EFULL so the caller can slow its proposals.
+ *      On a link that is not up, messages are dropped (drops_down,
+ *      -PARLEY_ECLOSED); when a link goes down its queue is discarded
+ *      (drops_down): a half-written frame cannot continue on a new
+ *      connection and Raft retransmits what matters. A single message
+ *      larger than the peer's max_frame is dropped (too_big, -PARLEY_ETOOBIG).
+ *      Raft tolerates message loss; nothing is retried here.
+ *   5. Liveness. A link that received no byte for read_deadline_ms is dead:
+ *      closed, counted (dead), and redialled. An up link with nothing to
+ *      send for ping_interval_ms sends a PING, so a healthy idle link never
+ *      hits the deadline (ping_interval_ms < read_deadline_ms).
+ *      A handshake must finish within handshake_timeout_ms.
+ *   6. Reconnect. The dialer redials a down link after an exponential
+ *      backoff with jitter: attempt k waits a uniform time in
+ *      [b/2, b] with b = min(backoff_max_ms, backoff_min_ms * 2^k)
+ *      (peer_backoff_ms); k resets when a handshake succeeds.
+ *   7. TLS (optional: tls_ca + tls_cert + tls_key). TLS 1.3 with mutual
+ *      authentication: each side presents its node certificate, verifies
+ *      the other's against the cluster CA, and checks that it names the
+ *      node id the HELLO claims: DNS name "node-<id>" in the SAN (or CN
+ *      when there is no DNS SAN). A certificate from another CA fails the
+ *      TLS handshake; one for another node gets PEER_REJ_CERT. OpenSSL
+ *      writes with write(2), so TLS requires SIGPIPE to be ignored
+ *      (parleyd does; peer_new refuses TLS otherwise).
+ *
+ * Threads and ownership. A struct peer is owned by one thread (its loop
+ * thread): every call but peer_stats / peer_metrics_text must come from
+ * it. peer_poll() waits in epoll_wait on non-blocking sockets and never
+ * blocks elsewhere. Received messages are passed to on_recv borrowed (valid
+ * until it returns); on_recv may call peer_send. peer_stats and
+ * peer_metrics_text may be called from any thread (counters are relaxed
+ * atomics, last_error is under a mutex); nodes can only be added before the
+ * first peer_poll.
+ *
+ * Errors: 0 / positive counts, or negative -PARLEY_E* / -errno codes.
+ */
+#ifndef PARLEYD_PEER_H
+#define PARLEYD_PEER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley_common.h"
+#include "raft.h"
+
+/* ---- limits and defaults ----------------------------------------------- */
+
+#define PEER_MAX_NODES 64u          /* other nodes one node talks to */
+#define PEER_MAX_PENDING 16u        /* accepted connections still in handshake */
+#define PEER_HANDSHAKE_MAX_PAYLOAD 512u
+#define PEER_REASON_MAX 200u        /* REJECT text bytes */
+#define PEER_ERROR_MAX 256u         /* last_error kept per link */
+
+#define PEER_DEFAULT_QUEUE_FRAMES 1024u
+#define PEER_DEFAULT_QUEUE_BYTES (32ull << 20)
+#define PEER_DEFAULT_READ_DEADLINE_MS 1000u
+#define PEER_DEFAULT_PING_MS 200u
+#define PEER_DEFAULT_HANDSHAKE_MS 3000u
+#define PEER_DEFAULT_BACKOFF_MIN_MS 50u
+#define PEER_DEFAULT_BACKOFF_MAX_MS 5000u
+
+/* ---- wire format (pure codec, used by the transport and the tests) ----- */
+
+#define PEER_VERSION 1
+#define PEER_MAGIC 0x5245455059454c50ull /* "PLEYPEER" little-endian */
+#define PEER_HDR_BYTES 8u
+#define PEER_HELLO_BYTES 56u             /* HELLO payload */
+#define PEER_SEED_HDR 0x5045455248445231ull   /* "PEERHDR1" */
+#define PEER_SEED_HELLO 0x5045455248454c4full /* "PEERHELO" */
+
+enum peer_frame_type {
+	PEER_FRAME_HELLO = 1,
+	PEER_FRAME_REJECT = 2,
+	PEER_FRAME_RAFT = 3,
+	PEER_FRAME_PING = 4,
+};
+
+enum peer_reject_code {
+	PEER_REJ_NONE = 0,
+	PEER_REJ_CLUSTER = 1,   /* another cluster id */
+	PEER_REJ_SELF = 2,      /* the peer claims the receiver's own node id */
+	PEER_REJ_UNKNOWN = 3,   /* node id not configured on the receiver */
+	PEER_REJ_DUPLICATE = 4, /* that node already has a live link */
+	PEER_REJ_TARGET = 5,    /* HELLO addressed to another node id */
+	PEER_REJ_VERSION = 6,   /* unsupported protocol version */
+	PEER_REJ_CERT = 7,      /* TLS certificate names another node */
+};
+
+struct peer_hello {
+	uint16_t version;
+	uint16_t flags;        /* 0 */
+	uint32_t max_frame;    /* largest RAFT payload the sender accepts */
+	uint64_t cluster_id;
+	uint64_t node_id;      /* the sender */
+	uint64_t to_node;      /* whom the sender means to reach */
+	uint64_t incarnation;  /* random per process start (logs, future use) */
+};
+
+/* A frame header at buf[0..len): PEER_HDR_BYTES when valid (type and
+ * payload length set), 0 when fewer than PEER_HDR_BYTES bytes, or
+ * -PARLEY_ECORRUPT (check mismatch), -PARLEY_EPROTO (unknown type, nonzero
+ * flags, a PING with a payload), -PARLEY_ETOOBIG (payload > max_payload). */
+int peer_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_payload,
+		    uint8_t *type, uint32_t *plen);
+void peer_hdr_encode(uint8_t out[PEER_HDR_BYTES], uint8_t type, uint32_t plen);
+
+/* Whole HELLO frame (header + payload) into buf; returns its length or
+ * -PARLEY_ETOOBIG when cap is too small. */
+int peer_hello_encode(uint8_t *buf, size_t cap, const struct peer_hello *h);
+/* A HELLO payload: 0, -PARLEY_EPROTO (length, magic, flags),
+ * -PARLEY_ECORRUPT (checksum), -PARLEY_EVERSION (version; h is filled). */
+int peer_hello_decode(const uint8_t *p, size_t len, struct peer_hello *h);
+/* The acceptance rule of contract item 2 for a HELLO received by node
+ * `self` of `cluster`: expect_from is the node id the receiver dialled (0
+ * on the accepting side: any configured node); known(arg, id) says whether
+ * id is configured. Returns PEER_REJ_NONE or the refusal code. (Duplicate
+ * and certificate checks need the transport's state and are done there.) */
+enum peer_reject_code peer_hello_verdict(const struct peer_hello *h,
+					 uint64_t cluster, uint64_t self,
+					 uint64_t expect_from,
+					 bool (*known)(void *arg, uint64_t id),
+					 void *arg);
+/* REJECT frame: u16 code | u16 text length | text (<= PEER_REASON_MAX,
+ * truncated). Returns the frame length or -PARLEY_ETOOBIG. */
+int peer_reject_encode(uint8_t *buf, size_t cap, uint16_t code,
+		       const char *text);
+/* A REJECT payload; text is copied NUL-terminated into txt[0..txtcap).
+ * 0 or -PARLEY_EPROTO. */
+int peer_reject_decode(const uint8_t *p, size_t len, uint16_t *code,
+		       char *txt, size_t txtcap);
+const char *peer_reject_name(uint16_t code);
+
+/* Contract item 6: the delay before redial attempt `attempt` (0-based). */
+uint32_t peer_backoff_ms(uint32_t attempt, uint32_t min_ms, uint32_t max_ms,
+			 struct parley_rng *rng);
+
+/* ---- the transport ------------------------------------------------------ */
+
+struct peer;
+
+/* Received messages, all from node `from` to this node (borrowed). */
+typedef void (*peer_recv_fn)(void *arg, uint64_t from,
+			     const struct raft_msg *msgs, uint32_t n);
+/* A link came up (up = true) or went down; optional. Liveness for quiesced
+ * groups: raft_unquiesce() the groups led by a node whose link went down. */
+typedef void (*peer_link_fn)(void *arg, uint64_t node, bool up);
+
+struct peer_config {
+	uint64_t cluster_id;          /* != 0 */
+	uint64_t node_id;             /* != 0 */
+	const char *listen_addr;      /* numeric; NULL = 127.0.0.1 */
+	uint16_t listen_port;         /* 0 = any (see peer_port) */
+	uint32_t max_frame;           /* RAFT payload accepted; 0 = codec default */
+	uint32_t queue_frames;        /* per node; 0 = default */
+	uint64_t queue_bytes;         /* per node; 0 = default */
+	uint32_t read_deadline_ms;    /* 0 = default */
+	uint32_t ping_interval_ms;    /* 0 = default; must be < read deadline */
+	uint32_t handshake_timeout_ms;/* 0 = default */
+	uint32_t backoff_min_ms;      /* 0 = default */
+	uint32_t backoff_max_ms;      /* 0 = default */
+	uint64_t rng_seed;            /* jitter and incarnation */
+	/* mutual TLS: all three or none (PEM files) */
+	const char *tls_ca;
+	const char *tls_cert;
+	const char *tls_key;
+	peer_recv_fn on_recv;         /* required */
+	peer_link_fn on_link;         /* optional */
+	void *arg;
+	/* the clock, in ms (monotonic); NULL = CLOCK_MONOTONIC */
+	uint64_t (*now_ms)(void *arg);
+};
+
+/* Validates cfg, binds and listens. -PARLEY_EINVAL with a log line naming
+ * the bad field, -PARLEY_EIO for TLS files that do not load, -errno for
+ * the socket. */
+int peer_new(const struct peer_config *cfg, struct peer **out);
+/* Closes every connection (queued frames are dropped) and frees. */
+void peer_free(struct peer *p);
+/* The bound peer port (useful with listen_port 0). */
+uint16_t peer_port(const struct peer *p);
+/* An epoll fd that is readable when peer_poll has work (for nesting). */
+int peer_fd(const struct peer *p);
+
+/* Names another node. Before the first peer_poll only. -PARLEY_EINVAL
+ * (id 0, own id, bad address), -PARLEY_EEXIST, -PARLEY_EFULL. */
+int peer_add(struct peer *p, uint64_t node_id, const char *addr,
+	     uint16_t port);
+
+/* Runs the transport: waits up to timeout_ms (0 = do not wait) for socket
+ * events, handles them (on_recv, on_link), runs the timers (redial, read
+ * deadline, ping, handshake timeout) and writes queued frames. Returns the
+ * number of RAFT frames delivered, or a negative code for a failure of the
+ * poller itself. */
+int peer_poll(struct peer *p, int timeout_ms);
+
+/* Queues msgs[0..n) (all from this node to node `to`) per contract item 4.
+ * Returns 0 when every message was queued, else the first error
+ * (-PARLEY_EFULL, -PARLEY_ECLOSED, -PARLEY_ETOOBIG, -PARLEY_EINVAL); frames
+ * that fit are queued either way. Bytes go out at the next peer_flush /
+ * peer_poll. */
+int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
+	      uint32_t n);
+/* A Raft ready's messages (any destinations): groups them by destination
+ * (one coalesced batch per node) and peer_send()s each; returns 0 or the
+ * first error. */
+int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n);
+/* Writes what the queues hold as far as the sockets take it, now. */
+void peer_flush(struct peer *p);
+/* Closes the link to `node` now (operator or test action); a dialer
+ * redials after the backoff. -PARLEY_ENOTFOUND for an unknown node. */
+int peer_disconnect(struct peer *p, uint64_t node);
+
+/* ---- metrics ----------------------------------------------------------- */
+
+enum peer_link_state {
+	PEER_LINK_DOWN = 0,       /* no connection (waiting for backoff / dialer) */
+	PEER_LINK_CONNECTING = 1, /* TCP connect in progress */
+	PEER_LINK_HANDSHAKE = 2,  /* TLS and/or HELLO in progress */
+	PEER_LINK_UP = 3,
+};
+const char *peer_link_state_name(enum peer_link_state s);
+
+struct peer_link_stats {
+	uint64_t node;
+	enum peer_link_state state;
+	uint64_t bytes_in, bytes_out;   /* on the wire incl. headers (before TLS) */
+	uint64_t frames_in, frames_out; /* RAFT frames */
+	uint64_t msgs_in, msgs_out;     /* Raft messages in those frames */
+	uint64_t connects;              /* handshakes that succeeded */
+	uint64_t reconnects;            /* connects after the first */
+	uint64_t connect_failures;      /* dial, TLS or HELLO failures */
+	uint64_t refused;               /* REJECTs sent to or received from it */
+	uint64_t dead;                  /* read deadlines hit */
+	uint64_t drops_hb;              /* heartbeat frames dropped (item 4a/b) */
+	uint64_t drops_down;            /* messages dropped: link not up */
+	uint64_t refused_full;          /* frames refused: queue full */
+	uint64_t too_big;               /* messages over max_frame */
+	uint64_t queue_frames, queue_bytes; /* queued now */
+	char last_error[PEER_ERROR_MAX];
+};
+
+/* Node-wide counters for connections that never got a link. */
+struct peer_stats_global {
+	uint64_t accepted;            /* inbound TCP connections */
+	uint64_t inbound_refused;     /* HELLOs refused (any reason) */
+	uint64_t inbound_failed;      /* TLS failures, timeouts, bad frames, pending full */
+};
+
+/* Fills out[0..cap) with the links' stats in peer_add order; returns the
+ * number of links. Any thread. */
+int peer_stats(struct peer *p, struct peer_link_stats *out, uint32_t cap,
+	       struct peer_stats_global *g);
+/* One link's stats; -PARLEY_ENOTFOUND. Any thread. */
+int peer_link_stats(struct peer *p, uint64_t node, struct peer_link_stats *out);
+/* Prometheus text (parley_peer_* series, label node="<id>") into buf,
+ * NUL-terminated; returns the length, or the length it needs when cap is
+ * too small (as admin_metrics_text). Any thread. */
+size_t peer_metrics_text(struct peer *p, char *buf, size_t cap);
+
+#endif /* PARLEYD_PEER_H */

@@ -1,0 +1,13 @@
+# The cluster tier (TESTING.md): several processes in network namespaces
+# made by the test itself (tests/cluster/netns.sh), label `cluster`; part of
+# `make test` (ctest -LE long) since it is short, and exits 77 (skipped)
+# where namespaces or nftables are unavailable.
+#
+# cluster_peer_node is the per-namespace process of test_peer_partition
+# (a Raft node on the peer transport); each test_*.c here is a small
+# launcher that runs its test_*.sh script with the build's paths.
+add_executable(cluster_peer_node ${CMAKE_CURRENT_LIST_DIR}/peer_node.c)
+target_link_libraries(cluster_peer_node PRIVATE parley_peer parley_engine parley_common)
+target_include_directories(cluster_peer_node PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
+                 LABELS cluster TIMEOUT 180)

@@ -1,0 +1,290 @@
+/*
+ * cli_core.c — `parley`'s pure parts: chat-line parsing and the mapping
+ * from an error (code + the library's recorded failure) to one line naming
+ * its cause, with the exit code documented in docs/CLIENT.md.
+ *
+ * Invariant: every message says what happened and, where the user can do
+ * something, what to do; a server's own words (ERROR / GOAWAY text) are
+ * quoted, never replaced. No I/O, no globals. See cli.h.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char cli_chat_help[] =
+	"commands: /to PEER (talk to PEER), /history [N] [--before SEQ], /list,\n"
+	"          /help, /quit; any other line is sent to the current peer\n"
+	"          (start it with // to send a line that begins with /)";
+
+/* ---- errors ------------------------------------------------------------------- */
+
+const char *cli_goaway_text(unsigned reason)
+{
+	switch (reason) {
+	case PARLEY_GOAWAY_DRAIN:
+		return "the server is shutting down or moving this connection";
+	case PARLEY_GOAWAY_SLOW_CONSUMER:
+		return "this client fell behind acknowledging messages";
+	case PARLEY_GOAWAY_AUTH_EXPIRED:
+		return "the token has expired";
+	case PARLEY_GOAWAY_OVERLOAD:
+		return "the server is overloaded";
+	case PARLEY_GOAWAY_IDLE:
+		return "the connection was idle too long";
+	}
+	return "the server closed the connection";
+}
+
+int cli_exit_code(int err, const struct parley_client_failure *f)
+{
+	if (f && (f->kind == PARLEY_FAIL_TLS_VERIFY || f->kind == PARLEY_FAIL_TLS ||
+		  f->kind == PARLEY_FAIL_PLAIN_GOT_TLS || f->kind == PARLEY_FAIL_CONNECT ||
+		  f->kind == PARLEY_FAIL_RESOLVE || f->kind == PARLEY_FAIL_TIMEOUT ||
+		  f->kind == PARLEY_FAIL_CLOSED || f->kind == PARLEY_FAIL_PROTOCOL))
+		return CLI_EXIT_CONN;
+	switch (-err) {
+	case PARLEY_EAUTH:
+		return CLI_EXIT_AUTH;
+	case PARLEY_EPERM:
+	case PARLEY_ENOTFOUND:
+	case PARLEY_EINVAL:
+	case PARLEY_ETOOBIG:
+	case PARLEY_EVERSION:
+	case PARLEY_EEXIST:
+		return CLI_EXIT_REFUSED;
+	}
+	return CLI_EXIT_CONN;
+}
+
+static void put(char *out, size_t cap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void put(char *out, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(out, cap, fmt, ap);
+	va_end(ap);
+}
+
+/* " (server: TEXT)" or "" */
+static void server_words(const struct parley_client_failure *f, char *buf, size_t cap)
+{
+	buf[0] = 0;
+	if (f && f->text[0])
+		snprintf(buf, cap, " (server: %s)", f->text);
+}
+
+int cli_explain(int err, const struct parley_client_failure *f,
+		const struct cli_target *t, char *out, size_t cap)
+{
+	const char *host = t && t->host ? t->host : "the server";
+	unsigned port = t ? t->port : 0;
+	int code = cli_exit_code(err, f);
+	int kind = f ? f->kind : PARLEY_FAIL_NONE;
+	char sw[300];
+	server_words(f, sw, sizeof sw);
+
+	switch (kind) {
+	case PARLEY_FAIL_RESOLVE:
+		put(out, cap, "cannot find host '%s' (%s): check --host", host, f->text);
+		return code;
+	case PARLEY_FAIL_CONNECT:
+		if (err == -ECONNREFUSED)
+			put(out, cap,
+			    "cannot connect to %s:%u: connection refused — is parleyd "
+			    "running, and is %u its %s port? (defaults: plain 7411, TLS 7412)",
+			    host, port, port, t && t->tls ? "TLS" : "plain TCP");
+		else
+			put(out, cap, "cannot connect to %s:%u: %s", host, port, f->text);
+		return code;
+	case PARLEY_FAIL_TIMEOUT:
+		put(out, cap, "no answer from %s:%u (%s): check the host and port", host,
+		    port, f->text);
+		return code;
+	case PARLEY_FAIL_TLS_VERIFY:
+		put(out, cap,
+		    "the server's TLS certificate is not trusted (%s): %s",
+		    f->text,
+		    t && t->ca ? "is --ca the CA that signed the server's certificate, "
+				 "and does --host (or --server-name) match its name?"
+			       : "pass the CA that signed it with --ca FILE (with `make run`: "
+				 "parley-data/dev/ca.pem)");
+		return code;
+	case PARLEY_FAIL_TLS:
+		put(out, cap,
+		    "TLS handshake with %s:%u failed (%s): is %u a TLS port? "
+		    "(defaults: TLS 7412; plain TCP 7411 without --tls)",
+		    host, port, f->text, port);
+		return code;
+	case PARLEY_FAIL_PLAIN_GOT_TLS:
+		put(out, cap,
+		    "%s:%u expects TLS: add --tls (and --ca FILE for a development "
+		    "certificate), or use the plain port (default 7411)",
+		    host, port);
+		return code;
+	case PARLEY_FAIL_CLOSED:
+		if (t && t->tls)
+			put(out, cap,
+			    "%s:%u closed the connection during the handshake: is it "
+			    "parleyd's TLS port? (defaults: TLS 7412, plain 7411)",
+			    host, port);
+		else
+			put(out, cap,
+			    "%s:%u closed the connection during the handshake: if it is "
+			    "parleyd's TLS port, add --tls (and --ca FILE for a development "
+			    "certificate); defaults: plain 7411, TLS 7412",
+			    host, port);
+		return code;
+	case PARLEY_FAIL_PROTOCOL:
+		put(out, cap, "%s:%u does not speak parley's protocol (%s): check the port",
+		    host, port, f->text);
+		return code;
+	case PARLEY_FAIL_GOAWAY:
+		if (f->goaway_reason == PARLEY_GOAWAY_AUTH_EXPIRED) {
+			put(out, cap,
+			    "your token has expired%s: get a new one (parleyctl token ...) "
+			    "and start again",
+			    sw);
+			return CLI_EXIT_AUTH;
+		}
+		put(out, cap, "%s%s", cli_goaway_text(f->goaway_reason), sw);
+		return code;
+	default:
+		break;
+	}
+	switch (-err) {
+	case PARLEY_EAUTH:
+		put(out, cap,
+		    "the server refused the token%s: check it is for this server "
+		    "and not expired (parleyctl token mints a new one)",
+		    sw);
+		return code;
+	case PARLEY_EVERSION:
+		put(out, cap, "the server does not support this client's protocol version%s",
+		    sw);
+		return code;
+	case PARLEY_ETIMEDOUT:
+		put(out, cap, "no answer from %s:%u in time: the server may be down or "
+			      "overloaded", host, port);
+		return code;
+	case PARLEY_ECLOSED:
+		put(out, cap, "the connection to %s:%u was lost%s", host, port, sw);
+		return code;
+	}
+	if (err == -ECONNREFUSED) {
+		put(out, cap, "cannot connect to %s:%u: connection refused", host, port);
+		return code;
+	}
+	put(out, cap, "%s%s", parley_strerror(err), sw);
+	return code;
+}
+
+/* ---- chat lines ------------------------------------------------------------------ */
+
+static int is_blank(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/* Next blank-separated word of *p (NUL-terminated in place), or NULL. */
+static char *word(char **p)
+{
+	char *s = *p;
+	while (*s && is_blank(*s))
+		s++;
+	if (!*s) {
+		*p = s;
+		return NULL;
+	}
+	char *w = s;
+	while (*s && !is_blank(*s))
+		s++;
+	if (*s)
+		*s++ = 0;
+	*p = s;
+	return w;
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+void cli_parse_line(char *line, struct cli_cmd *out)
+{
+	memset(out, 0, sizeof *out);
+	size_t n = strlen(line);
+	while (n && is_blank(line[n - 1]))
+		line[--n] = 0;
+	size_t lead = 0;
+	while (lead < n && is_blank(line[lead]))
+		lead++;
+	if (lead == n) {
+		out->kind = CLI_CMD_EMPTY;
+		return;
+	}
+	if (line[0] != '/' || line[1] == '/') {
+		out->kind = CLI_CMD_TEXT;
+		out->arg = line[0] == '/' ? line + 1 : line; /* "//x" sends "/x" */
+		out->arg_len = line[0] == '/' ? n - 1 : n;
+		return;
+	}
+	char *p = line;
+	char *cmd = word(&p);
+	if (!strcmp(cmd, "/quit") || !strcmp(cmd, "/q") || !strcmp(cmd, "/exit")) {
+		out->kind = CLI_CMD_QUIT;
+	} else if (!strcmp(cmd, "/help") || !strcmp(cmd, "/?") || !strcmp(cmd, "/h")) {
+		out->kind = CLI_CMD_HELP;
+	} else if (!strcmp(cmd, "/list") || !strcmp(cmd, "/ls")) {
+		out->kind = word(&p) ? CLI_CMD_BAD : CLI_CMD_LIST;
+		out->err = "usage: /list";
+	} else if (!strcmp(cmd, "/to")) {
+		char *peer = word(&p);
+		if (!peer || word(&p) || !parley_proto_user_id_valid(peer, strlen(peer))) {
+			out->kind = CLI_CMD_BAD;
+			out->err = "usage: /to PEER (a user id: 1..64 bytes, no spaces or colons)";
+			return;
+		}
+		out->kind = CLI_CMD_TO;
+		out->arg = peer;
+		out->arg_len = strlen(peer);
+	} else if (!strcmp(cmd, "/history") || !strcmp(cmd, "/hist")) {
+		out->kind = CLI_CMD_HISTORY;
+		out->limit = CLI_HISTORY_DEFAULT;
+		int have_n = 0;
+		char *w;
+		while ((w = word(&p)) != NULL) {
+			uint64_t v;
+			if (!strcmp(w, "--before") || !strcmp(w, "-b")) {
+				if (parse_u64(word(&p), UINT64_MAX, &v) || v == 0)
+					goto bad_history;
+				out->before = v;
+			} else if (!have_n && !parse_u64(w, PARLEY_PROTO_MAX_HISTORY, &v) && v) {
+				out->limit = (unsigned)v;
+				have_n = 1;
+			} else {
+				goto bad_history;
+			}
+		}
+	} else {
+		out->kind = CLI_CMD_UNKNOWN;
+		out->arg = cmd;
+		out->arg_len = strlen(cmd);
+	}
+	return;
+bad_history:
+	out->kind = CLI_CMD_BAD;
+	out->err = "usage: /history [N (1..100)] [--before SEQ]";
+}
