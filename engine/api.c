@@ -42,6 +42,34 @@ void pe_stats(struct pe_engine *e, struct pe_stats *out)
 	}
 }
 
+uint64_t pe_idem_key_bytes(void)
+{
+	return IDEM_KEY_BYTES;
+}
+
+void pe_memory(struct pe_engine *e, struct pe_memory *out)
+{
+	*out = (struct pe_memory){0};
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct shard *sh = &e->shards[i];
+		out->memtable_bytes += atomic_load_explicit(&sh->mem_pub,
+							    memory_order_relaxed);
+		out->proposed_bytes += atomic_load_explicit(&sh->pend_pub,
+							    memory_order_relaxed);
+		out->idem_keys += atomic_load_explicit(&sh->idem_pub,
+						       memory_order_relaxed);
+		out->memtable_max_partition_bytes = PARLEY_MAX(
+			out->memtable_max_partition_bytes,
+			atomic_load_explicit(&sh->maxp_pub, memory_order_relaxed));
+		out->queued_bytes += atomic_load_explicit(&sh->queued_bytes,
+							  memory_order_relaxed);
+	}
+	out->idem_bytes = out->idem_keys * IDEM_KEY_BYTES;
+	out->memtable_bytes += out->proposed_bytes;
+	out->total_bytes = out->memtable_bytes + out->idem_bytes +
+			   out->queued_bytes;
+}
+
 /* ---- stage histograms ----------------------------------------------------------------- */
 
 #define RLX memory_order_relaxed

@@ -304,6 +304,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		struct apply_ctx ctx = {.sh = sh, .live = false};
 		struct wal_recovery rec = {.record = shard_apply_record,
 					   .corrupt = shard_recover_corrupt,
+					   .flushed = shard_recover_flushed,
 					   .arg = &ctx};
 		rc = wal_open(e->io, wdir, e->opt.wal_segment_bytes,
 			      opt->read_only, &rec, &sh->wal);

@@ -131,6 +131,11 @@ struct pe_options {
 	uint32_t wal_pin_segments;    /* WAL segments rolled after the oldest
 					 one still kept before the partitions
 					 pinning it are force-flushed; default 2 */
+	uint64_t memtable_total_bytes;/* all partitions together; 0 = no
+					 global bound. Past half of it (per
+					 shard: / shards) the shard flushes its
+					 largest memtable, again after every
+					 batch and flush, until under. */
 	bool no_auto_flush;           /* tests: flush only via pe_flush_sync
 					 (and the memtable bound is EFULL) */
 	bool no_auto_compact;         /* tests: compact only via pe_compact_sync */
@@ -173,6 +178,24 @@ struct pe_partition_status {
 	uint64_t segment_bytes;     /* their file bytes */
 	uint64_t flushes, compactions; /* committed since open */
 };
+/* Memory the engine holds for data that grows with load, summed over
+ * shards; a cheap snapshot (atomics published by the shards after every
+ * durable batch and history commit), any thread, never blocks. Not
+ * included: block caches, segment readers, flush/compaction buffers. */
+struct pe_memory {
+	uint64_t memtable_bytes;    /* applied + proposed entries */
+	uint64_t memtable_max_partition_bytes; /* the fullest partition's */
+	uint64_t proposed_bytes;    /* taken into a WAL batch since the last
+				       publish (in memtable_bytes too) */
+	uint64_t idem_keys;         /* idempotency keys held */
+	uint64_t idem_bytes;        /* their memory (estimate per key) */
+	uint64_t queued_bytes;      /* requests not yet taken by their shard */
+	uint64_t total_bytes;       /* the three byte counts summed */
+};
+void pe_memory(struct pe_engine *e, struct pe_memory *out);
+/* Bytes one idempotency key costs (struct, allocator, hash bucket). */
+uint64_t pe_idem_key_bytes(void);
+
 /* Blocking; any thread except a callback. */
 int pe_partition_status(struct pe_engine *e, uint32_t partition,
 			struct pe_partition_status *out);

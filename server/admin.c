@@ -159,6 +159,34 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "Last checkpointed fan-out watermark (unix ms).",
 		       cs.watermark_ms);
 	}
+	metric(&o, "parley_memory_budget_bytes", "gauge",
+	       "Configured memory budget (memory_budget_bytes).", s->mem.limit);
+	metric(&o, "parley_memory_used_bytes", "gauge",
+	       "Memory counted against the budget now.", membudget_used(&s->mem));
+	metric(&o, "parley_memory_used_high_water_bytes", "gauge",
+	       "Largest memory counted against the budget so far.",
+	       LD(s->mem.high_water));
+	metric(&o, "parley_memory_connection_bytes", "gauge",
+	       "Connections' receive buffers and outbound queues.",
+	       (uint64_t)PARLEY_MAX(0, (int64_t)LD(s->mem.conn_bytes)));
+	metric(&o, "parley_memory_engine_bytes", "gauge",
+	       "Engine memtables, idempotency keys and queued requests.",
+	       LD(s->mem.engine_bytes));
+	metric(&o, "parley_memory_over_budget", "gauge",
+	       "1 while client sockets are not read (budget exceeded).",
+	       LD(s->mem.over) ? 1 : 0);
+	metric(&o, "parley_memory_pauses_total", "counter",
+	       "Times the budget was exceeded and reading stopped.",
+	       LD(s->mem.pauses));
+	metric(&o, "parley_recv_paused_total", "counter",
+	       "Connections whose reading was paused by the budget.",
+	       LD(c->recv_paused));
+	metric(&o, "parley_frame_timeouts_total", "counter",
+	       "Connections closed for a frame not completed in frame_timeout_ms.",
+	       LD(c->frame_timeouts));
+	metric(&o, "parley_preauth_frame_rejects_total", "counter",
+	       "Frames over preauth_max_frame before AUTH_OK (connection closed).",
+	       LD(c->preauth_too_big));
 	metric(&o, "parley_draining", "gauge", "1 while a drain is in progress.",
 	       atomic_load(&s->draining) ? 1 : 0);
 	return o.n;

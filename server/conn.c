@@ -32,6 +32,7 @@
 
 #include "chat.h"
 #include "conn.h"
+#include "membudget.h"
 #include "parley_proto.h"
 
 #define OBUF_CHUNK (16u << 10)
@@ -116,6 +117,24 @@ static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
 	loop_post(lp, m);
 }
 
+/* ---- buffers charged to the memory budget ------------------------------------------ */
+
+static void obuf_release(struct conn *c, struct obuf *b)
+{
+	membudget_charge(&S(c)->mem, -(int64_t)(sizeof *b + b->cap));
+	free(b);
+}
+
+static void inbuf_release(struct conn *c)
+{
+	if (c->inbuf)
+		membudget_charge(&S(c)->mem, -(int64_t)c->incap);
+	free(c->inbuf);
+	c->inbuf = NULL;
+	c->inlen = c->incap = 0;
+	c->frame_start_ns = 0;
+}
+
 /* ---- outbound queue ------------------------------------------------------------- */
 
 /* Appends one unit (a whole frame, or the TLS records of one frame) to
@@ -131,6 +150,7 @@ static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 		uint32_t cap = (uint32_t)PARLEY_MAX(n, (size_t)OBUF_CHUNK);
 		t = malloc(sizeof *t + cap);
 		PARLEY_ASSERT(t);
+		membudget_charge(&S(c)->mem, (int64_t)(sizeof *t + cap));
 		t->next = NULL;
 		t->len = t->off = 0;
 		t->cap = cap;
@@ -159,6 +179,7 @@ static void tls_flush(struct conn *c)
 }
 
 static void conn_slow_consumer(struct conn *c, const char *why);
+static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
 static void flush_stash(struct conn *c);
 
@@ -238,11 +259,11 @@ void conn_on_sent(struct conn *c, uint32_t n)
 			c->oq_head = b->next;
 			if (!c->oq_head)
 				c->oq_tail = NULL;
-			free(b);
+			obuf_release(c, b);
 		} else if (b->off == b->len) {
 			/* tail chunk drained: free it too, keep nothing idle */
 			c->oq_head = c->oq_tail = NULL;
-			free(b);
+			obuf_release(c, b);
 		}
 	}
 	if ((c->stash || c->pend_head) && c->oq_bytes < S(c)->lim.max_outbound / 2)
@@ -644,7 +665,7 @@ void conn_free(struct conn *c)
 	while (c->oq_head) {
 		struct obuf *b = c->oq_head;
 		c->oq_head = b->next;
-		free(b);
+		obuf_release(c, b);
 	}
 	while (c->stash) {
 		struct ev_stash *s = c->stash;
@@ -653,7 +674,7 @@ void conn_free(struct conn *c)
 	}
 	if (c->ssl)
 		SSL_free(c->ssl);
-	free(c->inbuf);
+	inbuf_release(c);
 	free(c->id);
 	free(c);
 }
@@ -692,7 +713,7 @@ static void conn_slow_consumer(struct conn *c, const char *why)
 		while (b) {
 			struct obuf *nx = b->next;
 			c->oq_bytes -= b->len - b->off;
-			free(b);
+			obuf_release(c, b);
 			b = nx;
 		}
 	}
@@ -736,6 +757,17 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING)
 		return;
+	if (c->inlen && !c->closing_after_flush &&
+	    now_ns - c->frame_start_ns >
+		    (uint64_t)s->lim.frame_timeout_ms * 1000000ull) {
+		/* a frame started long ago and is still incomplete (a client
+		 * trickling bytes): its buffer goes now (conn.h invariant 6) */
+		ctr_add(&s->ctr.frame_timeouts, 1);
+		inbuf_release(c);
+		conn_error(c, 0, PARLEY_ETIMEDOUT, true, 0,
+			   "frame not completed within frame_timeout_ms");
+		return;
+	}
 	if (c->deadline_ns && now_ns >= c->deadline_ns) {
 		if (c->state < CS_READY) {
 			ctr_add(&s->ctr.handshake_timeouts, 1);
@@ -1594,7 +1626,7 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 				   "compressed frame without the ZSTD feature");
 			return;
 		}
-		size_t cap = s->lim.max_frame - PARLEY_PROTO_HEADER_SIZE;
+		size_t cap = conn_max_frame(c) - PARLEY_PROTO_HEADER_SIZE;
 		dbuf = malloc(cap);
 		int n = dbuf ? parley_proto_decompress(f, dbuf, cap) : -PARLEY_ENOMEM;
 		if (n < 0) {
@@ -1681,33 +1713,67 @@ out:
 	free(dbuf);
 }
 
-/* Parses whole frames from p[0..n); returns bytes consumed. */
+/* The largest frame accepted in the connection's current state: until
+ * AUTH_OK only HELLO, AUTH and PING are useful, and the largest of them (an
+ * AUTH with an 8 KiB token) fits in preauth_max_frame (conn.h invariant 6). */
+static uint32_t conn_max_frame(const struct conn *c)
+{
+	struct srv *s = loop_srv(c->lp);
+	return c->state >= CS_READY ? s->lim.max_frame : s->lim.preauth_max_frame;
+}
+
+/* Parses whole frames from p[0..n); returns bytes consumed. The frame
+ * decoder checks a frame's declared length against the limit as soon as
+ * its 4-byte length is in, before any of its body is buffered. */
 static size_t parse_frames(struct conn *c, const uint8_t *p, size_t n)
 {
 	size_t off = 0;
-	uint32_t maxf = c->state >= CS_READY || c->state == CS_HELLO_DONE
-				? S(c)->lim.max_frame
-				: PARLEY_PROTO_MAX_FRAME_DEFAULT;
 	while (off < n && c->state != CS_CLOSING && !c->closing_after_flush) {
+		uint32_t maxf = conn_max_frame(c);
 		struct parley_frame f;
 		int rc = parley_proto_frame_decode(p + off, n - off, maxf, &f);
 		if (rc == -PARLEY_EINCOMPLETE)
 			break;
 		if (rc < 0) {
+			bool big = rc == -PARLEY_ETOOBIG;
+			bool pre = c->state < CS_READY;
 			ctr_add(&S(c)->ctr.proto_errors, 1);
-			conn_error(c, 0, rc == -PARLEY_ETOOBIG ? PARLEY_ETOOBIG
-							       : PARLEY_EPROTO,
-				   true, 0,
-				   rc == -PARLEY_ETOOBIG ? "frame over max_frame"
-							 : "bad frame header");
+			if (big && pre)
+				ctr_add(&S(c)->ctr.preauth_too_big, 1);
+			conn_error(c, 0, big ? PARLEY_ETOOBIG : PARLEY_EPROTO, true, 0,
+				   !big ? "bad frame header"
+				   : pre ? "frame over the pre-authentication limit"
+					 : "frame over max_frame");
 			return n;
 		}
 		handle_frame(c, &f);
 		off += (size_t)rc;
-		maxf = c->state >= CS_HELLO_DONE ? S(c)->lim.max_frame
-						 : PARLEY_PROTO_MAX_FRAME_DEFAULT;
 	}
 	return off;
+}
+
+/* Whole length of the frame starting at p[0..n), 0 while its length field
+ * is incomplete. Only called on bytes parse_frames left (so <= max). */
+static size_t frame_total(const uint8_t *p, size_t n)
+{
+	return n >= 4 ? 4 + (size_t)le_get32(p) : 0;
+}
+
+/* Keeps the unparsed tail p[0..rem) as the connection's partial frame
+ * (inbuf empty before). */
+static void inbuf_keep(struct conn *c, const uint8_t *p, size_t rem)
+{
+	size_t cap = PARLEY_MAX(rem, (size_t)4096);
+	size_t total = frame_total(p, rem);
+	if (total && total < cap)
+		cap = PARLEY_MAX(total, rem);
+	c->inbuf = malloc(cap);
+	PARLEY_ASSERT(c->inbuf);
+	membudget_charge(&S(c)->mem, (int64_t)cap);
+	c->incap = (uint32_t)cap;
+	memcpy(c->inbuf, p, rem);
+	c->inlen = (uint32_t)rem;
+	c->frame_start_ns = parley_mono_ns();
 }
 
 static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
@@ -1716,24 +1782,31 @@ static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
 		return;
 	if (c->inlen == 0) {
 		size_t used = parse_frames(c, p, n);
-		if (used < n && c->state != CS_CLOSING && !c->closing_after_flush) {
-			size_t rem = n - used;
-			size_t cap = PARLEY_MAX(rem, (size_t)4096);
-			c->inbuf = malloc(cap);
-			PARLEY_ASSERT(c->inbuf);
-			c->incap = (uint32_t)cap;
-			memcpy(c->inbuf, p + used, rem);
-			c->inlen = (uint32_t)rem;
-		}
+		if (used < n && c->state != CS_CLOSING && !c->closing_after_flush)
+			inbuf_keep(c, p + used, n - used);
 		return;
 	}
-	/* A partial frame is pending: the frame decoder already checked its
-	 * declared length against max_frame, so the buffer stays bounded. */
+	/* A partial frame is pending: its declared length was already checked
+	 * against the limit when its header arrived (or is checked by
+	 * parse_frames below). Grow with the bytes received — doubling, but
+	 * never past the frame's declared end unless more frames follow. */
 	size_t need = (size_t)c->inlen + n;
 	if (need > c->incap) {
 		size_t cap = PARLEY_MAX(need, (size_t)c->incap * 2);
+		size_t total = frame_total(c->inbuf, c->inlen);
+		if (!total && c->inlen < 4 && need >= 4) {
+			uint8_t h[4];
+			memcpy(h, c->inbuf, c->inlen);
+			memcpy(h + c->inlen, p, 4 - c->inlen);
+			total = frame_total(h, 4);
+		}
+		if (total && total <= conn_max_frame(c))
+			cap = PARLEY_MAX(need, PARLEY_MIN(cap, total));
+		else if (total) /* over the limit: parse_frames rejects it */
+			cap = need;
 		uint8_t *nb = realloc(c->inbuf, cap);
 		PARLEY_ASSERT(nb);
+		membudget_charge(&S(c)->mem, (int64_t)cap - (int64_t)c->incap);
 		c->inbuf = nb;
 		c->incap = (uint32_t)cap;
 	}
@@ -1745,12 +1818,11 @@ static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
 	} else if (used) {
 		memmove(c->inbuf, c->inbuf + used, c->inlen - used);
 		c->inlen -= (uint32_t)used;
+		/* what is left is a frame that started in this read */
+		c->frame_start_ns = parley_mono_ns();
 	}
-	if (c->inlen == 0) {
-		free(c->inbuf);
-		c->inbuf = NULL;
-		c->incap = 0;
-	}
+	if (c->inlen == 0)
+		inbuf_release(c);
 }
 
 void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n)

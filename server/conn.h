@@ -42,6 +42,15 @@
  *      arrive early wait in `stash` (bounded by event_window + 64).
  *   5. A struct conn is freed only when no SQE of ours references it
  *      (`ops` == 0) and the loop is not iterating it.
+ *   6. Receive: until AUTH_OK a frame may declare at most
+ *      lim.preauth_max_frame bytes, after it lim.max_frame; the declared
+ *      length is checked on the header, before any of the body is kept
+ *      (fatal ERROR TOOBIG). A partial frame must complete within
+ *      lim.frame_timeout_ms of its first byte (fatal ERROR TIMEDOUT);
+ *      bytes arriving slowly do not extend that deadline. The receive
+ *      buffer grows with the bytes received, never past the frame.
+ *   7. Every receive buffer and outbound chunk is charged to the memory
+ *      budget (membudget.h) while allocated.
  *
  * TLS: OpenSSL with memory BIOs. Ciphertext read by io_uring is written
  * into the read BIO; SSL_read yields plaintext for the frame parser;
@@ -106,6 +115,7 @@ struct conn {
 	bool cursor_dirty;
 	bool closing_after_flush;/* fatal error queued: close once flushed */
 	bool sync_busy;          /* SYNC between request and subscribe */
+	bool rx_paused;          /* recv cancelled: memory budget over */
 	uint16_t ops;            /* our SQEs in flight (recv, send) */
 	uint16_t goaway_reason;
 	uint32_t inflight;       /* requests in flight */
@@ -115,9 +125,11 @@ struct conn {
 	uint64_t window_full_ns; /* when the event window filled, 0 = not full */
 	uint64_t token_exp_ms;
 	uint64_t cursor_written_ns;
-	/* receive: partial frame only (heap, freed when empty) */
+	/* receive: partial frame only (heap, freed when empty; its capacity
+	 * is charged to the memory budget) */
 	uint8_t *inbuf;
 	uint32_t inlen, incap;
+	uint64_t frame_start_ns; /* first byte of the partial frame in inbuf */
 	/* send */
 	struct obuf *oq_head, *oq_tail;
 	uint64_t oq_bytes;

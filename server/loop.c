@@ -90,6 +90,7 @@ struct loop {
 	struct lmsg *mhead, *mtail;
 	bool wake_pending;
 	bool stopping;
+	bool rx_paused;          /* memory budget over: no connection reads */
 	uint64_t drain_deadline_ns;
 	uint8_t *scratch;
 };
@@ -467,7 +468,56 @@ static void on_accept(struct loop *lp, unsigned li, int res, unsigned flags)
 	if (c->is_tls)
 		atomic_fetch_add_explicit(&s->ctr.conns_tls, 1,
 					  memory_order_relaxed);
-	arm_recv(lp, c);
+	if (lp->rx_paused)
+		c->rx_paused = true; /* on_tick arms it once the budget recovers */
+	else
+		arm_recv(lp, c);
+}
+
+/* The engine's side of the memory budget: a few relaxed atomic loads. */
+static void budget_sample(struct srv *s)
+{
+	if (!s->engine)
+		return;
+	struct pe_memory pm;
+	pe_memory(s->engine, &pm);
+	membudget_set_engine(&s->mem, &pm);
+}
+
+/* Memory budget over (membudget.h): stop reading from c. The bytes the
+ * kernel already handed us are parsed; the multishot recv is cancelled
+ * (its last CQE, -ECANCELED, is expected) and on_tick re-arms it once the
+ * budget has recovered. TCP flow control then slows the client down. */
+static void pause_recv(struct loop *lp, struct conn *c)
+{
+	if (c->rx_paused || c->state == CS_CLOSING)
+		return;
+	c->rx_paused = true;
+	atomic_fetch_add_explicit(&lp->s->ctr.recv_paused, 1,
+				  memory_order_relaxed);
+	if (c->recv_armed) {
+		struct io_uring_sqe *sqe = get_sqe(lp);
+		io_uring_prep_cancel64(sqe, UD(OP_RECV, c->slot, c->gen), 0);
+		io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
+	}
+}
+
+/* Stops reading on every connection of the loop at once. Pausing only the
+ * connections whose data arrives would not bound anything: the kernel
+ * posts all of a socket's pending bytes as soon as it has provided
+ * buffers, so what is over the budget is at most the CQEs already posted
+ * (LOOP_NBUFS x LOOP_BUFSZ per loop). */
+static void loop_pause_all(struct loop *lp)
+{
+	if (lp->rx_paused)
+		return;
+	lp->rx_paused = true;
+	for (uint32_t i = 0; i < lp->nslots; i++)
+		if (lp->slots[i].c)
+			pause_recv(lp, lp->slots[i].c);
+	/* now, not at the end of this CQE batch: the kernel keeps posting
+	 * receives while we reap (and recycle buffers) */
+	io_uring_submit(&lp->ring);
 }
 
 static void recycle_buf(struct loop *lp, unsigned bid)
@@ -496,10 +546,15 @@ static void on_recv(struct loop *lp, struct conn *c, int res, unsigned flags)
 				     (uint32_t)res);
 		}
 		recycle_buf(lp, bid);
-		if (!more && c->state != CS_CLOSING)
+		budget_sample(lp->s);
+		if (c->state != CS_CLOSING && membudget_over(&lp->s->mem))
+			loop_pause_all(lp);
+		if (!more && c->state != CS_CLOSING && !c->rx_paused)
 			arm_recv(lp, c);
 		return;
 	}
+	if (res == -ECANCELED && c->rx_paused)
+		return; /* our pause_recv: on_tick re-arms */
 	if (res == -ENOBUFS) {
 		/* every provided buffer is in use: conn_tick re-arms shortly */
 		return;
@@ -580,16 +635,28 @@ static void on_tick(struct loop *lp)
 	uint64_t now_ns = parley_mono_ns();
 	uint64_t now_ms = parley_now_ms();
 	bool force = lp->stopping && now_ns >= lp->drain_deadline_ns;
+	struct srv *s = lp->s;
+	budget_sample(s);
+	bool over = membudget_over(&s->mem);
+	if (over)
+		loop_pause_all(lp);
+	else
+		lp->rx_paused = false;
 	for (uint32_t i = 0; i < lp->nslots; i++) {
 		struct conn *c = lp->slots[i].c;
 		if (!c)
 			continue;
+		if (c->rx_paused) /* we are not reading it: not idle */
+			c->last_rx_ns = now_ns;
 		if (force)
 			loop_conn_close(c, "drain deadline");
 		else
 			conn_tick(c, now_ns, now_ms);
-		if (c->state != CS_CLOSING && !c->recv_armed)
+		if (c->state != CS_CLOSING && !c->recv_armed &&
+		    (!c->rx_paused || !over)) {
+			c->rx_paused = false;
 			arm_recv(lp, c);
+		}
 		conn_maybe_free(lp, c);
 	}
 }

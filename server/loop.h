@@ -26,6 +26,10 @@
  * eventfd read wakes the loop for posted messages. Completions are reaped
  * in batches (io_uring_for_each_cqe + io_uring_cq_advance). A multishot
  * request whose CQE lacks IORING_CQE_F_MORE is re-armed.
+ *
+ * Memory budget (membudget.h): while it is over, a loop does not read: it
+ * cancels every connection's recv at once (and arms none for new ones) and
+ * the 100 ms tick re-arms them once the budget has recovered.
  */
 #ifndef PARLEYD_LOOP_H
 #define PARLEYD_LOOP_H
@@ -36,6 +40,7 @@
 
 #include <openssl/ssl.h>
 
+#include "membudget.h"
 #include "parley_common.h"
 #include "parley_engine.h"
 
@@ -45,7 +50,9 @@ struct srv;
 
 /* Limits a connection lives by (config keys in parentheses). */
 struct srv_limits {
-	uint32_t max_frame;          /* whole frame after HELLO_OK (max_frame) */
+	uint32_t max_frame;          /* whole frame after AUTH_OK (max_frame) */
+	uint32_t preauth_max_frame;  /* whole frame before AUTH_OK (preauth_max_frame) */
+	uint32_t frame_timeout_ms;   /* a started frame must complete within (frame_timeout_ms) */
 	uint32_t max_body;           /* SEND body (max_body) */
 	uint32_t max_inflight;       /* requests per connection (max_inflight) */
 	uint32_t event_window;       /* unacked EVENTs (event_window) */
@@ -64,6 +71,7 @@ struct srv_counters {
 	_Atomic uint64_t sends, appends, duplicates, events_out, history, syncs;
 	_Atomic uint64_t errors_sent, proto_errors, auth_failures;
 	_Atomic uint64_t slow_consumers, idle_closes, handshake_timeouts;
+	_Atomic uint64_t frame_timeouts, preauth_too_big, recv_paused;
 	_Atomic uint64_t ack_lat_ns_sum, ack_lat_count;
 	/* SEND -> SEND_ACK latency histogram, buckets in microseconds:
 	 * le 100,250,500,1000,2500,5000,10000,25000,50000,100000,+Inf */
@@ -84,6 +92,7 @@ struct srv {
 	srv_auth_fn auth;
 	void *auth_arg;
 	struct srv_limits lim;
+	struct membudget mem;        /* memory_budget_bytes, see membudget.h */
 	char server_id[64];
 	struct srv_counters ctr;
 	atomic_bool draining;

@@ -117,6 +117,9 @@ struct opts {
 	uint32_t idle_timeout_ms, handshake_timeout_ms, slow_consumer_ms;
 	uint64_t outbound_queue_bytes;
 	uint32_t max_connections, drain_timeout_ms;
+	uint32_t preauth_max_frame, frame_timeout_ms;
+	uint64_t memory_budget_bytes;
+	uint32_t idem_max_keys;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -153,7 +156,11 @@ static const struct key KEYS[] = {
 	KS(jwt_audience, "", "required aud claim (empty = not checked)"),
 	KU(jwt_leeway_s, "30", "clock skew allowed on exp/nbf, seconds"),
 	KS(server_id, "parleyd-1", "name announced in HELLO_OK"),
-	KU(max_frame, "1048576", "largest frame after HELLO_OK, bytes (64 KiB..16 MiB)"),
+	KU(max_frame, "1048576", "largest frame after AUTH_OK, bytes (64 KiB..16 MiB)"),
+	KU(preauth_max_frame, "16384", "largest frame before AUTH_OK, bytes (8206..max_frame: HELLO, AUTH with an 8 KiB token)"),
+	KU(frame_timeout_ms, "30000", "a frame must arrive whole within this of its first byte"),
+	KL(memory_budget_bytes, "1073741824", "memory for buffers, queues, memtables and idempotency keys; over it clients are not read"),
+	KU(idem_max_keys, "0", "idempotency keys per partition, fixed when the data dir is created (0 = a quarter of memory_budget_bytes)"),
 	KU(max_body, "65536", "largest SEND body, bytes"),
 	KU(max_inflight, "64", "requests in flight per connection"),
 	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
@@ -448,6 +455,16 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	if (o->idle_timeout_ms < 100 || o->handshake_timeout_ms < 100 ||
 	    o->slow_consumer_ms < 100 || o->drain_timeout_ms < 100)
 		BAD("timeouts must be >= 100 ms\n");
+	if (o->preauth_max_frame < PARLEY_PROTO_HEADER_SIZE + 2 + PARLEY_PROTO_MAX_TOKEN ||
+	    o->preauth_max_frame > o->max_frame)
+		BAD("preauth_max_frame must be %u..max_frame (an AUTH with the "
+		    "largest token must fit)\n",
+		    PARLEY_PROTO_HEADER_SIZE + 2 + PARLEY_PROTO_MAX_TOKEN);
+	if (o->frame_timeout_ms < 100)
+		BAD("frame_timeout_ms must be >= 100\n");
+	if (o->memory_budget_bytes < MEMBUDGET_MIN)
+		BAD("memory_budget_bytes must be >= %llu\n",
+		    (unsigned long long)MEMBUDGET_MIN);
 	if (o->outbound_queue_bytes < 2ull * o->max_frame / 16)
 		BAD("outbound_queue_bytes must be at least max_frame / 8\n");
 	if (o->loops > 256)
@@ -544,6 +561,23 @@ static int srv_auth(void *arg, const char *token, size_t len, char *sub,
 
 /* ---- run ------------------------------------------------------------------------ */
 
+/* The engine's share of the memory budget: half of it for all memtables
+ * together, one partition's memtable at most that and at most the
+ * engine's default (MAIN_MEMTABLE_PART_MAX). */
+#define MAIN_MEMTABLE_PART_MAX (64ull << 20)
+/* Derived idempotency keys per partition: at least this many whatever the
+ * budget, at most the engine's default. */
+#define MAIN_IDEM_MIN 1024u
+#define MAIN_IDEM_MAX 1000000u
+static uint64_t memtable_total_of(uint64_t budget)
+{
+	return budget / 2;
+}
+static uint64_t memtable_part_of(uint64_t budget)
+{
+	return PARLEY_MIN(budget / 2, MAIN_MEMTABLE_PART_MAX);
+}
+
 struct loop_thread {
 	struct loop *lp;
 	pthread_t thr;
@@ -553,8 +587,21 @@ static int run(const struct opts *o, struct srv *s)
 {
 	int rc;
 	static struct chat_clock clock;
+	/* The memory budget (membudget.h): half of it bounds the memtables
+	 * (flush pressure past a quarter), a quarter the idempotency keys of
+	 * a new data directory (their count is part of its replicated state,
+	 * stored in its MANIFEST); the rest is for connections' buffers. */
+	uint64_t budget = o->memory_budget_bytes;
+	uint32_t nparts = o->partitions ? o->partitions : 64; /* engine default */
+	uint64_t idem = budget / 4 / pe_idem_key_bytes() / nparts;
+	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
+	if (o->idem_max_keys) /* the operator's choice wins */
+		idem = o->idem_max_keys;
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = o->engine_shards,
+				.memtable_total_bytes = memtable_total_of(budget),
+				.memtable_bytes = memtable_part_of(budget),
+				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal};
 	struct pe_engine *e = NULL;
@@ -725,6 +772,8 @@ int main(int argc, char **argv)
 	snprintf(s.server_id, sizeof s.server_id, "%s", o.server_id);
 	s.lim = (struct srv_limits){
 		.max_frame = o.max_frame,
+		.preauth_max_frame = o.preauth_max_frame,
+		.frame_timeout_ms = o.frame_timeout_ms,
 		.max_body = o.max_body,
 		.max_inflight = o.max_inflight,
 		.event_window = o.event_window,
@@ -735,6 +784,9 @@ int main(int argc, char **argv)
 		.max_conns = o.max_connections,
 		.drain_timeout_ms = o.drain_timeout_ms,
 	};
+	membudget_init(&s.mem, o.memory_budget_bytes,
+		       memtable_total_of(o.memory_budget_bytes),
+		       memtable_part_of(o.memory_budget_bytes));
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);

@@ -7,6 +7,7 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
   ${CMAKE_CURRENT_LIST_DIR}/loop.c
   ${CMAKE_CURRENT_LIST_DIR}/conn.c
+  ${CMAKE_CURRENT_LIST_DIR}/membudget.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/admin.c)
 target_include_directories(parleyd_core PUBLIC ${CMAKE_CURRENT_LIST_DIR})

@@ -2,21 +2,32 @@
  * ctl_inspect.c — `parleyctl inspect`: an offline look at a data directory,
  * like a log-dump tool. It opens the directory read-only (nothing is
  * written, not even recovery's bookkeeping), which replays and verifies
- * every WAL checksum, reads and checks every block of every live history
- * segment, then lists partitions, streams and segments or dumps a stream
- * or a segment.
+ * every WAL checksum and the WAL's high-water mark (acknowledged records
+ * that vanished are reported with file, bytes and log indexes), reads and
+ * checks every block of every live history segment, then prints a summary
+ * first — the verdict, counts, and one line per problem — and detail only
+ * on request, or dumps a stream or a segment.
  *
- *   parleyctl inspect --data DIR                 partitions + verification
- *   parleyctl inspect --data DIR --streams       every stream with seqs
- *   parleyctl inspect --data DIR --segments      every history segment: entries,
- *                                                blocks, raw vs file bytes, ratio,
- *                                                dictionary id, block check
+ *   parleyctl inspect --data DIR                 summary + problems
+ *   parleyctl inspect --data DIR --partitions    + one line per partition
+ *                                                (-v, --verbose: the same)
+ *   parleyctl inspect --data DIR --streams       + every stream with seqs
+ *   parleyctl inspect --data DIR --segments      + every history segment:
+ *                                                entries, blocks, raw vs file
+ *                                                bytes, ratio, dictionary id,
+ *                                                block check
  *   parleyctl inspect --data DIR --stream KEY [--from N] [--limit N] [--hex]
  *   parleyctl inspect --data DIR --dump-segment P:ID [--limit N] [--hex]
+ *
+ * Output (stable, one key=value record per line): the first line is
+ *   summary verify=ok|FAILED problems=N shards=.. wal_segments=.. ...
+ * then one `partition=P state=CORRUPT error="..."` (or `segment=..`) line
+ * per problem, then the requested detail.
  *
  * Exit codes (parleyctl.h): 0 all partitions verified, 1 corruption found,
  * 2 usage, 3 cannot open.
  */
+#include <dirent.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -30,24 +41,33 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: parleyctl inspect --data DIR [--streams] [--segments]\n"
+		"usage: parleyctl inspect --data DIR [--partitions|-v] [--streams] "
+		"[--segments]\n"
 		"       parleyctl inspect --data DIR --stream KEY [--from SEQ] "
 		"[--limit N] [--hex]\n"
 		"       parleyctl inspect --data DIR --dump-segment PARTITION:ID "
 		"[--limit N] [--hex]\n"
-		"Opens DIR read-only, replays and verifies every WAL checksum and\n"
-		"every block of every history segment.\n"
+		"Opens DIR read-only, replays and verifies every WAL checksum, the\n"
+		"WAL high-water mark (acknowledged records that are missing) and\n"
+		"every block of every history segment. Prints a summary line\n"
+		"(verdict and counts) and one line per problem first; detail per\n"
+		"partition, stream or segment only when asked for.\n"
 		"exit: 0 verified, 1 corruption found, 2 usage, 3 cannot open\n");
 }
+
+struct stream_print {
+	FILE *out;
+	uint32_t part;
+};
 
 static int print_stream(void *arg, const void *key, size_t klen,
 			const struct pe_meta *m)
 {
-	uint32_t *part = arg;
-	printf("  partition=%u stream=%.*s first_seq=%" PRIu64
-	       " last_seq=%" PRIu64 " last_ts_ms=%" PRIu64 "\n",
-	       *part, (int)klen, (const char *)key, m->first_seq, m->last_seq,
-	       m->last_ts_ms);
+	struct stream_print *sp = arg;
+	fprintf(sp->out, "  partition=%u stream=%.*s first_seq=%" PRIu64
+		" last_seq=%" PRIu64 " last_ts_ms=%" PRIu64 "\n", sp->part,
+		(int)klen, (const char *)key, m->first_seq, m->last_seq,
+		m->last_ts_ms);
 	return 0;
 }
 
@@ -110,8 +130,9 @@ static int dump_stream(struct pe_engine *e, const char *key, uint64_t from,
 
 struct seg_print {
 	bool show;
+	FILE *prob, *det; /* problem lines, detail lines */
 	uint32_t bad;
-	uint64_t raw, file;
+	uint64_t raw, file, entries;
 };
 
 static int print_segment(void *arg, const struct pe_seg_report *r)
@@ -119,14 +140,15 @@ static int print_segment(void *arg, const struct pe_seg_report *r)
 	struct seg_print *sp = arg;
 	sp->raw += r->raw_payload_bytes;
 	sp->file += r->file_bytes;
+	sp->entries += r->entries;
 	if (r->verify_err) {
 		sp->bad++;
-		printf("partition=%u segment=%s state=CORRUPT blocks_ok=%u "
-		       "blocks_bad=%u error=\"%s\"\n", r->partition, r->file,
-		       r->blocks_ok, r->blocks_bad, r->error);
+		fprintf(sp->prob, "partition=%u segment=%s state=CORRUPT "
+			"blocks_ok=%u blocks_bad=%u error=\"%s\"\n", r->partition,
+			r->file, r->blocks_ok, r->blocks_bad, r->error);
 	}
 	if (sp->show)
-		printf("  partition=%u segment=%s id=%" PRIu64 " entries=%" PRIu64
+		fprintf(sp->det, "  partition=%u segment=%s id=%" PRIu64 " entries=%" PRIu64
 		       " streams=%u blocks=%u raw_payload_bytes=%" PRIu64
 		       " file_bytes=%" PRIu64 " ratio=%.3f dict_id=%016" PRIx64
 		       " idem_records=%u min_ts_ms=%" PRIu64 " max_ts_ms=%" PRIu64
@@ -187,16 +209,73 @@ static int dump_segment(const char *dir, const char *spec, uint64_t limit,
 	return 0;
 }
 
+/* WAL files on disk: shard directories, segment files and their bytes. */
+struct wal_files {
+	uint32_t shards, segments;
+	uint64_t bytes;
+	bool mark_missing;
+};
+
+static void count_wal(const char *dir, struct wal_files *wf)
+{
+	char wdir[600];
+	snprintf(wdir, sizeof wdir, "%s/wal", dir);
+	DIR *d = opendir(wdir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sd[900];
+		snprintf(sd, sizeof sd, "%s/%s", wdir, de->d_name);
+		DIR *s = opendir(sd);
+		if (!s)
+			continue;
+		wf->shards++;
+		bool mark = false;
+		struct dirent *fe;
+		while ((fe = readdir(s))) {
+			if (!strcmp(fe->d_name, "wal.hwm"))
+				mark = true;
+			if (strncmp(fe->d_name, "wal-", 4) || strlen(fe->d_name) != 24)
+				continue;
+			char fp[1200];
+			snprintf(fp, sizeof fp, "%s/%s", sd, fe->d_name);
+			FILE *f = fopen(fp, "rb");
+			if (!f)
+				continue;
+			if (fseek(f, 0, SEEK_END) == 0 && ftell(f) > 0)
+				wf->bytes += (uint64_t)ftell(f);
+			fclose(f);
+			wf->segments++;
+		}
+		closedir(s);
+		wf->mark_missing |= !mark;
+	}
+	closedir(d);
+}
+
+static void flush_mem(FILE *f, char **buf, size_t *len)
+{
+	fclose(f);
+	if (*len)
+		fwrite(*buf, 1, *len, stdout);
+	free(*buf);
+}
+
 int ctl_inspect_main(int argc, char **argv)
 {
 	const char *dir = NULL, *stream = NULL, *segspec = NULL;
-	bool streams = false, hex = false, segments = false;
+	bool streams = false, hex = false, segments = false, parts = false;
 	uint64_t from = 1, limit = UINT64_MAX;
 	static const struct option lo[] = {
 		{"data", required_argument, 0, 'd'},
 		{"stream", required_argument, 0, 's'},
 		{"streams", no_argument, 0, 'S'},
 		{"segments", no_argument, 0, 'G'},
+		{"partitions", no_argument, 0, 'v'},
+		{"verbose", no_argument, 0, 'v'},
 		{"dump-segment", required_argument, 0, 'D'},
 		{"from", required_argument, 0, 'f'},
 		{"limit", required_argument, 0, 'l'},
@@ -206,12 +285,13 @@ int ctl_inspect_main(int argc, char **argv)
 	};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "vh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'd': dir = optarg; break;
 		case 's': stream = optarg; break;
 		case 'S': streams = true; break;
 		case 'G': segments = true; break;
+		case 'v': parts = true; break;
 		case 'D': segspec = optarg; break;
 		case 'f': from = strtoull(optarg, NULL, 10); break;
 		case 'l': limit = strtoull(optarg, NULL, 10); break;
@@ -241,33 +321,54 @@ int ctl_inspect_main(int argc, char **argv)
 		pe_close(e);
 		return status;
 	}
-	uint32_t np = pe_partition_count(e), bad = 0;
-	uint64_t total_streams = 0, total_entries = 0;
-	struct seg_print sp = {.show = segments};
-	uint64_t total_segs = 0;
+	/* One pass collects problems and detail; the summary prints first. */
+	char *pbuf = NULL, *dbuf = NULL;
+	size_t plen = 0, dlen = 0;
+	FILE *prob = open_memstream(&pbuf, &plen);
+	FILE *det = open_memstream(&dbuf, &dlen);
+	if (!prob || !det) {
+		fprintf(stderr, "parleyctl inspect: out of memory\n");
+		pe_close(e);
+		return 3;
+	}
+	uint32_t np = pe_partition_count(e), bad = 0, with_data = 0;
+	uint64_t total_streams = 0, mem_entries = 0, total_segs = 0;
+	struct seg_print sp = {.show = segments, .prob = prob, .det = det};
 	for (uint32_t p = 0; p < np; p++) {
 		struct pe_partition_status st;
 		rc = pe_partition_status(e, p, &st);
 		if (rc) {
+			fclose(prob);
+			fclose(det);
+			free(pbuf);
+			free(dbuf);
 			pe_close(e);
 			return 3;
 		}
 		total_streams += st.streams;
-		total_entries += st.entries;
+		mem_entries += st.entries;
+		/* not last_index: every partition's log holds at least the
+		 * no-op its Raft group logs when it elects itself */
+		with_data += st.streams || st.segments ||
+			     st.state == PE_PART_CORRUPT;
 		if (st.state == PE_PART_CORRUPT) {
 			bad++;
-			printf("partition=%u state=CORRUPT error=\"%s\"\n", p,
-			       st.error);
-		} else {
-			printf("partition=%u state=ok streams=%" PRIu64
-			       " entries=%" PRIu64 " log_index=%" PRIu64
-			       " mem_bytes=%" PRIu64 " flushed_index=%" PRIu64
-			       " segments=%u segment_bytes=%" PRIu64 "\n", p,
-			       st.streams, st.entries, st.last_index, st.mem_bytes,
-			       st.flushed_index, st.segments, st.segment_bytes);
+			fprintf(prob, "partition=%u state=CORRUPT error=\"%s\"\n", p,
+				st.error);
+			if (parts)
+				fprintf(det, "partition=%u state=CORRUPT\n", p);
+		} else if (parts) {
+			fprintf(det, "partition=%u state=ok streams=%" PRIu64
+				" entries=%" PRIu64 " log_index=%" PRIu64
+				" mem_bytes=%" PRIu64 " flushed_index=%" PRIu64
+				" segments=%u segment_bytes=%" PRIu64 "\n", p,
+				st.streams, st.entries, st.last_index, st.mem_bytes,
+				st.flushed_index, st.segments, st.segment_bytes);
 		}
-		if (streams && st.state != PE_PART_CORRUPT)
-			pe_list_streams(e, p, print_stream, &p);
+		if (streams && st.state != PE_PART_CORRUPT) {
+			struct stream_print spr = {.out = det, .part = p};
+			pe_list_streams(e, p, print_stream, &spr);
+		}
 		if (st.state != PE_PART_CORRUPT) {
 			struct pe_hist_report hr = {0};
 			uint32_t before = sp.bad;
@@ -275,24 +376,39 @@ int ctl_inspect_main(int argc, char **argv)
 						print_segment, &sp);
 			if (rc && sp.bad == before) {
 				sp.bad++;
-				printf("partition=%u history=CORRUPT error=\"%s\"\n", p,
-				       parley_strerror(rc));
+				fprintf(prob, "partition=%u history=CORRUPT "
+					"error=\"%s\"\n", p, parley_strerror(rc));
 			}
 			total_segs += hr.segments;
 			if (segments)
-				printf("  partition=%u history flushed_index=%" PRIu64
-				       " generation=%" PRIu64 " current_dict=%016" PRIx64
-				       " marked_streams=%u\n", p, hr.flushed_index,
-				       hr.generation, hr.dict_id, hr.marked_streams);
+				fprintf(det, "  partition=%u history flushed_index=%"
+					PRIu64 " generation=%" PRIu64
+					" current_dict=%016" PRIx64
+					" marked_streams=%u\n", p, hr.flushed_index,
+					hr.generation, hr.dict_id, hr.marked_streams);
 		}
 	}
-	printf("summary partitions=%u corrupt=%u streams=%" PRIu64
-	       " entries=%" PRIu64 " segments=%" PRIu64 " corrupt_segments=%u"
+	struct wal_files wf = {0};
+	count_wal(dir, &wf);
+	uint32_t problems = bad + sp.bad;
+	printf("summary verify=%s problems=%u shards=%u wal_segments=%u "
+	       "wal_bytes=%" PRIu64 " partitions=%u partitions_with_data=%u "
+	       "corrupt=%u streams=%" PRIu64 " entries=%" PRIu64
+	       " memtable_entries=%" PRIu64 " segments=%" PRIu64
+	       " segment_entries=%" PRIu64 " corrupt_segments=%u"
 	       " raw_payload_bytes=%" PRIu64 " segment_file_bytes=%" PRIu64
-	       " ratio=%.3f verify=%s\n", np, bad, total_streams,
-	       total_entries, total_segs, sp.bad, sp.raw, sp.file,
-	       sp.raw ? (double)sp.file / (double)sp.raw : 0.0,
-	       bad || sp.bad ? "FAILED" : "ok");
+	       " ratio=%.3f\n", problems ? "FAILED" : "ok", problems, wf.shards,
+	       wf.segments, wf.bytes, np, with_data, bad, total_streams,
+	       mem_entries + sp.entries, mem_entries, total_segs, sp.entries,
+	       sp.bad, sp.raw, sp.file,
+	       sp.raw ? (double)sp.file / (double)sp.raw : 0.0);
+	fflush(stdout);
+	flush_mem(prob, &pbuf, &plen);
+	if (wf.mark_missing)
+		printf("note: a WAL directory has no high-water mark (wal.hwm): "
+		       "lost acknowledged records there cannot be detected "
+		       "until parleyd has opened it once\n");
+	flush_mem(det, &dbuf, &dlen);
 	pe_close(e);
-	return bad || sp.bad ? 1 : 0;
+	return problems ? 1 : 0;
 }

@@ -521,6 +521,7 @@ void hist_job_done(struct shard *sh, struct req *r)
 		PARLEY_ASSERT(!"HJOB_REMOVE_FILES handed back to a shard");
 		break;
 	}
+	hist_job_maybe_flush(sh); /* memory pressure goes on without appends */
 }
 
 void hist_job_flush_req(struct shard *sh, struct req *r)
@@ -600,18 +601,28 @@ void hist_job_wal_release(struct shard *sh)
 	}
 }
 
-/* After a durable batch: partitions past half their memtable flush. */
+/* After a durable batch or a history commit: partitions past half their
+ * memtable flush; past half of the shard's share of memtable_total_bytes
+ * the largest memtable flushes too (memory pressure). */
 void hist_job_maybe_flush(struct shard *sh)
 {
 	struct pe_engine *e = sh->e;
+	uint64_t total = shard_publish_mem(sh);
 	if (e->opt.read_only || e->opt.no_auto_flush || sh->stopping)
 		return;
+	struct part *big = NULL;
 	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
 		struct part *p = &e->parts[i];
-		if (p->flush_st == FLUSH_IDLE && !p->corrupt &&
-		    p->mem_bytes > e->opt.memtable_bytes / 2)
+		if (p->flush_st != FLUSH_IDLE || p->corrupt)
+			continue;
+		if (p->mem_bytes > e->opt.memtable_bytes / 2)
 			(void)part_flush_start(sh, p);
+		else if (p->mem_bytes && (!big || p->mem_bytes > big->mem_bytes))
+			big = p;
 	}
+	uint64_t share = e->opt.memtable_total_bytes / e->nshards;
+	if (share && total > share / 2 && big)
+		(void)part_flush_start(sh, big);
 }
 
 bool hist_job_busy(struct shard *sh)

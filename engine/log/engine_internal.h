@@ -264,6 +264,10 @@ struct shard {
 	int fatal;
 
 	atomic_uint_fast64_t n_appends, n_entries;
+	/* pe_memory(): published by the shard after each durable batch and
+	 * history commit; queued_bytes counts requests in inbox + backlog */
+	_Atomic uint64_t mem_pub, idem_pub, queued_bytes, maxp_pub;
+	_Atomic uint64_t pend_pub; /* proposed since the last publish */
 	struct stage_hist hist[PE_STAGE_COUNT]; /* written by this shard only */
 	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
 	uint64_t durable_submit_ns; /* the batch that became durable last was */
@@ -396,6 +400,11 @@ void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
 int shard_wal_sync(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct part *p);
+uint64_t shard_publish_mem(struct shard *sh);
+uint64_t shard_recover_flushed(void *arg, uint32_t part);
+
+/* Memory one idempotency key costs (pe_memory, pe_idem_key_bytes). */
+#define IDEM_KEY_BYTES (sizeof(struct idem) + 16u + 2u * sizeof(void *))
 int shard_apply_record(void *arg, const struct wal_rec *rec);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);

@@ -518,21 +518,29 @@ int part_raft_elect(struct shard *sh)
 {
 	struct pe_engine *e = sh->e;
 	for (uint32_t round = 0; round < RAFT_OPEN_ROUNDS; round++) {
-		bool done = true;
+		/* tick the groups still campaigning; one that has a ready out
+		 * waits (no raft_* call between ready and advance) */
+		bool campaigning = false, done = true;
 		for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
 			struct part *p = &e->parts[i];
 			if (!p->raft)
 				continue;
-			if (raft_role(p->raft) != RAFT_LEADER)
-				raft_tick(p->raft);
-			int rc = part_raft_run(sh, p, false, false);
-			if (rc)
-				return rc;
+			if (!p->ready_out) {
+				if (raft_role(p->raft) != RAFT_LEADER)
+					raft_tick(p->raft);
+				int rc = part_raft_run(sh, p, false, false);
+				if (rc)
+					return rc;
+			}
+			campaigning |= !p->ready_out &&
+				       raft_role(p->raft) != RAFT_LEADER;
 			done &= raft_role(p->raft) == RAFT_LEADER &&
 				!p->ready_out &&
 				raft_applied(p->raft) == raft_last_index(p->raft);
 		}
-		if (sh->ready_open) {
+		/* once no group is still campaigning: one HARDSTATE store and
+		 * one WAL batch (every group's no-op) for the whole shard */
+		if (sh->ready_open && !campaigning) {
 			int rc = 0;
 			if (sh->hs_dirty) {
 				rc = hs_store(e, sh);
@@ -545,11 +553,14 @@ int part_raft_elect(struct shard *sh)
 			while (sh->ready_open) {
 				struct part *p = sh->ready_open;
 				sh->ready_open = p->rnext;
+				p->rnext = NULL;
 				part_raft_durable(p);
 			}
+			/* the commit applies the recovered log and the no-op */
 			for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards)
 				if (e->parts[i].raft) {
-					int rc2 = part_raft_run(sh, &e->parts[i], false, false);
+					int rc2 = part_raft_run(sh, &e->parts[i],
+								false, false);
 					if (rc2)
 						return rc2;
 				}

@@ -79,6 +79,8 @@ int shard_push(struct pe_engine *e, struct req *r)
 		sh->in_head = r;
 	sh->in_tail = r;
 	sh->in_count++;
+	atomic_fetch_add_explicit(&sh->queued_bytes, sizeof *r + r->len,
+				  memory_order_relaxed);
 	pthread_mutex_unlock(&sh->mu);
 	if (was_empty)
 		e->io->ops->ring_wake(sh->ring);
@@ -233,6 +235,36 @@ static void recover_corrupt(void *arg, int64_t partition, const char *file,
 		part_mark_corrupt(&e->parts[p], file, off, why);
 }
 
+/* Recovery's view of history (the WAL mark check): its arg is the
+ * apply_ctx. */
+uint64_t shard_recover_flushed(void *arg, uint32_t part)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	if (part >= e->nparts)
+		return UINT64_MAX; /* foreign record: ignored by recovery */
+	return e->parts[part].flushed_index;
+}
+
+/* Publishes this shard's memory for pe_memory(); returns its memtable
+ * bytes. Shard thread. */
+uint64_t shard_publish_mem(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	uint64_t mem = 0, idem = 0, maxp = 0;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		uint64_t m = e->parts[i].mem_bytes + e->parts[i].pending_bytes;
+		mem += m;
+		maxp = PARLEY_MAX(maxp, m);
+		idem += e->parts[i].nidem;
+	}
+	atomic_store_explicit(&sh->mem_pub, mem, memory_order_relaxed);
+	atomic_store_explicit(&sh->maxp_pub, maxp, memory_order_relaxed);
+	atomic_store_explicit(&sh->pend_pub, 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->idem_pub, idem, memory_order_relaxed);
+	return mem;
+}
+
 /* Recovery's corruption callback: its arg is the apply_ctx. */
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file,
 				uint64_t off, const char *why)
@@ -335,9 +367,15 @@ static void shard_process(struct shard *sh)
 	while (sh->backlog) {
 		struct req *r = sh->backlog;
 		struct req *next = r->next;
+		atomic_fetch_sub_explicit(&sh->queued_bytes, sizeof *r + r->len,
+					  memory_order_relaxed);
 		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
-			if (!shard_req_append(sh, r))
+			if (!shard_req_append(sh, r)) {
+				atomic_fetch_add_explicit(&sh->queued_bytes,
+							  sizeof *r + r->len,
+							  memory_order_relaxed);
 				return; /* open batch full: wait for the flight */
+			}
 			/* r may be freed by now */
 			sh->backlog = next;
 			if (!sh->backlog)
@@ -436,6 +474,7 @@ void *shard_main(void *arg)
 	sh->wal_rolls = ws.segments;
 	sh->next_tick_ms = parley_mono_ns() / 1000000u + e->opt.retention_interval_ms;
 	hist_job_wal_release(sh); /* what the last run flushed but did not release */
+	shard_publish_mem(sh); /* what recovery rebuilt */
 	for (;;) {
 		if (atomic_load(&e->aborting))
 			return NULL;
@@ -456,8 +495,13 @@ void *shard_main(void *arg)
 			pthread_mutex_lock(&sh->mu);
 			bool empty = sh->in_head == NULL;
 			pthread_mutex_unlock(&sh->mu);
-			if (empty)
+			if (empty) {
+				/* clean stop: the WAL's high-water mark gets
+				 * the final end of the log */
+				if (!sh->fatal)
+					(void)wal_mark_clean(sh->wal);
 				break;
+			}
 		}
 		int timeout = sh->catchup ||
 				      ((sh->backlog || sh->dirty) &&

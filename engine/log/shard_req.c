@@ -63,6 +63,8 @@ bool shard_req_append(struct shard *sh, struct req *r)
 	/* queued for the partition's next ready (log/part_raft.c); the time
 	 * is stamped when it is proposed */
 	p->pending_bytes += r->mem_estimate;
+	atomic_fetch_add_explicit(&sh->pend_pub, r->mem_estimate,
+				  memory_order_relaxed);
 	r->next = NULL;
 	if (p->prop_tail)
 		p->prop_tail->next = r;

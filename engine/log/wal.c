@@ -14,8 +14,14 @@
  *
  * Segment lifecycle: spare (pre-zeroed, no header) -> active (header
  * written, synced, renamed to wal-<seq>.log) -> sealed (a SEAL record ends
- * it) -> released (renamed back to a spare; needs history segments, which
- * come with the history tier).
+ * it) -> released (renamed back to a spare once history holds its records).
+ *
+ * Loss detection (wal.h has the rules and the residual window): the
+ * per-segment maps (partition -> highest index, durable end) count a batch
+ * only once its fdatasync completed; wal.hwm is written from them at open,
+ * roll, release and clean shutdown, and about once a second by the prep
+ * thread; recovery compares the scan with it (hwm_check). After damage the mark is frozen: the evidence survives
+ * restarts until an operator acts.
  *
  * Ownership: the WAL owns both batch buffers, the active segment's file and
  * the spare list. Records handed to callbacks point into WAL buffers and are
@@ -29,12 +35,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "parley_common.h"
 
 #define WAL_MAGIC 0x52574C50u           /* "PLWR" */
 #define WAL_SEG_MAGIC 0x4745534C41574C50ull /* "PLWALSEG" */
-#define WAL_SEG_VERSION 1u
+#define WAL_SEG_VERSION 2u               /* 1: no created size */
+#define WAL_HWM_MAGIC 0x4D57484C41574C50ull /* "PLWALHWM" */
+#define WAL_HWM_VERSION 1u
+#define WAL_HWM_CLEAN 1u
+#define WAL_HWM_HDR 48u
+#define WAL_HWM_SEG 24u
+#define WAL_HWM_ENT 16u
+#define WAL_SEED_HWM 0x5057414C48574D31ull
 #define WAL_SEED_HDR 0x5057414C48445231ull
 #define WAL_SEED_BODY 0x5057414C424F4459ull
 #define WAL_SEED_SEG 0x5057414C53454731ull
@@ -55,8 +69,10 @@ struct wal_pmax {
 };
 struct wal_segmap {
 	uint64_t seq;
+	uint64_t end;  /* durable end of the log in it (recovered or synced) */
 	struct wal_pmax *v;
 	uint32_t n, cap;
+	bool drop;     /* being released (wal_release) */
 };
 
 struct wal {
@@ -78,13 +94,25 @@ struct wal {
 	int flight_cqes;       /* completions still expected */
 	int failed;            /* sticky error */
 	uint64_t flight_start_ns;
+	uint64_t flight_seq;   /* segment and end offset of the in-flight batch */
+	uint64_t flight_end;
 
 	struct wal_stats stats;
 
 	/* release bookkeeping: segments holding records, oldest first */
 	struct wal_segmap *maps;
 	uint32_t nmaps, capmaps;
-	bool maps_broken; /* out of memory once: never release again */
+	bool maps_broken; /* damage or out of memory: never release again */
+	bool maps_oom;    /* the maps are incomplete: no mark from them */
+	bool mark_frozen; /* recovery found damage: keep the old mark */
+	/* maps_mu: the shard thread changes maps, nmaps, seg_seq, mark_gen
+	 * and mark_dirty under it; the prep thread reads them under it to make
+	 * the periodic mark. (The shard thread reads without it.) */
+	pthread_mutex_t maps_mu;
+	uint64_t mark_gen;     /* generation of the last mark made */
+	bool mark_dirty;       /* durable batches since the last mark */
+	pthread_mutex_t mark_mu; /* serialises writing wal.hwm */
+	uint64_t mark_written; /* under mark_mu: generation on disk */
 
 	/* spare preparation */
 	pthread_t prep;
@@ -118,8 +146,10 @@ static struct wal_segmap *segmap_get(struct wal *w, uint64_t seq)
 	if (w->nmaps == w->capmaps) {
 		uint32_t nc = w->capmaps ? w->capmaps * 2 : 16;
 		struct wal_segmap *m = realloc(w->maps, nc * sizeof *m);
-		if (!m)
+		if (!m) {
+			w->maps_oom = w->maps_broken = true;
 			return NULL;
+		}
 		w->maps = m;
 		w->capmaps = nc;
 	}
@@ -133,13 +163,11 @@ static struct wal_segmap *segmap_get(struct wal *w, uint64_t seq)
 static void wal_note(struct wal *w, uint64_t seq, uint32_t part,
 		     uint64_t index)
 {
-	if (w->maps_broken)
+	if (w->maps_oom)
 		return;
 	struct wal_segmap *m = segmap_get(w, seq);
-	if (!m) {
-		w->maps_broken = true;
+	if (!m)
 		return;
-	}
 	for (uint32_t i = 0; i < m->n; i++)
 		if (m->v[i].part == part) {
 			if (index > m->v[i].max)
@@ -150,7 +178,7 @@ static void wal_note(struct wal *w, uint64_t seq, uint32_t part,
 		uint32_t nc = m->cap ? m->cap * 2 : 8;
 		struct wal_pmax *v = realloc(m->v, nc * sizeof *v);
 		if (!v) {
-			w->maps_broken = true;
+			w->maps_oom = w->maps_broken = true;
 			return;
 		}
 		m->v = v;
@@ -188,13 +216,19 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-void wal_encode_seg_header(uint8_t *hdr, uint64_t seq)
+void wal_encode_seg_header(uint8_t *hdr, uint64_t seq, uint64_t file_bytes)
 {
 	memset(hdr, 0, WAL_BLOCK);
 	le_put64(hdr, WAL_SEG_MAGIC);
-	le_put32(hdr + 8, WAL_SEG_VERSION);
 	le_put64(hdr + 16, seq);
-	le_put64(hdr + 24, parley_xxh3(hdr, 24, WAL_SEED_SEG));
+	if (!file_bytes) { /* version 1: what older directories hold */
+		le_put32(hdr + 8, 1);
+		le_put64(hdr + 24, parley_xxh3(hdr, 24, WAL_SEED_SEG));
+		return;
+	}
+	le_put32(hdr + 8, WAL_SEG_VERSION);
+	le_put64(hdr + 24, file_bytes);
+	le_put64(hdr + 32, parley_xxh3(hdr, 32, WAL_SEED_SEG));
 }
 
 void wal_encode_record(uint8_t *h, uint64_t seg_seq, uint32_t batch,
@@ -216,14 +250,24 @@ void wal_encode_record(uint8_t *h, uint64_t seg_seq, uint32_t batch,
 
 /* ---- scanning (recovery, inspect, fuzzing) -------------------------------- */
 
-static bool seg_header_ok(const uint8_t *d, uint64_t size, uint64_t *seq)
+/* *created: the file size recorded at creation (version 2), 0 if unknown. */
+static bool seg_header_ok(const uint8_t *d, uint64_t size, uint64_t *seq,
+			  uint64_t *created)
 {
-	if (size < WAL_BLOCK)
+	if (size < WAL_BLOCK || le_get64(d) != WAL_SEG_MAGIC)
 		return false;
-	if (le_get64(d) != WAL_SEG_MAGIC || le_get32(d + 8) != WAL_SEG_VERSION)
+	uint32_t v = le_get32(d + 8);
+	if (v == 1) {
+		if (le_get64(d + 24) != parley_xxh3(d, 24, WAL_SEED_SEG))
+			return false;
+		*created = 0;
+	} else if (v == 2) {
+		if (le_get64(d + 32) != parley_xxh3(d, 32, WAL_SEED_SEG))
+			return false;
+		*created = le_get64(d + 24);
+	} else {
 		return false;
-	if (le_get64(d + 24) != parley_xxh3(d, 24, WAL_SEED_SEG))
-		return false;
+	}
 	*seq = le_get64(d + 16);
 	return true;
 }
@@ -241,15 +285,41 @@ static bool later_batch_exists(const uint8_t *d, uint64_t size, uint64_t off,
 	return false;
 }
 
-int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
-		    bool is_last, const struct wal_recovery *rec,
-		    uint64_t *tail_off, uint32_t *max_batch)
+/* What a scan found beyond the records it reported. */
+struct scan_out {
+	uint64_t tail;      /* where the next batch may start */
+	uint64_t end;       /* block-aligned end of the last valid record */
+	uint64_t created;   /* size at creation (v2 header) or 0 */
+	uint32_t max_batch;
+	bool eof;           /* the log ran into the end of the file */
+	bool sealed;        /* a seal record ends it */
+};
+
+/* why + ", file cut to N bytes (created M): bytes N..M missing" when the
+ * file is shorter than created: every error in a cut file says so. */
+static void why_cut(char *why, size_t n, const char *what, uint64_t size,
+		    uint64_t created)
+{
+	if (created > size)
+		snprintf(why, n, "%s; file cut to %" PRIu64 " bytes (created %"
+			 PRIu64 "): bytes %" PRIu64 "..%" PRIu64 " missing",
+			 what, size, created, size, created);
+	else
+		snprintf(why, n, "%s", what);
+}
+
+static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
+			bool is_last, const struct wal_recovery *rec,
+			struct scan_out *so)
 {
 	uint64_t seg_seq;
-	char why[128];
+	char why[200];
+	uint64_t *tail_off = &so->tail;
+	uint32_t *max_batch = &so->max_batch;
+	memset(so, 0, sizeof *so);
 	*tail_off = WAL_BLOCK;
-	*max_batch = 0;
-	if (!seg_header_ok(d, size, &seg_seq)) {
+	so->end = WAL_BLOCK;
+	if (!seg_header_ok(d, size, &seg_seq, &so->created)) {
 		rec->corrupt(rec->arg, -1, name, 0, "bad segment header");
 		return -PARLEY_ECORRUPT;
 	}
@@ -258,8 +328,10 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 	uint64_t cur_start = 0;
 	bool sealed = false;
 	for (;;) {
-		if (off + WAL_REC_HDR > size)
+		if (off + WAL_REC_HDR > size) {
+			so->eof = true;
 			break;
+		}
 		const uint8_t *h = d + off;
 		if (off % WAL_BLOCK) {
 			/* padding at the end of a batch runs to the block
@@ -303,9 +375,13 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 				bad = "bad record body checksum";
 		}
 		if (bad) {
-			if (is_last && !later_batch_exists(d, size, off, seg_seq))
-				break; /* torn tail: never acknowledged */
-			snprintf(why, sizeof why, "%s", bad);
+			if (is_last && !later_batch_exists(d, size, off, seg_seq)) {
+				/* torn tail: never acknowledged (unless the
+				 * file was cut here: the caller judges) */
+				so->eof = off + WAL_REC_HDR + len > size;
+				break;
+			}
+			why_cut(why, sizeof why, bad, size, so->created);
 			if (!hdr_ok) {
 				rec->corrupt(rec->arg, -1, name, off, why);
 				return -PARLEY_ECORRUPT;
@@ -320,6 +396,8 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 		uint16_t type = le_get16(h + 28);
 		if (type == WAL_REC_SEAL) {
 			sealed = true;
+			so->sealed = true;
+			so->end = align_up(off + WAL_REC_HDR, WAL_BLOCK);
 			*tail_off = size; /* nothing may follow a seal */
 			break;
 		}
@@ -338,6 +416,7 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 			return rc;
 		off = align_up(off + WAL_REC_HDR + len, 8);
 		*tail_off = align_up(off, WAL_BLOCK);
+		so->end = *tail_off;
 	}
 	/* A new batch must outnumber every batch that left records in this
 	 * segment, torn ones included, or a stale record could pass as part
@@ -347,11 +426,23 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 		if (rec_header_ok(d + a, seg_seq) && le_get32(d + a + 16) > *max_batch)
 			*max_batch = le_get32(d + a + 16);
 	if (!is_last && !sealed) {
-		rec->corrupt(rec->arg, -1, name, off,
-			     "segment ends without a seal record");
+		why_cut(why, sizeof why, "segment ends without a seal record",
+			size, so->created);
+		rec->corrupt(rec->arg, -1, name, off, why);
 		return -PARLEY_ECORRUPT;
 	}
 	return 0;
+}
+
+int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
+		    bool is_last, const struct wal_recovery *rec,
+		    uint64_t *tail_off, uint32_t *max_batch)
+{
+	struct scan_out so;
+	int rc = scan_segment(d, size, name, is_last, rec, &so);
+	*tail_off = so.tail;
+	*max_batch = so.max_batch;
+	return rc;
 }
 
 /* ---- segment files --------------------------------------------------------- */
@@ -424,13 +515,33 @@ static int spare_find_cb(void *arg, const char *name)
 	return 0;
 }
 
+static void hwm_periodic(struct wal *w);
+
+/* spare_cv waits on CLOCK_MONOTONIC until `deadline_ns` (spare_mu held). */
+static void prep_wait(struct wal *w, uint64_t deadline_ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+			      .tv_nsec = (long)(deadline_ns % 1000000000u)};
+	pthread_cond_timedwait(&w->spare_cv, &w->spare_mu, &ts);
+}
+
 static void *prep_main(void *arg)
 {
 	struct wal *w = arg;
+	const uint64_t every = (uint64_t)WAL_HWM_EVERY_MS * 1000000u;
+	uint64_t next_mark = parley_mono_ns() + every;
 	pthread_mutex_lock(&w->spare_mu);
 	while (!w->stop) {
+		if (parley_mono_ns() >= next_mark) {
+			/* the periodic mark: off the shard thread */
+			pthread_mutex_unlock(&w->spare_mu);
+			hwm_periodic(w);
+			next_mark = parley_mono_ns() + every;
+			pthread_mutex_lock(&w->spare_mu);
+			continue;
+		}
 		if (w->spares_ready >= 1) {
-			pthread_cond_wait(&w->spare_cv, &w->spare_mu);
+			prep_wait(w, next_mark);
 			continue;
 		}
 		pthread_mutex_unlock(&w->spare_mu);
@@ -440,10 +551,317 @@ static void *prep_main(void *arg)
 			       w->dir, parley_errname(rc));
 		pthread_mutex_lock(&w->spare_mu);
 		if (rc) /* do not spin on a full disk: the roll path retries */
-			pthread_cond_wait(&w->spare_cv, &w->spare_mu);
+			prep_wait(w, next_mark);
 	}
 	pthread_mutex_unlock(&w->spare_mu);
 	return NULL;
+}
+
+/* ---- high-water mark (wal.hwm) ---------------------------------------------- */
+
+/*
+ * File layout (little-endian), replaced whole, never edited in place:
+ *    0 u64 magic "PLWALHWM"   16 u64 active segment seq
+ *    8 u32 version            24 u32 segments   28 u32 entries
+ *   12 u32 flags (1 = clean)  32..47 reserved (0)
+ *   48 segments: {u64 seq, u64 durable end, u32 entries, u32 0} each
+ *      entries:  {u32 partition, u32 0, u64 max log index} each, grouped by
+ *                segment in segment order
+ *   ... u64 xxh3 of everything before it
+ */
+struct hwm_seg {
+	uint64_t seq, end;
+	uint32_t first, n; /* its entries in hwm.ents */
+};
+struct hwm {
+	uint32_t flags;
+	uint64_t seq;
+	uint32_t nseg, nent;
+	struct hwm_seg *segs;
+	struct wal_pmax *ents;
+};
+
+static void hwm_free(struct hwm *m)
+{
+	free(m->segs);
+	free(m->ents);
+	memset(m, 0, sizeof *m);
+}
+
+static int read_whole(struct pio *io, const char *path, uint8_t **out,
+		      uint64_t *size);
+
+/* Decodes a mark; -PARLEY_ECORRUPT when anything does not add up. */
+static int hwm_decode(const uint8_t *d, uint64_t size, struct hwm *m)
+{
+	memset(m, 0, sizeof *m);
+	if (size < WAL_HWM_HDR + 8 || le_get64(d) != WAL_HWM_MAGIC ||
+	    le_get32(d + 8) != WAL_HWM_VERSION)
+		return -PARLEY_ECORRUPT;
+	uint32_t nseg = le_get32(d + 24), nent = le_get32(d + 28);
+	if (nseg > WAL_HWM_MAX_SEGS || nent > WAL_HWM_MAX_ENTS ||
+	    size != WAL_HWM_HDR + (uint64_t)nseg * WAL_HWM_SEG +
+			    (uint64_t)nent * WAL_HWM_ENT + 8 ||
+	    le_get64(d + size - 8) != parley_xxh3(d, size - 8, WAL_SEED_HWM))
+		return -PARLEY_ECORRUPT;
+	m->flags = le_get32(d + 12);
+	m->seq = le_get64(d + 16);
+	m->segs = calloc(nseg ? nseg : 1, sizeof *m->segs);
+	m->ents = calloc(nent ? nent : 1, sizeof *m->ents);
+	if (!m->segs || !m->ents) {
+		hwm_free(m);
+		return -ENOMEM;
+	}
+	const uint8_t *p = d + WAL_HWM_HDR;
+	uint64_t used = 0;
+	for (uint32_t i = 0; i < nseg; i++, p += WAL_HWM_SEG) {
+		struct hwm_seg *g = &m->segs[i];
+		g->seq = le_get64(p);
+		g->end = le_get64(p + 8);
+		g->n = le_get32(p + 16);
+		g->first = (uint32_t)PARLEY_MIN(used, (uint64_t)UINT32_MAX);
+		used += g->n;
+	}
+	if (used != nent) {
+		hwm_free(m);
+		return -PARLEY_ECORRUPT;
+	}
+	for (uint32_t i = 0; i < nent; i++, p += WAL_HWM_ENT) {
+		m->ents[i].part = le_get32(p);
+		m->ents[i].max = le_get64(p + 8);
+	}
+	m->nseg = nseg;
+	m->nent = nent;
+	return 0;
+}
+
+/* Reads <dir>/wal.hwm: 0 (*found says whether it exists), or an error. */
+static int hwm_read(struct pio *io, const char *dir, struct hwm *m,
+		    bool *found)
+{
+	char path[600];
+	snprintf(path, sizeof path, "%s/%s", dir, WAL_HWM_NAME);
+	uint8_t *d = NULL;
+	uint64_t size = 0;
+	*found = false;
+	memset(m, 0, sizeof *m);
+	int rc = read_whole(io, path, &d, &size);
+	if (rc == -ENOENT || rc == -PARLEY_ENOTFOUND)
+		return 0;
+	if (rc)
+		return rc;
+	rc = hwm_decode(d, size, m);
+	free(d);
+	if (!rc)
+		*found = true;
+	return rc;
+}
+
+/*
+ * Encodes the mark from the durable maps (shard thread): every segment not
+ * being released (drop), plus `next` (a segment about to become active, no
+ * records yet) when non-zero. The active segment recorded is `next` or the
+ * current one.
+ */
+static int hwm_encode(struct wal *w, bool clean, uint64_t next, uint8_t **out,
+		      size_t *out_len)
+{
+	uint32_t nseg = 0, nent = 0;
+	for (uint32_t i = 0; i < w->nmaps; i++)
+		if (!w->maps[i].drop) {
+			nseg++;
+			nent += w->maps[i].n;
+		}
+	if (next)
+		nseg++;
+	if (nseg > WAL_HWM_MAX_SEGS || nent > WAL_HWM_MAX_ENTS)
+		return -PARLEY_EINVAL;
+	size_t size = WAL_HWM_HDR + (size_t)nseg * WAL_HWM_SEG +
+		      (size_t)nent * WAL_HWM_ENT + 8;
+	uint8_t *d = calloc(1, size);
+	if (!d)
+		return -ENOMEM;
+	le_put64(d, WAL_HWM_MAGIC);
+	le_put32(d + 8, WAL_HWM_VERSION);
+	le_put32(d + 12, clean ? WAL_HWM_CLEAN : 0);
+	le_put64(d + 16, next ? next : w->seg_seq);
+	le_put32(d + 24, nseg);
+	le_put32(d + 28, nent);
+	uint8_t *sp = d + WAL_HWM_HDR;
+	uint8_t *ep = sp + (size_t)nseg * WAL_HWM_SEG;
+	for (uint32_t i = 0; i < w->nmaps; i++) {
+		const struct wal_segmap *m = &w->maps[i];
+		if (m->drop)
+			continue;
+		le_put64(sp, m->seq);
+		le_put64(sp + 8, m->end);
+		le_put32(sp + 16, m->n);
+		sp += WAL_HWM_SEG;
+		for (uint32_t k = 0; k < m->n; k++, ep += WAL_HWM_ENT) {
+			le_put32(ep, m->v[k].part);
+			le_put64(ep + 8, m->v[k].max);
+		}
+	}
+	if (next) {
+		le_put64(sp, next);
+		le_put64(sp + 8, WAL_BLOCK);
+	}
+	le_put64(d + size - 8, parley_xxh3(d, size - 8, WAL_SEED_HWM));
+	*out = d;
+	*out_len = size;
+	return 0;
+}
+
+/*
+ * Stores an encoded mark (mark_mu held, any thread) unless a newer one is
+ * already on disk: marks are made in generation order on the shard thread
+ * but the prep thread may store one late, and an older mark stored after a
+ * release's mark would list a released segment. dir_sync=false when the
+ * caller syncs the directory right after.
+ */
+static int hwm_store(struct wal *w, const uint8_t *d, size_t size,
+		     uint64_t gen, bool dir_sync)
+{
+	if (gen <= w->mark_written)
+		return 0;
+	char tmp[600], fin[600];
+	snprintf(tmp, sizeof tmp, "%s/%s.tmp", w->dir, WAL_HWM_NAME);
+	snprintf(fin, sizeof fin, "%s/%s", w->dir, WAL_HWM_NAME);
+	struct pio_file *f;
+	int rc = w->io->ops->open(w->io, tmp, PIO_CREATE, &f);
+	if (!rc) {
+		rc = w->io->ops->truncate(w->io, f, 0);
+		if (!rc)
+			rc = w->io->ops->pwrite(w->io, f, d, size, 0);
+		if (!rc)
+			rc = w->io->ops->fdatasync(w->io, f);
+		w->io->ops->close(w->io, f);
+	}
+	if (!rc)
+		rc = w->io->ops->rename(w->io, tmp, fin);
+	if (!rc && dir_sync)
+		rc = w->io->ops->fsync_dir(w->io, w->dir);
+	if (rc)
+		PLOG_W("wal", "high-water mark not written (the previous one "
+		       "stays)", "dir=%s err=%s", w->dir, parley_errname(rc));
+	else
+		w->mark_written = gen;
+	return rc;
+}
+
+/* Makes and stores a mark now (shard thread, or open). */
+static int hwm_write(struct wal *w, bool clean, uint64_t next, bool dir_sync)
+{
+	if (w->read_only || w->mark_frozen || w->maps_oom)
+		return 0;
+	uint8_t *d;
+	size_t n;
+	pthread_mutex_lock(&w->maps_mu);
+	int rc = hwm_encode(w, clean, next, &d, &n);
+	uint64_t gen = ++w->mark_gen;
+	if (!rc)
+		w->mark_dirty = false;
+	pthread_mutex_unlock(&w->maps_mu);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&w->mark_mu);
+	rc = hwm_store(w, d, n, gen, dir_sync);
+	pthread_mutex_unlock(&w->mark_mu);
+	free(d);
+	return rc;
+}
+
+/* The prep thread, every WAL_HWM_EVERY_MS: when batches became durable
+ * since the last mark, makes and stores one, off the append path. Best
+ * effort: a mark not stored leaves the previous one, which is still true.
+ * Made under maps_mu with its generation, so one made before a release's
+ * mark (listing a segment about to go) is never stored after it. */
+static void hwm_periodic(struct wal *w)
+{
+	uint8_t *d = NULL;
+	size_t n = 0;
+	uint64_t gen = 0;
+	pthread_mutex_lock(&w->maps_mu);
+	if (w->mark_dirty && !w->mark_frozen && !w->maps_oom &&
+	    hwm_encode(w, false, 0, &d, &n) == 0) {
+		gen = ++w->mark_gen;
+		w->mark_dirty = false;
+	}
+	pthread_mutex_unlock(&w->maps_mu);
+	if (!d)
+		return;
+	pthread_mutex_lock(&w->mark_mu);
+	(void)hwm_store(w, d, n, gen, true);
+	pthread_mutex_unlock(&w->mark_mu);
+	free(d);
+}
+
+static const struct wal_segmap *segmap_find(const struct wal *w, uint64_t seq)
+{
+	for (uint32_t i = 0; i < w->nmaps; i++)
+		if (w->maps[i].seq == seq)
+			return &w->maps[i];
+	return NULL;
+}
+
+static uint64_t pmax_of(const struct wal_segmap *m, uint32_t part)
+{
+	for (uint32_t k = 0; m && k < m->n; k++)
+		if (m->v[k].part == part)
+			return m->v[k].max;
+	return 0;
+}
+
+/*
+ * Recovery's check against the mark: every (segment, partition, index) it
+ * lists must have been found again by the scan (w->maps) or be in history.
+ * Reports each partition missing records, with file, bytes and indexes.
+ * Returns how many losses were reported.
+ */
+static uint32_t hwm_check(struct wal *w, const struct hwm *m,
+			  const struct wal_recovery *rec)
+{
+	uint32_t lost = 0;
+	for (uint32_t i = 0; i < m->nseg; i++) {
+		const struct hwm_seg *g = &m->segs[i];
+		const struct wal_segmap *sm = segmap_find(w, g->seq);
+		char name[64], why[200];
+		snprintf(name, sizeof name, "wal-%016" PRIx64 ".log", g->seq);
+		for (uint32_t k = 0; k < g->n; k++) {
+			const struct wal_pmax *e = &m->ents[g->first + k];
+			uint64_t fl = rec->flushed ? rec->flushed(rec->arg, e->part)
+						   : 0;
+			if (e->max <= fl || pmax_of(sm, e->part) >= e->max)
+				continue;
+			/* the first missing index: after what survived up to
+			 * and including this segment, or what history holds */
+			uint64_t from = fl;
+			for (uint32_t j = 0; j < w->nmaps; j++)
+				if (w->maps[j].seq <= g->seq)
+					from = PARLEY_MAX(from,
+							  pmax_of(&w->maps[j], e->part));
+			from = PARLEY_MIN(from + 1, e->max);
+			if (sm)
+				snprintf(why, sizeof why, "acknowledged records lost: "
+					 "log indexes %" PRIu64 "..%" PRIu64
+					 " (log ends at byte %" PRIu64 ", wal.hwm "
+					 "recorded it durable to byte %" PRIu64 ")",
+					 from, e->max, sm->end, g->end);
+			else
+				snprintf(why, sizeof why, "segment file missing: "
+					 "acknowledged log indexes %" PRIu64 "..%" PRIu64
+					 " lost (bytes %u..%" PRIu64 " per wal.hwm)",
+					 from, e->max, WAL_BLOCK, g->end);
+			PLOG_E("wal", "acknowledged records missing",
+			       "dir=%s file=%s partition=%u indexes=%" PRIu64
+			       "..%" PRIu64 " bytes=%" PRIu64 "..%" PRIu64,
+			       w->dir, name, e->part, from, e->max,
+			       sm ? sm->end : (uint64_t)WAL_BLOCK, g->end);
+			rec->corrupt(rec->arg, e->part, name, sm ? sm->end : 0, why);
+			lost++;
+		}
+	}
+	return lost;
 }
 
 /* Turns a spare (or a new file) into the active segment `seq`. */
@@ -483,11 +901,26 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	rc = w->io->ops->open(w->io, from, 0, &f);
 	if (rc)
 		return rc;
+	/* The header records the file's size as created, so a later cut is
+	 * visible (a recycled spare keeps the size it was made with). */
+	int64_t fsz = w->io->ops->size(w->io, f);
+	if (fsz < 0) {
+		w->io->ops->close(w->io, f);
+		return (int)fsz;
+	}
 	uint8_t hdr[WAL_BLOCK];
-	wal_encode_seg_header(hdr, seq);
+	wal_encode_seg_header(hdr, seq,
+			      PARLEY_MAX((uint64_t)fsz, (uint64_t)WAL_BLOCK));
 	rc = w->io->ops->pwrite(w->io, f, hdr, sizeof hdr, 0);
 	if (!rc)
 		rc = w->io->ops->fdatasync(w->io, f);
+	/* The mark names the new segment before it exists under its name;
+	 * the directory sync below covers both renames. A failure here is
+	 * not fatal: the previous mark stays true (it just does not list the
+	 * new segment, which is newer than it), and a clean mark of an older
+	 * segment never covers this one. */
+	if (!rc)
+		(void)hwm_write(w, false, seq, false);
 	if (!rc)
 		rc = w->io->ops->rename(w->io, from, to);
 	if (!rc)
@@ -499,7 +932,12 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	if (w->seg)
 		w->io->ops->close(w->io, w->seg);
 	w->seg = f;
+	pthread_mutex_lock(&w->maps_mu);
 	w->seg_seq = seq;
+	struct wal_segmap *sm = segmap_get(w, seq);
+	if (sm)
+		sm->end = WAL_BLOCK;
+	pthread_mutex_unlock(&w->maps_mu);
 	snprintf(w->seg_name, sizeof w->seg_name, "wal-%016" PRIx64 ".log", seq);
 	w->tail = WAL_BLOCK;
 	w->roll_pending = false;
@@ -597,6 +1035,7 @@ static void note_corrupt(void *arg, int64_t partition, const char *file,
 	/* a damaged segment's records past the damage are unknown: keep
 	 * every segment (the evidence) rather than guess */
 	c->w->maps_broken = true;
+	c->w->mark_frozen = true; /* the old mark stays as the evidence */
 	c->rec->corrupt(c->rec->arg, partition, file, off, why);
 }
 
@@ -616,7 +1055,13 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	w->read_only = read_only;
 	snprintf(w->dir, sizeof w->dir, "%s", dir);
 	pthread_mutex_init(&w->spare_mu, NULL);
-	pthread_cond_init(&w->spare_cv, NULL);
+	pthread_mutex_init(&w->mark_mu, NULL);
+	pthread_mutex_init(&w->maps_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* prep_wait */
+	pthread_cond_init(&w->spare_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	for (int i = 0; i < 2 && !read_only; i++) {
 		w->bufs[i].p = aligned_alloc(WAL_BLOCK, WAL_MAX_BATCH + WAL_BLOCK);
 		if (!w->bufs[i].p) {
@@ -648,9 +1093,26 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	if (l.n)
 		qsort(l.seqs, l.n, sizeof *l.seqs, cmp_u64);
 
+	struct hwm mark;
+	bool have_mark = false;
+	rc = hwm_read(io, dir, &mark, &have_mark);
+	if (rc == -PARLEY_ECORRUPT) {
+		rec->corrupt(rec->arg, -1, WAL_HWM_NAME, 0,
+			     "high-water mark file damaged: cannot tell which "
+			     "acknowledged records the log must hold");
+		w->maps_broken = w->mark_frozen = true;
+	} else if (rc) {
+		free(l.seqs);
+		wal_close(w);
+		return rc;
+	}
+
 	uint64_t tail = WAL_BLOCK;
 	uint32_t max_batch = 0;
-	bool last_sealed = false;
+	bool last_sealed = false, any_v2 = false;
+	uint64_t restore_size = 0; /* give a cut last segment its size back */
+	struct scan_out last_so = {0};
+	uint64_t last_size = 0;
 	for (size_t i = 0; i < l.n; i++) {
 		char path[600], name[64];
 		seg_path(w, l.seqs[i], path, sizeof path);
@@ -664,40 +1126,120 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			return rc;
 		}
 		bool is_last = i + 1 == l.n;
-		uint32_t mb = 0;
 		struct note_ctx nc = {.w = w, .seq = l.seqs[i], .rec = rec};
 		struct wal_recovery nrec = {.record = note_record,
 					    .corrupt = note_corrupt, .arg = &nc};
 		/* a segment with no record still counts: it may be released */
-		if (!segmap_get(w, l.seqs[i]))
-			w->maps_broken = true;
-		rc = wal_scan_buffer(data, size, name, is_last, &nrec, &tail, &mb);
+		if (!segmap_get(w, l.seqs[i])) {
+			free(data);
+			free(l.seqs);
+			hwm_free(&mark);
+			wal_close(w);
+			return -ENOMEM;
+		}
+		struct scan_out so;
+		rc = scan_segment(data, size, name, is_last, &nrec, &so);
 		free(data);
 		if (rc && rc != -PARLEY_ECORRUPT) {
 			free(l.seqs);
+			hwm_free(&mark);
 			wal_close(w);
 			return rc;
 		}
+		struct wal_segmap *sm = segmap_get(w, l.seqs[i]);
+		if (sm)
+			sm->end = so.end;
+		any_v2 |= so.created != 0;
+		tail = so.tail;
+		if (so.created > size && !rc && !is_last)
+			PLOG_W("wal", "segment file shorter than created (its log "
+			       "and seal are intact)", "dir=%s file=%s size=%" PRIu64
+			       " created=%" PRIu64, dir, name, size, so.created);
 		if (is_last) {
-			max_batch = mb;
-			last_sealed = tail >= size;
+			max_batch = so.max_batch;
+			last_sealed = so.sealed;
+			last_so = so;
+			last_size = size;
 			if (rc == -PARLEY_ECORRUPT) /* never write over it */
 				last_sealed = true;
 		}
 	}
 	uint64_t last_seq = l.n ? l.seqs[l.n - 1] : 0;
 	free(l.seqs);
+	if (w->maps_oom) {
+		hwm_free(&mark);
+		wal_close(w);
+		return -ENOMEM;
+	}
+
+	/* The high-water mark: what earlier syncs proved durable must be here. */
+	if (have_mark) {
+		if (hwm_check(w, &mark, rec))
+			w->maps_broken = w->mark_frozen = true;
+	} else if (any_v2) {
+		PLOG_W("wal", "high-water mark file missing: acknowledged records "
+		       "lost from this WAL cannot be detected on this start",
+		       "dir=%s file=%s", dir, WAL_HWM_NAME);
+	} else if (l.n) {
+		PLOG_I("wal", "WAL from an older version: upgraded in place (a "
+		       "high-water mark is kept from now on)", "dir=%s", dir);
+	}
+	/* A cut active segment: records written after the last mark may have
+	 * been in the lost bytes, and nothing names their partitions, unless
+	 * the mark was written at a clean shutdown (then it knows the end). */
+	if (last_so.created > last_size && last_so.eof) {
+		char name[64], why[200];
+		snprintf(name, sizeof name, "wal-%016" PRIx64 ".log", last_seq);
+		bool covered = have_mark && (mark.flags & WAL_HWM_CLEAN) &&
+			       mark.seq == last_seq;
+		PLOG_E("wal", "segment file cut short", "dir=%s file=%s size=%"
+		       PRIu64 " created=%" PRIu64 " log_end=%" PRIu64
+		       " clean_mark=%s", dir, name, last_size, last_so.created,
+		       last_so.end, covered ? "yes" : "no");
+		if (!covered) {
+			snprintf(why, sizeof why, "file cut to %" PRIu64 " bytes "
+				 "(created %" PRIu64 "): acknowledged records after "
+				 "byte %" PRIu64 " may be lost (bytes %" PRIu64
+				 "..%" PRIu64 " missing)", last_size,
+				 last_so.created, last_so.end, last_size,
+				 last_so.created);
+			rec->corrupt(rec->arg, -1, name, last_so.end, why);
+			w->maps_broken = w->mark_frozen = true;
+			last_sealed = true; /* never write over it */
+		} else {
+			restore_size = last_so.created;
+		}
+	}
+	hwm_free(&mark);
 
 	if (read_only) {
 		*out = w;
 		return 0;
 	}
 	if (l.n == 0 || last_sealed) {
-		rc = seg_activate(w, last_seq + 1);
+		/* what the mark is about to count must be durable: after kill -9
+		 * the sealing batch may have been read back from the page cache
+		 * before its fdatasync ran */
+		if (l.n) {
+			char path[600];
+			struct pio_file *f;
+			seg_path(w, last_seq, path, sizeof path);
+			rc = io->ops->open(io, path, 0, &f);
+			if (!rc) {
+				rc = io->ops->fdatasync(io, f);
+				io->ops->close(io, f);
+			}
+		}
+		if (!rc)
+			rc = seg_activate(w, last_seq + 1);
 	} else {
 		char path[600];
 		seg_path(w, last_seq, path, sizeof path);
 		rc = io->ops->open(io, path, 0, &w->seg);
+		/* a cut whose loss the clean mark has measured (and reported):
+		 * zeros again after the log, as a pre-zeroed segment has */
+		if (!rc && restore_size)
+			rc = io->ops->truncate(io, w->seg, restore_size);
 		if (!rc) /* make what we replayed durable before serving it */
 			rc = io->ops->fdatasync(io, w->seg);
 		w->seg_seq = last_seq;
@@ -705,6 +1247,10 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			 "wal-%016" PRIx64 ".log", last_seq);
 		w->tail = tail;
 		w->batch_seq = max_batch;
+		/* this run's first mark: it also retires a clean one, whose
+		 * end would no longer be final once anything is appended */
+		if (!rc)
+			rc = hwm_write(w, false, 0, true);
 		/* An unsealed last segment always has room for one more batch:
 		 * the batch that would have sealed it was torn and starts again
 		 * here, and wal_submit seals it then. Rolling without a seal
@@ -740,6 +1286,8 @@ void wal_close(struct wal *w)
 		free(w->maps[i].v);
 	free(w->maps);
 	pthread_mutex_destroy(&w->spare_mu);
+	pthread_mutex_destroy(&w->mark_mu);
+	pthread_mutex_destroy(&w->maps_mu);
 	pthread_cond_destroy(&w->spare_cv);
 	free(w);
 }
@@ -826,8 +1374,6 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 	uint32_t start = (uint32_t)w->tail;
 	for (uint32_t off = 0; off < b->len;) {
 		uint8_t *h = b->p + off;
-		if (le_get16(h + 28) != WAL_REC_SEAL)
-			wal_note(w, w->seg_seq, le_get32(h + 24), le_get64(h + 40));
 		rec_stamp(h, w->seg_seq, batch, start);
 		off = (uint32_t)align_up(off + WAL_REC_HDR + le_get32(h + 4), 8);
 	}
@@ -842,6 +1388,8 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 	}
 	w->flight_cqes = 2;
 	w->flight_start_ns = parley_mono_ns();
+	w->flight_seq = w->seg_seq;
+	w->flight_end = w->tail + wlen;
 	w->tail += wlen;
 	w->stats.batches++;
 	w->stats.bytes += wlen;
@@ -867,6 +1415,24 @@ int wal_on_cqe(struct wal *w, int res)
 	if (w->failed)
 		return w->failed;
 	w->stats.sync_ns += parley_mono_ns() - w->flight_start_ns;
+	/* Durable now: only from here on do its records count for release
+	 * and for the high-water mark (which must never claim a record that
+	 * a crash could still tear away). Its segment is the active one,
+	 * never released while active. */
+	const struct wal_buf *b = w->flight;
+	pthread_mutex_lock(&w->maps_mu);
+	for (uint32_t off = 0; off < b->len;) {
+		const uint8_t *h = b->p + off;
+		if (le_get16(h + 28) != WAL_REC_SEAL)
+			wal_note(w, w->flight_seq, le_get32(h + 24),
+				 le_get64(h + 40));
+		off = (uint32_t)align_up(off + WAL_REC_HDR + le_get32(h + 4), 8);
+	}
+	struct wal_segmap *sm = w->maps_oom ? NULL : segmap_get(w, w->flight_seq);
+	if (sm)
+		sm->end = w->flight_end;
+	w->mark_dirty = true;
+	pthread_mutex_unlock(&w->maps_mu);
 	return 1;
 }
 
@@ -932,7 +1498,8 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 	if (w->read_only || w->maps_broken || w->failed)
 		return 0;
 	int released = 0;
-	uint32_t keep = 0;
+	uint32_t keep = 0, ndrop = 0;
+	pthread_mutex_lock(&w->maps_mu);
 	for (uint32_t i = 0; i < w->nmaps; i++) {
 		struct wal_segmap *m = &w->maps[i];
 		bool active = m->seq == w->seg_seq && w->seg;
@@ -940,7 +1507,26 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		for (uint32_t k = 0; k < m->n && free_ok; k++)
 			if (m->v[k].max > flushed(arg, m->v[k].part))
 				free_ok = false;
-		if (free_ok) {
+		m->drop = free_ok;
+		ndrop += free_ok;
+	}
+	pthread_mutex_unlock(&w->maps_mu);
+	/* The mark first, without the segments about to go: a crash between
+	 * the two leaves unlisted segments behind (harmless), never a listed
+	 * one missing. No mark, no release. */
+	if (ndrop && hwm_write(w, false, 0, true)) {
+		pthread_mutex_lock(&w->maps_mu);
+		for (uint32_t i = 0; i < w->nmaps; i++)
+			w->maps[i].drop = false;
+		pthread_mutex_unlock(&w->maps_mu);
+		return 0;
+	}
+	pthread_mutex_lock(&w->maps_mu);
+	for (uint32_t i = 0; i < w->nmaps; i++) {
+		struct wal_segmap *m = &w->maps[i];
+		bool active = m->seq == w->seg_seq && w->seg;
+		if (m->drop) {
+			m->drop = false;
 			int rc = seg_release(w, m->seq);
 			if (rc) {
 				PLOG_W("wal", "segment release failed (retried later)",
@@ -966,7 +1552,16 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		w->maps[keep++] = *m;
 	}
 	w->nmaps = keep;
+	pthread_mutex_unlock(&w->maps_mu);
 	return released;
+}
+
+int wal_mark_clean(struct wal *w)
+{
+	if (w->read_only || w->failed || w->flight || w->open->nrec ||
+	    !w->seg)
+		return 0;
+	return hwm_write(w, true, 0, true);
 }
 
 uint32_t wal_segment_count(const struct wal *w)

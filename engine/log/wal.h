@@ -23,6 +23,50 @@
  *   16 u32 batch seq (low)     32 u64 term
  *   20 u32 batch start offset  40 u64 index
  *
+ * Segment header (block 0, written once and synced before the segment is
+ * used): version 1 is {magic, version, seq, checksum}; version 2 adds the
+ * file's size when it was created (pre-zeroed spares are full size), so a
+ * file found shorter than that was cut by something outside parley.
+ *
+ * High-water mark (wal.hwm, one per shard WAL, replaced atomically by
+ * tmp + fdatasync + rename + fsync_dir): the durable state of the log as of
+ * its writing — the active segment, and for every live segment its durable
+ * end offset and, per partition, the highest log index it holds. Only
+ * records whose batch completed its fdatasync are ever counted, so the mark
+ * never claims more than was acknowledgeable. It is written at points that
+ * already sync (no extra fdatasync on the append path):
+ *   - open (after recovery; read-write only), which also retires a "clean"
+ *     mark of the previous run before anything new is appended;
+ *   - roll (before the new segment is renamed into place, one directory
+ *     sync covers both);
+ *   - release (written first, without the segments about to go);
+ *   - clean shutdown (wal_mark_clean): flagged clean, its end is final;
+ *   - every WAL_HWM_EVERY_MS when batches became durable since the last
+ *     mark: made and stored by the spare-preparing thread (under maps_mu,
+ *     with a generation that keeps an older mark from landing after a
+ *     newer one).
+ * Recovery checks it (recovery and `parleyctl inspect` alike, both through
+ * wal_open): every (segment, partition, index) it lists must be found again
+ * (or be in history: index <= flushed), else that partition is reported
+ * corrupt with the file, the byte range and the log index range that are
+ * missing. A segment file listed in the mark but absent is reported the
+ * same way. A version-2 segment shorter than created whose log runs into the
+ * cut is corruption of the whole shard unless a clean mark proves where the
+ * log ended (records written after the last mark cannot be named).
+ *
+ * What cannot be detected (the residual window): with no clean shutdown,
+ * records made durable after the last stored mark (about the last
+ * WAL_HWM_EVERY_MS before the crash, plus the time to store a mark) whose
+ * bytes are lost *in place* — zeroed or replaced by older contents
+ * while the file keeps its size. A cut file is always detected
+ * (v2 segments). Losing the mark file itself only loses the check (logged);
+ * a damaged mark is reported as corruption. A whole directory restored
+ * from an older backup is consistent and cannot be told apart from an
+ * older state. Segments in version 1 (older data directories) are upgraded
+ * in place: read as before without the size check; the first read-write
+ * open writes a mark; new segments are version 2. Older binaries refuse
+ * version-2 segments ("bad segment header"): no downgrade.
+ *
  * Invariants
  *   1. At most one batch is in flight (written but not yet synced); the next
  *      batch is only submitted when it completes. So after a crash at most
@@ -35,9 +79,16 @@
  *      corruption, reported with file and offset, never truncated away.
  *   4. Stale records from a segment's previous life carry another segment
  *      seq and are never read as valid.
+ *   5. wal.hwm never claims a record whose batch has not completed its
+ *      fdatasync, and never omits a segment file that still exists unless
+ *      that segment is being released (mark first, then release). So after
+ *      any crash, everything it lists is on disk unless something outside
+ *      parley removed it.
  *
  * Threads: after wal_open, all calls come from the owning shard thread. The
- * spare-preparing thread only touches spare-*.log files, under `spare_mu`.
+ * spare-preparing thread only touches spare-*.log files, under `spare_mu`,
+ * and makes the periodic mark from the segment maps under `maps_mu` (the
+ * shard thread changes them under it); wal.hwm is written under `mark_mu`.
  */
 #ifndef PARLEY_ENGINE_WAL_H
 #define PARLEY_ENGINE_WAL_H
@@ -75,8 +126,22 @@ struct wal_recovery {
 	 * the shard. */
 	void (*corrupt)(void *arg, int64_t partition, const char *file,
 			uint64_t off, const char *why);
+	/* Optional: the highest log index of `partition` already in history
+	 * (its WAL records are no longer needed). NULL means 0. The mark check
+	 * reports only missing records above it. */
+	uint64_t (*flushed)(void *arg, uint32_t partition);
 	void *arg;
 };
+
+#define WAL_HWM_NAME "wal.hwm"
+/* The spare-preparing thread also makes and stores a mark this often when
+ * batches became durable since the last one, off the append path. Time,
+ * not bytes: storing a mark (temp file, fdatasync, rename, directory sync)
+ * costs the file system a journal commit that a concurrent WAL fdatasync
+ * may wait for, so it is bounded to one per interval whatever the load. */
+#define WAL_HWM_EVERY_MS 1000u
+#define WAL_HWM_MAX_SEGS (1u << 20)
+#define WAL_HWM_MAX_ENTS (1u << 26)
 
 /*
  * Opens the WAL in `dir` (created if absent), replays every valid record
@@ -86,6 +151,15 @@ struct wal_recovery {
 int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	     bool read_only, const struct wal_recovery *rec, struct wal **out);
 void wal_close(struct wal *w);
+
+/*
+ * Clean shutdown (shard thread, nothing open or in flight): writes the
+ * high-water mark flagged clean, so the next recovery knows where the log
+ * ends exactly. Returns 0, or a negative error (the mark is then the last
+ * one written, still true). A no-op when read-only, failed, or when recovery
+ * found damage (the old mark stays as the evidence).
+ */
+int wal_mark_clean(struct wal *w);
 
 /*
  * Building the open batch (shard thread). wal_reserve returns a pointer to
@@ -163,8 +237,10 @@ int wal_scan_buffer(const uint8_t *data, uint64_t size, const char *name,
 
 /* Encoders for tests and fuzzing: a segment header block (WAL_BLOCK bytes)
  * and one record (WAL_REC_HDR + len bytes, body copied) exactly as the
- * writer lays them out. */
-void wal_encode_seg_header(uint8_t *block, uint64_t seg_seq);
+ * writer lays them out. file_bytes is the created size recorded in a
+ * version-2 header; 0 writes a version-1 header (older data directories). */
+void wal_encode_seg_header(uint8_t *block, uint64_t seg_seq,
+			   uint64_t file_bytes);
 void wal_encode_record(uint8_t *out, uint64_t seg_seq, uint32_t batch,
 		       uint32_t batch_start, uint32_t partition, uint16_t type,
 		       uint64_t term, uint64_t index, const void *body,

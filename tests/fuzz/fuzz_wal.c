@@ -36,7 +36,7 @@ static void put_file(struct pio *io, const char *path, const void *b, size_t n)
 static size_t build_structured(const uint8_t *d, size_t n, uint8_t *seg,
 			       size_t cap)
 {
-	wal_encode_seg_header(seg, 1);
+	wal_encode_seg_header(seg, 1, sizeof seg);
 	size_t off = WAL_BLOCK;
 	uint32_t batch = 1, start = WAL_BLOCK;
 	uint64_t index[4] = {0};
@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		seglen = PARLEY_MIN(size - 1, sizeof seg);
 		memcpy(seg, data + 1, seglen);
 		if (seglen >= 32 && (data[0] & 2)) /* keep a valid header */
-			wal_encode_seg_header(seg, 1);
+			wal_encode_seg_header(seg, 1, sizeof seg);
 		if (seglen < WAL_BLOCK && (data[0] & 2))
 			seglen = WAL_BLOCK;
 	}

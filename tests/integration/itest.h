@@ -603,4 +603,48 @@ static __attribute__((unused)) int it_raw_login(int fd, const char *user, const 
 	return 0;
 }
 
+/* ---- process memory -------------------------------------------------------------------- */
+
+/* 1 in sanitizer builds (make asan): parleyd is built the same way, and
+ * AddressSanitizer's shadow memory and quarantine of freed blocks make its
+ * resident memory meaningless, so memory bounds are not checked there
+ * (the behaviour around them still is). */
+#if defined(__SANITIZE_ADDRESS__)
+#define IT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define IT_SANITIZED 1
+#endif
+#endif
+#ifndef IT_SANITIZED
+#define IT_SANITIZED 0
+#endif
+
+/* A "Vm...:" line of /proc/<pid>/status in KiB (field e.g. "VmRSS:",
+ * "VmHWM:"); -1 when unreadable. */
+static __attribute__((unused)) long it_proc_kb(pid_t pid, const char *field)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	long v = -1;
+	size_t fl = strlen(field);
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, field, fl)) {
+			v = atol(line + fl);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* Makes fd non-blocking. */
+static __attribute__((unused)) void it_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	IT_CHECK(fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0);
+}
+
 #endif /* PARLEY_ITEST_H */
