@@ -90,38 +90,52 @@ static void rlog_drop_through(struct part *p, uint64_t index)
 	p->rlog_first += k;
 }
 
-/* Appends an owned copy of (term, index, type, data) with its checksum
+/* Appends (term, index, type, data) taking ownership of `owned` (a
+ * malloc'd copy of the data, freed here on failure) with its checksum
  * (computed when csum is NULL); truncates a conflicting suffix first.
  * -PARLEY_ENOMEM or -PARLEY_ECORRUPT (gap). */
-static int rlog_put(struct part *p, uint64_t term, uint64_t index,
-		    uint8_t type, const uint8_t *data, uint32_t len,
-		    const uint64_t *csum)
+static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
+			  uint8_t type, uint8_t *owned, uint32_t len,
+			  const uint64_t *csum)
 {
 	if (!p->rlog_n)
 		p->rlog_first = index;
 	rlog_free_from(p, index);
 	if (!p->rlog_n)
 		p->rlog_first = index;
-	if (index != p->rlog_first + p->rlog_n)
+	if (index != p->rlog_first + p->rlog_n) {
+		free(owned);
 		return -PARLEY_ECORRUPT;
+	}
 	if (p->rlog_n == p->rlog_cap) {
 		uint64_t nc = p->rlog_cap ? p->rlog_cap * 2 : 64;
 		struct raft_entry *ne = realloc(p->rlog, nc * sizeof *ne);
-		if (!ne)
+		if (!ne) {
+			free(owned);
 			return -PARLEY_ENOMEM;
+		}
 		p->rlog = ne;
 		p->rlog_cap = nc;
 	}
+	p->rlog[p->rlog_n++] = (struct raft_entry){
+		.term = term, .index = index, .len = len, .type = type,
+		.data = owned,
+		.csum = csum ? *csum
+			     : raft_entry_csum(term, index, type, owned, len)};
+	return 0;
+}
+
+/* rlog_put_owned of a copy of data. */
+static int rlog_put(struct part *p, uint64_t term, uint64_t index,
+		    uint8_t type, const uint8_t *data, uint32_t len,
+		    const uint64_t *csum)
+{
 	uint8_t *d = malloc(len ? len : 1);
 	if (!d)
 		return -PARLEY_ENOMEM;
 	if (len)
 		memcpy(d, data, len);
-	p->rlog[p->rlog_n++] = (struct raft_entry){
-		.term = term, .index = index, .len = len, .type = type,
-		.data = d,
-		.csum = csum ? *csum : raft_entry_csum(term, index, type, d, len)};
-	return 0;
+	return rlog_put_owned(p, term, index, type, d, len, csum);
 }
 
 static uint64_t rlog_last(const struct part *p)
@@ -152,27 +166,25 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 	if (p->rlog_n == 0 && rec->index != p->flushed_index + 1)
 		return -PARLEY_ECORRUPT; /* the log does not join the history */
 	uint8_t type;
-	const uint8_t *data = rec->body;
-	uint32_t len = rec->len;
-	uint8_t *framed = NULL;
-	if (rec->type == CMD_APPEND || rec->type == CMD_DELETE) {
+	bool framed = rec->type == CMD_APPEND || rec->type == CMD_DELETE;
+	if (framed)
 		type = RAFT_ENTRY_NORMAL;
-		framed = malloc((size_t)rec->len + 1);
-		if (!framed)
-			return -PARLEY_ENOMEM;
-		framed[0] = (uint8_t)rec->type;
-		memcpy(framed + 1, rec->body, rec->len);
-		data = framed;
-		len = rec->len + 1;
-	} else if (rec->type == CMD_NOOP) {
+	else if (rec->type == CMD_NOOP)
 		type = RAFT_ENTRY_NOOP;
-	} else if (rec->type == CMD_CONF) {
+	else if (rec->type == CMD_CONF)
 		type = RAFT_ENTRY_CONF;
-	} else {
+	else
 		return -PARLEY_ECORRUPT;
-	}
-	int rc = rlog_put(p, rec->term, rec->index, type, data, len, NULL);
-	free(framed);
+	/* one copy: the entry's payload (u8 kind | body for a command) */
+	uint32_t len = rec->len + (framed ? 1u : 0u);
+	uint8_t *d = malloc(len ? len : 1);
+	if (!d)
+		return -PARLEY_ENOMEM;
+	if (framed)
+		d[0] = (uint8_t)rec->type;
+	if (rec->len)
+		memcpy(d + (framed ? 1 : 0), rec->body, rec->len);
+	int rc = rlog_put_owned(p, rec->term, rec->index, type, d, len, NULL);
 	if (!rc && rec->term > p->hs_term)
 		p->hs_term = rec->term; /* a log written before HARDSTATE */
 	return rc;
