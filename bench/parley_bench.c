@@ -140,7 +140,8 @@ static void usage(FILE *f)
 "  --parleyd PATH      server modes: parleyd binary to start\n"
 "  --parleyd-args T    its arguments; {port} {data} {dir} are substituted\n"
 "                      (default \"--dev --data {data} --listen 127.0.0.1:{port}\n"
-"                      --tls-port 0 --admin-port 0\")\n"
+"                      --tls-port 0 --admin-port 0\" plus rate limits and the\n"
+"                      handshake bound off: --rate-*-per-min 0 --max-handshakes 0)\n"
 "  --tls               idle-conns: connect over TLS; parleyd gets a throw-away\n"
 "                      certificate ({cert} {key}) and, unless --parleyd-args is\n"
 "                      given, \"--dev --data {data} --listen 127.0.0.1 --port 0\n"
@@ -772,9 +773,13 @@ int main(int argc, char **argv)
 	const char *outdir = NULL;
 	cfg.count = 10000;
 	/* TLS and admin ports off: their fixed defaults would collide with any
-	 * other parleyd on this shared machine */
+	 * other parleyd on this shared machine. Rate limits and the handshake
+	 * bound off: the benchmarks measure capacity, one connection sends far
+	 * more than a person (give --parleyd-args to measure with them on) */
+#define BENCH_NO_LIMITS " --rate-send-user-per-min 0 --rate-send-conn-per-min 0" \
+	" --rate-history-user-per-min 0 --rate-history-conn-per-min 0 --max-handshakes 0"
 	cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
-			   "--admin-port 0";
+			   "--admin-port 0" BENCH_NO_LIMITS;
 	cfg.jwt_secret = "parley-dev-secret";
 	static const uint32_t def_prod[] = {1, 4, 16, 64, 256};
 	static const uint32_t def_pl[] = {100, 1024};
@@ -910,7 +915,7 @@ int main(int argc, char **argv)
 	}
 	if (cfg.tls && !args_set)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1 --port 0 --tls-port {port} "
-				   "--tls-cert {cert} --tls-key {key} --admin-port 0";
+				   "--tls-cert {cert} --tls-key {key} --admin-port 0" BENCH_NO_LIMITS;
 	if (!mode)
 		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery, workload, history, report, plan)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))

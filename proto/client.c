@@ -903,6 +903,19 @@ static int tls_handshake(struct parley_client *c, uint64_t deadline)
 	}
 }
 
+/* An ERROR answering a handshake step carried retry_after_ms (HELLO
+ * refused by admission control, SYNC rate limited): the next connect
+ * waits that plus jitter 0..retry_after/2. */
+static void handshake_retry_after(struct parley_client *c, uint64_t ra)
+{
+	c->fail.retry_after_ms = (uint32_t)ra;
+	if (!ra)
+		return;
+	ra += parley_rng_below(&c->rng, ra / 2 + 1);
+	if (now_ms() + ra > c->not_before_ms)
+		c->not_before_ms = now_ms() + ra;
+}
+
 /* HELLO, AUTH and (if subscribed) SYNC on a fresh transport. */
 static int handshake(struct parley_client *c, uint64_t deadline)
 {
@@ -926,6 +939,7 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 		set_fail(c, PARLEY_FAIL_SERVER, r, c->rmsg->error.text.p, c->rmsg->error.text.len);
 		if (r == -PARLEY_EVERSION)
 			c->fatal_err = r;
+		handshake_retry_after(c, c->rmsg->error.retry_after_ms);
 		return r;
 	}
 	if (c->rmsg->type != PARLEY_T_HELLO_OK)
@@ -979,6 +993,7 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 			r = -(int)c->rmsg->error.code;
 			set_fail(c, PARLEY_FAIL_SERVER, r, c->rmsg->error.text.p,
 				 c->rmsg->error.text.len);
+			handshake_retry_after(c, c->rmsg->error.retry_after_ms);
 			return r;
 		}
 		if (c->rmsg->type != PARLEY_T_SYNC_OK)
@@ -1063,9 +1078,12 @@ static int ensure_up(struct parley_client *c, uint64_t deadline)
 			return c->fatal_err;
 		if (c->o.no_reconnect)
 			return r;
-		/* exponential backoff with full jitter in [b/2, b] */
+		/* exponential backoff with full jitter in [b/2, b], unless the
+		 * server asked for longer (HELLO refused with retry_after) */
 		uint32_t b = c->backoff_ms;
-		c->not_before_ms = now_ms() + b / 2 + parley_rng_below(&c->rng, b / 2 + 1);
+		uint64_t nb = now_ms() + b / 2 + parley_rng_below(&c->rng, b / 2 + 1);
+		if (nb > c->not_before_ms)
+			c->not_before_ms = nb;
 		c->backoff_ms = (uint32_t)PARLEY_MIN((uint64_t)b * 2, c->o.backoff_max_ms);
 		PLOG_D("client", "connect failed, backing off", "err=%s backoff_ms=%u",
 		       parley_errname(r), b);

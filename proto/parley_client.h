@@ -33,7 +33,10 @@
  * GOAWAY: the client stops sending new requests on that connection and
  * moves to a new one after the server's retry_after_ms (plus jitter);
  * GOAWAY AUTH_EXPIRED stops reconnecting (-PARLEY_EAUTH) instead: the same
- * token would be dropped again.
+ * token would be dropped again. A HELLO refused by admission control
+ * (ERROR AGAIN with retry_after_ms: the server has too many handshakes in
+ * progress) makes the next connect attempt wait retry_after_ms plus jitter
+ * (0..retry_after_ms/2), or the usual backoff if that is longer.
  *
  * Retries: every request here is idempotent (SEND thanks to its
  * client_msg_id, reused on every retry), so a call that times out or
@@ -218,7 +221,9 @@ struct parley_client_failure {
 	int kind; /* enum parley_client_fail_kind */
 	int err; /* the negative error code that went with it */
 	uint16_t goaway_reason; /* kind GOAWAY: enum parley_goaway_reason */
-	uint32_t retry_after_ms; /* kind GOAWAY */
+	uint32_t retry_after_ms; /* kind GOAWAY, or kind SERVER when the server
+				    refused HELLO (AGAIN: too many handshakes);
+				    the next reconnect waits at least this */
 	char text[256]; /* the server's or the TLS library's words ("" = none) */
 };
 

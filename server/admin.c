@@ -18,6 +18,7 @@
 
 #include "admin.h"
 #include "chat.h"
+#include "ratelimit.h"
 
 struct aconn;
 
@@ -109,6 +110,32 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	metric(&o, "parley_handshake_timeouts_total", "counter",
 	       "Connections closed before finishing TLS/HELLO/AUTH in time.",
 	       LD(c->handshake_timeouts));
+	if (s->rl) { /* rate limits and admission (ratelimit.h) */
+		struct ratelimit_stats rs;
+		ratelimit_stats(s->rl, &rs);
+		put(&o, "# HELP parley_rate_limited_total Requests refused with "
+			"RATE (retry-after), by kind.\n# TYPE "
+			"parley_rate_limited_total counter\n");
+		for (unsigned k = 0; k < RATELIMIT_NKINDS; k++)
+			put(&o, "parley_rate_limited_total{kind=\"%s\"} %" PRIu64
+				"\n", ratelimit_kind_name(k), rs.limited[k]);
+		metric(&o, "parley_rate_limit_users", "gauge",
+		       "Users in the per-user rate limit table.", rs.users);
+		metric(&o, "parley_rate_limit_evictions_total", "counter",
+		       "Users evicted from the full rate limit table (LRU).",
+		       rs.evictions);
+		metric(&o, "parley_rate_limit_lossy_evictions_total", "counter",
+		       "Evicted users whose buckets were not full (table too small).",
+		       rs.lossy_evictions);
+	}
+	if (s->adm) {
+		metric(&o, "parley_handshakes_in_progress", "gauge",
+		       "Connections holding a handshake slot (accept to AUTH_OK).",
+		       LD(s->adm->in_progress));
+		metric(&o, "parley_handshakes_rejected_total", "counter",
+		       "HELLOs refused by admission control (AGAIN + retry-after).",
+		       LD(s->adm->rejected));
+	}
 
 	const char *h = "parley_ack_latency_seconds";
 	put(&o, "# HELP %s SEND received to SEND_ACK queued (durable).\n"

@@ -236,6 +236,19 @@ static void conn_error(struct conn *c, uint32_t req_id, uint32_t code,
 	}
 }
 
+/* Rate limit (ratelimit.h): true when the request was refused with RATE
+ * and a retry-after (never a silent drop). */
+static bool conn_limited(struct conn *c, uint32_t rid, enum ratelimit_kind k)
+{
+	struct srv *s = S(c);
+	uint32_t ms = s->rl ? ratelimit_take(s->rl, &c->rl, c->id->user,
+					     c->id->ulen, k, parley_mono_ns())
+			    : 0;
+	if (ms)
+		conn_error(c, rid, PARLEY_ERATE, false, ms, "rate limited");
+	return ms != 0;
+}
+
 static void conn_goaway(struct conn *c, uint16_t reason, uint32_t retry,
 			const char *text)
 {
@@ -650,11 +663,15 @@ struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
 		SSL_set_accept_state(c->ssl);
 		c->state = CS_TLS_HS;
 	}
+	if (loop_srv(lp)->adm) /* may fail: HELLO tries again */
+		admission_enter(loop_srv(lp)->adm, &c->hs_slot);
 	return c;
 }
 
 void conn_on_close(struct conn *c)
 {
+	if (S(c)->adm)
+		admission_leave(S(c)->adm, &c->hs_slot);
 	sub_end(c);
 	cursor_store(c);
 	pend_drop(c);
@@ -662,6 +679,8 @@ void conn_on_close(struct conn *c)
 
 void conn_free(struct conn *c)
 {
+	if (c->hs_slot)
+		admission_leave(S(c)->adm, &c->hs_slot);
 	while (c->oq_head) {
 		struct obuf *b = c->oq_head;
 		c->oq_head = b->next;
@@ -878,6 +897,8 @@ static int conv_check(struct conn *c, struct parley_str conv)
 
 static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 {
+	if (conn_limited(c, rid, RATELIMIT_SEND))
+		return;
 	struct srv *s = S(c);
 	int rc = conv_check(c, m->conv);
 	if (rc) {
@@ -996,6 +1017,8 @@ static void hist_cb(void *arg, const struct pe_read_result *r)
 static void req_history(struct conn *c, uint32_t rid,
 			const struct parley_history *m)
 {
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
 	struct srv *s = S(c);
 	int rc = conv_check(c, m->conv);
 	if (rc) {
@@ -1096,6 +1119,8 @@ static int sync_read(struct conn *c, uint32_t rid, int step)
 /* c->ev_acked doubles as the SYNC's from_inbox_seq until subscribed. */
 static void req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 {
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
 	if (c->sub || c->sync_busy) {
 		conn_error(c, rid, PARLEY_EEXIST, false, 0, "already syncing");
 		return;
@@ -1527,6 +1552,19 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m)
 {
 	struct srv *s = S(c);
+	/* admission control (ratelimit.h): a handshake slot, or a retry-after
+	 * with jitter and a close */
+	static _Thread_local struct parley_rng jitter;
+	if (!jitter.s)
+		jitter.s = parley_mono_ns() ^ (uint64_t)(uintptr_t)&jitter;
+	uint32_t retry = s->adm ? admission_hello(s->adm, &c->hs_slot,
+						  parley_rng_next(&jitter))
+				: 0;
+	if (retry) {
+		conn_error(c, rid, PARLEY_EAGAIN, true, retry,
+			   "too many handshakes in progress, retry later");
+		return;
+	}
 	if (m->min_version > PARLEY_PROTO_VERSION ||
 	    m->max_version < PARLEY_PROTO_VERSION) {
 		conn_error(c, rid, PARLEY_EVERSION, true, 0,
@@ -1585,6 +1623,8 @@ static void req_auth(struct conn *c, uint32_t rid, const struct parley_auth *m)
 	if (c->state == CS_HELLO_DONE) {
 		c->state = CS_READY;
 		c->deadline_ns = 0;
+		if (s->adm)
+			admission_leave(s->adm, &c->hs_slot);
 	}
 	struct parley_msg ok = {.type = PARLEY_T_AUTH_OK};
 	ok.auth_ok.user_id = (struct parley_str){c->id->user, (uint16_t)sl};

@@ -71,6 +71,7 @@
 #include <openssl/ssl.h>
 
 #include "loop.h"
+#include "ratelimit.h"
 
 enum conn_state {
 	CS_TLS_HS = 0,
@@ -145,6 +146,8 @@ struct conn {
 	struct ev_stash *stash;  /* sorted by inbox_seq */
 	struct resolve *pend_head, *pend_tail; /* inbox pointers not yet read */
 	uint64_t last_tx_ns;     /* last send progress (or queue start) */
+	bool hs_slot;            /* holds a handshake admission slot */
+	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
 };
 
 /* ---- provided by loop.c ----------------------------------------------------- */

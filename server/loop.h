@@ -44,8 +44,10 @@
 #include "parley_common.h"
 #include "parley_engine.h"
 
+struct admission;
 struct chat;
 struct loop;
+struct ratelimit;
 struct srv;
 
 /* Limits a connection lives by (config keys in parentheses). */
@@ -95,6 +97,8 @@ struct srv {
 	struct membudget mem;        /* memory_budget_bytes, see membudget.h */
 	char server_id[64];
 	struct srv_counters ctr;
+	struct ratelimit *rl;        /* request rate limits; NULL = none */
+	struct admission *adm;       /* handshake admission; NULL = none */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;

@@ -45,6 +45,7 @@
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
+#include "ratelimit.h"
 
 static void on_engine_fatal(void *arg, int err)
 {
@@ -120,6 +121,16 @@ struct opts {
 	uint32_t preauth_max_frame, frame_timeout_ms;
 	uint64_t memory_budget_bytes;
 	uint32_t idem_max_keys;
+	/* rate limits (ratelimit.h): per minute and burst, per user / conn */
+	uint32_t rate_send_user_per_min, rate_send_user_burst;
+	uint32_t rate_send_conn_per_min, rate_send_conn_burst;
+	uint32_t rate_history_user_per_min, rate_history_user_burst;
+	uint32_t rate_history_conn_per_min, rate_history_conn_burst;
+	uint32_t rate_typing_user_per_min, rate_typing_user_burst;
+	uint32_t rate_typing_conn_per_min, rate_typing_conn_burst;
+	uint32_t rate_presence_user_per_min, rate_presence_user_burst;
+	uint32_t rate_presence_conn_per_min, rate_presence_conn_burst;
+	uint32_t rate_users_max, max_handshakes, handshake_retry_ms;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -170,6 +181,25 @@ static const struct key KEYS[] = {
 	KL(outbound_queue_bytes, "8388608", "queued bytes per connection before it is cut off"),
 	KU(max_connections, "100000", "client connections (all loops)"),
 	KU(drain_timeout_ms, "5000", "SIGTERM: force-close connections after"),
+	KU(rate_send_user_per_min, "6000", "SENDs per minute per user, all devices (0 = unlimited)"),
+	KU(rate_send_user_burst, "200", "SENDs a user may make at once"),
+	KU(rate_send_conn_per_min, "3000", "SENDs per minute per connection (0 = unlimited)"),
+	KU(rate_send_conn_burst, "100", "SENDs a connection may make at once"),
+	KU(rate_history_user_per_min, "3000", "HISTORY + SYNC requests per minute per user (0 = unlimited)"),
+	KU(rate_history_user_burst, "100", "HISTORY + SYNC a user may make at once"),
+	KU(rate_history_conn_per_min, "1200", "HISTORY + SYNC requests per minute per connection (0 = unlimited)"),
+	KU(rate_history_conn_burst, "50", "HISTORY + SYNC a connection may make at once"),
+	KU(rate_typing_user_per_min, "120", "typing notifications per minute per user (0 = unlimited)"),
+	KU(rate_typing_user_burst, "10", "typing notifications a user may send at once"),
+	KU(rate_typing_conn_per_min, "60", "typing notifications per minute per connection (0 = unlimited)"),
+	KU(rate_typing_conn_burst, "5", "typing notifications a connection may send at once"),
+	KU(rate_presence_user_per_min, "120", "presence updates per minute per user (0 = unlimited)"),
+	KU(rate_presence_user_burst, "20", "presence updates a user may send at once"),
+	KU(rate_presence_conn_per_min, "60", "presence updates per minute per connection (0 = unlimited)"),
+	KU(rate_presence_conn_burst, "10", "presence updates a connection may send at once"),
+	KU(rate_users_max, "65536", "users whose rate buckets are kept (LRU beyond; 64..16777216)"),
+	KU(max_handshakes, "256", "connections between accept and AUTH_OK at once, server-wide (0 = no bound)"),
+	KU(handshake_retry_ms, "1000", "retry-after for a refused HELLO: this + random 0..this"),
 	KS(log_level, "info", "debug, info, warn or error"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
@@ -428,6 +458,25 @@ static int addr_is_loopback(const char *host)
 
 /* Validates o and builds the JWT verifier and TLS context. Messages go
  * to stderr; returns the number of problems. */
+_Static_assert(RATELIMIT_USER_MAX >= PARLEY_PROTO_MAX_USER_ID,
+	       "the rate limit table must hold any valid user id");
+
+static void rl_config(const struct opts *o, struct ratelimit_config *rc)
+{
+	memset(rc, 0, sizeof *rc);
+#define RL(K, k)                                                              \
+	rc->user[K] = (struct ratelimit_rate){o->rate_##k##_user_per_min,     \
+					      o->rate_##k##_user_burst};      \
+	rc->conn[K] = (struct ratelimit_rate){o->rate_##k##_conn_per_min,     \
+					      o->rate_##k##_conn_burst}
+	RL(RATELIMIT_SEND, send);
+	RL(RATELIMIT_HISTORY, history);
+	RL(RATELIMIT_TYPING, typing);
+	RL(RATELIMIT_PRESENCE, presence);
+#undef RL
+	rc->max_users = o->rate_users_max;
+}
+
 static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			SSL_CTX **tls)
 {
@@ -469,6 +518,13 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 		BAD("outbound_queue_bytes must be at least max_frame / 8\n");
 	if (o->loops > 256)
 		BAD("loops must be 0..256\n");
+	struct ratelimit_config rlc;
+	char rwhy[160];
+	rl_config(o, &rlc);
+	if (ratelimit_config_check(&rlc, rwhy, sizeof rwhy))
+		BAD("%s\n", rwhy);
+	if (o->handshake_retry_ms < 1 || o->handshake_retry_ms > 600000)
+		BAD("handshake_retry_ms must be 1..600000\n");
 	if (o->admin_max_connections < 1 || o->admin_max_connections > 4096)
 		BAD("admin_max_connections must be 1..4096\n");
 	if (o->admin_request_timeout_ms < 100)
@@ -625,11 +681,28 @@ static int run(const struct opts *o, struct srv *s)
 		return 1;
 	}
 	s->engine = e;
+	static struct admission hs_adm;
+	struct ratelimit_config rlc;
+	rl_config(o, &rlc);
+	rc = ratelimit_open(&rlc, &s->rl);
+	PARLEY_ASSERT(rc == 0 || rc == -PARLEY_ENOMEM); /* config_check passed */
+	if (rc) {
+		PLOG_E("parleyd", "cannot allocate the rate limit table",
+		       "rate_users_max=%u", o->rate_users_max);
+		admin_stop(adm);
+		s->engine = NULL;
+		pe_close(e);
+		return 1;
+	}
+	admission_init(&hs_adm, o->max_handshakes, o->handshake_retry_ms);
+	s->adm = &hs_adm;
 	rc = chat_open(e, &clock, &s->chat);
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));
 		admin_stop(adm);
+		ratelimit_close(s->rl);
+		s->rl = NULL;
 		s->engine = NULL;
 		pe_close(e);
 		return 1;
@@ -649,6 +722,11 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < n; i++) {
 		rc = loop_create(s, i, &ls, &lt[i].lp);
 		if (rc) {
+			if (rc == -EADDRINUSE)
+				PLOG_E("parleyd", "port already in use: another "
+				       "process listens on it", "host=%s port=%u "
+				       "tls_port=%u", o->listen, o->port,
+				       ls.tls_port);
 			PLOG_E("parleyd", "cannot start event loop", "loop=%u "
 			       "host=%s port=%u tls_port=%u err=%s", i, o->listen,
 			       o->port, ls.tls_port, parley_errname(rc));
@@ -687,6 +765,8 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(lt[i].thr, NULL);
 	admin_stop(adm);
+	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
+	s->rl = NULL;
 	chat_close(s->chat);
 	s->chat = NULL;
 	s->engine = NULL;

@@ -96,6 +96,11 @@ int main(void)
 	snprintf(budget, sizeof budget, "%llu", (unsigned long long)IT_BUDGET);
 	srv.extra[0] = "--memory-budget-bytes";
 	srv.extra[1] = budget;
+	/* the flood tests memory back-pressure, not the SEND rate limits */
+	srv.extra[2] = "--rate-send-user-per-min";
+	srv.extra[3] = "0";
+	srv.extra[4] = "--rate-send-conn-per-min";
+	srv.extra[5] = "0";
 	it_server_start(&srv);
 
 	static struct fconn cs[IT_CONNS];
