@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "chat.h"
+#include "parley_engine_hooks.h" /* pe_flush_sync, pe_compact_sync */
 #include "parley_proto.h"
 
 static uint64_t seed_get(void)
