@@ -261,6 +261,17 @@ int main(void)
 		 metric(m0, "parley_ack_latency_seconds_count") + 10);
 	IT_CHECK(strstr(m1, "parley_ack_latency_seconds_bucket{le=\"+Inf\"} "));
 	IT_CHECK(metric(m1, "parley_fsyncs_total") > metric(m0, "parley_fsyncs_total"));
+	/* The engine's per-stage histograms move with the same traffic: every
+	 * acked SEND passed queue, fill, apply and callback; each WAL batch
+	 * is one sync sample. */
+	IT_CHECK(metric(m1, "parley_engine_stage_seconds_count{stage=\"queue\"}") >=
+		 metric(m0, "parley_engine_stage_seconds_count{stage=\"queue\"}") + 10);
+	IT_CHECK(metric(m1, "parley_engine_stage_seconds_count{stage=\"callback\"}") >=
+		 metric(m0, "parley_engine_stage_seconds_count{stage=\"callback\"}") + 10);
+	IT_CHECK(metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}") >
+		 metric(m0, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
+	IT_CHECK(metric(m1, "parley_engine_stage_seconds_bucket{stage=\"sync\",le=\"+Inf\"}") ==
+		 metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
 	IT_CHECK(metric(m1, "parley_frames_received_total") >=
 		 metric(m0, "parley_frames_received_total") + 13);
 	IT_CHECK(metric(m1, "parley_errors_sent_total") >=
