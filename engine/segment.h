@@ -240,8 +240,11 @@ uint64_t seg_bytes_read(const struct seg_reader *r);
 int seg_block_meta(const struct seg_reader *r, uint32_t blk,
 		   struct seg_block_info *out);
 
-/* Calls cb for every idempotency record (pointers valid during the call);
- * a non-zero return stops and is returned. The section is decoded on
+/* Calls cb for every idempotency record; a non-zero return stops and is
+ * returned. rec->key points into the decoded section: with a block cache
+ * it is valid during the call only (the section may be evicted once this
+ * returns: copy the key); a reader without a cache keeps the section, and
+ * so the key, until seg_close. The section is decoded on
  * demand (see seg_resident_bytes), so this may read the file and fail
  * (-PARLEY_ECORRUPT / I/O error, message in seg_error). */
 int seg_idem_foreach(struct seg_reader *r,
