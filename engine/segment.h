@@ -83,7 +83,9 @@
  *
  * Ownership: a reader owns its file handle, its parsed index/dir/bloom and
  * its zstd context; it borrows the dictionary and the block cache (both
- * must outlive it). Entries handed out by an iterator point into a
+ * must outlive it). Its idempotency section is not resident: it is decoded
+ * on demand into the block cache (see seg_resident_bytes), so a reader's
+ * memory is O(blocks + streams), not O(entries). Entries handed out by an iterator point into a
  * decompressed block that the iterator pins (in the cache, or owned by the
  * iterator without one); they stay valid until the iterator moves past the
  * block (keep_pins=false) or until seg_iter_free (keep_pins=true).
