@@ -181,9 +181,16 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "Messages re-fanned out by start-up recovery.",
 		       cs.fanout_recovered);
 		metric(&o, "parley_fanout_pending", "gauge",
-		       "Fan-out jobs queued or in flight.", cs.fanout_pending);
+		       "Messages whose fan-out is not durable yet.",
+		       cs.fanout_pending);
+		metric(&o, "parley_fanout_uncheckpointed", "gauge",
+		       "Messages a crash now would re-fan out at most (not "
+		       "covered by a durable fan-out checkpoint).",
+		       cs.fanout_uncheckpointed);
+		metric(&o, "parley_fanout_checkpoints_total", "counter",
+		       "Durable fan-out checkpoints written.", cs.checkpoints);
 		metric(&o, "parley_fanout_watermark_ms", "gauge",
-		       "Last checkpointed fan-out watermark (unix ms).",
+		       "Smallest durable per-partition fan-out cursor (unix ms).",
 		       cs.watermark_ms);
 	}
 	metric(&o, "parley_memory_budget_bytes", "gauge",

@@ -245,6 +245,7 @@ int main(void)
 	IT_CHECK(strstr(m0, "# TYPE parley_ack_latency_seconds histogram"));
 
 	struct parley_client *a = it_client(&srv, "alice", "a", 1, NULL);
+	IT_OK(parley_client_conv_open(a, "bob", NULL)); /* SEND needs it */
 	for (int i = 0; i < 10; i++)
 		IT_OK(parley_client_send(a, "d:alice:bob", 1, "m", 1, NULL));
 	const struct parley_history_page *pg;
