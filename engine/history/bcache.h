@@ -3,8 +3,9 @@
  * engine/).
  *
  * Keyed by (segment id, block number). The value is opaque to the cache
- * (segment.c stores a decoded block); the cache knows its byte charge and
- * how to free it.
+ * (segment.c stores a decoded block, and a segment's decoded idempotency
+ * section under block number SEG_IDEM_BLK); the cache knows its byte
+ * charge and how to free it.
  *
  * Invariants
  *   1. Sum of charges of cached items <= budget, except while pinned items

@@ -337,9 +337,15 @@ int hpart_stream_meta(struct hpart *h, const void *key, size_t klen,
 	return 0;
 }
 
+/* Records are copied with their keys: a reader's idempotency section
+ * lives in the block cache and may be evicted once seg_idem_foreach
+ * returns. keys holds the key bytes, koff[i] where v[i]'s key starts. */
 struct idem_acc {
 	struct seg_idem *v;
+	size_t *koff;
 	size_t n, cap;
+	uint8_t *keys;
+	size_t klen, kcap;
 	uint64_t min_ts;
 };
 
@@ -354,8 +360,25 @@ static int idem_acc_add(void *arg, const struct seg_idem *rec)
 		if (!p)
 			return -PARLEY_ENOMEM;
 		a->v = p;
+		size_t *o = realloc(a->koff, nc * sizeof *o);
+		if (!o)
+			return -PARLEY_ENOMEM;
+		a->koff = o;
 		a->cap = nc;
 	}
+	if (a->kcap - a->klen < rec->klen) {
+		size_t nc = a->kcap ? a->kcap * 2 : 4096;
+		while (nc - a->klen < rec->klen)
+			nc *= 2;
+		uint8_t *k = realloc(a->keys, nc);
+		if (!k)
+			return -PARLEY_ENOMEM;
+		a->keys = k;
+		a->kcap = nc;
+	}
+	memcpy(a->keys + a->klen, rec->key, rec->klen);
+	a->koff[a->n] = a->klen;
+	a->klen += rec->klen;
 	a->v[a->n++] = *rec;
 	return 0;
 }
@@ -387,12 +410,16 @@ int hpart_idem_load(struct hpart *h, uint64_t min_ts,
 			continue;
 		rc = seg_idem_foreach(h->segs[i].r, idem_acc_add, &a);
 	}
+	for (size_t i = 0; i < a.n && !rc; i++)
+		a.v[i].key = a.keys + a.koff[i];
 	if (!rc && a.n)
 		qsort(a.v, a.n, sizeof *a.v, idem_ts_cmp);
 	for (size_t i = 0; i < a.n && !rc; i++)
 		if (i == 0 || idem_ts_cmp(&a.v[i - 1], &a.v[i]) != 0)
 			rc = cb(arg, &a.v[i]);
 	free(a.v);
+	free(a.koff);
+	free(a.keys);
 	return rc;
 }
 

@@ -823,11 +823,31 @@ struct seg_reader {
 	struct seg_dent *dents;
 	struct bloom bloom;
 	uint64_t bytes_read;
-	const uint8_t *idem; /* compressed section inside meta */
+	size_t meta_raw_len;
+	/* The idempotency section stays on disk: only where it is and the
+	 * checksum of its stored bytes (taken at open, under the meta
+	 * checksum) are resident. It is decoded on demand (see idem_acquire)
+	 * into the block cache, or, for a reader without a cache, into
+	 * idem_own for the reader's (short) lifetime. */
+	uint64_t idem_off;
 	uint32_t idem_len;
-	uint8_t *idem_raw;      /* decompressed section; irec points into it */
-	struct seg_idem *irec;  /* sorted by (key, seq), disjoint per key */
+	uint64_t idem_ck;
+	struct seg_idemsec *idem_own;
 	char err[SEG_ERR_LEN];
+};
+
+/* A decoded idempotency section: one allocation holding this header, the
+ * record array and the raw bytes the records' keys point into. */
+struct seg_idemsec {
+	uint32_t n;
+	size_t charge;
+	struct seg_idem *irec; /* sorted by (key, seq), disjoint per key */
+	uint8_t *raw;
+};
+/* A decoded section in use: pinned in the cache (it) or the reader's. */
+struct seg_idemref {
+	const struct seg_idemsec *s;
+	struct bcache_item *it;
 };
 
 /* A decoded block: one allocation holding this header, the entry array and
@@ -883,8 +903,7 @@ void seg_close(struct seg_reader *r)
 	free(r->blocks);
 	free(r->dents);
 	bloom_free(&r->bloom);
-	free(r->idem_raw);
-	free(r->irec);
+	free(r->idem_own);
 	free(r);
 }
 
@@ -957,31 +976,38 @@ static int parse_meta(struct seg_reader *r, uint32_t ilen, uint32_t dlen,
 	return 0;
 }
 
-/* Decompresses and indexes the idempotency section (empty: length 0),
+/* Decompresses and indexes an idempotency section as stored (z, zlen >= 8),
  * checking bounds, order and disjointness: block decoding relies on it to
  * find the producer of H_PRODREF entries. */
-static int parse_idem(struct seg_reader *r)
+static int idem_decode(struct seg_reader *r, const uint8_t *z, size_t zlen,
+		       struct seg_idemsec **out)
 {
-	if (r->idem_len == 0)
-		return 0;
-	if (r->idem_len < 8)
+	*out = NULL;
+	if (zlen < 8)
 		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section too short");
-	uint32_t n = le_get32(r->idem), raw = le_get32(r->idem + 4);
+	uint32_t n = le_get32(z), raw = le_get32(z + 4);
 	/* a record is at least 1 + 1 + 16 + 20 bytes */
 	if (raw > SEG_IDEM_MAX_RAW || (uint64_t)n * 38 > raw || n == 0)
 		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section header bad");
-	r->idem_raw = malloc(raw);
-	r->irec = calloc(n, sizeof *r->irec);
-	if (!r->idem_raw || !r->irec)
+	size_t recs = (size_t)n * sizeof(struct seg_idem);
+	size_t total = sizeof(struct seg_idemsec) + recs + raw;
+	struct seg_idemsec *s = malloc(total);
+	if (!s)
 		return -PARLEY_ENOMEM;
-	size_t got = ZSTD_decompressDCtx(r->dctx, r->idem_raw, raw, r->idem + 8,
-					 r->idem_len - 8);
-	if (ZSTD_isError(got) || got != raw)
-		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section undecodable");
+	s->n = n;
+	s->charge = total;
+	s->irec = (struct seg_idem *)(s + 1);
+	s->raw = (uint8_t *)s->irec + recs;
+	size_t got = ZSTD_decompressDCtx(r->dctx, s->raw, raw, z + 8, zlen - 8);
+	int rc = 0;
+	if (ZSTD_isError(got) || got != raw) {
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "idempotency section undecodable");
+		goto out;
+	}
 	struct le_reader lr;
-	le_reader_init(&lr, r->idem_raw, raw);
+	le_reader_init(&lr, s->raw, raw);
 	for (uint32_t i = 0; i < n; i++) {
-		struct seg_idem *rec = &r->irec[i];
+		struct seg_idem *rec = &s->irec[i];
 		rec->klen = le_read8(&lr);
 		rec->key = le_read_bytes(&lr, rec->klen);
 		const uint8_t *pr = le_read_bytes(&lr, PE_PRODUCER_LEN);
@@ -989,32 +1015,108 @@ static int parse_idem(struct seg_reader *r)
 		rec->count = le_read32(&lr);
 		rec->ts = le_read64(&lr);
 		if (!lr.ok || rec->klen == 0 || rec->seq == 0 || rec->count == 0 ||
-		    rec->seq + rec->count < rec->seq)
-			return seg_fail(r, -PARLEY_ECORRUPT, "idempotency record %u bad", i);
+		    rec->seq + rec->count < rec->seq) {
+			rc = seg_fail(r, -PARLEY_ECORRUPT, "idempotency record %u bad", i);
+			goto out;
+		}
 		memcpy(rec->producer, pr, PE_PRODUCER_LEN);
 		if (i > 0) {
-			const struct seg_idem *p = &r->irec[i - 1];
+			const struct seg_idem *p = &s->irec[i - 1];
 			int c = kcmp(p->key, p->klen, rec->key, rec->klen);
-			if (c > 0 || (c == 0 && p->seq + p->count > rec->seq))
-				return seg_fail(r, -PARLEY_ECORRUPT,
-						"idempotency records out of order at %u", i);
+			if (c > 0 || (c == 0 && p->seq + p->count > rec->seq)) {
+				rc = seg_fail(r, -PARLEY_ECORRUPT,
+					      "idempotency records out of order at %u", i);
+				goto out;
+			}
 		}
 	}
 	if (lr.off != raw)
-		return seg_fail(r, -PARLEY_ECORRUPT, "idempotency section trailing bytes");
-	r->info.idem_records = n;
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "idempotency section trailing bytes");
+out:
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	*out = s;
 	return 0;
 }
 
+/* Reads the section from the file, checks it against the checksum taken at
+ * open and decodes it. */
+static int idem_load(struct seg_reader *r, struct seg_idemsec **out)
+{
+	uint8_t *z = malloc(r->idem_len);
+	if (!z)
+		return -PARLEY_ENOMEM;
+	int64_t got = r->io->ops->pread(r->io, r->f, z, r->idem_len, r->idem_off);
+	int rc;
+	if (got < 0)
+		rc = seg_fail(r, (int)got, "idempotency section offset=%" PRIu64
+			      " read failed", r->idem_off);
+	else if ((uint64_t)got != r->idem_len)
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "idempotency section offset=%" PRIu64
+			      " short read (truncated file)", r->idem_off);
+	else if (parley_xxh3(z, r->idem_len, SEG_META_SEED) != r->idem_ck)
+		rc = seg_fail(r, -PARLEY_ECORRUPT, "idempotency section offset=%" PRIu64
+			      " checksum mismatch", r->idem_off);
+	else
+		rc = idem_decode(r, z, r->idem_len, out);
+	if (got > 0)
+		r->bytes_read += (uint64_t)got;
+	free(z);
+	return rc;
+}
+
+static void idemsec_free(void *p) { free(p); }
+
+/* The decoded section (the segment must have one), from the cache or the
+ * file; give it back with idem_release. */
+static int idem_acquire(struct seg_reader *r, struct seg_idemref *ref)
+{
+	ref->s = NULL;
+	ref->it = NULL;
+	if (!r->cache) {
+		if (!r->idem_own) {
+			int rc = idem_load(r, &r->idem_own);
+			if (rc)
+				return rc;
+		}
+		ref->s = r->idem_own;
+		return 0;
+	}
+	uint64_t key = r->cache_key | r->info.seg_id;
+	ref->it = bcache_lookup(r->cache, key, SEG_IDEM_BLK);
+	if (!ref->it) {
+		struct seg_idemsec *s;
+		int rc = idem_load(r, &s);
+		if (rc)
+			return rc;
+		rc = bcache_insert(r->cache, key, SEG_IDEM_BLK, s, s->charge,
+				   idemsec_free, &ref->it);
+		if (rc)
+			return rc;
+	}
+	ref->s = bcache_value(ref->it);
+	return 0;
+}
+
+static void idem_release(struct seg_reader *r, struct seg_idemref *ref)
+{
+	if (ref->it)
+		bcache_release(r->cache, ref->it);
+	ref->s = NULL;
+	ref->it = NULL;
+}
+
 /* The record covering (key, seq), or NULL. */
-static const struct seg_idem *idem_find(const struct seg_reader *r,
+static const struct seg_idem *idem_find(const struct seg_idemsec *s,
 					const uint8_t *key, uint8_t klen,
 					uint64_t seq)
 {
-	size_t lo = 0, hi = r->info.idem_records;
+	size_t lo = 0, hi = s->n;
 	while (lo < hi) { /* first record with (key, seq) > target */
 		size_t mid = lo + (hi - lo) / 2;
-		const struct seg_idem *x = &r->irec[mid];
+		const struct seg_idem *x = &s->irec[mid];
 		if (kscmp(x->key, x->klen, x->seq, key, klen, seq) <= 0)
 			lo = mid + 1;
 		else
@@ -1022,21 +1124,33 @@ static const struct seg_idem *idem_find(const struct seg_reader *r,
 	}
 	if (lo == 0)
 		return NULL;
-	const struct seg_idem *x = &r->irec[lo - 1];
+	const struct seg_idem *x = &s->irec[lo - 1];
 	if (kcmp(x->key, x->klen, key, klen) || seq >= x->seq + x->count)
 		return NULL;
 	return x;
 }
 
-int seg_idem_foreach(const struct seg_reader *r,
+int seg_idem_foreach(struct seg_reader *r,
 		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg)
 {
-	for (uint32_t i = 0; i < r->info.idem_records; i++) {
-		int rc = cb(arg, &r->irec[i]);
-		if (rc)
-			return rc;
-	}
-	return 0;
+	if (r->info.idem_records == 0)
+		return 0;
+	struct seg_idemref ref;
+	int rc = idem_acquire(r, &ref);
+	for (uint32_t i = 0; !rc && i < ref.s->n; i++)
+		rc = cb(arg, &ref.s->irec[i]);
+	idem_release(r, &ref);
+	return rc;
+}
+
+uint64_t seg_resident_bytes(const struct seg_reader *r)
+{
+	return sizeof *r + r->meta_raw_len +
+	       (uint64_t)r->info.blocks * sizeof *r->blocks +
+	       (uint64_t)r->info.streams * sizeof *r->dents +
+	       ((uint64_t)r->bloom.nbits + 7) / 8 +
+	       (r->dctx ? ZSTD_sizeof_DCtx(r->dctx) : 0) +
+	       (r->idem_own ? r->idem_own->charge : 0);
 }
 
 int seg_open(struct pio *io, const char *dir, const char *name,
@@ -1129,7 +1243,8 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	}
 	r->dctx = ZSTD_createDCtx();
 	uint64_t zlen = mlen - blen - idlen;
-	r->meta_raw = malloc((size_t)ilen + dlen + 1);
+	r->meta_raw_len = (size_t)ilen + dlen + 1;
+	r->meta_raw = malloc(r->meta_raw_len);
 	if (!r->dctx || !r->meta_raw) {
 		rc = -PARLEY_ENOMEM;
 		goto fail;
@@ -1143,11 +1258,23 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	rc = parse_meta(r, ilen, dlen, zlen, blen);
 	if (rc)
 		goto fail;
-	r->idem = r->meta + zlen + blen;
+	/* The idempotency section is checked in full here (a corrupt one
+	 * fails the open, as the rest of the meta region does) and then
+	 * dropped: it is read again when needed, verified against idem_ck. */
+	r->idem_off = ioff + zlen + blen;
 	r->idem_len = idlen;
-	rc = parse_idem(r);
-	if (rc)
-		goto fail;
+	if (idlen) {
+		const uint8_t *z = r->meta + zlen + blen;
+		r->idem_ck = parley_xxh3(z, idlen, SEG_META_SEED);
+		struct seg_idemsec *s;
+		rc = idem_decode(r, z, idlen, &s);
+		if (rc)
+			goto fail;
+		in->idem_records = s->n;
+		free(s);
+	}
+	free(r->meta); /* the bloom filter and index/dir were copied out */
+	r->meta = NULL;
 	if (in->dict_id) {
 		r->dict = o && o->dict_lookup ? o->dict_lookup(o->dict_arg, in->dict_id)
 					      : NULL;
@@ -1233,8 +1360,11 @@ int seg_stream_at(const struct seg_reader *r, uint32_t i, const uint8_t **key,
 static void block_free(void *p) { free(p); }
 
 /* Decode a raw block into a seg_block; validates everything against the
- * index record. The raw buffer is inside the block allocation. */
-static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
+ * index record. The raw buffer is inside the block allocation. The first
+ * H_PRODREF entry acquires the idempotency section into *ref (the caller
+ * releases it); producers are copied, nothing points into it. */
+static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b,
+			struct seg_idemref *ref)
 {
 	const struct seg_bmeta *bm = &r->blocks[blk];
 	struct le_reader lr;
@@ -1297,8 +1427,13 @@ static int block_decode(struct seg_reader *r, uint32_t blk, struct seg_block *b)
 			mr.ok = false;
 		const uint8_t *prod = (hdr & H_PROD) ? le_read_bytes(&mr, PE_PRODUCER_LEN) : NULL;
 		if ((hdr & H_PRODREF) && mr.ok && key) {
-			const struct seg_idem *ir = (hdr & H_PROD) ? NULL
-					: idem_find(r, key, klen, seq);
+			if (!ref->s && !(hdr & H_PROD) && r->info.idem_records) {
+				int rc = idem_acquire(r, ref);
+				if (rc)
+					return rc;
+			}
+			const struct seg_idem *ir = (hdr & H_PROD) || !ref->s ? NULL
+					: idem_find(ref->s, key, klen, seq);
 			if (!ir)
 				return seg_fail(r, -PARLEY_ECORRUPT,
 						"block=%u entry=%u producer record missing", blk, i);
@@ -1383,7 +1518,9 @@ static int block_load(struct seg_reader *r, uint32_t blk, struct seg_block **out
 			      blk, ZSTD_isError(n) ? ZSTD_getErrorName(n) : "size mismatch");
 		goto out;
 	}
-	rc = block_decode(r, blk, b);
+	struct seg_idemref ref = { 0 };
+	rc = block_decode(r, blk, b, &ref);
+	idem_release(r, &ref);
 out:
 	free(comp);
 	if (rc) {

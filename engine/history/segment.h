@@ -83,7 +83,9 @@
  *
  * Ownership: a reader owns its file handle, its parsed index/dir/bloom and
  * its zstd context; it borrows the dictionary and the block cache (both
- * must outlive it). Entries handed out by an iterator point into a
+ * must outlive it). Its idempotency section is not resident: it is decoded
+ * on demand into the block cache (see seg_resident_bytes), so a reader's
+ * memory is O(blocks + streams), not O(entries). Entries handed out by an iterator point into a
  * decompressed block that the iterator pins (in the cache, or owned by the
  * iterator without one); they stay valid until the iterator moves past the
  * block (keep_pins=false) or until seg_iter_free (keep_pins=true).
@@ -113,6 +115,9 @@
 #define SEG_META_SEED 0x706c7365672d6d74ull  /* "plseg-mt" */
 #define SEG_FOOT_SEED 0x706c7365672d6674ull  /* "plseg-ft" */
 #define SEG_ERR_LEN 256
+/* Block number under which a segment's decoded idempotency section is
+ * cached (real block numbers are below it). */
+#define SEG_IDEM_BLK UINT32_MAX
 
 /* ---- writing ------------------------------------------------------------- */
 
@@ -237,10 +242,25 @@ uint64_t seg_bytes_read(const struct seg_reader *r);
 int seg_block_meta(const struct seg_reader *r, uint32_t blk,
 		   struct seg_block_info *out);
 
-/* Calls cb for every idempotency record (pointers valid during the call);
- * a non-zero return stops and is returned. */
-int seg_idem_foreach(const struct seg_reader *r,
+/* Calls cb for every idempotency record; a non-zero return stops and is
+ * returned. rec->key points into the decoded section: with a block cache
+ * it is valid during the call only (the section may be evicted once this
+ * returns: copy the key); a reader without a cache keeps the section, and
+ * so the key, until seg_close. The section is decoded on
+ * demand (see seg_resident_bytes), so this may read the file and fail
+ * (-PARLEY_ECORRUPT / I/O error, message in seg_error). */
+int seg_idem_foreach(struct seg_reader *r,
 		     int (*cb)(void *arg, const struct seg_idem *rec), void *arg);
+
+/* Bytes the reader holds for its lifetime: parsed index, stream dir,
+ * bloom filter, zstd context — O(blocks + streams), not O(entries). The
+ * idempotency section (one record per appended batch, so O(entries)) is
+ * not resident: it is re-read and decoded when a block with H_PRODREF
+ * entries is decoded or seg_idem_foreach runs, and kept only in the block
+ * cache (block number SEG_IDEM_BLK, charged at its decoded size, evicted
+ * like a block). A reader without a cache keeps it once decoded (counted
+ * here): such readers are short-lived (compaction inputs, inspect). */
+uint64_t seg_resident_bytes(const struct seg_reader *r);
 
 /* Bloom check only (false positives possible, no false negatives). */
 bool seg_may_contain(const struct seg_reader *r, const void *key, size_t klen);

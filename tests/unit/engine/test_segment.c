@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -820,6 +821,183 @@ Test(segment, idempotency_section)
 	cr_assert_eq(l.r[0].seq, 9u);
 	cr_assert_eq(l.r[0].count, 4u);
 	cr_assert_eq(l.r[0].producer[0], 9);
+	seg_close(r);
+	pio_free(io);
+}
+
+/* ---- idempotency sections are not resident ----------------------------- */
+
+/* n entries over 4 streams, each entry its own batch (a producer of its
+ * own), so the section holds n records. */
+static void write_batches(struct pio *io, const char *dir, uint64_t id,
+			  uint32_t n, struct seg_write_info *wi)
+{
+	struct seg_writer *w;
+	cr_assert_eq(seg_writer_new(io, dir, id, NULL, &w), 0);
+	struct pe_entry e = { .len = 8, .payload = (const uint8_t *)"payload!" };
+	for (uint32_t k = 0; k < 4; k++) {
+		char key[8];
+		snprintf(key, sizeof key, "s%u", k);
+		for (uint32_t i = 0; i < n / 4; i++) {
+			e.seq = i + 1;
+			e.ts_ms = 1000 + i;
+			memset(e.producer, 0, sizeof e.producer);
+			le_put32(e.producer, k * n + i + 1);
+			cr_assert_eq(seg_writer_add(w, key, strlen(key), &e), 0);
+		}
+	}
+	cr_assert_eq(seg_writer_finish(w, wi), 0);
+}
+
+static void check_producer(const struct seg_item *it, uint32_t n)
+{
+	uint32_t k = (uint32_t)(it->key[1] - '0');
+	uint8_t want[PE_PRODUCER_LEN] = { 0 };
+	le_put32(want, k * n + (uint32_t)(it->e.seq - 1) + 1);
+	cr_assert_eq(memcmp(it->e.producer, want, PE_PRODUCER_LEN), 0,
+		     "key s%u seq %llu: wrong producer", k,
+		     (unsigned long long)it->e.seq);
+}
+
+static size_t heap_used(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+	return mi.uordblks + mi.hblkhd;
+}
+
+/* A reader's heap after seg_open grows with its blocks and streams, not
+ * with its entries: 40,000 one-entry batches cost (almost) no more than
+ * 2,000 (the resident idempotency section cost ~140 B per batch). */
+Test(segment, reader_memory_does_not_grow_with_idempotency_records)
+{
+	struct pio *io = mem_dir("p9");
+	static const uint32_t ns[2] = { 2000, 40000 };
+	size_t heap[2], res[2];
+	uint32_t blocks[2];
+	struct bcache *c;
+	cr_assert_eq(bcache_new(64 * 1024, &c), 0);
+	for (int t = 0; t < 2; t++) {
+		struct seg_write_info wi;
+		write_batches(io, "p9", (uint64_t)t + 1, ns[t], &wi);
+		struct seg_open_opts oo = { .cache = c };
+		struct seg_reader *r;
+		size_t before = heap_used();
+		cr_assert_eq(seg_open(io, "p9", wi.name, &oo, &r, NULL, 0), 0);
+		heap[t] = heap_used() - before;
+		res[t] = seg_resident_bytes(r);
+		struct seg_info si;
+		seg_get_info(r, &si);
+		cr_assert_eq(si.idem_records, ns[t]);
+		blocks[t] = si.blocks;
+		printf("%u entries, %u blocks: heap after open %zu B, resident %zu B\n",
+		       ns[t], si.blocks, heap[t], res[t]);
+		seg_close(r);
+	}
+	/* the index costs < 256 B per block; everything else is fixed */
+	size_t per_blocks = (size_t)(blocks[1] - blocks[0]) * 256;
+	cr_assert_leq(heap[1], heap[0] + per_blocks + 16384,
+		      "heap %zu B for %u entries vs %zu B for %u", heap[1], ns[1],
+		      heap[0], ns[0]);
+	cr_assert_leq(res[1], res[0] + per_blocks);
+	cr_assert_lt(res[1], (size_t)ns[1] * 8);
+	bcache_free(c);
+	pio_free(io);
+}
+
+static int count_rec(void *arg, const struct seg_idem *rec)
+{
+	(void)rec;
+	++*(uint32_t *)arg;
+	return 0;
+}
+
+/* With a cache too small for the decoded section it is evicted after every
+ * use; H_PRODREF entries still decode to their batch's producer, forward,
+ * backward and after other segments used the cache, and the cache stays
+ * within its budget once nothing is pinned. */
+Test(segment, prodref_producers_right_after_idempotency_section_evicted)
+{
+	struct pio *io = mem_dir("pa");
+	const uint32_t n = 20000;
+	struct bcache *c;
+	cr_assert_eq(bcache_new(64 * 1024, &c), 0);
+	struct seg_write_info wa, wb;
+	write_batches(io, "pa", 1, n, &wa);
+	write_batches(io, "pa", 2, n, &wb);
+	struct seg_open_opts oo = { .cache = c };
+	struct seg_reader *a, *b;
+	cr_assert_eq(seg_open(io, "pa", wa.name, &oo, &a, NULL, 0), 0);
+	cr_assert_eq(seg_open(io, "pa", wb.name, &oo, &b, NULL, 0), 0);
+	for (int round = 0; round < 2; round++) {
+		struct seg_reader *rs[2] = { a, b };
+		for (int s = 0; s < 2; s++) {
+			struct seg_iter *it;
+			cr_assert_eq(seg_iter_all(rs[s], &it), 0);
+			struct seg_item item;
+			uint32_t got = 0;
+			int rc;
+			while ((rc = seg_iter_next(it, &item)) == 1) {
+				check_producer(&item, n);
+				got++;
+			}
+			cr_assert_eq(rc, 0, "%s", seg_error(rs[s]));
+			cr_assert_eq(got, n);
+			seg_iter_free(it);
+			uint32_t recs = 0;
+			cr_assert_eq(seg_idem_foreach(rs[s], count_rec, &recs), 0);
+			cr_assert_eq(recs, n);
+		}
+		/* newest first, one stream */
+		struct pe_entry out[50];
+		uint32_t cnt;
+		bool end;
+		struct seg_iter *hold;
+		cr_assert_eq(seg_read(a, "s3", 2, UINT64_MAX, PE_BACKWARD, 50, out,
+				      &cnt, &end, &hold), 0);
+		cr_assert_eq(cnt, 50u);
+		for (uint32_t i = 0; i < cnt; i++) {
+			struct seg_item item = { .key = (const uint8_t *)"s3",
+						 .klen = 2, .e = out[i] };
+			check_producer(&item, n);
+		}
+		seg_iter_free(hold);
+	}
+	struct bcache_stats st;
+	bcache_get_stats(c, &st);
+	cr_assert_eq(st.pinned_bytes, 0u);
+	cr_assert_leq(st.bytes, 64u * 1024);
+	cr_assert_gt(st.evictions, 0u);
+	cr_assert_lt(seg_resident_bytes(a), (size_t)n * 8);
+	seg_close(a);
+	seg_close(b);
+	bcache_free(c);
+	pio_free(io);
+}
+
+/* The section is re-read from the file: a flip in it after open is an
+ * error naming the file and the section, never a wrong producer. */
+Test(segment, idempotency_section_damaged_after_open_is_an_error)
+{
+	struct pio *io = mem_dir("pb");
+	struct seg_write_info wi;
+	write_batches(io, "pb", 1, 400, &wi);
+	struct seg_reader *r;
+	cr_assert_eq(seg_open(io, "pb", wi.name, NULL, &r, NULL, 0), 0);
+	char path[128];
+	snprintf(path, sizeof path, "pb/%s", wi.name);
+	/* the section ends where the 128-byte footer begins */
+	int64_t size = pio_mem_file_size(io, path);
+	cr_assert_eq(pio_mem_flip_bit(io, path, (uint64_t)size - 128 - 3, 1), 0);
+	struct seg_iter *it;
+	cr_assert_eq(seg_iter_all(r, &it), 0);
+	struct seg_item item;
+	cr_assert_eq(seg_iter_next(it, &item), -PARLEY_ECORRUPT);
+	cr_assert_not_null(strstr(seg_error(r), "idempotency section"), "%s",
+			   seg_error(r));
+	cr_assert_not_null(strstr(seg_error(r), wi.name));
+	seg_iter_free(it);
+	uint32_t recs = 0;
+	cr_assert_eq(seg_idem_foreach(r, count_rec, &recs), -PARLEY_ECORRUPT);
 	seg_close(r);
 	pio_free(io);
 }
