@@ -540,6 +540,47 @@ static __attribute__((unused)) int it_write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
+/* ---- admin HTTP ------------------------------------------------------------------------ */
+
+/* Sends req[0..rlen) to the HTTP server on port and reads until it closes
+ * (at most 256 KiB), failing the test when nothing arrives for timeout_ms.
+ * With code non-NULL the status line must parse and *code gets its status.
+ * Returns the NUL-terminated answer; the caller frees it. */
+static __attribute__((unused)) char *it_http_raw(uint16_t port, const char *req, size_t rlen,
+						 int timeout_ms, int *code)
+{
+	int fd = it_tcp_connect(port);
+	IT_CHECK(fd >= 0);
+	IT_CHECK(it_write_all(fd, req, rlen) == 0);
+	size_t cap = 1 << 18, n = 0;
+	char *out = malloc(cap);
+	IT_CHECK(out);
+	for (;;) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		IT_CHECK(poll(&pf, 1, timeout_ms) > 0,
+			 "HTTP: no answer within %d ms to %.40s", timeout_ms, req);
+		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	out[n] = '\0';
+	if (code) {
+		*code = 0;
+		IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
+	}
+	return out;
+}
+
+/* GET path on port (10 s per read); see it_http_raw. */
+static __attribute__((unused)) char *it_http_get(uint16_t port, const char *path, int *code)
+{
+	char req[256];
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: probe\r\n\r\n", path);
+	return it_http_raw(port, req, strlen(req), 10000, code);
+}
+
 static __attribute__((unused)) int it_send_msg(int fd, uint32_t rid, const struct parley_msg *m)
 {
 	uint8_t buf[65536];
@@ -575,15 +616,25 @@ static __attribute__((unused)) int it_read_frame(int fd, uint8_t *buf, size_t ca
 	}
 }
 
-/* HELLO + AUTH on a raw socket; returns 0 when AUTH_OK arrived. */
-static __attribute__((unused)) int it_raw_login(int fd, const char *user, const char *device)
+/* A version-1 HELLO for device (client_name: NULL = none) with request id
+ * rid on a raw socket; 0 or -1. */
+static __attribute__((unused)) int it_send_hello(int fd, uint32_t rid, const char *device,
+						 const char *client_name)
 {
 	struct parley_msg m = {.type = PARLEY_T_HELLO};
 	m.hello.min_version = 1;
 	m.hello.max_version = 1;
 	m.hello.device_id = parley_str_c(device);
-	m.hello.client_name = parley_str_c("itest-raw");
-	if (it_send_msg(fd, 1, &m))
+	if (client_name)
+		m.hello.client_name = parley_str_c(client_name);
+	return it_send_msg(fd, rid, &m);
+}
+
+/* HELLO + AUTH on a raw socket; returns 0 when AUTH_OK arrived. */
+static __attribute__((unused)) int it_raw_login(int fd, const char *user, const char *device)
+{
+	struct parley_msg m;
+	if (it_send_hello(fd, 1, device, "itest-raw"))
 		return -1;
 	uint8_t buf[4096];
 	struct parley_frame f;

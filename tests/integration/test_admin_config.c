@@ -36,29 +36,6 @@ static char *run_cmd(const char *cmd, int *status)
 	return out;
 }
 
-static char *http_get(uint16_t port, const char *path, int *code)
-{
-	int fd = it_tcp_connect(port);
-	IT_CHECK(fd >= 0);
-	char req[256];
-	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
-	IT_CHECK(it_write_all(fd, req, strlen(req)) == 0);
-	size_t cap = 1 << 18, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	for (;;) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		IT_CHECK(poll(&pf, 1, 10000) > 0, "admin HTTP timed out");
-		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	out[n] = '\0';
-	IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
-	return out;
-}
 
 /* The local IPv4 address (host order) of the TCP socket listening on port,
  * from /proc/net/tcp; 0xFFFFFFFF when there is none. */
@@ -157,7 +134,7 @@ static void admin_address(const char *bin)
 	srv.extra[1] = "0.0.0.0";
 	it_server_start(&srv);
 	int code;
-	out = http_get(srv.admin_port, "/livez", &code);
+	out = it_http_get(srv.admin_port, "/livez", &code);
 	IT_CHECK(code == 200);
 	free(out);
 	IT_CHECK(listen_addr4(srv.port) == 0, "client port not on 0.0.0.0");
@@ -223,13 +200,13 @@ int main(void)
 	it_server_init(&srv, "s1");
 	it_server_start(&srv);
 	int code;
-	out = http_get(srv.admin_port, "/livez", &code);
+	out = it_http_get(srv.admin_port, "/livez", &code);
 	IT_CHECK(code == 200);
 	free(out);
 	/* ready once every loop serves (the TCP port may accept a moment
 	 * earlier: the listen backlog exists before the loops run) */
 	for (int i = 0; i < 200; i++) {
-		out = http_get(srv.admin_port, "/readyz", &code);
+		out = it_http_get(srv.admin_port, "/readyz", &code);
 		free(out);
 		if (code == 200)
 			break;
@@ -237,10 +214,10 @@ int main(void)
 		it_sleep_ms(50);
 	}
 	IT_CHECK(code == 200, "never ready");
-	out = http_get(srv.admin_port, "/nope", &code);
+	out = it_http_get(srv.admin_port, "/nope", &code);
 	IT_CHECK(code == 404);
 	free(out);
-	char *m0 = http_get(srv.admin_port, "/metrics", &code);
+	char *m0 = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200 && strstr(m0, "text/plain; version=0.0.4"));
 	IT_CHECK(strstr(m0, "# TYPE parley_ack_latency_seconds histogram"));
 
@@ -249,7 +226,7 @@ int main(void)
 		IT_OK(parley_client_send(a, "d:alice:bob", 1, "m", 1, NULL));
 	const struct parley_history_page *pg;
 	IT_CHECK(parley_client_history(a, "d:carol:dave", 0, 5, &pg) == -PARLEY_EPERM);
-	char *m1 = http_get(srv.admin_port, "/metrics", &code);
+	char *m1 = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200);
 	IT_CHECK(metric(m1, "parley_connections_open") >= 1);
 	IT_CHECK(metric(m1, "parley_connections_tls_total") >=

@@ -106,24 +106,7 @@ static int raw_user(const struct it_server *s, const char *user, const char *dev
 
 static char *metrics(uint16_t port)
 {
-	int fd = it_tcp_connect(port);
-	IT_CHECK(fd >= 0);
-	const char *req = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
-	IT_CHECK(it_write_all(fd, req, strlen(req)) == 0);
-	size_t cap = 1 << 18, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	for (;;) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		IT_CHECK(poll(&pf, 1, 10000) > 0, "no /metrics answer");
-		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	out[n] = '\0';
-	return out;
+	return it_http_get(port, "/metrics", NULL);
 }
 
 static uint64_t metric(uint16_t port, const char *name)
@@ -226,12 +209,7 @@ static int hold_slot(const struct it_server *s)
 	for (int tries = 0; tries < 200; tries++) {
 		int fd = it_tcp_connect(s->port);
 		IT_CHECK(fd >= 0);
-		struct parley_msg m = {.type = PARLEY_T_HELLO};
-		m.hello.min_version = 1;
-		m.hello.max_version = 1;
-		m.hello.device_id = parley_str_c("holder");
-		m.hello.client_name = parley_str_c("itest-holder");
-		IT_CHECK(it_send_msg(fd, 1, &m) == 0);
+		IT_CHECK(it_send_hello(fd, 1, "holder", "itest-holder") == 0);
 		static struct parley_msg r;
 		uint16_t t = read_reply(fd, &r, NULL);
 		if (t == PARLEY_T_HELLO_OK)
@@ -312,12 +290,7 @@ static void admission(void)
 	uint64_t rej0 = metric(srv.admin_port, "parley_handshakes_rejected_total");
 	int fd = it_tcp_connect(srv.port);
 	IT_CHECK(fd >= 0);
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("late");
-	m.hello.client_name = parley_str_c("itest");
-	IT_CHECK(it_send_msg(fd, 7, &m) == 0);
+	IT_CHECK(it_send_hello(fd, 7, "late", "itest") == 0);
 	static struct parley_msg r;
 	uint32_t rid = 0;
 	uint16_t t = read_reply(fd, &r, &rid);
@@ -397,12 +370,7 @@ static void storm_hello(const struct it_server *s, struct storm_conn *c, const c
 	(void)tok;
 	c->fd = it_tcp_connect(s->port);
 	IT_CHECK(c->fd >= 0, "connect: %s", strerror(errno));
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("storm");
-	m.hello.client_name = parley_str_c("itest-storm");
-	IT_CHECK(it_send_msg(c->fd, 1, &m) == 0);
+	IT_CHECK(it_send_hello(c->fd, 1, "storm", "itest-storm") == 0);
 	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
 	c->state = 1;
 	c->have = 0;
