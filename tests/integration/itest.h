@@ -654,6 +654,76 @@ static __attribute__((unused)) int it_raw_login(int fd, const char *user, const 
 	return 0;
 }
 
+/* ---- raw connections the server is expected to refuse ------------------------------ */
+
+/* The reading side of such a connection: the first ERROR frame received and
+ * whether the server closed it. */
+struct it_rx {
+	int fd;
+	uint8_t in[512];
+	size_t have;
+	bool got_error, eof;
+	uint32_t code;
+	uint16_t eflags;
+};
+
+/* Reads what non-blocking c->fd has: EOF or a reset sets eof; the first
+ * ERROR frame's code and flags are kept. With only_error, a frame other than
+ * ERROR before it fails the test. */
+static __attribute__((unused)) void it_rx_read(struct it_rx *c, bool only_error)
+{
+	ssize_t k = recv(c->fd, c->in + c->have, sizeof c->in - c->have, 0);
+	if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+		c->eof = true; /* EOF or reset: closed by the server */
+		return;
+	}
+	if (k < 0)
+		return;
+	c->have += (size_t)k;
+	struct parley_frame f;
+	int n;
+	while ((n = parley_proto_frame_decode(c->in, c->have, sizeof c->in, &f)) > 0) {
+		if (!c->got_error) {
+			IT_CHECK(f.type == PARLEY_T_ERROR || !only_error, "got frame type 0x%x",
+				 f.type);
+			if (f.type == PARLEY_T_ERROR) {
+				struct parley_msg m;
+				IT_OK(parley_proto_decode(&f, &m));
+				c->got_error = true;
+				c->code = m.error.code;
+				c->eflags = m.error.flags;
+			}
+		}
+		memmove(c->in, c->in + n, c->have - (size_t)n);
+		c->have -= (size_t)n;
+	}
+}
+
+/* 1 when c got a fatal ERROR with this code. */
+static __attribute__((unused)) int it_rx_refused(const struct it_rx *c, uint32_t code)
+{
+	return c->got_error && c->code == code && (c->eflags & PARLEY_ERRF_FATAL);
+}
+
+/* Sends the rest of hdr[0..hlen) + body[0..blen) from *sent on non-blocking
+ * fd, advancing *sent: 1 when all is sent, 0 when the socket is full, -1 when
+ * the server closed it. */
+static __attribute__((unused)) int it_send_rest(int fd, const uint8_t *hdr, size_t hlen,
+						const uint8_t *body, size_t blen, size_t *sent)
+{
+	while (*sent < hlen + blen) {
+		const uint8_t *p = *sent < hlen ? hdr + *sent : body + (*sent - hlen);
+		size_t n = *sent < hlen ? hlen - *sent : hlen + blen - *sent;
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (k <= 0)
+			return -1;
+		*sent += (size_t)k;
+	}
+	return 1;
+}
+
 /* ---- process memory -------------------------------------------------------------------- */
 
 /* 1 in sanitizer builds (make asan): parleyd is built the same way, and
