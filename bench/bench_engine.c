@@ -47,6 +47,9 @@
 
 /* Present only once the engine implements it; checked at run time. */
 #pragma weak pe_stats
+#pragma weak pe_stage_stats
+#pragma weak pe_stage_name
+#pragma weak pe_hist_bucket_le_ns
 
 #define OPEN_MAX_OUTSTANDING 200000u
 
@@ -203,6 +206,31 @@ static void get_stats(struct pe_engine *e, struct pe_stats *s)
 		pe_stats(e, s);
 }
 
+/* Open loop: where the window's appends spent their time, per engine stage
+ * (pe_stage_stats deltas over the window; quantiles are log2 bucket upper
+ * bounds, so "<= x"). Printed to stderr, one line per stage. */
+static void print_stages(const struct pe_stage_hist *a,
+			 const struct pe_stage_hist *b, double rate)
+{
+	fprintf(stderr, "parley-bench: engine stages, open loop at %.0f appends/s "
+		"(window deltas; p50/p99 are log2-bucket upper bounds):\n", rate);
+	for (int s = 0; s < PE_STAGE_COUNT; s++) {
+		uint64_t n = b[s].count - a[s].count;
+		uint64_t q50 = 0, q99 = 0, cum = 0;
+		for (unsigned k = 0; k < PE_HIST_BUCKETS && n; k++) {
+			cum += b[s].buckets[k] - a[s].buckets[k];
+			if (!q50 && cum * 2 >= n)
+				q50 = pe_hist_bucket_le_ns(k);
+			if (!q99 && cum * 100 >= n * 99)
+				q99 = pe_hist_bucket_le_ns(k);
+		}
+		fprintf(stderr, "  %-8s n=%-9llu mean=%9.1f us  p50<=%9.1f us  p99<=%9.1f us\n",
+			pe_stage_name((enum pe_stage)s), (unsigned long long)n,
+			n ? (double)(b[s].sum_ns - a[s].sum_ns) / (double)n / 1e3 : 0.0,
+			(double)q50 / 1e3, (double)q99 / 1e3);
+	}
+}
+
 int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 		     uint32_t payload, double rate, struct load_result *out)
 {
@@ -277,7 +305,9 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 	run->win_start_ns = t0 + (uint64_t)(cfg->warmup * 1e9);
 	run->win_end_ns = run->win_start_ns + (uint64_t)(cfg->seconds * 1e9);
 	struct pe_stats s0 = {0}, s1 = {0};
+	struct pe_stage_hist h0[PE_STAGE_COUNT], h1[PE_STAGE_COUNT];
 	bool s0_taken = false;
+	bool have_stages = pe_stage_stats != NULL;
 	uint64_t not_sent = 0;
 
 	if (!run->open_loop) {
@@ -321,6 +351,8 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 			uint64_t now = parley_mono_ns();
 			if (!s0_taken && now >= run->win_start_ns) {
 				get_stats(run->e, &s0);
+				if (have_stages)
+					pe_stage_stats(run->e, h0);
 				s0_taken = true;
 			}
 			if (next >= run->win_end_ns)
@@ -353,6 +385,10 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 		if (next < run->win_end_ns)
 			not_sent = (run->win_end_ns - next) / interval_ns;
 		get_stats(run->e, &s1);
+		if (have_stages && s0_taken) {
+			pe_stage_stats(run->e, h1);
+			print_stages(h0, h1, rate);
+		}
 	}
 
 	/* stop and drain (bounded) */

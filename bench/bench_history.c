@@ -55,6 +55,7 @@
 #include "parley_client.h"
 #include "parley_common.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 #define LOADERS 8u
 #define READERS 4u

@@ -54,6 +54,7 @@
 
 #include "parley_common.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 /* ---- corpus ----------------------------------------------------------------- */
 

@@ -5,8 +5,9 @@
 # over 16 KiB chunks, liblz4 from tools/install-deps.sh) and a zstd -19
 # floor, with --json. See bench/history_ratio.c.
 add_executable(parley-history-ratio ${CMAKE_CURRENT_LIST_DIR}/history_ratio.c)
-target_include_directories(parley-history-ratio PRIVATE ${CMAKE_SOURCE_DIR}/engine)
-target_link_libraries(parley-history-ratio PRIVATE parley_engine parley_bench_json)
+# a micro-benchmark of engine modules (segments, dictionaries): links the
+# engine internals
+target_link_libraries(parley-history-ratio PRIVATE parley_engine_internals parley_bench_json)
 find_package(PkgConfig)
 pkg_check_modules(RATIO_LZ4 IMPORTED_TARGET liblz4)
 if(RATIO_LZ4_FOUND)

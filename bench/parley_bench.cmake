@@ -25,8 +25,8 @@ target_link_libraries(parley_bench_plan PUBLIC parley_bench_profile parley_commo
 pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
 if(NOT HIREDIS_FOUND)
   message(WARNING "parley-bench skipped: hiredis not found (run tools/install-deps.sh)")
-elseif(NOT EXISTS ${CMAKE_SOURCE_DIR}/engine/engine.c)
-  message(STATUS "parley-bench skipped: engine/engine.c not present yet")
+elseif(NOT EXISTS ${CMAKE_SOURCE_DIR}/engine/open.c)
+  message(STATUS "parley-bench skipped: engine/open.c not present yet")
 else()
   file(GLOB PARLEY_BENCH_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/bench_*.c)
   list(REMOVE_ITEM PARLEY_BENCH_SOURCES ${CMAKE_CURRENT_LIST_DIR}/bench_hist.c
@@ -35,8 +35,7 @@ else()
        ${CMAKE_CURRENT_LIST_DIR}/bench_profile.c ${CMAKE_CURRENT_LIST_DIR}/bench_plan.c)
   add_executable(parley-bench ${CMAKE_CURRENT_LIST_DIR}/parley_bench.c
                  ${PARLEY_BENCH_SOURCES})
-  target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR}
-                             ${CMAKE_SOURCE_DIR}/engine)
+  target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_include_directories(parley-bench PRIVATE ${CMAKE_SOURCE_DIR}/proto)
   # server modes speak the wire protocol through the pure codec
   target_link_libraries(parley-bench PRIVATE parley_bench_hist parley_bench_natsproto parley_bench_spread parley_bench_args

@@ -32,9 +32,17 @@
  *
  * Durability invariant
  *   An append's callback reports success only after the WAL batch holding it
- *   has been written and fdatasync'd (later: committed on a quorum). Entries
- *   become visible to reads and tails at the same moment, so no reader ever
- *   sees an entry that could be lost by a crash.
+ *   has been written and fdatasync'd and the entry is committed and applied.
+ *   Entries become visible to reads and tails at the same moment, so no
+ *   reader ever sees an entry that could be lost by a crash.
+ *
+ * Raft
+ *   Every partition is a Raft group whose log is its shard's WAL; a single
+ *   node runs each partition as a group of one voter, through the same path
+ *   (appends are proposals, acknowledged after commit and apply). A group
+ *   elects itself at open. An append whose entry is not committed because
+ *   its partition's leadership was lost fails with -PARLEY_ENOTLEADER:
+ *   retry it with the same producer id (idempotency makes that safe).
  *
  * Idempotency
  *   An append with a non-zero producer_id is idempotent on
@@ -148,11 +156,10 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out);
  * PE_SUB_CLOSED. */
 void pe_close(struct pe_engine *e);
 
-/* Simulated crash for tests: stops the shard threads at once, without
- * waiting for in-flight I/O or running pending callbacks, and frees memory.
- * On the in-memory backend follow with pio_mem_crash() to drop unsynced
- * bytes. Never used in production. */
-void pe_abort(struct pe_engine *e);
+/* Test and tool hooks (pe_abort, pe_flush_sync, pe_compact_sync, offline
+ * history inspection, in-memory backend faults) are declared in
+ * parley_engine_hooks.h. */
+
 
 uint32_t pe_partition_count(const struct pe_engine *e);
 uint32_t pe_partition_of(const struct pe_engine *e, const void *key, size_t klen);
@@ -212,6 +219,43 @@ struct pe_stats {
 };
 void pe_stats(struct pe_engine *e, struct pe_stats *out);
 
+/*
+ * Where an append's time goes, per stage, as log2 histograms (for /metrics
+ * and benchmarks). Stages, in the order an append passes them:
+ *   PE_STAGE_QUEUE     pe_append/pe_delete -> its shard takes it
+ *   PE_STAGE_FILL      taken -> the WAL batch holding it is submitted
+ *                      (waiting for the batch in flight, filling the next)
+ *   PE_STAGE_SYNC      one WAL batch: submitted -> write + fdatasync done
+ *                      (one sample per batch, not per append)
+ *   PE_STAGE_APPLY     applying one committed entry to its partition
+ *   PE_STAGE_CALLBACK  the append's callback (the caller's code)
+ * Bucket b counts samples in [2^(b-1), 2^b) ns (bucket 0: 0 ns); the last
+ * bucket also takes everything above. Counters are monotonic since open;
+ * a snapshot taken while shards run may be a few samples inconsistent
+ * across fields (each field is read atomically).
+ */
+enum pe_stage {
+	PE_STAGE_QUEUE = 0,
+	PE_STAGE_FILL,
+	PE_STAGE_SYNC,
+	PE_STAGE_APPLY,
+	PE_STAGE_CALLBACK,
+	PE_STAGE_COUNT
+};
+#define PE_HIST_BUCKETS 40
+struct pe_stage_hist {
+	uint64_t count;
+	uint64_t sum_ns;
+	uint64_t max_ns;
+	uint64_t buckets[PE_HIST_BUCKETS];
+};
+/* Sums every shard's histograms into out[PE_STAGE_COUNT]. Any thread. */
+void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out);
+/* "queue", "fill", "sync", "apply", "callback"; NULL for others. */
+const char *pe_stage_name(enum pe_stage s);
+/* Upper bound of bucket b in ns (2^b), for Prometheus "le" labels. */
+uint64_t pe_hist_bucket_le_ns(unsigned b);
+
 /* ---- entries -------------------------------------------------------------- */
 
 struct pe_entry {
@@ -245,7 +289,9 @@ struct pe_append_req {
 
 struct pe_append_result {
 	int err;          /* 0, -PARLEY_ESEQ (precondition), -PARLEY_ECORRUPT,
-			     -PARLEY_EFULL (memory), -PARLEY_EFATAL, -PARLEY_ECLOSED */
+			     -PARLEY_EFULL (memory), -PARLEY_EFATAL, -PARLEY_ECLOSED,
+			     -PARLEY_ENOTLEADER (not committed: retry with
+			     the same producer id) */
 	uint64_t seq;     /* seq of the first entry of the batch */
 	uint32_t count;   /* entries appended (the batch is all or nothing) */
 	uint64_t ts_ms;   /* timestamp given to the entries */
@@ -344,54 +390,6 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 int pe_delete_sync(struct pe_engine *e, const void *key, size_t klen,
 		   uint64_t through, struct pe_delete_result *r);
 
-/* ---- history maintenance (tools and tests) --------------------------------------- */
-
-/* Flushes the partition's memtable into a history segment now and waits
- * for the commit (a flush already running is waited for, then another one
- * covers what arrived meanwhile). Blocking; not from a callback. */
-int pe_flush_sync(struct pe_engine *e, uint32_t partition);
-/* Runs a compaction of the partition now (all = merge every segment, else
- * the size-tiered pick; nothing to do is success) and waits for it. */
-int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all);
-
-/* Offline view of history segments, for `parleyctl inspect`: opens the
- * partition's history read-only (never writes) on `io` (NULL = real disk)
- * and calls cb per live segment. With verify, every block is read and
- * checked (the first bad block is named in error). */
-struct pe_seg_report {
-	uint32_t partition;
-	uint64_t seg_id;
-	char file[128];
-	uint64_t entries;
-	uint32_t streams, blocks;
-	uint64_t raw_payload_bytes, file_bytes;
-	double ratio;                /* file_bytes / raw_payload_bytes */
-	uint64_t dict_id;            /* 0 = compressed without dictionary */
-	uint64_t min_ts, max_ts;
-	uint32_t idem_records;
-	bool verified;               /* verify ran */
-	int verify_err;              /* 0 or -PARLEY_ECORRUPT */
-	uint32_t blocks_ok, blocks_bad;
-	char error[256];
-};
-struct pe_hist_report {
-	uint64_t flushed_index;
-	uint64_t generation;
-	uint64_t dict_id;            /* current dictionary */
-	uint32_t segments;
-	uint32_t marked_streams;     /* streams with deletion/retention marks */
-};
-int pe_history_inspect(struct pio *io, const char *dir, uint32_t partition,
-		       bool verify, struct pe_hist_report *hr,
-		       int (*cb)(void *arg, const struct pe_seg_report *r),
-		       void *arg);
-/* Every entry of one segment in (key, seq) order. cb returns non-zero to
- * stop. -PARLEY_ECORRUPT names the bad block in err (if given). */
-int pe_history_dump(struct pio *io, const char *dir, uint32_t partition,
-		    uint64_t seg_id,
-		    int (*cb)(void *arg, const void *key, size_t klen,
-			      const struct pe_entry *e),
-		    void *arg, char *err, size_t errcap);
 
 /* ---- tail (subscribe) ------------------------------------------------------- */
 
@@ -445,26 +443,11 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *   pio_mem_new()    a deterministic in-memory file system for tests and the
  *                    simulator, with fault injection.
  * A backend outlives every engine opened on it; free it after pe_close.
+ * Fault injection for the in-memory backend: parley_engine_hooks.h.
  */
 struct pio *pio_uring_new(void);
 struct pio *pio_mem_new(uint64_t seed);
 void pio_free(struct pio *io);
 
-/* In-memory backend faults (no-ops on other backends). */
-enum pio_mem_fault {
-	PIO_FAULT_WRITE_EIO = 1,   /* the next `count` writes fail with -EIO */
-	PIO_FAULT_FSYNC_EIO = 2,   /* the next `count` fsyncs fail with -EIO */
-	PIO_FAULT_ENOSPC = 3,      /* the next `count` writes fail with -ENOSPC */
-};
-void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count);
-/* Crash: every file loses the bytes written since its last fsync. With
- * `tear`, a random prefix (at 512-byte granularity) of the unsynced
- * writes survives instead, as a real torn write would. */
-void pio_mem_crash(struct pio *io, bool tear);
-/* Flip one bit of a stored file (synced contents). Returns 0 or -ENOENT. */
-int pio_mem_flip_bit(struct pio *io, const char *path, uint64_t offset,
-		     unsigned bit);
-/* Size of a stored file or -ENOENT (for tests that aim faults). */
-int64_t pio_mem_file_size(struct pio *io, const char *path);
 
 #endif /* PARLEY_ENGINE_H */

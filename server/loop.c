@@ -143,7 +143,27 @@ static struct io_uring_sqe *get_sqe(struct loop *lp)
 
 /* ---- listeners ------------------------------------------------------------ */
 
-static int listen_on(const char *host, uint16_t port, int *out)
+/*
+ * Bind a listener for one loop. Every loop has its own socket on the same
+ * port (SO_REUSEPORT spreads accepts over the loops), but SO_REUSEPORT would
+ * also let a second parleyd of the same user bind the port silently and
+ * take half of its connections. So the first loop (`exclusive`) first binds
+ * a probe socket without SO_REUSEPORT: that bind fails with EADDRINUSE while
+ * anyone else listens on the port, whatever options they used.
+ */
+static int bind_probe(const struct addrinfo *ai)
+{
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	int rc = bind(fd, ai->ai_addr, ai->ai_addrlen) ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+static int listen_on(const char *host, uint16_t port, bool exclusive, int *out)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 				 .ai_socktype = SOCK_STREAM,
@@ -154,6 +174,10 @@ static int listen_on(const char *host, uint16_t port, int *out)
 	int rc = getaddrinfo(host, ps, &hints, &res);
 	if (rc)
 		return -PARLEY_EINVAL;
+	if (exclusive && (rc = bind_probe(res)) != 0) {
+		freeaddrinfo(res);
+		return rc;
+	}
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		rc = -errno;
@@ -250,13 +274,15 @@ int loop_create(struct srv *s, unsigned idx, const struct loop_listen *ls,
 		goto fail;
 	}
 	if (ls->tcp_port) {
-		rc = listen_on(ls->host, ls->tcp_port, &lp->ls[lp->nls].fd);
+		rc = listen_on(ls->host, ls->tcp_port, idx == 0,
+			       &lp->ls[lp->nls].fd);
 		if (rc)
 			goto fail;
 		lp->ls[lp->nls++].tls = false;
 	}
 	if (ls->tls_port && s->tls) {
-		rc = listen_on(ls->host, ls->tls_port, &lp->ls[lp->nls].fd);
+		rc = listen_on(ls->host, ls->tls_port, idx == 0,
+			       &lp->ls[lp->nls].fd);
 		if (rc)
 			goto fail;
 		lp->ls[lp->nls++].tls = true;

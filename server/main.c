@@ -722,6 +722,11 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < n; i++) {
 		rc = loop_create(s, i, &ls, &lt[i].lp);
 		if (rc) {
+			if (rc == -EADDRINUSE)
+				PLOG_E("parleyd", "port already in use: another "
+				       "process listens on it", "host=%s port=%u "
+				       "tls_port=%u", o->listen, o->port,
+				       ls.tls_port);
 			PLOG_E("parleyd", "cannot start event loop", "loop=%u "
 			       "host=%s port=%u tls_port=%u err=%s", i, o->listen,
 			       o->port, ls.tls_port, parley_errname(rc));

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 #include "parleyctl.h"
 
 static void usage(FILE *f)
@@ -346,7 +347,9 @@ int ctl_inspect_main(int argc, char **argv)
 		}
 		total_streams += st.streams;
 		mem_entries += st.entries;
-		with_data += st.streams || st.segments || st.last_index ||
+		/* not last_index: every partition's log holds at least the
+		 * no-op its Raft group logs when it elects itself */
+		with_data += st.streams || st.segments ||
 			     st.state == PE_PART_CORRUPT;
 		if (st.state == PE_PART_CORRUPT) {
 			bad++;

@@ -35,6 +35,7 @@
 
 #include "crash_driver.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 #define NSTREAMS 16
 #define INFLIGHT_PER_STREAM 4

@@ -17,12 +17,12 @@ if ! echo 'int LLVMFuzzerTestOneInput(const char*d,long n){return 0;}' |
   echo "clang has no libFuzzer runtime: skip"; exit 77
 fi
 CFLAGS=(-g -O1 -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined
-        -fno-sanitize-recover=undefined -I"$SRC/common" -I"$SRC/engine" -I"$SRC/proto" -I"$SRC/server")
+        -fno-sanitize-recover=undefined -I"$SRC/common" -I"$SRC/engine" -I"$SRC/engine/log" -I"$SRC/engine/history" -I"$SRC/engine/io" -I"$SRC/engine/raft" -I"$SRC/proto" -I"$SRC/server")
 LIBS=(-luring -lzstd -lxxhash -lssl -lcrypto -lpthread)
 # library objects (rebuilt only when a source is newer)
 objs=()
 # server/jwt.c: the token verifier is the first parser a client reaches
-for f in "$SRC"/common/*.c "$SRC"/engine/*.c "$SRC"/proto/*.c "$SRC"/server/jwt.c; do
+for f in "$SRC"/common/*.c "$SRC"/engine/*.c "$SRC"/engine/*/*.c "$SRC"/proto/*.c "$SRC"/server/jwt.c; do
   [ -e "$f" ] || continue
   o="$OUT/obj/$(echo "${f#$SRC/}" | tr / _).o"
   if [ ! -e "$o" ] || [ "$f" -nt "$o" ] || [ -n "$(find "$SRC" -name '*.h' -newer "$o" -print -quit)" ]; then

@@ -3,7 +3,7 @@
 # named scenarios (test_scn_*). Plain executables: a failure prints its seed
 # and exits 1; PARLEY_SIM_SEED=<n> replays one seed.
 add_library(parley_sim STATIC ${CMAKE_CURRENT_LIST_DIR}/sim.c)
-target_link_libraries(parley_sim PUBLIC parley_engine)
+target_link_libraries(parley_sim PUBLIC parley_engine_internals)
 target_include_directories(parley_sim PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_sim
                  LABELS sim TIMEOUT 900)

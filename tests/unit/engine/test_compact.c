@@ -15,6 +15,7 @@
 #include "hist_corpus.h"
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 #include "segment.h"
 
 /* ---- pure parts ------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include "hist_corpus.h"
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 #define NSAMP 3000
 

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
+#include "io.h"
 
 static struct pio *io;
 static struct pe_engine *eng;
@@ -367,10 +369,24 @@ Test(engine, acked_entries_survive_crash_with_torn_tail)
 	}
 }
 
+/* Lets each shard's spare-segment thread finish first, so that a single
+ * injected fault hits the WAL's write or fdatasync and not the spare's
+ * zero-fill (its fdatasyncs take faults too). */
+static void wait_spares(void)
+{
+	for (int i = 0; i < 5000; i++) {
+		if (pio_mem_file_size(io, "/data/wal/0/spare-1.log") > 0 &&
+		    pio_mem_file_size(io, "/data/wal/1/spare-1.log") > 0)
+			break;
+		usleep(1000);
+	}
+}
+
 Test(engine, fsync_failure_is_fatal_for_appends)
 {
 	struct pe_append_result r;
 	cr_assert_eq(append1("c/f", "ok", NULL, &r), 0);
+	wait_spares();
 	pio_mem_inject(io, PIO_FAULT_FSYNC_EIO, 1);
 	cr_assert_eq(append1("c/f", "lost", NULL, &r), -PARLEY_EFATAL);
 	/* no retry of fsync: everything after fails too on that shard */
@@ -390,14 +406,7 @@ Test(engine, fsync_failure_is_fatal_for_appends)
 Test(engine, write_error_is_fatal_too)
 {
 	struct pe_append_result r;
-	/* let each shard's spare-segment thread finish first, so the fault
-	 * hits the WAL write and not the spare preparation */
-	for (int i = 0; i < 5000; i++) {
-		if (pio_mem_file_size(io, "/data/wal/0/spare-1.log") > 0 &&
-		    pio_mem_file_size(io, "/data/wal/1/spare-1.log") > 0)
-			break;
-		usleep(1000);
-	}
+	wait_spares();
 	pio_mem_inject(io, PIO_FAULT_ENOSPC, 1);
 	cr_assert_eq(append1("c/w", "x", NULL, &r), -PARLEY_EFATAL);
 }
@@ -456,18 +465,35 @@ Test(engine, bit_flip_marks_only_that_partition_corrupt)
 		cr_assert_eq(append1(k2, "more", NULL, &r), 0);
 	pe_close(eng);
 	eng = NULL;
-	/* The first record of shard 0's first segment is k1's (4096 + 64 =
-	 * body start); flip a bit in its body: not a torn tail, since later
-	 * batches exist. */
-	cr_assert_eq(pio_mem_flip_bit(io, "/data/wal/0/wal-0000000000000001.log",
-				      4096 + 64 + 3, 2), 0);
+	/* Find k1's record in shard 0's first segment (after the election's
+	 * no-op records) and flip a bit in its payload: not a torn tail,
+	 * since later batches exist. */
+	const char *seg = "/data/wal/0/wal-0000000000000001.log";
+	int64_t size = pio_mem_file_size(io, seg);
+	cr_assert_gt(size, 0);
+	uint8_t *img = malloc((size_t)size);
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, seg, 0, &f), 0);
+	cr_assert_eq(io->ops->pread(io, f, img, (size_t)size, 0), size);
+	io->ops->close(io, f);
+	const char *pl = "first-partition-0";
+	uint8_t *at = memmem(img, (size_t)size, pl, strlen(pl));
+	cr_assert_not_null(at);
+	uint64_t pl_off = (uint64_t)(at - img);
+	free(img);
+	/* body: klen | key | producer | ts | expected | count | entry hdr */
+	uint64_t rec_off = pl_off - 8 - 4 - 8 - 8 - 16 - strlen(k1) - 1 - 64;
+	cr_assert_eq(pio_mem_flip_bit(io, seg, pl_off + 3, 2), 0);
 	struct pe_options o = opts();
 	cr_assert_eq(pe_open(&o, &eng), 0);
 	struct pe_partition_status st;
 	cr_assert_eq(pe_partition_status(eng, 0, &st), 0);
 	cr_assert_eq(st.state, PE_PART_CORRUPT);
-	cr_assert(strstr(st.error, "wal-0000000000000001.log offset 4096"),
-		  "error was: %s", st.error);
+	char want[64];
+	snprintf(want, sizeof want, "wal-0000000000000001.log offset %llu",
+		 (unsigned long long)rec_off);
+	cr_assert(strstr(st.error, want), "error was: %s (want %s)", st.error,
+		  want);
 	cr_assert_eq(append1(k1, "x", NULL, &r), -PARLEY_ECORRUPT);
 	cr_assert_eq(pe_partition_status(eng, 2, &st), 0);
 	cr_assert_eq(st.state, PE_PART_OK);

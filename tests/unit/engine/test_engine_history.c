@@ -19,6 +19,7 @@
 
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 static struct pio *io;
 static struct pe_engine *eng;

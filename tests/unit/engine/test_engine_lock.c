@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 static struct pe_options opts(const char *dir, struct pio *io, bool ro)
 {

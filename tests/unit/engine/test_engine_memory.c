@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 #define KiB (1ull << 10)
 #define MiB (1ull << 20)

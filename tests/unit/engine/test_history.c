@@ -15,6 +15,7 @@
 #include "history.h"
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 #include "segment.h"
 
 #define NSTREAMS 6

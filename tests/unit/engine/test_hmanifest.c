@@ -13,6 +13,7 @@
 #include "hmanifest.h"
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 static struct pio *mkio(void)
 {

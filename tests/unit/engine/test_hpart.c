@@ -17,6 +17,7 @@
 #include "hpart.h"
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 #define NS 30
 #define MAXE 4000

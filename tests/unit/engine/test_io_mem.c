@@ -19,6 +19,7 @@
 #include "io.h"
 #include "parley_common.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 static struct pio *io;
 

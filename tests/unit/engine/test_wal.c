@@ -17,6 +17,7 @@
 
 #include "io.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 #include "wal.h"
 
 #define SEG (16u << 20)
@@ -149,6 +150,12 @@ Test(wal, active_segment_cut_after_clean_stop_is_detected)
 	key_in(2, other, sizeof other);
 	append_n(other, 3, 10); /* all within the first 64 KiB */
 	append_n(room, 200, 100);
+	/* the room's last log index: its 200 appends follow the no-op its
+	 * Raft group logged when it elected itself at open */
+	struct pe_partition_status s0;
+	status(1, &s0);
+	char last[32];
+	snprintf(last, sizeof last, "..%llu", (unsigned long long)s0.last_index);
 	pe_close(eng);
 	cr_assert_eq(pio_mem_file_size(io, WAL1), SEG);
 	file_cut(WAL1, 64 * 1024);
@@ -162,7 +169,7 @@ Test(wal, active_segment_cut_after_clean_stop_is_detected)
 			  st.error);
 		cr_assert(strstr(st.error, "acknowledged records lost"), "%s",
 			  st.error);
-		cr_assert(strstr(st.error, "..200"), "%s", st.error);
+		cr_assert(strstr(st.error, last), "%s (want %s)", st.error, last);
 		/* later rounds appended to the other partition after it */
 		cr_assert(round || strstr(st.error, "log ends at byte 65536"), "%s",
 			  st.error);
@@ -211,13 +218,20 @@ Test(wal, active_segment_zeroed_after_clean_stop_is_detected)
 	char room[16];
 	key_in(3, room, sizeof room);
 	append_n(room, 50, 100);
+	struct pe_partition_status s0;
+	status(3, &s0);
 	pe_close(eng);
+	/* block 1 holds the election's no-ops (index 1), append k (index
+	 * k + 1) is alone in block k + 1: from block 8 on, indexes 8.. */
+	char want[48];
+	snprintf(want, sizeof want, "log indexes 8..%llu",
+		 (unsigned long long)s0.last_index);
 	file_zero(WAL1, 8 * 4096);
 	reopen_ro(false);
 	struct pe_partition_status st;
 	status(3, &st);
 	cr_assert_eq(st.state, PE_PART_CORRUPT);
-	cr_assert(strstr(st.error, "log indexes 8..50"), "%s", st.error);
+	cr_assert(strstr(st.error, want), "%s (want %s)", st.error, want);
 	cr_assert(!corrupt(0));
 }
 
@@ -230,12 +244,16 @@ Test(wal, zeroed_after_crash_is_detected_by_the_periodic_mark)
 	int64_t empty = pio_mem_file_size(io, HWM); /* one segment, no entry */
 	cr_assert_gt(empty, 0);
 	append_n(room, 10, 60 * 1024);
+	struct pe_partition_status s0;
+	status(2, &s0); /* the 10 appends follow the election's no-op */
+	uint64_t want_last = s0.last_index;
 	/* then silence, until the mark (stored by another thread) lists the
-	 * partition up to index 10: a bounded wait for a condition, nothing
-	 * timed. One segment, one entry: its index is the last u64 before the
-	 * checksum. */
+	 * partition up to its last index: a bounded wait for a condition,
+	 * nothing timed. One segment; its entries (every partition has its
+	 * election's no-op in it) are {u32 partition, u32 0, u64 index} after
+	 * the 48-byte header and the 24-byte segment record. */
 	uint64_t listed = 0;
-	for (int i = 0; i < 3000 && listed != 10; i++) {
+	for (int i = 0; i < 3000 && listed != want_last; i++) {
 		usleep(5000);
 		int64_t sz = pio_mem_file_size(io, HWM);
 		if (sz <= empty)
@@ -246,10 +264,17 @@ Test(wal, zeroed_after_crash_is_detected_by_the_periodic_mark)
 		cr_assert_eq(io->ops->pread(io, f, buf, (size_t)sz, 0), sz);
 		io->ops->close(io, f);
 		listed = 0;
-		for (int b = 7; b >= 0; b--)
-			listed = listed << 8 | buf[sz - 16 + b];
+		uint32_t nent = (uint32_t)buf[28] | (uint32_t)buf[29] << 8 |
+				(uint32_t)buf[30] << 16 | (uint32_t)buf[31] << 24;
+		for (uint32_t k = 0; k < nent && 48 + 24 + 16 * (k + 1) <= (uint64_t)sz; k++) {
+			const uint8_t *en = buf + 48 + 24 + 16 * k;
+			if (en[0] != 2 || en[1] || en[2] || en[3])
+				continue;
+			for (int b = 7; b >= 0; b--)
+				listed = listed << 8 | en[8 + b];
+		}
 	}
-	cr_assert_eq(listed, 10);
+	cr_assert_eq(listed, want_last);
 	pe_abort(eng);
 	pio_mem_crash(io, false);
 	file_zero(WAL1, 3 * 4096);
@@ -257,8 +282,12 @@ Test(wal, zeroed_after_crash_is_detected_by_the_periodic_mark)
 	struct pe_partition_status st;
 	status(2, &st);
 	cr_assert_eq(st.state, PE_PART_CORRUPT);
-	cr_assert(strstr(st.error, "acknowledged records lost: log indexes 1..10 "),
-		  "%s", st.error);
+	/* the no-op (index 1, block 1) survives; the first append (index 2,
+	 * from block 2) is damaged from block 3 on */
+	char want[80];
+	snprintf(want, sizeof want, "acknowledged records lost: log indexes 2..%llu ",
+		 (unsigned long long)want_last);
+	cr_assert(strstr(st.error, want), "%s (want %s)", st.error, want);
 	cr_assert(!corrupt(1));
 }
 
@@ -391,13 +420,18 @@ Test(wal, version_1_directory_upgrades_in_place)
 	cr_assert_eq(last_seq(room), 30);
 	cr_assert_gt(pio_mem_file_size(io, HWM), 0);
 	append_n(room, 5, 100);
+	struct pe_partition_status s0;
+	status(1, &s0);
+	char want[48];
+	snprintf(want, sizeof want, "log indexes 10..%llu",
+		 (unsigned long long)s0.last_index);
 	pe_close(eng);
 	file_zero(WAL1, 10 * 4096);
 	reopen_ro(false);
 	struct pe_partition_status st;
 	status(1, &st);
 	cr_assert_eq(st.state, PE_PART_CORRUPT);
-	cr_assert(strstr(st.error, "log indexes 10..35"), "%s", st.error);
+	cr_assert(strstr(st.error, want), "%s (want %s)", st.error, want);
 }
 
 Test(wal, damaged_mark_is_corruption_missing_mark_is_not)

@@ -762,10 +762,8 @@ int seg_writer_finish(struct seg_writer *w, struct seg_write_info *info)
 	if (!rc) {
 		w->io->ops->close(w->io, w->f);
 		w->f = NULL;
-		rc = w->io->ops->rename(w->io, w->tmp_path, w->final_path);
+		rc = pio_file_publish(w->io, w->dir, w->tmp_path, w->final_path);
 	}
-	if (!rc)
-		rc = w->io->ops->fsync_dir(w->io, w->dir);
 	free(tail);
 	free(zid);
 	free(zm);

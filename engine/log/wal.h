@@ -172,6 +172,10 @@ void wal_commit_rec(struct wal *w, uint32_t partition, uint16_t type,
 		    uint64_t term, uint64_t index);
 
 bool wal_has_open(const struct wal *w);     /* open batch has records */
+/* Record bytes the open batch can still take: a record of body len fits
+ * iff WAL_REC_SPACE(len) <= wal_open_room(). */
+uint32_t wal_open_room(const struct wal *w);
+#define WAL_REC_SPACE(len) ((((uint64_t)WAL_REC_HDR + (len)) + 7u) & ~7ull)
 bool wal_in_flight(const struct wal *w);    /* a batch awaits its sync */
 
 /*

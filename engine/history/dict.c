@@ -150,24 +150,11 @@ int dict_store(struct pio *io, const char *dir, const struct pdict *d)
 	le_put64(buf + 16, d->id);
 	memcpy(buf + DICT_HDR_LEN, d->bytes, d->len);
 
-	struct pio_file *f = NULL;
-	(void)io->ops->unlink(io, tmp); /* leftover from a crash: ignore ENOENT */
-	rc = io->ops->open(io, tmp, PIO_CREATE | PIO_EXCL, &f);
-	if (rc == 0) {
-		rc = io->ops->pwrite(io, f, buf, total, 0);
-		if (rc == 0)
-			rc = io->ops->fdatasync(io, f);
-		io->ops->close(io, f);
-	}
+	rc = pio_file_replace(io, dir, tmp, path, buf, total);
 	free(buf);
-	if (rc == 0)
-		rc = io->ops->rename(io, tmp, path);
-	if (rc == 0)
-		rc = io->ops->fsync_dir(io, dir);
 	if (rc != 0) {
 		PLOG_E("dict", "store failed", "file=%s err=%s", path,
 		       parley_errname(rc));
-		(void)io->ops->unlink(io, tmp);
 	}
 	return rc;
 }

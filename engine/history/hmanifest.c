@@ -224,24 +224,11 @@ int hman_store(struct pio *io, const char *dir, struct hman *m)
 	le_put64(p, parley_xxh3(b, (size_t)(p - b), HMAN_SEED));
 	PARLEY_ASSERT((size_t)(p + 8 - b) == len);
 
-	struct pio_file *f;
-	(void)io->ops->unlink(io, tmp);
-	rc = io->ops->open(io, tmp, PIO_CREATE | PIO_EXCL, &f);
-	if (rc == 0) {
-		rc = io->ops->pwrite(io, f, b, len, 0);
-		if (rc == 0)
-			rc = io->ops->fdatasync(io, f);
-		io->ops->close(io, f);
-	}
+	rc = pio_file_replace(io, dir, tmp, path, b, len);
 	free(b);
-	if (rc == 0)
-		rc = io->ops->rename(io, tmp, path);
-	if (rc == 0)
-		rc = io->ops->fsync_dir(io, dir);
 	if (rc) {
 		PLOG_E("hmanifest", "store failed", "file=%s err=%s", path,
 		       parley_errname(rc));
-		(void)io->ops->unlink(io, tmp);
 		return rc;
 	}
 	m->generation = gen;

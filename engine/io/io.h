@@ -114,4 +114,29 @@ struct pio {
 	const struct pio_ops *ops;
 };
 
+/* ---- atomic file replacement (io_file.c) ----------------------------------- */
+
+/*
+ * The one way the engine makes a file appear or change atomically:
+ *
+ *   write tmp -> fdatasync(tmp) -> rename(tmp, path) -> fsync(dir)
+ *
+ * After a crash at any point, `path` holds either its old contents (or is
+ * absent) or all of the new bytes; never a prefix. A leftover tmp is the
+ * caller's to clean at open.
+ *
+ * pio_file_replace: the whole sequence for a buffer in memory. tmp is
+ *   removed first (a leftover from a crash) and created exclusively; on
+ *   failure tmp is unlinked and path is untouched (or, if only the
+ *   directory fsync failed, may already be the new file: the error still
+ *   says the change is not known durable).
+ * pio_file_publish: the last two steps for a tmp file the caller wrote and
+ *   fdatasync'd itself (segments, WAL spares).
+ * Both return 0 or a negative errno; any thread.
+ */
+int pio_file_replace(struct pio *io, const char *dir, const char *tmp,
+		     const char *path, const void *buf, size_t len);
+int pio_file_publish(struct pio *io, const char *dir, const char *tmp,
+		     const char *path);
+
 #endif /* PARLEY_ENGINE_IO_H */

@@ -56,6 +56,7 @@
 #include "io.h"
 #include "parley_common.h"
 #include "parley_engine.h"
+#include "parley_engine_hooks.h"
 
 #define MEM_TEAR_GRAIN 512
 

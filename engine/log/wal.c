@@ -486,9 +486,7 @@ static int spare_create(struct wal *w)
 	rc = zero_fill(w->io, f, w->seg_bytes);
 	w->io->ops->close(w->io, f);
 	if (!rc)
-		rc = w->io->ops->rename(w->io, tmp, fin);
-	if (!rc)
-		rc = w->io->ops->fsync_dir(w->io, w->dir);
+		rc = pio_file_publish(w->io, w->dir, tmp, fin);
 	if (rc) {
 		w->io->ops->unlink(w->io, tmp);
 		return rc;
@@ -1328,6 +1326,13 @@ void wal_commit_rec(struct wal *w, uint32_t partition, uint16_t type,
 	uint32_t end = b->last + WAL_REC_HDR + len;
 	memset(b->p + end, 0, b->len - end);
 	b->nrec++;
+}
+
+uint32_t wal_open_room(const struct wal *w)
+{
+	/* wal_reserve keeps room for the batch's seal record */
+	uint64_t used = (uint64_t)w->open->len + WAL_REC_HDR;
+	return used >= WAL_MAX_BATCH ? 0 : (uint32_t)(WAL_MAX_BATCH - used);
 }
 
 bool wal_has_open(const struct wal *w)

@@ -1,0 +1,39 @@
+/*
+ * io_file.c — atomic file replacement on top of the I/O vtable (io.h):
+ * the single implementation of "write a temp file, fdatasync it, rename it
+ * over the final name, fsync the directory" used by the MANIFEST, the
+ * HISTORY manifest, dictionaries, segments and WAL spares.
+ *
+ * Threads: any; the backend's synchronous operations only.
+ */
+#include <errno.h>
+
+#include "io.h"
+
+int pio_file_publish(struct pio *io, const char *dir, const char *tmp,
+		     const char *path)
+{
+	int rc = io->ops->rename(io, tmp, path);
+	if (rc)
+		return rc;
+	return io->ops->fsync_dir(io, dir);
+}
+
+int pio_file_replace(struct pio *io, const char *dir, const char *tmp,
+		     const char *path, const void *buf, size_t len)
+{
+	struct pio_file *f = NULL;
+	(void)io->ops->unlink(io, tmp); /* a crash's leftover; ENOENT is fine */
+	int rc = io->ops->open(io, tmp, PIO_CREATE | PIO_EXCL, &f);
+	if (rc)
+		return rc;
+	rc = io->ops->pwrite(io, f, buf, len, 0);
+	if (!rc)
+		rc = io->ops->fdatasync(io, f);
+	io->ops->close(io, f);
+	if (!rc)
+		rc = pio_file_publish(io, dir, tmp, path);
+	if (rc)
+		(void)io->ops->unlink(io, tmp);
+	return rc;
+}

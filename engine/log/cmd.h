@@ -1,0 +1,108 @@
+/*
+ * cmd.h — a partition's log commands and their one codec (private to
+ * engine/).
+ *
+ * A command is what a partition's log carries: the body of a WAL record
+ * (whose header gives its kind as the record type, and its partition, term
+ * and index) and the payload of the partition's Raft entries
+ * (RAFT_ENTRY_NORMAL: u8 kind | body, see log/part_raft.c). Applying commands in log order (part_apply.c) is the
+ * partition state machine.
+ *
+ * Bodies (little-endian):
+ *   CMD_APPEND  u8 klen | key | producer[16] | u64 ts | u64 expected |
+ *               u32 count | count x (u16 type | u16 flags | u32 len | bytes)
+ *   CMD_DELETE  u8 klen | key | u64 through
+ *               (UINT64_MAX = the whole stream as of the moment it applies)
+ *
+ * The timestamp of an APPEND is stamped by whoever puts the command into
+ * the log (the shard today, the Raft leader when it proposes) with
+ * cmd_stamp_ts, so applying it never reads a clock.
+ *
+ * Contract
+ *   1. cmd_decode validates the whole body (lengths, counts, every entry)
+ *      before returning 0: a decoded command never over-reads and applies
+ *      all or nothing. Anything else is -PARLEY_ECORRUPT.
+ *   2. Encoding then decoding gives back every field; decoding a valid body
+ *      and encoding its fields gives back the same bytes (one encoding per
+ *      command: the codec is canonical).
+ *   3. Pure: no allocation, no I/O, no clock; any thread.
+ */
+#ifndef PARLEY_ENGINE_CMD_H
+#define PARLEY_ENGINE_CMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley_common.h"
+#include "parley_engine.h"
+
+#define CMD_APPEND 1u
+#define CMD_DELETE 2u
+/* The Raft core's own entries, as the WAL records them (no body for a
+ * NOOP; a CONF body is a raft_conf_change). Applying them changes no
+ * partition state: they only take their index. */
+#define CMD_NOOP 3u
+#define CMD_CONF 4u
+
+#define CMD_MAX_BYTES (2u << 20)   /* one command's body, all entries */
+#define CMD_APPEND_HDR(klen) (1u + (klen) + PE_PRODUCER_LEN + 8u + 8u + 4u)
+#define CMD_ENTRY_HDR 8u
+#define CMD_DELETE_BYTES(klen) (1u + (klen) + 8u)
+
+/* A decoded command. Pointers point into the decoded body. */
+struct cmd {
+	uint16_t kind;             /* CMD_APPEND or CMD_DELETE */
+	const uint8_t *key;
+	uint8_t klen;
+	/* CMD_APPEND */
+	const uint8_t *producer;   /* PE_PRODUCER_LEN bytes; all zero = none */
+	uint64_t ts;
+	uint64_t expected;         /* PE_NO_EXPECT or the expected last seq */
+	uint32_t count;            /* 1..PE_MAX_BATCH */
+	const uint8_t *entries;    /* the encoded entries, validated */
+	uint32_t entries_len;
+	/* CMD_DELETE */
+	uint64_t through;
+};
+
+/* One entry of an APPEND, as cmd_entry_next yields it. */
+struct cmd_entry {
+	uint16_t type;
+	uint16_t flags;
+	uint32_t len;
+	const uint8_t *payload;
+};
+
+struct cmd_entry_iter {
+	struct le_reader r;
+	uint32_t left;
+};
+
+/* Bytes an APPEND of these entries takes, or 0 when it cannot be encoded
+ * (bad key length, count, an entry over PE_MAX_PAYLOAD, or over
+ * CMD_MAX_BYTES). */
+size_t cmd_append_size(size_t klen, const struct pe_input *in, uint32_t count);
+/* Encodes an APPEND into buf (cap >= cmd_append_size). Returns the bytes
+ * written or -PARLEY_EINVAL / -PARLEY_ETOOBIG. */
+int64_t cmd_append_encode(uint8_t *buf, size_t cap, const void *key,
+			  size_t klen, const uint8_t producer[PE_PRODUCER_LEN],
+			  uint64_t ts, uint64_t expected,
+			  const struct pe_input *in, uint32_t count);
+/* Encodes a DELETE (cap >= CMD_DELETE_BYTES(klen)). Returns bytes or
+ * -PARLEY_EINVAL. */
+int64_t cmd_delete_encode(uint8_t *buf, size_t cap, const void *key,
+			  size_t klen, uint64_t through);
+
+/* Decodes and validates a body of the given kind. 0 or -PARLEY_ECORRUPT. */
+int cmd_decode(uint16_t kind, const uint8_t *body, size_t len, struct cmd *out);
+
+/* Iterates a decoded APPEND's entries (never fails on a decoded one). */
+void cmd_entry_iter_init(struct cmd_entry_iter *it, const struct cmd *c);
+bool cmd_entry_next(struct cmd_entry_iter *it, struct cmd_entry *out);
+
+/* Writes the timestamp into an encoded APPEND body (the proposer's stamp).
+ * The body must be a valid APPEND. */
+void cmd_stamp_ts(uint8_t *body, size_t len, uint64_t ts);
+
+#endif /* PARLEY_ENGINE_CMD_H */

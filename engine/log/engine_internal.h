@@ -1,0 +1,443 @@
+/*
+ * engine_internal.h — the engine's private structures and the functions its
+ * files share (engine/ only; never on another component's include path).
+ *
+ * Where each concern lives
+ *   log/memtable.c     streams and their entries in memory
+ *   log/idem.c         the idempotency table
+ *   log/part_apply.c   applying a log command (the partition state machine)
+ *   log/sub.c          subscriptions (tails)
+ *   log/shard.c        the shard thread: inbox, loop, group commit, apply
+ *   log/shard_req.c    the shard's request handlers
+ *   log/part_raft.c    each partition a Raft group on the shard's WAL
+ *   log/part_wait.c    proposals waiting by (index, term)
+ *   log/cmd.c          the log command codec
+ *   log/wal.c          the shard's write-ahead log
+ *   history/hist_job.c flush/compaction jobs, WAL release, retention ticks
+ *   manifest.c         the data directory's MANIFEST
+ *   open.c             pe_open (recovery), pe_close, pe_abort
+ *   api.c              the public asynchronous calls (marshalling)
+ *   blocking.c         the *_sync wrappers
+ *   inspect.c          offline history inspection
+ *
+ * Ownership map
+ *   struct pe_engine   owns the shards, the partitions and the manifest.
+ *   struct shard       one thread; owns its WAL, its io ring, its inbox and
+ *                      every partition p with p % nshards == shard index.
+ *                      Nothing else touches a partition's state.
+ *   struct part        streams (hash table), idempotency table, counters,
+ *                      and its Raft group (struct raft, log/part_raft.c):
+ *                      proposals queued (prop_*), proposals waiting for
+ *                      commit and apply (wait_*), durable entries not yet
+ *                      applied (rlog).
+ *   struct stream      the memtable of one stream: entries by seq, plus the
+ *                      subscriptions tailing it.
+ *   struct mentry      one entry, payload inline; immutable once applied.
+ *   struct req         a request from any thread to a shard; allocated by
+ *                      the caller in one piece, freed by the shard.
+ *   struct hpart       (hpart.h) a partition's history tier: owned by the
+ *                      partition, used only on its shard thread, except
+ *                      that a flush or compaction job in flight is run by
+ *                      a history worker thread (struct hworker) and handed
+ *                      back to the shard (REQ_HIST_DONE) for its commit.
+ *   struct fsrc        a frozen copy of the memtable's entry pointers for
+ *                      one flush job; the entries it names are not freed
+ *                      while the job is in flight (flush_st).
+ *
+ * Log commands (WAL record types) and their codec: log/cmd.h. Applying
+ * them (log/part_apply.c) is deterministic, so replaying the log always
+ * rebuilds the same seqs.
+ */
+#ifndef PARLEY_ENGINE_INTERNAL_H
+#define PARLEY_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "cmd.h"
+#include "compact.h"
+#include "hpart.h"
+#include "raft.h"
+#include "io.h"
+#include "parley_engine.h"
+#include "parley_engine_hooks.h"
+#include "wal.h"
+
+struct mentry {
+	uint64_t seq;
+	uint64_t ts;
+	uint16_t type;
+	uint16_t flags;
+	uint32_t len;
+	uint8_t producer[PE_PRODUCER_LEN];
+	uint8_t payload[];
+};
+
+struct pe_sub {
+	struct pe_engine *e;
+	uint32_t part;
+	struct stream *st;      /* shard side, set when attached */
+	uint64_t next_seq;
+	pe_sub_cb cb;
+	void *arg;
+	atomic_bool dead;       /* unsubscribed: deliver nothing more */
+	bool paused;
+	bool in_catchup;
+	bool attached;
+	struct pe_sub *next;    /* stream's list */
+	struct pe_sub *cnext;   /* shard's catch-up list */
+	uint8_t klen;
+	uint8_t key[PE_MAX_KEY];
+};
+
+struct stream {
+	struct stream *hnext;
+	uint64_t hash;
+	uint64_t first_seq;     /* first visible (retained, not deleted) seq */
+	uint64_t mem_first;     /* seq of ents[0]; older seqs are in history */
+	uint64_t last_seq;      /* 0 when empty */
+	uint64_t last_ts;
+	struct mentry **ents;   /* ents[i] has seq mem_first + i */
+	uint64_t nents, cap;
+	struct pe_sub *subs;
+	uint8_t klen;
+	uint8_t key[];
+};
+
+struct idem {
+	struct idem *hnext;
+	struct idem *fnext;     /* FIFO by insertion, for expiry and the cap */
+	struct stream *st;
+	uint64_t seq;
+	uint64_t ts;
+	uint32_t count;
+	uint8_t producer[PE_PRODUCER_LEN];
+};
+
+/* A partition's history job lanes (see history/hist_job.c). */
+enum part_flush_state {
+	FLUSH_IDLE = 0,
+	FLUSH_RUNNING,  /* frozen memtable being written by the flush worker */
+	FLUSH_DEFERRED, /* written; its commit waits for a compaction's store */
+};
+enum part_compact_state {
+	COMPACT_IDLE = 0,
+	COMPACT_RUNNING, /* the compaction worker merges segments */
+	COMPACT_STORING, /* the worker stores the new HISTORY manifest */
+};
+
+/* What the partition state machine needs from the engine's configuration
+ * (fixed in the MANIFEST: the same on every replica). */
+struct part_cfg {
+	uint64_t idem_window_ms;
+	uint32_t idem_max;
+};
+
+/* The outcome of applying one command (part_apply). */
+struct part_apply_res {
+	uint16_t kind;                  /* CMD_APPEND or CMD_DELETE */
+	struct pe_append_result append; /* CMD_APPEND's result */
+	struct pe_delete_result del;    /* CMD_DELETE's result */
+	struct stream *touched;         /* stream whose tails may move */
+	const char *why;                /* when part_apply failed */
+};
+
+struct part {
+	uint32_t id;
+	bool corrupt;
+	char err[256];
+	struct part_cfg cfg;
+	uint64_t last_index;    /* last applied log index */
+	uint64_t last_term;     /* term of that entry */
+	/* the partition's Raft group (log/part_raft.c) */
+	struct raft *raft;      /* NULL: corrupt or read-only */
+	uint64_t hs_term, hs_vote; /* stored in the shard's HARDSTATE */
+	uint64_t snap_term;     /* term at flushed_index (0: not known) */
+	uint64_t rsnap_index;   /* the group was told: compacted to here */
+	struct raft_entry *rlog; /* durable entries not applied yet, owned */
+	uint64_t rlog_first, rlog_n, rlog_cap;
+	bool ready_out;         /* a ready's entries await their WAL batch */
+	struct part *rnext;     /* shard's ready_open / ready_flight list */
+	bool in_dirty;          /* on the shard's dirty list */
+	struct part *dnext;
+	struct req *prop_head, *prop_tail; /* appends/deletes not yet proposed */
+	struct req *wait_head, *wait_tail; /* proposals awaiting apply, by
+					      index (log/part_wait.c) */
+	struct stream **sbuckets;
+	uint64_t nsb, nstreams;
+	struct idem **ibuckets;
+	uint64_t nib, nidem;
+	struct idem *ihead, *itail;
+	uint64_t mem_bytes;     /* applied entries */
+	uint64_t pending_bytes; /* proposed, not yet applied */
+	uint64_t nentries;
+	/* history tier */
+	struct hpart *hist;
+	uint64_t flushed_index; /* log index covered by committed history */
+	enum part_flush_state flush_st;     /* history/hist_job.c draws */
+	enum part_compact_state compact_st; /* both state machines */
+	struct hpart_fjob *fjob;
+	struct fsrc *fsrc;
+	struct hpart_cjob *cjob;
+	struct hman *cman;      /* compaction's new manifest, being stored by
+				   the worker (COMPACT_STORING) */
+	bool compact_all;       /* the running compaction merges everything */
+	int flush_rc, compact_rc; /* worker's results, read after REQ_HIST_DONE */
+	struct req *fwait_cur, *fwait_next; /* pe_flush_sync waiters */
+	struct req *cwait_cur, *cwait_next; /* pe_compact_sync waiters */
+	bool cnext_all;
+	uint64_t flushes, compactions;
+};
+
+enum req_kind {
+	REQ_APPEND = 1,
+	REQ_READ,
+	REQ_META,
+	REQ_SUBSCRIBE,
+	REQ_RESUME,
+	REQ_UNSUBSCRIBE,
+	REQ_STATUS,
+	REQ_LIST,
+	REQ_STOP,
+	REQ_DELETE,    /* goes through the WAL like an append */
+	REQ_HIST_DONE, /* a history worker finished a job (from == kind) */
+	REQ_FLUSH,
+	REQ_COMPACT,
+};
+
+struct req {
+	enum req_kind kind;
+	struct req *next;
+	uint32_t part;
+	uint64_t index, term;   /* APPEND/DELETE: where it was proposed */
+	uint64_t t_enq, t_shard; /* APPEND/DELETE: enqueued, taken (mono ns) */
+	void *arg;
+	union {
+		pe_append_cb append;
+		pe_read_cb read;
+		pe_delete_cb del;
+		void (*generic)(void *arg);
+	} cb;
+	struct pe_sub *sub;
+	/* READ / META / LIST / STATUS */
+	uint64_t from;
+	uint32_t limit;
+	enum pe_dir dir;
+	void *out;
+	/* APPEND: encoded command; READ/META: key */
+	uint32_t mem_estimate;
+	uint32_t len;
+	uint8_t klen;
+	uint8_t data[];
+};
+
+/* A stage histogram (pe_stage_stats): one writer (the shard thread), so
+ * plain relaxed loads and stores, no read-modify-write. */
+struct stage_hist {
+	_Atomic uint64_t count, sum_ns, max_ns;
+	_Atomic uint64_t b[PE_HIST_BUCKETS];
+};
+void stage_hist_add(struct stage_hist *h, uint64_t ns);
+
+struct shard {
+	struct pe_engine *e;
+	uint32_t idx;
+	pthread_t thread;
+	bool started;
+	struct pio_ring *ring;
+	struct wal *wal;
+
+	pthread_mutex_t mu;     /* guards the inbox */
+	struct req *in_head, *in_tail;
+	uint32_t in_count;
+
+	struct req *backlog, *backlog_tail; /* drained but not yet processed */
+	struct pe_sub *catchup;
+	struct part *ready_open;   /* groups whose ready is in the open batch */
+	struct part *ready_flight; /* ... in the batch being written */
+	struct part *dirty;        /* groups with proposals to make */
+	bool hs_dirty;             /* open: HARDSTATE to store before advancing */
+	struct bcache *cache;   /* decompressed history blocks, this shard's */
+	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
+	uint64_t next_tick_ms;  /* periodic retention compaction */
+	bool stopping;
+	int fatal;
+
+	atomic_uint_fast64_t n_appends, n_entries;
+	/* pe_memory(): published by the shard after each durable batch and
+	 * history commit; queued_bytes counts requests in inbox + backlog */
+	_Atomic uint64_t mem_pub, idem_pub, queued_bytes, maxp_pub;
+	_Atomic uint64_t pend_pub; /* proposed since the last publish */
+	struct stage_hist hist[PE_STAGE_COUNT]; /* written by this shard only */
+	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
+	uint64_t durable_submit_ns; /* the batch that became durable last was */
+};
+
+/* A history worker thread: runs flush and compaction jobs off the shards.
+ * Two per engine: flushes never queue behind a (throttled) compaction. */
+enum hist_worker {
+	HW_FLUSH = 0,   /* flushes: never queue behind a throttled compaction */
+	HW_COMPACT = 1, /* compactions, their manifest stores, file removals */
+	HW_COUNT
+};
+enum hist_job_kind {
+	HJOB_FLUSH = 1,         /* hpart_flush_run; handed back */
+	HJOB_COMPACT = 2,       /* hpart_compact_run; handed back */
+	HJOB_REMOVE_FILES = 3,  /* unlink a compaction's inputs; not handed back */
+	HJOB_COMPACT_STORE = 4, /* hpart_compact_store; handed back */
+};
+struct hjob {
+	struct hjob *next;
+	uint32_t part;
+	enum hist_job_kind kind;
+	uint64_t *ids;          /* kind 3: segment files to remove */
+	size_t nids;
+};
+struct hworker {
+	struct pe_engine *e;
+	pthread_t thread;
+	bool started, stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct hjob *head, *tail;
+};
+
+struct pe_engine {
+	struct pe_options opt;
+	struct hworker hw[HW_COUNT];
+	struct retention_policy retention;
+	struct retention_rule *rules;
+	char dir[512];
+	struct pio *io;
+	bool own_io;
+	bool locked;            /* holds the data directory's LOCK */
+	int64_t lock_token;
+	uint32_t nparts, nshards;
+	uint64_t idem_window_ms;
+	uint32_t idem_max;
+	struct part *parts;
+	struct shard *shards;
+	atomic_bool closing;
+	atomic_bool aborting;
+};
+
+#define RING_DEPTH 64u /* a shard's io_uring ring entries */
+
+/* ---- shapes shared between the engine's files ------------------------------- */
+
+/* Applies a durable record (live path and recovery). */
+struct apply_ctx {
+	struct shard *sh;
+	bool live;
+};
+
+struct meta_out {
+	int err;
+	struct pe_meta meta;
+};
+
+/* LIST copies every stream key + meta into one buffer:
+ * repeated { u8 klen | key | u64 first | u64 last | u64 last_ts }. */
+struct list_out {
+	int err;
+	uint8_t *buf;
+	size_t len;
+};
+
+/* ---- functions shared between the engine's files, by file ------------------- */
+
+/* log/memtable.c */
+uint64_t mentry_cost(uint32_t len);
+struct stream *stream_get(struct part *p, const uint8_t *key, uint8_t klen, bool create);
+struct mentry *stream_at(const struct stream *s, uint64_t seq);
+void mentry_to_pe(const struct mentry *m, struct pe_entry *o);
+struct stream *stream_lookup(struct part *p, const uint8_t *key, uint8_t klen, bool create);
+void stream_drop_through(struct part *p, struct stream *s, uint64_t through);
+void part_free_state(struct part *p);
+
+/* log/idem.c */
+struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
+void idem_expire(struct part *p, uint64_t window_ms, uint32_t max, uint64_t now);
+int idem_reserve(struct part *p);
+void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+int idem_insert(struct part *p, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+
+/* log/part_apply.c */
+void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
+int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind, const uint8_t *body, size_t len, struct part_apply_res *res);
+/* A hash of the partition's replicated state as the memtable holds it
+ * (streams by key with their entries, the idempotency table, last applied
+ * index and term): equal states, equal hashes. */
+int part_state_hash(const struct part *p, uint64_t *out);
+
+/* log/part_raft.c */
+int part_raft_recover(struct part *p, const struct wal_rec *rec);
+int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
+int part_raft_open(struct part *p);
+int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
+void part_raft_durable(struct part *p);
+void part_raft_compact(struct part *p);
+int part_raft_elect(struct shard *sh);
+void part_raft_free(struct part *p);
+void part_raft_apply_recovered(struct shard *sh, struct part *p);
+
+/* log/part_wait.c */
+void part_wait_push(struct part *p, struct req *r);
+struct req *part_wait_take(struct part *p, uint64_t index, uint64_t term, struct req **lost);
+struct req *part_wait_take_after(struct part *p, uint64_t index);
+
+/* log/sub.c */
+void sub_free(struct pe_sub *sub);
+void sub_start(struct shard *sh, struct pe_sub *sub);
+void sub_run_catchup(struct shard *sh);
+void sub_notify(struct shard *sh, struct stream *s);
+void sub_detach(struct shard *sh, struct pe_sub *sub);
+
+/* log/shard.c */
+uint64_t engine_clock(struct pe_engine *e);
+int shard_push(struct pe_engine *e, struct req *r);
+void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
+void shard_fail_chain(struct shard *sh, struct req *r, int err);
+int shard_wal_sync(struct shard *sh);
+void shard_mark_dirty(struct shard *sh, struct part *p);
+uint64_t shard_publish_mem(struct shard *sh);
+uint64_t shard_recover_flushed(void *arg, uint32_t part);
+
+/* Memory one idempotency key costs (pe_memory, pe_idem_key_bytes). */
+#define IDEM_KEY_BYTES (sizeof(struct idem) + 16u + 2u * sizeof(void *))
+int shard_apply_record(void *arg, const struct wal_rec *rec);
+void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
+void *shard_main(void *arg);
+
+/* log/shard_req.c */
+void shard_req_fail(struct req *r, int err);
+bool shard_req_append(struct shard *sh, struct req *r);
+void shard_req_read(struct shard *sh, struct req *r);
+void shard_req_meta(struct shard *sh, struct req *r);
+void shard_req_status(struct shard *sh, struct req *r);
+void shard_req_list(struct shard *sh, struct req *r);
+void shard_req_subscribe(struct shard *sh, struct req *r);
+void shard_req_resume(struct shard *sh, struct req *r);
+void shard_req_unsubscribe(struct shard *sh, struct req *r);
+
+/* history/hist_job.c */
+void hist_job_fsrc_free(struct fsrc *f);
+void hist_job_done(struct shard *sh, struct req *r);
+void hist_job_flush_req(struct shard *sh, struct req *r);
+void hist_job_compact_req(struct shard *sh, struct req *r);
+void hist_job_wal_release(struct shard *sh);
+void hist_job_maybe_flush(struct shard *sh);
+bool hist_job_busy(struct shard *sh);
+void hist_job_tick(struct shard *sh);
+int hist_job_tick_timeout(struct shard *sh);
+int hist_workers_start(struct pe_engine *e);
+void hist_workers_stop(struct pe_engine *e);
+
+/* manifest.c */
+int manifest_read(struct pe_engine *e, bool *exists);
+int manifest_write(struct pe_engine *e);
+
+/* api.c */
+bool api_key_ok(const void *key, size_t klen);
+struct req *api_key_req(struct pe_engine *e, enum req_kind kind, const void *key, size_t klen);
+#endif /* PARLEY_ENGINE_INTERNAL_H */

@@ -1,0 +1,523 @@
+/*
+ * shard.c — the shard thread: its bounded inbox, its loop, group commit on
+ * its WAL, and applying durable records.
+ *
+ * Threads: every partition belongs to one shard thread (p % nshards). Public
+ * calls from any thread turn into a `struct req` pushed on the shard's
+ * bounded inbox; the shard thread does all the work and runs callbacks.
+ *
+ * The append path (durable before ack):
+ *
+ *   caller: encode command -> inbox
+ *   shard:  check partition, memory -> queued as a proposal of the
+ *           partition's Raft group (log/part_raft.c) -> raft_propose (time
+ *           stamped, log index assigned) -> ready: entries into the WAL's
+ *           open batch -> [group commit] write + fdatasync of every group's
+ *           entries -> completion -> raft_advance -> next ready: committed
+ *           entries applied in log order (seq assigned, idempotency
+ *           checked) -> callback, matched by (index, term) -> tails
+ *
+ * An append's callback reports success from exactly one place,
+ * shard_answer(), reached only from apply_entry() (log/part_raft.c) for
+ * entries the partition's group handed out as committed, which it does
+ * only once they are durable (raft.h I4): after wal_on_cqe() reported their
+ * batch durable and the group advanced. The proposal is found by the
+ * (index, term) it was proposed at (log/part_wait.c), not by its position
+ * in the batch. Recovery applies the same entries through the same
+ * function once the group has elected itself, so a replayed log rebuilds
+ * exactly the seqs that were acknowledged.
+ *
+ * Invariants
+ *   1. part->last_index counts applied records; records apply in index
+ *      order with no gap (a gap at recovery marks the partition corrupt).
+ *   2. A request is owned by the inbox, then the shard; the shard frees it
+ *      after its callback (or when the engine stops).
+ *   3. A WAL write or fdatasync failure is fatal for the shard: every
+ *      pending append fails with -PARLEY_EFATAL, never retried.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* The engine's clock for timestamps stamped into commands (injectable). */
+uint64_t engine_clock(struct pe_engine *e)
+{
+	return e->opt.clock_ms ? e->opt.clock_ms(e->opt.clock_arg)
+			       : parley_now_ms();
+}
+
+/* ---- shard: inbox ------------------------------------------------------------------ */
+
+static struct shard *shard_of(struct pe_engine *e, uint32_t part)
+{
+	return &e->shards[part % e->nshards];
+}
+
+int shard_push(struct pe_engine *e, struct req *r)
+{
+	/* STOP, UNSUBSCRIBE and HIST_DONE always get through: they release
+	 * resources (a worker's finished job must reach its shard) */
+	bool forced = r->kind == REQ_STOP || r->kind == REQ_UNSUBSCRIBE ||
+		      r->kind == REQ_HIST_DONE;
+	if (atomic_load(&e->closing) && !forced)
+		return -PARLEY_ECLOSED;
+	struct shard *sh = shard_of(e, r->part);
+	pthread_mutex_lock(&sh->mu);
+	if (sh->in_count >= e->opt.queue_depth && !forced) {
+		pthread_mutex_unlock(&sh->mu);
+		return -PARLEY_EFULL;
+	}
+	bool was_empty = sh->in_head == NULL;
+	r->next = NULL;
+	if (sh->in_tail)
+		sh->in_tail->next = r;
+	else
+		sh->in_head = r;
+	sh->in_tail = r;
+	sh->in_count++;
+	atomic_fetch_add_explicit(&sh->queued_bytes, sizeof *r + r->len,
+				  memory_order_relaxed);
+	pthread_mutex_unlock(&sh->mu);
+	if (was_empty)
+		e->io->ops->ring_wake(sh->ring);
+	return 0;
+}
+
+/* ---- applying durable records ------------------------------------------- */
+
+/* Answers a proposal whose entry applied (rc 0, res its outcome) or could
+ * not be applied (rc < 0). The one place an append's success is reported:
+ * reached only from shard_apply_record on the live path, i.e. after the
+ * WAL batch holding the entry was written and fdatasync'd. */
+void shard_answer(struct shard *sh, struct part *p, struct req *r,
+			 int rc, const struct part_apply_res *res)
+{
+	p->pending_bytes -= r->mem_estimate;
+	/* its batch is the one that just became durable */
+	if (sh->durable_submit_ns > r->t_shard)
+		stage_hist_add(&sh->hist[PE_STAGE_FILL],
+			       sh->durable_submit_ns - r->t_shard);
+	uint64_t t0 = parley_mono_ns();
+	if (r->kind == REQ_DELETE) {
+		struct pe_delete_result d = res->del;
+		if (rc)
+			d = (struct pe_delete_result){.err = rc};
+		r->cb.del(r->arg, &d);
+	} else {
+		struct pe_append_result a = res->append;
+		if (rc)
+			a = (struct pe_append_result){.err = rc};
+		if (!a.err) {
+			atomic_fetch_add(&sh->n_appends, 1);
+			atomic_fetch_add(&sh->n_entries, a.count);
+		}
+		r->cb.append(r->arg, &a);
+	}
+	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], parley_mono_ns() - t0);
+	free(r);
+}
+
+/* Fails a chain of proposals (linked by next) with err. */
+void shard_fail_chain(struct shard *sh, struct req *r, int err)
+{
+	while (r) {
+		struct req *n = r->next;
+		sh->e->parts[r->part].pending_bytes -= r->mem_estimate;
+		shard_req_fail(r, err);
+		r = n;
+	}
+}
+
+/* Recovery: a valid WAL record joins its partition's Raft log (rlog);
+ * the group applies it once it is committed (part_raft_elect). */
+int shard_apply_record(void *arg, const struct wal_rec *rec)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	if (rec->partition >= e->nparts ||
+	    rec->partition % e->nshards != c->sh->idx) {
+		/* only possible from disk: a valid record in the wrong WAL */
+		PLOG_E("engine", "record for a foreign partition",
+		       "file=%s offset=%" PRIu64 " partition=%u", rec->file,
+		       rec->off, rec->partition);
+		return 0;
+	}
+	struct part *p = &e->parts[rec->partition];
+	if (p->corrupt)
+		return 0;
+	int rc = part_raft_recover(p, rec);
+	if (rc == -PARLEY_ECORRUPT)
+		part_mark_corrupt(p, rec->file, rec->off,
+				  "log index gap or unknown record type");
+	else if (rc)
+		part_mark_corrupt(p, rec->file, rec->off,
+				  "out of memory while recovering");
+	return 0;
+}
+
+static void shard_fatal(struct shard *sh, int err);
+
+/* Proposals queued on p wait for the next round (shard loop). */
+void shard_mark_dirty(struct shard *sh, struct part *p)
+{
+	if (p->in_dirty)
+		return;
+	p->in_dirty = true;
+	p->dnext = sh->dirty;
+	sh->dirty = p;
+}
+
+static void shard_run_dirty(struct shard *sh)
+{
+	struct part *p = sh->dirty;
+	sh->dirty = NULL;
+	while (p) {
+		struct part *n = p->dnext;
+		p->in_dirty = false;
+		p->dnext = NULL;
+		if (!sh->fatal) {
+			int rc = part_raft_run(sh, p, true, true);
+			if (rc)
+				shard_fatal(sh, rc);
+			else if (p->prop_head && !p->ready_out)
+				shard_mark_dirty(sh, p); /* the open batch was full */
+		}
+		p = n;
+	}
+}
+
+static int no_record(void *arg, const struct wal_rec *rec)
+{
+	return 0;
+}
+
+/* Open only (before the shard thread runs): writes the open batch and
+ * waits for its fdatasync on the shard's ring. */
+int shard_wal_sync(struct shard *sh)
+{
+	struct pio_cqe cqes[RING_DEPTH];
+	int rc = wal_submit(sh->wal, sh->ring, 1);
+	if (rc)
+		return rc;
+	for (;;) {
+		int n = sh->e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, -1);
+		if (n == -EINTR || n == -EAGAIN || n == -ETIME || n == 0)
+			continue;
+		if (n < 0)
+			return n;
+		for (int i = 0; i < n; i++) {
+			rc = wal_on_cqe(sh->wal, cqes[i].res);
+			if (rc < 0)
+				return rc;
+			if (rc == 1)
+				return wal_for_each_durable(sh->wal, no_record, NULL);
+		}
+	}
+}
+
+/* ---- recovery, failure and the loop -------------------------------------- */
+
+static void recover_corrupt(void *arg, int64_t partition, const char *file,
+			    uint64_t off, const char *why)
+{
+	struct shard *sh = arg;
+	struct pe_engine *e = sh->e;
+	if (partition >= 0 && (uint64_t)partition < e->nparts &&
+	    (uint64_t)partition % e->nshards == sh->idx) {
+		part_mark_corrupt(&e->parts[partition], file, off, why);
+		return;
+	}
+	for (uint32_t p = sh->idx; p < e->nparts; p += e->nshards)
+		part_mark_corrupt(&e->parts[p], file, off, why);
+}
+
+/* Recovery's view of history (the WAL mark check): its arg is the
+ * apply_ctx. */
+uint64_t shard_recover_flushed(void *arg, uint32_t part)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	if (part >= e->nparts)
+		return UINT64_MAX; /* foreign record: ignored by recovery */
+	return e->parts[part].flushed_index;
+}
+
+/* Publishes this shard's memory for pe_memory(); returns its memtable
+ * bytes. Shard thread. */
+uint64_t shard_publish_mem(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	uint64_t mem = 0, idem = 0, maxp = 0;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		uint64_t m = e->parts[i].mem_bytes + e->parts[i].pending_bytes;
+		mem += m;
+		maxp = PARLEY_MAX(maxp, m);
+		idem += e->parts[i].nidem;
+	}
+	atomic_store_explicit(&sh->mem_pub, mem, memory_order_relaxed);
+	atomic_store_explicit(&sh->maxp_pub, maxp, memory_order_relaxed);
+	atomic_store_explicit(&sh->pend_pub, 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->idem_pub, idem, memory_order_relaxed);
+	return mem;
+}
+
+/* Recovery's corruption callback: its arg is the apply_ctx. */
+void shard_recover_corrupt(void *arg, int64_t partition, const char *file,
+				uint64_t off, const char *why)
+{
+	struct apply_ctx *c = arg;
+	recover_corrupt(c->sh, partition, file, off, why);
+}
+
+static void shard_fatal(struct shard *sh, int err)
+{
+	if (sh->fatal)
+		return;
+	sh->fatal = -PARLEY_EFATAL;
+	PLOG_E("engine", "WAL write or fdatasync failed; appends disabled",
+	       "shard=%u err=%s", sh->idx, parley_errname(err));
+	/* every proposal of the shard: queued, in the open batch, in flight */
+	for (uint32_t i = sh->idx; i < sh->e->nparts; i += sh->e->nshards) {
+		struct part *p = &sh->e->parts[i];
+		shard_fail_chain(sh, part_wait_take_after(p, 0), -PARLEY_EFATAL);
+		shard_fail_chain(sh, p->prop_head, -PARLEY_EFATAL);
+		p->prop_head = p->prop_tail = NULL;
+		if (p->ready_out) {
+			raft_persist_failed(p->raft);
+			p->ready_out = false;
+		}
+	}
+	sh->ready_open = sh->ready_flight = NULL;
+	while (sh->dirty) { /* nothing is proposed any more */
+		struct part *p = sh->dirty;
+		sh->dirty = p->dnext;
+		p->dnext = NULL;
+		p->in_dirty = false;
+	}
+	if (sh->e->opt.on_fatal)
+		sh->e->opt.on_fatal(sh->e->opt.fatal_arg, err);
+}
+
+static void shard_submit(struct shard *sh)
+{
+	if (sh->fatal || wal_in_flight(sh->wal) || !wal_has_open(sh->wal))
+		return;
+	int rc = wal_submit(sh->wal, sh->ring, 1);
+	if (rc) {
+		shard_fatal(sh, rc);
+		return;
+	}
+	PARLEY_ASSERT(!sh->ready_flight);
+	sh->flight_submit_ns = parley_mono_ns();
+	sh->ready_flight = sh->ready_open;
+	sh->ready_open = NULL;
+	struct wal_stats ws;
+	wal_get_stats(sh->wal, &ws);
+	if (ws.segments != sh->wal_rolls) { /* rolled: maybe release, force-flush */
+		sh->wal_rolls = ws.segments;
+		hist_job_wal_release(sh);
+	}
+}
+
+static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
+{
+	if (!wal_in_flight(sh->wal))
+		return;
+	int rc = wal_on_cqe(sh->wal, c->res);
+	if (rc < 0) {
+		shard_fatal(sh, rc);
+		return;
+	}
+	if (rc == 0)
+		return;
+	wal_for_each_durable(sh->wal, no_record, NULL);
+	sh->durable_submit_ns = sh->flight_submit_ns;
+	stage_hist_add(&sh->hist[PE_STAGE_SYNC],
+		       parley_mono_ns() - sh->flight_submit_ns);
+	/* every group whose ready was in the batch: advance, and its next
+	 * ready applies those entries (answering their waiters, whose
+	 * callbacks may append again). The proposals that queued meanwhile
+	 * are made by the loop's next round, with those new appends, just
+	 * before the next submit. */
+	struct part *fl = sh->ready_flight;
+	sh->ready_flight = NULL;
+	for (struct part *p = fl; p; p = p->rnext)
+		part_raft_durable(p);
+	while (fl) {
+		struct part *n = fl->rnext;
+		fl->rnext = NULL;
+		int rc2 = part_raft_run(sh, fl, true, false);
+		if (rc2) {
+			shard_fatal(sh, rc2);
+			return;
+		}
+		shard_mark_dirty(sh, fl);
+		fl = n;
+	}
+	hist_job_maybe_flush(sh);
+}
+
+/* Process drained requests; stop at an append that does not fit. */
+static void shard_process(struct shard *sh)
+{
+	while (sh->backlog) {
+		struct req *r = sh->backlog;
+		struct req *next = r->next;
+		atomic_fetch_sub_explicit(&sh->queued_bytes, sizeof *r + r->len,
+					  memory_order_relaxed);
+		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
+			if (!shard_req_append(sh, r)) {
+				atomic_fetch_add_explicit(&sh->queued_bytes,
+							  sizeof *r + r->len,
+							  memory_order_relaxed);
+				return; /* open batch full: wait for the flight */
+			}
+			/* r may be freed by now */
+			sh->backlog = next;
+			if (!sh->backlog)
+				sh->backlog_tail = NULL;
+			continue;
+		}
+		sh->backlog = next;
+		if (!sh->backlog)
+			sh->backlog_tail = NULL;
+		switch (r->kind) {
+		case REQ_APPEND:
+		case REQ_DELETE:
+			break;
+		case REQ_HIST_DONE:
+			hist_job_done(sh, r);
+			break;
+		case REQ_FLUSH:
+			hist_job_flush_req(sh, r);
+			break;
+		case REQ_COMPACT:
+			hist_job_compact_req(sh, r);
+			break;
+		case REQ_READ:
+			shard_req_read(sh, r);
+			break;
+		case REQ_META:
+			shard_req_meta(sh, r);
+			break;
+		case REQ_STATUS:
+			shard_req_status(sh, r);
+			break;
+		case REQ_LIST:
+			shard_req_list(sh, r);
+			break;
+		case REQ_SUBSCRIBE:
+			shard_req_subscribe(sh, r);
+			break;
+		case REQ_RESUME:
+			shard_req_resume(sh, r);
+			break;
+		case REQ_UNSUBSCRIBE:
+			shard_req_unsubscribe(sh, r);
+			break;
+		case REQ_STOP:
+			sh->stopping = true;
+			free(r);
+			break;
+		}
+	}
+}
+
+static void shard_drain_inbox(struct shard *sh)
+{
+	pthread_mutex_lock(&sh->mu);
+	struct req *h = sh->in_head, *t = sh->in_tail;
+	sh->in_head = sh->in_tail = NULL;
+	sh->in_count = 0;
+	pthread_mutex_unlock(&sh->mu);
+	if (!h)
+		return;
+	if (sh->backlog_tail)
+		sh->backlog_tail->next = h;
+	else
+		sh->backlog = h;
+	sh->backlog_tail = t;
+}
+
+static void shard_close_subs(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	for (uint32_t p = sh->idx; p < e->nparts; p += e->nshards) {
+		struct part *pt = &e->parts[p];
+		for (uint64_t b = 0; b < pt->nsb; b++)
+			for (struct stream *s = pt->sbuckets[b]; s; s = s->hnext)
+				for (struct pe_sub *sub = s->subs; sub;
+				     sub = sub->next) {
+					if (atomic_load(&sub->dead))
+						continue;
+					struct pe_sub_update u = {
+						.event = PE_SUB_CLOSED,
+						.err = -PARLEY_ECLOSED,
+						.next_seq = sub->next_seq};
+					atomic_store(&sub->dead, true);
+					sub->cb(sub->arg, sub, &u);
+				}
+	}
+}
+
+void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	struct pe_engine *e = sh->e;
+	struct pio_cqe cqes[RING_DEPTH];
+	struct wal_stats ws;
+	wal_get_stats(sh->wal, &ws);
+	sh->wal_rolls = ws.segments;
+	sh->next_tick_ms = parley_mono_ns() / 1000000u + e->opt.retention_interval_ms;
+	hist_job_wal_release(sh); /* what the last run flushed but did not release */
+	shard_publish_mem(sh); /* what recovery rebuilt */
+	for (;;) {
+		if (atomic_load(&e->aborting))
+			return NULL;
+		shard_drain_inbox(sh);
+		shard_process(sh);
+		/* group commit: proposals queue while a batch is in flight and
+		 * every group's ready is taken just before the next submit, so
+		 * all that arrived meanwhile shares one write + fdatasync */
+		if (!wal_in_flight(sh->wal))
+			shard_run_dirty(sh);
+		shard_submit(sh);
+		sub_run_catchup(sh);
+		hist_job_tick(sh);
+		if (sh->stopping && !sh->backlog && !sh->dirty &&
+		    !hist_job_busy(sh) &&
+		    (sh->fatal ||
+		     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
+			pthread_mutex_lock(&sh->mu);
+			bool empty = sh->in_head == NULL;
+			pthread_mutex_unlock(&sh->mu);
+			if (empty) {
+				/* clean stop: the WAL's high-water mark gets
+				 * the final end of the log */
+				if (!sh->fatal)
+					(void)wal_mark_clean(sh->wal);
+				break;
+			}
+		}
+		int timeout = sh->catchup ||
+				      ((sh->backlog || sh->dirty) &&
+				       !wal_in_flight(sh->wal))
+				      ? 0 : hist_job_tick_timeout(sh);
+		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
+		if (atomic_load(&e->aborting))
+			return NULL;
+		if (n < 0) {
+			if (n != -EINTR && n != -EAGAIN && n != -ETIME)
+				shard_fatal(sh, n);
+			continue;
+		}
+		for (int i = 0; i < n; i++)
+			shard_on_cqe(sh, &cqes[i]);
+	}
+	shard_close_subs(sh);
+	return NULL;
+}

@@ -1,0 +1,91 @@
+/*
+ * parley_engine_hooks.h — the engine's test and tool hooks.
+ *
+ * Not for the serving path: a simulated crash, synchronous history
+ * maintenance, offline history inspection (`parleyctl inspect`) and the
+ * in-memory I/O backend's fault injection. Kept out of parley_engine.h so
+ * that what a server may call and what a test may do are visibly apart.
+ * Same conventions as parley_engine.h (0 / negative -PARLEY_E* codes).
+ */
+#ifndef PARLEY_ENGINE_HOOKS_H
+#define PARLEY_ENGINE_HOOKS_H
+
+#include "parley_engine.h"
+
+/* ---- simulated crash ---------------------------------------------------------- */
+
+/* Simulated crash for tests: stops the shard threads at once, without
+ * waiting for in-flight I/O or running pending callbacks, and frees memory.
+ * On the in-memory backend follow with pio_mem_crash() to drop unsynced
+ * bytes. Never used in production. */
+void pe_abort(struct pe_engine *e);
+
+/* ---- history maintenance (tools and tests) --------------------------------------- */
+
+/* Flushes the partition's memtable into a history segment now and waits
+ * for the commit (a flush already running is waited for, then another one
+ * covers what arrived meanwhile). Blocking; not from a callback. */
+int pe_flush_sync(struct pe_engine *e, uint32_t partition);
+/* Runs a compaction of the partition now (all = merge every segment, else
+ * the size-tiered pick; nothing to do is success) and waits for it. */
+int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all);
+
+/* Offline view of history segments, for `parleyctl inspect`: opens the
+ * partition's history read-only (never writes) on `io` (NULL = real disk)
+ * and calls cb per live segment. With verify, every block is read and
+ * checked (the first bad block is named in error). */
+struct pe_seg_report {
+	uint32_t partition;
+	uint64_t seg_id;
+	char file[128];
+	uint64_t entries;
+	uint32_t streams, blocks;
+	uint64_t raw_payload_bytes, file_bytes;
+	double ratio;                /* file_bytes / raw_payload_bytes */
+	uint64_t dict_id;            /* 0 = compressed without dictionary */
+	uint64_t min_ts, max_ts;
+	uint32_t idem_records;
+	bool verified;               /* verify ran */
+	int verify_err;              /* 0 or -PARLEY_ECORRUPT */
+	uint32_t blocks_ok, blocks_bad;
+	char error[256];
+};
+struct pe_hist_report {
+	uint64_t flushed_index;
+	uint64_t generation;
+	uint64_t dict_id;            /* current dictionary */
+	uint32_t segments;
+	uint32_t marked_streams;     /* streams with deletion/retention marks */
+};
+int pe_history_inspect(struct pio *io, const char *dir, uint32_t partition,
+		       bool verify, struct pe_hist_report *hr,
+		       int (*cb)(void *arg, const struct pe_seg_report *r),
+		       void *arg);
+/* Every entry of one segment in (key, seq) order. cb returns non-zero to
+ * stop. -PARLEY_ECORRUPT names the bad block in err (if given). */
+int pe_history_dump(struct pio *io, const char *dir, uint32_t partition,
+		    uint64_t seg_id,
+		    int (*cb)(void *arg, const void *key, size_t klen,
+			      const struct pe_entry *e),
+		    void *arg, char *err, size_t errcap);
+
+/* ---- in-memory backend faults ---------------------------------------------------- */
+
+/* In-memory backend faults (no-ops on other backends). */
+enum pio_mem_fault {
+	PIO_FAULT_WRITE_EIO = 1,   /* the next `count` writes fail with -EIO */
+	PIO_FAULT_FSYNC_EIO = 2,   /* the next `count` fsyncs fail with -EIO */
+	PIO_FAULT_ENOSPC = 3,      /* the next `count` writes fail with -ENOSPC */
+};
+void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count);
+/* Crash: every file loses the bytes written since its last fsync. With
+ * `tear`, a random prefix (at 512-byte granularity) of the unsynced
+ * writes survives instead, as a real torn write would. */
+void pio_mem_crash(struct pio *io, bool tear);
+/* Flip one bit of a stored file (synced contents). Returns 0 or -ENOENT. */
+int pio_mem_flip_bit(struct pio *io, const char *path, uint64_t offset,
+		     unsigned bit);
+/* Size of a stored file or -ENOENT (for tests that aim faults). */
+int64_t pio_mem_file_size(struct pio *io, const char *path);
+
+#endif /* PARLEY_ENGINE_HOOKS_H */

@@ -1,0 +1,312 @@
+/*
+ * test_part_apply.c — the partition state machine (engine/log/part_apply.c)
+ * and its waiters (engine/log/part_wait.c), without an engine: commands
+ * applied at (index, term) to a bare partition.
+ *
+ * Determinism: the same commands give the same state hash, applied to two
+ * partitions side by side (a random sequence; the seed is printed and
+ * PARLEY_SEED replays it); one changed command gives another hash.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine_internal.h"
+
+static struct part *part_new(uint64_t window_ms, uint32_t max)
+{
+	struct part *p = calloc(1, sizeof *p);
+	cr_assert_not_null(p);
+	p->cfg = (struct part_cfg){.idem_window_ms = window_ms, .idem_max = max};
+	return p;
+}
+
+static void part_del(struct part *p)
+{
+	part_free_state(p);
+	free(p);
+}
+
+static uint8_t g_body[4096];
+
+static size_t append_cmd(const char *key, uint8_t prod, uint64_t ts,
+			 uint64_t expected, const char *payload, uint32_t count)
+{
+	uint8_t producer[PE_PRODUCER_LEN] = {0};
+	producer[0] = prod;
+	struct pe_input in[8];
+	for (uint32_t i = 0; i < count; i++)
+		in[i] = (struct pe_input){.type = (uint16_t)i, .len = (uint32_t)strlen(payload),
+					  .payload = payload};
+	int64_t n = cmd_append_encode(g_body, sizeof g_body, key, strlen(key),
+				      producer, ts, expected, in, count);
+	cr_assert_gt(n, 0);
+	return (size_t)n;
+}
+
+static size_t delete_cmd(const char *key, uint64_t through)
+{
+	int64_t n = cmd_delete_encode(g_body, sizeof g_body, key, strlen(key),
+				      through);
+	cr_assert_gt(n, 0);
+	return (size_t)n;
+}
+
+static struct part_apply_res apply_ok(struct part *p, uint16_t kind, size_t len)
+{
+	struct part_apply_res r;
+	int rc = part_apply(p, p->last_index + 1, 1, kind, g_body, len, &r);
+	cr_assert_eq(rc, 0, "apply at %" PRIu64 ": %d (%s)", p->last_index + 1,
+		     rc, r.why ? r.why : "");
+	return r;
+}
+
+static uint64_t hash_of(const struct part *p)
+{
+	uint64_t h;
+	cr_assert_eq(part_state_hash(p, &h), 0);
+	return h;
+}
+
+Test(part_apply, seqs_idempotency_precondition_delete)
+{
+	struct part *p = part_new(60000, 100);
+	struct part_apply_res r = apply_ok(p, CMD_APPEND, append_cmd("a", 0, 10, PE_NO_EXPECT, "x", 3));
+	cr_assert_eq(r.append.err, 0);
+	cr_assert_eq(r.append.seq, 1);
+	cr_assert_eq(r.append.count, 3);
+	cr_assert_eq(r.append.last_seq, 3);
+	cr_assert_eq(r.append.ts_ms, 10);
+	cr_assert_not_null(r.touched);
+	/* idempotent: producer 7 twice -> the first seq, duplicate */
+	r = apply_ok(p, CMD_APPEND, append_cmd("a", 7, 20, PE_NO_EXPECT, "y", 1));
+	cr_assert_eq(r.append.seq, 4);
+	r = apply_ok(p, CMD_APPEND, append_cmd("a", 7, 30, PE_NO_EXPECT, "y", 1));
+	cr_assert(r.append.duplicate);
+	cr_assert_eq(r.append.seq, 4);
+	cr_assert_eq(r.append.ts_ms, 20);
+	cr_assert_null(r.touched);
+	/* precondition: a failed one consumes its index, changes nothing else */
+	uint64_t h = hash_of(p);
+	r = apply_ok(p, CMD_APPEND, append_cmd("a", 0, 40, 3, "z", 1));
+	cr_assert_eq(r.append.err, -PARLEY_ESEQ);
+	cr_assert_eq(r.append.last_seq, 4);
+	cr_assert_eq(p->last_index, 4);
+	cr_assert_neq(hash_of(p), h); /* only the applied index moved */
+	r = apply_ok(p, CMD_APPEND, append_cmd("a", 0, 40, 4, "z", 1));
+	cr_assert_eq(r.append.seq, 5);
+	/* timestamps are monotone per stream, from the commands only */
+	r = apply_ok(p, CMD_APPEND, append_cmd("a", 0, 5, PE_NO_EXPECT, "w", 1));
+	cr_assert_eq(r.append.ts_ms, 40);
+	/* delete through 2: first visible seq 3; seqs never reused */
+	r = apply_ok(p, CMD_DELETE, delete_cmd("a", 2));
+	cr_assert_eq(r.del.first_seq, 3);
+	cr_assert_eq(r.del.last_seq, 6);
+	r = apply_ok(p, CMD_DELETE, delete_cmd("a", UINT64_MAX));
+	cr_assert_eq(r.del.first_seq, 7);
+	r = apply_ok(p, CMD_APPEND, append_cmd("a", 0, 50, PE_NO_EXPECT, "v", 1));
+	cr_assert_eq(r.append.seq, 7);
+	/* a delete of an unknown stream is a no-op that still applies */
+	r = apply_ok(p, CMD_DELETE, delete_cmd("nope", 1));
+	cr_assert_eq(r.del.first_seq, 0);
+	cr_assert_eq(p->last_index, 10);
+	part_del(p);
+}
+
+Test(part_apply, idempotency_expires_in_command_time)
+{
+	struct part *p = part_new(1000, 100);
+	struct part_apply_res r = apply_ok(p, CMD_APPEND, append_cmd("s", 9, 1000, PE_NO_EXPECT, "a", 1));
+	cr_assert_eq(r.append.seq, 1);
+	r = apply_ok(p, CMD_APPEND, append_cmd("s", 9, 2000, PE_NO_EXPECT, "a", 1));
+	cr_assert(r.append.duplicate); /* exactly at the window's edge */
+	/* a later command's time (not any clock) pushes the key out */
+	r = apply_ok(p, CMD_APPEND, append_cmd("s", 9, 2001, PE_NO_EXPECT, "a", 1));
+	cr_assert_not(r.append.duplicate);
+	cr_assert_eq(r.append.seq, 2);
+	part_del(p);
+}
+
+Test(part_apply, idempotency_cap_forgets_oldest_first)
+{
+	struct part *p = part_new(UINT64_MAX / 2, 2);
+	for (uint8_t k = 1; k <= 4; k++)
+		apply_ok(p, CMD_APPEND, append_cmd("s", k, 10, PE_NO_EXPECT, "a", 1));
+	/* cap 2: expiry runs before each insert, so up to cap + 1 are held */
+	struct part_apply_res r = apply_ok(p, CMD_APPEND, append_cmd("s", 1, 10, PE_NO_EXPECT, "a", 1));
+	cr_assert_not(r.append.duplicate);
+	r = apply_ok(p, CMD_APPEND, append_cmd("s", 4, 10, PE_NO_EXPECT, "a", 1));
+	cr_assert(r.append.duplicate);
+	part_del(p);
+}
+
+Test(part_apply, refused_commands_change_nothing)
+{
+	struct part *p = part_new(60000, 100);
+	apply_ok(p, CMD_APPEND, append_cmd("a", 1, 10, PE_NO_EXPECT, "x", 2));
+	uint64_t h = hash_of(p);
+	struct part_apply_res r;
+	size_t len = append_cmd("a", 2, 10, PE_NO_EXPECT, "x", 1);
+	/* a gap */
+	cr_assert_eq(part_apply(p, 3, 1, CMD_APPEND, g_body, len, &r),
+		     -PARLEY_ECORRUPT);
+	cr_assert_str_eq(r.why, "log index gap");
+	/* an index already applied */
+	cr_assert_eq(part_apply(p, 1, 1, CMD_APPEND, g_body, len, &r),
+		     -PARLEY_ECORRUPT);
+	/* unknown kind, truncated body */
+	cr_assert_eq(part_apply(p, 2, 1, 9, g_body, len, &r), -PARLEY_ECORRUPT);
+	cr_assert_str_eq(r.why, "unknown log command type");
+	cr_assert_eq(part_apply(p, 2, 1, CMD_APPEND, g_body, len - 1, &r),
+		     -PARLEY_ECORRUPT);
+	cr_assert_str_eq(r.why, "undecodable log command");
+	cr_assert_eq(p->last_index, 1);
+	cr_assert_eq(hash_of(p), h);
+	part_del(p);
+}
+
+/* A random but replayable command sequence. */
+static uint64_t rnd_state;
+static uint64_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+static size_t random_cmd(uint16_t *kind, uint64_t step)
+{
+	static const char *keys[] = {"c/1", "c/2", "u/alice", "u/bob", "x"};
+	const char *key = keys[rnd() % 5];
+	if (rnd() % 10 == 0) {
+		*kind = CMD_DELETE;
+		return delete_cmd(key, rnd() % 4 ? rnd() % (step + 1) : UINT64_MAX);
+	}
+	*kind = CMD_APPEND;
+	char pl[32];
+	snprintf(pl, sizeof pl, "m%" PRIu64, rnd() % 1000);
+	uint64_t exp = rnd() % 8 == 0 ? rnd() % (step + 1) : PE_NO_EXPECT;
+	return append_cmd(key, (uint8_t)(rnd() % 6), 1000 + step * 10 + rnd() % 5,
+			  exp, pl, 1 + (uint32_t)(rnd() % 3));
+}
+
+Test(part_apply, same_commands_same_state_hash)
+{
+	uint64_t seed = getenv("PARLEY_SEED") ? strtoull(getenv("PARLEY_SEED"), NULL, 10)
+					      : (uint64_t)time(NULL);
+	fprintf(stderr, "test_part_apply: seed=%" PRIu64 " (replay: PARLEY_SEED=%" PRIu64 ")\n",
+		seed, seed);
+	rnd_state = seed * 2654435761u + 1;
+	struct part *a = part_new(500, 8), *b = part_new(500, 8), *c = part_new(500, 8);
+	uint64_t changed_at = 200 + rnd() % 100;
+	bool diverged = false;
+	for (uint64_t i = 1; i <= 400; i++) {
+		uint16_t kind;
+		size_t len = random_cmd(&kind, i);
+		struct part_apply_res ra, rb, rc;
+		cr_assert_eq(part_apply(a, i, 1, kind, g_body, len, &ra), 0);
+		cr_assert_eq(part_apply(b, i, 1, kind, g_body, len, &rb), 0);
+		cr_assert_eq(ra.append.seq, rb.append.seq);
+		cr_assert_eq(ra.append.err, rb.append.err);
+		cr_assert_eq(ra.del.first_seq, rb.del.first_seq);
+		/* change a command that stores its payload (not a duplicate,
+		 * not a failed precondition) */
+		if (i == changed_at && kind == CMD_APPEND && !ra.append.err &&
+		    !ra.append.duplicate) {
+			g_body[len - 1] ^= 1; /* one payload byte differs */
+			diverged = true;
+		} else if (i == changed_at) {
+			changed_at++; /* change the next append instead */
+		}
+		cr_assert_eq(part_apply(c, i, 1, kind, g_body, len, &rc), 0);
+		cr_assert_eq(hash_of(a), hash_of(b), "seed %" PRIu64 " step %" PRIu64,
+			     seed, i);
+		if (diverged)
+			cr_assert_neq(hash_of(a), hash_of(c), "seed %" PRIu64 " step %" PRIu64,
+				      seed, i);
+		else
+			cr_assert_eq(hash_of(a), hash_of(c));
+	}
+	cr_assert(diverged);
+	part_del(a);
+	part_del(b);
+	part_del(c);
+}
+
+/* ---- waiters ------------------------------------------------------------------ */
+
+static struct req *wreq(uint64_t index, uint64_t term)
+{
+	struct req *r = calloc(1, sizeof *r);
+	cr_assert_not_null(r);
+	r->index = index;
+	r->term = term;
+	return r;
+}
+
+Test(part_wait, matched_by_index_and_term)
+{
+	struct part *p = part_new(1, 1);
+	struct req *r1 = wreq(1, 1), *r2 = wreq(2, 1), *r3 = wreq(3, 1),
+		   *r4 = wreq(4, 1);
+	part_wait_push(p, r1);
+	part_wait_push(p, r2);
+	part_wait_push(p, r3);
+	part_wait_push(p, r4);
+	struct req *lost;
+	/* an entry below every waiter (a follower's, or a no-op) matches none */
+	cr_assert_null(part_wait_take(p, 0, 1, &lost));
+	cr_assert_null(lost);
+	cr_assert_eq(part_wait_take(p, 1, 1, &lost), r1);
+	cr_assert_null(lost);
+	/* index 2 now holds a term-2 entry: r2's proposal was overwritten */
+	cr_assert_null(part_wait_take(p, 2, 2, &lost));
+	cr_assert_eq(lost, r2);
+	/* leadership lost with commit at 2: exactly r3 and r4 are uncommitted */
+	struct req *after = part_wait_take_after(p, 2);
+	cr_assert_eq(after, r3);
+	cr_assert_eq(r3->next, r4);
+	cr_assert_null(r4->next);
+	cr_assert_null(p->wait_head);
+	cr_assert_null(p->wait_tail);
+	/* the list works again after being emptied */
+	struct req *r5 = wreq(5, 2);
+	part_wait_push(p, r5);
+	cr_assert_null(part_wait_take_after(p, 5));
+	cr_assert_eq(part_wait_take(p, 5, 2, &lost), r5);
+	free(r1);
+	free(r2);
+	free(r3);
+	free(r4);
+	free(r5);
+	part_del(p);
+}
+
+Test(part_wait, take_after_keeps_committed_prefix)
+{
+	struct part *p = part_new(1, 1);
+	struct req *r[4];
+	for (int i = 0; i < 4; i++) {
+		r[i] = wreq((uint64_t)(10 + i), 3);
+		part_wait_push(p, r[i]);
+	}
+	struct req *after = part_wait_take_after(p, 11);
+	cr_assert_eq(after, r[2]);
+	cr_assert_eq(p->wait_tail, r[1]);
+	struct req *lost;
+	cr_assert_eq(part_wait_take(p, 10, 3, &lost), r[0]);
+	cr_assert_eq(part_wait_take(p, 11, 3, &lost), r[1]);
+	cr_assert_null(p->wait_head);
+	/* a new proposal after the prefix appends behind the tail correctly */
+	struct req *r5 = wreq(12, 4);
+	part_wait_push(p, r5);
+	cr_assert_eq(p->wait_head, r5);
+	for (int i = 0; i < 4; i++)
+		free(r[i]);
+	free(r5);
+	part_del(p);
+}
