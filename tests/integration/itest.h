@@ -654,6 +654,17 @@ static __attribute__((unused)) int it_raw_login(int fd, const char *user, const 
 	return 0;
 }
 
+/* The value of the sample `name` (no labels) in a /metrics text; fails the
+ * test when it is missing. */
+static __attribute__((unused)) uint64_t it_metric(const char *text, const char *name)
+{
+	char pat[160];
+	snprintf(pat, sizeof pat, "\n%s ", name);
+	const char *p = strstr(text, pat);
+	IT_CHECK(p, "metric %s missing", name);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
 /* ---- raw connections the server is expected to refuse ------------------------------ */
 
 /* The reading side of such a connection: the first ERROR frame received and

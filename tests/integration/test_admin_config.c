@@ -143,15 +143,6 @@ static void admin_address(const char *bin)
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 }
 
-static uint64_t metric(const char *text, const char *name)
-{
-	char pat[128];
-	snprintf(pat, sizeof pat, "\n%s ", name);
-	const char *p = strstr(text, pat);
-	IT_CHECK(p, "metric %s missing", name);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
 int main(void)
 {
 	it_init("admin_config");
@@ -228,19 +219,19 @@ int main(void)
 	IT_CHECK(parley_client_history(a, "d:carol:dave", 0, 5, &pg) == -PARLEY_EPERM);
 	char *m1 = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200);
-	IT_CHECK(metric(m1, "parley_connections_open") >= 1);
-	IT_CHECK(metric(m1, "parley_connections_tls_total") >=
-		 metric(m0, "parley_connections_tls_total") + 1);
-	IT_CHECK(metric(m1, "parley_appends_acked_total") ==
-		 metric(m0, "parley_appends_acked_total") + 10);
-	IT_CHECK(metric(m1, "parley_ack_latency_seconds_count") ==
-		 metric(m0, "parley_ack_latency_seconds_count") + 10);
+	IT_CHECK(it_metric(m1, "parley_connections_open") >= 1);
+	IT_CHECK(it_metric(m1, "parley_connections_tls_total") >=
+		 it_metric(m0, "parley_connections_tls_total") + 1);
+	IT_CHECK(it_metric(m1, "parley_appends_acked_total") ==
+		 it_metric(m0, "parley_appends_acked_total") + 10);
+	IT_CHECK(it_metric(m1, "parley_ack_latency_seconds_count") ==
+		 it_metric(m0, "parley_ack_latency_seconds_count") + 10);
 	IT_CHECK(strstr(m1, "parley_ack_latency_seconds_bucket{le=\"+Inf\"} "));
-	IT_CHECK(metric(m1, "parley_fsyncs_total") > metric(m0, "parley_fsyncs_total"));
-	IT_CHECK(metric(m1, "parley_frames_received_total") >=
-		 metric(m0, "parley_frames_received_total") + 13);
-	IT_CHECK(metric(m1, "parley_errors_sent_total") >=
-		 metric(m0, "parley_errors_sent_total") + 1);
+	IT_CHECK(it_metric(m1, "parley_fsyncs_total") > it_metric(m0, "parley_fsyncs_total"));
+	IT_CHECK(it_metric(m1, "parley_frames_received_total") >=
+		 it_metric(m0, "parley_frames_received_total") + 13);
+	IT_CHECK(it_metric(m1, "parley_errors_sent_total") >=
+		 it_metric(m0, "parley_errors_sent_total") + 1);
 	free(m0);
 	free(m1);
 	parley_client_free(a);

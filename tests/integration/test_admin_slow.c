@@ -83,15 +83,6 @@ static int wait_status(int fd, int timeout_ms)
 	return code;
 }
 
-static uint64_t metric(const char *text, const char *name)
-{
-	char pat[128];
-	snprintf(pat, sizeof pat, "\n%s ", name);
-	const char *p = strstr(text, pat);
-	IT_CHECK(p, "metric %s missing", name);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
 static void slow_loris(void)
 {
 	setenv("PARLEY_ADMIN_REQUEST_TIMEOUT_MS", "60000", 1);
@@ -221,10 +212,10 @@ static void bounds(void)
 
 	out = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200);
-	IT_CHECK(metric(out, "parley_admin_timeouts_total") >= 2);
-	IT_CHECK(metric(out, "parley_admin_evicted_total") >= 1);
-	IT_CHECK(metric(out, "parley_admin_rejected_total") >= 1);
-	IT_CHECK(metric(out, "parley_admin_requests_total") >= 5);
+	IT_CHECK(it_metric(out, "parley_admin_timeouts_total") >= 2);
+	IT_CHECK(it_metric(out, "parley_admin_evicted_total") >= 1);
+	IT_CHECK(it_metric(out, "parley_admin_rejected_total") >= 1);
+	IT_CHECK(it_metric(out, "parley_admin_requests_total") >= 5);
 	free(out);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 }

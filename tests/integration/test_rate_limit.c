@@ -104,19 +104,10 @@ static int raw_user(const struct it_server *s, const char *user, const char *dev
 
 /* ---- /metrics ------------------------------------------------------------------ */
 
-static char *metrics(uint16_t port)
-{
-	return it_http_get(port, "/metrics", NULL);
-}
-
 static uint64_t metric(uint16_t port, const char *name)
 {
-	char *t = metrics(port);
-	char pat[160];
-	snprintf(pat, sizeof pat, "\n%s ", name);
-	const char *p = strstr(t, pat);
-	IT_CHECK(p, "metric %s missing", name);
-	uint64_t v = strtoull(p + strlen(pat), NULL, 10);
+	char *t = it_http_get(port, "/metrics", NULL);
+	uint64_t v = it_metric(t, name);
 	free(t);
 	return v;
 }
