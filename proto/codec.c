@@ -108,16 +108,23 @@ int parley_proto_utf8_valid(const char *p, size_t len)
 	return 1;
 }
 
+static int id_alnum(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9');
+}
+
 int parley_proto_user_id_valid(const char *p, size_t len)
 {
-	if (len < 1 || len > PARLEY_PROTO_MAX_USER_ID)
+	if (len < 1 || len > PARLEY_PROTO_MAX_USER_ID || !id_alnum((uint8_t)p[0]))
 		return 0;
-	for (size_t i = 0; i < len; i++) {
+	for (size_t i = 1; i < len; i++) {
 		uint8_t c = (uint8_t)p[i];
-		if (c < 0x20 || c == 0x7F || c == ':')
+		if (!id_alnum(c) && c != '.' && c != '_' && c != '-' && c != '@' &&
+		    c != '+' && c != '=' && c != '|')
 			return 0;
 	}
-	return parley_proto_utf8_valid(p, len);
+	return 1;
 }
 
 int parley_proto_dm_conv_id(const char *a, size_t alen, const char *b,
@@ -151,8 +158,9 @@ int parley_proto_dm_conv_id(const char *a, size_t alen, const char *b,
 /* ---- field kinds: one validator per kind of string ------------------------ */
 
 enum fk {
-	FK_USER, /* user id: 1..120, no ':' / controls */
+	FK_USER, /* user id: parley_proto_user_id_valid */
 	FK_USER_OPT, /* user id or empty */
+	FK_NAME, /* 1..1024 UTF-8: a name the server validates (CONV_OPEN peer) */
 	FK_CONV, /* 1..250 */
 	FK_DEVICE, /* 1..64 */
 	FK_TOKEN, /* 1..8192 */
@@ -166,6 +174,8 @@ static int str_ok(const char *p, size_t len, enum fk k)
 		return parley_proto_user_id_valid(p, len);
 	case FK_USER_OPT:
 		return len == 0 || parley_proto_user_id_valid(p, len);
+	case FK_NAME:
+		return len >= 1 && len <= 1024 && parley_proto_utf8_valid(p, len);
 	case FK_CONV:
 		return len >= 1 && len <= PARLEY_PROTO_MAX_CONV_ID &&
 		       parley_proto_utf8_valid(p, len);
@@ -388,13 +398,16 @@ static void dec_error(struct le_reader *r, struct parley_error_msg *m)
 	r_str(r, &m->text, FK_TEXT);
 }
 
+/* A peer that is not a valid user id is well-formed on the wire: the
+ * server answers it with ERROR INVAL (PROTOCOL.md), not PROTO. (libparley
+ * checks the syntax before sending.) */
 static void enc_conv_open(struct wr *w, const struct parley_conv_open *m)
 {
-	w_str(w, m->peer, FK_USER);
+	w_str(w, m->peer, FK_NAME);
 }
 static void dec_conv_open(struct le_reader *r, struct parley_conv_open *m)
 {
-	r_str(r, &m->peer, FK_USER);
+	r_str(r, &m->peer, FK_NAME);
 }
 
 static void enc_conv(struct wr *w, const struct parley_conv *m)

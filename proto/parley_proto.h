@@ -457,7 +457,8 @@ int parley_proto_decompress(const struct parley_frame *f, uint8_t *out,
 
 /* ---- ids and names --------------------------------------------------------- */
 
-/* A user id: 1..120 bytes of valid UTF-8 without ':' or control chars. */
+/* A user id (the JWT `sub`, a CONV_OPEN peer): 1..120 bytes of ASCII
+ * letters, digits and . _ - @ + = |, starting with a letter or digit. */
 int parley_proto_user_id_valid(const char *p, size_t len);
 
 /*

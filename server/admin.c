@@ -116,6 +116,43 @@ static const struct ctr_metric {
 #undef CTR
 };
 
+/*
+ * The engine's per-stage append timing (parley_engine.h, pe_stage_stats) as
+ * one Prometheus histogram family, parley_engine_stage_seconds{stage=...}.
+ * The engine keeps log2 buckets (bucket b: below 2^b ns); buckets under
+ * 1 us fold into the first one shown and those over ~17 s into +Inf, which
+ * keeps the family at 26 lines per stage.
+ */
+#define STAGE_LE_FIRST 10u /* 2^10 ns ~ 1 us */
+#define STAGE_LE_LAST 34u  /* 2^34 ns ~ 17 s */
+static void stage_histograms(struct out *o, struct pe_engine *e)
+{
+	struct pe_stage_hist st[PE_STAGE_COUNT];
+	pe_stage_stats(e, st);
+	const char *h = "parley_engine_stage_seconds";
+	put(o, "# HELP %s Time an engine append spends per stage: queue "
+	       "(submitted -> its shard takes it), fill (-> its WAL batch is "
+	       "submitted), sync (one batch's write+fdatasync), apply, "
+	       "callback.\n# TYPE %s histogram\n", h, h);
+	for (unsigned k = 0; k < PE_STAGE_COUNT; k++) {
+		const char *name = pe_stage_name((enum pe_stage)k);
+		uint64_t cum = 0;
+		for (unsigned b = 0; b < PE_HIST_BUCKETS; b++) {
+			cum += st[k].buckets[b];
+			if (b < STAGE_LE_FIRST || b > STAGE_LE_LAST)
+				continue;
+			put(o, "%s_bucket{stage=\"%s\",le=\"%.9g\"} %" PRIu64
+			       "\n", h, name,
+			    (double)pe_hist_bucket_le_ns(b) / 1e9, cum);
+		}
+		put(o, "%s_bucket{stage=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+		    h, name, st[k].count);
+		put(o, "%s_sum{stage=\"%s\"} %.9f\n%s_count{stage=\"%s\"} %"
+		       PRIu64 "\n", h, name, (double)st[k].sum_ns / 1e9, h,
+		    name, st[k].count);
+	}
+}
+
 size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 {
 	struct out o = {buf, cap, 0};
@@ -181,6 +218,7 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 			"write+fdatasync.\n# TYPE parley_fsync_seconds_total "
 			"counter\nparley_fsync_seconds_total %.9f\n",
 		    (double)es.fsync_ns_total / 1e9);
+		stage_histograms(&o, s->engine);
 	}
 	if (s->chat) {
 		struct chat_stats cs;
@@ -196,9 +234,16 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "Messages re-fanned out by start-up recovery.",
 		       cs.fanout_recovered);
 		metric(&o, "parley_fanout_pending", "gauge",
-		       "Fan-out jobs queued or in flight.", cs.fanout_pending);
+		       "Messages whose fan-out is not durable yet.",
+		       cs.fanout_pending);
+		metric(&o, "parley_fanout_uncheckpointed", "gauge",
+		       "Messages a crash now would re-fan out at most (not "
+		       "covered by a durable fan-out checkpoint).",
+		       cs.fanout_uncheckpointed);
+		metric(&o, "parley_fanout_checkpoints_total", "counter",
+		       "Durable fan-out checkpoints written.", cs.checkpoints);
 		metric(&o, "parley_fanout_watermark_ms", "gauge",
-		       "Last checkpointed fan-out watermark (unix ms).",
+		       "Smallest durable per-partition fan-out cursor (unix ms).",
 		       cs.watermark_ms);
 	}
 	metric(&o, "parley_memory_budget_bytes", "gauge",

@@ -1,19 +1,25 @@
 /*
  * chat.c — the chat model on engine streams: keys, stored records,
  * idempotency keys, the fan-out planner, and the recoverable fan-out service.
- * See chat.h for the stream layout, the fan-out watermark and why inbox
+ * See chat.h for the stream layout, the fan-out cursors and why inbox
  * order follows conversation order.
  *
  * Invariants
- *   1. A fan-out job is on `c->jobs` from chat_fanout_submit() until every
- *      append of its plan has completed (successfully or not): the
- *      watermark never passes the ts of a job still on the list.
- *   2. The watermark written to s/fanout never decreases.
- *   3. The fan-out thread issues the appends of job N before those of job
+ *   1. A fan-out job is on its partition's outstanding list from before
+ *      its conversation append is issued (chat_send) or from recovery
+ *      until every append of its plan has completed (successfully or
+ *      not): a partition's cursor never passes the start of a job still
+ *      on the list, and start <= the entry's ts.
+ *   2. Each outstanding list is ordered by start (registration reads the
+ *      clock under c->mu), so its head is its minimum.
+ *   3. The cursors written to s/fanout never decrease (asserted).
+ *   4. The fan-out thread issues the appends of job N before those of job
  *      N+1 (FIFO), retrying -PARLEY_EFULL in place.
  *
- * Ownership: jobs are malloc'd by chat_fanout_submit, owned by the list,
- * freed by the last append callback (any shard thread) under c->mu.
+ * Ownership: jobs are malloc'd by chat_send (or recovery), owned by the
+ * outstanding list, freed by whoever completes them last (the send
+ * callback on failure, the last append callback, or the fan-out thread)
+ * under c->mu.
  * Threads: see chat.h.
  */
 #include <errno.h>
@@ -27,6 +33,12 @@
 
 #include "chat.h"
 #include "parley_proto.h"
+
+const struct pe_retention_rule chat_retention[] = {
+	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
+	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+};
+const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
 
 /* ---- keys ------------------------------------------------------------------ */
 
@@ -66,6 +78,13 @@ int chat_key_list(char *out, const char *user, size_t len)
 	if (!parley_proto_user_id_valid(user, len))
 		return -PARLEY_EINVAL;
 	return key_make(out, "l/", user, len, NULL, 0);
+}
+
+int chat_key_open(char *out, const char *conv, size_t len)
+{
+	if (len < 1 || len > 250)
+		return -PARLEY_EINVAL;
+	return key_make(out, "o/", conv, len, NULL, 0);
 }
 
 int chat_key_cursor(char *out, const char *user, size_t ulen,
@@ -241,6 +260,16 @@ void chat_producer_fanout(uint8_t out[16], const char *conv, size_t len,
 	producer_of(out, in, 3 + len + 8);
 }
 
+void chat_producer_open(uint8_t out[16], const char *conv, size_t len)
+{
+	uint8_t in[1 + 2 + 255];
+	PARLEY_ASSERT(len <= 255);
+	in[0] = 'O';
+	le_put16(in + 1, (uint16_t)len);
+	memcpy(in + 3, conv, len);
+	producer_of(out, in, 3 + len);
+}
+
 void chat_producer_list(uint8_t out[16], const char *conv, size_t len)
 {
 	uint8_t in[1 + 2 + 255];
@@ -331,7 +360,7 @@ uint64_t chat_clock_ms(void *arg)
 	return last > now ? last : now;
 }
 
-static void clock_raise(struct chat_clock *c, uint64_t floor)
+void chat_clock_raise(struct chat_clock *c, uint64_t floor)
 {
 	uint64_t last = atomic_load(&c->last);
 	while (floor > last &&
@@ -339,20 +368,36 @@ static void clock_raise(struct chat_clock *c, uint64_t floor)
 		;
 }
 
-/* ---- the fan-out service -------------------------------------------------------------- */
+/* ---- the send + fan-out service ------------------------------------------------------- */
 
-/* Link of the outstanding list; a separate type so that the list's
- * sentinel in struct chat is not a struct with a flexible array. */
+/*
+ * A job is one message (live: from == to) or a run of messages of one
+ * conversation (recovery: from..to) whose fan-out is not yet durable.
+ * It is registered on its partition's outstanding list BEFORE the
+ * conversation append is issued (chat_send), with `start` = the chat
+ * clock at that moment; the engine stamps the entry later, so the
+ * entry's ts >= start. The list of a partition is ordered by start
+ * (registration takes the clock under c->mu), so its head holds the
+ * smallest start: that is the partition's fan-out cursor.
+ */
 struct jlink {
 	struct jlink *prev, *next;
 };
 
 struct job {
-	struct jlink link;     /* first: outstanding list (watermark) */
-	struct job *next;      /* queue (fan-out thread) */
+	struct jlink link;     /* first: outstanding list of its partition */
+	struct job *next;      /* fan-out queue */
 	struct chat *c;
-	uint64_t seq, ts;
-	unsigned pending;      /* appends not yet completed */
+	uint64_t start;        /* chat clock when registered (<= entry ts) */
+	uint64_t from, to;     /* conversation seqs to fan out */
+	uint64_t nmsgs;        /* counted in c->npending */
+	unsigned pending;      /* appends not yet completed (+1 while issuing) */
+	chat_send_cb cb;       /* live send: the caller's callback */
+	void *cb_arg;
+	uint8_t *rec;          /* live send: the record, until appended */
+	uint32_t rec_len;
+	uint8_t producer[16];
+	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
 	uint16_t len;
 	char conv[];
 };
@@ -360,28 +405,135 @@ struct job {
 struct chat {
 	struct pe_engine *e;
 	struct chat_clock *clock;
+	uint32_t np;             /* partitions */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;       /* queue non-empty / stop / outstanding drained */
 	struct job *qhead, *qtail;
-	struct jlink outstanding; /* sentinel of the outstanding list */
-	uint64_t npending;
+	struct jlink *out;       /* [np] sentinels of the outstanding lists */
+	uint64_t npending;       /* messages registered, fan-out not durable */
+	uint64_t reg_total;      /* messages ever registered (live + recovered) */
 	bool stop;
+	bool ckpt_busy;          /* a checkpoint append is in flight */
 	pthread_t thr;
-	uint64_t wm_written;
+	uint64_t *cur;           /* [np] cursor of the last durable checkpoint */
+	uint64_t *ckpt_buf_cur;  /* [np] cursor being written */
+	uint8_t *ckpt_rec;       /* its encoding (5 + 8 np bytes) */
 	uint64_t last_ckpt_ns;
-	uint64_t ckpt_jobs;      /* fanout_jobs at the last covering checkpoint */
-	uint64_t last_job_ts;    /* newest ts of a submitted job */
+	uint64_t ckpt_gen;       /* c->gen covered by the checkpoint in flight/done */
+	uint64_t gen;            /* bumped on every registration / completion */
+	uint64_t ck_reg, ck_pending;          /* snapshot in flight */
+	uint64_t dur_reg, dur_pending;        /* snapshot of the durable one */
+	/* conversations known to exist (opened, or holding messages): a
+	 * cache of 64-bit hashes of their ids, so a SEND does not read o/ or
+	 * c/ first (open addressing, 0 = empty slot; grows to
+	 * CHAT_KNOWN_MAX slots, then starts over: a miss only costs a read) */
+	uint64_t *known;
+	uint32_t known_cap, known_n;
 	struct chat_stats st;
 };
 
 static const char WM_KEY[] = "s/fanout";
 
-static void job_done_locked(struct chat *c, struct job *j)
+static uint64_t conv_hash(const char *conv, size_t len)
+{
+	uint64_t h = parley_xxh3(conv, len, 0x6b6e6f776e636f6eull);
+	return h ? h : 1;
+}
+
+static bool known_has_locked(const struct chat *c, uint64_t h)
+{
+	if (!c->known)
+		return false;
+	uint32_t m = c->known_cap - 1;
+	for (uint32_t i = (uint32_t)h & m;; i = (i + 1) & m) {
+		if (c->known[i] == h)
+			return true;
+		if (c->known[i] == 0)
+			return false;
+	}
+}
+
+static void known_put(uint64_t *tab, uint32_t cap, uint64_t h)
+{
+	uint32_t m = cap - 1;
+	uint32_t i = (uint32_t)h & m;
+	while (tab[i] && tab[i] != h)
+		i = (i + 1) & m;
+	tab[i] = h;
+}
+
+/* Best effort: on allocation failure the cache just stays smaller. */
+static void known_add_locked(struct chat *c, uint64_t h)
+{
+	if (known_has_locked(c, h))
+		return;
+	if (!c->known || (c->known_n + 1) * 4 > c->known_cap * 3) {
+		uint32_t cap = c->known ? c->known_cap * 2 : 1024;
+		if (cap > CHAT_KNOWN_MAX) {
+			/* at the bound: forget everything, relearn on misses */
+			memset(c->known, 0, (size_t)c->known_cap * sizeof *c->known);
+			c->known_n = 0;
+		} else {
+			uint64_t *t = calloc(cap, sizeof *t);
+			if (!t)
+				return;
+			for (uint32_t i = 0; c->known && i < c->known_cap; i++)
+				if (c->known[i])
+					known_put(t, cap, c->known[i]);
+			free(c->known);
+			c->known = t;
+			c->known_cap = cap;
+		}
+	}
+	known_put(c->known, c->known_cap, h);
+	c->known_n++;
+}
+
+/* The checkpoint record (payload of a CHAT_ENT_WATERMARK entry):
+ *   u8 version (2) | u32 np | np x u64 cursor
+ * cursor[p] = a chat-clock value such that every conversation message of
+ * partition p with ts < cursor[p] is fanned out durably. (Version 1 was a
+ * bare u64 timestamp with a 10 s safety margin; still read.) */
+#define WM_VERSION 2u
+
+static void job_unlink_locked(struct chat *c, struct job *j)
 {
 	j->link.prev->next = j->link.next;
 	j->link.next->prev = j->link.prev;
-	c->npending--;
+	c->npending -= j->nmsgs;
+	c->gen++;
+}
+
+static void job_done_locked(struct chat *c, struct job *j)
+{
+	job_unlink_locked(c, j);
 	free(j);
+	pthread_cond_broadcast(&c->cv);
+}
+
+/* Registers j on partition p's list; start = clock now. Under c->mu. */
+static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
+				uint64_t start)
+{
+	struct jlink *s = &c->out[p];
+	j->start = start;
+	j->link.next = s;
+	j->link.prev = s->prev;
+	s->prev->next = &j->link;
+	s->prev = &j->link;
+	c->npending += j->nmsgs;
+	c->reg_total += j->nmsgs;
+	c->gen++;
+}
+
+static void queue_push_locked(struct chat *c, struct job *j)
+{
+	j->next = NULL;
+	if (c->qtail)
+		c->qtail->next = j;
+	else
+		c->qhead = j;
+	c->qtail = j;
 	pthread_cond_broadcast(&c->cv);
 }
 
@@ -392,8 +544,8 @@ static void fanout_append_cb(void *arg, const struct pe_append_result *r)
 	pthread_mutex_lock(&c->mu);
 	if (r->err) {
 		c->st.fanout_errors++;
-		PLOG_E("chat", "fan-out append failed", "conv=%.*s seq=%" PRIu64
-		       " err=%s", (int)j->len, j->conv, j->seq,
+		PLOG_E("chat", "fan-out append failed", "conv=%.*s from=%" PRIu64
+		       " err=%s", (int)j->len, j->conv, j->from,
 		       parley_errname(r->err));
 	} else {
 		c->st.fanout_appends++;
@@ -428,64 +580,120 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 	}
 }
 
-static uint64_t watermark_now(struct chat *c)
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+/* Fills cur[np] from the outstanding lists. Under c->mu. The clock is
+ * raised to t + 1 first, so every job registered later has start > t and
+ * an empty partition's cursor t + 1 is exact (no entry of it can be
+ * stamped below t + 1 any more). */
+static void cursor_snapshot_locked(struct chat *c, uint64_t *cur)
 {
-	uint64_t now = chat_clock_ms(c->clock);
-	uint64_t w = now > CHAT_FANOUT_MARGIN_MS ? now - CHAT_FANOUT_MARGIN_MS : 0;
-	pthread_mutex_lock(&c->mu);
-	for (struct jlink *l = c->outstanding.next; l != &c->outstanding;
-	     l = l->next) {
-		const struct job *j = (const struct job *)l; /* link is first */
-		if (j->ts < w)
-			w = j->ts;
+	uint64_t t = chat_clock_ms(c->clock) + 1;
+	chat_clock_raise(c->clock, t);
+	for (uint32_t p = 0; p < c->np; p++) {
+		struct jlink *s = &c->out[p];
+		cur[p] = s->next != s ? ((const struct job *)s->next)->start : t;
 	}
-	pthread_mutex_unlock(&c->mu);
-	return w;
+	c->ck_reg = c->reg_total;
+	c->ck_pending = c->npending;
+	c->ckpt_gen = c->gen;
 }
 
-static void checkpoint_write(struct chat *c, uint64_t w)
+static size_t wm_encode(const struct chat *c, const uint64_t *cur, uint8_t *b)
 {
-	if (w <= c->wm_written)
-		return;
-	uint8_t b[8];
-	le_put64(b, w);
-	struct pe_input in = {.type = CHAT_ENT_WATERMARK, .len = 8, .payload = b};
-	struct pe_append_req q = {.key = WM_KEY, .klen = sizeof WM_KEY - 1,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	struct pe_append_result r;
-	int rc = pe_append_sync(c->e, &q, &r);
-	if (rc) {
-		PLOG_W("chat", "watermark checkpoint failed", "err=%s",
-		       parley_errname(rc));
-		return;
+	b[0] = WM_VERSION;
+	le_put32(b + 1, c->np);
+	for (uint32_t p = 0; p < c->np; p++)
+		le_put64(b + 5 + 8 * (size_t)p, cur[p]);
+	return 5 + 8 * (size_t)c->np;
+}
+
+static void ckpt_durable_locked(struct chat *c, const uint64_t *cur)
+{
+	uint64_t mn = UINT64_MAX;
+	for (uint32_t p = 0; p < c->np; p++) {
+		PARLEY_ASSERT(cur[p] >= c->cur[p]); /* cursors never go back */
+		c->cur[p] = cur[p];
+		if (cur[p] < mn)
+			mn = cur[p];
 	}
-	c->wm_written = w;
+	c->dur_reg = c->ck_reg;
+	c->dur_pending = c->ck_pending;
+	c->st.watermark_ms = mn;
+	c->st.checkpoints++;
+}
+
+static void ckpt_cb(void *arg, const struct pe_append_result *r)
+{
+	struct chat *c = arg;
 	pthread_mutex_lock(&c->mu);
-	c->st.watermark_ms = w;
+	if (r->err) {
+		PLOG_W("chat", "fan-out checkpoint failed", "err=%s",
+		       parley_errname(r->err));
+		c->ckpt_gen = c->gen - 1; /* try again */
+	} else {
+		ckpt_durable_locked(c, c->ckpt_buf_cur);
+	}
+	c->ckpt_busy = false;
+	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
 }
 
-/* About once a second, and only if fan-outs happened since the last one
- * (an idle server writes nothing; its watermark simply stays behind, which
- * costs recovery nothing: no conversation moved since). Called and
- * returns with c->mu held. */
-static void checkpoint_due_locked(struct chat *c)
+static struct pe_append_req wm_req(const struct pe_input *in)
 {
+	return (struct pe_append_req){.key = WM_KEY, .klen = sizeof WM_KEY - 1,
+				      .expected_last_seq = PE_NO_EXPECT,
+				      .entries = in, .count = 1};
+}
+
+/* A checkpoint is due when anything was registered or completed since
+ * the last one, and either CHAT_CKPT_INTERVAL_MS passed or
+ * CHAT_CKPT_MSGS messages were registered. An idle server writes none.
+ * Issues it asynchronously (one at a time). Called with c->mu held. */
+static void ckpt_maybe_locked(struct chat *c)
+{
+	if (c->ckpt_busy || c->gen == c->ckpt_gen)
+		return;
 	uint64_t now = parley_mono_ns();
-	if (now - c->last_ckpt_ns < 1000000000ull ||
-	    c->st.fanout_jobs == c->ckpt_jobs)
+	if (now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
+	    c->reg_total - c->ck_reg < CHAT_CKPT_MSGS)
 		return;
 	c->last_ckpt_ns = now;
-	uint64_t jobs = c->st.fanout_jobs;
-	pthread_mutex_unlock(&c->mu);
-	uint64_t w = watermark_now(c);
-	checkpoint_write(c, w);
-	pthread_mutex_lock(&c->mu);
-	/* Keep checkpointing until the watermark has passed every job seen
-	 * here: a job is covered once W > its ts, ~margin after it ran. */
-	if (w > c->last_job_ts)
-		c->ckpt_jobs = jobs;
+	cursor_snapshot_locked(c, c->ckpt_buf_cur);
+	struct pe_input in = {.type = CHAT_ENT_WATERMARK,
+			      .len = (uint32_t)wm_encode(c, c->ckpt_buf_cur,
+							 c->ckpt_rec),
+			      .payload = c->ckpt_rec};
+	struct pe_append_req q = wm_req(&in);
+	c->ckpt_busy = true;
+	int rc = pe_append(c->e, &q, ckpt_cb, c); /* copies b; never blocks */
+	if (rc) {
+		c->ckpt_busy = false;
+		c->ckpt_gen = c->gen - 1;
+	}
+}
+
+/* ---- the fan-out thread ------------------------------------------------------------------- */
+
+static void fanout_run(struct chat *c, struct job *j)
+{
+	/* j->pending was set to 1 (the issuing hold) by the caller */
+	for (uint64_t seq = j->from; seq <= j->to; seq++) {
+		struct chat_fanout_plan plan;
+		if (chat_fanout_plan(j->conv, j->len, seq, &plan) || plan.n == 0)
+			break; /* not a conversation we know how to fan out */
+		pthread_mutex_lock(&c->mu);
+		j->pending += plan.n;
+		c->st.fanout_jobs++;
+		pthread_mutex_unlock(&c->mu);
+		for (unsigned i = 0; i < plan.n; i++) {
+			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j);
+			if (rc) {
+				struct pe_append_result r = {.err = rc};
+				fanout_append_cb(j, &r);
+			}
+		}
+	}
 }
 
 static void *fanout_main(void *arg)
@@ -493,74 +701,346 @@ static void *fanout_main(void *arg)
 	struct chat *c = arg;
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
-		while (!c->qhead && !c->stop) {
+		/* Stop only once nothing is outstanding: a send callback may
+		 * still queue its job after chat_close() asked us to stop. */
+		while (!c->qhead && !(c->stop && c->npending == 0)) {
 			struct timespec dl;
 			clock_gettime(CLOCK_REALTIME, &dl);
-			dl.tv_sec += 1;
+			uint64_t ns = (uint64_t)dl.tv_nsec +
+				      CHAT_CKPT_INTERVAL_MS * 1000000ull;
+			dl.tv_sec += (time_t)(ns / 1000000000ull);
+			dl.tv_nsec = (long)(ns % 1000000000ull);
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
-			checkpoint_due_locked(c);
+			ckpt_maybe_locked(c);
 		}
-		if (!c->qhead && c->stop)
+		if (!c->qhead)
 			break;
 		struct job *j = c->qhead;
 		c->qhead = j->next;
 		if (!c->qhead)
 			c->qtail = NULL;
+		j->pending = 1;
 		pthread_mutex_unlock(&c->mu);
-
-		struct chat_fanout_plan plan;
-		int rc = chat_fanout_plan(j->conv, j->len, j->seq, &plan);
-		pthread_mutex_lock(&c->mu);
-		c->st.fanout_jobs++;
-		if (rc || plan.n == 0) {
-			job_done_locked(c, j);
-			continue;
-		}
-		j->pending = plan.n + 1; /* +1: held until all are issued */
-		pthread_mutex_unlock(&c->mu);
-		for (unsigned i = 0; i < plan.n; i++) {
-			rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j);
-			if (rc) {
-				struct pe_append_result r = {.err = rc};
-				fanout_append_cb(j, &r);
-			}
-		}
+		fanout_run(c, j);
 		pthread_mutex_lock(&c->mu);
 		if (--j->pending == 0)
 			job_done_locked(c, j);
-		checkpoint_due_locked(c);
+		ckpt_maybe_locked(c);
 	}
 	pthread_mutex_unlock(&c->mu);
 	return NULL;
 }
 
-void chat_fanout_submit(struct chat *c, const char *conv, size_t len,
-			uint64_t seq, uint64_t ts_ms)
+/* ---- SEND -------------------------------------------------------------------------------------- */
+
+static void send_cb(void *arg, const struct pe_append_result *r)
 {
-	struct job *j = malloc(sizeof *j + len);
-	PARLEY_ASSERT(j); /* losing a fan-out would break delivery: crash loudly,
-			     recovery re-fans it out from the watermark */
+	struct job *j = arg;
+	struct chat *c = j->c;
+	struct chat_send_result res = {.err = r->err, .seq = r->seq,
+				       .ts_ms = r->ts_ms,
+				       .duplicate = r->duplicate};
+	/* Durable (or failed): answer first, the fan-out follows. */
+	j->cb(j->cb_arg, &res);
+	pthread_mutex_lock(&c->mu);
+	if (r->err || r->duplicate) {
+		/* nothing new to fan out (a duplicate's original was fanned
+		 * out by its own job, or is >= a cursor and recovered) */
+		job_done_locked(c, j);
+	} else {
+		PARLEY_ASSERT(r->ts_ms >= j->start);
+		j->from = j->to = r->seq;
+		queue_push_locked(c, j);
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* A send that failed before its append: tell the caller (if asked),
+ * unregister. */
+static void send_fail(struct job *j, int err, bool call)
+{
+	struct chat *c = j->c;
+	free(j->rec);
+	j->rec = NULL;
+	if (call) {
+		struct chat_send_result res = {.err = err};
+		j->cb(j->cb_arg, &res);
+	}
+	pthread_mutex_lock(&c->mu);
+	job_done_locked(c, j);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static int send_append(struct job *j)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, j->conv, j->len);
+	struct pe_input in = {.type = CHAT_ENT_MSG, .len = j->rec_len,
+			      .payload = j->rec};
+	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
+				   .expected_last_seq = PE_NO_EXPECT,
+				   .entries = &in, .count = 1};
+	memcpy(aq.producer, j->producer, 16);
+	/* j may be freed by send_cb before pe_append even returns: take the
+	 * record out of it first (pe_append copies the payload). */
+	uint8_t *rec = j->rec;
+	j->rec = NULL;
+	int rc = pe_append(j->c->e, &aq, send_cb, j);
+	free(rec);
+	return rc;
+}
+
+static int send_check_issue(struct job *j);
+
+/* Existence check (cache miss): o/<conv> first (conversations opened by
+ * CONV_OPEN), then c/<conv> (conversations that hold messages from before
+ * CONV_OPEN was required). Shard thread. */
+static void send_check_cb(void *arg, const struct pe_read_result *r)
+{
+	struct job *j = arg;
+	struct chat *c = j->c;
+	int rc;
+	if (r->err && r->err != -PARLEY_ETRIMMED) {
+		rc = r->err;
+	} else if (r->count > 0 || r->last_seq > 0) {
+		pthread_mutex_lock(&c->mu);
+		known_add_locked(c, conv_hash(j->conv, j->len));
+		pthread_mutex_unlock(&c->mu);
+		rc = send_append(j);
+	} else if (j->check == 0) {
+		j->check = 1;
+		rc = send_check_issue(j);
+	} else {
+		rc = -PARLEY_ENOTFOUND;
+	}
+	if (rc)
+		send_fail(j, rc, true);
+}
+
+static int send_check_issue(struct job *j)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = j->check == 0 ? chat_key_open(key, j->conv, j->len)
+			       : chat_key_conv(key, j->conv, j->len);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	return pe_read(j->c->e, &q, send_check_cb, j);
+}
+
+int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
+	      void *arg)
+{
+	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+				  q->sender_len)) {
+		struct chat_member mm[2];
+		return chat_conv_members(q->conv, q->conv_len, mm) < 0
+			       ? -PARLEY_ENOTFOUND
+			       : -PARLEY_EPERM;
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, q->conv, q->conv_len);
+	if (kl < 0)
+		return -PARLEY_ENOTFOUND;
+	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
+			      .content_type = q->content_type,
+			      .body = q->body, .body_len = q->body_len};
+	memcpy(cm.client_msg_id, q->client_msg_id, 16);
+	int n = chat_msg_encode(NULL, 0, &cm);
+	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *rec = malloc((size_t)n);
+	struct job *j = malloc(sizeof *j + q->conv_len);
+	if (!rec || !j) {
+		free(rec);
+		free(j);
+		return -PARLEY_ENOMEM;
+	}
+	chat_msg_encode(rec, (size_t)n, &cm);
 	memset(j, 0, sizeof *j);
 	j->c = c;
-	j->seq = seq;
-	j->ts = ts_ms;
-	j->len = (uint16_t)len;
-	memcpy(j->conv, conv, len);
+	j->nmsgs = 1;
+	j->cb = cb;
+	j->cb_arg = arg;
+	j->rec = rec;
+	j->rec_len = (uint32_t)n;
+	chat_producer_send(j->producer, q->sender, q->sender_len,
+			   q->client_msg_id);
+	j->len = q->conv_len;
+	memcpy(j->conv, q->conv, q->conv_len);
+	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	uint64_t h = conv_hash(q->conv, q->conv_len);
+	/* Register BEFORE the append: the cursor of p cannot pass this
+	 * message until its fan-out is durable, even if we crash between
+	 * the ack and the fan-out. */
 	pthread_mutex_lock(&c->mu);
-	j->link.next = &c->outstanding;
-	j->link.prev = c->outstanding.prev;
-	c->outstanding.prev->next = &j->link;
-	c->outstanding.prev = &j->link;
-	c->npending++;
-	if (ts_ms > c->last_job_ts)
-		c->last_job_ts = ts_ms;
-	if (c->qtail)
-		c->qtail->next = j;
-	else
-		c->qhead = j;
-	c->qtail = j;
-	pthread_cond_broadcast(&c->cv);
+	bool known = known_has_locked(c, h);
+	job_register_locked(c, j, p, chat_clock_ms(c->clock));
 	pthread_mutex_unlock(&c->mu);
+	int rc = known ? send_append(j) : send_check_issue(j);
+	if (rc)
+		send_fail(j, rc, false);
+	return rc;
+}
+
+/* ---- CONV_OPEN ----------------------------------------------------------------------------- */
+
+struct open_ctx;
+struct open_item {
+	struct open_ctx *x;
+	bool self;
+};
+
+struct open_ctx {
+	struct chat *c;
+	chat_open_cb cb;
+	void *arg;
+	atomic_int pending;
+	_Atomic int err;
+	atomic_bool created;
+	struct open_item item[CHAT_FANOUT_MAX_ITEMS]; /* append contexts */
+	struct chat_conv_info info;
+};
+
+static void open_finish(struct open_ctx *x, int err)
+{
+	if (err)
+		x->info.err = err;
+	if (!x->info.err) {
+		pthread_mutex_lock(&x->c->mu);
+		known_add_locked(x->c, conv_hash(x->info.conv, x->info.conv_len));
+		pthread_mutex_unlock(&x->c->mu);
+	}
+	x->cb(x->arg, &x->info);
+	free(x);
+}
+
+static void open_meta_cb(void *arg, const struct pe_read_result *r)
+{
+	struct open_ctx *x = arg;
+	if (!r->err) {
+		x->info.last_seq = r->last_seq;
+		x->info.last_ts_ms = r->count ? r->entries[0].ts_ms : 0;
+	}
+	open_finish(x, r->err == -PARLEY_ETRIMMED ? 0 : r->err);
+}
+
+static void open_next(struct open_ctx *x)
+{
+	int err = atomic_load(&x->err);
+	if (err) {
+		open_finish(x, err);
+		return;
+	}
+	x->info.created = atomic_load(&x->created);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, x->info.conv, x->info.conv_len);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	int rc = pe_read(x->c->e, &q, open_meta_cb, x);
+	if (rc)
+		open_finish(x, rc);
+}
+
+static void open_item_cb(void *arg, const struct pe_append_result *r)
+{
+	struct open_item *a = arg;
+	struct open_ctx *x = a->x;
+	if (r->err)
+		atomic_store(&x->err, r->err);
+	else if (a->self && !r->duplicate)
+		atomic_store(&x->created, true);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		open_next(x);
+}
+
+int chat_conv_open(struct chat *c, const char *user, size_t ulen,
+		   const char *peer, size_t plen, chat_open_cb cb, void *arg)
+{
+	if (!parley_proto_user_id_valid(peer, plen))
+		return -PARLEY_EINVAL;
+	struct open_ctx *x = calloc(1, sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	int n = parley_proto_dm_conv_id(user, ulen, peer, plen, x->info.conv,
+					sizeof x->info.conv);
+	struct chat_fanout_plan plan;
+	if (n < 0 || chat_list_plan(x->info.conv, (size_t)n, &plan) ||
+	    plan.n != 2) {
+		free(x);
+		return -PARLEY_EINVAL; /* the caller itself, or a bad id */
+	}
+	x->c = c;
+	x->cb = cb;
+	x->arg = arg;
+	x->info.conv_len = (uint16_t)n;
+	chat_conv_members(x->info.conv, (size_t)n, x->info.members);
+	/* The o/ marker makes the conversation exist for SEND; the list
+	 * entries put it in both users' lists. All idempotent. */
+	struct chat_fanout_item *mk = &plan.item[plan.n];
+	int kl = chat_key_open(mk->key, x->info.conv, (size_t)n);
+	PARLEY_ASSERT(kl > 0 && plan.n < CHAT_FANOUT_MAX_ITEMS);
+	mk->klen = (uint8_t)kl;
+	mk->type = CHAT_ENT_OPEN;
+	mk->len = (uint16_t)chat_list_encode(mk->payload, sizeof mk->payload,
+					     x->info.conv, (size_t)n);
+	chat_producer_open(mk->producer, x->info.conv, (size_t)n);
+	plan.n++;
+	atomic_store(&x->pending, (int)plan.n);
+	for (unsigned i = 0; i < plan.n; i++) {
+		struct chat_fanout_item *it = &plan.item[i];
+		struct open_item *a = &x->item[i];
+		a->x = x;
+		/* the caller's list key is "l/<caller>" */
+		a->self = it->type == CHAT_ENT_LIST && it->klen == 2 + ulen &&
+			  memcmp(it->key + 2, user, ulen) == 0;
+		struct pe_input in = {.type = it->type, .len = it->len,
+				      .payload = it->payload};
+		struct pe_append_req q = {.key = it->key, .klen = it->klen,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, it->producer, 16);
+		int rc = pe_append(c->e, &q, open_item_cb, a);
+		if (rc) {
+			struct pe_append_result r = {.err = rc};
+			open_item_cb(a, &r);
+		}
+	}
+	return 0;
+}
+
+struct send_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct chat_send_result r;
+};
+
+static void send_wait_cb(void *arg, const struct chat_send_result *r)
+{
+	struct send_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int chat_send_sync(struct chat *c, const struct chat_send_req *q,
+		   struct chat_send_result *out)
+{
+	struct send_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+			      .cv = PTHREAD_COND_INITIALIZER};
+	int rc = chat_send(c, q, send_wait_cb, &w);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	*out = w.r;
+	return w.r.err;
 }
 
 void chat_get_stats(struct chat *c, struct chat_stats *out)
@@ -568,6 +1048,7 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 	pthread_mutex_lock(&c->mu);
 	*out = c->st;
 	out->fanout_pending = c->npending;
+	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -576,13 +1057,17 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 struct conv_todo {
 	struct conv_todo *next;
 	uint64_t last_seq;
+	uint32_t part;
 	uint8_t klen;
 	char key[];
 };
 
 struct scan_ctx {
-	uint64_t from_ts;
+	struct chat *c;           /* recovery runs before any other thread */
+	const uint64_t *cur;
+	uint32_t part;
 	uint64_t max_ts;
+	uint64_t streams;
 	struct conv_todo *todo;
 	int err;
 };
@@ -591,10 +1076,14 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 			  const struct pe_meta *meta)
 {
 	struct scan_ctx *s = arg;
+	s->streams++;
 	if (meta->last_ts_ms > s->max_ts)
 		s->max_ts = meta->last_ts_ms;
+	if (klen > 2 && meta->last_seq > 0 &&
+	    (!memcmp(key, "o/", 2) || !memcmp(key, "c/", 2)))
+		known_add_locked(s->c, conv_hash((const char *)key + 2, klen - 2));
 	if (klen < 3 || memcmp(key, "c/", 2) != 0 || meta->last_seq == 0 ||
-	    meta->last_ts_ms < s->from_ts)
+	    meta->last_ts_ms < s->cur[s->part])
 		return 0;
 	struct conv_todo *t = malloc(sizeof *t + klen);
 	if (!t) {
@@ -602,6 +1091,7 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 		return 1;
 	}
 	t->last_seq = meta->last_seq;
+	t->part = s->part;
 	t->klen = (uint8_t)klen;
 	memcpy(t->key, key, klen);
 	t->next = s->todo;
@@ -609,29 +1099,12 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 	return 0;
 }
 
-static int fanout_sync_item(struct chat *c, const struct chat_fanout_item *it)
+/* The first seq of the conversation whose ts >= from_ts (timestamps are
+ * non-decreasing within a stream: the chat clock never goes back). Reads
+ * backwards from the end: the cost is what is past the cursor. */
+static int recover_first_seq(struct chat *c, const struct conv_todo *t,
+			     uint64_t from_ts, uint64_t *first)
 {
-	struct pe_input in = {.type = it->type, .len = it->len,
-			      .payload = it->payload};
-	struct pe_append_req q = {.key = it->key, .klen = it->klen,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	memcpy(q.producer, it->producer, 16);
-	struct pe_append_result r;
-	for (;;) {
-		int rc = pe_append_sync(c->e, &q, &r);
-		if (rc != -PARLEY_EFULL)
-			return rc;
-		sleep_ms(1);
-	}
-}
-
-/* Re-fans-out every entry of one conversation with ts >= from_ts. */
-static int recover_conv(struct chat *c, const struct conv_todo *t,
-			uint64_t from_ts)
-{
-	/* Walk back to the first entry with ts >= from_ts (timestamps are
-	 * non-decreasing within a stream: chat_clock never goes back). */
 	uint64_t start = t->last_seq + 1, cur = t->last_seq;
 	while (cur >= 1) {
 		struct pe_read_req q = {.key = t->key, .klen = t->klen,
@@ -658,30 +1131,13 @@ static int recover_conv(struct chat *c, const struct conv_todo *t,
 			break;
 		cur = start - 1;
 	}
-	const char *conv = t->key + 2;
-	size_t clen = t->klen - 2u;
-	uint64_t done = 0;
-	for (uint64_t seq = start; seq <= t->last_seq; seq++) {
-		struct chat_fanout_plan plan;
-		if (chat_fanout_plan(conv, clen, seq, &plan))
-			break; /* not a conversation we know how to fan out */
-		for (unsigned i = 0; i < plan.n; i++) {
-			int rc = fanout_sync_item(c, &plan.item[i]);
-			if (rc)
-				return rc;
-		}
-		done++;
-	}
-	c->st.fanout_recovered += done;
-	if (done)
-		PLOG_I("chat", "fan-out recovered", "conv=%.*s from_seq=%" PRIu64
-		       " count=%" PRIu64, (int)clen, conv, start, done);
+	*first = start;
 	return 0;
 }
 
-static int recover(struct chat *c)
+/* Reads the last checkpoint into c->cur. */
+static int recover_cursor(struct chat *c)
 {
-	uint64_t w = 0;
 	struct pe_read_req q = {.key = WM_KEY, .klen = sizeof WM_KEY - 1,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1};
@@ -691,29 +1147,63 @@ static int recover(struct chat *c)
 	int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
 	if (rc == -PARLEY_ECORRUPT) {
 		/* The engine refuses to serve that partition; the others must
-		 * still be served: rescan everything instead of trusting W. */
-		PLOG_E("chat", "fan-out watermark unreadable (partition corrupt): "
+		 * still be served: rescan everything instead. */
+		PLOG_E("chat", "fan-out checkpoint unreadable (partition corrupt): "
 		       "rescanning every conversation", "err=%s",
 		       parley_errname(rc));
-		rc = 0;
-		n = 0;
+		return 0;
 	}
 	if (rc)
 		return rc;
-	if (n == 1 && ents[0].len == 8)
-		w = le_get64(ents[0].payload);
+	if (n == 1 && ents[0].len == 8) {
+		/* version 1: one timestamp with a 10 s margin */
+		uint64_t w = le_get64(ents[0].payload);
+		w = w > CHAT_FANOUT_MARGIN_MS ? w - CHAT_FANOUT_MARGIN_MS : 0;
+		for (uint32_t p = 0; p < c->np; p++)
+			c->cur[p] = w;
+	} else if (n == 1 && ents[0].len == 5 + 8 * (size_t)c->np &&
+		   ents[0].payload[0] == WM_VERSION &&
+		   le_get32(ents[0].payload + 1) == c->np) {
+		for (uint32_t p = 0; p < c->np; p++)
+			c->cur[p] = le_get64(ents[0].payload + 5 + 8 * (size_t)p);
+	} else if (n == 1) {
+		PLOG_E("chat", "fan-out checkpoint not understood: rescanning "
+		       "every conversation", "len=%u", ents[0].len);
+	}
 	free(ents);
-	c->wm_written = w;
-	c->st.watermark_ms = w;
-	uint64_t from_ts = w > CHAT_FANOUT_MARGIN_MS ? w - CHAT_FANOUT_MARGIN_MS : 0;
+	return 0;
+}
 
-	struct scan_ctx s = {.from_ts = from_ts};
-	uint32_t np = pe_partition_count(c->e);
-	for (uint32_t p = 0; p < np; p++) {
+/*
+ * Recovery (before clients are served, but without fanning anything out
+ * here): read the cursors, list every partition's streams (metadata only),
+ * and for each conversation with messages stamped at or after its
+ * partition's cursor queue one job "fan out seqs first..last". The jobs
+ * are registered with start = the cursor, so the next checkpoint keeps
+ * the cursor until they are done, and they sit at the head of the queue,
+ * ahead of every live message: inbox order is kept while clients are
+ * already served. Inbox appends are idempotent, so the few messages
+ * fanned out just before a crash are never doubled.
+ */
+static int recover(struct chat *c)
+{
+	int rc = recover_cursor(c);
+	if (rc)
+		return rc;
+	uint64_t maxcur = 0, mincur = UINT64_MAX;
+	for (uint32_t p = 0; p < c->np; p++) {
+		maxcur = PARLEY_MAX(maxcur, c->cur[p]);
+		mincur = PARLEY_MIN(mincur, c->cur[p]);
+	}
+	c->st.watermark_ms = mincur;
+	struct scan_ctx s = {.c = c, .cur = c->cur};
+	for (uint32_t p = 0; p < c->np; p++) {
+		s.part = p;
 		rc = pe_list_streams(c->e, p, scan_stream_cb, &s);
 		if (rc == -PARLEY_ECORRUPT) {
 			PLOG_E("chat", "partition corrupt: its conversations are "
 			       "not recovered", "partition=%u", p);
+			rc = 0;
 			continue;
 		}
 		if (rc || s.err)
@@ -721,28 +1211,74 @@ static int recover(struct chat *c)
 	}
 	if (!rc)
 		rc = s.err;
-	/* Never hand out a timestamp older than one already stored. */
-	clock_raise(c->clock, s.max_ts);
+	/* Never hand out a timestamp older than one already stored, nor one
+	 * below a durable cursor (the cursor's promise covers ts < cursor). */
+	chat_clock_raise(c->clock, PARLEY_MAX(s.max_ts, maxcur));
 	unsigned nconv = 0;
 	while (s.todo) {
 		struct conv_todo *t = s.todo;
 		s.todo = t->next;
+		uint64_t first = 0;
 		if (!rc) {
-			rc = recover_conv(c, t, from_ts);
+			rc = recover_first_seq(c, t, c->cur[t->part], &first);
 			if (rc == -PARLEY_ECORRUPT) {
 				PLOG_E("chat", "conversation not recovered: its "
-				       "inbox partition is corrupt", "stream=%.*s",
+				       "partition is corrupt", "stream=%.*s",
 				       (int)t->klen, t->key);
 				rc = 0;
+				first = 0;
 			}
 		}
-		nconv++;
+		if (!rc && first >= 1 && first <= t->last_seq) {
+			struct job *j = calloc(1, sizeof *j + t->klen - 2u);
+			if (!j) {
+				rc = -PARLEY_ENOMEM;
+			} else {
+				j->c = c;
+				j->from = first;
+				j->to = t->last_seq;
+				j->nmsgs = t->last_seq - first + 1;
+				j->len = (uint16_t)(t->klen - 2u);
+				memcpy(j->conv, t->key + 2, j->len);
+				job_register_locked(c, j, t->part, c->cur[t->part]);
+				queue_push_locked(c, j);
+				c->st.fanout_recovered += j->nmsgs;
+				nconv++;
+				PLOG_D("chat", "fan-out resumes", "conv=%.*s from_seq=%"
+				       PRIu64 " to_seq=%" PRIu64, (int)j->len,
+				       j->conv, j->from, j->to);
+			}
+		}
 		free(t);
 	}
-	PLOG_I("chat", "fan-out recovery done", "watermark_ms=%" PRIu64
-	       " conversations_scanned=%u messages=%" PRIu64 " err=%s", w,
-	       nconv, c->st.fanout_recovered, rc ? parley_errname(rc) : "none");
+	/* Nothing registered yet counts as checkpointed: the durable cursor
+	 * covers everything before the jobs just queued. */
+	c->dur_reg = c->ck_reg = 0;
+	c->dur_pending = c->ck_pending = 0;
+	c->ckpt_gen = nconv ? 0 : c->gen;
+	PLOG_I("chat", "fan-out recovery planned", "cursor_min_ms=%" PRIu64
+	       " streams=%" PRIu64 " conversations=%u messages=%" PRIu64
+	       " err=%s", mincur, s.streams, nconv, c->st.fanout_recovered,
+	       rc ? parley_errname(rc) : "none");
 	return rc;
+}
+
+static void chat_free(struct chat *c)
+{
+	/* only jobs that never reached the thread remain */
+	while (c->qhead) {
+		struct job *j = c->qhead;
+		c->qhead = j->next;
+		free(j);
+	}
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+	free(c->out);
+	free(c->cur);
+	free(c->ckpt_buf_cur);
+	free(c->ckpt_rec);
+	free(c->known);
+	free(c);
 }
 
 int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
@@ -752,18 +1288,33 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 		return -PARLEY_ENOMEM;
 	c->e = e;
 	c->clock = clock;
+	c->np = pe_partition_count(e);
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
-	c->outstanding.next = c->outstanding.prev = &c->outstanding;
+	if (c->np == 0 || c->np > CHAT_MAX_PARTITIONS) {
+		chat_free(c);
+		return -PARLEY_EINVAL;
+	}
+	c->out = calloc(c->np, sizeof *c->out);
+	c->cur = calloc(c->np, sizeof *c->cur);
+	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
+	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec) {
+		chat_free(c);
+		return -PARLEY_ENOMEM;
+	}
+	for (uint32_t p = 0; p < c->np; p++)
+		c->out[p].next = c->out[p].prev = &c->out[p];
 	int rc = recover(c);
 	if (rc) {
-		free(c);
+		/* drain the lists of the jobs recovery queued */
+		chat_free(c);
 		return rc;
 	}
 	c->last_ckpt_ns = parley_mono_ns();
 	rc = pthread_create(&c->thr, NULL, fanout_main, c);
 	if (rc) {
-		free(c);
+		chat_free(c);
 		return -rc;
 	}
 	*out = c;
@@ -777,13 +1328,32 @@ void chat_close(struct chat *c)
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
 	pthread_join(c->thr, NULL);
-	/* The thread issued everything; wait for the last appends. */
+	/* The thread ran every job to completion; wait for a checkpoint
+	 * still in flight. */
 	pthread_mutex_lock(&c->mu);
-	while (c->npending)
+	PARLEY_ASSERT(c->npending == 0 && !c->qhead);
+	while (c->ckpt_busy)
 		pthread_cond_wait(&c->cv, &c->mu);
+	/* Last checkpoint: nothing is outstanding, so every cursor is "now":
+	 * a clean restart re-fans out nothing. */
+	if (c->gen != c->ckpt_gen) {
+		cursor_snapshot_locked(c, c->ckpt_buf_cur);
+		pthread_mutex_unlock(&c->mu);
+		struct pe_input in = {.type = CHAT_ENT_WATERMARK,
+				      .len = (uint32_t)wm_encode(c, c->ckpt_buf_cur,
+								 c->ckpt_rec),
+				      .payload = c->ckpt_rec};
+		struct pe_append_req q = wm_req(&in);
+		struct pe_append_result r;
+		int rc = pe_append_sync(c->e, &q, &r);
+		pthread_mutex_lock(&c->mu);
+		if (rc)
+			PLOG_W("chat", "last fan-out checkpoint failed: the next "
+			       "start re-fans out what followed the previous one",
+			       "err=%s", parley_errname(rc));
+		else
+			ckpt_durable_locked(c, c->ckpt_buf_cur);
+	}
 	pthread_mutex_unlock(&c->mu);
-	checkpoint_write(c, watermark_now(c));
-	pthread_mutex_destroy(&c->mu);
-	pthread_cond_destroy(&c->cv);
-	free(c);
+	chat_free(c);
 }

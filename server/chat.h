@@ -9,41 +9,64 @@
  *                     (CHAT_ENT_PTR: kind, conv, conv_seq). inbox_seq = seq.
  *   l/<user>          a user's conversation list: one CHAT_ENT_LIST entry per
  *                     conversation the user is in (idempotent per conv).
+ *   o/<conv>          the conversation was opened (CONV_OPEN): one
+ *                     CHAT_ENT_OPEN entry (idempotent). SEND requires it
+ *                     (or messages in c/<conv>, for conversations stored
+ *                     before CONV_OPEN was required); otherwise NOTFOUND.
  *   k/<user>:<device> a device's delivery cursor (CHAT_ENT_CURSOR, u64): the
  *                     last inbox_seq the device acknowledged. Written lazily.
- *   s/fanout          fan-out watermark checkpoints (CHAT_ENT_WATERMARK, u64).
+ *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
+ *                     per partition, see below.
  *
  * Send path and fan-out (durable before ack; no skip, no double):
  *
- *   SEND -> append c/<conv> with producer = H(sender, client_msg_id)
- *        -> durable (engine callback) -> SEND_ACK to the sender
- *                                     -> chat_fanout_submit(conv, seq, ts)
+ *   chat_send -> register a fan-out job on the conversation's partition
+ *             -> append c/<conv> with producer = H(sender, client_msg_id)
+ *             -> durable (engine callback) -> the caller's callback (ACK)
+ *                                          -> the job joins the fan-out queue
  *   fan-out thread: for each member m: append u/<m> a pointer (conv, seq)
  *        with producer = H(conv, seq)   (idempotent: a replay never doubles)
  *        and for seq 1 also l/<m> with producer = H(conv) (list entry).
  *
- * Recoverable fan-out: the watermark W is a timestamp such that every
- * conversation entry with ts < W has been fully fanned out (all its inbox
- * appends durable). It is computed as min(ts of outstanding fan-out jobs,
- * clock - CHAT_FANOUT_MARGIN_MS) and checkpointed to s/fanout about once a
- * second. At startup, before any client is served, chat_open() reads the
- * last W, lists every c/ stream and re-fans-out, in seq order, every entry
- * with ts >= W - CHAT_FANOUT_MARGIN_MS. Entry timestamps come from a clock
- * this module gives the engine (chat_clock_ms): it never goes backwards,
- * not even across restarts (its floor is the newest timestamp recovered).
- * The margin covers the microseconds between the engine applying an entry
- * (taking its ts) and calling us back; ten seconds is a very wide margin.
+ * Recoverable fan-out: a durable cursor per partition. cursor[p] is a
+ * chat-clock value such that every message of a conversation in partition
+ * p stamped ts < cursor[p] has its whole fan-out durable. A job is
+ * registered (with start = the clock then) before its conversation append
+ * is even issued, and the engine stamps the entry later, so ts >= start;
+ * cursor[p] = the smallest start still outstanding in p, or the clock + 1
+ * when none is (the clock is raised to that value first, so nothing can
+ * be stamped below it afterwards). No margin, no guess.
+ *
+ * Checkpoints: one record with every partition's cursor, appended to
+ * s/fanout at most every CHAT_CKPT_INTERVAL_MS (sooner after
+ * CHAT_CKPT_MSGS new messages), asynchronously, one at a time, and only if
+ * something was registered or completed since the previous one (an idle
+ * server writes nothing). A graceful stop waits for every fan-out and then
+ * writes a last checkpoint with nothing outstanding: a clean restart
+ * re-fans out nothing. After kill -9 the restart re-fans out at most what
+ * the gauge `fanout_uncheckpointed` counted at the moment of the kill (the
+ * messages outstanding at the last durable checkpoint plus those
+ * registered since).
+ *
+ * Recovery (chat_open): read the last checkpoint; list each partition's
+ * streams (metadata only) and, for every conversation with messages
+ * stamped >= its partition's cursor, find the first such seq (backward
+ * reads: cost = what is past the cursor) and queue ONE job "seqs
+ * first..last". Nothing is fanned out inside chat_open: the jobs run on
+ * the fan-out thread, ahead of every live message (FIFO), while clients
+ * are already served. The clock's floor is raised to the newest stored
+ * timestamp and to the largest cursor.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
  * engine append callbacks of one stream run in seq order on its shard,
- * chat_fanout_submit() queues FIFO, and one fan-out thread issues the
+ * the send callback queues the job FIFO, and one fan-out thread issues the
  * inbox appends in queue order (an inbox lives on one shard, whose request
  * queue is FIFO). A full engine queue (-PARLEY_EFULL) makes the fan-out
  * thread wait and retry the same append: order is kept.
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
- * reentrant. chat_fanout_submit() may be called from any thread (engine
- * callbacks included): it takes a mutex and never blocks on I/O.
+ * reentrant. chat_send() may be called from any thread but an engine
+ * callback's: it takes a mutex and never blocks on I/O.
  * chat_open()/chat_close() from the controlling thread.
  */
 #ifndef PARLEYD_CHAT_H
@@ -64,13 +87,27 @@ enum chat_ent_type {
 	CHAT_ENT_LIST = 3,
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
+	CHAT_ENT_OPEN = 6,
 };
 
 #define CHAT_REC_VERSION 1u
-#define CHAT_FANOUT_MARGIN_MS 10000u
+#define CHAT_FANOUT_MARGIN_MS 10000u /* version-1 checkpoints only */
+#define CHAT_CKPT_INTERVAL_MS 100u   /* fan-out checkpoint at most this often */
+#define CHAT_CKPT_MSGS 4096u         /* ... or after this many new messages */
+#define CHAT_MAX_PARTITIONS 65536u
+#define CHAT_KNOWN_MAX (1u << 20)    /* slots of the known-conversation cache (8 MiB) */
 #define CHAT_KEY_CAP 256u            /* PE_MAX_KEY + NUL */
 #define CHAT_FANOUT_MAX_ITEMS 4u     /* 1:1: two inboxes + two lists */
 #define CHAT_PTR_MAX (1 + 2 + 2 + 250 + 8)
+
+/* Retention of the internal streams that would otherwise grow forever
+ * (pass to pe_options.retention): a device cursor k/ is read as its last
+ * entry only, s/fanout as its last checkpoint only; a few are kept for
+ * inspection. Enforced by engine compaction. */
+#define CHAT_CURSOR_KEEP 4u
+#define CHAT_CKPT_KEEP 16u
+extern const struct pe_retention_rule chat_retention[];
+extern const size_t chat_nretention;
 
 /* ---- keys ---------------------------------------------------------------- */
 
@@ -79,6 +116,7 @@ enum chat_ent_type {
 int chat_key_conv(char *out, const char *conv, size_t len);
 int chat_key_inbox(char *out, const char *user, size_t len);
 int chat_key_list(char *out, const char *user, size_t len);
+int chat_key_open(char *out, const char *conv, size_t len);
 int chat_key_cursor(char *out, const char *user, size_t ulen,
 		    const char *device, size_t dlen);
 
@@ -135,6 +173,7 @@ void chat_producer_send(uint8_t out[16], const char *sender, size_t slen,
 void chat_producer_fanout(uint8_t out[16], const char *conv, size_t len,
 			  uint64_t seq);
 void chat_producer_list(uint8_t out[16], const char *conv, size_t len);
+void chat_producer_open(uint8_t out[16], const char *conv, size_t len);
 
 /* ---- fan-out planner (pure) -------------------------------------------------- */
 
@@ -164,12 +203,15 @@ int chat_list_plan(const char *conv, size_t len, struct chat_fanout_plan *out);
 struct chat;
 
 struct chat_stats {
-	uint64_t fanout_jobs;      /* messages fanned out (live) */
+	uint64_t fanout_jobs;      /* messages fanned out (live + recovered) */
 	uint64_t fanout_appends;   /* inbox/list appends completed */
 	uint64_t fanout_errors;    /* appends that failed (logged) */
-	uint64_t fanout_recovered; /* messages re-fanned out at startup */
-	uint64_t fanout_pending;   /* jobs queued or in flight now */
-	uint64_t watermark_ms;     /* last checkpointed watermark */
+	uint64_t fanout_recovered; /* messages re-fanned out after a restart */
+	uint64_t fanout_pending;   /* messages whose fan-out is not durable yet */
+	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
+					   out if the process died now */
+	uint64_t checkpoints;      /* durable fan-out checkpoints written */
+	uint64_t watermark_ms;     /* smallest durable partition cursor */
 };
 
 /* The clock to give the engine (pe_options.clock_ms, arg = &chat_clock):
@@ -178,17 +220,69 @@ struct chat_clock {
 	_Atomic uint64_t last;
 };
 uint64_t chat_clock_ms(void *arg);
+/* Raise the floor: later readings are >= floor. Any thread. */
+void chat_clock_raise(struct chat_clock *c, uint64_t floor);
 
-/* Recovers fan-out (blocking: reads s/fanout, scans c/ streams, re-appends
- * what may be missing) and starts the fan-out thread. The engine must be
- * open with clock_ms = chat_clock_ms / clock. */
+/* Reads the durable fan-out cursors and queues the fan-out of every
+ * message past them (blocking only for metadata and the backward reads
+ * that find where each conversation resumes), then starts the fan-out
+ * thread. The engine must be open with clock_ms = chat_clock_ms / clock. */
 int chat_open(struct pe_engine *e, struct chat_clock *clock,
 	      struct chat **out);
-/* Queue the fan-out of message `seq` (timestamp ts) of conv. Any thread. */
-void chat_fanout_submit(struct chat *c, const char *conv, size_t len,
-			uint64_t seq, uint64_t ts_ms);
+
+/* SEND: one message from `sender` to `conv`. */
+struct chat_send_req {
+	const char *conv;
+	uint16_t conv_len;
+	const char *sender;
+	uint16_t sender_len;
+	uint8_t client_msg_id[16];
+	uint16_t content_type;
+	const uint8_t *body;
+	uint32_t body_len;
+};
+struct chat_send_result {
+	int err;          /* 0 or the engine's error */
+	uint64_t seq, ts_ms;
+	bool duplicate;   /* an earlier SEND stored it: seq/ts are its */
+};
+typedef void (*chat_send_cb)(void *arg, const struct chat_send_result *r);
+/* Checks membership, stores the message and, once it is durable, calls
+ * cb (on an engine shard thread; it must not block) and queues its
+ * fan-out. Returns 0 (cb will run once) or an error and cb will not run:
+ * -PARLEY_ENOTFOUND (no such conversation), -PARLEY_EPERM (not a member),
+ * -PARLEY_ETOOBIG, -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full: retry
+ * later), -PARLEY_ECLOSED. Any thread. A conversation that was never
+ * opened (no o/<conv>, no message) fails with -PARLEY_ENOTFOUND through
+ * cb: existence is cached in memory (CHAT_KNOWN_MAX), a miss costs one or
+ * two reads before the append. */
+int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
+	      void *arg);
+/* CONV_OPEN: the 1:1 conversation of user and peer. */
+struct chat_conv_info {
+	int err;
+	char conv[CHAT_KEY_CAP];
+	uint16_t conv_len;
+	bool created;          /* this call put it in the caller's list */
+	uint64_t last_seq, last_ts_ms;
+	struct chat_member members[2]; /* point into conv */
+};
+typedef void (*chat_open_cb)(void *arg, const struct chat_conv_info *r);
+/* Opens (creating if needed) the conversation: o/<conv> and both users'
+ * list entries, durable before cb (engine thread). Returns 0 (cb will
+ * run once) or -PARLEY_EINVAL (peer is not a valid user id, or is the
+ * caller: a conversation with oneself is not a 1:1 conversation),
+ * -PARLEY_ENOMEM. Any thread. */
+int chat_conv_open(struct chat *c, const char *user, size_t ulen,
+		   const char *peer, size_t plen, chat_open_cb cb, void *arg);
+
+/* Blocking form for tools and tests (not from a callback). */
+int chat_send_sync(struct chat *c, const struct chat_send_req *q,
+		   struct chat_send_result *out);
+
 /* Waits for every queued fan-out to be durable, writes a last checkpoint,
- * stops the thread and frees c. The engine must still be open. */
+ * stops the thread and frees c. No chat_send may run concurrently or
+ * later. The engine must still be open. */
 void chat_close(struct chat *c);
 void chat_get_stats(struct chat *c, struct chat_stats *out);
 

@@ -32,6 +32,7 @@
 
 #include "chat.h"
 #include "conn.h"
+#include "errmap.h"
 #include "membudget.h"
 #include "parley_proto.h"
 
@@ -43,22 +44,10 @@ static _Thread_local uint8_t tls_plain[16384];
 
 /* ---- small helpers ---------------------------------------------------------- */
 
+/* The wire code for an internal error: one table, server/errmap.c. */
 static uint32_t wire_code(int err)
 {
-	if (err >= 0)
-		return PARLEY_EIO;
-	int e = -err;
-	switch (e) {
-	case PARLEY_ECORRUPT:
-	case PARLEY_EFATAL:
-	case PARLEY_EIO:
-		return PARLEY_EIO;
-	case PARLEY_ENOMEM:
-	case ENOMEM:
-		return PARLEY_ENOMEM;
-	default:
-		return e >= 1000 && e <= 1020 ? (uint32_t)e : PARLEY_EIO;
-	}
+	return srv_wire_err(err).code;
 }
 
 static void ctr_add(_Atomic uint64_t *c, uint64_t v)
@@ -299,8 +288,8 @@ struct subctx {
 };
 
 /* LM_INBOX payload: repeated {u64 inbox_seq, u16 kind, u16 clen, conv,
- * u64 conv_seq}; m->a = count; m->c = 1 and m->b = next_seq for a skip
- * (the engine trimmed the inbox below our cursor). */
+ * u64 conv_seq}; u.inbox.count of them; u.inbox.trimmed with next_seq
+ * for a skip (the engine trimmed the inbox below our cursor). */
 static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 			      const struct pe_sub_update *u)
 {
@@ -311,7 +300,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		if (m) {
 			m->slot = x->slot;
 			m->gen = x->gen;
-			m->a = (uint64_t)(int64_t)u->err;
+			m->u.sub_closed.err = u->err;
 			loop_post(x->lp, m);
 		}
 		return PE_SUB_CONTINUE;
@@ -321,8 +310,8 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		PARLEY_ASSERT(m);
 		m->slot = x->slot;
 		m->gen = x->gen;
-		m->b = u->next_seq;
-		m->c = 1;
+		m->u.inbox.next_seq = u->next_seq;
+		m->u.inbox.trimmed = true;
 		loop_post(x->lp, m);
 		return PE_SUB_CONTINUE;
 	}
@@ -347,7 +336,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		off += 20 + p.conv_len;
 	}
 	m->len = (uint32_t)off;
-	m->a = u->count;
+	m->u.inbox.count = u->count;
 	m->slot = x->slot;
 	m->gen = x->gen;
 	loop_post(x->lp, m);
@@ -456,7 +445,7 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	PARLEY_ASSERT(lm);
 	lm->slot = r->slot;
 	lm->gen = r->gen;
-	lm->a = r->inbox_seq;
+	lm->u.event.inbox_seq = r->inbox_seq;
 	loop_post(r->lp, lm);
 	free(r);
 }
@@ -472,7 +461,7 @@ static int resolve_issue(struct conn *c, struct resolve *r)
 	if (kl < 0) {
 		struct lmsg *lm = event_placeholder(r);
 		PARLEY_ASSERT(lm);
-		lm->a = r->inbox_seq;
+		lm->u.event.inbox_seq = r->inbox_seq;
 		lm->slot = r->slot;
 		lm->gen = r->gen;
 		loop_post(c->lp, lm);
@@ -532,14 +521,15 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 {
 	if (!c->sub)
 		return; /* subscription ended since */
-	if (m->c == 1) {
+	if (m->u.inbox.trimmed) {
 		/* retention trimmed the inbox below our cursor: skip ahead */
-		if (m->b > c->ev_next && !c->pend_head && !c->resolving)
-			c->ev_next = m->b;
+		if (m->u.inbox.next_seq > c->ev_next && !c->pend_head &&
+		    !c->resolving)
+			c->ev_next = m->u.inbox.next_seq;
 		return;
 	}
 	size_t off = 0;
-	for (uint64_t i = 0; i < m->a; i++) {
+	for (uint32_t i = 0; i < m->u.inbox.count; i++) {
 		const uint8_t *q = m->data + off;
 		struct resolve *r = malloc(sizeof *r);
 		PARLEY_ASSERT(r);
@@ -582,7 +572,7 @@ static void flush_stash(struct conn *c)
 
 static void on_event(struct conn *c, struct lmsg *m)
 {
-	uint64_t seq = m->a;
+	uint64_t seq = m->u.event.inbox_seq;
 	if ((!c->sub && c->state != CS_DRAINING) ||
 	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER || seq < c->ev_next) {
 		c->resolving--; /* cut off: the device resyncs from its cursor */
@@ -848,7 +838,6 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 
 struct send_ctx {
 	struct loop *lp;
-	struct chat *chat;
 	uint32_t slot, gen, req_id;
 	uint64_t t0_ns;
 	uint8_t cmid[16];
@@ -856,7 +845,9 @@ struct send_ctx {
 	char conv[];
 };
 
-static void send_cb(void *arg, const struct pe_append_result *r)
+/* Runs on the engine shard after the message is durable (chat_send calls
+ * it from the engine's append callback): the only producer of SEND_ACK. */
+static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
 	struct lmsg *m;
@@ -865,7 +856,6 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 			      r->err == -PARLEY_EFULL ? 100 : 0,
 			      parley_strerror(r->err));
 	} else {
-		/* durable: the engine calls us only after fdatasync */
 		struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
 		am.send_ack.conv = (struct parley_str){x->conv, x->clen};
 		memcpy(am.send_ack.client_msg_id, x->cmid, 16);
@@ -874,15 +864,52 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 		am.send_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
 		m = frame_msg(LM_FRAME, x->req_id, &am);
 		if (m) {
-			m->t0_ns = x->t0_ns;
-			m->b = r->duplicate ? 2 : 1; /* ack marker for metrics */
+			m->u.frame.t0_ns = x->t0_ns;
+			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
-		if (!r->duplicate)
-			chat_fanout_submit(x->chat, x->conv, x->clen, r->seq,
-					   r->ts_ms);
 	}
 	post_reply(x->lp, x->slot, x->gen, m, x->req_id);
 	free(x);
+}
+
+static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_SEND))
+		return;
+	struct srv *s = S(c);
+	if (m->body.len > s->lim.max_body) {
+		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
+		return;
+	}
+	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct send_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+			       .req_id = rid, .t0_ns = parley_mono_ns(),
+			       .clen = m->conv.len};
+	memcpy(x->cmid, m->client_msg_id, 16);
+	memcpy(x->conv, m->conv.p, m->conv.len);
+	struct chat_send_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
+				  .sender = c->id->user,
+				  .sender_len = c->id->ulen,
+				  .content_type = m->content_type,
+				  .body = m->body.p, .body_len = m->body.len};
+	memcpy(q.client_msg_id, m->client_msg_id, 16);
+	int rc = chat_send(s->chat, &q, send_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+			   : rc == -PARLEY_EFULL     ? "server busy"
+						     : parley_strerror(rc));
+		return;
+	}
+	ctr_add(&s->ctr.sends, 1);
+	c->inflight++;
 }
 
 static int conv_check(struct conn *c, struct parley_str conv)
@@ -893,63 +920,6 @@ static int conv_check(struct conn *c, struct parley_str conv)
 	if (!chat_conv_has_member(conv.p, conv.len, c->id->user, c->id->ulen))
 		return -PARLEY_EPERM;
 	return 0;
-}
-
-static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
-{
-	if (conn_limited(c, rid, RATELIMIT_SEND))
-		return;
-	struct srv *s = S(c);
-	int rc = conv_check(c, m->conv);
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0,
-			   rc == -PARLEY_EPERM ? "not a member" : "no such conversation");
-		return;
-	}
-	if (m->body.len > s->lim.max_body) {
-		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
-		return;
-	}
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, m->conv.p, m->conv.len);
-	struct chat_msg cm = {.sender = c->id->user, .sender_len = c->id->ulen,
-			      .content_type = m->content_type,
-			      .body = m->body.p, .body_len = m->body.len};
-	memcpy(cm.client_msg_id, m->client_msg_id, 16);
-	int n = chat_msg_encode(NULL, 0, &cm);
-	uint8_t *rec = malloc((size_t)n);
-	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
-	if (!rec || !x || kl < 0) {
-		free(rec);
-		free(x);
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	chat_msg_encode(rec, (size_t)n, &cm);
-	*x = (struct send_ctx){.lp = c->lp, .chat = s->chat, .slot = c->slot,
-			       .gen = c->gen, .req_id = rid,
-			       .t0_ns = parley_mono_ns(),
-			       .clen = m->conv.len};
-	memcpy(x->cmid, m->client_msg_id, 16);
-	memcpy(x->conv, m->conv.p, m->conv.len);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = (uint32_t)n,
-			      .payload = rec};
-	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	chat_producer_send(q.producer, c->id->user, c->id->ulen,
-			   m->client_msg_id);
-	rc = pe_append(s->engine, &q, send_cb, x);
-	free(rec); /* pe_append copied the payload */
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL ? 50 : 0,
-			   rc == -PARLEY_EFULL ? "server busy" : parley_strerror(rc));
-		return;
-	}
-	ctr_add(&s->ctr.sends, 1);
-	c->inflight++;
 }
 
 /* HISTORY ------------------------------------------------------------------------------ */
@@ -1078,17 +1048,18 @@ static void sync_read_cb(void *arg, const struct pe_read_result *r)
 	m->slot = x->slot;
 	m->gen = x->gen;
 	le_put32(m->data, x->req_id);
-	m->a = (uint64_t)x->step;
 	if (r->err) {
-		m->a = 99; /* failed */
-		m->b = (uint64_t)(int64_t)r->err;
+		m->u.sync.step = LM_SYNC_FAILED;
+		m->u.sync.err = r->err;
 	} else if (x->step == 1) {
-		m->b = UINT64_MAX; /* no stored cursor */
+		m->u.sync.step = LM_SYNC_CURSOR;
+		m->u.sync.cursor = UINT64_MAX; /* no stored cursor */
 		if (r->count == 1 && r->entries[0].len == 8)
-			m->b = le_get64(r->entries[0].payload);
+			m->u.sync.cursor = le_get64(r->entries[0].payload);
 	} else {
-		m->b = r->first_seq;
-		m->c = r->last_seq;
+		m->u.sync.step = LM_SYNC_INBOX;
+		m->u.sync.first_seq = r->first_seq;
+		m->u.sync.last_seq = r->last_seq;
 	}
 	loop_post(x->lp, m);
 	free(x);
@@ -1152,21 +1123,22 @@ static void on_sync_step(struct conn *c, struct lmsg *m)
 		conn_error(c, rid, PARLEY_ECLOSED, false, 0, "draining");
 		return;
 	}
-	if (m->a == 99) {
-		sync_fail(c, rid, (int)(int64_t)m->b);
+	if (m->u.sync.step == LM_SYNC_FAILED) {
+		sync_fail(c, rid, m->u.sync.err);
 		return;
 	}
-	if (m->a == 1) {
+	if (m->u.sync.step == LM_SYNC_CURSOR) {
 		/* cursor known: resume after it; unknown device: start live,
 		 * marked by UINT64_MAX until the inbox meta is in */
-		c->ev_acked = m->b == UINT64_MAX ? UINT64_MAX : m->b + 1;
-		c->cursor_stored = m->b == UINT64_MAX ? 0 : m->b;
+		uint64_t cur = m->u.sync.cursor;
+		c->ev_acked = cur == UINT64_MAX ? UINT64_MAX : cur + 1;
+		c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
 		int rc = sync_read(c, rid, 2);
 		if (rc)
 			sync_fail(c, rid, rc);
 		return;
 	}
-	uint64_t first = m->b, last = m->c;
+	uint64_t first = m->u.sync.first_seq, last = m->u.sync.last_seq;
 	uint64_t from = c->ev_acked;
 	if (from == UINT64_MAX || from > last + 1)
 		from = last + 1;
@@ -1235,137 +1207,66 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 
 /* CONV_OPEN ------------------------------------------------------------------------------ */
 
-struct open_ctx {
+struct open_reply {
 	struct loop *lp;
-	struct pe_engine *e;
 	uint32_t slot, gen, req_id;
-	atomic_int pending;
-	int err;
-	bool created;
-	uint8_t self_idx;       /* which list item is the caller's */
-	uint16_t clen;
-	char conv[250];
 };
 
-static void open_meta_cb(void *arg, const struct pe_read_result *r)
+/* Engine thread: the conversation is open (durable) or failed. */
+static void conv_open_cb(void *arg, const struct chat_conv_info *r)
 {
-	struct open_ctx *x = arg;
+	struct open_reply *x = arg;
 	struct lmsg *lm;
 	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err), 0,
+		lm = error_msg(x->req_id, wire_code(r->err), 50,
 			       parley_strerror(r->err));
 	} else {
+		/* a parley_msg holds room for 1024 members: not on the stack */
 		struct parley_msg *m = calloc(1, sizeof *m);
-		struct chat_member mm[2];
-		int nm = chat_conv_members(x->conv, x->clen, mm);
-		if (!m || nm != 2) {
+		lm = NULL;
+		if (m) {
+			m->type = PARLEY_T_CONV;
+			m->conv.conv = (struct parley_str){r->conv, r->conv_len};
+			m->conv.kind = PARLEY_CONV_DIRECT;
+			m->conv.flags = r->created ? PARLEY_CONVF_CREATED : 0;
+			m->conv.last_seq = r->last_seq;
+			m->conv.last_ts_ms = r->last_ts_ms;
+			m->conv.member_count = 2;
+			for (int i = 0; i < 2; i++)
+				m->conv.members[i] = (struct parley_str){
+					r->members[i].p,
+					(uint16_t)r->members[i].len};
+			lm = frame_msg(LM_FRAME, x->req_id, m);
 			free(m);
-			post_reply(x->lp, x->slot, x->gen, NULL, x->req_id);
-			free(x);
-			return;
 		}
-		m->type = PARLEY_T_CONV;
-		m->conv.conv = (struct parley_str){x->conv, x->clen};
-		m->conv.kind = PARLEY_CONV_DIRECT;
-		m->conv.flags = x->created ? PARLEY_CONVF_CREATED : 0;
-		m->conv.last_seq = r->last_seq;
-		m->conv.last_ts_ms = r->count ? r->entries[0].ts_ms : 0;
-		m->conv.member_count = 2;
-		m->conv.members[0] = (struct parley_str){mm[0].p, (uint16_t)mm[0].len};
-		m->conv.members[1] = (struct parley_str){mm[1].p, (uint16_t)mm[1].len};
-		lm = frame_msg(LM_FRAME, x->req_id, m);
-		free(m);
 	}
 	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
 	free(x);
 }
 
-static void open_next(struct open_ctx *x)
-{
-	if (x->err) {
-		post_reply(x->lp, x->slot, x->gen,
-			   error_msg(x->req_id, wire_code(x->err), 50,
-				     parley_strerror(x->err)),
-			   x->req_id);
-		free(x);
-		return;
-	}
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, x->conv, x->clen);
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1};
-	int rc = pe_read(x->e, &q, open_meta_cb, x);
-	if (rc) {
-		x->err = rc;
-		open_next(x);
-	}
-}
-
-struct open_item_arg {
-	struct open_ctx *x;
-	bool self;
-};
-
-static void open_list_cb(void *arg, const struct pe_append_result *r)
-{
-	struct open_item_arg *a = arg;
-	struct open_ctx *x = a->x;
-	if (r->err)
-		x->err = r->err;
-	else if (a->self && !r->duplicate)
-		x->created = true;
-	free(a);
-	if (atomic_fetch_sub(&x->pending, 1) == 1)
-		open_next(x);
-}
-
 static void req_conv_open(struct conn *c, uint32_t rid,
 			  const struct parley_conv_open *m)
 {
-	char conv[256];
-	int n = parley_proto_dm_conv_id(c->id->user, c->id->ulen, m->peer.p,
-					m->peer.len, conv, sizeof conv);
-	if (n < 0) {
-		conn_error(c, rid, PARLEY_EINVAL, false, 0, "invalid peer");
+	struct open_reply *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	struct chat_fanout_plan plan;
-	struct open_ctx *x = calloc(1, sizeof *x);
-	if (!x || chat_list_plan(conv, (size_t)n, &plan) || plan.n != 2) {
+	*x = (struct open_reply){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+				 .req_id = rid};
+	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
+				m->peer.p, m->peer.len, conv_open_cb, x);
+	if (rc) {
 		free(x);
-		conn_error(c, rid, PARLEY_EINVAL, false, 0, "invalid peer");
+		conn_error(c, rid, wire_code(rc), false, 0,
+			   rc == -PARLEY_EINVAL
+				   ? "invalid peer: a user id other than yours "
+				     "(1-120 bytes: letters, digits and . _ - @ + = |, "
+				     "starting with a letter or digit)"
+				   : parley_strerror(rc));
 		return;
 	}
-	x->lp = c->lp;
-	x->e = S(c)->engine;
-	x->slot = c->slot;
-	x->gen = c->gen;
-	x->req_id = rid;
-	x->clen = (uint16_t)n;
-	memcpy(x->conv, conv, (size_t)n);
-	atomic_store(&x->pending, 2);
 	c->inflight++;
-	for (unsigned i = 0; i < 2; i++) {
-		struct chat_fanout_item *it = &plan.item[i];
-		struct open_item_arg *a = malloc(sizeof *a);
-		PARLEY_ASSERT(a);
-		a->x = x;
-		/* the caller's list key is "l/<caller>" */
-		a->self = it->klen == 2 + c->id->ulen &&
-			  memcmp(it->key + 2, c->id->user, c->id->ulen) == 0;
-		struct pe_input in = {.type = it->type, .len = it->len,
-				      .payload = it->payload};
-		struct pe_append_req q = {.key = it->key, .klen = it->klen,
-					  .expected_last_seq = PE_NO_EXPECT,
-					  .entries = &in, .count = 1};
-		memcpy(q.producer, it->producer, 16);
-		int rc = pe_append(S(c)->engine, &q, open_list_cb, a);
-		if (rc) {
-			struct pe_append_result r = {.err = rc};
-			open_list_cb(a, &r);
-		}
-	}
 }
 
 /* CONV_LIST ---------------------------------------------------------------------------- */
@@ -1500,7 +1401,12 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, x->ents[i].conv, x->ents[i].clen);
 		struct list_item_arg *a = malloc(sizeof *a);
-		PARLEY_ASSERT(a);
+		if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
+			atomic_store(&x->err, -PARLEY_ENOMEM);
+			if (atomic_fetch_sub(&x->pending, 1) == 1)
+				list_finish(x);
+			continue;
+		}
 		a->x = x;
 		a->i = i;
 		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
@@ -1944,10 +1850,10 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 			PARLEY_ASSERT(c->inflight > 0);
 			c->inflight--;
 		}
-		if (m->b) {
-			ack_latency(S(c), m->t0_ns);
+		if (m->u.frame.ack != LM_ACK_NONE) {
+			ack_latency(S(c), m->u.frame.t0_ns);
 			ctr_add(&S(c)->ctr.appends, 1);
-			if (m->b == 2)
+			if (m->u.frame.ack == LM_ACK_DUPLICATE)
 				ctr_add(&S(c)->ctr.duplicates, 1);
 		}
 		conn_write(c, m->data, m->len);
@@ -1962,7 +1868,7 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		if (c->sub) {
 			PLOG_W("conn", "subscription closed by the engine",
 			       "user=%s err=%s", c->id ? c->id->user : "-",
-			       parley_errname((int)(int64_t)m->a));
+			       parley_errname(m->u.sub_closed.err));
 			/* The engine frees a closed subscription on unsubscribe. */
 			sub_end(c);
 			conn_drain(c, PARLEY_GOAWAY_DRAIN, 1000,

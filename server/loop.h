@@ -104,22 +104,47 @@ struct srv {
 	unsigned nloops;
 };
 
-/* A message to a loop (see top). `data` is owned by the message. */
+/* A message to a loop (see top). `data` is owned by the message; `u`
+ * holds the typed fields of its kind (only the member named by `kind` is
+ * valid). */
 enum lmsg_kind {
 	LM_FRAME = 1,     /* data = an encoded frame for conn; done_req: inflight-- */
 	LM_INBOX,         /* data = inbox pointers to resolve (see conn.c) */
-	LM_EVENT,         /* data = an encoded EVENT frame, a = inbox_seq */
-	LM_SUB_CLOSED,    /* the engine ended the subscription, a = err */
-	LM_SYNC_STEP,     /* a, b, c: SYNC state machine values */
+	LM_EVENT,         /* data = an encoded EVENT frame */
+	LM_SUB_CLOSED,    /* the engine ended the subscription */
+	LM_SYNC_STEP,     /* one read of the SYNC state machine answered */
 	LM_STOP,          /* drain and stop the loop */
 };
+enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
+enum lmsg_sync_step { LM_SYNC_CURSOR = 1, LM_SYNC_INBOX = 2, LM_SYNC_FAILED = 3 };
 struct lmsg {
 	struct lmsg *next;
 	uint16_t kind;
 	bool done_req;           /* completes one in-flight request */
 	uint32_t slot, gen;
-	uint64_t a, b, c;
-	uint64_t t0_ns;          /* SEND start, for the ack latency histogram */
+	union {
+		struct {               /* LM_FRAME */
+			uint8_t ack;   /* enum lmsg_ack: a SEND_ACK, for metrics */
+			uint64_t t0_ns; /* SEND start, for the ack latency histogram */
+		} frame;
+		struct {               /* LM_INBOX */
+			uint32_t count;   /* pointers in data */
+			bool trimmed;     /* retention skipped us to next_seq */
+			uint64_t next_seq;
+		} inbox;
+		struct {               /* LM_EVENT */
+			uint64_t inbox_seq;
+		} event;
+		struct {               /* LM_SUB_CLOSED */
+			int err;
+		} sub_closed;
+		struct {               /* LM_SYNC_STEP; data = u32 request id */
+			uint8_t step;     /* enum lmsg_sync_step */
+			int err;          /* LM_SYNC_FAILED */
+			uint64_t cursor;  /* LM_SYNC_CURSOR: UINT64_MAX = none stored */
+			uint64_t first_seq, last_seq; /* LM_SYNC_INBOX */
+		} sync;
+	} u;
 	uint32_t len;
 	uint8_t data[];
 };

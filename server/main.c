@@ -6,15 +6,19 @@
  *   1. configuration (flags > PARLEY_* env > config file > defaults);
  *      --check-config validates and exits;
  *   2. engine open (WAL recovery) with the chat clock;
- *   3. chat_open: fan-out recovery from the durable watermark, BEFORE any
- *      client is served (so re-fanned messages keep their inbox order);
+ *   3. chat_open: reads the durable per-partition fan-out cursors and
+ *      queues the fan-out of what is past them (metadata scan and a few
+ *      backward reads; the fan-out itself runs in the background, ahead
+ *      of every live message, so inbox order holds while clients are
+ *      already served);
  *   4. TLS context, event loops (listeners bound), admin HTTP; /readyz
  *      turns ready once the loops run.
  *
  * Graceful stop (SIGTERM / SIGINT): loops stop accepting, send GOAWAY
  * DRAIN, finish in-flight requests (a durable SEND still gets its
- * SEND_ACK), flush, close; then the fan-out queue drains, a last watermark
- * is written, the engine closes (everything durable) and we exit 0.
+ * SEND_ACK), flush, close; then the fan-out queue drains, a last fan-out
+ * checkpoint is written (so a clean restart re-fans out nothing), the
+ * engine closes (everything durable) and we exit 0.
  * A fatal engine error (failed fdatasync) exits at once with status 70:
  * recovery from the log on restart is the only safe continuation.
  *
@@ -158,7 +162,7 @@ static const struct key KEYS[] = {
 	KS(tls_cert, "", "server certificate chain (PEM)"),
 	KS(tls_key, "", "server private key (PEM)"),
 	KU(loops, "0", "event loops (0 = one per online CPU)"),
-	KU(engine_shards, "0", "engine shard threads (0 = engine default)"),
+	KU(engine_shards, "0", "engine shard threads (0 = max(1, online CPUs / 4), see docs/SERVER.md)"),
 	KU(partitions, "0", "partitions when creating the data dir (0 = default)"),
 	KS(jwt_alg, "HS256", "HS256, RS256 or ES256"),
 	KS(jwt_secret_file, "", "HS256 shared secret (file contents, >= 16 bytes)"),
@@ -617,6 +621,24 @@ static int srv_auth(void *arg, const char *token, size_t len, char *sub,
 
 /* ---- run ------------------------------------------------------------------------ */
 
+/*
+ * Engine shards by default: one per 4 online CPUs, at least one. Each
+ * shard is a thread with its own WAL, so each adds a write+fdatasync
+ * stream: on a small machine one shard's group commit covers every
+ * connection with one sync, and its CPU per append (target <= 1 us) is
+ * far below a loop thread's per request (decode, membership, reply), so
+ * one shard keeps up with about four loops. On this 2-core machine the
+ * rule gives 1 (measured against 2 with parley-bench server-compare: see
+ * docs/SERVER.md). Partitions (default 64) are spread over the shards.
+ */
+static uint32_t engine_shards_for(uint32_t configured)
+{
+	if (configured)
+		return configured;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus >= 4 ? (uint32_t)(cpus / 4) : 1; /* max(1, cpus / 4) */
+}
+
 /* The engine's share of the memory budget: half of it for all memtables
  * together, one partition's memtable at most that and at most the
  * engine's default (MAIN_MEMTABLE_PART_MAX). */
@@ -654,12 +676,15 @@ static int run(const struct opts *o, struct srv *s)
 	if (o->idem_max_keys) /* the operator's choice wins */
 		idem = o->idem_max_keys;
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
-				.shards = o->engine_shards,
+				.shards = engine_shards_for(o->engine_shards),
 				.memtable_total_bytes = memtable_total_of(budget),
 				.memtable_bytes = memtable_part_of(budget),
 				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
-				.on_fatal = on_engine_fatal};
+				.on_fatal = on_engine_fatal,
+				/* internal streams that grow forever */
+				.retention = chat_retention,
+				.nretention = chat_nretention};
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;

@@ -654,8 +654,9 @@ static __attribute__((unused)) int it_raw_login(int fd, const char *user, const 
 	return 0;
 }
 
-/* The value of the sample `name` (no labels) in a /metrics text; fails the
- * test when it is missing. */
+/* The value of the sample `name` (labels included, as written, e.g.
+ * `x_count{stage="sync"}`) in a /metrics text; fails the test when it is
+ * missing. */
 static __attribute__((unused)) uint64_t it_metric(const char *text, const char *name)
 {
 	char pat[160];

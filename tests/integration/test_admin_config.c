@@ -213,6 +213,7 @@ int main(void)
 	IT_CHECK(strstr(m0, "# TYPE parley_ack_latency_seconds histogram"));
 
 	struct parley_client *a = it_client(&srv, "alice", "a", 1, NULL);
+	IT_OK(parley_client_conv_open(a, "bob", NULL)); /* SEND needs it */
 	for (int i = 0; i < 10; i++)
 		IT_OK(parley_client_send(a, "d:alice:bob", 1, "m", 1, NULL));
 	const struct parley_history_page *pg;
@@ -228,6 +229,17 @@ int main(void)
 		 it_metric(m0, "parley_ack_latency_seconds_count") + 10);
 	IT_CHECK(strstr(m1, "parley_ack_latency_seconds_bucket{le=\"+Inf\"} "));
 	IT_CHECK(it_metric(m1, "parley_fsyncs_total") > it_metric(m0, "parley_fsyncs_total"));
+	/* The engine's per-stage histograms move with the same traffic: every
+	 * acked SEND passed queue, fill, apply and callback; each WAL batch
+	 * is one sync sample. */
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_count{stage=\"queue\"}") >=
+		 it_metric(m0, "parley_engine_stage_seconds_count{stage=\"queue\"}") + 10);
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_count{stage=\"callback\"}") >=
+		 it_metric(m0, "parley_engine_stage_seconds_count{stage=\"callback\"}") + 10);
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}") >
+		 it_metric(m0, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_bucket{stage=\"sync\",le=\"+Inf\"}") ==
+		 it_metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
 	IT_CHECK(it_metric(m1, "parley_frames_received_total") >=
 		 it_metric(m0, "parley_frames_received_total") + 13);
 	IT_CHECK(it_metric(m1, "parley_errors_sent_total") >=

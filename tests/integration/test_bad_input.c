@@ -7,7 +7,10 @@
  * frame over max_frame. Payload errors on a well-framed frame get a
  * non-fatal ERROR with the request's id and the connection keeps working:
  * truncated SEND, unknown request type, body over max_body, EVENT_ACK
- * without SYNC. Then seeded random garbage on many connections. Between
+ * without SYNC. Then seeded random garbage on many connections. Then the
+ * conversation rules: SEND to a never-opened conversation is NOTFOUND,
+ * CONV_OPEN with a peer that is not a user id (`--help`, `a:b`, ...) or
+ * with oneself is INVAL, and neither creates anything. Between
  * every case alice and bob exchange a message, and at the end parleyd must
  * exit 0 on SIGTERM (it did not crash).
  */
@@ -86,6 +89,7 @@ int main(void)
 	it_server_start(&srv);
 	alice = it_client(&srv, "alice", "a", 0, NULL);
 	bob = it_client(&srv, "bob", "b", 1, &bob_ev);
+	IT_OK(parley_client_conv_open(alice, "bob", NULL));
 	IT_OK(parley_client_subscribe(bob, 1, NULL));
 	exchange();
 
@@ -238,6 +242,62 @@ int main(void)
 				break;
 		close(g);
 	}
+	exchange();
+
+	/* Conversations (issue 9): a SEND to a conversation nobody opened is
+	 * NOTFOUND and creates nothing; CONV_OPEN with a peer that is not a
+	 * user id, or with oneself, is INVAL and lists nothing. */
+	{
+		int g = it_tcp_connect(srv.port);
+		IT_CHECK(g >= 0 && it_raw_login(g, "dave", "d") == 0);
+		struct parley_msg m = {.type = PARLEY_T_SEND};
+		m.send.conv = parley_str_c("d:dave:erin");
+		m.send.client_msg_id[0] = 0x42;
+		m.send.body = (struct parley_bytes){(const uint8_t *)"hi", 2};
+		IT_CHECK(it_send_msg(g, 30, &m) == 0);
+		expect_error(g, 30, PARLEY_ENOTFOUND, 0);
+		static const char *bad_peers[] = {"--help", "dave", "a:b", "-x",
+						  "a b", "caf\xc3\xa9", ".x"};
+		for (uint32_t i = 0; i < sizeof bad_peers / sizeof *bad_peers; i++) {
+			m = (struct parley_msg){.type = PARLEY_T_CONV_OPEN};
+			m.conv_open.peer = parley_str_c(bad_peers[i]);
+			IT_CHECK(it_send_msg(g, 40 + i, &m) == 0);
+			expect_error(g, 40 + i, PARLEY_EINVAL, 0);
+		}
+		/* still NOTFOUND (the failed attempts created nothing), and
+		 * dave's conversation list is empty */
+		m = (struct parley_msg){.type = PARLEY_T_SEND};
+		m.send.conv = parley_str_c("d:dave:erin");
+		m.send.client_msg_id[0] = 0x43;
+		IT_CHECK(it_send_msg(g, 50, &m) == 0);
+		expect_error(g, 50, PARLEY_ENOTFOUND, 0);
+		m = (struct parley_msg){.type = PARLEY_T_CONV_LIST};
+		m.conv_list.limit = 100;
+		IT_CHECK(it_send_msg(g, 51, &m) == 0);
+		uint8_t buf[4096];
+		struct parley_frame f;
+		IT_CHECK(it_read_frame(g, buf, sizeof buf, 10000, &f) > 0 &&
+			 f.type == PARLEY_T_CONV_LIST_OK);
+		static struct parley_msg lm;
+		IT_OK(parley_proto_decode(&f, &lm));
+		IT_CHECK(lm.conv_list_ok.count == 0, "dave lists %u conversations",
+			 lm.conv_list_ok.count);
+		/* once opened, the same SEND works */
+		m = (struct parley_msg){.type = PARLEY_T_CONV_OPEN};
+		m.conv_open.peer = parley_str_c("erin");
+		IT_CHECK(it_send_msg(g, 52, &m) == 0);
+		IT_CHECK(it_read_frame(g, buf, sizeof buf, 10000, &f) > 0 &&
+			 f.type == PARLEY_T_CONV);
+		m = (struct parley_msg){.type = PARLEY_T_SEND};
+		m.send.conv = parley_str_c("d:dave:erin");
+		m.send.client_msg_id[0] = 0x44;
+		IT_CHECK(it_send_msg(g, 53, &m) == 0);
+		IT_CHECK(it_read_frame(g, buf, sizeof buf, 10000, &f) > 0 &&
+			 f.type == PARLEY_T_SEND_ACK && f.request_id == 53);
+		close(g);
+	}
+	/* libparley refuses a bad peer before it reaches the wire */
+	IT_CHECK(parley_client_conv_open(alice, "--help", NULL) == -PARLEY_EINVAL);
 	exchange();
 
 	parley_client_free(alice);

@@ -105,6 +105,7 @@ int main(void)
 		IT_OK(parley_client_subscribe(d[i].c, 1, NULL));
 		free(tok);
 	}
+	IT_OK(parley_client_conv_open(d[0].c, "bob", NULL)); /* SEND needs it */
 
 	int p[2];
 	IT_CHECK(pipe(p) == 0);

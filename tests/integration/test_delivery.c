@@ -51,6 +51,7 @@ int main(void)
 	const char *conv = "d:alice:bob";
 
 	struct parley_client *alice = it_client(&srv, "alice", "a1", 0, NULL);
+	IT_OK(parley_client_conv_open(alice, "bob", NULL));
 	struct it_events tab = {0};
 	struct parley_client *bt = it_client(&srv, "bob", "bob-tablet", 1, &tab);
 	IT_OK(parley_client_subscribe(bt, 1, NULL));

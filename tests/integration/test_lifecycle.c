@@ -120,6 +120,7 @@ int main(void)
 	/* ---- SIGTERM with SENDs in flight ---- */
 	struct it_events bev = {0};
 	struct parley_client *bob = it_client(&srv, "bob", "bob-1", 1, &bev);
+	IT_OK(parley_client_conv_open(bob, "alice", NULL)); /* SEND needs it */
 	IT_OK(parley_client_subscribe(bob, 1, NULL));
 	int fd = it_tcp_connect(srv.port);
 	IT_CHECK(it_raw_login(fd, "alice", "a-raw") == 0);

@@ -102,6 +102,11 @@ int main(void)
 	srv.extra[4] = "--rate-send-conn-per-min";
 	srv.extra[5] = "0";
 	it_server_start(&srv);
+	{ /* SEND needs an opened conversation */
+		struct parley_client *op = it_client(&srv, "alice", "opener", 0, NULL);
+		IT_OK(parley_client_conv_open(op, "bob", NULL));
+		parley_client_free(op);
+	}
 
 	static struct fconn cs[IT_CONNS];
 	for (int i = 0; i < IT_CONNS; i++) {

@@ -64,6 +64,7 @@ int main(void)
 	srv.extra[3] = "33554432";
 	it_server_start(&srv);
 	struct parley_client *alice = it_client(&srv, "alice", "a", 0, NULL);
+	IT_OK(parley_client_conv_open(alice, "bob", NULL)); /* SEND needs it */
 
 	static struct tconn cs[IT_CONNS];
 	for (int i = 0; i < IT_CONNS; i++) {

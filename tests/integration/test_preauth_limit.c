@@ -112,6 +112,11 @@ int main(void)
 
 	/* HELLO + AUTH + a 32 KiB SEND in one write: the SEND comes after a
 	 * successful AUTH, so max_frame applies to it, not the pre-auth limit */
+	{ /* SEND needs an opened conversation */
+		struct parley_client *op = it_client(&srv, "alice", "opener", 0, NULL);
+		IT_OK(parley_client_conv_open(op, "bob", NULL));
+		parley_client_free(op);
+	}
 	{
 		int fd = it_tcp_connect(srv.port);
 		IT_CHECK(fd >= 0);

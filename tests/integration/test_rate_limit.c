@@ -127,6 +127,11 @@ static void rate_limits(void)
 			    NULL};
 	memcpy(srv.extra, ex, sizeof ex);
 	it_server_start(&srv);
+	{ /* SEND needs an opened conversation (CONV_OPEN is not rate limited) */
+		struct parley_client *op = it_client(&srv, "alice", "opener", 0, NULL);
+		IT_OK(parley_client_conv_open(op, "bob", NULL));
+		parley_client_free(op);
+	}
 
 	int a1 = raw_user(&srv, "alice", "phone");
 	uint32_t code = 0, retry = 0;
@@ -251,7 +256,9 @@ static void *burst_client(void *p)
 		char conv[80];
 		snprintf(conv, sizeof conv, "d:%s:zoe", user);
 		struct parley_send_result r = {0};
-		x->rc = parley_client_send(c, conv, 1, "in", 2, &r);
+		x->rc = parley_client_conv_open(c, "zoe", NULL); /* SEND needs it */
+		if (x->rc == 0)
+			x->rc = parley_client_send(c, conv, 1, "in", 2, &r);
 		x->seq = r.seq;
 	}
 	parley_client_free(c);

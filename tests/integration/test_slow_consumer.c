@@ -101,6 +101,7 @@ int main(void)
 	it_server_start(&srv);
 
 	struct parley_client *alice = it_client(&srv, "alice", "a", 0, NULL);
+	IT_OK(parley_client_conv_open(alice, "bob", NULL)); /* SEND needs it */
 	struct it_events normal = {0};
 	struct parley_client *bn = it_client(&srv, "bob", "bob-normal", 1, &normal);
 	IT_OK(parley_client_subscribe(bn, 1, NULL));

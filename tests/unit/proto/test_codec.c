@@ -365,8 +365,8 @@ Test(codec, encoder_refuses_limit_breaks)
 	g_m.history.limit = 101;
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 	sample(PARLEY_T_CONV_OPEN, &g_m);
-	g_m.conv_open.peer = S("a:b");
-	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.conv_open.peer = S("a:b"); /* a string; the server says INVAL */
+	cr_assert(parley_proto_size(&g_m) > 0);
 	g_m.conv_open.peer = S("");
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 	g_m.conv_open.peer = (struct parley_str){"\xff\xfe", 2};
@@ -470,14 +470,15 @@ Test(codec, decoder_refuses_bad_counts_and_lengths)
 						 (size_t)fl - 12, &g_d),
 		     -PARLEY_EPROTO, "empty conv id");
 
-	/* invalid UTF-8 and forbidden ':' in a user id */
+	/* invalid UTF-8 in a CONV_OPEN peer is malformed; a well-formed
+	 * string that is not a user id ("a:b") decodes, and the server
+	 * answers INVAL (PROTOCOL.md) */
 	uint8_t a[8];
 	le_put16(a, 2), a[2] = 0xC0, a[3] = 0x80; /* overlong NUL */
 	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 4, &g_d),
 		     -PARLEY_EPROTO);
 	le_put16(a, 3), memcpy(a + 2, "a:b", 3);
-	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 5, &g_d),
-		     -PARLEY_EPROTO);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 5, &g_d), 0);
 	le_put16(a, 3), memcpy(a + 2, "abc", 3);
 	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_CONV_OPEN, a, 5, &g_d), 0);
 
@@ -502,6 +503,25 @@ Test(codec, utf8_validator)
 	cr_assert(!parley_proto_utf8_valid("\xc3", 1)); /* truncated */
 	cr_assert(!parley_proto_utf8_valid("\x80", 1));
 	cr_assert(!parley_proto_utf8_valid("\xff", 1));
+}
+
+Test(codec, user_id_syntax)
+{
+	static const char *ok[] = {"alice", "Bob", "7", "a.b_c-d", "x@example.com",
+				   "auth0|5f3a", "google-oauth2|1234", "a+b=c"};
+	static const char *bad[] = {"", "--help", "-x", ".hidden", "_a", "a:b",
+				    "a b", "caf\xc3\xa9", "a\x01", "a/b", "a\\b",
+				    "@alice", "a\x7f"};
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+		cr_assert(parley_proto_user_id_valid(ok[i], strlen(ok[i])), "%s", ok[i]);
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		cr_assert(!parley_proto_user_id_valid(bad[i], strlen(bad[i])), "%s",
+			  bad[i]);
+	cr_assert(!parley_proto_user_id_valid("bob\0mallory", 12)); /* embedded NUL */
+	char l[122];
+	memset(l, 'a', sizeof l);
+	cr_assert(parley_proto_user_id_valid(l, 120));
+	cr_assert(!parley_proto_user_id_valid(l, 121));
 }
 
 Test(codec, dm_conv_id)
@@ -742,6 +762,8 @@ static struct parley_str rnd_str(struct parley_rng *r, size_t min, size_t max,
 	static const char alpha[] = "abcdefghijklmnopqrstuvwxyz0123456789._-@ ";
 	for (size_t i = 0; i < len; i++)
 		p[i] = alpha[parley_rng_below(r, user ? 40 : 41)];
+	if (user && len) /* user ids start with a letter or digit */
+		p[0] = alpha[parley_rng_below(r, 36)];
 	g_pool_n += len;
 	return (struct parley_str){p, (uint16_t)len};
 }

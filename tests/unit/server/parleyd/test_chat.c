@@ -15,8 +15,11 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <time.h>
 
 #include "chat.h"
+#include "parley_engine_hooks.h" /* pe_flush_sync, pe_compact_sync */
 #include "parley_proto.h"
 
 static uint64_t seed_get(void)
@@ -259,6 +262,60 @@ static uint64_t raw_send(struct world *w, const char *conv, int i)
 	return r.seq;
 }
 
+struct open_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct chat_conv_info r;
+};
+
+static void open_wait_cb(void *arg, const struct chat_conv_info *r)
+{
+	struct open_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* CONV_OPEN through the chat service; returns its error, fills *out. */
+static int svc_open(struct chat *c, const char *user, const char *peer,
+		    struct chat_conv_info *out)
+{
+	struct open_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+			      .cv = PTHREAD_COND_INITIALIZER};
+	int rc = chat_conv_open(c, user, strlen(user), peer, strlen(peer),
+				open_wait_cb, &w);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	if (out)
+		*out = w.r;
+	return w.r.err;
+}
+
+/* A SEND through the chat service, waiting for its ack. */
+static uint64_t svc_send(struct chat *c, const char *conv, const char *from,
+			 int i)
+{
+	char body[32];
+	snprintf(body, sizeof body, "m%d", i);
+	struct chat_send_req q = {.conv = conv, .conv_len = (uint16_t)strlen(conv),
+				  .sender = from,
+				  .sender_len = (uint16_t)strlen(from),
+				  .body = (const uint8_t *)body,
+				  .body_len = (uint32_t)strlen(body)};
+	q.client_msg_id[0] = (uint8_t)i;
+	q.client_msg_id[1] = (uint8_t)(i >> 8);
+	struct chat_send_result r;
+	cr_assert_eq(chat_send_sync(c, &q, &r), 0);
+	return r.seq;
+}
+
 /* The inbox of user must hold pointers to conv seqs 1..n, in order, once. */
 static void check_inbox(struct world *w, const char *user, const char *conv,
 			uint64_t n)
@@ -298,11 +355,9 @@ Test(chat, live_fanout_in_order)
 	world_open(&w);
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
-	for (int i = 1; i <= 300; i++) {
-		uint64_t seq = raw_send(&w, "d:alice:bob", i);
-		cr_assert_eq(seq, (uint64_t)i);
-		chat_fanout_submit(c, "d:alice:bob", 11, seq, parley_now_ms());
-	}
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 300; i++)
+		cr_assert_eq(svc_send(c, "d:alice:bob", "alice", i), (uint64_t)i);
 	chat_close(c); /* waits for every fan-out to be durable */
 	check_inbox(&w, "alice", "d:alice:bob", 300);
 	check_inbox(&w, "bob", "d:alice:bob", 300);
@@ -319,9 +374,9 @@ Test(chat, recovery_refans_lost_and_never_doubles)
 	struct chat *c;
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
 	/* 1..50 fanned out live; 51..80 "acked" but their fan-out lost */
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
 	for (int i = 1; i <= 50; i++)
-		chat_fanout_submit(c, "d:alice:bob", 11, raw_send(&w, "d:alice:bob", i),
-				   parley_now_ms());
+		svc_send(c, "d:alice:bob", i % 2 ? "alice" : "bob", i);
 	chat_close(c);
 	for (int i = 51; i <= 80; i++)
 		raw_send(&w, "d:alice:bob", i);
@@ -334,8 +389,10 @@ Test(chat, recovery_refans_lost_and_never_doubles)
 	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
 	struct chat_stats st;
 	chat_get_stats(c, &st);
-	cr_assert(st.fanout_recovered >= 31, "recovered %llu",
-		  (unsigned long long)st.fanout_recovered);
+	/* exactly what was past the cursor: the clean close left the
+	 * cursors after message 50 */
+	cr_assert_eq(st.fanout_recovered, 31, "recovered %llu",
+		     (unsigned long long)st.fanout_recovered);
 	chat_close(c);
 	check_inbox(&w, "alice", "d:alice:bob", 80);
 	check_inbox(&w, "carol", "d:bob:carol", 1);
@@ -358,4 +415,194 @@ Test(chat, recovery_refans_lost_and_never_doubles)
 	cr_assert_eq(list_len(&w, "bob"), 2);
 	pe_close(w.e);
 	pio_free(w.io);
+}
+
+Test(chat, send_checks_membership_and_dedups)
+{
+	struct world w = {.io = pio_mem_new(3)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	struct chat_send_result r;
+	struct chat_send_req q0 = {.conv = "d:alice:bob", .conv_len = 11,
+				   .sender = "alice", .sender_len = 5};
+	/* never opened: NOTFOUND (through the callback, after the reads) */
+	cr_assert_eq(chat_send_sync(c, &q0, &r), -PARLEY_ENOTFOUND);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_send(c, "d:alice:bob", "alice", 1), 1);
+	struct chat_send_req q = {.conv = "d:alice:bob", .conv_len = 11,
+				  .sender = "carol", .sender_len = 5};
+	cr_assert_eq(chat_send_sync(c, &q, &r), -PARLEY_EPERM);
+	q.conv = "x:whatever";
+	q.conv_len = 10;
+	cr_assert_eq(chat_send_sync(c, &q, &r), -PARLEY_ENOTFOUND);
+	/* the same client_msg_id again: the original's seq, not doubled */
+	q = (struct chat_send_req){.conv = "d:alice:bob", .conv_len = 11,
+				   .sender = "alice", .sender_len = 5};
+	q.client_msg_id[0] = 1;
+	cr_assert_eq(chat_send_sync(c, &q, &r), 0);
+	cr_assert(r.duplicate);
+	cr_assert_eq(r.seq, 1);
+	chat_close(c);
+	check_inbox(&w, "bob", "d:alice:bob", 1);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+/* A clean close checkpoints everything: the next open re-fans out nothing,
+ * however much traffic came just before (the old timestamp watermark
+ * replayed the last ~20 s). */
+Test(chat, clean_close_resumes_without_replay)
+{
+	struct world w = {.io = pio_mem_new(4)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_open(c, "carol", "bob", NULL), 0);
+	for (int i = 1; i <= 200; i++)
+		svc_send(c, i % 3 ? "d:alice:bob" : "d:bob:carol",
+			 i % 2 ? "bob" : (i % 3 ? "alice" : "carol"), i);
+	chat_close(c);
+	pe_close(w.e);
+	world_open(&w);
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	struct chat_stats st;
+	chat_get_stats(c, &st);
+	cr_assert_eq(st.fanout_recovered, 0);
+	cr_assert_eq(st.fanout_uncheckpointed, 0);
+	/* and live traffic after the restart still flows */
+	svc_send(c, "d:alice:bob", "alice", 1000);
+	chat_close(c);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, "bob", 3);
+	struct pe_meta m;
+	cr_assert_eq(pe_meta_sync(w.e, key, (size_t)kl, &m), 0);
+	cr_assert_eq(m.last_seq, 201);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+/* While running, checkpoints follow the traffic: once the fan-out is
+ * idle, a checkpoint covers everything (the gauge reaches 0) without a
+ * close. Polls the gauge; asserts counts, never times. */
+Test(chat, checkpoints_catch_up_while_running)
+{
+	struct world w = {.io = pio_mem_new(5)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 100; i++)
+		svc_send(c, "d:alice:bob", "alice", i);
+	struct chat_stats st;
+	for (int k = 0; k < 3000; k++) {
+		chat_get_stats(c, &st);
+		if (st.fanout_uncheckpointed == 0)
+			break;
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	cr_assert_eq(st.fanout_uncheckpointed, 0);
+	cr_assert_eq(st.fanout_pending, 0);
+	cr_assert(st.checkpoints >= 1);
+	cr_assert_eq(st.fanout_jobs, 100);
+	chat_close(c);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+/* CONV_OPEN: bad peers and oneself are INVAL; opening is idempotent,
+ * reports CREATED once, and makes SEND work, also after a restart (the
+ * o/ marker is durable, the in-memory cache is rebuilt by recovery). */
+Test(chat, conv_open_rules)
+{
+	struct world w = {.io = pio_mem_new(6)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	static const char *bad[] = {"--help", "", "a:b", "alice", "-x", "a b"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		cr_assert_eq(svc_open(c, "alice", bad[i], NULL), -PARLEY_EINVAL,
+			     "peer \"%s\"", bad[i]);
+	struct chat_conv_info in;
+	cr_assert_eq(svc_open(c, "bob", "alice", &in), 0);
+	cr_assert_eq(in.conv_len, 11);
+	cr_assert(!memcmp(in.conv, "d:alice:bob", 11));
+	cr_assert(in.created);
+	cr_assert_eq(in.last_seq, 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", &in), 0);
+	cr_assert(!in.created); /* bob's call created it, for both */
+	cr_assert_eq(svc_send(c, "d:alice:bob", "bob", 1), 1);
+	cr_assert_eq(svc_open(c, "alice", "bob", &in), 0);
+	cr_assert_eq(in.last_seq, 1);
+	cr_assert_eq(list_len(&w, "alice"), 1);
+	chat_close(c);
+	pe_close(w.e);
+	world_open(&w);
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	cr_assert_eq(svc_send(c, "d:alice:bob", "alice", 2), 2);
+	struct chat_send_req q = {.conv = "d:bob:carol", .conv_len = 11,
+				  .sender = "bob", .sender_len = 3};
+	struct chat_send_result r;
+	cr_assert_eq(chat_send_sync(c, &q, &r), -PARLEY_ENOTFOUND);
+	chat_close(c);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+/* The internal streams that grow forever (device cursors, fan-out
+ * checkpoints) are trimmed by the chat retention rules; their last entry,
+ * the only one read, stays. */
+Test(chat, internal_streams_have_retention)
+{
+	struct pio *io = pio_mem_new(7);
+	struct chat_clock clock = {0};
+	struct pe_options o = {.dir = "/data", .partitions = 4, .shards = 1,
+			       .io = io, .clock_ms = chat_clock_ms,
+			       .clock_arg = &clock, .retention = chat_retention,
+			       .nretention = chat_nretention,
+			       .no_auto_flush = true, .no_auto_compact = true};
+	struct pe_engine *e;
+	cr_assert_eq(pe_open(&o, &e), 0);
+	char ck[CHAT_KEY_CAP];
+	int ckl = chat_key_cursor(ck, "alice", 5, "phone", 5);
+	const char *keys[3] = {ck, "s/fanout", "u/alice"};
+	size_t klens[3] = {(size_t)ckl, 8, 7};
+	for (int k = 0; k < 3; k++)
+		for (uint64_t i = 1; i <= 50; i++) {
+			uint8_t b[8];
+			le_put64(b, i);
+			struct pe_input in = {.type = CHAT_ENT_CURSOR, .len = 8,
+					      .payload = b};
+			struct pe_append_req q = {.key = keys[k], .klen = klens[k],
+						  .expected_last_seq = PE_NO_EXPECT,
+						  .entries = &in, .count = 1};
+			struct pe_append_result r;
+			cr_assert_eq(pe_append_sync(e, &q, &r), 0);
+		}
+	for (uint32_t p = 0; p < 4; p++) {
+		cr_assert_eq(pe_flush_sync(e, p), 0);
+		cr_assert_eq(pe_compact_sync(e, p, true), 0);
+	}
+	uint64_t keep[3] = {CHAT_CURSOR_KEEP, CHAT_CKPT_KEEP, 50};
+	for (int k = 0; k < 3; k++) {
+		struct pe_meta m;
+		cr_assert_eq(pe_meta_sync(e, keys[k], klens[k], &m), 0);
+		cr_assert_eq(m.last_seq, 50);
+		cr_assert_eq(m.first_seq, 50 - keep[k] + 1, "%s first_seq %llu",
+			     keys[k], (unsigned long long)m.first_seq);
+		struct pe_read_req q = {.key = keys[k], .klen = klens[k],
+					.from = UINT64_MAX, .dir = PE_BACKWARD,
+					.limit = 1};
+		struct pe_entry *ents = NULL;
+		uint32_t n = 0;
+		struct pe_read_result meta;
+		cr_assert_eq(pe_read_sync(e, &q, &ents, &n, &meta), 0);
+		cr_assert_eq(n, 1);
+		cr_assert_eq(le_get64(ents[0].payload), 50);
+		free(ents);
+	}
+	pe_close(e);
+	pio_free(io);
 }
