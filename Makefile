@@ -35,7 +35,7 @@ asan: deps
 fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DPARLEY_FUZZ=ON
 	cmake --build build-fuzz -j $(JOBS)
-	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz
+	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz -LE long
 
 bench: build
 	$(BUILD)/bench/parley-bench --help

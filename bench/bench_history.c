@@ -115,6 +115,19 @@ static int new_client(struct hctx *x, const char *user, const char *dev, struct 
 
 /* ---- load --------------------------------------------------------------------------- */
 
+/* The next record of a conversation's stream, the same for parley and
+ * Redis: a 20..200-byte text body and a random message id. Returns the
+ * body's length (body holds 256 bytes). */
+static size_t next_record(struct parley_rng *rng, uint8_t *body,
+			  uint8_t id[PARLEY_PROTO_MSG_ID_LEN])
+{
+	size_t len = 20 + parley_rng_below(rng, 181);
+	bench_text_body(body, len, parley_rng_next(rng));
+	for (unsigned b = 0; b < PARLEY_PROTO_MSG_ID_LEN; b++)
+		id[b] = (uint8_t)parley_rng_next(rng);
+	return len;
+}
+
 static void *load_main(void *arg)
 {
 	struct hworker *w = arg;
@@ -132,11 +145,8 @@ static void *load_main(void *arg)
 	for (unsigned ci = w->idx; ci < x->nconv; ci += LOADERS) {
 		struct parley_rng rng = {x->cfg->seed * 7919u + ci};
 		for (unsigned m = 0; m < x->nmsg; m++) {
-			size_t len = 20 + parley_rng_below(&rng, 181);
-			bench_text_body(body, len, parley_rng_next(&rng));
 			uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
-			for (unsigned b = 0; b < sizeof id; b++)
-				id[b] = (uint8_t)parley_rng_next(&rng);
+			size_t len = next_record(&rng, body, id);
 			struct parley_send_result res;
 			uint64_t t0 = parley_mono_ns();
 			rc = parley_client_send_id(c, x->conv[ci].id, id, 1, body, len, &res);
@@ -165,11 +175,8 @@ static int load_redis(struct hctx *x)
 	for (unsigned ci = 0; ci < x->nconv && !rc; ci++) {
 		struct parley_rng rng = {x->cfg->seed * 7919u + ci};
 		for (unsigned m = 0; m < x->nmsg; m++) {
-			size_t len = 20 + parley_rng_below(&rng, 181);
-			bench_text_body(body, len, parley_rng_next(&rng));
 			uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
-			for (unsigned b = 0; b < sizeof id; b++)
-				id[b] = (uint8_t)parley_rng_next(&rng);
+			size_t len = next_record(&rng, body, id);
 			redisAppendCommand(r, "XADD %s * s hist-a m %b b %b", x->conv[ci].key, id,
 					   sizeof id, body, len);
 		}

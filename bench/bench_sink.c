@@ -24,6 +24,14 @@ static struct bench_json sink;
 static FILE *sink_f;
 static const char *sink_path;
 
+static void sink_u32s(struct bench_json *j, const char *key, const uint32_t *v, unsigned n)
+{
+	bj_arr(j, key);
+	for (unsigned i = 0; i < n; i++)
+		bj_u64(j, NULL, v[i]);
+	bj_end(j);
+}
+
 int bench_sink_open(const struct bench_cfg *cfg, const char *mode)
 {
 	if (!cfg->json)
@@ -44,14 +52,8 @@ int bench_sink_open(const struct bench_cfg *cfg, const char *mode)
 	bj_str(j, "dir", cfg->dir);
 	bj_num(j, "seconds", cfg->seconds);
 	bj_num(j, "warmup_s", cfg->warmup);
-	bj_arr(j, "producers");
-	for (unsigned i = 0; i < cfg->n_producers; i++)
-		bj_u64(j, NULL, cfg->producers[i]);
-	bj_end(j);
-	bj_arr(j, "payloads");
-	for (unsigned i = 0; i < cfg->n_payloads; i++)
-		bj_u64(j, NULL, cfg->payloads[i]);
-	bj_end(j);
+	sink_u32s(j, "producers", cfg->producers, cfg->n_producers);
+	sink_u32s(j, "payloads", cfg->payloads, cfg->n_payloads);
 	bj_arr(j, "rates");
 	for (unsigned i = 0; i < cfg->n_rates; i++)
 		bj_num(j, NULL, cfg->rates[i]);

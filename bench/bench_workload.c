@@ -230,6 +230,25 @@ static void op_send(struct wl_ctx *x, struct wl_thread *t, struct wl_user *u, ui
 		t->st->timeline[sec]++;
 }
 
+/* Counts a finished HISTORY or reconnect intended at `due`: progress counters
+ * always, the result and its latency only inside the measured window. */
+static void op_done(struct wl_thread *t, int rc, uint64_t due, bool measured, uint64_t *ok,
+		    uint64_t *err, struct bench_hist *h)
+{
+	uint64_t now = now_ns();
+	atomic_fetch_add(&t->p_ops, 1);
+	if (rc)
+		atomic_fetch_add(&t->p_errors, 1);
+	if (!measured)
+		return;
+	if (rc) {
+		(*err)++;
+	} else {
+		(*ok)++;
+		bench_hist_record(h, now - due);
+	}
+}
+
 static void *thread_main(void *arg)
 {
 	struct wl_thread *t = arg;
@@ -289,32 +308,12 @@ static void *thread_main(void *arg)
 			int rc = parley_client_history(u->dev[0].c,
 						       u->conv[parley_rng_below(&rng, u->nconv)], 0,
 						       WL_HIST_LIMIT, &pg);
-			uint64_t now = now_ns();
-			atomic_fetch_add(&t->p_ops, 1);
-			if (rc)
-				atomic_fetch_add(&t->p_errors, 1);
-			if (measured) {
-				if (rc) {
-					t->st->hist_err++;
-				} else {
-					t->st->hist_ok++;
-					bench_hist_record(&t->st->hist, now - due);
-				}
-			}
+			op_done(t, rc, due, measured, &t->st->hist_ok, &t->st->hist_err,
+				&t->st->hist);
 		} else {
 			int rc = parley_client_reconnect(u->dev[0].c);
-			uint64_t now = now_ns();
-			atomic_fetch_add(&t->p_ops, 1);
-			if (rc)
-				atomic_fetch_add(&t->p_errors, 1);
-			if (measured) {
-				if (rc) {
-					t->st->reconn_err++;
-				} else {
-					t->st->reconn_ok++;
-					bench_hist_record(&t->st->reconn, now - due);
-				}
-			}
+			op_done(t, rc, due, measured, &t->st->reconn_ok, &t->st->reconn_err,
+				&t->st->reconn);
 		}
 		/* behind by more than the whole window: the rest is not sent */
 		if (now_ns() >= x->pt.end_ns + WL_DRAIN_NS) {
@@ -501,6 +500,20 @@ static void print_row(const char *what, const struct bench_hist *h, uint64_t ok,
 	       q_ms(h, 0.99), q_ms(h, 0.999), h->count ? (double)h->max_ns / 1e6 : NAN);
 }
 
+/* One operation kind of a point: {"<ok_key>": ok, "<other_key>": other,
+ * "per_s": ok / secs, "latency": {...}}. */
+static void json_ops(struct bench_json *j, const char *name, const char *ok_key, uint64_t ok,
+		     const char *other_key, uint64_t other, double secs,
+		     const struct bench_hist *h)
+{
+	bj_obj(j, name);
+	bj_u64(j, ok_key, ok);
+	bj_u64(j, other_key, other);
+	bj_num(j, "per_s", (double)ok / secs);
+	bj_hist(j, "latency", h);
+	bj_end(j);
+}
+
 static void json_point(struct bench_json *j, const struct wl_ctx *x, double rate,
 		       const struct wl_stats *s)
 {
@@ -511,30 +524,11 @@ static void json_point(struct bench_json *j, const struct wl_ctx *x, double rate
 	bj_num(j, "seconds", secs);
 	bj_u64(j, "not_sent", s->not_sent);
 	bj_u64(j, "unexpected_disconnects", s->drops);
-	bj_obj(j, "sends");
-	bj_u64(j, "ok", s->sends_ok);
-	bj_u64(j, "errors", s->send_err);
-	bj_num(j, "per_s", (double)s->sends_ok / secs);
-	bj_hist(j, "latency", &s->send);
-	bj_end(j);
-	bj_obj(j, "events");
-	bj_u64(j, "delivered", s->events);
-	bj_u64(j, "outside_window", s->events_unmeasured);
-	bj_num(j, "per_s", (double)s->events / secs);
-	bj_hist(j, "latency", &s->event);
-	bj_end(j);
-	bj_obj(j, "history_reads");
-	bj_u64(j, "ok", s->hist_ok);
-	bj_u64(j, "errors", s->hist_err);
-	bj_num(j, "per_s", (double)s->hist_ok / secs);
-	bj_hist(j, "latency", &s->hist);
-	bj_end(j);
-	bj_obj(j, "reconnects");
-	bj_u64(j, "ok", s->reconn_ok);
-	bj_u64(j, "errors", s->reconn_err);
-	bj_num(j, "per_s", (double)s->reconn_ok / secs);
-	bj_hist(j, "latency", &s->reconn);
-	bj_end(j);
+	json_ops(j, "sends", "ok", s->sends_ok, "errors", s->send_err, secs, &s->send);
+	json_ops(j, "events", "delivered", s->events, "outside_window",
+		 s->events_unmeasured, secs, &s->event);
+	json_ops(j, "history_reads", "ok", s->hist_ok, "errors", s->hist_err, secs, &s->hist);
+	json_ops(j, "reconnects", "ok", s->reconn_ok, "errors", s->reconn_err, secs, &s->reconn);
 	if (x->cfg->storm) {
 		bj_obj(j, "reconnect_storm");
 		bj_num(j, "at_s", secs * 0.5);

@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,22 @@ void bench_load_print_header(void)
 	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
 }
 
+/* Appends a formatted clause to the note in buf[cap], after "; " unless it is
+ * the first (truncated at cap like snprintf). */
+__attribute__((format(printf, 3, 4))) static void note_add(char *buf, size_t cap,
+							    const char *fmt, ...)
+{
+	size_t l = strlen(buf);
+	if (l) {
+		snprintf(buf + l, cap - l, "; ");
+		l = strlen(buf);
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf + l, cap - l, fmt, ap);
+	va_end(ap);
+}
+
 void bench_load_print_row(const struct load_result *r)
 {
 	char load[48];
@@ -241,17 +258,12 @@ void bench_load_print_row(const struct load_result *r)
 	}
 	char note[256];
 	snprintf(note, sizeof note, "%s%s", r->note, r->ok ? "" : (r->note[0] ? "; FAILED" : "FAILED"));
-	if (r->open_loop && r->lag.count) {
-		size_t l = strlen(note);
-		snprintf(note + l, sizeof note - l, "%spacer lag p50 %.1f p99 %.1f µs",
-			 l ? "; " : "", (double)bench_hist_quantile(&r->lag, 0.5) / 1e3,
+	if (r->open_loop && r->lag.count)
+		note_add(note, sizeof note, "pacer lag p50 %.1f p99 %.1f µs",
+			 (double)bench_hist_quantile(&r->lag, 0.5) / 1e3,
 			 (double)bench_hist_quantile(&r->lag, 0.99) / 1e3);
-	}
-	if (r->not_sent) {
-		size_t l = strlen(note);
-		snprintf(note + l, sizeof note - l, "%s%llu slots not sent", l ? "; " : "",
-			 (unsigned long long)r->not_sent);
-	}
+	if (r->not_sent)
+		note_add(note, sizeof note, "%llu slots not sent", (unsigned long long)r->not_sent);
 	struct bench_json *j = bench_sink();
 	if (j) {
 		bj_obj(j, NULL);

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,56 @@ static void metric(struct out *o, const char *name, const char *type,
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
+/* The client-facing counters of struct srv_counters, in /metrics order. */
+static const struct ctr_metric {
+	const char *name, *type;
+	size_t off; /* of an _Atomic uint64_t in struct srv_counters */
+	const char *help;
+} ctr_metrics[] = {
+#define CTR(name, type, field, help) {name, type, offsetof(struct srv_counters, field), help}
+	CTR("parley_connections_open", "gauge", conns_open,
+	    "Client connections open now."),
+	CTR("parley_connections_accepted_total", "counter", conns_accepted,
+	    "Client connections accepted."),
+	CTR("parley_connections_closed_total", "counter", conns_closed,
+	    "Client connections closed."),
+	CTR("parley_connections_tls_total", "counter", conns_tls,
+	    "Client connections accepted on the TLS listener."),
+	CTR("parley_frames_received_total", "counter", frames_in,
+	    "Frames received from clients."),
+	CTR("parley_frames_sent_total", "counter", frames_out,
+	    "Frames queued to clients."),
+	CTR("parley_bytes_received_total", "counter", bytes_in,
+	    "Bytes received on client sockets (TLS: ciphertext)."),
+	CTR("parley_bytes_sent_total", "counter", bytes_out,
+	    "Bytes sent on client sockets (TLS: ciphertext)."),
+	CTR("parley_sends_total", "counter", sends,
+	    "SEND requests handed to the engine."),
+	CTR("parley_appends_acked_total", "counter", appends,
+	    "SENDs acknowledged as durable (SEND_ACK)."),
+	CTR("parley_send_duplicates_total", "counter", duplicates,
+	    "SENDs answered as duplicates of an earlier client_msg_id."),
+	CTR("parley_events_delivered_total", "counter", events_out,
+	    "EVENT pushes queued to devices."),
+	CTR("parley_history_requests_total", "counter", history,
+	    "HISTORY requests."),
+	CTR("parley_syncs_total", "counter", syncs,
+	    "SYNC requests."),
+	CTR("parley_errors_sent_total", "counter", errors_sent,
+	    "ERROR frames sent to clients."),
+	CTR("parley_protocol_errors_total", "counter", proto_errors,
+	    "Malformed frames or payloads received."),
+	CTR("parley_auth_failures_total", "counter", auth_failures,
+	    "Rejected tokens."),
+	CTR("parley_slow_consumers_total", "counter", slow_consumers,
+	    "Connections cut off as slow consumers."),
+	CTR("parley_idle_closes_total", "counter", idle_closes,
+	    "Connections closed for idleness."),
+	CTR("parley_handshake_timeouts_total", "counter", handshake_timeouts,
+	    "Connections closed before finishing TLS/HELLO/AUTH in time."),
+#undef CTR
+};
+
 /*
  * The engine's per-stage append timing (parley_engine.h, pe_stage_stats) as
  * one Prometheus histogram family, parley_engine_stage_seconds{stage=...}.
@@ -106,47 +157,11 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 {
 	struct out o = {buf, cap, 0};
 	struct srv_counters *c = &s->ctr;
-	metric(&o, "parley_connections_open", "gauge",
-	       "Client connections open now.", LD(c->conns_open));
-	metric(&o, "parley_connections_accepted_total", "counter",
-	       "Client connections accepted.", LD(c->conns_accepted));
-	metric(&o, "parley_connections_closed_total", "counter",
-	       "Client connections closed.", LD(c->conns_closed));
-	metric(&o, "parley_connections_tls_total", "counter",
-	       "Client connections accepted on the TLS listener.", LD(c->conns_tls));
-	metric(&o, "parley_frames_received_total", "counter",
-	       "Frames received from clients.", LD(c->frames_in));
-	metric(&o, "parley_frames_sent_total", "counter",
-	       "Frames queued to clients.", LD(c->frames_out));
-	metric(&o, "parley_bytes_received_total", "counter",
-	       "Bytes received on client sockets (TLS: ciphertext).", LD(c->bytes_in));
-	metric(&o, "parley_bytes_sent_total", "counter",
-	       "Bytes sent on client sockets (TLS: ciphertext).", LD(c->bytes_out));
-	metric(&o, "parley_sends_total", "counter",
-	       "SEND requests handed to the engine.", LD(c->sends));
-	metric(&o, "parley_appends_acked_total", "counter",
-	       "SENDs acknowledged as durable (SEND_ACK).", LD(c->appends));
-	metric(&o, "parley_send_duplicates_total", "counter",
-	       "SENDs answered as duplicates of an earlier client_msg_id.",
-	       LD(c->duplicates));
-	metric(&o, "parley_events_delivered_total", "counter",
-	       "EVENT pushes queued to devices.", LD(c->events_out));
-	metric(&o, "parley_history_requests_total", "counter",
-	       "HISTORY requests.", LD(c->history));
-	metric(&o, "parley_syncs_total", "counter", "SYNC requests.", LD(c->syncs));
-	metric(&o, "parley_errors_sent_total", "counter",
-	       "ERROR frames sent to clients.", LD(c->errors_sent));
-	metric(&o, "parley_protocol_errors_total", "counter",
-	       "Malformed frames or payloads received.", LD(c->proto_errors));
-	metric(&o, "parley_auth_failures_total", "counter",
-	       "Rejected tokens.", LD(c->auth_failures));
-	metric(&o, "parley_slow_consumers_total", "counter",
-	       "Connections cut off as slow consumers.", LD(c->slow_consumers));
-	metric(&o, "parley_idle_closes_total", "counter",
-	       "Connections closed for idleness.", LD(c->idle_closes));
-	metric(&o, "parley_handshake_timeouts_total", "counter",
-	       "Connections closed before finishing TLS/HELLO/AUTH in time.",
-	       LD(c->handshake_timeouts));
+	for (size_t i = 0; i < sizeof ctr_metrics / sizeof ctr_metrics[0]; i++) {
+		const struct ctr_metric *m = &ctr_metrics[i];
+		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)c + m->off);
+		metric(&o, m->name, m->type, m->help, LD(*v));
+	}
 	if (s->rl) { /* rate limits and admission (ratelimit.h) */
 		struct ratelimit_stats rs;
 		ratelimit_stats(s->rl, &rs);

@@ -356,29 +356,38 @@ static ssize_t conn_read_raw(struct pconn *c, uint8_t *b, size_t n)
 	return -1;
 }
 
+/* Writes b[*off..len) until done or the socket would block, advancing *off,
+ * the connection's last_tx and its link's bytes_out. Returns 1 when all was
+ * written, 0 when blocked, -1 when the write failed (c is closed then). */
+static int conn_write_buf(struct peer *p, struct pconn *c, const uint8_t *b,
+			  uint32_t *off, uint32_t len)
+{
+	while (*off < len) {
+		ssize_t k = conn_write_raw(c, b + *off, len - *off);
+		if (k < 0) {
+			conn_close(p, c, "write failed");
+			return -1;
+		}
+		if (k == 0)
+			return 0;
+		*off += (uint32_t)k;
+		c->last_tx = now_ms(p);
+		if (c->link)
+			ADD(c->link->bytes_out, (uint64_t)k);
+	}
+	return 1;
+}
+
 /* Writes the control buffer, then (when UP) the link's queue. */
 static void conn_flush(struct peer *p, struct pconn *c)
 {
 	if (c->st == C_CLOSED || c->st == C_TCP || c->st == C_TLS)
 		return;
 	struct plink *l = c->link;
-	bool blocked = false;
-	while (c->ctl_off < c->ctl_len) {
-		ssize_t k = conn_write_raw(c, c->ctl + c->ctl_off,
-					   c->ctl_len - c->ctl_off);
-		if (k < 0) {
-			conn_close(p, c, "write failed");
-			return;
-		}
-		if (k == 0) {
-			blocked = true;
-			break;
-		}
-		c->ctl_off += (uint32_t)k;
-		c->last_tx = now_ms(p);
-		if (l)
-			ADD(l->bytes_out, (uint64_t)k);
-	}
+	int w = conn_write_buf(p, c, c->ctl, &c->ctl_off, c->ctl_len);
+	if (w < 0)
+		return;
+	bool blocked = w == 0;
 	if (!blocked && c->ctl_len && c->ctl_off == c->ctl_len) {
 		c->ctl_len = c->ctl_off = 0;
 		if (c->close_after_ctl) {
@@ -389,21 +398,13 @@ static void conn_flush(struct peer *p, struct pconn *c)
 	if (!blocked && c->st == C_UP && l) {
 		while (l->qh) {
 			struct pframe *f = l->qh;
-			ssize_t k = conn_write_raw(c, f->data + f->off,
-						   f->len - f->off);
-			if (k < 0) {
-				conn_close(p, c, "write failed");
+			w = conn_write_buf(p, c, f->data, &f->off, f->len);
+			if (w < 0)
 				return;
-			}
-			if (k == 0) {
+			if (w == 0) {
 				blocked = true;
 				break;
 			}
-			f->off += (uint32_t)k;
-			c->last_tx = now_ms(p);
-			ADD(l->bytes_out, (uint64_t)k);
-			if (f->off < f->len)
-				continue;
 			l->qh = f->next;
 			if (!l->qh)
 				l->qt = NULL;

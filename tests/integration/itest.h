@@ -540,6 +540,47 @@ static __attribute__((unused)) int it_write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
+/* ---- admin HTTP ------------------------------------------------------------------------ */
+
+/* Sends req[0..rlen) to the HTTP server on port and reads until it closes
+ * (at most 256 KiB), failing the test when nothing arrives for timeout_ms.
+ * With code non-NULL the status line must parse and *code gets its status.
+ * Returns the NUL-terminated answer; the caller frees it. */
+static __attribute__((unused)) char *it_http_raw(uint16_t port, const char *req, size_t rlen,
+						 int timeout_ms, int *code)
+{
+	int fd = it_tcp_connect(port);
+	IT_CHECK(fd >= 0);
+	IT_CHECK(it_write_all(fd, req, rlen) == 0);
+	size_t cap = 1 << 18, n = 0;
+	char *out = malloc(cap);
+	IT_CHECK(out);
+	for (;;) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		IT_CHECK(poll(&pf, 1, timeout_ms) > 0,
+			 "HTTP: no answer within %d ms to %.40s", timeout_ms, req);
+		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	out[n] = '\0';
+	if (code) {
+		*code = 0;
+		IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
+	}
+	return out;
+}
+
+/* GET path on port (10 s per read); see it_http_raw. */
+static __attribute__((unused)) char *it_http_get(uint16_t port, const char *path, int *code)
+{
+	char req[256];
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: probe\r\n\r\n", path);
+	return it_http_raw(port, req, strlen(req), 10000, code);
+}
+
 static __attribute__((unused)) int it_send_msg(int fd, uint32_t rid, const struct parley_msg *m)
 {
 	uint8_t buf[65536];
@@ -575,15 +616,25 @@ static __attribute__((unused)) int it_read_frame(int fd, uint8_t *buf, size_t ca
 	}
 }
 
-/* HELLO + AUTH on a raw socket; returns 0 when AUTH_OK arrived. */
-static __attribute__((unused)) int it_raw_login(int fd, const char *user, const char *device)
+/* A version-1 HELLO for device (client_name: NULL = none) with request id
+ * rid on a raw socket; 0 or -1. */
+static __attribute__((unused)) int it_send_hello(int fd, uint32_t rid, const char *device,
+						 const char *client_name)
 {
 	struct parley_msg m = {.type = PARLEY_T_HELLO};
 	m.hello.min_version = 1;
 	m.hello.max_version = 1;
 	m.hello.device_id = parley_str_c(device);
-	m.hello.client_name = parley_str_c("itest-raw");
-	if (it_send_msg(fd, 1, &m))
+	if (client_name)
+		m.hello.client_name = parley_str_c(client_name);
+	return it_send_msg(fd, rid, &m);
+}
+
+/* HELLO + AUTH on a raw socket; returns 0 when AUTH_OK arrived. */
+static __attribute__((unused)) int it_raw_login(int fd, const char *user, const char *device)
+{
+	struct parley_msg m;
+	if (it_send_hello(fd, 1, device, "itest-raw"))
 		return -1;
 	uint8_t buf[4096];
 	struct parley_frame f;
@@ -601,6 +652,88 @@ static __attribute__((unused)) int it_raw_login(int fd, const char *user, const 
 	    f.type != PARLEY_T_AUTH_OK)
 		return -1;
 	return 0;
+}
+
+/* The value of the sample `name` (labels included, as written, e.g.
+ * `x_count{stage="sync"}`) in a /metrics text; fails the test when it is
+ * missing. */
+static __attribute__((unused)) uint64_t it_metric(const char *text, const char *name)
+{
+	char pat[160];
+	snprintf(pat, sizeof pat, "\n%s ", name);
+	const char *p = strstr(text, pat);
+	IT_CHECK(p, "metric %s missing", name);
+	return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* ---- raw connections the server is expected to refuse ------------------------------ */
+
+/* The reading side of such a connection: the first ERROR frame received and
+ * whether the server closed it. */
+struct it_rx {
+	int fd;
+	uint8_t in[512];
+	size_t have;
+	bool got_error, eof;
+	uint32_t code;
+	uint16_t eflags;
+};
+
+/* Reads what non-blocking c->fd has: EOF or a reset sets eof; the first
+ * ERROR frame's code and flags are kept. With only_error, a frame other than
+ * ERROR before it fails the test. */
+static __attribute__((unused)) void it_rx_read(struct it_rx *c, bool only_error)
+{
+	ssize_t k = recv(c->fd, c->in + c->have, sizeof c->in - c->have, 0);
+	if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+		c->eof = true; /* EOF or reset: closed by the server */
+		return;
+	}
+	if (k < 0)
+		return;
+	c->have += (size_t)k;
+	struct parley_frame f;
+	int n;
+	while ((n = parley_proto_frame_decode(c->in, c->have, sizeof c->in, &f)) > 0) {
+		if (!c->got_error) {
+			IT_CHECK(f.type == PARLEY_T_ERROR || !only_error, "got frame type 0x%x",
+				 f.type);
+			if (f.type == PARLEY_T_ERROR) {
+				struct parley_msg m;
+				IT_OK(parley_proto_decode(&f, &m));
+				c->got_error = true;
+				c->code = m.error.code;
+				c->eflags = m.error.flags;
+			}
+		}
+		memmove(c->in, c->in + n, c->have - (size_t)n);
+		c->have -= (size_t)n;
+	}
+}
+
+/* 1 when c got a fatal ERROR with this code. */
+static __attribute__((unused)) int it_rx_refused(const struct it_rx *c, uint32_t code)
+{
+	return c->got_error && c->code == code && (c->eflags & PARLEY_ERRF_FATAL);
+}
+
+/* Sends the rest of hdr[0..hlen) + body[0..blen) from *sent on non-blocking
+ * fd, advancing *sent: 1 when all is sent, 0 when the socket is full, -1 when
+ * the server closed it. */
+static __attribute__((unused)) int it_send_rest(int fd, const uint8_t *hdr, size_t hlen,
+						const uint8_t *body, size_t blen, size_t *sent)
+{
+	while (*sent < hlen + blen) {
+		const uint8_t *p = *sent < hlen ? hdr + *sent : body + (*sent - hlen);
+		size_t n = *sent < hlen ? hlen - *sent : hlen + blen - *sent;
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (k <= 0)
+			return -1;
+		*sent += (size_t)k;
+	}
+	return 1;
 }
 
 /* ---- process memory -------------------------------------------------------------------- */

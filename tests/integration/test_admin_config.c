@@ -36,29 +36,6 @@ static char *run_cmd(const char *cmd, int *status)
 	return out;
 }
 
-static char *http_get(uint16_t port, const char *path, int *code)
-{
-	int fd = it_tcp_connect(port);
-	IT_CHECK(fd >= 0);
-	char req[256];
-	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
-	IT_CHECK(it_write_all(fd, req, strlen(req)) == 0);
-	size_t cap = 1 << 18, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	for (;;) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		IT_CHECK(poll(&pf, 1, 10000) > 0, "admin HTTP timed out");
-		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	out[n] = '\0';
-	IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
-	return out;
-}
 
 /* The local IPv4 address (host order) of the TCP socket listening on port,
  * from /proc/net/tcp; 0xFFFFFFFF when there is none. */
@@ -157,22 +134,13 @@ static void admin_address(const char *bin)
 	srv.extra[1] = "0.0.0.0";
 	it_server_start(&srv);
 	int code;
-	out = http_get(srv.admin_port, "/livez", &code);
+	out = it_http_get(srv.admin_port, "/livez", &code);
 	IT_CHECK(code == 200);
 	free(out);
 	IT_CHECK(listen_addr4(srv.port) == 0, "client port not on 0.0.0.0");
 	uint32_t a = listen_addr4(srv.admin_port);
 	IT_CHECK(a == 0x7F000001u, "admin port listens on %08x, want 127.0.0.1", a);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
-}
-
-static uint64_t metric(const char *text, const char *name)
-{
-	char pat[128];
-	snprintf(pat, sizeof pat, "\n%s ", name);
-	const char *p = strstr(text, pat);
-	IT_CHECK(p, "metric %s missing", name);
-	return strtoull(p + strlen(pat), NULL, 10);
 }
 
 int main(void)
@@ -223,13 +191,13 @@ int main(void)
 	it_server_init(&srv, "s1");
 	it_server_start(&srv);
 	int code;
-	out = http_get(srv.admin_port, "/livez", &code);
+	out = it_http_get(srv.admin_port, "/livez", &code);
 	IT_CHECK(code == 200);
 	free(out);
 	/* ready once every loop serves (the TCP port may accept a moment
 	 * earlier: the listen backlog exists before the loops run) */
 	for (int i = 0; i < 200; i++) {
-		out = http_get(srv.admin_port, "/readyz", &code);
+		out = it_http_get(srv.admin_port, "/readyz", &code);
 		free(out);
 		if (code == 200)
 			break;
@@ -237,10 +205,10 @@ int main(void)
 		it_sleep_ms(50);
 	}
 	IT_CHECK(code == 200, "never ready");
-	out = http_get(srv.admin_port, "/nope", &code);
+	out = it_http_get(srv.admin_port, "/nope", &code);
 	IT_CHECK(code == 404);
 	free(out);
-	char *m0 = http_get(srv.admin_port, "/metrics", &code);
+	char *m0 = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200 && strstr(m0, "text/plain; version=0.0.4"));
 	IT_CHECK(strstr(m0, "# TYPE parley_ack_latency_seconds histogram"));
 
@@ -250,32 +218,32 @@ int main(void)
 		IT_OK(parley_client_send(a, "d:alice:bob", 1, "m", 1, NULL));
 	const struct parley_history_page *pg;
 	IT_CHECK(parley_client_history(a, "d:carol:dave", 0, 5, &pg) == -PARLEY_EPERM);
-	char *m1 = http_get(srv.admin_port, "/metrics", &code);
+	char *m1 = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200);
-	IT_CHECK(metric(m1, "parley_connections_open") >= 1);
-	IT_CHECK(metric(m1, "parley_connections_tls_total") >=
-		 metric(m0, "parley_connections_tls_total") + 1);
-	IT_CHECK(metric(m1, "parley_appends_acked_total") ==
-		 metric(m0, "parley_appends_acked_total") + 10);
-	IT_CHECK(metric(m1, "parley_ack_latency_seconds_count") ==
-		 metric(m0, "parley_ack_latency_seconds_count") + 10);
+	IT_CHECK(it_metric(m1, "parley_connections_open") >= 1);
+	IT_CHECK(it_metric(m1, "parley_connections_tls_total") >=
+		 it_metric(m0, "parley_connections_tls_total") + 1);
+	IT_CHECK(it_metric(m1, "parley_appends_acked_total") ==
+		 it_metric(m0, "parley_appends_acked_total") + 10);
+	IT_CHECK(it_metric(m1, "parley_ack_latency_seconds_count") ==
+		 it_metric(m0, "parley_ack_latency_seconds_count") + 10);
 	IT_CHECK(strstr(m1, "parley_ack_latency_seconds_bucket{le=\"+Inf\"} "));
-	IT_CHECK(metric(m1, "parley_fsyncs_total") > metric(m0, "parley_fsyncs_total"));
+	IT_CHECK(it_metric(m1, "parley_fsyncs_total") > it_metric(m0, "parley_fsyncs_total"));
 	/* The engine's per-stage histograms move with the same traffic: every
 	 * acked SEND passed queue, fill, apply and callback; each WAL batch
 	 * is one sync sample. */
-	IT_CHECK(metric(m1, "parley_engine_stage_seconds_count{stage=\"queue\"}") >=
-		 metric(m0, "parley_engine_stage_seconds_count{stage=\"queue\"}") + 10);
-	IT_CHECK(metric(m1, "parley_engine_stage_seconds_count{stage=\"callback\"}") >=
-		 metric(m0, "parley_engine_stage_seconds_count{stage=\"callback\"}") + 10);
-	IT_CHECK(metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}") >
-		 metric(m0, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
-	IT_CHECK(metric(m1, "parley_engine_stage_seconds_bucket{stage=\"sync\",le=\"+Inf\"}") ==
-		 metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
-	IT_CHECK(metric(m1, "parley_frames_received_total") >=
-		 metric(m0, "parley_frames_received_total") + 13);
-	IT_CHECK(metric(m1, "parley_errors_sent_total") >=
-		 metric(m0, "parley_errors_sent_total") + 1);
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_count{stage=\"queue\"}") >=
+		 it_metric(m0, "parley_engine_stage_seconds_count{stage=\"queue\"}") + 10);
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_count{stage=\"callback\"}") >=
+		 it_metric(m0, "parley_engine_stage_seconds_count{stage=\"callback\"}") + 10);
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}") >
+		 it_metric(m0, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
+	IT_CHECK(it_metric(m1, "parley_engine_stage_seconds_bucket{stage=\"sync\",le=\"+Inf\"}") ==
+		 it_metric(m1, "parley_engine_stage_seconds_count{stage=\"sync\"}"));
+	IT_CHECK(it_metric(m1, "parley_frames_received_total") >=
+		 it_metric(m0, "parley_frames_received_total") + 13);
+	IT_CHECK(it_metric(m1, "parley_errors_sent_total") >=
+		 it_metric(m0, "parley_errors_sent_total") + 1);
 	free(m0);
 	free(m1);
 	parley_client_free(a);

@@ -54,40 +54,6 @@ static void *dribbler(void *arg)
 	return NULL;
 }
 
-/* A raw HTTP exchange; returns the response (malloc'd), *code the status.
- * timeout_ms bounds each wait for data. */
-static char *http_raw(uint16_t port, const char *req, size_t rlen,
-		      int timeout_ms, int *code)
-{
-	int fd = it_tcp_connect(port);
-	IT_CHECK(fd >= 0);
-	IT_CHECK(it_write_all(fd, req, rlen) == 0);
-	size_t cap = 1 << 18, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	for (;;) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		IT_CHECK(poll(&pf, 1, timeout_ms) > 0,
-			 "admin HTTP: no answer within %d ms to %.40s", timeout_ms, req);
-		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	out[n] = '\0';
-	*code = 0;
-	IT_CHECK(sscanf(out, "HTTP/1.%*d %d", code) == 1, "bad response: %s", out);
-	return out;
-}
-
-static char *http_get(uint16_t port, const char *path, int *code)
-{
-	char req[256];
-	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: probe\r\n\r\n", path);
-	return http_raw(port, req, strlen(req), 10000, code);
-}
-
 /* The server has not closed fd (nothing to read, no EOF). */
 static int still_open(int fd)
 {
@@ -117,15 +83,6 @@ static int wait_status(int fd, int timeout_ms)
 	return code;
 }
 
-static uint64_t metric(const char *text, const char *name)
-{
-	char pat[128];
-	snprintf(pat, sizeof pat, "\n%s ", name);
-	const char *p = strstr(text, pat);
-	IT_CHECK(p, "metric %s missing", name);
-	return strtoull(p + strlen(pat), NULL, 10);
-}
-
 static void slow_loris(void)
 {
 	setenv("PARLEY_ADMIN_REQUEST_TIMEOUT_MS", "60000", 1);
@@ -150,15 +107,15 @@ static void slow_loris(void)
 	/* every slow client has sent bytes and keeps sending: probe */
 	int code;
 	for (int round = 0; round < 3; round++) {
-		char *out = http_get(srv.admin_port, "/livez", &code);
+		char *out = it_http_get(srv.admin_port, "/livez", &code);
 		IT_CHECK(code == 200 && strstr(out, "\r\n\r\nok\n"), "livez: %s", out);
 		free(out);
 	}
-	char *out = http_get(srv.admin_port, "/metrics", &code);
+	char *out = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200 && strstr(out, "parley_connections_open"));
 	free(out);
 	for (int i = 0; i < 50; i++) {
-		out = http_get(srv.admin_port, "/readyz", &code);
+		out = it_http_get(srv.admin_port, "/readyz", &code);
 		free(out);
 		if (code == 200)
 			break;
@@ -222,7 +179,7 @@ static void bounds(void)
 		IT_CHECK((held[i] = it_tcp_connect(srv.admin_port)) >= 0);
 		it_sleep_ms(20); /* accept order = age order */
 	}
-	char *out = http_get(srv.admin_port, "/livez", &code);
+	char *out = it_http_get(srv.admin_port, "/livez", &code);
 	IT_CHECK(code == 200, "probe with the admin port full: %d", code);
 	free(out);
 	IT_CHECK(wait_status(held[0], 10000) == 503, "oldest not evicted");
@@ -233,32 +190,32 @@ static void bounds(void)
 	char big[5000];
 	memcpy(big, "GET /livez HTTP/1.1\r\nX-Big: ", 28);
 	memset(big + 28, 'a', sizeof big - 28);
-	out = http_raw(srv.admin_port, big, sizeof big, 10000, &code);
+	out = it_http_raw(srv.admin_port, big, sizeof big, 10000, &code);
 	IT_CHECK(code == 431, "big request: %d", code);
 	free(out);
 	/* malformed, unknown path, other methods, HEAD */
-	out = http_raw(srv.admin_port, "garbage\r\n\r\n", 11, 10000, &code);
+	out = it_http_raw(srv.admin_port, "garbage\r\n\r\n", 11, 10000, &code);
 	IT_CHECK(code == 400, "garbage: %d", code);
 	free(out);
-	out = http_get(srv.admin_port, "/nope", &code);
+	out = it_http_get(srv.admin_port, "/nope", &code);
 	IT_CHECK(code == 404);
 	free(out);
 	const char *post = "POST /livez HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
-	out = http_raw(srv.admin_port, post, strlen(post), 10000, &code);
+	out = it_http_raw(srv.admin_port, post, strlen(post), 10000, &code);
 	IT_CHECK(code == 405 && strstr(out, "Allow: GET, HEAD"), "%s", out);
 	free(out);
 	const char *head = "HEAD /livez HTTP/1.1\r\n\r\n";
-	out = http_raw(srv.admin_port, head, strlen(head), 10000, &code);
+	out = it_http_raw(srv.admin_port, head, strlen(head), 10000, &code);
 	IT_CHECK(code == 200 && strstr(out, "Content-Length: 3\r\n") &&
 		 !strcmp(strstr(out, "\r\n\r\n"), "\r\n\r\n"), "HEAD: %s", out);
 	free(out);
 
-	out = http_get(srv.admin_port, "/metrics", &code);
+	out = it_http_get(srv.admin_port, "/metrics", &code);
 	IT_CHECK(code == 200);
-	IT_CHECK(metric(out, "parley_admin_timeouts_total") >= 2);
-	IT_CHECK(metric(out, "parley_admin_evicted_total") >= 1);
-	IT_CHECK(metric(out, "parley_admin_rejected_total") >= 1);
-	IT_CHECK(metric(out, "parley_admin_requests_total") >= 5);
+	IT_CHECK(it_metric(out, "parley_admin_timeouts_total") >= 2);
+	IT_CHECK(it_metric(out, "parley_admin_evicted_total") >= 1);
+	IT_CHECK(it_metric(out, "parley_admin_rejected_total") >= 1);
+	IT_CHECK(it_metric(out, "parley_admin_requests_total") >= 5);
 	free(out);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 }

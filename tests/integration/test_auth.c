@@ -59,15 +59,11 @@ static uint16_t raw_auth(const struct it_server *s, const char *tok,
 {
 	int fd = it_tcp_connect(s->port);
 	IT_CHECK(fd >= 0);
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("raw");
-	IT_CHECK(it_send_msg(fd, 1, &m) == 0);
+	IT_CHECK(it_send_hello(fd, 1, "raw", NULL) == 0);
 	struct parley_frame f;
 	IT_CHECK(it_read_frame(fd, buf, cap, 10000, &f) > 0 &&
 		 f.type == PARLEY_T_HELLO_OK);
-	m = (struct parley_msg){.type = PARLEY_T_AUTH};
+	struct parley_msg m = (struct parley_msg){.type = PARLEY_T_AUTH};
 	m.auth.token = parley_str_c(tok);
 	IT_CHECK(it_send_msg(fd, 2, &m) == 0);
 	IT_CHECK(it_read_frame(fd, buf, cap, 10000, &f) > 0, "no reply to AUTH");
@@ -319,16 +315,12 @@ int main(void)
 	/* raw: a request before AUTH is refused but not fatal */
 	int fd = it_tcp_connect(srv.port);
 	IT_CHECK(fd >= 0);
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("raw");
-	IT_CHECK(it_send_msg(fd, 1, &m) == 0);
+	IT_CHECK(it_send_hello(fd, 1, "raw", NULL) == 0);
 	uint8_t buf[4096];
 	struct parley_frame f;
 	IT_CHECK(it_read_frame(fd, buf, sizeof buf, 10000, &f) > 0 &&
 		 f.type == PARLEY_T_HELLO_OK);
-	m = (struct parley_msg){.type = PARLEY_T_CONV_LIST};
+	struct parley_msg m = (struct parley_msg){.type = PARLEY_T_CONV_LIST};
 	m.conv_list.limit = 5;
 	IT_CHECK(it_send_msg(fd, 2, &m) == 0);
 	struct parley_msg r;

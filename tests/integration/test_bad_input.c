@@ -186,11 +186,7 @@ int main(void)
 		int t = it_tcp_connect(srv.tls_port);
 		IT_CHECK(t >= 0);
 		if (i == 0) {
-			struct parley_msg m = {.type = PARLEY_T_HELLO};
-			m.hello.min_version = 1;
-			m.hello.max_version = 1;
-			m.hello.device_id = parley_str_c("plain-on-tls");
-			(void)it_send_msg(t, 1, &m);
+			(void)it_send_hello(t, 1, "plain-on-tls", NULL);
 		} else {
 			uint8_t junk[700];
 			for (size_t k = 0; k < sizeof junk; k++)

@@ -50,11 +50,7 @@ int main(void)
 	int f2 = it_tcp_connect(srv.port);
 	IT_CHECK(it_write_all(f2, "\x27\x00\x00", 3) == 0);
 	int f3 = it_tcp_connect(srv.port);
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("x");
-	IT_CHECK(it_send_msg(f3, 1, &m) == 0);
+	IT_CHECK(it_send_hello(f3, 1, "x", NULL) == 0);
 	IT_CHECK(wait_eof(f1, NULL) == 0, "silent connection not closed");
 	IT_CHECK(wait_eof(f2, NULL) == 0, "half HELLO not closed");
 	IT_CHECK(wait_eof(f3, NULL) == 0, "no AUTH not closed");
@@ -91,11 +87,7 @@ int main(void)
 		struct it_claims cl = {.sub = "alice", .exp_rel_s = 2};
 		char *tok = it_token(&cl);
 		int ef = it_tcp_connect(srv.port);
-		struct parley_msg h = {.type = PARLEY_T_HELLO};
-		h.hello.min_version = 1;
-		h.hello.max_version = 1;
-		h.hello.device_id = parley_str_c("exp");
-		IT_CHECK(it_send_msg(ef, 1, &h) == 0);
+		IT_CHECK(it_send_hello(ef, 1, "exp", NULL) == 0);
 		IT_CHECK(it_read_frame(ef, buf, sizeof buf, 5000, &f) > 0 &&
 			 f.type == PARLEY_T_HELLO_OK);
 		struct parley_msg au = {.type = PARLEY_T_AUTH};

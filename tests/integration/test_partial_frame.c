@@ -20,14 +20,9 @@
 #define IT_RSS_BOUND_KB (64L << 10) /* 64 MiB */
 
 struct tconn {
-	int fd;
+	struct it_rx rx;
 	size_t sent;         /* of header + IT_BODY */
 	uint64_t next_drip;  /* ms */
-	uint8_t in[512];
-	size_t have;
-	bool got_error, eof;
-	uint32_t code;
-	uint16_t eflags;
 };
 
 static uint8_t body[IT_BODY];
@@ -39,31 +34,6 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void on_readable(struct tconn *c)
-{
-	ssize_t k = recv(c->fd, c->in + c->have, sizeof c->in - c->have, 0);
-	if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-		c->eof = true;
-		return;
-	}
-	if (k < 0)
-		return;
-	c->have += (size_t)k;
-	struct parley_frame f;
-	int n;
-	while ((n = parley_proto_frame_decode(c->in, c->have, sizeof c->in, &f)) > 0) {
-		if (f.type == PARLEY_T_ERROR && !c->got_error) {
-			struct parley_msg m;
-			IT_OK(parley_proto_decode(&f, &m));
-			c->got_error = true;
-			c->code = m.error.code;
-			c->eflags = m.error.flags;
-		}
-		memmove(c->in, c->in + n, c->have - (size_t)n);
-		c->have -= (size_t)n;
-	}
-}
-
 static void pump(struct tconn *c, uint64_t now)
 {
 	uint8_t hdr[PARLEY_PROTO_HEADER_SIZE];
@@ -71,20 +41,11 @@ static void pump(struct tconn *c, uint64_t now)
 	le_put16(hdr + 4, PARLEY_T_SEND);
 	le_put16(hdr + 6, 0);
 	le_put32(hdr + 8, 7);
-	size_t want = sizeof hdr + IT_BODY;
-	while (c->sent < want) {
-		const uint8_t *p = c->sent < sizeof hdr ? hdr + c->sent
-							 : body + (c->sent - sizeof hdr);
-		size_t n = c->sent < sizeof hdr ? sizeof hdr - c->sent
-						: want - c->sent;
-		ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (k <= 0)
-			return; /* full (the server is not reading) or closed */
-		c->sent += (size_t)k;
-	}
+	if (it_send_rest(c->rx.fd, hdr, sizeof hdr, body, IT_BODY, &c->sent) <= 0)
+		return; /* full (the server is not reading) or closed */
 	if (now >= c->next_drip) { /* one more byte of the same frame */
 		uint8_t b = 'x';
-		if (send(c->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
+		if (send(c->rx.fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
 			c->sent++;
 		c->next_drip = now + 200;
 	}
@@ -107,12 +68,12 @@ int main(void)
 
 	static struct tconn cs[IT_CONNS];
 	for (int i = 0; i < IT_CONNS; i++) {
-		cs[i].fd = it_tcp_connect(srv.port);
-		IT_CHECK(cs[i].fd >= 0);
+		cs[i].rx.fd = it_tcp_connect(srv.port);
+		IT_CHECK(cs[i].rx.fd >= 0);
 		char dev[32];
 		snprintf(dev, sizeof dev, "trickle-%d", i);
-		IT_CHECK(it_raw_login(cs[i].fd, "mallory", dev) == 0);
-		it_nonblock(cs[i].fd);
+		IT_CHECK(it_raw_login(cs[i].rx.fd, "mallory", dev) == 0);
+		it_nonblock(cs[i].rx.fd);
 	}
 	long rss0 = it_proc_kb(srv.pid, "VmRSS:");
 	IT_CHECK(rss0 > 0);
@@ -124,17 +85,17 @@ int main(void)
 	while (open_n > 0 && mono_ms() - start < 90000) {
 		uint64_t now = mono_ms();
 		for (int i = 0; i < IT_CONNS; i++) {
-			if (!cs[i].eof && !cs[i].got_error)
+			if (!cs[i].rx.eof && !cs[i].rx.got_error)
 				pump(&cs[i], now);
-			pf[i].fd = cs[i].eof ? -1 : cs[i].fd;
+			pf[i].fd = cs[i].rx.eof ? -1 : cs[i].rx.fd;
 			pf[i].events = POLLIN;
 			pf[i].revents = 0;
 		}
 		IT_CHECK(poll(pf, IT_CONNS, 50) >= 0);
 		for (int i = 0; i < IT_CONNS; i++)
-			if (!cs[i].eof && (pf[i].revents & (POLLIN | POLLHUP | POLLERR))) {
-				on_readable(&cs[i]);
-				open_n -= cs[i].eof;
+			if (!cs[i].rx.eof && (pf[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+				it_rx_read(&cs[i].rx, false);
+				open_n -= cs[i].rx.eof;
 			}
 		/* the server keeps serving a well-behaved client meanwhile */
 		if (parley_client_send(alice, "d:alice:bob", 1, "hi", 2, NULL) == 0)
@@ -143,10 +104,9 @@ int main(void)
 	long hwm = it_proc_kb(srv.pid, "VmHWM:");
 	int errors = 0, closed = 0;
 	for (int i = 0; i < IT_CONNS; i++) {
-		errors += cs[i].got_error && cs[i].code == PARLEY_ETIMEDOUT &&
-			  (cs[i].eflags & PARLEY_ERRF_FATAL);
-		closed += cs[i].eof;
-		close(cs[i].fd);
+		errors += it_rx_refused(&cs[i].rx, PARLEY_ETIMEDOUT);
+		closed += cs[i].rx.eof;
+		close(cs[i].rx.fd);
 	}
 	printf("partial_frame: %d/%d fatal TIMEDOUT, %d/%d closed, %d sends by "
 	       "a normal client; VmRSS before %ld KiB, VmHWM %ld KiB (+%ld KiB)\n",

@@ -21,41 +21,12 @@
 #define IT_RSS_BOUND_KB (64L << 10) /* 64 MiB */
 
 struct pconn {
-	int fd;
+	struct it_rx rx;
 	size_t sent;       /* of the 12-byte header + IT_BODY */
 	bool write_done;   /* all sent, or the server closed on us */
-	uint8_t in[512];
-	size_t have;
-	bool got_error, eof;
-	uint32_t code;
-	uint16_t eflags;
 };
 
 static uint8_t body[IT_BODY];
-
-static void on_readable(struct pconn *c)
-{
-	ssize_t k = recv(c->fd, c->in + c->have, sizeof c->in - c->have, 0);
-	if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-		c->eof = true; /* EOF or reset: closed by the server */
-		return;
-	}
-	if (k < 0)
-		return;
-	c->have += (size_t)k;
-	struct parley_frame f;
-	int n = parley_proto_frame_decode(c->in, c->have, sizeof c->in, &f);
-	if (n > 0 && !c->got_error) {
-		struct parley_msg m;
-		IT_CHECK(f.type == PARLEY_T_ERROR, "got frame type 0x%x", f.type);
-		IT_OK(parley_proto_decode(&f, &m));
-		c->got_error = true;
-		c->code = m.error.code;
-		c->eflags = m.error.flags;
-		memmove(c->in, c->in + n, c->have - (size_t)n);
-		c->have -= (size_t)n;
-	}
-}
 
 static void on_writable(struct pconn *c)
 {
@@ -64,21 +35,9 @@ static void on_writable(struct pconn *c)
 	le_put16(hdr + 4, PARLEY_T_HELLO);
 	le_put16(hdr + 6, 0);
 	le_put32(hdr + 8, 1);
-	while (c->sent < sizeof hdr + IT_BODY) {
-		const uint8_t *p = c->sent < sizeof hdr ? hdr + c->sent
-							 : body + (c->sent - sizeof hdr);
-		size_t n = c->sent < sizeof hdr ? sizeof hdr - c->sent
-						: sizeof hdr + IT_BODY - c->sent;
-		ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
-		if (k <= 0) {
-			c->write_done = true; /* the server closed: fine */
-			return;
-		}
-		c->sent += (size_t)k;
-	}
-	c->write_done = true;
+	/* done when all is sent, or the server closed on us: fine */
+	if (it_send_rest(c->rx.fd, hdr, sizeof hdr, body, IT_BODY, &c->sent) != 0)
+		c->write_done = true;
 }
 
 int main(void)
@@ -104,28 +63,28 @@ int main(void)
 
 	static struct pconn cs[IT_CONNS];
 	for (int i = 0; i < IT_CONNS; i++) {
-		cs[i].fd = it_tcp_connect(srv.port);
-		IT_CHECK(cs[i].fd >= 0, "connect %d: %s", i, strerror(-cs[i].fd));
-		it_nonblock(cs[i].fd);
+		cs[i].rx.fd = it_tcp_connect(srv.port);
+		IT_CHECK(cs[i].rx.fd >= 0, "connect %d: %s", i, strerror(-cs[i].rx.fd));
+		it_nonblock(cs[i].rx.fd);
 	}
 	static struct pollfd pf[IT_CONNS];
 	int open_n = IT_CONNS;
 	/* waits are bounded (60 s) but nothing asserts on time */
 	for (int round = 0; open_n > 0 && round < 600; round++) {
 		for (int i = 0; i < IT_CONNS; i++) {
-			pf[i].fd = cs[i].eof ? -1 : cs[i].fd;
+			pf[i].fd = cs[i].rx.eof ? -1 : cs[i].rx.fd;
 			pf[i].events = POLLIN | (cs[i].write_done ? 0 : POLLOUT);
 			pf[i].revents = 0;
 		}
 		IT_CHECK(poll(pf, IT_CONNS, 100) >= 0);
 		for (int i = 0; i < IT_CONNS; i++) {
-			if (cs[i].eof)
+			if (cs[i].rx.eof)
 				continue;
 			if (pf[i].revents & POLLOUT)
 				on_writable(&cs[i]);
 			if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-				on_readable(&cs[i]);
-				if (cs[i].eof)
+				it_rx_read(&cs[i].rx, true);
+				if (cs[i].rx.eof)
 					open_n--;
 			}
 		}
@@ -134,10 +93,9 @@ int main(void)
 	long rss = it_proc_kb(srv.pid, "VmRSS:");
 	int errors = 0, closed = 0;
 	for (int i = 0; i < IT_CONNS; i++) {
-		errors += cs[i].got_error && cs[i].code == PARLEY_ETOOBIG &&
-			  (cs[i].eflags & PARLEY_ERRF_FATAL);
-		closed += cs[i].eof;
-		close(cs[i].fd);
+		errors += it_rx_refused(&cs[i].rx, PARLEY_ETOOBIG);
+		closed += cs[i].rx.eof;
+		close(cs[i].rx.fd);
 	}
 	printf("preauth_limit: %d/%d fatal TOOBIG, %d/%d closed; VmRSS before "
 	       "%ld KiB, VmHWM %ld KiB (+%ld KiB), VmRSS now %ld KiB\n",

@@ -104,36 +104,10 @@ static int raw_user(const struct it_server *s, const char *user, const char *dev
 
 /* ---- /metrics ------------------------------------------------------------------ */
 
-static char *metrics(uint16_t port)
-{
-	int fd = it_tcp_connect(port);
-	IT_CHECK(fd >= 0);
-	const char *req = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
-	IT_CHECK(it_write_all(fd, req, strlen(req)) == 0);
-	size_t cap = 1 << 18, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	for (;;) {
-		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		IT_CHECK(poll(&pf, 1, 10000) > 0, "no /metrics answer");
-		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	out[n] = '\0';
-	return out;
-}
-
 static uint64_t metric(uint16_t port, const char *name)
 {
-	char *t = metrics(port);
-	char pat[160];
-	snprintf(pat, sizeof pat, "\n%s ", name);
-	const char *p = strstr(t, pat);
-	IT_CHECK(p, "metric %s missing", name);
-	uint64_t v = strtoull(p + strlen(pat), NULL, 10);
+	char *t = it_http_get(port, "/metrics", NULL);
+	uint64_t v = it_metric(t, name);
 	free(t);
 	return v;
 }
@@ -231,12 +205,7 @@ static int hold_slot(const struct it_server *s)
 	for (int tries = 0; tries < 200; tries++) {
 		int fd = it_tcp_connect(s->port);
 		IT_CHECK(fd >= 0);
-		struct parley_msg m = {.type = PARLEY_T_HELLO};
-		m.hello.min_version = 1;
-		m.hello.max_version = 1;
-		m.hello.device_id = parley_str_c("holder");
-		m.hello.client_name = parley_str_c("itest-holder");
-		IT_CHECK(it_send_msg(fd, 1, &m) == 0);
+		IT_CHECK(it_send_hello(fd, 1, "holder", "itest-holder") == 0);
 		static struct parley_msg r;
 		uint16_t t = read_reply(fd, &r, NULL);
 		if (t == PARLEY_T_HELLO_OK)
@@ -319,12 +288,7 @@ static void admission(void)
 	uint64_t rej0 = metric(srv.admin_port, "parley_handshakes_rejected_total");
 	int fd = it_tcp_connect(srv.port);
 	IT_CHECK(fd >= 0);
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("late");
-	m.hello.client_name = parley_str_c("itest");
-	IT_CHECK(it_send_msg(fd, 7, &m) == 0);
+	IT_CHECK(it_send_hello(fd, 7, "late", "itest") == 0);
 	static struct parley_msg r;
 	uint32_t rid = 0;
 	uint16_t t = read_reply(fd, &r, &rid);
@@ -404,12 +368,7 @@ static void storm_hello(const struct it_server *s, struct storm_conn *c, const c
 	(void)tok;
 	c->fd = it_tcp_connect(s->port);
 	IT_CHECK(c->fd >= 0, "connect: %s", strerror(errno));
-	struct parley_msg m = {.type = PARLEY_T_HELLO};
-	m.hello.min_version = 1;
-	m.hello.max_version = 1;
-	m.hello.device_id = parley_str_c("storm");
-	m.hello.client_name = parley_str_c("itest-storm");
-	IT_CHECK(it_send_msg(c->fd, 1, &m) == 0);
+	IT_CHECK(it_send_hello(c->fd, 1, "storm", "itest-storm") == 0);
 	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
 	c->state = 1;
 	c->have = 0;

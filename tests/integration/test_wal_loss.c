@@ -43,7 +43,7 @@ static int cut_active_segments(const char *data, off_t size, char *first,
 			if (!strncmp(fe->d_name, "wal-", 4) &&
 			    strlen(fe->d_name) == 24 &&
 			    strcmp(fe->d_name, best) > 0)
-				snprintf(best, sizeof best, "%s", fe->d_name);
+				memcpy(best, fe->d_name, 25); /* 24 chars and NUL */
 		closedir(s);
 		if (!best[0])
 			continue;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bcache.h"
 #include "dict.h"
@@ -636,11 +637,21 @@ static bool load_fortunes(struct corpus *c)
 		FILE *f = fopen(p, "rb");
 		if (!f)
 			continue;
-		fseek(f, 0, SEEK_END);
-		long sz = ftell(f);
-		fseek(f, 0, SEEK_SET);
-		c->text = realloc(c->text, c->len + (size_t)sz + 1);
-		size_t got = fread(c->text + c->len, 1, (size_t)sz, f);
+		/* only regular files: the language subdirectories (de/, es/,
+		 * off/) open too, and a directory's end offset on ext4 is
+		 * LLONG_MAX, which made the buffer's realloc fail and the text
+		 * read so far be lost (later files were then read behind
+		 * uninitialised bytes) */
+		struct stat st;
+		if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+			fclose(f);
+			continue;
+		}
+		size_t sz = (size_t)st.st_size;
+		char *grown = realloc(c->text, c->len + sz + 1);
+		cr_assert(grown, "fortunes: out of memory");
+		c->text = grown;
+		size_t got = fread(c->text + c->len, 1, sz, f);
 		c->len += got;
 		fclose(f);
 	}

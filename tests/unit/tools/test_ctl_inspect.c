@@ -34,7 +34,9 @@ static int run(const char *args, char *out, size_t outlen)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void make_data(void)
+/* A fresh data directory in dir (4 partitions, 1 shard) with n appends
+ * "hello <i>" to c/room; the engine is left open. */
+static struct pe_engine *open_data(int n)
 {
 	snprintf(dir, sizeof dir, "/tmp/parley-inspect-XXXXXX");
 	cr_assert_not_null(mkdtemp(dir));
@@ -43,7 +45,7 @@ static void make_data(void)
 			       .wal_segment_bytes = 16u << 20};
 	struct pe_engine *e;
 	cr_assert_eq(pe_open(&o, &e), 0);
-	for (int i = 0; i < 10; i++) {
+	for (int i = 0; i < n; i++) {
 		char msg[32];
 		snprintf(msg, sizeof msg, "hello %d", i);
 		struct pe_input in = {.type = 3, .len = (uint32_t)strlen(msg),
@@ -54,7 +56,12 @@ static void make_data(void)
 		struct pe_append_result r;
 		cr_assert_eq(pe_append_sync(e, &q, &r), 0);
 	}
-	pe_close(e);
+	return e;
+}
+
+static void make_data(void)
+{
+	pe_close(open_data(10));
 }
 
 Test(ctl_inspect, verifies_lists_dumps_and_detects_corruption)
@@ -208,24 +215,7 @@ Test(ctl_inspect, summary_first_partitions_on_request)
 /* The WAL high-water mark: the active segment cut after a clean stop. */
 Test(ctl_inspect, cut_wal_segment_is_reported)
 {
-	snprintf(dir, sizeof dir, "/tmp/parley-inspect-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	strcat(dir, "/d");
-	struct pe_options o = {.dir = dir, .partitions = 4, .shards = 1,
-			       .wal_segment_bytes = 16u << 20};
-	struct pe_engine *e;
-	cr_assert_eq(pe_open(&o, &e), 0);
-	for (int i = 0; i < 200; i++) {
-		char msg[32];
-		snprintf(msg, sizeof msg, "hello %d", i);
-		struct pe_input in = {.type = 3, .len = (uint32_t)strlen(msg),
-				      .payload = msg};
-		struct pe_append_req q = {.key = "c/room", .klen = 6,
-					  .expected_last_seq = PE_NO_EXPECT,
-					  .entries = &in, .count = 1};
-		struct pe_append_result r;
-		cr_assert_eq(pe_append_sync(e, &q, &r), 0);
-	}
+	struct pe_engine *e = open_data(200);
 	/* the room's last log index (its appends follow the no-op of its
 	 * Raft group's election at open) */
 	struct pe_partition_status pst;
