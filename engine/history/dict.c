@@ -233,12 +233,7 @@ int dict_remove(struct pio *io, const char *dir, uint64_t id)
 	int rc = join_path(path, sizeof path, dir, name);
 	if (rc)
 		return rc;
-	rc = io->ops->unlink(io, path);
-	if (rc == -ENOENT)
-		return -PARLEY_ENOTFOUND;
-	if (rc == 0)
-		rc = io->ops->fsync_dir(io, dir);
-	return rc;
+	return pio_file_remove(io, dir, path);
 }
 
 bool dict_should_retrain(const struct dict_health *h,

@@ -1848,10 +1848,5 @@ int seg_remove(struct pio *io, const char *dir, uint64_t seg_id)
 	int rc = join_path(path, sizeof path, dir, name);
 	if (rc)
 		return rc;
-	rc = io->ops->unlink(io, path);
-	if (rc == -ENOENT)
-		return -PARLEY_ENOTFOUND;
-	if (rc == 0)
-		rc = io->ops->fsync_dir(io, dir);
-	return rc;
+	return pio_file_remove(io, dir, path);
 }

@@ -130,13 +130,22 @@ struct pio {
  *   failure tmp is unlinked and path is untouched (or, if only the
  *   directory fsync failed, may already be the new file: the error still
  *   says the change is not known durable).
+ * pio_file_write_tmp: the first two steps alone (tmp removed first, created
+ *   exclusively, written, fdatasync'd; unlinked on failure), for a caller
+ *   that renames it itself because a later directory fsync covers the
+ *   rename (the WAL's high-water mark at a segment roll).
  * pio_file_publish: the last two steps for a tmp file the caller wrote and
  *   fdatasync'd itself (segments, WAL spares).
- * Both return 0 or a negative errno; any thread.
+ * pio_file_remove: unlink(path) -> fsync(dir), so the removal is durable;
+ *   -PARLEY_ENOTFOUND when path does not exist.
+ * All return 0 or a negative errno; any thread.
  */
 int pio_file_replace(struct pio *io, const char *dir, const char *tmp,
 		     const char *path, const void *buf, size_t len);
+int pio_file_write_tmp(struct pio *io, const char *tmp, const void *buf,
+		       size_t len);
 int pio_file_publish(struct pio *io, const char *dir, const char *tmp,
 		     const char *path);
+int pio_file_remove(struct pio *io, const char *dir, const char *path);
 
 #endif /* PARLEY_ENGINE_IO_H */

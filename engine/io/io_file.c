@@ -2,13 +2,15 @@
  * io_file.c — atomic file replacement on top of the I/O vtable (io.h):
  * the single implementation of "write a temp file, fdatasync it, rename it
  * over the final name, fsync the directory" used by the MANIFEST, the
- * HISTORY manifest, dictionaries, segments and WAL spares.
+ * HISTORY manifest, dictionaries, segments, WAL spares, the WAL's
+ * high-water mark and Raft's HARDSTATE; and its counterpart for removal.
  *
  * Threads: any; the backend's synchronous operations only.
  */
 #include <errno.h>
 
 #include "io.h"
+#include "parley_common.h"
 
 int pio_file_publish(struct pio *io, const char *dir, const char *tmp,
 		     const char *path)
@@ -19,8 +21,8 @@ int pio_file_publish(struct pio *io, const char *dir, const char *tmp,
 	return io->ops->fsync_dir(io, dir);
 }
 
-int pio_file_replace(struct pio *io, const char *dir, const char *tmp,
-		     const char *path, const void *buf, size_t len)
+int pio_file_write_tmp(struct pio *io, const char *tmp, const void *buf,
+		       size_t len)
 {
 	struct pio_file *f = NULL;
 	(void)io->ops->unlink(io, tmp); /* a crash's leftover; ENOENT is fine */
@@ -31,9 +33,29 @@ int pio_file_replace(struct pio *io, const char *dir, const char *tmp,
 	if (!rc)
 		rc = io->ops->fdatasync(io, f);
 	io->ops->close(io, f);
-	if (!rc)
-		rc = pio_file_publish(io, dir, tmp, path);
 	if (rc)
 		(void)io->ops->unlink(io, tmp);
 	return rc;
+}
+
+int pio_file_replace(struct pio *io, const char *dir, const char *tmp,
+		     const char *path, const void *buf, size_t len)
+{
+	int rc = pio_file_write_tmp(io, tmp, buf, len);
+	if (rc)
+		return rc;
+	rc = pio_file_publish(io, dir, tmp, path);
+	if (rc)
+		(void)io->ops->unlink(io, tmp);
+	return rc;
+}
+
+int pio_file_remove(struct pio *io, const char *dir, const char *path)
+{
+	int rc = io->ops->unlink(io, path);
+	if (rc == -ENOENT)
+		return -PARLEY_ENOTFOUND;
+	if (rc)
+		return rc;
+	return io->ops->fsync_dir(io, dir);
 }

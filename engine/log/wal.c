@@ -727,20 +727,10 @@ static int hwm_store(struct wal *w, const uint8_t *d, size_t size,
 	char tmp[600], fin[600];
 	snprintf(tmp, sizeof tmp, "%s/%s.tmp", w->dir, WAL_HWM_NAME);
 	snprintf(fin, sizeof fin, "%s/%s", w->dir, WAL_HWM_NAME);
-	struct pio_file *f;
-	int rc = w->io->ops->open(w->io, tmp, PIO_CREATE, &f);
-	if (!rc) {
-		rc = w->io->ops->truncate(w->io, f, 0);
-		if (!rc)
-			rc = w->io->ops->pwrite(w->io, f, d, size, 0);
-		if (!rc)
-			rc = w->io->ops->fdatasync(w->io, f);
-		w->io->ops->close(w->io, f);
-	}
+	int rc = pio_file_write_tmp(w->io, tmp, d, size);
 	if (!rc)
-		rc = w->io->ops->rename(w->io, tmp, fin);
-	if (!rc && dir_sync)
-		rc = w->io->ops->fsync_dir(w->io, w->dir);
+		rc = dir_sync ? pio_file_publish(w->io, w->dir, tmp, fin)
+			      : w->io->ops->rename(w->io, tmp, fin);
 	if (rc)
 		PLOG_W("wal", "high-water mark not written (the previous one "
 		       "stays)", "dir=%s err=%s", w->dir, parley_errname(rc));
