@@ -208,6 +208,22 @@ static bool rec_header_ok(const uint8_t *h, uint64_t seg_seq)
 	       le_get32(h + 4) <= WAL_MAX_BODY;
 }
 
+/* The record at h as callbacks see it (header already checked). */
+static struct wal_rec rec_view(const uint8_t *h, const char *file,
+			       uint64_t off)
+{
+	return (struct wal_rec){
+		.partition = le_get32(h + 24),
+		.type = le_get16(h + 28),
+		.term = le_get64(h + 32),
+		.index = le_get64(h + 40),
+		.body = h + WAL_REC_HDR,
+		.len = le_get32(h + 4),
+		.file = file,
+		.off = off,
+	};
+}
+
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -401,16 +417,7 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 			*tail_off = size; /* nothing may follow a seal */
 			break;
 		}
-		struct wal_rec r = {
-			.partition = le_get32(h + 24),
-			.type = type,
-			.term = le_get64(h + 32),
-			.index = le_get64(h + 40),
-			.body = h + WAL_REC_HDR,
-			.len = len,
-			.file = name,
-			.off = off,
-		};
+		struct wal_rec r = rec_view(h, name, off);
 		int rc = rec->record(rec->arg, &r);
 		if (rc)
 			return rc;
@@ -1435,18 +1442,8 @@ int wal_for_each_durable(struct wal *w,
 	for (uint32_t off = 0; off < b->len && !rc;) {
 		uint8_t *h = b->p + off;
 		uint32_t len = le_get32(h + 4);
-		uint16_t type = le_get16(h + 28);
-		if (type != WAL_REC_SEAL) {
-			struct wal_rec r = {
-				.partition = le_get32(h + 24),
-				.type = type,
-				.term = le_get64(h + 32),
-				.index = le_get64(h + 40),
-				.body = h + WAL_REC_HDR,
-				.len = len,
-				.file = w->seg_name,
-				.off = 0,
-			};
+		if (le_get16(h + 28) != WAL_REC_SEAL) {
+			struct wal_rec r = rec_view(h, w->seg_name, 0);
 			rc = fn(arg, &r);
 		}
 		off = (uint32_t)align_up(off + WAL_REC_HDR + len, 8);
