@@ -460,19 +460,11 @@ static int net_conv(struct cli_chat *ch, const char *peer)
 	return 0;
 }
 
+/* Worth retrying: not a refusal that the same request would get again
+ * (the same classification as the exit codes, cli_core.c). */
 static int transient(int r)
 {
-	switch (-r) {
-	case PARLEY_EAUTH:
-	case PARLEY_EPERM:
-	case PARLEY_ENOTFOUND:
-	case PARLEY_EINVAL:
-	case PARLEY_ETOOBIG:
-	case PARLEY_EVERSION:
-	case PARLEY_EEXIST:
-		return 0;
-	}
-	return 1;
+	return cli_exit_code(r, NULL) == CLI_EXIT_CONN;
 }
 
 static void net_history(struct cli_chat *ch, const struct req *q)
