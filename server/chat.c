@@ -229,7 +229,7 @@ int chat_list_decode(const uint8_t *p, size_t len, const char **conv,
 /* ---- producer ids ---------------------------------------------------------------- */
 
 /* 128-bit key from two xxh3-64 with distinct seeds over a domain-separated
- * input (tag byte first), so the three kinds of key can never collide. */
+ * input (tag byte first), so keys of different kinds can never collide. */
 static void producer_of(uint8_t out[16], const uint8_t *in, size_t len)
 {
 	le_put64(out, parley_xxh3(in, len, 0x7061726c65792d31ull));
@@ -260,24 +260,26 @@ void chat_producer_fanout(uint8_t out[16], const char *conv, size_t len,
 	producer_of(out, in, 3 + len + 8);
 }
 
-void chat_producer_open(uint8_t out[16], const char *conv, size_t len)
+/* The key of a per-conversation record kind: tag byte, then the id. */
+static void producer_conv(uint8_t out[16], char tag, const char *conv,
+			  size_t len)
 {
 	uint8_t in[1 + 2 + 255];
 	PARLEY_ASSERT(len <= 255);
-	in[0] = 'O';
+	in[0] = (uint8_t)tag;
 	le_put16(in + 1, (uint16_t)len);
 	memcpy(in + 3, conv, len);
 	producer_of(out, in, 3 + len);
 }
 
+void chat_producer_open(uint8_t out[16], const char *conv, size_t len)
+{
+	producer_conv(out, 'O', conv, len);
+}
+
 void chat_producer_list(uint8_t out[16], const char *conv, size_t len)
 {
-	uint8_t in[1 + 2 + 255];
-	PARLEY_ASSERT(len <= 255);
-	in[0] = 'L';
-	le_put16(in + 1, (uint16_t)len);
-	memcpy(in + 3, conv, len);
-	producer_of(out, in, 3 + len);
+	producer_conv(out, 'L', conv, len);
 }
 
 /* ---- planner -------------------------------------------------------------------- */
