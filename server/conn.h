@@ -101,7 +101,7 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 	char device[65];
 };
 
-struct subctx;
+struct chat_sub;
 struct resolve;
 
 struct conn {
@@ -139,7 +139,7 @@ struct conn {
 	/* identity */
 	struct conn_ident *id;
 	/* inbox delivery */
-	struct subctx *sub;
+	struct chat_sub *sub;    /* inbox subscription (chat.h) */
 	uint64_t ev_next;        /* next inbox_seq to queue */
 	uint64_t ev_acked;       /* device's cursor (EVENT_ACK) */
 	uint64_t cursor_stored;  /* last cursor written to k/ */

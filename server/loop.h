@@ -112,11 +112,10 @@ enum lmsg_kind {
 	LM_INBOX,         /* data = inbox pointers to resolve (see conn.c) */
 	LM_EVENT,         /* data = an encoded EVENT frame */
 	LM_SUB_CLOSED,    /* the engine ended the subscription */
-	LM_SYNC_STEP,     /* one read of the SYNC state machine answered */
+	LM_SYNC_DONE,     /* the SYNC's reads answered (chat_sync) */
 	LM_STOP,          /* drain and stop the loop */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
-enum lmsg_sync_step { LM_SYNC_CURSOR = 1, LM_SYNC_INBOX = 2, LM_SYNC_FAILED = 3 };
 struct lmsg {
 	struct lmsg *next;
 	uint16_t kind;
@@ -138,11 +137,11 @@ struct lmsg {
 		struct {               /* LM_SUB_CLOSED */
 			int err;
 		} sub_closed;
-		struct {               /* LM_SYNC_STEP; data = u32 request id */
-			uint8_t step;     /* enum lmsg_sync_step */
-			int err;          /* LM_SYNC_FAILED */
-			uint64_t cursor;  /* LM_SYNC_CURSOR: UINT64_MAX = none stored */
-			uint64_t first_seq, last_seq; /* LM_SYNC_INBOX */
+		struct {               /* LM_SYNC_DONE (struct chat_sync_info) */
+			uint32_t req_id;
+			int err;
+			uint64_t cursor;  /* UINT64_MAX = none stored / not read */
+			uint64_t first_seq, last_seq, start_seq;
 		} sync;
 	} u;
 	uint32_t len;
