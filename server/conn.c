@@ -67,7 +67,7 @@ static void ctr_add(_Atomic uint64_t *c, uint64_t v)
 
 static struct srv *S(struct conn *c)
 {
-	return loop_srv(c->lp);
+	return loop_srv(c->sk.ref.lp);
 }
 
 /* Encode m into a new lmsg (engine threads). NULL on failure. */
@@ -98,10 +98,10 @@ static struct lmsg *error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 	return frame_msg(LM_FRAME, req_id, &m);
 }
 
-/* Post an encoded reply for (lp, slot, gen); a reply we cannot allocate
+/* Post an encoded reply to `to`; a reply we cannot allocate
  * becomes a short ERROR NOMEM; if even that fails the request is lost
  * and the client's request times out (logged). */
-static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
+static void post_reply(const struct conn_ref *to,
 		       struct lmsg *m, uint32_t req_id)
 {
 	if (!m)
@@ -110,10 +110,8 @@ static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
 		PLOG_E("conn", "reply lost: out of memory", "req=%u", req_id);
 		return;
 	}
-	m->slot = slot;
-	m->gen = gen;
 	m->done_req = true;
-	loop_post(lp, m);
+	lmsg_post(to, m);
 }
 
 /* ---- buffers charged to the memory budget ------------------------------------------ */
@@ -208,7 +206,7 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 
 static void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
 {
-	uint8_t *buf = loop_scratch(c->lp);
+	uint8_t *buf = loop_scratch(c->sk.ref.lp);
 	int n = parley_proto_encode(buf, PARLEY_PROTO_MAX_FRAME_HARD, req_id, m);
 	if (n < 0) {
 		PLOG_E("conn", "encode failed", "type=%s err=%s",
@@ -292,8 +290,7 @@ void conn_on_sent(struct conn *c, uint32_t n)
 /* The subscription's callback context: lives until the chat service's
  * `done` (after unsubscribe), so it holds a handle, never the conn. */
 struct sub_arg {
-	struct loop *lp;
-	uint32_t slot, gen;
+	struct conn_ref to;
 };
 
 /* LM_INBOX payload: u.inbox.count packed pointers, each {u64 inbox_seq,
@@ -331,9 +328,7 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 		m->len = (uint32_t)off;
 		m->u.inbox.count = u->count;
 	}
-	m->slot = x->slot;
-	m->gen = x->gen;
-	loop_post(x->lp, m);
+	lmsg_post(&x->to, m);
 }
 
 static void sub_end(struct conn *c)
@@ -348,8 +343,7 @@ static void sub_end(struct conn *c)
  * resolve callback's context until its EVENT is posted. */
 struct resolve {
 	struct resolve *next;     /* conn's pending FIFO */
-	struct loop *lp;
-	uint32_t slot, gen;
+	struct conn_ref to;
 	struct chat_inbox_ptr p;
 };
 
@@ -366,10 +360,8 @@ static void event_cb(void *arg, const struct parley_msg *ev)
 		lm = frame_msg(LM_EVENT, 0, &ph);
 	}
 	PARLEY_ASSERT(lm);
-	lm->slot = r->slot;
-	lm->gen = r->gen;
 	lm->u.event.inbox_seq = r->p.inbox_seq;
-	loop_post(r->lp, lm);
+	lmsg_post(&r->to, lm);
 	free(r);
 }
 
@@ -434,9 +426,7 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		struct resolve *r = malloc(sizeof *r);
 		PARLEY_ASSERT(r);
 		r->next = NULL;
-		r->lp = c->lp;
-		r->slot = c->slot;
-		r->gen = c->gen;
+		r->to = c->sk.ref;
 		r->p.inbox_seq = le_get64(q);
 		r->p.kind = le_get16(q + 8);
 		r->p.clen = le_get16(q + 10);
@@ -509,11 +499,9 @@ struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
 		return NULL;
-	c->lp = lp;
-	c->fd = fd;
-	c->slot = slot;
-	c->gen = gen;
-	c->is_tls = tls;
+	c->sk.ref = (struct conn_ref){.lp = lp, .slot = slot, .gen = gen};
+	c->sk.fd = fd;
+	c->sk.tls = tls;
 	c->last_rx_ns = parley_mono_ns();
 	c->deadline_ns = c->last_rx_ns +
 			 (uint64_t)loop_srv(lp)->lim.handshake_timeout_ms * 1000000ull;
@@ -546,6 +534,21 @@ void conn_on_close(struct conn *c)
 	sub_end(c);
 	cursor_store(c);
 	pend_drop(c);
+	c->state = CS_CLOSING;
+}
+
+struct loop_sock *conn_sock(struct conn *c)
+{
+	return &c->sk;
+}
+
+uint32_t conn_out_peek(struct conn *c, const uint8_t **p)
+{
+	struct obuf *b = c->oq_head;
+	if (!b || c->state == CS_CLOSING)
+		return 0;
+	*p = b->data + b->off;
+	return b->len - b->off;
 }
 
 void conn_free(struct conn *c)
@@ -647,6 +650,8 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING)
 		return;
+	if (c->sk.rx_paused) /* the loop is not reading it: not idle */
+		c->last_rx_ns = now_ns;
 	if (c->inlen && !c->closing_after_flush &&
 	    now_ns - c->frame_start_ns >
 		    (uint64_t)s->lim.frame_timeout_ms * 1000000ull) {
@@ -714,8 +719,8 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 /* SEND -------------------------------------------------------------------------------- */
 
 struct send_ctx {
-	struct loop *lp;
-	uint32_t slot, gen, req_id;
+	struct conn_ref to;
+	uint32_t req_id;
 	uint64_t t0_ns;
 	uint8_t cmid[16];
 	uint16_t clen;
@@ -745,7 +750,7 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
 	}
-	post_reply(x->lp, x->slot, x->gen, m, x->req_id);
+	post_reply(&x->to, m, x->req_id);
 	free(x);
 }
 
@@ -763,7 +768,7 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	*x = (struct send_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+	*x = (struct send_ctx){.to = c->sk.ref,
 			       .req_id = rid, .t0_ns = parley_mono_ns(),
 			       .clen = m->conv.len};
 	memcpy(x->cmid, m->client_msg_id, 16);
@@ -791,8 +796,7 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 
 /* A reply of the chat service, encoded on the engine thread and posted
  * (an error becomes ERROR with the wire code of errmap.c). */
-static void post_msg(struct loop *lp, uint32_t slot, uint32_t gen,
-		     uint32_t req_id, int err, const struct parley_msg *m)
+static void post_msg(const struct conn_ref *to, uint32_t req_id, int err, const struct parley_msg *m)
 {
 	struct lmsg *lm = err ? error_msg(req_id, wire_code(err),
 					  err == -PARLEY_EFULL ||
@@ -801,21 +805,20 @@ static void post_msg(struct loop *lp, uint32_t slot, uint32_t gen,
 						  : 0,
 					  parley_strerror(err))
 			      : frame_msg(LM_FRAME, req_id, m);
-	post_reply(lp, slot, gen, lm, req_id);
+	post_reply(to, lm, req_id);
 }
 
 /* The callback context of a request answered by one chat service reply. */
 struct reply_ctx {
-	struct loop *lp;
-	uint32_t slot, gen, req_id;
+	struct conn_ref to;
+	uint32_t req_id;
 };
 
 static struct reply_ctx *reply_ctx_new(struct conn *c, uint32_t rid)
 {
 	struct reply_ctx *x = malloc(sizeof *x);
 	if (x)
-		*x = (struct reply_ctx){.lp = c->lp, .slot = c->slot,
-					.gen = c->gen, .req_id = rid};
+		*x = (struct reply_ctx){.to = c->sk.ref, .req_id = rid};
 	return x;
 }
 
@@ -835,7 +838,7 @@ static void req_refused(struct conn *c, uint32_t rid, int rc)
 static void reply_cb(void *arg, int err, const struct parley_msg *m)
 {
 	struct reply_ctx *x = arg;
-	post_msg(x->lp, x->slot, x->gen, x->req_id, err, m);
+	post_msg(&x->to, x->req_id, err, m);
 	free(x);
 }
 
@@ -878,15 +881,13 @@ static void sync_cb(void *arg, const struct chat_sync_info *r)
 	struct reply_ctx *x = arg;
 	struct lmsg *m = lmsg_new(LM_SYNC_DONE, 0);
 	PARLEY_ASSERT(m);
-	m->slot = x->slot;
-	m->gen = x->gen;
 	m->u.sync.req_id = x->req_id;
 	m->u.sync.err = r->err;
 	m->u.sync.cursor = r->cursor;
 	m->u.sync.first_seq = r->first;
 	m->u.sync.last_seq = r->last;
 	m->u.sync.start_seq = r->start;
-	loop_post(x->lp, m);
+	lmsg_post(&x->to, m);
 	free(x);
 }
 
@@ -941,7 +942,7 @@ static void on_sync_done(struct conn *c, struct lmsg *m)
 		sync_fail(c, rid, -PARLEY_ENOMEM);
 		return;
 	}
-	*x = (struct sub_arg){.lp = c->lp, .slot = c->slot, .gen = c->gen};
+	*x = (struct sub_arg){.to = c->sk.ref};
 	struct chat_sub *sub;
 	int rc = chat_inbox_subscribe(S(c)->chat, c->id->user, c->id->ulen, from,
 				      S(c)->lim.event_window, inbox_cb, free, x,
@@ -1003,12 +1004,12 @@ static void conv_open_cb(void *arg, const struct chat_conv_info *r)
 	if (m)
 		chat_conv_msg(r, m);
 	if (r->err)
-		post_reply(x->lp, x->slot, x->gen,
+		post_reply(&x->to,
 			   error_msg(x->req_id, wire_code(r->err), 50,
 				     parley_strerror(r->err)),
 			   x->req_id);
 	else
-		post_msg(x->lp, x->slot, x->gen, x->req_id,
+		post_msg(&x->to, x->req_id,
 			 m ? 0 : -PARLEY_ENOMEM, m);
 	free(m);
 	free(x);
@@ -1268,7 +1269,7 @@ out:
  * AUTH with an 8 KiB token) fits in preauth_max_frame (conn.h invariant 6). */
 static uint32_t conn_max_frame(const struct conn *c)
 {
-	struct srv *s = loop_srv(c->lp);
+	struct srv *s = loop_srv(c->sk.ref.lp);
 	return c->state >= CS_READY ? s->lim.max_frame : s->lim.preauth_max_frame;
 }
 
