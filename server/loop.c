@@ -100,10 +100,6 @@ struct loop {
 
 #define NO_SLOT UINT32_MAX
 
-const double srv_ack_lat_bounds_s[10] = {0.0001, 0.00025, 0.0005, 0.001,
-					 0.0025, 0.005, 0.01, 0.025,
-					 0.05, 0.1};
-
 struct srv *loop_srv(struct loop *lp)
 {
 	return lp->s;
