@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "chat.h"
+#include "hist.h"
 #include "parley_proto.h"
 
 const struct pe_retention_rule chat_retention[] = {
@@ -411,6 +412,8 @@ struct job {
 	uint32_t rec_len;
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint64_t t_durable;    /* live send: mono ns the message was durable */
+	uint64_t t_issued;     /* ... and its inbox appends were issued */
 	uint16_t len;
 	char conv[];
 };
@@ -443,6 +446,7 @@ struct chat {
 	uint64_t *known;
 	uint32_t known_cap, known_n;
 	struct chat_stats st;
+	struct srv_hist stage[CHAT_STAGE_COUNT];
 };
 
 static const char WM_KEY[] = "s/fanout";
@@ -519,6 +523,9 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 
 static void job_done_locked(struct chat *c, struct job *j)
 {
+	if (j->t_durable && j->t_issued)
+		srv_hist_since(&c->stage[CHAT_STAGE_INBOX], j->t_issued,
+			       parley_mono_ns());
 	job_unlink_locked(c, j);
 	free(j);
 	pthread_cond_broadcast(&c->cv);
@@ -691,6 +698,11 @@ static void ckpt_maybe_locked(struct chat *c)
 static void fanout_run(struct chat *c, struct job *j)
 {
 	/* j->pending was set to 1 (the issuing hold) by the caller */
+	if (j->t_durable) {
+		j->t_issued = parley_mono_ns();
+		srv_hist_since(&c->stage[CHAT_STAGE_FANOUT], j->t_durable,
+			       j->t_issued);
+	}
 	for (uint64_t seq = j->from; seq <= j->to; seq++) {
 		struct chat_fanout_plan plan;
 		if (chat_fanout_plan(j->conv, j->len, seq, &plan) || plan.n == 0)
@@ -753,6 +765,7 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	struct chat_send_result res = {.err = r->err, .seq = r->seq,
 				       .ts_ms = r->ts_ms,
 				       .duplicate = r->duplicate};
+	j->t_durable = parley_mono_ns();
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
 	pthread_mutex_lock(&c->mu);
@@ -1074,6 +1087,18 @@ int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 	pthread_mutex_unlock(&w.mu);
 	*out = w.r;
 	return w.r.err;
+}
+
+const char *chat_stage_name(enum chat_stage s)
+{
+	static const char *const names[CHAT_STAGE_COUNT] = {"fanout", "inbox"};
+	return (unsigned)s < CHAT_STAGE_COUNT ? names[s] : NULL;
+}
+
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT])
+{
+	for (unsigned k = 0; k < CHAT_STAGE_COUNT; k++)
+		srv_hist_read(&c->stage[k], &out[k]);
 }
 
 void chat_get_stats(struct chat *c, struct chat_stats *out)

@@ -281,6 +281,15 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 		   struct chat_send_result *out);
 
+/* Delivery stages timed by the service (srv.h lists them all). */
+enum chat_stage {
+	CHAT_STAGE_FANOUT = 0, /* message durable -> its inbox appends issued */
+	CHAT_STAGE_INBOX,      /* issued -> every inbox append durable */
+	CHAT_STAGE_COUNT
+};
+const char *chat_stage_name(enum chat_stage s);
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT]);
+
 /* Waits for every queued fan-out to be durable, writes a last checkpoint,
  * stops the thread and frees c. No chat_send may run concurrently or
  * later. The engine must still be open. */

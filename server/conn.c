@@ -327,6 +327,7 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 		}
 		m->len = (uint32_t)off;
 		m->u.inbox.count = u->count;
+		m->u.inbox.t_post_ns = parley_mono_ns();
 	}
 	lmsg_post(&x->to, m);
 }
@@ -344,6 +345,7 @@ static void sub_end(struct conn *c)
 struct resolve {
 	struct resolve *next;     /* conn's pending FIFO */
 	struct conn_ref to;
+	uint64_t t_taken, t_start; /* the loop got it / resolution began */
 	struct chat_inbox_ptr p;
 };
 
@@ -361,6 +363,7 @@ static void event_cb(void *arg, const struct parley_msg *ev)
 	}
 	PARLEY_ASSERT(lm);
 	lm->u.event.inbox_seq = r->p.inbox_seq;
+	lm->u.event.t_start_ns = r->t_start;
 	lmsg_post(&r->to, lm);
 	free(r);
 }
@@ -388,11 +391,16 @@ static void pump_resolves(struct conn *c)
 	       c->pend_head->p.inbox_seq - c->ev_acked <= s->lim.event_window) {
 		struct resolve *r = c->pend_head;
 		struct resolve *next = r->next;
+		uint64_t t_taken = r->t_taken, t_start = parley_mono_ns();
+		r->t_start = t_start;
 		c->resolving++; /* before: event_cb may post from here */
 		if (chat_event_resolve(s->chat, &r->p, event_cb, r) != 0) {
 			c->resolving--;
 			return; /* engine queue full: the tick retries */
 		}
+		/* r may be gone already (event_cb frees it) */
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_PENDING], t_taken,
+			       t_start);
 		c->pend_head = next;
 		if (!next)
 			c->pend_tail = NULL;
@@ -420,6 +428,9 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 			c->ev_next = m->u.inbox.next_seq;
 		return;
 	}
+	uint64_t now = parley_mono_ns();
+	srv_hist_since(&S(c)->stages.deliver[SRV_DELIVER_NOTIFY],
+		       m->u.inbox.t_post_ns, now);
 	size_t off = 0;
 	for (uint32_t i = 0; i < m->u.inbox.count; i++) {
 		const uint8_t *q = m->data + off;
@@ -427,6 +438,7 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		PARLEY_ASSERT(r);
 		r->next = NULL;
 		r->to = c->sk.ref;
+		r->t_taken = now;
 		r->p.inbox_seq = le_get64(q);
 		r->p.kind = le_get16(q + 8);
 		r->p.clen = le_get16(q + 10);
@@ -452,6 +464,8 @@ static void flush_stash(struct conn *c)
 		struct ev_stash *e = c->stash;
 		c->stash = e->next;
 		conn_write(c, e->data, e->len);
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_RESOLVE], e->t_start,
+			       parley_mono_ns());
 		ctr_add(&s->ctr.events_out, 1);
 		c->ev_next++;
 		c->resolving--;
@@ -471,6 +485,7 @@ static void on_event(struct conn *c, struct lmsg *m)
 	struct ev_stash *e = malloc(sizeof *e + m->len);
 	PARLEY_ASSERT(e);
 	e->inbox_seq = seq;
+	e->t_start = m->u.event.t_start_ns;
 	e->len = m->len;
 	memcpy(e->data, m->data, m->len);
 	struct ev_stash **pp = &c->stash;
@@ -720,8 +735,9 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 
 struct send_ctx {
 	struct conn_ref to;
+	struct srv_stages *st;
 	uint32_t req_id;
-	uint64_t t0_ns;
+	uint64_t t0_ns;          /* decoded; the chat service called next */
 	uint8_t cmid[16];
 	uint16_t clen;
 	char conv[];
@@ -733,6 +749,8 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
 	struct lmsg *m;
+	uint64_t now = parley_mono_ns();
+	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
 	if (r->err) {
 		m = error_msg(x->req_id, wire_code(r->err),
 			      r->err == -PARLEY_EFULL ? 100 : 0,
@@ -747,6 +765,7 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 		m = frame_msg(LM_FRAME, x->req_id, &am);
 		if (m) {
 			m->u.frame.t0_ns = x->t0_ns;
+			m->u.frame.t_durable_ns = now;
 			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
 	}
@@ -768,8 +787,10 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	*x = (struct send_ctx){.to = c->sk.ref,
-			       .req_id = rid, .t0_ns = parley_mono_ns(),
+	uint64_t t_dec = parley_mono_ns();
+	srv_hist_since(&s->stages.send[SRV_SEND_RECV], c->last_rx_ns, t_dec);
+	*x = (struct send_ctx){.to = c->sk.ref, .st = &s->stages,
+			       .req_id = rid, .t0_ns = t_dec,
 			       .clen = m->conv.len};
 	memcpy(x->cmid, m->client_msg_id, 16);
 	memcpy(x->conv, m->conv.p, m->conv.len);
@@ -790,6 +811,7 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 						     : parley_strerror(rc));
 		return;
 	}
+	srv_hist_since(&s->stages.send[SRV_SEND_SUBMIT], t_dec, parley_mono_ns());
 	ctr_add(&s->ctr.sends, 1);
 	c->inflight++;
 }
@@ -1457,6 +1479,8 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		}
 		if (m->u.frame.ack != LM_ACK_NONE) {
 			ack_latency(S(c), m->u.frame.t0_ns);
+			srv_hist_since(&S(c)->stages.send[SRV_SEND_REPLY],
+				       m->u.frame.t_durable_ns, parley_mono_ns());
 			ctr_add(&S(c)->ctr.appends, 1);
 			if (m->u.frame.ack == LM_ACK_DUPLICATE)
 				ctr_add(&S(c)->ctr.duplicates, 1);

@@ -221,6 +221,15 @@ static unsigned fx_pump(struct fx *f, unsigned want)
 	return got;
 }
 
+/* The stage histograms' /metrics text (heap). */
+static char *stage_text(struct fx *f)
+{
+	size_t n = srv_stage_metrics(&f->s, NULL, 0);
+	char *t = malloc(n + 1);
+	cr_assert_eq(srv_stage_metrics(&f->s, t, n + 1), n);
+	return t;
+}
+
 static struct parley_msg *msg_new(uint16_t type)
 {
 	struct parley_msg *m = calloc(1, sizeof *m);
@@ -400,6 +409,16 @@ Test(conn, send_is_acked_after_the_chat_service_answers)
 	cr_assert_eq(m->send_ack.seq, 1);
 	cr_assert_eq(f.c->inflight, 0);
 	cr_assert_eq(atomic_load(&f.s.ctr.appends), 1);
+	/* each send stage saw this SEND once (srv.h, /metrics) */
+	char *txt = stage_text(&f);
+	for (int k = 0; k < 4; k++) {
+		static const char *st[4] = {"recv", "submit", "durable", "reply"};
+		char want[96];
+		snprintf(want, sizeof want,
+			 "parley_send_stage_seconds_count{stage=\"%s\"} 1\n", st[k]);
+		cr_assert(strstr(txt, want), "no \"%s\" in\n%s", want, txt);
+	}
+	free(txt);
 	/* not a member */
 	fx_send(&f, 11, "d:bob:carol", 2);
 	expect_error(&f, PARLEY_EPERM, false);
@@ -478,6 +497,15 @@ Test(conn, sync_delivers_events_in_order_within_the_window)
 		}
 	}
 	cr_assert_eq(next, 9);
+	/* the delivery stages timed these events (the fan-out ran before SYNC) */
+	char *txt = stage_text(&f);
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"resolve\"} 8\n"),
+		  "%s", txt);
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"pending\"} 8\n"),
+		  "%s", txt);
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"fanout\"} 10\n"),
+		  "%s", txt);
+	free(txt);
 	/* an ack beyond what was sent is refused */
 	*m = (struct parley_msg){.type = PARLEY_T_EVENT_ACK};
 	m->event_ack.up_to_inbox_seq = 99;
