@@ -587,7 +587,7 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		       m->u.inbox.t_post_ns, now);
 	uint32_t count = m->u.inbox.count;
 	const uint8_t *blob = m->data + (size_t)count * INBOX_HDR;
-	for (uint32_t i = 0; i < count;) {
+	for (uint32_t i = 0; i < count && c->sub;) { /* a write may cut us off */
 		const uint8_t *h = m->data + (size_t)i * INBOX_HDR;
 		uint64_t seq = le_get64(h);
 		bool ready = h[8];
