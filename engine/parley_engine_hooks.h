@@ -78,6 +78,10 @@ enum pio_mem_fault {
 	PIO_FAULT_ENOSPC = 3,      /* the next `count` writes fail with -ENOSPC */
 };
 void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count);
+/* Aim the armed faults at files whose path contains `substr` (copied;
+ * NULL or "" = every file, the default): other files' writes and fsyncs
+ * neither fail nor use up the counts. */
+void pio_mem_fault_scope(struct pio *io, const char *substr);
 /* Crash: every file loses the bytes written since its last fsync. With
  * `tear`, a random prefix (at 512-byte granularity) of the unsynced
  * writes survives instead, as a real torn write would. */

@@ -35,7 +35,10 @@
  * fail with -EIO or -ENOSPC, the next `count` file fdatasyncs (sync and
  * ring) fail with -EIO. A failed write changes nothing; a failed fsync
  * makes nothing durable. fsync_dir is not a fault target. EIO is checked
- * before ENOSPC when both are armed.
+ * before ENOSPC when both are armed. pio_mem_fault_scope narrows the
+ * armed faults to files whose path contains a given string (say "/wal/" or
+ * "/hist/"), so a test can aim them at one writer among several threads;
+ * writes and fsyncs of other files neither fail nor use up the count.
  *
  * Ring: ops are queued and executed in order inside ring_wait, so
  * completion order is submission order and runs are deterministic. A failed
@@ -110,6 +113,8 @@ struct mem_io {
 	struct pio_file *handles;
 	struct pio_ring *rings;
 	uint32_t fault_write_eio, fault_fsync_eio, fault_enospc;
+	char *fault_scope; /* NULL = faults hit every file, else only paths
+			      containing this (pio_mem_fault_scope) */
 	struct mem_lock *locks;
 	int64_t next_lock;
 };
@@ -271,8 +276,15 @@ static void mem_mark_dirty(struct mem_node *n, size_t lo, size_t hi)
 
 /* ---- file data (mutex held) ------------------------------------------------ */
 
-static int mem_take_write_fault(struct mem_io *m)
+static bool mem_in_scope(const struct mem_io *m, const struct mem_node *n)
 {
+	return !m->fault_scope || strstr(n->path, m->fault_scope);
+}
+
+static int mem_take_write_fault(struct mem_io *m, const struct mem_node *n)
+{
+	if (!mem_in_scope(m, n))
+		return 0;
 	if (m->fault_write_eio) {
 		m->fault_write_eio--;
 		return -EIO;
@@ -287,7 +299,7 @@ static int mem_take_write_fault(struct mem_io *m)
 static int mem_do_write(struct mem_io *m, struct mem_node *n, const void *buf,
 			size_t len, uint64_t off)
 {
-	int rc = mem_take_write_fault(m);
+	int rc = mem_take_write_fault(m, n);
 	if (rc)
 		return rc;
 	if (len == 0)
@@ -312,7 +324,7 @@ static int mem_do_write(struct mem_io *m, struct mem_node *n, const void *buf,
 
 static int mem_do_fsync(struct mem_io *m, struct mem_node *n)
 {
-	if (m->fault_fsync_eio) {
+	if (m->fault_fsync_eio && mem_in_scope(m, n)) {
 		m->fault_fsync_eio--;
 		return -EIO;
 	}
@@ -894,6 +906,7 @@ static void mem_destroy(struct pio *io)
 		m->nodes = n->next;
 		mem_node_free(n);
 	}
+	free(m->fault_scope);
 	pthread_mutex_destroy(&m->mu);
 	free(m);
 }
@@ -958,6 +971,19 @@ void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count)
 		m->fault_enospc = count;
 		break;
 	}
+	pthread_mutex_unlock(&m->mu);
+}
+
+void pio_mem_fault_scope(struct pio *io, const char *substr)
+{
+	if (!is_mem(io))
+		return;
+	struct mem_io *m = mem_of(io);
+	char *c = substr && *substr ? strdup(substr) : NULL;
+	PARLEY_ASSERT(!substr || !*substr || c);
+	pthread_mutex_lock(&m->mu);
+	free(m->fault_scope);
+	m->fault_scope = c;
 	pthread_mutex_unlock(&m->mu);
 }
 
