@@ -1,6 +1,6 @@
 /*
  * test_engine_sim.c — the engine simulator's bounded tier (make test):
- * a few dozen seeds of a few hundred steps each (engine_sim.h).
+ * six seeds of 250 steps each (about 15 s) (engine_sim.h).
  * PARLEY_ESIM_SEED=<n> replays one seed; PARLEY_ESIM_SEEDS /
  * PARLEY_ESIM_STEPS override the size.
  */
@@ -8,5 +8,5 @@
 
 int main(void)
 {
-	return esim_main("engine_sim", 1, 30, 300);
+	return esim_main("engine_sim", 1, 6, 250);
 }
