@@ -54,6 +54,7 @@
  */
 #include "engine_sim.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -441,26 +442,74 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 	return false;
 }
 
-/* After a reopen: adopt what survived of the pending appends, forget the
- * rest (their ids become "lost": a retry appends anew), check everything. */
+/* pe_list_streams agrees with the model: every stream that ever had an
+ * entry is listed once, with the model's first and last seq. */
+struct list_ctx {
+	struct esim *x;
+	uint32_t part;
+	uint8_t seen[ES_MAX_STREAMS];
+};
+
+static int list_cb(void *arg, const void *key, size_t klen,
+		   const struct pe_meta *m)
+{
+	struct list_ctx *c = arg;
+	struct esim *x = c->x;
+	for (uint32_t i = 0; i < x->ns; i++) {
+		struct m_stream *s = &x->s[i];
+		if (s->klen != klen || memcmp(s->key, key, klen))
+			continue;
+		if (s->part != c->part || c->seen[i]++)
+			es_fail(x, "list: %s listed twice or in partition %u",
+				s->key, c->part);
+		if (m->last_seq != s->n || (s->n && m->first_seq != s->first))
+			es_fail(x, "list: %s first %" PRIu64 " last %" PRIu64
+				   ", model %" PRIu64 " %" PRIu64,
+				s->key, m->first_seq, m->last_seq, s->first, s->n);
+		return 0;
+	}
+	if (m->last_seq)
+		es_fail(x, "list: partition %u lists a stream (%zu bytes, last %"
+			   PRIu64 ") the workload never wrote", c->part, klen,
+			m->last_seq);
+	return 0;
+}
+
+static void verify_list(struct esim *x)
+{
+	struct list_ctx c = {.x = x};
+	for (uint32_t p = 0; p < pe_partition_count(x->eng); p++) {
+		c.part = p;
+		int rc = pe_list_streams(x->eng, p, list_cb, &c);
+		if (rc)
+			es_fail(x, "list partition %u: %s", p, parley_strerror(rc));
+	}
+	for (uint32_t i = 0; i < x->ns; i++)
+		if (x->s[i].n && !c.seen[i])
+			es_fail(x, "list: %s (last %" PRIu64 ") not listed",
+				x->s[i].key, x->s[i].n);
+}
+
+/* After a reopen (reconcile): adopt what survived of the pending appends,
+ * forget the rest (their ids become "lost": a retry appends anew). Then,
+ * and otherwise, check every stream and the stream listing. */
 static void verify_all(struct esim *x, bool reconcile)
 {
 	for (uint32_t i = 0; i < x->ns; i++)
 		verify_stream(x, i, reconcile, false);
-	if (!reconcile)
-		return;
-	for (uint32_t i = 0; i < x->npend; i++) {
-		struct pend *p = &x->pend[i];
-		if (p->key >= 0) {
-			struct m_key *k = &x->s[p->s].keys[p->key];
-			if (k->st == KEY_INFLIGHT)
-				k->st = KEY_LOST;
-			k->failed = false;
+	if (reconcile) {
+		for (uint32_t i = 0; i < x->npend; i++) {
+			struct pend *p = &x->pend[i];
+			if (p->key >= 0) {
+				struct m_key *k = &x->s[p->s].keys[p->key];
+				if (k->st == KEY_INFLIGHT)
+					k->st = KEY_LOST;
+				k->failed = false;
+			}
 		}
+		x->npend = 0;
 	}
-	uint64_t before = x->st->recovered_unacked;
-	(void)before;
-	x->npend = 0;
+	verify_list(x);
 }
 
 static void add_pend(struct esim *x, const struct op *o)
@@ -889,6 +938,84 @@ static void step_wal_fault(struct esim *x)
 	}
 }
 
+/* A synchronous append with an expected-last-seq precondition: right
+ * (applies at last + 1) or wrong (-PARLEY_ESEQ, nothing appended). */
+static void step_cas(struct esim *x)
+{
+	uint32_t si = (uint32_t)rnd(x, x->ns);
+	struct m_stream *s = &x->s[si];
+	bool right = chance(x, 70);
+	uint64_t expect = right ? s->n : s->n + 1 + rnd(x, 3);
+	if (!right && s->n && chance(x, 50))
+		expect = rnd(x, s->n);
+	struct op o = {.s = si, .key = -1};
+	make_spec(x, &o.sp, false);
+	struct pe_input in[ES_MAX_COUNT];
+	uint8_t *bufs[ES_MAX_COUNT];
+	for (uint32_t i = 0; i < o.sp.count; i++) {
+		bufs[i] = malloc(o.sp.len[i] ? o.sp.len[i] : 1);
+		if (!bufs[i])
+			es_fail(x, "out of memory");
+		gen_payload(o.sp.pseed[i], o.sp.len[i], bufs[i]);
+		in[i] = (struct pe_input){.type = o.sp.type[i],
+					  .flags = o.sp.flags[i],
+					  .len = o.sp.len[i], .payload = bufs[i]};
+	}
+	struct pe_append_req rq = {.key = s->key, .klen = s->klen,
+				   .expected_last_seq = expect, .entries = in,
+				   .count = o.sp.count};
+	int rc = pe_append_sync(x->eng, &rq, &o.r);
+	for (uint32_t i = 0; i < o.sp.count; i++)
+		free(bufs[i]);
+	if (rc == -PARLEY_ESEQ || o.r.err == -PARLEY_ESEQ) {
+		if (right || o.r.last_seq != s->n)
+			es_fail(x, "%s: expected last %" PRIu64 " refused (last_seq %"
+				   PRIu64 "), model last %" PRIu64,
+				s->key, expect, o.r.last_seq, s->n);
+		return;
+	}
+	if (!rc && !right)
+		es_fail(x, "%s: expected last %" PRIu64 " accepted at seq %" PRIu64
+			   ", model last %" PRIu64, s->key, expect, o.r.seq, s->n);
+	if (rc && !o.r.err)
+		o.r.err = rc;
+	account(x, &o, false);
+	if (x->npend) /* an error with a fault armed: settled at the reopen */
+		return;
+}
+
+/* Reopen with a fault armed on every file: the open either fails with an
+ * error (then succeeds once the disk is healthy) or works; either way
+ * nothing acknowledged is lost. */
+static void step_open_faults(struct esim *x)
+{
+	static const enum pio_mem_fault kinds[] = {
+		PIO_FAULT_WRITE_EIO, PIO_FAULT_FSYNC_EIO, PIO_FAULT_ENOSPC};
+	if (chance(x, 50)) {
+		pe_abort(x->eng);
+		clear_faults(x);
+		pio_mem_crash(x->io, chance(x, 50));
+		x->st->crashes++;
+	} else {
+		pe_close(x->eng);
+	}
+	x->eng = NULL;
+	pio_mem_inject(x->io, kinds[rnd(x, 3)], 1 + (uint32_t)rnd(x, 4));
+	x->st->faults++;
+	int rc = pe_open(&x->opt, &x->eng);
+	es_log(x, "open with a fault armed: %s", parley_strerror(rc));
+	if (rc) {
+		x->st->fault_errors++;
+		clear_faults(x);
+		es_open(x);
+	} else {
+		x->st->reopens++;
+		x->fatal_seen = false;
+		x->fault_armed = true; /* what is left of it may still fire */
+	}
+	verify_all(x, true);
+}
+
 /* Lists every regular file under dir (recursively) into paths. */
 struct flist {
 	struct esim *x;
@@ -914,9 +1041,12 @@ static int flist_cb(void *arg, const char *name)
 	return 0;
 }
 
-/* End of some runs: flip one bit of a stored file after a clean close,
- * reopen, and check that every answer is the model's or a clear error. */
-static void step_flip(struct esim *x)
+/* Flip one bit of a stored file after a clean close, reopen, and check
+ * that every answer is the model's or a clear error. With `restore`, then
+ * close, flip the bit back and reopen: the engine must not have damaged
+ * anything while it ran on the flipped file, so everything must check out
+ * again (what an operator restoring the file from a backup expects). */
+static void step_flip(struct esim *x, bool restore)
 {
 	pe_close(x->eng);
 	x->eng = NULL;
@@ -928,12 +1058,8 @@ static void step_flip(struct esim *x)
 	for (uint32_t i = 0; i < fl.n; i++)
 		if (strstr(paths[i], "/wal-") || strstr(paths[i], "/seg-"))
 			cand[nc++] = i;
-	if (!nc) {
-		es_open(x);
-		return;
-	}
-	const char *path = paths[cand[rnd(x, nc)]];
-	int64_t size = pio_mem_file_size(x->io, path);
+	const char *path = nc ? paths[cand[rnd(x, nc)]] : NULL;
+	int64_t size = path ? pio_mem_file_size(x->io, path) : 0;
 	if (size <= 0) {
 		es_open(x);
 		return;
@@ -948,21 +1074,35 @@ static void step_flip(struct esim *x)
 	x->st->flips++;
 	es_log(x, "flip %s offset %" PRIu64 " bit %u", path, off, bit);
 	int rc = pe_open(&x->opt, &x->eng);
+	bool detected = rc != 0;
 	if (rc) {
-		x->st->flips_detected++;
 		es_log(x, "open after flip: %s", parley_strerror(rc));
-		return;
-	}
-	bool detected = false;
-	for (uint32_t i = 0; i < x->ns; i++)
-		detected |= verify_stream(x, i, false, true);
-	for (uint32_t p = 0; p < pe_partition_count(x->eng); p++) {
-		struct pe_partition_status ps;
-		if (pe_partition_status(x->eng, p, &ps) == 0 &&
-		    ps.state == PE_PART_CORRUPT)
-			detected = true;
+	} else {
+		for (uint32_t i = 0; i < x->ns; i++)
+			detected |= verify_stream(x, i, false, true);
+		for (uint32_t p = 0; p < pe_partition_count(x->eng); p++) {
+			struct pe_partition_status ps;
+			if (pe_partition_status(x->eng, p, &ps) == 0 &&
+			    ps.state == PE_PART_CORRUPT)
+				detected = true;
+		}
 	}
 	x->st->flips_detected += detected;
+	if (!restore)
+		return;
+	if (x->eng)
+		pe_close(x->eng);
+	x->eng = NULL;
+	/* the file may be gone: compaction replaced a segment it could read
+	 * whole (the flip was in bytes no checksum covers), or a WAL segment
+	 * was released after a flush */
+	rc = pio_mem_flip_bit(x->io, path, off, bit);
+	if (rc && rc != -ENOENT)
+		es_fail(x, "flip back %s: %d", path, rc);
+	es_log(x, "flip back %s offset %" PRIu64 " bit %u: %s", path, off, bit,
+	       rc ? "file gone" : "ok");
+	es_open(x);
+	verify_all(x, false);
 }
 
 /* ---- the run ------------------------------------------------------------- */
@@ -1059,18 +1199,24 @@ int esim_run(uint64_t seed, uint32_t steps, bool verbose,
 			burst(x, 1, false);
 		else if (pick < 930)
 			step_wal_fault(x);
-		else if (pick < 950)
+		else if (pick < 945)
 			clean_reopen(x);
-		else if (pick < 965)
+		else if (pick < 960)
 			crash_reopen(x, chance(x, 50));
+		else if (pick < 970)
+			step_open_faults(x);
+		else if (pick < 985)
+			step_cas(x);
+		else if (pick < 990)
+			step_flip(x, true);
 		else
 			verify_all(x, false);
 		if (x->fatal_seen) /* nothing else is possible */
 			crash_reopen(x, chance(x, 50));
 	}
 	verify_all(x, false);
-	if (chance(x, 35))
-		step_flip(x);
+	if (chance(x, 50))
+		step_flip(x, false);
 	else
 		clean_reopen(x);
 	teardown(x);
