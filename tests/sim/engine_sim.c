@@ -134,6 +134,28 @@ struct op {
 	struct pe_append_result r;
 };
 
+/* A subscription (tail) and what it delivered since the last check. The
+ * callback runs on a shard thread and only appends to `got` under the
+ * simulator's mutex; the simulator's thread checks `got` against the
+ * model at its check points (the model is only its to touch). */
+#define ES_MAX_SUBS 4
+struct got {
+	uint64_t seq, h; /* h: hash of the entry's bytes */
+};
+struct esub {
+	bool used;        /* a live subscription (sub valid) */
+	uint32_t s;
+	struct pe_sub *sub;
+	uint64_t start;   /* the from_seq it was (last) started with */
+	uint64_t next;    /* the next seq it must deliver */
+	uint64_t trimmed_to; /* a TRIMMED event moved next here (0 = none) */
+	bool closed, paused, gone;
+	int close_err;
+	char bad[200];    /* an order violation seen on the shard thread */
+	struct got *got;
+	uint32_t ngot, capgot;
+};
+
 struct esim {
 	uint64_t seed;
 	uint32_t step;
@@ -162,6 +184,8 @@ struct esim {
 	pthread_cond_t cv;
 	struct op ops[ES_MAX_BURST];
 	uint32_t nops, ndone;
+	struct esub subs[ES_MAX_SUBS];
+	uint64_t pause_rng; /* callbacks' pause decisions (under mu) */
 };
 
 static struct esim *g_cur; /* for the failure message */
@@ -356,6 +380,13 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 		struct pe_read_result rr = {0};
 		rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
 		x->st->reads++;
+		if (rc == -PARLEY_ETRIMMED && rr.first_seq > from &&
+		    rr.first_seq <= s->n + 1 && retention_allows(x, s, rr.first_seq)) {
+			/* a compaction applied retention since the meta */
+			s->first = rr.first_seq;
+			from = rr.first_seq;
+			continue;
+		}
 		if (rc) {
 			if (tainted && rc == -PARLEY_ECORRUPT)
 				return true;
@@ -442,6 +473,9 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 	return false;
 }
 
+static void sub_check(struct esim *x, bool live);
+static void subs_restart(struct esim *x);
+
 /* pe_list_streams agrees with the model: every stream that ever had an
  * entry is listed once, with the model's first and last seq. */
 struct list_ctx {
@@ -508,8 +542,261 @@ static void verify_all(struct esim *x, bool reconcile)
 			}
 		}
 		x->npend = 0;
+		sub_check(x, false); /* what they saw before the stop */
+		subs_restart(x);
 	}
 	verify_list(x);
+	sub_check(x, true);
+}
+
+/* ---- subscriptions --------------------------------------------------------- */
+
+static uint64_t ent_hash(const struct pe_entry *e)
+{
+	uint8_t meta[4 + 4 + PE_PRODUCER_LEN];
+	le_put16(meta, e->type);
+	le_put16(meta + 2, e->flags);
+	le_put32(meta + 4, e->len);
+	memcpy(meta + 8, e->producer, PE_PRODUCER_LEN);
+	uint64_t h = parley_xxh3(meta, sizeof meta, 2);
+	if (e->len)
+		h ^= parley_xxh3(e->payload, e->len, 1);
+	return h;
+}
+
+static uint64_t m_hash(const struct m_ent *m)
+{
+	gen_payload(m->pseed, m->len, g_scratch);
+	struct pe_entry e = {.type = m->type, .flags = m->flags, .len = m->len,
+			     .payload = g_scratch};
+	memcpy(e.producer, m->prod, PE_PRODUCER_LEN);
+	return ent_hash(&e);
+}
+
+static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
+			      const struct pe_sub_update *u)
+{
+	(void)sub;
+	struct esub *es = arg;
+	struct esim *x = g_cur;
+	enum pe_sub_ret ret = PE_SUB_CONTINUE;
+	pthread_mutex_lock(&x->mu);
+	switch (u->event) {
+	case PE_SUB_ENTRIES:
+		for (uint32_t i = 0; i < u->count; i++) {
+			const struct pe_entry *e = &u->entries[i];
+			if (e->seq != es->next) {
+				if (!es->bad[0])
+					snprintf(es->bad, sizeof es->bad,
+						 "delivered seq %" PRIu64
+						 ", expected %" PRIu64, e->seq,
+						 es->next);
+				continue;
+			}
+			if (es->ngot == es->capgot) {
+				es->capgot = es->capgot ? 2 * es->capgot : 256;
+				es->got = realloc(es->got, es->capgot * sizeof *es->got);
+				PARLEY_ASSERT(es->got);
+			}
+			es->got[es->ngot++] = (struct got){e->seq, ent_hash(e)};
+			es->next++;
+		}
+		if (u->next_seq != es->next && !es->bad[0])
+			snprintf(es->bad, sizeof es->bad,
+				 "update next_seq %" PRIu64 " after entries up to %"
+				 PRIu64, u->next_seq, es->next - 1);
+		if (parley_rng_below(&(struct parley_rng){x->pause_rng++}, 8) == 0) {
+			es->paused = true;
+			ret = PE_SUB_PAUSE;
+		}
+		break;
+	case PE_SUB_TRIMMED:
+		if (u->next_seq < es->next && !es->bad[0])
+			snprintf(es->bad, sizeof es->bad,
+				 "TRIMMED moved the cursor back from %" PRIu64
+				 " to %" PRIu64, es->next, u->next_seq);
+		es->trimmed_to = u->next_seq;
+		es->next = u->next_seq;
+		break;
+	case PE_SUB_CLOSED:
+		es->closed = true;
+		es->close_err = u->err;
+		break;
+	}
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+	return ret;
+}
+
+static void sub_start(struct esim *x, struct esub *es, uint32_t si,
+		      uint64_t from)
+{
+	struct m_stream *s = &x->s[si];
+	pthread_mutex_lock(&x->mu);
+	es->used = true;
+	es->s = si;
+	es->start = from;
+	es->next = from;
+	es->closed = es->paused = es->gone = false;
+	es->trimmed_to = 0;
+	es->ngot = 0;
+	pthread_mutex_unlock(&x->mu);
+	int rc = pe_subscribe(x->eng, s->key, s->klen, from, sub_cb, es, &es->sub);
+	if (rc)
+		es_fail(x, "subscribe %s from %" PRIu64 ": %s", s->key, from,
+			parley_strerror(rc));
+	x->st->subs++;
+}
+
+/* Checks what the subscriptions delivered against the model (every
+ * delivered entry is the model's at its seq: nothing was delivered that
+ * a crash then took back). With `live`, also waits until each running,
+ * resumed subscription has caught up with the model. */
+static void sub_check(struct esim *x, bool live)
+{
+	for (int i = 0; i < ES_MAX_SUBS; i++) {
+		struct esub *es = &x->subs[i];
+		if (!es->used)
+			continue;
+		struct m_stream *s = &x->s[es->s];
+		bool resume = false;
+		pthread_mutex_lock(&x->mu);
+		if (live && es->paused && !es->gone && !es->closed) {
+			es->paused = false;
+			resume = true;
+		}
+		pthread_mutex_unlock(&x->mu);
+		if (resume && pe_sub_resume(es->sub))
+			es_fail(x, "pe_sub_resume failed");
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += 30;
+		for (;;) {
+			pthread_mutex_lock(&x->mu);
+			if (es->bad[0]) {
+				pthread_mutex_unlock(&x->mu);
+				es_fail(x, "subscription to %s: %s", s->key, es->bad);
+			}
+			for (uint32_t k = 0; k < es->ngot; k++) {
+				struct got g = es->got[k];
+				if (g.seq > s->n || g.h != m_hash(&s->e[g.seq - 1])) {
+					pthread_mutex_unlock(&x->mu);
+					es_fail(x, "subscription to %s delivered seq %"
+						   PRIu64 " %s (model last %" PRIu64 ")",
+						s->key, g.seq,
+						g.seq > s->n ? "which the log does not hold"
+							     : "with other bytes",
+						s->n);
+				}
+			}
+			x->st->sub_entries += es->ngot;
+			es->ngot = 0;
+			if (es->trimmed_to) {
+				uint64_t t = es->trimmed_to;
+				if (t > s->n + 1 ||
+				    (t > s->first && !retention_allows(x, s, t))) {
+					pthread_mutex_unlock(&x->mu);
+					es_fail(x, "subscription to %s trimmed to %" PRIu64
+						   ", model first %" PRIu64 " last %" PRIu64,
+						s->key, t, s->first, s->n);
+				}
+				es->trimmed_to = 0;
+			}
+			if (es->next > PARLEY_MAX(s->n + 1, es->start)) {
+				pthread_mutex_unlock(&x->mu);
+				es_fail(x, "subscription to %s is at %" PRIu64
+					   ", past the log's last seq %" PRIu64,
+					s->key, es->next, s->n);
+			}
+			bool waiting = live && !es->paused && !es->closed &&
+				       !es->gone && es->next <= s->n &&
+				       !(es->next < s->first);
+			if (!waiting) {
+				pthread_mutex_unlock(&x->mu);
+				break;
+			}
+			if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
+				pthread_mutex_unlock(&x->mu);
+				es_fail(x, "subscription to %s stuck at %" PRIu64
+					   ", model last %" PRIu64, s->key, es->next,
+					s->n);
+			}
+			pthread_mutex_unlock(&x->mu);
+		}
+	}
+}
+
+/* The engine stopped (abort or close): its subscriptions are gone; what
+ * they delivered is checked after the reopen, and they start again there
+ * from their cursors. */
+static void subs_engine_gone(struct esim *x)
+{
+	pthread_mutex_lock(&x->mu);
+	for (int i = 0; i < ES_MAX_SUBS; i++)
+		if (x->subs[i].used) {
+			x->subs[i].gone = true;
+			x->subs[i].sub = NULL;
+		}
+	pthread_mutex_unlock(&x->mu);
+}
+
+static void subs_restart(struct esim *x)
+{
+	for (int i = 0; i < ES_MAX_SUBS; i++) {
+		struct esub *es = &x->subs[i];
+		if (es->used && es->gone)
+			sub_start(x, es, es->s, es->next);
+	}
+}
+
+static void unsub_done(void *arg)
+{
+	struct esub *es = arg;
+	struct esim *x = g_cur;
+	pthread_mutex_lock(&x->mu);
+	es->gone = true;
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+}
+
+static void sub_stop(struct esim *x, struct esub *es)
+{
+	if (!es->gone) {
+		pthread_mutex_lock(&x->mu);
+		bool closed = es->closed;
+		pthread_mutex_unlock(&x->mu);
+		(void)closed;
+		if (pe_unsubscribe(es->sub, unsub_done, es))
+			es_fail(x, "pe_unsubscribe failed");
+		pthread_mutex_lock(&x->mu);
+		while (!es->gone)
+			pthread_cond_wait(&x->cv, &x->mu);
+		pthread_mutex_unlock(&x->mu);
+	}
+	sub_check(x, false);
+	es->used = false;
+	es->sub = NULL;
+}
+
+static void subs_stop_all(struct esim *x)
+{
+	for (int i = 0; i < ES_MAX_SUBS; i++)
+		if (x->subs[i].used)
+			sub_stop(x, &x->subs[i]);
+}
+
+/* Start a subscription (from anywhere in the stream, below its first seq
+ * included) or end one. */
+static void step_sub(struct esim *x)
+{
+	struct esub *es = &x->subs[rnd(x, ES_MAX_SUBS)];
+	if (es->used) {
+		sub_stop(x, es);
+		return;
+	}
+	uint32_t si = (uint32_t)rnd(x, x->ns);
+	uint64_t from = 1 + rnd(x, x->s[si].n + 2);
+	sub_start(x, es, si, from);
 }
 
 static void add_pend(struct esim *x, const struct op *o)
@@ -528,6 +815,7 @@ static void crash_reopen(struct esim *x, bool tear)
 {
 	pe_abort(x->eng);
 	x->eng = NULL;
+	subs_engine_gone(x);
 	clear_faults(x);
 	pio_mem_crash(x->io, tear);
 	x->st->crashes++;
@@ -544,6 +832,7 @@ static void clean_reopen(struct esim *x)
 {
 	pe_close(x->eng);
 	x->eng = NULL;
+	subs_engine_gone(x);
 	clear_faults(x);
 	es_log(x, "close + reopen, %u pending", x->npend);
 	es_open(x);
@@ -754,6 +1043,7 @@ static void burst(struct esim *x, int mode, bool bulk)
 		wait_done(x, crash_after);
 		pe_abort(x->eng);
 		x->eng = NULL;
+		subs_engine_gone(x);
 	} else {
 		wait_done(x, n);
 	}
@@ -804,6 +1094,9 @@ static void step_read(struct esim *x)
 	bool visible = last && s->first <= last;
 	/* a read starting below the first visible seq: ETRIMMED (forward
 	 * always; backward may also just find nothing there) */
+	if (rc == -PARLEY_ETRIMMED && rr.first_seq > s->first &&
+	    rr.first_seq <= last + 1 && retention_allows(x, s, rr.first_seq))
+		s->first = rr.first_seq; /* retention applied by a compaction */
 	uint64_t start = back ? PARLEY_MIN(from, last) : from;
 	if (last && start < s->first && (!back || rc)) {
 		if (rc != -PARLEY_ETRIMMED || rr.first_seq != s->first)
@@ -1000,6 +1293,7 @@ static void step_open_faults(struct esim *x)
 		pe_close(x->eng);
 	}
 	x->eng = NULL;
+	subs_engine_gone(x);
 	pio_mem_inject(x->io, kinds[rnd(x, 3)], 1 + (uint32_t)rnd(x, 4));
 	x->st->faults++;
 	int rc = pe_open(&x->opt, &x->eng);
@@ -1048,6 +1342,7 @@ static int flist_cb(void *arg, const char *name)
  * again (what an operator restoring the file from a backup expects). */
 static void step_flip(struct esim *x, bool restore)
 {
+	subs_stop_all(x); /* a tainted engine may close them with errors */
 	pe_close(x->eng);
 	x->eng = NULL;
 	char paths[256][160];
@@ -1154,6 +1449,8 @@ static void teardown(struct esim *x)
 {
 	if (x->eng)
 		pe_close(x->eng);
+	for (int i = 0; i < ES_MAX_SUBS; i++)
+		free(x->subs[i].got);
 	pio_free(x->io);
 	for (uint32_t i = 0; i < x->ns; i++) {
 		free(x->s[i].e);
@@ -1183,9 +1480,11 @@ int esim_run(uint64_t seed, uint32_t steps, bool verbose,
 		st->steps++;
 		x->now_ms += rnd(x, 100) < 5 ? 30000 + rnd(x, 60000) : rnd(x, 2000);
 		unsigned pick = (unsigned)rnd(x, 1000);
-		if (pick < 420)
+		if (pick < 420) {
 			burst(x, 0, false);
-		else if (pick < 440)
+			if (chance(x, 30))
+				sub_check(x, true);
+		} else if (pick < 440)
 			burst(x, 0, true);
 		else if (pick < 620)
 			step_read(x);
@@ -1205,8 +1504,10 @@ int esim_run(uint64_t seed, uint32_t steps, bool verbose,
 			crash_reopen(x, chance(x, 50));
 		else if (pick < 970)
 			step_open_faults(x);
-		else if (pick < 985)
+		else if (pick < 978)
 			step_cas(x);
+		else if (pick < 985)
+			step_sub(x);
 		else if (pick < 990)
 			step_flip(x, true);
 		else
@@ -1215,6 +1516,7 @@ int esim_run(uint64_t seed, uint32_t steps, bool verbose,
 			crash_reopen(x, chance(x, 50));
 	}
 	verify_all(x, false);
+	subs_stop_all(x);
 	if (chance(x, 50))
 		step_flip(x, false);
 	else
@@ -1260,10 +1562,12 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
 	       " crashes=%" PRIu64 " torn=%" PRIu64 " reopens=%" PRIu64
 	       " unacked_recovered=%" PRIu64 " unacked_lost=%" PRIu64
 	       " faults=%" PRIu64 " fault_errors=%" PRIu64 " flips=%" PRIu64
-	       " flips_detected=%" PRIu64 " OK\n",
+	       " flips_detected=%" PRIu64 " subs=%" PRIu64
+	       " sub_entries=%" PRIu64 " OK\n",
 	       name, n, base, base + n - 1, steps, st.acked, st.dups, st.reads,
 	       st.deletes, st.flushes, st.compactions, st.crashes, st.torn,
 	       st.reopens, st.recovered_unacked, st.lost_unacked, st.faults,
-	       st.fault_errors, st.flips, st.flips_detected);
+	       st.fault_errors, st.flips, st.flips_detected, st.subs,
+	       st.sub_entries);
 	return 0;
 }
