@@ -886,6 +886,17 @@ static int new_key(struct esim *x, struct m_stream *s, const struct spec *sp)
 	uint64_t id = ++x->next_prod;
 	le_put64(k->prod, x->seed);
 	le_put64(k->prod + 8, id);
+	/* Sometimes a producer id already used on another stream: the key
+	 * is (stream, producer), so that must be a fresh append here. */
+	const struct m_stream *o = &x->s[rnd(x, x->ns)];
+	if (o != s && o->nkeys && chance(x, 25)) {
+		const uint8_t *cand = o->keys[rnd(x, o->nkeys)].prod;
+		bool used = false;
+		for (uint32_t i = 0; i < s->nkeys && !used; i++)
+			used = !memcmp(s->keys[i].prod, cand, PE_PRODUCER_LEN);
+		if (!used)
+			memcpy(k->prod, cand, PE_PRODUCER_LEN);
+	}
 	k->st = KEY_LOST; /* until something commits it */
 	k->sp = *sp;
 	return (int)s->nkeys++;
