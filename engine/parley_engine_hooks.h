@@ -86,6 +86,11 @@ void pio_mem_fault_scope(struct pio *io, const char *substr);
  * `tear`, a random prefix (at 512-byte granularity) of the unsynced
  * writes survives instead, as a real torn write would. */
 void pio_mem_crash(struct pio *io, bool tear);
+/* Strict directories: from now on a create, mkdir, rename or unlink
+ * survives a crash only once its directory was fsync'd (fsync_dir), as
+ * on a POSIX file system after a power loss; off (the default), they are
+ * durable at once. Turning it off makes pending changes durable. */
+void pio_mem_strict_dirs(struct pio *io, bool on);
 /* Flip one bit of a stored file (synced contents). Returns 0 or -ENOENT. */
 int pio_mem_flip_bit(struct pio *io, const char *path, uint64_t offset,
 		     unsigned bit);

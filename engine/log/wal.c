@@ -1074,8 +1074,8 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 
 	int rc = 0;
 	if (!read_only) {
-		rc = io->ops->mkdir(io, dir);
-		if (rc && rc != -EEXIST) {
+		rc = pio_dir_ensure(io, dir); /* its entry durable, too */
+		if (rc) {
 			wal_close(w);
 			return rc;
 		}

@@ -177,6 +177,7 @@ struct esim {
 	struct pend *pend;
 	uint32_t npend, cappend;
 	uint64_t next_pseed, next_prod;
+	bool strict_dirs;   /* io_mem loses unsynced namespace changes */
 	bool fault_armed;   /* a fault was armed since the last open */
 	bool fatal_seen;    /* an error a fault explains: reopen next */
 
@@ -1449,8 +1450,14 @@ static void setup(struct esim *x)
 		s->first = 1;
 	}
 	int rc = x->io->ops->mkdir(x->io, ES_DIR);
+	if (!rc) /* the data directory exists before the engine runs */
+		rc = x->io->ops->fsync_dir(x->io, "/");
 	if (rc)
 		es_fail(x, "mkdir: %d", rc);
+	/* most runs: a crash also loses namespace changes (create, rename,
+	 * unlink, mkdir) whose directory was not fsync'd */
+	x->strict_dirs = chance(x, 75);
+	pio_mem_strict_dirs(x->io, x->strict_dirs);
 	es_open(x);
 	for (uint32_t i = 0; i < x->ns; i++)
 		x->s[i].part = pe_partition_of(x->eng, x->s[i].key, x->s[i].klen);
