@@ -18,6 +18,7 @@ struct esim_stats {
 	uint64_t steps, acked, dups, reads, deletes, flushes, compactions;
 	uint64_t crashes, torn, reopens, recovered_unacked, lost_unacked;
 	uint64_t faults, fault_errors, flips, flips_detected;
+	uint64_t flip_damage; /* a detected flip whose loss outlived its repair */
 	uint64_t subs, sub_entries;
 };
 
