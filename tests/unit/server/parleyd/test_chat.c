@@ -139,6 +139,72 @@ Test(chat, ptr_and_list_roundtrip)
 			     -PARLEY_ECORRUPT);
 }
 
+/* Version 2 ("inline") pointers carry the message record and timestamp;
+ * every cut is detected; the planner puts one encoding in every inbox
+ * item, falls back to version 1 for records over CHAT_INLINE_MAX, and
+ * keeps the producers (idempotency) of version 1. */
+Test(chat, inline_ptr_roundtrip_and_plan)
+{
+	struct chat_msg cm = {.sender = "bob", .sender_len = 3,
+			      .content_type = 1,
+			      .body = (const uint8_t *)"hello", .body_len = 5};
+	cm.client_msg_id[0] = 42;
+	uint8_t rec[64];
+	int rl = chat_msg_encode(rec, sizeof rec, &cm);
+	struct chat_ptr p = {.kind = 1, .conv = "d:alice:bob", .conv_len = 11,
+			     .conv_seq = 7, .ts_ms = 1234567, .msg = rec,
+			     .msg_len = (uint32_t)rl};
+	static uint8_t buf[CHAT_PTR_INLINE_CAP];
+	int n = chat_ptr_encode(buf, sizeof buf, &p);
+	cr_assert_eq(n, 1 + 2 + 2 + 11 + 8 + 8 + 4 + rl);
+	cr_assert_eq(buf[0], CHAT_PTR_VERSION_INLINE);
+	struct chat_ptr d;
+	cr_assert_eq(chat_ptr_decode(buf, (size_t)n, &d), 0);
+	cr_assert_eq(d.conv_seq, 7);
+	cr_assert_eq(d.ts_ms, 1234567);
+	cr_assert_eq(d.msg_len, (uint32_t)rl);
+	struct chat_msg dm;
+	cr_assert_eq(chat_msg_decode(d.msg, d.msg_len, &dm), 0);
+	cr_assert_eq(dm.body_len, 5);
+	cr_assert_eq(dm.client_msg_id[0], 42);
+	for (int cut = 0; cut < n; cut++)
+		cr_assert_eq(chat_ptr_decode(buf, (size_t)cut, &d), -PARLEY_ECORRUPT,
+			     "cut at %d", cut);
+	cr_assert_eq(chat_ptr_encode(buf, (size_t)n - 1, &p), -PARLEY_ETOOBIG);
+	p.msg_len = CHAT_INLINE_MAX + 1;
+	cr_assert_eq(chat_ptr_encode(buf, sizeof buf, &p), -PARLEY_EINVAL);
+
+	struct chat_fanout_plan a, v1;
+	cr_assert_eq(chat_fanout_plan_inline("d:alice:bob", 11, 1, 1234567, rec,
+					     (uint32_t)rl, buf, sizeof buf, &a), 0);
+	cr_assert_eq(chat_fanout_plan("d:alice:bob", 11, 1, &v1), 0);
+	cr_assert_eq(a.n, 4);
+	for (unsigned i = 0; i < a.n; i++) {
+		cr_assert_str_eq(a.item[i].key, v1.item[i].key);
+		cr_assert(!memcmp(a.item[i].producer, v1.item[i].producer, 16));
+		if (a.item[i].type == CHAT_ENT_LIST) {
+			cr_assert_null(a.item[i].ext);
+			continue;
+		}
+		cr_assert_eq(a.item[i].ext, buf);
+		cr_assert_eq(chat_ptr_decode(a.item[i].ext, a.item[i].ext_len, &d), 0);
+		cr_assert_eq(d.conv_seq, 1);
+		cr_assert_eq(d.ts_ms, 1234567);
+		cr_assert_eq(d.msg_len, (uint32_t)rl);
+	}
+	/* too big to carry: plain version 1 pointers */
+	static uint8_t big[CHAT_INLINE_MAX + 1];
+	cr_assert_eq(chat_fanout_plan_inline("d:alice:bob", 11, 2, 1, big,
+					     sizeof big, buf, sizeof buf, &a), 0);
+	cr_assert_eq(a.n, 2);
+	cr_assert_null(a.item[0].ext);
+	cr_assert_eq(chat_ptr_decode(a.item[0].payload, a.item[0].len, &d), 0);
+	cr_assert_null(d.msg);
+	cr_assert_eq(chat_fanout_plan_inline("d:bob:alice", 11, 2, 1, rec,
+					     (uint32_t)rl, buf, sizeof buf, &a),
+		     -PARLEY_ENOTFOUND);
+}
+
 Test(chat, producers_distinct_and_deterministic)
 {
 	uint8_t a[16], b[16], id[16] = {1, 2, 3};
