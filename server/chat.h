@@ -23,10 +23,16 @@
  *   chat_send -> register a fan-out job on the conversation's partition
  *             -> append c/<conv> with producer = H(sender, client_msg_id)
  *             -> durable (engine callback) -> the caller's callback (ACK)
- *                                          -> the job joins the fan-out queue
- *   fan-out thread: for each member m: append u/<m> a pointer (conv, seq)
+ *                -> the fan-out: issued right there, from the callback,
+ *                   when the fan-out queue is empty and its thread idle
+ *                   ("direct"); otherwise the job joins the queue
+ *   fan-out (direct or the thread): for each member m: append u/<m> a
+ *        pointer (conv, seq, and for a live message its record inline)
  *        with producer = H(conv, seq)   (idempotent: a replay never doubles)
  *        and for seq 1 also l/<m> with producer = H(conv) (list entry).
+ *        A direct fan-out never waits: on a full engine queue the whole
+ *        job goes to the thread, which re-issues it (what was already
+ *        appended comes back as a duplicate).
  *
  * Recoverable fan-out: a durable cursor per partition. cursor[p] is a
  * chat-clock value such that every message of a conversation in partition
@@ -58,11 +64,14 @@
  * timestamp and to the largest cursor.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
- * engine append callbacks of one stream run in seq order on its shard,
- * the send callback queues the job FIFO, and one fan-out thread issues the
- * inbox appends in queue order (an inbox lives on one shard, whose request
- * queue is FIFO). A full engine queue (-PARLEY_EFULL) makes the fan-out
- * thread wait and retry the same append: order is kept.
+ * engine append callbacks of one stream run in seq order on its shard;
+ * a callback issues its job's appends itself only when no job is queued
+ * or being issued by the fan-out thread (checked under the service's
+ * mutex), else queues it FIFO behind them; the thread issues queued jobs
+ * in order (an inbox lives on one shard, whose request queue is FIFO). A
+ * full engine queue (-PARLEY_EFULL) makes the fan-out thread wait and
+ * retry the same append, and a direct fan-out hand its job to the queue
+ * (so later messages of its conversation queue behind it): order is kept.
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
  * reentrant. chat_send() may be called from any thread but an engine
@@ -229,6 +238,10 @@ struct chat_stats {
 	uint64_t fanout_appends;   /* inbox/list appends completed */
 	uint64_t fanout_errors;    /* appends that failed (logged) */
 	uint64_t fanout_recovered; /* messages re-fanned out after a restart */
+	uint64_t fanout_direct;    /* live messages whose inbox appends were
+				      issued from their durable callback */
+	uint64_t fanout_deferred;  /* ... of which a full engine queue handed
+				      to the fan-out thread */
 	uint64_t fanout_pending;   /* messages whose fan-out is not durable yet */
 	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
 					   out if the process died now */
