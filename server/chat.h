@@ -88,6 +88,8 @@ enum chat_ent_type {
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
 	CHAT_ENT_OPEN = 6,
+	/* receipts (chat_receipt.h): a user's read/delivered position */
+	CHAT_ENT_RCPT_POS = 12,
 };
 
 #define CHAT_REC_VERSION 1u

@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
 #include "conn.h"
 #include "errmap.h"
 #include "membudget.h"
@@ -1198,6 +1199,11 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 	if (up <= c->ev_acked)
 		return;
 	uint64_t delta = up - c->ev_acked;
+	/* delivered receipts for what the device now has (chat_receipt.h) */
+	if (chat_rcpt_acked(S(c)->engine, c->id->user, c->id->ulen,
+			    c->ev_acked, up) != 0)
+		PLOG_W("conn", "delivered receipts skipped", "user=%s",
+		       c->id->user);
 	c->ev_acked = up;
 	c->cursor_dirty = true;
 	c->window_full_ns = 0;
@@ -1453,6 +1459,152 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 	c->inflight++;
 }
 
+/* READ_MARKER / RECEIPTS (chat_receipt.h) ------------------------------------------------ */
+
+struct rcpt_reply {
+	struct loop *lp;
+	uint32_t slot, gen, req_id;
+	uint64_t seq;
+	uint16_t clen;
+	char conv[250];
+};
+
+static const char *rcpt_errtext(int err)
+{
+	return err == -PARLEY_EINVAL ? "seq is 0 or beyond the last message"
+	       : err == -PARLEY_EPERM ? "not a member"
+	       : err == -PARLEY_ENOTFOUND ? "no such conversation"
+	       : err == -PARLEY_EFULL ? "server busy"
+				      : parley_strerror(err);
+}
+
+/* Engine thread: the position (and its receipt events) are durable. */
+static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
+{
+	struct rcpt_reply *x = arg;
+	struct lmsg *lm;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EINVAL ? 0 : 50,
+			       rcpt_errtext(r->err));
+	} else {
+		struct parley_msg m = {.type = PARLEY_T_READ_MARKER_OK};
+		m.read_marker_ok.conv = (struct parley_str){x->conv, x->clen};
+		m.read_marker_ok.read_seq = r->read_seq;
+		m.read_marker_ok.flags = r->stale ? PARLEY_READF_STALE : 0;
+		lm = frame_msg(LM_FRAME, x->req_id, &m);
+	}
+	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
+	free(x);
+}
+
+static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
+					 struct parley_str conv, uint64_t seq)
+{
+	struct rcpt_reply *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return NULL;
+	}
+	*x = (struct rcpt_reply){.lp = c->lp, .slot = c->slot, .gen = c->gen,
+				 .req_id = rid, .seq = seq, .clen = conv.len};
+	memcpy(x->conv, conv.p, conv.len);
+	return x;
+}
+
+static void req_read_marker(struct conn *c, uint32_t rid,
+			    const struct parley_read_marker *m)
+{
+	int rc = conv_check(c, m->conv);
+	if (!rc && m->seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return;
+	}
+	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	if (!x)
+		return;
+	rc = chat_rcpt_mark(S(c)->engine, c->id->user, c->id->ulen, m->conv.p,
+			    m->conv.len, m->seq, read_marker_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+		return;
+	}
+	ctr_add(&S(c)->ctr.read_markers, 1);
+	c->inflight++;
+}
+
+static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
+{
+	struct rcpt_reply *x = arg;
+	struct lmsg *lm = NULL;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EINVAL ? 0 : 50,
+			       rcpt_errtext(r->err));
+	} else {
+		struct parley_msg *m = calloc(1, sizeof *m);
+		if (m) {
+			struct parley_receipts_ok *o = &m->receipts_ok;
+			m->type = PARLEY_T_RECEIPTS_OK;
+			o->conv = (struct parley_str){x->conv, x->clen};
+			o->seq = x->seq;
+			o->member_count = r->member_count;
+			o->flags = r->end ? PARLEY_PAGEF_END : 0;
+			for (uint32_t i = 0; i < r->n; i++) {
+				const struct chat_rcpt_member *cm = &r->m[i];
+				struct parley_receipt_rec *e = &o->recs[o->count++];
+				e->user = (struct parley_str){cm->user, cm->ulen};
+				e->read_seq = cm->pos.read_seq;
+				e->delivered_seq = cm->pos.delivered_seq;
+				if (cm->pos.delivered_seq >= x->seq) {
+					e->state |= PARLEY_RCPTF_DELIVERED;
+					o->delivered++;
+				}
+				if (cm->pos.read_seq >= x->seq) {
+					e->state |= PARLEY_RCPTF_READ;
+					o->read++;
+				}
+			}
+			if (!r->end && o->count)
+				o->next_after = o->recs[o->count - 1].user;
+			lm = frame_msg(LM_FRAME, x->req_id, m);
+			free(m);
+		}
+	}
+	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
+	free(x);
+}
+
+static void req_receipts(struct conn *c, uint32_t rid,
+			 const struct parley_receipts *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	int rc = conv_check(c, m->conv);
+	if (!rc && m->seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return;
+	}
+	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	if (!x)
+		return;
+	rc = chat_rcpt_query(S(c)->engine, m->conv.p, m->conv.len, m->seq,
+			     m->after.p, m->after.len, m->limit, receipts_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+		return;
+	}
+	c->inflight++;
+}
+
 /* HELLO / AUTH / PING ---------------------------------------------------------------------- */
 
 static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m)
@@ -1648,6 +1800,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_SYNC: req_sync(c, rid, &m->sync); break;
 	case PARLEY_T_CONV_OPEN: req_conv_open(c, rid, &m->conv_open); break;
 	case PARLEY_T_CONV_LIST: req_conv_list(c, rid, &m->conv_list); break;
+	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
+	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	default:
 		ctr_add(&s->ctr.proto_errors, 1);
 		conn_error(c, rid, PARLEY_EPROTO, false, 0,
