@@ -141,6 +141,24 @@ void chat_producer_rcpt(uint8_t out[16], const char *conv, size_t clen,
 	le_put64(out + 8, parley_xxh3(in, n, 0x6175746873656e64ull));
 }
 
+void chat_rcpt_event(const struct chat_inbox_ptr *p, struct parley_msg *m)
+{
+	if (!p->alen || !p->clen) {
+		chat_event_placeholder(p, m);
+		return;
+	}
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_EVENT;
+	m->event.inbox_seq = p->inbox_seq;
+	m->event.kind = PARLEY_EV_RECEIPT;
+	m->event.conv = (struct parley_str){p->conv, p->clen};
+	m->event.conv_seq = 0;
+	m->event.sender = (struct parley_str){p->actor, p->alen};
+	m->event.server_ts_ms = p->ts_ms;
+	m->event.ref_seq = p->conv_seq;
+	m->event.flags = p->flags;
+}
+
 /* ---- members ------------------------------------------------------------------- */
 
 /* The members of conv, sorted bytewise (shorter first on a common
