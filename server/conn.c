@@ -1059,8 +1059,10 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 			  const struct parley_conv_list *m)
 {
 	struct reply_ctx *x = reply_ctx_new(c, rid);
-	int rc = x ? chat_conv_list(S(c)->chat, c->id->user, c->id->ulen,
-				    m->limit, reply_cb, x)
+	int rc = x ? chat_conv_list_page(S(c)->chat, c->id->user, c->id->ulen,
+					 m->limit, m->before_ts_ms,
+					 m->before_conv.p, m->before_conv.len,
+					 reply_cb, x)
 		   : -PARLEY_ENOMEM;
 	if (rc) {
 		free(x);
