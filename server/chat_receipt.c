@@ -110,7 +110,8 @@ int chat_rcpt_ptr_decode(const uint8_t *p, size_t len, const char **actor,
 			 uint16_t *alen, uint32_t *flags)
 {
 	struct chat_ptr x;
-	if (chat_ptr_decode(p, len, &x) != 0 || x.kind != PARLEY_EV_RECEIPT)
+	if (len < 1 || p[0] != CHAT_REC_VERSION || /* no inline message */
+	    chat_ptr_decode(p, len, &x) != 0 || x.kind != PARLEY_EV_RECEIPT)
 		return -PARLEY_ECORRUPT;
 	size_t off = 1 + 2 + 2 + (size_t)x.conv_len + 8;
 	struct le_reader r;
@@ -141,22 +142,26 @@ void chat_producer_rcpt(uint8_t out[16], const char *conv, size_t clen,
 	le_put64(out + 8, parley_xxh3(in, n, 0x6175746873656e64ull));
 }
 
-void chat_rcpt_event(const struct chat_inbox_ptr *p, struct parley_msg *m)
+int chat_rcpt_event_of(const struct pe_entry *e, struct parley_event *ev)
 {
-	if (!p->alen || !p->clen) {
-		chat_event_placeholder(p, m);
-		return;
-	}
-	memset(m, 0, sizeof *m);
-	m->type = PARLEY_T_EVENT;
-	m->event.inbox_seq = p->inbox_seq;
-	m->event.kind = PARLEY_EV_RECEIPT;
-	m->event.conv = (struct parley_str){p->conv, p->clen};
-	m->event.conv_seq = 0;
-	m->event.sender = (struct parley_str){p->actor, p->alen};
-	m->event.server_ts_ms = p->ts_ms;
-	m->event.ref_seq = p->conv_seq;
-	m->event.flags = p->flags;
+	struct chat_ptr p;
+	const char *actor;
+	uint16_t alen;
+	uint32_t flags;
+	if (e->type != CHAT_ENT_PTR ||
+	    chat_ptr_decode(e->payload, e->len, &p) != 0 || !p.conv_len ||
+	    chat_rcpt_ptr_decode(e->payload, e->len, &actor, &alen, &flags) != 0)
+		return -PARLEY_ECORRUPT;
+	memset(ev, 0, sizeof *ev);
+	ev->inbox_seq = e->seq;
+	ev->kind = PARLEY_EV_RECEIPT;
+	ev->conv = (struct parley_str){p.conv, p.conv_len};
+	ev->conv_seq = 0;
+	ev->sender = (struct parley_str){actor, alen};
+	ev->server_ts_ms = e->ts_ms;
+	ev->ref_seq = p.conv_seq;
+	ev->flags = flags;
+	return 0;
 }
 
 /* ---- members ------------------------------------------------------------------- */

@@ -90,10 +90,10 @@ void chat_producer_rcpt(uint8_t out[16], const char *conv, size_t clen,
 			const char *actor, size_t alen, uint64_t up_to,
 			uint32_t flags);
 
-/* The EVENT of a receipt pointer (pure; m borrows from p): kind RECEIPT,
- * conv_seq 0, ref_seq = up-to seq, sender = actor, flags, the pointer's
- * time. A pointer without an actor gives the kind-0 placeholder. */
-void chat_rcpt_event(const struct chat_inbox_ptr *p, struct parley_msg *m);
+/* The EVENT of a receipt pointer entry of an inbox (pure; ev borrows
+ * from e's payload): kind RECEIPT, conv_seq 0, ref_seq = the up-to seq,
+ * sender = the actor, flags, the entry's time. 0 or -PARLEY_ECORRUPT. */
+int chat_rcpt_event_of(const struct pe_entry *e, struct parley_event *ev);
 
 /* ---- READ_MARKER ----------------------------------------------------------- */
 
