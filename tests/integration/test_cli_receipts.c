@@ -81,8 +81,8 @@ static int proc_end(struct proc *p)
 		}
 		char tmp[4096];
 		struct pollfd pf = {p->out, POLLIN, 0};
-		if (poll(&pf, 1, 20) > 0 && read(p->out, tmp, sizeof tmp) < 0)
-			break;
+		if (poll(&pf, 1, 20) > 0 && read(p->out, tmp, sizeof tmp) <= 0)
+			it_sleep_ms(20); /* EOF: the process is about to exit */
 	}
 	kill(p->pid, SIGKILL);
 	waitpid(p->pid, &st, 0);
@@ -203,7 +203,8 @@ int main(void)
 	}
 	IT_CHECK(u == 0, "alice still has %u unread after the chat showed it", u);
 	proc_wait(&w, "d:alice:bob receipt alice read up to #", 20000);
-	IT_CHECK(proc_end(&ch) == 0, "chat: %s", ch.buf);
+	int code = proc_end(&ch);
+	IT_CHECK(code == 0, "chat exit %d: %s", code, ch.buf);
 	kill(w.pid, SIGTERM);
 	proc_end(&w);
 
