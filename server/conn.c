@@ -1303,6 +1303,11 @@ static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
 static void req_read_marker(struct conn *c, uint32_t rid,
 			    const struct parley_read_marker *m)
 {
+	/* mostly reads: a marker that does not raise the position writes
+	 * nothing, and one that does is bounded by the messages (SEND's
+	 * limit) */
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
 	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
 				 c->id->ulen);
 	if (!rc && m->seq == 0)
