@@ -57,6 +57,8 @@
 #define CHAT_RCPT_RETRIES 16    /* compare-and-swap rounds before EAGAIN */
 #define CHAT_RCPT_PUSH_MAX 32u  /* members up to which receipts are pushed */
 #define CHAT_RCPT_ACK_CONVS 16u /* conversations updated per EVENT_ACK */
+#define CHAT_RCPT_ACK_COALESCE_MS 100u /* a connection reports its acks
+					  at most this often (and at close) */
 #define CHAT_RCPT_MAX_TARGETS CHAT_RCPT_PUSH_MAX
 
 /* ---- keys and records ------------------------------------------------------ */

@@ -658,6 +658,27 @@ static void on_event(struct conn *c, struct lmsg *m)
 
 /* ---- device cursor ------------------------------------------------------------------- */
 
+/* Delivered receipts for what the device acknowledged (chat_receipt.h):
+ * at most one report per CHAT_RCPT_ACK_COALESCE_MS (covering every ack
+ * since the last), or now when forced (close, drain). A report the
+ * engine cannot take now stays pending for the tick. */
+static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force)
+{
+	if (!c->id || c->ev_acked <= c->rcpt_acked)
+		return;
+	if (!force && now_ns - c->rcpt_sent_ns <
+			      (uint64_t)CHAT_RCPT_ACK_COALESCE_MS * 1000000ull)
+		return;
+	c->rcpt_sent_ns = now_ns;
+	int rc = chat_rcpt_acked(S(c)->engine, c->id->user, c->id->ulen,
+				 c->rcpt_acked, c->ev_acked);
+	if (rc == 0 || rc != -PARLEY_EFULL)
+		c->rcpt_acked = c->ev_acked;
+	if (rc)
+		PLOG_W("conn", "delivered receipts not reported", "user=%s err=%s",
+		       c->id->user, parley_errname(rc));
+}
+
 static void cursor_store(struct conn *c)
 {
 	if (!c->id || c->ev_acked <= c->cursor_stored)
@@ -708,6 +729,7 @@ void conn_on_close(struct conn *c)
 		admission_leave(S(c)->adm, &c->hs_slot);
 	sub_end(c);
 	cursor_store(c);
+	rcpt_flush(c, parley_mono_ns(), true);
 	pend_drop(c);
 	c->state = CS_CLOSING;
 }
@@ -813,6 +835,7 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 	c->goaway_reason = reason;
 	sub_end(c); /* the device resumes from its cursor elsewhere */
 	cursor_store(c);
+	rcpt_flush(c, parley_mono_ns(), true);
 	conn_goaway(c, reason, retry_after_ms, text);
 	c->deadline_ns = parley_mono_ns() +
 			 (uint64_t)S(c)->lim.drain_timeout_ms * 1000000ull;
@@ -882,6 +905,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		chat_inbox_poll(c->sub);
 	}
 	pump_resolves(c);
+	rcpt_flush(c, now_ns, false);
 	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
 		cursor_store(c);
 		c->cursor_dirty = false;
@@ -1139,6 +1163,7 @@ static void on_sync_done(struct conn *c, struct lmsg *m)
 	c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
 	if (c->cursor_stored < c->ev_acked)
 		c->cursor_stored = c->ev_acked; /* nothing to store yet */
+	c->rcpt_acked = c->ev_acked; /* receipts: from what this SYNC starts at */
 	c->sub = sub;
 	c->sync_busy = false;
 	c->inflight--;
@@ -1168,12 +1193,8 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 	if (up <= c->ev_acked)
 		return;
 	uint64_t delta = up - c->ev_acked;
-	/* delivered receipts for what the device now has (chat_receipt.h) */
-	if (chat_rcpt_acked(S(c)->engine, c->id->user, c->id->ulen,
-			    c->ev_acked, up) != 0)
-		PLOG_W("conn", "delivered receipts skipped", "user=%s",
-		       c->id->user);
 	c->ev_acked = up;
+	rcpt_flush(c, parley_mono_ns(), false);
 	c->cursor_dirty = true;
 	c->window_full_ns = 0;
 	chat_inbox_grant(c->sub, (int64_t)delta);
