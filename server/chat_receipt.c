@@ -166,14 +166,10 @@ int chat_rcpt_event_of(const struct pe_entry *e, struct parley_event *ev)
 
 /* ---- members ------------------------------------------------------------------- */
 
-/* The members of conv, sorted bytewise (shorter first on a common
- * prefix). Returns their count or -PARLEY_ENOTFOUND. 1:1 conversations
- * only until group membership exists. */
-static int rcpt_members(const char *conv, size_t clen,
-			struct chat_member out[2])
-{
-	return chat_conv_members(conv, clen, out);
-}
+struct rcpt_id {
+	uint16_t len;
+	char id[PARLEY_PROTO_MAX_USER_ID];
+};
 
 static int id_cmp(const char *a, size_t al, const char *b, size_t bl)
 {
@@ -183,10 +179,43 @@ static int id_cmp(const char *a, size_t al, const char *b, size_t bl)
 	return al < bl ? -1 : al > bl;
 }
 
+static int rcpt_id_cmp(const void *a, const void *b)
+{
+	const struct rcpt_id *x = a, *y = b;
+	return id_cmp(x->id, x->len, y->id, y->len);
+}
+
+/* The members of conv now, sorted by id_cmp, in a malloc'd array (*out;
+ * the caller frees it). Returns their count, -PARLEY_ENOTFOUND or
+ * -PARLEY_ENOMEM. The one place that asks who the members are: 1:1
+ * conversations (chat_conv_members) until group membership is in the
+ * chat service. */
+static int rcpt_members(struct chat *c, const char *conv, size_t clen,
+			struct rcpt_id **out)
+{
+	(void)c;
+	struct chat_member mm[2];
+	int n = chat_conv_members(conv, clen, mm);
+	if (n < 0)
+		return n;
+	struct rcpt_id *v = calloc((size_t)n ? (size_t)n : 1, sizeof *v);
+	if (!v)
+		return -PARLEY_ENOMEM;
+	for (int i = 0; i < n; i++) {
+		PARLEY_ASSERT(mm[i].len <= sizeof v[i].id);
+		v[i].len = (uint16_t)mm[i].len;
+		memcpy(v[i].id, mm[i].p, mm[i].len);
+	}
+	qsort(v, (size_t)n, sizeof *v, rcpt_id_cmp);
+	*out = v;
+	return n;
+}
+
 /* ---- raising a position ------------------------------------------------------ */
 
 /* One raise: read r/ -> (unchanged: done) -> append CAS -> receipts -> done. */
 struct raise {
+	struct chat *c;
 	struct pe_engine *e;
 	void (*done)(struct raise *x); /* runs once; frees x (or reuses it) */
 	void *arg;
@@ -250,27 +279,28 @@ static void rcpt_push(struct raise *x, const char *to, size_t tlen,
 /* The position changed (durable): push the receipts it causes. */
 static void raise_receipts(struct raise *x)
 {
-	struct chat_member mm[2];
-	int n = rcpt_members(x->conv, x->clen, mm);
+	struct rcpt_id *mm = NULL;
+	int n = rcpt_members(x->c, x->conv, x->clen, &mm);
 	bool read = x->now.read_seq > x->before.read_seq;
 	bool dlv = x->now.delivered_seq > x->before.delivered_seq;
 	atomic_store(&x->pending, 1);
 	if (n > 0 && (unsigned)n <= CHAT_RCPT_PUSH_MAX) {
 		for (int i = 0; i < n; i++) {
 			if (mm[i].len == x->ulen &&
-			    !memcmp(mm[i].p, x->user, x->ulen))
+			    !memcmp(mm[i].id, x->user, x->ulen))
 				continue;
 			if (read)
-				rcpt_push(x, mm[i].p, mm[i].len, x->now.read_seq,
+				rcpt_push(x, mm[i].id, mm[i].len, x->now.read_seq,
 					  PARLEY_RCPTF_READ |
 						  PARLEY_RCPTF_DELIVERED);
 			if (dlv && (!read || x->now.delivered_seq >
 						     x->now.read_seq))
-				rcpt_push(x, mm[i].p, mm[i].len,
+				rcpt_push(x, mm[i].id, mm[i].len,
 					  x->now.delivered_seq,
 					  PARLEY_RCPTF_DELIVERED);
 		}
 	}
+	free(mm);
 	if (read) /* the reader's other devices */
 		rcpt_push(x, x->user, x->ulen, x->now.read_seq,
 			  PARLEY_RCPTF_READ);
@@ -350,7 +380,7 @@ static void raise_read(struct raise *x)
 	}
 }
 
-static struct raise *raise_new(struct pe_engine *e, const char *user,
+static struct raise *raise_new(struct chat *c, const char *user,
 			       size_t ulen, const char *conv, size_t clen)
 {
 	struct raise *x = calloc(1, sizeof *x);
@@ -361,7 +391,8 @@ static struct raise *raise_new(struct pe_engine *e, const char *user,
 		free(x);
 		return NULL;
 	}
-	x->e = e;
+	x->c = c;
+	x->e = chat_engine(c);
 	x->ulen = (uint16_t)ulen;
 	x->clen = (uint16_t)clen;
 	memcpy(x->user, user, ulen);
@@ -405,7 +436,7 @@ static void mark_last_cb(void *arg, const struct pe_read_result *r)
 	raise_read(x);
 }
 
-int chat_rcpt_mark(struct pe_engine *e, const char *user, size_t ulen,
+int chat_rcpt_mark(struct chat *c, const char *user, size_t ulen,
 		   const char *conv, size_t clen, uint64_t seq,
 		   chat_rcpt_mark_cb cb, void *arg)
 {
@@ -414,7 +445,7 @@ int chat_rcpt_mark(struct pe_engine *e, const char *user, size_t ulen,
 	if (seq == 0 || ckl < 0)
 		return -PARLEY_EINVAL;
 	struct mark_arg *a = malloc(sizeof *a);
-	struct raise *x = a ? raise_new(e, user, ulen, conv, clen) : NULL;
+	struct raise *x = a ? raise_new(c, user, ulen, conv, clen) : NULL;
 	if (!x) {
 		free(a);
 		return a ? -PARLEY_EINVAL : -PARLEY_ENOMEM;
@@ -426,7 +457,7 @@ int chat_rcpt_mark(struct pe_engine *e, const char *user, size_t ulen,
 	struct pe_read_req q = {.key = ckey, .klen = (size_t)ckl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1};
-	int rc = pe_read(e, &q, mark_last_cb, x);
+	int rc = pe_read(x->e, &q, mark_last_cb, x);
 	if (rc) {
 		free(a);
 		free(x);
@@ -437,7 +468,7 @@ int chat_rcpt_mark(struct pe_engine *e, const char *user, size_t ulen,
 /* ---- delivered (EVENT_ACK) --------------------------------------------------- */
 
 struct ack_op {
-	struct pe_engine *e;
+	struct chat *c;
 	uint64_t from, to;
 	uint16_t ulen;
 	char user[PARLEY_PROTO_MAX_USER_ID];
@@ -481,7 +512,7 @@ static void ack_read_cb(void *arg, const struct pe_read_result *r)
 			cv[j].seq = p.conv_seq;
 	}
 	for (unsigned j = 0; j < n; j++) {
-		struct raise *x = raise_new(op->e, op->user, op->ulen,
+		struct raise *x = raise_new(op->c, op->user, op->ulen,
 					    cv[j].conv, cv[j].clen);
 		if (!x)
 			continue;
@@ -492,7 +523,7 @@ static void ack_read_cb(void *arg, const struct pe_read_result *r)
 	free(op);
 }
 
-int chat_rcpt_acked(struct pe_engine *e, const char *user, size_t ulen,
+int chat_rcpt_acked(struct chat *c, const char *user, size_t ulen,
 		    uint64_t from, uint64_t to)
 {
 	char key[CHAT_KEY_CAP];
@@ -502,7 +533,7 @@ int chat_rcpt_acked(struct pe_engine *e, const char *user, size_t ulen,
 	struct ack_op *op = malloc(sizeof *op);
 	if (!op)
 		return -PARLEY_ENOMEM;
-	*op = (struct ack_op){.e = e, .from = from, .to = to,
+	*op = (struct ack_op){.c = c, .from = from, .to = to,
 			      .ulen = (uint16_t)ulen};
 	memcpy(op->user, user, ulen);
 	/* the newest pointers carry the largest seqs: read backward */
@@ -511,7 +542,7 @@ int chat_rcpt_acked(struct pe_engine *e, const char *user, size_t ulen,
 				.dir = PE_BACKWARD,
 				.limit = (uint32_t)(n < PE_MAX_READ ? n
 								    : PE_MAX_READ)};
-	int rc = pe_read(e, &q, ack_read_cb, op);
+	int rc = pe_read(chat_engine(c), &q, ack_read_cb, op);
 	if (rc)
 		free(op);
 	return rc;
@@ -589,7 +620,7 @@ static void query_last_cb(void *arg, const struct pe_read_result *r)
 		query_finish(op);
 }
 
-int chat_rcpt_query(struct pe_engine *e, const char *conv, size_t clen,
+int chat_rcpt_query(struct chat *c, const char *conv, size_t clen,
 		    uint64_t seq, const char *after, size_t alen,
 		    uint32_t limit, chat_rcpt_query_cb cb, void *arg)
 {
@@ -598,14 +629,16 @@ int chat_rcpt_query(struct pe_engine *e, const char *conv, size_t clen,
 	if (ckl < 0 || seq == 0 || limit < 1 ||
 	    limit > PARLEY_PROTO_MAX_RECEIPTS)
 		return -PARLEY_EINVAL;
-	struct chat_member mm[2];
-	int nm = rcpt_members(conv, clen, mm);
+	struct rcpt_id *mm = NULL;
+	int nm = rcpt_members(c, conv, clen, &mm);
 	if (nm < 0)
 		return nm;
 	struct query_op *op = calloc(1, sizeof *op);
-	if (!op)
+	if (!op) {
+		free(mm);
 		return -PARLEY_ENOMEM;
-	op->e = e;
+	}
+	op->e = chat_engine(c);
 	op->cb = cb;
 	op->arg = arg;
 	op->seq = seq;
@@ -613,21 +646,22 @@ int chat_rcpt_query(struct pe_engine *e, const char *conv, size_t clen,
 	memcpy(op->conv, conv, clen);
 	op->res.member_count = (uint32_t)nm;
 	op->res.end = true;
-	for (int i = 0; i < nm; i++) {
-		if (alen && id_cmp(mm[i].p, mm[i].len, after, alen) <= 0)
+	for (int i = 0; i < nm; i++) { /* sorted: the page follows `after` */
+		if (alen && id_cmp(mm[i].id, mm[i].len, after, alen) <= 0)
 			continue;
 		if (op->res.n == limit) {
 			op->res.end = false;
 			break;
 		}
 		struct chat_rcpt_member *m = &op->res.m[op->res.n++];
-		m->ulen = (uint16_t)mm[i].len;
-		memcpy(m->user, mm[i].p, mm[i].len);
+		m->ulen = mm[i].len;
+		memcpy(m->user, mm[i].id, mm[i].len);
 	}
+	free(mm);
 	struct pe_read_req q = {.key = ckey, .klen = (size_t)ckl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1};
-	int rc = pe_read(e, &q, query_last_cb, op);
+	int rc = pe_read(op->e, &q, query_last_cb, op);
 	if (rc)
 		free(op);
 	return rc;

@@ -112,7 +112,7 @@ typedef void (*chat_rcpt_mark_cb)(void *arg,
  * appends the receipt pointers (durable too) and calls cb once. The
  * caller has checked that user is a member. Returns 0 (cb will run) or
  * -PARLEY_EINVAL / -PARLEY_ENOMEM / -PARLEY_EFULL (cb will not run). */
-int chat_rcpt_mark(struct pe_engine *e, const char *user, size_t ulen,
+int chat_rcpt_mark(struct chat *c, const char *user, size_t ulen,
 		   const char *conv, size_t clen, uint64_t seq,
 		   chat_rcpt_mark_cb cb, void *arg);
 
@@ -121,7 +121,7 @@ int chat_rcpt_mark(struct pe_engine *e, const char *user, size_t ulen,
 /* user's device acknowledged inbox entries (from, to]: raises delivered
  * positions and sends DELIVERED receipts, in the background (failures
  * are logged: a later ack covers them). Returns 0 or an enqueue error. */
-int chat_rcpt_acked(struct pe_engine *e, const char *user, size_t ulen,
+int chat_rcpt_acked(struct chat *c, const char *user, size_t ulen,
 		    uint64_t from, uint64_t to);
 
 /* ---- RECEIPTS query ------------------------------------------------------------ */
@@ -144,7 +144,7 @@ typedef void (*chat_rcpt_query_cb)(void *arg,
  * shorter first on a common prefix; empty = from the first), at most
  * limit (1..PARLEY_PROTO_MAX_RECEIPTS). seq must be 1..last seq. The
  * caller has checked membership. Returns 0 (cb will run) or an error. */
-int chat_rcpt_query(struct pe_engine *e, const char *conv, size_t clen,
+int chat_rcpt_query(struct chat *c, const char *conv, size_t clen,
 		    uint64_t seq, const char *after, size_t alen,
 		    uint32_t limit, chat_rcpt_query_cb cb, void *arg);
 

@@ -670,7 +670,7 @@ static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force)
 			      (uint64_t)CHAT_RCPT_ACK_COALESCE_MS * 1000000ull)
 		return;
 	c->rcpt_sent_ns = now_ns;
-	int rc = chat_rcpt_acked(S(c)->engine, c->id->user, c->id->ulen,
+	int rc = chat_rcpt_acked(S(c)->chat, c->id->user, c->id->ulen,
 				 c->rcpt_acked, c->ev_acked);
 	if (rc == 0 || rc != -PARLEY_EFULL)
 		c->rcpt_acked = c->ev_acked;
@@ -1340,7 +1340,7 @@ static void req_read_marker(struct conn *c, uint32_t rid,
 	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	rc = chat_rcpt_mark(S(c)->engine, c->id->user, c->id->ulen, m->conv.p,
+	rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen, m->conv.p,
 			    m->conv.len, m->seq, read_marker_cb, x);
 	if (rc) {
 		free(x);
@@ -1410,7 +1410,7 @@ static void req_receipts(struct conn *c, uint32_t rid,
 	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	rc = chat_rcpt_query(S(c)->engine, m->conv.p, m->conv.len, m->seq,
+	rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
 			     m->after.p, m->after.len, m->limit, receipts_cb, x);
 	if (rc) {
 		free(x);

@@ -110,7 +110,7 @@ static int mark(struct world *w, const char *user, const char *conv,
 		uint64_t seq, struct chat_rcpt_mark_result *out)
 {
 	struct mark_wait x = {.w = WAITER_INIT};
-	int rc = chat_rcpt_mark(w->e, user, strlen(user), conv, strlen(conv), seq,
+	int rc = chat_rcpt_mark(w->c, user, strlen(user), conv, strlen(conv), seq,
 				mark_cb, &x);
 	if (rc)
 		return rc;
@@ -186,7 +186,7 @@ Test(chat_receipt, read_marker_is_monotone_and_pushes_receipts)
 	cr_assert_eq(mark(&w, "bob", conv, 3, &r), 0);
 	cr_assert(r.stale);
 	cr_assert_eq(mark(&w, "bob", conv, 6, &r), -PARLEY_EINVAL);
-	cr_assert_eq(chat_rcpt_mark(w.e, "bob", 3, conv, strlen(conv), 0, mark_cb,
+	cr_assert_eq(chat_rcpt_mark(w.c, "bob", 3, conv, strlen(conv), 0, mark_cb,
 				    NULL), -PARLEY_EINVAL);
 	struct chat_rcpt_pos pos[64];
 	cr_assert_eq(positions(&w, "bob", conv, pos), 1, "stale markers wrote");
@@ -217,7 +217,7 @@ static void *conc_main(void *arg)
 	c->x = (struct mark_wait){.w = WAITER_INIT};
 	const char *conv = "d:alice:bob";
 	for (;;) {
-		int rc = chat_rcpt_mark(c->w->e, "bob", 3, conv, strlen(conv),
+		int rc = chat_rcpt_mark(c->w->c, "bob", 3, conv, strlen(conv),
 					c->seq, mark_cb, &c->x);
 		if (rc == 0)
 			break;
@@ -281,7 +281,7 @@ Test(chat_receipt, acks_raise_delivered_once)
 		svc_send(w.c, conv, "alice", i);
 	wait_inbox(&w, "bob", 4);
 	/* bob's device acknowledges inbox entries 1..3 (messages 1..3) */
-	cr_assert_eq(chat_rcpt_acked(w.e, "bob", 3, 0, 3), 0);
+	cr_assert_eq(chat_rcpt_acked(w.c, "bob", 3, 0, 3), 0);
 	struct parley_event ev[64];
 	char actor[64][32];
 	uint32_t n = 0;
@@ -300,7 +300,7 @@ Test(chat_receipt, acks_raise_delivered_once)
 	cr_assert(pos[0].delivered_seq == 3 && pos[0].read_seq == 0);
 	/* a second device acknowledging the same range writes nothing: a
 	 * marker afterwards is the second entry */
-	cr_assert_eq(chat_rcpt_acked(w.e, "bob", 3, 0, 3), 0);
+	cr_assert_eq(chat_rcpt_acked(w.c, "bob", 3, 0, 3), 0);
 	struct chat_rcpt_mark_result r;
 	cr_assert_eq(mark(&w, "bob", conv, 4, &r), 0);
 	struct timespec ts = {0, 20000000};
@@ -308,7 +308,7 @@ Test(chat_receipt, acks_raise_delivered_once)
 	n = positions(&w, "bob", conv, pos);
 	cr_assert_eq(n, 2, "%u entries", n);
 	cr_assert(pos[1].read_seq == 4 && pos[1].delivered_seq == 4);
-	cr_assert_eq(chat_rcpt_acked(w.e, "bob", 3, 3, 3), -PARLEY_EINVAL);
+	cr_assert_eq(chat_rcpt_acked(w.c, "bob", 3, 3, 3), -PARLEY_EINVAL);
 	world_stop(&w);
 }
 
