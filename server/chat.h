@@ -452,6 +452,9 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
  * bytes. cb gets a CONV_LIST_OK (flags END, next_before_*) or an error.
  * Errors returned: -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
 #define CHAT_UNREAD_SCAN 100u
+/* A CONV_LIST_OK never exceeds the smallest max_frame a server announces:
+ * a page stops early (not END) when the next record would not fit. */
+#define CHAT_LIST_FRAME_MAX PARLEY_PROTO_MAX_FRAME_MIN
 typedef void (*chat_list_cb)(void *arg, int err, const struct parley_msg *list);
 int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
 			uint16_t limit, uint64_t before_ts,

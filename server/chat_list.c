@@ -82,6 +82,9 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 	m->type = PARLEY_T_CONV_LIST_OK;
 	struct parley_conv_list_ok *lo = &m->conv_list_ok;
 	const struct chat_list_ent *last = NULL;
+	/* header, count, trailer (flags, ts, the longest cursor) */
+	size_t size = PARLEY_PROTO_HEADER_SIZE + 2 + 1 + 8 + 2 +
+		      PARLEY_PROTO_MAX_CONV_ID;
 	for (uint32_t i = 0; i < n && lo->count < PARLEY_PROTO_MAX_LIST; i++) {
 		const struct chat_list_ent *le = &ents[i];
 		struct chat_member mm[2];
@@ -90,6 +93,14 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 		const struct chat_member *peer =
 			mm[0].len == ulen && !memcmp(mm[0].p, user, ulen) ? &mm[1]
 									 : &mm[0];
+		size_t rec = 4 + 2 + le->clen + 1 + 8 + 8 + 4 + 2 + peer->len +
+			     2 + 8 + 4 + 2 + le->sender_len + 2 + 4 +
+			     le->preview_len;
+		if (size + rec > CHAT_LIST_FRAME_MAX) {
+			more = true; /* the rest on the next page */
+			break;
+		}
+		size += rec;
 		struct parley_conv_entry *ce = &lo->entries[lo->count++];
 		ce->conv = (struct parley_str){le->conv, le->clen};
 		ce->kind = PARLEY_CONV_DIRECT;

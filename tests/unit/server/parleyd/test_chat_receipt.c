@@ -373,5 +373,30 @@ Test(chat_receipt, list_pages_concatenate)
 		  !memcmp(m->conv_list_ok.next_before_conv.p, all[2].conv, all[2].clen));
 	chat_list_fill(all, 0, false, "alice", 5, m);
 	cr_assert(m->conv_list_ok.count == 0 && (m->conv_list_ok.flags & PARLEY_PAGEF_END));
+
+	/* 100 conversations with the longest ids and previews: the page
+	 * stops before the smallest max_frame, not at END */
+	static struct chat_list_ent big[100];
+	char peer[121];
+	memset(peer, 'p', 120);
+	for (int i = 0; i < 100; i++) {
+		memset(&big[i], 0, sizeof big[i]);
+		snprintf(peer, sizeof peer, "z%03d%0116d", i, 0); /* sorts after alice */
+		big[i].clen = (uint16_t)snprintf(big[i].conv, sizeof big[i].conv,
+						 "d:alice:%s", peer);
+		big[i].last_seq = 1;
+		big[i].last_ts = 1000 - (uint64_t)i;
+		big[i].sender_len = 120;
+		memcpy(big[i].sender, peer, 120);
+		big[i].preview_len = PARLEY_PROTO_MAX_PREVIEW;
+		memset(big[i].preview, 'x', PARLEY_PROTO_MAX_PREVIEW);
+	}
+	chat_list_fill(big, 100, false, "alice", 5, m);
+	uint16_t cnt = m->conv_list_ok.count;
+	cr_assert(cnt > 10 && cnt < 100, "count %u", cnt);
+	cr_assert_eq(m->conv_list_ok.flags & PARLEY_PAGEF_END, 0);
+	int sz = parley_proto_size(m);
+	cr_assert(sz > 0 && (uint32_t)sz <= PARLEY_PROTO_MAX_FRAME_MIN, "size %d", sz);
+	cr_assert(m->conv_list_ok.next_before_conv.len == big[cnt - 1].clen);
 	free(m);
 }
