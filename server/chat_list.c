@@ -206,8 +206,9 @@ static void list_unread_cb(void *arg, const struct pe_read_result *r)
 			if (en->seq <= le->read_seq)
 				break;
 			lowest = en->seq;
-			struct chat_msg cm;
-			if (chat_msg_decode(en->payload, en->len, &cm) == 0 &&
+			struct chat_msg cm; /* messages only: not edits, membership */
+			if (en->type == CHAT_ENT_MSG &&
+			    chat_msg_decode(en->payload, en->len, &cm) == 0 &&
 			    !(cm.sender_len == x->ulen &&
 			      !memcmp(cm.sender, x->user, x->ulen)))
 				n++;
@@ -275,7 +276,8 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 	} else if (r->count) {
 		le->last_seq = r->entries[0].seq;
 		le->last_ts = r->entries[0].ts_ms;
-		if (chat_msg_decode(r->entries[0].payload, r->entries[0].len,
+		if (r->entries[0].type == CHAT_ENT_MSG &&
+		    chat_msg_decode(r->entries[0].payload, r->entries[0].len,
 				    &cm) == 0 &&
 		    cm.sender_len <= sizeof le->sender) {
 			le->sender_len = cm.sender_len;

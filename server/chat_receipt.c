@@ -497,7 +497,7 @@ static void ack_read_cb(void *arg, const struct pe_read_result *r)
 		if (en->seq <= op->from || en->seq > op->to ||
 		    en->type != CHAT_ENT_PTR ||
 		    chat_ptr_decode(en->payload, en->len, &p) != 0 ||
-		    (p.kind != PARLEY_EV_MESSAGE && p.kind != PARLEY_EV_ACTIVITY))
+		    p.kind == 0 || p.kind == PARLEY_EV_RECEIPT) /* not a conv entry */
 			continue;
 		unsigned j = 0;
 		while (j < n && !(cv[j].clen == p.conv_len &&

@@ -22,7 +22,8 @@
  *
  * delivered: a device's EVENT_ACK over inbox entries (from, to] makes the
  * user's delivered_seq in each conversation the largest conv_seq among
- * the MESSAGE / ACTIVITY pointers in that range (an inbox carries a
+ * the pointers in that range other than RECEIPT ones (messages, and the
+ * other entries of the conversation stream: membership, edits, activity) (an inbox carries a
  * conversation's pointers in seq order, so every earlier message of the
  * conversation was acknowledged too).
  *
