@@ -211,6 +211,12 @@ int main(void)
 		close(fd);
 	}
 	IT_OK(parley_client_ping(b1)); /* still usable */
+	{	/* READ_MARKER requests are counted on /metrics */
+		char *t = it_http_get(srv.admin_port, "/metrics", NULL);
+		uint64_t n = it_metric(t, "parley_read_markers_total");
+		IT_CHECK(n >= 4, "parley_read_markers_total %" PRIu64, n);
+		free(t);
+	}
 
 	/* 5. after a restart */
 	parley_client_free(a);
