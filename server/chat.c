@@ -44,6 +44,7 @@
 const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
 	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+	{.prefix = "r/", .plen = 2, .max_count = 4}, /* CHAT_RCPT_KEEP */
 };
 const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
 
