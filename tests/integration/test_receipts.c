@@ -186,6 +186,15 @@ int main(void)
 		   "marker beyond the last message");
 	expect_err(parley_client_read_marker(b1, "nonsense", 1, NULL),
 		   PARLEY_ENOTFOUND, "marker for an unknown conversation");
+	expect_err(parley_client_read_marker(b1, "d:bob:zed", 1, NULL),
+		   PARLEY_ENOTFOUND, "marker for a conversation never opened");
+	expect_err(parley_client_receipts(b1, "d:bob:zed", 1, NULL, 10, NULL),
+		   PARLEY_ENOTFOUND, "receipts of a conversation never opened");
+	{	/* opened, no message yet: there is no seq to mark */
+		IT_OK(parley_client_conv_open(b1, "erin", NULL));
+		expect_err(parley_client_read_marker(b1, "d:bob:erin", 1, NULL),
+			   PARLEY_EINVAL, "marker in an empty conversation");
+	}
 	expect_err(parley_client_read_marker(b1, "d:carol:dave", 1, NULL),
 		   PARLEY_EPERM, "marker by a non-member");
 	expect_err(parley_client_receipts(b1, conv, 99, NULL, 10, NULL),
