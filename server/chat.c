@@ -411,6 +411,7 @@ struct job {
 	uint32_t rec_len;
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint16_t type;         /* entry type of the append (CHAT_ENT_MSG, ...) */
 	uint16_t len;
 	char conv[];
 };
@@ -788,7 +789,7 @@ static int send_append(struct job *j)
 {
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, j->conv, j->len);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = j->rec_len,
+	struct pe_input in = {.type = j->type, .len = j->rec_len,
 			      .payload = j->rec};
 	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
 				   .expected_last_seq = PE_NO_EXPECT,
@@ -841,48 +842,37 @@ static int send_check_issue(struct job *j)
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
-int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
-	      void *arg)
+/* Stores rec (an entry of `type`) in c/<conv> with `producer` and
+ * registers its fan-out: the common path of SEND and of EDIT / DELETE
+ * (chat_conv_append). rec is the caller's malloc'd buffer: taken over. */
+static int conv_append(struct chat *c, const char *conv, uint16_t clen,
+		       uint16_t type, uint8_t *rec, uint32_t rec_len,
+		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
-	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
-				  q->sender_len)) {
-		struct chat_member mm[2];
-		return chat_conv_members(q->conv, q->conv_len, mm) < 0
-			       ? -PARLEY_ENOTFOUND
-			       : -PARLEY_EPERM;
-	}
 	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, q->conv, q->conv_len);
-	if (kl < 0)
-		return -PARLEY_ENOTFOUND;
-	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
-			      .content_type = q->content_type,
-			      .body = q->body, .body_len = q->body_len};
-	memcpy(cm.client_msg_id, q->client_msg_id, 16);
-	int n = chat_msg_encode(NULL, 0, &cm);
-	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
-		return -PARLEY_ETOOBIG;
-	uint8_t *rec = malloc((size_t)n);
-	struct job *j = malloc(sizeof *j + q->conv_len);
-	if (!rec || !j) {
+	int kl = chat_key_conv(key, conv, clen);
+	if (kl < 0) {
 		free(rec);
-		free(j);
+		return -PARLEY_ENOTFOUND;
+	}
+	struct job *j = malloc(sizeof *j + clen);
+	if (!j) {
+		free(rec);
 		return -PARLEY_ENOMEM;
 	}
-	chat_msg_encode(rec, (size_t)n, &cm);
 	memset(j, 0, sizeof *j);
 	j->c = c;
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
 	j->rec = rec;
-	j->rec_len = (uint32_t)n;
-	chat_producer_send(j->producer, q->sender, q->sender_len,
-			   q->client_msg_id);
-	j->len = q->conv_len;
-	memcpy(j->conv, q->conv, q->conv_len);
+	j->rec_len = rec_len;
+	j->type = type;
+	memcpy(j->producer, producer, 16);
+	j->len = clen;
+	memcpy(j->conv, conv, clen);
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
-	uint64_t h = conv_hash(q->conv, q->conv_len);
+	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
@@ -894,6 +884,56 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	if (rc)
 		send_fail(j, rc, false);
 	return rc;
+}
+
+int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
+		     uint16_t type, const uint8_t *rec, uint32_t rec_len,
+		     const uint8_t producer[16], chat_send_cb cb, void *arg)
+{
+	if (rec_len > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *copy = malloc(rec_len ? rec_len : 1);
+	if (!copy)
+		return -PARLEY_ENOMEM;
+	memcpy(copy, rec, rec_len);
+	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
+			   arg);
+}
+
+uint64_t chat_now_ms(const struct chat *c)
+{
+	return chat_clock_ms(c->clock);
+}
+
+int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
+	      void *arg)
+{
+	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+				  q->sender_len)) {
+		struct chat_member mm[2];
+		return chat_conv_members(q->conv, q->conv_len, mm) < 0
+			       ? -PARLEY_ENOTFOUND
+			       : -PARLEY_EPERM;
+	}
+	char key[CHAT_KEY_CAP];
+	if (chat_key_conv(key, q->conv, q->conv_len) < 0)
+		return -PARLEY_ENOTFOUND;
+	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
+			      .content_type = q->content_type,
+			      .body = q->body, .body_len = q->body_len};
+	memcpy(cm.client_msg_id, q->client_msg_id, 16);
+	int n = chat_msg_encode(NULL, 0, &cm);
+	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *rec = malloc((size_t)n);
+	if (!rec)
+		return -PARLEY_ENOMEM;
+	chat_msg_encode(rec, (size_t)n, &cm);
+	uint8_t producer[16];
+	chat_producer_send(producer, q->sender, q->sender_len,
+			   q->client_msg_id);
+	return conv_append(c, q->conv, q->conv_len, CHAT_ENT_MSG, rec,
+			   (uint32_t)n, producer, cb, arg);
 }
 
 /* ---- CONV_OPEN ----------------------------------------------------------------------------- */

@@ -29,6 +29,14 @@
 void chat_history_page(const struct pe_read_result *r, const char *conv,
 		       uint16_t clen, uint32_t max_frame, struct parley_msg *m)
 {
+	chat_history_page_state(r, NULL, conv, clen, max_frame, m);
+}
+
+void chat_history_page_state(const struct pe_read_result *r,
+			     const struct chat_edit_state *st, const char *conv,
+			     uint16_t clen, uint32_t max_frame,
+			     struct parley_msg *m)
+{
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_HISTORY_PAGE;
 	struct parley_history_page *hp = &m->history_page;
@@ -46,6 +54,16 @@ void chat_history_page(const struct pe_read_result *r, const char *conv,
 		memcpy(h->client_msg_id, cm.client_msg_id, 16);
 		h->content_type = cm.content_type;
 		h->body = (struct parley_bytes){cm.body, cm.body_len};
+		h->kind = PARLEY_EV_MESSAGE;
+		if (st && st[i].flags) { /* edited or deleted (chat_edit.c) */
+			h->flags = st[i].flags;
+			h->ref_seq = 0;
+			h->content_type = st[i].flags & PARLEY_MSGF_DELETED
+						  ? cm.content_type
+						  : st[i].content_type;
+			h->body = (struct parley_bytes){st[i].body,
+							st[i].body_len};
+		}
 		size_t hs = parley_proto_hist_msg_size(h);
 		if (size + hs > max_frame) {
 			all = false;
@@ -59,11 +77,22 @@ void chat_history_page(const struct pe_read_result *r, const char *conv,
 	if (hp->count == 0 || (all && r->end && hp->count == r->count) ||
 	    hp->next_before_seq == 1)
 		hp->flags |= PARLEY_HISTF_END;
-	if (hp->count == 0)
+	/* Entries that are not messages (EDIT / DELETE, ...) are folded or
+	 * skipped: a page holding only such entries is not the end while the
+	 * engine has older ones; the next page starts below them. */
+	if (hp->count == 0 && r->count && !r->end &&
+	    r->entries[r->count - 1].seq > 1) {
+		hp->flags &= (uint8_t)~PARLEY_HISTF_END;
+		hp->next_before_seq = r->entries[r->count - 1].seq;
+	} else if (hp->count == 0) {
 		hp->next_before_seq = 0;
+	} else if (all && r->entries[r->count - 1].seq < hp->next_before_seq) {
+		hp->next_before_seq = r->entries[r->count - 1].seq;
+	}
 }
 
 struct hist_ctx {
+	struct chat *c;
 	chat_history_cb cb;
 	void *arg;
 	uint32_t max_frame;
@@ -71,20 +100,35 @@ struct hist_ctx {
 	char conv[250];
 };
 
-static void hist_cb(void *arg, const struct pe_read_result *r)
+/* The page with each message's current state (chat_edit_fold). */
+static void hist_fold_cb(void *arg, int err, const struct pe_read_result *r,
+			 const struct chat_edit_state *st)
 {
 	struct hist_ctx *x = arg;
-	if (r->err) {
-		x->cb(x->arg, r->err, NULL);
+	if (err) {
+		x->cb(x->arg, err, NULL);
 	} else {
 		/* ~16 KiB: not on an engine thread's stack */
 		struct parley_msg *m = malloc(sizeof *m);
 		if (m)
-			chat_history_page(r, x->conv, x->clen, x->max_frame, m);
+			chat_history_page_state(r, st, x->conv, x->clen,
+						x->max_frame, m);
 		x->cb(x->arg, m ? 0 : -PARLEY_ENOMEM, m);
 		free(m);
 	}
 	free(x);
+}
+
+static void hist_cb(void *arg, const struct pe_read_result *r)
+{
+	struct hist_ctx *x = arg;
+	int rc = r->err;
+	if (!rc)
+		rc = chat_edit_fold(x->c, x->conv, x->clen, r, hist_fold_cb, x);
+	if (rc) {
+		x->cb(x->arg, rc, NULL);
+		free(x);
+	}
 }
 
 int chat_history(struct chat *c, const char *user, size_t ulen,
@@ -113,7 +157,7 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 	struct hist_ctx *x = malloc(sizeof *x);
 	if (!x)
 		return -PARLEY_ENOMEM;
-	*x = (struct hist_ctx){.cb = cb, .arg = arg, .max_frame = max_frame,
+	*x = (struct hist_ctx){.c = c, .cb = cb, .arg = arg, .max_frame = max_frame,
 			       .clen = (uint16_t)clen};
 	memcpy(x->conv, conv, clen);
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
@@ -387,7 +431,16 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	struct resolve_ctx *r = arg;
 	struct parley_msg m;
 	struct chat_msg cm;
+	memset(&m.event, 0, sizeof m.event);
 	if (res->err == 0 && res->count == 1 &&
+	    res->entries[0].seq == r->p.conv_seq &&
+	    res->entries[0].type == CHAT_ENT_EDIT &&
+	    chat_edit_event(&res->entries[0], &m) == 0) {
+		/* an EDIT / DELETE entry (chat_edit.c): its kind is the
+		 * entry's, whatever the pointer said */
+		m.event.inbox_seq = r->p.inbox_seq;
+		m.event.conv = (struct parley_str){r->p.conv, r->p.clen};
+	} else if (res->err == 0 && res->count == 1 &&
 	    res->entries[0].seq == r->p.conv_seq &&
 	    chat_msg_decode(res->entries[0].payload, res->entries[0].len, &cm) == 0) {
 		memset(&m.event, 0, sizeof m.event);
