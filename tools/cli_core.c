@@ -17,6 +17,7 @@
 
 const char cli_chat_help[] =
 	"commands: /to PEER (talk to PEER), /history [N] [--before SEQ], /list,\n"
+	"          /edit SEQ TEXT, /delete SEQ (your message #SEQ, for everyone),\n"
 	"          /help, /quit; any other line is sent to the current peer\n"
 	"          (start it with // to send a line that begins with /)";
 
@@ -278,6 +279,35 @@ void cli_parse_line(char *line, struct cli_cmd *out)
 				goto bad_history;
 			}
 		}
+	} else if (!strcmp(cmd, "/edit")) {
+		uint64_t v;
+		if (parse_u64(word(&p), UINT64_MAX, &v) || v == 0) {
+			out->kind = CLI_CMD_BAD;
+			out->err = "usage: /edit SEQ NEW TEXT (SEQ: the #number of your message)";
+			return;
+		}
+		while (*p && is_blank(*p))
+			p++;
+		size_t tl = strlen(p);
+		if (tl == 0 || tl > CLI_EDIT_MAX) {
+			out->kind = CLI_CMD_BAD;
+			out->err = tl ? "/edit: the new text is over 2048 bytes"
+				      : "usage: /edit SEQ NEW TEXT (SEQ: the #number of your message)";
+			return;
+		}
+		out->kind = CLI_CMD_EDIT;
+		out->before = v;
+		out->arg = p;
+		out->arg_len = tl;
+	} else if (!strcmp(cmd, "/delete") || !strcmp(cmd, "/del")) {
+		uint64_t v;
+		if (parse_u64(word(&p), UINT64_MAX, &v) || v == 0 || word(&p)) {
+			out->kind = CLI_CMD_BAD;
+			out->err = "usage: /delete SEQ (the #number of your message)";
+			return;
+		}
+		out->kind = CLI_CMD_DELETE;
+		out->before = v;
 	} else {
 		out->kind = CLI_CMD_UNKNOWN;
 		out->arg = cmd;
