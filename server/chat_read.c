@@ -417,7 +417,10 @@ void chat_event_placeholder(const struct chat_inbox_ptr *p,
 	m->event.conv = p->clen ? (struct parley_str){p->conv, p->clen}
 				: parley_str_c("-");
 	m->event.conv_seq = p->conv_seq;
-	m->event.sender = parley_str_c("-");
+	/* EVENT's sender must be a valid user id on the wire (a decoder
+	 * refuses the frame otherwise): "-" is not one, so the placeholder
+	 * could not be encoded. Clients skip kind 0 whatever the sender. */
+	m->event.sender = parley_str_c("parley");
 }
 
 struct resolve_ctx {
