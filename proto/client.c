@@ -1341,6 +1341,24 @@ int parley_client_delete(struct parley_client *c, const char *conv,
 	return parley_client_delete_id(c, conv, id, ref_seq, res);
 }
 
+int parley_client_retention(struct parley_client *c, const char *conv,
+			    uint8_t flags, uint64_t max_age_ms,
+			    uint64_t max_count,
+			    const struct parley_retention_ok **ok)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_RETENTION};
+	m.retention = (struct parley_retention){
+		.conv = {conv, (uint16_t)cl}, .flags = flags,
+		.max_age_ms = max_age_ms, .max_count = max_count};
+	int r = call(c, &m, PARLEY_T_RETENTION_OK);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->retention_ok;
+	return r;
+}
+
 int parley_client_history(struct parley_client *c, const char *conv,
 			  uint64_t before_seq, uint16_t limit,
 			  const struct parley_history_page **page)

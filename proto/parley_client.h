@@ -178,6 +178,16 @@ int parley_client_delete_id(struct parley_client *c, const char *conv,
 			    const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
 			    uint64_t ref_seq, struct parley_send_result *res);
 
+/* Per-conversation retention: with PARLEY_RETF_SET in flags, keep conv's
+ * entries at most max_age_ms (0 = no limit) and at most the newest
+ * max_count (0 = no limit); without it, only read. *ok borrows (the
+ * conversation's setting, the server's defaults, the first retained seq).
+ * Refusals: -PARLEY_EPERM (not a member), -PARLEY_ENOTFOUND. */
+int parley_client_retention(struct parley_client *c, const char *conv,
+			    uint8_t flags, uint64_t max_age_ms,
+			    uint64_t max_count,
+			    const struct parley_retention_ok **ok);
+
 /* One page of history, newest first (before_seq 0 = newest, limit 1..100).
  * *page borrows. */
 int parley_client_history(struct parley_client *c, const char *conv,

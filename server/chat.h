@@ -92,6 +92,8 @@ enum chat_ent_type {
 	/* edits (chat_edit.c): EDIT and DELETE entries of c/<conv> and of the
 	 * edit index e/<conv>; the record's kind says which */
 	CHAT_ENT_EDIT = 10,
+	/* per-conversation retention (chat_retention.c): r/<conv> */
+	CHAT_ENT_RETENTION = 11,
 };
 
 #define CHAT_REC_VERSION 1u
@@ -549,5 +551,39 @@ int chat_edit_fold(struct chat *c, const char *conv, size_t clen,
  * client_msg_id, body; inbox_seq left to the caller). 0, or
  * -PARLEY_ECORRUPT when e is not an edit record. m borrows from e. */
 int chat_edit_event(const struct pe_entry *e, struct parley_msg *m);
+
+/*
+ * ---- per-conversation retention (chat_retention.c) ---------------------------------
+ *
+ * r/<conv>: the conversation's own retention (CHAT_ENT_RETENTION entries,
+ * the last one counts). A sweeper thread enforces every setting each
+ * sweep_ms (and at once when one is set) with engine tombstones
+ * (pe_delete of the prefix of c/<conv> past it, and of the edit-index
+ * entries of trimmed EDITs); compaction removes them from disk. It can
+ * only shorten retention: the server-wide defaults (engine rules) apply
+ * too. Who may set it: either member of a 1:1 conversation.
+ */
+#define CHAT_RET_MAX_CONVS (1u << 20)     /* conversations with a setting */
+#define CHAT_RET_MAX_QUEUED 1024u         /* RETENTION requests waiting */
+#define CHAT_RET_SWEEP_DEFAULT_MS 60000u
+struct chat_ret;
+int chat_retention_start(struct chat *c, uint64_t def_age_ms,
+			 uint64_t def_count, uint64_t sweep_ms,
+			 struct chat_ret **out);
+void chat_retention_stop(struct chat_ret *r);
+struct chat_retention_req {
+	const char *conv;
+	uint16_t conv_len;
+	const char *user;
+	uint16_t user_len;
+	uint8_t flags;          /* PARLEY_RETF_SET: set, else only read */
+	uint64_t max_age_ms, max_count; /* 0 = none */
+};
+/* cb runs on the sweeper thread with a RETENTION_OK (or err). Returns 0
+ * or -PARLEY_ENOTFOUND / -PARLEY_EPERM (chat_conv_check), -PARLEY_EINVAL,
+ * -PARLEY_ENOMEM, -PARLEY_EFULL (too many waiting), and cb will not run. */
+typedef void (*chat_retention_cb)(void *arg, int err, const struct parley_msg *ok);
+int chat_retention_request(struct chat_ret *r, const struct chat_retention_req *q,
+			   chat_retention_cb cb, void *arg);
 
 #endif /* PARLEYD_CHAT_H */

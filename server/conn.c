@@ -889,6 +889,57 @@ static void req_edit(struct conn *c, uint32_t rid, uint16_t kind,
 	c->inflight++;
 }
 
+/* RETENTION ------------------------------------------------------------------------------ */
+
+struct ret_ctx {
+	struct conn_ref to;
+	uint32_t req_id;
+};
+
+/* The sweeper thread (chat_retention.c) answers. */
+static void retention_cb(void *arg, int err, const struct parley_msg *ok)
+{
+	struct ret_ctx *x = arg;
+	struct lmsg *m = err ? error_msg(x->req_id, wire_code(err),
+					 err == -PARLEY_EFULL ? 100 : 0,
+					 parley_strerror(err))
+			     : frame_msg(LM_FRAME, x->req_id, ok);
+	post_reply(&x->to, m, x->req_id);
+	free(x);
+}
+
+static void req_retention(struct conn *c, uint32_t rid,
+			  const struct parley_retention *m)
+{
+	struct srv *s = S(c);
+	if (!s->ret) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000, "starting");
+		return;
+	}
+	struct ret_ctx *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct ret_ctx){.to = c->sk.ref, .req_id = rid};
+	struct chat_retention_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
+				       .user = c->id->user,
+				       .user_len = c->id->ulen, .flags = m->flags,
+				       .max_age_ms = m->max_age_ms,
+				       .max_count = m->max_count};
+	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+						     : parley_strerror(rc));
+		return;
+	}
+	c->inflight++;
+}
+
 /* A reply of the chat service, encoded on the engine thread and posted
  * (an error becomes ERROR with the wire code of errmap.c). */
 static void post_msg(const struct conn_ref *to, uint32_t req_id, int err, const struct parley_msg *m)
@@ -1352,6 +1403,7 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
 			 m->edit.ref_seq, m->edit.content_type, m->edit.body);
 		break;
+	case PARLEY_T_RETENTION: req_retention(c, rid, &m->retention); break;
 	case PARLEY_T_DELETE:
 		req_edit(c, rid, PARLEY_EV_DELETE, m->del.conv,
 			 m->del.client_msg_id, m->del.ref_seq, 0,

@@ -138,6 +138,7 @@ struct opts {
 	/* edits, deletes, retention (chat_edit.c, docs/SERVER.md) */
 	uint64_t edit_window_ms, delete_window_ms;
 	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
+	uint64_t retention_sweep_ms;
 	uint32_t admin_compact;
 	char log_level[16];
 	bool dev, dev_allow_public;
@@ -214,6 +215,7 @@ static const struct key KEYS[] = {
 	KL(retention_max_age_ms, "0", "conversations (and inboxes) keep entries this long, ms (0 = forever)"),
 	KL(retention_max_count, "0", "conversations keep at most this many newest entries (0 = no limit)"),
 	KL(retention_interval_ms, "3600000", "how often compaction enforces retention, ms"),
+	KL(retention_sweep_ms, "60000", "how often per-conversation retention (RETENTION) is turned into deletions, ms"),
 	KU(admin_compact, "0", "1 = admin HTTP POST /admin/compact flushes and compacts every partition (tests, maintenance)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
@@ -748,6 +750,10 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
+	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
+				  o->retention_max_count, o->retention_sweep_ms,
+				  &s->ret);
+	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
 	unsigned n = o->loops;
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -808,6 +814,8 @@ static int run(const struct opts *o, struct srv *s)
 	admin_stop(adm);
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
 	s->rl = NULL;
+	chat_retention_stop(s->ret); /* before the service it calls */
+	s->ret = NULL;
 	chat_close(s->chat);
 	s->chat = NULL;
 	s->engine = NULL;

@@ -23,6 +23,7 @@
 
 struct admission;
 struct chat;
+struct chat_ret;
 struct loop;
 struct ratelimit;
 
@@ -69,6 +70,7 @@ typedef int (*srv_auth_fn)(void *arg, const char *token, size_t len,
 struct srv {
 	struct pe_engine *engine;
 	struct chat *chat;
+	struct chat_ret *ret;        /* per-conversation retention (chat_retention.c) */
 	SSL_CTX *tls;                /* NULL: no TLS listener */
 	srv_auth_fn auth;
 	void *auth_arg;

@@ -12,6 +12,10 @@
  *     none of the 15 trimmed ones;
  *   - by age: messages older than retention_max_age_ms leave HISTORY, and
  *     the inbox (SYNC_OK first_inbox_seq moves past their pointers);
+ *   - per conversation (RETENTION): either member sets it, a non-member
+ *     may not read or set it; applied at once, kept up by the sweeper,
+ *     kept across a restart, and compaction removes what it trimmed from
+ *     the segments;
  *   - POST /admin/compact is refused (403) when admin_compact is off.
  */
 #include "itest.h"
@@ -223,6 +227,86 @@ static void by_age(void)
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 10000) == 0);
 }
 
+/* RETENTION: a conversation's own setting, set by either member. */
+static void per_conversation(void)
+{
+	struct it_server srv;
+	it_server_init(&srv, "conv");
+	srv.extra[0] = "--retention-sweep-ms";
+	srv.extra[1] = "200";
+	srv.extra[2] = "--admin-compact";
+	srv.extra[3] = "1";
+	it_server_start(&srv);
+	struct parley_client *a = client(&srv, "alice", "a1", NULL);
+	struct parley_client *b = client(&srv, "bob", "b1", NULL);
+	struct parley_client *carol = client(&srv, "carol", "c1", NULL);
+	const struct parley_conv *cv;
+	IT_OK(parley_client_conv_open(a, "bob", &cv));
+	char body[96];
+	for (int i = 1; i <= 10; i++) {
+		marker(body, sizeof body, it_seed + 1, i);
+		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
+	}
+	/* reading the setting: none yet, the defaults (none), first seq 1 */
+	const struct parley_retention_ok *ok;
+	IT_OK(parley_client_retention(a, CONV, 0, 0, 0, &ok));
+	IT_CHECK(ok->max_age_ms == 0 && ok->max_count == 0 && ok->first_seq == 1);
+	/* a non-member may neither read nor set it */
+	IT_CHECK(parley_client_retention(carol, CONV, PARLEY_RETF_SET, 0, 1, &ok) ==
+		 -PARLEY_EPERM);
+	IT_CHECK(parley_client_retention(carol, CONV, 0, 0, 0, &ok) == -PARLEY_EPERM);
+	IT_CHECK(parley_client_retention(a, "g:none", 0, 0, 0, &ok) == -PARLEY_ENOTFOUND);
+	/* bob (the other member) keeps the newest 4: applied at once */
+	IT_OK(parley_client_retention(b, CONV, PARLEY_RETF_SET, 0, 4, &ok));
+	IT_CHECK(ok->max_count == 4 && ok->first_seq == 7, "first_seq %" PRIu64,
+		 ok->first_seq);
+	uint64_t seq[100];
+	unsigned n = history(a, seq, 100);
+	IT_CHECK(n == 4 && seq[3] == 7, "%u records", n);
+	/* the sweeper keeps it up: 3 more, then wait for a sweep */
+	for (int i = 11; i <= 13; i++) {
+		marker(body, sizeof body, it_seed + 1, i);
+		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
+	}
+	for (int ms = 0; ms < 20000; ms += 100) {
+		n = history(a, seq, 100);
+		if (n == 4)
+			break;
+		it_sleep_ms(100);
+	}
+	IT_CHECK(n == 4 && seq[0] == 13 && seq[3] == 10, "after a sweep: %u", n);
+	/* it survives a restart */
+	parley_client_free(carol);
+	parley_client_free(b);
+	parley_client_free(a);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 10000) == 0);
+	it_server_start(&srv);
+	a = client(&srv, "alice", "a1", NULL);
+	IT_OK(parley_client_retention(a, CONV, 0, 0, 0, &ok));
+	IT_CHECK(ok->max_count == 4 && ok->first_seq == 10);
+	marker(body, sizeof body, it_seed + 1, 14);
+	IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
+	for (int ms = 0; ms < 20000; ms += 100) {
+		n = history(a, seq, 100);
+		if (n == 4 && seq[3] == 11)
+			break;
+		it_sleep_ms(100);
+	}
+	IT_CHECK(n == 4 && seq[3] == 11, "after the restart's sweep: %u", n);
+	/* and the disk: compaction drops what the setting trimmed */
+	IT_CHECK(compact(&srv) == 200);
+	parley_client_free(a);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 10000) == 0);
+	char *dump = dump_segments(&srv);
+	for (int i = 1; i <= 14; i++) {
+		marker(body, sizeof body, it_seed + 1, i);
+		bool there = strstr(dump, body) != NULL;
+		IT_CHECK(there == (i >= 11), "message %d %s in the history segments",
+			 i, there ? "still" : "not");
+	}
+	free(dump);
+}
+
 static void compact_off(void)
 {
 	struct it_server srv;
@@ -238,6 +322,7 @@ int main(void)
 	compact_off();
 	by_count();
 	by_age();
+	per_conversation();
 	it_cleanup();
 	printf("retention: ok\n");
 	return 0;
