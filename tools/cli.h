@@ -63,6 +63,7 @@ enum cli_cmd_kind {
 	CLI_CMD_BAD, /* a known command used wrongly: err = what is right */
 	CLI_CMD_EDIT, /* /edit SEQ TEXT: before = SEQ, arg/arg_len = the new text */
 	CLI_CMD_DELETE, /* /delete SEQ: before = SEQ */
+	CLI_CMD_RETENTION, /* /retention [off | count N | age DUR ...]: ret_* */
 };
 #define CLI_EDIT_MAX 2048 /* bytes of /edit text the terminal client sends */
 
@@ -75,6 +76,8 @@ struct cli_cmd {
 	unsigned limit; /* HISTORY: 1..PARLEY_PROTO_MAX_HISTORY */
 	uint64_t before; /* HISTORY: 0 = newest; EDIT / DELETE: the message's seq */
 	const char *err; /* BAD: a static usage line */
+	int ret_set; /* RETENTION: 1 = set ret_age_ms / ret_count, 0 = show */
+	uint64_t ret_age_ms, ret_count;
 };
 
 /*

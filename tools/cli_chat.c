@@ -80,7 +80,7 @@ struct show {
 	struct show *next;
 };
 
-enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST, REQ_EDIT, REQ_DELETE };
+enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST, REQ_EDIT, REQ_DELETE, REQ_RETENTION };
 
 struct req {
 	enum req_kind kind;
@@ -89,6 +89,8 @@ struct req {
 	uint64_t before;      /* HISTORY; EDIT / DELETE: the message's seq */
 	char *text;           /* EDIT: malloc'd new text (freed when done) */
 	size_t text_len;
+	int ret_set;          /* RETENTION */
+	uint64_t ret_age_ms, ret_count;
 };
 
 struct cli_chat {
@@ -572,6 +574,46 @@ static int net_edit(struct cli_chat *ch, const struct req *q)
 	return 0;
 }
 
+static void fmt_limit(char *out, size_t cap, uint64_t age_ms, uint64_t count)
+{
+	if (!age_ms && !count) {
+		snprintf(out, cap, "forever");
+		return;
+	}
+	int n = 0;
+	if (age_ms)
+		n = snprintf(out, cap, "%llu s", (unsigned long long)(age_ms / 1000));
+	if (count && n >= 0 && (size_t)n < cap)
+		snprintf(out + n, cap - (size_t)n, "%sat most %llu messages",
+			 n ? ", " : "", (unsigned long long)count);
+}
+
+/* /retention: show or set the conversation's own retention. */
+static int net_retention(struct cli_chat *ch, const struct req *q)
+{
+	int r = net_conv(ch, q->peer);
+	const struct parley_retention_ok *ok = NULL;
+	if (r == 0)
+		r = parley_client_retention(ch->c, ch->conv_id,
+					    q->ret_set ? PARLEY_RETF_SET : 0,
+					    q->ret_age_ms, q->ret_count, &ok);
+	if (r < 0 && transient(r))
+		return r;
+	if (r < 0) {
+		char msg[768];
+		cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
+		show_f(ch, "* /retention: %s", msg);
+		return 0;
+	}
+	char own[128], def[128];
+	fmt_limit(own, sizeof own, ok->max_age_ms, ok->max_count);
+	fmt_limit(def, sizeof def, ok->default_max_age_ms, ok->default_max_count);
+	show_f(ch, "* retention with %s: %s (server default: %s); oldest kept #%llu",
+	       q->peer, ok->max_age_ms || ok->max_count ? own : "the default",
+	       def, (unsigned long long)ok->first_seq);
+	return 0;
+}
+
 static void net_list(struct cli_chat *ch)
 {
 	const struct parley_conv_list_ok *l;
@@ -624,6 +666,8 @@ static int net_request(struct cli_chat *ch)
 		net_history(ch, &q);
 	} else if (q.kind == REQ_EDIT || q.kind == REQ_DELETE) {
 		r = net_edit(ch, &q);
+	} else if (q.kind == REQ_RETENTION) {
+		r = net_retention(ch, &q);
 	} else {
 		net_list(ch);
 	}
@@ -1146,6 +1190,20 @@ static void ui_line(struct cli_chat *ch, char *line)
 		return;
 	case CLI_CMD_LIST:
 		q.kind = REQ_LIST;
+		ui_queue_req(ch, &q);
+		return;
+	case CLI_CMD_RETENTION:
+		pthread_mutex_lock(&ch->mu);
+		snprintf(q.peer, sizeof q.peer, "%s", ch->peer);
+		pthread_mutex_unlock(&ch->mu);
+		if (!q.peer[0]) {
+			ui_info(ch, "* /to PEER first: retention is per conversation");
+			return;
+		}
+		q.kind = REQ_RETENTION;
+		q.ret_set = cmd.ret_set;
+		q.ret_age_ms = cmd.ret_age_ms;
+		q.ret_count = cmd.ret_count;
 		ui_queue_req(ch, &q);
 		return;
 	case CLI_CMD_EDIT:

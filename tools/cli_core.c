@@ -18,6 +18,7 @@
 const char cli_chat_help[] =
 	"commands: /to PEER (talk to PEER), /history [N] [--before SEQ], /list,\n"
 	"          /edit SEQ TEXT, /delete SEQ (your message #SEQ, for everyone),\n"
+	"          /retention [off | count N | age 30d ...] (of this conversation),\n"
 	"          /help, /quit; any other line is sent to the current peer\n"
 	"          (start it with // to send a line that begins with /)";
 
@@ -299,6 +300,36 @@ void cli_parse_line(char *line, struct cli_cmd *out)
 		out->before = v;
 		out->arg = p;
 		out->arg_len = tl;
+	} else if (!strcmp(cmd, "/retention")) {
+		out->kind = CLI_CMD_RETENTION;
+		char *w;
+		while ((w = word(&p)) != NULL) {
+			uint64_t v;
+			out->ret_set = 1;
+			if (!strcmp(w, "off")) {
+				out->ret_age_ms = out->ret_count = 0;
+			} else if (!strcmp(w, "count")) {
+				if (parse_u64(word(&p), UINT64_MAX, &v))
+					goto bad_retention;
+				out->ret_count = v;
+			} else if (!strcmp(w, "age")) {
+				char *d = word(&p);
+				size_t dl = d ? strlen(d) : 0;
+				uint64_t unit = 1000;
+				if (dl > 1 && strchr("smhd", d[dl - 1])) {
+					unit = d[dl - 1] == 's'	  ? 1000ull
+					       : d[dl - 1] == 'm' ? 60000ull
+					       : d[dl - 1] == 'h' ? 3600000ull
+								  : 86400000ull;
+					d[--dl] = 0;
+				}
+				if (parse_u64(d, UINT64_MAX / unit, &v))
+					goto bad_retention;
+				out->ret_age_ms = v * unit;
+			} else {
+				goto bad_retention;
+			}
+		}
 	} else if (!strcmp(cmd, "/delete") || !strcmp(cmd, "/del")) {
 		uint64_t v;
 		if (parse_u64(word(&p), UINT64_MAX, &v) || v == 0 || word(&p)) {
@@ -313,6 +344,10 @@ void cli_parse_line(char *line, struct cli_cmd *out)
 		out->arg = cmd;
 		out->arg_len = strlen(cmd);
 	}
+	return;
+bad_retention:
+	out->kind = CLI_CMD_BAD;
+	out->err = "usage: /retention [off | count N | age N(s|m|h|d)] (both may be given)";
 	return;
 bad_history:
 	out->kind = CLI_CMD_BAD;

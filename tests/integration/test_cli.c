@@ -328,6 +328,9 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "* #1 deleted for everyone", 20000, "/delete is acknowledged");
 	term_type(&t, "/history 1 --before 2\r");
 	term_wait(&t, "#1 you: (deleted)", 20000, "history shows the deletion");
+	term_type(&t, "/retention count 1000\r");
+	term_wait(&t, "* retention with bob: at most 1000 messages", 20000,
+		  "/retention sets the conversation's own limit");
 	parley_client_free(b);
 
 	term_type(&t, "/quit\r");

@@ -108,6 +108,26 @@ Test(cli_parse, edit_and_delete)
 	cr_assert_eq(parse("/delete -1", b, sizeof b).kind, CLI_CMD_BAD);
 }
 
+Test(cli_parse, retention)
+{
+	char b[256];
+	struct cli_cmd c = parse("/retention", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_RETENTION);
+	cr_assert_eq(c.ret_set, 0, "no argument: show");
+	c = parse("/retention count 500 age 30d", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_RETENTION);
+	cr_assert(c.ret_set);
+	cr_assert_eq(c.ret_count, 500);
+	cr_assert_eq(c.ret_age_ms, 30ull * 86400000);
+	c = parse("/retention age 90", b, sizeof b);
+	cr_assert_eq(c.ret_age_ms, 90000, "plain number: seconds");
+	c = parse("/retention off", b, sizeof b);
+	cr_assert(c.ret_set && !c.ret_age_ms && !c.ret_count);
+	cr_assert_eq(parse("/retention count", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/retention age 3w", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/retention forever", b, sizeof b).kind, CLI_CMD_BAD);
+}
+
 Test(cli_outbox, typed_order_one_at_a_time_same_id_on_retry)
 {
 	struct cli_outbox ob;
