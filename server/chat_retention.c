@@ -216,6 +216,8 @@ static uint64_t enforce(struct chat_ret *r, const struct ret_conv *x)
 	struct pe_meta m;
 	if (pe_meta_sync(chat_engine(r->c), key, (size_t)kl, &m))
 		return 0;
+	if (m.last_seq)
+		chat_floor_set(chat_floors_of(r->c), x->conv, x->clen, m.first_seq);
 	return m.last_seq ? m.first_seq : 0;
 }
 
@@ -364,6 +366,7 @@ static void *sweeper(void *arg)
 {
 	struct chat_ret *r = arg;
 	load(r);
+	chat_retention_refresh(r->c);
 	uint64_t next = parley_mono_ns() / 1000000u + r->sweep_ms;
 	pthread_mutex_lock(&r->mu);
 	while (!r->stop) {
@@ -384,6 +387,9 @@ static void *sweeper(void *arg)
 			pthread_mutex_unlock(&r->mu);
 			for (size_t i = 0; i < r->n; i++)
 				enforce(r, &r->v[i]);
+			/* what the engine's own rules trimmed at compaction */
+			if (r->def_age || r->def_count)
+				chat_retention_refresh(r->c);
 			r->sweeps++;
 			next = parley_mono_ns() / 1000000u + r->sweep_ms;
 			pthread_mutex_lock(&r->mu);
@@ -447,4 +453,121 @@ void chat_retention_stop(struct chat_ret *r)
 	pthread_cond_destroy(&r->cv);
 	free(r->v);
 	free(r);
+}
+
+/* ---- floors ------------------------------------------------------------------------------ */
+
+/* Open addressing on 64-bit hashes of conversation ids (0 = empty slot),
+ * under one mutex (a lookup per inline inbox pointer: short and rarely
+ * contended). Growing doubles up to CHAT_FLOORS_MAX slots; at the bound
+ * `full` makes every lookup answer "maybe below" (resolve by a read). */
+struct chat_floors {
+	pthread_mutex_t mu;
+	uint64_t *h, *v;
+	uint32_t cap, n;
+	bool full;
+};
+
+struct chat_floors *chat_floors_new(void)
+{
+	struct chat_floors *f = calloc(1, sizeof *f);
+	if (!f)
+		return NULL;
+	pthread_mutex_init(&f->mu, NULL);
+	return f;
+}
+
+void chat_floors_free(struct chat_floors *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_destroy(&f->mu);
+	free(f->h);
+	free(f->v);
+	free(f);
+}
+
+static uint64_t floor_hash(const char *conv, size_t len)
+{
+	uint64_t h = parley_xxh3(conv, len, 0x666c6f6f72730001ull);
+	return h ? h : 1;
+}
+
+static uint32_t floor_slot(const uint64_t *tab, uint32_t cap, uint64_t h)
+{
+	uint32_t i = (uint32_t)(h & (cap - 1));
+	while (tab[i] && tab[i] != h)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+bool chat_floor_below(struct chat_floors *f, const char *conv, size_t len,
+		      uint64_t conv_seq)
+{
+	uint64_t h = floor_hash(conv, len);
+	pthread_mutex_lock(&f->mu);
+	bool below = f->full;
+	if (!below && f->cap) {
+		uint32_t i = floor_slot(f->h, f->cap, h);
+		below = f->h[i] == h && conv_seq < f->v[i];
+	}
+	pthread_mutex_unlock(&f->mu);
+	return below;
+}
+
+void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
+		    uint64_t first_seq)
+{
+	if (first_seq <= 1)
+		return;
+	uint64_t h = floor_hash(conv, len);
+	pthread_mutex_lock(&f->mu);
+	if (!f->cap || (f->n + 1) * 4 > f->cap * 3) {
+		uint32_t nc = f->cap ? f->cap * 2 : 1024;
+		uint64_t *nh = nc <= CHAT_FLOORS_MAX ? calloc(nc, 8) : NULL;
+		uint64_t *nv = nc <= CHAT_FLOORS_MAX ? calloc(nc, 8) : NULL;
+		if (!nh || !nv) {
+			free(nh);
+			free(nv);
+			f->full = true; /* safe: every copy is then re-read */
+			pthread_mutex_unlock(&f->mu);
+			return;
+		}
+		for (uint32_t i = 0; i < f->cap; i++)
+			if (f->h[i]) {
+				uint32_t k = floor_slot(nh, nc, f->h[i]);
+				nh[k] = f->h[i];
+				nv[k] = f->v[i];
+			}
+		free(f->h);
+		free(f->v);
+		f->h = nh;
+		f->v = nv;
+		f->cap = nc;
+	}
+	uint32_t i = floor_slot(f->h, f->cap, h);
+	if (!f->h[i]) {
+		f->h[i] = h;
+		f->n++;
+	}
+	if (first_seq > f->v[i])
+		f->v[i] = first_seq;
+	pthread_mutex_unlock(&f->mu);
+}
+
+static int refresh_cb(void *arg, const void *key, size_t klen,
+		      const struct pe_meta *m)
+{
+	struct chat *c = arg;
+	if (klen > 2 && !memcmp(key, "c/", 2) && m->first_seq > 1)
+		chat_floor_set(chat_floors_of(c), (const char *)key + 2, klen - 2,
+			       m->first_seq);
+	return 0;
+}
+
+void chat_retention_refresh(struct chat *c)
+{
+	struct pe_engine *e = chat_engine(c);
+	for (uint32_t p = 0; p < pe_partition_count(e); p++)
+		pe_list_streams(e, p, refresh_cb, c);
 }
