@@ -492,6 +492,7 @@ struct chat {
 	struct chat_stats st;
 	struct srv_hist stage[CHAT_STAGE_COUNT];
 	struct chat_floors *floors; /* retention floors (chat_retention.c) */
+	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
 };
 
 static const char WM_KEY[] = "s/fanout";
@@ -962,6 +963,16 @@ int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
 	memcpy(copy, rec, rec_len);
 	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
 			   arg);
+}
+
+void chat_scrub_attach(struct chat *c, struct chat_scrub *x)
+{
+	c->scrub = x;
+}
+
+struct chat_scrub *chat_scrub_of(const struct chat *c)
+{
+	return c->scrub;
 }
 
 struct chat_floors *chat_floors_of(const struct chat *c)

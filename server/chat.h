@@ -645,4 +645,22 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
  * sweeper; the admin thread after POST /admin/compact). */
 void chat_retention_refresh(struct chat *c);
 
+/* Deleted messages' content leaves the disk at compaction (chat_edit.c):
+ * give chat_scrub_filter / the set to pe_options.compact_filter /
+ * compact_filter_arg, attach the set to the service (chat_scrub_attach),
+ * and load the stored deletes (chat_scrub_load, blocking). */
+#define CHAT_SCRUB_MAX (1u << 21) /* slots: about 1.5 M deleted messages */
+struct chat_scrub;
+struct chat_scrub *chat_scrub_new(void);
+void chat_scrub_free(struct chat_scrub *x);
+void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
+		    uint64_t seq);
+bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
+		    uint64_t seq);
+int chat_scrub_filter(void *arg, const void *key, size_t klen,
+		      const struct pe_entry *e, uint8_t *out, size_t cap);
+void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e);
+void chat_scrub_attach(struct chat *c, struct chat_scrub *x);
+struct chat_scrub *chat_scrub_of(const struct chat *c);
+
 #endif /* PARLEYD_CHAT_H */

@@ -26,6 +26,7 @@
  * runs on an engine shard thread.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,6 +196,8 @@ static void edit_finish(struct edit_ctx *x, int err)
 static void index_cb(void *arg, const struct pe_append_result *r)
 {
 	struct edit_ctx *x = arg;
+	if (!r->err && x->kind == PARLEY_EV_DELETE)
+		chat_scrub_add(chat_scrub_of(x->c), x->conv, x->clen, x->ref_seq);
 	if (r->err)
 		PLOG_W("chat", "edit index append failed", "conv=%.*s seq=%" PRIu64
 		       " err=%s", (int)x->clen, x->conv, x->res.seq,
@@ -610,4 +613,261 @@ size_t chat_retention_rules(uint64_t max_age_ms, uint64_t max_count,
 						      .max_age_ms = max_age_ms};
 	}
 	return n;
+}
+
+/* ---- removing deleted messages' content from disk (compaction filter) ---------------------- */
+
+/*
+ * The set of deleted messages, (H(conv), seq) pairs, filled by each
+ * DELETE once durable and at start from the edit indexes (chat_scrub_load),
+ * read by the engine's compaction threads through chat_scrub_filter: a
+ * compaction that keeps an entry of a deleted message rewrites its
+ * payload without the content:
+ *   c/<conv> message            -> the same record with an empty body
+ *   c/<conv> EDIT of it         -> the same record with an empty body
+ *   e/<conv> index of that EDIT -> likewise
+ *   u/<user> inline pointer     -> a plain (version 1) pointer: no copy
+ * Open addressing under one mutex; at most CHAT_SCRUB_MAX pairs (beyond,
+ * further deletes are hidden but not scrubbed, logged once).
+ */
+struct chat_scrub {
+	pthread_mutex_t mu;
+	uint64_t *h, *s;   /* conv hash (0 = empty), seq */
+	uint32_t cap, n;
+	bool warned;
+};
+
+struct chat_scrub *chat_scrub_new(void)
+{
+	struct chat_scrub *x = calloc(1, sizeof *x);
+	if (x)
+		pthread_mutex_init(&x->mu, NULL);
+	return x;
+}
+
+void chat_scrub_free(struct chat_scrub *x)
+{
+	if (!x)
+		return;
+	pthread_mutex_destroy(&x->mu);
+	free(x->h);
+	free(x->s);
+	free(x);
+}
+
+static uint64_t scrub_conv_hash(const char *conv, size_t len)
+{
+	uint64_t h = parley_xxh3(conv, len, 0x7363727562000001ull);
+	return h ? h : 1;
+}
+
+static uint32_t scrub_slot(const uint64_t *h, const uint64_t *s, uint32_t cap,
+			  uint64_t ch, uint64_t seq)
+{
+	uint32_t i = (uint32_t)((ch ^ (seq * 0x9e3779b97f4a7c15ull)) & (cap - 1));
+	while (h[i] && !(h[i] == ch && s[i] == seq))
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
+		    uint64_t seq)
+{
+	if (!x)
+		return;
+	uint64_t ch = scrub_conv_hash(conv, len);
+	pthread_mutex_lock(&x->mu);
+	if (!x->cap || (x->n + 1) * 4 > x->cap * 3) {
+		uint32_t nc = x->cap ? x->cap * 2 : 1024;
+		uint64_t *nh = nc <= CHAT_SCRUB_MAX ? calloc(nc, 8) : NULL;
+		uint64_t *ns = nc <= CHAT_SCRUB_MAX ? calloc(nc, 8) : NULL;
+		if (!nh || !ns) {
+			free(nh);
+			free(ns);
+			if (!x->warned)
+				PLOG_W("chat", "deleted-message set full: later "
+				       "deletes are hidden but stay on disk",
+				       "max=%u", CHAT_SCRUB_MAX);
+			x->warned = true;
+			pthread_mutex_unlock(&x->mu);
+			return;
+		}
+		for (uint32_t i = 0; i < x->cap; i++)
+			if (x->h[i]) {
+				uint32_t k = scrub_slot(nh, ns, nc, x->h[i], x->s[i]);
+				nh[k] = x->h[i];
+				ns[k] = x->s[i];
+			}
+		free(x->h);
+		free(x->s);
+		x->h = nh;
+		x->s = ns;
+		x->cap = nc;
+	}
+	uint32_t i = scrub_slot(x->h, x->s, x->cap, ch, seq);
+	if (!x->h[i]) {
+		x->h[i] = ch;
+		x->s[i] = seq;
+		x->n++;
+	}
+	pthread_mutex_unlock(&x->mu);
+}
+
+bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
+		    uint64_t seq)
+{
+	if (!x)
+		return false;
+	uint64_t ch = scrub_conv_hash(conv, len);
+	pthread_mutex_lock(&x->mu);
+	bool has = false;
+	if (x->cap) {
+		uint32_t i = scrub_slot(x->h, x->s, x->cap, ch, seq);
+		has = x->h[i] == ch && x->s[i] == seq;
+	}
+	pthread_mutex_unlock(&x->mu);
+	return has;
+}
+
+/* An edit record of a deleted message, without its body, into out. */
+static int scrub_edit_rec(const struct chat_edit_rec *rec, uint8_t *out,
+			  size_t cap)
+{
+	struct chat_edit_rec r = *rec;
+	r.body = NULL;
+	r.body_len = 0;
+	return chat_edit_rec_encode(out, cap, &r);
+}
+
+int chat_scrub_filter(void *arg, const void *key, size_t klen,
+		      const struct pe_entry *e, uint8_t *out, size_t cap)
+{
+	struct chat_scrub *x = arg;
+	const char *k = key;
+	if (!x || klen < 3 || k[1] != '/')
+		return -1;
+	const char *id = k + 2;
+	size_t idl = klen - 2;
+	if (k[0] == 'c' && e->type == CHAT_ENT_MSG) {
+		struct chat_msg m;
+		if (chat_msg_decode(e->payload, e->len, &m) || !m.body_len ||
+		    !chat_scrub_has(x, id, idl, e->seq))
+			return -1;
+		m.body = NULL;
+		m.body_len = 0;
+		int n = chat_msg_encode(out, cap, &m);
+		return n < 0 ? -1 : n;
+	}
+	if (k[0] == 'c' && e->type == CHAT_ENT_EDIT) {
+		struct chat_edit_rec rec;
+		if (chat_edit_rec_decode(e->payload, e->len, &rec) ||
+		    !rec.body_len || !chat_scrub_has(x, id, idl, rec.ref_seq))
+			return -1;
+		int n = scrub_edit_rec(&rec, out, cap);
+		return n < 0 ? -1 : n;
+	}
+	if (k[0] == 'e' && e->type == CHAT_ENT_EDIT && e->len >= 8) {
+		struct chat_edit_rec rec;
+		if (chat_edit_rec_decode(e->payload + 8, e->len - 8, &rec) ||
+		    !rec.body_len || !chat_scrub_has(x, id, idl, rec.ref_seq) ||
+		    cap < 8)
+			return -1;
+		memcpy(out, e->payload, 8);
+		int n = scrub_edit_rec(&rec, out + 8, cap - 8);
+		return n < 0 ? -1 : 8 + n;
+	}
+	if (k[0] == 'u' && e->type == CHAT_ENT_PTR) {
+		struct chat_ptr p;
+		if (chat_ptr_decode(e->payload, e->len, &p) || !p.msg)
+			return -1;
+		uint64_t msg_seq = p.conv_seq;
+		struct chat_edit_rec rec;
+		if (p.msg_len && p.msg[0] == CHAT_EDIT_REC_VERSION) {
+			if (chat_edit_rec_decode(p.msg, p.msg_len, &rec) ||
+			    !rec.body_len)
+				return -1;
+			msg_seq = rec.ref_seq;
+		}
+		if (!chat_scrub_has(x, p.conv, p.conv_len, msg_seq))
+			return -1;
+		p.msg = NULL; /* a plain pointer: delivery reads the entry */
+		p.msg_len = 0;
+		int n = chat_ptr_encode(out, cap, &p);
+		return n < 0 ? -1 : n;
+	}
+	return -1;
+}
+
+/* Every DELETE of every edit index (blocking; from the sweeper thread). */
+struct scrub_load {
+	char (*keys)[CHAT_KEY_CAP];
+	size_t n, cap;
+};
+
+static int scrub_list_cb(void *arg, const void *key, size_t klen,
+			 const struct pe_meta *m)
+{
+	struct scrub_load *l = arg;
+	(void)m;
+	if (klen < 3 || memcmp(key, "e/", 2) || klen >= CHAT_KEY_CAP)
+		return 0;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 64;
+		char (*k)[CHAT_KEY_CAP] = realloc(l->keys, nc * sizeof *k);
+		if (!k)
+			return 1;
+		l->keys = k;
+		l->cap = nc;
+	}
+	memcpy(l->keys[l->n], key, klen);
+	l->keys[l->n][klen] = 0;
+	l->n++;
+	return 0;
+}
+
+void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
+{
+	if (!x)
+		return;
+	struct scrub_load l = {0};
+	for (uint32_t p = 0; p < pe_partition_count(e); p++)
+		pe_list_streams(e, p, scrub_list_cb, &l);
+	uint64_t found = 0;
+	for (size_t i = 0; i < l.n; i++) {
+		const char *key = l.keys[i];
+		size_t kl = strlen(key);
+		uint64_t from = 1;
+		for (;;) {
+			struct pe_read_req q = {.key = key, .klen = kl, .from = from,
+						.dir = PE_FORWARD, .limit = PE_MAX_READ};
+			struct pe_entry *es = NULL;
+			uint32_t n = 0;
+			struct pe_read_result meta;
+			int rc = pe_read_sync(e, &q, &es, &n, &meta);
+			if (rc == -PARLEY_ETRIMMED && meta.first_seq > from) {
+				from = meta.first_seq;
+				continue;
+			}
+			if (rc || !n) {
+				free(es);
+				break;
+			}
+			for (uint32_t k = 0; k < n; k++) {
+				uint64_t seq;
+				struct chat_edit_rec rec;
+				if (!index_decode(&es[k], &seq, &rec) &&
+				    rec.kind == PARLEY_EV_DELETE) {
+					chat_scrub_add(x, key + 2, kl - 2, rec.ref_seq);
+					found++;
+				}
+			}
+			from = es[n - 1].seq + 1;
+			free(es);
+			if (meta.end)
+				break;
+		}
+	}
+	free(l.keys);
+	PLOG_I("chat", "deleted messages loaded", "indexes=%zu deletes=%" PRIu64,
+	       l.n, found);
 }

@@ -367,6 +367,7 @@ static void *sweeper(void *arg)
 	struct chat_ret *r = arg;
 	load(r);
 	chat_retention_refresh(r->c);
+	chat_scrub_load(chat_scrub_of(r->c), chat_engine(r->c));
 	uint64_t next = parley_mono_ns() / 1000000u + r->sweep_ms;
 	pthread_mutex_lock(&r->mu);
 	while (!r->stop) {

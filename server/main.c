@@ -687,6 +687,9 @@ static int run(const struct opts *o, struct srv *s)
 	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
 	if (o->idem_max_keys) /* the operator's choice wins */
 		idem = o->idem_max_keys;
+	/* deleted messages' content is rewritten away by compaction */
+	struct chat_scrub *scrub = chat_scrub_new();
+	PARLEY_ASSERT(scrub);
 	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX];
 	size_t nrules = chat_retention_rules(o->retention_max_age_ms,
 					     o->retention_max_count, rules);
@@ -701,7 +704,9 @@ static int run(const struct opts *o, struct srv *s)
 				 * the configured defaults (retention_*) */
 				.retention = rules,
 				.nretention = nrules,
-				.retention_interval_ms = o->retention_interval_ms};
+				.retention_interval_ms = o->retention_interval_ms,
+				.compact_filter = chat_scrub_filter,
+				.compact_filter_arg = scrub};
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
@@ -750,6 +755,7 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
+	chat_scrub_attach(s->chat, scrub);
 	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
 				  o->retention_max_count, o->retention_sweep_ms,
 				  &s->ret);
@@ -820,6 +826,7 @@ static int run(const struct opts *o, struct srv *s)
 	s->chat = NULL;
 	s->engine = NULL;
 	pe_close(e);
+	chat_scrub_free(scrub); /* after the engine: compaction reads it */
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
 	free(lt);

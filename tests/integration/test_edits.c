@@ -155,9 +155,81 @@ static void check_history(struct parley_client *c, uint16_t limit)
 	IT_CHECK(got == 4, "limit %u: %u records, want 4", limit, got);
 }
 
+/* The data directory's files (the WAL's excepted: see below) and every
+ * history segment's entries, dumped: does `needle` appear anywhere? */
+static int grep_files(const char *dir, const char *needle)
+{
+	char cmd[1024];
+	/* the WAL keeps the bytes it logged until its segment file is
+	 * recycled and overwritten (docs/SERVER.md, "Edits and deletes") */
+	snprintf(cmd, sizeof cmd, "grep -rlaF --exclude-dir=wal -e '%s' '%s' >/dev/null",
+		 needle, dir);
+	return system(cmd) == 0;
+}
+
+static int grep_segments(const char *dir, const char *needle)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd,
+		 "b='%s/tools/parleyctl'; \"$b\" inspect --data '%s' --segments | "
+		 "sed -n 's/.*partition=\\([0-9]*\\) .* id=\\([0-9]*\\) .*/\\1:\\2/p' | "
+		 "while read s; do \"$b\" inspect --data '%s' --dump-segment $s "
+		 "--limit 1000000; done | grep -qaF -e '%s'",
+		 getenv("PARLEY_BIN_DIR"), dir, dir, needle);
+	return system(cmd) == 0;
+}
+
+/* DELETE removes the content from disk at compaction: the message, its
+ * edits, their index entries and the inline copies in both inboxes. */
+static void deleted_content_leaves_the_disk(void)
+{
+	struct it_server srv;
+	it_server_init(&srv, "scrub");
+	srv.extra[0] = "--admin-compact";
+	srv.extra[1] = "1";
+	it_server_start(&srv);
+	struct parley_client *a = client(&srv, "alice", "a1", NULL);
+	const struct parley_conv *conv;
+	IT_OK(parley_client_conv_open(a, "bob", &conv));
+	char gone[64], gone2[64], kept[64];
+	snprintf(gone, sizeof gone, "secret-%016" PRIx64 "-a", it_seed);
+	snprintf(gone2, sizeof gone2, "secret-%016" PRIx64 "-b", it_seed);
+	snprintf(kept, sizeof kept, "kept-%016" PRIx64, it_seed);
+	struct parley_send_result r;
+	IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, gone, strlen(gone), &r));
+	uint64_t del = r.seq;
+	IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, kept, strlen(kept), &r));
+	IT_OK(parley_client_edit(a, CONV, del, PARLEY_CT_TEXT, gone2, strlen(gone2), NULL));
+	/* flushed and compacted before the delete: the bodies are on disk */
+	const char req[] = "POST /admin/compact HTTP/1.1\r\nHost: t\r\n\r\n";
+	int code;
+	free(it_http_raw(srv.admin_port, req, sizeof req - 1, 60000, &code));
+	IT_CHECK(code == 200);
+	IT_OK(parley_client_delete(a, CONV, del, NULL));
+	free(it_http_raw(srv.admin_port, req, sizeof req - 1, 60000, &code));
+	IT_CHECK(code == 200);
+	parley_client_free(a);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 10000) == 0);
+	IT_CHECK(grep_segments(srv.data, kept), "control: the kept message is in a segment");
+	IT_CHECK(!grep_segments(srv.data, gone), "the deleted body is still in a segment");
+	IT_CHECK(!grep_segments(srv.data, gone2), "the deleted message's edit is still in a segment");
+	IT_CHECK(!grep_files(srv.data, gone), "the deleted body is in a file of the data dir");
+	IT_CHECK(!grep_files(srv.data, gone2), "its edit is in a file of the data dir");
+	/* after a restart the content stays gone and the state is the same */
+	it_server_start(&srv);
+	a = client(&srv, "alice", "a1", NULL);
+	const struct parley_history_page *p;
+	IT_OK(parley_client_history(a, CONV, 0, 100, &p));
+	IT_CHECK(p->count == 2 && p->msgs[1].seq == del &&
+		 (p->msgs[1].flags & PARLEY_MSGF_DELETED) && p->msgs[1].body.len == 0);
+	parley_client_free(a);
+	IT_CHECK(it_server_stop(&srv, SIGTERM, 10000) == 0);
+}
+
 int main(void)
 {
 	it_init("edits");
+	deleted_content_leaves_the_disk();
 	struct it_server srv;
 	it_server_init(&srv, "s1");
 	srv.extra[0] = "--edit-window-ms";
