@@ -51,7 +51,10 @@
 	X(PARLEY_EINCOMPLETE, 1018, "incomplete input, need more bytes")       \
 	X(PARLEY_ERATE, 1019, "rate limited")                                  \
 	X(PARLEY_ENOMEM, 1020, "out of memory")                                \
-	X(PARLEY_ELOCKED, 1021, "data directory in use by another process")
+	X(PARLEY_ELOCKED, 1021, "data directory in use by another process")    \
+	/* edits and deletes (1035-1039) */                                    \
+	X(PARLEY_EEXPIRED, 1035, "the time allowed for this change has passed") \
+	X(PARLEY_EDELETED, 1036, "the message was deleted")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM(name, val, text) name = val,

@@ -135,6 +135,11 @@ struct opts {
 	uint32_t rate_presence_user_per_min, rate_presence_user_burst;
 	uint32_t rate_presence_conn_per_min, rate_presence_conn_burst;
 	uint32_t rate_users_max, max_handshakes, handshake_retry_ms;
+	/* edits, deletes, retention (chat_edit.c, docs/SERVER.md) */
+	uint64_t edit_window_ms, delete_window_ms;
+	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
+	uint64_t retention_sweep_ms;
+	uint32_t admin_compact;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -205,6 +210,13 @@ static const struct key KEYS[] = {
 	KU(max_handshakes, "256", "connections between accept and AUTH_OK at once, server-wide (0 = no bound)"),
 	KU(handshake_retry_ms, "1000", "retry-after for a refused HELLO: this + random 0..this"),
 	KS(log_level, "info", "debug, info, warn or error"),
+	KL(edit_window_ms, "172800000", "EDIT allowed this long after the message, ms (0 = no limit)"),
+	KL(delete_window_ms, "172800000", "DELETE for everyone allowed this long after the message, ms (0 = no limit)"),
+	KL(retention_max_age_ms, "0", "conversations (and inboxes) keep entries this long, ms (0 = forever)"),
+	KL(retention_max_count, "0", "conversations keep at most this many newest entries (0 = no limit)"),
+	KL(retention_interval_ms, "3600000", "how often compaction enforces retention, ms"),
+	KL(retention_sweep_ms, "60000", "how often per-conversation retention (RETENTION) is turned into deletions, ms"),
+	KU(admin_compact, "0", "1 = admin HTTP POST /admin/compact flushes and compacts every partition (tests, maintenance)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
 
@@ -675,6 +687,12 @@ static int run(const struct opts *o, struct srv *s)
 	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
 	if (o->idem_max_keys) /* the operator's choice wins */
 		idem = o->idem_max_keys;
+	/* deleted messages' content is rewritten away by compaction */
+	struct chat_scrub *scrub = chat_scrub_new();
+	PARLEY_ASSERT(scrub);
+	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX];
+	size_t nrules = chat_retention_rules(o->retention_max_age_ms,
+					     o->retention_max_count, rules);
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = engine_shards_for(o->engine_shards),
 				.memtable_total_bytes = memtable_total_of(budget),
@@ -682,16 +700,21 @@ static int run(const struct opts *o, struct srv *s)
 				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
-				/* internal streams that grow forever */
-				.retention = chat_retention,
-				.nretention = chat_nretention};
+				/* internal streams that grow forever, and
+				 * the configured defaults (retention_*) */
+				.retention = rules,
+				.nretention = nrules,
+				.retention_interval_ms = o->retention_interval_ms,
+				.compact_filter = chat_scrub_filter,
+				.compact_filter_arg = scrub};
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
 	struct admin_opts ao = {.host = o->admin_listen,
 				.port = (uint16_t)o->admin_port,
 				.max_conns = o->admin_max_connections,
-				.request_timeout_ms = o->admin_request_timeout_ms};
+				.request_timeout_ms = o->admin_request_timeout_ms,
+				.compact = o->admin_compact != 0};
 	rc = admin_start(s, &ao, &adm);
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "
@@ -732,6 +755,11 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
+	chat_scrub_attach(s->chat, scrub);
+	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
+				  o->retention_max_count, o->retention_sweep_ms,
+				  &s->ret);
+	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
 	unsigned n = o->loops;
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -792,10 +820,13 @@ static int run(const struct opts *o, struct srv *s)
 	admin_stop(adm);
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
 	s->rl = NULL;
+	chat_retention_stop(s->ret); /* before the service it calls */
+	s->ret = NULL;
 	chat_close(s->chat);
 	s->chat = NULL;
 	s->engine = NULL;
 	pe_close(e);
+	chat_scrub_free(scrub); /* after the engine: compaction reads it */
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
 	free(lt);
@@ -888,6 +919,8 @@ int main(int argc, char **argv)
 		.max_outbound = o.outbound_queue_bytes,
 		.max_conns = o.max_connections,
 		.drain_timeout_ms = o.drain_timeout_ms,
+		.edit_window_ms = o.edit_window_ms,
+		.delete_window_ms = o.delete_window_ms,
 	};
 	membudget_init(&s.mem, o.memory_budget_bytes,
 		       memtable_total_of(o.memory_budget_bytes),
