@@ -103,6 +103,7 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 
 struct subctx;
 struct resolve;
+struct presence_conn;
 
 struct conn {
 	struct loop *lp;
@@ -148,6 +149,7 @@ struct conn {
 	uint64_t last_tx_ns;     /* last send progress (or queue start) */
 	bool hs_slot;            /* holds a handshake admission slot */
 	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
+	struct presence_conn *pres; /* session + subscriptions (presence.h) */
 };
 
 /* ---- provided by loop.c ----------------------------------------------------- */

@@ -47,6 +47,7 @@
 struct admission;
 struct chat;
 struct loop;
+struct presence;
 struct ratelimit;
 struct srv;
 
@@ -99,6 +100,7 @@ struct srv {
 	struct srv_counters ctr;
 	struct ratelimit *rl;        /* request rate limits; NULL = none */
 	struct admission *adm;       /* handshake admission; NULL = none */
+	struct presence *pres;       /* typing and presence; NULL = none */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;
@@ -114,6 +116,8 @@ enum lmsg_kind {
 	LM_SUB_CLOSED,    /* the engine ended the subscription */
 	LM_SYNC_STEP,     /* one read of the SYNC state machine answered */
 	LM_STOP,          /* drain and stop the loop */
+	LM_PUSH,          /* data = an encoded TYPING_PUSH / PRESENCE frame
+			     (presence.h; bounded by presence_push_queue_max) */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
 enum lmsg_sync_step { LM_SYNC_CURSOR = 1, LM_SYNC_INBOX = 2, LM_SYNC_FAILED = 3 };

@@ -49,6 +49,7 @@
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 static void on_engine_fatal(void *arg, int err)
@@ -135,6 +136,10 @@ struct opts {
 	uint32_t rate_presence_user_per_min, rate_presence_user_burst;
 	uint32_t rate_presence_conn_per_min, rate_presence_conn_burst;
 	uint32_t rate_users_max, max_handshakes, handshake_retry_ms;
+	/* typing and presence (presence.h) */
+	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
+	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
+	uint32_t presence_push_queue_max;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -204,6 +209,12 @@ static const struct key KEYS[] = {
 	KU(rate_users_max, "65536", "users whose rate buckets are kept (LRU beyond; 64..16777216)"),
 	KU(max_handshakes, "256", "connections between accept and AUTH_OK at once, server-wide (0 = no bound)"),
 	KU(handshake_retry_ms, "1000", "retry-after for a refused HELLO: this + random 0..this"),
+	KU(presence_heartbeat_ms, "30000", "clients send a frame (PING when idle) at least this often; 100..3600000"),
+	KU(presence_ttl_ms, "60000", "a device silent this long counts as offline (> presence_heartbeat_ms)"),
+	KU(presence_subs_max, "256", "presence subscriptions per connection (1..65535)"),
+	KU(typing_ttl_ms, "6000", "a typing indicator not refreshed this long stops (500..60000)"),
+	KU(presence_last_seen_write_ms, "300000", "while online, last_seen is written at most this often (>= 1000)"),
+	KU(presence_push_queue_max, "65536", "TYPING_PUSH/PRESENCE pushes queued to loops at once, server-wide (>= 64)"),
 	KS(log_level, "info", "debug, info, warn or error"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
@@ -465,6 +476,17 @@ static int addr_is_loopback(const char *host)
 _Static_assert(RATELIMIT_USER_MAX >= PARLEY_PROTO_MAX_USER_ID,
 	       "the rate limit table must hold any valid user id");
 
+static void pres_config(const struct opts *o, struct presence_config *pc)
+{
+	*pc = (struct presence_config){
+		.heartbeat_ms = o->presence_heartbeat_ms,
+		.ttl_ms = o->presence_ttl_ms,
+		.subs_max = o->presence_subs_max,
+		.typing_ttl_ms = o->typing_ttl_ms,
+		.last_seen_write_ms = o->presence_last_seen_write_ms,
+		.push_queue_max = o->presence_push_queue_max};
+}
+
 static void rl_config(const struct opts *o, struct ratelimit_config *rc)
 {
 	memset(rc, 0, sizeof *rc);
@@ -526,6 +548,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	char rwhy[160];
 	rl_config(o, &rlc);
 	if (ratelimit_config_check(&rlc, rwhy, sizeof rwhy))
+		BAD("%s\n", rwhy);
+	struct presence_config pc;
+	pres_config(o, &pc);
+	if (presence_config_check(&pc, rwhy, sizeof rwhy))
 		BAD("%s\n", rwhy);
 	if (o->handshake_retry_ms < 1 || o->handshake_retry_ms > 600000)
 		BAD("handshake_retry_ms must be 1..600000\n");
@@ -671,6 +697,14 @@ static int run(const struct opts *o, struct srv *s)
 	 * stored in its MANIFEST); the rest is for connections' buffers. */
 	uint64_t budget = o->memory_budget_bytes;
 	uint32_t nparts = o->partitions ? o->partitions : 64; /* engine default */
+	/* retention of internal streams: chat's and presence's */
+	static struct pe_retention_rule retention[16];
+	size_t nretention = 0;
+	PARLEY_ASSERT(chat_nretention + presence_nretention <= 16);
+	for (size_t i = 0; i < chat_nretention; i++)
+		retention[nretention++] = chat_retention[i];
+	for (size_t i = 0; i < presence_nretention; i++)
+		retention[nretention++] = presence_retention[i];
 	uint64_t idem = budget / 4 / pe_idem_key_bytes() / nparts;
 	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
 	if (o->idem_max_keys) /* the operator's choice wins */
@@ -683,8 +717,8 @@ static int run(const struct opts *o, struct srv *s)
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
 				/* internal streams that grow forever */
-				.retention = chat_retention,
-				.nretention = chat_nretention};
+				.retention = retention,
+				.nretention = nretention};
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
@@ -726,6 +760,21 @@ static int run(const struct opts *o, struct srv *s)
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));
 		admin_stop(adm);
+		ratelimit_close(s->rl);
+		s->rl = NULL;
+		s->engine = NULL;
+		pe_close(e);
+		return 1;
+	}
+	struct presence_config prc;
+	pres_config(o, &prc);
+	rc = presence_open(&prc, s, &s->pres);
+	if (rc) {
+		PLOG_E("parleyd", "cannot start presence", "err=%s",
+		       parley_errname(rc));
+		admin_stop(adm);
+		chat_close(s->chat);
+		s->chat = NULL;
 		ratelimit_close(s->rl);
 		s->rl = NULL;
 		s->engine = NULL;
@@ -790,6 +839,10 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(lt[i].thr, NULL);
 	admin_stop(adm);
+	/* after the loops (every connection closed: last_seen written) and
+	 * /metrics are gone, before the engine closes */
+	presence_close(s->pres);
+	s->pres = NULL;
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
 	s->rl = NULL;
 	chat_close(s->chat);
