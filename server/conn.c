@@ -1588,7 +1588,7 @@ static void req_presence_sub(struct conn *c, uint32_t rid,
 		c->inflight--;
 		conn_error(c, rid, wire_code(rc), false,
 			   rc == -PARLEY_ENOMEM ? 100 : 0,
-			   rc == -PARLEY_EFULL
+			   rc == -PARLEY_ELIMIT
 				   ? "too many presence subscriptions "
 				     "(presence_subs_max)"
 				   : "out of memory");

@@ -1026,7 +1026,7 @@ int presence_sub(struct presence *p, struct presence_conn *pc, uint32_t rid,
 			add++;
 	}
 	if (pc->nsubs + add > p->cfg.subs_max)
-		return -PARLEY_EFULL;
+		return -PARLEY_ELIMIT;
 	if (pc->nsubs + add > pc->capsubs) {
 		uint32_t cap = PARLEY_MAX(pc->nsubs + add, pc->capsubs * 2);
 		cap = PARLEY_MIN(cap, p->cfg.subs_max);

@@ -215,7 +215,7 @@ void presence_conn_offline(struct presence *p, struct presence_conn **pc);
 int presence_typing(struct presence *p, struct presence_conn *pc,
 		    const char *conv, size_t clen, bool started);
 /* PRESENCE_SUB. 0: the reply (PRESENCE_SUB_OK, done_req) will be posted
- * to the connection; or -PARLEY_EFULL (over presence_subs_max: nothing
+ * to the connection; or -PARLEY_ELIMIT (over presence_subs_max: nothing
  * changed), -PARLEY_ENOMEM. */
 int presence_sub(struct presence *p, struct presence_conn *pc, uint32_t rid,
 		 const struct parley_presence_sub *m);
