@@ -39,12 +39,12 @@ const size_t presence_nretention =
 
 /* ---- pure core ------------------------------------------------------------------ */
 
-static bool peer_eq(struct presence_peer a, struct presence_peer b)
+static bool peer_eq(struct conn_ref a, struct conn_ref b)
 {
 	return a.lp == b.lp && a.slot == b.slot && a.gen == b.gen;
 }
 
-int pres_sess_add(struct pres_user *u, struct presence_peer h, uint64_t now_ns,
+int pres_sess_add(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
 		  uint64_t now_ms)
 {
 	if (u->nsess == u->capsess) {
@@ -60,7 +60,7 @@ int pres_sess_add(struct pres_user *u, struct presence_peer h, uint64_t now_ns,
 	return 0;
 }
 
-bool pres_sess_del(struct pres_user *u, struct presence_peer h, uint64_t now_ms)
+bool pres_sess_del(struct pres_user *u, struct conn_ref h, uint64_t now_ms)
 {
 	for (uint32_t i = 0; i < u->nsess; i++) {
 		if (peer_eq(u->sess[i].h, h)) {
@@ -72,7 +72,7 @@ bool pres_sess_del(struct pres_user *u, struct presence_peer h, uint64_t now_ms)
 	return false;
 }
 
-bool pres_sess_beat(struct pres_user *u, struct presence_peer h, uint64_t now_ns,
+bool pres_sess_beat(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
 		    uint64_t now_ms)
 {
 	for (uint32_t i = 0; i < u->nsess; i++) {
@@ -128,11 +128,11 @@ bool pres_user_idle(const struct pres_user *u)
 	return !u->nsess && !u->nsubs && !u->ntyping && !u->dirty && !u->io;
 }
 
-int pres_sub_add(struct pres_user *u, struct presence_peer h)
+int pres_sub_add(struct pres_user *u, struct conn_ref h)
 {
 	if (u->nsubs == u->capsubs) {
 		uint32_t cap = u->capsubs ? u->capsubs * 2 : 4;
-		struct presence_peer *n = realloc(u->subs, cap * sizeof *n);
+		struct conn_ref *n = realloc(u->subs, cap * sizeof *n);
 		if (!n)
 			return -PARLEY_ENOMEM;
 		u->subs = n;
@@ -142,7 +142,7 @@ int pres_sub_add(struct pres_user *u, struct presence_peer h)
 	return 0;
 }
 
-bool pres_sub_del(struct pres_user *u, struct presence_peer h)
+bool pres_sub_del(struct pres_user *u, struct conn_ref h)
 {
 	for (uint32_t i = 0; i < u->nsubs; i++) {
 		if (peer_eq(u->subs[i], h)) {
@@ -154,7 +154,7 @@ bool pres_sub_del(struct pres_user *u, struct presence_peer h)
 }
 
 int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
-		       bool started, struct presence_peer from, uint64_t now_ns,
+		       bool started, struct conn_ref from, uint64_t now_ns,
 		       uint64_t ttl_ns)
 {
 	PARLEY_ASSERT(clen <= PARLEY_PROTO_MAX_CONV_ID);
@@ -194,7 +194,7 @@ int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
 }
 
 static unsigned typing_remove_if(struct pres_user *u, bool by_time,
-				 uint64_t now_ns, struct presence_peer from,
+				 uint64_t now_ns, struct conn_ref from,
 				 struct pres_typing *out, unsigned cap)
 {
 	unsigned n = 0;
@@ -216,11 +216,11 @@ static unsigned typing_remove_if(struct pres_user *u, bool by_time,
 unsigned pres_typing_expire(struct pres_user *u, uint64_t now_ns,
 			    struct pres_typing *out, unsigned cap)
 {
-	return typing_remove_if(u, true, now_ns, (struct presence_peer){0}, out,
+	return typing_remove_if(u, true, now_ns, (struct conn_ref){NULL, 0, 0}, out,
 				cap);
 }
 
-unsigned pres_typing_drop_peer(struct pres_user *u, struct presence_peer from,
+unsigned pres_typing_drop_peer(struct pres_user *u, struct conn_ref from,
 			       struct pres_typing *out, unsigned cap)
 {
 	return typing_remove_if(u, false, 0, from, out, cap);
@@ -261,7 +261,7 @@ struct presence {
 };
 
 struct presence_conn {
-	struct presence_peer h;
+	struct conn_ref h;
 	struct pres_user *self;          /* this connection's session entry */
 	uint64_t beat_ns;                /* last heartbeat forwarded */
 	uint32_t nsubs, capsubs;
@@ -320,7 +320,7 @@ static struct pres_user *find_or_add(struct shard *sh, uint32_t h,
 
 /* Post an encoded push frame to one connection (under the shard lock of
  * the entry it is about, see presence.h). */
-static void push_post(struct presence *p, struct presence_peer to,
+static void push_post(struct presence *p, struct conn_ref to,
 		      const uint8_t *frame, size_t n)
 {
 	if (atomic_load_explicit(&p->pushes_pending, memory_order_relaxed) >=
@@ -703,7 +703,7 @@ void presence_get_stats(struct presence *p, struct presence_stats *st)
 /* ---- connections (loop thread) ------------------------------------------------------------ */
 
 int presence_conn_online(struct presence *p, struct presence_conn **pcp,
-			 const char *user, size_t ulen, struct presence_peer h)
+			 const char *user, size_t ulen, struct conn_ref h)
 {
 	if (*pcp)
 		return 0; /* re-AUTH of the same user */
@@ -825,7 +825,7 @@ int presence_typing(struct presence *p, struct presence_conn *pc,
 
 struct sub_req {
 	struct presence *p;
-	struct presence_peer h;
+	struct conn_ref h;
 	uint32_t rid;
 	uint16_t subscribed;
 	uint16_t count;
@@ -1085,7 +1085,7 @@ int presence_sub(struct presence *p, struct presence_conn *pc, uint32_t rid,
 
 struct set_ctx {
 	struct presence *p;
-	struct presence_peer h;
+	struct conn_ref h;
 	uint32_t rid, flags, hash;
 	uint8_t ulen;
 	char user[PARLEY_PROTO_MAX_USER_ID + 1];

@@ -67,6 +67,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lmsg.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
 
@@ -92,23 +93,20 @@ struct presence_config {
 	uint32_t push_queue_max;     /* presence_push_queue_max */
 };
 
-/* A connection, by handle (it may have closed since). */
-struct presence_peer {
-	struct loop *lp;
-	uint32_t slot, gen;
-};
+/* Connections are named by struct conn_ref (lmsg.h): loop, slot,
+ * generation; it may have closed since. */
 
 /* ---- pure core (no locks, no clock, no I/O; tested by unit tests) -------- */
 
 struct pres_sess {
-	struct presence_peer h;
+	struct conn_ref h;
 	uint64_t hb_ns;              /* last heartbeat, monotonic */
 };
 
 struct pres_typing {
 	uint64_t until_ns;           /* expires (no refresh) */
 	uint64_t fwd_ns;             /* last forwarded */
-	struct presence_peer from;   /* the connection typing */
+	struct conn_ref from;   /* the connection typing */
 	uint8_t clen;
 	char conv[PARLEY_PROTO_MAX_CONV_ID];
 };
@@ -130,18 +128,18 @@ struct pres_user {
 	uint64_t written_ms;         /* when last_seen was last written */
 	struct pres_sess *sess;
 	uint32_t nsess, capsess;
-	struct presence_peer *subs;
+	struct conn_ref *subs;
 	uint32_t nsubs, capsubs;
 	struct pres_typing *typing;  /* PRESENCE_TYPING_MAX, allocated lazily */
 	uint32_t ntyping;
 };
 
 /* Sessions. add: 0 or -PARLEY_ENOMEM; del/beat: true if it was there. */
-int pres_sess_add(struct pres_user *u, struct presence_peer h, uint64_t now_ns,
+int pres_sess_add(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
 		  uint64_t now_ms);
-bool pres_sess_del(struct pres_user *u, struct presence_peer h,
+bool pres_sess_del(struct pres_user *u, struct conn_ref h,
 		   uint64_t now_ms);
-bool pres_sess_beat(struct pres_user *u, struct presence_peer h,
+bool pres_sess_beat(struct pres_user *u, struct conn_ref h,
 		    uint64_t now_ns, uint64_t now_ms);
 /* Re-evaluates the state at now: +1 became online, -1 became offline
  * (last_seen_ms = the last heartbeat's wall time, dirty), 0 unchanged. */
@@ -156,21 +154,21 @@ bool pres_user_write_due(const struct pres_user *u, uint64_t now_ms,
 /* Nothing keeps the entry alive. */
 bool pres_user_idle(const struct pres_user *u);
 /* Subscribers: add 0 / -PARLEY_ENOMEM; del true if it was there. */
-int pres_sub_add(struct pres_user *u, struct presence_peer h);
-bool pres_sub_del(struct pres_user *u, struct presence_peer h);
+int pres_sub_add(struct pres_user *u, struct conn_ref h);
+bool pres_sub_del(struct pres_user *u, struct conn_ref h);
 
 /* Typing. 1 = forward this state change, 0 = coalesced / nothing to stop,
  * -PARLEY_EFULL = already typing in PRESENCE_TYPING_MAX conversations,
  * -PARLEY_ENOMEM. */
 int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
-		       bool started, struct presence_peer from, uint64_t now_ns,
+		       bool started, struct conn_ref from, uint64_t now_ns,
 		       uint64_t ttl_ns);
 /* Removes the entries expired at now (or, with `from`, every entry of
  * that connection) and copies them to out (at most cap); returns how
  * many were removed. */
 unsigned pres_typing_expire(struct pres_user *u, uint64_t now_ns,
 			    struct pres_typing *out, unsigned cap);
-unsigned pres_typing_drop_peer(struct pres_user *u, struct presence_peer from,
+unsigned pres_typing_drop_peer(struct pres_user *u, struct conn_ref from,
 			       struct pres_typing *out, unsigned cap);
 void pres_user_free(struct pres_user *u);
 
@@ -204,7 +202,7 @@ extern const size_t presence_nretention;
 
 /* Loop thread. At AUTH_OK: the connection becomes a session of user. */
 int presence_conn_online(struct presence *p, struct presence_conn **pc,
-			 const char *user, size_t ulen, struct presence_peer h);
+			 const char *user, size_t ulen, struct conn_ref h);
 /* Any frame from the connection (throttled inside, lock-free mostly). */
 void presence_conn_beat(struct presence *p, struct presence_conn *pc,
 			uint64_t now_ns);

@@ -23,9 +23,9 @@ static struct pres_user *user(void)
 	return u;
 }
 
-static struct presence_peer peer(uint32_t slot)
+static struct conn_ref peer(uint32_t slot)
 {
-	return (struct presence_peer){(struct loop *)0x1000, slot, 7};
+	return (struct conn_ref){(struct loop *)0x1000, slot, 7};
 }
 
 Test(presence, online_while_any_device_is)
