@@ -830,8 +830,9 @@ struct sub_req {
 	uint16_t subscribed;
 	uint16_t count;
 	_Atomic uint32_t pending;        /* reads in flight + the issuer's hold */
-	struct pres_user *u[PARLEY_PROTO_MAX_PRESENCE_USERS]; /* kept alive by
-							   the subscription */
+	/* each pinned (u->io++) until sub_finish has read it: the
+	 * subscription alone does not keep it, the connection may close */
+	struct pres_user *u[PARLEY_PROTO_MAX_PRESENCE_USERS];
 };
 
 struct load_ctx {
@@ -868,6 +869,14 @@ static void sub_finish(struct sub_req *q)
 			lm = NULL;
 		}
 		free(m);
+	}
+	for (unsigned i = 0; i < q->count; i++) { /* unpin (see struct sub_req) */
+		struct pres_user *u = q->u[i];
+		struct shard *sh = shard_of(p, u->hash);
+		pthread_mutex_lock(&sh->mu);
+		PARLEY_ASSERT(u->io > 0);
+		u->io--;
+		pthread_mutex_unlock(&sh->mu);
 	}
 	if (!lm) {
 		struct parley_msg e = {.type = PARLEY_T_ERROR};
@@ -1059,6 +1068,8 @@ int presence_sub(struct presence *p, struct presence_conn *pc, uint32_t rid,
 			}
 		}
 		bool need_ls = ok && !u->loaded_ls, need_set = ok && !u->loaded_set;
+		if (ok)
+			u->io++; /* pinned until sub_finish (struct sub_req) */
 		if (need_ls)
 			u->io++;
 		if (need_set)
