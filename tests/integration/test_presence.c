@@ -16,6 +16,9 @@
  *      new subscriber too.
  *   5. Restart (SIGTERM, start again): alice's last_seen is the one seen
  *      before (durable), bob's stays hidden.
+ *   7. kill -9 while gina is online: after the restart she is OFFLINE with
+ *      the last_seen of the periodic write made while she was online
+ *      (presence_last_seen_write_ms), not "never seen".
  *   6. Bad input: more users than presence_subs_max is ERROR LIMIT and
  *      subscribes nobody; an invalid user id is ERROR PROTO; unsubscribe
  *      stops pushes; PRESENCE_SUB beyond the presence rate limit is ERROR
@@ -59,7 +62,9 @@ static struct parley_client *client(const struct it_server *srv,
 	};
 	struct parley_client *c = NULL;
 	IT_OK(parley_client_new(&o, &c));
-	IT_OK(parley_client_connect(c));
+	int rc = parley_client_connect(c);
+	IT_CHECK(rc == 0, "connect %s/%s: %s (%s)", user, dev, parley_strerror(rc),
+		 parley_client_failure(c)->text);
 	free(tok);
 	return c;
 }
@@ -122,7 +127,8 @@ int main(void)
 	const char *extra[] = {"--loops", "2", "--presence-heartbeat-ms", "200",
 			       "--presence-ttl-ms", "1000",
 			       "--presence-subs-max", "3",
-			       "--rate-presence-conn-burst", "20", NULL};
+			       "--rate-presence-conn-burst", "20",
+			       "--presence-last-seen-write-ms", "1000", NULL};
 	for (int i = 0; extra[i]; i++)
 		srv.extra[i] = extra[i];
 	it_server_start(&srv);
@@ -295,6 +301,52 @@ int main(void)
 	r = sub1(y, "bob");
 	IT_CHECK(r.status == PARLEY_PRESENCE_OFFLINE && r.last_seen_ms == 0,
 		 "hidden last_seen shown after restart");
+	parley_client_free(y);
+	/* 7: kill -9 while online: the lazy periodic write is what remains */
+	/* carol's last_seen writes (she just left) land first: wait until
+	 * the counter stops moving; then nobody but gina is online */
+	uint64_t w0 = metric(srv.admin_port, "parley_last_seen_writes_total");
+	for (int still = 0, i = 0; still < 5 && i < 200; i++) {
+		it_sleep_ms(100);
+		uint64_t w = metric(srv.admin_port, "parley_last_seen_writes_total");
+		still = w == w0 ? still + 1 : 0;
+		w0 = w;
+	}
+	int gfd = it_tcp_connect(srv.port);
+	IT_CHECK(gfd >= 0);
+	uint64_t g_on = parley_now_ms();
+	IT_CHECK(it_raw_login(gfd, "gina", "g1") == 0);
+	/* stay online (PING) until a periodic write of gina's is counted */
+	for (int i = 0; i < 400; i++) {
+		ping.ping.nonce = 100 + (uint64_t)i;
+		IT_CHECK(it_send_msg(gfd, 30, &ping) == 0);
+		struct parley_frame fr;
+		IT_CHECK(it_read_frame(gfd, fbuf, sizeof fbuf, 15000, &fr) > 0);
+		if (metric(srv.admin_port, "parley_last_seen_writes_total") > w0)
+			break;
+		it_sleep_ms(100);
+	}
+	IT_CHECK(metric(srv.admin_port, "parley_last_seen_writes_total") > w0,
+		 "no periodic last_seen write while online");
+	it_server_kill(&srv);
+	close(gfd);
+	/* the killed process's listening socket may outlive it briefly (its
+	 * io_uring is torn down asynchronously): start once it is gone */
+	for (int ms = 0; ms < 10000; ms += 20) {
+		int t = it_tcp_connect(srv.port);
+		if (t < 0)
+			break;
+		close(t);
+		it_sleep_ms(20);
+	}
+	it_server_start(&srv);
+	y = client(&srv, "carol", "c3", &sy);
+	r = sub1(y, "gina");
+	IT_CHECK(r.status == PARLEY_PRESENCE_OFFLINE && r.last_seen_ms >= g_on &&
+			 r.last_seen_ms <= parley_now_ms(),
+		 "gina after kill -9: status %u last_seen %llu (online since %llu)",
+		 r.status, (unsigned long long)r.last_seen_ms,
+		 (unsigned long long)g_on);
 	parley_client_free(y);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 30000) == 0);
 	it_cleanup();
