@@ -328,6 +328,8 @@ int main(void)
 	}
 	IT_CHECK(metric(srv.admin_port, "parley_last_seen_writes_total") > w0,
 		 "no periodic last_seen write while online");
+	IT_CHECK(metric(srv.admin_port, "parley_presence_online_users") == 1,
+		 "online users gauge: only gina is connected");
 	it_server_kill(&srv);
 	close(gfd);
 	/* the killed process's listening socket may outlive it briefly (its
