@@ -14,11 +14,17 @@
  *      clock under c->mu), so its head is its minimum.
  *   3. The cursors written to s/fanout never decrease (asserted).
  *   4. The fan-out thread issues the appends of job N before those of job
- *      N+1 (FIFO), retrying -PARLEY_EFULL in place.
+ *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
+ *      its job's appends itself ("direct") only while the queue is empty
+ *      and the thread is not issuing (c->fan_busy); a direct job that
+ *      meets -PARLEY_EFULL is queued with its hold (queue_push_locked).
+ *   5. A queued job carries one hold on j->pending, so appends already
+ *      issued for it cannot complete (and free) it while it waits.
  *
  * Ownership: jobs are malloc'd by chat_send (or recovery), owned by the
  * outstanding list, freed by whoever completes them last (the send
- * callback on failure, the last append callback, or the fan-out thread)
+ * callback on failure or after a direct fan-out, the last append callback,
+ * or the fan-out thread)
  * under c->mu.
  * Threads: see chat.h.
  */
@@ -32,11 +38,13 @@
 #include <time.h>
 
 #include "chat.h"
+#include "hist.h"
 #include "parley_proto.h"
 
 const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
 	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+	{.prefix = "r/", .plen = 2, .max_count = 4}, /* CHAT_RCPT_KEEP */
 };
 const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
 
@@ -188,15 +196,23 @@ int chat_msg_decode(const uint8_t *p, size_t len, struct chat_msg *out)
 int chat_ptr_encode(uint8_t *buf, size_t cap, const struct chat_ptr *x)
 {
 	size_t n = 1 + 2 + 2 + x->conv_len + 8;
-	if (x->conv_len > 250)
+	if (x->msg)
+		n += 8 + 4 + (size_t)x->msg_len;
+	if (x->conv_len > 250 || (x->msg && x->msg_len > CHAT_INLINE_MAX))
 		return -PARLEY_EINVAL;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	buf[0] = CHAT_REC_VERSION;
+	buf[0] = x->msg ? CHAT_PTR_VERSION_INLINE : CHAT_REC_VERSION;
 	le_put16(buf + 1, x->kind);
 	le_put16(buf + 3, x->conv_len);
 	memcpy(buf + 5, x->conv, x->conv_len);
 	le_put64(buf + 5 + x->conv_len, x->conv_seq);
+	if (x->msg) {
+		uint8_t *q = buf + 13 + x->conv_len;
+		le_put64(q, x->ts_ms);
+		le_put32(q + 8, x->msg_len);
+		memcpy(q + 12, x->msg, x->msg_len);
+	}
 	return (int)n;
 }
 
@@ -204,12 +220,23 @@ int chat_ptr_decode(const uint8_t *p, size_t len, struct chat_ptr *out)
 {
 	struct le_reader r;
 	le_reader_init(&r, p, len);
-	if (le_read8(&r) != CHAT_REC_VERSION)
+	uint8_t v = le_read8(&r);
+	if (v != CHAT_REC_VERSION && v != CHAT_PTR_VERSION_INLINE)
 		return -PARLEY_ECORRUPT;
 	out->kind = le_read16(&r);
 	out->conv_len = le_read16(&r);
 	out->conv = (const char *)le_read_bytes(&r, out->conv_len);
 	out->conv_seq = le_read64(&r);
+	out->ts_ms = 0;
+	out->msg = NULL;
+	out->msg_len = 0;
+	if (v == CHAT_PTR_VERSION_INLINE) {
+		out->ts_ms = le_read64(&r);
+		out->msg_len = le_read32(&r);
+		out->msg = le_read_bytes(&r, out->msg_len);
+		if (!out->msg)
+			r.ok = false;
+	}
 	return r.ok ? 0 : -PARLEY_ECORRUPT;
 }
 
@@ -349,11 +376,33 @@ int chat_fanout_plan(const char *conv, size_t len, uint64_t seq,
 	return 0;
 }
 
+int chat_fanout_plan_inline(const char *conv, size_t len, uint64_t seq,
+			    uint64_t ts_ms, const uint8_t *msg,
+			    uint32_t msg_len, uint8_t *buf, size_t cap,
+			    struct chat_fanout_plan *out)
+{
+	int rc = chat_fanout_plan(conv, len, seq, out);
+	if (rc || msg_len > CHAT_INLINE_MAX)
+		return rc;
+	struct chat_ptr p = {.kind = 1 /* PARLEY_EV_MESSAGE */, .conv = conv,
+			     .conv_len = (uint16_t)len, .conv_seq = seq,
+			     .ts_ms = ts_ms, .msg = msg, .msg_len = msg_len};
+	int n = chat_ptr_encode(buf, cap, &p);
+	if (n < 0)
+		return 0; /* no room: the version 1 pointers stand */
+	for (unsigned i = 0; i < out->n; i++)
+		if (out->item[i].type == CHAT_ENT_PTR) {
+			out->item[i].ext = buf;
+			out->item[i].ext_len = (uint32_t)n;
+		}
+	return 0;
+}
+
 int chat_list_plan(const char *conv, size_t len, struct chat_fanout_plan *out)
 {
 	struct chat_member m[2];
 	int nm = chat_conv_members(conv, len, m);
-	out->n = 0;
+	memset(out, 0, sizeof *out);
 	if (nm < 0)
 		return nm;
 	return plan_lists(conv, len, m, nm, out);
@@ -411,6 +460,9 @@ struct job {
 	uint32_t rec_len;
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint64_t ts_ms;        /* live send: the entry's timestamp */
+	uint64_t t_durable;    /* live send: mono ns the message was durable */
+	uint64_t t_issued;     /* ... and its inbox appends were issued */
 	uint16_t len;
 	char conv[];
 };
@@ -442,7 +494,10 @@ struct chat {
 	 * CHAT_KNOWN_MAX slots, then starts over: a miss only costs a read) */
 	uint64_t *known;
 	uint32_t known_cap, known_n;
+	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
+	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
+	struct srv_hist stage[CHAT_STAGE_COUNT];
 };
 
 static const char WM_KEY[] = "s/fanout";
@@ -519,7 +574,11 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 
 static void job_done_locked(struct chat *c, struct job *j)
 {
+	if (j->t_durable && j->t_issued)
+		srv_hist_since(&c->stage[CHAT_STAGE_INBOX], j->t_issued,
+			       parley_mono_ns());
 	job_unlink_locked(c, j);
+	free(j->rec);
 	free(j);
 	pthread_cond_broadcast(&c->cv);
 }
@@ -539,8 +598,13 @@ static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
 	c->gen++;
 }
 
-static void queue_push_locked(struct chat *c, struct job *j)
+/* Queues j for the fan-out thread. A queued job carries one hold on
+ * j->pending (so appends already issued for it cannot complete it while
+ * it waits): added here unless the caller passes its own (held). */
+static void queue_push_locked(struct chat *c, struct job *j, bool held)
 {
+	if (!held)
+		j->pending++;
 	j->next = NULL;
 	if (c->qtail)
 		c->qtail->next = j;
@@ -575,19 +639,21 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Issues one planned append, retrying while the shard queue is full. */
+/* Issues one planned append; while the shard queue is full, retries
+ * (wait) or returns -PARLEY_EFULL. */
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
-			pe_append_cb cb, void *arg)
+			pe_append_cb cb, void *arg, bool wait)
 {
-	struct pe_input in = {.type = it->type, .len = it->len,
-			      .payload = it->payload};
+	struct pe_input in = {.type = it->type,
+			      .len = it->ext ? it->ext_len : it->len,
+			      .payload = it->ext ? it->ext : it->payload};
 	struct pe_append_req q = {.key = it->key, .klen = it->klen,
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
 		int rc = pe_append(c->e, &q, cb, arg);
-		if (rc != -PARLEY_EFULL)
+		if (rc != -PARLEY_EFULL || !wait)
 			return rc;
 		sleep_ms(1);
 	}
@@ -688,25 +754,51 @@ static void ckpt_maybe_locked(struct chat *c)
 
 /* ---- the fan-out thread ------------------------------------------------------------------- */
 
-static void fanout_run(struct chat *c, struct job *j)
+/* Issues the appends of j's seqs. The caller holds one count of
+ * j->pending. wait: retry a full engine queue in place (the fan-out
+ * thread); else stop at the first -PARLEY_EFULL and return it (the
+ * appends issued so far stay counted; a later re-issue of them is
+ * deduplicated by their producers). buf: CHAT_PTR_INLINE_CAP bytes. */
+static int fanout_run(struct chat *c, struct job *j, bool wait, uint8_t *buf)
 {
-	/* j->pending was set to 1 (the issuing hold) by the caller */
+	if (j->t_durable && !j->t_issued) {
+		j->t_issued = parley_mono_ns();
+		srv_hist_since(&c->stage[CHAT_STAGE_FANOUT], j->t_durable,
+			       j->t_issued);
+	}
 	for (uint64_t seq = j->from; seq <= j->to; seq++) {
 		struct chat_fanout_plan plan;
-		if (chat_fanout_plan(j->conv, j->len, seq, &plan) || plan.n == 0)
+		/* A live message's record is still here: carry it in the
+		 * inbox pointers (delivery then needs no read). */
+		int prc = j->rec ? chat_fanout_plan_inline(
+					   j->conv, j->len, seq, j->ts_ms, j->rec,
+					   j->rec_len, buf, CHAT_PTR_INLINE_CAP,
+					   &plan)
+				 : chat_fanout_plan(j->conv, j->len, seq, &plan);
+		if (prc || plan.n == 0)
 			break; /* not a conversation we know how to fan out */
 		pthread_mutex_lock(&c->mu);
 		j->pending += plan.n;
 		c->st.fanout_jobs++;
 		pthread_mutex_unlock(&c->mu);
 		for (unsigned i = 0; i < plan.n; i++) {
-			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j);
+			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j,
+					      wait);
+			if (rc == -PARLEY_EFULL && !wait) {
+				/* the items not issued will not complete */
+				pthread_mutex_lock(&c->mu);
+				j->pending -= plan.n - i;
+				c->st.fanout_jobs--;
+				pthread_mutex_unlock(&c->mu);
+				return rc;
+			}
 			if (rc) {
 				struct pe_append_result r = {.err = rc};
 				fanout_append_cb(j, &r);
 			}
 		}
 	}
+	return 0;
 }
 
 static void *fanout_main(void *arg)
@@ -732,10 +824,11 @@ static void *fanout_main(void *arg)
 		c->qhead = j->next;
 		if (!c->qhead)
 			c->qtail = NULL;
-		j->pending = 1;
+		c->fan_busy = true; /* the queue's hold on j is ours now */
 		pthread_mutex_unlock(&c->mu);
-		fanout_run(c, j);
+		fanout_run(c, j, true, c->inline_buf);
 		pthread_mutex_lock(&c->mu);
+		c->fan_busy = false;
 		if (--j->pending == 0)
 			job_done_locked(c, j);
 		ckpt_maybe_locked(c);
@@ -753,6 +846,8 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	struct chat_send_result res = {.err = r->err, .seq = r->seq,
 				       .ts_ms = r->ts_ms,
 				       .duplicate = r->duplicate};
+	j->t_durable = parley_mono_ns();
+	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
 	pthread_mutex_lock(&c->mu);
@@ -763,7 +858,27 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	} else {
 		PARLEY_ASSERT(r->ts_ms >= j->start);
 		j->from = j->to = r->seq;
-		queue_push_locked(c, j);
+		if (c->qhead || c->fan_busy) {
+			/* behind queued jobs (maybe of this conversation) */
+			queue_push_locked(c, j, false);
+		} else {
+			/* Direct: issue the inbox appends here, on the shard,
+			 * without the hop to the fan-out thread. Order holds: a
+			 * conversation's callbacks run in seq order on one
+			 * shard, and nothing is queued or being issued. */
+			j->pending++; /* our hold while issuing */
+			c->st.fanout_direct++;
+			pthread_mutex_unlock(&c->mu);
+			uint8_t buf[CHAT_PTR_INLINE_CAP];
+			int rc = fanout_run(c, j, false, buf);
+			pthread_mutex_lock(&c->mu);
+			if (rc == -PARLEY_EFULL) {
+				c->st.fanout_deferred++;
+				queue_push_locked(c, j, true); /* the thread waits */
+			}
+			else if (--j->pending == 0)
+				job_done_locked(c, j);
+		}
 	}
 	pthread_mutex_unlock(&c->mu);
 }
@@ -794,13 +909,10 @@ static int send_append(struct job *j)
 				   .expected_last_seq = PE_NO_EXPECT,
 				   .entries = &in, .count = 1};
 	memcpy(aq.producer, j->producer, 16);
-	/* j may be freed by send_cb before pe_append even returns: take the
-	 * record out of it first (pe_append copies the payload). */
-	uint8_t *rec = j->rec;
-	j->rec = NULL;
-	int rc = pe_append(j->c->e, &aq, send_cb, j);
-	free(rec);
-	return rc;
+	/* j (and its record, which the fan-out carries inline) may be freed
+	 * by send_cb before pe_append even returns: do not touch j after
+	 * (pe_append copies the payload). */
+	return pe_append(j->c->e, &aq, send_cb, j);
 }
 
 static int send_check_issue(struct job *j);
@@ -1076,6 +1188,18 @@ int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 	return w.r.err;
 }
 
+const char *chat_stage_name(enum chat_stage s)
+{
+	static const char *const names[CHAT_STAGE_COUNT] = {"fanout", "inbox"};
+	return (unsigned)s < CHAT_STAGE_COUNT ? names[s] : NULL;
+}
+
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT])
+{
+	for (unsigned k = 0; k < CHAT_STAGE_COUNT; k++)
+		srv_hist_read(&c->stage[k], &out[k]);
+}
+
 void chat_get_stats(struct chat *c, struct chat_stats *out)
 {
 	pthread_mutex_lock(&c->mu);
@@ -1274,7 +1398,7 @@ static int recover(struct chat *c)
 				j->len = (uint16_t)(t->klen - 2u);
 				memcpy(j->conv, t->key + 2, j->len);
 				job_register_locked(c, j, t->part, c->cur[t->part]);
-				queue_push_locked(c, j);
+				queue_push_locked(c, j, false);
 				c->st.fanout_recovered += j->nmsgs;
 				nconv++;
 				PLOG_D("chat", "fan-out resumes", "conv=%.*s from_seq=%"
@@ -1302,6 +1426,7 @@ static void chat_free(struct chat *c)
 	while (c->qhead) {
 		struct job *j = c->qhead;
 		c->qhead = j->next;
+		free(j->rec);
 		free(j);
 	}
 	pthread_mutex_destroy(&c->mu);
@@ -1311,6 +1436,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_buf_cur);
 	free(c->ckpt_rec);
 	free(c->known);
+	free(c->inline_buf);
 	free(c);
 }
 
@@ -1332,7 +1458,9 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->cur = calloc(c->np, sizeof *c->cur);
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
-	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec) {
+	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
+	    !c->inline_buf) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

@@ -23,10 +23,16 @@
  *   chat_send -> register a fan-out job on the conversation's partition
  *             -> append c/<conv> with producer = H(sender, client_msg_id)
  *             -> durable (engine callback) -> the caller's callback (ACK)
- *                                          -> the job joins the fan-out queue
- *   fan-out thread: for each member m: append u/<m> a pointer (conv, seq)
+ *                -> the fan-out: issued right there, from the callback,
+ *                   when the fan-out queue is empty and its thread idle
+ *                   ("direct"); otherwise the job joins the queue
+ *   fan-out (direct or the thread): for each member m: append u/<m> a
+ *        pointer (conv, seq, and for a live message its record inline)
  *        with producer = H(conv, seq)   (idempotent: a replay never doubles)
  *        and for seq 1 also l/<m> with producer = H(conv) (list entry).
+ *        A direct fan-out never waits: on a full engine queue the whole
+ *        job goes to the thread, which re-issues it (what was already
+ *        appended comes back as a duplicate).
  *
  * Recoverable fan-out: a durable cursor per partition. cursor[p] is a
  * chat-clock value such that every message of a conversation in partition
@@ -58,11 +64,14 @@
  * timestamp and to the largest cursor.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
- * engine append callbacks of one stream run in seq order on its shard,
- * the send callback queues the job FIFO, and one fan-out thread issues the
- * inbox appends in queue order (an inbox lives on one shard, whose request
- * queue is FIFO). A full engine queue (-PARLEY_EFULL) makes the fan-out
- * thread wait and retry the same append: order is kept.
+ * engine append callbacks of one stream run in seq order on its shard;
+ * a callback issues its job's appends itself only when no job is queued
+ * or being issued by the fan-out thread (checked under the service's
+ * mutex), else queues it FIFO behind them; the thread issues queued jobs
+ * in order (an inbox lives on one shard, whose request queue is FIFO). A
+ * full engine queue (-PARLEY_EFULL) makes the fan-out thread wait and
+ * retry the same append, and a direct fan-out hand its job to the queue
+ * (so later messages of its conversation queue behind it): order is kept.
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
  * reentrant. chat_send() may be called from any thread but an engine
@@ -89,6 +98,8 @@ enum chat_ent_type {
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
 	CHAT_ENT_OPEN = 6,
+	/* receipts (chat_receipt.h): a user's read/delivered position */
+	CHAT_ENT_RCPT_POS = 12,
 };
 
 #define CHAT_REC_VERSION 1u
@@ -152,12 +163,22 @@ int chat_msg_encode(uint8_t *buf, size_t cap, const struct chat_msg *m);
 /* 0 or -PARLEY_ECORRUPT (bytes we wrote ourselves do not parse). */
 int chat_msg_decode(const uint8_t *p, size_t len, struct chat_msg *out);
 
-/* An inbox pointer in u/<user>. */
+/* An inbox pointer in u/<user>. Version 1 names the message; version 2
+ * ("inline", written by the live fan-out for messages whose record is at
+ * most CHAT_INLINE_MAX bytes) also carries the message's record and
+ * timestamp, so delivery builds the EVENT without reading c/<conv>. Both
+ * versions decode; encode writes version 2 when msg is set. */
+#define CHAT_PTR_VERSION_INLINE 2u
+#define CHAT_INLINE_MAX 4096u  /* message record bytes carried inline */
+#define CHAT_PTR_INLINE_CAP (1 + 2 + 2 + 250 + 8 + 8 + 4 + CHAT_INLINE_MAX)
 struct chat_ptr {
 	uint16_t kind;  /* PARLEY_EV_* */
 	const char *conv;
 	uint16_t conv_len;
 	uint64_t conv_seq;
+	uint64_t ts_ms;       /* version 2 only */
+	const uint8_t *msg;   /* version 2: the c/<conv> record; NULL for 1 */
+	uint32_t msg_len;
 };
 int chat_ptr_encode(uint8_t *buf, size_t cap, const struct chat_ptr *p);
 int chat_ptr_decode(const uint8_t *p, size_t len, struct chat_ptr *out);
@@ -185,6 +206,8 @@ struct chat_fanout_item {
 	uint16_t type;                 /* CHAT_ENT_PTR or CHAT_ENT_LIST */
 	uint16_t len;
 	uint8_t payload[CHAT_PTR_MAX];
+	const uint8_t *ext;            /* non-NULL: the payload is ext[0..ext_len) */
+	uint32_t ext_len;              /* (an inline pointer, shared by the items) */
 };
 struct chat_fanout_plan {
 	unsigned n;
@@ -196,6 +219,15 @@ struct chat_fanout_plan {
  * the same keys, producers and payloads. 0 or -PARLEY_ENOTFOUND. */
 int chat_fanout_plan(const char *conv, size_t len, uint64_t seq,
 		     struct chat_fanout_plan *out);
+/* The same plan with inline (version 2) inbox pointers carrying the
+ * message record `msg` stamped ts_ms: the pointer is encoded once into
+ * buf[0..cap) (CHAT_PTR_INLINE_CAP is enough) and every inbox item points
+ * at it. Falls back to version 1 pointers when msg_len > CHAT_INLINE_MAX.
+ * Deterministic like chat_fanout_plan. 0 or -PARLEY_ENOTFOUND. */
+int chat_fanout_plan_inline(const char *conv, size_t len, uint64_t seq,
+			    uint64_t ts_ms, const uint8_t *msg,
+			    uint32_t msg_len, uint8_t *buf, size_t cap,
+			    struct chat_fanout_plan *out);
 /* The list entries alone (CONV_OPEN registers the conversation). */
 int chat_list_plan(const char *conv, size_t len, struct chat_fanout_plan *out);
 
@@ -208,6 +240,10 @@ struct chat_stats {
 	uint64_t fanout_appends;   /* inbox/list appends completed */
 	uint64_t fanout_errors;    /* appends that failed (logged) */
 	uint64_t fanout_recovered; /* messages re-fanned out after a restart */
+	uint64_t fanout_direct;    /* live messages whose inbox appends were
+				      issued from their durable callback */
+	uint64_t fanout_deferred;  /* ... of which a full engine queue handed
+				      to the fan-out thread */
 	uint64_t fanout_pending;   /* messages whose fan-out is not durable yet */
 	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
 					   out if the process died now */
@@ -281,6 +317,15 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 		   struct chat_send_result *out);
 
+/* Delivery stages timed by the service (srv.h lists them all). */
+enum chat_stage {
+	CHAT_STAGE_FANOUT = 0, /* message durable -> its inbox appends issued */
+	CHAT_STAGE_INBOX,      /* issued -> every inbox append durable */
+	CHAT_STAGE_COUNT
+};
+const char *chat_stage_name(enum chat_stage s);
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT]);
+
 /* Waits for every queued fan-out to be durable, writes a last checkpoint,
  * stops the thread and frees c. No chat_send may run concurrently or
  * later. The engine must still be open. */
@@ -352,18 +397,26 @@ struct chat_inbox_ptr {
 /* Inbox subscription with credit (the protocol's event window): the
  * engine delivers at most `credit` entries beyond what was granted. */
 enum chat_inbox_what {
-	CHAT_INBOX_PTRS = 1, /* ptrs[0..count) in inbox order */
+	CHAT_INBOX_PTRS = 1, /* items[0..count) in inbox order */
 	CHAT_INBOX_TRIMMED,  /* retention skipped us to next_seq */
 	CHAT_INBOX_CLOSED,   /* the engine ended the subscription (err) */
+};
+/* One inbox entry as delivered: an inline pointer (version 2) comes with
+ * its EVENT ready (`ev`, borrowing from the engine's entry: valid during
+ * the callback); a version 1 pointer needs chat_event_resolve. */
+struct chat_inbox_item {
+	struct chat_inbox_ptr p;
+	bool ready;
+	struct parley_event ev;
 };
 struct chat_inbox_update {
 	enum chat_inbox_what what;
 	int err;
 	uint64_t next_seq;
 	uint32_t count;
-	const struct chat_inbox_ptr *ptrs;
+	const struct chat_inbox_item *items;
 };
-#define CHAT_INBOX_BATCH 32u /* ptrs per update at most */
+#define CHAT_INBOX_BATCH 32u /* items per update at most */
 typedef void (*chat_inbox_cb)(void *arg, const struct chat_inbox_update *u);
 struct chat_sub;
 /* Subscribes to u/<user> from inbox_seq `from`. cb runs on the engine
@@ -402,10 +455,25 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
 
 /* ---- the conversation list (chat_list.c) ---------------------------------------- */
 
-/* CONV_LIST: the user's conversations, most recent first, at most
- * `limit`. cb gets a CONV_LIST_OK or an error. Errors returned:
- * -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+/* CONV_LIST: the user's conversations, most recent activity first, at
+ * most `limit`, after the cursor (before_ts, before_conv): the position
+ * of the previous page's last entry (0 / empty: from the top). Each entry
+ * carries the user's read position, the unread count (messages from
+ * others after it: exact up to CHAT_UNREAD_SCAN unread messages; beyond,
+ * the older unread ones are counted as from others) and the last
+ * message's sender, content type and first PARLEY_PROTO_MAX_PREVIEW
+ * bytes. cb gets a CONV_LIST_OK (flags END, next_before_*) or an error.
+ * Errors returned: -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+#define CHAT_UNREAD_SCAN 100u
+/* A CONV_LIST_OK never exceeds the smallest max_frame a server announces:
+ * a page stops early (not END) when the next record would not fit. */
+#define CHAT_LIST_FRAME_MAX PARLEY_PROTO_MAX_FRAME_MIN
 typedef void (*chat_list_cb)(void *arg, int err, const struct parley_msg *list);
+int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
+			uint16_t limit, uint64_t before_ts,
+			const char *before_conv, size_t bclen, chat_list_cb cb,
+			void *arg);
+/* The first page (no cursor). */
 int chat_conv_list(struct chat *c, const char *user, size_t ulen,
 		   uint16_t limit, chat_list_cb cb, void *arg);
 /* One conversation as the list builder sees it. */
@@ -413,10 +481,33 @@ struct chat_list_ent {
 	uint16_t clen;
 	char conv[250];
 	uint64_t last_seq, last_ts;
+	/* appended by the receipts work (0 / empty when unknown) */
+	uint64_t open_ts;     /* when it entered the user's list (l/ entry) */
+	uint64_t read_seq;    /* the user's read position (r/) */
+	uint32_t unread;
+	uint16_t sender_len, content_type, preview_len;
+	char sender[PARLEY_PROTO_MAX_USER_ID];
+	uint8_t preview[PARLEY_PROTO_MAX_PREVIEW];
 };
-/* The list builder (pure): sorts ents (most recent first, then by id)
- * and fills out->conv_list_ok with at most `limit` of them, as seen by
- * user (DIRECT: the other member is the peer). */
+/* A conversation's activity time, the list's sort key: the later of its
+ * last message and its entry into the list. */
+uint64_t chat_list_activity(const struct chat_list_ent *e);
+/* Sorts ents (most recent activity first, then by id: shorter first,
+ * then bytewise) and returns how many of them, at most `limit`, form the
+ * page after the cursor (before_ts, before_conv[0..bclen); bclen 0 and
+ * before_ts 0: from the first); *start = index of its first entry,
+ * *more = entries follow the page. Pure. */
+uint32_t chat_list_select(struct chat_list_ent *ents, uint32_t n,
+			  uint16_t limit, uint64_t before_ts,
+			  const char *before_conv, size_t bclen,
+			  uint32_t *start, bool *more);
+/* Fills out->conv_list_ok with ents[0..n) in that order (at most
+ * PARLEY_PROTO_MAX_LIST), as seen by user (DIRECT: the other member is
+ * the peer); ids that are not conversations are skipped. The cursor of
+ * the next page is the last entry's; END when !more. Pure. */
+void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
+		    const char *user, size_t ulen, struct parley_msg *out);
+/* select (no cursor) + fill: the first page. Pure. */
 void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 		     const char *user, size_t ulen, struct parley_msg *out);
 

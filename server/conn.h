@@ -95,6 +95,7 @@ struct obuf {             /* one chunk of the outbound queue */
 struct ev_stash {         /* a resolved EVENT not yet queued (early, or queue full) */
 	struct ev_stash *next;
 	uint64_t inbox_seq;
+	uint64_t t_start;        /* its resolution began (stage timing) */
 	uint32_t len;
 	uint8_t data[];
 };
@@ -140,6 +141,10 @@ struct conn {
 	uint64_t ev_next;        /* next inbox_seq to queue */
 	uint64_t ev_acked;       /* device's cursor (EVENT_ACK) */
 	uint64_t cursor_stored;  /* last cursor written to k/ */
+	/* delivered receipts (chat_receipt.h): acks up to rcpt_acked were
+	 * reported; later ones wait at most CHAT_RCPT_ACK_COALESCE_MS */
+	uint64_t rcpt_acked;
+	uint64_t rcpt_sent_ns;
 	struct ev_stash *stash;  /* sorted by inbox_seq */
 	struct resolve *pend_head, *pend_tail; /* inbox pointers not yet read */
 	uint64_t last_tx_ns;     /* last send progress (or queue start) */
