@@ -276,7 +276,21 @@ static void list_page(struct list_ctx *x)
 		list_finish(x);
 }
 
-/* Step 2: the conversation's newest message. */
+static void list_preview(struct chat_list_ent *le, const char *sender,
+			 uint16_t slen, uint16_t ct, const uint8_t *body,
+			 uint32_t blen)
+{
+	if (slen > sizeof le->sender)
+		return;
+	le->sender_len = slen;
+	memcpy(le->sender, sender, slen);
+	le->content_type = ct;
+	le->preview_len = (uint16_t)PARLEY_MIN(blen, (uint32_t)PARLEY_PROTO_MAX_PREVIEW);
+	if (le->preview_len)
+		memcpy(le->preview, body, le->preview_len);
+}
+
+/* Step 2: the conversation's newest entry (message, edit or deletion). */
 static void list_meta_cb(void *arg, const struct pe_read_result *r)
 {
 	struct list_item_arg *a = arg;
@@ -288,16 +302,19 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 	} else if (r->count) {
 		le->last_seq = r->entries[0].seq;
 		le->last_ts = r->entries[0].ts_ms;
-		if (r->entries[0].type == CHAT_ENT_MSG &&
-		    chat_msg_decode(r->entries[0].payload, r->entries[0].len,
-				    &cm) == 0 &&
-		    cm.sender_len <= sizeof le->sender) {
-			le->sender_len = cm.sender_len;
-			memcpy(le->sender, cm.sender, cm.sender_len);
-			le->content_type = cm.content_type;
-			le->preview_len = (uint16_t)PARLEY_MIN(
-				cm.body_len, (uint32_t)PARLEY_PROTO_MAX_PREVIEW);
-			memcpy(le->preview, cm.body, le->preview_len);
+		const struct pe_entry *en = &r->entries[0];
+		struct chat_edit_rec ed;
+		if (en->type == CHAT_ENT_MSG &&
+		    chat_msg_decode(en->payload, en->len, &cm) == 0) {
+			list_preview(le, cm.sender, cm.sender_len,
+				     cm.content_type, cm.body, cm.body_len);
+		} else if (en->type == CHAT_ENT_EDIT &&
+			   chat_edit_rec_decode(en->payload, en->len, &ed) == 0) {
+			/* the newest entry edits or deletes a message: the
+			 * preview is its new body (a deletion: empty) */
+			list_preview(le, ed.sender, ed.sender_len,
+				     ed.content_type, ed.body,
+				     ed.kind == PARLEY_EV_EDIT ? ed.body_len : 0);
 		}
 	}
 	free(a);
