@@ -500,8 +500,14 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      counts it (pe_raft_status.snapshot_needed) and keeps refusing; the
  *      follower does not catch up until an operator copies a data
  *      directory.
- *   9. Quiescing, membership changes, leader transfer and ReadIndex are
- *      not used yet.
+ *   9. Quiescing, membership changes and ReadIndex are not used yet.
+ *  10. With follow_partition0, every group whose leader is this node and
+ *      whose partition is not 0 transfers its leadership (Raft's
+ *      TimeoutNow, once the target holds its whole log) to the node that
+ *      leads partition 0, so that one node leads every partition once
+ *      things settle: a caller whose operations span partitions (a chat
+ *      message and its inbox fan-out) then finds them all on one node.
+ *      During a transfer proposals fail with -PARLEY_EAGAIN (retryable).
  */
 struct raft_msg; /* engine/raft/raft.h */
 
@@ -520,6 +526,10 @@ struct pe_cluster {
 				      followers; 0 = default 4 MiB */
 	pe_raft_send_fn send;      /* required with more than one voter */
 	void *send_arg;
+	/* Leader placement (contract item 10): a node leading a partition
+	 * other than 0 hands its leadership to the node that leads
+	 * partition 0, as this node knows it. */
+	bool follow_partition0;
 };
 
 /* Contract item 3. Any thread. Returns 0 or the first error

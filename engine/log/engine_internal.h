@@ -166,6 +166,7 @@ struct part {
 	uint32_t out_n;
 	struct req *rin_head, *rin_tail; /* inbound messages not stepped yet */
 	uint32_t pend_ticks;    /* ticks not given to the group yet */
+	uint32_t follow_wait;   /* ticks before the next leadership handoff */
 	bool was_leader;
 	bool snap_logged;
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
@@ -326,6 +327,8 @@ struct engine_cluster {
 	uint64_t log_keep_bytes;
 	pe_raft_send_fn send;
 	void *send_arg;
+	bool follow0;           /* pe_cluster.follow_partition0 */
+	_Atomic uint64_t *lead0; /* partition 0's published leader */
 };
 
 struct pe_engine {

@@ -340,6 +340,7 @@ static int st_snapshot_read(void *ctx, uint64_t offset, void *buf,
 int part_raft_open(struct pe_engine *e, struct part *p)
 {
 	p->cl = &e->cl;
+	e->cl.lead0 = &e->parts[0].pub_leader;
 	struct raft_config c = {0};
 	c.id = e->cl.node_id;
 	c.group = p->id;
@@ -498,6 +499,20 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 	while (p->pend_ticks) {
 		raft_tick(p->raft);
 		p->pend_ticks--;
+		if (p->follow_wait)
+			p->follow_wait--;
+	}
+	/* leader placement: hand the group to partition 0's leader (at most
+	 * one attempt per election timeout) */
+	if (p->cl->follow0 && p->id != 0 && !p->follow_wait &&
+	    raft_role(p->raft) == RAFT_LEADER) {
+		uint64_t to = atomic_load_explicit(p->cl->lead0,
+						   memory_order_relaxed);
+		if (to && to != p->cl->node_id &&
+		    raft_conf_find(&p->cl->conf, to) >= 0) {
+			p->follow_wait = 2 * p->cl->election_ticks;
+			(void)raft_transfer(p->raft, to);
+		}
 	}
 	uint64_t room = wal_open_room(sh->wal), used = 0;
 	while (p->rin_head) {

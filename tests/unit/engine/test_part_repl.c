@@ -63,6 +63,7 @@ static bool cut[NN][NN];
 static uint32_t drop_pct;
 static struct parley_rng rng;
 static uint64_t log_keep;
+static bool follow0;
 
 static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 {
@@ -114,7 +115,8 @@ static void node_open(int i)
 	struct pe_cluster c = {.node_id = nd->id, .voters = voters,
 			       .nvoters = NN, .election_ticks = 10,
 			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
-			       .send = net_send, .send_arg = nd};
+			       .send = net_send, .send_arg = nd,
+			       .follow_partition0 = follow0};
 	struct pe_options o = {0};
 	o.dir = nd->dir;
 	o.partitions = NPARTS;
@@ -148,6 +150,7 @@ static void cluster_start_io(uint64_t keep, bool mem)
 	rng.s = seed;
 	log_keep = keep;
 	drop_pct = 0;
+	follow0 = false;
 	memset(cut, 0, sizeof cut);
 	for (int i = 0; i < NN; i++) {
 		nodes[i].idx = i;
@@ -665,4 +668,43 @@ Test(repl, ack_needs_a_durable_quorum)
 			cr_assert_neq(acked[i].seq, 0);
 	}
 	cr_assert_eq(r.err, -PARLEY_ENOTLEADER);
+}
+
+/* Pumps until one node leads every partition; returns it. */
+static int wait_one_leader(void)
+{
+	for (int r = 0; r < MAX_PUMP; r++) {
+		int l0 = leader_of(0);
+		bool same = l0 >= 0;
+		for (uint32_t p = 1; p < NPARTS && same; p++)
+			same = leader_of(p) == l0;
+		if (same)
+			return l0;
+		pump();
+	}
+	cr_assert_fail("leadership never gathered on one node");
+	return -1;
+}
+
+Test(repl, follow_partition0_gathers_leaders_on_one_node)
+{
+	cluster_start(0);
+	for (int i = 0; i < NN; i++) { /* restart with leader placement */
+		pe_close(nodes[i].e);
+		nodes[i].up = false;
+	}
+	follow0 = true;
+	for (int i = 0; i < NN; i++)
+		node_open(i);
+	int l = wait_one_leader();
+	append_many(40);
+	node_kill(l);
+	int l2 = wait_one_leader();
+	cr_assert_neq(l2, l);
+	append_many(40);
+	for (int i = 0; i < NN; i++)
+		if (i != l) {
+			wait_caught_up(i);
+			check_node(i);
+		}
 }
