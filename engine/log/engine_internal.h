@@ -169,6 +169,7 @@ struct part {
 	uint32_t follow_wait;   /* ticks before the next leadership handoff */
 	bool was_leader;
 	bool snap_logged;
+	uint64_t term_start;    /* leader: index of its term's no-op */
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
 		pub_applied, pub_last, pub_snap_needed, pub_dropped;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
@@ -411,6 +412,7 @@ int part_raft_elect(struct shard *sh);
 void part_raft_free(struct part *p);
 void part_raft_apply_recovered(struct shard *sh, struct part *p);
 void part_raft_publish(struct part *p);
+int part_raft_read_check(struct part *p);
 
 /* log/part_repl.c */
 void part_repl_recv(struct shard *sh, struct req *r);

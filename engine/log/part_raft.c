@@ -447,6 +447,17 @@ static void fail_chain_hint(struct part *p, struct req *r, int err)
 	}
 }
 
+/* Reads on a leader that has not yet applied the entries committed before
+ * its term (through its own no-op) would miss them: -PARLEY_EAGAIN
+ * (retryable) until it has. Other nodes read what they applied
+ * (parley_engine.h, Replication, contract 7). */
+int part_raft_read_check(struct part *p)
+{
+	if (!p->raft || p->cl->conf.n < 2 || raft_role(p->raft) != RAFT_LEADER)
+		return 0;
+	return raft_applied(p->raft) >= p->term_start ? 0 : -PARLEY_EAGAIN;
+}
+
 /* Publishes the group's state for pe_raft_status (any thread). */
 void part_raft_publish(struct part *p)
 {
@@ -477,8 +488,10 @@ static void after_step(struct part *p)
 			       raft_term(p->raft), n, raft_leader(p->raft));
 		fail_chain_hint(p, lost, -PARLEY_ENOTLEADER);
 	}
-	if (lead && !p->was_leader)
+	if (lead && !p->was_leader) {
 		p->snap_logged = false;
+		p->term_start = raft_last_index(p->raft); /* its no-op */
+	}
 	p->was_leader = lead;
 	part_raft_publish(p);
 }
