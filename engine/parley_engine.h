@@ -492,7 +492,11 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      below its commit index are answered when they apply.
  *   7. Reads, metadata and tails are served by any node from what it has
  *      applied (no ReadIndex yet: a follower's or deposed leader's answer
- *      may be stale).
+ *      may be stale), except that a leader which has not yet applied
+ *      through its own term's first entry answers reads and metadata with
+ *      -PARLEY_EAGAIN (retryable): it could miss what its predecessor
+ *      committed. pe_close answers proposals still waiting for a quorum
+ *      with -PARLEY_ECLOSED.
  *   8. Catch-up is by log only: a leader keeps the applied entries of each
  *      partition in memory up to log_keep_bytes (plus those not applied
  *      yet) to send to lagging followers. A follower behind that point

@@ -413,6 +413,7 @@ void part_raft_free(struct part *p);
 void part_raft_apply_recovered(struct shard *sh, struct part *p);
 void part_raft_publish(struct part *p);
 int part_raft_read_check(struct part *p);
+void part_raft_close(struct shard *sh);
 
 /* log/part_repl.c */
 void part_repl_recv(struct shard *sh, struct req *r);

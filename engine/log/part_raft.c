@@ -458,6 +458,20 @@ int part_raft_read_check(struct part *p)
 	return raft_applied(p->raft) >= p->term_start ? 0 : -PARLEY_EAGAIN;
 }
 
+/* The shard stops (pe_close): proposals still waiting for a quorum that
+ * will not answer any more fail with -PARLEY_ECLOSED, so every callback
+ * runs once. A group of one has none left by then (its batch is done). */
+void part_raft_close(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		fail_chain_hint(p, part_wait_take_after(p, 0), -PARLEY_ECLOSED);
+		fail_chain_hint(p, p->prop_head, -PARLEY_ECLOSED);
+		p->prop_head = p->prop_tail = NULL;
+	}
+}
+
 /* Publishes the group's state for pe_raft_status (any thread). */
 void part_raft_publish(struct part *p)
 {

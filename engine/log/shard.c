@@ -524,6 +524,7 @@ void *shard_main(void *arg)
 		for (int i = 0; i < n; i++)
 			shard_on_cqe(sh, &cqes[i]);
 	}
+	part_raft_close(sh); /* replication: waiters no quorum answered */
 	shard_close_subs(sh);
 	return NULL;
 }

@@ -708,3 +708,26 @@ Test(repl, follow_partition0_gathers_leaders_on_one_node)
 			check_node(i);
 		}
 }
+
+/* pe_close on a leader whose append waits for a quorum that cannot
+ * answer: the callback still runs, with -PARLEY_ECLOSED. */
+Test(repl, close_answers_waiters_without_quorum)
+{
+	cluster_start(0);
+	wait_leaders();
+	const char *key = "c/conv-1";
+	int l = leader_of(part_of(key));
+	for (int i = 0; i < NN; i++)
+		cut[l][i] = cut[i][l] = true;
+	struct pe_input in = {.type = 1, .len = 1, .payload = "z"};
+	struct pe_append_req q = {.key = key, .klen = strlen(key),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	struct ack a = {0};
+	cr_assert_eq(pe_append(nodes[l].e, &q, on_ack, &a), 0);
+	pe_close(nodes[l].e);
+	nodes[l].e = NULL;
+	nodes[l].up = false;
+	cr_assert(atomic_load(&a.done), "callback did not run at close");
+	cr_assert_eq(a.r.err, -PARLEY_ECLOSED, "%s", parley_errname(a.r.err));
+}
