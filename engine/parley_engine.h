@@ -560,6 +560,13 @@ struct pe_raft_status {
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);
+/* For callers that read before they write (a read on a follower may be
+ * stale): 0 when this node takes writes for the partition now (a single
+ * node, or its leader caught up with its own term), -PARLEY_ENOTLEADER
+ * (another node leads, or none is known), -PARLEY_EAGAIN (this node
+ * leads but still applies its predecessor's entries). Any thread, never
+ * blocks; from published state, so a proposal may still fail. */
+int pe_partition_leader_check(struct pe_engine *e, uint32_t partition);
 
 /* ---- I/O backends ------------------------------------------------------------- */
 

@@ -918,6 +918,13 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	int kl = chat_key_conv(key, q->conv, q->conv_len);
 	if (kl < 0)
 		return -PARLEY_ENOTFOUND;
+	/* a cluster: a node that does not lead the conversation's partition
+	 * may not have applied its creation yet: redirect, never "not found"
+	 * (docs/CLUSTER.md, routing) */
+	int lrc = pe_partition_leader_check(
+		c->e, pe_partition_of(c->e, key, (size_t)kl));
+	if (lrc)
+		return lrc;
 	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
 			      .content_type = q->content_type,
 			      .body = q->body, .body_len = q->body_len};

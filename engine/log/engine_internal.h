@@ -171,7 +171,8 @@ struct part {
 	bool snap_logged;
 	uint64_t term_start;    /* leader: index of its term's no-op */
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
-		pub_applied, pub_last, pub_snap_needed, pub_dropped;
+		pub_applied, pub_last, pub_snap_needed, pub_dropped,
+		pub_writable;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */
 	struct part *dnext;

@@ -483,6 +483,10 @@ void part_raft_publish(struct part *p)
 	atomic_store_explicit(&p->pub_commit, raft_commit(p->raft), memory_order_relaxed);
 	atomic_store_explicit(&p->pub_applied, raft_applied(p->raft), memory_order_relaxed);
 	atomic_store_explicit(&p->pub_last, raft_last_index(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_writable,
+			      raft_role(p->raft) == RAFT_LEADER &&
+			      part_raft_read_check(p) == 0,
+			      memory_order_relaxed);
 }
 
 /* After the group moved: a lost leadership fails exactly the waiters

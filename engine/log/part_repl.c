@@ -273,3 +273,18 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 #undef LD
 	return 0;
 }
+
+int pe_partition_leader_check(struct pe_engine *e, uint32_t partition)
+{
+	if (!e || partition >= e->nparts)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2)
+		return 0;
+	struct part *p = &e->parts[partition];
+	if (atomic_load_explicit(&p->pub_writable, memory_order_relaxed))
+		return 0;
+	return atomic_load_explicit(&p->pub_role, memory_order_relaxed) ==
+			       PE_LEADER
+		       ? -PARLEY_EAGAIN
+		       : -PARLEY_ENOTLEADER;
+}
