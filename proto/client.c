@@ -215,9 +215,8 @@ static int nodes_parse(struct parley_client *c, const char *list)
 	c->nodes_buf = strdup(list);
 	if (!c->nodes_buf)
 		return -PARLEY_ENOMEM;
-	char *save = NULL;
-	for (char *t = strtok_r(c->nodes_buf, ",", &save); t;
-	     t = strtok_r(NULL, ",", &save)) {
+	char *rest = c->nodes_buf, *t;
+	while ((t = strsep(&rest, ",")) != NULL) {
 		char *host = t, *colon;
 		if (*t == '[') {
 			host = t + 1;
@@ -1175,7 +1174,15 @@ int parley_client_connect(struct parley_client *c)
 		return -PARLEY_EINVAL;
 	c->fatal_err = 0;
 	c->not_before_ms = 0;
-	return connect_once(c, now_ms() + c->o.connect_timeout_ms);
+	/* a node list: each node once, from the current one */
+	int r = -PARLEY_ECLOSED;
+	for (uint32_t k = 0; k < PARLEY_MAX(1u, c->nnodes); k++) {
+		r = connect_once(c, now_ms() + c->o.connect_timeout_ms);
+		if (r == 0 || c->fatal_err)
+			return r;
+		node_next(c);
+	}
+	return r;
 }
 
 int parley_client_reconnect(struct parley_client *c)

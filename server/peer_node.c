@@ -104,9 +104,11 @@ int peer_node_parse_peers(const char *s, struct peer_node_config *cfg)
 		pp->id = id;
 		snprintf(pp->addr, sizeof pp->addr, "%s", host);
 		pp->port = (uint16_t)port;
+		if (end && !end[1])
+			goto bad; /* a trailing comma */
 		p = end ? end + 1 : NULL;
 	}
-	return 0;
+	return cfg->npeers ? 0 : -PARLEY_EINVAL;
 bad:
 	fprintf(stderr, "parleyd: config: peers: expected id=addr:port[,...] "
 		"(at most %u, ids > 0, numeric addresses), got \"%s\"\n",
