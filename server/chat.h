@@ -17,6 +17,10 @@
  *                     last inbox_seq the device acknowledged. Written lazily.
  *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
  *                     per partition, see below.
+ *   e/<conv>          the edit index (CHAT_ENT_EDIT), see "edits and
+ *                     deletes" below (chat_edit.c).
+ *   r/<conv>          the conversation's own retention (CHAT_ENT_RETENTION),
+ *                     see "per-conversation retention" (chat_retention.c).
  *
  * Send path and fan-out (durable before ack; no skip, no double):
  *
