@@ -649,6 +649,13 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
  * sweeper; the admin thread after POST /admin/compact). */
 void chat_retention_refresh(struct chat *c);
 
+/* A delivered EVENT of a message deleted for everyone (or of an EDIT of
+ * it) carries no content any more: empty body, PARLEY_MSGF_DELETED. A
+ * device that syncs after the DELETE never receives the deleted body.
+ * In-memory lookup; any thread. */
+struct parley_event;
+void chat_edit_event_state(struct chat *c, struct parley_event *ev);
+
 /* Deleted messages' content leaves the disk at compaction (chat_edit.c):
  * give chat_scrub_filter / the set to pe_options.compact_filter /
  * compact_filter_arg, attach the set to the service (chat_scrub_attach),

@@ -871,3 +871,17 @@ void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 	PLOG_I("chat", "deleted messages loaded", "indexes=%zu deletes=%" PRIu64,
 	       l.n, found);
 }
+
+void chat_edit_event_state(struct chat *c, struct parley_event *ev)
+{
+	struct chat_scrub *x = chat_scrub_of(c);
+	if (!x || !ev->conv.len)
+		return;
+	uint64_t seq = ev->kind == PARLEY_EV_MESSAGE ? ev->conv_seq
+		       : ev->kind == PARLEY_EV_EDIT  ? ev->ref_seq
+						     : 0;
+	if (!seq || !chat_scrub_has(x, ev->conv.p, ev->conv.len, seq))
+		return;
+	ev->body = (struct parley_bytes){NULL, 0};
+	ev->flags |= PARLEY_MSGF_DELETED;
+}
