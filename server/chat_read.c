@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
 
 /* ---- HISTORY ------------------------------------------------------------------- */
 
@@ -306,6 +307,10 @@ static void inbox_item_of(struct chat *c, const struct pe_entry *e,
 	ip->clen = p.conv_len;
 	memcpy(ip->conv, p.conv, p.conv_len);
 	ip->conv_seq = p.conv_seq;
+	if (p.kind == PARLEY_EV_RECEIPT) { /* all in the pointer (chat_receipt.h) */
+		o->ready = chat_rcpt_event_of(e, &o->ev) == 0;
+		return;
+	}
 	struct chat_msg cm;
 	/* a copy of a message that retention removed is not delivered: the
 	 * read finds it gone (kind 0) */

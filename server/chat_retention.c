@@ -2,10 +2,10 @@
  * chat_retention.c — per-conversation retention (RETENTION, 0x0017) and
  * the sweeper that enforces it. See chat.h ("per-conversation retention").
  *
- * A conversation's own setting is the last entry of r/<conv>
+ * A conversation's own setting is the last entry of t/<conv>
  * (CHAT_ENT_RETENTION: u8 version | u64 max_age_ms | u64 max_count |
  * u16 ulen | user who set it). The sweeper thread keeps every setting in
- * memory (loaded at start by listing the partitions' r/ streams), and
+ * memory (loaded at start by listing the partitions' t/ streams), and
  * every sweep_ms, and right after a setting changes, turns each one into
  * engine tombstones: pe_delete(c/<conv>, through) where `through` is the
  * newest seq that is past the setting (older than max_age_ms, or beyond
@@ -102,7 +102,7 @@ static int key_ret(char *out, const char *conv, size_t len)
 {
 	if (len < 1 || len > 250)
 		return -PARLEY_EINVAL;
-	memcpy(out, "r/", 2);
+	memcpy(out, "t/", 2);
 	memcpy(out + 2, conv, len);
 	out[2 + len] = '\0';
 	return (int)(2 + len);
@@ -321,7 +321,7 @@ static int load_cb(void *arg, const void *key, size_t klen, const struct pe_meta
 {
 	struct load_ctx *l = arg;
 	(void)m;
-	if (klen < 3 || memcmp(key, "r/", 2) || klen >= CHAT_KEY_CAP)
+	if (klen < 3 || memcmp(key, "t/", 2) || klen >= CHAT_KEY_CAP)
 		return 0;
 	if (l->n == l->cap) {
 		size_t nc = l->cap ? l->cap * 2 : 64;
