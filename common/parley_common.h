@@ -54,7 +54,9 @@
 	X(PARLEY_ELOCKED, 1021, "data directory in use by another process")    \
 	/* edits and deletes (1035-1039) */                                    \
 	X(PARLEY_EEXPIRED, 1035, "the time allowed for this change has passed") \
-	X(PARLEY_EDELETED, 1036, "the message was deleted")
+	X(PARLEY_EDELETED, 1036, "the message was deleted")                    \
+	/* typing and presence (1045-1049) */                                  \
+	X(PARLEY_ELIMIT, 1045, "a per-connection limit is reached")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM(name, val, text) name = val,

@@ -77,6 +77,13 @@ enum parley_client_state {
 /* Called for each EVENT; ev borrows from the client's buffers (valid during
  * the call only). */
 typedef void (*parley_event_cb)(void *user, const struct parley_event *ev);
+/* TYPING_PUSH: someone else is typing (state STARTED, clear it after
+ * ttl_ms without a refresh) or stopped. Borrowed during the call. */
+typedef void (*parley_typing_cb)(void *user, const struct parley_typing_push *t);
+/* PRESENCE: a subscribed user went online / offline (last_seen_ms 0 when
+ * online, hidden or never seen). Borrowed during the call. */
+typedef void (*parley_presence_cb)(void *user,
+				   const struct parley_presence_rec *p);
 /* Called on connection state changes (optional). */
 typedef void (*parley_state_cb)(void *user, enum parley_client_state st,
 				int err);
@@ -102,6 +109,11 @@ struct parley_client_opts {
 	parley_event_cb on_event;
 	parley_state_cb on_state;
 	void *user;
+	/* typing and presence (optional): pushes, borrowed during the call */
+	parley_typing_cb on_typing;
+	parley_presence_cb on_presence;
+	uint32_t heartbeat_ms; /* presence heartbeat: 0 = the server's (from
+				  PRESENCE_SUB_OK), until known idle_timeout/3 */
 	/* RECEIPT events (kind PARLEY_EV_RECEIPT: ev->sender has received
 	 * (flags PARLEY_RCPTF_DELIVERED) or read (PARLEY_RCPTF_READ) conv up
 	 * to ev->ref_seq; sender == you: your own read position from another
@@ -262,6 +274,39 @@ int parley_client_next_timeout_ms(const struct parley_client *c);
  * gone and reconnecting is allowed. Returns events delivered (>= 0), or a
  * negative error (-PARLEY_EAUTH etc. when reconnecting is hopeless). */
 int parley_client_poll(struct parley_client *c, int timeout_ms);
+
+/* ---- typing and presence ---------------------------------------------------- */
+
+/*
+ * Tell the conversation's other members that this user is typing
+ * (PARLEY_TYPING_STARTED) or stopped. Never blocks for a reply and never
+ * reconnects (typing is ephemeral): -PARLEY_ECLOSED when not connected.
+ * Call it on every keystroke: STARTED is sent at most every
+ * PARLEY_TYPING_REFRESH_MS per conversation (0 is returned for the ones
+ * not sent); STOPPED only after a STARTED. When the server refused a
+ * TYPING (ERROR with request_id 0, see parley_client_notify_error), the
+ * calls return that error without sending until its retry_after_ms has
+ * passed (RATE) — never silently.
+ */
+int parley_client_typing(struct parley_client *c, const char *conv, int state);
+/* The last ERROR the server sent about a notification (request_id 0,
+ * not fatal: a refused TYPING or EVENT_ACK): -code, or 0 if none since the
+ * last call; retry_after_ms (may be NULL) gets its retry-after. Clears it. */
+int parley_client_notify_error(struct parley_client *c, uint32_t *retry_after_ms);
+
+/* Subscribe to (op PARLEY_PRESENCE_SUBSCRIBE) or unsubscribe from the
+ * presence of n users (1..PARLEY_PROTO_MAX_PRESENCE_USERS). *ok (may be
+ * NULL) borrows the reply: the current state of each user subscribed,
+ * the server's heartbeat and TTL. Then PRESENCE pushes come to
+ * opts.on_presence on every change. Subscriptions belong to the
+ * connection: after a reconnect, subscribe again. -PARLEY_EFULL over the
+ * server's presence_subs_max. */
+int parley_client_presence_sub(struct parley_client *c, int op,
+			       const char *const *users, size_t n,
+			       const struct parley_presence_sub_ok **ok);
+/* Set the caller's presence settings (PARLEY_PRESF_*), durable before it
+ * returns 0. */
+int parley_client_presence_set(struct parley_client *c, uint32_t flags);
 
 /* ---- why something failed ----------------------------------------------------- */
 

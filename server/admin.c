@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "chat.h"
 #include "parley_engine_hooks.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 struct aconn;
@@ -187,6 +188,37 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_rate_limit_lossy_evictions_total", "counter",
 		       "Evicted users whose buckets were not full (table too small).",
 		       rs.lossy_evictions);
+	}
+	if (s->pres) { /* typing and presence (presence.h) */
+		struct presence_stats ps;
+		presence_get_stats(s->pres, &ps);
+		metric(&o, "parley_presence_online_users", "gauge",
+		       "Users with at least one live session.", ps.online);
+		metric(&o, "parley_presence_entries", "gauge",
+		       "Presence registry entries (online, subscribed or typing).",
+		       ps.entries);
+		metric(&o, "parley_presence_subscriptions", "gauge",
+		       "Connection-to-user presence subscriptions.",
+		       ps.subscriptions);
+		metric(&o, "parley_typing_received_total", "counter",
+		       "TYPING notifications accepted.", ps.typing_in);
+		metric(&o, "parley_typing_pushes_total", "counter",
+		       "TYPING_PUSH frames queued to connections.",
+		       ps.typing_pushes);
+		metric(&o, "parley_presence_pushes_total", "counter",
+		       "PRESENCE pushes queued to connections.",
+		       ps.presence_pushes);
+		metric(&o, "parley_presence_pushes_dropped_total", "counter",
+		       "Typing/presence pushes dropped: presence_push_queue_max "
+		       "reached or no memory.", ps.pushes_dropped);
+		metric(&o, "parley_last_seen_writes_total", "counter",
+		       "Durable last_seen records written.", ps.last_seen_writes);
+		metric(&o, "parley_last_seen_write_errors_total", "counter",
+		       "last_seen writes that failed (retried).",
+		       ps.last_seen_write_errors);
+		metric(&o, "parley_presence_loads_total", "counter",
+		       "Stored last_seen / settings reads for subscriptions.",
+		       ps.loads);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",

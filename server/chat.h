@@ -102,13 +102,13 @@ enum chat_ent_type {
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
 	CHAT_ENT_OPEN = 6,
+	/* receipts (chat_receipt.h): a user's read/delivered position */
+	CHAT_ENT_RCPT_POS = 12,
 	/* edits (chat_edit.c): EDIT and DELETE entries of c/<conv> and of the
 	 * edit index e/<conv>; the record's kind says which */
 	CHAT_ENT_EDIT = 10,
 	/* per-conversation retention (chat_retention.c): t/<conv> */
 	CHAT_ENT_RETENTION = 11,
-	/* receipts (chat_receipt.h): a user's read/delivered position */
-	CHAT_ENT_RCPT_POS = 12,
 };
 
 #define CHAT_REC_VERSION 1u

@@ -46,6 +46,7 @@
 #include "errmap.h"
 #include "membudget.h"
 #include "parley_proto.h"
+#include "presence.h"
 
 #define OBUF_CHUNK (16u << 10)
 #define CURSOR_FLUSH_NS (5ull * 1000000000ull)
@@ -731,6 +732,8 @@ void conn_on_close(struct conn *c)
 	cursor_store(c);
 	rcpt_flush(c, parley_mono_ns(), true);
 	pend_drop(c);
+	if (S(c)->pres)
+		presence_conn_offline(S(c)->pres, &c->pres);
 	c->state = CS_CLOSING;
 }
 
@@ -1645,11 +1648,84 @@ static void req_auth(struct conn *c, uint32_t rid, const struct parley_auth *m)
 		c->deadline_ns = 0;
 		if (s->adm)
 			admission_leave(s->adm, &c->hs_slot);
+		if (s->pres) /* a session: the user is online (presence.h) */
+			presence_conn_online(s->pres, &c->pres, c->id->user,
+					     c->id->ulen,
+					     c->sk.ref);
 	}
 	struct parley_msg ok = {.type = PARLEY_T_AUTH_OK};
 	ok.auth_ok.user_id = (struct parley_str){c->id->user, (uint16_t)sl};
 	ok.auth_ok.expires_ms = exp;
 	conn_send(c, rid, &ok);
+}
+
+/* TYPING / PRESENCE_SUB / PRESENCE_SET (presence.h) ---------------------------------------- */
+
+/* TYPING is a notification: a refusal is an ERROR with request_id 0
+ * (RATE with retry_after_ms, PERM, NOTFOUND, FULL), never a silent drop. */
+static void note_typing(struct conn *c, const struct parley_typing *m)
+{
+	struct srv *s = S(c);
+	if (!s->pres || !c->pres) {
+		conn_error(c, 0, PARLEY_EAGAIN, false, 1000, "typing unavailable");
+		return;
+	}
+	if (conn_limited(c, 0, RATELIMIT_TYPING))
+		return;
+	int rc = presence_typing(s->pres, c->pres, m->conv.p, m->conv.len,
+				 m->state == PARLEY_TYPING_STARTED);
+	if (rc)
+		conn_error(c, 0, wire_code(rc), false, 0,
+			   rc == -PARLEY_EPERM ? "TYPING: not a member"
+			   : rc == -PARLEY_ENOTFOUND
+				   ? "TYPING: no such conversation"
+			   : rc == -PARLEY_EFULL
+				   ? "TYPING: typing in too many conversations"
+				   : "TYPING failed");
+}
+
+static void req_presence_sub(struct conn *c, uint32_t rid,
+			     const struct parley_presence_sub *m)
+{
+	struct srv *s = S(c);
+	if (!s->pres || !c->pres) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
+			   "presence unavailable");
+		return;
+	}
+	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
+		return;
+	c->inflight++;
+	int rc = presence_sub(s->pres, c->pres, rid, m);
+	if (rc) {
+		c->inflight--;
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_ELIMIT
+				   ? "too many presence subscriptions "
+				     "(presence_subs_max)"
+				   : "out of memory");
+	}
+}
+
+static void req_presence_set(struct conn *c, uint32_t rid,
+			     const struct parley_presence_set *m)
+{
+	struct srv *s = S(c);
+	if (!s->pres || !c->pres) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
+			   "presence unavailable");
+		return;
+	}
+	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
+		return;
+	c->inflight++;
+	int rc = presence_set(s->pres, c->pres, rid, m->flags);
+	if (rc) {
+		c->inflight--;
+		conn_error(c, rid, wire_code(rc), false,
+			   srv_wire_err(rc).retry_after_ms, "server busy");
+	}
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
@@ -1714,6 +1790,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 						  : "malformed payload");
 		goto out;
 	}
+	if (c->pres) /* any frame is a presence heartbeat (presence.h) */
+		presence_conn_beat(s->pres, c->pres, parley_mono_ns());
 	if (t == PARLEY_T_HELLO) {
 		if (c->state != CS_NEW)
 			conn_error(c, rid, PARLEY_EPROTO, false, 0,
@@ -1761,6 +1839,11 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_SYNC: req_sync(c, rid, &m->sync); break;
 	case PARLEY_T_CONV_OPEN: req_conv_open(c, rid, &m->conv_open); break;
 	case PARLEY_T_CONV_LIST: req_conv_list(c, rid, &m->conv_list); break;
+	case PARLEY_T_TYPING: note_typing(c, &m->typing); break;
+	case PARLEY_T_PRESENCE_SUB: req_presence_sub(c, rid, &m->presence_sub); break;
+	case PARLEY_T_PRESENCE_SET: req_presence_set(c, rid, &m->presence_set); break;
+	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
+	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	case PARLEY_T_EDIT:
 		req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
 			 m->edit.ref_seq, m->edit.content_type, m->edit.body);
@@ -1771,8 +1854,6 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 			 m->del.client_msg_id, m->del.ref_seq, 0,
 			 (struct parley_bytes){NULL, 0});
 		break;
-	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
-	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	default:
 		ctr_add(&s->ctr.proto_errors, 1);
 		conn_error(c, rid, PARLEY_EPROTO, false, 0,
@@ -2003,6 +2084,9 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		break;
 	case LM_SYNC_DONE:
 		on_sync_done(c, m);
+		break;
+	case LM_PUSH: /* TYPING_PUSH / PRESENCE (presence.h) */
+		conn_write(c, m->data, m->len);
 		break;
 	default:
 		break;

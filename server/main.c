@@ -49,6 +49,7 @@
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 static void on_engine_fatal(void *arg, int err)
@@ -140,6 +141,10 @@ struct opts {
 	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
 	uint64_t retention_sweep_ms;
 	uint32_t admin_compact;
+	/* typing and presence (presence.h) */
+	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
+	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
+	uint32_t presence_push_queue_max;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -209,6 +214,12 @@ static const struct key KEYS[] = {
 	KU(rate_users_max, "65536", "users whose rate buckets are kept (LRU beyond; 64..16777216)"),
 	KU(max_handshakes, "256", "connections between accept and AUTH_OK at once, server-wide (0 = no bound)"),
 	KU(handshake_retry_ms, "1000", "retry-after for a refused HELLO: this + random 0..this"),
+	KU(presence_heartbeat_ms, "30000", "clients send a frame (PING when idle) at least this often; 100..3600000"),
+	KU(presence_ttl_ms, "60000", "a device silent this long counts as offline (> presence_heartbeat_ms)"),
+	KU(presence_subs_max, "256", "presence subscriptions per connection (1..65535)"),
+	KU(typing_ttl_ms, "6000", "a typing indicator not refreshed this long stops (500..60000)"),
+	KU(presence_last_seen_write_ms, "300000", "while online, last_seen is written at most this often (>= 1000)"),
+	KU(presence_push_queue_max, "65536", "TYPING_PUSH/PRESENCE pushes queued to loops at once, server-wide (>= 64)"),
 	KS(log_level, "info", "debug, info, warn or error"),
 	KL(edit_window_ms, "172800000", "EDIT allowed this long after the message, ms (0 = no limit)"),
 	KL(delete_window_ms, "172800000", "DELETE for everyone allowed this long after the message, ms (0 = no limit)"),
@@ -477,6 +488,17 @@ static int addr_is_loopback(const char *host)
 _Static_assert(RATELIMIT_USER_MAX >= PARLEY_PROTO_MAX_USER_ID,
 	       "the rate limit table must hold any valid user id");
 
+static void pres_config(const struct opts *o, struct presence_config *pc)
+{
+	*pc = (struct presence_config){
+		.heartbeat_ms = o->presence_heartbeat_ms,
+		.ttl_ms = o->presence_ttl_ms,
+		.subs_max = o->presence_subs_max,
+		.typing_ttl_ms = o->typing_ttl_ms,
+		.last_seen_write_ms = o->presence_last_seen_write_ms,
+		.push_queue_max = o->presence_push_queue_max};
+}
+
 static void rl_config(const struct opts *o, struct ratelimit_config *rc)
 {
 	memset(rc, 0, sizeof *rc);
@@ -538,6 +560,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	char rwhy[160];
 	rl_config(o, &rlc);
 	if (ratelimit_config_check(&rlc, rwhy, sizeof rwhy))
+		BAD("%s\n", rwhy);
+	struct presence_config pc;
+	pres_config(o, &pc);
+	if (presence_config_check(&pc, rwhy, sizeof rwhy))
 		BAD("%s\n", rwhy);
 	if (o->handshake_retry_ms < 1 || o->handshake_retry_ms > 600000)
 		BAD("handshake_retry_ms must be 1..600000\n");
@@ -690,9 +716,14 @@ static int run(const struct opts *o, struct srv *s)
 	/* deleted messages' content is rewritten away by compaction */
 	struct chat_scrub *scrub = chat_scrub_new();
 	PARLEY_ASSERT(scrub);
-	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX];
+	/* retention: chat's internal streams and configured defaults, then
+	 * presence's streams */
+	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX + 8];
 	size_t nrules = chat_retention_rules(o->retention_max_age_ms,
 					     o->retention_max_count, rules);
+	PARLEY_ASSERT(nrules + presence_nretention <= PARLEY_ARRAY_LEN(rules));
+	for (size_t i = 0; i < presence_nretention; i++)
+		rules[nrules++] = presence_retention[i];
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = engine_shards_for(o->engine_shards),
 				.memtable_total_bytes = memtable_total_of(budget),
@@ -760,6 +791,23 @@ static int run(const struct opts *o, struct srv *s)
 				  o->retention_max_count, o->retention_sweep_ms,
 				  &s->ret);
 	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
+	struct presence_config prc;
+	pres_config(o, &prc);
+	rc = presence_open(&prc, s, &s->pres);
+	if (rc) {
+		PLOG_E("parleyd", "cannot start presence", "err=%s",
+		       parley_errname(rc));
+		admin_stop(adm);
+		chat_retention_stop(s->ret);
+		s->ret = NULL;
+		chat_close(s->chat);
+		s->chat = NULL;
+		ratelimit_close(s->rl);
+		s->rl = NULL;
+		s->engine = NULL;
+		pe_close(e);
+		return 1;
+	}
 	unsigned n = o->loops;
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -818,6 +866,10 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(lt[i].thr, NULL);
 	admin_stop(adm);
+	/* after the loops (every connection closed: last_seen written) and
+	 * /metrics are gone, before the engine closes */
+	presence_close(s->pres);
+	s->pres = NULL;
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
 	s->rl = NULL;
 	chat_retention_stop(s->ret); /* before the service it calls */

@@ -17,6 +17,7 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c
+  ${CMAKE_CURRENT_LIST_DIR}/presence.c
   ${CMAKE_CURRENT_LIST_DIR}/admin.c)
 target_include_directories(parleyd_core PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(parleyd_core PUBLIC parley_engine parley_proto

@@ -23,6 +23,7 @@
 #include "parley_engine.h"
 
 struct admission;
+struct presence;
 struct chat;
 struct chat_ret;
 struct loop;
@@ -124,6 +125,7 @@ struct srv {
 	struct srv_stages stages;    /* per-stage timing (above) */
 	struct ratelimit *rl;        /* request rate limits; NULL = none */
 	struct admission *adm;       /* handshake admission; NULL = none */
+	struct presence *pres;       /* typing and presence; NULL = none */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;

@@ -160,6 +160,10 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev);
  * are shown ("has read up to #N  [read]"). */
 void cli_chat_on_receipt(struct cli_chat *ch, const struct parley_event *ev);
 void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err);
+/* opts.on_typing / on_presence: the peer's typing indicator and presence
+ * in the status prompt. */
+void cli_chat_on_typing(struct cli_chat *ch, const struct parley_typing_push *t);
+void cli_chat_on_presence(struct cli_chat *ch, const struct parley_presence_rec *p);
 
 /*
  * Run the interactive chat on a connected client c (created with the

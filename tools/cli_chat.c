@@ -29,6 +29,14 @@
  *      untrusted certificate) never loops: the token command (if any) is
  *      tried once, else the chat ends with the cause and exit code 4/3.
  *
+ * Typing and presence: while the user types a line to a peer (not a
+ * command), the UI thread asks the network thread to send TYPING STARTED
+ * (libparley sends it at most every 3 s) and STOPPED when the line is sent
+ * or erased. The peer's TYPING_PUSH shows "PEER is typing..." in the
+ * prompt until STOPPED or its ttl_ms; the network thread subscribes to the
+ * peer's presence (again after each reconnect, and when the peer changes)
+ * and the prompt shows "online" or "last seen HH:MM".
+ *
  * Own lines: shown once. A typed line is drawn as "[sending]" (or
  * "[pending: offline]") in a block just above the prompt; other output is
  * printed above that block, and when the server acknowledges the line it
@@ -113,6 +121,10 @@ struct cli_chat {
 	int online;
 	int quit;
 	uint32_t max_body;
+	int typing_want; /* 1 = STARTED, 2 = STOPPED to send, 0 = nothing */
+	int typing_on; /* UI thread: a STARTED was asked for this line */
+	uint64_t peer_typing_until; /* mono ms; 0 = the peer is not typing */
+	char peer_presence[48]; /* "online", "last seen ...", "" = unknown */
 
 	/* network thread only */
 	char conv_peer[PARLEY_PROTO_MAX_USER_ID + 1]; /* conv_id below is for it */
@@ -124,6 +136,8 @@ struct cli_chat {
 	int goaway_shown; /* the outage was already explained */
 	int just_refreshed; /* a new token was fetched and has not yet held */
 	uint64_t connected_at_ms;
+	char pres_peer[PARLEY_PROTO_MAX_USER_ID + 1]; /* subscribed on this
+							 connection ("" = none) */
 	/* read markers: messages of conv_id shown up to read_want; the server
 	 * has read_sent (one READ_MARKER per batch of shown messages) */
 	uint64_t read_want, read_sent;
@@ -407,6 +421,55 @@ void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err
 		   "and sent when it is back", cli_goaway_text((unsigned)-err),
 	       f->text[0] ? " (server: " : "", f->text, f->text[0] ? ")" : "");
 	ch->goaway_shown = 1;
+}
+
+static int is_peer(const struct cli_chat *ch, struct parley_str u)
+{
+	return ch->peer[0] && u.len == strlen(ch->peer) && !memcmp(u.p, ch->peer, u.len);
+}
+
+void cli_chat_on_typing(struct cli_chat *ch, const struct parley_typing_push *t)
+{
+	if (!ch)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	int here = is_peer(ch, t->user) && ch->conv_id[0] &&
+		   t->conv.len == strlen(ch->conv_id) &&
+		   !memcmp(t->conv.p, ch->conv_id, t->conv.len);
+	if (here)
+		ch->peer_typing_until = t->state == PARLEY_TYPING_STARTED
+						? mono_ms() + t->ttl_ms
+						: 0;
+	pthread_mutex_unlock(&ch->mu);
+	if (here)
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
+}
+
+static void fmt_presence(char *out, size_t cap, uint8_t status, uint64_t last_seen)
+{
+	if (status == PARLEY_PRESENCE_ONLINE) {
+		snprintf(out, cap, "online");
+	} else if (last_seen) {
+		char t[32];
+		fmt_time(last_seen, t, sizeof t);
+		snprintf(out, cap, "last seen %s", t);
+	} else {
+		snprintf(out, cap, "offline");
+	}
+}
+
+void cli_chat_on_presence(struct cli_chat *ch, const struct parley_presence_rec *p)
+{
+	if (!ch)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	int here = is_peer(ch, p->user);
+	if (here)
+		fmt_presence(ch->peer_presence, sizeof ch->peer_presence, p->status,
+			     p->last_seen_ms);
+	pthread_mutex_unlock(&ch->mu);
+	if (here)
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
 }
 
 /* ---- network thread ----------------------------------------------------------------- */
@@ -724,6 +787,67 @@ static int net_request(struct cli_chat *ch)
 	return 1;
 }
 
+/* Typing and presence for the current peer (see the top). Never blocks
+ * for long; failures only leave the prompt without the information. */
+static void net_live(struct cli_chat *ch)
+{
+	pthread_mutex_lock(&ch->mu);
+	char peer[sizeof ch->peer];
+	memcpy(peer, ch->peer, sizeof peer);
+	int want = ch->typing_want;
+	ch->typing_want = 0;
+	int expired = ch->peer_typing_until && mono_ms() >= ch->peer_typing_until;
+	if (expired)
+		ch->peer_typing_until = 0;
+	pthread_mutex_unlock(&ch->mu);
+	if (expired)
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
+	if (strcmp(peer, ch->pres_peer) != 0) {
+		if (ch->pres_peer[0]) {
+			const char *old[] = {ch->pres_peer};
+			parley_client_presence_sub(ch->c, PARLEY_PRESENCE_UNSUBSCRIBE, old, 1,
+						   NULL);
+		}
+		snprintf(ch->pres_peer, sizeof ch->pres_peer, "%s", peer);
+		pthread_mutex_lock(&ch->mu);
+		ch->peer_presence[0] = 0;
+		ch->peer_typing_until = 0;
+		pthread_mutex_unlock(&ch->mu);
+		if (peer[0]) {
+			const char *u[] = {peer};
+			const struct parley_presence_sub_ok *ok;
+			if (parley_client_presence_sub(ch->c, PARLEY_PRESENCE_SUBSCRIBE, u, 1,
+						       &ok) == 0 && ok->count == 1) {
+				pthread_mutex_lock(&ch->mu);
+				if (!strcmp(ch->peer, peer))
+					fmt_presence(ch->peer_presence,
+						     sizeof ch->peer_presence,
+						     ok->recs[0].status,
+						     ok->recs[0].last_seen_ms);
+				pthread_mutex_unlock(&ch->mu);
+			}
+		}
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
+	}
+	if (want && peer[0] && net_conv(ch, peer) == 0)
+		parley_client_typing(ch->c, ch->conv_id,
+				     want == 1 ? PARLEY_TYPING_STARTED
+					       : PARLEY_TYPING_STOPPED);
+}
+
+/* Milliseconds until the peer's typing indicator expires (or dflt). */
+static int net_typing_timeout(struct cli_chat *ch, int dflt)
+{
+	pthread_mutex_lock(&ch->mu);
+	uint64_t u = ch->peer_typing_until;
+	pthread_mutex_unlock(&ch->mu);
+	if (!u)
+		return dflt;
+	uint64_t now = mono_ms();
+	int left = u > now ? (int)PARLEY_MIN(u - now, (uint64_t)INT32_MAX) : 0;
+	return dflt < 0 || left < dflt ? left : dflt;
+}
+
 /* Send the next outbox entry, if any. Returns 1 if it tried. */
 static int net_send(struct cli_chat *ch)
 {
@@ -840,6 +964,7 @@ static void *net_main(void *arg)
 			}
 			int r = parley_client_connect(ch->c);
 			if (r == 0) {
+				ch->pres_peer[0] = 0; /* subscriptions were the old connection's */
 				backoff = CHAT_RECONNECT_MIN_MS;
 				online = 1;
 				ch->goaway_shown = 0;
@@ -860,8 +985,9 @@ static void *net_main(void *arg)
 		}
 		if (net_request(ch) || net_send(ch) || net_read(ch))
 			continue;
+		net_live(ch);
 		int fd = parley_client_fd(ch->c);
-		net_wait(ch, fd, parley_client_next_timeout_ms(ch->c));
+		net_wait(ch, fd, net_typing_timeout(ch, parley_client_next_timeout_ms(ch->c)));
 		int r = parley_client_process(ch->c);
 		if (r < 0 && r != -PARLEY_ECLOSED &&
 		    is_auth_failure(r, parley_client_failure(ch->c)) &&
@@ -902,9 +1028,17 @@ static void ui_make_prompt(struct cli_chat *ch)
 	char pend[32] = "";
 	if (unsent)
 		snprintf(pend, sizeof pend, " | %u pending", unsent);
+	char live[96] = ""; /* the peer's presence and typing */
+	if (ch->peer[0] && ch->online) {
+		if (ch->peer_presence[0])
+			snprintf(live, sizeof live, " (%.47s)", ch->peer_presence);
+		if (ch->peer_typing_until)
+			snprintf(live + strlen(live), sizeof live - strlen(live),
+				 " | %.30s is typing...", ch->peer);
+	}
 	if (ch->peer[0])
-		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s -> %.64s%s%.31s] > ", ch->me,
-			 ch->peer, st, pend);
+		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s -> %.64s%.95s%s%.31s] > ",
+			 ch->me, ch->peer, live, st, pend);
 	else
 		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s%s%.31s | /to PEER] > ", ch->me, st,
 			 pend);
@@ -1294,6 +1428,13 @@ static void ui_rl_handler(char *line)
 	int rows = rows_of(ch->prompt, strlen(line));
 	printf("\033[%dA\r\033[J", rows);
 	ch->in_handler = 1;
+	if (ch->typing_on) { /* the line is done: stop the indicator */
+		ch->typing_on = 0;
+		pthread_mutex_lock(&ch->mu);
+		ch->typing_want = 2;
+		pthread_mutex_unlock(&ch->mu);
+		wake(ch->wake_net[1]);
+	}
 	if (line[strspn(line, " \t")])
 		add_history(line);
 	ui_line(ch, line);
@@ -1304,6 +1445,23 @@ static void ui_rl_handler(char *line)
 		ui_make_prompt(ch);
 		rl_callback_handler_install(ch->prompt, ui_rl_handler);
 	}
+}
+
+/* After a keystroke: typing a line to the peer (not a command) starts the
+ * indicator, erasing it stops it (a sent line stops it in ui_rl_handler). */
+static void ui_typing(struct cli_chat *ch)
+{
+	int typing = !ch->done && rl_line_buffer && rl_end > 0 && rl_line_buffer[0] != '/';
+	if (typing == ch->typing_on && !typing)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	int to_peer = ch->peer[0] != 0;
+	if (to_peer)
+		ch->typing_want = typing ? 1 : 2;
+	pthread_mutex_unlock(&ch->mu);
+	ch->typing_on = typing && to_peer;
+	if (to_peer)
+		wake(ch->wake_net[1]);
 }
 
 static void on_sigint(int sig)
@@ -1446,6 +1604,7 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 			continue;
 		if (ch->tty) {
 			rl_callback_read_char();
+			ui_typing(ch);
 			continue;
 		}
 		ssize_t n = read(STDIN_FILENO, in + in_len, CHAT_INPUT_MAX - in_len);

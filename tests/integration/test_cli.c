@@ -303,6 +303,11 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "#1 you: hello from the terminal", 20000, "--before 2 shows #1");
 	term_wait(&t, "start of the conversation", 20000, "history footer");
 
+	/* the prompt shows bob's presence and typing (issue 13) */
+	term_wait(&t, "[alice -> bob (online)", 20000, "bob's presence in the prompt");
+	IT_OK(parley_client_typing(b, conv, PARLEY_TYPING_STARTED));
+	term_wait(&t, "bob is typing...", 20000, "bob's typing in the prompt");
+
 	/* a message from bob arrives while alice is typing: her half line stays */
 	term_type(&t, "half a li");
 	struct parley_send_result res;
@@ -332,6 +337,7 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "* retention with bob: at most 1000 messages", 20000,
 		  "/retention sets the conversation's own limit");
 	parley_client_free(b);
+	term_wait(&t, "[alice -> bob (last seen ", 20000, "bob's last seen after he left");
 
 	term_type(&t, "/quit\r");
 	int st = -1;
