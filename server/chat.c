@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "chat.h"
+#include "chat_group.h"
 #include "parley_proto.h"
 
 const struct pe_retention_rule chat_retention[] = {
@@ -396,8 +397,10 @@ struct job {
 	unsigned pending;      /* appends not yet completed (+1 while issuing) */
 	chat_send_cb cb;       /* live send: the caller's callback */
 	void *cb_arg;
-	uint8_t *rec;          /* live send: the record, until appended */
+	uint8_t *rec;          /* live send: the record, until durable */
 	uint32_t rec_len;
+	uint16_t type;         /* live send: its entry type (CHAT_ENT_MSG...) */
+	bool group;            /* a group conversation (chat_group.c) */
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
 	uint16_t len;
@@ -432,7 +435,13 @@ struct chat {
 	uint64_t *known;
 	uint32_t known_cap, known_n;
 	struct chat_stats st;
+	struct chat_groups *groups; /* group membership (chat_group.c) */
 };
+
+struct chat_groups *chat_groups_of(struct chat *c)
+{
+	return c->groups;
+}
 
 static const char WM_KEY[] = "s/fanout";
 
@@ -677,9 +686,101 @@ static void ckpt_maybe_locked(struct chat *c)
 
 /* ---- the fan-out thread ------------------------------------------------------------------- */
 
+struct group_issue {
+	struct chat *c;
+	struct job *j;
+};
+
+/* chat_groups_fanout's issue: count the append in the job, then issue it. */
+static int group_issue(void *arg, const struct chat_fanout_item *it,
+		       const uint8_t *payload, uint32_t len)
+{
+	struct group_issue *gi = arg;
+	struct chat *c = gi->c;
+	pthread_mutex_lock(&c->mu);
+	gi->j->pending++;
+	pthread_mutex_unlock(&c->mu);
+	int rc;
+	if (payload) {
+		struct pe_input in = {.type = it->type, .len = len,
+				      .payload = payload};
+		struct pe_append_req q = {.key = it->key, .klen = it->klen,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, it->producer, 16);
+		while ((rc = pe_append(c->e, &q, fanout_append_cb, gi->j)) ==
+		       -PARLEY_EFULL)
+			sleep_ms(1);
+	} else {
+		rc = fanout_issue(c, it, fanout_append_cb, gi->j);
+	}
+	if (rc) {
+		struct pe_append_result r = {.err = rc};
+		fanout_append_cb(gi->j, &r);
+	}
+	return 0;
+}
+
+/* A group conversation's seqs from..to: read the entries (the plan depends
+ * on each entry's type and sender) and fan each out to the members at its
+ * seq. A recovered job reads what it re-fans out; a live one reads its
+ * message back from the memtable. */
+static void fanout_run_group(struct chat *c, struct job *j)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, j->conv, j->len);
+	struct group_issue gi = {c, j};
+	uint64_t seq = j->from;
+	while (kl > 0 && seq <= j->to) {
+		uint64_t want = j->to - seq + 1;
+		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+					.from = seq, .dir = PE_FORWARD,
+					.limit = want < PE_MAX_READ ? (uint32_t)want
+								    : PE_MAX_READ};
+		struct pe_entry *ents = NULL;
+		uint32_t n = 0;
+		struct pe_read_result meta;
+		int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
+		if (rc == -PARLEY_EFULL) {
+			sleep_ms(1);
+			continue;
+		}
+		if (rc == -PARLEY_ETRIMMED && meta.first_seq > seq) {
+			seq = meta.first_seq;
+			continue;
+		}
+		if (rc || n == 0) {
+			if (rc)
+				PLOG_E("chat", "group fan-out read failed", "conv=%.*s "
+				       "seq=%" PRIu64 " err=%s", (int)j->len, j->conv,
+				       seq, parley_errname(rc));
+			free(ents);
+			break;
+		}
+		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
+			unsigned cnt = 0;
+			rc = chat_groups_fanout(c->groups, j->conv, j->len, &ents[i],
+						group_issue, &gi, &cnt);
+			if (rc)
+				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
+				       PRIu64 " err=%s", (int)j->len, j->conv,
+				       ents[i].seq, parley_errname(rc));
+			pthread_mutex_lock(&c->mu);
+			c->st.fanout_jobs++;
+			pthread_mutex_unlock(&c->mu);
+			seq = ents[i].seq + 1;
+		}
+		free(ents);
+	}
+}
+
 static void fanout_run(struct chat *c, struct job *j)
 {
 	/* j->pending was set to 1 (the issuing hold) by the caller */
+	if (chat_conv_is_group(j->conv, j->len)) {
+		fanout_run_group(c, j);
+		return;
+	}
 	for (uint64_t seq = j->from; seq <= j->to; seq++) {
 		struct chat_fanout_plan plan;
 		if (chat_fanout_plan(j->conv, j->len, seq, &plan) || plan.n == 0)
@@ -742,10 +843,26 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	struct chat_send_result res = {.err = r->err, .seq = r->seq,
 				       .ts_ms = r->ts_ms,
 				       .duplicate = r->duplicate};
+	bool refused = false;
+	if (j->group && !r->err && !r->duplicate) {
+		/* In the stream's seq order (this callback's): a membership
+		 * event is applied before any later entry is answered, and a
+		 * message whose sender was no longer a member at its seq is
+		 * refused (stored, but never delivered nor shown). */
+		int grc = chat_groups_on_durable(c->groups, j->conv, j->len,
+						 r->seq, j->type, j->rec,
+						 j->rec_len);
+		if (grc && j->type == CHAT_ENT_MSG) {
+			res.err = -PARLEY_EPERM;
+			refused = true;
+		}
+	}
+	free(j->rec);
+	j->rec = NULL;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
 	pthread_mutex_lock(&c->mu);
-	if (r->err || r->duplicate) {
+	if (r->err || r->duplicate || refused) {
 		/* nothing new to fan out (a duplicate's original was fanned
 		 * out by its own job, or is >= a cursor and recovered) */
 		job_done_locked(c, j);
@@ -777,19 +894,15 @@ static int send_append(struct job *j)
 {
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, j->conv, j->len);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = j->rec_len,
+	struct pe_input in = {.type = j->type, .len = j->rec_len,
 			      .payload = j->rec};
 	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
 				   .expected_last_seq = PE_NO_EXPECT,
 				   .entries = &in, .count = 1};
 	memcpy(aq.producer, j->producer, 16);
-	/* j may be freed by send_cb before pe_append even returns: take the
-	 * record out of it first (pe_append copies the payload). */
-	uint8_t *rec = j->rec;
-	j->rec = NULL;
-	int rc = pe_append(j->c->e, &aq, send_cb, j);
-	free(rec);
-	return rc;
+	/* The record stays in j until send_cb (groups check it at its seq);
+	 * pe_append copies the payload. On failure the caller frees j. */
+	return pe_append(j->c->e, &aq, send_cb, j);
 }
 
 static int send_check_issue(struct job *j);
@@ -833,8 +946,14 @@ static int send_check_issue(struct job *j)
 int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg)
 {
-	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
-				  q->sender_len)) {
+	bool group = chat_conv_is_group(q->conv, q->conv_len);
+	if (group) {
+		int grc = chat_groups_send_check(c->groups, q->conv, q->conv_len,
+						 q->sender, q->sender_len);
+		if (grc)
+			return grc;
+	} else if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+					 q->sender_len)) {
 		struct chat_member mm[2];
 		return chat_conv_members(q->conv, q->conv_len, mm) < 0
 			       ? -PARLEY_ENOTFOUND
@@ -866,6 +985,8 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	j->cb_arg = arg;
 	j->rec = rec;
 	j->rec_len = (uint32_t)n;
+	j->type = CHAT_ENT_MSG;
+	j->group = group;
 	chat_producer_send(j->producer, q->sender, q->sender_len,
 			   q->client_msg_id);
 	j->len = q->conv_len;
@@ -876,10 +997,50 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
 	pthread_mutex_lock(&c->mu);
-	bool known = known_has_locked(c, h);
+	bool known = group || known_has_locked(c, h);
 	job_register_locked(c, j, p, chat_clock_ms(c->clock));
 	pthread_mutex_unlock(&c->mu);
 	int rc = known ? send_append(j) : send_check_issue(j);
+	if (rc)
+		send_fail(j, rc, false);
+	return rc;
+}
+
+int chat_conv_append(struct chat *c, const char *conv, uint16_t len,
+		     uint16_t type, const uint8_t *rec, uint32_t rec_len,
+		     const uint8_t producer[16], chat_send_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, conv, len);
+	if (kl < 0)
+		return -PARLEY_EINVAL;
+	if (rec_len > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *copy = malloc(rec_len ? rec_len : 1);
+	struct job *j = malloc(sizeof *j + len);
+	if (!copy || !j) {
+		free(copy);
+		free(j);
+		return -PARLEY_ENOMEM;
+	}
+	memcpy(copy, rec, rec_len);
+	memset(j, 0, sizeof *j);
+	j->c = c;
+	j->nmsgs = 1;
+	j->cb = cb;
+	j->cb_arg = arg;
+	j->rec = copy;
+	j->rec_len = rec_len;
+	j->type = type;
+	j->group = chat_conv_is_group(conv, len);
+	memcpy(j->producer, producer, 16);
+	j->len = len;
+	memcpy(j->conv, conv, len);
+	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	pthread_mutex_lock(&c->mu);
+	job_register_locked(c, j, p, chat_clock_ms(c->clock));
+	pthread_mutex_unlock(&c->mu);
+	int rc = send_append(j);
 	if (rc)
 		send_fail(j, rc, false);
 	return rc;
@@ -1084,6 +1245,12 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 	if (klen > 2 && meta->last_seq > 0 &&
 	    (!memcmp(key, "o/", 2) || !memcmp(key, "c/", 2)))
 		known_add_locked(s->c, conv_hash((const char *)key + 2, klen - 2));
+	if (klen > 2 && meta->last_seq > 0 && !memcmp(key, "c/", 2) &&
+	    chat_groups_note(s->c->groups, (const char *)key + 2, klen - 2,
+			     meta->last_seq)) {
+		s->err = -PARLEY_ENOMEM;
+		return 1;
+	}
 	if (klen < 3 || memcmp(key, "c/", 2) != 0 || meta->last_seq == 0 ||
 	    meta->last_ts_ms < s->cur[s->part])
 		return 0;
@@ -1231,6 +1398,9 @@ static int recover(struct chat *c)
 				first = 0;
 			}
 		}
+		if (!rc && first >= 1 && first <= t->last_seq)
+			chat_groups_note_first(c->groups, t->key + 2, t->klen - 2u,
+					       first);
 		if (!rc && first >= 1 && first <= t->last_seq) {
 			struct job *j = calloc(1, sizeof *j + t->klen - 2u);
 			if (!j) {
@@ -1253,6 +1423,10 @@ static int recover(struct chat *c)
 		}
 		free(t);
 	}
+	/* Group membership: last snapshots + the events after them that the
+	 * cursors do not cover (before the fan-out thread plans anything). */
+	if (!rc)
+		rc = chat_groups_load(c->groups, c->e);
 	/* Nothing registered yet counts as checkpointed: the durable cursor
 	 * covers everything before the jobs just queued. */
 	c->dur_reg = c->ck_reg = 0;
@@ -1280,6 +1454,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_buf_cur);
 	free(c->ckpt_rec);
 	free(c->known);
+	chat_groups_free(c->groups);
 	free(c);
 }
 
@@ -1301,7 +1476,9 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->cur = calloc(c->np, sizeof *c->cur);
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
-	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec) {
+	c->groups = chat_groups_new();
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
+	    !c->groups) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}
