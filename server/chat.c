@@ -132,6 +132,17 @@ bool chat_conv_has_member(const char *conv, size_t len, const char *user,
 	return false;
 }
 
+int chat_conv_check(const char *conv, size_t len, const char *user,
+		    size_t ulen)
+{
+	struct chat_member mm[2];
+	if (chat_conv_members(conv, len, mm) < 0)
+		return -PARLEY_ENOTFOUND;
+	if (!chat_conv_has_member(conv, len, user, ulen))
+		return -PARLEY_EPERM;
+	return 0;
+}
+
 /* ---- records -------------------------------------------------------------------- */
 
 int chat_msg_encode(uint8_t *buf, size_t cap, const struct chat_msg *m)
@@ -1171,6 +1182,26 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 		}
 	}
 	return 0;
+}
+
+void chat_conv_msg(const struct chat_conv_info *r, struct parley_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_CONV;
+	m->conv.conv = (struct parley_str){r->conv, r->conv_len};
+	m->conv.kind = PARLEY_CONV_DIRECT;
+	m->conv.flags = r->created ? PARLEY_CONVF_CREATED : 0;
+	m->conv.last_seq = r->last_seq;
+	m->conv.last_ts_ms = r->last_ts_ms;
+	m->conv.member_count = 2;
+	for (int i = 0; i < 2; i++)
+		m->conv.members[i] = (struct parley_str){
+			r->members[i].p, (uint16_t)r->members[i].len};
+}
+
+struct pe_engine *chat_engine(const struct chat *c)
+{
+	return c->e;
 }
 
 struct send_wait {
