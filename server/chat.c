@@ -132,6 +132,13 @@ bool chat_conv_has_member(const char *conv, size_t len, const char *user,
 	return false;
 }
 
+int chat_conv_access(struct chat *c, const char *conv, size_t len,
+		     const char *user, size_t ulen)
+{
+	int role = chat_member_role(c, conv, len, user, ulen);
+	return role < 0 ? role : role == CHAT_ROLE_NONE ? -PARLEY_EPERM : 0;
+}
+
 int chat_conv_check(const char *conv, size_t len, const char *user,
 		    size_t ulen)
 {

@@ -416,6 +416,11 @@ struct chat_list_ent {
 	uint16_t clen;
 	char conv[250];
 	uint64_t last_seq, last_ts;
+	/* groups: filled from chat_group_meta before chat_list_build */
+	bool group;
+	uint32_t members;
+	uint16_t title_len;
+	char title[256];
 };
 /* The list builder (pure): sorts ents (most recent first, then by id)
  * and fills out->conv_list_ok with at most `limit` of them, as seen by
@@ -472,6 +477,11 @@ enum chat_gop {
 	CHAT_GOP_ROLE = 5,
 };
 
+/* chat_conv_check for 1:1 and groups: 0 when user is a member of conv now,
+ * -PARLEY_ENOTFOUND (no such conversation) or -PARLEY_EPERM. */
+int chat_conv_access(struct chat *c, const char *conv, size_t len,
+		     const char *user, size_t ulen);
+
 /* True iff conv is shaped like a group id (it may still not exist). */
 bool chat_conv_is_group(const char *conv, size_t len);
 
@@ -518,6 +528,15 @@ struct chat_group_meta {
 /* 0, or -PARLEY_ENOTFOUND. */
 int chat_group_meta(struct chat *c, const char *conv, size_t len,
 		    struct chat_group_meta *out);
+
+/* GROUP_INFO: fills m (GROUP_INFO_OK) with members [from, from + limit)
+ * in join order; their ids are copied into store[cap] (cap >=
+ * limit x PARLEY_PROTO_MAX_USER_ID) and m borrows from it and from conv.
+ * 0, -PARLEY_ENOTFOUND, -PARLEY_EPERM (the caller is not a member).
+ * Memory only, any thread. */
+int chat_group_info(struct chat *c, const char *user, size_t ulen,
+		    const char *conv, size_t len, uint32_t from, uint16_t limit,
+		    struct parley_msg *m, char *store, size_t cap);
 
 /* Group size limit (config group_max_members); 1..CHAT_GROUP_MAX_HARD. */
 void chat_set_group_max(struct chat *c, uint32_t max_members);

@@ -794,6 +794,55 @@ int chat_group_meta(struct chat *c, const char *conv, size_t len,
 	return g ? 0 : -PARLEY_ENOTFOUND;
 }
 
+int chat_group_info(struct chat *c, const char *user, size_t ulen,
+		    const char *conv, size_t len, uint32_t from, uint16_t limit,
+		    struct parley_msg *m, char *store, size_t cap)
+{
+	struct chat_groups *gs = chat_groups_of(c);
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_GROUP_INFO_OK;
+	struct parley_group_info_ok *gi = &m->group_info_ok;
+	if (limit > PARLEY_PROTO_MAX_GROUP_USERS)
+		limit = PARLEY_PROTO_MAX_GROUP_USERS;
+	pthread_rwlock_rdlock(&gs->lk);
+	struct group *g = g_live(gs, conv, len);
+	int rc = !g ? -PARLEY_ENOTFOUND : 0;
+	uint8_t my = g ? g_role_now(g, user, ulen) : 0;
+	if (!rc && !my)
+		rc = -PARLEY_EPERM;
+	if (!rc) {
+		gi->conv = (struct parley_str){conv, (uint16_t)len};
+		size_t used = 0;
+		if (g->name_len <= cap) {
+			memcpy(store, g->name, g->name_len);
+			gi->name = (struct parley_str){store, g->name_len};
+			used = g->name_len;
+		}
+		gi->settings = g->settings;
+		gi->my_role = my;
+		gi->member_count = g->nactive;
+		gi->as_of_seq = g->as_of;
+		uint32_t idx = 0;
+		for (uint32_t i = 0; i < g->n; i++) {
+			const struct giv *x = &g->iv[i];
+			if (x->to != OPEN)
+				continue;
+			if (idx++ < from)
+				continue;
+			if (gi->count == limit || used + x->ulen > cap) {
+				gi->next_index = idx - 1;
+				break;
+			}
+			memcpy(store + used, x->user, x->ulen);
+			gi->members[gi->count++] = (struct parley_group_member){
+				{store + used, x->ulen}, x->role};
+			used += x->ulen;
+		}
+	}
+	pthread_rwlock_unlock(&gs->lk);
+	return rc;
+}
+
 void chat_set_group_max(struct chat *c, uint32_t max_members)
 {
 	chat_groups_set_max(chat_groups_of(c), max_members);

@@ -39,6 +39,16 @@ void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 	for (uint32_t i = 0; i < n && lo->count < limit; i++) {
 		struct chat_list_ent *le = &ents[i];
 		struct chat_member mm[2];
+		if (le->group) {
+			struct parley_conv_entry *ce = &lo->entries[lo->count++];
+			ce->conv = (struct parley_str){le->conv, le->clen};
+			ce->kind = PARLEY_CONV_GROUP;
+			ce->last_seq = le->last_seq;
+			ce->last_ts_ms = le->last_ts;
+			ce->member_count = le->members;
+			ce->title = (struct parley_str){le->title, le->title_len};
+			continue;
+		}
 		if (chat_conv_members(le->conv, le->clen, mm) != 2)
 			continue;
 		struct chat_member *peer =
@@ -56,6 +66,7 @@ void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 
 struct list_ctx {
 	struct pe_engine *e;
+	struct chat *c;
 	chat_list_cb cb;
 	void *arg;
 	uint16_t limit;
@@ -76,6 +87,17 @@ static void list_finish(struct list_ctx *x)
 {
 	int err = atomic_load(&x->err);
 	struct parley_msg *m = NULL;
+	for (uint32_t i = 0; !err && i < x->n; i++) {
+		struct chat_list_ent *le = &x->ents[i];
+		struct chat_group_meta gm;
+		if (!chat_conv_is_group(le->conv, le->clen) ||
+		    chat_group_meta(x->c, le->conv, le->clen, &gm))
+			continue;
+		le->group = true;
+		le->members = gm.member_count;
+		le->title_len = gm.name_len;
+		memcpy(le->title, gm.name, gm.name_len);
+	}
 	if (!err) {
 		m = malloc(sizeof *m); /* ~16 KiB: not on an engine stack */
 		if (m)
@@ -175,6 +197,7 @@ int chat_conv_list(struct chat *c, const char *user, size_t ulen,
 	if (!x)
 		return -PARLEY_ENOMEM;
 	x->e = chat_engine(c);
+	x->c = c;
 	x->cb = cb;
 	x->arg = arg;
 	x->limit = limit;
