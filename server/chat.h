@@ -577,7 +577,9 @@ typedef void (*chat_group_cb)(void *arg, const struct chat_group_result *r);
  * -PARLEY_ENOTFOUND (no such group), -PARLEY_EPERM (not a member / the
  * role does not allow it), -PARLEY_ETOOBIG (over group_max_members or
  * CHAT_GROUP_MAX_TARGETS), -PARLEY_EAGAIN (another change of this group is
- * being stored: retry shortly), -PARLEY_ENOMEM, -PARLEY_EFULL.
+ * being stored: retry shortly), -PARLEY_ENOMEM, -PARLEY_EFULL. An ADD
+ * whose users are all members already stores nothing and is answered as
+ * done (duplicate, seq = the last membership event's): a retry succeeds.
  */
 int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		      chat_group_cb cb, void *arg, const char **why);

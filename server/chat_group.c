@@ -526,7 +526,7 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 				fresh++;
 		}
 		if (fresh == 0) {
-			rc = -PARLEY_EINVAL;
+			rc = -PARLEY_EEXIST; /* chat_group_change: a no-op */
 			w = "already members";
 			goto out;
 		}
@@ -984,6 +984,7 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 	if (!rc)
 		rc = chat_gev_decode(rec, (size_t)rl, &ev);
 	bool dup = false;
+	uint64_t dup_seq = 1;
 	if (!rc) {
 		pthread_rwlock_wrlock(&gs->lk);
 		struct group *g = g_find(gs, x->conv, x->len);
@@ -1001,8 +1002,16 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 			rc = -PARLEY_EAGAIN;
 			*why = "another change of this group is being stored";
 		}
-		if (!rc && !dup)
+		if (!rc && !dup) {
 			rc = g_apply(gs, g, 0, &ev, true, why);
+			if (rc == -PARLEY_EEXIST && q->op == CHAT_GOP_ADD) {
+				/* everyone named is a member already (a retried
+				 * ADD, say): nothing to store, answered as done */
+				rc = 0;
+				dup = true;
+				dup_seq = g->as_of;
+			}
+		}
 		if (!rc && !dup)
 			g->busy = true;
 		else if (q->op == CHAT_GOP_CREATE && g && !g->as_of && !g->busy)
@@ -1011,7 +1020,7 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 	}
 	if (!rc && dup) {
 		/* answered at once: the group's CREATE is durable */
-		struct chat_group_result res = {.seq = 1, .duplicate = true,
+		struct chat_group_result res = {.seq = dup_seq, .duplicate = true,
 						.conv_len = x->len};
 		memcpy(res.conv, x->conv, x->len);
 		cb(arg, &res);
