@@ -155,12 +155,22 @@ int chat_msg_encode(uint8_t *buf, size_t cap, const struct chat_msg *m);
 /* 0 or -PARLEY_ECORRUPT (bytes we wrote ourselves do not parse). */
 int chat_msg_decode(const uint8_t *p, size_t len, struct chat_msg *out);
 
-/* An inbox pointer in u/<user>. */
+/* An inbox pointer in u/<user>. Version 1 names the message; version 2
+ * ("inline", written by the live fan-out for messages whose record is at
+ * most CHAT_INLINE_MAX bytes) also carries the message's record and
+ * timestamp, so delivery builds the EVENT without reading c/<conv>. Both
+ * versions decode; encode writes version 2 when msg is set. */
+#define CHAT_PTR_VERSION_INLINE 2u
+#define CHAT_INLINE_MAX 4096u  /* message record bytes carried inline */
+#define CHAT_PTR_INLINE_CAP (1 + 2 + 2 + 250 + 8 + 8 + 4 + CHAT_INLINE_MAX)
 struct chat_ptr {
 	uint16_t kind;  /* PARLEY_EV_* */
 	const char *conv;
 	uint16_t conv_len;
 	uint64_t conv_seq;
+	uint64_t ts_ms;       /* version 2 only */
+	const uint8_t *msg;   /* version 2: the c/<conv> record; NULL for 1 */
+	uint32_t msg_len;
 };
 int chat_ptr_encode(uint8_t *buf, size_t cap, const struct chat_ptr *p);
 int chat_ptr_decode(const uint8_t *p, size_t len, struct chat_ptr *out);
@@ -188,6 +198,8 @@ struct chat_fanout_item {
 	uint16_t type;                 /* CHAT_ENT_PTR or CHAT_ENT_LIST */
 	uint16_t len;
 	uint8_t payload[CHAT_PTR_MAX];
+	const uint8_t *ext;            /* non-NULL: the payload is ext[0..ext_len) */
+	uint32_t ext_len;              /* (an inline pointer, shared by the items) */
 };
 struct chat_fanout_plan {
 	unsigned n;
@@ -199,6 +211,15 @@ struct chat_fanout_plan {
  * the same keys, producers and payloads. 0 or -PARLEY_ENOTFOUND. */
 int chat_fanout_plan(const char *conv, size_t len, uint64_t seq,
 		     struct chat_fanout_plan *out);
+/* The same plan with inline (version 2) inbox pointers carrying the
+ * message record `msg` stamped ts_ms: the pointer is encoded once into
+ * buf[0..cap) (CHAT_PTR_INLINE_CAP is enough) and every inbox item points
+ * at it. Falls back to version 1 pointers when msg_len > CHAT_INLINE_MAX.
+ * Deterministic like chat_fanout_plan. 0 or -PARLEY_ENOTFOUND. */
+int chat_fanout_plan_inline(const char *conv, size_t len, uint64_t seq,
+			    uint64_t ts_ms, const uint8_t *msg,
+			    uint32_t msg_len, uint8_t *buf, size_t cap,
+			    struct chat_fanout_plan *out);
 /* The list entries alone (CONV_OPEN registers the conversation). */
 int chat_list_plan(const char *conv, size_t len, struct chat_fanout_plan *out);
 
@@ -284,6 +305,15 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 		   struct chat_send_result *out);
 
+/* Delivery stages timed by the service (srv.h lists them all). */
+enum chat_stage {
+	CHAT_STAGE_FANOUT = 0, /* message durable -> its inbox appends issued */
+	CHAT_STAGE_INBOX,      /* issued -> every inbox append durable */
+	CHAT_STAGE_COUNT
+};
+const char *chat_stage_name(enum chat_stage s);
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT]);
+
 /* Waits for every queued fan-out to be durable, writes a last checkpoint,
  * stops the thread and frees c. No chat_send may run concurrently or
  * later. The engine must still be open. */
@@ -355,18 +385,26 @@ struct chat_inbox_ptr {
 /* Inbox subscription with credit (the protocol's event window): the
  * engine delivers at most `credit` entries beyond what was granted. */
 enum chat_inbox_what {
-	CHAT_INBOX_PTRS = 1, /* ptrs[0..count) in inbox order */
+	CHAT_INBOX_PTRS = 1, /* items[0..count) in inbox order */
 	CHAT_INBOX_TRIMMED,  /* retention skipped us to next_seq */
 	CHAT_INBOX_CLOSED,   /* the engine ended the subscription (err) */
+};
+/* One inbox entry as delivered: an inline pointer (version 2) comes with
+ * its EVENT ready (`ev`, borrowing from the engine's entry: valid during
+ * the callback); a version 1 pointer needs chat_event_resolve. */
+struct chat_inbox_item {
+	struct chat_inbox_ptr p;
+	bool ready;
+	struct parley_event ev;
 };
 struct chat_inbox_update {
 	enum chat_inbox_what what;
 	int err;
 	uint64_t next_seq;
 	uint32_t count;
-	const struct chat_inbox_ptr *ptrs;
+	const struct chat_inbox_item *items;
 };
-#define CHAT_INBOX_BATCH 32u /* ptrs per update at most */
+#define CHAT_INBOX_BATCH 32u /* items per update at most */
 typedef void (*chat_inbox_cb)(void *arg, const struct chat_inbox_update *u);
 struct chat_sub;
 /* Subscribes to u/<user> from inbox_seq `from`. cb runs on the engine

@@ -295,20 +295,40 @@ struct chat_sub {
 	struct pe_sub *sub;
 };
 
-static void inbox_ptr_of(const struct pe_entry *e, struct chat_inbox_ptr *o)
+/* Decodes one inbox entry; an inline pointer whose record decodes comes
+ * out with its EVENT ready. */
+static void inbox_item_of(const struct pe_entry *e, struct chat_inbox_item *o)
 {
 	struct chat_ptr p;
-	o->inbox_seq = e->seq;
+	struct chat_inbox_ptr *ip = &o->p;
+	ip->inbox_seq = e->seq;
+	o->ready = false;
 	if (e->type != CHAT_ENT_PTR || chat_ptr_decode(e->payload, e->len, &p) ||
-	    p.conv_len > sizeof o->conv) {
-		o->kind = o->clen = 0;
-		o->conv_seq = 0;
+	    p.conv_len > sizeof ip->conv) {
+		ip->kind = ip->clen = 0;
+		ip->conv_seq = 0;
 		return;
 	}
-	o->kind = p.kind;
-	o->clen = p.conv_len;
-	memcpy(o->conv, p.conv, p.conv_len);
-	o->conv_seq = p.conv_seq;
+	ip->kind = p.kind;
+	ip->clen = p.conv_len;
+	memcpy(ip->conv, p.conv, p.conv_len);
+	ip->conv_seq = p.conv_seq;
+	struct chat_msg cm;
+	if (!p.msg || p.kind != PARLEY_EV_MESSAGE || p.conv_len == 0 ||
+	    chat_msg_decode(p.msg, p.msg_len, &cm) != 0)
+		return; /* resolved by a read (chat_event_resolve) */
+	struct parley_event *ev = &o->ev;
+	memset(ev, 0, sizeof *ev);
+	ev->inbox_seq = e->seq;
+	ev->kind = p.kind;
+	ev->conv = (struct parley_str){ip->conv, ip->clen};
+	ev->conv_seq = p.conv_seq;
+	ev->sender = (struct parley_str){cm.sender, cm.sender_len};
+	memcpy(ev->client_msg_id, cm.client_msg_id, 16);
+	ev->server_ts_ms = p.ts_ms;
+	ev->content_type = cm.content_type;
+	ev->body = (struct parley_bytes){cm.body, cm.body_len};
+	o->ready = true;
 }
 
 static enum pe_sub_ret inbox_sub_cb(void *arg, struct pe_sub *sub,
@@ -324,14 +344,14 @@ static enum pe_sub_ret inbox_sub_cb(void *arg, struct pe_sub *sub,
 		x->cb(x->arg, &cu);
 		return PE_SUB_CONTINUE;
 	}
-	struct chat_inbox_ptr ptrs[CHAT_INBOX_BATCH];
+	struct chat_inbox_item items[CHAT_INBOX_BATCH];
 	for (uint32_t i = 0; i < u->count;) {
 		uint32_t n = 0;
 		while (i < u->count && n < CHAT_INBOX_BATCH)
-			inbox_ptr_of(&u->entries[i++], &ptrs[n++]);
+			inbox_item_of(&u->entries[i++], &items[n++]);
 		struct chat_inbox_update cu = {.what = CHAT_INBOX_PTRS,
 					       .next_seq = u->next_seq,
-					       .count = n, .ptrs = ptrs};
+					       .count = n, .items = items};
 		x->cb(x->arg, &cu);
 	}
 	int64_t left = atomic_fetch_sub(&x->credit, (int64_t)u->count) -

@@ -180,8 +180,11 @@ static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
 static void flush_stash(struct conn *c);
 
-/* Queue a whole frame (plaintext) and make sure it gets sent. */
-static void conn_write(struct conn *c, const uint8_t *p, size_t n)
+/* Queue whole frames (plaintext; nframes of them back to back in p[0..n),
+ * written as one unit: one copy, one TLS write) and make sure they get
+ * sent. */
+static void conn_write_frames(struct conn *c, const uint8_t *p, size_t n,
+			      uint32_t nframes)
 {
 	if (c->state == CS_CLOSING)
 		return;
@@ -195,13 +198,18 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 	} else {
 		out_raw(c, p, n);
 	}
-	ctr_add(&S(c)->ctr.frames_out, 1);
+	ctr_add(&S(c)->ctr.frames_out, nframes);
 	/* One frame may overshoot the bound (a HISTORY page can be as large
 	 * as max_frame); more than that means the client does not read. */
 	if (c->oq_bytes > S(c)->lim.max_outbound + S(c)->lim.max_frame &&
 	    c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER)
 		conn_slow_consumer(c, "outbound queue over its bound");
 	loop_conn_kick(c);
+}
+
+static void conn_write(struct conn *c, const uint8_t *p, size_t n)
+{
+	conn_write_frames(c, p, n, 1);
 }
 
 static void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
@@ -287,18 +295,51 @@ void conn_on_sent(struct conn *c, uint32_t n)
 
 /* ---- inbox delivery (the chat service resolves; we pace and order) ----------------- */
 
+/*
+ * Direct delivery. The live fan-out writes inline inbox pointers (chat.h:
+ * the message travels with the pointer), so the subscription callback,
+ * on the engine shard, already has every EVENT of a batch: it encodes
+ * them as ready frames into ONE message to the loop (inbox_cb). The loop
+ * writes a run of in-order ready frames with one conn_write_frames (one
+ * copy into the outbound queue, one TLS record per 16 KiB, one send),
+ * without a per-event allocation, whenever nothing is waiting before
+ * them (on_inbox). Everything else takes the paced path below: pointers
+ * without the message (written before inline pointers existed, or by
+ * recovery after a crash) are resolved by a read, and ready frames wait
+ * in the pending FIFO while the event window or the outbound queue is
+ * full. Hops from the inbox append being durable to the EVENT queued:
+ * engine -> loop (was engine -> loop -> engine -> loop).
+ */
+
 /* The subscription's callback context: lives until the chat service's
  * `done` (after unsubscribe), so it holds a handle, never the conn. */
 struct sub_arg {
 	struct conn_ref to;
 };
 
-/* LM_INBOX payload: u.inbox.count packed pointers, each {u64 inbox_seq,
- * u16 kind, u16 clen, conv, u64 conv_seq} (20 + clen bytes). */
-#define INBOX_PACKED_MAX (20u + 250u)
+/* LM_INBOX payload: u.inbox.count headers of INBOX_HDR bytes {u64
+ * inbox_seq, u8 ready, u32 off, u32 len}, then the bytes they point at
+ * (off from the end of the headers): a ready item's encoded EVENT frame,
+ * or a pointer packed as {u16 kind, u16 clen, conv, u64 conv_seq}. Items'
+ * bytes follow each other in order, so consecutive ready frames are
+ * contiguous. */
+#define INBOX_HDR 17u
+#define INBOX_PACKED(clen) (12u + (uint32_t)(clen))
 
+static void inbox_put_hdr(uint8_t *h, uint64_t seq, bool ready, uint32_t off,
+			  uint32_t len)
+{
+	le_put64(h, seq);
+	h[8] = ready;
+	le_put32(h + 9, off);
+	le_put32(h + 13, len);
+}
+
+/* Engine thread (the inbox's shard). */
 static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 {
+	/* a parley_msg is ~16 KiB: one per thread, not on the stack */
+	static _Thread_local struct parley_msg tm;
 	struct sub_arg *x = arg;
 	struct lmsg *m;
 	if (u->what == CHAT_INBOX_CLOSED) {
@@ -312,21 +353,48 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 		m->u.inbox.next_seq = u->next_seq;
 		m->u.inbox.trimmed = true;
 	} else {
-		m = lmsg_new(LM_INBOX, u->count * INBOX_PACKED_MAX);
-		PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
-		size_t off = 0;
+		uint32_t sz[CHAT_INBOX_BATCH];
+		size_t total = (size_t)u->count * INBOX_HDR;
+		tm.type = PARLEY_T_EVENT;
 		for (uint32_t i = 0; i < u->count; i++) {
-			const struct chat_inbox_ptr *p = &u->ptrs[i];
-			uint8_t *q = m->data + off;
-			le_put64(q, p->inbox_seq);
-			le_put16(q + 8, p->kind);
-			le_put16(q + 10, p->clen);
-			memcpy(q + 12, p->conv, p->clen);
-			le_put64(q + 12 + p->clen, p->conv_seq);
-			off += 20 + p->clen;
+			const struct chat_inbox_item *it = &u->items[i];
+			int n = -1;
+			if (it->ready) {
+				tm.event = it->ev;
+				n = parley_proto_size(&tm);
+			}
+			/* not encodable: the paced path resolves it (and
+			 * answers a placeholder if it still cannot) */
+			sz[i] = n > 0 ? (uint32_t)n : 0;
+			total += sz[i] ? sz[i] : INBOX_PACKED(it->p.clen);
 		}
-		m->len = (uint32_t)off;
+		m = lmsg_new(LM_INBOX, (uint32_t)total);
+		PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
+		uint8_t *blob = m->data + (size_t)u->count * INBOX_HDR;
+		uint32_t off = 0;
+		for (uint32_t i = 0; i < u->count; i++) {
+			const struct chat_inbox_item *it = &u->items[i];
+			const struct chat_inbox_ptr *p = &it->p;
+			uint32_t len;
+			if (sz[i]) {
+				tm.event = it->ev;
+				int n = parley_proto_encode(blob + off, sz[i], 0, &tm);
+				PARLEY_ASSERT(n == (int)sz[i]);
+				len = sz[i];
+			} else {
+				uint8_t *q = blob + off;
+				le_put16(q, p->kind);
+				le_put16(q + 2, p->clen);
+				memcpy(q + 4, p->conv, p->clen);
+				le_put64(q + 4 + p->clen, p->conv_seq);
+				len = INBOX_PACKED(p->clen);
+			}
+			inbox_put_hdr(m->data + (size_t)i * INBOX_HDR, p->inbox_seq,
+				      sz[i] != 0, off, len);
+			off += len;
+		}
 		m->u.inbox.count = u->count;
+		m->u.inbox.t_post_ns = parley_mono_ns();
 	}
 	lmsg_post(&x->to, m);
 }
@@ -339,12 +407,16 @@ static void sub_end(struct conn *c)
 	c->sub = NULL;
 }
 
-/* An inbox pointer waiting to be resolved (conn's pending FIFO), then the
+/* An inbox entry waiting in the connection's pending FIFO: a ready EVENT
+ * frame (flen > 0, bytes in frame[]), or a pointer to resolve, then the
  * resolve callback's context until its EVENT is posted. */
 struct resolve {
 	struct resolve *next;     /* conn's pending FIFO */
 	struct conn_ref to;
+	uint64_t t_taken, t_start; /* the loop got it / resolution began */
 	struct chat_inbox_ptr p;
+	uint32_t flen;
+	uint8_t frame[];
 };
 
 /* Engine thread (or the loop, for a pointer that needs no read): the
@@ -361,42 +433,103 @@ static void event_cb(void *arg, const struct parley_msg *ev)
 	}
 	PARLEY_ASSERT(lm);
 	lm->u.event.inbox_seq = r->p.inbox_seq;
+	lm->u.event.t_start_ns = r->t_start;
 	lmsg_post(&r->to, lm);
 	free(r);
 }
 
 /*
- * Delivery pacing. Inbox pointers wait (cheaply, ~300 bytes each) in the
- * connection's pending FIFO; one is resolved into an EVENT only while
+ * Delivery pacing. Entries wait in the connection's pending FIFO; the
+ * head goes out (a ready frame is written, a pointer is resolved into an
+ * EVENT) only while
  *   - fewer than event_window events are unacknowledged (the protocol's
  *     flow control: the client never has more than a window outstanding),
  *   - fewer than RESOLVE_MAX reads are in flight, and
  *   - the outbound queue is under half its bound (a client that does not
- *     read stops the resolving instead of growing the queue).
+ *     read stops the delivery instead of growing the queue).
  * The pending FIFO is bounded by the engine subscription's credit
  * (event_window + one engine batch). A client that stays stuck is cut off
  * by conn_tick (window full or no send progress for slow_consumer_ms).
  */
 #define RESOLVE_MAX 32u
 
+/* May the event inbox_seq be written now, bypassing the pending FIFO? */
+static bool deliver_direct_ok(const struct conn *c, uint64_t seq)
+{
+	struct srv *s = loop_srv(c->sk.ref.lp);
+	return seq == c->ev_next && !c->pend_head && !c->resolving &&
+	       !c->stash && seq - c->ev_acked <= s->lim.event_window &&
+	       c->oq_bytes < s->lim.max_outbound / 2 &&
+	       c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER &&
+	       c->state != CS_CLOSING;
+}
+
+/* Queue a ready event (out of the direct path) into the in-order stash. */
+static void stash_insert(struct conn *c, uint64_t seq, uint64_t t_start,
+			 const uint8_t *p, uint32_t len)
+{
+	struct ev_stash *e = malloc(sizeof *e + len);
+	PARLEY_ASSERT(e);
+	e->inbox_seq = seq;
+	e->t_start = t_start;
+	e->len = len;
+	memcpy(e->data, p, len);
+	struct ev_stash **pp = &c->stash;
+	while (*pp && (*pp)->inbox_seq < seq)
+		pp = &(*pp)->next;
+	e->next = *pp;
+	*pp = e;
+	c->resolving++; /* counted like a resolution until written */
+}
+
+static void stash_write(struct conn *c);
+
 static void pump_resolves(struct conn *c)
 {
 	struct srv *s = S(c);
+	bool stashed = false;
 	while (c->pend_head && c->resolving < RESOLVE_MAX &&
 	       c->oq_bytes < s->lim.max_outbound / 2 &&
 	       c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER &&
+	       c->state != CS_CLOSING &&
 	       c->pend_head->p.inbox_seq - c->ev_acked <= s->lim.event_window) {
 		struct resolve *r = c->pend_head;
 		struct resolve *next = r->next;
+		uint64_t t_taken = r->t_taken, t_start = parley_mono_ns();
+		if (r->flen) { /* ready: write it, or stash it behind reads */
+			c->pend_head = next;
+			if (!next)
+				c->pend_tail = NULL;
+			srv_hist_since(&s->stages.deliver[SRV_DELIVER_PENDING],
+				       t_taken, t_start);
+			if (!c->resolving && !c->stash &&
+			    r->p.inbox_seq == c->ev_next) {
+				conn_write_frames(c, r->frame, r->flen, 1);
+				ctr_add(&s->ctr.events_out, 1);
+				c->ev_next++;
+			} else {
+				stash_insert(c, r->p.inbox_seq, t_start, r->frame,
+					     r->flen);
+				stashed = true;
+			}
+			free(r);
+			continue;
+		}
+		r->t_start = t_start;
 		c->resolving++; /* before: event_cb may post from here */
 		if (chat_event_resolve(s->chat, &r->p, event_cb, r) != 0) {
 			c->resolving--;
-			return; /* engine queue full: the tick retries */
+			break; /* engine queue full: the tick retries */
 		}
+		/* r may be gone already (event_cb frees it) */
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_PENDING], t_taken,
+			       t_start);
 		c->pend_head = next;
 		if (!next)
 			c->pend_tail = NULL;
 	}
+	if (stashed)
+		stash_write(c);
 }
 
 static void pend_drop(struct conn *c)
@@ -407,6 +540,34 @@ static void pend_drop(struct conn *c)
 		free(r);
 	}
 	c->pend_tail = NULL;
+}
+
+static void pend_push(struct conn *c, uint64_t now, uint64_t seq, bool ready,
+		      const uint8_t *q, uint32_t len)
+{
+	struct resolve *r = malloc(sizeof *r + (ready ? len : 0));
+	PARLEY_ASSERT(r);
+	r->next = NULL;
+	r->to = c->sk.ref;
+	r->t_taken = now;
+	r->t_start = 0;
+	r->p.inbox_seq = seq;
+	r->flen = ready ? len : 0;
+	if (ready) {
+		memcpy(r->frame, q, len);
+		r->p.kind = r->p.clen = 0;
+		r->p.conv_seq = 0;
+	} else {
+		r->p.kind = le_get16(q);
+		r->p.clen = le_get16(q + 2);
+		memcpy(r->p.conv, q + 4, r->p.clen);
+		r->p.conv_seq = le_get64(q + 4 + r->p.clen);
+	}
+	if (c->pend_tail)
+		c->pend_tail->next = r;
+	else
+		c->pend_head = r;
+	c->pend_tail = r;
 }
 
 static void on_inbox(struct conn *c, struct lmsg *m)
@@ -420,31 +581,44 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 			c->ev_next = m->u.inbox.next_seq;
 		return;
 	}
-	size_t off = 0;
-	for (uint32_t i = 0; i < m->u.inbox.count; i++) {
-		const uint8_t *q = m->data + off;
-		struct resolve *r = malloc(sizeof *r);
-		PARLEY_ASSERT(r);
-		r->next = NULL;
-		r->to = c->sk.ref;
-		r->p.inbox_seq = le_get64(q);
-		r->p.kind = le_get16(q + 8);
-		r->p.clen = le_get16(q + 10);
-		memcpy(r->p.conv, q + 12, r->p.clen);
-		r->p.conv_seq = le_get64(q + 12 + r->p.clen);
-		off += 20 + r->p.clen;
-		if (c->pend_tail)
-			c->pend_tail->next = r;
-		else
-			c->pend_head = r;
-		c->pend_tail = r;
+	struct srv *s = S(c);
+	uint64_t now = parley_mono_ns();
+	srv_hist_since(&s->stages.deliver[SRV_DELIVER_NOTIFY],
+		       m->u.inbox.t_post_ns, now);
+	uint32_t count = m->u.inbox.count;
+	const uint8_t *blob = m->data + (size_t)count * INBOX_HDR;
+	for (uint32_t i = 0; i < count;) {
+		const uint8_t *h = m->data + (size_t)i * INBOX_HDR;
+		uint64_t seq = le_get64(h);
+		bool ready = h[8];
+		uint32_t off = le_get32(h + 9), len = le_get32(h + 13);
+		if (ready && deliver_direct_ok(c, seq)) {
+			/* the run of ready, consecutive, in-window events
+			 * starting here: one write */
+			uint32_t j = i + 1, run = len;
+			while (j < count) {
+				const uint8_t *hj = m->data + (size_t)j * INBOX_HDR;
+				if (!hj[8] || le_get64(hj) != seq + (j - i) ||
+				    seq + (j - i) - c->ev_acked > s->lim.event_window)
+					break;
+				run += le_get32(hj + 13);
+				j++;
+			}
+			conn_write_frames(c, blob + off, run, j - i);
+			ctr_add(&s->ctr.events_out, j - i);
+			c->ev_next += j - i;
+			i = j;
+			continue;
+		}
+		pend_push(c, now, seq, ready, blob + off, len);
+		i++;
 	}
 	pump_resolves(c);
 }
 
-/* Writes resolved events in inbox order while the outbound queue is under
- * half its bound; the rest wait in the stash (at most RESOLVE_MAX). */
-static void flush_stash(struct conn *c)
+/* Writes stashed events in inbox order while the outbound queue is under
+ * half its bound. */
+static void stash_write(struct conn *c)
 {
 	struct srv *s = S(c);
 	while (c->stash && c->stash->inbox_seq == c->ev_next &&
@@ -452,11 +626,19 @@ static void flush_stash(struct conn *c)
 		struct ev_stash *e = c->stash;
 		c->stash = e->next;
 		conn_write(c, e->data, e->len);
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_RESOLVE], e->t_start,
+			       parley_mono_ns());
 		ctr_add(&s->ctr.events_out, 1);
 		c->ev_next++;
 		c->resolving--;
 		free(e);
 	}
+}
+
+/* Writes what the stash can, then lets more through the pending FIFO. */
+static void flush_stash(struct conn *c)
+{
+	stash_write(c);
 	pump_resolves(c);
 }
 
@@ -468,16 +650,8 @@ static void on_event(struct conn *c, struct lmsg *m)
 		c->resolving--; /* cut off: the device resyncs from its cursor */
 		return;
 	}
-	struct ev_stash *e = malloc(sizeof *e + m->len);
-	PARLEY_ASSERT(e);
-	e->inbox_seq = seq;
-	e->len = m->len;
-	memcpy(e->data, m->data, m->len);
-	struct ev_stash **pp = &c->stash;
-	while (*pp && (*pp)->inbox_seq < seq)
-		pp = &(*pp)->next;
-	e->next = *pp;
-	*pp = e;
+	c->resolving--; /* stash_insert counts it again */
+	stash_insert(c, seq, m->u.event.t_start_ns, m->data, m->len);
 	flush_stash(c);
 }
 
@@ -720,8 +894,9 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 
 struct send_ctx {
 	struct conn_ref to;
+	struct srv_stages *st;
 	uint32_t req_id;
-	uint64_t t0_ns;
+	uint64_t t0_ns;          /* decoded; the chat service called next */
 	uint8_t cmid[16];
 	uint16_t clen;
 	char conv[];
@@ -733,6 +908,8 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
 	struct lmsg *m;
+	uint64_t now = parley_mono_ns();
+	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
 	if (r->err) {
 		m = error_msg(x->req_id, wire_code(r->err),
 			      r->err == -PARLEY_EFULL ? 100 : 0,
@@ -747,6 +924,7 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 		m = frame_msg(LM_FRAME, x->req_id, &am);
 		if (m) {
 			m->u.frame.t0_ns = x->t0_ns;
+			m->u.frame.t_durable_ns = now;
 			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
 	}
@@ -768,8 +946,10 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	*x = (struct send_ctx){.to = c->sk.ref,
-			       .req_id = rid, .t0_ns = parley_mono_ns(),
+	uint64_t t_dec = parley_mono_ns();
+	srv_hist_since(&s->stages.send[SRV_SEND_RECV], c->last_rx_ns, t_dec);
+	*x = (struct send_ctx){.to = c->sk.ref, .st = &s->stages,
+			       .req_id = rid, .t0_ns = t_dec,
 			       .clen = m->conv.len};
 	memcpy(x->cmid, m->client_msg_id, 16);
 	memcpy(x->conv, m->conv.p, m->conv.len);
@@ -790,6 +970,7 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 						     : parley_strerror(rc));
 		return;
 	}
+	srv_hist_since(&s->stages.send[SRV_SEND_SUBMIT], t_dec, parley_mono_ns());
 	ctr_add(&s->ctr.sends, 1);
 	c->inflight++;
 }
@@ -1572,6 +1753,8 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		}
 		if (m->u.frame.ack != LM_ACK_NONE) {
 			ack_latency(S(c), m->u.frame.t0_ns);
+			srv_hist_since(&S(c)->stages.send[SRV_SEND_REPLY],
+				       m->u.frame.t_durable_ns, parley_mono_ns());
 			ctr_add(&S(c)->ctr.appends, 1);
 			if (m->u.frame.ack == LM_ACK_DUPLICATE)
 				ctr_add(&S(c)->ctr.duplicates, 1);

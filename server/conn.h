@@ -95,6 +95,7 @@ struct obuf {             /* one chunk of the outbound queue */
 struct ev_stash {         /* a resolved EVENT not yet queued (early, or queue full) */
 	struct ev_stash *next;
 	uint64_t inbox_seq;
+	uint64_t t_start;        /* its resolution began (stage timing) */
 	uint32_t len;
 	uint8_t data[];
 };

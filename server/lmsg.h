@@ -49,14 +49,17 @@ struct lmsg {
 		struct {               /* LM_FRAME */
 			uint8_t ack;   /* enum lmsg_ack: a SEND_ACK, for metrics */
 			uint64_t t0_ns; /* SEND start, for the ack latency histogram */
+			uint64_t t_durable_ns; /* its durable callback ran (stages) */
 		} frame;
 		struct {               /* LM_INBOX */
 			uint32_t count;   /* pointers in data */
 			bool trimmed;     /* retention skipped us to next_seq */
 			uint64_t next_seq;
+			uint64_t t_post_ns; /* posted by the subscription (stages) */
 		} inbox;
 		struct {               /* LM_EVENT */
 			uint64_t inbox_seq;
+			uint64_t t_start_ns; /* its resolution started (stages) */
 		} event;
 		struct {               /* LM_SUB_CLOSED */
 			int err;

@@ -96,6 +96,10 @@ struct loop {
 	bool rx_paused;          /* memory budget over: no connection reads */
 	uint64_t drain_deadline_ns;
 	uint8_t *scratch;
+	/* connections whose send starts at the end of this round: at most
+	 * one entry each (loop_sock.kick_queued), so <= the slots in use */
+	struct kick { uint32_t slot, gen; } *kq;
+	uint32_t kq_n, kq_cap;
 };
 
 #define NO_SLOT UINT32_MAX
@@ -305,6 +309,7 @@ void loop_free(struct loop *lp)
 	free(lp->bufs);
 	free(lp->br);
 	free(lp->slots);
+	free(lp->kq);
 	pthread_mutex_destroy(&lp->mu);
 	free(lp);
 }
@@ -385,7 +390,9 @@ static void arm_recv(struct loop *lp, struct conn *c)
 	k->ops++;
 }
 
-void loop_conn_kick(struct conn *c)
+/* Starts a send of the bytes at the head of c's outbound queue, if none
+ * is in flight. */
+static void send_start(struct conn *c)
 {
 	struct loop_sock *k = conn_sock(c);
 	const uint8_t *p;
@@ -397,6 +404,28 @@ void loop_conn_kick(struct conn *c)
 	io_uring_sqe_set_data64(sqe, UD(OP_SEND, k->ref.slot, k->ref.gen));
 	k->send_inflight = true;
 	k->ops++;
+}
+
+/* Batched writes: the send starts in loop_kicks_run, at the end of the
+ * round, after every frame of the round is queued. */
+void loop_conn_kick(struct conn *c)
+{
+	struct loop_sock *k = conn_sock(c);
+	struct loop *lp = k->ref.lp;
+	if (k->kick_queued || k->send_inflight || k->closing)
+		return;
+	if (lp->kq_n == lp->kq_cap) {
+		uint32_t nc = lp->kq_cap ? lp->kq_cap * 2 : 64;
+		struct kick *nk = realloc(lp->kq, nc * sizeof *nk);
+		if (!nk) { /* no room to defer: send now */
+			send_start(c);
+			return;
+		}
+		lp->kq = nk;
+		lp->kq_cap = nc;
+	}
+	lp->kq[lp->kq_n++] = (struct kick){k->ref.slot, k->ref.gen};
+	k->kick_queued = true;
 }
 
 void loop_conn_close(struct conn *c, const char *why)
@@ -595,6 +624,19 @@ static void on_send(struct loop *lp, struct conn *c, int res)
 	loop_conn_kick(c);
 }
 
+/* Starts the sends the round asked for (loop_conn_kick). */
+static void loop_kicks_run(struct loop *lp)
+{
+	for (uint32_t i = 0; i < lp->kq_n; i++) {
+		struct conn *c = slot_conn(lp, lp->kq[i].slot, lp->kq[i].gen);
+		if (!c)
+			continue; /* closed and freed since */
+		conn_sock(c)->kick_queued = false;
+		send_start(c);
+	}
+	lp->kq_n = 0;
+}
+
 /* ---- drain / stop ------------------------------------------------------------------ */
 
 static void loop_begin_stop(struct loop *lp)
@@ -727,6 +769,7 @@ void *loop_main(void *arg)
 		}
 		io_uring_cq_advance(&lp->ring, seen);
 		drain_msgs(lp);
+		loop_kicks_run(lp);
 	}
 	PLOG_I("loop", "stopped", "loop=%u", lp->idx);
 	return NULL;

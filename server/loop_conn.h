@@ -32,14 +32,17 @@ struct loop_sock {
 	bool send_inflight;
 	bool rx_paused;       /* recv cancelled: memory budget over */
 	bool closing;         /* loop_conn_close ran: no more I/O */
+	bool kick_queued;     /* on the loop's list of sends to start */
 };
 
 /* ---- the loop, for its connections (loop.c) ------------------------------------- */
 struct srv *loop_srv(struct loop *lp);
 /* A per-loop scratch buffer of PARLEY_PROTO_MAX_FRAME_HARD bytes. */
 uint8_t *loop_scratch(struct loop *lp);
-/* Make sure a send is in flight if the connection has bytes queued
- * (conn_out_peek). */
+/* Make sure a send will be in flight if the connection has bytes queued
+ * (conn_out_peek). The loop starts it at the end of its current round of
+ * completions and messages, so everything queued in that round (all the
+ * SEND_ACKs and EVENTs of one wake-up) goes out in one send. */
 void loop_conn_kick(struct conn *c);
 /* Start closing: conn_on_close, shutdown(2) + cancel; conn_free runs
  * once no SQE of ours references the connection. */

@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 
+#include "hist.h"
 #include "membudget.h"
 #include "parley_common.h"
 #include "parley_engine.h"
@@ -57,6 +58,47 @@ struct srv_counters {
 };
 extern const double srv_ack_lat_bounds_s[10];
 
+/*
+ * Per-stage timing of the hot paths (histograms on /metrics, see
+ * docs/SERVER.md "Reading the stage histograms"):
+ *
+ *   send:     recv     the bytes completing a SEND frame arrived -> decoded
+ *             submit   decoded -> the chat service issued the append
+ *             durable  issued -> durable (the engine's callback)
+ *             reply    durable -> SEND_ACK queued on the connection
+ *   delivery: fanout   message durable -> its inbox appends issued (chat.c)
+ *             inbox    inbox appends issued -> all durable (chat.c)
+ *             notify   the inbox subscription's callback -> the
+ *                      connection's loop has the pointer
+ *             pending  the loop has it -> its resolution starts (waits
+ *                      for the event window and the outbound queue)
+ *             resolve  resolution started -> EVENT queued on the
+ *                      connection (the message read and encoded)
+ */
+enum srv_send_stage {
+	SRV_SEND_RECV = 0,
+	SRV_SEND_SUBMIT,
+	SRV_SEND_DURABLE,
+	SRV_SEND_REPLY,
+	SRV_SEND_NSTAGES
+};
+enum srv_deliver_stage {
+	SRV_DELIVER_NOTIFY = 0,
+	SRV_DELIVER_PENDING,
+	SRV_DELIVER_RESOLVE,
+	SRV_DELIVER_NSTAGES
+};
+struct srv_stages {
+	struct srv_hist send[SRV_SEND_NSTAGES];
+	struct srv_hist deliver[SRV_DELIVER_NSTAGES];
+};
+/* Writes the families parley_send_stage_seconds{stage} and
+ * parley_delivery_stage_seconds{stage} (with the chat service's fanout
+ * and inbox stages) as Prometheus text into buf[0..cap); returns the
+ * length it needed (like snprintf: output is cut at cap). */
+struct srv;
+size_t srv_stage_metrics(struct srv *s, char *buf, size_t cap);
+
 /* JWT check hook: fills the token's sub (user id) and exp (unix ms, 0 =
  * none); returns 0 or -PARLEY_EAUTH with a short reason in why. */
 typedef int (*srv_auth_fn)(void *arg, const char *token, size_t len,
@@ -73,6 +115,7 @@ struct srv {
 	struct membudget mem;        /* memory_budget_bytes, see membudget.h */
 	char server_id[64];
 	struct srv_counters ctr;
+	struct srv_stages stages;    /* per-stage timing (above) */
 	struct ratelimit *rl;        /* request rate limits; NULL = none */
 	struct admission *adm;       /* handshake admission; NULL = none */
 	atomic_bool draining;

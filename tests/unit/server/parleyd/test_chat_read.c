@@ -253,6 +253,9 @@ struct sub_rec {
 	pthread_cond_t cv;
 	uint32_t n;
 	struct chat_inbox_ptr p[MAXP];
+	bool ready[MAXP];
+	uint64_t ev_seq[MAXP], ev_ts[MAXP];
+	char ev_body[MAXP][16];
 	bool done;
 };
 
@@ -262,8 +265,17 @@ static void sub_cb(void *arg, const struct chat_inbox_update *u)
 	if (u->what != CHAT_INBOX_PTRS)
 		return;
 	pthread_mutex_lock(&s->mu);
-	for (uint32_t i = 0; i < u->count && s->n < MAXP; i++)
-		s->p[s->n++] = u->ptrs[i];
+	for (uint32_t i = 0; i < u->count && s->n < MAXP; i++) {
+		const struct chat_inbox_item *it = &u->items[i];
+		if (it->ready) { /* an inline pointer: the EVENT is complete */
+			s->ready[s->n] = true;
+			s->ev_seq[s->n] = it->ev.conv_seq;
+			s->ev_ts[s->n] = it->ev.server_ts_ms;
+			snprintf(s->ev_body[s->n], sizeof s->ev_body[0], "%.*s",
+				 (int)it->ev.body.len, (const char *)it->ev.body.p);
+		}
+		s->p[s->n++] = it->p;
+	}
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 }
@@ -361,6 +373,11 @@ Test(chat_read, subscription_credit_and_resolution)
 		cr_assert_eq(x.cmid[0], (uint8_t)(i + 2));
 		cr_assert_eq(x.cmid[15], 0x5a);
 		cr_assert_gt(x.ts, 0);
+		/* live messages travel inline: the same EVENT without a read */
+		cr_assert(s.ready[i], "inbox seq %u not inline", i + 2);
+		cr_assert_eq(s.ev_seq[i], i + 2);
+		cr_assert_eq(s.ev_ts[i], x.ts);
+		cr_assert_str_eq(s.ev_body[i], want);
 	}
 	chat_inbox_unsubscribe(sub);
 	pthread_mutex_lock(&s.mu);

@@ -221,6 +221,15 @@ static unsigned fx_pump(struct fx *f, unsigned want)
 	return got;
 }
 
+/* The stage histograms' /metrics text (heap). */
+static char *stage_text(struct fx *f)
+{
+	size_t n = srv_stage_metrics(&f->s, NULL, 0);
+	char *t = malloc(n + 1);
+	cr_assert_eq(srv_stage_metrics(&f->s, t, n + 1), n);
+	return t;
+}
+
 static struct parley_msg *msg_new(uint16_t type)
 {
 	struct parley_msg *m = calloc(1, sizeof *m);
@@ -400,6 +409,16 @@ Test(conn, send_is_acked_after_the_chat_service_answers)
 	cr_assert_eq(m->send_ack.seq, 1);
 	cr_assert_eq(f.c->inflight, 0);
 	cr_assert_eq(atomic_load(&f.s.ctr.appends), 1);
+	/* each send stage saw this SEND once (srv.h, /metrics) */
+	char *txt = stage_text(&f);
+	for (int k = 0; k < 4; k++) {
+		static const char *st[4] = {"recv", "submit", "durable", "reply"};
+		char want[96];
+		snprintf(want, sizeof want,
+			 "parley_send_stage_seconds_count{stage=\"%s\"} 1\n", st[k]);
+		cr_assert(strstr(txt, want), "no \"%s\" in\n%s", want, txt);
+	}
+	free(txt);
 	/* not a member */
 	fx_send(&f, 11, "d:bob:carol", 2);
 	expect_error(&f, PARLEY_EPERM, false);
@@ -478,6 +497,17 @@ Test(conn, sync_delivers_events_in_order_within_the_window)
 		}
 	}
 	cr_assert_eq(next, 9);
+	/* the delivery stages timed these events (the fan-out ran before SYNC) */
+	cr_assert_eq(atomic_load(&f.s.ctr.events_out), 8);
+	char *txt = stage_text(&f);
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"fanout\"} 10\n"),
+		  "%s", txt);
+	/* inline pointers: no event needed a read */
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"resolve\"} 0\n"),
+		  "%s", txt);
+	cr_assert(!strstr(txt, "parley_delivery_stage_seconds_count{stage=\"notify\"} 0\n"),
+		  "%s", txt);
+	free(txt);
 	/* an ack beyond what was sent is refused */
 	*m = (struct parley_msg){.type = PARLEY_T_EVENT_ACK};
 	m->event_ack.up_to_inbox_seq = 99;
@@ -512,6 +542,88 @@ Test(conn, a_slow_consumer_is_cut_off)
 		}
 	cr_assert(goaway, "GOAWAY SLOW_CONSUMER on the wire");
 	cr_assert(conn_sock(f.c)->closing, "closed once flushed");
+	free(m);
+	fx_stop(&f);
+}
+
+/* Appends one entry to key (blocking). */
+static void raw_append(struct fx *f, const char *key, uint16_t type,
+		       const uint8_t *p, uint32_t len)
+{
+	struct pe_input in = {.type = type, .len = len, .payload = p};
+	struct pe_append_req q = {.key = key, .klen = strlen(key),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	struct pe_append_result r;
+	cr_assert_eq(pe_append_sync(f->w.e, &q, &r), 0);
+}
+
+/* Inbox pointers of the first version (no message inline: what a server
+ * before inline pointers, or the fan-out recovery, wrote) are resolved by
+ * a read; the live ones after them come ready. Delivery stays in inbox
+ * order across both, within the window. */
+Test(conn, old_and_inline_pointers_deliver_in_order)
+{
+	struct fx f;
+	fx_start(&f, true, 11);
+	const char *conv = "d:alice:bob";
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 3; i++) {
+		char body[8];
+		snprintf(body, sizeof body, "m%d", i);
+		struct chat_msg cm = {.sender = "bob", .sender_len = 3,
+				      .body = (const uint8_t *)body,
+				      .body_len = (uint32_t)strlen(body)};
+		cm.client_msg_id[0] = (uint8_t)i;
+		uint8_t rec[64];
+		int n = chat_msg_encode(rec, sizeof rec, &cm);
+		raw_append(&f, "c/d:alice:bob", CHAT_ENT_MSG, rec, (uint32_t)n);
+		struct chat_ptr p = {.kind = PARLEY_EV_MESSAGE, .conv = conv,
+				     .conv_len = 11, .conv_seq = (uint64_t)i};
+		uint8_t pb[64];
+		n = chat_ptr_encode(pb, sizeof pb, &p);
+		cr_assert_eq(pb[0], 1, "a version 1 pointer");
+		raw_append(&f, "u/alice", CHAT_ENT_PTR, pb, (uint32_t)n);
+	}
+	for (int i = 4; i <= 6; i++)
+		cr_assert_eq(svc_send(f.w.c, conv, "bob", i), (uint64_t)i);
+	wait_inbox(&f.w, "alice", 6);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	struct parley_msg *m = msg_new(PARLEY_T_SYNC);
+	m->sync.from_inbox_seq = 1;
+	fx_feed(&f, 20, m, false);
+	uint64_t next = 1;
+	for (int round = 0; round < 200 && next <= 6; round++) {
+		fx_pump(&f, 1);
+		while (fx_next(&f, m, NULL)) {
+			if (m->type == PARLEY_T_SYNC_OK)
+				continue;
+			cr_assert_eq(m->type, PARLEY_T_EVENT);
+			cr_assert_eq(m->event.inbox_seq, next, "inbox order, no gap");
+			cr_assert_eq(m->event.conv_seq, next);
+			cr_assert_eq(m->event.kind, PARLEY_EV_MESSAGE);
+			char want[8];
+			snprintf(want, sizeof want, "m%d", (int)next);
+			cr_assert_eq(m->event.body.len, strlen(want));
+			cr_assert(!memcmp(m->event.body.p, want, strlen(want)));
+			cr_assert_eq(m->event.client_msg_id[0], (uint8_t)next);
+			next++;
+		}
+		if (next == 5) { /* window 4 reached: acknowledge */
+			struct parley_msg *a = msg_new(PARLEY_T_EVENT_ACK);
+			a->event_ack.up_to_inbox_seq = 4;
+			fx_feed(&f, 0, a, false);
+			free(a);
+		}
+	}
+	cr_assert_eq(next, 7);
+	char *txt = stage_text(&f);
+	/* three reads, and event 4 (ready) waited in the stash behind them;
+	 * 5 and 6 went out directly after the ack */
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"resolve\"} 4\n"),
+		  "%s", txt);
+	free(txt);
 	free(m);
 	fx_stop(&f);
 }
