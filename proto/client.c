@@ -1404,6 +1404,64 @@ int parley_client_group_info(struct parley_client *c, const char *conv,
 	return r;
 }
 
+static const char *role_name(uint8_t r)
+{
+	return r == PARLEY_ROLE_OWNER ? "owner"
+	       : r == PARLEY_ROLE_ADMIN ? "admin"
+				       : "member";
+}
+
+int parley_membership_describe(const uint8_t *body, size_t len, char *out,
+			       size_t cap)
+{
+	if (!out || cap < 8)
+		return -PARLEY_EINVAL;
+	struct le_reader r;
+	le_reader_init(&r, body ? body : (const uint8_t *)"", body ? len : 0);
+	uint8_t ver = le_read8(&r), op = le_read8(&r);
+	le_read8(&r); /* settings */
+	uint8_t al = le_read8(&r);
+	le_read_bytes(&r, al);
+	uint16_t nl = le_read16(&r);
+	const char *name = (const char *)le_read_bytes(&r, nl);
+	uint16_t n = le_read16(&r);
+	if (!r.ok || ver != 1 || op < PARLEY_GOP_CREATE || op > PARLEY_GOP_ROLE)
+		return -PARLEY_EPROTO;
+	size_t o = 0;
+#define PUT(...)                                                               \
+	do {                                                                   \
+		int k_ = snprintf(out + o, cap - o, __VA_ARGS__);              \
+		o = k_ < 0 ? o : PARLEY_MIN(cap - 1, o + (size_t)k_);          \
+	} while (0)
+	switch (op) {
+	case PARLEY_GOP_CREATE:
+		PUT("created the group \"%.*s\"%s", (int)nl, name, n ? " with " : "");
+		break;
+	case PARLEY_GOP_ADD: PUT("added "); break;
+	case PARLEY_GOP_REMOVE: PUT("removed "); break;
+	case PARLEY_GOP_LEAVE: PUT("left"); break;
+	case PARLEY_GOP_ROLE: PUT("made "); break;
+	}
+	uint8_t last_role = 0;
+	for (uint16_t i = 0; i < n; i++) {
+		uint8_t ul = le_read8(&r);
+		const char *u = (const char *)le_read_bytes(&r, ul);
+		uint8_t role = le_read8(&r);
+		if (!r.ok)
+			return -PARLEY_EPROTO;
+		PUT("%s%.*s", i ? ", " : "", (int)ul, u);
+		if (op != PARLEY_GOP_ROLE && role == PARLEY_ROLE_ADMIN)
+			PUT(" (admin)");
+		last_role = role;
+	}
+	if (op == PARLEY_GOP_ROLE)
+		PUT(" %s", role_name(last_role));
+#undef PUT
+	if (o >= cap - 1 && cap >= 4)
+		memcpy(out + cap - 4, "...", 4);
+	return (int)strlen(out);
+}
+
 int parley_client_ping(struct parley_client *c)
 {
 	struct parley_msg m = {.type = PARLEY_T_PING};

@@ -196,6 +196,15 @@ int parley_client_group_info(struct parley_client *c, const char *conv,
 			     uint32_t from_index, uint16_t limit,
 			     const struct parley_group_info_ok **info);
 
+/* A membership event's body (EVENT / HISTORY record of kind MEMBERSHIP,
+ * content_type PARLEY_CT_MEMBERSHIP) in words, without the actor, e.g.
+ * `added bob, carol`, `removed dave`, `left`, `made bob admin`,
+ * `created the group "Team" with bob, carol`. NUL-terminated into
+ * out[0..cap) (cut with "..." when longer); returns its length, or
+ * -PARLEY_EPROTO when body is not a membership event. Pure. */
+int parley_membership_describe(const uint8_t *body, size_t len, char *out,
+			       size_t cap);
+
 /* Round trip to the server (keepalive / latency probe). */
 int parley_client_ping(struct parley_client *c);
 

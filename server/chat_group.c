@@ -854,9 +854,24 @@ struct change_ctx {
 	struct chat *c;
 	chat_group_cb cb;
 	void *arg;
+	uint8_t op;
+	uint8_t actor_len;
+	char actor[PARLEY_PROTO_MAX_USER_ID];
+	struct chat_group_result res; /* CREATE: kept while the list entry is stored */
 	uint16_t len;
 	char conv[CHAT_GROUP_ID_LEN + 1];
 };
+
+/* CREATE: the creator's list entry is durable: answer. */
+static void create_list_cb(void *arg, const struct pe_append_result *r)
+{
+	struct change_ctx *x = arg;
+	if (r->err) /* the group exists; the fan-out writes the entry again */
+		PLOG_W("chat", "group list entry of its creator failed", "conv=%.*s "
+		       "err=%s", (int)x->len, x->conv, parley_errname(r->err));
+	x->cb(x->arg, &x->res);
+	free(x);
+}
 
 /* Engine shard, after chat_groups_on_durable applied the event. */
 static void change_cb(void *arg, const struct chat_send_result *r)
@@ -877,6 +892,36 @@ static void change_cb(void *arg, const struct chat_send_result *r)
 	pthread_rwlock_unlock(&gs->lk);
 	if (r->err)
 		res.why = "the change could not be stored";
+	if (!r->err && !r->duplicate && x->op == CHAT_GOP_CREATE) {
+		/* The creator's CONV_LIST shows the group as soon as they have
+		 * the answer (the other members learn of it by the event, which
+		 * the fan-out delivers after their list entries). Idempotent:
+		 * the fan-out's own append of it is a duplicate. */
+		struct chat_fanout_item *it = malloc(sizeof *it);
+		if (it) {
+			memset(it, 0, sizeof *it);
+			int kl = chat_key_list(it->key, x->actor, x->actor_len);
+			int pl = chat_list_encode(it->payload, sizeof it->payload,
+						  x->conv, x->len);
+			chat_producer_list(it->producer, x->conv, x->len);
+			struct pe_input in = {.type = CHAT_ENT_LIST,
+					      .len = (uint32_t)pl,
+					      .payload = it->payload};
+			struct pe_append_req q = {.key = it->key,
+						  .klen = (size_t)kl,
+						  .expected_last_seq = PE_NO_EXPECT,
+						  .entries = &in, .count = 1};
+			memcpy(q.producer, it->producer, 16);
+			x->res = res;
+			int rc = kl > 0 && pl > 0
+					 ? pe_append(chat_engine(x->c), &q,
+						     create_list_cb, x)
+					 : -PARLEY_EINVAL;
+			free(it); /* pe_append copied key and payload */
+			if (rc == 0)
+				return;
+		}
+	}
 	x->cb(x->arg, &res);
 	free(x);
 }
@@ -1033,6 +1078,9 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		x->c = c;
 		x->cb = cb;
 		x->arg = arg;
+		x->op = q->op;
+		x->actor_len = (uint8_t)q->actor_len;
+		memcpy(x->actor, q->actor, q->actor_len);
 		rc = chat_conv_append(c, x->conv, x->len, CHAT_ENT_MEMBER, rec,
 				      (uint32_t)rl, producer, change_cb, x);
 		if (rc) {

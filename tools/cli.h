@@ -61,7 +61,14 @@ enum cli_cmd_kind {
 	CLI_CMD_QUIT, /* /quit */
 	CLI_CMD_UNKNOWN, /* /something else: arg = the command word */
 	CLI_CMD_BAD, /* a known command used wrongly: err = what is right */
+	/* groups: words[0..nwords) = the users named */
+	CLI_CMD_GROUP_CREATE, /* /group create NAME USER...: arg = NAME */
+	CLI_CMD_GROUP_ADD, /* /add USER... */
+	CLI_CMD_GROUP_REMOVE, /* /remove USER... */
+	CLI_CMD_GROUP_LEAVE, /* /leave */
+	CLI_CMD_GROUP_MEMBERS, /* /members */
 };
+#define CLI_GROUP_WORDS_MAX 32 /* users named in one typed group command */
 
 #define CLI_HISTORY_DEFAULT 20
 
@@ -72,6 +79,8 @@ struct cli_cmd {
 	unsigned limit; /* HISTORY: 1..PARLEY_PROTO_MAX_HISTORY */
 	uint64_t before; /* HISTORY: 0 = newest */
 	const char *err; /* BAD: a static usage line */
+	const char *words[CLI_GROUP_WORDS_MAX]; /* group commands: users */
+	unsigned nwords;
 };
 
 /*
@@ -80,6 +89,8 @@ struct cli_cmd {
  * "/..." (how to send a message that starts with a slash).
  */
 void cli_parse_line(char *line, struct cli_cmd *out);
+/* True iff s is a group conversation id ("g:" + 16 lowercase hex). */
+int cli_is_group_id(const char *s);
 
 /* The interactive commands, one per line, for /help. */
 extern const char cli_chat_help[];

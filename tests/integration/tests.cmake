@@ -19,3 +19,7 @@ endforeach()
 if(TARGET parley AND TARGET integration_test_cli)
   add_dependencies(integration_test_cli parley parleyctl)
 endif()
+# test_groups drives it too (/group, /add, /remove, /leave, /members).
+if(TARGET parley AND TARGET integration_test_groups)
+  add_dependencies(integration_test_groups parley)
+endif()
