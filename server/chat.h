@@ -495,7 +495,8 @@ void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
  */
 #define CHAT_GROUP_ID_LEN 18u           /* "g:" + 16 hex */
 #define CHAT_GROUP_MAX_DEFAULT 1024u    /* config group_max_members */
-#define CHAT_GROUP_MAX_HARD 10000u      /* the largest value it accepts */
+#define CHAT_GROUP_MAX_HARD 5000u       /* the largest value it accepts (a
+					   group's snapshot fits one entry) */
 #define CHAT_GROUP_MAX_TARGETS 256u     /* users named in one change */
 #define CHAT_GROUP_HISTORY_ALL 0x01u    /* setting: new members see everything */
 #define CHAT_CT_MEMBERSHIP 0xF001u      /* content type of a membership event */

@@ -21,8 +21,9 @@
  *      replay skips events at or below it.
  *
  * Bounds: members <= max_members (config group_max_members); intervals per
- * group <= 4 x CHAT_GROUP_MAX_HARD (membership churn; beyond, changes are
- * refused with ETOOBIG); users per change <= CHAT_GROUP_MAX_TARGETS.
+ * group <= MAX_INTERVALS (so its snapshot fits one entry: membership churn
+ * beyond it is refused with ETOOBIG); users per change <=
+ * CHAT_GROUP_MAX_TARGETS.
  *
  * Threads: one rwlock over the table and every group (readers: membership
  * questions, the fan-out planner; writers: changes, durable callbacks).
@@ -41,7 +42,12 @@
 #define NOIDX UINT32_MAX
 #define GEV_VERSION 1u
 #define GSNAP_VERSION 1u
-#define MAX_INTERVALS (4u * CHAT_GROUP_MAX_HARD)
+/* Intervals a group keeps (members now and past, a role change adds one):
+ * its snapshot (<= 139 bytes an interval) must fit one engine entry. */
+#define GSNAP_IV_MAX (1u + PARLEY_PROTO_MAX_USER_ID + 2u + 16u)
+#define MAX_INTERVALS ((PE_MAX_PAYLOAD - 4096u) / GSNAP_IV_MAX)
+_Static_assert(MAX_INTERVALS >= CHAT_GROUP_MAX_HARD + CHAT_GROUP_MAX_TARGETS,
+	       "a full group must still take a change");
 
 struct giv {
 	uint64_t from, to;      /* inclusive; to = OPEN while a member */
@@ -486,6 +492,11 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		w = "not a member of this group";
 		goto out;
 	}
+	if (dry && g->n + (uint32_t)ev->n + 2u > MAX_INTERVALS) {
+		rc = -PARLEY_ETOOBIG;
+		w = "membership history of this group is full";
+		goto out;
+	}
 	switch (ev->op) {
 	case CHAT_GOP_CREATE: {
 		if (g->as_of || g->nactive) {
@@ -533,11 +544,6 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		if (g->nactive + fresh > gs->max_members) {
 			rc = -PARLEY_ETOOBIG;
 			w = "group full (group_max_members)";
-			goto out;
-		}
-		if (g->n + fresh > MAX_INTERVALS) {
-			rc = -PARLEY_ETOOBIG;
-			w = "membership history of this group is full";
 			goto out;
 		}
 		if (dry)

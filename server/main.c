@@ -180,7 +180,7 @@ static const struct key KEYS[] = {
 	KU(max_body, "65536", "largest SEND body, bytes"),
 	KU(max_inflight, "64", "requests in flight per connection"),
 	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
-	KU(group_max_members, "1024", "members a group may have (1..10000)"),
+	KU(group_max_members, "1024", "members a group may have (1..5000)"),
 	KU(idle_timeout_ms, "60000", "close after this much silence"),
 	KU(handshake_timeout_ms, "10000", "TLS + HELLO + AUTH must finish within"),
 	KU(slow_consumer_ms, "30000", "window full / no send progress this long = slow consumer"),
