@@ -650,6 +650,46 @@ static void test_500(void)
 	printf("500 members: %d offline members caught up exactly once\n", off);
 }
 
+/* The engine's write cost of one message in a group of n members (WAL
+ * bytes and entries per message, printed: information, not asserted). */
+static void write_cost(int n)
+{
+	static char names[NMEMB][16];
+	const char *us[NMEMB];
+	IT_CHECK(n <= NMEMB);
+	for (int i = 0; i < n - 1; i++) {
+		snprintf(names[i], sizeof names[i], "w%d-%03d", n, i);
+		us[i] = names[i];
+	}
+	char owner[16];
+	snprintf(owner, sizeof owner, "w%d-owner", n);
+	struct parley_client *o = cl(owner);
+	const struct parley_group_ok *ok;
+	int first = n - 1 < 255 ? n - 1 : 255;
+	IT_OK(parley_client_group_create(o, "cost", 0, us, (size_t)first, &ok));
+	char g[32];
+	snprintf(g, sizeof g, "%.*s", (int)ok->conv.len, ok->conv.p);
+	if (n - 1 > first)
+		IT_OK(parley_client_group_add(o, g, us + first, (size_t)(n - 1 - first),
+					      0, NULL));
+	for (int i = 0; i < 200 && metric("parley_fanout_pending"); i++)
+		it_sleep_ms(20);
+	uint64_t e0 = metric("parley_engine_entries_total");
+	uint64_t b0 = metric("parley_wal_bytes_total");
+	const int m = 100;
+	for (int i = 0; i < m; i++)
+		IT_OK(parley_client_send(o, g, PARLEY_CT_TEXT, "a typical short line of chat",
+					 28, NULL));
+	for (int i = 0; i < 200 && metric("parley_fanout_pending"); i++)
+		it_sleep_ms(20);
+	uint64_t e1 = metric("parley_engine_entries_total");
+	uint64_t b1 = metric("parley_wal_bytes_total");
+	printf("write cost, %d members: %.1f engine entries and %.0f WAL bytes per "
+	       "message (28-byte body)\n", n, (double)(e1 - e0) / m,
+	       (double)(b1 - b0) / m);
+	parley_client_free(o);
+}
+
 /* ---- 4: removal during concurrent sends -------------------------------------------------------- */
 
 static void test_removal_race(void)
@@ -750,6 +790,10 @@ int main(void)
 	restart(SIGKILL);
 	check_rules_after_restart();
 	test_removal_race();
+	write_cost(2);
+	write_cost(10);
+	write_cost(100);
+	write_cost(500);
 	test_500();
 	restart(SIGKILL);
 	/* after a crash: a member still catches up exactly once */
