@@ -39,6 +39,7 @@
 const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
 	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+	{.prefix = "m/", .plen = 2, .max_count = CHAT_GSNAP_KEEP}, /* groups */
 };
 const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
 

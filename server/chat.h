@@ -110,6 +110,8 @@ enum chat_ent_type {
  * inspection. Enforced by engine compaction. */
 #define CHAT_CURSOR_KEEP 4u
 #define CHAT_CKPT_KEEP 16u
+#define CHAT_GSNAP_KEEP 4u /* group membership snapshots (m/<group>): read
+			      as the last one only */
 extern const struct pe_retention_rule chat_retention[];
 extern const size_t chat_nretention;
 
