@@ -312,13 +312,14 @@ void cli_parse_line(char *line, struct cli_cmd *out)
 		parse_group(cmd, &p, out);
 	} else if (!strcmp(cmd, "/to")) {
 		char *peer = word(&p);
-		if (peer && word(&p) == NULL && cli_is_group_id(peer)) {
+		char *extra = word(&p);
+		if (peer && !extra && cli_is_group_id(peer)) {
 			out->kind = CLI_CMD_TO; /* a group conversation */
 			out->arg = peer;
 			out->arg_len = strlen(peer);
 			return;
 		}
-		if (!peer || word(&p) || !parley_proto_user_id_valid(peer, strlen(peer))) {
+		if (!peer || extra || !parley_proto_user_id_valid(peer, strlen(peer))) {
 			out->kind = CLI_CMD_BAD;
 			out->err = "usage: /to PEER (a user id: 1..64 bytes, no spaces or colons)";
 			return;
