@@ -1330,6 +1330,8 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 	out->fanout_pending = c->npending;
 	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
 	pthread_mutex_unlock(&c->mu);
+	chat_groups_stats(c->groups, &out->groups, &out->group_changes,
+			  &out->group_refused);
 }
 
 /* ---- recovery ------------------------------------------------------------------------------ */

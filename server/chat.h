@@ -239,6 +239,11 @@ struct chat_stats {
 					   out if the process died now */
 	uint64_t checkpoints;      /* durable fan-out checkpoints written */
 	uint64_t watermark_ms;     /* smallest durable partition cursor */
+	/* groups (chat_group.c) */
+	uint64_t groups;           /* groups that exist */
+	uint64_t group_changes;    /* membership events applied (live) */
+	uint64_t group_refused;    /* SENDs stored after their sender's removal,
+				      refused at their seq */
 };
 
 /* The clock to give the engine (pe_options.clock_ms, arg = &chat_clock):

@@ -30,6 +30,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +84,18 @@ struct chat_groups {
 	struct group **tab;
 	uint32_t cap, n;
 	uint32_t max_members;
+	_Atomic uint64_t changes, refused; /* /metrics */
 };
+
+void chat_groups_stats(struct chat_groups *gs, uint64_t *groups,
+		       uint64_t *changes, uint64_t *refused)
+{
+	pthread_rwlock_rdlock(&gs->lk);
+	*groups = gs->n;
+	pthread_rwlock_unlock(&gs->lk);
+	*changes = atomic_load(&gs->changes);
+	*refused = atomic_load(&gs->refused);
+}
 
 /* ---- ids, keys, producers ---------------------------------------------------- */
 
@@ -1123,6 +1135,8 @@ int chat_groups_on_durable(struct chat_groups *gs, const char *conv,
 			     ? 0
 			     : -PARLEY_EPERM;
 		pthread_rwlock_unlock(&gs->lk);
+		if (rc)
+			atomic_fetch_add(&gs->refused, 1);
 		return rc;
 	}
 	if (type != CHAT_ENT_MEMBER)
@@ -1137,6 +1151,8 @@ int chat_groups_on_durable(struct chat_groups *gs, const char *conv,
 	} else if (seq > g->as_of) {
 		const char *why = NULL;
 		rc = g_apply(gs, g, seq, &ev, false, &why);
+		if (!rc)
+			atomic_fetch_add(&gs->changes, 1);
 		if (rc)
 			PLOG_E("chat", "membership event not applied", "conv=%.*s "
 			       "seq=%" PRIu64 " err=%s why=%s", (int)len, conv,

@@ -58,6 +58,10 @@ int chat_groups_fanout(struct chat_groups *gs, const char *conv, size_t len,
 		       const struct pe_entry *ent, chat_issue_fn issue,
 		       void *arg, unsigned *count);
 
+/* Counters for chat_get_stats. Any thread. */
+void chat_groups_stats(struct chat_groups *gs, uint64_t *groups,
+		       uint64_t *changes, uint64_t *refused);
+
 /* chat.c: the table of the running service. */
 struct chat_groups *chat_groups_of(struct chat *c);
 /* chat.c: appends one entry to c/<conv> of an existing group like a SEND

@@ -761,9 +761,12 @@ static void test_removal_race(void)
 		acked += (uint64_t)rs[i].acked_sends;
 	IT_CHECK(seen_hist == acked, "history shows %" PRIu64 " messages, %" PRIu64
 		 " acked", seen_hist, acked);
+	uint64_t late = metric("parley_group_sends_refused_total");
 	printf("removal race: listener removed at %" PRIu64 ", sender at %" PRIu64
-	       " (%d of its sends refused); %" PRIu64 " messages acked\n", r1, r2,
-	       rs[3].refused, acked);
+	       " (%d of its sends refused, %" PRIu64 " of them after being stored: "
+	       "the race); %" PRIu64 " messages acked\n", r1, r2, rs[3].refused,
+	       late, acked);
+	IT_CHECK(late <= (uint64_t)rs[3].refused);
 	for (int i = 0; i < 4; i++)
 		rc_close(&rs[i]);
 	parley_client_free(owner);

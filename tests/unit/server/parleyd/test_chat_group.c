@@ -439,3 +439,78 @@ Test(chat_group, send_after_removal_is_refused_at_its_seq)
 	pe_close(w.e);
 	pio_free(w.io);
 }
+
+struct swait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct chat_send_result r;
+};
+
+static void swait_cb(void *arg, const struct chat_send_result *r)
+{
+	struct swait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* The race itself: the REMOVE is issued, then bob's SEND at once (its check
+ * before storing almost always still sees bob as a member): the SEND lands
+ * after the removal in the stream and is refused at its seq. Either way
+ * bob's SEND fails with PERM and reaches nobody. */
+Test(chat_group, send_racing_its_senders_removal)
+{
+	struct world w = {.io = pio_mem_new(8)};
+	world_open(&w);
+	struct chat_group_result r;
+	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
+			    (const char *[]){"bob", "carol"}, 2, &r), 0);
+	char g[32];
+	memcpy(g, r.conv, r.conv_len);
+	g[r.conv_len] = 0;
+	struct chat_member bob = {"bob", 3};
+	struct chat_group_req q = {.op = CHAT_GOP_REMOVE, .conv = g,
+				   .conv_len = (uint16_t)strlen(g), .actor = "alice",
+				   .actor_len = 5, .n = 1, .users = &bob};
+	struct gwait gw = {.mu = PTHREAD_MUTEX_INITIALIZER,
+			   .cv = PTHREAD_COND_INITIALIZER};
+	struct swait sw = {.mu = PTHREAD_MUTEX_INITIALIZER,
+			   .cv = PTHREAD_COND_INITIALIZER};
+	cr_assert_eq(chat_group_change(w.c, &q, gwait_cb, &gw, NULL), 0);
+	struct chat_send_req sq = {.conv = g, .conv_len = (uint16_t)strlen(g),
+				   .sender = "bob", .sender_len = 3,
+				   .content_type = 1, .body = (const uint8_t *)"late",
+				   .body_len = 4};
+	sq.client_msg_id[0] = 42;
+	int rc = chat_send(w.c, &sq, swait_cb, &sw);
+	bool raced = rc == 0;
+	if (raced) {
+		pthread_mutex_lock(&sw.mu);
+		while (!sw.done)
+			pthread_cond_wait(&sw.cv, &sw.mu);
+		pthread_mutex_unlock(&sw.mu);
+		rc = sw.r.err;
+	}
+	cr_assert_eq(rc, -PARLEY_EPERM);
+	pthread_mutex_lock(&gw.mu);
+	while (!gw.done)
+		pthread_cond_wait(&gw.cv, &gw.mu);
+	pthread_mutex_unlock(&gw.mu);
+	cr_assert_eq(gw.r.err, 0);
+	struct chat_stats st;
+	chat_get_stats(w.c, &st);
+	cr_assert_eq(st.group_refused, raced ? 1 : 0);
+	fprintf(stderr, "test_chat_group: the send %s\n",
+		raced ? "was stored after the removal and refused at its seq"
+		      : "was refused before storing (the removal was applied first)");
+	chat_close(w.c);
+	uint64_t got[8];
+	cr_assert_eq(inbox_seqs(&w, "carol", g, got, 8), 2); /* create, removal */
+	cr_assert_eq(inbox_seqs(&w, "bob", g, got, 8), 2);
+	cr_assert(chat_open(w.e, &w.clock, &w.c) == 0);
+	world_close(&w);
+	pio_free(w.io);
+}
