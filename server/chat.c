@@ -792,15 +792,31 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 	return 0;
 }
 
-/* A group conversation's seqs from..to: read the entries (the plan depends
- * on each entry's type and sender) and fan each out to the members at its
- * seq. A recovered job reads what it re-fans out; a live one reads its
- * message back from the memtable. */
+/* A group conversation's seqs from..to: the plan depends on each entry's
+ * type and sender; each is fanned out to the members at its seq. A live job
+ * still holds its record; a recovered one reads what it re-fans out. */
 static void fanout_run_group(struct chat *c, struct job *j)
 {
+	struct group_issue gi = {c, j};
+	if (j->rec && j->from == j->to) {
+		/* live: the record is still in the job, no read needed */
+		struct pe_entry ent = {.seq = j->from, .ts_ms = j->ts_ms,
+				       .type = j->type, .len = j->rec_len,
+				       .payload = j->rec};
+		unsigned cnt = 0;
+		int rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
+					    group_issue, &gi, &cnt);
+		if (rc)
+			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
+			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
+			       parley_errname(rc));
+		pthread_mutex_lock(&c->mu);
+		c->st.fanout_jobs++;
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, j->conv, j->len);
-	struct group_issue gi = {c, j};
 	uint64_t seq = j->from;
 	while (kl > 0 && seq <= j->to) {
 		uint64_t want = j->to - seq + 1;
