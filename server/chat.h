@@ -331,7 +331,8 @@ void chat_get_stats(struct chat *c, struct chat_stats *out);
 struct pe_engine *chat_engine(const struct chat *c);
 
 /* 0 when user may read conv; -PARLEY_ENOTFOUND (not a conversation id)
- * or -PARLEY_EPERM (not a member). Pure. */
+ * or -PARLEY_EPERM (not a member). Pure: 1:1 ids only (a group id is
+ * NOTFOUND here) — use chat_conv_access, which knows groups. */
 int chat_conv_check(const char *conv, size_t len, const char *user,
 		    size_t ulen);
 

@@ -447,7 +447,17 @@ static void restart(int sig)
 
 /* Runs `parley chat` as user with `input` on stdin (no terminal: the
  * script format); returns its output (malloc'd) and exit status. */
+static char *run_cli(const char *user, const char *input, int *status,
+		     const char *a1, const char *a2, const char *a3);
+
 static char *run_chat(const char *user, const char *input, int *status)
+{
+	return run_cli(user, input, status, "chat", NULL, NULL);
+}
+
+/* `parley A1 [A2 [A3]]` as user with input on stdin. */
+static char *run_cli(const char *user, const char *input, int *status,
+		     const char *a1, const char *a2, const char *a3)
 {
 	char bin[512], port[16];
 	snprintf(bin, sizeof bin, "%s/tools/parley", getenv("PARLEY_BIN_DIR"));
@@ -464,7 +474,7 @@ static char *run_chat(const char *user, const char *input, int *status)
 		close(in[1]);
 		close(out[0]);
 		execl(bin, bin, "--token", tok, "--port", port, "--device", "cli",
-		      "chat", (char *)NULL);
+		      a1, a2, a3, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
@@ -535,6 +545,17 @@ static void test_cli(void)
 	o = run_chat("cli-d", in, &st);
 	IT_CHECK(strstr(o, "* you left"), "%s", o);
 	IT_CHECK(strstr(o, "cli-a: * added cli-d"), "history from the join: %s", o);
+	free(o);
+	/* the one-shot commands: send to a group, its history, the list */
+	o = run_cli("cli-a", "", &st, "send", conv, "bye");
+	IT_CHECK(st == 0 && strstr(o, "sent g:"), "parley send: %s", o);
+	free(o);
+	o = run_cli("cli-a", "", &st, "history", conv, NULL);
+	IT_CHECK(st == 0 && strstr(o, "cli-a: * removed cli-c") &&
+		 strstr(o, "cli-a: bye"), "parley history: %s", o);
+	free(o);
+	o = run_cli("cli-b", "", &st, "list", NULL, NULL);
+	IT_CHECK(st == 0 && strstr(o, "group Club (2 members)"), "parley list: %s", o);
 	/* (typed lines and commands travel separately: "hello club" may
 	 * land after the ADD) — but the CREATE before the join is not shown */
 	IT_CHECK(!strstr(o, "* created the group"), "before the join: %s", o);
