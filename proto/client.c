@@ -592,6 +592,10 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 		c->o.on_event(c->o.user, ev);
 		c->in_cb = 0;
 		delivered = 1;
+	} else if (ev->kind == PARLEY_EV_RECEIPT && c->o.on_receipt) {
+		c->in_cb = 1;
+		c->o.on_receipt(c->o.user, ev);
+		c->in_cb = 0;
 	}
 	c->cursor = ev->inbox_seq;
 	return delivered;
@@ -1290,6 +1294,55 @@ int parley_client_conv_list(struct parley_client *c, uint16_t limit,
 	int r = call(c, &m, PARLEY_T_CONV_LIST_OK);
 	if (r == 0 && list)
 		*list = &c->rmsg->conv_list_ok;
+	return r;
+}
+
+int parley_client_conv_list_page(struct parley_client *c, uint16_t limit,
+				 uint64_t before_ts_ms, const char *before_conv,
+				 const struct parley_conv_list_ok **list)
+{
+	size_t bl = before_conv ? strlen(before_conv) : 0;
+	if (limit < 1 || limit > PARLEY_PROTO_MAX_LIST ||
+	    bl > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_CONV_LIST};
+	m.conv_list.limit = limit;
+	m.conv_list.before_ts_ms = before_ts_ms;
+	m.conv_list.before_conv = (struct parley_str){before_conv, (uint16_t)bl};
+	int r = call(c, &m, PARLEY_T_CONV_LIST_OK);
+	if (r == 0 && list)
+		*list = &c->rmsg->conv_list_ok;
+	return r;
+}
+
+int parley_client_read_marker(struct parley_client *c, const char *conv,
+			      uint64_t seq, uint64_t *read_seq)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || seq == 0)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_READ_MARKER};
+	m.read_marker = (struct parley_read_marker){{conv, (uint16_t)cl}, seq};
+	int r = call(c, &m, PARLEY_T_READ_MARKER_OK);
+	if (r == 0 && read_seq)
+		*read_seq = c->rmsg->read_marker_ok.read_seq;
+	return r;
+}
+
+int parley_client_receipts(struct parley_client *c, const char *conv,
+			   uint64_t seq, const char *after, uint16_t limit,
+			   const struct parley_receipts_ok **out)
+{
+	size_t cl = strlen(conv), al = after ? strlen(after) : 0;
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || seq == 0 || limit < 1 ||
+	    limit > PARLEY_PROTO_MAX_RECEIPTS || al > PARLEY_PROTO_MAX_USER_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_RECEIPTS};
+	m.receipts = (struct parley_receipts){{conv, (uint16_t)cl}, seq,
+					      {after, (uint16_t)al}, limit};
+	int r = call(c, &m, PARLEY_T_RECEIPTS_OK);
+	if (r == 0 && out)
+		*out = &c->rmsg->receipts_ok;
 	return r;
 }
 

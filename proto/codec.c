@@ -166,6 +166,7 @@ enum fk {
 	FK_TOKEN, /* 1..8192 */
 	FK_TEXT, /* 0..1024 */
 	FK_TITLE, /* 0..PARLEY_PROTO_MAX_TITLE */
+	FK_CONV_OPT, /* a conversation id or empty (paging cursors) */
 };
 
 static int str_ok(const char *p, size_t len, enum fk k)
@@ -191,6 +192,9 @@ static int str_ok(const char *p, size_t len, enum fk k)
 		       parley_proto_utf8_valid(p, len);
 	case FK_TITLE:
 		return len <= PARLEY_PROTO_MAX_TITLE &&
+		       parley_proto_utf8_valid(p, len);
+	case FK_CONV_OPT:
+		return len <= PARLEY_PROTO_MAX_CONV_ID &&
 		       parley_proto_utf8_valid(p, len);
 	}
 	return 0;
@@ -646,12 +650,20 @@ static void enc_conv_list(struct wr *w, const struct parley_conv_list *m)
 	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_LIST)
 		w->inval = 1;
 	w16(w, m->limit);
+	w64(w, m->before_ts_ms);
+	w_str(w, m->before_conv, FK_CONV_OPT);
 }
 static void dec_conv_list(struct le_reader *r, struct parley_conv_list *m)
 {
 	m->limit = le_read16(r);
 	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_LIST)
 		r->ok = false;
+	m->before_ts_ms = 0;
+	m->before_conv = (struct parley_str){ 0 };
+	if (r_more(r)) {
+		m->before_ts_ms = le_read64(r);
+		r_str(r, &m->before_conv, FK_CONV_OPT);
+	}
 }
 
 static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
@@ -680,6 +692,9 @@ static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
 		w_bytes(w, e->preview);
 		w_rec_end(w, at);
 	}
+	w8(w, m->flags);
+	w64(w, m->next_before_ts_ms);
+	w_str(w, m->next_before_conv, FK_CONV_OPT);
 }
 /* u32 len + str(1) + u8 + u64 + u64 + u32 + str(0) */
 #define CONV_REC_MIN (4 + 3 + 1 + 8 + 8 + 4 + 2)
@@ -718,6 +733,116 @@ static void dec_conv_list_ok(struct le_reader *r, struct parley_conv_list_ok *m)
 			if (e->preview.len > PARLEY_PROTO_MAX_PREVIEW)
 				s.ok = false;
 		}
+		if (!s.ok)
+			r->ok = false;
+	}
+	m->flags = 0;
+	m->next_before_ts_ms = 0;
+	m->next_before_conv = (struct parley_str){ 0 };
+	if (r_more(r)) {
+		m->flags = le_read8(r);
+		m->next_before_ts_ms = le_read64(r);
+		r_str(r, &m->next_before_conv, FK_CONV_OPT);
+	}
+}
+
+/* READ_MARKER / RECEIPTS ------------------------------------------------------ */
+
+static void enc_read_marker(struct wr *w, const struct parley_read_marker *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+}
+static void dec_read_marker(struct le_reader *r, struct parley_read_marker *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+}
+
+static void enc_read_marker_ok(struct wr *w,
+			       const struct parley_read_marker_ok *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->read_seq);
+	w8(w, m->flags);
+}
+static void dec_read_marker_ok(struct le_reader *r,
+			       struct parley_read_marker_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->read_seq = le_read64(r);
+	m->flags = le_read8(r);
+}
+
+static void enc_receipts(struct wr *w, const struct parley_receipts *m)
+{
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_RECEIPTS)
+		w->inval = 1;
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+	w_str(w, m->after, FK_USER_OPT);
+	w16(w, m->limit);
+}
+static void dec_receipts(struct le_reader *r, struct parley_receipts *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+	r_str(r, &m->after, FK_USER_OPT);
+	m->limit = le_read16(r);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_RECEIPTS)
+		r->ok = false;
+}
+
+static void enc_receipts_ok(struct wr *w, const struct parley_receipts_ok *m)
+{
+	if (m->count > PARLEY_PROTO_MAX_RECEIPTS) {
+		w->inval = 1;
+		return;
+	}
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+	w32(w, m->member_count);
+	w32(w, m->delivered);
+	w32(w, m->read);
+	w8(w, m->flags);
+	w_str(w, m->next_after, FK_USER_OPT);
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++) {
+		const struct parley_receipt_rec *e = &m->recs[i];
+		size_t at = w_rec_begin(w);
+		w_str(w, e->user, FK_USER);
+		w8(w, e->state);
+		w64(w, e->delivered_seq);
+		w64(w, e->read_seq);
+		w_rec_end(w, at);
+	}
+}
+/* u32 len + str(1) + u8 + u64 + u64 */
+#define RCPT_REC_MIN (4 + 3 + 1 + 8 + 8)
+static void dec_receipts_ok(struct le_reader *r, struct parley_receipts_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+	m->member_count = le_read32(r);
+	m->delivered = le_read32(r);
+	m->read = le_read32(r);
+	m->flags = le_read8(r);
+	r_str(r, &m->next_after, FK_USER_OPT);
+	m->count = le_read16(r);
+	if (!r->ok || m->count > PARLEY_PROTO_MAX_RECEIPTS ||
+	    (size_t)m->count * RCPT_REC_MIN > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++) {
+		struct parley_receipt_rec *e = &m->recs[i];
+		struct le_reader s;
+		r_rec(r, &s);
+		r_str(&s, &e->user, FK_USER);
+		e->state = le_read8(&s);
+		e->delivered_seq = le_read64(&s);
+		e->read_seq = le_read64(&s);
 		if (!s.ok)
 			r->ok = false;
 	}
@@ -910,6 +1035,10 @@ static int enc_body(struct wr *w, const struct parley_msg *m)
 	case PARLEY_T_GROUP_ROLE_OK: enc_group_ok(w, &m->group_ok); break;
 	case PARLEY_T_GROUP_INFO: enc_group_info(w, &m->group_info); break;
 	case PARLEY_T_GROUP_INFO_OK: enc_group_info_ok(w, &m->group_info_ok); break;
+	case PARLEY_T_READ_MARKER: enc_read_marker(w, &m->read_marker); break;
+	case PARLEY_T_READ_MARKER_OK: enc_read_marker_ok(w, &m->read_marker_ok); break;
+	case PARLEY_T_RECEIPTS: enc_receipts(w, &m->receipts); break;
+	case PARLEY_T_RECEIPTS_OK: enc_receipts_ok(w, &m->receipts_ok); break;
 	default: return -PARLEY_EVERSION;
 	}
 	return 0;
@@ -984,6 +1113,10 @@ int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
 	case PARLEY_T_GROUP_ROLE_OK: dec_group_ok(&r, &out->group_ok); break;
 	case PARLEY_T_GROUP_INFO: dec_group_info(&r, &out->group_info); break;
 	case PARLEY_T_GROUP_INFO_OK: dec_group_info_ok(&r, &out->group_info_ok); break;
+	case PARLEY_T_READ_MARKER: dec_read_marker(&r, &out->read_marker); break;
+	case PARLEY_T_READ_MARKER_OK: dec_read_marker_ok(&r, &out->read_marker_ok); break;
+	case PARLEY_T_RECEIPTS: dec_receipts(&r, &out->receipts); break;
+	case PARLEY_T_RECEIPTS_OK: dec_receipts_ok(&r, &out->receipts_ok); break;
 	default: return -PARLEY_EVERSION;
 	}
 	return r.ok ? 0 : -PARLEY_EPROTO;
@@ -1010,6 +1143,7 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_CONV_LIST: return "CONV_LIST";
 	case PARLEY_T_PRESENCE_SUB: return "PRESENCE_SUB";
 	case PARLEY_T_READ_MARKER: return "READ_MARKER";
+	case PARLEY_T_RECEIPTS: return "RECEIPTS";
 	case PARLEY_T_EVENT_ACK: return "EVENT_ACK";
 	case PARLEY_T_TYPING: return "TYPING";
 	case PARLEY_T_ERROR: return "ERROR";
@@ -1023,6 +1157,7 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_CONV_LIST_OK: return "CONV_LIST_OK";
 	case PARLEY_T_PRESENCE_SUB_OK: return "PRESENCE_SUB_OK";
 	case PARLEY_T_READ_MARKER_OK: return "READ_MARKER_OK";
+	case PARLEY_T_RECEIPTS_OK: return "RECEIPTS_OK";
 	case PARLEY_T_EVENT: return "EVENT";
 	case PARLEY_T_GOAWAY: return "GOAWAY";
 	case PARLEY_T_TYPING_PUSH: return "TYPING_PUSH";

@@ -101,6 +101,12 @@ struct parley_client_opts {
 	parley_event_cb on_event;
 	parley_state_cb on_state;
 	void *user;
+	/* RECEIPT events (kind PARLEY_EV_RECEIPT: ev->sender has received
+	 * (flags PARLEY_RCPTF_DELIVERED) or read (PARLEY_RCPTF_READ) conv up
+	 * to ev->ref_seq; sender == you: your own read position from another
+	 * device). NULL = skipped (still acknowledged). Same thread rules as
+	 * on_event. */
+	parley_event_cb on_receipt;
 };
 
 /* Allocate a client (copies the options' strings). Does not connect. */
@@ -162,6 +168,30 @@ int parley_client_history(struct parley_client *c, const char *conv,
 int parley_client_conv_list(struct parley_client *c, uint16_t limit,
 			    const struct parley_conv_list_ok **list);
 
+/* The same, one page at a time: the page after (before_ts_ms,
+ * before_conv) in list order (0 / NULL = from the most recent); pass the
+ * previous page's next_before_ts_ms / next_before_conv; the last page has
+ * PARLEY_PAGEF_END in (*list)->flags. */
+int parley_client_conv_list_page(struct parley_client *c, uint16_t limit,
+				 uint64_t before_ts_ms, const char *before_conv,
+				 const struct parley_conv_list_ok **list);
+
+/* READ_MARKER: "I have read conv up to seq". Monotone (a lower seq
+ * changes nothing and is not an error); durable when it returns 0.
+ * *read_seq (may be NULL) gets the stored position. Send it when the
+ * person has seen new messages, not per message or keystroke (the CLI
+ * sends one per screenful). Errors: -PARLEY_EINVAL (seq 0 or beyond the
+ * last message), -PARLEY_ENOTFOUND, -PARLEY_EPERM. */
+int parley_client_read_marker(struct parley_client *c, const char *conv,
+			      uint64_t seq, uint64_t *read_seq);
+
+/* RECEIPTS: who of conv's members has received / read message seq, a
+ * page of at most limit (1..100) members sorted by id, after `after`
+ * (NULL or "" = from the first); next page: after = (*out)->next_after
+ * until PARLEY_PAGEF_END. *out borrows. */
+int parley_client_receipts(struct parley_client *c, const char *conv,
+			   uint64_t seq, const char *after, uint16_t limit,
+			   const struct parley_receipts_ok **out);
 /* ---- groups (PROTOCOL.md "Groups") ------------------------------------------
  * Each returns 0 once the membership event is durable (*ok borrows: conv
  * and the event's seq), or the server's refusal: -PARLEY_EPERM (the

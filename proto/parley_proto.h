@@ -101,7 +101,8 @@ enum parley_msg_type {
 	PARLEY_T_SYNC = 0x0013,
 	PARLEY_T_CONV_LIST = 0x0014,
 	PARLEY_T_PRESENCE_SUB = 0x0020, /* reserved, future */
-	PARLEY_T_READ_MARKER = 0x0021, /* reserved, future */
+	PARLEY_T_READ_MARKER = 0x0021, /* "read up to seq N in conv" */
+	PARLEY_T_RECEIPTS = 0x0022, /* who has read / received a message */
 	/* groups (docs/PROTOCOL.md section "Groups") */
 	PARLEY_T_GROUP_CREATE = 0x0030,
 	PARLEY_T_GROUP_ADD = 0x0031,
@@ -123,7 +124,8 @@ enum parley_msg_type {
 	PARLEY_T_SYNC_OK = 0x8013,
 	PARLEY_T_CONV_LIST_OK = 0x8014,
 	PARLEY_T_PRESENCE_SUB_OK = 0x8020, /* reserved, future */
-	PARLEY_T_READ_MARKER_OK = 0x8021, /* reserved, future */
+	PARLEY_T_READ_MARKER_OK = 0x8021,
+	PARLEY_T_RECEIPTS_OK = 0x8022,
 	PARLEY_T_GROUP_CREATE_OK = 0x8030, /* struct parley_group_ok */
 	PARLEY_T_GROUP_ADD_OK = 0x8031, /* struct parley_group_ok */
 	PARLEY_T_GROUP_REMOVE_OK = 0x8032, /* struct parley_group_ok */
@@ -163,6 +165,18 @@ static inline int parley_type_is_push(uint16_t t)
 
 /* HISTORY_PAGE flags */
 #define PARLEY_HISTF_END 0x01u /* nothing older than this page */
+
+/* READ_MARKER_OK flags */
+#define PARLEY_READF_STALE 0x01u /* the position was already >= seq: unchanged */
+
+/* RECEIPT EVENT flags / RECEIPTS_OK record state */
+#define PARLEY_RCPTF_DELIVERED 0x0001u /* a device of `sender` has it (up to ref_seq) */
+#define PARLEY_RCPTF_READ 0x0002u /* `sender` has read up to ref_seq */
+
+/* RECEIPTS_OK / CONV_LIST_OK paging flags */
+#define PARLEY_PAGEF_END 0x01u /* nothing after this page */
+
+#define PARLEY_PROTO_MAX_RECEIPTS 100 /* RECEIPTS limit / records */
 
 /* Conversation kinds. */
 enum parley_conv_kind {
@@ -407,6 +421,11 @@ struct parley_event_ack { /* PARLEY_T_EVENT_ACK notification */
 
 struct parley_conv_list { /* PARLEY_T_CONV_LIST */
 	uint16_t limit; /* 1..PARLEY_PROTO_MAX_LIST */
+	/* appended 2026-12-04 (absent = 0 / empty: from the most recent):
+	 * the page starts after this (last_ts_ms, conv) position in list
+	 * order, i.e. the previous page's next_before_* */
+	uint64_t before_ts_ms;
+	struct parley_str before_conv; /* empty or a conversation id */
 };
 
 struct parley_conv_entry { /* one CONV_LIST_OK record */
@@ -428,6 +447,47 @@ struct parley_conv_entry { /* one CONV_LIST_OK record */
 struct parley_conv_list_ok { /* PARLEY_T_CONV_LIST_OK, most recent first */
 	uint16_t count; /* <= PARLEY_PROTO_MAX_LIST */
 	struct parley_conv_entry entries[PARLEY_PROTO_MAX_LIST];
+	/* appended 2026-12-04 after the records (absent = 0 / empty) */
+	uint8_t flags; /* PARLEY_PAGEF_END: no conversation after this page */
+	uint64_t next_before_ts_ms; /* pass as before_ts_ms for the next page */
+	struct parley_str next_before_conv; /* ... and as before_conv */
+};
+
+struct parley_read_marker { /* PARLEY_T_READ_MARKER */
+	struct parley_str conv;
+	uint64_t seq; /* read up to and including this seq (>= 1) */
+};
+
+struct parley_read_marker_ok { /* PARLEY_T_READ_MARKER_OK, once durable */
+	struct parley_str conv;
+	uint64_t read_seq; /* the caller's stored position now (>= seq) */
+	uint8_t flags; /* PARLEY_READF_STALE */
+};
+
+struct parley_receipts { /* PARLEY_T_RECEIPTS */
+	struct parley_str conv;
+	uint64_t seq; /* the message asked about */
+	struct parley_str after; /* member cursor: empty = from the first */
+	uint16_t limit; /* 1..PARLEY_PROTO_MAX_RECEIPTS members */
+};
+
+struct parley_receipt_rec { /* one RECEIPTS_OK record (a member) */
+	struct parley_str user;
+	uint8_t state; /* PARLEY_RCPTF_* for the asked seq */
+	uint64_t delivered_seq; /* the member's positions in conv */
+	uint64_t read_seq;
+};
+
+struct parley_receipts_ok { /* PARLEY_T_RECEIPTS_OK */
+	struct parley_str conv;
+	uint64_t seq;
+	uint32_t member_count; /* members of conv now */
+	uint32_t delivered; /* records of this page with DELIVERED */
+	uint32_t read; /* records of this page with READ */
+	uint8_t flags; /* PARLEY_PAGEF_END */
+	struct parley_str next_after; /* pass as `after` for the next page */
+	uint16_t count; /* <= PARLEY_PROTO_MAX_RECEIPTS */
+	struct parley_receipt_rec recs[PARLEY_PROTO_MAX_RECEIPTS];
 };
 
 struct parley_group_create { /* PARLEY_T_GROUP_CREATE */
@@ -514,6 +574,10 @@ struct parley_msg {
 		struct parley_group_ok group_ok; /* *_OK but INFO_OK */
 		struct parley_group_info group_info;
 		struct parley_group_info_ok group_info_ok;
+		struct parley_read_marker read_marker;
+		struct parley_read_marker_ok read_marker_ok;
+		struct parley_receipts receipts;
+		struct parley_receipts_ok receipts_ok;
 	};
 };
 

@@ -101,6 +101,8 @@ static const struct ctr_metric {
 	    "HISTORY requests."),
 	CTR("parley_syncs_total", "counter", syncs,
 	    "SYNC requests."),
+	CTR("parley_read_markers_total", "counter", read_markers,
+	    "READ_MARKER requests."),
 	CTR("parley_errors_sent_total", "counter", errors_sent,
 	    "ERROR frames sent to clients."),
 	CTR("parley_protocol_errors_total", "counter", proto_errors,

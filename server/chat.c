@@ -14,11 +14,17 @@
  *      clock under c->mu), so its head is its minimum.
  *   3. The cursors written to s/fanout never decrease (asserted).
  *   4. The fan-out thread issues the appends of job N before those of job
- *      N+1 (FIFO), retrying -PARLEY_EFULL in place.
+ *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
+ *      its job's appends itself ("direct") only while the queue is empty
+ *      and the thread is not issuing (c->fan_busy); a direct job that
+ *      meets -PARLEY_EFULL is queued with its hold (queue_push_locked).
+ *   5. A queued job carries one hold on j->pending, so appends already
+ *      issued for it cannot complete (and free) it while it waits.
  *
  * Ownership: jobs are malloc'd by chat_send (or recovery), owned by the
  * outstanding list, freed by whoever completes them last (the send
- * callback on failure, the last append callback, or the fan-out thread)
+ * callback on failure or after a direct fan-out, the last append callback,
+ * or the fan-out thread)
  * under c->mu.
  * Threads: see chat.h.
  */
@@ -40,6 +46,7 @@ const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
 	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
 	{.prefix = "m/", .plen = 2, .max_count = CHAT_GSNAP_KEEP}, /* groups */
+	{.prefix = "r/", .plen = 2, .max_count = 4}, /* CHAT_RCPT_KEEP */
 };
 const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
 
@@ -499,6 +506,7 @@ struct chat {
 	uint64_t *known;
 	uint32_t known_cap, known_n;
 	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
+	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
 	struct chat_groups *groups; /* group membership (chat_group.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
@@ -607,8 +615,13 @@ static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
 	c->gen++;
 }
 
-static void queue_push_locked(struct chat *c, struct job *j)
+/* Queues j for the fan-out thread. A queued job carries one hold on
+ * j->pending (so appends already issued for it cannot complete it while
+ * it waits): added here unless the caller passes its own (held). */
+static void queue_push_locked(struct chat *c, struct job *j, bool held)
 {
+	if (!held)
+		j->pending++;
 	j->next = NULL;
 	if (c->qtail)
 		c->qtail->next = j;
@@ -643,9 +656,10 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Issues one planned append, retrying while the shard queue is full. */
+/* Issues one planned append; while the shard queue is full, retries
+ * (wait) or returns -PARLEY_EFULL. */
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
-			pe_append_cb cb, void *arg)
+			pe_append_cb cb, void *arg, bool wait)
 {
 	struct pe_input in = {.type = it->type,
 			      .len = it->ext ? it->ext_len : it->len,
@@ -656,7 +670,7 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
 		int rc = pe_append(c->e, &q, cb, arg);
-		if (rc != -PARLEY_EFULL)
+		if (rc != -PARLEY_EFULL || !wait)
 			return rc;
 		sleep_ms(1);
 	}
@@ -783,7 +797,7 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 		       -PARLEY_EFULL)
 			sleep_ms(1);
 	} else {
-		rc = fanout_issue(c, it, fanout_append_cb, gi->j);
+		rc = fanout_issue(c, it, fanout_append_cb, gi->j, true);
 	}
 	if (rc) {
 		struct pe_append_result r = {.err = rc};
@@ -861,17 +875,23 @@ static void fanout_run_group(struct chat *c, struct job *j)
 	}
 }
 
-static void fanout_run(struct chat *c, struct job *j)
+/* Issues the appends of j's seqs. The caller holds one count of
+ * j->pending. wait: retry a full engine queue in place (the fan-out
+ * thread); else stop at the first -PARLEY_EFULL and return it (the
+ * appends issued so far stay counted; a later re-issue of them is
+ * deduplicated by their producers). buf: CHAT_PTR_INLINE_CAP bytes. */
+static int fanout_run(struct chat *c, struct job *j, bool wait, uint8_t *buf)
 {
-	/* j->pending was set to 1 (the issuing hold) by the caller */
-	if (j->t_durable) {
+	if (j->t_durable && !j->t_issued) {
 		j->t_issued = parley_mono_ns();
 		srv_hist_since(&c->stage[CHAT_STAGE_FANOUT], j->t_durable,
 			       j->t_issued);
 	}
-	if (chat_conv_is_group(j->conv, j->len)) {
+	if (j->group || chat_conv_is_group(j->conv, j->len)) {
+		/* groups: only on the fan-out thread (wait), never direct */
+		PARLEY_ASSERT(wait);
 		fanout_run_group(c, j);
-		return;
+		return 0;
 	}
 	for (uint64_t seq = j->from; seq <= j->to; seq++) {
 		struct chat_fanout_plan plan;
@@ -879,8 +899,8 @@ static void fanout_run(struct chat *c, struct job *j)
 		 * inbox pointers (delivery then needs no read). */
 		int prc = j->rec ? chat_fanout_plan_inline(
 					   j->conv, j->len, seq, j->ts_ms, j->rec,
-					   j->rec_len, c->inline_buf,
-					   CHAT_PTR_INLINE_CAP, &plan)
+					   j->rec_len, buf, CHAT_PTR_INLINE_CAP,
+					   &plan)
 				 : chat_fanout_plan(j->conv, j->len, seq, &plan);
 		if (prc || plan.n == 0)
 			break; /* not a conversation we know how to fan out */
@@ -889,13 +909,23 @@ static void fanout_run(struct chat *c, struct job *j)
 		c->st.fanout_jobs++;
 		pthread_mutex_unlock(&c->mu);
 		for (unsigned i = 0; i < plan.n; i++) {
-			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j);
+			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j,
+					      wait);
+			if (rc == -PARLEY_EFULL && !wait) {
+				/* the items not issued will not complete */
+				pthread_mutex_lock(&c->mu);
+				j->pending -= plan.n - i;
+				c->st.fanout_jobs--;
+				pthread_mutex_unlock(&c->mu);
+				return rc;
+			}
 			if (rc) {
 				struct pe_append_result r = {.err = rc};
 				fanout_append_cb(j, &r);
 			}
 		}
 	}
+	return 0;
 }
 
 static void *fanout_main(void *arg)
@@ -921,10 +951,11 @@ static void *fanout_main(void *arg)
 		c->qhead = j->next;
 		if (!c->qhead)
 			c->qtail = NULL;
-		j->pending = 1;
+		c->fan_busy = true; /* the queue's hold on j is ours now */
 		pthread_mutex_unlock(&c->mu);
-		fanout_run(c, j);
+		fanout_run(c, j, true, c->inline_buf);
 		pthread_mutex_lock(&c->mu);
+		c->fan_busy = false;
 		if (--j->pending == 0)
 			job_done_locked(c, j);
 		ckpt_maybe_locked(c);
@@ -968,7 +999,29 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	} else {
 		PARLEY_ASSERT(r->ts_ms >= j->start);
 		j->from = j->to = r->seq;
-		queue_push_locked(c, j);
+		if (c->qhead || c->fan_busy || j->group) {
+			/* behind queued jobs (maybe of this conversation); a
+			 * group's fan-out (hundreds of appends, retried while
+			 * the engine queue is full) never runs on the shard */
+			queue_push_locked(c, j, false);
+		} else {
+			/* Direct: issue the inbox appends here, on the shard,
+			 * without the hop to the fan-out thread. Order holds: a
+			 * conversation's callbacks run in seq order on one
+			 * shard, and nothing is queued or being issued. */
+			j->pending++; /* our hold while issuing */
+			c->st.fanout_direct++;
+			pthread_mutex_unlock(&c->mu);
+			uint8_t buf[CHAT_PTR_INLINE_CAP];
+			int rc = fanout_run(c, j, false, buf);
+			pthread_mutex_lock(&c->mu);
+			if (rc == -PARLEY_EFULL) {
+				c->st.fanout_deferred++;
+				queue_push_locked(c, j, true); /* the thread waits */
+			}
+			else if (--j->pending == 0)
+				job_done_locked(c, j);
+		}
 	}
 	pthread_mutex_unlock(&c->mu);
 }
@@ -1548,7 +1601,7 @@ static int recover(struct chat *c)
 				j->len = (uint16_t)(t->klen - 2u);
 				memcpy(j->conv, t->key + 2, j->len);
 				job_register_locked(c, j, t->part, c->cur[t->part]);
-				queue_push_locked(c, j);
+				queue_push_locked(c, j, false);
 				c->st.fanout_recovered += j->nmsgs;
 				nconv++;
 				PLOG_D("chat", "fan-out resumes", "conv=%.*s from_seq=%"

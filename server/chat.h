@@ -23,10 +23,16 @@
  *   chat_send -> register a fan-out job on the conversation's partition
  *             -> append c/<conv> with producer = H(sender, client_msg_id)
  *             -> durable (engine callback) -> the caller's callback (ACK)
- *                                          -> the job joins the fan-out queue
- *   fan-out thread: for each member m: append u/<m> a pointer (conv, seq)
+ *                -> the fan-out: issued right there, from the callback,
+ *                   when the fan-out queue is empty and its thread idle
+ *                   ("direct"); otherwise the job joins the queue
+ *   fan-out (direct or the thread): for each member m: append u/<m> a
+ *        pointer (conv, seq, and for a live message its record inline)
  *        with producer = H(conv, seq)   (idempotent: a replay never doubles)
  *        and for seq 1 also l/<m> with producer = H(conv) (list entry).
+ *        A direct fan-out never waits: on a full engine queue the whole
+ *        job goes to the thread, which re-issues it (what was already
+ *        appended comes back as a duplicate).
  *
  * Recoverable fan-out: a durable cursor per partition. cursor[p] is a
  * chat-clock value such that every message of a conversation in partition
@@ -58,11 +64,14 @@
  * timestamp and to the largest cursor.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
- * engine append callbacks of one stream run in seq order on its shard,
- * the send callback queues the job FIFO, and one fan-out thread issues the
- * inbox appends in queue order (an inbox lives on one shard, whose request
- * queue is FIFO). A full engine queue (-PARLEY_EFULL) makes the fan-out
- * thread wait and retry the same append: order is kept.
+ * engine append callbacks of one stream run in seq order on its shard;
+ * a callback issues its job's appends itself only when no job is queued
+ * or being issued by the fan-out thread (checked under the service's
+ * mutex), else queues it FIFO behind them; the thread issues queued jobs
+ * in order (an inbox lives on one shard, whose request queue is FIFO). A
+ * full engine queue (-PARLEY_EFULL) makes the fan-out thread wait and
+ * retry the same append, and a direct fan-out hand its job to the queue
+ * (so later messages of its conversation queue behind it): order is kept.
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
  * reentrant. chat_send() may be called from any thread but an engine
@@ -92,6 +101,8 @@ enum chat_ent_type {
 	/* groups (chat_group.c) */
 	CHAT_ENT_MEMBER = 7, /* c/<group>: a membership event */
 	CHAT_ENT_GSNAP = 8,  /* m/<group>: the membership as of an event */
+	/* receipts (chat_receipt.h): a user's read/delivered position */
+	CHAT_ENT_RCPT_POS = 12,
 };
 
 #define CHAT_REC_VERSION 1u
@@ -234,6 +245,10 @@ struct chat_stats {
 	uint64_t fanout_appends;   /* inbox/list appends completed */
 	uint64_t fanout_errors;    /* appends that failed (logged) */
 	uint64_t fanout_recovered; /* messages re-fanned out after a restart */
+	uint64_t fanout_direct;    /* live messages whose inbox appends were
+				      issued from their durable callback */
+	uint64_t fanout_deferred;  /* ... of which a full engine queue handed
+				      to the fan-out thread */
 	uint64_t fanout_pending;   /* messages whose fan-out is not durable yet */
 	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
 					   out if the process died now */
@@ -451,10 +466,25 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
 
 /* ---- the conversation list (chat_list.c) ---------------------------------------- */
 
-/* CONV_LIST: the user's conversations, most recent first, at most
- * `limit`. cb gets a CONV_LIST_OK or an error. Errors returned:
- * -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+/* CONV_LIST: the user's conversations, most recent activity first, at
+ * most `limit`, after the cursor (before_ts, before_conv): the position
+ * of the previous page's last entry (0 / empty: from the top). Each entry
+ * carries the user's read position, the unread count (messages from
+ * others after it: exact up to CHAT_UNREAD_SCAN unread messages; beyond,
+ * the older unread ones are counted as from others) and the last
+ * message's sender, content type and first PARLEY_PROTO_MAX_PREVIEW
+ * bytes. cb gets a CONV_LIST_OK (flags END, next_before_*) or an error.
+ * Errors returned: -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+#define CHAT_UNREAD_SCAN 100u
+/* A CONV_LIST_OK never exceeds the smallest max_frame a server announces:
+ * a page stops early (not END) when the next record would not fit. */
+#define CHAT_LIST_FRAME_MAX PARLEY_PROTO_MAX_FRAME_MIN
 typedef void (*chat_list_cb)(void *arg, int err, const struct parley_msg *list);
+int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
+			uint16_t limit, uint64_t before_ts,
+			const char *before_conv, size_t bclen, chat_list_cb cb,
+			void *arg);
+/* The first page (no cursor). */
 int chat_conv_list(struct chat *c, const char *user, size_t ulen,
 		   uint16_t limit, chat_list_cb cb, void *arg);
 /* One conversation as the list builder sees it. */
@@ -467,10 +497,33 @@ struct chat_list_ent {
 	uint32_t members;
 	uint16_t title_len;
 	char title[256];
+	/* appended by the receipts work (0 / empty when unknown) */
+	uint64_t open_ts;     /* when it entered the user's list (l/ entry) */
+	uint64_t read_seq;    /* the user's read position (r/) */
+	uint32_t unread;
+	uint16_t sender_len, content_type, preview_len;
+	char sender[PARLEY_PROTO_MAX_USER_ID];
+	uint8_t preview[PARLEY_PROTO_MAX_PREVIEW];
 };
-/* The list builder (pure): sorts ents (most recent first, then by id)
- * and fills out->conv_list_ok with at most `limit` of them, as seen by
- * user (DIRECT: the other member is the peer). */
+/* A conversation's activity time, the list's sort key: the later of its
+ * last message and its entry into the list. */
+uint64_t chat_list_activity(const struct chat_list_ent *e);
+/* Sorts ents (most recent activity first, then by id: shorter first,
+ * then bytewise) and returns how many of them, at most `limit`, form the
+ * page after the cursor (before_ts, before_conv[0..bclen); bclen 0 and
+ * before_ts 0: from the first); *start = index of its first entry,
+ * *more = entries follow the page. Pure. */
+uint32_t chat_list_select(struct chat_list_ent *ents, uint32_t n,
+			  uint16_t limit, uint64_t before_ts,
+			  const char *before_conv, size_t bclen,
+			  uint32_t *start, bool *more);
+/* Fills out->conv_list_ok with ents[0..n) in that order (at most
+ * PARLEY_PROTO_MAX_LIST), as seen by user (DIRECT: the other member is
+ * the peer); ids that are not conversations are skipped. The cursor of
+ * the next page is the last entry's; END when !more. Pure. */
+void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
+		    const char *user, size_t ulen, struct parley_msg *out);
+/* select (no cursor) + fill: the first page. Pure. */
 void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 		     const char *user, size_t ulen, struct parley_msg *out);
 

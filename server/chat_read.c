@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
 
 /* ---- HISTORY ------------------------------------------------------------------- */
 
@@ -313,6 +314,10 @@ static void inbox_item_of(const struct pe_entry *e, struct chat_inbox_item *o)
 	ip->clen = p.conv_len;
 	memcpy(ip->conv, p.conv, p.conv_len);
 	ip->conv_seq = p.conv_seq;
+	if (p.kind == PARLEY_EV_RECEIPT) { /* all in the pointer (chat_receipt.h) */
+		o->ready = chat_rcpt_event_of(e, &o->ev) == 0;
+		return;
+	}
 	struct chat_msg cm;
 	if (!p.msg || p.kind != PARLEY_EV_MESSAGE || p.conv_len == 0 ||
 	    chat_msg_decode(p.msg, p.msg_len, &cm) != 0)

@@ -41,6 +41,7 @@
 #include <openssl/ssl.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
 #include "conn.h"
 #include "errmap.h"
 #include "membudget.h"
@@ -587,7 +588,7 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		       m->u.inbox.t_post_ns, now);
 	uint32_t count = m->u.inbox.count;
 	const uint8_t *blob = m->data + (size_t)count * INBOX_HDR;
-	for (uint32_t i = 0; i < count;) {
+	for (uint32_t i = 0; i < count && c->sub;) { /* a write may cut us off */
 		const uint8_t *h = m->data + (size_t)i * INBOX_HDR;
 		uint64_t seq = le_get64(h);
 		bool ready = h[8];
@@ -657,6 +658,27 @@ static void on_event(struct conn *c, struct lmsg *m)
 
 /* ---- device cursor ------------------------------------------------------------------- */
 
+/* Delivered receipts for what the device acknowledged (chat_receipt.h):
+ * at most one report per CHAT_RCPT_ACK_COALESCE_MS (covering every ack
+ * since the last), or now when forced (close, drain). A report the
+ * engine cannot take now stays pending for the tick. */
+static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force)
+{
+	if (!c->id || c->ev_acked <= c->rcpt_acked)
+		return;
+	if (!force && now_ns - c->rcpt_sent_ns <
+			      (uint64_t)CHAT_RCPT_ACK_COALESCE_MS * 1000000ull)
+		return;
+	c->rcpt_sent_ns = now_ns;
+	int rc = chat_rcpt_acked(S(c)->chat, c->id->user, c->id->ulen,
+				 c->rcpt_acked, c->ev_acked);
+	if (rc == 0 || rc != -PARLEY_EFULL)
+		c->rcpt_acked = c->ev_acked;
+	if (rc)
+		PLOG_W("conn", "delivered receipts not reported", "user=%s err=%s",
+		       c->id->user, parley_errname(rc));
+}
+
 static void cursor_store(struct conn *c)
 {
 	if (!c->id || c->ev_acked <= c->cursor_stored)
@@ -707,6 +729,7 @@ void conn_on_close(struct conn *c)
 		admission_leave(S(c)->adm, &c->hs_slot);
 	sub_end(c);
 	cursor_store(c);
+	rcpt_flush(c, parley_mono_ns(), true);
 	pend_drop(c);
 	c->state = CS_CLOSING;
 }
@@ -812,6 +835,7 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 	c->goaway_reason = reason;
 	sub_end(c); /* the device resumes from its cursor elsewhere */
 	cursor_store(c);
+	rcpt_flush(c, parley_mono_ns(), true);
 	conn_goaway(c, reason, retry_after_ms, text);
 	c->deadline_ns = parley_mono_ns() +
 			 (uint64_t)S(c)->lim.drain_timeout_ms * 1000000ull;
@@ -881,6 +905,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		chat_inbox_poll(c->sub);
 	}
 	pump_resolves(c);
+	rcpt_flush(c, now_ns, false);
 	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
 		cursor_store(c);
 		c->cursor_dirty = false;
@@ -1247,6 +1272,7 @@ static void on_sync_done(struct conn *c, struct lmsg *m)
 	c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
 	if (c->cursor_stored < c->ev_acked)
 		c->cursor_stored = c->ev_acked; /* nothing to store yet */
+	c->rcpt_acked = c->ev_acked; /* receipts: from what this SYNC starts at */
 	c->sub = sub;
 	c->sync_busy = false;
 	c->inflight--;
@@ -1277,6 +1303,7 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 		return;
 	uint64_t delta = up - c->ev_acked;
 	c->ev_acked = up;
+	rcpt_flush(c, parley_mono_ns(), false);
 	c->cursor_dirty = true;
 	c->window_full_ns = 0;
 	chat_inbox_grant(c->sub, (int64_t)delta);
@@ -1334,8 +1361,10 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 			  const struct parley_conv_list *m)
 {
 	struct reply_ctx *x = reply_ctx_new(c, rid);
-	int rc = x ? chat_conv_list(S(c)->chat, c->id->user, c->id->ulen,
-				    m->limit, reply_cb, x)
+	int rc = x ? chat_conv_list_page(S(c)->chat, c->id->user, c->id->ulen,
+					 m->limit, m->before_ts_ms,
+					 m->before_conv.p, m->before_conv.len,
+					 reply_cb, x)
 		   : -PARLEY_ENOMEM;
 	if (rc) {
 		free(x);
@@ -1343,6 +1372,159 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 			conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		else
 			conn_error(c, rid, wire_code(rc), false, 50, "server busy");
+		return;
+	}
+	c->inflight++;
+}
+
+/* READ_MARKER / RECEIPTS (chat_receipt.h) ------------------------------------------------ */
+
+struct rcpt_reply {
+	struct conn_ref to;
+	uint32_t req_id;
+	uint64_t seq;
+	uint16_t clen;
+	char conv[250];
+};
+
+static const char *rcpt_errtext(int err)
+{
+	return err == -PARLEY_EINVAL ? "seq is 0 or beyond the last message"
+	       : err == -PARLEY_EPERM ? "not a member"
+	       : err == -PARLEY_ENOTFOUND ? "no such conversation"
+	       : err == -PARLEY_EFULL ? "server busy"
+				      : parley_strerror(err);
+}
+
+/* Engine thread: the position (and its receipt events) are durable. */
+static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
+{
+	struct rcpt_reply *x = arg;
+	struct lmsg *lm;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EINVAL ? 0 : 50,
+			       rcpt_errtext(r->err));
+	} else {
+		struct parley_msg m = {.type = PARLEY_T_READ_MARKER_OK};
+		m.read_marker_ok.conv = (struct parley_str){x->conv, x->clen};
+		m.read_marker_ok.read_seq = r->read_seq;
+		m.read_marker_ok.flags = r->stale ? PARLEY_READF_STALE : 0;
+		lm = frame_msg(LM_FRAME, x->req_id, &m);
+	}
+	post_reply(&x->to, lm, x->req_id);
+	free(x);
+}
+
+static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
+					 struct parley_str conv, uint64_t seq)
+{
+	struct rcpt_reply *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return NULL;
+	}
+	*x = (struct rcpt_reply){.to = c->sk.ref, .req_id = rid, .seq = seq,
+				 .clen = conv.len};
+	memcpy(x->conv, conv.p, conv.len);
+	return x;
+}
+
+static void req_read_marker(struct conn *c, uint32_t rid,
+			    const struct parley_read_marker *m)
+{
+	/* mostly reads: a marker that does not raise the position writes
+	 * nothing, and one that does is bounded by the messages (SEND's
+	 * limit) */
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	int rc = chat_conv_access(S(c)->chat, m->conv.p, m->conv.len,
+				  c->id->user, c->id->ulen);
+	if (!rc && m->seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return;
+	}
+	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	if (!x)
+		return;
+	rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen, m->conv.p,
+			    m->conv.len, m->seq, read_marker_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+		return;
+	}
+	ctr_add(&S(c)->ctr.read_markers, 1);
+	c->inflight++;
+}
+
+static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
+{
+	struct rcpt_reply *x = arg;
+	struct lmsg *lm = NULL;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EINVAL ? 0 : 50,
+			       rcpt_errtext(r->err));
+	} else {
+		struct parley_msg *m = calloc(1, sizeof *m);
+		if (m) {
+			struct parley_receipts_ok *o = &m->receipts_ok;
+			m->type = PARLEY_T_RECEIPTS_OK;
+			o->conv = (struct parley_str){x->conv, x->clen};
+			o->seq = x->seq;
+			o->member_count = r->member_count;
+			o->flags = r->end ? PARLEY_PAGEF_END : 0;
+			for (uint32_t i = 0; i < r->n; i++) {
+				const struct chat_rcpt_member *cm = &r->m[i];
+				struct parley_receipt_rec *e = &o->recs[o->count++];
+				e->user = (struct parley_str){cm->user, cm->ulen};
+				e->read_seq = cm->pos.read_seq;
+				e->delivered_seq = cm->pos.delivered_seq;
+				if (cm->pos.delivered_seq >= x->seq) {
+					e->state |= PARLEY_RCPTF_DELIVERED;
+					o->delivered++;
+				}
+				if (cm->pos.read_seq >= x->seq) {
+					e->state |= PARLEY_RCPTF_READ;
+					o->read++;
+				}
+			}
+			if (!r->end && o->count)
+				o->next_after = o->recs[o->count - 1].user;
+			lm = frame_msg(LM_FRAME, x->req_id, m);
+			free(m);
+		}
+	}
+	post_reply(&x->to, lm, x->req_id);
+	free(x);
+}
+
+static void req_receipts(struct conn *c, uint32_t rid,
+			 const struct parley_receipts *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	int rc = chat_conv_access(S(c)->chat, m->conv.p, m->conv.len,
+				  c->id->user, c->id->ulen);
+	if (!rc && m->seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return;
+	}
+	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	if (!x)
+		return;
+	rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
+			     m->after.p, m->after.len, m->limit, receipts_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
 		return;
 	}
 	c->inflight++;
@@ -1481,12 +1663,11 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		payload = dbuf;
 		plen = (size_t)n;
 	}
-	struct parley_msg *m = malloc(sizeof *m);
-	if (!m) {
-		free(dbuf);
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
+	/* The decoded request (~16 KiB, it borrows from payload): one per
+	 * loop thread, not a malloc per frame. handle_frame never runs nested
+	 * on a thread (no handler parses frames). */
+	static _Thread_local struct parley_msg decoded;
+	struct parley_msg *m = &decoded;
 	int rc = parley_proto_decode_payload(t, payload, plen, m);
 	if (rc) {
 		ctr_add(&s->ctr.proto_errors, 1);
@@ -1549,6 +1730,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_GROUP_LEAVE:
 	case PARLEY_T_GROUP_ROLE: req_group_change(c, rid, m); break;
 	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
+	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
+	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	default:
 		ctr_add(&s->ctr.proto_errors, 1);
 		conn_error(c, rid, PARLEY_EPROTO, false, 0,
@@ -1556,7 +1739,6 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		break;
 	}
 out:
-	free(m);
 	free(dbuf);
 }
 

@@ -55,6 +55,7 @@ struct srv_counters {
 	/* SEND -> SEND_ACK latency histogram, buckets in microseconds:
 	 * le 100,250,500,1000,2500,5000,10000,25000,50000,100000,+Inf */
 	_Atomic uint64_t ack_lat_bucket[11];
+	_Atomic uint64_t read_markers; /* READ_MARKER requests */
 };
 extern const double srv_ack_lat_bounds_s[10];
 

@@ -161,6 +161,9 @@ struct cli_chat;
 /* Called from the client's callbacks (opts.on_event / on_state, with
  * opts.user pointing at the chat): route them here. */
 void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev);
+/* opts.on_receipt: the peer's read receipts of the current conversation
+ * are shown ("has read up to #N  [read]"). */
+void cli_chat_on_receipt(struct cli_chat *ch, const struct parley_event *ev);
 void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err);
 
 /*

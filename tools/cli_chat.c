@@ -125,6 +125,10 @@ struct cli_chat {
 	int goaway_shown; /* the outage was already explained */
 	int just_refreshed; /* a new token was fetched and has not yet held */
 	uint64_t connected_at_ms;
+	/* read markers: messages of conv_id shown up to read_want; the server
+	 * has read_sent (one READ_MARKER per batch of shown messages) */
+	uint64_t read_want, read_sent;
+	uint64_t peer_read_shown; /* the peer's read receipt last shown */
 
 	/* UI thread only */
 	struct pend_line { /* own lines not yet final, drawn just above the prompt */
@@ -355,6 +359,8 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 		char *s = fmt_msg(ch->tty, &m);
 		if (s)
 			show_push(ch, SHOW_LINE, 0, 0, s);
+		if (here && !from_me && ev->conv_seq > ch->read_want)
+			ch->read_want = ev->conv_seq; /* shown: read (net_read) */
 	}
 	if (catchup && ev->inbox_seq >= last) {
 		if (ch->in_catchup)
@@ -362,6 +368,23 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 		ch->in_catchup = 0;
 		ch->catchup_end = last;
 	}
+}
+
+void cli_chat_on_receipt(struct cli_chat *ch, const struct parley_event *ev)
+{
+	if (!ch || !(ev->flags & PARLEY_RCPTF_READ))
+		return; /* delivered receipts are not shown (one per ack batch) */
+	int here = ch->conv_id[0] && ev->conv.len == strlen(ch->conv_id) &&
+		   !memcmp(ev->conv.p, ch->conv_id, ev->conv.len);
+	int from_me = ev->sender.len == strlen(ch->me) &&
+		      !memcmp(ev->sender.p, ch->me, ev->sender.len);
+	if (!here || from_me || ev->ref_seq <= ch->peer_read_shown)
+		return;
+	ch->peer_read_shown = ev->ref_seq;
+	char t[32];
+	fmt_time(ev->server_ts_ms, t, sizeof t);
+	show_f(ch, "[%s] %.*s has read up to #%llu  [read]", t, (int)ev->sender.len,
+	       ev->sender.p, (unsigned long long)ev->ref_seq);
 }
 
 void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err)
@@ -475,6 +498,7 @@ static int net_conv(struct cli_chat *ch, const char *peer)
 	memcpy(ch->conv_id, cv->conv.p, cv->conv.len);
 	ch->conv_id[cv->conv.len] = 0;
 	snprintf(ch->conv_peer, sizeof ch->conv_peer, "%s", peer);
+	ch->read_want = ch->read_sent = ch->peer_read_shown = 0;
 	return 0;
 }
 
@@ -483,6 +507,20 @@ static int net_conv(struct cli_chat *ch, const char *peer)
 static int transient(int r)
 {
 	return cli_exit_code(r, NULL) == CLI_EXIT_CONN;
+}
+
+/* Tells the server what was shown of the current conversation: one
+ * READ_MARKER for everything printed since the last one (not one per
+ * message). Returns 1 if it sent one. */
+static int net_read(struct cli_chat *ch)
+{
+	if (!ch->conv_id[0] || ch->read_want <= ch->read_sent)
+		return 0;
+	uint64_t want = ch->read_want;
+	int r = parley_client_read_marker(ch->c, ch->conv_id, want, NULL);
+	if (r == 0 || !transient(r))
+		ch->read_sent = want; /* a refusal is not worth repeating */
+	return 1;
 }
 
 static void net_history(struct cli_chat *ch, const struct req *q)
@@ -550,14 +588,17 @@ static void net_list(struct cli_chat *ch)
 		char t[32] = "-";
 		if (e->last_ts_ms)
 			fmt_time(e->last_ts_ms, t, sizeof t);
+		char unread[32] = "";
+		if (e->unread)
+			snprintf(unread, sizeof unread, "  %u unread", e->unread);
 		if (e->kind == PARLEY_CONV_GROUP)
-			show_f(ch, "  [group] %.*s (%u members)  last #%llu at %s   (/to %.*s)",
+			show_f(ch, "  [group] %.*s (%u members)  last #%llu at %s%s   (/to %.*s)",
 			       (int)e->title.len, e->title.p, e->member_count,
-			       (unsigned long long)e->last_seq, t, (int)e->conv.len,
-			       e->conv.p);
+			       (unsigned long long)e->last_seq, t, unread,
+			       (int)e->conv.len, e->conv.p);
 		else
-			show_f(ch, "  %.*s  last #%llu at %s   (/to %.*s)", (int)e->peer.len,
-			       e->peer.p, (unsigned long long)e->last_seq, t,
+			show_f(ch, "  %.*s  last #%llu at %s%s   (/to %.*s)", (int)e->peer.len,
+			       e->peer.p, (unsigned long long)e->last_seq, t, unread,
 			       (int)e->peer.len, e->peer.p);
 	}
 }
@@ -823,7 +864,7 @@ static void *net_main(void *arg)
 			backoff = PARLEY_MIN(backoff * 2, CHAT_RECONNECT_MAX_MS);
 			continue;
 		}
-		if (net_request(ch) || net_send(ch))
+		if (net_request(ch) || net_send(ch) || net_read(ch))
 			continue;
 		int fd = parley_client_fd(ch->c);
 		net_wait(ch, fd, parley_client_next_timeout_ms(ch->c));

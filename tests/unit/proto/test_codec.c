@@ -34,7 +34,8 @@ static const uint16_t ALL_TYPES[] = {
 	PARLEY_T_CONV, PARLEY_T_SEND, PARLEY_T_SEND_ACK, PARLEY_T_HISTORY,
 	PARLEY_T_HISTORY_PAGE, PARLEY_T_SYNC, PARLEY_T_SYNC_OK, PARLEY_T_EVENT,
 	PARLEY_T_EVENT_ACK, PARLEY_T_CONV_LIST, PARLEY_T_CONV_LIST_OK,
-	PARLEY_T_GOAWAY,
+	PARLEY_T_GOAWAY, PARLEY_T_READ_MARKER, PARLEY_T_READ_MARKER_OK,
+	PARLEY_T_RECEIPTS, PARLEY_T_RECEIPTS_OK,
 	PARLEY_T_GROUP_CREATE, PARLEY_T_GROUP_ADD, PARLEY_T_GROUP_REMOVE,
 	PARLEY_T_GROUP_LEAVE, PARLEY_T_GROUP_ROLE, PARLEY_T_GROUP_INFO,
 	PARLEY_T_GROUP_CREATE_OK, PARLEY_T_GROUP_ADD_OK, PARLEY_T_GROUP_REMOVE_OK,
@@ -144,6 +145,8 @@ static void sample(uint16_t type, struct parley_msg *m)
 		break;
 	case PARLEY_T_CONV_LIST:
 		m->conv_list.limit = 100;
+		m->conv_list.before_ts_ms = 1764000000999ull;
+		m->conv_list.before_conv = S("d:alice:carol");
 		break;
 	case PARLEY_T_CONV_LIST_OK:
 		m->conv_list_ok.count = 2;
@@ -157,6 +160,31 @@ static void sample(uint16_t type, struct parley_msg *m)
 		m->conv_list_ok.entries[1] = (struct parley_conv_entry){
 			S("g:team"), PARLEY_CONV_GROUP, 0, 0, 300, S("")};
 		m->conv_list_ok.entries[1].title = S("Team ünïcode");
+		m->conv_list_ok.next_before_ts_ms = 1234;
+		m->conv_list_ok.next_before_conv = S("g:team");
+		break;
+	case PARLEY_T_READ_MARKER:
+		m->read_marker = (struct parley_read_marker){S("d:alice:bob"), 41};
+		break;
+	case PARLEY_T_READ_MARKER_OK:
+		m->read_marker_ok = (struct parley_read_marker_ok){
+			S("d:alice:bob"), 42, PARLEY_READF_STALE};
+		break;
+	case PARLEY_T_RECEIPTS:
+		m->receipts = (struct parley_receipts){S("g:team"), 7, S("carol"), 50};
+		break;
+	case PARLEY_T_RECEIPTS_OK:
+		m->receipts_ok.conv = S("g:team");
+		m->receipts_ok.seq = 7;
+		m->receipts_ok.member_count = 500;
+		m->receipts_ok.delivered = 2;
+		m->receipts_ok.read = 1;
+		m->receipts_ok.next_after = S("erin");
+		m->receipts_ok.count = 2;
+		m->receipts_ok.recs[0] = (struct parley_receipt_rec){
+			S("dave"), PARLEY_RCPTF_DELIVERED | PARLEY_RCPTF_READ, 9, 8};
+		m->receipts_ok.recs[1] = (struct parley_receipt_rec){
+			S("erin"), PARLEY_RCPTF_DELIVERED, 7, 3};
 		break;
 	case PARLEY_T_GOAWAY:
 		m->goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 1500,
@@ -285,6 +313,28 @@ Test(codec, roundtrip_every_message)
 	cr_assert_eq(g_d.conv_list_ok.entries[0].preview.len, 10);
 	cr_assert(parley_str_eq(g_d.conv_list_ok.entries[1].title, "Team ünïcode"));
 
+	cr_assert_eq(g_d.conv_list_ok.next_before_ts_ms, 1234);
+	cr_assert(parley_str_eq(g_d.conv_list_ok.next_before_conv, "g:team"));
+
+	sample(PARLEY_T_CONV_LIST, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.conv_list.before_ts_ms, 1764000000999ull);
+	cr_assert(parley_str_eq(g_d.conv_list.before_conv, "d:alice:carol"));
+
+	sample(PARLEY_T_READ_MARKER_OK, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.read_marker_ok.read_seq, 42);
+	cr_assert_eq(g_d.read_marker_ok.flags, PARLEY_READF_STALE);
+
+	sample(PARLEY_T_RECEIPTS_OK, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.receipts_ok.count, 2);
+	cr_assert_eq(g_d.receipts_ok.member_count, 500);
+	cr_assert(parley_str_eq(g_d.receipts_ok.recs[1].user, "erin"));
+	cr_assert_eq(g_d.receipts_ok.recs[0].read_seq, 8);
+	cr_assert_eq(g_d.receipts_ok.recs[1].delivered_seq, 7);
+	cr_assert(parley_str_eq(g_d.receipts_ok.next_after, "erin"));
+
 	sample(PARLEY_T_HELLO_OK, &g_m);
 	roundtrip(&g_m, &g_d, 1);
 	cr_assert_eq(g_d.hello_ok.max_frame, 1u << 20);
@@ -346,6 +396,7 @@ Test(codec, records_without_appended_fields_decode_with_defaults)
 	sample(PARLEY_T_CONV_LIST_OK, &g_m);
 	g_m.conv_list_ok.count = 1;
 	n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	n = cut_tail(g_buf, n, 0, 1 + 8 + 2 + 6); /* the page trailer */
 	size_t tail = 2 + 0 + 8 + 4 + 2 + 3 + 2 + 4 + 10;
 	n = cut_tail(g_buf, n, 12 + 2, tail);
 	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f), n);
@@ -353,6 +404,18 @@ Test(codec, records_without_appended_fields_decode_with_defaults)
 	cr_assert_eq(g_d.conv_list_ok.entries[0].unread, 0);
 	cr_assert_eq(g_d.conv_list_ok.entries[0].preview.len, 0);
 	cr_assert(parley_str_eq(g_d.conv_list_ok.entries[0].peer, "bob"));
+	cr_assert_eq(g_d.conv_list_ok.flags, 0);
+	cr_assert_eq(g_d.conv_list_ok.next_before_conv.len, 0);
+
+	/* CONV_LIST of the first version: limit only */
+	sample(PARLEY_T_CONV_LIST, &g_m);
+	n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	n = cut_tail(g_buf, n, 0, 8 + 2 + 13);
+	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f), n);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), 0);
+	cr_assert_eq(g_d.conv_list.limit, 100);
+	cr_assert_eq(g_d.conv_list.before_ts_ms, 0);
+	cr_assert_eq(g_d.conv_list.before_conv.len, 0);
 }
 
 Test(codec, frame_cut_anywhere_is_incomplete)
@@ -384,6 +447,12 @@ Test(codec, payload_cut_anywhere_is_malformed)
 		for (size_t k = 0; k < plen; k++) {
 			/* EVENT's appended ref_seq+flags may be absent as a whole */
 			if (ALL_TYPES[i] == PARLEY_T_EVENT && k == plen - 12)
+				continue;
+			/* so may CONV_LIST's cursor (u64 + str "d:alice:carol")
+			 * and CONV_LIST_OK's trailer (u8 + u64 + str "g:team") */
+			if (ALL_TYPES[i] == PARLEY_T_CONV_LIST && k == plen - 23)
+				continue;
+			if (ALL_TYPES[i] == PARLEY_T_CONV_LIST_OK && k == plen - 17)
 				continue;
 			uint8_t *p = malloc(k ? k : 1);
 			memcpy(p, g_buf + 12, k);
@@ -503,6 +572,17 @@ Test(codec, encoder_refuses_limit_breaks)
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 	sample(PARLEY_T_CONV_LIST, &g_m);
 	g_m.conv_list.limit = 101;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_RECEIPTS, &g_m);
+	g_m.receipts.limit = 0;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.receipts.limit = PARLEY_PROTO_MAX_RECEIPTS + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_RECEIPTS_OK, &g_m);
+	g_m.receipts_ok.count = PARLEY_PROTO_MAX_RECEIPTS + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_READ_MARKER, &g_m);
+	g_m.read_marker.conv = S("");
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 	g_m.type = PARLEY_T_TYPING; /* reserved: no encoding yet */
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);

@@ -363,7 +363,7 @@ Test(chat_read, subscription_credit_and_resolution)
 		struct ev_wait x = {.w = WAITER_INIT};
 		cr_assert_eq(chat_event_resolve(w.c, &s.p[i], ev_cb, &x), 0);
 		waiter_wait(&x.w, 1);
-		char want[8];
+		char want[16];
 		snprintf(want, sizeof want, "m%u", i + 2);
 		cr_assert_str_eq(x.body, want);
 		cr_assert_str_eq(x.sender, "bob");
