@@ -467,10 +467,10 @@ struct job {
 	void *cb_arg;
 	uint8_t *rec;          /* live send: the record, until durable */
 	uint32_t rec_len;
-	uint16_t type;         /* live send: its entry type (CHAT_ENT_MSG...) */
 	bool group;            /* a group conversation (chat_group.c) */
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint16_t type;         /* entry type of the append (CHAT_ENT_MSG, ...) */
 	uint64_t ts_ms;        /* live send: the entry's timestamp */
 	uint64_t t_durable;    /* live send: mono ns the message was durable */
 	uint64_t t_issued;     /* ... and its inbox appends were issued */
@@ -510,6 +510,8 @@ struct chat {
 	struct chat_stats st;
 	struct chat_groups *groups; /* group membership (chat_group.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
+	struct chat_floors *floors; /* retention floors (chat_retention.c) */
+	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
 };
 
 struct chat_groups *chat_groups_of(struct chat *c)
@@ -1097,56 +1099,39 @@ static int send_check_issue(struct job *j)
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
-int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
-	      void *arg)
+/* Stores rec (an entry of `type`) in c/<conv> with `producer` and
+ * registers its fan-out: the common path of SEND and of EDIT / DELETE
+ * (chat_conv_append). rec is the caller's malloc'd buffer: taken over. */
+static int conv_append(struct chat *c, const char *conv, uint16_t clen,
+		       uint16_t type, uint8_t *rec, uint32_t rec_len,
+		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
-	bool group = chat_conv_is_group(q->conv, q->conv_len);
-	if (group) {
-		int grc = chat_groups_send_check(c->groups, q->conv, q->conv_len,
-						 q->sender, q->sender_len);
-		if (grc)
-			return grc;
-	} else if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
-					 q->sender_len)) {
-		struct chat_member mm[2];
-		return chat_conv_members(q->conv, q->conv_len, mm) < 0
-			       ? -PARLEY_ENOTFOUND
-			       : -PARLEY_EPERM;
-	}
+	bool group = chat_conv_is_group(conv, clen);
 	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, q->conv, q->conv_len);
-	if (kl < 0)
-		return -PARLEY_ENOTFOUND;
-	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
-			      .content_type = q->content_type,
-			      .body = q->body, .body_len = q->body_len};
-	memcpy(cm.client_msg_id, q->client_msg_id, 16);
-	int n = chat_msg_encode(NULL, 0, &cm);
-	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
-		return -PARLEY_ETOOBIG;
-	uint8_t *rec = malloc((size_t)n);
-	struct job *j = malloc(sizeof *j + q->conv_len);
-	if (!rec || !j) {
+	int kl = chat_key_conv(key, conv, clen);
+	if (kl < 0) {
 		free(rec);
-		free(j);
+		return -PARLEY_ENOTFOUND;
+	}
+	struct job *j = malloc(sizeof *j + clen);
+	if (!j) {
+		free(rec);
 		return -PARLEY_ENOMEM;
 	}
-	chat_msg_encode(rec, (size_t)n, &cm);
 	memset(j, 0, sizeof *j);
 	j->c = c;
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
 	j->rec = rec;
-	j->rec_len = (uint32_t)n;
-	j->type = CHAT_ENT_MSG;
+	j->rec_len = rec_len;
+	j->type = type;
 	j->group = group;
-	chat_producer_send(j->producer, q->sender, q->sender_len,
-			   q->client_msg_id);
-	j->len = q->conv_len;
-	memcpy(j->conv, q->conv, q->conv_len);
+	memcpy(j->producer, producer, 16);
+	j->len = clen;
+	memcpy(j->conv, conv, clen);
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
-	uint64_t h = conv_hash(q->conv, q->conv_len);
+	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
@@ -1160,44 +1145,74 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	return rc;
 }
 
-int chat_conv_append(struct chat *c, const char *conv, uint16_t len,
+int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
 		     uint16_t type, const uint8_t *rec, uint32_t rec_len,
 		     const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, conv, len);
-	if (kl < 0)
-		return -PARLEY_EINVAL;
 	if (rec_len > PE_MAX_PAYLOAD)
 		return -PARLEY_ETOOBIG;
 	uint8_t *copy = malloc(rec_len ? rec_len : 1);
-	struct job *j = malloc(sizeof *j + len);
-	if (!copy || !j) {
-		free(copy);
-		free(j);
+	if (!copy)
 		return -PARLEY_ENOMEM;
-	}
 	memcpy(copy, rec, rec_len);
-	memset(j, 0, sizeof *j);
-	j->c = c;
-	j->nmsgs = 1;
-	j->cb = cb;
-	j->cb_arg = arg;
-	j->rec = copy;
-	j->rec_len = rec_len;
-	j->type = type;
-	j->group = chat_conv_is_group(conv, len);
-	memcpy(j->producer, producer, 16);
-	j->len = len;
-	memcpy(j->conv, conv, len);
-	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
-	pthread_mutex_lock(&c->mu);
-	job_register_locked(c, j, p, chat_clock_ms(c->clock));
-	pthread_mutex_unlock(&c->mu);
-	int rc = send_append(j);
-	if (rc)
-		send_fail(j, rc, false);
-	return rc;
+	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
+			   arg);
+}
+
+void chat_scrub_attach(struct chat *c, struct chat_scrub *x)
+{
+	c->scrub = x;
+}
+
+struct chat_scrub *chat_scrub_of(const struct chat *c)
+{
+	return c->scrub;
+}
+
+struct chat_floors *chat_floors_of(const struct chat *c)
+{
+	return c->floors;
+}
+
+uint64_t chat_now_ms(const struct chat *c)
+{
+	return chat_clock_ms(c->clock);
+}
+
+int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
+	      void *arg)
+{
+	if (chat_conv_is_group(q->conv, q->conv_len)) {
+		int grc = chat_groups_send_check(c->groups, q->conv, q->conv_len,
+						 q->sender, q->sender_len);
+		if (grc)
+			return grc;
+	} else if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+					 q->sender_len)) {
+		struct chat_member mm[2];
+		return chat_conv_members(q->conv, q->conv_len, mm) < 0
+			       ? -PARLEY_ENOTFOUND
+			       : -PARLEY_EPERM;
+	}
+	char key[CHAT_KEY_CAP];
+	if (chat_key_conv(key, q->conv, q->conv_len) < 0)
+		return -PARLEY_ENOTFOUND;
+	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
+			      .content_type = q->content_type,
+			      .body = q->body, .body_len = q->body_len};
+	memcpy(cm.client_msg_id, q->client_msg_id, 16);
+	int n = chat_msg_encode(NULL, 0, &cm);
+	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *rec = malloc((size_t)n);
+	if (!rec)
+		return -PARLEY_ENOMEM;
+	chat_msg_encode(rec, (size_t)n, &cm);
+	uint8_t producer[16];
+	chat_producer_send(producer, q->sender, q->sender_len,
+			   q->client_msg_id);
+	return conv_append(c, q->conv, q->conv_len, CHAT_ENT_MSG, rec,
+			   (uint32_t)n, producer, cb, arg);
 }
 
 /* ---- CONV_OPEN ----------------------------------------------------------------------------- */
@@ -1645,6 +1660,7 @@ static void chat_free(struct chat *c)
 	free(c->known);
 	chat_groups_free(c->groups);
 	free(c->inline_buf);
+	chat_floors_free(c->floors);
 	free(c);
 }
 
@@ -1668,8 +1684,9 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
+	c->floors = chat_floors_new();
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf || !c->groups) {
+	    !c->inline_buf || !c->groups || !c->floors) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

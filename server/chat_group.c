@@ -1255,6 +1255,8 @@ static uint16_t ent_kind(uint16_t type)
 	switch (type) {
 	case CHAT_ENT_MSG: return 1;    /* PARLEY_EV_MESSAGE */
 	case CHAT_ENT_MEMBER: return 3; /* PARLEY_EV_MEMBERSHIP */
+	case CHAT_ENT_EDIT: return 1;   /* a pointer like a message's: its
+					   resolution reads the entry's type */
 	default: return 0;              /* not delivered through inboxes */
 	}
 }

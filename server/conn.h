@@ -108,6 +108,7 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 
 struct chat_sub;
 struct resolve;
+struct presence_conn;
 
 struct conn {
 	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
@@ -150,6 +151,7 @@ struct conn {
 	uint64_t last_tx_ns;     /* last send progress (or queue start) */
 	bool hs_slot;            /* holds a handshake admission slot */
 	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
+	struct presence_conn *pres; /* session + subscriptions (presence.h) */
 };
 
 #endif /* PARLEYD_CONN_H */

@@ -49,6 +49,7 @@
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 static void on_engine_fatal(void *arg, int err)
@@ -136,6 +137,15 @@ struct opts {
 	uint32_t rate_presence_user_per_min, rate_presence_user_burst;
 	uint32_t rate_presence_conn_per_min, rate_presence_conn_burst;
 	uint32_t rate_users_max, max_handshakes, handshake_retry_ms;
+	/* edits, deletes, retention (chat_edit.c, docs/SERVER.md) */
+	uint64_t edit_window_ms, delete_window_ms;
+	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
+	uint64_t retention_sweep_ms;
+	uint32_t admin_compact;
+	/* typing and presence (presence.h) */
+	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
+	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
+	uint32_t presence_push_queue_max;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -206,7 +216,20 @@ static const struct key KEYS[] = {
 	KU(rate_users_max, "65536", "users whose rate buckets are kept (LRU beyond; 64..16777216)"),
 	KU(max_handshakes, "256", "connections between accept and AUTH_OK at once, server-wide (0 = no bound)"),
 	KU(handshake_retry_ms, "1000", "retry-after for a refused HELLO: this + random 0..this"),
+	KU(presence_heartbeat_ms, "30000", "clients send a frame (PING when idle) at least this often; 100..3600000"),
+	KU(presence_ttl_ms, "60000", "a device silent this long counts as offline (> presence_heartbeat_ms)"),
+	KU(presence_subs_max, "256", "presence subscriptions per connection (1..65535)"),
+	KU(typing_ttl_ms, "6000", "a typing indicator not refreshed this long stops (500..60000)"),
+	KU(presence_last_seen_write_ms, "300000", "while online, last_seen is written at most this often (>= 1000)"),
+	KU(presence_push_queue_max, "65536", "TYPING_PUSH/PRESENCE pushes queued to loops at once, server-wide (>= 64)"),
 	KS(log_level, "info", "debug, info, warn or error"),
+	KL(edit_window_ms, "172800000", "EDIT allowed this long after the message, ms (0 = no limit)"),
+	KL(delete_window_ms, "172800000", "DELETE for everyone allowed this long after the message, ms (0 = no limit)"),
+	KL(retention_max_age_ms, "0", "conversations (and inboxes) keep entries this long, ms (0 = forever)"),
+	KL(retention_max_count, "0", "conversations keep at most this many newest entries (0 = no limit)"),
+	KL(retention_interval_ms, "3600000", "how often compaction enforces retention, ms"),
+	KL(retention_sweep_ms, "60000", "how often per-conversation retention (RETENTION) is turned into deletions, ms"),
+	KU(admin_compact, "0", "1 = admin HTTP POST /admin/compact flushes and compacts every partition (tests, maintenance)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
 
@@ -467,6 +490,17 @@ static int addr_is_loopback(const char *host)
 _Static_assert(RATELIMIT_USER_MAX >= PARLEY_PROTO_MAX_USER_ID,
 	       "the rate limit table must hold any valid user id");
 
+static void pres_config(const struct opts *o, struct presence_config *pc)
+{
+	*pc = (struct presence_config){
+		.heartbeat_ms = o->presence_heartbeat_ms,
+		.ttl_ms = o->presence_ttl_ms,
+		.subs_max = o->presence_subs_max,
+		.typing_ttl_ms = o->typing_ttl_ms,
+		.last_seen_write_ms = o->presence_last_seen_write_ms,
+		.push_queue_max = o->presence_push_queue_max};
+}
+
 static void rl_config(const struct opts *o, struct ratelimit_config *rc)
 {
 	memset(rc, 0, sizeof *rc);
@@ -530,6 +564,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	char rwhy[160];
 	rl_config(o, &rlc);
 	if (ratelimit_config_check(&rlc, rwhy, sizeof rwhy))
+		BAD("%s\n", rwhy);
+	struct presence_config pc;
+	pres_config(o, &pc);
+	if (presence_config_check(&pc, rwhy, sizeof rwhy))
 		BAD("%s\n", rwhy);
 	if (o->handshake_retry_ms < 1 || o->handshake_retry_ms > 600000)
 		BAD("handshake_retry_ms must be 1..600000\n");
@@ -679,6 +717,17 @@ static int run(const struct opts *o, struct srv *s)
 	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
 	if (o->idem_max_keys) /* the operator's choice wins */
 		idem = o->idem_max_keys;
+	/* deleted messages' content is rewritten away by compaction */
+	struct chat_scrub *scrub = chat_scrub_new();
+	PARLEY_ASSERT(scrub);
+	/* retention: chat's internal streams and configured defaults, then
+	 * presence's streams */
+	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX + 8];
+	size_t nrules = chat_retention_rules(o->retention_max_age_ms,
+					     o->retention_max_count, rules);
+	PARLEY_ASSERT(nrules + presence_nretention <= PARLEY_ARRAY_LEN(rules));
+	for (size_t i = 0; i < presence_nretention; i++)
+		rules[nrules++] = presence_retention[i];
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = engine_shards_for(o->engine_shards),
 				.memtable_total_bytes = memtable_total_of(budget),
@@ -686,16 +735,21 @@ static int run(const struct opts *o, struct srv *s)
 				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
-				/* internal streams that grow forever */
-				.retention = chat_retention,
-				.nretention = chat_nretention};
+				/* internal streams that grow forever, and
+				 * the configured defaults (retention_*) */
+				.retention = rules,
+				.nretention = nrules,
+				.retention_interval_ms = o->retention_interval_ms,
+				.compact_filter = chat_scrub_filter,
+				.compact_filter_arg = scrub};
 	struct pe_engine *e = NULL;
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
 	struct admin_opts ao = {.host = o->admin_listen,
 				.port = (uint16_t)o->admin_port,
 				.max_conns = o->admin_max_connections,
-				.request_timeout_ms = o->admin_request_timeout_ms};
+				.request_timeout_ms = o->admin_request_timeout_ms,
+				.compact = o->admin_compact != 0};
 	rc = admin_start(s, &ao, &adm);
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "
@@ -732,6 +786,28 @@ static int run(const struct opts *o, struct srv *s)
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));
 		admin_stop(adm);
+		ratelimit_close(s->rl);
+		s->rl = NULL;
+		s->engine = NULL;
+		pe_close(e);
+		return 1;
+	}
+	chat_scrub_attach(s->chat, scrub);
+	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
+				  o->retention_max_count, o->retention_sweep_ms,
+				  &s->ret);
+	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
+	struct presence_config prc;
+	pres_config(o, &prc);
+	rc = presence_open(&prc, s, &s->pres);
+	if (rc) {
+		PLOG_E("parleyd", "cannot start presence", "err=%s",
+		       parley_errname(rc));
+		admin_stop(adm);
+		chat_retention_stop(s->ret);
+		s->ret = NULL;
+		chat_close(s->chat);
+		s->chat = NULL;
 		ratelimit_close(s->rl);
 		s->rl = NULL;
 		s->engine = NULL;
@@ -796,12 +872,19 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(lt[i].thr, NULL);
 	admin_stop(adm);
+	/* after the loops (every connection closed: last_seen written) and
+	 * /metrics are gone, before the engine closes */
+	presence_close(s->pres);
+	s->pres = NULL;
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
 	s->rl = NULL;
+	chat_retention_stop(s->ret); /* before the service it calls */
+	s->ret = NULL;
 	chat_close(s->chat);
 	s->chat = NULL;
 	s->engine = NULL;
 	pe_close(e);
+	chat_scrub_free(scrub); /* after the engine: compaction reads it */
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
 	free(lt);
@@ -894,6 +977,8 @@ int main(int argc, char **argv)
 		.max_outbound = o.outbound_queue_bytes,
 		.max_conns = o.max_connections,
 		.drain_timeout_ms = o.drain_timeout_ms,
+		.edit_window_ms = o.edit_window_ms,
+		.delete_window_ms = o.delete_window_ms,
 	};
 	membudget_init(&s.mem, o.memory_budget_bytes,
 		       memtable_total_of(o.memory_budget_bytes),

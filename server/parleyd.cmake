@@ -8,6 +8,8 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat_group.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_receipt.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_read.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_edit.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_retention.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_list.c
   ${CMAKE_CURRENT_LIST_DIR}/errmap.c
   ${CMAKE_CURRENT_LIST_DIR}/srv.c
@@ -16,6 +18,7 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c
+  ${CMAKE_CURRENT_LIST_DIR}/presence.c
   ${CMAKE_CURRENT_LIST_DIR}/admin.c)
 target_include_directories(parleyd_core PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(parleyd_core PUBLIC parley_engine parley_proto

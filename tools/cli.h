@@ -61,6 +61,9 @@ enum cli_cmd_kind {
 	CLI_CMD_QUIT, /* /quit */
 	CLI_CMD_UNKNOWN, /* /something else: arg = the command word */
 	CLI_CMD_BAD, /* a known command used wrongly: err = what is right */
+	CLI_CMD_EDIT, /* /edit SEQ TEXT: before = SEQ, arg/arg_len = the new text */
+	CLI_CMD_DELETE, /* /delete SEQ: before = SEQ */
+	CLI_CMD_RETENTION, /* /retention [off | count N | age DUR ...]: ret_* */
 	/* groups: words[0..nwords) = the users named */
 	CLI_CMD_GROUP_CREATE, /* /group create NAME USER...: arg = NAME */
 	CLI_CMD_GROUP_ADD, /* /add USER... */
@@ -68,6 +71,7 @@ enum cli_cmd_kind {
 	CLI_CMD_GROUP_LEAVE, /* /leave */
 	CLI_CMD_GROUP_MEMBERS, /* /members */
 };
+#define CLI_EDIT_MAX 2048 /* bytes of /edit text the terminal client sends */
 #define CLI_GROUP_WORDS_MAX 32 /* users named in one typed group command */
 
 #define CLI_HISTORY_DEFAULT 20
@@ -77,8 +81,10 @@ struct cli_cmd {
 	const char *arg; /* points into the line */
 	size_t arg_len;
 	unsigned limit; /* HISTORY: 1..PARLEY_PROTO_MAX_HISTORY */
-	uint64_t before; /* HISTORY: 0 = newest */
+	uint64_t before; /* HISTORY: 0 = newest; EDIT / DELETE: the message's seq */
 	const char *err; /* BAD: a static usage line */
+	int ret_set; /* RETENTION: 1 = set ret_age_ms / ret_count, 0 = show */
+	uint64_t ret_age_ms, ret_count;
 	const char *words[CLI_GROUP_WORDS_MAX]; /* group commands: users */
 	unsigned nwords;
 };
@@ -165,6 +171,10 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev);
  * are shown ("has read up to #N  [read]"). */
 void cli_chat_on_receipt(struct cli_chat *ch, const struct parley_event *ev);
 void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err);
+/* opts.on_typing / on_presence: the peer's typing indicator and presence
+ * in the status prompt. */
+void cli_chat_on_typing(struct cli_chat *ch, const struct parley_typing_push *t);
+void cli_chat_on_presence(struct cli_chat *ch, const struct parley_presence_rec *p);
 
 /*
  * Run the interactive chat on a connected client c (created with the

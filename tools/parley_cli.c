@@ -195,6 +195,20 @@ static void on_event(void *user, const struct parley_event *ev)
 		  ev->content_type, ev->body);
 }
 
+static void on_typing(void *user, const struct parley_typing_push *t)
+{
+	struct cli *cli = user;
+	if (cli->chat)
+		cli_chat_on_typing(cli->chat, t);
+}
+
+static void on_presence(void *user, const struct parley_presence_rec *p)
+{
+	struct cli *cli = user;
+	if (cli->chat)
+		cli_chat_on_presence(cli->chat, p);
+}
+
 static void on_receipt(void *user, const struct parley_event *ev)
 {
 	struct cli *cli = user;
@@ -670,6 +684,8 @@ int main(int argc, char **argv)
 	co.on_event = on_event;
 	co.on_receipt = on_receipt;
 	co.on_state = on_state;
+	co.on_typing = on_typing;
+	co.on_presence = on_presence;
 	co.user = &cli;
 	if (!strcmp(cmd, "chat")) {
 		/* interactive: a request waits less, the outbox keeps the line */

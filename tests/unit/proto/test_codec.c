@@ -34,8 +34,13 @@ static const uint16_t ALL_TYPES[] = {
 	PARLEY_T_CONV, PARLEY_T_SEND, PARLEY_T_SEND_ACK, PARLEY_T_HISTORY,
 	PARLEY_T_HISTORY_PAGE, PARLEY_T_SYNC, PARLEY_T_SYNC_OK, PARLEY_T_EVENT,
 	PARLEY_T_EVENT_ACK, PARLEY_T_CONV_LIST, PARLEY_T_CONV_LIST_OK,
-	PARLEY_T_GOAWAY, PARLEY_T_READ_MARKER, PARLEY_T_READ_MARKER_OK,
+	PARLEY_T_GOAWAY, PARLEY_T_TYPING, PARLEY_T_TYPING_PUSH,
+	PARLEY_T_PRESENCE_SUB, PARLEY_T_PRESENCE_SUB_OK, PARLEY_T_PRESENCE,
+	PARLEY_T_PRESENCE_SET, PARLEY_T_PRESENCE_SET_OK,
+	PARLEY_T_READ_MARKER, PARLEY_T_READ_MARKER_OK,
 	PARLEY_T_RECEIPTS, PARLEY_T_RECEIPTS_OK,
+	PARLEY_T_EDIT, PARLEY_T_DELETE, PARLEY_T_EDIT_ACK, PARLEY_T_DELETE_ACK,
+	PARLEY_T_RETENTION, PARLEY_T_RETENTION_OK,
 	PARLEY_T_GROUP_CREATE, PARLEY_T_GROUP_ADD, PARLEY_T_GROUP_REMOVE,
 	PARLEY_T_GROUP_LEAVE, PARLEY_T_GROUP_ROLE, PARLEY_T_GROUP_INFO,
 	PARLEY_T_GROUP_CREATE_OK, PARLEY_T_GROUP_ADD_OK, PARLEY_T_GROUP_REMOVE_OK,
@@ -189,6 +194,69 @@ static void sample(uint16_t type, struct parley_msg *m)
 	case PARLEY_T_GOAWAY:
 		m->goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 1500,
 						   S("draining")};
+		break;
+	case PARLEY_T_EDIT:
+		m->edit.conv = S("d:alice:bob");
+		memcpy(m->edit.client_msg_id, CMID, 16);
+		m->edit.ref_seq = 41;
+		m->edit.content_type = PARLEY_CT_TEXT;
+		m->edit.body = B("hello again");
+		break;
+	case PARLEY_T_DELETE:
+		m->del.conv = S("d:alice:bob");
+		memcpy(m->del.client_msg_id, CMID, 16);
+		m->del.ref_seq = 41;
+		break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK:
+		m->edit_ack.conv = S("d:alice:bob");
+		memcpy(m->edit_ack.client_msg_id, CMID, 16);
+		m->edit_ack.seq = 43;
+		m->edit_ack.server_ts_ms = 1764000000123ull;
+		m->edit_ack.ref_seq = 41;
+		m->edit_ack.flags = PARLEY_ACKF_DUPLICATE;
+		break;
+	case PARLEY_T_RETENTION:
+		m->retention = (struct parley_retention){
+			S("g:team"), PARLEY_RETF_SET, 86400000ull, 5000};
+		break;
+	case PARLEY_T_RETENTION_OK:
+		m->retention_ok = (struct parley_retention_ok){
+			S("g:team"), 86400000ull, 5000, 0, 100000, 17};
+		break;
+	case PARLEY_T_TYPING:
+		m->typing = (struct parley_typing){S("d:alice:bob"),
+						   PARLEY_TYPING_STARTED};
+		break;
+	case PARLEY_T_TYPING_PUSH:
+		m->typing_push = (struct parley_typing_push){
+			S("d:alice:bob"), S("alice"), PARLEY_TYPING_STARTED, 6000};
+		break;
+	case PARLEY_T_PRESENCE_SUB:
+		m->presence_sub.op = PARLEY_PRESENCE_SUBSCRIBE;
+		m->presence_sub.count = 2;
+		m->presence_sub.users[0] = S("bob");
+		m->presence_sub.users[1] = S("carol");
+		break;
+	case PARLEY_T_PRESENCE_SUB_OK:
+		m->presence_sub_ok.heartbeat_ms = 30000;
+		m->presence_sub_ok.ttl_ms = 60000;
+		m->presence_sub_ok.subscribed = 7;
+		m->presence_sub_ok.count = 2;
+		m->presence_sub_ok.recs[0] = (struct parley_presence_rec){
+			S("bob"), PARLEY_PRESENCE_ONLINE, 0};
+		m->presence_sub_ok.recs[1] = (struct parley_presence_rec){
+			S("carol"), PARLEY_PRESENCE_OFFLINE, 1764000000123ull};
+		break;
+	case PARLEY_T_PRESENCE:
+		m->presence = (struct parley_presence_rec){
+			S("carol"), PARLEY_PRESENCE_OFFLINE, 1764000000123ull};
+		break;
+	case PARLEY_T_PRESENCE_SET:
+		m->presence_set.flags = PARLEY_PRESF_HIDE_LAST_SEEN;
+		break;
+	case PARLEY_T_PRESENCE_SET_OK:
+		m->presence_set_ok.flags = PARLEY_PRESF_HIDE_LAST_SEEN;
 		break;
 	case PARLEY_T_GROUP_CREATE:
 		memset(m->group_create.create_id, 0x5a, 16);
@@ -510,7 +578,8 @@ Test(codec, oversized_and_bad_headers)
 	/* unknown and reserved types */
 	cr_assert_eq(parley_proto_decode_payload(0x7777, NULL, 0, &g_d),
 		     -PARLEY_EVERSION);
-	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, NULL, 0, &g_d),
+	cr_assert_eq(parley_proto_decode_payload(0x0024, NULL, 0,
+						 &g_d),
 		     -PARLEY_EVERSION);
 	/* compressed frames must be decompressed before decoding */
 	parley_proto_header_put(h, PARLEY_T_PING, PARLEY_FLAG_ZSTD, 1, 0);
@@ -584,7 +653,7 @@ Test(codec, encoder_refuses_limit_breaks)
 	sample(PARLEY_T_READ_MARKER, &g_m);
 	g_m.read_marker.conv = S("");
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
-	g_m.type = PARLEY_T_TYPING; /* reserved: no encoding yet */
+	g_m.type = 0x0024; /* allocated, not defined yet: no encoding */
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 	/* a body that cannot fit any frame */
 	sample(PARLEY_T_SEND, &g_m);
@@ -1052,6 +1121,63 @@ Test(codec, random_messages_roundtrip_and_mutations_never_crash)
 		}
 		free(copy);
 	}
+}
+
+/* Typing and presence: field limits on both sides. */
+Test(codec, typing_presence_limits)
+{
+	uint8_t p[64];
+	/* a typing state other than 0/1 */
+	sample(PARLEY_T_TYPING, &g_m);
+	g_m.typing.state = 2;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	memcpy(p, "\x03\x00" "d:a\x02", 6);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, p, 6, &g_d),
+		     -PARLEY_EPROTO);
+	p[5] = 1;
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, p, 6, &g_d), 0);
+	cr_assert_eq(g_d.typing.state, PARLEY_TYPING_STARTED);
+	/* PRESENCE_SUB: op, count 0 and over the bound, invalid user id */
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.op = 3;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.count = 0;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.presence_sub.count = PARLEY_PROTO_MAX_PRESENCE_USERS + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.users[1] = S("-bad");
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	memcpy(p, "\x01\x01\x00\x04\x00-bad", 9);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_PRESENCE_SUB, p, 9,
+						 &g_d),
+		     -PARLEY_EPROTO);
+	memcpy(p, "\x01\x65\x00", 3); /* count 101 */
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_PRESENCE_SUB, p, 3,
+						 &g_d),
+		     -PARLEY_EPROTO);
+	/* the largest PRESENCE_SUB round-trips */
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.count = PARLEY_PROTO_MAX_PRESENCE_USERS;
+	for (int i = 0; i < PARLEY_PROTO_MAX_PRESENCE_USERS; i++) {
+		snprintf(g_names[i], sizeof g_names[i], "user%d", i);
+		g_m.presence_sub.users[i] = S(g_names[i]);
+	}
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert(parley_str_eq(g_d.presence_sub.users[99], "user99"));
+	/* PRESENCE_SET: unknown flag bits */
+	sample(PARLEY_T_PRESENCE_SET, &g_m);
+	g_m.presence_set.flags = 0x80;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	memcpy(p, "\x02\x00\x00\x00", 4);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_PRESENCE_SET, p, 4,
+						 &g_d),
+		     -PARLEY_EPROTO);
+	/* PRESENCE push: bad status */
+	sample(PARLEY_T_PRESENCE, &g_m);
+	g_m.presence.status = 9;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 }
 
 /* Groups: counts over the bound and names out of range are refused both
