@@ -372,6 +372,24 @@ static void test_rules(void)
 		}
 	IT_CHECK(found, "the group is not in dave's list");
 
+	/* edits and retention in a group: a member deletes only their own
+	 * messages, an admin (bob) also others'; only the owner sets retention */
+	struct parley_send_result sr;
+	IT_OK(parley_client_send(dave, gid, 1, "oops", 4, &sr));
+	uint64_t oops = sr.seq;
+	IT_OK(parley_client_send(alice, gid, 1, "mine", 4, &sr));
+	uint64_t mine = sr.seq;
+	IT_CHECK(parley_client_delete(dave, gid, mine, NULL) == -PARLEY_EPERM,
+		 "a member deleting someone else's message");
+	IT_CHECK(parley_client_edit(bob, gid, oops, 1, "x", 1, NULL) == -PARLEY_EPERM,
+		 "an admin editing someone else's message");
+	IT_OK(parley_client_delete(bob, gid, oops, NULL)); /* admin */
+	IT_CHECK(parley_client_retention(bob, gid, PARLEY_RETF_SET, 0, 1000, NULL) ==
+		 -PARLEY_EPERM, "retention set by an admin");
+	IT_OK(parley_client_retention(alice, gid, PARLEY_RETF_SET, 0, 100000, NULL));
+	IT_CHECK(parley_client_delete(carol, gid, mine, NULL) == -PARLEY_EPERM,
+		 "a removed member");
+
 	/* oversized: the server runs with group_max_members 520 */
 	static char names[600][16];
 	const char *us[256];
