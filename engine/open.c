@@ -54,7 +54,9 @@ static int part_hist_open(struct pe_engine *e, struct shard *sh,
 		.partition = p->id, .cache = sh->cache,
 		.retention = e->retention.n ? &e->retention : NULL,
 		.read_only = e->opt.read_only,
-		.idem_window_ms = e->idem_window_ms};
+		.idem_window_ms = e->idem_window_ms,
+		.filter = e->opt.compact_filter,
+		.filter_arg = e->opt.compact_filter_arg};
 	int rc = hpart_open(e->io, hd, &ho, &p->hist);
 	if (rc == -PARLEY_ECORRUPT) {
 		char f[64];

@@ -85,6 +85,7 @@
 
 struct pe_engine;
 struct pe_sub;
+struct pe_entry; /* below */
 struct pio; /* I/O backend, see "I/O backends" below */
 
 /* Retention rule: entries of streams whose key starts with prefix are kept
@@ -136,6 +137,19 @@ struct pe_options {
 					 shard: / shards) the shard flushes its
 					 largest memtable, again after every
 					 batch and flush, until under. */
+	/* Compaction filter (NULL = none): called by compaction for every
+	 * entry it keeps, on the compaction thread. It may replace the
+	 * entry's payload (the entry keeps its seq, ts, type, flags and
+	 * producer): write the new payload (<= cap bytes) to out and return
+	 * its length; return -1 to keep the payload as it is. It must be
+	 * deterministic in the durable state (replicas compact on their
+	 * own) and must not block or call the engine. How an application
+	 * removes one entry's content (a message deleted for everyone) from
+	 * disk: the next compaction that merges its segment rewrites it. */
+	int (*compact_filter)(void *arg, const void *key, size_t klen,
+			      const struct pe_entry *e, uint8_t *out,
+			      size_t cap);
+	void *compact_filter_arg;
 	bool no_auto_flush;           /* tests: flush only via pe_flush_sync
 					 (and the memtable bound is EFULL) */
 	bool no_auto_compact;         /* tests: compact only via pe_compact_sync */

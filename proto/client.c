@@ -592,7 +592,8 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 	c->expect_next = ev->inbox_seq + 1;
 	c->recv_max = ev->inbox_seq;
 	int delivered = 0;
-	if (ev->kind == PARLEY_EV_MESSAGE && c->o.on_event) {
+	if ((ev->kind == PARLEY_EV_MESSAGE || ev->kind == PARLEY_EV_EDIT ||
+	     ev->kind == PARLEY_EV_DELETE) && c->o.on_event) {
 		c->in_cb = 1;
 		c->o.on_event(c->o.user, ev);
 		c->in_cb = 0;
@@ -1291,6 +1292,103 @@ int parley_client_send(struct parley_client *c, const char *conv,
 	if (r < 0)
 		return r;
 	return parley_client_send_id(c, conv, id, content_type, body, len, res);
+}
+
+/* ---- edits and deletes ---- */
+
+static int edit_call(struct parley_client *c, struct parley_msg *m,
+		     uint16_t reply_type, const uint8_t id[PARLEY_PROTO_MSG_ID_LEN],
+		     struct parley_send_result *res)
+{
+	int r = call(c, m, reply_type);
+	if (r < 0)
+		return r;
+	const struct parley_edit_ack *a = &c->rmsg->edit_ack;
+	if (memcmp(a->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN) != 0)
+		return -PARLEY_EPROTO;
+	if (res) {
+		res->seq = a->seq;
+		res->server_ts_ms = a->server_ts_ms;
+		res->duplicate = !!(a->flags & PARLEY_ACKF_DUPLICATE);
+		memcpy(res->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN);
+	}
+	return 0;
+}
+
+int parley_client_edit_id(struct parley_client *c, const char *conv,
+			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			  uint64_t ref_seq, uint16_t content_type,
+			  const void *body, size_t len,
+			  struct parley_send_result *res)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || len > UINT32_MAX ||
+	    (len && !body) || ref_seq == 0)
+		return -PARLEY_EINVAL;
+	if (c->up && c->limits.max_body && len > c->limits.max_body)
+		return -PARLEY_ETOOBIG;
+	struct parley_msg m = {.type = PARLEY_T_EDIT};
+	m.edit.conv = (struct parley_str){conv, (uint16_t)cl};
+	memcpy(m.edit.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	m.edit.ref_seq = ref_seq;
+	m.edit.content_type = content_type;
+	m.edit.body = (struct parley_bytes){body, (uint32_t)len};
+	return edit_call(c, &m, PARLEY_T_EDIT_ACK, client_msg_id, res);
+}
+
+int parley_client_delete_id(struct parley_client *c, const char *conv,
+			    const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			    uint64_t ref_seq, struct parley_send_result *res)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || ref_seq == 0)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_DELETE};
+	m.del.conv = (struct parley_str){conv, (uint16_t)cl};
+	memcpy(m.del.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	m.del.ref_seq = ref_seq;
+	return edit_call(c, &m, PARLEY_T_DELETE_ACK, client_msg_id, res);
+}
+
+int parley_client_edit(struct parley_client *c, const char *conv,
+		       uint64_t ref_seq, uint16_t content_type,
+		       const void *body, size_t len,
+		       struct parley_send_result *res)
+{
+	uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
+	int r = parley_client_random_id(id);
+	if (r < 0)
+		return r;
+	return parley_client_edit_id(c, conv, id, ref_seq, content_type, body,
+				     len, res);
+}
+
+int parley_client_delete(struct parley_client *c, const char *conv,
+			 uint64_t ref_seq, struct parley_send_result *res)
+{
+	uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
+	int r = parley_client_random_id(id);
+	if (r < 0)
+		return r;
+	return parley_client_delete_id(c, conv, id, ref_seq, res);
+}
+
+int parley_client_retention(struct parley_client *c, const char *conv,
+			    uint8_t flags, uint64_t max_age_ms,
+			    uint64_t max_count,
+			    const struct parley_retention_ok **ok)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_RETENTION};
+	m.retention = (struct parley_retention){
+		.conv = {conv, (uint16_t)cl}, .flags = flags,
+		.max_age_ms = max_age_ms, .max_count = max_count};
+	int r = call(c, &m, PARLEY_T_RETENTION_OK);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->retention_ok;
+	return r;
 }
 
 int parley_client_history(struct parley_client *c, const char *conv,

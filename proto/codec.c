@@ -491,6 +491,91 @@ static void dec_send_ack(struct le_reader *r, struct parley_send_ack *m)
 	m->flags = le_read8(r);
 }
 
+/* ---- edits, deletes, retention ---- */
+
+static void enc_edit(struct wr *w, const struct parley_edit *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->ref_seq);
+	w16(w, m->content_type);
+	w_bytes(w, m->body);
+}
+static void dec_edit(struct le_reader *r, struct parley_edit *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->ref_seq = le_read64(r);
+	m->content_type = le_read16(r);
+	r_bytes(r, &m->body);
+}
+
+static void enc_delete(struct wr *w, const struct parley_delete *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->ref_seq);
+}
+static void dec_delete(struct le_reader *r, struct parley_delete *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->ref_seq = le_read64(r);
+}
+
+static void enc_edit_ack(struct wr *w, const struct parley_edit_ack *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->seq);
+	w64(w, m->server_ts_ms);
+	w64(w, m->ref_seq);
+	w8(w, m->flags);
+}
+static void dec_edit_ack(struct le_reader *r, struct parley_edit_ack *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->seq = le_read64(r);
+	m->server_ts_ms = le_read64(r);
+	m->ref_seq = le_read64(r);
+	m->flags = le_read8(r);
+}
+
+static void enc_retention(struct wr *w, const struct parley_retention *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w8(w, m->flags);
+	w64(w, m->max_age_ms);
+	w64(w, m->max_count);
+}
+static void dec_retention(struct le_reader *r, struct parley_retention *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->flags = le_read8(r);
+	m->max_age_ms = le_read64(r);
+	m->max_count = le_read64(r);
+}
+
+static void enc_retention_ok(struct wr *w, const struct parley_retention_ok *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->max_age_ms);
+	w64(w, m->max_count);
+	w64(w, m->default_max_age_ms);
+	w64(w, m->default_max_count);
+	w64(w, m->first_seq);
+}
+static void dec_retention_ok(struct le_reader *r, struct parley_retention_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->max_age_ms = le_read64(r);
+	m->max_count = le_read64(r);
+	m->default_max_age_ms = le_read64(r);
+	m->default_max_count = le_read64(r);
+	m->first_seq = le_read64(r);
+}
+
 static void enc_history(struct wr *w, const struct parley_history *m)
 {
 	w_str(w, m->conv, FK_CONV);
@@ -1034,6 +1119,12 @@ static int enc_body(struct wr *w, const struct parley_msg *m)
 	case PARLEY_T_READ_MARKER_OK: enc_read_marker_ok(w, &m->read_marker_ok); break;
 	case PARLEY_T_RECEIPTS: enc_receipts(w, &m->receipts); break;
 	case PARLEY_T_RECEIPTS_OK: enc_receipts_ok(w, &m->receipts_ok); break;
+	case PARLEY_T_EDIT: enc_edit(w, &m->edit); break;
+	case PARLEY_T_DELETE: enc_delete(w, &m->del); break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK: enc_edit_ack(w, &m->edit_ack); break;
+	case PARLEY_T_RETENTION: enc_retention(w, &m->retention); break;
+	case PARLEY_T_RETENTION_OK: enc_retention_ok(w, &m->retention_ok); break;
 	default: return -PARLEY_EVERSION;
 	}
 	return 0;
@@ -1107,6 +1198,12 @@ int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
 	case PARLEY_T_READ_MARKER_OK: dec_read_marker_ok(&r, &out->read_marker_ok); break;
 	case PARLEY_T_RECEIPTS: dec_receipts(&r, &out->receipts); break;
 	case PARLEY_T_RECEIPTS_OK: dec_receipts_ok(&r, &out->receipts_ok); break;
+	case PARLEY_T_EDIT: dec_edit(&r, &out->edit); break;
+	case PARLEY_T_DELETE: dec_delete(&r, &out->del); break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK: dec_edit_ack(&r, &out->edit_ack); break;
+	case PARLEY_T_RETENTION: dec_retention(&r, &out->retention); break;
+	case PARLEY_T_RETENTION_OK: dec_retention_ok(&r, &out->retention_ok); break;
 	default: return -PARLEY_EVERSION;
 	}
 	return r.ok ? 0 : -PARLEY_EPROTO;
@@ -1154,6 +1251,12 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_PRESENCE: return "PRESENCE";
 	case PARLEY_T_PRESENCE_SET: return "PRESENCE_SET";
 	case PARLEY_T_PRESENCE_SET_OK: return "PRESENCE_SET_OK";
+	case PARLEY_T_EDIT: return "EDIT";
+	case PARLEY_T_DELETE: return "DELETE";
+	case PARLEY_T_RETENTION: return "RETENTION";
+	case PARLEY_T_EDIT_ACK: return "EDIT_ACK";
+	case PARLEY_T_DELETE_ACK: return "DELETE_ACK";
+	case PARLEY_T_RETENTION_OK: return "RETENTION_OK";
 	}
 	return "UNKNOWN";
 }

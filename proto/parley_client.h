@@ -21,8 +21,10 @@
  *   Writes are small and may block up to request_timeout_ms when the
  *   socket's send buffer is full.
  *
- * Events: subscribe with parley_client_subscribe(); every EVENT is passed
- * to opts.on_event in inbox order, from inside process()/poll() or from
+ * Events: subscribe with parley_client_subscribe(); every EVENT of kind
+ * MESSAGE, EDIT or DELETE (check ev->kind; EDIT / DELETE carry the
+ * changed message's seq in ev->ref_seq) is passed to opts.on_event in
+ * inbox order, from inside process()/poll() or from
  * inside a blocking call that is waiting for its reply. The client
  * acknowledges events (EVENT_ACK) after the callback returns. A callback
  * may call the accessors (user_id, inbox_cursor, fd, ...) but nothing that
@@ -168,6 +170,41 @@ int parley_client_send_id(struct parley_client *c, const char *conv,
 			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
 			  uint16_t content_type, const void *body, size_t len,
 			  struct parley_send_result *res);
+
+/* ---- edits and deletes ---- */
+
+/* Replace the body of message ref_seq (which the caller sent) in conv;
+ * retried with one fresh client_msg_id until acknowledged (durable) or
+ * the deadline. res (may be NULL) gets the EDIT entry's own seq.
+ * Refusals: -PARLEY_EPERM (not the sender), -PARLEY_ENOTFOUND,
+ * -PARLEY_EINVAL (not a message), -PARLEY_EEXPIRED (edit window passed),
+ * -PARLEY_EDELETED. */
+int parley_client_edit(struct parley_client *c, const char *conv,
+		       uint64_t ref_seq, uint16_t content_type,
+		       const void *body, size_t len,
+		       struct parley_send_result *res);
+/* Delete message ref_seq for everyone (same retries and refusals). */
+int parley_client_delete(struct parley_client *c, const char *conv,
+			 uint64_t ref_seq, struct parley_send_result *res);
+/* The same two with a caller-chosen client_msg_id (reuse it to retry). */
+int parley_client_edit_id(struct parley_client *c, const char *conv,
+			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			  uint64_t ref_seq, uint16_t content_type,
+			  const void *body, size_t len,
+			  struct parley_send_result *res);
+int parley_client_delete_id(struct parley_client *c, const char *conv,
+			    const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			    uint64_t ref_seq, struct parley_send_result *res);
+
+/* Per-conversation retention: with PARLEY_RETF_SET in flags, keep conv's
+ * entries at most max_age_ms (0 = no limit) and at most the newest
+ * max_count (0 = no limit); without it, only read. *ok borrows (the
+ * conversation's setting, the server's defaults, the first retained seq).
+ * Refusals: -PARLEY_EPERM (not a member), -PARLEY_ENOTFOUND. */
+int parley_client_retention(struct parley_client *c, const char *conv,
+			    uint8_t flags, uint64_t max_age_ms,
+			    uint64_t max_count,
+			    const struct parley_retention_ok **ok);
 
 /* One page of history, newest first (before_seq 0 = newest, limit 1..100).
  * *page borrows. */

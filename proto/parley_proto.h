@@ -99,6 +99,9 @@ enum parley_msg_type {
 	PARLEY_T_HISTORY = 0x0012,
 	PARLEY_T_SYNC = 0x0013,
 	PARLEY_T_CONV_LIST = 0x0014,
+	PARLEY_T_EDIT = 0x0015, /* edits and deletes */
+	PARLEY_T_DELETE = 0x0016,
+	PARLEY_T_RETENTION = 0x0017,
 	PARLEY_T_PRESENCE_SUB = 0x0020, /* subscribe / unsubscribe users' presence */
 	PARLEY_T_READ_MARKER = 0x0021, /* "read up to seq N in conv" */
 	PARLEY_T_RECEIPTS = 0x0022, /* who has read / received a message */
@@ -116,6 +119,9 @@ enum parley_msg_type {
 	PARLEY_T_HISTORY_PAGE = 0x8012,
 	PARLEY_T_SYNC_OK = 0x8013,
 	PARLEY_T_CONV_LIST_OK = 0x8014,
+	PARLEY_T_EDIT_ACK = 0x8015, /* struct parley_edit_ack */
+	PARLEY_T_DELETE_ACK = 0x8016, /* struct parley_edit_ack too */
+	PARLEY_T_RETENTION_OK = 0x8017,
 	PARLEY_T_PRESENCE_SUB_OK = 0x8020,
 	PARLEY_T_READ_MARKER_OK = 0x8021,
 	PARLEY_T_RECEIPTS_OK = 0x8022,
@@ -346,6 +352,50 @@ struct parley_send_ack { /* PARLEY_T_SEND_ACK, only once durable */
 	uint8_t flags; /* PARLEY_ACKF_* */
 };
 
+/* ---- edits, deletes, retention (0x0015-0x0017) ---- */
+
+struct parley_edit { /* PARLEY_T_EDIT: replace the body of message ref_seq */
+	struct parley_str conv;
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN]; /* of this edit (idempotent) */
+	uint64_t ref_seq; /* the message edited */
+	uint16_t content_type;
+	struct parley_bytes body; /* <= max_body */
+};
+
+struct parley_delete { /* PARLEY_T_DELETE: delete message ref_seq for everyone */
+	struct parley_str conv;
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN]; /* of this delete */
+	uint64_t ref_seq;
+};
+
+struct parley_edit_ack { /* PARLEY_T_EDIT_ACK / PARLEY_T_DELETE_ACK, once durable */
+	struct parley_str conv;
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN];
+	uint64_t seq; /* conversation seq of the EDIT / DELETE entry */
+	uint64_t server_ts_ms;
+	uint64_t ref_seq; /* the message it changed */
+	uint8_t flags; /* PARLEY_ACKF_* */
+};
+
+/* RETENTION flags */
+#define PARLEY_RETF_SET 0x01u /* set max_age_ms / max_count (else: only read) */
+
+struct parley_retention { /* PARLEY_T_RETENTION */
+	struct parley_str conv;
+	uint8_t flags; /* PARLEY_RETF_* */
+	uint64_t max_age_ms; /* 0 = no age limit (the server default applies) */
+	uint64_t max_count; /* 0 = no count limit (the server default applies) */
+};
+
+struct parley_retention_ok { /* PARLEY_T_RETENTION_OK */
+	struct parley_str conv;
+	uint64_t max_age_ms; /* the conversation's own setting (0 = none) */
+	uint64_t max_count;
+	uint64_t default_max_age_ms; /* the server's defaults for conversations */
+	uint64_t default_max_count;
+	uint64_t first_seq; /* first retained seq now (0 = empty) */
+};
+
 struct parley_history { /* PARLEY_T_HISTORY */
 	struct parley_str conv;
 	uint64_t before_seq; /* messages with seq < before_seq; 0 = newest */
@@ -563,6 +613,11 @@ struct parley_msg {
 		struct parley_read_marker_ok read_marker_ok;
 		struct parley_receipts receipts;
 		struct parley_receipts_ok receipts_ok;
+		struct parley_edit edit;
+		struct parley_delete del;
+		struct parley_edit_ack edit_ack; /* EDIT_ACK and DELETE_ACK */
+		struct parley_retention retention;
+		struct parley_retention_ok retention_ok;
 	};
 };
 

@@ -460,6 +460,7 @@ struct job {
 	uint32_t rec_len;
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint16_t type;         /* entry type of the append (CHAT_ENT_MSG, ...) */
 	uint64_t ts_ms;        /* live send: the entry's timestamp */
 	uint64_t t_durable;    /* live send: mono ns the message was durable */
 	uint64_t t_issued;     /* ... and its inbox appends were issued */
@@ -498,6 +499,8 @@ struct chat {
 	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
 	struct srv_hist stage[CHAT_STAGE_COUNT];
+	struct chat_floors *floors; /* retention floors (chat_retention.c) */
+	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
 };
 
 static const char WM_KEY[] = "s/fanout";
@@ -903,7 +906,7 @@ static int send_append(struct job *j)
 {
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, j->conv, j->len);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = j->rec_len,
+	struct pe_input in = {.type = j->type, .len = j->rec_len,
 			      .payload = j->rec};
 	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
 				   .expected_last_seq = PE_NO_EXPECT,
@@ -953,48 +956,37 @@ static int send_check_issue(struct job *j)
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
-int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
-	      void *arg)
+/* Stores rec (an entry of `type`) in c/<conv> with `producer` and
+ * registers its fan-out: the common path of SEND and of EDIT / DELETE
+ * (chat_conv_append). rec is the caller's malloc'd buffer: taken over. */
+static int conv_append(struct chat *c, const char *conv, uint16_t clen,
+		       uint16_t type, uint8_t *rec, uint32_t rec_len,
+		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
-	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
-				  q->sender_len)) {
-		struct chat_member mm[2];
-		return chat_conv_members(q->conv, q->conv_len, mm) < 0
-			       ? -PARLEY_ENOTFOUND
-			       : -PARLEY_EPERM;
-	}
 	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, q->conv, q->conv_len);
-	if (kl < 0)
-		return -PARLEY_ENOTFOUND;
-	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
-			      .content_type = q->content_type,
-			      .body = q->body, .body_len = q->body_len};
-	memcpy(cm.client_msg_id, q->client_msg_id, 16);
-	int n = chat_msg_encode(NULL, 0, &cm);
-	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
-		return -PARLEY_ETOOBIG;
-	uint8_t *rec = malloc((size_t)n);
-	struct job *j = malloc(sizeof *j + q->conv_len);
-	if (!rec || !j) {
+	int kl = chat_key_conv(key, conv, clen);
+	if (kl < 0) {
 		free(rec);
-		free(j);
+		return -PARLEY_ENOTFOUND;
+	}
+	struct job *j = malloc(sizeof *j + clen);
+	if (!j) {
+		free(rec);
 		return -PARLEY_ENOMEM;
 	}
-	chat_msg_encode(rec, (size_t)n, &cm);
 	memset(j, 0, sizeof *j);
 	j->c = c;
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
 	j->rec = rec;
-	j->rec_len = (uint32_t)n;
-	chat_producer_send(j->producer, q->sender, q->sender_len,
-			   q->client_msg_id);
-	j->len = q->conv_len;
-	memcpy(j->conv, q->conv, q->conv_len);
+	j->rec_len = rec_len;
+	j->type = type;
+	memcpy(j->producer, producer, 16);
+	j->len = clen;
+	memcpy(j->conv, conv, clen);
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
-	uint64_t h = conv_hash(q->conv, q->conv_len);
+	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
@@ -1006,6 +998,71 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	if (rc)
 		send_fail(j, rc, false);
 	return rc;
+}
+
+int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
+		     uint16_t type, const uint8_t *rec, uint32_t rec_len,
+		     const uint8_t producer[16], chat_send_cb cb, void *arg)
+{
+	if (rec_len > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *copy = malloc(rec_len ? rec_len : 1);
+	if (!copy)
+		return -PARLEY_ENOMEM;
+	memcpy(copy, rec, rec_len);
+	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
+			   arg);
+}
+
+void chat_scrub_attach(struct chat *c, struct chat_scrub *x)
+{
+	c->scrub = x;
+}
+
+struct chat_scrub *chat_scrub_of(const struct chat *c)
+{
+	return c->scrub;
+}
+
+struct chat_floors *chat_floors_of(const struct chat *c)
+{
+	return c->floors;
+}
+
+uint64_t chat_now_ms(const struct chat *c)
+{
+	return chat_clock_ms(c->clock);
+}
+
+int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
+	      void *arg)
+{
+	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+				  q->sender_len)) {
+		struct chat_member mm[2];
+		return chat_conv_members(q->conv, q->conv_len, mm) < 0
+			       ? -PARLEY_ENOTFOUND
+			       : -PARLEY_EPERM;
+	}
+	char key[CHAT_KEY_CAP];
+	if (chat_key_conv(key, q->conv, q->conv_len) < 0)
+		return -PARLEY_ENOTFOUND;
+	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
+			      .content_type = q->content_type,
+			      .body = q->body, .body_len = q->body_len};
+	memcpy(cm.client_msg_id, q->client_msg_id, 16);
+	int n = chat_msg_encode(NULL, 0, &cm);
+	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *rec = malloc((size_t)n);
+	if (!rec)
+		return -PARLEY_ENOMEM;
+	chat_msg_encode(rec, (size_t)n, &cm);
+	uint8_t producer[16];
+	chat_producer_send(producer, q->sender, q->sender_len,
+			   q->client_msg_id);
+	return conv_append(c, q->conv, q->conv_len, CHAT_ENT_MSG, rec,
+			   (uint32_t)n, producer, cb, arg);
 }
 
 /* ---- CONV_OPEN ----------------------------------------------------------------------------- */
@@ -1437,6 +1494,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_rec);
 	free(c->known);
 	free(c->inline_buf);
+	chat_floors_free(c->floors);
 	free(c);
 }
 
@@ -1459,8 +1517,9 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
+	c->floors = chat_floors_new();
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf) {
+	    !c->inline_buf || !c->floors) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

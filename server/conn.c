@@ -1003,6 +1003,152 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	c->inflight++;
 }
 
+/* EDIT / DELETE ------------------------------------------------------------------------ */
+
+struct edit_ctx {
+	struct conn_ref to;
+	struct srv *s;
+	uint32_t req_id;
+	uint16_t kind;
+	uint64_t ref_seq;
+	uint8_t cmid[16];
+	uint16_t clen;
+	char conv[];
+};
+
+/* Runs on the engine shard after the EDIT / DELETE entry and its index
+ * entry are durable (chat_edit's contract): the only producer of
+ * EDIT_ACK / DELETE_ACK. */
+static void edit_cb(void *arg, const struct chat_edit_result *r)
+{
+	struct edit_ctx *x = arg;
+	struct lmsg *m;
+	if (r->err) {
+		const char *why =
+			r->err == -PARLEY_EPERM	      ? "not the sender of that message"
+			: r->err == -PARLEY_ENOTFOUND ? "no such message"
+			: r->err == -PARLEY_EINVAL    ? "that entry is not a message"
+			: r->err == -PARLEY_EEXPIRED
+				? (x->kind == PARLEY_EV_EDIT
+					   ? "edit window has passed"
+					   : "delete window has passed")
+			: r->err == -PARLEY_EDELETED ? "the message was deleted"
+						     : parley_strerror(r->err);
+		m = error_msg(x->req_id, wire_code(r->err),
+			      r->err == -PARLEY_EFULL ? 100 : 0, why);
+	} else {
+		struct parley_msg am = {.type = x->kind == PARLEY_EV_EDIT
+							? PARLEY_T_EDIT_ACK
+							: PARLEY_T_DELETE_ACK};
+		am.edit_ack.conv = (struct parley_str){x->conv, x->clen};
+		memcpy(am.edit_ack.client_msg_id, x->cmid, 16);
+		am.edit_ack.seq = r->seq;
+		am.edit_ack.server_ts_ms = r->ts_ms;
+		am.edit_ack.ref_seq = x->ref_seq;
+		am.edit_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
+		m = frame_msg(LM_FRAME, x->req_id, &am);
+		ctr_add(x->kind == PARLEY_EV_EDIT ? &x->s->ctr.edits
+						  : &x->s->ctr.deletes, 1);
+	}
+	post_reply(&x->to, m, x->req_id);
+	free(x);
+}
+
+static void req_edit(struct conn *c, uint32_t rid, uint16_t kind,
+		     struct parley_str conv, const uint8_t cmid[16],
+		     uint64_t ref_seq, uint16_t ct, struct parley_bytes body)
+{
+	if (conn_limited(c, rid, RATELIMIT_SEND))
+		return;
+	struct srv *s = S(c);
+	if (body.len > s->lim.max_body) {
+		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
+		return;
+	}
+	struct edit_ctx *x = malloc(sizeof *x + conv.len);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct edit_ctx){.to = c->sk.ref, .s = s, .req_id = rid,
+			       .kind = kind, .ref_seq = ref_seq,
+			       .clen = conv.len};
+	memcpy(x->cmid, cmid, 16);
+	memcpy(x->conv, conv.p, conv.len);
+	struct chat_edit_req q = {.kind = kind, .conv = conv.p,
+				  .conv_len = conv.len, .user = c->id->user,
+				  .user_len = c->id->ulen, .ref_seq = ref_seq,
+				  .content_type = ct, .body = body.p,
+				  .body_len = body.len,
+				  .window_ms = kind == PARLEY_EV_EDIT
+						       ? s->lim.edit_window_ms
+						       : s->lim.delete_window_ms};
+	memcpy(q.client_msg_id, cmid, 16);
+	int rc = chat_edit(s->chat, &q, edit_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
+			   : rc == -PARLEY_EFULL     ? "server busy"
+						     : parley_strerror(rc));
+		return;
+	}
+	c->inflight++;
+}
+
+/* RETENTION ------------------------------------------------------------------------------ */
+
+struct ret_ctx {
+	struct conn_ref to;
+	uint32_t req_id;
+};
+
+/* The sweeper thread (chat_retention.c) answers. */
+static void retention_cb(void *arg, int err, const struct parley_msg *ok)
+{
+	struct ret_ctx *x = arg;
+	struct lmsg *m = err ? error_msg(x->req_id, wire_code(err),
+					 err == -PARLEY_EFULL ? 100 : 0,
+					 parley_strerror(err))
+			     : frame_msg(LM_FRAME, x->req_id, ok);
+	post_reply(&x->to, m, x->req_id);
+	free(x);
+}
+
+static void req_retention(struct conn *c, uint32_t rid,
+			  const struct parley_retention *m)
+{
+	struct srv *s = S(c);
+	if (!s->ret) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000, "starting");
+		return;
+	}
+	struct ret_ctx *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct ret_ctx){.to = c->sk.ref, .req_id = rid};
+	struct chat_retention_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
+				       .user = c->id->user,
+				       .user_len = c->id->ulen, .flags = m->flags,
+				       .max_age_ms = m->max_age_ms,
+				       .max_count = m->max_count};
+	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+						     : parley_strerror(rc));
+		return;
+	}
+	c->inflight++;
+}
+
 /* A reply of the chat service, encoded on the engine thread and posted
  * (an error becomes ERROR with the wire code of errmap.c). */
 static void post_msg(const struct conn_ref *to, uint32_t req_id, int err, const struct parley_msg *m)
@@ -1698,6 +1844,16 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_PRESENCE_SET: req_presence_set(c, rid, &m->presence_set); break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
+	case PARLEY_T_EDIT:
+		req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
+			 m->edit.ref_seq, m->edit.content_type, m->edit.body);
+		break;
+	case PARLEY_T_RETENTION: req_retention(c, rid, &m->retention); break;
+	case PARLEY_T_DELETE:
+		req_edit(c, rid, PARLEY_EV_DELETE, m->del.conv,
+			 m->del.client_msg_id, m->del.ref_seq, 0,
+			 (struct parley_bytes){NULL, 0});
+		break;
 	default:
 		ctr_add(&s->ctr.proto_errors, 1);
 		conn_error(c, rid, PARLEY_EPROTO, false, 0,

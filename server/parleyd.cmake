@@ -7,6 +7,8 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_receipt.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_read.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_edit.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_retention.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_list.c
   ${CMAKE_CURRENT_LIST_DIR}/errmap.c
   ${CMAKE_CURRENT_LIST_DIR}/srv.c

@@ -61,7 +61,11 @@ enum cli_cmd_kind {
 	CLI_CMD_QUIT, /* /quit */
 	CLI_CMD_UNKNOWN, /* /something else: arg = the command word */
 	CLI_CMD_BAD, /* a known command used wrongly: err = what is right */
+	CLI_CMD_EDIT, /* /edit SEQ TEXT: before = SEQ, arg/arg_len = the new text */
+	CLI_CMD_DELETE, /* /delete SEQ: before = SEQ */
+	CLI_CMD_RETENTION, /* /retention [off | count N | age DUR ...]: ret_* */
 };
+#define CLI_EDIT_MAX 2048 /* bytes of /edit text the terminal client sends */
 
 #define CLI_HISTORY_DEFAULT 20
 
@@ -70,8 +74,10 @@ struct cli_cmd {
 	const char *arg; /* points into the line */
 	size_t arg_len;
 	unsigned limit; /* HISTORY: 1..PARLEY_PROTO_MAX_HISTORY */
-	uint64_t before; /* HISTORY: 0 = newest */
+	uint64_t before; /* HISTORY: 0 = newest; EDIT / DELETE: the message's seq */
 	const char *err; /* BAD: a static usage line */
+	int ret_set; /* RETENTION: 1 = set ret_age_ms / ret_count, 0 = show */
+	uint64_t ret_age_ms, ret_count;
 };
 
 /*

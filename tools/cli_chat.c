@@ -88,13 +88,17 @@ struct show {
 	struct show *next;
 };
 
-enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST };
+enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST, REQ_EDIT, REQ_DELETE, REQ_RETENTION };
 
 struct req {
 	enum req_kind kind;
 	char peer[PARLEY_PROTO_MAX_USER_ID + 1];
 	unsigned limit;
-	uint64_t before;
+	uint64_t before;      /* HISTORY; EDIT / DELETE: the message's seq */
+	char *text;           /* EDIT: malloc'd new text (freed when done) */
+	size_t text_len;
+	int ret_set;          /* RETENTION */
+	uint64_t ret_age_ms, ret_count;
 };
 
 struct cli_chat {
@@ -342,12 +346,21 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 			       (unsigned long long)(last - ev->inbox_seq + 1), t);
 			ch->in_catchup = 1;
 		}
-		char suffix[PARLEY_PROTO_MAX_CONV_ID + 32] = "";
+		char suffix[PARLEY_PROTO_MAX_CONV_ID + 64] = "";
 		int here = ch->conv_id[0] && ev->conv.len == strlen(ch->conv_id) &&
 			   !memcmp(ev->conv.p, ch->conv_id, ev->conv.len);
 		if (!here)
 			snprintf(suffix, sizeof suffix, "   (in %.*s)", (int)ev->conv.len,
 				 ev->conv.p);
+		/* an edit / delete is shown as the message it changes: its seq,
+		 * the new body, and what happened */
+		char note[64];
+		if (ev->kind == PARLEY_EV_EDIT || ev->kind == PARLEY_EV_DELETE) {
+			snprintf(note, sizeof note, "%s", ev->kind == PARLEY_EV_EDIT
+						      ? "  (edited)" : "");
+			size_t sl = strlen(suffix);
+			snprintf(suffix + sl, sizeof suffix - sl, "%s", note);
+		}
 		struct line_msg m = {
 			.ts_ms = ev->server_ts_ms, .seq = ev->conv_seq,
 			.who = from_me ? "you (other device)" : ev->sender.p,
@@ -357,6 +370,13 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 			.ct = ev->content_type, .body = ev->body.p, .len = ev->body.len,
 			.suffix = suffix,
 		};
+		if (ev->kind == PARLEY_EV_EDIT || ev->kind == PARLEY_EV_DELETE)
+			m.seq = ev->ref_seq; /* the message it changes */
+		if (ev->kind == PARLEY_EV_DELETE) {
+			m.ct = PARLEY_CT_TEXT;
+			m.body = (const uint8_t *)"(deleted)";
+			m.len = strlen("(deleted)");
+		}
 		char *s = fmt_msg(ch->tty, &m);
 		if (s)
 			show_push(ch, SHOW_LINE, 0, 0, s);
@@ -599,7 +619,13 @@ static void net_history(struct cli_chat *ch, const struct req *q)
 			.sender = m->sender.p, .sender_len = m->sender.len,
 			.conv = ch->conv_id, .conv_len = strlen(ch->conv_id),
 			.ct = m->content_type, .body = m->body.p, .len = m->body.len,
+			.suffix = (m->flags & PARLEY_MSGF_EDITED) ? "  (edited)" : NULL,
 		};
+		if (m->flags & PARLEY_MSGF_DELETED) {
+			lm.ct = PARLEY_CT_TEXT;
+			lm.body = (const uint8_t *)"(deleted)";
+			lm.len = strlen("(deleted)");
+		}
 		char *s = fmt_msg(ch->tty, &lm);
 		if (s)
 			show_push(ch, SHOW_LINE, 0, 0, s);
@@ -614,6 +640,79 @@ static void net_history(struct cli_chat *ch, const struct req *q)
 		show_f(ch, "  '-- older: /history %u --before %llu --", q->limit,
 		       (unsigned long long)pg->next_before_seq);
 	}
+}
+
+/* /edit SEQ TEXT, /delete SEQ in the current conversation. */
+static int net_edit(struct cli_chat *ch, const struct req *q)
+{
+	const char *what = q->kind == REQ_EDIT ? "/edit" : "/delete";
+	int r = net_conv(ch, q->peer);
+	struct parley_send_result res;
+	if (r == 0)
+		r = q->kind == REQ_EDIT
+			    ? parley_client_edit(ch->c, ch->conv_id, q->before,
+						 PARLEY_CT_TEXT, q->text, q->text_len,
+						 &res)
+			    : parley_client_delete(ch->c, ch->conv_id, q->before, &res);
+	if (r < 0 && transient(r))
+		return r; /* kept queued: done when the connection is back */
+	if (r < 0) {
+		char msg[768];
+		if (r == -PARLEY_EPERM)
+			snprintf(msg, sizeof msg, "#%llu is not your message",
+				 (unsigned long long)q->before);
+		else if (r == -PARLEY_ENOTFOUND)
+			snprintf(msg, sizeof msg, "there is no message #%llu",
+				 (unsigned long long)q->before);
+		else
+			cli_explain(r, parley_client_failure(ch->c), ch->t, msg,
+				    sizeof msg);
+		show_f(ch, "* %s %llu: %s", what, (unsigned long long)q->before, msg);
+		return 0;
+	}
+	show_f(ch, "* #%llu %s", (unsigned long long)q->before,
+	       q->kind == REQ_EDIT ? "edited" : "deleted for everyone");
+	return 0;
+}
+
+static void fmt_limit(char *out, size_t cap, uint64_t age_ms, uint64_t count)
+{
+	if (!age_ms && !count) {
+		snprintf(out, cap, "forever");
+		return;
+	}
+	int n = 0;
+	if (age_ms)
+		n = snprintf(out, cap, "%llu s", (unsigned long long)(age_ms / 1000));
+	if (count && n >= 0 && (size_t)n < cap)
+		snprintf(out + n, cap - (size_t)n, "%sat most %llu messages",
+			 n ? ", " : "", (unsigned long long)count);
+}
+
+/* /retention: show or set the conversation's own retention. */
+static int net_retention(struct cli_chat *ch, const struct req *q)
+{
+	int r = net_conv(ch, q->peer);
+	const struct parley_retention_ok *ok = NULL;
+	if (r == 0)
+		r = parley_client_retention(ch->c, ch->conv_id,
+					    q->ret_set ? PARLEY_RETF_SET : 0,
+					    q->ret_age_ms, q->ret_count, &ok);
+	if (r < 0 && transient(r))
+		return r;
+	if (r < 0) {
+		char msg[768];
+		cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
+		show_f(ch, "* /retention: %s", msg);
+		return 0;
+	}
+	char own[128], def[128];
+	fmt_limit(own, sizeof own, ok->max_age_ms, ok->max_count);
+	fmt_limit(def, sizeof def, ok->default_max_age_ms, ok->default_max_count);
+	show_f(ch, "* retention with %s: %s (server default: %s); oldest kept #%llu",
+	       q->peer, ok->max_age_ms || ok->max_count ? own : "the default",
+	       def, (unsigned long long)ok->first_seq);
+	return 0;
 }
 
 static void net_list(struct cli_chat *ch)
@@ -670,12 +769,18 @@ static int net_request(struct cli_chat *ch)
 		}
 	} else if (q.kind == REQ_HISTORY) {
 		net_history(ch, &q);
+	} else if (q.kind == REQ_EDIT || q.kind == REQ_DELETE) {
+		r = net_edit(ch, &q);
+	} else if (q.kind == REQ_RETENTION) {
+		r = net_retention(ch, &q);
 	} else {
 		net_list(ch);
 	}
 	if (r < 0 && transient(r))
 		return 1; /* keep it queued: done when the connection is back */
 	pthread_mutex_lock(&ch->mu);
+	free(ch->req[ch->req_head].text);
+	ch->req[ch->req_head].text = NULL;
 	ch->req_head = (ch->req_head + 1) % CHAT_REQ_MAX;
 	ch->req_n--;
 	pthread_mutex_unlock(&ch->mu);
@@ -1133,6 +1238,7 @@ static void ui_queue_req(struct cli_chat *ch, const struct req *q)
 	int online = ch->online;
 	pthread_mutex_unlock(&ch->mu);
 	if (!ok) {
+		free(q->text);
 		ui_info(ch, "* too many requests waiting; try again when connected");
 		return;
 	}
@@ -1260,6 +1366,42 @@ static void ui_line(struct cli_chat *ch, char *line)
 		return;
 	case CLI_CMD_LIST:
 		q.kind = REQ_LIST;
+		ui_queue_req(ch, &q);
+		return;
+	case CLI_CMD_RETENTION:
+		pthread_mutex_lock(&ch->mu);
+		snprintf(q.peer, sizeof q.peer, "%s", ch->peer);
+		pthread_mutex_unlock(&ch->mu);
+		if (!q.peer[0]) {
+			ui_info(ch, "* /to PEER first: retention is per conversation");
+			return;
+		}
+		q.kind = REQ_RETENTION;
+		q.ret_set = cmd.ret_set;
+		q.ret_age_ms = cmd.ret_age_ms;
+		q.ret_count = cmd.ret_count;
+		ui_queue_req(ch, &q);
+		return;
+	case CLI_CMD_EDIT:
+	case CLI_CMD_DELETE:
+		pthread_mutex_lock(&ch->mu);
+		snprintf(q.peer, sizeof q.peer, "%s", ch->peer);
+		pthread_mutex_unlock(&ch->mu);
+		if (!q.peer[0]) {
+			ui_info(ch, "* /to PEER first: edits are per conversation");
+			return;
+		}
+		q.kind = cmd.kind == CLI_CMD_EDIT ? REQ_EDIT : REQ_DELETE;
+		q.before = cmd.before;
+		if (cmd.kind == CLI_CMD_EDIT) {
+			q.text = malloc(cmd.arg_len);
+			if (!q.text) {
+				ui_info(ch, "* out of memory");
+				return;
+			}
+			memcpy(q.text, cmd.arg, cmd.arg_len);
+			q.text_len = cmd.arg_len;
+		}
 		ui_queue_req(ch, &q);
 		return;
 	}

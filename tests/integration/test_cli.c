@@ -316,6 +316,26 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "half a li", 20000, "the line being typed is redrawn after it");
 	term_type(&t, "ne\r");
 	term_wait(&t, "you: half a line  [sent]", 20000, "the finished line is sent whole");
+
+	/* edits and deletes: own, someone else's, and shown live / in history */
+	term_type(&t, "/edit 1 hello, edited\r");
+	term_wait(&t, "* #1 edited", 20000, "/edit is acknowledged");
+	char want[128];
+	IT_OK(parley_client_edit(b, conv, res.seq, PARLEY_CT_TEXT, "ping, fixed", 11, NULL));
+	snprintf(want, sizeof want, "#%llu bob: ping, fixed  (edited)",
+		 (unsigned long long)res.seq);
+	term_wait(&t, want, 20000, "bob's edit is shown live on the message's #");
+	snprintf(want, sizeof want, "/delete %llu\r", (unsigned long long)res.seq);
+	term_type(&t, want);
+	snprintf(want, sizeof want, "#%llu is not your message", (unsigned long long)res.seq);
+	term_wait(&t, want, 20000, "someone else's message cannot be deleted");
+	term_type(&t, "/delete 1\r");
+	term_wait(&t, "* #1 deleted for everyone", 20000, "/delete is acknowledged");
+	term_type(&t, "/history 1 --before 2\r");
+	term_wait(&t, "#1 you: (deleted)", 20000, "history shows the deletion");
+	term_type(&t, "/retention count 1000\r");
+	term_wait(&t, "* retention with bob: at most 1000 messages", 20000,
+		  "/retention sets the conversation's own limit");
 	parley_client_free(b);
 	term_wait(&t, "[alice -> bob (last seen ", 20000, "bob's last seen after he left");
 
