@@ -1249,14 +1249,14 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_GOAWAY: return "GOAWAY";
 	case PARLEY_T_TYPING_PUSH: return "TYPING_PUSH";
 	case PARLEY_T_PRESENCE: return "PRESENCE";
-	case PARLEY_T_PRESENCE_SET: return "PRESENCE_SET";
-	case PARLEY_T_PRESENCE_SET_OK: return "PRESENCE_SET_OK";
 	case PARLEY_T_EDIT: return "EDIT";
 	case PARLEY_T_DELETE: return "DELETE";
 	case PARLEY_T_RETENTION: return "RETENTION";
 	case PARLEY_T_EDIT_ACK: return "EDIT_ACK";
 	case PARLEY_T_DELETE_ACK: return "DELETE_ACK";
 	case PARLEY_T_RETENTION_OK: return "RETENTION_OK";
+	case PARLEY_T_PRESENCE_SET: return "PRESENCE_SET";
+	case PARLEY_T_PRESENCE_SET_OK: return "PRESENCE_SET_OK";
 	}
 	return "UNKNOWN";
 }

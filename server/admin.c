@@ -19,8 +19,8 @@
 
 #include "admin.h"
 #include "chat.h"
-#include "presence.h"
 #include "parley_engine_hooks.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 struct aconn;

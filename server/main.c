@@ -136,15 +136,15 @@ struct opts {
 	uint32_t rate_presence_user_per_min, rate_presence_user_burst;
 	uint32_t rate_presence_conn_per_min, rate_presence_conn_burst;
 	uint32_t rate_users_max, max_handshakes, handshake_retry_ms;
-	/* typing and presence (presence.h) */
-	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
-	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
-	uint32_t presence_push_queue_max;
 	/* edits, deletes, retention (chat_edit.c, docs/SERVER.md) */
 	uint64_t edit_window_ms, delete_window_ms;
 	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
 	uint64_t retention_sweep_ms;
 	uint32_t admin_compact;
+	/* typing and presence (presence.h) */
+	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
+	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
+	uint32_t presence_push_queue_max;
 	char log_level[16];
 	bool dev, dev_allow_public;
 };
@@ -716,11 +716,12 @@ static int run(const struct opts *o, struct srv *s)
 	/* deleted messages' content is rewritten away by compaction */
 	struct chat_scrub *scrub = chat_scrub_new();
 	PARLEY_ASSERT(scrub);
-	/* chat's rules, then presence's (p/, ps/: last_seen and settings) */
-	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX + 2];
+	/* retention: chat's internal streams and configured defaults, then
+	 * presence's streams */
+	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX + 8];
 	size_t nrules = chat_retention_rules(o->retention_max_age_ms,
 					     o->retention_max_count, rules);
-	PARLEY_ASSERT(presence_nretention <= 2);
+	PARLEY_ASSERT(nrules + presence_nretention <= PARLEY_ARRAY_LEN(rules));
 	for (size_t i = 0; i < presence_nretention; i++)
 		rules[nrules++] = presence_retention[i];
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
@@ -785,6 +786,11 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
+	chat_scrub_attach(s->chat, scrub);
+	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
+				  o->retention_max_count, o->retention_sweep_ms,
+				  &s->ret);
+	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
 	struct presence_config prc;
 	pres_config(o, &prc);
 	rc = presence_open(&prc, s, &s->pres);
@@ -792,20 +798,16 @@ static int run(const struct opts *o, struct srv *s)
 		PLOG_E("parleyd", "cannot start presence", "err=%s",
 		       parley_errname(rc));
 		admin_stop(adm);
+		chat_retention_stop(s->ret);
+		s->ret = NULL;
 		chat_close(s->chat);
 		s->chat = NULL;
 		ratelimit_close(s->rl);
 		s->rl = NULL;
 		s->engine = NULL;
 		pe_close(e);
-		chat_scrub_free(scrub);
 		return 1;
 	}
-	chat_scrub_attach(s->chat, scrub);
-	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
-				  o->retention_max_count, o->retention_sweep_ms,
-				  &s->ret);
-	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
 	unsigned n = o->loops;
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -191,6 +191,35 @@ static void sample(uint16_t type, struct parley_msg *m)
 		m->goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 1500,
 						   S("draining")};
 		break;
+	case PARLEY_T_EDIT:
+		m->edit.conv = S("d:alice:bob");
+		memcpy(m->edit.client_msg_id, CMID, 16);
+		m->edit.ref_seq = 41;
+		m->edit.content_type = PARLEY_CT_TEXT;
+		m->edit.body = B("hello again");
+		break;
+	case PARLEY_T_DELETE:
+		m->del.conv = S("d:alice:bob");
+		memcpy(m->del.client_msg_id, CMID, 16);
+		m->del.ref_seq = 41;
+		break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK:
+		m->edit_ack.conv = S("d:alice:bob");
+		memcpy(m->edit_ack.client_msg_id, CMID, 16);
+		m->edit_ack.seq = 43;
+		m->edit_ack.server_ts_ms = 1764000000123ull;
+		m->edit_ack.ref_seq = 41;
+		m->edit_ack.flags = PARLEY_ACKF_DUPLICATE;
+		break;
+	case PARLEY_T_RETENTION:
+		m->retention = (struct parley_retention){
+			S("g:team"), PARLEY_RETF_SET, 86400000ull, 5000};
+		break;
+	case PARLEY_T_RETENTION_OK:
+		m->retention_ok = (struct parley_retention_ok){
+			S("g:team"), 86400000ull, 5000, 0, 100000, 17};
+		break;
 	case PARLEY_T_TYPING:
 		m->typing = (struct parley_typing){S("d:alice:bob"),
 						   PARLEY_TYPING_STARTED};
@@ -224,35 +253,6 @@ static void sample(uint16_t type, struct parley_msg *m)
 		break;
 	case PARLEY_T_PRESENCE_SET_OK:
 		m->presence_set_ok.flags = PARLEY_PRESF_HIDE_LAST_SEEN;
-		break;
-	case PARLEY_T_EDIT:
-		m->edit.conv = S("d:alice:bob");
-		memcpy(m->edit.client_msg_id, CMID, 16);
-		m->edit.ref_seq = 41;
-		m->edit.content_type = PARLEY_CT_TEXT;
-		m->edit.body = B("hello again");
-		break;
-	case PARLEY_T_DELETE:
-		m->del.conv = S("d:alice:bob");
-		memcpy(m->del.client_msg_id, CMID, 16);
-		m->del.ref_seq = 41;
-		break;
-	case PARLEY_T_EDIT_ACK:
-	case PARLEY_T_DELETE_ACK:
-		m->edit_ack.conv = S("d:alice:bob");
-		memcpy(m->edit_ack.client_msg_id, CMID, 16);
-		m->edit_ack.seq = 43;
-		m->edit_ack.server_ts_ms = 1764000000123ull;
-		m->edit_ack.ref_seq = 41;
-		m->edit_ack.flags = PARLEY_ACKF_DUPLICATE;
-		break;
-	case PARLEY_T_RETENTION:
-		m->retention = (struct parley_retention){
-			S("g:team"), PARLEY_RETF_SET, 86400000ull, 5000};
-		break;
-	case PARLEY_T_RETENTION_OK:
-		m->retention_ok = (struct parley_retention_ok){
-			S("g:team"), 86400000ull, 5000, 0, 100000, 17};
 		break;
 	default:
 		cr_assert_fail("no sample for type %u", type);
