@@ -201,6 +201,11 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			e->retention.n = i + 1;
 		}
 	}
+	if (engine_cluster_init(e, opt->cluster)) {
+		engine_free(e); /* no io, lock or shard yet */
+		return -PARLEY_EINVAL;
+	}
+	e->opt.cluster = NULL; /* copied into e->cl */
 	e->io = opt->io;
 	if (!e->io) {
 		e->io = pio_uring_new();
@@ -325,12 +330,14 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			} else if (opt->read_only) {
 				part_raft_apply_recovered(sh, pt);
 			} else {
-				rc = part_raft_open(pt);
+				rc = part_raft_open(e, pt);
 				if (rc)
 					goto fail;
 			}
 		}
-		if (!opt->read_only) {
+		/* a group of one elects itself now; with several voters the
+		 * groups start as followers and elect by ticks (replication) */
+		if (!opt->read_only && e->cl.conf.n == 1) {
 			rc = part_raft_elect(sh);
 			if (rc)
 				goto fail;

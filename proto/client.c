@@ -64,6 +64,11 @@ struct parley_client {
 	/* options (strings owned) */
 	struct parley_client_opts o;
 	char *host, *ca_file, *sni, *token, *device, *cname;
+	/* opts.nodes: the node list; host/o.port are the current one */
+	char *nodes_buf;
+	char *node_host[PARLEY_CLIENT_MAX_NODES];
+	uint16_t node_port[PARLEY_CLIENT_MAX_NODES];
+	uint32_t nnodes, node_i;
 
 	/* connection */
 	SSL_CTX *ctx;
@@ -212,9 +217,66 @@ static int grow(uint8_t **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* Parses opts.nodes into c->node_*; 0 or -PARLEY_EINVAL. */
+static int nodes_parse(struct parley_client *c, const char *list)
+{
+	c->nodes_buf = strdup(list);
+	if (!c->nodes_buf)
+		return -PARLEY_ENOMEM;
+	char *rest = c->nodes_buf, *t;
+	while ((t = strsep(&rest, ",")) != NULL) {
+		char *host = t, *colon;
+		if (*t == '[') {
+			host = t + 1;
+			char *rb = strchr(host, ']');
+			if (!rb || rb[1] != ':')
+				return -PARLEY_EINVAL;
+			*rb = '\0';
+			colon = rb + 1;
+		} else {
+			colon = strrchr(t, ':');
+			if (!colon)
+				return -PARLEY_EINVAL;
+		}
+		*colon = '\0';
+		char *end;
+		unsigned long port = strtoul(colon + 1, &end, 10);
+		if (!*host || *end || end == colon + 1 || !port || port > 65535 ||
+		    c->nnodes >= PARLEY_CLIENT_MAX_NODES)
+			return -PARLEY_EINVAL;
+		c->node_host[c->nnodes] = host;
+		c->node_port[c->nnodes] = (uint16_t)port;
+		c->nnodes++;
+	}
+	return c->nnodes ? 0 : -PARLEY_EINVAL;
+}
+
+/* Moves to the next node of opts.nodes (the connection is down). */
+static void node_next(struct parley_client *c)
+{
+	if (c->nnodes < 2)
+		return;
+	char *h = strdup(c->node_host[(c->node_i + 1) % c->nnodes]);
+	if (!h)
+		return;
+	c->node_i = (c->node_i + 1) % c->nnodes;
+	free(c->host);
+	c->host = h;
+	c->o.port = c->node_port[c->node_i];
+	PLOG_D("client", "moving to the next node", "host=%s port=%u", c->host,
+	       c->o.port);
+}
+
 int parley_client_new(const struct parley_client_opts *opts,
 		      struct parley_client **out)
 {
+	struct parley_client_opts so;
+	if (opts && opts->nodes) { /* the first node stands for host/port */
+		so = *opts;
+		so.host = "-";
+		so.port = 1;
+		opts = &so;
+	}
 	if (!opts || !opts->host || !opts->port || !opts->token ||
 	    !opts->device_id || !*opts->device_id ||
 	    strlen(opts->device_id) > PARLEY_PROTO_MAX_DEVICE_ID ||
@@ -238,6 +300,20 @@ int parley_client_new(const struct parley_client_opts *opts,
 	if (!c->host || (opts->ca_file && !c->ca_file) || !c->sni || !c->token ||
 	    !c->device || !c->cname || !c->msg || !c->rmsg)
 		err = -PARLEY_ENOMEM;
+	if (!err && opts->nodes) {
+		err = nodes_parse(c, opts->nodes);
+		if (!err) {
+			free(c->host);
+			c->host = strdup(c->node_host[0]);
+			c->o.port = c->node_port[0];
+			if (!opts->tls_server_name) {
+				free(c->sni);
+				c->sni = strdup(c->node_host[0]);
+			}
+			if (!c->host || !c->sni)
+				err = -PARLEY_ENOMEM;
+		}
+	}
 	if (!c->o.connect_timeout_ms)
 		c->o.connect_timeout_ms = 5000;
 	if (!c->o.request_timeout_ms)
@@ -336,6 +412,7 @@ void parley_client_free(struct parley_client *c)
 	if (c->ctx)
 		SSL_CTX_free(c->ctx);
 	free(c->host);
+	free(c->nodes_buf);
 	free(c->ca_file);
 	free(c->sni);
 	if (c->token) /* it is a credential: do not leave it in freed memory */
@@ -1111,6 +1188,7 @@ static int ensure_up(struct parley_client *c, uint64_t deadline)
 			return c->fatal_err;
 		if (c->o.no_reconnect)
 			return r;
+		node_next(c); /* a cluster: try another node next */
 		/* exponential backoff with full jitter in [b/2, b], unless the
 		 * server asked for longer (HELLO refused with retry_after) */
 		uint32_t b = c->backoff_ms;
@@ -1129,7 +1207,15 @@ int parley_client_connect(struct parley_client *c)
 		return -PARLEY_EINVAL;
 	c->fatal_err = 0;
 	c->not_before_ms = 0;
-	return connect_once(c, now_ms() + c->o.connect_timeout_ms);
+	/* a node list: each node once, from the current one */
+	int r = -PARLEY_ECLOSED;
+	for (uint32_t k = 0; k < PARLEY_MAX(1u, c->nnodes); k++) {
+		r = connect_once(c, now_ms() + c->o.connect_timeout_ms);
+		if (r == 0 || c->fatal_err)
+			return r;
+		node_next(c);
+	}
+	return r;
 }
 
 int parley_client_reconnect(struct parley_client *c)
@@ -1221,6 +1307,13 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 			set_fail(c, PARLEY_FAIL_SERVER, last, e->text.p, e->text.len);
 			if (!retryable(e->code))
 				return last;
+			if (e->code == PARLEY_ENOTLEADER && c->nnodes > 1) {
+				/* that node does not lead the partition: the
+				 * same request at the next node */
+				conn_drop(c, -PARLEY_ENOTLEADER);
+				node_next(c);
+				c->not_before_ms = 0;
+			}
 			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;
 			backoff = (uint32_t)PARLEY_MIN((uint64_t)backoff * 2, c->o.backoff_max_ms);
 			pause_ms += parley_rng_below(&c->rng, pause_ms / 4 + 1);

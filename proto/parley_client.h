@@ -88,9 +88,18 @@ typedef void (*parley_presence_cb)(void *user,
 typedef void (*parley_state_cb)(void *user, enum parley_client_state st,
 				int err);
 
+#define PARLEY_CLIENT_MAX_NODES 16
+
 struct parley_client_opts {
-	const char *host; /* required: name or address */
-	uint16_t port; /* required */
+	const char *host; /* required (unless nodes): name or address */
+	uint16_t port; /* required (unless nodes) */
+	/* A cluster: "host:port,host:port,..." ("[v6]:port"), up to
+	 * PARLEY_CLIENT_MAX_NODES; replaces host/port. The client starts with
+	 * the first and moves to the next one in the list when a connect
+	 * fails or a request is answered NOTLEADER (the node does not lead
+	 * that partition: docs/CLUSTER.md), resending the same request (a
+	 * SEND keeps its client_msg_id). With TLS, set tls_server_name. */
+	const char *nodes;
 	int tls; /* 1 = TLS */
 	const char *ca_file; /* TLS: trust only this CA bundle (PEM); NULL =
 				system store */

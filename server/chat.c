@@ -969,6 +969,15 @@ static int conv_append(struct chat *c, const char *conv, uint16_t clen,
 		free(rec);
 		return -PARLEY_ENOTFOUND;
 	}
+	/* a cluster: a node that does not lead the conversation's partition
+	 * may not have applied its creation yet: redirect, never "not found"
+	 * (docs/CLUSTER.md, routing) */
+	int lrc = pe_partition_leader_check(
+		c->e, pe_partition_of(c->e, key, (size_t)kl));
+	if (lrc) {
+		free(rec);
+		return lrc;
+	}
 	struct job *j = malloc(sizeof *j + clen);
 	if (!j) {
 		free(rec);

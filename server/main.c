@@ -46,6 +46,7 @@
 #include "admin.h"
 #include "chat.h"
 #include "jwt.h"
+#include "peer_node.h"
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
@@ -147,6 +148,11 @@ struct opts {
 	uint32_t presence_push_queue_max;
 	char log_level[16];
 	bool dev, dev_allow_public;
+	/* static cluster (peer_node.h, docs/CLUSTER.md); node_id 0 = one node */
+	uint64_t node_id, cluster_id;
+	char peer_listen[64], peers[1024];
+	uint32_t peer_port, raft_tick_ms, raft_election_ticks;
+	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 };
 
 enum kt { K_STR, K_U32, K_U64 };
@@ -228,6 +234,17 @@ static const struct key KEYS[] = {
 	KL(retention_interval_ms, "3600000", "how often compaction enforces retention, ms"),
 	KL(retention_sweep_ms, "60000", "how often per-conversation retention (RETENTION) is turned into deletions, ms"),
 	KU(admin_compact, "0", "1 = admin HTTP POST /admin/compact flushes and compacts every partition (tests, maintenance)"),
+	/* static cluster (docs/CLUSTER.md) */
+	KL(node_id, "0", "cluster: this node's id (0 = a single node, no replication)"),
+	KL(cluster_id, "0", "cluster: the cluster's id, the same on every node (!= 0 with node_id)"),
+	KS(peer_listen, "127.0.0.1", "cluster: numeric address of the peer (node-to-node) port"),
+	KU(peer_port, "7413", "cluster: peer port"),
+	KS(peers, "", "cluster: every other node as id=addr:port of its peer port, comma-separated"),
+	KU(raft_tick_ms, "50", "cluster: Raft tick, ms (10..1000)"),
+	KU(raft_election_ticks, "10", "cluster: election timeout in ticks, randomized up to twice that (3..100)"),
+	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
+	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
+	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
 
@@ -561,9 +578,9 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	rl_config(o, &rlc);
 	if (ratelimit_config_check(&rlc, rwhy, sizeof rwhy))
 		BAD("%s\n", rwhy);
-	struct presence_config pc;
-	pres_config(o, &pc);
-	if (presence_config_check(&pc, rwhy, sizeof rwhy))
+	struct presence_config prc;
+	pres_config(o, &prc);
+	if (presence_config_check(&prc, rwhy, sizeof rwhy))
 		BAD("%s\n", rwhy);
 	if (o->handshake_retry_ms < 1 || o->handshake_retry_ms > 600000)
 		BAD("handshake_retry_ms must be 1..600000\n");
@@ -618,6 +635,36 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("tls_cert and tls_key go together\n");
 		else if (!(*tls = tls_ctx_new(o->tls_cert, o->tls_key)))
 			BAD("cannot load tls_cert / tls_key\n");
+	}
+	/* static cluster */
+	if (o->node_id || o->cluster_id || *o->peers) {
+		struct peer_node_config pc;
+		memset(&pc, 0, sizeof pc);
+		if (!o->node_id || !o->cluster_id || !*o->peers)
+			BAD("node_id, cluster_id and peers go together\n");
+		else if (peer_node_parse_peers(o->peers, &pc))
+			bad++;
+		for (uint32_t i = 0; i < pc.npeers; i++) {
+			if (pc.peers[i].id == o->node_id)
+				BAD("peers must not name this node (%" PRIu64 ")\n",
+				    o->node_id);
+			for (uint32_t j = 0; j < i; j++)
+				if (pc.peers[j].id == pc.peers[i].id)
+					BAD("peers: node %" PRIu64 " twice\n",
+					    pc.peers[i].id);
+		}
+		if (!o->peer_port || o->peer_port > 65535 ||
+		    o->peer_port == o->port || o->peer_port == o->tls_port ||
+		    o->peer_port == o->admin_port)
+			BAD("peer_port must be 1..65535 and differ from the other ports\n");
+		if (o->raft_tick_ms < 10 || o->raft_tick_ms > 1000)
+			BAD("raft_tick_ms must be 10..1000\n");
+		if (o->raft_election_ticks < 3 || o->raft_election_ticks > 100)
+			BAD("raft_election_ticks must be 3..100\n");
+		int ntls = !!*o->peer_tls_ca + !!*o->peer_tls_cert +
+			   !!*o->peer_tls_key;
+		if (ntls && ntls != 3)
+			BAD("peer_tls_ca, peer_tls_cert and peer_tls_key go together\n");
 	}
 #undef BAD
 	return bad;
@@ -739,6 +786,33 @@ static int run(const struct opts *o, struct srv *s)
 				.compact_filter = chat_scrub_filter,
 				.compact_filter_arg = scrub};
 	struct pe_engine *e = NULL;
+	/* static cluster: the peer port is bound before the engine opens (its
+	 * groups may send as soon as their shards run) */
+	struct peer_node *pn = NULL;
+	if (o->node_id) {
+		struct peer_node_config pc;
+		memset(&pc, 0, sizeof pc);
+		PARLEY_ASSERT(peer_node_parse_peers(o->peers, &pc) == 0);
+		pc.cluster_id = o->cluster_id;
+		pc.node_id = o->node_id;
+		pc.listen_addr = o->peer_listen;
+		pc.listen_port = (uint16_t)o->peer_port;
+		pc.tick_ms = o->raft_tick_ms;
+		pc.election_ticks = o->raft_election_ticks;
+		if (*o->peer_tls_ca) {
+			pc.tls_ca = o->peer_tls_ca;
+			pc.tls_cert = o->peer_tls_cert;
+			pc.tls_key = o->peer_tls_key;
+		}
+		rc = peer_node_new(&pc, &pn);
+		if (rc) {
+			PLOG_E("parleyd", "cannot open the peer port", "host=%s "
+			       "port=%u err=%s", o->peer_listen, o->peer_port,
+			       parley_errname(rc));
+			return 1;
+		}
+		eo.cluster = peer_node_cluster(pn);
+	}
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
 	struct admin_opts ao = {.host = o->admin_listen,
@@ -750,6 +824,7 @@ static int run(const struct opts *o, struct srv *s)
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "
 		       "err=%s", o->admin_listen, o->admin_port, parley_errname(rc));
+		peer_node_stop(pn);
 		return 1;
 	}
 	rc = pe_open(&eo, &e);
@@ -757,6 +832,16 @@ static int run(const struct opts *o, struct srv *s)
 		PLOG_E("parleyd", "cannot open the data directory", "dir=%s err=%s",
 		       o->data, parley_errname(rc));
 		admin_stop(adm);
+		peer_node_stop(pn);
+		return 1;
+	}
+	if (pn && (rc = peer_node_start(pn, e)) != 0) {
+		PLOG_E("parleyd", "cannot start replication", "err=%s",
+		       parley_errname(rc));
+		admin_stop(adm);
+		peer_node_halt(pn);
+		pe_close(e);
+		peer_node_stop(pn);
 		return 1;
 	}
 	s->engine = e;
@@ -770,7 +855,9 @@ static int run(const struct opts *o, struct srv *s)
 		       "rate_users_max=%u", o->rate_users_max);
 		admin_stop(adm);
 		s->engine = NULL;
+		peer_node_halt(pn);
 		pe_close(e);
+		peer_node_stop(pn);
 		return 1;
 	}
 	admission_init(&hs_adm, o->max_handshakes, o->handshake_retry_ms);
@@ -783,7 +870,9 @@ static int run(const struct opts *o, struct srv *s)
 		ratelimit_close(s->rl);
 		s->rl = NULL;
 		s->engine = NULL;
+		peer_node_halt(pn);
 		pe_close(e);
+		peer_node_stop(pn);
 		return 1;
 	}
 	chat_scrub_attach(s->chat, scrub);
@@ -877,8 +966,10 @@ static int run(const struct opts *o, struct srv *s)
 	chat_close(s->chat);
 	s->chat = NULL;
 	s->engine = NULL;
+	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);
 	chat_scrub_free(scrub); /* after the engine: compaction reads it */
+	peer_node_stop(pn); /* the engine may send until closed */
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
 	free(lt);

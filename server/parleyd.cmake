@@ -24,7 +24,7 @@ target_link_libraries(parleyd_core PUBLIC parley_engine parley_proto
                       PkgConfig::URING PkgConfig::OPENSSL Threads::Threads)
 
 add_executable(parleyd ${CMAKE_CURRENT_LIST_DIR}/main.c)
-target_link_libraries(parleyd PRIVATE parleyd_core)
+target_link_libraries(parleyd PRIVATE parleyd_core parley_peer)
 if(TARGET parley_server_support)
   target_link_libraries(parleyd PRIVATE parley_server_support)
 endif()

@@ -183,7 +183,7 @@ static void shard_run_dirty(struct shard *sh)
 			int rc = part_raft_run(sh, p, true, true);
 			if (rc)
 				shard_fatal(sh, rc);
-			else if (p->prop_head && !p->ready_out)
+			else if ((p->prop_head || p->rin_head) && !p->ready_out)
 				shard_mark_dirty(sh, p); /* the open batch was full */
 		}
 		p = n;
@@ -419,6 +419,12 @@ static void shard_process(struct shard *sh)
 		case REQ_UNSUBSCRIBE:
 			shard_req_unsubscribe(sh, r);
 			break;
+		case REQ_RAFT:
+			part_repl_recv(sh, r);
+			break;
+		case REQ_TICK:
+			part_repl_tick(sh, r);
+			break;
 		case REQ_STOP:
 			sh->stopping = true;
 			free(r);
@@ -518,6 +524,7 @@ void *shard_main(void *arg)
 		for (int i = 0; i < n; i++)
 			shard_on_cqe(sh, &cqes[i]);
 	}
+	part_raft_close(sh); /* replication: waiters no quorum answered */
 	shard_close_subs(sh);
 	return NULL;
 }
