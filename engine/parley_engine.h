@@ -216,6 +216,9 @@ struct pe_stats {
 	uint64_t wal_batches;  /* write+fdatasync rounds (group commits) */
 	uint64_t wal_bytes;    /* bytes written to the WAL */
 	uint64_t fsync_ns_total; /* time spent waiting for write+fdatasync */
+	uint64_t raft_ticks;   /* logical ticks given to the partitions' Raft
+				  groups (one per 100 ms of the engine's
+				  clock, clock_ms when set), summed over shards */
 };
 void pe_stats(struct pe_engine *e, struct pe_stats *out);
 

@@ -927,6 +927,12 @@ struct hpart_cjob {
 	struct hman_stream *newmarks;
 	size_t nnew, capnew;
 	int err;
+	/* the output's reader, opened by hpart_compact_store */
+	uint32_t partition;
+	struct bcache *cache;
+	uint64_t cache_ns;
+	struct seg_reader *reader;
+	int open_rc;
 };
 
 static const struct pdict *cj_dict(void *arg, uint64_t id)
@@ -983,6 +989,9 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	j->io = h->io;
 	memcpy(j->dir, h->dir, sizeof j->dir);
 	j->out_id = hman_next_seg_id(&h->man);
+	j->partition = h->o.partition;
+	j->cache = h->o.cache;
+	j->cache_ns = hp_cache_ns(h);
 	j->retention = h->o.retention;
 	j->co = *o;
 	j->block_bytes = h->o.block_bytes;
@@ -1124,6 +1133,8 @@ int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st)
 
 static void cjob_free(struct hpart_cjob *j)
 {
+	if (j->reader)
+		seg_close(j->reader);
 	free(j->in_ids);
 	free(j->dicts);
 	free(j->marks);
@@ -1205,7 +1216,22 @@ int hpart_compact_prepare(struct hpart *h, struct hpart_cjob *j,
 
 int hpart_compact_store(struct hpart_cjob *j, struct hman *n)
 {
-	return hman_store(j->io, j->dir, n);
+	int rc = hman_store(j->io, j->dir, n);
+	if (rc || !j->st.output)
+		return rc;
+	/* stored: the output's reader (open + footer and index reads) is
+	 * made here too, off the owner thread; install links it in */
+	char name[64], err[SEG_ERR_LEN];
+	seg_file_name(name, sizeof name, j->out_id);
+	struct seg_open_opts so = { .cache = j->cache,
+				    .dict_lookup = cj_dict, .dict_arg = j,
+				    .cache_ns = j->cache_ns };
+	j->open_rc = seg_open(j->io, j->dir, name, &so, &j->reader, err,
+			      sizeof err);
+	if (j->open_rc)
+		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
+		       j->partition, err, parley_errname(j->open_rc));
+	return 0;
 }
 
 void hpart_man_free(struct hman *n)
@@ -1260,10 +1286,11 @@ int hpart_compact_install(struct hpart *h, struct hpart_cjob *j,
 	h->nsegs = w;
 	int rc = 0;
 	if (j->st.output) {
-		struct seg_reader *r;
-		rc = open_seg(h, j->out_id, &r);
-		if (!rc && (rc = add_seg(h, j->out_id, r)) != 0)
-			seg_close(r);
+		rc = j->open_rc;
+		if (!rc && !j->reader) /* not stored through hpart_compact_store */
+			rc = open_seg(h, j->out_id, &j->reader);
+		if (!rc && (rc = add_seg(h, j->out_id, j->reader)) == 0)
+			j->reader = NULL; /* h's now */
 	}
 	cjob_free(j);
 	gc_dicts(h);

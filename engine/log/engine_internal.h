@@ -264,6 +264,8 @@ struct shard {
 	struct bcache *cache;   /* decompressed history blocks, this shard's */
 	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
 	uint64_t next_tick_ms;  /* periodic retention compaction */
+	uint64_t raft_tick_ms;  /* the groups' next tick (engine_clock) */
+	_Atomic uint64_t raft_ticks; /* ticks given to the groups (pe_stats) */
 	bool stopping;
 	int fatal;
 
@@ -386,6 +388,7 @@ void part_raft_compact(struct part *p);
 int part_raft_elect(struct shard *sh);
 void part_raft_free(struct part *p);
 void part_raft_apply_recovered(struct shard *sh, struct part *p);
+int part_raft_tick(struct shard *sh, int *wait_ms);
 
 /* log/part_wait.c */
 void part_wait_push(struct part *p, struct req *r);

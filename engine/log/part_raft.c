@@ -64,6 +64,8 @@
 #define RAFT_NODE_ID 1u              /* this node in its groups of one */
 #define RAFT_ELECTION_TICKS 4u
 #define RAFT_OPEN_ROUNDS 64u         /* election rounds at open, at most */
+#define RAFT_TICK_MS 100u            /* one logical tick of every group */
+#define RAFT_TICK_CATCHUP 4u         /* ticks made up at once, at most */
 #define PROP_MARGIN 2u               /* records a ready may add (no-op) */
 
 /* ---- rlog: durable entries not yet applied --------------------------------- */
@@ -522,6 +524,50 @@ void part_raft_compact(struct part *p)
 		p->rsnap_index = applied;
 		rlog_drop_through(p, applied);
 	}
+}
+
+/* ---- the groups' clock ------------------------------------------------------------ */
+
+/*
+ * Ticks every group of the shard once per RAFT_TICK_MS of the engine's
+ * clock (engine_clock: injectable, so a simulator drives it), at most
+ * RAFT_TICK_CATCHUP ticks per call after a stall or a clock jump. A group
+ * whose ready waits for its WAL batch is skipped (no raft_* call between a
+ * ready and its advance): its logical clock slips by those ticks. Cheap
+ * for idle groups: a tick and an empty ready each; a group of one, as
+ * leader, produces nothing from a tick. Returns 0 or the error of
+ * part_raft_run (a failed log). Returns the ms until the next tick in
+ * *wait_ms. Shard thread.
+ */
+int part_raft_tick(struct shard *sh, int *wait_ms)
+{
+	struct pe_engine *e = sh->e;
+	uint64_t now = engine_clock(e);
+	if (!sh->raft_tick_ms)
+		sh->raft_tick_ms = now + RAFT_TICK_MS;
+	if (now < sh->raft_tick_ms) {
+		*wait_ms = (int)PARLEY_MIN(sh->raft_tick_ms - now,
+					   (uint64_t)RAFT_TICK_MS);
+		return 0;
+	}
+	uint64_t n = (now - sh->raft_tick_ms) / RAFT_TICK_MS + 1;
+	sh->raft_tick_ms = now + RAFT_TICK_MS;
+	*wait_ms = RAFT_TICK_MS;
+	n = PARLEY_MIN(n, (uint64_t)RAFT_TICK_CATCHUP);
+	atomic_store_explicit(&sh->raft_ticks,
+			      atomic_load_explicit(&sh->raft_ticks, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		if (!p->raft || p->ready_out || p->corrupt)
+			continue;
+		for (uint64_t k = 0; k < n; k++)
+			raft_tick(p->raft);
+		int rc = part_raft_run(sh, p, true, false);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 /* ---- open: elect every group of the shard and apply the recovered log ---------- */

@@ -495,6 +495,12 @@ void *shard_main(void *arg)
 		shard_submit(sh);
 		sub_run_catchup(sh);
 		hist_job_tick(sh);
+		int raft_wait = -1;
+		if (!sh->fatal) {
+			int rc = part_raft_tick(sh, &raft_wait);
+			if (rc)
+				shard_fatal(sh, rc);
+		}
 		if (sh->stopping && !sh->backlog && !sh->dirty &&
 		    !hist_job_busy(sh) &&
 		    (sh->fatal ||
@@ -514,6 +520,8 @@ void *shard_main(void *arg)
 				      ((sh->backlog || sh->dirty) &&
 				       !wal_busy(sh->wal))
 				      ? 0 : hist_job_tick_timeout(sh);
+		if (raft_wait >= 0 && (timeout < 0 || raft_wait < timeout))
+			timeout = raft_wait;
 		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 		if (atomic_load(&e->aborting))
 			return NULL;
