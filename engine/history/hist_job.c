@@ -17,25 +17,41 @@
  *    │ part_flush_start:        │        │ part_compact_start:         │
  *    │ freeze memtable (fsrc),  │        │ hpart_compact_begin         │
  *    │ hpart_flush_begin        │        ▼                             │
- *    ▼                          │      COMPACT_RUNNING                 │
- *  FLUSH_RUNNING                │        │ worker: hpart_compact_run   │
- *    │ worker: hpart_flush_run  │        │ REQ_HIST_DONE(COMPACT):     │
- *    │ REQ_HIST_DONE(FLUSH)     │        │ hpart_compact_prepare ──fail┤
- *    ├─ compaction STORING ─┐   │        ▼                             │
- *    │                      ▼   │      COMPACT_STORING                 │
- *    │        FLUSH_DEFERRED    │        │ worker: hpart_compact_store │
- *    │          │ (that store   │        │ REQ_HIST_DONE(COMPACT_STORE)│
- *    │          │  installed)   │        │ hpart_compact_install,      │
- *    ▼          ▼               │        │ inputs' removal queued      │
- *  part_flush_finish:           │        │ (HJOB_REMOVE_FILES, no      │
- *  hpart_flush_commit, drop the │        │  hand-back) ────────────────┘
- *  frozen prefix, wal_release ──┘        └─► a DEFERRED flush finishes
+ *    │ (nothing to write: only  │      COMPACT_RUNNING                 │
+ *    │  the flushed index, ─────┼─┐      │ worker: hpart_compact_run   │
+ *    ▼  straight to STORING)    │ │      │ REQ_HIST_DONE(COMPACT)      │
+ *  FLUSH_RUNNING                │ │      ├─ flush STORING ─┐           │
+ *    │ worker: hpart_flush_run  │ │      │                 ▼           │
+ *    │ REQ_HIST_DONE(FLUSH)     │ │      │      COMPACT_DEFERRED       │
+ *    ├─ compaction STORING ─┐   │ │      │        │ (that store        │
+ *    │                      ▼   │ │      │        │  installed)        │
+ *    │        FLUSH_DEFERRED    │ │      ▼        ▼                    │
+ *    │          │ (that store   │ │    hpart_compact_prepare ────fail──┤
+ *    │          │  installed)   │ │      ▼                             │
+ *    ▼          ▼               │ │    COMPACT_STORING                 │
+ *  hpart_flush_prepare          │ │      │ worker: hpart_compact_store │
+ *    ▼                          │ │      │ (manifest, output's reader) │
+ *  FLUSH_STORING <──────────────┼─┘      │ REQ_HIST_DONE(COMPACT_STORE)│
+ *    │ flush worker:            │        │ hpart_compact_install,      │
+ *    │ hpart_flush_store        │        │ inputs' and retired dicts'  │
+ *    │ (manifest, new reader)   │        │ removal queued (HJOB_REMOVE_│
+ *    │ REQ_HIST_DONE(FLUSH_STORE)        │ FILES/_DICTS, no hand-back) │
+ *    ▼                          │        └─────────────────────────────┘
+ *  part_flush_finish:           │          └─► a DEFERRED flush stores
+ *  hpart_flush_install, drop the│
+ *  frozen prefix, wal_release ──┘ (and a DEFERRED compaction stores)
+ *
+ * A failed job (run, prepare or store) skips to part_flush_finish /
+ * part_compact_finish, which abandon it. The shard thread never waits on
+ * the disk here: the segment write, dictionary training, every manifest
+ * store, the new readers' opens and every file removal run on a worker.
  *
  * One manifest store at a time per partition: nothing stores HISTORY
- * while the compaction lane is STORING (a flush commit waits in
- * FLUSH_DEFERRED, hpart_set_flushed returns EAGAIN). pe_flush_sync /
- * pe_compact_sync waiters queue on fwait_* / cwait_* and are answered when
- * their lane returns to IDLE.
+ * while the other lane is STORING (a flush waits in FLUSH_DEFERRED, a
+ * compaction in COMPACT_DEFERRED; a flush with nothing to write returns
+ * EAGAIN while a compaction stores). pe_flush_sync / pe_compact_sync
+ * waiters queue on fwait_* / cwait_* and are answered when their lane
+ * returns to IDLE.
  *
  * Invariants
  *   1. A flush freezes every entry applied up to part->last_index
@@ -46,8 +62,9 @@
  *   3. One manifest store at a time per partition (above).
  *
  * Threads: everything here runs on the partition's shard thread, except
- * hworker_main and what it calls (hpart_*_run, hpart_compact_store,
- * hpart_remove_files), which touch only their job.
+ * hworker_main and what it calls (hpart_*_run, hpart_flush_store,
+ * hpart_store, hpart_compact_store, hpart_remove_files/_dicts), which
+ * touch only their job and the manifest prepared for it.
  */
 #include <errno.h>
 #include <inttypes.h>

@@ -34,6 +34,21 @@
  *      after its callback (or when the engine stops).
  *   3. A WAL write or fdatasync failure is fatal for the shard: every
  *      pending append fails with -PARLEY_EFATAL, never retried.
+ *   4. The shard thread waits on the disk only through its ring (the WAL
+ *      batch's write + fdatasync). Segment rolls swap in a segment the
+ *      WAL's prep thread prepared ahead (wal_submit returns -EAGAIN and the
+ *      ring is woken if it is not ready yet); WAL release, history
+ *      manifest stores, new segment readers, dictionary training and file
+ *      removals run on the WAL's prep thread or the history workers and
+ *      come back through the inbox (REQ_HIST_DONE) or wal_poll.
+ *      tests/unit/engine/test_shard.c checks it. Not yet moved: history
+ *      reads of entries the memtable no longer holds (REQ_READ, tail
+ *      catch-up) still pread and decompress segment blocks here (block
+ *      cache misses only), and a live HARDSTATE store (a term or vote
+ *      change, which a group of one never makes after open).
+ *
+ * The groups' clock: part_raft_tick gives every group a tick per
+ * RAFT_TICK_MS of engine_clock from the loop.
  */
 #include <errno.h>
 #include <inttypes.h>
