@@ -46,8 +46,8 @@ static int part_hist_open(struct pe_engine *e, struct shard *sh,
 	char hd[700];
 	snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, p->id);
 	if (!e->opt.read_only) {
-		int rc = e->io->ops->mkdir(e->io, hd);
-		if (rc && rc != -EEXIST)
+		int rc = pio_dir_ensure(e->io, hd);
+		if (rc)
 			return rc;
 	}
 	struct hpart_opts ho = {
@@ -211,8 +211,8 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 	}
 	int rc = 0;
 	if (!opt->read_only) {
-		rc = e->io->ops->mkdir(e->io, e->dir);
-		if (rc && rc != -EEXIST)
+		rc = pio_dir_ensure(e->io, e->dir);
+		if (rc)
 			goto fail;
 	}
 	/* One writer per data directory: a second process appending to the
@@ -256,8 +256,8 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		}
 		char wdir[600];
 		snprintf(wdir, sizeof wdir, "%s/wal", e->dir);
-		rc = e->io->ops->mkdir(e->io, wdir);
-		if (rc && rc != -EEXIST)
+		rc = pio_dir_ensure(e->io, wdir);
+		if (rc)
 			goto fail;
 		rc = manifest_write(e);
 		if (rc)
@@ -289,8 +289,8 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		if (!opt->read_only) {
 			char hdir[600];
 			snprintf(hdir, sizeof hdir, "%s/hist", e->dir);
-			rc = e->io->ops->mkdir(e->io, hdir);
-			if (rc && rc != -EEXIST)
+			rc = pio_dir_ensure(e->io, hdir);
+			if (rc)
 				goto fail;
 		}
 		/* history first: WAL replay skips what segments already hold,

@@ -78,10 +78,19 @@ enum pio_mem_fault {
 	PIO_FAULT_ENOSPC = 3,      /* the next `count` writes fail with -ENOSPC */
 };
 void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count);
+/* Aim the armed faults at files whose path contains `substr` (copied;
+ * NULL or "" = every file, the default): other files' writes and fsyncs
+ * neither fail nor use up the counts. */
+void pio_mem_fault_scope(struct pio *io, const char *substr);
 /* Crash: every file loses the bytes written since its last fsync. With
  * `tear`, a random prefix (at 512-byte granularity) of the unsynced
  * writes survives instead, as a real torn write would. */
 void pio_mem_crash(struct pio *io, bool tear);
+/* Strict directories: from now on a create, mkdir, rename or unlink
+ * survives a crash only once its directory was fsync'd (fsync_dir), as
+ * on a POSIX file system after a power loss; off (the default), they are
+ * durable at once. Turning it off makes pending changes durable. */
+void pio_mem_strict_dirs(struct pio *io, bool on);
 /* Flip one bit of a stored file (synced contents). Returns 0 or -ENOENT. */
 int pio_mem_flip_bit(struct pio *io, const char *path, uint64_t offset,
 		     unsigned bit);

@@ -165,6 +165,7 @@ enum fk {
 	FK_DEVICE, /* 1..64 */
 	FK_TOKEN, /* 1..8192 */
 	FK_TEXT, /* 0..1024 */
+	FK_TITLE, /* 0..PARLEY_PROTO_MAX_TITLE */
 };
 
 static int str_ok(const char *p, size_t len, enum fk k)
@@ -187,6 +188,9 @@ static int str_ok(const char *p, size_t len, enum fk k)
 		       parley_proto_utf8_valid(p, len);
 	case FK_TEXT:
 		return len <= PARLEY_PROTO_MAX_TEXT &&
+		       parley_proto_utf8_valid(p, len);
+	case FK_TITLE:
+		return len <= PARLEY_PROTO_MAX_TITLE &&
 		       parley_proto_utf8_valid(p, len);
 	}
 	return 0;
@@ -289,6 +293,12 @@ static void r_id16(struct le_reader *r, uint8_t out[PARLEY_PROTO_MSG_ID_LEN])
 		memcpy(out, p, PARLEY_PROTO_MSG_ID_LEN);
 	else
 		memset(out, 0, PARLEY_PROTO_MSG_ID_LEN);
+}
+/* True iff r has unread bytes: fields appended in later versions are read
+ * only when present (an older peer's record simply ends before them). */
+static bool r_more(const struct le_reader *r)
+{
+	return r->ok && r->off < r->len;
 }
 /* A length-prefixed record: returns a sub-reader over its bytes. */
 static void r_rec(struct le_reader *r, struct le_reader *sub)
@@ -503,6 +513,9 @@ static void enc_hist_msg(struct wr *w, const struct parley_hist_msg *hm)
 	w_raw(w, hm->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
 	w16(w, hm->content_type);
 	w_bytes(w, hm->body);
+	w16(w, hm->kind ? hm->kind : PARLEY_EV_MESSAGE);
+	w64(w, hm->ref_seq);
+	w32(w, hm->flags);
 	w_rec_end(w, at);
 }
 static void dec_hist_msg(struct le_reader *r, struct parley_hist_msg *hm)
@@ -515,6 +528,14 @@ static void dec_hist_msg(struct le_reader *r, struct parley_hist_msg *hm)
 	r_id16(&s, hm->client_msg_id);
 	hm->content_type = le_read16(&s);
 	r_bytes(&s, &hm->body);
+	hm->kind = PARLEY_EV_MESSAGE;
+	hm->ref_seq = 0;
+	hm->flags = 0;
+	if (r_more(&s)) {
+		hm->kind = le_read16(&s);
+		hm->ref_seq = le_read64(&s);
+		hm->flags = le_read32(&s);
+	}
 	if (!s.ok)
 		r->ok = false;
 }
@@ -522,7 +543,7 @@ static void dec_hist_msg(struct le_reader *r, struct parley_hist_msg *hm)
 size_t parley_proto_hist_msg_size(const struct parley_hist_msg *hm)
 {
 	return 4 + 8 + 8 + 2 + (size_t)hm->sender.len + PARLEY_PROTO_MSG_ID_LEN +
-	       2 + 4 + (size_t)hm->body.len;
+	       2 + 4 + (size_t)hm->body.len + 2 + 8 + 4;
 }
 
 static void enc_history_page(struct wr *w, const struct parley_history_page *m)
@@ -589,6 +610,8 @@ static void enc_event(struct wr *w, const struct parley_event *m)
 	w64(w, m->server_ts_ms);
 	w16(w, m->content_type);
 	w_bytes(w, m->body);
+	w64(w, m->ref_seq);
+	w32(w, m->flags);
 }
 static void dec_event(struct le_reader *r, struct parley_event *m)
 {
@@ -601,6 +624,12 @@ static void dec_event(struct le_reader *r, struct parley_event *m)
 	m->server_ts_ms = le_read64(r);
 	m->content_type = le_read16(r);
 	r_bytes(r, &m->body);
+	m->ref_seq = 0;
+	m->flags = 0;
+	if (r_more(r)) {
+		m->ref_seq = le_read64(r);
+		m->flags = le_read32(r);
+	}
 }
 
 static void enc_event_ack(struct wr *w, const struct parley_event_ack *m)
@@ -641,6 +670,14 @@ static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
 		w64(w, e->last_ts_ms);
 		w32(w, e->member_count);
 		w_str(w, e->peer, FK_USER_OPT);
+		w_str(w, e->title, FK_TITLE);
+		w64(w, e->read_seq);
+		w32(w, e->unread);
+		w_str(w, e->last_sender, FK_USER_OPT);
+		w16(w, e->last_content_type);
+		if (e->preview.len > PARLEY_PROTO_MAX_PREVIEW)
+			w->inval = 1;
+		w_bytes(w, e->preview);
 		w_rec_end(w, at);
 	}
 }
@@ -665,6 +702,22 @@ static void dec_conv_list_ok(struct le_reader *r, struct parley_conv_list_ok *m)
 		e->last_ts_ms = le_read64(&s);
 		e->member_count = le_read32(&s);
 		r_str(&s, &e->peer, FK_USER_OPT);
+		e->title = (struct parley_str){ 0 };
+		e->read_seq = 0;
+		e->unread = 0;
+		e->last_sender = (struct parley_str){ 0 };
+		e->last_content_type = 0;
+		e->preview = (struct parley_bytes){ 0 };
+		if (r_more(&s)) {
+			r_str(&s, &e->title, FK_TITLE);
+			e->read_seq = le_read64(&s);
+			e->unread = le_read32(&s);
+			r_str(&s, &e->last_sender, FK_USER_OPT);
+			e->last_content_type = le_read16(&s);
+			r_bytes(&s, &e->preview);
+			if (e->preview.len > PARLEY_PROTO_MAX_PREVIEW)
+				s.ok = false;
+		}
 		if (!s.ok)
 			r->ok = false;
 	}

@@ -62,6 +62,8 @@
 #define PARLEY_PROTO_MAX_HISTORY 100 /* HISTORY limit / HISTORY_PAGE count */
 #define PARLEY_PROTO_MAX_LIST 100 /* CONV_LIST limit / entries */
 #define PARLEY_PROTO_MAX_MEMBERS 1024 /* members in one CONV reply */
+#define PARLEY_PROTO_MAX_PREVIEW 256 /* CONV_LIST_OK preview bytes */
+#define PARLEY_PROTO_MAX_TITLE 256 /* group name */
 
 /* Frame flags. Bits not defined here must be zero (else fatal EPROTO). */
 #define PARLEY_FLAG_ZSTD 0x0001u /* payload is one zstd frame */
@@ -81,6 +83,12 @@
  *   0x8000         ERROR (a reply to a request, or request_id 0 when it is
  *                  about the connection or a notification).
  *   0xC000-0xFFFF  server pushes (request_id 0).
+ *
+ * Allocation of the numbers not yet defined below (so features added in
+ * parallel never collide): 0x0015-0x001F edits, deletes, retention;
+ * 0x0020, 0x0023-0x0027, 0x4002-0x400F, 0xC003-0xC00F presence and typing;
+ * 0x0021-0x0022, 0x0028-0x002F read markers and receipts; 0x0030-0x003F
+ * groups (each request's reply is | 0x8000).
  */
 enum parley_msg_type {
 	PARLEY_T_HELLO = 0x0001,
@@ -151,9 +159,18 @@ enum parley_conv_kind {
 /* EVENT kinds. Clients skip (but still acknowledge) kinds they do not know. */
 enum parley_event_kind {
 	PARLEY_EV_MESSAGE = 1,
-	PARLEY_EV_RECEIPT = 2, /* reserved, future */
-	PARLEY_EV_MEMBERSHIP = 3, /* reserved, future */
+	PARLEY_EV_RECEIPT = 2, /* delivered / read receipts (read markers) */
+	PARLEY_EV_MEMBERSHIP = 3, /* group created, members added/removed, roles */
+	PARLEY_EV_EDIT = 4, /* ref_seq = the edited message; body = new body */
+	PARLEY_EV_DELETE = 5, /* ref_seq = the message deleted for everyone */
+	PARLEY_EV_ACTIVITY = 6, /* coalesced "new messages in conv up to conv_seq"
+				   (large groups: read fan-out) */
 };
+
+/* HISTORY record / EVENT flags (the current state of the referenced message). */
+#define PARLEY_MSGF_EDITED 0x0001u /* the body shown is the latest edit */
+#define PARLEY_MSGF_DELETED 0x0002u /* deleted for everyone: body is empty */
+
 
 /* Content types (SEND / message body). The server treats bodies as opaque. */
 enum parley_content_type {
@@ -306,6 +323,11 @@ struct parley_hist_msg { /* one HISTORY_PAGE record */
 	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN];
 	uint16_t content_type;
 	struct parley_bytes body;
+	/* appended 2026-12-04; a record without them decodes as kind MESSAGE,
+	 * ref_seq 0, flags 0 */
+	uint16_t kind; /* enum parley_event_kind (0 is sent as MESSAGE) */
+	uint64_t ref_seq; /* EDIT / DELETE: the message it refers to; else 0 */
+	uint32_t flags; /* PARLEY_MSGF_* */
 };
 
 struct parley_history_page { /* PARLEY_T_HISTORY_PAGE */
@@ -339,6 +361,9 @@ struct parley_event { /* PARLEY_T_EVENT push */
 	uint64_t server_ts_ms;
 	uint16_t content_type;
 	struct parley_bytes body;
+	/* appended 2026-12-04; absent = 0 */
+	uint64_t ref_seq; /* EDIT / DELETE / RECEIPT: the message it refers to */
+	uint32_t flags; /* PARLEY_MSGF_* or kind-specific (see PROTOCOL.md) */
 };
 
 struct parley_event_ack { /* PARLEY_T_EVENT_ACK notification */
@@ -356,6 +381,13 @@ struct parley_conv_entry { /* one CONV_LIST_OK record */
 	uint64_t last_ts_ms;
 	uint32_t member_count;
 	struct parley_str peer; /* DIRECT: the other user; GROUP: empty */
+	/* appended 2026-12-04; absent = empty / 0 */
+	struct parley_str title; /* GROUP: its name; DIRECT: empty */
+	uint64_t read_seq; /* the caller's read position (READ_MARKER) */
+	uint32_t unread; /* messages from others after read_seq */
+	struct parley_str last_sender; /* sender of the message at last_seq */
+	uint16_t last_content_type;
+	struct parley_bytes preview; /* its first <= PARLEY_PROTO_MAX_PREVIEW bytes */
 };
 
 struct parley_conv_list_ok { /* PARLEY_T_CONV_LIST_OK, most recent first */

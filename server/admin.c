@@ -220,6 +220,9 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		    (double)es.fsync_ns_total / 1e9);
 		stage_histograms(&o, s->engine);
 	}
+	/* the server's own stages (srv.h): send and delivery */
+	o.n += srv_stage_metrics(s, o.n < o.cap ? o.b + o.n : NULL,
+				 o.n < o.cap ? o.cap - o.n : 0);
 	if (s->chat) {
 		struct chat_stats cs;
 		chat_get_stats(s->chat, &cs);

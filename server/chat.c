@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "chat.h"
+#include "hist.h"
 #include "parley_proto.h"
 
 const struct pe_retention_rule chat_retention[] = {
@@ -131,6 +132,17 @@ bool chat_conv_has_member(const char *conv, size_t len, const char *user,
 	return false;
 }
 
+int chat_conv_check(const char *conv, size_t len, const char *user,
+		    size_t ulen)
+{
+	struct chat_member mm[2];
+	if (chat_conv_members(conv, len, mm) < 0)
+		return -PARLEY_ENOTFOUND;
+	if (!chat_conv_has_member(conv, len, user, ulen))
+		return -PARLEY_EPERM;
+	return 0;
+}
+
 /* ---- records -------------------------------------------------------------------- */
 
 int chat_msg_encode(uint8_t *buf, size_t cap, const struct chat_msg *m)
@@ -177,15 +189,23 @@ int chat_msg_decode(const uint8_t *p, size_t len, struct chat_msg *out)
 int chat_ptr_encode(uint8_t *buf, size_t cap, const struct chat_ptr *x)
 {
 	size_t n = 1 + 2 + 2 + x->conv_len + 8;
-	if (x->conv_len > 250)
+	if (x->msg)
+		n += 8 + 4 + (size_t)x->msg_len;
+	if (x->conv_len > 250 || (x->msg && x->msg_len > CHAT_INLINE_MAX))
 		return -PARLEY_EINVAL;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	buf[0] = CHAT_REC_VERSION;
+	buf[0] = x->msg ? CHAT_PTR_VERSION_INLINE : CHAT_REC_VERSION;
 	le_put16(buf + 1, x->kind);
 	le_put16(buf + 3, x->conv_len);
 	memcpy(buf + 5, x->conv, x->conv_len);
 	le_put64(buf + 5 + x->conv_len, x->conv_seq);
+	if (x->msg) {
+		uint8_t *q = buf + 13 + x->conv_len;
+		le_put64(q, x->ts_ms);
+		le_put32(q + 8, x->msg_len);
+		memcpy(q + 12, x->msg, x->msg_len);
+	}
 	return (int)n;
 }
 
@@ -193,12 +213,23 @@ int chat_ptr_decode(const uint8_t *p, size_t len, struct chat_ptr *out)
 {
 	struct le_reader r;
 	le_reader_init(&r, p, len);
-	if (le_read8(&r) != CHAT_REC_VERSION)
+	uint8_t v = le_read8(&r);
+	if (v != CHAT_REC_VERSION && v != CHAT_PTR_VERSION_INLINE)
 		return -PARLEY_ECORRUPT;
 	out->kind = le_read16(&r);
 	out->conv_len = le_read16(&r);
 	out->conv = (const char *)le_read_bytes(&r, out->conv_len);
 	out->conv_seq = le_read64(&r);
+	out->ts_ms = 0;
+	out->msg = NULL;
+	out->msg_len = 0;
+	if (v == CHAT_PTR_VERSION_INLINE) {
+		out->ts_ms = le_read64(&r);
+		out->msg_len = le_read32(&r);
+		out->msg = le_read_bytes(&r, out->msg_len);
+		if (!out->msg)
+			r.ok = false;
+	}
 	return r.ok ? 0 : -PARLEY_ECORRUPT;
 }
 
@@ -338,11 +369,33 @@ int chat_fanout_plan(const char *conv, size_t len, uint64_t seq,
 	return 0;
 }
 
+int chat_fanout_plan_inline(const char *conv, size_t len, uint64_t seq,
+			    uint64_t ts_ms, const uint8_t *msg,
+			    uint32_t msg_len, uint8_t *buf, size_t cap,
+			    struct chat_fanout_plan *out)
+{
+	int rc = chat_fanout_plan(conv, len, seq, out);
+	if (rc || msg_len > CHAT_INLINE_MAX)
+		return rc;
+	struct chat_ptr p = {.kind = 1 /* PARLEY_EV_MESSAGE */, .conv = conv,
+			     .conv_len = (uint16_t)len, .conv_seq = seq,
+			     .ts_ms = ts_ms, .msg = msg, .msg_len = msg_len};
+	int n = chat_ptr_encode(buf, cap, &p);
+	if (n < 0)
+		return 0; /* no room: the version 1 pointers stand */
+	for (unsigned i = 0; i < out->n; i++)
+		if (out->item[i].type == CHAT_ENT_PTR) {
+			out->item[i].ext = buf;
+			out->item[i].ext_len = (uint32_t)n;
+		}
+	return 0;
+}
+
 int chat_list_plan(const char *conv, size_t len, struct chat_fanout_plan *out)
 {
 	struct chat_member m[2];
 	int nm = chat_conv_members(conv, len, m);
-	out->n = 0;
+	memset(out, 0, sizeof *out);
 	if (nm < 0)
 		return nm;
 	return plan_lists(conv, len, m, nm, out);
@@ -400,6 +453,9 @@ struct job {
 	uint32_t rec_len;
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint64_t ts_ms;        /* live send: the entry's timestamp */
+	uint64_t t_durable;    /* live send: mono ns the message was durable */
+	uint64_t t_issued;     /* ... and its inbox appends were issued */
 	uint16_t len;
 	char conv[];
 };
@@ -431,7 +487,9 @@ struct chat {
 	 * CHAT_KNOWN_MAX slots, then starts over: a miss only costs a read) */
 	uint64_t *known;
 	uint32_t known_cap, known_n;
+	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
 	struct chat_stats st;
+	struct srv_hist stage[CHAT_STAGE_COUNT];
 };
 
 static const char WM_KEY[] = "s/fanout";
@@ -508,7 +566,11 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 
 static void job_done_locked(struct chat *c, struct job *j)
 {
+	if (j->t_durable && j->t_issued)
+		srv_hist_since(&c->stage[CHAT_STAGE_INBOX], j->t_issued,
+			       parley_mono_ns());
 	job_unlink_locked(c, j);
+	free(j->rec);
 	free(j);
 	pthread_cond_broadcast(&c->cv);
 }
@@ -568,8 +630,9 @@ static void sleep_ms(unsigned ms)
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 			pe_append_cb cb, void *arg)
 {
-	struct pe_input in = {.type = it->type, .len = it->len,
-			      .payload = it->payload};
+	struct pe_input in = {.type = it->type,
+			      .len = it->ext ? it->ext_len : it->len,
+			      .payload = it->ext ? it->ext : it->payload};
 	struct pe_append_req q = {.key = it->key, .klen = it->klen,
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
@@ -680,9 +743,21 @@ static void ckpt_maybe_locked(struct chat *c)
 static void fanout_run(struct chat *c, struct job *j)
 {
 	/* j->pending was set to 1 (the issuing hold) by the caller */
+	if (j->t_durable) {
+		j->t_issued = parley_mono_ns();
+		srv_hist_since(&c->stage[CHAT_STAGE_FANOUT], j->t_durable,
+			       j->t_issued);
+	}
 	for (uint64_t seq = j->from; seq <= j->to; seq++) {
 		struct chat_fanout_plan plan;
-		if (chat_fanout_plan(j->conv, j->len, seq, &plan) || plan.n == 0)
+		/* A live message's record is still here: carry it in the
+		 * inbox pointers (delivery then needs no read). */
+		int prc = j->rec ? chat_fanout_plan_inline(
+					   j->conv, j->len, seq, j->ts_ms, j->rec,
+					   j->rec_len, c->inline_buf,
+					   CHAT_PTR_INLINE_CAP, &plan)
+				 : chat_fanout_plan(j->conv, j->len, seq, &plan);
+		if (prc || plan.n == 0)
 			break; /* not a conversation we know how to fan out */
 		pthread_mutex_lock(&c->mu);
 		j->pending += plan.n;
@@ -742,6 +817,8 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	struct chat_send_result res = {.err = r->err, .seq = r->seq,
 				       .ts_ms = r->ts_ms,
 				       .duplicate = r->duplicate};
+	j->t_durable = parley_mono_ns();
+	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
 	pthread_mutex_lock(&c->mu);
@@ -783,13 +860,10 @@ static int send_append(struct job *j)
 				   .expected_last_seq = PE_NO_EXPECT,
 				   .entries = &in, .count = 1};
 	memcpy(aq.producer, j->producer, 16);
-	/* j may be freed by send_cb before pe_append even returns: take the
-	 * record out of it first (pe_append copies the payload). */
-	uint8_t *rec = j->rec;
-	j->rec = NULL;
-	int rc = pe_append(j->c->e, &aq, send_cb, j);
-	free(rec);
-	return rc;
+	/* j (and its record, which the fan-out carries inline) may be freed
+	 * by send_cb before pe_append even returns: do not touch j after
+	 * (pe_append copies the payload). */
+	return pe_append(j->c->e, &aq, send_cb, j);
 }
 
 static int send_check_issue(struct job *j);
@@ -1012,6 +1086,26 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 	return 0;
 }
 
+void chat_conv_msg(const struct chat_conv_info *r, struct parley_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_CONV;
+	m->conv.conv = (struct parley_str){r->conv, r->conv_len};
+	m->conv.kind = PARLEY_CONV_DIRECT;
+	m->conv.flags = r->created ? PARLEY_CONVF_CREATED : 0;
+	m->conv.last_seq = r->last_seq;
+	m->conv.last_ts_ms = r->last_ts_ms;
+	m->conv.member_count = 2;
+	for (int i = 0; i < 2; i++)
+		m->conv.members[i] = (struct parley_str){
+			r->members[i].p, (uint16_t)r->members[i].len};
+}
+
+struct pe_engine *chat_engine(const struct chat *c)
+{
+	return c->e;
+}
+
 struct send_wait {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -1043,6 +1137,18 @@ int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 	pthread_mutex_unlock(&w.mu);
 	*out = w.r;
 	return w.r.err;
+}
+
+const char *chat_stage_name(enum chat_stage s)
+{
+	static const char *const names[CHAT_STAGE_COUNT] = {"fanout", "inbox"};
+	return (unsigned)s < CHAT_STAGE_COUNT ? names[s] : NULL;
+}
+
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT])
+{
+	for (unsigned k = 0; k < CHAT_STAGE_COUNT; k++)
+		srv_hist_read(&c->stage[k], &out[k]);
 }
 
 void chat_get_stats(struct chat *c, struct chat_stats *out)
@@ -1271,6 +1377,7 @@ static void chat_free(struct chat *c)
 	while (c->qhead) {
 		struct job *j = c->qhead;
 		c->qhead = j->next;
+		free(j->rec);
 		free(j);
 	}
 	pthread_mutex_destroy(&c->mu);
@@ -1280,6 +1387,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_buf_cur);
 	free(c->ckpt_rec);
 	free(c->known);
+	free(c->inline_buf);
 	free(c);
 }
 
@@ -1301,7 +1409,9 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->cur = calloc(c->np, sizeof *c->cur);
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
-	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec) {
+	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
+	    !c->inline_buf) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

@@ -79,6 +79,7 @@
 
 #include "parley_common.h"
 #include "parley_engine.h"
+#include "parley_proto.h"
 
 /* Engine entry types of the streams above. */
 enum chat_ent_type {
@@ -151,12 +152,22 @@ int chat_msg_encode(uint8_t *buf, size_t cap, const struct chat_msg *m);
 /* 0 or -PARLEY_ECORRUPT (bytes we wrote ourselves do not parse). */
 int chat_msg_decode(const uint8_t *p, size_t len, struct chat_msg *out);
 
-/* An inbox pointer in u/<user>. */
+/* An inbox pointer in u/<user>. Version 1 names the message; version 2
+ * ("inline", written by the live fan-out for messages whose record is at
+ * most CHAT_INLINE_MAX bytes) also carries the message's record and
+ * timestamp, so delivery builds the EVENT without reading c/<conv>. Both
+ * versions decode; encode writes version 2 when msg is set. */
+#define CHAT_PTR_VERSION_INLINE 2u
+#define CHAT_INLINE_MAX 4096u  /* message record bytes carried inline */
+#define CHAT_PTR_INLINE_CAP (1 + 2 + 2 + 250 + 8 + 8 + 4 + CHAT_INLINE_MAX)
 struct chat_ptr {
 	uint16_t kind;  /* PARLEY_EV_* */
 	const char *conv;
 	uint16_t conv_len;
 	uint64_t conv_seq;
+	uint64_t ts_ms;       /* version 2 only */
+	const uint8_t *msg;   /* version 2: the c/<conv> record; NULL for 1 */
+	uint32_t msg_len;
 };
 int chat_ptr_encode(uint8_t *buf, size_t cap, const struct chat_ptr *p);
 int chat_ptr_decode(const uint8_t *p, size_t len, struct chat_ptr *out);
@@ -184,6 +195,8 @@ struct chat_fanout_item {
 	uint16_t type;                 /* CHAT_ENT_PTR or CHAT_ENT_LIST */
 	uint16_t len;
 	uint8_t payload[CHAT_PTR_MAX];
+	const uint8_t *ext;            /* non-NULL: the payload is ext[0..ext_len) */
+	uint32_t ext_len;              /* (an inline pointer, shared by the items) */
 };
 struct chat_fanout_plan {
 	unsigned n;
@@ -195,6 +208,15 @@ struct chat_fanout_plan {
  * the same keys, producers and payloads. 0 or -PARLEY_ENOTFOUND. */
 int chat_fanout_plan(const char *conv, size_t len, uint64_t seq,
 		     struct chat_fanout_plan *out);
+/* The same plan with inline (version 2) inbox pointers carrying the
+ * message record `msg` stamped ts_ms: the pointer is encoded once into
+ * buf[0..cap) (CHAT_PTR_INLINE_CAP is enough) and every inbox item points
+ * at it. Falls back to version 1 pointers when msg_len > CHAT_INLINE_MAX.
+ * Deterministic like chat_fanout_plan. 0 or -PARLEY_ENOTFOUND. */
+int chat_fanout_plan_inline(const char *conv, size_t len, uint64_t seq,
+			    uint64_t ts_ms, const uint8_t *msg,
+			    uint32_t msg_len, uint8_t *buf, size_t cap,
+			    struct chat_fanout_plan *out);
 /* The list entries alone (CONV_OPEN registers the conversation). */
 int chat_list_plan(const char *conv, size_t len, struct chat_fanout_plan *out);
 
@@ -280,10 +302,160 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 		   struct chat_send_result *out);
 
+/* Delivery stages timed by the service (srv.h lists them all). */
+enum chat_stage {
+	CHAT_STAGE_FANOUT = 0, /* message durable -> its inbox appends issued */
+	CHAT_STAGE_INBOX,      /* issued -> every inbox append durable */
+	CHAT_STAGE_COUNT
+};
+const char *chat_stage_name(enum chat_stage s);
+void chat_stage_stats(struct chat *c, struct pe_stage_hist out[CHAT_STAGE_COUNT]);
+
 /* Waits for every queued fan-out to be durable, writes a last checkpoint,
  * stops the thread and frees c. No chat_send may run concurrently or
  * later. The engine must still be open. */
 void chat_close(struct chat *c);
 void chat_get_stats(struct chat *c, struct chat_stats *out);
+
+/* The engine the service runs on (for the chat_*.c files of the service). */
+struct pe_engine *chat_engine(const struct chat *c);
+
+/* 0 when user may read conv; -PARLEY_ENOTFOUND (not a conversation id)
+ * or -PARLEY_EPERM (not a member). Pure. */
+int chat_conv_check(const char *conv, size_t len, const char *user,
+		    size_t ulen);
+
+/* The CONV reply for an opened conversation (pure; m borrows from r). */
+void chat_conv_msg(const struct chat_conv_info *r, struct parley_msg *m);
+
+/*
+ * ---- reads: history, sync, inbox delivery, device cursors (chat_read.c) ----
+ *
+ * Every asynchronous call below returns 0 (its callback will run exactly
+ * once, on an engine shard thread unless said otherwise; it must not
+ * block) or a negative error (the callback will not run). A reply is
+ * handed over ready to encode: a struct parley_msg whose strings borrow
+ * from the callback's arguments (valid only during the callback).
+ */
+
+/* HISTORY: a page of conv's messages older than before_seq (0 = newest),
+ * newest first, at most `limit` and at most max_frame bytes encoded.
+ * Errors: -PARLEY_ENOTFOUND / -PARLEY_EPERM (chat_conv_check),
+ * -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full). before_seq == 1
+ * has nothing older: cb runs before chat_history returns, on the calling
+ * thread, with an empty END page. */
+typedef void (*chat_history_cb)(void *arg, int err, const struct parley_msg *page);
+int chat_history(struct chat *c, const char *user, size_t ulen,
+		 const char *conv, size_t clen, uint64_t before_seq,
+		 uint16_t limit, uint32_t max_frame, chat_history_cb cb,
+		 void *arg);
+/* The page builder (pure): fills out->history_page from a backward read
+ * of c/<conv>. Records that are not messages are skipped. */
+void chat_history_page(const struct pe_read_result *r, const char *conv,
+		       uint16_t clen, uint32_t max_frame, struct parley_msg *out);
+
+/* SYNC: where a device's delivery starts. Reads the device's stored
+ * cursor (only when from_inbox_seq == 0) and the inbox's bounds. */
+struct chat_sync_info {
+	int err;
+	uint64_t cursor;      /* stored cursor, UINT64_MAX = none (or not read) */
+	uint64_t first, last; /* inbox bounds (0, 0 = empty) */
+	uint64_t start;       /* first inbox_seq to deliver (chat_sync_start) */
+};
+typedef void (*chat_sync_cb)(void *arg, const struct chat_sync_info *r);
+int chat_sync(struct chat *c, const char *user, size_t ulen,
+	      const char *device, size_t dlen, uint64_t from_inbox_seq,
+	      chat_sync_cb cb, void *arg);
+/* Pure: the start of delivery. from_inbox_seq if given (else the
+ * cursor + 1; no cursor: live, after the inbox's last), clamped to
+ * [first, last + 1] and >= 1. */
+uint64_t chat_sync_start(uint64_t from_inbox_seq, uint64_t cursor,
+			 uint64_t first, uint64_t last);
+
+/* An inbox entry, decoded (kind 0 / clen 0: not a readable pointer). */
+struct chat_inbox_ptr {
+	uint64_t inbox_seq, conv_seq;
+	uint16_t kind, clen;
+	char conv[250];
+};
+
+/* Inbox subscription with credit (the protocol's event window): the
+ * engine delivers at most `credit` entries beyond what was granted. */
+enum chat_inbox_what {
+	CHAT_INBOX_PTRS = 1, /* items[0..count) in inbox order */
+	CHAT_INBOX_TRIMMED,  /* retention skipped us to next_seq */
+	CHAT_INBOX_CLOSED,   /* the engine ended the subscription (err) */
+};
+/* One inbox entry as delivered: an inline pointer (version 2) comes with
+ * its EVENT ready (`ev`, borrowing from the engine's entry: valid during
+ * the callback); a version 1 pointer needs chat_event_resolve. */
+struct chat_inbox_item {
+	struct chat_inbox_ptr p;
+	bool ready;
+	struct parley_event ev;
+};
+struct chat_inbox_update {
+	enum chat_inbox_what what;
+	int err;
+	uint64_t next_seq;
+	uint32_t count;
+	const struct chat_inbox_item *items;
+};
+#define CHAT_INBOX_BATCH 32u /* items per update at most */
+typedef void (*chat_inbox_cb)(void *arg, const struct chat_inbox_update *u);
+struct chat_sub;
+/* Subscribes to u/<user> from inbox_seq `from`. cb runs on the engine
+ * shard (possibly several times per engine batch); done(arg) runs once
+ * the subscription is gone (after chat_inbox_unsubscribe), and cb never
+ * runs after it. */
+int chat_inbox_subscribe(struct chat *c, const char *user, size_t ulen,
+			 uint64_t from, uint32_t credit, chat_inbox_cb cb,
+			 void (*done)(void *arg), void *arg,
+			 struct chat_sub **out);
+/* n more entries may be delivered (acknowledged events). Any thread. */
+void chat_inbox_grant(struct chat_sub *s, int64_t n);
+/* Retries a resume that failed (engine queue full): call periodically. */
+void chat_inbox_poll(struct chat_sub *s);
+/* Ends the subscription (done runs later on the shard). */
+void chat_inbox_unsubscribe(struct chat_sub *s);
+
+/* Resolves an inbox pointer into its EVENT: reads the message and calls
+ * cb with a ready EVENT (a kind-0 placeholder when the pointer cannot be
+ * resolved, so the inbox sequence stays dense). Returns 0 or
+ * -PARLEY_EFULL (engine queue full: retry later; cb will not run). A
+ * pointer that needs no read is answered before chat_event_resolve
+ * returns, on the calling thread. */
+typedef void (*chat_event_cb)(void *arg, const struct parley_msg *ev);
+int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
+		       chat_event_cb cb, void *arg);
+/* The kind-0 placeholder EVENT for p (pure; m borrows from p). */
+void chat_event_placeholder(const struct chat_inbox_ptr *p,
+			    struct parley_msg *m);
+
+/* Stores a device's delivery cursor (k/<user>:<device>), asynchronously;
+ * a failure is logged (the device then resumes from an older cursor and
+ * gets duplicates it acknowledges again). 0 = issued, else the error. */
+int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
+		      const char *device, size_t dlen, uint64_t seq);
+
+/* ---- the conversation list (chat_list.c) ---------------------------------------- */
+
+/* CONV_LIST: the user's conversations, most recent first, at most
+ * `limit`. cb gets a CONV_LIST_OK or an error. Errors returned:
+ * -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+typedef void (*chat_list_cb)(void *arg, int err, const struct parley_msg *list);
+int chat_conv_list(struct chat *c, const char *user, size_t ulen,
+		   uint16_t limit, chat_list_cb cb, void *arg);
+/* One conversation as the list builder sees it. */
+struct chat_list_ent {
+	uint16_t clen;
+	char conv[250];
+	uint64_t last_seq, last_ts;
+};
+/* The list builder (pure): sorts ents (most recent first, then by id)
+ * and fills out->conv_list_ok with at most `limit` of them, as seen by
+ * user (DIRECT: the other member is the peer). */
+void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
+		     const char *user, size_t ulen, struct parley_msg *out);
 
 #endif /* PARLEYD_CHAT_H */

@@ -8,18 +8,28 @@
  * WAL batch is fdatasync'd (engine/parley_engine.h, "Durability
  * invariant"). No other code path produces SEND_ACK.
  *
- * Engine callbacks in this file (send_cb, hist_cb, sync_*_cb, sub_cb,
- * resolve_cb, open_*_cb, list_*_cb) run on engine shard threads: they only
- * read their own heap context, encode frames with the pure codec and
- * loop_post() them. Everything else runs on the connection's loop thread.
+ * The chat application (keys, records, membership, history pages, where a
+ * SYNC starts, the inbox subscription, resolving inbox pointers into
+ * EVENTs, device cursors, the conversation list) is the chat service's
+ * (chat.h, chat*.c). This file keeps transport, TLS, framing, dispatch
+ * and per-connection state: it calls chat_* with a callback and gets
+ * ready replies (struct parley_msg) or ready facts (struct
+ * chat_sync_info, struct chat_inbox_update).
+ *
+ * The callbacks given to the chat service (send_cb, reply_cb, sync_cb,
+ * conv_open_cb, inbox_cb, event_cb) run on engine shard threads (reply_cb
+ * and event_cb also on the loop, for replies that need no read): they
+ * only read their own heap context, encode frames with the pure codec
+ * and loop_post() them. Everything else runs on the connection's loop
+ * thread.
  *
  * Ownership: each callback context is malloc'd by the loop-side handler
- * and freed by the last callback that uses it. A subscription context
- * (struct subctx) is freed by the engine's unsubscribe `done` callback.
+ * and freed by the callback that finishes it. A subscription's context
+ * (struct sub_arg) is freed by the chat service once the subscription is
+ * gone (chat_inbox_subscribe's `done`).
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +67,7 @@ static void ctr_add(_Atomic uint64_t *c, uint64_t v)
 
 static struct srv *S(struct conn *c)
 {
-	return loop_srv(c->lp);
+	return loop_srv(c->sk.ref.lp);
 }
 
 /* Encode m into a new lmsg (engine threads). NULL on failure. */
@@ -88,10 +98,10 @@ static struct lmsg *error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 	return frame_msg(LM_FRAME, req_id, &m);
 }
 
-/* Post an encoded reply for (lp, slot, gen); a reply we cannot allocate
+/* Post an encoded reply to `to`; a reply we cannot allocate
  * becomes a short ERROR NOMEM; if even that fails the request is lost
  * and the client's request times out (logged). */
-static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
+static void post_reply(const struct conn_ref *to,
 		       struct lmsg *m, uint32_t req_id)
 {
 	if (!m)
@@ -100,10 +110,8 @@ static void post_reply(struct loop *lp, uint32_t slot, uint32_t gen,
 		PLOG_E("conn", "reply lost: out of memory", "req=%u", req_id);
 		return;
 	}
-	m->slot = slot;
-	m->gen = gen;
 	m->done_req = true;
-	loop_post(lp, m);
+	lmsg_post(to, m);
 }
 
 /* ---- buffers charged to the memory budget ------------------------------------------ */
@@ -172,8 +180,11 @@ static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
 static void flush_stash(struct conn *c);
 
-/* Queue a whole frame (plaintext) and make sure it gets sent. */
-static void conn_write(struct conn *c, const uint8_t *p, size_t n)
+/* Queue whole frames (plaintext; nframes of them back to back in p[0..n),
+ * written as one unit: one copy, one TLS write) and make sure they get
+ * sent. */
+static void conn_write_frames(struct conn *c, const uint8_t *p, size_t n,
+			      uint32_t nframes)
 {
 	if (c->state == CS_CLOSING)
 		return;
@@ -187,7 +198,7 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 	} else {
 		out_raw(c, p, n);
 	}
-	ctr_add(&S(c)->ctr.frames_out, 1);
+	ctr_add(&S(c)->ctr.frames_out, nframes);
 	/* One frame may overshoot the bound (a HISTORY page can be as large
 	 * as max_frame); more than that means the client does not read. */
 	if (c->oq_bytes > S(c)->lim.max_outbound + S(c)->lim.max_frame &&
@@ -196,9 +207,14 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 	loop_conn_kick(c);
 }
 
+static void conn_write(struct conn *c, const uint8_t *p, size_t n)
+{
+	conn_write_frames(c, p, n, 1);
+}
+
 static void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
 {
-	uint8_t *buf = loop_scratch(c->lp);
+	uint8_t *buf = loop_scratch(c->sk.ref.lp);
 	int n = parley_proto_encode(buf, PARLEY_PROTO_MAX_FRAME_HARD, req_id, m);
 	if (n < 0) {
 		PLOG_E("conn", "encode failed", "type=%s err=%s",
@@ -277,234 +293,243 @@ void conn_on_sent(struct conn *c, uint32_t n)
 		loop_conn_close(c, "drained");
 }
 
-/* ---- subscriptions (inbox delivery) ----------------------------------------------- */
+/* ---- inbox delivery (the chat service resolves; we pace and order) ----------------- */
 
-struct subctx {
-	struct loop *lp;
-	uint32_t slot, gen;
-	_Atomic int64_t credit;   /* events the engine may still deliver */
-	atomic_bool paused;
-	struct pe_sub *sub;
+/*
+ * Direct delivery. The live fan-out writes inline inbox pointers (chat.h:
+ * the message travels with the pointer), so the subscription callback,
+ * on the engine shard, already has every EVENT of a batch: it encodes
+ * them as ready frames into ONE message to the loop (inbox_cb). The loop
+ * writes a run of in-order ready frames with one conn_write_frames (one
+ * copy into the outbound queue, one TLS record per 16 KiB, one send),
+ * without a per-event allocation, whenever nothing is waiting before
+ * them (on_inbox). Everything else takes the paced path below: pointers
+ * without the message (written before inline pointers existed, or by
+ * recovery after a crash) are resolved by a read, and ready frames wait
+ * in the pending FIFO while the event window or the outbound queue is
+ * full. Hops from the inbox append being durable to the EVENT queued:
+ * engine -> loop (was engine -> loop -> engine -> loop).
+ */
+
+/* The subscription's callback context: lives until the chat service's
+ * `done` (after unsubscribe), so it holds a handle, never the conn. */
+struct sub_arg {
+	struct conn_ref to;
 };
 
-/* LM_INBOX payload: repeated {u64 inbox_seq, u16 kind, u16 clen, conv,
- * u64 conv_seq}; u.inbox.count of them; u.inbox.trimmed with next_seq
- * for a skip (the engine trimmed the inbox below our cursor). */
-static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
-			      const struct pe_sub_update *u)
+/* LM_INBOX payload: u.inbox.count headers of INBOX_HDR bytes {u64
+ * inbox_seq, u8 ready, u32 off, u32 len}, then the bytes they point at
+ * (off from the end of the headers): a ready item's encoded EVENT frame,
+ * or a pointer packed as {u16 kind, u16 clen, conv, u64 conv_seq}. Items'
+ * bytes follow each other in order, so consecutive ready frames are
+ * contiguous. */
+#define INBOX_HDR 17u
+#define INBOX_PACKED(clen) (12u + (uint32_t)(clen))
+
+static void inbox_put_hdr(uint8_t *h, uint64_t seq, bool ready, uint32_t off,
+			  uint32_t len)
 {
-	struct subctx *x = arg;
-	(void)sub;
-	if (u->event == PE_SUB_CLOSED) {
-		struct lmsg *m = lmsg_new(LM_SUB_CLOSED, 0);
-		if (m) {
-			m->slot = x->slot;
-			m->gen = x->gen;
-			m->u.sub_closed.err = u->err;
-			loop_post(x->lp, m);
-		}
-		return PE_SUB_CONTINUE;
-	}
-	if (u->event == PE_SUB_TRIMMED) {
-		struct lmsg *m = lmsg_new(LM_INBOX, 0);
+	le_put64(h, seq);
+	h[8] = ready;
+	le_put32(h + 9, off);
+	le_put32(h + 13, len);
+}
+
+/* Engine thread (the inbox's shard). */
+static void inbox_cb(void *arg, const struct chat_inbox_update *u)
+{
+	/* a parley_msg is ~16 KiB: one per thread, not on the stack */
+	static _Thread_local struct parley_msg tm;
+	struct sub_arg *x = arg;
+	struct lmsg *m;
+	if (u->what == CHAT_INBOX_CLOSED) {
+		m = lmsg_new(LM_SUB_CLOSED, 0);
+		if (!m)
+			return;
+		m->u.sub_closed.err = u->err;
+	} else if (u->what == CHAT_INBOX_TRIMMED) {
+		m = lmsg_new(LM_INBOX, 0);
 		PARLEY_ASSERT(m);
-		m->slot = x->slot;
-		m->gen = x->gen;
 		m->u.inbox.next_seq = u->next_seq;
 		m->u.inbox.trimmed = true;
-		loop_post(x->lp, m);
-		return PE_SUB_CONTINUE;
+	} else {
+		uint32_t sz[CHAT_INBOX_BATCH];
+		size_t total = (size_t)u->count * INBOX_HDR;
+		tm.type = PARLEY_T_EVENT;
+		for (uint32_t i = 0; i < u->count; i++) {
+			const struct chat_inbox_item *it = &u->items[i];
+			int n = -1;
+			if (it->ready) {
+				tm.event = it->ev;
+				n = parley_proto_size(&tm);
+			}
+			/* not encodable: the paced path resolves it (and
+			 * answers a placeholder if it still cannot) */
+			sz[i] = n > 0 ? (uint32_t)n : 0;
+			total += sz[i] ? sz[i] : INBOX_PACKED(it->p.clen);
+		}
+		m = lmsg_new(LM_INBOX, (uint32_t)total);
+		PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
+		uint8_t *blob = m->data + (size_t)u->count * INBOX_HDR;
+		uint32_t off = 0;
+		for (uint32_t i = 0; i < u->count; i++) {
+			const struct chat_inbox_item *it = &u->items[i];
+			const struct chat_inbox_ptr *p = &it->p;
+			uint32_t len;
+			if (sz[i]) {
+				tm.event = it->ev;
+				int n = parley_proto_encode(blob + off, sz[i], 0, &tm);
+				PARLEY_ASSERT(n == (int)sz[i]);
+				len = sz[i];
+			} else {
+				uint8_t *q = blob + off;
+				le_put16(q, p->kind);
+				le_put16(q + 2, p->clen);
+				memcpy(q + 4, p->conv, p->clen);
+				le_put64(q + 4 + p->clen, p->conv_seq);
+				len = INBOX_PACKED(p->clen);
+			}
+			inbox_put_hdr(m->data + (size_t)i * INBOX_HDR, p->inbox_seq,
+				      sz[i] != 0, off, len);
+			off += len;
+		}
+		m->u.inbox.count = u->count;
+		m->u.inbox.t_post_ns = parley_mono_ns();
 	}
-	size_t need = 0;
-	for (uint32_t i = 0; i < u->count; i++)
-		need += 20 + 250;
-	struct lmsg *m = lmsg_new(LM_INBOX, (uint32_t)need);
-	PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
-	size_t off = 0;
-	for (uint32_t i = 0; i < u->count; i++) {
-		const struct pe_entry *e = &u->entries[i];
-		struct chat_ptr p = {0};
-		if (e->type != CHAT_ENT_PTR ||
-		    chat_ptr_decode(e->payload, e->len, &p) != 0)
-			p = (struct chat_ptr){0};
-		uint8_t *q = m->data + off;
-		le_put64(q, e->seq);
-		le_put16(q + 8, p.kind);
-		le_put16(q + 10, p.conv_len);
-		memcpy(q + 12, p.conv, p.conv_len);
-		le_put64(q + 12 + p.conv_len, p.conv_seq);
-		off += 20 + p.conv_len;
-	}
-	m->len = (uint32_t)off;
-	m->u.inbox.count = u->count;
-	m->slot = x->slot;
-	m->gen = x->gen;
-	loop_post(x->lp, m);
-	int64_t left = atomic_fetch_sub(&x->credit, (int64_t)u->count) -
-		       (int64_t)u->count;
-	if (left > 0)
-		return PE_SUB_CONTINUE;
-	atomic_store(&x->paused, true);
-	/* The loop may have granted credit between our subtraction and the
-	 * store: if it did not claim the pause, continue ourselves. */
-	if (atomic_load(&x->credit) > 0 && atomic_exchange(&x->paused, false))
-		return PE_SUB_CONTINUE;
-	return PE_SUB_PAUSE;
-}
-
-static void sub_done(void *arg)
-{
-	free(arg);
-}
-
-static void sub_grant(struct conn *c, int64_t n)
-{
-	struct subctx *x = c->sub;
-	if (!x)
-		return;
-	int64_t now = atomic_fetch_add(&x->credit, n) + n;
-	if (now > 0 && atomic_exchange(&x->paused, false)) {
-		int rc = pe_sub_resume(x->sub);
-		if (rc) /* queue full: the tick retries */
-			atomic_store(&x->paused, true);
-	}
+	lmsg_post(&x->to, m);
 }
 
 static void sub_end(struct conn *c)
 {
-	struct subctx *x = c->sub;
-	if (!x)
+	if (!c->sub)
 		return;
+	chat_inbox_unsubscribe(c->sub); /* frees its sub_arg when gone */
 	c->sub = NULL;
-	for (int tries = 0;; tries++) {
-		int rc = pe_unsubscribe(x->sub, sub_done, x);
-		if (rc == 0)
-			return;
-		if (tries > 1000) {
-			PLOG_E("conn", "unsubscribe failed, leaking the "
-			       "subscription context", "err=%s",
-			       parley_errname(rc));
-			return;
-		}
-		sched_yield();
-	}
 }
 
-/* ---- EVENT resolution: inbox pointer -> message -> EVENT frame ------------------------ */
-
+/* An inbox entry waiting in the connection's pending FIFO: a ready EVENT
+ * frame (flen > 0, bytes in frame[]), or a pointer to resolve, then the
+ * resolve callback's context until its EVENT is posted. */
 struct resolve {
-	struct resolve *next;     /* conn's retry list */
-	struct loop *lp;
-	uint32_t slot, gen;
-	uint64_t inbox_seq, conv_seq;
-	uint16_t kind, clen;
-	char conv[250];
+	struct resolve *next;     /* conn's pending FIFO */
+	struct conn_ref to;
+	uint64_t t_taken, t_start; /* the loop got it / resolution began */
+	struct chat_inbox_ptr p;
+	uint32_t flen;
+	uint8_t frame[];
 };
 
-static struct lmsg *event_placeholder(const struct resolve *r)
-{
-	/* The pointer could not be resolved (unknown kind, unreadable
-	 * message): an EVENT of kind 0 keeps the inbox sequence dense;
-	 * clients skip kinds they do not know and acknowledge them. */
-	struct parley_msg m = {.type = PARLEY_T_EVENT};
-	m.event.inbox_seq = r->inbox_seq;
-	m.event.kind = 0;
-	m.event.conv = r->clen ? (struct parley_str){r->conv, r->clen}
-			       : parley_str_c("-");
-	m.event.conv_seq = r->conv_seq;
-	m.event.sender = parley_str_c("-");
-	struct lmsg *lm = frame_msg(LM_EVENT, 0, &m);
-	if (!lm) { /* conv bytes not valid UTF-8 (cannot happen: we wrote it) */
-		m.event.conv = parley_str_c("-");
-		lm = frame_msg(LM_EVENT, 0, &m);
-	}
-	return lm;
-}
-
-static void resolve_cb(void *arg, const struct pe_read_result *res)
+/* Engine thread (or the loop, for a pointer that needs no read): the
+ * EVENT is ready; encode it and post it. */
+static void event_cb(void *arg, const struct parley_msg *ev)
 {
 	struct resolve *r = arg;
-	struct lmsg *lm = NULL;
-	struct chat_msg cm;
-	if (res->err == 0 && res->count == 1 && res->entries[0].seq == r->conv_seq &&
-	    chat_msg_decode(res->entries[0].payload, res->entries[0].len, &cm) == 0) {
-		struct parley_msg m = {.type = PARLEY_T_EVENT};
-		m.event.inbox_seq = r->inbox_seq;
-		m.event.kind = r->kind;
-		m.event.conv = (struct parley_str){r->conv, r->clen};
-		m.event.conv_seq = r->conv_seq;
-		m.event.sender = (struct parley_str){cm.sender, cm.sender_len};
-		memcpy(m.event.client_msg_id, cm.client_msg_id, 16);
-		m.event.server_ts_ms = res->entries[0].ts_ms;
-		m.event.content_type = cm.content_type;
-		m.event.body = (struct parley_bytes){cm.body, cm.body_len};
-		lm = frame_msg(LM_EVENT, 0, &m);
+	struct lmsg *lm = frame_msg(LM_EVENT, 0, ev);
+	if (!lm) { /* not encodable (cannot happen: we wrote it): placeholder */
+		struct parley_msg ph;
+		chat_event_placeholder(&r->p, &ph);
+		ph.event.conv = parley_str_c("-");
+		lm = frame_msg(LM_EVENT, 0, &ph);
 	}
-	if (!lm)
-		lm = event_placeholder(r);
 	PARLEY_ASSERT(lm);
-	lm->slot = r->slot;
-	lm->gen = r->gen;
-	lm->u.event.inbox_seq = r->inbox_seq;
-	loop_post(r->lp, lm);
+	lm->u.event.inbox_seq = r->p.inbox_seq;
+	lm->u.event.t_start_ns = r->t_start;
+	lmsg_post(&r->to, lm);
 	free(r);
 }
 
-/* Issue the read for r. Returns 0, or -PARLEY_EFULL when the engine queue
- * is full (r is untouched: the caller keeps it for later). */
-static int resolve_issue(struct conn *c, struct resolve *r)
-{
-	char key[CHAT_KEY_CAP];
-	int kl = r->kind == PARLEY_EV_MESSAGE && r->clen
-			 ? chat_key_conv(key, r->conv, r->clen)
-			 : -PARLEY_EINVAL;
-	if (kl < 0) {
-		struct lmsg *lm = event_placeholder(r);
-		PARLEY_ASSERT(lm);
-		lm->u.event.inbox_seq = r->inbox_seq;
-		lm->slot = r->slot;
-		lm->gen = r->gen;
-		loop_post(c->lp, lm);
-		free(r);
-		return 0;
-	}
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = r->conv_seq, .dir = PE_FORWARD,
-				.limit = 1};
-	int rc = pe_read(S(c)->engine, &q, resolve_cb, r);
-	return rc ? -PARLEY_EFULL : 0;
-}
-
 /*
- * Delivery pacing. Inbox pointers wait (cheaply, ~300 bytes each) in the
- * connection's pending FIFO; one is resolved into an EVENT only while
+ * Delivery pacing. Entries wait in the connection's pending FIFO; the
+ * head goes out (a ready frame is written, a pointer is resolved into an
+ * EVENT) only while
  *   - fewer than event_window events are unacknowledged (the protocol's
  *     flow control: the client never has more than a window outstanding),
  *   - fewer than RESOLVE_MAX reads are in flight, and
  *   - the outbound queue is under half its bound (a client that does not
- *     read stops the resolving instead of growing the queue).
+ *     read stops the delivery instead of growing the queue).
  * The pending FIFO is bounded by the engine subscription's credit
  * (event_window + one engine batch). A client that stays stuck is cut off
  * by conn_tick (window full or no send progress for slow_consumer_ms).
  */
 #define RESOLVE_MAX 32u
 
+/* May the event inbox_seq be written now, bypassing the pending FIFO? */
+static bool deliver_direct_ok(const struct conn *c, uint64_t seq)
+{
+	struct srv *s = loop_srv(c->sk.ref.lp);
+	return seq == c->ev_next && !c->pend_head && !c->resolving &&
+	       !c->stash && seq - c->ev_acked <= s->lim.event_window &&
+	       c->oq_bytes < s->lim.max_outbound / 2 &&
+	       c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER &&
+	       c->state != CS_CLOSING;
+}
+
+/* Queue a ready event (out of the direct path) into the in-order stash. */
+static void stash_insert(struct conn *c, uint64_t seq, uint64_t t_start,
+			 const uint8_t *p, uint32_t len)
+{
+	struct ev_stash *e = malloc(sizeof *e + len);
+	PARLEY_ASSERT(e);
+	e->inbox_seq = seq;
+	e->t_start = t_start;
+	e->len = len;
+	memcpy(e->data, p, len);
+	struct ev_stash **pp = &c->stash;
+	while (*pp && (*pp)->inbox_seq < seq)
+		pp = &(*pp)->next;
+	e->next = *pp;
+	*pp = e;
+	c->resolving++; /* counted like a resolution until written */
+}
+
+static void stash_write(struct conn *c);
+
 static void pump_resolves(struct conn *c)
 {
 	struct srv *s = S(c);
+	bool stashed = false;
 	while (c->pend_head && c->resolving < RESOLVE_MAX &&
 	       c->oq_bytes < s->lim.max_outbound / 2 &&
 	       c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER &&
-	       c->pend_head->inbox_seq - c->ev_acked <= s->lim.event_window) {
+	       c->state != CS_CLOSING &&
+	       c->pend_head->p.inbox_seq - c->ev_acked <= s->lim.event_window) {
 		struct resolve *r = c->pend_head;
 		struct resolve *next = r->next;
-		if (resolve_issue(c, r) != 0)
-			return; /* engine queue full: the tick retries */
+		uint64_t t_taken = r->t_taken, t_start = parley_mono_ns();
+		if (r->flen) { /* ready: write it, or stash it behind reads */
+			c->pend_head = next;
+			if (!next)
+				c->pend_tail = NULL;
+			srv_hist_since(&s->stages.deliver[SRV_DELIVER_PENDING],
+				       t_taken, t_start);
+			if (!c->resolving && !c->stash &&
+			    r->p.inbox_seq == c->ev_next) {
+				conn_write_frames(c, r->frame, r->flen, 1);
+				ctr_add(&s->ctr.events_out, 1);
+				c->ev_next++;
+			} else {
+				stash_insert(c, r->p.inbox_seq, t_start, r->frame,
+					     r->flen);
+				stashed = true;
+			}
+			free(r);
+			continue;
+		}
+		r->t_start = t_start;
+		c->resolving++; /* before: event_cb may post from here */
+		if (chat_event_resolve(s->chat, &r->p, event_cb, r) != 0) {
+			c->resolving--;
+			break; /* engine queue full: the tick retries */
+		}
+		/* r may be gone already (event_cb frees it) */
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_PENDING], t_taken,
+			       t_start);
 		c->pend_head = next;
 		if (!next)
 			c->pend_tail = NULL;
-		c->resolving++;
 	}
+	if (stashed)
+		stash_write(c);
 }
 
 static void pend_drop(struct conn *c)
@@ -515,6 +540,34 @@ static void pend_drop(struct conn *c)
 		free(r);
 	}
 	c->pend_tail = NULL;
+}
+
+static void pend_push(struct conn *c, uint64_t now, uint64_t seq, bool ready,
+		      const uint8_t *q, uint32_t len)
+{
+	struct resolve *r = malloc(sizeof *r + (ready ? len : 0));
+	PARLEY_ASSERT(r);
+	r->next = NULL;
+	r->to = c->sk.ref;
+	r->t_taken = now;
+	r->t_start = 0;
+	r->p.inbox_seq = seq;
+	r->flen = ready ? len : 0;
+	if (ready) {
+		memcpy(r->frame, q, len);
+		r->p.kind = r->p.clen = 0;
+		r->p.conv_seq = 0;
+	} else {
+		r->p.kind = le_get16(q);
+		r->p.clen = le_get16(q + 2);
+		memcpy(r->p.conv, q + 4, r->p.clen);
+		r->p.conv_seq = le_get64(q + 4 + r->p.clen);
+	}
+	if (c->pend_tail)
+		c->pend_tail->next = r;
+	else
+		c->pend_head = r;
+	c->pend_tail = r;
 }
 
 static void on_inbox(struct conn *c, struct lmsg *m)
@@ -528,33 +581,44 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 			c->ev_next = m->u.inbox.next_seq;
 		return;
 	}
-	size_t off = 0;
-	for (uint32_t i = 0; i < m->u.inbox.count; i++) {
-		const uint8_t *q = m->data + off;
-		struct resolve *r = malloc(sizeof *r);
-		PARLEY_ASSERT(r);
-		r->next = NULL;
-		r->lp = c->lp;
-		r->slot = c->slot;
-		r->gen = c->gen;
-		r->inbox_seq = le_get64(q);
-		r->kind = le_get16(q + 8);
-		r->clen = le_get16(q + 10);
-		memcpy(r->conv, q + 12, r->clen);
-		r->conv_seq = le_get64(q + 12 + r->clen);
-		off += 20 + r->clen;
-		if (c->pend_tail)
-			c->pend_tail->next = r;
-		else
-			c->pend_head = r;
-		c->pend_tail = r;
+	struct srv *s = S(c);
+	uint64_t now = parley_mono_ns();
+	srv_hist_since(&s->stages.deliver[SRV_DELIVER_NOTIFY],
+		       m->u.inbox.t_post_ns, now);
+	uint32_t count = m->u.inbox.count;
+	const uint8_t *blob = m->data + (size_t)count * INBOX_HDR;
+	for (uint32_t i = 0; i < count;) {
+		const uint8_t *h = m->data + (size_t)i * INBOX_HDR;
+		uint64_t seq = le_get64(h);
+		bool ready = h[8];
+		uint32_t off = le_get32(h + 9), len = le_get32(h + 13);
+		if (ready && deliver_direct_ok(c, seq)) {
+			/* the run of ready, consecutive, in-window events
+			 * starting here: one write */
+			uint32_t j = i + 1, run = len;
+			while (j < count) {
+				const uint8_t *hj = m->data + (size_t)j * INBOX_HDR;
+				if (!hj[8] || le_get64(hj) != seq + (j - i) ||
+				    seq + (j - i) - c->ev_acked > s->lim.event_window)
+					break;
+				run += le_get32(hj + 13);
+				j++;
+			}
+			conn_write_frames(c, blob + off, run, j - i);
+			ctr_add(&s->ctr.events_out, j - i);
+			c->ev_next += j - i;
+			i = j;
+			continue;
+		}
+		pend_push(c, now, seq, ready, blob + off, len);
+		i++;
 	}
 	pump_resolves(c);
 }
 
-/* Writes resolved events in inbox order while the outbound queue is under
- * half its bound; the rest wait in the stash (at most RESOLVE_MAX). */
-static void flush_stash(struct conn *c)
+/* Writes stashed events in inbox order while the outbound queue is under
+ * half its bound. */
+static void stash_write(struct conn *c)
 {
 	struct srv *s = S(c);
 	while (c->stash && c->stash->inbox_seq == c->ev_next &&
@@ -562,11 +626,19 @@ static void flush_stash(struct conn *c)
 		struct ev_stash *e = c->stash;
 		c->stash = e->next;
 		conn_write(c, e->data, e->len);
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_RESOLVE], e->t_start,
+			       parley_mono_ns());
 		ctr_add(&s->ctr.events_out, 1);
 		c->ev_next++;
 		c->resolving--;
 		free(e);
 	}
+}
+
+/* Writes what the stash can, then lets more through the pending FIFO. */
+static void flush_stash(struct conn *c)
+{
+	stash_write(c);
 	pump_resolves(c);
 }
 
@@ -578,48 +650,21 @@ static void on_event(struct conn *c, struct lmsg *m)
 		c->resolving--; /* cut off: the device resyncs from its cursor */
 		return;
 	}
-	struct ev_stash *e = malloc(sizeof *e + m->len);
-	PARLEY_ASSERT(e);
-	e->inbox_seq = seq;
-	e->len = m->len;
-	memcpy(e->data, m->data, m->len);
-	struct ev_stash **pp = &c->stash;
-	while (*pp && (*pp)->inbox_seq < seq)
-		pp = &(*pp)->next;
-	e->next = *pp;
-	*pp = e;
+	c->resolving--; /* stash_insert counts it again */
+	stash_insert(c, seq, m->u.event.t_start_ns, m->data, m->len);
 	flush_stash(c);
 }
 
 /* ---- device cursor ------------------------------------------------------------------- */
 
-static void noop_append_cb(void *arg, const struct pe_append_result *r)
-{
-	(void)arg;
-	if (r->err)
-		PLOG_W("conn", "cursor store failed", "err=%s",
-		       parley_errname(r->err));
-}
-
 static void cursor_store(struct conn *c)
 {
 	if (!c->id || c->ev_acked <= c->cursor_stored)
 		return;
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_cursor(key, c->id->user, c->id->ulen, c->id->device,
-				 c->id->dlen);
-	if (kl < 0)
-		return;
-	uint8_t b[8];
-	le_put64(b, c->ev_acked);
-	struct pe_input in = {.type = CHAT_ENT_CURSOR, .len = 8, .payload = b};
-	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	if (pe_append(S(c)->engine, &q, noop_append_cb, NULL) == 0)
+	if (chat_cursor_store(S(c)->chat, c->id->user, c->id->ulen,
+			      c->id->device, c->id->dlen, c->ev_acked) == 0)
 		c->cursor_stored = c->ev_acked;
 }
-
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
 struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
@@ -628,11 +673,9 @@ struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
 		return NULL;
-	c->lp = lp;
-	c->fd = fd;
-	c->slot = slot;
-	c->gen = gen;
-	c->is_tls = tls;
+	c->sk.ref = (struct conn_ref){.lp = lp, .slot = slot, .gen = gen};
+	c->sk.fd = fd;
+	c->sk.tls = tls;
 	c->last_rx_ns = parley_mono_ns();
 	c->deadline_ns = c->last_rx_ns +
 			 (uint64_t)loop_srv(lp)->lim.handshake_timeout_ms * 1000000ull;
@@ -665,6 +708,21 @@ void conn_on_close(struct conn *c)
 	sub_end(c);
 	cursor_store(c);
 	pend_drop(c);
+	c->state = CS_CLOSING;
+}
+
+struct loop_sock *conn_sock(struct conn *c)
+{
+	return &c->sk;
+}
+
+uint32_t conn_out_peek(struct conn *c, const uint8_t **p)
+{
+	struct obuf *b = c->oq_head;
+	if (!b || c->state == CS_CLOSING)
+		return 0;
+	*p = b->data + b->off;
+	return b->len - b->off;
 }
 
 void conn_free(struct conn *c)
@@ -766,6 +824,8 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING)
 		return;
+	if (c->sk.rx_paused) /* the loop is not reading it: not idle */
+		c->last_rx_ns = now_ns;
 	if (c->inlen && !c->closing_after_flush &&
 	    now_ns - c->frame_start_ns >
 		    (uint64_t)s->lim.frame_timeout_ms * 1000000ull) {
@@ -808,7 +868,6 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		return;
 	}
 	if (c->sub) {
-		struct subctx *x = c->sub;
 		if (c->ev_next - 1 - c->ev_acked >= s->lim.event_window) {
 			if (!c->window_full_ns)
 				c->window_full_ns = now_ns;
@@ -819,10 +878,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		} else {
 			c->window_full_ns = 0;
 		}
-		if (atomic_load(&x->credit) > 0 &&
-		    atomic_exchange(&x->paused, false) &&
-		    pe_sub_resume(x->sub) != 0)
-			atomic_store(&x->paused, true);
+		chat_inbox_poll(c->sub);
 	}
 	pump_resolves(c);
 	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
@@ -837,9 +893,10 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 /* SEND -------------------------------------------------------------------------------- */
 
 struct send_ctx {
-	struct loop *lp;
-	uint32_t slot, gen, req_id;
-	uint64_t t0_ns;
+	struct conn_ref to;
+	struct srv_stages *st;
+	uint32_t req_id;
+	uint64_t t0_ns;          /* decoded; the chat service called next */
 	uint8_t cmid[16];
 	uint16_t clen;
 	char conv[];
@@ -851,6 +908,8 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
 	struct lmsg *m;
+	uint64_t now = parley_mono_ns();
+	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
 	if (r->err) {
 		m = error_msg(x->req_id, wire_code(r->err),
 			      r->err == -PARLEY_EFULL ? 100 : 0,
@@ -865,10 +924,11 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 		m = frame_msg(LM_FRAME, x->req_id, &am);
 		if (m) {
 			m->u.frame.t0_ns = x->t0_ns;
+			m->u.frame.t_durable_ns = now;
 			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
 	}
-	post_reply(x->lp, x->slot, x->gen, m, x->req_id);
+	post_reply(&x->to, m, x->req_id);
 	free(x);
 }
 
@@ -886,8 +946,10 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	*x = (struct send_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
-			       .req_id = rid, .t0_ns = parley_mono_ns(),
+	uint64_t t_dec = parley_mono_ns();
+	srv_hist_since(&s->stages.send[SRV_SEND_RECV], c->last_rx_ns, t_dec);
+	*x = (struct send_ctx){.to = c->sk.ref, .st = &s->stages,
+			       .req_id = rid, .t0_ns = t_dec,
 			       .clen = m->conv.len};
 	memcpy(x->cmid, m->client_msg_id, 16);
 	memcpy(x->conv, m->conv.p, m->conv.len);
@@ -908,81 +970,60 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 						     : parley_strerror(rc));
 		return;
 	}
+	srv_hist_since(&s->stages.send[SRV_SEND_SUBMIT], t_dec, parley_mono_ns());
 	ctr_add(&s->ctr.sends, 1);
 	c->inflight++;
 }
 
-static int conv_check(struct conn *c, struct parley_str conv)
+/* A reply of the chat service, encoded on the engine thread and posted
+ * (an error becomes ERROR with the wire code of errmap.c). */
+static void post_msg(const struct conn_ref *to, uint32_t req_id, int err, const struct parley_msg *m)
 {
-	struct chat_member mm[2];
-	if (chat_conv_members(conv.p, conv.len, mm) < 0)
-		return -PARLEY_ENOTFOUND;
-	if (!chat_conv_has_member(conv.p, conv.len, c->id->user, c->id->ulen))
-		return -PARLEY_EPERM;
-	return 0;
+	struct lmsg *lm = err ? error_msg(req_id, wire_code(err),
+					  err == -PARLEY_EFULL ||
+							  err == -PARLEY_ENOMEM
+						  ? 50
+						  : 0,
+					  parley_strerror(err))
+			      : frame_msg(LM_FRAME, req_id, m);
+	post_reply(to, lm, req_id);
+}
+
+/* The callback context of a request answered by one chat service reply. */
+struct reply_ctx {
+	struct conn_ref to;
+	uint32_t req_id;
+};
+
+static struct reply_ctx *reply_ctx_new(struct conn *c, uint32_t rid)
+{
+	struct reply_ctx *x = malloc(sizeof *x);
+	if (x)
+		*x = (struct reply_ctx){.to = c->sk.ref, .req_id = rid};
+	return x;
+}
+
+/* A request the chat service refused before starting it. */
+static void req_refused(struct conn *c, uint32_t rid, int rc)
+{
+	conn_error(c, rid, wire_code(rc), false,
+		   rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EFULL ? 50 : 0,
+		   rc == -PARLEY_EPERM	     ? "not a member"
+		   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+		   : rc == -PARLEY_EFULL     ? "server busy"
+		   : rc == -PARLEY_ENOMEM    ? "out of memory"
+					     : parley_strerror(rc));
+}
+
+/* Engine thread (HISTORY, CONV_LIST): the reply is ready. */
+static void reply_cb(void *arg, int err, const struct parley_msg *m)
+{
+	struct reply_ctx *x = arg;
+	post_msg(&x->to, x->req_id, err, m);
+	free(x);
 }
 
 /* HISTORY ------------------------------------------------------------------------------ */
-
-struct hist_ctx {
-	struct loop *lp;
-	uint32_t slot, gen, req_id, max_frame;
-	uint16_t clen;
-	char conv[250];
-};
-
-static void hist_cb(void *arg, const struct pe_read_result *r)
-{
-	struct hist_ctx *x = arg;
-	struct lmsg *lm;
-	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err), 0,
-			       parley_strerror(r->err));
-	} else {
-		struct parley_msg *m = calloc(1, sizeof *m);
-		if (!m) {
-			post_reply(x->lp, x->slot, x->gen, NULL, x->req_id);
-			free(x);
-			return;
-		}
-		m->type = PARLEY_T_HISTORY_PAGE;
-		struct parley_history_page *hp = &m->history_page;
-		hp->conv = (struct parley_str){x->conv, x->clen};
-		size_t size = PARLEY_PROTO_HEADER_SIZE + 2 + x->clen + 8 + 1 + 2;
-		bool all = true;
-		for (uint32_t i = 0; i < r->count && hp->count < PARLEY_PROTO_MAX_HISTORY; i++) {
-			struct chat_msg cm;
-			if (chat_msg_decode(r->entries[i].payload, r->entries[i].len,
-					    &cm))
-				continue; /* not a message record */
-			struct parley_hist_msg *h = &hp->msgs[hp->count];
-			h->seq = r->entries[i].seq;
-			h->ts_ms = r->entries[i].ts_ms;
-			h->sender = (struct parley_str){cm.sender, cm.sender_len};
-			memcpy(h->client_msg_id, cm.client_msg_id, 16);
-			h->content_type = cm.content_type;
-			h->body = (struct parley_bytes){cm.body, cm.body_len};
-			size_t hs = parley_proto_hist_msg_size(h);
-			if (size + hs > x->max_frame) {
-				all = false;
-				break;
-			}
-			size += hs;
-			hp->count++;
-		}
-		if (hp->count)
-			hp->next_before_seq = hp->msgs[hp->count - 1].seq;
-		if (hp->count == 0 || (all && r->end && hp->count == r->count) ||
-		    hp->next_before_seq == 1)
-			hp->flags |= PARLEY_HISTF_END;
-		if (hp->count == 0)
-			hp->next_before_seq = 0;
-		lm = frame_msg(LM_FRAME, x->req_id, m);
-		free(m);
-	}
-	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
-	free(x);
-}
 
 static void req_history(struct conn *c, uint32_t rid,
 			const struct parley_history *m)
@@ -990,104 +1031,47 @@ static void req_history(struct conn *c, uint32_t rid,
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
 	struct srv *s = S(c);
-	int rc = conv_check(c, m->conv);
+	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
+				 c->id->ulen);
 	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0,
-			   rc == -PARLEY_EPERM ? "not a member" : "no such conversation");
+		req_refused(c, rid, rc);
 		return;
 	}
 	ctr_add(&s->ctr.history, 1);
-	if (m->before_seq == 1) { /* nothing is older than seq 1 */
-		struct parley_msg pm = {.type = PARLEY_T_HISTORY_PAGE};
-		pm.history_page.conv = m->conv;
-		pm.history_page.flags = PARLEY_HISTF_END;
-		conn_send(c, rid, &pm);
+	struct reply_ctx *x = reply_ctx_new(c, rid);
+	if (!x) {
+		req_refused(c, rid, -PARLEY_ENOMEM);
 		return;
 	}
-	struct hist_ctx *x = malloc(sizeof *x);
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, m->conv.p, m->conv.len);
-	if (!x || kl < 0) {
-		free(x);
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	*x = (struct hist_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
-			       .req_id = rid, .max_frame = s->lim.max_frame,
-			       .clen = m->conv.len};
-	memcpy(x->conv, m->conv.p, m->conv.len);
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = m->before_seq ? m->before_seq - 1 : UINT64_MAX,
-				.dir = PE_BACKWARD, .limit = m->limit};
-	rc = pe_read(s->engine, &q, hist_cb, x);
+	c->inflight++; /* before: an empty page is answered at once */
+	rc = chat_history(s->chat, c->id->user, c->id->ulen, m->conv.p,
+			  m->conv.len, m->before_seq, m->limit, s->lim.max_frame,
+			  reply_cb, x);
 	if (rc) {
+		c->inflight--;
 		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL ? 50 : 0, "server busy");
-		return;
+		req_refused(c, rid, rc);
 	}
-	c->inflight++;
 }
 
 /* SYNC --------------------------------------------------------------------------------- */
 
-/* Two reads, each posting LM_SYNC_STEP: a = step (1 cursor, 2 inbox
- * meta), b, c = values. The request id lives in the lmsg (done_req false
- * until SYNC_OK is queued by the loop). */
-struct sync_ctx {
-	struct loop *lp;
-	uint32_t slot, gen, req_id;
-	int step;
-};
-
-static void sync_read_cb(void *arg, const struct pe_read_result *r)
+/* Engine thread: where the device's delivery starts (or why not). */
+static void sync_cb(void *arg, const struct chat_sync_info *r)
 {
-	struct sync_ctx *x = arg;
-	struct lmsg *m = lmsg_new(LM_SYNC_STEP, 4);
+	struct reply_ctx *x = arg;
+	struct lmsg *m = lmsg_new(LM_SYNC_DONE, 0);
 	PARLEY_ASSERT(m);
-	m->slot = x->slot;
-	m->gen = x->gen;
-	le_put32(m->data, x->req_id);
-	if (r->err) {
-		m->u.sync.step = LM_SYNC_FAILED;
-		m->u.sync.err = r->err;
-	} else if (x->step == 1) {
-		m->u.sync.step = LM_SYNC_CURSOR;
-		m->u.sync.cursor = UINT64_MAX; /* no stored cursor */
-		if (r->count == 1 && r->entries[0].len == 8)
-			m->u.sync.cursor = le_get64(r->entries[0].payload);
-	} else {
-		m->u.sync.step = LM_SYNC_INBOX;
-		m->u.sync.first_seq = r->first_seq;
-		m->u.sync.last_seq = r->last_seq;
-	}
-	loop_post(x->lp, m);
+	m->u.sync.req_id = x->req_id;
+	m->u.sync.err = r->err;
+	m->u.sync.cursor = r->cursor;
+	m->u.sync.first_seq = r->first;
+	m->u.sync.last_seq = r->last;
+	m->u.sync.start_seq = r->start;
+	lmsg_post(&x->to, m);
 	free(x);
 }
 
-static int sync_read(struct conn *c, uint32_t rid, int step)
-{
-	char key[CHAT_KEY_CAP];
-	int kl = step == 1 ? chat_key_cursor(key, c->id->user, c->id->ulen,
-					     c->id->device, c->id->dlen)
-			   : chat_key_inbox(key, c->id->user, c->id->ulen);
-	if (kl < 0)
-		return kl;
-	struct sync_ctx *x = malloc(sizeof *x);
-	if (!x)
-		return -PARLEY_ENOMEM;
-	*x = (struct sync_ctx){.lp = c->lp, .slot = c->slot, .gen = c->gen,
-			       .req_id = rid, .step = step};
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1};
-	int rc = pe_read(S(c)->engine, &q, sync_read_cb, x);
-	if (rc)
-		free(x);
-	return rc;
-}
-
-/* c->ev_acked doubles as the SYNC's from_inbox_seq until subscribed. */
 static void req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
@@ -1097,9 +1081,13 @@ static void req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 		return;
 	}
 	ctr_add(&S(c)->ctr.syncs, 1);
-	c->ev_acked = m->from_inbox_seq;
-	int rc = sync_read(c, rid, m->from_inbox_seq == 0 ? 1 : 2);
+	struct reply_ctx *x = reply_ctx_new(c, rid);
+	int rc = x ? chat_sync(S(c)->chat, c->id->user, c->id->ulen,
+			       c->id->device, c->id->dlen, m->from_inbox_seq,
+			       sync_cb, x)
+		   : -PARLEY_ENOMEM;
 	if (rc) {
+		free(x);
 		conn_error(c, rid, wire_code(rc), false, 50, "server busy");
 		return;
 	}
@@ -1114,70 +1102,51 @@ static void sync_fail(struct conn *c, uint32_t rid, int err)
 	conn_error(c, rid, wire_code(err), false, 50, parley_strerror(err));
 }
 
-static void on_sync_step(struct conn *c, struct lmsg *m)
+/* Loop thread: the SYNC's reads are in; subscribe and answer SYNC_OK. */
+static void on_sync_done(struct conn *c, struct lmsg *m)
 {
-	uint32_t rid = le_get32(m->data);
+	uint32_t rid = m->u.sync.req_id;
 	if (c->state != CS_READY) { /* draining: the device resyncs elsewhere */
 		c->sync_busy = false;
 		c->inflight--;
 		conn_error(c, rid, PARLEY_ECLOSED, false, 0, "draining");
 		return;
 	}
-	if (m->u.sync.step == LM_SYNC_FAILED) {
+	if (m->u.sync.err) {
 		sync_fail(c, rid, m->u.sync.err);
 		return;
 	}
-	if (m->u.sync.step == LM_SYNC_CURSOR) {
-		/* cursor known: resume after it; unknown device: start live,
-		 * marked by UINT64_MAX until the inbox meta is in */
-		uint64_t cur = m->u.sync.cursor;
-		c->ev_acked = cur == UINT64_MAX ? UINT64_MAX : cur + 1;
-		c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
-		int rc = sync_read(c, rid, 2);
-		if (rc)
-			sync_fail(c, rid, rc);
-		return;
-	}
-	uint64_t first = m->u.sync.first_seq, last = m->u.sync.last_seq;
-	uint64_t from = c->ev_acked;
-	if (from == UINT64_MAX || from > last + 1)
-		from = last + 1;
-	if (first && from < first)
-		from = first;
-	if (from == 0)
-		from = 1;
-	struct subctx *x = calloc(1, sizeof *x);
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_inbox(key, c->id->user, c->id->ulen);
-	if (!x || kl < 0) {
-		free(x);
+	uint64_t from = m->u.sync.start_seq;
+	uint64_t cur = m->u.sync.cursor;
+	struct sub_arg *x = malloc(sizeof *x);
+	if (!x) {
 		sync_fail(c, rid, -PARLEY_ENOMEM);
 		return;
 	}
-	x->lp = c->lp;
-	x->slot = c->slot;
-	x->gen = c->gen;
-	atomic_store(&x->credit, (int64_t)S(c)->lim.event_window);
-	c->ev_next = from;
-	c->ev_acked = from - 1;
-	if (c->cursor_stored < c->ev_acked)
-		c->cursor_stored = c->ev_acked; /* nothing to store yet */
-	/* SYNC_OK goes out before the first EVENT: both are queued on this
-	 * loop, and EVENTs only arrive through later messages. */
-	struct parley_msg ok = {.type = PARLEY_T_SYNC_OK};
-	ok.sync_ok.first_inbox_seq = first;
-	ok.sync_ok.last_inbox_seq = last;
-	ok.sync_ok.start_inbox_seq = from;
-	int rc = pe_subscribe(S(c)->engine, key, (size_t)kl, from, sub_cb, x,
-			      &x->sub);
+	*x = (struct sub_arg){.to = c->sk.ref};
+	struct chat_sub *sub;
+	int rc = chat_inbox_subscribe(S(c)->chat, c->id->user, c->id->ulen, from,
+				      S(c)->lim.event_window, inbox_cb, free, x,
+				      &sub);
 	if (rc) {
 		free(x);
 		sync_fail(c, rid, rc);
 		return;
 	}
-	c->sub = x;
+	c->ev_next = from;
+	c->ev_acked = from - 1;
+	c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
+	if (c->cursor_stored < c->ev_acked)
+		c->cursor_stored = c->ev_acked; /* nothing to store yet */
+	c->sub = sub;
 	c->sync_busy = false;
 	c->inflight--;
+	/* SYNC_OK goes out before the first EVENT: both are queued on this
+	 * loop, and EVENTs only arrive through later messages. */
+	struct parley_msg ok = {.type = PARLEY_T_SYNC_OK};
+	ok.sync_ok.first_inbox_seq = m->u.sync.first_seq;
+	ok.sync_ok.last_inbox_seq = m->u.sync.last_seq;
+	ok.sync_ok.start_inbox_seq = from;
 	conn_send(c, rid, &ok);
 }
 
@@ -1201,59 +1170,40 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 	c->ev_acked = up;
 	c->cursor_dirty = true;
 	c->window_full_ns = 0;
-	sub_grant(c, (int64_t)delta);
+	chat_inbox_grant(c->sub, (int64_t)delta);
 	pump_resolves(c);
 }
 
 /* CONV_OPEN ------------------------------------------------------------------------------ */
 
-struct open_reply {
-	struct loop *lp;
-	uint32_t slot, gen, req_id;
-};
-
 /* Engine thread: the conversation is open (durable) or failed. */
 static void conv_open_cb(void *arg, const struct chat_conv_info *r)
 {
-	struct open_reply *x = arg;
-	struct lmsg *lm;
-	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err), 50,
-			       parley_strerror(r->err));
-	} else {
-		/* a parley_msg holds room for 1024 members: not on the stack */
-		struct parley_msg *m = calloc(1, sizeof *m);
-		lm = NULL;
-		if (m) {
-			m->type = PARLEY_T_CONV;
-			m->conv.conv = (struct parley_str){r->conv, r->conv_len};
-			m->conv.kind = PARLEY_CONV_DIRECT;
-			m->conv.flags = r->created ? PARLEY_CONVF_CREATED : 0;
-			m->conv.last_seq = r->last_seq;
-			m->conv.last_ts_ms = r->last_ts_ms;
-			m->conv.member_count = 2;
-			for (int i = 0; i < 2; i++)
-				m->conv.members[i] = (struct parley_str){
-					r->members[i].p,
-					(uint16_t)r->members[i].len};
-			lm = frame_msg(LM_FRAME, x->req_id, m);
-			free(m);
-		}
-	}
-	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
+	struct reply_ctx *x = arg;
+	/* a parley_msg holds room for 1024 members: not on the stack */
+	struct parley_msg *m = r->err ? NULL : malloc(sizeof *m);
+	if (m)
+		chat_conv_msg(r, m);
+	if (r->err)
+		post_reply(&x->to,
+			   error_msg(x->req_id, wire_code(r->err), 50,
+				     parley_strerror(r->err)),
+			   x->req_id);
+	else
+		post_msg(&x->to, x->req_id,
+			 m ? 0 : -PARLEY_ENOMEM, m);
+	free(m);
 	free(x);
 }
 
 static void req_conv_open(struct conn *c, uint32_t rid,
 			  const struct parley_conv_open *m)
 {
-	struct open_reply *x = malloc(sizeof *x);
+	struct reply_ctx *x = reply_ctx_new(c, rid);
 	if (!x) {
 		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
-	*x = (struct open_reply){.lp = c->lp, .slot = c->slot, .gen = c->gen,
-				 .req_id = rid};
 	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
 				m->peer.p, m->peer.len, conv_open_cb, x);
 	if (rc) {
@@ -1271,183 +1221,19 @@ static void req_conv_open(struct conn *c, uint32_t rid,
 
 /* CONV_LIST ---------------------------------------------------------------------------- */
 
-struct list_ent {
-	uint16_t clen;
-	char conv[250];
-	uint64_t last_seq, last_ts;
-};
-
-struct list_ctx {
-	struct loop *lp;
-	struct pe_engine *e;
-	uint32_t slot, gen, req_id;
-	uint16_t limit;
-	uint16_t ulen;
-	char user[121];
-	atomic_int pending;
-	_Atomic int err;
-	uint32_t n;
-	struct list_ent *ents;
-};
-
-struct list_item_arg {
-	struct list_ctx *x;
-	uint32_t i;
-};
-
-static int list_cmp(const void *a, const void *b)
-{
-	const struct list_ent *x = a, *y = b;
-	if (x->last_ts != y->last_ts)
-		return x->last_ts > y->last_ts ? -1 : 1;
-	if (x->clen != y->clen)
-		return x->clen < y->clen ? -1 : 1;
-	return memcmp(x->conv, y->conv, x->clen);
-}
-
-static void list_finish(struct list_ctx *x)
-{
-	struct lmsg *lm;
-	int err = atomic_load(&x->err);
-	if (err) {
-		lm = error_msg(x->req_id, wire_code(err), 50,
-			       parley_strerror(err));
-	} else {
-		qsort(x->ents, x->n, sizeof *x->ents, list_cmp);
-		struct parley_msg *m = calloc(1, sizeof *m);
-		lm = NULL;
-		if (m) {
-			m->type = PARLEY_T_CONV_LIST_OK;
-			for (uint32_t i = 0; i < x->n && m->conv_list_ok.count < x->limit; i++) {
-				struct list_ent *le = &x->ents[i];
-				struct chat_member mm[2];
-				if (chat_conv_members(le->conv, le->clen, mm) != 2)
-					continue;
-				struct chat_member *peer =
-					mm[0].len == x->ulen &&
-							!memcmp(mm[0].p, x->user, x->ulen)
-						? &mm[1]
-						: &mm[0];
-				struct parley_conv_entry *ce =
-					&m->conv_list_ok.entries[m->conv_list_ok.count++];
-				ce->conv = (struct parley_str){le->conv, le->clen};
-				ce->kind = PARLEY_CONV_DIRECT;
-				ce->last_seq = le->last_seq;
-				ce->last_ts_ms = le->last_ts;
-				ce->member_count = 2;
-				ce->peer = (struct parley_str){peer->p,
-							       (uint16_t)peer->len};
-			}
-			lm = frame_msg(LM_FRAME, x->req_id, m);
-			free(m);
-		}
-	}
-	post_reply(x->lp, x->slot, x->gen, lm, x->req_id);
-	free(x->ents);
-	free(x);
-}
-
-static void list_meta_cb(void *arg, const struct pe_read_result *r)
-{
-	struct list_item_arg *a = arg;
-	struct list_ctx *x = a->x;
-	if (r->err)
-		atomic_store(&x->err, r->err);
-	else if (r->count) {
-		x->ents[a->i].last_seq = r->entries[0].seq;
-		x->ents[a->i].last_ts = r->entries[0].ts_ms;
-	}
-	free(a);
-	if (atomic_fetch_sub(&x->pending, 1) == 1)
-		list_finish(x);
-}
-
-static void list_read_cb(void *arg, const struct pe_read_result *r)
-{
-	struct list_ctx *x = arg;
-	if (r->err) {
-		atomic_store(&x->err, r->err);
-		list_finish(x);
-		return;
-	}
-	x->ents = calloc(r->count ? r->count : 1, sizeof *x->ents);
-	if (!x->ents) {
-		atomic_store(&x->err, -PARLEY_ENOMEM);
-		list_finish(x);
-		return;
-	}
-	for (uint32_t i = 0; i < r->count; i++) {
-		const char *conv;
-		uint16_t clen;
-		if (chat_list_decode(r->entries[i].payload, r->entries[i].len,
-				     &conv, &clen) || clen == 0 || clen > 250)
-			continue;
-		bool dup = false;
-		for (uint32_t j = 0; j < x->n && !dup; j++)
-			dup = x->ents[j].clen == clen &&
-			      !memcmp(x->ents[j].conv, conv, clen);
-		if (dup)
-			continue;
-		x->ents[x->n].clen = clen;
-		memcpy(x->ents[x->n].conv, conv, clen);
-		x->n++;
-	}
-	if (x->n == 0) {
-		list_finish(x);
-		return;
-	}
-	atomic_store(&x->pending, (int)x->n + 1);
-	for (uint32_t i = 0; i < x->n; i++) {
-		char key[CHAT_KEY_CAP];
-		int kl = chat_key_conv(key, x->ents[i].conv, x->ents[i].clen);
-		struct list_item_arg *a = malloc(sizeof *a);
-		if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
-			atomic_store(&x->err, -PARLEY_ENOMEM);
-			if (atomic_fetch_sub(&x->pending, 1) == 1)
-				list_finish(x);
-			continue;
-		}
-		a->x = x;
-		a->i = i;
-		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-					.from = UINT64_MAX, .dir = PE_BACKWARD,
-					.limit = 1};
-		int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, list_meta_cb, a);
-		if (rc) {
-			struct pe_read_result er = {.err = rc};
-			list_meta_cb(a, &er);
-		}
-	}
-	if (atomic_fetch_sub(&x->pending, 1) == 1)
-		list_finish(x);
-}
-
 static void req_conv_list(struct conn *c, uint32_t rid,
 			  const struct parley_conv_list *m)
 {
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_list(key, c->id->user, c->id->ulen);
-	struct list_ctx *x = calloc(1, sizeof *x);
-	if (!x || kl < 0) {
-		free(x);
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	x->lp = c->lp;
-	x->e = S(c)->engine;
-	x->slot = c->slot;
-	x->gen = c->gen;
-	x->req_id = rid;
-	x->limit = m->limit;
-	x->ulen = c->id->ulen;
-	memcpy(x->user, c->id->user, c->id->ulen);
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = PE_MAX_READ};
-	int rc = pe_read(S(c)->engine, &q, list_read_cb, x);
+	struct reply_ctx *x = reply_ctx_new(c, rid);
+	int rc = x ? chat_conv_list(S(c)->chat, c->id->user, c->id->ulen,
+				    m->limit, reply_cb, x)
+		   : -PARLEY_ENOMEM;
 	if (rc) {
 		free(x);
-		conn_error(c, rid, wire_code(rc), false, 50, "server busy");
+		if (rc == -PARLEY_ENOMEM || rc == -PARLEY_EINVAL)
+			conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		else
+			conn_error(c, rid, wire_code(rc), false, 50, "server busy");
 		return;
 	}
 	c->inflight++;
@@ -1664,7 +1450,7 @@ out:
  * AUTH with an 8 KiB token) fits in preauth_max_frame (conn.h invariant 6). */
 static uint32_t conn_max_frame(const struct conn *c)
 {
-	struct srv *s = loop_srv(c->lp);
+	struct srv *s = loop_srv(c->sk.ref.lp);
 	return c->state >= CS_READY ? s->lim.max_frame : s->lim.preauth_max_frame;
 }
 
@@ -1852,6 +1638,8 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		}
 		if (m->u.frame.ack != LM_ACK_NONE) {
 			ack_latency(S(c), m->u.frame.t0_ns);
+			srv_hist_since(&S(c)->stages.send[SRV_SEND_REPLY],
+				       m->u.frame.t_durable_ns, parley_mono_ns());
 			ctr_add(&S(c)->ctr.appends, 1);
 			if (m->u.frame.ack == LM_ACK_DUPLICATE)
 				ctr_add(&S(c)->ctr.duplicates, 1);
@@ -1875,8 +1663,8 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 				   "inbox unavailable, reconnect");
 		}
 		break;
-	case LM_SYNC_STEP:
-		on_sync_step(c, m);
+	case LM_SYNC_DONE:
+		on_sync_done(c, m);
 		break;
 	default:
 		break;

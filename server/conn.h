@@ -31,7 +31,7 @@
  *
  * Invariants
  *   1. Only the owning loop thread touches a struct conn. Engine callbacks
- *      reach it through loop_post() with (slot, gen).
+ *      reach it through lmsg_post() with its struct conn_ref (lmsg.h).
  *   2. Outbound bytes queued <= lim.max_outbound, else the connection is a
  *      slow consumer: GOAWAY SLOW_CONSUMER, then closed (its device resyncs
  *      from its cursor on reconnect).
@@ -41,7 +41,7 @@
  *   4. EVENTs are queued in inbox order without gaps: resolved events that
  *      arrive early wait in `stash` (bounded by event_window + 64).
  *   5. A struct conn is freed only when no SQE of ours references it
- *      (`ops` == 0) and the loop is not iterating it.
+ *      (`sk.ops` == 0) and the loop is not iterating it.
  *   6. Receive: until AUTH_OK a frame may declare at most
  *      lim.preauth_max_frame bytes, after it lim.max_frame; the declared
  *      length is checked on the header, before any of the body is kept
@@ -58,6 +58,10 @@
  * outbound queue and sent by io_uring. So TLS and TCP share one I/O path
  * and one queue bound (the queue holds ciphertext for TLS connections).
  *
+ * The loop sees a connection only through loop_conn.h (struct loop_sock
+ * and the conn_* entry points); this header is conn.c's own (and its
+ * unit test's).
+ *
  * Memory per idle plain-TCP connection: struct conn + one slot pointer
  * (no receive buffer: recv uses the loop's provided buffer ring; no
  * outbound chunk while nothing is queued; ident block after AUTH).
@@ -70,7 +74,7 @@
 
 #include <openssl/ssl.h>
 
-#include "loop.h"
+#include "loop_conn.h"
 #include "ratelimit.h"
 
 enum conn_state {
@@ -91,6 +95,7 @@ struct obuf {             /* one chunk of the outbound queue */
 struct ev_stash {         /* a resolved EVENT not yet queued (early, or queue full) */
 	struct ev_stash *next;
 	uint64_t inbox_seq;
+	uint64_t t_start;        /* its resolution began (stage timing) */
 	uint32_t len;
 	uint8_t data[];
 };
@@ -101,23 +106,16 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 	char device[65];
 };
 
-struct subctx;
+struct chat_sub;
 struct resolve;
 
 struct conn {
-	struct loop *lp;
-	int fd;
-	uint32_t slot, gen;
+	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
 	uint8_t state;           /* enum conn_state */
-	bool is_tls;
-	bool recv_armed;
-	bool send_inflight;
 	bool zstd;               /* negotiated */
 	bool cursor_dirty;
 	bool closing_after_flush;/* fatal error queued: close once flushed */
 	bool sync_busy;          /* SYNC between request and subscribe */
-	bool rx_paused;          /* recv cancelled: memory budget over */
-	uint16_t ops;            /* our SQEs in flight (recv, send) */
 	uint16_t goaway_reason;
 	uint32_t inflight;       /* requests in flight */
 	uint32_t resolving;      /* EVENT reads in flight */
@@ -139,7 +137,7 @@ struct conn {
 	/* identity */
 	struct conn_ident *id;
 	/* inbox delivery */
-	struct subctx *sub;
+	struct chat_sub *sub;    /* inbox subscription (chat.h) */
 	uint64_t ev_next;        /* next inbox_seq to queue */
 	uint64_t ev_acked;       /* device's cursor (EVENT_ACK) */
 	uint64_t cursor_stored;  /* last cursor written to k/ */
@@ -149,34 +147,5 @@ struct conn {
 	bool hs_slot;            /* holds a handshake admission slot */
 	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
 };
-
-/* ---- provided by loop.c ----------------------------------------------------- */
-struct srv *loop_srv(struct loop *lp);
-unsigned loop_index(struct loop *lp);
-/* Make sure a send is in flight if the queue holds bytes. */
-void loop_conn_kick(struct conn *c);
-/* Start closing: shutdown(2) + cancel; conn_free runs when ops == 0. */
-void loop_conn_close(struct conn *c, const char *why);
-/* A per-loop scratch buffer of PARLEY_PROTO_MAX_FRAME_HARD bytes. */
-uint8_t *loop_scratch(struct loop *lp);
-
-/* ---- provided by conn.c -------------------------------------------------------- */
-struct conn *conn_new(struct loop *lp, int fd, bool tls, uint32_t slot,
-		      uint32_t gen);
-/* Bytes received from the socket (ciphertext for TLS). */
-void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n);
-/* A send of n bytes completed (n <= bytes at the queue's head). */
-void conn_on_sent(struct conn *c, uint32_t n);
-/* A posted message for this connection. The loop frees m afterwards. */
-void conn_on_msg(struct conn *c, struct lmsg *m);
-/* Timers, ~10 times a second. */
-void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms);
-/* Server drain: GOAWAY DRAIN, stop taking requests. */
-void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
-		const char *text);
-/* Called once when CLOSING begins (unsubscribe, store cursor). */
-void conn_on_close(struct conn *c);
-/* Frees everything; the loop has no more references. */
-void conn_free(struct conn *c);
 
 #endif /* PARLEYD_CONN_H */

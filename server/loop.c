@@ -2,7 +2,9 @@
  * loop.c — one io_uring event loop: listeners, connection slots, receive
  * through a provided buffer ring, sends, timers and the MPSC message list.
  * The design is described in loop.h; the connection state machine in
- * conn.h.
+ * conn.h. A connection is opaque here: the loop keeps its transport state
+ * in the struct loop_sock it embeds and calls the conn_* entry points of
+ * loop_conn.h (never conn.h).
  *
  * user_data layout of our SQEs: op (8 bits) | slot (24 bits) | gen (32
  * bits). A CQE whose (slot, gen) no longer names a live connection cannot
@@ -35,7 +37,8 @@
 
 #include <liburing.h>
 
-#include "conn.h"
+#include "loop.h"
+#include "loop_conn.h"
 #include "parley_proto.h"
 
 #define LOOP_RING_DEPTH 1024u
@@ -93,32 +96,17 @@ struct loop {
 	bool rx_paused;          /* memory budget over: no connection reads */
 	uint64_t drain_deadline_ns;
 	uint8_t *scratch;
+	/* connections whose send starts at the end of this round: at most
+	 * one entry each (loop_sock.kick_queued), so <= the slots in use */
+	struct kick { uint32_t slot, gen; } *kq;
+	uint32_t kq_n, kq_cap;
 };
 
 #define NO_SLOT UINT32_MAX
 
-const double srv_ack_lat_bounds_s[10] = {0.0001, 0.00025, 0.0005, 0.001,
-					 0.0025, 0.005, 0.01, 0.025,
-					 0.05, 0.1};
-
-struct lmsg *lmsg_new(uint16_t kind, uint32_t len)
-{
-	struct lmsg *m = malloc(sizeof *m + len);
-	if (!m)
-		return NULL;
-	memset(m, 0, sizeof *m);
-	m->kind = kind;
-	m->len = len;
-	return m;
-}
-
 struct srv *loop_srv(struct loop *lp)
 {
 	return lp->s;
-}
-unsigned loop_index(struct loop *lp)
-{
-	return lp->idx;
 }
 uint8_t *loop_scratch(struct loop *lp)
 {
@@ -321,6 +309,7 @@ void loop_free(struct loop *lp)
 	free(lp->bufs);
 	free(lp->br);
 	free(lp->slots);
+	free(lp->kq);
 	pthread_mutex_destroy(&lp->mu);
 	free(lp);
 }
@@ -391,55 +380,82 @@ static struct conn *slot_conn(struct loop *lp, uint32_t slot, uint32_t gen)
 
 static void arm_recv(struct loop *lp, struct conn *c)
 {
+	struct loop_sock *k = conn_sock(c);
 	struct io_uring_sqe *sqe = get_sqe(lp);
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	io_uring_prep_recv_multishot(sqe, k->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = LOOP_BGID;
-	io_uring_sqe_set_data64(sqe, UD(OP_RECV, c->slot, c->gen));
-	c->recv_armed = true;
-	c->ops++;
+	io_uring_sqe_set_data64(sqe, UD(OP_RECV, k->ref.slot, k->ref.gen));
+	k->recv_armed = true;
+	k->ops++;
 }
 
+/* Starts a send of the bytes at the head of c's outbound queue, if none
+ * is in flight. */
+static void send_start(struct conn *c)
+{
+	struct loop_sock *k = conn_sock(c);
+	const uint8_t *p;
+	uint32_t n;
+	if (k->send_inflight || k->closing || !(n = conn_out_peek(c, &p)))
+		return;
+	struct io_uring_sqe *sqe = get_sqe(k->ref.lp);
+	io_uring_prep_send(sqe, k->fd, p, n, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(OP_SEND, k->ref.slot, k->ref.gen));
+	k->send_inflight = true;
+	k->ops++;
+}
+
+/* Batched writes: the send starts in loop_kicks_run, at the end of the
+ * round, after every frame of the round is queued. */
 void loop_conn_kick(struct conn *c)
 {
-	struct loop *lp = c->lp;
-	if (c->send_inflight || !c->oq_head || c->state == CS_CLOSING)
+	struct loop_sock *k = conn_sock(c);
+	struct loop *lp = k->ref.lp;
+	if (k->kick_queued || k->send_inflight || k->closing)
 		return;
-	struct obuf *b = c->oq_head;
-	struct io_uring_sqe *sqe = get_sqe(lp);
-	io_uring_prep_send(sqe, c->fd, b->data + b->off, b->len - b->off,
-			   MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, UD(OP_SEND, c->slot, c->gen));
-	c->send_inflight = true;
-	c->ops++;
+	if (lp->kq_n == lp->kq_cap) {
+		uint32_t nc = lp->kq_cap ? lp->kq_cap * 2 : 64;
+		struct kick *nk = realloc(lp->kq, nc * sizeof *nk);
+		if (!nk) { /* no room to defer: send now */
+			send_start(c);
+			return;
+		}
+		lp->kq = nk;
+		lp->kq_cap = nc;
+	}
+	lp->kq[lp->kq_n++] = (struct kick){k->ref.slot, k->ref.gen};
+	k->kick_queued = true;
 }
 
 void loop_conn_close(struct conn *c, const char *why)
 {
-	struct loop *lp = c->lp;
-	if (c->state == CS_CLOSING)
+	struct loop_sock *k = conn_sock(c);
+	struct loop *lp = k->ref.lp;
+	if (k->closing)
 		return;
 	PLOG_D("loop", "closing connection", "loop=%u slot=%u why=\"%s\"",
-	       lp->idx, c->slot, why);
+	       lp->idx, k->ref.slot, why);
+	k->closing = true;
 	conn_on_close(c);
-	c->state = CS_CLOSING;
 	/* shutdown(2) completes a pending recv with EOF and fails sends; the
 	 * cancel covers a recv the kernel has not started. */
-	shutdown(c->fd, SHUT_RDWR);
-	if (c->recv_armed) {
+	shutdown(k->fd, SHUT_RDWR);
+	if (k->recv_armed) {
 		struct io_uring_sqe *sqe = get_sqe(lp);
-		io_uring_prep_cancel64(sqe, UD(OP_RECV, c->slot, c->gen), 0);
+		io_uring_prep_cancel64(sqe, UD(OP_RECV, k->ref.slot, k->ref.gen), 0);
 		io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
 	}
 }
 
-/* Frees a CLOSING connection once the kernel holds nothing of it. */
+/* Frees a closing connection once the kernel holds nothing of it. */
 static void conn_maybe_free(struct loop *lp, struct conn *c)
 {
-	if (c->state != CS_CLOSING || c->ops)
+	struct loop_sock *k = conn_sock(c);
+	if (!k->closing || k->ops)
 		return;
-	uint32_t slot = c->slot;
-	close(c->fd);
+	uint32_t slot = k->ref.slot;
+	close(k->fd);
 	conn_free(c);
 	lp->slots[slot].c = NULL;
 	lp->slots[slot].gen++;
@@ -491,11 +507,11 @@ static void on_accept(struct loop *lp, unsigned li, int res, unsigned flags)
 	atomic_fetch_add_explicit(&s->ctr.conns_open, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->ctr.conns_accepted, 1,
 				  memory_order_relaxed);
-	if (c->is_tls)
+	if (lp->ls[li].tls)
 		atomic_fetch_add_explicit(&s->ctr.conns_tls, 1,
 					  memory_order_relaxed);
 	if (lp->rx_paused)
-		c->rx_paused = true; /* on_tick arms it once the budget recovers */
+		conn_sock(c)->rx_paused = true; /* on_tick arms it once the budget recovers */
 	else
 		arm_recv(lp, c);
 }
@@ -516,14 +532,15 @@ static void budget_sample(struct srv *s)
  * budget has recovered. TCP flow control then slows the client down. */
 static void pause_recv(struct loop *lp, struct conn *c)
 {
-	if (c->rx_paused || c->state == CS_CLOSING)
+	struct loop_sock *k = conn_sock(c);
+	if (k->rx_paused || k->closing)
 		return;
-	c->rx_paused = true;
+	k->rx_paused = true;
 	atomic_fetch_add_explicit(&lp->s->ctr.recv_paused, 1,
 				  memory_order_relaxed);
-	if (c->recv_armed) {
+	if (k->recv_armed) {
 		struct io_uring_sqe *sqe = get_sqe(lp);
-		io_uring_prep_cancel64(sqe, UD(OP_RECV, c->slot, c->gen), 0);
+		io_uring_prep_cancel64(sqe, UD(OP_RECV, k->ref.slot, k->ref.gen), 0);
 		io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
 	}
 }
@@ -556,15 +573,16 @@ static void recycle_buf(struct loop *lp, unsigned bid)
 
 static void on_recv(struct loop *lp, struct conn *c, int res, unsigned flags)
 {
+	struct loop_sock *k = conn_sock(c);
 	bool more = flags & IORING_CQE_F_MORE;
 	if (!more) {
-		c->recv_armed = false;
-		c->ops--;
+		k->recv_armed = false;
+		k->ops--;
 	}
 	if (res > 0) {
 		PARLEY_ASSERT(flags & IORING_CQE_F_BUFFER);
 		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-		if (c->state != CS_CLOSING) {
+		if (!k->closing) {
 			atomic_fetch_add_explicit(&lp->s->ctr.bytes_in,
 						  (uint64_t)res,
 						  memory_order_relaxed);
@@ -573,27 +591,28 @@ static void on_recv(struct loop *lp, struct conn *c, int res, unsigned flags)
 		}
 		recycle_buf(lp, bid);
 		budget_sample(lp->s);
-		if (c->state != CS_CLOSING && membudget_over(&lp->s->mem))
+		if (!k->closing && membudget_over(&lp->s->mem))
 			loop_pause_all(lp);
-		if (!more && c->state != CS_CLOSING && !c->rx_paused)
+		if (!more && !k->closing && !k->rx_paused)
 			arm_recv(lp, c);
 		return;
 	}
-	if (res == -ECANCELED && c->rx_paused)
+	if (res == -ECANCELED && k->rx_paused)
 		return; /* our pause_recv: on_tick re-arms */
 	if (res == -ENOBUFS) {
 		/* every provided buffer is in use: conn_tick re-arms shortly */
 		return;
 	}
-	if (c->state != CS_CLOSING)
+	if (!k->closing)
 		loop_conn_close(c, res == 0 ? "eof" : "recv error");
 }
 
 static void on_send(struct loop *lp, struct conn *c, int res)
 {
-	c->ops--;
-	c->send_inflight = false;
-	if (c->state == CS_CLOSING)
+	struct loop_sock *k = conn_sock(c);
+	k->ops--;
+	k->send_inflight = false;
+	if (k->closing)
 		return;
 	if (res < 0) {
 		loop_conn_close(c, "send error");
@@ -603,6 +622,19 @@ static void on_send(struct loop *lp, struct conn *c, int res)
 				  memory_order_relaxed);
 	conn_on_sent(c, (uint32_t)res);
 	loop_conn_kick(c);
+}
+
+/* Starts the sends the round asked for (loop_conn_kick). */
+static void loop_kicks_run(struct loop *lp)
+{
+	for (uint32_t i = 0; i < lp->kq_n; i++) {
+		struct conn *c = slot_conn(lp, lp->kq[i].slot, lp->kq[i].gen);
+		if (!c)
+			continue; /* closed and freed since */
+		conn_sock(c)->kick_queued = false;
+		send_start(c);
+	}
+	lp->kq_n = 0;
 }
 
 /* ---- drain / stop ------------------------------------------------------------------ */
@@ -646,7 +678,7 @@ static void drain_msgs(struct loop *lp)
 			loop_begin_stop(lp);
 		} else {
 			struct conn *c = slot_conn(lp, m->slot, m->gen);
-			if (c && c->state != CS_CLOSING) {
+			if (c && !conn_sock(c)->closing) {
 				conn_on_msg(c, m);
 				conn_maybe_free(lp, c);
 			}
@@ -672,15 +704,13 @@ static void on_tick(struct loop *lp)
 		struct conn *c = lp->slots[i].c;
 		if (!c)
 			continue;
-		if (c->rx_paused) /* we are not reading it: not idle */
-			c->last_rx_ns = now_ns;
+		struct loop_sock *k = conn_sock(c);
 		if (force)
 			loop_conn_close(c, "drain deadline");
 		else
 			conn_tick(c, now_ns, now_ms);
-		if (c->state != CS_CLOSING && !c->recv_armed &&
-		    (!c->rx_paused || !over)) {
-			c->rx_paused = false;
+		if (!k->closing && !k->recv_armed && (!k->rx_paused || !over)) {
+			k->rx_paused = false;
 			arm_recv(lp, c);
 		}
 		conn_maybe_free(lp, c);
@@ -739,6 +769,7 @@ void *loop_main(void *arg)
 		}
 		io_uring_cq_advance(&lp->ring, seen);
 		drain_msgs(lp);
+		loop_kicks_run(lp);
 	}
 	PLOG_I("loop", "stopped", "loop=%u", lp->idx);
 	return NULL;

@@ -5,7 +5,10 @@
 # written); parleyd links parley_server_support too when it exists.
 add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_read.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_list.c
   ${CMAKE_CURRENT_LIST_DIR}/errmap.c
+  ${CMAKE_CURRENT_LIST_DIR}/srv.c
   ${CMAKE_CURRENT_LIST_DIR}/loop.c
   ${CMAKE_CURRENT_LIST_DIR}/conn.c
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c

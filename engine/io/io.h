@@ -148,4 +148,14 @@ int pio_file_publish(struct pio *io, const char *dir, const char *tmp,
 		     const char *path);
 int pio_file_remove(struct pio *io, const char *dir, const char *path);
 
+/*
+ * pio_dir_ensure: mkdir(path) if absent, then fsync its parent directory,
+ * so the directory's entry survives a power loss. The parent is synced
+ * also when the directory already existed: a previous run may have died
+ * (kill -9) after the mkdir and before any sync, leaving the entry only in
+ * the page cache, and what this run writes inside must not depend on it.
+ * Returns 0 or a negative errno; any thread.
+ */
+int pio_dir_ensure(struct pio *io, const char *path);
+
 #endif /* PARLEY_ENGINE_IO_H */

@@ -3,11 +3,14 @@
  * the single implementation of "write a temp file, fdatasync it, rename it
  * over the final name, fsync the directory" used by the MANIFEST, the
  * HISTORY manifest, dictionaries, segments, WAL spares, the WAL's
- * high-water mark and Raft's HARDSTATE; and its counterpart for removal.
+ * high-water mark and Raft's HARDSTATE; its counterpart for removal; and
+ * the one way a directory is made to exist durably (pio_dir_ensure).
  *
  * Threads: any; the backend's synchronous operations only.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "io.h"
 #include "parley_common.h"
@@ -58,4 +61,24 @@ int pio_file_remove(struct pio *io, const char *dir, const char *path)
 	if (rc)
 		return rc;
 	return io->ops->fsync_dir(io, dir);
+}
+
+int pio_dir_ensure(struct pio *io, const char *path)
+{
+	int rc = io->ops->mkdir(io, path);
+	if (rc && rc != -EEXIST)
+		return rc;
+	/* The parent: "/" for "/x", "." for "x", else everything before the
+	 * last '/'. */
+	char parent[1024];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(parent, sizeof parent, ".");
+	else if (slash == path)
+		snprintf(parent, sizeof parent, "/");
+	else if ((size_t)(slash - path) < sizeof parent)
+		snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+	else
+		return -ENAMETOOLONG;
+	return io->ops->fsync_dir(io, parent);
 }

@@ -16,6 +16,13 @@
  *     an fsync of the file or directory; the real-disk crash tests cover
  *     that.) truncate changes cur and dur alike.
  *   - An unlinked file stays alive while a handle refers to it (POSIX).
+ *   - STRICT DIRECTORIES (opt-in, pio_mem_strict_dirs): namespace changes
+ *     (create, mkdir, rename, unlink) are not durable until an fsync_dir
+ *     of the directory they change (for a rename: the target's); a crash
+ *     undoes the others, newest first, as a power loss on a POSIX file
+ *     system may. Undoing a mkdir takes everything under the directory
+ *     with it (unreachable without its entry). Each change is kept in an
+ *     undo journal (which pins the nodes it names) until it is durable.
  *
  * Invariants per file:
  *   1. dur_len <= cur_len.
@@ -35,7 +42,10 @@
  * fail with -EIO or -ENOSPC, the next `count` file fdatasyncs (sync and
  * ring) fail with -EIO. A failed write changes nothing; a failed fsync
  * makes nothing durable. fsync_dir is not a fault target. EIO is checked
- * before ENOSPC when both are armed.
+ * before ENOSPC when both are armed. pio_mem_fault_scope narrows the
+ * armed faults to files whose path contains a given string (say "/wal/" or
+ * "/hist/"), so a test can aim them at one writer among several threads;
+ * writes and fsyncs of other files neither fail nor use up the count.
  *
  * Ring: ops are queued and executed in order inside ring_wait, so
  * completion order is submission order and runs are deterministic. A failed
@@ -65,6 +75,7 @@ struct mem_node {
 	bool is_dir;
 	bool linked;      /* present in the namespace */
 	unsigned refs;    /* open handles */
+	unsigned pins;    /* undo journal entries naming it */
 	uint8_t *cur, *dur;
 	size_t cur_len, cur_cap, dur_len, dur_cap;
 	size_t dlo, dhi;  /* dirty range, invariant 2 */
@@ -110,8 +121,23 @@ struct mem_io {
 	struct pio_file *handles;
 	struct pio_ring *rings;
 	uint32_t fault_write_eio, fault_fsync_eio, fault_enospc;
+	char *fault_scope; /* NULL = faults hit every file, else only paths
+			      containing this (pio_mem_fault_scope) */
 	struct mem_lock *locks;
 	int64_t next_lock;
+	bool strict_dirs;
+	struct mem_undo *undo, **undo_tail; /* oldest first */
+};
+
+/* A namespace change not yet durable (strict directories). */
+enum mem_undo_kind { MEM_U_CREATE, MEM_U_MKDIR, MEM_U_RENAME, MEM_U_UNLINK };
+struct mem_undo {
+	enum mem_undo_kind kind;
+	char *dir;                /* its fsync_dir makes the change durable */
+	struct mem_node *node;    /* created / renamed / unlinked node */
+	char *old_path;           /* rename: where it was */
+	struct mem_node *replaced;/* rename: the target it replaced, or NULL */
+	struct mem_undo *next;
 };
 
 /* A held directory lock (the in-memory twin of flock on <dir>/LOCK). */
@@ -232,9 +258,140 @@ static void mem_node_free(struct mem_node *n)
 static void mem_node_drop(struct mem_io *m, struct mem_node *n)
 {
 	n->linked = false;
-	if (n->refs == 0) {
+	if (n->refs == 0 && n->pins == 0) {
 		mem_node_unlink_from_list(m, n);
 		mem_node_free(n);
+	}
+}
+
+/* ---- strict directories: the undo journal (mutex held) ------------------- */
+
+static char *mem_parent_dup(const char *p)
+{
+	size_t pl = mem_parent_len(p);
+	char *d = malloc(pl + 1);
+	if (d) {
+		memcpy(d, p, pl);
+		d[pl] = 0;
+	}
+	return d;
+}
+
+static void mem_unpin(struct mem_io *m, struct mem_node *n)
+{
+	if (!n)
+		return;
+	PARLEY_ASSERT(n->pins > 0);
+	n->pins--;
+	if (!n->pins && !n->refs && !n->linked) {
+		mem_node_unlink_from_list(m, n);
+		mem_node_free(n);
+	}
+}
+
+static void mem_undo_free(struct mem_io *m, struct mem_undo *u)
+{
+	mem_unpin(m, u->node);
+	mem_unpin(m, u->replaced);
+	free(u->dir);
+	free(u->old_path);
+	free(u);
+}
+
+/* Records a change of `path`'s directory (strict mode only). Out of
+ * memory aborts: silently making a change durable would hide bugs. */
+static void mem_journal(struct mem_io *m, enum mem_undo_kind kind,
+			const char *path, struct mem_node *node,
+			const char *old_path, struct mem_node *replaced)
+{
+	if (!m->strict_dirs)
+		return;
+	struct mem_undo *u = calloc(1, sizeof *u);
+	PARLEY_ASSERT(u);
+	u->kind = kind;
+	u->dir = mem_parent_dup(path);
+	u->old_path = old_path ? strdup(old_path) : NULL;
+	PARLEY_ASSERT(u->dir && (!old_path || u->old_path));
+	u->node = node;
+	node->pins++;
+	u->replaced = replaced;
+	if (replaced)
+		replaced->pins++;
+	if (!m->undo_tail)
+		m->undo_tail = &m->undo;
+	*m->undo_tail = u;
+	m->undo_tail = &u->next;
+}
+
+/* fsync_dir(dir): its changes are durable. */
+static void mem_journal_sync(struct mem_io *m, const char *dir)
+{
+	struct mem_undo **pp = &m->undo;
+	m->undo_tail = &m->undo;
+	while (*pp) {
+		struct mem_undo *u = *pp;
+		bool root = mem_is_root(dir) && mem_is_root(u->dir);
+		if (root || !strcmp(u->dir, dir)) {
+			*pp = u->next;
+			mem_undo_free(m, u);
+		} else {
+			pp = &u->next;
+			m->undo_tail = pp;
+		}
+	}
+}
+
+static void mem_journal_sync_all(struct mem_io *m)
+{
+	while (m->undo) {
+		struct mem_undo *u = m->undo;
+		m->undo = u->next;
+		mem_undo_free(m, u);
+	}
+	m->undo_tail = &m->undo;
+}
+
+/* Crash: undo what is not durable, newest first. */
+static void mem_journal_crash(struct mem_io *m)
+{
+	/* reverse the list, then undo in that order */
+	struct mem_undo *rev = NULL;
+	while (m->undo) {
+		struct mem_undo *u = m->undo;
+		m->undo = u->next;
+		u->next = rev;
+		rev = u;
+	}
+	m->undo_tail = &m->undo;
+	while (rev) {
+		struct mem_undo *u = rev;
+		rev = u->next;
+		struct mem_node *n = u->node;
+		switch (u->kind) {
+		case MEM_U_CREATE:
+			n->linked = false;
+			break;
+		case MEM_U_MKDIR: {
+			size_t l = strlen(n->path);
+			for (struct mem_node *c = m->nodes; c; c = c->next)
+				if (c->linked && !strncmp(c->path, n->path, l) &&
+				    c->path[l] == '/')
+					c->linked = false;
+			n->linked = false;
+			break;
+		}
+		case MEM_U_RENAME:
+			free(n->path);
+			n->path = u->old_path;
+			u->old_path = NULL;
+			if (u->replaced)
+				u->replaced->linked = true;
+			break;
+		case MEM_U_UNLINK:
+			n->linked = true;
+			break;
+		}
+		mem_undo_free(m, u); /* frees what is now unlinked and unused */
 	}
 }
 
@@ -271,8 +428,15 @@ static void mem_mark_dirty(struct mem_node *n, size_t lo, size_t hi)
 
 /* ---- file data (mutex held) ------------------------------------------------ */
 
-static int mem_take_write_fault(struct mem_io *m)
+static bool mem_in_scope(const struct mem_io *m, const struct mem_node *n)
 {
+	return !m->fault_scope || strstr(n->path, m->fault_scope);
+}
+
+static int mem_take_write_fault(struct mem_io *m, const struct mem_node *n)
+{
+	if (!mem_in_scope(m, n))
+		return 0;
 	if (m->fault_write_eio) {
 		m->fault_write_eio--;
 		return -EIO;
@@ -287,7 +451,7 @@ static int mem_take_write_fault(struct mem_io *m)
 static int mem_do_write(struct mem_io *m, struct mem_node *n, const void *buf,
 			size_t len, uint64_t off)
 {
-	int rc = mem_take_write_fault(m);
+	int rc = mem_take_write_fault(m, n);
 	if (rc)
 		return rc;
 	if (len == 0)
@@ -312,7 +476,7 @@ static int mem_do_write(struct mem_io *m, struct mem_node *n, const void *buf,
 
 static int mem_do_fsync(struct mem_io *m, struct mem_node *n)
 {
-	if (m->fault_fsync_eio) {
+	if (m->fault_fsync_eio && mem_in_scope(m, n)) {
 		m->fault_fsync_eio--;
 		return -EIO;
 	}
@@ -360,6 +524,8 @@ static int mem_open(struct pio *io, const char *path, int flags,
 			n = mem_node_new(m, p, false);
 			if (!n)
 				rc = -ENOMEM;
+			else
+				mem_journal(m, MEM_U_CREATE, p, n, NULL, NULL);
 		}
 	}
 	if (rc == 0) {
@@ -393,7 +559,7 @@ static void mem_close(struct pio *io, struct pio_file *f)
 	struct mem_node *n = f->n;
 	PARLEY_ASSERT(n->refs > 0);
 	n->refs--;
-	if (n->refs == 0 && !n->linked) {
+	if (n->refs == 0 && n->pins == 0 && !n->linked) {
 		mem_node_unlink_from_list(m, n);
 		mem_node_free(n);
 	}
@@ -502,6 +668,7 @@ static int mem_rename(struct pio *io, const char *from, const char *to)
 		if (!np) {
 			rc = -ENOMEM;
 		} else {
+			mem_journal(m, MEM_U_RENAME, pt, src, pf, dst);
 			if (dst)
 				mem_node_drop(m, dst);
 			free(src->path);
@@ -527,8 +694,10 @@ static int mem_unlink(struct pio *io, const char *path)
 		rc = mem_is_root(p) ? -EISDIR : -ENOENT;
 	else if (n->is_dir)
 		rc = -EISDIR;
-	else
+	else {
+		mem_journal(m, MEM_U_UNLINK, p, n, NULL, NULL);
 		mem_node_drop(m, n);
+	}
 	pthread_mutex_unlock(&m->mu);
 	free(p);
 	return rc;
@@ -544,8 +713,13 @@ static int mem_mkdir(struct pio *io, const char *path)
 	pthread_mutex_lock(&m->mu);
 	if (mem_is_root(p) || mem_find(m, p))
 		rc = -EEXIST;
-	else if ((rc = mem_parent_ok(m, p)) == 0 && !mem_node_new(m, p, true))
-		rc = -ENOMEM;
+	else if ((rc = mem_parent_ok(m, p)) == 0) {
+		struct mem_node *d = mem_node_new(m, p, true);
+		if (!d)
+			rc = -ENOMEM;
+		else
+			mem_journal(m, MEM_U_MKDIR, p, d, NULL, NULL);
+	}
 	pthread_mutex_unlock(&m->mu);
 	free(p);
 	return rc;
@@ -566,6 +740,8 @@ static int mem_fsync_dir(struct pio *io, const char *path)
 		else if (!n->is_dir)
 			rc = -ENOTDIR;
 	}
+	if (rc == 0)
+		mem_journal_sync(m, p);
 	pthread_mutex_unlock(&m->mu);
 	free(p);
 	return rc;
@@ -884,6 +1060,13 @@ static void mem_destroy(struct pio *io)
 	}
 	if (m->rings)
 		PLOG_W("io_mem", "pio_free with rings not freed", "%s", "");
+	while (m->undo) {
+		struct mem_undo *u = m->undo;
+		m->undo = u->next;
+		free(u->dir);
+		free(u->old_path);
+		free(u); /* nodes are all freed below */
+	}
 	while (m->handles) {
 		struct pio_file *f = m->handles;
 		m->handles = f->next;
@@ -894,6 +1077,7 @@ static void mem_destroy(struct pio *io)
 		m->nodes = n->next;
 		mem_node_free(n);
 	}
+	free(m->fault_scope);
 	pthread_mutex_destroy(&m->mu);
 	free(m);
 }
@@ -961,6 +1145,31 @@ void pio_mem_inject(struct pio *io, enum pio_mem_fault f, uint32_t count)
 	pthread_mutex_unlock(&m->mu);
 }
 
+void pio_mem_strict_dirs(struct pio *io, bool on)
+{
+	if (!is_mem(io))
+		return;
+	struct mem_io *m = mem_of(io);
+	pthread_mutex_lock(&m->mu);
+	m->strict_dirs = on;
+	if (!on)
+		mem_journal_sync_all(m);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void pio_mem_fault_scope(struct pio *io, const char *substr)
+{
+	if (!is_mem(io))
+		return;
+	struct mem_io *m = mem_of(io);
+	char *c = substr && *substr ? strdup(substr) : NULL;
+	PARLEY_ASSERT(!substr || !*substr || c);
+	pthread_mutex_lock(&m->mu);
+	free(m->fault_scope);
+	m->fault_scope = c;
+	pthread_mutex_unlock(&m->mu);
+}
+
 void pio_mem_crash(struct pio *io, bool tear)
 {
 	if (!is_mem(io))
@@ -973,6 +1182,7 @@ void pio_mem_crash(struct pio *io, bool tear)
 		r->nops = 0;
 		r->chead = r->ctail = 0;
 	}
+	mem_journal_crash(m);
 	for (struct mem_node *n = m->nodes; n; n = n->next) {
 		if (n->is_dir || n->dlo == n->dhi)
 			continue;

@@ -330,6 +330,7 @@ struct scan_out {
 	uint32_t max_batch;
 	bool eof;           /* the log ran into the end of the file */
 	bool sealed;        /* a seal record ends it */
+	uint64_t torn_at;   /* a torn tail's first byte, or 0 */
 };
 
 /* why + ", file cut to N bytes (created M): bytes N..M missing" when the
@@ -416,6 +417,7 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 				/* torn tail: never acknowledged (unless the
 				 * file was cut here: the caller judges) */
 				so->eof = off + WAL_REC_HDR + len > size;
+				so->torn_at = off;
 				break;
 			}
 			why_cut(why, sizeof why, bad, size, so->created);
@@ -1235,8 +1237,8 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 
 	int rc = 0;
 	if (!read_only) {
-		rc = io->ops->mkdir(io, dir);
-		if (rc && rc != -EEXIST) {
+		rc = pio_dir_ensure(io, dir); /* its entry durable, too */
+		if (rc) {
 			wal_close(w);
 			return rc;
 		}
@@ -1428,6 +1430,20 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * zeros again after the log, as a pre-zeroed segment has */
 		if (!rc && restore_size)
 			rc = io->ops->truncate(io, w->seg, restore_size);
+		/* A torn record that starts inside a block would outlive the
+		 * next batch, which starts at the following block boundary:
+		 * the next recovery would then find a bad record followed by
+		 * a later batch, which is what corruption looks like. Zero
+		 * from the torn record to the boundary (the bytes before it
+		 * are rewritten unchanged, sector by sector) and let the
+		 * fdatasync below make that durable before anything new is
+		 * written after it. */
+		uint64_t torn = last_so.torn_at;
+		if (!rc && torn % WAL_BLOCK && align_up(torn, WAL_BLOCK) <= tail) {
+			static const uint8_t zeros[WAL_BLOCK];
+			rc = io->ops->pwrite(io, w->seg, zeros,
+					     align_up(torn, WAL_BLOCK) - torn, torn);
+		}
 		if (!rc) /* make what we replayed durable before serving it */
 			rc = io->ops->fdatasync(io, w->seg);
 		w->seg_seq = last_seq;

@@ -9,3 +9,11 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_sim
                  LABELS sim TIMEOUT 900)
 set_tests_properties(sim_test_sim_long PROPERTIES LABELS "sim;long"
                      TIMEOUT 7200)
+# The engine simulator (engine_sim.c): the real engine on the in-memory
+# backend under a seeded workload with crashes and disk faults.
+# test_engine_sim: a bounded number of seeds (make test);
+# test_engine_sim_long: many more (label "long", make test-long).
+# PARLEY_ESIM_SEED=<n> replays one seed.
+target_sources(parley_sim PRIVATE ${CMAKE_CURRENT_LIST_DIR}/engine_sim.c)
+set_tests_properties(sim_test_engine_sim_long PROPERTIES LABELS "sim;long"
+                     TIMEOUT 7200)

@@ -277,6 +277,88 @@ Test(io_mem, faults_sync_path)
 	io->ops->close(io, f);
 }
 
+Test(io_mem, fault_scope_aims_at_matching_paths)
+{
+	struct pio_file *w = open_file("/d/wal-1", PIO_CREATE);
+	struct pio_file *h = open_file("/d/seg-1", PIO_CREATE);
+	pio_mem_fault_scope(io, "/wal-");
+	pio_mem_inject(io, PIO_FAULT_WRITE_EIO, 1);
+	pio_mem_inject(io, PIO_FAULT_FSYNC_EIO, 1);
+	/* other files neither fail nor use the counts up */
+	cr_assert_eq(io->ops->pwrite(io, h, "h", 1, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, h), 0);
+	cr_assert_eq(io->ops->pwrite(io, w, "w", 1, 0), -EIO);
+	cr_assert_eq(io->ops->pwrite(io, w, "w", 1, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, w), -EIO);
+	cr_assert_eq(io->ops->fdatasync(io, w), 0);
+	pio_mem_fault_scope(io, NULL);
+	pio_mem_inject(io, PIO_FAULT_ENOSPC, 1);
+	cr_assert_eq(io->ops->pwrite(io, h, "h", 1, 1), -ENOSPC);
+	io->ops->close(io, w);
+	io->ops->close(io, h);
+}
+
+/* Strict directories: a namespace change survives a crash only after an
+ * fsync of its directory; the rest is undone, newest first. */
+Test(io_mem, strict_dirs_undo_unsynced_namespace_changes)
+{
+	cr_assert_eq(io->ops->fsync_dir(io, "/"), 0); /* "/d" is durable */
+	pio_mem_strict_dirs(io, true);
+	/* create: gone unless the directory was synced */
+	struct pio_file *f = open_file("/d/kept", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, f, "k", 1, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	cr_assert_eq(io->ops->fsync_dir(io, "/d"), 0);
+	io->ops->close(io, f);
+	f = open_file("/d/lost", PIO_CREATE);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0); /* the file, not its entry */
+	io->ops->close(io, f);
+	/* tmp -> final rename over an existing file, not synced */
+	f = open_file("/d/tmp", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, f, "new", 3, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	io->ops->close(io, f);
+	cr_assert_eq(io->ops->rename(io, "/d/tmp", "/d/kept"), 0);
+	/* a new directory with a synced file in it, parent not synced */
+	cr_assert_eq(io->ops->mkdir(io, "/d/sub"), 0);
+	f = open_file("/d/sub/x", PIO_CREATE);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	cr_assert_eq(io->ops->fsync_dir(io, "/d/sub"), 0);
+	io->ops->close(io, f);
+	pio_mem_crash(io, false);
+	cr_assert_eq(pio_mem_file_size(io, "/d/lost"), -ENOENT);
+	cr_assert_eq(pio_mem_file_size(io, "/d/tmp"), -ENOENT,
+		     "rename undone, and the tmp's create too");
+	cr_assert_eq(pio_mem_file_size(io, "/d/kept"), 1, "old file back");
+	cr_assert_eq(pio_mem_file_size(io, "/d/sub/x"), -ENOENT,
+		     "a directory's entry lost takes its files along");
+	/* unlink: undone until synced; then durable */
+	cr_assert_eq(io->ops->unlink(io, "/d/kept"), 0);
+	pio_mem_crash(io, false);
+	cr_assert_eq(pio_mem_file_size(io, "/d/kept"), 1, "unlink undone");
+	cr_assert_eq(io->ops->unlink(io, "/d/kept"), 0);
+	cr_assert_eq(io->ops->fsync_dir(io, "/d"), 0);
+	pio_mem_crash(io, false);
+	cr_assert_eq(pio_mem_file_size(io, "/d/kept"), -ENOENT);
+	/* the synced rename survives, over the old file */
+	f = open_file("/d/a.tmp", PIO_CREATE);
+	cr_assert_eq(io->ops->pwrite(io, f, "AA", 2, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	io->ops->close(io, f);
+	cr_assert_eq(pio_file_publish(io, "/d", "/d/a.tmp", "/d/a"), 0);
+	pio_mem_crash(io, false);
+	cr_assert_eq(pio_mem_file_size(io, "/d/a"), 2);
+	cr_assert_eq(pio_mem_file_size(io, "/d/a.tmp"), -ENOENT);
+	/* pio_dir_ensure makes the new directory's entry durable */
+	cr_assert_eq(pio_dir_ensure(io, "/d/sub2"), 0);
+	cr_assert_eq(pio_dir_ensure(io, "/d/sub2"), 0); /* already there */
+	pio_mem_crash(io, false);
+	struct pio_file *g = NULL;
+	cr_assert_eq(io->ops->open(io, "/d/sub2/y", PIO_CREATE, &g), 0,
+		     "directory survived");
+	io->ops->close(io, g);
+}
+
 static int ring_collect(struct pio_ring *r, struct pio *m,
 			struct pio_cqe *out, int want)
 {

@@ -1,0 +1,484 @@
+/*
+ * chat_read.c — the chat service's reads and delivery: HISTORY pages,
+ * where a SYNC starts (device cursor + inbox bounds), the inbox
+ * subscription with its credit, resolving an inbox pointer into its EVENT,
+ * and storing device cursors. See chat.h for the streams.
+ *
+ * Every engine call of these requests is made here; the caller (conn.c)
+ * gets ready replies (struct parley_msg) through its callback and never
+ * sees a key or a stored record.
+ *
+ * Ownership: each request context is malloc'd by the chat_* call and freed
+ * by the callback that finishes it. A subscription (struct chat_sub) is
+ * freed by the engine's unsubscribe `done`, after which the caller's
+ * done(arg) runs.
+ * Threads: the chat_* calls may come from any thread but an engine
+ * callback's (chat_event_resolve / chat_inbox_grant / chat_inbox_poll may
+ * also be called from the loop at any time); the callbacks run on engine
+ * shard threads.
+ */
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+
+/* ---- HISTORY ------------------------------------------------------------------- */
+
+void chat_history_page(const struct pe_read_result *r, const char *conv,
+		       uint16_t clen, uint32_t max_frame, struct parley_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_HISTORY_PAGE;
+	struct parley_history_page *hp = &m->history_page;
+	hp->conv = (struct parley_str){conv, clen};
+	size_t size = PARLEY_PROTO_HEADER_SIZE + 2 + clen + 8 + 1 + 2;
+	bool all = true;
+	for (uint32_t i = 0; i < r->count && hp->count < PARLEY_PROTO_MAX_HISTORY; i++) {
+		struct chat_msg cm;
+		if (chat_msg_decode(r->entries[i].payload, r->entries[i].len, &cm))
+			continue; /* not a message record */
+		struct parley_hist_msg *h = &hp->msgs[hp->count];
+		h->seq = r->entries[i].seq;
+		h->ts_ms = r->entries[i].ts_ms;
+		h->sender = (struct parley_str){cm.sender, cm.sender_len};
+		memcpy(h->client_msg_id, cm.client_msg_id, 16);
+		h->content_type = cm.content_type;
+		h->body = (struct parley_bytes){cm.body, cm.body_len};
+		size_t hs = parley_proto_hist_msg_size(h);
+		if (size + hs > max_frame) {
+			all = false;
+			break;
+		}
+		size += hs;
+		hp->count++;
+	}
+	if (hp->count)
+		hp->next_before_seq = hp->msgs[hp->count - 1].seq;
+	if (hp->count == 0 || (all && r->end && hp->count == r->count) ||
+	    hp->next_before_seq == 1)
+		hp->flags |= PARLEY_HISTF_END;
+	if (hp->count == 0)
+		hp->next_before_seq = 0;
+}
+
+struct hist_ctx {
+	chat_history_cb cb;
+	void *arg;
+	uint32_t max_frame;
+	uint16_t clen;
+	char conv[250];
+};
+
+static void hist_cb(void *arg, const struct pe_read_result *r)
+{
+	struct hist_ctx *x = arg;
+	if (r->err) {
+		x->cb(x->arg, r->err, NULL);
+	} else {
+		/* ~16 KiB: not on an engine thread's stack */
+		struct parley_msg *m = malloc(sizeof *m);
+		if (m)
+			chat_history_page(r, x->conv, x->clen, x->max_frame, m);
+		x->cb(x->arg, m ? 0 : -PARLEY_ENOMEM, m);
+		free(m);
+	}
+	free(x);
+}
+
+int chat_history(struct chat *c, const char *user, size_t ulen,
+		 const char *conv, size_t clen, uint64_t before_seq,
+		 uint16_t limit, uint32_t max_frame, chat_history_cb cb,
+		 void *arg)
+{
+	int rc = chat_conv_check(conv, clen, user, ulen);
+	if (rc)
+		return rc;
+	if (before_seq == 1) { /* nothing is older than seq 1 */
+		struct parley_msg *m = calloc(1, sizeof *m);
+		if (!m)
+			return -PARLEY_ENOMEM;
+		m->type = PARLEY_T_HISTORY_PAGE;
+		m->history_page.conv = (struct parley_str){conv, (uint16_t)clen};
+		m->history_page.flags = PARLEY_HISTF_END;
+		cb(arg, 0, m);
+		free(m);
+		return 0;
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, conv, clen);
+	if (kl < 0)
+		return kl;
+	struct hist_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct hist_ctx){.cb = cb, .arg = arg, .max_frame = max_frame,
+			       .clen = (uint16_t)clen};
+	memcpy(x->conv, conv, clen);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = before_seq ? before_seq - 1 : UINT64_MAX,
+				.dir = PE_BACKWARD, .limit = limit};
+	rc = pe_read(chat_engine(c), &q, hist_cb, x);
+	if (rc) {
+		free(x);
+		return rc;
+	}
+	return 0;
+}
+
+/* ---- SYNC ----------------------------------------------------------------------- */
+
+uint64_t chat_sync_start(uint64_t from, uint64_t cursor, uint64_t first,
+			 uint64_t last)
+{
+	if (from == 0) /* resume after the device's cursor, or live */
+		from = cursor == UINT64_MAX ? UINT64_MAX : cursor + 1;
+	if (from == UINT64_MAX || from > last + 1)
+		from = last + 1;
+	if (first && from < first)
+		from = first;
+	if (from == 0)
+		from = 1;
+	return from;
+}
+
+/* Two reads on the engine: the device's cursor (only for from == 0), then
+ * the inbox's bounds; the second is issued from the first's callback. */
+struct sync_ctx {
+	struct chat *c;
+	chat_sync_cb cb;
+	void *arg;
+	uint64_t from;
+	struct chat_sync_info info;
+	uint8_t ulen;
+	char user[121];
+};
+
+static void sync_finish(struct sync_ctx *x, int err)
+{
+	x->info.err = err;
+	if (!err)
+		x->info.start = chat_sync_start(x->from, x->info.cursor,
+						x->info.first, x->info.last);
+	x->cb(x->arg, &x->info);
+	free(x);
+}
+
+static void sync_inbox_cb(void *arg, const struct pe_read_result *r)
+{
+	struct sync_ctx *x = arg;
+	if (!r->err) {
+		x->info.first = r->first_seq;
+		x->info.last = r->last_seq;
+	}
+	sync_finish(x, r->err);
+}
+
+static int sync_inbox_issue(struct sync_ctx *x)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, x->user, x->ulen);
+	if (kl < 0)
+		return kl;
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	return pe_read(chat_engine(x->c), &q, sync_inbox_cb, x);
+}
+
+static void sync_cursor_cb(void *arg, const struct pe_read_result *r)
+{
+	struct sync_ctx *x = arg;
+	if (r->err) {
+		sync_finish(x, r->err);
+		return;
+	}
+	if (r->count == 1 && r->entries[0].len == 8)
+		x->info.cursor = le_get64(r->entries[0].payload);
+	int rc = sync_inbox_issue(x);
+	if (rc)
+		sync_finish(x, rc);
+}
+
+int chat_sync(struct chat *c, const char *user, size_t ulen,
+	      const char *device, size_t dlen, uint64_t from_inbox_seq,
+	      chat_sync_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_cursor(key, user, ulen, device, dlen);
+	if (kl < 0)
+		return kl;
+	struct sync_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct sync_ctx){.c = c, .cb = cb, .arg = arg,
+			       .from = from_inbox_seq,
+			       .info = {.cursor = UINT64_MAX},
+			       .ulen = (uint8_t)ulen};
+	memcpy(x->user, user, ulen);
+	int rc;
+	if (from_inbox_seq == 0) {
+		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+					.from = UINT64_MAX, .dir = PE_BACKWARD,
+					.limit = 1};
+		rc = pe_read(chat_engine(c), &q, sync_cursor_cb, x);
+	} else {
+		rc = sync_inbox_issue(x);
+	}
+	if (rc)
+		free(x);
+	return rc;
+}
+
+/* ---- inbox subscription ------------------------------------------------------------- */
+
+struct chat_sub {
+	chat_inbox_cb cb;
+	void (*done)(void *arg);
+	void *arg;
+	_Atomic int64_t credit;   /* entries the engine may still deliver */
+	atomic_bool paused;
+	struct pe_sub *sub;
+};
+
+/* Decodes one inbox entry; an inline pointer whose record decodes comes
+ * out with its EVENT ready. */
+static void inbox_item_of(const struct pe_entry *e, struct chat_inbox_item *o)
+{
+	struct chat_ptr p;
+	struct chat_inbox_ptr *ip = &o->p;
+	ip->inbox_seq = e->seq;
+	o->ready = false;
+	if (e->type != CHAT_ENT_PTR || chat_ptr_decode(e->payload, e->len, &p) ||
+	    p.conv_len > sizeof ip->conv) {
+		ip->kind = ip->clen = 0;
+		ip->conv_seq = 0;
+		return;
+	}
+	ip->kind = p.kind;
+	ip->clen = p.conv_len;
+	memcpy(ip->conv, p.conv, p.conv_len);
+	ip->conv_seq = p.conv_seq;
+	struct chat_msg cm;
+	if (!p.msg || p.kind != PARLEY_EV_MESSAGE || p.conv_len == 0 ||
+	    chat_msg_decode(p.msg, p.msg_len, &cm) != 0)
+		return; /* resolved by a read (chat_event_resolve) */
+	struct parley_event *ev = &o->ev;
+	memset(ev, 0, sizeof *ev);
+	ev->inbox_seq = e->seq;
+	ev->kind = p.kind;
+	ev->conv = (struct parley_str){ip->conv, ip->clen};
+	ev->conv_seq = p.conv_seq;
+	ev->sender = (struct parley_str){cm.sender, cm.sender_len};
+	memcpy(ev->client_msg_id, cm.client_msg_id, 16);
+	ev->server_ts_ms = p.ts_ms;
+	ev->content_type = cm.content_type;
+	ev->body = (struct parley_bytes){cm.body, cm.body_len};
+	o->ready = true;
+}
+
+static enum pe_sub_ret inbox_sub_cb(void *arg, struct pe_sub *sub,
+				    const struct pe_sub_update *u)
+{
+	struct chat_sub *x = arg;
+	(void)sub;
+	if (u->event == PE_SUB_CLOSED || u->event == PE_SUB_TRIMMED) {
+		struct chat_inbox_update cu = {
+			.what = u->event == PE_SUB_CLOSED ? CHAT_INBOX_CLOSED
+							  : CHAT_INBOX_TRIMMED,
+			.err = u->err, .next_seq = u->next_seq};
+		x->cb(x->arg, &cu);
+		return PE_SUB_CONTINUE;
+	}
+	struct chat_inbox_item items[CHAT_INBOX_BATCH];
+	for (uint32_t i = 0; i < u->count;) {
+		uint32_t n = 0;
+		while (i < u->count && n < CHAT_INBOX_BATCH)
+			inbox_item_of(&u->entries[i++], &items[n++]);
+		struct chat_inbox_update cu = {.what = CHAT_INBOX_PTRS,
+					       .next_seq = u->next_seq,
+					       .count = n, .items = items};
+		x->cb(x->arg, &cu);
+	}
+	int64_t left = atomic_fetch_sub(&x->credit, (int64_t)u->count) -
+		       (int64_t)u->count;
+	if (left > 0)
+		return PE_SUB_CONTINUE;
+	atomic_store(&x->paused, true);
+	/* The grant may have come between our subtraction and the store: if
+	 * it did not claim the pause, continue ourselves. */
+	if (atomic_load(&x->credit) > 0 && atomic_exchange(&x->paused, false))
+		return PE_SUB_CONTINUE;
+	return PE_SUB_PAUSE;
+}
+
+static void inbox_sub_done(void *arg)
+{
+	struct chat_sub *x = arg;
+	if (x->done)
+		x->done(x->arg);
+	free(x);
+}
+
+int chat_inbox_subscribe(struct chat *c, const char *user, size_t ulen,
+			 uint64_t from, uint32_t credit, chat_inbox_cb cb,
+			 void (*done)(void *arg), void *arg,
+			 struct chat_sub **out)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, user, ulen);
+	if (kl < 0)
+		return kl;
+	struct chat_sub *x = calloc(1, sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	x->cb = cb;
+	x->done = done;
+	x->arg = arg;
+	atomic_store(&x->credit, (int64_t)credit);
+	int rc = pe_subscribe(chat_engine(c), key, (size_t)kl, from,
+			      inbox_sub_cb, x, &x->sub);
+	if (rc) {
+		free(x);
+		return rc;
+	}
+	*out = x;
+	return 0;
+}
+
+void chat_inbox_grant(struct chat_sub *x, int64_t n)
+{
+	int64_t now = atomic_fetch_add(&x->credit, n) + n;
+	if (now > 0 && atomic_exchange(&x->paused, false) &&
+	    pe_sub_resume(x->sub) != 0)
+		atomic_store(&x->paused, true); /* queue full: poll retries */
+}
+
+void chat_inbox_poll(struct chat_sub *x)
+{
+	if (atomic_load(&x->credit) > 0 && atomic_exchange(&x->paused, false) &&
+	    pe_sub_resume(x->sub) != 0)
+		atomic_store(&x->paused, true);
+}
+
+void chat_inbox_unsubscribe(struct chat_sub *x)
+{
+	for (int tries = 0;; tries++) {
+		int rc = pe_unsubscribe(x->sub, inbox_sub_done, x);
+		if (rc == 0)
+			return;
+		if (tries > 1000) {
+			PLOG_E("chat", "unsubscribe failed, leaking the "
+			       "subscription context", "err=%s",
+			       parley_errname(rc));
+			return;
+		}
+		sched_yield();
+	}
+}
+
+/* ---- EVENT resolution: inbox pointer -> message -> EVENT ------------------------------ */
+
+void chat_event_placeholder(const struct chat_inbox_ptr *p,
+			    struct parley_msg *m)
+{
+	/* The pointer could not be resolved (unknown kind, unreadable
+	 * message): an EVENT of kind 0 keeps the inbox sequence dense;
+	 * clients skip kinds they do not know and acknowledge them. */
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_EVENT;
+	m->event.inbox_seq = p->inbox_seq;
+	m->event.kind = 0;
+	m->event.conv = p->clen ? (struct parley_str){p->conv, p->clen}
+				: parley_str_c("-");
+	m->event.conv_seq = p->conv_seq;
+	m->event.sender = parley_str_c("-");
+}
+
+struct resolve_ctx {
+	chat_event_cb cb;
+	void *arg;
+	struct chat_inbox_ptr p;
+};
+
+static void resolve_cb(void *arg, const struct pe_read_result *res)
+{
+	struct resolve_ctx *r = arg;
+	struct parley_msg m;
+	struct chat_msg cm;
+	if (res->err == 0 && res->count == 1 &&
+	    res->entries[0].seq == r->p.conv_seq &&
+	    chat_msg_decode(res->entries[0].payload, res->entries[0].len, &cm) == 0) {
+		memset(&m.event, 0, sizeof m.event);
+		m.type = PARLEY_T_EVENT;
+		m.event.inbox_seq = r->p.inbox_seq;
+		m.event.kind = r->p.kind;
+		m.event.conv = (struct parley_str){r->p.conv, r->p.clen};
+		m.event.conv_seq = r->p.conv_seq;
+		m.event.sender = (struct parley_str){cm.sender, cm.sender_len};
+		memcpy(m.event.client_msg_id, cm.client_msg_id, 16);
+		m.event.server_ts_ms = res->entries[0].ts_ms;
+		m.event.content_type = cm.content_type;
+		m.event.body = (struct parley_bytes){cm.body, cm.body_len};
+	} else {
+		chat_event_placeholder(&r->p, &m);
+	}
+	r->cb(r->arg, &m);
+	free(r);
+}
+
+int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
+		       chat_event_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = p->kind == PARLEY_EV_MESSAGE && p->clen
+			 ? chat_key_conv(key, p->conv, p->clen)
+			 : -PARLEY_EINVAL;
+	if (kl < 0) {
+		struct parley_msg m;
+		chat_event_placeholder(p, &m);
+		cb(arg, &m);
+		return 0;
+	}
+	struct resolve_ctx *r = malloc(sizeof *r);
+	if (!r)
+		return -PARLEY_EFULL; /* retried like a full queue */
+	r->cb = cb;
+	r->arg = arg;
+	r->p = *p;
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = p->conv_seq, .dir = PE_FORWARD,
+				.limit = 1};
+	if (pe_read(chat_engine(c), &q, resolve_cb, r)) {
+		free(r);
+		return -PARLEY_EFULL;
+	}
+	return 0;
+}
+
+/* ---- device cursors ------------------------------------------------------------------ */
+
+static void cursor_append_cb(void *arg, const struct pe_append_result *r)
+{
+	(void)arg;
+	if (r->err)
+		PLOG_W("chat", "cursor store failed", "err=%s",
+		       parley_errname(r->err));
+}
+
+int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
+		      const char *device, size_t dlen, uint64_t seq)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_cursor(key, user, ulen, device, dlen);
+	if (kl < 0)
+		return kl;
+	uint8_t b[8];
+	le_put64(b, seq);
+	struct pe_input in = {.type = CHAT_ENT_CURSOR, .len = 8, .payload = b};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	return pe_append(chat_engine(c), &q, cursor_append_cb, NULL);
+}

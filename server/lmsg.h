@@ -1,0 +1,103 @@
+/*
+ * lmsg.h — typed messages to a loop thread (private to server/).
+ *
+ * Engine callbacks run on engine shard threads and never touch a
+ * connection: they build a struct lmsg addressed to the connection by
+ * handle (struct conn_ref: loop, slot, generation) and post it. The loop
+ * drains its list in one go on its own thread and hands each message to
+ * the connection it names; a message for a connection that has since
+ * closed (slot free or generation changed) is dropped (and freed).
+ *
+ * Ownership: lmsg_new allocates; after lmsg_post/loop_post the loop owns
+ * the message and frees it once handled.
+ * Threads: any.
+ */
+#ifndef PARLEYD_LMSG_H
+#define PARLEYD_LMSG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct loop;
+
+/* A connection named across threads. */
+struct conn_ref {
+	struct loop *lp;
+	uint32_t slot, gen;
+};
+
+/* A message to a loop (see top). `data` is owned by the message; `u`
+ * holds the typed fields of its kind (only the member named by `kind` is
+ * valid). */
+enum lmsg_kind {
+	LM_FRAME = 1,     /* data = an encoded frame for conn; done_req: inflight-- */
+	LM_INBOX,         /* data = inbox pointers to resolve (see conn.c) */
+	LM_EVENT,         /* data = an encoded EVENT frame */
+	LM_SUB_CLOSED,    /* the engine ended the subscription */
+	LM_SYNC_DONE,     /* the SYNC's reads answered (chat_sync) */
+	LM_STOP,          /* drain and stop the loop */
+};
+enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
+struct lmsg {
+	struct lmsg *next;
+	uint16_t kind;
+	bool done_req;           /* completes one in-flight request */
+	uint32_t slot, gen;
+	union {
+		struct {               /* LM_FRAME */
+			uint8_t ack;   /* enum lmsg_ack: a SEND_ACK, for metrics */
+			uint64_t t0_ns; /* SEND start, for the ack latency histogram */
+			uint64_t t_durable_ns; /* its durable callback ran (stages) */
+		} frame;
+		struct {               /* LM_INBOX */
+			uint32_t count;   /* pointers in data */
+			bool trimmed;     /* retention skipped us to next_seq */
+			uint64_t next_seq;
+			uint64_t t_post_ns; /* posted by the subscription (stages) */
+		} inbox;
+		struct {               /* LM_EVENT */
+			uint64_t inbox_seq;
+			uint64_t t_start_ns; /* its resolution started (stages) */
+		} event;
+		struct {               /* LM_SUB_CLOSED */
+			int err;
+		} sub_closed;
+		struct {               /* LM_SYNC_DONE (struct chat_sync_info) */
+			uint32_t req_id;
+			int err;
+			uint64_t cursor;  /* UINT64_MAX = none stored / not read */
+			uint64_t first_seq, last_seq, start_seq;
+		} sync;
+	} u;
+	uint32_t len;
+	uint8_t data[];
+};
+
+/* A zeroed message of `kind` with len bytes of data, NULL when out of
+ * memory. */
+static inline struct lmsg *lmsg_new(uint16_t kind, uint32_t len)
+{
+	struct lmsg *m = malloc(sizeof *m + len);
+	if (!m)
+		return NULL;
+	memset(m, 0, sizeof *m);
+	m->kind = kind;
+	m->len = len;
+	return m;
+}
+
+/* Any thread: hand a message to the loop. Never blocks on I/O
+ * (implemented by loop.c). */
+void loop_post(struct loop *lp, struct lmsg *m);
+
+/* Address m to the connection `to` and post it. */
+static inline void lmsg_post(const struct conn_ref *to, struct lmsg *m)
+{
+	m->slot = to->slot;
+	m->gen = to->gen;
+	loop_post(to->lp, m);
+}
+
+#endif /* PARLEYD_LMSG_H */

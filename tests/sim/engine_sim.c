@@ -1,0 +1,1613 @@
+/*
+ * engine_sim.c — the engine simulator (see engine_sim.h).
+ *
+ * What runs: the real engine through its public API (pe_open, pe_append,
+ * pe_read_sync, pe_meta_sync, pe_delete_sync, pe_flush_sync,
+ * pe_compact_sync, pe_abort, pe_close) on one pio_mem backend, with the
+ * entry clock injected (opt.clock_ms reads the simulator's clock), against
+ * a model kept here: per stream the list of acknowledged entries (seq =
+ * index + 1), the first visible seq, and the producer ids used on it.
+ *
+ * One seeded PRNG picks every step: bursts of asynchronous appends to
+ * many streams across partitions (idempotent or not, retries of old ids,
+ * retries inside the same burst), reads forward and backward, deletes,
+ * flushes and compactions (with retention rules on two key prefixes),
+ * crashes (pe_abort + pio_mem_crash: unsynced bytes dropped, optionally a
+ * torn tail) in the middle of a burst, clean reopens, disk faults aimed at
+ * the WAL or at the history files (EIO on write or fsync, ENOSPC), and at
+ * the end of some runs a bit flip in a stored file.
+ *
+ * Invariants (checked after every burst on the results, after every
+ * reopen and every few steps on every stream, and at the end):
+ *   1. Every acknowledged append is present at its seq with its bytes
+ *      (payload, type, flags, producer), across crashes and reopens.
+ *   2. Seqs are dense per stream; an acknowledged append gets exactly the
+ *      next seq after what the stream held when it applied.
+ *   3. An idempotent retry (same stream and producer id) of a committed
+ *      append returns the original seq with `duplicate` set, in the same
+ *      burst, after flushes and compactions, and after a reopen.
+ *   4. An append that was not acknowledged (in flight at a crash, or failed
+ *      by a fault) is either absent or present whole, in queue order,
+ *      right after the acknowledged ones; never half-written, never with
+ *      other bytes. What is found is adopted by the model.
+ *   5. Disk faults produce errors (the engine may turn fatal; the
+ *      simulator then reopens), never a wrong acknowledgement: an error
+ *      with no fault armed since the last open fails the run.
+ *   6. Reads (memtable and history alike) equal the model: forward reads
+ *      below the first visible seq fail with ETRIMMED, pages are prefixes
+ *      of the expected entries, meta agrees. Retention may raise a
+ *      stream's first seq only over entries it allows to drop; nothing
+ *      else ever disappears.
+ *   7. After a bit flip in a stored file, every answer is either the
+ *      model's data or a clear error (open fails, ECORRUPT); acknowledged
+ *      data never silently goes missing or changes.
+ *
+ * Determinism: the workload (every choice of the PRNG, the clock, the
+ * faults) comes from the seed, but the engine runs its shard, WAL-spare and
+ * history threads for real, so how appends group into WAL batches and the
+ * exact moment of a mid-burst crash vary between runs of one seed. A seed
+ * reproduces the same step sequence; a failure that depends on a thread
+ * interleaving may need a few replays.
+ *
+ * Threads: the simulator's one thread issues every call; append callbacks
+ * run on shard threads and only record their result under `mu`.
+ */
+#include "engine_sim.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "io.h"
+#include "parley_common.h"
+#include "parley_engine.h"
+#include "parley_engine_hooks.h"
+
+#define ES_DIR "/data"
+#define ES_MAX_STREAMS 40
+#define ES_MAX_BURST 24
+#define ES_MAX_COUNT 4           /* entries per append */
+#define ES_RET_COUNT 12          /* "r/" streams keep the newest 12 */
+#define ES_RET_AGE_MS 90000      /* "a/" streams keep 90 s */
+#define ES_WAIT_NS (60ull * 1000000000ull) /* a burst that takes longer hangs */
+
+/* ---- model ------------------------------------------------------------- */
+
+struct spec {
+	uint32_t count;
+	uint32_t len[ES_MAX_COUNT];
+	uint64_t pseed[ES_MAX_COUNT];
+	uint16_t type[ES_MAX_COUNT], flags[ES_MAX_COUNT];
+};
+
+struct m_ent {
+	uint64_t ts, pseed;
+	uint32_t len;
+	uint16_t type, flags;
+	uint8_t prod[PE_PRODUCER_LEN];
+};
+
+enum key_state { KEY_COMMITTED, KEY_LOST, KEY_INFLIGHT };
+
+struct m_key {
+	uint8_t prod[PE_PRODUCER_LEN];
+	enum key_state st;
+	bool failed;    /* an append with this id failed since the reopen */
+	uint64_t seq;
+	uint32_t count;
+	struct spec sp; /* what a retry sends again */
+};
+
+enum ret_kind { RET_NONE, RET_COUNT, RET_AGE };
+
+struct m_stream {
+	char key[32];
+	uint32_t klen, part;
+	enum ret_kind ret;
+	struct m_ent *e; /* e[i] has seq i + 1 */
+	uint64_t n, cap;
+	uint64_t first;  /* first visible seq (1 when nothing was removed) */
+	struct m_key *keys;
+	uint32_t nkeys, capk;
+};
+
+/* An append whose outcome is unknown until the next reopen. */
+struct pend {
+	uint32_t s;
+	int key; /* index in the stream's keys or -1 */
+	struct spec sp;
+};
+
+/* One asynchronous append of a burst. */
+struct op {
+	uint32_t s;
+	int key;
+	bool retry;
+	struct spec sp;
+	bool done;
+	struct pe_append_result r;
+};
+
+/* A subscription (tail) and what it delivered since the last check. The
+ * callback runs on a shard thread and only appends to `got` under the
+ * simulator's mutex; the simulator's thread checks `got` against the
+ * model at its check points (the model is only its to touch). */
+#define ES_MAX_SUBS 4
+struct got {
+	uint64_t seq, h; /* h: hash of the entry's bytes */
+};
+struct esub {
+	bool used;        /* a live subscription (sub valid) */
+	uint32_t s;
+	struct pe_sub *sub;
+	uint64_t start;   /* the from_seq it was (last) started with */
+	uint64_t next;    /* the next seq it must deliver */
+	uint64_t trimmed_to; /* a TRIMMED event moved next here (0 = none) */
+	bool closed, paused, gone;
+	int close_err;
+	char bad[200];    /* an order violation seen on the shard thread */
+	struct got *got;
+	uint32_t ngot, capgot;
+};
+
+struct esim {
+	uint64_t seed;
+	uint32_t step;
+	bool verbose;
+	struct parley_rng rng;
+	struct parley_rng vrng; /* verification's page sizes: kept apart so
+				   the workload's draws do not depend on how
+				   many pages a check took */
+	struct esim_stats *st;
+
+	struct pio *io;
+	struct pe_engine *eng;
+	struct pe_options opt;
+	struct pe_retention_rule rules[2];
+	_Atomic uint64_t now_ms;
+
+	struct m_stream s[ES_MAX_STREAMS];
+	uint32_t ns;
+	struct pend *pend;
+	uint32_t npend, cappend;
+	uint64_t next_pseed, next_prod;
+	bool strict_dirs;   /* io_mem loses unsynced namespace changes */
+	bool fault_armed;   /* a fault was armed since the last open */
+	bool fatal_seen;    /* an error a fault explains: reopen next */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct op ops[ES_MAX_BURST];
+	uint32_t nops, ndone;
+	struct esub subs[ES_MAX_SUBS];
+	uint64_t pause_rng; /* callbacks' pause decisions (under mu) */
+};
+
+static struct esim *g_cur; /* for the failure message */
+
+static void es_fail(struct esim *x, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "engine_sim: FAIL seed %" PRIu64 " step %u: ", x->seed,
+		x->step);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nengine_sim: replay with PARLEY_ESIM_SEED=%" PRIu64
+			"\n", x->seed);
+	fflush(stderr);
+	exit(1);
+}
+
+static void es_log(struct esim *x, const char *fmt, ...)
+{
+	if (!x->verbose)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "esim %" PRIu64 " step %u: ", x->seed, x->step);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static uint64_t rnd(struct esim *x, uint64_t n)
+{
+	return parley_rng_below(&x->rng, n);
+}
+
+static bool chance(struct esim *x, unsigned pct)
+{
+	return rnd(x, 100) < pct;
+}
+
+static uint64_t clock_cb(void *arg)
+{
+	struct esim *x = arg;
+	return x->now_ms;
+}
+
+/* Payload bytes are a function of (pseed, len): the model stores 12 bytes
+ * per entry instead of the payload. */
+static void gen_payload(uint64_t pseed, uint32_t len, uint8_t *out)
+{
+	struct parley_rng r = {pseed};
+	uint32_t i = 0;
+	while (i < len) {
+		uint64_t v = parley_rng_next(&r);
+		for (int b = 0; b < 8 && i < len; b++, i++)
+			out[i] = (uint8_t)(v >> (8 * b));
+	}
+}
+
+static bool ent_matches(const struct m_ent *m, const struct pe_entry *e,
+			uint8_t *scratch)
+{
+	if (e->len != m->len || e->type != m->type || e->flags != m->flags ||
+	    memcmp(e->producer, m->prod, PE_PRODUCER_LEN))
+		return false;
+	gen_payload(m->pseed, m->len, scratch);
+	return !m->len || !memcmp(e->payload, scratch, m->len);
+}
+
+static uint8_t *g_scratch; /* PE_MAX_PAYLOAD bytes */
+
+static void stream_push(struct esim *x, struct m_stream *s,
+			const struct m_ent *e)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 64;
+		s->e = realloc(s->e, s->cap * sizeof *s->e);
+		if (!s->e)
+			es_fail(x, "out of memory");
+	}
+	s->e[s->n++] = *e;
+}
+
+static void push_spec(struct esim *x, struct m_stream *s,
+		      const struct spec *sp, const uint8_t *prod, uint64_t ts)
+{
+	for (uint32_t i = 0; i < sp->count; i++) {
+		struct m_ent e = {.ts = ts, .pseed = sp->pseed[i],
+				  .len = sp->len[i], .type = sp->type[i],
+				  .flags = sp->flags[i]};
+		memcpy(e.prod, prod, PE_PRODUCER_LEN);
+		stream_push(x, s, &e);
+	}
+}
+
+static const uint8_t zero_prod[PE_PRODUCER_LEN];
+
+/* ---- engine lifecycle ------------------------------------------------ */
+
+static void es_open(struct esim *x)
+{
+	int rc = pe_open(&x->opt, &x->eng);
+	if (rc)
+		es_fail(x, "pe_open: %s", parley_strerror(rc));
+	x->fault_armed = false;
+	x->fatal_seen = false;
+	x->st->reopens++;
+}
+
+static void clear_faults(struct esim *x)
+{
+	pio_mem_inject(x->io, PIO_FAULT_WRITE_EIO, 0);
+	pio_mem_inject(x->io, PIO_FAULT_FSYNC_EIO, 0);
+	pio_mem_inject(x->io, PIO_FAULT_ENOSPC, 0);
+	pio_mem_fault_scope(x->io, NULL);
+}
+
+/* ---- verification ------------------------------------------------------ */
+
+static const struct pend *next_pend(struct esim *x, uint32_t s, uint32_t *from)
+{
+	for (; *from < x->npend; (*from)++) {
+		const struct pend *p = &x->pend[*from];
+		if (p->s != s)
+			continue;
+		/* a retry of a committed id yields no new entry */
+		if (p->key >= 0 &&
+		    x->s[s].keys[p->key].st == KEY_COMMITTED)
+			continue;
+		return p;
+	}
+	return NULL;
+}
+
+/* Entries that retention may have dropped: [first, new_first) must all be
+ * eligible at the simulator's current time. */
+static bool retention_allows(struct esim *x, const struct m_stream *s,
+			     uint64_t new_first)
+{
+	if (s->ret == RET_NONE)
+		return false;
+	for (uint64_t q = s->first; q < new_first; q++) {
+		if (s->ret == RET_COUNT && q + ES_RET_COUNT > s->n)
+			return false;
+		if (s->ret == RET_AGE &&
+		    s->e[q - 1].ts + ES_RET_AGE_MS >= x->now_ms)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Reads the whole stream and checks it against the model. With
+ * `reconcile`, entries past the model's last seq are matched against the
+ * pending (unacknowledged) appends of this stream, in queue order, and
+ * adopted. With `tainted` (after a bit flip) an ECORRUPT answer ends the
+ * check as "detected"; returns true when an error was seen.
+ */
+static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
+			  bool tainted)
+{
+	struct m_stream *s = &x->s[si];
+	struct pe_meta meta;
+	int rc = pe_meta_sync(x->eng, s->key, s->klen, &meta);
+	if (rc) {
+		if (tainted && rc == -PARLEY_ECORRUPT)
+			return true;
+		es_fail(x, "meta %s: %s", s->key, parley_strerror(rc));
+	}
+	/* retention (and only retention) may have raised the first seq */
+	if (s->n && meta.first_seq != s->first) {
+		if (meta.first_seq > s->first && meta.first_seq <= s->n + 1 &&
+		    retention_allows(x, s, meta.first_seq))
+			s->first = meta.first_seq;
+		else if (!reconcile)
+			es_fail(x, "%s: first_seq %" PRIu64 ", model %" PRIu64
+				   " (last %" PRIu64 ")",
+				s->key, meta.first_seq, s->first, s->n);
+	}
+	uint64_t from = s->n ? s->first : 1;
+	uint32_t pi = 0;
+	const struct pend *p = NULL;
+	uint32_t pk = 0; /* entries of p matched so far */
+	uint64_t batch_seq = 0;
+	for (;;) {
+		struct pe_read_req q = {.key = s->key, .klen = s->klen,
+					.from = from, .dir = PE_FORWARD,
+					.limit = 1 + (uint32_t)parley_rng_below(
+						  &x->vrng, PE_MAX_READ)};
+		struct pe_entry *es = NULL;
+		uint32_t n = 0;
+		struct pe_read_result rr = {0};
+		rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
+		x->st->reads++;
+		if (rc == -PARLEY_ETRIMMED && rr.first_seq > from &&
+		    rr.first_seq <= s->n + 1 && retention_allows(x, s, rr.first_seq)) {
+			/* a compaction applied retention since the meta */
+			s->first = rr.first_seq;
+			from = rr.first_seq;
+			continue;
+		}
+		if (rc) {
+			if (tainted && rc == -PARLEY_ECORRUPT)
+				return true;
+			es_fail(x, "read %s from %" PRIu64 ": %s (model first %"
+				   PRIu64 " last %" PRIu64 ", first_seq %" PRIu64 ")",
+				s->key, from, parley_strerror(rc), s->first,
+				s->n, rr.first_seq);
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			const struct pe_entry *e = &es[i];
+			if (e->seq != from + i)
+				es_fail(x, "%s: entry seq %" PRIu64 ", expected %"
+					   PRIu64, s->key, e->seq, from + i);
+			if (e->seq <= s->n) {
+				if (!ent_matches(&s->e[e->seq - 1], e, g_scratch))
+					es_fail(x, "%s seq %" PRIu64
+						   ": bytes differ from the "
+						   "acknowledged entry (len %u vs %u)",
+						s->key, e->seq, e->len,
+						s->e[e->seq - 1].len);
+				continue;
+			}
+			/* past what the model knows: an unacknowledged append */
+			if (!reconcile)
+				es_fail(x, "%s: seq %" PRIu64
+					   " exists (len %u ts %" PRIu64 "), model ends at %"
+					   PRIu64 " (read from %" PRIu64 ", %u entries)",
+					s->key, e->seq, e->len, e->ts_ms, s->n, from, n);
+			if (!p) {
+				p = next_pend(x, si, &pi);
+				if (!p)
+					es_fail(x, "%s: seq %" PRIu64
+						   " exists but no append is pending",
+						s->key, e->seq);
+				pk = 0;
+				batch_seq = e->seq;
+			}
+			uint32_t k = pk;
+			const uint8_t *prod = p->key >= 0
+						      ? s->keys[p->key].prod
+						      : zero_prod;
+			struct m_ent m = {.ts = e->ts_ms, .pseed = p->sp.pseed[k],
+					  .len = p->sp.len[k], .type = p->sp.type[k],
+					  .flags = p->sp.flags[k]};
+			memcpy(m.prod, prod, PE_PRODUCER_LEN);
+			if (!ent_matches(&m, e, g_scratch))
+				es_fail(x, "%s seq %" PRIu64
+					   ": unacknowledged entry is not entry %u "
+					   "of the next pending append (len %u vs %u)",
+					s->key, e->seq, k, e->len, m.len);
+			stream_push(x, s, &m);
+			pk++;
+			if (pk == p->sp.count) {
+				if (p->key >= 0) {
+					struct m_key *mk = &s->keys[p->key];
+					mk->st = KEY_COMMITTED;
+					mk->seq = batch_seq;
+					mk->count = p->sp.count;
+				}
+				x->st->recovered_unacked++;
+				pi++;
+				p = NULL;
+			}
+		}
+		free(es);
+		if (n)
+			from += n;
+		if (rr.end || !n)
+			break;
+	}
+	if (p)
+		es_fail(x, "%s: pending append found half-written (%u of %u "
+			   "entries, from seq %" PRIu64 ")",
+			s->key, pk, p->sp.count, batch_seq);
+	if (from != s->n + 1 && !(s->n == 0 && from == 1))
+		es_fail(x, "%s: read ended at %" PRIu64 ", model last %" PRIu64,
+			s->key, from - 1, s->n);
+	rc = pe_meta_sync(x->eng, s->key, s->klen, &meta);
+	if (rc)
+		es_fail(x, "meta %s: %s", s->key, parley_strerror(rc));
+	if (meta.last_seq != s->n)
+		es_fail(x, "%s: meta last_seq %" PRIu64 ", model %" PRIu64,
+			s->key, meta.last_seq, s->n);
+	return false;
+}
+
+static void sub_check(struct esim *x, bool live);
+static void subs_restart(struct esim *x);
+
+/* pe_list_streams agrees with the model: every stream that ever had an
+ * entry is listed once, with the model's first and last seq. */
+struct list_ctx {
+	struct esim *x;
+	uint32_t part;
+	uint8_t seen[ES_MAX_STREAMS];
+};
+
+static int list_cb(void *arg, const void *key, size_t klen,
+		   const struct pe_meta *m)
+{
+	struct list_ctx *c = arg;
+	struct esim *x = c->x;
+	for (uint32_t i = 0; i < x->ns; i++) {
+		struct m_stream *s = &x->s[i];
+		if (s->klen != klen || memcmp(s->key, key, klen))
+			continue;
+		if (s->part != c->part || c->seen[i]++)
+			es_fail(x, "list: %s listed twice or in partition %u",
+				s->key, c->part);
+		if (m->last_seq != s->n || (s->n && m->first_seq != s->first))
+			es_fail(x, "list: %s first %" PRIu64 " last %" PRIu64
+				   ", model %" PRIu64 " %" PRIu64,
+				s->key, m->first_seq, m->last_seq, s->first, s->n);
+		return 0;
+	}
+	if (m->last_seq)
+		es_fail(x, "list: partition %u lists a stream (%zu bytes, last %"
+			   PRIu64 ") the workload never wrote", c->part, klen,
+			m->last_seq);
+	return 0;
+}
+
+static void verify_list(struct esim *x)
+{
+	struct list_ctx c = {.x = x};
+	for (uint32_t p = 0; p < pe_partition_count(x->eng); p++) {
+		c.part = p;
+		int rc = pe_list_streams(x->eng, p, list_cb, &c);
+		if (rc)
+			es_fail(x, "list partition %u: %s", p, parley_strerror(rc));
+	}
+	for (uint32_t i = 0; i < x->ns; i++)
+		if (x->s[i].n && !c.seen[i])
+			es_fail(x, "list: %s (last %" PRIu64 ") not listed",
+				x->s[i].key, x->s[i].n);
+}
+
+/* After a reopen (reconcile): adopt what survived of the pending appends,
+ * forget the rest (their ids become "lost": a retry appends anew). Then,
+ * and otherwise, check every stream and the stream listing. */
+static void verify_all(struct esim *x, bool reconcile)
+{
+	for (uint32_t i = 0; i < x->ns; i++)
+		verify_stream(x, i, reconcile, false);
+	if (reconcile) {
+		for (uint32_t i = 0; i < x->npend; i++) {
+			struct pend *p = &x->pend[i];
+			if (p->key >= 0) {
+				struct m_key *k = &x->s[p->s].keys[p->key];
+				if (k->st == KEY_INFLIGHT)
+					k->st = KEY_LOST;
+				k->failed = false;
+			}
+		}
+		x->npend = 0;
+		sub_check(x, false); /* what they saw before the stop */
+		subs_restart(x);
+	}
+	verify_list(x);
+	sub_check(x, true);
+}
+
+/* ---- subscriptions --------------------------------------------------------- */
+
+static uint64_t ent_hash(const struct pe_entry *e)
+{
+	uint8_t meta[4 + 4 + PE_PRODUCER_LEN];
+	le_put16(meta, e->type);
+	le_put16(meta + 2, e->flags);
+	le_put32(meta + 4, e->len);
+	memcpy(meta + 8, e->producer, PE_PRODUCER_LEN);
+	uint64_t h = parley_xxh3(meta, sizeof meta, 2);
+	if (e->len)
+		h ^= parley_xxh3(e->payload, e->len, 1);
+	return h;
+}
+
+static uint64_t m_hash(const struct m_ent *m)
+{
+	gen_payload(m->pseed, m->len, g_scratch);
+	struct pe_entry e = {.type = m->type, .flags = m->flags, .len = m->len,
+			     .payload = g_scratch};
+	memcpy(e.producer, m->prod, PE_PRODUCER_LEN);
+	return ent_hash(&e);
+}
+
+static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
+			      const struct pe_sub_update *u)
+{
+	(void)sub;
+	struct esub *es = arg;
+	struct esim *x = g_cur;
+	enum pe_sub_ret ret = PE_SUB_CONTINUE;
+	pthread_mutex_lock(&x->mu);
+	switch (u->event) {
+	case PE_SUB_ENTRIES:
+		for (uint32_t i = 0; i < u->count; i++) {
+			const struct pe_entry *e = &u->entries[i];
+			if (e->seq != es->next) {
+				if (!es->bad[0])
+					snprintf(es->bad, sizeof es->bad,
+						 "delivered seq %" PRIu64
+						 ", expected %" PRIu64, e->seq,
+						 es->next);
+				continue;
+			}
+			if (es->ngot == es->capgot) {
+				es->capgot = es->capgot ? 2 * es->capgot : 256;
+				es->got = realloc(es->got, es->capgot * sizeof *es->got);
+				PARLEY_ASSERT(es->got);
+			}
+			es->got[es->ngot++] = (struct got){e->seq, ent_hash(e)};
+			es->next++;
+		}
+		if (u->next_seq != es->next && !es->bad[0])
+			snprintf(es->bad, sizeof es->bad,
+				 "update next_seq %" PRIu64 " after entries up to %"
+				 PRIu64, u->next_seq, es->next - 1);
+		if (parley_rng_below(&(struct parley_rng){x->pause_rng++}, 8) == 0) {
+			es->paused = true;
+			ret = PE_SUB_PAUSE;
+		}
+		break;
+	case PE_SUB_TRIMMED:
+		if (u->next_seq < es->next && !es->bad[0])
+			snprintf(es->bad, sizeof es->bad,
+				 "TRIMMED moved the cursor back from %" PRIu64
+				 " to %" PRIu64, es->next, u->next_seq);
+		es->trimmed_to = u->next_seq;
+		es->next = u->next_seq;
+		break;
+	case PE_SUB_CLOSED:
+		es->closed = true;
+		es->close_err = u->err;
+		break;
+	}
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+	return ret;
+}
+
+static void sub_start(struct esim *x, struct esub *es, uint32_t si,
+		      uint64_t from)
+{
+	struct m_stream *s = &x->s[si];
+	pthread_mutex_lock(&x->mu);
+	es->used = true;
+	es->s = si;
+	es->start = from;
+	es->next = from;
+	es->closed = es->paused = es->gone = false;
+	es->trimmed_to = 0;
+	es->ngot = 0;
+	pthread_mutex_unlock(&x->mu);
+	int rc = pe_subscribe(x->eng, s->key, s->klen, from, sub_cb, es, &es->sub);
+	if (rc)
+		es_fail(x, "subscribe %s from %" PRIu64 ": %s", s->key, from,
+			parley_strerror(rc));
+	x->st->subs++;
+}
+
+/* Checks what the subscriptions delivered against the model (every
+ * delivered entry is the model's at its seq: nothing was delivered that
+ * a crash then took back). With `live`, also waits until each running,
+ * resumed subscription has caught up with the model. */
+static void sub_check(struct esim *x, bool live)
+{
+	for (int i = 0; i < ES_MAX_SUBS; i++) {
+		struct esub *es = &x->subs[i];
+		if (!es->used)
+			continue;
+		struct m_stream *s = &x->s[es->s];
+		bool resume = false;
+		pthread_mutex_lock(&x->mu);
+		if (live && es->paused && !es->gone && !es->closed) {
+			es->paused = false;
+			resume = true;
+		}
+		pthread_mutex_unlock(&x->mu);
+		if (resume && pe_sub_resume(es->sub))
+			es_fail(x, "pe_sub_resume failed");
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += 30;
+		for (;;) {
+			pthread_mutex_lock(&x->mu);
+			if (es->bad[0]) {
+				pthread_mutex_unlock(&x->mu);
+				es_fail(x, "subscription to %s: %s", s->key, es->bad);
+			}
+			for (uint32_t k = 0; k < es->ngot; k++) {
+				struct got g = es->got[k];
+				if (g.seq > s->n || g.h != m_hash(&s->e[g.seq - 1])) {
+					pthread_mutex_unlock(&x->mu);
+					es_fail(x, "subscription to %s delivered seq %"
+						   PRIu64 " %s (model last %" PRIu64 ")",
+						s->key, g.seq,
+						g.seq > s->n ? "which the log does not hold"
+							     : "with other bytes",
+						s->n);
+				}
+			}
+			x->st->sub_entries += es->ngot;
+			es->ngot = 0;
+			if (es->trimmed_to) {
+				uint64_t t = es->trimmed_to;
+				if (t > s->n + 1 ||
+				    (t > s->first && !retention_allows(x, s, t))) {
+					pthread_mutex_unlock(&x->mu);
+					es_fail(x, "subscription to %s trimmed to %" PRIu64
+						   ", model first %" PRIu64 " last %" PRIu64,
+						s->key, t, s->first, s->n);
+				}
+				es->trimmed_to = 0;
+			}
+			if (es->next > PARLEY_MAX(s->n + 1, es->start)) {
+				pthread_mutex_unlock(&x->mu);
+				es_fail(x, "subscription to %s is at %" PRIu64
+					   ", past the log's last seq %" PRIu64,
+					s->key, es->next, s->n);
+			}
+			bool waiting = live && !es->paused && !es->closed &&
+				       !es->gone && es->next <= s->n &&
+				       !(es->next < s->first);
+			if (!waiting) {
+				pthread_mutex_unlock(&x->mu);
+				break;
+			}
+			if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
+				pthread_mutex_unlock(&x->mu);
+				es_fail(x, "subscription to %s stuck at %" PRIu64
+					   ", model last %" PRIu64, s->key, es->next,
+					s->n);
+			}
+			pthread_mutex_unlock(&x->mu);
+		}
+	}
+}
+
+/* The engine stopped (abort or close): its subscriptions are gone; what
+ * they delivered is checked after the reopen, and they start again there
+ * from their cursors. */
+static void subs_engine_gone(struct esim *x)
+{
+	pthread_mutex_lock(&x->mu);
+	for (int i = 0; i < ES_MAX_SUBS; i++)
+		if (x->subs[i].used) {
+			x->subs[i].gone = true;
+			x->subs[i].sub = NULL;
+		}
+	pthread_mutex_unlock(&x->mu);
+}
+
+static void subs_restart(struct esim *x)
+{
+	for (int i = 0; i < ES_MAX_SUBS; i++) {
+		struct esub *es = &x->subs[i];
+		if (es->used && es->gone)
+			sub_start(x, es, es->s, es->next);
+	}
+}
+
+static void unsub_done(void *arg)
+{
+	struct esub *es = arg;
+	struct esim *x = g_cur;
+	pthread_mutex_lock(&x->mu);
+	es->gone = true;
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+}
+
+static void sub_stop(struct esim *x, struct esub *es)
+{
+	if (!es->gone) {
+		pthread_mutex_lock(&x->mu);
+		bool closed = es->closed;
+		pthread_mutex_unlock(&x->mu);
+		(void)closed;
+		if (pe_unsubscribe(es->sub, unsub_done, es))
+			es_fail(x, "pe_unsubscribe failed");
+		pthread_mutex_lock(&x->mu);
+		while (!es->gone)
+			pthread_cond_wait(&x->cv, &x->mu);
+		pthread_mutex_unlock(&x->mu);
+	}
+	sub_check(x, false);
+	es->used = false;
+	es->sub = NULL;
+}
+
+static void subs_stop_all(struct esim *x)
+{
+	for (int i = 0; i < ES_MAX_SUBS; i++)
+		if (x->subs[i].used)
+			sub_stop(x, &x->subs[i]);
+}
+
+/* Start a subscription (from anywhere in the stream, below its first seq
+ * included) or end one. */
+static void step_sub(struct esim *x)
+{
+	struct esub *es = &x->subs[rnd(x, ES_MAX_SUBS)];
+	if (es->used) {
+		sub_stop(x, es);
+		return;
+	}
+	uint32_t si = (uint32_t)rnd(x, x->ns);
+	uint64_t from = 1 + rnd(x, x->s[si].n + 2);
+	sub_start(x, es, si, from);
+}
+
+static void add_pend(struct esim *x, const struct op *o)
+{
+	if (x->npend == x->cappend) {
+		x->cappend = x->cappend ? 2 * x->cappend : 64;
+		x->pend = realloc(x->pend, x->cappend * sizeof *x->pend);
+		if (!x->pend)
+			es_fail(x, "out of memory");
+	}
+	x->pend[x->npend++] = (struct pend){.s = o->s, .key = o->key,
+					    .sp = o->sp};
+}
+
+static void crash_reopen(struct esim *x, bool tear)
+{
+	pe_abort(x->eng);
+	x->eng = NULL;
+	subs_engine_gone(x);
+	clear_faults(x);
+	pio_mem_crash(x->io, tear);
+	x->st->crashes++;
+	x->st->torn += tear;
+	es_log(x, "crash%s, %u pending", tear ? " (torn)" : "", x->npend);
+	es_open(x);
+	uint32_t before = x->npend;
+	uint64_t rec = x->st->recovered_unacked;
+	verify_all(x, true);
+	x->st->lost_unacked += before - (x->st->recovered_unacked - rec);
+}
+
+static void clean_reopen(struct esim *x)
+{
+	pe_close(x->eng);
+	x->eng = NULL;
+	subs_engine_gone(x);
+	clear_faults(x);
+	es_log(x, "close + reopen, %u pending", x->npend);
+	es_open(x);
+	verify_all(x, true);
+}
+
+/* ---- appends ------------------------------------------------------------ */
+
+static void append_cb(void *arg, const struct pe_append_result *r)
+{
+	struct op *o = arg;
+	struct esim *x = g_cur;
+	pthread_mutex_lock(&x->mu);
+	o->r = *r;
+	o->done = true;
+	x->ndone++;
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+}
+
+static void make_spec(struct esim *x, struct spec *sp, bool bulk)
+{
+	sp->count = 1 + (uint32_t)rnd(x, chance(x, 70) ? 1 : ES_MAX_COUNT);
+	for (uint32_t i = 0; i < sp->count; i++) {
+		uint32_t len;
+		if (bulk)
+			len = 100000 + (uint32_t)rnd(x, 200000);
+		else if (chance(x, 85))
+			len = (uint32_t)rnd(x, 300);
+		else if (chance(x, 90))
+			len = (uint32_t)rnd(x, 5000);
+		else
+			len = (uint32_t)rnd(x, 70000);
+		sp->len[i] = len;
+		sp->pseed[i] = x->seed * 1000003u + ++x->next_pseed;
+		sp->type[i] = (uint16_t)rnd(x, 4);
+		sp->flags[i] = (uint16_t)rnd(x, 3);
+	}
+}
+
+static int new_key(struct esim *x, struct m_stream *s, const struct spec *sp)
+{
+	if (s->nkeys == s->capk) {
+		s->capk = s->capk ? 2 * s->capk : 16;
+		s->keys = realloc(s->keys, s->capk * sizeof *s->keys);
+		if (!s->keys)
+			es_fail(x, "out of memory");
+	}
+	struct m_key *k = &s->keys[s->nkeys];
+	memset(k, 0, sizeof *k);
+	uint64_t id = ++x->next_prod;
+	le_put64(k->prod, x->seed);
+	le_put64(k->prod + 8, id);
+	/* Sometimes a producer id already used on another stream: the key
+	 * is (stream, producer), so that must be a fresh append here. */
+	const struct m_stream *o = &x->s[rnd(x, x->ns)];
+	if (o != s && o->nkeys && chance(x, 25)) {
+		const uint8_t *cand = o->keys[rnd(x, o->nkeys)].prod;
+		bool used = false;
+		for (uint32_t i = 0; i < s->nkeys && !used; i++)
+			used = !memcmp(s->keys[i].prod, cand, PE_PRODUCER_LEN);
+		if (!used)
+			memcpy(k->prod, cand, PE_PRODUCER_LEN);
+	}
+	k->st = KEY_LOST; /* until something commits it */
+	k->sp = *sp;
+	return (int)s->nkeys++;
+}
+
+static int issue(struct esim *x, struct op *o)
+{
+	struct m_stream *s = &x->s[o->s];
+	struct pe_input in[ES_MAX_COUNT];
+	uint8_t *bufs[ES_MAX_COUNT] = {0};
+	for (uint32_t i = 0; i < o->sp.count; i++) {
+		bufs[i] = malloc(o->sp.len[i] ? o->sp.len[i] : 1);
+		if (!bufs[i])
+			es_fail(x, "out of memory");
+		gen_payload(o->sp.pseed[i], o->sp.len[i], bufs[i]);
+		in[i] = (struct pe_input){.type = o->sp.type[i],
+					  .flags = o->sp.flags[i],
+					  .len = o->sp.len[i], .payload = bufs[i]};
+	}
+	struct pe_append_req rq = {.key = s->key, .klen = s->klen,
+				   .expected_last_seq = PE_NO_EXPECT,
+				   .entries = in, .count = o->sp.count};
+	if (o->key >= 0)
+		memcpy(rq.producer, s->keys[o->key].prod, PE_PRODUCER_LEN);
+	int rc = pe_append(x->eng, &rq, append_cb, o);
+	for (uint32_t i = 0; i < o->sp.count; i++)
+		free(bufs[i]);
+	return rc;
+}
+
+/* Waits until `want` ops of the burst have completed. */
+static void wait_done(struct esim *x, uint32_t want)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += (time_t)(ES_WAIT_NS / 1000000000ull);
+	pthread_mutex_lock(&x->mu);
+	while (x->ndone < want) {
+		if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
+			pthread_mutex_unlock(&x->mu);
+			es_fail(x, "burst: %u of %u appends completed after 60 s "
+				   "(engine hung?)", x->ndone, want);
+		}
+	}
+	pthread_mutex_unlock(&x->mu);
+}
+
+/* Checks one completed append against the model, in queue order. */
+static void account(struct esim *x, struct op *o, bool faults_ok)
+{
+	struct m_stream *s = &x->s[o->s];
+	const struct pe_append_result *r = &o->r;
+	struct m_key *k = o->key >= 0 ? &s->keys[o->key] : NULL;
+	if (r->err) {
+		/* EFULL (memory bound) rejects before anything is proposed */
+		if (r->err == -PARLEY_EFULL) {
+			if (k && k->st == KEY_INFLIGHT)
+				k->st = KEY_LOST;
+			return;
+		}
+		if (!faults_ok && !x->fault_armed)
+			es_fail(x, "append to %s failed with %s and no fault armed",
+				s->key, parley_strerror(r->err));
+		x->st->fault_errors++;
+		x->fatal_seen = true;
+		if (k)
+			k->failed = true;
+		add_pend(x, o); /* may be on disk: known at the reopen */
+		return;
+	}
+	if (k && k->failed)
+		es_fail(x, "%s: acknowledged after an earlier append of the "
+			   "same id failed", s->key);
+	if (r->duplicate) {
+		if (!k || k->st != KEY_COMMITTED)
+			es_fail(x, "%s: duplicate reported for an id never committed "
+				   "(seq %" PRIu64 ")", s->key, r->seq);
+		if (r->seq != k->seq)
+			es_fail(x, "%s: idempotent retry returned seq %" PRIu64
+				   ", original %" PRIu64, s->key, r->seq, k->seq);
+		x->st->dups++;
+		return;
+	}
+	if (k && k->st == KEY_COMMITTED)
+		es_fail(x, "%s: retry of an id committed at seq %" PRIu64
+			   " appended again at %" PRIu64, s->key, k->seq, r->seq);
+	if (r->seq != s->n + 1 || r->count != o->sp.count)
+		es_fail(x, "%s: acknowledged seq %" PRIu64 " count %u, model "
+			   "expects seq %" PRIu64 " count %u",
+			s->key, r->seq, r->count, s->n + 1, o->sp.count);
+	if (r->last_seq != r->seq + r->count - 1)
+		es_fail(x, "%s: last_seq %" PRIu64 " after seq %" PRIu64
+			   " count %u", s->key, r->last_seq, r->seq, r->count);
+	push_spec(x, s, &o->sp, k ? k->prod : zero_prod, r->ts_ms);
+	if (k) {
+		k->st = KEY_COMMITTED;
+		k->seq = r->seq;
+		k->count = r->count;
+	}
+	x->st->acked++;
+}
+
+/*
+ * A burst of asynchronous appends. mode 0: wait for all; mode 1: crash
+ * after some completed (some in flight); mode 2: a WAL fault is armed.
+ */
+static void burst(struct esim *x, int mode, bool bulk)
+{
+	uint32_t n = 1 + (uint32_t)rnd(x, bulk ? 4 : ES_MAX_BURST);
+	x->nops = n;
+	x->ndone = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct op *o = &x->ops[i];
+		memset(o, 0, sizeof *o);
+		o->s = (uint32_t)rnd(x, x->ns);
+		struct m_stream *s = &x->s[o->s];
+		o->key = -1;
+		unsigned pick = (unsigned)rnd(x, 100);
+		if (pick < 20 && s->nkeys) {
+			/* a retry of an earlier id: same bytes again */
+			int k = (int)rnd(x, s->nkeys);
+			bool inflight = s->keys[k].st == KEY_INFLIGHT;
+			if (!inflight || mode == 0) {
+				o->key = k;
+				o->retry = true;
+				o->sp = s->keys[k].sp;
+			}
+		}
+		if (o->key < 0) {
+			make_spec(x, &o->sp, bulk);
+			if (pick < 70)
+				o->key = new_key(x, s, &o->sp);
+		}
+		if (o->key >= 0 && s->keys[o->key].st != KEY_COMMITTED)
+			s->keys[o->key].st = KEY_INFLIGHT;
+	}
+	uint32_t crash_after = mode == 1 ? (uint32_t)rnd(x, n + 1) : n;
+	bool tear = chance(x, 50);
+	uint32_t issued = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = issue(x, &x->ops[i]);
+		if (rc == -PARLEY_EFULL) { /* queue full: never queued */
+			pthread_mutex_lock(&x->mu);
+			x->ops[i].done = true;
+			x->ops[i].r.err = rc;
+			x->ndone++;
+			pthread_mutex_unlock(&x->mu);
+		} else if (rc) {
+			es_fail(x, "pe_append: %s", parley_strerror(rc));
+		}
+		issued++;
+	}
+	(void)issued;
+	if (mode == 1) {
+		wait_done(x, crash_after);
+		pe_abort(x->eng);
+		x->eng = NULL;
+		subs_engine_gone(x);
+	} else {
+		wait_done(x, n);
+	}
+	/* the engine is stopped or every op completed: no more callbacks */
+	for (uint32_t i = 0; i < n; i++) {
+		struct op *o = &x->ops[i];
+		if (o->done)
+			account(x, o, mode == 2);
+		else
+			add_pend(x, o);
+	}
+	es_log(x, "burst of %u (%s): %u completed", n,
+	       mode == 0 ? "plain" : mode == 1 ? "crash" : "fault", x->ndone);
+	if (mode == 1) {
+		clear_faults(x);
+		pio_mem_crash(x->io, tear);
+		x->st->crashes++;
+		x->st->torn += tear;
+		uint32_t before = x->npend;
+		uint64_t rec = x->st->recovered_unacked;
+		es_open(x);
+		verify_all(x, true);
+		x->st->lost_unacked += before - (x->st->recovered_unacked - rec);
+	}
+}
+
+/* ---- other steps ---------------------------------------------------------- */
+
+static void step_read(struct esim *x)
+{
+	struct m_stream *s = &x->s[rnd(x, x->ns)];
+	bool back = chance(x, 35);
+	uint64_t last = s->n;
+	uint64_t from;
+	if (back)
+		from = chance(x, 30) ? UINT64_MAX : 1 + rnd(x, last + 3);
+	else
+		from = 1 + rnd(x, last + 3);
+	uint32_t limit = 1 + (uint32_t)rnd(x, chance(x, 50) ? 10 : PE_MAX_READ);
+	struct pe_read_req q = {.key = s->key, .klen = s->klen, .from = from,
+				.dir = back ? PE_BACKWARD : PE_FORWARD,
+				.limit = limit};
+	struct pe_entry *es = NULL;
+	uint32_t n = 0;
+	struct pe_read_result rr = {0};
+	int rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
+	x->st->reads++;
+	bool visible = last && s->first <= last;
+	/* a read starting below the first visible seq: ETRIMMED (forward
+	 * always; backward may also just find nothing there) */
+	if (rc == -PARLEY_ETRIMMED && rr.first_seq > s->first &&
+	    rr.first_seq <= last + 1 && retention_allows(x, s, rr.first_seq))
+		s->first = rr.first_seq; /* retention applied by a compaction */
+	uint64_t start = back ? PARLEY_MIN(from, last) : from;
+	if (last && start < s->first && (!back || rc)) {
+		if (rc != -PARLEY_ETRIMMED || rr.first_seq != s->first)
+			es_fail(x, "%s: forward read from %" PRIu64
+				   " below first %" PRIu64 ": %s first_seq %" PRIu64,
+				s->key, from, s->first, parley_strerror(rc),
+				rr.first_seq);
+		free(es);
+		return;
+	}
+	if (rc)
+		es_fail(x, "%s: read from %" PRIu64 " %s: %s (model first %"
+			   PRIu64 " last %" PRIu64 "; first_seq %" PRIu64
+			   " last_seq %" PRIu64 ")",
+			s->key, from, back ? "backward" : "forward",
+			parley_strerror(rc), s->first, last, rr.first_seq,
+			rr.last_seq);
+	/* expected: seqs from..last ascending, or min(from,last)..first
+	 * descending; the page is a prefix of that, non-empty if any */
+	uint64_t lo, hi, avail;
+	if (!visible) {
+		avail = 0;
+		lo = hi = 0;
+	} else if (!back) {
+		lo = from;
+		hi = last;
+		avail = from <= last ? last - from + 1 : 0;
+	} else {
+		hi = PARLEY_MIN(from, last);
+		lo = s->first;
+		avail = hi >= lo ? hi - lo + 1 : 0;
+	}
+	if (n > avail || n > limit || (avail && !n) || (rr.end && n < avail))
+		es_fail(x, "%s: read %s from %" PRIu64 " limit %u: %u entries "
+			   "(end %d), %" PRIu64 " available",
+			s->key, back ? "backward" : "forward", from, limit, n,
+			rr.end, avail);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t want = back ? hi - i : lo + i;
+		if (es[i].seq != want ||
+		    !ent_matches(&s->e[want - 1], &es[i], g_scratch))
+			es_fail(x, "%s: read %s from %" PRIu64 ": entry %u is seq %"
+				   PRIu64 " (want %" PRIu64 ") or its bytes differ",
+				s->key, back ? "backward" : "forward", from, i,
+				es[i].seq, want);
+	}
+	free(es);
+}
+
+static void step_delete(struct esim *x)
+{
+	struct m_stream *s = &x->s[rnd(x, x->ns)];
+	if (!s->n)
+		return;
+	uint64_t through = chance(x, 20) ? UINT64_MAX
+					  : s->first - 1 + rnd(x, s->n - s->first + 2);
+	struct pe_delete_result r;
+	int rc = pe_delete_sync(x->eng, s->key, s->klen, through, &r);
+	if (rc)
+		es_fail(x, "delete %s through %" PRIu64 ": %s", s->key, through,
+			parley_strerror(rc));
+	uint64_t want = PARLEY_MAX(s->first, PARLEY_MIN(through, s->n) + 1);
+	if (through == 0)
+		want = s->first;
+	if (r.first_seq != want || r.last_seq != s->n)
+		es_fail(x, "delete %s through %" PRIu64 ": first %" PRIu64
+			   " last %" PRIu64 ", model %" PRIu64 " %" PRIu64,
+			s->key, through, r.first_seq, r.last_seq, want, s->n);
+	s->first = want;
+	x->st->deletes++;
+}
+
+static void step_history(struct esim *x, bool fault)
+{
+	uint32_t p = (uint32_t)rnd(x, pe_partition_count(x->eng));
+	bool compact = chance(x, 45);
+	if (fault) {
+		static const enum pio_mem_fault kinds[] = {
+			PIO_FAULT_WRITE_EIO, PIO_FAULT_FSYNC_EIO, PIO_FAULT_ENOSPC};
+		pio_mem_fault_scope(x->io, "/hist/");
+		pio_mem_inject(x->io, kinds[rnd(x, 3)], 1 + (uint32_t)rnd(x, 3));
+		x->fault_armed = true;
+		x->st->faults++;
+	}
+	int rc = compact ? pe_compact_sync(x->eng, p, chance(x, 50))
+			 : pe_flush_sync(x->eng, p);
+	if (fault) {
+		clear_faults(x);
+		x->fault_armed = true; /* stays explained until the reopen */
+	}
+	if (rc) {
+		if (!x->fault_armed)
+			es_fail(x, "%s of partition %u: %s with no fault armed",
+				compact ? "compaction" : "flush", p,
+				parley_strerror(rc));
+		x->st->fault_errors++;
+	} else if (compact) {
+		x->st->compactions++;
+	} else {
+		x->st->flushes++;
+	}
+	es_log(x, "%s%s p%u: %s", fault ? "faulted " : "",
+	       compact ? "compaction" : "flush", p, parley_strerror(rc));
+	/* whatever happened, what is acknowledged reads back */
+	for (uint32_t i = 0; i < x->ns; i++)
+		if (x->s[i].part == p)
+			verify_stream(x, i, false, false);
+}
+
+static void step_wal_fault(struct esim *x)
+{
+	static const enum pio_mem_fault kinds[] = {
+		PIO_FAULT_WRITE_EIO, PIO_FAULT_FSYNC_EIO, PIO_FAULT_ENOSPC};
+	bool all = chance(x, 25); /* full disk everywhere */
+	pio_mem_fault_scope(x->io, all ? NULL : "/wal/");
+	unsigned kind = (unsigned)rnd(x, 3);
+	uint32_t count = all ? 1000000 : 1 + (uint32_t)rnd(x, 3);
+	pio_mem_inject(x->io, kinds[kind], count);
+	es_log(x, "WAL fault %s x%u%s",
+	       kind == 0 ? "write EIO" : kind == 1 ? "fsync EIO" : "ENOSPC",
+	       count, all ? " (every file)" : "");
+	x->fault_armed = true;
+	x->st->faults++;
+	burst(x, 2, false);
+	clear_faults(x);
+	if (x->fatal_seen || chance(x, 30)) {
+		/* an fsync error cannot be retried: restart from the log */
+		if (chance(x, 50))
+			crash_reopen(x, chance(x, 50));
+		else
+			clean_reopen(x);
+	}
+}
+
+/* A synchronous append with an expected-last-seq precondition: right
+ * (applies at last + 1) or wrong (-PARLEY_ESEQ, nothing appended). */
+static void step_cas(struct esim *x)
+{
+	uint32_t si = (uint32_t)rnd(x, x->ns);
+	struct m_stream *s = &x->s[si];
+	bool right = chance(x, 70);
+	uint64_t expect = right ? s->n : s->n + 1 + rnd(x, 3);
+	if (!right && s->n && chance(x, 50))
+		expect = rnd(x, s->n);
+	struct op o = {.s = si, .key = -1};
+	make_spec(x, &o.sp, false);
+	struct pe_input in[ES_MAX_COUNT];
+	uint8_t *bufs[ES_MAX_COUNT];
+	for (uint32_t i = 0; i < o.sp.count; i++) {
+		bufs[i] = malloc(o.sp.len[i] ? o.sp.len[i] : 1);
+		if (!bufs[i])
+			es_fail(x, "out of memory");
+		gen_payload(o.sp.pseed[i], o.sp.len[i], bufs[i]);
+		in[i] = (struct pe_input){.type = o.sp.type[i],
+					  .flags = o.sp.flags[i],
+					  .len = o.sp.len[i], .payload = bufs[i]};
+	}
+	struct pe_append_req rq = {.key = s->key, .klen = s->klen,
+				   .expected_last_seq = expect, .entries = in,
+				   .count = o.sp.count};
+	int rc = pe_append_sync(x->eng, &rq, &o.r);
+	for (uint32_t i = 0; i < o.sp.count; i++)
+		free(bufs[i]);
+	if (rc == -PARLEY_ESEQ || o.r.err == -PARLEY_ESEQ) {
+		if (right || o.r.last_seq != s->n)
+			es_fail(x, "%s: expected last %" PRIu64 " refused (last_seq %"
+				   PRIu64 "), model last %" PRIu64,
+				s->key, expect, o.r.last_seq, s->n);
+		return;
+	}
+	if (!rc && !right)
+		es_fail(x, "%s: expected last %" PRIu64 " accepted at seq %" PRIu64
+			   ", model last %" PRIu64, s->key, expect, o.r.seq, s->n);
+	if (rc && !o.r.err)
+		o.r.err = rc;
+	account(x, &o, false);
+	if (x->npend) /* an error with a fault armed: settled at the reopen */
+		return;
+}
+
+/* Reopen with a fault armed on every file: the open either fails with an
+ * error (then succeeds once the disk is healthy) or works; either way
+ * nothing acknowledged is lost. */
+static void step_open_faults(struct esim *x)
+{
+	static const enum pio_mem_fault kinds[] = {
+		PIO_FAULT_WRITE_EIO, PIO_FAULT_FSYNC_EIO, PIO_FAULT_ENOSPC};
+	if (chance(x, 50)) {
+		pe_abort(x->eng);
+		clear_faults(x);
+		pio_mem_crash(x->io, chance(x, 50));
+		x->st->crashes++;
+	} else {
+		pe_close(x->eng);
+	}
+	x->eng = NULL;
+	subs_engine_gone(x);
+	pio_mem_inject(x->io, kinds[rnd(x, 3)], 1 + (uint32_t)rnd(x, 4));
+	x->st->faults++;
+	int rc = pe_open(&x->opt, &x->eng);
+	es_log(x, "open with a fault armed: %s", parley_strerror(rc));
+	if (rc) {
+		x->st->fault_errors++;
+		clear_faults(x);
+		es_open(x);
+	} else {
+		x->st->reopens++;
+		x->fatal_seen = false;
+		x->fault_armed = true; /* what is left of it may still fire */
+	}
+	verify_all(x, true);
+}
+
+/* Lists every regular file under dir (recursively) into paths. */
+struct flist {
+	struct esim *x;
+	const char *dir;
+	char (*paths)[160];
+	uint32_t n, cap;
+};
+
+static int flist_cb(void *arg, const char *name)
+{
+	struct flist *fl = arg;
+	char path[160];
+	snprintf(path, sizeof path, "%s/%s", fl->dir, name);
+	if (pio_mem_file_size(fl->x->io, path) >= 0) {
+		if (fl->n < fl->cap)
+			snprintf(fl->paths[fl->n++], 160, "%s", path);
+		return 0;
+	}
+	struct flist sub = *fl;
+	sub.dir = path;
+	(void)fl->x->io->ops->list(fl->x->io, path, flist_cb, &sub);
+	fl->n = sub.n;
+	return 0;
+}
+
+/* Flip one bit of a stored file after a clean close, reopen, and check
+ * that every answer is the model's or a clear error. With `restore`, then
+ * close, flip the bit back and reopen: the engine must not have damaged
+ * anything while it ran on the flipped file, so everything must check out
+ * again (what an operator restoring the file from a backup expects). */
+static bool step_flip(struct esim *x, bool restore)
+{
+	subs_stop_all(x); /* a tainted engine may close them with errors */
+	pe_close(x->eng);
+	x->eng = NULL;
+	char paths[256][160];
+	struct flist fl = {.x = x, .dir = ES_DIR, .paths = paths, .cap = 256};
+	(void)x->io->ops->list(x->io, ES_DIR, flist_cb, &fl);
+	/* aim at data: WAL segments and history segments */
+	uint32_t cand[256], nc = 0;
+	for (uint32_t i = 0; i < fl.n; i++)
+		if (strstr(paths[i], "/wal-") || strstr(paths[i], "/seg-"))
+			cand[nc++] = i;
+	const char *path = nc ? paths[cand[rnd(x, nc)]] : NULL;
+	int64_t size = path ? pio_mem_file_size(x->io, path) : 0;
+	if (size <= 0) {
+		es_open(x);
+		return false;
+	}
+	uint64_t span = (uint64_t)size;
+	if (strstr(path, "/wal-") && chance(x, 80))
+		span = PARLEY_MIN(span, 256u * 1024u); /* where the log is */
+	uint64_t off = rnd(x, span);
+	unsigned bit = (unsigned)rnd(x, 8);
+	if (pio_mem_flip_bit(x->io, path, off, bit))
+		es_fail(x, "flip %s", path);
+	x->st->flips++;
+	es_log(x, "flip %s offset %" PRIu64 " bit %u", path, off, bit);
+	int rc = pe_open(&x->opt, &x->eng);
+	bool detected = rc != 0;
+	if (rc) {
+		es_log(x, "open after flip: %s", parley_strerror(rc));
+	} else {
+		for (uint32_t i = 0; i < x->ns; i++)
+			detected |= verify_stream(x, i, false, true);
+		for (uint32_t p = 0; p < pe_partition_count(x->eng); p++) {
+			struct pe_partition_status ps;
+			if (pe_partition_status(x->eng, p, &ps) == 0 &&
+			    ps.state == PE_PART_CORRUPT)
+				detected = true;
+		}
+	}
+	x->st->flips_detected += detected;
+	if (!restore)
+		return true;
+	if (x->eng)
+		pe_close(x->eng);
+	x->eng = NULL;
+	/* the file may be gone: compaction replaced a segment it could read
+	 * whole (the flip was in bytes no checksum covers), or a WAL segment
+	 * was released after a flush */
+	rc = pio_mem_flip_bit(x->io, path, off, bit);
+	if (rc && rc != -ENOENT)
+		es_fail(x, "flip back %s: %d", path, rc);
+	es_log(x, "flip back %s offset %" PRIu64 " bit %u: %s", path, off, bit,
+	       rc ? "file gone" : "ok");
+	es_open(x);
+	if (!detected) {
+		verify_all(x, false);
+		return false;
+	}
+	/* The engine saw the damage. What it wrote since (a recovery that
+	 * found acknowledged records missing still appends after where the
+	 * log now ends, over the bytes the mark says were durable) may have
+	 * made the loss permanent: then the run ends here, with the damage
+	 * counted; never wrong data, though. */
+	bool damaged = false;
+	for (uint32_t i = 0; i < x->ns; i++)
+		damaged |= verify_stream(x, i, false, true);
+	if (!damaged) {
+		verify_all(x, false);
+		return false;
+	}
+	x->st->flip_damage++;
+	es_log(x, "flip back: the damage stays");
+	return true;
+}
+
+/* ---- the run ------------------------------------------------------------- */
+
+static void setup(struct esim *x)
+{
+	x->io = pio_mem_new(x->seed ^ 0x5EEDull);
+	if (!x->io)
+		es_fail(x, "pio_mem_new");
+	x->now_ms = 1700000000000ull + rnd(x, 1000000000ull);
+	struct pe_options *o = &x->opt;
+	memset(o, 0, sizeof *o);
+	o->dir = ES_DIR;
+	o->io = x->io;
+	o->partitions = 1 + (uint32_t)rnd(x, 8);
+	o->shards = 1 + (uint32_t)rnd(x, PARLEY_MIN(o->partitions, 2u));
+	o->memtable_bytes = (64u << 10) << rnd(x, 6); /* 64 KiB .. 2 MiB */
+	o->no_auto_flush = chance(x, 30);
+	o->no_auto_compact = chance(x, 50);
+	o->block_cache_bytes = (128u << 10) << rnd(x, 4);
+	o->compaction_rate = 1ull << 40; /* no throttling sleeps */
+	o->clock_ms = clock_cb;
+	o->clock_arg = x;
+	x->rules[0] = (struct pe_retention_rule){.prefix = "r/", .plen = 2,
+						  .max_count = ES_RET_COUNT};
+	x->rules[1] = (struct pe_retention_rule){.prefix = "a/", .plen = 2,
+						  .max_age_ms = ES_RET_AGE_MS};
+	o->retention = x->rules;
+	o->nretention = 2;
+	x->ns = 8 + (uint32_t)rnd(x, ES_MAX_STREAMS - 8);
+	for (uint32_t i = 0; i < x->ns; i++) {
+		struct m_stream *s = &x->s[i];
+		memset(s, 0, sizeof *s);
+		unsigned k = (unsigned)rnd(x, 10);
+		const char *pre = k == 0 ? "r/" : k == 1 ? "a/" : "s/";
+		s->ret = k == 0 ? RET_COUNT : k == 1 ? RET_AGE : RET_NONE;
+		s->klen = (uint32_t)snprintf(s->key, sizeof s->key, "%s%u", pre, i);
+		s->first = 1;
+	}
+	int rc = x->io->ops->mkdir(x->io, ES_DIR);
+	if (!rc) /* the data directory exists before the engine runs */
+		rc = x->io->ops->fsync_dir(x->io, "/");
+	if (rc)
+		es_fail(x, "mkdir: %d", rc);
+	/* most runs: a crash also loses namespace changes (create, rename,
+	 * unlink, mkdir) whose directory was not fsync'd */
+	x->strict_dirs = chance(x, 75);
+	pio_mem_strict_dirs(x->io, x->strict_dirs);
+	es_open(x);
+	for (uint32_t i = 0; i < x->ns; i++)
+		x->s[i].part = pe_partition_of(x->eng, x->s[i].key, x->s[i].klen);
+}
+
+static void teardown(struct esim *x)
+{
+	if (x->eng)
+		pe_close(x->eng);
+	for (int i = 0; i < ES_MAX_SUBS; i++)
+		free(x->subs[i].got);
+	pio_free(x->io);
+	for (uint32_t i = 0; i < x->ns; i++) {
+		free(x->s[i].e);
+		free(x->s[i].keys);
+	}
+	free(x->pend);
+}
+
+int esim_run(uint64_t seed, uint32_t steps, bool verbose,
+	     struct esim_stats *st)
+{
+	struct esim *x = calloc(1, sizeof *x);
+	if (!x)
+		return -1;
+	if (!g_scratch)
+		g_scratch = malloc(PE_MAX_PAYLOAD);
+	x->seed = seed;
+	x->verbose = verbose;
+	x->rng.s = seed;
+	x->vrng.s = seed ^ 0x7E41F1ull;
+	x->st = st;
+	pthread_mutex_init(&x->mu, NULL);
+	pthread_cond_init(&x->cv, NULL);
+	g_cur = x;
+	setup(x);
+	for (x->step = 0; x->step < steps; x->step++) {
+		st->steps++;
+		x->now_ms += rnd(x, 100) < 5 ? 30000 + rnd(x, 60000) : rnd(x, 2000);
+		unsigned pick = (unsigned)rnd(x, 1000);
+		if (pick < 420) {
+			burst(x, 0, false);
+			if (chance(x, 30))
+				sub_check(x, true);
+		} else if (pick < 440)
+			burst(x, 0, true);
+		else if (pick < 620)
+			step_read(x);
+		else if (pick < 670)
+			step_delete(x);
+		else if (pick < 780)
+			step_history(x, false);
+		else if (pick < 820)
+			step_history(x, true);
+		else if (pick < 890)
+			burst(x, 1, false);
+		else if (pick < 930)
+			step_wal_fault(x);
+		else if (pick < 945)
+			clean_reopen(x);
+		else if (pick < 960)
+			crash_reopen(x, chance(x, 50));
+		else if (pick < 970)
+			step_open_faults(x);
+		else if (pick < 978)
+			step_cas(x);
+		else if (pick < 985)
+			step_sub(x);
+		else if (pick < 990) {
+			if (step_flip(x, true))
+				break; /* left damaged: nothing more to check */
+		}
+		else
+			verify_all(x, false);
+		if (x->fatal_seen) /* nothing else is possible */
+			crash_reopen(x, chance(x, 50));
+	}
+	if (x->step == steps) {
+		verify_all(x, false);
+		subs_stop_all(x);
+		if (chance(x, 50))
+			(void)step_flip(x, false);
+		else
+			clean_reopen(x);
+	}
+	teardown(x);
+	pthread_mutex_destroy(&x->mu);
+	pthread_cond_destroy(&x->cv);
+	free(x);
+	g_cur = NULL;
+	return 0;
+}
+
+int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
+{
+	const char *v = getenv("PARLEY_ESIM_SEED");
+	if (v && *v) {
+		base = strtoull(v, NULL, 0);
+		n = 1;
+	}
+	if ((v = getenv("PARLEY_ESIM_BASE")) && *v)
+		base = strtoull(v, NULL, 0);
+	if ((v = getenv("PARLEY_ESIM_SEEDS")) && *v)
+		n = strtoull(v, NULL, 0);
+	if ((v = getenv("PARLEY_ESIM_STEPS")) && *v)
+		steps = (uint32_t)strtoul(v, NULL, 0);
+	bool verbose = (v = getenv("PARLEY_ESIM_VERBOSE")) && *v && *v != '0';
+	/* the faults make the engine log errors by design */
+	parley_log_set_level(verbose ? PLOG_INFO : PLOG_ERROR);
+	/* Every reopen reads whole 16 MiB WAL segments into fresh buffers:
+	 * keep freed memory in the heap instead of returning it to the
+	 * kernel, so each read does not page-fault its buffer in again
+	 * (most of a run's time otherwise). Glibc only; a test knob. */
+	(void)mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	(void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
+	struct esim_stats st = {0};
+	for (uint64_t i = 0; i < n; i++) {
+		fprintf(stderr, "%s: seed %" PRIu64 "\n", name, base + i);
+		esim_run(base + i, steps, verbose, &st);
+	}
+	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") steps/seed=%u"
+	       " acked=%" PRIu64 " dups=%" PRIu64 " reads=%" PRIu64
+	       " deletes=%" PRIu64 " flushes=%" PRIu64 " compactions=%" PRIu64
+	       " crashes=%" PRIu64 " torn=%" PRIu64 " reopens=%" PRIu64
+	       " unacked_recovered=%" PRIu64 " unacked_lost=%" PRIu64
+	       " faults=%" PRIu64 " fault_errors=%" PRIu64 " flips=%" PRIu64
+	       " flips_detected=%" PRIu64 " flip_damage=%" PRIu64 " subs=%" PRIu64
+	       " sub_entries=%" PRIu64 " OK\n",
+	       name, n, base, base + n - 1, steps, st.acked, st.dups, st.reads,
+	       st.deletes, st.flushes, st.compactions, st.crashes, st.torn,
+	       st.reopens, st.recovered_unacked, st.lost_unacked, st.faults,
+	       st.fault_errors, st.flips, st.flips_detected, st.flip_damage, st.subs,
+	       st.sub_entries);
+	return 0;
+}

@@ -1,0 +1,135 @@
+/*
+ * chat_world.h — shared fixtures of the chat service tests
+ * (test_chat_read.c, test_chat_list.c, test_conn.c): an engine on the
+ * in-memory I/O backend with the chat clock, and blocking wrappers
+ * around CONV_OPEN and SEND. Header-only (static functions).
+ */
+#ifndef PARLEY_TEST_CHAT_WORLD_H
+#define PARLEY_TEST_CHAT_WORLD_H
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "chat.h"
+#include "parley_engine_hooks.h"
+
+struct world {
+	struct pio *io;
+	struct pe_engine *e;
+	struct chat_clock clock;
+	struct chat *c;
+};
+
+static inline void world_start(struct world *w, uint64_t seed)
+{
+	memset(w, 0, sizeof *w);
+	w->io = pio_mem_new(seed);
+	struct pe_options o = {.dir = "/data", .partitions = 4, .shards = 2,
+			       .io = w->io, .clock_ms = chat_clock_ms,
+			       .clock_arg = &w->clock,
+			       .retention = chat_retention,
+			       .nretention = chat_nretention};
+	cr_assert_eq(pe_open(&o, &w->e), 0);
+	cr_assert_eq(chat_open(w->e, &w->clock, &w->c), 0);
+}
+
+static inline void world_stop(struct world *w)
+{
+	chat_close(w->c);
+	pe_close(w->e);
+	pio_free(w->io);
+}
+
+/* A one-shot rendezvous between an engine callback and the test thread. */
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+#define WAITER_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static inline void waiter_signal(struct waiter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done++;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static inline void waiter_wait(struct waiter *w, int n)
+{
+	pthread_mutex_lock(&w->mu);
+	while (w->done < n)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+}
+
+struct open_wait {
+	struct waiter w;
+	struct chat_conv_info r;
+};
+
+static inline void open_wait_cb(void *arg, const struct chat_conv_info *r)
+{
+	struct open_wait *x = arg;
+	x->r = *r;
+	waiter_signal(&x->w);
+}
+
+/* CONV_OPEN through the chat service; returns its error. */
+static inline int svc_open(struct chat *c, const char *user, const char *peer,
+			   struct chat_conv_info *out)
+{
+	struct open_wait x = {.w = WAITER_INIT};
+	int rc = chat_conv_open(c, user, strlen(user), peer, strlen(peer),
+				open_wait_cb, &x);
+	if (rc)
+		return rc;
+	waiter_wait(&x.w, 1);
+	if (out)
+		*out = x.r;
+	return x.r.err;
+}
+
+/* A SEND through the chat service with body "m<i>", waiting for its ack;
+ * returns the seq. */
+static inline uint64_t svc_send(struct chat *c, const char *conv,
+				const char *from, int i)
+{
+	char body[32];
+	snprintf(body, sizeof body, "m%d", i);
+	struct chat_send_req q = {.conv = conv, .conv_len = (uint16_t)strlen(conv),
+				  .sender = from,
+				  .sender_len = (uint16_t)strlen(from),
+				  .content_type = 1,
+				  .body = (const uint8_t *)body,
+				  .body_len = (uint32_t)strlen(body)};
+	q.client_msg_id[0] = (uint8_t)i;
+	q.client_msg_id[1] = (uint8_t)(i >> 8);
+	q.client_msg_id[15] = 0x5a;
+	struct chat_send_result r;
+	cr_assert_eq(chat_send_sync(c, &q, &r), 0);
+	return r.seq;
+}
+
+/* Waits (bounded) until u/<user> holds n entries: the fan-out is
+ * asynchronous. */
+static inline void wait_inbox(struct world *w, const char *user, uint64_t n)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, user, strlen(user));
+	for (int i = 0; i < 5000; i++) {
+		struct pe_meta m;
+		int rc = pe_meta_sync(w->e, key, (size_t)kl, &m);
+		if (rc == 0 && m.last_seq >= n)
+			return;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	cr_assert_fail("inbox of %s never reached %llu entries", user,
+		       (unsigned long long)n);
+}
+
+#endif

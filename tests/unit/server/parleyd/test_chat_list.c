@@ -1,0 +1,134 @@
+/*
+ * test_chat_list.c — unit tests for server/chat_list.c: the pure list
+ * builder (most recent first, ties by id, the peer seen from the caller,
+ * the limit, ids that are not conversations skipped) and CONV_LIST on the
+ * in-memory engine (conversations opened with and without messages, the
+ * order following the last message, an empty list).
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "chat_world.h"
+
+static void ent(struct chat_list_ent *e, const char *conv, uint64_t seq,
+		uint64_t ts)
+{
+	memset(e, 0, sizeof *e);
+	e->clen = (uint16_t)strlen(conv);
+	memcpy(e->conv, conv, e->clen);
+	e->last_seq = seq;
+	e->last_ts = ts;
+}
+
+static const char *str(struct parley_str s, char *buf)
+{
+	memcpy(buf, s.p, s.len);
+	buf[s.len] = '\0';
+	return buf;
+}
+
+Test(chat_list, build_orders_and_names_the_peer)
+{
+	struct chat_list_ent e[5];
+	ent(&e[0], "d:alice:bob", 3, 100);
+	ent(&e[1], "d:alice:dave", 1, 300);
+	ent(&e[2], "x-not-a-conv", 1, 999);
+	ent(&e[3], "d:alice:carol", 0, 0);
+	ent(&e[4], "d:alice:ann", 0, 0); /* same time as carol: shorter id first */
+	struct parley_msg *m = malloc(sizeof *m);
+	chat_list_build(e, 5, 100, "alice", 5, m);
+	cr_assert_eq(m->type, PARLEY_T_CONV_LIST_OK);
+	const struct parley_conv_list_ok *l = &m->conv_list_ok;
+	cr_assert_eq(l->count, 4);
+	char b[256];
+	cr_assert_str_eq(str(l->entries[0].conv, b), "d:alice:dave");
+	cr_assert_str_eq(str(l->entries[0].peer, b), "dave");
+	cr_assert_eq(l->entries[0].last_ts_ms, 300);
+	cr_assert_str_eq(str(l->entries[1].conv, b), "d:alice:bob");
+	cr_assert_eq(l->entries[1].last_seq, 3);
+	cr_assert_str_eq(str(l->entries[2].conv, b), "d:alice:ann");
+	cr_assert_str_eq(str(l->entries[3].conv, b), "d:alice:carol");
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(l->entries[i].kind, PARLEY_CONV_DIRECT);
+		cr_assert_eq(l->entries[i].member_count, 2);
+	}
+	/* seen from bob, the peer of d:alice:bob is alice */
+	ent(&e[0], "d:alice:bob", 3, 100);
+	chat_list_build(e, 1, 100, "bob", 3, m);
+	cr_assert_str_eq(str(m->conv_list_ok.entries[0].peer, b), "alice");
+	/* the limit */
+	ent(&e[0], "d:alice:bob", 3, 100);
+	ent(&e[1], "d:alice:dave", 1, 300);
+	chat_list_build(e, 2, 1, "alice", 5, m);
+	cr_assert_eq(m->conv_list_ok.count, 1);
+	cr_assert_str_eq(str(m->conv_list_ok.entries[0].conv, b), "d:alice:dave");
+	free(m);
+}
+
+struct list_wait {
+	struct waiter w;
+	int err;
+	uint16_t count;
+	char conv[8][32];
+	char peer[8][16];
+	uint64_t last_seq[8];
+};
+
+static void list_cb(void *arg, int err, const struct parley_msg *m)
+{
+	struct list_wait *x = arg;
+	x->err = err;
+	if (!err) {
+		x->count = m->conv_list_ok.count;
+		for (uint16_t i = 0; i < x->count && i < 8; i++) {
+			const struct parley_conv_entry *e = &m->conv_list_ok.entries[i];
+			snprintf(x->conv[i], 32, "%.*s", (int)e->conv.len, e->conv.p);
+			snprintf(x->peer[i], 16, "%.*s", (int)e->peer.len, e->peer.p);
+			x->last_seq[i] = e->last_seq;
+		}
+	}
+	waiter_signal(&x->w);
+}
+
+static int conv_list(struct world *w, const char *user, uint16_t limit,
+		     struct list_wait *x)
+{
+	*x = (struct list_wait){.w = WAITER_INIT};
+	int rc = chat_conv_list(w->c, user, strlen(user), limit, list_cb, x);
+	if (rc)
+		return rc;
+	waiter_wait(&x->w, 1);
+	return x->err;
+}
+
+Test(chat_list, conv_list_on_the_engine)
+{
+	struct world w;
+	world_start(&w, 21);
+	struct list_wait x;
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0);
+	cr_assert_eq(x.count, 0, "no conversations yet");
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_open(w.c, "carol", "alice", NULL), 0);
+	cr_assert_eq(svc_send(w.c, "d:alice:bob", "bob", 1), 1);
+	/* a later millisecond for carol's messages (the order is by time) */
+	struct timespec ts = {0, 5000000};
+	nanosleep(&ts, NULL);
+	cr_assert_eq(svc_send(w.c, "d:alice:carol", "carol", 1), 1);
+	cr_assert_eq(svc_send(w.c, "d:alice:carol", "alice", 2), 2);
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0);
+	cr_assert_eq(x.count, 2);
+	cr_assert_str_eq(x.conv[0], "d:alice:carol"); /* most recent message */
+	cr_assert_str_eq(x.peer[0], "carol");
+	cr_assert_eq(x.last_seq[0], 2);
+	cr_assert_str_eq(x.conv[1], "d:alice:bob");
+	cr_assert_eq(x.last_seq[1], 1);
+	cr_assert_eq(conv_list(&w, "alice", 1, &x), 0);
+	cr_assert_eq(x.count, 1);
+	cr_assert_eq(conv_list(&w, "bob", 50, &x), 0);
+	cr_assert_eq(x.count, 1);
+	cr_assert_str_eq(x.peer[0], "alice");
+	cr_assert_eq(conv_list(&w, "a:b", 50, &x), -PARLEY_EINVAL);
+	world_stop(&w);
+}

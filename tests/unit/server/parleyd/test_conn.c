@@ -1,0 +1,629 @@
+/*
+ * test_conn.c — unit tests for server/conn.c, the connection state
+ * machine, against a fake loop (this file implements loop_conn.h's loop
+ * side and lmsg.h's loop_post, so loop.c is not linked): bytes are fed
+ * with conn_on_recv, the frames the connection queues are read back with
+ * conn_out_peek/conn_on_sent, posted messages are handed back with
+ * conn_on_msg, and the chat service runs on the in-memory engine.
+ *
+ * What is proven: the handshake order (HELLO first, AUTH before
+ * requests, fatal errors close after the flush), a frame fed one byte at
+ * a time parses like a whole one, the pre-auth frame limit, the frame and
+ * handshake timeouts, SEND -> SEND_ACK through the chat service, SYNC ->
+ * SYNC_OK -> EVENTs in inbox order with the event window honoured, the
+ * max_inflight bound, and a slow consumer cut off with GOAWAY.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat_world.h"
+#include "conn.h"
+
+/* ---- the fake loop ------------------------------------------------------------- */
+
+struct loop {
+	struct srv *s;
+	uint8_t *scratch;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct lmsg *head, *tail;
+	unsigned kicks;
+	char closed_why[64];
+};
+
+struct srv *loop_srv(struct loop *lp)
+{
+	return lp->s;
+}
+
+uint8_t *loop_scratch(struct loop *lp)
+{
+	return lp->scratch;
+}
+
+void loop_conn_kick(struct conn *c)
+{
+	conn_sock(c)->ref.lp->kicks++;
+}
+
+void loop_conn_close(struct conn *c, const char *why)
+{
+	struct loop_sock *k = conn_sock(c);
+	if (k->closing)
+		return;
+	k->closing = true;
+	snprintf(k->ref.lp->closed_why, sizeof k->ref.lp->closed_why, "%s", why);
+	conn_on_close(c);
+}
+
+void loop_post(struct loop *lp, struct lmsg *m)
+{
+	m->next = NULL;
+	pthread_mutex_lock(&lp->mu);
+	if (lp->tail)
+		lp->tail->next = m;
+	else
+		lp->head = m;
+	lp->tail = m;
+	pthread_cond_broadcast(&lp->cv);
+	pthread_mutex_unlock(&lp->mu);
+}
+
+/* ---- fixture ----------------------------------------------------------------------- */
+
+static int fake_auth(void *arg, const char *token, size_t len, char *sub,
+		     size_t subcap, uint64_t *exp_ms, char *why, size_t whycap)
+{
+	(void)arg;
+	*exp_ms = 0;
+	if (len < 5 || memcmp(token, "good:", 5) != 0 || len - 5 >= subcap) {
+		snprintf(why, whycap, "bad token");
+		return -PARLEY_EAUTH;
+	}
+	memcpy(sub, token + 5, len - 5);
+	sub[len - 5] = '\0';
+	return 0;
+}
+
+struct fx {
+	struct world w;
+	bool chat;
+	struct srv s;
+	struct loop lp;
+	struct conn *c;
+	uint32_t gen;
+	/* bytes the connection wrote, and how far they were read */
+	uint8_t *out;
+	size_t olen, ocap, opos;
+};
+
+static void fx_start(struct fx *f, bool with_chat, uint64_t seed)
+{
+	memset(f, 0, sizeof *f);
+	f->chat = with_chat;
+	if (with_chat) {
+		world_start(&f->w, seed);
+		f->s.engine = f->w.e;
+		f->s.chat = f->w.c;
+	}
+	f->s.auth = fake_auth;
+	f->s.lim = (struct srv_limits){
+		.max_frame = 1 << 20, .preauth_max_frame = 16384,
+		.frame_timeout_ms = 1000, .max_body = 65536, .max_inflight = 4,
+		.event_window = 4, .idle_timeout_ms = 60000,
+		.handshake_timeout_ms = 5000, .slow_consumer_ms = 1000,
+		.max_outbound = 1 << 20, .max_conns = 16,
+		.drain_timeout_ms = 1000};
+	membudget_init(&f->s.mem, 1ull << 30, 0, 0);
+	snprintf(f->s.server_id, sizeof f->s.server_id, "test");
+	f->lp.s = &f->s;
+	f->lp.scratch = malloc(PARLEY_PROTO_MAX_FRAME_HARD);
+	pthread_mutex_init(&f->lp.mu, NULL);
+	pthread_cond_init(&f->lp.cv, NULL);
+	f->gen = 7;
+	f->c = conn_new(&f->lp, -1, false, 3, f->gen);
+	cr_assert(f->c);
+}
+
+static void fx_stop(struct fx *f)
+{
+	if (!conn_sock(f->c)->closing)
+		loop_conn_close(f->c, "test over");
+	conn_free(f->c);
+	if (f->chat)
+		world_stop(&f->w);
+	struct lmsg *m = f->lp.head;
+	while (m) {
+		struct lmsg *n = m->next;
+		free(m);
+		m = n;
+	}
+	free(f->lp.scratch);
+	free(f->out);
+}
+
+/* Feed a whole message as one frame, or byte by byte. */
+static void fx_feed(struct fx *f, uint32_t rid, const struct parley_msg *m,
+		    bool trickle)
+{
+	uint8_t buf[4096];
+	int n = parley_proto_encode(buf, sizeof buf, rid, m);
+	cr_assert_gt(n, 0);
+	if (!trickle) {
+		conn_on_recv(f->c, buf, (uint32_t)n);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		conn_on_recv(f->c, buf + i, 1);
+}
+
+/* Move what the connection queued into f->out (as the loop's sends would). */
+static void fx_flush(struct fx *f)
+{
+	const uint8_t *p;
+	uint32_t n;
+	while (!conn_sock(f->c)->closing && (n = conn_out_peek(f->c, &p)) > 0) {
+		if (f->olen + n > f->ocap) {
+			f->ocap = (f->olen + n) * 2;
+			f->out = realloc(f->out, f->ocap);
+		}
+		memcpy(f->out + f->olen, p, n);
+		f->olen += n;
+		conn_on_sent(f->c, n);
+	}
+}
+
+/* The next frame the connection wrote (decoded into *m), false if none. */
+static bool fx_next(struct fx *f, struct parley_msg *m, uint32_t *rid)
+{
+	fx_flush(f);
+	if (f->opos == f->olen)
+		return false;
+	struct parley_frame fr;
+	int n = parley_proto_frame_decode(f->out + f->opos, f->olen - f->opos,
+					  PARLEY_PROTO_MAX_FRAME_HARD, &fr);
+	cr_assert_gt(n, 0, "the connection wrote a bad frame");
+	cr_assert_eq(parley_proto_decode_payload(fr.type, fr.payload,
+						 fr.payload_len, m), 0);
+	if (rid)
+		*rid = fr.request_id;
+	f->opos += (size_t)n;
+	return true;
+}
+
+/* Hands posted messages to the connection (as the loop's drain does),
+ * waiting up to ~5 s for at least `want` of them. Returns how many. */
+static unsigned fx_pump(struct fx *f, unsigned want)
+{
+	unsigned got = 0;
+	for (int spins = 0; spins < 5000; spins++) {
+		pthread_mutex_lock(&f->lp.mu);
+		struct lmsg *m = f->lp.head;
+		f->lp.head = f->lp.tail = NULL;
+		pthread_mutex_unlock(&f->lp.mu);
+		while (m) {
+			struct lmsg *n = m->next;
+			if (m->slot == 3 && m->gen == f->gen &&
+			    !conn_sock(f->c)->closing)
+				conn_on_msg(f->c, m);
+			free(m);
+			got++;
+			m = n;
+		}
+		if (got >= want)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return got;
+}
+
+/* The stage histograms' /metrics text (heap). */
+static char *stage_text(struct fx *f)
+{
+	size_t n = srv_stage_metrics(&f->s, NULL, 0);
+	char *t = malloc(n + 1);
+	cr_assert_eq(srv_stage_metrics(&f->s, t, n + 1), n);
+	return t;
+}
+
+static struct parley_msg *msg_new(uint16_t type)
+{
+	struct parley_msg *m = calloc(1, sizeof *m);
+	m->type = type;
+	return m;
+}
+
+static void fx_hello(struct fx *f, const char *device)
+{
+	struct parley_msg *m = msg_new(PARLEY_T_HELLO);
+	m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.device_id = parley_str_c(device);
+	m->hello.client_name = parley_str_c("test");
+	fx_feed(f, 1, m, false);
+	cr_assert(fx_next(f, m, NULL));
+	cr_assert_eq(m->type, PARLEY_T_HELLO_OK);
+	cr_assert_eq(m->hello_ok.event_window, f->s.lim.event_window);
+	free(m);
+}
+
+static void fx_auth(struct fx *f, const char *user)
+{
+	char tok[64];
+	snprintf(tok, sizeof tok, "good:%s", user);
+	struct parley_msg *m = msg_new(PARLEY_T_AUTH);
+	m->auth.token = parley_str_c(tok);
+	fx_feed(f, 2, m, false);
+	cr_assert(fx_next(f, m, NULL));
+	cr_assert_eq(m->type, PARLEY_T_AUTH_OK);
+	cr_assert_eq(m->auth_ok.user_id.len, strlen(user));
+	free(m);
+}
+
+static void expect_error(struct fx *f, uint32_t code, bool fatal)
+{
+	struct parley_msg *m = msg_new(0);
+	cr_assert(fx_next(f, m, NULL), "no frame, want ERROR %u", code);
+	cr_assert_eq(m->type, PARLEY_T_ERROR, "type %#x, want ERROR %u",
+		     m->type, code);
+	cr_assert_eq(m->error.code, code, "ERROR %u (%.*s), want %u",
+		     m->error.code, (int)m->error.text.len, m->error.text.p, code);
+	cr_assert_eq((m->error.flags & PARLEY_ERRF_FATAL) != 0, fatal);
+	free(m);
+}
+
+/* ---- handshake ------------------------------------------------------------------------ */
+
+Test(conn, hello_must_come_first)
+{
+	struct fx f;
+	fx_start(&f, false, 1);
+	struct parley_msg *m = msg_new(PARLEY_T_PING);
+	m->ping.nonce = 5;
+	fx_feed(&f, 1, m, false);
+	expect_error(&f, PARLEY_EPROTO, true);
+	cr_assert(conn_sock(f.c)->closing, "closed once the ERROR is flushed");
+	cr_assert_str_eq(f.lp.closed_why, "closed after fatal error");
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, requests_need_auth_and_bad_tokens_are_fatal)
+{
+	struct fx f;
+	fx_start(&f, false, 2);
+	fx_hello(&f, "phone");
+	struct parley_msg *m = msg_new(PARLEY_T_CONV_LIST);
+	m->conv_list.limit = 10;
+	fx_feed(&f, 5, m, false);
+	expect_error(&f, PARLEY_EAUTH, false);
+	/* PING is fine before AUTH */
+	*m = (struct parley_msg){.type = PARLEY_T_PING, .ping.nonce = 42};
+	fx_feed(&f, 6, m, false);
+	uint32_t rid;
+	cr_assert(fx_next(&f, m, &rid));
+	cr_assert_eq(m->type, PARLEY_T_PONG);
+	cr_assert_eq(m->pong.nonce, 42);
+	cr_assert_eq(rid, 6);
+	/* a bad token: fatal */
+	*m = (struct parley_msg){.type = PARLEY_T_AUTH};
+	m->auth.token = parley_str_c("evil");
+	fx_feed(&f, 7, m, false);
+	expect_error(&f, PARLEY_EAUTH, true);
+	cr_assert(conn_sock(f.c)->closing);
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, a_trickled_frame_parses_like_a_whole_one)
+{
+	struct fx f;
+	fx_start(&f, false, 3);
+	struct parley_msg *m = msg_new(PARLEY_T_HELLO);
+	m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.device_id = parley_str_c("phone");
+	fx_feed(&f, 1, m, true);
+	cr_assert(fx_next(&f, m, NULL));
+	cr_assert_eq(m->type, PARLEY_T_HELLO_OK);
+	*m = (struct parley_msg){.type = PARLEY_T_AUTH};
+	m->auth.token = parley_str_c("good:alice");
+	fx_feed(&f, 2, m, true);
+	cr_assert(fx_next(&f, m, NULL));
+	cr_assert_eq(m->type, PARLEY_T_AUTH_OK);
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, preauth_frame_limit_is_checked_on_the_header)
+{
+	struct fx f;
+	fx_start(&f, false, 4);
+	uint8_t hdr[PARLEY_PROTO_HEADER_SIZE];
+	parley_proto_header_put(hdr, PARLEY_T_HELLO, 0, 1,
+				f.s.lim.preauth_max_frame); /* body never sent */
+	conn_on_recv(f.c, hdr, sizeof hdr);
+	expect_error(&f, PARLEY_ETOOBIG, true);
+	cr_assert_eq(atomic_load(&f.s.ctr.preauth_too_big), 1);
+	fx_stop(&f);
+}
+
+Test(conn, partial_frame_and_handshake_timeouts)
+{
+	struct fx f;
+	fx_start(&f, false, 5);
+	uint8_t half[6] = {40, 0, 0, 0, 1, 0}; /* a frame of 44 bytes, started */
+	conn_on_recv(f.c, half, sizeof half);
+	fx_flush(&f);
+	cr_assert_eq(f.olen, 0);
+	uint64_t now = parley_mono_ns();
+	conn_tick(f.c, now + 500ull * 1000000, parley_now_ms());
+	fx_flush(&f);
+	cr_assert_eq(f.olen, 0, "within frame_timeout_ms: nothing happens");
+	conn_tick(f.c, now + 1500ull * 1000000, parley_now_ms());
+	expect_error(&f, PARLEY_ETIMEDOUT, true);
+	cr_assert_eq(atomic_load(&f.s.ctr.frame_timeouts), 1);
+	fx_stop(&f);
+
+	fx_start(&f, false, 6);
+	fx_hello(&f, "phone"); /* HELLO but never AUTH */
+	conn_tick(f.c, parley_mono_ns() + 6000ull * 1000000, parley_now_ms());
+	cr_assert(conn_sock(f.c)->closing);
+	cr_assert_str_eq(f.lp.closed_why, "handshake timeout");
+	fx_stop(&f);
+}
+
+/* ---- requests through the chat service ------------------------------------------------ */
+
+static void fx_send(struct fx *f, uint32_t rid, const char *conv, int i)
+{
+	char body[16];
+	snprintf(body, sizeof body, "m%d", i);
+	struct parley_msg *m = msg_new(PARLEY_T_SEND);
+	m->send.conv = parley_str_c(conv);
+	m->send.client_msg_id[0] = (uint8_t)i;
+	m->send.content_type = 1;
+	m->send.body = (struct parley_bytes){(const uint8_t *)body, strlen(body)};
+	fx_feed(f, rid, m, false);
+	free(m);
+}
+
+Test(conn, send_is_acked_after_the_chat_service_answers)
+{
+	struct fx f;
+	fx_start(&f, true, 7);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	fx_send(&f, 10, "d:alice:bob", 1);
+	struct parley_msg *m = msg_new(0);
+	cr_assert(!fx_next(&f, m, NULL), "no ACK before the engine answered");
+	cr_assert_eq(f.c->inflight, 1);
+	cr_assert_geq(fx_pump(&f, 1), 1);
+	uint32_t rid;
+	cr_assert(fx_next(&f, m, &rid));
+	cr_assert_eq(m->type, PARLEY_T_SEND_ACK);
+	cr_assert_eq(rid, 10);
+	cr_assert_eq(m->send_ack.seq, 1);
+	cr_assert_eq(f.c->inflight, 0);
+	cr_assert_eq(atomic_load(&f.s.ctr.appends), 1);
+	/* each send stage saw this SEND once (srv.h, /metrics) */
+	char *txt = stage_text(&f);
+	for (int k = 0; k < 4; k++) {
+		static const char *st[4] = {"recv", "submit", "durable", "reply"};
+		char want[96];
+		snprintf(want, sizeof want,
+			 "parley_send_stage_seconds_count{stage=\"%s\"} 1\n", st[k]);
+		cr_assert(strstr(txt, want), "no \"%s\" in\n%s", want, txt);
+	}
+	free(txt);
+	/* not a member */
+	fx_send(&f, 11, "d:bob:carol", 2);
+	expect_error(&f, PARLEY_EPERM, false);
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, max_inflight_is_enforced)
+{
+	struct fx f;
+	fx_start(&f, true, 8);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 5; i++) /* max_inflight 4: the fifth is refused */
+		fx_send(&f, (uint32_t)(10 + i), "d:alice:bob", i);
+	expect_error(&f, PARLEY_EFULL, false);
+	fx_pump(&f, 4);
+	struct parley_msg *m = msg_new(0);
+	int acks = 0;
+	while (fx_next(&f, m, NULL))
+		acks += m->type == PARLEY_T_SEND_ACK;
+	cr_assert_eq(acks, 4);
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, sync_delivers_events_in_order_within_the_window)
+{
+	struct fx f;
+	fx_start(&f, true, 9);
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 10; i++)
+		svc_send(f.w.c, "d:alice:bob", "bob", i);
+	wait_inbox(&f.w, "alice", 10);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	struct parley_msg *m = msg_new(PARLEY_T_SYNC);
+	m->sync.from_inbox_seq = 1;
+	fx_feed(&f, 20, m, false);
+	uint64_t next = 1;
+	bool sync_ok = false;
+	/* the window is 4: without acks, four EVENTs at most */
+	for (int round = 0; round < 50 && next <= 4; round++) {
+		fx_pump(&f, 1);
+		while (fx_next(&f, m, NULL)) {
+			if (m->type == PARLEY_T_SYNC_OK) {
+				cr_assert(!sync_ok);
+				cr_assert_eq(next, 1, "SYNC_OK before the first EVENT");
+				cr_assert_eq(m->sync_ok.start_inbox_seq, 1);
+				cr_assert_eq(m->sync_ok.last_inbox_seq, 10);
+				sync_ok = true;
+				continue;
+			}
+			cr_assert_eq(m->type, PARLEY_T_EVENT);
+			cr_assert_eq(m->event.inbox_seq, next, "inbox order, no gap");
+			cr_assert_eq(m->event.conv_seq, next);
+			cr_assert_eq(m->event.kind, PARLEY_EV_MESSAGE);
+			next++;
+		}
+	}
+	cr_assert(sync_ok);
+	cr_assert_eq(next, 5);
+	fx_pump(&f, 0);
+	cr_assert(!fx_next(&f, m, NULL), "past the event window");
+	/* acknowledging opens the window again */
+	*m = (struct parley_msg){.type = PARLEY_T_EVENT_ACK};
+	m->event_ack.up_to_inbox_seq = 4;
+	fx_feed(&f, 0, m, false);
+	for (int round = 0; round < 50 && next <= 8; round++) {
+		fx_pump(&f, 1);
+		while (fx_next(&f, m, NULL)) {
+			cr_assert_eq(m->type, PARLEY_T_EVENT);
+			cr_assert_eq(m->event.inbox_seq, next);
+			next++;
+		}
+	}
+	cr_assert_eq(next, 9);
+	/* the delivery stages timed these events (the fan-out ran before SYNC) */
+	cr_assert_eq(atomic_load(&f.s.ctr.events_out), 8);
+	char *txt = stage_text(&f);
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"fanout\"} 10\n"),
+		  "%s", txt);
+	/* inline pointers: no event needed a read */
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"resolve\"} 0\n"),
+		  "%s", txt);
+	cr_assert(!strstr(txt, "parley_delivery_stage_seconds_count{stage=\"notify\"} 0\n"),
+		  "%s", txt);
+	free(txt);
+	/* an ack beyond what was sent is refused */
+	*m = (struct parley_msg){.type = PARLEY_T_EVENT_ACK};
+	m->event_ack.up_to_inbox_seq = 99;
+	fx_feed(&f, 0, m, false);
+	expect_error(&f, PARLEY_EINVAL, false);
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, a_slow_consumer_is_cut_off)
+{
+	struct fx f;
+	fx_start(&f, false, 10);
+	f.s.lim.max_outbound = 256;
+	f.s.lim.max_frame = 64;
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	/* the client never reads: PONGs pile up past max_outbound + max_frame */
+	struct parley_msg *m = msg_new(PARLEY_T_PING);
+	for (int i = 0; i < 40 && !conn_sock(f.c)->closing &&
+			f.c->goaway_reason != PARLEY_GOAWAY_SLOW_CONSUMER; i++) {
+		m->ping.nonce = (uint64_t)i;
+		fx_feed(&f, (uint32_t)(100 + i), m, false);
+	}
+	cr_assert_eq(f.c->goaway_reason, PARLEY_GOAWAY_SLOW_CONSUMER);
+	cr_assert_eq(atomic_load(&f.s.ctr.slow_consumers), 1);
+	bool goaway = false;
+	while (fx_next(&f, m, NULL))
+		if (m->type == PARLEY_T_GOAWAY) {
+			cr_assert_eq(m->goaway.reason, PARLEY_GOAWAY_SLOW_CONSUMER);
+			goaway = true;
+		}
+	cr_assert(goaway, "GOAWAY SLOW_CONSUMER on the wire");
+	cr_assert(conn_sock(f.c)->closing, "closed once flushed");
+	free(m);
+	fx_stop(&f);
+}
+
+/* Appends one entry to key (blocking). */
+static void raw_append(struct fx *f, const char *key, uint16_t type,
+		       const uint8_t *p, uint32_t len)
+{
+	struct pe_input in = {.type = type, .len = len, .payload = p};
+	struct pe_append_req q = {.key = key, .klen = strlen(key),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	struct pe_append_result r;
+	cr_assert_eq(pe_append_sync(f->w.e, &q, &r), 0);
+}
+
+/* Inbox pointers of the first version (no message inline: what a server
+ * before inline pointers, or the fan-out recovery, wrote) are resolved by
+ * a read; the live ones after them come ready. Delivery stays in inbox
+ * order across both, within the window. */
+Test(conn, old_and_inline_pointers_deliver_in_order)
+{
+	struct fx f;
+	fx_start(&f, true, 11);
+	const char *conv = "d:alice:bob";
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 3; i++) {
+		char body[8];
+		snprintf(body, sizeof body, "m%d", i);
+		struct chat_msg cm = {.sender = "bob", .sender_len = 3,
+				      .body = (const uint8_t *)body,
+				      .body_len = (uint32_t)strlen(body)};
+		cm.client_msg_id[0] = (uint8_t)i;
+		uint8_t rec[64];
+		int n = chat_msg_encode(rec, sizeof rec, &cm);
+		raw_append(&f, "c/d:alice:bob", CHAT_ENT_MSG, rec, (uint32_t)n);
+		struct chat_ptr p = {.kind = PARLEY_EV_MESSAGE, .conv = conv,
+				     .conv_len = 11, .conv_seq = (uint64_t)i};
+		uint8_t pb[64];
+		n = chat_ptr_encode(pb, sizeof pb, &p);
+		cr_assert_eq(pb[0], 1, "a version 1 pointer");
+		raw_append(&f, "u/alice", CHAT_ENT_PTR, pb, (uint32_t)n);
+	}
+	for (int i = 4; i <= 6; i++)
+		cr_assert_eq(svc_send(f.w.c, conv, "bob", i), (uint64_t)i);
+	wait_inbox(&f.w, "alice", 6);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	struct parley_msg *m = msg_new(PARLEY_T_SYNC);
+	m->sync.from_inbox_seq = 1;
+	fx_feed(&f, 20, m, false);
+	uint64_t next = 1;
+	for (int round = 0; round < 200 && next <= 6; round++) {
+		fx_pump(&f, 1);
+		while (fx_next(&f, m, NULL)) {
+			if (m->type == PARLEY_T_SYNC_OK)
+				continue;
+			cr_assert_eq(m->type, PARLEY_T_EVENT);
+			cr_assert_eq(m->event.inbox_seq, next, "inbox order, no gap");
+			cr_assert_eq(m->event.conv_seq, next);
+			cr_assert_eq(m->event.kind, PARLEY_EV_MESSAGE);
+			char want[8];
+			snprintf(want, sizeof want, "m%d", (int)next);
+			cr_assert_eq(m->event.body.len, strlen(want));
+			cr_assert(!memcmp(m->event.body.p, want, strlen(want)));
+			cr_assert_eq(m->event.client_msg_id[0], (uint8_t)next);
+			next++;
+		}
+		if (next == 5) { /* window 4 reached: acknowledge */
+			struct parley_msg *a = msg_new(PARLEY_T_EVENT_ACK);
+			a->event_ack.up_to_inbox_seq = 4;
+			fx_feed(&f, 0, a, false);
+			free(a);
+		}
+	}
+	cr_assert_eq(next, 7);
+	char *txt = stage_text(&f);
+	/* three reads, and event 4 (ready) waited in the stash behind them;
+	 * 5 and 6 went out directly after the ack */
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"resolve\"} 4\n"),
+		  "%s", txt);
+	free(txt);
+	free(m);
+	fx_stop(&f);
+}
