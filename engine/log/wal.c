@@ -1145,60 +1145,29 @@ static void note_corrupt(void *arg, int64_t partition, const char *file,
 	c->rec->corrupt(c->rec->arg, partition, file, off, why);
 }
 
-struct rec_count {
-	uint64_t n;
-	bool bad;
-};
-
-static int count_record(void *arg, const struct wal_rec *r)
+/*
+ * Does segment `seq` look like one prepared ahead of its roll that never
+ * took a record? A valid header naming it, and no valid record header of
+ * it at block 1, where its first batch would start (a recycled spare's
+ * stale records carry another segment's seq). Reads two blocks. Whether
+ * it really is one depends on the segment before it (wal_open).
+ */
+static bool looks_prepared(struct wal *w, uint64_t seq)
 {
-	(void)r;
-	((struct rec_count *)arg)->n++;
-	return 0;
-}
-
-static void count_corrupt(void *arg, int64_t partition, const char *file,
-			  uint64_t off, const char *why)
-{
-	(void)partition;
-	(void)file;
-	(void)off;
-	(void)why;
-	((struct rec_count *)arg)->bad = true;
-}
-
-/* 1 when segment `last` is a prepared one that never became active: a
- * valid header, no record, and `prev` (the segment before it) not sealed
- * (a roll swaps the prepared segment in only after the seal of the one
- * before is durable). 0 otherwise (the normal scan judges), or an error. */
-static int prepared_check(struct wal *w, uint64_t prev, uint64_t last)
-{
-	if (last != prev + 1)
-		return 0;
 	char path[600];
-	uint8_t *d = NULL;
-	uint64_t size = 0;
-	struct rec_count n = {0, false};
-	struct scan_out so;
-	seg_path(w, last, path, sizeof path);
-	int rc = read_whole(w->io, path, &d, &size);
-	if (rc)
-		return rc;
-	struct wal_recovery cnt = {.record = count_record,
-				   .corrupt = count_corrupt, .arg = &n};
-	rc = scan_segment(d, size, "prepared", true, &cnt, &so);
+	seg_path(w, seq, path, sizeof path);
+	struct pio_file *f;
+	if (w->io->ops->open(w->io, path, 0, &f))
+		return false;
+	uint8_t *d = malloc(2 * WAL_BLOCK);
+	int64_t n = d ? w->io->ops->pread(w->io, f, d, 2 * WAL_BLOCK, 0) : -1;
+	w->io->ops->close(w->io, f);
+	uint64_t hseq = 0, created = 0;
+	bool yes = n == 2 * WAL_BLOCK &&
+		   seg_header_ok(d, (uint64_t)n, &hseq, &created) &&
+		   hseq == seq && !rec_header_ok(d + WAL_BLOCK, seq);
 	free(d);
-	if (rc || n.n || n.bad || so.sealed)
-		return 0;
-	seg_path(w, prev, path, sizeof path);
-	rc = read_whole(w->io, path, &d, &size);
-	if (rc)
-		return rc;
-	/* damage in it is the main scan's to report: only its seal counts */
-	rc = scan_segment(d, size, "previous", true, &cnt, &so);
-	free(d);
-	(void)rc;
-	return !so.sealed;
+	return yes;
 }
 
 int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
@@ -1256,20 +1225,14 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		qsort(l.seqs, l.n, sizeof *l.seqs, cmp_u64);
 	/* A segment prepared ahead of its roll (header only, no record) after
 	 * a segment that is not sealed was never active: the log ends in the
-	 * one before it. It goes back to the spares (read-write opens). */
-	char prepared[600] = "";
-	if (l.n >= 2) {
-		rc = prepared_check(w, l.seqs[l.n - 2], l.seqs[l.n - 1]);
-		if (rc < 0) {
-			free(l.seqs);
-			wal_close(w);
-			return rc;
-		}
-		if (rc == 1) {
-			seg_path(w, l.seqs[l.n - 1], prepared, sizeof prepared);
-			l.n--;
-		}
-	}
+	 * one before it, which is then scanned as the last, and the prepared
+	 * one is kept as the next segment (a roll swaps it in only after the
+	 * seal of the one before is durable, so a segment with records never
+	 * follows an unsealed one). */
+	bool last_prep = l.n >= 2 && l.seqs[l.n - 1] == l.seqs[l.n - 2] + 1 &&
+			 looks_prepared(w, l.seqs[l.n - 1]);
+	uint64_t prep_seq = 0; /* the prepared segment, set aside */
+	bool prev_corrupt = false;
 
 	struct hwm mark;
 	bool have_mark = false;
@@ -1303,7 +1266,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			wal_close(w);
 			return rc;
 		}
-		bool is_last = i + 1 == l.n;
+		bool is_last = i + 1 == l.n || (last_prep && i + 2 == l.n);
 		struct note_ctx nc = {.w = w, .seq = l.seqs[i], .rec = rec};
 		struct wal_recovery nrec = {.record = note_record,
 					    .corrupt = note_corrupt, .arg = &nc};
@@ -1340,6 +1303,11 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			last_size = size;
 			if (rc == -PARLEY_ECORRUPT) /* never write over it */
 				last_sealed = true;
+		}
+		if (last_prep && i + 2 == l.n && !so.sealed) {
+			prep_seq = l.seqs[l.n - 1];
+			prev_corrupt = rc == -PARLEY_ECORRUPT;
+			l.n--; /* the loop ends here: the log's last segment */
 		}
 	}
 	uint64_t last_seq = l.n ? l.seqs[l.n - 1] : 0;
@@ -1393,18 +1361,6 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	if (read_only) {
 		*out = w;
 		return 0;
-	}
-	if (prepared[0]) {
-		char to[600];
-		snprintf(to, sizeof to, "%s/spare-%u.log", dir, w->spare_next++);
-		rc = io->ops->rename(io, prepared, to);
-		if (!rc)
-			rc = io->ops->fsync_dir(io, dir);
-		if (rc) {
-			wal_close(w);
-			return rc;
-		}
-		w->spares_ready++;
 	}
 	if (l.n == 0 || last_sealed) {
 		/* what the mark is about to count must be durable: after kill -9
@@ -1466,6 +1422,16 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		return rc;
 	}
 	w->next_want = w->seg_seq + 1; /* prepared ahead of the first roll */
+	if (prep_seq == w->next_want && !prev_corrupt) {
+		/* the prepared segment found above is that one already (else a
+		 * new one was just activated over its name) */
+		char path[600];
+		seg_path(w, prep_seq, path, sizeof path);
+		if (io->ops->open(io, path, 0, &w->next_f) == 0)
+			atomic_store(&w->next_ready, true);
+		else
+			w->next_f = NULL;
+	}
 	/* the prep thread is not optional: rolls and releases wait for it */
 	rc = pthread_create(&w->prep, NULL, prep_main, w);
 	if (rc) {
