@@ -680,7 +680,7 @@ void hist_job_wal_release(struct shard *sh)
 		int n = wal_release(sh->wal, flushed_of, e, pin, WAL_PIN_MAX,
 				    &npin, &left);
 		if (n > 0)
-			PLOG_D("engine", "WAL segments released", "shard=%u n=%d",
+			PLOG_D("engine", "WAL segments queued for release", "shard=%u n=%d",
 			       sh->idx, n);
 		if (left <= e->opt.wal_pin_segments || e->opt.no_auto_flush)
 			return;

@@ -557,6 +557,7 @@ static void prep_wait(struct wal *w, uint64_t deadline_ns)
 
 static int seg_prepare(struct wal *w, uint64_t seq, struct pio_file **out);
 static void bg_release(struct wal *w);
+static void prep_stop(struct wal *w);
 
 /* Wakes the shard's ring when it waits for background work (any thread). */
 static void bg_wake(struct wal *w)
@@ -1447,13 +1448,7 @@ void wal_close(struct wal *w)
 {
 	if (!w)
 		return;
-	if (w->prep_running) {
-		pthread_mutex_lock(&w->spare_mu);
-		w->stop = true;
-		pthread_cond_broadcast(&w->spare_cv);
-		pthread_mutex_unlock(&w->spare_mu);
-		pthread_join(w->prep, NULL);
-	}
+	prep_stop(w);
 	if (w->seg)
 		w->io->ops->close(w->io, w->seg);
 	if (w->next_f)
@@ -1828,11 +1823,50 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 	return (int)ndrop;
 }
 
+/* Stops the prep thread (it finishes the job in hand). */
+static void prep_stop(struct wal *w)
+{
+	if (!w->prep_running)
+		return;
+	pthread_mutex_lock(&w->spare_mu);
+	w->stop = true;
+	pthread_cond_broadcast(&w->spare_cv);
+	pthread_mutex_unlock(&w->spare_mu);
+	pthread_join(w->prep, NULL);
+	w->prep_running = false;
+}
+
 int wal_mark_clean(struct wal *w)
 {
 	if (w->read_only || w->failed || w->flight || w->open->nrec ||
 	    !w->seg)
 		return 0;
+	/* Nothing is appended any more: the background work ends here, and a
+	 * clean stop leaves no prepared segment behind, so the highest
+	 * wal-*.log is the active one (as tools and operators expect). */
+	prep_stop(w);
+	(void)wal_poll(w);
+	if (w->rel_st == REL_QUEUED) { /* never started: the segments stay */
+		pthread_mutex_lock(&w->maps_mu);
+		for (uint32_t i = 0; i < w->nmaps; i++)
+			w->maps[i].drop = false;
+		pthread_mutex_unlock(&w->maps_mu);
+		w->rel_st = REL_IDLE;
+	}
+	if (w->next_f) {
+		char from[600], to[600];
+		w->io->ops->close(w->io, w->next_f);
+		w->next_f = NULL;
+		atomic_store(&w->next_ready, false);
+		seg_path(w, w->next_want, from, sizeof from);
+		snprintf(to, sizeof to, "%s/spare-%u.log", w->dir, w->spare_next++);
+		int rc = w->io->ops->rename(w->io, from, to);
+		if (!rc)
+			rc = w->io->ops->fsync_dir(w->io, w->dir);
+		if (rc) /* recovery recognises a prepared segment anyway */
+			PLOG_W("wal", "prepared segment not returned to the spares",
+			       "dir=%s err=%s", w->dir, parley_errname(rc));
+	}
 	return hwm_write(w, true, 0, true);
 }
 

@@ -167,9 +167,11 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 void wal_close(struct wal *w);
 
 /*
- * Clean shutdown (shard thread, nothing open or in flight): writes the
+ * Clean shutdown (shard thread, nothing open or in flight): stops the prep
+ * thread, returns a prepared next segment to the spares (so the highest
+ * wal-*.log is the active one after a clean stop), and writes the
  * high-water mark flagged clean, so the next recovery knows where the log
- * ends exactly. Returns 0, or a negative error (the mark is then the last
+ * ends exactly. Nothing may be appended after it. Returns 0, or a negative error (the mark is then the last
  * one written, still true). A no-op when read-only, failed, or when recovery
  * found damage (the old mark stays as the evidence).
  */
