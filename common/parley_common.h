@@ -51,7 +51,12 @@
 	X(PARLEY_EINCOMPLETE, 1018, "incomplete input, need more bytes")       \
 	X(PARLEY_ERATE, 1019, "rate limited")                                  \
 	X(PARLEY_ENOMEM, 1020, "out of memory")                                \
-	X(PARLEY_ELOCKED, 1021, "data directory in use by another process")
+	X(PARLEY_ELOCKED, 1021, "data directory in use by another process")    \
+	/* edits and deletes (1035-1039) */                                    \
+	X(PARLEY_EEXPIRED, 1035, "the time allowed for this change has passed") \
+	X(PARLEY_EDELETED, 1036, "the message was deleted")                    \
+	/* typing and presence (1045-1049) */                                  \
+	X(PARLEY_ELIMIT, 1045, "a per-connection limit is reached")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM(name, val, text) name = val,

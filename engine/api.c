@@ -39,8 +39,6 @@ void pe_stats(struct pe_engine *e, struct pe_stats *out)
 		out->wal_batches += ws.batches;
 		out->wal_bytes += ws.bytes;
 		out->fsync_ns_total += ws.sync_ns;
-		out->raft_ticks += atomic_load_explicit(&sh->raft_ticks,
-							memory_order_relaxed);
 	}
 }
 

@@ -54,7 +54,9 @@ static int part_hist_open(struct pe_engine *e, struct shard *sh,
 		.partition = p->id, .cache = sh->cache,
 		.retention = e->retention.n ? &e->retention : NULL,
 		.read_only = e->opt.read_only,
-		.idem_window_ms = e->idem_window_ms};
+		.idem_window_ms = e->idem_window_ms,
+		.filter = e->opt.compact_filter,
+		.filter_arg = e->opt.compact_filter_arg};
 	int rc = hpart_open(e->io, hd, &ho, &p->hist);
 	if (rc == -PARLEY_ECORRUPT) {
 		char f[64];
@@ -200,6 +202,11 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			e->retention.n = i + 1;
 		}
 	}
+	if (engine_cluster_init(e, opt->cluster)) {
+		engine_free(e); /* no io, lock or shard yet */
+		return -PARLEY_EINVAL;
+	}
+	e->opt.cluster = NULL; /* copied into e->cl */
 	e->io = opt->io;
 	if (!e->io) {
 		e->io = pio_uring_new();
@@ -325,12 +332,14 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			} else if (opt->read_only) {
 				part_raft_apply_recovered(sh, pt);
 			} else {
-				rc = part_raft_open(pt);
+				rc = part_raft_open(e, pt);
 				if (rc)
 					goto fail;
 			}
 		}
-		if (!opt->read_only) {
+		/* a group of one elects itself now; with several voters the
+		 * groups start as followers and elect by ticks (replication) */
+		if (!opt->read_only && e->cl.conf.n == 1) {
 			rc = part_raft_elect(sh);
 			if (rc)
 				goto fail;

@@ -85,6 +85,7 @@
 
 struct pe_engine;
 struct pe_sub;
+struct pe_entry; /* below */
 struct pio; /* I/O backend, see "I/O backends" below */
 
 /* Retention rule: entries of streams whose key starts with prefix are kept
@@ -136,9 +137,25 @@ struct pe_options {
 					 shard: / shards) the shard flushes its
 					 largest memtable, again after every
 					 batch and flush, until under. */
+	/* Compaction filter (NULL = none): called by compaction for every
+	 * entry it keeps, on the compaction thread. It may replace the
+	 * entry's payload (the entry keeps its seq, ts, type, flags and
+	 * producer): write the new payload (<= cap bytes) to out and return
+	 * its length; return -1 to keep the payload as it is. It must be
+	 * deterministic in the durable state (replicas compact on their
+	 * own) and must not block or call the engine. How an application
+	 * removes one entry's content (a message deleted for everyone) from
+	 * disk: the next compaction that merges its segment rewrites it. */
+	int (*compact_filter)(void *arg, const void *key, size_t klen,
+			      const struct pe_entry *e, uint8_t *out,
+			      size_t cap);
+	void *compact_filter_arg;
 	bool no_auto_flush;           /* tests: flush only via pe_flush_sync
 					 (and the memtable bound is EFULL) */
 	bool no_auto_compact;         /* tests: compact only via pe_compact_sync */
+	/* Replication (see "Replication" below); NULL = a single node: every
+	 * partition a group of one voter, exactly as without this field. */
+	const struct pe_cluster *cluster;
 };
 
 /*
@@ -216,9 +233,6 @@ struct pe_stats {
 	uint64_t wal_batches;  /* write+fdatasync rounds (group commits) */
 	uint64_t wal_bytes;    /* bytes written to the WAL */
 	uint64_t fsync_ns_total; /* time spent waiting for write+fdatasync */
-	uint64_t raft_ticks;   /* logical ticks given to the partitions' Raft
-				  groups (one per 100 ms of the engine's
-				  clock, clock_ms when set), summed over shards */
 };
 void pe_stats(struct pe_engine *e, struct pe_stats *out);
 
@@ -294,12 +308,15 @@ struct pe_append_result {
 	int err;          /* 0, -PARLEY_ESEQ (precondition), -PARLEY_ECORRUPT,
 			     -PARLEY_EFULL (memory), -PARLEY_EFATAL, -PARLEY_ECLOSED,
 			     -PARLEY_ENOTLEADER (not committed: retry with
-			     the same producer id) */
+			     the same producer id, at `leader` if known),
+			     -PARLEY_EAGAIN (leader transfer: retry) */
 	uint64_t seq;     /* seq of the first entry of the batch */
 	uint32_t count;   /* entries appended (the batch is all or nothing) */
 	uint64_t ts_ms;   /* timestamp given to the entries */
 	uint64_t last_seq;/* stream's last seq after the operation */
 	bool duplicate;   /* idempotent retry: seq/ts are the original ones */
+	uint64_t leader;  /* -PARLEY_ENOTLEADER: the partition's leader node
+			     as this node knows it (0 = unknown) */
 };
 
 typedef void (*pe_append_cb)(void *arg, const struct pe_append_result *r);
@@ -374,6 +391,7 @@ struct pe_delete_result {
 	int err;          /* 0, -PARLEY_ECORRUPT, -PARLEY_EFATAL, -PARLEY_EPERM */
 	uint64_t first_seq; /* stream's first visible seq after the delete */
 	uint64_t last_seq;  /* unchanged: seqs are never reused */
+	uint64_t leader;    /* -PARLEY_ENOTLEADER: leader hint (0 = unknown) */
 };
 typedef void (*pe_delete_cb)(void *arg, const struct pe_delete_result *r);
 
@@ -436,6 +454,133 @@ int pe_sub_resume(struct pe_sub *s);
  * the memory is freed. From any thread; from inside its own callback too.
  * `done` (may be NULL) runs on the shard once the subscription is gone. */
 int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
+
+/* ---- replication ----------------------------------------------------------------- */
+
+/*
+ * Replication: every partition a Raft group of several voters over a
+ * transport the caller provides (engine/raft/raft.h is the Raft core;
+ * struct raft_msg is defined there, raft_codec.h encodes it for a wire).
+ *
+ * THE CONTRACT
+ *   1. Membership is static. pe_options.cluster names this node (node_id)
+ *      and the voters of every partition (voters[], this node among them;
+ *      1..PE_MAX_VOTERS distinct ids, never 0). Every node of a cluster
+ *      must be given the same voter set and the same partition count; a
+ *      data directory must always be opened with the same node id.
+ *      A voter set of one is a single node (the group elects itself at
+ *      open, as without pe_options.cluster).
+ *   2. Time is injected. The engine never ticks its groups by itself:
+ *      the caller calls pe_raft_tick() every tick (parleyd: a timer; tests:
+ *      when they choose). A group's election timeout is a uniform number
+ *      of ticks in [election_ticks, 2 * election_ticks), drawn from a seed
+ *      mixing the partition and the node id; a leader sends heartbeats
+ *      every heartbeat_ticks. With several voters no group elects itself
+ *      at open: it waits as a follower for its election timeout.
+ *   3. Inbound. pe_raft_recv() hands the engine messages received from
+ *      another node (any thread; copied before it returns). A message
+ *      for an unknown group, from a node that is not a voter, or addressed
+ *      to another node is dropped and counted. When a shard's inbox is
+ *      full the message is dropped (-PARLEY_EFULL): Raft tolerates loss.
+ *   4. Outbound, persist before send. The engine calls cluster->send(arg,
+ *      msgs, n) from a shard thread with messages of one group (all from
+ *      this node, any destinations; borrowed for the duration of the
+ *      call: copy them). A message leaves only after everything it
+ *      depends on is durable: the term and vote (HARDSTATE, stored before
+ *      the group goes on) and the log entries of its ready (the WAL batch
+ *      holding them has been written and fdatasync'd). send must not
+ *      block; it may drop messages.
+ *   5. Followers append the leader's entries to their WAL and apply them
+ *      once committed (a committed entry is applied exactly once, in log
+ *      order, after it is durable here). The leader acknowledges an append
+ *      after a quorum of voters made it durable (commit) and it applied
+ *      it: an acknowledged append survives the loss of any minority of
+ *      voters, with its seq.
+ *   6. Proposals on a node that is not the partition's leader fail at
+ *      once with -PARLEY_ENOTLEADER and the leader hint (result.leader;
+ *      0 when no leader is known, e.g. during an election). When a leader
+ *      loses its leadership, exactly its waiters above its commit index
+ *      fail with -PARLEY_ENOTLEADER (retryable: the entry may still be
+ *      committed by the next leader, so retry with the same producer id,
+ *      which turns a committed retry into the original seq); those at or
+ *      below its commit index are answered when they apply.
+ *   7. Reads, metadata and tails are served by any node from what it has
+ *      applied (no ReadIndex yet: a follower's or deposed leader's answer
+ *      may be stale), except that a leader which has not yet applied
+ *      through its own term's first entry answers reads and metadata with
+ *      -PARLEY_EAGAIN (retryable): it could miss what its predecessor
+ *      committed. pe_close answers proposals still waiting for a quorum
+ *      with -PARLEY_ECLOSED.
+ *   8. Catch-up is by log only: a leader keeps the applied entries of each
+ *      partition in memory up to log_keep_bytes (plus those not applied
+ *      yet) to send to lagging followers. A follower behind that point
+ *      would need a snapshot, which is not built: the leader logs it,
+ *      counts it (pe_raft_status.snapshot_needed) and keeps refusing; the
+ *      follower does not catch up until an operator copies a data
+ *      directory.
+ *   9. Quiescing, membership changes and ReadIndex are not used yet.
+ *  10. With follow_partition0, every group whose leader is this node and
+ *      whose partition is not 0 transfers its leadership (Raft's
+ *      TimeoutNow, once the target holds its whole log) to the node that
+ *      leads partition 0, so that one node leads every partition once
+ *      things settle: a caller whose operations span partitions (a chat
+ *      message and its inbox fan-out) then finds them all on one node.
+ *      During a transfer proposals fail with -PARLEY_EAGAIN (retryable).
+ */
+struct raft_msg; /* engine/raft/raft.h */
+
+#define PE_MAX_VOTERS 9u
+
+typedef void (*pe_raft_send_fn)(void *arg, const struct raft_msg *msgs,
+				uint32_t n);
+
+struct pe_cluster {
+	uint64_t node_id;          /* != 0 */
+	const uint64_t *voters;    /* every partition's voters, node_id among them */
+	uint32_t nvoters;          /* 1..PE_MAX_VOTERS */
+	uint32_t election_ticks;   /* 0 = default 10 */
+	uint32_t heartbeat_ticks;  /* 0 = default 1; < election_ticks */
+	uint64_t log_keep_bytes;   /* per partition, applied entries kept for
+				      followers; 0 = default 4 MiB */
+	pe_raft_send_fn send;      /* required with more than one voter */
+	void *send_arg;
+	/* Leader placement (contract item 10): a node leading a partition
+	 * other than 0 hands its leadership to the node that leads
+	 * partition 0, as this node knows it. */
+	bool follow_partition0;
+};
+
+/* Contract item 3. Any thread. Returns 0 or the first error
+ * (-PARLEY_EFULL, -PARLEY_ECLOSED, -PARLEY_EINVAL, -PARLEY_ENOMEM);
+ * messages that could be queued are queued either way. */
+int pe_raft_recv(struct pe_engine *e, const struct raft_msg *msgs, uint32_t n);
+/* Contract item 2: one tick for every group. Any thread. 0,
+ * -PARLEY_EFULL (that shard misses the tick) or -PARLEY_ECLOSED. */
+int pe_raft_tick(struct pe_engine *e);
+
+enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
+		    PE_LEADER = 3 };
+/* A partition's group as its shard last published it (after every step,
+ * tick and ready): any thread, never blocks. */
+struct pe_raft_status {
+	enum pe_raft_role role;
+	uint64_t term;
+	uint64_t leader;           /* 0 = unknown */
+	uint64_t commit;
+	uint64_t applied;
+	uint64_t last_index;
+	uint64_t snapshot_needed;  /* times a follower needed a snapshot */
+	uint64_t dropped;          /* inbound messages dropped (contract 3) */
+};
+int pe_raft_status(struct pe_engine *e, uint32_t partition,
+		   struct pe_raft_status *out);
+/* For callers that read before they write (a read on a follower may be
+ * stale): 0 when this node takes writes for the partition now (a single
+ * node, or its leader caught up with its own term), -PARLEY_ENOTLEADER
+ * (another node leads, or none is known), -PARLEY_EAGAIN (this node
+ * leads but still applies its predecessor's entries). Any thread, never
+ * blocks; from published state, so a proposal may still fail. */
+int pe_partition_leader_check(struct pe_engine *e, uint32_t partition);
 
 /* ---- I/O backends ------------------------------------------------------------- */
 

@@ -64,6 +64,11 @@ struct parley_client {
 	/* options (strings owned) */
 	struct parley_client_opts o;
 	char *host, *ca_file, *sni, *token, *device, *cname;
+	/* opts.nodes: the node list; host/o.port are the current one */
+	char *nodes_buf;
+	char *node_host[PARLEY_CLIENT_MAX_NODES];
+	uint16_t node_port[PARLEY_CLIENT_MAX_NODES];
+	uint32_t nnodes, node_i;
 
 	/* connection */
 	SSL_CTX *ctx;
@@ -108,6 +113,14 @@ struct parley_client {
 	uint64_t acked; /* last EVENT_ACK sent on this connection */
 	uint64_t recv_max; /* highest inbox_seq received on this connection */
 	int in_cb;
+
+	/* typing and presence */
+	char typing_conv[PARLEY_PROTO_MAX_CONV_ID + 1]; /* last STARTED for */
+	uint64_t typing_sent_ms;  /* when that STARTED was sent */
+	uint64_t note_pause_until; /* a RATE on a notification: wait till */
+	int note_err;             /* last notification ERROR (-code), 0 = none */
+	uint32_t note_retry_ms;
+	uint32_t server_hb_ms;    /* from PRESENCE_SUB_OK */
 
 	/* timing (monotonic ms) */
 	uint64_t last_tx_ms, last_rx_ms;
@@ -204,9 +217,66 @@ static int grow(uint8_t **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* Parses opts.nodes into c->node_*; 0 or -PARLEY_EINVAL. */
+static int nodes_parse(struct parley_client *c, const char *list)
+{
+	c->nodes_buf = strdup(list);
+	if (!c->nodes_buf)
+		return -PARLEY_ENOMEM;
+	char *rest = c->nodes_buf, *t;
+	while ((t = strsep(&rest, ",")) != NULL) {
+		char *host = t, *colon;
+		if (*t == '[') {
+			host = t + 1;
+			char *rb = strchr(host, ']');
+			if (!rb || rb[1] != ':')
+				return -PARLEY_EINVAL;
+			*rb = '\0';
+			colon = rb + 1;
+		} else {
+			colon = strrchr(t, ':');
+			if (!colon)
+				return -PARLEY_EINVAL;
+		}
+		*colon = '\0';
+		char *end;
+		unsigned long port = strtoul(colon + 1, &end, 10);
+		if (!*host || *end || end == colon + 1 || !port || port > 65535 ||
+		    c->nnodes >= PARLEY_CLIENT_MAX_NODES)
+			return -PARLEY_EINVAL;
+		c->node_host[c->nnodes] = host;
+		c->node_port[c->nnodes] = (uint16_t)port;
+		c->nnodes++;
+	}
+	return c->nnodes ? 0 : -PARLEY_EINVAL;
+}
+
+/* Moves to the next node of opts.nodes (the connection is down). */
+static void node_next(struct parley_client *c)
+{
+	if (c->nnodes < 2)
+		return;
+	char *h = strdup(c->node_host[(c->node_i + 1) % c->nnodes]);
+	if (!h)
+		return;
+	c->node_i = (c->node_i + 1) % c->nnodes;
+	free(c->host);
+	c->host = h;
+	c->o.port = c->node_port[c->node_i];
+	PLOG_D("client", "moving to the next node", "host=%s port=%u", c->host,
+	       c->o.port);
+}
+
 int parley_client_new(const struct parley_client_opts *opts,
 		      struct parley_client **out)
 {
+	struct parley_client_opts so;
+	if (opts && opts->nodes) { /* the first node stands for host/port */
+		so = *opts;
+		so.host = "-";
+		so.port = 1;
+		opts = &so;
+	}
 	if (!opts || !opts->host || !opts->port || !opts->token ||
 	    !opts->device_id || !*opts->device_id ||
 	    strlen(opts->device_id) > PARLEY_PROTO_MAX_DEVICE_ID ||
@@ -230,6 +300,20 @@ int parley_client_new(const struct parley_client_opts *opts,
 	if (!c->host || (opts->ca_file && !c->ca_file) || !c->sni || !c->token ||
 	    !c->device || !c->cname || !c->msg || !c->rmsg)
 		err = -PARLEY_ENOMEM;
+	if (!err && opts->nodes) {
+		err = nodes_parse(c, opts->nodes);
+		if (!err) {
+			free(c->host);
+			c->host = strdup(c->node_host[0]);
+			c->o.port = c->node_port[0];
+			if (!opts->tls_server_name) {
+				free(c->sni);
+				c->sni = strdup(c->node_host[0]);
+			}
+			if (!c->host || !c->sni)
+				err = -PARLEY_ENOMEM;
+		}
+	}
 	if (!c->o.connect_timeout_ms)
 		c->o.connect_timeout_ms = 5000;
 	if (!c->o.request_timeout_ms)
@@ -328,6 +412,7 @@ void parley_client_free(struct parley_client *c)
 	if (c->ctx)
 		SSL_CTX_free(c->ctx);
 	free(c->host);
+	free(c->nodes_buf);
 	free(c->ca_file);
 	free(c->sni);
 	if (c->token) /* it is a credential: do not leave it in freed memory */
@@ -584,11 +669,16 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 	c->expect_next = ev->inbox_seq + 1;
 	c->recv_max = ev->inbox_seq;
 	int delivered = 0;
-	if (ev->kind == PARLEY_EV_MESSAGE && c->o.on_event) {
+	if ((ev->kind == PARLEY_EV_MESSAGE || ev->kind == PARLEY_EV_EDIT ||
+	     ev->kind == PARLEY_EV_DELETE) && c->o.on_event) {
 		c->in_cb = 1;
 		c->o.on_event(c->o.user, ev);
 		c->in_cb = 0;
 		delivered = 1;
+	} else if (ev->kind == PARLEY_EV_RECEIPT && c->o.on_receipt) {
+		c->in_cb = 1;
+		c->o.on_receipt(c->o.user, ev);
+		c->in_cb = 0;
 	}
 	c->cursor = ev->inbox_seq;
 	return delivered;
@@ -662,10 +752,30 @@ static int dispatch(struct parley_client *c, const struct parley_frame *f)
 			c->o.on_state(c->o.user, PARLEY_CLIENT_GOAWAY, -(int)g->reason);
 		return 0;
 	}
+	case PARLEY_T_TYPING_PUSH:
+		if (c->o.on_typing) {
+			c->in_cb = 1;
+			c->o.on_typing(c->o.user, &c->msg->typing_push);
+			c->in_cb = 0;
+		}
+		return 0;
+	case PARLEY_T_PRESENCE:
+		if (c->o.on_presence) {
+			c->in_cb = 1;
+			c->o.on_presence(c->o.user, &c->msg->presence);
+			c->in_cb = 0;
+		}
+		return 0;
 	case PARLEY_T_ERROR: {
 		const struct parley_error_msg *e = &c->msg->error;
 		PLOG_W("client", "server error", "code=%u fatal=%d text=\"%.*s\"", e->code,
 		       !!(e->flags & PARLEY_ERRF_FATAL), (int)e->text.len, e->text.p);
+		if (!(e->flags & PARLEY_ERRF_FATAL)) { /* about a notification */
+			c->note_err = -(int)e->code;
+			c->note_retry_ms = e->retry_after_ms;
+			if (e->code == PARLEY_ERATE)
+				c->note_pause_until = now_ms() + e->retry_after_ms;
+		}
 		if (e->flags & PARLEY_ERRF_FATAL) {
 			set_fail(c, PARLEY_FAIL_SERVER, -(int)e->code, e->text.p, e->text.len);
 			c->closing_err = -(int)e->code;
@@ -1078,6 +1188,7 @@ static int ensure_up(struct parley_client *c, uint64_t deadline)
 			return c->fatal_err;
 		if (c->o.no_reconnect)
 			return r;
+		node_next(c); /* a cluster: try another node next */
 		/* exponential backoff with full jitter in [b/2, b], unless the
 		 * server asked for longer (HELLO refused with retry_after) */
 		uint32_t b = c->backoff_ms;
@@ -1096,7 +1207,15 @@ int parley_client_connect(struct parley_client *c)
 		return -PARLEY_EINVAL;
 	c->fatal_err = 0;
 	c->not_before_ms = 0;
-	return connect_once(c, now_ms() + c->o.connect_timeout_ms);
+	/* a node list: each node once, from the current one */
+	int r = -PARLEY_ECLOSED;
+	for (uint32_t k = 0; k < PARLEY_MAX(1u, c->nnodes); k++) {
+		r = connect_once(c, now_ms() + c->o.connect_timeout_ms);
+		if (r == 0 || c->fatal_err)
+			return r;
+		node_next(c);
+	}
+	return r;
 }
 
 int parley_client_reconnect(struct parley_client *c)
@@ -1188,6 +1307,13 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 			set_fail(c, PARLEY_FAIL_SERVER, last, e->text.p, e->text.len);
 			if (!retryable(e->code))
 				return last;
+			if (e->code == PARLEY_ENOTLEADER && c->nnodes > 1) {
+				/* that node does not lead the partition: the
+				 * same request at the next node */
+				conn_drop(c, -PARLEY_ENOTLEADER);
+				node_next(c);
+				c->not_before_ms = 0;
+			}
 			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;
 			backoff = (uint32_t)PARLEY_MIN((uint64_t)backoff * 2, c->o.backoff_max_ms);
 			pause_ms += parley_rng_below(&c->rng, pause_ms / 4 + 1);
@@ -1261,6 +1387,103 @@ int parley_client_send(struct parley_client *c, const char *conv,
 	return parley_client_send_id(c, conv, id, content_type, body, len, res);
 }
 
+/* ---- edits and deletes ---- */
+
+static int edit_call(struct parley_client *c, struct parley_msg *m,
+		     uint16_t reply_type, const uint8_t id[PARLEY_PROTO_MSG_ID_LEN],
+		     struct parley_send_result *res)
+{
+	int r = call(c, m, reply_type);
+	if (r < 0)
+		return r;
+	const struct parley_edit_ack *a = &c->rmsg->edit_ack;
+	if (memcmp(a->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN) != 0)
+		return -PARLEY_EPROTO;
+	if (res) {
+		res->seq = a->seq;
+		res->server_ts_ms = a->server_ts_ms;
+		res->duplicate = !!(a->flags & PARLEY_ACKF_DUPLICATE);
+		memcpy(res->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN);
+	}
+	return 0;
+}
+
+int parley_client_edit_id(struct parley_client *c, const char *conv,
+			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			  uint64_t ref_seq, uint16_t content_type,
+			  const void *body, size_t len,
+			  struct parley_send_result *res)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || len > UINT32_MAX ||
+	    (len && !body) || ref_seq == 0)
+		return -PARLEY_EINVAL;
+	if (c->up && c->limits.max_body && len > c->limits.max_body)
+		return -PARLEY_ETOOBIG;
+	struct parley_msg m = {.type = PARLEY_T_EDIT};
+	m.edit.conv = (struct parley_str){conv, (uint16_t)cl};
+	memcpy(m.edit.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	m.edit.ref_seq = ref_seq;
+	m.edit.content_type = content_type;
+	m.edit.body = (struct parley_bytes){body, (uint32_t)len};
+	return edit_call(c, &m, PARLEY_T_EDIT_ACK, client_msg_id, res);
+}
+
+int parley_client_delete_id(struct parley_client *c, const char *conv,
+			    const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			    uint64_t ref_seq, struct parley_send_result *res)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || ref_seq == 0)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_DELETE};
+	m.del.conv = (struct parley_str){conv, (uint16_t)cl};
+	memcpy(m.del.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	m.del.ref_seq = ref_seq;
+	return edit_call(c, &m, PARLEY_T_DELETE_ACK, client_msg_id, res);
+}
+
+int parley_client_edit(struct parley_client *c, const char *conv,
+		       uint64_t ref_seq, uint16_t content_type,
+		       const void *body, size_t len,
+		       struct parley_send_result *res)
+{
+	uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
+	int r = parley_client_random_id(id);
+	if (r < 0)
+		return r;
+	return parley_client_edit_id(c, conv, id, ref_seq, content_type, body,
+				     len, res);
+}
+
+int parley_client_delete(struct parley_client *c, const char *conv,
+			 uint64_t ref_seq, struct parley_send_result *res)
+{
+	uint8_t id[PARLEY_PROTO_MSG_ID_LEN];
+	int r = parley_client_random_id(id);
+	if (r < 0)
+		return r;
+	return parley_client_delete_id(c, conv, id, ref_seq, res);
+}
+
+int parley_client_retention(struct parley_client *c, const char *conv,
+			    uint8_t flags, uint64_t max_age_ms,
+			    uint64_t max_count,
+			    const struct parley_retention_ok **ok)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_RETENTION};
+	m.retention = (struct parley_retention){
+		.conv = {conv, (uint16_t)cl}, .flags = flags,
+		.max_age_ms = max_age_ms, .max_count = max_count};
+	int r = call(c, &m, PARLEY_T_RETENTION_OK);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->retention_ok;
+	return r;
+}
+
 int parley_client_history(struct parley_client *c, const char *conv,
 			  uint64_t before_seq, uint16_t limit,
 			  const struct parley_history_page **page)
@@ -1287,6 +1510,55 @@ int parley_client_conv_list(struct parley_client *c, uint16_t limit,
 	int r = call(c, &m, PARLEY_T_CONV_LIST_OK);
 	if (r == 0 && list)
 		*list = &c->rmsg->conv_list_ok;
+	return r;
+}
+
+int parley_client_conv_list_page(struct parley_client *c, uint16_t limit,
+				 uint64_t before_ts_ms, const char *before_conv,
+				 const struct parley_conv_list_ok **list)
+{
+	size_t bl = before_conv ? strlen(before_conv) : 0;
+	if (limit < 1 || limit > PARLEY_PROTO_MAX_LIST ||
+	    bl > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_CONV_LIST};
+	m.conv_list.limit = limit;
+	m.conv_list.before_ts_ms = before_ts_ms;
+	m.conv_list.before_conv = (struct parley_str){before_conv, (uint16_t)bl};
+	int r = call(c, &m, PARLEY_T_CONV_LIST_OK);
+	if (r == 0 && list)
+		*list = &c->rmsg->conv_list_ok;
+	return r;
+}
+
+int parley_client_read_marker(struct parley_client *c, const char *conv,
+			      uint64_t seq, uint64_t *read_seq)
+{
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || seq == 0)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_READ_MARKER};
+	m.read_marker = (struct parley_read_marker){{conv, (uint16_t)cl}, seq};
+	int r = call(c, &m, PARLEY_T_READ_MARKER_OK);
+	if (r == 0 && read_seq)
+		*read_seq = c->rmsg->read_marker_ok.read_seq;
+	return r;
+}
+
+int parley_client_receipts(struct parley_client *c, const char *conv,
+			   uint64_t seq, const char *after, uint16_t limit,
+			   const struct parley_receipts_ok **out)
+{
+	size_t cl = strlen(conv), al = after ? strlen(after) : 0;
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || seq == 0 || limit < 1 ||
+	    limit > PARLEY_PROTO_MAX_RECEIPTS || al > PARLEY_PROTO_MAX_USER_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_RECEIPTS};
+	m.receipts = (struct parley_receipts){{conv, (uint16_t)cl}, seq,
+					      {after, (uint16_t)al}, limit};
+	int r = call(c, &m, PARLEY_T_RECEIPTS_OK);
+	if (r == 0 && out)
+		*out = &c->rmsg->receipts_ok;
 	return r;
 }
 
@@ -1325,14 +1597,113 @@ int parley_client_subscribe(struct parley_client *c, uint64_t from_inbox_seq,
 	return 0;
 }
 
+/* ---- typing and presence ------------------------------------------------------------ */
+
+int parley_client_typing(struct parley_client *c, const char *conv, int state)
+{
+	if (c->in_cb)
+		return -PARLEY_EINVAL;
+	size_t cl = strlen(conv);
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID ||
+	    (state != PARLEY_TYPING_STARTED && state != PARLEY_TYPING_STOPPED))
+		return -PARLEY_EINVAL;
+	if (!c->up)
+		return -PARLEY_ECLOSED;
+	uint64_t now = now_ms();
+	if (now < c->note_pause_until)
+		return -PARLEY_ERATE; /* the server said when to try again */
+	int same = strcmp(c->typing_conv, conv) == 0;
+	if (state == PARLEY_TYPING_STARTED && same &&
+	    now - c->typing_sent_ms < PARLEY_TYPING_REFRESH_MS)
+		return 0; /* the receivers' TTL still runs: coalesced here */
+	if (state == PARLEY_TYPING_STOPPED && !same)
+		return 0; /* nothing started here */
+	struct parley_msg m = {.type = PARLEY_T_TYPING};
+	m.typing.conv = (struct parley_str){conv, (uint16_t)cl};
+	m.typing.state = (uint8_t)state;
+	int r = send_msg(c, 0, &m, now + c->o.request_timeout_ms);
+	if (r < 0) {
+		conn_drop(c, r);
+		return -PARLEY_ECLOSED;
+	}
+	if (state == PARLEY_TYPING_STARTED) {
+		memcpy(c->typing_conv, conv, cl + 1);
+		c->typing_sent_ms = now;
+	} else {
+		c->typing_conv[0] = '\0';
+	}
+	return 0;
+}
+
+int parley_client_notify_error(struct parley_client *c, uint32_t *retry_after_ms)
+{
+	int e = c->note_err;
+	if (retry_after_ms)
+		*retry_after_ms = c->note_retry_ms;
+	c->note_err = 0;
+	c->note_retry_ms = 0;
+	return e;
+}
+
+int parley_client_presence_sub(struct parley_client *c, int op,
+			       const char *const *users, size_t n,
+			       const struct parley_presence_sub_ok **ok)
+{
+	if (n < 1 || n > PARLEY_PROTO_MAX_PRESENCE_USERS ||
+	    (op != PARLEY_PRESENCE_SUBSCRIBE && op != PARLEY_PRESENCE_UNSUBSCRIBE))
+		return -PARLEY_EINVAL;
+	struct parley_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return -PARLEY_ENOMEM;
+	m->type = PARLEY_T_PRESENCE_SUB;
+	m->presence_sub.op = (uint8_t)op;
+	m->presence_sub.count = (uint16_t)n;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(users[i]);
+		if (!parley_proto_user_id_valid(users[i], l)) {
+			free(m);
+			return -PARLEY_EINVAL;
+		}
+		m->presence_sub.users[i] = (struct parley_str){users[i], (uint16_t)l};
+	}
+	int r = call(c, m, PARLEY_T_PRESENCE_SUB_OK);
+	free(m);
+	if (r == 0) {
+		c->server_hb_ms = c->rmsg->presence_sub_ok.heartbeat_ms;
+		if (ok)
+			*ok = &c->rmsg->presence_sub_ok;
+	}
+	return r;
+}
+
+int parley_client_presence_set(struct parley_client *c, uint32_t flags)
+{
+	if (flags & ~PARLEY_PRESF_KNOWN)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_PRESENCE_SET};
+	m.presence_set.flags = flags;
+	return call(c, &m, PARLEY_T_PRESENCE_SET_OK);
+}
+
 /* ---- event loop ------------------------------------------------------------------- */
+
+/* Keepalive period: a third of the idle timeout, or the presence
+ * heartbeat when that is shorter (any frame is a heartbeat). */
+static uint32_t keepalive_ms(const struct parley_client *c)
+{
+	uint32_t idle = c->limits.idle_timeout_ms ? c->limits.idle_timeout_ms : 30000;
+	uint32_t k = idle / 3;
+	uint32_t hb = c->o.heartbeat_ms ? c->o.heartbeat_ms : c->server_hb_ms;
+	if (hb && hb * 3 / 4 < k)
+		k = hb * 3 / 4; /* a margin: the server counts from its side */
+	return k ? k : 1;
+}
 
 int parley_client_next_timeout_ms(const struct parley_client *c)
 {
 	if (!c->up)
 		return (int)PARLEY_MIN(c->backoff_ms, 1000u);
-	uint32_t idle = c->limits.idle_timeout_ms ? c->limits.idle_timeout_ms : 30000;
-	uint64_t due = c->last_tx_ms + idle / 3;
+	uint64_t due = c->last_tx_ms + keepalive_ms(c);
 	uint64_t now = now_ms();
 	return due > now ? (int)PARLEY_MIN(due - now, 1u << 30) : 0;
 }
@@ -1346,7 +1717,7 @@ static int keepalive(struct parley_client *c)
 		conn_drop(c, -PARLEY_ETIMEDOUT);
 		return -PARLEY_ECLOSED;
 	}
-	if (now - c->last_tx_ms >= idle / 3) {
+	if (now - c->last_tx_ms >= keepalive_ms(c)) {
 		struct parley_msg m = {.type = PARLEY_T_PING};
 		m.ping.nonce = parley_rng_next(&c->rng);
 		if (send_msg(c, next_rid(c), &m, now + c->o.request_timeout_ms) < 0) {

@@ -166,6 +166,7 @@ enum fk {
 	FK_TOKEN, /* 1..8192 */
 	FK_TEXT, /* 0..1024 */
 	FK_TITLE, /* 0..PARLEY_PROTO_MAX_TITLE */
+	FK_CONV_OPT, /* a conversation id or empty (paging cursors) */
 };
 
 static int str_ok(const char *p, size_t len, enum fk k)
@@ -191,6 +192,9 @@ static int str_ok(const char *p, size_t len, enum fk k)
 		       parley_proto_utf8_valid(p, len);
 	case FK_TITLE:
 		return len <= PARLEY_PROTO_MAX_TITLE &&
+		       parley_proto_utf8_valid(p, len);
+	case FK_CONV_OPT:
+		return len <= PARLEY_PROTO_MAX_CONV_ID &&
 		       parley_proto_utf8_valid(p, len);
 	}
 	return 0;
@@ -487,6 +491,91 @@ static void dec_send_ack(struct le_reader *r, struct parley_send_ack *m)
 	m->flags = le_read8(r);
 }
 
+/* ---- edits, deletes, retention ---- */
+
+static void enc_edit(struct wr *w, const struct parley_edit *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->ref_seq);
+	w16(w, m->content_type);
+	w_bytes(w, m->body);
+}
+static void dec_edit(struct le_reader *r, struct parley_edit *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->ref_seq = le_read64(r);
+	m->content_type = le_read16(r);
+	r_bytes(r, &m->body);
+}
+
+static void enc_delete(struct wr *w, const struct parley_delete *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->ref_seq);
+}
+static void dec_delete(struct le_reader *r, struct parley_delete *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->ref_seq = le_read64(r);
+}
+
+static void enc_edit_ack(struct wr *w, const struct parley_edit_ack *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_raw(w, m->client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
+	w64(w, m->seq);
+	w64(w, m->server_ts_ms);
+	w64(w, m->ref_seq);
+	w8(w, m->flags);
+}
+static void dec_edit_ack(struct le_reader *r, struct parley_edit_ack *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_id16(r, m->client_msg_id);
+	m->seq = le_read64(r);
+	m->server_ts_ms = le_read64(r);
+	m->ref_seq = le_read64(r);
+	m->flags = le_read8(r);
+}
+
+static void enc_retention(struct wr *w, const struct parley_retention *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w8(w, m->flags);
+	w64(w, m->max_age_ms);
+	w64(w, m->max_count);
+}
+static void dec_retention(struct le_reader *r, struct parley_retention *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->flags = le_read8(r);
+	m->max_age_ms = le_read64(r);
+	m->max_count = le_read64(r);
+}
+
+static void enc_retention_ok(struct wr *w, const struct parley_retention_ok *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->max_age_ms);
+	w64(w, m->max_count);
+	w64(w, m->default_max_age_ms);
+	w64(w, m->default_max_count);
+	w64(w, m->first_seq);
+}
+static void dec_retention_ok(struct le_reader *r, struct parley_retention_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->max_age_ms = le_read64(r);
+	m->max_count = le_read64(r);
+	m->default_max_age_ms = le_read64(r);
+	m->default_max_count = le_read64(r);
+	m->first_seq = le_read64(r);
+}
+
 static void enc_history(struct wr *w, const struct parley_history *m)
 {
 	w_str(w, m->conv, FK_CONV);
@@ -646,12 +735,20 @@ static void enc_conv_list(struct wr *w, const struct parley_conv_list *m)
 	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_LIST)
 		w->inval = 1;
 	w16(w, m->limit);
+	w64(w, m->before_ts_ms);
+	w_str(w, m->before_conv, FK_CONV_OPT);
 }
 static void dec_conv_list(struct le_reader *r, struct parley_conv_list *m)
 {
 	m->limit = le_read16(r);
 	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_LIST)
 		r->ok = false;
+	m->before_ts_ms = 0;
+	m->before_conv = (struct parley_str){ 0 };
+	if (r_more(r)) {
+		m->before_ts_ms = le_read64(r);
+		r_str(r, &m->before_conv, FK_CONV_OPT);
+	}
 }
 
 static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
@@ -680,6 +777,9 @@ static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
 		w_bytes(w, e->preview);
 		w_rec_end(w, at);
 	}
+	w8(w, m->flags);
+	w64(w, m->next_before_ts_ms);
+	w_str(w, m->next_before_conv, FK_CONV_OPT);
 }
 /* u32 len + str(1) + u8 + u64 + u64 + u32 + str(0) */
 #define CONV_REC_MIN (4 + 3 + 1 + 8 + 8 + 4 + 2)
@@ -721,6 +821,116 @@ static void dec_conv_list_ok(struct le_reader *r, struct parley_conv_list_ok *m)
 		if (!s.ok)
 			r->ok = false;
 	}
+	m->flags = 0;
+	m->next_before_ts_ms = 0;
+	m->next_before_conv = (struct parley_str){ 0 };
+	if (r_more(r)) {
+		m->flags = le_read8(r);
+		m->next_before_ts_ms = le_read64(r);
+		r_str(r, &m->next_before_conv, FK_CONV_OPT);
+	}
+}
+
+/* READ_MARKER / RECEIPTS ------------------------------------------------------ */
+
+static void enc_read_marker(struct wr *w, const struct parley_read_marker *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+}
+static void dec_read_marker(struct le_reader *r, struct parley_read_marker *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+}
+
+static void enc_read_marker_ok(struct wr *w,
+			       const struct parley_read_marker_ok *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->read_seq);
+	w8(w, m->flags);
+}
+static void dec_read_marker_ok(struct le_reader *r,
+			       struct parley_read_marker_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->read_seq = le_read64(r);
+	m->flags = le_read8(r);
+}
+
+static void enc_receipts(struct wr *w, const struct parley_receipts *m)
+{
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_RECEIPTS)
+		w->inval = 1;
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+	w_str(w, m->after, FK_USER_OPT);
+	w16(w, m->limit);
+}
+static void dec_receipts(struct le_reader *r, struct parley_receipts *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+	r_str(r, &m->after, FK_USER_OPT);
+	m->limit = le_read16(r);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_RECEIPTS)
+		r->ok = false;
+}
+
+static void enc_receipts_ok(struct wr *w, const struct parley_receipts_ok *m)
+{
+	if (m->count > PARLEY_PROTO_MAX_RECEIPTS) {
+		w->inval = 1;
+		return;
+	}
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+	w32(w, m->member_count);
+	w32(w, m->delivered);
+	w32(w, m->read);
+	w8(w, m->flags);
+	w_str(w, m->next_after, FK_USER_OPT);
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++) {
+		const struct parley_receipt_rec *e = &m->recs[i];
+		size_t at = w_rec_begin(w);
+		w_str(w, e->user, FK_USER);
+		w8(w, e->state);
+		w64(w, e->delivered_seq);
+		w64(w, e->read_seq);
+		w_rec_end(w, at);
+	}
+}
+/* u32 len + str(1) + u8 + u64 + u64 */
+#define RCPT_REC_MIN (4 + 3 + 1 + 8 + 8)
+static void dec_receipts_ok(struct le_reader *r, struct parley_receipts_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+	m->member_count = le_read32(r);
+	m->delivered = le_read32(r);
+	m->read = le_read32(r);
+	m->flags = le_read8(r);
+	r_str(r, &m->next_after, FK_USER_OPT);
+	m->count = le_read16(r);
+	if (!r->ok || m->count > PARLEY_PROTO_MAX_RECEIPTS ||
+	    (size_t)m->count * RCPT_REC_MIN > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++) {
+		struct parley_receipt_rec *e = &m->recs[i];
+		struct le_reader s;
+		r_rec(r, &s);
+		r_str(&s, &e->user, FK_USER);
+		e->state = le_read8(&s);
+		e->delivered_seq = le_read64(&s);
+		e->read_seq = le_read64(&s);
+		if (!s.ok)
+			r->ok = false;
+	}
 }
 
 static void enc_goaway(struct wr *w, const struct parley_goaway *m)
@@ -734,6 +944,142 @@ static void dec_goaway(struct le_reader *r, struct parley_goaway *m)
 	m->reason = le_read16(r);
 	m->retry_after_ms = le_read32(r);
 	r_str(r, &m->text, FK_TEXT);
+}
+
+/* ---- typing and presence ------------------------------------------------------ */
+
+static void enc_typing(struct wr *w, const struct parley_typing *m)
+{
+	if (m->state > PARLEY_TYPING_STARTED)
+		w->inval = 1;
+	w_str(w, m->conv, FK_CONV);
+	w8(w, m->state);
+}
+static void dec_typing(struct le_reader *r, struct parley_typing *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->state = le_read8(r);
+	if (m->state > PARLEY_TYPING_STARTED)
+		r->ok = false;
+}
+
+static void enc_typing_push(struct wr *w, const struct parley_typing_push *m)
+{
+	if (m->state > PARLEY_TYPING_STARTED)
+		w->inval = 1;
+	w_str(w, m->conv, FK_CONV);
+	w_str(w, m->user, FK_USER);
+	w8(w, m->state);
+	w32(w, m->ttl_ms);
+}
+static void dec_typing_push(struct le_reader *r, struct parley_typing_push *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_str(r, &m->user, FK_USER);
+	m->state = le_read8(r);
+	m->ttl_ms = le_read32(r);
+	if (m->state > PARLEY_TYPING_STARTED)
+		r->ok = false;
+}
+
+static void enc_presence_sub(struct wr *w, const struct parley_presence_sub *m)
+{
+	if ((m->op != PARLEY_PRESENCE_SUBSCRIBE &&
+	     m->op != PARLEY_PRESENCE_UNSUBSCRIBE) ||
+	    m->count < 1 || m->count > PARLEY_PROTO_MAX_PRESENCE_USERS) {
+		w->inval = 1;
+		return;
+	}
+	w8(w, m->op);
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++)
+		w_str(w, m->users[i], FK_USER);
+}
+static void dec_presence_sub(struct le_reader *r, struct parley_presence_sub *m)
+{
+	m->op = le_read8(r);
+	m->count = le_read16(r);
+	if ((m->op != PARLEY_PRESENCE_SUBSCRIBE &&
+	     m->op != PARLEY_PRESENCE_UNSUBSCRIBE) ||
+	    m->count < 1 || m->count > PARLEY_PROTO_MAX_PRESENCE_USERS ||
+	    (size_t)m->count * 3 > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++)
+		r_str(r, &m->users[i], FK_USER);
+}
+
+static void enc_presence_rec(struct wr *w, const struct parley_presence_rec *m)
+{
+	if (m->status > PARLEY_PRESENCE_ONLINE)
+		w->inval = 1;
+	w_str(w, m->user, FK_USER);
+	w8(w, m->status);
+	w64(w, m->last_seen_ms);
+}
+static void dec_presence_rec(struct le_reader *r, struct parley_presence_rec *m)
+{
+	r_str(r, &m->user, FK_USER);
+	m->status = le_read8(r);
+	m->last_seen_ms = le_read64(r);
+	if (m->status > PARLEY_PRESENCE_ONLINE)
+		r->ok = false;
+}
+
+static void enc_presence_sub_ok(struct wr *w,
+				const struct parley_presence_sub_ok *m)
+{
+	if (m->count > PARLEY_PROTO_MAX_PRESENCE_USERS) {
+		w->inval = 1;
+		return;
+	}
+	w32(w, m->heartbeat_ms);
+	w32(w, m->ttl_ms);
+	w16(w, m->subscribed);
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++) {
+		size_t at = w_rec_begin(w);
+		enc_presence_rec(w, &m->recs[i]);
+		w_rec_end(w, at);
+	}
+}
+/* u32 len + str(1) + u8 + u64 */
+#define PRES_REC_MIN (4 + 3 + 1 + 8)
+static void dec_presence_sub_ok(struct le_reader *r,
+				struct parley_presence_sub_ok *m)
+{
+	m->heartbeat_ms = le_read32(r);
+	m->ttl_ms = le_read32(r);
+	m->subscribed = le_read16(r);
+	m->count = le_read16(r);
+	if (m->count > PARLEY_PROTO_MAX_PRESENCE_USERS ||
+	    (size_t)m->count * PRES_REC_MIN > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++) {
+		struct le_reader s;
+		r_rec(r, &s);
+		dec_presence_rec(&s, &m->recs[i]);
+		if (!s.ok)
+			r->ok = false;
+	}
+}
+
+static void enc_presence_set(struct wr *w, const struct parley_presence_set *m)
+{
+	if (m->flags & ~PARLEY_PRESF_KNOWN)
+		w->inval = 1;
+	w32(w, m->flags);
+}
+static void dec_presence_set(struct le_reader *r, struct parley_presence_set *m)
+{
+	m->flags = le_read32(r);
+	if (m->flags & ~PARLEY_PRESF_KNOWN)
+		r->ok = false;
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
@@ -762,6 +1108,23 @@ static int enc_body(struct wr *w, const struct parley_msg *m)
 	case PARLEY_T_CONV_LIST: enc_conv_list(w, &m->conv_list); break;
 	case PARLEY_T_CONV_LIST_OK: enc_conv_list_ok(w, &m->conv_list_ok); break;
 	case PARLEY_T_GOAWAY: enc_goaway(w, &m->goaway); break;
+	case PARLEY_T_TYPING: enc_typing(w, &m->typing); break;
+	case PARLEY_T_TYPING_PUSH: enc_typing_push(w, &m->typing_push); break;
+	case PARLEY_T_PRESENCE_SUB: enc_presence_sub(w, &m->presence_sub); break;
+	case PARLEY_T_PRESENCE_SUB_OK: enc_presence_sub_ok(w, &m->presence_sub_ok); break;
+	case PARLEY_T_PRESENCE: enc_presence_rec(w, &m->presence); break;
+	case PARLEY_T_PRESENCE_SET: enc_presence_set(w, &m->presence_set); break;
+	case PARLEY_T_PRESENCE_SET_OK: w32(w, m->presence_set_ok.flags); break;
+	case PARLEY_T_READ_MARKER: enc_read_marker(w, &m->read_marker); break;
+	case PARLEY_T_READ_MARKER_OK: enc_read_marker_ok(w, &m->read_marker_ok); break;
+	case PARLEY_T_RECEIPTS: enc_receipts(w, &m->receipts); break;
+	case PARLEY_T_RECEIPTS_OK: enc_receipts_ok(w, &m->receipts_ok); break;
+	case PARLEY_T_EDIT: enc_edit(w, &m->edit); break;
+	case PARLEY_T_DELETE: enc_delete(w, &m->del); break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK: enc_edit_ack(w, &m->edit_ack); break;
+	case PARLEY_T_RETENTION: enc_retention(w, &m->retention); break;
+	case PARLEY_T_RETENTION_OK: enc_retention_ok(w, &m->retention_ok); break;
 	default: return -PARLEY_EVERSION;
 	}
 	return 0;
@@ -824,6 +1187,23 @@ int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
 	case PARLEY_T_CONV_LIST: dec_conv_list(&r, &out->conv_list); break;
 	case PARLEY_T_CONV_LIST_OK: dec_conv_list_ok(&r, &out->conv_list_ok); break;
 	case PARLEY_T_GOAWAY: dec_goaway(&r, &out->goaway); break;
+	case PARLEY_T_TYPING: dec_typing(&r, &out->typing); break;
+	case PARLEY_T_TYPING_PUSH: dec_typing_push(&r, &out->typing_push); break;
+	case PARLEY_T_PRESENCE_SUB: dec_presence_sub(&r, &out->presence_sub); break;
+	case PARLEY_T_PRESENCE_SUB_OK: dec_presence_sub_ok(&r, &out->presence_sub_ok); break;
+	case PARLEY_T_PRESENCE: dec_presence_rec(&r, &out->presence); break;
+	case PARLEY_T_PRESENCE_SET: dec_presence_set(&r, &out->presence_set); break;
+	case PARLEY_T_PRESENCE_SET_OK: out->presence_set_ok.flags = le_read32(&r); break;
+	case PARLEY_T_READ_MARKER: dec_read_marker(&r, &out->read_marker); break;
+	case PARLEY_T_READ_MARKER_OK: dec_read_marker_ok(&r, &out->read_marker_ok); break;
+	case PARLEY_T_RECEIPTS: dec_receipts(&r, &out->receipts); break;
+	case PARLEY_T_RECEIPTS_OK: dec_receipts_ok(&r, &out->receipts_ok); break;
+	case PARLEY_T_EDIT: dec_edit(&r, &out->edit); break;
+	case PARLEY_T_DELETE: dec_delete(&r, &out->del); break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK: dec_edit_ack(&r, &out->edit_ack); break;
+	case PARLEY_T_RETENTION: dec_retention(&r, &out->retention); break;
+	case PARLEY_T_RETENTION_OK: dec_retention_ok(&r, &out->retention_ok); break;
 	default: return -PARLEY_EVERSION;
 	}
 	return r.ok ? 0 : -PARLEY_EPROTO;
@@ -850,6 +1230,7 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_CONV_LIST: return "CONV_LIST";
 	case PARLEY_T_PRESENCE_SUB: return "PRESENCE_SUB";
 	case PARLEY_T_READ_MARKER: return "READ_MARKER";
+	case PARLEY_T_RECEIPTS: return "RECEIPTS";
 	case PARLEY_T_EVENT_ACK: return "EVENT_ACK";
 	case PARLEY_T_TYPING: return "TYPING";
 	case PARLEY_T_ERROR: return "ERROR";
@@ -863,10 +1244,19 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_CONV_LIST_OK: return "CONV_LIST_OK";
 	case PARLEY_T_PRESENCE_SUB_OK: return "PRESENCE_SUB_OK";
 	case PARLEY_T_READ_MARKER_OK: return "READ_MARKER_OK";
+	case PARLEY_T_RECEIPTS_OK: return "RECEIPTS_OK";
 	case PARLEY_T_EVENT: return "EVENT";
 	case PARLEY_T_GOAWAY: return "GOAWAY";
 	case PARLEY_T_TYPING_PUSH: return "TYPING_PUSH";
 	case PARLEY_T_PRESENCE: return "PRESENCE";
+	case PARLEY_T_EDIT: return "EDIT";
+	case PARLEY_T_DELETE: return "DELETE";
+	case PARLEY_T_RETENTION: return "RETENTION";
+	case PARLEY_T_EDIT_ACK: return "EDIT_ACK";
+	case PARLEY_T_DELETE_ACK: return "DELETE_ACK";
+	case PARLEY_T_RETENTION_OK: return "RETENTION_OK";
+	case PARLEY_T_PRESENCE_SET: return "PRESENCE_SET";
+	case PARLEY_T_PRESENCE_SET_OK: return "PRESENCE_SET_OK";
 	}
 	return "UNKNOWN";
 }

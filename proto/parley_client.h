@@ -21,8 +21,10 @@
  *   Writes are small and may block up to request_timeout_ms when the
  *   socket's send buffer is full.
  *
- * Events: subscribe with parley_client_subscribe(); every EVENT is passed
- * to opts.on_event in inbox order, from inside process()/poll() or from
+ * Events: subscribe with parley_client_subscribe(); every EVENT of kind
+ * MESSAGE, EDIT or DELETE (check ev->kind; EDIT / DELETE carry the
+ * changed message's seq in ev->ref_seq) is passed to opts.on_event in
+ * inbox order, from inside process()/poll() or from
  * inside a blocking call that is waiting for its reply. The client
  * acknowledges events (EVENT_ACK) after the callback returns. A callback
  * may call the accessors (user_id, inbox_cursor, fd, ...) but nothing that
@@ -75,13 +77,29 @@ enum parley_client_state {
 /* Called for each EVENT; ev borrows from the client's buffers (valid during
  * the call only). */
 typedef void (*parley_event_cb)(void *user, const struct parley_event *ev);
+/* TYPING_PUSH: someone else is typing (state STARTED, clear it after
+ * ttl_ms without a refresh) or stopped. Borrowed during the call. */
+typedef void (*parley_typing_cb)(void *user, const struct parley_typing_push *t);
+/* PRESENCE: a subscribed user went online / offline (last_seen_ms 0 when
+ * online, hidden or never seen). Borrowed during the call. */
+typedef void (*parley_presence_cb)(void *user,
+				   const struct parley_presence_rec *p);
 /* Called on connection state changes (optional). */
 typedef void (*parley_state_cb)(void *user, enum parley_client_state st,
 				int err);
 
+#define PARLEY_CLIENT_MAX_NODES 16
+
 struct parley_client_opts {
-	const char *host; /* required: name or address */
-	uint16_t port; /* required */
+	const char *host; /* required (unless nodes): name or address */
+	uint16_t port; /* required (unless nodes) */
+	/* A cluster: "host:port,host:port,..." ("[v6]:port"), up to
+	 * PARLEY_CLIENT_MAX_NODES; replaces host/port. The client starts with
+	 * the first and moves to the next one in the list when a connect
+	 * fails or a request is answered NOTLEADER (the node does not lead
+	 * that partition: docs/CLUSTER.md), resending the same request (a
+	 * SEND keeps its client_msg_id). With TLS, set tls_server_name. */
+	const char *nodes;
 	int tls; /* 1 = TLS */
 	const char *ca_file; /* TLS: trust only this CA bundle (PEM); NULL =
 				system store */
@@ -100,6 +118,17 @@ struct parley_client_opts {
 	parley_event_cb on_event;
 	parley_state_cb on_state;
 	void *user;
+	/* typing and presence (optional): pushes, borrowed during the call */
+	parley_typing_cb on_typing;
+	parley_presence_cb on_presence;
+	uint32_t heartbeat_ms; /* presence heartbeat: 0 = the server's (from
+				  PRESENCE_SUB_OK), until known idle_timeout/3 */
+	/* RECEIPT events (kind PARLEY_EV_RECEIPT: ev->sender has received
+	 * (flags PARLEY_RCPTF_DELIVERED) or read (PARLEY_RCPTF_READ) conv up
+	 * to ev->ref_seq; sender == you: your own read position from another
+	 * device). NULL = skipped (still acknowledged). Same thread rules as
+	 * on_event. */
+	parley_event_cb on_receipt;
 };
 
 /* Allocate a client (copies the options' strings). Does not connect. */
@@ -151,6 +180,41 @@ int parley_client_send_id(struct parley_client *c, const char *conv,
 			  uint16_t content_type, const void *body, size_t len,
 			  struct parley_send_result *res);
 
+/* ---- edits and deletes ---- */
+
+/* Replace the body of message ref_seq (which the caller sent) in conv;
+ * retried with one fresh client_msg_id until acknowledged (durable) or
+ * the deadline. res (may be NULL) gets the EDIT entry's own seq.
+ * Refusals: -PARLEY_EPERM (not the sender), -PARLEY_ENOTFOUND,
+ * -PARLEY_EINVAL (not a message), -PARLEY_EEXPIRED (edit window passed),
+ * -PARLEY_EDELETED. */
+int parley_client_edit(struct parley_client *c, const char *conv,
+		       uint64_t ref_seq, uint16_t content_type,
+		       const void *body, size_t len,
+		       struct parley_send_result *res);
+/* Delete message ref_seq for everyone (same retries and refusals). */
+int parley_client_delete(struct parley_client *c, const char *conv,
+			 uint64_t ref_seq, struct parley_send_result *res);
+/* The same two with a caller-chosen client_msg_id (reuse it to retry). */
+int parley_client_edit_id(struct parley_client *c, const char *conv,
+			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			  uint64_t ref_seq, uint16_t content_type,
+			  const void *body, size_t len,
+			  struct parley_send_result *res);
+int parley_client_delete_id(struct parley_client *c, const char *conv,
+			    const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
+			    uint64_t ref_seq, struct parley_send_result *res);
+
+/* Per-conversation retention: with PARLEY_RETF_SET in flags, keep conv's
+ * entries at most max_age_ms (0 = no limit) and at most the newest
+ * max_count (0 = no limit); without it, only read. *ok borrows (the
+ * conversation's setting, the server's defaults, the first retained seq).
+ * Refusals: -PARLEY_EPERM (not a member), -PARLEY_ENOTFOUND. */
+int parley_client_retention(struct parley_client *c, const char *conv,
+			    uint8_t flags, uint64_t max_age_ms,
+			    uint64_t max_count,
+			    const struct parley_retention_ok **ok);
+
 /* One page of history, newest first (before_seq 0 = newest, limit 1..100).
  * *page borrows. */
 int parley_client_history(struct parley_client *c, const char *conv,
@@ -160,6 +224,31 @@ int parley_client_history(struct parley_client *c, const char *conv,
 /* The caller's conversations, most recent first (limit 1..100). *list borrows. */
 int parley_client_conv_list(struct parley_client *c, uint16_t limit,
 			    const struct parley_conv_list_ok **list);
+
+/* The same, one page at a time: the page after (before_ts_ms,
+ * before_conv) in list order (0 / NULL = from the most recent); pass the
+ * previous page's next_before_ts_ms / next_before_conv; the last page has
+ * PARLEY_PAGEF_END in (*list)->flags. */
+int parley_client_conv_list_page(struct parley_client *c, uint16_t limit,
+				 uint64_t before_ts_ms, const char *before_conv,
+				 const struct parley_conv_list_ok **list);
+
+/* READ_MARKER: "I have read conv up to seq". Monotone (a lower seq
+ * changes nothing and is not an error); durable when it returns 0.
+ * *read_seq (may be NULL) gets the stored position. Send it when the
+ * person has seen new messages, not per message or keystroke (the CLI
+ * sends one per screenful). Errors: -PARLEY_EINVAL (seq 0 or beyond the
+ * last message), -PARLEY_ENOTFOUND, -PARLEY_EPERM. */
+int parley_client_read_marker(struct parley_client *c, const char *conv,
+			      uint64_t seq, uint64_t *read_seq);
+
+/* RECEIPTS: who of conv's members has received / read message seq, a
+ * page of at most limit (1..100) members sorted by id, after `after`
+ * (NULL or "" = from the first); next page: after = (*out)->next_after
+ * until PARLEY_PAGEF_END. *out borrows. */
+int parley_client_receipts(struct parley_client *c, const char *conv,
+			   uint64_t seq, const char *after, uint16_t limit,
+			   const struct parley_receipts_ok **out);
 
 /* Round trip to the server (keepalive / latency probe). */
 int parley_client_ping(struct parley_client *c);
@@ -194,6 +283,39 @@ int parley_client_next_timeout_ms(const struct parley_client *c);
  * gone and reconnecting is allowed. Returns events delivered (>= 0), or a
  * negative error (-PARLEY_EAUTH etc. when reconnecting is hopeless). */
 int parley_client_poll(struct parley_client *c, int timeout_ms);
+
+/* ---- typing and presence ---------------------------------------------------- */
+
+/*
+ * Tell the conversation's other members that this user is typing
+ * (PARLEY_TYPING_STARTED) or stopped. Never blocks for a reply and never
+ * reconnects (typing is ephemeral): -PARLEY_ECLOSED when not connected.
+ * Call it on every keystroke: STARTED is sent at most every
+ * PARLEY_TYPING_REFRESH_MS per conversation (0 is returned for the ones
+ * not sent); STOPPED only after a STARTED. When the server refused a
+ * TYPING (ERROR with request_id 0, see parley_client_notify_error), the
+ * calls return that error without sending until its retry_after_ms has
+ * passed (RATE) — never silently.
+ */
+int parley_client_typing(struct parley_client *c, const char *conv, int state);
+/* The last ERROR the server sent about a notification (request_id 0,
+ * not fatal: a refused TYPING or EVENT_ACK): -code, or 0 if none since the
+ * last call; retry_after_ms (may be NULL) gets its retry-after. Clears it. */
+int parley_client_notify_error(struct parley_client *c, uint32_t *retry_after_ms);
+
+/* Subscribe to (op PARLEY_PRESENCE_SUBSCRIBE) or unsubscribe from the
+ * presence of n users (1..PARLEY_PROTO_MAX_PRESENCE_USERS). *ok (may be
+ * NULL) borrows the reply: the current state of each user subscribed,
+ * the server's heartbeat and TTL. Then PRESENCE pushes come to
+ * opts.on_presence on every change. Subscriptions belong to the
+ * connection: after a reconnect, subscribe again. -PARLEY_EFULL over the
+ * server's presence_subs_max. */
+int parley_client_presence_sub(struct parley_client *c, int op,
+			       const char *const *users, size_t n,
+			       const struct parley_presence_sub_ok **ok);
+/* Set the caller's presence settings (PARLEY_PRESF_*), durable before it
+ * returns 0. */
+int parley_client_presence_set(struct parley_client *c, uint32_t flags);
 
 /* ---- why something failed ----------------------------------------------------- */
 

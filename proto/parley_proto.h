@@ -99,11 +99,16 @@ enum parley_msg_type {
 	PARLEY_T_HISTORY = 0x0012,
 	PARLEY_T_SYNC = 0x0013,
 	PARLEY_T_CONV_LIST = 0x0014,
-	PARLEY_T_PRESENCE_SUB = 0x0020, /* reserved, future */
-	PARLEY_T_READ_MARKER = 0x0021, /* reserved, future */
+	PARLEY_T_EDIT = 0x0015, /* edits and deletes */
+	PARLEY_T_DELETE = 0x0016,
+	PARLEY_T_RETENTION = 0x0017,
+	PARLEY_T_PRESENCE_SUB = 0x0020, /* subscribe / unsubscribe users' presence */
+	PARLEY_T_READ_MARKER = 0x0021, /* "read up to seq N in conv" */
+	PARLEY_T_RECEIPTS = 0x0022, /* who has read / received a message */
+	PARLEY_T_PRESENCE_SET = 0x0023, /* the caller's presence settings */
 
 	PARLEY_T_EVENT_ACK = 0x4001,
-	PARLEY_T_TYPING = 0x4002, /* reserved, future (client -> server) */
+	PARLEY_T_TYPING = 0x4002, /* "I am typing in conv" (client -> server) */
 
 	PARLEY_T_ERROR = 0x8000,
 	PARLEY_T_HELLO_OK = 0x8001,
@@ -114,13 +119,18 @@ enum parley_msg_type {
 	PARLEY_T_HISTORY_PAGE = 0x8012,
 	PARLEY_T_SYNC_OK = 0x8013,
 	PARLEY_T_CONV_LIST_OK = 0x8014,
-	PARLEY_T_PRESENCE_SUB_OK = 0x8020, /* reserved, future */
-	PARLEY_T_READ_MARKER_OK = 0x8021, /* reserved, future */
+	PARLEY_T_EDIT_ACK = 0x8015, /* struct parley_edit_ack */
+	PARLEY_T_DELETE_ACK = 0x8016, /* struct parley_edit_ack too */
+	PARLEY_T_RETENTION_OK = 0x8017,
+	PARLEY_T_PRESENCE_SUB_OK = 0x8020,
+	PARLEY_T_READ_MARKER_OK = 0x8021,
+	PARLEY_T_RECEIPTS_OK = 0x8022,
+	PARLEY_T_PRESENCE_SET_OK = 0x8023,
 
 	PARLEY_T_EVENT = 0xC001,
 	PARLEY_T_GOAWAY = 0xC002,
-	PARLEY_T_TYPING_PUSH = 0xC003, /* reserved, future */
-	PARLEY_T_PRESENCE = 0xC004, /* reserved, future */
+	PARLEY_T_TYPING_PUSH = 0xC003, /* someone is typing / stopped */
+	PARLEY_T_PRESENCE = 0xC004, /* a subscribed user's presence changed */
 };
 
 #define PARLEY_REPLY_BIT 0x8000u
@@ -149,6 +159,18 @@ static inline int parley_type_is_push(uint16_t t)
 
 /* HISTORY_PAGE flags */
 #define PARLEY_HISTF_END 0x01u /* nothing older than this page */
+
+/* READ_MARKER_OK flags */
+#define PARLEY_READF_STALE 0x01u /* the position was already >= seq: unchanged */
+
+/* RECEIPT EVENT flags / RECEIPTS_OK record state */
+#define PARLEY_RCPTF_DELIVERED 0x0001u /* a device of `sender` has it (up to ref_seq) */
+#define PARLEY_RCPTF_READ 0x0002u /* `sender` has read up to ref_seq */
+
+/* RECEIPTS_OK / CONV_LIST_OK paging flags */
+#define PARLEY_PAGEF_END 0x01u /* nothing after this page */
+
+#define PARLEY_PROTO_MAX_RECEIPTS 100 /* RECEIPTS limit / records */
 
 /* Conversation kinds. */
 enum parley_conv_kind {
@@ -188,6 +210,26 @@ enum parley_goaway_reason {
 	PARLEY_GOAWAY_OVERLOAD = 4, /* admission control: try later */
 	PARLEY_GOAWAY_IDLE = 5, /* nothing received for idle_timeout_ms */
 };
+
+/* Typing and presence (PROTOCOL.md "TYPING", "PRESENCE_SUB"). */
+#define PARLEY_PROTO_MAX_PRESENCE_USERS 100 /* users in one PRESENCE_SUB */
+#define PARLEY_TYPING_REFRESH_MS 3000u /* a typing client repeats TYPING
+					  STARTED this often (at most) */
+enum parley_typing_state {
+	PARLEY_TYPING_STOPPED = 0,
+	PARLEY_TYPING_STARTED = 1,
+};
+enum parley_presence_status {
+	PARLEY_PRESENCE_OFFLINE = 0,
+	PARLEY_PRESENCE_ONLINE = 1,
+};
+enum parley_presence_op {
+	PARLEY_PRESENCE_SUBSCRIBE = 1,
+	PARLEY_PRESENCE_UNSUBSCRIBE = 2,
+};
+/* PRESENCE_SET flags */
+#define PARLEY_PRESF_HIDE_LAST_SEEN 0x0001u /* others see last_seen 0 */
+#define PARLEY_PRESF_KNOWN PARLEY_PRESF_HIDE_LAST_SEEN
 
 /* ---- borrowed byte views ------------------------------------------------- */
 
@@ -310,6 +352,50 @@ struct parley_send_ack { /* PARLEY_T_SEND_ACK, only once durable */
 	uint8_t flags; /* PARLEY_ACKF_* */
 };
 
+/* ---- edits, deletes, retention (0x0015-0x0017) ---- */
+
+struct parley_edit { /* PARLEY_T_EDIT: replace the body of message ref_seq */
+	struct parley_str conv;
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN]; /* of this edit (idempotent) */
+	uint64_t ref_seq; /* the message edited */
+	uint16_t content_type;
+	struct parley_bytes body; /* <= max_body */
+};
+
+struct parley_delete { /* PARLEY_T_DELETE: delete message ref_seq for everyone */
+	struct parley_str conv;
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN]; /* of this delete */
+	uint64_t ref_seq;
+};
+
+struct parley_edit_ack { /* PARLEY_T_EDIT_ACK / PARLEY_T_DELETE_ACK, once durable */
+	struct parley_str conv;
+	uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN];
+	uint64_t seq; /* conversation seq of the EDIT / DELETE entry */
+	uint64_t server_ts_ms;
+	uint64_t ref_seq; /* the message it changed */
+	uint8_t flags; /* PARLEY_ACKF_* */
+};
+
+/* RETENTION flags */
+#define PARLEY_RETF_SET 0x01u /* set max_age_ms / max_count (else: only read) */
+
+struct parley_retention { /* PARLEY_T_RETENTION */
+	struct parley_str conv;
+	uint8_t flags; /* PARLEY_RETF_* */
+	uint64_t max_age_ms; /* 0 = no age limit (the server default applies) */
+	uint64_t max_count; /* 0 = no count limit (the server default applies) */
+};
+
+struct parley_retention_ok { /* PARLEY_T_RETENTION_OK */
+	struct parley_str conv;
+	uint64_t max_age_ms; /* the conversation's own setting (0 = none) */
+	uint64_t max_count;
+	uint64_t default_max_age_ms; /* the server's defaults for conversations */
+	uint64_t default_max_count;
+	uint64_t first_seq; /* first retained seq now (0 = empty) */
+};
+
 struct parley_history { /* PARLEY_T_HISTORY */
 	struct parley_str conv;
 	uint64_t before_seq; /* messages with seq < before_seq; 0 = newest */
@@ -372,6 +458,11 @@ struct parley_event_ack { /* PARLEY_T_EVENT_ACK notification */
 
 struct parley_conv_list { /* PARLEY_T_CONV_LIST */
 	uint16_t limit; /* 1..PARLEY_PROTO_MAX_LIST */
+	/* appended 2026-12-04 (absent = 0 / empty: from the most recent):
+	 * the page starts after this (last_ts_ms, conv) position in list
+	 * order, i.e. the previous page's next_before_* */
+	uint64_t before_ts_ms;
+	struct parley_str before_conv; /* empty or a conversation id */
 };
 
 struct parley_conv_entry { /* one CONV_LIST_OK record */
@@ -393,12 +484,94 @@ struct parley_conv_entry { /* one CONV_LIST_OK record */
 struct parley_conv_list_ok { /* PARLEY_T_CONV_LIST_OK, most recent first */
 	uint16_t count; /* <= PARLEY_PROTO_MAX_LIST */
 	struct parley_conv_entry entries[PARLEY_PROTO_MAX_LIST];
+	/* appended 2026-12-04 after the records (absent = 0 / empty) */
+	uint8_t flags; /* PARLEY_PAGEF_END: no conversation after this page */
+	uint64_t next_before_ts_ms; /* pass as before_ts_ms for the next page */
+	struct parley_str next_before_conv; /* ... and as before_conv */
+};
+
+struct parley_read_marker { /* PARLEY_T_READ_MARKER */
+	struct parley_str conv;
+	uint64_t seq; /* read up to and including this seq (>= 1) */
+};
+
+struct parley_read_marker_ok { /* PARLEY_T_READ_MARKER_OK, once durable */
+	struct parley_str conv;
+	uint64_t read_seq; /* the caller's stored position now (>= seq) */
+	uint8_t flags; /* PARLEY_READF_STALE */
+};
+
+struct parley_receipts { /* PARLEY_T_RECEIPTS */
+	struct parley_str conv;
+	uint64_t seq; /* the message asked about */
+	struct parley_str after; /* member cursor: empty = from the first */
+	uint16_t limit; /* 1..PARLEY_PROTO_MAX_RECEIPTS members */
+};
+
+struct parley_receipt_rec { /* one RECEIPTS_OK record (a member) */
+	struct parley_str user;
+	uint8_t state; /* PARLEY_RCPTF_* for the asked seq */
+	uint64_t delivered_seq; /* the member's positions in conv */
+	uint64_t read_seq;
+};
+
+struct parley_receipts_ok { /* PARLEY_T_RECEIPTS_OK */
+	struct parley_str conv;
+	uint64_t seq;
+	uint32_t member_count; /* members of conv now */
+	uint32_t delivered; /* records of this page with DELIVERED */
+	uint32_t read; /* records of this page with READ */
+	uint8_t flags; /* PARLEY_PAGEF_END */
+	struct parley_str next_after; /* pass as `after` for the next page */
+	uint16_t count; /* <= PARLEY_PROTO_MAX_RECEIPTS */
+	struct parley_receipt_rec recs[PARLEY_PROTO_MAX_RECEIPTS];
 };
 
 struct parley_goaway { /* PARLEY_T_GOAWAY push */
 	uint16_t reason; /* enum parley_goaway_reason */
 	uint32_t retry_after_ms; /* wait this long (plus jitter) before reconnecting */
 	struct parley_str text;
+};
+
+struct parley_typing { /* PARLEY_T_TYPING notification */
+	struct parley_str conv;
+	uint8_t state; /* enum parley_typing_state */
+};
+
+struct parley_typing_push { /* PARLEY_T_TYPING_PUSH */
+	struct parley_str conv;
+	struct parley_str user; /* who is typing */
+	uint8_t state; /* enum parley_typing_state */
+	uint32_t ttl_ms; /* STARTED: clear it after this long without a
+			    refresh; STOPPED: 0 */
+};
+
+struct parley_presence_sub { /* PARLEY_T_PRESENCE_SUB */
+	uint8_t op; /* enum parley_presence_op */
+	uint16_t count; /* 1..PARLEY_PROTO_MAX_PRESENCE_USERS */
+	struct parley_str users[PARLEY_PROTO_MAX_PRESENCE_USERS];
+};
+
+struct parley_presence_rec { /* one PRESENCE_SUB_OK record; the PRESENCE push */
+	struct parley_str user;
+	uint8_t status; /* enum parley_presence_status */
+	uint64_t last_seen_ms; /* unix ms; 0 = online, never seen, or hidden */
+};
+
+struct parley_presence_sub_ok { /* PARLEY_T_PRESENCE_SUB_OK */
+	uint32_t heartbeat_ms; /* send a frame (PING if idle) at least this often */
+	uint32_t ttl_ms; /* a device silent this long counts as offline */
+	uint16_t subscribed; /* subscriptions of this connection now */
+	uint16_t count; /* SUBSCRIBE: one record per user asked; UNSUBSCRIBE: 0 */
+	struct parley_presence_rec recs[PARLEY_PROTO_MAX_PRESENCE_USERS];
+};
+
+struct parley_presence_set { /* PARLEY_T_PRESENCE_SET */
+	uint32_t flags; /* PARLEY_PRESF_* */
+};
+
+struct parley_presence_set_ok { /* PARLEY_T_PRESENCE_SET_OK, once durable */
+	uint32_t flags; /* the settings now in force */
 };
 
 /*
@@ -429,6 +602,22 @@ struct parley_msg {
 		struct parley_conv_list conv_list;
 		struct parley_conv_list_ok conv_list_ok;
 		struct parley_goaway goaway;
+		struct parley_typing typing;
+		struct parley_typing_push typing_push;
+		struct parley_presence_sub presence_sub;
+		struct parley_presence_sub_ok presence_sub_ok;
+		struct parley_presence_rec presence; /* PARLEY_T_PRESENCE push */
+		struct parley_presence_set presence_set;
+		struct parley_presence_set_ok presence_set_ok;
+		struct parley_read_marker read_marker;
+		struct parley_read_marker_ok read_marker_ok;
+		struct parley_receipts receipts;
+		struct parley_receipts_ok receipts_ok;
+		struct parley_edit edit;
+		struct parley_delete del;
+		struct parley_edit_ack edit_ack; /* EDIT_ACK and DELETE_ACK */
+		struct parley_retention retention;
+		struct parley_retention_ok retention_ok;
 	};
 };
 

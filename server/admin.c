@@ -19,6 +19,8 @@
 
 #include "admin.h"
 #include "chat.h"
+#include "parley_engine_hooks.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 struct aconn;
@@ -29,6 +31,7 @@ struct admin {
 	atomic_bool stop;
 	atomic_int ready;
 	pthread_t thr;
+	bool compact;            /* POST /admin/compact allowed */
 	/* admin thread only */
 	struct aconn *c;         /* max_conns slots */
 	uint32_t max_conns, nconns;
@@ -95,12 +98,18 @@ static const struct ctr_metric {
 	    "SENDs acknowledged as durable (SEND_ACK)."),
 	CTR("parley_send_duplicates_total", "counter", duplicates,
 	    "SENDs answered as duplicates of an earlier client_msg_id."),
+	CTR("parley_edits_total", "counter", edits,
+	    "EDITs acknowledged as durable (EDIT_ACK)."),
+	CTR("parley_deletes_total", "counter", deletes,
+	    "DELETEs for everyone acknowledged as durable (DELETE_ACK)."),
 	CTR("parley_events_delivered_total", "counter", events_out,
 	    "EVENT pushes queued to devices."),
 	CTR("parley_history_requests_total", "counter", history,
 	    "HISTORY requests."),
 	CTR("parley_syncs_total", "counter", syncs,
 	    "SYNC requests."),
+	CTR("parley_read_markers_total", "counter", read_markers,
+	    "READ_MARKER requests."),
 	CTR("parley_errors_sent_total", "counter", errors_sent,
 	    "ERROR frames sent to clients."),
 	CTR("parley_protocol_errors_total", "counter", proto_errors,
@@ -179,6 +188,37 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_rate_limit_lossy_evictions_total", "counter",
 		       "Evicted users whose buckets were not full (table too small).",
 		       rs.lossy_evictions);
+	}
+	if (s->pres) { /* typing and presence (presence.h) */
+		struct presence_stats ps;
+		presence_get_stats(s->pres, &ps);
+		metric(&o, "parley_presence_online_users", "gauge",
+		       "Users with at least one live session.", ps.online);
+		metric(&o, "parley_presence_entries", "gauge",
+		       "Presence registry entries (online, subscribed or typing).",
+		       ps.entries);
+		metric(&o, "parley_presence_subscriptions", "gauge",
+		       "Connection-to-user presence subscriptions.",
+		       ps.subscriptions);
+		metric(&o, "parley_typing_received_total", "counter",
+		       "TYPING notifications accepted.", ps.typing_in);
+		metric(&o, "parley_typing_pushes_total", "counter",
+		       "TYPING_PUSH frames queued to connections.",
+		       ps.typing_pushes);
+		metric(&o, "parley_presence_pushes_total", "counter",
+		       "PRESENCE pushes queued to connections.",
+		       ps.presence_pushes);
+		metric(&o, "parley_presence_pushes_dropped_total", "counter",
+		       "Typing/presence pushes dropped: presence_push_queue_max "
+		       "reached or no memory.", ps.pushes_dropped);
+		metric(&o, "parley_last_seen_writes_total", "counter",
+		       "Durable last_seen records written.", ps.last_seen_writes);
+		metric(&o, "parley_last_seen_write_errors_total", "counter",
+		       "last_seen writes that failed (retried).",
+		       ps.last_seen_write_errors);
+		metric(&o, "parley_presence_loads_total", "counter",
+		       "Stored last_seen / settings reads for subscriptions.",
+		       ps.loads);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",
@@ -380,6 +420,38 @@ static void aconn_close(struct admin *a, struct aconn *c)
 	a->nconns--;
 }
 
+/* POST /admin/compact (admin_compact = 1): flush every partition's
+ * memtable into a segment and merge all its segments, applying deletions
+ * and retention now instead of at the next retention_interval_ms. For
+ * tests and maintenance; the admin thread waits for it (other admin
+ * requests wait meanwhile; clients are not affected beyond the I/O). */
+static char *admin_compact(struct admin *a, size_t *len)
+{
+	if (!a->compact)
+		return simple(403, "Forbidden", "admin_compact is off\n", false,
+			      len);
+	struct pe_engine *e = a->s->engine;
+	if (!e)
+		return simple(503, "Service Unavailable", "not ready\n", false, len);
+	uint32_t np = pe_partition_count(e);
+	for (uint32_t p = 0; p < np; p++) {
+		int rc = pe_flush_sync(e, p);
+		if (!rc)
+			rc = pe_compact_sync(e, p, true);
+		if (rc) {
+			PLOG_W("admin", "compaction failed", "partition=%u err=%s", p,
+			       parley_errname(rc));
+			return simple(500, "Internal Server Error",
+				      "compaction failed\n", false, len);
+		}
+	}
+	/* inline inbox copies of what retention removed: not delivered */
+	if (a->s->chat)
+		chat_retention_refresh(a->s->chat);
+	PLOG_I("admin", "flushed and compacted", "partitions=%u", np);
+	return simple(200, "OK", "compacted\n", false, len);
+}
+
 /* The request is complete in c->req[0..rlen): build the answer. */
 static char *route(struct admin *a, struct aconn *c, size_t *len)
 {
@@ -394,6 +466,8 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 	if (q)
 		*q = '\0';
 	bool get = !strcmp(method, "GET"), head = !strcmp(method, "HEAD");
+	if (!strcmp(method, "POST") && !strcmp(target, "/admin/compact"))
+		return admin_compact(a, len);
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);
@@ -614,6 +688,7 @@ int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 	a->fd = fd;
 	a->c = c;
 	a->max_conns = o->max_conns;
+	a->compact = o->compact;
 	a->timeout_ns = (uint64_t)o->request_timeout_ms * 1000000ull;
 	for (uint32_t k = 0; k < o->max_conns; k++)
 		c[k].fd = -1;

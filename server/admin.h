@@ -31,6 +31,7 @@
 #define PARLEYD_ADMIN_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "loop.h"
@@ -44,6 +45,9 @@ struct admin_opts {
 	uint16_t port;               /* admin_port, 0 = no admin port */
 	uint32_t max_conns;          /* admin_max_connections, >= 1 */
 	uint32_t request_timeout_ms; /* admin_request_timeout_ms, >= 1 */
+	bool compact;                /* admin_compact: POST /admin/compact
+					flushes and compacts every partition
+					(blocking the admin thread meanwhile) */
 };
 
 /* Binds host:port (port 0: no admin port, *out = NULL, returns 0) and

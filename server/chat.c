@@ -14,11 +14,17 @@
  *      clock under c->mu), so its head is its minimum.
  *   3. The cursors written to s/fanout never decrease (asserted).
  *   4. The fan-out thread issues the appends of job N before those of job
- *      N+1 (FIFO), retrying -PARLEY_EFULL in place.
+ *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
+ *      its job's appends itself ("direct") only while the queue is empty
+ *      and the thread is not issuing (c->fan_busy); a direct job that
+ *      meets -PARLEY_EFULL is queued with its hold (queue_push_locked).
+ *   5. A queued job carries one hold on j->pending, so appends already
+ *      issued for it cannot complete (and free) it while it waits.
  *
  * Ownership: jobs are malloc'd by chat_send (or recovery), owned by the
  * outstanding list, freed by whoever completes them last (the send
- * callback on failure, the last append callback, or the fan-out thread)
+ * callback on failure or after a direct fan-out, the last append callback,
+ * or the fan-out thread)
  * under c->mu.
  * Threads: see chat.h.
  */
@@ -38,6 +44,7 @@
 const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
 	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+	{.prefix = "r/", .plen = 2, .max_count = 4}, /* CHAT_RCPT_KEEP */
 };
 const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
 
@@ -453,6 +460,7 @@ struct job {
 	uint32_t rec_len;
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint16_t type;         /* entry type of the append (CHAT_ENT_MSG, ...) */
 	uint64_t ts_ms;        /* live send: the entry's timestamp */
 	uint64_t t_durable;    /* live send: mono ns the message was durable */
 	uint64_t t_issued;     /* ... and its inbox appends were issued */
@@ -488,8 +496,11 @@ struct chat {
 	uint64_t *known;
 	uint32_t known_cap, known_n;
 	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
+	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
 	struct srv_hist stage[CHAT_STAGE_COUNT];
+	struct chat_floors *floors; /* retention floors (chat_retention.c) */
+	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
 };
 
 static const char WM_KEY[] = "s/fanout";
@@ -590,8 +601,13 @@ static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
 	c->gen++;
 }
 
-static void queue_push_locked(struct chat *c, struct job *j)
+/* Queues j for the fan-out thread. A queued job carries one hold on
+ * j->pending (so appends already issued for it cannot complete it while
+ * it waits): added here unless the caller passes its own (held). */
+static void queue_push_locked(struct chat *c, struct job *j, bool held)
 {
+	if (!held)
+		j->pending++;
 	j->next = NULL;
 	if (c->qtail)
 		c->qtail->next = j;
@@ -626,9 +642,10 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Issues one planned append, retrying while the shard queue is full. */
+/* Issues one planned append; while the shard queue is full, retries
+ * (wait) or returns -PARLEY_EFULL. */
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
-			pe_append_cb cb, void *arg)
+			pe_append_cb cb, void *arg, bool wait)
 {
 	struct pe_input in = {.type = it->type,
 			      .len = it->ext ? it->ext_len : it->len,
@@ -639,7 +656,7 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
 		int rc = pe_append(c->e, &q, cb, arg);
-		if (rc != -PARLEY_EFULL)
+		if (rc != -PARLEY_EFULL || !wait)
 			return rc;
 		sleep_ms(1);
 	}
@@ -740,10 +757,14 @@ static void ckpt_maybe_locked(struct chat *c)
 
 /* ---- the fan-out thread ------------------------------------------------------------------- */
 
-static void fanout_run(struct chat *c, struct job *j)
+/* Issues the appends of j's seqs. The caller holds one count of
+ * j->pending. wait: retry a full engine queue in place (the fan-out
+ * thread); else stop at the first -PARLEY_EFULL and return it (the
+ * appends issued so far stay counted; a later re-issue of them is
+ * deduplicated by their producers). buf: CHAT_PTR_INLINE_CAP bytes. */
+static int fanout_run(struct chat *c, struct job *j, bool wait, uint8_t *buf)
 {
-	/* j->pending was set to 1 (the issuing hold) by the caller */
-	if (j->t_durable) {
+	if (j->t_durable && !j->t_issued) {
 		j->t_issued = parley_mono_ns();
 		srv_hist_since(&c->stage[CHAT_STAGE_FANOUT], j->t_durable,
 			       j->t_issued);
@@ -754,8 +775,8 @@ static void fanout_run(struct chat *c, struct job *j)
 		 * inbox pointers (delivery then needs no read). */
 		int prc = j->rec ? chat_fanout_plan_inline(
 					   j->conv, j->len, seq, j->ts_ms, j->rec,
-					   j->rec_len, c->inline_buf,
-					   CHAT_PTR_INLINE_CAP, &plan)
+					   j->rec_len, buf, CHAT_PTR_INLINE_CAP,
+					   &plan)
 				 : chat_fanout_plan(j->conv, j->len, seq, &plan);
 		if (prc || plan.n == 0)
 			break; /* not a conversation we know how to fan out */
@@ -764,13 +785,23 @@ static void fanout_run(struct chat *c, struct job *j)
 		c->st.fanout_jobs++;
 		pthread_mutex_unlock(&c->mu);
 		for (unsigned i = 0; i < plan.n; i++) {
-			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j);
+			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j,
+					      wait);
+			if (rc == -PARLEY_EFULL && !wait) {
+				/* the items not issued will not complete */
+				pthread_mutex_lock(&c->mu);
+				j->pending -= plan.n - i;
+				c->st.fanout_jobs--;
+				pthread_mutex_unlock(&c->mu);
+				return rc;
+			}
 			if (rc) {
 				struct pe_append_result r = {.err = rc};
 				fanout_append_cb(j, &r);
 			}
 		}
 	}
+	return 0;
 }
 
 static void *fanout_main(void *arg)
@@ -796,10 +827,11 @@ static void *fanout_main(void *arg)
 		c->qhead = j->next;
 		if (!c->qhead)
 			c->qtail = NULL;
-		j->pending = 1;
+		c->fan_busy = true; /* the queue's hold on j is ours now */
 		pthread_mutex_unlock(&c->mu);
-		fanout_run(c, j);
+		fanout_run(c, j, true, c->inline_buf);
 		pthread_mutex_lock(&c->mu);
+		c->fan_busy = false;
 		if (--j->pending == 0)
 			job_done_locked(c, j);
 		ckpt_maybe_locked(c);
@@ -829,7 +861,27 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	} else {
 		PARLEY_ASSERT(r->ts_ms >= j->start);
 		j->from = j->to = r->seq;
-		queue_push_locked(c, j);
+		if (c->qhead || c->fan_busy) {
+			/* behind queued jobs (maybe of this conversation) */
+			queue_push_locked(c, j, false);
+		} else {
+			/* Direct: issue the inbox appends here, on the shard,
+			 * without the hop to the fan-out thread. Order holds: a
+			 * conversation's callbacks run in seq order on one
+			 * shard, and nothing is queued or being issued. */
+			j->pending++; /* our hold while issuing */
+			c->st.fanout_direct++;
+			pthread_mutex_unlock(&c->mu);
+			uint8_t buf[CHAT_PTR_INLINE_CAP];
+			int rc = fanout_run(c, j, false, buf);
+			pthread_mutex_lock(&c->mu);
+			if (rc == -PARLEY_EFULL) {
+				c->st.fanout_deferred++;
+				queue_push_locked(c, j, true); /* the thread waits */
+			}
+			else if (--j->pending == 0)
+				job_done_locked(c, j);
+		}
 	}
 	pthread_mutex_unlock(&c->mu);
 }
@@ -854,7 +906,7 @@ static int send_append(struct job *j)
 {
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, j->conv, j->len);
-	struct pe_input in = {.type = CHAT_ENT_MSG, .len = j->rec_len,
+	struct pe_input in = {.type = j->type, .len = j->rec_len,
 			      .payload = j->rec};
 	struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
 				   .expected_last_seq = PE_NO_EXPECT,
@@ -904,48 +956,46 @@ static int send_check_issue(struct job *j)
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
-int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
-	      void *arg)
+/* Stores rec (an entry of `type`) in c/<conv> with `producer` and
+ * registers its fan-out: the common path of SEND and of EDIT / DELETE
+ * (chat_conv_append). rec is the caller's malloc'd buffer: taken over. */
+static int conv_append(struct chat *c, const char *conv, uint16_t clen,
+		       uint16_t type, uint8_t *rec, uint32_t rec_len,
+		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
-	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
-				  q->sender_len)) {
-		struct chat_member mm[2];
-		return chat_conv_members(q->conv, q->conv_len, mm) < 0
-			       ? -PARLEY_ENOTFOUND
-			       : -PARLEY_EPERM;
-	}
 	char key[CHAT_KEY_CAP];
-	int kl = chat_key_conv(key, q->conv, q->conv_len);
-	if (kl < 0)
-		return -PARLEY_ENOTFOUND;
-	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
-			      .content_type = q->content_type,
-			      .body = q->body, .body_len = q->body_len};
-	memcpy(cm.client_msg_id, q->client_msg_id, 16);
-	int n = chat_msg_encode(NULL, 0, &cm);
-	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
-		return -PARLEY_ETOOBIG;
-	uint8_t *rec = malloc((size_t)n);
-	struct job *j = malloc(sizeof *j + q->conv_len);
-	if (!rec || !j) {
+	int kl = chat_key_conv(key, conv, clen);
+	if (kl < 0) {
 		free(rec);
-		free(j);
+		return -PARLEY_ENOTFOUND;
+	}
+	/* a cluster: a node that does not lead the conversation's partition
+	 * may not have applied its creation yet: redirect, never "not found"
+	 * (docs/CLUSTER.md, routing) */
+	int lrc = pe_partition_leader_check(
+		c->e, pe_partition_of(c->e, key, (size_t)kl));
+	if (lrc) {
+		free(rec);
+		return lrc;
+	}
+	struct job *j = malloc(sizeof *j + clen);
+	if (!j) {
+		free(rec);
 		return -PARLEY_ENOMEM;
 	}
-	chat_msg_encode(rec, (size_t)n, &cm);
 	memset(j, 0, sizeof *j);
 	j->c = c;
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
 	j->rec = rec;
-	j->rec_len = (uint32_t)n;
-	chat_producer_send(j->producer, q->sender, q->sender_len,
-			   q->client_msg_id);
-	j->len = q->conv_len;
-	memcpy(j->conv, q->conv, q->conv_len);
+	j->rec_len = rec_len;
+	j->type = type;
+	memcpy(j->producer, producer, 16);
+	j->len = clen;
+	memcpy(j->conv, conv, clen);
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
-	uint64_t h = conv_hash(q->conv, q->conv_len);
+	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
@@ -957,6 +1007,71 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	if (rc)
 		send_fail(j, rc, false);
 	return rc;
+}
+
+int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
+		     uint16_t type, const uint8_t *rec, uint32_t rec_len,
+		     const uint8_t producer[16], chat_send_cb cb, void *arg)
+{
+	if (rec_len > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *copy = malloc(rec_len ? rec_len : 1);
+	if (!copy)
+		return -PARLEY_ENOMEM;
+	memcpy(copy, rec, rec_len);
+	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
+			   arg);
+}
+
+void chat_scrub_attach(struct chat *c, struct chat_scrub *x)
+{
+	c->scrub = x;
+}
+
+struct chat_scrub *chat_scrub_of(const struct chat *c)
+{
+	return c->scrub;
+}
+
+struct chat_floors *chat_floors_of(const struct chat *c)
+{
+	return c->floors;
+}
+
+uint64_t chat_now_ms(const struct chat *c)
+{
+	return chat_clock_ms(c->clock);
+}
+
+int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
+	      void *arg)
+{
+	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+				  q->sender_len)) {
+		struct chat_member mm[2];
+		return chat_conv_members(q->conv, q->conv_len, mm) < 0
+			       ? -PARLEY_ENOTFOUND
+			       : -PARLEY_EPERM;
+	}
+	char key[CHAT_KEY_CAP];
+	if (chat_key_conv(key, q->conv, q->conv_len) < 0)
+		return -PARLEY_ENOTFOUND;
+	struct chat_msg cm = {.sender = q->sender, .sender_len = q->sender_len,
+			      .content_type = q->content_type,
+			      .body = q->body, .body_len = q->body_len};
+	memcpy(cm.client_msg_id, q->client_msg_id, 16);
+	int n = chat_msg_encode(NULL, 0, &cm);
+	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
+		return -PARLEY_ETOOBIG;
+	uint8_t *rec = malloc((size_t)n);
+	if (!rec)
+		return -PARLEY_ENOMEM;
+	chat_msg_encode(rec, (size_t)n, &cm);
+	uint8_t producer[16];
+	chat_producer_send(producer, q->sender, q->sender_len,
+			   q->client_msg_id);
+	return conv_append(c, q->conv, q->conv_len, CHAT_ENT_MSG, rec,
+			   (uint32_t)n, producer, cb, arg);
 }
 
 /* ---- CONV_OPEN ----------------------------------------------------------------------------- */
@@ -1349,7 +1464,7 @@ static int recover(struct chat *c)
 				j->len = (uint16_t)(t->klen - 2u);
 				memcpy(j->conv, t->key + 2, j->len);
 				job_register_locked(c, j, t->part, c->cur[t->part]);
-				queue_push_locked(c, j);
+				queue_push_locked(c, j, false);
 				c->st.fanout_recovered += j->nmsgs;
 				nconv++;
 				PLOG_D("chat", "fan-out resumes", "conv=%.*s from_seq=%"
@@ -1388,6 +1503,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_rec);
 	free(c->known);
 	free(c->inline_buf);
+	chat_floors_free(c->floors);
 	free(c);
 }
 
@@ -1410,8 +1526,9 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
+	c->floors = chat_floors_new();
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf) {
+	    !c->inline_buf || !c->floors) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

@@ -17,16 +17,26 @@
  *                     last inbox_seq the device acknowledged. Written lazily.
  *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
  *                     per partition, see below.
+ *   e/<conv>          the edit index (CHAT_ENT_EDIT), see "edits and
+ *                     deletes" below (chat_edit.c).
+ *   t/<conv>          the conversation's own retention (CHAT_ENT_RETENTION),
+ *                     see "per-conversation retention" (chat_retention.c).
  *
  * Send path and fan-out (durable before ack; no skip, no double):
  *
  *   chat_send -> register a fan-out job on the conversation's partition
  *             -> append c/<conv> with producer = H(sender, client_msg_id)
  *             -> durable (engine callback) -> the caller's callback (ACK)
- *                                          -> the job joins the fan-out queue
- *   fan-out thread: for each member m: append u/<m> a pointer (conv, seq)
+ *                -> the fan-out: issued right there, from the callback,
+ *                   when the fan-out queue is empty and its thread idle
+ *                   ("direct"); otherwise the job joins the queue
+ *   fan-out (direct or the thread): for each member m: append u/<m> a
+ *        pointer (conv, seq, and for a live message its record inline)
  *        with producer = H(conv, seq)   (idempotent: a replay never doubles)
  *        and for seq 1 also l/<m> with producer = H(conv) (list entry).
+ *        A direct fan-out never waits: on a full engine queue the whole
+ *        job goes to the thread, which re-issues it (what was already
+ *        appended comes back as a duplicate).
  *
  * Recoverable fan-out: a durable cursor per partition. cursor[p] is a
  * chat-clock value such that every message of a conversation in partition
@@ -58,11 +68,14 @@
  * timestamp and to the largest cursor.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
- * engine append callbacks of one stream run in seq order on its shard,
- * the send callback queues the job FIFO, and one fan-out thread issues the
- * inbox appends in queue order (an inbox lives on one shard, whose request
- * queue is FIFO). A full engine queue (-PARLEY_EFULL) makes the fan-out
- * thread wait and retry the same append: order is kept.
+ * engine append callbacks of one stream run in seq order on its shard;
+ * a callback issues its job's appends itself only when no job is queued
+ * or being issued by the fan-out thread (checked under the service's
+ * mutex), else queues it FIFO behind them; the thread issues queued jobs
+ * in order (an inbox lives on one shard, whose request queue is FIFO). A
+ * full engine queue (-PARLEY_EFULL) makes the fan-out thread wait and
+ * retry the same append, and a direct fan-out hand its job to the queue
+ * (so later messages of its conversation queue behind it): order is kept.
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
  * reentrant. chat_send() may be called from any thread but an engine
@@ -89,6 +102,13 @@ enum chat_ent_type {
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
 	CHAT_ENT_OPEN = 6,
+	/* receipts (chat_receipt.h): a user's read/delivered position */
+	CHAT_ENT_RCPT_POS = 12,
+	/* edits (chat_edit.c): EDIT and DELETE entries of c/<conv> and of the
+	 * edit index e/<conv>; the record's kind says which */
+	CHAT_ENT_EDIT = 10,
+	/* per-conversation retention (chat_retention.c): t/<conv> */
+	CHAT_ENT_RETENTION = 11,
 };
 
 #define CHAT_REC_VERSION 1u
@@ -109,6 +129,14 @@ enum chat_ent_type {
 #define CHAT_CKPT_KEEP 16u
 extern const struct pe_retention_rule chat_retention[];
 extern const size_t chat_nretention;
+/* The engine's retention rules: chat_retention, then the configured
+ * defaults for conversations (retention_max_age_ms / _max_count): c/ and
+ * the edit index e/ by age and count (e/ by age only), inboxes u/ by age
+ * (their pointers would only resolve to trimmed entries). 0, 0 = none.
+ * Writes at most CHAT_RETENTION_RULES_MAX rules to out, returns how many. */
+#define CHAT_RETENTION_RULES_MAX 8u
+size_t chat_retention_rules(uint64_t max_age_ms, uint64_t max_count,
+			    struct pe_retention_rule *out);
 
 /* ---- keys ---------------------------------------------------------------- */
 
@@ -229,6 +257,10 @@ struct chat_stats {
 	uint64_t fanout_appends;   /* inbox/list appends completed */
 	uint64_t fanout_errors;    /* appends that failed (logged) */
 	uint64_t fanout_recovered; /* messages re-fanned out after a restart */
+	uint64_t fanout_direct;    /* live messages whose inbox appends were
+				      issued from their durable callback */
+	uint64_t fanout_deferred;  /* ... of which a full engine queue handed
+				      to the fan-out thread */
 	uint64_t fanout_pending;   /* messages whose fan-out is not durable yet */
 	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
 					   out if the process died now */
@@ -353,6 +385,14 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
  * of c/<conv>. Records that are not messages are skipped. */
 void chat_history_page(const struct pe_read_result *r, const char *conv,
 		       uint16_t clen, uint32_t max_frame, struct parley_msg *out);
+/* The same with each entry's current state st[i] (NULL = as stored): an
+ * edited message shows its latest body with PARLEY_MSGF_EDITED, a deleted
+ * one an empty body with PARLEY_MSGF_DELETED. */
+struct chat_edit_state;
+void chat_history_page_state(const struct pe_read_result *r,
+			     const struct chat_edit_state *st, const char *conv,
+			     uint16_t clen, uint32_t max_frame,
+			     struct parley_msg *out);
 
 /* SYNC: where a device's delivery starts. Reads the device's stored
  * cursor (only when from_inbox_seq == 0) and the inbox's bounds. */
@@ -440,10 +480,25 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
 
 /* ---- the conversation list (chat_list.c) ---------------------------------------- */
 
-/* CONV_LIST: the user's conversations, most recent first, at most
- * `limit`. cb gets a CONV_LIST_OK or an error. Errors returned:
- * -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+/* CONV_LIST: the user's conversations, most recent activity first, at
+ * most `limit`, after the cursor (before_ts, before_conv): the position
+ * of the previous page's last entry (0 / empty: from the top). Each entry
+ * carries the user's read position, the unread count (messages from
+ * others after it: exact up to CHAT_UNREAD_SCAN unread messages; beyond,
+ * the older unread ones are counted as from others) and the last
+ * message's sender, content type and first PARLEY_PROTO_MAX_PREVIEW
+ * bytes. cb gets a CONV_LIST_OK (flags END, next_before_*) or an error.
+ * Errors returned: -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL. */
+#define CHAT_UNREAD_SCAN 100u
+/* A CONV_LIST_OK never exceeds the smallest max_frame a server announces:
+ * a page stops early (not END) when the next record would not fit. */
+#define CHAT_LIST_FRAME_MAX PARLEY_PROTO_MAX_FRAME_MIN
 typedef void (*chat_list_cb)(void *arg, int err, const struct parley_msg *list);
+int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
+			uint16_t limit, uint64_t before_ts,
+			const char *before_conv, size_t bclen, chat_list_cb cb,
+			void *arg);
+/* The first page (no cursor). */
 int chat_conv_list(struct chat *c, const char *user, size_t ulen,
 		   uint16_t limit, chat_list_cb cb, void *arg);
 /* One conversation as the list builder sees it. */
@@ -451,11 +506,225 @@ struct chat_list_ent {
 	uint16_t clen;
 	char conv[250];
 	uint64_t last_seq, last_ts;
+	/* appended by the receipts work (0 / empty when unknown) */
+	uint64_t open_ts;     /* when it entered the user's list (l/ entry) */
+	uint64_t read_seq;    /* the user's read position (r/) */
+	uint32_t unread;
+	uint16_t sender_len, content_type, preview_len;
+	char sender[PARLEY_PROTO_MAX_USER_ID];
+	uint8_t preview[PARLEY_PROTO_MAX_PREVIEW];
 };
-/* The list builder (pure): sorts ents (most recent first, then by id)
- * and fills out->conv_list_ok with at most `limit` of them, as seen by
- * user (DIRECT: the other member is the peer). */
+/* A conversation's activity time, the list's sort key: the later of its
+ * last message and its entry into the list. */
+uint64_t chat_list_activity(const struct chat_list_ent *e);
+/* Sorts ents (most recent activity first, then by id: shorter first,
+ * then bytewise) and returns how many of them, at most `limit`, form the
+ * page after the cursor (before_ts, before_conv[0..bclen); bclen 0 and
+ * before_ts 0: from the first); *start = index of its first entry,
+ * *more = entries follow the page. Pure. */
+uint32_t chat_list_select(struct chat_list_ent *ents, uint32_t n,
+			  uint16_t limit, uint64_t before_ts,
+			  const char *before_conv, size_t bclen,
+			  uint32_t *start, bool *more);
+/* Fills out->conv_list_ok with ents[0..n) in that order (at most
+ * PARLEY_PROTO_MAX_LIST), as seen by user (DIRECT: the other member is
+ * the peer); ids that are not conversations are skipped. The cursor of
+ * the next page is the last entry's; END when !more. Pure. */
+void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
+		    const char *user, size_t ulen, struct parley_msg *out);
+/* select (no cursor) + fill: the first page. Pure. */
 void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 		     const char *user, size_t ulen, struct parley_msg *out);
+
+/* Stores rec as an entry of `type` in c/<conv> (idempotent on producer)
+ * and fans it out to the members' inboxes like a message (a pointer to
+ * its seq; chat_event_resolve reads the entry's type). Same contract as
+ * chat_send, without the membership check (the caller did it). rec is
+ * copied. */
+int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
+		     uint16_t type, const uint8_t *rec, uint32_t rec_len,
+		     const uint8_t producer[16], chat_send_cb cb, void *arg);
+/* The service's clock now (ms; the one the engine stamps entries with). */
+uint64_t chat_now_ms(const struct chat *c);
+
+/*
+ * ---- edits and deletes (chat_edit.c) --------------------------------------------
+ *
+ * Streams:
+ *   c/<conv>  an EDIT or DELETE is an entry (CHAT_ENT_EDIT) of its own,
+ *             with its own seq, referring to the message's seq (ref_seq);
+ *             producer = H('E', sender, client_msg_id): a retry is a
+ *             duplicate. Fanned out like a message (EVENT kind EDIT /
+ *             DELETE, from the entry's record).
+ *   e/<conv>  the edit index: one entry per EDIT / DELETE (u64 seq of the
+ *             c/ entry + the same record), producer = H('E', 'I', conv,
+ *             seq), appended after the c/ entry is durable and before the
+ *             ack. HISTORY reads it backwards to show each message's
+ *             current state; it stops at the first index entry older than
+ *             the page's oldest message (an edit is never older than its
+ *             message) or after CHAT_EDIT_SCAN_MAX entries.
+ *
+ * Rules (checked on the stored message, in this order): the conversation
+ * exists and the user is a member (ENOTFOUND / EPERM); ref_seq is a stored
+ * entry (ENOTFOUND, also when past retention) that is a message (EINVAL);
+ * the user sent it (EPERM); it is at most edit_window_ms / delete_window_ms
+ * old (EEXPIRED; 0 = no limit); it is not deleted (EDELETED; for a DELETE
+ * too: it happened already). A retry of an EDIT / DELETE already stored
+ * (same sender and client_msg_id) skips the last two checks and is
+ * acknowledged with DUPLICATE and the original seq.
+ */
+#define CHAT_EDIT_REC_VERSION 0x45u  /* 'E': never a chat_msg record */
+#define CHAT_EDIT_SCAN_MAX 10000u    /* index entries one HISTORY page reads at most */
+#define CHAT_EDIT_WINDOW_DEFAULT_MS (48ull * 3600 * 1000)   /* 48 h */
+#define CHAT_DELETE_WINDOW_DEFAULT_MS (48ull * 3600 * 1000) /* 48 h */
+
+int chat_key_edits(char *out, const char *conv, size_t len);
+
+/* An EDIT / DELETE record (c/<conv> payload; e/<conv> payload after a
+ * u64 seq). Fields borrow from the decoded buffer. */
+struct chat_edit_rec {
+	uint16_t kind;          /* PARLEY_EV_EDIT or PARLEY_EV_DELETE */
+	const char *sender;
+	uint16_t sender_len;
+	uint8_t client_msg_id[16];
+	uint64_t ref_seq;
+	uint16_t content_type;  /* EDIT: of the new body */
+	const uint8_t *body;    /* EDIT: the new body; DELETE: empty */
+	uint32_t body_len;
+};
+int chat_edit_rec_encode(uint8_t *buf, size_t cap, const struct chat_edit_rec *m);
+int chat_edit_rec_decode(const uint8_t *p, size_t len, struct chat_edit_rec *out);
+void chat_producer_edit(uint8_t out[16], const char *sender, size_t slen,
+			const uint8_t client_msg_id[16]);
+void chat_producer_edit_index(uint8_t out[16], const char *conv, size_t len,
+			      uint64_t seq);
+
+struct chat_edit_req {
+	uint16_t kind;          /* PARLEY_EV_EDIT or PARLEY_EV_DELETE */
+	const char *conv;
+	uint16_t conv_len;
+	const char *user;
+	uint16_t user_len;
+	uint8_t client_msg_id[16];
+	uint64_t ref_seq;
+	uint16_t content_type;
+	const uint8_t *body;
+	uint32_t body_len;
+	uint64_t window_ms;     /* edit_window_ms / delete_window_ms; 0 = none */
+};
+struct chat_edit_result {
+	int err;
+	uint64_t seq, ts_ms;    /* the EDIT / DELETE entry */
+	bool duplicate;
+};
+typedef void (*chat_edit_cb)(void *arg, const struct chat_edit_result *r);
+/* EDIT / DELETE. Returns 0 (cb runs once, on an engine thread, after the
+ * entry and its index entry are durable, or with the error) or an error
+ * (cb will not run): -PARLEY_ENOTFOUND, -PARLEY_EPERM, -PARLEY_EINVAL,
+ * -PARLEY_ETOOBIG, -PARLEY_ENOMEM, -PARLEY_EFULL. Any thread. */
+int chat_edit(struct chat *c, const struct chat_edit_req *q, chat_edit_cb cb,
+	      void *arg);
+
+/* The current state of one entry of a HISTORY page. */
+struct chat_edit_state {
+	uint32_t flags;         /* PARLEY_MSGF_EDITED / PARLEY_MSGF_DELETED */
+	uint16_t content_type;  /* EDITED: the latest edit's */
+	const uint8_t *body;    /* EDITED: the latest body; DELETED: empty */
+	uint32_t body_len;
+	uint64_t edit_seq;      /* seq of the EDIT / DELETE that applies */
+};
+/* Folds the edit index into a page read from c/<conv>: copies the page,
+ * reads e/<conv> and calls cb (engine thread) with the copied page and
+ * st[i] for page->entries[i]. Returns 0 or an error (cb will not run). */
+typedef void (*chat_edit_fold_cb)(void *arg, int err,
+				  const struct pe_read_result *page,
+				  const struct chat_edit_state *st);
+int chat_edit_fold(struct chat *c, const char *conv, size_t clen,
+		   const struct pe_read_result *page, chat_edit_fold_cb cb,
+		   void *arg);
+/* The EVENT of an EDIT / DELETE entry e of conv (kind, ref_seq, sender,
+ * client_msg_id, body; inbox_seq left to the caller). 0, or
+ * -PARLEY_ECORRUPT when e is not an edit record. m borrows from e. */
+int chat_edit_event(const struct pe_entry *e, struct parley_msg *m);
+
+/*
+ * ---- per-conversation retention (chat_retention.c) ---------------------------------
+ *
+ * t/<conv>: the conversation's own retention (CHAT_ENT_RETENTION entries,
+ * the last one counts). A sweeper thread enforces every setting each
+ * sweep_ms (and at once when one is set) with engine tombstones
+ * (pe_delete of the prefix of c/<conv> past it, and of the edit-index
+ * entries of trimmed EDITs); compaction removes them from disk. It can
+ * only shorten retention: the server-wide defaults (engine rules) apply
+ * too. Who may set it: either member of a 1:1 conversation.
+ */
+#define CHAT_RET_MAX_CONVS (1u << 20)     /* conversations with a setting */
+#define CHAT_RET_MAX_QUEUED 1024u         /* RETENTION requests waiting */
+#define CHAT_RET_SWEEP_DEFAULT_MS 60000u
+struct chat_ret;
+int chat_retention_start(struct chat *c, uint64_t def_age_ms,
+			 uint64_t def_count, uint64_t sweep_ms,
+			 struct chat_ret **out);
+void chat_retention_stop(struct chat_ret *r);
+struct chat_retention_req {
+	const char *conv;
+	uint16_t conv_len;
+	const char *user;
+	uint16_t user_len;
+	uint8_t flags;          /* PARLEY_RETF_SET: set, else only read */
+	uint64_t max_age_ms, max_count; /* 0 = none */
+};
+/* cb runs on the sweeper thread with a RETENTION_OK (or err). Returns 0
+ * or -PARLEY_ENOTFOUND / -PARLEY_EPERM (chat_conv_check), -PARLEY_EINVAL,
+ * -PARLEY_ENOMEM, -PARLEY_EFULL (too many waiting), and cb will not run. */
+typedef void (*chat_retention_cb)(void *arg, int err, const struct parley_msg *ok);
+int chat_retention_request(struct chat_ret *r, const struct chat_retention_req *q,
+			   chat_retention_cb cb, void *arg);
+
+/* Retention floors: per conversation, the first seq retention left (known
+ * from tombstones the sweeper wrote and from the streams' metadata after
+ * compaction, refreshed every sweep). Inline inbox pointers (which carry a
+ * copy of the message) below a conversation's floor are not delivered
+ * from their copy but resolved by a read, which finds them gone. A
+ * bounded table (CHAT_FLOORS_MAX); past it every inline pointer is
+ * resolved by a read. Any thread. */
+#define CHAT_FLOORS_MAX (1u << 20)
+struct chat_floors;
+struct chat_floors *chat_floors_new(void);
+void chat_floors_free(struct chat_floors *f);
+struct chat_floors *chat_floors_of(const struct chat *c);
+/* True when conv_seq of conv may be past retention (do not trust a copy). */
+bool chat_floor_below(struct chat_floors *f, const char *conv, size_t len,
+		      uint64_t conv_seq);
+void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
+		    uint64_t first_seq);
+/* Refreshes every floor from the engine's stream metadata (blocking: the
+ * sweeper; the admin thread after POST /admin/compact). */
+void chat_retention_refresh(struct chat *c);
+
+/* A delivered EVENT of a message deleted for everyone (or of an EDIT of
+ * it) carries no content any more: empty body, PARLEY_MSGF_DELETED. A
+ * device that syncs after the DELETE never receives the deleted body.
+ * In-memory lookup; any thread. */
+struct parley_event;
+void chat_edit_event_state(struct chat *c, struct parley_event *ev);
+
+/* Deleted messages' content leaves the disk at compaction (chat_edit.c):
+ * give chat_scrub_filter / the set to pe_options.compact_filter /
+ * compact_filter_arg, attach the set to the service (chat_scrub_attach),
+ * and load the stored deletes (chat_scrub_load, blocking). */
+#define CHAT_SCRUB_MAX (1u << 21) /* slots: about 1.5 M deleted messages */
+struct chat_scrub;
+struct chat_scrub *chat_scrub_new(void);
+void chat_scrub_free(struct chat_scrub *x);
+void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
+		    uint64_t seq);
+bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
+		    uint64_t seq);
+int chat_scrub_filter(void *arg, const void *key, size_t klen,
+		      const struct pe_entry *e, uint8_t *out, size_t cap);
+void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e);
+void chat_scrub_attach(struct chat *c, struct chat_scrub *x);
+struct chat_scrub *chat_scrub_of(const struct chat *c);
 
 #endif /* PARLEYD_CHAT_H */

@@ -1,49 +1,106 @@
 /*
- * chat_list.c — the chat service's conversation list (CONV_LIST): read
- * l/<user> (one entry per conversation), then each conversation's newest
- * message (c/<conv>) for its last seq and time, then build the reply with
- * chat_list_build (pure: most recent first).
+ * chat_list.c — the chat service's conversation list (CONV_LIST):
  *
- * Ownership: the list context is malloc'd by chat_conv_list and freed by
- * list_finish, which runs exactly once (after the last per-conversation
- * read, or at the first failure before any was issued).
- * Threads: chat_conv_list from any thread but an engine callback's; the
- * reads complete on engine shard threads (several at once: `pending` and
- * `err` are atomic, each read writes only its own slot of `ents`).
+ *   1. read l/<user> (one entry per conversation; its time = when the
+ *      conversation entered the list);
+ *   2. for every conversation, in parallel: its newest message (c/<conv>,
+ *      backward, 1 entry: last seq, time, sender, content type, preview)
+ *      and the user's position (r/<user>:<h>, chat_receipt.h: read_seq);
+ *   3. sort by activity and select the page after the cursor
+ *      (chat_list_select, pure);
+ *   4. for the page's conversations with messages after read_seq: count
+ *      those from others (c/<conv> backward from the last seq, at most
+ *      CHAT_UNREAD_SCAN entries);
+ *   5. build the reply (chat_list_fill, pure).
+ *
+ * The order and every count come from stored state only (the engine), so
+ * all of a user's devices see the same list, before and after restarts.
+ *
+ * Ownership: the list context is malloc'd by chat_conv_list_page and
+ * freed by list_finish, which runs exactly once (after the last read of
+ * the last step, or at the first failure before any read was issued).
+ * Threads: chat_conv_list_page from any thread but an engine callback's;
+ * the reads complete on engine shard threads (several at once: `pending`
+ * and `err` are atomic, each read writes only its own slot of `ents`).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
+
+/* ---- pure: order, page, reply ------------------------------------------------ */
+
+uint64_t chat_list_activity(const struct chat_list_ent *e)
+{
+	return e->last_ts > e->open_ts ? e->last_ts : e->open_ts;
+}
+
+/* <0: a before b in the list (more recent, or same time and smaller id) */
+static int pos_cmp(uint64_t ats, const char *a, size_t al, uint64_t bts,
+		   const char *b, size_t bl)
+{
+	if (ats != bts)
+		return ats > bts ? -1 : 1;
+	if (al != bl)
+		return al < bl ? -1 : 1;
+	return memcmp(a, b, al);
+}
 
 static int list_cmp(const void *a, const void *b)
 {
 	const struct chat_list_ent *x = a, *y = b;
-	if (x->last_ts != y->last_ts)
-		return x->last_ts > y->last_ts ? -1 : 1;
-	if (x->clen != y->clen)
-		return x->clen < y->clen ? -1 : 1;
-	return memcmp(x->conv, y->conv, x->clen);
+	return pos_cmp(chat_list_activity(x), x->conv, x->clen,
+		       chat_list_activity(y), y->conv, y->clen);
 }
 
-void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
-		     const char *user, size_t ulen, struct parley_msg *m)
+uint32_t chat_list_select(struct chat_list_ent *ents, uint32_t n,
+			  uint16_t limit, uint64_t before_ts,
+			  const char *before_conv, size_t bclen,
+			  uint32_t *start, bool *more)
 {
 	qsort(ents, n, sizeof *ents, list_cmp);
+	uint32_t i = 0;
+	if (before_ts || bclen)
+		while (i < n && pos_cmp(chat_list_activity(&ents[i]),
+					ents[i].conv, ents[i].clen, before_ts,
+					before_conv, bclen) <= 0)
+			i++;
+	if (limit > PARLEY_PROTO_MAX_LIST)
+		limit = PARLEY_PROTO_MAX_LIST;
+	uint32_t k = n - i < limit ? n - i : limit;
+	*start = i;
+	*more = i + k < n;
+	return k;
+}
+
+void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
+		    const char *user, size_t ulen, struct parley_msg *m)
+{
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_CONV_LIST_OK;
 	struct parley_conv_list_ok *lo = &m->conv_list_ok;
-	if (limit > PARLEY_PROTO_MAX_LIST)
-		limit = PARLEY_PROTO_MAX_LIST;
-	for (uint32_t i = 0; i < n && lo->count < limit; i++) {
-		struct chat_list_ent *le = &ents[i];
+	const struct chat_list_ent *last = NULL;
+	/* header, count, trailer (flags, ts, the longest cursor) */
+	size_t size = PARLEY_PROTO_HEADER_SIZE + 2 + 1 + 8 + 2 +
+		      PARLEY_PROTO_MAX_CONV_ID;
+	for (uint32_t i = 0; i < n && lo->count < PARLEY_PROTO_MAX_LIST; i++) {
+		const struct chat_list_ent *le = &ents[i];
 		struct chat_member mm[2];
 		if (chat_conv_members(le->conv, le->clen, mm) != 2)
 			continue;
-		struct chat_member *peer =
+		const struct chat_member *peer =
 			mm[0].len == ulen && !memcmp(mm[0].p, user, ulen) ? &mm[1]
 									 : &mm[0];
+		size_t rec = 4 + 2 + le->clen + 1 + 8 + 8 + 4 + 2 + peer->len +
+			     2 + 8 + 4 + 2 + le->sender_len + 2 + 4 +
+			     le->preview_len;
+		if (size + rec > CHAT_LIST_FRAME_MAX) {
+			more = true; /* the rest on the next page */
+			break;
+		}
+		size += rec;
 		struct parley_conv_entry *ce = &lo->entries[lo->count++];
 		ce->conv = (struct parley_str){le->conv, le->clen};
 		ce->kind = PARLEY_CONV_DIRECT;
@@ -51,8 +108,31 @@ void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 		ce->last_ts_ms = le->last_ts;
 		ce->member_count = 2;
 		ce->peer = (struct parley_str){peer->p, (uint16_t)peer->len};
+		ce->read_seq = le->read_seq;
+		ce->unread = le->unread;
+		ce->last_sender = (struct parley_str){le->sender, le->sender_len};
+		ce->last_content_type = le->content_type;
+		ce->preview = (struct parley_bytes){le->preview, le->preview_len};
+		last = le;
+	}
+	if (!more)
+		lo->flags |= PARLEY_PAGEF_END;
+	if (last) {
+		lo->next_before_ts_ms = chat_list_activity(last);
+		lo->next_before_conv = (struct parley_str){last->conv, last->clen};
 	}
 }
+
+void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
+		     const char *user, size_t ulen, struct parley_msg *m)
+{
+	uint32_t start;
+	bool more;
+	uint32_t k = chat_list_select(ents, n, limit, 0, NULL, 0, &start, &more);
+	chat_list_fill(ents + start, k, more, user, ulen, m);
+}
+
+/* ---- the request ----------------------------------------------------------------- */
 
 struct list_ctx {
 	struct pe_engine *e;
@@ -60,10 +140,15 @@ struct list_ctx {
 	void *arg;
 	uint16_t limit;
 	uint16_t ulen;
-	char user[121];
+	char user[PARLEY_PROTO_MAX_USER_ID + 1];
+	uint64_t before_ts;
+	uint16_t bclen;
+	char before_conv[PARLEY_PROTO_MAX_CONV_ID];
 	atomic_int pending;
 	_Atomic int err;
 	uint32_t n;
+	uint32_t start, count; /* the page, after step 3 */
+	bool more;
 	struct chat_list_ent *ents;
 };
 
@@ -79,7 +164,8 @@ static void list_finish(struct list_ctx *x)
 	if (!err) {
 		m = malloc(sizeof *m); /* ~16 KiB: not on an engine stack */
 		if (m)
-			chat_list_build(x->ents, x->n, x->limit, x->user, x->ulen, m);
+			chat_list_fill(x->ents + x->start, x->count, x->more,
+				       x->user, x->ulen, m);
 		else
 			err = -PARLEY_ENOMEM;
 	}
@@ -89,21 +175,161 @@ static void list_finish(struct list_ctx *x)
 	free(x);
 }
 
-static void list_meta_cb(void *arg, const struct pe_read_result *r)
+/* A read of a step failed to start: account for it like a completion. */
+static void item_fail(struct list_item_arg *a, int rc, pe_read_cb cb)
+{
+	struct pe_read_result er = {.err = rc};
+	cb(a, &er);
+}
+
+static struct list_item_arg *item_new(struct list_ctx *x, uint32_t i)
+{
+	struct list_item_arg *a = malloc(sizeof *a);
+	if (a)
+		*a = (struct list_item_arg){x, i};
+	return a;
+}
+
+/* Step 4: one page entry's unread messages are counted. */
+static void list_unread_cb(void *arg, const struct pe_read_result *r)
 {
 	struct list_item_arg *a = arg;
 	struct list_ctx *x = a->x;
-	if (r->err)
+	struct chat_list_ent *le = &x->ents[a->i];
+	if (r->err) {
 		atomic_store(&x->err, r->err);
-	else if (r->count) {
-		x->ents[a->i].last_seq = r->entries[0].seq;
-		x->ents[a->i].last_ts = r->entries[0].ts_ms;
+	} else {
+		uint64_t lowest = le->last_seq + 1;
+		uint32_t n = 0;
+		for (uint32_t i = 0; i < r->count; i++) {
+			const struct pe_entry *en = &r->entries[i];
+			if (en->seq <= le->read_seq)
+				break;
+			lowest = en->seq;
+			struct chat_msg cm; /* messages only: not edits, membership */
+			if (en->type == CHAT_ENT_MSG &&
+			    chat_msg_decode(en->payload, en->len, &cm) == 0 &&
+			    !(cm.sender_len == x->ulen &&
+			      !memcmp(cm.sender, x->user, x->ulen)))
+				n++;
+		}
+		/* past the scan: the older unread ones count as from others */
+		if (lowest > le->read_seq + 1)
+			n += (uint32_t)PARLEY_MIN(lowest - le->read_seq - 1,
+						  (uint64_t)UINT32_MAX - n);
+		le->unread = n;
 	}
 	free(a);
 	if (atomic_fetch_sub(&x->pending, 1) == 1)
 		list_finish(x);
 }
 
+/* Step 3 + 4: every conversation's newest message and position are in. */
+static void list_page(struct list_ctx *x)
+{
+	if (atomic_load(&x->err)) {
+		list_finish(x);
+		return;
+	}
+	x->count = chat_list_select(x->ents, x->n, x->limit, x->before_ts,
+				    x->before_conv, x->bclen, &x->start,
+				    &x->more);
+	atomic_store(&x->pending, 1);
+	for (uint32_t k = 0; k < x->count; k++) {
+		uint32_t i = x->start + k;
+		struct chat_list_ent *le = &x->ents[i];
+		if (le->read_seq > le->last_seq)
+			le->read_seq = le->last_seq; /* cannot happen: marked <= last */
+		if (le->last_seq <= le->read_seq)
+			continue;
+		char key[CHAT_KEY_CAP];
+		int kl = chat_key_conv(key, le->conv, le->clen);
+		uint64_t want = le->last_seq - le->read_seq;
+		struct pe_read_req q = {
+			.key = key, .klen = (size_t)kl, .from = le->last_seq,
+			.dir = PE_BACKWARD,
+			.limit = (uint32_t)PARLEY_MIN(want, (uint64_t)CHAT_UNREAD_SCAN)};
+		struct list_item_arg *a = item_new(x, i);
+		if (!a) {
+			atomic_store(&x->err, -PARLEY_ENOMEM);
+			break;
+		}
+		atomic_fetch_add(&x->pending, 1);
+		int rc = kl < 0 ? -PARLEY_EINVAL
+				: pe_read(x->e, &q, list_unread_cb, a);
+		if (rc)
+			item_fail(a, rc, list_unread_cb);
+	}
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_finish(x);
+}
+
+/* Step 2: the conversation's newest message. */
+static void list_meta_cb(void *arg, const struct pe_read_result *r)
+{
+	struct list_item_arg *a = arg;
+	struct list_ctx *x = a->x;
+	struct chat_list_ent *le = &x->ents[a->i];
+	struct chat_msg cm;
+	if (r->err) {
+		atomic_store(&x->err, r->err);
+	} else if (r->count) {
+		le->last_seq = r->entries[0].seq;
+		le->last_ts = r->entries[0].ts_ms;
+		if (r->entries[0].type == CHAT_ENT_MSG &&
+		    chat_msg_decode(r->entries[0].payload, r->entries[0].len,
+				    &cm) == 0 &&
+		    cm.sender_len <= sizeof le->sender) {
+			le->sender_len = cm.sender_len;
+			memcpy(le->sender, cm.sender, cm.sender_len);
+			le->content_type = cm.content_type;
+			le->preview_len = (uint16_t)PARLEY_MIN(
+				cm.body_len, (uint32_t)PARLEY_PROTO_MAX_PREVIEW);
+			memcpy(le->preview, cm.body, le->preview_len);
+		}
+	}
+	free(a);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_page(x);
+}
+
+/* Step 2: the user's read position in the conversation. */
+static void list_pos_cb(void *arg, const struct pe_read_result *r)
+{
+	struct list_item_arg *a = arg;
+	struct list_ctx *x = a->x;
+	struct chat_list_ent *le = &x->ents[a->i];
+	if (r->err) {
+		atomic_store(&x->err, r->err);
+	} else {
+		struct chat_rcpt_pos p;
+		chat_rcpt_pos_of(r, le->conv, le->clen, &p);
+		le->read_seq = p.read_seq;
+	}
+	free(a);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_page(x);
+}
+
+static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
+		       int kl, pe_read_cb cb)
+{
+	struct list_item_arg *a = item_new(x, i);
+	if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
+		atomic_store(&x->err, -PARLEY_ENOMEM);
+		if (atomic_fetch_sub(&x->pending, 1) == 1)
+			list_page(x);
+		return;
+	}
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, cb, a);
+	if (rc)
+		item_fail(a, rc, cb);
+}
+
+/* Step 1: the user's conversations. */
 static void list_read_cb(void *arg, const struct pe_read_result *r)
 {
 	struct list_ctx *x = arg;
@@ -121,8 +347,10 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 	for (uint32_t i = 0; i < r->count; i++) {
 		const char *conv;
 		uint16_t clen;
+		struct chat_member mm[2];
 		if (chat_list_decode(r->entries[i].payload, r->entries[i].len,
-				     &conv, &clen) || clen == 0 || clen > 250)
+				     &conv, &clen) || clen == 0 || clen > 250 ||
+		    chat_conv_members(conv, clen, mm) < 0)
 			continue;
 		bool dup = false;
 		for (uint32_t j = 0; j < x->n && !dup; j++)
@@ -132,45 +360,31 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 			continue;
 		x->ents[x->n].clen = clen;
 		memcpy(x->ents[x->n].conv, conv, clen);
+		x->ents[x->n].open_ts = r->entries[i].ts_ms;
 		x->n++;
 	}
-	if (x->n == 0) {
-		list_finish(x);
-		return;
-	}
-	atomic_store(&x->pending, (int)x->n + 1);
+	atomic_store(&x->pending, (int)(2 * x->n) + 1);
 	for (uint32_t i = 0; i < x->n; i++) {
+		struct chat_list_ent *le = &x->ents[i];
 		char key[CHAT_KEY_CAP];
-		int kl = chat_key_conv(key, x->ents[i].conv, x->ents[i].clen);
-		struct list_item_arg *a = malloc(sizeof *a);
-		if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
-			atomic_store(&x->err, -PARLEY_ENOMEM);
-			if (atomic_fetch_sub(&x->pending, 1) == 1)
-				list_finish(x);
-			continue;
-		}
-		a->x = x;
-		a->i = i;
-		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-					.from = UINT64_MAX, .dir = PE_BACKWARD,
-					.limit = 1};
-		int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, list_meta_cb, a);
-		if (rc) {
-			struct pe_read_result er = {.err = rc};
-			list_meta_cb(a, &er);
-		}
+		int kl = chat_key_conv(key, le->conv, le->clen);
+		list_issue(x, i, key, kl, list_meta_cb);
+		kl = chat_key_rcpt(key, x->user, x->ulen, le->conv, le->clen);
+		list_issue(x, i, key, kl, list_pos_cb);
 	}
 	if (atomic_fetch_sub(&x->pending, 1) == 1)
-		list_finish(x);
+		list_page(x);
 }
 
-int chat_conv_list(struct chat *c, const char *user, size_t ulen,
-		   uint16_t limit, chat_list_cb cb, void *arg)
+int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
+			uint16_t limit, uint64_t before_ts,
+			const char *before_conv, size_t bclen, chat_list_cb cb,
+			void *arg)
 {
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_list(key, user, ulen);
-	if (kl < 0)
-		return kl;
+	if (kl < 0 || bclen > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
 	struct list_ctx *x = calloc(1, sizeof *x);
 	if (!x)
 		return -PARLEY_ENOMEM;
@@ -180,6 +394,10 @@ int chat_conv_list(struct chat *c, const char *user, size_t ulen,
 	x->limit = limit;
 	x->ulen = (uint16_t)ulen;
 	memcpy(x->user, user, ulen);
+	x->before_ts = before_ts;
+	x->bclen = (uint16_t)bclen;
+	if (bclen)
+		memcpy(x->before_conv, before_conv, bclen);
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = PE_MAX_READ};
@@ -189,4 +407,10 @@ int chat_conv_list(struct chat *c, const char *user, size_t ulen,
 		return rc;
 	}
 	return 0;
+}
+
+int chat_conv_list(struct chat *c, const char *user, size_t ulen,
+		   uint16_t limit, chat_list_cb cb, void *arg)
+{
+	return chat_conv_list_page(c, user, ulen, limit, 0, NULL, 0, cb, arg);
 }

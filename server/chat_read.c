@@ -23,11 +23,20 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
 
 /* ---- HISTORY ------------------------------------------------------------------- */
 
 void chat_history_page(const struct pe_read_result *r, const char *conv,
 		       uint16_t clen, uint32_t max_frame, struct parley_msg *m)
+{
+	chat_history_page_state(r, NULL, conv, clen, max_frame, m);
+}
+
+void chat_history_page_state(const struct pe_read_result *r,
+			     const struct chat_edit_state *st, const char *conv,
+			     uint16_t clen, uint32_t max_frame,
+			     struct parley_msg *m)
 {
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_HISTORY_PAGE;
@@ -46,6 +55,16 @@ void chat_history_page(const struct pe_read_result *r, const char *conv,
 		memcpy(h->client_msg_id, cm.client_msg_id, 16);
 		h->content_type = cm.content_type;
 		h->body = (struct parley_bytes){cm.body, cm.body_len};
+		h->kind = PARLEY_EV_MESSAGE;
+		if (st && st[i].flags) { /* edited or deleted (chat_edit.c) */
+			h->flags = st[i].flags;
+			h->ref_seq = 0;
+			h->content_type = st[i].flags & PARLEY_MSGF_DELETED
+						  ? cm.content_type
+						  : st[i].content_type;
+			h->body = (struct parley_bytes){st[i].body,
+							st[i].body_len};
+		}
 		size_t hs = parley_proto_hist_msg_size(h);
 		if (size + hs > max_frame) {
 			all = false;
@@ -59,11 +78,22 @@ void chat_history_page(const struct pe_read_result *r, const char *conv,
 	if (hp->count == 0 || (all && r->end && hp->count == r->count) ||
 	    hp->next_before_seq == 1)
 		hp->flags |= PARLEY_HISTF_END;
-	if (hp->count == 0)
+	/* Entries that are not messages (EDIT / DELETE, ...) are folded or
+	 * skipped: a page holding only such entries is not the end while the
+	 * engine has older ones; the next page starts below them. */
+	if (hp->count == 0 && r->count && !r->end &&
+	    r->entries[r->count - 1].seq > 1) {
+		hp->flags &= (uint8_t)~PARLEY_HISTF_END;
+		hp->next_before_seq = r->entries[r->count - 1].seq;
+	} else if (hp->count == 0) {
 		hp->next_before_seq = 0;
+	} else if (all && r->entries[r->count - 1].seq < hp->next_before_seq) {
+		hp->next_before_seq = r->entries[r->count - 1].seq;
+	}
 }
 
 struct hist_ctx {
+	struct chat *c;
 	chat_history_cb cb;
 	void *arg;
 	uint32_t max_frame;
@@ -71,20 +101,35 @@ struct hist_ctx {
 	char conv[250];
 };
 
-static void hist_cb(void *arg, const struct pe_read_result *r)
+/* The page with each message's current state (chat_edit_fold). */
+static void hist_fold_cb(void *arg, int err, const struct pe_read_result *r,
+			 const struct chat_edit_state *st)
 {
 	struct hist_ctx *x = arg;
-	if (r->err) {
-		x->cb(x->arg, r->err, NULL);
+	if (err) {
+		x->cb(x->arg, err, NULL);
 	} else {
 		/* ~16 KiB: not on an engine thread's stack */
 		struct parley_msg *m = malloc(sizeof *m);
 		if (m)
-			chat_history_page(r, x->conv, x->clen, x->max_frame, m);
+			chat_history_page_state(r, st, x->conv, x->clen,
+						x->max_frame, m);
 		x->cb(x->arg, m ? 0 : -PARLEY_ENOMEM, m);
 		free(m);
 	}
 	free(x);
+}
+
+static void hist_cb(void *arg, const struct pe_read_result *r)
+{
+	struct hist_ctx *x = arg;
+	int rc = r->err;
+	if (!rc)
+		rc = chat_edit_fold(x->c, x->conv, x->clen, r, hist_fold_cb, x);
+	if (rc) {
+		x->cb(x->arg, rc, NULL);
+		free(x);
+	}
 }
 
 int chat_history(struct chat *c, const char *user, size_t ulen,
@@ -113,7 +158,7 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 	struct hist_ctx *x = malloc(sizeof *x);
 	if (!x)
 		return -PARLEY_ENOMEM;
-	*x = (struct hist_ctx){.cb = cb, .arg = arg, .max_frame = max_frame,
+	*x = (struct hist_ctx){.c = c, .cb = cb, .arg = arg, .max_frame = max_frame,
 			       .clen = (uint16_t)clen};
 	memcpy(x->conv, conv, clen);
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
@@ -234,6 +279,7 @@ int chat_sync(struct chat *c, const char *user, size_t ulen,
 /* ---- inbox subscription ------------------------------------------------------------- */
 
 struct chat_sub {
+	struct chat *c;
 	chat_inbox_cb cb;
 	void (*done)(void *arg);
 	void *arg;
@@ -244,7 +290,8 @@ struct chat_sub {
 
 /* Decodes one inbox entry; an inline pointer whose record decodes comes
  * out with its EVENT ready. */
-static void inbox_item_of(const struct pe_entry *e, struct chat_inbox_item *o)
+static void inbox_item_of(struct chat *c, const struct pe_entry *e,
+			  struct chat_inbox_item *o)
 {
 	struct chat_ptr p;
 	struct chat_inbox_ptr *ip = &o->p;
@@ -260,7 +307,33 @@ static void inbox_item_of(const struct pe_entry *e, struct chat_inbox_item *o)
 	ip->clen = p.conv_len;
 	memcpy(ip->conv, p.conv, p.conv_len);
 	ip->conv_seq = p.conv_seq;
+	if (p.kind == PARLEY_EV_RECEIPT) { /* all in the pointer (chat_receipt.h) */
+		o->ready = chat_rcpt_event_of(e, &o->ev) == 0;
+		return;
+	}
 	struct chat_msg cm;
+	/* a copy of a message that retention removed is not delivered: the
+	 * read finds it gone (kind 0) */
+	if (p.msg && chat_floor_below(chat_floors_of(c), p.conv, p.conv_len,
+				      p.conv_seq))
+		return;
+	if (p.msg && p.kind == PARLEY_EV_MESSAGE && p.conv_len &&
+	    p.msg_len && p.msg[0] == CHAT_EDIT_REC_VERSION) {
+		/* an EDIT / DELETE entry carried inline (chat_edit.c) */
+		struct pe_entry pe = {.seq = p.conv_seq, .ts_ms = p.ts_ms,
+				      .type = CHAT_ENT_EDIT, .len = p.msg_len,
+				      .payload = p.msg};
+		struct parley_msg m;
+		memset(&m.event, 0, sizeof m.event);
+		if (chat_edit_event(&pe, &m) == 0) {
+			o->ev = m.event;
+			o->ev.inbox_seq = e->seq;
+			o->ev.conv = (struct parley_str){ip->conv, ip->clen};
+			o->ready = true;
+			chat_edit_event_state(c, &o->ev);
+		}
+		return;
+	}
 	if (!p.msg || p.kind != PARLEY_EV_MESSAGE || p.conv_len == 0 ||
 	    chat_msg_decode(p.msg, p.msg_len, &cm) != 0)
 		return; /* resolved by a read (chat_event_resolve) */
@@ -276,6 +349,7 @@ static void inbox_item_of(const struct pe_entry *e, struct chat_inbox_item *o)
 	ev->content_type = cm.content_type;
 	ev->body = (struct parley_bytes){cm.body, cm.body_len};
 	o->ready = true;
+	chat_edit_event_state(c, ev);
 }
 
 static enum pe_sub_ret inbox_sub_cb(void *arg, struct pe_sub *sub,
@@ -295,7 +369,7 @@ static enum pe_sub_ret inbox_sub_cb(void *arg, struct pe_sub *sub,
 	for (uint32_t i = 0; i < u->count;) {
 		uint32_t n = 0;
 		while (i < u->count && n < CHAT_INBOX_BATCH)
-			inbox_item_of(&u->entries[i++], &items[n++]);
+			inbox_item_of(x->c, &u->entries[i++], &items[n++]);
 		struct chat_inbox_update cu = {.what = CHAT_INBOX_PTRS,
 					       .next_seq = u->next_seq,
 					       .count = n, .items = items};
@@ -333,6 +407,7 @@ int chat_inbox_subscribe(struct chat *c, const char *user, size_t ulen,
 	struct chat_sub *x = calloc(1, sizeof *x);
 	if (!x)
 		return -PARLEY_ENOMEM;
+	x->c = c;
 	x->cb = cb;
 	x->done = done;
 	x->arg = arg;
@@ -393,10 +468,14 @@ void chat_event_placeholder(const struct chat_inbox_ptr *p,
 	m->event.conv = p->clen ? (struct parley_str){p->conv, p->clen}
 				: parley_str_c("-");
 	m->event.conv_seq = p->conv_seq;
-	m->event.sender = parley_str_c("-");
+	/* EVENT's sender must be a valid user id on the wire (a decoder
+	 * refuses the frame otherwise): "-" is not one, so the placeholder
+	 * could not be encoded. Clients skip kind 0 whatever the sender. */
+	m->event.sender = parley_str_c("parley");
 }
 
 struct resolve_ctx {
+	struct chat *c;
 	chat_event_cb cb;
 	void *arg;
 	struct chat_inbox_ptr p;
@@ -407,7 +486,16 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	struct resolve_ctx *r = arg;
 	struct parley_msg m;
 	struct chat_msg cm;
+	memset(&m.event, 0, sizeof m.event);
 	if (res->err == 0 && res->count == 1 &&
+	    res->entries[0].seq == r->p.conv_seq &&
+	    res->entries[0].type == CHAT_ENT_EDIT &&
+	    chat_edit_event(&res->entries[0], &m) == 0) {
+		/* an EDIT / DELETE entry (chat_edit.c): its kind is the
+		 * entry's, whatever the pointer said */
+		m.event.inbox_seq = r->p.inbox_seq;
+		m.event.conv = (struct parley_str){r->p.conv, r->p.clen};
+	} else if (res->err == 0 && res->count == 1 &&
 	    res->entries[0].seq == r->p.conv_seq &&
 	    chat_msg_decode(res->entries[0].payload, res->entries[0].len, &cm) == 0) {
 		memset(&m.event, 0, sizeof m.event);
@@ -424,6 +512,7 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	} else {
 		chat_event_placeholder(&r->p, &m);
 	}
+	chat_edit_event_state(r->c, &m.event);
 	r->cb(r->arg, &m);
 	free(r);
 }
@@ -444,6 +533,7 @@ int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
 	struct resolve_ctx *r = malloc(sizeof *r);
 	if (!r)
 		return -PARLEY_EFULL; /* retried like a full queue */
+	r->c = c;
 	r->cb = cb;
 	r->arg = arg;
 	r->p = *p;

@@ -41,10 +41,12 @@
 #include <openssl/ssl.h>
 
 #include "chat.h"
+#include "chat_receipt.h"
 #include "conn.h"
 #include "errmap.h"
 #include "membudget.h"
 #include "parley_proto.h"
+#include "presence.h"
 
 #define OBUF_CHUNK (16u << 10)
 #define CURSOR_FLUSH_NS (5ull * 1000000000ull)
@@ -587,7 +589,7 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 		       m->u.inbox.t_post_ns, now);
 	uint32_t count = m->u.inbox.count;
 	const uint8_t *blob = m->data + (size_t)count * INBOX_HDR;
-	for (uint32_t i = 0; i < count;) {
+	for (uint32_t i = 0; i < count && c->sub;) { /* a write may cut us off */
 		const uint8_t *h = m->data + (size_t)i * INBOX_HDR;
 		uint64_t seq = le_get64(h);
 		bool ready = h[8];
@@ -657,6 +659,27 @@ static void on_event(struct conn *c, struct lmsg *m)
 
 /* ---- device cursor ------------------------------------------------------------------- */
 
+/* Delivered receipts for what the device acknowledged (chat_receipt.h):
+ * at most one report per CHAT_RCPT_ACK_COALESCE_MS (covering every ack
+ * since the last), or now when forced (close, drain). A report the
+ * engine cannot take now stays pending for the tick. */
+static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force)
+{
+	if (!c->id || c->ev_acked <= c->rcpt_acked)
+		return;
+	if (!force && now_ns - c->rcpt_sent_ns <
+			      (uint64_t)CHAT_RCPT_ACK_COALESCE_MS * 1000000ull)
+		return;
+	c->rcpt_sent_ns = now_ns;
+	int rc = chat_rcpt_acked(S(c)->chat, c->id->user, c->id->ulen,
+				 c->rcpt_acked, c->ev_acked);
+	if (rc == 0 || rc != -PARLEY_EFULL)
+		c->rcpt_acked = c->ev_acked;
+	if (rc)
+		PLOG_W("conn", "delivered receipts not reported", "user=%s err=%s",
+		       c->id->user, parley_errname(rc));
+}
+
 static void cursor_store(struct conn *c)
 {
 	if (!c->id || c->ev_acked <= c->cursor_stored)
@@ -707,7 +730,10 @@ void conn_on_close(struct conn *c)
 		admission_leave(S(c)->adm, &c->hs_slot);
 	sub_end(c);
 	cursor_store(c);
+	rcpt_flush(c, parley_mono_ns(), true);
 	pend_drop(c);
+	if (S(c)->pres)
+		presence_conn_offline(S(c)->pres, &c->pres);
 	c->state = CS_CLOSING;
 }
 
@@ -812,6 +838,7 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 	c->goaway_reason = reason;
 	sub_end(c); /* the device resumes from its cursor elsewhere */
 	cursor_store(c);
+	rcpt_flush(c, parley_mono_ns(), true);
 	conn_goaway(c, reason, retry_after_ms, text);
 	c->deadline_ns = parley_mono_ns() +
 			 (uint64_t)S(c)->lim.drain_timeout_ms * 1000000ull;
@@ -881,6 +908,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		chat_inbox_poll(c->sub);
 	}
 	pump_resolves(c);
+	rcpt_flush(c, now_ns, false);
 	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
 		cursor_store(c);
 		c->cursor_dirty = false;
@@ -972,6 +1000,152 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	}
 	srv_hist_since(&s->stages.send[SRV_SEND_SUBMIT], t_dec, parley_mono_ns());
 	ctr_add(&s->ctr.sends, 1);
+	c->inflight++;
+}
+
+/* EDIT / DELETE ------------------------------------------------------------------------ */
+
+struct edit_ctx {
+	struct conn_ref to;
+	struct srv *s;
+	uint32_t req_id;
+	uint16_t kind;
+	uint64_t ref_seq;
+	uint8_t cmid[16];
+	uint16_t clen;
+	char conv[];
+};
+
+/* Runs on the engine shard after the EDIT / DELETE entry and its index
+ * entry are durable (chat_edit's contract): the only producer of
+ * EDIT_ACK / DELETE_ACK. */
+static void edit_cb(void *arg, const struct chat_edit_result *r)
+{
+	struct edit_ctx *x = arg;
+	struct lmsg *m;
+	if (r->err) {
+		const char *why =
+			r->err == -PARLEY_EPERM	      ? "not the sender of that message"
+			: r->err == -PARLEY_ENOTFOUND ? "no such message"
+			: r->err == -PARLEY_EINVAL    ? "that entry is not a message"
+			: r->err == -PARLEY_EEXPIRED
+				? (x->kind == PARLEY_EV_EDIT
+					   ? "edit window has passed"
+					   : "delete window has passed")
+			: r->err == -PARLEY_EDELETED ? "the message was deleted"
+						     : parley_strerror(r->err);
+		m = error_msg(x->req_id, wire_code(r->err),
+			      r->err == -PARLEY_EFULL ? 100 : 0, why);
+	} else {
+		struct parley_msg am = {.type = x->kind == PARLEY_EV_EDIT
+							? PARLEY_T_EDIT_ACK
+							: PARLEY_T_DELETE_ACK};
+		am.edit_ack.conv = (struct parley_str){x->conv, x->clen};
+		memcpy(am.edit_ack.client_msg_id, x->cmid, 16);
+		am.edit_ack.seq = r->seq;
+		am.edit_ack.server_ts_ms = r->ts_ms;
+		am.edit_ack.ref_seq = x->ref_seq;
+		am.edit_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
+		m = frame_msg(LM_FRAME, x->req_id, &am);
+		ctr_add(x->kind == PARLEY_EV_EDIT ? &x->s->ctr.edits
+						  : &x->s->ctr.deletes, 1);
+	}
+	post_reply(&x->to, m, x->req_id);
+	free(x);
+}
+
+static void req_edit(struct conn *c, uint32_t rid, uint16_t kind,
+		     struct parley_str conv, const uint8_t cmid[16],
+		     uint64_t ref_seq, uint16_t ct, struct parley_bytes body)
+{
+	if (conn_limited(c, rid, RATELIMIT_SEND))
+		return;
+	struct srv *s = S(c);
+	if (body.len > s->lim.max_body) {
+		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
+		return;
+	}
+	struct edit_ctx *x = malloc(sizeof *x + conv.len);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct edit_ctx){.to = c->sk.ref, .s = s, .req_id = rid,
+			       .kind = kind, .ref_seq = ref_seq,
+			       .clen = conv.len};
+	memcpy(x->cmid, cmid, 16);
+	memcpy(x->conv, conv.p, conv.len);
+	struct chat_edit_req q = {.kind = kind, .conv = conv.p,
+				  .conv_len = conv.len, .user = c->id->user,
+				  .user_len = c->id->ulen, .ref_seq = ref_seq,
+				  .content_type = ct, .body = body.p,
+				  .body_len = body.len,
+				  .window_ms = kind == PARLEY_EV_EDIT
+						       ? s->lim.edit_window_ms
+						       : s->lim.delete_window_ms};
+	memcpy(q.client_msg_id, cmid, 16);
+	int rc = chat_edit(s->chat, &q, edit_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
+			   : rc == -PARLEY_EFULL     ? "server busy"
+						     : parley_strerror(rc));
+		return;
+	}
+	c->inflight++;
+}
+
+/* RETENTION ------------------------------------------------------------------------------ */
+
+struct ret_ctx {
+	struct conn_ref to;
+	uint32_t req_id;
+};
+
+/* The sweeper thread (chat_retention.c) answers. */
+static void retention_cb(void *arg, int err, const struct parley_msg *ok)
+{
+	struct ret_ctx *x = arg;
+	struct lmsg *m = err ? error_msg(x->req_id, wire_code(err),
+					 err == -PARLEY_EFULL ? 100 : 0,
+					 parley_strerror(err))
+			     : frame_msg(LM_FRAME, x->req_id, ok);
+	post_reply(&x->to, m, x->req_id);
+	free(x);
+}
+
+static void req_retention(struct conn *c, uint32_t rid,
+			  const struct parley_retention *m)
+{
+	struct srv *s = S(c);
+	if (!s->ret) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000, "starting");
+		return;
+	}
+	struct ret_ctx *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return;
+	}
+	*x = (struct ret_ctx){.to = c->sk.ref, .req_id = rid};
+	struct chat_retention_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
+				       .user = c->id->user,
+				       .user_len = c->id->ulen, .flags = m->flags,
+				       .max_age_ms = m->max_age_ms,
+				       .max_count = m->max_count};
+	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_EPERM	    ? "not a member"
+			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+						     : parley_strerror(rc));
+		return;
+	}
 	c->inflight++;
 }
 
@@ -1138,6 +1312,7 @@ static void on_sync_done(struct conn *c, struct lmsg *m)
 	c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
 	if (c->cursor_stored < c->ev_acked)
 		c->cursor_stored = c->ev_acked; /* nothing to store yet */
+	c->rcpt_acked = c->ev_acked; /* receipts: from what this SYNC starts at */
 	c->sub = sub;
 	c->sync_busy = false;
 	c->inflight--;
@@ -1168,6 +1343,7 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 		return;
 	uint64_t delta = up - c->ev_acked;
 	c->ev_acked = up;
+	rcpt_flush(c, parley_mono_ns(), false);
 	c->cursor_dirty = true;
 	c->window_full_ns = 0;
 	chat_inbox_grant(c->sub, (int64_t)delta);
@@ -1225,8 +1401,10 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 			  const struct parley_conv_list *m)
 {
 	struct reply_ctx *x = reply_ctx_new(c, rid);
-	int rc = x ? chat_conv_list(S(c)->chat, c->id->user, c->id->ulen,
-				    m->limit, reply_cb, x)
+	int rc = x ? chat_conv_list_page(S(c)->chat, c->id->user, c->id->ulen,
+					 m->limit, m->before_ts_ms,
+					 m->before_conv.p, m->before_conv.len,
+					 reply_cb, x)
 		   : -PARLEY_ENOMEM;
 	if (rc) {
 		free(x);
@@ -1234,6 +1412,159 @@ static void req_conv_list(struct conn *c, uint32_t rid,
 			conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		else
 			conn_error(c, rid, wire_code(rc), false, 50, "server busy");
+		return;
+	}
+	c->inflight++;
+}
+
+/* READ_MARKER / RECEIPTS (chat_receipt.h) ------------------------------------------------ */
+
+struct rcpt_reply {
+	struct conn_ref to;
+	uint32_t req_id;
+	uint64_t seq;
+	uint16_t clen;
+	char conv[250];
+};
+
+static const char *rcpt_errtext(int err)
+{
+	return err == -PARLEY_EINVAL ? "seq is 0 or beyond the last message"
+	       : err == -PARLEY_EPERM ? "not a member"
+	       : err == -PARLEY_ENOTFOUND ? "no such conversation"
+	       : err == -PARLEY_EFULL ? "server busy"
+				      : parley_strerror(err);
+}
+
+/* Engine thread: the position (and its receipt events) are durable. */
+static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
+{
+	struct rcpt_reply *x = arg;
+	struct lmsg *lm;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EINVAL ? 0 : 50,
+			       rcpt_errtext(r->err));
+	} else {
+		struct parley_msg m = {.type = PARLEY_T_READ_MARKER_OK};
+		m.read_marker_ok.conv = (struct parley_str){x->conv, x->clen};
+		m.read_marker_ok.read_seq = r->read_seq;
+		m.read_marker_ok.flags = r->stale ? PARLEY_READF_STALE : 0;
+		lm = frame_msg(LM_FRAME, x->req_id, &m);
+	}
+	post_reply(&x->to, lm, x->req_id);
+	free(x);
+}
+
+static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
+					 struct parley_str conv, uint64_t seq)
+{
+	struct rcpt_reply *x = malloc(sizeof *x);
+	if (!x) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		return NULL;
+	}
+	*x = (struct rcpt_reply){.to = c->sk.ref, .req_id = rid, .seq = seq,
+				 .clen = conv.len};
+	memcpy(x->conv, conv.p, conv.len);
+	return x;
+}
+
+static void req_read_marker(struct conn *c, uint32_t rid,
+			    const struct parley_read_marker *m)
+{
+	/* mostly reads: a marker that does not raise the position writes
+	 * nothing, and one that does is bounded by the messages (SEND's
+	 * limit) */
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
+				 c->id->ulen);
+	if (!rc && m->seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return;
+	}
+	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	if (!x)
+		return;
+	rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen, m->conv.p,
+			    m->conv.len, m->seq, read_marker_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+		return;
+	}
+	ctr_add(&S(c)->ctr.read_markers, 1);
+	c->inflight++;
+}
+
+static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
+{
+	struct rcpt_reply *x = arg;
+	struct lmsg *lm = NULL;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EINVAL ? 0 : 50,
+			       rcpt_errtext(r->err));
+	} else {
+		struct parley_msg *m = calloc(1, sizeof *m);
+		if (m) {
+			struct parley_receipts_ok *o = &m->receipts_ok;
+			m->type = PARLEY_T_RECEIPTS_OK;
+			o->conv = (struct parley_str){x->conv, x->clen};
+			o->seq = x->seq;
+			o->member_count = r->member_count;
+			o->flags = r->end ? PARLEY_PAGEF_END : 0;
+			for (uint32_t i = 0; i < r->n; i++) {
+				const struct chat_rcpt_member *cm = &r->m[i];
+				struct parley_receipt_rec *e = &o->recs[o->count++];
+				e->user = (struct parley_str){cm->user, cm->ulen};
+				e->read_seq = cm->pos.read_seq;
+				e->delivered_seq = cm->pos.delivered_seq;
+				if (cm->pos.delivered_seq >= x->seq) {
+					e->state |= PARLEY_RCPTF_DELIVERED;
+					o->delivered++;
+				}
+				if (cm->pos.read_seq >= x->seq) {
+					e->state |= PARLEY_RCPTF_READ;
+					o->read++;
+				}
+			}
+			if (!r->end && o->count)
+				o->next_after = o->recs[o->count - 1].user;
+			lm = frame_msg(LM_FRAME, x->req_id, m);
+			free(m);
+		}
+	}
+	post_reply(&x->to, lm, x->req_id);
+	free(x);
+}
+
+static void req_receipts(struct conn *c, uint32_t rid,
+			 const struct parley_receipts *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
+				 c->id->ulen);
+	if (!rc && m->seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return;
+	}
+	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	if (!x)
+		return;
+	rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
+			     m->after.p, m->after.len, m->limit, receipts_cb, x);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
 		return;
 	}
 	c->inflight++;
@@ -1317,11 +1648,84 @@ static void req_auth(struct conn *c, uint32_t rid, const struct parley_auth *m)
 		c->deadline_ns = 0;
 		if (s->adm)
 			admission_leave(s->adm, &c->hs_slot);
+		if (s->pres) /* a session: the user is online (presence.h) */
+			presence_conn_online(s->pres, &c->pres, c->id->user,
+					     c->id->ulen,
+					     c->sk.ref);
 	}
 	struct parley_msg ok = {.type = PARLEY_T_AUTH_OK};
 	ok.auth_ok.user_id = (struct parley_str){c->id->user, (uint16_t)sl};
 	ok.auth_ok.expires_ms = exp;
 	conn_send(c, rid, &ok);
+}
+
+/* TYPING / PRESENCE_SUB / PRESENCE_SET (presence.h) ---------------------------------------- */
+
+/* TYPING is a notification: a refusal is an ERROR with request_id 0
+ * (RATE with retry_after_ms, PERM, NOTFOUND, FULL), never a silent drop. */
+static void note_typing(struct conn *c, const struct parley_typing *m)
+{
+	struct srv *s = S(c);
+	if (!s->pres || !c->pres) {
+		conn_error(c, 0, PARLEY_EAGAIN, false, 1000, "typing unavailable");
+		return;
+	}
+	if (conn_limited(c, 0, RATELIMIT_TYPING))
+		return;
+	int rc = presence_typing(s->pres, c->pres, m->conv.p, m->conv.len,
+				 m->state == PARLEY_TYPING_STARTED);
+	if (rc)
+		conn_error(c, 0, wire_code(rc), false, 0,
+			   rc == -PARLEY_EPERM ? "TYPING: not a member"
+			   : rc == -PARLEY_ENOTFOUND
+				   ? "TYPING: no such conversation"
+			   : rc == -PARLEY_EFULL
+				   ? "TYPING: typing in too many conversations"
+				   : "TYPING failed");
+}
+
+static void req_presence_sub(struct conn *c, uint32_t rid,
+			     const struct parley_presence_sub *m)
+{
+	struct srv *s = S(c);
+	if (!s->pres || !c->pres) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
+			   "presence unavailable");
+		return;
+	}
+	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
+		return;
+	c->inflight++;
+	int rc = presence_sub(s->pres, c->pres, rid, m);
+	if (rc) {
+		c->inflight--;
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_ELIMIT
+				   ? "too many presence subscriptions "
+				     "(presence_subs_max)"
+				   : "out of memory");
+	}
+}
+
+static void req_presence_set(struct conn *c, uint32_t rid,
+			     const struct parley_presence_set *m)
+{
+	struct srv *s = S(c);
+	if (!s->pres || !c->pres) {
+		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
+			   "presence unavailable");
+		return;
+	}
+	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
+		return;
+	c->inflight++;
+	int rc = presence_set(s->pres, c->pres, rid, m->flags);
+	if (rc) {
+		c->inflight--;
+		conn_error(c, rid, wire_code(rc), false,
+			   srv_wire_err(rc).retry_after_ms, "server busy");
+	}
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
@@ -1372,12 +1776,11 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		payload = dbuf;
 		plen = (size_t)n;
 	}
-	struct parley_msg *m = malloc(sizeof *m);
-	if (!m) {
-		free(dbuf);
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
+	/* The decoded request (~16 KiB, it borrows from payload): one per
+	 * loop thread, not a malloc per frame. handle_frame never runs nested
+	 * on a thread (no handler parses frames). */
+	static _Thread_local struct parley_msg decoded;
+	struct parley_msg *m = &decoded;
 	int rc = parley_proto_decode_payload(t, payload, plen, m);
 	if (rc) {
 		ctr_add(&s->ctr.proto_errors, 1);
@@ -1387,6 +1790,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 						  : "malformed payload");
 		goto out;
 	}
+	if (c->pres) /* any frame is a presence heartbeat (presence.h) */
+		presence_conn_beat(s->pres, c->pres, parley_mono_ns());
 	if (t == PARLEY_T_HELLO) {
 		if (c->state != CS_NEW)
 			conn_error(c, rid, PARLEY_EPROTO, false, 0,
@@ -1434,6 +1839,21 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_SYNC: req_sync(c, rid, &m->sync); break;
 	case PARLEY_T_CONV_OPEN: req_conv_open(c, rid, &m->conv_open); break;
 	case PARLEY_T_CONV_LIST: req_conv_list(c, rid, &m->conv_list); break;
+	case PARLEY_T_TYPING: note_typing(c, &m->typing); break;
+	case PARLEY_T_PRESENCE_SUB: req_presence_sub(c, rid, &m->presence_sub); break;
+	case PARLEY_T_PRESENCE_SET: req_presence_set(c, rid, &m->presence_set); break;
+	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
+	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
+	case PARLEY_T_EDIT:
+		req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
+			 m->edit.ref_seq, m->edit.content_type, m->edit.body);
+		break;
+	case PARLEY_T_RETENTION: req_retention(c, rid, &m->retention); break;
+	case PARLEY_T_DELETE:
+		req_edit(c, rid, PARLEY_EV_DELETE, m->del.conv,
+			 m->del.client_msg_id, m->del.ref_seq, 0,
+			 (struct parley_bytes){NULL, 0});
+		break;
 	default:
 		ctr_add(&s->ctr.proto_errors, 1);
 		conn_error(c, rid, PARLEY_EPROTO, false, 0,
@@ -1441,7 +1861,6 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		break;
 	}
 out:
-	free(m);
 	free(dbuf);
 }
 
@@ -1665,6 +2084,9 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		break;
 	case LM_SYNC_DONE:
 		on_sync_done(c, m);
+		break;
+	case LM_PUSH: /* TYPING_PUSH / PRESENCE (presence.h) */
+		conn_write(c, m->data, m->len);
 		break;
 	default:
 		break;

@@ -108,6 +108,7 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 
 struct chat_sub;
 struct resolve;
+struct presence_conn;
 
 struct conn {
 	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
@@ -141,11 +142,16 @@ struct conn {
 	uint64_t ev_next;        /* next inbox_seq to queue */
 	uint64_t ev_acked;       /* device's cursor (EVENT_ACK) */
 	uint64_t cursor_stored;  /* last cursor written to k/ */
+	/* delivered receipts (chat_receipt.h): acks up to rcpt_acked were
+	 * reported; later ones wait at most CHAT_RCPT_ACK_COALESCE_MS */
+	uint64_t rcpt_acked;
+	uint64_t rcpt_sent_ns;
 	struct ev_stash *stash;  /* sorted by inbox_seq */
 	struct resolve *pend_head, *pend_tail; /* inbox pointers not yet read */
 	uint64_t last_tx_ns;     /* last send progress (or queue start) */
 	bool hs_slot;            /* holds a handshake admission slot */
 	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
+	struct presence_conn *pres; /* session + subscriptions (presence.h) */
 };
 
 #endif /* PARLEYD_CONN_H */

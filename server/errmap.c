@@ -38,6 +38,9 @@ static const struct {
 	{PARLEY_ERATE, {PARLEY_ERATE, 1000}},
 	{PARLEY_ENOMEM, {PARLEY_ENOMEM, 100}},
 	{PARLEY_ELOCKED, {PARLEY_EIO, 0}},
+	{PARLEY_EEXPIRED, {PARLEY_EEXPIRED, 0}},
+	{PARLEY_EDELETED, {PARLEY_EDELETED, 0}},
+	{PARLEY_ELIMIT, {PARLEY_ELIMIT, 0}},
 };
 
 struct srv_wire_err srv_wire_err(int err)

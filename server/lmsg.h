@@ -38,6 +38,8 @@ enum lmsg_kind {
 	LM_SUB_CLOSED,    /* the engine ended the subscription */
 	LM_SYNC_DONE,     /* the SYNC's reads answered (chat_sync) */
 	LM_STOP,          /* drain and stop the loop */
+	LM_PUSH,          /* data = an encoded TYPING_PUSH / PRESENCE frame
+			     (presence.h; bounded by presence_push_queue_max) */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
 struct lmsg {

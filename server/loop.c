@@ -39,6 +39,7 @@
 
 #include "loop.h"
 #include "loop_conn.h"
+#include "presence.h"
 #include "parley_proto.h"
 
 #define LOOP_RING_DEPTH 1024u
@@ -674,6 +675,8 @@ static void drain_msgs(struct loop *lp)
 	pthread_mutex_unlock(&lp->mu);
 	while (m) {
 		struct lmsg *n = m->next;
+		if (m->kind == LM_PUSH) /* delivered below or dropped */
+			presence_push_retired(lp->s->pres);
 		if (m->kind == LM_STOP) {
 			loop_begin_stop(lp);
 		} else {

@@ -24,7 +24,8 @@
  *
  * io_uring usage: multishot accept per listener; multishot recv with a
  * provided buffer ring (an idle connection holds no receive buffer); one
- * send in flight per connection; a 100 ms timeout drives timers; an
+ * send in flight per connection, started at the end of a round (batched
+ * writes: loop_conn_kick in loop_conn.h); a 100 ms timeout drives timers; an
  * eventfd read wakes the loop for posted messages. Completions are reaped
  * in batches (io_uring_for_each_cqe + io_uring_cq_advance). A multishot
  * request whose CQE lacks IORING_CQE_F_MORE is re-armed.

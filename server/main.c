@@ -46,9 +46,11 @@
 #include "admin.h"
 #include "chat.h"
 #include "jwt.h"
+#include "peer_node.h"
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
+#include "presence.h"
 #include "ratelimit.h"
 
 static void on_engine_fatal(void *arg, int err)
@@ -135,8 +137,22 @@ struct opts {
 	uint32_t rate_presence_user_per_min, rate_presence_user_burst;
 	uint32_t rate_presence_conn_per_min, rate_presence_conn_burst;
 	uint32_t rate_users_max, max_handshakes, handshake_retry_ms;
+	/* edits, deletes, retention (chat_edit.c, docs/SERVER.md) */
+	uint64_t edit_window_ms, delete_window_ms;
+	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
+	uint64_t retention_sweep_ms;
+	uint32_t admin_compact;
+	/* typing and presence (presence.h) */
+	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
+	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
+	uint32_t presence_push_queue_max;
 	char log_level[16];
 	bool dev, dev_allow_public;
+	/* static cluster (peer_node.h, docs/CLUSTER.md); node_id 0 = one node */
+	uint64_t node_id, cluster_id;
+	char peer_listen[64], peers[1024];
+	uint32_t peer_port, raft_tick_ms, raft_election_ticks;
+	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 };
 
 enum kt { K_STR, K_U32, K_U64 };
@@ -189,10 +205,10 @@ static const struct key KEYS[] = {
 	KU(rate_send_user_burst, "200", "SENDs a user may make at once"),
 	KU(rate_send_conn_per_min, "3000", "SENDs per minute per connection (0 = unlimited)"),
 	KU(rate_send_conn_burst, "100", "SENDs a connection may make at once"),
-	KU(rate_history_user_per_min, "3000", "HISTORY + SYNC requests per minute per user (0 = unlimited)"),
-	KU(rate_history_user_burst, "100", "HISTORY + SYNC a user may make at once"),
-	KU(rate_history_conn_per_min, "1200", "HISTORY + SYNC requests per minute per connection (0 = unlimited)"),
-	KU(rate_history_conn_burst, "50", "HISTORY + SYNC a connection may make at once"),
+	KU(rate_history_user_per_min, "3000", "HISTORY, SYNC, RECEIPTS and READ_MARKER requests per minute per user (0 = unlimited)"),
+	KU(rate_history_user_burst, "100", "HISTORY, SYNC, RECEIPTS and READ_MARKER a user may make at once"),
+	KU(rate_history_conn_per_min, "1200", "HISTORY, SYNC, RECEIPTS and READ_MARKER requests per minute per connection (0 = unlimited)"),
+	KU(rate_history_conn_burst, "50", "HISTORY, SYNC, RECEIPTS and READ_MARKER a connection may make at once"),
 	KU(rate_typing_user_per_min, "120", "typing notifications per minute per user (0 = unlimited)"),
 	KU(rate_typing_user_burst, "10", "typing notifications a user may send at once"),
 	KU(rate_typing_conn_per_min, "60", "typing notifications per minute per connection (0 = unlimited)"),
@@ -204,7 +220,31 @@ static const struct key KEYS[] = {
 	KU(rate_users_max, "65536", "users whose rate buckets are kept (LRU beyond; 64..16777216)"),
 	KU(max_handshakes, "256", "connections between accept and AUTH_OK at once, server-wide (0 = no bound)"),
 	KU(handshake_retry_ms, "1000", "retry-after for a refused HELLO: this + random 0..this"),
+	KU(presence_heartbeat_ms, "30000", "clients send a frame (PING when idle) at least this often; 100..3600000"),
+	KU(presence_ttl_ms, "60000", "a device silent this long counts as offline (> presence_heartbeat_ms)"),
+	KU(presence_subs_max, "256", "presence subscriptions per connection (1..65535)"),
+	KU(typing_ttl_ms, "6000", "a typing indicator not refreshed this long stops (500..60000)"),
+	KU(presence_last_seen_write_ms, "300000", "while online, last_seen is written at most this often (>= 1000)"),
+	KU(presence_push_queue_max, "65536", "TYPING_PUSH/PRESENCE pushes queued to loops at once, server-wide (>= 64)"),
 	KS(log_level, "info", "debug, info, warn or error"),
+	KL(edit_window_ms, "172800000", "EDIT allowed this long after the message, ms (0 = no limit)"),
+	KL(delete_window_ms, "172800000", "DELETE for everyone allowed this long after the message, ms (0 = no limit)"),
+	KL(retention_max_age_ms, "0", "conversations (and inboxes) keep entries this long, ms (0 = forever)"),
+	KL(retention_max_count, "0", "conversations keep at most this many newest entries (0 = no limit)"),
+	KL(retention_interval_ms, "3600000", "how often compaction enforces retention, ms"),
+	KL(retention_sweep_ms, "60000", "how often per-conversation retention (RETENTION) is turned into deletions, ms"),
+	KU(admin_compact, "0", "1 = admin HTTP POST /admin/compact flushes and compacts every partition (tests, maintenance)"),
+	/* static cluster (docs/CLUSTER.md) */
+	KL(node_id, "0", "cluster: this node's id (0 = a single node, no replication)"),
+	KL(cluster_id, "0", "cluster: the cluster's id, the same on every node (!= 0 with node_id)"),
+	KS(peer_listen, "127.0.0.1", "cluster: numeric address of the peer (node-to-node) port"),
+	KU(peer_port, "7413", "cluster: peer port"),
+	KS(peers, "", "cluster: every other node as id=addr:port of its peer port, comma-separated"),
+	KU(raft_tick_ms, "50", "cluster: Raft tick, ms (10..1000)"),
+	KU(raft_election_ticks, "10", "cluster: election timeout in ticks, randomized up to twice that (3..100)"),
+	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
+	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
+	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
 
@@ -465,6 +505,17 @@ static int addr_is_loopback(const char *host)
 _Static_assert(RATELIMIT_USER_MAX >= PARLEY_PROTO_MAX_USER_ID,
 	       "the rate limit table must hold any valid user id");
 
+static void pres_config(const struct opts *o, struct presence_config *pc)
+{
+	*pc = (struct presence_config){
+		.heartbeat_ms = o->presence_heartbeat_ms,
+		.ttl_ms = o->presence_ttl_ms,
+		.subs_max = o->presence_subs_max,
+		.typing_ttl_ms = o->typing_ttl_ms,
+		.last_seen_write_ms = o->presence_last_seen_write_ms,
+		.push_queue_max = o->presence_push_queue_max};
+}
+
 static void rl_config(const struct opts *o, struct ratelimit_config *rc)
 {
 	memset(rc, 0, sizeof *rc);
@@ -527,6 +578,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	rl_config(o, &rlc);
 	if (ratelimit_config_check(&rlc, rwhy, sizeof rwhy))
 		BAD("%s\n", rwhy);
+	struct presence_config prc;
+	pres_config(o, &prc);
+	if (presence_config_check(&prc, rwhy, sizeof rwhy))
+		BAD("%s\n", rwhy);
 	if (o->handshake_retry_ms < 1 || o->handshake_retry_ms > 600000)
 		BAD("handshake_retry_ms must be 1..600000\n");
 	if (o->admin_max_connections < 1 || o->admin_max_connections > 4096)
@@ -580,6 +635,36 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("tls_cert and tls_key go together\n");
 		else if (!(*tls = tls_ctx_new(o->tls_cert, o->tls_key)))
 			BAD("cannot load tls_cert / tls_key\n");
+	}
+	/* static cluster */
+	if (o->node_id || o->cluster_id || *o->peers) {
+		struct peer_node_config pc;
+		memset(&pc, 0, sizeof pc);
+		if (!o->node_id || !o->cluster_id || !*o->peers)
+			BAD("node_id, cluster_id and peers go together\n");
+		else if (peer_node_parse_peers(o->peers, &pc))
+			bad++;
+		for (uint32_t i = 0; i < pc.npeers; i++) {
+			if (pc.peers[i].id == o->node_id)
+				BAD("peers must not name this node (%" PRIu64 ")\n",
+				    o->node_id);
+			for (uint32_t j = 0; j < i; j++)
+				if (pc.peers[j].id == pc.peers[i].id)
+					BAD("peers: node %" PRIu64 " twice\n",
+					    pc.peers[i].id);
+		}
+		if (!o->peer_port || o->peer_port > 65535 ||
+		    o->peer_port == o->port || o->peer_port == o->tls_port ||
+		    o->peer_port == o->admin_port)
+			BAD("peer_port must be 1..65535 and differ from the other ports\n");
+		if (o->raft_tick_ms < 10 || o->raft_tick_ms > 1000)
+			BAD("raft_tick_ms must be 10..1000\n");
+		if (o->raft_election_ticks < 3 || o->raft_election_ticks > 100)
+			BAD("raft_election_ticks must be 3..100\n");
+		int ntls = !!*o->peer_tls_ca + !!*o->peer_tls_cert +
+			   !!*o->peer_tls_key;
+		if (ntls && ntls != 3)
+			BAD("peer_tls_ca, peer_tls_cert and peer_tls_key go together\n");
 	}
 #undef BAD
 	return bad;
@@ -675,6 +760,17 @@ static int run(const struct opts *o, struct srv *s)
 	idem = PARLEY_MAX(MAIN_IDEM_MIN, PARLEY_MIN(idem, MAIN_IDEM_MAX));
 	if (o->idem_max_keys) /* the operator's choice wins */
 		idem = o->idem_max_keys;
+	/* deleted messages' content is rewritten away by compaction */
+	struct chat_scrub *scrub = chat_scrub_new();
+	PARLEY_ASSERT(scrub);
+	/* retention: chat's internal streams and configured defaults, then
+	 * presence's streams */
+	struct pe_retention_rule rules[CHAT_RETENTION_RULES_MAX + 8];
+	size_t nrules = chat_retention_rules(o->retention_max_age_ms,
+					     o->retention_max_count, rules);
+	PARLEY_ASSERT(nrules + presence_nretention <= PARLEY_ARRAY_LEN(rules));
+	for (size_t i = 0; i < presence_nretention; i++)
+		rules[nrules++] = presence_retention[i];
 	struct pe_options eo = {.dir = o->data, .partitions = o->partitions,
 				.shards = engine_shards_for(o->engine_shards),
 				.memtable_total_bytes = memtable_total_of(budget),
@@ -682,20 +778,53 @@ static int run(const struct opts *o, struct srv *s)
 				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
-				/* internal streams that grow forever */
-				.retention = chat_retention,
-				.nretention = chat_nretention};
+				/* internal streams that grow forever, and
+				 * the configured defaults (retention_*) */
+				.retention = rules,
+				.nretention = nrules,
+				.retention_interval_ms = o->retention_interval_ms,
+				.compact_filter = chat_scrub_filter,
+				.compact_filter_arg = scrub};
 	struct pe_engine *e = NULL;
+	/* static cluster: the peer port is bound before the engine opens (its
+	 * groups may send as soon as their shards run) */
+	struct peer_node *pn = NULL;
+	if (o->node_id) {
+		struct peer_node_config pc;
+		memset(&pc, 0, sizeof pc);
+		PARLEY_ASSERT(peer_node_parse_peers(o->peers, &pc) == 0);
+		pc.cluster_id = o->cluster_id;
+		pc.node_id = o->node_id;
+		pc.listen_addr = o->peer_listen;
+		pc.listen_port = (uint16_t)o->peer_port;
+		pc.tick_ms = o->raft_tick_ms;
+		pc.election_ticks = o->raft_election_ticks;
+		if (*o->peer_tls_ca) {
+			pc.tls_ca = o->peer_tls_ca;
+			pc.tls_cert = o->peer_tls_cert;
+			pc.tls_key = o->peer_tls_key;
+		}
+		rc = peer_node_new(&pc, &pn);
+		if (rc) {
+			PLOG_E("parleyd", "cannot open the peer port", "host=%s "
+			       "port=%u err=%s", o->peer_listen, o->peer_port,
+			       parley_errname(rc));
+			return 1;
+		}
+		eo.cluster = peer_node_cluster(pn);
+	}
 	/* admin first: /livez answers during recovery, /readyz says 503 */
 	struct admin *adm = NULL;
 	struct admin_opts ao = {.host = o->admin_listen,
 				.port = (uint16_t)o->admin_port,
 				.max_conns = o->admin_max_connections,
-				.request_timeout_ms = o->admin_request_timeout_ms};
+				.request_timeout_ms = o->admin_request_timeout_ms,
+				.compact = o->admin_compact != 0};
 	rc = admin_start(s, &ao, &adm);
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "
 		       "err=%s", o->admin_listen, o->admin_port, parley_errname(rc));
+		peer_node_stop(pn);
 		return 1;
 	}
 	rc = pe_open(&eo, &e);
@@ -703,6 +832,16 @@ static int run(const struct opts *o, struct srv *s)
 		PLOG_E("parleyd", "cannot open the data directory", "dir=%s err=%s",
 		       o->data, parley_errname(rc));
 		admin_stop(adm);
+		peer_node_stop(pn);
+		return 1;
+	}
+	if (pn && (rc = peer_node_start(pn, e)) != 0) {
+		PLOG_E("parleyd", "cannot start replication", "err=%s",
+		       parley_errname(rc));
+		admin_stop(adm);
+		peer_node_halt(pn);
+		pe_close(e);
+		peer_node_stop(pn);
 		return 1;
 	}
 	s->engine = e;
@@ -716,7 +855,9 @@ static int run(const struct opts *o, struct srv *s)
 		       "rate_users_max=%u", o->rate_users_max);
 		admin_stop(adm);
 		s->engine = NULL;
+		peer_node_halt(pn);
 		pe_close(e);
+		peer_node_stop(pn);
 		return 1;
 	}
 	admission_init(&hs_adm, o->max_handshakes, o->handshake_retry_ms);
@@ -726,6 +867,30 @@ static int run(const struct opts *o, struct srv *s)
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));
 		admin_stop(adm);
+		ratelimit_close(s->rl);
+		s->rl = NULL;
+		s->engine = NULL;
+		peer_node_halt(pn);
+		pe_close(e);
+		peer_node_stop(pn);
+		return 1;
+	}
+	chat_scrub_attach(s->chat, scrub);
+	rc = chat_retention_start(s->chat, o->retention_max_age_ms,
+				  o->retention_max_count, o->retention_sweep_ms,
+				  &s->ret);
+	PARLEY_ASSERT(rc == 0); /* a thread and a few bytes */
+	struct presence_config prc;
+	pres_config(o, &prc);
+	rc = presence_open(&prc, s, &s->pres);
+	if (rc) {
+		PLOG_E("parleyd", "cannot start presence", "err=%s",
+		       parley_errname(rc));
+		admin_stop(adm);
+		chat_retention_stop(s->ret);
+		s->ret = NULL;
+		chat_close(s->chat);
+		s->chat = NULL;
 		ratelimit_close(s->rl);
 		s->rl = NULL;
 		s->engine = NULL;
@@ -790,12 +955,21 @@ static int run(const struct opts *o, struct srv *s)
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(lt[i].thr, NULL);
 	admin_stop(adm);
+	/* after the loops (every connection closed: last_seen written) and
+	 * /metrics are gone, before the engine closes */
+	presence_close(s->pres);
+	s->pres = NULL;
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */
 	s->rl = NULL;
+	chat_retention_stop(s->ret); /* before the service it calls */
+	s->ret = NULL;
 	chat_close(s->chat);
 	s->chat = NULL;
 	s->engine = NULL;
+	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);
+	chat_scrub_free(scrub); /* after the engine: compaction reads it */
+	peer_node_stop(pn); /* the engine may send until closed */
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
 	free(lt);
@@ -888,6 +1062,8 @@ int main(int argc, char **argv)
 		.max_outbound = o.outbound_queue_bytes,
 		.max_conns = o.max_connections,
 		.drain_timeout_ms = o.drain_timeout_ms,
+		.edit_window_ms = o.edit_window_ms,
+		.delete_window_ms = o.delete_window_ms,
 	};
 	membudget_init(&s.mem, o.memory_budget_bytes,
 		       memtable_total_of(o.memory_budget_bytes),

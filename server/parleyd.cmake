@@ -5,7 +5,10 @@
 # written); parleyd links parley_server_support too when it exists.
 add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_receipt.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_read.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_edit.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_retention.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_list.c
   ${CMAKE_CURRENT_LIST_DIR}/errmap.c
   ${CMAKE_CURRENT_LIST_DIR}/srv.c
@@ -14,13 +17,14 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c
+  ${CMAKE_CURRENT_LIST_DIR}/presence.c
   ${CMAKE_CURRENT_LIST_DIR}/admin.c)
 target_include_directories(parleyd_core PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(parleyd_core PUBLIC parley_engine parley_proto
                       PkgConfig::URING PkgConfig::OPENSSL Threads::Threads)
 
 add_executable(parleyd ${CMAKE_CURRENT_LIST_DIR}/main.c)
-target_link_libraries(parleyd PRIVATE parleyd_core)
+target_link_libraries(parleyd PRIVATE parleyd_core parley_peer)
 if(TARGET parley_server_support)
   target_link_libraries(parleyd PRIVATE parley_server_support)
 endif()

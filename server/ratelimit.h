@@ -64,7 +64,7 @@
 
 enum ratelimit_kind {
 	RATELIMIT_SEND = 0,     /* SEND */
-	RATELIMIT_HISTORY,      /* HISTORY and SYNC (reads of stored data) */
+	RATELIMIT_HISTORY,      /* HISTORY, SYNC, RECEIPTS, READ_MARKER (reads of stored data) */
 	RATELIMIT_TYPING,       /* reserved: TYPING frames */
 	RATELIMIT_PRESENCE,     /* reserved: PRESENCE frames */
 	RATELIMIT_NKINDS

@@ -23,7 +23,9 @@
 #include "parley_engine.h"
 
 struct admission;
+struct presence;
 struct chat;
+struct chat_ret;
 struct loop;
 struct ratelimit;
 
@@ -41,6 +43,8 @@ struct srv_limits {
 	uint64_t max_outbound;       /* queued bytes per connection (outbound_queue_bytes) */
 	uint32_t max_conns;          /* per loop (max_connections / loops) */
 	uint32_t drain_timeout_ms;   /* SIGTERM: force close after this (drain_timeout_ms) */
+	uint64_t edit_window_ms;     /* EDIT allowed this long after the message (edit_window_ms, 0 = always) */
+	uint64_t delete_window_ms;   /* DELETE likewise (delete_window_ms) */
 };
 
 /* Counters every loop bumps (relaxed atomics); metrics read them. */
@@ -52,9 +56,11 @@ struct srv_counters {
 	_Atomic uint64_t slow_consumers, idle_closes, handshake_timeouts;
 	_Atomic uint64_t frame_timeouts, preauth_too_big, recv_paused;
 	_Atomic uint64_t ack_lat_ns_sum, ack_lat_count;
+	_Atomic uint64_t edits, deletes;  /* EDIT / DELETE acknowledged */
 	/* SEND -> SEND_ACK latency histogram, buckets in microseconds:
 	 * le 100,250,500,1000,2500,5000,10000,25000,50000,100000,+Inf */
 	_Atomic uint64_t ack_lat_bucket[11];
+	_Atomic uint64_t read_markers; /* READ_MARKER requests */
 };
 extern const double srv_ack_lat_bounds_s[10];
 
@@ -108,6 +114,7 @@ typedef int (*srv_auth_fn)(void *arg, const char *token, size_t len,
 struct srv {
 	struct pe_engine *engine;
 	struct chat *chat;
+	struct chat_ret *ret;        /* per-conversation retention (chat_retention.c) */
 	SSL_CTX *tls;                /* NULL: no TLS listener */
 	srv_auth_fn auth;
 	void *auth_arg;
@@ -118,6 +125,7 @@ struct srv {
 	struct srv_stages stages;    /* per-stage timing (above) */
 	struct ratelimit *rl;        /* request rate limits; NULL = none */
 	struct admission *adm;       /* handshake admission; NULL = none */
+	struct presence *pres;       /* typing and presence; NULL = none */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;

@@ -61,7 +61,11 @@ enum cli_cmd_kind {
 	CLI_CMD_QUIT, /* /quit */
 	CLI_CMD_UNKNOWN, /* /something else: arg = the command word */
 	CLI_CMD_BAD, /* a known command used wrongly: err = what is right */
+	CLI_CMD_EDIT, /* /edit SEQ TEXT: before = SEQ, arg/arg_len = the new text */
+	CLI_CMD_DELETE, /* /delete SEQ: before = SEQ */
+	CLI_CMD_RETENTION, /* /retention [off | count N | age DUR ...]: ret_* */
 };
+#define CLI_EDIT_MAX 2048 /* bytes of /edit text the terminal client sends */
 
 #define CLI_HISTORY_DEFAULT 20
 
@@ -70,8 +74,10 @@ struct cli_cmd {
 	const char *arg; /* points into the line */
 	size_t arg_len;
 	unsigned limit; /* HISTORY: 1..PARLEY_PROTO_MAX_HISTORY */
-	uint64_t before; /* HISTORY: 0 = newest */
+	uint64_t before; /* HISTORY: 0 = newest; EDIT / DELETE: the message's seq */
 	const char *err; /* BAD: a static usage line */
+	int ret_set; /* RETENTION: 1 = set ret_age_ms / ret_count, 0 = show */
+	uint64_t ret_age_ms, ret_count;
 };
 
 /*
@@ -150,7 +156,14 @@ struct cli_chat;
 /* Called from the client's callbacks (opts.on_event / on_state, with
  * opts.user pointing at the chat): route them here. */
 void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev);
+/* opts.on_receipt: the peer's read receipts of the current conversation
+ * are shown ("has read up to #N  [read]"). */
+void cli_chat_on_receipt(struct cli_chat *ch, const struct parley_event *ev);
 void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err);
+/* opts.on_typing / on_presence: the peer's typing indicator and presence
+ * in the status prompt. */
+void cli_chat_on_typing(struct cli_chat *ch, const struct parley_typing_push *t);
+void cli_chat_on_presence(struct cli_chat *ch, const struct parley_presence_rec *p);
 
 /*
  * Run the interactive chat on a connected client c (created with the

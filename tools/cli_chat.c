@@ -29,6 +29,14 @@
  *      untrusted certificate) never loops: the token command (if any) is
  *      tried once, else the chat ends with the cause and exit code 4/3.
  *
+ * Typing and presence: while the user types a line to a peer (not a
+ * command), the UI thread asks the network thread to send TYPING STARTED
+ * (libparley sends it at most every 3 s) and STOPPED when the line is sent
+ * or erased. The peer's TYPING_PUSH shows "PEER is typing..." in the
+ * prompt until STOPPED or its ttl_ms; the network thread subscribes to the
+ * peer's presence (again after each reconnect, and when the peer changes)
+ * and the prompt shows "online" or "last seen HH:MM".
+ *
  * Own lines: shown once. A typed line is drawn as "[sending]" (or
  * "[pending: offline]") in a block just above the prompt; other output is
  * printed above that block, and when the server acknowledges the line it
@@ -80,13 +88,17 @@ struct show {
 	struct show *next;
 };
 
-enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST };
+enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST, REQ_EDIT, REQ_DELETE, REQ_RETENTION };
 
 struct req {
 	enum req_kind kind;
 	char peer[PARLEY_PROTO_MAX_USER_ID + 1];
 	unsigned limit;
-	uint64_t before;
+	uint64_t before;      /* HISTORY; EDIT / DELETE: the message's seq */
+	char *text;           /* EDIT: malloc'd new text (freed when done) */
+	size_t text_len;
+	int ret_set;          /* RETENTION */
+	uint64_t ret_age_ms, ret_count;
 };
 
 struct cli_chat {
@@ -109,6 +121,10 @@ struct cli_chat {
 	int online;
 	int quit;
 	uint32_t max_body;
+	int typing_want; /* 1 = STARTED, 2 = STOPPED to send, 0 = nothing */
+	int typing_on; /* UI thread: a STARTED was asked for this line */
+	uint64_t peer_typing_until; /* mono ms; 0 = the peer is not typing */
+	char peer_presence[48]; /* "online", "last seen ...", "" = unknown */
 
 	/* network thread only */
 	char conv_peer[PARLEY_PROTO_MAX_USER_ID + 1]; /* conv_id below is for it */
@@ -120,6 +136,12 @@ struct cli_chat {
 	int goaway_shown; /* the outage was already explained */
 	int just_refreshed; /* a new token was fetched and has not yet held */
 	uint64_t connected_at_ms;
+	char pres_peer[PARLEY_PROTO_MAX_USER_ID + 1]; /* subscribed on this
+							 connection ("" = none) */
+	/* read markers: messages of conv_id shown up to read_want; the server
+	 * has read_sent (one READ_MARKER per batch of shown messages) */
+	uint64_t read_want, read_sent;
+	uint64_t peer_read_shown; /* the peer's read receipt last shown */
 
 	/* UI thread only */
 	struct pend_line { /* own lines not yet final, drawn just above the prompt */
@@ -324,12 +346,21 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 			       (unsigned long long)(last - ev->inbox_seq + 1), t);
 			ch->in_catchup = 1;
 		}
-		char suffix[PARLEY_PROTO_MAX_CONV_ID + 32] = "";
+		char suffix[PARLEY_PROTO_MAX_CONV_ID + 64] = "";
 		int here = ch->conv_id[0] && ev->conv.len == strlen(ch->conv_id) &&
 			   !memcmp(ev->conv.p, ch->conv_id, ev->conv.len);
 		if (!here)
 			snprintf(suffix, sizeof suffix, "   (in %.*s)", (int)ev->conv.len,
 				 ev->conv.p);
+		/* an edit / delete is shown as the message it changes: its seq,
+		 * the new body, and what happened */
+		char note[64];
+		if (ev->kind == PARLEY_EV_EDIT || ev->kind == PARLEY_EV_DELETE) {
+			snprintf(note, sizeof note, "%s", ev->kind == PARLEY_EV_EDIT
+						      ? "  (edited)" : "");
+			size_t sl = strlen(suffix);
+			snprintf(suffix + sl, sizeof suffix - sl, "%s", note);
+		}
 		struct line_msg m = {
 			.ts_ms = ev->server_ts_ms, .seq = ev->conv_seq,
 			.who = from_me ? "you (other device)" : ev->sender.p,
@@ -339,9 +370,18 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 			.ct = ev->content_type, .body = ev->body.p, .len = ev->body.len,
 			.suffix = suffix,
 		};
+		if (ev->kind == PARLEY_EV_EDIT || ev->kind == PARLEY_EV_DELETE)
+			m.seq = ev->ref_seq; /* the message it changes */
+		if (ev->kind == PARLEY_EV_DELETE) {
+			m.ct = PARLEY_CT_TEXT;
+			m.body = (const uint8_t *)"(deleted)";
+			m.len = strlen("(deleted)");
+		}
 		char *s = fmt_msg(ch->tty, &m);
 		if (s)
 			show_push(ch, SHOW_LINE, 0, 0, s);
+		if (here && !from_me && ev->conv_seq > ch->read_want)
+			ch->read_want = ev->conv_seq; /* shown: read (net_read) */
 	}
 	if (catchup && ev->inbox_seq >= last) {
 		if (ch->in_catchup)
@@ -349,6 +389,23 @@ void cli_chat_on_event(struct cli_chat *ch, const struct parley_event *ev)
 		ch->in_catchup = 0;
 		ch->catchup_end = last;
 	}
+}
+
+void cli_chat_on_receipt(struct cli_chat *ch, const struct parley_event *ev)
+{
+	if (!ch || !(ev->flags & PARLEY_RCPTF_READ))
+		return; /* delivered receipts are not shown (one per ack batch) */
+	int here = ch->conv_id[0] && ev->conv.len == strlen(ch->conv_id) &&
+		   !memcmp(ev->conv.p, ch->conv_id, ev->conv.len);
+	int from_me = ev->sender.len == strlen(ch->me) &&
+		      !memcmp(ev->sender.p, ch->me, ev->sender.len);
+	if (!here || from_me || ev->ref_seq <= ch->peer_read_shown)
+		return;
+	ch->peer_read_shown = ev->ref_seq;
+	char t[32];
+	fmt_time(ev->server_ts_ms, t, sizeof t);
+	show_f(ch, "[%s] %.*s has read up to #%llu  [read]", t, (int)ev->sender.len,
+	       ev->sender.p, (unsigned long long)ev->ref_seq);
 }
 
 void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err)
@@ -364,6 +421,55 @@ void cli_chat_on_state(struct cli_chat *ch, enum parley_client_state st, int err
 		   "and sent when it is back", cli_goaway_text((unsigned)-err),
 	       f->text[0] ? " (server: " : "", f->text, f->text[0] ? ")" : "");
 	ch->goaway_shown = 1;
+}
+
+static int is_peer(const struct cli_chat *ch, struct parley_str u)
+{
+	return ch->peer[0] && u.len == strlen(ch->peer) && !memcmp(u.p, ch->peer, u.len);
+}
+
+void cli_chat_on_typing(struct cli_chat *ch, const struct parley_typing_push *t)
+{
+	if (!ch)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	int here = is_peer(ch, t->user) && ch->conv_id[0] &&
+		   t->conv.len == strlen(ch->conv_id) &&
+		   !memcmp(t->conv.p, ch->conv_id, t->conv.len);
+	if (here)
+		ch->peer_typing_until = t->state == PARLEY_TYPING_STARTED
+						? mono_ms() + t->ttl_ms
+						: 0;
+	pthread_mutex_unlock(&ch->mu);
+	if (here)
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
+}
+
+static void fmt_presence(char *out, size_t cap, uint8_t status, uint64_t last_seen)
+{
+	if (status == PARLEY_PRESENCE_ONLINE) {
+		snprintf(out, cap, "online");
+	} else if (last_seen) {
+		char t[32];
+		fmt_time(last_seen, t, sizeof t);
+		snprintf(out, cap, "last seen %s", t);
+	} else {
+		snprintf(out, cap, "offline");
+	}
+}
+
+void cli_chat_on_presence(struct cli_chat *ch, const struct parley_presence_rec *p)
+{
+	if (!ch)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	int here = is_peer(ch, p->user);
+	if (here)
+		fmt_presence(ch->peer_presence, sizeof ch->peer_presence, p->status,
+			     p->last_seen_ms);
+	pthread_mutex_unlock(&ch->mu);
+	if (here)
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
 }
 
 /* ---- network thread ----------------------------------------------------------------- */
@@ -457,6 +563,7 @@ static int net_conv(struct cli_chat *ch, const char *peer)
 	memcpy(ch->conv_id, cv->conv.p, cv->conv.len);
 	ch->conv_id[cv->conv.len] = 0;
 	snprintf(ch->conv_peer, sizeof ch->conv_peer, "%s", peer);
+	ch->read_want = ch->read_sent = ch->peer_read_shown = 0;
 	return 0;
 }
 
@@ -465,6 +572,20 @@ static int net_conv(struct cli_chat *ch, const char *peer)
 static int transient(int r)
 {
 	return cli_exit_code(r, NULL) == CLI_EXIT_CONN;
+}
+
+/* Tells the server what was shown of the current conversation: one
+ * READ_MARKER for everything printed since the last one (not one per
+ * message). Returns 1 if it sent one. */
+static int net_read(struct cli_chat *ch)
+{
+	if (!ch->conv_id[0] || ch->read_want <= ch->read_sent)
+		return 0;
+	uint64_t want = ch->read_want;
+	int r = parley_client_read_marker(ch->c, ch->conv_id, want, NULL);
+	if (r == 0 || !transient(r))
+		ch->read_sent = want; /* a refusal is not worth repeating */
+	return 1;
 }
 
 static void net_history(struct cli_chat *ch, const struct req *q)
@@ -498,7 +619,13 @@ static void net_history(struct cli_chat *ch, const struct req *q)
 			.sender = m->sender.p, .sender_len = m->sender.len,
 			.conv = ch->conv_id, .conv_len = strlen(ch->conv_id),
 			.ct = m->content_type, .body = m->body.p, .len = m->body.len,
+			.suffix = (m->flags & PARLEY_MSGF_EDITED) ? "  (edited)" : NULL,
 		};
+		if (m->flags & PARLEY_MSGF_DELETED) {
+			lm.ct = PARLEY_CT_TEXT;
+			lm.body = (const uint8_t *)"(deleted)";
+			lm.len = strlen("(deleted)");
+		}
 		char *s = fmt_msg(ch->tty, &lm);
 		if (s)
 			show_push(ch, SHOW_LINE, 0, 0, s);
@@ -513,6 +640,79 @@ static void net_history(struct cli_chat *ch, const struct req *q)
 		show_f(ch, "  '-- older: /history %u --before %llu --", q->limit,
 		       (unsigned long long)pg->next_before_seq);
 	}
+}
+
+/* /edit SEQ TEXT, /delete SEQ in the current conversation. */
+static int net_edit(struct cli_chat *ch, const struct req *q)
+{
+	const char *what = q->kind == REQ_EDIT ? "/edit" : "/delete";
+	int r = net_conv(ch, q->peer);
+	struct parley_send_result res;
+	if (r == 0)
+		r = q->kind == REQ_EDIT
+			    ? parley_client_edit(ch->c, ch->conv_id, q->before,
+						 PARLEY_CT_TEXT, q->text, q->text_len,
+						 &res)
+			    : parley_client_delete(ch->c, ch->conv_id, q->before, &res);
+	if (r < 0 && transient(r))
+		return r; /* kept queued: done when the connection is back */
+	if (r < 0) {
+		char msg[768];
+		if (r == -PARLEY_EPERM)
+			snprintf(msg, sizeof msg, "#%llu is not your message",
+				 (unsigned long long)q->before);
+		else if (r == -PARLEY_ENOTFOUND)
+			snprintf(msg, sizeof msg, "there is no message #%llu",
+				 (unsigned long long)q->before);
+		else
+			cli_explain(r, parley_client_failure(ch->c), ch->t, msg,
+				    sizeof msg);
+		show_f(ch, "* %s %llu: %s", what, (unsigned long long)q->before, msg);
+		return 0;
+	}
+	show_f(ch, "* #%llu %s", (unsigned long long)q->before,
+	       q->kind == REQ_EDIT ? "edited" : "deleted for everyone");
+	return 0;
+}
+
+static void fmt_limit(char *out, size_t cap, uint64_t age_ms, uint64_t count)
+{
+	if (!age_ms && !count) {
+		snprintf(out, cap, "forever");
+		return;
+	}
+	int n = 0;
+	if (age_ms)
+		n = snprintf(out, cap, "%llu s", (unsigned long long)(age_ms / 1000));
+	if (count && n >= 0 && (size_t)n < cap)
+		snprintf(out + n, cap - (size_t)n, "%sat most %llu messages",
+			 n ? ", " : "", (unsigned long long)count);
+}
+
+/* /retention: show or set the conversation's own retention. */
+static int net_retention(struct cli_chat *ch, const struct req *q)
+{
+	int r = net_conv(ch, q->peer);
+	const struct parley_retention_ok *ok = NULL;
+	if (r == 0)
+		r = parley_client_retention(ch->c, ch->conv_id,
+					    q->ret_set ? PARLEY_RETF_SET : 0,
+					    q->ret_age_ms, q->ret_count, &ok);
+	if (r < 0 && transient(r))
+		return r;
+	if (r < 0) {
+		char msg[768];
+		cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
+		show_f(ch, "* /retention: %s", msg);
+		return 0;
+	}
+	char own[128], def[128];
+	fmt_limit(own, sizeof own, ok->max_age_ms, ok->max_count);
+	fmt_limit(def, sizeof def, ok->default_max_age_ms, ok->default_max_count);
+	show_f(ch, "* retention with %s: %s (server default: %s); oldest kept #%llu",
+	       q->peer, ok->max_age_ms || ok->max_count ? own : "the default",
+	       def, (unsigned long long)ok->first_seq);
+	return 0;
 }
 
 static void net_list(struct cli_chat *ch)
@@ -532,8 +732,12 @@ static void net_list(struct cli_chat *ch)
 		char t[32] = "-";
 		if (e->last_ts_ms)
 			fmt_time(e->last_ts_ms, t, sizeof t);
-		show_f(ch, "  %.*s  last #%llu at %s   (/to %.*s)", (int)e->peer.len, e->peer.p,
-		       (unsigned long long)e->last_seq, t, (int)e->peer.len, e->peer.p);
+		char unread[32] = "";
+		if (e->unread)
+			snprintf(unread, sizeof unread, "  %u unread", e->unread);
+		show_f(ch, "  %.*s  last #%llu at %s%s   (/to %.*s)", (int)e->peer.len,
+		       e->peer.p, (unsigned long long)e->last_seq, t, unread,
+		       (int)e->peer.len, e->peer.p);
 	}
 }
 
@@ -565,16 +769,83 @@ static int net_request(struct cli_chat *ch)
 		}
 	} else if (q.kind == REQ_HISTORY) {
 		net_history(ch, &q);
+	} else if (q.kind == REQ_EDIT || q.kind == REQ_DELETE) {
+		r = net_edit(ch, &q);
+	} else if (q.kind == REQ_RETENTION) {
+		r = net_retention(ch, &q);
 	} else {
 		net_list(ch);
 	}
 	if (r < 0 && transient(r))
 		return 1; /* keep it queued: done when the connection is back */
 	pthread_mutex_lock(&ch->mu);
+	free(ch->req[ch->req_head].text);
+	ch->req[ch->req_head].text = NULL;
 	ch->req_head = (ch->req_head + 1) % CHAT_REQ_MAX;
 	ch->req_n--;
 	pthread_mutex_unlock(&ch->mu);
 	return 1;
+}
+
+/* Typing and presence for the current peer (see the top). Never blocks
+ * for long; failures only leave the prompt without the information. */
+static void net_live(struct cli_chat *ch)
+{
+	pthread_mutex_lock(&ch->mu);
+	char peer[sizeof ch->peer];
+	memcpy(peer, ch->peer, sizeof peer);
+	int want = ch->typing_want;
+	ch->typing_want = 0;
+	int expired = ch->peer_typing_until && mono_ms() >= ch->peer_typing_until;
+	if (expired)
+		ch->peer_typing_until = 0;
+	pthread_mutex_unlock(&ch->mu);
+	if (expired)
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
+	if (strcmp(peer, ch->pres_peer) != 0) {
+		if (ch->pres_peer[0]) {
+			const char *old[] = {ch->pres_peer};
+			parley_client_presence_sub(ch->c, PARLEY_PRESENCE_UNSUBSCRIBE, old, 1,
+						   NULL);
+		}
+		snprintf(ch->pres_peer, sizeof ch->pres_peer, "%s", peer);
+		pthread_mutex_lock(&ch->mu);
+		ch->peer_presence[0] = 0;
+		ch->peer_typing_until = 0;
+		pthread_mutex_unlock(&ch->mu);
+		if (peer[0]) {
+			const char *u[] = {peer};
+			const struct parley_presence_sub_ok *ok;
+			if (parley_client_presence_sub(ch->c, PARLEY_PRESENCE_SUBSCRIBE, u, 1,
+						       &ok) == 0 && ok->count == 1) {
+				pthread_mutex_lock(&ch->mu);
+				if (!strcmp(ch->peer, peer))
+					fmt_presence(ch->peer_presence,
+						     sizeof ch->peer_presence,
+						     ok->recs[0].status,
+						     ok->recs[0].last_seen_ms);
+				pthread_mutex_unlock(&ch->mu);
+			}
+		}
+		show_push(ch, SHOW_STATUS, 0, 0, NULL);
+	}
+	if (want && peer[0] && net_conv(ch, peer) == 0)
+		parley_client_typing(ch->c, ch->conv_id,
+				     want == 1 ? PARLEY_TYPING_STARTED
+					       : PARLEY_TYPING_STOPPED);
+}
+
+/* Milliseconds until the peer's typing indicator expires (or dflt). */
+static int net_typing_timeout(struct cli_chat *ch, int dflt)
+{
+	pthread_mutex_lock(&ch->mu);
+	uint64_t u = ch->peer_typing_until;
+	pthread_mutex_unlock(&ch->mu);
+	if (!u)
+		return dflt;
+	uint64_t now = mono_ms();
+	int left = u > now ? (int)PARLEY_MIN(u - now, (uint64_t)INT32_MAX) : 0;
+	return dflt < 0 || left < dflt ? left : dflt;
 }
 
 /* Send the next outbox entry, if any. Returns 1 if it tried. */
@@ -693,6 +964,7 @@ static void *net_main(void *arg)
 			}
 			int r = parley_client_connect(ch->c);
 			if (r == 0) {
+				ch->pres_peer[0] = 0; /* subscriptions were the old connection's */
 				backoff = CHAT_RECONNECT_MIN_MS;
 				online = 1;
 				ch->goaway_shown = 0;
@@ -711,10 +983,11 @@ static void *net_main(void *arg)
 			backoff = PARLEY_MIN(backoff * 2, CHAT_RECONNECT_MAX_MS);
 			continue;
 		}
-		if (net_request(ch) || net_send(ch))
+		if (net_request(ch) || net_send(ch) || net_read(ch))
 			continue;
+		net_live(ch);
 		int fd = parley_client_fd(ch->c);
-		net_wait(ch, fd, parley_client_next_timeout_ms(ch->c));
+		net_wait(ch, fd, net_typing_timeout(ch, parley_client_next_timeout_ms(ch->c)));
 		int r = parley_client_process(ch->c);
 		if (r < 0 && r != -PARLEY_ECLOSED &&
 		    is_auth_failure(r, parley_client_failure(ch->c)) &&
@@ -755,9 +1028,17 @@ static void ui_make_prompt(struct cli_chat *ch)
 	char pend[32] = "";
 	if (unsent)
 		snprintf(pend, sizeof pend, " | %u pending", unsent);
+	char live[96] = ""; /* the peer's presence and typing */
+	if (ch->peer[0] && ch->online) {
+		if (ch->peer_presence[0])
+			snprintf(live, sizeof live, " (%.47s)", ch->peer_presence);
+		if (ch->peer_typing_until)
+			snprintf(live + strlen(live), sizeof live - strlen(live),
+				 " | %.30s is typing...", ch->peer);
+	}
 	if (ch->peer[0])
-		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s -> %.64s%s%.31s] > ", ch->me,
-			 ch->peer, st, pend);
+		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s -> %.64s%.95s%s%.31s] > ",
+			 ch->me, ch->peer, live, st, pend);
 	else
 		snprintf(ch->prompt, sizeof ch->prompt, "[%.64s%s%.31s | /to PEER] > ", ch->me, st,
 			 pend);
@@ -957,6 +1238,7 @@ static void ui_queue_req(struct cli_chat *ch, const struct req *q)
 	int online = ch->online;
 	pthread_mutex_unlock(&ch->mu);
 	if (!ok) {
+		free(q->text);
 		ui_info(ch, "* too many requests waiting; try again when connected");
 		return;
 	}
@@ -1086,6 +1368,42 @@ static void ui_line(struct cli_chat *ch, char *line)
 		q.kind = REQ_LIST;
 		ui_queue_req(ch, &q);
 		return;
+	case CLI_CMD_RETENTION:
+		pthread_mutex_lock(&ch->mu);
+		snprintf(q.peer, sizeof q.peer, "%s", ch->peer);
+		pthread_mutex_unlock(&ch->mu);
+		if (!q.peer[0]) {
+			ui_info(ch, "* /to PEER first: retention is per conversation");
+			return;
+		}
+		q.kind = REQ_RETENTION;
+		q.ret_set = cmd.ret_set;
+		q.ret_age_ms = cmd.ret_age_ms;
+		q.ret_count = cmd.ret_count;
+		ui_queue_req(ch, &q);
+		return;
+	case CLI_CMD_EDIT:
+	case CLI_CMD_DELETE:
+		pthread_mutex_lock(&ch->mu);
+		snprintf(q.peer, sizeof q.peer, "%s", ch->peer);
+		pthread_mutex_unlock(&ch->mu);
+		if (!q.peer[0]) {
+			ui_info(ch, "* /to PEER first: edits are per conversation");
+			return;
+		}
+		q.kind = cmd.kind == CLI_CMD_EDIT ? REQ_EDIT : REQ_DELETE;
+		q.before = cmd.before;
+		if (cmd.kind == CLI_CMD_EDIT) {
+			q.text = malloc(cmd.arg_len);
+			if (!q.text) {
+				ui_info(ch, "* out of memory");
+				return;
+			}
+			memcpy(q.text, cmd.arg, cmd.arg_len);
+			q.text_len = cmd.arg_len;
+		}
+		ui_queue_req(ch, &q);
+		return;
 	}
 }
 
@@ -1110,6 +1428,13 @@ static void ui_rl_handler(char *line)
 	int rows = rows_of(ch->prompt, strlen(line));
 	printf("\033[%dA\r\033[J", rows);
 	ch->in_handler = 1;
+	if (ch->typing_on) { /* the line is done: stop the indicator */
+		ch->typing_on = 0;
+		pthread_mutex_lock(&ch->mu);
+		ch->typing_want = 2;
+		pthread_mutex_unlock(&ch->mu);
+		wake(ch->wake_net[1]);
+	}
 	if (line[strspn(line, " \t")])
 		add_history(line);
 	ui_line(ch, line);
@@ -1120,6 +1445,23 @@ static void ui_rl_handler(char *line)
 		ui_make_prompt(ch);
 		rl_callback_handler_install(ch->prompt, ui_rl_handler);
 	}
+}
+
+/* After a keystroke: typing a line to the peer (not a command) starts the
+ * indicator, erasing it stops it (a sent line stops it in ui_rl_handler). */
+static void ui_typing(struct cli_chat *ch)
+{
+	int typing = !ch->done && rl_line_buffer && rl_end > 0 && rl_line_buffer[0] != '/';
+	if (typing == ch->typing_on && !typing)
+		return;
+	pthread_mutex_lock(&ch->mu);
+	int to_peer = ch->peer[0] != 0;
+	if (to_peer)
+		ch->typing_want = typing ? 1 : 2;
+	pthread_mutex_unlock(&ch->mu);
+	ch->typing_on = typing && to_peer;
+	if (to_peer)
+		wake(ch->wake_net[1]);
 }
 
 static void on_sigint(int sig)
@@ -1262,6 +1604,7 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 			continue;
 		if (ch->tty) {
 			rl_callback_read_char();
+			ui_typing(ch);
 			continue;
 		}
 		ssize_t n = read(STDIN_FILENO, in + in_len, CHAT_INPUT_MAX - in_len);

@@ -17,6 +17,8 @@
 
 const char cli_chat_help[] =
 	"commands: /to PEER (talk to PEER), /history [N] [--before SEQ], /list,\n"
+	"          /edit SEQ TEXT, /delete SEQ (your message #SEQ, for everyone),\n"
+	"          /retention [off | count N | age 30d ...] (of this conversation),\n"
 	"          /help, /quit; any other line is sent to the current peer\n"
 	"          (start it with // to send a line that begins with /)";
 
@@ -278,11 +280,74 @@ void cli_parse_line(char *line, struct cli_cmd *out)
 				goto bad_history;
 			}
 		}
+	} else if (!strcmp(cmd, "/edit")) {
+		uint64_t v;
+		if (parse_u64(word(&p), UINT64_MAX, &v) || v == 0) {
+			out->kind = CLI_CMD_BAD;
+			out->err = "usage: /edit SEQ NEW TEXT (SEQ: the #number of your message)";
+			return;
+		}
+		while (*p && is_blank(*p))
+			p++;
+		size_t tl = strlen(p);
+		if (tl == 0 || tl > CLI_EDIT_MAX) {
+			out->kind = CLI_CMD_BAD;
+			out->err = tl ? "/edit: the new text is over 2048 bytes"
+				      : "usage: /edit SEQ NEW TEXT (SEQ: the #number of your message)";
+			return;
+		}
+		out->kind = CLI_CMD_EDIT;
+		out->before = v;
+		out->arg = p;
+		out->arg_len = tl;
+	} else if (!strcmp(cmd, "/retention")) {
+		out->kind = CLI_CMD_RETENTION;
+		char *w;
+		while ((w = word(&p)) != NULL) {
+			uint64_t v;
+			out->ret_set = 1;
+			if (!strcmp(w, "off")) {
+				out->ret_age_ms = out->ret_count = 0;
+			} else if (!strcmp(w, "count")) {
+				if (parse_u64(word(&p), UINT64_MAX, &v))
+					goto bad_retention;
+				out->ret_count = v;
+			} else if (!strcmp(w, "age")) {
+				char *d = word(&p);
+				size_t dl = d ? strlen(d) : 0;
+				uint64_t unit = 1000;
+				if (dl > 1 && strchr("smhd", d[dl - 1])) {
+					unit = d[dl - 1] == 's'	  ? 1000ull
+					       : d[dl - 1] == 'm' ? 60000ull
+					       : d[dl - 1] == 'h' ? 3600000ull
+								  : 86400000ull;
+					d[--dl] = 0;
+				}
+				if (parse_u64(d, UINT64_MAX / unit, &v))
+					goto bad_retention;
+				out->ret_age_ms = v * unit;
+			} else {
+				goto bad_retention;
+			}
+		}
+	} else if (!strcmp(cmd, "/delete") || !strcmp(cmd, "/del")) {
+		uint64_t v;
+		if (parse_u64(word(&p), UINT64_MAX, &v) || v == 0 || word(&p)) {
+			out->kind = CLI_CMD_BAD;
+			out->err = "usage: /delete SEQ (the #number of your message)";
+			return;
+		}
+		out->kind = CLI_CMD_DELETE;
+		out->before = v;
 	} else {
 		out->kind = CLI_CMD_UNKNOWN;
 		out->arg = cmd;
 		out->arg_len = strlen(cmd);
 	}
+	return;
+bad_retention:
+	out->kind = CLI_CMD_BAD;
+	out->err = "usage: /retention [off | count N | age N(s|m|h|d)] (both may be given)";
 	return;
 bad_history:
 	out->kind = CLI_CMD_BAD;

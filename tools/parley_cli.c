@@ -5,7 +5,8 @@
  *          [--token JWT | --token-cmd CMD] [--device NAME] [-v] [command] [args]
  *
  * Commands: send PEER TEXT..., history PEER [--before N] [--limit N],
- * list [--limit N], watch [--from N], chat [PEER] (interactive; the
+ * list [--limit N], read PEER SEQ, receipts PEER SEQ, watch [--from N],
+ * chat [PEER] (interactive; the
  * default, in cli_chat.c), help [COMMAND]. `--help` anywhere prints help
  * and exits 0. Options fall back to the environment (PARLEY_HOST,
  * PARLEY_SERVER_PORT (old spelling PARLEY_PORT), PARLEY_TLS=1, PARLEY_CA,
@@ -48,7 +49,10 @@ static const char usage_text[] =
 	"  send PEER TEXT...                 send one message to PEER, print its seq\n"
 	"  history PEER [--before SEQ] [--limit N]\n"
 	"                                    messages with PEER, oldest first\n"
-	"  list [--limit N]                  your conversations, most recent first\n"
+	"  list [--limit N]                  your conversations, most recent first,\n"
+	"                                    with unread counts\n"
+	"  read PEER SEQ                     mark the conversation read up to SEQ\n"
+	"  receipts PEER SEQ                 who has received / read message SEQ\n"
 	"  watch [--from INBOX_SEQ]          print incoming messages as they arrive\n"
 	"  help [COMMAND]                    this text, or a command's\n"
 	"\n"
@@ -88,9 +92,20 @@ static const struct cmd_help cmd_helps[] = {
 		    "Prints messages with PEER, oldest first; the last line says how to\n"
 		    "page back (--before SEQ).\n"},
 	{"list", "usage: parley [options] list [--limit 1..100]\n"
-		 "Prints your conversations, most recent first (tab-separated).\n"},
+		 "Prints your conversations, most recent first (tab-separated:\n"
+		 "conversation, peer, last seq, its time, unread count, your read\n"
+		 "position).\n"},
 	{"watch", "usage: parley [options] watch [--from INBOX_SEQ]\n"
-		  "Prints incoming messages as they arrive, one per line, until stopped.\n"},
+		  "Prints incoming messages as they arrive, one per line, until stopped;\n"
+		  "receipts as \"[TIME] CONV receipt USER read|delivered up to #SEQ\".\n"},
+	{"read", "usage: parley [options] read PEER SEQ\n"
+		 "Marks your conversation with PEER as read up to SEQ (READ_MARKER);\n"
+		 "prints \"read CONV up to #SEQ\" (the stored position: a lower SEQ\n"
+		 "changes nothing).\n"},
+	{"receipts", "usage: parley [options] receipts PEER SEQ\n"
+		     "Prints who has received and read message SEQ of your conversation\n"
+		     "with PEER, one member per line (tab-separated: user, delivered|-,\n"
+		     "read|-).\n"},
 	{"help", "usage: parley help [COMMAND]\n"},
 };
 
@@ -170,6 +185,36 @@ static void on_event(void *user, const struct parley_event *ev)
 	}
 	print_msg(ev->conv.p, ev->conv.len, ev->conv_seq, ev->server_ts_ms, ev->sender,
 		  ev->content_type, ev->body);
+}
+
+static void on_typing(void *user, const struct parley_typing_push *t)
+{
+	struct cli *cli = user;
+	if (cli->chat)
+		cli_chat_on_typing(cli->chat, t);
+}
+
+static void on_presence(void *user, const struct parley_presence_rec *p)
+{
+	struct cli *cli = user;
+	if (cli->chat)
+		cli_chat_on_presence(cli->chat, p);
+}
+
+static void on_receipt(void *user, const struct parley_event *ev)
+{
+	struct cli *cli = user;
+	if (cli->chat) {
+		cli_chat_on_receipt(cli->chat, ev);
+		return;
+	}
+	char t[32];
+	fmt_ts(ev->server_ts_ms, t, sizeof t);
+	printf("[%s] %.*s receipt %.*s %s up to #%llu\n", t, (int)ev->conv.len,
+	       ev->conv.p, (int)ev->sender.len, ev->sender.p,
+	       ev->flags & PARLEY_RCPTF_READ ? "read" : "delivered",
+	       (unsigned long long)ev->ref_seq);
+	fflush(stdout);
 }
 
 static void on_state(void *user, enum parley_client_state st, int err)
@@ -331,9 +376,11 @@ static int print_list(struct cli *cli, unsigned limit)
 		char t[32] = "-";
 		if (e->last_ts_ms)
 			fmt_ts(e->last_ts_ms, t, sizeof t);
-		printf("%.*s\t%s%.*s\tlast #%llu\t%s\n", (int)e->conv.len, e->conv.p,
+		printf("%.*s\t%s%.*s\tlast #%llu\t%s\t%u unread\tread #%llu\n",
+		       (int)e->conv.len, e->conv.p,
 		       e->kind == PARLEY_CONV_DIRECT ? "with " : "", (int)e->peer.len,
-		       e->peer.p, (unsigned long long)e->last_seq, t);
+		       e->peer.p, (unsigned long long)e->last_seq, t, e->unread,
+		       (unsigned long long)e->read_seq);
 	}
 	if (l->count == 0)
 		printf("(no conversations)\n");
@@ -355,6 +402,64 @@ static int cmd_list(struct cli *cli, int argc, char **argv)
 	}
 	int r = print_list(cli, (unsigned)limit);
 	return r < 0 ? fail(cli, "list", r) : 0;
+}
+
+/* PEER SEQ of `read` and `receipts`: 0, or EXIT_USAGE after saying so. */
+static int peer_seq(int argc, char **argv, const char *cmd,
+		    unsigned long long *seq)
+{
+	if (argc != 3 || parse_uint(argv[2], UINT64_MAX, seq) || !*seq) {
+		fprintf(stderr, "usage: parley %s PEER SEQ (SEQ >= 1)\n", cmd);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int cmd_read(struct cli *cli, int argc, char **argv)
+{
+	unsigned long long seq;
+	char conv[PARLEY_PROTO_MAX_CONV_ID + 1];
+	if (peer_seq(argc, argv, "read", &seq))
+		return EXIT_USAGE;
+	int r = open_peer(cli, argv[1], conv, sizeof conv);
+	if (r < 0)
+		return fail(cli, "open conversation", r);
+	uint64_t at = 0;
+	r = parley_client_read_marker(cli->c, conv, seq, &at);
+	if (r < 0)
+		return fail(cli, "read", r);
+	printf("read %s up to #%llu\n", conv, (unsigned long long)at);
+	return 0;
+}
+
+static int cmd_receipts(struct cli *cli, int argc, char **argv)
+{
+	unsigned long long seq;
+	char conv[PARLEY_PROTO_MAX_CONV_ID + 1];
+	if (peer_seq(argc, argv, "receipts", &seq))
+		return EXIT_USAGE;
+	int r = open_peer(cli, argv[1], conv, sizeof conv);
+	if (r < 0)
+		return fail(cli, "open conversation", r);
+	char after[PARLEY_PROTO_MAX_USER_ID + 1] = "";
+	for (;;) {
+		const struct parley_receipts_ok *q;
+		r = parley_client_receipts(cli->c, conv, seq, after, 100, &q);
+		if (r < 0)
+			return fail(cli, "receipts", r);
+		for (unsigned i = 0; i < q->count; i++) {
+			const struct parley_receipt_rec *e = &q->recs[i];
+			printf("%.*s\t%s\t%s\n", (int)e->user.len, e->user.p,
+			       e->state & PARLEY_RCPTF_DELIVERED ? "delivered" : "-",
+			       e->state & PARLEY_RCPTF_READ ? "read" : "-");
+		}
+		if ((q->flags & PARLEY_PAGEF_END) || !q->next_after.len)
+			break;
+		snprintf(after, sizeof after, "%.*s", (int)q->next_after.len,
+			 q->next_after.p);
+	}
+	fflush(stdout);
+	return 0;
 }
 
 static int cmd_watch(struct cli *cli, int argc, char **argv)
@@ -445,7 +550,7 @@ int main(int argc, char **argv)
 		}
 		if (!find_cmd(cargv[1])) {
 			fprintf(stderr, "parley: unknown command '%s' (commands: chat, send, "
-					"history, list, watch, help)\n", cargv[1]);
+					"history, list, read, receipts, watch, help)\n", cargv[1]);
 			return EXIT_USAGE;
 		}
 		cmd_usage(cargv[1], stdout);
@@ -453,7 +558,7 @@ int main(int argc, char **argv)
 	}
 	if (!find_cmd(cmd)) {
 		fprintf(stderr, "parley: unknown command '%s' (commands: chat, send, history, "
-				"list, watch, help; parley --help for more)\n", cmd);
+				"list, read, receipts, watch, help; parley --help for more)\n", cmd);
 		return EXIT_USAGE;
 	}
 	if (cargc > 0 && wants_help(cargc, cargv)) {
@@ -558,7 +663,10 @@ int main(int argc, char **argv)
 	co.client_name = "parley-cli/0.2";
 	co.want_zstd = 1;
 	co.on_event = on_event;
+	co.on_receipt = on_receipt;
 	co.on_state = on_state;
+	co.on_typing = on_typing;
+	co.on_presence = on_presence;
 	co.user = &cli;
 	if (!strcmp(cmd, "chat")) {
 		/* interactive: a request waits less, the outbox keeps the line */
@@ -591,6 +699,10 @@ int main(int argc, char **argv)
 		rc = cmd_send(&cli, cargc, cargv);
 	else if (!strcmp(cmd, "history"))
 		rc = cmd_history(&cli, cargc, cargv);
+	else if (!strcmp(cmd, "read"))
+		rc = cmd_read(&cli, cargc, cargv);
+	else if (!strcmp(cmd, "receipts"))
+		rc = cmd_receipts(&cli, cargc, cargv);
 	else if (!strcmp(cmd, "list"))
 		rc = cmd_list(&cli, cargc, cargv);
 	else if (!strcmp(cmd, "watch"))

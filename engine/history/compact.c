@@ -181,6 +181,8 @@ struct merge {
 	uint64_t last_seq;
 	bool trimming;
 	struct compact_stream_result res;
+	uint8_t *fbuf;    /* the filter's output (o->filter) */
+	size_t fcap;
 };
 
 static int head_advance(struct head *h)
@@ -288,7 +290,27 @@ static int merge_emit(struct merge *m, const struct seg_item *it)
 		if (rc)
 			return rc;
 	}
-	int rc = seg_writer_add(m->w, it->key, it->klen, &it->e);
+	struct pe_entry e = it->e;
+	if (o->filter) {
+		/* at most the original size: a filter only removes content */
+		if (!m->fbuf || m->fcap < e.len) {
+			size_t nc = PARLEY_MAX((size_t)e.len, (size_t)4096);
+			uint8_t *b = realloc(m->fbuf, nc);
+			if (!b)
+				return -PARLEY_ENOMEM;
+			m->fbuf = b;
+			m->fcap = nc;
+		}
+		int n = o->filter(o->filter_arg, it->key, it->klen, &e, m->fbuf,
+				  e.len);
+		if (n >= 0) {
+			PARLEY_ASSERT((uint32_t)n <= e.len);
+			e.payload = m->fbuf;
+			e.len = (uint32_t)n;
+			m->st->filtered++;
+		}
+	}
+	int rc = seg_writer_add(m->w, it->key, it->klen, &e);
 	if (rc)
 		return rc;
 	if (!m->res.kept)
@@ -426,6 +448,7 @@ int compact_run(struct seg_reader *const *inputs, size_t n,
 	for (size_t i = 0; i < n; i++)
 		seg_iter_free(m.h[i].it);
 	free(m.h);
+	free(m.fbuf);
 	for (size_t i = 0; i < n; i++)
 		st->bytes_read += seg_bytes_read(inputs[i]);
 	st->bytes_read -= m.read0;

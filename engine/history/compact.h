@@ -152,11 +152,17 @@ struct compact_opts {
 	 * 0 = copy all. (If the merge keeps no entry at all there is no output
 	 * file and the records are dropped with the inputs.) */
 	uint64_t idem_min_ts;
+	/* pe_options.compact_filter (NULL = none): may replace a kept
+	 * entry's payload, see parley_engine.h */
+	int (*filter)(void *arg, const void *key, size_t klen,
+		      const struct pe_entry *e, uint8_t *out, size_t cap);
+	void *filter_arg;
 };
 
 struct compact_stats {
 	uint64_t entries_in, entries_out;
 	uint64_t dropped_tomb, dropped_retention, duplicates;
+	uint64_t filtered;                  /* payloads replaced by the filter */
 	uint64_t bytes_read, bytes_written; /* file bytes */
 	uint64_t idem_in, idem_out;         /* idempotency records */
 	uint32_t streams_in, streams_out;

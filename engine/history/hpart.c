@@ -915,6 +915,9 @@ struct hpart_cjob {
 	struct hman_stream *marks; /* snapshot, sorted */
 	size_t nmarks;
 	const struct retention_policy *retention;
+	int (*filter)(void *arg, const void *key, size_t klen,
+		      const struct pe_entry *e, uint8_t *out, size_t cap);
+	void *filter_arg;
 	struct hpart_compact_opts co;
 	uint64_t idem_min_ts;
 	uint32_t block_bytes;
@@ -993,6 +996,8 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	j->cache = h->o.cache;
 	j->cache_ns = hp_cache_ns(h);
 	j->retention = h->o.retention;
+	j->filter = h->o.filter;
+	j->filter_arg = h->o.filter_arg;
 	j->co = *o;
 	j->block_bytes = h->o.block_bytes;
 	j->level = h->o.level;
@@ -1101,6 +1106,7 @@ int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st)
 			.on_stream = cj_stream, .stream_arg = j,
 			.pace = j->co.rate_bytes_per_s ? cj_pace : NULL, .pace_arg = j,
 			.idem_min_ts = j->idem_min_ts,
+			.filter = j->filter, .filter_arg = j->filter_arg,
 		};
 		rc = compact_run(in, j->nin, &o, &j->st);
 	}

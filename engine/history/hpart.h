@@ -74,6 +74,10 @@ struct hpart_opts {
 	struct compact_tier_opts tiers;      /* zeros = compact.h defaults */
 	bool read_only;                      /* inspect: never write (no cleanup; jobs refused) */
 	uint64_t idem_window_ms;             /* 0 = 7 days; compaction keeps records this young */
+	/* pe_options.compact_filter (NULL = none) */
+	int (*filter)(void *arg, const void *key, size_t klen,
+		      const struct pe_entry *e, uint8_t *out, size_t cap);
+	void *filter_arg;
 };
 
 /* Loads (or creates) the partition's history in `dir` (which must exist):

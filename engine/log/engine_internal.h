@@ -10,6 +10,7 @@
  *   log/shard.c        the shard thread: inbox, loop, group commit, apply
  *   log/shard_req.c    the shard's request handlers
  *   log/part_raft.c    each partition a Raft group on the shard's WAL
+ *   log/part_repl.c    replication API: inbound messages, ticks, status
  *   log/part_wait.c    proposals waiting by (index, term)
  *   log/cmd.c          the log command codec
  *   log/wal.c          the shard's write-ahead log
@@ -158,7 +159,22 @@ struct part {
 	uint64_t rsnap_index;   /* the group was told: compacted to here */
 	struct raft_entry *rlog; /* durable entries not applied yet, owned */
 	uint64_t rlog_first, rlog_n, rlog_cap;
+	uint64_t rlog_bytes;    /* payload bytes held in rlog */
+	const struct engine_cluster *cl; /* the engine's (set at raft open) */
 	bool ready_out;         /* a ready's entries await their WAL batch */
+	/* replication (log/part_raft.c, log/part_repl.c) */
+	const struct raft_msg *out_msgs; /* the out ready's messages: sent
+					    when its batch is durable */
+	uint32_t out_n;
+	struct req *rin_head, *rin_tail; /* inbound messages not stepped yet */
+	uint32_t pend_ticks;    /* ticks not given to the group yet */
+	uint32_t follow_wait;   /* ticks before the next leadership handoff */
+	bool was_leader;
+	bool snap_logged;
+	uint64_t term_start;    /* leader: index of its term's no-op */
+	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
+		pub_applied, pub_last, pub_snap_needed, pub_dropped,
+		pub_writable;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */
 	struct part *dnext;
@@ -207,6 +223,8 @@ enum req_kind {
 	REQ_HIST_DONE, /* a history worker finished a job (from == kind) */
 	REQ_FLUSH,
 	REQ_COMPACT,
+	REQ_RAFT,      /* one inbound Raft message (log/part_repl.c) */
+	REQ_TICK,      /* a Raft tick for every group of the shard */
 };
 
 struct req {
@@ -264,8 +282,6 @@ struct shard {
 	struct bcache *cache;   /* decompressed history blocks, this shard's */
 	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
 	uint64_t next_tick_ms;  /* periodic retention compaction */
-	uint64_t raft_tick_ms;  /* the groups' next tick (engine_clock) */
-	_Atomic uint64_t raft_ticks; /* ticks given to the groups (pe_stats) */
 	bool stopping;
 	int fatal;
 
@@ -310,8 +326,22 @@ struct hworker {
 	struct hjob *head, *tail;
 };
 
+/* Replication settings (pe_options.cluster, copied at open). */
+struct engine_cluster {
+	bool on;                /* pe_options.cluster was given */
+	uint64_t node_id;       /* this node in its groups (1 without a cluster) */
+	struct raft_conf conf;  /* every group's voters */
+	uint32_t election_ticks, heartbeat_ticks;
+	uint64_t log_keep_bytes;
+	pe_raft_send_fn send;
+	void *send_arg;
+	bool follow0;           /* pe_cluster.follow_partition0 */
+	_Atomic uint64_t *lead0; /* partition 0's published leader */
+};
+
 struct pe_engine {
 	struct pe_options opt;
+	struct engine_cluster cl;
 	struct hworker hw[HW_COUNT];
 	struct retention_policy retention;
 	struct retention_rule *rules;
@@ -381,14 +411,22 @@ int part_state_hash(const struct part *p, uint64_t *out);
 /* log/part_raft.c */
 int part_raft_recover(struct part *p, const struct wal_rec *rec);
 int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
-int part_raft_open(struct part *p);
+int part_raft_open(struct pe_engine *e, struct part *p);
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
 void part_raft_durable(struct part *p);
 void part_raft_compact(struct part *p);
 int part_raft_elect(struct shard *sh);
 void part_raft_free(struct part *p);
 void part_raft_apply_recovered(struct shard *sh, struct part *p);
-int part_raft_tick(struct shard *sh, int *wait_ms);
+void part_raft_publish(struct part *p);
+int part_raft_read_check(struct part *p);
+void part_raft_close(struct shard *sh);
+
+/* log/part_repl.c */
+void part_repl_recv(struct shard *sh, struct req *r);
+void part_repl_tick(struct shard *sh, struct req *r);
+const struct raft_msg *part_repl_msg(const struct req *r);
+int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c);
 
 /* log/part_wait.c */
 void part_wait_push(struct part *p, struct req *r);

@@ -45,8 +45,25 @@
  * entries are applied before the same ready's new entries are persisted
  * (they were durable before: I4), and a ready whose only change is the
  * commit index is advanced at once (the commit index is not stored).
- * Messages: a group of one sends none (asserted); other voters come with
- * replication.
+ *
+ * Several voters (pe_options.cluster, parley_engine.h "Replication"):
+ *   - messages: a ready's messages leave through cl->send only after
+ *     what they depend on is durable: a new term or vote is stored
+ *     (HARDSTATE, at once, blocking) before anything else of the ready,
+ *     and a ready with entries keeps its messages (out_msgs) until its
+ *     WAL batch is fdatasync'd (part_raft_durable). A group of one sends
+ *     none (asserted).
+ *   - inputs: inbound messages (rin, from log/part_repl.c) and ticks
+ *     (pend_ticks) are given to the group when it has no ready out (no
+ *     raft_* call between ready and advance); an APPEND is stepped only
+ *     when its entries fit the open WAL batch, else it waits for the next.
+ *   - catch-up: applied entries stay in rlog up to cl->log_keep_bytes so a
+ *     leader can send them to lagging followers; below that a follower
+ *     would need a snapshot, which is not built: snapshot_read refuses
+ *     (logged once, counted) and inbound SNAPSHOT messages are dropped,
+ *     so nothing ever installs a fake (empty) snapshot.
+ *   - leadership loss: the waiters above the commit index fail with
+ *     -PARLEY_ENOTLEADER and the leader hint; the others apply.
  *
  * Threads: a partition's group is driven by its shard thread only, and by
  * pe_open (the election at open) before the shard threads start.
@@ -61,11 +78,9 @@
 
 #define HS_MAGIC 0x3153484D4C5041ull /* "PLAMHS1" */
 #define HS_SEED 0x48415244535441ull
-#define RAFT_NODE_ID 1u              /* this node in its groups of one */
-#define RAFT_ELECTION_TICKS 4u
+#define RAFT_ELECTION_TICKS 4u       /* a group of one (never ticks live) */
+#define MAX_PEND_TICKS 2u            /* ticks kept while a ready is out */
 #define RAFT_OPEN_ROUNDS 64u         /* election rounds at open, at most */
-#define RAFT_TICK_MS 100u            /* one logical tick of every group */
-#define RAFT_TICK_CATCHUP 4u         /* ticks made up at once, at most */
 #define PROP_MARGIN 2u               /* records a ready may add (no-op) */
 
 /* ---- rlog: durable entries not yet applied --------------------------------- */
@@ -74,6 +89,7 @@ static void rlog_free_from(struct part *p, uint64_t index)
 {
 	while (p->rlog_n && p->rlog_first + p->rlog_n - 1 >= index) {
 		p->rlog_n--;
+		p->rlog_bytes -= p->rlog[p->rlog_n].len;
 		free((void *)p->rlog[p->rlog_n].data);
 	}
 }
@@ -82,6 +98,7 @@ static void rlog_drop_through(struct part *p, uint64_t index)
 {
 	uint64_t k = 0;
 	while (k < p->rlog_n && p->rlog_first + k <= index) {
+		p->rlog_bytes -= p->rlog[k].len;
 		free((void *)p->rlog[k].data);
 		k++;
 	}
@@ -119,6 +136,7 @@ static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 		p->rlog = ne;
 		p->rlog_cap = nc;
 	}
+	p->rlog_bytes += len;
 	p->rlog[p->rlog_n++] = (struct raft_entry){
 		.term = term, .index = index, .len = len, .type = type,
 		.data = owned,
@@ -147,6 +165,12 @@ static uint64_t rlog_last(const struct part *p)
 
 void part_raft_free(struct part *p)
 {
+	while (p->rin_head) {
+		struct req *n = p->rin_head->next;
+		free(p->rin_head);
+		p->rin_head = n;
+	}
+	p->rin_tail = NULL;
 	raft_free(p->raft);
 	p->raft = NULL;
 	rlog_free_from(p, 0);
@@ -274,10 +298,11 @@ static int st_load(void *ctx, struct raft_hardstate *hs,
 	memset(snap, 0, sizeof *snap);
 	snap->index = p->flushed_index;
 	snap->term = p->snap_term;
-	snap->conf.n = 1;
-	snap->conf.max_id = RAFT_NODE_ID;
-	snap->conf.ids[0] = RAFT_NODE_ID;
-	snap->conf.roles[0] = RAFT_VOTER;
+	snap->conf = p->cl->conf;
+	/* several voters: a nonzero size makes a leader that needs to send
+	 * this snapshot ask snapshot_read, which refuses, instead of sending
+	 * an empty one a follower would install */
+	snap->size = p->cl->conf.n > 1 ? 1 : 0;
 	*last_index = rlog_last(p);
 	memset(partial, 0, sizeof *partial);
 	*partial_bytes = 0;
@@ -297,29 +322,46 @@ static int st_entry(void *ctx, uint64_t index, struct raft_entry *out)
 static int st_snapshot_read(void *ctx, uint64_t offset, void *buf,
 			    uint32_t len)
 {
-	/* sending a snapshot needs a peer: not in a group of one */
+	/* A follower is behind the log this leader keeps: it needs the
+	 * partition's snapshot (history segments + state), whose transfer is
+	 * not built. Refused, logged once per episode and counted. */
+	struct part *p = ctx;
+	atomic_fetch_add_explicit(&p->pub_snap_needed, 1, memory_order_relaxed);
+	if (!p->snap_logged) {
+		p->snap_logged = true;
+		PLOG_E("engine", "a follower is behind this leader's kept log "
+		       "and needs a snapshot, which is not implemented; it "
+		       "cannot catch up", "partition=%u first_kept_index=%" PRIu64,
+		       p->id, p->rlog_n ? p->rlog_first : p->flushed_index + 1);
+	}
 	return -PARLEY_EIO;
 }
 
-int part_raft_open(struct part *p)
+int part_raft_open(struct pe_engine *e, struct part *p)
 {
+	p->cl = &e->cl;
+	e->cl.lead0 = &e->parts[0].pub_leader;
 	struct raft_config c = {0};
-	c.id = RAFT_NODE_ID;
+	c.id = e->cl.node_id;
 	c.group = p->id;
-	c.election_ticks = RAFT_ELECTION_TICKS;
-	c.heartbeat_ticks = 1;
+	if (e->cl.conf.n > 1) {
+		c.election_ticks = e->cl.election_ticks;
+		c.heartbeat_ticks = e->cl.heartbeat_ticks;
+	} else {
+		c.election_ticks = RAFT_ELECTION_TICKS;
+		c.heartbeat_ticks = 1;
+	}
+	/* the core mixes its node id into the seed, so the voters of one
+	 * group draw different election timeouts */
+	c.rng_seed = p->id;
 	c.max_inflight = 4;
 	c.max_batch_entries = RAFT_MAX_MSG_ENTRIES;
 	c.max_batch_bytes = 1u << 20;
 	c.max_uncommitted = 1u << 20; /* the memtable bound limits appends */
 	c.chunk_bytes = RAFT_MAX_CHUNK_BYTES;
-	c.rng_seed = p->id;
 	c.pre_vote = true;
 	c.check_quorum = true;
-	c.bootstrap.n = 1;
-	c.bootstrap.max_id = RAFT_NODE_ID;
-	c.bootstrap.ids[0] = RAFT_NODE_ID;
-	c.bootstrap.roles[0] = RAFT_VOTER;
+	c.bootstrap = e->cl.conf;
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read};
@@ -381,6 +423,152 @@ static void apply_entry(struct shard *sh, struct part *p,
 
 /* ---- one ready ------------------------------------------------------------------ */
 
+/* Fails a proposal (queued or waiting) with err and the leader hint. */
+static void fail_hint(struct part *p, struct req *r, int err)
+{
+	uint64_t leader = p->raft ? raft_leader(p->raft) : 0;
+	p->pending_bytes -= r->mem_estimate;
+	if (r->kind == REQ_DELETE) {
+		struct pe_delete_result d = {.err = err, .leader = leader};
+		r->cb.del(r->arg, &d);
+	} else {
+		struct pe_append_result a = {.err = err, .leader = leader};
+		r->cb.append(r->arg, &a);
+	}
+	free(r);
+}
+
+static void fail_chain_hint(struct part *p, struct req *r, int err)
+{
+	while (r) {
+		struct req *n = r->next;
+		fail_hint(p, r, err);
+		r = n;
+	}
+}
+
+/* Reads on a leader that has not yet applied the entries committed before
+ * its term (through its own no-op) would miss them: -PARLEY_EAGAIN
+ * (retryable) until it has. Other nodes read what they applied
+ * (parley_engine.h, Replication, contract 7). */
+int part_raft_read_check(struct part *p)
+{
+	if (!p->raft || p->cl->conf.n < 2 || raft_role(p->raft) != RAFT_LEADER)
+		return 0;
+	return raft_applied(p->raft) >= p->term_start ? 0 : -PARLEY_EAGAIN;
+}
+
+/* The shard stops (pe_close): proposals still waiting for a quorum that
+ * will not answer any more fail with -PARLEY_ECLOSED, so every callback
+ * runs once. A group of one has none left by then (its batch is done). */
+void part_raft_close(struct shard *sh)
+{
+	struct pe_engine *e = sh->e;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		fail_chain_hint(p, part_wait_take_after(p, 0), -PARLEY_ECLOSED);
+		fail_chain_hint(p, p->prop_head, -PARLEY_ECLOSED);
+		p->prop_head = p->prop_tail = NULL;
+	}
+}
+
+/* Publishes the group's state for pe_raft_status (any thread). */
+void part_raft_publish(struct part *p)
+{
+	if (!p->raft)
+		return;
+	atomic_store_explicit(&p->pub_role, raft_role(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_term, raft_term(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_leader, raft_leader(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_commit, raft_commit(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_applied, raft_applied(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_last, raft_last_index(p->raft), memory_order_relaxed);
+	atomic_store_explicit(&p->pub_writable,
+			      raft_role(p->raft) == RAFT_LEADER &&
+			      part_raft_read_check(p) == 0,
+			      memory_order_relaxed);
+}
+
+/* After the group moved: a lost leadership fails exactly the waiters
+ * above the commit index (those at or below it apply); publish. */
+static void after_step(struct part *p)
+{
+	bool lead = raft_role(p->raft) == RAFT_LEADER;
+	if (p->was_leader && !lead) {
+		struct req *lost = part_wait_take_after(p, raft_commit(p->raft));
+		uint64_t n = 0;
+		for (struct req *r = lost; r; r = r->next)
+			n++;
+		if (n)
+			PLOG_W("engine", "leadership lost; uncommitted appends "
+			       "fail with NOTLEADER", "partition=%u term=%" PRIu64
+			       " failed=%" PRIu64 " leader=%" PRIu64, p->id,
+			       raft_term(p->raft), n, raft_leader(p->raft));
+		fail_chain_hint(p, lost, -PARLEY_ENOTLEADER);
+	}
+	if (lead && !p->was_leader) {
+		p->snap_logged = false;
+		p->term_start = raft_last_index(p->raft); /* its no-op */
+	}
+	p->was_leader = lead;
+	part_raft_publish(p);
+}
+
+static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
+{
+	if (!n)
+		return;
+	PARLEY_ASSERT(p->cl->conf.n > 1 && p->cl->send);
+	p->cl->send(p->cl->send_arg, m, n);
+}
+
+/* Gives the group its pending ticks and inbound messages; an APPEND only
+ * when its entries fit the open WAL batch (else it waits on rin for the
+ * next). Returns the WAL bytes the stepped entries may take. */
+static uint64_t repl_inputs(struct shard *sh, struct part *p)
+{
+	while (p->pend_ticks) {
+		raft_tick(p->raft);
+		p->pend_ticks--;
+		if (p->follow_wait)
+			p->follow_wait--;
+	}
+	/* leader placement: hand the group to partition 0's leader (at most
+	 * one attempt per election timeout) */
+	if (p->cl->follow0 && p->id != 0 && !p->follow_wait &&
+	    raft_role(p->raft) == RAFT_LEADER) {
+		uint64_t to = atomic_load_explicit(p->cl->lead0,
+						   memory_order_relaxed);
+		if (to && to != p->cl->node_id &&
+		    raft_conf_find(&p->cl->conf, to) >= 0) {
+			p->follow_wait = 2 * p->cl->election_ticks;
+			(void)raft_transfer(p->raft, to);
+		}
+	}
+	uint64_t room = wal_open_room(sh->wal), used = 0;
+	while (p->rin_head) {
+		struct req *r = p->rin_head;
+		const struct raft_msg *m = part_repl_msg(r);
+		if (m->type == RAFT_MSG_APPEND && m->n_entries) {
+			uint64_t need = PROP_MARGIN * WAL_REC_SPACE(0);
+			for (uint32_t k = 0; k < m->n_entries; k++)
+				need += WAL_REC_SPACE(m->entries[k].len);
+			if (used + need > room && wal_has_open(sh->wal))
+				break; /* the next batch takes it */
+			used += need;
+		}
+		p->rin_head = r->next;
+		if (!p->rin_head)
+			p->rin_tail = NULL;
+		int rc = raft_step(p->raft, m);
+		if (rc)
+			atomic_fetch_add_explicit(&p->pub_dropped, 1,
+						  memory_order_relaxed);
+		free(r);
+	}
+	return used;
+}
+
 /* Persists a ready's entries into the open WAL batch (and rlog). */
 static int persist_entries(struct shard *sh, struct part *p,
 			   const struct raft_ready *rd)
@@ -409,10 +597,10 @@ static int persist_entries(struct shard *sh, struct part *p,
 }
 
 /* Proposes what fits into the open batch. */
-static void propose_queued(struct shard *sh, struct part *p)
+static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
 {
 	struct pe_engine *e = sh->e;
-	uint64_t room = wal_open_room(sh->wal), used = 0;
+	uint64_t room = wal_open_room(sh->wal);
 	uint64_t margin = PROP_MARGIN * WAL_REC_SPACE(0);
 	while (p->prop_head) {
 		struct req *r = p->prop_head;
@@ -429,8 +617,7 @@ static void propose_queued(struct shard *sh, struct part *p)
 		uint64_t index;
 		int rc = raft_propose(p->raft, r->data, r->len, &index);
 		if (rc) {
-			p->pending_bytes -= r->mem_estimate;
-			shard_req_fail(r, rc);
+			fail_hint(p, r, rc);
 			continue;
 		}
 		used += need;
@@ -454,16 +641,25 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 {
 	if (!p->raft || p->ready_out)
 		return 0;
+	uint64_t used = 0;
+	if (live && p->cl->conf.n > 1)
+		used = repl_inputs(sh, p);
 	for (;;) {
 		if (live && propose)
-			propose_queued(sh, p);
+			propose_queued(sh, p, used);
+		used = 0;
 		struct raft_ready *rd = raft_ready(p->raft);
 		if (rd->empty) {
 			raft_advance(p->raft);
+			after_step(p);
 			return 0;
 		}
-		PARLEY_ASSERT(rd->n_msgs == 0 && !rd->has_chunk &&
-			      !rd->n_repair); /* a group of one */
+		/* no snapshot ever reaches the group (inbound SNAPSHOT
+		 * messages are dropped), and the WAL's record checksums leave
+		 * no damaged entry to repair */
+		PARLEY_ASSERT(!rd->has_chunk && !rd->has_install &&
+			      !rd->n_repair);
+		PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
 		int rc = 0;
 		if (rd->truncate_from)
 			rlog_free_from(p, rd->truncate_from);
@@ -491,10 +687,14 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			apply_entry(sh, p, &rd->committed[k], live);
 		if (rd->n_entries || rd->truncate_from || (hs_new && !live)) {
 			p->ready_out = true; /* advance when the batch is durable */
+			p->out_msgs = rd->msgs; /* ... and send then */
+			p->out_n = rd->n_msgs;
 			p->rnext = sh->ready_open;
 			sh->ready_open = p;
+			after_step(p);
 			return 0;
 		}
+		send_msgs(p, rd->msgs, rd->n_msgs);
 		raft_advance(p->raft);
 		part_raft_compact(p);
 	}
@@ -505,8 +705,12 @@ void part_raft_durable(struct part *p)
 {
 	PARLEY_ASSERT(p->ready_out);
 	p->ready_out = false;
+	send_msgs(p, p->out_msgs, p->out_n); /* persist before send */
+	p->out_msgs = NULL;
+	p->out_n = 0;
 	raft_advance(p->raft);
 	part_raft_compact(p);
+	after_step(p);
 }
 
 /* Tells the group its log is compacted to what is applied and drops those
@@ -514,60 +718,30 @@ void part_raft_durable(struct part *p)
 void part_raft_compact(struct part *p)
 {
 	uint64_t applied = raft_applied(p->raft);
-	if (applied <= p->rsnap_index)
+	uint64_t to = applied;
+	if (p->cl->conf.n > 1) {
+		/* keep the newest applied entries, up to log_keep_bytes, for
+		 * followers that lag (catch-up by log) */
+		uint64_t bytes = p->rlog_bytes;
+		to = 0;
+		for (uint64_t k = 0; k < p->rlog_n &&
+		     p->rlog_first + k <= applied &&
+		     bytes > p->cl->log_keep_bytes; k++) {
+			bytes -= p->rlog[k].len;
+			to = p->rlog_first + k;
+		}
+	}
+	if (to <= p->rsnap_index)
 		return;
 	struct raft_snapshot_meta m = {0};
-	m.index = applied;
-	m.term = raft_term_at(p->raft, applied);
+	m.index = to;
+	m.term = raft_term_at(p->raft, to);
 	m.conf = *raft_conf(p->raft);
+	m.size = p->cl->conf.n > 1 ? 1 : 0; /* see st_load */
 	if (raft_compacted(p->raft, &m) == 0) {
-		p->rsnap_index = applied;
-		rlog_drop_through(p, applied);
+		p->rsnap_index = to;
+		rlog_drop_through(p, to);
 	}
-}
-
-/* ---- the groups' clock ------------------------------------------------------------ */
-
-/*
- * Ticks every group of the shard once per RAFT_TICK_MS of the engine's
- * clock (engine_clock: injectable, so a simulator drives it), at most
- * RAFT_TICK_CATCHUP ticks per call after a stall or a clock jump. A group
- * whose ready waits for its WAL batch is skipped (no raft_* call between a
- * ready and its advance): its logical clock slips by those ticks. Cheap
- * for idle groups: a tick and an empty ready each; a group of one, as
- * leader, produces nothing from a tick. Returns 0 or the error of
- * part_raft_run (a failed log). Returns the ms until the next tick in
- * *wait_ms. Shard thread.
- */
-int part_raft_tick(struct shard *sh, int *wait_ms)
-{
-	struct pe_engine *e = sh->e;
-	uint64_t now = engine_clock(e);
-	if (!sh->raft_tick_ms)
-		sh->raft_tick_ms = now + RAFT_TICK_MS;
-	if (now < sh->raft_tick_ms) {
-		*wait_ms = (int)PARLEY_MIN(sh->raft_tick_ms - now,
-					   (uint64_t)RAFT_TICK_MS);
-		return 0;
-	}
-	uint64_t n = (now - sh->raft_tick_ms) / RAFT_TICK_MS + 1;
-	sh->raft_tick_ms = now + RAFT_TICK_MS;
-	*wait_ms = RAFT_TICK_MS;
-	n = PARLEY_MIN(n, (uint64_t)RAFT_TICK_CATCHUP);
-	atomic_store_explicit(&sh->raft_ticks,
-			      atomic_load_explicit(&sh->raft_ticks, memory_order_relaxed) + n,
-			      memory_order_relaxed);
-	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
-		struct part *p = &e->parts[i];
-		if (!p->raft || p->ready_out || p->corrupt)
-			continue;
-		for (uint64_t k = 0; k < n; k++)
-			raft_tick(p->raft);
-		int rc = part_raft_run(sh, p, true, false);
-		if (rc)
-			return rc;
-	}
-	return 0;
 }
 
 /* ---- open: elect every group of the shard and apply the recovered log ---------- */

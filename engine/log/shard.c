@@ -45,10 +45,9 @@
  *      reads of entries the memtable no longer holds (REQ_READ, tail
  *      catch-up) still pread and decompress segment blocks here (block
  *      cache misses only), and a live HARDSTATE store (a term or vote
- *      change, which a group of one never makes after open).
- *
- * The groups' clock: part_raft_tick gives every group a tick per
- * RAFT_TICK_MS of engine_clock from the loop.
+ *      change: elections of replicated groups; a group of one never
+ *      makes one after open).
+
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -198,7 +197,7 @@ static void shard_run_dirty(struct shard *sh)
 			int rc = part_raft_run(sh, p, true, true);
 			if (rc)
 				shard_fatal(sh, rc);
-			else if (p->prop_head && !p->ready_out)
+			else if ((p->prop_head || p->rin_head) && !p->ready_out)
 				shard_mark_dirty(sh, p); /* the open batch was full */
 		}
 		p = n;
@@ -439,6 +438,12 @@ static void shard_process(struct shard *sh)
 		case REQ_UNSUBSCRIBE:
 			shard_req_unsubscribe(sh, r);
 			break;
+		case REQ_RAFT:
+			part_repl_recv(sh, r);
+			break;
+		case REQ_TICK:
+			part_repl_tick(sh, r);
+			break;
 		case REQ_STOP:
 			sh->stopping = true;
 			free(r);
@@ -510,12 +515,6 @@ void *shard_main(void *arg)
 		shard_submit(sh);
 		sub_run_catchup(sh);
 		hist_job_tick(sh);
-		int raft_wait = -1;
-		if (!sh->fatal) {
-			int rc = part_raft_tick(sh, &raft_wait);
-			if (rc)
-				shard_fatal(sh, rc);
-		}
 		if (sh->stopping && !sh->backlog && !sh->dirty &&
 		    !hist_job_busy(sh) &&
 		    (sh->fatal ||
@@ -535,8 +534,6 @@ void *shard_main(void *arg)
 				      ((sh->backlog || sh->dirty) &&
 				       !wal_busy(sh->wal))
 				      ? 0 : hist_job_tick_timeout(sh);
-		if (raft_wait >= 0 && (timeout < 0 || raft_wait < timeout))
-			timeout = raft_wait;
 		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 		if (atomic_load(&e->aborting))
 			return NULL;
@@ -548,6 +545,7 @@ void *shard_main(void *arg)
 		for (int i = 0; i < n; i++)
 			shard_on_cqe(sh, &cqes[i]);
 	}
+	part_raft_close(sh); /* replication: waiters no quorum answered */
 	shard_close_subs(sh);
 	return NULL;
 }

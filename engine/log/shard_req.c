@@ -97,6 +97,8 @@ void shard_req_read(struct shard *sh, struct req *r)
 		res.err = -PARLEY_ECORRUPT;
 		goto done;
 	}
+	if ((res.err = part_raft_read_check(p)) != 0)
+		goto done; /* a new leader not caught up yet (log/part_raft.c) */
 	struct stream *s = stream_lookup(p, r->data, r->klen, false);
 	if (!s || s->last_seq == 0) {
 		res.end = true;
@@ -182,6 +184,8 @@ void shard_req_meta(struct shard *sh, struct req *r)
 	memset(o, 0, sizeof *o);
 	if (p->corrupt) {
 		o->err = -PARLEY_ECORRUPT;
+	} else if ((o->err = part_raft_read_check(p)) != 0) {
+		/* a new leader not caught up yet (log/part_raft.c) */
 	} else {
 		struct stream *s = stream_lookup(p, r->data, r->klen, false);
 		if (s && s->last_seq) {

@@ -93,8 +93,11 @@ int main(void)
 			IT_CHECK(e->conv_seq == (uint64_t)j + 1,
 				 "device %s event %d has conv_seq %" PRIu64,
 				 d[i].device, j, e->conv_seq);
-			IT_CHECK(j == 0 || e->inbox_seq == d[i].ev.v[j - 1].inbox_seq + 1,
-				 "inbox gap on %s", d[i].device);
+			/* increasing, not dense: delivered / read receipts
+			 * (RECEIPT events, not passed to on_event) sit between
+			 * messages; libparley itself resubscribes on a gap */
+			IT_CHECK(j == 0 || e->inbox_seq > d[i].ev.v[j - 1].inbox_seq,
+				 "inbox order on %s", d[i].device);
 			IT_CHECK(!strcmp(e->conv, "d:alice:bob"));
 			int found = 0;
 			for (int m = 0; m < ns; m++)

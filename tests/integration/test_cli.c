@@ -303,6 +303,11 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "#1 you: hello from the terminal", 20000, "--before 2 shows #1");
 	term_wait(&t, "start of the conversation", 20000, "history footer");
 
+	/* the prompt shows bob's presence and typing (issue 13) */
+	term_wait(&t, "[alice -> bob (online)", 20000, "bob's presence in the prompt");
+	IT_OK(parley_client_typing(b, conv, PARLEY_TYPING_STARTED));
+	term_wait(&t, "bob is typing...", 20000, "bob's typing in the prompt");
+
 	/* a message from bob arrives while alice is typing: her half line stays */
 	term_type(&t, "half a li");
 	struct parley_send_result res;
@@ -311,7 +316,28 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "half a li", 20000, "the line being typed is redrawn after it");
 	term_type(&t, "ne\r");
 	term_wait(&t, "you: half a line  [sent]", 20000, "the finished line is sent whole");
+
+	/* edits and deletes: own, someone else's, and shown live / in history */
+	term_type(&t, "/edit 1 hello, edited\r");
+	term_wait(&t, "* #1 edited", 20000, "/edit is acknowledged");
+	char want[128];
+	IT_OK(parley_client_edit(b, conv, res.seq, PARLEY_CT_TEXT, "ping, fixed", 11, NULL));
+	snprintf(want, sizeof want, "#%llu bob: ping, fixed  (edited)",
+		 (unsigned long long)res.seq);
+	term_wait(&t, want, 20000, "bob's edit is shown live on the message's #");
+	snprintf(want, sizeof want, "/delete %llu\r", (unsigned long long)res.seq);
+	term_type(&t, want);
+	snprintf(want, sizeof want, "#%llu is not your message", (unsigned long long)res.seq);
+	term_wait(&t, want, 20000, "someone else's message cannot be deleted");
+	term_type(&t, "/delete 1\r");
+	term_wait(&t, "* #1 deleted for everyone", 20000, "/delete is acknowledged");
+	term_type(&t, "/history 1 --before 2\r");
+	term_wait(&t, "#1 you: (deleted)", 20000, "history shows the deletion");
+	term_type(&t, "/retention count 1000\r");
+	term_wait(&t, "* retention with bob: at most 1000 messages", 20000,
+		  "/retention sets the conversation's own limit");
 	parley_client_free(b);
+	term_wait(&t, "[alice -> bob (last seen ", 20000, "bob's last seen after he left");
 
 	term_type(&t, "/quit\r");
 	int st = -1;

@@ -42,6 +42,17 @@
  *      model's data or a clear error (open fails, ECORRUPT); acknowledged
  *      data never silently goes missing or changes.
  *
+ * KNOWN (not yet fixed in the engine, so off by default): with a bounded
+ * idempotency table (PARLEY_ESIM_IDEM_BOUNDED=1: idem_max_keys of 8..71,
+ * a window of 5..34 min) a restart renumbers acknowledged entries, e.g.
+ * seeds 5 and 22 (not every run): a retry whose id the live table had already forgotten
+ * was appended anew, but the table rebuilt at open (records loaded from
+ * history segments in segment order, filtered by the clock at open, then
+ * the WAL replayed) still holds that id, so the replay takes the retry for
+ * a duplicate and every later append of the stream lands two seqs lower.
+ * Expiry and eviction walk a FIFO whose order after a reload is not the
+ * apply order.
+ *
  * Determinism: the workload (every choice of the PRNG, the clock, the
  * faults) comes from the seed, but the engine runs its shard, WAL-spare and
  * history threads for real, so how appends group into WAL batches and the
@@ -159,7 +170,7 @@ struct esub {
 struct esim {
 	uint64_t seed;
 	uint32_t step;
-	bool verbose;
+	int verbose; /* PARLEY_ESIM_VERBOSE: 1 a line per step, 2 per append */
 	struct parley_rng rng;
 	struct parley_rng vrng; /* verification's page sizes: kept apart so
 				   the workload's draws do not depend on how
@@ -178,6 +189,9 @@ struct esim {
 	uint32_t npend, cappend;
 	uint64_t next_pseed, next_prod;
 	bool strict_dirs;   /* io_mem loses unsynced namespace changes */
+	bool idem_bounded;  /* small idem_max_keys / window: a retry of an
+			       old id may be forgotten (appended anew), but
+			       a duplicate still carries the original seq */
 	bool fault_armed;   /* a fault was armed since the last open */
 	bool fatal_seen;    /* an error a fault explains: reopen next */
 
@@ -963,6 +977,10 @@ static void account(struct esim *x, struct op *o, bool faults_ok)
 				s->key, parley_strerror(r->err));
 		x->st->fault_errors++;
 		x->fatal_seen = true;
+		if (x->verbose > 1)
+			es_log(x, "error %s %s count %u len0 %u key %d%s", s->key,
+			       parley_strerror(r->err), o->sp.count, o->sp.len[0],
+			       o->key, o->retry ? " (retry)" : "");
 		if (k)
 			k->failed = true;
 		add_pend(x, o); /* may be on disk: known at the reopen */
@@ -981,7 +999,7 @@ static void account(struct esim *x, struct op *o, bool faults_ok)
 		x->st->dups++;
 		return;
 	}
-	if (k && k->st == KEY_COMMITTED)
+	if (k && k->st == KEY_COMMITTED && !x->idem_bounded)
 		es_fail(x, "%s: retry of an id committed at seq %" PRIu64
 			   " appended again at %" PRIu64, s->key, k->seq, r->seq);
 	if (r->seq != s->n + 1 || r->count != o->sp.count)
@@ -991,6 +1009,10 @@ static void account(struct esim *x, struct op *o, bool faults_ok)
 	if (r->last_seq != r->seq + r->count - 1)
 		es_fail(x, "%s: last_seq %" PRIu64 " after seq %" PRIu64
 			   " count %u", s->key, r->last_seq, r->seq, r->count);
+	if (x->verbose > 1)
+		es_log(x, "ack %s seq %" PRIu64 " count %u len0 %u key %d%s",
+		       s->key, r->seq, r->count, o->sp.len[0], o->key,
+		       o->retry ? " (retry)" : "");
 	push_spec(x, s, &o->sp, k ? k->prod : zero_prod, r->ts_ms);
 	if (k) {
 		k->st = KEY_COMMITTED;
@@ -1020,7 +1042,12 @@ static void burst(struct esim *x, int mode, bool bulk)
 			/* a retry of an earlier id: same bytes again */
 			int k = (int)rnd(x, s->nkeys);
 			bool inflight = s->keys[k].st == KEY_INFLIGHT;
-			if (!inflight || mode == 0) {
+			/* with a bounded table a retry whose outcome is only
+			 * known at the reopen could be either: not modelled */
+			bool maybe_forgotten = x->idem_bounded &&
+					       s->keys[k].st == KEY_COMMITTED &&
+					       (mode != 0 || x->fault_armed);
+			if ((!inflight || mode == 0) && !maybe_forgotten) {
 				o->key = k;
 				o->retry = true;
 				o->sp = s->keys[k].sp;
@@ -1449,6 +1476,20 @@ static void setup(struct esim *x)
 	o->no_auto_compact = chance(x, 50);
 	o->block_cache_bytes = (128u << 10) << rnd(x, 4);
 	o->compaction_rate = 1ull << 40; /* no throttling sleeps */
+	/* A small idempotency table (few keys, a window of minutes): off
+	 * unless PARLEY_ESIM_IDEM_BOUNDED=1, because the engine does not yet
+	 * rebuild the same table at open as the one it had live (see the
+	 * KNOWN note at the top); the draws happen either way so that turning
+	 * it on does not change the rest of a seed's workload. */
+	bool bounded = chance(x, 25);
+	uint32_t max_keys = 8 + (uint32_t)rnd(x, 64);
+	uint64_t window = 60000ull * (5 + rnd(x, 30));
+	const char *ib = getenv("PARLEY_ESIM_IDEM_BOUNDED");
+	x->idem_bounded = bounded && ib && *ib == '1';
+	if (x->idem_bounded) {
+		o->idem_max_keys = max_keys;
+		o->idem_window_ms = window;
+	}
 	o->clock_ms = clock_cb;
 	o->clock_arg = x;
 	x->rules[0] = (struct pe_retention_rule){.prefix = "r/", .plen = 2,
@@ -1495,7 +1536,7 @@ static void teardown(struct esim *x)
 	free(x->pend);
 }
 
-int esim_run(uint64_t seed, uint32_t steps, bool verbose,
+int esim_run(uint64_t seed, uint32_t steps, int verbose,
 	     struct esim_stats *st)
 {
 	struct esim *x = calloc(1, sizeof *x);
@@ -1582,7 +1623,7 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
 		n = strtoull(v, NULL, 0);
 	if ((v = getenv("PARLEY_ESIM_STEPS")) && *v)
 		steps = (uint32_t)strtoul(v, NULL, 0);
-	bool verbose = (v = getenv("PARLEY_ESIM_VERBOSE")) && *v && *v != '0';
+	int verbose = (v = getenv("PARLEY_ESIM_VERBOSE")) ? atoi(v) : 0;
 	/* the faults make the engine log errors by design */
 	parley_log_set_level(verbose ? PLOG_INFO : PLOG_ERROR);
 	/* Every reopen reads whole 16 MiB WAL segments into fresh buffers:

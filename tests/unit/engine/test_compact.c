@@ -551,3 +551,80 @@ Test(compact, idempotency_records_carried)
 	free(cm.m);
 	pio_free(io);
 }
+
+/* ---- the compaction filter (pe_options.compact_filter) ------------------------------ */
+
+/* Strips the payload of every entry of "s/x" whose payload starts with
+ * "drop", to "-"; keeps everything else. */
+static int strip_filter(void *arg, const void *key, size_t klen,
+			const struct pe_entry *e, uint8_t *out, size_t cap)
+{
+	(*(int *)arg)++;
+	if (klen != 3 || memcmp(key, "s/x", 3) || e->len < 4 ||
+	    memcmp(e->payload, "drop", 4) || cap < 1)
+		return -1;
+	out[0] = '-';
+	return 1;
+}
+
+Test(compact, filter_replaces_payloads_and_keeps_the_rest)
+{
+	struct pio *io = pio_mem_new(11);
+	int calls = 0;
+	struct pe_options o = {.dir = "/f", .partitions = 2, .shards = 1, .io = io,
+			       .no_auto_flush = true, .no_auto_compact = true,
+			       .compact_filter = strip_filter,
+			       .compact_filter_arg = &calls};
+	struct pe_engine *e;
+	cr_assert_eq(pe_open(&o, &e), 0);
+	const char *bodies[] = {"keep 1", "drop 2", "keep 3", "drop 4"};
+	for (int i = 0; i < 4; i++) {
+		struct pe_input in = {.type = 7, .flags = 3,
+				      .len = (uint32_t)strlen(bodies[i]),
+				      .payload = bodies[i]};
+		struct pe_append_req q = {.key = i == 3 ? "s/y" : "s/x", .klen = 3,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		q.producer[0] = (uint8_t)(i + 1);
+		struct pe_append_result r;
+		cr_assert_eq(pe_append_sync(e, &q, &r), 0);
+	}
+	for (uint32_t p = 0; p < 2; p++) {
+		cr_assert_eq(pe_flush_sync(e, p), 0);
+		cr_assert_eq(pe_compact_sync(e, p, true), 0);
+	}
+	cr_assert_geq(calls, 4, "called for every kept entry");
+	struct pe_read_req rq = {.key = "s/x", .klen = 3, .from = 1,
+				 .dir = PE_FORWARD, .limit = 10};
+	struct pe_entry *es;
+	uint32_t n;
+	struct pe_read_result meta;
+	cr_assert_eq(pe_read_sync(e, &rq, &es, &n, &meta), 0);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(es[0].len, 6);
+	cr_assert(!memcmp(es[0].payload, "keep 1", 6));
+	cr_assert_eq(es[1].seq, 2, "the entry keeps its seq ...");
+	cr_assert_eq(es[1].type, 7, "... type ...");
+	cr_assert_eq(es[1].flags, 3, "... and flags");
+	cr_assert_eq(es[1].producer[0], 2, "... and producer");
+	cr_assert_eq(es[1].len, 1);
+	cr_assert_eq(es[1].payload[0], '-');
+	cr_assert(!memcmp(es[2].payload, "keep 3", 6));
+	free(es);
+	/* another stream's "drop" is the filter's choice to keep */
+	rq.key = "s/y";
+	cr_assert_eq(pe_read_sync(e, &rq, &es, &n, &meta), 0);
+	cr_assert_eq(n, 1);
+	cr_assert(!memcmp(es[0].payload, "drop 4", 6));
+	free(es);
+	/* and it survives a reopen (it is what the segment holds now) */
+	pe_close(e);
+	cr_assert_eq(pe_open(&o, &e), 0);
+	rq.key = "s/x";
+	cr_assert_eq(pe_read_sync(e, &rq, &es, &n, &meta), 0);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(es[1].len, 1);
+	free(es);
+	pe_close(e);
+	pio_free(io);
+}

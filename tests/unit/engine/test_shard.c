@@ -1,6 +1,6 @@
 /*
- * test_shard.c — the shard thread (engine/log/shard.c): it never waits on
- * the disk, and it ticks its partitions' Raft groups on the engine's clock.
+ * test_shard.c — the shard thread (engine/log/shard.c) never waits on the
+ * disk.
  *
  * "No disk wait on the shard thread" is checked directly, not by timing:
  * the engine runs on a wrapper around the in-memory backend that learns
@@ -232,13 +232,6 @@ static void watch_init(void)
 /* ---- helpers ---------------------------------------------------------------------- */
 
 static struct pe_engine *eng;
-static _Atomic uint64_t fake_ms = 1000000;
-
-static uint64_t fake_clock(void *arg)
-{
-	(void)arg;
-	return atomic_load(&fake_ms);
-}
 
 static struct pe_options opts(void)
 {
@@ -374,48 +367,4 @@ Test(shard, a_held_manifest_store_does_not_hold_other_partitions_appends)
 	append_n(a, 10, 1000);
 	append_n(b, 10, 1000);
 	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
-}
-
-/* ---- the groups' clock -------------------------------------------------------------- */
-
-Test(shard, raft_groups_tick_on_the_engine_clock_and_stay_leaders)
-{
-	watch_init();
-	struct pe_options o = opts();
-	o.clock_ms = fake_clock;
-	cr_assert_eq(pe_open(&o, &eng), 0);
-	char a[16];
-	key_in(0, a, sizeof a);
-	append_n(a, 3, 100);
-	struct pe_stats st;
-	/* the engine's clock stands still: no tick, whatever real time does */
-	for (int i = 0; i < 20; i++) {
-		usleep(5000);
-		pe_stats(eng, &st);
-		cr_assert_eq(st.raft_ticks, 0);
-	}
-	struct pe_partition_status p0;
-	cr_assert_eq(pe_partition_status(eng, 0, &p0), 0);
-	/* 30 s of engine time, in 300 ms steps: the shard ticks its groups
-	 * (it wakes at least every tick interval of real time to look) */
-	uint64_t want = 0;
-	for (int step = 0; step < 100; step++) {
-		atomic_fetch_add(&fake_ms, 300);
-		want += 3;
-		for (int i = 0; i < 5000; i++) {
-			pe_stats(eng, &st);
-			if (st.raft_ticks >= want)
-				break;
-			usleep(200);
-		}
-		cr_assert_geq(st.raft_ticks, want, "step %d", step);
-	}
-	/* a group of one keeps its leadership: no election, so no new term's
-	 * no-op in the log; appends go on at the next indexes */
-	struct pe_partition_status p1;
-	cr_assert_eq(pe_partition_status(eng, 0, &p1), 0);
-	cr_assert_eq(p1.last_index, p0.last_index);
-	append_n(a, 2, 100);
-	cr_assert_eq(pe_partition_status(eng, 0, &p1), 0);
-	cr_assert_eq(p1.last_index, p0.last_index + 2);
 }

@@ -1072,3 +1072,61 @@ Test(client, cli_commands)
 	cr_assert(strstr(out, "d:alice:bob #2 alice: first line\n"), "%s", out);
 	fake_stop(&F);
 }
+
+/* A port nothing listens on (bound, then closed). */
+static uint16_t dead_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(fd, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	socklen_t l = sizeof a;
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+Test(client, node_list_skips_a_dead_node)
+{
+	fake_start(&F, NULL);
+	char nodes[64];
+	snprintf(nodes, sizeof nodes, "127.0.0.1:%u,127.0.0.1:%u", dead_port(),
+		 F.port);
+	struct parley_client_opts o = {0};
+	o.nodes = nodes;
+	o.token = "good-token";
+	o.device_id = "test-device";
+	o.request_timeout_ms = 2000;
+	o.call_deadline_ms = 20000;
+	o.backoff_min_ms = 10;
+	o.backoff_max_ms = 100;
+	struct parley_client *c = NULL;
+	cr_assert_eq(parley_client_new(&o, &c), 0);
+	basic_session(c);
+	parley_client_free(c);
+	fake_stop(&F);
+}
+
+Test(client, node_list_refuses_bad_entries)
+{
+	const char *bad[] = {"", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000",
+			     ":7411", "[::1]7411", "a:1,,b:2", "h:1x"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct parley_client_opts o = {0};
+		o.nodes = bad[i];
+		o.token = "t";
+		o.device_id = "d";
+		struct parley_client *c = NULL;
+		cr_assert_eq(parley_client_new(&o, &c), -PARLEY_EINVAL,
+			     "nodes \"%s\" accepted", bad[i]);
+		cr_assert_null(c);
+	}
+	struct parley_client_opts o = {0};
+	o.nodes = "[::1]:7411,127.0.0.1:7412";
+	o.token = "t";
+	o.device_id = "d";
+	struct parley_client *c = NULL;
+	cr_assert_eq(parley_client_new(&o, &c), 0);
+	parley_client_free(c);
+}

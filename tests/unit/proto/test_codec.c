@@ -34,7 +34,13 @@ static const uint16_t ALL_TYPES[] = {
 	PARLEY_T_CONV, PARLEY_T_SEND, PARLEY_T_SEND_ACK, PARLEY_T_HISTORY,
 	PARLEY_T_HISTORY_PAGE, PARLEY_T_SYNC, PARLEY_T_SYNC_OK, PARLEY_T_EVENT,
 	PARLEY_T_EVENT_ACK, PARLEY_T_CONV_LIST, PARLEY_T_CONV_LIST_OK,
-	PARLEY_T_GOAWAY,
+	PARLEY_T_GOAWAY, PARLEY_T_TYPING, PARLEY_T_TYPING_PUSH,
+	PARLEY_T_PRESENCE_SUB, PARLEY_T_PRESENCE_SUB_OK, PARLEY_T_PRESENCE,
+	PARLEY_T_PRESENCE_SET, PARLEY_T_PRESENCE_SET_OK,
+	PARLEY_T_READ_MARKER, PARLEY_T_READ_MARKER_OK,
+	PARLEY_T_RECEIPTS, PARLEY_T_RECEIPTS_OK,
+	PARLEY_T_EDIT, PARLEY_T_DELETE, PARLEY_T_EDIT_ACK, PARLEY_T_DELETE_ACK,
+	PARLEY_T_RETENTION, PARLEY_T_RETENTION_OK,
 };
 
 /* A representative message of each type with every field non-default. */
@@ -140,6 +146,8 @@ static void sample(uint16_t type, struct parley_msg *m)
 		break;
 	case PARLEY_T_CONV_LIST:
 		m->conv_list.limit = 100;
+		m->conv_list.before_ts_ms = 1764000000999ull;
+		m->conv_list.before_conv = S("d:alice:carol");
 		break;
 	case PARLEY_T_CONV_LIST_OK:
 		m->conv_list_ok.count = 2;
@@ -153,10 +161,98 @@ static void sample(uint16_t type, struct parley_msg *m)
 		m->conv_list_ok.entries[1] = (struct parley_conv_entry){
 			S("g:team"), PARLEY_CONV_GROUP, 0, 0, 300, S("")};
 		m->conv_list_ok.entries[1].title = S("Team ünïcode");
+		m->conv_list_ok.next_before_ts_ms = 1234;
+		m->conv_list_ok.next_before_conv = S("g:team");
+		break;
+	case PARLEY_T_READ_MARKER:
+		m->read_marker = (struct parley_read_marker){S("d:alice:bob"), 41};
+		break;
+	case PARLEY_T_READ_MARKER_OK:
+		m->read_marker_ok = (struct parley_read_marker_ok){
+			S("d:alice:bob"), 42, PARLEY_READF_STALE};
+		break;
+	case PARLEY_T_RECEIPTS:
+		m->receipts = (struct parley_receipts){S("g:team"), 7, S("carol"), 50};
+		break;
+	case PARLEY_T_RECEIPTS_OK:
+		m->receipts_ok.conv = S("g:team");
+		m->receipts_ok.seq = 7;
+		m->receipts_ok.member_count = 500;
+		m->receipts_ok.delivered = 2;
+		m->receipts_ok.read = 1;
+		m->receipts_ok.next_after = S("erin");
+		m->receipts_ok.count = 2;
+		m->receipts_ok.recs[0] = (struct parley_receipt_rec){
+			S("dave"), PARLEY_RCPTF_DELIVERED | PARLEY_RCPTF_READ, 9, 8};
+		m->receipts_ok.recs[1] = (struct parley_receipt_rec){
+			S("erin"), PARLEY_RCPTF_DELIVERED, 7, 3};
 		break;
 	case PARLEY_T_GOAWAY:
 		m->goaway = (struct parley_goaway){PARLEY_GOAWAY_DRAIN, 1500,
 						   S("draining")};
+		break;
+	case PARLEY_T_EDIT:
+		m->edit.conv = S("d:alice:bob");
+		memcpy(m->edit.client_msg_id, CMID, 16);
+		m->edit.ref_seq = 41;
+		m->edit.content_type = PARLEY_CT_TEXT;
+		m->edit.body = B("hello again");
+		break;
+	case PARLEY_T_DELETE:
+		m->del.conv = S("d:alice:bob");
+		memcpy(m->del.client_msg_id, CMID, 16);
+		m->del.ref_seq = 41;
+		break;
+	case PARLEY_T_EDIT_ACK:
+	case PARLEY_T_DELETE_ACK:
+		m->edit_ack.conv = S("d:alice:bob");
+		memcpy(m->edit_ack.client_msg_id, CMID, 16);
+		m->edit_ack.seq = 43;
+		m->edit_ack.server_ts_ms = 1764000000123ull;
+		m->edit_ack.ref_seq = 41;
+		m->edit_ack.flags = PARLEY_ACKF_DUPLICATE;
+		break;
+	case PARLEY_T_RETENTION:
+		m->retention = (struct parley_retention){
+			S("g:team"), PARLEY_RETF_SET, 86400000ull, 5000};
+		break;
+	case PARLEY_T_RETENTION_OK:
+		m->retention_ok = (struct parley_retention_ok){
+			S("g:team"), 86400000ull, 5000, 0, 100000, 17};
+		break;
+	case PARLEY_T_TYPING:
+		m->typing = (struct parley_typing){S("d:alice:bob"),
+						   PARLEY_TYPING_STARTED};
+		break;
+	case PARLEY_T_TYPING_PUSH:
+		m->typing_push = (struct parley_typing_push){
+			S("d:alice:bob"), S("alice"), PARLEY_TYPING_STARTED, 6000};
+		break;
+	case PARLEY_T_PRESENCE_SUB:
+		m->presence_sub.op = PARLEY_PRESENCE_SUBSCRIBE;
+		m->presence_sub.count = 2;
+		m->presence_sub.users[0] = S("bob");
+		m->presence_sub.users[1] = S("carol");
+		break;
+	case PARLEY_T_PRESENCE_SUB_OK:
+		m->presence_sub_ok.heartbeat_ms = 30000;
+		m->presence_sub_ok.ttl_ms = 60000;
+		m->presence_sub_ok.subscribed = 7;
+		m->presence_sub_ok.count = 2;
+		m->presence_sub_ok.recs[0] = (struct parley_presence_rec){
+			S("bob"), PARLEY_PRESENCE_ONLINE, 0};
+		m->presence_sub_ok.recs[1] = (struct parley_presence_rec){
+			S("carol"), PARLEY_PRESENCE_OFFLINE, 1764000000123ull};
+		break;
+	case PARLEY_T_PRESENCE:
+		m->presence = (struct parley_presence_rec){
+			S("carol"), PARLEY_PRESENCE_OFFLINE, 1764000000123ull};
+		break;
+	case PARLEY_T_PRESENCE_SET:
+		m->presence_set.flags = PARLEY_PRESF_HIDE_LAST_SEEN;
+		break;
+	case PARLEY_T_PRESENCE_SET_OK:
+		m->presence_set_ok.flags = PARLEY_PRESF_HIDE_LAST_SEEN;
 		break;
 	default:
 		cr_assert_fail("no sample for type %u", type);
@@ -238,6 +334,28 @@ Test(codec, roundtrip_every_message)
 	cr_assert_eq(g_d.conv_list_ok.entries[0].preview.len, 10);
 	cr_assert(parley_str_eq(g_d.conv_list_ok.entries[1].title, "Team ünïcode"));
 
+	cr_assert_eq(g_d.conv_list_ok.next_before_ts_ms, 1234);
+	cr_assert(parley_str_eq(g_d.conv_list_ok.next_before_conv, "g:team"));
+
+	sample(PARLEY_T_CONV_LIST, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.conv_list.before_ts_ms, 1764000000999ull);
+	cr_assert(parley_str_eq(g_d.conv_list.before_conv, "d:alice:carol"));
+
+	sample(PARLEY_T_READ_MARKER_OK, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.read_marker_ok.read_seq, 42);
+	cr_assert_eq(g_d.read_marker_ok.flags, PARLEY_READF_STALE);
+
+	sample(PARLEY_T_RECEIPTS_OK, &g_m);
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert_eq(g_d.receipts_ok.count, 2);
+	cr_assert_eq(g_d.receipts_ok.member_count, 500);
+	cr_assert(parley_str_eq(g_d.receipts_ok.recs[1].user, "erin"));
+	cr_assert_eq(g_d.receipts_ok.recs[0].read_seq, 8);
+	cr_assert_eq(g_d.receipts_ok.recs[1].delivered_seq, 7);
+	cr_assert(parley_str_eq(g_d.receipts_ok.next_after, "erin"));
+
 	sample(PARLEY_T_HELLO_OK, &g_m);
 	roundtrip(&g_m, &g_d, 1);
 	cr_assert_eq(g_d.hello_ok.max_frame, 1u << 20);
@@ -299,6 +417,7 @@ Test(codec, records_without_appended_fields_decode_with_defaults)
 	sample(PARLEY_T_CONV_LIST_OK, &g_m);
 	g_m.conv_list_ok.count = 1;
 	n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	n = cut_tail(g_buf, n, 0, 1 + 8 + 2 + 6); /* the page trailer */
 	size_t tail = 2 + 0 + 8 + 4 + 2 + 3 + 2 + 4 + 10;
 	n = cut_tail(g_buf, n, 12 + 2, tail);
 	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f), n);
@@ -306,6 +425,18 @@ Test(codec, records_without_appended_fields_decode_with_defaults)
 	cr_assert_eq(g_d.conv_list_ok.entries[0].unread, 0);
 	cr_assert_eq(g_d.conv_list_ok.entries[0].preview.len, 0);
 	cr_assert(parley_str_eq(g_d.conv_list_ok.entries[0].peer, "bob"));
+	cr_assert_eq(g_d.conv_list_ok.flags, 0);
+	cr_assert_eq(g_d.conv_list_ok.next_before_conv.len, 0);
+
+	/* CONV_LIST of the first version: limit only */
+	sample(PARLEY_T_CONV_LIST, &g_m);
+	n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	n = cut_tail(g_buf, n, 0, 8 + 2 + 13);
+	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f), n);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), 0);
+	cr_assert_eq(g_d.conv_list.limit, 100);
+	cr_assert_eq(g_d.conv_list.before_ts_ms, 0);
+	cr_assert_eq(g_d.conv_list.before_conv.len, 0);
 }
 
 Test(codec, frame_cut_anywhere_is_incomplete)
@@ -337,6 +468,12 @@ Test(codec, payload_cut_anywhere_is_malformed)
 		for (size_t k = 0; k < plen; k++) {
 			/* EVENT's appended ref_seq+flags may be absent as a whole */
 			if (ALL_TYPES[i] == PARLEY_T_EVENT && k == plen - 12)
+				continue;
+			/* so may CONV_LIST's cursor (u64 + str "d:alice:carol")
+			 * and CONV_LIST_OK's trailer (u8 + u64 + str "g:team") */
+			if (ALL_TYPES[i] == PARLEY_T_CONV_LIST && k == plen - 23)
+				continue;
+			if (ALL_TYPES[i] == PARLEY_T_CONV_LIST_OK && k == plen - 17)
 				continue;
 			uint8_t *p = malloc(k ? k : 1);
 			memcpy(p, g_buf + 12, k);
@@ -394,7 +531,8 @@ Test(codec, oversized_and_bad_headers)
 	/* unknown and reserved types */
 	cr_assert_eq(parley_proto_decode_payload(0x7777, NULL, 0, &g_d),
 		     -PARLEY_EVERSION);
-	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, NULL, 0, &g_d),
+	cr_assert_eq(parley_proto_decode_payload(0x0024, NULL, 0,
+						 &g_d),
 		     -PARLEY_EVERSION);
 	/* compressed frames must be decompressed before decoding */
 	parley_proto_header_put(h, PARLEY_T_PING, PARLEY_FLAG_ZSTD, 1, 0);
@@ -457,7 +595,18 @@ Test(codec, encoder_refuses_limit_breaks)
 	sample(PARLEY_T_CONV_LIST, &g_m);
 	g_m.conv_list.limit = 101;
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
-	g_m.type = PARLEY_T_TYPING; /* reserved: no encoding yet */
+	sample(PARLEY_T_RECEIPTS, &g_m);
+	g_m.receipts.limit = 0;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.receipts.limit = PARLEY_PROTO_MAX_RECEIPTS + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_RECEIPTS_OK, &g_m);
+	g_m.receipts_ok.count = PARLEY_PROTO_MAX_RECEIPTS + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_READ_MARKER, &g_m);
+	g_m.read_marker.conv = S("");
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.type = 0x0024; /* allocated, not defined yet: no encoding */
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 	/* a body that cannot fit any frame */
 	sample(PARLEY_T_SEND, &g_m);
@@ -925,4 +1074,61 @@ Test(codec, random_messages_roundtrip_and_mutations_never_crash)
 		}
 		free(copy);
 	}
+}
+
+/* Typing and presence: field limits on both sides. */
+Test(codec, typing_presence_limits)
+{
+	uint8_t p[64];
+	/* a typing state other than 0/1 */
+	sample(PARLEY_T_TYPING, &g_m);
+	g_m.typing.state = 2;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	memcpy(p, "\x03\x00" "d:a\x02", 6);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, p, 6, &g_d),
+		     -PARLEY_EPROTO);
+	p[5] = 1;
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_TYPING, p, 6, &g_d), 0);
+	cr_assert_eq(g_d.typing.state, PARLEY_TYPING_STARTED);
+	/* PRESENCE_SUB: op, count 0 and over the bound, invalid user id */
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.op = 3;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.count = 0;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.presence_sub.count = PARLEY_PROTO_MAX_PRESENCE_USERS + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.users[1] = S("-bad");
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	memcpy(p, "\x01\x01\x00\x04\x00-bad", 9);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_PRESENCE_SUB, p, 9,
+						 &g_d),
+		     -PARLEY_EPROTO);
+	memcpy(p, "\x01\x65\x00", 3); /* count 101 */
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_PRESENCE_SUB, p, 3,
+						 &g_d),
+		     -PARLEY_EPROTO);
+	/* the largest PRESENCE_SUB round-trips */
+	sample(PARLEY_T_PRESENCE_SUB, &g_m);
+	g_m.presence_sub.count = PARLEY_PROTO_MAX_PRESENCE_USERS;
+	for (int i = 0; i < PARLEY_PROTO_MAX_PRESENCE_USERS; i++) {
+		snprintf(g_names[i], sizeof g_names[i], "user%d", i);
+		g_m.presence_sub.users[i] = S(g_names[i]);
+	}
+	roundtrip(&g_m, &g_d, 9);
+	cr_assert(parley_str_eq(g_d.presence_sub.users[99], "user99"));
+	/* PRESENCE_SET: unknown flag bits */
+	sample(PARLEY_T_PRESENCE_SET, &g_m);
+	g_m.presence_set.flags = 0x80;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	memcpy(p, "\x02\x00\x00\x00", 4);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_PRESENCE_SET, p, 4,
+						 &g_d),
+		     -PARLEY_EPROTO);
+	/* PRESENCE push: bad status */
+	sample(PARLEY_T_PRESENCE, &g_m);
+	g_m.presence.status = 9;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 }

@@ -84,6 +84,50 @@ static void id_of(uint8_t id[16], int n)
 	id[1] = (uint8_t)(n >> 8);
 }
 
+Test(cli_parse, edit_and_delete)
+{
+	char b[4096];
+	struct cli_cmd c = parse("/edit 12   fixed  typo \n", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_EDIT);
+	cr_assert_eq(c.before, 12);
+	cr_assert_eq(c.arg_len, strlen("fixed  typo"));
+	cr_assert(!memcmp(c.arg, "fixed  typo", c.arg_len));
+	cr_assert_eq(parse("/edit 12", b, sizeof b).kind, CLI_CMD_BAD, "no text");
+	cr_assert_eq(parse("/edit x hi", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/edit 0 hi", b, sizeof b).kind, CLI_CMD_BAD);
+	char big[CLI_EDIT_MAX + 16] = "/edit 3 ";
+	memset(big + 8, 'a', CLI_EDIT_MAX + 1);
+	big[8 + CLI_EDIT_MAX + 1] = 0;
+	cr_assert_eq(parse(big, b, sizeof b).kind, CLI_CMD_BAD, "over CLI_EDIT_MAX");
+	c = parse("/delete 7", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_DELETE);
+	cr_assert_eq(c.before, 7);
+	cr_assert_eq(parse("/del 7", b, sizeof b).kind, CLI_CMD_DELETE);
+	cr_assert_eq(parse("/delete", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/delete 7 8", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/delete -1", b, sizeof b).kind, CLI_CMD_BAD);
+}
+
+Test(cli_parse, retention)
+{
+	char b[256];
+	struct cli_cmd c = parse("/retention", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_RETENTION);
+	cr_assert_eq(c.ret_set, 0, "no argument: show");
+	c = parse("/retention count 500 age 30d", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_RETENTION);
+	cr_assert(c.ret_set);
+	cr_assert_eq(c.ret_count, 500);
+	cr_assert_eq(c.ret_age_ms, 30ull * 86400000);
+	c = parse("/retention age 90", b, sizeof b);
+	cr_assert_eq(c.ret_age_ms, 90000, "plain number: seconds");
+	c = parse("/retention off", b, sizeof b);
+	cr_assert(c.ret_set && !c.ret_age_ms && !c.ret_count);
+	cr_assert_eq(parse("/retention count", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/retention age 3w", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/retention forever", b, sizeof b).kind, CLI_CMD_BAD);
+}
+
 Test(cli_outbox, typed_order_one_at_a_time_same_id_on_retry)
 {
 	struct cli_outbox ob;

@@ -139,6 +139,72 @@ Test(chat, ptr_and_list_roundtrip)
 			     -PARLEY_ECORRUPT);
 }
 
+/* Version 2 ("inline") pointers carry the message record and timestamp;
+ * every cut is detected; the planner puts one encoding in every inbox
+ * item, falls back to version 1 for records over CHAT_INLINE_MAX, and
+ * keeps the producers (idempotency) of version 1. */
+Test(chat, inline_ptr_roundtrip_and_plan)
+{
+	struct chat_msg cm = {.sender = "bob", .sender_len = 3,
+			      .content_type = 1,
+			      .body = (const uint8_t *)"hello", .body_len = 5};
+	cm.client_msg_id[0] = 42;
+	uint8_t rec[64];
+	int rl = chat_msg_encode(rec, sizeof rec, &cm);
+	struct chat_ptr p = {.kind = 1, .conv = "d:alice:bob", .conv_len = 11,
+			     .conv_seq = 7, .ts_ms = 1234567, .msg = rec,
+			     .msg_len = (uint32_t)rl};
+	static uint8_t buf[CHAT_PTR_INLINE_CAP];
+	int n = chat_ptr_encode(buf, sizeof buf, &p);
+	cr_assert_eq(n, 1 + 2 + 2 + 11 + 8 + 8 + 4 + rl);
+	cr_assert_eq(buf[0], CHAT_PTR_VERSION_INLINE);
+	struct chat_ptr d;
+	cr_assert_eq(chat_ptr_decode(buf, (size_t)n, &d), 0);
+	cr_assert_eq(d.conv_seq, 7);
+	cr_assert_eq(d.ts_ms, 1234567);
+	cr_assert_eq(d.msg_len, (uint32_t)rl);
+	struct chat_msg dm;
+	cr_assert_eq(chat_msg_decode(d.msg, d.msg_len, &dm), 0);
+	cr_assert_eq(dm.body_len, 5);
+	cr_assert_eq(dm.client_msg_id[0], 42);
+	for (int cut = 0; cut < n; cut++)
+		cr_assert_eq(chat_ptr_decode(buf, (size_t)cut, &d), -PARLEY_ECORRUPT,
+			     "cut at %d", cut);
+	cr_assert_eq(chat_ptr_encode(buf, (size_t)n - 1, &p), -PARLEY_ETOOBIG);
+	p.msg_len = CHAT_INLINE_MAX + 1;
+	cr_assert_eq(chat_ptr_encode(buf, sizeof buf, &p), -PARLEY_EINVAL);
+
+	struct chat_fanout_plan a, v1;
+	cr_assert_eq(chat_fanout_plan_inline("d:alice:bob", 11, 1, 1234567, rec,
+					     (uint32_t)rl, buf, sizeof buf, &a), 0);
+	cr_assert_eq(chat_fanout_plan("d:alice:bob", 11, 1, &v1), 0);
+	cr_assert_eq(a.n, 4);
+	for (unsigned i = 0; i < a.n; i++) {
+		cr_assert_str_eq(a.item[i].key, v1.item[i].key);
+		cr_assert(!memcmp(a.item[i].producer, v1.item[i].producer, 16));
+		if (a.item[i].type == CHAT_ENT_LIST) {
+			cr_assert_null(a.item[i].ext);
+			continue;
+		}
+		cr_assert_eq(a.item[i].ext, buf);
+		cr_assert_eq(chat_ptr_decode(a.item[i].ext, a.item[i].ext_len, &d), 0);
+		cr_assert_eq(d.conv_seq, 1);
+		cr_assert_eq(d.ts_ms, 1234567);
+		cr_assert_eq(d.msg_len, (uint32_t)rl);
+	}
+	/* too big to carry: plain version 1 pointers */
+	static uint8_t big[CHAT_INLINE_MAX + 1];
+	cr_assert_eq(chat_fanout_plan_inline("d:alice:bob", 11, 2, 1, big,
+					     sizeof big, buf, sizeof buf, &a), 0);
+	cr_assert_eq(a.n, 2);
+	cr_assert_null(a.item[0].ext);
+	cr_assert_eq(chat_ptr_decode(a.item[0].payload, a.item[0].len, &d), 0);
+	cr_assert_null(d.msg);
+	cr_assert_eq(chat_fanout_plan_inline("d:bob:alice", 11, 2, 1, rec,
+					     (uint32_t)rl, buf, sizeof buf, &a),
+		     -PARLEY_ENOTFOUND);
+}
+
 Test(chat, producers_distinct_and_deterministic)
 {
 	uint8_t a[16], b[16], id[16] = {1, 2, 3};
@@ -603,6 +669,102 @@ Test(chat, internal_streams_have_retention)
 		cr_assert_eq(le_get64(ents[0].payload), 50);
 		free(ents);
 	}
+	pe_close(e);
+	pio_free(io);
+}
+
+/* Live fan-out is issued from the send's durable callback unless the
+ * fan-out thread has work; a full engine queue (queue_depth 8 here) hands
+ * the job to the thread, which re-issues it (duplicates deduplicated).
+ * Whatever the path, every inbox gets every message once, and each
+ * conversation's pointers in seq order. */
+struct async_sends {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done, failed;
+};
+
+static void async_send_cb(void *arg, const struct chat_send_result *r)
+{
+	struct async_sends *a = arg;
+	pthread_mutex_lock(&a->mu);
+	a->done++;
+	if (r->err)
+		a->failed++;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+Test(chat, direct_fanout_keeps_order_under_a_full_engine_queue)
+{
+	struct pio *io = pio_mem_new(8);
+	struct chat_clock clock = {0};
+	struct pe_options o = {.dir = "/data", .partitions = 4, .shards = 1,
+			       .io = io, .clock_ms = chat_clock_ms,
+			       .clock_arg = &clock, .queue_depth = 8};
+	struct pe_engine *e;
+	cr_assert_eq(pe_open(&o, &e), 0);
+	struct chat *c;
+	cr_assert_eq(chat_open(e, &clock, &c), 0);
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_open(c, "alice", "carol", NULL), 0);
+	static const char *convs[2] = {"d:alice:bob", "d:alice:carol"};
+	enum { N = 200 };
+	struct async_sends a = {.mu = PTHREAD_MUTEX_INITIALIZER,
+				.cv = PTHREAD_COND_INITIALIZER};
+	for (int i = 0; i < 2 * N; i++) {
+		struct chat_send_req q = {.conv = convs[i % 2], .conv_len = (uint16_t)strlen(convs[i % 2]),
+					  .sender = "alice", .sender_len = 5,
+					  .body = (const uint8_t *)"x", .body_len = 1};
+		q.client_msg_id[0] = (uint8_t)i;
+		q.client_msg_id[1] = (uint8_t)(i >> 8);
+		int rc;
+		while ((rc = chat_send(c, &q, async_send_cb, &a)) == -PARLEY_EFULL) {
+			struct timespec ts = {0, 100000};
+			nanosleep(&ts, NULL);
+		}
+		cr_assert_eq(rc, 0);
+	}
+	pthread_mutex_lock(&a.mu);
+	while (a.done < 2 * N)
+		pthread_cond_wait(&a.cv, &a.mu);
+	pthread_mutex_unlock(&a.mu);
+	cr_assert_eq(a.failed, 0);
+	struct chat_stats st;
+	chat_get_stats(c, &st);
+	fprintf(stderr, "test_chat: direct fan-outs %llu, deferred by a full "
+		"queue %llu\n", (unsigned long long)st.fanout_direct,
+		(unsigned long long)st.fanout_deferred);
+	cr_assert_gt(st.fanout_direct, 0);
+	chat_close(c); /* waits for every fan-out */
+	cr_assert_eq(chat_open(e, &clock, &c), 0);
+	chat_get_stats(c, &st);
+	cr_assert_eq(st.fanout_recovered, 0, "a clean close leaves nothing");
+	chat_close(c);
+	/* bob's and carol's inboxes: their conversation, 1..N in order */
+	struct world w = {.io = io, .e = e};
+	check_inbox(&w, "bob", convs[0], N);
+	check_inbox(&w, "carol", convs[1], N);
+	/* alice's: both, interleaved, each in order and complete */
+	struct pe_read_req q = {.key = "u/alice", .klen = 7, .from = 1,
+				.dir = PE_FORWARD, .limit = PE_MAX_READ};
+	struct pe_entry *ents = NULL;
+	uint32_t cnt = 0;
+	struct pe_read_result meta;
+	cr_assert_eq(pe_read_sync(e, &q, &ents, &cnt, &meta), 0);
+	cr_assert_eq(cnt, 2 * N);
+	uint64_t next[2] = {1, 1};
+	for (uint32_t i = 0; i < cnt; i++) {
+		struct chat_ptr p;
+		cr_assert_eq(chat_ptr_decode(ents[i].payload, ents[i].len, &p), 0);
+		int k = p.conv_len == strlen(convs[1]);
+		cr_assert_eq(p.conv_seq, next[k], "conv %d: seq %llu, want %llu", k,
+			     (unsigned long long)p.conv_seq,
+			     (unsigned long long)next[k]);
+		cr_assert_not_null(p.msg, "live fan-out writes inline pointers");
+		next[k]++;
+	}
+	free(ents);
 	pe_close(e);
 	pio_free(io);
 }

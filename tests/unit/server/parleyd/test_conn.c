@@ -569,7 +569,7 @@ Test(conn, old_and_inline_pointers_deliver_in_order)
 	const char *conv = "d:alice:bob";
 	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
 	for (int i = 1; i <= 3; i++) {
-		char body[8];
+		char body[16];
 		snprintf(body, sizeof body, "m%d", i);
 		struct chat_msg cm = {.sender = "bob", .sender_len = 3,
 				      .body = (const uint8_t *)body,
@@ -603,7 +603,7 @@ Test(conn, old_and_inline_pointers_deliver_in_order)
 			cr_assert_eq(m->event.inbox_seq, next, "inbox order, no gap");
 			cr_assert_eq(m->event.conv_seq, next);
 			cr_assert_eq(m->event.kind, PARLEY_EV_MESSAGE);
-			char want[8];
+			char want[16];
 			snprintf(want, sizeof want, "m%d", (int)next);
 			cr_assert_eq(m->event.body.len, strlen(want));
 			cr_assert(!memcmp(m->event.body.p, want, strlen(want)));

@@ -1,0 +1,290 @@
+/*
+ * part_repl.c — the replication API of parley_engine.h ("Replication"):
+ * the static voter set (pe_options.cluster), inbound Raft messages
+ * (pe_raft_recv), ticks (pe_raft_tick) and each group's published state
+ * (pe_raft_status). Driving the groups (persist before send, catch-up,
+ * leadership loss) is log/part_raft.c's.
+ *
+ * Inbound messages: pe_raft_recv checks each message (group, sender, addressee)
+ * and deep-copies it — entries and their data, snapshot chunk — into one
+ * REQ_RAFT request for the group's shard (one allocation, freed by the
+ * shard). On the shard (part_repl_recv) it joins the partition's `rin`
+ * queue; part_raft_run steps it when the group has no ready out.
+ * SNAPSHOT messages are dropped there: snapshot transfer is not built, and
+ * a group must never install a snapshot the engine cannot produce.
+ *
+ * Ticks: pe_raft_tick pushes one REQ_TICK per shard; the shard adds a tick
+ * to every group (at most MAX_PEND_TICKS kept while a group waits for its
+ * WAL batch) and marks it dirty so the next round gives it the tick.
+ *
+ * Threads: pe_raft_recv, pe_raft_tick, pe_raft_status from any thread;
+ * part_repl_recv / part_repl_tick on the owning shard thread.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+#define DEF_ELECTION_TICKS 10u
+#define DEF_HEARTBEAT_TICKS 1u
+#define DEF_LOG_KEEP (4ull << 20)
+#define MAX_PEND_TICKS 2u
+
+int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
+{
+	struct engine_cluster *cl = &e->cl;
+	memset(cl, 0, sizeof *cl);
+	if (!c) { /* a single node: every group one voter, node 1 */
+		cl->node_id = 1;
+		cl->conf.n = 1;
+		cl->conf.max_id = 1;
+		cl->conf.ids[0] = 1;
+		cl->conf.roles[0] = RAFT_VOTER;
+		return 0;
+	}
+	if (!c->node_id || !c->voters || !c->nvoters ||
+	    c->nvoters > PE_MAX_VOTERS || c->nvoters > RAFT_MAX_MEMBERS) {
+		PLOG_E("engine", "cluster: bad node id or voter set",
+		       "node_id=%" PRIu64 " voters=%u", c->node_id, c->nvoters);
+		return -PARLEY_EINVAL;
+	}
+	bool self = false;
+	for (uint32_t i = 0; i < c->nvoters; i++) {
+		uint64_t id = c->voters[i];
+		if (!id || raft_conf_find(&cl->conf, id) >= 0) {
+			PLOG_E("engine", "cluster: voter id 0 or repeated",
+			       "voter=%" PRIu64, id);
+			return -PARLEY_EINVAL;
+		}
+		cl->conf.ids[cl->conf.n] = id;
+		cl->conf.roles[cl->conf.n] = RAFT_VOTER;
+		cl->conf.n++;
+		cl->conf.max_id = PARLEY_MAX(cl->conf.max_id, id);
+		self |= id == c->node_id;
+	}
+	if (!self) {
+		PLOG_E("engine", "cluster: this node is not among the voters",
+		       "node_id=%" PRIu64, c->node_id);
+		return -PARLEY_EINVAL;
+	}
+	cl->on = true;
+	cl->node_id = c->node_id;
+	cl->election_ticks = c->election_ticks ? c->election_ticks
+					       : DEF_ELECTION_TICKS;
+	cl->heartbeat_ticks = c->heartbeat_ticks ? c->heartbeat_ticks
+						 : DEF_HEARTBEAT_TICKS;
+	cl->log_keep_bytes = c->log_keep_bytes ? c->log_keep_bytes : DEF_LOG_KEEP;
+	if (cl->heartbeat_ticks >= cl->election_ticks ||
+	    (c->nvoters > 1 && !c->send)) {
+		PLOG_E("engine", "cluster: heartbeat_ticks must be below "
+		       "election_ticks, and several voters need send",
+		       "election_ticks=%u heartbeat_ticks=%u",
+		       cl->election_ticks, cl->heartbeat_ticks);
+		return -PARLEY_EINVAL;
+	}
+	cl->send = c->send;
+	cl->send_arg = c->send_arg;
+	cl->follow0 = c->follow_partition0;
+	return 0;
+}
+
+/* ---- inbound messages -------------------------------------------------------- */
+
+static size_t align8(size_t n)
+{
+	return (n + 7u) & ~(size_t)7u;
+}
+
+const struct raft_msg *part_repl_msg(const struct req *r)
+{
+	return (const struct raft_msg *)align8((size_t)r->data);
+}
+
+/* One message, deep-copied into a request for its shard. */
+static int recv_one(struct pe_engine *e, const struct raft_msg *m)
+{
+	if (m->group >= e->nparts || m->to != e->cl.node_id ||
+	    m->from == e->cl.node_id || raft_conf_find(&e->cl.conf, m->from) < 0 ||
+	    m->n_entries > RAFT_MAX_MSG_ENTRIES ||
+	    (m->n_entries && !m->entries) ||
+	    m->chunk_len > RAFT_MAX_CHUNK_BYTES || (m->chunk_len && !m->chunk))
+		goto drop;
+	size_t size = align8(sizeof *m) +
+		      align8((size_t)m->n_entries * sizeof(struct raft_entry)) +
+		      m->chunk_len;
+	for (uint32_t k = 0; k < m->n_entries; k++) {
+		if (m->entries[k].len > RAFT_MAX_ENTRY_BYTES ||
+		    (m->entries[k].len && !m->entries[k].data))
+			goto drop;
+		size += m->entries[k].len;
+	}
+	struct req *r = calloc(1, sizeof *r + 8 + size);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_RAFT;
+	r->part = (uint32_t)m->group;
+	r->len = (uint32_t)PARLEY_MIN(size, (size_t)UINT32_MAX);
+	uint8_t *base = (uint8_t *)part_repl_msg(r);
+	struct raft_msg *c = (struct raft_msg *)base;
+	*c = *m;
+	struct raft_entry *ents = (struct raft_entry *)(base + align8(sizeof *m));
+	uint8_t *d = (uint8_t *)ents +
+		     align8((size_t)m->n_entries * sizeof(struct raft_entry));
+	if (m->n_entries) {
+		c->entries = ents;
+		for (uint32_t k = 0; k < m->n_entries; k++) {
+			ents[k] = m->entries[k];
+			ents[k].data = d;
+			if (m->entries[k].len)
+				memcpy(d, m->entries[k].data, m->entries[k].len);
+			d += m->entries[k].len;
+		}
+	} else {
+		c->entries = NULL;
+	}
+	if (m->chunk_len) {
+		memcpy(d, m->chunk, m->chunk_len);
+		c->chunk = d;
+	} else {
+		c->chunk = NULL;
+	}
+	int rc = shard_push(e, r);
+	if (rc)
+		free(r);
+	return rc;
+drop:
+	if (m->group < e->nparts)
+		atomic_fetch_add_explicit(&e->parts[m->group].pub_dropped, 1,
+					  memory_order_relaxed);
+	return -PARLEY_EINVAL;
+}
+
+int pe_raft_recv(struct pe_engine *e, const struct raft_msg *msgs, uint32_t n)
+{
+	if (!e || (n && !msgs))
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2 || e->opt.read_only)
+		return -PARLEY_EINVAL;
+	int first = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = recv_one(e, &msgs[i]);
+		if (rc && !first)
+			first = rc;
+	}
+	return first;
+}
+
+/* Shard thread: a REQ_RAFT joins its partition's inbound queue. */
+void part_repl_recv(struct shard *sh, struct req *r)
+{
+	struct part *p = &sh->e->parts[r->part];
+	const struct raft_msg *m = part_repl_msg(r);
+	if (!p->raft || sh->fatal) {
+		atomic_fetch_add_explicit(&p->pub_dropped, 1, memory_order_relaxed);
+		free(r);
+		return;
+	}
+	if (m->type == RAFT_MSG_SNAPSHOT) {
+		/* this follower is behind its leader's kept log: snapshot
+		 * transfer is not built (parley_engine.h contract 8) */
+		atomic_fetch_add_explicit(&p->pub_snap_needed, 1,
+					  memory_order_relaxed);
+		if (!p->snap_logged) {
+			p->snap_logged = true;
+			PLOG_E("engine", "partition needs a snapshot from its "
+			       "leader, which is not implemented; it cannot "
+			       "catch up by log", "partition=%u leader=%" PRIu64
+			       " snapshot_index=%" PRIu64, p->id, m->from,
+			       m->snap.index);
+		}
+		free(r);
+		return;
+	}
+	r->next = NULL;
+	if (p->rin_tail)
+		p->rin_tail->next = r;
+	else
+		p->rin_head = r;
+	p->rin_tail = r;
+	shard_mark_dirty(sh, p);
+}
+
+/* ---- ticks ------------------------------------------------------------------------ */
+
+int pe_raft_tick(struct pe_engine *e)
+{
+	if (!e || e->opt.read_only)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2)
+		return 0; /* a group of one never needs time */
+	int first = 0;
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct req *r = calloc(1, sizeof *r);
+		if (!r)
+			return -PARLEY_ENOMEM;
+		r->kind = REQ_TICK;
+		r->part = i;
+		int rc = shard_push(e, r);
+		if (rc) {
+			free(r);
+			if (!first)
+				first = rc;
+		}
+	}
+	return first;
+}
+
+void part_repl_tick(struct shard *sh, struct req *r)
+{
+	struct pe_engine *e = sh->e;
+	free(r);
+	if (sh->fatal)
+		return;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		if (!p->raft)
+			continue;
+		if (p->pend_ticks < MAX_PEND_TICKS)
+			p->pend_ticks++;
+		shard_mark_dirty(sh, p);
+	}
+}
+
+/* ---- status -------------------------------------------------------------------- */
+
+int pe_raft_status(struct pe_engine *e, uint32_t partition,
+		   struct pe_raft_status *out)
+{
+	if (!e || !out || partition >= e->nparts)
+		return -PARLEY_EINVAL;
+	struct part *p = &e->parts[partition];
+#define LD(x) atomic_load_explicit(&p->x, memory_order_relaxed)
+	*out = (struct pe_raft_status){
+		.role = (enum pe_raft_role)LD(pub_role),
+		.term = LD(pub_term),
+		.leader = LD(pub_leader),
+		.commit = LD(pub_commit),
+		.applied = LD(pub_applied),
+		.last_index = LD(pub_last),
+		.snapshot_needed = LD(pub_snap_needed),
+		.dropped = LD(pub_dropped)};
+#undef LD
+	return 0;
+}
+
+int pe_partition_leader_check(struct pe_engine *e, uint32_t partition)
+{
+	if (!e || partition >= e->nparts)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2)
+		return 0;
+	struct part *p = &e->parts[partition];
+	if (atomic_load_explicit(&p->pub_writable, memory_order_relaxed))
+		return 0;
+	return atomic_load_explicit(&p->pub_role, memory_order_relaxed) ==
+			       PE_LEADER
+		       ? -PARLEY_EAGAIN
+		       : -PARLEY_ENOTLEADER;
+}

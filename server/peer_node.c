@@ -1,0 +1,378 @@
+/*
+ * peer_node.c — parleyd's replication glue (peer_node.h): one thread owns
+ * the peer transport and drives the replicated engine's network side.
+ *
+ * The thread waits in epoll on three fds: the transport's own epoll fd
+ * (peer_fd, nested), an eventfd the engine's send callback writes when it
+ * queues messages, and a timerfd firing every tick_ms. Each round it runs
+ * peer_poll (sockets, redial, deadlines, pings; received batches go to
+ * pe_raft_recv, which copies them), ticks the engine when the timer fired,
+ * hands the queued outbound messages to peer_send_all, and flushes.
+ *
+ * Outbound copies: the engine lends a group's messages for the duration
+ * of its send callback; they are deep-copied (messages, entries, entry
+ * data, snapshot chunk) into one allocation on the outbox list, bounded by
+ * PEER_NODE_OUTBOX_BYTES (beyond: dropped and counted; Raft retransmits).
+ *
+ * Threads: the outbox is under `mu` (shard threads push, the node thread
+ * takes); everything else belongs to the node thread once started.
+ */
+#include "peer_node.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "peer.h"
+#include "raft.h"
+
+#define DEF_TICK_MS 50u
+
+struct obatch {
+	struct obatch *next;
+	size_t bytes;
+	uint32_t n;
+	struct raft_msg *msgs; /* into the same allocation */
+};
+
+struct peer_node {
+	struct peer_node_config cfg;
+	uint64_t voters[PEER_NODE_MAX_PEERS + 1];
+	struct pe_cluster cl;
+	struct peer *peer;
+	struct pe_engine *e;
+	int ep, evfd, tfd;
+	pthread_t thr;
+	bool started;
+	atomic_bool stop;
+	pthread_mutex_t mu;
+	struct obatch *head, *tail;
+	size_t queued;
+	_Atomic uint64_t drops;
+};
+
+/* ---- config ---------------------------------------------------------------------- */
+
+int peer_node_parse_peers(const char *s, struct peer_node_config *cfg)
+{
+	cfg->npeers = 0;
+	const char *p = s;
+	while (p && *p) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		char item[128];
+		if (len == 0 || len >= sizeof item)
+			goto bad;
+		memcpy(item, p, len);
+		item[len] = '\0';
+		char *eq = strchr(item, '=');
+		if (!eq)
+			goto bad;
+		*eq = '\0';
+		char *hp = eq + 1, *host = hp, *colon;
+		if (*hp == '[') { /* [v6]:port */
+			host = hp + 1;
+			char *rb = strchr(host, ']');
+			if (!rb || rb[1] != ':')
+				goto bad;
+			*rb = '\0';
+			colon = rb + 1;
+		} else {
+			colon = strrchr(hp, ':');
+			if (!colon)
+				goto bad;
+			*colon = '\0';
+		}
+		char *e1, *e2;
+		errno = 0;
+		unsigned long long id = strtoull(item, &e1, 10);
+		unsigned long port = strtoul(colon + 1, &e2, 10);
+		if (errno || *e1 || e1 == item || !id || *e2 || e2 == colon + 1 ||
+		    !port || port > 65535 || !*host ||
+		    strlen(host) >= sizeof cfg->peers[0].addr ||
+		    cfg->npeers >= PEER_NODE_MAX_PEERS)
+			goto bad;
+		struct peer_node_peer *pp = &cfg->peers[cfg->npeers++];
+		pp->id = id;
+		snprintf(pp->addr, sizeof pp->addr, "%s", host);
+		pp->port = (uint16_t)port;
+		if (end && !end[1])
+			goto bad; /* a trailing comma */
+		p = end ? end + 1 : NULL;
+	}
+	return cfg->npeers ? 0 : -PARLEY_EINVAL;
+bad:
+	fprintf(stderr, "parleyd: config: peers: expected id=addr:port[,...] "
+		"(at most %u, ids > 0, numeric addresses), got \"%s\"\n",
+		PEER_NODE_MAX_PEERS, s);
+	return -PARLEY_EINVAL;
+}
+
+/* ---- outbound: engine shard threads -> outbox ----------------------------------- */
+
+static size_t align8(size_t n)
+{
+	return (n + 7u) & ~(size_t)7u;
+}
+
+static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
+{
+	struct peer_node *nd = arg;
+	if (!n)
+		return;
+	size_t size = align8(sizeof(struct obatch)) +
+		      align8((size_t)n * sizeof *msgs);
+	for (uint32_t i = 0; i < n; i++) {
+		size += align8((size_t)msgs[i].n_entries * sizeof(struct raft_entry));
+		for (uint32_t k = 0; k < msgs[i].n_entries; k++)
+			size += msgs[i].entries[k].len;
+		size = align8(size + msgs[i].chunk_len);
+	}
+	pthread_mutex_lock(&nd->mu);
+	bool full = nd->queued + size > PEER_NODE_OUTBOX_BYTES;
+	pthread_mutex_unlock(&nd->mu);
+	struct obatch *b = full ? NULL : malloc(size);
+	if (!b) {
+		atomic_fetch_add_explicit(&nd->drops, n, memory_order_relaxed);
+		return;
+	}
+	uint8_t *q = (uint8_t *)b + align8(sizeof *b);
+	b->next = NULL;
+	b->bytes = size;
+	b->n = n;
+	b->msgs = (struct raft_msg *)q;
+	memcpy(b->msgs, msgs, (size_t)n * sizeof *msgs);
+	q += align8((size_t)n * sizeof *msgs);
+	for (uint32_t i = 0; i < n; i++) {
+		struct raft_msg *m = &b->msgs[i];
+		if (m->n_entries) {
+			struct raft_entry *es = (struct raft_entry *)q;
+			memcpy(es, msgs[i].entries,
+			       (size_t)m->n_entries * sizeof *es);
+			q += align8((size_t)m->n_entries * sizeof *es);
+			for (uint32_t k = 0; k < m->n_entries; k++) {
+				if (es[k].len)
+					memcpy(q, msgs[i].entries[k].data, es[k].len);
+				es[k].data = q;
+				q += es[k].len;
+			}
+			m->entries = es;
+		} else {
+			m->entries = NULL;
+		}
+		if (m->chunk_len) {
+			memcpy(q, msgs[i].chunk, m->chunk_len);
+			m->chunk = q;
+			q += m->chunk_len;
+		} else {
+			m->chunk = NULL;
+		}
+		q = (uint8_t *)align8((size_t)q);
+	}
+	pthread_mutex_lock(&nd->mu);
+	bool was_empty = !nd->head;
+	if (nd->tail)
+		nd->tail->next = b;
+	else
+		nd->head = b;
+	nd->tail = b;
+	nd->queued += size;
+	pthread_mutex_unlock(&nd->mu);
+	if (was_empty) {
+		uint64_t one = 1;
+		ssize_t w = write(nd->evfd, &one, sizeof one);
+		(void)w; /* a full counter still wakes the thread */
+	}
+}
+
+/* ---- inbound and the thread ------------------------------------------------------ */
+
+static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
+		    uint32_t n)
+{
+	struct peer_node *nd = arg;
+	if (nd->e)
+		(void)pe_raft_recv(nd->e, msgs, n); /* full inbox: dropped */
+}
+
+static void on_link(void *arg, uint64_t node, bool up)
+{
+	PLOG_I("cluster", up ? "peer link up" : "peer link down",
+	       "node=%" PRIu64, node);
+}
+
+static void drain_outbox(struct peer_node *nd)
+{
+	pthread_mutex_lock(&nd->mu);
+	struct obatch *b = nd->head;
+	nd->head = nd->tail = NULL;
+	nd->queued = 0;
+	pthread_mutex_unlock(&nd->mu);
+	while (b) {
+		struct obatch *nx = b->next;
+		(void)peer_send_all(nd->peer, b->msgs, b->n); /* loss is fine */
+		free(b);
+		b = nx;
+	}
+}
+
+static void *node_main(void *arg)
+{
+	struct peer_node *nd = arg;
+	while (!atomic_load(&nd->stop)) {
+		struct epoll_event evs[4];
+		int n = epoll_wait(nd->ep, evs, 4, 1000);
+		if (n < 0 && errno != EINTR) {
+			PLOG_E("cluster", "epoll_wait failed", "err=%s",
+			       strerror(errno));
+			break;
+		}
+		bool tick = false;
+		for (int i = 0; i < n; i++) {
+			uint64_t v;
+			if (evs[i].data.fd == nd->tfd) {
+				if (read(nd->tfd, &v, sizeof v) == sizeof v)
+					tick = true;
+			} else if (evs[i].data.fd == nd->evfd) {
+				ssize_t r = read(nd->evfd, &v, sizeof v);
+				(void)r;
+			}
+		}
+		(void)peer_poll(nd->peer, 0);
+		if (tick)
+			(void)pe_raft_tick(nd->e);
+		drain_outbox(nd);
+		peer_flush(nd->peer);
+	}
+	return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------- */
+
+int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
+{
+	if (!cfg->cluster_id || !cfg->node_id || !cfg->npeers ||
+	    cfg->npeers > PEER_NODE_MAX_PEERS)
+		return -PARLEY_EINVAL;
+	struct peer_node *nd = calloc(1, sizeof *nd);
+	if (!nd)
+		return -PARLEY_ENOMEM;
+	nd->cfg = *cfg;
+	nd->ep = nd->evfd = nd->tfd = -1;
+	pthread_mutex_init(&nd->mu, NULL);
+	nd->voters[0] = cfg->node_id;
+	for (uint32_t i = 0; i < cfg->npeers; i++)
+		nd->voters[i + 1] = cfg->peers[i].id;
+	nd->cl = (struct pe_cluster){
+		.node_id = cfg->node_id, .voters = nd->voters,
+		.nvoters = cfg->npeers + 1,
+		.election_ticks = cfg->election_ticks,
+		.send = node_send, .send_arg = nd,
+		.follow_partition0 = true};
+	struct peer_config pc = {
+		.cluster_id = cfg->cluster_id, .node_id = cfg->node_id,
+		.listen_addr = cfg->listen_addr, .listen_port = cfg->listen_port,
+		.rng_seed = cfg->node_id ^ (uint64_t)parley_mono_ns(),
+		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
+		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
+		.arg = nd};
+	int rc = peer_new(&pc, &nd->peer);
+	for (uint32_t i = 0; !rc && i < cfg->npeers; i++)
+		rc = peer_add(nd->peer, cfg->peers[i].id, cfg->peers[i].addr,
+			      cfg->peers[i].port);
+	if (rc)
+		goto fail;
+	nd->ep = epoll_create1(EPOLL_CLOEXEC);
+	nd->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	nd->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (nd->ep < 0 || nd->evfd < 0 || nd->tfd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	int fds[3] = {peer_fd(nd->peer), nd->evfd, nd->tfd};
+	for (int i = 0; i < 3; i++) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
+		if (epoll_ctl(nd->ep, EPOLL_CTL_ADD, fds[i], &ev)) {
+			rc = -errno;
+			goto fail;
+		}
+	}
+	*out = nd;
+	return 0;
+fail:
+	peer_node_stop(nd);
+	return rc;
+}
+
+const struct pe_cluster *peer_node_cluster(struct peer_node *n)
+{
+	return &n->cl;
+}
+
+int peer_node_start(struct peer_node *nd, struct pe_engine *e)
+{
+	nd->e = e;
+	uint32_t t = nd->cfg.tick_ms ? nd->cfg.tick_ms : DEF_TICK_MS;
+	struct itimerspec its = {
+		.it_interval = {.tv_sec = t / 1000, .tv_nsec = (long)(t % 1000) * 1000000},
+		.it_value = {.tv_sec = t / 1000, .tv_nsec = (long)(t % 1000) * 1000000}};
+	if (timerfd_settime(nd->tfd, 0, &its, NULL))
+		return -errno;
+	if (pthread_create(&nd->thr, NULL, node_main, nd))
+		return -PARLEY_ENOMEM;
+	nd->started = true;
+	PLOG_I("cluster", "replication started", "node_id=%" PRIu64
+	       " cluster_id=%" PRIu64 " peer_port=%u peers=%u tick_ms=%u",
+	       nd->cfg.node_id, nd->cfg.cluster_id, peer_port(nd->peer),
+	       nd->cfg.npeers, t);
+	return 0;
+}
+
+void peer_node_halt(struct peer_node *nd)
+{
+	if (!nd || !nd->started)
+		return;
+	atomic_store(&nd->stop, true);
+	uint64_t one = 1;
+	ssize_t w = write(nd->evfd, &one, sizeof one);
+	(void)w;
+	pthread_join(nd->thr, NULL);
+	nd->started = false;
+	nd->e = NULL;
+}
+
+void peer_node_stop(struct peer_node *nd)
+{
+	if (!nd)
+		return;
+	peer_node_halt(nd);
+	struct obatch *b = nd->head;
+	while (b) {
+		struct obatch *nx = b->next;
+		free(b);
+		b = nx;
+	}
+	if (nd->peer)
+		peer_free(nd->peer);
+	if (nd->ep >= 0)
+		close(nd->ep);
+	if (nd->evfd >= 0)
+		close(nd->evfd);
+	if (nd->tfd >= 0)
+		close(nd->tfd);
+	pthread_mutex_destroy(&nd->mu);
+	free(nd);
+}
+
+uint64_t peer_node_outbox_drops(struct peer_node *n)
+{
+	return atomic_load_explicit(&n->drops, memory_order_relaxed);
+}

@@ -1,0 +1,72 @@
+/*
+ * peer_node.h — parleyd's replication glue: runs the peer transport
+ * (peer.h) on a thread of its own and connects it to the replicated engine
+ * (parley_engine.h "Replication"): outbound Raft messages from the
+ * engine's shard threads, inbound ones to pe_raft_recv, and the engine's
+ * ticks (pe_raft_tick every tick_ms of CLOCK_MONOTONIC).
+ *
+ * Contract
+ *   1. peer_node_new() validates the configuration, binds the peer port
+ *      and names the peers; nothing runs yet. Its pe_cluster (peer_node_
+ *      cluster) is what pe_open gets: voters = this node + every peer.
+ *   2. peer_node_start(e) starts the thread once the engine is open;
+ *      messages the engine sends before that are queued (bounded), those
+ *      received before it are not read (the sockets wait).
+ *   3. Outbound: the engine's send callback copies a group's messages into
+ *      one allocation and queues it (at most PEER_NODE_OUTBOX_BYTES queued;
+ *      beyond, messages are dropped and counted: Raft retransmits); the
+ *      thread hands them to peer_send_all (one coalesced frame per node
+ *      pair per round).
+ *   4. peer_node_halt() ends the thread: before pe_close, since the thread
+ *      calls into the engine. peer_node_stop() frees everything: after
+ *      pe_close, since the engine may send until it is closed.
+ * Threads: new/stop on the controlling thread; the send callback from any
+ * engine shard thread; peer_node_outbox_drops from any thread.
+ */
+#ifndef PARLEYD_PEER_NODE_H
+#define PARLEYD_PEER_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parley_engine.h"
+
+#define PEER_NODE_MAX_PEERS 8u
+#define PEER_NODE_OUTBOX_BYTES (64ull << 20)
+
+struct peer_node_peer {
+	uint64_t id;
+	char addr[64]; /* numeric IPv4 / IPv6 */
+	uint16_t port;
+};
+
+struct peer_node_config {
+	uint64_t cluster_id, node_id;          /* != 0 */
+	const char *listen_addr;               /* numeric; NULL = 127.0.0.1 */
+	uint16_t listen_port;
+	struct peer_node_peer peers[PEER_NODE_MAX_PEERS];
+	uint32_t npeers;                       /* 1.. */
+	uint32_t tick_ms;                      /* 0 = 50 */
+	uint32_t election_ticks;               /* 0 = engine default */
+	const char *tls_ca, *tls_cert, *tls_key; /* all or none */
+};
+
+struct peer_node;
+
+/* Parses "id=addr:port,id=addr:port,..." ("[v6]:port" for IPv6) into
+ * cfg->peers. 0 or -PARLEY_EINVAL (message on stderr). */
+int peer_node_parse_peers(const char *s, struct peer_node_config *cfg);
+
+int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out);
+/* The engine's replication settings (valid while the node lives). */
+const struct pe_cluster *peer_node_cluster(struct peer_node *n);
+int peer_node_start(struct peer_node *n, struct pe_engine *e);
+/* Ends the thread (before pe_close: it calls into the engine); the engine
+ * may still send (queued, never sent). */
+void peer_node_halt(struct peer_node *n);
+/* Frees everything (after pe_close); halts first if needed. */
+void peer_node_stop(struct peer_node *n);
+/* Messages dropped because the outbox was full (any thread). */
+uint64_t peer_node_outbox_drops(struct peer_node *n);
+
+#endif /* PARLEYD_PEER_NODE_H */

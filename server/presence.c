@@ -1,0 +1,1178 @@
+/*
+ * presence.c — the presence and typing registry of presence.h: the pure
+ * core (sessions, online state, typing coalescing and expiry), the
+ * sharded registry, the sweep thread, durable last_seen and settings, and
+ * the pushes to connections.
+ *
+ * Ownership: entries belong to the registry (freed by the sweep, or by
+ * presence_close); a struct presence_conn belongs to its connection's
+ * loop thread and holds pointers to the entries it keeps alive (its own
+ * session's entry and the entries it subscribes to): an entry with a
+ * session or a subscriber is never freed. Engine callback contexts are
+ * malloc'd by the issuer and freed by the callback.
+ *
+ * Threads: see presence.h. Every struct pres_user field is guarded by its
+ * shard's mutex; struct presence_conn is loop-thread only.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat.h"
+#include "conn.h"
+#include "errmap.h"
+#include "loop.h"
+#include "presence.h"
+
+#define PRES_REC_VERSION 1u
+
+const struct pe_retention_rule presence_retention[] = {
+	{.prefix = "p/", .plen = 2, .max_count = PRESENCE_RETAIN},
+	{.prefix = "ps/", .plen = 3, .max_count = PRESENCE_RETAIN},
+};
+const size_t presence_nretention =
+	sizeof presence_retention / sizeof *presence_retention;
+
+/* ---- pure core ------------------------------------------------------------------ */
+
+static bool peer_eq(struct conn_ref a, struct conn_ref b)
+{
+	return a.lp == b.lp && a.slot == b.slot && a.gen == b.gen;
+}
+
+int pres_sess_add(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
+		  uint64_t now_ms)
+{
+	if (u->nsess == u->capsess) {
+		uint32_t cap = u->capsess ? u->capsess * 2 : 2;
+		struct pres_sess *n = realloc(u->sess, cap * sizeof *n);
+		if (!n)
+			return -PARLEY_ENOMEM;
+		u->sess = n;
+		u->capsess = cap;
+	}
+	u->sess[u->nsess++] = (struct pres_sess){h, now_ns};
+	u->active_ms = now_ms;
+	return 0;
+}
+
+bool pres_sess_del(struct pres_user *u, struct conn_ref h, uint64_t now_ms)
+{
+	for (uint32_t i = 0; i < u->nsess; i++) {
+		if (peer_eq(u->sess[i].h, h)) {
+			u->sess[i] = u->sess[--u->nsess];
+			u->active_ms = now_ms;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool pres_sess_beat(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
+		    uint64_t now_ms)
+{
+	for (uint32_t i = 0; i < u->nsess; i++) {
+		if (peer_eq(u->sess[i].h, h)) {
+			u->sess[i].hb_ns = now_ns;
+			u->active_ms = now_ms;
+			return true;
+		}
+	}
+	return false;
+}
+
+int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns)
+{
+	bool on = false;
+	for (uint32_t i = 0; i < u->nsess && !on; i++)
+		on = now_ns - u->sess[i].hb_ns < ttl_ns;
+	if (on == u->online)
+		return 0;
+	u->online = on;
+	if (on)
+		return 1;
+	u->last_seen_ms = u->active_ms;
+	u->dirty = true;
+	return -1;
+}
+
+void pres_user_view(const struct pres_user *u, uint8_t *status,
+		    uint64_t *last_seen_ms)
+{
+	*status = u->online ? PARLEY_PRESENCE_ONLINE : PARLEY_PRESENCE_OFFLINE;
+	*last_seen_ms = (u->online || u->hidden || !u->loaded_set)
+				? 0
+				: u->last_seen_ms;
+}
+
+bool pres_user_write_due(const struct pres_user *u, uint64_t now_ms,
+			 uint64_t every_ms, uint64_t *value)
+{
+	if (u->online && now_ms - u->written_ms >= every_ms) {
+		*value = now_ms;
+		return true;
+	}
+	if (!u->online && u->dirty) {
+		*value = u->last_seen_ms;
+		return true;
+	}
+	return false;
+}
+
+bool pres_user_idle(const struct pres_user *u)
+{
+	return !u->nsess && !u->nsubs && !u->ntyping && !u->dirty && !u->io;
+}
+
+int pres_sub_add(struct pres_user *u, struct conn_ref h)
+{
+	if (u->nsubs == u->capsubs) {
+		uint32_t cap = u->capsubs ? u->capsubs * 2 : 4;
+		struct conn_ref *n = realloc(u->subs, cap * sizeof *n);
+		if (!n)
+			return -PARLEY_ENOMEM;
+		u->subs = n;
+		u->capsubs = cap;
+	}
+	u->subs[u->nsubs++] = h;
+	return 0;
+}
+
+bool pres_sub_del(struct pres_user *u, struct conn_ref h)
+{
+	for (uint32_t i = 0; i < u->nsubs; i++) {
+		if (peer_eq(u->subs[i], h)) {
+			u->subs[i] = u->subs[--u->nsubs];
+			return true;
+		}
+	}
+	return false;
+}
+
+int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
+		       bool started, struct conn_ref from, uint64_t now_ns,
+		       uint64_t ttl_ns)
+{
+	PARLEY_ASSERT(clen <= PARLEY_PROTO_MAX_CONV_ID);
+	struct pres_typing *t = NULL;
+	for (uint32_t i = 0; i < u->ntyping; i++)
+		if (u->typing[i].clen == clen &&
+		    !memcmp(u->typing[i].conv, conv, clen))
+			t = &u->typing[i];
+	if (!started) {
+		if (!t)
+			return 0;
+		*t = u->typing[--u->ntyping];
+		return 1;
+	}
+	if (t) {
+		t->until_ns = now_ns + ttl_ns;
+		t->from = from;
+		if (now_ns - t->fwd_ns < ttl_ns / 3)
+			return 0; /* coalesced: the receivers' TTL still runs */
+		t->fwd_ns = now_ns;
+		return 1;
+	}
+	if (u->ntyping == PRESENCE_TYPING_MAX)
+		return -PARLEY_EFULL;
+	if (!u->typing) {
+		u->typing = malloc(PRESENCE_TYPING_MAX * sizeof *u->typing);
+		if (!u->typing)
+			return -PARLEY_ENOMEM;
+	}
+	t = &u->typing[u->ntyping++];
+	t->until_ns = now_ns + ttl_ns;
+	t->fwd_ns = now_ns;
+	t->from = from;
+	t->clen = (uint8_t)clen;
+	memcpy(t->conv, conv, clen);
+	return 1;
+}
+
+static unsigned typing_remove_if(struct pres_user *u, bool by_time,
+				 uint64_t now_ns, struct conn_ref from,
+				 struct pres_typing *out, unsigned cap)
+{
+	unsigned n = 0;
+	for (uint32_t i = 0; i < u->ntyping;) {
+		struct pres_typing *t = &u->typing[i];
+		bool gone = by_time ? now_ns >= t->until_ns : peer_eq(t->from, from);
+		if (!gone) {
+			i++;
+			continue;
+		}
+		if (n < cap)
+			out[n] = *t;
+		n++;
+		*t = u->typing[--u->ntyping];
+	}
+	return n < cap ? n : cap;
+}
+
+unsigned pres_typing_expire(struct pres_user *u, uint64_t now_ns,
+			    struct pres_typing *out, unsigned cap)
+{
+	return typing_remove_if(u, true, now_ns, (struct conn_ref){NULL, 0, 0}, out,
+				cap);
+}
+
+unsigned pres_typing_drop_peer(struct pres_user *u, struct conn_ref from,
+			       struct pres_typing *out, unsigned cap)
+{
+	return typing_remove_if(u, false, 0, from, out, cap);
+}
+
+void pres_user_free(struct pres_user *u)
+{
+	if (!u)
+		return;
+	free(u->sess);
+	free(u->subs);
+	free(u->typing);
+	free(u);
+}
+
+/* ---- registry ------------------------------------------------------------------------ */
+
+struct shard {
+	pthread_mutex_t mu;
+	struct pres_user *b[PRESENCE_BUCKETS];
+	uint32_t n;
+};
+
+struct presence {
+	struct presence_config cfg;
+	struct srv *s;
+	struct pe_engine *e;
+	struct shard sh[PRESENCE_SHARDS];
+	pthread_t thr;
+	pthread_mutex_t mu; /* stop flag + io wait */
+	pthread_cond_t cv;
+	bool stop, thread_started;
+	_Atomic uint64_t io_inflight;    /* engine operations of ours */
+	_Atomic uint64_t pushes_pending; /* LM_PUSH in loop queues */
+	_Atomic uint64_t online, subscriptions;
+	_Atomic uint64_t typing_in, typing_pushes, presence_pushes;
+	_Atomic uint64_t pushes_dropped, ls_writes, ls_write_errors, loads;
+};
+
+struct presence_conn {
+	struct conn_ref h;
+	struct pres_user *self;          /* this connection's session entry */
+	uint64_t beat_ns;                /* last heartbeat forwarded */
+	uint32_t nsubs, capsubs;
+	struct pres_user **subs;         /* entries subscribed to (kept alive) */
+};
+
+static void ctr(_Atomic uint64_t *c, int64_t v)
+{
+	atomic_fetch_add_explicit(c, (uint64_t)v, memory_order_relaxed);
+}
+
+static uint32_t user_hash(const char *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 16777619u;
+	return h;
+}
+
+static struct shard *shard_of(struct presence *p, uint32_t h)
+{
+	return &p->sh[h % PRESENCE_SHARDS];
+}
+
+/* Under the shard lock. */
+static struct pres_user *find(struct shard *sh, uint32_t h, const char *user,
+			      size_t ulen)
+{
+	struct pres_user *u = sh->b[(h / PRESENCE_SHARDS) % PRESENCE_BUCKETS];
+	while (u && !(u->hash == h && u->ulen == ulen &&
+		      !memcmp(u->user, user, ulen)))
+		u = u->next;
+	return u;
+}
+
+static struct pres_user *find_or_add(struct shard *sh, uint32_t h,
+				     const char *user, size_t ulen)
+{
+	struct pres_user *u = find(sh, h, user, ulen);
+	if (u)
+		return u;
+	u = calloc(1, sizeof *u);
+	if (!u)
+		return NULL;
+	u->hash = h;
+	u->ulen = (uint8_t)ulen;
+	memcpy(u->user, user, ulen);
+	struct pres_user **b = &sh->b[(h / PRESENCE_SHARDS) % PRESENCE_BUCKETS];
+	u->next = *b;
+	*b = u;
+	sh->n++;
+	return u;
+}
+
+/* ---- pushes ----------------------------------------------------------------------------- */
+
+/* Post an encoded push frame to one connection (under the shard lock of
+ * the entry it is about, see presence.h). */
+static void push_post(struct presence *p, struct conn_ref to,
+		      const uint8_t *frame, size_t n)
+{
+	if (atomic_load_explicit(&p->pushes_pending, memory_order_relaxed) >=
+	    p->cfg.push_queue_max) {
+		ctr(&p->pushes_dropped, 1);
+		return;
+	}
+	struct lmsg *m = lmsg_new(LM_PUSH, (uint32_t)n);
+	if (!m) {
+		ctr(&p->pushes_dropped, 1);
+		return;
+	}
+	memcpy(m->data, frame, n);
+	m->slot = to.slot;
+	m->gen = to.gen;
+	ctr(&p->pushes_pending, 1);
+	loop_post(to.lp, m);
+}
+
+void presence_push_retired(struct presence *p)
+{
+	if (p)
+		ctr(&p->pushes_pending, -1);
+}
+
+/* Encode u's current view as a PRESENCE push into buf (>= 160 bytes). */
+static int encode_presence(const struct pres_user *u, uint8_t *buf, size_t cap)
+{
+	struct parley_msg m = {.type = PARLEY_T_PRESENCE};
+	m.presence.user = (struct parley_str){u->user, u->ulen};
+	pres_user_view(u, &m.presence.status, &m.presence.last_seen_ms);
+	return parley_proto_encode(buf, cap, 0, &m);
+}
+
+/* Under u's shard lock: tell every subscriber u's view. */
+static void push_presence(struct presence *p, const struct pres_user *u)
+{
+	if (!u->nsubs)
+		return;
+	uint8_t buf[256];
+	int n = encode_presence(u, buf, sizeof buf);
+	PARLEY_ASSERT(n > 0);
+	for (uint32_t i = 0; i < u->nsubs; i++)
+		push_post(p, u->subs[i], buf, (size_t)n);
+	ctr(&p->presence_pushes, u->nsubs);
+}
+
+/* Forward a typing change of `user` in conv to every other member's
+ * sessions. Takes each member's shard lock in turn (never two). */
+static void push_typing(struct presence *p, const char *user, size_t ulen,
+			const char *conv, size_t clen, bool started)
+{
+	struct chat_member mem[2];
+	int nm = chat_conv_members(conv, clen, mem);
+	if (nm < 0)
+		return;
+	uint8_t buf[600];
+	struct parley_msg m = {.type = PARLEY_T_TYPING_PUSH};
+	m.typing_push.conv = (struct parley_str){conv, (uint16_t)clen};
+	m.typing_push.user = (struct parley_str){user, (uint16_t)ulen};
+	m.typing_push.state = started ? PARLEY_TYPING_STARTED
+				      : PARLEY_TYPING_STOPPED;
+	m.typing_push.ttl_ms = started ? p->cfg.typing_ttl_ms : 0;
+	int n = parley_proto_encode(buf, sizeof buf, 0, &m);
+	PARLEY_ASSERT(n > 0);
+	for (int i = 0; i < nm; i++) {
+		if (mem[i].len == ulen && !memcmp(mem[i].p, user, ulen))
+			continue; /* not to the typer's own devices */
+		uint32_t h = user_hash(mem[i].p, mem[i].len);
+		struct shard *sh = shard_of(p, h);
+		pthread_mutex_lock(&sh->mu);
+		struct pres_user *u = find(sh, h, mem[i].p, mem[i].len);
+		for (uint32_t k = 0; u && k < u->nsess; k++) {
+			push_post(p, u->sess[k].h, buf, (size_t)n);
+			ctr(&p->typing_pushes, 1);
+		}
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
+/* ---- durable records -------------------------------------------------------------------- */
+
+static int key_of(char *out, const char *pfx, const char *user, size_t ulen)
+{
+	size_t pl = strlen(pfx);
+	if (pl + ulen >= CHAT_KEY_CAP)
+		return -PARLEY_EINVAL;
+	memcpy(out, pfx, pl);
+	memcpy(out + pl, user, ulen);
+	out[pl + ulen] = '\0';
+	return (int)(pl + ulen);
+}
+
+static void io_begin(struct presence *p)
+{
+	ctr(&p->io_inflight, 1);
+}
+static void io_end(struct presence *p)
+{
+	pthread_mutex_lock(&p->mu);
+	ctr(&p->io_inflight, -1);
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+struct ls_write {
+	struct presence *p;
+	uint32_t hash;
+	uint8_t ulen;
+	char user[PARLEY_PROTO_MAX_USER_ID + 1];
+};
+
+static void ls_write_cb(void *arg, const struct pe_append_result *r)
+{
+	struct ls_write *w = arg;
+	struct presence *p = w->p;
+	struct shard *sh = shard_of(p, w->hash);
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find(sh, w->hash, w->user, w->ulen);
+	if (u) {
+		PARLEY_ASSERT(u->io > 0);
+		u->io--;
+		if (r->err && !u->online)
+			u->dirty = true; /* the next sweep tries again */
+	}
+	pthread_mutex_unlock(&sh->mu);
+	if (r->err) {
+		ctr(&p->ls_write_errors, 1);
+		PLOG_W("presence", "last_seen write failed", "user=%s err=%s",
+		       w->user, parley_errname(r->err));
+	} else {
+		ctr(&p->ls_writes, 1);
+	}
+	free(w);
+	io_end(p);
+}
+
+/* Under u's shard lock: mark the write issued; returns the context to
+ * pass to ls_write_issue after unlocking. */
+static struct ls_write *ls_write_prepare(struct presence *p, struct pres_user *u,
+					 uint64_t now_ms)
+{
+	struct ls_write *w = malloc(sizeof *w);
+	if (!w)
+		return NULL;
+	w->p = p;
+	w->hash = u->hash;
+	w->ulen = u->ulen;
+	memcpy(w->user, u->user, u->ulen);
+	w->user[u->ulen] = '\0';
+	u->io++;
+	u->dirty = false;
+	u->written_ms = now_ms;
+	return w;
+}
+
+static void ls_write_issue(struct presence *p, struct ls_write *w,
+			   uint64_t value)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = key_of(key, "p/", w->user, w->ulen);
+	PARLEY_ASSERT(kl > 0);
+	uint8_t rec[9];
+	rec[0] = PRES_REC_VERSION;
+	le_put64(rec + 1, value);
+	struct pe_input in = {.type = CHAT_ENT_LAST_SEEN, .len = sizeof rec,
+			      .payload = rec};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	io_begin(p);
+	int rc = pe_append(p->e, &q, ls_write_cb, w);
+	if (rc) {
+		struct pe_append_result r = {.err = rc};
+		ls_write_cb(w, &r);
+	}
+}
+
+/* ---- the sweep thread ---------------------------------------------------------------------- */
+
+#define SWEEP_BATCH 64u
+
+struct pending_write {
+	struct ls_write *w;
+	uint64_t value;
+};
+struct pending_stop {
+	uint8_t ulen;
+	char user[PARLEY_PROTO_MAX_USER_ID + 1];
+	struct pres_typing t;
+};
+
+/* One pass over shard i: TTL transitions, typing expiry, due writes,
+ * freeing idle entries. Writes and typing stops are issued after the
+ * lock is dropped (bounded batches; the rest waits for the next pass). */
+static void sweep_shard(struct presence *p, unsigned i, uint64_t now_ns,
+			uint64_t now_ms, bool final)
+{
+	static _Thread_local struct pending_write wr[SWEEP_BATCH];
+	static _Thread_local struct pending_stop st[SWEEP_BATCH];
+	unsigned nw = 0, ns = 0;
+	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	struct shard *sh = &p->sh[i];
+	pthread_mutex_lock(&sh->mu);
+	for (unsigned b = 0; b < PRESENCE_BUCKETS; b++) {
+		struct pres_user **pp = &sh->b[b];
+		while (*pp) {
+			struct pres_user *u = *pp;
+			int tr = pres_user_update(u, now_ns, ttl_ns);
+			if (tr) {
+				ctr(&p->online, tr);
+				push_presence(p, u);
+			}
+			while (u->ntyping && ns < SWEEP_BATCH) {
+				unsigned k = pres_typing_expire(u, now_ns,
+								&st[ns].t, 1);
+				if (!k)
+					break;
+				st[ns].ulen = u->ulen;
+				memcpy(st[ns].user, u->user, u->ulen);
+				ns++;
+			}
+			uint64_t v;
+			uint64_t every = final ? 0 : p->cfg.last_seen_write_ms;
+			if (nw < SWEEP_BATCH && !u->io &&
+			    pres_user_write_due(u, now_ms, every, &v)) {
+				struct ls_write *w = ls_write_prepare(p, u, now_ms);
+				if (w)
+					wr[nw++] = (struct pending_write){w, v};
+			}
+			if (pres_user_idle(u)) {
+				*pp = u->next;
+				sh->n--;
+				pres_user_free(u);
+				continue;
+			}
+			pp = &u->next;
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	for (unsigned k = 0; k < nw; k++)
+		ls_write_issue(p, wr[k].w, wr[k].value);
+	for (unsigned k = 0; k < ns; k++)
+		push_typing(p, st[k].user, st[k].ulen, st[k].t.conv,
+			    st[k].t.clen, false);
+}
+
+static void *sweep_main(void *arg)
+{
+	struct presence *p = arg;
+	pthread_mutex_lock(&p->mu);
+	while (!p->stop) {
+		pthread_mutex_unlock(&p->mu);
+		uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+		for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
+			sweep_shard(p, i, now_ns, now_ms, false);
+		pthread_mutex_lock(&p->mu);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)PRESENCE_SWEEP_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (!p->stop)
+			pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* ---- open / close ---------------------------------------------------------------------- */
+
+int presence_config_check(const struct presence_config *c, char *why,
+			  size_t whycap)
+{
+	const char *w = NULL;
+	if (c->heartbeat_ms < 100 || c->heartbeat_ms > 3600000)
+		w = "presence_heartbeat_ms must be 100..3600000";
+	else if (c->ttl_ms <= c->heartbeat_ms || c->ttl_ms > 86400000)
+		w = "presence_ttl_ms must be > presence_heartbeat_ms and <= 86400000";
+	else if (c->subs_max < 1 || c->subs_max > 65535)
+		w = "presence_subs_max must be 1..65535";
+	else if (c->typing_ttl_ms < 500 || c->typing_ttl_ms > 60000)
+		w = "typing_ttl_ms must be 500..60000";
+	else if (c->last_seen_write_ms < 1000)
+		w = "presence_last_seen_write_ms must be >= 1000";
+	else if (c->push_queue_max < 64)
+		w = "presence_push_queue_max must be >= 64";
+	if (w) {
+		snprintf(why, whycap, "%s", w);
+		return -PARLEY_EINVAL;
+	}
+	return 0;
+}
+
+int presence_open(const struct presence_config *cfg, struct srv *s,
+		  struct presence **out)
+{
+	char why[128];
+	if (presence_config_check(cfg, why, sizeof why))
+		return -PARLEY_EINVAL;
+	struct presence *p = calloc(1, sizeof *p);
+	if (!p)
+		return -PARLEY_ENOMEM;
+	p->cfg = *cfg;
+	p->s = s;
+	p->e = s->engine;
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
+		pthread_mutex_init(&p->sh[i].mu, NULL);
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	if (pthread_create(&p->thr, NULL, sweep_main, p) != 0) {
+		free(p);
+		return -PARLEY_ENOMEM;
+	}
+	p->thread_started = true;
+	*out = p;
+	return 0;
+}
+
+void presence_close(struct presence *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	if (p->thread_started)
+		pthread_join(p->thr, NULL);
+	/* every connection has closed: every user went offline; write what
+	 * is due (one more pass for writes that failed) and wait for it */
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+		for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
+			sweep_shard(p, i, now_ns, now_ms, true);
+		pthread_mutex_lock(&p->mu);
+		while (atomic_load(&p->io_inflight))
+			pthread_cond_wait(&p->cv, &p->mu);
+		pthread_mutex_unlock(&p->mu);
+	}
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
+		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++) {
+			struct pres_user *u = p->sh[i].b[b];
+			while (u) {
+				struct pres_user *n = u->next;
+				pres_user_free(u);
+				u = n;
+			}
+		}
+		pthread_mutex_destroy(&p->sh[i].mu);
+	}
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	free(p);
+}
+
+void presence_get_stats(struct presence *p, struct presence_stats *st)
+{
+	memset(st, 0, sizeof *st);
+	if (!p)
+		return;
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
+		pthread_mutex_lock(&p->sh[i].mu);
+		st->entries += p->sh[i].n;
+		pthread_mutex_unlock(&p->sh[i].mu);
+	}
+	st->online = atomic_load(&p->online);
+	st->subscriptions = atomic_load(&p->subscriptions);
+	st->typing_in = atomic_load(&p->typing_in);
+	st->typing_pushes = atomic_load(&p->typing_pushes);
+	st->presence_pushes = atomic_load(&p->presence_pushes);
+	st->pushes_dropped = atomic_load(&p->pushes_dropped);
+	st->last_seen_writes = atomic_load(&p->ls_writes);
+	st->last_seen_write_errors = atomic_load(&p->ls_write_errors);
+	st->loads = atomic_load(&p->loads);
+}
+
+/* ---- connections (loop thread) ------------------------------------------------------------ */
+
+int presence_conn_online(struct presence *p, struct presence_conn **pcp,
+			 const char *user, size_t ulen, struct conn_ref h)
+{
+	if (*pcp)
+		return 0; /* re-AUTH of the same user */
+	struct presence_conn *pc = calloc(1, sizeof *pc);
+	if (!pc)
+		return -PARLEY_ENOMEM;
+	pc->h = h;
+	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+	pc->beat_ns = now_ns;
+	uint32_t hh = user_hash(user, ulen);
+	struct shard *sh = shard_of(p, hh);
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find_or_add(sh, hh, user, ulen);
+	int rc = u ? pres_sess_add(u, h, now_ns, now_ms) : -PARLEY_ENOMEM;
+	if (rc == 0) {
+		pc->self = u;
+		int tr = pres_user_update(u, now_ns,
+					  (uint64_t)p->cfg.ttl_ms * 1000000ull);
+		if (tr) {
+			ctr(&p->online, tr);
+			push_presence(p, u);
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	if (rc) {
+		free(pc);
+		return rc;
+	}
+	*pcp = pc;
+	return 0;
+}
+
+void presence_conn_beat(struct presence *p, struct presence_conn *pc,
+			uint64_t now_ns)
+{
+	if (!pc || !pc->self ||
+	    now_ns - pc->beat_ns < (uint64_t)p->cfg.heartbeat_ms * 250000ull)
+		return;
+	pc->beat_ns = now_ns;
+	struct pres_user *u = pc->self;
+	struct shard *sh = shard_of(p, u->hash);
+	pthread_mutex_lock(&sh->mu);
+	pres_sess_beat(u, pc->h, now_ns, parley_now_ms());
+	int tr = pres_user_update(u, now_ns, (uint64_t)p->cfg.ttl_ms * 1000000ull);
+	if (tr) {
+		ctr(&p->online, tr);
+		push_presence(p, u);
+	}
+	pthread_mutex_unlock(&sh->mu);
+}
+
+static void sub_drop(struct presence *p, struct presence_conn *pc,
+		     struct pres_user *u)
+{
+	struct shard *sh = shard_of(p, u->hash);
+	pthread_mutex_lock(&sh->mu);
+	bool had = pres_sub_del(u, pc->h);
+	pthread_mutex_unlock(&sh->mu);
+	if (had)
+		ctr(&p->subscriptions, -1);
+}
+
+void presence_conn_offline(struct presence *p, struct presence_conn **pcp)
+{
+	struct presence_conn *pc = *pcp;
+	if (!pc)
+		return;
+	*pcp = NULL;
+	for (uint32_t i = 0; i < pc->nsubs; i++)
+		sub_drop(p, pc, pc->subs[i]);
+	free(pc->subs);
+	struct pres_user *u = pc->self;
+	struct pres_typing stops[PRESENCE_TYPING_MAX];
+	unsigned ns = 0;
+	char user[PARLEY_PROTO_MAX_USER_ID + 1];
+	size_t ulen = u->ulen;
+	memcpy(user, u->user, ulen);
+	struct shard *sh = shard_of(p, u->hash);
+	pthread_mutex_lock(&sh->mu);
+	ns = pres_typing_drop_peer(u, pc->h, stops, PRESENCE_TYPING_MAX);
+	pres_sess_del(u, pc->h, parley_now_ms());
+	int tr = pres_user_update(u, parley_mono_ns(),
+				  (uint64_t)p->cfg.ttl_ms * 1000000ull);
+	if (tr) {
+		ctr(&p->online, tr);
+		push_presence(p, u);
+	}
+	pthread_mutex_unlock(&sh->mu);
+	for (unsigned k = 0; k < ns; k++)
+		push_typing(p, user, ulen, stops[k].conv, stops[k].clen, false);
+	free(pc);
+}
+
+int presence_typing(struct presence *p, struct presence_conn *pc,
+		    const char *conv, size_t clen, bool started)
+{
+	struct pres_user *u = pc->self;
+	struct chat_member mem[2];
+	int nm = chat_conv_members(conv, clen, mem);
+	if (nm < 0)
+		return -PARLEY_ENOTFOUND;
+	if (!chat_conv_has_member(conv, clen, u->user, u->ulen))
+		return -PARLEY_EPERM;
+	ctr(&p->typing_in, 1);
+	struct shard *sh = shard_of(p, u->hash);
+	pthread_mutex_lock(&sh->mu);
+	int rc = pres_typing_update(u, conv, clen, started, pc->h,
+				    parley_mono_ns(),
+				    (uint64_t)p->cfg.typing_ttl_ms * 1000000ull);
+	pthread_mutex_unlock(&sh->mu);
+	if (rc < 0)
+		return rc;
+	if (rc == 1)
+		push_typing(p, u->user, u->ulen, conv, clen, started);
+	return 0;
+}
+
+/* ---- PRESENCE_SUB --------------------------------------------------------------------------- */
+
+struct sub_req {
+	struct presence *p;
+	struct conn_ref h;
+	uint32_t rid;
+	uint16_t subscribed;
+	uint16_t count;
+	_Atomic uint32_t pending;        /* reads in flight + the issuer's hold */
+	/* each pinned (u->io++) until sub_finish has read it: the
+	 * subscription alone does not keep it, the connection may close */
+	struct pres_user *u[PARLEY_PROTO_MAX_PRESENCE_USERS];
+};
+
+struct load_ctx {
+	struct sub_req *q;
+	struct pres_user *u;             /* kept alive: u->io counts us */
+	bool settings;                   /* ps/ (else p/) */
+};
+
+static void sub_finish(struct sub_req *q)
+{
+	struct presence *p = q->p;
+	struct parley_msg *m = calloc(1, sizeof *m);
+	struct lmsg *lm = NULL;
+	if (m) {
+		m->type = PARLEY_T_PRESENCE_SUB_OK;
+		struct parley_presence_sub_ok *ok = &m->presence_sub_ok;
+		ok->heartbeat_ms = p->cfg.heartbeat_ms;
+		ok->ttl_ms = p->cfg.ttl_ms;
+		ok->subscribed = q->subscribed;
+		ok->count = q->count;
+		for (unsigned i = 0; i < q->count; i++) {
+			struct pres_user *u = q->u[i];
+			struct shard *sh = shard_of(p, u->hash);
+			pthread_mutex_lock(&sh->mu);
+			ok->recs[i].user = (struct parley_str){u->user, u->ulen};
+			pres_user_view(u, &ok->recs[i].status,
+				       &ok->recs[i].last_seen_ms);
+			pthread_mutex_unlock(&sh->mu);
+		}
+		int n = parley_proto_size(m);
+		lm = n > 0 ? lmsg_new(LM_FRAME, (uint32_t)n) : NULL;
+		if (lm && parley_proto_encode(lm->data, (size_t)n, q->rid, m) != n) {
+			free(lm);
+			lm = NULL;
+		}
+		free(m);
+	}
+	for (unsigned i = 0; i < q->count; i++) { /* unpin (see struct sub_req) */
+		struct pres_user *u = q->u[i];
+		struct shard *sh = shard_of(p, u->hash);
+		pthread_mutex_lock(&sh->mu);
+		PARLEY_ASSERT(u->io > 0);
+		u->io--;
+		pthread_mutex_unlock(&sh->mu);
+	}
+	if (!lm) {
+		struct parley_msg e = {.type = PARLEY_T_ERROR};
+		e.error.code = PARLEY_ENOMEM;
+		e.error.retry_after_ms = 100;
+		e.error.text = parley_str_c("out of memory");
+		uint8_t buf[64];
+		int n = parley_proto_encode(buf, sizeof buf, q->rid, &e);
+		lm = n > 0 ? lmsg_new(LM_FRAME, (uint32_t)n) : NULL;
+		if (lm)
+			memcpy(lm->data, buf, (size_t)n);
+	}
+	if (lm) {
+		lm->slot = q->h.slot;
+		lm->gen = q->h.gen;
+		lm->done_req = true;
+		loop_post(q->h.lp, lm);
+	} else {
+		PLOG_E("presence", "reply lost: out of memory", "req=%u", q->rid);
+	}
+	free(q);
+}
+
+static void sub_release(struct sub_req *q)
+{
+	if (atomic_fetch_sub(&q->pending, 1) == 1)
+		sub_finish(q);
+}
+
+static void load_cb(void *arg, const struct pe_read_result *r)
+{
+	struct load_ctx *x = arg;
+	struct presence *p = x->q->p;
+	struct pres_user *u = x->u;
+	struct shard *sh = shard_of(p, u->hash);
+	pthread_mutex_lock(&sh->mu);
+	const struct pe_entry *en = r->err == 0 && r->count ? &r->entries[0] : NULL;
+	if (x->settings) {
+		if (en && en->type == CHAT_ENT_PRESENCE_SET && en->len >= 5 &&
+		    !u->set_live)
+			u->hidden = (le_get32(en->payload + 1) &
+				     PARLEY_PRESF_HIDE_LAST_SEEN) != 0;
+		if (r->err == 0)
+			u->loaded_set = true;
+	} else {
+		if (en && en->type == CHAT_ENT_LAST_SEEN && en->len >= 9) {
+			uint64_t v = le_get64(en->payload + 1);
+			if (v > u->last_seen_ms && !u->online)
+				u->last_seen_ms = v;
+		}
+		if (r->err == 0)
+			u->loaded_ls = true;
+	}
+	PARLEY_ASSERT(u->io > 0);
+	u->io--;
+	pthread_mutex_unlock(&sh->mu);
+	if (r->err)
+		PLOG_W("presence", "presence read failed", "user=%s err=%s",
+		       u->user, parley_errname(r->err));
+	ctr(&p->loads, 1);
+	sub_release(x->q);
+	free(x);
+	io_end(p);
+}
+
+/* The caller counted this read in u->io (under the shard lock). */
+static void load_issue(struct presence *p, struct sub_req *q,
+		       struct pres_user *u, bool settings)
+{
+	struct load_ctx *x = malloc(sizeof *x);
+	if (!x) { /* no read: the entry stays not loaded */
+		struct shard *sh = shard_of(p, u->hash);
+		pthread_mutex_lock(&sh->mu);
+		u->io--;
+		pthread_mutex_unlock(&sh->mu);
+		return;
+	}
+	*x = (struct load_ctx){q, u, settings};
+	char key[CHAT_KEY_CAP];
+	int kl = key_of(key, settings ? "ps/" : "p/", u->user, u->ulen);
+	PARLEY_ASSERT(kl > 0);
+	atomic_fetch_add(&q->pending, 1);
+	io_begin(p);
+	struct pe_read_req rq = {.key = key, .klen = (size_t)kl,
+				 .from = UINT64_MAX, .dir = PE_BACKWARD,
+				 .limit = 1};
+	int rc = pe_read(p->e, &rq, load_cb, x);
+	if (rc) {
+		struct pe_read_result r = {.err = rc};
+		load_cb(x, &r);
+	}
+}
+
+static bool conn_has_sub(const struct presence_conn *pc,
+			 const struct pres_user *u, uint32_t *at)
+{
+	for (uint32_t i = 0; i < pc->nsubs; i++)
+		if (pc->subs[i] == u) {
+			if (at)
+				*at = i;
+			return true;
+		}
+	return false;
+}
+
+static int conn_unsub(struct presence *p, struct presence_conn *pc,
+		      uint32_t rid, const struct parley_presence_sub *m)
+{
+	for (unsigned i = 0; i < m->count; i++) {
+		uint32_t hh = user_hash(m->users[i].p, m->users[i].len);
+		struct shard *sh = shard_of(p, hh);
+		pthread_mutex_lock(&sh->mu);
+		struct pres_user *u = find(sh, hh, m->users[i].p, m->users[i].len);
+		pthread_mutex_unlock(&sh->mu);
+		uint32_t at;
+		if (!u || !conn_has_sub(pc, u, &at))
+			continue; /* not subscribed: nothing to do */
+		pc->subs[at] = pc->subs[--pc->nsubs];
+		sub_drop(p, pc, u);
+	}
+	struct sub_req *q = calloc(1, sizeof *q);
+	if (!q)
+		return -PARLEY_ENOMEM;
+	q->p = p;
+	q->h = pc->h;
+	q->rid = rid;
+	q->subscribed = (uint16_t)pc->nsubs;
+	q->count = 0;
+	atomic_store(&q->pending, 1);
+	sub_release(q);
+	return 0;
+}
+
+int presence_sub(struct presence *p, struct presence_conn *pc, uint32_t rid,
+		 const struct parley_presence_sub *m)
+{
+	if (m->op == PARLEY_PRESENCE_UNSUBSCRIBE)
+		return conn_unsub(p, pc, rid, m);
+	/* how many are new (duplicates in the request count once) */
+	uint32_t add = 0;
+	struct pres_user *found[PARLEY_PROTO_MAX_PRESENCE_USERS];
+	for (unsigned i = 0; i < m->count; i++) {
+		uint32_t hh = user_hash(m->users[i].p, m->users[i].len);
+		struct shard *sh = shard_of(p, hh);
+		pthread_mutex_lock(&sh->mu);
+		found[i] = find(sh, hh, m->users[i].p, m->users[i].len);
+		pthread_mutex_unlock(&sh->mu);
+		bool dup = false;
+		for (unsigned k = 0; k < i && !dup; k++)
+			dup = m->users[k].len == m->users[i].len &&
+			      !memcmp(m->users[k].p, m->users[i].p,
+				      m->users[i].len);
+		/* found[i] may be freed by the sweep once we unlock if we do
+		 * not hold it: only used as a hint for the count below */
+		if (!dup && !(found[i] && conn_has_sub(pc, found[i], NULL)))
+			add++;
+	}
+	if (pc->nsubs + add > p->cfg.subs_max)
+		return -PARLEY_ELIMIT;
+	if (pc->nsubs + add > pc->capsubs) {
+		uint32_t cap = PARLEY_MAX(pc->nsubs + add, pc->capsubs * 2);
+		cap = PARLEY_MIN(cap, p->cfg.subs_max);
+		struct pres_user **n = realloc(pc->subs, cap * sizeof *n);
+		if (!n)
+			return -PARLEY_ENOMEM;
+		pc->subs = n;
+		pc->capsubs = cap;
+	}
+	struct sub_req *q = calloc(1, sizeof *q);
+	if (!q)
+		return -PARLEY_ENOMEM;
+	q->p = p;
+	q->h = pc->h;
+	q->rid = rid;
+	q->count = m->count;
+	atomic_store(&q->pending, 1);
+	for (unsigned i = 0; i < m->count; i++) {
+		uint32_t hh = user_hash(m->users[i].p, m->users[i].len);
+		struct shard *sh = shard_of(p, hh);
+		pthread_mutex_lock(&sh->mu);
+		struct pres_user *u = find_or_add(sh, hh, m->users[i].p,
+						  m->users[i].len);
+		bool ok = u != NULL;
+		if (ok && !conn_has_sub(pc, u, NULL)) {
+			ok = pc->nsubs < pc->capsubs && pres_sub_add(u, pc->h) == 0;
+			if (ok) {
+				pc->subs[pc->nsubs++] = u;
+				ctr(&p->subscriptions, 1);
+			}
+		}
+		bool need_ls = ok && !u->loaded_ls, need_set = ok && !u->loaded_set;
+		if (ok)
+			u->io++; /* pinned until sub_finish (struct sub_req) */
+		if (need_ls)
+			u->io++;
+		if (need_set)
+			u->io++;
+		pthread_mutex_unlock(&sh->mu);
+		if (!ok) {
+			/* out of memory half-way: the reply lists what we
+			 * have; subscriptions made so far stay */
+			q->count = (uint16_t)i;
+			break;
+		}
+		q->u[i] = u;
+		if (need_ls)
+			load_issue(p, q, u, false);
+		if (need_set)
+			load_issue(p, q, u, true);
+	}
+	q->subscribed = (uint16_t)pc->nsubs;
+	sub_release(q);
+	return 0;
+}
+
+/* ---- PRESENCE_SET ------------------------------------------------------------------------- */
+
+struct set_ctx {
+	struct presence *p;
+	struct conn_ref h;
+	uint32_t rid, flags, hash;
+	uint8_t ulen;
+	char user[PARLEY_PROTO_MAX_USER_ID + 1];
+};
+
+static void set_cb(void *arg, const struct pe_append_result *r)
+{
+	struct set_ctx *x = arg;
+	struct presence *p = x->p;
+	struct parley_msg m = {.type = PARLEY_T_PRESENCE_SET_OK};
+	m.presence_set_ok.flags = x->flags;
+	if (r->err == 0) {
+		struct shard *sh = shard_of(p, x->hash);
+		pthread_mutex_lock(&sh->mu);
+		struct pres_user *u = find(sh, x->hash, x->user, x->ulen);
+		if (u) {
+			bool hide = (x->flags & PARLEY_PRESF_HIDE_LAST_SEEN) != 0;
+			bool was = u->hidden;
+			u->hidden = hide;
+			u->set_live = true;
+			u->loaded_set = true;
+			if (was != hide && !u->online)
+				push_presence(p, u);
+		}
+		pthread_mutex_unlock(&sh->mu);
+	} else {
+		m.type = PARLEY_T_ERROR;
+		m.error.code = srv_wire_err(r->err).code;
+		m.error.retry_after_ms = srv_wire_err(r->err).retry_after_ms;
+		m.error.text = parley_str_c("presence setting not stored");
+	}
+	uint8_t buf[128];
+	int n = parley_proto_encode(buf, sizeof buf, x->rid, &m);
+	PARLEY_ASSERT(n > 0);
+	struct lmsg *lm = lmsg_new(LM_FRAME, (uint32_t)n);
+	if (lm) {
+		memcpy(lm->data, buf, (size_t)n);
+		lm->slot = x->h.slot;
+		lm->gen = x->h.gen;
+		lm->done_req = true;
+		loop_post(x->h.lp, lm);
+	} else {
+		PLOG_E("presence", "reply lost: out of memory", "req=%u", x->rid);
+	}
+	free(x);
+	io_end(p);
+}
+
+int presence_set(struct presence *p, struct presence_conn *pc, uint32_t rid,
+		 uint32_t flags)
+{
+	struct pres_user *u = pc->self;
+	struct set_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct set_ctx){.p = p, .h = pc->h, .rid = rid, .flags = flags,
+			      .hash = u->hash, .ulen = u->ulen};
+	memcpy(x->user, u->user, u->ulen);
+	x->user[u->ulen] = '\0';
+	char key[CHAT_KEY_CAP];
+	int kl = key_of(key, "ps/", u->user, u->ulen);
+	PARLEY_ASSERT(kl > 0);
+	uint8_t rec[5];
+	rec[0] = PRES_REC_VERSION;
+	le_put32(rec + 1, flags);
+	struct pe_input in = {.type = CHAT_ENT_PRESENCE_SET, .len = sizeof rec,
+			      .payload = rec};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	io_begin(p);
+	int rc = pe_append(p->e, &q, set_cb, x);
+	if (rc) {
+		free(x);
+		io_end(p);
+		return rc;
+	}
+	return 0;
+}

@@ -1,0 +1,201 @@
+/*
+ * test_presence.c — the pure core of server/presence.c with injected
+ * time: sessions and the online state (any device online, TTL expiry,
+ * last_seen = the last heartbeat), what a subscriber sees (hidden,
+ * unknown setting), lazy last_seen writes, typing coalescing, expiry and
+ * the per-user bound.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "presence.h"
+
+#define MS 1000000ull
+#define TTL (60000 * MS)
+
+static struct pres_user *user(void)
+{
+	struct pres_user *u = calloc(1, sizeof *u);
+	cr_assert(u);
+	strcpy(u->user, "alice");
+	u->ulen = 5;
+	return u;
+}
+
+static struct conn_ref peer(uint32_t slot)
+{
+	return (struct conn_ref){(struct loop *)0x1000, slot, 7};
+}
+
+Test(presence, online_while_any_device_is)
+{
+	struct pres_user *u = user();
+	uint64_t t = 1000 * MS;
+	cr_assert_eq(pres_sess_add(u, peer(1), t, 5000), 0);
+	cr_assert_eq(pres_user_update(u, t, TTL), 1);
+	cr_assert_eq(pres_sess_add(u, peer(2), t + MS, 5001), 0);
+	cr_assert_eq(pres_user_update(u, t + MS, TTL), 0); /* still online */
+	cr_assert(pres_sess_del(u, peer(1), 6000));
+	cr_assert_eq(pres_user_update(u, t + 2 * MS, TTL), 0);
+	cr_assert(!pres_sess_del(u, peer(1), 6000)); /* only once */
+	cr_assert(pres_sess_del(u, peer(2), 7000));
+	cr_assert_eq(pres_user_update(u, t + 3 * MS, TTL), -1);
+	cr_assert_eq(u->last_seen_ms, 7000); /* when the last device left */
+	cr_assert(u->dirty);
+	pres_user_free(u);
+}
+
+Test(presence, ttl_expiry_uses_last_heartbeat)
+{
+	struct pres_user *u = user();
+	uint64_t t = 1000 * MS;
+	pres_sess_add(u, peer(1), t, 10000);
+	cr_assert_eq(pres_user_update(u, t, TTL), 1);
+	cr_assert(pres_sess_beat(u, peer(1), t + 20000 * MS, 30000));
+	/* just before the TTL after the last beat: online */
+	cr_assert_eq(pres_user_update(u, t + 20000 * MS + TTL - 1, TTL), 0);
+	cr_assert(u->online);
+	/* at the TTL: offline, last_seen = the beat's wall time */
+	cr_assert_eq(pres_user_update(u, t + 20000 * MS + TTL, TTL), -1);
+	cr_assert_eq(u->last_seen_ms, 30000);
+	/* a beat from the silent (still connected) device: online again */
+	cr_assert(pres_sess_beat(u, peer(1), t + 100000 * MS, 110000));
+	cr_assert_eq(pres_user_update(u, t + 100000 * MS, TTL), 1);
+	cr_assert(!pres_sess_beat(u, peer(9), t, 0)); /* unknown session */
+	pres_user_free(u);
+}
+
+Test(presence, view_hides_last_seen)
+{
+	struct pres_user *u = user();
+	uint8_t st;
+	uint64_t ls;
+	u->last_seen_ms = 1234;
+	pres_user_view(u, &st, &ls);
+	cr_assert_eq(st, PARLEY_PRESENCE_OFFLINE);
+	cr_assert_eq(ls, 0, "setting not known yet: nothing shown");
+	u->loaded_set = true;
+	pres_user_view(u, &st, &ls);
+	cr_assert_eq(ls, 1234);
+	u->hidden = true;
+	pres_user_view(u, &st, &ls);
+	cr_assert_eq(ls, 0);
+	u->hidden = false;
+	u->online = true;
+	pres_user_view(u, &st, &ls);
+	cr_assert_eq(st, PARLEY_PRESENCE_ONLINE);
+	cr_assert_eq(ls, 0);
+	pres_user_free(u);
+}
+
+Test(presence, last_seen_written_lazily)
+{
+	struct pres_user *u = user();
+	uint64_t v = 0, every = 300000;
+	uint64_t t = 1000 * MS;
+	pres_sess_add(u, peer(1), t, 1000000);
+	pres_user_update(u, t, TTL);
+	u->written_ms = 1000000;
+	/* heartbeats do not make writes due */
+	for (int i = 1; i < 100; i++) {
+		pres_sess_beat(u, peer(1), t + (uint64_t)i * 1000 * MS,
+			       1000000 + (uint64_t)i * 1000);
+		cr_assert(!pres_user_write_due(u, 1000000 + (uint64_t)i * 1000,
+					       every, &v));
+	}
+	/* every `every` ms while online, with the time of the write */
+	cr_assert(pres_user_write_due(u, 1300000, every, &v));
+	cr_assert_eq(v, 1300000);
+	u->written_ms = 1300000;
+	/* going offline: due at once, with the last heartbeat's time */
+	pres_sess_del(u, peer(1), 1350000);
+	cr_assert_eq(pres_user_update(u, t + 400000 * MS, TTL), -1);
+	cr_assert(pres_user_write_due(u, 1350001, every, &v));
+	cr_assert_eq(v, 1350000);
+	u->dirty = false; /* written */
+	cr_assert(!pres_user_write_due(u, 9999999, every, &v));
+	cr_assert(pres_user_idle(u));
+	pres_user_free(u);
+}
+
+Test(presence, typing_coalesces_and_expires)
+{
+	struct pres_user *u = user();
+	uint64_t ttl = 6000 * MS, t = 1000 * MS;
+	const char *c = "d:alice:bob";
+	size_t cl = strlen(c);
+	cr_assert_eq(pres_typing_update(u, c, cl, true, peer(1), t, ttl), 1);
+	/* refreshes within ttl/3 are coalesced, later ones forwarded */
+	for (int i = 1; i < 20; i++)
+		cr_assert_eq(pres_typing_update(u, c, cl, true, peer(1),
+						t + (uint64_t)i * 100 * MS, ttl),
+			     0);
+	cr_assert_eq(pres_typing_update(u, c, cl, true, peer(1),
+					t + 2000 * MS, ttl), 1);
+	cr_assert_eq(u->ntyping, 1);
+	/* expiry counts from the last refresh (t + 2000 ms) */
+	struct pres_typing out[PRESENCE_TYPING_MAX];
+	cr_assert_eq(pres_typing_expire(u, t + 7999 * MS, out, 8), 0);
+	cr_assert_eq(pres_typing_expire(u, t + 8000 * MS, out, 8), 1);
+	cr_assert_eq(out[0].clen, cl);
+	cr_assert(!memcmp(out[0].conv, c, cl));
+	cr_assert_eq(u->ntyping, 0);
+	/* stop: forwarded only if it was typing */
+	cr_assert_eq(pres_typing_update(u, c, cl, false, peer(1), t, ttl), 0);
+	cr_assert_eq(pres_typing_update(u, c, cl, true, peer(1), t, ttl), 1);
+	cr_assert_eq(pres_typing_update(u, c, cl, false, peer(1), t, ttl), 1);
+	cr_assert_eq(u->ntyping, 0);
+	pres_user_free(u);
+}
+
+Test(presence, typing_bounded_and_dropped_with_connection)
+{
+	struct pres_user *u = user();
+	uint64_t ttl = 6000 * MS, t = 1000 * MS;
+	char conv[PRESENCE_TYPING_MAX + 1][32];
+	for (unsigned i = 0; i <= PRESENCE_TYPING_MAX; i++)
+		snprintf(conv[i], sizeof conv[i], "d:alice:u%u", i);
+	for (unsigned i = 0; i < PRESENCE_TYPING_MAX; i++)
+		cr_assert_eq(pres_typing_update(u, conv[i], strlen(conv[i]),
+						true, peer(i % 2), t, ttl),
+			     1);
+	cr_assert_eq(pres_typing_update(u, conv[8], strlen(conv[8]), true,
+					peer(0), t, ttl),
+		     -PARLEY_EFULL);
+	struct pres_typing out[PRESENCE_TYPING_MAX];
+	cr_assert_eq(pres_typing_drop_peer(u, peer(1), out, 8),
+		     PRESENCE_TYPING_MAX / 2);
+	cr_assert_eq(u->ntyping, PRESENCE_TYPING_MAX / 2);
+	cr_assert(!pres_user_idle(u));
+	cr_assert_eq(pres_typing_drop_peer(u, peer(0), out, 8),
+		     PRESENCE_TYPING_MAX / 2);
+	cr_assert(pres_user_idle(u));
+	pres_user_free(u);
+}
+
+Test(presence, subscribers)
+{
+	struct pres_user *u = user();
+	for (uint32_t i = 0; i < 100; i++)
+		cr_assert_eq(pres_sub_add(u, peer(i)), 0);
+	cr_assert(!pres_user_idle(u));
+	for (uint32_t i = 0; i < 100; i++)
+		cr_assert(pres_sub_del(u, peer(i)));
+	cr_assert(!pres_sub_del(u, peer(0)));
+	cr_assert(pres_user_idle(u));
+	pres_user_free(u);
+}
+
+Test(presence, config_check)
+{
+	struct presence_config c = {30000, 60000, 256, 6000, 300000, 65536};
+	char why[128];
+	cr_assert_eq(presence_config_check(&c, why, sizeof why), 0);
+	c.ttl_ms = 30000;
+	cr_assert_eq(presence_config_check(&c, why, sizeof why), -PARLEY_EINVAL);
+	cr_assert(strstr(why, "presence_ttl_ms"));
+	c.ttl_ms = 60000;
+	c.subs_max = 0;
+	cr_assert_eq(presence_config_check(&c, why, sizeof why), -PARLEY_EINVAL);
+}
