@@ -96,6 +96,7 @@ static void engine_free(struct pe_engine *e)
 			}
 			hist_job_fsrc_free(p->fsrc);
 			hpart_man_free(p->cman);
+			hpart_man_free(p->fman);
 			part_raft_free(p);
 			struct req *lists[6] = {p->fwait_cur, p->fwait_next,
 						p->cwait_cur, p->cwait_next,
@@ -317,6 +318,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			      opt->read_only, &rec, &sh->wal);
 		if (rc)
 			goto fail;
+		wal_set_ring(sh->wal, sh->ring);
 		/* every partition becomes a Raft group of one on this log: the
 		 * group elects itself (a new term, its no-op in the WAL) and
 		 * its commit applies the recovered log in index order */

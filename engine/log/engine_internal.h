@@ -119,12 +119,14 @@ struct idem {
 enum part_flush_state {
 	FLUSH_IDLE = 0,
 	FLUSH_RUNNING,  /* frozen memtable being written by the flush worker */
-	FLUSH_DEFERRED, /* written; its commit waits for a compaction's store */
+	FLUSH_DEFERRED, /* written; its store waits for a compaction's store */
+	FLUSH_STORING,  /* the flush worker stores the new HISTORY manifest */
 };
 enum part_compact_state {
 	COMPACT_IDLE = 0,
-	COMPACT_RUNNING, /* the compaction worker merges segments */
-	COMPACT_STORING, /* the worker stores the new HISTORY manifest */
+	COMPACT_RUNNING,  /* the compaction worker merges segments */
+	COMPACT_DEFERRED, /* merged; its store waits for a flush's store */
+	COMPACT_STORING,  /* the worker stores the new HISTORY manifest */
 };
 
 /* What the partition state machine needs from the engine's configuration
@@ -197,6 +199,8 @@ struct part {
 	struct hpart_cjob *cjob;
 	struct hman *cman;      /* compaction's new manifest, being stored by
 				   the worker (COMPACT_STORING) */
+	struct hman *fman;      /* the flush lane's, likewise (FLUSH_STORING);
+				   with no fjob: the flushed index alone */
 	bool compact_all;       /* the running compaction merges everything */
 	int flush_rc, compact_rc; /* worker's results, read after REQ_HIST_DONE */
 	struct req *fwait_cur, *fwait_next; /* pe_flush_sync waiters */
@@ -303,6 +307,8 @@ enum hist_job_kind {
 	HJOB_COMPACT = 2,       /* hpart_compact_run; handed back */
 	HJOB_REMOVE_FILES = 3,  /* unlink a compaction's inputs; not handed back */
 	HJOB_COMPACT_STORE = 4, /* hpart_compact_store; handed back */
+	HJOB_FLUSH_STORE = 5,   /* hpart_flush_store / hpart_store; handed back */
+	HJOB_REMOVE_DICTS = 6,  /* unlink retired dictionaries; not handed back */
 };
 struct hjob {
 	struct hjob *next;
