@@ -466,6 +466,7 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
 		return crc;
 	struct hpart_compact_opts o = {
 		.all = all, .now_ms = engine_clock(e),
+		.idem_now_ms = p->idem_clock, /* command time (log/idem.c) */
 		.rate_bytes_per_s = e->opt.compaction_rate,
 		.sleep_ns = hist_sleep, .sleep_arg = e};
 	int rc = hpart_compact_begin(p->hist, &o, &p->cjob);

@@ -1002,7 +1002,8 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	j->block_bytes = h->o.block_bytes;
 	j->level = h->o.level;
 	uint64_t win = h->o.idem_window_ms ? h->o.idem_window_ms : 7ull * 86400000;
-	j->idem_min_ts = o->now_ms > win ? o->now_ms - win : 0;
+	uint64_t inow = o->idem_now_ms ? o->idem_now_ms : o->now_ms;
+	j->idem_min_ts = inow > win ? inow - win : 0;
 	free(idx);
 	free(d);
 	h->compact_busy = true;

@@ -211,6 +211,10 @@ void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j);
 struct hpart_compact_opts {
 	bool all;                  /* merge every live segment (purge) */
 	uint64_t now_ms;           /* retention's clock */
+	/* the idempotency window's clock: the partition's command time
+	 * (log/idem.c idem_clock), so that compaction drops only records the
+	 * live table has already forgotten; 0 = now_ms */
+	uint64_t idem_now_ms;
 	uint64_t rate_bytes_per_s; /* I/O bound; 0 = unpaced */
 	/* how run() waits when the throttle says so (NULL = no sleeping;
 	 * tests pass a fake). */

@@ -107,7 +107,8 @@ struct stream {
 
 struct idem {
 	struct idem *hnext;
-	struct idem *fnext;     /* FIFO by insertion, for expiry and the cap */
+	struct idem *fnext;     /* the order list (idem.c): ascending by */
+	struct idem *fprev;     /* (ts, key, producer, seq), for expiry and the cap */
 	struct stream *st;
 	uint64_t seq;
 	uint64_t ts;
@@ -186,6 +187,7 @@ struct part {
 	struct idem **ibuckets;
 	uint64_t nib, nidem;
 	struct idem *ihead, *itail;
+	uint64_t idem_clock;    /* largest APPEND timestamp applied (idem.c) */
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
 	uint64_t nentries;
@@ -395,10 +397,11 @@ void part_free_state(struct part *p);
 
 /* log/idem.c */
 struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
-void idem_expire(struct part *p, uint64_t window_ms, uint32_t max, uint64_t now);
+void idem_advance(struct part *p, uint64_t ts);
+void idem_expire(struct part *p);
 int idem_reserve(struct part *p);
 void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
-int idem_insert(struct part *p, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+int idem_rebuild(struct part *p);
 
 /* log/part_apply.c */
 void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
