@@ -274,8 +274,11 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_fanout_errors_total", "counter",
 		       "Fan-out appends that failed.", cs.fanout_errors);
 		metric(&o, "parley_fanout_recovered_total", "counter",
-		       "Messages re-fanned out by start-up recovery.",
+		       "Messages re-fanned out by recovery (start-up or leader change).",
 		       cs.fanout_recovered);
+		metric(&o, "parley_fanout_lead_recoveries_total", "counter",
+		       "Fan-out recoveries run on gaining the leadership of "
+		       "partitions (a cluster).", cs.lead_recoveries);
 		metric(&o, "parley_fanout_pending", "gauge",
 		       "Messages whose fan-out is not durable yet.",
 		       cs.fanout_pending);

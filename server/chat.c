@@ -774,6 +774,7 @@ static void ckpt_durable_locked(struct chat *c, const uint64_t *cur)
 	c->dur_pending = c->ck_pending;
 	c->st.watermark_ms = mn;
 	c->st.checkpoints++;
+	PLOG_D("chat", "fan-out checkpoint durable", "cursor_min_ms=%" PRIu64, mn);
 }
 
 static void ckpt_cb(void *arg, const struct pe_append_result *r)
