@@ -12,7 +12,8 @@
  *      on the list, and start <= the entry's ts.
  *   2. Each outstanding list is ordered by start (registration reads the
  *      clock under c->mu), so its head is its minimum.
- *   3. The cursors written to s/fanout never decrease (asserted).
+ *   3. The cursors this node writes to s/fanout never decrease: each
+ *      snapshot is clamped to c->cur, which only grows.
  *   4. The fan-out thread issues the appends of job N before those of job
  *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
  *      its job's appends itself ("direct") only while the queue is empty
@@ -765,10 +766,13 @@ static void ckpt_durable_locked(struct chat *c, const uint64_t *cur)
 {
 	uint64_t mn = UINT64_MAX;
 	for (uint32_t p = 0; p < c->np; p++) {
-		PARLEY_ASSERT(cur[p] >= c->cur[p]); /* cursors never go back */
-		c->cur[p] = cur[p];
-		if (cur[p] < mn)
-			mn = cur[p];
+		/* cursors never go back: the snapshot was taken >= c->cur
+		 * (cursor_snapshot_locked), but a recovery may have raised
+		 * c->cur[p] to another leader's cursor since */
+		if (cur[p] > c->cur[p])
+			c->cur[p] = cur[p];
+		if (c->cur[p] < mn)
+			mn = c->cur[p];
 	}
 	c->dur_reg = c->ck_reg;
 	c->dur_pending = c->ck_pending;
@@ -806,11 +810,12 @@ static struct pe_append_req wm_req(const struct pe_input *in)
  * Issues it asynchronously (one at a time). Called with c->mu held. */
 static void ckpt_maybe_locked(struct chat *c)
 {
-	if (c->ckpt_busy || c->gen == c->ckpt_gen || !lead_all_locked(c))
+	if (c->ckpt_busy || c->gen == c->ckpt_gen)
 		return;
 	uint64_t now = parley_mono_ns();
-	if (now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
-	    c->reg_total - c->ck_reg < CHAT_CKPT_MSGS)
+	if ((now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
+	     c->reg_total - c->ck_reg < CHAT_CKPT_MSGS) ||
+	    !lead_all_locked(c))
 		return;
 	c->last_ckpt_ns = now;
 	cursor_snapshot_locked(c, c->ckpt_buf_cur);
@@ -1505,6 +1510,15 @@ static int recover_parts(struct chat *c, const bool *want, const bool *queue,
 	if (live)
 		pthread_mutex_unlock(&c->mu);
 	int rc = recover_cursor(c, cur);
+	if (rc && live) {
+		/* e.g. s/fanout's partition is led elsewhere and its leader is
+		 * catching up: the cursors this node holds are valid promises
+		 * too (lower ones re-fan out more, idempotently) */
+		PLOG_W("chat", "fan-out checkpoint not readable: recovering from "
+		       "the cursors held in memory", "err=%s", parley_errname(rc));
+		memcpy(cur, c->cur, (size_t)c->np * sizeof *cur);
+		rc = 0;
+	}
 	if (rc) {
 		free(cur);
 		return rc;
@@ -1641,9 +1655,11 @@ static int recover(struct chat *c)
  * and term with led_term. A partition this node no longer leads becomes
  * not ready (its jobs' appends fail NOTLEADER by themselves; nothing is
  * checkpointed meanwhile). A partition it leads in a term it has not
- * recovered in is recovered once the node can write it and s/fanout
+ * recovered in is recovered once the node can write it
  * (pe_partition_leader_check: it applied everything its predecessor
- * committed, so the stored checkpoint and streams are complete): the
+ * committed, so the partition's streams are complete; the checkpoint is
+ * read from s/fanout as applied here, or the cursors held in memory when
+ * that read fails: any durable cursor is a valid lower bound): the
  * recovery's jobs re-fan out everything stamped at or after the durable
  * cursor, including whatever the previous leader had in flight.
  */
@@ -1661,7 +1677,6 @@ static void lead_poll_locked(struct chat *c)
 		return; /* tried again at the next poll */
 	}
 	bool any = false;
-	bool wm_ok = pe_partition_leader_check(c->e, c->wm_part) == 0;
 	for (uint32_t p = 0; p < c->np; p++) {
 		struct pe_raft_status st;
 		if (pe_raft_status(c->e, p, &st) || st.role != PE_LEADER) {
@@ -1674,7 +1689,7 @@ static void lead_poll_locked(struct chat *c)
 		if (c->led_term[p] == st.term)
 			continue;
 		c->led_term[p] = 0;
-		if (wm_ok && pe_partition_leader_check(c->e, p) == 0) {
+		if (pe_partition_leader_check(c->e, p) == 0) {
 			want[p] = true;
 			term[p] = st.term;
 			c->redo[p] = false;

@@ -68,8 +68,8 @@
  * recoverable only through p's leader. The fan-out thread polls the
  * engine's published Raft state (pe_raft_status) every CHAT_LEAD_POLL_MS:
  * when this node leads p in a term it has not recovered p in, it runs the
- * recovery above for p (once it can write p and s/fanout, i.e. has applied
- * all its predecessor committed), so whatever the previous leader had in
+ * recovery above for p (once it can write p, i.e. has applied all its
+ * predecessor committed), so whatever the previous leader had in
  * flight is re-fanned out (idempotent). A partition it no longer leads,
  * or whose fan-out or SEND failed NOTLEADER / AGAIN, is "not ready" until
  * its recovery runs again; checkpoints are written only while every
