@@ -265,6 +265,19 @@ int main(void)
 		for (int k = 0; x[k]; k++)
 			srv[i].extra[k] = x[k];
 		it_server_start(&srv[i]);
+		if (i == 0) {
+			/* alone, node1 cannot elect (2 of 3 votes): it knows
+			 * no leader of partition 0 and is not ready */
+			int code = 0;
+			char *r = it_http_get(srv[0].admin_port, "/readyz", &code);
+			IT_CHECK(code == 503, "/readyz of a lone node: %d", code);
+			free(r);
+			r = it_http_get(srv[0].admin_port, "/metrics", &code);
+			IT_CHECK(code == 200 && r && strstr(r,
+				 "\nparley_ready_leader_known 0\n"),
+				 "a lone node claims to know a leader");
+			free(r);
+		}
 	}
 	/* the conversations, opened through the cluster */
 	struct parley_client *c = cluster_client("alice", "setup");
@@ -346,6 +359,38 @@ int main(void)
 	check_inbox("bob", 1u);
 	check_inbox("dave", 2u);
 	check_inbox("alice", 3u);
+	/* /metrics of the new leader: it leads every partition (leadership
+	 * gathers on partition 0's leader), has seen elections, its link to
+	 * the killed node is down, and it is ready */
+	for (int tries = 0;; tries++) {
+		int code = 0;
+		char *m = it_http_get(srv[leader2].admin_port, "/metrics", &code);
+		IT_CHECK(code == 200 && m);
+		bool all = strstr(m, "\nparley_raft_partitions_led 8\n") != NULL;
+		if (all || tries == 100) {
+			IT_CHECK(all, "the new leader does not lead all 8 partitions");
+			IT_CHECK(strstr(m, "\nparley_raft_role{partition=\"0\"} 3\n"));
+			IT_CHECK(!strstr(m, "\nparley_raft_term_changes_total 0\n"));
+			char down[64];
+			snprintf(down, sizeof down, "parley_peer_link_up{node=\"%d\"} 0",
+				 leader + 1);
+			IT_CHECK(strstr(m, down), "no %s in /metrics", down);
+			IT_CHECK(strstr(m, "\nparley_fanout_lead_recoveries_total "));
+			free(m);
+			break;
+		}
+		free(m);
+		it_sleep_ms(100);
+	}
+	for (int i = 0; i < NODES; i++) {
+		if (i == leader)
+			continue;
+		int code = 0;
+		char *r = it_http_get(srv[i].admin_port, "/readyz", &code);
+		IT_CHECK(code == 200, "/readyz of node%d after failover: %d", i + 1,
+			 code);
+		free(r);
+	}
 	for (int i = 0; i < NODES; i++)
 		if (i != leader)
 			IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
