@@ -420,15 +420,49 @@ static void mark_done(struct raise *x)
 }
 
 /* The conversation's last seq is in: check the marker against it. */
+/* A conversation without messages: was it ever opened (o/<conv>)? An
+ * opened one has no message seq yet (INVAL); else it does not exist. */
+static int opened_read(struct pe_engine *e, const char *conv, size_t clen,
+		       pe_read_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_open(key, conv, clen);
+	if (kl < 0)
+		return kl;
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	return pe_read(e, &q, cb, arg);
+}
+
+static int opened_err(const struct pe_read_result *r)
+{
+	return r->err ? r->err
+	       : r->count || r->last_seq ? -PARLEY_EINVAL : -PARLEY_ENOTFOUND;
+}
+
+static void mark_open_cb(void *arg, const struct pe_read_result *r)
+{
+	struct raise *x = arg;
+	x->err = opened_err(r);
+	mark_done(x);
+}
+
 static void mark_last_cb(void *arg, const struct pe_read_result *r)
 {
 	struct raise *x = arg;
 	struct mark_arg *a = x->arg;
 	uint64_t last = r->count ? r->entries[0].seq : r->last_seq;
-	if (r->err)
+	if (!r->err && last == 0) {
+		int rc = opened_read(x->e, x->conv, x->clen, mark_open_cb, x);
+		if (rc == 0)
+			return;
+		x->err = rc;
+	} else if (r->err) {
 		x->err = r->err;
-	else if (a->seq > last)
+	} else if (a->seq > last) {
 		x->err = -PARLEY_EINVAL;
+	}
 	if (x->err) {
 		mark_done(x);
 		return;
@@ -587,10 +621,25 @@ static void query_pos_cb(void *arg, const struct pe_read_result *r)
 		query_finish(op);
 }
 
+static void query_open_cb(void *arg, const struct pe_read_result *r)
+{
+	struct query_op *op = arg;
+	atomic_store(&op->err, opened_err(r));
+	query_finish(op);
+}
+
 static void query_last_cb(void *arg, const struct pe_read_result *r)
 {
 	struct query_op *op = arg;
 	uint64_t last = r->count ? r->entries[0].seq : r->last_seq;
+	if (!r->err && last == 0) {
+		int rc = opened_read(op->e, op->conv, op->clen, query_open_cb, op);
+		if (rc == 0)
+			return;
+		atomic_store(&op->err, rc);
+		query_finish(op);
+		return;
+	}
 	if (r->err || op->seq > last) {
 		atomic_store(&op->err, r->err ? r->err : -PARLEY_EINVAL);
 		query_finish(op);
