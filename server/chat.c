@@ -510,6 +510,8 @@ struct chat {
 	 * are written only while every partition is ready. Under c->mu. */
 	uint64_t *led_term;
 	bool *redo;              /* [np] marked not ready during a recovery */
+	uint64_t *rec_term;      /* [np] term of p's last leadership recovery */
+	uint64_t *rec_ns;        /* [np] ... and when it ran (mono ns) */
 	uint64_t lead_poll_ns;   /* fan-out thread: last leadership poll */
 	uint32_t wm_part;        /* partition of s/fanout */
 };
@@ -1689,7 +1691,15 @@ static void lead_poll_locked(struct chat *c)
 		if (c->led_term[p] == st.term)
 			continue;
 		c->led_term[p] = 0;
+		/* again in the same term (a fan-out append failed NOTLEADER /
+		 * AGAIN, e.g. to an inbox whose partition is led elsewhere
+		 * during a transfer): not more often than CHAT_LEAD_RETRY_MS */
+		if (c->rec_term[p] == st.term &&
+		    now - c->rec_ns[p] < CHAT_LEAD_RETRY_MS * 1000000ull)
+			continue;
 		if (pe_partition_leader_check(c->e, p) == 0) {
+			c->rec_term[p] = st.term;
+			c->rec_ns[p] = now;
 			want[p] = true;
 			term[p] = st.term;
 			c->redo[p] = false;
@@ -1737,6 +1747,8 @@ static void chat_free(struct chat *c)
 	free(c->inline_buf);
 	free(c->led_term);
 	free(c->redo);
+	free(c->rec_term);
+	free(c->rec_ns);
 	chat_floors_free(c->floors);
 	free(c);
 }
@@ -1763,9 +1775,12 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->floors = chat_floors_new();
 	c->led_term = calloc(c->np, sizeof *c->led_term);
 	c->redo = calloc(c->np, sizeof *c->redo);
+	c->rec_term = calloc(c->np, sizeof *c->rec_term);
+	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
 	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf || !c->floors || !c->led_term || !c->redo) {
+	    !c->inline_buf || !c->floors || !c->led_term || !c->redo ||
+	    !c->rec_term || !c->rec_ns) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

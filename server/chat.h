@@ -76,7 +76,8 @@
  * predecessor committed), so whatever the previous leader had in
  * flight is re-fanned out (idempotent). A partition it no longer leads,
  * or whose fan-out or SEND failed NOTLEADER / AGAIN, is "not ready" until
- * its recovery runs again; checkpoints are written only while every
+ * its recovery runs again (in the same term at most every
+ * CHAT_LEAD_RETRY_MS); checkpoints are written only while every
  * partition is ready (the record holds every partition's cursor, and a
  * cursor may pass a message only if this node saw it through). At open,
  * jobs are queued only for partitions this node can write. Messages
@@ -132,6 +133,7 @@ enum chat_ent_type {
 #define CHAT_CKPT_INTERVAL_MS 100u   /* fan-out checkpoint at most this often */
 #define CHAT_CKPT_MSGS 4096u         /* ... or after this many new messages */
 #define CHAT_LEAD_POLL_MS 20u        /* leadership poll (a cluster) */
+#define CHAT_LEAD_RETRY_MS 500u      /* re-recovery of a partition in the same term */
 #define CHAT_MAX_PARTITIONS 65536u
 #define CHAT_KNOWN_MAX (1u << 20)    /* slots of the known-conversation cache (8 MiB) */
 #define CHAT_KEY_CAP 256u            /* PE_MAX_KEY + NUL */
