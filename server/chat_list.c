@@ -32,14 +32,6 @@
 
 /* ---- pure: order, page, reply ------------------------------------------------ */
 
-/* Group ids are "g:..." (chat.h, groups): kept in the list even before
- * the chat service knows their members and name (member_count 0, no
- * title until then). */
-static bool list_group_id(const char *conv, size_t len)
-{
-	return len > 2 && conv[0] == 'g' && conv[1] == ':';
-}
-
 uint64_t chat_list_activity(const struct chat_list_ent *e)
 {
 	return e->last_ts > e->open_ts ? e->last_ts : e->open_ts;
@@ -97,7 +89,7 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 		const struct chat_list_ent *le = &ents[i];
 		struct chat_member mm[2];
 		const struct chat_member none = {"", 0}, *peer = &none;
-		bool group = list_group_id(le->conv, le->clen);
+		bool group = le->group || chat_conv_is_group(le->conv, le->clen);
 		if (!group && chat_conv_members(le->conv, le->clen, mm) != 2)
 			continue;
 		if (!group)
@@ -106,8 +98,7 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 				       : &mm[0];
 		size_t rec = 4 + 2 + le->clen + 1 + 8 + 8 + 4 + 2 + peer->len +
 			     2 + 8 + 4 + 2 + le->sender_len + 2 + 4 +
-			     le->preview_len +
-			     (group ? PARLEY_PROTO_MAX_TITLE : 0); /* its name */
+			     le->preview_len + le->title_len; /* a group's name */
 		if (size + rec > CHAT_LIST_FRAME_MAX) {
 			more = true; /* the rest on the next page */
 			break;
@@ -118,8 +109,10 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 		ce->kind = group ? PARLEY_CONV_GROUP : PARLEY_CONV_DIRECT;
 		ce->last_seq = le->last_seq;
 		ce->last_ts_ms = le->last_ts;
-		ce->member_count = group ? 0 : 2;
+		ce->member_count = group ? le->members : 2;
 		ce->peer = (struct parley_str){peer->p, (uint16_t)peer->len};
+		if (group)
+			ce->title = (struct parley_str){le->title, le->title_len};
 		ce->read_seq = le->read_seq;
 		ce->unread = le->unread;
 		ce->last_sender = (struct parley_str){le->sender, le->sender_len};
@@ -148,6 +141,7 @@ void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 
 struct list_ctx {
 	struct pe_engine *e;
+	struct chat *c;
 	chat_list_cb cb;
 	void *arg;
 	uint16_t limit;
@@ -173,6 +167,17 @@ static void list_finish(struct list_ctx *x)
 {
 	int err = atomic_load(&x->err);
 	struct parley_msg *m = NULL;
+	for (uint32_t i = 0; !err && i < x->n; i++) {
+		struct chat_list_ent *le = &x->ents[i];
+		struct chat_group_meta gm;
+		if (!chat_conv_is_group(le->conv, le->clen) ||
+		    chat_group_meta(x->c, le->conv, le->clen, &gm))
+			continue;
+		le->group = true;
+		le->members = gm.member_count;
+		le->title_len = gm.name_len;
+		memcpy(le->title, gm.name, gm.name_len);
+	}
 	if (!err) {
 		m = malloc(sizeof *m); /* ~16 KiB: not on an engine stack */
 		if (m)
@@ -379,7 +384,7 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		struct chat_member mm[2];
 		if (chat_list_decode(r->entries[i].payload, r->entries[i].len,
 				     &conv, &clen) || clen == 0 || clen > 250 ||
-		    (!list_group_id(conv, clen) &&
+		    (!chat_conv_is_group(conv, clen) &&
 		     chat_conv_members(conv, clen, mm) < 0))
 			continue;
 		bool dup = false;
@@ -419,6 +424,7 @@ int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
 	if (!x)
 		return -PARLEY_ENOMEM;
 	x->e = chat_engine(c);
+	x->c = c;
 	x->cb = cb;
 	x->arg = arg;
 	x->limit = limit;

@@ -188,12 +188,47 @@ static int rcpt_id_cmp(const void *a, const void *b)
 /* The members of conv now, sorted by id_cmp, in a malloc'd array (*out;
  * the caller frees it). Returns their count, -PARLEY_ENOTFOUND or
  * -PARLEY_ENOMEM. The one place that asks who the members are: 1:1
- * conversations (chat_conv_members) until group membership is in the
- * chat service. */
+ * conversations (chat_conv_members) and groups (chat_members_each, the
+ * members now). */
+struct rcpt_collect {
+	struct rcpt_id *v;
+	int n, cap;
+};
+
+static void rcpt_collect_fn(void *arg, const char *user, size_t ulen, int role)
+{
+	(void)role;
+	struct rcpt_collect *k = arg;
+	if (k->n < k->cap && ulen <= sizeof k->v[0].id) {
+		k->v[k->n].len = (uint16_t)ulen;
+		memcpy(k->v[k->n].id, user, ulen);
+		k->n++;
+	}
+}
+
 static int rcpt_members(struct chat *c, const char *conv, size_t clen,
 			struct rcpt_id **out)
 {
-	(void)c;
+	if (chat_conv_is_group(conv, clen)) { /* the members now */
+		struct chat_group_meta gm;
+		int rc = chat_group_meta(c, conv, clen, &gm);
+		if (rc)
+			return rc;
+		/* room for members added between the two calls */
+		struct rcpt_collect k = {.cap = (int)gm.member_count + 64};
+		k.v = calloc((size_t)k.cap, sizeof *k.v);
+		if (!k.v)
+			return -PARLEY_ENOMEM;
+		rc = chat_members_each(c, conv, clen, UINT64_MAX, 0, (uint32_t)k.cap,
+				       rcpt_collect_fn, &k);
+		if (rc < 0) {
+			free(k.v);
+			return rc;
+		}
+		qsort(k.v, (size_t)k.n, sizeof *k.v, rcpt_id_cmp);
+		*out = k.v;
+		return k.n;
+	}
 	struct chat_member mm[2];
 	int n = chat_conv_members(conv, clen, mm);
 	if (n < 0)
