@@ -523,6 +523,8 @@ struct chat {
 	bool *redo;              /* [np] marked not ready during a recovery */
 	uint64_t *rec_term;      /* [np] term of p's last leadership recovery */
 	uint64_t *rec_ns;        /* [np] ... and when it ran (mono ns) */
+	_Atomic uint64_t *grp_term; /* [np] term whose group reload of p is
+				       done (read without c->mu) */
 	uint64_t lead_poll_ns;   /* fan-out thread: last leadership poll */
 	uint32_t wm_part;        /* partition of s/fanout */
 };
@@ -530,6 +532,24 @@ struct chat {
 struct chat_groups *chat_groups_of(struct chat *c)
 {
 	return c->groups;
+}
+
+int chat_groups_ready(struct chat *c, const char *conv, size_t len)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, conv, len);
+	if (kl < 0)
+		return 0;
+	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	/* a follower learns no membership change (memory follows what this
+	 * node appended): redirect to the leader, like a write */
+	int lrc = pe_partition_leader_check(c->e, p);
+	if (lrc)
+		return lrc;
+	struct pe_raft_status st;
+	if (pe_raft_status(c->e, p, &st) || st.role != PE_LEADER)
+		return 0; /* a single node */
+	return atomic_load(&c->grp_term[p]) == st.term ? 0 : -PARLEY_EAGAIN;
 }
 
 static const char WM_KEY[] = "s/fanout";
@@ -1279,8 +1299,11 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg)
 {
 	if (chat_conv_is_group(q->conv, q->conv_len)) {
-		int grc = chat_groups_send_check(c->groups, q->conv, q->conv_len,
-						 q->sender, q->sender_len);
+		int grc = chat_groups_ready(c, q->conv, q->conv_len);
+		if (!grc)
+			grc = chat_groups_send_check(c->groups, q->conv,
+						     q->conv_len, q->sender,
+						     q->sender_len);
 		if (grc)
 			return grc;
 	} else if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
@@ -1545,8 +1568,8 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 	if (!s->live && klen > 2 && meta->last_seq > 0 &&
 	    (!memcmp(key, "o/", 2) || !memcmp(key, "c/", 2)))
 		known_add_locked(s->c, conv_hash((const char *)key + 2, klen - 2));
-	/* group state is loaded at open only (a recovery on gaining
-	 * leadership leaves the membership table as it is) */
+	/* group state: loaded here at open; on gaining leadership
+	 * chat_groups_reload replaces that partition's groups */
 	if (!s->live && klen > 2 && meta->last_seq > 0 &&
 	    !memcmp(key, "c/", 2) &&
 	    chat_groups_note(s->c->groups, (const char *)key + 2, klen - 2,
@@ -1800,6 +1823,7 @@ static int recover(struct chat *c)
 			   pe_raft_status(c->e, p, &st) == 0 &&
 			   st.role == PE_LEADER;
 		c->led_term[p] = queue[p] ? st.term : 0;
+		atomic_store(&c->grp_term[p], c->led_term[p]);
 	}
 	unsigned nconv = 0;
 	int rc = recover_parts(c, all, queue, false, &nconv);
@@ -1878,10 +1902,29 @@ static void lead_poll_locked(struct chat *c)
 		pthread_mutex_unlock(&c->mu);
 		unsigned nconv = 0;
 		int rc = recover_parts(c, want, want, true, &nconv);
+		/* group membership: what the predecessor changed (requests
+		 * about these groups get AGAIN until grp_term says done).
+		 * Once per term: afterwards this node is the only writer and
+		 * its memory is current (a reload then could race a change in
+		 * flight). */
+		for (uint32_t p = 0; p < c->np; p++) {
+			bool once = want[p] &&
+				    atomic_load(&c->grp_term[p]) != term[p];
+			int grc = once ? chat_groups_reload(c->groups, c->e, p)
+				       : 0;
+			if (grc) {
+				PLOG_W("chat", "group reload after a leader change "
+				       "failed: retried", "partition=%u err=%s", p,
+				       parley_errname(grc));
+				want[p] = false;
+				rc = rc ? rc : grc;
+			}
+		}
 		pthread_mutex_lock(&c->mu);
 		for (uint32_t p = 0; p < c->np; p++) {
 			if (!want[p])
 				continue;
+			atomic_store(&c->grp_term[p], term[p]);
 			/* ready in the term it was recovered in, unless a
 			 * failure marked it meanwhile (then: again) */
 			if (!rc && !c->redo[p])
@@ -1917,6 +1960,7 @@ static void chat_free(struct chat *c)
 	free(c->led_term);
 	free(c->redo);
 	free(c->rec_term);
+	free(c->grp_term);
 	free(c->rec_ns);
 	chat_floors_free(c->floors);
 	free(c);
@@ -1946,11 +1990,12 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->led_term = calloc(c->np, sizeof *c->led_term);
 	c->redo = calloc(c->np, sizeof *c->redo);
 	c->rec_term = calloc(c->np, sizeof *c->rec_term);
+	c->grp_term = calloc(c->np, sizeof *c->grp_term);
 	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
 	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
 	    !c->inline_buf || !c->groups || !c->floors || !c->led_term ||
-	    !c->redo || !c->rec_term || !c->rec_ns) {
+	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

@@ -709,10 +709,13 @@ int chat_member_role(struct chat *c, const char *conv, size_t len,
 			       ? CHAT_ROLE_MEMBER
 			       : CHAT_ROLE_NONE;
 	}
+	int rc = chat_groups_ready(c, conv, len);
+	if (rc)
+		return rc;
 	struct chat_groups *gs = chat_groups_of(c);
 	pthread_rwlock_rdlock(&gs->lk);
 	struct group *g = g_live(gs, conv, len);
-	int rc = g ? g_role_now(g, user, ulen) : -PARLEY_ENOTFOUND;
+	rc = g ? g_role_now(g, user, ulen) : -PARLEY_ENOTFOUND;
 	pthread_rwlock_unlock(&gs->lk);
 	return rc;
 }
@@ -822,6 +825,9 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
 	struct parley_group_info_ok *gi = &m->group_info_ok;
 	if (limit > PARLEY_PROTO_MAX_GROUP_USERS)
 		limit = PARLEY_PROTO_MAX_GROUP_USERS;
+	int ready = chat_groups_ready(c, conv, len);
+	if (ready)
+		return ready;
 	pthread_rwlock_rdlock(&gs->lk);
 	struct group *g = g_live(gs, conv, len);
 	int rc = !g ? -PARLEY_ENOTFOUND : 0;
@@ -1032,6 +1038,8 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 				t[i].role = q->role;
 		}
 	}
+	if (!rc)
+		rc = chat_groups_ready(c, x->conv, x->len);
 	size_t cap = 16 + q->actor_len + nlen + (size_t)q->n * 130;
 	rec = rc ? NULL : malloc(cap);
 	int rl = 0;
@@ -1433,46 +1441,123 @@ static int group_replay(struct chat_groups *gs, struct pe_engine *e,
 	return 0;
 }
 
+/* Loads g: its last snapshot, then the membership events after it from
+ * g->load_from on (OPEN: none; a missing or unusable snapshot: the whole
+ * stream). Blocking reads; g is not reachable by other threads. */
+static int group_load_one(struct chat_groups *gs, struct pe_engine *e,
+			  struct group *g)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_gsnap(key, g->conv, g->len);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX,
+				.dir = PE_BACKWARD, .limit = 1};
+	struct pe_entry *ents = NULL;
+	uint32_t n = 0;
+	struct pe_read_result meta;
+	int rc = pe_read_sync(e, &q, &ents, &n, &meta);
+	bool have = false;
+	if (!rc && n == 1 && ents[0].type == CHAT_ENT_GSNAP)
+		have = gsnap_load(g, ents[0].payload, ents[0].len) == 0;
+	free(ents);
+	if (!have) {
+		/* no usable snapshot: rebuild from the stream */
+		free(g->iv);
+		free(g->ux);
+		g->iv = NULL;
+		g->ux = NULL;
+		g->n = g->cap = g->uxcap = g->nusers = 0;
+		g->nactive = 0;
+		g->as_of = 0;
+		g->load_from = 1;
+	}
+	uint64_t from = PARLEY_MAX(g->as_of + 1, g->load_from);
+	if (g->load_from != OPEN) {
+		rc = group_replay(gs, e, g, from);
+		if (rc)
+			return rc;
+	}
+	g->load_from = OPEN;
+	return 0;
+}
+
 int chat_groups_load(struct chat_groups *gs, struct pe_engine *e)
 {
 	uint32_t ngroups = 0;
 	for (uint32_t b = 0; b < gs->cap; b++) {
 		for (struct group *g = gs->tab[b]; g; g = g->next) {
-			char key[CHAT_KEY_CAP];
-			int kl = chat_key_gsnap(key, g->conv, g->len);
-			struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-						.from = UINT64_MAX,
-						.dir = PE_BACKWARD, .limit = 1};
-			struct pe_entry *ents = NULL;
-			uint32_t n = 0;
-			struct pe_read_result meta;
-			int rc = pe_read_sync(e, &q, &ents, &n, &meta);
-			bool have = false;
-			if (!rc && n == 1 && ents[0].type == CHAT_ENT_GSNAP)
-				have = gsnap_load(g, ents[0].payload,
-						  ents[0].len) == 0;
-			free(ents);
-			if (!have) {
-				/* no usable snapshot: rebuild from the stream */
-				free(g->iv);
-				free(g->ux);
-				g->iv = NULL;
-				g->ux = NULL;
-				g->n = g->cap = g->uxcap = g->nusers = 0;
-				g->nactive = 0;
-				g->as_of = 0;
-				g->load_from = 1;
-			}
-			uint64_t from = PARLEY_MAX(g->as_of + 1, g->load_from);
-			if (g->load_from != OPEN) {
-				rc = group_replay(gs, e, g, from);
-				if (rc)
-					return rc;
-			}
-			g->load_from = OPEN;
+			int rc = group_load_one(gs, e, g);
+			if (rc)
+				return rc;
 			ngroups++;
 		}
 	}
 	PLOG_I("chat", "groups loaded", "groups=%u", ngroups);
 	return 0;
+}
+
+struct reload_ctx {
+	struct group *list;     /* groups read, chained through next */
+	int err;
+};
+
+static int reload_cb(void *arg, const void *key, size_t klen,
+		     const struct pe_meta *meta)
+{
+	struct reload_ctx *x = arg;
+	const char *conv = (const char *)key + 2;
+	if (klen < 3 || memcmp(key, "c/", 2) != 0 || meta->last_seq == 0 ||
+	    !chat_conv_is_group(conv, klen - 2))
+		return 0;
+	struct group *g = calloc(1, sizeof *g);
+	if (!g) {
+		x->err = -PARLEY_ENOMEM;
+		return 1;
+	}
+	g->h = hkey(conv, klen - 2);
+	g->len = (uint16_t)(klen - 2);
+	memcpy(g->conv, conv, klen - 2);
+	g->last_seq = meta->last_seq;
+	g->load_from = 1; /* every event after the snapshot */
+	g->next = x->list;
+	x->list = g;
+	return 0;
+}
+
+int chat_groups_reload(struct chat_groups *gs, struct pe_engine *e,
+		       uint32_t part)
+{
+	struct reload_ctx x = {0};
+	int rc = pe_list_streams(e, part, reload_cb, &x);
+	if (!rc)
+		rc = x.err;
+	/* read everything first (blocking, no lock held) */
+	uint32_t ngroups = 0;
+	for (struct group *g = x.list; g && !rc; g = g->next, ngroups++)
+		rc = group_load_one(gs, e, g);
+	pthread_rwlock_wrlock(&gs->lk);
+	while (x.list) {
+		struct group *g = x.list;
+		x.list = g->next;
+		struct group *old = rc ? NULL : g_find(gs, g->conv, g->len);
+		if (old)
+			g_remove(gs, old);
+		struct group *slot = rc ? NULL : g_insert(gs, g->conv, g->len);
+		if (!slot) {
+			if (!rc)
+				rc = -PARLEY_ENOMEM;
+			group_free(g);
+			continue;
+		}
+		struct group *next = slot->next;
+		*slot = *g;
+		slot->next = next;
+		slot->busy = false;
+		free(g); /* its arrays now belong to slot */
+	}
+	pthread_rwlock_unlock(&gs->lk);
+	PLOG_I("chat", "groups reloaded (leadership gained)",
+	       "partition=%u groups=%u err=%s", part, ngroups,
+	       rc ? parley_errname(rc) : "none");
+	return rc;
 }

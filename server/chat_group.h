@@ -35,6 +35,18 @@ void chat_groups_note_first(struct chat_groups *gs, const char *conv,
 /* Recovery: loads every noted group (last snapshot + the membership events
  * after it that the fan-out cursor does not cover). Blocking reads. */
 int chat_groups_load(struct chat_groups *gs, struct pe_engine *e);
+/* Leadership gained of partition `part` (a cluster, after the node applied
+ * everything its predecessor committed): reloads every group whose
+ * conversation lives there from storage (last snapshot + every event after
+ * it), replacing what memory held (changes another leader made). Blocking
+ * reads; 0 or an error (then: retried; the table may be partly reloaded). */
+int chat_groups_reload(struct chat_groups *gs, struct pe_engine *e,
+		       uint32_t part);
+/* chat.c: 0 when membership questions about conv may be answered here now;
+ * -PARLEY_ENOTLEADER / -PARLEY_EAGAIN as pe_partition_leader_check (a
+ * follower's table is stale), -PARLEY_EAGAIN while this node leads conv's
+ * partition in a term whose group reload has not completed yet. */
+int chat_groups_ready(struct chat *c, const char *conv, size_t len);
 
 /* Send path: 0 (member now), -PARLEY_ENOTFOUND, -PARLEY_EPERM. */
 int chat_groups_send_check(struct chat_groups *gs, const char *conv,

@@ -13,12 +13,15 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
                  LABELS cluster TIMEOUT 180)
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
-if(TARGET cluster_test_cluster_failover)
-  target_link_libraries(cluster_test_cluster_failover PRIVATE parley_client
-                        parley_proto PkgConfig::OPENSSL Threads::Threads)
-  target_include_directories(cluster_test_cluster_failover PRIVATE
-                             ${CMAKE_SOURCE_DIR}/tests/integration)
-  if(TARGET parleyd)
-    add_dependencies(cluster_test_cluster_failover parleyd)
+# test_cluster_group_failover likewise.
+foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover)
+  if(TARGET ${t})
+    target_link_libraries(${t} PRIVATE parley_client parley_proto
+                          PkgConfig::OPENSSL Threads::Threads)
+    target_include_directories(${t} PRIVATE
+                               ${CMAKE_SOURCE_DIR}/tests/integration)
+    if(TARGET parleyd)
+      add_dependencies(${t} parleyd)
+    endif()
   endif()
-endif()
+endforeach()

@@ -1,0 +1,216 @@
+/*
+ * test_cluster_group_failover.c — group membership survives a leader
+ * change. Three parleyd processes on loopback form a static cluster;
+ * through it alice creates a group with bob and carol, adds dave and
+ * removes carol. The node leading the group's partition is then killed
+ * (kill -9). Through the survivors:
+ *   - carol's SEND is refused (EPERM) and carol's inbox gets nothing sent
+ *     after her removal;
+ *   - alice's new message reaches dave (a new device SYNCing from inbox
+ *     seq 1);
+ *   - GROUP_INFO lists alice, bob, dave.
+ * The new leader only learned the group from storage: it reloads the
+ * groups of each partition it comes to lead (chat_groups_reload) before
+ * answering about them (AGAIN / NOTLEADER meanwhile, which the client
+ * retries).
+ */
+#include "itest.h"
+
+#define NODES 3
+
+static struct it_server srv[NODES];
+static uint16_t peer_port[NODES];
+static char nodes_list[256];
+static char peers_arg[NODES][128];
+static char node_arg[NODES][8], port_arg[NODES][8];
+static char gid[64];
+
+struct inbox {
+	int n;
+	struct {
+		uint64_t conv_seq;
+		uint16_t kind;
+		char conv[64];
+		char body[64];
+	} v[256];
+};
+
+static void on_ev(void *user, const struct parley_event *ev)
+{
+	struct inbox *b = user;
+	if (b->n == 256)
+		return;
+	b->v[b->n].conv_seq = ev->conv_seq;
+	b->v[b->n].kind = ev->kind;
+	snprintf(b->v[b->n].conv, sizeof b->v[b->n].conv, "%.*s",
+		 (int)ev->conv.len, ev->conv.p);
+	snprintf(b->v[b->n].body, sizeof b->v[b->n].body, "%.*s",
+		 (int)(ev->body.len < 63 ? ev->body.len : 63),
+		 (const char *)ev->body.p);
+	b->n++;
+}
+
+static struct parley_client *client(const char *user, const char *dev,
+				    int node, struct inbox *b)
+{
+	char *tok = it_token_for(user);
+	struct parley_client_opts o = {
+		.token = tok, .device_id = dev,
+		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
+		.call_deadline_ms = 20000, .backoff_min_ms = 50,
+		.backoff_max_ms = 500, .on_event = b ? on_ev : NULL,
+		.user = b};
+	if (node < 0) {
+		o.nodes = nodes_list;
+	} else {
+		/* one node alone: a follower's NOTLEADER comes back */
+		o.host = "127.0.0.1";
+		o.port = srv[node].port;
+		o.call_deadline_ms = 300;
+		o.no_reconnect = 1;
+	}
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	free(tok);
+	return c;
+}
+
+/* The node whose SEND to the group succeeds leads its partition. */
+static int group_leader(void)
+{
+	for (int round = 0; round < 100; round++) {
+		for (int i = 0; i < NODES; i++) {
+			struct parley_client *c = client("alice", "probe", i, NULL);
+			int rc = parley_client_connect(c);
+			if (!rc)
+				rc = parley_client_send(c, gid, 1, "probe", 5, NULL);
+			parley_client_free(c);
+			if (!rc)
+				return i;
+		}
+		it_sleep_ms(100);
+	}
+	it_fail(__FILE__, __LINE__, "no node leads the group");
+	return -1;
+}
+
+static void wait_events(struct parley_client *c, struct inbox *b,
+			const char *body, int ms)
+{
+	for (int t = 0; t < ms; t += 50) {
+		for (int i = 0; i < b->n; i++)
+			if (body && b->v[i].kind == PARLEY_EV_MESSAGE &&
+			    !strcmp(b->v[i].body, body))
+				return;
+		(void)parley_client_poll(c, 50);
+	}
+}
+
+int main(void)
+{
+	it_init("cluster_group_failover");
+	for (int i = 0; i < NODES; i++) {
+		char name[16];
+		snprintf(name, sizeof name, "node%d", i + 1);
+		it_server_init(&srv[i], name);
+		peer_port[i] = it_free_port();
+	}
+	int n = 0;
+	for (int i = 0; i < NODES; i++)
+		n += snprintf(nodes_list + n, sizeof nodes_list - (size_t)n,
+			      "%s127.0.0.1:%u", i ? "," : "", srv[i].port);
+	for (int i = 0; i < NODES; i++) {
+		int m = 0;
+		for (int j = 0; j < NODES; j++)
+			if (j != i)
+				m += snprintf(peers_arg[i] + m,
+					      sizeof peers_arg[i] - (size_t)m,
+					      "%s%d=127.0.0.1:%u", m ? "," : "",
+					      j + 1, peer_port[j]);
+		snprintf(node_arg[i], sizeof node_arg[i], "%d", i + 1);
+		snprintf(port_arg[i], sizeof port_arg[i], "%u", peer_port[i]);
+		const char *x[] = {"--node-id", node_arg[i], "--cluster-id", "78",
+				   "--peer-port", port_arg[i], "--peers",
+				   peers_arg[i], "--raft-tick-ms", "20",
+				   "--partitions", "8", "--loops", "1", NULL};
+		for (int k = 0; x[k]; k++)
+			srv[i].extra[k] = x[k];
+		it_server_start(&srv[i]);
+	}
+	/* the group and its changes, through the cluster */
+	struct parley_client *a = client("alice", "a1", -1, NULL);
+	IT_OK(parley_client_connect(a));
+	const struct parley_group_ok *ok;
+	const char *bc[] = {"bob", "carol"}, *d[] = {"dave"}, *cr[] = {"carol"};
+	IT_OK(parley_client_group_create(a, "team", 0, bc, 2, &ok));
+	snprintf(gid, sizeof gid, "%.*s", (int)ok->conv.len, ok->conv.p);
+	IT_OK(parley_client_group_add(a, gid, d, 1, PARLEY_ROLE_MEMBER, &ok));
+	IT_OK(parley_client_group_remove(a, gid, cr, 1, &ok));
+	uint64_t removed_at = ok->seq;
+	IT_OK(parley_client_send(a, gid, 1, "before", 6, NULL));
+	parley_client_free(a);
+	int leader = group_leader();
+	printf("group %s (carol removed at seq %" PRIu64 "), led by node%d: "
+	       "kill -9\n", gid, removed_at, leader + 1);
+	it_server_kill(&srv[leader]);
+
+	/* carol: refused, through whichever node leads now */
+	struct inbox cb = {0};
+	struct parley_client *c = client("carol", "c-new", -1, &cb);
+	IT_OK(parley_client_connect(c));
+	int rc = parley_client_send(c, gid, 1, "carol", 5, NULL);
+	IT_CHECK(rc == -PARLEY_EPERM, "removed carol's SEND after failover: %s",
+		 parley_strerror(rc));
+	/* alice: a new message, and GROUP_INFO */
+	a = client("alice", "a2", -1, NULL);
+	IT_OK(parley_client_connect(a));
+	rc = parley_client_send(a, gid, 1, "after", 5, NULL);
+	IT_CHECK(rc == 0, "alice's SEND after failover: %s", parley_strerror(rc));
+	const struct parley_group_info_ok *gi;
+	rc = parley_client_group_info(a, gid, 0, 16, &gi);
+	IT_CHECK(rc == 0, "GROUP_INFO after failover: %s", parley_strerror(rc));
+	const char *want[] = {"alice", "bob", "dave"};
+	IT_CHECK(gi->member_count == 3 && gi->count == 3,
+		 "GROUP_INFO: %u members listed (count %u), want 3",
+		 gi->member_count, gi->count);
+	for (int i = 0; i < 3; i++) {
+		bool found = false;
+		for (uint16_t k = 0; k < gi->count; k++)
+			found |= gi->members[k].user.len == strlen(want[i]) &&
+				 !memcmp(gi->members[k].user.p, want[i],
+					 strlen(want[i]));
+		IT_CHECK(found, "GROUP_INFO lacks %s", want[i]);
+	}
+	IT_CHECK(gi->as_of_seq == removed_at, "GROUP_INFO as of seq %" PRIu64
+		 ", the removal was %" PRIu64, gi->as_of_seq, removed_at);
+	/* dave: a new device receives "after" */
+	struct inbox db = {0};
+	struct parley_client *dv = client("dave", "d-new", -1, &db);
+	IT_OK(parley_client_connect(dv));
+	IT_OK(parley_client_subscribe(dv, 1, NULL));
+	wait_events(dv, &db, "after", 15000);
+	bool got = false;
+	for (int i = 0; i < db.n; i++)
+		got |= db.v[i].kind == PARLEY_EV_MESSAGE && !strcmp(db.v[i].conv, gid) &&
+		       !strcmp(db.v[i].body, "after");
+	IT_CHECK(got, "dave (added) did not receive the message sent after "
+		 "the failover (%d events)", db.n);
+	/* carol: nothing of the group after her removal */
+	IT_OK(parley_client_subscribe(c, 1, NULL));
+	wait_events(c, &cb, NULL, 1500);
+	for (int i = 0; i < cb.n; i++)
+		IT_CHECK(strcmp(cb.v[i].conv, gid) || cb.v[i].conv_seq <= removed_at,
+			 "removed carol received conv seq %" PRIu64 " (%s)",
+			 cb.v[i].conv_seq, cb.v[i].body);
+	printf("carol: %d events, none after her removal; dave: %d events\n",
+	       cb.n, db.n);
+	parley_client_free(a);
+	parley_client_free(c);
+	parley_client_free(dv);
+	for (int i = 0; i < NODES; i++)
+		if (i != leader)
+			IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
+				 "node%d did not stop cleanly", i + 1);
+	printf("ok: membership after a leader kill is the one stored\n");
+	return 0;
+}
