@@ -13,6 +13,9 @@
  *   1. Intervals are only added or closed by chat_groups_on_durable (live,
  *      on the engine shard in the stream's seq order) or by recovery
  *      (before any other thread runs): memory follows the stream order.
+ *      chat_groups_reload (leadership gained) builds a partition's groups
+ *      aside from storage and swaps them in under the write lock, while
+ *      chat_groups_ready keeps requests about them off (AGAIN).
  *   2. At most one membership change per group is between validation and
  *      its durable callback (g->busy): validation sees every earlier
  *      change, so a stored event is always valid at its seq.
