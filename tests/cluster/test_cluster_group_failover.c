@@ -9,6 +9,10 @@
  *   - alice's new message reaches dave (a new device SYNCing from inbox
  *     seq 1);
  *   - GROUP_INFO lists alice, bob, dave.
+ * Then the killed node restarts (loading the group as it stood), bob is
+ * removed through the current leader and that one is killed too: bob's
+ * SEND is refused and GROUP_INFO lists alice and dave, whichever survivor
+ * leads (one whose table was stale, or one that had none).
  * The new leader only learned the group from storage: it reloads the
  * groups of each partition it comes to lead (chat_groups_reload) before
  * answering about them (AGAIN / NOTLEADER meanwhile, which the client
@@ -204,11 +208,38 @@ int main(void)
 			 cb.v[i].conv_seq, cb.v[i].body);
 	printf("carol: %d events, none after her removal; dave: %d events\n",
 	       cb.n, db.n);
-	parley_client_free(a);
 	parley_client_free(c);
 	parley_client_free(dv);
+
+	/* a second failover onto a node whose table is stale rather than
+	 * empty: the killed node comes back (loading the group as it was),
+	 * bob is removed through the current leader, which is killed */
+	it_server_start(&srv[leader]);
+	const char *b[] = {"bob"};
+	IT_OK(parley_client_group_remove(a, gid, b, 1, &ok));
+	uint64_t bob_removed = ok->seq;
+	parley_client_free(a);
+	int leader2 = group_leader();
+	/* (the restarted node may lead already: then the other two survive) */
+	printf("bob removed at seq %" PRIu64 "; kill -9 node%d\n", bob_removed,
+	       leader2 + 1);
+	it_server_kill(&srv[leader2]);
+	struct parley_client *bo = client("bob", "b-new", -1, NULL);
+	IT_OK(parley_client_connect(bo));
+	rc = parley_client_send(bo, gid, 1, "bob", 3, NULL);
+	IT_CHECK(rc == -PARLEY_EPERM, "removed bob's SEND after the second "
+		 "failover: %s", parley_strerror(rc));
+	parley_client_free(bo);
+	a = client("alice", "a3", -1, NULL);
+	IT_OK(parley_client_connect(a));
+	rc = parley_client_group_info(a, gid, 0, 16, &gi);
+	IT_CHECK(rc == 0 && gi->member_count == 2 && gi->as_of_seq == bob_removed,
+		 "GROUP_INFO after the second failover: %s, %u members as of "
+		 "seq %" PRIu64, parley_strerror(rc), rc ? 0 : gi->member_count,
+		 rc ? 0 : gi->as_of_seq);
+	parley_client_free(a);
 	for (int i = 0; i < NODES; i++)
-		if (i != leader)
+		if (i != leader2)
 			IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
 				 "node%d did not stop cleanly", i + 1);
 	printf("ok: membership after a leader kill is the one stored\n");
