@@ -12,14 +12,17 @@
  * Phases (after --warmup): an idle phase of --seconds, then a compaction
  * phase of --seconds during which a second thread calls
  * POST /admin/compact on the admin port back to back (--compact-gap S
- * between the end of one call and the next; default 0.1): every call
+ * between the end of one call and the next; default 0.1), repeated
+ * --repeat N times (idle, compaction, idle, compaction, ...: the two kinds
+ * interleave so a drift of the shared machine's load hits both): every call
  * flushes every partition's memtable into a segment and merges all its
  * segments (server/admin.c). SEND_ACK latency is recorded by the phase of
  * the intended send time; the report gives p50/p99/p99.9/max of both
  * phases, their ratios and issue 10's goal (compaction p99 <= 1.2 x idle),
  * plus how many compactions ran and the fraction of the compaction phase
  * during which one was in flight (a ratio from a phase where compaction
- * barely ran would say nothing).
+ * barely ran would say nothing). A call still running when its phase ends
+ * runs on into the next idle phase; that spill is reported, not hidden.
  *
  * The server: started here with admin_compact = 1 on a free admin port
  * (--parleyd), or --connect HOST:PORT --admin-port P of a parleyd started
@@ -65,11 +68,14 @@
 struct cmp_admin {
 	char host[64];
 	int port;
-	uint64_t start_ns, end_ns; /* call while start <= now < end */
+	uint64_t first_ns;         /* start of the first compaction phase */
+	uint64_t phase_ns;         /* length of each phase */
+	unsigned rounds;           /* compaction phases, every other phase */
 	uint64_t gap_ns;
 	/* results (read after join) */
 	uint64_t calls, ok, failed;
-	uint64_t busy_ns;          /* in-flight time inside [start, end) */
+	uint64_t busy_ns;          /* in-flight time inside compaction phases */
+	uint64_t spill_ns;         /* in-flight time after a compaction phase ended */
 	int last_status;           /* HTTP status or negative error */
 	struct bench_hist dur;     /* duration of each call */
 };
@@ -124,25 +130,30 @@ out:
 static void *admin_main(void *arg)
 {
 	struct cmp_admin *ad = arg;
-	bench_sleep_until_ns(ad->start_ns);
-	for (;;) {
-		uint64_t t = parley_mono_ns();
-		if (t >= ad->end_ns)
-			break;
-		int st = admin_post(ad->host, ad->port);
-		uint64_t e = parley_mono_ns();
-		ad->calls++;
-		ad->last_status = st;
-		if (st == 200)
-			ad->ok++;
-		else
-			ad->failed++;
-		bench_hist_record(&ad->dur, e - t);
-		uint64_t hi = e < ad->end_ns ? e : ad->end_ns;
-		ad->busy_ns += hi > t ? hi - t : 0;
-		if (st != 200 && ad->failed >= 3 && ad->ok == 0)
-			break; /* admin_compact off, or no admin port: say so, once */
-		bench_sleep_until_ns(e + ad->gap_ns);
+	for (unsigned r = 0; r < ad->rounds; r++) {
+		uint64_t start = ad->first_ns + 2ull * r * ad->phase_ns;
+		uint64_t end = start + ad->phase_ns;
+		bench_sleep_until_ns(start);
+		for (;;) {
+			uint64_t t = parley_mono_ns();
+			if (t >= end)
+				break;
+			int st = admin_post(ad->host, ad->port);
+			uint64_t e = parley_mono_ns();
+			ad->calls++;
+			ad->last_status = st;
+			if (st == 200)
+				ad->ok++;
+			else
+				ad->failed++;
+			bench_hist_record(&ad->dur, e - t);
+			uint64_t hi = e < end ? e : end;
+			ad->busy_ns += hi > t ? hi - t : 0;
+			ad->spill_ns += e > end ? e - end : 0;
+			if (st != 200 && ad->failed >= 3 && ad->ok == 0)
+				return NULL; /* admin_compact off, or no admin port */
+			bench_sleep_until_ns(e + ad->gap_ns);
+		}
 	}
 	return NULL;
 }
@@ -155,13 +166,22 @@ struct cmp_conn {
 	uint32_t outstanding;
 };
 
-/* Latency of one phase. */
+/* Latency of one kind of phase (idle, compaction), over all its rounds. */
 struct cmp_phase {
 	const char *name;
-	uint64_t from_ns, to_ns;   /* intended send times in [from, to) */
-	uint64_t slots;            /* scheduled in the phase */
+	uint64_t slots;            /* scheduled in phases of this kind */
 	struct bench_hist lat;     /* SEND_ACK - intended */
 };
+
+/* Kind (0 idle, 1 compaction) of the phase holding intended time t, or -1
+ * outside the measured window [start, start + 2 * rounds * phase). */
+static int phase_of(uint64_t t, uint64_t start, uint64_t phase_ns, unsigned rounds)
+{
+	if (t < start || phase_ns == 0)
+		return -1;
+	uint64_t i = (t - start) / phase_ns;
+	return i < 2ull * rounds ? (int)(i & 1) : -1;
+}
 
 static double q_us(const struct bench_hist *h, double q)
 {
@@ -178,7 +198,8 @@ int bench_compaction(const struct bench_cfg *cfg)
 	uint32_t nconn = cfg->n_producers ? cfg->producers[0] : 16;
 	double rate = cfg->n_rates ? cfg->rates[0] : 2000;
 	uint32_t payload = cfg->n_payloads ? cfg->payloads[0] : 100;
-	double total_s = cfg->warmup + 2 * cfg->seconds;
+	unsigned rounds = cfg->repeat ? cfg->repeat : 1;
+	double total_s = cfg->warmup + 2 * rounds * cfg->seconds;
 	uint64_t nslots = (uint64_t)(rate * total_s) + 1;
 	if (nslots > CMP_MAX_SLOTS) {
 		fprintf(stderr, "parley-bench: compaction: --rate x (warmup + 2 x seconds) = %llu "
@@ -257,18 +278,19 @@ int bench_compaction(const struct bench_cfg *cfg)
 		goto out;
 
 	uint64_t t0 = parley_mono_ns();
+	uint64_t phase_ns = (uint64_t)(cfg->seconds * 1e9);
 	uint64_t idle_start = t0 + (uint64_t)(cfg->warmup * 1e9);
-	uint64_t comp_start = idle_start + (uint64_t)(cfg->seconds * 1e9);
-	uint64_t win_end = comp_start + (uint64_t)(cfg->seconds * 1e9);
+	uint64_t win_end = idle_start + 2ull * rounds * phase_ns;
 	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
-	ph[0] = (struct cmp_phase){"idle", idle_start, comp_start, 0, {0}};
-	ph[1] = (struct cmp_phase){"compaction", comp_start, win_end, 0, {0}};
+	ph[0].name = "idle";
+	ph[1].name = "compaction";
 	bench_hist_init(&ph[0].lat);
 	bench_hist_init(&ph[1].lat);
 	snprintf(ad->host, sizeof ad->host, "%s", s.host);
 	ad->port = s.admin_port;
-	ad->start_ns = comp_start;
-	ad->end_ns = win_end;
+	ad->first_ns = idle_start + phase_ns;
+	ad->phase_ns = phase_ns;
+	ad->rounds = rounds;
 	ad->gap_ns = (uint64_t)(cfg->compact_gap_s * 1e9);
 	bench_hist_init(&ad->dur);
 	if ((rc = -pthread_create(&admin_thr, NULL, admin_main, ad)) != 0)
@@ -308,9 +330,9 @@ int bench_compaction(const struct bench_cfg *cfg)
 				break;
 			if (next >= idle_start)
 				bench_hist_record(lag, t - next);
-			for (int p = 0; p < 2; p++)
-				if (next >= ph[p].from_ns && next < ph[p].to_ns)
-					ph[p].slots++;
+			int kind = phase_of(next, idle_start, phase_ns, rounds);
+			if (kind >= 0)
+				ph[kind].slots++;
 			c->outstanding++;
 			sent++;
 			k++;
@@ -357,10 +379,10 @@ int bench_compaction(const struct bench_cfg *cfg)
 					acked++;
 					if (idx >= k)
 						continue;
-					for (int p = 0; p < 2; p++)
-						if (intended[idx] >= ph[p].from_ns &&
-						    intended[idx] < ph[p].to_ns)
-							bench_hist_record(&ph[p].lat, at - intended[idx]);
+					int kind = phase_of(intended[idx], idle_start, phase_ns,
+							    rounds);
+					if (kind >= 0)
+						bench_hist_record(&ph[kind].lat, at - intended[idx]);
 				} else if (m->type == PARLEY_T_ERROR) {
 					if (c->outstanding)
 						c->outstanding--;
@@ -389,34 +411,36 @@ out:
 	int ret = rc;
 	if (ph && ad && lag && intended) {
 		double p99r = ratio(q_us(&ph[1].lat, 0.99), q_us(&ph[0].lat, 0.99));
-		double busy = cfg->seconds > 0 ? (double)ad->busy_ns / (cfg->seconds * 1e9) : 0;
+		double busy = cfg->seconds > 0 ?
+			(double)ad->busy_ns / (rounds * cfg->seconds * 1e9) : 0;
 		bool valid = rc == 0 && errors == 0 && ad->ok > 0 && ph[0].lat.count > 0 &&
 			     ph[1].lat.count > 0;
 		printf("\n### compaction impact: SEND_ACK latency, open loop at %.0f SENDs/s over "
-		       "%u %s connections, %u B bodies (latency from the intended send time)\n\n",
-		       rate, nconn, cfg->tls ? "TLS" : "TCP", payload);
+		       "%u %s connections, %u B bodies (latency from the intended send time; "
+		       "%u round%s of idle + compaction phases)\n\n",
+		       rate, nconn, cfg->tls ? "TLS" : "TCP", payload, rounds, rounds > 1 ? "s" : "");
 		printf("| phase | seconds | scheduled | acked | p50 µs | p99 µs | p99.9 µs | max µs |\n"
 		       "|---|---:|---:|---:|---:|---:|---:|---:|\n");
 		for (int p = 0; p < 2; p++)
 			printf("| %s | %.1f | %llu | %llu | %.1f | %.1f | %.1f | %.1f |\n",
-			       ph[p].name, cfg->seconds, (unsigned long long)ph[p].slots,
+			       ph[p].name, rounds * cfg->seconds, (unsigned long long)ph[p].slots,
 			       (unsigned long long)ph[p].lat.count, q_us(&ph[p].lat, 0.5),
 			       q_us(&ph[p].lat, 0.99), q_us(&ph[p].lat, 0.999),
 			       (double)ph[p].lat.max_ns / 1e3);
 		printf("\n| compaction ÷ idle p50 | p99 | p99.9 | goal p99 ≤ %.1f× | "
 		       "POST /admin/compact calls (ok) | call p50 / max ms | compaction in flight "
-		       "| pacer lag p99 µs | window waits | errors |\n"
-		       "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
+		       "| spilled into idle ms | pacer lag p99 µs | window waits | errors |\n"
+		       "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
 		       CMP_GOAL_P99_RATIO);
 		printf("| %.2f× | %.2f× | %.2f× | %s | %llu (%llu) | %.1f / %.1f | %.0f%% of the "
-		       "phase | %.1f | %llu | %llu%s%s |\n",
+		       "phase | %.0f | %.1f | %llu | %llu%s%s |\n",
 		       ratio(q_us(&ph[1].lat, 0.5), q_us(&ph[0].lat, 0.5)), p99r,
 		       ratio(q_us(&ph[1].lat, 0.999), q_us(&ph[0].lat, 0.999)),
 		       !valid ? "no verdict (run incomplete)" :
 		       p99r <= CMP_GOAL_P99_RATIO ? "met" : "missed",
 		       (unsigned long long)ad->calls, (unsigned long long)ad->ok,
 		       q_us(&ad->dur, 0.5) / 1e3, (double)ad->dur.max_ns / 1e6, busy * 100,
-		       q_us(lag, 0.99), (unsigned long long)window_waits,
+		       (double)ad->spill_ns / 1e6, q_us(lag, 0.99), (unsigned long long)window_waits,
 		       (unsigned long long)errors, errtxt[0] ? ": " : "", errtxt);
 		if (ad->calls && !ad->ok)
 			fprintf(stderr, "parley-bench: compaction: POST /admin/compact answered %d "
@@ -434,7 +458,8 @@ out:
 				bj_num(js, "rate", rate);
 				bj_u64(js, "connections", nconn);
 				bj_u64(js, "payload", payload);
-				bj_num(js, "seconds", cfg->seconds);
+				bj_num(js, "seconds", rounds * cfg->seconds);
+				bj_u64(js, "rounds", rounds);
 				bj_u64(js, "scheduled", ph[p].slots);
 				bj_u64(js, "acked", ph[p].lat.count);
 				bj_hist(js, "ack_latency", &ph[p].lat);
@@ -456,6 +481,7 @@ out:
 			bj_num(js, "compact_gap_s", cfg->compact_gap_s);
 			bj_hist(js, "compact_call_duration", &ad->dur);
 			bj_num(js, "compaction_in_flight_fraction", busy);
+			bj_num(js, "compaction_spill_into_idle_ms", (double)ad->spill_ns / 1e6);
 			bj_hist(js, "pacer_lag", lag);
 			bj_u64(js, "window", window);
 			bj_u64(js, "window_waits", window_waits);

@@ -99,7 +99,8 @@ static void usage(FILE *f)
 "             after --warmup an idle phase of --seconds, then a phase of\n"
 "             --seconds in which POST /admin/compact (flush + compact every\n"
 "             partition) is called back to back (--compact-gap S between calls,\n"
-"             default 0.1). SEND_ACK p50/p99/p99.9/max per phase (by intended\n"
+"             default 0.1); --repeat N: N rounds of idle + compaction phases,\n"
+"             interleaved. SEND_ACK p50/p99/p99.9/max per phase kind (by intended\n"
 "             send time), compaction ÷ idle ratios (goal p99 <= 1.2x), the\n"
 "             calls made and the share of the phase a compaction was running.\n"
 "             parleyd is started with --admin-port {adminport} --admin-compact 1;\n"
@@ -155,7 +156,8 @@ static void usage(FILE *f)
 "                      (exercises the idempotency table; default: none)\n"
 "  --redis-server P    redis-server binary (default: redis-server in PATH)\n"
 "  --repeat N          compare: run everything N times (max %d) and print the\n"
-"                      min/median/max of the headline ratios (default 1)\n"
+"                      min/median/max of the headline ratios (default 1);\n"
+"                      compaction: N rounds of idle + compaction phases\n"
 "  --seed N            payload PRNG seed (default 1)\n""  --count N           idle-conns: connections to open (default 10000)\n"
 "  --parleyd PATH      server modes: parleyd binary to start\n"
 "  --parleyd-args T    its arguments; {port} {tlsport} {adminport} {data} {dir}\n"
@@ -1079,7 +1081,7 @@ int main(int argc, char **argv)
 		printf("- guarantees: parleyd = single node, SEND_ACK after the message's WAL "
 		       "batch was written and fdatasync'd; compactions via POST /admin/compact "
 		       "(flush + merge of every partition, server/admin.c)\n");
-		bench_watchdog_arm(cfg.warmup + 2 * cfg.seconds + BENCH_DRAIN_SECONDS + 120 +
+		bench_watchdog_arm(cfg.warmup + 2.0 * cfg.repeat * cfg.seconds + BENCH_DRAIN_SECONDS + 120 +
 				   RUN_SLACK_S);
 		mrc = bench_compaction(&cfg) ? 1 : 0;
 		bench_watchdog_arm(0);
