@@ -17,6 +17,10 @@
  *                     last inbox_seq the device acknowledged. Written lazily.
  *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
  *                     per partition, see below.
+ *   e/<conv>          the edit index (CHAT_ENT_EDIT), see "edits and
+ *                     deletes" below (chat_edit.c).
+ *   t/<conv>          the conversation's own retention (CHAT_ENT_RETENTION),
+ *                     see "per-conversation retention" (chat_retention.c).
  *
  * Send path and fan-out (durable before ack; no skip, no double):
  *
@@ -646,7 +650,7 @@ int chat_edit_event(const struct pe_entry *e, struct parley_msg *m);
 /*
  * ---- per-conversation retention (chat_retention.c) ---------------------------------
  *
- * r/<conv>: the conversation's own retention (CHAT_ENT_RETENTION entries,
+ * t/<conv>: the conversation's own retention (CHAT_ENT_RETENTION entries,
  * the last one counts). A sweeper thread enforces every setting each
  * sweep_ms (and at once when one is set) with engine tombstones
  * (pe_delete of the prefix of c/<conv> past it, and of the edit-index
@@ -697,6 +701,13 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
 /* Refreshes every floor from the engine's stream metadata (blocking: the
  * sweeper; the admin thread after POST /admin/compact). */
 void chat_retention_refresh(struct chat *c);
+
+/* A delivered EVENT of a message deleted for everyone (or of an EDIT of
+ * it) carries no content any more: empty body, PARLEY_MSGF_DELETED. A
+ * device that syncs after the DELETE never receives the deleted body.
+ * In-memory lookup; any thread. */
+struct parley_event;
+void chat_edit_event_state(struct chat *c, struct parley_event *ev);
 
 /* Deleted messages' content leaves the disk at compaction (chat_edit.c):
  * give chat_scrub_filter / the set to pe_options.compact_filter /

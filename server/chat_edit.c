@@ -27,6 +27,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -633,7 +634,8 @@ size_t chat_retention_rules(uint64_t max_age_ms, uint64_t max_count,
 struct chat_scrub {
 	pthread_mutex_t mu;
 	uint64_t *h, *s;   /* conv hash (0 = empty), seq */
-	uint32_t cap, n;
+	uint32_t cap;
+	_Atomic uint32_t n; /* read without mu: the filter's fast path */
 	bool warned;
 };
 
@@ -744,8 +746,8 @@ int chat_scrub_filter(void *arg, const void *key, size_t klen,
 {
 	struct chat_scrub *x = arg;
 	const char *k = key;
-	if (!x || klen < 3 || k[1] != '/')
-		return -1;
+	if (!x || klen < 3 || k[1] != '/' || atomic_load(&x->n) == 0)
+		return -1; /* nothing was ever deleted: no decoding */
 	const char *id = k + 2;
 	size_t idl = klen - 2;
 	if (k[0] == 'c' && e->type == CHAT_ENT_MSG) {
@@ -870,4 +872,18 @@ void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 	free(l.keys);
 	PLOG_I("chat", "deleted messages loaded", "indexes=%zu deletes=%" PRIu64,
 	       l.n, found);
+}
+
+void chat_edit_event_state(struct chat *c, struct parley_event *ev)
+{
+	struct chat_scrub *x = chat_scrub_of(c);
+	if (!x || !ev->conv.len)
+		return;
+	uint64_t seq = ev->kind == PARLEY_EV_MESSAGE ? ev->conv_seq
+		       : ev->kind == PARLEY_EV_EDIT  ? ev->ref_seq
+						     : 0;
+	if (!seq || !chat_scrub_has(x, ev->conv.p, ev->conv.len, seq))
+		return;
+	ev->body = (struct parley_bytes){NULL, 0};
+	ev->flags |= PARLEY_MSGF_DELETED;
 }

@@ -330,6 +330,7 @@ static void inbox_item_of(struct chat *c, const struct pe_entry *e,
 			o->ev.inbox_seq = e->seq;
 			o->ev.conv = (struct parley_str){ip->conv, ip->clen};
 			o->ready = true;
+			chat_edit_event_state(c, &o->ev);
 		}
 		return;
 	}
@@ -348,6 +349,7 @@ static void inbox_item_of(struct chat *c, const struct pe_entry *e,
 	ev->content_type = cm.content_type;
 	ev->body = (struct parley_bytes){cm.body, cm.body_len};
 	o->ready = true;
+	chat_edit_event_state(c, ev);
 }
 
 static enum pe_sub_ret inbox_sub_cb(void *arg, struct pe_sub *sub,
@@ -473,6 +475,7 @@ void chat_event_placeholder(const struct chat_inbox_ptr *p,
 }
 
 struct resolve_ctx {
+	struct chat *c;
 	chat_event_cb cb;
 	void *arg;
 	struct chat_inbox_ptr p;
@@ -509,6 +512,7 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	} else {
 		chat_event_placeholder(&r->p, &m);
 	}
+	chat_edit_event_state(r->c, &m.event);
 	r->cb(r->arg, &m);
 	free(r);
 }
@@ -529,6 +533,7 @@ int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
 	struct resolve_ctx *r = malloc(sizeof *r);
 	if (!r)
 		return -PARLEY_EFULL; /* retried like a full queue */
+	r->c = c;
 	r->cb = cb;
 	r->arg = arg;
 	r->p = *p;

@@ -5,7 +5,7 @@
  * A conversation's own setting is the last entry of t/<conv>
  * (CHAT_ENT_RETENTION: u8 version | u64 max_age_ms | u64 max_count |
  * u16 ulen | user who set it). The sweeper thread keeps every setting in
- * memory (loaded at start by listing the partitions' r/ streams), and
+ * memory (loaded at start by listing the partitions' t/ streams), and
  * every sweep_ms, and right after a setting changes, turns each one into
  * engine tombstones: pe_delete(c/<conv>, through) where `through` is the
  * newest seq that is past the setting (older than max_age_ms, or beyond
