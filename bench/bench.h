@@ -3,7 +3,7 @@
  *
  * parley-bench is a load generator and capacity-planning harness. Each mode
  * (bench_disk.c, bench_engine.c, bench_redis.c, bench_server.c,
- * bench_nats.c) fills a result struct or prints its rows;
+ * bench_nats.c, bench_compaction.c, ...) fills a result struct or prints its rows;
  * parley_bench.c parses arguments, runs modes and prints tables. Every run
  * is bounded in time: a mode runs for cfg->seconds plus bounded setup and
  * drain, and a process-wide watchdog (bench_watchdog_arm) kills child
