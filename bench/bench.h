@@ -137,6 +137,9 @@ const char *bench_redis_version(void);
  * NULL or !ok) is this run's disk floor, for the ratio table. */
 int bench_idle_conns(const struct bench_cfg *cfg);
 int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor);
+/* groups: one group of cfg->count members all online, one sender open loop
+ * at each cfg->rates (bench_groups.c). 0 ok. */
+int bench_groups(const struct bench_cfg *cfg);
 
 /* Closed loop over TCP: `producers` connections to a fresh parleyd, each
  * with one SEND outstanding in its own 1:1 conversation; SEND_ACKs/s and

@@ -116,6 +116,12 @@ static void usage(FILE *f)
 "             Each rate is followed by NATS core pub/sub (nats-server, no disk,\n"
 "             no ack) at the same rate and body size, as a reference; the disk\n"
 "             floor is measured first (--no-floor skips it).\n"
+"  groups     one group of --count members (default 500, at most the server's\n"
+"             group_max_members), every member online with one device, one\n"
+"             sender open loop at each --rate (messages/s, default 200):\n"
+"             deliveries/s, deliveries per parleyd CPU-second, send -> deliver\n"
+"             latency over every (message, member) pair; missing or duplicate\n"
+"             deliveries fail the run\n"
 "  workload   a chat workload from a profile (--profile FILE; examples and the\n"
 "             format in bench/profiles/) through libparley, open loop at each\n"
 "             --rate (1:1 sends/s; default 200): sends, history reads (last 50)\n"
@@ -1031,7 +1037,7 @@ int main(int argc, char **argv)
 		cfg.n_payloads = 1;
 	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, groups, workload, history, report, plan)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -1098,6 +1104,15 @@ int main(int argc, char **argv)
 		print_machine(&cfg);
 		return bench_history(&cfg) ? 1 : 0;
 	}
+	if (!strcmp(mode, "groups")) {
+		print_machine(&cfg);
+		if (cfg.count == 10000) /* the idle-conns default: not set */
+			cfg.count = 500;
+		if (cfg.count < 2 || cfg.count > 5000)
+			die_usage("%s", "groups: --count is the group's size, 2..5000");
+		int grc = bench_groups(&cfg);
+		return grc ? 1 : 0;
+	}
 	if (!strcmp(mode, "idle-conns") || !strcmp(mode, "delivery")) {
 		print_machine(&cfg);
 		if (!strcmp(mode, "idle-conns")) {
@@ -1140,6 +1155,6 @@ int main(int argc, char **argv)
 			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, workload, history, report, plan)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, groups, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

@@ -28,18 +28,6 @@
 #define DEF_RETENTION_INTERVAL (3600ull * 1000)
 #define DEF_WAL_PIN 2u
 
-/* Idempotency records of history segments (at open, before the WAL). */
-static int idem_load_cb(void *arg, const struct seg_idem *rec)
-{
-	struct part *p = arg;
-	struct stream *s = stream_lookup(p, rec->key, rec->klen, true);
-	if (!s)
-		return -PARLEY_ENOMEM;
-	if (idem_find(p, s, rec->producer))
-		return 0;
-	return idem_insert(p, s, rec->producer, rec->seq, rec->count, rec->ts);
-}
-
 static int part_hist_open(struct pe_engine *e, struct shard *sh,
 			  struct part *p)
 {
@@ -69,9 +57,9 @@ static int part_hist_open(struct pe_engine *e, struct shard *sh,
 		return rc;
 	p->flushed_index = hpart_manifest(p->hist)->flushed_index;
 	p->last_index = p->flushed_index;
-	uint64_t now = engine_clock(e);
-	uint64_t min_ts = now > e->idem_window_ms ? now - e->idem_window_ms : 0;
-	rc = hpart_idem_load(p->hist, min_ts, idem_load_cb, p);
+	/* the table the live engine had at the flushed index, from the
+	 * segments' records in command time (idem.c), never the clock now */
+	rc = idem_rebuild(p);
 	if (rc == -PARLEY_ECORRUPT) {
 		char f[64];
 		snprintf(f, sizeof f, "hist/%u", p->id);
@@ -96,6 +84,7 @@ static void engine_free(struct pe_engine *e)
 			}
 			hist_job_fsrc_free(p->fsrc);
 			hpart_man_free(p->cman);
+			hpart_man_free(p->fman);
 			part_raft_free(p);
 			struct req *lists[6] = {p->fwait_cur, p->fwait_next,
 						p->cwait_cur, p->cwait_next,
@@ -317,6 +306,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 			      opt->read_only, &rec, &sh->wal);
 		if (rc)
 			goto fail;
+		wal_set_ring(sh->wal, sh->ring);
 		/* every partition becomes a Raft group of one on this log: the
 		 * group elects itself (a new term, its no-op in the WAL) and
 		 * its commit applies the recovered log in index order */

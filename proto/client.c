@@ -669,8 +669,11 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 	c->expect_next = ev->inbox_seq + 1;
 	c->recv_max = ev->inbox_seq;
 	int delivered = 0;
+	/* kinds this library knows (MEMBERSHIP: group changes, body as in
+	 * PROTOCOL.md); unknown kinds are acknowledged, not delivered */
 	if ((ev->kind == PARLEY_EV_MESSAGE || ev->kind == PARLEY_EV_EDIT ||
-	     ev->kind == PARLEY_EV_DELETE) && c->o.on_event) {
+	     ev->kind == PARLEY_EV_DELETE || ev->kind == PARLEY_EV_MEMBERSHIP) &&
+	    c->o.on_event) {
 		c->in_cb = 1;
 		c->o.on_event(c->o.user, ev);
 		c->in_cb = 0;
@@ -1560,6 +1563,175 @@ int parley_client_receipts(struct parley_client *c, const char *conv,
 	if (r == 0 && out)
 		*out = &c->rmsg->receipts_ok;
 	return r;
+}
+
+/* ---- groups ---------------------------------------------------------------- */
+
+static int group_users(struct parley_str *out, const char *const *users,
+		       size_t n)
+{
+	if (n > PARLEY_PROTO_MAX_GROUP_USERS || (n && !users))
+		return -PARLEY_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = users[i] ? strlen(users[i]) : 0;
+		if (!parley_proto_user_id_valid(users[i], l))
+			return -PARLEY_EINVAL;
+		out[i] = (struct parley_str){users[i], (uint16_t)l};
+	}
+	return 0;
+}
+
+int parley_client_group_create(struct parley_client *c, const char *name,
+			       uint8_t settings, const char *const *users,
+			       size_t n, const struct parley_group_ok **ok)
+{
+	size_t nl = name ? strlen(name) : 0;
+	if (nl < 1 || nl > 255)
+		return -PARLEY_EINVAL;
+	/* ~16 KiB: the union holds a CONV with 1024 members */
+	struct parley_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return -PARLEY_ENOMEM;
+	m->type = PARLEY_T_GROUP_CREATE;
+	int r = group_users(m->group_create.users, users, n);
+	if (!r)
+		r = parley_client_random_id(m->group_create.create_id);
+	if (!r) {
+		m->group_create.name = (struct parley_str){name, (uint16_t)nl};
+		m->group_create.settings = settings;
+		m->group_create.count = (uint16_t)n;
+		r = call(c, m, PARLEY_T_GROUP_CREATE_OK);
+	}
+	free(m);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->group_ok;
+	return r;
+}
+
+static int group_change(struct parley_client *c, uint16_t type,
+			const char *conv, const char *const *users, size_t n,
+			uint8_t role, const struct parley_group_ok **ok)
+{
+	size_t cl = conv ? strlen(conv) : 0;
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID)
+		return -PARLEY_EINVAL;
+	struct parley_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return -PARLEY_ENOMEM;
+	m->type = type;
+	int r = group_users(m->group_change.users, users, n);
+	if (!r) {
+		m->group_change.conv = (struct parley_str){conv, (uint16_t)cl};
+		m->group_change.role = role;
+		m->group_change.count = (uint16_t)n;
+		r = call(c, m, PARLEY_REPLY_OF(type));
+	}
+	free(m);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->group_ok;
+	return r;
+}
+
+int parley_client_group_add(struct parley_client *c, const char *conv,
+			    const char *const *users, size_t n, uint8_t role,
+			    const struct parley_group_ok **ok)
+{
+	return group_change(c, PARLEY_T_GROUP_ADD, conv, users, n, role, ok);
+}
+
+int parley_client_group_remove(struct parley_client *c, const char *conv,
+			       const char *const *users, size_t n,
+			       const struct parley_group_ok **ok)
+{
+	return group_change(c, PARLEY_T_GROUP_REMOVE, conv, users, n, 0, ok);
+}
+
+int parley_client_group_leave(struct parley_client *c, const char *conv,
+			      const struct parley_group_ok **ok)
+{
+	return group_change(c, PARLEY_T_GROUP_LEAVE, conv, NULL, 0, 0, ok);
+}
+
+int parley_client_group_role(struct parley_client *c, const char *conv,
+			     const char *const *users, size_t n, uint8_t role,
+			     const struct parley_group_ok **ok)
+{
+	return group_change(c, PARLEY_T_GROUP_ROLE, conv, users, n, role, ok);
+}
+
+int parley_client_group_info(struct parley_client *c, const char *conv,
+			     uint32_t from_index, uint16_t limit,
+			     const struct parley_group_info_ok **info)
+{
+	size_t cl = conv ? strlen(conv) : 0;
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || limit < 1 ||
+	    limit > PARLEY_PROTO_MAX_GROUP_USERS)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_GROUP_INFO};
+	m.group_info = (struct parley_group_info){{conv, (uint16_t)cl},
+						  from_index, limit};
+	int r = call(c, &m, PARLEY_T_GROUP_INFO_OK);
+	if (r == 0 && info)
+		*info = &c->rmsg->group_info_ok;
+	return r;
+}
+
+static const char *role_name(uint8_t r)
+{
+	return r == PARLEY_ROLE_OWNER ? "owner"
+	       : r == PARLEY_ROLE_ADMIN ? "admin"
+				       : "member";
+}
+
+int parley_membership_describe(const uint8_t *body, size_t len, char *out,
+			       size_t cap)
+{
+	if (!out || cap < 8)
+		return -PARLEY_EINVAL;
+	struct le_reader r;
+	le_reader_init(&r, body ? body : (const uint8_t *)"", body ? len : 0);
+	uint8_t ver = le_read8(&r), op = le_read8(&r);
+	le_read8(&r); /* settings */
+	uint8_t al = le_read8(&r);
+	le_read_bytes(&r, al);
+	uint16_t nl = le_read16(&r);
+	const char *name = (const char *)le_read_bytes(&r, nl);
+	uint16_t n = le_read16(&r);
+	if (!r.ok || ver != 1 || op < PARLEY_GOP_CREATE || op > PARLEY_GOP_ROLE)
+		return -PARLEY_EPROTO;
+	size_t o = 0;
+#define PUT(...)                                                               \
+	do {                                                                   \
+		int k_ = snprintf(out + o, cap - o, __VA_ARGS__);              \
+		o = k_ < 0 ? o : PARLEY_MIN(cap - 1, o + (size_t)k_);          \
+	} while (0)
+	switch (op) {
+	case PARLEY_GOP_CREATE:
+		PUT("created the group \"%.*s\"%s", (int)nl, name, n ? " with " : "");
+		break;
+	case PARLEY_GOP_ADD: PUT("added "); break;
+	case PARLEY_GOP_REMOVE: PUT("removed "); break;
+	case PARLEY_GOP_LEAVE: PUT("left"); break;
+	case PARLEY_GOP_ROLE: PUT("made "); break;
+	}
+	uint8_t last_role = 0;
+	for (uint16_t i = 0; i < n; i++) {
+		uint8_t ul = le_read8(&r);
+		const char *u = (const char *)le_read_bytes(&r, ul);
+		uint8_t role = le_read8(&r);
+		if (!r.ok)
+			return -PARLEY_EPROTO;
+		PUT("%s%.*s", i ? ", " : "", (int)ul, u);
+		if (op != PARLEY_GOP_ROLE && role == PARLEY_ROLE_ADMIN)
+			PUT(" (admin)");
+		last_role = role;
+	}
+	if (op == PARLEY_GOP_ROLE)
+		PUT(" %s", role_name(last_role));
+#undef PUT
+	if (o >= cap - 1 && cap >= 4)
+		memcpy(out + cap - 4, "...", 4);
+	return (int)strlen(out);
 }
 
 int parley_client_ping(struct parley_client *c)

@@ -1082,6 +1082,142 @@ static void dec_presence_set(struct le_reader *r, struct parley_presence_set *m)
 		r->ok = false;
 }
 
+/* ---- groups ------------------------------------------------------------------ */
+
+static void w_users(struct wr *w, uint16_t n, const struct parley_str *u)
+{
+	if (n > PARLEY_PROTO_MAX_GROUP_USERS) {
+		w->inval = 1;
+		return;
+	}
+	w16(w, n);
+	for (unsigned i = 0; i < n; i++)
+		w_str(w, u[i], FK_USER);
+}
+static void r_users(struct le_reader *r, uint16_t *n, struct parley_str *u)
+{
+	*n = le_read16(r);
+	/* each user takes >= 3 bytes: refuse counts the payload cannot hold */
+	if (*n > PARLEY_PROTO_MAX_GROUP_USERS ||
+	    (size_t)*n * 3 > r->len - r->off) {
+		r->ok = false;
+		*n = 0;
+		return;
+	}
+	for (unsigned i = 0; i < *n && r->ok; i++)
+		r_str(r, &u[i], FK_USER);
+}
+
+static void enc_group_create(struct wr *w, const struct parley_group_create *m)
+{
+	w_raw(w, m->create_id, PARLEY_PROTO_MSG_ID_LEN);
+	if (m->name.len < 1 || m->name.len > 255)
+		w->inval = 1;
+	w_str(w, m->name, FK_TITLE);
+	w8(w, m->settings);
+	w_users(w, m->count, m->users);
+}
+static void dec_group_create(struct le_reader *r, struct parley_group_create *m)
+{
+	r_id16(r, m->create_id);
+	r_str(r, &m->name, FK_TITLE);
+	if (m->name.len < 1 || m->name.len > 255)
+		r->ok = false;
+	m->settings = le_read8(r);
+	r_users(r, &m->count, m->users);
+}
+
+static void enc_group_change(struct wr *w, const struct parley_group_change *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w8(w, m->role);
+	w_users(w, m->count, m->users);
+}
+static void dec_group_change(struct le_reader *r, struct parley_group_change *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->role = le_read8(r);
+	r_users(r, &m->count, m->users);
+}
+
+static void enc_group_ok(struct wr *w, const struct parley_group_ok *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w64(w, m->seq);
+	w8(w, m->flags);
+}
+static void dec_group_ok(struct le_reader *r, struct parley_group_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->seq = le_read64(r);
+	m->flags = le_read8(r);
+}
+
+static void enc_group_info(struct wr *w, const struct parley_group_info *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w32(w, m->from_index);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_GROUP_USERS)
+		w->inval = 1;
+	w16(w, m->limit);
+}
+static void dec_group_info(struct le_reader *r, struct parley_group_info *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->from_index = le_read32(r);
+	m->limit = le_read16(r);
+	if (m->limit < 1 || m->limit > PARLEY_PROTO_MAX_GROUP_USERS)
+		r->ok = false;
+}
+
+static void enc_group_info_ok(struct wr *w, const struct parley_group_info_ok *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	w_str(w, m->name, FK_TITLE);
+	w8(w, m->settings);
+	w8(w, m->my_role);
+	w32(w, m->member_count);
+	w64(w, m->as_of_seq);
+	w32(w, m->next_index);
+	if (m->count > PARLEY_PROTO_MAX_GROUP_USERS) {
+		w->inval = 1;
+		return;
+	}
+	w16(w, m->count);
+	for (unsigned i = 0; i < m->count; i++) {
+		size_t at = w_rec_begin(w);
+		w_str(w, m->members[i].user, FK_USER);
+		w8(w, m->members[i].role);
+		w_rec_end(w, at);
+	}
+}
+static void dec_group_info_ok(struct le_reader *r, struct parley_group_info_ok *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	r_str(r, &m->name, FK_TITLE);
+	m->settings = le_read8(r);
+	m->my_role = le_read8(r);
+	m->member_count = le_read32(r);
+	m->as_of_seq = le_read64(r);
+	m->next_index = le_read32(r);
+	m->count = le_read16(r);
+	/* u32 len + str(1) + u8 */
+	if (m->count > PARLEY_PROTO_MAX_GROUP_USERS ||
+	    (size_t)m->count * 8 > r->len - r->off) {
+		r->ok = false;
+		m->count = 0;
+		return;
+	}
+	for (unsigned i = 0; i < m->count && r->ok; i++) {
+		struct le_reader s;
+		r_rec(r, &s);
+		r_str(&s, &m->members[i].user, FK_USER);
+		m->members[i].role = le_read8(&s);
+		if (!s.ok)
+			r->ok = false;
+	}
+}
+
 /* ---- dispatch -------------------------------------------------------------- */
 
 /* Returns 0, or -PARLEY_EVERSION for an unknown / reserved type. */
@@ -1108,6 +1244,18 @@ static int enc_body(struct wr *w, const struct parley_msg *m)
 	case PARLEY_T_CONV_LIST: enc_conv_list(w, &m->conv_list); break;
 	case PARLEY_T_CONV_LIST_OK: enc_conv_list_ok(w, &m->conv_list_ok); break;
 	case PARLEY_T_GOAWAY: enc_goaway(w, &m->goaway); break;
+	case PARLEY_T_GROUP_CREATE: enc_group_create(w, &m->group_create); break;
+	case PARLEY_T_GROUP_ADD:
+	case PARLEY_T_GROUP_REMOVE:
+	case PARLEY_T_GROUP_LEAVE:
+	case PARLEY_T_GROUP_ROLE: enc_group_change(w, &m->group_change); break;
+	case PARLEY_T_GROUP_CREATE_OK:
+	case PARLEY_T_GROUP_ADD_OK:
+	case PARLEY_T_GROUP_REMOVE_OK:
+	case PARLEY_T_GROUP_LEAVE_OK:
+	case PARLEY_T_GROUP_ROLE_OK: enc_group_ok(w, &m->group_ok); break;
+	case PARLEY_T_GROUP_INFO: enc_group_info(w, &m->group_info); break;
+	case PARLEY_T_GROUP_INFO_OK: enc_group_info_ok(w, &m->group_info_ok); break;
 	case PARLEY_T_TYPING: enc_typing(w, &m->typing); break;
 	case PARLEY_T_TYPING_PUSH: enc_typing_push(w, &m->typing_push); break;
 	case PARLEY_T_PRESENCE_SUB: enc_presence_sub(w, &m->presence_sub); break;
@@ -1187,6 +1335,18 @@ int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
 	case PARLEY_T_CONV_LIST: dec_conv_list(&r, &out->conv_list); break;
 	case PARLEY_T_CONV_LIST_OK: dec_conv_list_ok(&r, &out->conv_list_ok); break;
 	case PARLEY_T_GOAWAY: dec_goaway(&r, &out->goaway); break;
+	case PARLEY_T_GROUP_CREATE: dec_group_create(&r, &out->group_create); break;
+	case PARLEY_T_GROUP_ADD:
+	case PARLEY_T_GROUP_REMOVE:
+	case PARLEY_T_GROUP_LEAVE:
+	case PARLEY_T_GROUP_ROLE: dec_group_change(&r, &out->group_change); break;
+	case PARLEY_T_GROUP_CREATE_OK:
+	case PARLEY_T_GROUP_ADD_OK:
+	case PARLEY_T_GROUP_REMOVE_OK:
+	case PARLEY_T_GROUP_LEAVE_OK:
+	case PARLEY_T_GROUP_ROLE_OK: dec_group_ok(&r, &out->group_ok); break;
+	case PARLEY_T_GROUP_INFO: dec_group_info(&r, &out->group_info); break;
+	case PARLEY_T_GROUP_INFO_OK: dec_group_info_ok(&r, &out->group_info_ok); break;
 	case PARLEY_T_TYPING: dec_typing(&r, &out->typing); break;
 	case PARLEY_T_TYPING_PUSH: dec_typing_push(&r, &out->typing_push); break;
 	case PARLEY_T_PRESENCE_SUB: dec_presence_sub(&r, &out->presence_sub); break;
@@ -1247,6 +1407,18 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_RECEIPTS_OK: return "RECEIPTS_OK";
 	case PARLEY_T_EVENT: return "EVENT";
 	case PARLEY_T_GOAWAY: return "GOAWAY";
+	case PARLEY_T_GROUP_CREATE: return "GROUP_CREATE";
+	case PARLEY_T_GROUP_ADD: return "GROUP_ADD";
+	case PARLEY_T_GROUP_REMOVE: return "GROUP_REMOVE";
+	case PARLEY_T_GROUP_LEAVE: return "GROUP_LEAVE";
+	case PARLEY_T_GROUP_ROLE: return "GROUP_ROLE";
+	case PARLEY_T_GROUP_INFO: return "GROUP_INFO";
+	case PARLEY_T_GROUP_CREATE_OK: return "GROUP_CREATE_OK";
+	case PARLEY_T_GROUP_ADD_OK: return "GROUP_ADD_OK";
+	case PARLEY_T_GROUP_REMOVE_OK: return "GROUP_REMOVE_OK";
+	case PARLEY_T_GROUP_LEAVE_OK: return "GROUP_LEAVE_OK";
+	case PARLEY_T_GROUP_ROLE_OK: return "GROUP_ROLE_OK";
+	case PARLEY_T_GROUP_INFO_OK: return "GROUP_INFO_OK";
 	case PARLEY_T_TYPING_PUSH: return "TYPING_PUSH";
 	case PARLEY_T_PRESENCE: return "PRESENCE";
 	case PARLEY_T_EDIT: return "EDIT";

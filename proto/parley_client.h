@@ -22,8 +22,9 @@
  *   socket's send buffer is full.
  *
  * Events: subscribe with parley_client_subscribe(); every EVENT of kind
- * MESSAGE, EDIT or DELETE (check ev->kind; EDIT / DELETE carry the
- * changed message's seq in ev->ref_seq) is passed to opts.on_event in
+ * MESSAGE, EDIT, DELETE or MEMBERSHIP (check ev->kind; EDIT / DELETE
+ * carry the changed message's seq in ev->ref_seq; MEMBERSHIP is a group
+ * change) is passed to opts.on_event in
  * inbox order, from inside process()/poll() or from
  * inside a blocking call that is waiting for its reply. The client
  * acknowledges events (EVENT_ACK) after the callback returns. A callback
@@ -249,6 +250,48 @@ int parley_client_read_marker(struct parley_client *c, const char *conv,
 int parley_client_receipts(struct parley_client *c, const char *conv,
 			   uint64_t seq, const char *after, uint16_t limit,
 			   const struct parley_receipts_ok **out);
+/* ---- groups (PROTOCOL.md "Groups") ------------------------------------------
+ * Each returns 0 once the membership event is durable (*ok borrows: conv
+ * and the event's seq), or the server's refusal: -PARLEY_EPERM (the
+ * caller's role does not allow it / not a member), -PARLEY_ENOTFOUND (no
+ * such group, or a user named is not a member), -PARLEY_ETOOBIG (over the
+ * server's group_max_members or 256 users in one call), -PARLEY_EINVAL.
+ * GROUP_CREATE is retried with the same create_id, so a retry cannot make
+ * a second group; a retried ADD of users already added succeeds.
+ */
+/* Create a group named `name` (1..255 bytes) with the caller as owner and
+ * users[0..n) as members. settings: PARLEY_GROUPF_HISTORY_ALL or 0. */
+int parley_client_group_create(struct parley_client *c, const char *name,
+			       uint8_t settings, const char *const *users,
+			       size_t n, const struct parley_group_ok **ok);
+/* Add users (role PARLEY_ROLE_MEMBER, or PARLEY_ROLE_ADMIN: owner only). */
+int parley_client_group_add(struct parley_client *c, const char *conv,
+			    const char *const *users, size_t n, uint8_t role,
+			    const struct parley_group_ok **ok);
+int parley_client_group_remove(struct parley_client *c, const char *conv,
+			       const char *const *users, size_t n,
+			       const struct parley_group_ok **ok);
+int parley_client_group_leave(struct parley_client *c, const char *conv,
+			      const struct parley_group_ok **ok);
+/* Give users[0..n) a role (owner only; PARLEY_ROLE_OWNER hands ownership
+ * over to one user, the caller becomes an admin). */
+int parley_client_group_role(struct parley_client *c, const char *conv,
+			     const char *const *users, size_t n, uint8_t role,
+			     const struct parley_group_ok **ok);
+/* Name, settings, the caller's role and members [from_index, +limit) in
+ * join order (limit 1..256; next_index 0 = no more). *info borrows. */
+int parley_client_group_info(struct parley_client *c, const char *conv,
+			     uint32_t from_index, uint16_t limit,
+			     const struct parley_group_info_ok **info);
+
+/* A membership event's body (EVENT / HISTORY record of kind MEMBERSHIP,
+ * content_type PARLEY_CT_MEMBERSHIP) in words, without the actor, e.g.
+ * `added bob, carol`, `removed dave`, `left`, `made bob admin`,
+ * `created the group "Team" with bob, carol`. NUL-terminated into
+ * out[0..cap) (cut with "..." when longer); returns its length, or
+ * -PARLEY_EPROTO when body is not a membership event. Pure. */
+int parley_membership_describe(const uint8_t *body, size_t len, char *out,
+			       size_t cap);
 
 /* Round trip to the server (keepalive / latency probe). */
 int parley_client_ping(struct parley_client *c);

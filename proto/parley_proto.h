@@ -64,6 +64,7 @@
 #define PARLEY_PROTO_MAX_MEMBERS 1024 /* members in one CONV reply */
 #define PARLEY_PROTO_MAX_PREVIEW 256 /* CONV_LIST_OK preview bytes */
 #define PARLEY_PROTO_MAX_TITLE 256 /* group name */
+#define PARLEY_PROTO_MAX_GROUP_USERS 256 /* users in one group request / info page */
 
 /* Frame flags. Bits not defined here must be zero (else fatal EPROTO). */
 #define PARLEY_FLAG_ZSTD 0x0001u /* payload is one zstd frame */
@@ -106,6 +107,13 @@ enum parley_msg_type {
 	PARLEY_T_READ_MARKER = 0x0021, /* "read up to seq N in conv" */
 	PARLEY_T_RECEIPTS = 0x0022, /* who has read / received a message */
 	PARLEY_T_PRESENCE_SET = 0x0023, /* the caller's presence settings */
+	/* groups (docs/PROTOCOL.md section "Groups") */
+	PARLEY_T_GROUP_CREATE = 0x0030,
+	PARLEY_T_GROUP_ADD = 0x0031,
+	PARLEY_T_GROUP_REMOVE = 0x0032,
+	PARLEY_T_GROUP_LEAVE = 0x0033,
+	PARLEY_T_GROUP_ROLE = 0x0034,
+	PARLEY_T_GROUP_INFO = 0x0035,
 
 	PARLEY_T_EVENT_ACK = 0x4001,
 	PARLEY_T_TYPING = 0x4002, /* "I am typing in conv" (client -> server) */
@@ -126,6 +134,12 @@ enum parley_msg_type {
 	PARLEY_T_READ_MARKER_OK = 0x8021,
 	PARLEY_T_RECEIPTS_OK = 0x8022,
 	PARLEY_T_PRESENCE_SET_OK = 0x8023,
+	PARLEY_T_GROUP_CREATE_OK = 0x8030, /* struct parley_group_ok */
+	PARLEY_T_GROUP_ADD_OK = 0x8031, /* struct parley_group_ok */
+	PARLEY_T_GROUP_REMOVE_OK = 0x8032, /* struct parley_group_ok */
+	PARLEY_T_GROUP_LEAVE_OK = 0x8033, /* struct parley_group_ok */
+	PARLEY_T_GROUP_ROLE_OK = 0x8034, /* struct parley_group_ok */
+	PARLEY_T_GROUP_INFO_OK = 0x8035,
 
 	PARLEY_T_EVENT = 0xC001,
 	PARLEY_T_GOAWAY = 0xC002,
@@ -175,7 +189,28 @@ static inline int parley_type_is_push(uint16_t t)
 /* Conversation kinds. */
 enum parley_conv_kind {
 	PARLEY_CONV_DIRECT = 1, /* 1:1, id "d:<min>:<max>" */
-	PARLEY_CONV_GROUP = 2, /* reserved, future */
+	PARLEY_CONV_GROUP = 2, /* group, id "g:" + 16 hex digits */
+};
+
+/* Group roles (GROUP_* requests, GROUP_INFO_OK, membership events). */
+enum parley_group_role {
+	PARLEY_ROLE_MEMBER = 1,
+	PARLEY_ROLE_ADMIN = 2,
+	PARLEY_ROLE_OWNER = 3,
+};
+/* GROUP_CREATE settings */
+#define PARLEY_GROUPF_HISTORY_ALL 0x01u /* new members read the whole history */
+/* GROUP_*_OK flags */
+#define PARLEY_GROUPF_DUPLICATE 0x01u /* a retried GROUP_CREATE: the group exists */
+/* Content type of a MEMBERSHIP event / history record (body: PROTOCOL.md) */
+#define PARLEY_CT_MEMBERSHIP 0xF001u
+/* Membership event ops (first bytes of the body, PROTOCOL.md) */
+enum parley_group_op {
+	PARLEY_GOP_CREATE = 1,
+	PARLEY_GOP_ADD = 2,
+	PARLEY_GOP_REMOVE = 3,
+	PARLEY_GOP_LEAVE = 4,
+	PARLEY_GOP_ROLE = 5,
 };
 
 /* EVENT kinds. Clients skip (but still acknowledge) kinds they do not know. */
@@ -527,6 +562,51 @@ struct parley_receipts_ok { /* PARLEY_T_RECEIPTS_OK */
 	struct parley_receipt_rec recs[PARLEY_PROTO_MAX_RECEIPTS];
 };
 
+struct parley_group_create { /* PARLEY_T_GROUP_CREATE */
+	uint8_t create_id[PARLEY_PROTO_MSG_ID_LEN]; /* retry-safe: same id, same group */
+	struct parley_str name; /* 1..255 bytes UTF-8 */
+	uint8_t settings; /* PARLEY_GROUPF_HISTORY_ALL */
+	uint16_t count; /* initial members besides the caller, <= MAX_GROUP_USERS */
+	struct parley_str users[PARLEY_PROTO_MAX_GROUP_USERS];
+};
+
+/* PARLEY_T_GROUP_ADD / _REMOVE / _LEAVE / _ROLE */
+struct parley_group_change {
+	struct parley_str conv; /* "g:..." */
+	uint8_t role; /* ADD: role given (0 = MEMBER); ROLE: the new role; else 0 */
+	uint16_t count; /* LEAVE: 0 */
+	struct parley_str users[PARLEY_PROTO_MAX_GROUP_USERS];
+};
+
+struct parley_group_ok { /* PARLEY_T_GROUP_*_OK (not INFO), once durable */
+	struct parley_str conv;
+	uint64_t seq; /* the membership event's conversation seq */
+	uint8_t flags; /* PARLEY_GROUPF_DUPLICATE */
+};
+
+struct parley_group_info { /* PARLEY_T_GROUP_INFO */
+	struct parley_str conv;
+	uint32_t from_index; /* members are listed in join order; 0 = first */
+	uint16_t limit; /* 1..PARLEY_PROTO_MAX_GROUP_USERS */
+};
+
+struct parley_group_member {
+	struct parley_str user;
+	uint8_t role; /* enum parley_group_role */
+};
+
+struct parley_group_info_ok { /* PARLEY_T_GROUP_INFO_OK */
+	struct parley_str conv;
+	struct parley_str name;
+	uint8_t settings; /* PARLEY_GROUPF_HISTORY_ALL */
+	uint8_t my_role; /* the caller's role */
+	uint32_t member_count;
+	uint64_t as_of_seq; /* the last membership event's seq */
+	uint32_t next_index; /* pass as from_index; 0 = this was the last page */
+	uint16_t count;
+	struct parley_group_member members[PARLEY_PROTO_MAX_GROUP_USERS];
+};
+
 struct parley_goaway { /* PARLEY_T_GOAWAY push */
 	uint16_t reason; /* enum parley_goaway_reason */
 	uint32_t retry_after_ms; /* wait this long (plus jitter) before reconnecting */
@@ -609,6 +689,11 @@ struct parley_msg {
 		struct parley_presence_rec presence; /* PARLEY_T_PRESENCE push */
 		struct parley_presence_set presence_set;
 		struct parley_presence_set_ok presence_set_ok;
+		struct parley_group_create group_create;
+		struct parley_group_change group_change; /* ADD/REMOVE/LEAVE/ROLE */
+		struct parley_group_ok group_ok; /* *_OK but INFO_OK */
+		struct parley_group_info group_info;
+		struct parley_group_info_ok group_info_ok;
 		struct parley_read_marker read_marker;
 		struct parley_read_marker_ok read_marker_ok;
 		struct parley_receipts receipts;

@@ -288,6 +288,13 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_fanout_watermark_ms", "gauge",
 		       "Smallest durable per-partition fan-out cursor (unix ms).",
 		       cs.watermark_ms);
+		metric(&o, "parley_groups", "gauge", "Groups that exist.",
+		       cs.groups);
+		metric(&o, "parley_group_changes_total", "counter",
+		       "Group membership events applied.", cs.group_changes);
+		metric(&o, "parley_group_sends_refused_total", "counter",
+		       "SENDs stored after their sender left the group, refused "
+		       "at their seq (never delivered).", cs.group_refused);
 	}
 	metric(&o, "parley_memory_budget_bytes", "gauge",
 	       "Configured memory budget (memory_budget_bytes).", s->mem.limit);

@@ -38,12 +38,14 @@
 #include <time.h>
 
 #include "chat.h"
+#include "chat_group.h"
 #include "hist.h"
 #include "parley_proto.h"
 
 const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
 	{.prefix = "s/fanout", .plen = 8, .max_count = CHAT_CKPT_KEEP},
+	{.prefix = "m/", .plen = 2, .max_count = CHAT_GSNAP_KEEP}, /* groups */
 	{.prefix = "r/", .plen = 2, .max_count = 4}, /* CHAT_RCPT_KEEP */
 };
 const size_t chat_nretention = sizeof chat_retention / sizeof *chat_retention;
@@ -137,6 +139,13 @@ bool chat_conv_has_member(const char *conv, size_t len, const char *user,
 		if (m[i].len == ulen && memcmp(m[i].p, user, ulen) == 0)
 			return true;
 	return false;
+}
+
+int chat_conv_access(struct chat *c, const char *conv, size_t len,
+		     const char *user, size_t ulen)
+{
+	int role = chat_member_role(c, conv, len, user, ulen);
+	return role < 0 ? role : role == CHAT_ROLE_NONE ? -PARLEY_EPERM : 0;
 }
 
 int chat_conv_check(const char *conv, size_t len, const char *user,
@@ -456,8 +465,9 @@ struct job {
 	unsigned pending;      /* appends not yet completed (+1 while issuing) */
 	chat_send_cb cb;       /* live send: the caller's callback */
 	void *cb_arg;
-	uint8_t *rec;          /* live send: the record, until appended */
+	uint8_t *rec;          /* live send: the record, until durable */
 	uint32_t rec_len;
+	bool group;            /* a group conversation (chat_group.c) */
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
 	uint16_t type;         /* entry type of the append (CHAT_ENT_MSG, ...) */
@@ -498,10 +508,16 @@ struct chat {
 	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
 	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
+	struct chat_groups *groups; /* group membership (chat_group.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
 	struct chat_floors *floors; /* retention floors (chat_retention.c) */
 	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
 };
+
+struct chat_groups *chat_groups_of(struct chat *c)
+{
+	return c->groups;
+}
 
 static const char WM_KEY[] = "s/fanout";
 
@@ -757,6 +773,110 @@ static void ckpt_maybe_locked(struct chat *c)
 
 /* ---- the fan-out thread ------------------------------------------------------------------- */
 
+struct group_issue {
+	struct chat *c;
+	struct job *j;
+};
+
+/* chat_groups_fanout's issue: count the append in the job, then issue it. */
+static int group_issue(void *arg, const struct chat_fanout_item *it,
+		       const uint8_t *payload, uint32_t len)
+{
+	struct group_issue *gi = arg;
+	struct chat *c = gi->c;
+	pthread_mutex_lock(&c->mu);
+	gi->j->pending++;
+	pthread_mutex_unlock(&c->mu);
+	int rc;
+	if (payload) {
+		struct pe_input in = {.type = it->type, .len = len,
+				      .payload = payload};
+		struct pe_append_req q = {.key = it->key, .klen = it->klen,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, it->producer, 16);
+		while ((rc = pe_append(c->e, &q, fanout_append_cb, gi->j)) ==
+		       -PARLEY_EFULL)
+			sleep_ms(1);
+	} else {
+		rc = fanout_issue(c, it, fanout_append_cb, gi->j, true);
+	}
+	if (rc) {
+		struct pe_append_result r = {.err = rc};
+		fanout_append_cb(gi->j, &r);
+	}
+	return 0;
+}
+
+/* A group conversation's seqs from..to: the plan depends on each entry's
+ * type and sender; each is fanned out to the members at its seq. A live job
+ * still holds its record; a recovered one reads what it re-fans out. */
+static void fanout_run_group(struct chat *c, struct job *j)
+{
+	struct group_issue gi = {c, j};
+	if (j->rec && j->from == j->to) {
+		/* live: the record is still in the job, no read needed */
+		struct pe_entry ent = {.seq = j->from, .ts_ms = j->ts_ms,
+				       .type = j->type, .len = j->rec_len,
+				       .payload = j->rec};
+		unsigned cnt = 0;
+		int rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
+					    group_issue, &gi, &cnt);
+		if (rc)
+			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
+			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
+			       parley_errname(rc));
+		pthread_mutex_lock(&c->mu);
+		c->st.fanout_jobs++;
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, j->conv, j->len);
+	uint64_t seq = j->from;
+	while (kl > 0 && seq <= j->to) {
+		uint64_t want = j->to - seq + 1;
+		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+					.from = seq, .dir = PE_FORWARD,
+					.limit = want < PE_MAX_READ ? (uint32_t)want
+								    : PE_MAX_READ};
+		struct pe_entry *ents = NULL;
+		uint32_t n = 0;
+		struct pe_read_result meta;
+		int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
+		if (rc == -PARLEY_EFULL) {
+			sleep_ms(1);
+			continue;
+		}
+		if (rc == -PARLEY_ETRIMMED && meta.first_seq > seq) {
+			seq = meta.first_seq;
+			continue;
+		}
+		if (rc || n == 0) {
+			if (rc)
+				PLOG_E("chat", "group fan-out read failed", "conv=%.*s "
+				       "seq=%" PRIu64 " err=%s", (int)j->len, j->conv,
+				       seq, parley_errname(rc));
+			free(ents);
+			break;
+		}
+		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
+			unsigned cnt = 0;
+			rc = chat_groups_fanout(c->groups, j->conv, j->len, &ents[i],
+						group_issue, &gi, &cnt);
+			if (rc)
+				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
+				       PRIu64 " err=%s", (int)j->len, j->conv,
+				       ents[i].seq, parley_errname(rc));
+			pthread_mutex_lock(&c->mu);
+			c->st.fanout_jobs++;
+			pthread_mutex_unlock(&c->mu);
+			seq = ents[i].seq + 1;
+		}
+		free(ents);
+	}
+}
+
 /* Issues the appends of j's seqs. The caller holds one count of
  * j->pending. wait: retry a full engine queue in place (the fan-out
  * thread); else stop at the first -PARLEY_EFULL and return it (the
@@ -768,6 +888,12 @@ static int fanout_run(struct chat *c, struct job *j, bool wait, uint8_t *buf)
 		j->t_issued = parley_mono_ns();
 		srv_hist_since(&c->stage[CHAT_STAGE_FANOUT], j->t_durable,
 			       j->t_issued);
+	}
+	if (j->group || chat_conv_is_group(j->conv, j->len)) {
+		/* groups: only on the fan-out thread (wait), never direct */
+		PARLEY_ASSERT(wait);
+		fanout_run_group(c, j);
+		return 0;
 	}
 	for (uint64_t seq = j->from; seq <= j->to; seq++) {
 		struct chat_fanout_plan plan;
@@ -849,20 +975,36 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	struct chat_send_result res = {.err = r->err, .seq = r->seq,
 				       .ts_ms = r->ts_ms,
 				       .duplicate = r->duplicate};
+	bool refused = false;
+	if (j->group && !r->err && !r->duplicate) {
+		/* In the stream's seq order (this callback's): a membership
+		 * event is applied before any later entry is answered, and a
+		 * message whose sender was no longer a member at its seq is
+		 * refused (stored, but never delivered nor shown). */
+		int grc = chat_groups_on_durable(c->groups, j->conv, j->len,
+						 r->seq, j->type, j->rec,
+						 j->rec_len);
+		if (grc && j->type == CHAT_ENT_MSG) {
+			res.err = -PARLEY_EPERM;
+			refused = true;
+		}
+	}
 	j->t_durable = parley_mono_ns();
 	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
 	pthread_mutex_lock(&c->mu);
-	if (r->err || r->duplicate) {
+	if (r->err || r->duplicate || refused) {
 		/* nothing new to fan out (a duplicate's original was fanned
 		 * out by its own job, or is >= a cursor and recovered) */
 		job_done_locked(c, j);
 	} else {
 		PARLEY_ASSERT(r->ts_ms >= j->start);
 		j->from = j->to = r->seq;
-		if (c->qhead || c->fan_busy) {
-			/* behind queued jobs (maybe of this conversation) */
+		if (c->qhead || c->fan_busy || j->group) {
+			/* behind queued jobs (maybe of this conversation); a
+			 * group's fan-out (hundreds of appends, retried while
+			 * the engine queue is full) never runs on the shard */
 			queue_push_locked(c, j, false);
 		} else {
 			/* Direct: issue the inbox appends here, on the shard,
@@ -912,9 +1054,10 @@ static int send_append(struct job *j)
 				   .expected_last_seq = PE_NO_EXPECT,
 				   .entries = &in, .count = 1};
 	memcpy(aq.producer, j->producer, 16);
-	/* j (and its record, which the fan-out carries inline) may be freed
-	 * by send_cb before pe_append even returns: do not touch j after
-	 * (pe_append copies the payload). */
+	/* j (and its record, which the fan-out carries inline, and which
+	 * groups check at its seq in send_cb) may be freed by send_cb before
+	 * pe_append even returns: do not touch j after (pe_append copies the
+	 * payload). */
 	return pe_append(j->c->e, &aq, send_cb, j);
 }
 
@@ -963,6 +1106,7 @@ static int conv_append(struct chat *c, const char *conv, uint16_t clen,
 		       uint16_t type, uint8_t *rec, uint32_t rec_len,
 		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
+	bool group = chat_conv_is_group(conv, clen);
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0) {
@@ -991,6 +1135,7 @@ static int conv_append(struct chat *c, const char *conv, uint16_t clen,
 	j->rec = rec;
 	j->rec_len = rec_len;
 	j->type = type;
+	j->group = group;
 	memcpy(j->producer, producer, 16);
 	j->len = clen;
 	memcpy(j->conv, conv, clen);
@@ -1000,7 +1145,7 @@ static int conv_append(struct chat *c, const char *conv, uint16_t clen,
 	 * message until its fan-out is durable, even if we crash between
 	 * the ack and the fan-out. */
 	pthread_mutex_lock(&c->mu);
-	bool known = known_has_locked(c, h);
+	bool known = group || known_has_locked(c, h);
 	job_register_locked(c, j, p, chat_clock_ms(c->clock));
 	pthread_mutex_unlock(&c->mu);
 	int rc = known ? send_append(j) : send_check_issue(j);
@@ -1046,8 +1191,13 @@ uint64_t chat_now_ms(const struct chat *c)
 int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg)
 {
-	if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
-				  q->sender_len)) {
+	if (chat_conv_is_group(q->conv, q->conv_len)) {
+		int grc = chat_groups_send_check(c->groups, q->conv, q->conv_len,
+						 q->sender, q->sender_len);
+		if (grc)
+			return grc;
+	} else if (!chat_conv_has_member(q->conv, q->conv_len, q->sender,
+					 q->sender_len)) {
 		struct chat_member mm[2];
 		return chat_conv_members(q->conv, q->conv_len, mm) < 0
 			       ? -PARLEY_ENOTFOUND
@@ -1273,6 +1423,8 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 	out->fanout_pending = c->npending;
 	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
 	pthread_mutex_unlock(&c->mu);
+	chat_groups_stats(c->groups, &out->groups, &out->group_changes,
+			  &out->group_refused);
 }
 
 /* ---- recovery ------------------------------------------------------------------------------ */
@@ -1305,6 +1457,12 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 	if (klen > 2 && meta->last_seq > 0 &&
 	    (!memcmp(key, "o/", 2) || !memcmp(key, "c/", 2)))
 		known_add_locked(s->c, conv_hash((const char *)key + 2, klen - 2));
+	if (klen > 2 && meta->last_seq > 0 && !memcmp(key, "c/", 2) &&
+	    chat_groups_note(s->c->groups, (const char *)key + 2, klen - 2,
+			     meta->last_seq)) {
+		s->err = -PARLEY_ENOMEM;
+		return 1;
+	}
 	if (klen < 3 || memcmp(key, "c/", 2) != 0 || meta->last_seq == 0 ||
 	    meta->last_ts_ms < s->cur[s->part])
 		return 0;
@@ -1452,6 +1610,9 @@ static int recover(struct chat *c)
 				first = 0;
 			}
 		}
+		if (!rc && first >= 1 && first <= t->last_seq)
+			chat_groups_note_first(c->groups, t->key + 2, t->klen - 2u,
+					       first);
 		if (!rc && first >= 1 && first <= t->last_seq) {
 			struct job *j = calloc(1, sizeof *j + t->klen - 2u);
 			if (!j) {
@@ -1474,6 +1635,10 @@ static int recover(struct chat *c)
 		}
 		free(t);
 	}
+	/* Group membership: last snapshots + the events after them that the
+	 * cursors do not cover (before the fan-out thread plans anything). */
+	if (!rc)
+		rc = chat_groups_load(c->groups, c->e);
 	/* Nothing registered yet counts as checkpointed: the durable cursor
 	 * covers everything before the jobs just queued. */
 	c->dur_reg = c->ck_reg = 0;
@@ -1502,6 +1667,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_buf_cur);
 	free(c->ckpt_rec);
 	free(c->known);
+	chat_groups_free(c->groups);
 	free(c->inline_buf);
 	chat_floors_free(c->floors);
 	free(c);
@@ -1526,9 +1692,10 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
+	c->groups = chat_groups_new();
 	c->floors = chat_floors_new();
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf || !c->floors) {
+	    !c->inline_buf || !c->groups || !c->floors) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}

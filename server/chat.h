@@ -102,6 +102,9 @@ enum chat_ent_type {
 	CHAT_ENT_CURSOR = 4,
 	CHAT_ENT_WATERMARK = 5,
 	CHAT_ENT_OPEN = 6,
+	/* groups (chat_group.c) */
+	CHAT_ENT_MEMBER = 7, /* c/<group>: a membership event */
+	CHAT_ENT_GSNAP = 8,  /* m/<group>: the membership as of an event */
 	/* receipts (chat_receipt.h): a user's read/delivered position */
 	CHAT_ENT_RCPT_POS = 12,
 	/* edits (chat_edit.c): EDIT and DELETE entries of c/<conv> and of the
@@ -127,6 +130,8 @@ enum chat_ent_type {
  * inspection. Enforced by engine compaction. */
 #define CHAT_CURSOR_KEEP 4u
 #define CHAT_CKPT_KEEP 16u
+#define CHAT_GSNAP_KEEP 4u /* group membership snapshots (m/<group>): read
+			      as the last one only */
 extern const struct pe_retention_rule chat_retention[];
 extern const size_t chat_nretention;
 /* The engine's retention rules: chat_retention, then the configured
@@ -266,6 +271,11 @@ struct chat_stats {
 					   out if the process died now */
 	uint64_t checkpoints;      /* durable fan-out checkpoints written */
 	uint64_t watermark_ms;     /* smallest durable partition cursor */
+	/* groups (chat_group.c) */
+	uint64_t groups;           /* groups that exist */
+	uint64_t group_changes;    /* membership events applied (live) */
+	uint64_t group_refused;    /* SENDs stored after their sender's removal,
+				      refused at their seq */
 };
 
 /* The clock to give the engine (pe_options.clock_ms, arg = &chat_clock):
@@ -353,7 +363,8 @@ void chat_get_stats(struct chat *c, struct chat_stats *out);
 struct pe_engine *chat_engine(const struct chat *c);
 
 /* 0 when user may read conv; -PARLEY_ENOTFOUND (not a conversation id)
- * or -PARLEY_EPERM (not a member). Pure. */
+ * or -PARLEY_EPERM (not a member). Pure: 1:1 ids only (a group id is
+ * NOTFOUND here) — use chat_conv_access, which knows groups. */
 int chat_conv_check(const char *conv, size_t len, const char *user,
 		    size_t ulen);
 
@@ -506,6 +517,11 @@ struct chat_list_ent {
 	uint16_t clen;
 	char conv[250];
 	uint64_t last_seq, last_ts;
+	/* groups: filled from chat_group_meta before chat_list_build */
+	bool group;
+	uint32_t members;
+	uint16_t title_len;
+	char title[256];
 	/* appended by the receipts work (0 / empty when unknown) */
 	uint64_t open_ts;     /* when it entered the user's list (l/ entry) */
 	uint64_t read_seq;    /* the user's read position (r/) */
@@ -726,5 +742,181 @@ int chat_scrub_filter(void *arg, const void *key, size_t klen,
 void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e);
 void chat_scrub_attach(struct chat *c, struct chat_scrub *x);
 struct chat_scrub *chat_scrub_of(const struct chat *c);
+
+/* ---- groups (server/chat_group.c) -------------------------------------------------- *
+ *
+ * A group conversation's id is "g:" + 16 lowercase hex digits, derived by
+ * the server from (creator, the creator's 16-byte request id), so a retried
+ * GROUP_CREATE names the same group. Its stream c/<conv> holds messages
+ * (CHAT_ENT_MSG) and membership events (CHAT_ENT_MEMBER) in one order: the
+ * stream order decides every race between a membership change and a send.
+ * A member's interval of seqs runs from the event that added them
+ * (inclusive) to the event that removed them (inclusive: the removed member
+ * still learns of the removal), so:
+ *   - the fan-out of seq N goes to the members at N (live or recovered);
+ *   - a SEND whose entry lands after its sender's removal is answered
+ *     EPERM and is never fanned out nor shown by HISTORY.
+ * m/<conv> holds a snapshot of the membership (CHAT_ENT_GSNAP) written by
+ * the fan-out of each membership event; chat_open rebuilds memory from the
+ * last one plus the events the fan-out cursor does not cover.
+ *
+ * Roles and who may do what (docs/PROTOCOL.md, Groups):
+ *   create: anyone; the creator is the owner.
+ *   add: owner or admin (adding as admin: owner only).
+ *   remove: owner removes anyone but themself; admin removes plain members.
+ *   leave: any member (an owner leaving hands ownership to the earliest
+ *          admin, else the earliest member).
+ *   set role: owner only (giving OWNER transfers ownership: the old owner
+ *             becomes an admin).
+ *   info, send, history: members only.
+ */
+#define CHAT_GROUP_ID_LEN 18u           /* "g:" + 16 hex */
+#define CHAT_GROUP_MAX_DEFAULT 1024u    /* config group_max_members */
+#define CHAT_GROUP_MAX_HARD 5000u       /* the largest value it accepts (a
+					   group's snapshot fits one entry) */
+#define CHAT_GROUP_MAX_TARGETS 256u     /* users named in one change */
+#define CHAT_GROUP_HISTORY_ALL 0x01u    /* setting: new members see everything */
+#define CHAT_CT_MEMBERSHIP 0xF001u      /* content type of a membership event */
+
+enum chat_role {
+	CHAT_ROLE_NONE = 0, /* not a member */
+	CHAT_ROLE_MEMBER = 1,
+	CHAT_ROLE_ADMIN = 2,
+	CHAT_ROLE_OWNER = 3,
+};
+
+enum chat_gop {
+	CHAT_GOP_CREATE = 1,
+	CHAT_GOP_ADD = 2,
+	CHAT_GOP_REMOVE = 3,
+	CHAT_GOP_LEAVE = 4,
+	CHAT_GOP_ROLE = 5,
+};
+
+/* chat_conv_check for 1:1 and groups: 0 when user is a member of conv now,
+ * -PARLEY_ENOTFOUND (no such conversation) or -PARLEY_EPERM. */
+int chat_conv_access(struct chat *c, const char *conv, size_t len,
+		     const char *user, size_t ulen);
+
+/* True iff conv is shaped like a group id (it may still not exist). */
+bool chat_conv_is_group(const char *conv, size_t len);
+
+/*
+ * Membership questions, for 1:1 ("d:a:b") and group conversations alike.
+ * Any thread, never blocking on I/O (memory only; a shared lock).
+ *
+ * chat_member_role: the user's role now (CHAT_ROLE_NONE = not a member; a
+ *   1:1 member is CHAT_ROLE_MEMBER) or -PARLEY_ENOTFOUND (no such group /
+ *   not a conversation id).
+ * chat_is_member: role >= MEMBER.
+ * chat_member_at: was the user a member when entry `seq` of the
+ *   conversation was appended (the stream order decides)? For 1:1: member.
+ * chat_member_visible_from: the first seq the user may read (1 = the whole
+ *   history; the join seq for a "from join" group), 0 if not a member now.
+ * chat_members_each: fn(arg, user, ulen, role) for each member at `seq`
+ *   (UINT64_MAX = now), in join order, skipping the first `skip`; stops
+ *   after `limit` calls (0 = no limit). Returns the number of members at
+ *   seq, or -PARLEY_ENOTFOUND. fn runs under the lock: it must not call
+ *   back into chat.
+ */
+int chat_member_role(struct chat *c, const char *conv, size_t len,
+		     const char *user, size_t ulen);
+bool chat_is_member(struct chat *c, const char *conv, size_t len,
+		    const char *user, size_t ulen);
+bool chat_member_at(struct chat *c, const char *conv, size_t len,
+		    const char *user, size_t ulen, uint64_t seq);
+uint64_t chat_member_visible_from(struct chat *c, const char *conv,
+				  size_t len, const char *user, size_t ulen);
+typedef void (*chat_member_fn)(void *arg, const char *user, size_t ulen,
+			       int role);
+int chat_members_each(struct chat *c, const char *conv, size_t len,
+		      uint64_t seq, uint32_t skip, uint32_t limit,
+		      chat_member_fn fn, void *arg);
+
+/* A group's name and settings (what CONV_LIST and GROUP_INFO show). */
+struct chat_group_meta {
+	char name[256];
+	uint16_t name_len;
+	uint8_t settings;        /* CHAT_GROUP_HISTORY_ALL */
+	uint32_t member_count;   /* now */
+	uint64_t as_of;          /* seq of the last membership event */
+};
+/* 0, or -PARLEY_ENOTFOUND. */
+int chat_group_meta(struct chat *c, const char *conv, size_t len,
+		    struct chat_group_meta *out);
+
+/* GROUP_INFO: fills m (GROUP_INFO_OK) with members [from, from + limit)
+ * in join order; their ids are copied into store[cap] (cap >=
+ * limit x PARLEY_PROTO_MAX_USER_ID) and m borrows from it and from conv.
+ * 0, -PARLEY_ENOTFOUND, -PARLEY_EPERM (the caller is not a member).
+ * Memory only, any thread. */
+int chat_group_info(struct chat *c, const char *user, size_t ulen,
+		    const char *conv, size_t len, uint32_t from, uint16_t limit,
+		    struct parley_msg *m, char *store, size_t cap);
+
+/* Group size limit (config group_max_members); 1..CHAT_GROUP_MAX_HARD. */
+void chat_set_group_max(struct chat *c, uint32_t max_members);
+
+/* A membership change. */
+struct chat_group_req {
+	uint8_t op;                  /* enum chat_gop */
+	const char *conv;            /* not for CREATE */
+	uint16_t conv_len;
+	const char *actor;           /* the authenticated caller */
+	uint16_t actor_len;
+	uint8_t create_id[16];       /* CREATE: the client's request id */
+	const char *name;            /* CREATE: 1..255 bytes UTF-8 */
+	uint16_t name_len;
+	uint8_t settings;            /* CREATE: CHAT_GROUP_HISTORY_ALL */
+	uint8_t role;                /* ADD: role given; ROLE: the new role */
+	uint32_t n;                  /* users (CREATE: initial members besides
+					the creator; ADD/REMOVE/ROLE: targets) */
+	const struct chat_member *users;
+};
+struct chat_group_result {
+	int err;
+	const char *why;            /* a short reason when err != 0 */
+	char conv[CHAT_GROUP_ID_LEN + 1];
+	uint16_t conv_len;
+	uint64_t seq;               /* the membership event's seq */
+	bool duplicate;             /* a retried CREATE: the group exists */
+};
+typedef void (*chat_group_cb)(void *arg, const struct chat_group_result *r);
+/*
+ * Validates the change against the membership now (roles, size limit,
+ * unknown or duplicate users), appends the membership event to c/<conv>
+ * and, once durable, applies it and calls cb (engine thread, must not
+ * block); the event's fan-out (inbox pointers, list entries for new
+ * members, the snapshot) follows like a message's. Returns 0 (cb will
+ * run once) or an error (cb will not run, *why says why when given):
+ * -PARLEY_EINVAL (bad name, user id, role, or nothing to change),
+ * -PARLEY_ENOTFOUND (no such group), -PARLEY_EPERM (not a member / the
+ * role does not allow it), -PARLEY_ETOOBIG (over group_max_members or
+ * CHAT_GROUP_MAX_TARGETS), -PARLEY_EAGAIN (another change of this group is
+ * being stored: retry shortly), -PARLEY_ENOMEM, -PARLEY_EFULL. An ADD
+ * whose users are all members already stores nothing and is answered as
+ * done (duplicate, seq = the last membership event's): a retry succeeds.
+ */
+int chat_group_change(struct chat *c, const struct chat_group_req *q,
+		      chat_group_cb cb, void *arg, const char **why);
+
+/* A membership event record (payload of CHAT_ENT_MEMBER; also the body
+ * of a MEMBERSHIP event / history record, see PROTOCOL.md):
+ *   u8 version(1) | u8 op | u8 settings | u8 actor_len | actor |
+ *   u16 name_len | name | u16 n | n x (u8 user_len | user | u8 role) */
+struct chat_gev {
+	uint8_t op, settings;
+	const char *actor;
+	uint8_t actor_len;
+	const char *name;
+	uint16_t name_len;
+	uint16_t n;
+	const uint8_t *targets;     /* n encoded (user, role) pairs */
+	uint32_t targets_len;
+};
+int chat_gev_decode(const uint8_t *p, size_t len, struct chat_gev *out);
+/* Iterates targets: returns 1 and fills *user/ulen/role, 0 at the end. */
+int chat_gev_next(const struct chat_gev *ev, uint32_t *off, const char **user,
+		  uint8_t *ulen, uint8_t *role);
 
 #endif /* PARLEYD_CHAT_H */

@@ -321,9 +321,13 @@ static void target_cb(void *arg, const struct pe_read_result *r)
 		edit_finish(x, -PARLEY_EINVAL); /* not a message */
 		return;
 	}
-	/* Only the sender. (Group admins may delete others' messages once
-	 * the conversation model has roles.) */
-	if (m.sender_len != x->ulen || memcmp(m.sender, x->user, x->ulen)) {
+	/* Only the sender; in a group, admins and the owner may also delete
+	 * (not edit) others' messages. */
+	bool admin_delete = x->kind == PARLEY_EV_DELETE &&
+			    chat_member_role(x->c, x->conv, x->clen, x->user,
+					     x->ulen) >= CHAT_ROLE_ADMIN;
+	if ((m.sender_len != x->ulen || memcmp(m.sender, x->user, x->ulen)) &&
+	    !admin_delete) {
 		edit_finish(x, -PARLEY_EPERM);
 		return;
 	}
@@ -343,7 +347,7 @@ int chat_edit(struct chat *c, const struct chat_edit_req *q, chat_edit_cb cb,
 {
 	if (q->kind != PARLEY_EV_EDIT && q->kind != PARLEY_EV_DELETE)
 		return -PARLEY_EINVAL;
-	int rc = chat_conv_check(q->conv, q->conv_len, q->user, q->user_len);
+	int rc = chat_conv_access(c, q->conv, q->conv_len, q->user, q->user_len);
 	if (rc)
 		return rc;
 	if (q->ref_seq == 0)

@@ -88,14 +88,17 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 	for (uint32_t i = 0; i < n && lo->count < PARLEY_PROTO_MAX_LIST; i++) {
 		const struct chat_list_ent *le = &ents[i];
 		struct chat_member mm[2];
-		if (chat_conv_members(le->conv, le->clen, mm) != 2)
+		const struct chat_member none = {"", 0}, *peer = &none;
+		bool group = le->group || chat_conv_is_group(le->conv, le->clen);
+		if (!group && chat_conv_members(le->conv, le->clen, mm) != 2)
 			continue;
-		const struct chat_member *peer =
-			mm[0].len == ulen && !memcmp(mm[0].p, user, ulen) ? &mm[1]
-									 : &mm[0];
+		if (!group)
+			peer = mm[0].len == ulen && !memcmp(mm[0].p, user, ulen)
+				       ? &mm[1]
+				       : &mm[0];
 		size_t rec = 4 + 2 + le->clen + 1 + 8 + 8 + 4 + 2 + peer->len +
 			     2 + 8 + 4 + 2 + le->sender_len + 2 + 4 +
-			     le->preview_len;
+			     le->preview_len + le->title_len; /* a group's name */
 		if (size + rec > CHAT_LIST_FRAME_MAX) {
 			more = true; /* the rest on the next page */
 			break;
@@ -103,11 +106,13 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 		size += rec;
 		struct parley_conv_entry *ce = &lo->entries[lo->count++];
 		ce->conv = (struct parley_str){le->conv, le->clen};
-		ce->kind = PARLEY_CONV_DIRECT;
+		ce->kind = group ? PARLEY_CONV_GROUP : PARLEY_CONV_DIRECT;
 		ce->last_seq = le->last_seq;
 		ce->last_ts_ms = le->last_ts;
-		ce->member_count = 2;
+		ce->member_count = group ? le->members : 2;
 		ce->peer = (struct parley_str){peer->p, (uint16_t)peer->len};
+		if (group)
+			ce->title = (struct parley_str){le->title, le->title_len};
 		ce->read_seq = le->read_seq;
 		ce->unread = le->unread;
 		ce->last_sender = (struct parley_str){le->sender, le->sender_len};
@@ -136,6 +141,7 @@ void chat_list_build(struct chat_list_ent *ents, uint32_t n, uint16_t limit,
 
 struct list_ctx {
 	struct pe_engine *e;
+	struct chat *c;
 	chat_list_cb cb;
 	void *arg;
 	uint16_t limit;
@@ -161,6 +167,17 @@ static void list_finish(struct list_ctx *x)
 {
 	int err = atomic_load(&x->err);
 	struct parley_msg *m = NULL;
+	for (uint32_t i = 0; !err && i < x->n; i++) {
+		struct chat_list_ent *le = &x->ents[i];
+		struct chat_group_meta gm;
+		if (!chat_conv_is_group(le->conv, le->clen) ||
+		    chat_group_meta(x->c, le->conv, le->clen, &gm))
+			continue;
+		le->group = true;
+		le->members = gm.member_count;
+		le->title_len = gm.name_len;
+		memcpy(le->title, gm.name, gm.name_len);
+	}
 	if (!err) {
 		m = malloc(sizeof *m); /* ~16 KiB: not on an engine stack */
 		if (m)
@@ -264,7 +281,21 @@ static void list_page(struct list_ctx *x)
 		list_finish(x);
 }
 
-/* Step 2: the conversation's newest message. */
+static void list_preview(struct chat_list_ent *le, const char *sender,
+			 uint16_t slen, uint16_t ct, const uint8_t *body,
+			 uint32_t blen)
+{
+	if (slen > sizeof le->sender)
+		return;
+	le->sender_len = slen;
+	memcpy(le->sender, sender, slen);
+	le->content_type = ct;
+	le->preview_len = (uint16_t)PARLEY_MIN(blen, (uint32_t)PARLEY_PROTO_MAX_PREVIEW);
+	if (le->preview_len)
+		memcpy(le->preview, body, le->preview_len);
+}
+
+/* Step 2: the conversation's newest entry (message, edit or deletion). */
 static void list_meta_cb(void *arg, const struct pe_read_result *r)
 {
 	struct list_item_arg *a = arg;
@@ -276,16 +307,19 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 	} else if (r->count) {
 		le->last_seq = r->entries[0].seq;
 		le->last_ts = r->entries[0].ts_ms;
-		if (r->entries[0].type == CHAT_ENT_MSG &&
-		    chat_msg_decode(r->entries[0].payload, r->entries[0].len,
-				    &cm) == 0 &&
-		    cm.sender_len <= sizeof le->sender) {
-			le->sender_len = cm.sender_len;
-			memcpy(le->sender, cm.sender, cm.sender_len);
-			le->content_type = cm.content_type;
-			le->preview_len = (uint16_t)PARLEY_MIN(
-				cm.body_len, (uint32_t)PARLEY_PROTO_MAX_PREVIEW);
-			memcpy(le->preview, cm.body, le->preview_len);
+		const struct pe_entry *en = &r->entries[0];
+		struct chat_edit_rec ed;
+		if (en->type == CHAT_ENT_MSG &&
+		    chat_msg_decode(en->payload, en->len, &cm) == 0) {
+			list_preview(le, cm.sender, cm.sender_len,
+				     cm.content_type, cm.body, cm.body_len);
+		} else if (en->type == CHAT_ENT_EDIT &&
+			   chat_edit_rec_decode(en->payload, en->len, &ed) == 0) {
+			/* the newest entry edits or deletes a message: the
+			 * preview is its new body (a deletion: empty) */
+			list_preview(le, ed.sender, ed.sender_len,
+				     ed.content_type, ed.body,
+				     ed.kind == PARLEY_EV_EDIT ? ed.body_len : 0);
 		}
 	}
 	free(a);
@@ -350,7 +384,8 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		struct chat_member mm[2];
 		if (chat_list_decode(r->entries[i].payload, r->entries[i].len,
 				     &conv, &clen) || clen == 0 || clen > 250 ||
-		    chat_conv_members(conv, clen, mm) < 0)
+		    (!chat_conv_is_group(conv, clen) &&
+		     chat_conv_members(conv, clen, mm) < 0))
 			continue;
 		bool dup = false;
 		for (uint32_t j = 0; j < x->n && !dup; j++)
@@ -389,6 +424,7 @@ int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
 	if (!x)
 		return -PARLEY_ENOMEM;
 	x->e = chat_engine(c);
+	x->c = c;
 	x->cb = cb;
 	x->arg = arg;
 	x->limit = limit;

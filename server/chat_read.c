@@ -27,27 +27,55 @@
 
 /* ---- HISTORY ------------------------------------------------------------------- */
 
-void chat_history_page(const struct pe_read_result *r, const char *conv,
-		       uint16_t clen, uint32_t max_frame, struct parley_msg *m)
-{
-	chat_history_page_state(r, NULL, conv, clen, max_frame, m);
-}
-
-void chat_history_page_state(const struct pe_read_result *r,
-			     const struct chat_edit_state *st, const char *conv,
-			     uint16_t clen, uint32_t max_frame,
-			     struct parley_msg *m)
+/* The page; with c (groups): entries below vis_from are not shown (and
+ * end the page), nor messages refused at their seq (sender no longer a
+ * member). Membership events are records of kind MEMBERSHIP. */
+static void history_page(const struct pe_read_result *r,
+			 const struct chat_edit_state *st, const char *conv,
+			 uint16_t clen, uint32_t max_frame,
+			 struct parley_msg *m, struct chat *c,
+			 uint64_t vis_from)
 {
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_HISTORY_PAGE;
 	struct parley_history_page *hp = &m->history_page;
 	hp->conv = (struct parley_str){conv, clen};
 	size_t size = PARLEY_PROTO_HEADER_SIZE + 2 + clen + 8 + 1 + 2;
-	bool all = true;
+	bool all = true, below = false;
 	for (uint32_t i = 0; i < r->count && hp->count < PARLEY_PROTO_MAX_HISTORY; i++) {
 		struct chat_msg cm;
+		if (r->entries[i].seq < vis_from) {
+			below = true; /* before the reader joined */
+			break;
+		}
+		if (r->entries[i].type == CHAT_ENT_MEMBER) {
+			struct chat_gev ev;
+			if (chat_gev_decode(r->entries[i].payload,
+					    r->entries[i].len, &ev))
+				continue;
+			struct parley_hist_msg *h = &hp->msgs[hp->count];
+			memset(h, 0, sizeof *h);
+			h->seq = r->entries[i].seq;
+			h->ts_ms = r->entries[i].ts_ms;
+			h->sender = (struct parley_str){ev.actor, ev.actor_len};
+			h->content_type = CHAT_CT_MEMBERSHIP;
+			h->kind = PARLEY_EV_MEMBERSHIP;
+			h->body = (struct parley_bytes){r->entries[i].payload,
+							r->entries[i].len};
+			size_t hs = parley_proto_hist_msg_size(h);
+			if (size + hs > max_frame) {
+				all = false;
+				break;
+			}
+			size += hs;
+			hp->count++;
+			continue;
+		}
 		if (chat_msg_decode(r->entries[i].payload, r->entries[i].len, &cm))
 			continue; /* not a message record */
+		if (c && !chat_member_at(c, conv, clen, cm.sender, cm.sender_len,
+					 r->entries[i].seq))
+			continue; /* refused at its seq: never delivered */
 		struct parley_hist_msg *h = &hp->msgs[hp->count];
 		h->seq = r->entries[i].seq;
 		h->ts_ms = r->entries[i].ts_ms;
@@ -76,12 +104,13 @@ void chat_history_page_state(const struct pe_read_result *r,
 	if (hp->count)
 		hp->next_before_seq = hp->msgs[hp->count - 1].seq;
 	if (hp->count == 0 || (all && r->end && hp->count == r->count) ||
-	    hp->next_before_seq == 1)
+	    hp->next_before_seq == 1 || below ||
+	    (vis_from > 1 && hp->next_before_seq == vis_from))
 		hp->flags |= PARLEY_HISTF_END;
 	/* Entries that are not messages (EDIT / DELETE, ...) are folded or
 	 * skipped: a page holding only such entries is not the end while the
 	 * engine has older ones; the next page starts below them. */
-	if (hp->count == 0 && r->count && !r->end &&
+	if (hp->count == 0 && r->count && !r->end && !below &&
 	    r->entries[r->count - 1].seq > 1) {
 		hp->flags &= (uint8_t)~PARLEY_HISTF_END;
 		hp->next_before_seq = r->entries[r->count - 1].seq;
@@ -92,10 +121,26 @@ void chat_history_page_state(const struct pe_read_result *r,
 	}
 }
 
+void chat_history_page_state(const struct pe_read_result *r,
+			     const struct chat_edit_state *st, const char *conv,
+			     uint16_t clen, uint32_t max_frame,
+			     struct parley_msg *m)
+{
+	history_page(r, st, conv, clen, max_frame, m, NULL, 0);
+}
+
+void chat_history_page(const struct pe_read_result *r, const char *conv,
+		       uint16_t clen, uint32_t max_frame, struct parley_msg *m)
+{
+	history_page(r, NULL, conv, clen, max_frame, m, NULL, 0);
+}
+
 struct hist_ctx {
 	struct chat *c;
 	chat_history_cb cb;
 	void *arg;
+	bool group;             /* filter by membership at each seq */
+	uint64_t vis_from;      /* first seq the reader may see */
 	uint32_t max_frame;
 	uint16_t clen;
 	char conv[250];
@@ -112,8 +157,8 @@ static void hist_fold_cb(void *arg, int err, const struct pe_read_result *r,
 		/* ~16 KiB: not on an engine thread's stack */
 		struct parley_msg *m = malloc(sizeof *m);
 		if (m)
-			chat_history_page_state(r, st, x->conv, x->clen,
-						x->max_frame, m);
+			history_page(r, st, x->conv, x->clen, x->max_frame, m,
+				     x->group ? x->c : NULL, x->vis_from);
 		x->cb(x->arg, m ? 0 : -PARLEY_ENOMEM, m);
 		free(m);
 	}
@@ -137,10 +182,17 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 		 uint16_t limit, uint32_t max_frame, chat_history_cb cb,
 		 void *arg)
 {
-	int rc = chat_conv_check(conv, clen, user, ulen);
+	int rc = chat_conv_access(c, conv, clen, user, ulen);
 	if (rc)
 		return rc;
-	if (before_seq == 1) { /* nothing is older than seq 1 */
+	bool group = chat_conv_is_group(conv, clen);
+	uint64_t vis_from = group ? chat_member_visible_from(c, conv, clen,
+							     user, ulen)
+				  : 1;
+	if (vis_from == 0)
+		return -PARLEY_EPERM; /* removed since the check */
+	if (before_seq == 1 || (before_seq && before_seq <= vis_from)) {
+		/* nothing older than seq 1, or than the reader's join */
 		struct parley_msg *m = calloc(1, sizeof *m);
 		if (!m)
 			return -PARLEY_ENOMEM;
@@ -159,7 +211,8 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 	if (!x)
 		return -PARLEY_ENOMEM;
 	*x = (struct hist_ctx){.c = c, .cb = cb, .arg = arg, .max_frame = max_frame,
-			       .clen = (uint16_t)clen};
+			       .clen = (uint16_t)clen, .group = group,
+			       .vis_from = vis_from};
 	memcpy(x->conv, conv, clen);
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = before_seq ? before_seq - 1 : UINT64_MAX,
@@ -486,6 +539,7 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	struct resolve_ctx *r = arg;
 	struct parley_msg m;
 	struct chat_msg cm;
+	struct chat_gev ev;
 	memset(&m.event, 0, sizeof m.event);
 	if (res->err == 0 && res->count == 1 &&
 	    res->entries[0].seq == r->p.conv_seq &&
@@ -495,6 +549,23 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 		 * entry's, whatever the pointer said */
 		m.event.inbox_seq = r->p.inbox_seq;
 		m.event.conv = (struct parley_str){r->p.conv, r->p.clen};
+	} else if (res->err == 0 && res->count == 1 &&
+	    res->entries[0].seq == r->p.conv_seq &&
+	    res->entries[0].type == CHAT_ENT_MEMBER &&
+	    chat_gev_decode(res->entries[0].payload, res->entries[0].len,
+			    &ev) == 0) {
+		/* a membership event: body = the event record (PROTOCOL.md) */
+		memset(&m.event, 0, sizeof m.event);
+		m.type = PARLEY_T_EVENT;
+		m.event.inbox_seq = r->p.inbox_seq;
+		m.event.kind = PARLEY_EV_MEMBERSHIP;
+		m.event.conv = (struct parley_str){r->p.conv, r->p.clen};
+		m.event.conv_seq = r->p.conv_seq;
+		m.event.sender = (struct parley_str){ev.actor, ev.actor_len};
+		m.event.server_ts_ms = res->entries[0].ts_ms;
+		m.event.content_type = CHAT_CT_MEMBERSHIP;
+		m.event.body = (struct parley_bytes){res->entries[0].payload,
+						     res->entries[0].len};
 	} else if (res->err == 0 && res->count == 1 &&
 	    res->entries[0].seq == r->p.conv_seq &&
 	    chat_msg_decode(res->entries[0].payload, res->entries[0].len, &cm) == 0) {
@@ -521,7 +592,8 @@ int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
 		       chat_event_cb cb, void *arg)
 {
 	char key[CHAT_KEY_CAP];
-	int kl = p->kind == PARLEY_EV_MESSAGE && p->clen
+	int kl = (p->kind == PARLEY_EV_MESSAGE ||
+		  p->kind == PARLEY_EV_MEMBERSHIP) && p->clen
 			 ? chat_key_conv(key, p->conv, p->clen)
 			 : -PARLEY_EINVAL;
 	if (kl < 0) {

@@ -188,12 +188,47 @@ static int rcpt_id_cmp(const void *a, const void *b)
 /* The members of conv now, sorted by id_cmp, in a malloc'd array (*out;
  * the caller frees it). Returns their count, -PARLEY_ENOTFOUND or
  * -PARLEY_ENOMEM. The one place that asks who the members are: 1:1
- * conversations (chat_conv_members) until group membership is in the
- * chat service. */
+ * conversations (chat_conv_members) and groups (chat_members_each, the
+ * members now). */
+struct rcpt_collect {
+	struct rcpt_id *v;
+	int n, cap;
+};
+
+static void rcpt_collect_fn(void *arg, const char *user, size_t ulen, int role)
+{
+	(void)role;
+	struct rcpt_collect *k = arg;
+	if (k->n < k->cap && ulen <= sizeof k->v[0].id) {
+		k->v[k->n].len = (uint16_t)ulen;
+		memcpy(k->v[k->n].id, user, ulen);
+		k->n++;
+	}
+}
+
 static int rcpt_members(struct chat *c, const char *conv, size_t clen,
 			struct rcpt_id **out)
 {
-	(void)c;
+	if (chat_conv_is_group(conv, clen)) { /* the members now */
+		struct chat_group_meta gm;
+		int rc = chat_group_meta(c, conv, clen, &gm);
+		if (rc)
+			return rc;
+		/* room for members added between the two calls */
+		struct rcpt_collect k = {.cap = (int)gm.member_count + 64};
+		k.v = calloc((size_t)k.cap, sizeof *k.v);
+		if (!k.v)
+			return -PARLEY_ENOMEM;
+		rc = chat_members_each(c, conv, clen, UINT64_MAX, 0, (uint32_t)k.cap,
+				       rcpt_collect_fn, &k);
+		if (rc < 0) {
+			free(k.v);
+			return rc;
+		}
+		qsort(k.v, (size_t)k.n, sizeof *k.v, rcpt_id_cmp);
+		*out = k.v;
+		return k.n;
+	}
 	struct chat_member mm[2];
 	int n = chat_conv_members(conv, clen, mm);
 	if (n < 0)
@@ -420,15 +455,49 @@ static void mark_done(struct raise *x)
 }
 
 /* The conversation's last seq is in: check the marker against it. */
+/* A conversation without messages: was it ever opened (o/<conv>)? An
+ * opened one has no message seq yet (INVAL); else it does not exist. */
+static int opened_read(struct pe_engine *e, const char *conv, size_t clen,
+		       pe_read_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_open(key, conv, clen);
+	if (kl < 0)
+		return kl;
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1};
+	return pe_read(e, &q, cb, arg);
+}
+
+static int opened_err(const struct pe_read_result *r)
+{
+	return r->err ? r->err
+	       : r->count || r->last_seq ? -PARLEY_EINVAL : -PARLEY_ENOTFOUND;
+}
+
+static void mark_open_cb(void *arg, const struct pe_read_result *r)
+{
+	struct raise *x = arg;
+	x->err = opened_err(r);
+	mark_done(x);
+}
+
 static void mark_last_cb(void *arg, const struct pe_read_result *r)
 {
 	struct raise *x = arg;
 	struct mark_arg *a = x->arg;
 	uint64_t last = r->count ? r->entries[0].seq : r->last_seq;
-	if (r->err)
+	if (!r->err && last == 0) {
+		int rc = opened_read(x->e, x->conv, x->clen, mark_open_cb, x);
+		if (rc == 0)
+			return;
+		x->err = rc;
+	} else if (r->err) {
 		x->err = r->err;
-	else if (a->seq > last)
+	} else if (a->seq > last) {
 		x->err = -PARLEY_EINVAL;
+	}
 	if (x->err) {
 		mark_done(x);
 		return;
@@ -587,10 +656,25 @@ static void query_pos_cb(void *arg, const struct pe_read_result *r)
 		query_finish(op);
 }
 
+static void query_open_cb(void *arg, const struct pe_read_result *r)
+{
+	struct query_op *op = arg;
+	atomic_store(&op->err, opened_err(r));
+	query_finish(op);
+}
+
 static void query_last_cb(void *arg, const struct pe_read_result *r)
 {
 	struct query_op *op = arg;
 	uint64_t last = r->count ? r->entries[0].seq : r->last_seq;
+	if (!r->err && last == 0) {
+		int rc = opened_read(op->e, op->conv, op->clen, query_open_cb, op);
+		if (rc == 0)
+			return;
+		atomic_store(&op->err, rc);
+		query_finish(op);
+		return;
+	}
 	if (r->err || op->seq > last) {
 		atomic_store(&op->err, r->err ? r->err : -PARLEY_EINVAL);
 		query_finish(op);

@@ -241,8 +241,8 @@ static void run_req(struct chat_ret *r, struct ret_req *q)
 {
 	const struct chat_retention_req *rq = &q->q;
 	if (rq->flags & PARLEY_RETF_SET) {
-		/* who may: a member of a 1:1 conversation (chat_conv_check
-		 * passed); group owners once groups exist */
+		/* who may: a member of a 1:1 conversation, a group's owner
+		 * (checked by chat_retention_request) */
 		char key[CHAT_KEY_CAP];
 		int kl = key_ret(key, q->conv, rq->conv_len);
 		uint8_t rec[1 + 8 + 8 + 2 + PARLEY_PROTO_MAX_USER_ID];
@@ -276,9 +276,15 @@ static void run_req(struct chat_ret *r, struct ret_req *q)
 int chat_retention_request(struct chat_ret *r, const struct chat_retention_req *q,
 			   chat_retention_cb cb, void *arg)
 {
-	int rc = chat_conv_check(q->conv, q->conv_len, q->user, q->user_len);
+	int rc = chat_conv_access(r->c, q->conv, q->conv_len, q->user,
+				  q->user_len);
 	if (rc)
 		return rc;
+	/* a group's retention is set by its owner */
+	if ((q->flags & PARLEY_RETF_SET) && chat_conv_is_group(q->conv, q->conv_len) &&
+	    chat_member_role(r->c, q->conv, q->conv_len, q->user, q->user_len) !=
+		    CHAT_ROLE_OWNER)
+		return -PARLEY_EPERM;
 	if (q->conv_len > PARLEY_PROTO_MAX_CONV_ID ||
 	    q->user_len > PARLEY_PROTO_MAX_USER_ID)
 		return -PARLEY_EINVAL;

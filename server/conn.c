@@ -1197,6 +1197,115 @@ static void reply_cb(void *arg, int err, const struct parley_msg *m)
 	free(x);
 }
 
+/* GROUPS (chat_group.c) -------------------------------------------------------------- */
+
+struct group_reply {
+	struct conn_ref to;
+	uint32_t req_id;
+	uint16_t type;          /* the reply's type */
+};
+
+/* Engine thread: the membership event is durable and applied (or failed). */
+static void group_change_cb(void *arg, const struct chat_group_result *r)
+{
+	struct group_reply *x = arg;
+	struct lmsg *lm;
+	if (r->err) {
+		lm = error_msg(x->req_id, wire_code(r->err),
+			       r->err == -PARLEY_EFULL ? 50 : 0,
+			       r->why ? r->why : parley_strerror(r->err));
+	} else {
+		struct parley_msg m = {.type = x->type};
+		m.group_ok.conv = (struct parley_str){r->conv, r->conv_len};
+		m.group_ok.seq = r->seq;
+		m.group_ok.flags = r->duplicate ? PARLEY_GROUPF_DUPLICATE : 0;
+		lm = frame_msg(LM_FRAME, x->req_id, &m);
+	}
+	post_reply(&x->to, lm, x->req_id);
+	free(x);
+}
+
+static void req_group_change(struct conn *c, uint32_t rid,
+			     const struct parley_msg *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_SEND))
+		return;
+	struct chat_member users[PARLEY_PROTO_MAX_GROUP_USERS];
+	struct chat_group_req q = {.actor = c->id->user,
+				   .actor_len = (uint16_t)c->id->ulen};
+	const struct parley_str *u;
+	uint16_t n;
+	if (m->type == PARLEY_T_GROUP_CREATE) {
+		const struct parley_group_create *g = &m->group_create;
+		q.op = CHAT_GOP_CREATE;
+		memcpy(q.create_id, g->create_id, 16);
+		q.name = g->name.p;
+		q.name_len = g->name.len;
+		q.settings = g->settings;
+		u = g->users;
+		n = g->count;
+	} else {
+		const struct parley_group_change *g = &m->group_change;
+		q.op = m->type == PARLEY_T_GROUP_ADD	  ? CHAT_GOP_ADD
+		       : m->type == PARLEY_T_GROUP_REMOVE ? CHAT_GOP_REMOVE
+		       : m->type == PARLEY_T_GROUP_LEAVE  ? CHAT_GOP_LEAVE
+							  : CHAT_GOP_ROLE;
+		q.conv = g->conv.p;
+		q.conv_len = g->conv.len;
+		q.role = g->role;
+		u = g->users;
+		n = g->count;
+	}
+	for (uint16_t i = 0; i < n; i++)
+		users[i] = (struct chat_member){u[i].p, u[i].len};
+	q.n = n;
+	q.users = users;
+	struct group_reply *x = malloc(sizeof *x);
+	if (!x) {
+		req_refused(c, rid, -PARLEY_ENOMEM);
+		return;
+	}
+	*x = (struct group_reply){.to = c->sk.ref, .req_id = rid,
+				  .type = PARLEY_REPLY_OF(m->type)};
+	const char *why = NULL;
+	int rc = chat_group_change(S(c)->chat, &q, group_change_cb, x, &why);
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_EAGAIN ? 20
+			   : rc == -PARLEY_ENOMEM || rc == -PARLEY_EFULL ? 50
+									  : 0,
+			   why ? why : parley_strerror(rc));
+		return;
+	}
+	c->inflight++;
+}
+
+static void req_group_info(struct conn *c, uint32_t rid,
+			   const struct parley_group_info *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	size_t cap = (size_t)m->limit * PARLEY_PROTO_MAX_USER_ID + 256;
+	struct parley_msg *pm = malloc(sizeof *pm);
+	char *store = malloc(cap);
+	int rc = pm && store ? chat_group_info(S(c)->chat, c->id->user,
+					       c->id->ulen, m->conv.p,
+					       m->conv.len, m->from_index,
+					       m->limit, pm, store, cap)
+			     : -PARLEY_ENOMEM;
+	if (rc)
+		conn_error(c, rid, wire_code(rc), false,
+			   rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_EPERM ? "not a member of this group"
+			   : rc == -PARLEY_ENOTFOUND ? "no such group"
+						     : parley_strerror(rc));
+	else
+		conn_send(c, rid, pm);
+	free(pm);
+	free(store);
+}
+
 /* HISTORY ------------------------------------------------------------------------------ */
 
 static void req_history(struct conn *c, uint32_t rid,
@@ -1205,8 +1314,8 @@ static void req_history(struct conn *c, uint32_t rid,
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
 	struct srv *s = S(c);
-	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
-				 c->id->ulen);
+	int rc = chat_conv_access(s->chat, m->conv.p, m->conv.len,
+				  c->id->user, c->id->ulen);
 	if (rc) {
 		req_refused(c, rid, rc);
 		return;
@@ -1478,8 +1587,8 @@ static void req_read_marker(struct conn *c, uint32_t rid,
 	 * limit) */
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
-	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
-				 c->id->ulen);
+	int rc = chat_conv_access(S(c)->chat, m->conv.p, m->conv.len,
+				  c->id->user, c->id->ulen);
 	if (!rc && m->seq == 0)
 		rc = -PARLEY_EINVAL;
 	if (rc) {
@@ -1548,8 +1657,8 @@ static void req_receipts(struct conn *c, uint32_t rid,
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
-	int rc = chat_conv_check(m->conv.p, m->conv.len, c->id->user,
-				 c->id->ulen);
+	int rc = chat_conv_access(S(c)->chat, m->conv.p, m->conv.len,
+				  c->id->user, c->id->ulen);
 	if (!rc && m->seq == 0)
 		rc = -PARLEY_EINVAL;
 	if (rc) {
@@ -1842,6 +1951,12 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_TYPING: note_typing(c, &m->typing); break;
 	case PARLEY_T_PRESENCE_SUB: req_presence_sub(c, rid, &m->presence_sub); break;
 	case PARLEY_T_PRESENCE_SET: req_presence_set(c, rid, &m->presence_set); break;
+	case PARLEY_T_GROUP_CREATE:
+	case PARLEY_T_GROUP_ADD:
+	case PARLEY_T_GROUP_REMOVE:
+	case PARLEY_T_GROUP_LEAVE:
+	case PARLEY_T_GROUP_ROLE: req_group_change(c, rid, m); break;
+	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	case PARLEY_T_EDIT:

@@ -121,6 +121,7 @@ struct opts {
 	uint32_t jwt_leeway_s;
 	char server_id[64];
 	uint32_t max_frame, max_body, max_inflight, event_window;
+	uint32_t group_max_members;
 	uint32_t idle_timeout_ms, handshake_timeout_ms, slow_consumer_ms;
 	uint64_t outbound_queue_bytes;
 	uint32_t max_connections, drain_timeout_ms;
@@ -195,6 +196,7 @@ static const struct key KEYS[] = {
 	KU(max_body, "65536", "largest SEND body, bytes"),
 	KU(max_inflight, "64", "requests in flight per connection"),
 	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
+	KU(group_max_members, "1024", "members a group may have (1..5000)"),
 	KU(idle_timeout_ms, "60000", "close after this much silence"),
 	KU(handshake_timeout_ms, "10000", "TLS + HELLO + AUTH must finish within"),
 	KU(slow_consumer_ms, "30000", "window full / no send progress this long = slow consumer"),
@@ -554,6 +556,8 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 	    (uint64_t)o->max_body + 512 > o->max_frame)
 		BAD("max_body must be 1..min(max_frame - 512, %u)\n",
 		    PE_MAX_PAYLOAD - 512);
+	if (o->group_max_members < 1 || o->group_max_members > CHAT_GROUP_MAX_HARD)
+		BAD("group_max_members must be 1..%u\n", CHAT_GROUP_MAX_HARD);
 	if (o->max_inflight < 1 || o->event_window < 1 || o->max_connections < 1)
 		BAD("max_inflight, event_window and max_connections must be >= 1\n");
 	if (o->idle_timeout_ms < 100 || o->handshake_timeout_ms < 100 ||
@@ -863,6 +867,8 @@ static int run(const struct opts *o, struct srv *s)
 	admission_init(&hs_adm, o->max_handshakes, o->handshake_retry_ms);
 	s->adm = &hs_adm;
 	rc = chat_open(e, &clock, &s->chat);
+	if (!rc)
+		chat_set_group_max(s->chat, o->group_max_members);
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));

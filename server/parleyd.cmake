@@ -5,6 +5,7 @@
 # written); parleyd links parley_server_support too when it exists.
 add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_group.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_receipt.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_read.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_edit.c

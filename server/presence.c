@@ -368,15 +368,64 @@ static void push_presence(struct presence *p, const struct pres_user *u)
 	ctr(&p->presence_pushes, u->nsubs);
 }
 
+/* The members of a conversation now (1:1 or group), copied out of the
+ * chat service's lock: at most CHAT_GROUP_MAX members. */
+struct members {
+	uint32_t n, cap;
+	struct chat_member *v; /* point into `ids` */
+	char *ids;             /* n * (PARLEY_PROTO_MAX_USER_ID + 1) */
+};
+
+static void members_add(void *arg, const char *user, size_t ulen, int role)
+{
+	(void)role;
+	struct members *ms = arg;
+	if (ms->n == ms->cap || ulen > PARLEY_PROTO_MAX_USER_ID)
+		return; /* grew since we sized it: the rest miss this push */
+	char *d = ms->ids + (size_t)ms->n * (PARLEY_PROTO_MAX_USER_ID + 1);
+	memcpy(d, user, ulen);
+	ms->v[ms->n++] = (struct chat_member){d, ulen};
+}
+
+/* 0 and *ms filled (free with members_free), or -PARLEY_ENOTFOUND,
+ * -PARLEY_ENOMEM. */
+static int members_of(struct presence *p, const char *conv, size_t clen,
+		      struct members *ms)
+{
+	memset(ms, 0, sizeof *ms);
+	int n = chat_members_each(p->s->chat, conv, clen, UINT64_MAX, 0, 1,
+				  members_add, ms);
+	if (n < 0)
+		return n;
+	ms->cap = (uint32_t)n + 16; /* room for a few joining meanwhile */
+	ms->v = malloc(ms->cap * sizeof *ms->v);
+	ms->ids = malloc((size_t)ms->cap * (PARLEY_PROTO_MAX_USER_ID + 1));
+	if (!ms->v || !ms->ids) {
+		free(ms->v);
+		free(ms->ids);
+		return -PARLEY_ENOMEM;
+	}
+	n = chat_members_each(p->s->chat, conv, clen, UINT64_MAX, 0, 0,
+			      members_add, ms);
+	return n < 0 ? n : 0;
+}
+
+static void members_free(struct members *ms)
+{
+	free(ms->v);
+	free(ms->ids);
+}
+
 /* Forward a typing change of `user` in conv to every other member's
  * sessions. Takes each member's shard lock in turn (never two). */
 static void push_typing(struct presence *p, const char *user, size_t ulen,
 			const char *conv, size_t clen, bool started)
 {
-	struct chat_member mem[2];
-	int nm = chat_conv_members(conv, clen, mem);
-	if (nm < 0)
+	struct members ms;
+	if (members_of(p, conv, clen, &ms) < 0)
 		return;
+	struct chat_member *mem = ms.v;
+	int nm = (int)ms.n;
 	uint8_t buf[600];
 	struct parley_msg m = {.type = PARLEY_T_TYPING_PUSH};
 	m.typing_push.conv = (struct parley_str){conv, (uint16_t)clen};
@@ -399,6 +448,7 @@ static void push_typing(struct presence *p, const char *user, size_t ulen,
 		}
 		pthread_mutex_unlock(&sh->mu);
 	}
+	members_free(&ms);
 }
 
 /* ---- durable records -------------------------------------------------------------------- */
@@ -801,11 +851,10 @@ int presence_typing(struct presence *p, struct presence_conn *pc,
 		    const char *conv, size_t clen, bool started)
 {
 	struct pres_user *u = pc->self;
-	struct chat_member mem[2];
-	int nm = chat_conv_members(conv, clen, mem);
-	if (nm < 0)
+	int role = chat_member_role(p->s->chat, conv, clen, u->user, u->ulen);
+	if (role < 0)
 		return -PARLEY_ENOTFOUND;
-	if (!chat_conv_has_member(conv, clen, u->user, u->ulen))
+	if (role == CHAT_ROLE_NONE)
 		return -PARLEY_EPERM;
 	ctr(&p->typing_in, 1);
 	struct shard *sh = shard_of(p, u->hash);

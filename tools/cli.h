@@ -64,8 +64,15 @@ enum cli_cmd_kind {
 	CLI_CMD_EDIT, /* /edit SEQ TEXT: before = SEQ, arg/arg_len = the new text */
 	CLI_CMD_DELETE, /* /delete SEQ: before = SEQ */
 	CLI_CMD_RETENTION, /* /retention [off | count N | age DUR ...]: ret_* */
+	/* groups: words[0..nwords) = the users named */
+	CLI_CMD_GROUP_CREATE, /* /group create NAME USER...: arg = NAME */
+	CLI_CMD_GROUP_ADD, /* /add USER... */
+	CLI_CMD_GROUP_REMOVE, /* /remove USER... */
+	CLI_CMD_GROUP_LEAVE, /* /leave */
+	CLI_CMD_GROUP_MEMBERS, /* /members */
 };
 #define CLI_EDIT_MAX 2048 /* bytes of /edit text the terminal client sends */
+#define CLI_GROUP_WORDS_MAX 32 /* users named in one typed group command */
 
 #define CLI_HISTORY_DEFAULT 20
 
@@ -78,6 +85,8 @@ struct cli_cmd {
 	const char *err; /* BAD: a static usage line */
 	int ret_set; /* RETENTION: 1 = set ret_age_ms / ret_count, 0 = show */
 	uint64_t ret_age_ms, ret_count;
+	const char *words[CLI_GROUP_WORDS_MAX]; /* group commands: users */
+	unsigned nwords;
 };
 
 /*
@@ -86,6 +95,8 @@ struct cli_cmd {
  * "/..." (how to send a message that starts with a slash).
  */
 void cli_parse_line(char *line, struct cli_cmd *out);
+/* True iff s is a group conversation id ("g:" + 16 lowercase hex). */
+int cli_is_group_id(const char *s);
 
 /* The interactive commands, one per line, for /help. */
 extern const char cli_chat_help[];

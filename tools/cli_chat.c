@@ -88,17 +88,23 @@ struct show {
 	struct show *next;
 };
 
-enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST, REQ_EDIT, REQ_DELETE, REQ_RETENTION };
+enum req_kind { REQ_TO, REQ_HISTORY, REQ_LIST, REQ_EDIT, REQ_DELETE, REQ_RETENTION,
+		REQ_GROUP };
 
 struct req {
 	enum req_kind kind;
-	char peer[PARLEY_PROTO_MAX_USER_ID + 1];
+	char peer[PARLEY_PROTO_MAX_USER_ID + 1]; /* GROUP: the group (not create) */
 	unsigned limit;
 	uint64_t before;      /* HISTORY; EDIT / DELETE: the message's seq */
 	char *text;           /* EDIT: malloc'd new text (freed when done) */
 	size_t text_len;
 	int ret_set;          /* RETENTION */
 	uint64_t ret_age_ms, ret_count;
+	/* REQ_GROUP */
+	enum cli_cmd_kind gcmd;
+	char name[256];
+	unsigned nusers;
+	char users[CLI_GROUP_WORDS_MAX][PARLEY_PROTO_MAX_USER_ID + 1];
 };
 
 struct cli_chat {
@@ -151,6 +157,8 @@ struct cli_chat {
 	int npend;
 	int quit_warned;
 	int quit_when_sent; /* no terminal: /quit or end of input, once sent */
+	int group_pending; /* a /group create is under way: typed lines wait
+			      (they may be meant for the new group) */
 	int in_handler;
 	int exit_code;
 	int done;
@@ -237,6 +245,12 @@ static void fmt_time(uint64_t ms, char *out, size_t cap)
 /* Body on one line: text with control characters escaped. */
 static void put_body(FILE *f, uint16_t ct, const uint8_t *p, size_t len)
 {
+	char desc[512];
+	if (ct == PARLEY_CT_MEMBERSHIP &&
+	    parley_membership_describe(p, len, desc, sizeof desc) >= 0) {
+		fprintf(f, "* %s", desc); /* a group membership change */
+		return;
+	}
 	if (ct != PARLEY_CT_TEXT && ct != PARLEY_CT_JSON) {
 		fprintf(f, "<%zu bytes, content type %u>", len, ct);
 		return;
@@ -554,6 +568,11 @@ static int net_conv(struct cli_chat *ch, const char *peer)
 {
 	if (ch->conv_id[0] && !strcmp(ch->conv_peer, peer))
 		return 0;
+	if (cli_is_group_id(peer)) { /* a group: its id is the conversation */
+		snprintf(ch->conv_id, sizeof ch->conv_id, "%s", peer);
+		snprintf(ch->conv_peer, sizeof ch->conv_peer, "%s", peer);
+		return 0;
+	}
 	const struct parley_conv *cv;
 	int r = parley_client_conv_open(ch->c, peer, &cv);
 	if (r < 0)
@@ -735,10 +754,101 @@ static void net_list(struct cli_chat *ch)
 		char unread[32] = "";
 		if (e->unread)
 			snprintf(unread, sizeof unread, "  %u unread", e->unread);
-		show_f(ch, "  %.*s  last #%llu at %s%s   (/to %.*s)", (int)e->peer.len,
-		       e->peer.p, (unsigned long long)e->last_seq, t, unread,
-		       (int)e->peer.len, e->peer.p);
+		if (e->kind == PARLEY_CONV_GROUP)
+			show_f(ch, "  [group] %.*s (%u members)  last #%llu at %s%s   (/to %.*s)",
+			       (int)e->title.len, e->title.p, e->member_count,
+			       (unsigned long long)e->last_seq, t, unread,
+			       (int)e->conv.len, e->conv.p);
+		else
+			show_f(ch, "  %.*s  last #%llu at %s%s   (/to %.*s)", (int)e->peer.len,
+			       e->peer.p, (unsigned long long)e->last_seq, t, unread,
+			       (int)e->peer.len, e->peer.p);
 	}
+}
+
+static const char *role_word(uint8_t r)
+{
+	return r == PARLEY_ROLE_OWNER ? "owner"
+	       : r == PARLEY_ROLE_ADMIN ? "admin"
+				       : "member";
+}
+
+/* /group create, /add, /remove, /leave, /members. Returns the error. */
+static int net_group(struct cli_chat *ch, const struct req *q)
+{
+	const char *us[CLI_GROUP_WORDS_MAX];
+	for (unsigned i = 0; i < q->nusers; i++)
+		us[i] = q->users[i];
+	const struct parley_group_ok *ok = NULL;
+	int r;
+	const char *what = "";
+	switch (q->gcmd) {
+	case CLI_CMD_GROUP_CREATE:
+		what = "/group create";
+		r = parley_client_group_create(ch->c, q->name, 0, us, q->nusers, &ok);
+		if (r == 0) {
+			char conv[PARLEY_PROTO_MAX_USER_ID + 1];
+			snprintf(conv, sizeof conv, "%.*s", (int)ok->conv.len, ok->conv.p);
+			pthread_mutex_lock(&ch->mu);
+			snprintf(ch->peer, sizeof ch->peer, "%s", conv);
+			pthread_mutex_unlock(&ch->mu);
+			net_conv(ch, conv);
+			show_f(ch, "* created the group %s (%s) with %u other member%s: "
+				   "talking there now", q->name, conv, q->nusers,
+			       q->nusers == 1 ? "" : "s");
+		}
+		if (r == 0 || !transient(r)) { /* done: the UI reads on */
+			pthread_mutex_lock(&ch->mu);
+			ch->group_pending = 0;
+			pthread_mutex_unlock(&ch->mu);
+			show_push(ch, SHOW_STATUS, 0, 0, NULL);
+		}
+		break;
+	case CLI_CMD_GROUP_ADD:
+		what = "/add";
+		r = parley_client_group_add(ch->c, q->peer, us, q->nusers, 0, &ok);
+		break;
+	case CLI_CMD_GROUP_REMOVE:
+		what = "/remove";
+		r = parley_client_group_remove(ch->c, q->peer, us, q->nusers, &ok);
+		break;
+	case CLI_CMD_GROUP_LEAVE:
+		what = "/leave";
+		r = parley_client_group_leave(ch->c, q->peer, &ok);
+		if (r == 0)
+			show_f(ch, "* you left %s", q->peer);
+		break;
+	default: { /* CLI_CMD_GROUP_MEMBERS */
+		what = "/members";
+		uint32_t from = 0;
+		do {
+			const struct parley_group_info_ok *gi;
+			r = parley_client_group_info(ch->c, q->peer, from, 256, &gi);
+			if (r < 0)
+				break;
+			if (from == 0)
+				show_f(ch, "* %.*s: %u member%s (you: %s)", (int)gi->name.len,
+				       gi->name.p, gi->member_count,
+				       gi->member_count == 1 ? "" : "s",
+				       role_word(gi->my_role));
+			for (unsigned i = 0; i < gi->count; i++)
+				show_f(ch, "  %.*s%s%s", (int)gi->members[i].user.len,
+				       gi->members[i].user.p,
+				       gi->members[i].role == PARLEY_ROLE_MEMBER ? "" : " - ",
+				       gi->members[i].role == PARLEY_ROLE_MEMBER
+					       ? ""
+					       : role_word(gi->members[i].role));
+			from = gi->next_index;
+		} while (from);
+		break;
+	}
+	}
+	if (r < 0 && !transient(r)) {
+		char msg[768];
+		cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
+		show_f(ch, "* %s: %s", what, msg);
+	}
+	return r;
 }
 
 /* One queued request, if any. Returns 1 if it did something. */
@@ -773,6 +883,8 @@ static int net_request(struct cli_chat *ch)
 		r = net_edit(ch, &q);
 	} else if (q.kind == REQ_RETENTION) {
 		r = net_retention(ch, &q);
+	} else if (q.kind == REQ_GROUP) {
+		r = net_group(ch, &q);
 	} else {
 		net_list(ch);
 	}
@@ -1313,6 +1425,36 @@ static int ui_want_quit(struct cli_chat *ch)
 	return 1;
 }
 
+static void ui_line(struct cli_chat *ch, char *line);
+
+/* Without a terminal: handle the whole lines of in[0..*len) (at eof also a
+ * last one without a newline), stopping while a /group create is under
+ * way: the lines after it may be meant for the new group. */
+static void ui_feed(struct cli_chat *ch, char *in, size_t *len, int eof)
+{
+	for (;;) {
+		pthread_mutex_lock(&ch->mu);
+		int gpend = ch->group_pending;
+		pthread_mutex_unlock(&ch->mu);
+		if (gpend || ch->done || !*len)
+			return;
+		char *nl = memchr(in, '\n', *len);
+		if (!nl && !eof) {
+			if (*len == CHAT_INPUT_MAX) {
+				ui_info(ch, "* line longer than %d bytes: not sent",
+					CHAT_INPUT_MAX);
+				*len = 0;
+			}
+			return;
+		}
+		size_t one = nl ? (size_t)(nl - in) + 1 : *len;
+		in[nl ? (size_t)(nl - in) : *len] = 0;
+		ui_line(ch, in);
+		memmove(in, in + one, *len - one);
+		*len -= one;
+	}
+}
+
 static void ui_line(struct cli_chat *ch, char *line)
 {
 	struct cli_cmd cmd;
@@ -1402,6 +1544,33 @@ static void ui_line(struct cli_chat *ch, char *line)
 			memcpy(q.text, cmd.arg, cmd.arg_len);
 			q.text_len = cmd.arg_len;
 		}
+		ui_queue_req(ch, &q);
+		return;
+	case CLI_CMD_GROUP_CREATE:
+	case CLI_CMD_GROUP_ADD:
+	case CLI_CMD_GROUP_REMOVE:
+	case CLI_CMD_GROUP_LEAVE:
+	case CLI_CMD_GROUP_MEMBERS:
+		q.kind = REQ_GROUP;
+		q.gcmd = cmd.kind;
+		if (cmd.kind == CLI_CMD_GROUP_CREATE) {
+			snprintf(q.name, sizeof q.name, "%s", cmd.arg);
+			pthread_mutex_lock(&ch->mu);
+			ch->group_pending = 1; /* lines typed next wait for its id */
+			pthread_mutex_unlock(&ch->mu);
+		} else {
+			pthread_mutex_lock(&ch->mu);
+			snprintf(q.peer, sizeof q.peer, "%s", ch->peer);
+			pthread_mutex_unlock(&ch->mu);
+			if (!cli_is_group_id(q.peer)) {
+				ui_info(ch, "* not in a group: /to g:ID first (/list shows "
+					    "your groups) or /group create NAME USER...");
+				return;
+			}
+		}
+		q.nusers = cmd.nwords;
+		for (unsigned i = 0; i < cmd.nwords; i++)
+			snprintf(q.users[i], sizeof q.users[i], "%s", cmd.words[i]);
 		ui_queue_req(ch, &q);
 		return;
 	}
@@ -1569,6 +1738,17 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 	size_t in_len = 0;
 	int eof = 0;
 	while (!ch->done) {
+		pthread_mutex_lock(&ch->mu);
+		int gpend = ch->group_pending;
+		pthread_mutex_unlock(&ch->mu);
+		if (!ch->tty && !gpend && in_len && !ch->quit_when_sent &&
+		    (eof || memchr(in, '\n', in_len))) {
+			/* lines read while a /group create was under way */
+			ui_feed(ch, in, &in_len, eof);
+			if (eof && !in_len)
+				ch->quit_when_sent = 1;
+			continue;
+		}
 		if (ch->quit_when_sent) {
 			pthread_mutex_lock(&ch->mu);
 			unsigned unsent = cli_outbox_unsent(&ch->ob);
@@ -1578,7 +1758,7 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 				break;
 		}
 		struct pollfd p[2] = {{ch->wake_ui[0], POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
-		int pr = poll(p, eof ? 1 : 2, -1);
+		int pr = poll(p, eof || gpend ? 1 : 2, -1);
 		if (pr < 0 && errno != EINTR)
 			break;
 		if (chat_sigint) { /* Ctrl-C: leave now */
@@ -1599,7 +1779,7 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 			drain(ch->wake_ui[0]);
 			ui_drain(ch);
 		}
-		if (ch->done || eof || ch->quit_when_sent ||
+		if (ch->done || eof || gpend || ch->quit_when_sent ||
 		    !(p[1].revents & (POLLIN | POLLHUP)))
 			continue;
 		if (ch->tty) {
@@ -1608,32 +1788,12 @@ int cli_chat_run(struct parley_client *c, struct cli_chat **slot, const char *pe
 			continue;
 		}
 		ssize_t n = read(STDIN_FILENO, in + in_len, CHAT_INPUT_MAX - in_len);
-		if (n <= 0) {
-			/* end of piped input: wait until what was typed is sent */
-			eof = 1;
-			if (in_len) {
-				in[in_len] = 0;
-				ui_line(ch, in);
-				in_len = 0;
-			}
-		} else {
+		if (n <= 0)
+			eof = 1; /* end of piped input: wait until what was typed is sent */
+		else
 			in_len += (size_t)n;
-			char *nl;
-			while ((nl = memchr(in, '\n', in_len)) != NULL) {
-				*nl = 0;
-				size_t one = (size_t)(nl - in) + 1;
-				ui_line(ch, in);
-				memmove(in, in + one, in_len - one);
-				in_len -= one;
-				if (ch->done)
-					break;
-			}
-			if (in_len == CHAT_INPUT_MAX) {
-				ui_info(ch, "* line longer than %d bytes: not sent", CHAT_INPUT_MAX);
-				in_len = 0;
-			}
-		}
-		if (eof)
+		ui_feed(ch, in, &in_len, eof);
+		if (eof && !in_len)
 			ch->quit_when_sent = 1; /* piped input ended: send, then leave */
 	}
 	ui_drain(ch);

@@ -20,7 +20,10 @@ const char cli_chat_help[] =
 	"          /edit SEQ TEXT, /delete SEQ (your message #SEQ, for everyone),\n"
 	"          /retention [off | count N | age 30d ...] (of this conversation),\n"
 	"          /help, /quit; any other line is sent to the current peer\n"
-	"          (start it with // to send a line that begins with /)";
+	"          (start it with // to send a line that begins with /)\n"
+	"groups:   /group create NAME USER... (then you are in it), /to g:ID (switch\n"
+	"          to a group, see /list), /add USER..., /remove USER..., /leave,\n"
+	"          /members (of the current group)";
 
 /* ---- errors ------------------------------------------------------------------- */
 
@@ -224,6 +227,59 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+int cli_is_group_id(const char *s)
+{
+	if (strncmp(s, "g:", 2) != 0 || strlen(s) != 18)
+		return 0;
+	for (const char *q = s + 2; *q; q++)
+		if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* /group create NAME USER..., /add USER..., /remove USER..., /leave,
+ * /members (the last four act on the current group). */
+static void parse_group(const char *cmd, char **p, struct cli_cmd *out)
+{
+	int create = !strcmp(cmd, "/group");
+	int none = !strcmp(cmd, "/leave") || !strcmp(cmd, "/members");
+	if (create) {
+		char *sub = word(p);
+		char *name = sub && !strcmp(sub, "create") ? word(p) : NULL;
+		if (!name || strlen(name) > 255) {
+			out->kind = CLI_CMD_BAD;
+			out->err = "usage: /group create NAME USER... (NAME: one word, "
+				   "up to 255 bytes)";
+			return;
+		}
+		out->arg = name;
+		out->arg_len = strlen(name);
+	}
+	char *w;
+	while ((w = word(p)) != NULL) {
+		if (none || out->nwords == CLI_GROUP_WORDS_MAX ||
+		    !parley_proto_user_id_valid(w, strlen(w))) {
+			out->kind = CLI_CMD_BAD;
+			out->err = none ? "usage: /leave, /members (no arguments: they act "
+					  "on the current group)"
+					: "usage: /group create NAME USER..., /add USER..., "
+					  "/remove USER... (user ids, at most 32)";
+			return;
+		}
+		out->words[out->nwords++] = w;
+	}
+	if (!none && !create && out->nwords == 0) {
+		out->kind = CLI_CMD_BAD;
+		out->err = "usage: /add USER..., /remove USER... (the current group)";
+		return;
+	}
+	out->kind = create ? CLI_CMD_GROUP_CREATE
+		    : !strcmp(cmd, "/add") ? CLI_CMD_GROUP_ADD
+		    : !strcmp(cmd, "/remove") ? CLI_CMD_GROUP_REMOVE
+		    : !strcmp(cmd, "/leave") ? CLI_CMD_GROUP_LEAVE
+					     : CLI_CMD_GROUP_MEMBERS;
+}
+
 void cli_parse_line(char *line, struct cli_cmd *out)
 {
 	memset(out, 0, sizeof *out);
@@ -252,9 +308,20 @@ void cli_parse_line(char *line, struct cli_cmd *out)
 	} else if (!strcmp(cmd, "/list") || !strcmp(cmd, "/ls")) {
 		out->kind = word(&p) ? CLI_CMD_BAD : CLI_CMD_LIST;
 		out->err = "usage: /list";
+	} else if (!strcmp(cmd, "/group") || !strcmp(cmd, "/add") ||
+		   !strcmp(cmd, "/remove") || !strcmp(cmd, "/leave") ||
+		   !strcmp(cmd, "/members")) {
+		parse_group(cmd, &p, out);
 	} else if (!strcmp(cmd, "/to")) {
 		char *peer = word(&p);
-		if (!peer || word(&p) || !parley_proto_user_id_valid(peer, strlen(peer))) {
+		char *extra = word(&p);
+		if (peer && !extra && cli_is_group_id(peer)) {
+			out->kind = CLI_CMD_TO; /* a group conversation */
+			out->arg = peer;
+			out->arg_len = strlen(peer);
+			return;
+		}
+		if (!peer || extra || !parley_proto_user_id_valid(peer, strlen(peer))) {
 			out->kind = CLI_CMD_BAD;
 			out->err = "usage: /to PEER (a user id: 1..64 bytes, no spaces or colons)";
 			return;

@@ -86,10 +86,12 @@ static const struct cmd_help cmd_helps[] = {
 	{"chat", "usage: parley [options] chat [PEER]\n"
 		 "Interactive chat: type a line to send it to the current peer.\n"},
 	{"send", "usage: parley [options] send PEER TEXT...\n"
-		 "Sends TEXT (the words joined by spaces) to PEER; prints\n"
+		 "Sends TEXT (the words joined by spaces) to PEER (a user, or a group\n"
+		 "id g:...); prints\n"
 		 "\"sent CONV #SEQ\" once the server has stored it.\n"},
 	{"history", "usage: parley [options] history PEER [--before SEQ] [--limit 1..100]\n"
-		    "Prints messages with PEER, oldest first; the last line says how to\n"
+		    "Prints messages with PEER (a user, or a group id g:...), oldest\n"
+		    "first; the last line says how to\n"
 		    "page back (--before SEQ).\n"},
 	{"list", "usage: parley [options] list [--limit 1..100]\n"
 		 "Prints your conversations, most recent first (tab-separated:\n"
@@ -147,6 +149,12 @@ static void fmt_ts(uint64_t ms, char *out, size_t cap)
 /* Print a body on one line: text with control characters escaped. */
 static void print_body(uint16_t ct, const uint8_t *p, uint32_t len)
 {
+	char desc[512];
+	if (ct == PARLEY_CT_MEMBERSHIP &&
+	    parley_membership_describe(p, len, desc, sizeof desc) >= 0) {
+		printf("* %s", desc); /* a group membership change */
+		return;
+	}
 	if (ct != PARLEY_CT_TEXT && ct != PARLEY_CT_JSON) {
 		printf("<%u bytes, content type %u>", len, ct);
 		return;
@@ -233,6 +241,10 @@ static void on_state(void *user, enum parley_client_state st, int err)
 
 static int open_peer(struct cli *cli, const char *peer, char *conv, size_t cap)
 {
+	if (cli_is_group_id(peer)) { /* a group: its id is the conversation */
+		snprintf(conv, cap, "%s", peer);
+		return 0;
+	}
 	const struct parley_conv *cv;
 	int r = parley_client_conv_open(cli->c, peer, &cv);
 	if (r < 0)
@@ -376,11 +388,18 @@ static int print_list(struct cli *cli, unsigned limit)
 		char t[32] = "-";
 		if (e->last_ts_ms)
 			fmt_ts(e->last_ts_ms, t, sizeof t);
-		printf("%.*s\t%s%.*s\tlast #%llu\t%s\t%u unread\tread #%llu\n",
-		       (int)e->conv.len, e->conv.p,
-		       e->kind == PARLEY_CONV_DIRECT ? "with " : "", (int)e->peer.len,
-		       e->peer.p, (unsigned long long)e->last_seq, t, e->unread,
-		       (unsigned long long)e->read_seq);
+		if (e->kind == PARLEY_CONV_GROUP)
+			printf("%.*s\tgroup %.*s (%u members)\tlast #%llu\t%s\t%u unread"
+			       "\tread #%llu\n", (int)e->conv.len, e->conv.p,
+			       (int)e->title.len, e->title.p, e->member_count,
+			       (unsigned long long)e->last_seq, t, e->unread,
+			       (unsigned long long)e->read_seq);
+		else
+			printf("%.*s\t%s%.*s\tlast #%llu\t%s\t%u unread\tread #%llu\n",
+			       (int)e->conv.len, e->conv.p,
+			       e->kind == PARLEY_CONV_DIRECT ? "with " : "",
+			       (int)e->peer.len, e->peer.p, (unsigned long long)e->last_seq,
+			       t, e->unread, (unsigned long long)e->read_seq);
 	}
 	if (l->count == 0)
 		printf("(no conversations)\n");

@@ -17,25 +17,41 @@
  *    │ part_flush_start:        │        │ part_compact_start:         │
  *    │ freeze memtable (fsrc),  │        │ hpart_compact_begin         │
  *    │ hpart_flush_begin        │        ▼                             │
- *    ▼                          │      COMPACT_RUNNING                 │
- *  FLUSH_RUNNING                │        │ worker: hpart_compact_run   │
- *    │ worker: hpart_flush_run  │        │ REQ_HIST_DONE(COMPACT):     │
- *    │ REQ_HIST_DONE(FLUSH)     │        │ hpart_compact_prepare ──fail┤
- *    ├─ compaction STORING ─┐   │        ▼                             │
- *    │                      ▼   │      COMPACT_STORING                 │
- *    │        FLUSH_DEFERRED    │        │ worker: hpart_compact_store │
- *    │          │ (that store   │        │ REQ_HIST_DONE(COMPACT_STORE)│
- *    │          │  installed)   │        │ hpart_compact_install,      │
- *    ▼          ▼               │        │ inputs' removal queued      │
- *  part_flush_finish:           │        │ (HJOB_REMOVE_FILES, no      │
- *  hpart_flush_commit, drop the │        │  hand-back) ────────────────┘
- *  frozen prefix, wal_release ──┘        └─► a DEFERRED flush finishes
+ *    │ (nothing to write: only  │      COMPACT_RUNNING                 │
+ *    │  the flushed index, ─────┼─┐      │ worker: hpart_compact_run   │
+ *    ▼  straight to STORING)    │ │      │ REQ_HIST_DONE(COMPACT)      │
+ *  FLUSH_RUNNING                │ │      ├─ flush STORING ─┐           │
+ *    │ worker: hpart_flush_run  │ │      │                 ▼           │
+ *    │ REQ_HIST_DONE(FLUSH)     │ │      │      COMPACT_DEFERRED       │
+ *    ├─ compaction STORING ─┐   │ │      │        │ (that store        │
+ *    │                      ▼   │ │      │        │  installed)        │
+ *    │        FLUSH_DEFERRED    │ │      ▼        ▼                    │
+ *    │          │ (that store   │ │    hpart_compact_prepare ────fail──┤
+ *    │          │  installed)   │ │      ▼                             │
+ *    ▼          ▼               │ │    COMPACT_STORING                 │
+ *  hpart_flush_prepare          │ │      │ worker: hpart_compact_store │
+ *    ▼                          │ │      │ (manifest, output's reader) │
+ *  FLUSH_STORING <──────────────┼─┘      │ REQ_HIST_DONE(COMPACT_STORE)│
+ *    │ flush worker:            │        │ hpart_compact_install,      │
+ *    │ hpart_flush_store        │        │ inputs' and retired dicts'  │
+ *    │ (manifest, new reader)   │        │ removal queued (HJOB_REMOVE_│
+ *    │ REQ_HIST_DONE(FLUSH_STORE)        │ FILES/_DICTS, no hand-back) │
+ *    ▼                          │        └─────────────────────────────┘
+ *  part_flush_finish:           │          └─► a DEFERRED flush stores
+ *  hpart_flush_install, drop the│
+ *  frozen prefix, wal_release ──┘ (and a DEFERRED compaction stores)
+ *
+ * A failed job (run, prepare or store) skips to part_flush_finish /
+ * part_compact_finish, which abandon it. The shard thread never waits on
+ * the disk here: the segment write, dictionary training, every manifest
+ * store, the new readers' opens and every file removal run on a worker.
  *
  * One manifest store at a time per partition: nothing stores HISTORY
- * while the compaction lane is STORING (a flush commit waits in
- * FLUSH_DEFERRED, hpart_set_flushed returns EAGAIN). pe_flush_sync /
- * pe_compact_sync waiters queue on fwait_* / cwait_* and are answered when
- * their lane returns to IDLE.
+ * while the other lane is STORING (a flush waits in FLUSH_DEFERRED, a
+ * compaction in COMPACT_DEFERRED; a flush with nothing to write returns
+ * EAGAIN while a compaction stores). pe_flush_sync / pe_compact_sync
+ * waiters queue on fwait_* / cwait_* and are answered when their lane
+ * returns to IDLE.
  *
  * Invariants
  *   1. A flush freezes every entry applied up to part->last_index
@@ -46,8 +62,9 @@
  *   3. One manifest store at a time per partition (above).
  *
  * Threads: everything here runs on the partition's shard thread, except
- * hworker_main and what it calls (hpart_*_run, hpart_compact_store,
- * hpart_remove_files), which touch only their job.
+ * hworker_main and what it calls (hpart_*_run, hpart_flush_store,
+ * hpart_store, hpart_compact_store, hpart_remove_files/_dicts), which
+ * touch only their job and the manifest prepared for it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -65,6 +82,7 @@
 #define WAL_PIN_MAX 16u        /* partitions force-flushed per release round */
 
 static int part_flush_start(struct shard *sh, struct part *p);
+static void part_flush_finish(struct shard *sh, struct part *p);
 static int part_compact_start(struct shard *sh, struct part *p, bool all);
 static void part_compact_finish(struct shard *sh, struct part *p, int rc,
 				size_t segs_before);
@@ -187,10 +205,14 @@ static void *hworker_main(void *arg)
 			hw->tail = NULL;
 		pthread_mutex_unlock(&hw->mu);
 		struct part *p = &e->parts[j->part];
-		if (j->kind == HJOB_REMOVE_FILES) { /* no shard state involved: nothing to hand back */
+		if (j->kind == HJOB_REMOVE_FILES || j->kind == HJOB_REMOVE_DICTS) {
+			/* no shard state involved: nothing to hand back */
 			char hd[700];
 			snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, j->part);
-			(void)hpart_remove_files(e->io, hd, j->ids, j->nids);
+			if (j->kind == HJOB_REMOVE_FILES)
+				(void)hpart_remove_files(e->io, hd, j->ids, j->nids);
+			else
+				(void)hpart_remove_dicts(e->io, hd, j->ids, j->nids);
 			free(j->ids);
 			free(j);
 			pthread_mutex_lock(&hw->mu);
@@ -201,6 +223,9 @@ static void *hworker_main(void *arg)
 						.rewind = fsrc_rewind,
 						.arg = p->fsrc};
 			p->flush_rc = hpart_flush_run(p->fjob, &src);
+		} else if (j->kind == HJOB_FLUSH_STORE) { /* off the shard too */
+			p->flush_rc = p->fjob ? hpart_flush_store(p->fjob, p->fman)
+					      : hpart_store(p->hist, p->fman);
 		} else if (j->kind == HJOB_COMPACT) {
 			p->compact_rc = hpart_compact_run(p->cjob, NULL);
 		} else { /* HJOB_COMPACT_STORE: the manifest store, off the shard */
@@ -283,11 +308,13 @@ static int part_flush_start(struct shard *sh, struct part *p)
 			return 1;
 		if (p->compact_st == COMPACT_STORING)
 			return -PARLEY_EAGAIN; /* one manifest store at a time */
-		int rc = hpart_set_flushed(p->hist, p->last_index);
+		int rc = hpart_flushed_prepare(p->hist, p->last_index, &p->fman);
 		if (rc)
 			return rc;
-		p->flushed_index = p->last_index;
-		return 1;
+		p->flush_rc = 0;
+		p->flush_st = FLUSH_STORING; /* a store with no segment */
+		hworker_push(e, HW_FLUSH, p->id, HJOB_FLUSH_STORE, NULL, 0);
+		return 0;
 	}
 	struct fsrc *f = calloc(1, sizeof *f);
 	if (!f)
@@ -328,48 +355,100 @@ static int part_flush_start(struct shard *sh, struct part *p)
 	return 0;
 }
 
+/* Retired files of p's history go to the compaction worker for removal. */
+static void part_push_removals(struct shard *sh, struct part *p)
+{
+	uint64_t *ids = NULL;
+	size_t n = hpart_take_dict_removals(p->hist, &ids);
+	if (n)
+		hworker_push(sh->e, HW_COMPACT, p->id, HJOB_REMOVE_DICTS, ids, n);
+	else
+		free(ids);
+}
+
+/* The flush's segment is written (FLUSH_RUNNING or FLUSH_DEFERRED, no
+ * compaction store in flight): its manifest is prepared here and stored by
+ * the flush worker, off the shard (FLUSH_STORING). */
+static void part_flush_store_begin(struct shard *sh, struct part *p)
+{
+	PARLEY_ASSERT(p->compact_st != COMPACT_STORING && p->fjob);
+	if (!p->flush_rc && !atomic_load(&sh->e->aborting)) {
+		int rc = hpart_flush_prepare(p->hist, p->fjob, &p->fman);
+		if (!rc) {
+			p->flush_st = FLUSH_STORING;
+			hworker_push(sh->e, HW_FLUSH, p->id, HJOB_FLUSH_STORE, NULL, 0);
+			return;
+		}
+		p->flush_rc = rc;
+	}
+	if (!p->flush_rc)
+		p->flush_rc = -PARLEY_ECLOSED;
+	part_flush_finish(sh, p);
+}
+
+static void part_compact_store_begin(struct shard *sh, struct part *p);
+
+/* The flush lane ends (the store done, or the job failed before it):
+ * install or abandon, drop the flushed prefix of the memtable, release the
+ * WAL, answer the waiters. */
 static void part_flush_finish(struct shard *sh, struct part *p)
 {
 	struct pe_engine *e = sh->e;
 	int rc = p->flush_rc;
-	struct hpart_flush_result fr;
+	struct hpart_flush_result fr = {0};
 	PARLEY_ASSERT(p->flush_st != FLUSH_IDLE && p->compact_st != COMPACT_STORING);
-	if (!rc) {
-		rc = hpart_flush_commit(p->hist, p->fjob, &fr);
-		if (rc == -PARLEY_ECORRUPT) { /* committed, but unreadable */
-			char f[64];
-			snprintf(f, sizeof f, "hist/%u", p->id);
-			part_mark_corrupt(p, f, 0, "new history segment unreadable");
-		} else if (rc) {
+	if (p->fjob) {
+		if (!rc && p->fman) {
+			rc = hpart_flush_install(p->hist, p->fjob, p->fman, &fr);
+			p->fman = NULL;
+			if (rc == -PARLEY_ECORRUPT) { /* committed, but unreadable */
+				char f[64];
+				snprintf(f, sizeof f, "hist/%u", p->id);
+				part_mark_corrupt(p, f, 0, "new history segment unreadable");
+			}
+		} else {
+			if (!rc)
+				rc = -PARLEY_ECLOSED;
+			hpart_man_free(p->fman);
+			p->fman = NULL;
 			hpart_flush_abandon(p->hist, p->fjob);
 		}
+	} else if (!rc) { /* the flushed index alone */
+		hpart_flushed_install(p->hist, p->fman);
+		p->fman = NULL;
+		fr.flushed_index = hpart_manifest(p->hist)->flushed_index;
 	} else {
-		hpart_flush_abandon(p->hist, p->fjob);
+		hpart_man_free(p->fman);
+		p->fman = NULL;
 	}
 	p->fjob = NULL;
 	p->flush_st = FLUSH_IDLE;
 	struct fsrc *f = p->fsrc;
 	p->fsrc = NULL;
 	if (!rc) {
-		for (size_t i = 0; i < f->n; i++) {
+		for (size_t i = 0; f && i < f->n; i++) {
 			struct stream *s = f->v[i].s;
 			stream_drop_through(p, s, PARLEY_MAX(f->v[i].last,
 							      s->first_seq - 1));
 		}
-		p->flushed_index = fr.flushed_index;
-		p->flushes++;
+		p->flushed_index = PARLEY_MAX(p->flushed_index, fr.flushed_index);
+		if (f)
+			p->flushes++;
+		part_push_removals(sh, p);
 	} else if (rc != -PARLEY_ECLOSED) {
 		PLOG_E("engine", "history flush failed (retried later)",
 		       "partition=%u err=%s", p->id, parley_errname(rc));
 	}
 	hist_job_fsrc_free(f);
 	answer_all(&p->fwait_cur, rc);
+	if (p->compact_st == COMPACT_DEFERRED) /* its store waited for this one */
+		part_compact_store_begin(sh, p);
 	if (!rc) {
 		hist_job_wal_release(sh);
 		if (!e->opt.no_auto_compact)
 			(void)part_compact_start(sh, p, false);
 	}
-	if (p->fwait_next) {
+	if (p->fwait_next && p->flush_st == FLUSH_IDLE) {
 		p->fwait_cur = p->fwait_next;
 		p->fwait_next = NULL;
 		int s2 = part_flush_start(sh, p);
@@ -387,6 +466,7 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
 		return crc;
 	struct hpart_compact_opts o = {
 		.all = all, .now_ms = engine_clock(e),
+		.idem_now_ms = p->idem_clock, /* command time (log/idem.c) */
 		.rate_bytes_per_s = e->opt.compaction_rate,
 		.sleep_ns = hist_sleep, .sleep_arg = e};
 	int rc = hpart_compact_begin(p->hist, &o, &p->cjob);
@@ -403,8 +483,19 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
  * the worker too, so the shard never waits for those fsyncs. */
 static void part_compact_ran(struct shard *sh, struct part *p)
 {
+	if (!p->compact_rc && p->flush_st == FLUSH_STORING) {
+		p->compact_st = COMPACT_DEFERRED; /* one manifest store at a time */
+		return;
+	}
+	part_compact_store_begin(sh, p);
+}
+
+/* COMPACT_RUNNING or COMPACT_DEFERRED, no flush store in flight. */
+static void part_compact_store_begin(struct shard *sh, struct part *p)
+{
 	struct pe_engine *e = sh->e;
 	int rc = p->compact_rc;
+	PARLEY_ASSERT(p->flush_st != FLUSH_STORING);
 	if (!rc && !atomic_load(&e->aborting)) {
 		rc = hpart_compact_prepare(p->hist, p->cjob, &p->cman);
 		if (!rc) {
@@ -436,6 +527,7 @@ static void part_compact_stored(struct shard *sh, struct part *p)
 			hworker_push(e, HW_COMPACT, p->id, HJOB_REMOVE_FILES, gone, ngone);
 		else
 			free(gone);
+		part_push_removals(sh, p);
 		if (rc == -PARLEY_ECORRUPT) {
 			char f[64];
 			snprintf(f, sizeof f, "hist/%u", p->id);
@@ -449,8 +541,8 @@ static void part_compact_stored(struct shard *sh, struct part *p)
 	p->cjob = NULL;
 	p->compact_st = COMPACT_IDLE;
 	part_compact_finish(sh, p, rc, segs_before);
-	if (p->flush_st == FLUSH_DEFERRED) { /* its commit waited for this store */
-		part_flush_finish(sh, p);
+	if (p->flush_st == FLUSH_DEFERRED) { /* its store waited for this one */
+		part_flush_store_begin(sh, p);
 	} else if (p->fwait_next && p->flush_st == FLUSH_IDLE) {
 		p->fwait_cur = p->fwait_next;
 		p->fwait_next = NULL;
@@ -505,10 +597,16 @@ void hist_job_done(struct shard *sh, struct req *r)
 	switch (kind) {
 	case HJOB_FLUSH:
 		PARLEY_ASSERT(p->flush_st == FLUSH_RUNNING);
-		if (p->compact_st == COMPACT_STORING) /* one manifest store at a time */
+		if (p->flush_rc)
+			part_flush_finish(sh, p);
+		else if (p->compact_st == COMPACT_STORING) /* one store at a time */
 			p->flush_st = FLUSH_DEFERRED;
 		else
-			part_flush_finish(sh, p);
+			part_flush_store_begin(sh, p);
+		break;
+	case HJOB_FLUSH_STORE:
+		PARLEY_ASSERT(p->flush_st == FLUSH_STORING);
+		part_flush_finish(sh, p);
 		break;
 	case HJOB_COMPACT:
 		PARLEY_ASSERT(p->compact_st == COMPACT_RUNNING);
@@ -518,7 +616,8 @@ void hist_job_done(struct shard *sh, struct req *r)
 		part_compact_stored(sh, p);
 		break;
 	case HJOB_REMOVE_FILES: /* never handed back */
-		PARLEY_ASSERT(!"HJOB_REMOVE_FILES handed back to a shard");
+	case HJOB_REMOVE_DICTS:
+		PARLEY_ASSERT(!"a file removal handed back to a shard");
 		break;
 	}
 	hist_job_maybe_flush(sh); /* memory pressure goes on without appends */
@@ -582,7 +681,7 @@ void hist_job_wal_release(struct shard *sh)
 		int n = wal_release(sh->wal, flushed_of, e, pin, WAL_PIN_MAX,
 				    &npin, &left);
 		if (n > 0)
-			PLOG_D("engine", "WAL segments released", "shard=%u n=%d",
+			PLOG_D("engine", "WAL segments queued for release", "shard=%u n=%d",
 			       sh->idx, n);
 		if (left <= e->opt.wal_pin_segments || e->opt.no_auto_flush)
 			return;

@@ -35,6 +35,9 @@ struct hpart {
 	struct seg_reader **rv; /* scratch for history_read, capsegs long */
 	bool flush_busy, compact_busy;
 	uint64_t recent_raw, recent_comp; /* flushed with the current dict */
+	uint64_t *dgone;        /* retired dictionaries whose files are still
+				   to be removed (hpart_take_dict_removals) */
+	size_t ndgone, capdgone;
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -149,10 +152,25 @@ static void gc_dicts(struct hpart *h)
 			h->dicts[w++] = d;
 			continue;
 		}
-		int rc = dict_remove(h->io, h->dir, d->id);
-		if (rc && rc != -PARLEY_ENOTFOUND)
-			PLOG_W("hpart", "retired dictionary not removed", "id=%016" PRIx64 " err=%s",
-			       d->id, parley_errname(rc));
+		/* its file goes off the owner thread (hpart_take_dict_removals);
+		 * no memory to remember it: here after all */
+		if (h->ndgone == h->capdgone) {
+			size_t nc = h->capdgone ? h->capdgone * 2 : 4;
+			uint64_t *v = realloc(h->dgone, nc * sizeof *v);
+			if (v) {
+				h->dgone = v;
+				h->capdgone = nc;
+			}
+		}
+		if (h->ndgone < h->capdgone) {
+			h->dgone[h->ndgone++] = d->id;
+		} else {
+			int rc = dict_remove(h->io, h->dir, d->id);
+			if (rc && rc != -PARLEY_ENOTFOUND)
+				PLOG_W("hpart", "retired dictionary not removed",
+				       "id=%016" PRIx64 " err=%s", d->id,
+				       parley_errname(rc));
+		}
 		dict_free(d);
 	}
 	h->ndicts = w;
@@ -169,6 +187,11 @@ void hpart_close(struct hpart *h)
 		seg_close(h->segs[i].r);
 	for (size_t i = 0; i < h->ndicts; i++)
 		dict_free(h->dicts[i]);
+	/* retired dictionaries nobody took: removed here (close, not the
+	 * serving path; else hpart_open's cleanup would) */
+	for (size_t i = 0; i < h->ndgone && !h->o.read_only; i++)
+		(void)dict_remove(h->io, h->dir, h->dgone[i]);
+	free(h->dgone);
 	free(h->segs);
 	free(h->rv);
 	free(h->dicts);
@@ -486,6 +509,12 @@ struct hpart_fjob {
 	struct pdict *new_dict;
 	bool written;
 	struct seg_write_info info;
+	/* for the reader opened by hpart_flush_store */
+	uint32_t partition;
+	struct bcache *cache;
+	uint64_t cache_ns;
+	struct seg_reader *reader;
+	int open_rc;
 };
 
 int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
@@ -517,6 +546,9 @@ int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
 	j->dict_bytes = h->o.dict_bytes;
 	j->level = h->o.level;
 	j->block_bytes = h->o.block_bytes;
+	j->partition = h->o.partition;
+	j->cache = h->o.cache;
+	j->cache_ns = hp_cache_ns(h);
 	h->flush_busy = true;
 	*out = j;
 	return 0;
@@ -634,6 +666,8 @@ int hpart_flush_run(struct hpart_fjob *j, const struct hpart_src *src)
 
 void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j)
 {
+	if (j->reader)
+		seg_close(j->reader);
 	if (j->written)
 		(void)seg_remove(j->io, j->dir, j->seg_id);
 	if (j->new_dict) {
@@ -645,41 +679,157 @@ void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j)
 	h->flush_busy = false;
 }
 
-int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
-		       struct hpart_flush_result *res)
+/* The one-call commits remove retired dictionaries at once, as before
+ * the three-step commits existed. */
+static void dgone_remove(struct hpart *h)
 {
+	uint64_t *ids;
+	size_t n = hpart_take_dict_removals(h, &ids);
+	(void)hpart_remove_dicts(h->io, h->dir, ids, n);
+	free(ids);
+}
+
+/* What changed in h's manifest in memory since n was prepared from it
+ * (the owner serialises every store behind the one in flight, so only
+ * these can have): deletion and retention marks (they only grow: merge by
+ * max) and segment ids handed to jobs begun meanwhile. Out of memory here
+ * would leave memory and disk disagreeing: crash rather (recovery is exact
+ * from the stored manifest and the WAL). */
+static void man_merge(struct hpart *h, struct hman *n)
+{
+	for (size_t i = 0; i < h->man.nstreams; i++) {
+		const struct hman_stream *m = &h->man.streams[i];
+		if (m->deleted_through)
+			PARLEY_ASSERT(hman_set_deleted(n, m->key, m->klen,
+						       m->deleted_through) == 0);
+		if (m->first_retained)
+			PARLEY_ASSERT(hman_set_retained(n, m->key, m->klen,
+							m->first_retained) == 0);
+	}
+	n->next_seg_id = PARLEY_MAX(n->next_seg_id, h->man.next_seg_id);
+	n->flushed_index = PARLEY_MAX(n->flushed_index, h->man.flushed_index);
+}
+
+int hpart_store(const struct hpart *h, struct hman *n)
+{
+	return hman_store(h->io, h->dir, n);
+}
+
+int hpart_flushed_prepare(struct hpart *h, uint64_t index, struct hman **out)
+{
+	*out = NULL;
+	if (h->o.read_only)
+		return -PARLEY_EPERM;
+	struct hman *n = calloc(1, sizeof *n);
+	if (!n)
+		return -PARLEY_ENOMEM;
+	int rc = man_copy(n, &h->man);
+	if (rc) {
+		free(n);
+		return rc;
+	}
+	n->flushed_index = PARLEY_MAX(n->flushed_index, index);
+	*out = n;
+	return 0;
+}
+
+void hpart_flushed_install(struct hpart *h, struct hman *n)
+{
+	man_merge(h, n);
+	hman_free(&h->man);
+	h->man = *n;
+	free(n);
+}
+
+int hpart_flush_prepare(struct hpart *h, struct hpart_fjob *j,
+			struct hman **out)
+{
+	*out = NULL;
 	if (!j->written)
 		return -PARLEY_EINVAL;
-	struct hman n;
-	int rc = man_copy(&n, &h->man);
-	if (rc)
+	struct hman *n = calloc(1, sizeof *n);
+	if (!n)
+		return -PARLEY_ENOMEM;
+	int rc = man_copy(n, &h->man);
+	if (rc) {
+		free(n);
 		return rc;
+	}
 	const struct pdict *used = j->new_dict ? j->new_dict : j->cur;
 	struct hman_seg s = { j->seg_id, j->info.file_bytes, used ? used->id : 0,
 			      j->info.entries };
 	double ratio = j->info.raw_block_bytes
 			       ? (double)j->info.block_bytes / (double)j->info.raw_block_bytes
 			       : 1.0;
-	rc = hman_add_seg(&n, &s);
-	if (!rc) {
-		n.flushed_index = PARLEY_MAX(n.flushed_index, j->flushed_index);
-		if (j->new_dict) {
-			n.dict_id = j->new_dict->id;
-			n.dict_ratio_ppm = (uint32_t)(ratio * 1e6);
-		}
-		rc = hman_store(h->io, h->dir, &n);
-	}
+	rc = hman_add_seg(n, &s);
 	if (rc) {
-		hman_free(&n);
+		hpart_man_free(n);
 		return rc;
 	}
+	n->flushed_index = PARLEY_MAX(n->flushed_index, j->flushed_index);
+	if (j->new_dict) {
+		n->dict_id = j->new_dict->id;
+		n->dict_ratio_ppm = (uint32_t)(ratio * 1e6);
+	}
+	*out = n;
+	return 0;
+}
+
+/* The new segment's dictionary, for its reader opened off the owner
+ * thread: the job's own (new, or the current one, kept alive while the
+ * job is in flight: invariant 3). */
+static const struct pdict *fj_dict(void *arg, uint64_t id)
+{
+	const struct hpart_fjob *j = arg;
+	if (j->new_dict && j->new_dict->id == id)
+		return j->new_dict;
+	return j->cur && j->cur->id == id ? j->cur : NULL;
+}
+
+int hpart_flush_store(struct hpart_fjob *j, struct hman *n)
+{
+	int rc = hman_store(j->io, j->dir, n);
+	if (rc)
+		return rc;
+	/* stored: the new segment's reader (open + footer and index reads)
+	 * is made here too; install only links it in */
+	char name[64], err[SEG_ERR_LEN];
+	seg_file_name(name, sizeof name, j->seg_id);
+	struct seg_open_opts so = { .cache = j->cache,
+				    .dict_lookup = fj_dict, .dict_arg = j,
+				    .cache_ns = j->cache_ns };
+	j->open_rc = seg_open(j->io, j->dir, name, &so, &j->reader, err,
+			      sizeof err);
+	if (j->open_rc)
+		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
+		       j->partition, err, parley_errname(j->open_rc));
+	return 0;
+}
+
+int hpart_flush_install(struct hpart *h, struct hpart_fjob *j,
+			struct hman *n, struct hpart_flush_result *res)
+{
+	man_merge(h, n);
+	const struct pdict *used = j->new_dict ? j->new_dict : j->cur;
+	uint64_t used_id = used ? used->id : 0;
 	/* committed: from here on only memory changes */
 	hman_free(&h->man);
-	h->man = n;
+	h->man = *n;
+	free(n);
 	if (j->new_dict) {
-		if (find_dict(h->dicts, h->ndicts, j->new_dict->id) ||
-		    add_dict(h, j->new_dict) != 0)
-			dict_free(j->new_dict); /* same bytes as a loaded one */
+		struct pdict *have = find_dict(h->dicts, h->ndicts, j->new_dict->id);
+		if (have || add_dict(h, j->new_dict) != 0) {
+			/* same bytes as a loaded one: the reader uses that */
+			if (j->reader && have)
+				seg_set_dict(j->reader, have);
+			if (!have && j->reader) {
+				/* no memory to keep it: nor the reader using it */
+				seg_close(j->reader);
+				j->reader = NULL;
+				j->open_rc = -PARLEY_ENOMEM;
+			}
+			dict_free(j->new_dict);
+		}
 		h->recent_raw = h->recent_comp = 0;
 	} else if (used) {
 		h->recent_raw += j->info.raw_block_bytes;
@@ -688,14 +838,17 @@ int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
 	bool trained = j->new_dict != NULL;
 	j->new_dict = NULL;
 	h->flush_busy = false;
-	struct seg_reader *r;
-	rc = open_seg(h, j->seg_id, &r);
-	if (!rc && (rc = add_seg(h, j->seg_id, r)) != 0)
-		seg_close(r);
+	int rc = j->open_rc;
+	if (rc && j->reader) {
+		seg_close(j->reader);
+		j->reader = NULL;
+	}
+	if (!rc && (rc = add_seg(h, j->seg_id, j->reader)) != 0)
+		seg_close(j->reader);
 	if (res) {
 		res->seg = j->info;
 		res->trained = trained;
-		res->dict_id = s.dict_id;
+		res->dict_id = used_id;
 		res->flushed_index = h->man.flushed_index;
 	}
 	free(j);
@@ -704,6 +857,48 @@ int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
 	 * after its commit means the disk lies: report it, the caller fails
 	 * the partition. */
 	return rc ? -PARLEY_ECORRUPT : 0;
+}
+
+int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
+		       struct hpart_flush_result *res)
+{
+	struct hman *n;
+	int rc = hpart_flush_prepare(h, j, &n);
+	if (rc)
+		return rc;
+	rc = hpart_flush_store(j, n);
+	if (rc) {
+		hpart_man_free(n);
+		return rc;
+	}
+	rc = hpart_flush_install(h, j, n, res);
+	dgone_remove(h);
+	return rc;
+}
+
+size_t hpart_take_dict_removals(struct hpart *h, uint64_t **ids)
+{
+	size_t n = h->ndgone;
+	*ids = h->dgone;
+	h->dgone = NULL;
+	h->ndgone = h->capdgone = 0;
+	return n;
+}
+
+int hpart_remove_dicts(struct pio *io, const char *dir, const uint64_t *ids,
+		       size_t n)
+{
+	int first = 0;
+	for (size_t i = 0; i < n; i++) {
+		int rc = dict_remove(io, dir, ids[i]);
+		if (rc && rc != -PARLEY_ENOTFOUND) {
+			PLOG_W("hpart", "retired dictionary not removed",
+			       "id=%016" PRIx64 " err=%s", ids[i], parley_errname(rc));
+			if (!first)
+				first = rc;
+		}
+	}
+	return first;
 }
 
 /* ---- compaction -------------------------------------------------------------------------- */
@@ -735,6 +930,12 @@ struct hpart_cjob {
 	struct hman_stream *newmarks;
 	size_t nnew, capnew;
 	int err;
+	/* the output's reader, opened by hpart_compact_store */
+	uint32_t partition;
+	struct bcache *cache;
+	uint64_t cache_ns;
+	struct seg_reader *reader;
+	int open_rc;
 };
 
 static const struct pdict *cj_dict(void *arg, uint64_t id)
@@ -791,6 +992,9 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	j->io = h->io;
 	memcpy(j->dir, h->dir, sizeof j->dir);
 	j->out_id = hman_next_seg_id(&h->man);
+	j->partition = h->o.partition;
+	j->cache = h->o.cache;
+	j->cache_ns = hp_cache_ns(h);
 	j->retention = h->o.retention;
 	j->filter = h->o.filter;
 	j->filter_arg = h->o.filter_arg;
@@ -798,7 +1002,8 @@ int hpart_compact_begin(struct hpart *h, const struct hpart_compact_opts *o,
 	j->block_bytes = h->o.block_bytes;
 	j->level = h->o.level;
 	uint64_t win = h->o.idem_window_ms ? h->o.idem_window_ms : 7ull * 86400000;
-	j->idem_min_ts = o->now_ms > win ? o->now_ms - win : 0;
+	uint64_t inow = o->idem_now_ms ? o->idem_now_ms : o->now_ms;
+	j->idem_min_ts = inow > win ? inow - win : 0;
 	free(idx);
 	free(d);
 	h->compact_busy = true;
@@ -935,6 +1140,8 @@ int hpart_compact_run(struct hpart_cjob *j, struct compact_stats *st)
 
 static void cjob_free(struct hpart_cjob *j)
 {
+	if (j->reader)
+		seg_close(j->reader);
 	free(j->in_ids);
 	free(j->dicts);
 	free(j->marks);
@@ -1016,7 +1223,22 @@ int hpart_compact_prepare(struct hpart *h, struct hpart_cjob *j,
 
 int hpart_compact_store(struct hpart_cjob *j, struct hman *n)
 {
-	return hman_store(j->io, j->dir, n);
+	int rc = hman_store(j->io, j->dir, n);
+	if (rc || !j->st.output)
+		return rc;
+	/* stored: the output's reader (open + footer and index reads) is
+	 * made here too, off the owner thread; install links it in */
+	char name[64], err[SEG_ERR_LEN];
+	seg_file_name(name, sizeof name, j->out_id);
+	struct seg_open_opts so = { .cache = j->cache,
+				    .dict_lookup = cj_dict, .dict_arg = j,
+				    .cache_ns = j->cache_ns };
+	j->open_rc = seg_open(j->io, j->dir, name, &so, &j->reader, err,
+			      sizeof err);
+	if (j->open_rc)
+		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
+		       j->partition, err, parley_errname(j->open_rc));
+	return 0;
 }
 
 void hpart_man_free(struct hman *n)
@@ -1034,22 +1256,7 @@ int hpart_compact_install(struct hpart *h, struct hpart_cjob *j,
 		*ids = NULL;
 		*nids = 0;
 	}
-	/* What changed in memory since prepare (the owner serialises every
-	 * store behind this one, so only these can have): deletion and
-	 * retention marks (they only grow: merge by max) and segment ids
-	 * handed to flush jobs begun meanwhile. Out of memory here would
-	 * leave memory and disk disagreeing: crash rather (recovery is
-	 * exact from the stored manifest and the WAL). */
-	for (size_t i = 0; i < h->man.nstreams; i++) {
-		const struct hman_stream *m = &h->man.streams[i];
-		if (m->deleted_through)
-			PARLEY_ASSERT(hman_set_deleted(n, m->key, m->klen,
-						       m->deleted_through) == 0);
-		if (m->first_retained)
-			PARLEY_ASSERT(hman_set_retained(n, m->key, m->klen,
-							m->first_retained) == 0);
-	}
-	n->next_seg_id = PARLEY_MAX(n->next_seg_id, h->man.next_seg_id);
+	man_merge(h, n);
 	hman_free(&h->man);
 	h->man = *n;
 	free(n);
@@ -1086,10 +1293,11 @@ int hpart_compact_install(struct hpart *h, struct hpart_cjob *j,
 	h->nsegs = w;
 	int rc = 0;
 	if (j->st.output) {
-		struct seg_reader *r;
-		rc = open_seg(h, j->out_id, &r);
-		if (!rc && (rc = add_seg(h, j->out_id, r)) != 0)
-			seg_close(r);
+		rc = j->open_rc;
+		if (!rc && !j->reader) /* not stored through hpart_compact_store */
+			rc = open_seg(h, j->out_id, &j->reader);
+		if (!rc && (rc = add_seg(h, j->out_id, j->reader)) == 0)
+			j->reader = NULL; /* h's now */
 	}
 	cjob_free(j);
 	gc_dicts(h);
@@ -1108,17 +1316,22 @@ static int compact_commit(struct hpart *h, struct hpart_cjob *j,
 		hpart_man_free(n);
 		return rc;
 	}
-	return hpart_compact_install(h, j, n, ids, nids);
+	rc = hpart_compact_install(h, j, n, ids, nids);
+	dgone_remove(h);
+	return rc;
 }
 
 void hpart_abort(struct hpart *h, struct hpart_fjob *fj, struct hpart_cjob *cj)
 {
 	if (fj) {
+		if (fj->reader)
+			seg_close(fj->reader);
 		dict_free(fj->new_dict);
 		free(fj);
 	}
 	if (cj)
 		cjob_free(cj);
 	h->flush_busy = h->compact_busy = false;
+	h->ndgone = 0; /* a crash removes nothing */
 	hpart_close(h);
 }

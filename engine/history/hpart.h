@@ -9,11 +9,13 @@
  *
  *   shard thread               any thread                shard thread
  *   ─────────────              ──────────                ────────────
- *   hpart_flush_begin   ──►    hpart_flush_run     ──►   hpart_flush_commit
+ *   hpart_flush_begin   ──►    hpart_flush_run     ──►   hpart_flush_prepare
  *    (seg id, dict,             (sample, maybe train,     (dict + segment into
- *     retrain decision)          write dict + segment)     the manifest, stored;
- *                                                          reader opened; the
- *                                                          WAL up to the flushed
+ *     retrain decision)          write dict + segment)     a new manifest)
+ *                              hpart_flush_store   ◄──
+ *                               (manifest stored,   ──►   hpart_flush_install
+ *                                reader opened)            (swapped in; the WAL
+ *                                                          up to the flushed
  *                                                          index may go)
  *   hpart_compact_begin ──►    hpart_compact_run   ──►   hpart_compact_commit
  *    (size-tiered pick,         (own readers, merge,      (manifest swap + new
@@ -164,9 +166,44 @@ int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
 		      struct hpart_fjob **out);
 int hpart_flush_run(struct hpart_fjob *j, const struct hpart_src *src);
 /* On success fills *res (may be NULL) and frees the job; on error the job
- * is still the caller's (abandon it). */
+ * is still the caller's (abandon it). prepare + store + install in one. */
 int hpart_flush_commit(struct hpart *h, struct hpart_fjob *j,
 		       struct hpart_flush_result *res);
+/*
+ * The same commit in three steps, so that the store (write, fdatasync,
+ * rename, directory fsync) and the new segment's reader open (open, footer
+ * and index reads) run off the owner thread:
+ *   prepare (owner)   the new manifest, in memory (*out);
+ *   store (any)       hman_store of it, then the segment's reader opened;
+ *   install (owner)   marks and ids changed in memory since prepare are
+ *                     merged in, the manifest replaces the current one,
+ *                     the dictionary and the reader are linked in; frees
+ *                     the job; -PARLEY_ECORRUPT when the stored segment
+ *                     could not be opened (the disk lies).
+ * Between prepare and install the owner stores no other manifest (as for
+ * compaction's). On a store error: hpart_man_free(n) and abandon the job.
+ */
+int hpart_flush_prepare(struct hpart *h, struct hpart_fjob *j,
+			struct hman **out);
+int hpart_flush_store(struct hpart_fjob *j, struct hman *n);
+int hpart_flush_install(struct hpart *h, struct hpart_fjob *j,
+			struct hman *n, struct hpart_flush_result *res);
+
+/* hpart_set_flushed in the same three steps: prepare (owner), any thread
+ * stores it with hpart_store (which reads only h's immutable directory and
+ * backend), install (owner) after the store succeeded. */
+int hpart_flushed_prepare(struct hpart *h, uint64_t index, struct hman **out);
+int hpart_store(const struct hpart *h, struct hman *n);
+void hpart_flushed_install(struct hpart *h, struct hman *n);
+
+/* Dictionaries retired by commits (no live segment names them any more):
+ * their files are removed off the owner thread. take hands the ids over
+ * (*ids is the caller's to free; returns how many); remove_dicts (any
+ * thread) unlinks them with a directory sync, returns the first error. A
+ * crash before that only leaves work for hpart_open's cleanup. */
+size_t hpart_take_dict_removals(struct hpart *h, uint64_t **ids);
+int hpart_remove_dicts(struct pio *io, const char *dir, const uint64_t *ids,
+		       size_t n);
 void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j);
 
 /* ---- compaction -------------------------------------------------------------------------- */
@@ -174,6 +211,10 @@ void hpart_flush_abandon(struct hpart *h, struct hpart_fjob *j);
 struct hpart_compact_opts {
 	bool all;                  /* merge every live segment (purge) */
 	uint64_t now_ms;           /* retention's clock */
+	/* the idempotency window's clock: the partition's command time
+	 * (log/idem.c idem_clock), so that compaction drops only records the
+	 * live table has already forgotten; 0 = now_ms */
+	uint64_t idem_now_ms;
 	uint64_t rate_bytes_per_s; /* I/O bound; 0 = unpaced */
 	/* how run() waits when the throttle says so (NULL = no sleeping;
 	 * tests pass a fake). */

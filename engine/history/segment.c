@@ -1294,6 +1294,12 @@ fail:
 	return rc;
 }
 
+void seg_set_dict(struct seg_reader *r, const struct pdict *d)
+{
+	PARLEY_ASSERT(r->dict && d && r->dict->id == d->id);
+	r->dict = d;
+}
+
 int seg_block_meta(const struct seg_reader *r, uint32_t blk,
 		   struct seg_block_info *out)
 {

@@ -232,6 +232,9 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	     const struct seg_open_opts *o, struct seg_reader **out,
 	     char *err, size_t errcap);
 void seg_close(struct seg_reader *r);
+/* Points the reader at another copy of its dictionary (same id): when the
+ * one it was opened with is about to be freed. Owner thread. */
+void seg_set_dict(struct seg_reader *r, const struct pdict *d);
 /* The last error's message (names file and block), "" if none. */
 const char *seg_error(const struct seg_reader *r);
 void seg_get_info(const struct seg_reader *r, struct seg_info *out);

@@ -107,7 +107,8 @@ struct stream {
 
 struct idem {
 	struct idem *hnext;
-	struct idem *fnext;     /* FIFO by insertion, for expiry and the cap */
+	struct idem *fnext;     /* the order list (idem.c): ascending by */
+	struct idem *fprev;     /* (ts, key, producer, seq), for expiry and the cap */
 	struct stream *st;
 	uint64_t seq;
 	uint64_t ts;
@@ -119,12 +120,14 @@ struct idem {
 enum part_flush_state {
 	FLUSH_IDLE = 0,
 	FLUSH_RUNNING,  /* frozen memtable being written by the flush worker */
-	FLUSH_DEFERRED, /* written; its commit waits for a compaction's store */
+	FLUSH_DEFERRED, /* written; its store waits for a compaction's store */
+	FLUSH_STORING,  /* the flush worker stores the new HISTORY manifest */
 };
 enum part_compact_state {
 	COMPACT_IDLE = 0,
-	COMPACT_RUNNING, /* the compaction worker merges segments */
-	COMPACT_STORING, /* the worker stores the new HISTORY manifest */
+	COMPACT_RUNNING,  /* the compaction worker merges segments */
+	COMPACT_DEFERRED, /* merged; its store waits for a flush's store */
+	COMPACT_STORING,  /* the worker stores the new HISTORY manifest */
 };
 
 /* What the partition state machine needs from the engine's configuration
@@ -184,6 +187,7 @@ struct part {
 	struct idem **ibuckets;
 	uint64_t nib, nidem;
 	struct idem *ihead, *itail;
+	uint64_t idem_clock;    /* largest APPEND timestamp applied (idem.c) */
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
 	uint64_t nentries;
@@ -197,6 +201,8 @@ struct part {
 	struct hpart_cjob *cjob;
 	struct hman *cman;      /* compaction's new manifest, being stored by
 				   the worker (COMPACT_STORING) */
+	struct hman *fman;      /* the flush lane's, likewise (FLUSH_STORING);
+				   with no fjob: the flushed index alone */
 	bool compact_all;       /* the running compaction merges everything */
 	int flush_rc, compact_rc; /* worker's results, read after REQ_HIST_DONE */
 	struct req *fwait_cur, *fwait_next; /* pe_flush_sync waiters */
@@ -303,6 +309,8 @@ enum hist_job_kind {
 	HJOB_COMPACT = 2,       /* hpart_compact_run; handed back */
 	HJOB_REMOVE_FILES = 3,  /* unlink a compaction's inputs; not handed back */
 	HJOB_COMPACT_STORE = 4, /* hpart_compact_store; handed back */
+	HJOB_FLUSH_STORE = 5,   /* hpart_flush_store / hpart_store; handed back */
+	HJOB_REMOVE_DICTS = 6,  /* unlink retired dictionaries; not handed back */
 };
 struct hjob {
 	struct hjob *next;
@@ -389,10 +397,11 @@ void part_free_state(struct part *p);
 
 /* log/idem.c */
 struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
-void idem_expire(struct part *p, uint64_t window_ms, uint32_t max, uint64_t now);
+void idem_advance(struct part *p, uint64_t ts);
+void idem_expire(struct part *p);
 int idem_reserve(struct part *p);
 void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
-int idem_insert(struct part *p, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+int idem_rebuild(struct part *p);
 
 /* log/part_apply.c */
 void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);

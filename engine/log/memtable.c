@@ -209,5 +209,6 @@ void part_free_state(struct part *p)
 	p->ibuckets = NULL;
 	p->ihead = p->itail = NULL;
 	p->nib = p->nidem = 0;
+	p->idem_clock = 0;
 	p->mem_bytes = p->nentries = 0;
 }

@@ -58,9 +58,10 @@ static int apply_append(struct part *p, const struct cmd *c,
 	if (!s)
 		return -ENOMEM;
 	bool idem = memcmp(c->producer, zero_producer, PE_PRODUCER_LEN) != 0;
-	/* forgetting expired keys is a pure function of command time: every
-	 * replica forgets the same ones at the same index */
-	idem_expire(p, p->cfg.idem_window_ms, p->cfg.idem_max, c->ts);
+	/* forgetting keys is a pure function of the applied commands (command
+	 * time and the table's total order, idem.c): every replica, and every
+	 * recovery of this one, forgets the same ones at the same index */
+	idem_advance(p, c->ts);
 	if (idem) {
 		struct idem *i = idem_find(p, s, c->producer);
 		if (i) {
@@ -126,8 +127,10 @@ static int apply_append(struct part *p, const struct cmd *c,
 		p->nentries++;
 	}
 	s->last_ts = ts;
-	if (idem)
+	if (idem) {
 		idem_link(p, irec, s, c->producer, first, c->count, ts);
+		idem_expire(p); /* the cap holds after every command */
+	}
 	o->seq = first;
 	o->count = c->count;
 	o->ts_ms = ts;
@@ -218,7 +221,8 @@ int part_state_hash(const struct part *p, uint64_t *out)
 	uint8_t b[8 * 8 + PE_MAX_KEY + 1 + PE_PRODUCER_LEN];
 	le_put64(b, p->last_index);
 	le_put64(b + 8, p->last_term);
-	uint64_t h = parley_xxh3(b, 16, 0x50415254);
+	le_put64(b + 16, p->idem_clock);
+	uint64_t h = parley_xxh3(b, 24, 0x50415254);
 	size_t n = 0;
 	for (uint64_t k = 0; k < p->nsb; k++)
 		for (const struct stream *s = p->sbuckets[k]; s; s = s->hnext)
@@ -255,7 +259,7 @@ int part_state_hash(const struct part *p, uint64_t *out)
 		}
 	}
 	free(v);
-	/* the idempotency table in its (deterministic) insertion order */
+	/* the idempotency table in its (deterministic) order (idem.c) */
 	for (const struct idem *i = p->ihead; i; i = i->fnext) {
 		b[0] = i->st->klen;
 		memcpy(b + 1, i->st->key, i->st->klen);

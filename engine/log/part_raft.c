@@ -74,6 +74,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd.h"
 #include "engine_internal.h"
 
 #define HS_MAGIC 0x3153484D4C5041ull /* "PLAMHS1" */
@@ -187,6 +188,12 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		if (rec->index == p->flushed_index)
 			p->snap_term = rec->term;
 		p->hs_term = PARLEY_MAX(p->hs_term, rec->term);
+		/* its command time still counts for the idempotency table
+		 * (idem.c): the rebuild's clock may lag the flushed index's */
+		struct cmd c;
+		if (rec->type == CMD_APPEND &&
+		    !cmd_decode(CMD_APPEND, rec->body, rec->len, &c))
+			idem_advance(p, c.ts);
 		return 0; /* already in history segments */
 	}
 	if (p->rlog_n == 0 && rec->index != p->flushed_index + 1)

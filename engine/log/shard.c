@@ -34,6 +34,20 @@
  *      after its callback (or when the engine stops).
  *   3. A WAL write or fdatasync failure is fatal for the shard: every
  *      pending append fails with -PARLEY_EFATAL, never retried.
+ *   4. The shard thread waits on the disk only through its ring (the WAL
+ *      batch's write + fdatasync). Segment rolls swap in a segment the
+ *      WAL's prep thread prepared ahead (wal_submit returns -EAGAIN and the
+ *      ring is woken if it is not ready yet); WAL release, history
+ *      manifest stores, new segment readers, dictionary training and file
+ *      removals run on the WAL's prep thread or the history workers and
+ *      come back through the inbox (REQ_HIST_DONE) or wal_poll.
+ *      tests/unit/engine/test_shard.c checks it. Not yet moved: history
+ *      reads of entries the memtable no longer holds (REQ_READ, tail
+ *      catch-up) still pread and decompress segment blocks here (block
+ *      cache misses only), and a live HARDSTATE store (a term or vote
+ *      change: elections of replicated groups; a group of one never
+ *      makes one after open).
+
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -200,7 +214,10 @@ static int no_record(void *arg, const struct wal_rec *rec)
 int shard_wal_sync(struct shard *sh)
 {
 	struct pio_cqe cqes[RING_DEPTH];
-	int rc = wal_submit(sh->wal, sh->ring, 1);
+	int rc;
+	/* -EAGAIN: a roll waits for the prepared segment (the ring is woken) */
+	while ((rc = wal_submit(sh->wal, sh->ring, 1)) == -EAGAIN)
+		(void)sh->e->io->ops->ring_wait(sh->ring, cqes, 0, -1);
 	if (rc)
 		return rc;
 	for (;;) {
@@ -304,9 +321,11 @@ static void shard_fatal(struct shard *sh, int err)
 
 static void shard_submit(struct shard *sh)
 {
-	if (sh->fatal || wal_in_flight(sh->wal) || !wal_has_open(sh->wal))
+	if (sh->fatal || wal_busy(sh->wal) || !wal_has_open(sh->wal))
 		return;
 	int rc = wal_submit(sh->wal, sh->ring, 1);
+	if (rc == -EAGAIN) /* the next segment is being prepared: woken */
+		return;
 	if (rc) {
 		shard_fatal(sh, rc);
 		return;
@@ -485,11 +504,13 @@ void *shard_main(void *arg)
 		if (atomic_load(&e->aborting))
 			return NULL;
 		shard_drain_inbox(sh);
+		if (wal_poll(sh->wal) > 0) /* a background release finished */
+			hist_job_wal_release(sh);
 		shard_process(sh);
 		/* group commit: proposals queue while a batch is in flight and
 		 * every group's ready is taken just before the next submit, so
 		 * all that arrived meanwhile shares one write + fdatasync */
-		if (!wal_in_flight(sh->wal))
+		if (!wal_busy(sh->wal))
 			shard_run_dirty(sh);
 		shard_submit(sh);
 		sub_run_catchup(sh);
@@ -511,7 +532,7 @@ void *shard_main(void *arg)
 		}
 		int timeout = sh->catchup ||
 				      ((sh->backlog || sh->dirty) &&
-				       !wal_in_flight(sh->wal))
+				       !wal_busy(sh->wal))
 				      ? 0 : hist_job_tick_timeout(sh);
 		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 		if (atomic_load(&e->aborting))

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,26 @@ struct wal {
 	uint32_t spares_ready;  /* spare files on disk */
 	uint32_t spare_next;    /* name counter */
 	bool stop;
+
+	/* Background work of the prep thread, so that no disk wait is left on
+	 * the shard thread (under spare_mu unless said):
+	 *  - the next segment, prepared ahead (header written and synced,
+	 *    renamed to wal-<next_want>.log, directory synced): a roll only
+	 *    swaps it in;
+	 *  - segment release (mark, then rename/unlink + directory sync),
+	 *    queued by wal_release and finished by wal_poll. */
+	uint64_t next_want;          /* seq to prepare (0: none) */
+	struct pio_file *next_f;     /* prepared for next_want (NULL: not yet) */
+	int next_err;                /* last preparation failure (0: none) */
+	atomic_bool next_ready;      /* next_f is set (read without the lock) */
+	atomic_bool bg_done;         /* a release finished: wal_poll */
+	bool roll_wait;              /* the shard waits for next_f: wake it */
+	struct pio_ring *ring;       /* woken when background work completes */
+	enum { REL_IDLE = 0, REL_QUEUED, REL_RUNNING, REL_DONE } rel_st;
+	uint64_t *rel_seqs;          /* REL_RUNNING/DONE: segments released */
+	bool *rel_ok;
+	uint32_t rel_n;
+	bool rel_marked;             /* the release's mark was stored */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -534,6 +555,25 @@ static void prep_wait(struct wal *w, uint64_t deadline_ns)
 	pthread_cond_timedwait(&w->spare_cv, &w->spare_mu, &ts);
 }
 
+static int seg_prepare(struct wal *w, uint64_t seq, struct pio_file **out);
+static void bg_release(struct wal *w);
+static void prep_stop(struct wal *w);
+
+/* Wakes the shard's ring when it waits for background work (any thread). */
+static void bg_wake(struct wal *w)
+{
+	if (w->ring)
+		w->io->ops->ring_wake(w->ring);
+}
+
+/*
+ * The prep thread: everything the WAL has to wait on a disk for, off the
+ * shard thread, in this order of urgency:
+ *   1. the next segment (a roll waits for it);
+ *   2. a queued release (its mark, renames/unlinks, directory syncs);
+ *   3. the periodic high-water mark;
+ *   4. one pre-zeroed spare kept ready.
+ */
 static void *prep_main(void *arg)
 {
 	struct wal *w = arg;
@@ -541,6 +581,44 @@ static void *prep_main(void *arg)
 	uint64_t next_mark = parley_mono_ns() + every;
 	pthread_mutex_lock(&w->spare_mu);
 	while (!w->stop) {
+		if (w->next_want && !w->next_f && !w->next_err) {
+			uint64_t seq = w->next_want;
+			pthread_mutex_unlock(&w->spare_mu);
+			struct pio_file *f = NULL;
+			int rc = seg_prepare(w, seq, &f);
+			if (rc)
+				PLOG_W("wal", "next segment not prepared", "dir=%s "
+				       "seq=%016" PRIx64 " err=%s", w->dir, seq,
+				       parley_errname(rc));
+			pthread_mutex_lock(&w->spare_mu);
+			bool wake = w->roll_wait;
+			if (!rc) {
+				w->next_f = f;
+				atomic_store(&w->next_ready, true);
+			} else if (w->roll_wait) {
+				w->next_err = rc; /* the roll fails: the WAL is failed */
+			} else {
+				/* not needed yet: retry after a pause */
+				prep_wait(w, parley_mono_ns() + 100000000u);
+			}
+			pthread_mutex_unlock(&w->spare_mu);
+			if (wake)
+				bg_wake(w);
+			pthread_mutex_lock(&w->spare_mu);
+			continue;
+		}
+		if (w->rel_st == REL_QUEUED) {
+			w->rel_st = REL_RUNNING;
+			pthread_mutex_unlock(&w->spare_mu);
+			bg_release(w);
+			pthread_mutex_lock(&w->spare_mu);
+			w->rel_st = REL_DONE;
+			atomic_store(&w->bg_done, true);
+			pthread_mutex_unlock(&w->spare_mu);
+			bg_wake(w);
+			pthread_mutex_lock(&w->spare_mu);
+			continue;
+		}
 		if (parley_mono_ns() >= next_mark) {
 			/* the periodic mark: off the shard thread */
 			pthread_mutex_unlock(&w->spare_mu);
@@ -863,8 +941,14 @@ static uint32_t hwm_check(struct wal *w, const struct hwm *m,
 	return lost;
 }
 
-/* Turns a spare (or a new file) into the active segment `seq`. */
-static int seg_activate(struct wal *w, uint64_t seq)
+/*
+ * Turns a spare (or a new file) into segment `seq`, ready to be the active
+ * one: header written and synced, renamed to wal-<seq>.log, directory
+ * synced. Any thread (the prep thread, or open). A prepared segment that is
+ * not active yet holds no record; recovery tells it apart (wal_open) and
+ * hands it back as a spare.
+ */
+static int seg_prepare(struct wal *w, uint64_t seq, struct pio_file **out)
 {
 	struct spare_find sf = {.found = false};
 	char from[600], to[600];
@@ -892,7 +976,6 @@ static int seg_activate(struct wal *w, uint64_t seq)
 		if (!sf.found)
 			return -PARLEY_EIO;
 	}
-	pthread_cond_signal(&w->spare_cv); /* prepare the next one */
 	snprintf(from, sizeof from, "%s/%s", w->dir, sf.name);
 	seg_path(w, seq, to, sizeof to);
 
@@ -913,21 +996,20 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	rc = w->io->ops->pwrite(w->io, f, hdr, sizeof hdr, 0);
 	if (!rc)
 		rc = w->io->ops->fdatasync(w->io, f);
-	/* The mark names the new segment before it exists under its name;
-	 * the directory sync below covers both renames. A failure here is
-	 * not fatal: the previous mark stays true (it just does not list the
-	 * new segment, which is newer than it), and a clean mark of an older
-	 * segment never covers this one. */
 	if (!rc)
-		(void)hwm_write(w, false, seq, false);
-	if (!rc)
-		rc = w->io->ops->rename(w->io, from, to);
-	if (!rc)
-		rc = w->io->ops->fsync_dir(w->io, w->dir);
+		rc = pio_file_publish(w->io, w->dir, from, to);
 	if (rc) {
 		w->io->ops->close(w->io, f);
 		return rc;
 	}
+	*out = f;
+	return 0;
+}
+
+/* Makes the prepared segment f (seq) the active one: a pointer swap, no
+ * I/O but closing the old handle. Shard thread (or open). */
+static void seg_swap(struct wal *w, uint64_t seq, struct pio_file *f)
+{
 	if (w->seg)
 		w->io->ops->close(w->io, w->seg);
 	w->seg = f;
@@ -936,13 +1018,39 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	struct wal_segmap *sm = segmap_get(w, seq);
 	if (sm)
 		sm->end = WAL_BLOCK;
+	/* the next periodic mark lists the new segment (until then the
+	 * previous mark stays true: it just does not name this newer one) */
+	w->mark_dirty = true;
 	pthread_mutex_unlock(&w->maps_mu);
 	snprintf(w->seg_name, sizeof w->seg_name, "wal-%016" PRIx64 ".log", seq);
 	w->tail = WAL_BLOCK;
 	w->roll_pending = false;
 	w->batch_seq = 0; /* batch seqs count within a segment (u32 never wraps) */
 	w->stats.segments++;
+}
+
+/* Open only: prepares and activates segment `seq` synchronously, and
+ * stores a mark naming it. */
+static int seg_activate(struct wal *w, uint64_t seq)
+{
+	struct pio_file *f;
+	int rc = seg_prepare(w, seq, &f);
+	if (rc)
+		return rc;
+	seg_swap(w, seq, f);
+	/* Not fatal when it fails: the previous mark stays true (it just
+	 * does not list the new segment, which is newer than it). */
+	(void)hwm_write(w, false, 0, true);
 	return 0;
+}
+
+/* Asks the prep thread for the segment after the active one. */
+static void next_request(struct wal *w)
+{
+	pthread_mutex_lock(&w->spare_mu);
+	w->next_want = w->seg_seq + 1;
+	pthread_cond_signal(&w->spare_cv);
+	pthread_mutex_unlock(&w->spare_mu);
 }
 
 /* ---- open / recovery ------------------------------------------------------- */
@@ -1038,6 +1146,31 @@ static void note_corrupt(void *arg, int64_t partition, const char *file,
 	c->rec->corrupt(c->rec->arg, partition, file, off, why);
 }
 
+/*
+ * Does segment `seq` look like one prepared ahead of its roll that never
+ * took a record? A valid header naming it, and no valid record header of
+ * it at block 1, where its first batch would start (a recycled spare's
+ * stale records carry another segment's seq). Reads two blocks. Whether
+ * it really is one depends on the segment before it (wal_open).
+ */
+static bool looks_prepared(struct wal *w, uint64_t seq)
+{
+	char path[600];
+	seg_path(w, seq, path, sizeof path);
+	struct pio_file *f;
+	if (w->io->ops->open(w->io, path, 0, &f))
+		return false;
+	uint8_t *d = malloc(2 * WAL_BLOCK);
+	int64_t n = d ? w->io->ops->pread(w->io, f, d, 2 * WAL_BLOCK, 0) : -1;
+	w->io->ops->close(w->io, f);
+	uint64_t hseq = 0, created = 0;
+	bool yes = n == 2 * WAL_BLOCK &&
+		   seg_header_ok(d, (uint64_t)n, &hseq, &created) &&
+		   hseq == seq && !rec_header_ok(d + WAL_BLOCK, seq);
+	free(d);
+	return yes;
+}
+
 int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	     bool read_only, const struct wal_recovery *rec, struct wal **out)
 {
@@ -1091,6 +1224,16 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	w->spares_ready = l.spares;
 	if (l.n)
 		qsort(l.seqs, l.n, sizeof *l.seqs, cmp_u64);
+	/* A segment prepared ahead of its roll (header only, no record) after
+	 * a segment that is not sealed was never active: the log ends in the
+	 * one before it, which is then scanned as the last, and the prepared
+	 * one is kept as the next segment (a roll swaps it in only after the
+	 * seal of the one before is durable, so a segment with records never
+	 * follows an unsealed one). */
+	bool last_prep = l.n >= 2 && l.seqs[l.n - 1] == l.seqs[l.n - 2] + 1 &&
+			 looks_prepared(w, l.seqs[l.n - 1]);
+	uint64_t prep_seq = 0; /* the prepared segment, set aside */
+	bool prev_corrupt = false;
 
 	struct hwm mark;
 	bool have_mark = false;
@@ -1124,7 +1267,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			wal_close(w);
 			return rc;
 		}
-		bool is_last = i + 1 == l.n;
+		bool is_last = i + 1 == l.n || (last_prep && i + 2 == l.n);
 		struct note_ctx nc = {.w = w, .seq = l.seqs[i], .rec = rec};
 		struct wal_recovery nrec = {.record = note_record,
 					    .corrupt = note_corrupt, .arg = &nc};
@@ -1161,6 +1304,11 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			last_size = size;
 			if (rc == -PARLEY_ECORRUPT) /* never write over it */
 				last_sealed = true;
+		}
+		if (last_prep && i + 2 == l.n && !so.sealed) {
+			prep_seq = l.seqs[l.n - 1];
+			prev_corrupt = rc == -PARLEY_ECORRUPT;
+			l.n--; /* the loop ends here: the log's last segment */
 		}
 	}
 	uint64_t last_seq = l.n ? l.seqs[l.n - 1] : 0;
@@ -1274,8 +1422,24 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		wal_close(w);
 		return rc;
 	}
-	if (pthread_create(&w->prep, NULL, prep_main, w) == 0)
-		w->prep_running = true;
+	w->next_want = w->seg_seq + 1; /* prepared ahead of the first roll */
+	if (prep_seq == w->next_want && !prev_corrupt) {
+		/* the prepared segment found above is that one already (else a
+		 * new one was just activated over its name) */
+		char path[600];
+		seg_path(w, prep_seq, path, sizeof path);
+		if (io->ops->open(io, path, 0, &w->next_f) == 0)
+			atomic_store(&w->next_ready, true);
+		else
+			w->next_f = NULL;
+	}
+	/* the prep thread is not optional: rolls and releases wait for it */
+	rc = pthread_create(&w->prep, NULL, prep_main, w);
+	if (rc) {
+		wal_close(w);
+		return -rc;
+	}
+	w->prep_running = true;
 	*out = w;
 	return 0;
 }
@@ -1284,15 +1448,13 @@ void wal_close(struct wal *w)
 {
 	if (!w)
 		return;
-	if (w->prep_running) {
-		pthread_mutex_lock(&w->spare_mu);
-		w->stop = true;
-		pthread_cond_broadcast(&w->spare_cv);
-		pthread_mutex_unlock(&w->spare_mu);
-		pthread_join(w->prep, NULL);
-	}
+	prep_stop(w);
 	if (w->seg)
 		w->io->ops->close(w->io, w->seg);
+	if (w->next_f)
+		w->io->ops->close(w->io, w->next_f);
+	free(w->rel_seqs);
+	free(w->rel_ok);
 	free(w->bufs[0].p);
 	free(w->bufs[1].p);
 	for (uint32_t i = 0; i < w->nmaps; i++)
@@ -1365,11 +1527,30 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 		return w->failed;
 	int rc;
 	if (w->roll_pending) {
-		rc = seg_activate(w, w->seg_seq + 1);
-		if (rc) {
-			w->failed = rc;
-			return rc;
+		/* the segment prepared ahead by the prep thread: a pointer
+		 * swap here, or wait (the ring is woken) while it is made */
+		pthread_mutex_lock(&w->spare_mu);
+		struct pio_file *f = w->next_f;
+		uint64_t seq = w->next_want;
+		int err = w->next_err;
+		if (f) {
+			w->next_f = NULL;
+			atomic_store(&w->next_ready, false);
+			w->roll_wait = false;
+		} else if (!err) {
+			w->roll_wait = true;
+			pthread_cond_signal(&w->spare_cv);
 		}
+		pthread_mutex_unlock(&w->spare_mu);
+		if (err) {
+			w->failed = err;
+			return err;
+		}
+		if (!f)
+			return -EAGAIN;
+		PARLEY_ASSERT(seq == w->seg_seq + 1);
+		seg_swap(w, seq, f);
+		next_request(w);
 	}
 	struct wal_buf *b = w->open;
 	/* Seal the segment in this batch when the next one might not fit. */
@@ -1469,16 +1650,18 @@ int wal_for_each_durable(struct wal *w,
 }
 
 /* Releases one sealed segment: back to a spare (recycled, so the next
- * roll overwrites written blocks) or unlinked when spares are plentiful. */
+ * roll overwrites written blocks) or unlinked when spares are plentiful.
+ * Prep thread. */
 static int seg_release(struct wal *w, uint64_t seq)
 {
 	char from[600], to[600];
 	seg_path(w, seq, from, sizeof from);
 	pthread_mutex_lock(&w->spare_mu);
-	int rc;
 	bool recycle = w->spares_ready < 2;
+	uint32_t n = recycle ? w->spare_next++ : 0;
+	pthread_mutex_unlock(&w->spare_mu);
+	int rc;
 	if (recycle) {
-		uint32_t n = w->spare_next++;
 		snprintf(to, sizeof to, "%s/spare-%u.log", w->dir, n);
 		rc = w->io->ops->rename(w->io, from, to);
 	} else {
@@ -1486,10 +1669,106 @@ static int seg_release(struct wal *w, uint64_t seq)
 	}
 	if (!rc)
 		rc = w->io->ops->fsync_dir(w->io, w->dir);
-	if (!rc && recycle)
+	if (!rc && recycle) {
+		pthread_mutex_lock(&w->spare_mu);
 		w->spares_ready++;
-	pthread_mutex_unlock(&w->spare_mu);
+		pthread_mutex_unlock(&w->spare_mu);
+	}
 	return rc;
+}
+
+/* Prep thread: the queued release. The segments flagged `drop` (set by
+ * the shard, which leaves them alone until wal_poll) are listed; the mark
+ * without them is stored first (a crash between the two leaves unlisted
+ * segments behind, harmless, never a listed one missing; no mark, no
+ * release), then each is released. wal_poll applies the outcome. */
+static void bg_release(struct wal *w)
+{
+	pthread_mutex_lock(&w->maps_mu);
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < w->nmaps; i++)
+		n += w->maps[i].drop;
+	free(w->rel_seqs);
+	free(w->rel_ok);
+	w->rel_seqs = calloc(n ? n : 1, sizeof *w->rel_seqs);
+	w->rel_ok = calloc(n ? n : 1, sizeof *w->rel_ok);
+	w->rel_n = 0;
+	for (uint32_t i = 0; i < w->nmaps && w->rel_seqs && w->rel_ok; i++)
+		if (w->maps[i].drop)
+			w->rel_seqs[w->rel_n++] = w->maps[i].seq;
+	pthread_mutex_unlock(&w->maps_mu);
+	w->rel_marked = false;
+	if (!w->rel_seqs || !w->rel_ok || !w->rel_n)
+		return;
+	if (hwm_write(w, false, 0, true))
+		return;
+	w->rel_marked = true;
+	for (uint32_t i = 0; i < w->rel_n; i++) {
+		int rc = seg_release(w, w->rel_seqs[i]);
+		if (rc)
+			PLOG_W("wal", "segment release failed (retried later)",
+			       "dir=%s seq=%016" PRIx64 " err=%s", w->dir,
+			       w->rel_seqs[i], parley_errname(rc));
+		w->rel_ok[i] = rc == 0;
+	}
+}
+
+void wal_set_ring(struct wal *w, struct pio_ring *ring)
+{
+	w->ring = ring;
+}
+
+bool wal_busy(struct wal *w)
+{
+	if (w->flight)
+		return true;
+	if (!w->roll_pending || w->failed || atomic_load(&w->next_ready))
+		return false;
+	/* waiting for the prepared segment: make sure its maker wakes us */
+	pthread_mutex_lock(&w->spare_mu);
+	bool busy = !w->next_f && !w->next_err;
+	if (busy && !w->roll_wait) {
+		w->roll_wait = true;
+		pthread_cond_signal(&w->spare_cv);
+	}
+	pthread_mutex_unlock(&w->spare_mu);
+	return busy;
+}
+
+int wal_poll(struct wal *w)
+{
+	if (!atomic_load_explicit(&w->bg_done, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&w->spare_mu);
+	bool done = w->rel_st == REL_DONE;
+	atomic_store(&w->bg_done, false);
+	pthread_mutex_unlock(&w->spare_mu);
+	if (!done)
+		return 0;
+	int released = 0;
+	uint32_t keep = 0;
+	pthread_mutex_lock(&w->maps_mu);
+	for (uint32_t i = 0; i < w->nmaps; i++) {
+		struct wal_segmap *m = &w->maps[i];
+		bool gone = false;
+		for (uint32_t k = 0; m->drop && w->rel_marked && k < w->rel_n; k++)
+			if (w->rel_seqs[k] == m->seq)
+				gone = w->rel_ok[k];
+		m->drop = false;
+		if (gone) {
+			free(m->v);
+			released++;
+			w->stats.released++;
+			continue;
+		}
+		w->maps[keep++] = *m;
+	}
+	w->nmaps = keep;
+	pthread_mutex_unlock(&w->maps_mu);
+	pthread_mutex_lock(&w->spare_mu);
+	w->rel_st = REL_IDLE;
+	pthread_mutex_unlock(&w->spare_mu);
+	return released;
 }
 
 int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
@@ -1500,63 +1779,61 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 	*sealed_left = 0;
 	if (w->read_only || w->maps_broken || w->failed)
 		return 0;
-	int released = 0;
-	uint32_t keep = 0, ndrop = 0;
+	(void)wal_poll(w);
+	pthread_mutex_lock(&w->spare_mu);
+	bool busy = w->rel_st != REL_IDLE;
+	pthread_mutex_unlock(&w->spare_mu);
+	uint32_t ndrop = 0;
 	pthread_mutex_lock(&w->maps_mu);
 	for (uint32_t i = 0; i < w->nmaps; i++) {
 		struct wal_segmap *m = &w->maps[i];
 		bool active = m->seq == w->seg_seq && w->seg;
-		bool free_ok = !active;
+		if (m->drop) /* a release in flight has it */
+			continue;
+		bool free_ok = !active && !busy;
 		for (uint32_t k = 0; k < m->n && free_ok; k++)
 			if (m->v[k].max > flushed(arg, m->v[k].part))
 				free_ok = false;
-		m->drop = free_ok;
-		ndrop += free_ok;
-	}
-	pthread_mutex_unlock(&w->maps_mu);
-	/* The mark first, without the segments about to go: a crash between
-	 * the two leaves unlisted segments behind (harmless), never a listed
-	 * one missing. No mark, no release. */
-	if (ndrop && hwm_write(w, false, 0, true)) {
-		pthread_mutex_lock(&w->maps_mu);
-		for (uint32_t i = 0; i < w->nmaps; i++)
-			w->maps[i].drop = false;
-		pthread_mutex_unlock(&w->maps_mu);
-		return 0;
-	}
-	pthread_mutex_lock(&w->maps_mu);
-	for (uint32_t i = 0; i < w->nmaps; i++) {
-		struct wal_segmap *m = &w->maps[i];
-		bool active = m->seq == w->seg_seq && w->seg;
-		if (m->drop) {
-			m->drop = false;
-			int rc = seg_release(w, m->seq);
-			if (rc) {
-				PLOG_W("wal", "segment release failed (retried later)",
-				       "dir=%s seq=%016" PRIx64 " err=%s", w->dir,
-				       m->seq, parley_errname(rc));
-				w->maps[keep++] = *m;
-				continue;
-			}
-			free(m->v);
-			released++;
-			w->stats.released++;
+		if (free_ok) {
+			m->drop = true;
+			ndrop++;
 			continue;
 		}
-		if (!active && *sealed_left == 0) {
+		if (!active && *sealed_left == 0 && !m->drop) {
 			/* the oldest kept: its pinning partitions, its age */
+			bool pinned = false;
 			for (uint32_t k = 0; k < m->n; k++)
-				if (m->v[k].max > flushed(arg, m->v[k].part) &&
-				    *npin < pincap)
-					pin[(*npin)++] = m->v[k].part;
-			*sealed_left = (uint32_t)PARLEY_MIN(w->seg_seq - m->seq,
-							    (uint64_t)UINT32_MAX);
+				if (m->v[k].max > flushed(arg, m->v[k].part)) {
+					pinned = true;
+					if (*npin < pincap)
+						pin[(*npin)++] = m->v[k].part;
+				}
+			if (pinned || !busy)
+				*sealed_left = (uint32_t)PARLEY_MIN(
+					w->seg_seq - m->seq, (uint64_t)UINT32_MAX);
 		}
-		w->maps[keep++] = *m;
 	}
-	w->nmaps = keep;
 	pthread_mutex_unlock(&w->maps_mu);
-	return released;
+	if (ndrop) {
+		pthread_mutex_lock(&w->spare_mu);
+		w->rel_st = REL_QUEUED;
+		pthread_cond_signal(&w->spare_cv);
+		pthread_mutex_unlock(&w->spare_mu);
+	}
+	return (int)ndrop;
+}
+
+/* Stops the prep thread (it finishes the job in hand). */
+static void prep_stop(struct wal *w)
+{
+	if (!w->prep_running)
+		return;
+	pthread_mutex_lock(&w->spare_mu);
+	w->stop = true;
+	pthread_cond_broadcast(&w->spare_cv);
+	pthread_mutex_unlock(&w->spare_mu);
+	pthread_join(w->prep, NULL);
+	w->prep_running = false;
 }
 
 int wal_mark_clean(struct wal *w)
@@ -1564,6 +1841,32 @@ int wal_mark_clean(struct wal *w)
 	if (w->read_only || w->failed || w->flight || w->open->nrec ||
 	    !w->seg)
 		return 0;
+	/* Nothing is appended any more: the background work ends here, and a
+	 * clean stop leaves no prepared segment behind, so the highest
+	 * wal-*.log is the active one (as tools and operators expect). */
+	prep_stop(w);
+	(void)wal_poll(w);
+	if (w->rel_st == REL_QUEUED) { /* never started: the segments stay */
+		pthread_mutex_lock(&w->maps_mu);
+		for (uint32_t i = 0; i < w->nmaps; i++)
+			w->maps[i].drop = false;
+		pthread_mutex_unlock(&w->maps_mu);
+		w->rel_st = REL_IDLE;
+	}
+	if (w->next_f) {
+		char from[600], to[600];
+		w->io->ops->close(w->io, w->next_f);
+		w->next_f = NULL;
+		atomic_store(&w->next_ready, false);
+		seg_path(w, w->next_want, from, sizeof from);
+		snprintf(to, sizeof to, "%s/spare-%u.log", w->dir, w->spare_next++);
+		int rc = w->io->ops->rename(w->io, from, to);
+		if (!rc)
+			rc = w->io->ops->fsync_dir(w->io, w->dir);
+		if (rc) /* recovery recognises a prepared segment anyway */
+			PLOG_W("wal", "prepared segment not returned to the spares",
+			       "dir=%s err=%s", w->dir, parley_errname(rc));
+	}
 	return hwm_write(w, true, 0, true);
 }
 

@@ -37,8 +37,9 @@
  * already sync (no extra fdatasync on the append path):
  *   - open (after recovery; read-write only), which also retires a "clean"
  *     mark of the previous run before anything new is appended;
- *   - roll (before the new segment is renamed into place, one directory
- *     sync covers both);
+ *   - when a segment is first activated at open (after its rename); a
+ *     roll marks the maps dirty instead, so the periodic mark names the
+ *     new segment (until then the previous mark stays true);
  *   - release (written first, without the segments about to go);
  *   - clean shutdown (wal_mark_clean): flagged clean, its end is final;
  *   - every WAL_HWM_EVERY_MS when batches became durable since the last
@@ -85,10 +86,23 @@
  *      any crash, everything it lists is on disk unless something outside
  *      parley removed it.
  *
- * Threads: after wal_open, all calls come from the owning shard thread. The
- * spare-preparing thread only touches spare-*.log files, under `spare_mu`,
- * and makes the periodic mark from the segment maps under `maps_mu` (the
- * shard thread changes them under it); wal.hwm is written under `mark_mu`.
+ * Threads: after wal_open, all calls come from the owning shard thread,
+ * which never waits on the disk but for the ring's write + fdatasync. Every
+ * other WAL file operation runs on the WAL's prep thread: spare creation,
+ * the next segment prepared ahead of its roll (so a roll is a pointer
+ * swap), segment release (mark first, then rename or unlink, directory
+ * sync) and the periodic mark. It reads the segment maps under `maps_mu`
+ * (the shard thread changes them under it), hands results back under
+ * `spare_mu` and wakes the shard's ring; wal.hwm is written under
+ * `mark_mu`. (Open, recovery and wal_mark_clean at a clean stop still
+ * write synchronously: no append is waiting then.)
+ *
+ * A prepared segment (header synced, renamed to wal-<seq>.log) exists
+ * while the segment before it is still active and unsealed. Recovery
+ * recognises it — the last file, no record, the one before it unsealed —
+ * and hands it back as a spare: a roll swaps it in only after the seal of
+ * the previous segment is durable, so a segment with records never
+ * follows an unsealed one.
  */
 #ifndef PARLEY_ENGINE_WAL_H
 #define PARLEY_ENGINE_WAL_H
@@ -153,9 +167,11 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 void wal_close(struct wal *w);
 
 /*
- * Clean shutdown (shard thread, nothing open or in flight): writes the
+ * Clean shutdown (shard thread, nothing open or in flight): stops the prep
+ * thread, returns a prepared next segment to the spares (so the highest
+ * wal-*.log is the active one after a clean stop), and writes the
  * high-water mark flagged clean, so the next recovery knows where the log
- * ends exactly. Returns 0, or a negative error (the mark is then the last
+ * ends exactly. Nothing may be appended after it. Returns 0, or a negative error (the mark is then the last
  * one written, still true). A no-op when read-only, failed, or when recovery
  * found damage (the old mark stays as the evidence).
  */
@@ -177,11 +193,26 @@ bool wal_has_open(const struct wal *w);     /* open batch has records */
 uint32_t wal_open_room(const struct wal *w);
 #define WAL_REC_SPACE(len) ((((uint64_t)WAL_REC_HDR + (len)) + 7u) & ~7ull)
 bool wal_in_flight(const struct wal *w);    /* a batch awaits its sync */
+/* In flight, or a roll waits for the segment the prep thread is still
+ * preparing: no wal_submit until the ring is woken (a true return makes
+ * sure it will be). */
+bool wal_busy(struct wal *w);
+
+/* The ring the WAL's background thread wakes (ring_wake) when a prepared
+ * segment a roll waits for is ready or a release finished. Set once,
+ * before the first wal_submit / wal_release. */
+void wal_set_ring(struct wal *w, struct pio_ring *ring);
+/* Shard thread, every loop round: applies a finished background release
+ * (its segments leave the maps). Returns how many segments it released. */
+int wal_poll(struct wal *w);
 
 /*
  * Seals the open batch and queues write + linked fdatasync on `ring` with
- * user_data `ud`; the in-flight batch becomes the open one's. Rolls to a new
- * segment first when the batch does not fit. Requires !wal_in_flight.
+ * user_data `ud`; the in-flight batch becomes the open one's. Rolls to the
+ * next segment first when the previous batch sealed the active one: the
+ * next segment is prepared ahead by the prep thread, so the roll is a
+ * pointer swap; if it is not ready yet, returns -EAGAIN (nothing queued,
+ * not an error: the ring is woken when it is). Requires !wal_in_flight.
  */
 int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud);
 
@@ -216,6 +247,11 @@ int wal_for_each_durable(struct wal *w, int (*fn)(void *arg,
 int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		void *arg, uint32_t *pin, uint32_t pincap, uint32_t *npin,
 		uint32_t *oldest_age);
+/* (wal_release decides on the shard thread; the mark and the renames or
+ * unlinks with their directory syncs run on the prep thread, and wal_poll
+ * applies the outcome: the count wal_release returns is of segments
+ * queued for release. One release at a time; segments that became free
+ * meanwhile go with the next call.) */
 /* Segment files currently holding log records (sealed + active). */
 uint32_t wal_segment_count(const struct wal *w);
 

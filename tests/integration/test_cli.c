@@ -204,6 +204,19 @@ static void term_wait(struct term *t, const char *text, int timeout_ms, const ch
 	it_fail(__FILE__, __LINE__, "%s: \"%s\" did not appear", why, text);
 }
 
+/* Like term_wait, but text may also be in what was already matched past:
+ * for state the client draws whenever it changes (the prompt's presence
+ * may have been drawn before the output waited for just above it). */
+static void term_wait_since_start(struct term *t, const char *text, int timeout_ms,
+				  const char *why)
+{
+	size_t seen = t->seen;
+	t->seen = 0;
+	term_wait(t, text, timeout_ms, why);
+	if (t->seen < seen)
+		t->seen = seen;
+}
+
 static void term_type(struct term *t, const char *s)
 {
 	size_t n = strlen(s);
@@ -304,7 +317,8 @@ static void check_pty_chat(struct it_server *s, const char *tok)
 	term_wait(&t, "start of the conversation", 20000, "history footer");
 
 	/* the prompt shows bob's presence and typing (issue 13) */
-	term_wait(&t, "[alice -> bob (online)", 20000, "bob's presence in the prompt");
+	term_wait_since_start(&t, "[alice -> bob (online)", 20000,
+			      "bob's presence in the prompt");
 	IT_OK(parley_client_typing(b, conv, PARLEY_TYPING_STARTED));
 	term_wait(&t, "bob is typing...", 20000, "bob's typing in the prompt");
 

@@ -186,6 +186,15 @@ int main(void)
 		   "marker beyond the last message");
 	expect_err(parley_client_read_marker(b1, "nonsense", 1, NULL),
 		   PARLEY_ENOTFOUND, "marker for an unknown conversation");
+	expect_err(parley_client_read_marker(b1, "d:bob:zed", 1, NULL),
+		   PARLEY_ENOTFOUND, "marker for a conversation never opened");
+	expect_err(parley_client_receipts(b1, "d:bob:zed", 1, NULL, 10, NULL),
+		   PARLEY_ENOTFOUND, "receipts of a conversation never opened");
+	{	/* opened, no message yet: there is no seq to mark */
+		IT_OK(parley_client_conv_open(b1, "erin", NULL));
+		expect_err(parley_client_read_marker(b1, "d:bob:erin", 1, NULL),
+			   PARLEY_EINVAL, "marker in an empty conversation");
+	}
 	expect_err(parley_client_read_marker(b1, "d:carol:dave", 1, NULL),
 		   PARLEY_EPERM, "marker by a non-member");
 	expect_err(parley_client_receipts(b1, conv, 99, NULL, 10, NULL),
@@ -216,6 +225,32 @@ int main(void)
 		uint64_t n = it_metric(t, "parley_read_markers_total");
 		IT_CHECK(n >= 4, "parley_read_markers_total %" PRIu64, n);
 		free(t);
+	}
+
+	/* the list after an edit and a deletion of the newest message: the
+	 * preview follows them, and neither counts as an unread message */
+	{
+		struct parley_client *f = it_client(&srv, "frank", "f1", 0, NULL);
+		struct parley_client *g = it_client(&srv, "gina", "g1", 0, NULL);
+		IT_OK(parley_client_conv_open(f, "gina", NULL));
+		struct parley_send_result sr;
+		IT_OK(parley_client_send(f, "d:frank:gina", PARLEY_CT_TEXT, "helo", 4, NULL));
+		IT_OK(parley_client_send(f, "d:frank:gina", PARLEY_CT_TEXT, "typo", 4, &sr));
+		IT_OK(parley_client_edit(f, "d:frank:gina", sr.seq, PARLEY_CT_TEXT,
+					 "fixed", 5, NULL));
+		e = entry(g, "d:frank:gina");
+		IT_CHECK(e->unread == 2 && e->last_seq == 3, "after edit: unread %u last %"
+			 PRIu64, e->unread, e->last_seq);
+		IT_CHECK(e->preview.len == 5 && !memcmp(e->preview.p, "fixed", 5) &&
+			 parley_str_eq(e->last_sender, "frank"), "edit preview");
+		IT_OK(parley_client_delete(f, "d:frank:gina", sr.seq, NULL));
+		e = entry(g, "d:frank:gina");
+		IT_CHECK(e->unread == 2 && e->preview.len == 0, "after delete: unread %u "
+			 "preview %u", e->unread, e->preview.len);
+		IT_OK(parley_client_read_marker(g, "d:frank:gina", 4, NULL));
+		IT_CHECK(entry(g, "d:frank:gina")->unread == 0);
+		parley_client_free(f);
+		parley_client_free(g);
 	}
 
 	/* measure (printed, not asserted): engine entries and WAL bytes per

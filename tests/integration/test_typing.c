@@ -18,6 +18,9 @@
  *      ERROR PERM with request_id 0, in a conversation id that does not
  *      exist ERROR NOTFOUND — and libparley reports them through
  *      parley_client_notify_error.
+ *   7. Groups: typing in a group reaches every other member's devices
+ *      (not the typer's, not a non-member); a non-member typing in it gets
+ *      ERROR PERM.
  *   6. Rate limit: a connection sending TYPING faster than its bucket gets
  *      ERROR RATE (request_id 0) with retry_after_ms > 0 for each refused
  *      frame, never a silent drop; /metrics counts kind="typing".
@@ -198,6 +201,36 @@ int main(void)
 	settle(none, 2, 300);
 	IT_CHECK(sb1.started == 3 && sb2.started == 3,
 		 "a refused TYPING was forwarded");
+
+	/* 7: a group: alice, bob, carol; dave is not in it */
+	{
+		const char *members[] = {"bob", "carol"};
+		const struct parley_group_ok *gok;
+		IT_OK(parley_client_group_create(a1, "team", 0, members, 2, &gok));
+		char gconv[PARLEY_PROTO_MAX_CONV_ID + 1];
+		snprintf(gconv, sizeof gconv, "%.*s", (int)gok->conv.len, gok->conv.p);
+		struct seen sd = {0};
+		struct parley_client *dd = client(&srv, "dave", "d1", &sd);
+		int b0 = sb1.started, c0 = sc.started;
+		IT_OK(parley_client_typing(a1, gconv, PARLEY_TYPING_STARTED));
+		WAIT_FOR(sb1.started > b0 && sb2.started > b0 && sc.started > c0,
+			 15000, a1, b1, b2, cc, dd);
+		IT_CHECK(sb1.started == b0 + 1 && sc.started == c0 + 1,
+			 "group typing: bob %d carol %d", sb1.started - b0,
+			 sc.started - c0);
+		IT_CHECK(strcmp(sc.last_conv, gconv) == 0 &&
+			 strcmp(sc.last_user, "alice") == 0);
+		IT_CHECK(sd.started == 0 && sa1.started == 0,
+			 "a non-member or the typer saw group typing");
+		IT_OK(parley_client_typing(dd, gconv, PARLEY_TYPING_STARTED));
+		int ge = 0;
+		for (int ms = 0; ms < 15000 && !ge; ms += 20) {
+			parley_client_poll(dd, 20);
+			ge = parley_client_notify_error(dd, NULL);
+		}
+		IT_CHECK(ge == -PARLEY_EPERM, "non-member typing in a group: %d", ge);
+		parley_client_free(dd);
+	}
 
 	/* 6: rate limit on a raw connection (no client-side coalescing):
 	 * burst 3, then every frame is refused with RATE + retry-after */

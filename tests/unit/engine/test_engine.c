@@ -371,12 +371,13 @@ Test(engine, acked_entries_survive_crash_with_torn_tail)
 
 /* Lets each shard's spare-segment thread finish first, so that a single
  * injected fault hits the WAL's write or fdatasync and not the spare's
- * zero-fill (its fdatasyncs take faults too). */
+ * zero-fill (its fdatasyncs take faults too). After open it makes spare 1
+ * and prepares it as segment 2, then makes spare 2 and rests. */
 static void wait_spares(void)
 {
 	for (int i = 0; i < 5000; i++) {
-		if (pio_mem_file_size(io, "/data/wal/0/spare-1.log") > 0 &&
-		    pio_mem_file_size(io, "/data/wal/1/spare-1.log") > 0)
+		if (pio_mem_file_size(io, "/data/wal/0/spare-2.log") > 0 &&
+		    pio_mem_file_size(io, "/data/wal/1/spare-2.log") > 0)
 			break;
 		usleep(1000);
 	}

@@ -41,6 +41,10 @@ static const uint16_t ALL_TYPES[] = {
 	PARLEY_T_RECEIPTS, PARLEY_T_RECEIPTS_OK,
 	PARLEY_T_EDIT, PARLEY_T_DELETE, PARLEY_T_EDIT_ACK, PARLEY_T_DELETE_ACK,
 	PARLEY_T_RETENTION, PARLEY_T_RETENTION_OK,
+	PARLEY_T_GROUP_CREATE, PARLEY_T_GROUP_ADD, PARLEY_T_GROUP_REMOVE,
+	PARLEY_T_GROUP_LEAVE, PARLEY_T_GROUP_ROLE, PARLEY_T_GROUP_INFO,
+	PARLEY_T_GROUP_CREATE_OK, PARLEY_T_GROUP_ADD_OK, PARLEY_T_GROUP_REMOVE_OK,
+	PARLEY_T_GROUP_LEAVE_OK, PARLEY_T_GROUP_ROLE_OK, PARLEY_T_GROUP_INFO_OK,
 };
 
 /* A representative message of each type with every field non-default. */
@@ -253,6 +257,49 @@ static void sample(uint16_t type, struct parley_msg *m)
 		break;
 	case PARLEY_T_PRESENCE_SET_OK:
 		m->presence_set_ok.flags = PARLEY_PRESF_HIDE_LAST_SEEN;
+		break;
+	case PARLEY_T_GROUP_CREATE:
+		memset(m->group_create.create_id, 0x5a, 16);
+		m->group_create.name = S("Team ünïcode");
+		m->group_create.settings = PARLEY_GROUPF_HISTORY_ALL;
+		m->group_create.count = 2;
+		m->group_create.users[0] = S("bob");
+		m->group_create.users[1] = S("carol");
+		break;
+	case PARLEY_T_GROUP_ADD:
+	case PARLEY_T_GROUP_REMOVE:
+	case PARLEY_T_GROUP_LEAVE:
+	case PARLEY_T_GROUP_ROLE:
+		m->group_change.conv = S("g:0123456789abcdef");
+		m->group_change.role = PARLEY_ROLE_ADMIN;
+		m->group_change.count = 1;
+		m->group_change.users[0] = S("dave");
+		break;
+	case PARLEY_T_GROUP_CREATE_OK:
+	case PARLEY_T_GROUP_ADD_OK:
+	case PARLEY_T_GROUP_REMOVE_OK:
+	case PARLEY_T_GROUP_LEAVE_OK:
+	case PARLEY_T_GROUP_ROLE_OK:
+		m->group_ok = (struct parley_group_ok){S("g:0123456789abcdef"), 42,
+						       PARLEY_GROUPF_DUPLICATE};
+		break;
+	case PARLEY_T_GROUP_INFO:
+		m->group_info = (struct parley_group_info){S("g:0123456789abcdef"),
+							   256, 100};
+		break;
+	case PARLEY_T_GROUP_INFO_OK:
+		m->group_info_ok.conv = S("g:0123456789abcdef");
+		m->group_info_ok.name = S("Team");
+		m->group_info_ok.settings = PARLEY_GROUPF_HISTORY_ALL;
+		m->group_info_ok.my_role = PARLEY_ROLE_ADMIN;
+		m->group_info_ok.member_count = 500;
+		m->group_info_ok.as_of_seq = 17;
+		m->group_info_ok.next_index = 2;
+		m->group_info_ok.count = 2;
+		m->group_info_ok.members[0] = (struct parley_group_member){
+			S("alice"), PARLEY_ROLE_OWNER};
+		m->group_info_ok.members[1] = (struct parley_group_member){
+			S("bob"), PARLEY_ROLE_MEMBER};
 		break;
 	default:
 		cr_assert_fail("no sample for type %u", type);
@@ -840,7 +887,7 @@ Test(codec, protocol_md_examples)
 			  examples);
 		examples++;
 	}
-	cr_assert_geq(examples, 9, "found %d hex examples", examples);
+	cr_assert_geq(examples, 12, "found %d hex examples", examples);
 
 	/* and the exact bytes for two of them, from the sample builders */
 	struct parley_msg m;
@@ -1131,4 +1178,36 @@ Test(codec, typing_presence_limits)
 	sample(PARLEY_T_PRESENCE, &g_m);
 	g_m.presence.status = 9;
 	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+}
+
+/* Groups: counts over the bound and names out of range are refused both
+ * ways (encode EINVAL, decode EPROTO). */
+Test(codec, group_limits)
+{
+	sample(PARLEY_T_GROUP_CREATE, &g_m);
+	g_m.group_create.count = PARLEY_PROTO_MAX_GROUP_USERS + 1;
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m),
+		     -PARLEY_EINVAL);
+	sample(PARLEY_T_GROUP_CREATE, &g_m);
+	g_m.group_create.name = S("");
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m),
+		     -PARLEY_EINVAL);
+	sample(PARLEY_T_GROUP_INFO, &g_m);
+	g_m.group_info.limit = 0;
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m),
+		     -PARLEY_EINVAL);
+	/* a count the payload cannot hold */
+	sample(PARLEY_T_GROUP_ADD, &g_m);
+	int n = parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m);
+	cr_assert_gt(n, 0);
+	size_t at = 12 + 2 + g_m.group_change.conv.len + 1;
+	le_put16(g_buf + at, 200);
+	cr_assert_eq(parley_proto_decode_payload(PARLEY_T_GROUP_ADD, g_buf + 12,
+						 (size_t)n - 12, &g_d),
+		     -PARLEY_EPROTO);
+	/* a user id that is not one */
+	sample(PARLEY_T_GROUP_REMOVE, &g_m);
+	g_m.group_change.users[0] = S("bad user");
+	cr_assert_eq(parley_proto_encode(g_buf, sizeof g_buf, 1, &g_m),
+		     -PARLEY_EINVAL);
 }

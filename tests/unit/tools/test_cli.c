@@ -54,6 +54,40 @@ Test(cli_parse, commands)
 	cr_assert_str_eq(c.arg, "/frobnicate");
 }
 
+Test(cli_parse, group_commands)
+{
+	char b[256];
+	struct cli_cmd c = parse("/group create Team bob carol", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_GROUP_CREATE);
+	cr_assert_str_eq(c.arg, "Team");
+	cr_assert_eq(c.nwords, 2);
+	cr_assert_str_eq(c.words[0], "bob");
+	cr_assert_str_eq(c.words[1], "carol");
+	c = parse("/group create Solo", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_GROUP_CREATE, "a group of one");
+	cr_assert_eq(c.nwords, 0);
+	cr_assert_eq(parse("/group", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group make Team", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group create Team bad:id", b, sizeof b).kind, CLI_CMD_BAD);
+	c = parse("/add dave eve", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_GROUP_ADD);
+	cr_assert_eq(c.nwords, 2);
+	cr_assert_eq(parse("/add", b, sizeof b).kind, CLI_CMD_BAD, "/add names someone");
+	cr_assert_eq(parse("/remove dave", b, sizeof b).kind, CLI_CMD_GROUP_REMOVE);
+	cr_assert_eq(parse("/remove", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/leave", b, sizeof b).kind, CLI_CMD_GROUP_LEAVE);
+	cr_assert_eq(parse("/leave now", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/members", b, sizeof b).kind, CLI_CMD_GROUP_MEMBERS);
+	c = parse("/to g:0123456789abcdef", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_TO, "a group id");
+	cr_assert_str_eq(c.arg, "g:0123456789abcdef");
+	cr_assert_eq(parse("/to g:0123456789ABCDEF", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/to g:0123456789abcdef x", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert(cli_is_group_id("g:ffffffffffffffff"));
+	cr_assert(!cli_is_group_id("g:fffffffffffffff"));
+	cr_assert(!cli_is_group_id("d:alice:bob"));
+}
+
 Test(cli_parse, history_paging)
 {
 	char b[256];

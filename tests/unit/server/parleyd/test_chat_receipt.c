@@ -371,6 +371,21 @@ Test(chat_receipt, list_pages_concatenate)
 	cr_assert_eq(m->conv_list_ok.next_before_ts_ms, chat_list_activity(&all[2]));
 	cr_assert(m->conv_list_ok.next_before_conv.len == all[2].clen &&
 		  !memcmp(m->conv_list_ok.next_before_conv.p, all[2].conv, all[2].clen));
+	/* a group id is listed as a group (its name and size come from the
+	 * group service) with the same read / unread / preview fields */
+	static struct chat_list_ent g[2];
+	memset(g, 0, sizeof g);
+	g[0].clen = (uint16_t)snprintf(g[0].conv, sizeof g[0].conv, "g:0123456789abcdef");
+	g[0].read_seq = 4;
+	g[0].unread = 2;
+	g[1].clen = (uint16_t)snprintf(g[1].conv, sizeof g[1].conv, "x:not-a-conv");
+	chat_list_fill(g, 2, false, "alice", 5, m);
+	cr_assert_eq(m->conv_list_ok.count, 1);
+	cr_assert_eq(m->conv_list_ok.entries[0].kind, PARLEY_CONV_GROUP);
+	cr_assert(m->conv_list_ok.entries[0].read_seq == 4 &&
+		  m->conv_list_ok.entries[0].unread == 2);
+	cr_assert_eq(m->conv_list_ok.entries[0].peer.len, 0);
+	cr_assert_gt(parley_proto_size(m), 0);
 	chat_list_fill(all, 0, false, "alice", 5, m);
 	cr_assert(m->conv_list_ok.count == 0 && (m->conv_list_ok.flags & PARLEY_PAGEF_END));
 
