@@ -3,7 +3,7 @@
  *
  * parley-bench is a load generator and capacity-planning harness. Each mode
  * (bench_disk.c, bench_engine.c, bench_redis.c, bench_server.c,
- * bench_nats.c) fills a result struct or prints its rows;
+ * bench_nats.c, bench_compaction.c, ...) fills a result struct or prints its rows;
  * parley_bench.c parses arguments, runs modes and prints tables. Every run
  * is bounded in time: a mode runs for cfg->seconds plus bounded setup and
  * drain, and a process-wide watchdog (bench_watchdog_arm) kills child
@@ -67,6 +67,9 @@ struct bench_cfg {
 	bool no_redis;            /* history: skip the Redis peer */
 	bool no_drop_caches;      /* history: do not drop the page cache */
 	bool storm;               /* workload: reconnect storm mid-window */
+	/* compaction impact (bench_compaction.c) */
+	int admin_port;           /* --admin-port: with --connect, parleyd's admin port */
+	double compact_gap_s;     /* pause between POST /admin/compact calls */
 };
 
 /* ---- results -------------------------------------------------------------- */
@@ -140,9 +143,11 @@ int bench_groups(const struct bench_cfg *cfg);
 
 /* Closed loop over TCP: `producers` connections to a fresh parleyd, each
  * with one SEND outstanding in its own 1:1 conversation; SEND_ACKs/s and
- * their latency (the server-level counterpart of bench_redis_run). */
+ * their latency (the server-level counterpart of bench_redis_run). tls:
+ * the connections go to the server's TLS port (the template must serve
+ * TLS on {tlsport}, as server-compare --tls's default does). */
 int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
-			 struct load_result *out);
+			 bool tls, struct load_result *out);
 
 /* A parleyd under test (bench_server.c): started here (--parleyd, on
  * 127.0.0.1, a free port, a temp dir whose data/ is the data dir) or an
@@ -151,7 +156,9 @@ struct bench_srv {
 	pid_t pid;          /* parleyd we started, or -1 */
 	pid_t watch_pid;    /* whose VmRSS we read */
 	char host[64];
-	int port;
+	int port;           /* plain TCP ({port}) */
+	int tls_port;       /* {tlsport}; with --connect the same as port */
+	int admin_port;     /* {adminport}; with --connect --admin-port */
 	char *tmp;          /* our temp dir (NULL with --connect) */
 };
 int bench_srv_start(const struct bench_cfg *cfg, struct bench_srv *s);
@@ -172,6 +179,9 @@ int bench_mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t 
  * negative. */
 int bench_workload(const struct bench_cfg *cfg);
 int bench_history(const struct bench_cfg *cfg);
+/* Compaction impact (bench_compaction.c): open-loop SENDs at a fixed rate,
+ * ack latency idle vs while POST /admin/compact runs repeatedly. */
+int bench_compaction(const struct bench_cfg *cfg);
 int bench_report(int nfiles, char **files, const char *outdir);
 int bench_planmode(const struct bench_cfg *cfg, int nfiles, char **files);
 

@@ -20,6 +20,13 @@
 int bench_expand_args(const char *prog, const char *tmpl, int port, const char *dir,
 		      char **argv, int max, char *store, size_t cap)
 {
+	struct bench_ports p = {port, 0, 0};
+	return bench_expand_args_ports(prog, tmpl, &p, dir, argv, max, store, cap);
+}
+
+int bench_expand_args_ports(const char *prog, const char *tmpl, const struct bench_ports *ports,
+			    const char *dir, char **argv, int max, char *store, size_t cap)
+{
 	if (max < 2 || cap == 0)
 		return -ENOSPC;
 	int n = 0;
@@ -36,8 +43,14 @@ int bench_expand_args(const char *prog, const char *tmpl, int port, const char *
 		char *arg = store + o;
 		while (*t && *t != ' ') {
 			if (!strncmp(t, "{port}", 6)) {
-				APPEND("%d", port);
+				APPEND("%d", ports->port);
 				t += 6;
+			} else if (!strncmp(t, "{tlsport}", 9)) {
+				APPEND("%d", ports->tls_port);
+				t += 9;
+			} else if (!strncmp(t, "{adminport}", 11)) {
+				APPEND("%d", ports->admin_port);
+				t += 11;
 			} else if (!strncmp(t, "{data}", 6)) {
 				APPEND("%s/data", dir);
 				t += 6;

@@ -1,8 +1,9 @@
 /*
  * bench_args.h — expands parley-bench's --parleyd-args template into an
  * argv for execv. Words are split on spaces (no quoting); in each word
- * {port} {data} {dir} {cert} {key} are replaced (data = dir/data, cert =
- * dir/bench-cert.pem, key = dir/bench-key.pem). Pure; unit-tested in
+ * {port} {tlsport} {adminport} {data} {dir} {cert} {key} are replaced
+ * (data = dir/data, cert = dir/bench-cert.pem, key = dir/bench-key.pem).
+ * Pure; unit-tested in
  * tests/unit/bench/test_bench_args.c.
  */
 #ifndef PARLEY_BENCH_ARGS_H
@@ -15,5 +16,16 @@
  * argv or store is too small (nothing is silently dropped or cut). */
 int bench_expand_args(const char *prog, const char *tmpl, int port, const char *dir,
 		      char **argv, int max, char *store, size_t cap);
+
+/* The ports a template can name: {port} (plain TCP), {tlsport} and
+ * {adminport} (0 when the caller allocated none). */
+struct bench_ports {
+	int port;
+	int tls_port;
+	int admin_port;
+};
+/* As bench_expand_args, with all three ports. */
+int bench_expand_args_ports(const char *prog, const char *tmpl, const struct bench_ports *ports,
+			    const char *dir, char **argv, int max, char *store, size_t cap);
 
 #endif /* PARLEY_BENCH_ARGS_H */

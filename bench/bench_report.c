@@ -708,7 +708,7 @@ static int rep_plan(FILE *md, const struct bjv *r, const char *dir, unsigned k)
 	return rc;
 }
 
-/* disk, engine, redis, compare, server-compare, delivery: the "rows" of
+/* disk, engine, redis, compare, server-compare, delivery, compaction: the "rows" of
  * bench_sink.c. One CDF chart with every row's latency (parley and its
  * peers together), and for delivery / open-loop rows latency vs load per
  * system. */
@@ -735,6 +735,8 @@ static int rep_rows(FILE *md, const struct bjv *r, const char *dir, unsigned k)
 			h = bjv_get(row, "deliver_latency");
 		if (!h)
 			h = bjv_get(row, "write_4k_fdatasync");
+		if (!h)
+			h = bjv_get(row, "ack_latency"); /* compaction phases */
 		if (!h || !kind)
 			continue;
 		char load[64], name[96];
@@ -746,6 +748,10 @@ static int rep_rows(FILE *md, const struct bjv *r, const char *dir, unsigned k)
 				 bjv_path(row, "open_loop") && bjv_path(row, "open_loop")->num ? "open"
 											: "closed",
 				 bjv_num_at(row, "producers", 0), bjv_num_at(row, "payload", 0));
+		else if (!strcmp(kind, "compaction_phase"))
+			snprintf(load, sizeof load, "%s phase, %.0f SENDs/s",
+				 bjv_str_at(row, "phase") ? bjv_str_at(row, "phase") : "?",
+				 bjv_num_at(row, "rate", 0));
 		else
 			snprintf(load, sizeof load, "4 KiB write + fdatasync");
 		fprintf(md, "| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f |\n", kind,

@@ -156,7 +156,7 @@ static int tls_open(SSL_CTX *ctx, const struct bench_cfg *cfg, const struct benc
 {
 	struct wire_conn w;
 	*out = NULL;
-	int rc = wire_connect(&w, s->host, s->port, HANDSHAKE_TIMEOUT_MS);
+	int rc = wire_connect(&w, s->host, s->tls_port, HANDSHAKE_TIMEOUT_MS);
 	if (rc != 0)
 		return rc;
 	SSL *ssl = SSL_new(ctx);
@@ -191,10 +191,7 @@ fail:
 
 static SSL_CTX *tls_client_ctx(void)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx)
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-	return ctx;
+	return wire_tls_client_ctx();
 }
 
 static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s);
@@ -211,6 +208,8 @@ int bench_srv_start(const struct bench_cfg *cfg, struct bench_srv *s)
 		}
 		memcpy(s->host, cfg->connect, (size_t)(colon - cfg->connect));
 		s->port = atoi(colon + 1);
+		s->tls_port = s->port; /* --tls with --connect: that port speaks TLS */
+		s->admin_port = cfg->admin_port;
 		s->watch_pid = cfg->server_pid;
 		return 0;
 	}
@@ -227,6 +226,12 @@ int bench_srv_start(const struct bench_cfg *cfg, struct bench_srv *s)
 	if (port < 0)
 		return port;
 	s->port = port;
+	if ((port = bench_free_port()) < 0)
+		return port;
+	s->tls_port = port;
+	if ((port = bench_free_port()) < 0)
+		return port;
+	s->admin_port = port;
 	if (cfg->tls) {
 		int crc = make_self_signed(s->tmp);
 		if (crc != 0) {
@@ -242,8 +247,9 @@ static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s)
 {
 	char *argv[64];
 	static char store[8192];
-	if (bench_expand_args(cfg->parleyd, cfg->parleyd_args, s->port, s->tmp, argv, 64, store,
-			      sizeof store) < 0) {
+	struct bench_ports ports = {s->port, s->tls_port, s->admin_port};
+	if (bench_expand_args_ports(cfg->parleyd, cfg->parleyd_args, &ports, s->tmp, argv, 64,
+				    store, sizeof store) < 0) {
 		fprintf(stderr, "parley-bench: --parleyd-args too long\n");
 		return -PARLEY_EINVAL;
 	}
@@ -1034,10 +1040,10 @@ static int ap_send(struct ap_conn *c, struct parley_msg *m, const uint8_t *body,
 }
 
 int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
-			 struct load_result *out)
+			 bool tls, struct load_result *out)
 {
 	memset(out, 0, sizeof *out);
-	out->system = "parleyd";
+	out->system = tls ? "parleyd-tls" : "parleyd";
 	out->producers = producers;
 	out->payload = payload;
 	bench_hist_init(&out->lat);
@@ -1050,7 +1056,8 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 	uint8_t *body = malloc(payload);
 	char tok[2048], user[64], peer[64], errtxt[160] = "";
 	uint32_t opened = 0;
-	if (rc == 0 && (!cs || !pf || !m || !body))
+	SSL_CTX *tctx = tls ? wire_tls_client_ctx() : NULL;
+	if (rc == 0 && (!cs || !pf || !m || !body || (tls && !tctx)))
 		rc = -ENOMEM;
 	if (rc != 0)
 		goto out;
@@ -1067,7 +1074,9 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 		}
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
-		if ((rc = wire_connect(&c->w, s.host, s.port, HANDSHAKE_TIMEOUT_MS)) ||
+		if ((rc = wire_connect(&c->w, s.host, tls ? s.tls_port : s.port,
+				       HANDSHAKE_TIMEOUT_MS)) ||
+		    (tls && (rc = wire_tls_start(&c->w, tctx, HANDSHAKE_TIMEOUT_MS))) ||
 		    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
 		    (rc = wire_handshake(&c->w, "d0", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
 			break;
@@ -1173,8 +1182,8 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 		snprintf(out->note, sizeof out->note, "%s", errtxt);
 out:
 	if (rc != 0)
-		fprintf(stderr, "parley-bench: server-appends (%u connections, %u opened): %s %s\n",
-			producers, opened, parley_strerror(rc), errtxt);
+		fprintf(stderr, "parley-bench: server-appends%s (%u connections, %u opened): %s %s\n",
+			tls ? " over TLS" : "", producers, opened, parley_strerror(rc), errtxt);
 	if (cs)
 		for (uint32_t i = 0; i < producers; i++) {
 			if (cs[i].w.rbuf) {
@@ -1186,6 +1195,7 @@ out:
 	free(pf);
 	free(m);
 	free(body);
+	SSL_CTX_free(tctx);
 	bench_srv_stop(&s);
 	return rc;
 }

@@ -64,13 +64,17 @@ int bench_sink_open(const struct bench_cfg *cfg, const char *mode)
 	bj_bool(j, "idempotent_producer_ids", cfg->idem);
 	bj_u64(j, "repeat", cfg->repeat);
 	bj_u64(j, "seed", cfg->seed);
+	bj_bool(j, "tls", cfg->tls);
+	if (!strcmp(mode, "compaction"))
+		bj_num(j, "compact_gap_s", cfg->compact_gap_s);
 	bj_end(j);
 	bj_arr(j, "peers");
 	if (!strcmp(mode, "disk") || !strcmp(mode, "redis"))
 		goto others;
 	bj_obj(j, NULL);
 	bj_str(j, "system", "parley");
-	bj_str(j, "config", !strcmp(mode, "server-compare") || !strcmp(mode, "delivery")
+	bj_str(j, "config", !strcmp(mode, "server-compare") || !strcmp(mode, "delivery") ||
+				    !strcmp(mode, "compaction")
 				    ? cfg->parleyd_args
 				    : "engine in process, io_uring backend, fresh temp data dir per run point");
 	bj_str(j, "guarantee", "single node; ack after the WAL batch's write + fdatasync");

@@ -14,6 +14,8 @@
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +66,7 @@ int bench_jwt_hs256(const struct jwt_params *p, const char *sub, char *out,
 int wire_connect(struct wire_conn *c, const char *host, int port, int timeout_ms)
 {
 	c->fd = -1;
+	c->ssl = NULL;
 	c->next_req = 1;
 	c->max_frame = PARLEY_PROTO_MAX_FRAME_DEFAULT;
 	c->rlen = c->roff = 0;
@@ -86,8 +89,64 @@ int wire_connect(struct wire_conn *c, const char *host, int port, int timeout_ms
 	return 0;
 }
 
+struct ssl_ctx_st *wire_tls_client_ctx(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
+}
+
+/* Waits until SSL's last error (WANT_READ / WANT_WRITE) may be retried:
+ * 0, or -PARLEY_ETIMEDOUT / -PARLEY_EPROTO. */
+static int tls_wait(struct wire_conn *c, int err, int timeout_ms)
+{
+	short ev;
+	if (err == SSL_ERROR_WANT_READ)
+		ev = POLLIN;
+	else if (err == SSL_ERROR_WANT_WRITE)
+		ev = POLLOUT;
+	else
+		return -PARLEY_EPROTO;
+	struct pollfd p = {c->fd, ev, 0};
+	int pr;
+	while ((pr = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
+		;
+	return pr > 0 ? 0 : pr == 0 ? -PARLEY_ETIMEDOUT : -PARLEY_EPROTO;
+}
+
+int wire_tls_start(struct wire_conn *c, struct ssl_ctx_st *ctx, int timeout_ms)
+{
+	if (!ctx || c->fd < 0 || c->ssl)
+		return -PARLEY_EPROTO;
+	int fl = fcntl(c->fd, F_GETFL);
+	if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -PARLEY_EPROTO;
+	SSL *ssl = SSL_new(ctx);
+	if (!ssl || !SSL_set_fd(ssl, c->fd)) {
+		SSL_free(ssl);
+		return -PARLEY_EPROTO;
+	}
+	for (;;) {
+		int r = SSL_connect(ssl);
+		if (r == 1)
+			break;
+		int rc = tls_wait(c, SSL_get_error(ssl, r), timeout_ms);
+		if (rc != 0) {
+			SSL_free(ssl);
+			return rc;
+		}
+	}
+	c->ssl = ssl;
+	return 0;
+}
+
 void wire_close(struct wire_conn *c)
 {
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -98,6 +157,20 @@ int wire_send(struct wire_conn *c, uint32_t request_id, const struct parley_msg 
 	int n = parley_proto_encode(c->wbuf, sizeof c->wbuf, request_id, m);
 	if (n < 0)
 		return n;
+	if (c->ssl) {
+		/* a non-blocking SSL_write is retried with the same arguments
+		 * until it has written the whole frame */
+		for (;;) {
+			int w = SSL_write(c->ssl, c->wbuf, n);
+			if (w == n)
+				return 0;
+			if (w > 0)
+				return -PARLEY_EIO;
+			int rc = tls_wait(c, SSL_get_error(c->ssl, w), 10000);
+			if (rc != 0)
+				return rc == -PARLEY_EPROTO ? -PARLEY_EIO : rc;
+		}
+	}
 	size_t off = 0;
 	while (off < (size_t)n) {
 		ssize_t w = send(c->fd, c->wbuf + off, (size_t)n - off, MSG_NOSIGNAL);
@@ -134,6 +207,27 @@ int wire_fill(struct wire_conn *c)
 	}
 	if (c->rlen == WIRE_RBUF)
 		return -PARLEY_ETOOBIG;
+	if (c->ssl) {
+		/* one record per SSL_read: take what is already decrypted too,
+		 * so no buffered plaintext waits for the socket to turn
+		 * readable again */
+		int got = 0;
+		while (c->rlen < WIRE_RBUF) {
+			int r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(WIRE_RBUF - c->rlen));
+			if (r > 0) {
+				c->rlen += (size_t)r;
+				got += r;
+				continue;
+			}
+			int e = SSL_get_error(c->ssl, r);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+				break;
+			if (got)
+				break; /* report the error on the next call */
+			return e == SSL_ERROR_ZERO_RETURN ? -PARLEY_ECLOSED : -PARLEY_EIO;
+		}
+		return got;
+	}
 	for (;;) {
 		ssize_t r = recv(c->fd, c->rbuf + c->rlen, WIRE_RBUF - c->rlen,
 				 MSG_DONTWAIT);

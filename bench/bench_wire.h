@@ -8,6 +8,12 @@
  * the delivery mode needs raw timestamps at the socket. This client keeps
  * one small read buffer per live session and nothing per idle connection.
  *
+ * TLS: wire_tls_start turns a connected wire_conn into a TLS session
+ * (OpenSSL, no certificate check: parley-bench talks to the parleyd it
+ * started with a throw-away certificate); wire_send, wire_fill, wire_recv
+ * and wire_close then go through it (the socket turns non-blocking; writes
+ * still block until the whole frame is written).
+ *
  * Ownership/threads: a struct wire_conn belongs to one thread.
  */
 #ifndef PARLEY_BENCH_WIRE_H
@@ -20,8 +26,12 @@
 
 #define WIRE_RBUF (1u << 20)
 
+struct ssl_st;
+struct ssl_ctx_st;
+
 struct wire_conn {
 	int fd;
+	struct ssl_st *ssl;  /* TLS session (wire_tls_start) or NULL */
 	uint32_t next_req;
 	uint32_t max_frame;
 	size_t rlen;         /* bytes buffered in rbuf */
@@ -44,6 +54,11 @@ int bench_jwt_hs256(const struct jwt_params *p, const char *sub, char *out,
 /* Connects (TCP_NODELAY) to host:port. Returns 0 or -errno. */
 int wire_connect(struct wire_conn *c, const char *host, int port, int timeout_ms);
 void wire_close(struct wire_conn *c);
+/* A client SSL_CTX that does not verify the server (see above), or NULL. */
+struct ssl_ctx_st *wire_tls_client_ctx(void);
+/* TLS handshake on the connected c (blocking, bounded by timeout_ms per
+ * wait). 0 or -PARLEY_EPROTO. */
+int wire_tls_start(struct wire_conn *c, struct ssl_ctx_st *ctx, int timeout_ms);
 /* Encodes and writes one message (blocking). Returns 0 or negative. */
 int wire_send(struct wire_conn *c, uint32_t request_id, const struct parley_msg *m);
 /* Reads until one frame is available (or timeout_ms passes: -PARLEY_ETIMEDOUT),

@@ -14,6 +14,9 @@
  *             a table of ratios against the goals in docs/DESIGN.md
  *   server-compare  durable SENDs/s through a real parleyd over TCP against
  *             Redis XADD with the same connections (bench_server.c)
+ *             (with --tls: plain TCP and TLS side by side)
+ *   compaction  open-loop SENDs through parleyd, ack latency idle vs while
+ *             POST /admin/compact runs repeatedly (bench_compaction.c)
  *   idle-conns, delivery  a real parleyd: memory per idle authenticated
  *             connection (plain or --tls), send -> deliver latency open loop
  *             with the disk floor and a NATS core pub/sub reference
@@ -38,6 +41,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +90,22 @@ static void usage(FILE *f)
 "             settings as redis mode): for each --producers N, N connections with\n"
 "             one SEND outstanding each (own 1:1 conversation), a fresh parleyd per\n"
 "             point; parleyd and redis alternate; prints the ratio per N.\n"
+"             With --tls, every point also runs parleyd over TLS (a fresh\n"
+"             parleyd serving both ports, throw-away certificate) and a table\n"
+"             gives TLS ÷ plain SENDs/s (goal >= 0.7 at 50 connections).\n"
+"  compaction  compaction's cost to concurrent SENDs: --producers N connections\n"
+"             (first value, default 16) SEND open loop at --rate R in total\n"
+"             (first value, default 2000/s), --payload (first, default 100);\n"
+"             after --warmup an idle phase of --seconds, then a phase of\n"
+"             --seconds in which POST /admin/compact (flush + compact every\n"
+"             partition) is called back to back (--compact-gap S between calls,\n"
+"             default 0.1); --repeat N: N rounds of idle + compaction phases,\n"
+"             interleaved. SEND_ACK p50/p99/p99.9/max per phase kind (by intended\n"
+"             send time), compaction ÷ idle ratios (goal p99 <= 1.2x), the\n"
+"             calls made and the share of the phase a compaction was running.\n"
+"             parleyd is started with --admin-port {adminport} --admin-compact 1;\n"
+"             with --connect give --admin-port P of a server with\n"
+"             admin_compact = 1. --tls: SENDs over TLS.\n"
 "  idle-conns  opens --count authenticated idle connections to parleyd and\n"
 "             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
 "             client side split over processes of <= 9000 connections.\n"
@@ -142,18 +162,24 @@ static void usage(FILE *f)
 "                      (exercises the idempotency table; default: none)\n"
 "  --redis-server P    redis-server binary (default: redis-server in PATH)\n"
 "  --repeat N          compare: run everything N times (max %d) and print the\n"
-"                      min/median/max of the headline ratios (default 1)\n"
+"                      min/median/max of the headline ratios (default 1);\n"
+"                      compaction: N rounds of idle + compaction phases\n"
 "  --seed N            payload PRNG seed (default 1)\n""  --count N           idle-conns: connections to open (default 10000)\n"
 "  --parleyd PATH      server modes: parleyd binary to start\n"
-"  --parleyd-args T    its arguments; {port} {data} {dir} are substituted\n"
+"  --parleyd-args T    its arguments; {port} {tlsport} {adminport} {data} {dir}\n"
+"                      {cert} {key} are substituted (free ports, temp dir)\n"
 "                      (default \"--dev --data {data} --listen 127.0.0.1:{port}\n"
 "                      --tls-port 0 --admin-port 0\" plus rate limits and the\n"
 "                      handshake bound off: --rate-*-per-min 0 --max-handshakes 0)\n"
-"  --tls               idle-conns: connect over TLS; parleyd gets a throw-away\n"
+"  --tls               idle-conns, compaction: connect over TLS; server-compare:\n"
+"                      plain and TLS side by side. parleyd gets a throw-away\n"
 "                      certificate ({cert} {key}) and, unless --parleyd-args is\n"
-"                      given, \"--dev --data {data} --listen 127.0.0.1 --port 0\n"
-"                      --tls-port {port} --tls-cert {cert} --tls-key {key}\n"
-"                      --admin-port 0\"\n"
+"                      given, \"--dev --data {data} --listen 127.0.0.1:{port}\n"
+"                      --tls-port {tlsport} --tls-cert {cert} --tls-key {key}\n"
+"                      --admin-port 0\" (connections go to {tlsport}; with\n"
+"                      --connect, to its port)\n"
+"  --admin-port P      compaction with --connect: the server's admin port\n"
+"  --compact-gap S     compaction: pause between compaction calls (default 0.1)\n"
 "  --connect H:P       server modes: use a running server instead\n"
 "  --server-pid PID    ... and its pid (idle-conns reads /proc/PID/status)\n"
 "  --jwt-secret S      HS256 key for the dev tokens minted here\n"
@@ -708,7 +734,12 @@ static int mode_server_compare(const struct bench_cfg *cfg)
 	printf("- guarantees: parleyd = single node, plain TCP, SEND_ACK after the "
 	       "message's WAL batch was written and fdatasync'd (its inbox fan-out "
 	       "follows); redis = single node, appendonly yes + appendfsync always\n");
-	static struct load_result rp[BENCH_MAX_LIST], rr[BENCH_MAX_LIST];
+	static struct load_result rp[BENCH_MAX_LIST], rr[BENCH_MAX_LIST], rt[BENCH_MAX_LIST];
+	if (cfg->tls)
+		printf("- TLS: parleyd-tls = the same parleyd build and settings, SENDs over its "
+		       "TLS port (OpenSSL %s, throw-away EC P-256 certificate, no client "
+		       "certificate check), a fresh parleyd per point\n",
+		       OpenSSL_version(OPENSSL_VERSION));
 	for (unsigned j = 0; j < cfg->n_payloads; j++) {
 		uint32_t pl = cfg->payloads[j];
 		printf("\n### payload %u B — raw runs (parleyd and redis alternate per point)\n\n",
@@ -717,7 +748,7 @@ static int mode_server_compare(const struct bench_cfg *cfg)
 		for (unsigned i = 0; i < cfg->n_producers; i++) {
 			bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS +
 					   RUN_SLACK_S + cfg->producers[i] / 100.0);
-			int rc = bench_server_appends(cfg, cfg->producers[i], pl, &rp[i]);
+			int rc = bench_server_appends(cfg, cfg->producers[i], pl, false, &rp[i]);
 			bench_watchdog_arm(0);
 			if (rc != 0) {
 				rp[i].ok = false;
@@ -728,6 +759,21 @@ static int mode_server_compare(const struct bench_cfg *cfg)
 			bench_load_print_row(&rp[i]);
 			if (rc != 0 || !rp[i].ok)
 				failures++;
+			if (cfg->tls) {
+				bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS +
+						   RUN_SLACK_S + cfg->producers[i] / 20.0);
+				rc = bench_server_appends(cfg, cfg->producers[i], pl, true, &rt[i]);
+				bench_watchdog_arm(0);
+				if (rc != 0) {
+					rt[i].ok = false;
+					if (!rt[i].note[0])
+						snprintf(rt[i].note, sizeof rt[i].note,
+							 "run failed: %s", parley_strerror(rc));
+				}
+				bench_load_print_row(&rt[i]);
+				if (rc != 0 || !rt[i].ok)
+					failures++;
+			}
 			if (run_point(cfg, bench_redis_run, cfg->producers[i], pl, 0, &rr[i]) != 0 ||
 			    !rr[i].ok)
 				failures++;
@@ -751,6 +797,38 @@ static int mode_server_compare(const struct bench_cfg *cfg)
 				bj_num(jj, "redis_xadds_per_s", rr[i].appends_per_s);
 				bj_num(jj, "parleyd_over_redis", rr[i].appends_per_s > 0 ?
 					   rp[i].appends_per_s / rr[i].appends_per_s : NAN);
+				bj_end(jj);
+			}
+		}
+		if (!cfg->tls)
+			continue;
+		printf("\n### payload %u B — parleyd over TLS vs plain TCP (closed loop, same "
+		       "connections, separate fresh servers)\n\n", pl);
+		printf("| connections | plain SENDs/s | TLS SENDs/s | TLS ÷ plain | plain p50 / p99 µs | "
+		       "TLS p50 / p99 µs | goal TLS ≥ 0.7× plain at 50 |\n"
+		       "|---:|---:|---:|---:|---:|---:|---|\n");
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
+			double r = rp[i].appends_per_s > 0 ? rt[i].appends_per_s / rp[i].appends_per_s
+							   : NAN;
+			bool both = rp[i].ok && rt[i].ok;
+			printf("| %u | %.0f | %.0f | %.2f× | %.1f / %.1f | %.1f / %.1f | %s |\n",
+			       cfg->producers[i], rp[i].appends_per_s, rt[i].appends_per_s, r,
+			       (double)bench_hist_quantile(&rp[i].lat, 0.5) / 1e3, p99_us(&rp[i].lat),
+			       (double)bench_hist_quantile(&rt[i].lat, 0.5) / 1e3, p99_us(&rt[i].lat),
+			       cfg->producers[i] != 50 ? "–" : !both ? "no verdict (run failed)" :
+			       r >= 0.7 ? "met" : "missed");
+			struct bench_json *jj = bench_sink();
+			if (jj) {
+				bj_obj(jj, NULL);
+				bj_str(jj, "kind", "server_compare_tls_ratio");
+				bj_u64(jj, "payload", pl);
+				bj_u64(jj, "connections", cfg->producers[i]);
+				bj_num(jj, "plain_sends_per_s", rp[i].appends_per_s);
+				bj_num(jj, "tls_sends_per_s", rt[i].appends_per_s);
+				bj_num(jj, "tls_over_plain", r);
+				bj_hist(jj, "plain_latency", &rp[i].lat);
+				bj_hist(jj, "tls_latency", &rt[i].lat);
+				bj_bool(jj, "ok", both);
 				bj_end(jj);
 			}
 		}
@@ -788,6 +866,8 @@ int main(int argc, char **argv)
 	cfg.seed = 1;
 	cfg.repeat = 1;
 	bool no_floor = false, payload_set = false, no_nats = false, args_set = false;
+	bool producers_set = false;
+	cfg.compact_gap_s = 0.1;
 	const char *outdir = NULL;
 	cfg.count = 10000;
 	/* TLS and admin ports off: their fixed defaults would collide with any
@@ -811,7 +891,7 @@ int main(int argc, char **argv)
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
 	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
-	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM };
+	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM, O_ADMIN_PORT, O_COMPACT_GAP };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -850,6 +930,8 @@ int main(int argc, char **argv)
 		{"out", required_argument, NULL, O_OUT},
 		{"results", no_argument, NULL, O_RESULTS},
 		{"storm", no_argument, NULL, O_STORM},
+		{"admin-port", required_argument, NULL, O_ADMIN_PORT},
+		{"compact-gap", required_argument, NULL, O_COMPACT_GAP},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -872,7 +954,7 @@ int main(int argc, char **argv)
 		case O_DIR: cfg.dir = optarg; break;
 		case O_SECONDS: cfg.seconds = parse_double(optarg, 0.1, BENCH_MAX_SECONDS, "--seconds"); break;
 		case O_WARMUP: cfg.warmup = parse_double(optarg, 0, 30, "--warmup"); break;
-		case O_PRODUCERS: cfg.n_producers = parse_list(optarg, cfg.producers, BENCH_MAX_PRODUCERS, "--producers"); break;
+		case O_PRODUCERS: producers_set = true; cfg.n_producers = parse_list(optarg, cfg.producers, BENCH_MAX_PRODUCERS, "--producers"); break;
 		case O_PAYLOAD: cfg.n_payloads = parse_list(optarg, cfg.payloads, PE_MAX_PAYLOAD, "--payload"); payload_set = true; break;
 		case O_RATE: {
 			uint32_t tmp[BENCH_MAX_LIST];
@@ -902,6 +984,8 @@ int main(int argc, char **argv)
 		case O_NO_DROP: cfg.no_drop_caches = true; break;
 		case O_OUT: outdir = optarg; break;
 		case O_STORM: cfg.storm = true; break;
+		case O_ADMIN_PORT: cfg.admin_port = (int)parse_double(optarg, 1, 65535, "--admin-port"); break;
+		case O_COMPACT_GAP: cfg.compact_gap_s = parse_double(optarg, 0, 60, "--compact-gap"); break;
 		case O_RESULTS: break; /* plan: the files follow as arguments */
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
@@ -931,11 +1015,29 @@ int main(int argc, char **argv)
 			die_usage("%s", "plan wants --profile FILE --results RESULT.json...");
 		return bench_planmode(&cfg, argc - optind, argv + optind) ? 1 : 0;
 	}
-	if (cfg.tls && !args_set)
-		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1 --port 0 --tls-port {port} "
+	/* TLS on {tlsport} beside plain TCP on {port}; compaction: the admin
+	 * port with POST /admin/compact on */
+	bool cmp_mode = mode && !strcmp(mode, "compaction");
+	if (!args_set && cmp_mode)
+		cfg.parleyd_args = cfg.tls ?
+			"--dev --data {data} --listen 127.0.0.1:{port} --tls-port {tlsport} "
+			"--tls-cert {cert} --tls-key {key} --admin-port {adminport} "
+			"--admin-compact 1" BENCH_NO_LIMITS :
+			"--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
+			"--admin-port {adminport} --admin-compact 1" BENCH_NO_LIMITS;
+	else if (cfg.tls && !args_set)
+		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port {tlsport} "
 				   "--tls-cert {cert} --tls-key {key} --admin-port 0" BENCH_NO_LIMITS;
+	if (cmp_mode && !producers_set) {
+		cfg.producers[0] = 16;
+		cfg.n_producers = 1;
+	}
+	if (cmp_mode && !payload_set) {
+		cfg.payloads[0] = 100;
+		cfg.n_payloads = 1;
+	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, idle-conns, delivery, groups, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, groups, workload, history, report, plan)");
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -961,7 +1063,7 @@ int main(int argc, char **argv)
 
 	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
 			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
-			 !strcmp(mode, "delivery");
+			 !strcmp(mode, "delivery") || !strcmp(mode, "compaction");
 	if (sink_mode && !strcmp(mode, "delivery") && !no_nats && !cfg.nats_server) {
 		cfg.nats_server = find_in_path("nats-server");
 		if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
@@ -980,6 +1082,16 @@ int main(int argc, char **argv)
 		mrc = mode_compare(&cfg);
 	else if (!strcmp(mode, "server-compare"))
 		mrc = mode_server_compare(&cfg);
+	else if (!strcmp(mode, "compaction")) {
+		print_machine(&cfg);
+		printf("- guarantees: parleyd = single node, SEND_ACK after the message's WAL "
+		       "batch was written and fdatasync'd; compactions via POST /admin/compact "
+		       "(flush + merge of every partition, server/admin.c)\n");
+		bench_watchdog_arm(cfg.warmup + 2.0 * cfg.repeat * cfg.seconds + BENCH_DRAIN_SECONDS + 120 +
+				   RUN_SLACK_S);
+		mrc = bench_compaction(&cfg) ? 1 : 0;
+		bench_watchdog_arm(0);
+	}
 	if (mrc >= 0)
 		return bench_sink_close() ? 1 : mrc;
 	if (!strcmp(mode, "workload")) {
@@ -1043,6 +1155,6 @@ int main(int argc, char **argv)
 			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, idle-conns, delivery, groups, workload, history, report, plan)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, groups, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

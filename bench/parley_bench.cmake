@@ -13,6 +13,8 @@ add_library(parley_bench_spread STATIC ${CMAKE_CURRENT_LIST_DIR}/bench_spread.c)
 target_link_libraries(parley_bench_spread PUBLIC m)
 # ... and the --parleyd-args template expansion.
 add_library(parley_bench_args STATIC ${CMAKE_CURRENT_LIST_DIR}/bench_args.c)
+# ... and the admin port's HTTP status line (compaction mode).
+add_library(parley_bench_http STATIC ${CMAKE_CURRENT_LIST_DIR}/bench_http.c)
 # ... and the result files (JSON writer and reader), the workload profiles
 # and the capacity planner's arithmetic (issue 14).
 add_library(parley_bench_json STATIC ${CMAKE_CURRENT_LIST_DIR}/bench_json.c)
@@ -31,14 +33,15 @@ else()
   file(GLOB PARLEY_BENCH_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/bench_*.c)
   list(REMOVE_ITEM PARLEY_BENCH_SOURCES ${CMAKE_CURRENT_LIST_DIR}/bench_hist.c
        ${CMAKE_CURRENT_LIST_DIR}/bench_natsproto.c ${CMAKE_CURRENT_LIST_DIR}/bench_spread.c
-       ${CMAKE_CURRENT_LIST_DIR}/bench_args.c ${CMAKE_CURRENT_LIST_DIR}/bench_json.c
+       ${CMAKE_CURRENT_LIST_DIR}/bench_args.c ${CMAKE_CURRENT_LIST_DIR}/bench_http.c
+       ${CMAKE_CURRENT_LIST_DIR}/bench_json.c
        ${CMAKE_CURRENT_LIST_DIR}/bench_profile.c ${CMAKE_CURRENT_LIST_DIR}/bench_plan.c)
   add_executable(parley-bench ${CMAKE_CURRENT_LIST_DIR}/parley_bench.c
                  ${PARLEY_BENCH_SOURCES})
   target_include_directories(parley-bench PRIVATE ${CMAKE_CURRENT_LIST_DIR})
   target_include_directories(parley-bench PRIVATE ${CMAKE_SOURCE_DIR}/proto)
   # server modes speak the wire protocol through the pure codec
-  target_link_libraries(parley-bench PRIVATE parley_bench_hist parley_bench_natsproto parley_bench_spread parley_bench_args
+  target_link_libraries(parley-bench PRIVATE parley_bench_hist parley_bench_natsproto parley_bench_spread parley_bench_args parley_bench_http
                         parley_bench_json parley_bench_profile parley_bench_plan parley_client parley_engine parley_proto
                         PkgConfig::HIREDIS PkgConfig::OPENSSL)
   set_target_properties(parley-bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY

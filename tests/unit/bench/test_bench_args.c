@@ -78,3 +78,26 @@ Test(bench_args, store_overflow_is_an_error_at_every_size)
 		free(store);
 	}
 }
+
+Test(bench_args, tls_and_admin_ports)
+{
+	char *argv[16], store[512];
+	struct bench_ports p = {7000, 7001, 7002};
+	int n = bench_expand_args_ports("parleyd",
+					"--listen 127.0.0.1:{port} --tls-port {tlsport} "
+					"--admin-port {adminport} x{port}{tlsport}{adminport}",
+					&p, "/d", argv, 16, store, sizeof store);
+	cr_assert_eq(n, 8);
+	cr_assert_str_eq(argv[2], "127.0.0.1:7000");
+	cr_assert_str_eq(argv[4], "7001");
+	cr_assert_str_eq(argv[6], "7002");
+	cr_assert_str_eq(argv[7], "x700070017002");
+	cr_assert_null(argv[8]);
+	/* the three-port form without TLS/admin ports names them 0 */
+	n = bench_expand_args("p", "{tlsport} {adminport} {port}", 9, "/d", argv, 16, store,
+			      sizeof store);
+	cr_assert_eq(n, 4);
+	cr_assert_str_eq(argv[1], "0");
+	cr_assert_str_eq(argv[2], "0");
+	cr_assert_str_eq(argv[3], "9");
+}

@@ -12,6 +12,10 @@
  * from; the report writes every chart as a complete SVG and its Markdown
  * page carries the same counts as the result files. Nothing here asserts
  * a latency or a rate (wall-clock figures are measured, never tested).
+ * The compaction mode (over TLS, which also drives the bench's TLS client)
+ * answers every SEND it scheduled in both phases, its histograms hold one
+ * sample per ack, and its compaction calls all succeed; server-compare
+ * --tls writes a TLS/plain row per connection count.
  * Skips (77) when parley-bench or parleyd was not built.
  */
 #include <criterion/criterion.h>
@@ -209,5 +213,69 @@ Test(bench_e2e, workload_history_plan_report, .timeout = 300)
 	free(md);
 	char rm[1200];
 	snprintf(rm, sizeof rm, "rm -rf %s", tmp);
+	(void)system(rm);
+}
+
+Test(bench_e2e, compaction_over_tls_and_server_compare_tls, .timeout = 300)
+{
+	paths();
+	char args[4096];
+	snprintf(args, sizeof args,
+		 "compaction --tls --parleyd %s/server/parleyd --dir %s --producers 3 --rate 150 "
+		 "--seconds 0.6 --warmup 0.2 --compact-gap 0.05 --json cmp.json", bin, tmp);
+	run(args);
+	struct bjv *c = load("cmp.json");
+	cr_assert_str_eq(bjv_str_at(c, "mode"), "compaction");
+	const struct bjv *rows = bjv_get(c, "rows");
+	cr_assert(rows && rows->type == BJV_ARR && rows->n == 3);
+	double acked = 0;
+	for (size_t i = 0; i < 2; i++) {
+		const struct bjv *r = &rows->kids[i];
+		cr_assert_str_eq(bjv_str_at(r, "kind"), "compaction_phase");
+		cr_assert_str_eq(bjv_str_at(r, "system"), "parleyd-tls");
+		cr_assert_gt(num(r, "scheduled"), 0);
+		cr_assert_eq(num(r, "acked"), num(r, "scheduled"));
+		cr_assert_eq(num(r, "ack_latency.count"), num(r, "acked"));
+		acked += num(r, "acked");
+	}
+	cr_assert_str_eq(bjv_str_at(&rows->kids[0], "phase"), "idle");
+	cr_assert_str_eq(bjv_str_at(&rows->kids[1], "phase"), "compaction");
+	const struct bjv *r = &rows->kids[2];
+	cr_assert_str_eq(bjv_str_at(r, "kind"), "compaction_ratio");
+	cr_assert_eq(num(r, "errors"), 0);
+	cr_assert_eq(num(r, "acked"), num(r, "sent"));
+	cr_assert_geq(num(r, "sent"), acked); /* + the warm-up's */
+	cr_assert_gt(num(r, "compact_ok"), 0);
+	cr_assert_eq(num(r, "compact_ok"), num(r, "compact_calls"));
+	cr_assert_eq(num(r, "compact_call_duration.count"), num(r, "compact_calls"));
+	const struct bjv *okv = bjv_get(r, "ok");
+	cr_assert(okv && okv->type == BJV_BOOL && okv->num == 1);
+	bjv_free(c);
+
+	char rm[1200];
+	snprintf(rm, sizeof rm, "rm -rf %s", tmp);
+	if (access("/usr/bin/redis-server", X_OK) != 0) {
+		(void)system(rm);
+		return; /* server-compare needs redis-server */
+	}
+	snprintf(args, sizeof args,
+		 "server-compare --tls --parleyd %s/server/parleyd --dir %s --producers 2 "
+		 "--payload 100 --seconds 0.3 --warmup 0.1 --json sc.json", bin, tmp);
+	run(args);
+	struct bjv *sc = load("sc.json");
+	rows = bjv_get(sc, "rows");
+	cr_assert(rows && rows->type == BJV_ARR);
+	int tls_rows = 0;
+	for (size_t i = 0; i < rows->n; i++) {
+		const char *k = bjv_str_at(&rows->kids[i], "kind");
+		if (!k || strcmp(k, "server_compare_tls_ratio"))
+			continue;
+		tls_rows++;
+		cr_assert_eq(num(&rows->kids[i], "connections"), 2);
+		cr_assert_gt(num(&rows->kids[i], "tls_sends_per_s"), 0);
+		cr_assert_eq(num(&rows->kids[i], "tls_latency.count") > 0, 1);
+	}
+	cr_assert_eq(tls_rows, 1);
+	bjv_free(sc);
 	(void)system(rm);
 }

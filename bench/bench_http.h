@@ -1,0 +1,17 @@
+/*
+ * bench_http.h — the status line of an HTTP/1.x response, for
+ * parley-bench's calls to parleyd's admin port (POST /admin/compact in the
+ * compaction mode). Pure (no I/O, no allocation); unit-tested in
+ * tests/unit/bench/test_bench_http.c.
+ */
+#ifndef PARLEY_BENCH_HTTP_H
+#define PARLEY_BENCH_HTTP_H
+
+#include <stddef.h>
+
+/* Status code (100..599) of the response in buf[0..len), which must start
+ * with a whole status line "HTTP/1.x NNN ...\r\n" (or "\n"). -EAGAIN when
+ * the line is not complete yet, -EPROTO when it is malformed. */
+int bench_http_status(const char *buf, size_t len);
+
+#endif /* PARLEY_BENCH_HTTP_H */
