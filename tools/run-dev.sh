@@ -112,8 +112,11 @@ ABS_CLI=$(cd "$(dirname "$CLI")" && pwd)/parley
 ABS_CTL=$(cd "$(dirname "$CTL")" && pwd)/parleyctl
 SRVLOG="$DATA/parleyd.log"
 
+# --admin-compact 1: the development server's admin port (loopback only)
+# accepts POST /admin/compact, which parley-bench's compaction scenario uses
 "$PARLEYD" --data "$DATA" --listen 127.0.0.1 \
   --port "$PORT" --tls-port "$TLS_PORT" --admin-port "$ADMIN_PORT" \
+  --admin-compact 1 \
   --tls-cert "$DEV/server.pem" --tls-key "$DEV/server.key" \
   --jwt-secret-file "$DEV/jwt.secret" >>"$SRVLOG" 2>&1 &
 PID=$!
