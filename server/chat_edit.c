@@ -54,24 +54,18 @@ int chat_edit_rec_encode(uint8_t *buf, size_t cap, const struct chat_edit_rec *m
 		return (int)n;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	uint8_t *p = buf;
-	*p++ = CHAT_EDIT_REC_VERSION;
-	le_put16(p, m->kind);
-	p += 2;
-	le_put16(p, m->sender_len);
-	p += 2;
-	memcpy(p, m->sender, m->sender_len);
-	p += m->sender_len;
-	memcpy(p, m->client_msg_id, 16);
-	p += 16;
-	le_put64(p, m->ref_seq);
-	p += 8;
-	le_put16(p, m->content_type);
-	p += 2;
-	le_put32(p, m->body_len);
-	p += 4;
-	if (m->body_len)
-		memcpy(p, m->body, m->body_len);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, CHAT_EDIT_REC_VERSION);
+	le_write16(&w, m->kind);
+	le_write16(&w, m->sender_len);
+	le_write_bytes(&w, m->sender, m->sender_len);
+	le_write_bytes(&w, m->client_msg_id, 16);
+	le_write64(&w, m->ref_seq);
+	le_write16(&w, m->content_type);
+	le_write32(&w, m->body_len);
+	le_write_bytes(&w, m->body, m->body_len);
+	PARLEY_ASSERT(w.ok && w.off == n);
 	return (int)n;
 }
 
