@@ -48,25 +48,8 @@ static struct parley_client *client(const struct it_server *srv,
 				    const char *user, const char *dev,
 				    struct seen *s)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1",
-		.port = srv->port,
-		.token = tok,
-		.device_id = dev,
-		.connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000,
-		.call_deadline_ms = 30000,
-		.on_presence = on_presence,
-		.user = s,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	int rc = parley_client_connect(c);
-	IT_CHECK(rc == 0, "connect %s/%s: %s (%s)", user, dev, parley_strerror(rc),
-		 parley_client_failure(c)->text);
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {.on_presence = on_presence, .user = s};
+	return it_client_cb(srv, user, dev, &cb);
 }
 
 static void poll_all(struct parley_client **cs, size_t n, int ms)

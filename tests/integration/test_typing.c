@@ -52,23 +52,8 @@ static struct parley_client *client(const struct it_server *srv,
 				    const char *user, const char *dev,
 				    struct seen *s)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1",
-		.port = srv->port,
-		.token = tok,
-		.device_id = dev,
-		.connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000,
-		.call_deadline_ms = 30000,
-		.on_typing = on_typing,
-		.user = s,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	IT_OK(parley_client_connect(c));
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {.on_typing = on_typing, .user = s};
+	return it_client_cb(srv, user, dev, &cb);
 }
 
 /* Poll every client until cond holds or ~timeout_ms passed. */
