@@ -694,6 +694,17 @@ static __attribute__((unused)) uint64_t it_metric(const char *text, const char *
 	return strtoull(p + strlen(pat), NULL, 10);
 }
 
+/* One counter from GET /metrics on port (the admin port); fails the test
+ * when the port refuses or the metric is missing. */
+static __attribute__((unused)) uint64_t it_metric_get(uint16_t port, const char *name)
+{
+	char *t = it_http_get(port, "/metrics", NULL);
+	IT_CHECK(t, "admin port %u refused", port);
+	uint64_t v = it_metric(t, name);
+	free(t);
+	return v;
+}
+
 /* ---- raw connections the server is expected to refuse ------------------------------ */
 
 /* The reading side of such a connection: the first ERROR frame received and

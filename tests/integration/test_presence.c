@@ -76,14 +76,6 @@ static struct parley_presence_rec sub1(struct parley_client *c, const char *who)
 	return ok->recs[0];
 }
 
-static uint64_t metric(uint16_t port, const char *name)
-{
-	char *t = it_http_get(port, "/metrics", NULL);
-	uint64_t v = it_metric(t, name);
-	free(t);
-	return v;
-}
-
 static uint8_t fbuf[1 << 16];
 
 /* Raw: send m, return the first reply frame's type for rid (pushes skipped). */
@@ -263,7 +255,7 @@ int main(void)
 			}
 		}
 		IT_CHECK(rate, "no RATE after 40 PRESENCE_SUBs (burst 20)");
-		IT_CHECK(metric(srv.admin_port,
+		IT_CHECK(it_metric_get(srv.admin_port,
 				"parley_rate_limited_total{kind=\"presence\"}") >= 1);
 		close(rfd);
 	}
@@ -288,10 +280,10 @@ int main(void)
 	/* 7: kill -9 while online: the lazy periodic write is what remains */
 	/* carol's last_seen writes (she just left) land first: wait until
 	 * the counter stops moving; then nobody but gina is online */
-	uint64_t w0 = metric(srv.admin_port, "parley_last_seen_writes_total");
+	uint64_t w0 = it_metric_get(srv.admin_port, "parley_last_seen_writes_total");
 	for (int still = 0, i = 0; still < 5 && i < 200; i++) {
 		it_sleep_ms(100);
-		uint64_t w = metric(srv.admin_port, "parley_last_seen_writes_total");
+		uint64_t w = it_metric_get(srv.admin_port, "parley_last_seen_writes_total");
 		still = w == w0 ? still + 1 : 0;
 		w0 = w;
 	}
@@ -305,13 +297,13 @@ int main(void)
 		IT_CHECK(it_send_msg(gfd, 30, &ping) == 0);
 		struct parley_frame fr;
 		IT_CHECK(it_read_frame(gfd, fbuf, sizeof fbuf, 15000, &fr) > 0);
-		if (metric(srv.admin_port, "parley_last_seen_writes_total") > w0)
+		if (it_metric_get(srv.admin_port, "parley_last_seen_writes_total") > w0)
 			break;
 		it_sleep_ms(100);
 	}
-	IT_CHECK(metric(srv.admin_port, "parley_last_seen_writes_total") > w0,
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_last_seen_writes_total") > w0,
 		 "no periodic last_seen write while online");
-	IT_CHECK(metric(srv.admin_port, "parley_presence_online_users") == 1,
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_presence_online_users") == 1,
 		 "online users gauge: only gina is connected");
 	it_server_kill(&srv);
 	close(gfd);
