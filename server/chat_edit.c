@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_hset.h"
 
 /* ---- keys, records, producers ------------------------------------------------------ */
 
@@ -631,17 +632,18 @@ size_t chat_retention_rules(uint64_t max_age_ms, uint64_t max_count,
  */
 struct chat_scrub {
 	pthread_mutex_t mu;
-	uint64_t *h, *s;   /* conv hash (0 = empty), seq */
-	uint32_t cap;
-	_Atomic uint32_t n; /* read without mu: the filter's fast path */
+	struct chat_hset t; /* (conv hash, seq), no values */
+	_Atomic uint32_t n; /* t.n, read without mu: the filter's fast path */
 	bool warned;
 };
 
 struct chat_scrub *chat_scrub_new(void)
 {
 	struct chat_scrub *x = calloc(1, sizeof *x);
-	if (x)
+	if (x) {
 		pthread_mutex_init(&x->mu, NULL);
+		chat_hset_init(&x->t, false);
+	}
 	return x;
 }
 
@@ -650,8 +652,7 @@ void chat_scrub_free(struct chat_scrub *x)
 	if (!x)
 		return;
 	pthread_mutex_destroy(&x->mu);
-	free(x->h);
-	free(x->s);
+	chat_hset_free(&x->t);
 	free(x);
 }
 
@@ -661,15 +662,6 @@ static uint64_t scrub_conv_hash(const char *conv, size_t len)
 	return h ? h : 1;
 }
 
-static uint32_t scrub_slot(const uint64_t *h, const uint64_t *s, uint32_t cap,
-			  uint64_t ch, uint64_t seq)
-{
-	uint32_t i = (uint32_t)((ch ^ (seq * 0x9e3779b97f4a7c15ull)) & (cap - 1));
-	while (h[i] && !(h[i] == ch && s[i] == seq))
-		i = (i + 1) & (cap - 1);
-	return i;
-}
-
 void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
 		    uint64_t seq)
 {
@@ -677,39 +669,14 @@ void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
 		return;
 	uint64_t ch = scrub_conv_hash(conv, len);
 	pthread_mutex_lock(&x->mu);
-	if (!x->cap || (x->n + 1) * 4 > x->cap * 3) {
-		uint32_t nc = x->cap ? x->cap * 2 : 1024;
-		uint64_t *nh = nc <= CHAT_SCRUB_MAX ? calloc(nc, 8) : NULL;
-		uint64_t *ns = nc <= CHAT_SCRUB_MAX ? calloc(nc, 8) : NULL;
-		if (!nh || !ns) {
-			free(nh);
-			free(ns);
-			if (!x->warned)
-				PLOG_W("chat", "deleted-message set full: later "
-				       "deletes are hidden but stay on disk",
-				       "max=%u", CHAT_SCRUB_MAX);
-			x->warned = true;
-			pthread_mutex_unlock(&x->mu);
-			return;
-		}
-		for (uint32_t i = 0; i < x->cap; i++)
-			if (x->h[i]) {
-				uint32_t k = scrub_slot(nh, ns, nc, x->h[i], x->s[i]);
-				nh[k] = x->h[i];
-				ns[k] = x->s[i];
-			}
-		free(x->h);
-		free(x->s);
-		x->h = nh;
-		x->s = ns;
-		x->cap = nc;
+	if (chat_hset_put(&x->t, ch, seq, CHAT_SCRUB_MAX) < 0) {
+		if (!x->warned)
+			PLOG_W("chat", "deleted-message set full: later "
+			       "deletes are hidden but stay on disk",
+			       "max=%u", CHAT_SCRUB_MAX);
+		x->warned = true;
 	}
-	uint32_t i = scrub_slot(x->h, x->s, x->cap, ch, seq);
-	if (!x->h[i]) {
-		x->h[i] = ch;
-		x->s[i] = seq;
-		x->n++;
-	}
+	atomic_store(&x->n, x->t.n);
 	pthread_mutex_unlock(&x->mu);
 }
 
@@ -720,11 +687,7 @@ bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
 		return false;
 	uint64_t ch = scrub_conv_hash(conv, len);
 	pthread_mutex_lock(&x->mu);
-	bool has = false;
-	if (x->cap) {
-		uint32_t i = scrub_slot(x->h, x->s, x->cap, ch, seq);
-		has = x->h[i] == ch && x->s[i] == seq;
-	}
+	bool has = chat_hset_find(&x->t, ch, seq) >= 0;
 	pthread_mutex_unlock(&x->mu);
 	return has;
 }
