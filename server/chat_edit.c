@@ -252,6 +252,29 @@ static void edit_store(struct edit_ctx *x)
 
 static int scan_issue(struct edit_ctx *x, uint64_t from);
 
+/* One batch of the edit index e/<conv>, newest first from `from`. */
+static int index_read(struct chat *c, const char *conv, size_t clen,
+		      uint64_t from, pe_read_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_edits(key, conv, clen);
+	if (kl < 0)
+		return kl;
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
+				.dir = PE_BACKWARD, .limit = EDIT_SCAN_BATCH};
+	return pe_read(chat_engine(c), &q, cb, arg);
+}
+
+/* Whether a backward index scan goes on past batch r: more entries, the
+ * oldest seen (oldest_ts, oldest_seq) not yet older than min_ts (an edit
+ * is always newer than its message), and the scan bound not reached. */
+static bool index_more(const struct pe_read_result *r, uint64_t oldest_ts,
+		       uint64_t min_ts, uint64_t oldest_seq, uint32_t scanned)
+{
+	return !r->err && !r->end && r->count && oldest_ts >= min_ts &&
+	       oldest_seq > 1 && scanned < CHAT_EDIT_SCAN_MAX;
+}
+
 /* Index entries, newest first: is ref_seq deleted? is this a retry? */
 static void scan_cb(void *arg, const struct pe_read_result *r)
 {
@@ -277,8 +300,7 @@ static void scan_cb(void *arg, const struct pe_read_result *r)
 			x->deleted = true;
 	}
 	x->scanned += r->count;
-	if (!r->err && !r->end && r->count && oldest_ts >= x->msg_ts &&
-	    oldest_seq > 1 && x->scanned < CHAT_EDIT_SCAN_MAX) {
+	if (index_more(r, oldest_ts, x->msg_ts, oldest_seq, x->scanned)) {
 		int rc = scan_issue(x, oldest_seq - 1);
 		if (rc)
 			edit_finish(x, rc);
@@ -289,13 +311,7 @@ static void scan_cb(void *arg, const struct pe_read_result *r)
 
 static int scan_issue(struct edit_ctx *x, uint64_t from)
 {
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_edits(key, x->conv, x->clen);
-	if (kl < 0)
-		return kl;
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
-				.dir = PE_BACKWARD, .limit = EDIT_SCAN_BATCH};
-	return pe_read(chat_engine(x->c), &q, scan_cb, x);
+	return index_read(x->c, x->conv, x->clen, from, scan_cb, x);
 }
 
 /* The referenced entry of c/<conv>. */
@@ -499,8 +515,7 @@ static void fold_cb(void *arg, const struct pe_read_result *r)
 					      .edit_seq = seq};
 	}
 	x->scanned += r->count;
-	if (!r->err && !r->end && r->count && oldest_ts >= x->min_ts &&
-	    oldest_seq > 1 && x->scanned < CHAT_EDIT_SCAN_MAX) {
+	if (index_more(r, oldest_ts, x->min_ts, oldest_seq, x->scanned)) {
 		int rc = fold_issue(x, oldest_seq - 1);
 		if (rc)
 			fold_finish(x, rc);
@@ -521,13 +536,7 @@ static void fold_cb(void *arg, const struct pe_read_result *r)
 
 static int fold_issue(struct fold_ctx *x, uint64_t from)
 {
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_edits(key, x->conv, x->clen);
-	if (kl < 0)
-		return kl;
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
-				.dir = PE_BACKWARD, .limit = EDIT_SCAN_BATCH};
-	return pe_read(chat_engine(x->c), &q, fold_cb, x);
+	return index_read(x->c, x->conv, x->clen, from, fold_cb, x);
 }
 
 int chat_edit_fold(struct chat *c, const char *conv, size_t clen,
