@@ -527,22 +527,31 @@ static struct ls_write *ls_write_prepare(struct presence *p, struct pres_user *u
 	return w;
 }
 
-static void ls_write_issue(struct presence *p, struct ls_write *w,
-			   uint64_t value)
+/* Appends one record (copied before return) to <pfx><user>; the caller
+ * has counted the write in flight (io_begin). */
+static int rec_append(struct presence *p, const char *pfx, const char *user,
+		      size_t ulen, uint16_t type, const uint8_t *rec,
+		      uint32_t len, pe_append_cb cb, void *arg)
 {
 	char key[CHAT_KEY_CAP];
-	int kl = key_of(key, "p/", w->user, w->ulen);
+	int kl = key_of(key, pfx, user, ulen);
 	PARLEY_ASSERT(kl > 0);
-	uint8_t rec[9];
-	rec[0] = PRES_REC_VERSION;
-	le_put64(rec + 1, value);
-	struct pe_input in = {.type = CHAT_ENT_LAST_SEEN, .len = sizeof rec,
-			      .payload = rec};
+	struct pe_input in = {.type = type, .len = len, .payload = rec};
 	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
+	return pe_append(p->e, &q, cb, arg);
+}
+
+static void ls_write_issue(struct presence *p, struct ls_write *w,
+			   uint64_t value)
+{
+	uint8_t rec[9];
+	rec[0] = PRES_REC_VERSION;
+	le_put64(rec + 1, value);
 	io_begin(p);
-	int rc = pe_append(p->e, &q, ls_write_cb, w);
+	int rc = rec_append(p, "p/", w->user, w->ulen, CHAT_ENT_LAST_SEEN, rec,
+			    sizeof rec, ls_write_cb, w);
 	if (rc) {
 		struct pe_append_result r = {.err = rc};
 		ls_write_cb(w, &r);
@@ -1205,19 +1214,12 @@ int presence_set(struct presence *p, struct presence_conn *pc, uint32_t rid,
 			      .hash = u->hash, .ulen = u->ulen};
 	memcpy(x->user, u->user, u->ulen);
 	x->user[u->ulen] = '\0';
-	char key[CHAT_KEY_CAP];
-	int kl = key_of(key, "ps/", u->user, u->ulen);
-	PARLEY_ASSERT(kl > 0);
 	uint8_t rec[5];
 	rec[0] = PRES_REC_VERSION;
 	le_put32(rec + 1, flags);
-	struct pe_input in = {.type = CHAT_ENT_PRESENCE_SET, .len = sizeof rec,
-			      .payload = rec};
-	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
 	io_begin(p);
-	int rc = pe_append(p->e, &q, set_cb, x);
+	int rc = rec_append(p, "ps/", u->user, u->ulen, CHAT_ENT_PRESENCE_SET,
+			    rec, sizeof rec, set_cb, x);
 	if (rc) {
 		free(x);
 		io_end(p);
