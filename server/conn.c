@@ -1793,18 +1793,29 @@ static void note_typing(struct conn *c, const struct parley_typing *m)
 				   : "TYPING failed");
 }
 
-static void req_presence_sub(struct conn *c, uint32_t rid,
-			     const struct parley_presence_sub *m)
+/* A PRESENCE_SUB / PRESENCE_SET request may go on: presence is there and
+ * the presence rate limit allows it (else the ERROR is sent); on true the
+ * request is counted in flight. */
+static bool presence_admit(struct conn *c, uint32_t rid)
 {
 	struct srv *s = S(c);
 	if (!s->pres || !c->pres) {
 		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
 			   "presence unavailable");
-		return;
+		return false;
 	}
 	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
-		return;
+		return false;
 	c->inflight++;
+	return true;
+}
+
+static void req_presence_sub(struct conn *c, uint32_t rid,
+			     const struct parley_presence_sub *m)
+{
+	struct srv *s = S(c);
+	if (!presence_admit(c, rid))
+		return;
 	int rc = presence_sub(s->pres, c->pres, rid, m);
 	if (rc) {
 		c->inflight--;
@@ -1821,14 +1832,8 @@ static void req_presence_set(struct conn *c, uint32_t rid,
 			     const struct parley_presence_set *m)
 {
 	struct srv *s = S(c);
-	if (!s->pres || !c->pres) {
-		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
-			   "presence unavailable");
+	if (!presence_admit(c, rid))
 		return;
-	}
-	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
-		return;
-	c->inflight++;
 	int rc = presence_set(s->pres, c->pres, rid, m->flags);
 	if (rc) {
 		c->inflight--;
