@@ -334,10 +334,8 @@ static void push_post(struct presence *p, struct conn_ref to,
 		return;
 	}
 	memcpy(m->data, frame, n);
-	m->slot = to.slot;
-	m->gen = to.gen;
 	ctr(&p->pushes_pending, 1);
-	loop_post(to.lp, m);
+	lmsg_post(&to, m);
 }
 
 void presence_push_retired(struct presence *p)
@@ -899,6 +897,18 @@ struct load_ctx {
 	bool settings;                   /* ps/ (else p/) */
 };
 
+/* Posts the reply frame lm (ending request rid) to the connection h; a
+ * NULL lm (out of memory) is logged: the reply is lost. */
+static void reply_post(const struct conn_ref *h, struct lmsg *lm, uint32_t rid)
+{
+	if (lm) {
+		lm->done_req = true;
+		lmsg_post(h, lm);
+	} else {
+		PLOG_E("presence", "reply lost: out of memory", "req=%u", rid);
+	}
+}
+
 static void sub_finish(struct sub_req *q)
 {
 	struct presence *p = q->p;
@@ -947,14 +957,7 @@ static void sub_finish(struct sub_req *q)
 		if (lm)
 			memcpy(lm->data, buf, (size_t)n);
 	}
-	if (lm) {
-		lm->slot = q->h.slot;
-		lm->gen = q->h.gen;
-		lm->done_req = true;
-		loop_post(q->h.lp, lm);
-	} else {
-		PLOG_E("presence", "reply lost: out of memory", "req=%u", q->rid);
-	}
+	reply_post(&q->h, lm, q->rid);
 	free(q);
 }
 
@@ -1190,15 +1193,9 @@ static void set_cb(void *arg, const struct pe_append_result *r)
 	int n = parley_proto_encode(buf, sizeof buf, x->rid, &m);
 	PARLEY_ASSERT(n > 0);
 	struct lmsg *lm = lmsg_new(LM_FRAME, (uint32_t)n);
-	if (lm) {
+	if (lm)
 		memcpy(lm->data, buf, (size_t)n);
-		lm->slot = x->h.slot;
-		lm->gen = x->h.gen;
-		lm->done_req = true;
-		loop_post(x->h.lp, lm);
-	} else {
-		PLOG_E("presence", "reply lost: out of memory", "req=%u", x->rid);
-	}
+	reply_post(&x->h, lm, x->rid);
 	free(x);
 	io_end(p);
 }
