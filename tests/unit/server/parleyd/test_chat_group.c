@@ -71,6 +71,20 @@ static int change(struct chat *c, uint8_t op, const char *conv,
 	return x.r.err;
 }
 
+/* A CREATE by owner with these members, waited for; the new group's id
+ * into g (NUL-terminated), the result into *out (optional). */
+static void create(struct chat *c, const char *owner, const char *const *users,
+		   uint32_t n, char g[32], struct chat_group_result *out)
+{
+	struct chat_group_result r;
+	cr_assert_eq(change(c, CHAT_GOP_CREATE, NULL, owner, 0, users, n, &r), 0);
+	cr_assert_lt(r.conv_len, 32);
+	memcpy(g, r.conv, r.conv_len);
+	g[r.conv_len] = 0;
+	if (out)
+		*out = r;
+}
+
 static uint64_t send_msg(struct chat *c, const char *conv, const char *who,
 			 int i, int *err)
 {
@@ -114,11 +128,8 @@ Test(chat_group, rules)
 	world_open(&w, 8);
 	struct chat *c = w.c;
 	struct chat_group_result r;
-	cr_assert_eq(change(c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob", "carol"}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(c, "alice", (const char *[]){"bob", "carol"}, 2, g, &r);
 	cr_assert(chat_conv_is_group(g, strlen(g)));
 	cr_assert_eq(r.seq, 1);
 	/* the same create id: the same group, nothing new */
@@ -213,11 +224,8 @@ Test(chat_group, membership_survives_reopen)
 	struct world w = {.io = pio_mem_new(seed)};
 	world_open(&w, 8);
 	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, uname(0), 0,
-			    (const char *[]){uname(1), uname(2)}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, uname(0), (const char *[]){uname(1), uname(2)}, 2, g, &r);
 	uint64_t last = 1;
 	int msgs = 0;
 	for (int i = 0; i < NOPS; i++) {
@@ -311,12 +319,8 @@ Test(chat_group, unfanned_event_replayed_at_open)
 {
 	struct world w = {.io = pio_mem_new(5)};
 	world_open(&w, 8);
-	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob"}, 1, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, "alice", (const char *[]){"bob"}, 1, g, NULL);
 	chat_close(w.c); /* checkpoint: everything so far is fanned out */
 	/* ADD zoe by alice, appended as the service would, with no fan-out */
 	uint8_t rec[64];
@@ -368,11 +372,8 @@ Test(chat_group, send_after_removal_is_refused_at_its_seq)
 	struct world w = {.io = pio_mem_new(6)};
 	world_open(&w, 8);
 	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob", "carol"}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, "alice", (const char *[]){"bob", "carol"}, 2, g, &r);
 	int err;
 	cr_assert_eq(send_msg(w.c, g, "bob", 1, &err), 2);
 	cr_assert_eq(err, 0);
@@ -428,12 +429,8 @@ Test(chat_group, send_racing_its_senders_removal)
 {
 	struct world w = {.io = pio_mem_new(8)};
 	world_open(&w, 8);
-	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob", "carol"}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, "alice", (const char *[]){"bob", "carol"}, 2, g, NULL);
 	struct chat_member bob = {"bob", 3};
 	struct chat_group_req q = {.op = CHAT_GOP_REMOVE, .conv = g,
 				   .conv_len = (uint16_t)strlen(g), .actor = "alice",
