@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "chat.h"
 #include "parley_engine_hooks.h"
+#include "peer_node.h"
 #include "presence.h"
 #include "ratelimit.h"
 #include "srv.h"
@@ -145,6 +146,73 @@ static void stage_histograms(struct srv_text *o, struct pe_engine *e)
 	}
 }
 
+/* Replication (docs/CLUSTER.md): each partition group's role and term as
+ * its shard last published them, and a per-node summary: groups led,
+ * groups with a known leader, commit -> apply lag, snapshots needed,
+ * inbound messages dropped. pe_raft_status never blocks. */
+static void raft_metrics(struct srv_text *o, struct pe_engine *e)
+{
+	uint32_t np = pe_partition_count(e);
+	uint64_t led = 0, known = 0, lag_sum = 0, lag_max = 0, snap = 0,
+		 dropped = 0, term_max = 0;
+	srv_text_put(o, "# HELP parley_raft_role Role of this node in a partition's "
+	       "group (0 follower, 1 pre-candidate, 2 candidate, 3 leader).\n"
+	       "# TYPE parley_raft_role gauge\n");
+	for (uint32_t p = 0; p < np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(e, p, &st))
+			continue;
+		srv_text_put(o, "parley_raft_role{partition=\"%u\"} %d\n", p, (int)st.role);
+	}
+	srv_text_put(o, "# HELP parley_raft_term Current term of a partition's group on "
+	       "this node.\n# TYPE parley_raft_term gauge\n");
+	for (uint32_t p = 0; p < np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(e, p, &st))
+			continue;
+		srv_text_put(o, "parley_raft_term{partition=\"%u\"} %" PRIu64 "\n", p,
+		    st.term);
+		led += st.role == PE_LEADER;
+		known += st.leader != 0;
+		uint64_t lag = st.commit > st.applied ? st.commit - st.applied : 0;
+		lag_sum += lag;
+		lag_max = PARLEY_MAX(lag_max, lag);
+		snap += st.snapshot_needed;
+		dropped += st.dropped;
+		term_max = PARLEY_MAX(term_max, st.term);
+	}
+	metric(o, "parley_raft_partitions", "gauge",
+	       "Partition groups on this node.", np);
+	metric(o, "parley_raft_partitions_led", "gauge",
+	       "Partition groups this node leads.", led);
+	metric(o, "parley_raft_partitions_leader_known", "gauge",
+	       "Partition groups whose leader this node knows.", known);
+	metric(o, "parley_raft_term_max", "gauge",
+	       "Largest term of any partition group on this node.", term_max);
+	metric(o, "parley_raft_apply_lag_entries", "gauge",
+	       "Committed entries not applied yet, summed over partitions.",
+	       lag_sum);
+	metric(o, "parley_raft_apply_lag_max_entries", "gauge",
+	       "Committed entries not applied yet, largest partition.", lag_max);
+	metric(o, "parley_raft_snapshot_needed_total", "counter",
+	       "Times a follower needed a snapshot (not built: it stays behind).",
+	       snap);
+	metric(o, "parley_raft_dropped_total", "counter",
+	       "Inbound Raft messages dropped (full shard inbox and the like).",
+	       dropped);
+}
+
+/* Whether this node can serve now (beyond start-up and draining): on a
+ * cluster node, a leader of partition 0 must be known (leadership gathers
+ * there; with none known, every write is refused until an election ends). */
+static bool can_serve(struct srv *s)
+{
+	if (!s->peer || !s->engine)
+		return true;
+	struct pe_raft_status st;
+	return pe_raft_status(s->engine, 0, &st) == 0 && st.leader != 0;
+}
+
 size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 {
 	struct srv_text o = {buf, cap, 0};
@@ -242,6 +310,14 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 			"counter\nparley_fsync_seconds_total %.9f\n",
 		    (double)es.fsync_ns_total / 1e9);
 		stage_histograms(&o, s->engine);
+		raft_metrics(&o, s->engine);
+	}
+	if (s->peer && s->engine) {
+		o.n += peer_node_metrics_text(s->peer, o.n < o.cap ? o.b + o.n : NULL,
+					      o.n < o.cap ? o.cap - o.n : 0);
+		metric(&o, "parley_ready_leader_known", "gauge",
+		       "1 when a leader of partition 0 is known (/readyz).",
+		       can_serve(s));
 	}
 	/* the server's own stages (srv.h): send and delivery */
 	o.n += srv_stage_metrics(s, o.n < o.cap ? o.b + o.n : NULL,
@@ -257,8 +333,11 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_fanout_errors_total", "counter",
 		       "Fan-out appends that failed.", cs.fanout_errors);
 		metric(&o, "parley_fanout_recovered_total", "counter",
-		       "Messages re-fanned out by start-up recovery.",
+		       "Messages re-fanned out by recovery (start-up or leader change).",
 		       cs.fanout_recovered);
+		metric(&o, "parley_fanout_lead_recoveries_total", "counter",
+		       "Fan-out recoveries run on gaining the leadership of "
+		       "partitions (a cluster).", cs.lead_recoveries);
 		metric(&o, "parley_fanout_pending", "gauge",
 		       "Messages whose fan-out is not durable yet.",
 		       cs.fanout_pending);
@@ -464,7 +543,8 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 	if (!strcmp(target, "/livez"))
 		return simple(200, "OK", "ok\n", head, len);
 	if (!strcmp(target, "/readyz")) {
-		if (atomic_load(&a->ready) && !atomic_load(&a->s->draining))
+		if (atomic_load(&a->ready) && !atomic_load(&a->s->draining) &&
+		    can_serve(a->s))
 			return simple(200, "OK", "ready\n", head, len);
 		return simple(503, "Service Unavailable", "not ready\n", head, len);
 	}

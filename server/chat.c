@@ -12,7 +12,8 @@
  *      on the list, and start <= the entry's ts.
  *   2. Each outstanding list is ordered by start (registration reads the
  *      clock under c->mu), so its head is its minimum.
- *   3. The cursors written to s/fanout never decrease (asserted).
+ *   3. The cursors this node writes to s/fanout never decrease: each
+ *      snapshot is clamped to c->cur, which only grows.
  *   4. The fan-out thread issues the appends of job N before those of job
  *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
  *      its job's appends itself ("direct") only while the queue is empty
@@ -459,6 +460,7 @@ struct job {
 	struct chat *c;
 	uint64_t start;        /* chat clock when registered (<= entry ts) */
 	uint64_t from, to;     /* conversation seqs to fan out */
+	uint32_t part;         /* partition of c/<conv> (its cursor) */
 	uint64_t nmsgs;        /* counted in c->npending */
 	unsigned pending;      /* appends not yet completed (+1 while issuing) */
 	chat_send_cb cb;       /* live send: the caller's callback */
@@ -510,6 +512,17 @@ struct chat {
 	struct srv_hist stage[CHAT_STAGE_COUNT];
 	struct chat_floors *floors; /* retention floors (chat_retention.c) */
 	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
+	/* Leadership (a cluster; see "Leadership" in chat.h). led_term[p]:
+	 * the Raft term in which this node leads p AND has run p's fan-out
+	 * recovery, 0 = not ready (not leader, not recovered yet, or a
+	 * fan-out append of p failed NOTLEADER / AGAIN since). Checkpoints
+	 * are written only while every partition is ready. Under c->mu. */
+	uint64_t *led_term;
+	bool *redo;              /* [np] marked not ready during a recovery */
+	uint64_t *rec_term;      /* [np] term of p's last leadership recovery */
+	uint64_t *rec_ns;        /* [np] ... and when it ran (mono ns) */
+	uint64_t lead_poll_ns;   /* fan-out thread: last leadership poll */
+	uint32_t wm_part;        /* partition of s/fanout */
 };
 
 struct chat_groups *chat_groups_of(struct chat *c)
@@ -581,6 +594,18 @@ static void known_add_locked(struct chat *c, uint64_t h)
  * bare u64 timestamp with a 10 s safety margin; still read.) */
 #define WM_VERSION 2u
 
+/* A fan-out or send of partition p failed because this node stopped
+ * leading (or is handing over) a partition: p's outstanding work may not
+ * be durable, so p's cursor may not advance until p's recovery runs again
+ * (the leadership poll re-runs it while this node leads p). Under c->mu. */
+static void lead_lost_locked(struct chat *c, uint32_t p, int err)
+{
+	if (err != -PARLEY_ENOTLEADER && err != -PARLEY_EAGAIN)
+		return;
+	c->led_term[p] = 0;
+	c->redo[p] = true;
+}
+
 static void job_unlink_locked(struct chat *c, struct job *j)
 {
 	j->link.prev->next = j->link.next;
@@ -615,6 +640,25 @@ static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
 	c->gen++;
 }
 
+/* Registers a recovery job on partition p's list at its place by start
+ * (invariant 2), which may be below live jobs registered earlier when a
+ * recovery runs while the service is up. Under c->mu. */
+static void job_register_sorted_locked(struct chat *c, struct job *j,
+				       uint32_t p, uint64_t start)
+{
+	struct jlink *s = &c->out[p], *at = s->next;
+	while (at != s && ((const struct job *)at)->start <= start)
+		at = at->next;
+	j->start = start;
+	j->link.next = at;
+	j->link.prev = at->prev;
+	at->prev->next = &j->link;
+	at->prev = &j->link;
+	c->npending += j->nmsgs;
+	c->reg_total += j->nmsgs;
+	c->gen++;
+}
+
 /* Queues j for the fan-out thread. A queued job carries one hold on
  * j->pending (so appends already issued for it cannot complete it while
  * it waits): added here unless the caller passes its own (held). */
@@ -636,7 +680,14 @@ static void fanout_append_cb(void *arg, const struct pe_append_result *r)
 	struct job *j = arg;
 	struct chat *c = j->c;
 	pthread_mutex_lock(&c->mu);
-	if (r->err) {
+	if (r->err == -PARLEY_ENOTLEADER || r->err == -PARLEY_EAGAIN) {
+		/* a leader change: recovered by the next leader of j->part */
+		c->st.fanout_errors++;
+		lead_lost_locked(c, j->part, r->err);
+		PLOG_D("chat", "fan-out append refused: leadership moved",
+		       "conv=%.*s from=%" PRIu64 " err=%s", (int)j->len, j->conv,
+		       j->from, parley_errname(r->err));
+	} else if (r->err) {
 		c->st.fanout_errors++;
 		PLOG_E("chat", "fan-out append failed", "conv=%.*s from=%" PRIu64
 		       " err=%s", (int)j->len, j->conv, j->from,
@@ -678,6 +729,24 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 
 /* ---- checkpoints ------------------------------------------------------------------------- */
 
+/* True when this node may write a checkpoint: it leads every partition
+ * (now, as published, in the term its recovery ran in). A checkpoint
+ * claims "everything stamped below cur[p] is fanned out" for every p, true
+ * only of partitions whose every message since the last recovery passed
+ * through this node. Otherwise nothing is written: the durable cursors
+ * stay where they are (later recoveries re-fan out more, idempotently).
+ * Under c->mu. */
+static bool lead_all_locked(struct chat *c)
+{
+	for (uint32_t p = 0; p < c->np; p++) {
+		struct pe_raft_status st;
+		if (!c->led_term[p] || pe_raft_status(c->e, p, &st) ||
+		    st.role != PE_LEADER || st.term != c->led_term[p])
+			return false;
+	}
+	return true;
+}
+
 /* Fills cur[np] from the outstanding lists. Under c->mu. The clock is
  * raised to t + 1 first, so every job registered later has start > t and
  * an empty partition's cursor t + 1 is exact (no entry of it can be
@@ -689,6 +758,11 @@ static void cursor_snapshot_locked(struct chat *c, uint64_t *cur)
 	for (uint32_t p = 0; p < c->np; p++) {
 		struct jlink *s = &c->out[p];
 		cur[p] = s->next != s ? ((const struct job *)s->next)->start : t;
+		/* a cursor read from another leader's checkpoint may be above
+		 * a job registered before recovery raised the clock (clock
+		 * skew between nodes, docs/CLUSTER.md): never go back */
+		if (cur[p] < c->cur[p])
+			cur[p] = c->cur[p];
 	}
 	c->ck_reg = c->reg_total;
 	c->ck_pending = c->npending;
@@ -708,15 +782,19 @@ static void ckpt_durable_locked(struct chat *c, const uint64_t *cur)
 {
 	uint64_t mn = UINT64_MAX;
 	for (uint32_t p = 0; p < c->np; p++) {
-		PARLEY_ASSERT(cur[p] >= c->cur[p]); /* cursors never go back */
-		c->cur[p] = cur[p];
-		if (cur[p] < mn)
-			mn = cur[p];
+		/* cursors never go back: the snapshot was taken >= c->cur
+		 * (cursor_snapshot_locked), but a recovery may have raised
+		 * c->cur[p] to another leader's cursor since */
+		if (cur[p] > c->cur[p])
+			c->cur[p] = cur[p];
+		if (c->cur[p] < mn)
+			mn = c->cur[p];
 	}
 	c->dur_reg = c->ck_reg;
 	c->dur_pending = c->ck_pending;
 	c->st.watermark_ms = mn;
 	c->st.checkpoints++;
+	PLOG_D("chat", "fan-out checkpoint durable", "cursor_min_ms=%" PRIu64, mn);
 }
 
 static void ckpt_cb(void *arg, const struct pe_append_result *r)
@@ -751,8 +829,9 @@ static void ckpt_maybe_locked(struct chat *c)
 	if (c->ckpt_busy || c->gen == c->ckpt_gen)
 		return;
 	uint64_t now = parley_mono_ns();
-	if (now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
-	    c->reg_total - c->ck_reg < CHAT_CKPT_MSGS)
+	if ((now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
+	     c->reg_total - c->ck_reg < CHAT_CKPT_MSGS) ||
+	    !lead_all_locked(c))
 		return;
 	c->last_ckpt_ns = now;
 	cursor_snapshot_locked(c, c->ckpt_buf_cur);
@@ -770,6 +849,8 @@ static void ckpt_maybe_locked(struct chat *c)
 }
 
 /* ---- the fan-out thread ------------------------------------------------------------------- */
+
+static void lead_poll_locked(struct chat *c);
 
 struct group_issue {
 	struct chat *c;
@@ -943,6 +1024,7 @@ static void *fanout_main(void *arg)
 			dl.tv_sec += (time_t)(ns / 1000000000ull);
 			dl.tv_nsec = (long)(ns % 1000000000ull);
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
+			lead_poll_locked(c);
 			ckpt_maybe_locked(c);
 		}
 		if (!c->qhead)
@@ -958,6 +1040,7 @@ static void *fanout_main(void *arg)
 		c->fan_busy = false;
 		if (--j->pending == 0)
 			job_done_locked(c, j);
+		lead_poll_locked(c);
 		ckpt_maybe_locked(c);
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -993,6 +1076,9 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	j->cb(j->cb_arg, &res);
 	pthread_mutex_lock(&c->mu);
 	if (r->err || r->duplicate || refused) {
+		/* a SEND refused NOTLEADER after registration may still be
+		 * committed by the next leader: p is not ready any more */
+		lead_lost_locked(c, j->part, r->err);
 		/* nothing new to fan out (a duplicate's original was fanned
 		 * out by its own job, or is >= a cursor and recovered) */
 		job_done_locked(c, j);
@@ -1138,6 +1224,7 @@ static int conv_append(struct chat *c, const char *conv, uint16_t clen,
 	j->len = clen;
 	memcpy(j->conv, conv, clen);
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	j->part = p;
 	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
 	 * message until its fan-out is durable, even if we crash between
@@ -1436,7 +1523,8 @@ struct conv_todo {
 };
 
 struct scan_ctx {
-	struct chat *c;           /* recovery runs before any other thread */
+	struct chat *c;
+	bool live;                /* the service runs: no unlocked cache use */
 	const uint64_t *cur;
 	uint32_t part;
 	uint64_t max_ts;
@@ -1452,10 +1540,13 @@ static int scan_stream_cb(void *arg, const void *key, size_t klen,
 	s->streams++;
 	if (meta->last_ts_ms > s->max_ts)
 		s->max_ts = meta->last_ts_ms;
-	if (klen > 2 && meta->last_seq > 0 &&
+	if (!s->live && klen > 2 && meta->last_seq > 0 &&
 	    (!memcmp(key, "o/", 2) || !memcmp(key, "c/", 2)))
 		known_add_locked(s->c, conv_hash((const char *)key + 2, klen - 2));
-	if (klen > 2 && meta->last_seq > 0 && !memcmp(key, "c/", 2) &&
+	/* group state is loaded at open only (a recovery on gaining
+	 * leadership leaves the membership table as it is) */
+	if (!s->live && klen > 2 && meta->last_seq > 0 &&
+	    !memcmp(key, "c/", 2) &&
 	    chat_groups_note(s->c->groups, (const char *)key + 2, klen - 2,
 			     meta->last_seq)) {
 		s->err = -PARLEY_ENOMEM;
@@ -1514,8 +1605,9 @@ static int recover_first_seq(struct chat *c, const struct conv_todo *t,
 	return 0;
 }
 
-/* Reads the last checkpoint into c->cur. */
-static int recover_cursor(struct chat *c)
+/* Reads the last checkpoint into cur[np] (left as it is when there is
+ * none or it is not understood). */
+static int recover_cursor(struct chat *c, uint64_t *cur)
 {
 	struct pe_read_req q = {.key = WM_KEY, .klen = sizeof WM_KEY - 1,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
@@ -1539,12 +1631,12 @@ static int recover_cursor(struct chat *c)
 		uint64_t w = le_get64(ents[0].payload);
 		w = w > CHAT_FANOUT_MARGIN_MS ? w - CHAT_FANOUT_MARGIN_MS : 0;
 		for (uint32_t p = 0; p < c->np; p++)
-			c->cur[p] = w;
+			cur[p] = w;
 	} else if (n == 1 && ents[0].len == 5 + 8 * (size_t)c->np &&
 		   ents[0].payload[0] == WM_VERSION &&
 		   le_get32(ents[0].payload + 1) == c->np) {
 		for (uint32_t p = 0; p < c->np; p++)
-			c->cur[p] = le_get64(ents[0].payload + 5 + 8 * (size_t)p);
+			cur[p] = le_get64(ents[0].payload + 5 + 8 * (size_t)p);
 	} else if (n == 1) {
 		PLOG_E("chat", "fan-out checkpoint not understood: rescanning "
 		       "every conversation", "len=%u", ents[0].len);
@@ -1554,29 +1646,63 @@ static int recover_cursor(struct chat *c)
 }
 
 /*
- * Recovery (before clients are served, but without fanning anything out
- * here): read the cursors, list every partition's streams (metadata only),
- * and for each conversation with messages stamped at or after its
- * partition's cursor queue one job "fan out seqs first..last". The jobs
- * are registered with start = the cursor, so the next checkpoint keeps
- * the cursor until they are done, and they sit at the head of the queue,
- * ahead of every live message: inbox order is kept while clients are
- * already served. Inbox appends are idempotent, so the few messages
- * fanned out just before a crash are never doubled.
+ * Recovery of the partitions marked in want[] (all of them at chat_open,
+ * before clients are served; at runtime the partitions this node just
+ * came to lead): read the cursors, list those partitions' streams
+ * (metadata only), and for each conversation with messages stamped at or
+ * after its partition's cursor queue one job "fan out seqs first..last".
+ * Nothing is fanned out here. The jobs are registered with start = the
+ * cursor, so the next checkpoint keeps the cursor until they are done, and
+ * (at open) they sit at the head of the queue, ahead of every live
+ * message. Inbox appends are idempotent, so messages fanned out before a
+ * crash or a leader change are never doubled. live: the service runs
+ * (c->mu taken around shared state; at open nothing else runs yet).
+ * queue[p]: queue p's jobs (at open: the partitions this node can write).
  */
-static int recover(struct chat *c)
+static int recover_parts(struct chat *c, const bool *want, const bool *queue,
+			 bool live, unsigned *nconv_out)
 {
-	int rc = recover_cursor(c);
-	if (rc)
+	uint64_t *cur = malloc((size_t)c->np * sizeof *cur);
+	if (!cur)
+		return -PARLEY_ENOMEM;
+	if (live)
+		pthread_mutex_lock(&c->mu);
+	memcpy(cur, c->cur, (size_t)c->np * sizeof *cur);
+	if (live)
+		pthread_mutex_unlock(&c->mu);
+	int rc = recover_cursor(c, cur);
+	if (rc && live) {
+		/* e.g. s/fanout's partition is led elsewhere and its leader is
+		 * catching up: the cursors this node holds are valid promises
+		 * too (lower ones re-fan out more, idempotently) */
+		PLOG_W("chat", "fan-out checkpoint not readable: recovering from "
+		       "the cursors held in memory", "err=%s", parley_errname(rc));
+		memcpy(cur, c->cur, (size_t)c->np * sizeof *cur);
+		rc = 0;
+	}
+	if (rc) {
+		free(cur);
 		return rc;
+	}
 	uint64_t maxcur = 0, mincur = UINT64_MAX;
+	if (live)
+		pthread_mutex_lock(&c->mu);
 	for (uint32_t p = 0; p < c->np; p++) {
+		/* every durable cursor is a valid promise: keep the larger */
+		if (want[p] && cur[p] > c->cur[p])
+			c->cur[p] = cur[p];
+		cur[p] = c->cur[p];
 		maxcur = PARLEY_MAX(maxcur, c->cur[p]);
 		mincur = PARLEY_MIN(mincur, c->cur[p]);
 	}
-	c->st.watermark_ms = mincur;
-	struct scan_ctx s = {.c = c, .cur = c->cur};
+	if (!live)
+		c->st.watermark_ms = mincur;
+	if (live)
+		pthread_mutex_unlock(&c->mu);
+	struct scan_ctx s = {.c = c, .live = live, .cur = cur};
 	for (uint32_t p = 0; p < c->np; p++) {
+		if (!want[p])
+			continue;
 		s.part = p;
 		rc = pe_list_streams(c->e, p, scan_stream_cb, &s);
 		if (rc == -PARLEY_ECORRUPT) {
@@ -1594,12 +1720,13 @@ static int recover(struct chat *c)
 	 * below a durable cursor (the cursor's promise covers ts < cursor). */
 	chat_clock_raise(c->clock, PARLEY_MAX(s.max_ts, maxcur));
 	unsigned nconv = 0;
+	uint64_t nmsgs = 0;
 	while (s.todo) {
 		struct conv_todo *t = s.todo;
 		s.todo = t->next;
 		uint64_t first = 0;
 		if (!rc) {
-			rc = recover_first_seq(c, t, c->cur[t->part], &first);
+			rc = recover_first_seq(c, t, cur[t->part], &first);
 			if (rc == -PARLEY_ECORRUPT) {
 				PLOG_E("chat", "conversation not recovered: its "
 				       "partition is corrupt", "stream=%.*s",
@@ -1608,10 +1735,10 @@ static int recover(struct chat *c)
 				first = 0;
 			}
 		}
-		if (!rc && first >= 1 && first <= t->last_seq)
+		if (!rc && !live && first >= 1 && first <= t->last_seq)
 			chat_groups_note_first(c->groups, t->key + 2, t->klen - 2u,
 					       first);
-		if (!rc && first >= 1 && first <= t->last_seq) {
+		if (!rc && queue[t->part] && first >= 1 && first <= t->last_seq) {
 			struct job *j = calloc(1, sizeof *j + t->klen - 2u);
 			if (!j) {
 				rc = -PARLEY_ENOMEM;
@@ -1619,12 +1746,19 @@ static int recover(struct chat *c)
 				j->c = c;
 				j->from = first;
 				j->to = t->last_seq;
+				j->part = t->part;
 				j->nmsgs = t->last_seq - first + 1;
 				j->len = (uint16_t)(t->klen - 2u);
 				memcpy(j->conv, t->key + 2, j->len);
-				job_register_locked(c, j, t->part, c->cur[t->part]);
+				if (live)
+					pthread_mutex_lock(&c->mu);
+				job_register_sorted_locked(c, j, t->part,
+							   cur[t->part]);
 				queue_push_locked(c, j, false);
 				c->st.fanout_recovered += j->nmsgs;
+				if (live)
+					pthread_mutex_unlock(&c->mu);
+				nmsgs += j->nmsgs;
 				nconv++;
 				PLOG_D("chat", "fan-out resumes", "conv=%.*s from_seq=%"
 				       PRIu64 " to_seq=%" PRIu64, (int)j->len,
@@ -1633,6 +1767,42 @@ static int recover(struct chat *c)
 		}
 		free(t);
 	}
+	PLOG_I("chat", live ? "fan-out recovery planned (leadership gained)"
+			    : "fan-out recovery planned",
+	       "cursor_min_ms=%" PRIu64 " streams=%" PRIu64 " conversations=%u"
+	       " messages=%" PRIu64 " err=%s", mincur, s.streams, nconv, nmsgs,
+	       rc ? parley_errname(rc) : "none");
+	free(cur);
+	*nconv_out = nconv;
+	return rc;
+}
+
+static int recover(struct chat *c)
+{
+	bool *all = malloc(c->np * sizeof *all);
+	bool *queue = malloc(c->np * sizeof *queue);
+	if (!all || !queue) {
+		free(all);
+		free(queue);
+		return -PARLEY_ENOMEM;
+	}
+	/* Every partition is scanned (the clock floor, the known cache);
+	 * only those this node can write now get jobs: on a cluster node
+	 * that does not lead yet, the leadership poll recovers them when it
+	 * does (a single node leads everything from the start). */
+	bool wm_ok = pe_partition_leader_check(c->e, c->wm_part) == 0;
+	for (uint32_t p = 0; p < c->np; p++) {
+		struct pe_raft_status st;
+		all[p] = true;
+		queue[p] = wm_ok && pe_partition_leader_check(c->e, p) == 0 &&
+			   pe_raft_status(c->e, p, &st) == 0 &&
+			   st.role == PE_LEADER;
+		c->led_term[p] = queue[p] ? st.term : 0;
+	}
+	unsigned nconv = 0;
+	int rc = recover_parts(c, all, queue, false, &nconv);
+	free(all);
+	free(queue);
 	/* Group membership: last snapshots + the events after them that the
 	 * cursors do not cover (before the fan-out thread plans anything). */
 	if (!rc)
@@ -1642,11 +1812,86 @@ static int recover(struct chat *c)
 	c->dur_reg = c->ck_reg = 0;
 	c->dur_pending = c->ck_pending = 0;
 	c->ckpt_gen = nconv ? 0 : c->gen;
-	PLOG_I("chat", "fan-out recovery planned", "cursor_min_ms=%" PRIu64
-	       " streams=%" PRIu64 " conversations=%u messages=%" PRIu64
-	       " err=%s", mincur, s.streams, nconv, c->st.fanout_recovered,
-	       rc ? parley_errname(rc) : "none");
 	return rc;
+}
+
+/* ---- leadership (a cluster) ------------------------------------------------------------- */
+
+/*
+ * Fan-out thread, c->mu held (released while a recovery runs). At most
+ * every CHAT_LEAD_POLL_MS: compares each partition's published Raft role
+ * and term with led_term. A partition this node no longer leads becomes
+ * not ready (its jobs' appends fail NOTLEADER by themselves; nothing is
+ * checkpointed meanwhile). A partition it leads in a term it has not
+ * recovered in is recovered once the node can write it
+ * (pe_partition_leader_check: it applied everything its predecessor
+ * committed, so the partition's streams are complete; the checkpoint is
+ * read from s/fanout as applied here, or the cursors held in memory when
+ * that read fails: any durable cursor is a valid lower bound): the
+ * recovery's jobs re-fan out everything stamped at or after the durable
+ * cursor, including whatever the previous leader had in flight.
+ */
+static void lead_poll_locked(struct chat *c)
+{
+	uint64_t now = parley_mono_ns();
+	if (now - c->lead_poll_ns < CHAT_LEAD_POLL_MS * 1000000ull)
+		return;
+	c->lead_poll_ns = now;
+	bool *want = calloc(c->np, sizeof *want);
+	uint64_t *term = calloc(c->np, sizeof *term);
+	if (!want || !term) {
+		free(want);
+		free(term);
+		return; /* tried again at the next poll */
+	}
+	bool any = false;
+	for (uint32_t p = 0; p < c->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(c->e, p, &st) || st.role != PE_LEADER) {
+			if (c->led_term[p])
+				PLOG_I("chat", "fan-out: partition led elsewhere now",
+				       "partition=%u", p);
+			c->led_term[p] = 0;
+			continue;
+		}
+		if (c->led_term[p] == st.term)
+			continue;
+		c->led_term[p] = 0;
+		/* again in the same term (a fan-out append failed NOTLEADER /
+		 * AGAIN, e.g. to an inbox whose partition is led elsewhere
+		 * during a transfer): not more often than CHAT_LEAD_RETRY_MS */
+		if (c->rec_term[p] == st.term &&
+		    now - c->rec_ns[p] < CHAT_LEAD_RETRY_MS * 1000000ull)
+			continue;
+		if (pe_partition_leader_check(c->e, p) == 0) {
+			c->rec_term[p] = st.term;
+			c->rec_ns[p] = now;
+			want[p] = true;
+			term[p] = st.term;
+			c->redo[p] = false;
+			any = true;
+		}
+	}
+	if (any) {
+		pthread_mutex_unlock(&c->mu);
+		unsigned nconv = 0;
+		int rc = recover_parts(c, want, want, true, &nconv);
+		pthread_mutex_lock(&c->mu);
+		for (uint32_t p = 0; p < c->np; p++) {
+			if (!want[p])
+				continue;
+			/* ready in the term it was recovered in, unless a
+			 * failure marked it meanwhile (then: again) */
+			if (!rc && !c->redo[p])
+				c->led_term[p] = term[p];
+		}
+		c->st.lead_recoveries++;
+		if (rc)
+			PLOG_W("chat", "fan-out recovery after a leader change "
+			       "failed: retried", "err=%s", parley_errname(rc));
+	}
+	free(want);
+	free(term);
 }
 
 static void chat_free(struct chat *c)
@@ -1667,6 +1912,10 @@ static void chat_free(struct chat *c)
 	free(c->known);
 	chat_groups_free(c->groups);
 	free(c->inline_buf);
+	free(c->led_term);
+	free(c->redo);
+	free(c->rec_term);
+	free(c->rec_ns);
 	chat_floors_free(c->floors);
 	free(c);
 }
@@ -1692,8 +1941,14 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
 	c->floors = chat_floors_new();
+	c->led_term = calloc(c->np, sizeof *c->led_term);
+	c->redo = calloc(c->np, sizeof *c->redo);
+	c->rec_term = calloc(c->np, sizeof *c->rec_term);
+	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
+	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf || !c->groups || !c->floors) {
+	    !c->inline_buf || !c->groups || !c->floors || !c->led_term ||
+	    !c->redo || !c->rec_term || !c->rec_ns) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
 	}
@@ -1730,7 +1985,10 @@ void chat_close(struct chat *c)
 		pthread_cond_wait(&c->cv, &c->mu);
 	/* Last checkpoint: nothing is outstanding, so every cursor is "now":
 	 * a clean restart re-fans out nothing. */
-	if (c->gen != c->ckpt_gen) {
+	if (c->gen != c->ckpt_gen && !lead_all_locked(c)) {
+		PLOG_I("chat", "no last fan-out checkpoint: this node does not "
+		       "lead every partition", "partitions=%u", c->np);
+	} else if (c->gen != c->ckpt_gen) {
 		cursor_snapshot_locked(c, c->ckpt_buf_cur);
 		pthread_mutex_unlock(&c->mu);
 		struct pe_input in = {.type = CHAT_ENT_WATERMARK,

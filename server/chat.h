@@ -67,6 +67,23 @@
  * are already served. The clock's floor is raised to the newest stored
  * timestamp and to the largest cursor.
  *
+ * Leadership (a cluster, docs/CLUSTER.md §3.4): only the leader of a
+ * partition can append, so the fan-out of partition p's conversations is
+ * recoverable only through p's leader. The fan-out thread polls the
+ * engine's published Raft state (pe_raft_status) every CHAT_LEAD_POLL_MS:
+ * when this node leads p in a term it has not recovered p in, it runs the
+ * recovery above for p (once it can write p, i.e. has applied all its
+ * predecessor committed), so whatever the previous leader had in
+ * flight is re-fanned out (idempotent). A partition it no longer leads,
+ * or whose fan-out or SEND failed NOTLEADER / AGAIN, is "not ready" until
+ * its recovery runs again (in the same term at most every
+ * CHAT_LEAD_RETRY_MS); checkpoints are written only while every
+ * partition is ready (the record holds every partition's cursor, and a
+ * cursor may pass a message only if this node saw it through). At open,
+ * jobs are queued only for partitions this node can write. Messages
+ * recovered after a leader change may reach an inbox after newer ones of
+ * the same conversation fanned out directly in the meantime.
+ *
  * Ordering: an inbox receives pointers of one conversation in seq order:
  * engine append callbacks of one stream run in seq order on its shard;
  * a callback issues its job's appends itself only when no job is queued
@@ -118,6 +135,8 @@ enum chat_ent_type {
 #define CHAT_FANOUT_MARGIN_MS 10000u /* version-1 checkpoints only */
 #define CHAT_CKPT_INTERVAL_MS 100u   /* fan-out checkpoint at most this often */
 #define CHAT_CKPT_MSGS 4096u         /* ... or after this many new messages */
+#define CHAT_LEAD_POLL_MS 20u        /* leadership poll (a cluster) */
+#define CHAT_LEAD_RETRY_MS 500u      /* re-recovery of a partition in the same term */
 #define CHAT_MAX_PARTITIONS 65536u
 #define CHAT_KNOWN_MAX (1u << 20)    /* slots of the known-conversation cache (8 MiB) */
 #define CHAT_KEY_CAP 256u            /* PE_MAX_KEY + NUL */
@@ -261,7 +280,9 @@ struct chat_stats {
 	uint64_t fanout_jobs;      /* messages fanned out (live + recovered) */
 	uint64_t fanout_appends;   /* inbox/list appends completed */
 	uint64_t fanout_errors;    /* appends that failed (logged) */
-	uint64_t fanout_recovered; /* messages re-fanned out after a restart */
+	uint64_t fanout_recovered; /* messages re-fanned out after a restart
+				      or a leader change */
+	uint64_t lead_recoveries;  /* recoveries run on gaining leadership */
 	uint64_t fanout_direct;    /* live messages whose inbox appends were
 				      issued from their durable callback */
 	uint64_t fanout_deferred;  /* ... of which a full engine queue handed

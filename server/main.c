@@ -848,6 +848,7 @@ static int run(const struct opts *o, struct srv *s)
 		peer_node_stop(pn);
 		return 1;
 	}
+	s->peer = pn; /* before the engine: admin reads peer only with it */
 	s->engine = e;
 	static struct admission hs_adm;
 	struct ratelimit_config rlc;

@@ -14,8 +14,14 @@
  * data, snapshot chunk) into one allocation on the outbox list, bounded by
  * PEER_NODE_OUTBOX_BYTES (beyond: dropped and counted; Raft retransmits).
  *
+ * Observability: on each tick the thread also reads every partition's
+ * published Raft state (pe_raft_status, never blocks) and counts term
+ * changes (elections seen) and leaderships gained, for /metrics
+ * (peer_node_metrics_text, with the transport's per-link series).
+ *
  * Threads: the outbox is under `mu` (shard threads push, the node thread
- * takes); everything else belongs to the node thread once started.
+ * takes); the counters are relaxed atomics; everything else belongs to the
+ * node thread once started.
  */
 #include "peer_node.h"
 
@@ -57,6 +63,11 @@ struct peer_node {
 	struct obatch *head, *tail;
 	size_t queued;
 	_Atomic uint64_t drops;
+	/* node thread: the last Raft state seen per partition */
+	uint32_t np;
+	uint64_t *seen_term;
+	bool *seen_leader;
+	_Atomic uint64_t term_changes, leader_gains;
 };
 
 /* ---- config ---------------------------------------------------------------------- */
@@ -193,6 +204,27 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 	}
 }
 
+/* Counts term changes and leaderships gained since the last tick. */
+static void observe_raft(struct peer_node *nd)
+{
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		if (st.term > nd->seen_term[p]) {
+			if (nd->seen_term[p])
+				atomic_fetch_add_explicit(&nd->term_changes, 1,
+							  memory_order_relaxed);
+			nd->seen_term[p] = st.term;
+		}
+		bool lead = st.role == PE_LEADER;
+		if (lead && !nd->seen_leader[p])
+			atomic_fetch_add_explicit(&nd->leader_gains, 1,
+						  memory_order_relaxed);
+		nd->seen_leader[p] = lead;
+	}
+}
+
 /* ---- inbound and the thread ------------------------------------------------------ */
 
 static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
@@ -247,8 +279,10 @@ static void *node_main(void *arg)
 			}
 		}
 		(void)peer_poll(nd->peer, 0);
-		if (tick)
+		if (tick) {
 			(void)pe_raft_tick(nd->e);
+			observe_raft(nd);
+		}
 		drain_outbox(nd);
 		peer_flush(nd->peer);
 	}
@@ -320,6 +354,11 @@ const struct pe_cluster *peer_node_cluster(struct peer_node *n)
 int peer_node_start(struct peer_node *nd, struct pe_engine *e)
 {
 	nd->e = e;
+	nd->np = pe_partition_count(e);
+	nd->seen_term = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_term);
+	nd->seen_leader = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_leader);
+	if (!nd->seen_term || !nd->seen_leader)
+		return -PARLEY_ENOMEM;
 	uint32_t t = nd->cfg.tick_ms ? nd->cfg.tick_ms : DEF_TICK_MS;
 	struct itimerspec its = {
 		.it_interval = {.tv_sec = t / 1000, .tv_nsec = (long)(t % 1000) * 1000000},
@@ -369,10 +408,36 @@ void peer_node_stop(struct peer_node *nd)
 	if (nd->tfd >= 0)
 		close(nd->tfd);
 	pthread_mutex_destroy(&nd->mu);
+	free(nd->seen_term);
+	free(nd->seen_leader);
 	free(nd);
 }
 
 uint64_t peer_node_outbox_drops(struct peer_node *n)
 {
 	return atomic_load_explicit(&n->drops, memory_order_relaxed);
+}
+
+size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
+{
+	int k = snprintf(
+		buf, cap,
+		"# HELP parley_raft_term_changes_total Partition terms seen to "
+		"change on this node (elections).\n"
+		"# TYPE parley_raft_term_changes_total counter\n"
+		"parley_raft_term_changes_total %" PRIu64 "\n"
+		"# HELP parley_raft_leader_gains_total Times this node became "
+		"leader of a partition.\n"
+		"# TYPE parley_raft_leader_gains_total counter\n"
+		"parley_raft_leader_gains_total %" PRIu64 "\n"
+		"# HELP parley_peer_outbox_drops_total Raft messages dropped "
+		"because the outbox was full.\n"
+		"# TYPE parley_peer_outbox_drops_total counter\n"
+		"parley_peer_outbox_drops_total %" PRIu64 "\n",
+		atomic_load_explicit(&n->term_changes, memory_order_relaxed),
+		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
+		peer_node_outbox_drops(n));
+	size_t m = k > 0 ? (size_t)k : 0;
+	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
+				     m < cap ? cap - m : 0);
 }

@@ -68,5 +68,11 @@ void peer_node_halt(struct peer_node *n);
 void peer_node_stop(struct peer_node *n);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
+/* Prometheus text for /metrics: elections (term changes) and leaderships
+ * gained as seen on the ticks, outbox drops, and the transport's per-link
+ * series (peer_metrics_text). Returns the length written, or the length
+ * needed when cap is too small (as admin_metrics_text). Any thread, once
+ * started. */
+size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

@@ -113,6 +113,7 @@ struct srv_stages {
  * and inbox stages) as Prometheus text into buf[0..cap); returns the
  * length it needed (like snprintf: output is cut at cap). */
 struct srv;
+struct peer_node;
 size_t srv_stage_metrics(struct srv *s, char *buf, size_t cap);
 
 /* JWT check hook: fills the token's sub (user id) and exp (unix ms, 0 =
@@ -136,6 +137,8 @@ struct srv {
 	struct ratelimit *rl;        /* request rate limits; NULL = none */
 	struct admission *adm;       /* handshake admission; NULL = none */
 	struct presence *pres;       /* typing and presence; NULL = none */
+	struct peer_node *peer;      /* a cluster node's replication (peer_node.h,
+					/metrics, /readyz); NULL = one node */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;

@@ -1,7 +1,7 @@
 /*
  * parley_cli.c — `parley`, the terminal chat client on libparley.
  *
- *   parley [--host H] [--port P] [--tls [--ca FILE] [--server-name N]]
+ *   parley [--host H] [--port P | --nodes H:P,H:P,...] [--tls [--ca FILE] [--server-name N]]
  *          [--token JWT | --token-cmd CMD] [--device NAME] [-v] [command] [args]
  *
  * Commands: send PEER TEXT..., history PEER [--before N] [--limit N],
@@ -59,6 +59,8 @@ static const char usage_text[] =
 	"options (environment in brackets):\n"
 	"  --host H          server [PARLEY_HOST] (127.0.0.1)\n"
 	"  --port P          server port [PARLEY_SERVER_PORT] (7411; 7412 with TLS)\n"
+	"  --nodes LIST      a cluster's nodes, host:port,host:port,... instead of\n"
+	"                    --host/--port: requests follow the leader [PARLEY_NODES]\n"
 	"  --tls             use TLS [PARLEY_TLS=1]\n"
 	"  --ca FILE         trust this CA, e.g. the dev CA; implies --tls [PARLEY_CA]\n"
 	"  --server-name N   TLS name to verify (default: the host)\n"
@@ -526,11 +528,12 @@ static int wants_help(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	const char *host = NULL, *port_s = NULL, *ca = NULL, *token = NULL,
-		   *device = NULL, *sni = NULL, *token_cmd = NULL;
+		   *device = NULL, *sni = NULL, *token_cmd = NULL, *nodes = NULL;
 	int tls = -1, verbose = 0;
 	static const struct option opts[] = {
 		{"host", required_argument, NULL, 'H'},
 		{"port", required_argument, NULL, 'p'},
+		{"nodes", required_argument, NULL, 'N'},
 		{"tls", no_argument, NULL, 't'},
 		{"ca", required_argument, NULL, 'c'},
 		{"server-name", required_argument, NULL, 's'},
@@ -546,6 +549,7 @@ int main(int argc, char **argv)
 		switch (o) {
 		case 'H': host = optarg; break;
 		case 'p': port_s = optarg; break;
+		case 'N': nodes = optarg; break;
 		case 't': tls = 1; break;
 		case 'c': ca = optarg; break;
 		case 's': sni = optarg; break;
@@ -622,6 +626,9 @@ int main(int argc, char **argv)
 					"(PARLEY_PORT is parleyd's listen port)\n", env_port);
 	}
 	port_s = port_s ? port_s : env_port && *env_port ? env_port : tls ? "7412" : "7411";
+	nodes = env_or(nodes, "PARLEY_NODES", NULL);
+	if (nodes && !*nodes)
+		nodes = NULL;
 	token = env_or(token, "PARLEY_TOKEN", NULL);
 	token_cmd = env_or(token_cmd, "PARLEY_TOKEN_CMD", NULL);
 	char devbuf[PARLEY_PROTO_MAX_DEVICE_ID + 1];
@@ -674,6 +681,7 @@ int main(int argc, char **argv)
 	struct parley_client_opts co = {0};
 	co.host = host;
 	co.port = (uint16_t)port;
+	co.nodes = nodes; /* when set, it replaces host/port (libparley) */
 	co.tls = tls;
 	co.ca_file = ca;
 	co.tls_server_name = sni;
