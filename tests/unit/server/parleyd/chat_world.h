@@ -80,17 +80,22 @@ static inline void waiter_wait(struct waiter *w, int n)
 	pthread_mutex_unlock(&w->mu);
 }
 
-struct open_wait {
-	struct waiter w;
-	struct chat_conv_info r;
-};
+/* A rendezvous carrying one callback result of type T: declares
+ * struct name { struct waiter w; T r; } and name##_cb(arg, const T *r),
+ * the callback that stores the result and signals. */
+#define WAITER_FOR(name, T)                                                    \
+	struct name {                                                          \
+		struct waiter w;                                               \
+		T r;                                                           \
+	};                                                                     \
+	static inline void name##_cb(void *arg, const T *r)                    \
+	{                                                                      \
+		struct name *x_ = arg;                                         \
+		x_->r = *r;                                                    \
+		waiter_signal(&x_->w);                                         \
+	}
 
-static inline void open_wait_cb(void *arg, const struct chat_conv_info *r)
-{
-	struct open_wait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(open_wait, struct chat_conv_info)
 
 /* CONV_OPEN through the chat service; returns its error. */
 static inline int svc_open(struct chat *c, const char *user, const char *peer,

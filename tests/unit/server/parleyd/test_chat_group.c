@@ -34,17 +34,7 @@ static uint64_t seed_get(void)
 	return v;
 }
 
-struct gwait {
-	struct waiter w;
-	struct chat_group_result r;
-};
-
-static void gwait_cb(void *arg, const struct chat_group_result *r)
-{
-	struct gwait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(gwait, struct chat_group_result)
 
 /* One change, waited for. Returns its error; *out (optional) the result. */
 static int change(struct chat *c, uint8_t op, const char *conv,
@@ -409,17 +399,7 @@ Test(chat_group, send_after_removal_is_refused_at_its_seq)
 	pio_free(w.io);
 }
 
-struct swait {
-	struct waiter w;
-	struct chat_send_result r;
-};
-
-static void swait_cb(void *arg, const struct chat_send_result *r)
-{
-	struct swait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(swait, struct chat_send_result)
 
 /* The race itself: the REMOVE is issued, then bob's SEND at once (its check
  * before storing almost always still sees bob as a member): the SEND lands
