@@ -254,9 +254,12 @@ int chat_list_encode(uint8_t *buf, size_t cap, const char *conv, size_t len)
 		return -PARLEY_EINVAL;
 	if (cap < 3 + len)
 		return -PARLEY_ETOOBIG;
-	buf[0] = CHAT_REC_VERSION;
-	le_put16(buf + 1, (uint16_t)len);
-	memcpy(buf + 3, conv, len);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, CHAT_REC_VERSION);
+	le_write16(&w, (uint16_t)len);
+	le_write_bytes(&w, conv, len);
+	PARLEY_ASSERT(w.ok);
 	return (int)(3 + len);
 }
 

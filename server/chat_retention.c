@@ -247,13 +247,16 @@ static void run_req(struct chat_ret *r, struct ret_req *q)
 		char key[CHAT_KEY_CAP];
 		int kl = key_ret(key, q->conv, rq->conv_len);
 		uint8_t rec[1 + 8 + 8 + 2 + PARLEY_PROTO_MAX_USER_ID];
-		rec[0] = RET_REC_VERSION;
-		le_put64(rec + 1, rq->max_age_ms);
-		le_put64(rec + 9, rq->max_count);
-		le_put16(rec + 17, rq->user_len);
-		memcpy(rec + 19, q->user, rq->user_len);
+		struct le_writer w;
+		le_writer_init(&w, rec, sizeof rec);
+		le_write8(&w, RET_REC_VERSION);
+		le_write64(&w, rq->max_age_ms);
+		le_write64(&w, rq->max_count);
+		le_write16(&w, rq->user_len);
+		le_write_bytes(&w, q->user, rq->user_len);
+		PARLEY_ASSERT(w.ok);
 		struct pe_input in = {.type = CHAT_ENT_RETENTION,
-				      .len = 19u + rq->user_len, .payload = rec};
+				      .len = (uint32_t)w.off, .payload = rec};
 		struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
 					   .expected_last_seq = PE_NO_EXPECT,
 					   .entries = &in, .count = 1};
