@@ -665,18 +665,14 @@ void chat_scrub_free(struct chat_scrub *x)
 	free(x);
 }
 
-static uint64_t scrub_conv_hash(const char *conv, size_t len)
-{
-	uint64_t h = parley_xxh3(conv, len, 0x7363727562000001ull);
-	return h ? h : 1;
-}
+#define SCRUB_SEED 0x7363727562000001ull /* of the conv hash */
 
 void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
 		    uint64_t seq)
 {
 	if (!x)
 		return;
-	uint64_t ch = scrub_conv_hash(conv, len);
+	uint64_t ch = chat_hset_hash(conv, len, SCRUB_SEED);
 	pthread_mutex_lock(&x->mu);
 	if (chat_hset_put(&x->t, ch, seq, CHAT_SCRUB_MAX) < 0) {
 		if (!x->warned)
@@ -694,7 +690,7 @@ bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
 {
 	if (!x)
 		return false;
-	uint64_t ch = scrub_conv_hash(conv, len);
+	uint64_t ch = chat_hset_hash(conv, len, SCRUB_SEED);
 	pthread_mutex_lock(&x->mu);
 	bool has = chat_hset_find(&x->t, ch, seq) >= 0;
 	pthread_mutex_unlock(&x->mu);

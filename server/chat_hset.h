@@ -27,6 +27,13 @@ struct chat_hset {
 	bool values;
 };
 
+/* A k1 for a byte string: xxh3 with the caller's seed, never 0. */
+static inline uint64_t chat_hset_hash(const void *p, size_t len, uint64_t seed)
+{
+	uint64_t h = parley_xxh3(p, len, seed);
+	return h ? h : 1;
+}
+
 static inline void chat_hset_init(struct chat_hset *t, bool values)
 {
 	*t = (struct chat_hset){.values = values};

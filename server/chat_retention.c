@@ -497,16 +497,12 @@ void chat_floors_free(struct chat_floors *f)
 	free(f);
 }
 
-static uint64_t floor_hash(const char *conv, size_t len)
-{
-	uint64_t h = parley_xxh3(conv, len, 0x666c6f6f72730001ull);
-	return h ? h : 1;
-}
+#define FLOOR_SEED 0x666c6f6f72730001ull /* of the conv hash */
 
 bool chat_floor_below(struct chat_floors *f, const char *conv, size_t len,
 		      uint64_t conv_seq)
 {
-	uint64_t h = floor_hash(conv, len);
+	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
 	pthread_mutex_lock(&f->mu);
 	bool below = f->full;
 	if (!below) {
@@ -522,7 +518,7 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
 {
 	if (first_seq <= 1)
 		return;
-	uint64_t h = floor_hash(conv, len);
+	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
 	pthread_mutex_lock(&f->mu);
 	int64_t i = chat_hset_put(&f->t, h, 0, CHAT_FLOORS_MAX);
 	if (i < 0)
