@@ -189,6 +189,67 @@ static inline const uint8_t *le_read_bytes(struct le_reader *r, size_t n)
 	return r->p + r->off - n;
 }
 
+/*
+ * The writing twin of le_reader: a bounded cursor for encoding. Every putter
+ * writes nothing once the buffer would overflow and leaves the writer
+ * "failed", so an encoder can write a whole structure and check `ok` (and
+ * take the length from `off`) once at the end.
+ */
+struct le_writer {
+	uint8_t *p;
+	size_t cap;
+	size_t off;
+	bool ok;
+};
+static inline void le_writer_init(struct le_writer *w, void *p, size_t cap)
+{
+	w->p = (uint8_t *)p;
+	w->cap = cap;
+	w->off = 0;
+	w->ok = true;
+}
+/* Reserves n bytes and returns where they start, or NULL on overflow. */
+static inline uint8_t *le_write_reserve(struct le_writer *w, size_t n)
+{
+	if (!w->ok || w->cap - w->off < n) {
+		w->ok = false;
+		return NULL;
+	}
+	w->off += n;
+	return w->p + w->off - n;
+}
+static inline void le_write8(struct le_writer *w, uint8_t v)
+{
+	uint8_t *q = le_write_reserve(w, 1);
+	if (q)
+		*q = v;
+}
+static inline void le_write16(struct le_writer *w, uint16_t v)
+{
+	uint8_t *q = le_write_reserve(w, 2);
+	if (q)
+		le_put16(q, v);
+}
+static inline void le_write32(struct le_writer *w, uint32_t v)
+{
+	uint8_t *q = le_write_reserve(w, 4);
+	if (q)
+		le_put32(q, v);
+}
+static inline void le_write64(struct le_writer *w, uint64_t v)
+{
+	uint8_t *q = le_write_reserve(w, 8);
+	if (q)
+		le_put64(q, v);
+}
+/* src may be NULL when n is 0. */
+static inline void le_write_bytes(struct le_writer *w, const void *src, size_t n)
+{
+	uint8_t *q = le_write_reserve(w, n);
+	if (q && n)
+		memcpy(q, src, n);
+}
+
 /* ---- checksums ---------------------------------------------------------- */
 
 /* xxh3-64 of a buffer, with a seed (use a distinct seed per record kind). */

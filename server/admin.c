@@ -23,6 +23,7 @@
 #include "peer_node.h"
 #include "presence.h"
 #include "ratelimit.h"
+#include "srv.h"
 
 struct aconn;
 
@@ -43,28 +44,10 @@ struct admin {
 
 /* ---- metrics text ---------------------------------------------------------- */
 
-struct out {
-	char *b;
-	size_t cap, n;
-};
-
-static void put(struct out *o, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void put(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(o->n < o->cap ? o->b + o->n : NULL,
-			  o->n < o->cap ? o->cap - o->n : 0, fmt, ap);
-	va_end(ap);
-	if (k > 0)
-		o->n += (size_t)k;
-}
-
-static void metric(struct out *o, const char *name, const char *type,
+static void metric(struct srv_text *o, const char *name, const char *type,
 		   const char *help, uint64_t v)
 {
-	put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name,
+	srv_text_put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name,
 	    type, name, v);
 }
 
@@ -135,12 +118,12 @@ static const struct ctr_metric {
  */
 #define STAGE_LE_FIRST 10u /* 2^10 ns ~ 1 us */
 #define STAGE_LE_LAST 34u  /* 2^34 ns ~ 17 s */
-static void stage_histograms(struct out *o, struct pe_engine *e)
+static void stage_histograms(struct srv_text *o, struct pe_engine *e)
 {
 	struct pe_stage_hist st[PE_STAGE_COUNT];
 	pe_stage_stats(e, st);
 	const char *h = "parley_engine_stage_seconds";
-	put(o, "# HELP %s Time an engine append spends per stage: queue "
+	srv_text_put(o, "# HELP %s Time an engine append spends per stage: queue "
 	       "(submitted -> its shard takes it), fill (-> its WAL batch is "
 	       "submitted), sync (one batch's write+fdatasync), apply, "
 	       "callback.\n# TYPE %s histogram\n", h, h);
@@ -151,13 +134,13 @@ static void stage_histograms(struct out *o, struct pe_engine *e)
 			cum += st[k].buckets[b];
 			if (b < STAGE_LE_FIRST || b > STAGE_LE_LAST)
 				continue;
-			put(o, "%s_bucket{stage=\"%s\",le=\"%.9g\"} %" PRIu64
+			srv_text_put(o, "%s_bucket{stage=\"%s\",le=\"%.9g\"} %" PRIu64
 			       "\n", h, name,
 			    (double)pe_hist_bucket_le_ns(b) / 1e9, cum);
 		}
-		put(o, "%s_bucket{stage=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+		srv_text_put(o, "%s_bucket{stage=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
 		    h, name, st[k].count);
-		put(o, "%s_sum{stage=\"%s\"} %.9f\n%s_count{stage=\"%s\"} %"
+		srv_text_put(o, "%s_sum{stage=\"%s\"} %.9f\n%s_count{stage=\"%s\"} %"
 		       PRIu64 "\n", h, name, (double)st[k].sum_ns / 1e9, h,
 		    name, st[k].count);
 	}
@@ -167,27 +150,27 @@ static void stage_histograms(struct out *o, struct pe_engine *e)
  * its shard last published them, and a per-node summary: groups led,
  * groups with a known leader, commit -> apply lag, snapshots needed,
  * inbound messages dropped. pe_raft_status never blocks. */
-static void raft_metrics(struct out *o, struct pe_engine *e)
+static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 {
 	uint32_t np = pe_partition_count(e);
 	uint64_t led = 0, known = 0, lag_sum = 0, lag_max = 0, snap = 0,
 		 dropped = 0, term_max = 0;
-	put(o, "# HELP parley_raft_role Role of this node in a partition's "
+	srv_text_put(o, "# HELP parley_raft_role Role of this node in a partition's "
 	       "group (0 follower, 1 pre-candidate, 2 candidate, 3 leader).\n"
 	       "# TYPE parley_raft_role gauge\n");
 	for (uint32_t p = 0; p < np; p++) {
 		struct pe_raft_status st;
 		if (pe_raft_status(e, p, &st))
 			continue;
-		put(o, "parley_raft_role{partition=\"%u\"} %d\n", p, (int)st.role);
+		srv_text_put(o, "parley_raft_role{partition=\"%u\"} %d\n", p, (int)st.role);
 	}
-	put(o, "# HELP parley_raft_term Current term of a partition's group on "
+	srv_text_put(o, "# HELP parley_raft_term Current term of a partition's group on "
 	       "this node.\n# TYPE parley_raft_term gauge\n");
 	for (uint32_t p = 0; p < np; p++) {
 		struct pe_raft_status st;
 		if (pe_raft_status(e, p, &st))
 			continue;
-		put(o, "parley_raft_term{partition=\"%u\"} %" PRIu64 "\n", p,
+		srv_text_put(o, "parley_raft_term{partition=\"%u\"} %" PRIu64 "\n", p,
 		    st.term);
 		led += st.role == PE_LEADER;
 		known += st.leader != 0;
@@ -232,7 +215,7 @@ static bool can_serve(struct srv *s)
 
 size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 {
-	struct out o = {buf, cap, 0};
+	struct srv_text o = {buf, cap, 0};
 	struct srv_counters *c = &s->ctr;
 	for (size_t i = 0; i < sizeof ctr_metrics / sizeof ctr_metrics[0]; i++) {
 		const struct ctr_metric *m = &ctr_metrics[i];
@@ -242,11 +225,11 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->rl) { /* rate limits and admission (ratelimit.h) */
 		struct ratelimit_stats rs;
 		ratelimit_stats(s->rl, &rs);
-		put(&o, "# HELP parley_rate_limited_total Requests refused with "
+		srv_text_put(&o, "# HELP parley_rate_limited_total Requests refused with "
 			"RATE (retry-after), by kind.\n# TYPE "
 			"parley_rate_limited_total counter\n");
 		for (unsigned k = 0; k < RATELIMIT_NKINDS; k++)
-			put(&o, "parley_rate_limited_total{kind=\"%s\"} %" PRIu64
+			srv_text_put(&o, "parley_rate_limited_total{kind=\"%s\"} %" PRIu64
 				"\n", ratelimit_kind_name(k), rs.limited[k]);
 		metric(&o, "parley_rate_limit_users", "gauge",
 		       "Users in the per-user rate limit table.", rs.users);
@@ -298,17 +281,17 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	}
 
 	const char *h = "parley_ack_latency_seconds";
-	put(&o, "# HELP %s SEND received to SEND_ACK queued (durable).\n"
+	srv_text_put(&o, "# HELP %s SEND received to SEND_ACK queued (durable).\n"
 		"# TYPE %s histogram\n", h, h);
 	uint64_t cum = 0;
 	for (int i = 0; i < 10; i++) {
 		cum += LD(c->ack_lat_bucket[i]);
-		put(&o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", h,
+		srv_text_put(&o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", h,
 		    srv_ack_lat_bounds_s[i], cum);
 	}
 	cum += LD(c->ack_lat_bucket[10]);
-	put(&o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", h, cum);
-	put(&o, "%s_sum %.9f\n%s_count %" PRIu64 "\n", h,
+	srv_text_put(&o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", h, cum);
+	srv_text_put(&o, "%s_sum %.9f\n%s_count %" PRIu64 "\n", h,
 	    (double)LD(c->ack_lat_ns_sum) / 1e9, h, LD(c->ack_lat_count));
 
 	if (s->engine) {
@@ -322,7 +305,7 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "WAL write+fdatasync rounds (group commits).", es.wal_batches);
 		metric(&o, "parley_wal_bytes_total", "counter",
 		       "Bytes written to the WAL.", es.wal_bytes);
-		put(&o, "# HELP parley_fsync_seconds_total Time spent in WAL "
+		srv_text_put(&o, "# HELP parley_fsync_seconds_total Time spent in WAL "
 			"write+fdatasync.\n# TYPE parley_fsync_seconds_total "
 			"counter\nparley_fsync_seconds_total %.9f\n",
 		    (double)es.fsync_ns_total / 1e9);
@@ -411,7 +394,7 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 /* The admin server's own counters, after admin_metrics_text's. */
 static size_t admin_own_metrics(struct admin *a, char *buf, size_t cap)
 {
-	struct out o = {buf, cap, 0};
+	struct srv_text o = {buf, cap, 0};
 	metric(&o, "parley_admin_requests_total", "counter",
 	       "Admin HTTP requests answered.", LD(a->requests));
 	metric(&o, "parley_admin_timeouts_total", "counter",

@@ -169,20 +169,16 @@ int chat_msg_encode(uint8_t *buf, size_t cap, const struct chat_msg *m)
 		return (int)n;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	uint8_t *p = buf;
-	*p++ = CHAT_REC_VERSION;
-	le_put16(p, m->sender_len);
-	p += 2;
-	memcpy(p, m->sender, m->sender_len);
-	p += m->sender_len;
-	memcpy(p, m->client_msg_id, 16);
-	p += 16;
-	le_put16(p, m->content_type);
-	p += 2;
-	le_put32(p, m->body_len);
-	p += 4;
-	if (m->body_len)
-		memcpy(p, m->body, m->body_len);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, CHAT_REC_VERSION);
+	le_write16(&w, m->sender_len);
+	le_write_bytes(&w, m->sender, m->sender_len);
+	le_write_bytes(&w, m->client_msg_id, 16);
+	le_write16(&w, m->content_type);
+	le_write32(&w, m->body_len);
+	le_write_bytes(&w, m->body, m->body_len);
+	PARLEY_ASSERT(w.ok && w.off == n);
 	return (int)n;
 }
 
@@ -212,17 +208,19 @@ int chat_ptr_encode(uint8_t *buf, size_t cap, const struct chat_ptr *x)
 		return -PARLEY_EINVAL;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	buf[0] = x->msg ? CHAT_PTR_VERSION_INLINE : CHAT_REC_VERSION;
-	le_put16(buf + 1, x->kind);
-	le_put16(buf + 3, x->conv_len);
-	memcpy(buf + 5, x->conv, x->conv_len);
-	le_put64(buf + 5 + x->conv_len, x->conv_seq);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, x->msg ? CHAT_PTR_VERSION_INLINE : CHAT_REC_VERSION);
+	le_write16(&w, x->kind);
+	le_write16(&w, x->conv_len);
+	le_write_bytes(&w, x->conv, x->conv_len);
+	le_write64(&w, x->conv_seq);
 	if (x->msg) {
-		uint8_t *q = buf + 13 + x->conv_len;
-		le_put64(q, x->ts_ms);
-		le_put32(q + 8, x->msg_len);
-		memcpy(q + 12, x->msg, x->msg_len);
+		le_write64(&w, x->ts_ms);
+		le_write32(&w, x->msg_len);
+		le_write_bytes(&w, x->msg, x->msg_len);
 	}
+	PARLEY_ASSERT(w.ok && w.off == n);
 	return (int)n;
 }
 
@@ -256,9 +254,12 @@ int chat_list_encode(uint8_t *buf, size_t cap, const char *conv, size_t len)
 		return -PARLEY_EINVAL;
 	if (cap < 3 + len)
 		return -PARLEY_ETOOBIG;
-	buf[0] = CHAT_REC_VERSION;
-	le_put16(buf + 1, (uint16_t)len);
-	memcpy(buf + 3, conv, len);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, CHAT_REC_VERSION);
+	le_write16(&w, (uint16_t)len);
+	le_write_bytes(&w, conv, len);
+	PARLEY_ASSERT(w.ok);
 	return (int)(3 + len);
 }
 

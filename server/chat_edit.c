@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_hset.h"
 
 /* ---- keys, records, producers ------------------------------------------------------ */
 
@@ -54,24 +55,18 @@ int chat_edit_rec_encode(uint8_t *buf, size_t cap, const struct chat_edit_rec *m
 		return (int)n;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	uint8_t *p = buf;
-	*p++ = CHAT_EDIT_REC_VERSION;
-	le_put16(p, m->kind);
-	p += 2;
-	le_put16(p, m->sender_len);
-	p += 2;
-	memcpy(p, m->sender, m->sender_len);
-	p += m->sender_len;
-	memcpy(p, m->client_msg_id, 16);
-	p += 16;
-	le_put64(p, m->ref_seq);
-	p += 8;
-	le_put16(p, m->content_type);
-	p += 2;
-	le_put32(p, m->body_len);
-	p += 4;
-	if (m->body_len)
-		memcpy(p, m->body, m->body_len);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, CHAT_EDIT_REC_VERSION);
+	le_write16(&w, m->kind);
+	le_write16(&w, m->sender_len);
+	le_write_bytes(&w, m->sender, m->sender_len);
+	le_write_bytes(&w, m->client_msg_id, 16);
+	le_write64(&w, m->ref_seq);
+	le_write16(&w, m->content_type);
+	le_write32(&w, m->body_len);
+	le_write_bytes(&w, m->body, m->body_len);
+	PARLEY_ASSERT(w.ok && w.off == n);
 	return (int)n;
 }
 
@@ -257,6 +252,29 @@ static void edit_store(struct edit_ctx *x)
 
 static int scan_issue(struct edit_ctx *x, uint64_t from);
 
+/* One batch of the edit index e/<conv>, newest first from `from`. */
+static int index_read(struct chat *c, const char *conv, size_t clen,
+		      uint64_t from, pe_read_cb cb, void *arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_edits(key, conv, clen);
+	if (kl < 0)
+		return kl;
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
+				.dir = PE_BACKWARD, .limit = EDIT_SCAN_BATCH};
+	return pe_read(chat_engine(c), &q, cb, arg);
+}
+
+/* Whether a backward index scan goes on past batch r: more entries, the
+ * oldest seen (oldest_ts, oldest_seq) not yet older than min_ts (an edit
+ * is always newer than its message), and the scan bound not reached. */
+static bool index_more(const struct pe_read_result *r, uint64_t oldest_ts,
+		       uint64_t min_ts, uint64_t oldest_seq, uint32_t scanned)
+{
+	return !r->err && !r->end && r->count && oldest_ts >= min_ts &&
+	       oldest_seq > 1 && scanned < CHAT_EDIT_SCAN_MAX;
+}
+
 /* Index entries, newest first: is ref_seq deleted? is this a retry? */
 static void scan_cb(void *arg, const struct pe_read_result *r)
 {
@@ -282,8 +300,7 @@ static void scan_cb(void *arg, const struct pe_read_result *r)
 			x->deleted = true;
 	}
 	x->scanned += r->count;
-	if (!r->err && !r->end && r->count && oldest_ts >= x->msg_ts &&
-	    oldest_seq > 1 && x->scanned < CHAT_EDIT_SCAN_MAX) {
+	if (index_more(r, oldest_ts, x->msg_ts, oldest_seq, x->scanned)) {
 		int rc = scan_issue(x, oldest_seq - 1);
 		if (rc)
 			edit_finish(x, rc);
@@ -294,13 +311,7 @@ static void scan_cb(void *arg, const struct pe_read_result *r)
 
 static int scan_issue(struct edit_ctx *x, uint64_t from)
 {
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_edits(key, x->conv, x->clen);
-	if (kl < 0)
-		return kl;
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
-				.dir = PE_BACKWARD, .limit = EDIT_SCAN_BATCH};
-	return pe_read(chat_engine(x->c), &q, scan_cb, x);
+	return index_read(x->c, x->conv, x->clen, from, scan_cb, x);
 }
 
 /* The referenced entry of c/<conv>. */
@@ -504,8 +515,7 @@ static void fold_cb(void *arg, const struct pe_read_result *r)
 					      .edit_seq = seq};
 	}
 	x->scanned += r->count;
-	if (!r->err && !r->end && r->count && oldest_ts >= x->min_ts &&
-	    oldest_seq > 1 && x->scanned < CHAT_EDIT_SCAN_MAX) {
+	if (index_more(r, oldest_ts, x->min_ts, oldest_seq, x->scanned)) {
 		int rc = fold_issue(x, oldest_seq - 1);
 		if (rc)
 			fold_finish(x, rc);
@@ -526,13 +536,7 @@ static void fold_cb(void *arg, const struct pe_read_result *r)
 
 static int fold_issue(struct fold_ctx *x, uint64_t from)
 {
-	char key[CHAT_KEY_CAP];
-	int kl = chat_key_edits(key, x->conv, x->clen);
-	if (kl < 0)
-		return kl;
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
-				.dir = PE_BACKWARD, .limit = EDIT_SCAN_BATCH};
-	return pe_read(chat_engine(x->c), &q, fold_cb, x);
+	return index_read(x->c, x->conv, x->clen, from, fold_cb, x);
 }
 
 int chat_edit_fold(struct chat *c, const char *conv, size_t clen,
@@ -637,17 +641,18 @@ size_t chat_retention_rules(uint64_t max_age_ms, uint64_t max_count,
  */
 struct chat_scrub {
 	pthread_mutex_t mu;
-	uint64_t *h, *s;   /* conv hash (0 = empty), seq */
-	uint32_t cap;
-	_Atomic uint32_t n; /* read without mu: the filter's fast path */
+	struct chat_hset t; /* (conv hash, seq), no values */
+	_Atomic uint32_t n; /* t.n, read without mu: the filter's fast path */
 	bool warned;
 };
 
 struct chat_scrub *chat_scrub_new(void)
 {
 	struct chat_scrub *x = calloc(1, sizeof *x);
-	if (x)
+	if (x) {
 		pthread_mutex_init(&x->mu, NULL);
+		chat_hset_init(&x->t, false);
+	}
 	return x;
 }
 
@@ -656,66 +661,27 @@ void chat_scrub_free(struct chat_scrub *x)
 	if (!x)
 		return;
 	pthread_mutex_destroy(&x->mu);
-	free(x->h);
-	free(x->s);
+	chat_hset_free(&x->t);
 	free(x);
 }
 
-static uint64_t scrub_conv_hash(const char *conv, size_t len)
-{
-	uint64_t h = parley_xxh3(conv, len, 0x7363727562000001ull);
-	return h ? h : 1;
-}
-
-static uint32_t scrub_slot(const uint64_t *h, const uint64_t *s, uint32_t cap,
-			  uint64_t ch, uint64_t seq)
-{
-	uint32_t i = (uint32_t)((ch ^ (seq * 0x9e3779b97f4a7c15ull)) & (cap - 1));
-	while (h[i] && !(h[i] == ch && s[i] == seq))
-		i = (i + 1) & (cap - 1);
-	return i;
-}
+#define SCRUB_SEED 0x7363727562000001ull /* of the conv hash */
 
 void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
 		    uint64_t seq)
 {
 	if (!x)
 		return;
-	uint64_t ch = scrub_conv_hash(conv, len);
+	uint64_t ch = chat_hset_hash(conv, len, SCRUB_SEED);
 	pthread_mutex_lock(&x->mu);
-	if (!x->cap || (x->n + 1) * 4 > x->cap * 3) {
-		uint32_t nc = x->cap ? x->cap * 2 : 1024;
-		uint64_t *nh = nc <= CHAT_SCRUB_MAX ? calloc(nc, 8) : NULL;
-		uint64_t *ns = nc <= CHAT_SCRUB_MAX ? calloc(nc, 8) : NULL;
-		if (!nh || !ns) {
-			free(nh);
-			free(ns);
-			if (!x->warned)
-				PLOG_W("chat", "deleted-message set full: later "
-				       "deletes are hidden but stay on disk",
-				       "max=%u", CHAT_SCRUB_MAX);
-			x->warned = true;
-			pthread_mutex_unlock(&x->mu);
-			return;
-		}
-		for (uint32_t i = 0; i < x->cap; i++)
-			if (x->h[i]) {
-				uint32_t k = scrub_slot(nh, ns, nc, x->h[i], x->s[i]);
-				nh[k] = x->h[i];
-				ns[k] = x->s[i];
-			}
-		free(x->h);
-		free(x->s);
-		x->h = nh;
-		x->s = ns;
-		x->cap = nc;
+	if (chat_hset_put(&x->t, ch, seq, CHAT_SCRUB_MAX) < 0) {
+		if (!x->warned)
+			PLOG_W("chat", "deleted-message set full: later "
+			       "deletes are hidden but stay on disk",
+			       "max=%u", CHAT_SCRUB_MAX);
+		x->warned = true;
 	}
-	uint32_t i = scrub_slot(x->h, x->s, x->cap, ch, seq);
-	if (!x->h[i]) {
-		x->h[i] = ch;
-		x->s[i] = seq;
-		x->n++;
-	}
+	atomic_store(&x->n, x->t.n);
 	pthread_mutex_unlock(&x->mu);
 }
 
@@ -724,13 +690,9 @@ bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
 {
 	if (!x)
 		return false;
-	uint64_t ch = scrub_conv_hash(conv, len);
+	uint64_t ch = chat_hset_hash(conv, len, SCRUB_SEED);
 	pthread_mutex_lock(&x->mu);
-	bool has = false;
-	if (x->cap) {
-		uint32_t i = scrub_slot(x->h, x->s, x->cap, ch, seq);
-		has = x->h[i] == ch && x->s[i] == seq;
-	}
+	bool has = chat_hset_find(&x->t, ch, seq) >= 0;
 	pthread_mutex_unlock(&x->mu);
 	return has;
 }

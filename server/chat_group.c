@@ -185,27 +185,23 @@ static int gev_encode(uint8_t *buf, size_t cap, uint8_t op, uint8_t settings,
 		need += 1 + t[i].ulen + 1;
 	if (need > cap || alen > 255 || nlen > 255 || n > 65535)
 		return -PARLEY_ETOOBIG;
-	uint8_t *p = buf;
-	*p++ = GEV_VERSION;
-	*p++ = op;
-	*p++ = settings;
-	*p++ = (uint8_t)alen;
-	memcpy(p, actor, alen);
-	p += alen;
-	le_put16(p, (uint16_t)nlen);
-	p += 2;
-	if (nlen)
-		memcpy(p, name, nlen);
-	p += nlen;
-	le_put16(p, (uint16_t)n);
-	p += 2;
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, GEV_VERSION);
+	le_write8(&w, op);
+	le_write8(&w, settings);
+	le_write8(&w, (uint8_t)alen);
+	le_write_bytes(&w, actor, alen);
+	le_write16(&w, (uint16_t)nlen);
+	le_write_bytes(&w, name, nlen);
+	le_write16(&w, (uint16_t)n);
 	for (uint32_t i = 0; i < n; i++) {
-		*p++ = t[i].ulen;
-		memcpy(p, t[i].user, t[i].ulen);
-		p += t[i].ulen;
-		*p++ = t[i].role;
+		le_write8(&w, t[i].ulen);
+		le_write_bytes(&w, t[i].user, t[i].ulen);
+		le_write8(&w, t[i].role);
 	}
-	return (int)(p - buf);
+	PARLEY_ASSERT(w.ok && w.off == need);
+	return (int)w.off;
 }
 
 int chat_gev_decode(const uint8_t *p, size_t len, struct chat_gev *out)
@@ -1183,38 +1179,35 @@ static int gsnap_encode(const struct group *g, uint64_t as_of, uint8_t **out)
 {
 	size_t cap = 1 + 8 + 1 + 2 + g->name_len + 4 +
 		     (size_t)g->n * (1 + PARLEY_PROTO_MAX_USER_ID + 2 + 16);
-	uint8_t *b = malloc(cap), *p = b;
+	uint8_t *b = malloc(cap);
 	if (!b)
 		return -PARLEY_ENOMEM;
-	*p++ = GSNAP_VERSION;
-	le_put64(p, as_of);
-	p += 8;
-	*p++ = g->settings;
-	le_put16(p, g->name_len);
-	p += 2;
-	memcpy(p, g->name, g->name_len);
-	p += g->name_len;
-	uint8_t *np = p;
-	p += 4;
+	struct le_writer w;
+	le_writer_init(&w, b, cap);
+	le_write8(&w, GSNAP_VERSION);
+	le_write64(&w, as_of);
+	le_write8(&w, g->settings);
+	le_write16(&w, g->name_len);
+	le_write_bytes(&w, g->name, g->name_len);
+	uint8_t *np = le_write_reserve(&w, 4);
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < g->n; i++) {
 		const struct giv *x = &g->iv[i];
 		if (x->from > as_of)
 			continue;
-		*p++ = x->ulen;
-		memcpy(p, x->user, x->ulen);
-		p += x->ulen;
 		bool open = x->to > as_of || (x->split && x->to == as_of);
-		*p++ = x->role;
-		*p++ = open ? 0 : x->split;
-		le_put64(p, x->from);
-		le_put64(p + 8, open ? OPEN : x->to);
-		p += 16;
+		le_write8(&w, x->ulen);
+		le_write_bytes(&w, x->user, x->ulen);
+		le_write8(&w, x->role);
+		le_write8(&w, open ? 0 : x->split);
+		le_write64(&w, x->from);
+		le_write64(&w, open ? OPEN : x->to);
 		n++;
 	}
+	PARLEY_ASSERT(w.ok && np);
 	le_put32(np, n);
 	*out = b;
-	return (int)(p - b);
+	return (int)w.off;
 }
 
 static int gsnap_load(struct group *g, const uint8_t *p, size_t len)

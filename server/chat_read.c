@@ -27,6 +27,19 @@
 
 /* ---- HISTORY ------------------------------------------------------------------- */
 
+/* Takes the filled hp->msgs[hp->count] into the page when the frame
+ * (*size bytes so far) stays within max_frame. */
+static bool page_add(struct parley_history_page *hp, size_t *size,
+		     uint32_t max_frame)
+{
+	size_t hs = parley_proto_hist_msg_size(&hp->msgs[hp->count]);
+	if (*size + hs > max_frame)
+		return false;
+	*size += hs;
+	hp->count++;
+	return true;
+}
+
 /* The page; with c (groups): entries below vis_from are not shown (and
  * end the page), nor messages refused at their seq (sender no longer a
  * member). Membership events are records of kind MEMBERSHIP. */
@@ -62,13 +75,10 @@ static void history_page(const struct pe_read_result *r,
 			h->kind = PARLEY_EV_MEMBERSHIP;
 			h->body = (struct parley_bytes){r->entries[i].payload,
 							r->entries[i].len};
-			size_t hs = parley_proto_hist_msg_size(h);
-			if (size + hs > max_frame) {
+			if (!page_add(hp, &size, max_frame)) {
 				all = false;
 				break;
 			}
-			size += hs;
-			hp->count++;
 			continue;
 		}
 		if (chat_msg_decode(r->entries[i].payload, r->entries[i].len, &cm))
@@ -93,13 +103,10 @@ static void history_page(const struct pe_read_result *r,
 			h->body = (struct parley_bytes){st[i].body,
 							st[i].body_len};
 		}
-		size_t hs = parley_proto_hist_msg_size(h);
-		if (size + hs > max_frame) {
+		if (!page_add(hp, &size, max_frame)) {
 			all = false;
 			break;
 		}
-		size += hs;
-		hp->count++;
 	}
 	if (hp->count)
 		hp->next_before_seq = hp->msgs[hp->count - 1].seq;

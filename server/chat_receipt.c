@@ -50,11 +50,14 @@ int chat_rcpt_pos_encode(uint8_t *buf, size_t cap, const char *conv,
 		return -PARLEY_EINVAL;
 	if (cap < n)
 		return -PARLEY_ETOOBIG;
-	buf[0] = RCPT_REC_VERSION;
-	le_put16(buf + 1, (uint16_t)clen);
-	memcpy(buf + 3, conv, clen);
-	le_put64(buf + 3 + clen, p->read_seq);
-	le_put64(buf + 11 + clen, p->delivered_seq);
+	struct le_writer w;
+	le_writer_init(&w, buf, cap);
+	le_write8(&w, RCPT_REC_VERSION);
+	le_write16(&w, (uint16_t)clen);
+	le_write_bytes(&w, conv, clen);
+	le_write64(&w, p->read_seq);
+	le_write64(&w, p->delivered_seq);
+	PARLEY_ASSERT(w.ok && w.off == n);
 	return (int)n;
 }
 
@@ -98,12 +101,14 @@ int chat_rcpt_ptr_encode(uint8_t *buf, size_t cap, const char *conv,
 	int n = chat_ptr_encode(buf, cap, &x);
 	if (n < 0)
 		return n;
-	if (cap - (size_t)n < 2 + alen + 4)
+	struct le_writer w;
+	le_writer_init(&w, buf + n, cap - (size_t)n);
+	le_write16(&w, (uint16_t)alen);
+	le_write_bytes(&w, actor, alen);
+	le_write32(&w, flags);
+	if (!w.ok)
 		return -PARLEY_ETOOBIG;
-	le_put16(buf + n, (uint16_t)alen);
-	memcpy(buf + n + 2, actor, alen);
-	le_put32(buf + n + 2 + alen, flags);
-	return n + 2 + (int)alen + 4;
+	return n + (int)w.off;
 }
 
 int chat_rcpt_ptr_decode(const uint8_t *p, size_t len, const char **actor,

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "chat.h"
+#include "chat_hset.h"
 
 #define RET_REC_VERSION 1u
 #define RET_AGE_SCAN_MAX 100000u /* entries an age sweep reads per conversation */
@@ -246,13 +247,16 @@ static void run_req(struct chat_ret *r, struct ret_req *q)
 		char key[CHAT_KEY_CAP];
 		int kl = key_ret(key, q->conv, rq->conv_len);
 		uint8_t rec[1 + 8 + 8 + 2 + PARLEY_PROTO_MAX_USER_ID];
-		rec[0] = RET_REC_VERSION;
-		le_put64(rec + 1, rq->max_age_ms);
-		le_put64(rec + 9, rq->max_count);
-		le_put16(rec + 17, rq->user_len);
-		memcpy(rec + 19, q->user, rq->user_len);
+		struct le_writer w;
+		le_writer_init(&w, rec, sizeof rec);
+		le_write8(&w, RET_REC_VERSION);
+		le_write64(&w, rq->max_age_ms);
+		le_write64(&w, rq->max_count);
+		le_write16(&w, rq->user_len);
+		le_write_bytes(&w, q->user, rq->user_len);
+		PARLEY_ASSERT(w.ok);
 		struct pe_input in = {.type = CHAT_ENT_RETENTION,
-				      .len = 19u + rq->user_len, .payload = rec};
+				      .len = (uint32_t)w.off, .payload = rec};
 		struct pe_append_req aq = {.key = key, .klen = (size_t)kl,
 					   .expected_last_seq = PE_NO_EXPECT,
 					   .entries = &in, .count = 1};
@@ -470,8 +474,7 @@ void chat_retention_stop(struct chat_ret *r)
  * `full` makes every lookup answer "maybe below" (resolve by a read). */
 struct chat_floors {
 	pthread_mutex_t mu;
-	uint64_t *h, *v;
-	uint32_t cap, n;
+	struct chat_hset t; /* (conv hash, 0) -> first_seq */
 	bool full;
 };
 
@@ -481,6 +484,7 @@ struct chat_floors *chat_floors_new(void)
 	if (!f)
 		return NULL;
 	pthread_mutex_init(&f->mu, NULL);
+	chat_hset_init(&f->t, true);
 	return f;
 }
 
@@ -489,34 +493,21 @@ void chat_floors_free(struct chat_floors *f)
 	if (!f)
 		return;
 	pthread_mutex_destroy(&f->mu);
-	free(f->h);
-	free(f->v);
+	chat_hset_free(&f->t);
 	free(f);
 }
 
-static uint64_t floor_hash(const char *conv, size_t len)
-{
-	uint64_t h = parley_xxh3(conv, len, 0x666c6f6f72730001ull);
-	return h ? h : 1;
-}
-
-static uint32_t floor_slot(const uint64_t *tab, uint32_t cap, uint64_t h)
-{
-	uint32_t i = (uint32_t)(h & (cap - 1));
-	while (tab[i] && tab[i] != h)
-		i = (i + 1) & (cap - 1);
-	return i;
-}
+#define FLOOR_SEED 0x666c6f6f72730001ull /* of the conv hash */
 
 bool chat_floor_below(struct chat_floors *f, const char *conv, size_t len,
 		      uint64_t conv_seq)
 {
-	uint64_t h = floor_hash(conv, len);
+	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
 	pthread_mutex_lock(&f->mu);
 	bool below = f->full;
-	if (!below && f->cap) {
-		uint32_t i = floor_slot(f->h, f->cap, h);
-		below = f->h[i] == h && conv_seq < f->v[i];
+	if (!below) {
+		int64_t i = chat_hset_find(&f->t, h, 0);
+		below = i >= 0 && conv_seq < f->t.v[i];
 	}
 	pthread_mutex_unlock(&f->mu);
 	return below;
@@ -527,38 +518,13 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
 {
 	if (first_seq <= 1)
 		return;
-	uint64_t h = floor_hash(conv, len);
+	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
 	pthread_mutex_lock(&f->mu);
-	if (!f->cap || (f->n + 1) * 4 > f->cap * 3) {
-		uint32_t nc = f->cap ? f->cap * 2 : 1024;
-		uint64_t *nh = nc <= CHAT_FLOORS_MAX ? calloc(nc, 8) : NULL;
-		uint64_t *nv = nc <= CHAT_FLOORS_MAX ? calloc(nc, 8) : NULL;
-		if (!nh || !nv) {
-			free(nh);
-			free(nv);
-			f->full = true; /* safe: every copy is then re-read */
-			pthread_mutex_unlock(&f->mu);
-			return;
-		}
-		for (uint32_t i = 0; i < f->cap; i++)
-			if (f->h[i]) {
-				uint32_t k = floor_slot(nh, nc, f->h[i]);
-				nh[k] = f->h[i];
-				nv[k] = f->v[i];
-			}
-		free(f->h);
-		free(f->v);
-		f->h = nh;
-		f->v = nv;
-		f->cap = nc;
-	}
-	uint32_t i = floor_slot(f->h, f->cap, h);
-	if (!f->h[i]) {
-		f->h[i] = h;
-		f->n++;
-	}
-	if (first_seq > f->v[i])
-		f->v[i] = first_seq;
+	int64_t i = chat_hset_put(&f->t, h, 0, CHAT_FLOORS_MAX);
+	if (i < 0)
+		f->full = true; /* safe: every copy is then re-read */
+	else if (first_seq > f->t.v[i])
+		f->t.v[i] = first_seq;
 	pthread_mutex_unlock(&f->mu);
 }
 

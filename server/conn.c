@@ -1579,27 +1579,37 @@ static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
 	return x;
 }
 
+/* READ_MARKER / RECEIPTS on (conv, seq): within the history rate limit,
+ * the caller may read conv, seq is not 0; then the reply context, else
+ * NULL with the ERROR sent. */
+static struct rcpt_reply *rcpt_admit(struct conn *c, uint32_t rid,
+				     struct parley_str conv, uint64_t seq)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return NULL;
+	int rc = chat_conv_access(S(c)->chat, conv.p, conv.len, c->id->user,
+				  c->id->ulen);
+	if (!rc && seq == 0)
+		rc = -PARLEY_EINVAL;
+	if (rc) {
+		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
+		return NULL;
+	}
+	return rcpt_reply_new(c, rid, conv, seq);
+}
+
 static void req_read_marker(struct conn *c, uint32_t rid,
 			    const struct parley_read_marker *m)
 {
 	/* mostly reads: a marker that does not raise the position writes
 	 * nothing, and one that does is bounded by the messages (SEND's
 	 * limit) */
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return;
-	int rc = chat_conv_access(S(c)->chat, m->conv.p, m->conv.len,
-				  c->id->user, c->id->ulen);
-	if (!rc && m->seq == 0)
-		rc = -PARLEY_EINVAL;
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
-		return;
-	}
-	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen, m->conv.p,
-			    m->conv.len, m->seq, read_marker_cb, x);
+	int rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen,
+				m->conv.p, m->conv.len, m->seq, read_marker_cb,
+				x);
 	if (rc) {
 		free(x);
 		conn_error(c, rid, wire_code(rc), false,
@@ -1655,21 +1665,12 @@ static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
 static void req_receipts(struct conn *c, uint32_t rid,
 			 const struct parley_receipts *m)
 {
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return;
-	int rc = chat_conv_access(S(c)->chat, m->conv.p, m->conv.len,
-				  c->id->user, c->id->ulen);
-	if (!rc && m->seq == 0)
-		rc = -PARLEY_EINVAL;
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
-		return;
-	}
-	struct rcpt_reply *x = rcpt_reply_new(c, rid, m->conv, m->seq);
+	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
-			     m->after.p, m->after.len, m->limit, receipts_cb, x);
+	int rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
+				 m->after.p, m->after.len, m->limit,
+				 receipts_cb, x);
 	if (rc) {
 		free(x);
 		conn_error(c, rid, wire_code(rc), false,
@@ -1793,18 +1794,29 @@ static void note_typing(struct conn *c, const struct parley_typing *m)
 				   : "TYPING failed");
 }
 
-static void req_presence_sub(struct conn *c, uint32_t rid,
-			     const struct parley_presence_sub *m)
+/* A PRESENCE_SUB / PRESENCE_SET request may go on: presence is there and
+ * the presence rate limit allows it (else the ERROR is sent); on true the
+ * request is counted in flight. */
+static bool presence_admit(struct conn *c, uint32_t rid)
 {
 	struct srv *s = S(c);
 	if (!s->pres || !c->pres) {
 		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
 			   "presence unavailable");
-		return;
+		return false;
 	}
 	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
-		return;
+		return false;
 	c->inflight++;
+	return true;
+}
+
+static void req_presence_sub(struct conn *c, uint32_t rid,
+			     const struct parley_presence_sub *m)
+{
+	struct srv *s = S(c);
+	if (!presence_admit(c, rid))
+		return;
 	int rc = presence_sub(s->pres, c->pres, rid, m);
 	if (rc) {
 		c->inflight--;
@@ -1821,14 +1833,8 @@ static void req_presence_set(struct conn *c, uint32_t rid,
 			     const struct parley_presence_set *m)
 {
 	struct srv *s = S(c);
-	if (!s->pres || !c->pres) {
-		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
-			   "presence unavailable");
+	if (!presence_admit(c, rid))
 		return;
-	}
-	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
-		return;
-	c->inflight++;
 	int rc = presence_set(s->pres, c->pres, rid, m->flags);
 	if (rc) {
 		c->inflight--;

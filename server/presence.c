@@ -334,10 +334,8 @@ static void push_post(struct presence *p, struct conn_ref to,
 		return;
 	}
 	memcpy(m->data, frame, n);
-	m->slot = to.slot;
-	m->gen = to.gen;
 	ctr(&p->pushes_pending, 1);
-	loop_post(to.lp, m);
+	lmsg_post(&to, m);
 }
 
 void presence_push_retired(struct presence *p)
@@ -527,22 +525,31 @@ static struct ls_write *ls_write_prepare(struct presence *p, struct pres_user *u
 	return w;
 }
 
-static void ls_write_issue(struct presence *p, struct ls_write *w,
-			   uint64_t value)
+/* Appends one record (copied before return) to <pfx><user>; the caller
+ * has counted the write in flight (io_begin). */
+static int rec_append(struct presence *p, const char *pfx, const char *user,
+		      size_t ulen, uint16_t type, const uint8_t *rec,
+		      uint32_t len, pe_append_cb cb, void *arg)
 {
 	char key[CHAT_KEY_CAP];
-	int kl = key_of(key, "p/", w->user, w->ulen);
+	int kl = key_of(key, pfx, user, ulen);
 	PARLEY_ASSERT(kl > 0);
-	uint8_t rec[9];
-	rec[0] = PRES_REC_VERSION;
-	le_put64(rec + 1, value);
-	struct pe_input in = {.type = CHAT_ENT_LAST_SEEN, .len = sizeof rec,
-			      .payload = rec};
+	struct pe_input in = {.type = type, .len = len, .payload = rec};
 	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
+	return pe_append(p->e, &q, cb, arg);
+}
+
+static void ls_write_issue(struct presence *p, struct ls_write *w,
+			   uint64_t value)
+{
+	uint8_t rec[9];
+	rec[0] = PRES_REC_VERSION;
+	le_put64(rec + 1, value);
 	io_begin(p);
-	int rc = pe_append(p->e, &q, ls_write_cb, w);
+	int rc = rec_append(p, "p/", w->user, w->ulen, CHAT_ENT_LAST_SEEN, rec,
+			    sizeof rec, ls_write_cb, w);
 	if (rc) {
 		struct pe_append_result r = {.err = rc};
 		ls_write_cb(w, &r);
@@ -890,6 +897,18 @@ struct load_ctx {
 	bool settings;                   /* ps/ (else p/) */
 };
 
+/* Posts the reply frame lm (ending request rid) to the connection h; a
+ * NULL lm (out of memory) is logged: the reply is lost. */
+static void reply_post(const struct conn_ref *h, struct lmsg *lm, uint32_t rid)
+{
+	if (lm) {
+		lm->done_req = true;
+		lmsg_post(h, lm);
+	} else {
+		PLOG_E("presence", "reply lost: out of memory", "req=%u", rid);
+	}
+}
+
 static void sub_finish(struct sub_req *q)
 {
 	struct presence *p = q->p;
@@ -938,14 +957,7 @@ static void sub_finish(struct sub_req *q)
 		if (lm)
 			memcpy(lm->data, buf, (size_t)n);
 	}
-	if (lm) {
-		lm->slot = q->h.slot;
-		lm->gen = q->h.gen;
-		lm->done_req = true;
-		loop_post(q->h.lp, lm);
-	} else {
-		PLOG_E("presence", "reply lost: out of memory", "req=%u", q->rid);
-	}
+	reply_post(&q->h, lm, q->rid);
 	free(q);
 }
 
@@ -1181,15 +1193,9 @@ static void set_cb(void *arg, const struct pe_append_result *r)
 	int n = parley_proto_encode(buf, sizeof buf, x->rid, &m);
 	PARLEY_ASSERT(n > 0);
 	struct lmsg *lm = lmsg_new(LM_FRAME, (uint32_t)n);
-	if (lm) {
+	if (lm)
 		memcpy(lm->data, buf, (size_t)n);
-		lm->slot = x->h.slot;
-		lm->gen = x->h.gen;
-		lm->done_req = true;
-		loop_post(x->h.lp, lm);
-	} else {
-		PLOG_E("presence", "reply lost: out of memory", "req=%u", x->rid);
-	}
+	reply_post(&x->h, lm, x->rid);
 	free(x);
 	io_end(p);
 }
@@ -1205,19 +1211,12 @@ int presence_set(struct presence *p, struct presence_conn *pc, uint32_t rid,
 			      .hash = u->hash, .ulen = u->ulen};
 	memcpy(x->user, u->user, u->ulen);
 	x->user[u->ulen] = '\0';
-	char key[CHAT_KEY_CAP];
-	int kl = key_of(key, "ps/", u->user, u->ulen);
-	PARLEY_ASSERT(kl > 0);
 	uint8_t rec[5];
 	rec[0] = PRES_REC_VERSION;
 	le_put32(rec + 1, flags);
-	struct pe_input in = {.type = CHAT_ENT_PRESENCE_SET, .len = sizeof rec,
-			      .payload = rec};
-	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
 	io_begin(p);
-	int rc = pe_append(p->e, &q, set_cb, x);
+	int rc = rec_append(p, "ps/", u->user, u->ulen, CHAT_ENT_PRESENCE_SET,
+			    rec, sizeof rec, set_cb, x);
 	if (rc) {
 		free(x);
 		io_end(p);

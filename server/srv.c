@@ -18,14 +18,7 @@ const double srv_ack_lat_bounds_s[10] = {0.0001, 0.00025, 0.0005, 0.001,
 					 0.0025, 0.005, 0.01, 0.025,
 					 0.05, 0.1};
 
-struct txt {
-	char *b;
-	size_t cap, n;
-};
-
-static void put(struct txt *o, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void put(struct txt *o, const char *fmt, ...)
+void srv_text_put(struct srv_text *o, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -41,12 +34,12 @@ static void put(struct txt *o, const char *fmt, ...)
 #define LE_FIRST 10u /* 2^10 ns ~ 1 us */
 #define LE_LAST 34u  /* 2^34 ns ~ 17 s */
 
-static void family_head(struct txt *o, const char *h, const char *help)
+static void family_head(struct srv_text *o, const char *h, const char *help)
 {
-	put(o, "# HELP %s %s\n# TYPE %s histogram\n", h, help, h);
+	srv_text_put(o, "# HELP %s %s\n# TYPE %s histogram\n", h, help, h);
 }
 
-static void family_stage(struct txt *o, const char *h, const char *name,
+static void family_stage(struct srv_text *o, const char *h, const char *name,
 			 const struct pe_stage_hist *st)
 {
 	uint64_t cum = 0;
@@ -54,12 +47,12 @@ static void family_stage(struct txt *o, const char *h, const char *name,
 		cum += st->buckets[b];
 		if (b < LE_FIRST || b > LE_LAST)
 			continue;
-		put(o, "%s_bucket{stage=\"%s\",le=\"%.9g\"} %" PRIu64 "\n", h,
+		srv_text_put(o, "%s_bucket{stage=\"%s\",le=\"%.9g\"} %" PRIu64 "\n", h,
 		    name, (double)pe_hist_bucket_le_ns(b) / 1e9, cum);
 	}
-	put(o, "%s_bucket{stage=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", h, name,
+	srv_text_put(o, "%s_bucket{stage=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", h, name,
 	    st->count);
-	put(o, "%s_sum{stage=\"%s\"} %.9f\n%s_count{stage=\"%s\"} %" PRIu64 "\n",
+	srv_text_put(o, "%s_sum{stage=\"%s\"} %.9f\n%s_count{stage=\"%s\"} %" PRIu64 "\n",
 	    h, name, (double)st->sum_ns / 1e9, h, name, st->count);
 }
 
@@ -69,7 +62,7 @@ size_t srv_stage_metrics(struct srv *s, char *buf, size_t cap)
 		"recv", "submit", "durable", "reply"};
 	static const char *const deliver_names[SRV_DELIVER_NSTAGES] = {
 		"notify", "pending", "resolve"};
-	struct txt o = {buf, cap, 0};
+	struct srv_text o = {buf, cap, 0};
 	struct pe_stage_hist st;
 	const char *h = "parley_send_stage_seconds";
 	family_head(&o, h, "Time a SEND spends per stage: recv (its last bytes "

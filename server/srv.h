@@ -64,6 +64,16 @@ struct srv_counters {
 };
 extern const double srv_ack_lat_bounds_s[10];
 
+/* A bounded text buffer for the metrics pages (srv.c, admin.c):
+ * srv_text_put appends printf-style; past cap it only counts, so n > cap
+ * after the last put says the text did not fit. */
+struct srv_text {
+	char *b;
+	size_t cap, n;
+};
+void srv_text_put(struct srv_text *o, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 /*
  * Per-stage timing of the hot paths (histograms on /metrics, see
  * docs/SERVER.md "Reading the stage histograms"):

@@ -514,6 +514,34 @@ static __attribute__((unused)) struct parley_client *it_client(const struct it_s
 	return c;
 }
 
+/* A connected plaintext libparley client for user/device whose callbacks
+ * (on_event, on_receipt, on_presence, on_typing, ...) and their `user`
+ * argument come from cb (NULL: none); the connection fields and timeouts
+ * are filled in here. Fails the test when it cannot connect. */
+static __attribute__((unused)) struct parley_client *
+it_client_cb(const struct it_server *s, const char *user, const char *device,
+	     const struct parley_client_opts *cb)
+{
+	char *tok = it_token_for(user);
+	struct parley_client_opts o = {0};
+	if (cb)
+		o = *cb;
+	o.host = "127.0.0.1";
+	o.port = s->port;
+	o.token = tok;
+	o.device_id = device;
+	o.connect_timeout_ms = 10000;
+	o.request_timeout_ms = 10000;
+	o.call_deadline_ms = 30000;
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	int rc = parley_client_connect(c);
+	IT_CHECK(rc == 0, "connect %s/%s: %s (%s)", user, device,
+		 parley_strerror(rc), parley_client_failure(c)->text);
+	free(tok);
+	return c;
+}
+
 /* Poll c until events->n >= want or timeout; returns events->n. */
 static __attribute__((unused)) uint64_t it_wait_events(struct parley_client *c, struct it_events *e,
 			       uint64_t want, int timeout_ms)
@@ -664,6 +692,17 @@ static __attribute__((unused)) uint64_t it_metric(const char *text, const char *
 	const char *p = strstr(text, pat);
 	IT_CHECK(p, "metric %s missing", name);
 	return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* One counter from GET /metrics on port (the admin port); fails the test
+ * when the port refuses or the metric is missing. */
+static __attribute__((unused)) uint64_t it_metric_get(uint16_t port, const char *name)
+{
+	char *t = it_http_get(port, "/metrics", NULL);
+	IT_CHECK(t, "admin port %u refused", port);
+	uint64_t v = it_metric(t, name);
+	free(t);
+	return v;
 }
 
 /* ---- raw connections the server is expected to refuse ------------------------------ */

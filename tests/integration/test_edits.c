@@ -57,18 +57,8 @@ static void on_ev(void *user, const struct parley_event *e)
 static struct parley_client *client(const struct it_server *s, const char *user,
 				    const char *dev, struct evs *ev)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = s->port, .token = tok,
-		.device_id = dev, .connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000, .call_deadline_ms = 30000,
-		.on_event = ev ? on_ev : NULL, .user = ev,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	IT_OK(parley_client_connect(c));
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {.on_event = ev ? on_ev : NULL, .user = ev};
+	return it_client_cb(s, user, dev, &cb);
 }
 
 static void wait_evs(struct parley_client *c, struct evs *e, uint32_t want)

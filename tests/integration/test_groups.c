@@ -33,15 +33,6 @@
 
 static struct it_server srv;
 
-static uint64_t metric(const char *name)
-{
-	char *t = it_http_get(srv.admin_port, "/metrics", NULL);
-	IT_CHECK(t, "admin port refused");
-	uint64_t v = it_metric(t, name);
-	free(t);
-	return v;
-}
-
 /* ---- raw connections driven by one poll loop ---------------------------------------- */
 
 struct rconn {
@@ -619,8 +610,8 @@ static void test_500(void)
 		rc_open(&rs[NONLINE + i], unames[1 + i], "sender");
 		rs[NONLINE + i].to_send = PER_SENDER;
 	}
-	uint64_t e0 = metric("parley_engine_entries_total");
-	uint64_t b0 = metric("parley_wal_bytes_total");
+	uint64_t e0 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b0 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	uint64_t t0 = parley_mono_ns();
 	/* wait for every ack and every delivery */
 	for (int round = 0; round < 200000; round++) {
@@ -645,10 +636,10 @@ static void test_500(void)
 				 rs[i].user, s);
 	}
 	/* let the fan-out settle, then read the write cost */
-	for (int i = 0; i < 200 && metric("parley_fanout_pending"); i++)
+	for (int i = 0; i < 200 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
 		it_sleep_ms(50);
-	uint64_t e1 = metric("parley_engine_entries_total");
-	uint64_t b1 = metric("parley_wal_bytes_total");
+	uint64_t e1 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b1 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	printf("500 members: %d messages x %d online devices delivered in %" PRIu64
 	       " ms (%.0f deliveries/s); engine entries per message %.1f, WAL "
 	       "bytes per message %.0f (machine shared: information only)\n",
@@ -711,18 +702,18 @@ static void write_cost(int n)
 	if (n - 1 > first)
 		IT_OK(parley_client_group_add(o, g, us + first, (size_t)(n - 1 - first),
 					      0, NULL));
-	for (int i = 0; i < 200 && metric("parley_fanout_pending"); i++)
+	for (int i = 0; i < 200 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
 		it_sleep_ms(20);
-	uint64_t e0 = metric("parley_engine_entries_total");
-	uint64_t b0 = metric("parley_wal_bytes_total");
+	uint64_t e0 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b0 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	const int m = 100;
 	for (int i = 0; i < m; i++)
 		IT_OK(parley_client_send(o, g, PARLEY_CT_TEXT, "a typical short line of chat",
 					 28, NULL));
-	for (int i = 0; i < 200 && metric("parley_fanout_pending"); i++)
+	for (int i = 0; i < 200 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
 		it_sleep_ms(20);
-	uint64_t e1 = metric("parley_engine_entries_total");
-	uint64_t b1 = metric("parley_wal_bytes_total");
+	uint64_t e1 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b1 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	printf("write cost, %d members: %.1f engine entries and %.0f WAL bytes per "
 	       "message (28-byte body)\n", n, (double)(e1 - e0) / m,
 	       (double)(b1 - b0) / m);
@@ -800,7 +791,7 @@ static void test_removal_race(void)
 		acked += (uint64_t)rs[i].acked_sends;
 	IT_CHECK(seen_hist == acked, "history shows %" PRIu64 " messages, %" PRIu64
 		 " acked", seen_hist, acked);
-	uint64_t late = metric("parley_group_sends_refused_total");
+	uint64_t late = it_metric_get(srv.admin_port, "parley_group_sends_refused_total");
 	printf("removal race: listener removed at %" PRIu64 ", sender at %" PRIu64
 	       " (%d of its sends refused, %" PRIu64 " of them after being stored: "
 	       "the race); %" PRIu64 " messages acked\n", r1, r2, rs[3].refused,

@@ -48,25 +48,8 @@ static struct parley_client *client(const struct it_server *srv,
 				    const char *user, const char *dev,
 				    struct seen *s)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1",
-		.port = srv->port,
-		.token = tok,
-		.device_id = dev,
-		.connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000,
-		.call_deadline_ms = 30000,
-		.on_presence = on_presence,
-		.user = s,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	int rc = parley_client_connect(c);
-	IT_CHECK(rc == 0, "connect %s/%s: %s (%s)", user, dev, parley_strerror(rc),
-		 parley_client_failure(c)->text);
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {.on_presence = on_presence, .user = s};
+	return it_client_cb(srv, user, dev, &cb);
 }
 
 static void poll_all(struct parley_client **cs, size_t n, int ms)
@@ -91,14 +74,6 @@ static struct parley_presence_rec sub1(struct parley_client *c, const char *who)
 	IT_OK(parley_client_presence_sub(c, PARLEY_PRESENCE_SUBSCRIBE, u, 1, &ok));
 	IT_CHECK(ok->count == 1 && parley_str_eq(ok->recs[0].user, who));
 	return ok->recs[0];
-}
-
-static uint64_t metric(uint16_t port, const char *name)
-{
-	char *t = it_http_get(port, "/metrics", NULL);
-	uint64_t v = it_metric(t, name);
-	free(t);
-	return v;
 }
 
 static uint8_t fbuf[1 << 16];
@@ -280,7 +255,7 @@ int main(void)
 			}
 		}
 		IT_CHECK(rate, "no RATE after 40 PRESENCE_SUBs (burst 20)");
-		IT_CHECK(metric(srv.admin_port,
+		IT_CHECK(it_metric_get(srv.admin_port,
 				"parley_rate_limited_total{kind=\"presence\"}") >= 1);
 		close(rfd);
 	}
@@ -305,10 +280,10 @@ int main(void)
 	/* 7: kill -9 while online: the lazy periodic write is what remains */
 	/* carol's last_seen writes (she just left) land first: wait until
 	 * the counter stops moving; then nobody but gina is online */
-	uint64_t w0 = metric(srv.admin_port, "parley_last_seen_writes_total");
+	uint64_t w0 = it_metric_get(srv.admin_port, "parley_last_seen_writes_total");
 	for (int still = 0, i = 0; still < 5 && i < 200; i++) {
 		it_sleep_ms(100);
-		uint64_t w = metric(srv.admin_port, "parley_last_seen_writes_total");
+		uint64_t w = it_metric_get(srv.admin_port, "parley_last_seen_writes_total");
 		still = w == w0 ? still + 1 : 0;
 		w0 = w;
 	}
@@ -322,13 +297,13 @@ int main(void)
 		IT_CHECK(it_send_msg(gfd, 30, &ping) == 0);
 		struct parley_frame fr;
 		IT_CHECK(it_read_frame(gfd, fbuf, sizeof fbuf, 15000, &fr) > 0);
-		if (metric(srv.admin_port, "parley_last_seen_writes_total") > w0)
+		if (it_metric_get(srv.admin_port, "parley_last_seen_writes_total") > w0)
 			break;
 		it_sleep_ms(100);
 	}
-	IT_CHECK(metric(srv.admin_port, "parley_last_seen_writes_total") > w0,
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_last_seen_writes_total") > w0,
 		 "no periodic last_seen write while online");
-	IT_CHECK(metric(srv.admin_port, "parley_presence_online_users") == 1,
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_presence_online_users") == 1,
 		 "online users gauge: only gina is connected");
 	it_server_kill(&srv);
 	close(gfd);

@@ -104,14 +104,6 @@ static int raw_user(const struct it_server *s, const char *user, const char *dev
 
 /* ---- /metrics ------------------------------------------------------------------ */
 
-static uint64_t metric(uint16_t port, const char *name)
-{
-	char *t = it_http_get(port, "/metrics", NULL);
-	uint64_t v = it_metric(t, name);
-	free(t);
-	return v;
-}
-
 /* ---- 1 + 2: rate limits ----------------------------------------------------------- */
 
 static void rate_limits(void)
@@ -182,10 +174,10 @@ static void rate_limits(void)
 	}
 	parley_client_free(c);
 
-	IT_CHECK(metric(srv.admin_port, "parley_rate_limited_total{kind=\"send\"}") >= 3);
-	IT_CHECK(metric(srv.admin_port, "parley_rate_limited_total{kind=\"history\"}") >= 1);
-	IT_CHECK(metric(srv.admin_port, "parley_rate_limited_total{kind=\"typing\"}") == 0);
-	IT_CHECK(metric(srv.admin_port, "parley_rate_limit_users") >= 2);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_rate_limited_total{kind=\"send\"}") >= 3);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_rate_limited_total{kind=\"history\"}") >= 1);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_rate_limited_total{kind=\"typing\"}") == 0);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_rate_limit_users") >= 2);
 	close(a1);
 	close(a2);
 	close(b1);
@@ -282,10 +274,10 @@ static void admission(void)
 	int holders[HOLDERS];
 	for (int i = 0; i < HOLDERS; i++)
 		holders[i] = hold_slot(&srv);
-	IT_CHECK(metric(srv.admin_port, "parley_handshakes_in_progress") == HOLDERS);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_handshakes_in_progress") == HOLDERS);
 
 	/* a raw HELLO now: ERROR AGAIN, fatal, jittered retry-after, closed */
-	uint64_t rej0 = metric(srv.admin_port, "parley_handshakes_rejected_total");
+	uint64_t rej0 = it_metric_get(srv.admin_port, "parley_handshakes_rejected_total");
 	int fd = it_tcp_connect(srv.port);
 	IT_CHECK(fd >= 0);
 	IT_CHECK(it_send_hello(fd, 7, "late", "itest") == 0);
@@ -301,7 +293,7 @@ static void admission(void)
 	IT_CHECK(it_read_frame(fd, fbuf, sizeof fbuf, 15000, &f) == 0,
 		 "the refused connection was not closed");
 	close(fd);
-	IT_CHECK(metric(srv.admin_port, "parley_handshakes_rejected_total") == rej0 + 1);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_handshakes_rejected_total") == rej0 + 1);
 
 	/* a burst of libparley clients: each is refused first */
 	pthread_t th[BURST];
@@ -313,9 +305,9 @@ static void admission(void)
 	/* every client's first HELLO is refused while the holders hold on */
 	uint64_t want = rej0 + 1 + BURST;
 	for (int i = 0; i < 600 &&
-			metric(srv.admin_port, "parley_handshakes_rejected_total") < want; i++)
+			it_metric_get(srv.admin_port, "parley_handshakes_rejected_total") < want; i++)
 		it_sleep_ms(50);
-	IT_CHECK(metric(srv.admin_port, "parley_handshakes_rejected_total") >= want);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_handshakes_rejected_total") >= want);
 	for (int i = 0; i < HOLDERS; i++)
 		close(holders[i]);
 	int ok = 0;
@@ -334,13 +326,13 @@ static void admission(void)
 	/* every slot came back (closes are asynchronous: wait, bounded) */
 	uint64_t inprog = 1;
 	for (int i = 0; i < 200 && inprog; i++) {
-		inprog = metric(srv.admin_port, "parley_handshakes_in_progress");
+		inprog = it_metric_get(srv.admin_port, "parley_handshakes_in_progress");
 		if (inprog)
 			it_sleep_ms(50);
 	}
 	IT_CHECK(inprog == 0, "%llu handshake slots leaked", (unsigned long long)inprog);
 	printf("admission: %d clients refused then served, %llu HELLOs refused\n", BURST,
-	       (unsigned long long)metric(srv.admin_port, "parley_handshakes_rejected_total"));
+	       (unsigned long long)it_metric_get(srv.admin_port, "parley_handshakes_rejected_total"));
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
 }
 
@@ -396,7 +388,7 @@ static void storm(void)
 			    "--handshake-retry-ms", rt, NULL};
 	memcpy(srv.extra, ex, sizeof ex);
 	it_server_start(&srv);
-	uint64_t rej0 = metric(srv.admin_port, "parley_handshakes_rejected_total");
+	uint64_t rej0 = it_metric_get(srv.admin_port, "parley_handshakes_rejected_total");
 	char *tok = it_token_for("stormy");
 	struct storm_conn *cs = calloc(STORM_N, sizeof *cs);
 	struct pollfd *pf = calloc(STORM_N, sizeof *pf);
@@ -471,13 +463,13 @@ static void storm(void)
 		}
 	}
 	uint64_t took = mono_ms() - t0;
-	uint64_t rejected = metric(srv.admin_port, "parley_handshakes_rejected_total") - rej0;
+	uint64_t rejected = it_metric_get(srv.admin_port, "parley_handshakes_rejected_total") - rej0;
 	IT_CHECK(refused > 0, "storm: nothing was refused with %d slots", STORM_SLOTS);
 	IT_CHECK(rejected == refused, "server refused %llu HELLOs, clients saw %llu",
 		 (unsigned long long)rejected, (unsigned long long)refused);
 	IT_CHECK(retry_max > retry_min, "retry-afters carry no jitter (all %llu)",
 		 (unsigned long long)retry_min);
-	IT_CHECK(metric(srv.admin_port, "parley_handshakes_in_progress") == 0);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_handshakes_in_progress") == 0);
 	printf("storm: %d connections, %d slots: all authenticated after %llu refusals "
 	       "(retry_after %llu..%llu ms), %llu ms until the last was served\n",
 	       STORM_N, STORM_SLOTS, (unsigned long long)refused,

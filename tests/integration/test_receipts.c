@@ -47,18 +47,9 @@ static struct parley_client *client(const struct it_server *s,
 				    const char *user, const char *device,
 				    struct rec *r)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = s->port, .token = tok,
-		.device_id = device, .connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000, .call_deadline_ms = 30000,
-		.on_event = it_on_event, .on_receipt = on_receipt,
-		.user = r};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	IT_OK(parley_client_connect(c));
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {
+		.on_event = it_on_event, .on_receipt = on_receipt, .user = r};
+	return it_client_cb(s, user, device, &cb);
 }
 
 /* Poll c until a receipt from `from` with these flags up to >= ref is in. */

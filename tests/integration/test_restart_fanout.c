@@ -25,15 +25,6 @@
 #define CONV "d:alice:bob"
 
 /* The metric's value (the test fails when the server does not export it). */
-static uint64_t metric(const struct it_server *s, const char *name)
-{
-	char *t = it_http_get(s->admin_port, "/metrics", NULL);
-	IT_CHECK(t, "admin port %u refused", s->admin_port);
-	uint64_t v = it_metric(t, name);
-	free(t);
-	return v;
-}
-
 /* A killed parleyd's io_uring may keep its listening sockets accepting for
  * a moment after it died, so it_server_start can return before the new
  * process listens: wait for the new one's /readyz. */
@@ -181,7 +172,7 @@ int main(void)
 		start(&srv);
 		printf("restart_fanout: measure: burst=%d kill-9 restart_to_ready_ms=%"
 		       PRIu64 " recovered=%" PRIu64 "\n", n, last_start_ms,
-		       metric(&srv, "parley_fanout_recovered_total"));
+		       it_metric_get(srv.admin_port, "parley_fanout_recovered_total"));
 		fd = login(&srv);
 		IT_CHECK(burst(fd, n, &next_id, 0, NULL) == n);
 		close(fd);
@@ -189,7 +180,7 @@ int main(void)
 		start(&srv);
 		printf("restart_fanout: measure: burst=%d sigterm restart_to_ready_ms=%"
 		       PRIu64 " recovered=%" PRIu64 "\n", n, last_start_ms,
-		       metric(&srv, "parley_fanout_recovered_total"));
+		       it_metric_get(srv.admin_port, "parley_fanout_recovered_total"));
 		it_server_stop(&srv, SIGTERM, 60000);
 		return 0;
 	}
@@ -199,8 +190,8 @@ int main(void)
 	IT_CHECK(burst(fd, BURST, &next_id, 0, NULL) == BURST);
 	uint64_t unck = UINT64_MAX;
 	for (int i = 0; i < 3000; i++) {
-		unck = metric(&srv, "parley_fanout_uncheckpointed");
-		if (unck == 0 && metric(&srv, "parley_fanout_pending") == 0)
+		unck = it_metric_get(srv.admin_port, "parley_fanout_uncheckpointed");
+		if (unck == 0 && it_metric_get(srv.admin_port, "parley_fanout_pending") == 0)
 			break;
 		it_sleep_ms(10);
 	}
@@ -209,7 +200,7 @@ int main(void)
 	close(fd);
 	it_server_kill(&srv);
 	start(&srv);
-	uint64_t rec = metric(&srv, "parley_fanout_recovered_total");
+	uint64_t rec = it_metric_get(srv.admin_port, "parley_fanout_recovered_total");
 	printf("restart_fanout: round 1: recovered=%" PRIu64 "\n", rec);
 	IT_CHECK(rec == 0, "round 1: %" PRIu64 " messages re-fanned out after a "
 		 "kill -9 that followed a durable checkpoint", rec);
@@ -219,11 +210,11 @@ int main(void)
 	fd = login(&srv);
 	int inflight = 0;
 	burst(fd, BURST, &next_id, BURST / 2, &inflight);
-	unck = metric(&srv, "parley_fanout_uncheckpointed");
+	unck = it_metric_get(srv.admin_port, "parley_fanout_uncheckpointed");
 	it_server_kill(&srv);
 	close(fd);
 	start(&srv);
-	rec = metric(&srv, "parley_fanout_recovered_total");
+	rec = it_metric_get(srv.admin_port, "parley_fanout_recovered_total");
 	printf("restart_fanout: round 2: uncheckpointed=%" PRIu64 " inflight=%d "
 	       "recovered=%" PRIu64 "\n", unck, inflight, rec);
 	IT_CHECK(unck != UINT64_MAX, "no parley_fanout_uncheckpointed metric");
@@ -239,7 +230,7 @@ int main(void)
 	int st = it_server_stop(&srv, SIGTERM, 30000);
 	IT_CHECK(st == 0, "exit status %d", st);
 	start(&srv);
-	rec = metric(&srv, "parley_fanout_recovered_total");
+	rec = it_metric_get(srv.admin_port, "parley_fanout_recovered_total");
 	printf("restart_fanout: round 3: recovered=%" PRIu64 "\n", rec);
 	IT_CHECK(rec == 0, "round 3: %" PRIu64 " re-fanned out after a clean stop",
 		 rec);

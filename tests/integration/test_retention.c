@@ -41,18 +41,8 @@ static void on_ev(void *user, const struct parley_event *e)
 static struct parley_client *client(const struct it_server *s, const char *user,
 				    const char *dev, struct evs *ev)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = s->port, .token = tok,
-		.device_id = dev, .connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000, .call_deadline_ms = 30000,
-		.on_event = ev ? on_ev : NULL, .user = ev,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	IT_OK(parley_client_connect(c));
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {.on_event = ev ? on_ev : NULL, .user = ev};
+	return it_client_cb(s, user, dev, &cb);
 }
 
 static int compact(const struct it_server *s)
@@ -132,25 +122,40 @@ static char *dump_segments(const struct it_server *s)
 	return all;
 }
 
+/* A server with one retention option (flag value) and POST /admin/compact
+ * enabled. */
+static void start(struct it_server *srv, const char *name, const char *flag,
+		  const char *value)
+{
+	it_server_init(srv, name);
+	srv->extra[0] = flag;
+	srv->extra[1] = value;
+	srv->extra[2] = "--admin-compact";
+	srv->extra[3] = "1";
+	it_server_start(srv);
+}
+
+/* Sends marker(run, i) for i in [from, to] to CONV; each is message i. */
+static void send_markers(struct parley_client *c, uint64_t run, int from, int to)
+{
+	char body[96];
+	for (int i = from; i <= to; i++) {
+		marker(body, sizeof body, run, i);
+		struct parley_send_result r;
+		IT_OK(parley_client_send(c, CONV, PARLEY_CT_TEXT, body, strlen(body), &r));
+		IT_CHECK(r.seq == (uint64_t)i, "message %d got seq %" PRIu64, i, r.seq);
+	}
+}
+
 static void by_count(void)
 {
 	struct it_server srv;
-	it_server_init(&srv, "count");
-	srv.extra[0] = "--retention-max-count";
-	srv.extra[1] = "5";
-	srv.extra[2] = "--admin-compact";
-	srv.extra[3] = "1";
-	it_server_start(&srv);
+	start(&srv, "count", "--retention-max-count", "5");
 	struct parley_client *a = client(&srv, "alice", "a1", NULL);
 	const struct parley_conv *cv;
 	IT_OK(parley_client_conv_open(a, "bob", &cv));
 	char body[96];
-	for (int i = 1; i <= 20; i++) {
-		marker(body, sizeof body, it_seed, i);
-		struct parley_send_result r;
-		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), &r));
-		IT_CHECK(r.seq == (uint64_t)i);
-	}
+	send_markers(a, it_seed, 1, 20);
 	uint64_t seq[100];
 	IT_CHECK(history(a, seq, 100) == 20, "before compaction all 20 are there");
 	IT_CHECK(compact(&srv) == 200);
@@ -201,25 +206,13 @@ static void by_count(void)
 static void by_age(void)
 {
 	struct it_server srv;
-	it_server_init(&srv, "age");
-	srv.extra[0] = "--retention-max-age-ms";
-	srv.extra[1] = "2000";
-	srv.extra[2] = "--admin-compact";
-	srv.extra[3] = "1";
-	it_server_start(&srv);
+	start(&srv, "age", "--retention-max-age-ms", "2000");
 	struct parley_client *a = client(&srv, "alice", "a1", NULL);
 	const struct parley_conv *cv;
 	IT_OK(parley_client_conv_open(a, "bob", &cv));
-	char body[96];
-	for (int i = 1; i <= 6; i++) {
-		marker(body, sizeof body, it_seed, i);
-		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
-	}
+	send_markers(a, it_seed, 1, 6);
 	it_sleep_ms(2500); /* the first 6 are now past retention */
-	for (int i = 7; i <= 9; i++) {
-		marker(body, sizeof body, it_seed, i);
-		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
-	}
+	send_markers(a, it_seed, 7, 9);
 	IT_CHECK(compact(&srv) == 200);
 	uint64_t seq[100];
 	unsigned n = history(a, seq, 100);
@@ -243,22 +236,14 @@ static void by_age(void)
 static void per_conversation(void)
 {
 	struct it_server srv;
-	it_server_init(&srv, "conv");
-	srv.extra[0] = "--retention-sweep-ms";
-	srv.extra[1] = "200";
-	srv.extra[2] = "--admin-compact";
-	srv.extra[3] = "1";
-	it_server_start(&srv);
+	start(&srv, "conv", "--retention-sweep-ms", "200");
 	struct parley_client *a = client(&srv, "alice", "a1", NULL);
 	struct parley_client *b = client(&srv, "bob", "b1", NULL);
 	struct parley_client *carol = client(&srv, "carol", "c1", NULL);
 	const struct parley_conv *cv;
 	IT_OK(parley_client_conv_open(a, "bob", &cv));
 	char body[96];
-	for (int i = 1; i <= 10; i++) {
-		marker(body, sizeof body, it_seed + 1, i);
-		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
-	}
+	send_markers(a, it_seed + 1, 1, 10);
 	/* reading the setting: none yet, the defaults (none), first seq 1 */
 	const struct parley_retention_ok *ok;
 	IT_OK(parley_client_retention(a, CONV, 0, 0, 0, &ok));
@@ -276,10 +261,7 @@ static void per_conversation(void)
 	unsigned n = history(a, seq, 100);
 	IT_CHECK(n == 4 && seq[3] == 7, "%u records", n);
 	/* the sweeper keeps it up: 3 more, then wait for a sweep */
-	for (int i = 11; i <= 13; i++) {
-		marker(body, sizeof body, it_seed + 1, i);
-		IT_OK(parley_client_send(a, CONV, PARLEY_CT_TEXT, body, strlen(body), NULL));
-	}
+	send_markers(a, it_seed + 1, 11, 13);
 	for (int ms = 0; ms < 20000; ms += 100) {
 		n = history(a, seq, 100);
 		if (n == 4)

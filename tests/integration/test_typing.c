@@ -52,23 +52,8 @@ static struct parley_client *client(const struct it_server *srv,
 				    const char *user, const char *dev,
 				    struct seen *s)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1",
-		.port = srv->port,
-		.token = tok,
-		.device_id = dev,
-		.connect_timeout_ms = 10000,
-		.request_timeout_ms = 10000,
-		.call_deadline_ms = 30000,
-		.on_typing = on_typing,
-		.user = s,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	IT_OK(parley_client_connect(c));
-	free(tok);
-	return c;
+	struct parley_client_opts cb = {.on_typing = on_typing, .user = s};
+	return it_client_cb(srv, user, dev, &cb);
 }
 
 /* Poll every client until cond holds or ~timeout_ms passed. */
@@ -87,14 +72,6 @@ static void settle(struct parley_client **cs, size_t n, int ms)
 	for (int t = 0; t < ms; t += 10 * (int)n)
 		for (size_t i = 0; i < n; i++)
 			parley_client_poll(cs[i], 10);
-}
-
-static uint64_t metric(uint16_t port, const char *name)
-{
-	char *t = it_http_get(port, "/metrics", NULL);
-	uint64_t v = it_metric(t, name);
-	free(t);
-	return v;
 }
 
 static uint8_t fbuf[1 << 16];
@@ -132,7 +109,7 @@ int main(void)
 	uint64_t entries0 = 0;
 	for (int i = 0; i < 50; i++) {
 		it_sleep_ms(100);
-		uint64_t e = metric(srv.admin_port, "parley_engine_entries_total");
+		uint64_t e = it_metric_get(srv.admin_port, "parley_engine_entries_total");
 		if (e == entries0 && i >= 3)
 			break;
 		entries0 = e;
@@ -157,7 +134,7 @@ int main(void)
 	IT_CHECK(sa2.started == 0 && sa1.started == 0,
 		 "alice's own devices saw her typing");
 	/* 4 (part): typing wrote nothing */
-	IT_CHECK(metric(srv.admin_port, "parley_engine_entries_total") == entries0,
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_engine_entries_total") == entries0,
 		 "typing wrote engine entries");
 
 	/* 3: explicit stop, and stop on disconnect */
@@ -180,7 +157,7 @@ int main(void)
 	const struct parley_history_page *pg;
 	IT_OK(parley_client_history(b1, conv, 0, 10, &pg));
 	IT_CHECK(pg->count == 0, "typing stored in history: %u", pg->count);
-	IT_CHECK(metric(srv.admin_port, "parley_typing_pushes_total") >= 6);
+	IT_CHECK(it_metric_get(srv.admin_port, "parley_typing_pushes_total") >= 6);
 
 	/* 5: not a member / no such conversation */
 	IT_OK(parley_client_typing(cc, conv, PARLEY_TYPING_STARTED));
@@ -272,7 +249,7 @@ int main(void)
 	IT_CHECK(rate >= 1 && rate <= N - 3 && other == 0,
 		 "RATE errors %d (other %d) for %d frames, burst 3", rate,
 		 other, N);
-	IT_CHECK(metric(srv.admin_port,
+	IT_CHECK(it_metric_get(srv.admin_port,
 			"parley_rate_limited_total{kind=\"typing\"}") ==
 			 (uint64_t)rate,
 		 "metrics typing refusals");

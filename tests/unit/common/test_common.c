@@ -46,6 +46,37 @@ Test(common, reader_fails_closed_on_short_input)
 	cr_assert_null(le_read_bytes(&r, 1));
 }
 
+Test(common, le_writer_matches_reader_and_bounds)
+{
+	uint8_t b[15];
+	struct le_writer w;
+	le_writer_init(&w, b, sizeof b);
+	le_write8(&w, 0xab);
+	le_write16(&w, 0x1234);
+	le_write32(&w, 0xdeadbeef);
+	le_write_bytes(&w, "xy", 2);
+	le_write_bytes(&w, NULL, 0);
+	cr_assert(w.ok);
+	cr_assert_eq(w.off, 9);
+	cr_assert_eq(b[1], 0x34); /* little-endian on the wire */
+	cr_assert_eq(b[2], 0x12);
+	le_write64(&w, 1); /* 9 + 8 > 15: refused, nothing written */
+	cr_assert_not(w.ok);
+	cr_assert_eq(w.off, 9);
+	le_write8(&w, 1); /* stays failed */
+	cr_assert_not(w.ok);
+	cr_assert_null(le_write_reserve(&w, 0));
+
+	struct le_reader r;
+	le_reader_init(&r, b, w.off);
+	cr_assert_eq(le_read8(&r), 0xab);
+	cr_assert_eq(le_read16(&r), 0x1234);
+	cr_assert_eq(le_read32(&r), 0xdeadbeef);
+	cr_assert_eq(memcmp(le_read_bytes(&r, 2), "xy", 2), 0);
+	cr_assert(r.ok);
+	cr_assert_eq(r.off, r.len);
+}
+
 Test(common, hash_is_stable)
 {
 	/* the partition map depends on this value never changing */

@@ -1,6 +1,7 @@
 /*
  * chat_world.h — shared fixtures of the chat service tests
- * (test_chat_read.c, test_chat_list.c, test_conn.c): an engine on the
+ * (test_chat_read.c, test_chat_list.c, test_conn.c, test_chat_group.c, ...):
+ * an engine on the
  * in-memory I/O backend with the chat clock, and blocking wrappers
  * around CONV_OPEN and SEND. Header-only (static functions).
  */
@@ -22,12 +23,12 @@ struct world {
 	struct chat *c;
 };
 
-static inline void world_start(struct world *w, uint64_t seed)
+/* Opens (or reopens) the engine and the chat service on w->io. */
+static inline void world_open(struct world *w, uint32_t partitions)
 {
-	memset(w, 0, sizeof *w);
-	w->io = pio_mem_new(seed);
-	struct pe_options o = {.dir = "/data", .partitions = 4, .shards = 2,
-			       .io = w->io, .clock_ms = chat_clock_ms,
+	struct pe_options o = {.dir = "/data", .partitions = partitions,
+			       .shards = 2, .io = w->io,
+			       .clock_ms = chat_clock_ms,
 			       .clock_arg = &w->clock,
 			       .retention = chat_retention,
 			       .nretention = chat_nretention};
@@ -35,10 +36,23 @@ static inline void world_start(struct world *w, uint64_t seed)
 	cr_assert_eq(chat_open(w->e, &w->clock, &w->c), 0);
 }
 
-static inline void world_stop(struct world *w)
+/* Closes them, keeping w->io (and so what was written) for a reopen. */
+static inline void world_close(struct world *w)
 {
 	chat_close(w->c);
 	pe_close(w->e);
+}
+
+static inline void world_start(struct world *w, uint64_t seed)
+{
+	memset(w, 0, sizeof *w);
+	w->io = pio_mem_new(seed);
+	world_open(w, 4);
+}
+
+static inline void world_stop(struct world *w)
+{
+	world_close(w);
 	pio_free(w->io);
 }
 
@@ -66,17 +80,22 @@ static inline void waiter_wait(struct waiter *w, int n)
 	pthread_mutex_unlock(&w->mu);
 }
 
-struct open_wait {
-	struct waiter w;
-	struct chat_conv_info r;
-};
+/* A rendezvous carrying one callback result of type T: declares
+ * struct name { struct waiter w; T r; } and name##_cb(arg, const T *r),
+ * the callback that stores the result and signals. */
+#define WAITER_FOR(name, T)                                                    \
+	struct name {                                                          \
+		struct waiter w;                                               \
+		T r;                                                           \
+	};                                                                     \
+	static inline void name##_cb(void *arg, const T *r)                    \
+	{                                                                      \
+		struct name *x_ = arg;                                         \
+		x_->r = *r;                                                    \
+		waiter_signal(&x_->w);                                         \
+	}
 
-static inline void open_wait_cb(void *arg, const struct chat_conv_info *r)
-{
-	struct open_wait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(open_wait, struct chat_conv_info)
 
 /* CONV_OPEN through the chat service; returns its error. */
 static inline int svc_open(struct chat *c, const char *user, const char *peer,

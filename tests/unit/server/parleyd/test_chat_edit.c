@@ -85,17 +85,7 @@ Test(chat_edit, retention_rules_from_the_defaults)
 
 /* ---- chat_edit ------------------------------------------------------------------- */
 
-struct edit_wait {
-	struct waiter w;
-	struct chat_edit_result r;
-};
-
-static void edit_cb(void *arg, const struct chat_edit_result *r)
-{
-	struct edit_wait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(edit_wait, struct chat_edit_result)
 
 static int do_edit(struct world *w, uint16_t kind, const char *user,
 		   uint64_t ref, const char *body, uint8_t id, uint64_t window,
@@ -111,7 +101,7 @@ static int do_edit(struct world *w, uint16_t kind, const char *user,
 	q.client_msg_id[0] = id;
 	q.client_msg_id[15] = 0xed;
 	struct edit_wait x = {.w = WAITER_INIT};
-	int rc = chat_edit(w->c, &q, edit_cb, &x);
+	int rc = chat_edit(w->c, &q, edit_wait_cb, &x);
 	if (rc)
 		return rc;
 	waiter_wait(&x.w, 1);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #include "chat.h"
+#include "chat_world.h"
 #include "parley_proto.h"
 
 static uint64_t seed_get(void)
@@ -33,46 +34,7 @@ static uint64_t seed_get(void)
 	return v;
 }
 
-struct world {
-	struct pio *io;
-	struct pe_engine *e;
-	struct chat_clock clock;
-	struct chat *c;
-};
-
-static void world_open(struct world *w)
-{
-	struct pe_options o = {.dir = "/data", .partitions = 8, .shards = 2,
-			       .io = w->io, .clock_ms = chat_clock_ms,
-			       .clock_arg = &w->clock,
-			       .retention = chat_retention,
-			       .nretention = chat_nretention};
-	cr_assert_eq(pe_open(&o, &w->e), 0);
-	cr_assert_eq(chat_open(w->e, &w->clock, &w->c), 0);
-}
-
-static void world_close(struct world *w)
-{
-	chat_close(w->c);
-	pe_close(w->e);
-}
-
-struct gwait {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
-	struct chat_group_result r;
-};
-
-static void gwait_cb(void *arg, const struct chat_group_result *r)
-{
-	struct gwait *w = arg;
-	pthread_mutex_lock(&w->mu);
-	w->r = *r;
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
+WAITER_FOR(gwait, struct chat_group_result)
 
 /* One change, waited for. Returns its error; *out (optional) the result. */
 static int change(struct chat *c, uint8_t op, const char *conv,
@@ -89,18 +51,28 @@ static int change(struct chat *c, uint8_t op, const char *conv,
 				   .name = "grp", .name_len = 3, .role = role,
 				   .n = n, .users = m};
 	memset(q.create_id, 7, 16);
-	struct gwait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-			  .cv = PTHREAD_COND_INITIALIZER};
-	int rc = chat_group_change(c, &q, gwait_cb, &w, NULL);
+	struct gwait x = {.w = WAITER_INIT};
+	int rc = chat_group_change(c, &q, gwait_cb, &x, NULL);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&w.mu);
-	while (!w.done)
-		pthread_cond_wait(&w.cv, &w.mu);
-	pthread_mutex_unlock(&w.mu);
+	waiter_wait(&x.w, 1);
 	if (out)
-		*out = w.r;
-	return w.r.err;
+		*out = x.r;
+	return x.r.err;
+}
+
+/* A CREATE by owner with these members, waited for; the new group's id
+ * into g (NUL-terminated), the result into *out (optional). */
+static void create(struct chat *c, const char *owner, const char *const *users,
+		   uint32_t n, char g[32], struct chat_group_result *out)
+{
+	struct chat_group_result r;
+	cr_assert_eq(change(c, CHAT_GOP_CREATE, NULL, owner, 0, users, n, &r), 0);
+	cr_assert_lt(r.conv_len, 32);
+	memcpy(g, r.conv, r.conv_len);
+	g[r.conv_len] = 0;
+	if (out)
+		*out = r;
 }
 
 static uint64_t send_msg(struct chat *c, const char *conv, const char *who,
@@ -143,14 +115,11 @@ static uint32_t inbox_seqs(struct world *w, const char *user, const char *conv,
 Test(chat_group, rules)
 {
 	struct world w = {.io = pio_mem_new(11)};
-	world_open(&w);
+	world_open(&w, 8);
 	struct chat *c = w.c;
 	struct chat_group_result r;
-	cr_assert_eq(change(c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob", "carol"}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(c, "alice", (const char *[]){"bob", "carol"}, 2, g, &r);
 	cr_assert(chat_conv_is_group(g, strlen(g)));
 	cr_assert_eq(r.seq, 1);
 	/* the same create id: the same group, nothing new */
@@ -243,13 +212,10 @@ Test(chat_group, membership_survives_reopen)
 	uint64_t seed = seed_get();
 	struct parley_rng rng = {seed};
 	struct world w = {.io = pio_mem_new(seed)};
-	world_open(&w);
+	world_open(&w, 8);
 	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, uname(0), 0,
-			    (const char *[]){uname(1), uname(2)}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, uname(0), (const char *[]){uname(1), uname(2)}, 2, g, &r);
 	uint64_t last = 1;
 	int msgs = 0;
 	for (int i = 0; i < NOPS; i++) {
@@ -306,7 +272,7 @@ Test(chat_group, membership_survives_reopen)
 				     uname(u), (unsigned long long)s,
 				     (unsigned long long)seed);
 	world_close(&w);
-	world_open(&w);
+	world_open(&w, 8);
 	memset(at1, 0, NUSERS * (last + 1));
 	snapshot_answers(w.c, g, last, at1, role1);
 	cr_assert(!memcmp(role0, role1, sizeof role0));
@@ -342,13 +308,9 @@ Test(chat_group, membership_survives_reopen)
 Test(chat_group, unfanned_event_replayed_at_open)
 {
 	struct world w = {.io = pio_mem_new(5)};
-	world_open(&w);
-	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob"}, 1, &r), 0);
+	world_open(&w, 8);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, "alice", (const char *[]){"bob"}, 1, g, NULL);
 	chat_close(w.c); /* checkpoint: everything so far is fanned out */
 	/* ADD zoe by alice, appended as the service would, with no fan-out */
 	uint8_t rec[64];
@@ -378,7 +340,7 @@ Test(chat_group, unfanned_event_replayed_at_open)
 	cr_assert_eq(pe_append_sync(w.e, &q, &ar), 0);
 	cr_assert_eq(ar.seq, 2);
 	pe_close(w.e);
-	world_open(&w);
+	world_open(&w, 8);
 	cr_assert_eq(chat_member_role(w.c, g, strlen(g), "zoe", 3), CHAT_ROLE_MEMBER);
 	cr_assert_eq(chat_member_visible_from(w.c, g, strlen(g), "zoe", 3), 2);
 	chat_close(w.c); /* waits for the recovered fan-out */
@@ -398,13 +360,10 @@ Test(chat_group, unfanned_event_replayed_at_open)
 Test(chat_group, send_after_removal_is_refused_at_its_seq)
 {
 	struct world w = {.io = pio_mem_new(6)};
-	world_open(&w);
+	world_open(&w, 8);
 	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob", "carol"}, 2, &r), 0);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, "alice", (const char *[]){"bob", "carol"}, 2, g, &r);
 	int err;
 	cr_assert_eq(send_msg(w.c, g, "bob", 1, &err), 2);
 	cr_assert_eq(err, 0);
@@ -429,7 +388,7 @@ Test(chat_group, send_after_removal_is_refused_at_its_seq)
 	cr_assert_eq(pe_append_sync(w.e, &q, &ar), 0);
 	cr_assert_eq(ar.seq, 4);
 	pe_close(w.e);
-	world_open(&w); /* recovery re-fans out seq 4: to nobody */
+	world_open(&w, 8); /* recovery re-fans out seq 4: to nobody */
 	cr_assert(!chat_member_at(w.c, g, strlen(g), "bob", 3, 4));
 	chat_close(w.c);
 	uint64_t got[8];
@@ -440,22 +399,7 @@ Test(chat_group, send_after_removal_is_refused_at_its_seq)
 	pio_free(w.io);
 }
 
-struct swait {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
-	struct chat_send_result r;
-};
-
-static void swait_cb(void *arg, const struct chat_send_result *r)
-{
-	struct swait *w = arg;
-	pthread_mutex_lock(&w->mu);
-	w->r = *r;
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
+WAITER_FOR(swait, struct chat_send_result)
 
 /* The race itself: the REMOVE is issued, then bob's SEND at once (its check
  * before storing almost always still sees bob as a member): the SEND lands
@@ -464,21 +408,15 @@ static void swait_cb(void *arg, const struct chat_send_result *r)
 Test(chat_group, send_racing_its_senders_removal)
 {
 	struct world w = {.io = pio_mem_new(8)};
-	world_open(&w);
-	struct chat_group_result r;
-	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", 0,
-			    (const char *[]){"bob", "carol"}, 2, &r), 0);
+	world_open(&w, 8);
 	char g[32];
-	memcpy(g, r.conv, r.conv_len);
-	g[r.conv_len] = 0;
+	create(w.c, "alice", (const char *[]){"bob", "carol"}, 2, g, NULL);
 	struct chat_member bob = {"bob", 3};
 	struct chat_group_req q = {.op = CHAT_GOP_REMOVE, .conv = g,
 				   .conv_len = (uint16_t)strlen(g), .actor = "alice",
 				   .actor_len = 5, .n = 1, .users = &bob};
-	struct gwait gw = {.mu = PTHREAD_MUTEX_INITIALIZER,
-			   .cv = PTHREAD_COND_INITIALIZER};
-	struct swait sw = {.mu = PTHREAD_MUTEX_INITIALIZER,
-			   .cv = PTHREAD_COND_INITIALIZER};
+	struct gwait gw = {.w = WAITER_INIT};
+	struct swait sw = {.w = WAITER_INIT};
 	cr_assert_eq(chat_group_change(w.c, &q, gwait_cb, &gw, NULL), 0);
 	struct chat_send_req sq = {.conv = g, .conv_len = (uint16_t)strlen(g),
 				   .sender = "bob", .sender_len = 3,
@@ -488,17 +426,11 @@ Test(chat_group, send_racing_its_senders_removal)
 	int rc = chat_send(w.c, &sq, swait_cb, &sw);
 	bool raced = rc == 0;
 	if (raced) {
-		pthread_mutex_lock(&sw.mu);
-		while (!sw.done)
-			pthread_cond_wait(&sw.cv, &sw.mu);
-		pthread_mutex_unlock(&sw.mu);
+		waiter_wait(&sw.w, 1);
 		rc = sw.r.err;
 	}
 	cr_assert_eq(rc, -PARLEY_EPERM);
-	pthread_mutex_lock(&gw.mu);
-	while (!gw.done)
-		pthread_cond_wait(&gw.cv, &gw.mu);
-	pthread_mutex_unlock(&gw.mu);
+	waiter_wait(&gw.w, 1);
 	cr_assert_eq(gw.r.err, 0);
 	struct chat_stats st;
 	chat_get_stats(w.c, &st);

@@ -186,24 +186,14 @@ Test(chat_read, sync_start_rule)
 	cr_assert_eq(chat_sync_start(7, NONE, 0, 0), 1);
 }
 
-struct sync_wait {
-	struct waiter w;
-	struct chat_sync_info r;
-};
-
-static void sync_cb(void *arg, const struct chat_sync_info *r)
-{
-	struct sync_wait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(sync_wait, struct chat_sync_info)
 
 static struct chat_sync_info do_sync(struct world *w, const char *user,
 				     const char *dev, uint64_t from)
 {
 	struct sync_wait x = {.w = WAITER_INIT};
 	cr_assert_eq(chat_sync(w->c, user, strlen(user), dev, strlen(dev), from,
-			       sync_cb, &x), 0);
+			       sync_wait_cb, &x), 0);
 	waiter_wait(&x.w, 1);
 	return x.r;
 }
@@ -239,7 +229,7 @@ Test(chat_read, sync_reads_cursor_and_inbox_bounds)
 	cr_assert_eq(r.cursor, UINT64_MAX, "from given: the cursor is not read");
 	cr_assert_eq(r.start, 1);
 	struct sync_wait x = {.w = WAITER_INIT};
-	cr_assert_eq(chat_sync(w.c, "a:b", 3, "phone", 5, 0, sync_cb, &x),
+	cr_assert_eq(chat_sync(w.c, "a:b", 3, "phone", 5, 0, sync_wait_cb, &x),
 		     -PARLEY_EINVAL);
 	world_stop(&w);
 }

@@ -94,24 +94,14 @@ Test(chat_receipt, records_round_trip)
 
 /* ---- on the engine ------------------------------------------------------------ */
 
-struct mark_wait {
-	struct waiter w;
-	struct chat_rcpt_mark_result r;
-};
-
-static void mark_cb(void *arg, const struct chat_rcpt_mark_result *r)
-{
-	struct mark_wait *x = arg;
-	x->r = *r;
-	waiter_signal(&x->w);
-}
+WAITER_FOR(mark_wait, struct chat_rcpt_mark_result)
 
 static int mark(struct world *w, const char *user, const char *conv,
 		uint64_t seq, struct chat_rcpt_mark_result *out)
 {
 	struct mark_wait x = {.w = WAITER_INIT};
 	int rc = chat_rcpt_mark(w->c, user, strlen(user), conv, strlen(conv), seq,
-				mark_cb, &x);
+				mark_wait_cb, &x);
 	if (rc)
 		return rc;
 	waiter_wait(&x.w, 1);
@@ -186,7 +176,7 @@ Test(chat_receipt, read_marker_is_monotone_and_pushes_receipts)
 	cr_assert_eq(mark(&w, "bob", conv, 3, &r), 0);
 	cr_assert(r.stale);
 	cr_assert_eq(mark(&w, "bob", conv, 6, &r), -PARLEY_EINVAL);
-	cr_assert_eq(chat_rcpt_mark(w.c, "bob", 3, conv, strlen(conv), 0, mark_cb,
+	cr_assert_eq(chat_rcpt_mark(w.c, "bob", 3, conv, strlen(conv), 0, mark_wait_cb,
 				    NULL), -PARLEY_EINVAL);
 	struct chat_rcpt_pos pos[64];
 	cr_assert_eq(positions(&w, "bob", conv, pos), 1, "stale markers wrote");
@@ -218,7 +208,7 @@ static void *conc_main(void *arg)
 	const char *conv = "d:alice:bob";
 	for (;;) {
 		int rc = chat_rcpt_mark(c->w->c, "bob", 3, conv, strlen(conv),
-					c->seq, mark_cb, &c->x);
+					c->seq, mark_wait_cb, &c->x);
 		if (rc == 0)
 			break;
 		cr_assert_eq(rc, -PARLEY_EFULL);

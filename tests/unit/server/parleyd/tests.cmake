@@ -1,4 +1,4 @@
-# Unit tests of parleyd's own modules: server/chat.c (keys, records,
+# Unit tests of parleyd's own modules: server/chat.c (keys, records, the chat_hset table (test_chat_hset.c),
 # idempotency keys, the fan-out planner, fan-out recovery on the
 # in-memory engine), server/jwt.c (test_jwt.c) and server/membudget.c
 # (test_membudget.c), the chat service's reads and list (test_chat_read.c,
