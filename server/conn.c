@@ -1314,27 +1314,22 @@ static void req_history(struct conn *c, uint32_t rid,
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
 	struct srv *s = S(c);
-	int rc = chat_conv_access(s->chat, m->conv.p, m->conv.len,
-				  c->id->user, c->id->ulen);
-	if (rc) {
-		req_refused(c, rid, rc);
-		return;
-	}
-	ctr_add(&s->ctr.history, 1);
 	struct reply_ctx *x = reply_ctx_new(c, rid);
 	if (!x) {
 		req_refused(c, rid, -PARLEY_ENOMEM);
 		return;
 	}
 	c->inflight++; /* before: an empty page is answered at once */
-	rc = chat_history(s->chat, c->id->user, c->id->ulen, m->conv.p,
-			  m->conv.len, m->before_seq, m->limit, s->lim.max_frame,
-			  reply_cb, x);
-	if (rc) {
+	int rc = chat_history(s->chat, c->id->user, c->id->ulen, m->conv.p,
+			      m->conv.len, m->before_seq, m->limit,
+			      s->lim.max_frame, reply_cb, x);
+	if (rc) { /* not a member, no such conversation, busy */
 		c->inflight--;
 		free(x);
 		req_refused(c, rid, rc);
+		return;
 	}
+	ctr_add(&s->ctr.history, 1);
 }
 
 /* SYNC --------------------------------------------------------------------------------- */

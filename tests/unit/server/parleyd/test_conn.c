@@ -627,3 +627,60 @@ Test(conn, old_and_inline_pointers_deliver_in_order)
 	free(m);
 	fx_stop(&f);
 }
+
+/* HISTORY and CONV_LIST go through the chat service and come back as
+ * ready pages; refusals are answered at once without a request in flight. */
+Test(conn, history_and_conv_list_through_the_service)
+{
+	struct fx f;
+	fx_start(&f, true, 12);
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 3; i++)
+		svc_send(f.w.c, "d:alice:bob", "bob", i);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	struct parley_msg *m = msg_new(PARLEY_T_HISTORY);
+	m->history.conv = parley_str_c("d:bob:carol");
+	m->history.limit = 10;
+	fx_feed(&f, 30, m, false);
+	expect_error(&f, PARLEY_EPERM, false);
+	cr_assert_eq(f.c->inflight, 0);
+	*m = (struct parley_msg){.type = PARLEY_T_HISTORY};
+	m->history.conv = parley_str_c("d:alice:bob");
+	m->history.limit = 10;
+	fx_feed(&f, 31, m, false);
+	cr_assert_eq(f.c->inflight, 1);
+	fx_pump(&f, 1);
+	uint32_t rid;
+	cr_assert(fx_next(&f, m, &rid));
+	cr_assert_eq(rid, 31);
+	cr_assert_eq(m->type, PARLEY_T_HISTORY_PAGE);
+	cr_assert_eq(m->history_page.count, 3);
+	cr_assert_eq(m->history_page.msgs[0].seq, 3);
+	cr_assert(m->history_page.flags & PARLEY_HISTF_END);
+	cr_assert_eq(f.c->inflight, 0);
+	/* nothing older than seq 1: answered without a read, still as a reply */
+	*m = (struct parley_msg){.type = PARLEY_T_HISTORY};
+	m->history.conv = parley_str_c("d:alice:bob");
+	m->history.before_seq = 1;
+	m->history.limit = 10;
+	fx_feed(&f, 32, m, false);
+	fx_pump(&f, 1);
+	cr_assert(fx_next(&f, m, &rid));
+	cr_assert_eq(rid, 32);
+	cr_assert_eq(m->history_page.count, 0);
+	cr_assert_eq(f.c->inflight, 0);
+	*m = (struct parley_msg){.type = PARLEY_T_CONV_LIST};
+	m->conv_list.limit = 10;
+	fx_feed(&f, 33, m, false);
+	fx_pump(&f, 1);
+	cr_assert(fx_next(&f, m, &rid));
+	cr_assert_eq(rid, 33);
+	cr_assert_eq(m->type, PARLEY_T_CONV_LIST_OK);
+	cr_assert_eq(m->conv_list_ok.count, 1);
+	cr_assert_eq(m->conv_list_ok.entries[0].last_seq, 3);
+	cr_assert_eq(m->conv_list_ok.entries[0].peer.len, 3);
+	cr_assert_eq(atomic_load(&f.s.ctr.history), 2);
+	free(m);
+	fx_stop(&f);
+}
