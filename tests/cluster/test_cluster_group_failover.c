@@ -18,15 +18,9 @@
  * answering about them (AGAIN / NOTLEADER meanwhile, which the client
  * retries).
  */
-#include "itest.h"
+#include "cluster_itest.h"
 
-#define NODES 3
 
-static struct it_server srv[NODES];
-static uint16_t peer_port[NODES];
-static char nodes_list[256];
-static char peers_arg[NODES][128];
-static char node_arg[NODES][8], port_arg[NODES][8];
 static char gid[64];
 
 struct inbox {
@@ -113,32 +107,8 @@ static void wait_events(struct parley_client *c, struct inbox *b,
 int main(void)
 {
 	it_init("cluster_group_failover");
+	cluster_init("78");
 	for (int i = 0; i < NODES; i++) {
-		char name[16];
-		snprintf(name, sizeof name, "node%d", i + 1);
-		it_server_init(&srv[i], name);
-		peer_port[i] = it_free_port();
-	}
-	int n = 0;
-	for (int i = 0; i < NODES; i++)
-		n += snprintf(nodes_list + n, sizeof nodes_list - (size_t)n,
-			      "%s127.0.0.1:%u", i ? "," : "", srv[i].port);
-	for (int i = 0; i < NODES; i++) {
-		int m = 0;
-		for (int j = 0; j < NODES; j++)
-			if (j != i)
-				m += snprintf(peers_arg[i] + m,
-					      sizeof peers_arg[i] - (size_t)m,
-					      "%s%d=127.0.0.1:%u", m ? "," : "",
-					      j + 1, peer_port[j]);
-		snprintf(node_arg[i], sizeof node_arg[i], "%d", i + 1);
-		snprintf(port_arg[i], sizeof port_arg[i], "%u", peer_port[i]);
-		const char *x[] = {"--node-id", node_arg[i], "--cluster-id", "78",
-				   "--peer-port", port_arg[i], "--peers",
-				   peers_arg[i], "--raft-tick-ms", "20",
-				   "--partitions", "8", "--loops", "1", NULL};
-		for (int k = 0; x[k]; k++)
-			srv[i].extra[k] = x[k];
 		it_server_start(&srv[i]);
 	}
 	/* the group and its changes, through the cluster */
