@@ -786,6 +786,22 @@ static const struct pdict *fj_dict(void *arg, uint64_t id)
 	return j->cur && j->cur->id == id ? j->cur : NULL;
 }
 
+/* The reader of segment seg_id, just made live by a manifest store (a
+ * flush's or a compaction's, on the worker that stored it). An error is
+ * logged and returned; the store itself stands. */
+static int stored_seg_open(struct pio *io, const char *dir, uint64_t seg_id,
+			   const struct seg_open_opts *so, uint32_t partition,
+			   struct seg_reader **out)
+{
+	char name[64], err[SEG_ERR_LEN];
+	seg_file_name(name, sizeof name, seg_id);
+	int rc = seg_open(io, dir, name, so, out, err, sizeof err);
+	if (rc)
+		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
+		       partition, err, parley_errname(rc));
+	return rc;
+}
+
 int hpart_flush_store(struct hpart_fjob *j, struct hman *n)
 {
 	int rc = hman_store(j->io, j->dir, n);
@@ -793,16 +809,11 @@ int hpart_flush_store(struct hpart_fjob *j, struct hman *n)
 		return rc;
 	/* stored: the new segment's reader (open + footer and index reads)
 	 * is made here too; install only links it in */
-	char name[64], err[SEG_ERR_LEN];
-	seg_file_name(name, sizeof name, j->seg_id);
 	struct seg_open_opts so = { .cache = j->cache,
 				    .dict_lookup = fj_dict, .dict_arg = j,
 				    .cache_ns = j->cache_ns };
-	j->open_rc = seg_open(j->io, j->dir, name, &so, &j->reader, err,
-			      sizeof err);
-	if (j->open_rc)
-		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
-		       j->partition, err, parley_errname(j->open_rc));
+	j->open_rc = stored_seg_open(j->io, j->dir, j->seg_id, &so,
+				     j->partition, &j->reader);
 	return 0;
 }
 
@@ -1228,16 +1239,11 @@ int hpart_compact_store(struct hpart_cjob *j, struct hman *n)
 		return rc;
 	/* stored: the output's reader (open + footer and index reads) is
 	 * made here too, off the owner thread; install links it in */
-	char name[64], err[SEG_ERR_LEN];
-	seg_file_name(name, sizeof name, j->out_id);
 	struct seg_open_opts so = { .cache = j->cache,
 				    .dict_lookup = cj_dict, .dict_arg = j,
 				    .cache_ns = j->cache_ns };
-	j->open_rc = seg_open(j->io, j->dir, name, &so, &j->reader, err,
-			      sizeof err);
-	if (j->open_rc)
-		PLOG_E("hpart", "live segment unreadable", "partition=%u %s err=%s",
-		       j->partition, err, parley_errname(j->open_rc));
+	j->open_rc = stored_seg_open(j->io, j->dir, j->out_id, &so,
+				     j->partition, &j->reader);
 	return 0;
 }
 
