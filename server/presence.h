@@ -24,7 +24,10 @@
  * Pushes: a transition (online <-> offline, a changed hidden setting) is
  * pushed as PRESENCE to every subscribed connection, posted to its loop
  * while the user's shard lock is held, so one subscriber sees one user's
- * transitions in order. Typing is forwarded as TYPING_PUSH to every
+ * transitions in order. PRESENCE_SUB_OK carries each user's view as it
+ * was read; a user whose view changed before the reply was posted is
+ * pushed again after it, so the last thing a client hears about a user
+ * (reply or push) is current. Typing is forwarded as TYPING_PUSH to every
  * session of every other member of the conversation (never to the
  * typer's own devices). A push is an lmsg of kind LM_PUSH; at most
  * push_queue_max of them wait in all loops' queues together, beyond that

@@ -19,6 +19,12 @@
  *   7. kill -9 while gina is online: after the restart she is OFFLINE with
  *      the last_seen of the periodic write made while she was online
  *      (presence_last_seen_write_ms), not "never seen".
+ *   8. A subscription racing the user's own login (issue 13's CLI test
+ *      once showed OFFLINE for a user connected seconds before): 60
+ *      times, a watcher subscribes to a never-seen user while that user
+ *      logs in on another connection; once both replies are in and the
+ *      watcher's socket is quiet, the last thing it heard about the user
+ *      (the reply or a push after it) must be ONLINE.
  *   6. Bad input: more users than presence_subs_max is ERROR LIMIT and
  *      subscribes nobody; an invalid user id is ERROR PROTO; unsubscribe
  *      stops pushes; PRESENCE_SUB beyond the presence rate limit is ERROR
@@ -91,6 +97,59 @@ static uint16_t raw_call(int fd, uint32_t rid, const struct parley_msg *m,
 			continue;
 		IT_OK(parley_proto_decode(&f, out));
 		return f.type;
+	}
+}
+
+/* 8: see the top. The user's first subscription reads p/ and ps/ from
+ * the engine, so the reply is built on an engine thread while the login
+ * runs on a loop thread: the window the reply's view could go stale in. */
+static void race_sub_login(const struct it_server *srv)
+{
+	for (int i = 0; i < 60; i++) {
+		char who[32], watcher[32];
+		snprintf(who, sizeof who, "racer%d", i);
+		snprintf(watcher, sizeof watcher, "watch%d", i);
+		int sfd = it_tcp_connect(srv->port), xfd = it_tcp_connect(srv->port);
+		IT_CHECK(sfd >= 0 && xfd >= 0);
+		IT_CHECK(it_raw_login(sfd, watcher, "w") == 0);
+		struct parley_frame f;
+		IT_CHECK(it_send_hello(xfd, 1, "x", NULL) == 0);
+		IT_CHECK(it_read_frame(xfd, fbuf, sizeof fbuf, 15000, &f) > 0 &&
+			 f.type == PARLEY_T_HELLO_OK);
+		char *tok = it_token_for(who);
+		struct parley_msg sub = {.type = PARLEY_T_PRESENCE_SUB};
+		sub.presence_sub.op = PARLEY_PRESENCE_SUBSCRIBE;
+		sub.presence_sub.count = 1;
+		sub.presence_sub.users[0] = parley_str_c(who);
+		struct parley_msg auth = {.type = PARLEY_T_AUTH};
+		auth.auth.token = parley_str_c(tok);
+		IT_CHECK(it_send_msg(sfd, 7, &sub) == 0);
+		IT_CHECK(it_send_msg(xfd, 2, &auth) == 0);
+		free(tok);
+		IT_CHECK(it_read_frame(xfd, fbuf, sizeof fbuf, 15000, &f) > 0 &&
+			 f.type == PARLEY_T_AUTH_OK, "%s's login", who);
+		int got_ok = 0, last = -1;
+		for (;;) {
+			int n = it_read_frame(sfd, fbuf, sizeof fbuf, got_ok ? 200 : 15000, &f);
+			if (n <= 0)
+				break; /* quiet after the reply (or no reply: checked below) */
+			struct parley_msg m;
+			IT_OK(parley_proto_decode(&f, &m));
+			if (f.type == PARLEY_T_PRESENCE_SUB_OK && f.request_id == 7) {
+				IT_CHECK(m.presence_sub_ok.count == 1);
+				last = m.presence_sub_ok.recs[0].status;
+				got_ok = 1;
+			} else if (f.type == PARLEY_T_PRESENCE &&
+				   parley_str_eq(m.presence.user, who)) {
+				last = m.presence.status;
+			}
+		}
+		IT_CHECK(got_ok, "no PRESENCE_SUB_OK for %s", who);
+		IT_CHECK(last == PARLEY_PRESENCE_ONLINE,
+			 "round %d: %s is logged in but the watcher last heard %d", i, who,
+			 last);
+		close(sfd);
+		close(xfd);
 	}
 }
 
@@ -277,6 +336,7 @@ int main(void)
 	IT_CHECK(r.status == PARLEY_PRESENCE_OFFLINE && r.last_seen_ms == 0,
 		 "hidden last_seen shown after restart");
 	parley_client_free(y);
+	race_sub_login(&srv);
 	/* 7: kill -9 while online: the lazy periodic write is what remains */
 	/* carol's last_seen writes (she just left) land first: wait until
 	 * the counter stops moving; then nobody but gina is online */
