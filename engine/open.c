@@ -28,8 +28,9 @@
 #define DEF_RETENTION_INTERVAL (3600ull * 1000)
 #define DEF_WAL_PIN 2u
 
-static int part_hist_open(struct pe_engine *e, struct shard *sh,
-			  struct part *p)
+/* A partition's history: at open, and again after a snapshot replaced
+ * it (log/part_snap.c). */
+int part_hist_open(struct pe_engine *e, struct shard *sh, struct part *p)
 {
 	char hd[700];
 	snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, p->id);
@@ -86,6 +87,7 @@ static void engine_free(struct pe_engine *e)
 			hpart_man_free(p->cman);
 			hpart_man_free(p->fman);
 			part_raft_free(p);
+			part_snap_free(p);
 			struct req *lists[6] = {p->fwait_cur, p->fwait_next,
 						p->cwait_cur, p->cwait_next,
 						p->wait_head, p->prop_head};
@@ -291,6 +293,10 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		/* history first: WAL replay skips what segments already hold,
 		 * continues streams from them and extends their idempotency */
 		for (uint32_t p = i; p < e->nparts; p += e->nshards) {
+			/* a snapshot install cut short is finished first */
+			rc = part_snap_open(e, &e->parts[p]);
+			if (rc)
+				goto fail;
 			rc = part_hist_open(e, sh, &e->parts[p]);
 			if (rc)
 				goto fail;

@@ -542,6 +542,8 @@ struct pe_cluster {
 	uint32_t heartbeat_ticks;  /* 0 = default 1; < election_ticks */
 	uint64_t log_keep_bytes;   /* per partition, applied entries kept for
 				      followers; 0 = default 4 MiB */
+	uint64_t snapshot_rate_bytes; /* snapshot bytes sent per second, all
+				      partitions together; 0 = unlimited */
 	pe_raft_send_fn send;      /* required with more than one voter */
 	void *send_arg;
 	/* Leader placement (contract item 10): a node leading a partition
@@ -571,6 +573,13 @@ struct pe_raft_status {
 	uint64_t last_index;
 	uint64_t snapshot_needed;  /* times a follower needed a snapshot */
 	uint64_t dropped;          /* inbound messages dropped (contract 3) */
+	/* catch-up by snapshot, counted since open (docs/CLUSTER.md §2.4):
+	 * as leader, transfers to a follower started / finished (it installed)
+	 * / abandoned, and chunk bytes sent; as follower, chunk bytes stored,
+	 * snapshots installed / refused or failed */
+	uint64_t snap_sends_started, snap_sends_completed, snap_sends_failed;
+	uint64_t snap_sent_bytes, snap_received_bytes;
+	uint64_t snap_installed, snap_install_failed;
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);

@@ -155,6 +155,7 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	uint32_t np = pe_partition_count(e);
 	uint64_t led = 0, known = 0, lag_sum = 0, lag_max = 0, snap = 0,
 		 dropped = 0, term_max = 0;
+	struct pe_raft_status sn = {0}; /* snapshot counters, summed */
 	srv_text_put(o, "# HELP parley_raft_role Role of this node in a partition's "
 	       "group (0 follower, 1 pre-candidate, 2 candidate, 3 leader).\n"
 	       "# TYPE parley_raft_role gauge\n");
@@ -179,6 +180,13 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 		lag_max = PARLEY_MAX(lag_max, lag);
 		snap += st.snapshot_needed;
 		dropped += st.dropped;
+		sn.snap_sends_started += st.snap_sends_started;
+		sn.snap_sends_completed += st.snap_sends_completed;
+		sn.snap_sends_failed += st.snap_sends_failed;
+		sn.snap_sent_bytes += st.snap_sent_bytes;
+		sn.snap_received_bytes += st.snap_received_bytes;
+		sn.snap_installed += st.snap_installed;
+		sn.snap_install_failed += st.snap_install_failed;
 		term_max = PARLEY_MAX(term_max, st.term);
 	}
 	metric(o, "parley_raft_partitions", "gauge",
@@ -195,8 +203,27 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	metric(o, "parley_raft_apply_lag_max_entries", "gauge",
 	       "Committed entries not applied yet, largest partition.", lag_max);
 	metric(o, "parley_raft_snapshot_needed_total", "counter",
-	       "Times a follower needed a snapshot (not built: it stays behind).",
+	       "Times a follower needed a snapshot this leader had to make.",
 	       snap);
+	metric(o, "parley_snapshot_sends_started_total", "counter",
+	       "Snapshot transfers to a lagging follower started (leader).",
+	       sn.snap_sends_started);
+	metric(o, "parley_snapshot_sends_completed_total", "counter",
+	       "Snapshot transfers the follower installed (leader).",
+	       sn.snap_sends_completed);
+	metric(o, "parley_snapshot_sends_failed_total", "counter",
+	       "Snapshot transfers abandoned before the follower installed "
+	       "(leader).", sn.snap_sends_failed);
+	metric(o, "parley_snapshot_sent_bytes_total", "counter",
+	       "Snapshot chunk bytes sent (leader).", sn.snap_sent_bytes);
+	metric(o, "parley_snapshot_received_bytes_total", "counter",
+	       "Snapshot chunk bytes received and stored (follower).",
+	       sn.snap_received_bytes);
+	metric(o, "parley_snapshot_installed_total", "counter",
+	       "Snapshots installed (follower).", sn.snap_installed);
+	metric(o, "parley_snapshot_install_failed_total", "counter",
+	       "Received snapshots refused or not installed (follower).",
+	       sn.snap_install_failed);
 	metric(o, "parley_raft_dropped_total", "counter",
 	       "Inbound Raft messages dropped (full shard inbox and the like).",
 	       dropped);

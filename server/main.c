@@ -153,6 +153,7 @@ struct opts {
 	uint64_t node_id, cluster_id;
 	char peer_listen[64], peers[1024];
 	uint32_t peer_port, raft_tick_ms, raft_election_ticks;
+	uint64_t raft_log_keep_bytes, snapshot_rate_bytes;
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 };
 
@@ -244,6 +245,8 @@ static const struct key KEYS[] = {
 	KS(peers, "", "cluster: every other node as id=addr:port of its peer port, comma-separated"),
 	KU(raft_tick_ms, "50", "cluster: Raft tick, ms (10..1000)"),
 	KU(raft_election_ticks, "10", "cluster: election timeout in ticks, randomized up to twice that (3..100)"),
+	KL(raft_log_keep_bytes, "0", "cluster: applied log bytes a leader keeps per partition for lagging followers before they need a snapshot (0 = 4 MiB)"),
+	KL(snapshot_rate_bytes, "0", "cluster: bandwidth for sending snapshots to lagging followers, bytes/s over all partitions (0 = unlimited, else >= 65536)"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
 	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
@@ -665,6 +668,8 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("raft_tick_ms must be 10..1000\n");
 		if (o->raft_election_ticks < 3 || o->raft_election_ticks > 100)
 			BAD("raft_election_ticks must be 3..100\n");
+		if (o->snapshot_rate_bytes && o->snapshot_rate_bytes < 65536)
+			BAD("snapshot_rate_bytes must be 0 or >= 65536\n");
 		int ntls = !!*o->peer_tls_ca + !!*o->peer_tls_cert +
 			   !!*o->peer_tls_key;
 		if (ntls && ntls != 3)
@@ -803,6 +808,8 @@ static int run(const struct opts *o, struct srv *s)
 		pc.listen_port = (uint16_t)o->peer_port;
 		pc.tick_ms = o->raft_tick_ms;
 		pc.election_ticks = o->raft_election_ticks;
+		pc.log_keep_bytes = o->raft_log_keep_bytes;
+		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
 		if (*o->peer_tls_ca) {
 			pc.tls_ca = o->peer_tls_ca;
 			pc.tls_cert = o->peer_tls_cert;

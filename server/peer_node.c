@@ -309,6 +309,8 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.node_id = cfg->node_id, .voters = nd->voters,
 		.nvoters = cfg->npeers + 1,
 		.election_ticks = cfg->election_ticks,
+		.log_keep_bytes = cfg->log_keep_bytes,
+		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
 		.send = node_send, .send_arg = nd,
 		.follow_partition0 = true};
 	struct peer_config pc = {

@@ -640,6 +640,16 @@ void hist_job_flush_req(struct shard *sh, struct req *r)
 	answer_int(r, rc == 1 ? 0 : rc);
 }
 
+/* A flush of p without a waiter (a snapshot needs its history to reach
+ * the log's compaction point, log/part_snap.c): 0 started, 1 nothing to
+ * write, or a negative error (-PARLEY_EAGAIN while a job is in the way). */
+int hist_job_flush_part(struct shard *sh, struct part *p)
+{
+	if (p->flush_st != FLUSH_IDLE || p->compact_st == COMPACT_STORING)
+		return -PARLEY_EAGAIN;
+	return part_flush_start(sh, p);
+}
+
 void hist_job_compact_req(struct shard *sh, struct req *r)
 {
 	struct part *p = &sh->e->parts[r->part];

@@ -172,6 +172,13 @@ struct part {
 	uint32_t follow_wait;   /* ticks before the next leadership handoff */
 	bool was_leader;
 	bool snap_logged;
+	/* catch-up by snapshot (log/part_snap.c) */
+	struct snap_out *snap_out; /* leader: the image followers are sent */
+	struct snap_in *snap_in;   /* follower: the snapshot being received */
+	bool snap_want;            /* the core asked for a snapshot it lacks */
+	_Atomic uint64_t pub_snap_started, pub_snap_done, pub_snap_failed,
+		pub_snap_sent, pub_snap_recv, pub_snap_installed,
+		pub_snap_install_failed;
 	uint64_t term_start;    /* leader: index of its term's no-op */
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
 		pub_applied, pub_last, pub_snap_needed, pub_dropped,
@@ -293,6 +300,8 @@ struct shard {
 	_Atomic uint64_t mem_pub, idem_pub, queued_bytes, maxp_pub;
 	_Atomic uint64_t pend_pub; /* proposed since the last publish */
 	struct stage_hist hist[PE_STAGE_COUNT]; /* written by this shard only */
+	uint64_t snap_tokens, snap_tok_ns; /* snapshot send throttle
+					     (log/part_snap.c) */
 	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
 	uint64_t durable_submit_ns; /* the batch that became durable last was */
 };
@@ -335,6 +344,7 @@ struct engine_cluster {
 	struct raft_conf conf;  /* every group's voters */
 	uint32_t election_ticks, heartbeat_ticks;
 	uint64_t log_keep_bytes;
+	uint64_t snapshot_rate_bytes; /* 0 = unlimited */
 	pe_raft_send_fn send;
 	void *send_arg;
 	bool follow0;           /* pe_cluster.follow_partition0 */
@@ -431,6 +441,23 @@ void part_repl_tick(struct shard *sh, struct req *r);
 const struct raft_msg *part_repl_msg(const struct req *r);
 int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c);
 
+/* log/part_snap.c */
+struct snap_out;
+struct snap_in;
+int part_snap_open(struct pe_engine *e, struct part *p);
+void part_snap_free(struct part *p);
+void part_snap_partial(const struct part *p, struct raft_snapshot_meta *meta, uint64_t *bytes);
+int part_snap_read(struct part *p, uint64_t off, void *buf, uint32_t len);
+int part_snap_image(struct part *p, struct raft_snapshot_meta *out);
+void part_snap_image_taken(struct part *p, bool ok);
+bool part_snap_pinned(struct part *p);
+void part_snap_release(struct part *p, const char *why);
+void part_snap_tick(struct part *p);
+void part_snap_sent(struct part *p, const struct raft_msg *m, uint32_t n);
+void part_snap_inbound(struct part *p, const struct raft_msg *m);
+bool part_snap_step_ok(const struct part *p, const struct raft_msg *m);
+int part_snap_persist(struct shard *sh, struct part *p, const struct raft_ready *rd);
+
 /* log/part_wait.c */
 void part_wait_push(struct part *p, struct req *r);
 struct req *part_wait_take(struct part *p, uint64_t index, uint64_t term, struct req **lost);
@@ -475,6 +502,7 @@ void hist_job_fsrc_free(struct fsrc *f);
 void hist_job_done(struct shard *sh, struct req *r);
 void hist_job_flush_req(struct shard *sh, struct req *r);
 void hist_job_compact_req(struct shard *sh, struct req *r);
+int hist_job_flush_part(struct shard *sh, struct part *p);
 void hist_job_wal_release(struct shard *sh);
 void hist_job_maybe_flush(struct shard *sh);
 bool hist_job_busy(struct shard *sh);
@@ -482,6 +510,9 @@ void hist_job_tick(struct shard *sh);
 int hist_job_tick_timeout(struct shard *sh);
 int hist_workers_start(struct pe_engine *e);
 void hist_workers_stop(struct pe_engine *e);
+
+/* open.c */
+int part_hist_open(struct pe_engine *e, struct shard *sh, struct part *p);
 
 /* manifest.c */
 int manifest_read(struct pe_engine *e, bool *exists);

@@ -306,13 +306,13 @@ static int st_load(void *ctx, struct raft_hardstate *hs,
 	snap->index = p->flushed_index;
 	snap->term = p->snap_term;
 	snap->conf = p->cl->conf;
-	/* several voters: a nonzero size makes a leader that needs to send
-	 * this snapshot ask snapshot_read, which refuses, instead of sending
-	 * an empty one a follower would install */
+	/* several voters: a placeholder (nonzero size) for the compaction
+	 * point; a leader that needs to send it asks snapshot_read, which
+	 * makes a real image first (log/part_snap.c) */
 	snap->size = p->cl->conf.n > 1 ? 1 : 0;
+	p->rsnap_index = p->flushed_index;
 	*last_index = rlog_last(p);
-	memset(partial, 0, sizeof *partial);
-	*partial_bytes = 0;
+	part_snap_partial(p, partial, partial_bytes);
 	return 0;
 }
 
@@ -329,19 +329,9 @@ static int st_entry(void *ctx, uint64_t index, struct raft_entry *out)
 static int st_snapshot_read(void *ctx, uint64_t offset, void *buf,
 			    uint32_t len)
 {
-	/* A follower is behind the log this leader keeps: it needs the
-	 * partition's snapshot (history segments + state), whose transfer is
-	 * not built. Refused, logged once per episode and counted. */
-	struct part *p = ctx;
-	atomic_fetch_add_explicit(&p->pub_snap_needed, 1, memory_order_relaxed);
-	if (!p->snap_logged) {
-		p->snap_logged = true;
-		PLOG_E("engine", "a follower is behind this leader's kept log "
-		       "and needs a snapshot, which is not implemented; it "
-		       "cannot catch up", "partition=%u first_kept_index=%" PRIu64,
-		       p->id, p->rlog_n ? p->rlog_first : p->flushed_index + 1);
-	}
-	return -PARLEY_EIO;
+	/* a follower is behind the log this leader keeps: the partition's
+	 * snapshot image (log/part_snap.c) */
+	return part_snap_read(ctx, offset, buf, len);
 }
 
 int part_raft_open(struct pe_engine *e, struct part *p)
@@ -513,6 +503,10 @@ static void after_step(struct part *p)
 			       raft_term(p->raft), n, raft_leader(p->raft));
 		fail_chain_hint(p, lost, -PARLEY_ENOTLEADER);
 	}
+	if (!lead && p->snap_out)
+		part_snap_release(p, "leadership lost");
+	if (!lead)
+		p->snap_want = false;
 	if (lead && !p->was_leader) {
 		p->snap_logged = false;
 		p->term_start = raft_last_index(p->raft); /* its no-op */
@@ -526,6 +520,7 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
 	if (!n)
 		return;
 	PARLEY_ASSERT(p->cl->conf.n > 1 && p->cl->send);
+	part_snap_sent(p, m, n);
 	p->cl->send(p->cl->send_arg, m, n);
 }
 
@@ -536,6 +531,7 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 {
 	while (p->pend_ticks) {
 		raft_tick(p->raft);
+		part_snap_tick(p);
 		p->pend_ticks--;
 		if (p->follow_wait)
 			p->follow_wait--;
@@ -564,9 +560,12 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 				break; /* the next batch takes it */
 			used += need;
 		}
+		if (!part_snap_step_ok(p, m))
+			break; /* after the partition's history job */
 		p->rin_head = r->next;
 		if (!p->rin_head)
 			p->rin_tail = NULL;
+		part_snap_inbound(p, m);
 		int rc = raft_step(p->raft, m);
 		if (rc)
 			atomic_fetch_add_explicit(&p->pub_dropped, 1,
@@ -661,11 +660,10 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			after_step(p);
 			return 0;
 		}
-		/* no snapshot ever reaches the group (inbound SNAPSHOT
-		 * messages are dropped), and the WAL's record checksums leave
-		 * no damaged entry to repair */
-		PARLEY_ASSERT(!rd->has_chunk && !rd->has_install &&
-			      !rd->n_repair);
+		/* the WAL's record checksums leave no damaged entry to
+		 * repair; snapshots reach a group of several voters only */
+		PARLEY_ASSERT(!rd->n_repair);
+		PARLEY_ASSERT(!rd->has_chunk || p->cl->conf.n > 1);
 		PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
 		int rc = 0;
 		if (rd->truncate_from)
@@ -684,8 +682,23 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			else
 				sh->hs_dirty = true;
 		}
-		if (!rc)
-			rc = persist_entries(sh, p, rd);
+		if (rc) {
+			raft_persist_failed(p->raft);
+			return rc;
+		}
+		/* a snapshot chunk first (raft.h contract, step 2); its
+		 * failure fails this batch only: the leader sends it again */
+		int src = rd->has_chunk ? part_snap_persist(sh, p, rd) : 0;
+		if (src < 0) {
+			raft_persist_failed(p->raft);
+			after_step(p);
+			return 0;
+		}
+		if (src == 1) { /* installed: the log starts after it */
+			rlog_free_from(p, 0);
+			p->rsnap_index = rd->install.index;
+		}
+		rc = persist_entries(sh, p, rd);
 		if (rc) {
 			raft_persist_failed(p->raft);
 			return rc;
@@ -726,7 +739,21 @@ void part_raft_compact(struct part *p)
 {
 	uint64_t applied = raft_applied(p->raft);
 	uint64_t to = applied;
+	struct raft_snapshot_meta m = {0};
 	if (p->cl->conf.n > 1) {
+		/* a snapshot image a follower needs: the group is compacted
+		 * to its index; while it is sent the point stays */
+		if (part_snap_image(p, &m) == 0) {
+			bool ok = raft_compacted(p->raft, &m) == 0;
+			part_snap_image_taken(p, ok);
+			if (ok) {
+				p->rsnap_index = m.index;
+				rlog_drop_through(p, m.index);
+			}
+			return;
+		}
+		if (part_snap_pinned(p))
+			return;
 		/* keep the newest applied entries, up to log_keep_bytes, for
 		 * followers that lag (catch-up by log) */
 		uint64_t bytes = p->rlog_bytes;
@@ -740,7 +767,6 @@ void part_raft_compact(struct part *p)
 	}
 	if (to <= p->rsnap_index)
 		return;
-	struct raft_snapshot_meta m = {0};
 	m.index = to;
 	m.term = raft_term_at(p->raft, to);
 	m.conf = *raft_conf(p->raft);

@@ -10,8 +10,8 @@
  * REQ_RAFT request for the group's shard (one allocation, freed by the
  * shard). On the shard (part_repl_recv) it joins the partition's `rin`
  * queue; part_raft_run steps it when the group has no ready out.
- * SNAPSHOT messages are dropped there: snapshot transfer is not built, and
- * a group must never install a snapshot the engine cannot produce.
+ * SNAPSHOT chunks go the same way (log/part_snap.c stores and installs
+ * them).
  *
  * Ticks: pe_raft_tick pushes one REQ_TICK per shard; the shard adds a tick
  * to every group (at most MAX_PEND_TICKS kept while a group waits for its
@@ -76,6 +76,7 @@ int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 	cl->heartbeat_ticks = c->heartbeat_ticks ? c->heartbeat_ticks
 						 : DEF_HEARTBEAT_TICKS;
 	cl->log_keep_bytes = c->log_keep_bytes ? c->log_keep_bytes : DEF_LOG_KEEP;
+	cl->snapshot_rate_bytes = c->snapshot_rate_bytes;
 	if (cl->heartbeat_ticks >= cl->election_ticks ||
 	    (c->nvoters > 1 && !c->send)) {
 		PLOG_E("engine", "cluster: heartbeat_ticks must be below "
@@ -180,25 +181,8 @@ int pe_raft_recv(struct pe_engine *e, const struct raft_msg *msgs, uint32_t n)
 void part_repl_recv(struct shard *sh, struct req *r)
 {
 	struct part *p = &sh->e->parts[r->part];
-	const struct raft_msg *m = part_repl_msg(r);
 	if (!p->raft || sh->fatal) {
 		atomic_fetch_add_explicit(&p->pub_dropped, 1, memory_order_relaxed);
-		free(r);
-		return;
-	}
-	if (m->type == RAFT_MSG_SNAPSHOT) {
-		/* this follower is behind its leader's kept log: snapshot
-		 * transfer is not built (parley_engine.h contract 8) */
-		atomic_fetch_add_explicit(&p->pub_snap_needed, 1,
-					  memory_order_relaxed);
-		if (!p->snap_logged) {
-			p->snap_logged = true;
-			PLOG_E("engine", "partition needs a snapshot from its "
-			       "leader, which is not implemented; it cannot "
-			       "catch up by log", "partition=%u leader=%" PRIu64
-			       " snapshot_index=%" PRIu64, p->id, m->from,
-			       m->snap.index);
-		}
 		free(r);
 		return;
 	}
@@ -269,7 +253,14 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.applied = LD(pub_applied),
 		.last_index = LD(pub_last),
 		.snapshot_needed = LD(pub_snap_needed),
-		.dropped = LD(pub_dropped)};
+		.dropped = LD(pub_dropped),
+		.snap_sends_started = LD(pub_snap_started),
+		.snap_sends_completed = LD(pub_snap_done),
+		.snap_sends_failed = LD(pub_snap_failed),
+		.snap_sent_bytes = LD(pub_snap_sent),
+		.snap_received_bytes = LD(pub_snap_recv),
+		.snap_installed = LD(pub_snap_installed),
+		.snap_install_failed = LD(pub_snap_install_failed)};
 #undef LD
 	return 0;
 }

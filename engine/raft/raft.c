@@ -1983,7 +1983,13 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 		return -PARLEY_ENOMEM;
 	r->cfg = *cfg;
 	r->id = cfg->id;
-	r->rng.s = cfg->rng_seed ^ (cfg->id * 0x9E3779B97F4A7C15ull);
+	/* hashed once: splitmix64 steps its state by the same constant the
+	 * id is scaled by, so unhashed, node k+1's draws would be node k's
+	 * shifted by one, and two voters one draw apart campaign in lockstep
+	 * (split votes forever) */
+	struct parley_rng seed = {.s = cfg->rng_seed ^
+				       (cfg->id * 0x9E3779B97F4A7C15ull)};
+	r->rng.s = parley_rng_next(&seed);
 	uint64_t last = 0, pbytes = 0;
 	struct raft_snapshot_meta partial = {0};
 	int rc = cfg->storage.load(cfg->storage.ctx, &r->hs, &r->snap, &last,

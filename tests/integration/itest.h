@@ -233,7 +233,7 @@ struct it_server {
 	uint16_t port, tls_port, admin_port;
 	char data[300];
 	char log[300];
-	const char *extra[16]; /* extra flags (NULL-terminated) */
+	const char *extra[32]; /* extra flags (NULL-terminated) */
 };
 
 static struct it_server *it_servers[IT_MAX_SERVERS];
