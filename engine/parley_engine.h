@@ -511,13 +511,15 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      -PARLEY_EAGAIN (retryable): it could miss what its predecessor
  *      committed. pe_close answers proposals still waiting for a quorum
  *      with -PARLEY_ECLOSED.
- *   8. Catch-up is by log only: a leader keeps the applied entries of each
- *      partition in memory up to log_keep_bytes (plus those not applied
- *      yet) to send to lagging followers. A follower behind that point
- *      would need a snapshot, which is not built: the leader logs it,
- *      counts it (pe_raft_status.snapshot_needed) and keeps refusing; the
- *      follower does not catch up until an operator copies a data
- *      directory.
+ *   8. Catch-up by log, then by snapshot: a leader keeps the applied
+ *      entries of each partition in memory up to log_keep_bytes (plus
+ *      those not applied yet) to send to lagging followers. A follower
+ *      behind that point gets the partition's snapshot (its history
+ *      files at the flushed index) in chunks through the Raft messages,
+ *      at most snapshot_rate_bytes per second, resumable after a link
+ *      break or a restart, installed atomically; it then goes on by log
+ *      (docs/CLUSTER.md §2.4, engine/log/part_snap.c). Data directories
+ *      gain snap/<partition>/ for what a follower receives.
  *   9. Quiescing, membership changes and ReadIndex are not used yet.
  *  10. With follow_partition0, every group whose leader is this node and
  *      whose partition is not 0 transfers its leadership (Raft's

@@ -5,8 +5,8 @@
  *
  *   1. Three nodes keep little applied log for lagging followers
  *      (raft_log_keep_bytes 2048) and send snapshots throttled
- *      (snapshot_rate_bytes 256 KiB/s). A conversation is opened and one
- *      follower is killed (kill -9).
+ *      (snapshot_rate_bytes 64 KiB/s, the smallest). A conversation is
+ *      opened and one follower is killed (kill -9).
  *   2. 120 messages of 1 KiB (incompressible) are sent through the
  *      cluster, every partition is flushed and compacted on the leader
  *      (POST /admin/compact: the log the follower misses is now only in
@@ -18,11 +18,16 @@
  *      counts a snapshot sent and its bytes, the follower one installed
  *      and the bytes received.
  *   4. The third node is stopped, its data directory removed, 20 more
- *      messages sent and everything flushed again; it restarts empty and
- *      catches up the same way.
+ *      messages sent and everything flushed again; it restarts empty, is
+ *      killed once it holds a chunk of its snapshot (the throttle leaves
+ *      seconds for that), restarts, resumes at the bytes it holds (its
+ *      log says so) and catches up.
  *   5. The leader is killed: the two caught-up nodes elect, take 10 more
- *      messages at the next seqs (their state continues the stream), and
- *      both hold all 175 messages.
+ *      messages at the next seqs (their state continues the stream), a
+ *      SEND retried with the client_msg_id of a message acknowledged
+ *      while the first node was down gets its original seq (the
+ *      idempotency table came with the snapshot), and both hold all 175
+ *      messages.
  * Without snapshot transfer step 3 times out: the follower stays at the
  * history it had before it was killed.
  */
@@ -202,7 +207,7 @@ int main(void)
 	cluster_init("79");
 	static const char *more[] = {"--admin-compact", "1",
 				     "--raft-log-keep-bytes", "2048",
-				     "--snapshot-rate-bytes", "262144", NULL};
+				     "--snapshot-rate-bytes", "65536", NULL};
 	for (int i = 0; i < NODES; i++) {
 		int k = 0;
 		while (srv[i].extra[k])
@@ -244,9 +249,28 @@ int main(void)
 	send_n(c, 20, 4);
 	compact_on(leader);
 	it_server_start(&srv[third]);
+	uint64_t got = 0;
+	for (int t = 0; t < 3000 && got < 65536; t++) {
+		got = metric_of(third, "parley_snapshot_received_bytes_total");
+		if (got < 65536)
+			it_sleep_ms(10);
+	}
+	IT_CHECK(got >= 65536, "node%d received %" PRIu64 " snapshot bytes",
+		 third + 1, got);
+	it_server_kill(&srv[third]);
+	it_server_start(&srv[third]);
 	wait_caught_up(third);
-	printf("node%d caught up (empty data directory): %d messages\n",
-	       third + 1, nacked);
+	printf("node%d caught up (empty data directory, killed during its "
+	       "snapshot after %" PRIu64 " bytes): %d messages\n", third + 1,
+	       got, nacked);
+	FILE *lf = fopen(srv[third].log, "r");
+	IT_CHECK(lf);
+	static char logbuf[1 << 22];
+	size_t ll = fread(logbuf, 1, sizeof logbuf - 1, lf);
+	fclose(lf);
+	logbuf[ll] = '\0';
+	IT_CHECK(strstr(logbuf, "resuming a partly received snapshot"),
+		 "node%d did not resume its snapshot", third + 1);
 	IT_CHECK(metric_of(third, "parley_snapshot_installed_total") >= 1);
 	IT_CHECK(metric_of(leader, "parley_snapshot_sends_completed_total") >= 2);
 
@@ -254,6 +278,17 @@ int main(void)
 	it_server_kill(&srv[leader]);
 	send_n(c, 10, 5);
 	IT_CHECK(nacked == 175, "seqs not dense: last %d", nacked);
+	uint8_t old[16] = {2, 7};
+	old[15] = 0x5a;
+	uint64_t old_seq = 0;
+	for (int k = 0; k < nacked; k++)
+		if (!memcmp(acked_id[k], old, 16))
+			old_seq = (uint64_t)k + 1;
+	IT_CHECK(old_seq);
+	struct parley_send_result rr;
+	IT_OK(parley_client_send_id(c, conv, old, 1, "again", 5, &rr));
+	IT_CHECK(rr.seq == old_seq, "a retried SEND got seq %" PRIu64 ", its "
+		 "original is %" PRIu64, rr.seq, old_seq);
 	wait_caught_up(lag);
 	wait_caught_up(third);
 	parley_client_free(c);
