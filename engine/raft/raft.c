@@ -1099,7 +1099,13 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 		return;
 	}
 	uint64_t last = last_index(r);
-	if (m->index > last || raft_term_at(r, m->index) != m->log_term) {
+	/* at the commit index the logs agree whatever term this node can
+	 * still tell for it (a current leader holds every committed entry):
+	 * after a restart the commit index is the snapshot's, whose term the
+	 * storage may no longer know (its log was released) */
+	if (m->index > last ||
+	    (m->index > r->hs.commit &&
+	     raft_term_at(r, m->index) != m->log_term)) {
 		uint64_t hint = PARLEY_MIN(m->index, last), hterm = 0;
 		hint = find_conflict_by_term(r, hint, m->log_term, &hterm);
 		resp->flags |= RAFT_MSGF_REJECT;
