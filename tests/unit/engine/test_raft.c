@@ -860,3 +860,40 @@ Test(raft, step_rejects_misaddressed_and_bad_messages)
 	m.n_entries = RAFT_MAX_MSG_ENTRIES + 1;
 	cr_assert_eq(raft_step(nodes[0].r, &m), -PARLEY_EINVAL);
 }
+
+/* A follower restarted on a snapshot whose term its storage no longer
+ * knows (0: the engine's history at a flushed index whose WAL record was
+ * released, or a snapshot it installed) still takes the leader's appends
+ * at that index: at its commit index the logs agree by leader
+ * completeness. Without that it refused them forever (its term 0 against
+ * the leader's) and the leader's snapshot fallback was below its commit. */
+Test(raft, follower_on_a_snapshot_of_unknown_term_takes_appends_at_its_commit)
+{
+	cluster(3);
+	elect(0);
+	for (int k = 0; k < 5; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, "a", 1, NULL), 0);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(raft_commit(nodes[2].r), 6);
+	/* node 3 restarts with everything in a snapshot of unknown term */
+	raft_free(nodes[2].r);
+	nodes[2].snap = (struct raft_snapshot_meta){.index = nodes[2].last};
+	nodes[2].snap.conf = tcfg(&nodes[2], 3).bootstrap;
+	start(2, 3, NULL);
+	cr_assert_eq(raft_commit(nodes[2].r), 6);
+	for (int k = 0; k < 3; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, "b", 1, NULL), 0);
+	drain(0);
+	for (int r = 0; r < 10; r++) {
+		settle();
+		tick(0, 2);
+	}
+	settle();
+	cr_assert_eq(raft_last_index(nodes[2].r), 9);
+	cr_assert_eq(raft_commit(nodes[2].r), 9);
+	cr_assert_eq(nodes[2].applied, 9);
+	cr_assert_eq(nodes[2].n_installs, 0);
+}
