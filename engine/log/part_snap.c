@@ -689,6 +689,18 @@ static int in_start(struct pe_engine *e, struct part *p,
 	return 0;
 }
 
+/* The partial file, opened on first use after a restart. */
+static int in_open(struct pe_engine *e, struct part *p)
+{
+	struct snap_in *in = p->snap_in;
+	if (in->f)
+		return 0;
+	char sd[600], path[700];
+	snap_dir(e, p, sd, sizeof sd);
+	snprintf(path, sizeof path, "%s/partial", sd);
+	return e->io->ops->open(e->io, path, 0, &in->f);
+}
+
 static int chunk_store(struct pe_engine *e, struct part *p,
 		       const struct raft_ready *rd)
 {
@@ -705,15 +717,10 @@ static int chunk_store(struct pe_engine *e, struct part *p,
 		return 0;
 	if (rd->chunk_offset != in->bytes)
 		return -PARLEY_EPROTO;
-	if (!in->f) {
-		char sd[600], path[700];
-		snap_dir(e, p, sd, sizeof sd);
-		snprintf(path, sizeof path, "%s/partial", sd);
-		int rc = e->io->ops->open(e->io, path, 0, &in->f);
-		if (rc)
-			return rc;
-	}
-	int rc = e->io->ops->pwrite(e->io, in->f, rd->chunk, rd->chunk_len,
+	int rc = in_open(e, p);
+	if (rc)
+		return rc;
+	rc = e->io->ops->pwrite(e->io, in->f, rd->chunk, rd->chunk_len,
 				    rd->chunk_offset);
 	if (!rc)
 		rc = e->io->ops->fdatasync(e->io, in->f);
@@ -813,8 +820,11 @@ static int install_prepare(struct pe_engine *e, struct part *p,
 			   struct snap_file **files_out, uint32_t *nfiles)
 {
 	struct snap_in *in = p->snap_in;
-	if (!in || !meta_same(&in->meta, m) || in->bytes != m->size || !in->f)
+	if (!in || !meta_same(&in->meta, m) || in->bytes != m->size)
 		return -PARLEY_EPROTO;
+	int orc = in_open(e, p); /* all bytes came before a restart */
+	if (orc)
+		return orc;
 	size_t hl = (size_t)PARLEY_MIN(m->size, (uint64_t)SNAP_MAX_HDR);
 	uint8_t *hdr = malloc(hl ? hl : 1);
 	uint8_t *buf = malloc(SNAP_COPY_BYTES);
