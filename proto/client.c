@@ -1312,8 +1312,13 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 				return last;
 			if (e->code == PARLEY_ENOTLEADER && c->nnodes > 1) {
 				/* that node does not lead the partition: the
-				 * same request at the next node */
+				 * same request at the next node. The node
+				 * answered, so leaving it is no failure: the
+				 * reconnect backoff does not grow (during an
+				 * election every node answers NOTLEADER) */
+				uint32_t b = c->backoff_ms;
 				conn_drop(c, -PARLEY_ENOTLEADER);
+				c->backoff_ms = b;
 				node_next(c);
 				c->not_before_ms = 0;
 			}
@@ -1329,6 +1334,11 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 			conn_drop(c, -PARLEY_EPROTO);
 			return -PARLEY_EPROTO;
 		}
+		/* the server answered a request: it proved healthy, so losing
+		 * this connection later (a node's death, a failover) starts
+		 * over at backoff_min_ms instead of growing the backoff of
+		 * every connection that died within CLIENT_STABLE_MS */
+		c->backoff_ms = c->o.backoff_min_ms;
 		return 0;
 	}
 	return last;
