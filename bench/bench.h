@@ -221,6 +221,11 @@ struct js_cluster;
 int bench_js_start(const struct bench_cfg *cfg, struct js_cluster **out);
 void bench_js_stop(struct js_cluster *c);
 const char *bench_js_version(const struct js_cluster *c);
+/* CPU seconds (user + system) its servers have used so far. */
+double bench_js_cpu_s(const struct js_cluster *c);
+/* CPU seconds (user + system) process pid has used so far (/proc/PID/stat),
+ * or NAN (bench_cluster.c). */
+double bench_cpu_s(pid_t pid);
 int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *c, unsigned point,
 		     uint32_t producers, uint32_t payload, struct load_result *out);
 

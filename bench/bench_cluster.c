@@ -359,9 +359,18 @@ static int cl_wait_stable(struct cl_set *c, double timeout_s, char *why, size_t 
 
 /* ---- replicated throughput ----------------------------------------------------- */
 
+static double cl_cpu_s(const struct cl_set *c);
+
+/* The servers' CPU over a run point: cores busy = CPU seconds / wall
+ * seconds from the first connection to the end of the drain. */
+struct cpu_use {
+	double cores;
+};
+
 static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t payload,
-			 struct load_result *r)
+			 struct load_result *r, struct cpu_use *cpu)
 {
+	cpu->cores = NAN;
 	struct cl_set *c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
@@ -382,7 +391,9 @@ static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t pa
 		free(c);
 		return leader;
 	}
+	double c0 = cl_cpu_s(c), w0 = bench_now_s();
 	rc = bench_appends_at(cfg, "127.0.0.1", c->nd[leader].port, prod, payload, false, r);
+	cpu->cores = (cl_cpu_s(c) - c0) / (bench_now_s() - w0);
 	r->system = "parleyd-3node";
 	if (!r->note[0])
 		snprintf(r->note, sizeof r->note, "to the leader, node %d", leader + 1);
@@ -406,6 +417,34 @@ static double q_us(const struct bench_hist *h, double q)
 	return (double)bench_hist_quantile(h, q) / 1e3;
 }
 
+double bench_cpu_s(pid_t pid)
+{
+	char p[64], buf[1024];
+	snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return NAN;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* fields after "(comm)": state is field 3, utime 14, stime 15 */
+	const char *q = strrchr(buf, ')');
+	unsigned long long ut, st;
+	if (!q || sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+			 &st) != 2)
+		return NAN;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double cl_cpu_s(const struct cl_set *c)
+{
+	double t = 0;
+	for (unsigned i = 0; i < CL_NODES; i++)
+		if (c->nd[i].pid > 0)
+			t += bench_cpu_s(c->nd[i].pid);
+	return t;
+}
+
 static void point_done(int rc, struct load_result *r, int *failures)
 {
 	if (rc != 0) {
@@ -422,6 +461,9 @@ static int throughput(const struct bench_cfg *cfg)
 {
 	int failures = 0;
 	static struct load_result rc3[BENCH_MAX_LIST], r1[BENCH_MAX_LIST], rj[BENCH_MAX_LIST];
+	struct cpu_use u3[BENCH_MAX_LIST], u1[BENCH_MAX_LIST], uj[BENCH_MAX_LIST];
+	for (unsigned i = 0; i < BENCH_MAX_LIST; i++)
+		u3[i].cores = u1[i].cores = uj[i].cores = NAN;
 	struct js_cluster *js = NULL;
 	bool have_js = false;
 	if (cfg->nats_server) {
@@ -446,19 +488,33 @@ static int throughput(const struct bench_cfg *cfg)
 			double budget = cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS + 30 +
 					CL_STABLE_TIMEOUT_S + p / 50.0;
 			bench_watchdog_arm(budget);
-			int rc = cluster_point(cfg, p, pl, &rc3[i]);
+			int rc = cluster_point(cfg, p, pl, &rc3[i], &u3[i]);
 			bench_watchdog_arm(0);
 			point_done(rc, &rc3[i], &failures);
 			if (!cfg->no_single) {
 				bench_watchdog_arm(budget);
-				rc = bench_server_appends(cfg, p, pl, false, &r1[i]);
+				struct bench_srv srv;
+				rc = bench_srv_start(cfg, &srv);
+				if (rc == 0) {
+					double c0 = bench_cpu_s(srv.pid), w0 = bench_now_s();
+					rc = bench_appends_at(cfg, srv.host, srv.port, p, pl, false, &r1[i]);
+					u1[i].cores = (bench_cpu_s(srv.pid) - c0) / (bench_now_s() - w0);
+				} else {
+					memset(&r1[i], 0, sizeof r1[i]);
+					r1[i].producers = p;
+					r1[i].payload = pl;
+					u1[i].cores = NAN;
+				}
+				bench_srv_stop(&srv);
 				bench_watchdog_arm(0);
 				r1[i].system = "parleyd-1node";
 				point_done(rc, &r1[i], &failures);
 			}
 			if (have_js) {
 				bench_watchdog_arm(budget + 30);
+				double c0 = bench_js_cpu_s(js), w0 = bench_now_s();
 				rc = bench_js_publish(cfg, js, ++point, p, pl, &rj[i]);
+				uj[i].cores = (bench_js_cpu_s(js) - c0) / (bench_now_s() - w0);
 				bench_watchdog_arm(0);
 				point_done(rc, &rj[i], &failures);
 			}
@@ -503,6 +559,9 @@ static int throughput(const struct bench_cfg *cfg)
 			if (jj) {
 				bj_obj(jj, NULL);
 				bj_str(jj, "kind", "cluster_ratio");
+				bj_num(jj, "cluster_cpu_cores", u3[i].cores);
+				bj_num(jj, "single_cpu_cores", u1[i].cores);
+				bj_num(jj, "jetstream_cpu_cores", uj[i].cores);
 				bj_u64(jj, "payload", pl);
 				bj_u64(jj, "connections", cfg->producers[i]);
 				bj_num(jj, "cluster_sends_per_s", a->appends_per_s);
@@ -516,6 +575,20 @@ static int throughput(const struct bench_cfg *cfg)
 					bj_hist(jj, "jetstream_latency", &n->lat);
 				bj_end(jj);
 			}
+		}
+		printf("\nservers' CPU while loaded (CPU seconds of all server processes ÷ wall "
+		       "seconds, from the first connection to the end of the drain; %ld cores "
+		       "shared with other work) and CPU ms per 1000 acks (cores ÷ acks/s in the "
+		       "window; connection set-up and drain make it an estimate):\n\n"
+		       "| connections | parley 3-node cores | ms/1k | parley 1-node cores | ms/1k | "
+		       "JetStream R3 cores | ms/1k |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+		       sysconf(_SC_NPROCESSORS_ONLN));
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
+#define PER1K(u, r) ((r).appends_per_s > 0 ? (u).cores * 1e6 / (r).appends_per_s : NAN)
+			printf("| %u | %.2f | %.0f | %.2f | %.0f | %.2f | %.0f |\n", cfg->producers[i],
+			       u3[i].cores, PER1K(u3[i], rc3[i]), u1[i].cores, PER1K(u1[i], r1[i]),
+			       uj[i].cores, PER1K(uj[i], rj[i]));
+#undef PER1K
 		}
 	}
 	bench_js_stop(js);
@@ -880,6 +953,9 @@ stop:
 		       (double)lt[nlead - 1] / 1e6);
 	printf("| acknowledged SENDs (errors returned to the clients) | %llu (%llu) | |\n",
 	       (unsigned long long)acked, (unsigned long long)sh.errors);
+	if (sh.errors)
+		printf("| last error a SEND returned (after libparley's retries) | %s | |\n",
+		       sh.last_err);
 	printf("| history check: acknowledged but missing / doubled / at another seq | "
 	       "%llu / %llu / %llu | 0 / 0 / 0 |\n", (unsigned long long)lost,
 	       (unsigned long long)doubled, (unsigned long long)moved);

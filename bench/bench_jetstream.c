@@ -77,6 +77,15 @@ static int js_write_conf(const struct js_cluster *c, unsigned i, char *path, siz
 	return fclose(f) == 0 ? 0 : -PARLEY_EIO;
 }
 
+double bench_js_cpu_s(const struct js_cluster *c)
+{
+	double t = 0;
+	for (unsigned i = 0; i < JS_NODES; i++)
+		if (c->pid[i] > 0)
+			t += bench_cpu_s(c->pid[i]);
+	return t;
+}
+
 const char *bench_js_version(const struct js_cluster *c)
 {
 	return c ? c->version : "unknown";
