@@ -689,8 +689,15 @@ static void *fo_main(void *arg)
 			    (!sh->first_ns || t_ack < sh->first_ns))
 				sh->first_ns = t_ack;
 			pthread_mutex_unlock(&sh->mu);
-		} else
+		} else {
 			fo_note_err(sh, x->idx, rc, pc);
+			pthread_mutex_lock(&sh->mu);
+			size_t l = strlen(sh->last_err);
+			snprintf(sh->last_err + l, sizeof sh->last_err - l, " (after %.0f ms%s)",
+				 (double)(t_ack - t_issue) / 1e6,
+				 sh->armed_ns ? ", during a failover" : "");
+			pthread_mutex_unlock(&sh->mu);
+		}
 		next += sh->interval_s;
 		double now = bench_now_s();
 		if (next > now)
@@ -767,12 +774,15 @@ static int failover(const struct bench_cfg *cfg)
 	struct fo_shared sh = {0};
 	struct fo_client *cl = calloc(nclients, sizeof *cl);
 	uint64_t *ft = calloc(cfg->kills, sizeof *ft), *lt = calloc(cfg->kills, sizeof *lt);
+	uint64_t *at = calloc(cfg->kills, sizeof *at);
+	unsigned nall = 0;
 	char *mbuf = malloc(CL_METRICS_CAP);
 	unsigned nlead = 0;
 	char why[512] = "";
 	int rc = 0, failures = 0;
 	unsigned started = 0, done = 0, never = 0;
-	if (!c || !cl || !ft || !lt || !mbuf) {
+	if (!c || !cl || !ft || !lt || !at || !mbuf) {
+		free(at);
 		free(c);
 		free(cl);
 		free(ft);
@@ -798,6 +808,8 @@ static int failover(const struct bench_cfg *cfg)
 		goto out;
 	}
 	bench_watchdog_arm(0);
+	if (cfg->verbose) /* libparley's reconnects and hops on stderr */
+		parley_log_set_level(PLOG_DEBUG);
 	sh.cfg = cfg;
 	sh.nodes = c->nodes;
 	sh.interval_s = nclients / rate;
@@ -826,8 +838,8 @@ static int failover(const struct bench_cfg *cfg)
 		}
 		bench_sleep_ns(10 * 1000000ull);
 	}
-	printf("\n| kill | node killed | new leader | kill → a survivor leads partition 0 "
-	       "(/metrics, 5 ms polls) ms | kill → first ack ms | note |\n"
+	printf("\n| kill | node killed | new leader | kill → a survivor leads partition 0 / "
+	       "all partitions (/metrics polls) ms | kill → first ack ms | note |\n"
 	       "|---:|---:|---:|---:|---:|---|\n");
 	for (unsigned k = 0; k < cfg->kills; k++) {
 		bench_watchdog_arm(CL_STABLE_TIMEOUT_S + CL_FAILOVER_TIMEOUT_S + CL_START_TIMEOUT_S + 30);
@@ -854,6 +866,13 @@ static int failover(const struct bench_cfg *cfg)
 			failures++;
 			break;
 		}
+		if (cfg->verbose) {
+			struct timespec rt;
+			clock_gettime(CLOCK_REALTIME, &rt);
+			fprintf(stderr, "parley-bench: kill %u: SIGKILL node %d at %02ld:%02ld.%03ld\n",
+				k + 1, leader + 1, (long)(rt.tv_sec / 60 % 60), (long)(rt.tv_sec % 60),
+				rt.tv_nsec / 1000000L);
+		}
 		uint64_t t_kill = parley_mono_ns();
 		cl_kill(&c->nd[leader]);
 		uint64_t t_dead = parley_mono_ns();
@@ -863,34 +882,44 @@ static int failover(const struct bench_cfg *cfg)
 		/* wait for the first ack; meanwhile ask the survivors' /metrics
 		 * when one of them leads partition 0 again (the server side of
 		 * the failover, without the clients' reconnects) */
-		uint64_t first = 0, t_lead = 0;
+		uint64_t first = 0, t_lead = 0, t_all = 0;
 		double fend = bench_now_s() + CL_FAILOVER_TIMEOUT_S;
 		while (bench_now_s() < fend) {
 			pthread_mutex_lock(&sh.mu);
 			first = sh.first_ns;
 			pthread_mutex_unlock(&sh.mu);
-			if (first && t_lead)
+			if (first && t_lead && t_all)
 				break;
-			for (unsigned i = 0; i < CL_NODES && !t_lead; i++) {
+			for (unsigned i = 0; i < CL_NODES && !t_all; i++) {
 				struct node_view v;
 				if (c->nd[i].pid <= 0)
 					continue;
 				node_view(c->nd[i].admin_port, mbuf, &v);
-				if (v.role0 == 3)
+				if (v.role0 == 3 && !t_lead)
 					t_lead = parley_mono_ns();
+				if (v.role0 == 3 && v.parts > 0 && v.led == v.parts)
+					t_all = parley_mono_ns();
 			}
 			bench_sleep_ns(first || t_lead ? 1000000ull : 5000000ull);
 		}
 		if (t_lead)
 			lt[nlead++] = t_lead - t_kill;
+		if (t_all)
+			at[nall++] = t_all - t_kill;
 		/* who leads now (the survivors' view) */
 		int nl = cl_wait_stable(c, 5, why, sizeof why);
 		char nls[16] = "?";
 		if (nl >= 0)
 			snprintf(nls, sizeof nls, "%d", nl + 1);
-		char lead_ms[32] = "not seen";
+		char lead_ms[64] = "not seen";
 		if (t_lead)
 			snprintf(lead_ms, sizeof lead_ms, "%.0f", (double)(t_lead - t_kill) / 1e6);
+		if (t_all)
+			snprintf(lead_ms + strlen(lead_ms), sizeof lead_ms - strlen(lead_ms), " / %.0f",
+				 (double)(t_all - t_kill) / 1e6);
+		else
+			snprintf(lead_ms + strlen(lead_ms), sizeof lead_ms - strlen(lead_ms),
+				 " / not seen");
 		if (first) {
 			ft[done++] = first - t_kill;
 			printf("| %u | %d | %s | %s | %.0f | reaped %.1f ms after the signal |\n",
@@ -951,6 +980,11 @@ stop:
 		       "%.0f / %.0f / %.0f ms | |\n", (double)lt[(nlead - 1) / 2] / 1e6,
 		       (double)lt[(size_t)ceil(0.99 * nlead) - 1] / 1e6,
 		       (double)lt[nlead - 1] / 1e6);
+	qsort(at, nall, sizeof *at, cmp_u64);
+	if (nall)
+		printf("| kill → one survivor leads all partitions, p50 / p99 / max (server side) | "
+		       "%.0f / %.0f / %.0f ms | |\n", (double)at[(nall - 1) / 2] / 1e6,
+		       (double)at[(size_t)ceil(0.99 * nall) - 1] / 1e6, (double)at[nall - 1] / 1e6);
 	printf("| acknowledged SENDs (errors returned to the clients) | %llu (%llu) | |\n",
 	       (unsigned long long)acked, (unsigned long long)sh.errors);
 	if (sh.errors)
@@ -977,6 +1011,8 @@ stop:
 		bj_num(jj, "p99_ms", p99);
 		bj_num(jj, "lead_p50_ms", nlead ? (double)lt[(nlead - 1) / 2] / 1e6 : NAN);
 		bj_num(jj, "lead_p99_ms", nlead ? (double)lt[(size_t)ceil(0.99 * nlead) - 1] / 1e6 : NAN);
+		bj_num(jj, "all_led_p50_ms", nall ? (double)at[(nall - 1) / 2] / 1e6 : NAN);
+		bj_num(jj, "all_led_p99_ms", nall ? (double)at[(size_t)ceil(0.99 * nall) - 1] / 1e6 : NAN);
 		bj_hist(jj, "kill_to_first_ack", &h);
 		bj_u64(jj, "acked", acked);
 		bj_u64(jj, "lost", lost);
@@ -992,6 +1028,7 @@ out:
 	free(c);
 	free(ft);
 	free(lt);
+	free(at);
 	free(mbuf);
 	pthread_mutex_destroy(&sh.mu);
 	return failures;
