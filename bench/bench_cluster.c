@@ -41,6 +41,7 @@
 #endif
 #include "bench.h"
 #include "bench_args.h"
+#include "bench_http.h"
 #include "bench_json.h"
 #include "bench_wire.h"
 
@@ -278,15 +279,11 @@ static long http_get(int port, const char *path, char *buf, size_t cap)
 	return (long)len;
 }
 
-/* The value of the sample line starting with `name` + ' ' (name may
- * include its labels), or NAN. */
+/* A sample of a /metrics page, or NAN. */
 static double metric_val(const char *text, const char *name)
 {
-	size_t l = strlen(name);
-	for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-		if (!strncmp(p, name, l) && p[l] == ' ')
-			return strtod(p + l + 1, NULL);
-	return NAN;
+	double v;
+	return bench_metric_value(text, name, &v) == 0 ? v : NAN;
 }
 
 struct node_view {
@@ -299,7 +296,8 @@ static void node_view(int admin_port, char *buf, struct node_view *v)
 {
 	memset(v, 0, sizeof *v);
 	v->role0 = -1;
-	if (http_get(admin_port, "/metrics", buf, CL_METRICS_CAP) <= 0)
+	long n = http_get(admin_port, "/metrics", buf, CL_METRICS_CAP);
+	if (n <= 0 || bench_http_status(buf, (size_t)n) != 200)
 		return;
 	v->up = true;
 	double r = metric_val(buf, "parley_raft_role{partition=\"0\"}");
