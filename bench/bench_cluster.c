@@ -363,12 +363,41 @@ static double cl_cpu_s(const struct cl_set *c);
  * seconds from the first connection to the end of the drain. */
 struct cpu_use {
 	double cores;
+	double entries_per_ack;   /* engine entries appended per SEND acknowledged */
+	double fsyncs_per_s;      /* WAL write+fdatasync rounds per second */
 };
+
+/* The engine counters of one node's /metrics that explain a SEND's cost. */
+struct eng_ctr {
+	double entries, fsyncs, acked, t;
+	bool ok;
+};
+
+static void eng_ctr_read(int admin_port, char *buf, struct eng_ctr *e)
+{
+	memset(e, 0, sizeof *e);
+	e->t = bench_now_s();
+	long n = http_get(admin_port, "/metrics", buf, CL_METRICS_CAP);
+	if (n <= 0 || bench_http_status(buf, (size_t)n) != 200)
+		return;
+	e->ok = bench_metric_value(buf, "parley_engine_entries_total", &e->entries) == 0 &&
+		bench_metric_value(buf, "parley_fsyncs_total", &e->fsyncs) == 0 &&
+		bench_metric_value(buf, "parley_appends_acked_total", &e->acked) == 0;
+}
+
+static void eng_ctr_diff(const struct eng_ctr *a, const struct eng_ctr *b, struct cpu_use *u)
+{
+	u->entries_per_ack = u->fsyncs_per_s = NAN;
+	if (!a->ok || !b->ok || b->acked <= a->acked || b->t <= a->t)
+		return;
+	u->entries_per_ack = (b->entries - a->entries) / (b->acked - a->acked);
+	u->fsyncs_per_s = (b->fsyncs - a->fsyncs) / (b->t - a->t);
+}
 
 static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t payload,
 			 struct load_result *r, struct cpu_use *cpu)
 {
-	cpu->cores = NAN;
+	cpu->cores = cpu->entries_per_ack = cpu->fsyncs_per_s = NAN;
 	struct cl_set *c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
@@ -389,9 +418,18 @@ static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t pa
 		free(c);
 		return leader;
 	}
+	char *mb = malloc(CL_METRICS_CAP);
+	struct eng_ctr e0 = {0}, e1 = {0};
+	if (mb)
+		eng_ctr_read(c->nd[leader].admin_port, mb, &e0);
 	double c0 = cl_cpu_s(c), w0 = bench_now_s();
 	rc = bench_appends_at(cfg, "127.0.0.1", c->nd[leader].port, prod, payload, false, r);
 	cpu->cores = (cl_cpu_s(c) - c0) / (bench_now_s() - w0);
+	if (mb) {
+		eng_ctr_read(c->nd[leader].admin_port, mb, &e1);
+		eng_ctr_diff(&e0, &e1, cpu);
+		free(mb);
+	}
 	r->system = "parleyd-3node";
 	if (!r->note[0])
 		snprintf(r->note, sizeof r->note, "to the leader, node %d", leader + 1);
@@ -461,7 +499,8 @@ static int throughput(const struct bench_cfg *cfg)
 	static struct load_result rc3[BENCH_MAX_LIST], r1[BENCH_MAX_LIST], rj[BENCH_MAX_LIST];
 	struct cpu_use u3[BENCH_MAX_LIST], u1[BENCH_MAX_LIST], uj[BENCH_MAX_LIST];
 	for (unsigned i = 0; i < BENCH_MAX_LIST; i++)
-		u3[i].cores = u1[i].cores = uj[i].cores = NAN;
+		u3[i].cores = u1[i].cores = uj[i].cores = u3[i].entries_per_ack =
+			u1[i].entries_per_ack = u3[i].fsyncs_per_s = u1[i].fsyncs_per_s = NAN;
 	struct js_cluster *js = NULL;
 	bool have_js = false;
 	if (cfg->nats_server) {
@@ -494,9 +533,18 @@ static int throughput(const struct bench_cfg *cfg)
 				struct bench_srv srv;
 				rc = bench_srv_start(cfg, &srv);
 				if (rc == 0) {
+					char *mb = malloc(CL_METRICS_CAP);
+					struct eng_ctr e0 = {0}, e1 = {0};
+					if (mb)
+						eng_ctr_read(srv.admin_port, mb, &e0);
 					double c0 = bench_cpu_s(srv.pid), w0 = bench_now_s();
 					rc = bench_appends_at(cfg, srv.host, srv.port, p, pl, false, &r1[i]);
 					u1[i].cores = (bench_cpu_s(srv.pid) - c0) / (bench_now_s() - w0);
+					if (mb) {
+						eng_ctr_read(srv.admin_port, mb, &e1);
+						eng_ctr_diff(&e0, &e1, &u1[i]);
+						free(mb);
+					}
 				} else {
 					memset(&r1[i], 0, sizeof r1[i]);
 					r1[i].producers = p;
@@ -560,6 +608,10 @@ static int throughput(const struct bench_cfg *cfg)
 				bj_num(jj, "cluster_cpu_cores", u3[i].cores);
 				bj_num(jj, "single_cpu_cores", u1[i].cores);
 				bj_num(jj, "jetstream_cpu_cores", uj[i].cores);
+				bj_num(jj, "cluster_leader_entries_per_ack", u3[i].entries_per_ack);
+				bj_num(jj, "single_entries_per_ack", u1[i].entries_per_ack);
+				bj_num(jj, "cluster_leader_fsyncs_per_s", u3[i].fsyncs_per_s);
+				bj_num(jj, "single_fsyncs_per_s", u1[i].fsyncs_per_s);
 				bj_u64(jj, "payload", pl);
 				bj_u64(jj, "connections", cfg->producers[i]);
 				bj_num(jj, "cluster_sends_per_s", a->appends_per_s);
@@ -579,13 +631,17 @@ static int throughput(const struct bench_cfg *cfg)
 		       "shared with other work) and CPU ms per 1000 acks (cores ÷ acks/s in the "
 		       "window; connection set-up and drain make it an estimate):\n\n"
 		       "| connections | parley 3-node cores | ms/1k | parley 1-node cores | ms/1k | "
-		       "JetStream R3 cores | ms/1k |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+		       "JetStream R3 cores | ms/1k | engine entries per SEND ack, 3-node leader / "
+		       "1-node | WAL fsyncs/s, 3-node leader / 1-node |\n"
+		       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
 		       sysconf(_SC_NPROCESSORS_ONLN));
 		for (unsigned i = 0; i < cfg->n_producers; i++) {
 #define PER1K(u, r) ((r).appends_per_s > 0 ? (u).cores * 1e6 / (r).appends_per_s : NAN)
-			printf("| %u | %.2f | %.0f | %.2f | %.0f | %.2f | %.0f |\n", cfg->producers[i],
+			printf("| %u | %.2f | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f / %.2f | "
+			       "%.0f / %.0f |\n", cfg->producers[i],
 			       u3[i].cores, PER1K(u3[i], rc3[i]), u1[i].cores, PER1K(u1[i], r1[i]),
-			       uj[i].cores, PER1K(uj[i], rj[i]));
+			       uj[i].cores, PER1K(uj[i], rj[i]), u3[i].entries_per_ack,
+			       u1[i].entries_per_ack, u3[i].fsyncs_per_s, u1[i].fsyncs_per_s);
 #undef PER1K
 		}
 	}
