@@ -13,7 +13,7 @@
  *      3-server NATS JetStream cluster with a 3-replica file stream
  *      (bench_jetstream.c, publish with ack). The three alternate per
  *      point so they see the same background load.
- *   2. failover: a fresh 3-node cluster, --clients libparley clients (4)
+ *   2. failover: a fresh 3-node cluster, FO_CLIENTS (4) libparley clients
  *      that know all three nodes (opts.nodes) SEND at --rate in total
  *      (default 100/s, blocking sends, each client paced); --kills times
  *      (default 20): wait until the cluster is stable (one node leads all
@@ -24,6 +24,10 @@
  *      settings); then restart the killed node on its data dir and ports.
  *      At the end every client reads its conversation's history: each
  *      acknowledged message must be there once, at its acknowledged seq.
+ *      Besides, from the survivors' /metrics: when one of them leads
+ *      partition 0 again, and when one leads every partition.
+ *   Per throughput point also the servers' CPU (/proc/PID/stat) and, from
+ *   the (leader) node's /metrics, engine entries per SEND and WAL fsyncs/s.
  *
  * Nodes: parleyd (--parleyd) with the --parleyd-args template (default:
  * --dev, plain TCP on {port}, admin port {adminport} for /metrics, rate
@@ -71,7 +75,7 @@
 #define CL_FAILOVER_TIMEOUT_S 20.0 /* kill -> first ack, else "never" */
 #define CL_METRICS_CAP (512u << 10)
 #define CL_HTTP_TIMEOUT_MS 2000
-#define FO_MAX_CLIENTS 16
+#define FO_CLIENTS 4               /* failover load: libparley clients */
 #define FO_MAX_ACKS 200000u       /* per client, for the final history check */
 #define FO_STEADY_S 0.3           /* acks flowing before each kill */
 
@@ -822,7 +826,7 @@ static int cmp_u64(const void *a, const void *b)
 
 static int failover(const struct bench_cfg *cfg)
 {
-	unsigned nclients = 4;
+	unsigned nclients = FO_CLIENTS;
 	double rate = cfg->n_rates ? cfg->rates[0] : 100;
 	struct cl_set *c = calloc(1, sizeof *c);
 	struct fo_shared sh = {0};
