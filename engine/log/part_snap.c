@@ -450,7 +450,7 @@ static bool tokens_take(struct pe_engine *e, struct part *p, uint32_t len)
 	if (!rate)
 		return true;
 	struct shard *sh = &e->shards[p->id % e->nshards];
-	rate = PARLEY_MAX(rate / e->nshards, 1u);
+	rate = PARLEY_MIN(PARLEY_MAX(rate / e->nshards, 1u), 1ull << 33);
 	uint64_t burst = 2ull * RAFT_MAX_CHUNK_BYTES;
 	uint64_t now = parley_mono_ns();
 	if (!sh->snap_tok_ns) {
