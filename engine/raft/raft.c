@@ -1390,7 +1390,10 @@ static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
 				}
 			}
 		} else if (m->offset > p->snap_acked) {
+			/* also where a stalled transfer resumes: the follower
+			 * holds these bytes (not the last rejection's) */
 			p->snap_acked = m->offset;
+			p->snap_reject = m->offset;
 			p->snap_stall = 0;
 		}
 		if (p->snap_sent < p->snap_acked)
