@@ -534,6 +534,10 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
  * next). Returns the WAL bytes the stepped entries may take. */
 static uint64_t repl_inputs(struct shard *sh, struct part *p)
 {
+	if (p->pend_down) { /* pe_raft_node_down */
+		raft_leader_down(p->raft, p->pend_down);
+		p->pend_down = 0;
+	}
 	while (p->pend_ticks) {
 		raft_tick(p->raft);
 		p->pend_ticks--;
