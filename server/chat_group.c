@@ -488,6 +488,47 @@ static bool role_ok(uint8_t r)
 	       r == CHAT_ROLE_OWNER;
 }
 
+/* SET (GROUP_SET): the event carries the name and settings as they are
+ * after it. Checked: a valid name and known settings; renaming needs owner
+ * or admin, the history setting owner. dry: -PARLEY_EEXIST when it changes
+ * nothing (chat_group_set answers that as done). Applied (not dry): copies
+ * both; an event that changes nothing (a replay over a snapshot that
+ * already holds it) is a no-op, not an error. */
+static int g_apply_set(struct group *g, const struct chat_gev *ev, uint8_t ar,
+		       bool dry, const char **w)
+{
+	if (ev->n || ev->name_len < 1 || ev->name_len > 255) {
+		*w = "a group name is 1-255 bytes of UTF-8";
+		return -PARLEY_EINVAL;
+	}
+	uint8_t st = ev->settings & (uint8_t)~CHAT_GEV_SET_MARKS;
+	if (st & ~CHAT_GROUP_HISTORY_ALL) {
+		*w = "unknown setting (bit 0: new members read the whole history)";
+		return -PARLEY_EINVAL;
+	}
+	bool rename = ev->name_len != g->name_len ||
+		      memcmp(ev->name, g->name, g->name_len) != 0;
+	bool resetting = st != g->settings;
+	if (dry && !rename && !resetting) {
+		*w = "nothing changes";
+		return -PARLEY_EEXIST;
+	}
+	if (resetting && ar != CHAT_ROLE_OWNER) {
+		*w = "only the owner may change the history setting";
+		return -PARLEY_EPERM;
+	}
+	if (rename && ar < CHAT_ROLE_ADMIN) {
+		*w = "only the owner and admins may rename the group";
+		return -PARLEY_EPERM;
+	}
+	if (!dry) {
+		memcpy(g->name, ev->name, ev->name_len);
+		g->name_len = ev->name_len;
+		g->settings = st;
+	}
+	return 0;
+}
+
 /* Applies (or with dry, checks) event ev at seq to g. why may be NULL. */
 static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		   const struct chat_gev *ev, bool dry, const char **why)
@@ -670,6 +711,11 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		}
 		break;
 	}
+	case CHAT_GOP_SET:
+		rc = g_apply_set(g, ev, ar, dry, &w);
+		if (rc)
+			goto out;
+		break;
 	default:
 		rc = -PARLEY_EINVAL;
 		w = "unknown membership operation";
@@ -866,6 +912,36 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
 	return rc;
 }
 
+int chat_group_left(struct chat *c, const char *conv, size_t len,
+		    const char *user, size_t ulen, uint64_t *left_seq,
+		    uint32_t *members)
+{
+	struct chat_groups *gs = chat_groups_of(c);
+	int rc = chat_groups_ready(c, conv, len);
+	if (rc)
+		return rc;
+	pthread_rwlock_rdlock(&gs->lk);
+	struct group *g = g_live(gs, conv, len);
+	uint32_t i = g ? g_latest(g, user, ulen) : NOIDX;
+	if (!g || i == NOIDX) {
+		rc = -PARLEY_ENOTFOUND;
+	} else if (g->iv[i].to != OPEN) {
+		/* the latest interval is never split (a split one is followed
+		 * by the user's next): it ended at their REMOVE / LEAVE */
+		uint64_t r = g->iv[i].to;
+		uint32_t after = 0;
+		for (uint32_t k = 0; k < g->n; k++) /* members at r + 1 */
+			after += g->iv[k].from <= r &&
+				 (r < g->iv[k].to ||
+				  (g->iv[k].split && g->iv[k].to == r));
+		*left_seq = r;
+		*members = after;
+		rc = 1;
+	}
+	pthread_rwlock_unlock(&gs->lk);
+	return rc;
+}
+
 void chat_set_group_max(struct chat *c, uint32_t max_members)
 {
 	chat_groups_set_max(chat_groups_of(c), max_members);
@@ -949,9 +1025,34 @@ static void change_cb(void *arg, const struct chat_send_result *r)
 	free(x);
 }
 
+/* REMOVE / LEAVE: re-encodes the (validated) event with the group's name
+ * now, under the write lock: the name at the event's seq, since renames
+ * are changes too and one change is stored at a time (invariant 2). A
+ * removed member's conversation list shows it (chat_group_left). */
+static int gev_name_now(const struct group *g, const struct chat_group_req *q,
+			uint8_t *rec, size_t cap, const struct gev_target *t,
+			int *rl)
+{
+	if (q->op != CHAT_GOP_REMOVE && q->op != CHAT_GOP_LEAVE)
+		return 0;
+	int n = gev_encode(rec, cap, q->op, 0, q->actor, q->actor_len, g->name,
+			   g->name_len, t, q->n);
+	if (n < 0)
+		return n;
+	*rl = n;
+	return 0;
+}
+
+static int group_set(struct chat *c, const struct chat_group_req *q,
+		     chat_group_cb cb, void *arg, const char **why);
+
 int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		      chat_group_cb cb, void *arg, const char **why)
 {
+	if (q->op == CHAT_GOP_SET) {
+		const char *dummy;
+		return group_set(c, q, cb, arg, why ? why : &dummy);
+	}
 	const char *dummy;
 	if (!why)
 		why = &dummy;
@@ -1039,7 +1140,8 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 	}
 	if (!rc)
 		rc = chat_groups_ready(c, x->conv, x->len);
-	size_t cap = 16 + q->actor_len + nlen + (size_t)q->n * 130;
+	/* + 255: REMOVE / LEAVE carry the group's name (below) */
+	size_t cap = 16 + q->actor_len + nlen + (size_t)q->n * 130 + 255;
 	rec = rc ? NULL : malloc(cap);
 	int rl = 0;
 	if (!rc && !rec)
@@ -1074,6 +1176,8 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		}
 		if (!rc && !dup) {
 			rc = g_apply(gs, g, 0, &ev, true, why);
+			if (!rc)
+				rc = gev_name_now(g, q, rec, cap, t, &rl);
 			if (rc == -PARLEY_EEXIST && q->op == CHAT_GOP_ADD) {
 				/* everyone named is a member already (a retried
 				 * ADD, say): nothing to store, answered as done */
@@ -1123,6 +1227,123 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 	}
 	free(x);
 	free(t);
+	free(rec);
+	return rc;
+}
+
+/* ---- GROUP_SET ----------------------------------------------------------------------------- */
+
+/* A rename and/or a new history setting: one CHAT_ENT_MEMBER event (op
+ * SET) carrying the name and settings after it, validated, stored and
+ * applied like a membership change (one change at a time, durable before
+ * cb; the fan-out delivers it and writes the snapshot). */
+static int group_set(struct chat *c, const struct chat_group_req *q,
+		     chat_group_cb cb, void *arg, const char **why)
+{
+	struct chat_groups *gs = chat_groups_of(c);
+	*why = NULL;
+	if (!parley_proto_user_id_valid(q->actor, q->actor_len))
+		return -PARLEY_EINVAL;
+	if (q->n) {
+		*why = "GROUP_SET names no users";
+		return -PARLEY_EINVAL;
+	}
+	if (!q->set_fields || (q->set_fields & ~PARLEY_GSET_KNOWN)) {
+		*why = "say what to change: the name (1), the settings (2) or both";
+		return -PARLEY_EINVAL;
+	}
+	if ((q->set_fields & PARLEY_GSET_NAME) &&
+	    (q->name_len < 1 || q->name_len > 255 ||
+	     !parley_proto_utf8_valid(q->name, q->name_len))) {
+		*why = "group name: 1-255 bytes of UTF-8";
+		return -PARLEY_EINVAL;
+	}
+	if ((q->set_fields & PARLEY_GSET_SETTINGS) &&
+	    (q->settings & ~CHAT_GROUP_HISTORY_ALL)) {
+		*why = "unknown setting (bit 0: new members read the whole history)";
+		return -PARLEY_EINVAL;
+	}
+	if (!chat_conv_is_group(q->conv, q->conv_len)) {
+		*why = "no such group";
+		return -PARLEY_ENOTFOUND;
+	}
+	int rc = chat_groups_ready(c, q->conv, q->conv_len);
+	if (rc)
+		return rc;
+	size_t cap = 16 + q->actor_len + 255;
+	uint8_t *rec = malloc(cap);
+	struct change_ctx *x = calloc(1, sizeof *x);
+	if (!rec || !x) {
+		free(rec);
+		free(x);
+		return -PARLEY_ENOMEM;
+	}
+	memcpy(x->conv, q->conv, q->conv_len);
+	x->len = q->conv_len;
+	int rl = 0;
+	bool dup = false;
+	uint64_t dup_seq = 0;
+	pthread_rwlock_wrlock(&gs->lk);
+	struct group *g = g_live(gs, q->conv, q->conv_len);
+	if (!g) {
+		rc = -PARLEY_ENOTFOUND;
+		*why = "no such group";
+	} else if (g->busy) {
+		rc = -PARLEY_EAGAIN;
+		*why = "another change of this group is being stored";
+	} else {
+		bool nm = q->set_fields & PARLEY_GSET_NAME;
+		const char *name = nm ? q->name : g->name;
+		uint16_t nl = nm ? q->name_len : g->name_len;
+		uint8_t st = q->set_fields & PARLEY_GSET_SETTINGS ? q->settings
+								  : g->settings;
+		/* the marks say what changed (clients show it) */
+		uint8_t marks =
+			(nl != g->name_len || memcmp(name, g->name, nl)
+				 ? CHAT_GEV_SET_NAME
+				 : 0) |
+			(st != g->settings ? CHAT_GEV_SET_SETTINGS : 0);
+		rl = gev_encode(rec, cap, CHAT_GOP_SET, st | marks, q->actor,
+				q->actor_len, name, nl, NULL, 0);
+		struct chat_gev ev;
+		rc = rl < 0 ? rl : chat_gev_decode(rec, (size_t)rl, &ev);
+		if (!rc)
+			rc = g_apply(gs, g, 0, &ev, true, why);
+		if (rc == -PARLEY_EEXIST) { /* nothing changes: done */
+			rc = 0;
+			dup = true;
+			dup_seq = g->as_of;
+		} else if (!rc) {
+			g->busy = true;
+		}
+	}
+	pthread_rwlock_unlock(&gs->lk);
+	if (!rc && dup) {
+		struct chat_group_result res = {.seq = dup_seq, .duplicate = true,
+						.conv_len = x->len};
+		memcpy(res.conv, x->conv, x->len);
+		cb(arg, &res);
+	} else if (!rc) {
+		x->c = c;
+		x->cb = cb;
+		x->arg = arg;
+		x->op = CHAT_GOP_SET;
+		x->actor_len = (uint8_t)q->actor_len;
+		memcpy(x->actor, q->actor, q->actor_len);
+		uint8_t producer[16] = {0};
+		rc = chat_conv_append(c, x->conv, x->len, CHAT_ENT_MEMBER, rec,
+				      (uint32_t)rl, producer, change_cb, x);
+		if (rc) {
+			pthread_rwlock_wrlock(&gs->lk);
+			struct group *b = g_find(gs, x->conv, x->len);
+			if (b)
+				b->busy = false;
+			pthread_rwlock_unlock(&gs->lk);
+		} else {
+			x = NULL; /* owned by change_cb */
+		}
+	}
+	free(x);
 	free(rec);
 	return rc;
 }

@@ -16,6 +16,13 @@
  * The order and every count come from stored state only (the engine), so
  * all of a user's devices see the same list, before and after restarts.
  *
+ * A group the user was removed from (or left) stays in the list, marked
+ * PARLEY_CONVF_LEFT and frozen at the event that ended their membership
+ * (seq R, chat_group_left): step 2 reads c/<conv> backwards from R, not
+ * from its end, so last_seq / time / preview / unread (and the order) do
+ * not move with the group's later activity; the title is the name that
+ * event recorded and member_count the members right after it.
+ *
  * Ownership: the list context is malloc'd by chat_conv_list_page and
  * freed by list_finish, which runs exactly once (after the last read of
  * the last step, or at the first failure before any read was issued).
@@ -98,7 +105,8 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 				       : &mm[0];
 		size_t rec = 4 + 2 + le->clen + 1 + 8 + 8 + 4 + 2 + peer->len +
 			     2 + 8 + 4 + 2 + le->sender_len + 2 + 4 +
-			     le->preview_len + le->title_len; /* a group's name */
+			     le->preview_len + le->title_len /* a group's name */ +
+			     1; /* flags */
 		if (size + rec > CHAT_LIST_FRAME_MAX) {
 			more = true; /* the rest on the next page */
 			break;
@@ -118,6 +126,7 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 		ce->last_sender = (struct parley_str){le->sender, le->sender_len};
 		ce->last_content_type = le->content_type;
 		ce->preview = (struct parley_bytes){le->preview, le->preview_len};
+		ce->flags = le->flags;
 		last = le;
 	}
 	if (!more)
@@ -174,7 +183,15 @@ static void list_finish(struct list_ctx *x)
 		    chat_group_meta(x->c, le->conv, le->clen, &gm))
 			continue;
 		le->group = true;
-		le->members = gm.member_count;
+		if (le->flags & PARLEY_CONVF_LEFT) {
+			/* members: chat_group_left's; title: the removal event's
+			 * (list_meta_cb), else (an event stored without it) the
+			 * name now */
+			if (le->title_len)
+				continue;
+		} else {
+			le->members = gm.member_count;
+		}
 		le->title_len = gm.name_len;
 		memcpy(le->title, gm.name, gm.name_len);
 	}
@@ -309,7 +326,15 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 		le->last_ts = r->entries[0].ts_ms;
 		const struct pe_entry *en = &r->entries[0];
 		struct chat_edit_rec ed;
-		if (en->type == CHAT_ENT_MSG &&
+		struct chat_gev ev;
+		if ((le->flags & PARLEY_CONVF_LEFT) &&
+		    en->type == CHAT_ENT_MEMBER && en->seq == le->left_seq &&
+		    chat_gev_decode(en->payload, en->len, &ev) == 0 &&
+		    ev.name_len <= sizeof le->title) {
+			/* the REMOVE / LEAVE event: the group's name then */
+			le->title_len = ev.name_len;
+			memcpy(le->title, ev.name, ev.name_len);
+		} else if (en->type == CHAT_ENT_MSG &&
 		    chat_msg_decode(en->payload, en->len, &cm) == 0) {
 			list_preview(le, cm.sender, cm.sender_len,
 				     cm.content_type, cm.body, cm.body_len);
@@ -346,7 +371,7 @@ static void list_pos_cb(void *arg, const struct pe_read_result *r)
 }
 
 static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
-		       int kl, pe_read_cb cb)
+		       int kl, uint64_t from, pe_read_cb cb)
 {
 	struct list_item_arg *a = item_new(x, i);
 	if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
@@ -356,11 +381,27 @@ static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
 		return;
 	}
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.from = from, .dir = PE_BACKWARD,
 				.limit = 1};
 	int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, cb, a);
 	if (rc)
 		item_fail(a, rc, cb);
+}
+
+/* A group the user is no longer in: frozen at the event that removed
+ * them. Memory only (chat_group_left); when membership cannot be
+ * answered here (a follower) the entry is shown as a member's. */
+static void list_left(struct list_ctx *x, struct chat_list_ent *le)
+{
+	uint64_t r;
+	uint32_t members;
+	if (!chat_conv_is_group(le->conv, le->clen) ||
+	    chat_group_left(x->c, le->conv, le->clen, x->user, x->ulen, &r,
+			    &members) != 1)
+		return;
+	le->flags |= PARLEY_CONVF_LEFT;
+	le->left_seq = r;
+	le->members = members;
 }
 
 /* Step 1: the user's conversations. */
@@ -396,6 +437,7 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		x->ents[x->n].clen = clen;
 		memcpy(x->ents[x->n].conv, conv, clen);
 		x->ents[x->n].open_ts = r->entries[i].ts_ms;
+		list_left(x, &x->ents[x->n]);
 		x->n++;
 	}
 	atomic_store(&x->pending, (int)(2 * x->n) + 1);
@@ -403,9 +445,11 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		struct chat_list_ent *le = &x->ents[i];
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, le->conv, le->clen);
-		list_issue(x, i, key, kl, list_meta_cb);
+		list_issue(x, i, key, kl,
+			   le->flags & PARLEY_CONVF_LEFT ? le->left_seq : UINT64_MAX,
+			   list_meta_cb);
 		kl = chat_key_rcpt(key, x->user, x->ulen, le->conv, le->clen);
-		list_issue(x, i, key, kl, list_pos_cb);
+		list_issue(x, i, key, kl, UINT64_MAX, list_pos_cb);
 	}
 	if (atomic_fetch_sub(&x->pending, 1) == 1)
 		list_page(x);

@@ -1244,6 +1244,17 @@ static void req_group_change(struct conn *c, uint32_t rid,
 		q.settings = g->settings;
 		u = g->users;
 		n = g->count;
+	} else if (m->type == PARLEY_T_GROUP_SET) {
+		const struct parley_group_set *g = &m->group_set;
+		q.op = CHAT_GOP_SET;
+		q.conv = g->conv.p;
+		q.conv_len = g->conv.len;
+		q.set_fields = g->fields;
+		q.name = g->name.p;
+		q.name_len = g->name.len;
+		q.settings = g->settings;
+		u = NULL;
+		n = 0;
 	} else {
 		const struct parley_group_change *g = &m->group_change;
 		q.op = m->type == PARLEY_T_GROUP_ADD	  ? CHAT_GOP_ADD
@@ -1956,7 +1967,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_GROUP_ADD:
 	case PARLEY_T_GROUP_REMOVE:
 	case PARLEY_T_GROUP_LEAVE:
-	case PARLEY_T_GROUP_ROLE: req_group_change(c, rid, m); break;
+	case PARLEY_T_GROUP_ROLE:
+	case PARLEY_T_GROUP_SET: req_group_change(c, rid, m); break;
 	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
