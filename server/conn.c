@@ -1551,6 +1551,15 @@ static const char *rcpt_errtext(int err)
 				      : parley_strerror(err);
 }
 
+/* retry_after_ms of a refusal: only a busy or moving server asks for one */
+static uint32_t rcpt_retry(int err)
+{
+	return err == -PARLEY_EFULL || err == -PARLEY_ENOMEM ||
+			       err == -PARLEY_EAGAIN || err == -PARLEY_ENOTLEADER
+		       ? 50
+		       : 0;
+}
+
 /* Engine thread: the position (and its receipt events) are durable. */
 static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
 {
@@ -1586,21 +1595,14 @@ static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
 }
 
 /* READ_MARKER / RECEIPTS on (conv, seq): within the history rate limit,
- * the caller may read conv, seq is not 0; then the reply context, else
- * NULL with the ERROR sent. */
+ * the reply context, else NULL with the ERROR sent. Who may (a member,
+ * seq not 0) is chat_receipt.c's rule: its refusal comes back from
+ * chat_rcpt_mark / chat_rcpt_query. */
 static struct rcpt_reply *rcpt_admit(struct conn *c, uint32_t rid,
 				     struct parley_str conv, uint64_t seq)
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return NULL;
-	int rc = chat_conv_access(S(c)->chat, conv.p, conv.len, c->id->user,
-				  c->id->ulen);
-	if (!rc && seq == 0)
-		rc = -PARLEY_EINVAL;
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
-		return NULL;
-	}
 	return rcpt_reply_new(c, rid, conv, seq);
 }
 
@@ -1618,8 +1620,8 @@ static void req_read_marker(struct conn *c, uint32_t rid,
 				x);
 	if (rc) {
 		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+		conn_error(c, rid, wire_code(rc), false, rcpt_retry(rc),
+			   rcpt_errtext(rc));
 		return;
 	}
 	ctr_add(&S(c)->ctr.read_markers, 1);
@@ -1674,13 +1676,13 @@ static void req_receipts(struct conn *c, uint32_t rid,
 	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	int rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
-				 m->after.p, m->after.len, m->limit,
-				 receipts_cb, x);
+	int rc = chat_rcpt_query(S(c)->chat, c->id->user, c->id->ulen,
+				 m->conv.p, m->conv.len, m->seq, m->after.p,
+				 m->after.len, m->limit, receipts_cb, x);
 	if (rc) {
 		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+		conn_error(c, rid, wire_code(rc), false, rcpt_retry(rc),
+			   rcpt_errtext(rc));
 		return;
 	}
 	c->inflight++;
