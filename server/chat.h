@@ -554,6 +554,8 @@ struct chat_list_ent {
 	 * as of the event that removed them (PARLEY_CONVF_LEFT) */
 	uint8_t flags;        /* PARLEY_CONVF_* */
 	uint64_t left_seq;    /* LEFT: that event's seq */
+	bool from_snap;       /* group, title, members, LEFT from the group's
+				 stored snapshot (chat_gsnap_view), not memory */
 };
 /* A conversation's activity time, the list's sort key: the later of its
  * last message and its entry into the list. */
@@ -845,8 +847,10 @@ bool chat_conv_is_group(const char *conv, size_t len);
  * chat_members_each: fn(arg, user, ulen, role) for each member at `seq`
  *   (UINT64_MAX = now), in join order, skipping the first `skip`; stops
  *   after `limit` calls (0 = no limit). Returns the number of members at
- *   seq, or -PARLEY_ENOTFOUND. fn runs under the lock: it must not call
- *   back into chat.
+ *   seq, or -PARLEY_ENOTFOUND; for a group asked about "now" also the
+ *   chat_groups_ready errors (-PARLEY_ENOTLEADER / -PARLEY_EAGAIN: this
+ *   node's table may be stale, as chat_member_role). fn runs under the
+ *   lock: it must not call back into chat.
  */
 int chat_member_role(struct chat *c, const char *conv, size_t len,
 		     const char *user, size_t ulen);
@@ -891,6 +895,25 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
 int chat_group_left(struct chat *c, const char *conv, size_t len,
 		    const char *user, size_t ulen, uint64_t *left_seq,
 		    uint32_t *members);
+
+/* A group as a user sees it from its last membership snapshot (the last
+ * entry of m/<group>, CHAT_ENT_GSNAP) rather than from memory: what a
+ * node that cannot answer from memory (chat_groups_ready fails: a
+ * follower, whose table is stale) shows in CONV_LIST. Pure. 0 with *out
+ * (left_seq 0: user is a member as of the snapshot, members = its
+ * members; else the seq of the REMOVE / LEAVE that ended user's last
+ * membership and members = those right after it), -PARLEY_ENOTFOUND
+ * (user was never a member), -PARLEY_ECORRUPT. */
+struct chat_gsnap_view {
+	char name[256];
+	uint16_t name_len;
+	uint8_t settings;
+	uint32_t members;
+	uint64_t as_of;
+	uint64_t left_seq;
+};
+int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
+		    size_t ulen, struct chat_gsnap_view *out);
 
 /* Group size limit (config group_max_members); 1..CHAT_GROUP_MAX_HARD. */
 void chat_set_group_max(struct chat *c, uint32_t max_members);

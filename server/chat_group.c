@@ -825,6 +825,12 @@ int chat_members_each(struct chat *c, const char *conv, size_t len,
 			fn(arg, m[i].p, m[i].len, CHAT_ROLE_MEMBER);
 		return n;
 	}
+	/* who the members are "now" is only known where the group's
+	 * changes are applied (a follower's table is stale): receipts and
+	 * typing pushes must not go by it */
+	int ready = seq == UINT64_MAX ? chat_groups_ready(c, conv, len) : 0;
+	if (ready)
+		return ready;
 	struct chat_groups *gs = chat_groups_of(c);
 	pthread_rwlock_rdlock(&gs->lk);
 	struct group *g = g_live(gs, conv, len);
@@ -1464,6 +1470,62 @@ static int gsnap_load(struct group *g, const uint8_t *p, size_t len)
 	g->settings = settings;
 	g->name_len = nl;
 	memcpy(g->name, name, nl);
+	return 0;
+}
+
+/* A snapshot record read from storage (not memory), as user sees the group
+ * (chat.h). Two passes over the intervals: user's state, then the members
+ * after user's departure (or now). */
+int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
+		    size_t ulen, struct chat_gsnap_view *out)
+{
+	memset(out, 0, sizeof *out);
+	struct le_reader r;
+	le_reader_init(&r, p, len);
+	if (le_read8(&r) != GSNAP_VERSION)
+		return -PARLEY_ECORRUPT;
+	out->as_of = le_read64(&r);
+	out->settings = le_read8(&r);
+	uint16_t nl = le_read16(&r);
+	const uint8_t *name = le_read_bytes(&r, nl);
+	uint32_t n = le_read32(&r);
+	if (!r.ok || nl > 255 || n > MAX_INTERVALS)
+		return -PARLEY_ECORRUPT;
+	out->name_len = nl;
+	memcpy(out->name, name, nl);
+	struct le_reader start = r;
+	bool member = false, seen = false;
+	uint64_t left = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		r = start;
+		uint32_t count = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			uint8_t ul = le_read8(&r);
+			const char *u = (const char *)le_read_bytes(&r, ul);
+			le_read8(&r); /* role */
+			uint8_t split = le_read8(&r);
+			uint64_t from = le_read64(&r), to = le_read64(&r);
+			if (!r.ok || ul == 0 || ul > PARLEY_PROTO_MAX_USER_ID)
+				return -PARLEY_ECORRUPT;
+			if (pass == 0) {
+				if (ul != ulen || memcmp(u, user, ulen))
+					continue;
+				seen = true;
+				if (to == OPEN)
+					member = true;
+				else if (!split && to > left)
+					left = to;
+			} else if (member ? to == OPEN
+					  : from <= left && (left < to ||
+							     (split && to == left))) {
+				count++;
+			}
+		}
+		if (pass == 0 && !seen)
+			return -PARLEY_ENOTFOUND;
+		out->members = count;
+	}
+	out->left_seq = member ? 0 : left;
 	return 0;
 }
 

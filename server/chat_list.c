@@ -23,6 +23,16 @@
  * not move with the group's later activity; the title is the name that
  * event recorded and member_count the members right after it.
  *
+ * Groups on a node that cannot answer membership from memory (a follower
+ * of the group's partition, or a leader still reloading: chat_groups_ready
+ * fails; its table is stale, possibly empty) are read from storage
+ * instead: step 2 first reads the group's last snapshot (m/<group>,
+ * chat_gsnap_view: name, members, the user's departure), then c/<group>
+ * as above. Such a node serves reads from what it has applied, so the
+ * entry may lag the leader's by the replication and fan-out delay, never
+ * by more (a snapshot is written by the fan-out of each membership
+ * event).
+ *
  * Ownership: the list context is malloc'd by chat_conv_list_page and
  * freed by list_finish, which runs exactly once (after the last read of
  * the last step, or at the first failure before any read was issued).
@@ -35,6 +45,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_group.h" /* chat_key_gsnap */
 #include "chat_receipt.h"
 
 /* ---- pure: order, page, reply ------------------------------------------------ */
@@ -179,6 +190,8 @@ static void list_finish(struct list_ctx *x)
 	for (uint32_t i = 0; !err && i < x->n; i++) {
 		struct chat_list_ent *le = &x->ents[i];
 		struct chat_group_meta gm;
+		if (le->from_snap)
+			continue; /* list_snap_cb filled it */
 		if (!chat_conv_is_group(le->conv, le->clen) ||
 		    chat_group_meta(x->c, le->conv, le->clen, &gm))
 			continue;
@@ -389,19 +402,62 @@ static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
 }
 
 /* A group the user is no longer in: frozen at the event that removed
- * them. Memory only (chat_group_left); when membership cannot be
- * answered here (a follower) the entry is shown as a member's. */
-static void list_left(struct list_ctx *x, struct chat_list_ent *le)
+ * them (chat_group_left, memory). Returns true when memory cannot answer
+ * here (a follower): the entry is then read from the group's snapshot
+ * (list_snap_cb). */
+static bool list_left(struct list_ctx *x, struct chat_list_ent *le)
 {
 	uint64_t r;
 	uint32_t members;
-	if (!chat_conv_is_group(le->conv, le->clen) ||
-	    chat_group_left(x->c, le->conv, le->clen, x->user, x->ulen, &r,
-			    &members) != 1)
-		return;
+	if (!chat_conv_is_group(le->conv, le->clen))
+		return false;
+	int rc = chat_group_left(x->c, le->conv, le->clen, x->user, x->ulen, &r,
+				 &members);
+	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EAGAIN)
+		return true;
+	if (rc != 1)
+		return false;
 	le->flags |= PARLEY_CONVF_LEFT;
 	le->left_seq = r;
 	le->members = members;
+	return false;
+}
+
+/* Step 2 on a node whose memory cannot answer for the group: its last
+ * snapshot is in; fill the entry from it, then read c/<group> (from the
+ * user's departure when they left). */
+static void list_snap_cb(void *arg, const struct pe_read_result *r)
+{
+	struct list_item_arg *a = arg;
+	struct list_ctx *x = a->x;
+	struct chat_list_ent *le = &x->ents[a->i];
+	struct chat_gsnap_view v;
+	if (r->err) {
+		atomic_store(&x->err, r->err);
+	} else if (r->count == 1 && r->entries[0].type == CHAT_ENT_GSNAP &&
+		   chat_gsnap_view(r->entries[0].payload, r->entries[0].len,
+				   x->user, x->ulen, &v) == 0) {
+		le->from_snap = true;
+		le->group = true;
+		le->members = v.members;
+		le->title_len = v.name_len;
+		memcpy(le->title, v.name, v.name_len);
+		if (v.left_seq) {
+			le->flags |= PARLEY_CONVF_LEFT;
+			le->left_seq = v.left_seq;
+			/* the title: the REMOVE / LEAVE event's (list_meta_cb),
+			 * else this name */
+		}
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, le->conv, le->clen);
+	atomic_fetch_add(&x->pending, 1);
+	list_issue(x, a->i, key, kl,
+		   le->flags & PARLEY_CONVF_LEFT ? le->left_seq : UINT64_MAX,
+		   list_meta_cb);
+	free(a);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_page(x);
 }
 
 /* Step 1: the user's conversations. */
@@ -414,7 +470,9 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		return;
 	}
 	x->ents = calloc(r->count ? r->count : 1, sizeof *x->ents);
-	if (!x->ents) {
+	bool *snap = calloc(r->count ? r->count : 1, sizeof *snap);
+	if (!x->ents || !snap) {
+		free(snap);
 		atomic_store(&x->err, -PARLEY_ENOMEM);
 		list_finish(x);
 		return;
@@ -437,20 +495,28 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		x->ents[x->n].clen = clen;
 		memcpy(x->ents[x->n].conv, conv, clen);
 		x->ents[x->n].open_ts = r->entries[i].ts_ms;
-		list_left(x, &x->ents[x->n]);
+		snap[x->n] = list_left(x, &x->ents[x->n]);
 		x->n++;
 	}
 	atomic_store(&x->pending, (int)(2 * x->n) + 1);
 	for (uint32_t i = 0; i < x->n; i++) {
 		struct chat_list_ent *le = &x->ents[i];
 		char key[CHAT_KEY_CAP];
-		int kl = chat_key_conv(key, le->conv, le->clen);
-		list_issue(x, i, key, kl,
-			   le->flags & PARLEY_CONVF_LEFT ? le->left_seq : UINT64_MAX,
-			   list_meta_cb);
+		int kl;
+		if (snap[i]) {
+			kl = chat_key_gsnap(key, le->conv, le->clen);
+			list_issue(x, i, key, kl, UINT64_MAX, list_snap_cb);
+		} else {
+			kl = chat_key_conv(key, le->conv, le->clen);
+			list_issue(x, i, key, kl,
+				   le->flags & PARLEY_CONVF_LEFT ? le->left_seq
+								 : UINT64_MAX,
+				   list_meta_cb);
+		}
 		kl = chat_key_rcpt(key, x->user, x->ulen, le->conv, le->clen);
 		list_issue(x, i, key, kl, UINT64_MAX, list_pos_cb);
 	}
+	free(snap);
 	if (atomic_fetch_sub(&x->pending, 1) == 1)
 		list_page(x);
 }

@@ -35,6 +35,12 @@
  *              CHAT_RCPT_PUSH_MAX members; above that only to the
  *              reader's own inbox (others ask with RECEIPTS).
  *   delivered: to every other member (flags DELIVERED), same bound.
+ * The members are those of the conversation now, as the node that leads
+ * the group's partition knows them (chat_members_each): a node that cannot
+ * answer for the group (a follower, whose table is stale) pushes no
+ * receipt to other members rather than pushing by a stale list (READ:
+ * READ_MARKER is refused there anyway, NOTLEADER; DELIVERED: the position
+ * is stored, the others see it through RECEIPTS).
  * A receipt pointer is the chat_ptr prefix {kind, conv, conv_seq = the
  * up-to seq} followed by {actor str, flags u32}; its producer id is
  * H('R', conv, actor, up_to, flags), so a replay never doubles it.

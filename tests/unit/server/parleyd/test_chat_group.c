@@ -29,6 +29,7 @@
 #include <stdlib.h>
 
 #include "chat.h"
+#include "chat_group.h" /* chat_key_gsnap */
 #include "chat_world.h"
 #include "parley_proto.h"
 
@@ -512,6 +513,33 @@ Test(chat_group, left_seq_and_members_after)
 	cr_assert_eq(change(w.c, CHAT_GOP_LEAVE, g, "alice", 0, NULL, 0, &r), 0);
 	cr_assert_eq(chat_group_left(w.c, g, gl, "alice", 5, &seq, &members), 1);
 	cr_assert(seq == r.seq && members == 2, "members %u", members);
+	uint64_t left = r.seq;
+	/* the same answers from the stored snapshot (what a follower uses) */
+	chat_close(w.c); /* every fan-out (and snapshot) is durable */
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_gsnap(key, g, gl);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = UINT64_MAX,
+				.dir = PE_BACKWARD, .limit = 1};
+	struct pe_entry *ents = NULL;
+	uint32_t ne = 0;
+	struct pe_read_result meta;
+	cr_assert_eq(pe_read_sync(w.e, &q, &ents, &ne, &meta), 0);
+	cr_assert(ne == 1 && ents[0].type == CHAT_ENT_GSNAP);
+	struct chat_gsnap_view v;
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "dave", 4, &v), 0);
+	cr_assert(v.left_seq == rm && v.members == 3, "dave: left %llu members %u",
+		  (unsigned long long)v.left_seq, v.members);
+	cr_assert(v.name_len == 3 && !memcmp(v.name, "grp", 3) && v.as_of == left);
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "alice", 5, &v), 0);
+	cr_assert(v.left_seq == left && v.members == 2);
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "bob", 3, &v), 0);
+	cr_assert(v.left_seq == 0 && v.members == 2, "bob: a member of 2");
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "zed", 3, &v),
+		     -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len - 1, "bob", 3, &v),
+		     -PARLEY_ECORRUPT);
+	free(ents);
+	cr_assert_eq(chat_open(w.e, &w.clock, &w.c), 0);
 	/* back again: a member */
 	cr_assert_eq(change(w.c, CHAT_GOP_ADD, g, "bob", 0,
 			    (const char *[]){"dave"}, 1, NULL), 0);
