@@ -908,6 +908,9 @@ static int net_request(struct cli_chat *ch)
 	ch->req_head = (ch->req_head + 1) % CHAT_REQ_MAX;
 	ch->req_n--;
 	pthread_mutex_unlock(&ch->mu);
+	/* a script waiting to leave once its requests are done (the UI may
+	 * have drained this request's output before req_n dropped) */
+	wake(ch->wake_ui[1]);
 	return 1;
 }
 
