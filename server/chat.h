@@ -516,7 +516,8 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
  * most `limit`, after the cursor (before_ts, before_conv): the position
  * of the previous page's last entry (0 / empty: from the top). Each entry
  * carries the user's read position, the unread count (messages from
- * others after it: exact up to CHAT_UNREAD_SCAN unread messages; beyond,
+ * others after it and at or after the first seq the user may read (a
+ * "from join" group): exact up to CHAT_UNREAD_SCAN unread messages; beyond,
  * the older unread ones are counted as from others) and the last
  * message's sender, content type and first PARLEY_PROTO_MAX_PREVIEW
  * bytes. cb gets a CONV_LIST_OK (flags END, next_before_*) or an error.
@@ -556,6 +557,10 @@ struct chat_list_ent {
 	uint64_t left_seq;    /* LEFT: that event's seq */
 	bool from_snap;       /* group, title, members, LEFT from the group's
 				 stored snapshot (chat_gsnap_view), not memory */
+	uint64_t vis_from;    /* group: the first seq the user may read (0:
+				 unknown); unread counts only from there */
+	uint64_t unread_from; /* unread = messages from others after this
+				 (read_seq, raised to vis_from - 1) */
 };
 /* A conversation's activity time, the list's sort key: the later of its
  * last message and its entry into the list. */
@@ -891,10 +896,13 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
  * seq of the REMOVE / LEAVE event that ended their last membership and
  * *members = the group's members right after it; 0 when user is a member
  * now; -PARLEY_ENOTFOUND (no such group, or never a member); the
- * chat_groups_ready errors (a follower). Memory only, any thread. */
+ * chat_groups_ready errors (a follower). On 0 and 1 also *vis_from: the
+ * first seq the user may read of that (current or last) membership under
+ * the group's setting now (1 with HISTORY_ALL, else where it began).
+ * Memory only, any thread. */
 int chat_group_left(struct chat *c, const char *conv, size_t len,
 		    const char *user, size_t ulen, uint64_t *left_seq,
-		    uint32_t *members);
+		    uint32_t *members, uint64_t *vis_from);
 
 /* A group as a user sees it from its last membership snapshot (the last
  * entry of m/<group>, CHAT_ENT_GSNAP) rather than from memory: what a
@@ -911,6 +919,7 @@ struct chat_gsnap_view {
 	uint32_t members;
 	uint64_t as_of;
 	uint64_t left_seq;
+	uint64_t vis_from;      /* as chat_group_left's */
 };
 int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
 		    size_t ulen, struct chat_gsnap_view *out);

@@ -544,7 +544,8 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		w = "not a member of this group";
 		goto out;
 	}
-	if (dry && g->n + (uint32_t)ev->n + 2u > MAX_INTERVALS) {
+	if (dry && ev->op != CHAT_GOP_SET && /* SET adds no interval */
+	    g->n + (uint32_t)ev->n + 2u > MAX_INTERVALS) {
 		rc = -PARLEY_ETOOBIG;
 		w = "membership history of this group is full";
 		goto out;
@@ -784,6 +785,19 @@ bool chat_member_at(struct chat *c, const char *conv, size_t len,
 	return r;
 }
 
+/* The start of the run of intervals ending with interval i (role changes
+ * split a membership without a gap): where that membership began. */
+static uint64_t g_run_start(const struct group *g, uint32_t i)
+{
+	uint64_t from = g->iv[i].from;
+	for (uint32_t p = g->iv[i].prev; p != NOIDX; p = g->iv[p].prev) {
+		if (!g->iv[p].split || g->iv[p].to + 1 != from)
+			break;
+		from = g->iv[p].from;
+	}
+	return from;
+}
+
 uint64_t chat_member_visible_from(struct chat *c, const char *conv,
 				  size_t len, const char *user, size_t ulen)
 {
@@ -795,19 +809,8 @@ uint64_t chat_member_visible_from(struct chat *c, const char *conv,
 	uint64_t from = 0;
 	uint32_t i = g ? g_latest(g, user, ulen) : NOIDX;
 	if (i != NOIDX && g->iv[i].to == OPEN) {
-		if (g->settings & CHAT_GROUP_HISTORY_ALL) {
-			from = 1;
-		} else {
-			/* the start of the current run of intervals (role
-			 * changes split a membership without a gap) */
-			from = g->iv[i].from;
-			for (uint32_t p = g->iv[i].prev; p != NOIDX;
-			     p = g->iv[p].prev) {
-				if (!g->iv[p].split || g->iv[p].to + 1 != from)
-					break;
-				from = g->iv[p].from;
-			}
-		}
+		from = g->settings & CHAT_GROUP_HISTORY_ALL ? 1
+							    : g_run_start(g, i);
 	}
 	pthread_rwlock_unlock(&gs->lk);
 	return from;
@@ -920,7 +923,7 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
 
 int chat_group_left(struct chat *c, const char *conv, size_t len,
 		    const char *user, size_t ulen, uint64_t *left_seq,
-		    uint32_t *members)
+		    uint32_t *members, uint64_t *vis_from)
 {
 	struct chat_groups *gs = chat_groups_of(c);
 	int rc = chat_groups_ready(c, conv, len);
@@ -929,6 +932,9 @@ int chat_group_left(struct chat *c, const char *conv, size_t len,
 	pthread_rwlock_rdlock(&gs->lk);
 	struct group *g = g_live(gs, conv, len);
 	uint32_t i = g ? g_latest(g, user, ulen) : NOIDX;
+	if (g && i != NOIDX)
+		*vis_from = g->settings & CHAT_GROUP_HISTORY_ALL ? 1
+								 : g_run_start(g, i);
 	if (!g || i == NOIDX) {
 		rc = -PARLEY_ENOTFOUND;
 	} else if (g->iv[i].to != OPEN) {
@@ -1495,7 +1501,11 @@ int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
 	memcpy(out->name, name, nl);
 	struct le_reader start = r;
 	bool member = false, seen = false;
-	uint64_t left = 0;
+	uint64_t left = 0, cur_from = 0;
+	/* the user's intervals (for where their membership began) */
+	enum { UIV_MAX = 64 };
+	struct { uint64_t from, to; bool split; } uiv[UIV_MAX];
+	uint32_t nuiv = 0;
 	for (int pass = 0; pass < 2; pass++) {
 		r = start;
 		uint32_t count = 0;
@@ -1511,10 +1521,17 @@ int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
 				if (ul != ulen || memcmp(u, user, ulen))
 					continue;
 				seen = true;
-				if (to == OPEN)
+				if (nuiv < UIV_MAX)
+					uiv[nuiv++] = (typeof(uiv[0])){from, to,
+								       split != 0};
+				if (to == OPEN) {
 					member = true;
-				else if (!split && to > left)
+					cur_from = from;
+				} else if (!split && to > left) {
 					left = to;
+					if (!member)
+						cur_from = from;
+				}
 			} else if (member ? to == OPEN
 					  : from <= left && (left < to ||
 							     (split && to == left))) {
@@ -1526,6 +1543,16 @@ int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
 		out->members = count;
 	}
 	out->left_seq = member ? 0 : left;
+	/* the run of intervals ending with the current (or last) one */
+	for (bool more = true; more;) {
+		more = false;
+		for (uint32_t k = 0; k < nuiv; k++)
+			if (uiv[k].split && uiv[k].to + 1 == cur_from) {
+				cur_from = uiv[k].from;
+				more = true;
+			}
+	}
+	out->vis_from = out->settings & CHAT_GROUP_HISTORY_ALL ? 1 : cur_from;
 	return 0;
 }
 

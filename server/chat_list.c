@@ -250,7 +250,7 @@ static void list_unread_cb(void *arg, const struct pe_read_result *r)
 		uint32_t n = 0;
 		for (uint32_t i = 0; i < r->count; i++) {
 			const struct pe_entry *en = &r->entries[i];
-			if (en->seq <= le->read_seq)
+			if (en->seq <= le->unread_from)
 				break;
 			lowest = en->seq;
 			struct chat_msg cm; /* messages only: not edits, membership */
@@ -261,8 +261,8 @@ static void list_unread_cb(void *arg, const struct pe_read_result *r)
 				n++;
 		}
 		/* past the scan: the older unread ones count as from others */
-		if (lowest > le->read_seq + 1)
-			n += (uint32_t)PARLEY_MIN(lowest - le->read_seq - 1,
+		if (lowest > le->unread_from + 1)
+			n += (uint32_t)PARLEY_MIN(lowest - le->unread_from - 1,
 						  (uint64_t)UINT32_MAX - n);
 		le->unread = n;
 	}
@@ -287,11 +287,17 @@ static void list_page(struct list_ctx *x)
 		struct chat_list_ent *le = &x->ents[i];
 		if (le->read_seq > le->last_seq)
 			le->read_seq = le->last_seq; /* cannot happen: marked <= last */
-		if (le->last_seq <= le->read_seq)
+		/* what the user may not read (a group's history before their
+		 * join, "from join") is never unread */
+		uint64_t upto = le->read_seq;
+		if (le->vis_from > 1 && upto < le->vis_from - 1)
+			upto = PARLEY_MIN(le->vis_from - 1, le->last_seq);
+		le->unread_from = upto;
+		if (le->last_seq <= upto)
 			continue;
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, le->conv, le->clen);
-		uint64_t want = le->last_seq - le->read_seq;
+		uint64_t want = le->last_seq - upto;
 		struct pe_read_req q = {
 			.key = key, .klen = (size_t)kl, .from = le->last_seq,
 			.dir = PE_BACKWARD,
@@ -407,14 +413,16 @@ static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
  * (list_snap_cb). */
 static bool list_left(struct list_ctx *x, struct chat_list_ent *le)
 {
-	uint64_t r;
+	uint64_t r, vis = 0;
 	uint32_t members;
 	if (!chat_conv_is_group(le->conv, le->clen))
 		return false;
 	int rc = chat_group_left(x->c, le->conv, le->clen, x->user, x->ulen, &r,
-				 &members);
+				 &members, &vis);
 	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EAGAIN)
 		return true;
+	if (rc == 0 || rc == 1)
+		le->vis_from = vis;
 	if (rc != 1)
 		return false;
 	le->flags |= PARLEY_CONVF_LEFT;
@@ -439,6 +447,7 @@ static void list_snap_cb(void *arg, const struct pe_read_result *r)
 				   x->user, x->ulen, &v) == 0) {
 		le->from_snap = true;
 		le->group = true;
+		le->vis_from = v.vis_from;
 		le->members = v.members;
 		le->title_len = v.name_len;
 		memcpy(le->title, v.name, v.name_len);

@@ -13,7 +13,8 @@
  *   2. history visibility: a member who joined later reads from the join
  *      while the setting is "from join", everything once the owner sets
  *      "all", and from the join again when it is set back; a founding
- *      member always reads everything.
+ *      member always reads everything; the late joiner's unread count
+ *      follows (what they may not read is never unread).
  *   3. a removed member's CONV_LIST: the group stays, flagged LEFT, frozen
  *      at the REMOVE event (last_seq, title of that time, members after
  *      it, unread counted up to it only) while the group goes on; a member
@@ -63,6 +64,21 @@ static const struct parley_conv_entry *list_find(struct parley_client *c,
 	for (unsigned i = 0; i < lo->count; i++)
 		if (parley_str_eq(lo->entries[i].conv, conv))
 			return &lo->entries[i];
+	return NULL;
+}
+
+/* The same, waiting for an added member's entry: the ADD's fan-out
+ * writes it after GROUP_ADD_OK (the event reaches the member after it). */
+static const struct parley_conv_entry *list_wait(struct parley_client *c,
+						 const char *conv)
+{
+	for (int i = 0; i < 400; i++) {
+		const struct parley_conv_entry *e = list_find(c, conv);
+		if (e)
+			return e;
+		it_sleep_ms(25);
+	}
+	it_fail(__FILE__, __LINE__, "%s never entered the list", conv);
 	return NULL;
 }
 
@@ -147,7 +163,7 @@ static void test_rules(void)
 	IT_CHECK(parley_str_eq(gi->name, "Club ünï 2"));
 	IT_CHECK(gi->settings == PARLEY_GROUPF_HISTORY_ALL && gi->as_of_seq == hs,
 		 "settings %u as_of %" PRIu64, gi->settings, gi->as_of_seq);
-	const struct parley_conv_entry *e = list_find(carol, gid);
+	const struct parley_conv_entry *e = list_wait(carol, gid);
 	IT_CHECK(e && parley_str_eq(e->title, "Club ünï 2") && !e->flags,
 		 "carol's list title");
 
@@ -202,12 +218,23 @@ static void test_visibility(void)
 	IT_OK(parley_client_send(alice, gid, 1, "before erin", 11, NULL));
 	IT_OK(parley_client_group_add(alice, gid, (const char *[]){"erin"}, 1, 0, &ok));
 	join_seq = ok->seq;
+	/* erin's unread count follows what she may read: not "before erin"
+	 * while the history is "from join", it once the history is open */
+	struct parley_client *erin = cl("erin");
+	const struct parley_conv_entry *e;
 	check_visibility(0);
+	e = list_wait(erin, gid);
+	IT_CHECK(e->unread == 0, "from join: unread %u", e->unread);
 	IT_OK(parley_client_group_set(alice, gid, PARLEY_GSET_SETTINGS, NULL,
 				      PARLEY_GROUPF_HISTORY_ALL, NULL));
 	check_visibility(1);
+	e = list_find(erin, gid);
+	IT_CHECK(e && e->unread == 1, "all: unread %u", e ? e->unread : 99);
 	IT_OK(parley_client_group_set(alice, gid, PARLEY_GSET_SETTINGS, NULL, 0, NULL));
 	check_visibility(0);
+	e = list_find(erin, gid);
+	IT_CHECK(e && e->unread == 0, "from join again: unread %u", e ? e->unread : 99);
+	parley_client_free(erin);
 	parley_client_free(alice);
 	printf("visibility: ok (erin joined at %" PRIu64 ")\n", join_seq);
 }

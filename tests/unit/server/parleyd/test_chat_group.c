@@ -494,11 +494,11 @@ Test(chat_group, left_seq_and_members_after)
 	struct chat_group_result r;
 	char g[32];
 	create(w.c, "alice", (const char *[]){"bob", "carol", "dave"}, 3, g, NULL);
-	uint64_t seq;
+	uint64_t seq, vis = 0;
 	uint32_t members;
 	size_t gl = strlen(g);
-	cr_assert_eq(chat_group_left(w.c, g, gl, "bob", 3, &seq, &members), 0);
-	cr_assert_eq(chat_group_left(w.c, g, gl, "zed", 3, &seq, &members),
+	cr_assert_eq(chat_group_left(w.c, g, gl, "bob", 3, &seq, &members, &vis), 0);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "zed", 3, &seq, &members, &vis),
 		     -PARLEY_ENOTFOUND);
 	cr_assert_eq(change(w.c, CHAT_GOP_REMOVE, g, "alice", 0,
 			    (const char *[]){"dave"}, 1, &r), 0);
@@ -506,12 +506,13 @@ Test(chat_group, left_seq_and_members_after)
 	/* a role change right after: bob's interval splits at rm */
 	cr_assert_eq(change(w.c, CHAT_GOP_ROLE, g, "alice", CHAT_ROLE_ADMIN,
 			    (const char *[]){"bob"}, 1, NULL), 0);
-	cr_assert_eq(chat_group_left(w.c, g, gl, "dave", 4, &seq, &members), 1);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "dave", 4, &seq, &members, &vis), 1);
 	cr_assert(seq == rm && members == 3, "seq %llu members %u",
 		  (unsigned long long)seq, members);
+	cr_assert_eq(vis, 1, "a founding member's membership began at 1");
 	/* the owner leaves: bob inherits in the same event */
 	cr_assert_eq(change(w.c, CHAT_GOP_LEAVE, g, "alice", 0, NULL, 0, &r), 0);
-	cr_assert_eq(chat_group_left(w.c, g, gl, "alice", 5, &seq, &members), 1);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "alice", 5, &seq, &members, &vis), 1);
 	cr_assert(seq == r.seq && members == 2, "members %u", members);
 	uint64_t left = r.seq;
 	/* the same answers from the stored snapshot (what a follower uses) */
@@ -529,21 +530,24 @@ Test(chat_group, left_seq_and_members_after)
 	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "dave", 4, &v), 0);
 	cr_assert(v.left_seq == rm && v.members == 3, "dave: left %llu members %u",
 		  (unsigned long long)v.left_seq, v.members);
+	cr_assert_eq(v.vis_from, 1);
 	cr_assert(v.name_len == 3 && !memcmp(v.name, "grp", 3) && v.as_of == left);
 	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "alice", 5, &v), 0);
 	cr_assert(v.left_seq == left && v.members == 2);
 	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "bob", 3, &v), 0);
 	cr_assert(v.left_seq == 0 && v.members == 2, "bob: a member of 2");
+	cr_assert_eq(v.vis_from, 1, "bob's run spans his role changes");
 	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "zed", 3, &v),
 		     -PARLEY_ENOTFOUND);
 	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len - 1, "bob", 3, &v),
 		     -PARLEY_ECORRUPT);
 	free(ents);
 	cr_assert_eq(chat_open(w.e, &w.clock, &w.c), 0);
-	/* back again: a member */
+	/* back again: a member, reading from the new join ("from join") */
 	cr_assert_eq(change(w.c, CHAT_GOP_ADD, g, "bob", 0,
-			    (const char *[]){"dave"}, 1, NULL), 0);
-	cr_assert_eq(chat_group_left(w.c, g, gl, "dave", 4, &seq, &members), 0);
+			    (const char *[]){"dave"}, 1, &r), 0);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "dave", 4, &seq, &members, &vis), 0);
+	cr_assert_eq(vis, r.seq);
 	world_close(&w);
 	pio_free(w.io);
 }
