@@ -1551,15 +1551,6 @@ static const char *rcpt_errtext(int err)
 				      : parley_strerror(err);
 }
 
-/* retry_after_ms of a refusal: only a busy or moving server asks for one */
-static uint32_t rcpt_retry(int err)
-{
-	return err == -PARLEY_EFULL || err == -PARLEY_ENOMEM ||
-			       err == -PARLEY_EAGAIN || err == -PARLEY_ENOTLEADER
-		       ? 50
-		       : 0;
-}
-
 /* Engine thread: the position (and its receipt events) are durable. */
 static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
 {
@@ -1620,7 +1611,8 @@ static void req_read_marker(struct conn *c, uint32_t rid,
 				x);
 	if (rc) {
 		free(x);
-		conn_error(c, rid, wire_code(rc), false, rcpt_retry(rc),
+		conn_error(c, rid, wire_code(rc), false,
+			   srv_wire_err(rc).retry_after_ms,
 			   rcpt_errtext(rc));
 		return;
 	}
@@ -1681,7 +1673,8 @@ static void req_receipts(struct conn *c, uint32_t rid,
 				 m->after.len, m->limit, receipts_cb, x);
 	if (rc) {
 		free(x);
-		conn_error(c, rid, wire_code(rc), false, rcpt_retry(rc),
+		conn_error(c, rid, wire_code(rc), false,
+			   srv_wire_err(rc).retry_after_ms,
 			   rcpt_errtext(rc));
 		return;
 	}
