@@ -293,7 +293,7 @@ static void list_page(struct list_ctx *x)
 		if (le->vis_from > 1 && upto < le->vis_from - 1)
 			upto = PARLEY_MIN(le->vis_from - 1, le->last_seq);
 		le->unread_from = upto;
-		if (le->last_seq <= upto)
+		if (le->last_seq <= upto || le->gone)
 			continue;
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, le->conv, le->clen);
@@ -338,7 +338,12 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 	struct list_ctx *x = a->x;
 	struct chat_list_ent *le = &x->ents[a->i];
 	struct chat_msg cm;
-	if (r->err) {
+	if (r->err == -PARLEY_ETRIMMED && (le->flags & PARLEY_CONVF_LEFT)) {
+		/* retention removed everything up to the departure: the
+		 * entry stays, with nothing left to show or count */
+		le->last_seq = le->left_seq;
+		le->gone = true;
+	} else if (r->err) {
 		atomic_store(&x->err, r->err);
 	} else if (r->count) {
 		le->last_seq = r->entries[0].seq;

@@ -22,7 +22,9 @@
  *   4. after SIGTERM and after kill -9: name, setting, what a late joiner
  *      reads and the removed member's list are the same.
  *   5. the terminal client: /group set name ..., /group set history all,
- *      a plain member's refused /group set, /list marking a left group.
+ *      a plain member's refused /group set, /list marking a left group;
+ *   6. retention removing the group's history past a member's departure:
+ *      their list still answers (LEFT at the same seq, nothing unread).
  * Counts and contents are asserted, never times.
  */
 #include "itest.h"
@@ -320,6 +322,33 @@ static void test_readd(void)
 	parley_client_free(carol);
 }
 
+/* Retention removes the group's history up to (and past) frank's
+ * departure: his list still answers, the entry LEFT at the same seq with
+ * nothing to count (run last). */
+static void test_left_after_retention(void)
+{
+	struct parley_client *alice = cl("alice"), *frank = cl("frank");
+	IT_OK(parley_client_retention(alice, gid, PARLEY_RETF_SET, 0, 1, NULL));
+	IT_OK(parley_client_send(alice, gid, 1, "kept", 4, NULL));
+	const struct parley_history_page *pg;
+	int trimmed = 0;
+	for (int i = 0; i < 400 && !trimmed; i++) {
+		IT_OK(parley_client_history(alice, gid, 0, 100, &pg));
+		trimmed = pg->count && pg->msgs[pg->count - 1].seq > left_at + 1;
+		if (!trimmed)
+			it_sleep_ms(25);
+	}
+	IT_CHECK(trimmed, "retention never trimmed the group (%u records, "
+		 "oldest %" PRIu64 ")", pg->count,
+		 pg->count ? pg->msgs[pg->count - 1].seq : 0);
+	const struct parley_conv_entry *e = list_find(frank, gid);
+	IT_CHECK(e && (e->flags & PARLEY_CONVF_LEFT) && e->last_seq == left_at &&
+		 e->unread == 0, "frank's entry after retention");
+	parley_client_free(alice);
+	parley_client_free(frank);
+	printf("left after retention: ok\n");
+}
+
 /* ---- 4: restart ------------------------------------------------------------------------- */
 
 static void start(void)
@@ -464,6 +493,7 @@ int main(void)
 	check_after_restart();
 	test_cli();
 	test_readd();
+	test_left_after_retention();
 	it_cleanup();
 	printf("test_group_set: ok\n");
 	return 0;
