@@ -118,7 +118,8 @@ typedef void (*chat_rcpt_mark_cb)(void *arg,
 /* Raises user's read position in conv to seq (>= 1), durably, then
  * appends the receipt pointers (durable too) and calls cb once. Returns 0
  * (cb will run) or (cb will not run) -PARLEY_ENOTFOUND (no such
- * conversation) / -PARLEY_EPERM (user is not a member now) — checked
+ * conversation) / -PARLEY_EPERM (user is not a member now; a group member
+ * who was removed or left may still mark up to their departure) — checked
  * first, then -PARLEY_EINVAL (seq 0), -PARLEY_ENOMEM, -PARLEY_EFULL, and
  * for a group on a node that cannot answer for its membership
  * -PARLEY_ENOTLEADER / -PARLEY_EAGAIN. */

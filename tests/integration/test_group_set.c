@@ -311,6 +311,15 @@ static void test_left_list(void)
 static void test_readd(void)
 {
 	struct parley_client *alice = cl("alice"), *carol = cl("carol");
+	/* removed, carol may still mark what she received (her LEFT entry's
+	 * unread count goes to 0 on every device), nothing after */
+	IT_CHECK(parley_client_read_marker(carol, gid, removed_at + 1, NULL) ==
+		 -PARLEY_EPERM, "a mark past the removal");
+	IT_OK(parley_client_read_marker(carol, gid, removed_at, NULL));
+	const struct parley_conv_entry *l = list_find(carol, gid);
+	IT_CHECK(l && (l->flags & PARLEY_CONVF_LEFT) && l->unread == 0 &&
+		 l->read_seq == removed_at, "carol's LEFT entry after her mark: "
+		 "unread %u", l ? l->unread : 99);
 	IT_OK(parley_client_group_add(alice, gid, (const char *[]){"carol"}, 1, 0, NULL));
 	IT_OK(parley_client_send(alice, gid, 1, "welcome back", 12, NULL));
 	const struct parley_conv_entry *e = list_find(carol, gid);

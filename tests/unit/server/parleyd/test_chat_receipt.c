@@ -345,8 +345,9 @@ static int group_op(struct world *w, uint8_t op, const char *conv,
 
 /* READ_MARKER and RECEIPTS answer "who may" themselves (conn.c only
  * dispatches): a non-member, an unknown conversation, a removed group
- * member are refused before anything is read or written; membership is
- * checked before seq 0. */
+ * member are refused before anything is read or written (the removed
+ * member may still mark up to their removal); membership is checked
+ * before seq 0. */
 Test(chat_receipt, the_service_checks_who_may)
 {
 	struct world w;
@@ -379,7 +380,12 @@ Test(chat_receipt, the_service_checks_who_may)
 	cr_assert_eq(mark(&w, "bob", g, 1, NULL), 0);
 	cr_assert_eq(query(&w, "bob", g, 1, NULL), 0);
 	cr_assert_eq(group_op(&w, CHAT_GOP_REMOVE, g, "alice", "bob", NULL), 0);
-	cr_assert_eq(mark(&w, "bob", g, 2, NULL), -PARLEY_EPERM);
+	/* removed at seq 2: bob may still mark what he received, no more */
+	cr_assert_eq(svc_send(w.c, g, "alice", 77), 3);
+	cr_assert_eq(mark(&w, "bob", g, 3, NULL), -PARLEY_EPERM);
+	struct chat_rcpt_mark_result mr;
+	cr_assert_eq(mark(&w, "bob", g, 2, &mr), 0);
+	cr_assert_eq(mr.read_seq, 2);
 	cr_assert_eq(query(&w, "bob", g, 1, NULL), -PARLEY_EPERM);
 	cr_assert_eq(query(&w, "alice", g, 2, &qr), 0);
 	cr_assert_eq(qr.member_count, 1);
