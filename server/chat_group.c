@@ -8,6 +8,14 @@
  * user's latest interval (older ones chain through `prev`). A role change
  * at seq S closes the user's interval at S - 1 and opens one at S, so an
  * interval list answers "member at seq N, with which role" exactly.
+ * The group's name and settings are the latest CREATE / SET event's
+ * (GROUP_SET is a membership event of op SET: same validation, storage,
+ * apply and snapshot path as the others, adding no interval).
+ *
+ * Snapshots (m/<group>) carry intervals exactly as of their event; their
+ * name and settings are those in memory when the fan-out wrote them (at
+ * or after the event): replay of the later SET events makes them exact,
+ * and a SET that changes nothing on replay is a no-op.
  *
  * Invariants
  *   1. Intervals are only added or closed by chat_groups_on_durable (live,
