@@ -260,9 +260,11 @@ static void list_unread_cb(void *arg, const struct pe_read_result *r)
 			      !memcmp(cm.sender, x->user, x->ulen)))
 				n++;
 		}
-		/* past the scan: the older unread ones count as from others */
-		if (lowest > le->unread_from + 1)
-			n += (uint32_t)PARLEY_MIN(lowest - le->unread_from - 1,
+		/* past the scan: the older unread ones count as from others
+		 * (those retention removed are gone, not unread) */
+		uint64_t floor = PARLEY_MAX(le->unread_from + 1, r->first_seq);
+		if (!r->end && lowest > floor)
+			n += (uint32_t)PARLEY_MIN(lowest - floor,
 						  (uint64_t)UINT32_MAX - n);
 		le->unread = n;
 	}

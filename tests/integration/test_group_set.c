@@ -353,6 +353,12 @@ static void test_left_after_retention(void)
 	const struct parley_conv_entry *e = list_find(frank, gid);
 	IT_CHECK(e && (e->flags & PARLEY_CONVF_LEFT) && e->last_seq == left_at &&
 		 e->unread == 0, "frank's entry after retention");
+	/* a member who never marked anything: only what is left is unread */
+	struct parley_client *erin = cl("erin");
+	e = list_find(erin, gid);
+	IT_CHECK(e && e->unread <= 2, "erin's unread after retention: %u",
+		 e ? e->unread : 999);
+	parley_client_free(erin);
 	parley_client_free(alice);
 	parley_client_free(frank);
 	printf("left after retention: ok\n");
