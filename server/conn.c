@@ -1244,6 +1244,17 @@ static void req_group_change(struct conn *c, uint32_t rid,
 		q.settings = g->settings;
 		u = g->users;
 		n = g->count;
+	} else if (m->type == PARLEY_T_GROUP_SET) {
+		const struct parley_group_set *g = &m->group_set;
+		q.op = CHAT_GOP_SET;
+		q.conv = g->conv.p;
+		q.conv_len = g->conv.len;
+		q.set_fields = g->fields;
+		q.name = g->name.p;
+		q.name_len = g->name.len;
+		q.settings = g->settings;
+		u = NULL;
+		n = 0;
 	} else {
 		const struct parley_group_change *g = &m->group_change;
 		q.op = m->type == PARLEY_T_GROUP_ADD	  ? CHAT_GOP_ADD
@@ -1575,21 +1586,14 @@ static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
 }
 
 /* READ_MARKER / RECEIPTS on (conv, seq): within the history rate limit,
- * the caller may read conv, seq is not 0; then the reply context, else
- * NULL with the ERROR sent. */
+ * the reply context, else NULL with the ERROR sent. Who may (a member,
+ * seq not 0) is chat_receipt.c's rule: its refusal comes back from
+ * chat_rcpt_mark / chat_rcpt_query. */
 static struct rcpt_reply *rcpt_admit(struct conn *c, uint32_t rid,
 				     struct parley_str conv, uint64_t seq)
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return NULL;
-	int rc = chat_conv_access(S(c)->chat, conv.p, conv.len, c->id->user,
-				  c->id->ulen);
-	if (!rc && seq == 0)
-		rc = -PARLEY_EINVAL;
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
-		return NULL;
-	}
 	return rcpt_reply_new(c, rid, conv, seq);
 }
 
@@ -1608,7 +1612,8 @@ static void req_read_marker(struct conn *c, uint32_t rid,
 	if (rc) {
 		free(x);
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+			   srv_wire_err(rc).retry_after_ms,
+			   rcpt_errtext(rc));
 		return;
 	}
 	ctr_add(&S(c)->ctr.read_markers, 1);
@@ -1663,13 +1668,14 @@ static void req_receipts(struct conn *c, uint32_t rid,
 	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	int rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
-				 m->after.p, m->after.len, m->limit,
-				 receipts_cb, x);
+	int rc = chat_rcpt_query(S(c)->chat, c->id->user, c->id->ulen,
+				 m->conv.p, m->conv.len, m->seq, m->after.p,
+				 m->after.len, m->limit, receipts_cb, x);
 	if (rc) {
 		free(x);
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+			   srv_wire_err(rc).retry_after_ms,
+			   rcpt_errtext(rc));
 		return;
 	}
 	c->inflight++;
@@ -1956,7 +1962,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_GROUP_ADD:
 	case PARLEY_T_GROUP_REMOVE:
 	case PARLEY_T_GROUP_LEAVE:
-	case PARLEY_T_GROUP_ROLE: req_group_change(c, rid, m); break;
+	case PARLEY_T_GROUP_ROLE:
+	case PARLEY_T_GROUP_SET: req_group_change(c, rid, m); break;
 	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
