@@ -90,9 +90,17 @@ static struct lmsg *frame_msg(uint16_t kind, uint32_t req_id,
 	return lm;
 }
 
+/* retry_after_ms of an ERROR: the caller's, else the table's default for
+ * the code (errmap.c), so every NOMEM and FULL says when to retry. */
+static uint32_t retry_of(uint32_t code, uint32_t retry)
+{
+	return retry ? retry : srv_wire_err(-(int)code).retry_after_ms;
+}
+
 static struct lmsg *error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 			      const char *text)
 {
+	retry = retry_of(code, retry);
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.retry_after_ms = retry;
@@ -101,17 +109,15 @@ static struct lmsg *error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 }
 
 /* Post an encoded reply to `to`; a reply we cannot allocate
- * becomes a short ERROR NOMEM; if even that fails the request is lost
- * and the client's request times out (logged). */
+ * becomes a short ERROR NOMEM; if even that fails, nothing can answer the
+ * request (its connection would keep it in flight forever): abort. */
 static void post_reply(const struct conn_ref *to,
 		       struct lmsg *m, uint32_t req_id)
 {
 	if (!m)
 		m = error_msg(req_id, PARLEY_ENOMEM, 100, "out of memory");
-	if (!m) {
-		PLOG_E("conn", "reply lost: out of memory", "req=%u", req_id);
-		return;
-	}
+	if (!m)
+		srv_oom("the answer to a request (even ERROR NOMEM)");
 	m->done_req = true;
 	lmsg_post(to, m);
 }
@@ -141,6 +147,8 @@ static void inbuf_release(struct conn *c)
  * head hold whole frames and can be dropped as a whole (slow consumer). */
 static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 {
+	if (c->oom)
+		return; /* a unit was lost: nothing after it may leave */
 	if (c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER &&
 	    c->oq_bytes > S(c)->lim.max_outbound)
 		return; /* already cut off: bytes are dropped, the client resyncs */
@@ -148,7 +156,16 @@ static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 	if (!t || t->cap - t->len < n) {
 		uint32_t cap = (uint32_t)PARLEY_MAX(n, (size_t)OBUF_CHUNK);
 		t = malloc(sizeof *t + cap);
-		PARLEY_ASSERT(t);
+		if (!t) {
+			/* the frame cannot be queued: the connection closes
+			 * (conn_oom_close); the client reconnects, a retried
+			 * SEND is deduplicated and events resume from the
+			 * device's cursor */
+			PLOG_W("conn", "out of memory for the outbound queue: "
+			       "closing the connection", "bytes=%zu", n);
+			c->oom = true;
+			return;
+		}
 		membudget_charge(&S(c)->mem, (int64_t)(sizeof *t + cap));
 		t->next = NULL;
 		t->len = t->off = 0;
@@ -178,6 +195,7 @@ static void tls_flush(struct conn *c)
 }
 
 static void conn_slow_consumer(struct conn *c, const char *why);
+static void conn_oom_close(struct conn *c);
 static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
 static void flush_stash(struct conn *c);
@@ -232,7 +250,7 @@ static void conn_error(struct conn *c, uint32_t req_id, uint32_t code,
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
-	m.error.retry_after_ms = retry;
+	m.error.retry_after_ms = retry_of(code, retry);
 	m.error.text = parley_str_c(text);
 	ctr_add(&S(c)->ctr.errors_sent, 1);
 	conn_send(c, req_id, &m);
@@ -293,6 +311,7 @@ void conn_on_sent(struct conn *c, uint32_t n)
 	else if (!c->oq_head && c->state == CS_DRAINING && !c->inflight &&
 		 !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
+	conn_oom_close(c);
 }
 
 /* ---- inbox delivery (the chat service resolves; we pace and order) ----------------- */
@@ -351,7 +370,8 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 		m->u.sub_closed.err = u->err;
 	} else if (u->what == CHAT_INBOX_TRIMMED) {
 		m = lmsg_new(LM_INBOX, 0);
-		PARLEY_ASSERT(m);
+		if (!m)
+			srv_oom("inbox trim notice for a connection");
 		m->u.inbox.next_seq = u->next_seq;
 		m->u.inbox.trimmed = true;
 	} else {
@@ -371,7 +391,8 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 			total += sz[i] ? sz[i] : INBOX_PACKED(it->p.clen);
 		}
 		m = lmsg_new(LM_INBOX, (uint32_t)total);
-		PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
+		if (!m) /* dropping entries would leave a gap */
+			srv_oom("inbox entries handed over by the engine");
 		uint8_t *blob = m->data + (size_t)u->count * INBOX_HDR;
 		uint32_t off = 0;
 		for (uint32_t i = 0; i < u->count; i++) {
@@ -433,7 +454,8 @@ static void event_cb(void *arg, const struct parley_msg *ev)
 		ph.event.conv = parley_str_c("-");
 		lm = frame_msg(LM_EVENT, 0, &ph);
 	}
-	PARLEY_ASSERT(lm);
+	if (!lm) /* the connection waits for this seq: dropping it stalls it */
+		srv_oom("resolved EVENT");
 	lm->u.event.inbox_seq = r->p.inbox_seq;
 	lm->u.event.t_start_ns = r->t_start;
 	lmsg_post(&r->to, lm);
@@ -471,7 +493,12 @@ static void stash_insert(struct conn *c, uint64_t seq, uint64_t t_start,
 			 const uint8_t *p, uint32_t len)
 {
 	struct ev_stash *e = malloc(sizeof *e + len);
-	PARLEY_ASSERT(e);
+	if (!e) { /* a gap on a live connection: close it instead */
+		PLOG_W("conn", "out of memory for an event: closing the "
+		       "connection", "inbox_seq=%" PRIu64, seq);
+		c->oom = true;
+		return;
+	}
 	e->inbox_seq = seq;
 	e->t_start = t_start;
 	e->len = len;
@@ -548,7 +575,12 @@ static void pend_push(struct conn *c, uint64_t now, uint64_t seq, bool ready,
 		      const uint8_t *q, uint32_t len)
 {
 	struct resolve *r = malloc(sizeof *r + (ready ? len : 0));
-	PARLEY_ASSERT(r);
+	if (!r) { /* a gap on a live connection: close it instead */
+		PLOG_W("conn", "out of memory for an event: closing the "
+		       "connection", "inbox_seq=%" PRIu64, seq);
+		c->oom = true;
+		return;
+	}
 	r->next = NULL;
 	r->to = c->sk.ref;
 	r->t_taken = now;
@@ -825,8 +857,8 @@ static void conn_slow_consumer(struct conn *c, const char *why)
 	loop_conn_kick(c);
 }
 
-void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
-		const char *text)
+static void on_drain(struct conn *c, uint16_t reason,
+		     uint32_t retry_after_ms, const char *text)
 {
 	if (c->state == CS_CLOSING || c->state == CS_DRAINING)
 		return;
@@ -846,7 +878,7 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 		loop_conn_close(c, "drained");
 }
 
-void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
+static void on_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 {
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING)
@@ -877,7 +909,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	    now_ns - c->last_rx_ns > (uint64_t)s->lim.idle_timeout_ms * 1000000ull) {
 		ctr_add(&s->ctr.idle_closes, 1);
 		if (c->state == CS_READY)
-			conn_drain(c, PARLEY_GOAWAY_IDLE, 0, "idle timeout");
+			on_drain(c, PARLEY_GOAWAY_IDLE, 0, "idle timeout");
 		else
 			loop_conn_close(c, "idle timeout");
 		return;
@@ -885,7 +917,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	/* token_exp_ms is the auth hook's session deadline (exp + leeway, see
 	 * jwt_expired_at): the same instant AUTH starts refusing the token */
 	if (c->state == CS_READY && c->token_exp_ms && now_ms >= c->token_exp_ms) {
-		conn_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
+		on_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
 		return;
 	}
 	uint64_t slow_ns = (uint64_t)s->lim.slow_consumer_ms * 1000000ull;
@@ -1339,7 +1371,8 @@ static void sync_cb(void *arg, const struct chat_sync_info *r)
 {
 	struct reply_ctx *x = arg;
 	struct lmsg *m = lmsg_new(LM_SYNC_DONE, 0);
-	PARLEY_ASSERT(m);
+	if (!m) /* the subscription exists: nothing could end it */
+		srv_oom("SYNC completion");
 	m->u.sync.req_id = x->req_id;
 	m->u.sync.err = r->err;
 	m->u.sync.cursor = r->cursor;
@@ -2026,6 +2059,17 @@ static size_t frame_total(const uint8_t *p, size_t n)
 	return n >= 4 ? 4 + (size_t)le_get32(p) : 0;
 }
 
+/* The partial frame cannot be kept: the stream cannot continue. A
+ * fatal ERROR NOMEM (retry after 1 s) tells the client to reconnect;
+ * requests already taken are answered before the close. */
+static void inbuf_nomem(struct conn *c)
+{
+	PLOG_W("conn", "out of memory for a partial frame: closing the "
+	       "connection", "have=%u", c->inlen);
+	inbuf_release(c);
+	conn_error(c, 0, PARLEY_ENOMEM, true, 1000, "out of memory");
+}
+
 /* Keeps the unparsed tail p[0..rem) as the connection's partial frame
  * (inbuf empty before). */
 static void inbuf_keep(struct conn *c, const uint8_t *p, size_t rem)
@@ -2035,7 +2079,10 @@ static void inbuf_keep(struct conn *c, const uint8_t *p, size_t rem)
 	if (total && total < cap)
 		cap = PARLEY_MAX(total, rem);
 	c->inbuf = malloc(cap);
-	PARLEY_ASSERT(c->inbuf);
+	if (!c->inbuf) {
+		inbuf_nomem(c);
+		return;
+	}
 	membudget_charge(&S(c)->mem, (int64_t)cap);
 	c->incap = (uint32_t)cap;
 	memcpy(c->inbuf, p, rem);
@@ -2072,7 +2119,10 @@ static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
 		else if (total) /* over the limit: parse_frames rejects it */
 			cap = need;
 		uint8_t *nb = realloc(c->inbuf, cap);
-		PARLEY_ASSERT(nb);
+		if (!nb) {
+			inbuf_nomem(c);
+			return;
+		}
 		membudget_charge(&S(c)->mem, (int64_t)cap - (int64_t)c->incap);
 		c->inbuf = nb;
 		c->incap = (uint32_t)cap;
@@ -2092,7 +2142,7 @@ static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
 		inbuf_release(c);
 }
 
-void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n)
+static void on_recv(struct conn *c, const uint8_t *p, uint32_t n)
 {
 	c->last_rx_ns = parley_mono_ns();
 	if (!c->ssl) {
@@ -2163,6 +2213,34 @@ static void ack_latency(struct srv *s, uint64_t t0)
 	ctr_add(&s->ctr.ack_lat_bucket[b], 1);
 }
 
+/* A buffer the connection needed could not be allocated during this
+ * entry point (c->oom): close it now, at the top level, where nothing of
+ * it is in use any more. */
+static void conn_oom_close(struct conn *c)
+{
+	if (c->oom && c->state != CS_CLOSING)
+		loop_conn_close(c, "out of memory");
+}
+
+void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n)
+{
+	on_recv(c, p, n);
+	conn_oom_close(c);
+}
+
+void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
+{
+	on_tick(c, now_ns, now_ms);
+	conn_oom_close(c);
+}
+
+void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
+		const char *text)
+{
+	on_drain(c, reason, retry_after_ms, text);
+	conn_oom_close(c);
+}
+
 void conn_on_msg(struct conn *c, struct lmsg *m)
 {
 	switch (m->kind) {
@@ -2194,7 +2272,7 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 			       parley_errname(m->u.sub_closed.err));
 			/* The engine frees a closed subscription on unsubscribe. */
 			sub_end(c);
-			conn_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
+			on_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
 				   "inbox unavailable, reconnect");
 		}
 		break;
@@ -2210,4 +2288,5 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 	if (c->state == CS_DRAINING && !c->oq_head && !c->inflight &&
 	    !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
+	conn_oom_close(c);
 }
