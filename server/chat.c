@@ -1077,8 +1077,11 @@ static void *fanout_main(void *arg)
 		while (!c->qhead && !(c->stop && c->npending == 0)) {
 			struct timespec dl;
 			clock_gettime(CLOCK_REALTIME, &dl);
+			/* jobs finishing do not wake us (job_done_locked):
+			 * wake at the leadership poll's pace, which also
+			 * keeps checkpoints within CHAT_CKPT_INTERVAL_MS */
 			uint64_t ns = (uint64_t)dl.tv_nsec +
-				      CHAT_CKPT_INTERVAL_MS * 1000000ull;
+				      CHAT_LEAD_POLL_MS * 1000000ull;
 			dl.tv_sec += (time_t)(ns / 1000000000ull);
 			dl.tv_nsec = (long)(ns % 1000000000ull);
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
