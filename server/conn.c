@@ -23,6 +23,12 @@
  * and loop_post() them. Everything else runs on the connection's loop
  * thread.
  *
+ * Allocation failure (docs/SERVER.md, "Errors and allocation failure"):
+ * a request's memory -> ERROR NOMEM with a retry_after, the connection
+ * lives; the connection's own buffers -> c->oom, nothing more is queued
+ * and conn_oom_close closes it at the end of the entry point; a hand-over
+ * from an engine thread that cannot be allocated -> srv_oom (abort).
+ *
  * Ownership: each callback context is malloc'd by the loop-side handler
  * and freed by the callback that finishes it. A subscription's context
  * (struct sub_arg) is freed by the chat service once the subscription is
