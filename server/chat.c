@@ -770,8 +770,16 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Issues one planned append; while the shard queue is full, retries
- * (wait) or returns -PARLEY_EFULL. */
+/* A fan-out append refused for want of room (the shard's queue, or memory
+ * for the engine's copy) is retried, never skipped: a skipped inbox
+ * pointer would be a gap no recovery fills once the cursor passes it. */
+static bool fanout_retry(int rc)
+{
+	return rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM;
+}
+
+/* Issues one planned append; while there is no room (fanout_retry),
+ * retries (wait) or returns -PARLEY_EFULL. */
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 			pe_append_cb cb, void *arg, bool wait)
 {
@@ -784,8 +792,10 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
 		int rc = pe_append(c->e, &q, cb, arg);
-		if (rc != -PARLEY_EFULL || !wait)
+		if (!fanout_retry(rc))
 			return rc;
+		if (!wait)
+			return -PARLEY_EFULL;
 		sleep_ms(1);
 	}
 }
@@ -935,8 +945,8 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		memcpy(q.producer, it->producer, 16);
-		while ((rc = pe_append(c->e, &q, fanout_append_cb, gi->j)) ==
-		       -PARLEY_EFULL)
+		while (fanout_retry(rc = pe_append(c->e, &q, fanout_append_cb,
+						  gi->j)))
 			sleep_ms(1);
 	} else {
 		rc = fanout_issue(c, it, fanout_append_cb, gi->j, true);
@@ -960,8 +970,13 @@ static void fanout_run_group(struct chat *c, struct job *j)
 				       .type = j->type, .len = j->rec_len,
 				       .payload = j->rec};
 		unsigned cnt = 0;
-		int rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
-					    group_issue, &gi, &cnt);
+		int rc;
+		/* out of memory half-way: again (the appends issued are
+		 * idempotent), never skipped */
+		while ((rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
+						group_issue, &gi, &cnt)) ==
+		       -PARLEY_ENOMEM)
+			sleep_ms(1);
 		if (rc)
 			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
@@ -984,7 +999,7 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		uint32_t n = 0;
 		struct pe_read_result meta;
 		int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
-		if (rc == -PARLEY_EFULL) {
+		if (fanout_retry(rc)) {
 			sleep_ms(1);
 			continue;
 		}
@@ -1002,8 +1017,11 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		}
 		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
 			unsigned cnt = 0;
-			rc = chat_groups_fanout(c->groups, j->conv, j->len, &ents[i],
-						group_issue, &gi, &cnt);
+			while ((rc = chat_groups_fanout(c->groups, j->conv,
+							j->len, &ents[i],
+							group_issue, &gi,
+							&cnt)) == -PARLEY_ENOMEM)
+				sleep_ms(1);
 			if (rc)
 				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 				       PRIu64 " err=%s", (int)j->len, j->conv,
