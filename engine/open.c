@@ -111,7 +111,8 @@ static void engine_free(struct pe_engine *e)
 					struct req *n = lists[l]->next;
 					if (lists[l]->kind == REQ_UNSUBSCRIBE)
 						sub_free(lists[l]->sub);
-					if (lists[l]->kind == REQ_READ_DONE)
+					if (lists[l]->kind == REQ_READ_DONE ||
+					    lists[l]->kind == REQ_SUB_READ_DONE)
 						hist_read_free(lists[l]); /* abort */
 					else
 						free(lists[l]);

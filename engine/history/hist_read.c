@@ -161,8 +161,15 @@ struct hread {
 	uint64_t t_disp, t_start, t_end;
 };
 
+struct hsubread;
+static void hsub_free(struct hsubread *h);
+
 void hist_read_free(struct req *r)
 {
+	if (r->kind == REQ_SUB_READ_DONE) { /* pe_abort: the sub is left alone */
+		hsub_free(r->out);
+		return;
+	}
 	struct hread *h = r->out;
 	if (h) {
 		history_hold_free(h->hold);
@@ -281,16 +288,27 @@ int hist_read_dispatch(struct shard *sh, struct req *r, struct part *p,
 	return 0;
 }
 
-/* Reads that waited for a slot (invariant 2), in order. */
+/* Reads and tails that waited for a slot (invariant 2), in order. */
 static void hist_read_kick(struct shard *sh)
 {
-	while (sh->rd_wait && sh->rd_inflight < sh->e->opt.read_queue_depth) {
+	uint32_t depth = sh->e->opt.read_queue_depth;
+	while (sh->rd_wait && sh->rd_inflight < depth) {
 		struct req *r = sh->rd_wait;
 		sh->rd_wait = r->next;
 		if (!sh->rd_wait)
 			sh->rd_wait_tail = NULL;
 		r->next = NULL;
 		shard_req_read(sh, r);
+	}
+	while (sh->sub_wait && sh->rd_inflight < depth) {
+		struct pe_sub *sub = sh->sub_wait;
+		sh->sub_wait = sub->wnext;
+		if (!sh->sub_wait)
+			sh->sub_wait_tail = NULL;
+		sub->wnext = NULL;
+		sub->rd_waiting = false;
+		if (!atomic_load(&sub->dead) && sub->attached && !sub->paused)
+			sub_start(sh, sub);
 	}
 }
 
@@ -333,5 +351,109 @@ void hist_read_done(struct shard *sh, struct req *r)
 	}
 	r->cb.read(r->arg, &res);
 	hist_read_free(r);
+	hist_read_kick(sh);
+}
+
+/* ---- tails catching up from history ------------------------------------------------ */
+
+/* One chunk of a subscription's backlog below the memtable (log/sub.c):
+ * the same snapshot as a read (the view; nothing from the memtable), the
+ * entries handed to sub_hist_deliver on the shard. The subscription is
+ * not freed while its chunk is out (pe_sub.free_pending). */
+struct hsubread {
+	struct rpool_job job;       /* first */
+	struct req *done;           /* REQ_SUB_READ_DONE, out = this */
+	struct pe_engine *e;
+	struct pe_sub *sub;
+	struct hpart_view *view;
+	struct history_read_req q;  /* q.key points into sub->key */
+	struct pe_entry *out;       /* q.limit entries */
+	int rc;
+	struct history_read_res hr;
+	struct history_hold *hold;
+	uint64_t t_disp, t_start, t_end;
+};
+
+static void hsub_free(struct hsubread *h)
+{
+	history_hold_free(h->hold);
+	hpart_view_free(h->view);
+	free(h->out);
+	free(h->done);
+	free(h);
+}
+
+static void hsub_run(struct rpool_job *j)
+{
+	struct hsubread *h = (struct hsubread *)j;
+	h->t_start = parley_mono_ns();
+	h->rc = hpart_view_read(h->view, &h->q, h->out, &h->hr, &h->hold);
+	h->t_end = parley_mono_ns();
+	h->done->out = h;
+	PARLEY_ASSERT(shard_push(h->e, h->done) == 0); /* always gets through */
+}
+
+static void hsub_drop(struct rpool_job *j)
+{
+	hsub_free((struct hsubread *)j);
+}
+
+int hist_read_sub(struct shard *sh, struct pe_sub *sub, struct part *p,
+		  struct stream *s, uint32_t want)
+{
+	struct hsubread *h = calloc(1, sizeof *h);
+	struct req *d = calloc(1, sizeof *d);
+	struct pe_entry *out = malloc(sizeof *out * want);
+	int rc = h && d && out ? 0 : -PARLEY_ENOMEM;
+	if (!rc)
+		rc = hpart_view_get(p->hist, sub->key, sub->klen, &h->view);
+	if (rc) {
+		free(h);
+		free(d);
+		free(out);
+		return rc;
+	}
+	d->kind = REQ_SUB_READ_DONE;
+	d->part = sub->part;
+	h->done = d;
+	h->out = out;
+	h->e = sh->e;
+	h->sub = sub;
+	h->q = (struct history_read_req){
+		.key = sub->key, .klen = sub->klen, .from = sub->next_seq,
+		.dir = PE_FORWARD, .limit = want, .below = s->mem_first,
+		.first_retained = s->first_seq};
+	h->job.run = hsub_run;
+	h->job.drop = hsub_drop;
+	h->t_disp = parley_mono_ns();
+	sub->rd_flight = true;
+	sh->rd_inflight++;
+	rpool_push(&sh->e->rpool, &h->job, false);
+	return 0;
+}
+
+void hist_read_sub_wait(struct shard *sh, struct pe_sub *sub)
+{
+	if (sub->rd_waiting)
+		return;
+	sub->rd_waiting = true;
+	sub->wnext = NULL;
+	if (sh->sub_wait_tail)
+		sh->sub_wait_tail->wnext = sub;
+	else
+		sh->sub_wait = sub;
+	sh->sub_wait_tail = sub;
+}
+
+void hist_read_sub_done(struct shard *sh, struct req *r)
+{
+	struct hsubread *h = r->out;
+	PARLEY_ASSERT(sh->rd_inflight > 0);
+	sh->rd_inflight--;
+	stage_hist_add(&sh->hist[PE_STAGE_READ_QUEUE], h->t_start - h->t_disp);
+	stage_hist_add(&sh->hist[PE_STAGE_READ_IO], h->t_end - h->t_start);
+	sub_hist_deliver(sh, h->sub, h->rc, h->out, h->rc ? 0 : h->hr.count,
+			 h->q.below);
+	hsub_free(h); /* frees r (h->done) too */
 	hist_read_kick(sh);
 }

@@ -86,6 +86,11 @@ struct pe_sub {
 	bool paused;
 	bool in_catchup;
 	bool attached;
+	bool rd_flight;         /* a history chunk is in the read pool */
+	bool rd_waiting;        /* on the shard's sub_wait list */
+	bool free_pending;      /* unsubscribed while rd_flight: freed when
+				   the chunk comes back */
+	struct pe_sub *wnext;   /* shard's sub_wait list */
 	struct pe_sub *next;    /* stream's list */
 	struct pe_sub *cnext;   /* shard's catch-up list */
 	uint8_t klen;
@@ -233,6 +238,8 @@ enum req_kind {
 	REQ_TICK,      /* a Raft tick for every group of the shard */
 	REQ_READ_DONE, /* a history read came back from the read pool
 			  (history/hist_read.c); out = its struct hread */
+	REQ_SUB_READ_DONE, /* a tail's history chunk came back from the
+			      read pool; out = its struct hsubread */
 	REQ_HS_DONE,   /* a HARDSTATE store finished (log/part_raft.c):
 			  index = its generation, from = -result */
 };
@@ -314,6 +321,7 @@ struct shard {
 	/* history reads in the read pool (history/hist_read.c) */
 	uint32_t rd_inflight;
 	struct req *rd_wait, *rd_wait_tail; /* reads waiting for a slot */
+	struct pe_sub *sub_wait, *sub_wait_tail; /* tails waiting for one */
 	struct bcache *cache;   /* decompressed history blocks, this shard's */
 	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
 	uint64_t next_tick_ms;  /* periodic retention compaction */
@@ -477,6 +485,8 @@ void sub_start(struct shard *sh, struct pe_sub *sub);
 void sub_run_catchup(struct shard *sh);
 void sub_notify(struct shard *sh, struct stream *s);
 void sub_detach(struct shard *sh, struct pe_sub *sub);
+void sub_hist_deliver(struct shard *sh, struct pe_sub *sub, int rc,
+		      const struct pe_entry *batch, uint32_t n, uint64_t below);
 
 /* log/shard.c */
 uint64_t engine_clock(struct pe_engine *e);
@@ -527,6 +537,10 @@ int hist_read_dispatch(struct shard *sh, struct req *r, struct part *p, struct s
 void hist_read_wait(struct shard *sh, struct req *r);
 void hist_read_done(struct shard *sh, struct req *r);
 void hist_read_free(struct req *r);
+int hist_read_sub(struct shard *sh, struct pe_sub *sub, struct part *p,
+		  struct stream *s, uint32_t want);
+void hist_read_sub_done(struct shard *sh, struct req *r);
+void hist_read_sub_wait(struct shard *sh, struct pe_sub *sub);
 
 /* manifest.c */
 int manifest_read(struct pe_engine *e, bool *exists);

@@ -79,7 +79,7 @@ int shard_push(struct pe_engine *e, struct req *r)
 	 * reach its shard) */
 	bool forced = r->kind == REQ_STOP || r->kind == REQ_UNSUBSCRIBE ||
 		      r->kind == REQ_HIST_DONE || r->kind == REQ_READ_DONE ||
-		      r->kind == REQ_HS_DONE;
+		      r->kind == REQ_SUB_READ_DONE || r->kind == REQ_HS_DONE;
 	if (atomic_load(&e->closing) && !forced)
 		return -PARLEY_ECLOSED;
 	struct shard *sh = shard_of(e, r->part);
@@ -452,6 +452,9 @@ static void shard_process(struct shard *sh)
 		case REQ_READ_DONE:
 			hist_read_done(sh, r);
 			break;
+		case REQ_SUB_READ_DONE:
+			hist_read_sub_done(sh, r);
+			break;
 		case REQ_HS_DONE: {
 			int rc = part_raft_hs_done(sh, r);
 			if (rc)
@@ -531,6 +534,7 @@ void *shard_main(void *arg)
 		hist_job_tick(sh);
 		if (sh->stopping && !sh->backlog && !sh->dirty &&
 		    !hist_job_busy(sh) && !sh->rd_inflight && !sh->rd_wait &&
+		    !sh->sub_wait &&
 		    !sh->hs_flight &&
 		    (sh->fatal ||
 		     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {

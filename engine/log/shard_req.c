@@ -361,6 +361,9 @@ void shard_req_unsubscribe(struct shard *sh, struct req *r)
 	sub_detach(sh, sub);
 	if (r->cb.generic)
 		r->cb.generic(r->arg);
-	sub_free(sub);
+	if (sub->rd_flight)
+		sub->free_pending = true; /* freed when its chunk is back */
+	else
+		sub_free(sub);
 	free(r);
 }

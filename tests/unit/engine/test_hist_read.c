@@ -14,6 +14,9 @@
  *     the shard thread (the thread that runs append callbacks).
  *   - A compaction that retires the segments of a read in flight does not
  *     free them under it (the read completes with the right entries).
+ *   - Tails catching up from history (chunks read by the pool) through
+ *     flushes and compactions get every entry once, in order; a tail
+ *     ended while its chunk is in the pool is freed when it comes back.
  *
  * Seed: PARLEY_TEST_SEED (printed) drives the readers' choices.
  */
@@ -321,5 +324,108 @@ Test(hist_read, compaction_under_reads_in_flight_keeps_their_segments)
 			cr_assert_eq(atomic_load(&qs[i].calls), 1);
 			cr_assert(qs[i].ok, "round %d read %d: wrong entries", round, i);
 		}
+	}
+}
+
+/* ---- tails catching up from history ------------------------------------------------ */
+
+struct tail {
+	pthread_mutex_t mu;
+	uint64_t next;          /* next seq expected */
+	char err[256];
+	atomic_int closed;
+};
+
+static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
+			       const struct pe_sub_update *u)
+{
+	(void)sub;
+	struct tail *t = arg;
+	pthread_mutex_lock(&t->mu);
+	if (u->event == PE_SUB_ENTRIES) {
+		for (uint32_t i = 0; i < u->count && !t->err[0]; i++) {
+			if (u->entries[i].seq != t->next || !payload_ok(&u->entries[i]))
+				snprintf(t->err, sizeof t->err,
+					 "got seq %" PRIu64 ", expected %" PRIu64,
+					 u->entries[i].seq, t->next);
+			t->next++;
+		}
+	} else if (u->event == PE_SUB_CLOSED) {
+		atomic_store(&t->closed, 1);
+	} else if (!t->err[0]) {
+		snprintf(t->err, sizeof t->err, "unexpected event %d", (int)u->event);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return PE_SUB_CONTINUE;
+}
+
+static void unsub_done(void *arg)
+{
+	atomic_store((atomic_int *)arg, 1);
+}
+
+static uint64_t tail_next(struct tail *t)
+{
+	pthread_mutex_lock(&t->mu);
+	uint64_t n = t->next;
+	pthread_mutex_unlock(&t->mu);
+	return n;
+}
+
+Test(hist_read, tails_catch_up_from_history_through_flushes_exactly_once,
+     .timeout = 600)
+{
+	open_engine(2, 4);
+	atomic_store(&appended, 0);
+	append_n(1500);
+	cr_assert_eq(pe_flush_sync(eng, 0), 0);
+	append_n(100);
+	enum { NT = 4 };
+	static struct tail ts[NT];
+	struct pe_sub *subs[NT];
+	for (int i = 0; i < NT; i++) {
+		ts[i] = (struct tail){.next = 1 + (uint64_t)i * 300};
+		pthread_mutex_init(&ts[i].mu, NULL);
+		cr_assert_eq(pe_subscribe(eng, KEY, strlen(KEY), ts[i].next,
+					  tail_cb, &ts[i], &subs[i]), 0);
+	}
+	/* while they catch up: more appends, flushes and compactions move
+	 * entries from the memtable to segments and replace segments */
+	for (int round = 0; round < 60; round++) {
+		append_n(25);
+		cr_assert_eq(pe_flush_sync(eng, 0), 0);
+		if (round % 10 == 9)
+			cr_assert_eq(pe_compact_sync(eng, 0, true), 0);
+	}
+	uint64_t last = atomic_load(&appended);
+	for (int i = 0; i < NT; i++) {
+		for (int k = 0; k < 20000 && tail_next(&ts[i]) <= last &&
+		     !ts[i].err[0]; k++)
+			usleep(500);
+		pthread_mutex_lock(&ts[i].mu);
+		cr_assert_eq(ts[i].err[0], '\0', "tail %d: %s", i, ts[i].err);
+		cr_assert_eq(ts[i].next, last + 1, "tail %d", i);
+		pthread_mutex_unlock(&ts[i].mu);
+	}
+	struct pe_stage_hist st[PE_STAGE_COUNT];
+	pe_stage_stats(eng, st);
+	cr_assert_gt(st[PE_STAGE_READ_IO].count, 0, "no chunk went to the pool");
+	for (int i = 0; i < NT; i++)
+		cr_assert_eq(pe_unsubscribe(subs[i], NULL, NULL), 0);
+	/* subscriptions ended while their chunk is in the pool */
+	for (int i = 0; i < 200; i++) {
+		struct tail t = {.next = 1};
+		pthread_mutex_init(&t.mu, NULL);
+		struct pe_sub *sub;
+		cr_assert_eq(pe_subscribe(eng, KEY, strlen(KEY), 1, tail_cb, &t,
+					  &sub), 0);
+		atomic_int done = 0;
+		cr_assert_eq(pe_unsubscribe(sub, unsub_done, &done), 0);
+		for (int k = 0; k < 20000 && !atomic_load(&done); k++)
+			usleep(100);
+		cr_assert(atomic_load(&done));
+		pthread_mutex_lock(&t.mu);
+		cr_assert_eq(t.err[0], '\0', "%s", t.err);
+		pthread_mutex_unlock(&t.mu);
 	}
 }

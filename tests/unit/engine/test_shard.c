@@ -14,7 +14,8 @@
  * progress, never wall-clock time.
  *
  * Two more, same method: a history read of flushed entries (block cache
- * misses: pread + zstd) is served by the read pool, not the shard; and a
+ * misses: pread + zstd) and a tail's catch-up from history are served by
+ * the read pool, not the shard; and a
  * replicated group's vote waits for its HARDSTATE store (held at the same
  * kind of gate) while the shard keeps serving — and the vote response is
  * sent only after the store's rename reached a directory sync (persist
@@ -414,6 +415,20 @@ static void wait_ring_thread(void)
 	cr_assert_fail("no shard thread waited on its ring");
 }
 
+static _Atomic uint64_t tail_next;
+
+static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
+			       const struct pe_sub_update *u)
+{
+	(void)arg;
+	(void)sub;
+	if (u->event == PE_SUB_ENTRIES)
+		for (uint32_t i = 0; i < u->count; i++)
+			if (u->entries[i].seq == atomic_load(&tail_next))
+				atomic_fetch_add(&tail_next, 1);
+	return PE_SUB_CONTINUE;
+}
+
 Test(shard, history_reads_of_flushed_entries_run_off_the_shard)
 {
 	watch_init();
@@ -453,6 +468,18 @@ Test(shard, history_reads_of_flushed_entries_run_off_the_shard)
 	pe_stage_stats(eng, st);
 	cr_assert_eq(st[PE_STAGE_READ_IO].count, 2, "two reads went to the pool");
 	cr_assert_eq(st[PE_STAGE_READ_QUEUE].count, 2);
+	/* a tail from the start catches up through history (pool chunks) */
+	cr_assert_eq(pe_flush_sync(eng, 0), 0); /* blocks not cached yet */
+	struct pe_sub *sub;
+	atomic_store(&tail_next, 1);
+	cr_assert_eq(pe_subscribe(eng, a, strlen(a), 1, tail_cb, NULL, &sub), 0);
+	for (int i = 0; i < 10000 && atomic_load(&tail_next) <= 320; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&tail_next), 321);
+	cr_assert_eq(pe_unsubscribe(sub, NULL, NULL), 0);
+	pe_stage_stats(eng, st);
+	cr_assert_gt(st[PE_STAGE_READ_IO].count, 2, "the tail's chunks went to the pool");
+	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
 }
 
 /* ---- HARDSTATE: persist before send, off the shard ---------------------------------- */
