@@ -41,7 +41,13 @@
  *                      partition, used only on its shard thread, except
  *                      that a flush or compaction job in flight is run by
  *                      a history worker thread (struct hworker) and handed
- *                      back to the shard (REQ_HIST_DONE) for its commit.
+ *                      back to the shard (REQ_HIST_DONE) for its commit,
+ *                      and that history reads run on the read pool (struct
+ *                      rpool) over a snapshot (struct hpart_view: its own
+ *                      references on the segment readers), answered back
+ *                      on the shard (REQ_READ_DONE, REQ_SUB_READ_DONE).
+ *   struct bcache      one per shard, shared by the shard and the read pool
+ *                      (thread-safe, lock shards).
  *   struct fsrc        a frozen copy of the memtable's entry pointers for
  *                      one flush job; the entries it names are not freed
  *                      while the job is in flight (flush_st).

@@ -41,13 +41,12 @@
  *      manifest stores, new segment readers, dictionary training and file
  *      removals run on the WAL's prep thread or the history workers and
  *      come back through the inbox (REQ_HIST_DONE) or wal_poll.
- *      History reads of entries the memtable no longer holds (REQ_READ)
- *      run on the read pool (history/hist_read.c) and come back as
- *      REQ_READ_DONE; a live HARDSTATE store (a term or vote change)
- *      runs there too and comes back as REQ_HS_DONE (log/part_raft.c).
- *      tests/unit/engine/test_shard.c checks it. Not yet moved: a tail's
- *      catch-up from history (log/sub.c) still reads segment blocks here
- *      (block cache misses only).
+ *      History reads of entries the memtable no longer holds (REQ_READ,
+ *      a tail's catch-up chunks) run on the read pool (history/
+ *      hist_read.c) and come back as REQ_READ_DONE / REQ_SUB_READ_DONE;
+ *      a live HARDSTATE store (a term or vote change) runs there too and
+ *      comes back as REQ_HS_DONE (log/part_raft.c).
+ *      tests/unit/engine/test_shard.c checks it.
 
  */
 #include <errno.h>
