@@ -382,7 +382,12 @@ struct pe_read_result {
 };
 typedef void (*pe_read_cb)(void *arg, const struct pe_read_result *r);
 
-/* A stream that does not exist reads as empty (count 0, end true). */
+/* A stream that does not exist reads as empty (count 0, end true).
+ * A read sees the stream as it was when its shard took the read (its
+ * place in the shard's queue, after every request queued before it); a
+ * read that needs history entries is served by the read pool and answered
+ * later, so read callbacks may run in another order than the reads were
+ * issued. */
 int pe_read(struct pe_engine *e, const struct pe_read_req *req, pe_read_cb cb,
 	    void *arg);
 
