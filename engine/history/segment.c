@@ -1134,7 +1134,10 @@ static int idem_acquire(struct seg_reader *r, struct seg_idemref *ref)
 {
 	ref->s = NULL;
 	ref->it = NULL;
-	if (!r->cache) {
+	if (!r->cache ||
+	    atomic_load_explicit(&r->retired, memory_order_acquire)) {
+		/* kept by the reader, as for a reader without a cache (a
+		 * retired one lives only until its last read is done) */
 		pthread_mutex_lock(&r->idem_mu);
 		int rc = r->idem_own ? 0 : idem_load(r, &r->idem_own);
 		ref->s = r->idem_own;
