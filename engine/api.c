@@ -107,7 +107,8 @@ void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out)
 const char *pe_stage_name(enum pe_stage s)
 {
 	static const char *const names[PE_STAGE_COUNT] = {
-		"queue", "fill", "sync", "apply", "callback"};
+		"queue", "fill", "sync", "apply", "callback", "read_queue",
+		"read_io"};
 	return (unsigned)s < PE_STAGE_COUNT ? names[s] : NULL;
 }
 

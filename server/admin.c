@@ -112,8 +112,9 @@ static const struct ctr_metric {
 };
 
 /*
- * The engine's per-stage append timing (parley_engine.h, pe_stage_stats) as
- * one Prometheus histogram family, parley_engine_stage_seconds{stage=...}.
+ * The engine's per-stage append and history read timing (parley_engine.h,
+ * pe_stage_stats) as one Prometheus histogram family,
+ * parley_engine_stage_seconds{stage=...}.
  * The engine keeps log2 buckets (bucket b: below 2^b ns); buckets under
  * 1 us fold into the first one shown and those over ~17 s into +Inf, which
  * keeps the family at 26 lines per stage.
@@ -128,7 +129,10 @@ static void stage_histograms(struct srv_text *o, struct pe_engine *e)
 	srv_text_put(o, "# HELP %s Time an engine append spends per stage: queue "
 	       "(submitted -> its shard takes it), fill (-> its WAL batch is "
 	       "submitted), sync (one batch's write+fdatasync), apply, "
-	       "callback.\n# TYPE %s histogram\n", h, h);
+	       "callback; and a history read (entries no longer in memory, "
+	       "served by the read pool): read_queue (handed to the pool -> "
+	       "started), read_io (block cache, pread, zstd).\n"
+	       "# TYPE %s histogram\n", h, h);
 	for (unsigned k = 0; k < PE_STAGE_COUNT; k++) {
 		const char *name = pe_stage_name((enum pe_stage)k);
 		uint64_t cum = 0;
