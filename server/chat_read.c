@@ -221,9 +221,13 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 			       .clen = (uint16_t)clen, .group = group,
 			       .vis_from = vis_from};
 	memcpy(x->conv, conv, clen);
+	/* linearizable (ReadIndex, docs/CLUSTER.md "Consistency"): a node
+	 * that cannot confirm with its partition's leader answers NOTLEADER
+	 * or AGAIN, never a stale page */
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = before_seq ? before_seq - 1 : UINT64_MAX,
-				.dir = PE_BACKWARD, .limit = limit};
+				.dir = PE_BACKWARD, .limit = limit,
+				.linearizable = true};
 	rc = pe_read(chat_engine(c), &q, hist_cb, x);
 	if (rc) {
 		free(x);
