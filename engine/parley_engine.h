@@ -524,8 +524,8 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      leader loses its leadership before the quorum answers (a deposed
  *      leader never answers from its stale state), or when it is not
  *      confirmed within 3 election timeouts (counted in ticks) on a
- *      follower; on a leader with -PARLEY_EAGAIN before it committed in
- *      its term or when that bound passes. pe_close answers proposals still
+ *      follower; on a leader with -PARLEY_EAGAIN when that bound passes
+ *      (a new leader waits for its first commit within it). pe_close answers proposals still
  *      waiting for a quorum, and such reads, with -PARLEY_ECLOSED.
  *   8. Catch-up is by log only: a leader keeps the applied entries of each
  *      partition in memory up to log_keep_bytes (plus those not applied

@@ -543,7 +543,19 @@ struct resolve_ctx {
 	chat_event_cb cb;
 	void *arg;
 	struct chat_inbox_ptr p;
+	bool linear; /* the second, linearizable read */
 };
+
+static void resolve_cb(void *arg, const struct pe_read_result *res);
+
+static int resolve_read(struct chat *c, struct resolve_ctx *r,
+			const char *key, int kl)
+{
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = r->p.conv_seq, .dir = PE_FORWARD,
+				.limit = 1, .linearizable = r->linear};
+	return pe_read(chat_engine(c), &q, resolve_cb, r);
+}
 
 static void resolve_cb(void *arg, const struct pe_read_result *res)
 {
@@ -552,6 +564,24 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	struct chat_msg cm;
 	struct chat_gev ev;
 	memset(&m.event, 0, sizeof m.event);
+	bool found = res->err == 0 && res->count == 1 &&
+		     res->entries[0].seq == r->p.conv_seq;
+	if (!found && !r->linear &&
+	    (res->err == 0 || res->err == -PARLEY_EAGAIN)) {
+		/* The pointer names a committed message this node has not
+		 * applied yet (a follower, or a new leader catching up: the
+		 * conversation is another partition than the inbox, with
+		 * its own log): read it again linearizably, which waits
+		 * until this node applied everything committed before
+		 * (ReadIndex). Without this the device got a placeholder
+		 * instead of the message (seen in cluster_test_cluster_netns
+		 * after leader changes). */
+		char key[CHAT_KEY_CAP];
+		int kl = chat_key_conv(key, r->p.conv, r->p.clen);
+		r->linear = true;
+		if (kl >= 0 && resolve_read(r->c, r, key, kl) == 0)
+			return;
+	}
 	if (res->err == 0 && res->count == 1 &&
 	    res->entries[0].seq == r->p.conv_seq &&
 	    res->entries[0].type == CHAT_ENT_EDIT &&
@@ -620,10 +650,8 @@ int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
 	r->cb = cb;
 	r->arg = arg;
 	r->p = *p;
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = p->conv_seq, .dir = PE_FORWARD,
-				.limit = 1};
-	if (pe_read(chat_engine(c), &q, resolve_cb, r)) {
+	r->linear = false; /* local first: current on a caught-up node */
+	if (resolve_read(c, r, key, kl)) {
 		free(r);
 		return -PARLEY_EFULL;
 	}

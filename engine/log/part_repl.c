@@ -25,7 +25,9 @@
  *              read of the partition one raft_read_index with a fresh
  *              context (part_repl_reads_issue): a leader broadcasts a
  *              heartbeat and confirms once a quorum acknowledged one sent
- *              after the read; a follower forwards it to its leader;
+ *              after the read; a follower forwards it to its leader; a
+ *              leader that has not committed in its term yet keeps them
+ *              queued (tried again on every run, at least every tick);
  *   ISSUED     the group's ready reports the context (part_repl_reads_ready):
  *              with an error (leadership lost, no leader, a rejected
  *              forward) the reads fail with it; else they carry the index;
@@ -405,9 +407,11 @@ void part_repl_reads_issue(struct shard *sh, struct part *p)
 		p->ri_ctx = parley_now_ms() * 1000u;
 	uint64_t ctx = ++p->ri_ctx;
 	int rc = raft_read_index(p->raft, ctx);
+	if (rc == -PARLEY_EAGAIN)
+		return; /* a new leader: again once it committed in its term
+			   (every tick runs the group), until the deadline */
 	if (rc) {
-		/* no leader known (NOTLEADER), a leader that has not committed
-		 * in its term yet (AGAIN), too many reads pending (FULL) */
+		/* no leader known (NOTLEADER), too many reads pending (FULL) */
 		ri_sweep(sh, p, ri_is_queued, ri_done_fail, 0,
 			 rc == -PARLEY_EFULL ? -PARLEY_EAGAIN : rc);
 		return;
