@@ -519,13 +519,14 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      or the leader it follows, over the transport) for the commit index;
  *      the leader answers only after a quorum acknowledged a heartbeat
  *      sent after the read arrived (so it was still the leader then), and
- *      the read is served once this node applied through that index. It
- *      fails with -PARLEY_ENOTLEADER when no leader is known, when the
- *      leader loses its leadership before the quorum answers (a deposed
- *      leader never answers from its stale state), or when it is not
- *      confirmed within 3 election timeouts (counted in ticks) on a
- *      follower; on a leader with -PARLEY_EAGAIN when that bound passes
- *      (a new leader waits for its first commit within it). pe_close answers proposals still
+ *      the read is served once this node applied through that index. A
+ *      read not confirmed within 3 election timeouts (counted in ticks)
+ *      fails, with -PARLEY_ENOTLEADER on a node that is not the leader
+ *      then (no leader known, the leader does not answer, or leadership
+ *      lost before a quorum answered: a deposed leader never answers
+ *      from its stale state) and -PARLEY_EAGAIN on a leader; within that
+ *      bound it waits for a leader, and a new leader for its first
+ *      commit in its term. pe_close answers proposals still
  *      waiting for a quorum, and such reads, with -PARLEY_ECLOSED.
  *   8. Catch-up is by log only: a leader keeps the applied entries of each
  *      partition in memory up to log_keep_bytes (plus those not applied

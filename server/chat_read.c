@@ -543,8 +543,12 @@ struct resolve_ctx {
 	chat_event_cb cb;
 	void *arg;
 	struct chat_inbox_ptr p;
-	bool linear; /* the second, linearizable read */
+	uint8_t linear; /* linearizable reads made so far */
 };
+
+/* Linearizable reads of one pointer's message before a placeholder; each
+ * waits up to the engine's bound (3 election timeouts) for a leader. */
+#define RESOLVE_LINEAR_TRIES 8u
 
 static void resolve_cb(void *arg, const struct pe_read_result *res);
 
@@ -553,7 +557,7 @@ static int resolve_read(struct chat *c, struct resolve_ctx *r,
 {
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = r->p.conv_seq, .dir = PE_FORWARD,
-				.limit = 1, .linearizable = r->linear};
+				.limit = 1, .linearizable = r->linear > 0};
 	return pe_read(chat_engine(c), &q, resolve_cb, r);
 }
 
@@ -566,8 +570,10 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	memset(&m.event, 0, sizeof m.event);
 	bool found = res->err == 0 && res->count == 1 &&
 		     res->entries[0].seq == r->p.conv_seq;
-	if (!found && !r->linear &&
-	    (res->err == 0 || res->err == -PARLEY_EAGAIN)) {
+	bool again = r->linear ? (res->err == -PARLEY_ENOTLEADER ||
+				  res->err == -PARLEY_EAGAIN)
+			       : (res->err == 0 || res->err == -PARLEY_EAGAIN);
+	if (!found && again && r->linear < RESOLVE_LINEAR_TRIES) {
 		/* The pointer names a committed message this node has not
 		 * applied yet (a follower, or a new leader catching up: the
 		 * conversation is another partition than the inbox, with
@@ -575,10 +581,12 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 		 * until this node applied everything committed before
 		 * (ReadIndex). Without this the device got a placeholder
 		 * instead of the message (seen in cluster_test_cluster_netns
-		 * after leader changes). */
+		 * after leader changes). A node in an election, or cut off,
+		 * asks again (RESOLVE_LINEAR_TRIES): the device waits for its
+		 * message rather than skip it. */
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, r->p.conv, r->p.clen);
-		r->linear = true;
+		r->linear++;
 		if (kl >= 0 && resolve_read(r->c, r, key, kl) == 0)
 			return;
 	}
@@ -650,7 +658,7 @@ int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
 	r->cb = cb;
 	r->arg = arg;
 	r->p = *p;
-	r->linear = false; /* local first: current on a caught-up node */
+	r->linear = 0; /* local first: current on a caught-up node */
 	if (resolve_read(c, r, key, kl)) {
 		free(r);
 		return -PARLEY_EFULL;

@@ -26,18 +26,21 @@
  *              context (part_repl_reads_issue): a leader broadcasts a
  *              heartbeat and confirms once a quorum acknowledged one sent
  *              after the read; a follower forwards it to its leader; a
- *              leader that has not committed in its term yet keeps them
- *              queued (tried again on every run, at least every tick);
+ *              leader that has not committed in its term yet, or a node
+ *              that knows no leader, keeps them queued (tried again on
+ *              every run, at least every tick);
  *   ISSUED     the group's ready reports the context (part_repl_reads_ready):
- *              with an error (leadership lost, no leader, a rejected
- *              forward) the reads fail with it; else they carry the index;
+ *              with an error (leadership lost, a rejected forward) the
+ *              reads are QUEUED again; else they carry the index;
  *   CONFIRMED  served (shard_req_read) as soon as the partition applied
  *              through that index: the answer holds everything committed
  *              before the read arrived.
  * A read not confirmed within RI_TIMEOUT_ELECTIONS election timeouts
  * (counted in the partition's ticks, ri_now) fails: -PARLEY_ENOTLEADER on a
- * follower (its leader does not answer: the client should try another
- * node), -PARLEY_EAGAIN on a leader. Contexts start from the wall clock in
+ * follower (no leader, or its leader does not answer: the client should
+ * try another node), -PARLEY_EAGAIN on a leader. So a deposed leader's
+ * reads fail NOTLEADER, never with its stale state, and a node in an
+ * election answers once it has a leader, if that is within the bound. Contexts start from the wall clock in
  * microseconds at the first read, so an answer meant for a previous run of
  * this node cannot confirm a read of this one. A group of one serves
  * linearizable reads at once (it is its own quorum).
@@ -354,12 +357,6 @@ static bool ri_is_expired(const struct part *p, const struct req *r, uint64_t a)
 	return r->ri_state != RI_CONFIRMED && p->ri_now >= r->ri_deadline;
 }
 
-static bool ri_is_ctx(const struct part *p, const struct req *r, uint64_t ctx)
-{
-	(void)p;
-	return r->ri_state == RI_ISSUED && r->ri_ctx == ctx;
-}
-
 static bool ri_is_servable(const struct part *p, const struct req *r,
 			   uint64_t a)
 {
@@ -407,11 +404,12 @@ void part_repl_reads_issue(struct shard *sh, struct part *p)
 		p->ri_ctx = parley_now_ms() * 1000u;
 	uint64_t ctx = ++p->ri_ctx;
 	int rc = raft_read_index(p->raft, ctx);
-	if (rc == -PARLEY_EAGAIN)
-		return; /* a new leader: again once it committed in its term
+	if (rc == -PARLEY_EAGAIN || rc == -PARLEY_ENOTLEADER)
+		return; /* a new leader before its first commit in its term, or
+			   no leader known (an election): again on the next run
 			   (every tick runs the group), until the deadline */
 	if (rc) {
-		/* no leader known (NOTLEADER), too many reads pending (FULL) */
+		/* too many reads pending (FULL) */
 		ri_sweep(sh, p, ri_is_queued, ri_done_fail, 0,
 			 rc == -PARLEY_EFULL ? -PARLEY_EAGAIN : rc);
 		return;
@@ -429,18 +427,20 @@ void part_repl_reads_issue(struct shard *sh, struct part *p)
 void part_repl_reads_ready(struct shard *sh, struct part *p,
 			   const struct raft_read *reads, uint32_t n)
 {
-	for (uint32_t k = 0; k < n; k++) {
-		if (reads[k].err) {
-			ri_sweep(sh, p, ri_is_ctx, ri_done_fail, reads[k].ctx,
-				 reads[k].err);
-			continue;
-		}
-		for (struct req *r = p->ri_head; r; r = r->next)
-			if (r->ri_state == RI_ISSUED && r->ri_ctx == reads[k].ctx) {
-				r->ri_state = RI_CONFIRMED;
-				r->ri_index = reads[k].index;
+	for (uint32_t k = 0; k < n; k++)
+		for (struct req *r = p->ri_head; r; r = r->next) {
+			if (r->ri_state != RI_ISSUED || r->ri_ctx != reads[k].ctx)
+				continue;
+			if (reads[k].err) {
+				/* leadership lost, or the leader refused the
+				 * forward: asked again on the next run, until
+				 * the deadline fails it */
+				r->ri_state = RI_QUEUED;
+				continue;
 			}
-	}
+			r->ri_state = RI_CONFIRMED;
+			r->ri_index = reads[k].index;
+		}
 	if (p->ri_head)
 		ri_sweep(sh, p, ri_is_servable, ri_done_serve, 0, 0);
 }

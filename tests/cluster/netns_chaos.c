@@ -34,7 +34,9 @@
  *      servers both ways; the majority must elect a new leader and keep
  *      acknowledging; meanwhile HISTORY asked of the old leader alone must
  *      fail (NOTLEADER / AGAIN) or hold every message acknowledged before
- *      the question (never a stale page); healed, it must rejoin;
+ *      the question (never a stale page), and a SEND through it alone
+ *      must not be acknowledged (nor ever show up in history); healed, it
+ *      must rejoin;
  *   2. one-way loss: the followers stop receiving from the leader; they
  *      elect one of themselves; healed;
  *   3. flapping: a random server isolated and healed, several times;
@@ -511,6 +513,14 @@ static void check_history(uint64_t *acked, uint64_t *unknown_in)
 				continue;
 			}
 			uint32_t n;
+			if (hist[q][s].id[0] == 0xc8 &&
+			    hist[q][s].id[15] == run_tag) {
+				phantom++;
+				REPORT("conversation %d seq %" PRIu64 ": a SEND "
+				       "refused by a cut-off node was committed\n",
+				       q, s);
+				continue;
+			}
 			int u = id_parse(hist[q][s].id, &n);
 			if (u < 0 || n >= atomic_load(&snd[u].nrec) ||
 			    snd[u].rec[n].conv != q) {
@@ -717,6 +727,35 @@ static int probe_history(int i, int *answers)
 	return errors;
 }
 
+/* A SEND through node i alone (cut off from the other servers): it must
+ * not be acknowledged. Its id (0xc8...) must never show up in history
+ * either: the cut-off node cannot have replicated it, and after healing
+ * its log's uncommitted tail is replaced by the new leader's. */
+static int n_refused_probes;
+
+static void probe_send(int i)
+{
+	char *tok = it_token_for(users[0]);
+	struct parley_client_opts o = {
+		.host = ip[i], .port = PORT, .token = tok, .device_id = "probe",
+		.connect_timeout_ms = 2000, .request_timeout_ms = 2000,
+		.call_deadline_ms = 3000, .no_reconnect = 1};
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	int rc = parley_client_connect(c);
+	if (!rc) {
+		uint8_t id[16] = {0xc8, (uint8_t)n_refused_probes, [15] = run_tag};
+		struct parley_send_result r;
+		rc = parley_client_send_id(c, conv_id[0], id, 1, "probe", 5, &r);
+		IT_CHECK(rc != 0, "node%d, cut off, acknowledged a SEND at seq %"
+			 PRIu64, i + 1, r.seq);
+	}
+	printf("  SEND on cut-off node%d: %s\n", i + 1, parley_strerror(rc));
+	n_refused_probes++;
+	parley_client_free(c);
+	free(tok);
+}
+
 static unsigned all_mask(void) { return (1u << NSRV) - 1; }
 
 static void scenario_isolate_leader(void)
@@ -735,6 +774,7 @@ static void scenario_isolate_leader(void)
 		errs += probe_history(L, &answers);
 		wait_acks(5, "majority while probing the old leader");
 	}
+	probe_send(L);
 	int good = 0;
 	probe_history(M, &good);
 	printf("old leader node%d: %d HISTORY refusals, %d current answers; "
