@@ -698,10 +698,14 @@ static int probe_history(int i, int *answers)
 	for (int q = 0; q < NCONV; q++) {
 		uint64_t floor = atomic_load(&acked_max[q]);
 		char *tok = it_token_for(users[conv_users[q][0]]);
+		/* one attempt: the answer, or the node's refusal (a node
+		 * without a leader refuses once its read's bound of 3
+		 * election timeouts passed), not libparley's retries of it */
 		struct parley_client_opts o = {
 			.host = ip[i], .port = PORT, .token = tok,
 			.device_id = "probe", .connect_timeout_ms = 2000,
-			.request_timeout_ms = 3000, .call_deadline_ms = 3000,
+			.request_timeout_ms = 4000, .call_deadline_ms = 5000,
+			.backoff_min_ms = 5000, .backoff_max_ms = 5000,
 			.no_reconnect = 1};
 		struct parley_client *c = NULL;
 		IT_OK(parley_client_new(&o, &c));
