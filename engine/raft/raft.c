@@ -1739,6 +1739,14 @@ int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
 	return 0;
 }
 
+bool raft_peer_current(struct raft *r, uint64_t id)
+{
+	if (r->role != RAFT_LEADER)
+		return false;
+	const struct raft_progress *p = pr_find(r, id);
+	return p && p->match > 0 && raft_term_at(r, p->match) == r->hs.term;
+}
+
 int raft_transfer(struct raft *r, uint64_t to)
 {
 	PARLEY_ASSERT(!r->in_ready);

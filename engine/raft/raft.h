@@ -424,6 +424,11 @@ int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
 		      uint64_t *index);
 /* Leader only: hand leadership to `to` (a voter). */
 int raft_transfer(struct raft *r, uint64_t to);
+/* Leader only: `id` has acknowledged an entry of this leader's term, so it
+ * is alive and following this term (a transfer to it can complete); false
+ * on a follower, for an unknown id, or for a peer not heard from since
+ * the election. */
+bool raft_peer_current(struct raft *r, uint64_t id);
 /* ReadIndex: the result comes back in a ready's reads with the same ctx.
  * Works on a follower too (forwarded to the leader). */
 int raft_read_index(struct raft *r, uint64_t ctx);

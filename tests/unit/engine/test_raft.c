@@ -747,6 +747,26 @@ Test(raft, transfer_sends_timeout_now_and_target_campaigns_at_once)
 	cr_assert_eq(raft_term(nodes[2].r), 2);
 }
 
+/* A partition's leader hands itself to partition 0's leader only once
+ * that node follows its term (engine/log/part_raft.c): a dead node, or
+ * one not heard from since the election, is not current. */
+Test(raft, peer_current_only_after_an_ack_of_this_term)
+{
+	cluster(3);
+	drop_to[3] = true; /* node 3 hears nothing */
+	elect(0);
+	tick(0, 2);
+	settle();
+	cr_assert(raft_peer_current(nodes[0].r, 2));
+	cr_assert(!raft_peer_current(nodes[0].r, 3), "never answered this term");
+	cr_assert(!raft_peer_current(nodes[0].r, 9), "unknown id");
+	cr_assert(!raft_peer_current(nodes[1].r, 1), "a follower answers false");
+	drop_to[3] = false;
+	tick(0, 2);
+	settle();
+	cr_assert(raft_peer_current(nodes[0].r, 3), "caught up with this term");
+}
+
 Test(raft, check_quorum_makes_an_isolated_leader_step_down)
 {
 	cluster(3);
