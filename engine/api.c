@@ -193,6 +193,7 @@ int pe_read(struct pe_engine *e, const struct pe_read_req *q, pe_read_cb cb,
 	r->from = q->from;
 	r->dir = q->dir;
 	r->limit = q->limit;
+	r->ri_linear = q->linearizable;
 	r->cb.read = cb;
 	r->arg = arg;
 	int rc = shard_push(e, r);

@@ -363,6 +363,11 @@ struct pe_read_req {
 	uint64_t from;
 	enum pe_dir dir;
 	uint32_t limit; /* 1..PE_MAX_READ */
+	/* With several voters (Replication, contract item 7): answer only
+	 * with everything committed before the read arrived (ReadIndex), or
+	 * fail with -PARLEY_ENOTLEADER / -PARLEY_EAGAIN (retryable). Ignored
+	 * by a single node, whose reads are always current. */
+	bool linearizable;
 };
 #define PE_MAX_READ 1000u
 #define PE_MAX_READ_THREADS 64u
@@ -527,12 +532,24 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      which turns a committed retry into the original seq); those at or
  *      below its commit index are answered when they apply.
  *   7. Reads, metadata and tails are served by any node from what it has
- *      applied (no ReadIndex yet: a follower's or deposed leader's answer
- *      may be stale), except that a leader which has not yet applied
- *      through its own term's first entry answers reads and metadata with
- *      -PARLEY_EAGAIN (retryable): it could miss what its predecessor
- *      committed. pe_close answers proposals still waiting for a quorum
- *      with -PARLEY_ECLOSED.
+ *      applied (a follower's or deposed leader's answer may be stale),
+ *      except that a leader which has not yet applied through its own
+ *      term's first entry answers reads and metadata with -PARLEY_EAGAIN
+ *      (retryable): it could miss what its predecessor committed.
+ *      A read with pe_read_req.linearizable is linearizable (ReadIndex,
+ *      no clock assumption): the node asks the partition's leader (itself,
+ *      or the leader it follows, over the transport) for the commit index;
+ *      the leader answers only after a quorum acknowledged a heartbeat
+ *      sent after the read arrived (so it was still the leader then), and
+ *      the read is served once this node applied through that index. A
+ *      read not confirmed within 3 election timeouts (counted in ticks)
+ *      fails, with -PARLEY_ENOTLEADER on a node that is not the leader
+ *      then (no leader known, the leader does not answer, or leadership
+ *      lost before a quorum answered: a deposed leader never answers
+ *      from its stale state) and -PARLEY_EAGAIN on a leader; within that
+ *      bound it waits for a leader, and a new leader for its first
+ *      commit in its term. pe_close answers proposals still
+ *      waiting for a quorum, and such reads, with -PARLEY_ECLOSED.
  *   8. Catch-up is by log only: a leader keeps the applied entries of each
  *      partition in memory up to log_keep_bytes (plus those not applied
  *      yet) to send to lagging followers. A follower behind that point
@@ -540,7 +557,7 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      counts it (pe_raft_status.snapshot_needed) and keeps refusing; the
  *      follower does not catch up until an operator copies a data
  *      directory.
- *   9. Quiescing, membership changes and ReadIndex are not used yet.
+ *   9. Quiescing and membership changes are not used yet.
  *  10. With follow_partition0, every group whose leader is this node and
  *      whose partition is not 0 transfers its leadership (Raft's
  *      TimeoutNow, once the target holds its whole log) to the node that

@@ -189,6 +189,10 @@ struct part {
 	bool was_leader;
 	bool snap_logged;
 	uint64_t term_start;    /* leader: index of its term's no-op */
+	/* linearizable reads in flight (log/part_repl.c), in arrival order;
+	 * the last read context used and the ticks seen */
+	struct req *ri_head, *ri_tail;
+	uint64_t ri_ctx, ri_now;
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
 		pub_applied, pub_last, pub_snap_needed, pub_dropped,
 		pub_writable;
@@ -271,6 +275,11 @@ struct req {
 	uint32_t limit;
 	enum pe_dir dir;
 	void *out;
+	/* READ with pe_read_req.linearizable (log/part_repl.c, ReadIndex):
+	 * its state, the read's context, the index to serve it at once
+	 * applied, and the tick by which it must be confirmed */
+	uint8_t ri_linear, ri_state;
+	uint64_t ri_ctx, ri_index, ri_deadline;
 	/* APPEND: encoded command; READ/META: key */
 	uint32_t mem_estimate;
 	uint32_t len;
@@ -481,6 +490,11 @@ void part_repl_recv(struct shard *sh, struct req *r);
 void part_repl_tick(struct shard *sh, struct req *r);
 void part_repl_node_down(struct shard *sh, struct req *r);
 const struct raft_msg *part_repl_msg(const struct req *r);
+bool part_repl_read(struct shard *sh, struct req *r);
+void part_repl_reads_issue(struct shard *sh, struct part *p);
+void part_repl_reads_ready(struct shard *sh, struct part *p,
+			   const struct raft_read *reads, uint32_t n);
+void part_repl_reads_close(struct part *p);
 int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c);
 
 /* log/part_wait.c */

@@ -587,6 +587,7 @@ void part_raft_close(struct shard *sh)
 		fail_chain_hint(p, part_wait_take_after(p, 0), -PARLEY_ECLOSED);
 		fail_chain_hint(p, p->prop_head, -PARLEY_ECLOSED);
 		p->prop_head = p->prop_tail = NULL;
+		part_repl_reads_close(p);
 	}
 }
 
@@ -769,8 +770,10 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 	if (!p->raft || p->ready_out)
 		return 0;
 	uint64_t used = 0;
-	if (live && p->cl->conf.n > 1)
+	if (live && p->cl->conf.n > 1) {
 		used = repl_inputs(sh, p);
+		part_repl_reads_issue(sh, p); /* ReadIndex (log/part_repl.c) */
+	}
 	for (;;) {
 		if (live && propose)
 			propose_queued(sh, p, used);
@@ -815,6 +818,10 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 		}
 		for (uint32_t k = 0; k < rd->n_committed; k++)
 			apply_entry(sh, p, &rd->committed[k], live);
+		/* confirmed reads; those whose index is now applied are
+		 * served (log/part_repl.c) */
+		if (live && p->cl->conf.n > 1)
+			part_repl_reads_ready(sh, p, rd->reads, rd->n_reads);
 		bool wal = rd->n_entries || rd->truncate_from || (hs_new && !live);
 		if (wal || hs_new) {
 			/* advance when the batch is durable and the HARDSTATE

@@ -422,7 +422,9 @@ static void shard_process(struct shard *sh)
 			hist_job_compact_req(sh, r);
 			break;
 		case REQ_READ:
-			shard_req_read(sh, r);
+			/* a linearizable read waits for its ReadIndex */
+			if (!part_repl_read(sh, r))
+				shard_req_read(sh, r);
 			break;
 		case REQ_META:
 			shard_req_meta(sh, r);
