@@ -244,19 +244,19 @@ void part_repl_recv(struct shard *sh, struct req *r)
 
 /* ---- ticks ------------------------------------------------------------------------ */
 
-int pe_raft_tick(struct pe_engine *e)
+/* One request of `kind` (from = arg) to every shard; 0 or the first
+ * error (a shard that could not take it misses it). */
+static int push_each_shard(struct pe_engine *e, enum req_kind kind,
+			   uint64_t arg)
 {
-	if (!e || e->opt.read_only)
-		return -PARLEY_EINVAL;
-	if (e->cl.conf.n < 2)
-		return 0; /* a group of one never needs time */
 	int first = 0;
 	for (uint32_t i = 0; i < e->nshards; i++) {
 		struct req *r = calloc(1, sizeof *r);
 		if (!r)
 			return -PARLEY_ENOMEM;
-		r->kind = REQ_TICK;
+		r->kind = kind;
 		r->part = i;
+		r->from = arg;
 		int rc = shard_push(e, r);
 		if (rc) {
 			free(r);
@@ -265,6 +265,15 @@ int pe_raft_tick(struct pe_engine *e)
 		}
 	}
 	return first;
+}
+
+int pe_raft_tick(struct pe_engine *e)
+{
+	if (!e || e->opt.read_only)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2)
+		return 0; /* a group of one never needs time */
+	return push_each_shard(e, REQ_TICK, 0);
 }
 
 void part_repl_tick(struct shard *sh, struct req *r)
@@ -290,22 +299,7 @@ int pe_raft_node_down(struct pe_engine *e, uint64_t node)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || node == e->cl.node_id)
 		return 0;
-	int first = 0;
-	for (uint32_t i = 0; i < e->nshards; i++) {
-		struct req *r = calloc(1, sizeof *r);
-		if (!r)
-			return -PARLEY_ENOMEM;
-		r->kind = REQ_NODE_DOWN;
-		r->part = i;
-		r->from = node;
-		int rc = shard_push(e, r);
-		if (rc) {
-			free(r);
-			if (!first)
-				first = rc;
-		}
-	}
-	return first;
+	return push_each_shard(e, REQ_NODE_DOWN, node);
 }
 
 /* Recorded here, given to each group with its next inputs (part_raft.c
