@@ -66,7 +66,8 @@
  * Limits: the chunk store, the install's copy and renames, and the image's
  * file opens are blocking file I/O on the shard thread (one chunk of at
  * most RAFT_MAX_CHUNK_BYTES per step; the install copies the snapshot
- * once), like HARDSTATE stores on elections.
+ * once); moving them to the read pool, as the HARDSTATE store was, is
+ * left to do.
  *
  * Threads: everything on the partition's shard thread, except
  * part_snap_open (pe_open, before the shard threads start).
