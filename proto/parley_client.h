@@ -33,6 +33,19 @@
  * -PARLEY_EINVAL from inside a callback; close() and free() must not be
  * called there.
  *
+ * Large groups (read fan-out, docs/PROTOCOL.md "Large groups"): their
+ * messages may come live (EVENT with inbox_seq 0, outside the inbox
+ * order) or be read back with GROUP_CATCHUP after an ACTIVITY event (an
+ * inbox event this library handles itself, never passed to on_event) and
+ * after every reconnect; such messages reach on_event with inbox_seq 0,
+ * once per (conv, conv_seq) within the life of the object. The catch-up
+ * runs inside process() / poll() (one round trip per 100 messages, at
+ * most 64 per call), never inside a blocking call or a callback; the
+ * inbox is not acknowledged past an ACTIVITY until its catch-up finished,
+ * so a restarted process redoes it. What a restarted process delivered
+ * before it is not known to the new object: from the pointer on, a
+ * message may come again (dedup by conv + conv_seq if that matters).
+ *
  * GOAWAY: the client stops sending new requests on that connection and
  * moves to a new one after the server's retry_after_ms (plus jitter);
  * GOAWAY AUTH_EXPIRED stops reconnecting (-PARLEY_EAUTH) instead: the same

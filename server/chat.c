@@ -40,6 +40,7 @@
 
 #include "chat.h"
 #include "chat_group.h"
+#include "chat_rd.h"
 #include "hist.h"
 #include "parley_proto.h"
 
@@ -512,6 +513,7 @@ struct chat {
 	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
 	struct chat_groups *groups; /* group membership (chat_group.c) */
+	struct chat_rd *rd;         /* read fan-out (chat_fanout_read.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
 	struct chat_floors *floors; /* retention floors (chat_retention.c) */
 	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
@@ -533,6 +535,11 @@ struct chat {
 struct chat_groups *chat_groups_of(struct chat *c)
 {
 	return c->groups;
+}
+
+struct chat_rd *chat_rd_of(struct chat *c)
+{
+	return c->rd;
 }
 
 int chat_groups_ready(struct chat *c, const char *conv, size_t len)
@@ -922,8 +929,12 @@ static void fanout_run_group(struct chat *c, struct job *j)
 				       .type = j->type, .len = j->rec_len,
 				       .payload = j->rec};
 		unsigned cnt = 0;
-		int rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
-					    group_issue, &gi, &cnt);
+		/* a large group's message: read fan-out (chat.h) */
+		int rc = chat_rd_fanout(c, j->conv, j->len, &ent, group_issue, &gi);
+		rc = rc > 0 ? 0
+		     : rc < 0 ? rc
+			      : chat_groups_fanout(c->groups, j->conv, j->len,
+						   &ent, group_issue, &gi, &cnt);
 		if (rc)
 			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
@@ -964,8 +975,13 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		}
 		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
 			unsigned cnt = 0;
-			rc = chat_groups_fanout(c->groups, j->conv, j->len, &ents[i],
-						group_issue, &gi, &cnt);
+			rc = chat_rd_fanout(c, j->conv, j->len, &ents[i],
+					    group_issue, &gi);
+			rc = rc > 0 ? 0
+			     : rc < 0 ? rc
+				      : chat_groups_fanout(c->groups, j->conv,
+							   j->len, &ents[i],
+							   group_issue, &gi, &cnt);
 			if (rc)
 				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 				       PRIu64 " err=%s", (int)j->len, j->conv,
@@ -1957,6 +1973,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_rec);
 	free(c->known);
 	chat_groups_free(c->groups);
+	chat_rd_free(c->rd);
 	free(c->inline_buf);
 	free(c->led_term);
 	free(c->redo);
@@ -1987,6 +2004,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
+	c->rd = chat_rd_new();
 	c->floors = chat_floors_new();
 	c->led_term = calloc(c->np, sizeof *c->led_term);
 	c->redo = calloc(c->np, sizeof *c->redo);
@@ -1995,7 +2013,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
 	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf || !c->groups || !c->floors || !c->led_term ||
+	    !c->inline_buf || !c->groups || !c->rd || !c->floors || !c->led_term ||
 	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;

@@ -44,6 +44,7 @@
 #include "chat_receipt.h"
 #include "conn.h"
 #include "errmap.h"
+#include "live.h"
 #include "membudget.h"
 #include "parley_proto.h"
 #include "presence.h"
@@ -405,6 +406,8 @@ static void sub_end(struct conn *c)
 {
 	if (!c->sub)
 		return;
+	if (S(c)->live && c->id) /* no more live group EVENTs (live.h) */
+		live_detach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
 	chat_inbox_unsubscribe(c->sub); /* frees its sub_arg when gone */
 	c->sub = NULL;
 }
@@ -1332,6 +1335,49 @@ static void req_history(struct conn *c, uint32_t rid,
 	ctr_add(&s->ctr.history, 1);
 }
 
+/* GROUP_CATCHUP (read fan-out of large groups, chat_fanout_read.c) ---------------------- */
+
+static void req_group_catchup(struct conn *c, uint32_t rid,
+			      const struct parley_group_catchup *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	struct srv *s = S(c);
+	struct reply_ctx *x = reply_ctx_new(c, rid);
+	if (!x) {
+		req_refused(c, rid, -PARLEY_ENOMEM);
+		return;
+	}
+	c->inflight++;
+	int rc = chat_group_catchup(s->chat, c->id->user, c->id->ulen, m->conv.p,
+				    m->conv.len, m->from_seq, m->limit,
+				    s->lim.max_frame, reply_cb, x);
+	if (rc) {
+		c->inflight--;
+		free(x);
+		req_refused(c, rid, rc);
+		return;
+	}
+	ctr_add(&s->ctr.history, 1);
+}
+
+/* A live EVENT of a large group (live.h): written while subscribed; a
+ * connection that cannot take it is cut off, never skipped silently (its
+ * device reads it back with GROUP_CATCHUP after reconnecting). */
+static void on_live(struct conn *c, struct lmsg *m)
+{
+	struct srv *s = S(c);
+	if (!c->sub || c->state == CS_CLOSING ||
+	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER)
+		return;
+	if (c->oq_bytes + m->len > s->lim.max_outbound) {
+		conn_slow_consumer(c, "live group events not read");
+		return;
+	}
+	conn_write(c, m->data, m->len);
+	ctr_add(&s->ctr.events_out, 1);
+}
+
 /* SYNC --------------------------------------------------------------------------------- */
 
 /* Engine thread: where the device's delivery starts (or why not). */
@@ -1420,6 +1466,8 @@ static void on_sync_done(struct conn *c, struct lmsg *m)
 	c->sub = sub;
 	c->sync_busy = false;
 	c->inflight--;
+	if (S(c)->live) /* large groups' live EVENTs (live.h) */
+		live_attach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
 	/* SYNC_OK goes out before the first EVENT: both are queued on this
 	 * loop, and EVENTs only arrive through later messages. */
 	struct parley_msg ok = {.type = PARLEY_T_SYNC_OK};
@@ -1958,6 +2006,9 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_GROUP_LEAVE:
 	case PARLEY_T_GROUP_ROLE: req_group_change(c, rid, m); break;
 	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
+	case PARLEY_T_GROUP_CATCHUP:
+		req_group_catchup(c, rid, &m->group_catchup);
+		break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	case PARLEY_T_EDIT:
@@ -2203,6 +2254,9 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		break;
 	case LM_PUSH: /* TYPING_PUSH / PRESENCE (presence.h) */
 		conn_write(c, m->data, m->len);
+		break;
+	case LM_LIVE: /* a large group's EVENT (live.h) */
+		on_live(c, m);
 		break;
 	default:
 		break;

@@ -1,0 +1,521 @@
+/*
+ * test_groups_large.c — read fan-out of large groups against a real
+ * parleyd (issue 13; docs/SERVER.md "Groups", docs/PROTOCOL.md "Large
+ * groups"), with libparley devices (which do the catch-up).
+ *
+ *   1. 500 members (group_read_fanout_min 100): 300 devices online, 200
+ *      members offline; 4 senders send 200 messages while the owner
+ *      removes one online and one offline member half-way. Every online
+ *      device gets every message exactly once (live), the removed one
+ *      nothing after its removal; the engine's write cost per message is
+ *      printed for this group; each offline member's inbox holds ONE
+ *      ACTIVITY (coalesced), not one pointer per message; then the
+ *      offline members connect and catch up exactly once (the removed
+ *      one exactly up to its removal);
+ *   2. restarts: SIGTERM, then kill -9 right after a burst of sends, with
+ *      200 devices connected: after each, every acknowledged message
+ *      reaches every device exactly once (live, or read back from the
+ *      device's position after it reconnected);
+ *   3. a group crossing the threshold: 90 members (write fan-out), 15 added
+ *      (read), 10 removed (write again), messages in each phase: online and
+ *      offline devices get every message of their membership exactly once.
+ * Counts are asserted, never times.
+ */
+#include "itest.h"
+
+#include <poll.h>
+
+#define NMEMB 500
+#define NONLINE 300
+#define NSENDERS 4
+#define PER_SENDER 50
+#define MAXSEQ 8192
+
+static struct it_server srv;
+static char G[32]; /* the group under test */
+
+struct dev {
+	struct parley_client *c;
+	char user[16];
+	uint8_t *seen;      /* [MAXSEQ] MESSAGE conv seqs delivered */
+	uint64_t msgs, dups, max_seq, live;
+};
+
+static void dev_on_event(void *user, const struct parley_event *ev)
+{
+	struct dev *d = user;
+	if (!parley_str_eq(ev->conv, G) || ev->kind != PARLEY_EV_MESSAGE)
+		return;
+	IT_CHECK(ev->conv_seq < MAXSEQ);
+	if (d->seen[ev->conv_seq]) {
+		d->dups++;
+		return;
+	}
+	d->seen[ev->conv_seq] = 1;
+	d->msgs++;
+	if (ev->inbox_seq == 0)
+		d->live++;
+	if (ev->conv_seq > d->max_seq)
+		d->max_seq = ev->conv_seq;
+}
+
+static void dev_open(struct dev *d, const char *user, const char *device)
+{
+	memset(d, 0, sizeof *d);
+	snprintf(d->user, sizeof d->user, "%s", user);
+	d->seen = calloc(MAXSEQ, 1);
+	IT_CHECK(d->seen);
+	struct parley_client_opts o = {.on_event = dev_on_event, .user = d};
+	d->c = it_client_cb(&srv, user, device, &o);
+}
+
+static void dev_reset(struct dev *d)
+{
+	memset(d->seen, 0, MAXSEQ);
+	d->msgs = d->dups = d->max_seq = d->live = 0;
+}
+
+static void dev_close(struct dev *d)
+{
+	parley_client_free(d->c);
+	free(d->seen);
+	d->c = NULL;
+}
+
+/* Serves every device until done(arg) or timeout_s. */
+static void serve(struct dev *ds, int n, int (*done)(void *), void *arg,
+		  int timeout_s)
+{
+	uint64_t t0 = parley_mono_ns();
+	struct pollfd *p = calloc((size_t)n, sizeof *p);
+	IT_CHECK(p);
+	while (!done(arg)) {
+		if ((parley_mono_ns() - t0) / 1000000000ull >= (uint64_t)timeout_s) {
+			for (int i = 0; i < n && i < 8; i++)
+				printf("  %s: %" PRIu64 " messages (%" PRIu64 " live, %"
+				       PRIu64 " dups), max seq %" PRIu64 ", fd %d, "
+				       "cursor %" PRIu64 "\n", ds[i].user, ds[i].msgs,
+				       ds[i].live, ds[i].dups, ds[i].max_seq,
+				       parley_client_fd(ds[i].c),
+				       parley_client_inbox_cursor(ds[i].c));
+			it_fail(__FILE__, __LINE__, "not delivered within %d s",
+				timeout_s);
+		}
+		for (int i = 0; i < n; i++)
+			p[i] = (struct pollfd){.fd = parley_client_fd(ds[i].c),
+					       .events = POLLIN};
+		poll(p, (nfds_t)n, 20);
+		int down = 0;
+		for (int i = 0; i < n; i++) {
+			if (p[i].fd < 0 || parley_client_process(ds[i].c) < 0) {
+				p[i].fd = -1;
+				down++;
+			}
+		}
+		if (down) {
+			/* each waits out its GOAWAY's retry_after (1 s + jitter
+			 * from when it read it): wait once for all, then
+			 * reconnect them (each blocks until connected) */
+			it_sleep_ms(1600);
+			for (int i = 0; i < n; i++)
+				if (p[i].fd < 0)
+					parley_client_reconnect(ds[i].c);
+		}
+	}
+	free(p);
+}
+
+/* "every device has at least want messages" */
+struct want {
+	struct dev *ds;
+	int n;
+	uint64_t want;
+};
+static int all_have(void *arg)
+{
+	struct want *w = arg;
+	for (int i = 0; i < w->n; i++)
+		if (w->ds[i].msgs < w->want)
+			return 0;
+	return 1;
+}
+static int never(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+static void settle(struct dev *ds, int n, int rounds)
+{
+	/* nothing more must come: serve a while without a goal */
+	for (int r = 0; r < rounds; r++) {
+		uint64_t t0 = parley_mono_ns();
+		(void)t0;
+		for (int i = 0; i < n; i++)
+			parley_client_poll(ds[i].c, 0);
+		it_sleep_ms(10);
+	}
+	(void)never;
+}
+
+static void wait_fanout(void)
+{
+	for (int i = 0; i < 400 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
+		it_sleep_ms(25);
+}
+
+static void start(void)
+{
+	it_server_start(&srv);
+	for (int i = 0; i < 30000; i++) { /* ~60 s */
+		int probe = it_tcp_connect(srv.admin_port);
+		if (probe < 0) {
+			it_sleep_ms(2);
+			continue;
+		}
+		close(probe);
+		int code = 0;
+		char *t = it_http_get(srv.admin_port, "/readyz", &code);
+		free(t);
+		if (code == 200)
+			return;
+		it_sleep_ms(2);
+	}
+	it_fail(__FILE__, __LINE__, "parleyd never became ready");
+}
+
+static struct parley_client *cl(const char *user, const char *dev)
+{
+	return it_client(&srv, user, dev, 0, NULL);
+}
+
+static uint64_t send_n(struct parley_client *s, const char *tag, int from, int n,
+		       uint64_t *seqs)
+{
+	uint64_t last = 0;
+	for (int i = 0; i < n; i++) {
+		char body[64];
+		snprintf(body, sizeof body, "%s message %d", tag, from + i);
+		struct parley_send_result a;
+		IT_OK(parley_client_send(s, G, PARLEY_CT_TEXT, body, strlen(body), &a));
+		last = a.seq;
+		if (seqs)
+			seqs[i] = a.seq;
+	}
+	return last;
+}
+
+static char unames[NMEMB][16];
+
+/* Creates G with members names[0..n) (names[0] the owner); returns the
+ * last membership event's seq. */
+static uint64_t make_group(struct parley_client *owner, char (*names)[16], int n,
+			   const char *title)
+{
+	const char *us[256];
+	const struct parley_group_ok *ok;
+	int first = n - 1 < 255 ? n - 1 : 255;
+	for (int i = 0; i < first; i++)
+		us[i] = names[1 + i];
+	IT_OK(parley_client_group_create(owner, title, 0, us, (size_t)first, &ok));
+	snprintf(G, sizeof G, "%.*s", (int)ok->conv.len, ok->conv.p);
+	uint64_t seq = ok->seq;
+	for (int at = 1 + first; at < n;) {
+		int k = n - at < 255 ? n - at : 255;
+		for (int i = 0; i < k; i++)
+			us[i] = names[at + i];
+		IT_OK(parley_client_group_add(owner, G, us, (size_t)k, 0, &ok));
+		seq = ok->seq;
+		at += k;
+	}
+	return seq;
+}
+
+/* ---- 1 + 2 ---------------------------------------------------------------------------------- */
+
+static void test_500(void)
+{
+	for (int i = 0; i < NMEMB; i++)
+		snprintf(unames[i], sizeof unames[i], "m%03d", i);
+	struct parley_client *owner = cl(unames[0], "owner-admin");
+	uint64_t base = make_group(owner, unames, NMEMB, "five hundred");
+	const struct parley_group_info_ok *gi;
+	IT_OK(parley_client_group_info(owner, G, 0, 1, &gi));
+	IT_CHECK(gi->member_count == NMEMB);
+
+	struct dev *on = calloc(NONLINE, sizeof *on);
+	IT_CHECK(on);
+	for (int i = 0; i < NONLINE; i++) {
+		dev_open(&on[i], unames[i], "phone");
+		IT_OK(parley_client_subscribe(on[i].c, 1, NULL));
+	}
+	struct parley_client *snd[NSENDERS];
+	for (int i = 0; i < NSENDERS; i++)
+		snd[i] = cl(unames[1 + i], "laptop");
+	wait_fanout();
+	uint64_t e0 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b0 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
+	uint64_t act0 = it_metric_get(srv.admin_port, "parley_read_fanout_activity_total");
+	/* half the messages, then remove m299 (online) and m499 (offline),
+	 * then the rest */
+	const char *rm[2] = {unames[NONLINE - 1], unames[NMEMB - 1]};
+	uint64_t removed_at = 0;
+	int sent = 0;
+	for (int round = 0; round < PER_SENDER; round++) {
+		for (int s = 0; s < NSENDERS; s++)
+			send_n(snd[s], unames[1 + s], round, 1, NULL);
+		sent += NSENDERS;
+		if (round == PER_SENDER / 2) {
+			const struct parley_group_ok *ok;
+			IT_OK(parley_client_group_remove(owner, G, rm, 2, &ok));
+			removed_at = ok->seq;
+		}
+		/* keep the devices reading (live EVENTs queue otherwise) */
+		for (int i = 0; i < NONLINE; i++)
+			parley_client_process(on[i].c);
+	}
+	int nmsg = sent;
+	uint64_t last = base + (uint64_t)nmsg + 1; /* + the removal event */
+	wait_fanout();
+	uint64_t e1 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b1 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
+	uint64_t act = it_metric_get(srv.admin_port, "parley_read_fanout_activity_total") - act0;
+	printf("500 members, read fan-out: %d messages cost %.2f engine entries and "
+	       "%.0f WAL bytes per message (incl. one removal event and the "
+	       "offline members' ACTIVITY pointers: %" PRIu64 ")\n", nmsg,
+	       (double)(e1 - e0) / nmsg, (double)(b1 - b0) / nmsg, act);
+	/* one ACTIVITY per offline member (never acknowledged: coalesced) */
+	IT_CHECK(act <= (uint64_t)(NMEMB - NONLINE), "%" PRIu64 " ACTIVITY pointers "
+		 "for %d offline members", act, NMEMB - NONLINE);
+
+	struct want w = {on, NONLINE - 1, (uint64_t)nmsg};
+	serve(on, NONLINE, all_have, &w, 240);
+	settle(on, NONLINE, 20);
+	for (int i = 0; i < NONLINE - 1; i++) {
+		IT_CHECK(on[i].dups == 0, "%s: %" PRIu64 " duplicates", on[i].user,
+			 on[i].dups);
+		IT_CHECK(on[i].msgs == (uint64_t)nmsg, "%s got %" PRIu64 " of %d",
+			 on[i].user, on[i].msgs, nmsg);
+	}
+	struct dev *r = &on[NONLINE - 1]; /* removed while online */
+	IT_CHECK(r->dups == 0 && r->max_seq < removed_at,
+		 "removed member got seq %" PRIu64 " after its removal at %" PRIu64,
+		 r->max_seq, removed_at);
+	for (uint64_t s = base + 1; s < removed_at; s++)
+		IT_CHECK(r->seen[s], "removed member missed seq %" PRIu64, s);
+	uint64_t live = 0;
+	for (int i = 0; i < NONLINE; i++)
+		live += on[i].live;
+	printf("500 members: %d online devices got %d messages each exactly once "
+	       "(%" PRIu64 " of them live)\n", NONLINE - 1, nmsg, live);
+	for (int i = 0; i < NONLINE; i++)
+		dev_close(&on[i]);
+	free(on);
+
+	/* offline members: a few pointers in the inbox, then catch up */
+	int noff = NMEMB - NONLINE;
+	struct dev *off = calloc((size_t)noff, sizeof *off);
+	IT_CHECK(off);
+	uint64_t max_inbox = 0;
+	for (int i = 0; i < noff; i++) {
+		dev_open(&off[i], unames[NONLINE + i], "phone");
+		struct parley_sync_ok ok;
+		IT_OK(parley_client_subscribe(off[i].c, 1, &ok));
+		if (ok.last_inbox_seq > max_inbox)
+			max_inbox = ok.last_inbox_seq;
+	}
+	/* join + removal event + ONE ACTIVITY (+ a re-armed one at most) */
+	IT_CHECK(max_inbox <= 4, "an offline member's inbox holds %" PRIu64
+		 " entries for %d messages", max_inbox, nmsg);
+	w = (struct want){off, noff - 1, (uint64_t)nmsg};
+	serve(off, noff, all_have, &w, 240);
+	settle(off, noff, 20);
+	for (int i = 0; i < noff - 1; i++) {
+		IT_CHECK(off[i].dups == 0 && off[i].msgs == (uint64_t)nmsg,
+			 "%s caught up %" PRIu64 " (+%" PRIu64 " dups) of %d",
+			 off[i].user, off[i].msgs, off[i].dups, nmsg);
+	}
+	r = &off[noff - 1];
+	IT_CHECK(r->dups == 0 && r->max_seq < removed_at,
+		 "removed offline member read seq %" PRIu64, r->max_seq);
+	for (uint64_t s = base + 1; s < removed_at; s++)
+		IT_CHECK(r->seen[s], "removed offline member missed seq %" PRIu64, s);
+	printf("500 members: %d offline members caught up exactly once (inbox "
+	       "<= %" PRIu64 " entries each)\n", noff, max_inbox);
+
+	/* 2: restarts with the (formerly offline) devices connected */
+	for (int phase = 0; phase < 2; phase++) {
+		for (int i = 0; i < noff; i++)
+			dev_reset(&off[i]);
+		if (phase == 0) {
+			IT_CHECK(it_server_stop(&srv, SIGTERM, 20000) == 0);
+		} else {
+			/* a burst whose fan-out is in flight, then kill -9 */
+			for (int s = 0; s < NSENDERS; s++)
+				send_n(snd[s], "burst", 0, 10, NULL);
+			it_server_kill(&srv);
+		}
+		start();
+		uint64_t first = 0, lastseq = 0;
+		for (int s = 0; s < NSENDERS; s++) {
+			uint64_t seqs[20];
+			send_n(snd[s], phase ? "after-kill" : "after-term", 0, 20, seqs);
+			if (!first)
+				first = seqs[0];
+			lastseq = seqs[19];
+		}
+		(void)first;
+		/* every message of the group since the removal, for each device:
+		 * the ones sent before the restart were delivered before it
+		 * (reset above): count what is expected from the history */
+		uint64_t expect = 0;
+		uint64_t from_seq = phase ? lastseq - 80 - 40 + 1 : lastseq - 80 + 1;
+		(void)from_seq;
+		expect = phase ? 120 : 80;
+		w = (struct want){off, noff - 1, expect};
+		serve(off, noff, all_have, &w, 240);
+		settle(off, noff, 20);
+		for (int i = 0; i < noff - 1; i++)
+			IT_CHECK(off[i].dups == 0 && off[i].msgs == expect,
+				 "%s after %s: %" PRIu64 " (+%" PRIu64 " dups) of %" PRIu64,
+				 off[i].user, phase ? "kill -9" : "SIGTERM", off[i].msgs,
+				 off[i].dups, expect);
+		IT_CHECK(off[noff - 1].msgs == 0, "a removed member got messages");
+		printf("500 members: after %s, %d connected devices got the %" PRIu64
+		       " new messages exactly once\n", phase ? "kill -9" : "SIGTERM",
+		       noff - 1, expect);
+		(void)last;
+	}
+	for (int i = 0; i < noff; i++)
+		dev_close(&off[i]);
+	free(off);
+	for (int i = 0; i < NSENDERS; i++)
+		parley_client_free(snd[i]);
+	parley_client_free(owner);
+}
+
+/* ---- 3: crossing the threshold ---------------------------------------------------------------- */
+
+static void test_crossing(void)
+{
+	static char xn[105][16];
+	for (int i = 0; i < 105; i++)
+		snprintf(xn[i], sizeof xn[i], "x%03d", i);
+	struct parley_client *owner = cl(xn[0], "owner-admin");
+	make_group(owner, xn, 90, "crossing");
+	/* online: x000..x019; offline: the rest */
+	struct dev on[20];
+	for (int i = 0; i < 20; i++) {
+		dev_open(&on[i], xn[i], "phone");
+		IT_OK(parley_client_subscribe(on[i].c, 1, NULL));
+	}
+	struct parley_client *s = cl(xn[1], "laptop");
+	send_n(s, "write", 0, 20, NULL);                 /* 90 members: write */
+	const char *add[15];
+	for (int i = 0; i < 15; i++)
+		add[i] = xn[90 + i];
+	const struct parley_group_ok *ok;
+	IT_OK(parley_client_group_add(owner, G, add, 15, 0, &ok)); /* 105 */
+	uint64_t added_at = ok->seq;
+	for (int k = 0; k < 20; k++) {
+		send_n(s, "read", k, 1, NULL);            /* read fan-out */
+		for (int i = 0; i < 20; i++)
+			parley_client_process(on[i].c);
+	}
+	const char *rmv[10];
+	for (int i = 0; i < 10; i++)
+		rmv[i] = xn[80 + i];
+	IT_OK(parley_client_group_remove(owner, G, rmv, 10, &ok)); /* 95 */
+	uint64_t removed_at = ok->seq;
+	send_n(s, "write again", 0, 20, NULL);
+	struct want w = {on, 20, 60};
+	serve(on, 20, all_have, &w, 120);
+	settle(on, 20, 20);
+	for (int i = 0; i < 20; i++)
+		IT_CHECK(on[i].msgs == 60 && on[i].dups == 0,
+			 "%s: %" PRIu64 " (+%" PRIu64 " dups) of 60 across the "
+			 "threshold", on[i].user, on[i].msgs, on[i].dups);
+	for (int i = 0; i < 20; i++)
+		dev_close(&on[i]);
+	/* offline ones: an old member (60), a removed one (40: write + read),
+	 * a new one (40: read + write again) */
+	struct dev d[3];
+	dev_open(&d[0], xn[50], "phone");
+	dev_open(&d[1], xn[85], "phone");
+	dev_open(&d[2], xn[100], "phone");
+	for (int i = 0; i < 3; i++)
+		IT_OK(parley_client_subscribe(d[i].c, 1, NULL));
+	uint64_t want[3] = {60, 40, 40};
+	for (int i = 0; i < 3; i++) {
+		struct want w1 = {&d[i], 1, want[i]};
+		serve(&d[i], 1, all_have, &w1, 60);
+	}
+	settle(d, 3, 20);
+	for (int i = 0; i < 3; i++)
+		IT_CHECK(d[i].msgs == want[i] && d[i].dups == 0,
+			 "%s: %" PRIu64 " (+%" PRIu64 " dups) of %" PRIu64, d[i].user,
+			 d[i].msgs, d[i].dups, want[i]);
+	IT_CHECK(d[1].max_seq < removed_at);
+	for (uint64_t q = 1; q < MAXSEQ; q++)
+		IT_CHECK(!d[2].seen[q] || q > added_at, "new member got seq %" PRIu64
+			 " before its join", q);
+	for (int i = 0; i < 3; i++)
+		dev_close(&d[i]);
+	printf("crossing: 90 -> 105 -> 95 members, 60 messages, exactly once for "
+	       "online and offline devices\n");
+	parley_client_free(s);
+	parley_client_free(owner);
+}
+
+/* ---- write cost -------------------------------------------------------------------------------- */
+
+static void write_cost(int n)
+{
+	static char names[NMEMB][16];
+	IT_CHECK(n <= NMEMB);
+	for (int i = 0; i < n; i++)
+		snprintf(names[i], sizeof names[i], "w%d-%03d", n, i);
+	struct parley_client *o = cl(names[0], "phone");
+	make_group(o, names, n, "cost");
+	wait_fanout();
+	uint64_t e0 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b0 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
+	const int m = 100;
+	for (int i = 0; i < m; i++)
+		IT_OK(parley_client_send(o, G, PARLEY_CT_TEXT, "a typical short line of chat",
+					 28, NULL));
+	wait_fanout();
+	uint64_t e1 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
+	uint64_t b1 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
+	printf("write cost, %d members (read fan-out from 100, every member "
+	       "offline): %.1f engine entries and %.0f WAL bytes per message "
+	       "(28-byte body, 100 messages)\n", n, (double)(e1 - e0) / m,
+	       (double)(b1 - b0) / m);
+	parley_client_free(o);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	it_init("groups_large");
+	it_server_init(&srv, "groups_large");
+	int k = 0;
+	srv.extra[k++] = "--group-max-members";
+	srv.extra[k++] = "520";
+	srv.extra[k++] = "--group-read-fanout-min";
+	srv.extra[k++] = "100";
+	srv.extra[k++] = "--rate-send-user-per-min";
+	srv.extra[k++] = "0";
+	srv.extra[k++] = "--rate-send-conn-per-min";
+	srv.extra[k++] = "0";
+	srv.extra[k++] = "--max-connections";
+	srv.extra[k++] = "2000";
+	start();
+	write_cost(10);
+	write_cost(100);
+	write_cost(500);
+	test_crossing();
+	test_500();
+	it_cleanup();
+	printf("test_groups_large: ok\n");
+	return 0;
+}
