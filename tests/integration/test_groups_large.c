@@ -24,6 +24,7 @@
 #include "itest.h"
 
 #include <poll.h>
+#include <sys/wait.h>
 
 #define NMEMB 500
 #define NONLINE 300
@@ -230,6 +231,73 @@ static uint64_t make_group(struct parley_client *owner, char (*names)[16], int n
 	return seq;
 }
 
+/* `parley watch --from 1` as user (device "cli") until it printed want
+ * lines of G's messages (or 60 s), a moment more, then stopped: returns how
+ * many distinct message seqs of G it printed, *lines how many lines. */
+static int run_watch(const char *user, int want, int *lines)
+{
+	char bin[512], port[16];
+	snprintf(bin, sizeof bin, "%s/tools/parley", getenv("PARLEY_BIN_DIR"));
+	snprintf(port, sizeof port, "%u", srv.port);
+	char *tok = it_token_for(user);
+	int out[2];
+	IT_CHECK(pipe(out) == 0);
+	pid_t pid = fork();
+	IT_CHECK(pid >= 0);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		close(out[0]);
+		execl(bin, bin, "--token", tok, "--port", port, "--device", "cli",
+		      "watch", "--from", "1", (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	size_t cap = 1 << 20, n = 0;
+	char *buf = malloc(cap);
+	IT_CHECK(buf);
+	uint64_t t0 = parley_mono_ns(), extra = 0;
+	*lines = 0;
+	for (;;) {
+		uint64_t el = (parley_mono_ns() - t0) / 1000000;
+		if (el > 60000 || (extra && el > extra))
+			break;
+		struct pollfd p = {out[0], POLLIN, 0};
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		ssize_t r = read(out[0], buf + n, cap - 1 - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		buf[n] = 0;
+		int k = 0;
+		for (const char *q = buf; (q = strstr(q, " message ")); q++)
+			k++;
+		*lines = k;
+		if (k >= want && !extra)
+			extra = el + 500; /* anything doubled would show */
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(out[0]);
+	buf[n] = 0;
+	static uint8_t seen[MAXSEQ];
+	memset(seen, 0, sizeof seen);
+	int distinct = 0;
+	for (const char *q = buf; (q = strstr(q, G)); q++) {
+		const char *h = strstr(q, " #");
+		const char *eol = strchr(q, '\n');
+		if (!h || (eol && h > eol) || !strstr(q, " message ") ||
+		    (eol && strstr(q, " message ") > eol))
+			continue;
+		unsigned long long sq = strtoull(h + 2, NULL, 10);
+		if (sq < MAXSEQ && !seen[sq]++)
+			distinct++;
+	}
+	free(buf);
+	free(tok);
+	return distinct;
+}
+
 /* ---- 1 + 2 ---------------------------------------------------------------------------------- */
 
 static void test_500(void)
@@ -341,6 +409,13 @@ static void test_500(void)
 		IT_CHECK(r->seen[s], "removed offline member missed seq %" PRIu64, s);
 	printf("500 members: %d offline members caught up exactly once (inbox "
 	       "<= %" PRIu64 " entries each)\n", noff, max_inbox);
+	/* the terminal client: a new device of an offline member */
+	int lines = 0;
+	int distinct = run_watch(unames[NMEMB - 2], nmsg, &lines);
+	IT_CHECK(distinct == nmsg && lines == nmsg, "parley watch printed %d lines, "
+		 "%d distinct messages of %d", lines, distinct, nmsg);
+	printf("500 members: `parley watch` on a new device printed the %d "
+	       "messages once each\n", nmsg);
 
 	/* 2: restarts with the (formerly offline) devices connected */
 	for (int phase = 0; phase < 2; phase++) {
