@@ -18,12 +18,20 @@
  *      device's position after it reconnected);
  *   3. a group crossing the threshold: 90 members (write fan-out), 15 added
  *      (read), 10 removed (write again), messages in each phase: online and
- *      offline devices get every message of their membership exactly once.
+ *      offline devices get every message of their membership exactly once;
+ *   4. removal during concurrent sends (120 members, read fan-out): three
+ *      sender threads while the owner removes a listening member and one
+ *      sender: the removed listener gets every acked message before the
+ *      removal's seq once and nothing after; the removed sender's later
+ *      sends are refused; every other listener gets every acked message
+ *      once. The terminal client (`parley watch`) catches up a new device.
  * Counts are asserted, never times.
  */
 #include "itest.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 
 #define NMEMB 500
@@ -541,6 +549,113 @@ static void test_crossing(void)
 	parley_client_free(owner);
 }
 
+/* ---- 4: removal during concurrent sends (read fan-out) ------------------------------------------ */
+
+struct sender {
+	const char *user;
+	pthread_t thr;
+	int n, acked, refused;
+	_Atomic int progress;
+	uint64_t seqs[200];
+};
+
+static void *sender_main(void *arg)
+{
+	struct sender *x = arg;
+	struct parley_client *c = cl(x->user, "race");
+	for (int i = 0; i < x->n; i++) {
+		char body[64];
+		snprintf(body, sizeof body, "%s race message %d", x->user, i);
+		struct parley_send_result r;
+		int rc = parley_client_send(c, G, PARLEY_CT_TEXT, body, strlen(body), &r);
+		if (rc == 0)
+			x->seqs[x->acked++] = r.seq;
+		else if (rc == -PARLEY_EPERM)
+			x->refused++;
+		else
+			IT_CHECK(0, "%s: send failed: %s", x->user, parley_strerror(rc));
+		atomic_store(&x->progress, i + 1);
+	}
+	parley_client_free(c);
+	return NULL;
+}
+
+static int senders_done(void *arg)
+{
+	struct sender *s = arg;
+	for (int i = 0; i < 3; i++)
+		if (atomic_load(&s[i].progress) < s[i].n)
+			return 0;
+	return 1;
+}
+
+static void test_removal_race(void)
+{
+	static char rn[120][16];
+	for (int i = 0; i < 120; i++)
+		snprintf(rn[i], sizeof rn[i], "r%03d", i);
+	struct parley_client *owner = cl(rn[0], "owner-admin");
+	make_group(owner, rn, 120, "race"); /* read fan-out from the start */
+	/* listeners r010..r019 online; r010 will be removed */
+	struct dev on[10];
+	for (int i = 0; i < 10; i++) {
+		dev_open(&on[i], rn[10 + i], "phone");
+		IT_OK(parley_client_subscribe(on[i].c, 1, NULL));
+	}
+	struct sender snd[3] = {{.user = rn[1], .n = 150}, {.user = rn[2], .n = 150},
+				{.user = rn[3], .n = 150}};
+	for (int i = 0; i < 3; i++)
+		IT_CHECK(pthread_create(&snd[i].thr, NULL, sender_main, &snd[i]) == 0);
+	while (atomic_load(&snd[0].progress) < 30)
+		for (int i = 0; i < 10; i++)
+			parley_client_poll(on[i].c, 5);
+	/* remove the listener r010 and the sender r003 while the sends go on */
+	const struct parley_group_ok *ok;
+	IT_OK(parley_client_group_remove(owner, G, (const char *[]){rn[10], rn[3]},
+					 2, &ok));
+	uint64_t removed_at = ok->seq;
+	serve(on, 10, senders_done, snd, 180);
+	for (int i = 0; i < 3; i++)
+		pthread_join(snd[i].thr, NULL);
+	/* every message acked: r001's and r002's all, r003's below the removal */
+	uint64_t acked = 0;
+	for (int i = 0; i < 3; i++)
+		acked += (uint64_t)snd[i].acked;
+	IT_CHECK(snd[2].refused > 0, "the removed sender was never refused");
+	for (int i = 0; i < snd[2].acked; i++)
+		IT_CHECK(snd[2].seqs[i] < removed_at, "r003 acked at %" PRIu64
+			 " after its removal at %" PRIu64, snd[2].seqs[i], removed_at);
+	struct want w = {on + 1, 9, acked};
+	serve(on, 10, all_have, &w, 180);
+	settle(on, 10, 20);
+	for (int i = 1; i < 10; i++) {
+		IT_CHECK(on[i].msgs == acked && on[i].dups == 0, "%s: %" PRIu64
+			 " (+%" PRIu64 " dups) of %" PRIu64, on[i].user, on[i].msgs,
+			 on[i].dups, acked);
+		for (int k = 0; k < 3; k++)
+			for (int j = 0; j < snd[k].acked; j++)
+				IT_CHECK(on[i].seen[snd[k].seqs[j]], "%s missed seq %" PRIu64,
+					 on[i].user, snd[k].seqs[j]);
+	}
+	/* the removed listener: every acked message before its removal, once,
+	 * nothing after */
+	IT_CHECK(on[0].dups == 0 && on[0].max_seq < removed_at, "removed listener "
+		 "got seq %" PRIu64 " (removed at %" PRIu64 ")", on[0].max_seq,
+		 removed_at);
+	for (int k = 0; k < 3; k++)
+		for (int j = 0; j < snd[k].acked; j++)
+			if (snd[k].seqs[j] < removed_at)
+				IT_CHECK(on[0].seen[snd[k].seqs[j]], "removed listener "
+					 "missed seq %" PRIu64, snd[k].seqs[j]);
+	printf("removal race (read fan-out, 120 members): listener and sender "
+	       "removed at %" PRIu64 " during 3 x 150 concurrent sends; %" PRIu64
+	       " acked, %d refused; every listener exactly once, the removed one "
+	       "nothing after its removal\n", removed_at, acked, snd[2].refused);
+	for (int i = 0; i < 10; i++)
+		dev_close(&on[i]);
+	parley_client_free(owner);
+}
+
 /* ---- write cost -------------------------------------------------------------------------------- */
 
 static void write_cost(int n)
@@ -600,6 +715,7 @@ int main(void)
 	write_cost(100);
 	write_cost(500);
 	test_crossing();
+	test_removal_race();
 	test_500();
 	it_cleanup();
 	printf("test_groups_large: ok\n");
