@@ -474,6 +474,10 @@ static void catchup_page(struct catchup_ctx *x, const struct pe_read_result *r,
 		size += hs;
 		hp->count++;
 	}
+	/* a window wholly below what retention left: skip to the first
+	 * retained seq instead of paging through the gap */
+	if (hp->count == 0 && r->first_seq > next)
+		next = r->first_seq;
 	/* the end: the group's last seq is covered */
 	if (next > r->last_seq)
 		hp->flags |= PARLEY_HISTF_END;

@@ -7,7 +7,8 @@
  * the others ONE coalesced ACTIVITY until it is acknowledged, a group
  * under the threshold keeps write fan-out, GROUP_CATCHUP pages filter by
  * the reader's membership at each seq (a removed member up to its
- * removal), oldest first, and END / next.
+ * removal), oldest first, END / next, and a window below retention
+ * skipping to the first retained seq.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -235,6 +236,19 @@ Test(chat_fanout_read, live_activity_coalesced_and_catchup)
 	cr_assert_eq(catchup(w.c, "carol", "d:a:b", 1, 10, &m), -PARLEY_ENOTFOUND);
 	cr_assert_eq(catchup(w.c, "carol", g, 0, 10, &m), -PARLEY_EINVAL);
 	cr_assert_eq(catchup(w.c, "carol", g, 1, 0, &m), -PARLEY_EINVAL);
+	/* retention removed 1..5: a window below it jumps to the first
+	 * retained seq instead of paging through the gap */
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, g, strlen(g));
+	struct pe_delete_result dr;
+	cr_assert_eq(pe_delete_sync(w.e, key, (size_t)kl, 5, &dr), 0);
+	cr_assert_eq(dr.err, 0);
+	cr_assert_eq(catchup(w.c, "carol", g, 2, 3, &m), 0);
+	cr_assert_eq(m.history_page.count, 0);
+	cr_assert_eq(m.history_page.next_before_seq, 6);
+	cr_assert(!(m.history_page.flags & PARLEY_HISTF_END));
+	cr_assert_eq(catchup(w.c, "carol", g, 6, 100, &m), 0);
+	cr_assert_eq(m.history_page.msgs[0].seq, 6);
 	world_stop(&w);
 }
 
