@@ -98,6 +98,7 @@ struct parley_client {
 	char *node_host[PARLEY_CLIENT_MAX_NODES];
 	uint16_t node_port[PARLEY_CLIENT_MAX_NODES];
 	uint32_t nnodes, node_i;
+	uint32_t round_fails; /* failed connects since the last backoff (ensure_up) */
 
 	/* connection */
 	SSL_CTX *ctx;
@@ -1467,13 +1468,21 @@ static int ensure_up(struct parley_client *c, uint64_t deadline)
 		if (now_ms() >= deadline)
 			return -PARLEY_ETIMEDOUT;
 		int r = connect_once(c, deadline);
-		if (r == 0)
+		if (r == 0) {
+			c->round_fails = 0;
 			return 0;
+		}
 		if (c->fatal_err)
 			return c->fatal_err;
 		if (c->o.no_reconnect)
 			return r;
 		node_next(c); /* a cluster: try another node next */
+		/* ... at once: back off only once every node of the list
+		 * failed in a row (a dead node must not delay the move to a
+		 * live one during a failover) */
+		if (c->nnodes > 1 && ++c->round_fails < c->nnodes)
+			continue;
+		c->round_fails = 0;
 		/* exponential backoff with full jitter in [b/2, b], unless the
 		 * server asked for longer (HELLO refused with retry_after) */
 		uint32_t b = c->backoff_ms;
@@ -1556,6 +1565,7 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 	uint64_t deadline = now_ms() + c->o.call_deadline_ms;
 	int last = -PARLEY_ETIMEDOUT;
 	uint32_t backoff = c->o.backoff_min_ms;
+	uint32_t hops = 0; /* NOTLEADER answers in a row */
 	while (now_ms() < deadline) {
 		/* after GOAWAY the server answers new requests with CLOSED: move
 		 * to a new connection (after retry_after) instead */
@@ -1594,10 +1604,21 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 				return last;
 			if (e->code == PARLEY_ENOTLEADER && c->nnodes > 1) {
 				/* that node does not lead the partition: the
-				 * same request at the next node */
+				 * same request at the next node. The node
+				 * answered, so leaving it is no failure: the
+				 * reconnect backoff does not grow (during an
+				 * election every node answers NOTLEADER) */
+				uint32_t b = c->backoff_ms;
 				conn_drop(c, -PARLEY_ENOTLEADER);
+				c->backoff_ms = b;
 				node_next(c);
 				c->not_before_ms = 0;
+				/* ... at once: pause (and grow the pause) only
+				 * once every node answered NOTLEADER in a row
+				 * (an election), so one follower or a dead node
+				 * in the list does not stretch a failover */
+				if (++hops % c->nnodes != 0)
+					continue;
 			}
 			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;
 			backoff = (uint32_t)PARLEY_MIN((uint64_t)backoff * 2, c->o.backoff_max_ms);
@@ -1611,6 +1632,11 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 			conn_drop(c, -PARLEY_EPROTO);
 			return -PARLEY_EPROTO;
 		}
+		/* the server answered a request: it proved healthy, so losing
+		 * this connection later (a node's death, a failover) starts
+		 * over at backoff_min_ms instead of growing the backoff of
+		 * every connection that died within CLIENT_STABLE_MS */
+		c->backoff_ms = c->o.backoff_min_ms;
 		return 0;
 	}
 	return last;

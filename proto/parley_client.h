@@ -112,7 +112,9 @@ struct parley_client_opts {
 	 * the first and moves to the next one in the list when a connect
 	 * fails or a request is answered NOTLEADER (the node does not lead
 	 * that partition: docs/CLUSTER.md), resending the same request (a
-	 * SEND keeps its client_msg_id). With TLS, set tls_server_name. */
+	 * SEND keeps its client_msg_id); it backs off only once every node
+	 * in a row failed or answered NOTLEADER. With TLS, set
+	 * tls_server_name. */
 	const char *nodes;
 	int tls; /* 1 = TLS */
 	const char *ca_file; /* TLS: trust only this CA bundle (PEM); NULL =
