@@ -871,12 +871,21 @@ static int rd_run(struct parley_client *c)
 			if (r == -PARLEY_EPERM || r == -PARLEY_ENOTFOUND ||
 			    r == -PARLEY_EINVAL) {
 				/* not ours (any more): nothing to read */
+				PLOG_I("client", "group catch-up refused: not a member",
+				       "conv=%.*s from=%llu err=%s", (int)e->clen,
+				       e->conv, (unsigned long long)from,
+				       parley_errname(r));
 				e->from = e->hold = 0;
 				e->large = 0;
 				break;
 			}
-			if (r < 0)
+			if (r < 0) {
+				PLOG_W("client", "group catch-up failed, retried later",
+				       "conv=%.*s from=%llu err=%s", (int)e->clen,
+				       e->conv, (unsigned long long)from,
+				       parley_errname(r));
 				return delivered ? delivered : r;
+			}
 			const struct parley_history_page *pg = &c->rmsg->history_page;
 			for (unsigned k = 0; k < pg->count; k++) {
 				const struct parley_hist_msg *h = &pg->msgs[k];
@@ -910,6 +919,39 @@ static int rd_run(struct parley_client *c)
 		}
 	}
 	return delivered;
+}
+
+int parley_client_group_position(const struct parley_client *c,
+				 const char *conv, uint64_t *seq)
+{
+	size_t n = strlen(conv);
+	for (unsigned i = 0; i < CLIENT_RD_CONVS; i++) {
+		const struct rd_conv *e = &c->rd[i];
+		if (e->clen && e->clen == n && !memcmp(e->conv, conv, n)) {
+			/* during a catch-up: what is before it */
+			*seq = e->from && e->from - 1 < e->base ? e->from - 1 : e->base;
+			return 0;
+		}
+	}
+	return -PARLEY_ENOTFOUND;
+}
+
+int parley_client_set_group_position(struct parley_client *c, const char *conv,
+				     uint64_t seq)
+{
+	struct parley_str s = {conv, (uint16_t)strlen(conv)};
+	if (strlen(conv) > PARLEY_PROTO_MAX_CONV_ID || !is_group(s))
+		return -PARLEY_EINVAL;
+	struct rd_conv *e = rd_get(c, s, seq + 1);
+	if (!e)
+		return -PARLEY_EFULL;
+	memset(e->bits, 0, sizeof e->bits);
+	e->lo = 1;
+	e->base = seq;
+	e->large = 1; /* caught up from seq + 1 after the next SYNC_OK */
+	if (c->cursor_valid && !e->from)
+		e->from = seq + 1; /* already subscribed: now */
+	return 0;
 }
 
 static int on_event(struct parley_client *c, const struct parley_event *ev)

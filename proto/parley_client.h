@@ -42,9 +42,10 @@
  * runs inside process() / poll() (one round trip per 100 messages, at
  * most 64 per call), never inside a blocking call or a callback; the
  * inbox is not acknowledged past an ACTIVITY until its catch-up finished,
- * so a restarted process redoes it. What a restarted process delivered
- * before it is not known to the new object: from the pointer on, a
- * message may come again (dedup by conv + conv_seq if that matters).
+ * so a restarted process redoes it. To resume across process restarts,
+ * persist parley_client_group_position() per group and restore it with
+ * parley_client_set_group_position(); without it a new object reads a
+ * group from the next ACTIVITY's conv_seq on.
  *
  * GOAWAY: the client stops sending new requests on that connection and
  * moves to a new one after the server's retry_after_ms (plus jitter);
@@ -324,6 +325,20 @@ int parley_client_subscribe(struct parley_client *c, uint64_t from_inbox_seq,
 /* The last inbox_seq delivered to on_event (0 = none yet). Persist it to
  * resume across restarts with parley_client_subscribe(c, cursor + 1). */
 uint64_t parley_client_inbox_cursor(const struct parley_client *c);
+
+/* Large groups (read fan-out): this object's position in group conv —
+ * every message seq <= *seq was delivered to on_event (or is not the
+ * user's). Persist it next to the inbox cursor to resume across process
+ * restarts: a new object given it with parley_client_set_group_position()
+ * before subscribing reads the group back from *seq + 1 after SYNC_OK
+ * (live messages that were in flight when the old process died included).
+ * 0, or -PARLEY_ENOTFOUND (no position kept for conv). */
+int parley_client_group_position(const struct parley_client *c,
+				 const char *conv, uint64_t *seq);
+/* 0, -PARLEY_EINVAL (not a group id), -PARLEY_EFULL (too many groups with
+ * a catch-up pending). */
+int parley_client_set_group_position(struct parley_client *c, const char *conv,
+				     uint64_t seq);
 
 /* ---- event loop ------------------------------------------------------------- */
 

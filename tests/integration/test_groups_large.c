@@ -100,13 +100,17 @@ static void serve(struct dev *ds, int n, int (*done)(void *), void *arg,
 	IT_CHECK(p);
 	while (!done(arg)) {
 		if ((parley_mono_ns() - t0) / 1000000000ull >= (uint64_t)timeout_s) {
-			for (int i = 0; i < n && i < 8; i++)
+			for (int i = 0; i < n && i < 8; i++) {
+				uint64_t gp = 0;
+				parley_client_group_position(ds[i].c, G, &gp);
+				printf("  position %" PRIu64 ":", gp);
 				printf("  %s: %" PRIu64 " messages (%" PRIu64 " live, %"
 				       PRIu64 " dups), max seq %" PRIu64 ", fd %d, "
 				       "cursor %" PRIu64 "\n", ds[i].user, ds[i].msgs,
 				       ds[i].live, ds[i].dups, ds[i].max_seq,
 				       parley_client_fd(ds[i].c),
 				       parley_client_inbox_cursor(ds[i].c));
+			}
 			it_fail(__FILE__, __LINE__, "not delivered within %d s",
 				timeout_s);
 		}
@@ -382,7 +386,7 @@ static void test_500(void)
 	for (int i = 0; i < NONLINE; i++)
 		live += on[i].live;
 	printf("500 members: %d online devices got %d messages each exactly once "
-	       "(%" PRIu64 " of them live)\n", NONLINE - 1, nmsg, live);
+	       "(%" PRIu64 " of them outside the inbox: live or read back)\n", NONLINE - 1, nmsg, live);
 	for (int i = 0; i < NONLINE; i++)
 		dev_close(&on[i]);
 	free(on);
@@ -424,6 +428,49 @@ static void test_500(void)
 		 "%d distinct messages of %d", lines, distinct, nmsg);
 	printf("500 members: `parley watch` on a new device printed the %d "
 	       "messages once each\n", nmsg);
+
+	/* a process that dies with live EVENTs unread, restarted with its
+	 * persisted inbox cursor and group position: reads them back */
+	{
+		uint64_t pos = 0, cur = parley_client_inbox_cursor(off[0].c);
+		IT_OK(parley_client_group_position(off[0].c, G, &pos));
+		IT_CHECK(pos >= last, "position %" PRIu64 " after catching up to %"
+			 PRIu64, pos, last);
+		it_sleep_ms(300); /* its ACTIVITY acknowledgement is in */
+		uint64_t lost[3];
+		send_n(snd[0], "unread", 0, 3, lost); /* live to off[0], unread */
+		wait_fanout(); /* posted while it was connected */
+		parley_client_free(off[0].c);        /* the process dies */
+		off[0].c = NULL;
+		it_sleep_ms(200);
+		uint64_t after;
+		send_n(snd[0], "while down", 0, 1, &after); /* ACTIVITY for m300 */
+		struct dev *a = &off[0], b;
+		free(a->seen);
+		dev_open(a, unames[NONLINE], "phone"); /* the new process */
+		IT_OK(parley_client_set_group_position(a->c, G, pos));
+		IT_OK(parley_client_subscribe(a->c, cur + 1, NULL));
+		struct want w1 = {a, 1, 4};
+		serve(a, 1, all_have, &w1, 60);
+		settle(a, 1, 20);
+		IT_CHECK(a->msgs == 4 && a->dups == 0 && a->seen[lost[0]] &&
+			 a->seen[lost[2]] && a->seen[after], "restored position: %"
+			 PRIu64 " (+%" PRIu64 " dups) of 4", a->msgs, a->dups);
+		/* the same without the position: from the ACTIVITY on only */
+		dev_open(&b, unames[NONLINE], "phone");
+		IT_OK(parley_client_subscribe(b.c, cur + 1, NULL));
+		settle(&b, 1, 50);
+		IT_CHECK(b.msgs <= 1 && !b.seen[lost[0]] && !b.seen[lost[2]],
+			 "without the position: %" PRIu64, b.msgs);
+		printf("500 members: a restarted device with its persisted group "
+		       "position read back the 3 live messages it never read + 1 "
+		       "(without it: %" PRIu64 ")\n", b.msgs);
+		dev_close(&b);
+		a->msgs += (uint64_t)nmsg;
+		/* the others got the 4 live */
+		w = (struct want){off, noff - 1, (uint64_t)nmsg + 4};
+		serve(off, noff, all_have, &w, 120);
+	}
 
 	/* 2: restarts with the (formerly offline) devices connected */
 	for (int phase = 0; phase < 2; phase++) {
