@@ -2009,6 +2009,25 @@ int parley_client_group_role(struct parley_client *c, const char *conv,
 	return group_change(c, PARLEY_T_GROUP_ROLE, conv, users, n, role, ok);
 }
 
+int parley_client_group_set(struct parley_client *c, const char *conv,
+			    uint8_t fields, const char *name, uint8_t settings,
+			    const struct parley_group_ok **ok)
+{
+	size_t cl = conv ? strlen(conv) : 0;
+	size_t nl = name && (fields & PARLEY_GSET_NAME) ? strlen(name) : 0;
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || !fields ||
+	    (fields & ~PARLEY_GSET_KNOWN) || nl > PARLEY_PROTO_MAX_TITLE)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_GROUP_SET};
+	m.group_set = (struct parley_group_set){
+		{conv, (uint16_t)cl}, fields, {nl ? name : NULL, (uint16_t)nl},
+		fields & PARLEY_GSET_SETTINGS ? settings : 0};
+	int r = call(c, &m, PARLEY_T_GROUP_SET_OK);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->group_ok;
+	return r;
+}
+
 int parley_client_group_info(struct parley_client *c, const char *conv,
 			     uint32_t from_index, uint16_t limit,
 			     const struct parley_group_info_ok **info)
@@ -2041,13 +2060,13 @@ int parley_membership_describe(const uint8_t *body, size_t len, char *out,
 	struct le_reader r;
 	le_reader_init(&r, body ? body : (const uint8_t *)"", body ? len : 0);
 	uint8_t ver = le_read8(&r), op = le_read8(&r);
-	le_read8(&r); /* settings */
+	uint8_t settings = le_read8(&r);
 	uint8_t al = le_read8(&r);
 	le_read_bytes(&r, al);
 	uint16_t nl = le_read16(&r);
 	const char *name = (const char *)le_read_bytes(&r, nl);
 	uint16_t n = le_read16(&r);
-	if (!r.ok || ver != 1 || op < PARLEY_GOP_CREATE || op > PARLEY_GOP_ROLE)
+	if (!r.ok || ver != 1 || op < PARLEY_GOP_CREATE || op > PARLEY_GOP_SET)
 		return -PARLEY_EPROTO;
 	size_t o = 0;
 #define PUT(...)                                                               \
@@ -2063,6 +2082,20 @@ int parley_membership_describe(const uint8_t *body, size_t len, char *out,
 	case PARLEY_GOP_REMOVE: PUT("removed "); break;
 	case PARLEY_GOP_LEAVE: PUT("left"); break;
 	case PARLEY_GOP_ROLE: PUT("made "); break;
+	case PARLEY_GOP_SET: {
+		const char *hist = settings & PARLEY_GROUPF_HISTORY_ALL
+					   ? "new members see the whole history"
+					   : "new members see the history from their join";
+		if (settings & PARLEY_GEV_SET_NAME)
+			PUT("renamed the group to \"%.*s\"%s%s", (int)nl, name,
+			    settings & PARLEY_GEV_SET_SETTINGS ? "; " : "",
+			    settings & PARLEY_GEV_SET_SETTINGS ? hist : "");
+		else if (settings & PARLEY_GEV_SET_SETTINGS)
+			PUT("changed the group's history: %s", hist);
+		else
+			PUT("changed the group's settings");
+		break;
+	}
 	}
 	uint8_t last_role = 0;
 	for (uint16_t i = 0; i < n; i++) {

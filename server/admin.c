@@ -31,6 +31,8 @@ struct aconn;
 struct admin {
 	struct srv *s;
 	int fd;                  /* listener (non-blocking) */
+	struct pollfd *pfd;      /* [max_conns + 1], the thread's poll set */
+	uint32_t *pidx;          /* [max_conns + 1] */
 	atomic_bool stop;
 	atomic_int ready;
 	pthread_t thr;
@@ -111,8 +113,9 @@ static const struct ctr_metric {
 };
 
 /*
- * The engine's per-stage append timing (parley_engine.h, pe_stage_stats) as
- * one Prometheus histogram family, parley_engine_stage_seconds{stage=...}.
+ * The engine's per-stage append and history read timing (parley_engine.h,
+ * pe_stage_stats) as one Prometheus histogram family,
+ * parley_engine_stage_seconds{stage=...}.
  * The engine keeps log2 buckets (bucket b: below 2^b ns); buckets under
  * 1 us fold into the first one shown and those over ~17 s into +Inf, which
  * keeps the family at 26 lines per stage.
@@ -127,7 +130,10 @@ static void stage_histograms(struct srv_text *o, struct pe_engine *e)
 	srv_text_put(o, "# HELP %s Time an engine append spends per stage: queue "
 	       "(submitted -> its shard takes it), fill (-> its WAL batch is "
 	       "submitted), sync (one batch's write+fdatasync), apply, "
-	       "callback.\n# TYPE %s histogram\n", h, h);
+	       "callback; and a history read (entries no longer in memory, "
+	       "served by the read pool): read_queue (handed to the pool -> "
+	       "started), read_io (block cache, pread, zstd).\n"
+	       "# TYPE %s histogram\n", h, h);
 	for (unsigned k = 0; k < PE_STAGE_COUNT; k++) {
 		const char *name = pe_stage_name((enum pe_stage)k);
 		uint64_t cum = 0;
@@ -689,9 +695,9 @@ static void admin_accept(struct admin *a, uint64_t now)
 static void *admin_main(void *arg)
 {
 	struct admin *a = arg;
-	struct pollfd *p = calloc(a->max_conns + 1, sizeof *p);
-	uint32_t *idx = calloc(a->max_conns + 1, sizeof *idx);
-	PARLEY_ASSERT(p && idx);
+	/* allocated by admin_start, so a failure stops the start */
+	struct pollfd *p = a->pfd;
+	uint32_t *idx = a->pidx;
 	while (!atomic_load(&a->stop)) {
 		uint64_t now = parley_mono_ns();
 		int timeout_ms = 200; /* the stop flag's latency */
@@ -737,8 +743,6 @@ static void *admin_main(void *arg)
 	for (uint32_t k = 0; k < a->max_conns; k++)
 		if (a->c[k].fd >= 0)
 			aconn_close(a, &a->c[k]);
-	free(p);
-	free(idx);
 	return NULL;
 }
 
@@ -773,12 +777,18 @@ int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 		return rc;
 	struct admin *a = calloc(1, sizeof *a);
 	struct aconn *c = calloc(o->max_conns, sizeof *c);
-	if (!a || !c) {
+	struct pollfd *pfd = calloc(o->max_conns + 1, sizeof *pfd);
+	uint32_t *pidx = calloc(o->max_conns + 1, sizeof *pidx);
+	if (!a || !c || !pfd || !pidx) {
 		free(a);
 		free(c);
+		free(pfd);
+		free(pidx);
 		close(fd);
 		return -PARLEY_ENOMEM;
 	}
+	a->pfd = pfd;
+	a->pidx = pidx;
 	a->s = s;
 	a->fd = fd;
 	a->c = c;
@@ -791,6 +801,8 @@ int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 	if (rc) {
 		close(fd);
 		free(c);
+		free(pfd);
+		free(pidx);
 		free(a);
 		return -rc;
 	}
@@ -812,5 +824,7 @@ void admin_stop(struct admin *a)
 	pthread_join(a->thr, NULL);
 	close(a->fd);
 	free(a->c);
+	free(a->pfd);
+	free(a->pidx);
 	free(a);
 }

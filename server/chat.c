@@ -466,11 +466,14 @@ struct job {
 	uint64_t from, to;     /* conversation seqs to fan out */
 	uint32_t part;         /* partition of c/<conv> (its cursor) */
 	uint64_t nmsgs;        /* counted in c->npending */
-	unsigned pending;      /* appends not yet completed (+1 while issuing) */
+	/* appends not yet completed (+1 while issuing, +1 while queued);
+	 * atomic: a completion takes c->mu only when it is the last */
+	_Atomic unsigned pending;
 	chat_send_cb cb;       /* live send: the caller's callback */
 	void *cb_arg;
 	uint8_t *rec;          /* live send: the record, until durable */
 	uint32_t rec_len;
+	bool rec_in_job;       /* rec points into this allocation (job_new) */
 	bool group;            /* a group conversation (chat_group.c) */
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
@@ -512,6 +515,8 @@ struct chat {
 	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
 	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
+	/* counted without c->mu (added to st by chat_stats) */
+	_Atomic uint64_t n_jobs, n_appends;
 	struct chat_groups *groups; /* group membership (chat_group.c) */
 	struct chat_rd *rd;         /* read fan-out (chat_fanout_read.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
@@ -644,15 +649,42 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 	c->gen++;
 }
 
+static void job_free(struct job *j)
+{
+	if (!j->rec_in_job)
+		free(j->rec);
+	free(j);
+}
+
+/* A live job with room for its conversation id (clen bytes) and its
+ * record (rec_len bytes, j->rec) in one allocation; NULL when out of
+ * memory. The caller fills conv and rec. */
+static struct job *job_new(uint16_t clen, uint32_t rec_len)
+{
+	struct job *j = malloc(sizeof *j + clen + (size_t)rec_len);
+	if (!j)
+		return NULL;
+	memset(j, 0, sizeof *j);
+	j->rec = (uint8_t *)j->conv + clen;
+	j->rec_len = rec_len;
+	j->rec_in_job = true;
+	return j;
+}
+
 static void job_done_locked(struct chat *c, struct job *j)
 {
 	if (j->t_durable && j->t_issued)
 		srv_hist_since(&c->stage[CHAT_STAGE_INBOX], j->t_issued,
 			       parley_mono_ns());
 	job_unlink_locked(c, j);
-	free(j->rec);
-	free(j);
-	pthread_cond_broadcast(&c->cv);
+	job_free(j);
+	/* Only a stopping service waits for the outstanding jobs to drain
+	 * (fanout_main), and a checkpoint is due early after CHAT_CKPT_MSGS
+	 * registrations: otherwise no wake-up per message (the fan-out
+	 * thread's timed wait covers the periodic checkpoint). */
+	if (c->stop || (c->reg_total - c->ck_reg >= CHAT_CKPT_MSGS &&
+			!c->ckpt_busy))
+		pthread_cond_broadcast(&c->cv);
 }
 
 /* Registers j on partition p's list; start = clock now. Under c->mu. */
@@ -709,6 +741,16 @@ static void fanout_append_cb(void *arg, const struct pe_append_result *r)
 {
 	struct job *j = arg;
 	struct chat *c = j->c;
+	if (!r->err) {
+		/* the common case: no lock unless this completes the job */
+		atomic_fetch_add_explicit(&c->n_appends, 1, memory_order_relaxed);
+		if (--j->pending == 0) {
+			pthread_mutex_lock(&c->mu);
+			job_done_locked(c, j);
+			pthread_mutex_unlock(&c->mu);
+		}
+		return;
+	}
 	pthread_mutex_lock(&c->mu);
 	if (r->err == -PARLEY_ENOTLEADER || r->err == -PARLEY_EAGAIN) {
 		/* a leader change: recovered by the next leader of j->part */
@@ -722,8 +764,6 @@ static void fanout_append_cb(void *arg, const struct pe_append_result *r)
 		PLOG_E("chat", "fan-out append failed", "conv=%.*s from=%" PRIu64
 		       " err=%s", (int)j->len, j->conv, j->from,
 		       parley_errname(r->err));
-	} else {
-		c->st.fanout_appends++;
 	}
 	if (--j->pending == 0)
 		job_done_locked(c, j);
@@ -737,8 +777,16 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Issues one planned append; while the shard queue is full, retries
- * (wait) or returns -PARLEY_EFULL. */
+/* A fan-out append refused for want of room (the shard's queue, or memory
+ * for the engine's copy) is retried, never skipped: a skipped inbox
+ * pointer would be a gap no recovery fills once the cursor passes it. */
+static bool fanout_retry(int rc)
+{
+	return rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM;
+}
+
+/* Issues one planned append; while there is no room (fanout_retry),
+ * retries (wait) or returns -PARLEY_EFULL. */
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 			pe_append_cb cb, void *arg, bool wait)
 {
@@ -751,8 +799,10 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
 		int rc = pe_append(c->e, &q, cb, arg);
-		if (rc != -PARLEY_EFULL || !wait)
+		if (!fanout_retry(rc))
 			return rc;
+		if (!wait)
+			return -PARLEY_EFULL;
 		sleep_ms(1);
 	}
 }
@@ -893,9 +943,7 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 {
 	struct group_issue *gi = arg;
 	struct chat *c = gi->c;
-	pthread_mutex_lock(&c->mu);
 	gi->j->pending++;
-	pthread_mutex_unlock(&c->mu);
 	int rc;
 	if (payload) {
 		struct pe_input in = {.type = it->type, .len = len,
@@ -904,8 +952,8 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		memcpy(q.producer, it->producer, 16);
-		while ((rc = pe_append(c->e, &q, fanout_append_cb, gi->j)) ==
-		       -PARLEY_EFULL)
+		while (fanout_retry(rc = pe_append(c->e, &q, fanout_append_cb,
+						  gi->j)))
 			sleep_ms(1);
 	} else {
 		rc = fanout_issue(c, it, fanout_append_cb, gi->j, true);
@@ -915,6 +963,27 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 		fanout_append_cb(gi->j, &r);
 	}
 	return 0;
+}
+
+/* One entry of a group conversation: read fan-out for a large group's
+ * message (chat_fanout_read.c), else write fan-out (chat_group.c). Out of
+ * memory half-way: again (the appends issued are idempotent; the read
+ * fan-out fails only before posting anything), never skipped. */
+static int group_fanout_one(struct chat *c, struct job *j,
+			    const struct pe_entry *ent, struct group_issue *gi)
+{
+	for (;;) {
+		unsigned cnt = 0;
+		int rc = chat_rd_fanout(c, j->conv, j->len, ent, group_issue, gi);
+		if (rc == 0)
+			rc = chat_groups_fanout(c->groups, j->conv, j->len, ent,
+						group_issue, gi, &cnt);
+		else if (rc > 0)
+			rc = 0;
+		if (rc != -PARLEY_ENOMEM)
+			return rc;
+		sleep_ms(1);
+	}
 }
 
 /* A group conversation's seqs from..to: the plan depends on each entry's
@@ -929,12 +998,10 @@ static void fanout_run_group(struct chat *c, struct job *j)
 				       .type = j->type, .len = j->rec_len,
 				       .payload = j->rec};
 		unsigned cnt = 0;
-		/* a large group's message: read fan-out (chat.h) */
-		int rc = chat_rd_fanout(c, j->conv, j->len, &ent, group_issue, &gi);
-		rc = rc > 0 ? 0
-		     : rc < 0 ? rc
-			      : chat_groups_fanout(c->groups, j->conv, j->len,
-						   &ent, group_issue, &gi, &cnt);
+		(void)cnt;
+		/* out of memory half-way: again (the appends issued are
+		 * idempotent), never skipped */
+		int rc = group_fanout_one(c, j, &ent, &gi);
 		if (rc)
 			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
@@ -957,7 +1024,7 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		uint32_t n = 0;
 		struct pe_read_result meta;
 		int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
-		if (rc == -PARLEY_EFULL) {
+		if (fanout_retry(rc)) {
 			sleep_ms(1);
 			continue;
 		}
@@ -975,13 +1042,8 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		}
 		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
 			unsigned cnt = 0;
-			rc = chat_rd_fanout(c, j->conv, j->len, &ents[i],
-					    group_issue, &gi);
-			rc = rc > 0 ? 0
-			     : rc < 0 ? rc
-				      : chat_groups_fanout(c->groups, j->conv,
-							   j->len, &ents[i],
-							   group_issue, &gi, &cnt);
+			(void)cnt;
+			rc = group_fanout_one(c, j, &ents[i], &gi);
 			if (rc)
 				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 				       PRIu64 " err=%s", (int)j->len, j->conv,
@@ -1024,19 +1086,16 @@ static int fanout_run(struct chat *c, struct job *j, bool wait, uint8_t *buf)
 				 : chat_fanout_plan(j->conv, j->len, seq, &plan);
 		if (prc || plan.n == 0)
 			break; /* not a conversation we know how to fan out */
-		pthread_mutex_lock(&c->mu);
 		j->pending += plan.n;
-		c->st.fanout_jobs++;
-		pthread_mutex_unlock(&c->mu);
+		atomic_fetch_add_explicit(&c->n_jobs, 1, memory_order_relaxed);
 		for (unsigned i = 0; i < plan.n; i++) {
 			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j,
 					      wait);
 			if (rc == -PARLEY_EFULL && !wait) {
 				/* the items not issued will not complete */
-				pthread_mutex_lock(&c->mu);
 				j->pending -= plan.n - i;
-				c->st.fanout_jobs--;
-				pthread_mutex_unlock(&c->mu);
+				atomic_fetch_sub_explicit(&c->n_jobs, 1,
+							  memory_order_relaxed);
 				return rc;
 			}
 			if (rc) {
@@ -1058,8 +1117,11 @@ static void *fanout_main(void *arg)
 		while (!c->qhead && !(c->stop && c->npending == 0)) {
 			struct timespec dl;
 			clock_gettime(CLOCK_REALTIME, &dl);
+			/* jobs finishing do not wake us (job_done_locked):
+			 * wake at the leadership poll's pace, which also
+			 * keeps checkpoints within CHAT_CKPT_INTERVAL_MS */
 			uint64_t ns = (uint64_t)dl.tv_nsec +
-				      CHAT_CKPT_INTERVAL_MS * 1000000ull;
+				      CHAT_LEAD_POLL_MS * 1000000ull;
 			dl.tv_sec += (time_t)(ns / 1000000000ull);
 			dl.tv_nsec = (long)(ns % 1000000000ull);
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
@@ -1139,13 +1201,17 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 			pthread_mutex_unlock(&c->mu);
 			uint8_t buf[CHAT_PTR_INLINE_CAP];
 			int rc = fanout_run(c, j, false, buf);
-			pthread_mutex_lock(&c->mu);
 			if (rc == -PARLEY_EFULL) {
+				pthread_mutex_lock(&c->mu);
 				c->st.fanout_deferred++;
 				queue_push_locked(c, j, true); /* the thread waits */
-			}
-			else if (--j->pending == 0)
+				pthread_mutex_unlock(&c->mu);
+			} else if (--j->pending == 0) {
+				pthread_mutex_lock(&c->mu);
 				job_done_locked(c, j);
+				pthread_mutex_unlock(&c->mu);
+			}
+			return;
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -1156,7 +1222,8 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 static void send_fail(struct job *j, int err, bool call)
 {
 	struct chat *c = j->c;
-	free(j->rec);
+	if (!j->rec_in_job)
+		free(j->rec);
 	j->rec = NULL;
 	if (call) {
 		struct chat_send_result res = {.err = err};
@@ -1222,47 +1289,38 @@ static int send_check_issue(struct job *j)
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
-/* Stores rec (an entry of `type`) in c/<conv> with `producer` and
+/* Stores j's record (an entry of `type`) in c/<conv> with `producer` and
  * registers its fan-out: the common path of SEND and of EDIT / DELETE
- * (chat_conv_append). rec is the caller's malloc'd buffer: taken over. */
-static int conv_append(struct chat *c, const char *conv, uint16_t clen,
-		       uint16_t type, uint8_t *rec, uint32_t rec_len,
+ * (chat_conv_append). j comes from job_new with conv and rec filled in;
+ * it is taken over (freed here on failure). */
+static int conv_append(struct chat *c, struct job *j, uint16_t type,
 		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
+	const char *conv = j->conv;
+	uint16_t clen = j->len;
 	bool group = chat_conv_is_group(conv, clen);
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0) {
-		free(rec);
+		free(j);
 		return -PARLEY_ENOTFOUND;
 	}
 	/* a cluster: a node that does not lead the conversation's partition
 	 * may not have applied its creation yet: redirect, never "not found"
 	 * (docs/CLUSTER.md, routing) */
-	int lrc = pe_partition_leader_check(
-		c->e, pe_partition_of(c->e, key, (size_t)kl));
+	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	int lrc = pe_partition_leader_check(c->e, p);
 	if (lrc) {
-		free(rec);
+		free(j);
 		return lrc;
 	}
-	struct job *j = malloc(sizeof *j + clen);
-	if (!j) {
-		free(rec);
-		return -PARLEY_ENOMEM;
-	}
-	memset(j, 0, sizeof *j);
 	j->c = c;
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
-	j->rec = rec;
-	j->rec_len = rec_len;
 	j->type = type;
 	j->group = group;
 	memcpy(j->producer, producer, 16);
-	j->len = clen;
-	memcpy(j->conv, conv, clen);
-	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
 	j->part = p;
 	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
@@ -1284,12 +1342,13 @@ int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
 {
 	if (rec_len > PE_MAX_PAYLOAD)
 		return -PARLEY_ETOOBIG;
-	uint8_t *copy = malloc(rec_len ? rec_len : 1);
-	if (!copy)
+	struct job *j = job_new(clen, rec_len);
+	if (!j)
 		return -PARLEY_ENOMEM;
-	memcpy(copy, rec, rec_len);
-	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
-			   arg);
+	j->len = clen;
+	memcpy(j->conv, conv, clen);
+	memcpy(j->rec, rec, rec_len);
+	return conv_append(c, j, type, producer, cb, arg);
 }
 
 void chat_scrub_attach(struct chat *c, struct chat_scrub *x)
@@ -1340,15 +1399,18 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	int n = chat_msg_encode(NULL, 0, &cm);
 	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
 		return -PARLEY_ETOOBIG;
-	uint8_t *rec = malloc((size_t)n);
-	if (!rec)
+	/* one allocation per SEND: the job with the conversation id and
+	 * the record */
+	struct job *j = job_new(q->conv_len, (uint32_t)n);
+	if (!j)
 		return -PARLEY_ENOMEM;
-	chat_msg_encode(rec, (size_t)n, &cm);
+	j->len = q->conv_len;
+	memcpy(j->conv, q->conv, q->conv_len);
+	chat_msg_encode(j->rec, (size_t)n, &cm);
 	uint8_t producer[16];
 	chat_producer_send(producer, q->sender, q->sender_len,
 			   q->client_msg_id);
-	return conv_append(c, q->conv, q->conv_len, CHAT_ENT_MSG, rec,
-			   (uint32_t)n, producer, cb, arg);
+	return conv_append(c, j, CHAT_ENT_MSG, producer, cb, arg);
 }
 
 /* ---- CONV_OPEN ----------------------------------------------------------------------------- */
@@ -1547,6 +1609,9 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 {
 	pthread_mutex_lock(&c->mu);
 	*out = c->st;
+	out->fanout_jobs += atomic_load_explicit(&c->n_jobs, memory_order_relaxed);
+	out->fanout_appends += atomic_load_explicit(&c->n_appends,
+						    memory_order_relaxed);
 	out->fanout_pending = c->npending;
 	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
 	pthread_mutex_unlock(&c->mu);
@@ -1962,8 +2027,7 @@ static void chat_free(struct chat *c)
 	while (c->qhead) {
 		struct job *j = c->qhead;
 		c->qhead = j->next;
-		free(j->rec);
-		free(j);
+		job_free(j);
 	}
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
