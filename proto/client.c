@@ -1009,6 +1009,26 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 }
 
 /* Handle one whole frame. Returns events delivered (0/1) or <0 to drop. */
+/* A PRESENCE push that follows a PRESENCE_SUB_OK still held for its
+ * caller (the same read can carry both) is newer than the reply's view of
+ * that user: put it into the reply, so the caller, applying the reply
+ * after the push's callback ran, does not go back to the older view. */
+static void presence_into_reply(struct parley_client *c,
+				const struct parley_presence_rec *p)
+{
+	if (!c->wait_rid || !c->wait_done ||
+	    c->rmsg->type != PARLEY_T_PRESENCE_SUB_OK)
+		return;
+	struct parley_presence_sub_ok *ok = &c->rmsg->presence_sub_ok;
+	for (unsigned i = 0; i < ok->count; i++) {
+		if (ok->recs[i].user.len == p->user.len &&
+		    !memcmp(ok->recs[i].user.p, p->user.p, p->user.len)) {
+			ok->recs[i].status = p->status;
+			ok->recs[i].last_seen_ms = p->last_seen_ms;
+		}
+	}
+}
+
 static int dispatch(struct parley_client *c, const struct parley_frame *f)
 {
 	const uint8_t *p = f->payload;
@@ -1052,6 +1072,8 @@ static int dispatch(struct parley_client *c, const struct parley_frame *f)
 		return 0; /* a push type from a newer server: ignore */
 	if (r < 0)
 		return -PARLEY_EPROTO;
+	if (f->type == PARLEY_T_PRESENCE)
+		presence_into_reply(c, &c->msg->presence);
 	switch (f->type) {
 	case PARLEY_T_EVENT:
 		return on_event(c, &c->msg->event);

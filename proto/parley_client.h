@@ -390,7 +390,10 @@ int parley_client_notify_error(struct parley_client *c, uint32_t *retry_after_ms
  * presence of n users (1..PARLEY_PROTO_MAX_PRESENCE_USERS). *ok (may be
  * NULL) borrows the reply: the current state of each user subscribed,
  * the server's heartbeat and TTL. Then PRESENCE pushes come to
- * opts.on_presence on every change. Subscriptions belong to the
+ * opts.on_presence on every change. A push that arrives right behind the
+ * reply may be passed to on_presence before this call returns; its view
+ * is then already in *ok, so applying *ok after the callbacks never goes
+ * back to an older state. Subscriptions belong to the
  * connection: after a reconnect, subscribe again. -PARLEY_EFULL over the
  * server's presence_subs_max. */
 int parley_client_presence_sub(struct parley_client *c, int op,
