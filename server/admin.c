@@ -19,6 +19,7 @@
 
 #include "admin.h"
 #include "chat.h"
+#include "live.h"
 #include "parley_engine_hooks.h"
 #include "peer_node.h"
 #include "presence.h"
@@ -390,6 +391,30 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_group_sends_refused_total", "counter",
 		       "SENDs stored after their sender left the group, refused "
 		       "at their seq (never delivered).", cs.group_refused);
+		/* read fan-out of large groups (chat_fanout_read.c) */
+		struct chat_rd_stats rs;
+		chat_rd_get_stats(s->chat, &rs);
+		metric(&o, "parley_read_fanout_messages_total", "counter",
+		       "Group messages fanned out by read (group_read_fanout_min).",
+		       rs.msgs);
+		metric(&o, "parley_read_fanout_live_total", "counter",
+		       "Live EVENTs posted to subscribed connections by the read "
+		       "fan-out.", rs.live);
+		metric(&o, "parley_read_fanout_activity_total", "counter",
+		       "ACTIVITY pointers appended for members with no subscribed "
+		       "connection.", rs.activity);
+		metric(&o, "parley_read_fanout_coalesced_total", "counter",
+		       "Members skipped because their ACTIVITY pointer was still "
+		       "outstanding.", rs.coalesced);
+		metric(&o, "parley_read_fanout_catchups_total", "counter",
+		       "GROUP_CATCHUP pages served.", rs.catchups);
+		metric(&o, "parley_read_fanout_outstanding", "gauge",
+		       "ACTIVITY pointers outstanding (not acknowledged yet).",
+		       rs.outstanding);
+		if (s->live)
+			metric(&o, "parley_live_connections", "gauge",
+			       "Subscribed connections registered for live group "
+			       "EVENTs.", live_count(s->live));
 	}
 	metric(&o, "parley_memory_budget_bytes", "gauge",
 	       "Configured memory budget (memory_budget_bytes).", s->mem.limit);

@@ -375,6 +375,19 @@ static void inbox_item_of(struct chat *c, const struct pe_entry *e,
 		o->ready = chat_rcpt_event_of(e, &o->ev) == 0;
 		return;
 	}
+	if (p.kind == PARLEY_EV_ACTIVITY && p.conv_len) {
+		/* read fan-out (chat_fanout_read.c): all in the pointer */
+		struct parley_event *ev = &o->ev;
+		memset(ev, 0, sizeof *ev);
+		ev->inbox_seq = e->seq;
+		ev->kind = PARLEY_EV_ACTIVITY;
+		ev->conv = (struct parley_str){ip->conv, ip->clen};
+		ev->conv_seq = p.conv_seq;
+		ev->sender = parley_str_c("parley");
+		ev->server_ts_ms = e->ts_ms;
+		o->ready = true;
+		return;
+	}
 	struct chat_msg cm;
 	/* a copy of a message that retention removed is not delivered: the
 	 * read finds it gone (kind 0) */
