@@ -234,6 +234,7 @@ struct it_server {
 	char data[300];
 	char log[300];
 	const char *extra[32]; /* extra flags (NULL-terminated) */
+	int starts;            /* it_server_start calls that came up */
 };
 
 static struct it_server *it_servers[IT_MAX_SERVERS];
@@ -251,10 +252,9 @@ static __attribute__((unused)) void it_dump_logs(void)
 	}
 }
 
-/* Fill ports and paths; `name` names the data dir (reused on restart). */
-static __attribute__((unused)) void it_server_init(struct it_server *s, const char *name)
+/* Three distinct free ports for a server's client, TLS and admin ports. */
+static __attribute__((unused)) void it_pick_ports(struct it_server *s)
 {
-	memset(s, 0, sizeof *s);
 	s->port = it_free_port();
 	s->tls_port = it_free_port();
 	s->admin_port = it_free_port();
@@ -262,14 +262,70 @@ static __attribute__((unused)) void it_server_init(struct it_server *s, const ch
 		s->tls_port = it_free_port();
 	while (s->admin_port == s->port || s->admin_port == s->tls_port)
 		s->admin_port = it_free_port();
+}
+
+/* Fill ports and paths; `name` names the data dir (reused on restart). */
+static __attribute__((unused)) void it_server_init(struct it_server *s, const char *name)
+{
+	memset(s, 0, sizeof *s);
+	it_pick_ports(s);
 	snprintf(s->data, sizeof s->data, "%s/%s-data", it_dir, name);
 	snprintf(s->log, sizeof s->log, "%s/%s.log", it_dir, name);
 	s->slot = -1;
 }
 
-/* Start parleyd and wait until its plain TCP port accepts. */
+/* Start parleyd and wait until its plain TCP port accepts. The ports come
+ * from it_free_port, which closes its probe socket: until parleyd binds,
+ * another test running in parallel may take one (as a client's ephemeral
+ * port). So the first start of a server that finds a port taken picks
+ * new ones and tries again (a restart keeps its ports: clients know
+ * them). */
+static __attribute__((unused)) void it_server_start_once(struct it_server *s, int *busy);
 static __attribute__((unused)) void it_server_start(struct it_server *s)
 {
+	for (int tries = 0;; tries++) {
+		int busy = 0;
+		it_server_start_once(s, &busy);
+		if (!busy) {
+			s->starts++;
+			return;
+		}
+		if (tries == 4)
+			it_fail(__FILE__, __LINE__, "five tries found a port taken, "
+				"log %s", s->log);
+		fprintf(stderr, "%s: a port was taken before parleyd bound it; "
+			"new ports (try %d)\n", s->log, tries + 1);
+		it_pick_ports(s);
+	}
+}
+
+/* needle in path's text after byte `from` */
+static __attribute__((unused)) int it_log_tail_has(const char *path, long from,
+						  const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	fseek(f, from, SEEK_SET);
+	char line[1024];
+	int found = 0;
+	while (!found && fgets(line, sizeof line, f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
+static __attribute__((unused)) void it_server_start_once(struct it_server *s, int *busy)
+{
+	long log_at = 0;
+	{
+		FILE *lf = fopen(s->log, "r");
+		if (lf) {
+			fseek(lf, 0, SEEK_END);
+			log_at = ftell(lf);
+			fclose(lf);
+		}
+	}
 	char bin[512], port[16], tport[16], aport[16];
 	snprintf(bin, sizeof bin, "%s/server/parleyd", getenv("PARLEY_BIN_DIR"));
 	snprintf(port, sizeof port, "%u", s->port);
@@ -330,6 +386,11 @@ static __attribute__((unused)) void it_server_start(struct it_server *s)
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			it_pids[s->slot] = 0;
 			s->pid = 0;
+			if (!s->starts && it_log_tail_has(s->log, log_at,
+							  "port already in use")) {
+				*busy = 1;
+				return;
+			}
 			it_fail(__FILE__, __LINE__, "parleyd exited at start-up "
 				"(status %d), log %s", st, s->log);
 		}
