@@ -182,6 +182,70 @@ static void hist_sleep(void *arg, uint64_t ns)
 	nanosleep(&ts, NULL);
 }
 
+/* Runs one job of a worker's queue (its thread, or stepped). */
+static void hworker_run(struct hworker *hw, struct hjob *j)
+{
+	struct pe_engine *e = hw->e;
+	struct part *p = &e->parts[j->part];
+	if (j->kind == HJOB_REMOVE_FILES || j->kind == HJOB_REMOVE_DICTS) {
+		/* no shard state involved: nothing to hand back */
+		char hd[700];
+		snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, j->part);
+		if (j->kind == HJOB_REMOVE_FILES)
+			(void)hpart_remove_files(e->io, hd, j->ids, j->nids);
+		else
+			(void)hpart_remove_dicts(e->io, hd, j->ids, j->nids);
+		free(j->ids);
+		free(j);
+		return;
+	}
+	if (j->kind == HJOB_FLUSH) {
+		struct hpart_src src = {.next = fsrc_next,
+					.rewind = fsrc_rewind,
+					.arg = p->fsrc};
+		p->flush_rc = hpart_flush_run(p->fjob, &src);
+	} else if (j->kind == HJOB_FLUSH_STORE) { /* off the shard too */
+		p->flush_rc = p->fjob ? hpart_flush_store(p->fjob, p->fman)
+				      : hpart_store(p->hist, p->fman);
+	} else if (j->kind == HJOB_COMPACT) {
+		p->compact_rc = hpart_compact_run(p->cjob, NULL);
+	} else { /* HJOB_COMPACT_STORE: the manifest store, off the shard */
+		p->compact_rc = hpart_compact_store(p->cjob, p->cman);
+	}
+	struct req *r = calloc(1, sizeof *r);
+	PARLEY_ASSERT(r);
+	r->kind = REQ_HIST_DONE;
+	r->part = j->part;
+	r->from = (uint64_t)j->kind;
+	free(j);
+	if (!atomic_load(&e->aborting))
+		PARLEY_ASSERT(shard_push(e, r) == 0);
+	else
+		free(r);
+}
+
+static struct hjob *hworker_pop(struct hworker *hw)
+{
+	struct hjob *j = hw->head;
+	if (j) {
+		hw->head = j->next;
+		if (!hw->head)
+			hw->tail = NULL;
+	}
+	return j;
+}
+
+static void hworker_drop(struct hworker *hw)
+{
+	/* jobs never started are dropped (removals: the next open's cleanup
+	 * deletes those files) */
+	struct hjob *j;
+	while ((j = hworker_pop(hw))) {
+		free(j->ids);
+		free(j);
+	}
+}
+
 static void *hworker_main(void *arg)
 {
 	struct hworker *hw = arg;
@@ -199,60 +263,28 @@ static void *hworker_main(void *arg)
 			pthread_cond_wait(&hw->cv, &hw->mu);
 		if (hw->stop)
 			break;
-		struct hjob *j = hw->head;
-		hw->head = j->next;
-		if (!hw->head)
-			hw->tail = NULL;
+		struct hjob *j = hworker_pop(hw);
 		pthread_mutex_unlock(&hw->mu);
-		struct part *p = &e->parts[j->part];
-		if (j->kind == HJOB_REMOVE_FILES || j->kind == HJOB_REMOVE_DICTS) {
-			/* no shard state involved: nothing to hand back */
-			char hd[700];
-			snprintf(hd, sizeof hd, "%s/hist/%u", e->dir, j->part);
-			if (j->kind == HJOB_REMOVE_FILES)
-				(void)hpart_remove_files(e->io, hd, j->ids, j->nids);
-			else
-				(void)hpart_remove_dicts(e->io, hd, j->ids, j->nids);
-			free(j->ids);
-			free(j);
-			pthread_mutex_lock(&hw->mu);
-			continue;
-		}
-		if (j->kind == HJOB_FLUSH) {
-			struct hpart_src src = {.next = fsrc_next,
-						.rewind = fsrc_rewind,
-						.arg = p->fsrc};
-			p->flush_rc = hpart_flush_run(p->fjob, &src);
-		} else if (j->kind == HJOB_FLUSH_STORE) { /* off the shard too */
-			p->flush_rc = p->fjob ? hpart_flush_store(p->fjob, p->fman)
-					      : hpart_store(p->hist, p->fman);
-		} else if (j->kind == HJOB_COMPACT) {
-			p->compact_rc = hpart_compact_run(p->cjob, NULL);
-		} else { /* HJOB_COMPACT_STORE: the manifest store, off the shard */
-			p->compact_rc = hpart_compact_store(p->cjob, p->cman);
-		}
-		struct req *r = calloc(1, sizeof *r);
-		PARLEY_ASSERT(r);
-		r->kind = REQ_HIST_DONE;
-		r->part = j->part;
-		r->from = (uint64_t)j->kind;
-		free(j);
-		if (!atomic_load(&e->aborting))
-			PARLEY_ASSERT(shard_push(e, r) == 0);
-		else
-			free(r);
+		hworker_run(hw, j);
 		pthread_mutex_lock(&hw->mu);
 	}
-	while (hw->head) { /* jobs never started are dropped (removals: the
-			      next open's cleanup deletes those files) */
-		struct hjob *j = hw->head;
-		hw->head = j->next;
-		free(j->ids);
-		free(j);
-	}
-	hw->tail = NULL;
+	hworker_drop(hw);
 	pthread_mutex_unlock(&hw->mu);
 	return NULL;
+}
+
+/* Stepped execution: runs the worker's next job, if any; true if it did. */
+bool hworker_step(struct pe_engine *e, int i)
+{
+	struct hworker *hw = &e->hw[i];
+	hw->e = e;
+	pthread_mutex_lock(&hw->mu);
+	struct hjob *j = hw->stop ? NULL : hworker_pop(hw);
+	pthread_mutex_unlock(&hw->mu);
+	if (!j)
+		return false;
+	hworker_run(hw, j);
+	return true;
 }
 
 static void answer_int(struct req *r, int rc)
@@ -740,7 +772,7 @@ void hist_job_tick(struct shard *sh)
 	struct pe_engine *e = sh->e;
 	if (!e->retention.n || e->opt.no_auto_compact || e->opt.read_only)
 		return;
-	uint64_t now = parley_mono_ns() / 1000000u;
+	uint64_t now = engine_mono_ns(e) / 1000000u;
 	if (now < sh->next_tick_ms)
 		return;
 	sh->next_tick_ms = now + e->opt.retention_interval_ms;
@@ -756,7 +788,7 @@ int hist_job_tick_timeout(struct shard *sh)
 	struct pe_engine *e = sh->e;
 	if (!e->retention.n || e->opt.no_auto_compact || e->opt.read_only)
 		return -1;
-	uint64_t now = parley_mono_ns() / 1000000u;
+	uint64_t now = engine_mono_ns(e) / 1000000u;
 	if (now >= sh->next_tick_ms)
 		return 0;
 	return (int)PARLEY_MIN(sh->next_tick_ms - now, 60000u);
@@ -778,8 +810,12 @@ void hist_workers_stop(struct pe_engine *e)
 {
 	for (int i = 0; i < HW_COUNT; i++) {
 		struct hworker *hw = &e->hw[i];
-		if (!hw->started)
+		if (!hw->started) { /* stepped (or never started) */
+			pthread_mutex_lock(&hw->mu);
+			hworker_drop(hw);
+			pthread_mutex_unlock(&hw->mu);
 			continue;
+		}
 		pthread_mutex_lock(&hw->mu);
 		hw->stop = true;
 		pthread_cond_broadcast(&hw->cv);

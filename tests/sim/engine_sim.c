@@ -1,7 +1,7 @@
 /*
  * engine_sim.c — the engine simulator (see engine_sim.h).
  *
- * What runs: the real engine through its public API (pe_open, pe_append,
+ * What runs: the real engine through its public API (pe_open_stepped, pe_append,
  * pe_read_sync, pe_meta_sync, pe_delete_sync, pe_flush_sync,
  * pe_compact_sync, pe_abort, pe_close) on one pio_mem backend, with the
  * entry clock injected (opt.clock_ms reads the simulator's clock), against
@@ -51,22 +51,31 @@
  * default (the draw decides); the draws happen either way, so that the
  * rest of a seed's workload does not change.
  *
- * Determinism: the workload (every choice of the PRNG, the clock, the
- * faults) comes from the seed, but the engine runs its shard, WAL-spare and
- * history threads for real, so how appends group into WAL batches and the
- * exact moment of a mid-burst crash vary between runs of one seed. A seed
- * reproduces the same step sequence; a failure that depends on a thread
- * interleaving may need a few replays.
+ * Determinism: a seed replays bit for bit. The engine runs stepped
+ * (pe_open_stepped, engine/step.c): it starts no thread; every round of a
+ * shard's loop, unit of a WAL's background preparation (next segment,
+ * release, periodic high-water mark, spares) and history job (flush,
+ * compaction, their manifest stores, file removals) runs on the
+ * simulator's thread, in the order a PRNG of the seed (srng) picks, inside
+ * the blocking calls, while a burst's appends complete, and for a random
+ * number of units between steps (background work running on). The engine's
+ * timers read the simulated clock. Everything observed (every append,
+ * read, meta, delete, flush/compaction and open result, every
+ * subscription delivery) is hashed into a trace, and the final disk image
+ * too; test_engine_sim_replay runs seeds twice and compares the traces;
+ * PARLEY_ESIM_REPLAY=1 does the same for any seed range, and
+ * PARLEY_ESIM_VERBOSE=3 prints the trace at every step (and per file at
+ * the end) to find where two runs part. A crash (pe_abort) lands between
+ * two units of engine work, never inside one.
  *
- * Threads: the simulator's one thread issues every call; append callbacks
- * run on shard threads and only record their result under `mu`.
+ * Threads: one. The simulator's thread issues every call and runs the
+ * engine's work; callbacks run inside pe_step on this thread.
  */
 #include "engine_sim.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +93,7 @@
 #define ES_MAX_COUNT 4           /* entries per append */
 #define ES_RET_COUNT 12          /* "r/" streams keep the newest 12 */
 #define ES_RET_AGE_MS 90000      /* "a/" streams keep 90 s */
-#define ES_WAIT_NS (60ull * 1000000000ull) /* a burst that takes longer hangs */
+#define ES_STEP_LIMIT 5000000u   /* engine units a subscription may wait */
 
 /* ---- model ------------------------------------------------------------- */
 
@@ -144,9 +153,8 @@ struct op {
 };
 
 /* A subscription (tail) and what it delivered since the last check. The
- * callback runs on a shard thread and only appends to `got` under the
- * simulator's mutex; the simulator's thread checks `got` against the
- * model at its check points (the model is only its to touch). */
+ * callback (inside pe_step) only appends to `got`; the simulator checks
+ * `got` against the model at its check points. */
 #define ES_MAX_SUBS 4
 struct got {
 	uint64_t seq, h; /* h: hash of the entry's bytes */
@@ -160,7 +168,7 @@ struct esub {
 	uint64_t trimmed_to; /* a TRIMMED event moved next here (0 = none) */
 	bool closed, paused, gone;
 	int close_err;
-	char bad[200];    /* an order violation seen on the shard thread */
+	char bad[200];    /* an order violation seen in the callback */
 	struct got *got;
 	uint32_t ngot, capgot;
 };
@@ -173,6 +181,10 @@ struct esim {
 	struct parley_rng vrng; /* verification's page sizes: kept apart so
 				   the workload's draws do not depend on how
 				   many pages a check took */
+	struct parley_rng srng; /* the engine's schedule (pe_stepper.pick):
+				   which shard round, WAL prep unit or
+				   history job runs next */
+	uint64_t trace;         /* hash of everything observed (esim_run) */
 	struct esim_stats *st;
 
 	struct pio *io;
@@ -193,12 +205,10 @@ struct esim {
 	bool fault_armed;   /* a fault was armed since the last open */
 	bool fatal_seen;    /* an error a fault explains: reopen next */
 
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	struct op ops[ES_MAX_BURST];
 	uint32_t nops, ndone;
 	struct esub subs[ES_MAX_SUBS];
-	uint64_t pause_rng; /* callbacks' pause decisions (under mu) */
+	uint64_t pause_rng; /* callbacks' pause decisions */
 };
 
 static struct esim *g_cur; /* for the failure message */
@@ -298,9 +308,58 @@ static const uint8_t zero_prod[PE_PRODUCER_LEN];
 
 /* ---- engine lifecycle ------------------------------------------------ */
 
+/* ---- the engine's schedule and the trace --------------------------------- */
+
+static uint32_t step_pick(void *arg, uint32_t n)
+{
+	struct esim *x = arg;
+	return (uint32_t)parley_rng_below(&x->srng, n);
+}
+
+static uint64_t step_now_ns(void *arg)
+{
+	struct esim *x = arg;
+	return x->now_ms * 1000000ull;
+}
+
+/* Opens the engine stepped: no engine thread, every unit of its work runs
+ * here in the order srng picks (parley_engine_hooks.h). */
+static int engine_open(struct esim *x)
+{
+	struct pe_stepper st = {.pick = step_pick, .now_ns = step_now_ns,
+				.arg = x};
+	return pe_open_stepped(&x->opt, &st, &x->eng);
+}
+
+static void es_step(struct esim *x)
+{
+	(void)pe_step(x->eng);
+}
+
+/* Lets the engine's background work (flushes, compactions, WAL
+ * preparation and release) run on for up to n units. */
+static void es_idle(struct esim *x, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		es_step(x);
+}
+
+/* Everything the simulator observes goes into the trace hash: the same
+ * seed must give the same trace, run after run (test_engine_sim_replay). */
+static void trace(struct esim *x, const void *p, size_t n)
+{
+	x->trace = parley_xxh3(p, n, x->trace);
+}
+
+static void trace_u64(struct esim *x, uint64_t v)
+{
+	trace(x, &v, sizeof v);
+}
+
 static void es_open(struct esim *x)
 {
-	int rc = pe_open(&x->opt, &x->eng);
+	int rc = engine_open(x);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	if (rc)
 		es_fail(x, "pe_open: %s", parley_strerror(rc));
 	x->fault_armed = false;
@@ -363,6 +422,9 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 	struct m_stream *s = &x->s[si];
 	struct pe_meta meta;
 	int rc = pe_meta_sync(x->eng, s->key, s->klen, &meta);
+	uint64_t tm[4] = {(uint64_t)(int64_t)rc, meta.first_seq, meta.last_seq,
+			  meta.last_ts_ms};
+	trace(x, tm, rc ? 8 : sizeof tm);
 	if (rc) {
 		if (tainted && rc == -PARLEY_ECORRUPT)
 			return true;
@@ -393,6 +455,10 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 		struct pe_read_result rr = {0};
 		rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
 		x->st->reads++;
+		uint64_t tv[4] = {(uint64_t)(int64_t)rc, n, rr.first_seq, rr.end};
+		trace(x, tv, sizeof tv);
+		for (uint32_t i = 0; i < n; i++)
+			trace_u64(x, es[i].seq ^ (es[i].ts_ms << 20) ^ es[i].len);
 		if (rc == -PARLEY_ETRIMMED && rr.first_seq > from &&
 		    rr.first_seq <= s->n + 1 && retention_allows(x, s, rr.first_seq)) {
 			/* a compaction applied retention since the meta */
@@ -593,7 +659,6 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 	struct esub *es = arg;
 	struct esim *x = g_cur;
 	enum pe_sub_ret ret = PE_SUB_CONTINUE;
-	pthread_mutex_lock(&x->mu);
 	switch (u->event) {
 	case PE_SUB_ENTRIES:
 		for (uint32_t i = 0; i < u->count; i++) {
@@ -612,6 +677,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 				PARLEY_ASSERT(es->got);
 			}
 			es->got[es->ngot++] = (struct got){e->seq, ent_hash(e)};
+			trace_u64(x, es->got[es->ngot - 1].h ^ e->seq);
 			es->next++;
 		}
 		if (u->next_seq != es->next && !es->bad[0])
@@ -624,6 +690,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		}
 		break;
 	case PE_SUB_TRIMMED:
+		trace_u64(x, u->next_seq);
 		if (u->next_seq < es->next && !es->bad[0])
 			snprintf(es->bad, sizeof es->bad,
 				 "TRIMMED moved the cursor back from %" PRIu64
@@ -632,12 +699,11 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		es->next = u->next_seq;
 		break;
 	case PE_SUB_CLOSED:
+		trace_u64(x, (uint64_t)(int64_t)u->err);
 		es->closed = true;
 		es->close_err = u->err;
 		break;
 	}
-	pthread_cond_broadcast(&x->cv);
-	pthread_mutex_unlock(&x->mu);
 	return ret;
 }
 
@@ -645,7 +711,6 @@ static void sub_start(struct esim *x, struct esub *es, uint32_t si,
 		      uint64_t from)
 {
 	struct m_stream *s = &x->s[si];
-	pthread_mutex_lock(&x->mu);
 	es->used = true;
 	es->s = si;
 	es->start = from;
@@ -653,7 +718,6 @@ static void sub_start(struct esim *x, struct esub *es, uint32_t si,
 	es->closed = es->paused = es->gone = false;
 	es->trimmed_to = 0;
 	es->ngot = 0;
-	pthread_mutex_unlock(&x->mu);
 	int rc = pe_subscribe(x->eng, s->key, s->klen, from, sub_cb, es, &es->sub);
 	if (rc)
 		es_fail(x, "subscribe %s from %" PRIu64 ": %s", s->key, from,
@@ -673,27 +737,20 @@ static void sub_check(struct esim *x, bool live)
 			continue;
 		struct m_stream *s = &x->s[es->s];
 		bool resume = false;
-		pthread_mutex_lock(&x->mu);
 		if (live && es->paused && !es->gone && !es->closed) {
 			es->paused = false;
 			resume = true;
 		}
-		pthread_mutex_unlock(&x->mu);
 		if (resume && pe_sub_resume(es->sub))
 			es_fail(x, "pe_sub_resume failed");
-		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += 30;
+		uint32_t units = 0;
 		for (;;) {
-			pthread_mutex_lock(&x->mu);
 			if (es->bad[0]) {
-				pthread_mutex_unlock(&x->mu);
 				es_fail(x, "subscription to %s: %s", s->key, es->bad);
 			}
 			for (uint32_t k = 0; k < es->ngot; k++) {
 				struct got g = es->got[k];
 				if (g.seq > s->n || g.h != m_hash(&s->e[g.seq - 1])) {
-					pthread_mutex_unlock(&x->mu);
 					es_fail(x, "subscription to %s delivered seq %"
 						   PRIu64 " %s (model last %" PRIu64 ")",
 						s->key, g.seq,
@@ -708,7 +765,6 @@ static void sub_check(struct esim *x, bool live)
 				uint64_t t = es->trimmed_to;
 				if (t > s->n + 1 ||
 				    (t > s->first && !retention_allows(x, s, t))) {
-					pthread_mutex_unlock(&x->mu);
 					es_fail(x, "subscription to %s trimmed to %" PRIu64
 						   ", model first %" PRIu64 " last %" PRIu64,
 						s->key, t, s->first, s->n);
@@ -716,7 +772,6 @@ static void sub_check(struct esim *x, bool live)
 				es->trimmed_to = 0;
 			}
 			if (es->next > PARLEY_MAX(s->n + 1, es->start)) {
-				pthread_mutex_unlock(&x->mu);
 				es_fail(x, "subscription to %s is at %" PRIu64
 					   ", past the log's last seq %" PRIu64,
 					s->key, es->next, s->n);
@@ -725,16 +780,13 @@ static void sub_check(struct esim *x, bool live)
 				       !es->gone && es->next <= s->n &&
 				       !(es->next < s->first);
 			if (!waiting) {
-				pthread_mutex_unlock(&x->mu);
 				break;
 			}
-			if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
-				pthread_mutex_unlock(&x->mu);
+			if (++units > ES_STEP_LIMIT)
 				es_fail(x, "subscription to %s stuck at %" PRIu64
 					   ", model last %" PRIu64, s->key, es->next,
 					s->n);
-			}
-			pthread_mutex_unlock(&x->mu);
+			es_step(x);
 		}
 	}
 }
@@ -744,13 +796,11 @@ static void sub_check(struct esim *x, bool live)
  * from their cursors. */
 static void subs_engine_gone(struct esim *x)
 {
-	pthread_mutex_lock(&x->mu);
 	for (int i = 0; i < ES_MAX_SUBS; i++)
 		if (x->subs[i].used) {
 			x->subs[i].gone = true;
 			x->subs[i].sub = NULL;
 		}
-	pthread_mutex_unlock(&x->mu);
 }
 
 static void subs_restart(struct esim *x)
@@ -765,26 +815,22 @@ static void subs_restart(struct esim *x)
 static void unsub_done(void *arg)
 {
 	struct esub *es = arg;
-	struct esim *x = g_cur;
-	pthread_mutex_lock(&x->mu);
 	es->gone = true;
-	pthread_cond_broadcast(&x->cv);
-	pthread_mutex_unlock(&x->mu);
+}
+
+static bool sub_gone(void *arg)
+{
+	return ((struct esub *)arg)->gone;
 }
 
 static void sub_stop(struct esim *x, struct esub *es)
 {
 	if (!es->gone) {
-		pthread_mutex_lock(&x->mu);
 		bool closed = es->closed;
-		pthread_mutex_unlock(&x->mu);
 		(void)closed;
 		if (pe_unsubscribe(es->sub, unsub_done, es))
 			es_fail(x, "pe_unsubscribe failed");
-		pthread_mutex_lock(&x->mu);
-		while (!es->gone)
-			pthread_cond_wait(&x->cv, &x->mu);
-		pthread_mutex_unlock(&x->mu);
+		pe_step_until(x->eng, sub_gone, es);
 	}
 	sub_check(x, false);
 	es->used = false;
@@ -858,12 +904,9 @@ static void append_cb(void *arg, const struct pe_append_result *r)
 {
 	struct op *o = arg;
 	struct esim *x = g_cur;
-	pthread_mutex_lock(&x->mu);
 	o->r = *r;
 	o->done = true;
 	x->ndone++;
-	pthread_cond_broadcast(&x->cv);
-	pthread_mutex_unlock(&x->mu);
 }
 
 static void make_spec(struct esim *x, struct spec *sp, bool bulk)
@@ -940,21 +983,22 @@ static int issue(struct esim *x, struct op *o)
 	return rc;
 }
 
-/* Waits until `want` ops of the burst have completed. */
+/* Steps the engine until `want` ops of the burst have completed. */
+struct done_arg {
+	struct esim *x;
+	uint32_t want;
+};
+
+static bool ops_done(void *arg)
+{
+	struct done_arg *d = arg;
+	return d->x->ndone >= d->want;
+}
+
 static void wait_done(struct esim *x, uint32_t want)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += (time_t)(ES_WAIT_NS / 1000000000ull);
-	pthread_mutex_lock(&x->mu);
-	while (x->ndone < want) {
-		if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
-			pthread_mutex_unlock(&x->mu);
-			es_fail(x, "burst: %u of %u appends completed after 60 s "
-				   "(engine hung?)", x->ndone, want);
-		}
-	}
-	pthread_mutex_unlock(&x->mu);
+	struct done_arg d = {x, want};
+	pe_step_until(x->eng, ops_done, &d);
 }
 
 /* Checks one completed append against the model, in queue order. */
@@ -963,6 +1007,9 @@ static void account(struct esim *x, struct op *o, bool faults_ok)
 	struct m_stream *s = &x->s[o->s];
 	const struct pe_append_result *r = &o->r;
 	struct m_key *k = o->key >= 0 ? &s->keys[o->key] : NULL;
+	uint64_t tv[7] = {o->s, (uint64_t)(int64_t)r->err, r->seq, r->count,
+			  r->last_seq, r->duplicate, r->ts_ms};
+	trace(x, tv, sizeof tv);
 	if (r->err) {
 		/* EFULL (memory bound) rejects before anything is proposed */
 		if (r->err == -PARLEY_EFULL) {
@@ -1065,11 +1112,9 @@ static void burst(struct esim *x, int mode, bool bulk)
 	for (uint32_t i = 0; i < n; i++) {
 		int rc = issue(x, &x->ops[i]);
 		if (rc == -PARLEY_EFULL) { /* queue full: never queued */
-			pthread_mutex_lock(&x->mu);
 			x->ops[i].done = true;
 			x->ops[i].r.err = rc;
 			x->ndone++;
-			pthread_mutex_unlock(&x->mu);
 		} else if (rc) {
 			es_fail(x, "pe_append: %s", parley_strerror(rc));
 		}
@@ -1078,6 +1123,10 @@ static void burst(struct esim *x, int mode, bool bulk)
 	(void)issued;
 	if (mode == 1) {
 		wait_done(x, crash_after);
+		/* the crash lands between two units of engine work: after
+		 * some more of it ran (a batch written, a flush's segment
+		 * stored but not its manifest, a release half done ...) */
+		es_idle(x, (uint32_t)rnd(x, 4) ? (uint32_t)rnd(x, 40) : 0);
 		pe_abort(x->eng);
 		x->eng = NULL;
 		subs_engine_gone(x);
@@ -1128,6 +1177,11 @@ static void step_read(struct esim *x)
 	struct pe_read_result rr = {0};
 	int rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
 	x->st->reads++;
+	uint64_t tv[5] = {(uint64_t)(int64_t)rc, n, rr.first_seq, rr.last_seq,
+			  rr.end};
+	trace(x, tv, sizeof tv);
+	for (uint32_t i = 0; i < n; i++)
+		trace_u64(x, es[i].seq ^ (es[i].ts_ms << 20) ^ es[i].len);
 	bool visible = last && s->first <= last;
 	/* a read starting below the first visible seq: ETRIMMED (forward
 	 * always; backward may also just find nothing there) */
@@ -1192,6 +1246,9 @@ static void step_delete(struct esim *x)
 					  : s->first - 1 + rnd(x, s->n - s->first + 2);
 	struct pe_delete_result r;
 	int rc = pe_delete_sync(x->eng, s->key, s->klen, through, &r);
+	uint64_t tv[4] = {(uint64_t)(int64_t)rc, r.first_seq, r.last_seq,
+			  (uint64_t)(int64_t)r.err};
+	trace(x, tv, sizeof tv);
 	if (rc)
 		es_fail(x, "delete %s through %" PRIu64 ": %s", s->key, through,
 			parley_strerror(rc));
@@ -1220,6 +1277,7 @@ static void step_history(struct esim *x, bool fault)
 	}
 	int rc = compact ? pe_compact_sync(x->eng, p, chance(x, 50))
 			 : pe_flush_sync(x->eng, p);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	if (fault) {
 		clear_faults(x);
 		x->fault_armed = true; /* stays explained until the reopen */
@@ -1333,7 +1391,8 @@ static void step_open_faults(struct esim *x)
 	subs_engine_gone(x);
 	pio_mem_inject(x->io, kinds[rnd(x, 3)], 1 + (uint32_t)rnd(x, 4));
 	x->st->faults++;
-	int rc = pe_open(&x->opt, &x->eng);
+	int rc = engine_open(x);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	es_log(x, "open with a fault armed: %s", parley_strerror(rc));
 	if (rc) {
 		x->st->fault_errors++;
@@ -1405,7 +1464,8 @@ static bool step_flip(struct esim *x, bool restore)
 		es_fail(x, "flip %s", path);
 	x->st->flips++;
 	es_log(x, "flip %s offset %" PRIu64 " bit %u", path, off, bit);
-	int rc = pe_open(&x->opt, &x->eng);
+	int rc = engine_open(x);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	bool detected = rc != 0;
 	if (rc) {
 		es_log(x, "open after flip: %s", parley_strerror(rc));
@@ -1534,8 +1594,40 @@ static void teardown(struct esim *x)
 	free(x->pend);
 }
 
+static int cmp_path(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The whole stored state (every file's path and synced-or-not bytes as
+ * the engine would read them) into the trace. */
+static void trace_disk(struct esim *x)
+{
+	static char paths[1024][160];
+	struct flist fl = {.x = x, .dir = ES_DIR, .paths = paths, .cap = 1024};
+	(void)x->io->ops->list(x->io, ES_DIR, flist_cb, &fl);
+	/* list order is the backend's: sort for a stable hash */
+	qsort(paths, fl.n, sizeof paths[0], cmp_path);
+	for (uint32_t i = 0; i < fl.n; i++) {
+		trace(x, paths[i], strlen(paths[i]));
+		struct pio_file *f;
+		if (x->io->ops->open(x->io, paths[i], 0, &f))
+			continue;
+		int64_t size = x->io->ops->size(x->io, f);
+		trace_u64(x, (uint64_t)size);
+		uint8_t *buf = size > 0 ? malloc((size_t)size) : NULL;
+		if (buf && x->io->ops->pread(x->io, f, buf, (size_t)size, 0) == size)
+			trace(x, buf, (size_t)size);
+		if (x->verbose >= 3)
+			fprintf(stderr, "esim disk %s %" PRId64 " %016" PRIx64 "\n",
+				paths[i], size, x->trace);
+		free(buf);
+		x->io->ops->close(x->io, f);
+	}
+}
+
 int esim_run(uint64_t seed, uint32_t steps, int verbose,
-	     struct esim_stats *st)
+	     struct esim_stats *st, uint64_t *trace_out)
 {
 	struct esim *x = calloc(1, sizeof *x);
 	if (!x)
@@ -1546,13 +1638,17 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 	x->verbose = verbose;
 	x->rng.s = seed;
 	x->vrng.s = seed ^ 0x7E41F1ull;
+	x->srng.s = seed ^ 0x5C4ED11ull;
+	x->trace = seed;
 	x->st = st;
-	pthread_mutex_init(&x->mu, NULL);
-	pthread_cond_init(&x->cv, NULL);
 	g_cur = x;
 	setup(x);
 	for (x->step = 0; x->step < steps; x->step++) {
 		st->steps++;
+		if (verbose >= 3) /* where two runs of a seed part */
+			fprintf(stderr, "esim %" PRIu64 " step %u trace %016" PRIx64
+				" srng %016" PRIx64 "\n", seed, x->step,
+				x->trace, x->srng.s);
 		x->now_ms += rnd(x, 100) < 5 ? 30000 + rnd(x, 60000) : rnd(x, 2000);
 		unsigned pick = (unsigned)rnd(x, 1000);
 		if (pick < 420) {
@@ -1591,6 +1687,8 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 			verify_all(x, false);
 		if (x->fatal_seen) /* nothing else is possible */
 			crash_reopen(x, chance(x, 50));
+		else if (chance(x, 50)) /* background work runs on a while */
+			es_idle(x, (uint32_t)rnd(x, 60));
 	}
 	if (x->step == steps) {
 		verify_all(x, false);
@@ -1600,15 +1698,23 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 		else
 			clean_reopen(x);
 	}
+	if (x->eng) {
+		pe_close(x->eng);
+		x->eng = NULL;
+	}
+	if (x->verbose >= 3)
+		fprintf(stderr, "esim before disk %016" PRIx64 "\n", x->trace);
+	trace_disk(x);
+	if (trace_out)
+		*trace_out = x->trace;
 	teardown(x);
-	pthread_mutex_destroy(&x->mu);
-	pthread_cond_destroy(&x->cv);
 	free(x);
 	g_cur = NULL;
 	return 0;
 }
 
-int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
+int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps,
+	      bool replay)
 {
 	const char *v = getenv("PARLEY_ESIM_SEED");
 	if (v && *v) {
@@ -1622,6 +1728,8 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
 	if ((v = getenv("PARLEY_ESIM_STEPS")) && *v)
 		steps = (uint32_t)strtoul(v, NULL, 0);
 	int verbose = (v = getenv("PARLEY_ESIM_VERBOSE")) ? atoi(v) : 0;
+	if ((v = getenv("PARLEY_ESIM_REPLAY")) && *v)
+		replay = *v != '0';
 	/* the faults make the engine log errors by design */
 	parley_log_set_level(verbose ? PLOG_INFO : PLOG_ERROR);
 	/* Every reopen reads whole 16 MiB WAL segments into fresh buffers:
@@ -1633,7 +1741,23 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
 	struct esim_stats st = {0};
 	for (uint64_t i = 0; i < n; i++) {
 		fprintf(stderr, "%s: seed %" PRIu64 "\n", name, base + i);
-		esim_run(base + i, steps, verbose, &st);
+		uint64_t h = 0;
+		esim_run(base + i, steps, verbose, &st, &h);
+		if (replay) {
+			/* the same seed again: every observation and the
+			 * final disk image must be the same, bit for bit */
+			struct esim_stats st2 = {0};
+			uint64_t h2 = 0;
+			esim_run(base + i, steps, verbose, &st2, &h2);
+			if (h2 != h) {
+				fprintf(stderr, "%s: FAIL seed %" PRIu64 " does not "
+					"replay: trace %016" PRIx64 " then %016"
+					PRIx64 "\n", name, base + i, h, h2);
+				return 1;
+			}
+		}
+		fprintf(stderr, "%s: seed %" PRIu64 " trace %016" PRIx64 "\n",
+			name, base + i, h);
 	}
 	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") steps/seed=%u"
 	       " acked=%" PRIu64 " dups=%" PRIu64 " reads=%" PRIu64
