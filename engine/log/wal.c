@@ -1366,8 +1366,14 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	}
 
 	/* The high-water mark: what earlier syncs proved durable must be here. */
+	uint64_t mark_last_end = 0; /* the last segment's durable end per the mark */
+	bool lost = false;
 	if (have_mark) {
-		if (hwm_check(w, &mark, rec))
+		for (uint32_t i = 0; i < mark.nseg; i++)
+			if (mark.segs[i].seq == last_seq)
+				mark_last_end = mark.segs[i].end;
+		lost = hwm_check(w, &mark, rec) > 0;
+		if (lost)
 			w->maps_broken = w->mark_frozen = true;
 	} else if (any_v2) {
 		PLOG_W("wal", "high-water mark file missing: acknowledged records "
@@ -1442,6 +1448,30 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * fdatasync below make that durable before anything new is
 		 * written after it. */
 		uint64_t torn = last_so.torn_at;
+		/* Acknowledged records are missing and the log as read ends
+		 * (or its "torn" record starts) before where the mark proved
+		 * the segment durable: what read as a torn tail is damage (a
+		 * flipped bit, bytes lost in place) over acknowledged records.
+		 * Their partitions are reported corrupt above; the damaged
+		 * bytes stay exactly as found (no zeroing of the torn record)
+		 * and new batches start after the mark's end, so that
+		 * repairing those bytes (restoring the file) brings every
+		 * record back, and while they stay damaged the next recovery
+		 * still sees a bad record followed by later batches
+		 * (corruption, never a torn tail). Before this, the zeroing
+		 * and the next batches wrote over them: the loss became
+		 * permanent (the engine simulator's flip-and-restore step). */
+		bool keep = lost && (tail < mark_last_end ||
+				     (torn && torn < mark_last_end));
+		if (keep) {
+			PLOG_E("wal", "log ends before its high-water mark: the "
+			       "damaged bytes are kept, new records start after "
+			       "the mark's end", "dir=%s file=wal-%016" PRIx64
+			       ".log log_end=%" PRIu64 " mark_end=%" PRIu64, dir,
+			       last_seq, tail, mark_last_end);
+			tail = PARLEY_MAX(tail, align_up(mark_last_end, WAL_BLOCK));
+			torn = 0; /* and no zeroing of the "torn" record */
+		}
 		if (!rc && torn % WAL_BLOCK && align_up(torn, WAL_BLOCK) <= tail) {
 			static const uint8_t zeros[WAL_BLOCK];
 			rc = io->ops->pwrite(io, w->seg, zeros,
