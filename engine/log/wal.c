@@ -336,6 +336,9 @@ struct scan_out {
 	bool eof;           /* the log ran into the end of the file */
 	bool sealed;        /* a seal record ends it */
 	uint64_t torn_at;   /* a torn tail's first byte, or 0 */
+	uint64_t zero_at;   /* with torn_at: the first block boundary after it
+			       holding an all-zero header (where a scan stops
+			       as at the log's end), or the file's size */
 };
 
 /* why + ", file cut to N bytes (created M): bytes N..M missing" when the
@@ -423,6 +426,11 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 				 * file was cut here: the caller judges) */
 				so->eof = off + WAL_REC_HDR + len > size;
 				so->torn_at = off;
+				uint64_t a = align_up(off + 1, WAL_BLOCK);
+				while (a + WAL_REC_HDR <= size &&
+				       !all_zero(d + a, WAL_REC_HDR))
+					a += WAL_BLOCK;
+				so->zero_at = PARLEY_MIN(a, size);
 				break;
 			}
 			why_cut(why, sizeof why, bad, size, so->created);
@@ -1448,10 +1456,9 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * fdatasync below make that durable before anything new is
 		 * written after it. */
 		uint64_t torn = last_so.torn_at;
-		/* Acknowledged records are missing and the log as read ends
-		 * (or its "torn" record starts) before where the mark proved
-		 * the segment durable: what read as a torn tail is damage (a
-		 * flipped bit, bytes lost in place) over acknowledged records.
+		/* Acknowledged records are missing and the "torn" record
+		 * starts before where the mark proved the segment durable:
+		 * it is damage (a flipped bit) over acknowledged records.
 		 * Their partitions are reported corrupt above; the damaged
 		 * bytes stay exactly as found (no zeroing of the torn record)
 		 * and new batches start after the mark's end, so that
@@ -1460,9 +1467,16 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * still sees a bad record followed by later batches
 		 * (corruption, never a torn tail). Before this, the zeroing
 		 * and the next batches wrote over them: the loss became
-		 * permanent (the engine simulator's flip-and-restore step). */
-		bool keep = lost && (tail < mark_last_end ||
-				     (torn && torn < mark_last_end));
+		 * permanent (the engine simulator's flip-and-restore step).
+		 * Only when no all-zero block lies between the damage and the
+		 * mark's end: a scan stops at one as at the log's end, so new
+		 * batches after it would be lost to the next recovery (bytes
+		 * zeroed in place keep the old behaviour: the log goes on
+		 * where it reads as ending, over zeros). Records made durable
+		 * after the last mark, past its end, are the residual window
+		 * (wal.h). */
+		bool keep = lost && torn && torn < mark_last_end &&
+			    last_so.zero_at >= mark_last_end;
 		if (keep) {
 			PLOG_E("wal", "log ends before its high-water mark: the "
 			       "damaged bytes are kept, new records start after "
