@@ -528,12 +528,16 @@ static void part_compact_ran(struct shard *sh, struct part *p)
 	part_compact_store_begin(sh, p);
 }
 
-/* COMPACT_RUNNING or COMPACT_DEFERRED, no flush store in flight. */
+/* COMPACT_RUNNING or COMPACT_DEFERRED; no flush store in flight unless
+ * the compaction failed (then nothing is stored: its output is removed).
+ * A compaction that failed (ENOSPC) while a flush's store was in flight
+ * used to trip the assertion and abort the process (the engine simulator,
+ * with history workers slowed down). */
 static void part_compact_store_begin(struct shard *sh, struct part *p)
 {
 	struct pe_engine *e = sh->e;
 	int rc = p->compact_rc;
-	PARLEY_ASSERT(p->flush_st != FLUSH_STORING);
+	PARLEY_ASSERT(rc || p->flush_st != FLUSH_STORING);
 	if (!rc && !atomic_load(&e->aborting)) {
 		rc = hpart_compact_prepare(p->hist, p->cjob, &p->cman);
 		if (!rc) {

@@ -219,6 +219,8 @@ struct esim {
 				   which shard round, WAL prep unit or
 				   history job runs next */
 	uint64_t trace;         /* hash of everything observed (esim_run) */
+	uint32_t slow_pm[3];    /* per class of unit (shard, WAL prep, history
+				   worker): how many draws in 1000 run it */
 	struct esim_stats *st;
 
 	struct pio *io;
@@ -350,10 +352,22 @@ static const uint8_t zero_prod[PE_PRODUCER_LEN];
 
 /* ---- the engine's schedule and the trace --------------------------------- */
 
+/* Units are the shards' rounds, then the WALs' prep units, then the
+ * history workers' jobs (engine/step.c). Some seeds slow the background
+ * down (a WAL prep or history worker unit is taken only `slow_pm` times in
+ * 1000 it is drawn), so that a flush or compaction stays in flight across
+ * appends, deletes and crashes, as a busy worker thread would. */
 static uint32_t step_pick(void *arg, uint32_t n)
 {
 	struct esim *x = arg;
-	return (uint32_t)parley_rng_below(&x->srng, n);
+	uint32_t ns = x->opt.shards;
+	for (;;) {
+		uint32_t u = (uint32_t)parley_rng_below(&x->srng, n);
+		uint32_t cls = u < ns ? 0 : u < 2 * ns ? 1 : 2;
+		if (x->slow_pm[cls] >= 1000 ||
+		    parley_rng_below(&x->srng, 1000) < x->slow_pm[cls])
+			return u;
+	}
 }
 
 static uint64_t step_now_ns(void *arg)
@@ -1711,6 +1725,10 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 	x->rng.s = seed;
 	x->vrng.s = seed ^ 0x7E41F1ull;
 	x->srng.s = seed ^ 0x5C4ED11ull ^ g_sched;
+	static const uint32_t slow[] = {1000, 1000, 100, 10};
+	x->slow_pm[0] = 1000;
+	x->slow_pm[1] = slow[parley_rng_below(&x->srng, 4)];
+	x->slow_pm[2] = slow[parley_rng_below(&x->srng, 4)];
 	x->frng.s = seed ^ 0xF11Bull;
 	x->trace = seed;
 	x->st = st;
