@@ -66,6 +66,20 @@
  *     raised a stream's first seq, which backward reads and the stream
  *     listing reported as a mismatch (seed 100006 of the long tier, seed
  *     11 with flips): accepted when retention allows it (invariant 6).
+ *   - A stream's last seq recovered lower than acknowledged (seed 100017
+ *     of the long tier: "meta last_seq 15, model 18"): a flush's commit
+ *     dropped from the memtable, besides what it wrote, the entries
+ *     deleted while it ran; the next flush moved the flushed index past
+ *     their WAL records with no segment holding them, so a restart
+ *     rebuilt the stream from the segments with last seq 15 and the next
+ *     append would have reused seq 16. Fixed in the flush commit
+ *     (history/hist_job.c); test_step's
+ *     delete_during_a_flush_keeps_the_last_seq sets the race up exactly
+ *     with a stepped engine (it fails with last_seq 15 on the old code).
+ *   - An assertion (a process abort in production) when a compaction
+ *     failed (ENOSPC) while a flush's manifest store was in flight (seed 3
+ *     once history workers could be slowed down): fixed in
+ *     part_compact_store_begin (history/hist_job.c).
  *   - Seeds 5 and 22: a bounded idempotency table rebuilt differently at
  *     open (see below).
  * Deliberately broken engines it catches (tried by hand): a WAL batch
@@ -99,7 +113,13 @@
  * PARLEY_ESIM_REPLAY=1 does the same for any seed range, and
  * PARLEY_ESIM_VERBOSE=3 prints the trace at every step (and per file at
  * the end) to find where two runs part. A crash (pe_abort) lands between
- * two units of engine work, never inside one.
+ * two units of engine work, never inside one. Per seed, WAL prep and
+ * history worker units may be slowed (taken only 1 draw in 10 or 100), so
+ * that background jobs stay in flight across steps as a busy thread's
+ * would; PARLEY_ESIM_SCHED=<n> runs a seed's workload under another
+ * schedule. What stepping cannot show: interleavings finer than a unit
+ * (a data race inside one), which the crash tests with real processes and
+ * threads still cover.
  *
  * Threads: one. The simulator's thread issues every call and runs the
  * engine's work; callbacks run inside pe_step on this thread.
