@@ -239,6 +239,7 @@ struct esim {
 				   which shard round, WAL prep unit or
 				   history job runs next */
 	uint64_t trace;         /* hash of everything observed (esim_run) */
+	uint32_t recent;        /* a stream the last burst appended to */
 	uint32_t slow_pm[3];    /* per class of unit (shard, WAL prep, history
 				   worker): how many draws in 1000 run it */
 	struct esim_stats *st;
@@ -1185,6 +1186,7 @@ static void burst(struct esim *x, int mode, bool bulk)
 		if (o->key >= 0 && s->keys[o->key].st != KEY_COMMITTED)
 			s->keys[o->key].st = KEY_INFLIGHT;
 	}
+	x->recent = x->ops[n - 1].s;
 	uint32_t crash_after = mode == 1 ? (uint32_t)rnd(x, n + 1) : n;
 	bool tear = chance(x, 50);
 	uint32_t issued = 0;
@@ -1325,7 +1327,13 @@ static void step_read(struct esim *x)
 
 static void step_delete(struct esim *x)
 {
-	struct m_stream *s = &x->s[rnd(x, x->ns)];
+	/* half the time a stream the last burst appended to: its newest
+	 * entries may be newer than a flush in flight (the race behind seed
+	 * 100017's lost last seq) */
+	uint32_t si = (uint32_t)rnd(x, x->ns);
+	if (chance(x, 50))
+		si = x->recent;
+	struct m_stream *s = &x->s[si];
 	if (!s->n)
 		return;
 	uint64_t through = chance(x, 20) ? UINT64_MAX
@@ -1385,6 +1393,14 @@ static void step_history(struct esim *x, bool fault)
 	for (uint32_t i = 0; i < x->ns; i++)
 		if (x->s[i].part == p)
 			verify_stream(x, i, false, false);
+	/* and after a restart, from what the flush left on disk: the WAL
+	 * records it made unnecessary are skipped by the replay */
+	if (!rc && !fault && chance(x, 25)) {
+		if (chance(x, 50))
+			crash_reopen(x, false);
+		else
+			clean_reopen(x);
+	}
 }
 
 static void step_wal_fault(struct esim *x)
