@@ -51,7 +51,7 @@
  *     (wal.hwm) reported the lost records, but recovery then zeroed the
  *     "torn" record and wrote the next batches over it, so restoring the
  *     file could not bring them back (invariant 8: what seed 3019 showed
- *     before runs replayed; reproduced by seeds 1, 2, 3 and 5 of
+ *     before runs replayed; reproduced by seeds 1, 7 and 8 of
  *     test_engine_sim_flips, whose flips aim at the last batch). Fixed in
  *     wal_open: such a record is kept as found and new batches start
  *     after the mark's end (log/wal.c); test_wal's

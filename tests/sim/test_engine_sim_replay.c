@@ -10,5 +10,5 @@
 
 int main(void)
 {
-	return esim_main("engine_sim_replay", 1, 3, 150, true);
+	return esim_main("engine_sim_replay", 1, 2, 120, true);
 }
