@@ -271,6 +271,25 @@ int pe_flush_sync(struct pe_engine *e, uint32_t partition)
 	return rc ? rc : out;
 }
 
+int pe_flush_start(struct pe_engine *e, uint32_t partition, int *rc,
+		   void (*cb)(void *arg), void *arg)
+{
+	if (partition >= e->nparts || !rc || !cb)
+		return -PARLEY_EINVAL;
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_FLUSH;
+	r->part = partition;
+	r->out = rc;
+	r->cb.generic = cb;
+	r->arg = arg;
+	int err = shard_push(e, r);
+	if (err)
+		free(r);
+	return err;
+}
+
 int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all)
 {
 	if (partition >= e->nparts)

@@ -57,6 +57,13 @@ void pe_step_until(struct pe_engine *e, bool (*done)(void *arg), void *arg);
  * for the commit (a flush already running is waited for, then another one
  * covers what arrived meanwhile). Blocking; not from a callback. */
 int pe_flush_sync(struct pe_engine *e, uint32_t partition);
+/* The same flush without waiting for it (what the shard starts on its own
+ * when a memtable fills): *rc is set (0 or a negative error) and then
+ * cb(arg) runs, on the shard thread (inside pe_step when stepped), once it
+ * committed or failed; never after pe_abort. *rc must stay valid until
+ * then. Returns 0 or an error (nothing started). */
+int pe_flush_start(struct pe_engine *e, uint32_t partition, int *rc,
+		   void (*cb)(void *arg), void *arg);
 /* Runs a compaction of the partition now (all = merge every segment, else
  * the size-tiered pick; nothing to do is success) and waits for it. */
 int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all);

@@ -51,7 +51,7 @@
  *     (wal.hwm) reported the lost records, but recovery then zeroed the
  *     "torn" record and wrote the next batches over it, so restoring the
  *     file could not bring them back (invariant 8: what seed 3019 showed
- *     before runs replayed; reproduced by seeds 1, 7 and 8 of
+ *     before runs replayed; reproduced by seeds 1, 3, 4 and 8 of
  *     test_engine_sim_flips, whose flips aim at the last batch). Fixed in
  *     wal_open: such a record is kept as found and new batches start
  *     after the mark's end (log/wal.c); test_wal's
@@ -75,14 +75,19 @@
  *     append would have reused seq 16. Fixed in the flush commit
  *     (history/hist_job.c); test_step's
  *     delete_during_a_flush_keeps_the_last_seq sets the race up exactly
- *     with a stepped engine (it fails with last_seq 15 on the old code).
+ *     with a stepped engine (it fails with last_seq 15 on the old code),
+ *     and the simulator's flush race (a flush started with
+ *     pe_flush_start, its job held while a burst and a delete of the
+ *     newest entries apply, then a flush and a restart) finds it in
+ *     seeds 1, 4 and 5 of test_engine_sim ("meta last_seq 73, model 76").
  *   - An assertion (a process abort in production) when a compaction
  *     failed (ENOSPC) while a flush's manifest store was in flight (seed 3
  *     once history workers could be slowed down): fixed in
  *     part_compact_store_begin (history/hist_job.c).
  *   - Seeds 5 and 22: a bounded idempotency table rebuilt differently at
  *     open (see below).
- * Deliberately broken engines it catches (tried by hand): a WAL batch
+ * Deliberately broken engines it catches (tried by hand): the flush
+ * commit dropping deleted entries it did not write (above); a WAL batch
  * acknowledged without its fdatasync (seed 1, step 3: the lost records
  * reported as corruption after the crash); idempotency forgetting early
  * ids (seed 1, step 1: a committed id appended again); the recovery that
@@ -240,6 +245,9 @@ struct esim {
 				   history job runs next */
 	uint64_t trace;         /* hash of everything observed (esim_run) */
 	uint32_t recent;        /* a stream the last burst appended to */
+	bool aflush;            /* a flush started without waiting runs */
+	bool hold_workers;      /* history worker units are not picked */
+	int aflush_rc;
 	uint32_t slow_pm[3];    /* per class of unit (shard, WAL prep, history
 				   worker): how many draws in 1000 run it */
 	struct esim_stats *st;
@@ -385,6 +393,8 @@ static uint32_t step_pick(void *arg, uint32_t n)
 	for (;;) {
 		uint32_t u = (uint32_t)parley_rng_below(&x->srng, n);
 		uint32_t cls = u < ns ? 0 : u < 2 * ns ? 1 : 2;
+		if (cls == 2 && x->hold_workers)
+			continue;
 		if (x->slow_pm[cls] >= 1000 ||
 		    parley_rng_below(&x->srng, 1000) < x->slow_pm[cls])
 			return u;
@@ -876,6 +886,7 @@ static void sub_check(struct esim *x, bool live)
  * from their cursors. */
 static void subs_engine_gone(struct esim *x)
 {
+	x->aflush = false; /* closed: done; aborted: never answered */
 	for (int i = 0; i < ES_MAX_SUBS; i++)
 		if (x->subs[i].used) {
 			x->subs[i].gone = true;
@@ -1325,19 +1336,24 @@ static void step_read(struct esim *x)
 	free(es);
 }
 
-static void step_delete(struct esim *x)
+static void step_delete(struct esim *x, int part)
 {
 	/* half the time a stream the last burst appended to: its newest
 	 * entries may be newer than a flush in flight (the race behind seed
-	 * 100017's lost last seq) */
+	 * 100017's lost last seq); with `part`, one in that partition */
 	uint32_t si = (uint32_t)rnd(x, x->ns);
 	if (chance(x, 50))
 		si = x->recent;
+	for (uint32_t i = 0; part >= 0 && i < x->nops; i++)
+		if (x->s[x->ops[i].s].part == (uint32_t)part)
+			si = x->ops[i].s;
 	struct m_stream *s = &x->s[si];
 	if (!s->n)
 		return;
 	uint64_t through = chance(x, 20) ? UINT64_MAX
 					  : s->first - 1 + rnd(x, s->n - s->first + 2);
+	if (part >= 0 && chance(x, 60)) /* the newest entries too */
+		through = chance(x, 50) ? UINT64_MAX : s->n;
 	struct pe_delete_result r;
 	int rc = pe_delete_sync(x->eng, s->key, s->klen, through, &r);
 	uint64_t tv[4] = {(uint64_t)(int64_t)rc, r.first_seq, r.last_seq,
@@ -1357,10 +1373,49 @@ static void step_delete(struct esim *x)
 	x->st->deletes++;
 }
 
+static void aflush_done(void *arg)
+{
+	struct esim *x = arg;
+	x->aflush = false;
+	trace_u64(x, (uint64_t)(int64_t)x->aflush_rc);
+}
+
 static void step_history(struct esim *x, bool fault)
 {
 	uint32_t p = (uint32_t)rnd(x, pe_partition_count(x->eng));
 	bool compact = chance(x, 45);
+	if (!fault && !compact && !x->aflush && chance(x, 40)) {
+		/* a flush the workload goes on past (as one the shard starts
+		 * by itself): appends, deletes, crashes race its job. Its
+		 * outcome is not judged here (a fault armed later may fail
+		 * it); what it leaves is, by every later check. */
+		x->aflush = true;
+		int rc = pe_flush_start(x->eng, p, &x->aflush_rc, aflush_done, x);
+		if (rc)
+			es_fail(x, "pe_flush_start: %s", parley_strerror(rc));
+		es_log(x, "flush p%u started", p);
+		if (chance(x, 50)) { /* appends and a delete race its job */
+			x->hold_workers = true; /* its job waits meanwhile */
+			burst(x, 0, false);
+			step_delete(x, (int)p);
+			x->hold_workers = false;
+			if (x->fatal_seen || !x->eng || chance(x, 50))
+				return;
+			/* then the rest flushed too, and a restart from
+			 * what the two flushes left (seed 100017's loss) */
+			int rc2 = pe_flush_sync(x->eng, p);
+			trace_u64(x, (uint64_t)(int64_t)rc2);
+			if (rc2 && !x->fault_armed)
+				es_fail(x, "flush of partition %u after a racing "
+					   "delete: %s with no fault armed", p,
+					parley_strerror(rc2));
+			if (chance(x, 50))
+				crash_reopen(x, false);
+			else
+				clean_reopen(x);
+		}
+		return;
+	}
 	if (fault) {
 		static const enum pio_mem_fault kinds[] = {
 			PIO_FAULT_WRITE_EIO, PIO_FAULT_FSYNC_EIO, PIO_FAULT_ENOSPC};
@@ -1793,7 +1848,7 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 		else if (pick < 620)
 			step_read(x);
 		else if (pick < 670)
-			step_delete(x);
+			step_delete(x, -1);
 		else if (pick < 780)
 			step_history(x, false);
 		else if (pick < 820)

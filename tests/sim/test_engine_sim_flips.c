@@ -4,7 +4,8 @@
  * every repair, everything acknowledged must read back. A flipped bit in
  * the last WAL batch reads like a torn tail; recovery used to zero it and
  * write the next batches over it, so the loss outlived the repair (seeds
- * 1, 7 and 8 here fail that way on that code, at steps 22, 11 and 11).
+ * 1, 3, 4 and 8 here fail that way on that code, at steps 22, 49, 84
+ * and 82).
  * PARLEY_ESIM_* as for test_engine_sim.
  */
 #include <stdlib.h>
