@@ -70,6 +70,9 @@ struct bench_cfg {
 	/* compaction impact (bench_compaction.c) */
 	int admin_port;           /* --admin-port: with --connect, parleyd's admin port */
 	double compact_gap_s;     /* pause between POST /admin/compact calls */
+	/* cluster mode (bench_cluster.c) */
+	uint32_t kills;           /* leader kills for the failover time (0 = none) */
+	bool no_single;           /* skip the single-node reference */
 };
 
 /* ---- results -------------------------------------------------------------- */
@@ -148,6 +151,10 @@ int bench_groups(const struct bench_cfg *cfg);
  * TLS on {tlsport}, as server-compare --tls's default does). */
 int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
 			 bool tls, struct load_result *out);
+/* The same closed loop against a server already running at host:port (a
+ * cluster node: bench_cluster.c); starts and stops nothing. */
+int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, uint32_t producers,
+		     uint32_t payload, bool tls, struct load_result *out);
 
 /* A parleyd under test (bench_server.c): started here (--parleyd, on
  * 127.0.0.1, a free port, a temp dir whose data/ is the data dir) or an
@@ -184,6 +191,10 @@ int bench_history(const struct bench_cfg *cfg);
 int bench_compaction(const struct bench_cfg *cfg);
 int bench_report(int nfiles, char **files, const char *outdir);
 int bench_planmode(const struct bench_cfg *cfg, int nfiles, char **files);
+/* Cluster mode (bench_cluster.c): 3-node replicated parleyd vs one node vs
+ * a 3-replica NATS JetStream cluster (bench_jetstream.c), then the
+ * failover time over cfg->kills leader kills. 0 ok. */
+int bench_cluster(const struct bench_cfg *cfg);
 
 /* Headline latencies of one delivery run (µs), for the ratio table. */
 struct deliv_stat {
@@ -201,6 +212,22 @@ const char *bench_nats_version(const struct nats_srv *s);
 /* One open-loop run at `rate` msg/s, prints one delivery-table row. */
 int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 			double rate, uint32_t payload, struct deliv_stat *st);
+
+/* NATS JetStream, 3 servers, a 3-replica file stream per run point
+ * (bench_jetstream.c). start: *out is set even on failure and must be
+ * passed to bench_js_stop. publish: closed loop, `producers` connections
+ * with one publish-with-ack outstanding each, on a new stream B<point>. */
+struct js_cluster;
+int bench_js_start(const struct bench_cfg *cfg, struct js_cluster **out);
+void bench_js_stop(struct js_cluster *c);
+const char *bench_js_version(const struct js_cluster *c);
+/* CPU seconds (user + system) its servers have used so far. */
+double bench_js_cpu_s(const struct js_cluster *c);
+/* CPU seconds (user + system) process pid has used so far (/proc/PID/stat),
+ * or NAN (bench_cluster.c). */
+double bench_cpu_s(pid_t pid);
+int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *c, unsigned point,
+		     uint32_t producers, uint32_t payload, struct load_result *out);
 
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);

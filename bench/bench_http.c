@@ -1,9 +1,11 @@
 /*
- * bench_http.c — HTTP/1.x response status line (see bench_http.h).
+ * bench_http.c — HTTP/1.x response status line and Prometheus sample
+ * lookup (see bench_http.h).
  */
 #include "bench_http.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 int bench_http_status(const char *buf, size_t len)
@@ -31,4 +33,26 @@ int bench_http_status(const char *buf, size_t len)
 	if (code < 100 || code > 599)
 		return -EPROTO;
 	return code;
+}
+
+int bench_metric_value(const char *text, const char *name, double *out)
+{
+	size_t l = strlen(name);
+	if (!l)
+		return -EINVAL;
+	for (const char *p = text; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		if (!strncmp(p, name, l) && p[l] == ' ') {
+			char *end;
+			errno = 0;
+			double v = strtod(p + l + 1, &end);
+			if (end == p + l + 1 || errno ||
+			    (*end && *end != '\n' && *end != '\r' && *end != ' '))
+				return -EPROTO;
+			*out = v;
+			return 0;
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	return -ENOENT;
 }

@@ -27,6 +27,7 @@
 #endif
 #include "bench.h"
 #include "bench_json.h"
+#include "bench_natsconn.h"
 #include "bench_natsproto.h"
 
 #include <arpa/inet.h>
@@ -48,7 +49,6 @@
 #include "parley_common.h"
 
 #define NATS_START_TIMEOUT_S 10.0
-#define NATS_RBUF (4u << 20)
 #define NATS_SUBJECT "bench.lat"
 
 struct nats_srv {
@@ -56,12 +56,6 @@ struct nats_srv {
 	int port;
 	char *tmp;
 	char version[64];
-};
-
-struct nconn {
-	int fd;
-	uint8_t *rbuf;
-	size_t rlen, roff;
 };
 
 static int tcp_connect(int port)
@@ -99,8 +93,12 @@ static int send_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-/* One non-blocking read into the buffer: bytes, 0 (nothing now), or <0. */
-static int nconn_fill(struct nconn *c)
+int nconn_send(struct nconn *c, const void *p, size_t n)
+{
+	return send_all(c->fd, p, n);
+}
+
+int nconn_fill(struct nconn *c)
 {
 	if (c->roff) {
 		memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
@@ -124,7 +122,7 @@ static int nconn_fill(struct nconn *c)
 }
 
 /* Next parsed frame: 1, 0 (need more), or <0. PINGs are answered here. */
-static int nconn_next(struct nconn *c, struct nats_frame *f)
+int nconn_next(struct nconn *c, struct nats_frame *f)
 {
 	for (;;) {
 		long n = nats_parse(c->rbuf + c->roff, c->rlen - c->roff, f);
@@ -144,7 +142,7 @@ static int nconn_next(struct nconn *c, struct nats_frame *f)
 }
 
 /* Blocks until a frame of type `want` (or -ERR / timeout). */
-static int nconn_wait(struct nconn *c, enum nats_op want, int timeout_ms,
+int nconn_wait(struct nconn *c, enum nats_op want, int timeout_ms,
 		      struct nats_frame *f)
 {
 	uint64_t end = parley_mono_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -175,7 +173,7 @@ static int nconn_wait(struct nconn *c, enum nats_op want, int timeout_ms,
 }
 
 /* Connects, reads INFO, sends CONNECT (+ extra), PING, waits for PONG. */
-static int nconn_open(struct nconn *c, int port, const char *extra,
+int nconn_open(struct nconn *c, int port, const char *extra,
 		      char *version, size_t vcap)
 {
 	c->rlen = c->roff = 0;
@@ -207,7 +205,7 @@ static int nconn_open(struct nconn *c, int port, const char *extra,
 	return nconn_wait(c, NATS_OP_PONG, 2000, &f);
 }
 
-static void nconn_close(struct nconn *c)
+void nconn_close(struct nconn *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);

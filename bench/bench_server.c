@@ -1042,14 +1042,34 @@ static int ap_send(struct ap_conn *c, struct parley_msg *m, const uint8_t *body,
 int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32_t payload,
 			 bool tls, struct load_result *out)
 {
+	struct bench_srv s;
+	int rc = bench_srv_start(cfg, &s);
+	if (rc == 0)
+		rc = bench_appends_at(cfg, s.host, tls ? s.tls_port : s.port, producers, payload,
+				      tls, out);
+	else {
+		memset(out, 0, sizeof *out);
+		out->system = tls ? "parleyd-tls" : "parleyd";
+		out->producers = producers;
+		out->payload = payload;
+		bench_hist_init(&out->lat);
+		bench_hist_init(&out->lag);
+		fprintf(stderr, "parley-bench: server-appends: start: %s\n", parley_strerror(rc));
+	}
+	bench_srv_stop(&s);
+	return rc;
+}
+
+int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, uint32_t producers,
+		     uint32_t payload, bool tls, struct load_result *out)
+{
 	memset(out, 0, sizeof *out);
 	out->system = tls ? "parleyd-tls" : "parleyd";
 	out->producers = producers;
 	out->payload = payload;
 	bench_hist_init(&out->lat);
 	bench_hist_init(&out->lag);
-	struct bench_srv s;
-	int rc = bench_srv_start(cfg, &s);
+	int rc = 0;
 	struct ap_conn *cs = calloc(producers, sizeof *cs);
 	struct pollfd *pf = calloc(producers, sizeof *pf);
 	struct parley_msg *m = malloc(sizeof *m);
@@ -1074,8 +1094,7 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 		}
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
-		if ((rc = wire_connect(&c->w, s.host, tls ? s.tls_port : s.port,
-				       HANDSHAKE_TIMEOUT_MS)) ||
+		if ((rc = wire_connect(&c->w, host, port, HANDSHAKE_TIMEOUT_MS)) ||
 		    (tls && (rc = wire_tls_start(&c->w, tctx, HANDSHAKE_TIMEOUT_MS))) ||
 		    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
 		    (rc = wire_handshake(&c->w, "d0", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
@@ -1196,6 +1215,5 @@ out:
 	free(m);
 	free(body);
 	SSL_CTX_free(tctx);
-	bench_srv_stop(&s);
 	return rc;
 }

@@ -17,6 +17,9 @@
  *             (with --tls: plain TCP and TLS side by side)
  *   compaction  open-loop SENDs through parleyd, ack latency idle vs while
  *             POST /admin/compact runs repeatedly (bench_compaction.c)
+ *   cluster   a 3-node replicated parleyd cluster vs one node vs a 3-replica
+ *             NATS JetStream cluster, and the failover time over repeated
+ *             leader kills (bench_cluster.c, bench_jetstream.c)
  *   idle-conns, delivery  a real parleyd: memory per idle authenticated
  *             connection (plain or --tls), send -> deliver latency open loop
  *             with the disk floor and a NATS core pub/sub reference
@@ -106,6 +109,26 @@ static void usage(FILE *f)
 "             parleyd is started with --admin-port {adminport} --admin-compact 1;\n"
 "             with --connect give --admin-port P of a server with\n"
 "             admin_compact = 1. --tls: SENDs over TLS.\n"
+"  cluster    replication (issue 12): for each --producers N (default 50,200)\n"
+"             and --payload (default 100), closed loop (one SEND outstanding per\n"
+"             connection, own 1:1 conversation) against (a) a fresh 3-node parleyd\n"
+"             cluster on 127.0.0.1 (static membership: every node a voter of\n"
+"             every partition = replication factor 3; connections to the node\n"
+"             leading the partitions; ack after a quorum fdatasync'd), (b) one\n"
+"             fresh single parleyd with the same settings (--no-single skips it),\n"
+"             (c) three nats-server processes as a JetStream cluster with a file\n"
+"             stream of 3 replicas (publish with ack; --no-nats skips it); the\n"
+"             three alternate per point; a table of 3-node ÷ 1-node and parley ÷\n"
+"             JetStream. Then the failover time: a fresh 3-node cluster, 4\n"
+"             libparley clients knowing all nodes SEND at --rate in total (first\n"
+"             value, default 100/s); --kills K times (default 20, 0 = skip) the\n"
+"             leader is SIGKILLed and the time to the first SEND_ACK of a SEND\n"
+"             issued after it died is taken, then the node is restarted; p50/p99\n"
+"             and a final history check (every ack once, at its seq). Nodes get\n"
+"             --parleyd-args (default \"--dev --data {data} --listen\n"
+"             127.0.0.1:{port} --tls-port 0 --admin-port {adminport}\" and rate\n"
+"             limits off) plus --node-id --cluster-id --peer-port --peers;\n"
+"             --seconds defaults to 2 here. About 1.5 minutes with the defaults.\n"
 "  idle-conns  opens --count authenticated idle connections to parleyd and\n"
 "             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
 "             client side split over processes of <= 9000 connections.\n"
@@ -184,9 +207,12 @@ static void usage(FILE *f)
 "  --server-pid PID    ... and its pid (idle-conns reads /proc/PID/status)\n"
 "  --jwt-secret S      HS256 key for the dev tokens minted here\n"
 "                      (default parley-dev-secret); --jwt-iss, --jwt-aud: claims\n"
-"  --nats-server P     delivery: nats-server binary for the NATS core pub/sub\n"
-"                      reference at the same rates (default: nats-server in PATH\n"
-"                      or /usr/sbin); --no-nats skips it\n"
+"  --kills K           cluster: leader kills for the failover time (default 20)\n"
+"  --no-single         cluster: skip the single-node reference\n"
+"  --nats-server P     delivery, cluster: nats-server binary (delivery: the NATS core\n"
+"                      pub/sub reference at the same rates; cluster: the JetStream\n"
+"                      R3 peer) (default: nats-server in PATH or /usr/sbin);\n"
+"                      --no-nats skips it\n"
 "  --json FILE         every mode: also write the result as JSON (settings,\n"
 "                      machine, load, peers and their configuration, every\n"
 "                      percentile and a latency CDF, ratios); parley-history-ratio\n"
@@ -866,7 +892,7 @@ int main(int argc, char **argv)
 	cfg.seed = 1;
 	cfg.repeat = 1;
 	bool no_floor = false, payload_set = false, no_nats = false, args_set = false;
-	bool producers_set = false;
+	bool producers_set = false, kills_set = false, seconds_set = false;
 	cfg.compact_gap_s = 0.1;
 	const char *outdir = NULL;
 	cfg.count = 10000;
@@ -891,7 +917,8 @@ int main(int argc, char **argv)
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
 	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
-	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM, O_ADMIN_PORT, O_COMPACT_GAP };
+	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM, O_ADMIN_PORT, O_COMPACT_GAP,
+	       O_KILLS, O_NO_SINGLE };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -932,6 +959,8 @@ int main(int argc, char **argv)
 		{"storm", no_argument, NULL, O_STORM},
 		{"admin-port", required_argument, NULL, O_ADMIN_PORT},
 		{"compact-gap", required_argument, NULL, O_COMPACT_GAP},
+		{"kills", required_argument, NULL, O_KILLS},
+		{"no-single", no_argument, NULL, O_NO_SINGLE},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -952,7 +981,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_DIR: cfg.dir = optarg; break;
-		case O_SECONDS: cfg.seconds = parse_double(optarg, 0.1, BENCH_MAX_SECONDS, "--seconds"); break;
+		case O_SECONDS: cfg.seconds = parse_double(optarg, 0.1, BENCH_MAX_SECONDS, "--seconds"); seconds_set = true; break;
 		case O_WARMUP: cfg.warmup = parse_double(optarg, 0, 30, "--warmup"); break;
 		case O_PRODUCERS: producers_set = true; cfg.n_producers = parse_list(optarg, cfg.producers, BENCH_MAX_PRODUCERS, "--producers"); break;
 		case O_PAYLOAD: cfg.n_payloads = parse_list(optarg, cfg.payloads, PE_MAX_PAYLOAD, "--payload"); payload_set = true; break;
@@ -986,6 +1015,8 @@ int main(int argc, char **argv)
 		case O_STORM: cfg.storm = true; break;
 		case O_ADMIN_PORT: cfg.admin_port = (int)parse_double(optarg, 1, 65535, "--admin-port"); break;
 		case O_COMPACT_GAP: cfg.compact_gap_s = parse_double(optarg, 0, 60, "--compact-gap"); break;
+		case O_KILLS: cfg.kills = (uint32_t)parse_double(optarg, 0, 1000, "--kills"); kills_set = true; break;
+		case O_NO_SINGLE: cfg.no_single = true; break;
 		case O_RESULTS: break; /* plan: the files follow as arguments */
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
@@ -1037,7 +1068,39 @@ int main(int argc, char **argv)
 		cfg.n_payloads = 1;
 	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, groups, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)");
+	bool cluster_mode = !strcmp(mode, "cluster");
+	if (cluster_mode) {
+		if (!args_set)
+			cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
+					   "--admin-port {adminport}" BENCH_NO_LIMITS;
+		if (!producers_set) {
+			cfg.producers[0] = 50;
+			cfg.producers[1] = 200;
+			cfg.n_producers = 2;
+		}
+		if (!payload_set) {
+			cfg.payloads[0] = 100;
+			cfg.n_payloads = 1;
+		}
+		if (!kills_set)
+			cfg.kills = 20;
+		if (!seconds_set)
+			cfg.seconds = 2;
+		if (!cfg.parleyd)
+			die_usage("%s", "cluster wants --parleyd PATH (the nodes are started here)");
+		if (!no_nats && !cfg.nats_server) {
+			cfg.nats_server = find_in_path("nats-server");
+			if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
+				cfg.nats_server = "/usr/sbin/nats-server";
+			if (!cfg.nats_server)
+				fprintf(stderr, "parley-bench: nats-server not found: cluster runs "
+						"without the JetStream peer (tools/install-deps.sh "
+						"installs it)\n");
+		}
+		if (no_nats)
+			cfg.nats_server = NULL;
+	}
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
 	if (access(cfg.dir, W_OK) != 0) {
@@ -1063,7 +1126,7 @@ int main(int argc, char **argv)
 
 	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
 			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
-			 !strcmp(mode, "delivery") || !strcmp(mode, "compaction");
+			 !strcmp(mode, "delivery") || !strcmp(mode, "compaction") || cluster_mode;
 	if (sink_mode && !strcmp(mode, "delivery") && !no_nats && !cfg.nats_server) {
 		cfg.nats_server = find_in_path("nats-server");
 		if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
@@ -1091,6 +1154,20 @@ int main(int argc, char **argv)
 				   RUN_SLACK_S);
 		mrc = bench_compaction(&cfg) ? 1 : 0;
 		bench_watchdog_arm(0);
+	}
+	else if (cluster_mode) {
+		print_machine(&cfg);
+		printf("- guarantees: parleyd 3-node = every SEND_ACK after the message's entry "
+		       "was written and fdatasync'd on a quorum (2 of 3: the leader's WAL batch "
+		       "and a follower's, persist-before-send) and applied on the leader; "
+		       "parleyd 1-node = after its WAL batch was fdatasync'd; JetStream R3 = "
+		       "PubAck after a quorum of the stream's replicas stored the message in "
+		       "their files WITHOUT fsync (the file store syncs on a timer; nats-server "
+		       "2.9 has no option to sync every write: it refuses sync_interval)\n");
+		printf("- nodes: %s %s + --node-id --cluster-id --peer-port --peers; "
+		       "nats-server: %s\n", cfg.parleyd, cfg.parleyd_args,
+		       cfg.nats_server ? cfg.nats_server : "not run");
+		mrc = bench_cluster(&cfg);
 	}
 	if (mrc >= 0)
 		return bench_sink_close() ? 1 : mrc;
@@ -1155,6 +1232,6 @@ int main(int argc, char **argv)
 			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, idle-conns, delivery, groups, workload, history, report, plan)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

@@ -526,6 +526,13 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      things settle: a caller whose operations span partitions (a chat
  *      message and its inbox fan-out) then finds them all on one node.
  *      During a transfer proposals fail with -PARLEY_EAGAIN (retryable).
+ *      A group transfers only to a node that has acknowledged an entry
+ *      of its current term (raft_peer_current): never to a node that
+ *      this node still believes leads partition 0 but that died.
+ *  11. Link loss is a hint: pe_raft_node_down(node) makes the groups that
+ *      follow `node` campaign within a few ticks instead of waiting out
+ *      the election timeout (pre-vote still asks a quorum, so a flapping
+ *      link cannot depose a leader the others still hear from).
  */
 struct raft_msg; /* engine/raft/raft.h */
 
@@ -557,6 +564,12 @@ int pe_raft_recv(struct pe_engine *e, const struct raft_msg *msgs, uint32_t n);
 /* Contract item 2: one tick for every group. Any thread. 0,
  * -PARLEY_EFULL (that shard misses the tick) or -PARLEY_ECLOSED. */
 int pe_raft_tick(struct pe_engine *e);
+/* Contract item 11: the transport lost its link to `node` (a process that
+ * dies closes its sockets, so this comes long before an election
+ * timeout). Groups that follow `node` end its lease and campaign within a
+ * few ticks (raft_leader_down). Any thread. 0, -PARLEY_EFULL,
+ * -PARLEY_ECLOSED or -PARLEY_EINVAL. */
+int pe_raft_node_down(struct pe_engine *e, uint64_t node);
 
 enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
 		    PE_LEADER = 3 };

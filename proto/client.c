@@ -69,6 +69,7 @@ struct parley_client {
 	char *node_host[PARLEY_CLIENT_MAX_NODES];
 	uint16_t node_port[PARLEY_CLIENT_MAX_NODES];
 	uint32_t nnodes, node_i;
+	uint32_t round_fails; /* failed connects since the last backoff (ensure_up) */
 
 	/* connection */
 	SSL_CTX *ctx;
@@ -1185,13 +1186,21 @@ static int ensure_up(struct parley_client *c, uint64_t deadline)
 		if (now_ms() >= deadline)
 			return -PARLEY_ETIMEDOUT;
 		int r = connect_once(c, deadline);
-		if (r == 0)
+		if (r == 0) {
+			c->round_fails = 0;
 			return 0;
+		}
 		if (c->fatal_err)
 			return c->fatal_err;
 		if (c->o.no_reconnect)
 			return r;
 		node_next(c); /* a cluster: try another node next */
+		/* ... at once: back off only once every node of the list
+		 * failed in a row (a dead node must not delay the move to a
+		 * live one during a failover) */
+		if (c->nnodes > 1 && ++c->round_fails < c->nnodes)
+			continue;
+		c->round_fails = 0;
 		/* exponential backoff with full jitter in [b/2, b], unless the
 		 * server asked for longer (HELLO refused with retry_after) */
 		uint32_t b = c->backoff_ms;
@@ -1274,6 +1283,7 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 	uint64_t deadline = now_ms() + c->o.call_deadline_ms;
 	int last = -PARLEY_ETIMEDOUT;
 	uint32_t backoff = c->o.backoff_min_ms;
+	uint32_t hops = 0; /* NOTLEADER answers in a row */
 	while (now_ms() < deadline) {
 		/* after GOAWAY the server answers new requests with CLOSED: move
 		 * to a new connection (after retry_after) instead */
@@ -1312,10 +1322,21 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 				return last;
 			if (e->code == PARLEY_ENOTLEADER && c->nnodes > 1) {
 				/* that node does not lead the partition: the
-				 * same request at the next node */
+				 * same request at the next node. The node
+				 * answered, so leaving it is no failure: the
+				 * reconnect backoff does not grow (during an
+				 * election every node answers NOTLEADER) */
+				uint32_t b = c->backoff_ms;
 				conn_drop(c, -PARLEY_ENOTLEADER);
+				c->backoff_ms = b;
 				node_next(c);
 				c->not_before_ms = 0;
+				/* ... at once: pause (and grow the pause) only
+				 * once every node answered NOTLEADER in a row
+				 * (an election), so one follower or a dead node
+				 * in the list does not stretch a failover */
+				if (++hops % c->nnodes != 0)
+					continue;
 			}
 			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;
 			backoff = (uint32_t)PARLEY_MIN((uint64_t)backoff * 2, c->o.backoff_max_ms);
@@ -1329,6 +1350,11 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 			conn_drop(c, -PARLEY_EPROTO);
 			return -PARLEY_EPROTO;
 		}
+		/* the server answered a request: it proved healthy, so losing
+		 * this connection later (a node's death, a failover) starts
+		 * over at backoff_min_ms instead of growing the backoff of
+		 * every connection that died within CLIENT_STABLE_MS */
+		c->backoff_ms = c->o.backoff_min_ms;
 		return 0;
 	}
 	return last;
@@ -1659,6 +1685,25 @@ int parley_client_group_role(struct parley_client *c, const char *conv,
 	return group_change(c, PARLEY_T_GROUP_ROLE, conv, users, n, role, ok);
 }
 
+int parley_client_group_set(struct parley_client *c, const char *conv,
+			    uint8_t fields, const char *name, uint8_t settings,
+			    const struct parley_group_ok **ok)
+{
+	size_t cl = conv ? strlen(conv) : 0;
+	size_t nl = name && (fields & PARLEY_GSET_NAME) ? strlen(name) : 0;
+	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || !fields ||
+	    (fields & ~PARLEY_GSET_KNOWN) || nl > PARLEY_PROTO_MAX_TITLE)
+		return -PARLEY_EINVAL;
+	struct parley_msg m = {.type = PARLEY_T_GROUP_SET};
+	m.group_set = (struct parley_group_set){
+		{conv, (uint16_t)cl}, fields, {nl ? name : NULL, (uint16_t)nl},
+		fields & PARLEY_GSET_SETTINGS ? settings : 0};
+	int r = call(c, &m, PARLEY_T_GROUP_SET_OK);
+	if (r == 0 && ok)
+		*ok = &c->rmsg->group_ok;
+	return r;
+}
+
 int parley_client_group_info(struct parley_client *c, const char *conv,
 			     uint32_t from_index, uint16_t limit,
 			     const struct parley_group_info_ok **info)
@@ -1691,13 +1736,13 @@ int parley_membership_describe(const uint8_t *body, size_t len, char *out,
 	struct le_reader r;
 	le_reader_init(&r, body ? body : (const uint8_t *)"", body ? len : 0);
 	uint8_t ver = le_read8(&r), op = le_read8(&r);
-	le_read8(&r); /* settings */
+	uint8_t settings = le_read8(&r);
 	uint8_t al = le_read8(&r);
 	le_read_bytes(&r, al);
 	uint16_t nl = le_read16(&r);
 	const char *name = (const char *)le_read_bytes(&r, nl);
 	uint16_t n = le_read16(&r);
-	if (!r.ok || ver != 1 || op < PARLEY_GOP_CREATE || op > PARLEY_GOP_ROLE)
+	if (!r.ok || ver != 1 || op < PARLEY_GOP_CREATE || op > PARLEY_GOP_SET)
 		return -PARLEY_EPROTO;
 	size_t o = 0;
 #define PUT(...)                                                               \
@@ -1713,6 +1758,20 @@ int parley_membership_describe(const uint8_t *body, size_t len, char *out,
 	case PARLEY_GOP_REMOVE: PUT("removed "); break;
 	case PARLEY_GOP_LEAVE: PUT("left"); break;
 	case PARLEY_GOP_ROLE: PUT("made "); break;
+	case PARLEY_GOP_SET: {
+		const char *hist = settings & PARLEY_GROUPF_HISTORY_ALL
+					   ? "new members see the whole history"
+					   : "new members see the history from their join";
+		if (settings & PARLEY_GEV_SET_NAME)
+			PUT("renamed the group to \"%.*s\"%s%s", (int)nl, name,
+			    settings & PARLEY_GEV_SET_SETTINGS ? "; " : "",
+			    settings & PARLEY_GEV_SET_SETTINGS ? hist : "");
+		else if (settings & PARLEY_GEV_SET_SETTINGS)
+			PUT("changed the group's history: %s", hist);
+		else
+			PUT("changed the group's settings");
+		break;
+	}
 	}
 	uint8_t last_role = 0;
 	for (uint16_t i = 0; i < n; i++) {

@@ -775,6 +775,7 @@ static void enc_conv_list_ok(struct wr *w, const struct parley_conv_list_ok *m)
 		if (e->preview.len > PARLEY_PROTO_MAX_PREVIEW)
 			w->inval = 1;
 		w_bytes(w, e->preview);
+		w8(w, e->flags);
 		w_rec_end(w, at);
 	}
 	w8(w, m->flags);
@@ -818,6 +819,9 @@ static void dec_conv_list_ok(struct le_reader *r, struct parley_conv_list_ok *m)
 			if (e->preview.len > PARLEY_PROTO_MAX_PREVIEW)
 				s.ok = false;
 		}
+		e->flags = 0;
+		if (s.ok && r_more(&s))
+			e->flags = le_read8(&s);
 		if (!s.ok)
 			r->ok = false;
 	}
@@ -1153,6 +1157,31 @@ static void dec_group_ok(struct le_reader *r, struct parley_group_ok *m)
 	m->flags = le_read8(r);
 }
 
+/* GROUP_SET: the codec checks the shape (known field bits, a name only
+ * with NAME); the server checks the values (name 1..255 bytes of UTF-8,
+ * known settings) and answers INVAL with the rule. */
+static void enc_group_set(struct wr *w, const struct parley_group_set *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	if (!m->fields || (m->fields & ~PARLEY_GSET_KNOWN) ||
+	    (!(m->fields & PARLEY_GSET_NAME) && m->name.len))
+		w->inval = 1;
+	w8(w, m->fields);
+	w_str(w, m->name, FK_TITLE);
+	w8(w, m->settings);
+}
+static void dec_group_set(struct le_reader *r, struct parley_group_set *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->fields = le_read8(r);
+	if (!m->fields || (m->fields & ~PARLEY_GSET_KNOWN))
+		r->ok = false;
+	r_str(r, &m->name, FK_TITLE);
+	if (!(m->fields & PARLEY_GSET_NAME) && m->name.len)
+		r->ok = false;
+	m->settings = le_read8(r);
+}
+
 static void enc_group_info(struct wr *w, const struct parley_group_info *m)
 {
 	w_str(w, m->conv, FK_CONV);
@@ -1253,7 +1282,9 @@ static int enc_body(struct wr *w, const struct parley_msg *m)
 	case PARLEY_T_GROUP_ADD_OK:
 	case PARLEY_T_GROUP_REMOVE_OK:
 	case PARLEY_T_GROUP_LEAVE_OK:
-	case PARLEY_T_GROUP_ROLE_OK: enc_group_ok(w, &m->group_ok); break;
+	case PARLEY_T_GROUP_ROLE_OK:
+	case PARLEY_T_GROUP_SET_OK: enc_group_ok(w, &m->group_ok); break;
+	case PARLEY_T_GROUP_SET: enc_group_set(w, &m->group_set); break;
 	case PARLEY_T_GROUP_INFO: enc_group_info(w, &m->group_info); break;
 	case PARLEY_T_GROUP_INFO_OK: enc_group_info_ok(w, &m->group_info_ok); break;
 	case PARLEY_T_TYPING: enc_typing(w, &m->typing); break;
@@ -1344,7 +1375,9 @@ int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
 	case PARLEY_T_GROUP_ADD_OK:
 	case PARLEY_T_GROUP_REMOVE_OK:
 	case PARLEY_T_GROUP_LEAVE_OK:
-	case PARLEY_T_GROUP_ROLE_OK: dec_group_ok(&r, &out->group_ok); break;
+	case PARLEY_T_GROUP_ROLE_OK:
+	case PARLEY_T_GROUP_SET_OK: dec_group_ok(&r, &out->group_ok); break;
+	case PARLEY_T_GROUP_SET: dec_group_set(&r, &out->group_set); break;
 	case PARLEY_T_GROUP_INFO: dec_group_info(&r, &out->group_info); break;
 	case PARLEY_T_GROUP_INFO_OK: dec_group_info_ok(&r, &out->group_info_ok); break;
 	case PARLEY_T_TYPING: dec_typing(&r, &out->typing); break;
@@ -1419,6 +1452,8 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_GROUP_LEAVE_OK: return "GROUP_LEAVE_OK";
 	case PARLEY_T_GROUP_ROLE_OK: return "GROUP_ROLE_OK";
 	case PARLEY_T_GROUP_INFO_OK: return "GROUP_INFO_OK";
+	case PARLEY_T_GROUP_SET: return "GROUP_SET";
+	case PARLEY_T_GROUP_SET_OK: return "GROUP_SET_OK";
 	case PARLEY_T_TYPING_PUSH: return "TYPING_PUSH";
 	case PARLEY_T_PRESENCE: return "PRESENCE";
 	case PARLEY_T_EDIT: return "EDIT";

@@ -99,7 +99,9 @@ struct parley_client_opts {
 	 * the first and moves to the next one in the list when a connect
 	 * fails or a request is answered NOTLEADER (the node does not lead
 	 * that partition: docs/CLUSTER.md), resending the same request (a
-	 * SEND keeps its client_msg_id). With TLS, set tls_server_name. */
+	 * SEND keeps its client_msg_id); it backs off only once every node
+	 * in a row failed or answered NOTLEADER. With TLS, set
+	 * tls_server_name. */
 	const char *nodes;
 	int tls; /* 1 = TLS */
 	const char *ca_file; /* TLS: trust only this CA bundle (PEM); NULL =
@@ -278,6 +280,15 @@ int parley_client_group_leave(struct parley_client *c, const char *conv,
 int parley_client_group_role(struct parley_client *c, const char *conv,
 			     const char *const *users, size_t n, uint8_t role,
 			     const struct parley_group_ok **ok);
+/* GROUP_SET: change the group's name (fields PARLEY_GSET_NAME; name
+ * 1..255 bytes UTF-8) and/or its history setting (PARLEY_GSET_SETTINGS;
+ * settings PARLEY_GROUPF_HISTORY_ALL or 0 = from join). Renaming: owner
+ * or admins; the history setting: owner only. A request that changes
+ * nothing succeeds with PARLEY_GROUPF_DUPLICATE (seq = the last
+ * membership event). Other members' devices get a MEMBERSHIP event. */
+int parley_client_group_set(struct parley_client *c, const char *conv,
+			    uint8_t fields, const char *name, uint8_t settings,
+			    const struct parley_group_ok **ok);
 /* Name, settings, the caller's role and members [from_index, +limit) in
  * join order (limit 1..256; next_index 0 = no more). *info borrows. */
 int parley_client_group_info(struct parley_client *c, const char *conv,
@@ -287,7 +298,8 @@ int parley_client_group_info(struct parley_client *c, const char *conv,
 /* A membership event's body (EVENT / HISTORY record of kind MEMBERSHIP,
  * content_type PARLEY_CT_MEMBERSHIP) in words, without the actor, e.g.
  * `added bob, carol`, `removed dave`, `left`, `made bob admin`,
- * `created the group "Team" with bob, carol`. NUL-terminated into
+ * `created the group "Team" with bob, carol`, `renamed the group to
+ * "Club"`. NUL-terminated into
  * out[0..cap) (cut with "..." when longer); returns its length, or
  * -PARLEY_EPROTO when body is not a membership event. Pure. */
 int parley_membership_describe(const uint8_t *body, size_t len, char *out,

@@ -114,6 +114,7 @@ enum parley_msg_type {
 	PARLEY_T_GROUP_LEAVE = 0x0033,
 	PARLEY_T_GROUP_ROLE = 0x0034,
 	PARLEY_T_GROUP_INFO = 0x0035,
+	PARLEY_T_GROUP_SET = 0x0036, /* rename, history visibility */
 
 	PARLEY_T_EVENT_ACK = 0x4001,
 	PARLEY_T_TYPING = 0x4002, /* "I am typing in conv" (client -> server) */
@@ -140,6 +141,7 @@ enum parley_msg_type {
 	PARLEY_T_GROUP_LEAVE_OK = 0x8033, /* struct parley_group_ok */
 	PARLEY_T_GROUP_ROLE_OK = 0x8034, /* struct parley_group_ok */
 	PARLEY_T_GROUP_INFO_OK = 0x8035,
+	PARLEY_T_GROUP_SET_OK = 0x8036, /* struct parley_group_ok */
 
 	PARLEY_T_EVENT = 0xC001,
 	PARLEY_T_GOAWAY = 0xC002,
@@ -211,7 +213,15 @@ enum parley_group_op {
 	PARLEY_GOP_REMOVE = 3,
 	PARLEY_GOP_LEAVE = 4,
 	PARLEY_GOP_ROLE = 5,
+	PARLEY_GOP_SET = 6, /* name / settings changed (GROUP_SET) */
 };
+/* GROUP_SET: which fields it changes */
+#define PARLEY_GSET_NAME 0x01u /* name */
+#define PARLEY_GSET_SETTINGS 0x02u /* settings (PARLEY_GROUPF_HISTORY_ALL) */
+#define PARLEY_GSET_KNOWN (PARLEY_GSET_NAME | PARLEY_GSET_SETTINGS)
+/* A SET membership event's settings byte: the settings after it, plus */
+#define PARLEY_GEV_SET_NAME 0x80u /* the name changed */
+#define PARLEY_GEV_SET_SETTINGS 0x40u /* the settings changed */
 
 /* EVENT kinds. Clients skip (but still acknowledge) kinds they do not know. */
 enum parley_event_kind {
@@ -514,7 +524,12 @@ struct parley_conv_entry { /* one CONV_LIST_OK record */
 	struct parley_str last_sender; /* sender of the message at last_seq */
 	uint16_t last_content_type;
 	struct parley_bytes preview; /* its first <= PARLEY_PROTO_MAX_PREVIEW bytes */
+	/* appended later (absent = 0) */
+	uint8_t flags; /* PARLEY_CONVF_LEFT */
 };
+/* CONV_LIST_OK record flags */
+#define PARLEY_CONVF_LEFT 0x01u /* group: the caller is no longer a member; the
+				   record is as of the event that removed them */
 
 struct parley_conv_list_ok { /* PARLEY_T_CONV_LIST_OK, most recent first */
 	uint16_t count; /* <= PARLEY_PROTO_MAX_LIST */
@@ -582,6 +597,13 @@ struct parley_group_ok { /* PARLEY_T_GROUP_*_OK (not INFO), once durable */
 	struct parley_str conv;
 	uint64_t seq; /* the membership event's conversation seq */
 	uint8_t flags; /* PARLEY_GROUPF_DUPLICATE */
+};
+
+struct parley_group_set { /* PARLEY_T_GROUP_SET */
+	struct parley_str conv; /* "g:..." */
+	uint8_t fields; /* PARLEY_GSET_*: at least one */
+	struct parley_str name; /* NAME: the new name (1..255 bytes UTF-8); else empty */
+	uint8_t settings; /* SETTINGS: the new settings; else 0 */
 };
 
 struct parley_group_info { /* PARLEY_T_GROUP_INFO */
@@ -693,6 +715,7 @@ struct parley_msg {
 		struct parley_group_change group_change; /* ADD/REMOVE/LEAVE/ROLE */
 		struct parley_group_ok group_ok; /* *_OK but INFO_OK */
 		struct parley_group_info group_info;
+		struct parley_group_set group_set;
 		struct parley_group_info_ok group_info_ok;
 		struct parley_read_marker read_marker;
 		struct parley_read_marker_ok read_marker_ok;

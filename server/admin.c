@@ -30,6 +30,8 @@ struct aconn;
 struct admin {
 	struct srv *s;
 	int fd;                  /* listener (non-blocking) */
+	struct pollfd *pfd;      /* [max_conns + 1], the thread's poll set */
+	uint32_t *pidx;          /* [max_conns + 1] */
 	atomic_bool stop;
 	atomic_int ready;
 	pthread_t thr;
@@ -664,9 +666,9 @@ static void admin_accept(struct admin *a, uint64_t now)
 static void *admin_main(void *arg)
 {
 	struct admin *a = arg;
-	struct pollfd *p = calloc(a->max_conns + 1, sizeof *p);
-	uint32_t *idx = calloc(a->max_conns + 1, sizeof *idx);
-	PARLEY_ASSERT(p && idx);
+	/* allocated by admin_start, so a failure stops the start */
+	struct pollfd *p = a->pfd;
+	uint32_t *idx = a->pidx;
 	while (!atomic_load(&a->stop)) {
 		uint64_t now = parley_mono_ns();
 		int timeout_ms = 200; /* the stop flag's latency */
@@ -712,8 +714,6 @@ static void *admin_main(void *arg)
 	for (uint32_t k = 0; k < a->max_conns; k++)
 		if (a->c[k].fd >= 0)
 			aconn_close(a, &a->c[k]);
-	free(p);
-	free(idx);
 	return NULL;
 }
 
@@ -748,12 +748,18 @@ int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 		return rc;
 	struct admin *a = calloc(1, sizeof *a);
 	struct aconn *c = calloc(o->max_conns, sizeof *c);
-	if (!a || !c) {
+	struct pollfd *pfd = calloc(o->max_conns + 1, sizeof *pfd);
+	uint32_t *pidx = calloc(o->max_conns + 1, sizeof *pidx);
+	if (!a || !c || !pfd || !pidx) {
 		free(a);
 		free(c);
+		free(pfd);
+		free(pidx);
 		close(fd);
 		return -PARLEY_ENOMEM;
 	}
+	a->pfd = pfd;
+	a->pidx = pidx;
 	a->s = s;
 	a->fd = fd;
 	a->c = c;
@@ -766,6 +772,8 @@ int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 	if (rc) {
 		close(fd);
 		free(c);
+		free(pfd);
+		free(pidx);
 		free(a);
 		return -rc;
 	}
@@ -787,5 +795,7 @@ void admin_stop(struct admin *a)
 	pthread_join(a->thr, NULL);
 	close(a->fd);
 	free(a->c);
+	free(a->pfd);
+	free(a->pidx);
 	free(a);
 }

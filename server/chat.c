@@ -465,11 +465,14 @@ struct job {
 	uint64_t from, to;     /* conversation seqs to fan out */
 	uint32_t part;         /* partition of c/<conv> (its cursor) */
 	uint64_t nmsgs;        /* counted in c->npending */
-	unsigned pending;      /* appends not yet completed (+1 while issuing) */
+	/* appends not yet completed (+1 while issuing, +1 while queued);
+	 * atomic: a completion takes c->mu only when it is the last */
+	_Atomic unsigned pending;
 	chat_send_cb cb;       /* live send: the caller's callback */
 	void *cb_arg;
 	uint8_t *rec;          /* live send: the record, until durable */
 	uint32_t rec_len;
+	bool rec_in_job;       /* rec points into this allocation (job_new) */
 	bool group;            /* a group conversation (chat_group.c) */
 	uint8_t producer[16];
 	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
@@ -511,6 +514,8 @@ struct chat {
 	uint8_t *inline_buf;     /* fan-out thread: one inline pointer */
 	bool fan_busy;           /* the fan-out thread is issuing a job */
 	struct chat_stats st;
+	/* counted without c->mu (added to st by chat_stats) */
+	_Atomic uint64_t n_jobs, n_appends;
 	struct chat_groups *groups; /* group membership (chat_group.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
 	struct chat_floors *floors; /* retention floors (chat_retention.c) */
@@ -637,15 +642,42 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 	c->gen++;
 }
 
+static void job_free(struct job *j)
+{
+	if (!j->rec_in_job)
+		free(j->rec);
+	free(j);
+}
+
+/* A live job with room for its conversation id (clen bytes) and its
+ * record (rec_len bytes, j->rec) in one allocation; NULL when out of
+ * memory. The caller fills conv and rec. */
+static struct job *job_new(uint16_t clen, uint32_t rec_len)
+{
+	struct job *j = malloc(sizeof *j + clen + (size_t)rec_len);
+	if (!j)
+		return NULL;
+	memset(j, 0, sizeof *j);
+	j->rec = (uint8_t *)j->conv + clen;
+	j->rec_len = rec_len;
+	j->rec_in_job = true;
+	return j;
+}
+
 static void job_done_locked(struct chat *c, struct job *j)
 {
 	if (j->t_durable && j->t_issued)
 		srv_hist_since(&c->stage[CHAT_STAGE_INBOX], j->t_issued,
 			       parley_mono_ns());
 	job_unlink_locked(c, j);
-	free(j->rec);
-	free(j);
-	pthread_cond_broadcast(&c->cv);
+	job_free(j);
+	/* Only a stopping service waits for the outstanding jobs to drain
+	 * (fanout_main), and a checkpoint is due early after CHAT_CKPT_MSGS
+	 * registrations: otherwise no wake-up per message (the fan-out
+	 * thread's timed wait covers the periodic checkpoint). */
+	if (c->stop || (c->reg_total - c->ck_reg >= CHAT_CKPT_MSGS &&
+			!c->ckpt_busy))
+		pthread_cond_broadcast(&c->cv);
 }
 
 /* Registers j on partition p's list; start = clock now. Under c->mu. */
@@ -702,6 +734,16 @@ static void fanout_append_cb(void *arg, const struct pe_append_result *r)
 {
 	struct job *j = arg;
 	struct chat *c = j->c;
+	if (!r->err) {
+		/* the common case: no lock unless this completes the job */
+		atomic_fetch_add_explicit(&c->n_appends, 1, memory_order_relaxed);
+		if (--j->pending == 0) {
+			pthread_mutex_lock(&c->mu);
+			job_done_locked(c, j);
+			pthread_mutex_unlock(&c->mu);
+		}
+		return;
+	}
 	pthread_mutex_lock(&c->mu);
 	if (r->err == -PARLEY_ENOTLEADER || r->err == -PARLEY_EAGAIN) {
 		/* a leader change: recovered by the next leader of j->part */
@@ -715,8 +757,6 @@ static void fanout_append_cb(void *arg, const struct pe_append_result *r)
 		PLOG_E("chat", "fan-out append failed", "conv=%.*s from=%" PRIu64
 		       " err=%s", (int)j->len, j->conv, j->from,
 		       parley_errname(r->err));
-	} else {
-		c->st.fanout_appends++;
 	}
 	if (--j->pending == 0)
 		job_done_locked(c, j);
@@ -730,8 +770,16 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Issues one planned append; while the shard queue is full, retries
- * (wait) or returns -PARLEY_EFULL. */
+/* A fan-out append refused for want of room (the shard's queue, or memory
+ * for the engine's copy) is retried, never skipped: a skipped inbox
+ * pointer would be a gap no recovery fills once the cursor passes it. */
+static bool fanout_retry(int rc)
+{
+	return rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM;
+}
+
+/* Issues one planned append; while there is no room (fanout_retry),
+ * retries (wait) or returns -PARLEY_EFULL. */
 static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 			pe_append_cb cb, void *arg, bool wait)
 {
@@ -744,8 +792,10 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
 		int rc = pe_append(c->e, &q, cb, arg);
-		if (rc != -PARLEY_EFULL || !wait)
+		if (!fanout_retry(rc))
 			return rc;
+		if (!wait)
+			return -PARLEY_EFULL;
 		sleep_ms(1);
 	}
 }
@@ -886,9 +936,7 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 {
 	struct group_issue *gi = arg;
 	struct chat *c = gi->c;
-	pthread_mutex_lock(&c->mu);
 	gi->j->pending++;
-	pthread_mutex_unlock(&c->mu);
 	int rc;
 	if (payload) {
 		struct pe_input in = {.type = it->type, .len = len,
@@ -897,8 +945,8 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		memcpy(q.producer, it->producer, 16);
-		while ((rc = pe_append(c->e, &q, fanout_append_cb, gi->j)) ==
-		       -PARLEY_EFULL)
+		while (fanout_retry(rc = pe_append(c->e, &q, fanout_append_cb,
+						  gi->j)))
 			sleep_ms(1);
 	} else {
 		rc = fanout_issue(c, it, fanout_append_cb, gi->j, true);
@@ -922,8 +970,13 @@ static void fanout_run_group(struct chat *c, struct job *j)
 				       .type = j->type, .len = j->rec_len,
 				       .payload = j->rec};
 		unsigned cnt = 0;
-		int rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
-					    group_issue, &gi, &cnt);
+		int rc;
+		/* out of memory half-way: again (the appends issued are
+		 * idempotent), never skipped */
+		while ((rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
+						group_issue, &gi, &cnt)) ==
+		       -PARLEY_ENOMEM)
+			sleep_ms(1);
 		if (rc)
 			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
@@ -946,7 +999,7 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		uint32_t n = 0;
 		struct pe_read_result meta;
 		int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
-		if (rc == -PARLEY_EFULL) {
+		if (fanout_retry(rc)) {
 			sleep_ms(1);
 			continue;
 		}
@@ -964,8 +1017,11 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		}
 		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
 			unsigned cnt = 0;
-			rc = chat_groups_fanout(c->groups, j->conv, j->len, &ents[i],
-						group_issue, &gi, &cnt);
+			while ((rc = chat_groups_fanout(c->groups, j->conv,
+							j->len, &ents[i],
+							group_issue, &gi,
+							&cnt)) == -PARLEY_ENOMEM)
+				sleep_ms(1);
 			if (rc)
 				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 				       PRIu64 " err=%s", (int)j->len, j->conv,
@@ -1008,19 +1064,16 @@ static int fanout_run(struct chat *c, struct job *j, bool wait, uint8_t *buf)
 				 : chat_fanout_plan(j->conv, j->len, seq, &plan);
 		if (prc || plan.n == 0)
 			break; /* not a conversation we know how to fan out */
-		pthread_mutex_lock(&c->mu);
 		j->pending += plan.n;
-		c->st.fanout_jobs++;
-		pthread_mutex_unlock(&c->mu);
+		atomic_fetch_add_explicit(&c->n_jobs, 1, memory_order_relaxed);
 		for (unsigned i = 0; i < plan.n; i++) {
 			int rc = fanout_issue(c, &plan.item[i], fanout_append_cb, j,
 					      wait);
 			if (rc == -PARLEY_EFULL && !wait) {
 				/* the items not issued will not complete */
-				pthread_mutex_lock(&c->mu);
 				j->pending -= plan.n - i;
-				c->st.fanout_jobs--;
-				pthread_mutex_unlock(&c->mu);
+				atomic_fetch_sub_explicit(&c->n_jobs, 1,
+							  memory_order_relaxed);
 				return rc;
 			}
 			if (rc) {
@@ -1042,8 +1095,11 @@ static void *fanout_main(void *arg)
 		while (!c->qhead && !(c->stop && c->npending == 0)) {
 			struct timespec dl;
 			clock_gettime(CLOCK_REALTIME, &dl);
+			/* jobs finishing do not wake us (job_done_locked):
+			 * wake at the leadership poll's pace, which also
+			 * keeps checkpoints within CHAT_CKPT_INTERVAL_MS */
 			uint64_t ns = (uint64_t)dl.tv_nsec +
-				      CHAT_CKPT_INTERVAL_MS * 1000000ull;
+				      CHAT_LEAD_POLL_MS * 1000000ull;
 			dl.tv_sec += (time_t)(ns / 1000000000ull);
 			dl.tv_nsec = (long)(ns % 1000000000ull);
 			pthread_cond_timedwait(&c->cv, &c->mu, &dl);
@@ -1123,13 +1179,17 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 			pthread_mutex_unlock(&c->mu);
 			uint8_t buf[CHAT_PTR_INLINE_CAP];
 			int rc = fanout_run(c, j, false, buf);
-			pthread_mutex_lock(&c->mu);
 			if (rc == -PARLEY_EFULL) {
+				pthread_mutex_lock(&c->mu);
 				c->st.fanout_deferred++;
 				queue_push_locked(c, j, true); /* the thread waits */
-			}
-			else if (--j->pending == 0)
+				pthread_mutex_unlock(&c->mu);
+			} else if (--j->pending == 0) {
+				pthread_mutex_lock(&c->mu);
 				job_done_locked(c, j);
+				pthread_mutex_unlock(&c->mu);
+			}
+			return;
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -1140,7 +1200,8 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 static void send_fail(struct job *j, int err, bool call)
 {
 	struct chat *c = j->c;
-	free(j->rec);
+	if (!j->rec_in_job)
+		free(j->rec);
 	j->rec = NULL;
 	if (call) {
 		struct chat_send_result res = {.err = err};
@@ -1206,47 +1267,38 @@ static int send_check_issue(struct job *j)
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
-/* Stores rec (an entry of `type`) in c/<conv> with `producer` and
+/* Stores j's record (an entry of `type`) in c/<conv> with `producer` and
  * registers its fan-out: the common path of SEND and of EDIT / DELETE
- * (chat_conv_append). rec is the caller's malloc'd buffer: taken over. */
-static int conv_append(struct chat *c, const char *conv, uint16_t clen,
-		       uint16_t type, uint8_t *rec, uint32_t rec_len,
+ * (chat_conv_append). j comes from job_new with conv and rec filled in;
+ * it is taken over (freed here on failure). */
+static int conv_append(struct chat *c, struct job *j, uint16_t type,
 		       const uint8_t producer[16], chat_send_cb cb, void *arg)
 {
+	const char *conv = j->conv;
+	uint16_t clen = j->len;
 	bool group = chat_conv_is_group(conv, clen);
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0) {
-		free(rec);
+		free(j);
 		return -PARLEY_ENOTFOUND;
 	}
 	/* a cluster: a node that does not lead the conversation's partition
 	 * may not have applied its creation yet: redirect, never "not found"
 	 * (docs/CLUSTER.md, routing) */
-	int lrc = pe_partition_leader_check(
-		c->e, pe_partition_of(c->e, key, (size_t)kl));
+	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	int lrc = pe_partition_leader_check(c->e, p);
 	if (lrc) {
-		free(rec);
+		free(j);
 		return lrc;
 	}
-	struct job *j = malloc(sizeof *j + clen);
-	if (!j) {
-		free(rec);
-		return -PARLEY_ENOMEM;
-	}
-	memset(j, 0, sizeof *j);
 	j->c = c;
 	j->nmsgs = 1;
 	j->cb = cb;
 	j->cb_arg = arg;
-	j->rec = rec;
-	j->rec_len = rec_len;
 	j->type = type;
 	j->group = group;
 	memcpy(j->producer, producer, 16);
-	j->len = clen;
-	memcpy(j->conv, conv, clen);
-	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
 	j->part = p;
 	uint64_t h = conv_hash(conv, clen);
 	/* Register BEFORE the append: the cursor of p cannot pass this
@@ -1268,12 +1320,13 @@ int chat_conv_append(struct chat *c, const char *conv, uint16_t clen,
 {
 	if (rec_len > PE_MAX_PAYLOAD)
 		return -PARLEY_ETOOBIG;
-	uint8_t *copy = malloc(rec_len ? rec_len : 1);
-	if (!copy)
+	struct job *j = job_new(clen, rec_len);
+	if (!j)
 		return -PARLEY_ENOMEM;
-	memcpy(copy, rec, rec_len);
-	return conv_append(c, conv, clen, type, copy, rec_len, producer, cb,
-			   arg);
+	j->len = clen;
+	memcpy(j->conv, conv, clen);
+	memcpy(j->rec, rec, rec_len);
+	return conv_append(c, j, type, producer, cb, arg);
 }
 
 void chat_scrub_attach(struct chat *c, struct chat_scrub *x)
@@ -1324,15 +1377,18 @@ int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	int n = chat_msg_encode(NULL, 0, &cm);
 	if (n < 0 || (uint32_t)n > PE_MAX_PAYLOAD)
 		return -PARLEY_ETOOBIG;
-	uint8_t *rec = malloc((size_t)n);
-	if (!rec)
+	/* one allocation per SEND: the job with the conversation id and
+	 * the record */
+	struct job *j = job_new(q->conv_len, (uint32_t)n);
+	if (!j)
 		return -PARLEY_ENOMEM;
-	chat_msg_encode(rec, (size_t)n, &cm);
+	j->len = q->conv_len;
+	memcpy(j->conv, q->conv, q->conv_len);
+	chat_msg_encode(j->rec, (size_t)n, &cm);
 	uint8_t producer[16];
 	chat_producer_send(producer, q->sender, q->sender_len,
 			   q->client_msg_id);
-	return conv_append(c, q->conv, q->conv_len, CHAT_ENT_MSG, rec,
-			   (uint32_t)n, producer, cb, arg);
+	return conv_append(c, j, CHAT_ENT_MSG, producer, cb, arg);
 }
 
 /* ---- CONV_OPEN ----------------------------------------------------------------------------- */
@@ -1531,6 +1587,9 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 {
 	pthread_mutex_lock(&c->mu);
 	*out = c->st;
+	out->fanout_jobs += atomic_load_explicit(&c->n_jobs, memory_order_relaxed);
+	out->fanout_appends += atomic_load_explicit(&c->n_appends,
+						    memory_order_relaxed);
 	out->fanout_pending = c->npending;
 	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
 	pthread_mutex_unlock(&c->mu);
@@ -1946,8 +2005,7 @@ static void chat_free(struct chat *c)
 	while (c->qhead) {
 		struct job *j = c->qhead;
 		c->qhead = j->next;
-		free(j->rec);
-		free(j);
+		job_free(j);
 	}
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);

@@ -516,7 +516,8 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
  * most `limit`, after the cursor (before_ts, before_conv): the position
  * of the previous page's last entry (0 / empty: from the top). Each entry
  * carries the user's read position, the unread count (messages from
- * others after it: exact up to CHAT_UNREAD_SCAN unread messages; beyond,
+ * others after it and at or after the first seq the user may read (a
+ * "from join" group): exact up to CHAT_UNREAD_SCAN unread messages; beyond,
  * the older unread ones are counted as from others) and the last
  * message's sender, content type and first PARLEY_PROTO_MAX_PREVIEW
  * bytes. cb gets a CONV_LIST_OK (flags END, next_before_*) or an error.
@@ -550,6 +551,18 @@ struct chat_list_ent {
 	uint16_t sender_len, content_type, preview_len;
 	char sender[PARLEY_PROTO_MAX_USER_ID];
 	uint8_t preview[PARLEY_PROTO_MAX_PREVIEW];
+	/* groups the user is no longer in (chat_group_left): the entry is
+	 * as of the event that removed them (PARLEY_CONVF_LEFT) */
+	uint8_t flags;        /* PARLEY_CONVF_* */
+	uint64_t left_seq;    /* LEFT: that event's seq */
+	bool from_snap;       /* group, title, members, LEFT from the group's
+				 stored snapshot (chat_gsnap_view), not memory */
+	uint64_t vis_from;    /* group: the first seq the user may read (0:
+				 unknown); unread counts only from there */
+	uint64_t unread_from; /* unread = messages from others after this
+				 (read_seq, raised to vis_from - 1) */
+	bool gone;            /* LEFT, and retention removed the entries up
+				 to the departure: nothing to count */
 };
 /* A conversation's activity time, the list's sort key: the later of its
  * last message and its entry into the list. */
@@ -790,6 +803,9 @@ struct chat_scrub *chat_scrub_of(const struct chat *c);
  *   set role: owner only (giving OWNER transfers ownership: the old owner
  *             becomes an admin).
  *   info, send, history: members only.
+ *   set (GROUP_SET): rename: owner or admin; the history setting: owner
+ *             only. The setting in force when HISTORY is read decides what
+ *             every member sees (it is not remembered per message).
  */
 #define CHAT_GROUP_ID_LEN 18u           /* "g:" + 16 hex */
 #define CHAT_GROUP_MAX_DEFAULT 1024u    /* config group_max_members */
@@ -812,6 +828,7 @@ enum chat_gop {
 	CHAT_GOP_REMOVE = 3,
 	CHAT_GOP_LEAVE = 4,
 	CHAT_GOP_ROLE = 5,
+	CHAT_GOP_SET = 6,    /* name / settings (GROUP_SET) */
 };
 
 /* chat_conv_check for 1:1 and groups: 0 when user is a member of conv now,
@@ -837,8 +854,10 @@ bool chat_conv_is_group(const char *conv, size_t len);
  * chat_members_each: fn(arg, user, ulen, role) for each member at `seq`
  *   (UINT64_MAX = now), in join order, skipping the first `skip`; stops
  *   after `limit` calls (0 = no limit). Returns the number of members at
- *   seq, or -PARLEY_ENOTFOUND. fn runs under the lock: it must not call
- *   back into chat.
+ *   seq, or -PARLEY_ENOTFOUND; for a group asked about "now" also the
+ *   chat_groups_ready errors (-PARLEY_ENOTLEADER / -PARLEY_EAGAIN: this
+ *   node's table may be stale, as chat_member_role). fn runs under the
+ *   lock: it must not call back into chat.
  */
 int chat_member_role(struct chat *c, const char *conv, size_t len,
 		     const char *user, size_t ulen);
@@ -875,6 +894,38 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
 		    const char *conv, size_t len, uint32_t from, uint16_t limit,
 		    struct parley_msg *m, char *store, size_t cap);
 
+/* Has user left conv (removed or left, not back)? 1 with *left_seq = the
+ * seq of the REMOVE / LEAVE event that ended their last membership and
+ * *members = the group's members right after it; 0 when user is a member
+ * now; -PARLEY_ENOTFOUND (no such group, or never a member); the
+ * chat_groups_ready errors (a follower). On 0 and 1 also *vis_from: the
+ * first seq the user may read of that (current or last) membership under
+ * the group's setting now (1 with HISTORY_ALL, else where it began).
+ * Memory only, any thread. */
+int chat_group_left(struct chat *c, const char *conv, size_t len,
+		    const char *user, size_t ulen, uint64_t *left_seq,
+		    uint32_t *members, uint64_t *vis_from);
+
+/* A group as a user sees it from its last membership snapshot (the last
+ * entry of m/<group>, CHAT_ENT_GSNAP) rather than from memory: what a
+ * node that cannot answer from memory (chat_groups_ready fails: a
+ * follower, whose table is stale) shows in CONV_LIST. Pure. 0 with *out
+ * (left_seq 0: user is a member as of the snapshot, members = its
+ * members; else the seq of the REMOVE / LEAVE that ended user's last
+ * membership and members = those right after it), -PARLEY_ENOTFOUND
+ * (user was never a member), -PARLEY_ECORRUPT. */
+struct chat_gsnap_view {
+	char name[256];
+	uint16_t name_len;
+	uint8_t settings;
+	uint32_t members;
+	uint64_t as_of;
+	uint64_t left_seq;
+	uint64_t vis_from;      /* as chat_group_left's */
+};
+int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
+		    size_t ulen, struct chat_gsnap_view *out);
+
 /* Group size limit (config group_max_members); 1..CHAT_GROUP_MAX_HARD. */
 void chat_set_group_max(struct chat *c, uint32_t max_members);
 
@@ -888,7 +939,9 @@ struct chat_group_req {
 	uint8_t create_id[16];       /* CREATE: the client's request id */
 	const char *name;            /* CREATE: 1..255 bytes UTF-8 */
 	uint16_t name_len;
-	uint8_t settings;            /* CREATE: CHAT_GROUP_HISTORY_ALL */
+	uint8_t settings;            /* CREATE, SET: CHAT_GROUP_HISTORY_ALL */
+	uint8_t set_fields;          /* SET: PARLEY_GSET_NAME (name, 1..255
+					bytes UTF-8) | PARLEY_GSET_SETTINGS */
 	uint8_t role;                /* ADD: role given; ROLE: the new role */
 	uint32_t n;                  /* users (CREATE: initial members besides
 					the creator; ADD/REMOVE/ROLE: targets) */
@@ -922,9 +975,17 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		      chat_group_cb cb, void *arg, const char **why);
 
 /* A membership event record (payload of CHAT_ENT_MEMBER; also the body
- * of a MEMBERSHIP event / history record, see PROTOCOL.md):
+ * of a MEMBERSHIP event / history record, see PROTOCOL.md). name: CREATE
+ * and SET: the group's name (SET: name and settings as they are after the
+ * event, changed or not); REMOVE and LEAVE: the name when it happened (a
+ * removed member's conversation list shows it); ROLE, ADD: empty.
  *   u8 version(1) | u8 op | u8 settings | u8 actor_len | actor |
  *   u16 name_len | name | u16 n | n x (u8 user_len | user | u8 role) */
+/* SET events: the settings byte also says what changed (the rest of the
+ * byte is the settings after the event). */
+#define CHAT_GEV_SET_NAME 0x80u
+#define CHAT_GEV_SET_SETTINGS 0x40u
+#define CHAT_GEV_SET_MARKS (CHAT_GEV_SET_NAME | CHAT_GEV_SET_SETTINGS)
 struct chat_gev {
 	uint8_t op, settings;
 	const char *actor;

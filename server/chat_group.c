@@ -8,6 +8,14 @@
  * user's latest interval (older ones chain through `prev`). A role change
  * at seq S closes the user's interval at S - 1 and opens one at S, so an
  * interval list answers "member at seq N, with which role" exactly.
+ * The group's name and settings are the latest CREATE / SET event's
+ * (GROUP_SET is a membership event of op SET: same validation, storage,
+ * apply and snapshot path as the others, adding no interval).
+ *
+ * Snapshots (m/<group>) carry intervals exactly as of their event; their
+ * name and settings are those in memory when the fan-out wrote them (at
+ * or after the event): replay of the later SET events makes them exact,
+ * and a SET that changes nothing on replay is a no-op.
  *
  * Invariants
  *   1. Intervals are only added or closed by chat_groups_on_durable (live,
@@ -488,6 +496,47 @@ static bool role_ok(uint8_t r)
 	       r == CHAT_ROLE_OWNER;
 }
 
+/* SET (GROUP_SET): the event carries the name and settings as they are
+ * after it. Checked: a valid name and known settings; renaming needs owner
+ * or admin, the history setting owner. dry: -PARLEY_EEXIST when it changes
+ * nothing (chat_group_set answers that as done). Applied (not dry): copies
+ * both; an event that changes nothing (a replay over a snapshot that
+ * already holds it) is a no-op, not an error. */
+static int g_apply_set(struct group *g, const struct chat_gev *ev, uint8_t ar,
+		       bool dry, const char **w)
+{
+	if (ev->n || ev->name_len < 1 || ev->name_len > 255) {
+		*w = "a group name is 1-255 bytes of UTF-8";
+		return -PARLEY_EINVAL;
+	}
+	uint8_t st = ev->settings & (uint8_t)~CHAT_GEV_SET_MARKS;
+	if (st & ~CHAT_GROUP_HISTORY_ALL) {
+		*w = "unknown setting (bit 0: new members read the whole history)";
+		return -PARLEY_EINVAL;
+	}
+	bool rename = ev->name_len != g->name_len ||
+		      memcmp(ev->name, g->name, g->name_len) != 0;
+	bool resetting = st != g->settings;
+	if (dry && !rename && !resetting) {
+		*w = "nothing changes";
+		return -PARLEY_EEXIST;
+	}
+	if (resetting && ar != CHAT_ROLE_OWNER) {
+		*w = "only the owner may change the history setting";
+		return -PARLEY_EPERM;
+	}
+	if (rename && ar < CHAT_ROLE_ADMIN) {
+		*w = "only the owner and admins may rename the group";
+		return -PARLEY_EPERM;
+	}
+	if (!dry) {
+		memcpy(g->name, ev->name, ev->name_len);
+		g->name_len = ev->name_len;
+		g->settings = st;
+	}
+	return 0;
+}
+
 /* Applies (or with dry, checks) event ev at seq to g. why may be NULL. */
 static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		   const struct chat_gev *ev, bool dry, const char **why)
@@ -503,7 +552,8 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		w = "not a member of this group";
 		goto out;
 	}
-	if (dry && g->n + (uint32_t)ev->n + 2u > MAX_INTERVALS) {
+	if (dry && ev->op != CHAT_GOP_SET && /* SET adds no interval */
+	    g->n + (uint32_t)ev->n + 2u > MAX_INTERVALS) {
 		rc = -PARLEY_ETOOBIG;
 		w = "membership history of this group is full";
 		goto out;
@@ -670,6 +720,11 @@ static int g_apply(const struct chat_groups *gs, struct group *g, uint64_t seq,
 		}
 		break;
 	}
+	case CHAT_GOP_SET:
+		rc = g_apply_set(g, ev, ar, dry, &w);
+		if (rc)
+			goto out;
+		break;
 	default:
 		rc = -PARLEY_EINVAL;
 		w = "unknown membership operation";
@@ -738,6 +793,19 @@ bool chat_member_at(struct chat *c, const char *conv, size_t len,
 	return r;
 }
 
+/* The start of the run of intervals ending with interval i (role changes
+ * split a membership without a gap): where that membership began. */
+static uint64_t g_run_start(const struct group *g, uint32_t i)
+{
+	uint64_t from = g->iv[i].from;
+	for (uint32_t p = g->iv[i].prev; p != NOIDX; p = g->iv[p].prev) {
+		if (!g->iv[p].split || g->iv[p].to + 1 != from)
+			break;
+		from = g->iv[p].from;
+	}
+	return from;
+}
+
 uint64_t chat_member_visible_from(struct chat *c, const char *conv,
 				  size_t len, const char *user, size_t ulen)
 {
@@ -749,19 +817,8 @@ uint64_t chat_member_visible_from(struct chat *c, const char *conv,
 	uint64_t from = 0;
 	uint32_t i = g ? g_latest(g, user, ulen) : NOIDX;
 	if (i != NOIDX && g->iv[i].to == OPEN) {
-		if (g->settings & CHAT_GROUP_HISTORY_ALL) {
-			from = 1;
-		} else {
-			/* the start of the current run of intervals (role
-			 * changes split a membership without a gap) */
-			from = g->iv[i].from;
-			for (uint32_t p = g->iv[i].prev; p != NOIDX;
-			     p = g->iv[p].prev) {
-				if (!g->iv[p].split || g->iv[p].to + 1 != from)
-					break;
-				from = g->iv[p].from;
-			}
-		}
+		from = g->settings & CHAT_GROUP_HISTORY_ALL ? 1
+							    : g_run_start(g, i);
 	}
 	pthread_rwlock_unlock(&gs->lk);
 	return from;
@@ -779,6 +836,12 @@ int chat_members_each(struct chat *c, const char *conv, size_t len,
 			fn(arg, m[i].p, m[i].len, CHAT_ROLE_MEMBER);
 		return n;
 	}
+	/* who the members are "now" is only known where the group's
+	 * changes are applied (a follower's table is stale): receipts and
+	 * typing pushes must not go by it */
+	int ready = seq == UINT64_MAX ? chat_groups_ready(c, conv, len) : 0;
+	if (ready)
+		return ready;
 	struct chat_groups *gs = chat_groups_of(c);
 	pthread_rwlock_rdlock(&gs->lk);
 	struct group *g = g_live(gs, conv, len);
@@ -861,6 +924,39 @@ int chat_group_info(struct chat *c, const char *user, size_t ulen,
 				{store + used, x->ulen}, x->role};
 			used += x->ulen;
 		}
+	}
+	pthread_rwlock_unlock(&gs->lk);
+	return rc;
+}
+
+int chat_group_left(struct chat *c, const char *conv, size_t len,
+		    const char *user, size_t ulen, uint64_t *left_seq,
+		    uint32_t *members, uint64_t *vis_from)
+{
+	struct chat_groups *gs = chat_groups_of(c);
+	int rc = chat_groups_ready(c, conv, len);
+	if (rc)
+		return rc;
+	pthread_rwlock_rdlock(&gs->lk);
+	struct group *g = g_live(gs, conv, len);
+	uint32_t i = g ? g_latest(g, user, ulen) : NOIDX;
+	if (g && i != NOIDX)
+		*vis_from = g->settings & CHAT_GROUP_HISTORY_ALL ? 1
+								 : g_run_start(g, i);
+	if (!g || i == NOIDX) {
+		rc = -PARLEY_ENOTFOUND;
+	} else if (g->iv[i].to != OPEN) {
+		/* the latest interval is never split (a split one is followed
+		 * by the user's next): it ended at their REMOVE / LEAVE */
+		uint64_t r = g->iv[i].to;
+		uint32_t after = 0;
+		for (uint32_t k = 0; k < g->n; k++) /* members at r + 1 */
+			after += g->iv[k].from <= r &&
+				 (r < g->iv[k].to ||
+				  (g->iv[k].split && g->iv[k].to == r));
+		*left_seq = r;
+		*members = after;
+		rc = 1;
 	}
 	pthread_rwlock_unlock(&gs->lk);
 	return rc;
@@ -949,9 +1045,34 @@ static void change_cb(void *arg, const struct chat_send_result *r)
 	free(x);
 }
 
+/* REMOVE / LEAVE: re-encodes the (validated) event with the group's name
+ * now, under the write lock: the name at the event's seq, since renames
+ * are changes too and one change is stored at a time (invariant 2). A
+ * removed member's conversation list shows it (chat_group_left). */
+static int gev_name_now(const struct group *g, const struct chat_group_req *q,
+			uint8_t *rec, size_t cap, const struct gev_target *t,
+			int *rl)
+{
+	if (q->op != CHAT_GOP_REMOVE && q->op != CHAT_GOP_LEAVE)
+		return 0;
+	int n = gev_encode(rec, cap, q->op, 0, q->actor, q->actor_len, g->name,
+			   g->name_len, t, q->n);
+	if (n < 0)
+		return n;
+	*rl = n;
+	return 0;
+}
+
+static int group_set(struct chat *c, const struct chat_group_req *q,
+		     chat_group_cb cb, void *arg, const char **why);
+
 int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		      chat_group_cb cb, void *arg, const char **why)
 {
+	if (q->op == CHAT_GOP_SET) {
+		const char *dummy;
+		return group_set(c, q, cb, arg, why ? why : &dummy);
+	}
 	const char *dummy;
 	if (!why)
 		why = &dummy;
@@ -1039,7 +1160,8 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 	}
 	if (!rc)
 		rc = chat_groups_ready(c, x->conv, x->len);
-	size_t cap = 16 + q->actor_len + nlen + (size_t)q->n * 130;
+	/* + 255: REMOVE / LEAVE carry the group's name (below) */
+	size_t cap = 16 + q->actor_len + nlen + (size_t)q->n * 130 + 255;
 	rec = rc ? NULL : malloc(cap);
 	int rl = 0;
 	if (!rc && !rec)
@@ -1074,6 +1196,8 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 		}
 		if (!rc && !dup) {
 			rc = g_apply(gs, g, 0, &ev, true, why);
+			if (!rc)
+				rc = gev_name_now(g, q, rec, cap, t, &rl);
 			if (rc == -PARLEY_EEXIST && q->op == CHAT_GOP_ADD) {
 				/* everyone named is a member already (a retried
 				 * ADD, say): nothing to store, answered as done */
@@ -1123,6 +1247,123 @@ int chat_group_change(struct chat *c, const struct chat_group_req *q,
 	}
 	free(x);
 	free(t);
+	free(rec);
+	return rc;
+}
+
+/* ---- GROUP_SET ----------------------------------------------------------------------------- */
+
+/* A rename and/or a new history setting: one CHAT_ENT_MEMBER event (op
+ * SET) carrying the name and settings after it, validated, stored and
+ * applied like a membership change (one change at a time, durable before
+ * cb; the fan-out delivers it and writes the snapshot). */
+static int group_set(struct chat *c, const struct chat_group_req *q,
+		     chat_group_cb cb, void *arg, const char **why)
+{
+	struct chat_groups *gs = chat_groups_of(c);
+	*why = NULL;
+	if (!parley_proto_user_id_valid(q->actor, q->actor_len))
+		return -PARLEY_EINVAL;
+	if (q->n) {
+		*why = "GROUP_SET names no users";
+		return -PARLEY_EINVAL;
+	}
+	if (!q->set_fields || (q->set_fields & ~PARLEY_GSET_KNOWN)) {
+		*why = "say what to change: the name (1), the settings (2) or both";
+		return -PARLEY_EINVAL;
+	}
+	if ((q->set_fields & PARLEY_GSET_NAME) &&
+	    (q->name_len < 1 || q->name_len > 255 ||
+	     !parley_proto_utf8_valid(q->name, q->name_len))) {
+		*why = "group name: 1-255 bytes of UTF-8";
+		return -PARLEY_EINVAL;
+	}
+	if ((q->set_fields & PARLEY_GSET_SETTINGS) &&
+	    (q->settings & ~CHAT_GROUP_HISTORY_ALL)) {
+		*why = "unknown setting (bit 0: new members read the whole history)";
+		return -PARLEY_EINVAL;
+	}
+	if (!chat_conv_is_group(q->conv, q->conv_len)) {
+		*why = "no such group";
+		return -PARLEY_ENOTFOUND;
+	}
+	int rc = chat_groups_ready(c, q->conv, q->conv_len);
+	if (rc)
+		return rc;
+	size_t cap = 16 + q->actor_len + 255;
+	uint8_t *rec = malloc(cap);
+	struct change_ctx *x = calloc(1, sizeof *x);
+	if (!rec || !x) {
+		free(rec);
+		free(x);
+		return -PARLEY_ENOMEM;
+	}
+	memcpy(x->conv, q->conv, q->conv_len);
+	x->len = q->conv_len;
+	int rl = 0;
+	bool dup = false;
+	uint64_t dup_seq = 0;
+	pthread_rwlock_wrlock(&gs->lk);
+	struct group *g = g_live(gs, q->conv, q->conv_len);
+	if (!g) {
+		rc = -PARLEY_ENOTFOUND;
+		*why = "no such group";
+	} else if (g->busy) {
+		rc = -PARLEY_EAGAIN;
+		*why = "another change of this group is being stored";
+	} else {
+		bool nm = q->set_fields & PARLEY_GSET_NAME;
+		const char *name = nm ? q->name : g->name;
+		uint16_t nl = nm ? q->name_len : g->name_len;
+		uint8_t st = q->set_fields & PARLEY_GSET_SETTINGS ? q->settings
+								  : g->settings;
+		/* the marks say what changed (clients show it) */
+		uint8_t marks =
+			(nl != g->name_len || memcmp(name, g->name, nl)
+				 ? CHAT_GEV_SET_NAME
+				 : 0) |
+			(st != g->settings ? CHAT_GEV_SET_SETTINGS : 0);
+		rl = gev_encode(rec, cap, CHAT_GOP_SET, st | marks, q->actor,
+				q->actor_len, name, nl, NULL, 0);
+		struct chat_gev ev;
+		rc = rl < 0 ? rl : chat_gev_decode(rec, (size_t)rl, &ev);
+		if (!rc)
+			rc = g_apply(gs, g, 0, &ev, true, why);
+		if (rc == -PARLEY_EEXIST) { /* nothing changes: done */
+			rc = 0;
+			dup = true;
+			dup_seq = g->as_of;
+		} else if (!rc) {
+			g->busy = true;
+		}
+	}
+	pthread_rwlock_unlock(&gs->lk);
+	if (!rc && dup) {
+		struct chat_group_result res = {.seq = dup_seq, .duplicate = true,
+						.conv_len = x->len};
+		memcpy(res.conv, x->conv, x->len);
+		cb(arg, &res);
+	} else if (!rc) {
+		x->c = c;
+		x->cb = cb;
+		x->arg = arg;
+		x->op = CHAT_GOP_SET;
+		x->actor_len = (uint8_t)q->actor_len;
+		memcpy(x->actor, q->actor, q->actor_len);
+		uint8_t producer[16] = {0};
+		rc = chat_conv_append(c, x->conv, x->len, CHAT_ENT_MEMBER, rec,
+				      (uint32_t)rl, producer, change_cb, x);
+		if (rc) {
+			pthread_rwlock_wrlock(&gs->lk);
+			struct group *b = g_find(gs, x->conv, x->len);
+			if (b)
+				b->busy = false;
+			pthread_rwlock_unlock(&gs->lk);
+		} else {
+			x = NULL; /* owned by change_cb */
+		}
+	}
+	free(x);
 	free(rec);
 	return rc;
 }
@@ -1243,6 +1484,83 @@ static int gsnap_load(struct group *g, const uint8_t *p, size_t len)
 	g->settings = settings;
 	g->name_len = nl;
 	memcpy(g->name, name, nl);
+	return 0;
+}
+
+/* A snapshot record read from storage (not memory), as user sees the group
+ * (chat.h). Two passes over the intervals: user's state, then the members
+ * after user's departure (or now). */
+int chat_gsnap_view(const uint8_t *p, size_t len, const char *user,
+		    size_t ulen, struct chat_gsnap_view *out)
+{
+	memset(out, 0, sizeof *out);
+	struct le_reader r;
+	le_reader_init(&r, p, len);
+	if (le_read8(&r) != GSNAP_VERSION)
+		return -PARLEY_ECORRUPT;
+	out->as_of = le_read64(&r);
+	out->settings = le_read8(&r);
+	uint16_t nl = le_read16(&r);
+	const uint8_t *name = le_read_bytes(&r, nl);
+	uint32_t n = le_read32(&r);
+	if (!r.ok || nl > 255 || n > MAX_INTERVALS)
+		return -PARLEY_ECORRUPT;
+	out->name_len = nl;
+	memcpy(out->name, name, nl);
+	struct le_reader start = r;
+	bool member = false, seen = false;
+	uint64_t left = 0, cur_from = 0;
+	/* the user's intervals (for where their membership began) */
+	enum { UIV_MAX = 64 };
+	struct { uint64_t from, to; bool split; } uiv[UIV_MAX];
+	uint32_t nuiv = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		r = start;
+		uint32_t count = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			uint8_t ul = le_read8(&r);
+			const char *u = (const char *)le_read_bytes(&r, ul);
+			le_read8(&r); /* role */
+			uint8_t split = le_read8(&r);
+			uint64_t from = le_read64(&r), to = le_read64(&r);
+			if (!r.ok || ul == 0 || ul > PARLEY_PROTO_MAX_USER_ID)
+				return -PARLEY_ECORRUPT;
+			if (pass == 0) {
+				if (ul != ulen || memcmp(u, user, ulen))
+					continue;
+				seen = true;
+				if (nuiv < UIV_MAX)
+					uiv[nuiv++] = (typeof(uiv[0])){from, to,
+								       split != 0};
+				if (to == OPEN) {
+					member = true;
+					cur_from = from;
+				} else if (!split && to > left) {
+					left = to;
+					if (!member)
+						cur_from = from;
+				}
+			} else if (member ? to == OPEN
+					  : from <= left && (left < to ||
+							     (split && to == left))) {
+				count++;
+			}
+		}
+		if (pass == 0 && !seen)
+			return -PARLEY_ENOTFOUND;
+		out->members = count;
+	}
+	out->left_seq = member ? 0 : left;
+	/* the run of intervals ending with the current (or last) one */
+	for (bool more = true; more;) {
+		more = false;
+		for (uint32_t k = 0; k < nuiv; k++)
+			if (uiv[k].split && uiv[k].to + 1 == cur_from) {
+				cur_from = uiv[k].from;
+				more = true;
+			}
+	}
+	out->vis_from = out->settings & CHAT_GROUP_HISTORY_ALL ? 1 : cur_from;
 	return 0;
 }
 

@@ -16,6 +16,23 @@
  * The order and every count come from stored state only (the engine), so
  * all of a user's devices see the same list, before and after restarts.
  *
+ * A group the user was removed from (or left) stays in the list, marked
+ * PARLEY_CONVF_LEFT and frozen at the event that ended their membership
+ * (seq R, chat_group_left): step 2 reads c/<conv> backwards from R, not
+ * from its end, so last_seq / time / preview / unread (and the order) do
+ * not move with the group's later activity; the title is the name that
+ * event recorded and member_count the members right after it.
+ *
+ * Groups on a node that cannot answer membership from memory (a follower
+ * of the group's partition, or a leader still reloading: chat_groups_ready
+ * fails; its table is stale, possibly empty) are read from storage
+ * instead: step 2 first reads the group's last snapshot (m/<group>,
+ * chat_gsnap_view: name, members, the user's departure), then c/<group>
+ * as above. Such a node serves reads from what it has applied, so the
+ * entry may lag the leader's by the replication and fan-out delay, never
+ * by more (a snapshot is written by the fan-out of each membership
+ * event).
+ *
  * Ownership: the list context is malloc'd by chat_conv_list_page and
  * freed by list_finish, which runs exactly once (after the last read of
  * the last step, or at the first failure before any read was issued).
@@ -28,6 +45,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chat_group.h" /* chat_key_gsnap */
 #include "chat_receipt.h"
 
 /* ---- pure: order, page, reply ------------------------------------------------ */
@@ -98,7 +116,8 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 				       : &mm[0];
 		size_t rec = 4 + 2 + le->clen + 1 + 8 + 8 + 4 + 2 + peer->len +
 			     2 + 8 + 4 + 2 + le->sender_len + 2 + 4 +
-			     le->preview_len + le->title_len; /* a group's name */
+			     le->preview_len + le->title_len /* a group's name */ +
+			     1; /* flags */
 		if (size + rec > CHAT_LIST_FRAME_MAX) {
 			more = true; /* the rest on the next page */
 			break;
@@ -118,6 +137,7 @@ void chat_list_fill(const struct chat_list_ent *ents, uint32_t n, bool more,
 		ce->last_sender = (struct parley_str){le->sender, le->sender_len};
 		ce->last_content_type = le->content_type;
 		ce->preview = (struct parley_bytes){le->preview, le->preview_len};
+		ce->flags = le->flags;
 		last = le;
 	}
 	if (!more)
@@ -170,11 +190,21 @@ static void list_finish(struct list_ctx *x)
 	for (uint32_t i = 0; !err && i < x->n; i++) {
 		struct chat_list_ent *le = &x->ents[i];
 		struct chat_group_meta gm;
+		if (le->from_snap)
+			continue; /* list_snap_cb filled it */
 		if (!chat_conv_is_group(le->conv, le->clen) ||
 		    chat_group_meta(x->c, le->conv, le->clen, &gm))
 			continue;
 		le->group = true;
-		le->members = gm.member_count;
+		if (le->flags & PARLEY_CONVF_LEFT) {
+			/* members: chat_group_left's; title: the removal event's
+			 * (list_meta_cb), else (an event stored without it) the
+			 * name now */
+			if (le->title_len)
+				continue;
+		} else {
+			le->members = gm.member_count;
+		}
 		le->title_len = gm.name_len;
 		memcpy(le->title, gm.name, gm.name_len);
 	}
@@ -220,7 +250,7 @@ static void list_unread_cb(void *arg, const struct pe_read_result *r)
 		uint32_t n = 0;
 		for (uint32_t i = 0; i < r->count; i++) {
 			const struct pe_entry *en = &r->entries[i];
-			if (en->seq <= le->read_seq)
+			if (en->seq <= le->unread_from)
 				break;
 			lowest = en->seq;
 			struct chat_msg cm; /* messages only: not edits, membership */
@@ -230,9 +260,11 @@ static void list_unread_cb(void *arg, const struct pe_read_result *r)
 			      !memcmp(cm.sender, x->user, x->ulen)))
 				n++;
 		}
-		/* past the scan: the older unread ones count as from others */
-		if (lowest > le->read_seq + 1)
-			n += (uint32_t)PARLEY_MIN(lowest - le->read_seq - 1,
+		/* past the scan: the older unread ones count as from others
+		 * (those retention removed are gone, not unread) */
+		uint64_t floor = PARLEY_MAX(le->unread_from + 1, r->first_seq);
+		if (!r->end && lowest > floor)
+			n += (uint32_t)PARLEY_MIN(lowest - floor,
 						  (uint64_t)UINT32_MAX - n);
 		le->unread = n;
 	}
@@ -257,11 +289,17 @@ static void list_page(struct list_ctx *x)
 		struct chat_list_ent *le = &x->ents[i];
 		if (le->read_seq > le->last_seq)
 			le->read_seq = le->last_seq; /* cannot happen: marked <= last */
-		if (le->last_seq <= le->read_seq)
+		/* what the user may not read (a group's history before their
+		 * join, "from join") is never unread */
+		uint64_t upto = le->read_seq;
+		if (le->vis_from > 1 && upto < le->vis_from - 1)
+			upto = PARLEY_MIN(le->vis_from - 1, le->last_seq);
+		le->unread_from = upto;
+		if (le->last_seq <= upto || le->gone)
 			continue;
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, le->conv, le->clen);
-		uint64_t want = le->last_seq - le->read_seq;
+		uint64_t want = le->last_seq - upto;
 		struct pe_read_req q = {
 			.key = key, .klen = (size_t)kl, .from = le->last_seq,
 			.dir = PE_BACKWARD,
@@ -302,14 +340,27 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 	struct list_ctx *x = a->x;
 	struct chat_list_ent *le = &x->ents[a->i];
 	struct chat_msg cm;
-	if (r->err) {
+	if (r->err == -PARLEY_ETRIMMED && (le->flags & PARLEY_CONVF_LEFT)) {
+		/* retention removed everything up to the departure: the
+		 * entry stays, with nothing left to show or count */
+		le->last_seq = le->left_seq;
+		le->gone = true;
+	} else if (r->err) {
 		atomic_store(&x->err, r->err);
 	} else if (r->count) {
 		le->last_seq = r->entries[0].seq;
 		le->last_ts = r->entries[0].ts_ms;
 		const struct pe_entry *en = &r->entries[0];
 		struct chat_edit_rec ed;
-		if (en->type == CHAT_ENT_MSG &&
+		struct chat_gev ev;
+		if ((le->flags & PARLEY_CONVF_LEFT) &&
+		    en->type == CHAT_ENT_MEMBER && en->seq == le->left_seq &&
+		    chat_gev_decode(en->payload, en->len, &ev) == 0 &&
+		    ev.name_len <= sizeof le->title) {
+			/* the REMOVE / LEAVE event: the group's name then */
+			le->title_len = ev.name_len;
+			memcpy(le->title, ev.name, ev.name_len);
+		} else if (en->type == CHAT_ENT_MSG &&
 		    chat_msg_decode(en->payload, en->len, &cm) == 0) {
 			list_preview(le, cm.sender, cm.sender_len,
 				     cm.content_type, cm.body, cm.body_len);
@@ -346,7 +397,7 @@ static void list_pos_cb(void *arg, const struct pe_read_result *r)
 }
 
 static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
-		       int kl, pe_read_cb cb)
+		       int kl, uint64_t from, pe_read_cb cb)
 {
 	struct list_item_arg *a = item_new(x, i);
 	if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
@@ -356,11 +407,73 @@ static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
 		return;
 	}
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.from = from, .dir = PE_BACKWARD,
 				.limit = 1};
 	int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, cb, a);
 	if (rc)
 		item_fail(a, rc, cb);
+}
+
+/* A group the user is no longer in: frozen at the event that removed
+ * them (chat_group_left, memory). Returns true when memory cannot answer
+ * here (a follower): the entry is then read from the group's snapshot
+ * (list_snap_cb). */
+static bool list_left(struct list_ctx *x, struct chat_list_ent *le)
+{
+	uint64_t r, vis = 0;
+	uint32_t members;
+	if (!chat_conv_is_group(le->conv, le->clen))
+		return false;
+	int rc = chat_group_left(x->c, le->conv, le->clen, x->user, x->ulen, &r,
+				 &members, &vis);
+	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EAGAIN)
+		return true;
+	if (rc == 0 || rc == 1)
+		le->vis_from = vis;
+	if (rc != 1)
+		return false;
+	le->flags |= PARLEY_CONVF_LEFT;
+	le->left_seq = r;
+	le->members = members;
+	return false;
+}
+
+/* Step 2 on a node whose memory cannot answer for the group: its last
+ * snapshot is in; fill the entry from it, then read c/<group> (from the
+ * user's departure when they left). */
+static void list_snap_cb(void *arg, const struct pe_read_result *r)
+{
+	struct list_item_arg *a = arg;
+	struct list_ctx *x = a->x;
+	struct chat_list_ent *le = &x->ents[a->i];
+	struct chat_gsnap_view v;
+	if (r->err) {
+		atomic_store(&x->err, r->err);
+	} else if (r->count == 1 && r->entries[0].type == CHAT_ENT_GSNAP &&
+		   chat_gsnap_view(r->entries[0].payload, r->entries[0].len,
+				   x->user, x->ulen, &v) == 0) {
+		le->from_snap = true;
+		le->group = true;
+		le->vis_from = v.vis_from;
+		le->members = v.members;
+		le->title_len = v.name_len;
+		memcpy(le->title, v.name, v.name_len);
+		if (v.left_seq) {
+			le->flags |= PARLEY_CONVF_LEFT;
+			le->left_seq = v.left_seq;
+			/* the title: the REMOVE / LEAVE event's (list_meta_cb),
+			 * else this name */
+		}
+	}
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, le->conv, le->clen);
+	atomic_fetch_add(&x->pending, 1);
+	list_issue(x, a->i, key, kl,
+		   le->flags & PARLEY_CONVF_LEFT ? le->left_seq : UINT64_MAX,
+		   list_meta_cb);
+	free(a);
+	if (atomic_fetch_sub(&x->pending, 1) == 1)
+		list_page(x);
 }
 
 /* Step 1: the user's conversations. */
@@ -373,7 +486,9 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		return;
 	}
 	x->ents = calloc(r->count ? r->count : 1, sizeof *x->ents);
-	if (!x->ents) {
+	bool *snap = calloc(r->count ? r->count : 1, sizeof *snap);
+	if (!x->ents || !snap) {
+		free(snap);
 		atomic_store(&x->err, -PARLEY_ENOMEM);
 		list_finish(x);
 		return;
@@ -396,17 +511,28 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		x->ents[x->n].clen = clen;
 		memcpy(x->ents[x->n].conv, conv, clen);
 		x->ents[x->n].open_ts = r->entries[i].ts_ms;
+		snap[x->n] = list_left(x, &x->ents[x->n]);
 		x->n++;
 	}
 	atomic_store(&x->pending, (int)(2 * x->n) + 1);
 	for (uint32_t i = 0; i < x->n; i++) {
 		struct chat_list_ent *le = &x->ents[i];
 		char key[CHAT_KEY_CAP];
-		int kl = chat_key_conv(key, le->conv, le->clen);
-		list_issue(x, i, key, kl, list_meta_cb);
+		int kl;
+		if (snap[i]) {
+			kl = chat_key_gsnap(key, le->conv, le->clen);
+			list_issue(x, i, key, kl, UINT64_MAX, list_snap_cb);
+		} else {
+			kl = chat_key_conv(key, le->conv, le->clen);
+			list_issue(x, i, key, kl,
+				   le->flags & PARLEY_CONVF_LEFT ? le->left_seq
+								 : UINT64_MAX,
+				   list_meta_cb);
+		}
 		kl = chat_key_rcpt(key, x->user, x->ulen, le->conv, le->clen);
-		list_issue(x, i, key, kl, list_pos_cb);
+		list_issue(x, i, key, kl, UINT64_MAX, list_pos_cb);
 	}
+	free(snap);
 	if (atomic_fetch_sub(&x->pending, 1) == 1)
 		list_page(x);
 }

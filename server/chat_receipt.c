@@ -510,13 +510,40 @@ static void mark_last_cb(void *arg, const struct pe_read_result *r)
 	raise_read(x);
 }
 
+/* The rule of READ_MARKER and RECEIPTS, checked before anything is read:
+ * the caller may read conv now (a member: chat_conv_access, group-aware;
+ * -PARLEY_ENOTFOUND / -PARLEY_EPERM, or NOTLEADER / AGAIN where this node
+ * cannot answer for a group) and seq is not 0 (-PARLEY_EINVAL). A
+ * READ_MARKER (mark) of a group member who was removed or left may still
+ * mark up to the seq of their departure (what they received), so the
+ * unread count of their LEFT list entry can reach 0 on every device. */
+static int rcpt_admit(struct chat *c, const char *user, size_t ulen,
+		      const char *conv, size_t clen, uint64_t seq, bool mark)
+{
+	int rc = chat_conv_access(c, conv, clen, user, ulen);
+	uint64_t left, vis;
+	uint32_t members;
+	if (rc == -PARLEY_EPERM && mark && seq &&
+	    chat_conv_is_group(conv, clen) &&
+	    chat_group_left(c, conv, clen, user, ulen, &left, &members,
+			    &vis) == 1 &&
+	    seq <= left)
+		rc = 0; /* a removed member marks what they received */
+	if (!rc && seq == 0)
+		rc = -PARLEY_EINVAL;
+	return rc;
+}
+
 int chat_rcpt_mark(struct chat *c, const char *user, size_t ulen,
 		   const char *conv, size_t clen, uint64_t seq,
 		   chat_rcpt_mark_cb cb, void *arg)
 {
+	int rc = rcpt_admit(c, user, ulen, conv, clen, seq, true);
+	if (rc)
+		return rc;
 	char ckey[CHAT_KEY_CAP];
 	int ckl = chat_key_conv(ckey, conv, clen);
-	if (seq == 0 || ckl < 0)
+	if (ckl < 0)
 		return -PARLEY_EINVAL;
 	struct mark_arg *a = malloc(sizeof *a);
 	struct raise *x = a ? raise_new(c, user, ulen, conv, clen) : NULL;
@@ -531,7 +558,7 @@ int chat_rcpt_mark(struct chat *c, const char *user, size_t ulen,
 	struct pe_read_req q = {.key = ckey, .klen = (size_t)ckl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1};
-	int rc = pe_read(x->e, &q, mark_last_cb, x);
+	rc = pe_read(x->e, &q, mark_last_cb, x);
 	if (rc) {
 		free(a);
 		free(x);
@@ -709,10 +736,14 @@ static void query_last_cb(void *arg, const struct pe_read_result *r)
 		query_finish(op);
 }
 
-int chat_rcpt_query(struct chat *c, const char *conv, size_t clen,
-		    uint64_t seq, const char *after, size_t alen,
-		    uint32_t limit, chat_rcpt_query_cb cb, void *arg)
+int chat_rcpt_query(struct chat *c, const char *user, size_t ulen,
+		    const char *conv, size_t clen, uint64_t seq,
+		    const char *after, size_t alen, uint32_t limit,
+		    chat_rcpt_query_cb cb, void *arg)
 {
+	int arc = rcpt_admit(c, user, ulen, conv, clen, seq, false);
+	if (arc)
+		return arc;
 	char ckey[CHAT_KEY_CAP];
 	int ckl = chat_key_conv(ckey, conv, clen);
 	if (ckl < 0 || seq == 0 || limit < 1 ||

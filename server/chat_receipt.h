@@ -35,6 +35,12 @@
  *              CHAT_RCPT_PUSH_MAX members; above that only to the
  *              reader's own inbox (others ask with RECEIPTS).
  *   delivered: to every other member (flags DELIVERED), same bound.
+ * The members are those of the conversation now, as the node that leads
+ * the group's partition knows them (chat_members_each): a node that cannot
+ * answer for the group (a follower, whose table is stale) pushes no
+ * receipt to other members rather than pushing by a stale list (READ:
+ * READ_MARKER is refused there anyway, NOTLEADER; DELIVERED: the position
+ * is stored, the others see it through RECEIPTS).
  * A receipt pointer is the chat_ptr prefix {kind, conv, conv_seq = the
  * up-to seq} followed by {actor str, flags u32}; its producer id is
  * H('R', conv, actor, up_to, flags), so a replay never doubles it.
@@ -110,9 +116,13 @@ struct chat_rcpt_mark_result {
 typedef void (*chat_rcpt_mark_cb)(void *arg,
 				  const struct chat_rcpt_mark_result *r);
 /* Raises user's read position in conv to seq (>= 1), durably, then
- * appends the receipt pointers (durable too) and calls cb once. The
- * caller has checked that user is a member. Returns 0 (cb will run) or
- * -PARLEY_EINVAL / -PARLEY_ENOMEM / -PARLEY_EFULL (cb will not run). */
+ * appends the receipt pointers (durable too) and calls cb once. Returns 0
+ * (cb will run) or (cb will not run) -PARLEY_ENOTFOUND (no such
+ * conversation) / -PARLEY_EPERM (user is not a member now; a group member
+ * who was removed or left may still mark up to their departure) — checked
+ * first, then -PARLEY_EINVAL (seq 0), -PARLEY_ENOMEM, -PARLEY_EFULL, and
+ * for a group on a node that cannot answer for its membership
+ * -PARLEY_ENOTLEADER / -PARLEY_EAGAIN. */
 int chat_rcpt_mark(struct chat *c, const char *user, size_t ulen,
 		   const char *conv, size_t clen, uint64_t seq,
 		   chat_rcpt_mark_cb cb, void *arg);
@@ -143,10 +153,14 @@ typedef void (*chat_rcpt_query_cb)(void *arg,
 				   const struct chat_rcpt_query_result *r);
 /* The positions of conv's members whose id sorts after `after` (bytewise,
  * shorter first on a common prefix; empty = from the first), at most
- * limit (1..PARLEY_PROTO_MAX_RECEIPTS). seq must be 1..last seq. The
- * caller has checked membership. Returns 0 (cb will run) or an error. */
-int chat_rcpt_query(struct chat *c, const char *conv, size_t clen,
-		    uint64_t seq, const char *after, size_t alen,
-		    uint32_t limit, chat_rcpt_query_cb cb, void *arg);
+ * limit (1..PARLEY_PROTO_MAX_RECEIPTS), asked by `user`. The rule is
+ * checked here, first: user is a member of conv now (else
+ * -PARLEY_ENOTFOUND / -PARLEY_EPERM, or NOTLEADER / AGAIN as for
+ * chat_rcpt_mark), seq is 1..last seq (0: -PARLEY_EINVAL before any read;
+ * beyond: cb with -PARLEY_EINVAL). Returns 0 (cb will run) or an error. */
+int chat_rcpt_query(struct chat *c, const char *user, size_t ulen,
+		    const char *conv, size_t clen, uint64_t seq,
+		    const char *after, size_t alen, uint32_t limit,
+		    chat_rcpt_query_cb cb, void *arg);
 
 #endif /* PARLEYD_CHAT_RECEIPT_H */

@@ -16,12 +16,22 @@
  * ready replies (struct parley_msg) or ready facts (struct
  * chat_sync_info, struct chat_inbox_update).
  *
- * The callbacks given to the chat service (send_cb, reply_cb, sync_cb,
- * conv_open_cb, inbox_cb, event_cb) run on engine shard threads (reply_cb
- * and event_cb also on the loop, for replies that need no read): they
- * only read their own heap context, encode frames with the pure codec
- * and loop_post() them. Everything else runs on the connection's loop
- * thread.
+ * The per-feature requests that are one chat service call and one reply
+ * (EDIT / DELETE, RETENTION, HISTORY, CONV_OPEN, CONV_LIST) are in
+ * conn_req.c; the helpers both files use are declared in conn_req.h.
+ *
+ * The callbacks given to the chat service (send_cb, conn_reply_cb,
+ * sync_cb, inbox_cb, event_cb, and conn_req.c's) run on engine shard
+ * threads (conn_reply_cb and event_cb also on the loop, for replies that
+ * need no read): they only read their own heap context, encode frames
+ * with the pure codec and loop_post() them. Everything else runs on the
+ * connection's loop thread.
+ *
+ * Allocation failure (docs/SERVER.md, "Errors and allocation failure"):
+ * a request's memory -> ERROR NOMEM with a retry_after, the connection
+ * lives; the connection's own buffers -> c->oom, nothing more is queued
+ * and conn_oom_close closes it at the end of the entry point; a hand-over
+ * from an engine thread that cannot be allocated -> srv_oom (abort).
  *
  * Ownership: each callback context is malloc'd by the loop-side handler
  * and freed by the callback that finishes it. A subscription's context
@@ -43,6 +53,7 @@
 #include "chat.h"
 #include "chat_receipt.h"
 #include "conn.h"
+#include "conn_req.h"
 #include "errmap.h"
 #include "membudget.h"
 #include "parley_proto.h"
@@ -56,25 +67,9 @@ static _Thread_local uint8_t tls_plain[16384];
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-/* The wire code for an internal error: one table, server/errmap.c. */
-static uint32_t wire_code(int err)
-{
-	return srv_wire_err(err).code;
-}
-
-static void ctr_add(_Atomic uint64_t *c, uint64_t v)
-{
-	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
-}
-
-static struct srv *S(struct conn *c)
-{
-	return loop_srv(c->sk.ref.lp);
-}
-
 /* Encode m into a new lmsg (engine threads). NULL on failure. */
-static struct lmsg *frame_msg(uint16_t kind, uint32_t req_id,
-			      const struct parley_msg *m)
+struct lmsg *conn_frame_msg(uint16_t kind, uint32_t req_id,
+			    const struct parley_msg *m)
 {
 	int n = parley_proto_size(m);
 	if (n < 0)
@@ -90,28 +85,34 @@ static struct lmsg *frame_msg(uint16_t kind, uint32_t req_id,
 	return lm;
 }
 
-static struct lmsg *error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
-			      const char *text)
+/* retry_after_ms of an ERROR: the caller's, else the table's default for
+ * the code (errmap.c), so every NOMEM and FULL says when to retry. */
+static uint32_t retry_of(uint32_t code, uint32_t retry)
 {
+	return retry ? retry : srv_wire_err(-(int)code).retry_after_ms;
+}
+
+struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
+			    const char *text)
+{
+	retry = retry_of(code, retry);
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.retry_after_ms = retry;
 	m.error.text = parley_str_c(text);
-	return frame_msg(LM_FRAME, req_id, &m);
+	return conn_frame_msg(LM_FRAME, req_id, &m);
 }
 
 /* Post an encoded reply to `to`; a reply we cannot allocate
- * becomes a short ERROR NOMEM; if even that fails the request is lost
- * and the client's request times out (logged). */
-static void post_reply(const struct conn_ref *to,
-		       struct lmsg *m, uint32_t req_id)
+ * becomes a short ERROR NOMEM; if even that fails, nothing can answer the
+ * request (its connection would keep it in flight forever): abort. */
+void conn_post_reply(const struct conn_ref *to, struct lmsg *m,
+		     uint32_t req_id)
 {
 	if (!m)
-		m = error_msg(req_id, PARLEY_ENOMEM, 100, "out of memory");
-	if (!m) {
-		PLOG_E("conn", "reply lost: out of memory", "req=%u", req_id);
-		return;
-	}
+		m = conn_error_msg(req_id, PARLEY_ENOMEM, 100, "out of memory");
+	if (!m)
+		srv_oom("the answer to a request (even ERROR NOMEM)");
 	m->done_req = true;
 	lmsg_post(to, m);
 }
@@ -141,6 +142,8 @@ static void inbuf_release(struct conn *c)
  * head hold whole frames and can be dropped as a whole (slow consumer). */
 static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 {
+	if (c->oom)
+		return; /* a unit was lost: nothing after it may leave */
 	if (c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER &&
 	    c->oq_bytes > S(c)->lim.max_outbound)
 		return; /* already cut off: bytes are dropped, the client resyncs */
@@ -148,7 +151,16 @@ static void out_raw(struct conn *c, const uint8_t *p, size_t n)
 	if (!t || t->cap - t->len < n) {
 		uint32_t cap = (uint32_t)PARLEY_MAX(n, (size_t)OBUF_CHUNK);
 		t = malloc(sizeof *t + cap);
-		PARLEY_ASSERT(t);
+		if (!t) {
+			/* the frame cannot be queued: the connection closes
+			 * (conn_oom_close); the client reconnects, a retried
+			 * SEND is deduplicated and events resume from the
+			 * device's cursor */
+			PLOG_W("conn", "out of memory for the outbound queue: "
+			       "closing the connection", "bytes=%zu", n);
+			c->oom = true;
+			return;
+		}
 		membudget_charge(&S(c)->mem, (int64_t)(sizeof *t + cap));
 		t->next = NULL;
 		t->len = t->off = 0;
@@ -178,6 +190,7 @@ static void tls_flush(struct conn *c)
 }
 
 static void conn_slow_consumer(struct conn *c, const char *why);
+static void conn_oom_close(struct conn *c);
 static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
 static void flush_stash(struct conn *c);
@@ -214,7 +227,7 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 	conn_write_frames(c, p, n, 1);
 }
 
-static void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
+void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
 {
 	uint8_t *buf = loop_scratch(c->sk.ref.lp);
 	int n = parley_proto_encode(buf, PARLEY_PROTO_MAX_FRAME_HARD, req_id, m);
@@ -226,13 +239,13 @@ static void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *
 	conn_write(c, buf, (size_t)n);
 }
 
-static void conn_error(struct conn *c, uint32_t req_id, uint32_t code,
-		       bool fatal, uint32_t retry, const char *text)
+void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
+		uint32_t retry, const char *text)
 {
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
-	m.error.retry_after_ms = retry;
+	m.error.retry_after_ms = retry_of(code, retry);
 	m.error.text = parley_str_c(text);
 	ctr_add(&S(c)->ctr.errors_sent, 1);
 	conn_send(c, req_id, &m);
@@ -245,7 +258,7 @@ static void conn_error(struct conn *c, uint32_t req_id, uint32_t code,
 
 /* Rate limit (ratelimit.h): true when the request was refused with RATE
  * and a retry-after (never a silent drop). */
-static bool conn_limited(struct conn *c, uint32_t rid, enum ratelimit_kind k)
+bool conn_limited(struct conn *c, uint32_t rid, enum ratelimit_kind k)
 {
 	struct srv *s = S(c);
 	uint32_t ms = s->rl ? ratelimit_take(s->rl, &c->rl, c->id->user,
@@ -293,6 +306,7 @@ void conn_on_sent(struct conn *c, uint32_t n)
 	else if (!c->oq_head && c->state == CS_DRAINING && !c->inflight &&
 		 !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
+	conn_oom_close(c);
 }
 
 /* ---- inbox delivery (the chat service resolves; we pace and order) ----------------- */
@@ -351,7 +365,8 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 		m->u.sub_closed.err = u->err;
 	} else if (u->what == CHAT_INBOX_TRIMMED) {
 		m = lmsg_new(LM_INBOX, 0);
-		PARLEY_ASSERT(m);
+		if (!m)
+			srv_oom("inbox trim notice for a connection");
 		m->u.inbox.next_seq = u->next_seq;
 		m->u.inbox.trimmed = true;
 	} else {
@@ -371,7 +386,8 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 			total += sz[i] ? sz[i] : INBOX_PACKED(it->p.clen);
 		}
 		m = lmsg_new(LM_INBOX, (uint32_t)total);
-		PARLEY_ASSERT(m); /* dropping events would leave a gap: crash loudly */
+		if (!m) /* dropping entries would leave a gap */
+			srv_oom("inbox entries handed over by the engine");
 		uint8_t *blob = m->data + (size_t)u->count * INBOX_HDR;
 		uint32_t off = 0;
 		for (uint32_t i = 0; i < u->count; i++) {
@@ -426,14 +442,15 @@ struct resolve {
 static void event_cb(void *arg, const struct parley_msg *ev)
 {
 	struct resolve *r = arg;
-	struct lmsg *lm = frame_msg(LM_EVENT, 0, ev);
+	struct lmsg *lm = conn_frame_msg(LM_EVENT, 0, ev);
 	if (!lm) { /* not encodable (cannot happen: we wrote it): placeholder */
 		struct parley_msg ph;
 		chat_event_placeholder(&r->p, &ph);
 		ph.event.conv = parley_str_c("-");
-		lm = frame_msg(LM_EVENT, 0, &ph);
+		lm = conn_frame_msg(LM_EVENT, 0, &ph);
 	}
-	PARLEY_ASSERT(lm);
+	if (!lm) /* the connection waits for this seq: dropping it stalls it */
+		srv_oom("resolved EVENT");
 	lm->u.event.inbox_seq = r->p.inbox_seq;
 	lm->u.event.t_start_ns = r->t_start;
 	lmsg_post(&r->to, lm);
@@ -471,7 +488,12 @@ static void stash_insert(struct conn *c, uint64_t seq, uint64_t t_start,
 			 const uint8_t *p, uint32_t len)
 {
 	struct ev_stash *e = malloc(sizeof *e + len);
-	PARLEY_ASSERT(e);
+	if (!e) { /* a gap on a live connection: close it instead */
+		PLOG_W("conn", "out of memory for an event: closing the "
+		       "connection", "inbox_seq=%" PRIu64, seq);
+		c->oom = true;
+		return;
+	}
 	e->inbox_seq = seq;
 	e->t_start = t_start;
 	e->len = len;
@@ -548,7 +570,12 @@ static void pend_push(struct conn *c, uint64_t now, uint64_t seq, bool ready,
 		      const uint8_t *q, uint32_t len)
 {
 	struct resolve *r = malloc(sizeof *r + (ready ? len : 0));
-	PARLEY_ASSERT(r);
+	if (!r) { /* a gap on a live connection: close it instead */
+		PLOG_W("conn", "out of memory for an event: closing the "
+		       "connection", "inbox_seq=%" PRIu64, seq);
+		c->oom = true;
+		return;
+	}
 	r->next = NULL;
 	r->to = c->sk.ref;
 	r->t_taken = now;
@@ -825,8 +852,8 @@ static void conn_slow_consumer(struct conn *c, const char *why)
 	loop_conn_kick(c);
 }
 
-void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
-		const char *text)
+static void on_drain(struct conn *c, uint16_t reason,
+		     uint32_t retry_after_ms, const char *text)
 {
 	if (c->state == CS_CLOSING || c->state == CS_DRAINING)
 		return;
@@ -846,7 +873,7 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 		loop_conn_close(c, "drained");
 }
 
-void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
+static void on_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 {
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING)
@@ -877,7 +904,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	    now_ns - c->last_rx_ns > (uint64_t)s->lim.idle_timeout_ms * 1000000ull) {
 		ctr_add(&s->ctr.idle_closes, 1);
 		if (c->state == CS_READY)
-			conn_drain(c, PARLEY_GOAWAY_IDLE, 0, "idle timeout");
+			on_drain(c, PARLEY_GOAWAY_IDLE, 0, "idle timeout");
 		else
 			loop_conn_close(c, "idle timeout");
 		return;
@@ -885,7 +912,7 @@ void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	/* token_exp_ms is the auth hook's session deadline (exp + leeway, see
 	 * jwt_expired_at): the same instant AUTH starts refusing the token */
 	if (c->state == CS_READY && c->token_exp_ms && now_ms >= c->token_exp_ms) {
-		conn_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
+		on_drain(c, PARLEY_GOAWAY_AUTH_EXPIRED, 0, "token expired");
 		return;
 	}
 	uint64_t slow_ns = (uint64_t)s->lim.slow_consumer_ms * 1000000ull;
@@ -939,9 +966,9 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 	uint64_t now = parley_mono_ns();
 	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
 	if (r->err) {
-		m = error_msg(x->req_id, wire_code(r->err),
-			      r->err == -PARLEY_EFULL ? 100 : 0,
-			      parley_strerror(r->err));
+		m = conn_error_msg(x->req_id, wire_code(r->err),
+			           r->err == -PARLEY_EFULL ? 100 : 0,
+			           parley_strerror(r->err));
 	} else {
 		struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
 		am.send_ack.conv = (struct parley_str){x->conv, x->clen};
@@ -949,14 +976,14 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 		am.send_ack.seq = r->seq;
 		am.send_ack.server_ts_ms = r->ts_ms;
 		am.send_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
-		m = frame_msg(LM_FRAME, x->req_id, &am);
+		m = conn_frame_msg(LM_FRAME, x->req_id, &am);
 		if (m) {
 			m->u.frame.t0_ns = x->t0_ns;
 			m->u.frame.t_durable_ns = now;
 			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 		}
 	}
-	post_reply(&x->to, m, x->req_id);
+	conn_post_reply(&x->to, m, x->req_id);
 	free(x);
 }
 
@@ -1003,173 +1030,19 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	c->inflight++;
 }
 
-/* EDIT / DELETE ------------------------------------------------------------------------ */
-
-struct edit_ctx {
-	struct conn_ref to;
-	struct srv *s;
-	uint32_t req_id;
-	uint16_t kind;
-	uint64_t ref_seq;
-	uint8_t cmid[16];
-	uint16_t clen;
-	char conv[];
-};
-
-/* Runs on the engine shard after the EDIT / DELETE entry and its index
- * entry are durable (chat_edit's contract): the only producer of
- * EDIT_ACK / DELETE_ACK. */
-static void edit_cb(void *arg, const struct chat_edit_result *r)
-{
-	struct edit_ctx *x = arg;
-	struct lmsg *m;
-	if (r->err) {
-		const char *why =
-			r->err == -PARLEY_EPERM	      ? "not the sender of that message"
-			: r->err == -PARLEY_ENOTFOUND ? "no such message"
-			: r->err == -PARLEY_EINVAL    ? "that entry is not a message"
-			: r->err == -PARLEY_EEXPIRED
-				? (x->kind == PARLEY_EV_EDIT
-					   ? "edit window has passed"
-					   : "delete window has passed")
-			: r->err == -PARLEY_EDELETED ? "the message was deleted"
-						     : parley_strerror(r->err);
-		m = error_msg(x->req_id, wire_code(r->err),
-			      r->err == -PARLEY_EFULL ? 100 : 0, why);
-	} else {
-		struct parley_msg am = {.type = x->kind == PARLEY_EV_EDIT
-							? PARLEY_T_EDIT_ACK
-							: PARLEY_T_DELETE_ACK};
-		am.edit_ack.conv = (struct parley_str){x->conv, x->clen};
-		memcpy(am.edit_ack.client_msg_id, x->cmid, 16);
-		am.edit_ack.seq = r->seq;
-		am.edit_ack.server_ts_ms = r->ts_ms;
-		am.edit_ack.ref_seq = x->ref_seq;
-		am.edit_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
-		m = frame_msg(LM_FRAME, x->req_id, &am);
-		ctr_add(x->kind == PARLEY_EV_EDIT ? &x->s->ctr.edits
-						  : &x->s->ctr.deletes, 1);
-	}
-	post_reply(&x->to, m, x->req_id);
-	free(x);
-}
-
-static void req_edit(struct conn *c, uint32_t rid, uint16_t kind,
-		     struct parley_str conv, const uint8_t cmid[16],
-		     uint64_t ref_seq, uint16_t ct, struct parley_bytes body)
-{
-	if (conn_limited(c, rid, RATELIMIT_SEND))
-		return;
-	struct srv *s = S(c);
-	if (body.len > s->lim.max_body) {
-		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
-		return;
-	}
-	struct edit_ctx *x = malloc(sizeof *x + conv.len);
-	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	*x = (struct edit_ctx){.to = c->sk.ref, .s = s, .req_id = rid,
-			       .kind = kind, .ref_seq = ref_seq,
-			       .clen = conv.len};
-	memcpy(x->cmid, cmid, 16);
-	memcpy(x->conv, conv.p, conv.len);
-	struct chat_edit_req q = {.kind = kind, .conv = conv.p,
-				  .conv_len = conv.len, .user = c->id->user,
-				  .user_len = c->id->ulen, .ref_seq = ref_seq,
-				  .content_type = ct, .body = body.p,
-				  .body_len = body.len,
-				  .window_ms = kind == PARLEY_EV_EDIT
-						       ? s->lim.edit_window_ms
-						       : s->lim.delete_window_ms};
-	memcpy(q.client_msg_id, cmid, 16);
-	int rc = chat_edit(s->chat, &q, edit_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
-			   : rc == -PARLEY_EFULL     ? "server busy"
-						     : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
-}
-
-/* RETENTION ------------------------------------------------------------------------------ */
-
-struct ret_ctx {
-	struct conn_ref to;
-	uint32_t req_id;
-};
-
-/* The sweeper thread (chat_retention.c) answers. */
-static void retention_cb(void *arg, int err, const struct parley_msg *ok)
-{
-	struct ret_ctx *x = arg;
-	struct lmsg *m = err ? error_msg(x->req_id, wire_code(err),
-					 err == -PARLEY_EFULL ? 100 : 0,
-					 parley_strerror(err))
-			     : frame_msg(LM_FRAME, x->req_id, ok);
-	post_reply(&x->to, m, x->req_id);
-	free(x);
-}
-
-static void req_retention(struct conn *c, uint32_t rid,
-			  const struct parley_retention *m)
-{
-	struct srv *s = S(c);
-	if (!s->ret) {
-		conn_error(c, rid, PARLEY_EAGAIN, false, 1000, "starting");
-		return;
-	}
-	struct ret_ctx *x = malloc(sizeof *x);
-	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	*x = (struct ret_ctx){.to = c->sk.ref, .req_id = rid};
-	struct chat_retention_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
-				       .user = c->id->user,
-				       .user_len = c->id->ulen, .flags = m->flags,
-				       .max_age_ms = m->max_age_ms,
-				       .max_count = m->max_count};
-	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
-						     : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
-}
-
 /* A reply of the chat service, encoded on the engine thread and posted
  * (an error becomes ERROR with the wire code of errmap.c). */
-static void post_msg(const struct conn_ref *to, uint32_t req_id, int err, const struct parley_msg *m)
+void conn_post_msg(const struct conn_ref *to, uint32_t req_id, int err,
+		   const struct parley_msg *m)
 {
-	struct lmsg *lm = err ? error_msg(req_id, wire_code(err),
-					  err == -PARLEY_EFULL ||
-							  err == -PARLEY_ENOMEM
-						  ? 50
-						  : 0,
-					  parley_strerror(err))
-			      : frame_msg(LM_FRAME, req_id, m);
-	post_reply(to, lm, req_id);
+	uint32_t retry = err == -PARLEY_EFULL || err == -PARLEY_ENOMEM ? 50 : 0;
+	struct lmsg *lm = err ? conn_error_msg(req_id, wire_code(err), retry,
+					            parley_strerror(err))
+			      : conn_frame_msg(LM_FRAME, req_id, m);
+	conn_post_reply(to, lm, req_id);
 }
 
-/* The callback context of a request answered by one chat service reply. */
-struct reply_ctx {
-	struct conn_ref to;
-	uint32_t req_id;
-};
-
-static struct reply_ctx *reply_ctx_new(struct conn *c, uint32_t rid)
+struct reply_ctx *conn_reply_ctx_new(struct conn *c, uint32_t rid)
 {
 	struct reply_ctx *x = malloc(sizeof *x);
 	if (x)
@@ -1178,7 +1051,7 @@ static struct reply_ctx *reply_ctx_new(struct conn *c, uint32_t rid)
 }
 
 /* A request the chat service refused before starting it. */
-static void req_refused(struct conn *c, uint32_t rid, int rc)
+void conn_refused(struct conn *c, uint32_t rid, int rc)
 {
 	conn_error(c, rid, wire_code(rc), false,
 		   rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EFULL ? 50 : 0,
@@ -1190,10 +1063,10 @@ static void req_refused(struct conn *c, uint32_t rid, int rc)
 }
 
 /* Engine thread (HISTORY, CONV_LIST): the reply is ready. */
-static void reply_cb(void *arg, int err, const struct parley_msg *m)
+void conn_reply_cb(void *arg, int err, const struct parley_msg *m)
 {
 	struct reply_ctx *x = arg;
-	post_msg(&x->to, x->req_id, err, m);
+	conn_post_msg(&x->to, x->req_id, err, m);
 	free(x);
 }
 
@@ -1211,17 +1084,17 @@ static void group_change_cb(void *arg, const struct chat_group_result *r)
 	struct group_reply *x = arg;
 	struct lmsg *lm;
 	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err),
-			       r->err == -PARLEY_EFULL ? 50 : 0,
-			       r->why ? r->why : parley_strerror(r->err));
+		lm = conn_error_msg(x->req_id, wire_code(r->err),
+			            r->err == -PARLEY_EFULL ? 50 : 0,
+			            r->why ? r->why : parley_strerror(r->err));
 	} else {
 		struct parley_msg m = {.type = x->type};
 		m.group_ok.conv = (struct parley_str){r->conv, r->conv_len};
 		m.group_ok.seq = r->seq;
 		m.group_ok.flags = r->duplicate ? PARLEY_GROUPF_DUPLICATE : 0;
-		lm = frame_msg(LM_FRAME, x->req_id, &m);
+		lm = conn_frame_msg(LM_FRAME, x->req_id, &m);
 	}
-	post_reply(&x->to, lm, x->req_id);
+	conn_post_reply(&x->to, lm, x->req_id);
 	free(x);
 }
 
@@ -1244,6 +1117,17 @@ static void req_group_change(struct conn *c, uint32_t rid,
 		q.settings = g->settings;
 		u = g->users;
 		n = g->count;
+	} else if (m->type == PARLEY_T_GROUP_SET) {
+		const struct parley_group_set *g = &m->group_set;
+		q.op = CHAT_GOP_SET;
+		q.conv = g->conv.p;
+		q.conv_len = g->conv.len;
+		q.set_fields = g->fields;
+		q.name = g->name.p;
+		q.name_len = g->name.len;
+		q.settings = g->settings;
+		u = NULL;
+		n = 0;
 	} else {
 		const struct parley_group_change *g = &m->group_change;
 		q.op = m->type == PARLEY_T_GROUP_ADD	  ? CHAT_GOP_ADD
@@ -1262,7 +1146,7 @@ static void req_group_change(struct conn *c, uint32_t rid,
 	q.users = users;
 	struct group_reply *x = malloc(sizeof *x);
 	if (!x) {
-		req_refused(c, rid, -PARLEY_ENOMEM);
+		conn_refused(c, rid, -PARLEY_ENOMEM);
 		return;
 	}
 	*x = (struct group_reply){.to = c->sk.ref, .req_id = rid,
@@ -1306,32 +1190,6 @@ static void req_group_info(struct conn *c, uint32_t rid,
 	free(store);
 }
 
-/* HISTORY ------------------------------------------------------------------------------ */
-
-static void req_history(struct conn *c, uint32_t rid,
-			const struct parley_history *m)
-{
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return;
-	struct srv *s = S(c);
-	struct reply_ctx *x = reply_ctx_new(c, rid);
-	if (!x) {
-		req_refused(c, rid, -PARLEY_ENOMEM);
-		return;
-	}
-	c->inflight++; /* before: an empty page is answered at once */
-	int rc = chat_history(s->chat, c->id->user, c->id->ulen, m->conv.p,
-			      m->conv.len, m->before_seq, m->limit,
-			      s->lim.max_frame, reply_cb, x);
-	if (rc) { /* not a member, no such conversation, busy */
-		c->inflight--;
-		free(x);
-		req_refused(c, rid, rc);
-		return;
-	}
-	ctr_add(&s->ctr.history, 1);
-}
-
 /* SYNC --------------------------------------------------------------------------------- */
 
 /* Engine thread: where the device's delivery starts (or why not). */
@@ -1339,7 +1197,8 @@ static void sync_cb(void *arg, const struct chat_sync_info *r)
 {
 	struct reply_ctx *x = arg;
 	struct lmsg *m = lmsg_new(LM_SYNC_DONE, 0);
-	PARLEY_ASSERT(m);
+	if (!m) /* the subscription exists: nothing could end it */
+		srv_oom("SYNC completion");
 	m->u.sync.req_id = x->req_id;
 	m->u.sync.err = r->err;
 	m->u.sync.cursor = r->cursor;
@@ -1359,7 +1218,7 @@ static void req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 		return;
 	}
 	ctr_add(&S(c)->ctr.syncs, 1);
-	struct reply_ctx *x = reply_ctx_new(c, rid);
+	struct reply_ctx *x = conn_reply_ctx_new(c, rid);
 	int rc = x ? chat_sync(S(c)->chat, c->id->user, c->id->ulen,
 			       c->id->device, c->id->dlen, m->from_inbox_seq,
 			       sync_cb, x)
@@ -1454,73 +1313,6 @@ static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
 	pump_resolves(c);
 }
 
-/* CONV_OPEN ------------------------------------------------------------------------------ */
-
-/* Engine thread: the conversation is open (durable) or failed. */
-static void conv_open_cb(void *arg, const struct chat_conv_info *r)
-{
-	struct reply_ctx *x = arg;
-	/* a parley_msg holds room for 1024 members: not on the stack */
-	struct parley_msg *m = r->err ? NULL : malloc(sizeof *m);
-	if (m)
-		chat_conv_msg(r, m);
-	if (r->err)
-		post_reply(&x->to,
-			   error_msg(x->req_id, wire_code(r->err), 50,
-				     parley_strerror(r->err)),
-			   x->req_id);
-	else
-		post_msg(&x->to, x->req_id,
-			 m ? 0 : -PARLEY_ENOMEM, m);
-	free(m);
-	free(x);
-}
-
-static void req_conv_open(struct conn *c, uint32_t rid,
-			  const struct parley_conv_open *m)
-{
-	struct reply_ctx *x = reply_ctx_new(c, rid);
-	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
-				m->peer.p, m->peer.len, conv_open_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false, 0,
-			   rc == -PARLEY_EINVAL
-				   ? "invalid peer: a user id other than yours "
-				     "(1-120 bytes: letters, digits and . _ - @ + = |, "
-				     "starting with a letter or digit)"
-				   : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
-}
-
-/* CONV_LIST ---------------------------------------------------------------------------- */
-
-static void req_conv_list(struct conn *c, uint32_t rid,
-			  const struct parley_conv_list *m)
-{
-	struct reply_ctx *x = reply_ctx_new(c, rid);
-	int rc = x ? chat_conv_list_page(S(c)->chat, c->id->user, c->id->ulen,
-					 m->limit, m->before_ts_ms,
-					 m->before_conv.p, m->before_conv.len,
-					 reply_cb, x)
-		   : -PARLEY_ENOMEM;
-	if (rc) {
-		free(x);
-		if (rc == -PARLEY_ENOMEM || rc == -PARLEY_EINVAL)
-			conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		else
-			conn_error(c, rid, wire_code(rc), false, 50, "server busy");
-		return;
-	}
-	c->inflight++;
-}
-
 /* READ_MARKER / RECEIPTS (chat_receipt.h) ------------------------------------------------ */
 
 struct rcpt_reply {
@@ -1546,17 +1338,17 @@ static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
 	struct rcpt_reply *x = arg;
 	struct lmsg *lm;
 	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err),
-			       r->err == -PARLEY_EINVAL ? 0 : 50,
-			       rcpt_errtext(r->err));
+		lm = conn_error_msg(x->req_id, wire_code(r->err),
+			            r->err == -PARLEY_EINVAL ? 0 : 50,
+			            rcpt_errtext(r->err));
 	} else {
 		struct parley_msg m = {.type = PARLEY_T_READ_MARKER_OK};
 		m.read_marker_ok.conv = (struct parley_str){x->conv, x->clen};
 		m.read_marker_ok.read_seq = r->read_seq;
 		m.read_marker_ok.flags = r->stale ? PARLEY_READF_STALE : 0;
-		lm = frame_msg(LM_FRAME, x->req_id, &m);
+		lm = conn_frame_msg(LM_FRAME, x->req_id, &m);
 	}
-	post_reply(&x->to, lm, x->req_id);
+	conn_post_reply(&x->to, lm, x->req_id);
 	free(x);
 }
 
@@ -1575,21 +1367,14 @@ static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
 }
 
 /* READ_MARKER / RECEIPTS on (conv, seq): within the history rate limit,
- * the caller may read conv, seq is not 0; then the reply context, else
- * NULL with the ERROR sent. */
+ * the reply context, else NULL with the ERROR sent. Who may (a member,
+ * seq not 0) is chat_receipt.c's rule: its refusal comes back from
+ * chat_rcpt_mark / chat_rcpt_query. */
 static struct rcpt_reply *rcpt_admit(struct conn *c, uint32_t rid,
 				     struct parley_str conv, uint64_t seq)
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return NULL;
-	int rc = chat_conv_access(S(c)->chat, conv.p, conv.len, c->id->user,
-				  c->id->ulen);
-	if (!rc && seq == 0)
-		rc = -PARLEY_EINVAL;
-	if (rc) {
-		conn_error(c, rid, wire_code(rc), false, 0, rcpt_errtext(rc));
-		return NULL;
-	}
 	return rcpt_reply_new(c, rid, conv, seq);
 }
 
@@ -1608,7 +1393,8 @@ static void req_read_marker(struct conn *c, uint32_t rid,
 	if (rc) {
 		free(x);
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+			   srv_wire_err(rc).retry_after_ms,
+			   rcpt_errtext(rc));
 		return;
 	}
 	ctr_add(&S(c)->ctr.read_markers, 1);
@@ -1620,9 +1406,9 @@ static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
 	struct rcpt_reply *x = arg;
 	struct lmsg *lm = NULL;
 	if (r->err) {
-		lm = error_msg(x->req_id, wire_code(r->err),
-			       r->err == -PARLEY_EINVAL ? 0 : 50,
-			       rcpt_errtext(r->err));
+		lm = conn_error_msg(x->req_id, wire_code(r->err),
+			            r->err == -PARLEY_EINVAL ? 0 : 50,
+			            rcpt_errtext(r->err));
 	} else {
 		struct parley_msg *m = calloc(1, sizeof *m);
 		if (m) {
@@ -1649,11 +1435,11 @@ static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
 			}
 			if (!r->end && o->count)
 				o->next_after = o->recs[o->count - 1].user;
-			lm = frame_msg(LM_FRAME, x->req_id, m);
+			lm = conn_frame_msg(LM_FRAME, x->req_id, m);
 			free(m);
 		}
 	}
-	post_reply(&x->to, lm, x->req_id);
+	conn_post_reply(&x->to, lm, x->req_id);
 	free(x);
 }
 
@@ -1663,13 +1449,14 @@ static void req_receipts(struct conn *c, uint32_t rid,
 	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
 	if (!x)
 		return;
-	int rc = chat_rcpt_query(S(c)->chat, m->conv.p, m->conv.len, m->seq,
-				 m->after.p, m->after.len, m->limit,
-				 receipts_cb, x);
+	int rc = chat_rcpt_query(S(c)->chat, c->id->user, c->id->ulen,
+				 m->conv.p, m->conv.len, m->seq, m->after.p,
+				 m->after.len, m->limit, receipts_cb, x);
 	if (rc) {
 		free(x);
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EINVAL ? 0 : 50, rcpt_errtext(rc));
+			   srv_wire_err(rc).retry_after_ms,
+			   rcpt_errtext(rc));
 		return;
 	}
 	c->inflight++;
@@ -1945,10 +1732,10 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	}
 	switch (t) {
 	case PARLEY_T_SEND: req_send(c, rid, &m->send); break;
-	case PARLEY_T_HISTORY: req_history(c, rid, &m->history); break;
+	case PARLEY_T_HISTORY: conn_req_history(c, rid, &m->history); break;
 	case PARLEY_T_SYNC: req_sync(c, rid, &m->sync); break;
-	case PARLEY_T_CONV_OPEN: req_conv_open(c, rid, &m->conv_open); break;
-	case PARLEY_T_CONV_LIST: req_conv_list(c, rid, &m->conv_list); break;
+	case PARLEY_T_CONV_OPEN: conn_req_conv_open(c, rid, &m->conv_open); break;
+	case PARLEY_T_CONV_LIST: conn_req_conv_list(c, rid, &m->conv_list); break;
 	case PARLEY_T_TYPING: note_typing(c, &m->typing); break;
 	case PARLEY_T_PRESENCE_SUB: req_presence_sub(c, rid, &m->presence_sub); break;
 	case PARLEY_T_PRESENCE_SET: req_presence_set(c, rid, &m->presence_set); break;
@@ -1956,17 +1743,18 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_GROUP_ADD:
 	case PARLEY_T_GROUP_REMOVE:
 	case PARLEY_T_GROUP_LEAVE:
-	case PARLEY_T_GROUP_ROLE: req_group_change(c, rid, m); break;
+	case PARLEY_T_GROUP_ROLE:
+	case PARLEY_T_GROUP_SET: req_group_change(c, rid, m); break;
 	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	case PARLEY_T_EDIT:
-		req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
+		conn_req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
 			 m->edit.ref_seq, m->edit.content_type, m->edit.body);
 		break;
-	case PARLEY_T_RETENTION: req_retention(c, rid, &m->retention); break;
+	case PARLEY_T_RETENTION: conn_req_retention(c, rid, &m->retention); break;
 	case PARLEY_T_DELETE:
-		req_edit(c, rid, PARLEY_EV_DELETE, m->del.conv,
+		conn_req_edit(c, rid, PARLEY_EV_DELETE, m->del.conv,
 			 m->del.client_msg_id, m->del.ref_seq, 0,
 			 (struct parley_bytes){NULL, 0});
 		break;
@@ -2026,6 +1814,17 @@ static size_t frame_total(const uint8_t *p, size_t n)
 	return n >= 4 ? 4 + (size_t)le_get32(p) : 0;
 }
 
+/* The partial frame cannot be kept: the stream cannot continue. A
+ * fatal ERROR NOMEM (retry after 1 s) tells the client to reconnect;
+ * requests already taken are answered before the close. */
+static void inbuf_nomem(struct conn *c)
+{
+	PLOG_W("conn", "out of memory for a partial frame: closing the "
+	       "connection", "have=%u", c->inlen);
+	inbuf_release(c);
+	conn_error(c, 0, PARLEY_ENOMEM, true, 1000, "out of memory");
+}
+
 /* Keeps the unparsed tail p[0..rem) as the connection's partial frame
  * (inbuf empty before). */
 static void inbuf_keep(struct conn *c, const uint8_t *p, size_t rem)
@@ -2035,7 +1834,10 @@ static void inbuf_keep(struct conn *c, const uint8_t *p, size_t rem)
 	if (total && total < cap)
 		cap = PARLEY_MAX(total, rem);
 	c->inbuf = malloc(cap);
-	PARLEY_ASSERT(c->inbuf);
+	if (!c->inbuf) {
+		inbuf_nomem(c);
+		return;
+	}
 	membudget_charge(&S(c)->mem, (int64_t)cap);
 	c->incap = (uint32_t)cap;
 	memcpy(c->inbuf, p, rem);
@@ -2072,7 +1874,10 @@ static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
 		else if (total) /* over the limit: parse_frames rejects it */
 			cap = need;
 		uint8_t *nb = realloc(c->inbuf, cap);
-		PARLEY_ASSERT(nb);
+		if (!nb) {
+			inbuf_nomem(c);
+			return;
+		}
 		membudget_charge(&S(c)->mem, (int64_t)cap - (int64_t)c->incap);
 		c->inbuf = nb;
 		c->incap = (uint32_t)cap;
@@ -2092,7 +1897,7 @@ static void conn_feed(struct conn *c, const uint8_t *p, size_t n)
 		inbuf_release(c);
 }
 
-void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n)
+static void on_recv(struct conn *c, const uint8_t *p, uint32_t n)
 {
 	c->last_rx_ns = parley_mono_ns();
 	if (!c->ssl) {
@@ -2163,6 +1968,34 @@ static void ack_latency(struct srv *s, uint64_t t0)
 	ctr_add(&s->ctr.ack_lat_bucket[b], 1);
 }
 
+/* A buffer the connection needed could not be allocated during this
+ * entry point (c->oom): close it now, at the top level, where nothing of
+ * it is in use any more. */
+static void conn_oom_close(struct conn *c)
+{
+	if (c->oom && c->state != CS_CLOSING)
+		loop_conn_close(c, "out of memory");
+}
+
+void conn_on_recv(struct conn *c, const uint8_t *p, uint32_t n)
+{
+	on_recv(c, p, n);
+	conn_oom_close(c);
+}
+
+void conn_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
+{
+	on_tick(c, now_ns, now_ms);
+	conn_oom_close(c);
+}
+
+void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
+		const char *text)
+{
+	on_drain(c, reason, retry_after_ms, text);
+	conn_oom_close(c);
+}
+
 void conn_on_msg(struct conn *c, struct lmsg *m)
 {
 	switch (m->kind) {
@@ -2194,7 +2027,7 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 			       parley_errname(m->u.sub_closed.err));
 			/* The engine frees a closed subscription on unsubscribe. */
 			sub_end(c);
-			conn_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
+			on_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
 				   "inbox unavailable, reconnect");
 		}
 		break;
@@ -2210,4 +2043,5 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 	if (c->state == CS_DRAINING && !c->oq_head && !c->inflight &&
 	    !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
+	conn_oom_close(c);
 }

@@ -116,6 +116,10 @@ struct conn {
 	bool zstd;               /* negotiated */
 	bool cursor_dirty;
 	bool closing_after_flush;/* fatal error queued: close once flushed */
+	bool oom;                /* a buffer the connection needs could not be
+				    allocated: nothing more is queued, and it
+				    closes at the end of the current entry
+				    point (conn_oom_close) */
 	bool sync_busy;          /* SYNC between request and subscribe */
 	uint16_t goaway_reason;
 	uint32_t inflight;       /* requests in flight */

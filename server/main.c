@@ -912,11 +912,14 @@ static int run(const struct opts *o, struct srv *s)
 	s->lim.max_conns = PARLEY_MAX(1u, o->max_connections / n);
 	struct loop_thread *lt = calloc(n, sizeof *lt);
 	s->loops = calloc(n, sizeof *s->loops);
-	PARLEY_ASSERT(lt && s->loops);
+	bool oom = !lt || !s->loops; /* start-up: the start fails (exit 1) */
+	if (oom)
+		PLOG_E("parleyd", "cannot start event loops: out of memory",
+		       "loops=%u", n);
 	struct loop_listen ls = {.host = o->listen, .tcp_port = (uint16_t)o->port,
 				 .tls_port = s->tls ? (uint16_t)o->tls_port : 0};
 	unsigned started = 0;
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; !oom && i < n; i++) {
 		rc = loop_create(s, i, &ls, &lt[i].lp);
 		if (rc) {
 			if (rc == -EADDRINUSE)
@@ -935,7 +938,7 @@ static int run(const struct opts *o, struct srv *s)
 		PARLEY_ASSERT(rc == 0);
 		started++;
 	}
-	if (started == n) {
+	if (!oom && started == n) {
 		rc = 0;
 		admin_set_ready(adm, 1);
 		PLOG_I("parleyd", "serving", "listen=%s port=%u tls_port=%u "

@@ -15,6 +15,7 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/srv.c
   ${CMAKE_CURRENT_LIST_DIR}/loop.c
   ${CMAKE_CURRENT_LIST_DIR}/conn.c
+  ${CMAKE_CURRENT_LIST_DIR}/conn_req.c
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c

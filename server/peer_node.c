@@ -235,10 +235,16 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 		(void)pe_raft_recv(nd->e, msgs, n); /* full inbox: dropped */
 }
 
+/* A link that goes down is the earliest sign that a node died (its
+ * sockets close with it): the groups it leads campaign at once instead
+ * of waiting out an election timeout (pe_raft_node_down). */
 static void on_link(void *arg, uint64_t node, bool up)
 {
+	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
+	if (!up && nd->e)
+		(void)pe_raft_node_down(nd->e, node); /* a hint: loss is fine */
 }
 
 static void drain_outbox(struct peer_node *nd)

@@ -898,15 +898,16 @@ struct load_ctx {
 };
 
 /* Posts the reply frame lm (ending request rid) to the connection h; a
- * NULL lm (out of memory) is logged: the reply is lost. */
+ * NULL lm (out of memory even for ERROR NOMEM): nothing can answer the
+ * request, which its connection would keep in flight forever: abort
+ * (docs/SERVER.md, "Errors and allocation failure"). */
 static void reply_post(const struct conn_ref *h, struct lmsg *lm, uint32_t rid)
 {
-	if (lm) {
-		lm->done_req = true;
-		lmsg_post(h, lm);
-	} else {
-		PLOG_E("presence", "reply lost: out of memory", "req=%u", rid);
-	}
+	(void)rid;
+	if (!lm)
+		srv_oom("the answer to a presence request");
+	lm->done_req = true;
+	lmsg_post(h, lm);
 }
 
 /* Replies PRESENCE_SUB_OK with every requested user's view, then makes

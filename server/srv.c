@@ -10,9 +10,18 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "chat.h"
 #include "srv.h"
+
+void srv_oom(const char *what)
+{
+	PLOG_E("server", "out of memory where no answer is possible: "
+	       "aborting (restart recovers from the log)", "what=\"%s\"",
+	       what);
+	abort();
+}
 
 const double srv_ack_lat_bounds_s[10] = {0.0001, 0.00025, 0.0005, 0.001,
 					 0.0025, 0.005, 0.01, 0.025,

@@ -116,6 +116,11 @@ struct srv;
 struct peer_node;
 size_t srv_stage_metrics(struct srv *s, char *buf, size_t cap);
 
+/* Allocation failure where nothing can be answered and dropping would
+ * break an invariant (docs/SERVER.md, "Errors and allocation failure",
+ * rule 3): logs "out of memory" with `what` and aborts the process. */
+void srv_oom(const char *what) __attribute__((noreturn));
+
 /* JWT check hook: fills the token's sub (user id) and exp (unix ms, 0 =
  * none); returns 0 or -PARLEY_EAUTH with a short reason in why. */
 typedef int (*srv_auth_fn)(void *arg, const char *token, size_t len,

@@ -70,6 +70,8 @@ enum cli_cmd_kind {
 	CLI_CMD_GROUP_REMOVE, /* /remove USER... */
 	CLI_CMD_GROUP_LEAVE, /* /leave */
 	CLI_CMD_GROUP_MEMBERS, /* /members */
+	CLI_CMD_GROUP_SET, /* /group set name NEW NAME (arg: the rest of the
+			      line) | /group set history all|join: gset_* */
 };
 #define CLI_EDIT_MAX 2048 /* bytes of /edit text the terminal client sends */
 #define CLI_GROUP_WORDS_MAX 32 /* users named in one typed group command */
@@ -87,6 +89,8 @@ struct cli_cmd {
 	uint64_t ret_age_ms, ret_count;
 	const char *words[CLI_GROUP_WORDS_MAX]; /* group commands: users */
 	unsigned nwords;
+	uint8_t gset_fields; /* GROUP_SET: PARLEY_GSET_NAME or _SETTINGS */
+	uint8_t gset_settings; /* ... PARLEY_GROUPF_HISTORY_ALL or 0 (join) */
 };
 
 /*

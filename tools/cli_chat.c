@@ -105,6 +105,7 @@ struct req {
 	char name[256];
 	unsigned nusers;
 	char users[CLI_GROUP_WORDS_MAX][PARLEY_PROTO_MAX_USER_ID + 1];
+	uint8_t gset_fields, gset_settings; /* CLI_CMD_GROUP_SET */
 };
 
 struct cli_chat {
@@ -755,8 +756,9 @@ static void net_list(struct cli_chat *ch)
 		if (e->unread)
 			snprintf(unread, sizeof unread, "  %u unread", e->unread);
 		if (e->kind == PARLEY_CONV_GROUP)
-			show_f(ch, "  [group] %.*s (%u members)  last #%llu at %s%s   (/to %.*s)",
+			show_f(ch, "  [group] %.*s (%u members%s)  last #%llu at %s%s   (/to %.*s)",
 			       (int)e->title.len, e->title.p, e->member_count,
+			       e->flags & PARLEY_CONVF_LEFT ? ", you left" : "",
 			       (unsigned long long)e->last_seq, t, unread,
 			       (int)e->conv.len, e->conv.p);
 		else
@@ -817,6 +819,16 @@ static int net_group(struct cli_chat *ch, const struct req *q)
 		r = parley_client_group_leave(ch->c, q->peer, &ok);
 		if (r == 0)
 			show_f(ch, "* you left %s", q->peer);
+		break;
+	case CLI_CMD_GROUP_SET:
+		what = "/group set";
+		r = parley_client_group_set(ch->c, q->peer, q->gset_fields, q->name,
+					    q->gset_settings, &ok);
+		if (r == 0 && (ok->flags & PARLEY_GROUPF_DUPLICATE))
+			show_f(ch, "* /group set: nothing to change");
+		else if (r == 0)
+			show_f(ch, "* /group set: done (#%llu)",
+			       (unsigned long long)ok->seq);
 		break;
 	default: { /* CLI_CMD_GROUP_MEMBERS */
 		what = "/members";
@@ -896,6 +908,9 @@ static int net_request(struct cli_chat *ch)
 	ch->req_head = (ch->req_head + 1) % CHAT_REQ_MAX;
 	ch->req_n--;
 	pthread_mutex_unlock(&ch->mu);
+	/* a script waiting to leave once its requests are done (the UI may
+	 * have drained this request's output before req_n dropped) */
+	wake(ch->wake_ui[1]);
 	return 1;
 }
 
@@ -1551,8 +1566,15 @@ static void ui_line(struct cli_chat *ch, char *line)
 	case CLI_CMD_GROUP_REMOVE:
 	case CLI_CMD_GROUP_LEAVE:
 	case CLI_CMD_GROUP_MEMBERS:
+	case CLI_CMD_GROUP_SET:
 		q.kind = REQ_GROUP;
 		q.gcmd = cmd.kind;
+		if (cmd.kind == CLI_CMD_GROUP_SET) {
+			snprintf(q.name, sizeof q.name, "%.*s", (int)cmd.arg_len,
+				 cmd.arg ? cmd.arg : "");
+			q.gset_fields = cmd.gset_fields;
+			q.gset_settings = cmd.gset_settings;
+		}
 		if (cmd.kind == CLI_CMD_GROUP_CREATE) {
 			snprintf(q.name, sizeof q.name, "%s", cmd.arg);
 			pthread_mutex_lock(&ch->mu);

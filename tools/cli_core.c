@@ -23,7 +23,8 @@ const char cli_chat_help[] =
 	"          (start it with // to send a line that begins with /)\n"
 	"groups:   /group create NAME USER... (then you are in it), /to g:ID (switch\n"
 	"          to a group, see /list), /add USER..., /remove USER..., /leave,\n"
-	"          /members (of the current group)";
+	"          /members (of the current group), /group set name NEW NAME,\n"
+	"          /group set history all|join (what members added later may read)";
 
 /* ---- errors ------------------------------------------------------------------- */
 
@@ -237,6 +238,39 @@ int cli_is_group_id(const char *s)
 	return 1;
 }
 
+/* /group set name NEW NAME (the rest of the line, 1..255 bytes) and
+ * /group set history all|join, on the current group. */
+static void parse_group_set(char **p, struct cli_cmd *out)
+{
+	static const char usage[] =
+		"usage: /group set name NEW NAME (up to 255 bytes), "
+		"/group set history all|join (the current group)";
+	char *what = word(p);
+	out->kind = CLI_CMD_BAD;
+	out->err = usage;
+	if (what && !strcmp(what, "name")) {
+		char *s = *p;
+		while (*s && is_blank(*s))
+			s++;
+		size_t n = strlen(s);
+		if (n == 0 || n > 255)
+			return;
+		out->arg = s;
+		out->arg_len = n;
+		out->gset_fields = PARLEY_GSET_NAME;
+	} else if (what && !strcmp(what, "history")) {
+		char *v = word(p);
+		if (!v || word(p) || (strcmp(v, "all") && strcmp(v, "join")))
+			return;
+		out->gset_fields = PARLEY_GSET_SETTINGS;
+		out->gset_settings = !strcmp(v, "all") ? PARLEY_GROUPF_HISTORY_ALL : 0;
+	} else {
+		return;
+	}
+	out->kind = CLI_CMD_GROUP_SET;
+	out->err = NULL;
+}
+
 /* /group create NAME USER..., /add USER..., /remove USER..., /leave,
  * /members (the last four act on the current group). */
 static void parse_group(const char *cmd, char **p, struct cli_cmd *out)
@@ -245,6 +279,10 @@ static void parse_group(const char *cmd, char **p, struct cli_cmd *out)
 	int none = !strcmp(cmd, "/leave") || !strcmp(cmd, "/members");
 	if (create) {
 		char *sub = word(p);
+		if (sub && !strcmp(sub, "set")) {
+			parse_group_set(p, out);
+			return;
+		}
 		char *name = sub && !strcmp(sub, "create") ? word(p) : NULL;
 		if (!name || strlen(name) > 255) {
 			out->kind = CLI_CMD_BAD;

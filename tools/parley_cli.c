@@ -391,9 +391,10 @@ static int print_list(struct cli *cli, unsigned limit)
 		if (e->last_ts_ms)
 			fmt_ts(e->last_ts_ms, t, sizeof t);
 		if (e->kind == PARLEY_CONV_GROUP)
-			printf("%.*s\tgroup %.*s (%u members)\tlast #%llu\t%s\t%u unread"
+			printf("%.*s\tgroup %.*s (%u members%s)\tlast #%llu\t%s\t%u unread"
 			       "\tread #%llu\n", (int)e->conv.len, e->conv.p,
 			       (int)e->title.len, e->title.p, e->member_count,
+			       e->flags & PARLEY_CONVF_LEFT ? ", you left" : "",
 			       (unsigned long long)e->last_seq, t, e->unread,
 			       (unsigned long long)e->read_seq);
 		else

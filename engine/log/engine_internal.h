@@ -169,6 +169,7 @@ struct part {
 	uint32_t out_n;
 	struct req *rin_head, *rin_tail; /* inbound messages not stepped yet */
 	uint32_t pend_ticks;    /* ticks not given to the group yet */
+	uint64_t pend_down;     /* a node whose link went down, not told yet */
 	uint32_t follow_wait;   /* ticks before the next leadership handoff */
 	bool was_leader;
 	bool snap_logged;
@@ -227,6 +228,7 @@ enum req_kind {
 	REQ_COMPACT,
 	REQ_RAFT,      /* one inbound Raft message (log/part_repl.c) */
 	REQ_TICK,      /* a Raft tick for every group of the shard */
+	REQ_NODE_DOWN, /* a peer's link went down (from = its node id) */
 };
 
 struct req {
@@ -434,6 +436,7 @@ void part_raft_close(struct shard *sh);
 /* log/part_repl.c */
 void part_repl_recv(struct shard *sh, struct req *r);
 void part_repl_tick(struct shard *sh, struct req *r);
+void part_repl_node_down(struct shard *sh, struct req *r);
 const struct raft_msg *part_repl_msg(const struct req *r);
 int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c);
 

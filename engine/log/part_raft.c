@@ -534,6 +534,10 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
  * next). Returns the WAL bytes the stepped entries may take. */
 static uint64_t repl_inputs(struct shard *sh, struct part *p)
 {
+	if (p->pend_down) { /* pe_raft_node_down */
+		raft_leader_down(p->raft, p->pend_down);
+		p->pend_down = 0;
+	}
 	while (p->pend_ticks) {
 		raft_tick(p->raft);
 		p->pend_ticks--;
@@ -541,13 +545,18 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 			p->follow_wait--;
 	}
 	/* leader placement: hand the group to partition 0's leader (at most
-	 * one attempt per election timeout) */
+	 * one attempt per election timeout), once that node follows this
+	 * group's term: after a node dies, partition 0's leader as this node
+	 * last knew it may be the dead node until partition 0 elects, and a
+	 * transfer to it would stall proposals (EAGAIN) for an election
+	 * timeout and then hold off the handoff to the real new leader */
 	if (p->cl->follow0 && p->id != 0 && !p->follow_wait &&
 	    raft_role(p->raft) == RAFT_LEADER) {
 		uint64_t to = atomic_load_explicit(p->cl->lead0,
 						   memory_order_relaxed);
 		if (to && to != p->cl->node_id &&
-		    raft_conf_find(&p->cl->conf, to) >= 0) {
+		    raft_conf_find(&p->cl->conf, to) >= 0 &&
+		    raft_peer_current(p->raft, to)) {
 			p->follow_wait = 2 * p->cl->election_ticks;
 			(void)raft_transfer(p->raft, to);
 		}

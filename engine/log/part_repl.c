@@ -252,6 +252,48 @@ void part_repl_tick(struct shard *sh, struct req *r)
 	}
 }
 
+int pe_raft_node_down(struct pe_engine *e, uint64_t node)
+{
+	if (!e || e->opt.read_only || !node)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2 || node == e->cl.node_id)
+		return 0;
+	int first = 0;
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct req *r = calloc(1, sizeof *r);
+		if (!r)
+			return -PARLEY_ENOMEM;
+		r->kind = REQ_NODE_DOWN;
+		r->part = i;
+		r->from = node;
+		int rc = shard_push(e, r);
+		if (rc) {
+			free(r);
+			if (!first)
+				first = rc;
+		}
+	}
+	return first;
+}
+
+/* Recorded here, given to each group with its next inputs (part_raft.c
+ * repl_inputs), where the core may be called. */
+void part_repl_node_down(struct shard *sh, struct req *r)
+{
+	struct pe_engine *e = sh->e;
+	uint64_t node = r->from;
+	free(r);
+	if (sh->fatal)
+		return;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		if (!p->raft)
+			continue;
+		p->pend_down = node;
+		shard_mark_dirty(sh, p);
+	}
+}
+
 /* ---- status -------------------------------------------------------------------- */
 
 int pe_raft_status(struct pe_engine *e, uint32_t partition,

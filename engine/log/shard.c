@@ -457,6 +457,9 @@ static void shard_process(struct shard *sh)
 		case REQ_TICK:
 			part_repl_tick(sh, r);
 			break;
+		case REQ_NODE_DOWN:
+			part_repl_node_down(sh, r);
+			break;
 		case REQ_STOP:
 			sh->stopping = true;
 			free(r);

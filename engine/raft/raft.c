@@ -1687,6 +1687,25 @@ void raft_unquiesce(struct raft *r)
 	reset_timeout(r);
 }
 
+void raft_leader_down(struct raft *r, uint64_t id)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->role == RAFT_LEADER || id == 0 || r->leader != id)
+		return;
+	r->quiesced = false;
+	r->idle_ticks = 0;
+	/* the survivors campaign in the order of their ids, two ticks apart
+	 * (a random delay this short would often tie and split the vote) */
+	uint32_t rank = 0;
+	for (uint32_t i = 0; i < r->conf.n; i++)
+		if (r->conf.roles[i] == RAFT_VOTER && r->conf.ids[i] != id &&
+		    r->conf.ids[i] < r->id)
+			rank++;
+	uint32_t delay = PARLEY_MIN(1 + 2 * rank, r->cfg.election_ticks);
+	r->election_elapsed = r->cfg.election_ticks; /* the lease is over */
+	r->randomized_timeout = r->cfg.election_ticks + delay;
+}
+
 /* ---- client inputs ------------------------------------------------------ */
 
 int raft_propose(struct raft *r, const void *data, uint32_t len,
@@ -1737,6 +1756,14 @@ int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
 		*index = last_index(r);
 	bcast_append(r, false);
 	return 0;
+}
+
+bool raft_peer_current(struct raft *r, uint64_t id)
+{
+	if (r->role != RAFT_LEADER)
+		return false;
+	const struct raft_progress *p = pr_find(r, id);
+	return p && p->match > 0 && raft_term_at(r, p->match) == r->hs.term;
 }
 
 int raft_transfer(struct raft *r, uint64_t to)

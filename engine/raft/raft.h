@@ -424,6 +424,11 @@ int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
 		      uint64_t *index);
 /* Leader only: hand leadership to `to` (a voter). */
 int raft_transfer(struct raft *r, uint64_t to);
+/* Leader only: `id` has acknowledged an entry of this leader's term, so it
+ * is alive and following this term (a transfer to it can complete); false
+ * on a follower, for an unknown id, or for a peer not heard from since
+ * the election. */
+bool raft_peer_current(struct raft *r, uint64_t id);
 /* ReadIndex: the result comes back in a ready's reads with the same ctx.
  * Works on a follower too (forwarded to the leader). */
 int raft_read_index(struct raft *r, uint64_t ctx);
@@ -434,6 +439,16 @@ int raft_compacted(struct raft *r, const struct raft_snapshot_meta *meta);
 void raft_persist_failed(struct raft *r);
 /* Wake a quiesced group (e.g. node liveness saw the leader's node die). */
 void raft_unquiesce(struct raft *r);
+/* The transport saw node `id`'s link go down. A follower whose leader is
+ * `id` ends its leader lease at once (it grants votes, check_quorum's
+ * stickiness no longer holds) and campaigns after 1 + 2 * rank ticks
+ * (rank: how many other surviving voters have a smaller id; at most
+ * election_ticks) instead of a whole randomized election timeout, so the
+ * survivors do not tie. Any other role or
+ * leader: nothing. A wrong hint (the link flapped, the leader lives) costs
+ * one pre-vote round that the leader's other followers refuse, and the
+ * leader's next message resets the timer. */
+void raft_leader_down(struct raft *r, uint64_t id);
 
 struct raft_ready *raft_ready(struct raft *r);
 void raft_advance(struct raft *r);

@@ -13,8 +13,9 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
                  LABELS cluster TIMEOUT 180)
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
-# test_cluster_group_failover likewise.
-foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover)
+# test_cluster_group_failover and test_cluster_group_follower likewise.
+foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
+          cluster_test_cluster_group_follower)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)

@@ -15,11 +15,16 @@
  * The compaction mode (over TLS, which also drives the bench's TLS client)
  * answers every SEND it scheduled in both phases, its histograms hold one
  * sample per ack, and its compaction calls all succeed; server-compare
- * --tls writes a TLS/plain row per connection count.
+ * --tls writes a TLS/plain row per connection count. The cluster mode
+ * (3-node parleyd, one node, and JetStream R3 when nats-server is
+ * installed; then 2 leader kills) acknowledges SENDs on every system, every
+ * failover completes, and the history read back after the kills holds every
+ * acknowledged message once at its acknowledged seq.
  * Skips (77) when parley-bench or parleyd was not built.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,5 +282,60 @@ Test(bench_e2e, compaction_over_tls_and_server_compare_tls, .timeout = 300)
 	}
 	cr_assert_eq(tls_rows, 1);
 	bjv_free(sc);
+	(void)system(rm);
+}
+
+Test(bench_e2e, cluster_replication_and_failover, .timeout = 300)
+{
+	paths();
+	bool nats = access("/usr/sbin/nats-server", X_OK) == 0 ||
+		    access("/usr/bin/nats-server", X_OK) == 0;
+	char args[4096];
+	snprintf(args, sizeof args,
+		 "cluster --parleyd %s/server/parleyd --dir %s --producers 3 --seconds 0.3 "
+		 "--warmup 0.1 --kills 2 --rate 40 %s--json cl.json", bin, tmp,
+		 nats ? "" : "--no-nats ");
+	run(args);
+	struct bjv *c = load("cl.json");
+	cr_assert_str_eq(bjv_str_at(c, "mode"), "cluster");
+	const struct bjv *rows = bjv_get(c, "rows");
+	cr_assert(rows && rows->type == BJV_ARR);
+	int loads = 0, ratios = 0, failovers = 0;
+	for (size_t i = 0; i < rows->n; i++) {
+		const struct bjv *r = &rows->kids[i];
+		const char *k = bjv_str_at(r, "kind");
+		cr_assert_not_null(k);
+		if (!strcmp(k, "load")) {
+			loads++;
+			const struct bjv *okv = bjv_get(r, "ok");
+			cr_assert(okv && okv->type == BJV_BOOL && okv->num == 1, "%s failed",
+				  bjv_str_at(r, "system"));
+			cr_assert_gt(num(r, "acks"), 0);
+			cr_assert_eq(num(r, "errors"), 0);
+			cr_assert_eq(num(r, "latency.count"), num(r, "acks"));
+		} else if (!strcmp(k, "cluster_ratio")) {
+			ratios++;
+			cr_assert_eq(num(r, "connections"), 3);
+			cr_assert_gt(num(r, "cluster_sends_per_s"), 0);
+			cr_assert_gt(num(r, "single_sends_per_s"), 0);
+			if (nats)
+				cr_assert_gt(num(r, "jetstream_acks_per_s"), 0);
+		} else if (!strcmp(k, "cluster_failover")) {
+			failovers++;
+			cr_assert_eq(num(r, "kills"), 2);
+			cr_assert_eq(num(r, "never"), 0);
+			cr_assert_gt(num(r, "acked"), 0);
+			cr_assert_eq(num(r, "lost"), 0);
+			cr_assert_eq(num(r, "doubled"), 0);
+			cr_assert_eq(num(r, "moved"), 0);
+			cr_assert_eq(num(r, "kill_to_first_ack.count"), 2);
+		}
+	}
+	cr_assert_eq(loads, nats ? 3 : 2);
+	cr_assert_eq(ratios, 1);
+	cr_assert_eq(failovers, 1);
+	bjv_free(c);
+	char rm[1200];
+	snprintf(rm, sizeof rm, "rm -rf %s", tmp);
 	(void)system(rm);
 }

@@ -747,6 +747,55 @@ Test(raft, transfer_sends_timeout_now_and_target_campaigns_at_once)
 	cr_assert_eq(raft_term(nodes[2].r), 2);
 }
 
+/* A partition's leader hands itself to partition 0's leader only once
+ * that node follows its term (engine/log/part_raft.c): a dead node, or
+ * one not heard from since the election, is not current. */
+Test(raft, peer_current_only_after_an_ack_of_this_term)
+{
+	cluster(3);
+	drop_to[3] = true; /* node 3 hears nothing */
+	elect(0);
+	tick(0, 2);
+	settle();
+	cr_assert(raft_peer_current(nodes[0].r, 2));
+	cr_assert(!raft_peer_current(nodes[0].r, 3), "never answered this term");
+	cr_assert(!raft_peer_current(nodes[0].r, 9), "unknown id");
+	cr_assert(!raft_peer_current(nodes[1].r, 1), "a follower answers false");
+	drop_to[3] = false;
+	tick(0, 2);
+	settle();
+	cr_assert(raft_peer_current(nodes[0].r, 3), "caught up with this term");
+}
+
+/* pe_raft_node_down's core: a follower told its leader's link is down
+ * campaigns after 1 + 2 * rank ticks (node 2: one tick; not a whole
+ * timeout), and the other survivor grants the vote although it heard from the old leader
+ * a moment ago; a hint about another node, or to the leader, does
+ * nothing. */
+Test(raft, leader_down_hint_elects_within_a_few_ticks)
+{
+	cluster(3);
+	elect(0);
+	tick(0, 2);
+	settle();
+	raft_leader_down(nodes[1].r, 3); /* not its leader: ignored */
+	raft_leader_down(nodes[0].r, 1); /* the leader itself: ignored */
+	drop_to[1] = true; /* node 1 is dead from here on (never ticked again) */
+	raft_leader_down(nodes[1].r, 1);
+	raft_leader_down(nodes[2].r, 1);
+	int t = 0;
+	while (t < 3 && raft_role(nodes[1].r) != RAFT_LEADER &&
+	       raft_role(nodes[2].r) != RAFT_LEADER) {
+		tick(1, 1);
+		tick(2, 1);
+		settle();
+		t++;
+	}
+	cr_assert(raft_role(nodes[1].r) == RAFT_LEADER,
+		  "node 2 does not lead %d ticks after the hint (node 3: %d)", t,
+		  (int)raft_role(nodes[2].r));
+}
+
 Test(raft, check_quorum_makes_an_isolated_leader_step_down)
 {
 	cluster(3);

@@ -56,6 +56,7 @@ struct fake {
 	int drop_on_send; /* store it, then close without acking */
 	int ignore_send; /* store it, never answer, keep the connection */
 	int rate_send; /* answer ERROR RATE retry_after 20ms */
+	int notleader_send; /* answer ERROR NOTLEADER (no retry_after) */
 	int goaway_conn; /* on this connection number, GOAWAY right after AUTH_OK */
 	int goaway_keep_open; /* ... but keep the connection, answering CLOSED */
 	int goaway_reason; /* its reason (0 = DRAIN) */
@@ -271,6 +272,10 @@ static void serve_frame(struct fake *f, struct conn *c, const struct parley_fram
 		}
 		if (nth == f->rate_send) {
 			reply_err(c, rid, PARLEY_ERATE, 0, 20, "slow down");
+			return;
+		}
+		if (nth == f->notleader_send) {
+			reply_err(c, rid, PARLEY_ENOTLEADER, 0, 0, "not the leader");
 			return;
 		}
 		int dup = -1;
@@ -1104,6 +1109,43 @@ Test(client, node_list_skips_a_dead_node)
 	struct parley_client *c = NULL;
 	cr_assert_eq(parley_client_new(&o, &c), 0);
 	basic_session(c);
+	parley_client_free(c);
+	fake_stop(&F);
+}
+
+/* A failover as a client of a 3-node cluster sees it: its node answers
+ * NOTLEADER and the next node of the list is dead. The client must move
+ * on at once — to the dead node, then past it back to the live one —
+ * instead of pausing its backoff at each step: with a backoff far beyond
+ * the call's deadline, only a client that does not back off between the
+ * hops gets the SEND acknowledged (before the fix the call returned
+ * NOTLEADER at once: the pause after NOTLEADER would pass the deadline). */
+Test(client, notleader_hops_past_a_dead_node_without_backing_off)
+{
+	F.notleader_send = 1;
+	fake_start(&F, NULL);
+	char nodes[64];
+	snprintf(nodes, sizeof nodes, "127.0.0.1:%u,127.0.0.1:%u", F.port, dead_port());
+	struct parley_client_opts o = {0};
+	o.nodes = nodes;
+	o.token = "good-token";
+	o.device_id = "test-device";
+	o.request_timeout_ms = 5000;
+	o.call_deadline_ms = 10000;
+	o.backoff_min_ms = 60000;
+	o.backoff_max_ms = 60000;
+	struct parley_client *c = NULL;
+	cr_assert_eq(parley_client_new(&o, &c), 0);
+	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_send_result r;
+	int rc = parley_client_send(c, "d:alice:bob", PARLEY_CT_TEXT, "hi", 2, &r);
+	cr_assert_eq(rc, 0, "send: %s", parley_strerror(rc));
+	pthread_mutex_lock(&F.mu);
+	cr_assert_eq(F.sends, 2, "NOTLEADER, then the retry on the live node");
+	cr_assert_eq(F.nmsgs, 1);
+	cr_assert_eq(F.conns, 2, "one reconnect: the dead node in between refused");
+	pthread_mutex_unlock(&F.mu);
+	cr_assert(!r.duplicate);
 	parley_client_free(c);
 	fake_stop(&F);
 }

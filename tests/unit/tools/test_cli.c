@@ -88,6 +88,35 @@ Test(cli_parse, group_commands)
 	cr_assert(!cli_is_group_id("d:alice:bob"));
 }
 
+Test(cli_parse, group_set)
+{
+	char b[512];
+	struct cli_cmd c = parse("/group set name  The Club  ", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_GROUP_SET);
+	cr_assert_eq(c.gset_fields, PARLEY_GSET_NAME);
+	cr_assert_eq(c.arg_len, 8, "the rest of the line, blanks cut: %zu", c.arg_len);
+	cr_assert(!memcmp(c.arg, "The Club", 8));
+	c = parse("/group set history all", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_GROUP_SET);
+	cr_assert_eq(c.gset_fields, PARLEY_GSET_SETTINGS);
+	cr_assert_eq(c.gset_settings, PARLEY_GROUPF_HISTORY_ALL);
+	c = parse("/group set history join", b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_GROUP_SET);
+	cr_assert_eq(c.gset_settings, 0);
+	cr_assert_eq(parse("/group set", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group set name", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group set history", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group set history some", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group set history all now", b, sizeof b).kind, CLI_CMD_BAD);
+	cr_assert_eq(parse("/group set colour red", b, sizeof b).kind, CLI_CMD_BAD);
+	char line[300] = "/group set name ";
+	memset(line + 16, 'n', 256);
+	line[16 + 256] = 0;
+	c = parse(line, b, sizeof b);
+	cr_assert_eq(c.kind, CLI_CMD_BAD, "a 256-byte name");
+	cr_assert(strstr(c.err, "255"));
+}
+
 Test(cli_parse, history_paging)
 {
 	char b[256];

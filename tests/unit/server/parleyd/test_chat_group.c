@@ -15,6 +15,12 @@
  *     open: memory has it and the new member's inbox gets its pointer;
  *   - a message stored after its sender's removal is refused at its seq
  *     and fanned out to nobody.
+ *   - GROUP_SET (op SET): who may rename / change the history setting,
+ *     bad values, a no-op stores nothing, the setting moves
+ *     chat_member_visible_from at once, name and setting survive reopens
+ *     and an unfanned SET is replayed;
+ *   - chat_group_left: the seq that ended a membership and the members
+ *     right after it, across role changes next to it and an owner's leave.
  * Randomized parts print their seed (PARLEY_SEED=<n> replays).
  */
 #include <criterion/criterion.h>
@@ -23,6 +29,7 @@
 #include <stdlib.h>
 
 #include "chat.h"
+#include "chat_group.h" /* chat_key_gsnap */
 #include "chat_world.h"
 #include "parley_proto.h"
 
@@ -350,6 +357,197 @@ Test(chat_group, unfanned_event_replayed_at_open)
 	cr_assert_eq(inbox_seqs(&w, "bob", g, got, 8), 2);
 	cr_assert_eq(chat_open(w.e, &w.clock, &w.c), 0); /* and from the snapshot */
 	cr_assert_eq(chat_member_role(w.c, g, strlen(g), "zoe", 3), CHAT_ROLE_MEMBER);
+	world_close(&w);
+	pio_free(w.io);
+}
+
+/* GROUP_SET through chat_group_change (op SET). */
+static int gset(struct chat *c, const char *conv, const char *actor,
+		uint8_t fields, const char *name, uint8_t settings,
+		struct chat_group_result *out)
+{
+	struct chat_group_req q = {.op = CHAT_GOP_SET, .conv = conv,
+				   .conv_len = (uint16_t)strlen(conv),
+				   .actor = actor,
+				   .actor_len = (uint16_t)strlen(actor),
+				   .set_fields = fields, .name = name,
+				   .name_len = name ? (uint16_t)strlen(name) : 0,
+				   .settings = settings};
+	struct gwait x = {.w = WAITER_INIT};
+	int rc = chat_group_change(c, &q, gwait_cb, &x, NULL);
+	if (rc)
+		return rc;
+	waiter_wait(&x.w, 1);
+	if (out)
+		*out = x.r;
+	return x.r.err;
+}
+
+static void meta_is(struct chat *c, const char *g, const char *name,
+		    uint8_t settings)
+{
+	struct chat_group_meta m;
+	cr_assert_eq(chat_group_meta(c, g, strlen(g), &m), 0);
+	cr_assert(m.name_len == strlen(name) && !memcmp(m.name, name, m.name_len),
+		  "name %.*s, want %s", (int)m.name_len, m.name, name);
+	cr_assert_eq(m.settings, settings);
+}
+
+/* Who may rename / change the history setting; a no-op stores nothing;
+ * the setting decides chat_member_visible_from at once; the name and the
+ * setting survive a reopen of the service (snapshot) and of the engine,
+ * and a SET stored past the fan-out cursor (no snapshot) is replayed. */
+Test(chat_group, set_rules_and_reopen)
+{
+	struct world w = {.io = pio_mem_new(17)};
+	world_open(&w, 8);
+	struct chat_group_result r;
+	char g[32];
+	create(w.c, "alice", (const char *[]){"bob", "carol"}, 2, g, NULL);
+	cr_assert_eq(change(w.c, CHAT_GOP_ROLE, g, "alice", CHAT_ROLE_ADMIN,
+			    (const char *[]){"bob"}, 1, NULL), 0);
+	cr_assert_eq(gset(w.c, g, "carol", PARLEY_GSET_NAME, "x", 0, NULL),
+		     -PARLEY_EPERM, "a plain member renames");
+	cr_assert_eq(gset(w.c, g, "bob", PARLEY_GSET_SETTINGS, NULL,
+			  CHAT_GROUP_HISTORY_ALL, NULL), -PARLEY_EPERM);
+	cr_assert_eq(gset(w.c, g, "bob", PARLEY_GSET_NAME | PARLEY_GSET_SETTINGS,
+			  "x", CHAT_GROUP_HISTORY_ALL, NULL), -PARLEY_EPERM,
+		     "both need both rights");
+	cr_assert_eq(gset(w.c, g, "zed", PARLEY_GSET_NAME, "x", 0, NULL),
+		     -PARLEY_EPERM, "a non-member");
+	cr_assert_eq(gset(w.c, "g:0000000000000000", "alice", PARLEY_GSET_NAME,
+			  "x", 0, NULL), -PARLEY_ENOTFOUND);
+	cr_assert_eq(gset(w.c, g, "alice", 0, NULL, 0, NULL), -PARLEY_EINVAL);
+	cr_assert_eq(gset(w.c, g, "alice", PARLEY_GSET_NAME, "", 0, NULL),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(gset(w.c, g, "alice", PARLEY_GSET_NAME, "\xff", 0, NULL),
+		     -PARLEY_EINVAL, "not UTF-8");
+	cr_assert_eq(gset(w.c, g, "alice", PARLEY_GSET_SETTINGS, NULL, 0x02, NULL),
+		     -PARLEY_EINVAL);
+	meta_is(w.c, g, "grp", 0);
+	cr_assert_eq(gset(w.c, g, "bob", PARLEY_GSET_NAME, "Renamed", 0, &r), 0);
+	uint64_t ren = r.seq;
+	cr_assert(ren == 3 && !r.duplicate);
+	cr_assert_eq(gset(w.c, g, "bob", PARLEY_GSET_NAME, "Renamed", 0, &r), 0);
+	cr_assert(r.duplicate && r.seq == ren, "a no-op: nothing stored");
+	cr_assert_eq(change(w.c, CHAT_GOP_ADD, g, "alice", 0,
+			    (const char *[]){"dave"}, 1, &r), 0);
+	uint64_t join = r.seq;
+	cr_assert_eq(chat_member_visible_from(w.c, g, strlen(g), "dave", 4), join);
+	cr_assert_eq(gset(w.c, g, "alice", PARLEY_GSET_SETTINGS, NULL,
+			  CHAT_GROUP_HISTORY_ALL, NULL), 0);
+	cr_assert_eq(chat_member_visible_from(w.c, g, strlen(g), "dave", 4), 1);
+	meta_is(w.c, g, "Renamed", CHAT_GROUP_HISTORY_ALL);
+	cr_assert_eq(chat_member_role(w.c, g, strlen(g), "bob", 3), CHAT_ROLE_ADMIN,
+		     "roles untouched");
+
+	chat_close(w.c); /* from the snapshot */
+	cr_assert_eq(chat_open(w.e, &w.clock, &w.c), 0);
+	meta_is(w.c, g, "Renamed", CHAT_GROUP_HISTORY_ALL);
+	cr_assert_eq(chat_member_visible_from(w.c, g, strlen(g), "dave", 4), 1);
+	/* a SET by alice (back to "from join", renamed) stored with no
+	 * fan-out, as if the process died before it: replayed at open */
+	chat_close(w.c);
+	uint8_t rec[64];
+	size_t n = 0;
+	rec[n++] = 1;
+	rec[n++] = CHAT_GOP_SET;
+	rec[n++] = CHAT_GEV_SET_NAME | CHAT_GEV_SET_SETTINGS; /* settings 0 */
+	rec[n++] = 5;
+	memcpy(rec + n, "alice", 5);
+	n += 5;
+	rec[n++] = 4;
+	rec[n++] = 0;
+	memcpy(rec + n, "Last", 4);
+	n += 4;
+	rec[n++] = 0;
+	rec[n++] = 0;
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, g, strlen(g));
+	struct pe_input in = {.type = CHAT_ENT_MEMBER, .len = (uint32_t)n,
+			      .payload = rec};
+	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	struct pe_append_result ar;
+	cr_assert_eq(pe_append_sync(w.e, &q, &ar), 0);
+	pe_close(w.e);
+	world_open(&w, 8);
+	meta_is(w.c, g, "Last", 0);
+	cr_assert_eq(chat_member_visible_from(w.c, g, strlen(g), "dave", 4), join);
+	world_close(&w);
+	world_open(&w, 8); /* and from its snapshot, written by the recovery */
+	meta_is(w.c, g, "Last", 0);
+	struct chat_group_meta m;
+	cr_assert_eq(chat_group_meta(w.c, g, strlen(g), &m), 0);
+	cr_assert_eq(m.as_of, ar.seq);
+	world_close(&w);
+	pio_free(w.io);
+}
+
+/* chat_group_left: the seq that ended a user's last membership and the
+ * members right after it, exact across role changes next to it. */
+Test(chat_group, left_seq_and_members_after)
+{
+	struct world w = {.io = pio_mem_new(19)};
+	world_open(&w, 8);
+	struct chat_group_result r;
+	char g[32];
+	create(w.c, "alice", (const char *[]){"bob", "carol", "dave"}, 3, g, NULL);
+	uint64_t seq, vis = 0;
+	uint32_t members;
+	size_t gl = strlen(g);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "bob", 3, &seq, &members, &vis), 0);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "zed", 3, &seq, &members, &vis),
+		     -PARLEY_ENOTFOUND);
+	cr_assert_eq(change(w.c, CHAT_GOP_REMOVE, g, "alice", 0,
+			    (const char *[]){"dave"}, 1, &r), 0);
+	uint64_t rm = r.seq;
+	/* a role change right after: bob's interval splits at rm */
+	cr_assert_eq(change(w.c, CHAT_GOP_ROLE, g, "alice", CHAT_ROLE_ADMIN,
+			    (const char *[]){"bob"}, 1, NULL), 0);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "dave", 4, &seq, &members, &vis), 1);
+	cr_assert(seq == rm && members == 3, "seq %llu members %u",
+		  (unsigned long long)seq, members);
+	cr_assert_eq(vis, 1, "a founding member's membership began at 1");
+	/* the owner leaves: bob inherits in the same event */
+	cr_assert_eq(change(w.c, CHAT_GOP_LEAVE, g, "alice", 0, NULL, 0, &r), 0);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "alice", 5, &seq, &members, &vis), 1);
+	cr_assert(seq == r.seq && members == 2, "members %u", members);
+	uint64_t left = r.seq;
+	/* the same answers from the stored snapshot (what a follower uses) */
+	chat_close(w.c); /* every fan-out (and snapshot) is durable */
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_gsnap(key, g, gl);
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = UINT64_MAX,
+				.dir = PE_BACKWARD, .limit = 1};
+	struct pe_entry *ents = NULL;
+	uint32_t ne = 0;
+	struct pe_read_result meta;
+	cr_assert_eq(pe_read_sync(w.e, &q, &ents, &ne, &meta), 0);
+	cr_assert(ne == 1 && ents[0].type == CHAT_ENT_GSNAP);
+	struct chat_gsnap_view v;
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "dave", 4, &v), 0);
+	cr_assert(v.left_seq == rm && v.members == 3, "dave: left %llu members %u",
+		  (unsigned long long)v.left_seq, v.members);
+	cr_assert_eq(v.vis_from, 1);
+	cr_assert(v.name_len == 3 && !memcmp(v.name, "grp", 3) && v.as_of == left);
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "alice", 5, &v), 0);
+	cr_assert(v.left_seq == left && v.members == 2);
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "bob", 3, &v), 0);
+	cr_assert(v.left_seq == 0 && v.members == 2, "bob: a member of 2");
+	cr_assert_eq(v.vis_from, 1, "bob's run spans his role changes");
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len, "zed", 3, &v),
+		     -PARLEY_ENOTFOUND);
+	cr_assert_eq(chat_gsnap_view(ents[0].payload, ents[0].len - 1, "bob", 3, &v),
+		     -PARLEY_ECORRUPT);
+	free(ents);
+	cr_assert_eq(chat_open(w.e, &w.clock, &w.c), 0);
+	/* back again: a member, reading from the new join ("from join") */
+	cr_assert_eq(change(w.c, CHAT_GOP_ADD, g, "bob", 0,
+			    (const char *[]){"dave"}, 1, &r), 0);
+	cr_assert_eq(chat_group_left(w.c, g, gl, "dave", 4, &seq, &members, &vis), 0);
+	cr_assert_eq(vis, r.seq);
 	world_close(&w);
 	pio_free(w.io);
 }

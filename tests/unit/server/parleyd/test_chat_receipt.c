@@ -302,6 +302,96 @@ Test(chat_receipt, acks_raise_delivered_once)
 	world_stop(&w);
 }
 
+/* ---- who may: the service's own rule ------------------------------------------------- */
+
+WAITER_FOR(query_wait, struct chat_rcpt_query_result)
+WAITER_FOR(grp_wait, struct chat_group_result)
+
+static int query(struct world *w, const char *user, const char *conv,
+		 uint64_t seq, struct chat_rcpt_query_result *out)
+{
+	struct query_wait x = {.w = WAITER_INIT};
+	int rc = chat_rcpt_query(w->c, user, strlen(user), conv, strlen(conv), seq,
+				 NULL, 0, 10, query_wait_cb, &x);
+	if (rc)
+		return rc;
+	waiter_wait(&x.w, 1);
+	if (out)
+		*out = x.r;
+	return x.r.err;
+}
+
+static int group_op(struct world *w, uint8_t op, const char *conv,
+		    const char *actor, const char *user, char g[32])
+{
+	struct chat_member m = {user, user ? strlen(user) : 0};
+	struct chat_group_req q = {.op = op, .conv = conv,
+				   .conv_len = conv ? (uint16_t)strlen(conv) : 0,
+				   .actor = actor, .actor_len = (uint16_t)strlen(actor),
+				   .name = "g", .name_len = 1, .n = user ? 1 : 0,
+				   .users = &m};
+	memset(q.create_id, 9, 16);
+	struct grp_wait x = {.w = WAITER_INIT};
+	int rc = chat_group_change(w->c, &q, grp_wait_cb, &x, NULL);
+	if (rc)
+		return rc;
+	waiter_wait(&x.w, 1);
+	if (g) {
+		memcpy(g, x.r.conv, x.r.conv_len);
+		g[x.r.conv_len] = 0;
+	}
+	return x.r.err;
+}
+
+/* READ_MARKER and RECEIPTS answer "who may" themselves (conn.c only
+ * dispatches): a non-member, an unknown conversation, a removed group
+ * member are refused before anything is read or written (the removed
+ * member may still mark up to their removal); membership is checked
+ * before seq 0. */
+Test(chat_receipt, the_service_checks_who_may)
+{
+	struct world w;
+	world_start(&w, 34);
+	const char *conv = "d:alice:bob";
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 2; i++)
+		svc_send(w.c, conv, "alice", i);
+	wait_inbox(&w, "bob", 2);
+	cr_assert_eq(mark(&w, "carol", conv, 1, NULL), -PARLEY_EPERM);
+	cr_assert_eq(mark(&w, "carol", conv, 0, NULL), -PARLEY_EPERM,
+		     "membership first, then seq");
+	cr_assert_eq(mark(&w, "bob", "nope", 1, NULL), -PARLEY_ENOTFOUND);
+	cr_assert_eq(mark(&w, "bob", conv, 0, NULL), -PARLEY_EINVAL);
+	cr_assert_eq(query(&w, "carol", conv, 1, NULL), -PARLEY_EPERM);
+	cr_assert_eq(query(&w, "carol", conv, 0, NULL), -PARLEY_EPERM);
+	cr_assert_eq(query(&w, "bob", "d:alice:carol", 1, NULL), -PARLEY_EPERM);
+	cr_assert_eq(query(&w, "bob", "g:0123456789abcdef", 1, NULL),
+		     -PARLEY_ENOTFOUND);
+	cr_assert_eq(query(&w, "bob", conv, 0, NULL), -PARLEY_EINVAL);
+	struct chat_rcpt_query_result qr;
+	cr_assert_eq(query(&w, "bob", conv, 2, &qr), 0);
+	cr_assert_eq(qr.member_count, 2);
+	struct chat_rcpt_pos pos[64];
+	cr_assert_eq(positions(&w, "carol", conv, pos), 0, "nothing written");
+
+	/* a group: bob is removed, then may neither mark nor ask */
+	char g[32];
+	cr_assert_eq(group_op(&w, CHAT_GOP_CREATE, NULL, "alice", "bob", g), 0);
+	cr_assert_eq(mark(&w, "bob", g, 1, NULL), 0);
+	cr_assert_eq(query(&w, "bob", g, 1, NULL), 0);
+	cr_assert_eq(group_op(&w, CHAT_GOP_REMOVE, g, "alice", "bob", NULL), 0);
+	/* removed at seq 2: bob may still mark what he received, no more */
+	cr_assert_eq(svc_send(w.c, g, "alice", 77), 3);
+	cr_assert_eq(mark(&w, "bob", g, 3, NULL), -PARLEY_EPERM);
+	struct chat_rcpt_mark_result mr;
+	cr_assert_eq(mark(&w, "bob", g, 2, &mr), 0);
+	cr_assert_eq(mr.read_seq, 2);
+	cr_assert_eq(query(&w, "bob", g, 1, NULL), -PARLEY_EPERM);
+	cr_assert_eq(query(&w, "alice", g, 2, &qr), 0);
+	cr_assert_eq(qr.member_count, 1);
+	world_stop(&w);
+}
+
 /* ---- the list's pages --------------------------------------------------------------- */
 
 Test(chat_receipt, list_pages_concatenate)

@@ -684,3 +684,207 @@ Test(conn, history_and_conv_list_through_the_service)
 	free(m);
 	fx_stop(&f);
 }
+
+/* ---- allocation failure (docs/SERVER.md, "Errors and allocation failure") ---- */
+
+/* This test binary is linked with -Wl,--wrap=malloc,--wrap=calloc,
+ * --wrap=realloc (tests.cmake): every allocation of the server code goes
+ * through these. Armed on a thread, the k-th allocation of that thread
+ * fails; the engine's and the chat service's threads are never armed. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+
+static _Thread_local unsigned nomem_at;   /* 0: off */
+static _Thread_local unsigned nomem_seen; /* allocations since armed */
+static _Thread_local bool nomem_failed;   /* the k-th one came */
+static _Thread_local bool nomem_sticky;   /* ... and every one after it */
+
+static bool nomem_now(void)
+{
+	if (!nomem_at)
+		return false;
+	++nomem_seen;
+	if (nomem_seen != nomem_at && !(nomem_sticky && nomem_seen > nomem_at))
+		return false;
+	nomem_failed = true;
+	return true;
+}
+
+void *__wrap_malloc(size_t n)
+{
+	return nomem_now() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+	return nomem_now() ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	return nomem_now() ? NULL : __real_realloc(p, n);
+}
+
+/* A new connection on the same service (the last one was closed). */
+static void fx_reconnect(struct fx *f, const char *user)
+{
+	if (!conn_sock(f->c)->closing)
+		loop_conn_close(f->c, "test reconnect");
+	conn_free(f->c);
+	f->gen++;
+	f->c = conn_new(&f->lp, -1, false, 3, f->gen);
+	cr_assert(f->c);
+	f->olen = f->opos = 0;
+	f->lp.closed_why[0] = '\0';
+	fx_hello(f, "phone");
+	fx_auth(f, user);
+}
+
+/* Feeds request m (as request id rid) with the k-th allocation of this
+ * (the loop's) thread failing, for k = 1, 2, ... until a run in which no
+ * allocation failed. Each run must end in one of the policy's outcomes:
+ *   - the reply (ok_type), or ERROR NOMEM / FULL with a retry_after, and
+ *     the connection stays open and takes the next request;
+ *   - the connection closed "out of memory" (what failed was the
+ *     connection's own outbound buffer: nothing can be answered on it).
+ * The process never aborts. Returns how many runs had a failure. */
+static unsigned nomem_sweep(struct fx *f, const char *user,
+			    const struct parley_msg *m, uint16_t ok_type,
+			    bool sticky)
+{
+	nomem_sticky = sticky;
+	unsigned closed = 0;
+	uint8_t buf[4096];
+	unsigned runs = 0;
+	for (unsigned k = 1; k < 200; k++) {
+		uint32_t rid = 100 + k;
+		int n = parley_proto_encode(buf, sizeof buf, rid, m);
+		cr_assert_gt(n, 0);
+		nomem_at = k;
+		nomem_seen = 0;
+		nomem_failed = false;
+		conn_on_recv(f->c, buf, (uint32_t)n);
+		nomem_at = 0;
+		bool failed = nomem_failed;
+		struct parley_msg *r = msg_new(0);
+		uint32_t got = 0;
+		bool have = false;
+		for (int tries = 0; tries < 3 && !have; tries++) {
+			if (conn_sock(f->c)->closing)
+				break;
+			have = fx_next(f, r, &got);
+			if (!have)
+				fx_pump(f, 1);
+		}
+		if (conn_sock(f->c)->closing) {
+			cr_assert(failed, "k=%u: closed (%s) without a failure", k,
+				  f->lp.closed_why);
+			cr_assert_str_eq(f->lp.closed_why, "out of memory",
+					 "k=%u: closed: %s", k, f->lp.closed_why);
+			fx_reconnect(f, user);
+			closed++;
+		} else {
+			cr_assert(have, "k=%u: no answer to request %u", k, rid);
+			cr_assert_eq(got, rid, "k=%u: answer to %u, want %u", k,
+				     got, rid);
+			if (r->type == PARLEY_T_ERROR) {
+				cr_assert(failed, "k=%u: ERROR %u without a failure",
+					  k, r->error.code);
+				cr_assert(r->error.code == PARLEY_ENOMEM ||
+					  r->error.code == PARLEY_EFULL,
+					  "k=%u: ERROR %u (%.*s), want NOMEM", k,
+					  r->error.code, (int)r->error.text.len,
+					  r->error.text.p);
+				cr_assert_gt(r->error.retry_after_ms, 0,
+					     "type %#x k=%u: ERROR %u (%.*s) without retry_after", m->type,
+					     k, r->error.code, (int)r->error.text.len,
+					     r->error.text.p);
+				cr_assert(!(r->error.flags & PARLEY_ERRF_FATAL));
+			} else {
+				cr_assert_eq(r->type, ok_type, "k=%u: type %#x", k,
+					     r->type);
+			}
+			cr_assert_eq(f->c->inflight, 0, "k=%u", k);
+		}
+		free(r);
+		if (!failed) {
+			/* the request needed fewer than k allocations; with
+			 * every allocation failing from k on, some run could
+			 * not even queue its answer */
+			cr_assert(!sticky || closed > 0,
+				  "type %#x: no run closed the connection", m->type);
+			return runs;
+		}
+		runs++;
+	}
+	cr_assert_fail("a request that allocates 200 times?");
+	return runs;
+}
+
+Test(conn, allocation_failure_answers_nomem_or_closes_only_the_connection)
+{
+	struct fx f;
+	fx_start(&f, true, 13);
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	svc_send(f.w.c, "d:alice:bob", "bob", 1);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	struct parley_msg *m = msg_new(PARLEY_T_SEND);
+	m->send.conv = parley_str_c("d:alice:bob");
+	m->send.content_type = 1;
+	m->send.body = (struct parley_bytes){(const uint8_t *)"hi", 2};
+	unsigned sends = nomem_sweep(&f, "alice", m, PARLEY_T_SEND_ACK, false);
+	*m = (struct parley_msg){.type = PARLEY_T_HISTORY};
+	m->history.conv = parley_str_c("d:alice:bob");
+	m->history.limit = 10;
+	unsigned hist = nomem_sweep(&f, "alice", m, PARLEY_T_HISTORY_PAGE, false);
+	*m = (struct parley_msg){.type = PARLEY_T_CONV_LIST};
+	m->conv_list.limit = 10;
+	unsigned list = nomem_sweep(&f, "alice", m, PARLEY_T_CONV_LIST_OK, false);
+	*m = (struct parley_msg){.type = PARLEY_T_CONV_OPEN};
+	m->conv_open.peer = parley_str_c("carol");
+	unsigned open = nomem_sweep(&f, "alice", m, PARLEY_T_CONV, false);
+	cr_log_info("allocations failed: SEND %u, HISTORY %u, CONV_LIST %u, "
+		    "CONV_OPEN %u", sends, hist, list, open);
+	cr_assert_gt(sends, 0, "the sweep must reach SEND's allocations");
+	cr_assert_gt(hist, 0);
+	cr_assert_gt(list, 0);
+	cr_assert_gt(open, 0);
+	/* every allocation failing from the k-th on: the answer itself
+	 * cannot be queued, so the connection closes (and only it) */
+	*m = (struct parley_msg){.type = PARLEY_T_SEND};
+	m->send.conv = parley_str_c("d:alice:bob");
+	m->send.client_msg_id[0] = 1;
+	m->send.content_type = 1;
+	m->send.body = (struct parley_bytes){(const uint8_t *)"yo", 2};
+	cr_assert_gt(nomem_sweep(&f, "alice", m, PARLEY_T_SEND_ACK, true), 0);
+	*m = (struct parley_msg){.type = PARLEY_T_HISTORY};
+	m->history.conv = parley_str_c("d:alice:bob");
+	m->history.limit = 10;
+	cr_assert_gt(nomem_sweep(&f, "alice", m, PARLEY_T_HISTORY_PAGE, true), 0);
+	free(m);
+	fx_stop(&f);
+}
+
+Test(conn, a_partial_frame_that_cannot_be_kept_is_a_fatal_nomem)
+{
+	struct fx f;
+	fx_start(&f, false, 14);
+	fx_hello(&f, "phone");
+	struct parley_msg *m = msg_new(PARLEY_T_PING);
+	m->ping.nonce = 9;
+	uint8_t buf[64];
+	int n = parley_proto_encode(buf, sizeof buf, 5, m);
+	cr_assert_gt(n, 6);
+	nomem_at = 1; /* the first allocation: the partial frame's buffer */
+	nomem_seen = 0;
+	nomem_failed = false;
+	conn_on_recv(f.c, buf, 6);
+	nomem_at = 0;
+	cr_assert(nomem_failed);
+	expect_error(&f, PARLEY_ENOMEM, true);
+	cr_assert(conn_sock(f.c)->closing);
+	free(m);
+	fx_stop(&f);
+}

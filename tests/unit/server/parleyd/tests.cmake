@@ -8,3 +8,7 @@
 parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} CRITERION
                  LIBS parleyd_core parley_engine parley_proto parley_common
                  LABELS unit)
+# test_conn's allocation-failure tests fail chosen allocations of the
+# loop thread through these wrappers (defined in test_conn.c).
+target_link_options(unit_server_parleyd_test_conn PRIVATE
+                    "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc")

@@ -1,0 +1,144 @@
+/*
+ * test_cluster_group_follower.c — what a node that does not lead a
+ * group's partition answers about the group. Three parleyd processes on
+ * loopback form a static cluster; through it alice creates a group with
+ * bob and carol, renames it, sends, removes carol, renames it again and
+ * sends more. Then, asking each node alone (no redirect, so two of them
+ * are followers whose in-memory group table never saw the group):
+ *   - carol's CONV_LIST shows the group flagged LEFT, frozen at her
+ *     removal (last_seq, the name then, the members after it) — read from
+ *     the group's stored snapshot where memory cannot answer;
+ *   - bob's CONV_LIST shows the latest name and member count, not LEFT;
+ *   - RECEIPTS and READ_MARKER for the group are answered only by the
+ *     leader (a follower says NOTLEADER instead of using a stale table).
+ * A follower serves what it has applied: each check is retried for a few
+ * seconds (replication and fan-out lag), never timed.
+ */
+#include "cluster_itest.h"
+
+static char gid[64];
+
+static struct parley_client *client(const char *user, const char *dev, int node)
+{
+	char *tok = it_token_for(user);
+	struct parley_client_opts o = {
+		.token = tok, .device_id = dev,
+		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
+		.call_deadline_ms = 20000, .backoff_min_ms = 50,
+		.backoff_max_ms = 500};
+	if (node < 0) {
+		o.nodes = nodes_list;
+	} else {
+		o.host = "127.0.0.1";
+		o.port = srv[node].port;
+		o.call_deadline_ms = 300;
+		o.no_reconnect = 1;
+	}
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	IT_OK(parley_client_connect(c));
+	free(tok);
+	return c;
+}
+
+static int group_leader(void)
+{
+	for (int round = 0; round < 100; round++) {
+		for (int i = 0; i < NODES; i++) {
+			struct parley_client *c = client("alice", "probe", i);
+			int rc = parley_client_send(c, gid, 1, "probe", 5, NULL);
+			parley_client_free(c);
+			if (!rc)
+				return i;
+		}
+		it_sleep_ms(100);
+	}
+	it_fail(__FILE__, __LINE__, "no node leads the group");
+	return -1;
+}
+
+/* user's CONV_LIST entry for gid on node, as wanted; retried while the
+ * node catches up. Returns 1 when it matched. */
+static int list_is(int node, const char *user, bool left, uint64_t last_seq,
+		   const char *title, uint32_t members)
+{
+	char last[256] = "";
+	for (int t = 0; t < 100; t++) {
+		struct parley_client *c = client(user, "lister", node);
+		const struct parley_conv_list_ok *lo;
+		int rc = parley_client_conv_list(c, 100, &lo);
+		for (unsigned i = 0; rc == 0 && i < lo->count; i++) {
+			const struct parley_conv_entry *e = &lo->entries[i];
+			if (!parley_str_eq(e->conv, gid))
+				continue;
+			bool ok = !!(e->flags & PARLEY_CONVF_LEFT) == left &&
+				  (!last_seq || e->last_seq == last_seq) &&
+				  parley_str_eq(e->title, title) &&
+				  e->member_count == members;
+			snprintf(last, sizeof last,
+				 "left %d last_seq %llu title '%.*s' members %u",
+				 !!(e->flags & PARLEY_CONVF_LEFT),
+				 (unsigned long long)e->last_seq, (int)e->title.len,
+				 e->title.p, e->member_count);
+			if (ok) {
+				parley_client_free(c);
+				return 1;
+			}
+		}
+		parley_client_free(c);
+		it_sleep_ms(50);
+	}
+	it_fail(__FILE__, __LINE__, "node%d %s: %s", node + 1, user, last);
+	return 0;
+}
+
+int main(void)
+{
+	it_init("cluster_group_follower");
+	cluster_init("79");
+	for (int i = 0; i < NODES; i++)
+		it_server_start(&srv[i]);
+	struct parley_client *a = client("alice", "a1", -1);
+	const struct parley_group_ok *ok;
+	IT_OK(parley_client_group_create(a, "team", 0,
+					 (const char *[]){"bob", "carol"}, 2, &ok));
+	snprintf(gid, sizeof gid, "%.*s", (int)ok->conv.len, ok->conv.p);
+	IT_OK(parley_client_group_set(a, gid, PARLEY_GSET_NAME, "Team 2", 0, NULL));
+	IT_OK(parley_client_send(a, gid, 1, "one", 3, NULL));
+	IT_OK(parley_client_group_remove(a, gid, (const char *[]){"carol"}, 1, &ok));
+	uint64_t removed = ok->seq;
+	IT_OK(parley_client_group_set(a, gid, PARLEY_GSET_NAME, "Team 3", 0, NULL));
+	IT_OK(parley_client_send(a, gid, 1, "two", 3, NULL));
+	parley_client_free(a);
+	int leader = group_leader();
+	printf("group %s led by node%d; carol removed at %" PRIu64 "\n", gid,
+	       leader + 1, removed);
+	for (int i = 0; i < NODES; i++) {
+		list_is(i, "carol", true, removed, "Team 2", 2);
+		list_is(i, "bob", false, 0, "Team 3", 2);
+		struct parley_client *b = client("bob", "rcpt", i);
+		const struct parley_receipts_ok *ro;
+		int rc = parley_client_receipts(b, gid, 1, NULL, 10, &ro);
+		uint32_t mc = rc == 0 ? ro->member_count : 0; /* ro borrows */
+		int mk = parley_client_read_marker(b, gid, 1, NULL);
+		if (i == leader) {
+			IT_CHECK(rc == 0 && mc == 2,
+				 "RECEIPTS on the leader: %s", parley_strerror(rc));
+			IT_CHECK(mk == 0, "READ_MARKER on the leader: %s",
+				 parley_strerror(mk));
+		} else {
+			IT_CHECK(rc == -PARLEY_ENOTLEADER || rc == -PARLEY_ETIMEDOUT,
+				 "RECEIPTS on follower node%d: %s", i + 1,
+				 parley_strerror(rc));
+			IT_CHECK(mk == -PARLEY_ENOTLEADER || mk == -PARLEY_ETIMEDOUT,
+				 "READ_MARKER on follower node%d: %s", i + 1,
+				 parley_strerror(mk));
+		}
+		parley_client_free(b);
+		printf("node%d (%s): lists ok\n", i + 1,
+		       i == leader ? "leader" : "follower");
+	}
+	it_cleanup();
+	printf("test_cluster_group_follower: ok\n");
+	return 0;
+}
