@@ -502,9 +502,21 @@ static int part_compact_start(struct shard *sh, struct part *p, bool all)
 	int crc = part_hist_job_check(sh, p, p->compact_st != COMPACT_IDLE);
 	if (crc)
 		return crc;
+	/* The idempotency window's clock: the command time history has
+	 * reached, not the live table's (p->idem_clock). A restart rebuilds
+	 * the table as of the flushed index and replays the WAL above it:
+	 * those replayed commands decide duplicates with records the live
+	 * table had at their time, which may be older than the live clock
+	 * allows. Dropping them by the live clock let a replayed retry of a
+	 * deleted (and purged) entry's id append anew: seqs renumbered,
+	 * acknowledged entries read with other bytes (the engine
+	 * simulator's seed 100019). */
+	uint64_t hclock = idem_history_clock(p);
+	if (hclock == UINT64_MAX)
+		return -PARLEY_ENOMEM;
 	struct hpart_compact_opts o = {
 		.all = all, .now_ms = engine_clock(e),
-		.idem_now_ms = p->idem_clock, /* command time (log/idem.c) */
+		.idem_now_ms = PARLEY_MIN(p->idem_clock, hclock ? hclock : 1),
 		.rate_bytes_per_s = e->opt.compaction_rate,
 		.sleep_ns = hist_sleep, .sleep_arg = e};
 	int rc = hpart_compact_begin(p->hist, &o, &p->cjob);

@@ -410,6 +410,7 @@ void idem_expire(struct part *p);
 int idem_reserve(struct part *p);
 void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
 int idem_rebuild(struct part *p);
+uint64_t idem_history_clock(struct part *p);
 
 /* log/part_apply.c */
 void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
