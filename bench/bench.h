@@ -44,6 +44,8 @@ struct bench_cfg {
 	const char *redis_server; /* path of redis-server */
 	uint64_t seed;
 	bool idem;                /* engine: unique producer id per append */
+	uint32_t hist_readers;    /* engine: threads reading flushed history
+				     pages during every run point */
 	unsigned repeat;          /* compare: passes */
 	bool verbose;
 	/* server modes (bench_server.c) */

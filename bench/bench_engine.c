@@ -37,6 +37,7 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@
 #include <sys/prctl.h>
 
 #include "parley_engine.h"
+#include "parley_engine_hooks.h" /* pe_flush_sync: --history-readers */
 
 /* Present only once the engine implements it; checked at run time. */
 #pragma weak pe_stats
@@ -194,6 +196,84 @@ static int open_issue(struct producer *p, uint64_t intended)
 	return rc;
 }
 
+/* ---- history readers (--history-readers) --------------------------------------------- */
+
+#define HR_STREAMS 64u   /* streams flushed to history before the run */
+#define HR_ENTRIES 300u  /* entries each */
+#define HR_PAGE 50u      /* entries per read */
+
+struct hreader {
+	pthread_t t;
+	struct pe_engine *e;
+	atomic_bool *stop;
+	uint64_t seed;
+	uint64_t win_start_ns, win_end_ns;
+	uint64_t reads, errors;
+	struct bench_hist lat;  /* reads started inside the window */
+};
+
+static void *hreader_main(void *arg)
+{
+	struct hreader *h = arg;
+	uint64_t x = h->seed | 1;
+	while (!atomic_load(h->stop)) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		char key[32];
+		int kl = snprintf(key, sizeof key, "bench/h%u",
+				  (unsigned)(x % HR_STREAMS));
+		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+					.from = 1 + (x >> 8) % (HR_ENTRIES - HR_PAGE),
+					.dir = PE_FORWARD, .limit = HR_PAGE};
+		struct pe_entry *es = NULL;
+		uint32_t n = 0;
+		struct pe_read_result rr;
+		uint64_t t0 = parley_mono_ns();
+		int rc = pe_read_sync(h->e, &q, &es, &n, &rr);
+		uint64_t t1 = parley_mono_ns();
+		free(es);
+		if (rc || rr.err || n != HR_PAGE) {
+			h->errors++;
+			continue;
+		}
+		if (t0 >= h->win_start_ns && t0 < h->win_end_ns) {
+			h->reads++;
+			bench_hist_record(&h->lat, t1 - t0);
+		}
+	}
+	return NULL;
+}
+
+/* HR_STREAMS streams of HR_ENTRIES entries, flushed into segments. */
+static int hreaders_prefill(struct pe_engine *e, const uint8_t *payload,
+			    uint32_t len)
+{
+	for (uint32_t s = 0; s < HR_STREAMS; s++) {
+		char key[32];
+		int kl = snprintf(key, sizeof key, "bench/h%u", s);
+		for (uint32_t i = 0; i < HR_ENTRIES; i += 10) {
+			struct pe_input in[10];
+			for (int k = 0; k < 10; k++)
+				in[k] = (struct pe_input){.type = 1, .len = len,
+							  .payload = payload};
+			struct pe_append_req q = {.key = key, .klen = (size_t)kl,
+						  .expected_last_seq = PE_NO_EXPECT,
+						  .entries = in, .count = 10};
+			struct pe_append_result r;
+			int rc = pe_append_sync(e, &q, &r);
+			if (rc || r.err)
+				return rc ? rc : r.err;
+		}
+	}
+	for (uint32_t p = 0; p < pe_partition_count(e); p++) {
+		int rc = pe_flush_sync(e, p);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static bool have_stats(void)
 {
 	return pe_stats != NULL;
@@ -287,12 +367,28 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 	opt.partitions = cfg->partitions;
 	opt.shards = cfg->shards;
 	opt.io = NULL; /* io_uring on the real disk */
+	if (cfg->hist_readers)
+		opt.block_cache_bytes = 1; /* every history read decompresses */
 	double t_open = bench_now_s();
 	rc = pe_open(&opt, &run->e);
 	if (rc != 0) {
 		fprintf(stderr, "parley-bench: engine: pe_open(%s): %s\n", datadir,
 			parley_strerror(rc));
 		goto out_free;
+	}
+	struct hreader *hrs = NULL;
+	atomic_bool hr_stop = false;
+	uint32_t nhr = 0;
+	if (cfg->hist_readers) {
+		rc = hreaders_prefill(run->e, buf, payload);
+		hrs = rc ? NULL : calloc(cfg->hist_readers, sizeof *hrs);
+		if (rc || !hrs) {
+			fprintf(stderr, "parley-bench: engine: history prefill: %s\n",
+				parley_strerror(rc ? rc : -PARLEY_ENOMEM));
+			rc = rc ? rc : -ENOMEM;
+			pe_close(run->e);
+			goto out_free;
+		}
 	}
 	if (cfg->verbose)
 		fprintf(stderr, "parley-bench: engine: opened %s in %.2fs\n", datadir,
@@ -304,6 +400,16 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 	uint64_t t0 = parley_mono_ns();
 	run->win_start_ns = t0 + (uint64_t)(cfg->warmup * 1e9);
 	run->win_end_ns = run->win_start_ns + (uint64_t)(cfg->seconds * 1e9);
+	for (uint32_t i = 0; i < cfg->hist_readers; i++) {
+		hrs[i] = (struct hreader){.e = run->e, .stop = &hr_stop,
+					  .seed = cfg->seed * 7919 + i + 1,
+					  .win_start_ns = run->win_start_ns,
+					  .win_end_ns = run->win_end_ns};
+		bench_hist_init(&hrs[i].lat);
+		if (pthread_create(&hrs[i].t, NULL, hreader_main, &hrs[i]))
+			break;
+		nhr++;
+	}
 	struct pe_stats s0 = {0}, s1 = {0};
 	struct pe_stage_hist h0[PE_STAGE_COUNT], h1[PE_STAGE_COUNT];
 	bool s0_taken = false;
@@ -393,6 +499,27 @@ int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 
 	/* stop and drain (bounded) */
 	atomic_store(&run->stop, true);
+	atomic_store(&hr_stop, true);
+	if (nhr) {
+		struct bench_hist all;
+		bench_hist_init(&all);
+		uint64_t reads = 0, errs = 0;
+		for (uint32_t i = 0; i < nhr; i++) {
+			pthread_join(hrs[i].t, NULL);
+			bench_hist_merge(&all, &hrs[i].lat);
+			reads += hrs[i].reads;
+			errs += hrs[i].errors;
+		}
+		fprintf(stderr, "parley-bench: engine: %u history readers alongside "
+			"(%u producers, %u B%s): %.0f pages/s of %u entries, page "
+			"p50 %.1f us p99 %.1f us, %llu errors\n", nhr, producers,
+			payload, run->open_loop ? ", open loop" : "",
+			(double)reads / cfg->seconds, HR_PAGE,
+			(double)bench_hist_quantile(&all, 0.5) / 1e3,
+			(double)bench_hist_quantile(&all, 0.99) / 1e3,
+			(unsigned long long)errs);
+	}
+	free(hrs);
 	uint64_t drain_end = parley_mono_ns() + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
 	while (atomic_load(&run->outstanding) > 0 && parley_mono_ns() < drain_end)
 		bench_sleep_ns(1000000);

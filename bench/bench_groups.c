@@ -207,7 +207,10 @@ static int group_run(const struct bench_cfg *cfg, const struct bench_srv *s,
 					errors++;
 				} else if (m->type == PARLEY_T_EVENT && i) {
 					uint32_t u = i - 1;
-					g->last_inbox[u] = m->event.inbox_seq;
+					/* inbox_seq 0: a large group's live EVENT
+					 * (read fan-out), not an inbox event */
+					if (m->event.inbox_seq)
+						g->last_inbox[u] = m->event.inbox_seq;
 					if (le_get64(m->event.client_msg_id) !=
 					    G_MAGIC + (uint64_t)round)
 						continue;

@@ -183,6 +183,12 @@ static void usage(FILE *f)
 "  --partitions N      engine partitions (default: engine default = 64)\n"
 "  --idem              engine: give every append a unique producer id\n"
 "                      (exercises the idempotency table; default: none)\n"
+"  --history-readers N engine, compare: N threads read 50-entry pages of\n"
+"                      64 streams flushed to history segments before the\n"
+"                      run point, back to back, during every engine run\n"
+"                      point (block cache of 1 byte: every page decompresses\n"
+"                      its blocks); their reads/s and latency are printed\n"
+"                      (default 0)\n"
 "  --redis-server P    redis-server binary (default: redis-server in PATH)\n"
 "  --repeat N          compare: run everything N times (max %d) and print the\n"
 "                      min/median/max of the headline ratios (default 1);\n"
@@ -399,9 +405,10 @@ static void print_machine(const struct bench_cfg *cfg)
 	printf("- machine: %ld online cores (nproc), kernel %s %s, data dir %s\n",
 	       sysconf(_SC_NPROCESSORS_ONLN), u.release, u.machine, cfg->dir);
 	printf("- settings: %.1fs measured + %.1fs warm-up per run point, shards=%u "
-	       "partitions=%u (0 = engine default), idempotent producer ids: %s\n",
+	       "partitions=%u (0 = engine default), idempotent producer ids: %s, "
+	       "history readers: %u\n",
 	       cfg->seconds, cfg->warmup, cfg->shards, cfg->partitions,
-	       cfg->idem ? "yes" : "no");
+	       cfg->idem ? "yes" : "no", cfg->hist_readers);
 	print_load("start");
 	atexit(print_load_end);
 }
@@ -913,7 +920,7 @@ int main(int argc, char **argv)
 	cfg.n_payloads = PARLEY_ARRAY_LEN(def_pl);
 
 	enum { O_DIR = 256, O_SECONDS, O_WARMUP, O_PRODUCERS, O_PAYLOAD, O_RATE,
-	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM,
+	       O_HALF, O_NO_HALF, O_NO_FLOOR, O_SHARDS, O_PARTITIONS, O_IDEM, O_HIST_READERS,
 	       O_REDIS, O_SEED, O_REPEAT, O_COUNT, O_PARLEYD, O_PARLEYD_ARGS,
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
 	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
@@ -932,6 +939,7 @@ int main(int argc, char **argv)
 		{"shards", required_argument, NULL, O_SHARDS},
 		{"partitions", required_argument, NULL, O_PARTITIONS},
 		{"idem", no_argument, NULL, O_IDEM},
+		{"history-readers", required_argument, NULL, O_HIST_READERS},
 		{"redis-server", required_argument, NULL, O_REDIS},
 		{"seed", required_argument, NULL, O_SEED},
 		{"repeat", required_argument, NULL, O_REPEAT},
@@ -1024,6 +1032,7 @@ int main(int argc, char **argv)
 		case O_SHARDS: cfg.shards = (uint32_t)parse_double(optarg, 1, 64, "--shards"); break;
 		case O_PARTITIONS: cfg.partitions = (uint32_t)parse_double(optarg, 1, 65536, "--partitions"); break;
 		case O_IDEM: cfg.idem = true; break;
+		case O_HIST_READERS: cfg.hist_readers = (uint32_t)parse_double(optarg, 0, 64, "--history-readers"); break;
 		case O_REDIS: cfg.redis_server = optarg; break;
 		case O_SEED: cfg.seed = (uint64_t)parse_double(optarg, 0, 1e15, "--seed"); break;
 		case O_REPEAT: cfg.repeat = (unsigned)parse_double(optarg, 1, BENCH_MAX_REPEAT, "--repeat"); break;

@@ -107,7 +107,8 @@ void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out)
 const char *pe_stage_name(enum pe_stage s)
 {
 	static const char *const names[PE_STAGE_COUNT] = {
-		"queue", "fill", "sync", "apply", "callback"};
+		"queue", "fill", "sync", "apply", "callback", "read_queue",
+		"read_io"};
 	return (unsigned)s < PE_STAGE_COUNT ? names[s] : NULL;
 }
 
@@ -192,6 +193,7 @@ int pe_read(struct pe_engine *e, const struct pe_read_req *q, pe_read_cb cb,
 	r->from = q->from;
 	r->dir = q->dir;
 	r->limit = q->limit;
+	r->ri_linear = q->linearizable;
 	r->cb.read = cb;
 	r->arg = arg;
 	int rc = shard_push(e, r);

@@ -27,6 +27,8 @@
 #define DEF_COMPACTION_RATE (32ull << 20)
 #define DEF_RETENTION_INTERVAL (3600ull * 1000)
 #define DEF_WAL_PIN 2u
+#define DEF_READ_THREADS 2u
+#define DEF_READ_QUEUE 256u
 
 static int part_hist_open(struct pe_engine *e, struct shard *sh,
 			  struct part *p)
@@ -102,13 +104,18 @@ static void engine_free(struct pe_engine *e)
 	if (e->shards) {
 		for (uint32_t i = 0; i < e->nshards; i++) {
 			struct shard *sh = &e->shards[i];
-			struct req *lists[2] = {sh->in_head, sh->backlog};
-			for (int l = 0; l < 2; l++)
+			struct req *lists[3] = {sh->in_head, sh->backlog,
+						sh->rd_wait};
+			for (int l = 0; l < 3; l++)
 				while (lists[l]) {
 					struct req *n = lists[l]->next;
 					if (lists[l]->kind == REQ_UNSUBSCRIBE)
 						sub_free(lists[l]->sub);
-					free(lists[l]);
+					if (lists[l]->kind == REQ_READ_DONE ||
+					    lists[l]->kind == REQ_SUB_READ_DONE)
+						hist_read_free(lists[l]); /* abort */
+					else
+						free(lists[l]);
 					lists[l] = n;
 				}
 			if (sh->wal)
@@ -161,6 +168,14 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		e->opt.retention_interval_ms = DEF_RETENTION_INTERVAL;
 	if (!e->opt.wal_pin_segments)
 		e->opt.wal_pin_segments = DEF_WAL_PIN;
+	if (!e->opt.read_threads)
+		e->opt.read_threads = DEF_READ_THREADS;
+	if (!e->opt.read_queue_depth)
+		e->opt.read_queue_depth = DEF_READ_QUEUE;
+	if (e->opt.read_threads > PE_MAX_READ_THREADS) {
+		free(e);
+		return -PARLEY_EINVAL;
+	}
 	for (int i = 0; i < HW_COUNT; i++) {
 		pthread_mutex_init(&e->hw[i].mu, NULL);
 		pthread_cond_init(&e->hw[i].cv, NULL);
@@ -283,7 +298,9 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		rc = e->io->ops->ring_new(e->io, RING_DEPTH, &sh->ring);
 		if (rc)
 			goto fail;
-		rc = bcache_new(e->opt.block_cache_bytes, &sh->cache);
+		/* shared by the shard thread and the read pool */
+		rc = bcache_new_sharded(e->opt.block_cache_bytes,
+					BCACHE_LOCK_SHARDS, &sh->cache);
 		if (rc)
 			goto fail;
 		if (!opt->read_only) {
@@ -346,6 +363,8 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		goto opened;
 	}
 	rc = hist_workers_start(e);
+	if (!rc)
+		rc = rpool_start(&e->rpool, e->opt.read_threads);
 	if (rc)
 		goto fail;
 	for (uint32_t i = 0; i < e->nshards; i++) {
@@ -378,6 +397,7 @@ fail:
 			}
 	}
 	hist_workers_stop(e);
+	rpool_stop(&e->rpool);
 	engine_free(e);
 	return rc;
 }
@@ -405,6 +425,7 @@ void pe_close(struct pe_engine *e)
 		for (uint32_t i = 0; i < e->nshards; i++)
 			pthread_join(e->shards[i].thread, NULL);
 	hist_workers_stop(e); /* idle: the shards waited for their jobs */
+	rpool_stop(&e->rpool); /* idle: the shards waited for their reads */
 	engine_free(e);
 }
 
@@ -419,5 +440,6 @@ void pe_abort(struct pe_engine *e)
 		pthread_join(e->shards[i].thread, NULL);
 	}
 	hist_workers_stop(e); /* a running job ends early (its files are orphans) */
+	rpool_stop(&e->rpool); /* queued reads dropped, no callback (a crash) */
 	engine_free(e);
 }

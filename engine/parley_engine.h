@@ -125,6 +125,13 @@ struct pe_options {
 	void *fatal_arg;
 	/* History tier (0 = default). */
 	uint64_t block_cache_bytes;   /* per shard; default 64 MiB */
+	/* History reads (entries the memtable no longer holds) run on a pool
+	 * of read_threads threads (default 2, at most PE_MAX_READ_THREADS),
+	 * off the shard threads; at most read_queue_depth per shard are in
+	 * the pool at once (default 256), more wait in order on their shard.
+	 * Their callbacks still run on the shard thread. */
+	uint32_t read_threads;
+	uint32_t read_queue_depth;
 	uint64_t compaction_rate;     /* bytes/s of compaction I/O; default 32 MiB/s */
 	const struct pe_retention_rule *retention; /* copied at open */
 	size_t nretention;
@@ -246,6 +253,12 @@ void pe_stats(struct pe_engine *e, struct pe_stats *out);
  *                      (one sample per batch, not per append)
  *   PE_STAGE_APPLY     applying one committed entry to its partition
  *   PE_STAGE_CALLBACK  the append's callback (the caller's code)
+ * and for reads that need entries the memtable no longer holds (history
+ * segments, served by the read pool off the shard thread):
+ *   PE_STAGE_READ_QUEUE  the shard hands the read to the pool -> a pool
+ *                        thread starts it
+ *   PE_STAGE_READ_IO     the pool's history read: block cache lookups,
+ *                        pread + checksum + zstd + decode of the misses
  * Bucket b counts samples in [2^(b-1), 2^b) ns (bucket 0: 0 ns); the last
  * bucket also takes everything above. Counters are monotonic since open;
  * a snapshot taken while shards run may be a few samples inconsistent
@@ -257,6 +270,8 @@ enum pe_stage {
 	PE_STAGE_SYNC,
 	PE_STAGE_APPLY,
 	PE_STAGE_CALLBACK,
+	PE_STAGE_READ_QUEUE,
+	PE_STAGE_READ_IO,
 	PE_STAGE_COUNT
 };
 #define PE_HIST_BUCKETS 40
@@ -268,7 +283,8 @@ struct pe_stage_hist {
 };
 /* Sums every shard's histograms into out[PE_STAGE_COUNT]. Any thread. */
 void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out);
-/* "queue", "fill", "sync", "apply", "callback"; NULL for others. */
+/* "queue", "fill", "sync", "apply", "callback", "read_queue", "read_io";
+ * NULL for others. */
 const char *pe_stage_name(enum pe_stage s);
 /* Upper bound of bucket b in ns (2^b), for Prometheus "le" labels. */
 uint64_t pe_hist_bucket_le_ns(unsigned b);
@@ -347,8 +363,14 @@ struct pe_read_req {
 	uint64_t from;
 	enum pe_dir dir;
 	uint32_t limit; /* 1..PE_MAX_READ */
+	/* With several voters (Replication, contract item 7): answer only
+	 * with everything committed before the read arrived (ReadIndex), or
+	 * fail with -PARLEY_ENOTLEADER / -PARLEY_EAGAIN (retryable). Ignored
+	 * by a single node, whose reads are always current. */
+	bool linearizable;
 };
 #define PE_MAX_READ 1000u
+#define PE_MAX_READ_THREADS 64u
 
 struct pe_read_result {
 	int err;                 /* 0, -PARLEY_ECORRUPT (a history block failed
@@ -365,7 +387,12 @@ struct pe_read_result {
 };
 typedef void (*pe_read_cb)(void *arg, const struct pe_read_result *r);
 
-/* A stream that does not exist reads as empty (count 0, end true). */
+/* A stream that does not exist reads as empty (count 0, end true).
+ * A read sees the stream as it was when its shard took the read (its
+ * place in the shard's queue, after every request queued before it); a
+ * read that needs history entries is served by the read pool and answered
+ * later, so read callbacks may run in another order than the reads were
+ * issued. */
 int pe_read(struct pe_engine *e, const struct pe_read_req *req, pe_read_cb cb,
 	    void *arg);
 
@@ -505,12 +532,24 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      which turns a committed retry into the original seq); those at or
  *      below its commit index are answered when they apply.
  *   7. Reads, metadata and tails are served by any node from what it has
- *      applied (no ReadIndex yet: a follower's or deposed leader's answer
- *      may be stale), except that a leader which has not yet applied
- *      through its own term's first entry answers reads and metadata with
- *      -PARLEY_EAGAIN (retryable): it could miss what its predecessor
- *      committed. pe_close answers proposals still waiting for a quorum
- *      with -PARLEY_ECLOSED.
+ *      applied (a follower's or deposed leader's answer may be stale),
+ *      except that a leader which has not yet applied through its own
+ *      term's first entry answers reads and metadata with -PARLEY_EAGAIN
+ *      (retryable): it could miss what its predecessor committed.
+ *      A read with pe_read_req.linearizable is linearizable (ReadIndex,
+ *      no clock assumption): the node asks the partition's leader (itself,
+ *      or the leader it follows, over the transport) for the commit index;
+ *      the leader answers only after a quorum acknowledged a heartbeat
+ *      sent after the read arrived (so it was still the leader then), and
+ *      the read is served once this node applied through that index. A
+ *      read not confirmed within 3 election timeouts (counted in ticks)
+ *      fails, with -PARLEY_ENOTLEADER on a node that is not the leader
+ *      then (no leader known, the leader does not answer, or leadership
+ *      lost before a quorum answered: a deposed leader never answers
+ *      from its stale state) and -PARLEY_EAGAIN on a leader; within that
+ *      bound it waits for a leader, and a new leader for its first
+ *      commit in its term. pe_close answers proposals still
+ *      waiting for a quorum, and such reads, with -PARLEY_ECLOSED.
  *   8. Catch-up is by log only: a leader keeps the applied entries of each
  *      partition in memory up to log_keep_bytes (plus those not applied
  *      yet) to send to lagging followers. A follower behind that point
@@ -518,7 +557,7 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      counts it (pe_raft_status.snapshot_needed) and keeps refusing; the
  *      follower does not catch up until an operator copies a data
  *      directory.
- *   9. Quiescing, membership changes and ReadIndex are not used yet.
+ *   9. Quiescing and membership changes are not used yet.
  *  10. With follow_partition0, every group whose leader is this node and
  *      whose partition is not 0 transfers its leadership (Raft's
  *      TimeoutNow, once the target holds its whole log) to the node that

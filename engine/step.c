@@ -20,6 +20,10 @@
  *
  * What a stepped run does not show: a crash *inside* one unit (say between
  * a release's mark and its unlinks) — pe_abort happens between units.
+ * Nor the read pool (history/hist_read.c): a stepped engine does not start
+ * it, so history reads and tails' catch-up run inline on the shard (the
+ * pool's synchronous fallback) — deterministic, but the pool's own
+ * hand-offs are not exercised here yet.
  *
  * A new engine thread must add its units here, or stepped runs hang
  * (pe_step_until's bound) or stop being deterministic.

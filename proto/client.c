@@ -25,6 +25,9 @@
  *      client_msg_id.
  *   4. The awaited reply is copied out of the receive buffer before it is
  *      decoded, so it survives further reads until the next call.
+ *   5. A large group's MESSAGE reaches on_event once per (conv, seq) within
+ *      the object's life, whichever way it came (struct rd_conv); no
+ *      EVENT_ACK passes an ACTIVITY whose catch-up has not finished.
  *
  * Ownership: the client owns its buffers, socket and SSL objects; option
  * strings are copied in parley_client_new. Threads: one thread at a time
@@ -54,6 +57,32 @@
 #define RX_INITIAL (64u << 10)
 #define ZSTD_SEND_MIN 1024 /* compress SEND frames at least this big */
 #define ZSTD_LEVEL 3
+/*
+ * Large groups (read fan-out, docs/PROTOCOL.md "Large groups"): a group's
+ * messages may come live (EVENT with inbox_seq 0), in the inbox, or from
+ * GROUP_CATCHUP after an ACTIVITY event or a reconnect. Per group this
+ * client keeps which MESSAGE seqs it delivered: every seq < lo is unknown
+ * (delivered before this object saw the group: never read back), every
+ * seq in [lo, base] is done, and a ring of CLIENT_RD_WIN bits covers
+ * (base, base + CLIENT_RD_WIN]. A catch-up reads from base + 1 (or the
+ * ACTIVITY's seq for a new group) to the group's end and then marks its
+ * whole range done (it returned every message of the range that is the
+ * user's). At most CLIENT_RD_CONVS groups are tracked (least recently
+ * used first out, never one with a catch-up pending).
+ */
+#define CLIENT_RD_CONVS 256
+#define CLIENT_RD_WIN 1024
+struct rd_conv {
+	uint16_t clen; /* 0 = free slot */
+	char conv[PARLEY_PROTO_MAX_CONV_ID];
+	uint64_t lo, base;
+	uint64_t bits[CLIENT_RD_WIN / 64]; /* seq s at bit s % CLIENT_RD_WIN */
+	uint64_t from; /* catch-up pending from this seq (0 = none) */
+	uint64_t hold; /* inbox_seq of the ACTIVITY that asked (0 = none) */
+	uint64_t used;
+	int large; /* read fan-out seen: catch up after reconnects */
+};
+
 /* A connection that dies younger than this did not prove the server
  * healthy: the next connect backs off instead of starting over at
  * backoff_min_ms (no tight reconnect loop against a server that accepts
@@ -114,6 +143,10 @@ struct parley_client {
 	uint64_t acked; /* last EVENT_ACK sent on this connection */
 	uint64_t recv_max; /* highest inbox_seq received on this connection */
 	int in_cb;
+
+	/* large groups: read fan-out (invariant 5) */
+	struct rd_conv *rd; /* [CLIENT_RD_CONVS] */
+	uint64_t rd_clock;
 
 	/* typing and presence */
 	char typing_conv[PARLEY_PROTO_MAX_CONV_ID + 1]; /* last STARTED for */
@@ -297,9 +330,10 @@ int parley_client_new(const struct parley_client_opts *opts,
 					    : "libparley/" CLIENT_VERSION);
 	c->msg = malloc(sizeof *c->msg);
 	c->rmsg = malloc(sizeof *c->rmsg);
+	c->rd = calloc(CLIENT_RD_CONVS, sizeof *c->rd);
 	int err = 0;
 	if (!c->host || (opts->ca_file && !c->ca_file) || !c->sni || !c->token ||
-	    !c->device || !c->cname || !c->msg || !c->rmsg)
+	    !c->device || !c->cname || !c->msg || !c->rmsg || !c->rd)
 		err = -PARLEY_ENOMEM;
 	if (!err && opts->nodes) {
 		err = nodes_parse(c, opts->nodes);
@@ -428,6 +462,7 @@ void parley_client_free(struct parley_client *c)
 	free(c->reply);
 	free(c->msg);
 	free(c->rmsg);
+	free(c->rd);
 	free(c);
 }
 
@@ -614,11 +649,21 @@ static uint32_t next_rid(struct parley_client *c)
 	return c->next_rid;
 }
 
+static uint64_t rd_hold(const struct parley_client *c);
+static void rd_resume(struct parley_client *c);
+static int call(struct parley_client *c, const struct parley_msg *req,
+		uint16_t reply_type);
+
 static void send_ack_if_due(struct parley_client *c, int force)
 {
 	if (!c->up || c->recv_max <= c->acked || c->cursor <= c->acked)
 		return;
 	uint64_t upto = PARLEY_MIN(c->cursor, c->recv_max);
+	uint64_t hold = rd_hold(c); /* invariant 5 */
+	if (hold && upto >= hold)
+		upto = hold - 1;
+	if (upto <= c->acked)
+		return;
 	uint32_t win = c->limits.event_window ? c->limits.event_window : 64;
 	if (!force && upto - c->acked < PARLEY_MAX(win / 2, 1u))
 		return;
@@ -650,10 +695,269 @@ static void apply_sync_ok(struct parley_client *c, const struct parley_sync_ok *
 	c->expect_next = c->cursor + 1;
 	c->acked = c->cursor;
 	c->recv_max = c->cursor;
+	rd_resume(c);
+}
+
+/* ---- large groups (invariant 5) ---------------------------------------------------- */
+
+static int is_group(struct parley_str conv)
+{
+	return conv.len > 2 && conv.p[0] == 'g' && conv.p[1] == ':';
+}
+
+static uint64_t rd_hold(const struct parley_client *c)
+{
+	uint64_t h = 0;
+	for (unsigned i = 0; c->rd && i < CLIENT_RD_CONVS; i++)
+		if (c->rd[i].clen && c->rd[i].hold && (!h || c->rd[i].hold < h))
+			h = c->rd[i].hold;
+	return h;
+}
+
+/* The group's entry; created with lo = seq when absent (evicting the
+ * least recently used idle one). NULL: the table is full of groups with
+ * a catch-up pending. */
+static struct rd_conv *rd_get(struct parley_client *c, struct parley_str conv,
+			      uint64_t seq)
+{
+	struct rd_conv *fr = NULL, *old = NULL;
+	for (unsigned i = 0; i < CLIENT_RD_CONVS; i++) {
+		struct rd_conv *e = &c->rd[i];
+		if (!e->clen) {
+			if (!fr)
+				fr = e;
+			continue;
+		}
+		if (e->clen == conv.len && !memcmp(e->conv, conv.p, conv.len)) {
+			e->used = ++c->rd_clock;
+			return e;
+		}
+		if (!e->from && !e->hold && (!old || e->used < old->used))
+			old = e;
+	}
+	struct rd_conv *e = fr ? fr : old;
+	if (!e || conv.len > PARLEY_PROTO_MAX_CONV_ID)
+		return NULL;
+	memset(e, 0, sizeof *e);
+	e->clen = conv.len;
+	memcpy(e->conv, conv.p, conv.len);
+	e->lo = seq ? seq : 1;
+	e->base = e->lo - 1;
+	e->used = ++c->rd_clock;
+	return e;
+}
+
+static int rd_bit(const struct rd_conv *e, uint64_t s)
+{
+	uint64_t k = s % CLIENT_RD_WIN;
+	return (int)((e->bits[k / 64] >> (k % 64)) & 1);
+}
+
+static void rd_bit_put(struct rd_conv *e, uint64_t s, int v)
+{
+	uint64_t k = s % CLIENT_RD_WIN;
+	if (v)
+		e->bits[k / 64] |= 1ull << (k % 64);
+	else
+		e->bits[k / 64] &= ~(1ull << (k % 64));
+}
+
+/* Delivered already? (seqs below lo are unknown: never called done) */
+static int rd_seen(const struct rd_conv *e, uint64_t s)
+{
+	if (s < e->lo)
+		return 0;
+	if (s <= e->base)
+		return 1;
+	if (s > e->base + CLIENT_RD_WIN)
+		return 0;
+	return rd_bit(e, s);
+}
+
+static void rd_mark(struct rd_conv *e, uint64_t s)
+{
+	if (s < e->lo || s <= e->base)
+		return;
+	if (s > e->base + CLIENT_RD_WIN) {
+		/* slide: what falls below the window counts as done */
+		uint64_t nb = s - CLIENT_RD_WIN;
+		if (nb - e->base >= CLIENT_RD_WIN)
+			memset(e->bits, 0, sizeof e->bits);
+		else
+			for (uint64_t t = e->base + 1; t <= nb; t++)
+				rd_bit_put(e, t, 0);
+		e->base = nb;
+	}
+	rd_bit_put(e, s, 1);
+	while (rd_bit(e, e->base + 1)) {
+		rd_bit_put(e, e->base + 1, 0);
+		e->base++;
+	}
+}
+
+static void deliver(struct parley_client *c, const struct parley_event *ev)
+{
+	if (!c->o.on_event)
+		return;
+	c->in_cb = 1;
+	c->o.on_event(c->o.user, ev);
+	c->in_cb = 0;
+}
+
+/* A live EVENT (inbox_seq 0) of a large group. */
+static int on_live(struct parley_client *c, const struct parley_event *ev)
+{
+	if (!c->expect_next || ev->kind != PARLEY_EV_MESSAGE || !is_group(ev->conv))
+		return 0;
+	struct rd_conv *e = rd_get(c, ev->conv, ev->conv_seq);
+	if (e) {
+		e->large = 1;
+		/* a catch-up pending reads it back in its place */
+		if (e->from || rd_seen(e, ev->conv_seq))
+			return 0;
+		rd_mark(e, ev->conv_seq);
+	}
+	deliver(c, ev);
+	return 1;
+}
+
+/* ACTIVITY (inbox): catch the group up from our position. 0, or < 0 when
+ * it cannot be tracked now (the connection is dropped and the event comes
+ * again after the pending catch-ups). */
+static int on_activity(struct parley_client *c, const struct parley_event *ev)
+{
+	struct rd_conv *e = rd_get(c, ev->conv, ev->conv_seq);
+	if (!e)
+		return -PARLEY_EFULL;
+	e->large = 1;
+	if (!e->from)
+		e->from = ev->conv_seq < e->lo	  ? ev->conv_seq
+			  : e->base + 1 > e->lo ? e->base + 1
+						: e->lo;
+	if (!e->hold)
+		e->hold = ev->inbox_seq;
+	return 0;
+}
+
+/* After every SYNC_OK: live EVENTs of the previous connection may be lost,
+ * so every large group catches up from its position. */
+static void rd_resume(struct parley_client *c)
+{
+	for (unsigned i = 0; i < CLIENT_RD_CONVS; i++) {
+		struct rd_conv *e = &c->rd[i];
+		if (e->clen && e->large && !e->from)
+			e->from = e->base + 1 > e->lo ? e->base + 1 : e->lo;
+	}
+}
+
+#define RD_PAGES_PER_RUN 64 /* catch-up pages per process() call */
+
+/* Runs pending catch-ups (GROUP_CATCHUP pages); outside blocking calls
+ * and callbacks only. Returns events delivered or a negative error (a
+ * catch-up not finished stays pending). */
+static int rd_run(struct parley_client *c)
+{
+	int delivered = 0, pages = 0;
+	for (unsigned i = 0; i < CLIENT_RD_CONVS; i++) {
+		struct rd_conv *e = &c->rd[i];
+		while (e->clen && e->from && pages < RD_PAGES_PER_RUN) {
+			struct parley_msg m = {.type = PARLEY_T_GROUP_CATCHUP};
+			m.group_catchup.conv = (struct parley_str){e->conv, e->clen};
+			m.group_catchup.from_seq = e->from;
+			m.group_catchup.limit = PARLEY_PROTO_MAX_HISTORY;
+			uint64_t from = e->from;
+			int r = call(c, &m, PARLEY_T_GROUP_CATCHUP_OK);
+			pages++;
+			if (r == -PARLEY_EPERM || r == -PARLEY_ENOTFOUND ||
+			    r == -PARLEY_EINVAL) {
+				/* not ours (any more): nothing to read */
+				PLOG_I("client", "group catch-up refused: not a member",
+				       "conv=%.*s from=%llu err=%s", (int)e->clen,
+				       e->conv, (unsigned long long)from,
+				       parley_errname(r));
+				e->from = e->hold = 0;
+				e->large = 0;
+				break;
+			}
+			if (r < 0) {
+				PLOG_W("client", "group catch-up failed, retried later",
+				       "conv=%.*s from=%llu err=%s", (int)e->clen,
+				       e->conv, (unsigned long long)from,
+				       parley_errname(r));
+				return delivered ? delivered : r;
+			}
+			const struct parley_history_page *pg = &c->rmsg->history_page;
+			for (unsigned k = 0; k < pg->count; k++) {
+				const struct parley_hist_msg *h = &pg->msgs[k];
+				if (h->kind != PARLEY_EV_MESSAGE || rd_seen(e, h->seq))
+					continue;
+				rd_mark(e, h->seq);
+				struct parley_event ev = {
+					.inbox_seq = 0, .kind = PARLEY_EV_MESSAGE,
+					.conv = pg->conv, .conv_seq = h->seq,
+					.sender = h->sender, .server_ts_ms = h->ts_ms,
+					.content_type = h->content_type,
+					.body = h->body, .flags = h->flags};
+				memcpy(ev.client_msg_id, h->client_msg_id,
+				       PARLEY_PROTO_MSG_ID_LEN);
+				deliver(c, &ev);
+				delivered++;
+			}
+			/* the range is decided: mark it done */
+			uint64_t next = pg->next_before_seq;
+			if (next > from) {
+				if (from < e->lo)
+					e->lo = from;
+				for (uint64_t s2 = from; s2 < next; s2++)
+					rd_mark(e, s2);
+			}
+			if ((pg->flags & PARLEY_HISTF_END) || next <= from) {
+				e->from = e->hold = 0;
+				break;
+			}
+			e->from = next;
+		}
+	}
+	return delivered;
+}
+
+int parley_client_group_position(const struct parley_client *c,
+				 const char *conv, uint64_t *seq)
+{
+	size_t n = strlen(conv);
+	for (unsigned i = 0; i < CLIENT_RD_CONVS; i++) {
+		const struct rd_conv *e = &c->rd[i];
+		if (e->clen && e->clen == n && !memcmp(e->conv, conv, n)) {
+			/* during a catch-up: what is before it */
+			*seq = e->from && e->from - 1 < e->base ? e->from - 1 : e->base;
+			return 0;
+		}
+	}
+	return -PARLEY_ENOTFOUND;
+}
+
+int parley_client_set_group_position(struct parley_client *c, const char *conv,
+				     uint64_t seq)
+{
+	struct parley_str s = {conv, (uint16_t)strlen(conv)};
+	if (strlen(conv) > PARLEY_PROTO_MAX_CONV_ID || !is_group(s))
+		return -PARLEY_EINVAL;
+	struct rd_conv *e = rd_get(c, s, seq + 1);
+	if (!e)
+		return -PARLEY_EFULL;
+	memset(e->bits, 0, sizeof e->bits);
+	e->lo = 1;
+	e->base = seq;
+	e->large = 1; /* caught up from seq + 1 after the next SYNC_OK */
+	if (c->cursor_valid && !e->from)
+		e->from = seq + 1; /* already subscribed: now */
+	return 0;
 }
 
 static int on_event(struct parley_client *c, const struct parley_event *ev)
 {
+	if (ev->inbox_seq == 0)
+		return on_live(c, ev);
 	if (!c->expect_next) {
 		PLOG_W("client", "EVENT without subscription", "inbox_seq=%llu",
 		       (unsigned long long)ev->inbox_seq);
@@ -667,9 +971,25 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 		       (unsigned long long)ev->inbox_seq);
 		return -PARLEY_EPROTO;
 	}
+	if (ev->kind == PARLEY_EV_ACTIVITY && is_group(ev->conv)) {
+		int r = on_activity(c, ev);
+		if (r < 0)
+			return -PARLEY_EPROTO; /* comes again after a resubscribe */
+	}
 	c->expect_next = ev->inbox_seq + 1;
 	c->recv_max = ev->inbox_seq;
 	int delivered = 0;
+	if (ev->kind == PARLEY_EV_MESSAGE && is_group(ev->conv)) {
+		/* a group's message from the inbox: drop it if a catch-up
+		 * delivered it already */
+		struct rd_conv *e = rd_get(c, ev->conv, ev->conv_seq);
+		if (e && rd_seen(e, ev->conv_seq)) {
+			c->cursor = ev->inbox_seq;
+			return 0;
+		}
+		if (e)
+			rd_mark(e, ev->conv_seq);
+	}
 	/* kinds this library knows (MEMBERSHIP: group changes, body as in
 	 * PROTOCOL.md); unknown kinds are acknowledged, not delivered */
 	if ((ev->kind == PARLEY_EV_MESSAGE || ev->kind == PARLEY_EV_EDIT ||
@@ -889,12 +1209,16 @@ static int wait_reply(struct parley_client *c, uint32_t rid, uint64_t deadline)
 			c->wait_rid = 0;
 			return 0;
 		}
-		if (r < 0)
+		if (r < 0) {
+			c->wait_rid = 0; /* nothing is awaited any more */
 			return r;
+		}
 		if (!(c->ssl && SSL_pending(c->ssl))) {
 			r = wait_fd(c->fd, POLLIN, deadline);
-			if (r < 0)
+			if (r < 0) {
+				c->wait_rid = 0;
 				return r;
+			}
 			if (r == 0 && now_ms() >= deadline) {
 				c->wait_rid = 0;
 				return -PARLEY_ETIMEDOUT;
@@ -1968,6 +2292,15 @@ int parley_client_process(struct parley_client *c)
 	int r = pump(c);
 	if (r < 0)
 		return r;
+	if (!c->wait_rid) { /* large groups' catch-ups (invariant 5) */
+		int d = rd_run(c);
+		if (d > 0)
+			r += d;
+		else if (d < 0 && !c->up)
+			return -PARLEY_ECLOSED;
+	}
+	if (!c->up)
+		return -PARLEY_ECLOSED;
 	int k = keepalive(c);
 	return k < 0 ? k : r;
 }

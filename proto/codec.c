@@ -1199,6 +1199,23 @@ static void dec_group_info(struct le_reader *r, struct parley_group_info *m)
 		r->ok = false;
 }
 
+static void enc_group_catchup(struct wr *w, const struct parley_group_catchup *m)
+{
+	w_str(w, m->conv, FK_CONV);
+	if (m->from_seq == 0 || m->limit < 1 || m->limit > PARLEY_PROTO_MAX_HISTORY)
+		w->inval = 1;
+	w64(w, m->from_seq);
+	w16(w, m->limit);
+}
+static void dec_group_catchup(struct le_reader *r, struct parley_group_catchup *m)
+{
+	r_str(r, &m->conv, FK_CONV);
+	m->from_seq = le_read64(r);
+	m->limit = le_read16(r);
+	if (m->from_seq == 0 || m->limit < 1 || m->limit > PARLEY_PROTO_MAX_HISTORY)
+		r->ok = false;
+}
+
 static void enc_group_info_ok(struct wr *w, const struct parley_group_info_ok *m)
 {
 	w_str(w, m->conv, FK_CONV);
@@ -1286,6 +1303,8 @@ static int enc_body(struct wr *w, const struct parley_msg *m)
 	case PARLEY_T_GROUP_SET_OK: enc_group_ok(w, &m->group_ok); break;
 	case PARLEY_T_GROUP_SET: enc_group_set(w, &m->group_set); break;
 	case PARLEY_T_GROUP_INFO: enc_group_info(w, &m->group_info); break;
+	case PARLEY_T_GROUP_CATCHUP: enc_group_catchup(w, &m->group_catchup); break;
+	case PARLEY_T_GROUP_CATCHUP_OK: enc_history_page(w, &m->history_page); break;
 	case PARLEY_T_GROUP_INFO_OK: enc_group_info_ok(w, &m->group_info_ok); break;
 	case PARLEY_T_TYPING: enc_typing(w, &m->typing); break;
 	case PARLEY_T_TYPING_PUSH: enc_typing_push(w, &m->typing_push); break;
@@ -1379,6 +1398,8 @@ int parley_proto_decode_payload(uint16_t type, const uint8_t *payload,
 	case PARLEY_T_GROUP_SET_OK: dec_group_ok(&r, &out->group_ok); break;
 	case PARLEY_T_GROUP_SET: dec_group_set(&r, &out->group_set); break;
 	case PARLEY_T_GROUP_INFO: dec_group_info(&r, &out->group_info); break;
+	case PARLEY_T_GROUP_CATCHUP: dec_group_catchup(&r, &out->group_catchup); break;
+	case PARLEY_T_GROUP_CATCHUP_OK: dec_history_page(&r, &out->history_page); break;
 	case PARLEY_T_GROUP_INFO_OK: dec_group_info_ok(&r, &out->group_info_ok); break;
 	case PARLEY_T_TYPING: dec_typing(&r, &out->typing); break;
 	case PARLEY_T_TYPING_PUSH: dec_typing_push(&r, &out->typing_push); break;
@@ -1446,6 +1467,8 @@ const char *parley_proto_type_name(uint16_t type)
 	case PARLEY_T_GROUP_LEAVE: return "GROUP_LEAVE";
 	case PARLEY_T_GROUP_ROLE: return "GROUP_ROLE";
 	case PARLEY_T_GROUP_INFO: return "GROUP_INFO";
+	case PARLEY_T_GROUP_CATCHUP: return "GROUP_CATCHUP";
+	case PARLEY_T_GROUP_CATCHUP_OK: return "GROUP_CATCHUP_OK";
 	case PARLEY_T_GROUP_CREATE_OK: return "GROUP_CREATE_OK";
 	case PARLEY_T_GROUP_ADD_OK: return "GROUP_ADD_OK";
 	case PARLEY_T_GROUP_REMOVE_OK: return "GROUP_REMOVE_OK";

@@ -33,6 +33,20 @@
  * -PARLEY_EINVAL from inside a callback; close() and free() must not be
  * called there.
  *
+ * Large groups (read fan-out, docs/PROTOCOL.md "Large groups"): their
+ * messages may come live (EVENT with inbox_seq 0, outside the inbox
+ * order) or be read back with GROUP_CATCHUP after an ACTIVITY event (an
+ * inbox event this library handles itself, never passed to on_event) and
+ * after every reconnect; such messages reach on_event with inbox_seq 0,
+ * once per (conv, conv_seq) within the life of the object. The catch-up
+ * runs inside process() / poll() (one round trip per 100 messages, at
+ * most 64 per call), never inside a blocking call or a callback; the
+ * inbox is not acknowledged past an ACTIVITY until its catch-up finished,
+ * so a restarted process redoes it. To resume across process restarts,
+ * persist parley_client_group_position() per group and restore it with
+ * parley_client_set_group_position(); without it a new object reads a
+ * group from the next ACTIVITY's conv_seq on.
+ *
  * GOAWAY: the client stops sending new requests on that connection and
  * moves to a new one after the server's retry_after_ms (plus jitter);
  * GOAWAY AUTH_EXPIRED stops reconnecting (-PARLEY_EAUTH) instead: the same
@@ -321,6 +335,20 @@ int parley_client_subscribe(struct parley_client *c, uint64_t from_inbox_seq,
 /* The last inbox_seq delivered to on_event (0 = none yet). Persist it to
  * resume across restarts with parley_client_subscribe(c, cursor + 1). */
 uint64_t parley_client_inbox_cursor(const struct parley_client *c);
+
+/* Large groups (read fan-out): this object's position in group conv —
+ * every message seq <= *seq was delivered to on_event (or is not the
+ * user's). Persist it next to the inbox cursor to resume across process
+ * restarts: a new object given it with parley_client_set_group_position()
+ * before subscribing reads the group back from *seq + 1 after SYNC_OK
+ * (live messages that were in flight when the old process died included).
+ * 0, or -PARLEY_ENOTFOUND (no position kept for conv). */
+int parley_client_group_position(const struct parley_client *c,
+				 const char *conv, uint64_t *seq);
+/* 0, -PARLEY_EINVAL (not a group id), -PARLEY_EFULL (too many groups with
+ * a catch-up pending). */
+int parley_client_set_group_position(struct parley_client *c, const char *conv,
+				     uint64_t seq);
 
 /* ---- event loop ------------------------------------------------------------- */
 

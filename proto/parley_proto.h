@@ -115,6 +115,7 @@ enum parley_msg_type {
 	PARLEY_T_GROUP_ROLE = 0x0034,
 	PARLEY_T_GROUP_INFO = 0x0035,
 	PARLEY_T_GROUP_SET = 0x0036, /* rename, history visibility */
+	PARLEY_T_GROUP_CATCHUP = 0x003A, /* read fan-out catch-up (large groups) */
 
 	PARLEY_T_EVENT_ACK = 0x4001,
 	PARLEY_T_TYPING = 0x4002, /* "I am typing in conv" (client -> server) */
@@ -142,6 +143,8 @@ enum parley_msg_type {
 	PARLEY_T_GROUP_ROLE_OK = 0x8034, /* struct parley_group_ok */
 	PARLEY_T_GROUP_INFO_OK = 0x8035,
 	PARLEY_T_GROUP_SET_OK = 0x8036, /* struct parley_group_ok */
+	PARLEY_T_GROUP_CATCHUP_OK = 0x803A, /* struct parley_history_page,
+					       oldest first */
 
 	PARLEY_T_EVENT = 0xC001,
 	PARLEY_T_GOAWAY = 0xC002,
@@ -612,6 +615,17 @@ struct parley_group_info { /* PARLEY_T_GROUP_INFO */
 	uint16_t limit; /* 1..PARLEY_PROTO_MAX_GROUP_USERS */
 };
 
+/* GROUP_CATCHUP: the read fan-out messages of a group from from_seq on
+ * (oldest first) that the caller was a member for; answered with
+ * GROUP_CATCHUP_OK = a struct parley_history_page whose records are in
+ * ascending seq order and whose next_before_seq is the next from_seq
+ * (PARLEY_HISTF_END: nothing after it yet). */
+struct parley_group_catchup { /* PARLEY_T_GROUP_CATCHUP */
+	struct parley_str conv;
+	uint64_t from_seq; /* >= 1 */
+	uint16_t limit; /* 1..PARLEY_PROTO_MAX_HISTORY */
+};
+
 struct parley_group_member {
 	struct parley_str user;
 	uint8_t role; /* enum parley_group_role */
@@ -716,6 +730,7 @@ struct parley_msg {
 		struct parley_group_ok group_ok; /* *_OK but INFO_OK */
 		struct parley_group_info group_info;
 		struct parley_group_set group_set;
+		struct parley_group_catchup group_catchup;
 		struct parley_group_info_ok group_info_ok;
 		struct parley_read_marker read_marker;
 		struct parley_read_marker_ok read_marker_ok;

@@ -19,6 +19,7 @@
 
 #include "admin.h"
 #include "chat.h"
+#include "live.h"
 #include "parley_engine_hooks.h"
 #include "peer_node.h"
 #include "presence.h"
@@ -112,8 +113,9 @@ static const struct ctr_metric {
 };
 
 /*
- * The engine's per-stage append timing (parley_engine.h, pe_stage_stats) as
- * one Prometheus histogram family, parley_engine_stage_seconds{stage=...}.
+ * The engine's per-stage append and history read timing (parley_engine.h,
+ * pe_stage_stats) as one Prometheus histogram family,
+ * parley_engine_stage_seconds{stage=...}.
  * The engine keeps log2 buckets (bucket b: below 2^b ns); buckets under
  * 1 us fold into the first one shown and those over ~17 s into +Inf, which
  * keeps the family at 26 lines per stage.
@@ -128,7 +130,10 @@ static void stage_histograms(struct srv_text *o, struct pe_engine *e)
 	srv_text_put(o, "# HELP %s Time an engine append spends per stage: queue "
 	       "(submitted -> its shard takes it), fill (-> its WAL batch is "
 	       "submitted), sync (one batch's write+fdatasync), apply, "
-	       "callback.\n# TYPE %s histogram\n", h, h);
+	       "callback; and a history read (entries no longer in memory, "
+	       "served by the read pool): read_queue (handed to the pool -> "
+	       "started), read_io (block cache, pread, zstd).\n"
+	       "# TYPE %s histogram\n", h, h);
 	for (unsigned k = 0; k < PE_STAGE_COUNT; k++) {
 		const char *name = pe_stage_name((enum pe_stage)k);
 		uint64_t cum = 0;
@@ -359,6 +364,30 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_group_sends_refused_total", "counter",
 		       "SENDs stored after their sender left the group, refused "
 		       "at their seq (never delivered).", cs.group_refused);
+		/* read fan-out of large groups (chat_fanout_read.c) */
+		struct chat_rd_stats rs;
+		chat_rd_get_stats(s->chat, &rs);
+		metric(&o, "parley_read_fanout_messages_total", "counter",
+		       "Group messages fanned out by read (group_read_fanout_min).",
+		       rs.msgs);
+		metric(&o, "parley_read_fanout_live_total", "counter",
+		       "Live EVENTs posted to subscribed connections by the read "
+		       "fan-out.", rs.live);
+		metric(&o, "parley_read_fanout_activity_total", "counter",
+		       "ACTIVITY pointers appended for members with no subscribed "
+		       "connection.", rs.activity);
+		metric(&o, "parley_read_fanout_coalesced_total", "counter",
+		       "Members skipped because their ACTIVITY pointer was still "
+		       "outstanding.", rs.coalesced);
+		metric(&o, "parley_read_fanout_catchups_total", "counter",
+		       "GROUP_CATCHUP pages served.", rs.catchups);
+		metric(&o, "parley_read_fanout_outstanding", "gauge",
+		       "ACTIVITY pointers outstanding (not acknowledged yet).",
+		       rs.outstanding);
+		if (s->live)
+			metric(&o, "parley_live_connections", "gauge",
+			       "Subscribed connections registered for live group "
+			       "EVENTs.", live_count(s->live));
 	}
 	metric(&o, "parley_memory_budget_bytes", "gauge",
 	       "Configured memory budget (memory_budget_bytes).", s->mem.limit);

@@ -40,6 +40,7 @@
 
 #include "chat.h"
 #include "chat_group.h"
+#include "chat_rd.h"
 #include "hist.h"
 #include "parley_proto.h"
 
@@ -517,6 +518,7 @@ struct chat {
 	/* counted without c->mu (added to st by chat_stats) */
 	_Atomic uint64_t n_jobs, n_appends;
 	struct chat_groups *groups; /* group membership (chat_group.c) */
+	struct chat_rd *rd;         /* read fan-out (chat_fanout_read.c) */
 	struct srv_hist stage[CHAT_STAGE_COUNT];
 	struct chat_floors *floors; /* retention floors (chat_retention.c) */
 	struct chat_scrub *scrub;   /* deleted messages (chat_edit.c), not owned */
@@ -538,6 +540,11 @@ struct chat {
 struct chat_groups *chat_groups_of(struct chat *c)
 {
 	return c->groups;
+}
+
+struct chat_rd *chat_rd_of(struct chat *c)
+{
+	return c->rd;
 }
 
 int chat_groups_ready(struct chat *c, const char *conv, size_t len)
@@ -958,6 +965,27 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 	return 0;
 }
 
+/* One entry of a group conversation: read fan-out for a large group's
+ * message (chat_fanout_read.c), else write fan-out (chat_group.c). Out of
+ * memory half-way: again (the appends issued are idempotent; the read
+ * fan-out fails only before posting anything), never skipped. */
+static int group_fanout_one(struct chat *c, struct job *j,
+			    const struct pe_entry *ent, struct group_issue *gi)
+{
+	for (;;) {
+		unsigned cnt = 0;
+		int rc = chat_rd_fanout(c, j->conv, j->len, ent, group_issue, gi);
+		if (rc == 0)
+			rc = chat_groups_fanout(c->groups, j->conv, j->len, ent,
+						group_issue, gi, &cnt);
+		else if (rc > 0)
+			rc = 0;
+		if (rc != -PARLEY_ENOMEM)
+			return rc;
+		sleep_ms(1);
+	}
+}
+
 /* A group conversation's seqs from..to: the plan depends on each entry's
  * type and sender; each is fanned out to the members at its seq. A live job
  * still holds its record; a recovered one reads what it re-fans out. */
@@ -970,13 +998,10 @@ static void fanout_run_group(struct chat *c, struct job *j)
 				       .type = j->type, .len = j->rec_len,
 				       .payload = j->rec};
 		unsigned cnt = 0;
-		int rc;
+		(void)cnt;
 		/* out of memory half-way: again (the appends issued are
 		 * idempotent), never skipped */
-		while ((rc = chat_groups_fanout(c->groups, j->conv, j->len, &ent,
-						group_issue, &gi, &cnt)) ==
-		       -PARLEY_ENOMEM)
-			sleep_ms(1);
+		int rc = group_fanout_one(c, j, &ent, &gi);
 		if (rc)
 			PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 			       PRIu64 " err=%s", (int)j->len, j->conv, j->from,
@@ -1017,11 +1042,8 @@ static void fanout_run_group(struct chat *c, struct job *j)
 		}
 		for (uint32_t i = 0; i < n && ents[i].seq <= j->to; i++) {
 			unsigned cnt = 0;
-			while ((rc = chat_groups_fanout(c->groups, j->conv,
-							j->len, &ents[i],
-							group_issue, &gi,
-							&cnt)) == -PARLEY_ENOMEM)
-				sleep_ms(1);
+			(void)cnt;
+			rc = group_fanout_one(c, j, &ents[i], &gi);
 			if (rc)
 				PLOG_E("chat", "group fan-out failed", "conv=%.*s seq=%"
 				       PRIu64 " err=%s", (int)j->len, j->conv,
@@ -2015,6 +2037,7 @@ static void chat_free(struct chat *c)
 	free(c->ckpt_rec);
 	free(c->known);
 	chat_groups_free(c->groups);
+	chat_rd_free(c->rd);
 	free(c->inline_buf);
 	free(c->led_term);
 	free(c->redo);
@@ -2045,6 +2068,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
+	c->rd = chat_rd_new();
 	c->floors = chat_floors_new();
 	c->led_term = calloc(c->np, sizeof *c->led_term);
 	c->redo = calloc(c->np, sizeof *c->redo);
@@ -2053,7 +2077,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
 	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
 	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
-	    !c->inline_buf || !c->groups || !c->floors || !c->led_term ||
+	    !c->inline_buf || !c->groups || !c->rd || !c->floors || !c->led_term ||
 	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;

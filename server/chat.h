@@ -1001,4 +1001,104 @@ int chat_gev_decode(const uint8_t *p, size_t len, struct chat_gev *out);
 int chat_gev_next(const struct chat_gev *ev, uint32_t *off, const char **user,
 		  uint8_t *ulen, uint8_t *role);
 
+
+/* ---- read fan-out for large groups (server/chat_fanout_read.c) ------------------------ *
+ *
+ * A group message whose group has at least group_read_fanout_min members
+ * at the message's seq (CHAT_RD_MIN_DEFAULT; 0 = never) is fanned out by
+ * READ instead of by WRITE: it is stored once in c/<group>, and its
+ * fan-out job (registered, checkpointed and recovered like any other:
+ * chat.h, "Recoverable fan-out")
+ *   - posts the ready EVENT (inbox_seq 0) to every connection of every
+ *     member at the seq that is subscribed (SYNC) now: the live hook
+ *     (chat_set_live; the transport's registry, server/live.h);
+ *   - and, for each member with no such connection, appends ONE ACTIVITY
+ *     pointer (kind PARLEY_EV_ACTIVITY, conv, conv_seq = this message) to
+ *     u/<member> unless the member already has one outstanding for the
+ *     group: "outstanding" = written by this process and not yet
+ *     acknowledged (EVENT_ACK) by any device of the member (the activity
+ *     table below, memory only: after a restart every offline member gets
+ *     at most one more).
+ * Membership events, edits and deletes keep write fan-out in every group
+ * (they are rare; the inbox orders them), so only messages change mode,
+ * and a group crossing the threshold switches at the exact seq whose
+ * membership crosses it (the decision is a function of the membership at
+ * the seq: a recovered fan-out decides the same way).
+ * Devices learn a read-mode message live, or by GROUP_CATCHUP (a forward
+ * read of the group from the device's own position, filtered by the
+ * caller's membership at each seq) after an ACTIVITY event or a
+ * reconnect; libparley does it and removes duplicates by (conv, seq)
+ * (docs/PROTOCOL.md, "Large groups: read fan-out").
+ */
+#define CHAT_RD_MIN_DEFAULT 100u     /* config group_read_fanout_min */
+#define CHAT_ACT_MAX (1u << 20)      /* activity table slots (24 MiB at most) */
+
+/* The activity table (pure, thread-safe): (user, conv) -> the conv_seq
+ * of the member's outstanding ACTIVITY pointer. Bounded: when full, a
+ * set is not recorded (and answered "write"): the safe direction. */
+struct chat_act;
+struct chat_act *chat_act_new(uint32_t max_slots);
+void chat_act_free(struct chat_act *t);
+/* True when (user, conv) had no outstanding pointer: records seq and the
+ * caller writes the pointer. False: one is outstanding (coalesced). */
+bool chat_act_test_set(struct chat_act *t, const char *user, size_t ulen,
+		       const char *conv, size_t clen, uint64_t seq);
+/* The pointer (user, conv, seq) was acknowledged: forget it if it is the
+ * outstanding one. Returns true when something was forgotten. */
+bool chat_act_clear(struct chat_act *t, const char *user, size_t ulen,
+		    const char *conv, size_t clen, uint64_t seq);
+uint32_t chat_act_count(struct chat_act *t);
+
+/* Read or write fan-out for a group of `members` members at the seq. */
+static inline bool chat_rd_is_read(uint32_t min, uint32_t members)
+{
+	return min != 0 && members >= min;
+}
+
+/* The live hook: posts the encoded EVENT frame to every subscribed
+ * connection of user and returns how many; 0 = none (the user then gets
+ * an ACTIVITY pointer). Called from the fan-out thread. */
+typedef unsigned (*chat_live_fn)(void *arg, const char *user, size_t ulen,
+				 const uint8_t *frame, uint32_t len);
+void chat_set_live(struct chat *c, chat_live_fn fn, void *arg);
+void chat_set_group_read_min(struct chat *c, uint32_t min_members);
+
+/* chat.c's fan-out: 1 = entry `ent` of group conv was fanned out by read
+ * (live posts issued; ACTIVITY appends given to issue like the write
+ * path's), 0 = not a read-mode entry (write fan-out), < 0 an error. */
+struct chat_fanout_item;
+int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
+		   const struct pe_entry *ent,
+		   int (*issue)(void *arg, const struct chat_fanout_item *it,
+				const uint8_t *payload, uint32_t plen),
+		   void *arg);
+
+/* The receipts' ack path: a device of user acknowledged an ACTIVITY
+ * pointer (conv, conv_seq). Any thread. */
+void chat_activity_acked(struct chat *c, const char *user, size_t ulen,
+			 const char *conv, size_t clen, uint64_t conv_seq);
+
+/* GROUP_CATCHUP: the messages of group conv with seq in [from, from +
+ * limit) that user was a member for (and whose sender was a member at
+ * them), in their current state (edits folded), oldest first, as a
+ * GROUP_CATCHUP_OK page (struct parley_history_page: next_before_seq =
+ * the next from; PARLEY_HISTF_END when it reached the group's last seq).
+ * cb on an engine thread. 0, or -PARLEY_ENOTFOUND (not a group),
+ * -PARLEY_EPERM (user is not a member now and was not at from),
+ * -PARLEY_EINVAL, -PARLEY_ENOMEM, -PARLEY_EFULL (cb will not run). */
+int chat_group_catchup(struct chat *c, const char *user, size_t ulen,
+		       const char *conv, size_t clen, uint64_t from,
+		       uint16_t limit, uint32_t max_frame, chat_history_cb cb,
+		       void *arg);
+
+struct chat_rd_stats {
+	uint64_t msgs;        /* messages fanned out by read */
+	uint64_t live;        /* EVENTs posted live to connections */
+	uint64_t activity;    /* ACTIVITY pointers appended */
+	uint64_t coalesced;   /* offline members skipped: one outstanding */
+	uint64_t catchups;    /* GROUP_CATCHUP pages served */
+	uint32_t outstanding; /* activity table entries */
+};
+void chat_rd_get_stats(struct chat *c, struct chat_rd_stats *out);
+
 #endif /* PARLEYD_CHAT_H */

@@ -221,9 +221,13 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 			       .clen = (uint16_t)clen, .group = group,
 			       .vis_from = vis_from};
 	memcpy(x->conv, conv, clen);
+	/* linearizable (ReadIndex, docs/CLUSTER.md "Consistency"): a node
+	 * that cannot confirm with its partition's leader answers NOTLEADER
+	 * or AGAIN, never a stale page */
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = before_seq ? before_seq - 1 : UINT64_MAX,
-				.dir = PE_BACKWARD, .limit = limit};
+				.dir = PE_BACKWARD, .limit = limit,
+				.linearizable = true};
 	rc = pe_read(chat_engine(c), &q, hist_cb, x);
 	if (rc) {
 		free(x);
@@ -369,6 +373,19 @@ static void inbox_item_of(struct chat *c, const struct pe_entry *e,
 	ip->conv_seq = p.conv_seq;
 	if (p.kind == PARLEY_EV_RECEIPT) { /* all in the pointer (chat_receipt.h) */
 		o->ready = chat_rcpt_event_of(e, &o->ev) == 0;
+		return;
+	}
+	if (p.kind == PARLEY_EV_ACTIVITY && p.conv_len) {
+		/* read fan-out (chat_fanout_read.c): all in the pointer */
+		struct parley_event *ev = &o->ev;
+		memset(ev, 0, sizeof *ev);
+		ev->inbox_seq = e->seq;
+		ev->kind = PARLEY_EV_ACTIVITY;
+		ev->conv = (struct parley_str){ip->conv, ip->clen};
+		ev->conv_seq = p.conv_seq;
+		ev->sender = parley_str_c("parley");
+		ev->server_ts_ms = e->ts_ms;
+		o->ready = true;
 		return;
 	}
 	struct chat_msg cm;
@@ -539,7 +556,23 @@ struct resolve_ctx {
 	chat_event_cb cb;
 	void *arg;
 	struct chat_inbox_ptr p;
+	uint8_t linear; /* linearizable reads made so far */
 };
+
+/* Linearizable reads of one pointer's message before a placeholder; each
+ * waits up to the engine's bound (3 election timeouts) for a leader. */
+#define RESOLVE_LINEAR_TRIES 8u
+
+static void resolve_cb(void *arg, const struct pe_read_result *res);
+
+static int resolve_read(struct chat *c, struct resolve_ctx *r,
+			const char *key, int kl)
+{
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = r->p.conv_seq, .dir = PE_FORWARD,
+				.limit = 1, .linearizable = r->linear > 0};
+	return pe_read(chat_engine(c), &q, resolve_cb, r);
+}
 
 static void resolve_cb(void *arg, const struct pe_read_result *res)
 {
@@ -548,6 +581,28 @@ static void resolve_cb(void *arg, const struct pe_read_result *res)
 	struct chat_msg cm;
 	struct chat_gev ev;
 	memset(&m.event, 0, sizeof m.event);
+	bool found = res->err == 0 && res->count == 1 &&
+		     res->entries[0].seq == r->p.conv_seq;
+	bool again = r->linear ? (res->err == -PARLEY_ENOTLEADER ||
+				  res->err == -PARLEY_EAGAIN)
+			       : (res->err == 0 || res->err == -PARLEY_EAGAIN);
+	if (!found && again && r->linear < RESOLVE_LINEAR_TRIES) {
+		/* The pointer names a committed message this node has not
+		 * applied yet (a follower, or a new leader catching up: the
+		 * conversation is another partition than the inbox, with
+		 * its own log): read it again linearizably, which waits
+		 * until this node applied everything committed before
+		 * (ReadIndex). Without this the device got a placeholder
+		 * instead of the message (seen in cluster_test_cluster_netns
+		 * after leader changes). A node in an election, or cut off,
+		 * asks again (RESOLVE_LINEAR_TRIES): the device waits for its
+		 * message rather than skip it. */
+		char key[CHAT_KEY_CAP];
+		int kl = chat_key_conv(key, r->p.conv, r->p.clen);
+		r->linear++;
+		if (kl >= 0 && resolve_read(r->c, r, key, kl) == 0)
+			return;
+	}
 	if (res->err == 0 && res->count == 1 &&
 	    res->entries[0].seq == r->p.conv_seq &&
 	    res->entries[0].type == CHAT_ENT_EDIT &&
@@ -616,10 +671,8 @@ int chat_event_resolve(struct chat *c, const struct chat_inbox_ptr *p,
 	r->cb = cb;
 	r->arg = arg;
 	r->p = *p;
-	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
-				.from = p->conv_seq, .dir = PE_FORWARD,
-				.limit = 1};
-	if (pe_read(chat_engine(c), &q, resolve_cb, r)) {
+	r->linear = 0; /* local first: current on a caught-up node */
+	if (resolve_read(c, r, key, kl)) {
 		free(r);
 		return -PARLEY_EFULL;
 	}

@@ -600,6 +600,9 @@ static void ack_read_cb(void *arg, const struct pe_read_result *r)
 		    chat_ptr_decode(en->payload, en->len, &p) != 0 ||
 		    p.kind == 0 || p.kind == PARLEY_EV_RECEIPT) /* not a conv entry */
 			continue;
+		if (p.kind == PARLEY_EV_ACTIVITY) /* read fan-out: not outstanding */
+			chat_activity_acked(op->c, op->user, op->ulen, p.conv,
+					    p.conv_len, p.conv_seq);
 		unsigned j = 0;
 		while (j < n && !(cv[j].clen == p.conv_len &&
 				  !memcmp(cv[j].conv, p.conv, p.conv_len)))

@@ -55,6 +55,7 @@
 #include "conn.h"
 #include "conn_req.h"
 #include "errmap.h"
+#include "live.h"
 #include "membudget.h"
 #include "parley_proto.h"
 #include "presence.h"
@@ -421,6 +422,8 @@ static void sub_end(struct conn *c)
 {
 	if (!c->sub)
 		return;
+	if (S(c)->live && c->id) /* no more live group EVENTs (live.h) */
+		live_detach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
 	chat_inbox_unsubscribe(c->sub); /* frees its sub_arg when gone */
 	c->sub = NULL;
 }
@@ -1190,6 +1193,23 @@ static void req_group_info(struct conn *c, uint32_t rid,
 	free(store);
 }
 
+/* A live EVENT of a large group (live.h): written while subscribed; a
+ * connection that cannot take it is cut off, never skipped silently (its
+ * device reads it back with GROUP_CATCHUP after reconnecting). */
+static void on_live(struct conn *c, struct lmsg *m)
+{
+	struct srv *s = S(c);
+	if (!c->sub || c->state == CS_CLOSING ||
+	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER)
+		return;
+	if (c->oq_bytes + m->len > s->lim.max_outbound) {
+		conn_slow_consumer(c, "live group events not read");
+		return;
+	}
+	conn_write(c, m->data, m->len);
+	ctr_add(&s->ctr.events_out, 1);
+}
+
 /* SYNC --------------------------------------------------------------------------------- */
 
 /* Engine thread: where the device's delivery starts (or why not). */
@@ -1279,6 +1299,8 @@ static void on_sync_done(struct conn *c, struct lmsg *m)
 	c->sub = sub;
 	c->sync_busy = false;
 	c->inflight--;
+	if (S(c)->live) /* large groups' live EVENTs (live.h) */
+		live_attach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
 	/* SYNC_OK goes out before the first EVENT: both are queued on this
 	 * loop, and EVENTs only arrive through later messages. */
 	struct parley_msg ok = {.type = PARLEY_T_SYNC_OK};
@@ -1746,6 +1768,9 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	case PARLEY_T_GROUP_ROLE:
 	case PARLEY_T_GROUP_SET: req_group_change(c, rid, m); break;
 	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
+	case PARLEY_T_GROUP_CATCHUP:
+		conn_req_group_catchup(c, rid, &m->group_catchup);
+		break;
 	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
 	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
 	case PARLEY_T_EDIT:
@@ -2036,6 +2061,9 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		break;
 	case LM_PUSH: /* TYPING_PUSH / PRESENCE (presence.h) */
 		conn_write(c, m->data, m->len);
+		break;
+	case LM_LIVE: /* a large group's EVENT (live.h) */
+		on_live(c, m);
 		break;
 	default:
 		break;

@@ -193,6 +193,32 @@ void conn_req_history(struct conn *c, uint32_t rid,
 	ctr_add(&s->ctr.history, 1);
 }
 
+/* GROUP_CATCHUP (read fan-out of large groups, chat_fanout_read.c) ------------------- */
+
+void conn_req_group_catchup(struct conn *c, uint32_t rid,
+			    const struct parley_group_catchup *m)
+{
+	if (conn_limited(c, rid, RATELIMIT_HISTORY))
+		return;
+	struct srv *s = S(c);
+	struct reply_ctx *x = conn_reply_ctx_new(c, rid);
+	if (!x) {
+		conn_refused(c, rid, -PARLEY_ENOMEM);
+		return;
+	}
+	c->inflight++;
+	int rc = chat_group_catchup(s->chat, c->id->user, c->id->ulen, m->conv.p,
+				    m->conv.len, m->from_seq, m->limit,
+				    s->lim.max_frame, conn_reply_cb, x);
+	if (rc) { /* not a group, not a member, busy */
+		c->inflight--;
+		free(x);
+		conn_refused(c, rid, rc);
+		return;
+	}
+	ctr_add(&s->ctr.history, 1);
+}
+
 /* CONV_OPEN ------------------------------------------------------------------------------ */
 
 /* Engine thread: the conversation is open (durable) or failed. */

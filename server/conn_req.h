@@ -83,6 +83,8 @@ void conn_req_retention(struct conn *c, uint32_t rid,
 			const struct parley_retention *m);
 void conn_req_history(struct conn *c, uint32_t rid,
 		      const struct parley_history *m);
+void conn_req_group_catchup(struct conn *c, uint32_t rid,
+			    const struct parley_group_catchup *m);
 void conn_req_conv_open(struct conn *c, uint32_t rid,
 			const struct parley_conv_open *m);
 void conn_req_conv_list(struct conn *c, uint32_t rid,

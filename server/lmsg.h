@@ -40,6 +40,8 @@ enum lmsg_kind {
 	LM_STOP,          /* drain and stop the loop */
 	LM_PUSH,          /* data = an encoded TYPING_PUSH / PRESENCE frame
 			     (presence.h; bounded by presence_push_queue_max) */
+	LM_LIVE,          /* data = an encoded EVENT frame of a large group's
+			     read fan-out (live.h) */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
 struct lmsg {

@@ -46,6 +46,7 @@
 #include "admin.h"
 #include "chat.h"
 #include "jwt.h"
+#include "live.h"
 #include "peer_node.h"
 #include "loop.h"
 #include "parley_engine.h"
@@ -121,7 +122,7 @@ struct opts {
 	uint32_t jwt_leeway_s;
 	char server_id[64];
 	uint32_t max_frame, max_body, max_inflight, event_window;
-	uint32_t group_max_members;
+	uint32_t group_max_members, group_read_fanout_min;
 	uint32_t idle_timeout_ms, handshake_timeout_ms, slow_consumer_ms;
 	uint64_t outbound_queue_bytes;
 	uint32_t max_connections, drain_timeout_ms;
@@ -197,6 +198,7 @@ static const struct key KEYS[] = {
 	KU(max_inflight, "64", "requests in flight per connection"),
 	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
 	KU(group_max_members, "1024", "members a group may have (1..5000)"),
+	KU(group_read_fanout_min, "100", "groups with at least this many members fan messages out by read (live EVENTs + one ACTIVITY pointer per offline member); 0 = always write fan-out"),
 	KU(idle_timeout_ms, "60000", "close after this much silence"),
 	KU(handshake_timeout_ms, "10000", "TLS + HELLO + AUTH must finish within"),
 	KU(slow_consumer_ms, "30000", "window full / no send progress this long = slow consumer"),
@@ -868,8 +870,13 @@ static int run(const struct opts *o, struct srv *s)
 	admission_init(&hs_adm, o->max_handshakes, o->handshake_retry_ms);
 	s->adm = &hs_adm;
 	rc = chat_open(e, &clock, &s->chat);
-	if (!rc)
+	if (!rc) {
 		chat_set_group_max(s->chat, o->group_max_members);
+		chat_set_group_read_min(s->chat, o->group_read_fanout_min);
+		s->live = live_new();
+		PARLEY_ASSERT(s->live); /* a few KiB */
+		chat_set_live(s->chat, live_post, s->live);
+	}
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
 		       parley_errname(rc));
@@ -975,6 +982,8 @@ static int run(const struct opts *o, struct srv *s)
 	s->ret = NULL;
 	chat_close(s->chat);
 	s->chat = NULL;
+	live_free(s->live); /* after the fan-out thread (chat_close) */
+	s->live = NULL;
 	s->engine = NULL;
 	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);

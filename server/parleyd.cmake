@@ -6,6 +6,8 @@
 add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/chat.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_group.c
+  ${CMAKE_CURRENT_LIST_DIR}/chat_fanout_read.c
+  ${CMAKE_CURRENT_LIST_DIR}/live.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_receipt.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_read.c
   ${CMAKE_CURRENT_LIST_DIR}/chat_edit.c

@@ -910,22 +910,25 @@ static void reply_post(const struct conn_ref *h, struct lmsg *lm, uint32_t rid)
 	lmsg_post(h, lm);
 }
 
-/* Replies PRESENCE_SUB_OK with every requested user's view, then makes
- * the reply the connection's baseline: the views are read one shard lock
- * at a time and the reply is posted after, so a transition can fall
- * between a read and the post; its PRESENCE push, posted at once under
- * the lock, would then reach the client before the older view in the
- * reply. So after posting, each user whose view changed since it was
- * read gets its current view pushed once more, under its lock: whatever
- * the client applies last, for every user, is never older than the
- * registry (presence.h, "Pushes"). */
+/* Replies PRESENCE_SUB_OK with every requested user's view. The views
+ * are read and the reply is posted while the shard locks of all those
+ * users are held (taken in ascending shard order, the only place that
+ * holds more than one), so every PRESENCE push about them is posted
+ * either before the reply (and the reply's view is newer) or after it:
+ * the last thing a client hears about a user is current, and no push is
+ * sent twice (presence.h, "Pushes"). */
 static void sub_finish(struct sub_req *q)
 {
+	_Static_assert(PRESENCE_SHARDS <= 64, "one bit per shard");
 	struct presence *p = q->p;
+	uint64_t mask = 0;
+	for (unsigned i = 0; i < q->count; i++)
+		mask |= 1ull << (shard_of(p, q->u[i]->hash) - p->sh);
+	for (unsigned k = 0; k < PRESENCE_SHARDS; k++)
+		if (mask & (1ull << k))
+			pthread_mutex_lock(&p->sh[k].mu);
 	struct parley_msg *m = calloc(1, sizeof *m);
 	struct lmsg *lm = NULL;
-	uint8_t seen_status[PARLEY_PROTO_MAX_PRESENCE_USERS];
-	uint64_t seen_ls[PARLEY_PROTO_MAX_PRESENCE_USERS];
 	if (m) {
 		m->type = PARLEY_T_PRESENCE_SUB_OK;
 		struct parley_presence_sub_ok *ok = &m->presence_sub_ok;
@@ -935,14 +938,9 @@ static void sub_finish(struct sub_req *q)
 		ok->count = q->count;
 		for (unsigned i = 0; i < q->count; i++) {
 			struct pres_user *u = q->u[i];
-			struct shard *sh = shard_of(p, u->hash);
-			pthread_mutex_lock(&sh->mu);
 			ok->recs[i].user = (struct parley_str){u->user, u->ulen};
 			pres_user_view(u, &ok->recs[i].status,
 				       &ok->recs[i].last_seen_ms);
-			pthread_mutex_unlock(&sh->mu);
-			seen_status[i] = ok->recs[i].status;
-			seen_ls[i] = ok->recs[i].last_seen_ms;
 		}
 		int n = parley_proto_size(m);
 		lm = n > 0 ? lmsg_new(LM_FRAME, (uint32_t)n) : NULL;
@@ -952,7 +950,6 @@ static void sub_finish(struct sub_req *q)
 		}
 		free(m);
 	}
-	bool sent = lm != NULL;
 	if (!lm) {
 		struct parley_msg e = {.type = PARLEY_T_ERROR};
 		e.error.code = PARLEY_ENOMEM;
@@ -965,24 +962,13 @@ static void sub_finish(struct sub_req *q)
 			memcpy(lm->data, buf, (size_t)n);
 	}
 	reply_post(&q->h, lm, q->rid);
-	for (unsigned i = 0; i < q->count; i++) {
-		struct pres_user *u = q->u[i];
-		struct shard *sh = shard_of(p, u->hash);
-		pthread_mutex_lock(&sh->mu);
-		uint8_t st;
-		uint64_t ls;
-		pres_user_view(u, &st, &ls);
-		if (sent && (st != seen_status[i] || ls != seen_ls[i])) {
-			uint8_t buf[256];
-			int n = encode_presence(u, buf, sizeof buf);
-			PARLEY_ASSERT(n > 0);
-			push_post(p, q->h, buf, (size_t)n);
-			ctr(&p->presence_pushes, 1);
-		}
-		PARLEY_ASSERT(u->io > 0); /* unpin (see struct sub_req) */
-		u->io--;
-		pthread_mutex_unlock(&sh->mu);
+	for (unsigned i = 0; i < q->count; i++) { /* unpin (see struct sub_req) */
+		PARLEY_ASSERT(q->u[i]->io > 0);
+		q->u[i]->io--;
 	}
+	for (unsigned k = PRESENCE_SHARDS; k-- > 0;)
+		if (mask & (1ull << k))
+			pthread_mutex_unlock(&p->sh[k].mu);
 	free(q);
 }
 

@@ -24,10 +24,10 @@
  * Pushes: a transition (online <-> offline, a changed hidden setting) is
  * pushed as PRESENCE to every subscribed connection, posted to its loop
  * while the user's shard lock is held, so one subscriber sees one user's
- * transitions in order. PRESENCE_SUB_OK carries each user's view as it
- * was read; a user whose view changed before the reply was posted is
- * pushed again after it, so the last thing a client hears about a user
- * (reply or push) is current. Typing is forwarded as TYPING_PUSH to every
+ * transitions in order. PRESENCE_SUB_OK is built and posted under the
+ * shard locks of all the users it names, so each push about them comes
+ * either before it (older than its view) or after it: the last thing a
+ * client hears about a user (reply or push) is current. Typing is forwarded as TYPING_PUSH to every
  * session of every other member of the conversation (never to the
  * typer's own devices). A push is an lmsg of kind LM_PUSH; at most
  * push_queue_max of them wait in all loops' queues together, beyond that
@@ -60,7 +60,8 @@
  * run on the connection's loop thread (a struct presence_conn belongs to
  * it); engine callbacks and the sweep thread touch entries under their
  * shard lock; loop_post is the only way to a connection. Lock order: a
- * shard lock, then a loop's queue lock; never two shard locks.
+ * shard lock, then a loop's queue lock; several shard locks only in
+ * sub_finish, in ascending shard order.
  */
 #ifndef PARLEYD_PRESENCE_H
 #define PARLEYD_PRESENCE_H

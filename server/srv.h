@@ -142,6 +142,9 @@ struct srv {
 	struct ratelimit *rl;        /* request rate limits; NULL = none */
 	struct admission *adm;       /* handshake admission; NULL = none */
 	struct presence *pres;       /* typing and presence; NULL = none */
+	struct live *live;           /* subscribed connections per user, for
+					large groups' live EVENTs (live.h);
+					NULL = none */
 	struct peer_node *peer;      /* a cluster node's replication (peer_node.h,
 					/metrics, /readyz); NULL = one node */
 	atomic_bool draining;

@@ -1,18 +1,23 @@
 /*
  * bcache.c — bounded LRU block cache. See bcache.h for invariants, the item
- * lifecycle and threading (single shard thread).
+ * lifecycle and threading (thread-safe, one mutex per lock shard).
  *
- * Structure: an open hash table (chained, power-of-two buckets, grown at
- * load 1) over items, and one doubly linked LRU list holding only UNPINNED
- * indexed items (most recent at the head). Pinned items are off the list, so
- * eviction walks from the tail and never sees one.
+ * Structure: the key's hash picks a lock shard; each shard has an open hash
+ * table (chained, power-of-two buckets, grown at load 1) over its items,
+ * and one doubly linked LRU list holding only its UNPINNED indexed items
+ * (most recent at the head). Pinned items are off the list, so eviction
+ * walks from the tail and never sees one. Every field of an item except
+ * its value, charge and key is guarded by its shard's mutex.
  */
 #include "bcache.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
 #include "parley_common.h"
+
+struct bc_shard;
 
 struct bcache_item {
 	uint64_t seg;
@@ -22,16 +27,23 @@ struct bcache_item {
 	size_t charge;
 	void *value;
 	bcache_free_fn free_fn;
+	struct bc_shard *sh;
 	struct bcache_item *hnext;           /* bucket chain */
 	struct bcache_item *lru_prev, *lru_next;
 };
 
-struct bcache {
+struct bc_shard {
+	pthread_mutex_t mu;
 	size_t budget;
 	struct bcache_item **buckets;
 	size_t nbuckets; /* power of two */
 	struct bcache_item *lru_head, *lru_tail;
 	struct bcache_stats st;
+};
+
+struct bcache {
+	unsigned nsh;
+	struct bc_shard *sh;
 };
 
 static size_t bc_hash(uint64_t seg, uint32_t blk)
@@ -40,23 +52,48 @@ static size_t bc_hash(uint64_t seg, uint32_t blk)
 	return (size_t)(h ^ (h >> 29));
 }
 
-int bcache_new(size_t budget_bytes, struct bcache **out)
+static struct bc_shard *bc_shard_of(const struct bcache *c, uint64_t seg,
+				    uint32_t blk)
 {
+	return &c->sh[(bc_hash(seg, blk) >> 40) % c->nsh];
+}
+
+int bcache_new_sharded(size_t budget_bytes, unsigned nshards,
+		       struct bcache **out)
+{
+	if (nshards == 0 || nshards > BCACHE_MAX_LOCK_SHARDS)
+		return -PARLEY_EINVAL;
 	struct bcache *c = calloc(1, sizeof *c);
 	if (!c)
 		return -PARLEY_ENOMEM;
-	c->nbuckets = 64;
-	c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
-	if (!c->buckets) {
+	c->sh = calloc(nshards, sizeof *c->sh);
+	if (!c->sh) {
 		free(c);
 		return -PARLEY_ENOMEM;
 	}
-	c->budget = budget_bytes;
+	c->nsh = nshards;
+	for (unsigned i = 0; i < nshards; i++) {
+		struct bc_shard *b = &c->sh[i];
+		b->nbuckets = 64;
+		b->buckets = calloc(b->nbuckets, sizeof *b->buckets);
+		b->budget = budget_bytes / nshards;
+		pthread_mutex_init(&b->mu, NULL);
+		if (!b->buckets) {
+			c->nsh = i + 1;
+			bcache_free(c);
+			return -PARLEY_ENOMEM;
+		}
+	}
 	*out = c;
 	return 0;
 }
 
-static void lru_unlink(struct bcache *c, struct bcache_item *it)
+int bcache_new(size_t budget_bytes, struct bcache **out)
+{
+	return bcache_new_sharded(budget_bytes, 1, out);
+}
+
+static void lru_unlink(struct bc_shard *c, struct bcache_item *it)
 {
 	if (it->lru_prev)
 		it->lru_prev->lru_next = it->lru_next;
@@ -69,7 +106,7 @@ static void lru_unlink(struct bcache *c, struct bcache_item *it)
 	it->lru_prev = it->lru_next = NULL;
 }
 
-static void lru_push_head(struct bcache *c, struct bcache_item *it)
+static void lru_push_head(struct bc_shard *c, struct bcache_item *it)
 {
 	it->lru_prev = NULL;
 	it->lru_next = c->lru_head;
@@ -80,7 +117,7 @@ static void lru_push_head(struct bcache *c, struct bcache_item *it)
 		c->lru_tail = it;
 }
 
-static void index_remove(struct bcache *c, struct bcache_item *it)
+static void index_remove(struct bc_shard *c, struct bcache_item *it)
 {
 	struct bcache_item **pp = &c->buckets[bc_hash(it->seg, it->blk) & (c->nbuckets - 1)];
 	while (*pp != it) {
@@ -101,38 +138,58 @@ static void item_destroy(struct bcache_item *it)
 	free(it);
 }
 
-/* Evict unpinned LRU items until within budget. */
-static void bc_evict(struct bcache *c)
+/* Items unlinked under the lock are destroyed (their free_fn runs) after
+ * it is dropped. */
+static void destroy_list(struct bcache_item *it)
 {
+	while (it) {
+		struct bcache_item *n = it->hnext;
+		item_destroy(it);
+		it = n;
+	}
+}
+
+/* Evicts unpinned LRU items until within budget; returns them chained by
+ * hnext, for destroy_list once the lock is dropped. */
+static struct bcache_item *bc_evict(struct bc_shard *c)
+{
+	struct bcache_item *gone = NULL;
 	while (c->st.bytes > c->budget && c->lru_tail) {
 		struct bcache_item *it = c->lru_tail;
 		PARLEY_ASSERT(it->pins == 0 && it->indexed);
 		lru_unlink(c, it);
 		index_remove(c, it);
 		c->st.evictions++;
-		item_destroy(it);
+		it->hnext = gone;
+		gone = it;
 	}
+	return gone;
 }
 
 void bcache_free(struct bcache *c)
 {
 	if (!c)
 		return;
-	PARLEY_ASSERT(c->st.pinned_bytes == 0);
-	for (size_t i = 0; i < c->nbuckets; i++) {
-		struct bcache_item *it = c->buckets[i];
-		while (it) {
-			struct bcache_item *n = it->hnext;
-			PARLEY_ASSERT(it->pins == 0);
-			item_destroy(it);
-			it = n;
+	for (unsigned k = 0; k < c->nsh; k++) {
+		struct bc_shard *b = &c->sh[k];
+		PARLEY_ASSERT(b->st.pinned_bytes == 0);
+		for (size_t i = 0; i < b->nbuckets && b->buckets; i++) {
+			struct bcache_item *it = b->buckets[i];
+			while (it) {
+				struct bcache_item *n = it->hnext;
+				PARLEY_ASSERT(it->pins == 0);
+				item_destroy(it);
+				it = n;
+			}
 		}
+		free(b->buckets);
+		pthread_mutex_destroy(&b->mu);
 	}
-	free(c->buckets);
+	free(c->sh);
 	free(c);
 }
 
-static struct bcache_item *bc_find(struct bcache *c, uint64_t seg, uint32_t blk)
+static struct bcache_item *bc_find(struct bc_shard *c, uint64_t seg, uint32_t blk)
 {
 	struct bcache_item *it = c->buckets[bc_hash(seg, blk) & (c->nbuckets - 1)];
 	while (it && !(it->seg == seg && it->blk == blk))
@@ -140,7 +197,7 @@ static struct bcache_item *bc_find(struct bcache *c, uint64_t seg, uint32_t blk)
 	return it;
 }
 
-static void bc_pin(struct bcache *c, struct bcache_item *it)
+static void bc_pin(struct bc_shard *c, struct bcache_item *it)
 {
 	if (it->pins++ == 0) {
 		if (it->indexed)
@@ -149,19 +206,22 @@ static void bc_pin(struct bcache *c, struct bcache_item *it)
 	}
 }
 
-struct bcache_item *bcache_lookup(struct bcache *c, uint64_t seg, uint32_t blk)
+struct bcache_item *bcache_lookup(struct bcache *cache, uint64_t seg, uint32_t blk)
 {
+	struct bc_shard *c = bc_shard_of(cache, seg, blk);
+	pthread_mutex_lock(&c->mu);
 	struct bcache_item *it = bc_find(c, seg, blk);
 	if (!it) {
 		c->st.misses++;
-		return NULL;
+	} else {
+		c->st.hits++;
+		bc_pin(c, it);
 	}
-	c->st.hits++;
-	bc_pin(c, it);
+	pthread_mutex_unlock(&c->mu);
 	return it;
 }
 
-static void bc_grow(struct bcache *c)
+static void bc_grow(struct bc_shard *c)
 {
 	size_t nb = c->nbuckets * 2;
 	struct bcache_item **b = calloc(nb, sizeof *b);
@@ -182,29 +242,45 @@ static void bc_grow(struct bcache *c)
 	c->nbuckets = nb;
 }
 
-int bcache_insert(struct bcache *c, uint64_t seg, uint32_t blk, void *value,
+int bcache_insert(struct bcache *cache, uint64_t seg, uint32_t blk, void *value,
 		  size_t charge, bcache_free_fn free_fn,
 		  struct bcache_item **out)
 {
+	struct bc_shard *c = bc_shard_of(cache, seg, blk);
+	pthread_mutex_lock(&c->mu);
 	struct bcache_item *it = bc_find(c, seg, blk);
 	if (it) {
+		bc_pin(c, it);
+		pthread_mutex_unlock(&c->mu);
 		if (free_fn)
 			free_fn(value);
-		bc_pin(c, it);
 		*out = it;
 		return 0;
 	}
+	pthread_mutex_unlock(&c->mu);
 	it = calloc(1, sizeof *it);
 	if (!it) {
 		if (free_fn)
 			free_fn(value);
 		return -PARLEY_ENOMEM;
 	}
+	pthread_mutex_lock(&c->mu);
+	struct bcache_item *raced = bc_find(c, seg, blk);
+	if (raced) { /* another thread inserted it meanwhile */
+		bc_pin(c, raced);
+		pthread_mutex_unlock(&c->mu);
+		free(it);
+		if (free_fn)
+			free_fn(value);
+		*out = raced;
+		return 0;
+	}
 	it->seg = seg;
 	it->blk = blk;
 	it->charge = charge;
 	it->value = value;
 	it->free_fn = free_fn;
+	it->sh = c;
 	it->indexed = true;
 	it->pins = 1;
 	if (c->st.items + 1 > c->nbuckets)
@@ -216,7 +292,9 @@ int bcache_insert(struct bcache *c, uint64_t seg, uint32_t blk, void *value,
 	c->st.bytes += charge;
 	c->st.pinned_bytes += charge;
 	c->st.inserts++;
-	bc_evict(c);
+	struct bcache_item *gone = bc_evict(c);
+	pthread_mutex_unlock(&c->mu);
+	destroy_list(gone);
 	*out = it;
 	return 0;
 }
@@ -226,45 +304,80 @@ void *bcache_value(const struct bcache_item *it)
 	return it->value;
 }
 
-void bcache_release(struct bcache *c, struct bcache_item *it)
+void bcache_release(struct bcache *cache, struct bcache_item *it)
 {
+	(void)cache;
+	struct bc_shard *c = it->sh;
+	pthread_mutex_lock(&c->mu);
 	PARLEY_ASSERT(it->pins > 0);
-	if (--it->pins > 0)
+	if (--it->pins > 0) {
+		pthread_mutex_unlock(&c->mu);
 		return;
+	}
 	c->st.pinned_bytes -= it->charge;
 	if (!it->indexed) {
+		pthread_mutex_unlock(&c->mu);
 		item_destroy(it); /* erased while pinned: last pin frees it */
 		return;
 	}
 	lru_push_head(c, it);
-	bc_evict(c);
+	struct bcache_item *gone = bc_evict(c);
+	pthread_mutex_unlock(&c->mu);
+	destroy_list(gone);
 }
 
-void bcache_erase_segment(struct bcache *c, uint64_t seg)
+void bcache_erase_segment(struct bcache *cache, uint64_t seg)
 {
-	for (size_t i = 0; i < c->nbuckets; i++) {
-		struct bcache_item *it = c->buckets[i];
-		while (it) {
-			struct bcache_item *n = it->hnext;
-			if (it->seg == seg) {
-				if (it->pins == 0)
-					lru_unlink(c, it);
-				index_remove(c, it);
-				if (it->pins == 0)
-					item_destroy(it);
+	for (unsigned k = 0; k < cache->nsh; k++) {
+		struct bc_shard *c = &cache->sh[k];
+		struct bcache_item *gone = NULL;
+		pthread_mutex_lock(&c->mu);
+		for (size_t i = 0; i < c->nbuckets; i++) {
+			struct bcache_item *it = c->buckets[i];
+			while (it) {
+				struct bcache_item *n = it->hnext;
+				if (it->seg == seg) {
+					if (it->pins == 0)
+						lru_unlink(c, it);
+					index_remove(c, it);
+					if (it->pins == 0) {
+						it->hnext = gone;
+						gone = it;
+					}
+				}
+				it = n;
 			}
-			it = n;
 		}
+		pthread_mutex_unlock(&c->mu);
+		destroy_list(gone);
 	}
 }
 
-void bcache_set_budget(struct bcache *c, size_t budget_bytes)
+void bcache_set_budget(struct bcache *cache, size_t budget_bytes)
 {
-	c->budget = budget_bytes;
-	bc_evict(c);
+	for (unsigned k = 0; k < cache->nsh; k++) {
+		struct bc_shard *c = &cache->sh[k];
+		pthread_mutex_lock(&c->mu);
+		c->budget = budget_bytes / cache->nsh;
+		struct bcache_item *gone = bc_evict(c);
+		pthread_mutex_unlock(&c->mu);
+		destroy_list(gone);
+	}
 }
 
-void bcache_get_stats(const struct bcache *c, struct bcache_stats *out)
+void bcache_get_stats(const struct bcache *cache, struct bcache_stats *out)
 {
-	*out = c->st;
+	*out = (struct bcache_stats){0};
+	for (unsigned k = 0; k < cache->nsh; k++) {
+		struct bc_shard *c = &cache->sh[k];
+		pthread_mutex_lock(&c->mu);
+		out->hits += c->st.hits;
+		out->misses += c->st.misses;
+		out->inserts += c->st.inserts;
+		out->evictions += c->st.evictions;
+		out->items += c->st.items;
+		out->bytes += c->st.bytes;
+		out->pinned_bytes += c->st.pinned_bytes;
+		pthread_mutex_unlock(&c->mu);
+	}
 }

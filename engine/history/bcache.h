@@ -27,9 +27,14 @@
  *                   PINNED (detached) ──release(last pin)──►  ▲
  *                                                         ────┘
  *
- * Threads: NOT thread-safe. One cache per shard, used only by that shard's
- * thread (segment reads happen on the shard; a compaction thread uses its
- * own readers without a cache, or its own cache).
+ * Threads: thread-safe. The items are spread over lock shards by key
+ * (bcache_new_sharded; bcache_new makes one), each with its own mutex,
+ * index, LRU list and an equal part of the budget, so the engine's shard
+ * thread and its history read pool (history/hist_read.c) look up, insert
+ * and release blocks of one cache at once without one lock for all. A
+ * value is immutable while cached: bcache_value needs no lock. Budget and
+ * LRU order are per lock shard (eviction frees the least recently used
+ * item of the shard that went over its part).
  */
 #ifndef PARLEY_ENGINE_BCACHE_H
 #define PARLEY_ENGINE_BCACHE_H
@@ -49,8 +54,17 @@ struct bcache_stats {
 	uint64_t pinned_bytes; /* charge of pinned items (indexed or detached) */
 };
 
-/* budget_bytes: the configurable bound (e.g. pe_options' block cache size). */
+/* Lock shards the engine's caches use (readers on several threads). */
+#define BCACHE_LOCK_SHARDS 16u
+#define BCACHE_MAX_LOCK_SHARDS 256u
+
+/* budget_bytes: the configurable bound (e.g. pe_options' block cache size).
+ * One lock shard: exact LRU order over the whole budget. */
 int bcache_new(size_t budget_bytes, struct bcache **out);
+/* nshards lock shards (1..BCACHE_MAX_LOCK_SHARDS), each with budget /
+ * nshards: less lock contention between threads, LRU per shard. */
+int bcache_new_sharded(size_t budget_bytes, unsigned nshards,
+		       struct bcache **out);
 /* Frees every item. Requires no pins outstanding (asserted). */
 void bcache_free(struct bcache *c);
 

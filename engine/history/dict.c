@@ -25,9 +25,17 @@ uint64_t dict_id_of(const void *p, size_t len)
 	return id ? id : 1;
 }
 
+struct pdict *dict_ref(const struct pdict *d)
+{
+	struct pdict *m = (struct pdict *)d; /* the count is not content */
+	if (m)
+		atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+	return m;
+}
+
 void dict_free(struct pdict *d)
 {
-	if (!d)
+	if (!d || atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) > 1)
 		return;
 	ZSTD_freeCDict(d->cdict);
 	ZSTD_freeDDict(d->ddict);
@@ -48,6 +56,7 @@ int dict_from_bytes(const void *p, size_t len, int level, struct pdict **out)
 		return -PARLEY_ENOMEM;
 	}
 	memcpy(d->bytes, p, len);
+	atomic_init(&d->refs, 1);
 	d->len = (uint32_t)len;
 	d->id = dict_id_of(p, len);
 	d->level = level;

@@ -32,7 +32,11 @@
  *                                                              DURABLE)
  *
  * Ownership: struct pdict owns its bytes and its ZSTD_CDict / ZSTD_DDict;
- * it is immutable after creation, so segment writers and readers on any
+ * it is reference-counted (created with one reference; dict_ref adds one,
+ * dict_free drops one and frees at zero): a segment reader holds one on
+ * its dictionary, so a reader a history read still uses outlives the
+ * partition's retiring of that dictionary. Its content is immutable after
+ * creation, so segment writers and readers on any
  * thread may share one (zstd's CDict/DDict are read-only when used).
  * Threads: training and I/O functions are reentrant; they block (training
  * costs tens of ms per MiB of samples), so run them off the shard's event
@@ -42,6 +46,7 @@
 #define PARLEY_ENGINE_DICT_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +66,7 @@ struct ZSTD_CDict_s;
 struct ZSTD_DDict_s;
 
 struct pdict {
+	_Atomic uint32_t refs;      /* dict_ref / dict_free */
 	uint64_t id;
 	uint32_t len;
 	uint8_t *bytes;
@@ -89,7 +95,10 @@ int dict_train(const struct dict_sample *samples, size_t n, size_t dict_cap,
 	       int level, struct pdict **out);
 /* Wraps existing dictionary bytes (copied). */
 int dict_from_bytes(const void *p, size_t len, int level, struct pdict **out);
+/* Drops one reference; the last frees the dictionary. */
 void dict_free(struct pdict *d);
+/* Adds a reference (any thread); returns d. */
+struct pdict *dict_ref(const struct pdict *d);
 uint64_t dict_id_of(const void *p, size_t len);
 
 /* "dict-<id:016x>.zd" into buf; returns buf. */

@@ -303,6 +303,52 @@ int hpart_read(struct hpart *h, const struct history_read_req *q,
 	return history_read(h->rv, h->nsegs, &r, out, res, hold);
 }
 
+struct hpart_view {
+	uint64_t deleted_through, first_retained; /* the stream's marks */
+	size_t n;
+	struct seg_reader *r[]; /* each holds a reference (seg_ref) */
+};
+
+int hpart_view_get(struct hpart *h, const void *key, size_t klen,
+		   struct hpart_view **out)
+{
+	*out = NULL;
+	struct hpart_view *v = malloc(sizeof *v + h->nsegs * sizeof v->r[0] + 1);
+	if (!v)
+		return -PARLEY_ENOMEM;
+	v->n = 0;
+	v->deleted_through = v->first_retained = 0;
+	const struct hman_stream *m = hman_stream(&h->man, key, klen);
+	if (m) {
+		v->deleted_through = m->deleted_through;
+		v->first_retained = m->first_retained;
+	}
+	for (size_t i = 0; i < h->nsegs; i++)
+		if (seg_may_contain(h->segs[i].r, key, klen))
+			v->r[v->n++] = seg_ref(h->segs[i].r);
+	*out = v;
+	return 0;
+}
+
+int hpart_view_read(struct hpart_view *v, const struct history_read_req *q,
+		    struct pe_entry *out, struct history_read_res *res,
+		    struct history_hold **hold)
+{
+	struct history_read_req r = *q;
+	r.deleted_through = PARLEY_MAX(r.deleted_through, v->deleted_through);
+	r.first_retained = PARLEY_MAX(r.first_retained, v->first_retained);
+	return history_read(v->r, v->n, &r, out, res, hold);
+}
+
+void hpart_view_free(struct hpart_view *v)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < v->n; i++)
+		seg_close(v->r[i]);
+	free(v);
+}
+
 int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,
 			uint64_t *first_visible, uint64_t *last)
 {
@@ -1284,9 +1330,12 @@ int hpart_compact_install(struct hpart *h, struct hpart_cjob *j,
 			h->segs[w++] = h->segs[i];
 			continue;
 		}
-		seg_close(h->segs[i].r);
+		/* a read of an older view may still use the reader: it stops
+		 * caching first, and lives until that view is freed */
+		seg_retire(h->segs[i].r);
 		if (h->o.cache)
 			bcache_erase_segment(h->o.cache, hp_cache_ns(h) | h->segs[i].id);
+		seg_close(h->segs[i].r);
 		if (ids) {
 			(*ids)[(*nids)++] = h->segs[i].id;
 			continue;

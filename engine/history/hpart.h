@@ -40,8 +40,9 @@
  * Ownership: struct hpart owns the manifest, readers and dictionaries; it
  * borrows the block cache and the retention policy (both outlive it). A job
  * is owned by whoever holds it and is freed by commit or abandon.
- * Threads: every hpart_* call except *_run on the partition's owner thread;
- * *_run touches only its job.
+ * Threads: every hpart_* call except *_run, *_store, hpart_view_read and
+ * hpart_view_free on the partition's owner thread; those touch only their
+ * job or view.
  */
 #ifndef PARLEY_ENGINE_HPART_H
 #define PARLEY_ENGINE_HPART_H
@@ -101,6 +102,26 @@ const struct hman *hpart_manifest(const struct hpart *h);
 int hpart_read(struct hpart *h, const struct history_read_req *q,
 	       struct pe_entry *out, struct history_read_res *res,
 	       struct history_hold **hold);
+/*
+ * Reads off the owner thread (the engine's history read pool):
+ *   hpart_view_get (owner)   a snapshot for one stream: a reference on
+ *                            every live segment reader that may hold the
+ *                            key (bloom) and the stream's marks as they
+ *                            are now. A compaction or flush that commits
+ *                            afterwards changes neither: the view's
+ *                            readers stay open (seg_ref) until it is freed.
+ *   hpart_view_read (any)    hpart_read over the view; one thread at a
+ *                            time per view.
+ *   hpart_view_free (any)    after every hold of its reads was freed.
+ */
+struct hpart_view;
+int hpart_view_get(struct hpart *h, const void *key, size_t klen,
+		   struct hpart_view **out);
+int hpart_view_read(struct hpart_view *v, const struct history_read_req *q,
+		    struct pe_entry *out, struct history_read_res *res,
+		    struct history_hold **hold);
+void hpart_view_free(struct hpart_view *v);
+
 /* Stream bounds over live segments, marks applied: first visible seq and
  * last seq; -PARLEY_ENOTFOUND if nothing is visible. */
 int hpart_stream_bounds(struct hpart *h, const void *key, size_t klen,

@@ -23,7 +23,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -808,6 +810,10 @@ struct seg_dent {
 };
 
 struct seg_reader {
+	_Atomic uint32_t refs;  /* seg_ref / seg_close; freed at zero */
+	atomic_bool retired;    /* seg_retire: blocks no longer cached */
+	pthread_mutex_t mu;     /* err (readers on any thread) */
+	pthread_mutex_t idem_mu; /* idem_own: loaded once (seg_fail under it) */
 	struct pio *io;
 	struct pio_file *f;
 	char path[1024];
@@ -822,7 +828,7 @@ struct seg_reader {
 	struct seg_bmeta *blocks;
 	struct seg_dent *dents;
 	struct bloom bloom;
-	uint64_t bytes_read;
+	_Atomic uint64_t bytes_read;
 	size_t meta_raw_len;
 	/* The idempotency section stays on disk: only where it is and the
 	 * checksum of its stored bytes (taken at open, under the meta
@@ -879,8 +885,10 @@ static int seg_fail(struct seg_reader *r, int rc, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	pthread_mutex_lock(&r->mu);
 	if (snprintf(r->err, sizeof r->err, "file=%s %s", r->path, msg) < 0)
 		r->err[0] = '\0'; /* truncation of a long path is acceptable */
+	pthread_mutex_unlock(&r->mu);
 	PLOG_E("segment", "segment read failed", "file=%s %s err=%s", r->path,
 	       msg, parley_errname(rc));
 	return rc;
@@ -888,13 +896,58 @@ static int seg_fail(struct seg_reader *r, int rc, const char *fmt, ...)
 
 const char *seg_error(const struct seg_reader *r) { return r->err; }
 const char *seg_path(const struct seg_reader *r) { return r->path; }
-uint64_t seg_bytes_read(const struct seg_reader *r) { return r->bytes_read; }
+uint64_t seg_bytes_read(const struct seg_reader *r)
+{
+	return atomic_load_explicit(&r->bytes_read, memory_order_relaxed);
+}
 void seg_get_info(const struct seg_reader *r, struct seg_info *out) { *out = r->info; }
+
+/* The calling thread's decompression context for blocks and idempotency
+ * sections: a reader may be used by several threads at once (the engine's
+ * read pool), so the per-reader context serves only seg_open. Freed when
+ * the thread exits. */
+static pthread_key_t tls_dctx_key;
+static pthread_once_t tls_dctx_once = PTHREAD_ONCE_INIT;
+
+static void tls_dctx_free(void *p) { ZSTD_freeDCtx(p); }
+static void tls_dctx_init(void)
+{
+	PARLEY_ASSERT(pthread_key_create(&tls_dctx_key, tls_dctx_free) == 0);
+}
+
+static ZSTD_DCtx *tls_dctx(void)
+{
+	pthread_once(&tls_dctx_once, tls_dctx_init);
+	ZSTD_DCtx *d = pthread_getspecific(tls_dctx_key);
+	if (!d) {
+		d = ZSTD_createDCtx();
+		if (d && pthread_setspecific(tls_dctx_key, d) != 0) {
+			ZSTD_freeDCtx(d);
+			d = NULL;
+		}
+	}
+	return d;
+}
+
+struct seg_reader *seg_ref(struct seg_reader *r)
+{
+	atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+	return r;
+}
+
+void seg_retire(struct seg_reader *r)
+{
+	atomic_store_explicit(&r->retired, true, memory_order_release);
+}
 
 void seg_close(struct seg_reader *r)
 {
-	if (!r)
+	if (!r ||
+	    atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) > 1)
 		return;
+	dict_free((struct pdict *)r->dict);
+	pthread_mutex_destroy(&r->mu);
+	pthread_mutex_destroy(&r->idem_mu);
 	if (r->f)
 		r->io->ops->close(r->io, r->f);
 	ZSTD_freeDCtx(r->dctx);
@@ -998,7 +1051,12 @@ static int idem_decode(struct seg_reader *r, const uint8_t *z, size_t zlen,
 	s->charge = total;
 	s->irec = (struct seg_idem *)(s + 1);
 	s->raw = (uint8_t *)s->irec + recs;
-	size_t got = ZSTD_decompressDCtx(r->dctx, s->raw, raw, z + 8, zlen - 8);
+	ZSTD_DCtx *dctx = tls_dctx();
+	if (!dctx) {
+		free(s);
+		return -PARLEY_ENOMEM;
+	}
+	size_t got = ZSTD_decompressDCtx(dctx, s->raw, raw, z + 8, zlen - 8);
 	int rc = 0;
 	if (ZSTD_isError(got) || got != raw) {
 		rc = seg_fail(r, -PARLEY_ECORRUPT, "idempotency section undecodable");
@@ -1062,7 +1120,8 @@ static int idem_load(struct seg_reader *r, struct seg_idemsec **out)
 	else
 		rc = idem_decode(r, z, r->idem_len, out);
 	if (got > 0)
-		r->bytes_read += (uint64_t)got;
+		atomic_fetch_add_explicit(&r->bytes_read, (uint64_t)got,
+					  memory_order_relaxed);
 	free(z);
 	return rc;
 }
@@ -1075,14 +1134,15 @@ static int idem_acquire(struct seg_reader *r, struct seg_idemref *ref)
 {
 	ref->s = NULL;
 	ref->it = NULL;
-	if (!r->cache) {
-		if (!r->idem_own) {
-			int rc = idem_load(r, &r->idem_own);
-			if (rc)
-				return rc;
-		}
+	if (!r->cache ||
+	    atomic_load_explicit(&r->retired, memory_order_acquire)) {
+		/* kept by the reader, as for a reader without a cache (a
+		 * retired one lives only until its last read is done) */
+		pthread_mutex_lock(&r->idem_mu);
+		int rc = r->idem_own ? 0 : idem_load(r, &r->idem_own);
 		ref->s = r->idem_own;
-		return 0;
+		pthread_mutex_unlock(&r->idem_mu);
+		return rc;
 	}
 	uint64_t key = r->cache_key | r->info.seg_id;
 	ref->it = bcache_lookup(r->cache, key, SEG_IDEM_BLK);
@@ -1161,6 +1221,9 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 	struct seg_reader *r = calloc(1, sizeof *r);
 	if (!r)
 		return -PARLEY_ENOMEM;
+	atomic_init(&r->refs, 1);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->idem_mu, NULL);
 	r->io = io;
 	r->cache = o ? o->cache : NULL;
 	r->cache_key = o ? o->cache_ns : 0;
@@ -1279,11 +1342,13 @@ int seg_open(struct pio *io, const char *dir, const char *name,
 		r->dict = o && o->dict_lookup ? o->dict_lookup(o->dict_arg, in->dict_id)
 					      : NULL;
 		if (!r->dict || r->dict->id != in->dict_id) {
+			r->dict = NULL;
 			rc = seg_fail(r, -PARLEY_ENOTFOUND,
 				      "dictionary %016" PRIx64 " not available",
 				      in->dict_id);
 			goto fail;
 		}
+		dict_ref(r->dict); /* dropped by the last seg_close */
 	}
 	*out = r;
 	return 0;
@@ -1297,7 +1362,9 @@ fail:
 void seg_set_dict(struct seg_reader *r, const struct pdict *d)
 {
 	PARLEY_ASSERT(r->dict && d && r->dict->id == d->id);
-	r->dict = d;
+	const struct pdict *old = r->dict;
+	r->dict = dict_ref(d);
+	dict_free((struct pdict *)old);
 }
 
 int seg_block_meta(const struct seg_reader *r, uint32_t blk,
@@ -1498,7 +1565,8 @@ static int block_load(struct seg_reader *r, uint32_t blk, struct seg_block **out
 	b->charge = total;
 	int64_t got = r->io->ops->pread(r->io, r->f, comp, bm->clen, bm->off);
 	if (got > 0)
-		r->bytes_read += (uint64_t)got;
+		atomic_fetch_add_explicit(&r->bytes_read, (uint64_t)got,
+					  memory_order_relaxed);
 	if (got < 0) {
 		rc = seg_fail(r, (int)got, "block=%u offset=%" PRIu64 " read failed",
 			      blk, bm->off);
@@ -1514,10 +1582,15 @@ static int block_load(struct seg_reader *r, uint32_t blk, struct seg_block **out
 			      " checksum mismatch", blk, bm->off);
 		goto out;
 	}
-	size_t n = r->dict ? ZSTD_decompress_usingDDict(r->dctx, b->raw, bm->rlen,
+	ZSTD_DCtx *dctx = tls_dctx();
+	if (!dctx) {
+		rc = -PARLEY_ENOMEM;
+		goto out;
+	}
+	size_t n = r->dict ? ZSTD_decompress_usingDDict(dctx, b->raw, bm->rlen,
 							comp, bm->clen,
 							r->dict->ddict)
-			   : ZSTD_decompressDCtx(r->dctx, b->raw, bm->rlen,
+			   : ZSTD_decompressDCtx(dctx, b->raw, bm->rlen,
 						 comp, bm->clen);
 	if (ZSTD_isError(n) || n != bm->rlen) {
 		rc = seg_fail(r, -PARLEY_ECORRUPT, "block=%u decompression failed: %s",
@@ -1553,7 +1626,10 @@ static int block_get(struct seg_reader *r, uint32_t blk, struct seg_pin *pin)
 	int rc = block_load(r, blk, &b);
 	if (rc)
 		return rc;
-	if (!r->cache) {
+	if (!r->cache ||
+	    atomic_load_explicit(&r->retired, memory_order_acquire)) {
+		/* a retired segment's blocks are not cached: its cache entries
+		 * were erased, and nothing would find new ones */
 		pin->b = b;
 		return 0;
 	}

@@ -89,9 +89,18 @@
  * decompressed block that the iterator pins (in the cache, or owned by the
  * iterator without one); they stay valid until the iterator moves past the
  * block (keep_pins=false) or until seg_iter_free (keep_pins=true).
- * Threads: a writer, a reader and its iterators belong to one thread at a
- * time (the zstd context and the bcache are not synchronized). Readers of
- * the same file on different threads are independent.
+ * Reference counting: a reader starts with one reference; seg_ref adds
+ * one and seg_close drops one, the last closing the file and freeing the
+ * reader (it also holds a reference on its dictionary, dict.h). The
+ * engine's read pool keeps a reference on every reader of its snapshot
+ * (hpart_view) so a compaction that replaces the segment meanwhile does
+ * not free it under the read.
+ * Threads: a writer belongs to one thread at a time. A reader may be used
+ * by several threads at once (seg_iter_stream, seg_read, seg_idem_foreach,
+ * seg_stream_info, seg_may_contain; blocks are decompressed with the
+ * calling thread's zstd context, the block cache is thread-safe); an
+ * iterator belongs to one thread at a time. seg_set_dict only before the
+ * reader is shared.
  */
 #ifndef PARLEY_ENGINE_SEGMENT_H
 #define PARLEY_ENGINE_SEGMENT_H
@@ -231,7 +240,14 @@ struct seg_block_info {
 int seg_open(struct pio *io, const char *dir, const char *name,
 	     const struct seg_open_opts *o, struct seg_reader **out,
 	     char *err, size_t errcap);
+/* Drops one reference (the last closes and frees the reader). Any thread. */
 void seg_close(struct seg_reader *r);
+/* Adds a reference (any thread); returns r. */
+struct seg_reader *seg_ref(struct seg_reader *r);
+/* The segment left the live set (compaction replaced it): blocks read from
+ * now on are not inserted into the cache (its entries were erased and no
+ * lookup would find new ones). Any thread. */
+void seg_retire(struct seg_reader *r);
 /* Points the reader at another copy of its dictionary (same id): when the
  * one it was opened with is about to be freed. Owner thread. */
 void seg_set_dict(struct seg_reader *r, const struct pdict *d);

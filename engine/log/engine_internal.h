@@ -15,6 +15,7 @@
  *   log/cmd.c          the log command codec
  *   log/wal.c          the shard's write-ahead log
  *   history/hist_job.c flush/compaction jobs, WAL release, retention ticks
+ *   history/hist_read.c the read pool: history reads off the shard thread
  *   manifest.c         the data directory's MANIFEST
  *   open.c             pe_open (recovery), pe_close, pe_abort
  *   api.c              the public asynchronous calls (marshalling)
@@ -40,7 +41,13 @@
  *                      partition, used only on its shard thread, except
  *                      that a flush or compaction job in flight is run by
  *                      a history worker thread (struct hworker) and handed
- *                      back to the shard (REQ_HIST_DONE) for its commit.
+ *                      back to the shard (REQ_HIST_DONE) for its commit,
+ *                      and that history reads run on the read pool (struct
+ *                      rpool) over a snapshot (struct hpart_view: its own
+ *                      references on the segment readers), answered back
+ *                      on the shard (REQ_READ_DONE, REQ_SUB_READ_DONE).
+ *   struct bcache      one per shard, shared by the shard and the read pool
+ *                      (thread-safe, lock shards).
  *   struct fsrc        a frozen copy of the memtable's entry pointers for
  *                      one flush job; the entries it names are not freed
  *                      while the job is in flight (flush_st).
@@ -85,6 +92,11 @@ struct pe_sub {
 	bool paused;
 	bool in_catchup;
 	bool attached;
+	bool rd_flight;         /* a history chunk is in the read pool */
+	bool rd_waiting;        /* on the shard's sub_wait list */
+	bool free_pending;      /* unsubscribed while rd_flight: freed when
+				   the chunk comes back */
+	struct pe_sub *wnext;   /* shard's sub_wait list */
 	struct pe_sub *next;    /* stream's list */
 	struct pe_sub *cnext;   /* shard's catch-up list */
 	uint8_t klen;
@@ -162,7 +174,10 @@ struct part {
 	uint64_t rlog_first, rlog_n, rlog_cap;
 	uint64_t rlog_bytes;    /* payload bytes held in rlog */
 	const struct engine_cluster *cl; /* the engine's (set at raft open) */
-	bool ready_out;         /* a ready's entries await their WAL batch */
+	bool ready_out;         /* a ready is out: not advanced yet */
+	bool wal_wait;          /* ... its entries await their WAL batch */
+	uint64_t hs_wait;       /* ... its term/vote await this HARDSTATE
+				   store generation (0: none) */
 	/* replication (log/part_raft.c, log/part_repl.c) */
 	const struct raft_msg *out_msgs; /* the out ready's messages: sent
 					    when its batch is durable */
@@ -174,6 +189,10 @@ struct part {
 	bool was_leader;
 	bool snap_logged;
 	uint64_t term_start;    /* leader: index of its term's no-op */
+	/* linearizable reads in flight (log/part_repl.c), in arrival order;
+	 * the last read context used and the ticks seen */
+	struct req *ri_head, *ri_tail;
+	uint64_t ri_ctx, ri_now;
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
 		pub_applied, pub_last, pub_snap_needed, pub_dropped,
 		pub_writable;
@@ -229,6 +248,12 @@ enum req_kind {
 	REQ_RAFT,      /* one inbound Raft message (log/part_repl.c) */
 	REQ_TICK,      /* a Raft tick for every group of the shard */
 	REQ_NODE_DOWN, /* a peer's link went down (from = its node id) */
+	REQ_READ_DONE, /* a history read came back from the read pool
+			  (history/hist_read.c); out = its struct hread */
+	REQ_SUB_READ_DONE, /* a tail's history chunk came back from the
+			      read pool; out = its struct hsubread */
+	REQ_HS_DONE,   /* a HARDSTATE store finished (log/part_raft.c):
+			  index = its generation, from = -result */
 };
 
 struct req {
@@ -250,6 +275,11 @@ struct req {
 	uint32_t limit;
 	enum pe_dir dir;
 	void *out;
+	/* READ with pe_read_req.linearizable (log/part_repl.c, ReadIndex):
+	 * its state, the read's context, the index to serve it at once
+	 * applied, and the tick by which it must be confirmed */
+	uint8_t ri_linear, ri_state;
+	uint64_t ri_ctx, ri_index, ri_deadline;
 	/* APPEND: encoded command; READ/META: key */
 	uint32_t mem_estimate;
 	uint32_t len;
@@ -264,6 +294,24 @@ struct stage_hist {
 	_Atomic uint64_t b[PE_HIST_BUCKETS];
 };
 void stage_hist_add(struct stage_hist *h, uint64_t ns);
+
+/* A job of the engine's read pool (history/hist_read.c): history reads and
+ * HARDSTATE stores. run on a pool thread; drop when the pool stops before
+ * running it (pe_abort). */
+struct rpool_job {
+	struct rpool_job *next;
+	void (*run)(struct rpool_job *j);
+	void (*drop)(struct rpool_job *j);
+};
+struct rpool {
+	pthread_t *threads;
+	uint32_t n;             /* threads running */
+	bool inited, stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct rpool_job *head, *tail;
+	uint64_t queued;
+};
 
 struct shard {
 	struct pe_engine *e;
@@ -284,6 +332,14 @@ struct shard {
 	struct part *ready_flight; /* ... in the batch being written */
 	struct part *dirty;        /* groups with proposals to make */
 	bool hs_dirty;             /* open: HARDSTATE to store before advancing */
+	/* live HARDSTATE stores (log/part_raft.c): generations asked for and
+	 * durable; one store in flight at a time */
+	uint64_t hs_want, hs_done;
+	bool hs_flight;
+	/* history reads in the read pool (history/hist_read.c) */
+	uint32_t rd_inflight;
+	struct req *rd_wait, *rd_wait_tail; /* reads waiting for a slot */
+	struct pe_sub *sub_wait, *sub_wait_tail; /* tails waiting for one */
 	struct bcache *cache;   /* decompressed history blocks, this shard's */
 	uint64_t wal_rolls;     /* WAL segments rolled, last seen */
 	uint64_t next_tick_ms;  /* periodic retention compaction */
@@ -348,6 +404,7 @@ struct pe_engine {
 	struct pe_options opt;
 	struct engine_cluster cl;
 	struct hworker hw[HW_COUNT];
+	struct rpool rpool;     /* history reads, HARDSTATE stores */
 	struct retention_policy retention;
 	struct retention_rule *rules;
 	char dir[512];
@@ -426,6 +483,7 @@ int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
 int part_raft_open(struct pe_engine *e, struct part *p);
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
 void part_raft_durable(struct part *p);
+int part_raft_hs_done(struct shard *sh, struct req *r);
 void part_raft_compact(struct part *p);
 int part_raft_elect(struct shard *sh);
 void part_raft_free(struct part *p);
@@ -439,6 +497,11 @@ void part_repl_recv(struct shard *sh, struct req *r);
 void part_repl_tick(struct shard *sh, struct req *r);
 void part_repl_node_down(struct shard *sh, struct req *r);
 const struct raft_msg *part_repl_msg(const struct req *r);
+bool part_repl_read(struct shard *sh, struct req *r);
+void part_repl_reads_issue(struct shard *sh, struct part *p);
+void part_repl_reads_ready(struct shard *sh, struct part *p,
+			   const struct raft_read *reads, uint32_t n);
+void part_repl_reads_close(struct part *p);
 int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c);
 
 /* log/part_wait.c */
@@ -452,6 +515,8 @@ void sub_start(struct shard *sh, struct pe_sub *sub);
 void sub_run_catchup(struct shard *sh);
 void sub_notify(struct shard *sh, struct stream *s);
 void sub_detach(struct shard *sh, struct pe_sub *sub);
+void sub_hist_deliver(struct shard *sh, struct pe_sub *sub, int rc,
+		      const struct pe_entry *batch, uint32_t n, uint64_t below);
 
 /* log/shard.c */
 uint64_t engine_clock(struct pe_engine *e);
@@ -503,6 +568,20 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		struct pe_engine **out);
 /* stepped: runs the engine until every shard's loop ended (pe_close) */
 void engine_step_stop(struct pe_engine *e);
+
+/* history/hist_read.c */
+int rpool_start(struct rpool *p, uint32_t nthreads);
+void rpool_push(struct rpool *p, struct rpool_job *j, bool urgent);
+void rpool_stop(struct rpool *p);
+bool hist_read_async(const struct shard *sh);
+int hist_read_dispatch(struct shard *sh, struct req *r, struct part *p, struct stream *s);
+void hist_read_wait(struct shard *sh, struct req *r);
+void hist_read_done(struct shard *sh, struct req *r);
+void hist_read_free(struct req *r);
+int hist_read_sub(struct shard *sh, struct pe_sub *sub, struct part *p,
+		  struct stream *s, uint32_t want);
+void hist_read_sub_done(struct shard *sh, struct req *r);
+void hist_read_sub_wait(struct shard *sh, struct pe_sub *sub);
 
 /* manifest.c */
 int manifest_read(struct pe_engine *e, bool *exists);

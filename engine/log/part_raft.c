@@ -48,11 +48,12 @@
  *
  * Several voters (pe_options.cluster, parley_engine.h "Replication"):
  *   - messages: a ready's messages leave through cl->send only after
- *     what they depend on is durable: a new term or vote is stored
- *     (HARDSTATE, at once, blocking) before anything else of the ready,
- *     and a ready with entries keeps its messages (out_msgs) until its
- *     WAL batch is fdatasync'd (part_raft_durable). A group of one sends
- *     none (asserted).
+ *     what they depend on is durable: a ready with a new term or vote
+ *     keeps its messages (out_msgs) and is not advanced until a HARDSTATE
+ *     store holding it is durable (on the read pool, off the shard
+ *     thread: part_raft_hs_done), and a ready with entries until its WAL
+ *     batch is fdatasync'd (part_raft_durable); one with both waits for
+ *     both. A group of one sends none (asserted).
  *   - inputs: inbound messages (rin, from log/part_repl.c) and ticks
  *     (pend_ticks) are given to the group when it has no ready out (no
  *     raft_* call between ready and advance); an APPEND is stepped only
@@ -264,10 +265,9 @@ int part_raft_hs_load(struct pe_engine *e, struct shard *sh)
 	return rc;
 }
 
-/* Stores every partition's (term, vote) of the shard. Blocking (a few
- * small writes and fsyncs): only when a term or vote changed, which for
- * groups of one happens at open only. */
-static int hs_store(struct pe_engine *e, struct shard *sh)
+/* Every partition's (term, vote) of the shard, encoded. */
+static int hs_encode(struct pe_engine *e, struct shard *sh, uint8_t **out,
+		     size_t *len)
 {
 	uint32_t cnt = 0;
 	for (uint32_t p = sh->idx; p < e->nparts; p += e->nshards)
@@ -285,13 +285,124 @@ static int hs_store(struct pe_engine *e, struct shard *sh)
 		le_put64(q + 12, e->parts[p].hs_vote);
 	}
 	le_put64(q, parley_xxh3(b, size - 8, HS_SEED));
+	*out = b;
+	*len = size;
+	return 0;
+}
+
+static int hs_write(struct pe_engine *e, uint32_t shard, const uint8_t *b,
+		    size_t size)
+{
 	char dir[600], tmp[700], fin[700];
-	snprintf(dir, sizeof dir, "%s/wal/%u", e->dir, sh->idx);
+	snprintf(dir, sizeof dir, "%s/wal/%u", e->dir, shard);
 	snprintf(tmp, sizeof tmp, "%s/HARDSTATE.tmp", dir);
 	snprintf(fin, sizeof fin, "%s/HARDSTATE", dir);
-	int rc = pio_file_replace(e->io, dir, tmp, fin, b, size);
+	return pio_file_replace(e->io, dir, tmp, fin, b, size);
+}
+
+/* Stores every partition's (term, vote) of the shard, blocking (a few
+ * small writes and fsyncs): at open only (part_raft_elect). */
+static int hs_store(struct pe_engine *e, struct shard *sh)
+{
+	uint8_t *b;
+	size_t size;
+	int rc = hs_encode(e, sh, &b, &size);
+	if (rc)
+		return rc;
+	rc = hs_write(e, sh->idx, b, size);
 	free(b);
 	return rc;
+}
+
+/*
+ * Live stores run on the read pool (history/hist_read.c, queued ahead of
+ * reads), never on the shard thread. A group whose ready changed its term
+ * or vote waits for generation p->hs_wait: its ready stays out (no raft_*
+ * call, its messages held) until REQ_HS_DONE says a store at least that
+ * new is durable — persist before send (raft.h). One store is in flight
+ * per shard; changes made meanwhile go into the next one, encoded when it
+ * starts (so it carries every group's latest term and vote).
+ */
+struct hs_job {
+	struct rpool_job job;   /* first */
+	struct pe_engine *e;
+	uint32_t shard;
+	uint8_t *buf;
+	size_t len;
+	struct req *done;       /* REQ_HS_DONE, preallocated */
+};
+
+static void hs_job_run(struct rpool_job *j)
+{
+	struct hs_job *h = (struct hs_job *)j;
+	int rc = hs_write(h->e, h->shard, h->buf, h->len);
+	h->done->from = (uint64_t)-rc;
+	PARLEY_ASSERT(shard_push(h->e, h->done) == 0); /* always gets through */
+	free(h->buf);
+	free(h);
+}
+
+static void hs_job_drop(struct rpool_job *j)
+{
+	struct hs_job *h = (struct hs_job *)j;
+	free(h->done);
+	free(h->buf);
+	free(h);
+}
+
+/* Starts the next store if one is wanted and none is in flight. */
+static int hs_kick(struct shard *sh)
+{
+	if (sh->hs_flight || sh->hs_done >= sh->hs_want)
+		return 0;
+	struct hs_job *h = calloc(1, sizeof *h);
+	struct req *r = calloc(1, sizeof *r);
+	int rc = h && r ? hs_encode(sh->e, sh, &h->buf, &h->len)
+			: -PARLEY_ENOMEM;
+	if (rc) {
+		free(h);
+		free(r);
+		return rc;
+	}
+	r->kind = REQ_HS_DONE;
+	r->part = sh->idx; /* shard_of(part) is this shard */
+	r->index = sh->hs_want;
+	h->e = sh->e;
+	h->shard = sh->idx;
+	h->done = r;
+	h->job.run = hs_job_run;
+	h->job.drop = hs_job_drop;
+	sh->hs_flight = true;
+	rpool_push(&sh->e->rpool, &h->job, true);
+	return 0;
+}
+
+static void ready_finish(struct part *p);
+
+int part_raft_hs_done(struct shard *sh, struct req *r)
+{
+	uint64_t gen = r->index;
+	int rc = -(int)r->from;
+	free(r);
+	sh->hs_flight = false;
+	if (rc) {
+		PLOG_E("engine", "HARDSTATE store failed", "shard=%u err=%s",
+		       sh->idx, parley_errname(rc));
+		return rc; /* the shard fails (a failed log) */
+	}
+	sh->hs_done = PARLEY_MAX(sh->hs_done, gen);
+	struct pe_engine *e = sh->e;
+	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
+		struct part *p = &e->parts[i];
+		if (!p->hs_wait || p->hs_wait > sh->hs_done)
+			continue;
+		p->hs_wait = 0;
+		if (p->ready_out && !p->wal_wait) {
+			ready_finish(p);
+			shard_mark_dirty(sh, p);
+		}
+	}
+	return hs_kick(sh);
 }
 
 /* ---- the group's storage (raft.h struct raft_storage) ------------------------ */
@@ -476,6 +587,7 @@ void part_raft_close(struct shard *sh)
 		fail_chain_hint(p, part_wait_take_after(p, 0), -PARLEY_ECLOSED);
 		fail_chain_hint(p, p->prop_head, -PARLEY_ECLOSED);
 		p->prop_head = p->prop_tail = NULL;
+		part_repl_reads_close(p);
 	}
 }
 
@@ -658,8 +770,10 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 	if (!p->raft || p->ready_out)
 		return 0;
 	uint64_t used = 0;
-	if (live && p->cl->conf.n > 1)
+	if (live && p->cl->conf.n > 1) {
 		used = repl_inputs(sh, p);
+		part_repl_reads_issue(sh, p); /* ReadIndex (log/part_repl.c) */
+	}
 	for (;;) {
 		if (live && propose)
 			propose_queued(sh, p, used);
@@ -688,10 +802,13 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 		if (hs_new) {
 			p->hs_term = rd->hs.term;
 			p->hs_vote = rd->hs.vote;
-			if (live)
-				rc = hs_store(sh->e, sh);
-			else
+			if (live) {
+				/* stored off the shard thread; the ready waits */
+				p->hs_wait = ++sh->hs_want;
+				rc = hs_kick(sh);
+			} else {
 				sh->hs_dirty = true;
+			}
 		}
 		if (!rc)
 			rc = persist_entries(sh, p, rd);
@@ -701,12 +818,22 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 		}
 		for (uint32_t k = 0; k < rd->n_committed; k++)
 			apply_entry(sh, p, &rd->committed[k], live);
-		if (rd->n_entries || rd->truncate_from || (hs_new && !live)) {
-			p->ready_out = true; /* advance when the batch is durable */
-			p->out_msgs = rd->msgs; /* ... and send then */
+		/* confirmed reads; those whose index is now applied are
+		 * served (log/part_repl.c) */
+		if (live && p->cl->conf.n > 1)
+			part_repl_reads_ready(sh, p, rd->reads, rd->n_reads);
+		bool wal = rd->n_entries || rd->truncate_from || (hs_new && !live);
+		if (wal || hs_new) {
+			/* advance when the batch is durable and the HARDSTATE
+			 * store (if any) is, and send then */
+			p->ready_out = true;
+			p->out_msgs = rd->msgs;
 			p->out_n = rd->n_msgs;
-			p->rnext = sh->ready_open;
-			sh->ready_open = p;
+			if (wal) {
+				p->wal_wait = true;
+				p->rnext = sh->ready_open;
+				sh->ready_open = p;
+			}
 			after_step(p);
 			return 0;
 		}
@@ -716,10 +843,22 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 	}
 }
 
-/* The batch holding the group's last ready is durable. */
+/* The batch holding the group's last ready is durable: the ready is done
+ * unless its HARDSTATE store is still in flight (part_raft_hs_done
+ * finishes it then). */
 void part_raft_durable(struct part *p)
 {
-	PARLEY_ASSERT(p->ready_out);
+	PARLEY_ASSERT(p->ready_out && p->wal_wait);
+	p->wal_wait = false;
+	if (!p->hs_wait)
+		ready_finish(p);
+}
+
+/* Everything the ready depends on is durable: its messages go out, the
+ * group advances. */
+static void ready_finish(struct part *p)
+{
+	PARLEY_ASSERT(p->ready_out && !p->wal_wait && !p->hs_wait);
 	p->ready_out = false;
 	send_msgs(p, p->out_msgs, p->out_n); /* persist before send */
 	p->out_msgs = NULL;

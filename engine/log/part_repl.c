@@ -17,6 +17,34 @@
  * to every group (at most MAX_PEND_TICKS kept while a group waits for its
  * WAL batch) and marks it dirty so the next round gives it the tick.
  *
+ * Linearizable reads (pe_read_req.linearizable, ReadIndex; contract item 7
+ * of parley_engine.h): such a READ does not run when it reaches the shard
+ * (part_repl_read) but joins its partition's ri_* list, where it moves
+ * QUEUED -> ISSUED -> CONFIRMED -> served:
+ *   QUEUED     the next part_raft_run (no ready out) gives every queued
+ *              read of the partition one raft_read_index with a fresh
+ *              context (part_repl_reads_issue): a leader broadcasts a
+ *              heartbeat and confirms once a quorum acknowledged one sent
+ *              after the read; a follower forwards it to its leader; a
+ *              leader that has not committed in its term yet, or a node
+ *              that knows no leader, keeps them queued (tried again on
+ *              every run, at least every tick);
+ *   ISSUED     the group's ready reports the context (part_repl_reads_ready):
+ *              with an error (leadership lost, a rejected forward) the
+ *              reads are QUEUED again; else they carry the index;
+ *   CONFIRMED  served (shard_req_read) as soon as the partition applied
+ *              through that index: the answer holds everything committed
+ *              before the read arrived.
+ * A read not confirmed within RI_TIMEOUT_ELECTIONS election timeouts
+ * (counted in the partition's ticks, ri_now) fails: -PARLEY_ENOTLEADER on a
+ * follower (no leader, or its leader does not answer: the client should
+ * try another node), -PARLEY_EAGAIN on a leader. So a deposed leader's
+ * reads fail NOTLEADER, never with its stale state, and a node in an
+ * election answers once it has a leader, if that is within the bound. Contexts start from the wall clock in
+ * microseconds at the first read, so an answer meant for a previous run of
+ * this node cannot confirm a read of this one. A group of one serves
+ * linearizable reads at once (it is its own quorum).
+ *
  * Threads: pe_raft_recv, pe_raft_tick, pe_raft_status from any thread;
  * part_repl_recv / part_repl_tick on the owning shard thread.
  */
@@ -31,6 +59,9 @@
 #define DEF_HEARTBEAT_TICKS 1u
 #define DEF_LOG_KEEP (4ull << 20)
 #define MAX_PEND_TICKS 2u
+#define RI_TIMEOUT_ELECTIONS 3u
+
+enum { RI_QUEUED = 0, RI_ISSUED = 1, RI_CONFIRMED = 2 };
 
 int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 {
@@ -213,19 +244,19 @@ void part_repl_recv(struct shard *sh, struct req *r)
 
 /* ---- ticks ------------------------------------------------------------------------ */
 
-int pe_raft_tick(struct pe_engine *e)
+/* One request of `kind` (from = arg) to every shard; 0 or the first
+ * error (a shard that could not take it misses it). */
+static int push_each_shard(struct pe_engine *e, enum req_kind kind,
+			   uint64_t arg)
 {
-	if (!e || e->opt.read_only)
-		return -PARLEY_EINVAL;
-	if (e->cl.conf.n < 2)
-		return 0; /* a group of one never needs time */
 	int first = 0;
 	for (uint32_t i = 0; i < e->nshards; i++) {
 		struct req *r = calloc(1, sizeof *r);
 		if (!r)
 			return -PARLEY_ENOMEM;
-		r->kind = REQ_TICK;
+		r->kind = kind;
 		r->part = i;
+		r->from = arg;
 		int rc = shard_push(e, r);
 		if (rc) {
 			free(r);
@@ -234,6 +265,15 @@ int pe_raft_tick(struct pe_engine *e)
 		}
 	}
 	return first;
+}
+
+int pe_raft_tick(struct pe_engine *e)
+{
+	if (!e || e->opt.read_only)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2)
+		return 0; /* a group of one never needs time */
+	return push_each_shard(e, REQ_TICK, 0);
 }
 
 void part_repl_tick(struct shard *sh, struct req *r)
@@ -248,6 +288,7 @@ void part_repl_tick(struct shard *sh, struct req *r)
 			continue;
 		if (p->pend_ticks < MAX_PEND_TICKS)
 			p->pend_ticks++;
+		p->ri_now++;
 		shard_mark_dirty(sh, p);
 	}
 }
@@ -258,22 +299,7 @@ int pe_raft_node_down(struct pe_engine *e, uint64_t node)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || node == e->cl.node_id)
 		return 0;
-	int first = 0;
-	for (uint32_t i = 0; i < e->nshards; i++) {
-		struct req *r = calloc(1, sizeof *r);
-		if (!r)
-			return -PARLEY_ENOMEM;
-		r->kind = REQ_NODE_DOWN;
-		r->part = i;
-		r->from = node;
-		int rc = shard_push(e, r);
-		if (rc) {
-			free(r);
-			if (!first)
-				first = rc;
-		}
-	}
-	return first;
+	return push_each_shard(e, REQ_NODE_DOWN, node);
 }
 
 /* Recorded here, given to each group with its next inputs (part_raft.c
@@ -292,6 +318,173 @@ void part_repl_node_down(struct shard *sh, struct req *r)
 		p->pend_down = node;
 		shard_mark_dirty(sh, p);
 	}
+}
+
+/* ---- linearizable reads (ReadIndex) ----------------------------------------------- */
+
+static void ri_fail(struct req *r, int err)
+{
+	struct pe_read_result res = {.err = err};
+	r->cb.read(r->arg, &res);
+	free(r);
+}
+
+/* Shard thread: a REQ_READ. Returns false when it is to be served now
+ * (not linearizable, a group of one, no group), true when it waits for
+ * its ReadIndex on the partition's list. */
+bool part_repl_read(struct shard *sh, struct req *r)
+{
+	struct part *p = &sh->e->parts[r->part];
+	if (!r->ri_linear || !p->raft || p->cl->conf.n < 2 || p->corrupt ||
+	    sh->fatal)
+		return false;
+	r->ri_state = RI_QUEUED;
+	r->ri_deadline = p->ri_now + RI_TIMEOUT_ELECTIONS * p->cl->election_ticks;
+	r->next = NULL;
+	if (p->ri_tail)
+		p->ri_tail->next = r;
+	else
+		p->ri_head = r;
+	p->ri_tail = r;
+	shard_mark_dirty(sh, p);
+	return true;
+}
+
+/* Removes the reads of p's list for which take(r, a, b) is true and
+ * hands each to done(sh, r, a, b), in list order. */
+static void ri_sweep(struct shard *sh, struct part *p,
+		     bool (*take)(const struct part *p, const struct req *r,
+				  uint64_t a),
+		     void (*done)(struct shard *sh, struct req *r, uint64_t a,
+				  int err),
+		     uint64_t a, int err)
+{
+	struct req **pp = &p->ri_head, *taken = NULL, **tail = &taken;
+	p->ri_tail = NULL;
+	while (*pp) {
+		struct req *r = *pp;
+		if (take(p, r, a)) {
+			*pp = r->next;
+			r->next = NULL;
+			*tail = r;
+			tail = &r->next;
+		} else {
+			p->ri_tail = r;
+			pp = &r->next;
+		}
+	}
+	while (taken) {
+		struct req *n = taken->next;
+		done(sh, taken, a, err);
+		taken = n;
+	}
+}
+
+static bool ri_is_queued(const struct part *p, const struct req *r, uint64_t a)
+{
+	(void)p;
+	(void)a;
+	return r->ri_state == RI_QUEUED;
+}
+
+static bool ri_is_expired(const struct part *p, const struct req *r, uint64_t a)
+{
+	(void)a;
+	return r->ri_state != RI_CONFIRMED && p->ri_now >= r->ri_deadline;
+}
+
+static bool ri_is_servable(const struct part *p, const struct req *r,
+			   uint64_t a)
+{
+	(void)a;
+	return r->ri_state == RI_CONFIRMED && r->ri_index <= p->last_index;
+}
+
+static bool ri_any(const struct part *p, const struct req *r, uint64_t a)
+{
+	(void)p;
+	(void)r;
+	(void)a;
+	return true;
+}
+
+static void ri_done_fail(struct shard *sh, struct req *r, uint64_t a, int err)
+{
+	(void)sh;
+	(void)a;
+	ri_fail(r, err);
+}
+
+static void ri_done_serve(struct shard *sh, struct req *r, uint64_t a, int err)
+{
+	(void)a;
+	(void)err;
+	shard_req_read(sh, r);
+}
+
+/* Shard thread, from part_raft_run with no ready out: expired reads
+ * fail; the queued ones get one ReadIndex together. */
+void part_repl_reads_issue(struct shard *sh, struct part *p)
+{
+	if (!p->ri_head)
+		return;
+	bool lead = raft_role(p->raft) == RAFT_LEADER;
+	ri_sweep(sh, p, ri_is_expired, ri_done_fail, 0,
+		 lead ? -PARLEY_EAGAIN : -PARLEY_ENOTLEADER);
+	bool queued = false;
+	for (struct req *r = p->ri_head; r && !queued; r = r->next)
+		queued = r->ri_state == RI_QUEUED;
+	if (!queued)
+		return;
+	if (!p->ri_ctx)
+		p->ri_ctx = parley_now_ms() * 1000u;
+	uint64_t ctx = ++p->ri_ctx;
+	int rc = raft_read_index(p->raft, ctx);
+	if (rc == -PARLEY_EAGAIN || rc == -PARLEY_ENOTLEADER)
+		return; /* a new leader before its first commit in its term, or
+			   no leader known (an election): again on the next run
+			   (every tick runs the group), until the deadline */
+	if (rc) {
+		/* too many reads pending (FULL) */
+		ri_sweep(sh, p, ri_is_queued, ri_done_fail, 0,
+			 rc == -PARLEY_EFULL ? -PARLEY_EAGAIN : rc);
+		return;
+	}
+	for (struct req *r = p->ri_head; r; r = r->next)
+		if (r->ri_state == RI_QUEUED) {
+			r->ri_state = RI_ISSUED;
+			r->ri_ctx = ctx;
+		}
+}
+
+/* Shard thread, from part_raft_run after a ready's committed entries were
+ * applied: the ready's confirmed (or failed) reads, then every confirmed
+ * read whose index is applied is served. */
+void part_repl_reads_ready(struct shard *sh, struct part *p,
+			   const struct raft_read *reads, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++)
+		for (struct req *r = p->ri_head; r; r = r->next) {
+			if (r->ri_state != RI_ISSUED || r->ri_ctx != reads[k].ctx)
+				continue;
+			if (reads[k].err) {
+				/* leadership lost, or the leader refused the
+				 * forward: asked again on the next run, until
+				 * the deadline fails it */
+				r->ri_state = RI_QUEUED;
+				continue;
+			}
+			r->ri_state = RI_CONFIRMED;
+			r->ri_index = reads[k].index;
+		}
+	if (p->ri_head)
+		ri_sweep(sh, p, ri_is_servable, ri_done_serve, 0, 0);
+}
+
+/* The shard stops: every read still waiting fails with -PARLEY_ECLOSED. */
+void part_repl_reads_close(struct part *p)
+{
+	ri_sweep(NULL, p, ri_any, ri_done_fail, 0, -PARLEY_ECLOSED);
 }
 
 /* ---- status -------------------------------------------------------------------- */

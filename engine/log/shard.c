@@ -43,12 +43,12 @@
  *      manifest stores, new segment readers, dictionary training and file
  *      removals run on the WAL's prep thread or the history workers and
  *      come back through the inbox (REQ_HIST_DONE) or wal_poll.
- *      tests/unit/engine/test_shard.c checks it. Not yet moved: history
- *      reads of entries the memtable no longer holds (REQ_READ, tail
- *      catch-up) still pread and decompress segment blocks here (block
- *      cache misses only), and a live HARDSTATE store (a term or vote
- *      change: elections of replicated groups; a group of one never
- *      makes one after open).
+ *      History reads of entries the memtable no longer holds (REQ_READ,
+ *      a tail's catch-up chunks) run on the read pool (history/
+ *      hist_read.c) and come back as REQ_READ_DONE / REQ_SUB_READ_DONE;
+ *      a live HARDSTATE store (a term or vote change) runs there too and
+ *      comes back as REQ_HS_DONE (log/part_raft.c).
+ *      tests/unit/engine/test_shard.c checks it.
 
  */
 #include <errno.h>
@@ -82,10 +82,12 @@ static struct shard *shard_of(struct pe_engine *e, uint32_t part)
 
 int shard_push(struct pe_engine *e, struct req *r)
 {
-	/* STOP, UNSUBSCRIBE and HIST_DONE always get through: they release
-	 * resources (a worker's finished job must reach its shard) */
+	/* STOP, UNSUBSCRIBE and the workers' and the read pool's completions
+	 * always get through: they release resources (a finished job must
+	 * reach its shard) */
 	bool forced = r->kind == REQ_STOP || r->kind == REQ_UNSUBSCRIBE ||
-		      r->kind == REQ_HIST_DONE;
+		      r->kind == REQ_HIST_DONE || r->kind == REQ_READ_DONE ||
+		      r->kind == REQ_SUB_READ_DONE || r->kind == REQ_HS_DONE;
 	if (atomic_load(&e->closing) && !forced)
 		return -PARLEY_ECLOSED;
 	struct shard *sh = shard_of(e, r->part);
@@ -320,6 +322,8 @@ static void shard_fatal(struct shard *sh, int err)
 			raft_persist_failed(p->raft);
 			p->ready_out = false;
 		}
+		p->wal_wait = false;
+		p->hs_wait = 0;
 	}
 	sh->ready_open = sh->ready_flight = NULL;
 	while (sh->dirty) { /* nothing is proposed any more */
@@ -431,7 +435,9 @@ static void shard_process(struct shard *sh)
 			hist_job_compact_req(sh, r);
 			break;
 		case REQ_READ:
-			shard_req_read(sh, r);
+			/* a linearizable read waits for its ReadIndex */
+			if (!part_repl_read(sh, r))
+				shard_req_read(sh, r);
 			break;
 		case REQ_META:
 			shard_req_meta(sh, r);
@@ -460,6 +466,18 @@ static void shard_process(struct shard *sh)
 		case REQ_NODE_DOWN:
 			part_repl_node_down(sh, r);
 			break;
+		case REQ_READ_DONE:
+			hist_read_done(sh, r);
+			break;
+		case REQ_SUB_READ_DONE:
+			hist_read_sub_done(sh, r);
+			break;
+		case REQ_HS_DONE: {
+			int rc = part_raft_hs_done(sh, r);
+			if (rc)
+				shard_fatal(sh, rc);
+			break;
+		}
 		case REQ_STOP:
 			sh->stopping = true;
 			free(r);
@@ -542,7 +560,9 @@ int shard_round(struct shard *sh, bool wait)
 	sub_run_catchup(sh);
 	hist_job_tick(sh);
 	if (sh->stopping && !sh->backlog && !sh->dirty &&
-	    !hist_job_busy(sh) &&
+	    !hist_job_busy(sh) && !sh->rd_inflight && !sh->rd_wait &&
+	    !sh->sub_wait &&
+	    !sh->hs_flight &&
 	    (sh->fatal ||
 	     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
 		pthread_mutex_lock(&sh->mu);

@@ -7,7 +7,8 @@
  * first_seq bounds both. Nothing here acknowledges an append: that happens
  * in shard.c once the batch is durable.
  *
- * Threads: the owning shard thread only.
+ * Threads: the owning shard thread only (history reads are run by the
+ * read pool, history/hist_read.c, and answered back here).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -81,10 +82,29 @@ static void log_hist_error(struct part *p, int rc)
 	       p->id, parley_errname(rc));
 }
 
+/* Whether a read of s needs history entries (seqs below mem_first), the
+ * same decision the synchronous path below makes. */
+static bool read_needs_history(const struct part *p, const struct stream *s,
+			       const struct req *r)
+{
+	if (!p->hist)
+		return false;
+	uint64_t F = s->first_seq;
+	uint64_t mlo = PARLEY_MAX(s->mem_first, F);
+	if (r->dir == PE_FORWARD)
+		return (r->from ? r->from : 1) < s->mem_first;
+	uint64_t seq = PARLEY_MIN(r->from, s->last_seq);
+	uint64_t nm = seq >= mlo ? PARLEY_MIN((uint64_t)r->limit, seq - mlo + 1) : 0;
+	seq -= nm;
+	return nm < r->limit && seq >= F && seq > 0 && seq < s->mem_first;
+}
+
 /*
  * Reads merge history (seqs < mem_first) and the memtable (the rest);
- * first_seq bounds both. Payloads of history entries point into pinned
- * cache blocks (`hold`), released after the callback.
+ * first_seq bounds both. A read that needs history goes to the read pool
+ * (history/hist_read.c) with a snapshot of both, and is answered when it
+ * comes back; with no pool it is served here: payloads of history entries
+ * point into pinned cache blocks (`hold`), released after the callback.
  */
 void shard_req_read(struct shard *sh, struct req *r)
 {
@@ -107,21 +127,39 @@ void shard_req_read(struct shard *sh, struct req *r)
 	res.first_seq = s->first_seq;
 	res.last_seq = s->last_seq;
 	uint32_t limit = r->limit;
+	uint64_t F = s->first_seq;
+	if (r->dir == PE_FORWARD) {
+		if ((r->from ? r->from : 1) < F) {
+			res.err = -PARLEY_ETRIMMED;
+			goto done;
+		}
+	} else {
+		uint64_t seq = PARLEY_MIN(r->from, s->last_seq);
+		if (seq < F && seq != 0 && F > 1) {
+			res.err = -PARLEY_ETRIMMED;
+			goto done;
+		}
+	}
+	if (hist_read_async(sh) && read_needs_history(p, s, r)) {
+		if (sh->rd_inflight >= e->opt.read_queue_depth) {
+			hist_read_wait(sh, r); /* dispatched as slots free */
+			return;
+		}
+		res.err = hist_read_dispatch(sh, r, p, s);
+		if (!res.err)
+			return; /* answered by hist_read_done */
+		goto done;
+	}
 	out = malloc(sizeof *out * limit);
 	if (!out) {
 		res.err = -PARLEY_ENOMEM;
 		goto done;
 	}
-	uint64_t F = s->first_seq;
 	uint64_t mlo = PARLEY_MAX(s->mem_first, F);
 	uint32_t n = 0;
 	struct history_read_res hr;
 	if (r->dir == PE_FORWARD) {
 		uint64_t seq = r->from ? r->from : 1;
-		if (seq < F) {
-			res.err = -PARLEY_ETRIMMED;
-			goto done;
-		}
 		if (seq < s->mem_first && p->hist) {
 			struct history_read_req q = {
 				.key = s->key, .klen = s->klen, .from = seq,
@@ -142,10 +180,6 @@ void shard_req_read(struct shard *sh, struct req *r)
 		res.end = n == 0 || out[n - 1].seq >= s->last_seq;
 	} else {
 		uint64_t seq = PARLEY_MIN(r->from, s->last_seq);
-		if (seq < F && seq != 0 && F > 1) {
-			res.err = -PARLEY_ETRIMMED;
-			goto done;
-		}
 		for (; n < limit && seq >= mlo && seq > 0; seq--)
 			mentry_to_pe(stream_at(s, seq), &out[n++]);
 		if (n < limit && seq >= F && seq > 0 && seq < s->mem_first &&
@@ -327,6 +361,9 @@ void shard_req_unsubscribe(struct shard *sh, struct req *r)
 	sub_detach(sh, sub);
 	if (r->cb.generic)
 		r->cb.generic(r->arg);
-	sub_free(sub);
+	if (sub->rd_flight)
+		sub->free_pending = true; /* freed when its chunk is back */
+	else
+		sub_free(sub);
 	free(r);
 }

@@ -9,8 +9,29 @@
 add_executable(cluster_peer_node ${CMAKE_CURRENT_LIST_DIR}/peer_node.c)
 target_link_libraries(cluster_peer_node PRIVATE parley_peer parley_engine parley_common)
 target_include_directories(cluster_peer_node PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+# cluster_netns_chaos is the checker and fault driver of test_cluster_netns
+# (real parleyd processes in namespaces, driven through libparley).
+add_executable(cluster_netns_chaos ${CMAKE_CURRENT_LIST_DIR}/netns_chaos.c)
+target_link_libraries(cluster_netns_chaos PRIVATE parley_client parley_proto
+                      parley_common PkgConfig::OPENSSL Threads::Threads)
+target_include_directories(cluster_netns_chaos PRIVATE
+                           ${CMAKE_SOURCE_DIR}/tests/integration)
 parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
                  LABELS cluster TIMEOUT 180)
+# the netns launchers need the checker and the server built
+foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long)
+  if(TARGET ${t})
+    add_dependencies(${t} cluster_netns_chaos)
+    if(TARGET parleyd)
+      add_dependencies(${t} parleyd)
+    endif()
+  endif()
+endforeach()
+# the long tier: `make test-long` only
+if(TARGET cluster_test_cluster_netns_long)
+  set_tests_properties(cluster_test_cluster_netns_long PROPERTIES
+                       LABELS "cluster;long" TIMEOUT 900)
+endif()
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
 # test_cluster_group_failover and test_cluster_group_follower likewise.

@@ -13,6 +13,8 @@
  *      poll) each receive every message exactly once, with dense inbox
  *      seqs; then the 100 offline members connect and catch up, exactly
  *      once; the engine's write cost per group message is printed;
+ *   (every group uses write fan-out here: group_read_fanout_min = 0; the
+ *   read fan-out of large groups is test_groups_large.c's)
  *   4. removal during concurrent sends: three senders pipeline messages
  *      while the owner removes a listening member and one of the senders:
  *      the removed listener receives nothing after the removal's seq (and
@@ -815,6 +817,10 @@ int main(void)
 	srv.extra[k++] = "0";
 	srv.extra[k++] = "--max-connections";
 	srv.extra[k++] = "2000";
+	/* write fan-out for every group here (raw connections count inbox
+	 * events); read fan-out is test_groups_large's */
+	srv.extra[k++] = "--group-read-fanout-min";
+	srv.extra[k++] = "0";
 	start();
 	test_rules();
 	test_cli();

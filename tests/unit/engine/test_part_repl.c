@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <inttypes.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -730,4 +731,95 @@ Test(repl, close_answers_waiters_without_quorum)
 	nodes[l].up = false;
 	cr_assert(atomic_load(&a.done), "callback did not run at close");
 	cr_assert_eq(a.r.err, -PARLEY_ECLOSED, "%s", parley_errname(a.r.err));
+}
+
+/* ---- linearizable reads (ReadIndex) -------------------------------------------- */
+
+struct rd {
+	atomic_bool done;
+	int err;
+	uint64_t last_seq;
+	uint32_t count;
+};
+
+static void on_read(void *arg, const struct pe_read_result *r)
+{
+	struct rd *x = arg;
+	x->err = r->err;
+	x->last_seq = r->last_seq;
+	x->count = r->count;
+	atomic_store(&x->done, true);
+}
+
+/* The newest entries of key read on node i (linearizable or local),
+ * pumping until answered. */
+static struct rd read_on(int i, const char *key, bool linear)
+{
+	struct pe_read_req q = {.key = key, .klen = strlen(key),
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 10, .linearizable = linear};
+	struct rd x = {0};
+	cr_assert_eq(pe_read(nodes[i].e, &q, on_read, &x), 0);
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&x.done); r++)
+		pump();
+	cr_assert(atomic_load(&x.done), "read on node %d never answered", i);
+	return x;
+}
+
+Test(repl, linearizable_read_on_a_deposed_leader_fails_never_stale)
+{
+	cluster_start(0);
+	wait_leaders();
+	const char *key = "c/conv-0";
+	uint32_t part = part_of(key);
+	uint64_t n = 0;
+	for (int k = 0; k < 5; k++)
+		n = append_acked(key, "before", 9000 + (uint64_t)k);
+	int l = leader_of(part);
+	cr_assert_geq(l, 0);
+	/* on the leader and, forwarded to it, on a follower: current */
+	int f = (l + 1) % NN;
+	struct rd x = read_on(l, key, true);
+	cr_assert_eq(x.err, 0, "%s", parley_errname(x.err));
+	cr_assert_eq(x.last_seq, n);
+	for (int tries = 0;; tries++) {
+		x = read_on(f, key, true);
+		if (!x.err)
+			break;
+		cr_assert(tries < 50 && (x.err == -PARLEY_EAGAIN ||
+					 x.err == -PARLEY_ENOTLEADER),
+			  "follower read: %s", parley_errname(x.err));
+	}
+	cr_assert_eq(x.last_seq, n, "a follower's linearizable read is stale");
+	/* the leader is cut off; the majority elects and acknowledges one
+	 * more entry */
+	for (int i = 0; i < NN; i++)
+		if (i != l)
+			cut[l][i] = cut[i][l] = true;
+	uint64_t n2 = 0;
+	for (int k = 0; !n2 || leader_of(part) == l; k++) {
+		cr_assert_lt(k, 50);
+		n2 = append_acked(key, "after", 9100 + (uint64_t)k);
+	}
+	cr_assert_gt(n2, n);
+	/* the old leader's local state is stale; a local read shows it, a
+	 * linearizable one refuses */
+	x = read_on(l, key, false);
+	cr_assert_eq(x.err, 0);
+	cr_assert_lt(x.last_seq, n2, "the cut-off node has the new entry?");
+	x = read_on(l, key, true);
+	cr_assert(x.err == -PARLEY_ENOTLEADER || x.err == -PARLEY_EAGAIN,
+		  "a deposed leader answered a linearizable read: err %s "
+		  "last_seq %" PRIu64 " (newest acknowledged %" PRIu64 ")",
+		  parley_errname(x.err), x.last_seq, n2);
+	/* healed: it catches up and answers with the current state */
+	memset(cut, 0, sizeof cut);
+	for (int tries = 0;; tries++) {
+		x = read_on(l, key, true);
+		if (!x.err)
+			break;
+		cr_assert_lt(tries, 200, "no linearizable read after healing: %s",
+			     parley_errname(x.err));
+	}
+	cr_assert_geq(x.last_seq, n2);
 }

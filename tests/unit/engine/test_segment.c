@@ -9,6 +9,7 @@
  * a trained dictionary (skipped when /usr/share/games/fortunes is absent).
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
@@ -595,6 +596,70 @@ Test(segment, dictionary_segments_need_their_dictionary)
 	check_all(r, &md);
 	seg_close(r);
 	dict_free(d);
+	free(smp);
+	model_free(&md);
+	pio_free(io);
+}
+
+/* A reference (seg_ref) keeps a reader usable after its owner closed it
+ * and the dictionary's owner freed the dictionary (the reader holds a
+ * reference on it); two threads read it at once through one cache. */
+struct shared_read {
+	struct seg_reader *r;
+	const struct model *md;
+};
+
+static void *shared_read_main(void *arg)
+{
+	struct shared_read *x = arg;
+	for (int k = 0; k < 3; k++)
+		check_all(x->r, x->md);
+	return NULL;
+}
+
+Test(segment, a_reference_keeps_the_reader_and_its_dictionary)
+{
+	uint64_t seed = hist_seed("segment.ref");
+	struct model md;
+	model_build(&md, seed, 40, 4000, false);
+	struct dict_sample *smp = calloc(md.n, sizeof *smp);
+	for (size_t i = 0; i < md.n; i++)
+		smp[i] = (struct dict_sample){ md.m[i].e.payload, md.m[i].e.len };
+	struct pdict *d;
+	cr_assert_eq(dict_train(smp, md.n, 16 * 1024, 3, &d), 0);
+	struct pio *io = mem_dir("pr");
+	struct seg_write_opts wo = { .dict = d, .block_bytes = 4096 };
+	struct seg_write_info wi;
+	write_model(io, "pr", 12, &md, &wo, &wi);
+	struct bcache *c;
+	cr_assert_eq(bcache_new_sharded(16 * 1024, 4, &c), 0); /* misses */
+	struct seg_open_opts oo = { .cache = c, .dict_lookup = one_dict,
+				    .dict_arg = d };
+	struct seg_reader *r;
+	char err[SEG_ERR_LEN];
+	cr_assert_eq(seg_open(io, "pr", wi.name, &oo, &r, err, sizeof err), 0, "%s", err);
+	struct seg_reader *ref = seg_ref(r);
+	cr_assert_eq(ref, r);
+	seg_close(r);    /* the owner's reference */
+	dict_free(d);    /* the dictionary's owner */
+	struct shared_read x = { ref, &md };
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, shared_read_main, &x), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	seg_retire(ref); /* blocks read from now on bypass the cache */
+	bcache_erase_segment(c, 12);
+	struct bcache_stats b0, b1;
+	bcache_get_stats(c, &b0);
+	check_all(ref, &md);
+	bcache_get_stats(c, &b1);
+	cr_assert_eq(b1.inserts, b0.inserts, "a retired reader cached a block");
+	seg_close(ref); /* the last: file closed, dictionary freed */
+	struct bcache_stats bs;
+	bcache_get_stats(c, &bs);
+	cr_assert_eq(bs.pinned_bytes, 0);
+	bcache_free(c);
 	free(smp);
 	model_free(&md);
 	pio_free(io);

@@ -12,6 +12,14 @@
  * appends of another partition of the same shard complete — through WAL
  * rolls and releases — while that store has not finished: ordering and
  * progress, never wall-clock time.
+ *
+ * Two more, same method: a history read of flushed entries (block cache
+ * misses: pread + zstd) and a tail's catch-up from history are served by
+ * the read pool, not the shard; and a
+ * replicated group's vote waits for its HARDSTATE store (held at the same
+ * kind of gate) while the shard keeps serving — and the vote response is
+ * sent only after the store's rename reached a directory sync (persist
+ * before send, raft.h).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -24,6 +32,7 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "raft.h"
 
 /* ---- the watching backend ------------------------------------------------------- */
 
@@ -43,6 +52,10 @@ struct watch_io {
 	bool gate_on;
 	bool gate_held;         /* a store waits at it */
 	bool gate_open;
+	/* the HARDSTATE store gate, and its durability */
+	bool hs_gate_on, hs_gate_held, hs_gate_open;
+	atomic_bool hs_renamed;  /* renamed, no directory sync since */
+	atomic_int hs_synced;    /* stores whose rename a dir sync covered */
 };
 
 static struct watch_io W;
@@ -130,7 +143,21 @@ static int w_rename(struct pio *io, const char *from, const char *to)
 		}
 		pthread_mutex_unlock(&W.mu);
 	}
-	return W.in->ops->rename(W.in, from, to);
+	bool hs = n >= 10 && !strcmp(to + n - 10, "/HARDSTATE");
+	if (hs && !on_ring_thread()) {
+		pthread_mutex_lock(&W.mu);
+		if (W.hs_gate_on && !W.hs_gate_open) {
+			W.hs_gate_held = true;
+			pthread_cond_broadcast(&W.cv);
+			while (!W.hs_gate_open)
+				pthread_cond_wait(&W.cv, &W.mu);
+		}
+		pthread_mutex_unlock(&W.mu);
+	}
+	int rc = W.in->ops->rename(W.in, from, to);
+	if (hs && rc == 0)
+		atomic_store(&W.hs_renamed, true);
+	return rc;
 }
 static int w_unlink(struct pio *io, const char *path)
 {
@@ -148,7 +175,11 @@ static int w_fsync_dir(struct pio *io, const char *path)
 {
 	(void)io;
 	check("fsync_dir", path);
-	return W.in->ops->fsync_dir(W.in, path);
+	bool hs = atomic_load(&W.hs_renamed);
+	int rc = W.in->ops->fsync_dir(W.in, path);
+	if (hs && rc == 0 && atomic_exchange(&W.hs_renamed, false))
+		atomic_fetch_add(&W.hs_synced, 1);
+	return rc;
 }
 static int w_list(struct pio *io, const char *dir, pio_list_cb cb, void *arg)
 {
@@ -367,4 +398,205 @@ Test(shard, a_held_manifest_store_does_not_hold_other_partitions_appends)
 	append_n(a, 10, 1000);
 	append_n(b, 10, 1000);
 	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
+}
+
+/* ---- history reads ------------------------------------------------------------------ */
+
+static void wait_ring_thread(void)
+{
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&W.mu);
+		int n = W.nring;
+		pthread_mutex_unlock(&W.mu);
+		if (n)
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("no shard thread waited on its ring");
+}
+
+static _Atomic uint64_t tail_next;
+
+static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
+			       const struct pe_sub_update *u)
+{
+	(void)arg;
+	(void)sub;
+	if (u->event == PE_SUB_ENTRIES)
+		for (uint32_t i = 0; i < u->count; i++)
+			if (u->entries[i].seq == atomic_load(&tail_next))
+				atomic_fetch_add(&tail_next, 1);
+	return PE_SUB_CONTINUE;
+}
+
+Test(shard, history_reads_of_flushed_entries_run_off_the_shard)
+{
+	watch_init();
+	struct pe_options o = opts();
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	atomic_store(&W.armed, true);
+	char a[16];
+	key_in(0, a, sizeof a);
+	append_n(a, 300, 1000);
+	cr_assert_eq(pe_flush_sync(eng, 0), 0);
+	append_n(a, 20, 1000); /* a memtable part too */
+	wait_ring_thread();
+	/* forward from the start: history (cache misses) then memtable */
+	struct pe_read_req q = {.key = a, .klen = strlen(a), .from = 1,
+				.dir = PE_FORWARD, .limit = 1000};
+	struct pe_entry *es;
+	uint32_t n;
+	struct pe_read_result rr;
+	cr_assert_eq(pe_read_sync(eng, &q, &es, &n, &rr), 0);
+	cr_assert_eq(rr.err, 0);
+	cr_assert_eq(n, 320);
+	for (uint32_t i = 0; i < n; i++)
+		cr_assert_eq(es[i].seq, i + 1);
+	cr_assert(rr.end);
+	free(es);
+	/* backward across the boundary */
+	q = (struct pe_read_req){.key = a, .klen = strlen(a), .from = UINT64_MAX,
+				 .dir = PE_BACKWARD, .limit = 100};
+	cr_assert_eq(pe_read_sync(eng, &q, &es, &n, &rr), 0);
+	cr_assert_eq(rr.err, 0);
+	cr_assert_eq(n, 100);
+	for (uint32_t i = 0; i < n; i++)
+		cr_assert_eq(es[i].seq, 320 - i);
+	free(es);
+	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
+	struct pe_stage_hist st[PE_STAGE_COUNT];
+	pe_stage_stats(eng, st);
+	cr_assert_eq(st[PE_STAGE_READ_IO].count, 2, "two reads went to the pool");
+	cr_assert_eq(st[PE_STAGE_READ_QUEUE].count, 2);
+	/* a tail from the start catches up through history (pool chunks) */
+	cr_assert_eq(pe_flush_sync(eng, 0), 0); /* blocks not cached yet */
+	struct pe_sub *sub;
+	atomic_store(&tail_next, 1);
+	cr_assert_eq(pe_subscribe(eng, a, strlen(a), 1, tail_cb, NULL, &sub), 0);
+	for (int i = 0; i < 10000 && atomic_load(&tail_next) <= 320; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&tail_next), 321);
+	cr_assert_eq(pe_unsubscribe(sub, NULL, NULL), 0);
+	pe_stage_stats(eng, st);
+	cr_assert_gt(st[PE_STAGE_READ_IO].count, 2, "the tail's chunks went to the pool");
+	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
+}
+
+/* ---- HARDSTATE: persist before send, off the shard ---------------------------------- */
+
+struct sent {
+	pthread_mutex_t mu;
+	int vote_resps;
+	bool granted;
+	uint64_t term;
+	int synced_at_send;     /* W.hs_synced when it was sent */
+};
+static struct sent S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void vote_send(void *arg, const struct raft_msg *msgs, uint32_t n)
+{
+	(void)arg;
+	pthread_mutex_lock(&S.mu);
+	for (uint32_t i = 0; i < n; i++)
+		if (msgs[i].type == RAFT_MSG_VOTE_RESP) {
+			S.vote_resps++;
+			S.granted = !(msgs[i].flags & RAFT_MSGF_REJECT);
+			S.term = msgs[i].term;
+			S.synced_at_send = atomic_load(&W.hs_synced);
+		}
+	pthread_mutex_unlock(&S.mu);
+}
+
+static int vote_resps(void)
+{
+	pthread_mutex_lock(&S.mu);
+	int n = S.vote_resps;
+	pthread_mutex_unlock(&S.mu);
+	return n;
+}
+
+Test(shard, a_vote_waits_for_its_hardstate_store_and_the_shard_goes_on)
+{
+	watch_init();
+	struct pe_options o = opts();
+	static const uint64_t voters[3] = {1, 2, 3};
+	struct pe_cluster cl = {.node_id = 1, .voters = voters, .nvoters = 3,
+				.election_ticks = 10, .send = vote_send};
+	o.cluster = &cl;
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	atomic_store(&W.armed, true);
+	cr_assert_eq(pe_raft_tick(eng), 0); /* the shard shows itself */
+	wait_ring_thread();
+	pthread_mutex_lock(&W.mu);
+	W.hs_gate_on = true;
+	pthread_mutex_unlock(&W.mu);
+	int synced0 = atomic_load(&W.hs_synced);
+
+	/* node 2 campaigns for term 5 with a log at least as long as ours */
+	struct raft_msg m = {.type = RAFT_MSG_VOTE, .group = 0, .from = 2,
+			     .to = 1, .term = 5, .index = 100, .log_term = 4};
+	cr_assert_eq(pe_raft_recv(eng, &m, 1), 0);
+	bool held = false;
+	for (int i = 0; i < 10000 && !held && !atomic_load(&W.violations); i++) {
+		pthread_mutex_lock(&W.mu);
+		held = W.hs_gate_held;
+		pthread_mutex_unlock(&W.mu);
+		if (!held)
+			usleep(1000);
+	}
+	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
+	cr_assert(held, "the HARDSTATE store never reached its rename");
+
+	/* the store is held: the shard still serves (a read of the other
+	 * partition, the group's published term), and no vote went out */
+	char b[16];
+	key_in(1, b, sizeof b);
+	struct pe_meta meta;
+	cr_assert_eq(pe_meta_sync(eng, b, strlen(b), &meta), 0);
+	struct pe_raft_status rs;
+	for (int i = 0; i < 10000; i++) {
+		cr_assert_eq(pe_raft_status(eng, 0, &rs), 0);
+		if (rs.term == 5)
+			break;
+		usleep(1000);
+	}
+	cr_assert_eq(rs.term, 5);
+	cr_assert_eq(vote_resps(), 0, "a vote was sent before its HARDSTATE was durable");
+
+	pthread_mutex_lock(&W.mu);
+	W.hs_gate_open = true;
+	pthread_cond_broadcast(&W.cv);
+	pthread_mutex_unlock(&W.mu);
+	for (int i = 0; i < 10000 && vote_resps() == 0; i++)
+		usleep(1000);
+	cr_assert_eq(vote_resps(), 1);
+	pthread_mutex_lock(&S.mu);
+	cr_assert(S.granted);
+	cr_assert_eq(S.term, 5);
+	cr_assert_gt(S.synced_at_send, synced0,
+		     "the vote left before the HARDSTATE rename was synced");
+	pthread_mutex_unlock(&S.mu);
+	cr_assert_eq(atomic_load(&W.violations), 0, "%s", W.first);
+
+	/* what was stored is what a reopen loads: voting again for another
+	 * candidate in term 5 is refused */
+	atomic_store(&W.armed, false);
+	pe_close(eng);
+	eng = NULL;
+	W.nring = 0;
+	pthread_mutex_lock(&S.mu);
+	S.vote_resps = 0;
+	pthread_mutex_unlock(&S.mu);
+	pthread_mutex_lock(&W.mu);
+	W.hs_gate_on = false;
+	pthread_mutex_unlock(&W.mu);
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	m.from = 3;
+	cr_assert_eq(pe_raft_recv(eng, &m, 1), 0);
+	for (int i = 0; i < 10000 && vote_resps() == 0; i++)
+		usleep(1000);
+	cr_assert_eq(vote_resps(), 1);
+	pthread_mutex_lock(&S.mu);
+	cr_assert(!S.granted, "a second vote in term 5 after a reopen");
+	pthread_mutex_unlock(&S.mu);
 }

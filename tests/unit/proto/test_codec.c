@@ -46,6 +46,7 @@ static const uint16_t ALL_TYPES[] = {
 	PARLEY_T_GROUP_CREATE_OK, PARLEY_T_GROUP_ADD_OK, PARLEY_T_GROUP_REMOVE_OK,
 	PARLEY_T_GROUP_LEAVE_OK, PARLEY_T_GROUP_ROLE_OK, PARLEY_T_GROUP_INFO_OK,
 	PARLEY_T_GROUP_SET, PARLEY_T_GROUP_SET_OK,
+	PARLEY_T_GROUP_CATCHUP, PARLEY_T_GROUP_CATCHUP_OK,
 };
 
 /* A representative message of each type with every field non-default. */
@@ -108,6 +109,11 @@ static void sample(uint16_t type, struct parley_msg *m)
 	case PARLEY_T_HISTORY:
 		m->history = (struct parley_history){S("d:alice:bob"), 50, 20};
 		break;
+	case PARLEY_T_GROUP_CATCHUP:
+		m->group_catchup = (struct parley_group_catchup){
+			S("g:0123456789abcdef"), 501, 100};
+		break;
+	case PARLEY_T_GROUP_CATCHUP_OK: /* a history page, oldest first */
 	case PARLEY_T_HISTORY_PAGE:
 		m->history_page.conv = S("d:alice:bob");
 		m->history_page.next_before_seq = 47;
@@ -364,6 +370,18 @@ Test(codec, roundtrip_every_message)
 
 	cr_assert_eq(g_d.event.ref_seq, 41);
 	cr_assert_eq(g_d.event.flags, PARLEY_MSGF_DELETED);
+
+	sample(PARLEY_T_GROUP_CATCHUP, &g_m);
+	roundtrip(&g_m, &g_d, 7);
+	cr_assert(parley_str_eq(g_d.group_catchup.conv, "g:0123456789abcdef"));
+	cr_assert_eq(g_d.group_catchup.from_seq, 501);
+	cr_assert_eq(g_d.group_catchup.limit, 100);
+	/* from_seq 0 and limit 0 / over the bound are refused both ways */
+	g_m.group_catchup.from_seq = 0;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
+	g_m.group_catchup.from_seq = 1;
+	g_m.group_catchup.limit = PARLEY_PROTO_MAX_HISTORY + 1;
+	cr_assert_eq(parley_proto_size(&g_m), -PARLEY_EINVAL);
 
 	sample(PARLEY_T_HISTORY_PAGE, &g_m);
 	roundtrip(&g_m, &g_d, 9);

@@ -1,0 +1,49 @@
+/*
+ * live.h — which connections are subscribed (SYNC) now, per user, so the
+ * read fan-out of large groups (chat.h, "read fan-out") can post a ready
+ * EVENT to them (private to server/).
+ *
+ * A connection is attached when its SYNC subscription starts and detached
+ * when it ends (close, drain, engine closing it). The read fan-out asks
+ * live_post(user, frame): a copy of the frame goes to each attached
+ * connection as an lmsg of kind LM_LIVE, and the count tells the fan-out
+ * whether the user needs an ACTIVITY pointer instead (0). A connection
+ * writes an LM_LIVE frame while it is subscribed; one whose outbound
+ * queue is over its bound is cut off (GOAWAY SLOW_CONSUMER), never
+ * silently skipped: its device reads what it missed back (GROUP_CATCHUP).
+ *
+ * Bounds: LIVE_MAX_PER_USER connections of one user are registered; a
+ * user with more is answered 0 by live_post (so it gets ACTIVITY pointers
+ * too: safe). Entries are freed when the last connection detaches.
+ * Threads: attach / detach from loop threads, live_post from the fan-out
+ * thread; LIVE_SHARDS mutexes. Lock order: a shard lock, then a loop's
+ * queue lock (lmsg_post).
+ */
+#ifndef PARLEYD_LIVE_H
+#define PARLEYD_LIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lmsg.h"
+
+#define LIVE_SHARDS 64u
+#define LIVE_MAX_PER_USER 64u
+
+struct live;
+
+struct live *live_new(void);
+void live_free(struct live *l);
+/* 0, or -PARLEY_ENOMEM (the user is then marked over its bound). */
+int live_attach(struct live *l, const char *user, size_t ulen,
+		const struct conn_ref *ref);
+void live_detach(struct live *l, const char *user, size_t ulen,
+		 const struct conn_ref *ref);
+/* chat_live_fn: posts frame to user's connections; returns how many (0
+ * when none, or when some could not be registered). */
+unsigned live_post(void *l, const char *user, size_t ulen,
+		   const uint8_t *frame, uint32_t len);
+/* connections attached now */
+uint64_t live_count(struct live *l);
+
+#endif /* PARLEYD_LIVE_H */
