@@ -3,7 +3,9 @@
  * waits on a condition variable for its callback. For tools and tests;
  * never from an engine callback (the shard would wait for itself).
  *
- * Threads: any thread except a shard thread.
+ * Threads: any thread except a shard thread. On a stepped engine (the
+ * simulator, engine/step.c) the waiting thread steps the engine until the
+ * callback ran.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,6 +16,7 @@
 #include "engine_internal.h"
 
 struct waiter {
+	struct pe_engine *e;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool done;
@@ -23,9 +26,10 @@ struct waiter {
 	int err;
 };
 
-static void waiter_init(struct waiter *w)
+static void waiter_init(struct waiter *w, struct pe_engine *e)
 {
 	memset(w, 0, sizeof *w);
+	w->e = e;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 }
@@ -38,8 +42,20 @@ static void waiter_signal(struct waiter *w)
 	pthread_mutex_unlock(&w->mu);
 }
 
+static bool waiter_done(void *arg)
+{
+	struct waiter *w = arg;
+	pthread_mutex_lock(&w->mu);
+	bool done = w->done;
+	pthread_mutex_unlock(&w->mu);
+	return done;
+}
+
 static void waiter_wait(struct waiter *w)
 {
+	/* stepped (the simulator): this thread runs the engine itself */
+	if (w->e->step.pick)
+		pe_step_until(w->e, waiter_done, w);
 	pthread_mutex_lock(&w->mu);
 	while (!w->done)
 		pthread_cond_wait(&w->cv, &w->mu);
@@ -59,7 +75,7 @@ int pe_append_sync(struct pe_engine *e, const struct pe_append_req *q,
 		   struct pe_append_result *res)
 {
 	struct waiter w;
-	waiter_init(&w);
+	waiter_init(&w, e);
 	int rc = pe_append(e, q, sync_append_cb, &w);
 	if (rc) {
 		memset(res, 0, sizeof *res);
@@ -105,7 +121,7 @@ int pe_read_sync(struct pe_engine *e, const struct pe_read_req *q,
 		 struct pe_read_result *meta)
 {
 	struct waiter w;
-	waiter_init(&w);
+	waiter_init(&w, e);
 	*out = NULL;
 	*count = 0;
 	int rc = pe_read(e, q, sync_read_cb, &w);
@@ -134,7 +150,7 @@ static void sync_generic_cb(void *arg)
 static int blocking_req(struct pe_engine *e, struct req *r, void *outp)
 {
 	struct waiter w;
-	waiter_init(&w);
+	waiter_init(&w, e);
 	r->out = outp;
 	r->cb.generic = sync_generic_cb;
 	r->arg = &w;
@@ -226,7 +242,7 @@ int pe_delete_sync(struct pe_engine *e, const void *key, size_t klen,
 		   uint64_t through, struct pe_delete_result *r)
 {
 	struct del_waiter d;
-	waiter_init(&d.w);
+	waiter_init(&d.w, e);
 	memset(&d.res, 0, sizeof d.res);
 	int rc = pe_delete(e, key, klen, through, sync_delete_cb, &d);
 	if (rc) {
@@ -253,6 +269,25 @@ int pe_flush_sync(struct pe_engine *e, uint32_t partition)
 	int out = 0;
 	int rc = blocking_req(e, r, &out);
 	return rc ? rc : out;
+}
+
+int pe_flush_start(struct pe_engine *e, uint32_t partition, int *rc,
+		   void (*cb)(void *arg), void *arg)
+{
+	if (partition >= e->nparts || !rc || !cb)
+		return -PARLEY_EINVAL;
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_FLUSH;
+	r->part = partition;
+	r->out = rc;
+	r->cb.generic = cb;
+	r->arg = arg;
+	int err = shard_push(e, r);
+	if (err)
+		free(r);
+	return err;
 }
 
 int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all)

@@ -67,7 +67,7 @@ int manifest_write(struct pe_engine *e)
 	le_put32(b + 16, e->nshards);
 	le_put64(b + 24, e->idem_window_ms);
 	le_put32(b + 32, e->idem_max);
-	le_put64(b + 40, parley_now_ms());
+	le_put64(b + 40, engine_clock(e)); /* created (the injected clock) */
 	le_put64(b + 56, parley_xxh3(b, 56, MANIFEST_SEED));
 	return pio_file_replace(e->io, e->dir, tmp, fin, b, sizeof b);
 }

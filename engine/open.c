@@ -143,14 +143,19 @@ static void engine_free(struct pe_engine *e)
 	free(e);
 }
 
-int pe_open(const struct pe_options *opt, struct pe_engine **out)
+/* pe_open, and pe_open_stepped (engine/step.c) with `st`: no threads. */
+int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
+		struct pe_engine **out)
 {
-	if (!opt || !opt->dir || strlen(opt->dir) > 400)
+	if (!opt || !opt->dir || strlen(opt->dir) > 400 ||
+	    (st && (!st->pick || !st->now_ns)))
 		return -PARLEY_EINVAL;
 	struct pe_engine *e = calloc(1, sizeof *e);
 	if (!e)
 		return -ENOMEM;
 	e->opt = *opt;
+	if (st)
+		e->step = *st;
 	snprintf(e->dir, sizeof e->dir, "%s", opt->dir);
 	e->opt.dir = e->dir;
 	if (!e->opt.memtable_bytes)
@@ -325,8 +330,10 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 					   .corrupt = shard_recover_corrupt,
 					   .flushed = shard_recover_flushed,
 					   .arg = &ctx};
+		struct wal_exec wx = {.now_ns = e->step.now_ns,
+				      .arg = e->step.arg};
 		rc = wal_open(e->io, wdir, e->opt.wal_segment_bytes,
-			      opt->read_only, &rec, &sh->wal);
+			      opt->read_only, &rec, st ? &wx : NULL, &sh->wal);
 		if (rc)
 			goto fail;
 		wal_set_ring(sh->wal, sh->ring);
@@ -356,6 +363,11 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 				goto fail;
 		}
 	}
+	if (st) { /* stepped: the shards' loops run in pe_step */
+		for (uint32_t i = 0; i < e->nshards; i++)
+			shard_begin(&e->shards[i]);
+		goto opened;
+	}
 	rc = hist_workers_start(e);
 	if (!rc)
 		rc = rpool_start(&e->rpool, e->opt.read_threads);
@@ -369,6 +381,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 		}
 		sh->started = true;
 	}
+opened:;
 	uint64_t streams = 0, entries = 0, corrupt = 0;
 	for (uint32_t i = 0; i < e->nparts; i++) {
 		streams += e->parts[i].nstreams;
@@ -381,7 +394,7 @@ int pe_open(const struct pe_options *opt, struct pe_engine **out)
 	*out = e;
 	return 0;
 fail:
-	if (e->shards) {
+	if (e->shards && !e->step.pick) {
 		atomic_store(&e->aborting, true);
 		for (uint32_t i = 0; i < e->nshards; i++)
 			if (e->shards[i].started) {
@@ -393,6 +406,11 @@ fail:
 	rpool_stop(&e->rpool);
 	engine_free(e);
 	return rc;
+}
+
+int pe_open(const struct pe_options *opt, struct pe_engine **out)
+{
+	return engine_open(opt, NULL, out);
 }
 
 void pe_close(struct pe_engine *e)
@@ -407,8 +425,11 @@ void pe_close(struct pe_engine *e)
 		r->part = i;
 		PARLEY_ASSERT(shard_push(e, r) == 0);
 	}
-	for (uint32_t i = 0; i < e->nshards; i++)
-		pthread_join(e->shards[i].thread, NULL);
+	if (e->step.pick)
+		engine_step_stop(e);
+	else
+		for (uint32_t i = 0; i < e->nshards; i++)
+			pthread_join(e->shards[i].thread, NULL);
 	hist_workers_stop(e); /* idle: the shards waited for their jobs */
 	rpool_stop(&e->rpool); /* idle: the shards waited for their reads */
 	engine_free(e);
@@ -420,7 +441,7 @@ void pe_abort(struct pe_engine *e)
 		return;
 	atomic_store(&e->closing, true);
 	atomic_store(&e->aborting, true);
-	for (uint32_t i = 0; i < e->nshards; i++) {
+	for (uint32_t i = 0; i < e->nshards && !e->step.pick; i++) {
 		e->io->ops->ring_wake(e->shards[i].ring);
 		pthread_join(e->shards[i].thread, NULL);
 	}

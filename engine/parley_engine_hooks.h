@@ -20,12 +20,50 @@
  * bytes. Never used in production. */
 void pe_abort(struct pe_engine *e);
 
+/* ---- stepped execution (the engine simulator) ------------------------------------ */
+
+/*
+ * A stepped engine starts no thread: every unit of its work (a round of a
+ * shard's loop, a unit of a WAL's background preparation, a history job)
+ * runs on the caller's thread inside pe_step, in the order `pick` chooses,
+ * and every timer of the engine (retention ticks, the WAL's periodic
+ * high-water mark) reads `now_ns`. With the in-memory backend and an
+ * injected clock_ms, the same calls and the same picks give the same run,
+ * bit for bit (tests/sim/engine_sim.c). The blocking wrappers (pe_*_sync),
+ * pe_open and pe_close step the engine themselves until their work is done;
+ * callbacks run inside pe_step (or those), on the caller's thread.
+ * Single-threaded: every call on a stepped engine from one thread.
+ */
+struct pe_stepper {
+	/* which of n units of work goes next: a value below n */
+	uint32_t (*pick)(void *arg, uint32_t n);
+	/* monotonic nanoseconds for the engine's timers */
+	uint64_t (*now_ns)(void *arg);
+	void *arg;
+};
+int pe_open_stepped(const struct pe_options *opt, const struct pe_stepper *st,
+		    struct pe_engine **out);
+/* Runs one unit of work (the one `pick` chooses; it may find nothing to
+ * do). Returns how many units there are to pick from. */
+uint32_t pe_step(struct pe_engine *e);
+/* Steps until done(arg) is true; aborts the process (assertion) after
+ * PE_STEP_LIMIT units without it: a hung engine fails loudly. */
+#define PE_STEP_LIMIT (50u * 1000u * 1000u)
+void pe_step_until(struct pe_engine *e, bool (*done)(void *arg), void *arg);
+
 /* ---- history maintenance (tools and tests) --------------------------------------- */
 
 /* Flushes the partition's memtable into a history segment now and waits
  * for the commit (a flush already running is waited for, then another one
  * covers what arrived meanwhile). Blocking; not from a callback. */
 int pe_flush_sync(struct pe_engine *e, uint32_t partition);
+/* The same flush without waiting for it (what the shard starts on its own
+ * when a memtable fills): *rc is set (0 or a negative error) and then
+ * cb(arg) runs, on the shard thread (inside pe_step when stepped), once it
+ * committed or failed; never after pe_abort. *rc must stay valid until
+ * then. Returns 0 or an error (nothing started). */
+int pe_flush_start(struct pe_engine *e, uint32_t partition, int *rc,
+		   void (*cb)(void *arg), void *arg);
 /* Runs a compaction of the partition now (all = merge every segment, else
  * the size-tiered pick; nothing to do is success) and waits for it. */
 int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all);

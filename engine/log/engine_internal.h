@@ -325,6 +325,7 @@ struct shard {
 	uint32_t idx;
 	pthread_t thread;
 	bool started;
+	bool done;              /* stepped: the loop ended (clean stop) */
 	struct pio_ring *ring;
 	struct wal *wal;
 
@@ -428,6 +429,11 @@ struct pe_engine {
 	struct shard *shards;
 	atomic_bool closing;
 	atomic_bool aborting;
+	/* Stepped execution (pe_open_stepped, engine/step.c; the simulator):
+	 * step.pick set = no engine thread at all; the caller's thread runs
+	 * every shard round, WAL prep unit and history job, in the order
+	 * step.pick chooses, from pe_step and the blocking wrappers. */
+	struct pe_stepper step;
 };
 
 #define RING_DEPTH 64u /* a shard's io_uring ring entries */
@@ -471,6 +477,7 @@ void idem_expire(struct part *p);
 int idem_reserve(struct part *p);
 void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
 int idem_rebuild(struct part *p);
+uint64_t idem_history_clock(struct part *p);
 
 /* log/part_apply.c */
 void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
@@ -540,6 +547,7 @@ void sub_hist_deliver(struct shard *sh, struct pe_sub *sub, int rc,
 
 /* log/shard.c */
 uint64_t engine_clock(struct pe_engine *e);
+uint64_t engine_mono_ns(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
 void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
@@ -553,6 +561,9 @@ uint64_t shard_recover_flushed(void *arg, uint32_t part);
 int shard_apply_record(void *arg, const struct wal_rec *rec);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);
+void shard_begin(struct shard *sh);
+int shard_round(struct shard *sh, bool wait);
+void shard_end(struct shard *sh);
 
 /* log/shard_req.c */
 void shard_req_fail(struct req *r, int err);
@@ -578,6 +589,13 @@ void hist_job_tick(struct shard *sh);
 int hist_job_tick_timeout(struct shard *sh);
 int hist_workers_start(struct pe_engine *e);
 void hist_workers_stop(struct pe_engine *e);
+bool hworker_step(struct pe_engine *e, int i); /* stepped: one job */
+
+/* open.c, step.c */
+int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
+		struct pe_engine **out);
+/* stepped: runs the engine until every shard's loop ended (pe_close) */
+void engine_step_stop(struct pe_engine *e);
 
 /* history/hist_read.c */
 int rpool_start(struct rpool *p, uint32_t nthreads);

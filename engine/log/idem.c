@@ -204,19 +204,31 @@ static int idem_load_cb(void *arg, const struct seg_idem *rec)
 	return 0;
 }
 
-int idem_rebuild(struct part *p)
+/* The command time history has reached: the newest entry time in its
+ * segments (what idem_rebuild starts the table's clock from). 0 when
+ * there is no segment; UINT64_MAX when out of memory (no answer). */
+uint64_t idem_history_clock(struct part *p)
 {
+	uint64_t c = 0;
 	size_t n = hpart_segments(p->hist, NULL, 0);
 	if (n) {
 		struct hpart_seg_view *v = malloc(n * sizeof *v);
 		if (!v)
-			return -PARLEY_ENOMEM;
+			return UINT64_MAX;
 		n = hpart_segments(p->hist, v, n);
 		for (size_t k = 0; k < n; k++)
-			if (v[k].info.max_ts > p->idem_clock)
-				p->idem_clock = v[k].info.max_ts;
+			c = PARLEY_MAX(c, v[k].info.max_ts);
 		free(v);
 	}
+	return c;
+}
+
+int idem_rebuild(struct part *p)
+{
+	uint64_t hc = idem_history_clock(p);
+	if (hc == UINT64_MAX)
+		return -PARLEY_ENOMEM;
+	p->idem_clock = PARLEY_MAX(p->idem_clock, hc);
 	uint64_t win = p->cfg.idem_window_ms;
 	uint64_t min_ts = p->idem_clock > win ? p->idem_clock - win : 0;
 	return hpart_idem_load(p->hist, min_ts, idem_load_cb, p);

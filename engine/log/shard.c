@@ -5,6 +5,8 @@
  * Threads: every partition belongs to one shard thread (p % nshards). Public
  * calls from any thread turn into a `struct req` pushed on the shard's
  * bounded inbox; the shard thread does all the work and runs callbacks.
+ * A stepped engine (engine/step.c, the simulator) has no shard thread: the
+ * same loop runs round by round (shard_round) on the caller's thread.
  *
  * The append path (durable before ack):
  *
@@ -62,6 +64,13 @@ uint64_t engine_clock(struct pe_engine *e)
 {
 	return e->opt.clock_ms ? e->opt.clock_ms(e->opt.clock_arg)
 			       : parley_now_ms();
+}
+
+/* The engine's timers (retention ticks): the monotonic clock, or the
+ * stepper's (stepped execution, engine/step.c). */
+uint64_t engine_mono_ns(struct pe_engine *e)
+{
+	return e->step.now_ns ? e->step.now_ns(e->step.arg) : parley_mono_ns();
 }
 
 /* ---- shard: inbox ------------------------------------------------------------------ */
@@ -218,8 +227,12 @@ int shard_wal_sync(struct shard *sh)
 	struct pio_cqe cqes[RING_DEPTH];
 	int rc;
 	/* -EAGAIN: a roll waits for the prepared segment (the ring is woken) */
-	while ((rc = wal_submit(sh->wal, sh->ring, 1)) == -EAGAIN)
-		(void)sh->e->io->ops->ring_wait(sh->ring, cqes, 0, -1);
+	while ((rc = wal_submit(sh->wal, sh->ring, 1)) == -EAGAIN) {
+		if (sh->e->step.now_ns) /* stepped: no prep thread */
+			(void)wal_prep_step(sh->wal);
+		else
+			(void)sh->e->io->ops->ring_wait(sh->ring, cqes, 0, -1);
+	}
 	if (rc)
 		return rc;
 	for (;;) {
@@ -510,65 +523,91 @@ static void shard_close_subs(struct shard *sh)
 	}
 }
 
-void *shard_main(void *arg)
+/* Before the loop's first round (the shard thread; stepped: pe_open). */
+void shard_begin(struct shard *sh)
 {
-	struct shard *sh = arg;
 	struct pe_engine *e = sh->e;
-	struct pio_cqe cqes[RING_DEPTH];
 	struct wal_stats ws;
 	wal_get_stats(sh->wal, &ws);
 	sh->wal_rolls = ws.segments;
-	sh->next_tick_ms = parley_mono_ns() / 1000000u + e->opt.retention_interval_ms;
+	sh->next_tick_ms = engine_mono_ns(e) / 1000000u + e->opt.retention_interval_ms;
 	hist_job_wal_release(sh); /* what the last run flushed but did not release */
 	shard_publish_mem(sh); /* what recovery rebuilt */
-	for (;;) {
-		if (atomic_load(&e->aborting))
-			return NULL;
-		shard_drain_inbox(sh);
-		if (wal_poll(sh->wal) > 0) /* a background release finished */
-			hist_job_wal_release(sh);
-		shard_process(sh);
-		/* group commit: proposals queue while a batch is in flight and
-		 * every group's ready is taken just before the next submit, so
-		 * all that arrived meanwhile shares one write + fdatasync */
-		if (!wal_busy(sh->wal))
-			shard_run_dirty(sh);
-		shard_submit(sh);
-		sub_run_catchup(sh);
-		hist_job_tick(sh);
-		if (sh->stopping && !sh->backlog && !sh->dirty &&
-		    !hist_job_busy(sh) && !sh->rd_inflight && !sh->rd_wait &&
-		    !sh->sub_wait &&
-		    !sh->hs_flight &&
-		    (sh->fatal ||
-		     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
-			pthread_mutex_lock(&sh->mu);
-			bool empty = sh->in_head == NULL;
-			pthread_mutex_unlock(&sh->mu);
-			if (empty) {
-				/* clean stop: the WAL's high-water mark gets
-				 * the final end of the log */
-				if (!sh->fatal)
-					(void)wal_mark_clean(sh->wal);
-				break;
-			}
+}
+
+/*
+ * One round of the shard loop. With `wait` (the thread) it may block in
+ * ring_wait until a completion, a wake-up or its next timer; stepped
+ * (engine/step.c) it only polls. Returns 0 to go on, 1 when the shard
+ * stopped cleanly (shard_end follows), -1 when the engine is aborting.
+ */
+int shard_round(struct shard *sh, bool wait)
+{
+	struct pe_engine *e = sh->e;
+	struct pio_cqe cqes[RING_DEPTH];
+	if (atomic_load(&e->aborting))
+		return -1;
+	shard_drain_inbox(sh);
+	if (wal_poll(sh->wal) > 0) /* a background release finished */
+		hist_job_wal_release(sh);
+	shard_process(sh);
+	/* group commit: proposals queue while a batch is in flight and
+	 * every group's ready is taken just before the next submit, so
+	 * all that arrived meanwhile shares one write + fdatasync */
+	if (!wal_busy(sh->wal))
+		shard_run_dirty(sh);
+	shard_submit(sh);
+	sub_run_catchup(sh);
+	hist_job_tick(sh);
+	if (sh->stopping && !sh->backlog && !sh->dirty &&
+	    !hist_job_busy(sh) && !sh->rd_inflight && !sh->rd_wait &&
+	    !sh->sub_wait &&
+	    !sh->hs_flight &&
+	    (sh->fatal ||
+	     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
+		pthread_mutex_lock(&sh->mu);
+		bool empty = sh->in_head == NULL;
+		pthread_mutex_unlock(&sh->mu);
+		if (empty) {
+			/* clean stop: the WAL's high-water mark gets
+			 * the final end of the log */
+			if (!sh->fatal)
+				(void)wal_mark_clean(sh->wal);
+			return 1;
 		}
-		int timeout = sh->catchup ||
-				      ((sh->backlog || sh->dirty) &&
-				       !wal_busy(sh->wal))
-				      ? 0 : hist_job_tick_timeout(sh);
-		int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
-		if (atomic_load(&e->aborting))
-			return NULL;
-		if (n < 0) {
-			if (n != -EINTR && n != -EAGAIN && n != -ETIME)
-				shard_fatal(sh, n);
-			continue;
-		}
-		for (int i = 0; i < n; i++)
-			shard_on_cqe(sh, &cqes[i]);
 	}
+	int timeout = !wait || sh->catchup ||
+			      ((sh->backlog || sh->dirty) &&
+			       !wal_busy(sh->wal))
+			      ? 0 : hist_job_tick_timeout(sh);
+	int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
+	if (atomic_load(&e->aborting))
+		return -1;
+	if (n < 0) {
+		if (n != -EINTR && n != -EAGAIN && n != -ETIME)
+			shard_fatal(sh, n);
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+		shard_on_cqe(sh, &cqes[i]);
+	return 0;
+}
+
+/* After a clean stop's last round. */
+void shard_end(struct shard *sh)
+{
 	part_raft_close(sh); /* replication: waiters no quorum answered */
 	shard_close_subs(sh);
+}
+
+void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	shard_begin(sh);
+	int rc;
+	while ((rc = shard_round(sh, true)) == 0)
+		;
+	if (rc > 0)
+		shard_end(sh);
 	return NULL;
 }

@@ -123,6 +123,11 @@ struct wal {
 	uint32_t spares_ready;  /* spare files on disk */
 	uint32_t spare_next;    /* name counter */
 	bool stop;
+	/* the prep clock's timers (ns; wal_now_ns) */
+	uint64_t next_mark_ns;  /* the next periodic mark (0: not set yet) */
+	uint64_t prep_retry_ns; /* a failed next segment: retry from then */
+	uint64_t spare_retry_ns; /* a failed spare: retry from then */
+	struct wal_exec ex;     /* stepped: no prep thread (wal_prep_step) */
 
 	/* Background work of the prep thread, so that no disk wait is left on
 	 * the shard thread (under spare_mu unless said):
@@ -331,6 +336,9 @@ struct scan_out {
 	bool eof;           /* the log ran into the end of the file */
 	bool sealed;        /* a seal record ends it */
 	uint64_t torn_at;   /* a torn tail's first byte, or 0 */
+	uint64_t zero_at;   /* with torn_at: the first block boundary after it
+			       holding an all-zero header (where a scan stops
+			       as at the log's end), or the file's size */
 };
 
 /* why + ", file cut to N bytes (created M): bytes N..M missing" when the
@@ -418,6 +426,11 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 				 * file was cut here: the caller judges) */
 				so->eof = off + WAL_REC_HDR + len > size;
 				so->torn_at = off;
+				uint64_t a = align_up(off + 1, WAL_BLOCK);
+				while (a + WAL_REC_HDR <= size &&
+				       !all_zero(d + a, WAL_REC_HDR))
+					a += WAL_BLOCK;
+				so->zero_at = PARLEY_MIN(a, size);
 				break;
 			}
 			why_cut(why, sizeof why, bad, size, so->created);
@@ -574,74 +587,112 @@ static void bg_wake(struct wal *w)
  *   3. the periodic high-water mark;
  *   4. one pre-zeroed spare kept ready.
  */
+static uint64_t wal_now_ns(const struct wal *w)
+{
+	return w->ex.now_ns ? w->ex.now_ns(w->ex.arg) : parley_mono_ns();
+}
+
+/*
+ * One unit of the prep thread's work, in the order above (spare_mu held on
+ * entry and on return). Returns true when it did something; false when
+ * nothing is due before *idle_until (ns, the prep clock). The thread
+ * (prep_main) waits on spare_cv until then; a stepped WAL (the
+ * simulator, wal_exec) runs it from wal_prep_step instead.
+ */
+static bool prep_round(struct wal *w, uint64_t *idle_until)
+{
+	const uint64_t every = (uint64_t)WAL_HWM_EVERY_MS * 1000000u;
+	uint64_t now = wal_now_ns(w);
+	if (!w->next_mark_ns)
+		w->next_mark_ns = now + every;
+	if (w->next_want && !w->next_f && !w->next_err &&
+	    (w->roll_wait || now >= w->prep_retry_ns)) {
+		uint64_t seq = w->next_want;
+		pthread_mutex_unlock(&w->spare_mu);
+		struct pio_file *f = NULL;
+		int rc = seg_prepare(w, seq, &f);
+		if (rc)
+			PLOG_W("wal", "next segment not prepared", "dir=%s "
+			       "seq=%016" PRIx64 " err=%s", w->dir, seq,
+			       parley_errname(rc));
+		pthread_mutex_lock(&w->spare_mu);
+		bool wake = w->roll_wait;
+		if (!rc) {
+			w->next_f = f;
+			atomic_store(&w->next_ready, true);
+		} else if (w->roll_wait) {
+			w->next_err = rc; /* the roll fails: the WAL is failed */
+		} else {
+			/* not needed yet: retry after a pause (or when a
+			 * roll starts waiting for it) */
+			w->prep_retry_ns = wal_now_ns(w) + 100000000u;
+		}
+		pthread_mutex_unlock(&w->spare_mu);
+		if (wake)
+			bg_wake(w);
+		pthread_mutex_lock(&w->spare_mu);
+		return true;
+	}
+	if (w->rel_st == REL_QUEUED) {
+		w->rel_st = REL_RUNNING;
+		pthread_mutex_unlock(&w->spare_mu);
+		bg_release(w);
+		pthread_mutex_lock(&w->spare_mu);
+		w->rel_st = REL_DONE;
+		atomic_store(&w->bg_done, true);
+		pthread_mutex_unlock(&w->spare_mu);
+		bg_wake(w);
+		pthread_mutex_lock(&w->spare_mu);
+		return true;
+	}
+	if (now >= w->next_mark_ns) {
+		/* the periodic mark: off the shard thread */
+		pthread_mutex_unlock(&w->spare_mu);
+		hwm_periodic(w);
+		w->next_mark_ns = wal_now_ns(w) + every;
+		pthread_mutex_lock(&w->spare_mu);
+		return true;
+	}
+	*idle_until = w->next_mark_ns;
+	if (w->next_want && !w->next_f && !w->next_err)
+		*idle_until = PARLEY_MIN(*idle_until, w->prep_retry_ns);
+	/* one spare kept ready; after a failure (a full disk) not again
+	 * before the next mark: do not spin, the roll path retries */
+	if (w->spares_ready >= 1 || now < w->spare_retry_ns)
+		return false;
+	pthread_mutex_unlock(&w->spare_mu);
+	int rc = spare_create(w);
+	if (rc)
+		PLOG_W("wal", "spare creation failed", "dir=%s err=%s",
+		       w->dir, parley_errname(rc));
+	pthread_mutex_lock(&w->spare_mu);
+	if (rc)
+		w->spare_retry_ns = w->next_mark_ns;
+	return true;
+}
+
 static void *prep_main(void *arg)
 {
 	struct wal *w = arg;
-	const uint64_t every = (uint64_t)WAL_HWM_EVERY_MS * 1000000u;
-	uint64_t next_mark = parley_mono_ns() + every;
 	pthread_mutex_lock(&w->spare_mu);
 	while (!w->stop) {
-		if (w->next_want && !w->next_f && !w->next_err) {
-			uint64_t seq = w->next_want;
-			pthread_mutex_unlock(&w->spare_mu);
-			struct pio_file *f = NULL;
-			int rc = seg_prepare(w, seq, &f);
-			if (rc)
-				PLOG_W("wal", "next segment not prepared", "dir=%s "
-				       "seq=%016" PRIx64 " err=%s", w->dir, seq,
-				       parley_errname(rc));
-			pthread_mutex_lock(&w->spare_mu);
-			bool wake = w->roll_wait;
-			if (!rc) {
-				w->next_f = f;
-				atomic_store(&w->next_ready, true);
-			} else if (w->roll_wait) {
-				w->next_err = rc; /* the roll fails: the WAL is failed */
-			} else {
-				/* not needed yet: retry after a pause */
-				prep_wait(w, parley_mono_ns() + 100000000u);
-			}
-			pthread_mutex_unlock(&w->spare_mu);
-			if (wake)
-				bg_wake(w);
-			pthread_mutex_lock(&w->spare_mu);
-			continue;
-		}
-		if (w->rel_st == REL_QUEUED) {
-			w->rel_st = REL_RUNNING;
-			pthread_mutex_unlock(&w->spare_mu);
-			bg_release(w);
-			pthread_mutex_lock(&w->spare_mu);
-			w->rel_st = REL_DONE;
-			atomic_store(&w->bg_done, true);
-			pthread_mutex_unlock(&w->spare_mu);
-			bg_wake(w);
-			pthread_mutex_lock(&w->spare_mu);
-			continue;
-		}
-		if (parley_mono_ns() >= next_mark) {
-			/* the periodic mark: off the shard thread */
-			pthread_mutex_unlock(&w->spare_mu);
-			hwm_periodic(w);
-			next_mark = parley_mono_ns() + every;
-			pthread_mutex_lock(&w->spare_mu);
-			continue;
-		}
-		if (w->spares_ready >= 1) {
-			prep_wait(w, next_mark);
-			continue;
-		}
-		pthread_mutex_unlock(&w->spare_mu);
-		int rc = spare_create(w);
-		if (rc)
-			PLOG_W("wal", "spare creation failed", "dir=%s err=%s",
-			       w->dir, parley_errname(rc));
-		pthread_mutex_lock(&w->spare_mu);
-		if (rc) /* do not spin on a full disk: the roll path retries */
-			prep_wait(w, next_mark);
+		uint64_t until = 0;
+		if (!prep_round(w, &until))
+			prep_wait(w, until);
 	}
 	pthread_mutex_unlock(&w->spare_mu);
 	return NULL;
+}
+
+bool wal_prep_step(struct wal *w)
+{
+	if (!w || w->read_only || w->prep_running || w->stop)
+		return false;
+	uint64_t until = 0;
+	pthread_mutex_lock(&w->spare_mu);
+	bool did = prep_round(w, &until);
+	pthread_mutex_unlock(&w->spare_mu);
+	return did;
 }
 
 /* ---- high-water mark (wal.hwm) ---------------------------------------------- */
@@ -1172,7 +1223,8 @@ static bool looks_prepared(struct wal *w, uint64_t seq)
 }
 
 int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
-	     bool read_only, const struct wal_recovery *rec, struct wal **out)
+	     bool read_only, const struct wal_recovery *rec,
+	     const struct wal_exec *ex, struct wal **out)
 {
 	if (!seg_bytes)
 		seg_bytes = WAL_DEFAULT_SEGMENT;
@@ -1185,6 +1237,8 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	w->io = io;
 	w->seg_bytes = seg_bytes;
 	w->read_only = read_only;
+	if (ex)
+		w->ex = *ex;
 	snprintf(w->dir, sizeof w->dir, "%s", dir);
 	pthread_mutex_init(&w->spare_mu, NULL);
 	pthread_mutex_init(&w->mark_mu, NULL);
@@ -1320,8 +1374,14 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	}
 
 	/* The high-water mark: what earlier syncs proved durable must be here. */
+	uint64_t mark_last_end = 0; /* the last segment's durable end per the mark */
+	bool lost = false;
 	if (have_mark) {
-		if (hwm_check(w, &mark, rec))
+		for (uint32_t i = 0; i < mark.nseg; i++)
+			if (mark.segs[i].seq == last_seq)
+				mark_last_end = mark.segs[i].end;
+		lost = hwm_check(w, &mark, rec) > 0;
+		if (lost)
 			w->maps_broken = w->mark_frozen = true;
 	} else if (any_v2) {
 		PLOG_W("wal", "high-water mark file missing: acknowledged records "
@@ -1396,6 +1456,36 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * fdatasync below make that durable before anything new is
 		 * written after it. */
 		uint64_t torn = last_so.torn_at;
+		/* Acknowledged records are missing and the "torn" record
+		 * starts before where the mark proved the segment durable:
+		 * it is damage (a flipped bit) over acknowledged records.
+		 * Their partitions are reported corrupt above; the damaged
+		 * bytes stay exactly as found (no zeroing of the torn record)
+		 * and new batches start after the mark's end, so that
+		 * repairing those bytes (restoring the file) brings every
+		 * record back, and while they stay damaged the next recovery
+		 * still sees a bad record followed by later batches
+		 * (corruption, never a torn tail). Before this, the zeroing
+		 * and the next batches wrote over them: the loss became
+		 * permanent (the engine simulator's flip-and-restore step).
+		 * Only when no all-zero block lies between the damage and the
+		 * mark's end: a scan stops at one as at the log's end, so new
+		 * batches after it would be lost to the next recovery (bytes
+		 * zeroed in place keep the old behaviour: the log goes on
+		 * where it reads as ending, over zeros). Records made durable
+		 * after the last mark, past its end, are the residual window
+		 * (wal.h). */
+		bool keep = lost && torn && torn < mark_last_end &&
+			    last_so.zero_at >= mark_last_end;
+		if (keep) {
+			PLOG_E("wal", "log ends before its high-water mark: the "
+			       "damaged bytes are kept, new records start after "
+			       "the mark's end", "dir=%s file=wal-%016" PRIx64
+			       ".log log_end=%" PRIu64 " mark_end=%" PRIu64, dir,
+			       last_seq, tail, mark_last_end);
+			tail = PARLEY_MAX(tail, align_up(mark_last_end, WAL_BLOCK));
+			torn = 0; /* and no zeroing of the "torn" record */
+		}
 		if (!rc && torn % WAL_BLOCK && align_up(torn, WAL_BLOCK) <= tail) {
 			static const uint8_t zeros[WAL_BLOCK];
 			rc = io->ops->pwrite(io, w->seg, zeros,
@@ -1433,7 +1523,12 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		else
 			w->next_f = NULL;
 	}
-	/* the prep thread is not optional: rolls and releases wait for it */
+	/* the prep thread is not optional: rolls and releases wait for it
+	 * (stepped: the caller runs its work through wal_prep_step) */
+	if (w->ex.now_ns) {
+		*out = w;
+		return 0;
+	}
 	rc = pthread_create(&w->prep, NULL, prep_main, w);
 	if (rc) {
 		wal_close(w);
@@ -1826,8 +1921,10 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 /* Stops the prep thread (it finishes the job in hand). */
 static void prep_stop(struct wal *w)
 {
-	if (!w->prep_running)
+	if (!w->prep_running) { /* stepped: no more wal_prep_step work */
+		w->stop = true;
 		return;
+	}
 	pthread_mutex_lock(&w->spare_mu);
 	w->stop = true;
 	pthread_cond_broadcast(&w->spare_cv);

@@ -158,12 +158,27 @@ struct wal_recovery {
 #define WAL_HWM_MAX_ENTS (1u << 26)
 
 /*
+ * Stepped execution (the engine simulator, deterministic): no prep thread;
+ * its work (next segment, release, periodic mark, spares) runs one unit per
+ * wal_prep_step call on the caller's thread, and its timers read now_ns
+ * instead of the monotonic clock. NULL (the default): the prep thread.
+ */
+struct wal_exec {
+	uint64_t (*now_ns)(void *arg);
+	void *arg;
+};
+
+/*
  * Opens the WAL in `dir` (created if absent), replays every valid record
  * through rec->record, and positions the tail after the last valid batch.
  * With read_only nothing is written (no spare files, no new segment).
  */
 int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
-	     bool read_only, const struct wal_recovery *rec, struct wal **out);
+	     bool read_only, const struct wal_recovery *rec,
+	     const struct wal_exec *ex, struct wal **out);
+/* Stepped WAL only: runs one unit of the prep thread's work; true when it
+ * did something (false: idle, or not a stepped WAL). Shard thread. */
+bool wal_prep_step(struct wal *w);
 void wal_close(struct wal *w);
 
 /*

@@ -1,7 +1,7 @@
 /*
  * engine_sim.c — the engine simulator (see engine_sim.h).
  *
- * What runs: the real engine through its public API (pe_open, pe_append,
+ * What runs: the real engine through its public API (pe_open_stepped, pe_append,
  * pe_read_sync, pe_meta_sync, pe_delete_sync, pe_flush_sync,
  * pe_compact_sync, pe_abort, pe_close) on one pio_mem backend, with the
  * entry clock injected (opt.clock_ms reads the simulator's clock), against
@@ -41,6 +41,69 @@
  *   7. After a bit flip in a stored file, every answer is either the
  *      model's data or a clear error (open fails, ECORRUPT); acknowledged
  *      data never silently goes missing or changes.
+ *   8. Once the flipped bit is flipped back (the operator restored the
+ *      file), everything acknowledged reads back: nothing the engine did
+ *      while it ran on the damaged file made the loss permanent.
+ *   9. A seed replays bit for bit (see Determinism below).
+ *
+ * Bugs this simulator found and what fixed them:
+ *   - A flipped bit in the last WAL batch read as a torn tail; the mark
+ *     (wal.hwm) reported the lost records, but recovery then zeroed the
+ *     "torn" record and wrote the next batches over it, so restoring the
+ *     file could not bring them back (invariant 8: what seed 3019 showed
+ *     before runs replayed; reproduced by seeds 1, 3, 4 and 8 of
+ *     test_engine_sim_flips, whose flips aim at the last batch). Fixed in
+ *     wal_open: such a record is kept as found and new batches start
+ *     after the mark's end (log/wal.c); test_wal's
+ *     damaged_last_record_is_not_written_over. This step used to end the
+ *     run and count the damage (flip_damage) instead of failing.
+ *   - Runs did not replay: the engine's threads (shards, WAL prep, history
+ *     workers) ran for real, and the engine MANIFEST stored the wall
+ *     clock. Fixed by stepped execution (engine/step.c) and the injected
+ *     clock in the MANIFEST.
+ *   - Checker gaps once the engine's timers ran on the simulated clock:
+ *     retention applied by a compaction the simulator did not ask for
+ *     raised a stream's first seq, which backward reads and the stream
+ *     listing reported as a mismatch (seed 100006 of the long tier, seed
+ *     11 with flips), and so did a delete's result (seeds 100071,
+ *     100076): accepted when retention allows it (invariant 6).
+ *   - A stream's last seq recovered lower than acknowledged (seed 100017
+ *     of the long tier: "meta last_seq 15, model 18"): a flush's commit
+ *     dropped from the memtable, besides what it wrote, the entries
+ *     deleted while it ran; the next flush moved the flushed index past
+ *     their WAL records with no segment holding them, so a restart
+ *     rebuilt the stream from the segments with last seq 15 and the next
+ *     append would have reused seq 16. Fixed in the flush commit
+ *     (history/hist_job.c); test_step's
+ *     delete_during_a_flush_keeps_the_last_seq sets the race up exactly
+ *     with a stepped engine (it fails with last_seq 15 on the old code),
+ *     and the simulator's flush race (a flush started with
+ *     pe_flush_start, its job held while a burst and a delete of the
+ *     newest entries apply, then a flush and a restart) finds it in
+ *     seeds 1, 4 and 5 of test_engine_sim ("meta last_seq 73, model 76").
+ *   - An assertion (a process abort in production) when a compaction
+ *     failed (ENOSPC) while a flush's manifest store was in flight (seed 3
+ *     once history workers could be slowed down): fixed in
+ *     part_compact_store_begin (history/hist_job.c).
+ *   - Acknowledged entries read back with other bytes after a compaction
+ *     and a restart (long tier seeds 100016 and 100019, with the
+ *     simulator as of the compaction-assertion fix; the workload has
+ *     changed since): compaction dropped idempotency records by the live
+ *     table's clock, while a restart rebuilds the table as of the flushed
+ *     index and replays the WAL above it, whose commands may still need
+ *     them (a retry of a deleted entry's id, a duplicate when it applied,
+ *     at seq 116 of s/6 between acknowledged 115 and 116). Compaction now
+ *     uses the command time history has reached (part_compact_start);
+ *     both seeds pass with that simulator then.
+ *   - Seeds 5 and 22: a bounded idempotency table rebuilt differently at
+ *     open (see below).
+ * Deliberately broken engines it catches (tried by hand): the flush
+ * commit dropping deleted entries it did not write (above); a WAL batch
+ * acknowledged without its fdatasync (seed 1, step 3: the lost records
+ * reported as corruption after the crash); idempotency forgetting early
+ * ids (seed 1, step 1: a committed id appended again); the recovery that
+ * wrote over a damaged last record (above); the wall-clock MANIFEST time
+ * (test_engine_sim_replay: the two runs' disk images differ).
  *
  * Bounded idempotency table: a quarter of the seeds (by the seed's draw)
  * run with idem_max_keys of 8..71 and a window of 5..34 min, so that a
@@ -51,22 +114,37 @@
  * default (the draw decides); the draws happen either way, so that the
  * rest of a seed's workload does not change.
  *
- * Determinism: the workload (every choice of the PRNG, the clock, the
- * faults) comes from the seed, but the engine runs its shard, WAL-spare and
- * history threads for real, so how appends group into WAL batches and the
- * exact moment of a mid-burst crash vary between runs of one seed. A seed
- * reproduces the same step sequence; a failure that depends on a thread
- * interleaving may need a few replays.
+ * Determinism: a seed replays bit for bit. The engine runs stepped
+ * (pe_open_stepped, engine/step.c): it starts no thread; every round of a
+ * shard's loop, unit of a WAL's background preparation (next segment,
+ * release, periodic high-water mark, spares) and history job (flush,
+ * compaction, their manifest stores, file removals) runs on the
+ * simulator's thread, in the order a PRNG of the seed (srng) picks, inside
+ * the blocking calls, while a burst's appends complete, and for a random
+ * number of units between steps (background work running on). The engine's
+ * timers read the simulated clock. Everything observed (every append,
+ * read, meta, delete, flush/compaction and open result, every
+ * subscription delivery) is hashed into a trace, and the final disk image
+ * too; test_engine_sim_replay runs seeds twice and compares the traces;
+ * PARLEY_ESIM_REPLAY=1 does the same for any seed range, and
+ * PARLEY_ESIM_VERBOSE=3 prints the trace at every step (and per file at
+ * the end) to find where two runs part. A crash (pe_abort) lands between
+ * two units of engine work, never inside one. Per seed, WAL prep and
+ * history worker units may be slowed (taken only 1 draw in 10 or 100), so
+ * that background jobs stay in flight across steps as a busy thread's
+ * would; PARLEY_ESIM_SCHED=<n> runs a seed's workload under another
+ * schedule. What stepping cannot show: interleavings finer than a unit
+ * (a data race inside one), which the crash tests with real processes and
+ * threads still cover.
  *
- * Threads: the simulator's one thread issues every call; append callbacks
- * run on shard threads and only record their result under `mu`.
+ * Threads: one. The simulator's thread issues every call and runs the
+ * engine's work; callbacks run inside pe_step on this thread.
  */
 #include "engine_sim.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +162,7 @@
 #define ES_MAX_COUNT 4           /* entries per append */
 #define ES_RET_COUNT 12          /* "r/" streams keep the newest 12 */
 #define ES_RET_AGE_MS 90000      /* "a/" streams keep 90 s */
-#define ES_WAIT_NS (60ull * 1000000000ull) /* a burst that takes longer hangs */
+#define ES_STEP_LIMIT 5000000u   /* engine units a subscription may wait */
 
 /* ---- model ------------------------------------------------------------- */
 
@@ -144,9 +222,8 @@ struct op {
 };
 
 /* A subscription (tail) and what it delivered since the last check. The
- * callback runs on a shard thread and only appends to `got` under the
- * simulator's mutex; the simulator's thread checks `got` against the
- * model at its check points (the model is only its to touch). */
+ * callback (inside pe_step) only appends to `got`; the simulator checks
+ * `got` against the model at its check points. */
 #define ES_MAX_SUBS 4
 struct got {
 	uint64_t seq, h; /* h: hash of the entry's bytes */
@@ -160,7 +237,7 @@ struct esub {
 	uint64_t trimmed_to; /* a TRIMMED event moved next here (0 = none) */
 	bool closed, paused, gone;
 	int close_err;
-	char bad[200];    /* an order violation seen on the shard thread */
+	char bad[200];    /* an order violation seen in the callback */
 	struct got *got;
 	uint32_t ngot, capgot;
 };
@@ -173,6 +250,17 @@ struct esim {
 	struct parley_rng vrng; /* verification's page sizes: kept apart so
 				   the workload's draws do not depend on how
 				   many pages a check took */
+	struct parley_rng frng; /* PARLEY_ESIM_FLIP_PM's draws */
+	struct parley_rng srng; /* the engine's schedule (pe_stepper.pick):
+				   which shard round, WAL prep unit or
+				   history job runs next */
+	uint64_t trace;         /* hash of everything observed (esim_run) */
+	uint32_t recent;        /* a stream the last burst appended to */
+	bool aflush;            /* a flush started without waiting runs */
+	bool hold_workers;      /* history worker units are not picked */
+	int aflush_rc;
+	uint32_t slow_pm[3];    /* per class of unit (shard, WAL prep, history
+				   worker): how many draws in 1000 run it */
 	struct esim_stats *st;
 
 	struct pio *io;
@@ -193,15 +281,16 @@ struct esim {
 	bool fault_armed;   /* a fault was armed since the last open */
 	bool fatal_seen;    /* an error a fault explains: reopen next */
 
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	struct op ops[ES_MAX_BURST];
 	uint32_t nops, ndone;
 	struct esub subs[ES_MAX_SUBS];
-	uint64_t pause_rng; /* callbacks' pause decisions (under mu) */
+	uint64_t pause_rng; /* callbacks' pause decisions */
 };
 
 static struct esim *g_cur; /* for the failure message */
+static uint32_t g_flip_pm; /* PARLEY_ESIM_FLIP_PM: extra flips per 1000 steps */
+static uint64_t g_sched;   /* PARLEY_ESIM_SCHED: another engine schedule
+			      for the same workload (0 = the seed's own) */
 
 static void es_fail(struct esim *x, const char *fmt, ...)
 {
@@ -211,8 +300,11 @@ static void es_fail(struct esim *x, const char *fmt, ...)
 		x->step);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nengine_sim: replay with PARLEY_ESIM_SEED=%" PRIu64
-			"\n", x->seed);
+	fprintf(stderr, "\nengine_sim: replay with PARLEY_ESIM_SEED=%" PRIu64,
+		x->seed);
+	if (g_sched)
+		fprintf(stderr, " PARLEY_ESIM_SCHED=%" PRIu64, g_sched);
+	fputc('\n', stderr);
 	fflush(stderr);
 	exit(1);
 }
@@ -298,9 +390,72 @@ static const uint8_t zero_prod[PE_PRODUCER_LEN];
 
 /* ---- engine lifecycle ------------------------------------------------ */
 
+/* ---- the engine's schedule and the trace --------------------------------- */
+
+/* Units are the shards' rounds, then the WALs' prep units, then the
+ * history workers' jobs (engine/step.c). Some seeds slow the background
+ * down (a WAL prep or history worker unit is taken only `slow_pm` times in
+ * 1000 it is drawn), so that a flush or compaction stays in flight across
+ * appends, deletes and crashes, as a busy worker thread would. */
+static uint32_t step_pick(void *arg, uint32_t n)
+{
+	struct esim *x = arg;
+	uint32_t ns = x->opt.shards;
+	for (;;) {
+		uint32_t u = (uint32_t)parley_rng_below(&x->srng, n);
+		uint32_t cls = u < ns ? 0 : u < 2 * ns ? 1 : 2;
+		if (cls == 2 && x->hold_workers)
+			continue;
+		if (x->slow_pm[cls] >= 1000 ||
+		    parley_rng_below(&x->srng, 1000) < x->slow_pm[cls])
+			return u;
+	}
+}
+
+static uint64_t step_now_ns(void *arg)
+{
+	struct esim *x = arg;
+	return x->now_ms * 1000000ull;
+}
+
+/* Opens the engine stepped: no engine thread, every unit of its work runs
+ * here in the order srng picks (parley_engine_hooks.h). */
+static int engine_open(struct esim *x)
+{
+	struct pe_stepper st = {.pick = step_pick, .now_ns = step_now_ns,
+				.arg = x};
+	return pe_open_stepped(&x->opt, &st, &x->eng);
+}
+
+static void es_step(struct esim *x)
+{
+	(void)pe_step(x->eng);
+}
+
+/* Lets the engine's background work (flushes, compactions, WAL
+ * preparation and release) run on for up to n units. */
+static void es_idle(struct esim *x, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		es_step(x);
+}
+
+/* Everything the simulator observes goes into the trace hash: the same
+ * seed must give the same trace, run after run (test_engine_sim_replay). */
+static void trace(struct esim *x, const void *p, size_t n)
+{
+	x->trace = parley_xxh3(p, n, x->trace);
+}
+
+static void trace_u64(struct esim *x, uint64_t v)
+{
+	trace(x, &v, sizeof v);
+}
+
 static void es_open(struct esim *x)
 {
-	int rc = pe_open(&x->opt, &x->eng);
+	int rc = engine_open(x);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	if (rc)
 		es_fail(x, "pe_open: %s", parley_strerror(rc));
 	x->fault_armed = false;
@@ -363,6 +518,9 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 	struct m_stream *s = &x->s[si];
 	struct pe_meta meta;
 	int rc = pe_meta_sync(x->eng, s->key, s->klen, &meta);
+	uint64_t tm[4] = {(uint64_t)(int64_t)rc, meta.first_seq, meta.last_seq,
+			  meta.last_ts_ms};
+	trace(x, tm, rc ? 8 : sizeof tm);
 	if (rc) {
 		if (tainted && rc == -PARLEY_ECORRUPT)
 			return true;
@@ -393,6 +551,10 @@ static bool verify_stream(struct esim *x, uint32_t si, bool reconcile,
 		struct pe_read_result rr = {0};
 		rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
 		x->st->reads++;
+		uint64_t tv[4] = {(uint64_t)(int64_t)rc, n, rr.first_seq, rr.end};
+		trace(x, tv, sizeof tv);
+		for (uint32_t i = 0; i < n; i++)
+			trace_u64(x, es[i].seq ^ (es[i].ts_ms << 20) ^ es[i].len);
 		if (rc == -PARLEY_ETRIMMED && rr.first_seq > from &&
 		    rr.first_seq <= s->n + 1 && retention_allows(x, s, rr.first_seq)) {
 			/* a compaction applied retention since the meta */
@@ -509,6 +671,11 @@ static int list_cb(void *arg, const void *key, size_t klen,
 		if (s->part != c->part || c->seen[i]++)
 			es_fail(x, "list: %s listed twice or in partition %u",
 				s->key, c->part);
+		/* retention (the periodic tick) may have raised the first */
+		if (s->n && m->last_seq == s->n && m->first_seq > s->first &&
+		    m->first_seq <= s->n + 1 &&
+		    retention_allows(x, s, m->first_seq))
+			s->first = m->first_seq;
 		if (m->last_seq != s->n || (s->n && m->first_seq != s->first))
 			es_fail(x, "list: %s first %" PRIu64 " last %" PRIu64
 				   ", model %" PRIu64 " %" PRIu64,
@@ -593,7 +760,6 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 	struct esub *es = arg;
 	struct esim *x = g_cur;
 	enum pe_sub_ret ret = PE_SUB_CONTINUE;
-	pthread_mutex_lock(&x->mu);
 	switch (u->event) {
 	case PE_SUB_ENTRIES:
 		for (uint32_t i = 0; i < u->count; i++) {
@@ -612,6 +778,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 				PARLEY_ASSERT(es->got);
 			}
 			es->got[es->ngot++] = (struct got){e->seq, ent_hash(e)};
+			trace_u64(x, es->got[es->ngot - 1].h ^ e->seq);
 			es->next++;
 		}
 		if (u->next_seq != es->next && !es->bad[0])
@@ -624,6 +791,7 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		}
 		break;
 	case PE_SUB_TRIMMED:
+		trace_u64(x, u->next_seq);
 		if (u->next_seq < es->next && !es->bad[0])
 			snprintf(es->bad, sizeof es->bad,
 				 "TRIMMED moved the cursor back from %" PRIu64
@@ -632,12 +800,11 @@ static enum pe_sub_ret sub_cb(void *arg, struct pe_sub *sub,
 		es->next = u->next_seq;
 		break;
 	case PE_SUB_CLOSED:
+		trace_u64(x, (uint64_t)(int64_t)u->err);
 		es->closed = true;
 		es->close_err = u->err;
 		break;
 	}
-	pthread_cond_broadcast(&x->cv);
-	pthread_mutex_unlock(&x->mu);
 	return ret;
 }
 
@@ -645,7 +812,6 @@ static void sub_start(struct esim *x, struct esub *es, uint32_t si,
 		      uint64_t from)
 {
 	struct m_stream *s = &x->s[si];
-	pthread_mutex_lock(&x->mu);
 	es->used = true;
 	es->s = si;
 	es->start = from;
@@ -653,7 +819,6 @@ static void sub_start(struct esim *x, struct esub *es, uint32_t si,
 	es->closed = es->paused = es->gone = false;
 	es->trimmed_to = 0;
 	es->ngot = 0;
-	pthread_mutex_unlock(&x->mu);
 	int rc = pe_subscribe(x->eng, s->key, s->klen, from, sub_cb, es, &es->sub);
 	if (rc)
 		es_fail(x, "subscribe %s from %" PRIu64 ": %s", s->key, from,
@@ -673,27 +838,20 @@ static void sub_check(struct esim *x, bool live)
 			continue;
 		struct m_stream *s = &x->s[es->s];
 		bool resume = false;
-		pthread_mutex_lock(&x->mu);
 		if (live && es->paused && !es->gone && !es->closed) {
 			es->paused = false;
 			resume = true;
 		}
-		pthread_mutex_unlock(&x->mu);
 		if (resume && pe_sub_resume(es->sub))
 			es_fail(x, "pe_sub_resume failed");
-		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += 30;
+		uint32_t units = 0;
 		for (;;) {
-			pthread_mutex_lock(&x->mu);
 			if (es->bad[0]) {
-				pthread_mutex_unlock(&x->mu);
 				es_fail(x, "subscription to %s: %s", s->key, es->bad);
 			}
 			for (uint32_t k = 0; k < es->ngot; k++) {
 				struct got g = es->got[k];
 				if (g.seq > s->n || g.h != m_hash(&s->e[g.seq - 1])) {
-					pthread_mutex_unlock(&x->mu);
 					es_fail(x, "subscription to %s delivered seq %"
 						   PRIu64 " %s (model last %" PRIu64 ")",
 						s->key, g.seq,
@@ -708,7 +866,6 @@ static void sub_check(struct esim *x, bool live)
 				uint64_t t = es->trimmed_to;
 				if (t > s->n + 1 ||
 				    (t > s->first && !retention_allows(x, s, t))) {
-					pthread_mutex_unlock(&x->mu);
 					es_fail(x, "subscription to %s trimmed to %" PRIu64
 						   ", model first %" PRIu64 " last %" PRIu64,
 						s->key, t, s->first, s->n);
@@ -716,7 +873,6 @@ static void sub_check(struct esim *x, bool live)
 				es->trimmed_to = 0;
 			}
 			if (es->next > PARLEY_MAX(s->n + 1, es->start)) {
-				pthread_mutex_unlock(&x->mu);
 				es_fail(x, "subscription to %s is at %" PRIu64
 					   ", past the log's last seq %" PRIu64,
 					s->key, es->next, s->n);
@@ -725,16 +881,13 @@ static void sub_check(struct esim *x, bool live)
 				       !es->gone && es->next <= s->n &&
 				       !(es->next < s->first);
 			if (!waiting) {
-				pthread_mutex_unlock(&x->mu);
 				break;
 			}
-			if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
-				pthread_mutex_unlock(&x->mu);
+			if (++units > ES_STEP_LIMIT)
 				es_fail(x, "subscription to %s stuck at %" PRIu64
 					   ", model last %" PRIu64, s->key, es->next,
 					s->n);
-			}
-			pthread_mutex_unlock(&x->mu);
+			es_step(x);
 		}
 	}
 }
@@ -744,13 +897,12 @@ static void sub_check(struct esim *x, bool live)
  * from their cursors. */
 static void subs_engine_gone(struct esim *x)
 {
-	pthread_mutex_lock(&x->mu);
+	x->aflush = false; /* closed: done; aborted: never answered */
 	for (int i = 0; i < ES_MAX_SUBS; i++)
 		if (x->subs[i].used) {
 			x->subs[i].gone = true;
 			x->subs[i].sub = NULL;
 		}
-	pthread_mutex_unlock(&x->mu);
 }
 
 static void subs_restart(struct esim *x)
@@ -765,26 +917,22 @@ static void subs_restart(struct esim *x)
 static void unsub_done(void *arg)
 {
 	struct esub *es = arg;
-	struct esim *x = g_cur;
-	pthread_mutex_lock(&x->mu);
 	es->gone = true;
-	pthread_cond_broadcast(&x->cv);
-	pthread_mutex_unlock(&x->mu);
+}
+
+static bool sub_gone(void *arg)
+{
+	return ((struct esub *)arg)->gone;
 }
 
 static void sub_stop(struct esim *x, struct esub *es)
 {
 	if (!es->gone) {
-		pthread_mutex_lock(&x->mu);
 		bool closed = es->closed;
-		pthread_mutex_unlock(&x->mu);
 		(void)closed;
 		if (pe_unsubscribe(es->sub, unsub_done, es))
 			es_fail(x, "pe_unsubscribe failed");
-		pthread_mutex_lock(&x->mu);
-		while (!es->gone)
-			pthread_cond_wait(&x->cv, &x->mu);
-		pthread_mutex_unlock(&x->mu);
+		pe_step_until(x->eng, sub_gone, es);
 	}
 	sub_check(x, false);
 	es->used = false;
@@ -858,12 +1006,9 @@ static void append_cb(void *arg, const struct pe_append_result *r)
 {
 	struct op *o = arg;
 	struct esim *x = g_cur;
-	pthread_mutex_lock(&x->mu);
 	o->r = *r;
 	o->done = true;
 	x->ndone++;
-	pthread_cond_broadcast(&x->cv);
-	pthread_mutex_unlock(&x->mu);
 }
 
 static void make_spec(struct esim *x, struct spec *sp, bool bulk)
@@ -940,21 +1085,22 @@ static int issue(struct esim *x, struct op *o)
 	return rc;
 }
 
-/* Waits until `want` ops of the burst have completed. */
+/* Steps the engine until `want` ops of the burst have completed. */
+struct done_arg {
+	struct esim *x;
+	uint32_t want;
+};
+
+static bool ops_done(void *arg)
+{
+	struct done_arg *d = arg;
+	return d->x->ndone >= d->want;
+}
+
 static void wait_done(struct esim *x, uint32_t want)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += (time_t)(ES_WAIT_NS / 1000000000ull);
-	pthread_mutex_lock(&x->mu);
-	while (x->ndone < want) {
-		if (pthread_cond_timedwait(&x->cv, &x->mu, &dl)) {
-			pthread_mutex_unlock(&x->mu);
-			es_fail(x, "burst: %u of %u appends completed after 60 s "
-				   "(engine hung?)", x->ndone, want);
-		}
-	}
-	pthread_mutex_unlock(&x->mu);
+	struct done_arg d = {x, want};
+	pe_step_until(x->eng, ops_done, &d);
 }
 
 /* Checks one completed append against the model, in queue order. */
@@ -963,6 +1109,9 @@ static void account(struct esim *x, struct op *o, bool faults_ok)
 	struct m_stream *s = &x->s[o->s];
 	const struct pe_append_result *r = &o->r;
 	struct m_key *k = o->key >= 0 ? &s->keys[o->key] : NULL;
+	uint64_t tv[7] = {o->s, (uint64_t)(int64_t)r->err, r->seq, r->count,
+			  r->last_seq, r->duplicate, r->ts_ms};
+	trace(x, tv, sizeof tv);
 	if (r->err) {
 		/* EFULL (memory bound) rejects before anything is proposed */
 		if (r->err == -PARLEY_EFULL) {
@@ -1059,17 +1208,16 @@ static void burst(struct esim *x, int mode, bool bulk)
 		if (o->key >= 0 && s->keys[o->key].st != KEY_COMMITTED)
 			s->keys[o->key].st = KEY_INFLIGHT;
 	}
+	x->recent = x->ops[n - 1].s;
 	uint32_t crash_after = mode == 1 ? (uint32_t)rnd(x, n + 1) : n;
 	bool tear = chance(x, 50);
 	uint32_t issued = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		int rc = issue(x, &x->ops[i]);
 		if (rc == -PARLEY_EFULL) { /* queue full: never queued */
-			pthread_mutex_lock(&x->mu);
 			x->ops[i].done = true;
 			x->ops[i].r.err = rc;
 			x->ndone++;
-			pthread_mutex_unlock(&x->mu);
 		} else if (rc) {
 			es_fail(x, "pe_append: %s", parley_strerror(rc));
 		}
@@ -1078,6 +1226,10 @@ static void burst(struct esim *x, int mode, bool bulk)
 	(void)issued;
 	if (mode == 1) {
 		wait_done(x, crash_after);
+		/* the crash lands between two units of engine work: after
+		 * some more of it ran (a batch written, a flush's segment
+		 * stored but not its manifest, a release half done ...) */
+		es_idle(x, (uint32_t)rnd(x, 4) ? (uint32_t)rnd(x, 40) : 0);
 		pe_abort(x->eng);
 		x->eng = NULL;
 		subs_engine_gone(x);
@@ -1128,12 +1280,21 @@ static void step_read(struct esim *x)
 	struct pe_read_result rr = {0};
 	int rc = pe_read_sync(x->eng, &q, &es, &n, &rr);
 	x->st->reads++;
+	uint64_t tv[5] = {(uint64_t)(int64_t)rc, n, rr.first_seq, rr.last_seq,
+			  rr.end};
+	trace(x, tv, sizeof tv);
+	for (uint32_t i = 0; i < n; i++)
+		trace_u64(x, es[i].seq ^ (es[i].ts_ms << 20) ^ es[i].len);
+	/* retention applied by a compaction the simulator did not ask for
+	 * (the periodic retention tick, on the simulated clock) raised the
+	 * first seq: a forward read below it answers ETRIMMED, a backward
+	 * one ends there. Adopted only over entries retention may drop. */
+	if ((rc == -PARLEY_ETRIMMED || !rc) && rr.first_seq > s->first &&
+	    rr.first_seq <= last + 1 && retention_allows(x, s, rr.first_seq))
+		s->first = rr.first_seq;
 	bool visible = last && s->first <= last;
 	/* a read starting below the first visible seq: ETRIMMED (forward
 	 * always; backward may also just find nothing there) */
-	if (rc == -PARLEY_ETRIMMED && rr.first_seq > s->first &&
-	    rr.first_seq <= last + 1 && retention_allows(x, s, rr.first_seq))
-		s->first = rr.first_seq; /* retention applied by a compaction */
 	uint64_t start = back ? PARLEY_MIN(from, last) : from;
 	if (last && start < s->first && (!back || rc)) {
 		if (rc != -PARLEY_ETRIMMED || rr.first_seq != s->first)
@@ -1168,9 +1329,12 @@ static void step_read(struct esim *x)
 	}
 	if (n > avail || n > limit || (avail && !n) || (rr.end && n < avail))
 		es_fail(x, "%s: read %s from %" PRIu64 " limit %u: %u entries "
-			   "(end %d), %" PRIu64 " available",
+			   "(end %d), %" PRIu64 " available (model first %" PRIu64
+			   " last %" PRIu64 "; engine first_seq %" PRIu64
+			   " last_seq %" PRIu64 ", first entry %" PRIu64 ")",
 			s->key, back ? "backward" : "forward", from, limit, n,
-			rr.end, avail);
+			rr.end, avail, s->first, last, rr.first_seq,
+			rr.last_seq, n ? es[0].seq : 0);
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t want = back ? hi - i : lo + i;
 		if (es[i].seq != want ||
@@ -1183,21 +1347,41 @@ static void step_read(struct esim *x)
 	free(es);
 }
 
-static void step_delete(struct esim *x)
+static void step_delete(struct esim *x, int part)
 {
-	struct m_stream *s = &x->s[rnd(x, x->ns)];
+	/* half the time a stream the last burst appended to: its newest
+	 * entries may be newer than a flush in flight (the race behind seed
+	 * 100017's lost last seq); with `part`, one in that partition */
+	uint32_t si = (uint32_t)rnd(x, x->ns);
+	if (chance(x, 50))
+		si = x->recent;
+	for (uint32_t i = 0; part >= 0 && i < x->nops; i++)
+		if (x->s[x->ops[i].s].part == (uint32_t)part)
+			si = x->ops[i].s;
+	struct m_stream *s = &x->s[si];
 	if (!s->n)
 		return;
 	uint64_t through = chance(x, 20) ? UINT64_MAX
 					  : s->first - 1 + rnd(x, s->n - s->first + 2);
+	if (part >= 0 && chance(x, 60)) /* the newest entries too */
+		through = chance(x, 50) ? UINT64_MAX : s->n;
 	struct pe_delete_result r;
 	int rc = pe_delete_sync(x->eng, s->key, s->klen, through, &r);
+	uint64_t tv[4] = {(uint64_t)(int64_t)rc, r.first_seq, r.last_seq,
+			  (uint64_t)(int64_t)r.err};
+	trace(x, tv, sizeof tv);
 	if (rc)
 		es_fail(x, "delete %s through %" PRIu64 ": %s", s->key, through,
 			parley_strerror(rc));
 	uint64_t want = PARLEY_MAX(s->first, PARLEY_MIN(through, s->n) + 1);
 	if (through == 0)
 		want = s->first;
+	/* retention the simulator did not ask for (an automatic compaction)
+	 * may have raised the first seq past the deletion: accepted only
+	 * over entries retention may drop (invariant 6) */
+	if (r.last_seq == s->n && r.first_seq > want && r.first_seq <= s->n + 1 &&
+	    retention_allows(x, s, r.first_seq))
+		want = r.first_seq;
 	if (r.first_seq != want || r.last_seq != s->n)
 		es_fail(x, "delete %s through %" PRIu64 ": first %" PRIu64
 			   " last %" PRIu64 ", model %" PRIu64 " %" PRIu64,
@@ -1206,10 +1390,49 @@ static void step_delete(struct esim *x)
 	x->st->deletes++;
 }
 
+static void aflush_done(void *arg)
+{
+	struct esim *x = arg;
+	x->aflush = false;
+	trace_u64(x, (uint64_t)(int64_t)x->aflush_rc);
+}
+
 static void step_history(struct esim *x, bool fault)
 {
 	uint32_t p = (uint32_t)rnd(x, pe_partition_count(x->eng));
 	bool compact = chance(x, 45);
+	if (!fault && !compact && !x->aflush && chance(x, 40)) {
+		/* a flush the workload goes on past (as one the shard starts
+		 * by itself): appends, deletes, crashes race its job. Its
+		 * outcome is not judged here (a fault armed later may fail
+		 * it); what it leaves is, by every later check. */
+		x->aflush = true;
+		int rc = pe_flush_start(x->eng, p, &x->aflush_rc, aflush_done, x);
+		if (rc)
+			es_fail(x, "pe_flush_start: %s", parley_strerror(rc));
+		es_log(x, "flush p%u started", p);
+		if (chance(x, 50)) { /* appends and a delete race its job */
+			x->hold_workers = true; /* its job waits meanwhile */
+			burst(x, 0, false);
+			step_delete(x, (int)p);
+			x->hold_workers = false;
+			if (x->fatal_seen || !x->eng || chance(x, 50))
+				return;
+			/* then the rest flushed too, and a restart from
+			 * what the two flushes left (seed 100017's loss) */
+			int rc2 = pe_flush_sync(x->eng, p);
+			trace_u64(x, (uint64_t)(int64_t)rc2);
+			if (rc2 && !x->fault_armed)
+				es_fail(x, "flush of partition %u after a racing "
+					   "delete: %s with no fault armed", p,
+					parley_strerror(rc2));
+			if (chance(x, 50))
+				crash_reopen(x, false);
+			else
+				clean_reopen(x);
+		}
+		return;
+	}
 	if (fault) {
 		static const enum pio_mem_fault kinds[] = {
 			PIO_FAULT_WRITE_EIO, PIO_FAULT_FSYNC_EIO, PIO_FAULT_ENOSPC};
@@ -1220,6 +1443,7 @@ static void step_history(struct esim *x, bool fault)
 	}
 	int rc = compact ? pe_compact_sync(x->eng, p, chance(x, 50))
 			 : pe_flush_sync(x->eng, p);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	if (fault) {
 		clear_faults(x);
 		x->fault_armed = true; /* stays explained until the reopen */
@@ -1241,6 +1465,14 @@ static void step_history(struct esim *x, bool fault)
 	for (uint32_t i = 0; i < x->ns; i++)
 		if (x->s[i].part == p)
 			verify_stream(x, i, false, false);
+	/* and after a restart, from what the flush left on disk: the WAL
+	 * records it made unnecessary are skipped by the replay */
+	if (!rc && !fault && chance(x, 25)) {
+		if (chance(x, 50))
+			crash_reopen(x, false);
+		else
+			clean_reopen(x);
+	}
 }
 
 static void step_wal_fault(struct esim *x)
@@ -1333,7 +1565,8 @@ static void step_open_faults(struct esim *x)
 	subs_engine_gone(x);
 	pio_mem_inject(x->io, kinds[rnd(x, 3)], 1 + (uint32_t)rnd(x, 4));
 	x->st->faults++;
-	int rc = pe_open(&x->opt, &x->eng);
+	int rc = engine_open(x);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	es_log(x, "open with a fault armed: %s", parley_strerror(rc));
 	if (rc) {
 		x->st->fault_errors++;
@@ -1372,6 +1605,24 @@ static int flist_cb(void *arg, const char *name)
 	return 0;
 }
 
+/* Where the written part of a WAL segment ends: one past its last
+ * non-zero byte (segments are pre-zeroed), 0 when unreadable. */
+static uint64_t log_end(struct esim *x, const char *path)
+{
+	struct pio_file *f;
+	if (x->io->ops->open(x->io, path, 0, &f))
+		return 0;
+	int64_t size = x->io->ops->size(x->io, f);
+	uint8_t *buf = size > 0 ? malloc((size_t)size) : NULL;
+	uint64_t end = 0;
+	if (buf && x->io->ops->pread(x->io, f, buf, (size_t)size, 0) == size)
+		for (end = (uint64_t)size; end > 0 && !buf[end - 1]; end--)
+			;
+	free(buf);
+	x->io->ops->close(x->io, f);
+	return end;
+}
+
 /* Flip one bit of a stored file after a clean close, reopen, and check
  * that every answer is the model's or a clear error. With `restore`, then
  * close, flip the bit back and reopen: the engine must not have damaged
@@ -1400,12 +1651,16 @@ static bool step_flip(struct esim *x, bool restore)
 	if (strstr(path, "/wal-") && chance(x, 80))
 		span = PARLEY_MIN(span, 256u * 1024u); /* where the log is */
 	uint64_t off = rnd(x, span);
+	uint64_t end = strstr(path, "/wal-") ? log_end(x, path) : 0;
+	if (end > 64 && chance(x, 40)) /* the last batch: a torn tail? */
+		off = end - 1 - rnd(x, PARLEY_MIN(end, 2048u));
 	unsigned bit = (unsigned)rnd(x, 8);
 	if (pio_mem_flip_bit(x->io, path, off, bit))
 		es_fail(x, "flip %s", path);
 	x->st->flips++;
 	es_log(x, "flip %s offset %" PRIu64 " bit %u", path, off, bit);
-	int rc = pe_open(&x->opt, &x->eng);
+	int rc = engine_open(x);
+	trace_u64(x, (uint64_t)(int64_t)rc);
 	bool detected = rc != 0;
 	if (rc) {
 		es_log(x, "open after flip: %s", parley_strerror(rc));
@@ -1438,21 +1693,20 @@ static bool step_flip(struct esim *x, bool restore)
 		verify_all(x, false);
 		return false;
 	}
-	/* The engine saw the damage. What it wrote since (a recovery that
-	 * found acknowledged records missing still appends after where the
-	 * log now ends, over the bytes the mark says were durable) may have
-	 * made the loss permanent: then the run ends here, with the damage
-	 * counted; never wrong data, though. */
-	bool damaged = false;
+	/* The engine saw the damage. Nothing it did since may have made the
+	 * loss permanent: once the bit is back, every acknowledged entry
+	 * must read back. (A recovery that took a flipped record in the
+	 * last WAL batch for a torn tail used to append over it, over the
+	 * bytes the high-water mark said were durable: seed 3019.) */
 	for (uint32_t i = 0; i < x->ns; i++)
-		damaged |= verify_stream(x, i, false, true);
-	if (!damaged) {
-		verify_all(x, false);
-		return false;
-	}
-	x->st->flip_damage++;
-	es_log(x, "flip back: the damage stays");
-	return true;
+		if (verify_stream(x, i, false, true)) {
+			x->st->flip_damage++;
+			es_fail(x, "%s: still unreadable after the flipped bit in "
+				   "%s was restored: the engine made the damage "
+				   "permanent", x->s[i].key, path);
+		}
+	verify_all(x, false);
+	return false;
 }
 
 /* ---- the run ------------------------------------------------------------- */
@@ -1534,8 +1788,40 @@ static void teardown(struct esim *x)
 	free(x->pend);
 }
 
+static int cmp_path(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* The whole stored state (every file's path and synced-or-not bytes as
+ * the engine would read them) into the trace. */
+static void trace_disk(struct esim *x)
+{
+	static char paths[1024][160];
+	struct flist fl = {.x = x, .dir = ES_DIR, .paths = paths, .cap = 1024};
+	(void)x->io->ops->list(x->io, ES_DIR, flist_cb, &fl);
+	/* list order is the backend's: sort for a stable hash */
+	qsort(paths, fl.n, sizeof paths[0], cmp_path);
+	for (uint32_t i = 0; i < fl.n; i++) {
+		trace(x, paths[i], strlen(paths[i]));
+		struct pio_file *f;
+		if (x->io->ops->open(x->io, paths[i], 0, &f))
+			continue;
+		int64_t size = x->io->ops->size(x->io, f);
+		trace_u64(x, (uint64_t)size);
+		uint8_t *buf = size > 0 ? malloc((size_t)size) : NULL;
+		if (buf && x->io->ops->pread(x->io, f, buf, (size_t)size, 0) == size)
+			trace(x, buf, (size_t)size);
+		if (x->verbose >= 3)
+			fprintf(stderr, "esim disk %s %" PRId64 " %016" PRIx64 "\n",
+				paths[i], size, x->trace);
+		free(buf);
+		x->io->ops->close(x->io, f);
+	}
+}
+
 int esim_run(uint64_t seed, uint32_t steps, int verbose,
-	     struct esim_stats *st)
+	     struct esim_stats *st, uint64_t *trace_out)
 {
 	struct esim *x = calloc(1, sizeof *x);
 	if (!x)
@@ -1546,15 +1832,30 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 	x->verbose = verbose;
 	x->rng.s = seed;
 	x->vrng.s = seed ^ 0x7E41F1ull;
+	x->srng.s = seed ^ 0x5C4ED11ull ^ g_sched;
+	static const uint32_t slow[] = {1000, 1000, 100, 10};
+	x->slow_pm[0] = 1000;
+	x->slow_pm[1] = slow[parley_rng_below(&x->srng, 4)];
+	x->slow_pm[2] = slow[parley_rng_below(&x->srng, 4)];
+	x->frng.s = seed ^ 0xF11Bull;
+	x->trace = seed;
 	x->st = st;
-	pthread_mutex_init(&x->mu, NULL);
-	pthread_cond_init(&x->cv, NULL);
 	g_cur = x;
 	setup(x);
 	for (x->step = 0; x->step < steps; x->step++) {
 		st->steps++;
+		if (verbose >= 3) /* where two runs of a seed part */
+			fprintf(stderr, "esim %" PRIu64 " step %u trace %016" PRIx64
+				" srng %016" PRIx64 "\n", seed, x->step,
+				x->trace, x->srng.s);
 		x->now_ms += rnd(x, 100) < 5 ? 30000 + rnd(x, 60000) : rnd(x, 2000);
 		unsigned pick = (unsigned)rnd(x, 1000);
+		if (g_flip_pm && parley_rng_below(&x->frng, 1000) < g_flip_pm) {
+			/* PARLEY_ESIM_FLIP_PM: more flip-and-restore steps
+			 * (their own draws: the workload stays the seed's) */
+			(void)step_flip(x, true);
+			continue;
+		}
 		if (pick < 420) {
 			burst(x, 0, false);
 			if (chance(x, 30))
@@ -1564,7 +1865,7 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 		else if (pick < 620)
 			step_read(x);
 		else if (pick < 670)
-			step_delete(x);
+			step_delete(x, -1);
 		else if (pick < 780)
 			step_history(x, false);
 		else if (pick < 820)
@@ -1583,14 +1884,14 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 			step_cas(x);
 		else if (pick < 985)
 			step_sub(x);
-		else if (pick < 990) {
-			if (step_flip(x, true))
-				break; /* left damaged: nothing more to check */
-		}
+		else if (pick < 990)
+			(void)step_flip(x, true);
 		else
 			verify_all(x, false);
 		if (x->fatal_seen) /* nothing else is possible */
 			crash_reopen(x, chance(x, 50));
+		else if (chance(x, 50)) /* background work runs on a while */
+			es_idle(x, (uint32_t)rnd(x, 60));
 	}
 	if (x->step == steps) {
 		verify_all(x, false);
@@ -1600,15 +1901,23 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 		else
 			clean_reopen(x);
 	}
+	if (x->eng) {
+		pe_close(x->eng);
+		x->eng = NULL;
+	}
+	if (x->verbose >= 3)
+		fprintf(stderr, "esim before disk %016" PRIx64 "\n", x->trace);
+	trace_disk(x);
+	if (trace_out)
+		*trace_out = x->trace;
 	teardown(x);
-	pthread_mutex_destroy(&x->mu);
-	pthread_cond_destroy(&x->cv);
 	free(x);
 	g_cur = NULL;
 	return 0;
 }
 
-int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
+int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps,
+	      bool replay)
 {
 	const char *v = getenv("PARLEY_ESIM_SEED");
 	if (v && *v) {
@@ -1622,6 +1931,12 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
 	if ((v = getenv("PARLEY_ESIM_STEPS")) && *v)
 		steps = (uint32_t)strtoul(v, NULL, 0);
 	int verbose = (v = getenv("PARLEY_ESIM_VERBOSE")) ? atoi(v) : 0;
+	if ((v = getenv("PARLEY_ESIM_FLIP_PM")) && *v)
+		g_flip_pm = (uint32_t)strtoul(v, NULL, 0);
+	if ((v = getenv("PARLEY_ESIM_SCHED")) && *v)
+		g_sched = strtoull(v, NULL, 0);
+	if ((v = getenv("PARLEY_ESIM_REPLAY")) && *v)
+		replay = *v != '0';
 	/* the faults make the engine log errors by design */
 	parley_log_set_level(verbose ? PLOG_INFO : PLOG_ERROR);
 	/* Every reopen reads whole 16 MiB WAL segments into fresh buffers:
@@ -1633,7 +1948,23 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps)
 	struct esim_stats st = {0};
 	for (uint64_t i = 0; i < n; i++) {
 		fprintf(stderr, "%s: seed %" PRIu64 "\n", name, base + i);
-		esim_run(base + i, steps, verbose, &st);
+		uint64_t h = 0;
+		esim_run(base + i, steps, verbose, &st, &h);
+		if (replay) {
+			/* the same seed again: every observation and the
+			 * final disk image must be the same, bit for bit */
+			struct esim_stats st2 = {0};
+			uint64_t h2 = 0;
+			esim_run(base + i, steps, verbose, &st2, &h2);
+			if (h2 != h) {
+				fprintf(stderr, "%s: FAIL seed %" PRIu64 " does not "
+					"replay: trace %016" PRIx64 " then %016"
+					PRIx64 "\n", name, base + i, h, h2);
+				return 1;
+			}
+		}
+		fprintf(stderr, "%s: seed %" PRIu64 " trace %016" PRIx64 "\n",
+			name, base + i, h);
 	}
 	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") steps/seed=%u"
 	       " acked=%" PRIu64 " dups=%" PRIu64 " reads=%" PRIu64

@@ -26,12 +26,13 @@ struct esim_stats {
 /* Runs one seed for `steps` workload steps; adds to *st. Returns 0, or
  * exits the process with status 1 after printing the failure. */
 int esim_run(uint64_t seed, uint32_t steps, int verbose,
-	     struct esim_stats *st);
+	     struct esim_stats *st, uint64_t *trace);
 
 /* Driver shared by the bounded (make test) and long (make test-long)
  * tiers: runs seeds base..base+n-1 (PARLEY_ESIM_SEED=<n> one seed,
  * PARLEY_ESIM_BASE / PARLEY_ESIM_SEEDS a range, PARLEY_ESIM_STEPS the run
  * length, PARLEY_ESIM_VERBOSE=1 a line per step, 2 also one per append) and prints totals. */
-int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps);
+int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps,
+	      bool replay);
 
 #endif

@@ -8,5 +8,5 @@
 
 int main(void)
 {
-	return esim_main("engine_sim", 1, 5, 250);
+	return esim_main("engine_sim", 1, 5, 250, false);
 }

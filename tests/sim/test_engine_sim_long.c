@@ -7,5 +7,5 @@
 
 int main(void)
 {
-	return esim_main("engine_sim_long", 100000, 400, 1000);
+	return esim_main("engine_sim_long", 100000, 400, 1000, false);
 }
