@@ -396,8 +396,23 @@ static void list_pos_cb(void *arg, const struct pe_read_result *r)
 		list_page(x);
 }
 
+/* How many of a group's newest snapshots a follower's list looks at: each
+ * event's snapshot is appended when that event's fan-out ends, and the
+ * fan-outs of events close together can end out of order, so the last
+ * entry of m/<group> need not be the newest event's. */
+#define LIST_GSNAP_LOOK 16u
+
+static void list_issue_n(struct list_ctx *x, uint32_t i, const char *key,
+			 int kl, uint64_t from, uint32_t limit, pe_read_cb cb);
+
 static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
 		       int kl, uint64_t from, pe_read_cb cb)
+{
+	list_issue_n(x, i, key, kl, from, 1, cb);
+}
+
+static void list_issue_n(struct list_ctx *x, uint32_t i, const char *key,
+			 int kl, uint64_t from, uint32_t limit, pe_read_cb cb)
 {
 	struct list_item_arg *a = item_new(x, i);
 	if (!a) { /* request-scoped: the reply becomes ERROR NOMEM */
@@ -408,7 +423,7 @@ static void list_issue(struct list_ctx *x, uint32_t i, const char *key,
 	}
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = from, .dir = PE_BACKWARD,
-				.limit = 1};
+				.limit = limit};
 	int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, cb, a);
 	if (rc)
 		item_fail(a, rc, cb);
@@ -438,20 +453,28 @@ static bool list_left(struct list_ctx *x, struct chat_list_ent *le)
 	return false;
 }
 
-/* Step 2 on a node whose memory cannot answer for the group: its last
- * snapshot is in; fill the entry from it, then read c/<group> (from the
+/* Step 2 on a node whose memory cannot answer for the group: its newest
+ * snapshots are in; fill the entry from the one of the latest event, then read c/<group> (from the
  * user's departure when they left). */
 static void list_snap_cb(void *arg, const struct pe_read_result *r)
 {
 	struct list_item_arg *a = arg;
 	struct list_ctx *x = a->x;
 	struct chat_list_ent *le = &x->ents[a->i];
-	struct chat_gsnap_view v;
-	if (r->err) {
+	struct chat_gsnap_view v = {0}, cand;
+	bool found = false;
+	if (r->err)
 		atomic_store(&x->err, r->err);
-	} else if (r->count == 1 && r->entries[0].type == CHAT_ENT_GSNAP &&
-		   chat_gsnap_view(r->entries[0].payload, r->entries[0].len,
-				   x->user, x->ulen, &v) == 0) {
+	for (uint32_t k = 0; !r->err && k < r->count; k++) { /* the newest event's */
+		if (r->entries[k].type == CHAT_ENT_GSNAP &&
+		    chat_gsnap_view(r->entries[k].payload, r->entries[k].len,
+				    x->user, x->ulen, &cand) == 0 &&
+		    (!found || cand.as_of > v.as_of)) {
+			v = cand;
+			found = true;
+		}
+	}
+	if (found) {
 		le->from_snap = true;
 		le->group = true;
 		le->vis_from = v.vis_from;
@@ -521,7 +544,8 @@ static void list_read_cb(void *arg, const struct pe_read_result *r)
 		int kl;
 		if (snap[i]) {
 			kl = chat_key_gsnap(key, le->conv, le->clen);
-			list_issue(x, i, key, kl, UINT64_MAX, list_snap_cb);
+			list_issue_n(x, i, key, kl, UINT64_MAX, LIST_GSNAP_LOOK,
+				     list_snap_cb);
 		} else {
 			kl = chat_key_conv(key, le->conv, le->clen);
 			list_issue(x, i, key, kl,
