@@ -743,6 +743,30 @@ static __attribute__((unused)) int it_raw_login(int fd, const char *user, const 
 	return 0;
 }
 
+/* it_server_start, then wait (~60 s at most) until /readyz answers 200: a
+ * stopped parleyd's io_uring may keep its listening sockets accepting for
+ * a moment after it died, and after kill -9 the listeners are bound
+ * before recovery has finished. */
+static __attribute__((unused)) void it_server_start_ready(struct it_server *s)
+{
+	it_server_start(s);
+	for (int i = 0; i < 30000; i++) { /* ~60 s */
+		int probe = it_tcp_connect(s->admin_port);
+		if (probe < 0) {
+			it_sleep_ms(2);
+			continue;
+		}
+		close(probe);
+		int code = 0;
+		char *t = it_http_get(s->admin_port, "/readyz", &code);
+		free(t);
+		if (code == 200)
+			return;
+		it_sleep_ms(2);
+	}
+	it_fail(__FILE__, __LINE__, "parleyd never became ready");
+}
+
 /* The value of the sample `name` (labels included, as written, e.g.
  * `x_count{stage="sync"}`) in a /metrics text; fails the test when it is
  * missing. */

@@ -423,26 +423,10 @@ static void test_rules(void)
 	printf("rules: ok (group %s, %" PRIu64 " records)\n", gid, last);
 }
 
-/* A stopped parleyd's io_uring may keep its listening sockets accepting
- * for a moment after it died: wait for the new process's /readyz. */
+/* Start and wait for /readyz (it_server_start_ready). */
 static void start(void)
 {
-	it_server_start(&srv);
-	for (int i = 0; i < 30000; i++) { /* ~60 s */
-		int probe = it_tcp_connect(srv.admin_port);
-		if (probe < 0) {
-			it_sleep_ms(2);
-			continue;
-		}
-		close(probe);
-		int code = 0;
-		char *t = it_http_get(srv.admin_port, "/readyz", &code);
-		free(t);
-		if (code == 200)
-			return;
-		it_sleep_ms(2);
-	}
-	it_fail(__FILE__, __LINE__, "parleyd never became ready");
+	it_server_start_ready(&srv);
 }
 
 static void restart(int sig)
