@@ -299,7 +299,7 @@ static __attribute__((unused)) void it_server_start(struct it_server *s)
 	}
 }
 
-/* needle in path's text after byte `from` */
+/* needle in a line of path's text after byte `from` (0: the whole file) */
 static __attribute__((unused)) int it_log_tail_has(const char *path, long from,
 						  const char *needle)
 {
@@ -307,7 +307,7 @@ static __attribute__((unused)) int it_log_tail_has(const char *path, long from,
 	if (!f)
 		return 0;
 	fseek(f, from, SEEK_SET);
-	char line[1024];
+	char line[4096];
 	int found = 0;
 	while (!found && fgets(line, sizeof line, f))
 		found = strstr(line, needle) != NULL;
