@@ -6,7 +6,8 @@
 # when runs alternate.
 #
 # usage: bench/server-cpu.sh PARLEYD CONNECTIONS SECONDS [PAYLOAD]
-# env:   PARLEY_BENCH (default build/bench/parley-bench), TMPDIR
+# env:   PARLEY_BENCH (default build/bench/parley-bench), TMPDIR,
+#        PARLEYD_ARGS (more parleyd flags, e.g. "--loops 1")
 # Prints one line: acks, SENDs/s, CPU µs per SEND (utime + stime of every
 # parleyd thread), context switches per SEND (voluntary + involuntary),
 # and the 1-minute load average at the end. server-compare also runs its
@@ -20,7 +21,7 @@ PORT=$((27500 + RANDOM % 400)); AP=$((PORT + 1000))
 "$BIN" --dev --data "$D" --listen 127.0.0.1:$PORT --tls-port 0 \
 	--admin-port $AP --rate-send-user-per-min 0 --rate-send-conn-per-min 0 \
 	--rate-history-user-per-min 0 --rate-history-conn-per-min 0 \
-	--max-handshakes 0 >"$D/parleyd.log" 2>&1 &
+	--max-handshakes 0 ${PARLEYD_ARGS:-} >"$D/parleyd.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$D"' EXIT
 for _ in $(seq 100); do
