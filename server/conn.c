@@ -1956,11 +1956,17 @@ static void on_recv(struct conn *c, const uint8_t *p, uint32_t n)
 		}
 		c->state = CS_NEW;
 	}
+	BIO *rb = SSL_get_rbio(c->ssl);
 	for (;;) {
 		int k = SSL_read(c->ssl, tls_plain, sizeof tls_plain);
 		if (k > 0) {
 			conn_feed(c, tls_plain, (size_t)k);
 			if (c->state == CS_CLOSING || c->closing_after_flush)
+				break;
+			/* nothing buffered on either side of the TLS layer: the
+			 * next SSL_read would only say WANT_READ (a call, an
+			 * error-queue round trip), so skip it */
+			if (!BIO_ctrl_pending(rb) && !SSL_pending(c->ssl))
 				break;
 			continue;
 		}
