@@ -61,8 +61,8 @@
 
 #include "engine_internal.h"
 
-#define IDEM_CHUNK_SHIFT 10u
-#define IDEM_CHUNK (1u << IDEM_CHUNK_SHIFT) /* nodes per chunk (64 KiB) */
+#define IDEM_CHUNK_SHIFT 8u
+#define IDEM_CHUNK (1u << IDEM_CHUNK_SHIFT) /* nodes per chunk (16 KiB) */
 #define IDEM_MIN_SLOTS 256u
 #define IDEM_LOAD_NUM 7u /* grow past 7/10 of the slots in use */
 #define IDEM_LOAD_DEN 10u
