@@ -181,7 +181,7 @@ static const struct key KEYS[] = {
 	KU(admin_request_timeout_ms, "5000", "admin HTTP: whole request must arrive within, ms (408 after)"),
 	KS(tls_cert, "", "server certificate chain (PEM)"),
 	KS(tls_key, "", "server private key (PEM)"),
-	KU(loops, "0", "event loops (0 = online CPUs minus engine shards, at least 1; see docs/SERVER.md)"),
+	KU(loops, "0", "event loops (0 = one per online CPU)"),
 	KU(engine_shards, "0", "engine shard threads (0 = max(1, online CPUs / 4), see docs/SERVER.md)"),
 	KU(partitions, "0", "partitions when creating the data dir (0 = default)"),
 	KS(jwt_alg, "HS256", "HS256, RS256 or ES256"),
@@ -736,24 +736,6 @@ static uint32_t engine_shards_for(uint32_t configured)
 	return cpus >= 4 ? (uint32_t)(cpus / 4) : 1; /* max(1, cpus / 4) */
 }
 
-/*
- * Event loops by default: the online CPUs not taken by engine shards, at
- * least one. A shard thread is as busy per SEND as a loop thread (a SEND
- * is three engine appends — the message and two inbox pointers — with
- * their callbacks; measured on parleyd under server-compare: ~11 us of
- * CPU per SEND on the shard, ~11 us on the loops together), so each busy
- * thread gets a core. On a 2-core machine: 1 loop + 1 shard; with one
- * loop per core as before, the two loops woke up (and switched) twice as
- * often for the same acknowledgements (docs/SERVER.md, "Threads").
- */
-static uint32_t loops_for(uint32_t configured, uint32_t shards)
-{
-	if (configured)
-		return configured;
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	return cpus > (long)shards ? (uint32_t)(cpus - (long)shards) : 1;
-}
-
 /* The engine's share of the memory budget: half of it for all memtables
  * together, one partition's memtable at most that and at most the
  * engine's default (MAIN_MEMTABLE_PART_MAX). */
@@ -937,7 +919,14 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
-	unsigned n = loops_for(o->loops, engine_shards_for(o->engine_shards));
+	/* One loop per online CPU. One loop on 2 CPUs (1 loop + 1 shard)
+	 * spent 10-25 % less CPU per SEND but gave fewer SENDs/s in 5 of 8
+	 * pairs on a loaded machine: docs/SERVER.md, "Threads". */
+	unsigned n = o->loops;
+	if (n == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 0 ? (unsigned)cpus : 1;
+	}
 	s->lim.max_conns = PARLEY_MAX(1u, o->max_connections / n);
 	struct loop_thread *lt = calloc(n, sizeof *lt);
 	s->loops = calloc(n, sizeof *s->loops);
