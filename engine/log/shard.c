@@ -570,7 +570,9 @@ int shard_round(struct shard *sh, bool wait)
 		pthread_mutex_unlock(&sh->mu);
 		if (empty) {
 			/* clean stop: the WAL's high-water mark gets
-			 * the final end of the log */
+			 * the final end of the log (synchronously: the
+			 * shard serves no more, so it is not counted) */
+			pio_thread_mark_shard(false);
 			if (!sh->fatal)
 				(void)wal_mark_clean(sh->wal);
 			return 1;
@@ -605,8 +607,10 @@ void *shard_main(void *arg)
 	struct shard *sh = arg;
 	shard_begin(sh);
 	int rc;
+	pio_thread_mark_shard(true); /* invariant 4, counted (io.h) */
 	while ((rc = shard_round(sh, true)) == 0)
 		;
+	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
 	return NULL;
