@@ -357,8 +357,22 @@ static void append_many(int n)
 
 /* Every acked entry is on node i with its seq, each key's stream holds
  * exactly the acked entries (no doubles, no extras), seqs dense. */
+/* "The shard thread never blocks on a disk" (pe_shard_sync_io, counted by
+ * the I/O backend): the leaders' images and chunk reads, the follower's
+ * chunk stores and install ran off the shard threads. */
+static void assert_no_shard_sync_io(int i)
+{
+	uint64_t n[PE_IO_OP_COUNT];
+	pe_shard_sync_io(nodes[i].e, n);
+	for (int k = 0; k < PE_IO_OP_COUNT; k++)
+		cr_assert_eq(n[k], 0, "node %d: %llu %s call(s) on a shard thread",
+			     i, (unsigned long long)n[k],
+			     pe_io_op_name((enum pe_io_op)k));
+}
+
 static void check_node(int i)
 {
+	assert_no_shard_sync_io(i); /* whatever the test did before */
 	for (int k = 0; k < NKEYS; k++) {
 		char key[32];
 		key_name(k, key, sizeof key);
@@ -598,19 +612,6 @@ static struct pe_raft_status snap_sum(int i)
 		t.snap_install_failed += st.snap_install_failed;
 	}
 	return t;
-}
-
-/* "The shard thread never blocks on a disk" (pe_shard_sync_io, counted by
- * the I/O backend): the leaders' images and chunk reads, the follower's
- * chunk stores and install ran off the shard threads. */
-static void assert_no_shard_sync_io(int i)
-{
-	uint64_t n[PE_IO_OP_COUNT];
-	pe_shard_sync_io(nodes[i].e, n);
-	for (int k = 0; k < PE_IO_OP_COUNT; k++)
-		cr_assert_eq(n[k], 0, "node %d: %llu %s call(s) on a shard thread",
-			     i, (unsigned long long)n[k],
-			     pe_io_op_name((enum pe_io_op)k));
 }
 
 /* A follower behind its leaders' kept log (log_keep_bytes 2 KiB, down
