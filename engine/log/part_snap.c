@@ -739,8 +739,13 @@ int part_snap_image(struct part *p, struct raft_snapshot_meta *out)
 	struct pe_engine *e = eng_of(p);
 	struct shard *sh = shard_of_part(e, p);
 	if (!p->snap_want || p->corrupt || !p->hist ||
-	    raft_role(p->raft) != RAFT_LEADER)
+	    raft_role(p->raft) != RAFT_LEADER) {
+		if (p->snap_img) { /* made for a leadership since lost */
+			close_push(sh, p, p->snap_img);
+			p->snap_img = NULL;
+		}
 		return -PARLEY_EAGAIN;
+	}
 	if (p->snap_img) {
 		struct snap_out *o = p->snap_img;
 		p->snap_img = NULL;
@@ -1192,8 +1197,8 @@ static int in_write(struct snap_job *j)
 							  SNAP_MAX_HDR - off);
 			memcpy(in->hdr + off, b, n);
 			int64_t need = hdr_need(in->hdr, (size_t)(off + n));
-			if (need < 0)
-				return (int)need;
+			if (need < 0 || (need && (uint64_t)need <= off))
+				return need < 0 ? (int)need : -PARLEY_ECORRUPT;
 			if (need)
 				n = (uint32_t)((uint64_t)need - off);
 			rc = io->ops->pwrite(io, in->hf, b, n, off);

@@ -12,19 +12,29 @@
  * between three engines in test_part_repl.c (follower: chunk stores and
  * the install; leader: the image and its reads).
  *
- * The test can fail: with a synchronous operation put back on the shard
- * thread (say the HARDSTATE store of a vote, or a snapshot chunk's
- * pwrite + fdatasync), the counter of that operation is no longer 0.
+ * A follower's snapshot chunk (raft.h: durable before the ready's
+ * messages leave) is stored by a job off the shard thread: with that
+ * store's fdatasync held at a gate (a pass-through backend over io_uring),
+ * no SNAPSHOT_RESP leaves and the shard still serves the other partition;
+ * once released, the answer leaves, after the fdatasync returned.
+ *
+ * The tests can fail: with a synchronous operation put back on the shard
+ * thread (history reads served on the shard, a snapshot chunk's store run
+ * inline), the counter of that operation is no longer 0, and a chunk
+ * stored on the shard thread would never be seen at the gate.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "raft.h"
 
 #define NPARTS 2
 #define ENTRY_BYTES 8000
@@ -177,4 +187,294 @@ Test(noblock, appends_flushes_compactions_and_cold_reads_make_no_sync_io)
 	cr_assert_eq(pe_flush_sync(eng, 1), 0);
 	cr_assert_eq(pe_compact_sync(eng, 1, true), 0);
 	assert_no_sync_io();
+}
+
+/* ---- a snapshot chunk is stored off the shard, and before its answer ------------ */
+
+#define STAGE_FILES 8
+
+/* A pass-through backend over io_uring that can hold the fdatasync of a
+ * staged snapshot file (<dir>/snap/0/stage/...) at a gate. */
+static struct {
+	struct pio io;          /* first: the engine sees this */
+	struct pio *in;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct pio_file *stage[STAGE_FILES];
+	int nstage;
+	bool gate_on, gate_held, gate_open;
+	atomic_bool stage_synced; /* a staged file's fdatasync returned */
+} G = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static int g_open(struct pio *io, const char *path, int flags,
+		  struct pio_file **out)
+{
+	(void)io;
+	int rc = G.in->ops->open(G.in, path, flags, out);
+	if (!rc && strstr(path, "/snap/0/stage/")) {
+		pthread_mutex_lock(&G.mu);
+		if (G.nstage < STAGE_FILES)
+			G.stage[G.nstage++] = *out;
+		pthread_mutex_unlock(&G.mu);
+	}
+	return rc;
+}
+static void g_close(struct pio *io, struct pio_file *f)
+{
+	(void)io;
+	pthread_mutex_lock(&G.mu);
+	for (int i = 0; i < G.nstage; i++)
+		if (G.stage[i] == f)
+			G.stage[i] = G.stage[--G.nstage];
+	pthread_mutex_unlock(&G.mu);
+	G.in->ops->close(G.in, f);
+}
+static int64_t g_pread(struct pio *io, struct pio_file *f, void *buf,
+		       size_t len, uint64_t off)
+{
+	(void)io;
+	return G.in->ops->pread(G.in, f, buf, len, off);
+}
+static int g_pwrite(struct pio *io, struct pio_file *f, const void *buf,
+		    size_t len, uint64_t off)
+{
+	(void)io;
+	return G.in->ops->pwrite(G.in, f, buf, len, off);
+}
+static int g_fdatasync(struct pio *io, struct pio_file *f)
+{
+	(void)io;
+	pthread_mutex_lock(&G.mu);
+	bool stage = false;
+	for (int i = 0; i < G.nstage; i++)
+		stage |= G.stage[i] == f;
+	if (stage && G.gate_on && !G.gate_open) {
+		G.gate_held = true;
+		pthread_cond_broadcast(&G.cv);
+		while (!G.gate_open)
+			pthread_cond_wait(&G.cv, &G.mu);
+	}
+	pthread_mutex_unlock(&G.mu);
+	int rc = G.in->ops->fdatasync(G.in, f);
+	if (stage && !rc)
+		atomic_store(&G.stage_synced, true);
+	return rc;
+}
+static int g_truncate(struct pio *io, struct pio_file *f, uint64_t size)
+{
+	(void)io;
+	return G.in->ops->truncate(G.in, f, size);
+}
+static int64_t g_size(struct pio *io, struct pio_file *f)
+{
+	(void)io;
+	return G.in->ops->size(G.in, f);
+}
+static int g_rename(struct pio *io, const char *from, const char *to)
+{
+	(void)io;
+	return G.in->ops->rename(G.in, from, to);
+}
+static int g_unlink(struct pio *io, const char *path)
+{
+	(void)io;
+	return G.in->ops->unlink(G.in, path);
+}
+static int g_mkdir(struct pio *io, const char *path)
+{
+	(void)io;
+	return G.in->ops->mkdir(G.in, path);
+}
+static int g_fsync_dir(struct pio *io, const char *path)
+{
+	(void)io;
+	return G.in->ops->fsync_dir(G.in, path);
+}
+static int g_list(struct pio *io, const char *d, pio_list_cb cb, void *arg)
+{
+	(void)io;
+	return G.in->ops->list(G.in, d, cb, arg);
+}
+static int g_lock(struct pio *io, const char *d, bool ex, int64_t *token)
+{
+	(void)io;
+	return G.in->ops->lock(G.in, d, ex, token);
+}
+static void g_unlock(struct pio *io, int64_t token)
+{
+	(void)io;
+	G.in->ops->unlock(G.in, token);
+}
+static int g_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
+{
+	(void)io;
+	return G.in->ops->ring_new(G.in, depth, out);
+}
+static void g_ring_free(struct pio_ring *r)
+{
+	G.in->ops->ring_free(r);
+}
+static int g_ring_write(struct pio_ring *r, struct pio_file *f,
+			const void *buf, size_t len, uint64_t off,
+			uint64_t ud, bool link)
+{
+	return G.in->ops->ring_write(r, f, buf, len, off, ud, link);
+}
+static int g_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
+			    uint64_t ud)
+{
+	return G.in->ops->ring_fdatasync(r, f, ud);
+}
+static int g_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
+		       int timeout_ms)
+{
+	return G.in->ops->ring_wait(r, out, max, timeout_ms);
+}
+static void g_ring_wake(struct pio_ring *r)
+{
+	G.in->ops->ring_wake(r);
+}
+static void g_destroy(struct pio *io)
+{
+	(void)io;
+}
+
+static const struct pio_ops gate_ops = {
+	.open = g_open, .close = g_close, .pread = g_pread, .pwrite = g_pwrite,
+	.fdatasync = g_fdatasync, .truncate = g_truncate, .size = g_size,
+	.rename = g_rename, .unlink = g_unlink, .mkdir = g_mkdir,
+	.fsync_dir = g_fsync_dir, .list = g_list, .lock = g_lock,
+	.unlock = g_unlock, .ring_new = g_ring_new, .ring_free = g_ring_free,
+	.ring_write = g_ring_write, .ring_fdatasync = g_ring_fdatasync,
+	.ring_wait = g_ring_wait, .ring_wake = g_ring_wake,
+	.destroy = g_destroy,
+};
+
+static pthread_mutex_t sent_mu = PTHREAD_MUTEX_INITIALIZER;
+static int snap_resps;
+static bool synced_at_send;
+static uint64_t resp_offset;
+
+static void snap_send(void *arg, const struct raft_msg *msgs, uint32_t n)
+{
+	(void)arg;
+	pthread_mutex_lock(&sent_mu);
+	for (uint32_t i = 0; i < n; i++)
+		if (msgs[i].type == RAFT_MSG_SNAPSHOT_RESP) {
+			snap_resps++;
+			synced_at_send = atomic_load(&G.stage_synced);
+			resp_offset = msgs[i].offset;
+		}
+	pthread_mutex_unlock(&sent_mu);
+}
+
+static int resps(void)
+{
+	pthread_mutex_lock(&sent_mu);
+	int n = snap_resps;
+	pthread_mutex_unlock(&sent_mu);
+	return n;
+}
+
+/* The snapshot wire format's header (log/part_snap.c): one HISTORY file
+ * of `size` bytes; its checksum seed is the format's. */
+#define SNAP_SEED 0x504e534e4f495450ull
+static uint32_t snap_header(uint8_t *b, uint64_t index, uint64_t term,
+			    uint64_t size)
+{
+	le_put64(b, 0x31305041534e4c50ull); /* "PLSNAP01" */
+	le_put32(b + 8, 1);
+	le_put32(b + 12, 0);                /* partition 0 */
+	le_put64(b + 16, index);
+	le_put64(b + 24, term);
+	le_put32(b + 32, 1);
+	le_put32(b + 36, 0);
+	b[40] = 7;
+	memcpy(b + 41, "HISTORY", 7);
+	le_put64(b + 48, size);
+	le_put64(b + 56, parley_xxh3(b, 56, SNAP_SEED));
+	return 64;
+}
+
+Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
+{
+	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	G.in = pio_uring_new();
+	cr_assert_not_null(G.in);
+	G.io.ops = &gate_ops;
+	static const uint64_t voters[3] = {1, 2, 3};
+	struct pe_cluster cl = {.node_id = 1, .voters = voters, .nvoters = 3,
+				.election_ticks = 10, .heartbeat_ticks = 2,
+				.send = snap_send};
+	struct pe_options o = {0};
+	o.dir = dir;
+	o.partitions = NPARTS;
+	o.shards = 1; /* both partitions on one shard thread */
+	o.cluster = &cl;
+	o.io = &G.io;
+	int rc = pe_open(&o, &eng);
+	cr_assert_eq(rc, 0, "open: %s", parley_errname(rc));
+	pthread_mutex_lock(&G.mu);
+	G.gate_on = true;
+	pthread_mutex_unlock(&G.mu);
+
+	/* node 2, leader of term 5, sends the first chunk of a snapshot at
+	 * index 1000: the header and the start of its one file */
+	static uint8_t chunk[RAFT_MAX_CHUNK_BYTES];
+	uint64_t fsize = 3u * RAFT_MAX_CHUNK_BYTES;
+	uint32_t hl = snap_header(chunk, 1000, 4, fsize);
+	memset(chunk + hl, 'h', sizeof chunk - hl);
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .group = 0, .from = 2,
+			     .to = 1, .term = 5, .index = 1000, .offset = 0,
+			     .chunk = chunk, .chunk_len = sizeof chunk};
+	m.snap = (struct raft_snapshot_meta){
+		.index = 1000, .term = 4, .size = hl + fsize,
+		.csum = parley_xxh3(chunk, hl, SNAP_SEED)};
+	m.snap.conf.n = 3;
+	m.snap.conf.max_id = 3;
+	for (int i = 0; i < 3; i++)
+		m.snap.conf.ids[i] = voters[i];
+	cr_assert_eq(pe_raft_recv(eng, &m, 1), 0);
+	bool held = false;
+	for (int i = 0; i < 10000 && !held; i++) {
+		pthread_mutex_lock(&G.mu);
+		held = G.gate_held;
+		pthread_mutex_unlock(&G.mu);
+		if (!held)
+			usleep(1000);
+	}
+	cr_assert(held, "the chunk's store never reached its fdatasync");
+
+	/* the store is held: the shard serves the other partition and its
+	 * group's state; no answer left */
+	char b[32];
+	key_in(1, 0, b, sizeof b);
+	struct pe_meta meta;
+	cr_assert_eq(pe_meta_sync(eng, b, strlen(b), &meta), 0);
+	struct pe_raft_status rs;
+	cr_assert_eq(pe_raft_status(eng, 1, &rs), 0);
+	usleep(20000);
+	cr_assert_eq(resps(), 0, "a SNAPSHOT_RESP left before its chunk was durable");
+
+	pthread_mutex_lock(&G.mu);
+	G.gate_open = true;
+	pthread_cond_broadcast(&G.cv);
+	pthread_mutex_unlock(&G.mu);
+	for (int i = 0; i < 10000 && resps() == 0; i++)
+		usleep(1000);
+	cr_assert_geq(resps(), 1);
+	pthread_mutex_lock(&sent_mu);
+	cr_assert(synced_at_send, "the answer left before the fdatasync returned");
+	cr_assert_eq(resp_offset, sizeof chunk, "the follower wants the next chunk");
+	pthread_mutex_unlock(&sent_mu);
+	cr_assert_eq(pe_raft_status(eng, 0, &rs), 0);
+	cr_assert_eq(rs.snap_received_bytes, sizeof chunk);
+	for (int k = 0; k < PE_IO_OP_COUNT; k++)
+		cr_assert_eq(atomic_load(&G.in->shard_sync[k]), 0,
+			     "%s on a shard thread", pe_io_op_name((enum pe_io_op)k));
+	pe_close(eng);
+	eng = NULL;
+	pio_free(G.in);
+	G.in = NULL;
 }
