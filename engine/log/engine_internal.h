@@ -46,6 +46,11 @@
  *                      rpool) over a snapshot (struct hpart_view: its own
  *                      references on the segment readers), answered back
  *                      on the shard (REQ_READ_DONE, REQ_SUB_READ_DONE).
+ *   struct snap_out /  a partition's snapshot image (leader) and the
+ *   struct snap_in     snapshot being received (follower), log/part_snap.c:
+ *                      their file work runs as jobs on the read pool and
+ *                      comes back as REQ_SNAP_DONE; while a job runs the
+ *                      shard leaves what it names alone.
  *   struct bcache      one per shard, shared by the shard and the read pool
  *                      (thread-safe, lock shards).
  *   struct fsrc        a frozen copy of the memtable's entry pointers for
