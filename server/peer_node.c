@@ -449,3 +449,39 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
 				     m < cap ? cap - m : 0);
 }
+
+/* ---- cluster status (GET /cluster) ----------------------------------------------- */
+
+uint64_t peer_node_id(const struct peer_node *n)
+{
+	return n->cfg.node_id;
+}
+
+uint64_t peer_node_cluster_id(const struct peer_node *n)
+{
+	return n->cfg.cluster_id;
+}
+
+uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
+			 uint32_t cap)
+{
+	struct peer_link_stats st[PEER_NODE_MAX_PEERS];
+	int k = peer_stats(n->peer, st, PEER_NODE_MAX_PEERS, NULL);
+	uint32_t m = 0;
+	for (int i = 0; i < k && i < (int)PEER_NODE_MAX_PEERS && m < cap;
+	     i++, m++) {
+		struct peer_node_link *o = &out[m];
+		memset(o, 0, sizeof *o);
+		o->node = st[i].node;
+		o->up = st[i].state == PEER_LINK_UP;
+		o->bytes_in = st[i].bytes_in;
+		o->bytes_out = st[i].bytes_out;
+		o->connects = st[i].connects;
+		o->reconnects = st[i].reconnects;
+		o->dead = st[i].dead;
+		o->connect_failures = st[i].connect_failures;
+		snprintf(o->last_error, sizeof o->last_error, "%s",
+			 st[i].last_error);
+	}
+	return m;
+}

@@ -26,6 +26,7 @@
 #ifndef PARLEYD_PEER_NODE_H
 #define PARLEYD_PEER_NODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,5 +77,27 @@ uint64_t peer_node_outbox_drops(struct peer_node *n);
  * needed when cap is too small (as admin_metrics_text). Any thread, once
  * started. */
 size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap);
+
+/* ---- cluster status (GET /cluster, docs/CLUSTER.md §3.6) ---- */
+
+#define PEER_NODE_ADDR_MAX 80u /* "host:port" as advertised */
+
+/* One peer link as GET /cluster shows it. */
+struct peer_node_link {
+	uint64_t node;
+	bool up;
+	uint64_t bytes_in, bytes_out;     /* on the wire */
+	uint64_t connects, reconnects, dead, connect_failures;
+	char client_addr[PEER_NODE_ADDR_MAX]; /* what the peer advertised, "" = unknown */
+	char admin_addr[PEER_NODE_ADDR_MAX];
+	char last_error[128];
+};
+
+uint64_t peer_node_id(const struct peer_node *n);
+uint64_t peer_node_cluster_id(const struct peer_node *n);
+/* Fills out[0..cap) with the links in --peers order; returns how many.
+ * Any thread. */
+uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
+			 uint32_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */
