@@ -542,6 +542,15 @@ static void build_partition(const struct cs *c, uint64_t p, struct pview *v)
 			}
 		}
 	}
+	if (!v->leader_known) /* the newest term an answering replica is in */
+		for (uint32_t i = 0; i < c->n; i++) {
+			const struct cnode *nd = &c->nodes[i];
+			const struct jv *pp = nd->reachable ? part_of(nd, p) : NULL;
+			if (pp && jnum(pp, "term") > v->term) {
+				v->term = jnum(pp, "term");
+				v->commit = jnum(pp, "commit");
+			}
+		}
 	/* the replicas: the leader's members, else every node named */
 	uint64_t ids[CS_MAX_NODES];
 	uint32_t nid = 0;
