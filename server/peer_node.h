@@ -52,6 +52,12 @@ struct peer_node_config {
 	uint64_t log_keep_bytes;               /* 0 = engine default */
 	uint64_t snapshot_rate_bytes;          /* 0 = unlimited */
 	const char *tls_ca, *tls_cert, *tls_key; /* all or none */
+	/* this node's addresses as clients and operators reach it, told to
+	 * every peer after the handshake (peer.h INFO; "host:port", printable,
+	 * < PEER_NODE_ADDR_MAX; NULL or "" = not told): the plain TCP and TLS
+	 * client ports (the leader hint of ERROR NOTLEADER) and the admin port
+	 * (parleyctl cluster status) */
+	const char *client_addr, *client_tls_addr, *admin_addr;
 };
 
 struct peer_node;
@@ -88,7 +94,9 @@ struct peer_node_link {
 	bool up;
 	uint64_t bytes_in, bytes_out;     /* on the wire */
 	uint64_t connects, reconnects, dead, connect_failures;
-	char client_addr[PEER_NODE_ADDR_MAX]; /* what the peer advertised, "" = unknown */
+	/* what the peer advertised ("" = unknown); kept after it went down */
+	char client_addr[PEER_NODE_ADDR_MAX];
+	char client_tls_addr[PEER_NODE_ADDR_MAX];
 	char admin_addr[PEER_NODE_ADDR_MAX];
 	char last_error[128];
 };
@@ -99,5 +107,12 @@ uint64_t peer_node_cluster_id(const struct peer_node *n);
  * Any thread. */
 uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 			 uint32_t cap);
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
+ * partition 0 as this node knows it (every partition follows it,
+ * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
+ * plain / tls (cap bytes each, "" = unknown). Returns the leader's id, 0
+ * when none is known or it is this node. Any thread (e: the open engine). */
+uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+			       char *plain, char *tls, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

@@ -171,6 +171,51 @@ int main(void)
 		 "table: exit %d\n%s", rc, out);
 	free(out);
 
+	/* 1b. the leader hint of NOTLEADER: a client that knows only the two
+	 * followers is sent by the first to the leader (not in its list) and
+	 * ends there after one redirect, never trying the second follower */
+	{
+		int f = (leader + 1) % NODES, g = (leader + 2) % NODES;
+		char list[64];
+		snprintf(list, sizeof list, "127.0.0.1:%u,127.0.0.1:%u",
+			 srv[f].port, srv[g].port);
+		uint64_t acc[NODES];
+		for (int i = 0; i < NODES; i++)
+			acc[i] = it_metric_get(srv[i].admin_port,
+					       "parley_connections_accepted_total");
+		char *tok = it_token_for("alice");
+		struct parley_client_opts o = {
+			.nodes = list, .token = tok, .device_id = "redirect",
+			.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
+			.call_deadline_ms = 25000, .backoff_min_ms = 50,
+			.backoff_max_ms = 500};
+		struct parley_client *rc1 = NULL;
+		IT_OK(parley_client_new(&o, &rc1));
+		uint8_t id[16] = {0};
+		id[15] = 0x7e;
+		struct parley_send_result r;
+		IT_OK(parley_client_send_id(rc1, conv, id, 1, "hinted", 6, &r));
+		const char *host;
+		uint16_t port;
+		IT_OK(parley_client_current_node(rc1, &host, &port));
+		IT_CHECK(port == srv[leader].port, "after NOTLEADER the client is on "
+			 "port %u, the leader (node%d) is on %u", port, leader + 1,
+			 srv[leader].port);
+		uint64_t now[NODES];
+		for (int i = 0; i < NODES; i++)
+			now[i] = it_metric_get(srv[i].admin_port,
+					       "parley_connections_accepted_total");
+		IT_CHECK(now[f] == acc[f] + 1 && now[leader] == acc[leader] + 1 &&
+			 now[g] == acc[g], "connections accepted: follower %" PRIu64
+			 ", leader %" PRIu64 ", other follower %" PRIu64
+			 " (want 1, 1, 0: one redirect)", now[f] - acc[f],
+			 now[leader] - acc[leader], now[g] - acc[g]);
+		parley_client_free(rc1);
+		free(tok);
+		printf("redirect: node%d answered NOTLEADER naming node%d, served "
+		       "there\n", f + 1, leader + 1);
+	}
+
 	/* 2. a follower killed: unreachable, its replicas lagging, exit 0 */
 	int victim = (leader + 1) % NODES;
 	it_server_kill(&srv[victim]);
