@@ -436,6 +436,21 @@ static void query(struct cs *c, struct cnode *nd)
 	free(body);
 }
 
+/* The node id another answering node gives the admin address `admin`
+ * (peers[].admin), 0 when none does. */
+static uint64_t id_by_admin(const struct cs *c, const char *admin)
+{
+	for (uint32_t i = 0; i < c->n; i++) {
+		const struct jv *pe = c->nodes[i].reachable
+					      ? jget(&c->nodes[i].doc, "peers")
+					      : NULL;
+		for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n; k++)
+			if (!strcmp(jstrv(&pe->kids[k], "admin"), admin))
+				return jnum(&pe->kids[k], "node");
+	}
+	return 0;
+}
+
 static const struct cnode *node_by_id(const struct cs *c, uint64_t id)
 {
 	for (uint32_t i = 0; i < c->n; i++)
@@ -645,7 +660,8 @@ static void print_json(const struct cs *c, const struct pview *pv, uint64_t np,
 		json_out_str(nd->admin);
 		printf(",\"reachable\":%s", nd->reachable ? "true" : "false");
 		if (!nd->reachable) {
-			printf(",\"error\":");
+			printf(",\"node\":%" PRIu64 ",\"error\":",
+			       id_by_admin(c, nd->admin));
 			json_out_str(nd->err);
 			printf("}");
 			continue;
@@ -697,7 +713,11 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 	for (uint32_t i = 0; i < c->n; i++) {
 		const struct cnode *nd = &c->nodes[i];
 		if (!nd->reachable) {
-			printf("%-6s %-24s %-9s (%s)\n", "?", nd->admin, "no", nd->err);
+			char id[24] = "?";
+			uint64_t known = id_by_admin(c, nd->admin);
+			if (known)
+				snprintf(id, sizeof id, "%" PRIu64, known);
+			printf("%-6s %-24s %-9s (%s)\n", id, nd->admin, "no", nd->err);
 			continue;
 		}
 		uint32_t led, fol, up, npeers;
@@ -711,10 +731,16 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 	/* peers named by answering nodes but not asked / not answering */
 	uint64_t ids[CS_MAX_NODES];
 	uint32_t nid = known_ids(c, ids, CS_MAX_NODES);
-	for (uint32_t k = 0; k < nid; k++)
-		if (!node_by_id(c, ids[k]))
-			printf("%-6" PRIu64 " %-24s %-9s (named by the others; did not "
-			       "answer or was not asked)\n", ids[k], "-", "no");
+	for (uint32_t k = 0; k < nid; k++) {
+		bool shown = node_by_id(c, ids[k]) != NULL;
+		for (uint32_t i = 0; i < c->n && !shown; i++)
+			shown = !c->nodes[i].reachable &&
+				id_by_admin(c, c->nodes[i].admin) == ids[k];
+		if (!shown)
+			printf("%-6" PRIu64 " %-24s %-9s (named by the others; admin "
+			       "address unknown: give it with --admin)\n", ids[k],
+			       "-", "no");
+	}
 	printf("\nreplica columns: node:commit_lag/apply_lag behind the leader's "
 	       "commit (from the replica);\n  unreachable replicas: node:down(lag N "
 	       "= entries the leader has not replicated to it)\n\n");

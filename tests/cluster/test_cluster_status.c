@@ -165,6 +165,25 @@ int main(void)
 	IT_CHECK(leader >= 0, "nobody leads partition 0");
 	for (int p = 1; p < 8; p++)
 		IT_CHECK(sole_leader(p, -1) >= 0, "nobody leads partition %d", p);
+	/* one admin address is enough: the others advertise theirs */
+	{
+		char all[256];
+		snprintf(all, sizeof all, "%s", admins);
+		snprintf(admins, sizeof admins, "127.0.0.1:%u", srv[2].admin_port);
+		out = ctl_status(true, &rc);
+		snprintf(admins, sizeof admins, "%s", all);
+		IT_CHECK(rc == 0 && count(out, "\"reachable\":true") >= NODES &&
+			 count(out, "\"no_leader\":false") == 8,
+			 "status from one address: exit %d\n%s", rc, out);
+		for (int i = 0; i < NODES; i++) {
+			char a[64];
+			snprintf(a, sizeof a, "\"admin\":\"127.0.0.1:%u\"",
+				 srv[i].admin_port);
+			IT_CHECK(strstr(out, a), "node%d not found from one address:"
+				 "\n%s", i + 1, out);
+		}
+		free(out);
+	}
 	out = ctl_status(false, &rc);
 	printf("---- all up ----\n%s", out);
 	IT_CHECK(rc == 0 && !strstr(out, "no-leader") && !strstr(out, "lagging"),
