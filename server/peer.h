@@ -31,6 +31,12 @@
  *      (PEER_REJ_CERT). The dialer checks the acceptor's HELLO the same way.
  *      Every refusal is logged with its reason, counted, and kept as the
  *      link's last_error (peer_stats).
+ *      Node info: every HELLO sets PEER_HELLO_F_INFO; a side whose peer
+ *      set it sends one INFO frame right after the handshake carrying
+ *      peer_config.info (opaque printable text, <= PEER_INFO_MAX). The
+ *      receiver keeps the last one per link, also after the link goes
+ *      down (peer_link_stats.info). Nodes built before INFO refuse any
+ *      HELLO flag: a cluster moves to this version with all its nodes.
  *   3. Frames. After the handshake the stream is a sequence of peer frames:
  *        u32 len | u8 type | u8 flags (0) | u16 check | len bytes payload
  *      (little-endian; check = low 16 bits of xxh3 over the first 6 bytes).

@@ -6,7 +6,7 @@
  * HELLO payload (PEER_HELLO_BYTES, little-endian):
  *   0  u64 magic PEER_MAGIC      24 u64 node_id
  *   8  u16 version               32 u64 to_node
- *   10 u16 flags (0)             40 u64 incarnation
+ *   10 u16 flags (bit 0 INFO)    40 u64 incarnation
  *   12 u32 max_frame             48 u64 xxh3(bytes 0..47, PEER_SEED_HELLO)
  *   16 u64 cluster_id
  *

@@ -204,7 +204,7 @@ struct part {
 		pub_applied, pub_last, pub_snap_needed, pub_dropped,
 		pub_writable;
 	/* leader's view of its members (pe_raft_status.members): id, match,
-	 * flags (PUB_MEM_*); pub_n_mem 0 when not leading. Each slot is
+	 * flags (PE_MEMBER_*); pub_n_mem 0 when not leading. Each slot is
 	 * published on its own, so a reader may see members of two
 	 * consecutive publishes: each value is one the leader held. */
 #define PE_MEMBER_ACTIVE 0x1u

@@ -15,7 +15,7 @@
  *      follower lag and inactive followers.
  *   3. A second node is killed: the last one cannot keep or elect a
  *      leader (check-quorum steps it down), and the status exits 1 with
- *      `no-leader` flags.
+ *      `no-leader` flags; with none left it exits 3, and usage errors 2.
  */
 #include <sys/wait.h>
 
@@ -300,6 +300,24 @@ int main(void)
 	IT_CHECK(rc == 1 && strstr(out, "no-leader"),
 		 "status with one node of three: exit %d\n%s", rc, out);
 	free(out);
+	/* 4. nothing answers: exit 3; usage errors: exit 2 */
+	for (int i = 0; i < NODES; i++)
+		if (srv[i].pid > 0)
+			it_server_kill(&srv[i]);
+	out = ctl_status(false, &rc);
+	IT_CHECK(rc == 3, "status with every node down: exit %d\n%s", rc, out);
+	free(out);
+	char cmd[700];
+	const char *bad[] = {"cluster status", "cluster status --admin nocolon",
+			     "cluster status --admin 127.0.0.1:1 --lag-threshold x",
+			     "cluster frobnicate", NULL};
+	for (int k = 0; bad[k]; k++) {
+		snprintf(cmd, sizeof cmd, "'%s' %s >/dev/null 2>&1", ctl_bin, bad[k]);
+		int st = system(cmd);
+		int ex = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		/* a host:port that does not parse is a node that cannot be asked */
+		IT_CHECK(ex == (k == 1 ? 3 : 2), "parleyctl %s: exit %d", bad[k], ex);
+	}
 	it_cleanup();
 	printf("ok\n");
 	return 0;
