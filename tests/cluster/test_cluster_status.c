@@ -192,12 +192,14 @@ int main(void)
 
 	/* 1b. the leader hint of NOTLEADER: a client that knows only the two
 	 * followers is sent by the first to the leader (not in its list) and
-	 * ends there after one redirect, never trying the second follower */
-	{
+	 * ends there after one redirect, never trying the second follower;
+	 * over plain TCP, then TLS (the hint's TLS address) */
+	for (int tls = 0; tls < 2; tls++) {
 		int f = (leader + 1) % NODES, g = (leader + 2) % NODES;
 		char list[64];
 		snprintf(list, sizeof list, "127.0.0.1:%u,127.0.0.1:%u",
-			 srv[f].port, srv[g].port);
+			 tls ? srv[f].tls_port : srv[f].port,
+			 tls ? srv[g].tls_port : srv[g].port);
 		uint64_t acc[NODES];
 		for (int i = 0; i < NODES; i++)
 			acc[i] = it_metric_get(srv[i].admin_port,
@@ -207,19 +209,23 @@ int main(void)
 			.nodes = list, .token = tok, .device_id = "redirect",
 			.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
 			.call_deadline_ms = 25000, .backoff_min_ms = 50,
-			.backoff_max_ms = 500};
+			.backoff_max_ms = 500, .tls = tls,
+			.ca_file = tls ? it_path("ca.pem") : NULL,
+			.tls_server_name = tls ? "localhost" : NULL};
 		struct parley_client *rc1 = NULL;
 		IT_OK(parley_client_new(&o, &rc1));
 		uint8_t id[16] = {0};
+		id[14] = (uint8_t)tls;
 		id[15] = 0x7e;
 		struct parley_send_result r;
 		IT_OK(parley_client_send_id(rc1, conv, id, 1, "hinted", 6, &r));
 		const char *host;
 		uint16_t port;
 		IT_OK(parley_client_current_node(rc1, &host, &port));
-		IT_CHECK(port == srv[leader].port, "after NOTLEADER the client is on "
-			 "port %u, the leader (node%d) is on %u", port, leader + 1,
-			 srv[leader].port);
+		uint16_t want = tls ? srv[leader].tls_port : srv[leader].port;
+		IT_CHECK(port == want, "after NOTLEADER the %s client is on port %u, "
+			 "the leader (node%d) is on %u", tls ? "TLS" : "TCP", port,
+			 leader + 1, want);
 		uint64_t now[NODES];
 		for (int i = 0; i < NODES; i++)
 			now[i] = it_metric_get(srv[i].admin_port,
@@ -231,8 +237,8 @@ int main(void)
 			 now[leader] - acc[leader], now[g] - acc[g]);
 		parley_client_free(rc1);
 		free(tok);
-		printf("redirect: node%d answered NOTLEADER naming node%d, served "
-		       "there\n", f + 1, leader + 1);
+		printf("redirect (%s): node%d answered NOTLEADER naming node%d, "
+		       "served there\n", tls ? "TLS" : "TCP", f + 1, leader + 1);
 	}
 
 	/* 2. a follower killed: unreachable, its replicas lagging, exit 0 */
