@@ -215,6 +215,18 @@ struct part {
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
 		pub_applied, pub_last, pub_snap_needed, pub_dropped,
 		pub_writable;
+	/* leader's view of its members (pe_raft_status.members): id, match,
+	 * flags (PE_MEMBER_*); pub_n_mem 0 when not leading. Each slot is
+	 * published on its own, so a reader may see members of two
+	 * consecutive publishes: each value is one the leader held. */
+#define PE_MEMBER_ACTIVE 0x1u
+#define PE_MEMBER_VOTER 0x2u
+#define PE_MEMBER_SNAPSHOT 0x4u
+	_Atomic uint64_t pub_mem_id[RAFT_MAX_MEMBERS],
+		pub_mem_match[RAFT_MAX_MEMBERS];
+	_Atomic uint32_t pub_mem_flags[RAFT_MAX_MEMBERS];
+	_Atomic uint32_t pub_n_mem;
+	_Atomic uint64_t pub_elections, pub_ri_served, pub_ri_failed;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */
 	struct part *dnext;
