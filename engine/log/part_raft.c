@@ -581,6 +581,29 @@ void part_raft_close(struct shard *sh)
 	}
 }
 
+_Static_assert(PE_RAFT_MAX_MEMBERS == RAFT_MAX_MEMBERS,
+	       "pe_raft_status.members holds every member of a group");
+
+/* The leader's view of its members (match index, recently active), for
+ * the lag behind the leader (pe_raft_status.members); none elsewhere. */
+static void part_raft_publish_members(struct part *p)
+{
+	struct raft_member_progress m[RAFT_MAX_MEMBERS];
+	uint32_t n = raft_progress_get(p->raft, m, RAFT_MAX_MEMBERS);
+	for (uint32_t i = 0; i < n; i++) {
+		atomic_store_explicit(&p->pub_mem_id[i], m[i].id,
+				      memory_order_relaxed);
+		atomic_store_explicit(&p->pub_mem_match[i], m[i].match,
+				      memory_order_relaxed);
+		atomic_store_explicit(&p->pub_mem_flags[i],
+				      (m[i].active ? PE_MEMBER_ACTIVE : 0u) |
+					      (m[i].voter ? PE_MEMBER_VOTER : 0u) |
+					      (m[i].snapshot ? PE_MEMBER_SNAPSHOT : 0u),
+				      memory_order_relaxed);
+	}
+	atomic_store_explicit(&p->pub_n_mem, n, memory_order_relaxed);
+}
+
 /* Publishes the group's state for pe_raft_status (any thread). */
 void part_raft_publish(struct part *p)
 {
@@ -596,6 +619,9 @@ void part_raft_publish(struct part *p)
 			      raft_role(p->raft) == RAFT_LEADER &&
 			      part_raft_read_check(p) == 0,
 			      memory_order_relaxed);
+	atomic_store_explicit(&p->pub_elections, raft_elections(p->raft),
+			      memory_order_relaxed);
+	part_raft_publish_members(p);
 }
 
 /* After the group moved: a lost leadership fails exactly the waiters
@@ -768,31 +794,53 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 {
 	if (!p->raft || p->ready_out)
 		return 0;
+	/* a ready whose snapshot chunk a store job made durable meanwhile
+	 * (log/part_snap.c) goes on from there: no raft_* call before it */
+	struct raft_ready *held = p->snap_rd;
+	p->snap_rd = NULL;
 	uint64_t used = 0;
-	if (live && p->cl->conf.n > 1) {
+	if (live && p->cl->conf.n > 1 && !held) {
 		used = repl_inputs(sh, p);
 		part_repl_reads_issue(sh, p); /* ReadIndex (log/part_repl.c) */
 	}
 	for (;;) {
-		if (live && propose)
-			propose_queued(sh, p, used);
-		used = 0;
-		struct raft_ready *rd = raft_ready(p->raft);
-		if (rd->empty) {
-			raft_advance(p->raft);
-			after_step(p);
-			return 0;
+		struct raft_ready *rd;
+		int src = 0;
+		if (held) {
+			rd = held;
+			held = NULL;
+			src = p->snap_rc;
+		} else {
+			if (live && propose)
+				propose_queued(sh, p, used);
+			used = 0;
+			rd = raft_ready(p->raft);
+			if (rd->empty) {
+				raft_advance(p->raft);
+				after_step(p);
+				return 0;
+			}
+			/* the WAL's record checksums leave no damaged entry
+			 * to repair; snapshots reach a group of several
+			 * voters only */
+			PARLEY_ASSERT(!rd->n_repair);
+			PARLEY_ASSERT(!rd->has_chunk || p->cl->conf.n > 1);
+			PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
+			/* a snapshot chunk first (raft.h contract, step 2),
+			 * before anything else of the ready is stored or
+			 * truncated: a store job makes it durable off the
+			 * shard thread while the ready stays out (only this
+			 * group waits); its failure fails this batch only (the
+			 * leader sends it again), and the next ready carries
+			 * the same hard state */
+			src = rd->has_chunk ? part_snap_persist(sh, p, rd) : 0;
+			if (src == PART_SNAP_PENDING) {
+				p->ready_out = true;
+				p->snap_rd = rd;
+				after_step(p);
+				return 0;
+			}
 		}
-		/* the WAL's record checksums leave no damaged entry to
-		 * repair; snapshots reach a group of several voters only */
-		PARLEY_ASSERT(!rd->n_repair);
-		PARLEY_ASSERT(!rd->has_chunk || p->cl->conf.n > 1);
-		PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
-		/* a snapshot chunk first (raft.h contract, step 2), before
-		 * anything else of the ready is stored or truncated: its
-		 * failure fails this batch only (the leader sends it again),
-		 * and the next ready carries the same hard state */
-		int src = rd->has_chunk ? part_snap_persist(sh, p, rd) : 0;
 		if (src < 0) {
 			raft_persist_failed(p->raft);
 			after_step(p);

@@ -357,8 +357,22 @@ static void append_many(int n)
 
 /* Every acked entry is on node i with its seq, each key's stream holds
  * exactly the acked entries (no doubles, no extras), seqs dense. */
+/* "The shard thread never blocks on a disk" (pe_shard_sync_io, counted by
+ * the I/O backend): the leaders' images and chunk reads, the follower's
+ * chunk stores and install ran off the shard threads. */
+static void assert_no_shard_sync_io(int i)
+{
+	uint64_t n[PE_IO_OP_COUNT];
+	pe_shard_sync_io(nodes[i].e, n);
+	for (int k = 0; k < PE_IO_OP_COUNT; k++)
+		cr_assert_eq(n[k], 0, "node %d: %llu %s call(s) on a shard thread",
+			     i, (unsigned long long)n[k],
+			     pe_io_op_name((enum pe_io_op)k));
+}
+
 static void check_node(int i)
 {
+	assert_no_shard_sync_io(i); /* whatever the test did before */
 	for (int k = 0; k < NKEYS; k++) {
 		char key[32];
 		key_name(k, key, sizeof key);
@@ -639,6 +653,8 @@ static void snapshot_catch_up(bool mem)
 	cr_assert_geq(started, f.snap_installed);
 	cr_assert_geq(done, f.snap_installed);
 	cr_assert_geq(sent, f.snap_received_bytes);
+	for (int i = 0; i < NN; i++)
+		assert_no_shard_sync_io(i);
 	/* replication goes on by log from the snapshot index */
 	append_many(20);
 	wait_caught_up(2);
@@ -721,6 +737,8 @@ Test(repl, chunked_snapshot_over_a_lossy_link)
 	cr_assert_gt(f.snap_received_bytes, 2u * RAFT_MAX_CHUNK_BYTES,
 		     "the snapshots took %llu bytes: not several chunks",
 		     (unsigned long long)f.snap_received_bytes);
+	for (int i = 0; i < NN; i++)
+		assert_no_shard_sync_io(i);
 }
 
 /* A follower whose snapshot chunks cannot be made durable (fsync EIO
@@ -956,4 +974,102 @@ Test(repl, linearizable_read_on_a_deposed_leader_fails_never_stale)
 			     parley_errname(x.err));
 	}
 	cr_assert_geq(x.last_seq, n2);
+}
+
+/* The leader's member view of `part` (pe_raft_status.members) for node
+ * id `node`, from the current leader; fails when it has none. */
+static struct pe_raft_member member_of(uint32_t part, uint64_t node,
+				       struct pe_raft_status *lst)
+{
+	int l = leader_of(part);
+	cr_assert_geq(l, 0);
+	cr_assert_eq(pe_raft_status(nodes[l].e, part, lst), 0);
+	cr_assert_eq(lst->n_members, (uint32_t)NN, "leader lists %u members",
+		     lst->n_members);
+	for (uint32_t k = 0; k < lst->n_members; k++)
+		if (lst->members[k].node == node)
+			return lst->members[k];
+	cr_assert_fail("node %" PRIu64 " not among the members", node);
+	return (struct pe_raft_member){0};
+}
+
+Test(repl, leader_shows_a_cut_off_follower_lagging_then_caught_up)
+{
+	cluster_start(0);
+	wait_leaders();
+	const char *key = "c/conv-0";
+	uint32_t part = part_of(key);
+	append_acked(key, "warm", 7000);
+	int l = leader_of(part);
+	cr_assert_geq(l, 0);
+	int f = (l + 1) % NN;
+	/* followers' views: no members, no lag of their own to report */
+	for (int i = 0; i < NN; i++) {
+		struct pe_raft_status st;
+		pe_raft_status(nodes[i].e, part, &st);
+		if (i != l)
+			cr_assert_eq(st.n_members, 0);
+	}
+	/* all caught up: every member at the leader's last index */
+	struct pe_raft_status ls;
+	struct pe_raft_member m;
+	for (int r = 0;; r++) {
+		m = member_of(part, nodes[f].id, &ls);
+		if (ls.lag_max == 0)
+			break;
+		cr_assert_lt(r, MAX_PUMP, "lag_max stays %" PRIu64, ls.lag_max);
+		pump();
+	}
+	cr_assert(m.active && m.voter);
+	cr_assert_eq(m.match, ls.last_index);
+	/* f is cut off: its lag grows with every acknowledged append (the
+	 * other follower makes the quorum) and it turns inactive */
+	for (int i = 0; i < NN; i++)
+		if (i != f)
+			cut[f][i] = cut[i][f] = true;
+	uint64_t prev_lag = 0;
+	for (int k = 0; k < 3; k++) {
+		for (int j = 0; j < 10; j++)
+			append_acked(key, "cut", 7100 + (uint64_t)(k * 10 + j));
+		m = member_of(part, nodes[f].id, &ls);
+		cr_assert_geq(m.lag, prev_lag + 10, "lag %" PRIu64 " after %" PRIu64,
+			      m.lag, prev_lag);
+		cr_assert_eq(ls.lag_max, m.lag);
+		prev_lag = m.lag;
+	}
+	for (int r = 0; m.active; r++) {
+		cr_assert_lt(r, MAX_PUMP, "a cut-off follower stays active");
+		pump();
+		m = member_of(part, nodes[f].id, &ls);
+	}
+	/* the leader itself: match = last index, lag 0 */
+	struct pe_raft_member self = member_of(part, ls.leader, &ls);
+	cr_assert_eq(self.lag, 0);
+	cr_assert(self.active);
+	/* healed: it catches up to lag 0 and is active again */
+	memset(cut, 0, sizeof cut);
+	for (int r = 0;; r++) {
+		m = member_of(part, nodes[f].id, &ls);
+		if (m.lag == 0 && m.active)
+			break;
+		cr_assert_lt(r, MAX_PUMP, "lag stays %" PRIu64, m.lag);
+		pump();
+	}
+	cr_assert_eq(ls.lag_max, 0);
+	/* elections and linearizable reads are counted */
+	uint64_t elections = 0;
+	for (int i = 0; i < NN; i++)
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			struct pe_raft_status st;
+			pe_raft_status(nodes[i].e, p, &st);
+			elections += st.elections;
+		}
+	cr_assert_geq(elections, NPARTS);
+	l = leader_of(part);
+	pe_raft_status(nodes[l].e, part, &ls);
+	uint64_t served = ls.reads_served;
+	struct rd x = read_on(l, key, true);
+	cr_assert_eq(x.err, 0);
+	pe_raft_status(nodes[l].e, part, &ls);
+	cr_assert_eq(ls.reads_served, served + 1);
 }
