@@ -634,6 +634,10 @@ struct pe_raft_status {
 	uint64_t snap_sends_started, snap_sends_completed, snap_sends_failed;
 	uint64_t snap_sent_bytes, snap_received_bytes;
 	uint64_t snap_installed, snap_install_failed;
+	/* WAL records of this partition found with an intact header and a
+	 * damaged body at open (their entries held as damaged, never applied
+	 * or sent), and entries repaired in place from the leader since */
+	uint64_t damaged_found, damaged_repaired;
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);

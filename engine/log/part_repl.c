@@ -495,7 +495,9 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_sent_bytes = LD(pub_snap_sent),
 		.snap_received_bytes = LD(pub_snap_recv),
 		.snap_installed = LD(pub_snap_installed),
-		.snap_install_failed = LD(pub_snap_install_failed)};
+		.snap_install_failed = LD(pub_snap_install_failed),
+		.damaged_found = LD(pub_damaged_found),
+		.damaged_repaired = LD(pub_damaged_repaired)};
 #undef LD
 	return 0;
 }
