@@ -1114,6 +1114,19 @@ static void damaged_record_repaired(bool leader)
 	}
 	cr_assert_eq(pe_partition_status(nodes[victim].e, f.part, &ps), 0);
 	cr_assert_eq(ps.state, PE_PART_OK, "partition %u: %s", f.part, ps.error);
+	/* every replica of every partition: the same state at the same
+	 * applied index (pe_partition_digest) */
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_digest d[NN];
+		for (int i = 0; i < NN; i++)
+			cr_assert_eq(pe_partition_digest(nodes[i].e, p, &d[i]), 0);
+		for (int i = 1; i < NN; i++) {
+			cr_assert_eq(d[i].applied, d[0].applied, "partition %u", p);
+			cr_assert_eq(d[i].digest, d[0].digest, "partition %u: node "
+				     "%d differs from node 0", p, i);
+			cr_assert_eq(d[i].entries, d[0].entries);
+		}
+	}
 }
 
 Test(repl, damaged_wal_record_on_a_follower_is_repaired_from_the_leader)
