@@ -165,15 +165,24 @@ static void rlog_repair(struct part *p, uint64_t index, uint8_t type,
 	x->csum = csum ? *csum : raft_entry_csum(x->term, index, type, owned, len);
 }
 
+/* rlog's entry at `index` when it has `term` (NULL: none): by Raft's log
+ * matching, a record with the same term and index is the same entry. */
+static const struct raft_entry *rlog_same_at(const struct part *p,
+					     uint64_t index, uint64_t term)
+{
+	if (!p->rlog_n || index < p->rlog_first ||
+	    index >= p->rlog_first + p->rlog_n)
+		return NULL;
+	const struct raft_entry *x = &p->rlog[index - p->rlog_first];
+	return x->term == term ? x : NULL;
+}
+
 /* The placeholder of a damaged entry at `index` with `term`, if any. */
 static bool rlog_damaged_at(const struct part *p, uint64_t index,
 			    uint64_t term)
 {
-	if (!p->rlog_n || index < p->rlog_first ||
-	    index >= p->rlog_first + p->rlog_n)
-		return false;
-	const struct raft_entry *x = &p->rlog[index - p->rlog_first];
-	return !x->data && x->term == term;
+	const struct raft_entry *x = rlog_same_at(p, index, term);
+	return x && !x->data;
 }
 
 /* rlog_put_owned of a copy of data. */
@@ -247,9 +256,12 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		d[0] = (uint8_t)rec->type;
 	if (rec->len)
 		memcpy(d + (framed ? 1 : 0), rec->body, rec->len);
-	if (rlog_damaged_at(p, rec->index, rec->term)) {
-		/* the repair of a damaged record (persist_repairs), later in
-		 * the log: fills the placeholder, truncates nothing */
+	if (rlog_same_at(p, rec->index, rec->term)) {
+		/* the same entry again: the repair of a damaged record
+		 * (persist_repairs), later in the log. It fills the
+		 * placeholder (or replaces the entry with itself, when the
+		 * damaged bytes were restored meanwhile); the entries after
+		 * it stay, nothing is truncated */
 		rlog_repair(p, rec->index, type, d, len, NULL);
 		return 0;
 	}
