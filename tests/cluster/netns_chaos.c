@@ -1,11 +1,11 @@
 /*
- * netns_chaos.c — three real parleyd processes, each in a network
+ * netns_chaos.c — three or five real parleyd processes, each in a network
  * namespace of its own (made by test_cluster_netns.sh with netns.sh), a
  * black-box checker that drives them only through libparley, and faults
  * made with nftables inside the namespaces (and kill -9 in the long tier).
  *
- * Runs inside the client namespace (node 4 of the bridge); the servers are
- * nodes 1..3 at NETNS_SUBNET.1..3, started with `ip netns exec`. Client
+ * Runs inside the client namespace (node N+1 of the bridge); the servers
+ * are nodes 1..N at NETNS_SUBNET.1..N, started with `ip netns exec`. Client
  * traffic is never dropped: the faults only cut links between servers, so
  * the checker can still talk to a cut-off node (and ask it for HISTORY).
  *
@@ -40,9 +40,32 @@
  *   2. one-way loss: the followers stop receiving from the leader; they
  *      elect one of themselves; healed;
  *   3. flapping: a random server isolated and healed, several times;
- *   4. (long) kill -9 of the leader under load, restarted, repeatedly.
+ *   4. (long) kill -9 of the leader under load, restarted, repeatedly;
+ *   5. a damaged WAL: a node (a follower, or the leader) is killed with
+ *      SIGKILL, one bit of a committed record's body in its WAL flipped
+ *      (the first APPEND record from log index 3 on that a later batch of
+ *      its segment follows, so it cannot pass for a torn tail), and the
+ *      node restarted: it must come up, report the record damaged and
+ *      repaired from the leader (/debug/digest counts), and end equal to
+ *      the others (below);
+ *   6. (five servers) a bridge: one node hears everyone, the other four
+ *      are split into two halves that hear only it and each other; the
+ *      cluster must keep acknowledging; healed.
+ *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
+ *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
+ *   follower). Five servers run 6, 1, 5 (the leader); the long tier adds
+ *   2, 6, 3 (ten flaps), 4 (five kills), 5 (a follower), 6, 5 (the leader).
  *
- *   netns_chaos short|long     (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
+ * Replicas compared, after the checker's verdict: once every node applied
+ * its leader's commit index in every partition (bounded wait), each node's
+ * GET /debug/digest (pe_partition_digest: the partition's visible state at
+ * that applied index) must equal the leader's, for all 8 partitions. Then
+ * the comparison is shown able to fail: a follower is stopped, the last
+ * byte of a committed WAL record's body changed with its checksum made to
+ * match (a silent divergence: nothing but a comparison can see it), the
+ * node restarted; the comparison must name exactly that node.
+ *
+ *   netns_chaos short|long [3|5]  (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
  * Exit 0 pass, 1 fail. PARLEY_SEED replays the fault choices (not timing).
  */
 #include <pthread.h>
@@ -768,7 +791,9 @@ static void probe_send(int i)
 
 static unsigned all_mask(void) { return (1u << NSRV) - 1; }
 
-static void scenario_isolate_leader(void)
+/* probes: rounds of HISTORY asked of the cut-off leader (each waits out
+ * its read bound there) */
+static void scenario_isolate_leader(int probes)
 {
 	int L = wait_leader(all_mask(), -1, "before isolating the leader");
 	printf("isolating leader node%d\n", L + 1);
@@ -780,7 +805,7 @@ static void scenario_isolate_leader(void)
 	/* the deposed leader must not answer HISTORY with stale data; the
 	 * new leader (through the node list) answers with current data */
 	int errs = 0, answers = 0;
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < probes; k++) {
 		errs += probe_history(L, &answers);
 		wait_acks(5, "majority while probing the old leader");
 	}
@@ -792,7 +817,7 @@ static void scenario_isolate_leader(void)
 	IT_CHECK(good == NCONV, "the new leader refused HISTORY");
 	fault_heal();
 	int L2 = wait_leader(all_mask(), -1, "after healing the isolated leader");
-	printf("healed: node%d leads, all three agree\n", L2 + 1);
+	printf("healed: node%d leads, all %d agree\n", L2 + 1, NSRV);
 	wait_acks(20, "after healing");
 }
 
@@ -1244,12 +1269,12 @@ int main(int argc, char **argv)
 	wait_acks(50, "at start");
 
 	if (NSRV == 3) {
-		scenario_isolate_leader();
+		scenario_isolate_leader(3);
 		scenario_one_way();
 		scenario_flap(longrun ? 20 : 4);
 		scenario_wal_flip(false);
 		if (longrun) {
-			scenario_isolate_leader();
+			scenario_isolate_leader(3);
 			scenario_kill(10);
 			scenario_wal_flip(true);
 			scenario_one_way();
@@ -1257,7 +1282,7 @@ int main(int argc, char **argv)
 		}
 	} else {
 		scenario_bridge();
-		scenario_isolate_leader();
+		scenario_isolate_leader(longrun ? 3 : 1);
 		scenario_wal_flip(true);
 		if (longrun) {
 			scenario_one_way();
