@@ -170,7 +170,10 @@ struct pe_options {
  * partition by replaying its WAL. A partition whose log is corrupt (bad
  * checksum outside the torn tail of the last segment) is left CORRUPT: its
  * operations fail with -PARLEY_ECORRUPT and pe_partition_status says which
- * file and offset; the other partitions serve normally.
+ * file and offset; the other partitions serve normally. Except: a record
+ * whose header is intact and only its body damaged is ignored when history
+ * holds its entry already, and in a replicated partition its entry is held
+ * as damaged and repaired from the leader (docs/CLUSTER.md §2.5).
  * Returns 0 and *out, or a negative error (the engine is not created).
  */
 int pe_open(const struct pe_options *opt, struct pe_engine **out);
