@@ -584,8 +584,11 @@ static char *admin_compact(struct admin *a, size_t *len)
  *   partition <p> applied <i> commit <c> role <r> streams <s> entries <n>
  *   digest <hex>
  * (pe_partition_digest: the partition's visible state at its applied
- * index), or "partition <p> error <name>" when it could not be taken (it
- * kept applying, or reads are refused: a new leader catching up). For
+ * index), or, when it could not be taken (the partition kept applying, or
+ * reads are refused: a new leader catching up),
+ *   partition <p> applied <i> commit <c> role <r> damaged <d> repaired <n>
+ *   error <name>
+ * with the group's published state (pe_raft_status). For
  * comparing replicas in tests (tests/cluster/netns_chaos.c) once a load
  * stopped; reads every partition whole, on the admin thread. */
 static char *admin_digest(struct admin *a, bool head, size_t *len)
@@ -604,10 +607,16 @@ static char *admin_digest(struct admin *a, bool head, size_t *len)
 		struct pe_digest d;
 		struct pe_raft_status st;
 		int rc = pe_partition_digest(e, p, &d);
-		if (!rc)
-			rc = pe_raft_status(e, p, &st);
-		if (rc)
+		int src = pe_raft_status(e, p, &st);
+		if (src)
 			srv_text_put(&o, "partition %u error %s\n", p,
+				     parley_errname(src));
+		else if (rc)
+			srv_text_put(&o, "partition %u applied %" PRIu64
+				     " commit %" PRIu64 " role %d damaged %"
+				     PRIu64 " repaired %" PRIu64 " error %s\n",
+				     p, st.applied, st.commit, (int)st.role,
+				     st.damaged_found, st.damaged_repaired,
 				     parley_errname(rc));
 		else
 			srv_text_put(&o, "partition %u applied %" PRIu64

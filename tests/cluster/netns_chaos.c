@@ -44,8 +44,9 @@
  *   4. (long) kill -9 of the leader under load, restarted, repeatedly;
  *   5. a damaged WAL: a node (a follower, or the leader) is killed with
  *      SIGKILL, one bit of a committed record's body in its WAL flipped
- *      (the first APPEND record from log index 3 on that a later batch of
- *      its segment follows, so it cannot pass for a torn tail), and the
+ *      (a seeded choice among the APPEND records from log index 3 up to the
+ *      commit index the leader reported, that a later batch of their
+ *      segment follows, so none can pass for a torn tail), and the
  *      node restarted: it must come up, report the record damaged and
  *      repaired from the leader (/debug/digest counts), and end equal to
  *      the others (below);
@@ -936,6 +937,7 @@ static void scenario_kill(int kills)
 
 struct pdig {
 	int ok;                 /* the line had a digest (not an error) */
+	int state;              /* the line had applied, commit and role */
 	int role;
 	uint64_t applied, commit, entries, digest, damaged, repaired;
 };
@@ -959,7 +961,13 @@ static int digests_of(int i, struct pdig d[NPART])
 			   SCNu64, &p, &x.applied, &x.commit, &x.role, &streams,
 			   &x.entries, &x.digest, &x.damaged, &x.repaired) == 9 &&
 		    p < NPART) {
-			x.ok = 1;
+			x.ok = x.state = 1;
+			d[p] = x;
+		} else if (sscanf(l, "partition %u applied %" SCNu64 " commit %"
+				  SCNu64 " role %d damaged %" SCNu64 " repaired %"
+				  SCNu64, &p, &x.applied, &x.commit, &x.role,
+				  &x.damaged, &x.repaired) == 6 && p < NPART) {
+			x.state = 1; /* no digest now (busy): the state only */
 			d[p] = x;
 		}
 		const char *nl = strchr(l, '\n');
@@ -1072,12 +1080,22 @@ struct walrec {
 	uint64_t index, term;
 };
 
-/* The first (or with `last`, the last) APPEND record of node i's WAL with
- * index >= min_index that lies in a batch followed by another batch of its
- * segment (so it cannot be taken for a torn tail). 0, or -1 when there is
- * none. */
-static int wal_find(int i, uint64_t min_index, bool last, struct walrec *out)
+enum wal_pick { PICK_FIRST, PICK_LAST, PICK_RANDOM };
+/* PICK_RANDOM's draws: their number depends on the WAL's contents, so they
+ * come from a generator of their own, seeded from it_rng once per pick, and
+ * the run's later fault choices still replay from the seed */
+static struct parley_rng pick_rng;
+
+/* An APPEND record of node i's WAL with index >= min_index (and, when
+ * max_index is given, at most max_index[its partition]: committed) that
+ * lies in a batch followed by another batch of its segment (so it cannot
+ * be taken for a torn tail): the first, the last or a seeded random one of
+ * them. 0, or -1 when there is none. */
+static int wal_find(int i, uint64_t min_index, const uint64_t *max_index,
+		    enum wal_pick pick, struct walrec *out)
 {
+	bool last = pick != PICK_FIRST;
+	uint64_t seen = 0;
 	char pat[600];
 	snprintf(pat, sizeof pat, "%s/node%d-data/wal", it_dir, i + 1);
 	char cmd[700];
@@ -1112,8 +1130,13 @@ static int wal_find(int i, uint64_t min_index, bool last, struct walrec *out)
 				continue;
 			}
 			uint32_t len = le_get32(h + 4);
+			uint32_t hp = le_get32(h + 24);
 			if (le_get16(h + 28) == 1 && len > 64 &&
 			    le_get64(h + 40) >= min_index &&
+			    (!max_index || (hp < NPART &&
+					    le_get64(h + 40) <= max_index[hp])) &&
+			    (pick != PICK_RANDOM ||
+			     parley_rng_below(&pick_rng, ++seen) == 0) &&
 			    le_get32(h + 20) < last_batch &&
 			    off + W_HDR + len <= (uint64_t)size) {
 				snprintf(out->file, sizeof out->file, "%s", path);
@@ -1165,10 +1188,13 @@ static void node_kill9(int i)
 	srv[i].pid = 0;
 }
 
-/* kill -9 of node i (the leader when lead), a committed WAL record of its
- * flipped, restart: the node must come up, hold the entry as damaged
- * (not apply it), get it repaired from the leader and rejoin (the final
- * comparison checks it ends equal). */
+/* kill -9 of node v (the leader when lead), a committed WAL record of its
+ * (a seeded choice among those at or below the commit index the leader
+ * reported just before) flipped, restart: the node must come up, hold the
+ * entry as damaged (not apply it), get it repaired from the leader and
+ * rejoin (the final comparison checks it ends equal). A record whose
+ * entry history holds already (flushed since) is ignored by the node, which
+ * says so in its log: nothing to repair then. */
 static void scenario_wal_flip(bool lead)
 {
 	int L = wait_leader(all_mask(), -1, "before a WAL flip");
@@ -1176,12 +1202,25 @@ static void scenario_wal_flip(bool lead)
 	wait_acks(20, "before a WAL flip");
 	uint64_t f0, r0;
 	damage_counts(v, &f0, &r0);
+	struct pdig ld[NPART];
+	uint64_t commit[NPART];
+	IT_CHECK(digests_of(L, ld) == 0, "leader node%d does not answer", L + 1);
+	for (int p = 0; p < NPART; p++)
+		commit[p] = ld[p].state ? ld[p].commit : 0;
 	printf("WAL flip: kill -9 %s node%d\n", lead ? "leader" : "follower", v + 1);
 	node_kill9(v);
 	struct walrec r;
-	IT_CHECK(wal_find(v, 3, false, &r) == 0, "no WAL record of node%d to damage",
-		 v + 1);
+	pick_rng.s = parley_rng_below(&it_rng, UINT64_MAX) | 1;
+	IT_CHECK(wal_find(v, 3, commit, PICK_RANDOM, &r) == 0,
+		 "no committed WAL record of node%d to damage", v + 1);
 	wal_change(&r, false);
+	long log_at = 0;
+	FILE *lf = fopen(srv[v].log, "r");
+	if (lf) {
+		fseek(lf, 0, SEEK_END);
+		log_at = ftell(lf);
+		fclose(lf);
+	}
 	if (lead)
 		wait_leader(all_mask() & ~(1u << v), v, "the survivors of a WAL flip");
 	wait_acks(20, "while a node's WAL is damaged");
@@ -1189,6 +1228,12 @@ static void scenario_wal_flip(bool lead)
 	wait_leader(all_mask(), -1, "after restarting a damaged node");
 	wait_acks(20, "after restarting a damaged node");
 	uint64_t f1 = 0, r1 = 0;
+	if (it_log_tail_has(srv[v].log, log_at,
+			    "damaged WAL record already in history")) {
+		printf("WAL flip: node%d found the record's entry in history "
+		       "already (flushed): nothing to repair\n", v + 1);
+		return;
+	}
 	for (int ms = 0; ms < WAIT_MS; ms += 200) {
 		damage_counts(v, &f1, &r1);
 		if (f1 >= 1 && r1 >= 1)
@@ -1215,7 +1260,8 @@ static void digest_self_check(void)
 	IT_CHECK(it_server_stop(&srv[v], SIGTERM, 15000) == 0,
 		 "node%d did not stop cleanly", v + 1);
 	struct walrec r;
-	IT_CHECK(wal_find(v, 3, true, &r) == 0, "no WAL record of node%d", v + 1);
+	IT_CHECK(wal_find(v, 3, NULL, PICK_LAST, &r) == 0, "no WAL record of "
+		 "node%d", v + 1);
 	wal_change(&r, true);
 	node_start(v);
 	unsigned diff;
