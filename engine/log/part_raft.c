@@ -942,8 +942,23 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			after_step(p);
 			return 0;
 		}
-		if (src == 1) { /* installed: the log starts after it */
-			rlog_free_from(p, 0);
+		if (src == 1) {
+			/* installed: the log starts after it; with
+			 * install_keeps_tail (a damaged prefix replaced,
+			 * raft.h) the entries after the snapshot stay. A
+			 * damaged entry replaced counts as repaired */
+			uint64_t upto = rd->install_keeps_tail ? rd->install.index
+							       : UINT64_MAX;
+			for (uint64_t k = 0; k < p->rlog_n &&
+			     p->rlog_first + k <= upto; k++)
+				if (!p->rlog[k].data)
+					atomic_fetch_add_explicit(
+						&p->pub_damaged_repaired, 1,
+						memory_order_relaxed);
+			if (rd->install_keeps_tail)
+				rlog_drop_through(p, rd->install.index);
+			else
+				rlog_free_from(p, 0);
 			p->rsnap_index = rd->install.index;
 		}
 		int rc = 0;

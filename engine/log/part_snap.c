@@ -976,7 +976,9 @@ int part_snap_persist(struct shard *sh, struct part *p,
 	}
 	if (!rd->has_install)
 		return 0;
-	PARLEY_ASSERT(!rd->install_keeps_tail); /* WAL entries are never damaged */
+	/* install_keeps_tail: a damaged entry (part_raft_recover_damaged)
+	 * below the leader's kept log is replaced with the prefix; the log
+	 * after the snapshot stays (part_raft_run) */
 	uint8_t *hdr = NULL;
 	uint32_t hl = 0, n = 0;
 	struct snap_file *files = NULL;
@@ -1010,6 +1012,8 @@ int part_snap_persist(struct shard *sh, struct part *p,
 	}
 	p->last_term = rd->install.term;
 	p->snap_term = rd->install.term;
+	if (rd->install_keeps_tail && !p->snap_term)
+		p->snap_term = p->last_term = raft_term_at(p->raft, rd->install.index);
 	in_drop(e, p);
 	CNT(p, pub_snap_installed, 1);
 	PLOG_I("engine", "snapshot installed", "partition=%u index=%" PRIu64
