@@ -45,7 +45,7 @@
  *   5. a damaged WAL: a node (a follower, or the leader) is killed with
  *      SIGKILL, one bit of a committed record's body in its WAL flipped
  *      (a seeded choice among the APPEND records from log index 3 up to the
- *      commit index the leader reported, that a later batch of their
+ *      commit index the node reported before, that a later batch of their
  *      segment follows, so none can pass for a torn tail), and the
  *      node restarted: it must come up, report the record damaged and
  *      repaired from the leader (/debug/digest counts), and end equal to
@@ -1189,8 +1189,8 @@ static void node_kill9(int i)
 }
 
 /* kill -9 of node v (the leader when lead), a committed WAL record of its
- * (a seeded choice among those at or below the commit index the leader
- * reported just before) flipped, restart: the node must come up, hold the
+ * (a seeded choice among those at or below the commit index it reported
+ * just before) flipped, restart: the node must come up, hold the
  * entry as damaged (not apply it), get it repaired from the leader and
  * rejoin (the final comparison checks it ends equal). A record whose
  * entry history holds already (flushed since) is ignored by the node, which
@@ -1202,9 +1202,12 @@ static void scenario_wal_flip(bool lead)
 	wait_acks(20, "before a WAL flip");
 	uint64_t f0, r0;
 	damage_counts(v, &f0, &r0);
+	/* the victim's own commit index: its log agrees with the leader's
+	 * up to there (an entry above it could be an old term's, replaced
+	 * rather than repaired) */
 	struct pdig ld[NPART];
 	uint64_t commit[NPART];
-	IT_CHECK(digests_of(L, ld) == 0, "leader node%d does not answer", L + 1);
+	IT_CHECK(digests_of(v, ld) == 0, "node%d does not answer", v + 1);
 	for (int p = 0; p < NPART; p++)
 		commit[p] = ld[p].state ? ld[p].commit : 0;
 	printf("WAL flip: kill -9 %s node%d\n", lead ? "leader" : "follower", v + 1);
