@@ -330,6 +330,7 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		struct apply_ctx ctx = {.sh = sh, .live = false};
 		struct wal_recovery rec = {.record = shard_apply_record,
 					   .corrupt = shard_recover_corrupt,
+					   .damaged = shard_recover_damaged,
 					   .flushed = shard_recover_flushed,
 					   .arg = &ctx};
 		struct wal_exec wx = {.now_ns = e->step.now_ns,

@@ -170,7 +170,10 @@ struct pe_options {
  * partition by replaying its WAL. A partition whose log is corrupt (bad
  * checksum outside the torn tail of the last segment) is left CORRUPT: its
  * operations fail with -PARLEY_ECORRUPT and pe_partition_status says which
- * file and offset; the other partitions serve normally.
+ * file and offset; the other partitions serve normally. Except: a record
+ * whose header is intact and only its body damaged is ignored when history
+ * holds its entry already, and in a replicated partition its entry is held
+ * as damaged and repaired from the leader (docs/CLUSTER.md §2.5).
  * Returns 0 and *out, or a negative error (the engine is not created).
  */
 int pe_open(const struct pe_options *opt, struct pe_engine **out);
@@ -685,6 +688,10 @@ struct pe_raft_status {
 		bool active, voter, snapshot;
 	} members[PE_RAFT_MAX_MEMBERS];
 	uint64_t lag_max;
+	/* WAL records of this partition found with an intact header and a
+	 * damaged body at open (their entries held as damaged, never applied
+	 * or sent), and entries repaired in place from the leader since */
+	uint64_t damaged_found, damaged_repaired;
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);

@@ -107,6 +107,26 @@ int pe_history_dump(struct pio *io, const char *dir, uint32_t partition,
 			      const struct pe_entry *e),
 		    void *arg, char *err, size_t errcap);
 
+/* ---- comparing replicas --------------------------------------------------------- */
+
+/* A partition's visible state as one number (engine/digest.c): xxh3 over
+ * every stream (in key order) and every visible entry of it (in seq order:
+ * key, seq, ts, type, flags, producer, payload), taken at log index
+ * `applied` (nothing applied while it was read: read before and after,
+ * retried a few times, else -PARLEY_EAGAIN). Two replicas of a partition at
+ * the same applied index must have the same digest. A compaction filter
+ * that rewrites payloads (pe_options.compact_filter) makes replicas that
+ * compacted at different times differ; no other state does. Blocking; not
+ * from a callback; reads the whole partition (a test and debug tool). */
+struct pe_digest {
+	uint64_t applied;  /* the log index the digest was taken at */
+	uint64_t commit;   /* the commit index this node knew then */
+	uint64_t streams, entries;
+	uint64_t digest;
+};
+int pe_partition_digest(struct pe_engine *e, uint32_t partition,
+			struct pe_digest *out);
+
 /* ---- in-memory backend faults ---------------------------------------------------- */
 
 /* In-memory backend faults (no-ops on other backends). */

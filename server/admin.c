@@ -37,6 +37,7 @@ struct admin {
 	atomic_int ready;
 	pthread_t thr;
 	bool compact;            /* POST /admin/compact allowed */
+	bool digest;             /* GET /debug/digest allowed */
 	/* admin thread only */
 	struct aconn *c;         /* max_conns slots */
 	uint32_t max_conns, nconns;
@@ -713,6 +714,59 @@ static char *admin_compact(struct admin *a, size_t *len)
 	return simple(200, "OK", "compacted\n", false, len);
 }
 
+/* GET /debug/digest (admin_digest = 1): one line per partition,
+ *   partition <p> applied <i> commit <c> role <r> streams <s> entries <n>
+ *   digest <hex>
+ * (pe_partition_digest: the partition's visible state at its applied
+ * index), or, when it could not be taken (the partition kept applying, or
+ * reads are refused: a new leader catching up),
+ *   partition <p> applied <i> commit <c> role <r> damaged <d> repaired <n>
+ *   error <name>
+ * with the group's published state (pe_raft_status). For
+ * comparing replicas in tests (tests/cluster/netns_chaos.c) once a load
+ * stopped; reads every partition whole, on the admin thread. */
+static char *admin_digest(struct admin *a, bool head, size_t *len)
+{
+	if (!a->digest)
+		return simple(403, "Forbidden", "admin_digest is off\n", head, len);
+	struct pe_engine *e = a->s->engine;
+	if (!e)
+		return simple(503, "Service Unavailable", "not ready\n", head, len);
+	uint32_t np = pe_partition_count(e);
+	struct srv_text o = {.cap = 256u * np + 64};
+	o.b = malloc(o.cap);
+	if (!o.b)
+		return NULL;
+	for (uint32_t p = 0; p < np; p++) {
+		struct pe_digest d;
+		struct pe_raft_status st;
+		int rc = pe_partition_digest(e, p, &d);
+		int src = pe_raft_status(e, p, &st);
+		if (src)
+			srv_text_put(&o, "partition %u error %s\n", p,
+				     parley_errname(src));
+		else if (rc)
+			srv_text_put(&o, "partition %u applied %" PRIu64
+				     " commit %" PRIu64 " role %d damaged %"
+				     PRIu64 " repaired %" PRIu64 " error %s\n",
+				     p, st.applied, st.commit, (int)st.role,
+				     st.damaged_found, st.damaged_repaired,
+				     parley_errname(rc));
+		else
+			srv_text_put(&o, "partition %u applied %" PRIu64
+				     " commit %" PRIu64 " role %d streams %"
+				     PRIu64 " entries %" PRIu64 " digest %016"
+				     PRIx64 " damaged %" PRIu64 " repaired %"
+				     PRIu64 "\n", p, d.applied, d.commit,
+				     (int)st.role, d.streams, d.entries, d.digest,
+				     st.damaged_found, st.damaged_repaired);
+	}
+	char *r = response(200, "OK", "text/plain", NULL, o.b,
+			   PARLEY_MIN(o.n, o.cap - 1), head, len);
+	free(o.b);
+	return r;
+}
+
 /* The request is complete in c->req[0..rlen): build the answer. */
 static char *route(struct admin *a, struct aconn *c, size_t *len)
 {
@@ -732,6 +786,8 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);
+	if (!strcmp(target, "/debug/digest"))
+		return admin_digest(a, head, len);
 	if (!strcmp(target, "/livez"))
 		return simple(200, "OK", "ok\n", head, len);
 	if (!strcmp(target, "/readyz")) {
@@ -968,6 +1024,7 @@ int admin_start(struct srv *s, const struct admin_opts *o, struct admin **out)
 	a->c = c;
 	a->max_conns = o->max_conns;
 	a->compact = o->compact;
+	a->digest = o->digest;
 	a->timeout_ns = (uint64_t)o->request_timeout_ms * 1000000ull;
 	for (uint32_t k = 0; k < o->max_conns; k++)
 		c[k].fd = -1;

@@ -48,6 +48,9 @@ struct admin_opts {
 	bool compact;                /* admin_compact: POST /admin/compact
 					flushes and compacts every partition
 					(blocking the admin thread meanwhile) */
+	bool digest;                 /* admin_digest: GET /debug/digest reads
+					every partition whole (blocking the
+					admin thread meanwhile) */
 };
 
 /* Binds host:port (port 0: no admin port, *out = NULL, returns 0) and

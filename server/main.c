@@ -145,6 +145,7 @@ struct opts {
 	uint64_t retention_max_age_ms, retention_max_count, retention_interval_ms;
 	uint64_t retention_sweep_ms;
 	uint32_t admin_compact;
+	uint32_t admin_digest;
 	/* typing and presence (presence.h) */
 	uint32_t presence_heartbeat_ms, presence_ttl_ms, presence_subs_max;
 	uint32_t typing_ttl_ms, presence_last_seen_write_ms;
@@ -241,6 +242,7 @@ static const struct key KEYS[] = {
 	KL(retention_interval_ms, "3600000", "how often compaction enforces retention, ms"),
 	KL(retention_sweep_ms, "60000", "how often per-conversation retention (RETENTION) is turned into deletions, ms"),
 	KU(admin_compact, "0", "1 = admin HTTP POST /admin/compact flushes and compacts every partition (tests, maintenance)"),
+	KU(admin_digest, "0", "1 = admin HTTP GET /debug/digest: every partition's applied index and state digest (replica comparison; reads everything)"),
 	/* static cluster (docs/CLUSTER.md) */
 	KL(node_id, "0", "cluster: this node's id (0 = a single node, no replication)"),
 	KL(cluster_id, "0", "cluster: the cluster's id, the same on every node (!= 0 with node_id)"),
@@ -898,7 +900,8 @@ static int run(const struct opts *o, struct srv *s)
 				.port = (uint16_t)o->admin_port,
 				.max_conns = o->admin_max_connections,
 				.request_timeout_ms = o->admin_request_timeout_ms,
-				.compact = o->admin_compact != 0};
+				.compact = o->admin_compact != 0,
+				.digest = o->admin_digest != 0};
 	rc = admin_start(s, &ao, &adm);
 	if (rc) {
 		PLOG_E("parleyd", "cannot open the admin port", "host=%s port=%u "

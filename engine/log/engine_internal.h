@@ -212,6 +212,9 @@ struct part {
 	_Atomic uint64_t pub_snap_started, pub_snap_done, pub_snap_failed,
 		pub_snap_sent, pub_snap_recv, pub_snap_installed,
 		pub_snap_install_failed;
+	/* WAL records found damaged at open and taken as placeholders, and
+	 * entries repaired from the leader (part_raft_recover_damaged) */
+	_Atomic uint64_t pub_damaged_found, pub_damaged_repaired;
 	uint64_t term_start;    /* leader: index of its term's no-op */
 	/* linearizable reads in flight (log/part_repl.c), in arrival order;
 	 * the last read context used and the ticks seen */
@@ -533,6 +536,8 @@ int part_state_hash(const struct part *p, uint64_t *out);
 
 /* log/part_raft.c */
 int part_raft_recover(struct part *p, const struct wal_rec *rec);
+int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
+			      bool replicated);
 int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
 int part_raft_open(struct pe_engine *e, struct part *p);
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
@@ -607,6 +612,7 @@ uint64_t shard_recover_flushed(void *arg, uint32_t part);
 /* Memory one idempotency key costs (pe_memory, pe_idem_key_bytes). */
 #define IDEM_KEY_BYTES (sizeof(struct idem) + 3u * sizeof(uint64_t)) /* node + index slots at the lowest load (idem.c) */
 int shard_apply_record(void *arg, const struct wal_rec *rec);
+int shard_recover_damaged(void *arg, const struct wal_rec *rec);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);
 void shard_begin(struct shard *sh);

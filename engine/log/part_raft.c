@@ -147,6 +147,44 @@ static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 	return 0;
 }
 
+/* Replaces a damaged placeholder (data NULL, see part_raft_recover_damaged)
+ * with the whole entry, in place: the entries after it stay (same term and
+ * index: the same entry, Raft's log matching). Takes `owned`. */
+static void rlog_repair(struct part *p, uint64_t index, uint8_t type,
+			uint8_t *owned, uint32_t len, const uint64_t *csum)
+{
+	PARLEY_ASSERT(p->rlog_n && index >= p->rlog_first &&
+		      index < p->rlog_first + p->rlog_n);
+	struct raft_entry *x = &p->rlog[index - p->rlog_first];
+	p->rlog_bytes -= x->len;
+	free((void *)x->data);
+	p->rlog_bytes += len;
+	x->type = type;
+	x->len = len;
+	x->data = owned;
+	x->csum = csum ? *csum : raft_entry_csum(x->term, index, type, owned, len);
+}
+
+/* rlog's entry at `index` when it has `term` (NULL: none): by Raft's log
+ * matching, a record with the same term and index is the same entry. */
+static const struct raft_entry *rlog_same_at(const struct part *p,
+					     uint64_t index, uint64_t term)
+{
+	if (!p->rlog_n || index < p->rlog_first ||
+	    index >= p->rlog_first + p->rlog_n)
+		return NULL;
+	const struct raft_entry *x = &p->rlog[index - p->rlog_first];
+	return x->term == term ? x : NULL;
+}
+
+/* The placeholder of a damaged entry at `index` with `term`, if any. */
+static bool rlog_damaged_at(const struct part *p, uint64_t index,
+			    uint64_t term)
+{
+	const struct raft_entry *x = rlog_same_at(p, index, term);
+	return x && !x->data;
+}
+
 /* rlog_put_owned of a copy of data. */
 static int rlog_put(struct part *p, uint64_t term, uint64_t index,
 		    uint8_t type, const uint8_t *data, uint32_t len,
@@ -218,10 +256,68 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		d[0] = (uint8_t)rec->type;
 	if (rec->len)
 		memcpy(d + (framed ? 1 : 0), rec->body, rec->len);
+	if (rlog_same_at(p, rec->index, rec->term)) {
+		/* the same entry again: the repair of a damaged record
+		 * (persist_repairs), later in the log. It fills the
+		 * placeholder (or replaces the entry with itself, when the
+		 * damaged bytes were restored meanwhile); the entries after
+		 * it stay, nothing is truncated */
+		rlog_repair(p, rec->index, type, d, len, NULL);
+		return 0;
+	}
 	int rc = rlog_put_owned(p, rec->term, rec->index, type, d, len, NULL);
 	if (!rc && rec->term > p->hs_term)
 		p->hs_term = rec->term; /* a log written before HARDSTATE */
 	return rc;
+}
+
+/*
+ * A WAL record whose header is intact but whose body is damaged (wal.h,
+ * wal_recovery.damaged). Below the flushed index the entry is in history
+ * already: nothing is lost. Above it, in a replicated partition, the entry
+ * joins rlog as a placeholder (data NULL): st_entry reports it damaged
+ * (-PARLEY_ECORRUPT with its term and index, which the record header
+ * vouches for), so the group never applies or sends it, asks the leader
+ * for it (raft.h, "damaged entry") and overwrites it in place when it
+ * comes (persist_repairs). A partition of a single node has nobody to ask:
+ * 1 (reported corrupt, as before). Returns 0 (taken) or 1.
+ */
+int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
+			      bool replicated)
+{
+	if (rec->index <= p->flushed_index) {
+		if (rec->index == p->flushed_index)
+			p->snap_term = rec->term;
+		p->hs_term = PARLEY_MAX(p->hs_term, rec->term);
+		PLOG_W("engine", "damaged WAL record already in history",
+		       "partition=%u file=%s offset=%" PRIu64 " index=%" PRIu64,
+		       p->id, rec->file, rec->off, rec->index);
+		return 0;
+	}
+	if (!replicated)
+		return 1;
+	uint8_t type;
+	if (rec->type == CMD_APPEND || rec->type == CMD_DELETE)
+		type = RAFT_ENTRY_NORMAL;
+	else if (rec->type == CMD_NOOP)
+		type = RAFT_ENTRY_NOOP;
+	else if (rec->type == CMD_CONF)
+		type = RAFT_ENTRY_CONF;
+	else
+		return 1;
+	if (p->rlog_n == 0 && rec->index != p->flushed_index + 1)
+		return 1; /* the log does not join the history */
+	uint64_t zero = 0;
+	if (rlog_put_owned(p, rec->term, rec->index, type, NULL, 0, &zero))
+		return 1;
+	if (rec->term > p->hs_term)
+		p->hs_term = rec->term;
+	atomic_fetch_add_explicit(&p->pub_damaged_found, 1, memory_order_relaxed);
+	PLOG_W("engine", "damaged WAL record: its entry will be repaired "
+	       "from the leader", "partition=%u file=%s offset=%" PRIu64
+	       " index=%" PRIu64 " term=%" PRIu64, p->id, rec->file, rec->off,
+	       rec->index, rec->term);
+	return 0;
 }
 
 /* ---- HARDSTATE: term and vote of the shard's partitions ---------------------- */
@@ -434,6 +530,8 @@ static int st_entry(void *ctx, uint64_t index, struct raft_entry *out)
 	    index >= p->rlog_first + p->rlog_n)
 		return -PARLEY_ENOTFOUND;
 	*out = p->rlog[index - p->rlog_first];
+	if (!out->data) /* damaged on disk: term and index known, payload not */
+		return -PARLEY_ECORRUPT;
 	return 0;
 }
 
@@ -749,6 +847,52 @@ static int persist_entries(struct shard *sh, struct part *p,
 	return 0;
 }
 
+/* Persists a ready's repaired entries (raft.h: overwrite in place): a new
+ * WAL record each, with the damaged one's (partition, term, index); the
+ * placeholder in rlog is filled, nothing truncated. Recovery does the same
+ * when it meets the new record after the damaged one (part_raft_recover). */
+static int persist_repairs(struct shard *sh, struct part *p,
+			   const struct raft_ready *rd)
+{
+	for (uint32_t k = 0; k < rd->n_repair; k++) {
+		const struct raft_entry *e = &rd->repair[k];
+		if (!rlog_damaged_at(p, e->index, e->term))
+			continue; /* no longer held here (applied or dropped) */
+		const uint8_t *body;
+		uint32_t len;
+		uint16_t kind = entry_kind(e, &body, &len);
+		if (e->type == RAFT_ENTRY_CONF) {
+			body = e->data;
+			len = e->len;
+		}
+		uint8_t *dst = wal_reserve(sh->wal, len);
+		if (!dst) {
+			/* no room (the resend was sized for the open batch,
+			 * so not expected): the entry stays damaged, which
+			 * the group finds again on its next read and asks
+			 * for once more */
+			PLOG_W("engine", "no room to repair a damaged entry",
+			       "partition=%u index=%" PRIu64, p->id, e->index);
+			continue;
+		}
+		if (len)
+			memcpy(dst, body, len);
+		wal_commit_rec(sh->wal, p->id, kind, e->term, e->index);
+		uint8_t *d = malloc(e->len ? e->len : 1);
+		if (!d)
+			return -PARLEY_ENOMEM;
+		if (e->len)
+			memcpy(d, e->data, e->len);
+		rlog_repair(p, e->index, e->type, d, e->len, &e->csum);
+		atomic_fetch_add_explicit(&p->pub_damaged_repaired, 1,
+					  memory_order_relaxed);
+		PLOG_I("engine", "damaged entry repaired from the leader",
+		       "partition=%u index=%" PRIu64 " term=%" PRIu64, p->id,
+		       e->index, e->term);
+	}
+	return 0;
+}
+
 /* Proposes what fits into the open batch. */
 static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
 {
@@ -820,10 +964,10 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 				after_step(p);
 				return 0;
 			}
-			/* the WAL's record checksums leave no damaged entry
-			 * to repair; snapshots reach a group of several
-			 * voters only */
-			PARLEY_ASSERT(!rd->n_repair);
+			/* damaged entries (part_raft_recover_damaged) exist
+			 * in groups of several voters only, and so do
+			 * snapshots */
+			PARLEY_ASSERT(!rd->n_repair || p->cl->conf.n > 1);
 			PARLEY_ASSERT(!rd->has_chunk || p->cl->conf.n > 1);
 			PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
 			/* a snapshot chunk first (raft.h contract, step 2),
@@ -846,8 +990,23 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			after_step(p);
 			return 0;
 		}
-		if (src == 1) { /* installed: the log starts after it */
-			rlog_free_from(p, 0);
+		if (src == 1) {
+			/* installed: the log starts after it; with
+			 * install_keeps_tail (a damaged prefix replaced,
+			 * raft.h) the entries after the snapshot stay. A
+			 * damaged entry replaced counts as repaired */
+			uint64_t upto = rd->install_keeps_tail ? rd->install.index
+							       : UINT64_MAX;
+			for (uint64_t k = 0; k < p->rlog_n &&
+			     p->rlog_first + k <= upto; k++)
+				if (!p->rlog[k].data)
+					atomic_fetch_add_explicit(
+						&p->pub_damaged_repaired, 1,
+						memory_order_relaxed);
+			if (rd->install_keeps_tail)
+				rlog_drop_through(p, rd->install.index);
+			else
+				rlog_free_from(p, 0);
 			p->rsnap_index = rd->install.index;
 		}
 		int rc = 0;
@@ -875,6 +1034,8 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			return rc;
 		}
 		rc = persist_entries(sh, p, rd);
+		if (!rc && rd->n_repair)
+			rc = persist_repairs(sh, p, rd);
 		if (rc) {
 			raft_persist_failed(p->raft);
 			return rc;
@@ -885,7 +1046,8 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 		 * served (log/part_repl.c) */
 		if (live && p->cl->conf.n > 1)
 			part_repl_reads_ready(sh, p, rd->reads, rd->n_reads);
-		bool wal = rd->n_entries || rd->truncate_from || (hs_new && !live);
+		bool wal = rd->n_entries || rd->n_repair || rd->truncate_from ||
+			   (hs_new && !live);
 		if (wal || hs_new) {
 			/* advance when the batch is durable and the HARDSTATE
 			 * store (if any) is, and send then */

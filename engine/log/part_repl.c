@@ -503,7 +503,9 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_install_failed = LD(pub_snap_install_failed),
 		.elections = LD(pub_elections),
 		.reads_served = LD(pub_ri_served),
-		.reads_failed = LD(pub_ri_failed)};
+		.reads_failed = LD(pub_ri_failed),
+		.damaged_found = LD(pub_damaged_found),
+		.damaged_repaired = LD(pub_damaged_repaired)};
 	uint32_t n = atomic_load_explicit(&p->pub_n_mem, memory_order_relaxed);
 	if (out->role != PE_LEADER)
 		n = 0;

@@ -228,6 +228,8 @@ struct snap_job {
 	uint32_t len;
 	uint8_t *chunk;        /* a copy: the ready's may go (shard_fatal) */
 	bool install;
+	bool keeps_tail;       /* install_keeps_tail (raft.h): a damaged
+				  prefix replaced, the log after it kept */
 	bool committed;        /* INSTALL stored: the snapshot replaces the
 				  partition, now or at the next open */
 	struct hpart_opts ho;
@@ -1446,7 +1448,9 @@ int part_snap_persist(struct shard *sh, struct part *p,
 	    (!meta_same(&rd->install, &in->meta) ||
 	     rd->chunk_offset + rd->chunk_len != in->meta.size))
 		rc = -PARLEY_EPROTO;
-	PARLEY_ASSERT(!rd->install_keeps_tail); /* WAL entries are never damaged */
+	/* install_keeps_tail: a damaged entry (part_raft_recover_damaged)
+	 * below the leader's kept log is replaced with the prefix; the log
+	 * after the snapshot stays (part_raft_run) */
 	struct snap_job *j = rc ? NULL : job_new(sh, p, SNAP_JOB_STORE, true);
 	if (!rc && (!j || (rd->chunk_len && !(j->chunk = malloc(rd->chunk_len))))) {
 		if (j)
@@ -1467,6 +1471,7 @@ int part_snap_persist(struct shard *sh, struct part *p,
 	j->off = rd->chunk_offset;
 	j->len = rd->chunk_len;
 	j->install = rd->has_install;
+	j->keeps_tail = rd->has_install && rd->install_keeps_tail;
 	if (j->install) {
 		j->ho = (struct hpart_opts){
 			.partition = p->id, .cache = sh->cache,
@@ -1613,6 +1618,11 @@ static void store_done(struct shard *sh, struct part *p, struct snap_job *j)
 		} else {
 			p->last_term = j->meta.term;
 			p->snap_term = j->meta.term;
+			/* a leader that sent a prefix whose term it no longer
+			 * knew (0): the term of our own entry there */
+			if (j->keeps_tail && !p->snap_term)
+				p->snap_term = p->last_term =
+					raft_term_at(p->raft, j->meta.index);
 			CNT(p, pub_snap_installed, 1);
 			PLOG_I("engine", "snapshot installed", "partition=%u "
 			       "index=%" PRIu64 " term=%" PRIu64 " bytes=%" PRIu64,

@@ -190,6 +190,22 @@ int shard_apply_record(void *arg, const struct wal_rec *rec)
 	return 0;
 }
 
+/* Recovery: a WAL record with an intact header and a damaged body
+ * (wal.h, wal_recovery.damaged): 0 when its partition takes it (in
+ * history already, or repaired later from a peer), 1 = corrupt. */
+int shard_recover_damaged(void *arg, const struct wal_rec *rec)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	if (rec->partition >= e->nparts ||
+	    rec->partition % e->nshards != c->sh->idx)
+		return 1;
+	struct part *p = &e->parts[rec->partition];
+	if (p->corrupt)
+		return 1;
+	return part_raft_recover_damaged(p, rec, e->cl.conf.n > 1);
+}
+
 static void shard_fatal(struct shard *sh, int err);
 
 /* Proposals queued on p wait for the next round (shard loop). */

@@ -433,6 +433,24 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 				so->zero_at = PARLEY_MIN(a, size);
 				break;
 			}
+			if (hdr_ok && rec->damaged &&
+			    le_get16(h + 28) != WAL_REC_SEAL) {
+				/* header intact, body damaged: the caller may
+				 * know the entry from elsewhere (a peer) */
+				struct wal_rec r = rec_view(h, name, off);
+				r.body = NULL;
+				int drc = rec->damaged(rec->arg, &r);
+				if (drc < 0)
+					return drc;
+				if (drc == 0) {
+					if (cur_batch > *max_batch)
+						*max_batch = cur_batch;
+					off = align_up(off + WAL_REC_HDR + len, 8);
+					*tail_off = align_up(off, WAL_BLOCK);
+					so->end = *tail_off;
+					continue;
+				}
+			}
 			why_cut(why, sizeof why, bad, size, so->created);
 			if (!hdr_ok) {
 				rec->corrupt(rec->arg, -1, name, off, why);
@@ -1186,6 +1204,17 @@ static int note_record(void *arg, const struct wal_rec *r)
 	return c->rec->record(c->rec->arg, r);
 }
 
+static int note_damaged(void *arg, const struct wal_rec *r)
+{
+	struct note_ctx *c = arg;
+	if (!c->rec->damaged)
+		return 1;
+	int rc = c->rec->damaged(c->rec->arg, r);
+	if (rc == 0) /* taken: the index is known, as for a valid record */
+		wal_note(c->w, c->seq, r->partition, r->index);
+	return rc;
+}
+
 static void note_corrupt(void *arg, int64_t partition, const char *file,
 			 uint64_t off, const char *why)
 {
@@ -1324,7 +1353,8 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		bool is_last = i + 1 == l.n || (last_prep && i + 2 == l.n);
 		struct note_ctx nc = {.w = w, .seq = l.seqs[i], .rec = rec};
 		struct wal_recovery nrec = {.record = note_record,
-					    .corrupt = note_corrupt, .arg = &nc};
+					    .corrupt = note_corrupt,
+					    .damaged = note_damaged, .arg = &nc};
 		/* a segment with no record still counts: it may be released */
 		if (!segmap_get(w, l.seqs[i])) {
 			free(data);

@@ -140,6 +140,16 @@ struct wal_recovery {
 	 * the shard. */
 	void (*corrupt)(void *arg, int64_t partition, const char *file,
 			uint64_t off, const char *why);
+	/* Optional: a record whose header (partition, type, term, index,
+	 * length: covered by its own checksum) is intact but whose body fails
+	 * its checksum, outside a torn tail. r->body is NULL. Return 0 when
+	 * the caller takes it as a known entry with a lost payload (a
+	 * replicated partition repairs it from a peer): the scan goes on as
+	 * past a valid record, the record counts for the high-water mark
+	 * check, and nothing is reported corrupt; 1 to have it reported
+	 * through `corrupt` as without this callback; a negative error aborts
+	 * the open. NULL = always 1. */
+	int (*damaged)(void *arg, const struct wal_rec *r);
 	/* Optional: the highest log index of `partition` already in history
 	 * (its WAL records are no longer needed). NULL means 0. The mark check
 	 * reports only missing records above it. */

@@ -1192,8 +1192,12 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 		return;
 	}
 	/* a damaged node whose log agrees at the snapshot's index keeps the
-	 * entries after it: they may be committed with its vote */
-	bool keep_tail = raft_term_at(r, s->index) == s->term &&
+	 * entries after it: they may be committed with its vote. At or below
+	 * our commit index it agrees by log matching, also when the snapshot
+	 * does not know its own term (0: an image made below the leader's
+	 * compaction point) */
+	bool keep_tail = (raft_term_at(r, s->index) == s->term ||
+			  (r->damaged && s->index <= r->hs.commit)) &&
 			 s->index <= durable_last(r);
 	if (r->rx.index != s->index || r->rx.term != s->term ||
 	    r->rx.size != s->size || r->rx.csum != s->csum) {
@@ -1908,8 +1912,12 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 {
 	if (keep_tail) {
 		/* only a damaged prefix is replaced: the log after s->index,
-		 * the commit index and the membership stay */
+		 * the commit index and the membership stay; the term at
+		 * s->index is our entry's when the snapshot does not know it */
+		uint64_t t = raft_term_at(r, s->index);
 		r->snap = *s;
+		if (!r->snap.term)
+			r->snap.term = t;
 		if (r->hs.commit < s->index) {
 			r->hs.commit = s->index;
 			r->conf = s->conf;

@@ -1,11 +1,11 @@
 /*
- * netns_chaos.c — three real parleyd processes, each in a network
+ * netns_chaos.c — three or five real parleyd processes, each in a network
  * namespace of its own (made by test_cluster_netns.sh with netns.sh), a
  * black-box checker that drives them only through libparley, and faults
  * made with nftables inside the namespaces (and kill -9 in the long tier).
  *
- * Runs inside the client namespace (node 4 of the bridge); the servers are
- * nodes 1..3 at NETNS_SUBNET.1..3, started with `ip netns exec`. Client
+ * Runs inside the client namespace (node N+1 of the bridge); the servers
+ * are nodes 1..N at NETNS_SUBNET.1..N, started with `ip netns exec`. Client
  * traffic is never dropped: the faults only cut links between servers, so
  * the checker can still talk to a cut-off node (and ask it for HISTORY).
  *
@@ -41,9 +41,33 @@
  *   2. one-way loss: the followers stop receiving from the leader; they
  *      elect one of themselves; healed;
  *   3. flapping: a random server isolated and healed, several times;
- *   4. (long) kill -9 of the leader under load, restarted, repeatedly.
+ *   4. (long) kill -9 of the leader under load, restarted, repeatedly;
+ *   5. a damaged WAL: a node (a follower, or the leader) is killed with
+ *      SIGKILL, one bit of a committed record's body in its WAL flipped
+ *      (a seeded choice among the APPEND records from log index 3 up to the
+ *      commit index the node reported before, that a later batch of their
+ *      segment follows, so none can pass for a torn tail), and the
+ *      node restarted: it must come up, report the record damaged and
+ *      repaired from the leader (/debug/digest counts), and end equal to
+ *      the others (below);
+ *   6. (five servers) a bridge: one node hears everyone, the other four
+ *      are split into two halves that hear only it and each other; the
+ *      cluster must keep acknowledging; healed.
+ *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
+ *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
+ *   follower). Five servers run 6, 1, 5 (the leader); the long tier adds
+ *   2, 6, 3 (ten flaps), 4 (five kills), 5 (a follower), 6, 5 (the leader).
  *
- *   netns_chaos short|long     (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
+ * Replicas compared, after the checker's verdict: once every node applied
+ * its leader's commit index in every partition (bounded wait), each node's
+ * GET /debug/digest (pe_partition_digest: the partition's visible state at
+ * that applied index) must equal the leader's, for all 8 partitions. Then
+ * the comparison is shown able to fail: a follower is stopped, the last
+ * byte of a committed WAL record's body changed with its checksum made to
+ * match (a silent divergence: nothing but a comparison can see it), the
+ * node restarted; the comparison must name exactly that node.
+ *
+ *   netns_chaos short|long [3|5]  (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
  * Exit 0 pass, 1 fail. PARLEY_SEED replays the fault choices (not timing).
  */
 #include <pthread.h>
@@ -51,7 +75,8 @@
 
 #include "itest.h"
 
-#define NSRV 3
+#define MAX_SRV 5 /* 3 or 5 servers (argv[2]) */
+#define NPART 8 /* --partitions */
 #define NUSERS 3
 #define NCONV 3
 #define PORT 7400
@@ -66,8 +91,9 @@ static const int conv_users[NCONV][2] = {{0, 1}, {0, 2}, {1, 2}};
 static char conv_id[NCONV][64];
 
 static char prefix[64], subnet[32], src_dir[512];
-static char ip[NSRV][48];
-static struct it_server srv[NSRV];
+static int NSRV = 3;
+static char ip[MAX_SRV][48];
+static struct it_server srv[MAX_SRV];
 static char nodes_list[256];
 static const char *bin_dir;
 
@@ -116,14 +142,16 @@ static int tcp_connect_ip(const char *addr, uint16_t port, int timeout_ms)
 	return fd;
 }
 
-/* GET /metrics of node i; NULL when it does not answer (dead). */
-static char *metrics_of(int i)
+/* GET path on node i's admin port; NULL when it does not answer (dead). */
+static char *admin_get(int i, const char *path)
 {
 	int fd = tcp_connect_ip(ip[i], ADMIN_PORT, 1000);
 	if (fd < 0)
 		return NULL;
-	const char req[] = "GET /metrics HTTP/1.1\r\nHost: probe\r\n\r\n";
-	if (it_write_all(fd, req, sizeof req - 1)) {
+	char req[256];
+	int rl = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: probe\r\n\r\n",
+			  path);
+	if (it_write_all(fd, req, (size_t)rl)) {
 		close(fd);
 		return NULL;
 	}
@@ -132,7 +160,7 @@ static char *metrics_of(int i)
 	IT_CHECK(out);
 	for (;;) {
 		struct pollfd pf = {.fd = fd, .events = POLLIN};
-		if (poll(&pf, 1, 3000) <= 0)
+		if (poll(&pf, 1, 10000) <= 0)
 			break;
 		ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
 		if (k <= 0)
@@ -143,6 +171,8 @@ static char *metrics_of(int i)
 	out[n] = '\0';
 	return out;
 }
+
+static char *metrics_of(int i) { return admin_get(i, "/metrics"); }
 
 static int64_t metric_val(const char *t, const char *name)
 {
@@ -170,7 +200,7 @@ static void node_state(int i, struct node_state *s)
  * them leads and every one of them is up and in its term; else -1. */
 static int agreed_leader(unsigned mask)
 {
-	struct node_state s[NSRV];
+	struct node_state s[MAX_SRV];
 	int lead = -1;
 	for (int i = 0; i < NSRV; i++) {
 		if (!(mask & (1u << i)))
@@ -205,8 +235,8 @@ static int wait_leader(unsigned mask, int not, const char *what)
 
 static void node_start(int i)
 {
-	static char data[NSRV][300], logf[NSRV][300], peers[NSRV][256],
-		id[NSRV][16], ns[NSRV][96], bin[600], secret[512];
+	static char data[MAX_SRV][300], logf[MAX_SRV][300], peers[MAX_SRV][256],
+		id[MAX_SRV][16], ns[MAX_SRV][96], bin[600], secret[512];
 	snprintf(bin, sizeof bin, "%s/server/parleyd", bin_dir);
 	snprintf(secret, sizeof secret, "%s", it_path("jwt.secret"));
 	snprintf(data[i], sizeof data[i], "%s/node%d-data", it_dir, i + 1);
@@ -227,7 +257,7 @@ static void node_start(int i)
 		"--jwt-audience", "parley", "--node-id", id[i],
 		"--cluster-id", "99", "--peer-listen", ip[i], "--peer-port",
 		"7500", "--peers", peers[i], "--raft-tick-ms", "20",
-		"--partitions", "8", "--loops", "1", NULL};
+		"--partitions", "8", "--loops", "1", "--admin-digest", "1", NULL};
 	struct it_server *s = &srv[i];
 	snprintf(s->log, sizeof s->log, "%s", logf[i]);
 	pid_t parent = getpid();
@@ -812,7 +842,9 @@ static void probe_send(int i)
 
 static unsigned all_mask(void) { return (1u << NSRV) - 1; }
 
-static void scenario_isolate_leader(void)
+/* probes: rounds of HISTORY asked of the cut-off leader (each waits out
+ * its read bound there) */
+static void scenario_isolate_leader(int probes)
 {
 	int L = wait_leader(all_mask(), -1, "before isolating the leader");
 	printf("isolating leader node%d\n", L + 1);
@@ -825,7 +857,7 @@ static void scenario_isolate_leader(void)
 	 * new leader (through the node list) answers with current data */
 	int errs = 0, answers = 0;
 	int lerrs = 0, lanswers = 0;
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < probes; k++) {
 		errs += probe_history(L, &answers);
 		lerrs += probe_conv_list(L, k % NUSERS, &lanswers);
 		wait_acks(5, "majority while probing the old leader");
@@ -843,7 +875,7 @@ static void scenario_isolate_leader(void)
 	IT_CHECK(lgood == NUSERS, "the new leader refused CONV_LIST");
 	fault_heal();
 	int L2 = wait_leader(all_mask(), -1, "after healing the isolated leader");
-	printf("healed: node%d leads, all three agree\n", L2 + 1);
+	printf("healed: node%d leads, all %d agree\n", L2 + 1, NSRV);
 	wait_acks(20, "after healing");
 }
 
@@ -900,12 +932,396 @@ static void scenario_kill(int kills)
 	wait_acks(20, "after the kills");
 }
 
+
+/* ---- replicas compared: GET /debug/digest ------------------------------------------ */
+
+struct pdig {
+	int ok;                 /* the line had a digest (not an error) */
+	int state;              /* the line had applied, commit and role */
+	int role;
+	uint64_t applied, commit, entries, digest, damaged, repaired;
+};
+
+/* Node i's digests of every partition; -1 when it does not answer. */
+static int digests_of(int i, struct pdig d[NPART])
+{
+	memset(d, 0, NPART * sizeof *d);
+	char *t = admin_get(i, "/debug/digest");
+	if (!t)
+		return -1;
+	const char *b = strstr(t, "\r\n\r\n");
+	int rc = b ? 0 : -1;
+	for (const char *l = b ? b + 4 : ""; *l; ) {
+		unsigned p;
+		struct pdig x = {0};
+		uint64_t streams;
+		if (sscanf(l, "partition %u applied %" SCNu64 " commit %" SCNu64
+			   " role %d streams %" SCNu64 " entries %" SCNu64
+			   " digest %" SCNx64 " damaged %" SCNu64 " repaired %"
+			   SCNu64, &p, &x.applied, &x.commit, &x.role, &streams,
+			   &x.entries, &x.digest, &x.damaged, &x.repaired) == 9 &&
+		    p < NPART) {
+			x.ok = x.state = 1;
+			d[p] = x;
+		} else if (sscanf(l, "partition %u applied %" SCNu64 " commit %"
+				  SCNu64 " role %d damaged %" SCNu64 " repaired %"
+				  SCNu64, &p, &x.applied, &x.commit, &x.role,
+				  &x.damaged, &x.repaired) == 6 && p < NPART) {
+			x.state = 1; /* no digest now (busy): the state only */
+			d[p] = x;
+		}
+		const char *nl = strchr(l, '\n');
+		if (!nl)
+			break;
+		l = nl + 1;
+	}
+	free(t);
+	return rc;
+}
+
+/*
+ * Every replica of every partition compared (load stopped): waits (bounded)
+ * until each partition has one leader whose applied index is its commit
+ * index and every node applied exactly that far, then compares the digests
+ * (each taken at that applied index, engine/digest.c). Returns the number
+ * of (partition, node) pairs whose digest differs from the leader's; *diff
+ * gets a bit per node found different. Fails the run when the cluster does
+ * not settle.
+ */
+static int compare_replicas(const char *when, unsigned *diff)
+{
+	struct pdig d[MAX_SRV][NPART];
+	*diff = 0;
+	for (int ms = 0; ms < WAIT_MS; ms += 250) {
+		bool settled = true;
+		for (int i = 0; i < NSRV && settled; i++)
+			settled = digests_of(i, d[i]) == 0;
+		int lead[NPART];
+		for (int p = 0; p < NPART && settled; p++) {
+			lead[p] = -1;
+			for (int i = 0; i < NSRV; i++) {
+				if (!d[i][p].ok) {
+					settled = false;
+					break;
+				}
+				if (d[i][p].role == 3)
+					lead[p] = lead[p] < 0 ? i : -2;
+			}
+			if (!settled || lead[p] < 0) {
+				settled = false;
+				break;
+			}
+			const struct pdig *L = &d[lead[p]][p];
+			if (L->applied != L->commit)
+				settled = false;
+			for (int i = 0; i < NSRV && settled; i++)
+				settled = d[i][p].applied == L->commit;
+		}
+		if (!settled) {
+			it_sleep_ms(250);
+			continue;
+		}
+		int ndiff = 0;
+		uint64_t entries = 0, damaged = 0, repaired = 0;
+		for (int p = 0; p < NPART; p++) {
+			const struct pdig *L = &d[lead[p]][p];
+			entries += L->entries;
+			for (int i = 0; i < NSRV; i++) {
+				damaged += d[i][p].damaged;
+				repaired += d[i][p].repaired;
+				if (d[i][p].digest == L->digest &&
+				    d[i][p].entries == L->entries)
+					continue;
+				ndiff++;
+				*diff |= 1u << i;
+				printf("  DIGEST DIFFERS (%s): partition %d at applied "
+				       "%" PRIu64 ": node%d %016" PRIx64 " (%" PRIu64
+				       " entries), leader node%d %016" PRIx64 " (%"
+				       PRIu64 " entries)\n", when, p, L->applied,
+				       i + 1, d[i][p].digest, d[i][p].entries,
+				       lead[p] + 1, L->digest, L->entries);
+			}
+		}
+		printf("replicas compared (%s): %d partitions x %d nodes, %" PRIu64
+		       " entries per replica, %d differing; damaged WAL records "
+		       "found %" PRIu64 ", repaired %" PRIu64 "\n", when, NPART,
+		       NSRV, entries, ndiff, damaged, repaired);
+		return ndiff;
+	}
+	it_fail(__FILE__, __LINE__, "replicas did not settle for comparison (%s)",
+		when);
+}
+
+/* Damaged-record counts of node i summed over its partitions. */
+static void damage_counts(int i, uint64_t *found, uint64_t *repaired)
+{
+	struct pdig d[NPART];
+	*found = *repaired = 0;
+	if (digests_of(i, d))
+		return;
+	for (int p = 0; p < NPART; p++) {
+		*found += d[p].damaged;
+		*repaired += d[p].repaired;
+	}
+}
+
+/* ---- a node's WAL, changed while it is down --------------------------------------- */
+
+/* The WAL record layout of engine/log/wal.h (what these steps need). */
+#define W_BLOCK 4096u
+#define W_HDR 64u
+#define W_MAGIC 0x52574C50u
+#define W_SEED_BODY 0x5057414C424F4459ull
+
+struct walrec {
+	char file[600];
+	uint64_t off;
+	uint32_t len, part;
+	uint64_t index, term;
+};
+
+enum wal_pick { PICK_FIRST, PICK_LAST, PICK_RANDOM };
+/* PICK_RANDOM's draws: their number depends on the WAL's contents, so they
+ * come from a generator of their own, seeded from it_rng once per pick, and
+ * the run's later fault choices still replay from the seed */
+static struct parley_rng pick_rng;
+
+/* An APPEND record of node i's WAL with index >= min_index (and, when
+ * max_index is given, at most max_index[its partition]: committed) that
+ * lies in a batch followed by another batch of its segment (so it cannot
+ * be taken for a torn tail): the first, the last or a seeded random one of
+ * them. 0, or -1 when there is none. */
+static int wal_find(int i, uint64_t min_index, const uint64_t *max_index,
+		    enum wal_pick pick, struct walrec *out)
+{
+	bool last = pick != PICK_FIRST;
+	uint64_t seen = 0;
+	char pat[600];
+	snprintf(pat, sizeof pat, "%s/node%d-data/wal", it_dir, i + 1);
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "ls %s/*/wal-*.log 2>/dev/null", pat);
+	FILE *ls = popen(cmd, "r");
+	IT_CHECK(ls);
+	char path[600];
+	int found = -1;
+	while ((found || last) && fgets(path, sizeof path, ls)) {
+		path[strcspn(path, "\n")] = 0;
+		FILE *fp = fopen(path, "rb");
+		if (!fp)
+			continue;
+		fseek(fp, 0, SEEK_END);
+		long size = ftell(fp);
+		uint8_t *d = malloc((size_t)size);
+		IT_CHECK(d);
+		fseek(fp, 0, SEEK_SET);
+		IT_CHECK(fread(d, 1, (size_t)size, fp) == (size_t)size);
+		fclose(fp);
+		uint64_t last_batch = 0;
+		for (uint64_t a = W_BLOCK; a + W_HDR <= (uint64_t)size; a += W_BLOCK)
+			if (le_get32(d + a) == W_MAGIC && le_get32(d + a + 20) == a)
+				last_batch = a;
+		uint64_t off = W_BLOCK;
+		while ((found || last) && off + W_HDR <= (uint64_t)size) {
+			const uint8_t *h = d + off;
+			if (le_get32(h) != W_MAGIC) {
+				if (off % W_BLOCK == 0)
+					break;
+				off = (off + W_BLOCK - 1) / W_BLOCK * W_BLOCK;
+				continue;
+			}
+			uint32_t len = le_get32(h + 4);
+			uint32_t hp = le_get32(h + 24);
+			if (le_get16(h + 28) == 1 && len > 64 &&
+			    le_get64(h + 40) >= min_index &&
+			    (!max_index || (hp < NPART &&
+					    le_get64(h + 40) <= max_index[hp])) &&
+			    (pick != PICK_RANDOM ||
+			     parley_rng_below(&pick_rng, ++seen) == 0) &&
+			    le_get32(h + 20) < last_batch &&
+			    off + W_HDR + len <= (uint64_t)size) {
+				snprintf(out->file, sizeof out->file, "%s", path);
+				out->off = off;
+				out->len = len;
+				out->part = le_get32(h + 24);
+				out->index = le_get64(h + 40);
+				out->term = le_get64(h + 32);
+				found = 0;
+				if (!last)
+					break;
+			}
+			off = (off + W_HDR + len + 7) / 8 * 8;
+		}
+		free(d);
+	}
+	pclose(ls);
+	return found;
+}
+
+/* Changes the last byte of the record's body (the payload of its last
+ * entry); with fix_csum the body checksum is made to match again (silent
+ * divergence no checksum can see), else the record is damaged. */
+static void wal_change(const struct walrec *r, bool fix_csum)
+{
+	FILE *fp = fopen(r->file, "r+b");
+	IT_CHECK(fp);
+	uint8_t *b = malloc(W_HDR + r->len);
+	IT_CHECK(b);
+	fseek(fp, (long)r->off, SEEK_SET);
+	IT_CHECK(fread(b, 1, W_HDR + r->len, fp) == W_HDR + r->len);
+	b[W_HDR + r->len - 1] ^= 0x01;
+	if (fix_csum)
+		le_put64(b + 56, parley_xxh3(b + W_HDR, r->len, W_SEED_BODY));
+	fseek(fp, (long)r->off, SEEK_SET);
+	IT_CHECK(fwrite(b, 1, W_HDR + r->len, fp) == W_HDR + r->len);
+	IT_CHECK(fclose(fp) == 0);
+	free(b);
+	printf("  %s %s offset %" PRIu64 " (partition %u, log index %" PRIu64
+	       ", term %" PRIu64 ")\n", fix_csum ? "changed (checksum fixed)"
+	       : "damaged", r->file, r->off, r->part, r->index, r->term);
+}
+
+static void node_kill9(int i)
+{
+	kill(srv[i].pid, SIGKILL);
+	waitpid(srv[i].pid, NULL, 0);
+	it_pids[srv[i].slot] = 0;
+	srv[i].pid = 0;
+}
+
+/* kill -9 of node v (the leader when lead), a committed WAL record of its
+ * (a seeded choice among those at or below the commit index it reported
+ * just before) flipped, restart: the node must come up, hold the
+ * entry as damaged (not apply it), get it repaired from the leader and
+ * rejoin (the final comparison checks it ends equal). A record whose
+ * entry history holds already (flushed since) is ignored by the node, which
+ * says so in its log: nothing to repair then. */
+static void scenario_wal_flip(bool lead)
+{
+	int L = wait_leader(all_mask(), -1, "before a WAL flip");
+	int v = lead ? L : (L + 1 + (int)parley_rng_below(&it_rng, (uint64_t)NSRV - 1)) % NSRV;
+	wait_acks(20, "before a WAL flip");
+	uint64_t f0, r0;
+	damage_counts(v, &f0, &r0);
+	/* the victim's own commit index: its log agrees with the leader's
+	 * up to there (an entry above it could be an old term's, replaced
+	 * rather than repaired) */
+	struct pdig ld[NPART];
+	uint64_t commit[NPART];
+	IT_CHECK(digests_of(v, ld) == 0, "node%d does not answer", v + 1);
+	for (int p = 0; p < NPART; p++)
+		commit[p] = ld[p].state ? ld[p].commit : 0;
+	printf("WAL flip: kill -9 %s node%d\n", lead ? "leader" : "follower", v + 1);
+	node_kill9(v);
+	struct walrec r;
+	pick_rng.s = parley_rng_below(&it_rng, UINT64_MAX) | 1;
+	IT_CHECK(wal_find(v, 3, commit, PICK_RANDOM, &r) == 0,
+		 "no committed WAL record of node%d to damage", v + 1);
+	wal_change(&r, false);
+	long log_at = 0;
+	FILE *lf = fopen(srv[v].log, "r");
+	if (lf) {
+		fseek(lf, 0, SEEK_END);
+		log_at = ftell(lf);
+		fclose(lf);
+	}
+	if (lead)
+		wait_leader(all_mask() & ~(1u << v), v, "the survivors of a WAL flip");
+	wait_acks(20, "while a node's WAL is damaged");
+	node_start(v);
+	wait_leader(all_mask(), -1, "after restarting a damaged node");
+	wait_acks(20, "after restarting a damaged node");
+	uint64_t f1 = 0, r1 = 0;
+	if (it_log_tail_has(srv[v].log, log_at,
+			    "damaged WAL record already in history")) {
+		printf("WAL flip: node%d found the record's entry in history "
+		       "already (flushed): nothing to repair\n", v + 1);
+		return;
+	}
+	for (int ms = 0; ms < WAIT_MS; ms += 200) {
+		damage_counts(v, &f1, &r1);
+		if (f1 >= 1 && r1 >= 1)
+			break;
+		it_sleep_ms(200);
+	}
+	printf("WAL flip: node%d found %" PRIu64 " damaged record(s), repaired %"
+	       PRIu64 " from the leader\n", v + 1, f1, r1);
+	IT_CHECK(f1 >= 1, "node%d did not take the damaged record as damaged "
+		 "(its log: %s)", v + 1, srv[v].log);
+	IT_CHECK(r1 >= 1, "node%d never repaired its damaged entry", v + 1);
+}
+
+/* The comparison must be able to fail: a follower is stopped, one of its
+ * committed WAL records changed with a matching checksum (nothing can
+ * detect it but a comparison with the other replicas), and restarted. It
+ * applies the changed entry; the comparison must name that node. */
+static void digest_self_check(void)
+{
+	int L = wait_leader(all_mask(), -1, "before the digest self-check");
+	int v = (L + 1) % NSRV;
+	printf("digest self-check: node%d stopped, a WAL record changed with "
+	       "its checksum fixed\n", v + 1);
+	IT_CHECK(it_server_stop(&srv[v], SIGTERM, 15000) == 0,
+		 "node%d did not stop cleanly", v + 1);
+	struct walrec r;
+	IT_CHECK(wal_find(v, 3, NULL, PICK_LAST, &r) == 0, "no WAL record of "
+		 "node%d", v + 1);
+	wal_change(&r, true);
+	node_start(v);
+	unsigned diff;
+	int n = compare_replicas("after a silent change", &diff);
+	IT_CHECK(n >= 1 && diff == (1u << v), "the comparison did not find the "
+		 "changed replica on node%d (%d differing, nodes mask %#x)",
+		 v + 1, n, diff);
+	printf("digest self-check: the changed replica on node%d was found\n",
+	       v + 1);
+}
+
+/* 5 nodes: node A hears everyone; the others are split in two halves that
+ * hear only A and each other (A is the bridge). The leader keeps a quorum
+ * through A wherever it is; the cluster must keep acknowledging. */
+static void scenario_bridge(void)
+{
+	if (NSRV < 5)
+		return;
+	int L = wait_leader(all_mask(), -1, "before the bridge");
+	int a = (int)parley_rng_below(&it_rng, (uint64_t)NSRV);
+	int h[2][2], n[2] = {0, 0}, k = 0;
+	for (int i = 0; i < NSRV; i++)
+		if (i != a) {
+			h[k / 2][n[k / 2]++] = i;
+			k++;
+		}
+	printf("bridge: node%d hears everyone; {node%d, node%d} and {node%d, "
+	       "node%d} hear only it (leader node%d)\n", a + 1, h[0][0] + 1,
+	       h[0][1] + 1, h[1][0] + 1, h[1][1] + 1, L + 1);
+	for (int x = 0; x < 2; x++)
+		for (int y = 0; y < 2; y++) {
+			fault_drop_from(h[0][x], h[1][y]);
+			fault_drop_from(h[1][y], h[0][x]);
+		}
+	wait_acks(40, "across the bridge");
+	it_sleep_ms(1500);
+	wait_acks(40, "across the bridge, later");
+	fault_heal();
+	int L2 = wait_leader(all_mask(), -1, "after the bridge healed");
+	printf("bridge healed: node%d leads\n", L2 + 1);
+	wait_acks(20, "after the bridge");
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "short";
 	bool longrun = !strcmp(mode, "long");
+	NSRV = argc > 2 ? atoi(argv[2]) : 3;
+	if (NSRV != 3 && NSRV != 5) {
+		fprintf(stderr, "netns_chaos short|long [3|5]\n");
+		return 1;
+	}
 	setvbuf(stdout, NULL, _IOLBF, 0); /* findings survive it_fail's _exit */
-	it_init(longrun ? "cluster_netns_long" : "cluster_netns");
+	char name[64];
+	snprintf(name, sizeof name, "cluster_netns%s%s", NSRV == 5 ? "5" : "",
+		 longrun ? "_long" : "");
+	it_init(name);
 	const char *p = getenv("NETNS_PREFIX"), *s = getenv("NETNS_SUBNET"),
 		   *sd = getenv("PARLEY_SRC_DIR");
 	bin_dir = getenv("PARLEY_BIN_DIR");
@@ -958,13 +1374,31 @@ int main(int argc, char **argv)
 	}
 	wait_acks(50, "at start");
 
-	scenario_isolate_leader();
-	scenario_one_way();
-	scenario_flap(longrun ? 20 : 4);
-	if (longrun) {
-		scenario_isolate_leader();
-		scenario_kill(10);
+	if (NSRV == 3) {
+		scenario_isolate_leader(3);
 		scenario_one_way();
+		scenario_flap(longrun ? 20 : 4);
+		scenario_wal_flip(false);
+		if (longrun) {
+			scenario_isolate_leader(3);
+			scenario_kill(10);
+			scenario_wal_flip(true);
+			scenario_one_way();
+			scenario_wal_flip(false);
+		}
+	} else {
+		scenario_bridge();
+		scenario_isolate_leader(longrun ? 3 : 1);
+		scenario_wal_flip(true);
+		if (longrun) {
+			scenario_one_way();
+			scenario_bridge();
+			scenario_flap(10);
+			scenario_kill(5);
+			scenario_wal_flip(false);
+			scenario_bridge();
+			scenario_wal_flip(true);
+		}
 	}
 
 	atomic_store(&stop_send, 1);
@@ -982,6 +1416,11 @@ int main(int argc, char **argv)
 	printf("%" PRIu64 " SENDs acknowledged, %" PRIu64 " failed (%" PRIu64
 	       " of those committed anyway)\n", acked, unknown, unknown_in);
 	IT_CHECK(n_fail == 0, "%" PRIu64 " checker findings (above)", n_fail);
+	/* every replica of every partition equal through the commit index */
+	unsigned diff;
+	IT_CHECK(compare_replicas("at the end", &diff) == 0,
+		 "replicas differ (above)");
+	digest_self_check();
 	for (int i = 0; i < NSRV; i++)
 		IT_CHECK(it_server_stop(&srv[i], SIGTERM, 15000) == 0,
 			 "node%d did not stop cleanly", i + 1);

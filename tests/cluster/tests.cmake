@@ -19,7 +19,8 @@ target_include_directories(cluster_netns_chaos PRIVATE
 parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
                  LABELS cluster TIMEOUT 180)
 # the netns launchers need the checker and the server built
-foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long)
+foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long
+          cluster_test_cluster_netns5 cluster_test_cluster_netns5_long)
   if(TARGET ${t})
     add_dependencies(${t} cluster_netns_chaos)
     if(TARGET parleyd)
@@ -28,10 +29,11 @@ foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long)
   endif()
 endforeach()
 # the long tier: `make test-long` only
-if(TARGET cluster_test_cluster_netns_long)
-  set_tests_properties(cluster_test_cluster_netns_long PROPERTIES
-                       LABELS "cluster;long" TIMEOUT 900)
-endif()
+foreach(t cluster_test_cluster_netns_long cluster_test_cluster_netns5_long)
+  if(TARGET ${t})
+    set_tests_properties(${t} PROPERTIES LABELS "cluster;long" TIMEOUT 900)
+  endif()
+endforeach()
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
 # test_cluster_group_failover, test_cluster_group_follower and

@@ -509,6 +509,62 @@ Test(wal, records_in_history_are_not_reported)
 	cr_assert_eq(last_seq(room), 40);
 }
 
+/* Offset of the first record of partition `part` with type APPEND and log
+ * index >= min_index that starts a batch (block-aligned), or 0. */
+static uint64_t find_batch_record(const char *path, uint32_t part,
+				  uint64_t min_index)
+{
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, path, 0, &f), 0, "%s", path);
+	int64_t sz = io->ops->size(io, f);
+	uint8_t *b = malloc((size_t)sz);
+	cr_assert_eq(io->ops->pread(io, f, b, (size_t)sz, 0), sz);
+	io->ops->close(io, f);
+	uint64_t at = 0;
+	for (uint64_t a = WAL_BLOCK; a + WAL_REC_HDR <= (uint64_t)sz && !at;
+	     a += WAL_BLOCK)
+		if (le_get32(b + a) == 0x52574C50u && le_get32(b + a + 24) == part &&
+		    le_get16(b + a + 28) == 1 && le_get64(b + a + 40) >= min_index)
+			at = a;
+	free(b);
+	return at;
+}
+
+/* A record whose body is damaged but whose header is intact, outside the
+ * torn tail: when history already holds its entry (flushed), nothing is
+ * lost and the partition serves; above the flushed index a single node has
+ * nobody to repair it from, so the partition is refused, as before (a
+ * replicated partition repairs it: test_part_repl). Before the WAL's
+ * `damaged` callback the first case left the partition CORRUPT too. */
+Test(wal, damaged_record_body_in_history_is_ignored)
+{
+	char room[16], other[16];
+	key_in(1, room, sizeof room);
+	key_in(2, other, sizeof other);
+	append_n(room, 40, 200);
+	cr_assert_eq(pe_flush_sync(eng, 1), 0);
+	append_n(room, 5, 200); /* above the flushed index */
+	append_n(other, 5, 200);
+	pe_close(eng);
+	uint64_t a = find_batch_record(WAL1, 1, 3);
+	cr_assert_gt(a, 0);
+	cr_assert_eq(pio_mem_flip_bit(io, WAL1, a + WAL_REC_HDR + 20, 2), 0);
+	reopen_ro(false);
+	cr_assert(!corrupt(1));
+	cr_assert_eq(last_seq(room), 45);
+	pe_close(eng);
+	/* now one above the flushed index (log index 43: after the 40
+	 * appends, the election's no-op and the flush) */
+	cr_assert_eq(pio_mem_flip_bit(io, WAL1, a + WAL_REC_HDR + 20, 2), 0);
+	uint64_t b = find_batch_record(WAL1, 1, 43);
+	cr_assert_gt(b, 0);
+	cr_assert_eq(pio_mem_flip_bit(io, WAL1, b + WAL_REC_HDR + 20, 2), 0);
+	reopen_ro(false);
+	cr_assert(corrupt(1));
+	cr_assert(!corrupt(2));
+	cr_assert_eq(last_seq(other), 5);
+}
+
 /* An older directory: version-1 segment headers, no mark. It opens as
  * before, gets a mark, and from then on a cut is detected. */
 Test(wal, version_1_directory_upgrades_in_place)
