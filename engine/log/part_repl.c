@@ -95,9 +95,13 @@ int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 		cl->conf.max_id = PARLEY_MAX(cl->conf.max_id, id);
 		self |= id == c->node_id;
 	}
-	if (!self) {
-		PLOG_E("engine", "cluster: this node is not among the voters",
-		       "node_id=%" PRIu64, c->node_id);
+	/* a node added later (contract item 12) is given the founders and
+	 * is not among them; a founding set of one is a single node, which
+	 * never grows */
+	if (!self && c->nvoters < 2) {
+		PLOG_E("engine", "cluster: this node is not among the voters "
+		       "of a single-node cluster", "node_id=%" PRIu64,
+		       c->node_id);
 		return -PARLEY_EINVAL;
 	}
 	cl->on = true;
@@ -138,7 +142,7 @@ const struct raft_msg *part_repl_msg(const struct req *r)
 static int recv_one(struct pe_engine *e, const struct raft_msg *m)
 {
 	if (m->group >= e->nparts || m->to != e->cl.node_id ||
-	    m->from == e->cl.node_id || raft_conf_find(&e->cl.conf, m->from) < 0 ||
+	    m->from == e->cl.node_id || !m->from ||
 	    m->n_entries > RAFT_MAX_MSG_ENTRIES ||
 	    (m->n_entries && !m->entries) ||
 	    m->chunk_len > RAFT_MAX_CHUNK_BYTES || (m->chunk_len && !m->chunk))
@@ -497,6 +501,41 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_installed = LD(pub_snap_installed),
 		.snap_install_failed = LD(pub_snap_install_failed)};
 #undef LD
+	/* the configuration, under its seqlock (part_conf_publish) */
+	for (;;) {
+		uint64_t s1 = atomic_load_explicit(&p->pub_conf_seq,
+						   memory_order_acquire);
+		uint32_t n = (uint32_t)atomic_load_explicit(
+			&p->pub_conf_n, memory_order_relaxed);
+		uint64_t ids[RAFT_MAX_MEMBERS], roles[RAFT_MAX_MEMBERS];
+		if (n > RAFT_MAX_MEMBERS)
+			n = RAFT_MAX_MEMBERS;
+		for (uint32_t i = 0; i < n; i++) {
+			ids[i] = atomic_load_explicit(&p->pub_conf_ids[i],
+						      memory_order_relaxed);
+			roles[i] = atomic_load_explicit(&p->pub_conf_roles[i],
+							memory_order_relaxed);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		uint64_t s2 = atomic_load_explicit(&p->pub_conf_seq,
+						   memory_order_relaxed);
+		if (s1 != s2 || (s1 & 1))
+			continue;
+		out->nvoters = out->nlearners = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t *arr = roles[i] == RAFT_VOTER ? out->voters
+							       : out->learners;
+			uint32_t *cnt = roles[i] == RAFT_VOTER ? &out->nvoters
+							       : &out->nlearners;
+			uint32_t k = (*cnt)++;
+			while (k && arr[k - 1] > ids[i]) { /* ascending */
+				arr[k] = arr[k - 1];
+				k--;
+			}
+			arr[k] = ids[i];
+		}
+		break;
+	}
 	return 0;
 }
 

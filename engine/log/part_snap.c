@@ -871,6 +871,10 @@ static int install_prepare(struct pe_engine *e, struct part *p,
 	}
 	if (!rc)
 		rc = e->io->ops->fsync_dir(e->io, stage);
+	/* the snapshot's configuration is stored before the commit point
+	 * (log/part_conf.c: a newer committed one is safe after a crash) */
+	if (!rc)
+		rc = part_conf_store(e, p, m->index, &m->conf);
 	if (!rc) {
 		char tmp[700], fin[700];
 		snprintf(tmp, sizeof tmp, "%s/INSTALL.tmp", sd);
