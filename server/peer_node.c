@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
@@ -49,8 +50,17 @@ struct obatch {
 	struct raft_msg *msgs; /* into the same allocation */
 };
 
+/* A peer added or removed at run time (peer_node_add_peer / _remove_peer),
+ * waiting for the node thread, which owns the transport. */
+struct pcmd {
+	struct pcmd *next;
+	bool add;
+	struct peer_node_peer peer;
+};
+
 struct peer_node {
 	struct peer_node_config cfg;
+	struct pcmd *cmd_head, *cmd_tail; /* under mu */
 	uint64_t voters[PEER_NODE_MAX_PEERS + 1];
 	struct pe_cluster cl;
 	struct peer *peer;
@@ -262,10 +272,78 @@ static void drain_outbox(struct peer_node *nd)
 	}
 }
 
+/* Node thread: applies the queued peer additions and removals. */
+static void apply_cmds(struct peer_node *nd)
+{
+	pthread_mutex_lock(&nd->mu);
+	struct pcmd *c = nd->cmd_head;
+	nd->cmd_head = nd->cmd_tail = NULL;
+	pthread_mutex_unlock(&nd->mu);
+	while (c) {
+		struct pcmd *nx = c->next;
+		int rc = c->add ? peer_add(nd->peer, c->peer.id, c->peer.addr,
+					   c->peer.port)
+				: peer_remove(nd->peer, c->peer.id);
+		if (rc && !(c->add && rc == -PARLEY_EEXIST))
+			PLOG_W("cluster", c->add ? "peer not added"
+						 : "peer not removed",
+			       "node=%" PRIu64 " err=%s", c->peer.id,
+			       parley_errname(rc));
+		free(c);
+		c = nx;
+	}
+}
+
+static int cmd_push(struct peer_node *nd, bool add, uint64_t id,
+		    const char *addr, uint16_t port)
+{
+	if (!nd || !id || id == nd->cfg.node_id)
+		return -PARLEY_EINVAL;
+	struct pcmd *c = calloc(1, sizeof *c);
+	if (!c)
+		return -PARLEY_ENOMEM;
+	c->add = add;
+	c->peer.id = id;
+	if (add) {
+		uint8_t buf[16];
+		if (!addr || !port || strlen(addr) >= sizeof c->peer.addr ||
+		    (inet_pton(AF_INET, addr, buf) != 1 &&
+		     inet_pton(AF_INET6, addr, buf) != 1)) {
+			free(c);
+			return -PARLEY_EINVAL;
+		}
+		snprintf(c->peer.addr, sizeof c->peer.addr, "%s", addr);
+		c->peer.port = port;
+	}
+	pthread_mutex_lock(&nd->mu);
+	if (nd->cmd_tail)
+		nd->cmd_tail->next = c;
+	else
+		nd->cmd_head = c;
+	nd->cmd_tail = c;
+	pthread_mutex_unlock(&nd->mu);
+	uint64_t one = 1;
+	ssize_t w = write(nd->evfd, &one, sizeof one);
+	(void)w;
+	return 0;
+}
+
+int peer_node_add_peer(struct peer_node *nd, uint64_t id, const char *addr,
+		       uint16_t port)
+{
+	return cmd_push(nd, true, id, addr, port);
+}
+
+int peer_node_remove_peer(struct peer_node *nd, uint64_t id)
+{
+	return cmd_push(nd, false, id, NULL, 0);
+}
+
 static void *node_main(void *arg)
 {
 	struct peer_node *nd = arg;
 	while (!atomic_load(&nd->stop)) {
+		apply_cmds(nd);
 		struct epoll_event evs[4];
 		int n = epoll_wait(nd->ep, evs, 4, 1000);
 		if (n < 0 && errno != EINTR) {
@@ -308,12 +386,22 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 	nd->cfg = *cfg;
 	nd->ep = nd->evfd = nd->tfd = -1;
 	pthread_mutex_init(&nd->mu, NULL);
-	nd->voters[0] = cfg->node_id;
-	for (uint32_t i = 0; i < cfg->npeers; i++)
-		nd->voters[i + 1] = cfg->peers[i].id;
+	uint32_t nv = 0;
+	if (cfg->nfounders) { /* a node added later: the founders */
+		if (cfg->nfounders > PEER_NODE_MAX_PEERS + 1) {
+			free(nd);
+			return -PARLEY_EINVAL;
+		}
+		for (uint32_t i = 0; i < cfg->nfounders; i++)
+			nd->voters[nv++] = cfg->founders[i];
+	} else {
+		nd->voters[nv++] = cfg->node_id;
+		for (uint32_t i = 0; i < cfg->npeers; i++)
+			nd->voters[nv++] = cfg->peers[i].id;
+	}
 	nd->cl = (struct pe_cluster){
 		.node_id = cfg->node_id, .voters = nd->voters,
-		.nvoters = cfg->npeers + 1,
+		.nvoters = nv,
 		.election_ticks = cfg->election_ticks,
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
@@ -415,6 +503,11 @@ void peer_node_stop(struct peer_node *nd)
 		close(nd->evfd);
 	if (nd->tfd >= 0)
 		close(nd->tfd);
+	while (nd->cmd_head) {
+		struct pcmd *nx = nd->cmd_head->next;
+		free(nd->cmd_head);
+		nd->cmd_head = nx;
+	}
 	pthread_mutex_destroy(&nd->mu);
 	free(nd->seen_term);
 	free(nd->seen_leader);

@@ -51,6 +51,11 @@ struct peer_node_config {
 	uint64_t log_keep_bytes;               /* 0 = engine default */
 	uint64_t snapshot_rate_bytes;          /* 0 = unlimited */
 	const char *tls_ca, *tls_cert, *tls_key; /* all or none */
+	/* The founding voters (pe_cluster.voters, contract items 1 and 12 of
+	 * parley_engine.h); 0 = this node and every peer (a founding node).
+	 * A node added to the cluster later gives the founders here. */
+	const uint64_t *founders;
+	uint32_t nfounders;
 };
 
 struct peer_node;
@@ -68,6 +73,15 @@ int peer_node_start(struct peer_node *n, struct pe_engine *e);
 void peer_node_halt(struct peer_node *n);
 /* Frees everything (after pe_close); halts first if needed. */
 void peer_node_stop(struct peer_node *n);
+/* Peers added or removed at run time (a node joins or leaves the
+ * cluster), from any thread: queued for the node thread, which applies
+ * them in order at its next round (peer_add / peer_remove; a removed id is
+ * never added again). 0, or -PARLEY_EINVAL (id 0 or this node, address
+ * not numeric, port 0) / -PARLEY_ENOMEM; the transport's own refusals
+ * are logged. */
+int peer_node_add_peer(struct peer_node *n, uint64_t id, const char *addr,
+		       uint16_t port);
+int peer_node_remove_peer(struct peer_node *n, uint64_t id);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships
