@@ -684,6 +684,12 @@ struct pe_raft_status {
 	uint32_t nvoters, nlearners;
 	uint64_t voters[PE_MAX_VOTERS];
 	uint64_t learners[PE_MAX_VOTERS];
+	/* on the leader: the highest log index each of them is known to hold
+	 * durably (its own: its durable last index), so a caller can promote
+	 * a learner once it caught up (learner_match >= commit); 0 on other
+	 * nodes or while unknown */
+	uint64_t voter_match[PE_MAX_VOTERS];
+	uint64_t learner_match[PE_MAX_VOTERS];
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);

@@ -65,6 +65,7 @@ static struct pkt *q_head, *q_tail;
 static struct parley_rng rng;
 static uint64_t log_keep;
 static uint64_t seed;
+static int isolated = -1; /* a node whose messages (both ways) are lost */
 
 static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 {
@@ -193,7 +194,8 @@ static void pump(void)
 		raft_codec_arena_init(&a, arena, sizeof arena);
 		int rc = raft_codec_decode(p->buf, p->len, 0, &a, 0, &ms, &nm);
 		cr_assert_eq((size_t)rc, p->len);
-		if (nodes[p->to].up)
+		int from = (int)ms[0].from - 1;
+		if (nodes[p->to].up && p->to != isolated && from != isolated)
 			(void)pe_raft_recv(nodes[p->to].e, ms, nm);
 		free(p);
 		p = n;
@@ -484,6 +486,7 @@ static void flush_all(int i)
 static void setup(void)
 {
 	nacked = 0;
+	isolated = -1;
 }
 
 TestSuite(membership, .init = setup, .fini = cluster_stop, .timeout = 300);
@@ -593,6 +596,27 @@ static void grow_and_shrink(int gone)
 	append_many(20);
 	wait_caught_up(3);
 	check_node(3);
+	/* the leaders see the learner caught up (what a caller promotes on) */
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		bool ok = false;
+		for (int r = 0; r < MAX_PUMP && !ok; r++) {
+			int l = leader_of(p);
+			struct pe_raft_status ls = l >= 0 ? status(l, p)
+							  : (struct pe_raft_status){0};
+			ok = l >= 0 && ls.nlearners == 1 &&
+			     ls.learner_match[0] == ls.commit &&
+			     ls.commit == ls.last_index;
+			for (uint32_t k = 0; ok && k < ls.nvoters; k++)
+				ok = ls.voter_match[k] == ls.commit ||
+				     ls.voters[k] == nodes[gone].id;
+			if (!ok)
+				pump();
+		}
+		cr_assert(ok, "partition %u: leader never saw the learner "
+			  "caught up", p);
+		struct pe_raft_status fs = status(3, p);
+		cr_assert_eq(fs.learner_match[0], 0, "a follower knows no match");
+	}
 	for (uint32_t p = 0; p < NPARTS; p++)
 		conf_change(p, PE_CONF_PROMOTE, 4, 10);
 	const uint64_t v4[] = {1, 2, 3, 4};
@@ -763,4 +787,87 @@ Test(membership, conf_survives_restart_of_every_node)
 	wait_conf(2, v, 3, NULL, 0);
 	wait_caught_up(2);
 	check_node(2);
+}
+
+/* A change proposed by a leader cut off from the others never commits:
+ * its callback fails NOTLEADER once check-quorum deposes it; the majority
+ * makes another change meanwhile; healed, the old leader's log (holding
+ * its uncommitted conf entry) is overwritten and every node, also after
+ * its restart, reports the majority's configuration. */
+Test(membership, uncommitted_change_of_a_deposed_leader_is_dropped)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	node_open(3); /* node 4 up, a member of nothing yet */
+	node_open(4); /* node 5 too */
+	uint32_t part = 0;
+	int old = leader_of(part);
+	isolated = old;
+	static struct cack c; /* static: answered while the test goes on */
+	c = (struct cack){0};
+	cr_assert_eq(pe_partition_conf_change(nodes[old].e, part,
+					      PE_CONF_ADD_LEARNER, 5, on_conf,
+					      &c), 0);
+	/* the majority elects and adds node 4 instead */
+	int nl = -1;
+	for (int r = 0; r < MAX_PUMP && nl < 0; r++) {
+		for (int i = 0; i < 3; i++) {
+			if (i == old)
+				continue;
+			struct pe_raft_status st = status(i, part);
+			if (st.role == PE_LEADER)
+				nl = i;
+		}
+		if (nl < 0)
+			pump();
+	}
+	cr_assert(nl >= 0, "the majority elected no leader");
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&c.done); r++)
+		pump();
+	cr_assert(atomic_load(&c.done), "the deposed leader never answered");
+	cr_assert_eq(c.r.err, -PARLEY_ENOTLEADER, "%s", parley_errname(c.r.err));
+	struct cack c2 = {0};
+	for (int attempt = 0; attempt < 200; attempt++) {
+		c2 = (struct cack){0};
+		cr_assert_eq(pe_partition_conf_change(nodes[nl].e, part,
+						      PE_CONF_ADD_LEARNER, 4,
+						      on_conf, &c2), 0);
+		for (int r = 0; r < MAX_PUMP && !atomic_load(&c2.done); r++)
+			pump();
+		if (c2.r.err != -PARLEY_EAGAIN)
+			break;
+	}
+	cr_assert_eq(c2.r.err, 0, "%s", parley_errname(c2.r.err));
+	isolated = -1;
+	const uint64_t v3[] = {1, 2, 3}, l4[] = {4};
+	for (int r = 0; r < 200; r++)
+		pump();
+	for (int i = 0; i < 4; i++) {
+		struct pe_raft_status st;
+		for (int r = 0; r < MAX_PUMP; r++) {
+			if (conf_is(i, part, v3, 3, l4, 1))
+				break;
+			pump();
+		}
+		st = status(i, part);
+		cr_assert(conf_is(i, part, v3, 3, l4, 1),
+			  "node %d: %u voters, %u learners (first %llu)", i + 1,
+			  st.nvoters, st.nlearners,
+			  (unsigned long long)(st.nlearners ? st.learners[0] : 0));
+	}
+	/* node 5 was never added: it stays outside, nobody sends to it */
+	struct pe_raft_status s5 = status(4, part);
+	cr_assert_eq(s5.applied, 0);
+	/* the old leader restarts: its WAL's superseded conf record stays
+	 * superseded */
+	append_many(10);
+	wait_caught_up(old);
+	node_kill(old);
+	node_open(old);
+	for (int r = 0; r < MAX_PUMP && !conf_is(old, part, v3, 3, l4, 1); r++)
+		pump();
+	cr_assert(conf_is(old, part, v3, 3, l4, 1));
+	wait_caught_up(old);
+	check_node(old);
 }
