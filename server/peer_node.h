@@ -56,6 +56,10 @@ struct peer_node_config {
 	 * A node added to the cluster later gives the founders here. */
 	const uint64_t *founders;
 	uint32_t nfounders;
+	/* The data directory: peers added and removed at run time are
+	 * journaled in <data_dir>/cluster-peers and replayed at the next
+	 * start (NULL = not kept). */
+	const char *data_dir;
 };
 
 struct peer_node;
@@ -82,6 +86,22 @@ void peer_node_stop(struct peer_node *n);
 int peer_node_add_peer(struct peer_node *n, uint64_t id, const char *addr,
 		       uint16_t port);
 int peer_node_remove_peer(struct peer_node *n, uint64_t id);
+/* Cluster membership (docs/CLUSTER.md §3.6), on the node that leads
+ * partition 0, blocking (the admin thread; at most about wait_ms):
+ * add_node writes the new node's addresses to the members stream (every
+ * node then names it to its transport), adds it as a learner of every
+ * partition, waits until this leader sees it caught up everywhere, and
+ * promotes it to voter; remove_node removes it from every partition, then
+ * writes its removal (every node forgets it). Both are idempotent (repeat
+ * after a timeout). 0, or -PARLEY_ENOTLEADER (msg names the leader as
+ * this node knows it), -PARLEY_EINVAL (bad id or address, a reused id,
+ * this node itself), -PARLEY_ETIMEDOUT (msg says how far it got), another
+ * engine error. msg gets a one-line text answer. */
+int peer_node_add_node(struct peer_node *n, uint64_t id, const char *peer,
+		       const char *client, const char *admin, uint32_t wait_ms,
+		       char *msg, size_t cap);
+int peer_node_remove_node(struct peer_node *n, uint64_t id, uint32_t wait_ms,
+			  char *msg, size_t cap);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships

@@ -20,6 +20,8 @@ static const struct ctl_cmd cmds[] = {
 	 "offline look at a data directory: partitions, streams, entries, "
 	 "checksum verification"},
 	{"token", ctl_token_main, "mint a development JWT"},
+	{"cluster", ctl_cluster_main,
+	 "cluster membership: add-node, remove-node (through an admin port)"},
 };
 
 static void usage(FILE *f)
