@@ -579,7 +579,7 @@ static char *admin_compact(struct admin *a, size_t *len)
 	return simple(200, "OK", "compacted\n", false, len);
 }
 
-/* ---- cluster membership (docs/CLUSTER.md §3.6) ---------------------------- */
+/* ---- cluster membership (docs/CLUSTER.md §3.7) ---------------------------- */
 
 #define ADMIN_CLUSTER_WAIT_MS 60000u /* add-node / remove-node, at most */
 

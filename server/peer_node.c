@@ -411,7 +411,7 @@ int peer_node_remove_peer(struct peer_node *nd, uint64_t id)
 	return cmd_push(nd, false, id, NULL, 0);
 }
 
-/* ---- cluster membership (docs/CLUSTER.md §3.6) ------------------------------------- */
+/* ---- cluster membership (docs/CLUSTER.md §3.7) ------------------------------------- */
 
 /* The members stream: what every node learns the others' addresses from.
  * "add <id> <peer addr> <peer port> <client host:port|-> <admin host:port|->"

@@ -86,7 +86,7 @@ void peer_node_stop(struct peer_node *n);
 int peer_node_add_peer(struct peer_node *n, uint64_t id, const char *addr,
 		       uint16_t port);
 int peer_node_remove_peer(struct peer_node *n, uint64_t id);
-/* Cluster membership (docs/CLUSTER.md §3.6), on the node that leads
+/* Cluster membership (docs/CLUSTER.md §3.7), on the node that leads
  * partition 0, blocking (the admin thread; at most about wait_ms):
  * add_node writes the new node's addresses to the members stream (every
  * node then names it to its transport), adds it as a learner of every

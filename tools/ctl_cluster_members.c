@@ -1,7 +1,7 @@
 /*
  * ctl_cluster_members.c — `parleyctl cluster add-node` and `parleyctl
  * cluster remove-node`: ask a running cluster to take a node in or let one
- * go (docs/CLUSTER.md §3.6), through the admin HTTP port of its nodes.
+ * go (docs/CLUSTER.md §3.7), through the admin HTTP port of its nodes.
  *
  *   parleyctl cluster add-node --admin HOST:PORT[,HOST:PORT...] --id N
  *             --peer ADDR:PORT [--client HOST:PORT] [--admin-of-node HOST:PORT]
