@@ -137,7 +137,7 @@ int ctl_cluster_members_main(int argc, char **argv)
 	bool add = !strcmp(argv[0], "add-node");
 	const char *admins = NULL, *id = NULL, *peer = NULL, *client = NULL,
 		   *nadmin = NULL;
-	for (int i = 1; i < argc; i++) {
+	for (int i = 1; i < argc; i += 2) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			members_usage(stdout);
@@ -159,7 +159,6 @@ int ctl_cluster_members_main(int argc, char **argv)
 			members_usage(stderr);
 			return 2;
 		}
-		i++;
 	}
 	char *end = NULL;
 	if (!admins || !id || strtoull(id, &end, 10) == 0 || *end ||
