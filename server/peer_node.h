@@ -8,7 +8,14 @@
  * Contract
  *   1. peer_node_new() validates the configuration, binds the peer port
  *      and names the peers; nothing runs yet. Its pe_cluster (peer_node_
- *      cluster) is what pe_open gets: voters = this node + every peer.
+ *      cluster) is what pe_open gets: voters = this node + every peer,
+ *      or cfg.founders for a node added to a running cluster; with
+ *      cfg.data_dir, the peers journaled at run time are named too.
+ *   5. Membership (docs/CLUSTER.md §3.7): peer_node_start follows the
+ *      engine's members stream and names / forgets nodes to the
+ *      transport as their records apply; peer_node_add_node /
+ *      _remove_node, on the leader of partition 0, change every
+ *      partition's configuration and write those records.
  *   2. peer_node_start(e) starts the thread once the engine is open;
  *      messages the engine sends before that are queued (bounded), those
  *      received before it are not read (the sockets wait).

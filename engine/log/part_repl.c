@@ -1,6 +1,7 @@
 /*
  * part_repl.c — the replication API of parley_engine.h ("Replication"):
- * the static voter set (pe_options.cluster), inbound Raft messages
+ * the founding voter set (pe_options.cluster; each group's own
+ * configuration is log/part_conf.c's), inbound Raft messages
  * (pe_raft_recv), ticks (pe_raft_tick) and each group's published state
  * (pe_raft_status). Driving the groups (persist before send, catch-up,
  * leadership loss) is log/part_raft.c's.
