@@ -539,6 +539,10 @@ void part_raft_close(struct shard *sh);
 int part_conf_load(struct pe_engine *e, struct part *p);
 int part_conf_store(struct pe_engine *e, struct part *p, uint64_t index,
 		    const struct raft_conf *conf);
+int part_conf_write(struct pio *io, const char *datadir, uint32_t part,
+		    uint64_t index, const struct raft_conf *conf);
+void part_conf_set(struct part *p, uint64_t index, const struct raft_conf *c);
+bool part_conf_stale(const struct part *p, uint64_t index);
 const struct raft_conf *part_conf_boot(const struct part *p);
 void part_conf_req(struct shard *sh, struct req *r);
 uint64_t part_conf_propose(struct part *p);

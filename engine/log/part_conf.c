@@ -14,9 +14,10 @@
  *     <data>/conf/<partition> (pio_file_replace: atomic, durable) on the
  *     shard thread before apply returns. A flush only ever covers applied
  *     entries, so the file is durable before the record can be released;
- *   - a snapshot carries the configuration in its meta; a follower stores
- *     it here (index = the snapshot's) before the install's commit point
- *     (part_snap.c install_prepare);
+ *   - a snapshot carries the configuration in its meta; a follower's
+ *     install job stores it here (index = the snapshot's, part_conf_write
+ *     off the shard thread) before the install's commit point (INSTALL,
+ *     part_snap.c install_run); the shard records it (part_conf_set);
  *   - at open the group starts from the stored configuration, else from
  *     the founders (pe_options.cluster.voters): part_conf_boot.
  * The stored configuration may be newer than the history's flushed index
@@ -55,21 +56,21 @@
 #define CONF_VERSION 1u
 #define CONF_MAX_BYTES (36u + RAFT_MAX_MEMBERS * 9u + 8u)
 
-static void conf_paths(const struct pe_engine *e, const struct part *p,
-		       char *dir, size_t dcap, char *tmp, size_t tcap,
-		       char *fin, size_t fcap)
+static void conf_paths(const char *datadir, uint32_t part, char *dir,
+		       size_t dcap, char *tmp, size_t tcap, char *fin,
+		       size_t fcap)
 {
-	snprintf(dir, dcap, "%s/conf", e->dir);
-	snprintf(tmp, tcap, "%s/conf/%u.tmp", e->dir, p->id);
-	snprintf(fin, fcap, "%s/conf/%u", e->dir, p->id);
+	snprintf(dir, dcap, "%s/conf", datadir);
+	snprintf(tmp, tcap, "%s/conf/%u.tmp", datadir, part);
+	snprintf(fin, fcap, "%s/conf/%u", datadir, part);
 }
 
-static size_t conf_encode(const struct part *p, uint64_t index,
+static size_t conf_encode(uint32_t part, uint64_t index,
 			  const struct raft_conf *c, uint8_t *b)
 {
 	le_put64(b, CONF_MAGIC);
 	le_put32(b + 8, CONF_VERSION);
-	le_put32(b + 12, p->id);
+	le_put32(b + 12, part);
 	le_put64(b + 16, index);
 	le_put64(b + 24, c->max_id);
 	le_put32(b + 32, c->n);
@@ -115,7 +116,8 @@ int part_conf_load(struct pe_engine *e, struct part *p)
 	p->conf_have = false;
 	p->conf_index = 0;
 	char dir[600], tmp[700], fin[700];
-	conf_paths(e, p, dir, sizeof dir, tmp, sizeof tmp, fin, sizeof fin);
+	conf_paths(e->dir, p->id, dir, sizeof dir, tmp, sizeof tmp, fin,
+		   sizeof fin);
 	struct pio_file *f;
 	int rc = e->io->ops->open(e->io, fin, 0, &f);
 	if (rc == -ENOENT)
@@ -146,32 +148,56 @@ const struct raft_conf *part_conf_boot(const struct part *p)
 	return p->conf_have ? &p->conf_stored : &p->cl->conf;
 }
 
+/* The file alone: any thread (the snapshot install job writes it off the
+ * shard thread, log/part_snap.c). */
+int part_conf_write(struct pio *io, const char *datadir, uint32_t part,
+		    uint64_t index, const struct raft_conf *conf)
+{
+	char dir[600], tmp[700], fin[700];
+	conf_paths(datadir, part, dir, sizeof dir, tmp, sizeof tmp, fin,
+		   sizeof fin);
+	uint8_t b[CONF_MAX_BYTES];
+	size_t len = conf_encode(part, index, conf, b);
+	int rc = pio_dir_ensure(io, dir);
+	if (!rc)
+		rc = pio_file_replace(io, dir, tmp, fin, b, len);
+	if (rc)
+		PLOG_E("engine", "group configuration not stored",
+		       "partition=%u index=%" PRIu64 " err=%s", part, index,
+		       parley_errname(rc));
+	else
+		PLOG_I("engine", "group configuration stored", "partition=%u "
+		       "index=%" PRIu64 " members=%u", part, index, conf->n);
+	return rc;
+}
+
+/* What the file now holds (shard thread). */
+void part_conf_set(struct part *p, uint64_t index, const struct raft_conf *c)
+{
+	if (p->conf_have && index <= p->conf_index)
+		return;
+	p->conf_have = true;
+	p->conf_index = index;
+	p->conf_stored = *c;
+}
+
+bool part_conf_stale(const struct part *p, uint64_t index)
+{
+	return !p->conf_have || index > p->conf_index;
+}
+
+/* An applied conf entry's configuration, stored on the shard thread: one
+ * small atomic file replace per membership change of the partition,
+ * which must be durable before a flush can cover the entry. */
 int part_conf_store(struct pe_engine *e, struct part *p, uint64_t index,
 		    const struct raft_conf *conf)
 {
-	if (e->opt.read_only)
-		return 0;
-	if (p->conf_have && index <= p->conf_index)
+	if (e->opt.read_only || !part_conf_stale(p, index))
 		return 0; /* already stored (as of a later index) */
-	char dir[600], tmp[700], fin[700];
-	conf_paths(e, p, dir, sizeof dir, tmp, sizeof tmp, fin, sizeof fin);
-	uint8_t b[CONF_MAX_BYTES];
-	size_t len = conf_encode(p, index, conf, b);
-	int rc = pio_dir_ensure(e->io, dir);
+	int rc = part_conf_write(e->io, e->dir, p->id, index, conf);
 	if (!rc)
-		rc = pio_file_replace(e->io, dir, tmp, fin, b, len);
-	if (rc) {
-		PLOG_E("engine", "group configuration not stored",
-		       "partition=%u index=%" PRIu64 " err=%s", p->id, index,
-		       parley_errname(rc));
-		return rc;
-	}
-	p->conf_have = true;
-	p->conf_index = index;
-	p->conf_stored = *conf;
-	PLOG_I("engine", "group configuration stored", "partition=%u "
-	       "index=%" PRIu64 " members=%u", p->id, index, conf->n);
-	return 0;
+		part_conf_set(p, index, conf);
+	return rc;
 }
 
 /* ---- requests ---------------------------------------------------------------- */
