@@ -522,13 +522,19 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  * struct raft_msg is defined there, raft_codec.h encodes it for a wire).
  *
  * THE CONTRACT
- *   1. Membership is static. pe_options.cluster names this node (node_id)
- *      and the voters of every partition (voters[], this node among them;
- *      1..PE_MAX_VOTERS distinct ids, never 0). Every node of a cluster
- *      must be given the same voter set and the same partition count; a
- *      data directory must always be opened with the same node id.
- *      A voter set of one is a single node (the group elects itself at
- *      open, as without pe_options.cluster).
+ *   1. Bootstrap membership. pe_options.cluster names this node (node_id)
+ *      and the founding voters of every partition (voters[]: 1..PE_MAX_VOTERS
+ *      distinct ids, never 0). Every node of a cluster, including one added
+ *      later (item 12), must be given the same founding voters and the same
+ *      partition count; a node added later is not among them (a founder
+ *      is). The founders are each group's configuration only while the
+ *      data directory holds none of its own (a new directory, or one
+ *      written before item 12): from the first membership change on, a
+ *      group's configuration is what its log, its stored conf and its
+ *      snapshots say (item 12). A data directory must always be opened
+ *      with the same node id. A voter set of one is a single node (the
+ *      group elects itself at open, as without pe_options.cluster) and
+ *      cannot change its membership.
  *   2. Time is injected. The engine never ticks its groups by itself:
  *      the caller calls pe_raft_tick() every tick (parleyd: a timer; tests:
  *      when they choose). A group's election timeout is a uniform number
@@ -538,9 +544,15 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      at open: it waits as a follower for its election timeout.
  *   3. Inbound. pe_raft_recv() hands the engine messages received from
  *      another node (any thread; copied before it returns). A message
- *      for an unknown group, from a node that is not a voter, or addressed
- *      to another node is dropped and counted. When a shard's inbox is
- *      full the message is dropped (-PARLEY_EFULL): Raft tolerates loss.
+ *      for an unknown group, from node 0 or this node, or addressed to
+ *      another node is dropped and counted. On the shard, a message from
+ *      a node that is not a member (voter or learner) of the group's
+ *      current configuration is dropped and counted too, except the
+ *      leader's APPEND, HEARTBEAT and SNAPSHOT while this node is not a
+ *      member of its own configuration (it is being added and has not yet
+ *      learnt so, or was removed: Raft's rule, so a new node can catch
+ *      up). When a shard's inbox is full the message is dropped
+ *      (-PARLEY_EFULL): Raft tolerates loss.
  *   4. Outbound, persist before send. The engine calls cluster->send(arg,
  *      msgs, n) from a shard thread with messages of one group (all from
  *      this node, any destinations; borrowed for the duration of the
@@ -591,7 +603,7 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      break or a restart, installed atomically; it then goes on by log
  *      (docs/CLUSTER.md §2.4, engine/log/part_snap.c). Data directories
  *      gain snap/<partition>/ for what a follower receives.
- *   9. Quiescing and membership changes are not used yet.
+ *   9. Quiescing is not used yet.
  *  10. With follow_partition0, every group whose leader is this node and
  *      whose partition is not 0 transfers its leadership (Raft's
  *      TimeoutNow, once the target holds its whole log) to the node that
@@ -606,6 +618,38 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      follow `node` campaign within a few ticks instead of waiting out
  *      the election timeout (pre-vote still asks a quorum, so a flapping
  *      link cannot depose a leader the others still hear from).
+ *  12. Membership changes, per partition group (pe_partition_conf_change):
+ *      one change at a time, proposed on the group's leader as a log entry
+ *      (WAL record CMD_CONF) that takes effect when committed: add a
+ *      learner (a new node id, greater than every id the group ever had:
+ *      ids are never reused), promote a learner to voter, remove a voter
+ *      or learner (never the last voter). The callback runs once the
+ *      entry is committed and applied on the leader (err 0), or when it
+ *      cannot be (-PARLEY_ENOTLEADER with the leader hint when leadership
+ *      is lost first: the change may still commit, read the conf in
+ *      pe_raft_status before proposing again). -PARLEY_EAGAIN: another
+ *      change is pending, or the leader has not committed in its term
+ *      yet, or a leader transfer runs (retry). -PARLEY_EINVAL: the change
+ *      does not apply to the current conf (a reused id, promote of a
+ *      non-learner, removal of an unknown node or of the last voter).
+ *      Durability: conf entries travel through the WAL like every entry
+ *      (replayed at recovery); when one is applied, the group's
+ *      configuration is also stored in <data>/conf/<partition> (atomic
+ *      replace, before anything later can be flushed into history and
+ *      its WAL released), and a snapshot carries the configuration in its
+ *      meta, which a follower stores there before the snapshot's install
+ *      commits. At open a group starts from that stored configuration
+ *      (the newest committed one this node applied; later entries of its
+ *      WAL are replayed on top), else from the founders (item 1).
+ *      A learner receives the log (and snapshots) but never votes or
+ *      campaigns and does not count for commit. A removed node's groups
+ *      stop: it is no member of their configuration, never campaigns,
+ *      and the members drop its messages; proposals there fail
+ *      -PARLEY_ENOTLEADER. A node not yet added keeps its group as a
+ *      follower with no vote until the leader's first append or snapshot
+ *      tells it the configuration that includes it.
+ *      pe_raft_status reports the group's current (committed)
+ *      configuration.
  */
 struct raft_msg; /* engine/raft/raft.h */
 
@@ -616,7 +660,8 @@ typedef void (*pe_raft_send_fn)(void *arg, const struct raft_msg *msgs,
 
 struct pe_cluster {
 	uint64_t node_id;          /* != 0 */
-	const uint64_t *voters;    /* every partition's voters, node_id among them */
+	const uint64_t *voters;    /* the founding voters of every partition
+				      (contract items 1 and 12) */
 	uint32_t nvoters;          /* 1..PE_MAX_VOTERS */
 	uint32_t election_ticks;   /* 0 = default 10 */
 	uint32_t heartbeat_ticks;  /* 0 = default 1; < election_ticks */
@@ -692,9 +737,47 @@ struct pe_raft_status {
 	 * damaged body at open (their entries held as damaged, never applied
 	 * or sent), and entries repaired in place from the leader since */
 	uint64_t damaged_found, damaged_repaired;
+	/* the group's current configuration (contract item 12), as of the
+	 * same publish: its voters and learners, ascending ids */
+	uint32_t nvoters, nlearners;
+	uint64_t voters[PE_MAX_VOTERS];
+	uint64_t learners[PE_MAX_VOTERS];
+	/* on the leader: the highest log index each of them is known to hold
+	 * durably (its own: its durable last index), so a caller can promote
+	 * a learner once it caught up (learner_match >= commit); 0 on other
+	 * nodes or while unknown */
+	uint64_t voter_match[PE_MAX_VOTERS];
+	uint64_t learner_match[PE_MAX_VOTERS];
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);
+/* Contract item 12: a membership change of one partition's group. */
+enum pe_conf_op {
+	PE_CONF_ADD_LEARNER = 2, /* a new node (id above every earlier one) */
+	PE_CONF_PROMOTE = 3,     /* a learner becomes a voter */
+	PE_CONF_REMOVE = 4,      /* a voter or learner leaves for good */
+};
+struct pe_conf_result {
+	int err;          /* 0, -PARLEY_ENOTLEADER, -PARLEY_EAGAIN,
+			     -PARLEY_EINVAL, -PARLEY_ECLOSED, -PARLEY_EFATAL,
+			     -PARLEY_ECORRUPT */
+	uint64_t index;   /* err 0: the log index of the conf entry */
+	uint64_t leader;  /* -PARLEY_ENOTLEADER: leader hint (0 = unknown) */
+};
+typedef void (*pe_conf_cb)(void *arg, const struct pe_conf_result *r);
+/* Queues the change for the partition's shard; the callback runs once, on
+ * the shard thread (contract item 12 says when). Returns 0 (the callback
+ * will run) or -PARLEY_EINVAL (no cluster, a single voter, bad op / node
+ * / partition), -PARLEY_EPERM (read-only), -PARLEY_EFULL, -PARLEY_ECLOSED
+ * (the callback will not run). Any thread. */
+int pe_partition_conf_change(struct pe_engine *e, uint32_t partition,
+			     enum pe_conf_op op, uint64_t node, pe_conf_cb cb,
+			     void *arg);
+/* Blocking wrapper (tools, tests; not from a callback): r->err. */
+int pe_partition_conf_change_sync(struct pe_engine *e, uint32_t partition,
+				  enum pe_conf_op op, uint64_t node,
+				  struct pe_conf_result *r);
+
 /* For callers that read before they write (a read on a follower may be
  * stale): 0 when this node takes writes for the partition now (a single
  * node, or its leader caught up with its own term), -PARLEY_ENOTLEADER

@@ -767,6 +767,75 @@ static char *admin_digest(struct admin *a, bool head, size_t *len)
 	return r;
 }
 
+/* ---- cluster membership (docs/CLUSTER.md §3.7) ---------------------------- */
+
+#define ADMIN_CLUSTER_WAIT_MS 60000u /* add-node / remove-node, at most */
+
+/* The value of `key` in a query string "k=v&k=v" (no escapes: ids and
+ * numeric addresses), copied into out; false when absent. */
+static bool query_get(const char *q, const char *key, char *out, size_t cap)
+{
+	size_t kl = strlen(key);
+	for (const char *p = q; p && *p;) {
+		const char *amp = strchr(p, '&');
+		size_t n = amp ? (size_t)(amp - p) : strlen(p);
+		if (n > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+			size_t vl = n - kl - 1;
+			if (vl >= cap)
+				return false;
+			memcpy(out, p + kl + 1, vl);
+			out[vl] = '\0';
+			return true;
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
+/* POST /cluster/add-node?id=N&peer=addr:port[&client=host:port]
+ * [&admin=host:port] and POST /cluster/remove-node?id=N, on the node that
+ * leads partition 0 (another answers 409 naming the leader's node id).
+ * The admin thread waits for it (at most ADMIN_CLUSTER_WAIT_MS; other
+ * admin requests wait meanwhile, clients are not affected). */
+static char *admin_cluster(struct admin *a, bool add, const char *q,
+			   size_t *len)
+{
+	struct peer_node *pn = a->s->peer;
+	if (!pn || !a->s->engine)
+		return simple(400, "Bad Request", "not a cluster node (or not "
+			      "ready)\n", false, len);
+	char ids[32], peer[96] = "", client[96] = "", adm[96] = "";
+	char *end = NULL;
+	uint64_t id = query_get(q, "id", ids, sizeof ids)
+			      ? strtoull(ids, &end, 10) : 0;
+	if (!id || !end || *end)
+		return simple(400, "Bad Request", "id=N required\n", false, len);
+	char msg[512];
+	int rc;
+	if (add) {
+		if (!query_get(q, "peer", peer, sizeof peer))
+			return simple(400, "Bad Request",
+				      "peer=addr:port required\n", false, len);
+		(void)query_get(q, "client", client, sizeof client);
+		(void)query_get(q, "admin", adm, sizeof adm);
+		rc = peer_node_add_node(pn, id, peer, client, adm,
+					ADMIN_CLUSTER_WAIT_MS, msg, sizeof msg);
+	} else {
+		rc = peer_node_remove_node(pn, id, ADMIN_CLUSTER_WAIT_MS, msg,
+					   sizeof msg);
+	}
+	if (!rc)
+		return simple(200, "OK", msg, false, len);
+	if (rc == -PARLEY_ENOTLEADER)
+		return simple(409, "Conflict", msg, false, len);
+	if (rc == -PARLEY_EINVAL)
+		return simple(400, "Bad Request", msg, false, len);
+	if (rc == -PARLEY_ETIMEDOUT)
+		return simple(504, "Gateway Timeout", msg, false, len);
+	snprintf(msg, sizeof msg, "failed: %s\n", parley_errname(rc));
+	return simple(503, "Service Unavailable", msg, false, len);
+}
+
 /* The request is complete in c->req[0..rlen): build the answer. */
 static char *route(struct admin *a, struct aconn *c, size_t *len)
 {
@@ -783,6 +852,9 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 	bool get = !strcmp(method, "GET"), head = !strcmp(method, "HEAD");
 	if (!strcmp(method, "POST") && !strcmp(target, "/admin/compact"))
 		return admin_compact(a, len);
+	if (!strcmp(method, "POST") && (!strcmp(target, "/cluster/add-node") ||
+					!strcmp(target, "/cluster/remove-node")))
+		return admin_cluster(a, target[9] == 'a', q ? q + 1 : "", len);
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);

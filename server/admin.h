@@ -23,6 +23,13 @@
  *   /metrics counters of every loop (struct srv_counters), the engine
  *            (pe_stats: appends, WAL batches = fdatasyncs, bytes, fsync
  *            time) and the fan-out service (chat_stats).
+ *   POST /cluster/add-node?id=N&peer=addr:port[&client=..][&admin=..]
+ *   POST /cluster/remove-node?id=N
+ *            cluster membership (peer_node_add_node / _remove_node,
+ *            docs/CLUSTER.md §3.7) on the node leading partition 0: 200
+ *            done, 409 not the leader (the body names its id), 400 bad
+ *            request, 504 not done within 60 s (idempotent: repeat). The
+ *            admin thread waits meanwhile, as for POST /admin/compact.
  *
  * Threads: admin_start/admin_stop from the main thread; the srv fields it
  * reads are atomics or read-only after start.

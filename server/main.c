@@ -154,7 +154,7 @@ struct opts {
 	bool dev, dev_allow_public;
 	/* static cluster (peer_node.h, docs/CLUSTER.md); node_id 0 = one node */
 	uint64_t node_id, cluster_id;
-	char peer_listen[64], peers[1024];
+	char peer_listen[64], peers[1024], founders[256];
 	uint32_t peer_port, raft_tick_ms, raft_election_ticks;
 	uint64_t raft_log_keep_bytes, snapshot_rate_bytes;
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
@@ -249,6 +249,7 @@ static const struct key KEYS[] = {
 	KS(peer_listen, "127.0.0.1", "cluster: numeric address of the peer (node-to-node) port"),
 	KU(peer_port, "7413", "cluster: peer port"),
 	KS(peers, "", "cluster: every other node as id=addr:port of its peer port, comma-separated"),
+	KS(founders, "", "cluster: for a node added to a running cluster (parleyctl cluster add-node): the founding node ids, comma-separated, exactly as the founders were started (empty = this node and its peers found the cluster)"),
 	KU(raft_tick_ms, "50", "cluster: Raft tick, ms (10..1000)"),
 	KU(raft_election_ticks, "10", "cluster: election timeout in ticks, randomized up to twice that (3..100)"),
 	KL(raft_log_keep_bytes, "0", "cluster: applied log bytes a leader keeps per partition for lagging followers before they need a snapshot (0 = 4 MiB)"),
@@ -582,6 +583,32 @@ static void rl_config(const struct opts *o, struct ratelimit_config *rc)
 	rc->max_users = o->rate_users_max;
 }
 
+/* "1,2,3" -> ids (distinct, != 0); 0 for an empty value; -1 when bad. */
+static int parse_founders(const char *s, uint64_t out[PEER_NODE_MAX_PEERS + 1])
+{
+	int n = 0;
+	if (!*s)
+		return 0;
+	for (const char *p = s;;) {
+		char *end;
+		if (*p < '0' || *p > '9')
+			return -1;
+		unsigned long long v = strtoull(p, &end, 10);
+		if (!v || n == (int)PEER_NODE_MAX_PEERS + 1)
+			return -1;
+		for (int i = 0; i < n; i++)
+			if (out[i] == v)
+				return -1;
+		out[n++] = v;
+		if (!*end)
+			break;
+		if (*end != ',')
+			return -1;
+		p = end + 1;
+	}
+	return n >= 2 ? n : -1;
+}
+
 static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			SSL_CTX **tls)
 {
@@ -726,6 +753,15 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 				BAD("client_advertise, client_tls_advertise and "
 				    "admin_advertise are host:port (printable, no "
 				    "spaces), got \"%s\"\n", adv[i]);
+		uint64_t f[PEER_NODE_MAX_PEERS + 1];
+		int nf = parse_founders(o->founders, f);
+		if (nf < 0)
+			BAD("founders: 2..%u distinct node ids, comma-separated, "
+			    "without this node's\n", PEER_NODE_MAX_PEERS + 1);
+		for (int i = 0; i < nf; i++)
+			if (f[i] == o->node_id)
+				BAD("founders must not name this node: a founder "
+				    "leaves founders empty\n");
 	}
 #undef BAD
 	return bad;
@@ -880,6 +916,14 @@ static int run(const struct opts *o, struct srv *s)
 		pc.client_addr = adv_client;
 		pc.client_tls_addr = adv_tls;
 		pc.admin_addr = adv_admin;
+		pc.data_dir = o->data;
+		static uint64_t founders[PEER_NODE_MAX_PEERS + 1];
+		int nf = parse_founders(o->founders, founders);
+		PARLEY_ASSERT(nf >= 0); /* config_check passed */
+		if (nf) {
+			pc.founders = founders;
+			pc.nfounders = (uint32_t)nf;
+		}
 		if (*o->peer_tls_ca) {
 			pc.tls_ca = o->peer_tls_ca;
 			pc.tls_cert = o->peer_tls_cert;

@@ -109,6 +109,7 @@ struct plink {
 	char addr[64];
 	uint16_t port;
 	bool dial; /* we dial it (our id is lower) */
+	_Atomic bool removed; /* peer_remove: no dial, HELLO refused, no send */
 	struct pconn *c;
 	struct pframe *qh, *qt;
 	bool dirty; /* frames queued since the last flush */
@@ -133,7 +134,9 @@ struct peer {
 	bool polled;
 	int depth; /* peer_poll / flush nesting: the graveyard waits for 0 */
 	struct plink links[PEER_MAX_NODES];
-	uint32_t nlinks;
+	/* slots in use; grows at run time (peer_add), read by the stats
+	 * readers of other threads: a slot is whole before it is counted */
+	_Atomic uint32_t nlinks;
 	struct pconn *pending[PEER_MAX_PENDING];
 	struct pconn *graveyard;
 	SSL_CTX *tls;
@@ -194,7 +197,8 @@ static struct plink *link_find(struct peer *p, uint64_t node)
 
 static bool known_node(void *arg, uint64_t id)
 {
-	return link_find(arg, id) != NULL;
+	struct plink *l = link_find(arg, id);
+	return l && !l->removed;
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -1204,7 +1208,7 @@ int peer_fd(const struct peer *p)
 
 int peer_add(struct peer *p, uint64_t node_id, const char *addr, uint16_t port)
 {
-	if (p->polled || !node_id || node_id == p->cfg.node_id || !addr)
+	if (!node_id || node_id == p->cfg.node_id || !addr)
 		return -PARLEY_EINVAL;
 	if (link_find(p, node_id))
 		return -PARLEY_EEXIST;
@@ -1220,6 +1224,32 @@ int peer_add(struct peer *p, uint64_t node_id, const char *addr, uint16_t port)
 	l->dial = p->cfg.node_id < node_id;
 	pthread_mutex_init(&l->mu, NULL);
 	p->nlinks++;
+	if (p->polled)
+		PLOG_I("peer", "peer added", "node=%" PRIu64 " peer=%" PRIu64
+		       " addr=%s:%u", p->cfg.node_id, node_id, addr, port);
+	return 0;
+}
+
+int peer_remove(struct peer *p, uint64_t node_id)
+{
+	struct plink *l = link_find(p, node_id);
+	if (!l)
+		return -PARLEY_ENOTFOUND;
+	if (l->removed)
+		return 0;
+	l->removed = true;
+	if (l->c) {
+		p->depth++;
+		conn_close(p, l->c, "removed from the cluster");
+		p->depth--;
+		graveyard_free(p);
+	}
+	queue_clear(l);
+	l->dial = false;
+	SET(l->state, PEER_LINK_DOWN);
+	link_error(l, "removed from the cluster");
+	PLOG_I("peer", "peer removed", "node=%" PRIu64 " peer=%" PRIu64,
+	       p->cfg.node_id, node_id);
 	return 0;
 }
 
@@ -1352,6 +1382,8 @@ int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 	struct plink *l = link_find(p, to);
 	if (!l)
 		return -PARLEY_EINVAL;
+	if (l->removed)
+		return -PARLEY_ENOTFOUND;
 	for (uint32_t i = 0; i < n; i++)
 		if (msgs[i].to != to || msgs[i].from != p->cfg.node_id)
 			return -PARLEY_EINVAL;
@@ -1423,6 +1455,8 @@ int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n)
 	int first_err = 0;
 	for (uint32_t li = 0; li < p->nlinks; li++) {
 		uint64_t to = p->links[li].node;
+		if (p->links[li].removed)
+			continue; /* counted as unknown below */
 		uint32_t k = 0;
 		for (uint32_t i = 0; i < n; i++)
 			if (msgs[i].to == to)
@@ -1434,7 +1468,7 @@ int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n)
 			first_err = rc;
 	}
 	for (uint32_t i = 0; i < n; i++)
-		if (!link_find(p, msgs[i].to) && !first_err)
+		if (!known_node(p, msgs[i].to) && !first_err)
 			first_err = -PARLEY_EINVAL;
 	return first_err;
 }
@@ -1458,6 +1492,7 @@ int peer_disconnect(struct peer *p, uint64_t node)
 static void stats_fill(struct plink *l, struct peer_link_stats *s)
 {
 	s->node = l->node;
+	s->removed = l->removed;
 	s->state = (enum peer_link_state)GET(l->state);
 	s->bytes_in = GET(l->bytes_in);
 	s->bytes_out = GET(l->bytes_out);

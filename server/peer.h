@@ -252,10 +252,19 @@ uint16_t peer_port(const struct peer *p);
 /* An epoll fd that is readable when peer_poll has work (for nesting). */
 int peer_fd(const struct peer *p);
 
-/* Names another node. Before the first peer_poll only. -PARLEY_EINVAL
- * (id 0, own id, bad address), -PARLEY_EEXIST, -PARLEY_EFULL. */
+/* Names another node: before the first peer_poll, or later from the
+ * owner thread (a node added to the cluster at run time; the lower id
+ * dials, as for the others). -PARLEY_EINVAL (id 0, own id, bad address),
+ * -PARLEY_EEXIST (known, or removed: ids are never reused),
+ * -PARLEY_EFULL (PEER_MAX_NODES slots, removed ones included). */
 int peer_add(struct peer *p, uint64_t node_id, const char *addr,
 	     uint16_t port);
+/* Forgets a node for good (removed from the cluster), from the owner
+ * thread: its link is closed now (queue dropped, on_link(down) if it was
+ * up), never redialled, its HELLOs are refused as UNKNOWN and sends to it
+ * fail (-PARLEY_ENOTFOUND). Its slot and counters stay (stats say
+ * `removed`). 0 (also when already removed) or -PARLEY_ENOTFOUND. */
+int peer_remove(struct peer *p, uint64_t node_id);
 
 /* Runs the transport: waits up to timeout_ms (0 = do not wait) for socket
  * events, handles them (on_recv, on_link), runs the timers (redial, read
@@ -293,6 +302,7 @@ const char *peer_link_state_name(enum peer_link_state s);
 
 struct peer_link_stats {
 	uint64_t node;
+	bool removed;                   /* peer_remove'd: gone for good */
 	enum peer_link_state state;
 	uint64_t bytes_in, bytes_out;   /* on the wire incl. headers (before TLS) */
 	uint64_t frames_in, frames_out; /* RAFT frames */

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
@@ -49,8 +50,19 @@ struct obatch {
 	struct raft_msg *msgs; /* into the same allocation */
 };
 
+/* A peer added or removed at run time (peer_node_add_peer / _remove_peer),
+ * waiting for the node thread, which owns the transport. */
+struct pcmd {
+	struct pcmd *next;
+	bool add;
+	struct peer_node_peer peer;
+};
+
 struct peer_node {
 	struct peer_node_config cfg;
+	struct pcmd *cmd_head, *cmd_tail; /* under mu */
+	char peers_file[600];             /* journal of run-time peers */
+	struct pe_sub *msub;              /* tail of the members stream */
 	uint64_t voters[PEER_NODE_MAX_PEERS + 1];
 	struct pe_cluster cl;
 	struct peer *peer;
@@ -262,10 +274,388 @@ static void drain_outbox(struct peer_node *nd)
 	}
 }
 
+/* The journal of run-time peers (<data>/cluster-peers): one line per
+ * change that took effect, "add <id> <addr> <port>" or "remove <id>",
+ * appended and fdatasync'd; replayed by peer_node_new. It lets a node
+ * that restarts reach the nodes added since it was started with its
+ * `peers` before its engine has applied the members stream again (its
+ * groups may need them to elect). */
+static void journal(struct peer_node *nd, const struct pcmd *c)
+{
+	if (!nd->peers_file[0])
+		return;
+	FILE *f = fopen(nd->peers_file, "a");
+	if (!f) {
+		PLOG_W("cluster", "cannot write the peers journal", "file=%s "
+		       "err=%s", nd->peers_file, strerror(errno));
+		return;
+	}
+	if (c->add)
+		fprintf(f, "add %" PRIu64 " %s %u\n", c->peer.id, c->peer.addr,
+			c->peer.port);
+	else
+		fprintf(f, "remove %" PRIu64 "\n", c->peer.id);
+	fflush(f);
+	(void)fdatasync(fileno(f));
+	fclose(f);
+}
+
+static int apply_one(struct peer_node *nd, const struct pcmd *c, bool log)
+{
+	int rc;
+	if (c->add) {
+		rc = peer_add(nd->peer, c->peer.id, c->peer.addr, c->peer.port);
+	} else {
+		struct peer_link_stats ls;
+		rc = peer_link_stats(nd->peer, c->peer.id, &ls);
+		if (!rc && ls.removed)
+			return -PARLEY_EEXIST; /* nothing changed */
+		rc = peer_remove(nd->peer, c->peer.id);
+	}
+	if (rc && rc != -PARLEY_EEXIST && log)
+		PLOG_W("cluster", c->add ? "peer not added" : "peer not removed",
+		       "node=%" PRIu64 " err=%s", c->peer.id,
+		       parley_errname(rc));
+	return rc;
+}
+
+/* Node thread: applies the queued peer additions and removals. */
+static void apply_cmds(struct peer_node *nd)
+{
+	pthread_mutex_lock(&nd->mu);
+	struct pcmd *c = nd->cmd_head;
+	nd->cmd_head = nd->cmd_tail = NULL;
+	pthread_mutex_unlock(&nd->mu);
+	while (c) {
+		struct pcmd *nx = c->next;
+		if (apply_one(nd, c, true) == 0)
+			journal(nd, c);
+		free(c);
+		c = nx;
+	}
+}
+
+/* peer_node_new: the journal's changes, in order, after the static peers. */
+static void journal_replay(struct peer_node *nd)
+{
+	FILE *f = fopen(nd->peers_file, "r");
+	if (!f)
+		return;
+	char line[256];
+	uint32_t n = 0;
+	while (fgets(line, sizeof line, f)) {
+		struct pcmd c = {0};
+		char addr[64];
+		unsigned port;
+		if (sscanf(line, "add %" SCNu64 " %63s %u", &c.peer.id, addr,
+			   &port) == 3 && port && port < 65536) {
+			c.add = true;
+			snprintf(c.peer.addr, sizeof c.peer.addr, "%s", addr);
+			c.peer.port = (uint16_t)port;
+		} else if (sscanf(line, "remove %" SCNu64, &c.peer.id) != 1) {
+			continue; /* a torn last line */
+		}
+		if (c.peer.id == nd->cfg.node_id)
+			continue;
+		(void)apply_one(nd, &c, false);
+		n++;
+	}
+	fclose(f);
+	if (n)
+		PLOG_I("cluster", "peers journal replayed", "file=%s changes=%u",
+		       nd->peers_file, n);
+}
+
+static int cmd_push(struct peer_node *nd, bool add, uint64_t id,
+		    const char *addr, uint16_t port)
+{
+	if (!nd || !id || id == nd->cfg.node_id)
+		return -PARLEY_EINVAL;
+	struct pcmd *c = calloc(1, sizeof *c);
+	if (!c)
+		return -PARLEY_ENOMEM;
+	c->add = add;
+	c->peer.id = id;
+	if (add) {
+		uint8_t buf[16];
+		if (!addr || !port || strlen(addr) >= sizeof c->peer.addr ||
+		    (inet_pton(AF_INET, addr, buf) != 1 &&
+		     inet_pton(AF_INET6, addr, buf) != 1)) {
+			free(c);
+			return -PARLEY_EINVAL;
+		}
+		snprintf(c->peer.addr, sizeof c->peer.addr, "%s", addr);
+		c->peer.port = port;
+	}
+	pthread_mutex_lock(&nd->mu);
+	if (nd->cmd_tail)
+		nd->cmd_tail->next = c;
+	else
+		nd->cmd_head = c;
+	nd->cmd_tail = c;
+	pthread_mutex_unlock(&nd->mu);
+	uint64_t one = 1;
+	ssize_t w = write(nd->evfd, &one, sizeof one);
+	(void)w;
+	return 0;
+}
+
+int peer_node_add_peer(struct peer_node *nd, uint64_t id, const char *addr,
+		       uint16_t port)
+{
+	return cmd_push(nd, true, id, addr, port);
+}
+
+int peer_node_remove_peer(struct peer_node *nd, uint64_t id)
+{
+	return cmd_push(nd, false, id, NULL, 0);
+}
+
+/* ---- cluster membership (docs/CLUSTER.md §3.7) ------------------------------------- */
+
+/* The members stream: what every node learns the others' addresses from.
+ * "add <id> <peer addr> <peer port> <client host:port|-> <admin host:port|->"
+ * or "remove <id>", one record per entry, appended by the node that
+ * leads partition 0 (peer_node_add_node / _remove_node). */
+#define MEMBERS_KEY "s/cluster/nodes"
+#define MEMBERS_TYPE 0x4E4Du /* "MN" */
+
+static void members_entry(struct peer_node *nd, const struct pe_entry *en)
+{
+	char rec[512];
+	size_t n = en->len < sizeof rec - 1 ? en->len : sizeof rec - 1;
+	memcpy(rec, en->payload, n);
+	rec[n] = '\0';
+	uint64_t id = 0;
+	char addr[64];
+	unsigned port = 0;
+	if (sscanf(rec, "add %" SCNu64 " %63s %u", &id, addr, &port) == 3) {
+		if (id == nd->cfg.node_id)
+			return;
+		if (peer_node_add_peer(nd, id, addr, (uint16_t)port))
+			PLOG_W("cluster", "bad members record", "seq=%" PRIu64
+			       " record=\"%s\"", en->seq, rec);
+	} else if (sscanf(rec, "remove %" SCNu64, &id) == 1) {
+		if (id == nd->cfg.node_id)
+			PLOG_W("cluster", "this node was removed from the "
+			       "cluster; its groups stop", "node=%" PRIu64, id);
+		else
+			(void)peer_node_remove_peer(nd, id);
+	}
+}
+
+static enum pe_sub_ret members_cb(void *arg, struct pe_sub *sub,
+				  const struct pe_sub_update *u)
+{
+	(void)sub;
+	struct peer_node *nd = arg;
+	if (u->event == PE_SUB_ENTRIES)
+		for (uint32_t i = 0; i < u->count; i++)
+			members_entry(nd, &u->entries[i]);
+	return PE_SUB_CONTINUE;
+}
+
+static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
+		     uint32_t *at)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (ids[i] == id) {
+			if (at)
+				*at = i;
+			return true;
+		}
+	return false;
+}
+
+static int lead_check(struct peer_node *nd, char *msg, size_t cap)
+{
+	if (!nd->e)
+		return -PARLEY_EAGAIN;
+	if (pe_partition_leader_check(nd->e, 0) == 0)
+		return 0;
+	struct pe_raft_status st;
+	(void)pe_raft_status(nd->e, 0, &st);
+	snprintf(msg, cap, "not the leader: ask node %" PRIu64
+		 " (the leader of partition 0 as this node knows it; 0 = "
+		 "none known)\n", st.leader);
+	return -PARLEY_ENOTLEADER;
+}
+
+static int members_append(struct peer_node *nd, char op, uint64_t id,
+			  const char *rec)
+{
+	struct pe_input in = {.type = MEMBERS_TYPE, .len = (uint32_t)strlen(rec),
+			      .payload = rec};
+	struct pe_append_req q = {.key = MEMBERS_KEY,
+				  .klen = strlen(MEMBERS_KEY),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	/* idempotent per (op, node): a repeated command adds no record */
+	q.producer[0] = 'M';
+	q.producer[1] = (uint8_t)op;
+	memcpy(q.producer + 8, &id, sizeof id);
+	struct pe_append_result r;
+	int rc = pe_append_sync(nd->e, &q, &r);
+	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN || rc == -PARLEY_EFULL);
+	     t++) {
+		usleep(20000);
+		rc = pe_append_sync(nd->e, &q, &r);
+	}
+	return rc;
+}
+
+/* One change on every partition; EAGAIN (a change pending, a new term)
+ * is retried until the deadline. `skip` says when a partition needs no
+ * change (already done). */
+static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
+		    uint64_t deadline_ns, char *msg, size_t cap)
+{
+	for (uint32_t p = 0; p < nd->np; p++) {
+		for (;;) {
+			struct pe_raft_status st;
+			int rc = pe_raft_status(nd->e, p, &st);
+			if (rc)
+				return rc;
+			bool voter = conf_has(st.voters, st.nvoters, id, NULL);
+			bool learner = conf_has(st.learners, st.nlearners, id,
+						NULL);
+			if ((op == PE_CONF_ADD_LEARNER && (voter || learner)) ||
+			    (op == PE_CONF_PROMOTE && voter) ||
+			    (op == PE_CONF_REMOVE && !voter && !learner))
+				break; /* done (now or before) */
+			struct pe_conf_result r;
+			rc = pe_partition_conf_change_sync(nd->e, p, op, id, &r);
+			if (!rc)
+				break;
+			if (rc == -PARLEY_EINVAL) {
+				snprintf(msg, cap, "partition %u refused the "
+					 "change (node ids are never reused; "
+					 "the last voter stays)\n", p);
+				return rc;
+			}
+			if (rc != -PARLEY_EAGAIN && rc != -PARLEY_ENOTLEADER)
+				return rc;
+			if (parley_mono_ns() > deadline_ns) {
+				snprintf(msg, cap, "partition %u: no change "
+					 "possible now (%s)\n", p,
+					 parley_errname(rc));
+				return -PARLEY_ETIMEDOUT;
+			}
+			usleep(20000);
+		}
+	}
+	return 0;
+}
+
+int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
+		       const char *client, const char *admin, uint32_t wait_ms,
+		       char *msg, size_t cap)
+{
+	snprintf(msg, cap, "error\n");
+	struct peer_node_config tmp;
+	memset(&tmp, 0, sizeof tmp);
+	char spec[128];
+	snprintf(spec, sizeof spec, "%" PRIu64 "=%s", id, peer ? peer : "");
+	if (!id || id == nd->cfg.node_id || !peer ||
+	    peer_node_parse_peers(spec, &tmp) ||
+	    (client && strpbrk(client, " \n")) ||
+	    (admin && strpbrk(admin, " \n"))) {
+		snprintf(msg, cap, "bad id or address (peer: numeric "
+			 "addr:port)\n");
+		return -PARLEY_EINVAL;
+	}
+	int rc = lead_check(nd, msg, cap);
+	if (rc)
+		return rc;
+	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	char rec[512];
+	snprintf(rec, sizeof rec, "add %" PRIu64 " %s %u %s %s", id,
+		 tmp.peers[0].addr, tmp.peers[0].port,
+		 client && *client ? client : "-",
+		 admin && *admin ? admin : "-");
+	rc = members_append(nd, 'A', id, rec);
+	if (rc) {
+		snprintf(msg, cap, "members record not written: %s\n",
+			 parley_errname(rc));
+		return rc;
+	}
+	PLOG_I("cluster", "adding a node", "node=%" PRIu64 " peer=%s:%u", id,
+	       tmp.peers[0].addr, tmp.peers[0].port);
+	rc = conf_all(nd, PE_CONF_ADD_LEARNER, id, deadline, msg, cap);
+	if (rc)
+		return rc;
+	/* promote once it caught up everywhere (the leader's view) */
+	for (;;) {
+		uint32_t behind = 0;
+		for (uint32_t p = 0; p < nd->np; p++) {
+			struct pe_raft_status st;
+			uint32_t at;
+			if (pe_raft_status(nd->e, p, &st) ||
+			    (conf_has(st.learners, st.nlearners, id, &at) &&
+			     st.learner_match[at] < st.commit))
+				behind++;
+		}
+		if (!behind)
+			break;
+		if (parley_mono_ns() > deadline) {
+			snprintf(msg, cap, "node %" PRIu64 " is a learner; %u "
+				 "partitions still catching up: repeat the "
+				 "command to promote it\n", id, behind);
+			return -PARLEY_ETIMEDOUT;
+		}
+		usleep(50000);
+	}
+	rc = conf_all(nd, PE_CONF_PROMOTE, id, deadline, msg, cap);
+	if (rc)
+		return rc;
+	PLOG_I("cluster", "node added", "node=%" PRIu64 " partitions=%u", id,
+	       nd->np);
+	snprintf(msg, cap, "node %" PRIu64 " is a voter of all %u partitions\n",
+		 id, nd->np);
+	return 0;
+}
+
+int peer_node_remove_node(struct peer_node *nd, uint64_t id, uint32_t wait_ms,
+			  char *msg, size_t cap)
+{
+	snprintf(msg, cap, "error\n");
+	if (!id) {
+		snprintf(msg, cap, "bad id\n");
+		return -PARLEY_EINVAL;
+	}
+	if (id == nd->cfg.node_id) {
+		snprintf(msg, cap, "node %" PRIu64 " leads the cluster: it "
+			 "cannot remove itself; stop it, let another node "
+			 "lead, and ask that one\n", id);
+		return -PARLEY_EINVAL;
+	}
+	int rc = lead_check(nd, msg, cap);
+	if (rc)
+		return rc;
+	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
+	if (rc)
+		return rc;
+	char rec[64];
+	snprintf(rec, sizeof rec, "remove %" PRIu64, id);
+	rc = members_append(nd, 'R', id, rec);
+	if (rc) {
+		snprintf(msg, cap, "removed from every partition; members "
+			 "record not written (%s): repeat the command\n",
+			 parley_errname(rc));
+		return rc;
+	}
+	PLOG_I("cluster", "node removed", "node=%" PRIu64, id);
+	snprintf(msg, cap, "node %" PRIu64 " removed from all %u partitions\n",
+		 id, nd->np);
+	return 0;
+}
+
 static void *node_main(void *arg)
 {
 	struct peer_node *nd = arg;
 	while (!atomic_load(&nd->stop)) {
+		apply_cmds(nd);
 		struct epoll_event evs[4];
 		int n = epoll_wait(nd->ep, evs, 4, 1000);
 		if (n < 0 && errno != EINTR) {
@@ -366,12 +756,22 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 	nd->cfg = *cfg;
 	nd->ep = nd->evfd = nd->tfd = -1;
 	pthread_mutex_init(&nd->mu, NULL);
-	nd->voters[0] = cfg->node_id;
-	for (uint32_t i = 0; i < cfg->npeers; i++)
-		nd->voters[i + 1] = cfg->peers[i].id;
+	uint32_t nv = 0;
+	if (cfg->nfounders) { /* a node added later: the founders */
+		if (cfg->nfounders > PEER_NODE_MAX_PEERS + 1) {
+			free(nd);
+			return -PARLEY_EINVAL;
+		}
+		for (uint32_t i = 0; i < cfg->nfounders; i++)
+			nd->voters[nv++] = cfg->founders[i];
+	} else {
+		nd->voters[nv++] = cfg->node_id;
+		for (uint32_t i = 0; i < cfg->npeers; i++)
+			nd->voters[nv++] = cfg->peers[i].id;
+	}
 	nd->cl = (struct pe_cluster){
 		.node_id = cfg->node_id, .voters = nd->voters,
-		.nvoters = cfg->npeers + 1,
+		.nvoters = nv,
 		.election_ticks = cfg->election_ticks,
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
@@ -401,6 +801,11 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 			      cfg->peers[i].port);
 	if (rc)
 		goto fail;
+	if (cfg->data_dir) {
+		snprintf(nd->peers_file, sizeof nd->peers_file,
+			 "%s/cluster-peers", cfg->data_dir);
+		journal_replay(nd);
+	}
 	nd->ep = epoll_create1(EPOLL_CLOEXEC);
 	nd->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	nd->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -445,6 +850,13 @@ int peer_node_start(struct peer_node *nd, struct pe_engine *e)
 	if (pthread_create(&nd->thr, NULL, node_main, nd))
 		return -PARLEY_ENOMEM;
 	nd->started = true;
+	/* every node follows the members stream (from its start: replayed
+	 * after a restart, idempotent) */
+	int src = pe_subscribe(e, MEMBERS_KEY, strlen(MEMBERS_KEY), 1,
+			       members_cb, nd, &nd->msub);
+	if (src)
+		PLOG_W("cluster", "cannot follow the members stream", "err=%s",
+		       parley_errname(src));
 	PLOG_I("cluster", "replication started", "node_id=%" PRIu64
 	       " cluster_id=%" PRIu64 " peer_port=%u peers=%u tick_ms=%u",
 	       nd->cfg.node_id, nd->cfg.cluster_id, peer_port(nd->peer),
@@ -484,6 +896,11 @@ void peer_node_stop(struct peer_node *nd)
 		close(nd->evfd);
 	if (nd->tfd >= 0)
 		close(nd->tfd);
+	while (nd->cmd_head) {
+		struct pcmd *nx = nd->cmd_head->next;
+		free(nd->cmd_head);
+		nd->cmd_head = nx;
+	}
 	pthread_mutex_destroy(&nd->mu);
 	free(nd->seen_term);
 	free(nd->seen_leader);

@@ -8,7 +8,14 @@
  * Contract
  *   1. peer_node_new() validates the configuration, binds the peer port
  *      and names the peers; nothing runs yet. Its pe_cluster (peer_node_
- *      cluster) is what pe_open gets: voters = this node + every peer.
+ *      cluster) is what pe_open gets: voters = this node + every peer,
+ *      or cfg.founders for a node added to a running cluster; with
+ *      cfg.data_dir, the peers journaled at run time are named too.
+ *   5. Membership (docs/CLUSTER.md §3.7): peer_node_start follows the
+ *      engine's members stream and names / forgets nodes to the
+ *      transport as their records apply; peer_node_add_node /
+ *      _remove_node, on the leader of partition 0, change every
+ *      partition's configuration and write those records.
  *   2. peer_node_start(e) starts the thread once the engine is open;
  *      messages the engine sends before that are queued (bounded), those
  *      received before it are not read (the sockets wait).
@@ -58,6 +65,15 @@ struct peer_node_config {
 	 * client ports (the leader hint of ERROR NOTLEADER) and the admin port
 	 * (parleyctl cluster status) */
 	const char *client_addr, *client_tls_addr, *admin_addr;
+	/* The founding voters (pe_cluster.voters, contract items 1 and 12 of
+	 * parley_engine.h); 0 = this node and every peer (a founding node).
+	 * A node added to the cluster later gives the founders here. */
+	const uint64_t *founders;
+	uint32_t nfounders;
+	/* The data directory: peers added and removed at run time are
+	 * journaled in <data_dir>/cluster-peers and replayed at the next
+	 * start (NULL = not kept). */
+	const char *data_dir;
 };
 
 struct peer_node;
@@ -75,6 +91,31 @@ int peer_node_start(struct peer_node *n, struct pe_engine *e);
 void peer_node_halt(struct peer_node *n);
 /* Frees everything (after pe_close); halts first if needed. */
 void peer_node_stop(struct peer_node *n);
+/* Peers added or removed at run time (a node joins or leaves the
+ * cluster), from any thread: queued for the node thread, which applies
+ * them in order at its next round (peer_add / peer_remove; a removed id is
+ * never added again). 0, or -PARLEY_EINVAL (id 0 or this node, address
+ * not numeric, port 0) / -PARLEY_ENOMEM; the transport's own refusals
+ * are logged. */
+int peer_node_add_peer(struct peer_node *n, uint64_t id, const char *addr,
+		       uint16_t port);
+int peer_node_remove_peer(struct peer_node *n, uint64_t id);
+/* Cluster membership (docs/CLUSTER.md §3.7), on the node that leads
+ * partition 0, blocking (the admin thread; at most about wait_ms):
+ * add_node writes the new node's addresses to the members stream (every
+ * node then names it to its transport), adds it as a learner of every
+ * partition, waits until this leader sees it caught up everywhere, and
+ * promotes it to voter; remove_node removes it from every partition, then
+ * writes its removal (every node forgets it). Both are idempotent (repeat
+ * after a timeout). 0, or -PARLEY_ENOTLEADER (msg names the leader as
+ * this node knows it), -PARLEY_EINVAL (bad id or address, a reused id,
+ * this node itself), -PARLEY_ETIMEDOUT (msg says how far it got), another
+ * engine error. msg gets a one-line text answer. */
+int peer_node_add_node(struct peer_node *n, uint64_t id, const char *peer,
+		       const char *client, const char *admin, uint32_t wait_ms,
+		       char *msg, size_t cap);
+int peer_node_remove_node(struct peer_node *n, uint64_t id, uint32_t wait_ms,
+			  char *msg, size_t cap);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships

@@ -1,7 +1,8 @@
 /*
  * ctl_cluster.c — `parleyctl cluster <subcommand>`: the cluster commands'
  * dispatcher. Each subcommand lives in its own tools/ctl_cluster_<name>.c
- * and is listed in the table below.
+ * (add-node and remove-node: ctl_cluster_members.c) and is listed in the
+ * table below.
  *
  * Exit codes (parleyctl.h): those of the subcommand; 2 for an unknown one.
  * Threads: a CLI; single-threaded.
@@ -21,13 +22,18 @@ static const struct cluster_cmd cluster_cmds[] = {
 	{"status", ctl_cluster_status_main,
 	 "nodes, their health, each partition's replicas, leader, commit and "
 	 "apply lag (GET /cluster of every node)"},
+	{"add-node", ctl_cluster_members_main,
+	 "add a node to every partition: learner, caught up, then voter "
+	 "(POST /cluster/add-node on the leader's admin port)"},
+	{"remove-node", ctl_cluster_members_main,
+	 "take a node out of every partition (POST /cluster/remove-node)"},
 };
 
 static void cluster_usage(FILE *f)
 {
 	fprintf(f, "usage: parleyctl cluster <command> [options]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof cluster_cmds / sizeof cluster_cmds[0]; i++)
-		fprintf(f, "  %-10s %s\n", cluster_cmds[i].name, cluster_cmds[i].help);
+		fprintf(f, "  %-12s %s\n", cluster_cmds[i].name, cluster_cmds[i].help);
 }
 
 int ctl_cluster_main(int argc, char **argv)

@@ -21,7 +21,8 @@ static const struct ctl_cmd cmds[] = {
 	 "checksum verification"},
 	{"token", ctl_token_main, "mint a development JWT"},
 	{"cluster", ctl_cluster_main,
-	 "a running cluster: `cluster status` (nodes, partitions, lag)"},
+	 "a running cluster: `cluster status` (nodes, partitions, lag), `cluster\n"
+	 "             add-node` / `remove-node` (membership, through an admin port)"},
 };
 
 static void usage(FILE *f)

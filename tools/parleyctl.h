@@ -13,5 +13,6 @@ int ctl_inspect_main(int argc, char **argv);
 int ctl_token_main(int argc, char **argv);
 int ctl_cluster_main(int argc, char **argv);
 int ctl_cluster_status_main(int argc, char **argv);
+int ctl_cluster_members_main(int argc, char **argv); /* add-node, remove-node */
 
 #endif

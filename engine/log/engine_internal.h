@@ -198,6 +198,18 @@ struct part {
 	uint32_t follow_wait;   /* ticks before the next leadership handoff */
 	bool was_leader;
 	bool snap_logged;
+	/* membership changes (log/part_conf.c, contract item 12) */
+	struct req *conf_req;   /* REQ_CONF queued, not proposed yet */
+	struct req *conf_wait;  /* proposed at (index, term): awaits apply */
+	bool conf_have;         /* <data>/conf/<partition> holds conf_stored */
+	uint64_t conf_index;    /* ... as of this log index */
+	struct raft_conf conf_stored;
+	struct raft_conf conf_pubbed; /* last published (shard thread) */
+	_Atomic uint64_t pub_conf_seq; /* seqlock: odd while writing */
+	_Atomic uint64_t pub_conf_n;   /* members */
+	_Atomic uint64_t pub_conf_ids[RAFT_MAX_MEMBERS];
+	_Atomic uint64_t pub_conf_roles[RAFT_MAX_MEMBERS];
+	_Atomic uint64_t pub_conf_match[RAFT_MAX_MEMBERS]; /* leader's view */
 	/* catch-up by snapshot (log/part_snap.c) */
 	struct snap_out *snap_out; /* leader: the image followers are sent */
 	struct snap_in *snap_in;   /* follower: the snapshot being received */
@@ -299,6 +311,8 @@ enum req_kind {
 			      read pool; out = its struct hsubread */
 	REQ_HS_DONE,   /* a HARDSTATE store finished (log/part_raft.c):
 			  index = its generation, from = -result */
+	REQ_CONF,      /* a membership change (log/part_conf.c): from = the
+			  node, limit = the raft_conf_op */
 	REQ_SNAP_DONE, /* a snapshot job came back from the read pool
 			  (log/part_snap.c); out = its struct snap_job */
 };
@@ -314,6 +328,7 @@ struct req {
 		pe_append_cb append;
 		pe_read_cb read;
 		pe_delete_cb del;
+		pe_conf_cb conf;
 		void (*generic)(void *arg);
 	} cb;
 	struct pe_sub *sub;
@@ -550,6 +565,23 @@ void part_raft_apply_recovered(struct shard *sh, struct part *p);
 void part_raft_publish(struct part *p);
 int part_raft_read_check(struct part *p);
 void part_raft_close(struct shard *sh);
+
+/* log/part_conf.c */
+int part_conf_load(struct pe_engine *e, struct part *p);
+int part_conf_store(struct pe_engine *e, struct part *p, uint64_t index,
+		    const struct raft_conf *conf);
+int part_conf_write(struct pio *io, const char *datadir, uint32_t part,
+		    uint64_t index, const struct raft_conf *conf);
+void part_conf_set(struct part *p, uint64_t index, const struct raft_conf *c);
+bool part_conf_stale(const struct part *p, uint64_t index);
+const struct raft_conf *part_conf_boot(const struct part *p);
+void part_conf_req(struct shard *sh, struct req *r);
+uint64_t part_conf_propose(struct part *p);
+void part_conf_applied(struct shard *sh, struct part *p,
+		       const struct raft_entry *e, bool live);
+void part_conf_fail(struct part *p, uint64_t above, int err);
+bool part_conf_msg_ok(const struct part *p, const struct raft_msg *m);
+void part_conf_publish(struct part *p);
 
 /* log/part_repl.c */
 void part_repl_recv(struct shard *sh, struct req *r);

@@ -65,6 +65,11 @@
  *     so nothing ever installs a fake (empty) snapshot.
  *   - leadership loss: the waiters above the commit index fail with
  *     -PARLEY_ENOTLEADER and the leader hint; the others apply.
+ *   - membership (log/part_conf.c): a group starts from its stored
+ *     configuration (else the founders, cl->conf); a queued change is
+ *     proposed before the queued appends of a run; inbound messages are
+ *     filtered by the group's current configuration; an applied conf
+ *     entry stores the configuration after it.
  *
  * Threads: a partition's group is driven by its shard thread only, and by
  * pe_open (the election at open) before the shard threads start.
@@ -512,7 +517,8 @@ static int st_load(void *ctx, struct raft_hardstate *hs,
 	memset(snap, 0, sizeof *snap);
 	snap->index = p->flushed_index;
 	snap->term = p->snap_term;
-	snap->conf = p->cl->conf;
+	/* the stored configuration, else the founders (part_conf.c) */
+	snap->conf = *part_conf_boot(p);
 	/* several voters: a placeholder (nonzero size) for the compaction
 	 * point; a leader that needs to send it asks snapshot_read, which
 	 * makes a real image first (log/part_snap.c) */
@@ -547,6 +553,9 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 {
 	p->cl = &e->cl;
 	e->cl.lead0 = &e->parts[0].pub_leader;
+	int lrc = part_conf_load(e, p);
+	if (lrc)
+		return lrc;
 	struct raft_config c = {0};
 	c.id = e->cl.node_id;
 	c.group = p->id;
@@ -567,7 +576,8 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	c.chunk_bytes = RAFT_MAX_CHUNK_BYTES;
 	c.pre_vote = true;
 	c.check_quorum = true;
-	c.bootstrap = e->cl.conf;
+	/* raft_new takes the bootstrap when the snapshot index is 0 */
+	c.bootstrap = *part_conf_boot(p);
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read};
@@ -619,6 +629,8 @@ static void apply_entry(struct shard *sh, struct part *p,
 			part_mark_corrupt(p, f, 0, res.why);
 		}
 	}
+	if (kind == CMD_CONF)
+		part_conf_applied(sh, p, e, live);
 	if (r) {
 		PARLEY_ASSERT((r->kind == REQ_DELETE) == (kind == CMD_DELETE));
 		shard_answer(sh, p, r, rc, &res);
@@ -676,6 +688,7 @@ void part_raft_close(struct shard *sh)
 		fail_chain_hint(p, p->prop_head, -PARLEY_ECLOSED);
 		p->prop_head = p->prop_tail = NULL;
 		part_repl_reads_close(p);
+		part_conf_fail(p, 0, -PARLEY_ECLOSED);
 	}
 }
 
@@ -720,6 +733,7 @@ void part_raft_publish(struct part *p)
 	atomic_store_explicit(&p->pub_elections, raft_elections(p->raft),
 			      memory_order_relaxed);
 	part_raft_publish_members(p);
+	part_conf_publish(p);
 }
 
 /* After the group moved: a lost leadership fails exactly the waiters
@@ -738,6 +752,7 @@ static void after_step(struct part *p)
 			       " failed=%" PRIu64 " leader=%" PRIu64, p->id,
 			       raft_term(p->raft), n, raft_leader(p->raft));
 		fail_chain_hint(p, lost, -PARLEY_ENOTLEADER);
+		part_conf_fail(p, raft_commit(p->raft), -PARLEY_ENOTLEADER);
 	}
 	if (!lead && p->snap_out)
 		part_snap_release(p, "leadership lost");
@@ -787,7 +802,7 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 		uint64_t to = atomic_load_explicit(p->cl->lead0,
 						   memory_order_relaxed);
 		if (to && to != p->cl->node_id &&
-		    raft_conf_find(&p->cl->conf, to) >= 0 &&
+		    raft_conf_find(raft_conf(p->raft), to) >= 0 &&
 		    raft_peer_current(p->raft, to)) {
 			p->follow_wait = 2 * p->cl->election_ticks;
 			(void)raft_transfer(p->raft, to);
@@ -810,6 +825,12 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 		p->rin_head = r->next;
 		if (!p->rin_head)
 			p->rin_tail = NULL;
+		if (!part_conf_msg_ok(p, m)) { /* contract item 3 */
+			atomic_fetch_add_explicit(&p->pub_dropped, 1,
+						  memory_order_relaxed);
+			free(r);
+			continue;
+		}
 		part_snap_inbound(p, m);
 		int rc = raft_step(p->raft, m);
 		if (rc)
@@ -955,6 +976,11 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			held = NULL;
 			src = p->snap_rc;
 		} else {
+			if (live && propose && p->conf_req &&
+			    used + WAL_REC_SPACE(RAFT_CONF_CHANGE_BYTES) +
+			    PROP_MARGIN * WAL_REC_SPACE(0) <=
+			    wal_open_room(sh->wal))
+				used += part_conf_propose(p); /* item 12 */
 			if (live && propose)
 				propose_queued(sh, p, used);
 			used = 0;

@@ -1,6 +1,7 @@
 /*
  * part_repl.c — the replication API of parley_engine.h ("Replication"):
- * the static voter set (pe_options.cluster), inbound Raft messages
+ * the founding voter set (pe_options.cluster; each group's own
+ * configuration is log/part_conf.c's), inbound Raft messages
  * (pe_raft_recv), ticks (pe_raft_tick) and each group's published state
  * (pe_raft_status). Driving the groups (persist before send, catch-up,
  * leadership loss) is log/part_raft.c's.
@@ -95,9 +96,13 @@ int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 		cl->conf.max_id = PARLEY_MAX(cl->conf.max_id, id);
 		self |= id == c->node_id;
 	}
-	if (!self) {
-		PLOG_E("engine", "cluster: this node is not among the voters",
-		       "node_id=%" PRIu64, c->node_id);
+	/* a node added later (contract item 12) is given the founders and
+	 * is not among them; a founding set of one is a single node, which
+	 * never grows */
+	if (!self && c->nvoters < 2) {
+		PLOG_E("engine", "cluster: this node is not among the voters "
+		       "of a single-node cluster", "node_id=%" PRIu64,
+		       c->node_id);
 		return -PARLEY_EINVAL;
 	}
 	cl->on = true;
@@ -138,7 +143,7 @@ const struct raft_msg *part_repl_msg(const struct req *r)
 static int recv_one(struct pe_engine *e, const struct raft_msg *m)
 {
 	if (m->group >= e->nparts || m->to != e->cl.node_id ||
-	    m->from == e->cl.node_id || raft_conf_find(&e->cl.conf, m->from) < 0 ||
+	    m->from == e->cl.node_id || !m->from ||
 	    m->n_entries > RAFT_MAX_MSG_ENTRIES ||
 	    (m->n_entries && !m->entries) ||
 	    m->chunk_len > RAFT_MAX_CHUNK_BYTES || (m->chunk_len && !m->chunk))
@@ -506,10 +511,10 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.reads_failed = LD(pub_ri_failed),
 		.damaged_found = LD(pub_damaged_found),
 		.damaged_repaired = LD(pub_damaged_repaired)};
-	uint32_t n = atomic_load_explicit(&p->pub_n_mem, memory_order_relaxed);
+	uint32_t nmem = atomic_load_explicit(&p->pub_n_mem, memory_order_relaxed);
 	if (out->role != PE_LEADER)
-		n = 0;
-	for (uint32_t i = 0; i < n && i < PE_RAFT_MAX_MEMBERS; i++) {
+		nmem = 0;
+	for (uint32_t i = 0; i < nmem && i < PE_RAFT_MAX_MEMBERS; i++) {
 		struct pe_raft_member *m = &out->members[out->n_members++];
 		uint32_t f = atomic_load_explicit(&p->pub_mem_flags[i],
 						  memory_order_relaxed);
@@ -523,6 +528,46 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 			out->lag_max = m->lag;
 	}
 #undef LD
+	/* the configuration, under its seqlock (part_conf_publish) */
+	for (;;) {
+		uint64_t s1 = atomic_load_explicit(&p->pub_conf_seq,
+						   memory_order_acquire);
+		uint32_t n = (uint32_t)atomic_load_explicit(
+			&p->pub_conf_n, memory_order_relaxed);
+		uint64_t ids[RAFT_MAX_MEMBERS], roles[RAFT_MAX_MEMBERS];
+		uint64_t match[RAFT_MAX_MEMBERS];
+		if (n > RAFT_MAX_MEMBERS)
+			n = RAFT_MAX_MEMBERS;
+		for (uint32_t i = 0; i < n; i++) {
+			match[i] = atomic_load_explicit(&p->pub_conf_match[i],
+							memory_order_relaxed);
+			ids[i] = atomic_load_explicit(&p->pub_conf_ids[i],
+						      memory_order_relaxed);
+			roles[i] = atomic_load_explicit(&p->pub_conf_roles[i],
+							memory_order_relaxed);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		uint64_t s2 = atomic_load_explicit(&p->pub_conf_seq,
+						   memory_order_relaxed);
+		if (s1 != s2 || (s1 & 1))
+			continue;
+		out->nvoters = out->nlearners = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			bool v = roles[i] == RAFT_VOTER;
+			uint64_t *arr = v ? out->voters : out->learners;
+			uint64_t *mat = v ? out->voter_match : out->learner_match;
+			uint32_t *cnt = v ? &out->nvoters : &out->nlearners;
+			uint32_t k = (*cnt)++;
+			while (k && arr[k - 1] > ids[i]) { /* ascending */
+				arr[k] = arr[k - 1];
+				mat[k] = mat[k - 1];
+				k--;
+			}
+			arr[k] = ids[i];
+			mat[k] = match[i];
+		}
+		break;
+	}
 	return 0;
 }
 

@@ -230,6 +230,8 @@ struct snap_job {
 	bool install;
 	bool keeps_tail;       /* install_keeps_tail (raft.h): a damaged
 				  prefix replaced, the log after it kept */
+	bool conf_store;       /* install: write conf/<part> (index, conf) */
+	bool conf_stored;      /* ... done: the shard records it */
 	bool committed;        /* INSTALL stored: the snapshot replaces the
 				  partition, now or at the next open */
 	struct hpart_opts ho;
@@ -1339,6 +1341,10 @@ static int install_run(struct snap_job *j)
 		snprintf(path, sizeof path, "%s/stage", j->sd);
 		rc = io->ops->fsync_dir(io, path);
 	}
+	if (!rc && j->conf_store) {
+		rc = part_conf_write(io, j->e->dir, j->part, j->index, &j->conf);
+		j->conf_stored = !rc;
+	}
 	if (!rc) {
 		snprintf(tmp, sizeof tmp, "%s/INSTALL.tmp", j->sd);
 		snprintf(path, sizeof path, "%s/INSTALL", j->sd);
@@ -1473,6 +1479,12 @@ int part_snap_persist(struct shard *sh, struct part *p,
 	j->install = rd->has_install;
 	j->keeps_tail = rd->has_install && rd->install_keeps_tail;
 	if (j->install) {
+		/* the snapshot's configuration: stored by the job before
+		 * INSTALL, the install's commit point (log/part_conf.c: a
+		 * newer committed one is safe after a crash) */
+		j->conf_store = part_conf_stale(p, rd->install.index);
+		j->conf = rd->install.conf;
+		j->index = rd->install.index;
 		j->ho = (struct hpart_opts){
 			.partition = p->id, .cache = sh->cache,
 			.retention = e->retention.n ? &e->retention : NULL,
@@ -1583,6 +1595,8 @@ static void store_done(struct shard *sh, struct part *p, struct snap_job *j)
 	int rc = j->rc;
 	struct snap_in *in = p->snap_in;
 	PARLEY_ASSERT(in == j->in);
+	if (j->conf_stored) /* the file holds it, whatever came next */
+		part_conf_set(p, j->index, &j->conf);
 	if (rc && !j->committed) {
 		PLOG_E("engine", j->install ? "received snapshot refused"
 					    : "snapshot chunk not stored",

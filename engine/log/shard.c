@@ -340,6 +340,7 @@ static void shard_fatal(struct shard *sh, int err)
 		shard_fail_chain(sh, part_wait_take_after(p, 0), -PARLEY_EFATAL);
 		shard_fail_chain(sh, p->prop_head, -PARLEY_EFATAL);
 		p->prop_head = p->prop_tail = NULL;
+		part_conf_fail(p, 0, -PARLEY_EFATAL);
 		if (p->ready_out) {
 			raft_persist_failed(p->raft);
 			p->ready_out = false;
@@ -487,6 +488,9 @@ static void shard_process(struct shard *sh)
 			break;
 		case REQ_NODE_DOWN:
 			part_repl_node_down(sh, r);
+			break;
+		case REQ_CONF:
+			part_conf_req(sh, r);
 			break;
 		case REQ_READ_DONE:
 			hist_read_done(sh, r);

@@ -40,7 +40,7 @@ endforeach()
 # test_cluster_snapshot likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_group_follower cluster_test_cluster_snapshot
-          cluster_test_cluster_status)
+          cluster_test_cluster_status cluster_test_cluster_membership)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)

@@ -772,7 +772,17 @@ Test(peer, invalid_configuration_is_refused)
 	cr_assert_eq(peer_add(p, 2, "::1", 1000), 0);
 	cr_assert_eq(peer_add(p, 2, "127.0.0.1", 1000), -PARLEY_EEXIST);
 	peer_poll(p, 0);
-	cr_assert_eq(peer_add(p, 3, "127.0.0.1", 1000), -PARLEY_EINVAL, "after the first poll");
+	/* run time: a node joins (peer_add) and leaves for good (peer_remove) */
+	cr_assert_eq(peer_add(p, 3, "127.0.0.1", 1000), 0, "after the first poll");
+	cr_assert_eq(peer_remove(p, 3), 0);
+	cr_assert_eq(peer_remove(p, 3), 0);
+	cr_assert_eq(peer_add(p, 3, "127.0.0.1", 1000), -PARLEY_EEXIST, "ids are never reused");
+	cr_assert_eq(peer_remove(p, 9), -PARLEY_ENOTFOUND);
+	struct raft_msg m = {.type = RAFT_MSG_HEARTBEAT, .from = 7, .to = 3};
+	cr_assert_eq(peer_send(p, 3, &m, 1), -PARLEY_ENOTFOUND);
+	struct peer_link_stats ls;
+	cr_assert_eq(peer_link_stats(p, 3, &ls), 0);
+	cr_assert(ls.removed);
 	peer_free(p);
 }
 

@@ -1,0 +1,873 @@
+/*
+ * test_membership.c — membership changes of the partition groups
+ * (parley_engine.h "Replication", contract item 12; engine/log/part_conf.c):
+ * up to five real engines in one process, each on its own in-memory
+ * backend (a crash loses every byte not fdatasync'd), founded as a
+ * 3-voter cluster {1, 2, 3} and wired by an in-memory transport that this
+ * test drives (messages encoded and decoded with the Raft codec, as a
+ * wire would; links cut; ticks when the test says).
+ *
+ * What is checked, through the public API only:
+ *   - a new node (4, an empty data directory, given the founders) is
+ *     added as a learner of every partition while appends go on, catches
+ *     up by log, is promoted; a founder is removed; the removed node
+ *     never leads again and the remaining voters, the new one among them,
+ *     form the quorum (the new voter is needed: one of the others is then
+ *     killed and the two left still commit);
+ *   - with a small kept log the learner catches up by snapshot instead
+ *     (the conf travels in the snapshot's meta);
+ *   - after every node flushed its history (the WAL records holding the
+ *     conf entries released) and restarted, every group reports the
+ *     changed configuration and serves with it; without the stored
+ *     configuration (conf/<partition>) the restarted groups fall back to
+ *     the founders and this fails;
+ *   - the API's refusals: a second change while one is pending (EAGAIN),
+ *     a reused id (EINVAL), a change on a follower (NOTLEADER + hint).
+ * Seed: PARLEY_SEED (printed); it drives the keys and the backends.
+ */
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "parley_engine.h"
+#include "parley_engine_hooks.h"
+#include "raft.h"
+#include "raft_codec.h"
+
+#define NMAX 5
+#define NPARTS 4
+#define MAX_PUMP 60000 /* pump rounds before a wait gives up (a failure) */
+
+struct pkt {
+	struct pkt *next;
+	int to;
+	size_t len;
+	uint8_t buf[];
+};
+
+struct node {
+	uint64_t id;
+	char dir[64];
+	struct pe_engine *e;
+	struct pio *io;
+	bool up;
+};
+
+static struct node nodes[NMAX];
+static pthread_mutex_t net_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct pkt *q_head, *q_tail;
+static struct parley_rng rng;
+static uint64_t log_keep;
+static uint64_t seed;
+static int isolated = -1; /* a node whose messages (both ways) are lost */
+
+static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
+{
+	struct node *from = arg;
+	for (uint32_t i = 0; i < n; i++) {
+		cr_assert_eq(msgs[i].from, from->id);
+		int sz = raft_codec_size(&msgs[i], 1);
+		cr_assert_gt(sz, 0);
+		struct pkt *p = malloc(sizeof *p + (size_t)sz);
+		cr_assert_not_null(p);
+		p->next = NULL;
+		p->to = (int)msgs[i].to - 1;
+		cr_assert(p->to >= 0 && p->to < NMAX, "message to node %llu",
+			  (unsigned long long)msgs[i].to);
+		p->len = (size_t)raft_codec_encode(p->buf, (size_t)sz, &msgs[i], 1);
+		cr_assert_eq(p->len, (size_t)sz);
+		pthread_mutex_lock(&net_mu);
+		if (q_tail)
+			q_tail->next = p;
+		else
+			q_head = p;
+		q_tail = p;
+		pthread_mutex_unlock(&net_mu);
+	}
+}
+
+static struct pkt *net_take(void)
+{
+	pthread_mutex_lock(&net_mu);
+	struct pkt *h = q_head;
+	q_head = q_tail = NULL;
+	pthread_mutex_unlock(&net_mu);
+	return h;
+}
+
+static void net_clear(void)
+{
+	struct pkt *p = net_take();
+	while (p) {
+		struct pkt *n = p->next;
+		free(p);
+		p = n;
+	}
+}
+
+/* Every node, the ones added later too, is given the founders {1,2,3}. */
+static void node_open(int i)
+{
+	struct node *nd = &nodes[i];
+	uint64_t founders[3] = {1, 2, 3};
+	struct pe_cluster c = {.node_id = nd->id, .voters = founders,
+			       .nvoters = 3, .election_ticks = 10,
+			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
+			       .send = net_send, .send_arg = nd};
+	struct pe_options o = {0};
+	o.dir = nd->dir;
+	o.partitions = NPARTS;
+	o.shards = 2;
+	o.wal_segment_bytes = 16u << 20;
+	o.cluster = &c;
+	o.io = nd->io;
+	int rc = pe_open(&o, &nd->e);
+	cr_assert_eq(rc, 0, "open node %d: %s", i, parley_errname(rc));
+	nd->up = true;
+}
+
+static void node_close(int i)
+{
+	pe_close(nodes[i].e);
+	nodes[i].e = NULL;
+	nodes[i].up = false;
+}
+
+/* A crash: nothing more is written, unsynced bytes are lost. */
+static void node_kill(int i)
+{
+	pe_abort(nodes[i].e);
+	pio_mem_crash(nodes[i].io, true);
+	nodes[i].e = NULL;
+	nodes[i].up = false;
+}
+
+static void cluster_start(uint64_t keep)
+{
+	const char *s = getenv("PARLEY_SEED");
+	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
+	fprintf(stderr, "test_membership: PARLEY_SEED=%llu\n",
+		(unsigned long long)seed);
+	rng.s = seed;
+	log_keep = keep;
+	for (int i = 0; i < NMAX; i++) {
+		nodes[i].id = (uint64_t)i + 1;
+		nodes[i].io = pio_mem_new(seed + (uint64_t)i);
+		cr_assert_not_null(nodes[i].io);
+		snprintf(nodes[i].dir, sizeof nodes[i].dir, "/node%d", i);
+		nodes[i].up = false;
+	}
+	for (int i = 0; i < 3; i++)
+		node_open(i);
+}
+
+static void cluster_stop(void)
+{
+	for (int i = 0; i < NMAX; i++) {
+		if (nodes[i].up)
+			pe_close(nodes[i].e);
+		if (nodes[i].io)
+			pio_free(nodes[i].io);
+		nodes[i].io = NULL;
+		nodes[i].e = NULL;
+		nodes[i].up = false;
+	}
+	net_clear();
+}
+
+static void pump(void)
+{
+	static uint32_t round;
+	static uint8_t arena[RAFT_CODEC_ARENA_ONE + (4u << 20)];
+	struct pkt *p = net_take();
+	while (p) {
+		struct pkt *n = p->next;
+		struct raft_msg *ms;
+		uint32_t nm;
+		struct raft_codec_arena a;
+		raft_codec_arena_init(&a, arena, sizeof arena);
+		int rc = raft_codec_decode(p->buf, p->len, 0, &a, 0, &ms, &nm);
+		cr_assert_eq((size_t)rc, p->len);
+		int from = (int)ms[0].from - 1;
+		if (nodes[p->to].up && p->to != isolated && from != isolated)
+			(void)pe_raft_recv(nodes[p->to].e, ms, nm);
+		free(p);
+		p = n;
+	}
+	if (++round % 16 == 0)
+		for (int i = 0; i < NMAX; i++)
+			if (nodes[i].up)
+				(void)pe_raft_tick(nodes[i].e);
+	usleep(300);
+}
+
+static struct pe_raft_status status(int i, uint32_t part)
+{
+	struct pe_raft_status st;
+	cr_assert_eq(pe_raft_status(nodes[i].e, part, &st), 0);
+	return st;
+}
+
+static int leader_of(uint32_t part)
+{
+	int best = -1;
+	uint64_t term = 0;
+	for (int i = 0; i < NMAX; i++) {
+		if (!nodes[i].up)
+			continue;
+		struct pe_raft_status st = status(i, part);
+		if (st.role == PE_LEADER && st.term >= term) {
+			best = i;
+			term = st.term;
+		}
+	}
+	return best;
+}
+
+static void wait_leaders(void)
+{
+	for (int r = 0; r < MAX_PUMP; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++)
+			all &= leader_of(p) >= 0;
+		if (all)
+			return;
+		pump();
+	}
+	cr_assert_fail("no leader elected");
+}
+
+struct ack {
+	atomic_bool done;
+	struct pe_append_result r;
+};
+
+static void on_ack(void *arg, const struct pe_append_result *r)
+{
+	struct ack *a = arg;
+	a->r = *r;
+	atomic_store(&a->done, true);
+}
+
+/* ---- acknowledged appends and their check ---------------------------------------- */
+
+#define NKEYS 6
+#define MAXACK 2048
+struct rec {
+	int key;
+	uint64_t seq;
+	char payload[40];
+};
+static struct rec acked[MAXACK];
+static int nacked;
+
+static void key_name(int k, char *out, size_t cap)
+{
+	snprintf(out, cap, "c/conv-%d", k);
+}
+
+static uint32_t part_of(const char *key)
+{
+	for (int i = 0; i < NMAX; i++)
+		if (nodes[i].up)
+			return pe_partition_of(nodes[i].e, key, strlen(key));
+	cr_assert_fail("no node up");
+	return 0;
+}
+
+/* Appends until acknowledged, through whichever node leads, retrying with
+ * the same producer id; returns the seq. */
+static uint64_t append_acked(const char *key, const char *payload,
+			     uint64_t pid)
+{
+	uint8_t producer[PE_PRODUCER_LEN] = {0};
+	memcpy(producer, &pid, sizeof pid);
+	producer[15] = 0x6b;
+	uint32_t part = part_of(key);
+	struct pe_input in = {.type = 1, .len = (uint32_t)strlen(payload),
+			      .payload = payload};
+	for (int attempt = 0; attempt < 4000; attempt++) {
+		int l = leader_of(part);
+		if (l < 0) {
+			pump();
+			continue;
+		}
+		struct pe_append_req q = {.key = key, .klen = strlen(key),
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, producer, PE_PRODUCER_LEN);
+		struct ack a = {0};
+		int rc = pe_append(nodes[l].e, &q, on_ack, &a);
+		if (!rc) {
+			for (int r = 0; r < MAX_PUMP && !atomic_load(&a.done); r++)
+				pump();
+			cr_assert(atomic_load(&a.done), "append never answered");
+			rc = a.r.err;
+			if (!rc)
+				return a.r.seq;
+		}
+		cr_assert(rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EAGAIN ||
+			  rc == -PARLEY_EFULL, "append: %s", parley_errname(rc));
+		for (int k = 0; k < 8; k++)
+			pump();
+	}
+	cr_assert_fail("append never acknowledged");
+	return 0;
+}
+
+static void append_many(int n)
+{
+	for (int i = 0; i < n; i++) {
+		cr_assert_lt(nacked, MAXACK);
+		struct rec *r = &acked[nacked];
+		r->key = (int)parley_rng_below(&rng, NKEYS);
+		snprintf(r->payload, sizeof r->payload, "m%d-%032d", nacked, 0);
+		char key[32];
+		key_name(r->key, key, sizeof key);
+		r->seq = append_acked(key, r->payload, (uint64_t)nacked + 1);
+		nacked++;
+	}
+}
+
+/* Node i holds exactly the acknowledged entries, at their seqs. */
+static void check_node(int i)
+{
+	for (int k = 0; k < NKEYS; k++) {
+		char key[32];
+		key_name(k, key, sizeof key);
+		struct pe_read_req q = {.key = key, .klen = strlen(key),
+					.from = 1, .dir = PE_FORWARD,
+					.limit = PE_MAX_READ};
+		struct pe_entry *es = NULL;
+		uint32_t n = 0;
+		cr_assert_eq(pe_read_sync(nodes[i].e, &q, &es, &n, NULL), 0);
+		uint32_t want = 0;
+		for (int a = 0; a < nacked; a++) {
+			if (acked[a].key != k)
+				continue;
+			want++;
+			cr_assert_geq(n, acked[a].seq, "node %d key %d: seq %llu "
+				      "missing (stream has %u)", i + 1, k,
+				      (unsigned long long)acked[a].seq, n);
+			const struct pe_entry *e = &es[acked[a].seq - 1];
+			cr_assert(e->len == strlen(acked[a].payload) &&
+				  !memcmp(e->payload, acked[a].payload, e->len),
+				  "node %d key %d seq %llu: wrong payload", i + 1,
+				  k, (unsigned long long)e->seq);
+		}
+		cr_assert_eq(n, want, "node %d key %d: %u entries, %u acked",
+			     i + 1, k, n, want);
+		free(es);
+	}
+}
+
+/* Pumps until node i applied everything its leaders committed. */
+static void wait_caught_up(int i)
+{
+	for (int r = 0; r < MAX_PUMP; r++) {
+		bool ok = true;
+		for (uint32_t p = 0; p < NPARTS && ok; p++) {
+			int l = leader_of(p);
+			if (l < 0) {
+				ok = false;
+				break;
+			}
+			struct pe_raft_status ls = status(l, p), st = status(i, p);
+			ok = st.applied >= ls.commit && ls.commit == ls.last_index;
+		}
+		if (ok)
+			return;
+		pump();
+	}
+	cr_assert_fail("node %d did not catch up", i + 1);
+}
+
+/* ---- membership changes ----------------------------------------------------------- */
+
+struct cack {
+	atomic_bool done;
+	struct pe_conf_result r;
+};
+
+static void on_conf(void *arg, const struct pe_conf_result *r)
+{
+	struct cack *c = arg;
+	c->r = *r;
+	atomic_store(&c->done, true);
+}
+
+/* Proposes a change on partition `part`'s leader; appends go on while it
+ * is pending (the acknowledged set grows). Retries what is retryable.
+ * Returns the entry's index. */
+static uint64_t conf_change(uint32_t part, enum pe_conf_op op, uint64_t node,
+			    int appends_meanwhile)
+{
+	for (int attempt = 0; attempt < 400; attempt++) {
+		int l = leader_of(part);
+		if (l < 0) {
+			pump();
+			continue;
+		}
+		struct cack c = {0};
+		int rc = pe_partition_conf_change(nodes[l].e, part, op, node,
+						  on_conf, &c);
+		cr_assert_eq(rc, 0, "conf change: %s", parley_errname(rc));
+		if (appends_meanwhile)
+			append_many(appends_meanwhile);
+		for (int r = 0; r < MAX_PUMP && !atomic_load(&c.done); r++)
+			pump();
+		cr_assert(atomic_load(&c.done), "conf change never answered");
+		if (!c.r.err) {
+			cr_assert_gt(c.r.index, 0);
+			return c.r.index;
+		}
+		cr_assert(c.r.err == -PARLEY_EAGAIN ||
+			  c.r.err == -PARLEY_ENOTLEADER ||
+			  /* lost leadership, yet it committed: done */
+			  c.r.err == -PARLEY_EINVAL,
+			  "conf change: %s", parley_errname(c.r.err));
+		if (c.r.err == -PARLEY_EINVAL)
+			return 0;
+		for (int k = 0; k < 16; k++)
+			pump();
+	}
+	cr_assert_fail("conf change never committed");
+	return 0;
+}
+
+/* Node i's group of `part` reports exactly these voters and learners. */
+static bool conf_is(int i, uint32_t part, const uint64_t *v, uint32_t nv,
+		    const uint64_t *l, uint32_t nl)
+{
+	struct pe_raft_status st = status(i, part);
+	if (st.nvoters != nv || st.nlearners != nl)
+		return false;
+	for (uint32_t k = 0; k < nv; k++)
+		if (st.voters[k] != v[k])
+			return false;
+	for (uint32_t k = 0; k < nl; k++)
+		if (st.learners[k] != l[k])
+			return false;
+	return true;
+}
+
+static void wait_conf(int i, const uint64_t *v, uint32_t nv,
+		      const uint64_t *l, uint32_t nl)
+{
+	for (int r = 0; r < MAX_PUMP; r++) {
+		bool ok = true;
+		for (uint32_t p = 0; p < NPARTS; p++)
+			ok &= conf_is(i, p, v, nv, l, nl);
+		if (ok)
+			return;
+		pump();
+	}
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_raft_status st = status(i, p);
+		fprintf(stderr, "node %d partition %u: %u voters %u learners "
+			"(first %llu)\n", i + 1, p, st.nvoters, st.nlearners,
+			(unsigned long long)(st.nvoters ? st.voters[0] : 0));
+	}
+	cr_assert_fail("node %d never reported the expected conf", i + 1);
+}
+
+static void flush_all(int i)
+{
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_eq(pe_flush_sync(nodes[i].e, p), 0);
+}
+
+static void setup(void)
+{
+	nacked = 0;
+	isolated = -1;
+}
+
+TestSuite(membership, .init = setup, .fini = cluster_stop, .timeout = 300);
+
+/* Founders report their conf; the API refuses what it must. */
+Test(membership, refusals_and_status)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(10);
+	const uint64_t v3[] = {1, 2, 3};
+	for (int i = 0; i < 3; i++)
+		wait_conf(i, v3, 3, NULL, 0);
+	uint32_t part = 0;
+	int l = leader_of(part);
+	int f = (l + 1) % 3;
+	for (int r = 0; r < MAX_PUMP && !status(f, part).leader; r++)
+		pump();
+	struct cack c = {0};
+	/* on a follower: NOTLEADER with the leader's id */
+	cr_assert_eq(pe_partition_conf_change(nodes[f].e, part,
+					      PE_CONF_ADD_LEARNER, 4, on_conf,
+					      &c), 0);
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&c.done); r++)
+		pump();
+	cr_assert_eq(c.r.err, -PARLEY_ENOTLEADER);
+	cr_assert_eq(c.r.leader, nodes[l].id);
+	/* a reused id (a founder) */
+	c = (struct cack){0};
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, part,
+					      PE_CONF_ADD_LEARNER, 2, on_conf,
+					      &c), 0);
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&c.done); r++)
+		pump();
+	cr_assert_eq(c.r.err, -PARLEY_EINVAL);
+	/* promote of a voter */
+	c = (struct cack){0};
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, part,
+					      PE_CONF_PROMOTE, 3, on_conf,
+					      &c), 0);
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&c.done); r++)
+		pump();
+	cr_assert_eq(c.r.err, -PARLEY_EINVAL);
+	/* two at once: the second is refused with EAGAIN */
+	struct cack c1 = {0}, c2 = {0};
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, part,
+					      PE_CONF_ADD_LEARNER, 4, on_conf,
+					      &c1), 0);
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, part,
+					      PE_CONF_ADD_LEARNER, 5, on_conf,
+					      &c2), 0);
+	for (int r = 0; r < MAX_PUMP &&
+	     !(atomic_load(&c1.done) && atomic_load(&c2.done)); r++)
+		pump();
+	cr_assert_eq(c1.r.err, 0, "%s", parley_errname(c1.r.err));
+	cr_assert_eq(c2.r.err, -PARLEY_EAGAIN);
+	/* bad arguments never reach a shard */
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, NPARTS,
+					      PE_CONF_ADD_LEARNER, 9, on_conf,
+					      &c), -PARLEY_EINVAL);
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, 0, PE_CONF_REMOVE,
+					      0, on_conf, &c), -PARLEY_EINVAL);
+	cr_assert_eq(pe_partition_conf_change(nodes[l].e, 0, 1, 9, on_conf,
+					      &c), -PARLEY_EINVAL);
+	/* the leader reports the learner (node 4 is not running: the group
+	 * goes on with its three voters) */
+	const uint64_t l4[] = {4};
+	cr_assert(conf_is(l, part, v3, 3, l4, 1));
+	append_many(10);
+	for (int i = 0; i < 3; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
+/* A single node has no membership to change. */
+Test(membership, single_node_refuses)
+{
+	struct pio *io = pio_mem_new(1);
+	struct pe_options o = {0};
+	o.dir = "/single";
+	o.partitions = 2;
+	o.io = io;
+	struct pe_engine *e;
+	cr_assert_eq(pe_open(&o, &e), 0);
+	struct pe_conf_result r;
+	cr_assert_eq(pe_partition_conf_change_sync(e, 0, PE_CONF_ADD_LEARNER,
+						   2, &r), -PARLEY_EINVAL);
+	struct pe_raft_status st;
+	cr_assert_eq(pe_raft_status(e, 0, &st), 0);
+	cr_assert_eq(st.nvoters, 1);
+	cr_assert_eq(st.voters[0], 1);
+	pe_close(e);
+	pio_free(io);
+}
+
+/* Adds node 4 to every group (learner, under appends), promotes it,
+ * removes founder `gone`. */
+static void grow_and_shrink(int gone)
+{
+	node_open(3); /* empty data directory, the founders as bootstrap */
+	for (uint32_t p = 0; p < NPARTS; p++)
+		conf_change(p, PE_CONF_ADD_LEARNER, 4, 20);
+	const uint64_t v3[] = {1, 2, 3}, l4[] = {4};
+	for (int i = 0; i < 4; i++)
+		wait_conf(i, v3, 3, l4, 1);
+	append_many(20);
+	wait_caught_up(3);
+	check_node(3);
+	/* the leaders see the learner caught up (what a caller promotes on) */
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		bool ok = false;
+		for (int r = 0; r < MAX_PUMP && !ok; r++) {
+			int l = leader_of(p);
+			struct pe_raft_status ls = l >= 0 ? status(l, p)
+							  : (struct pe_raft_status){0};
+			ok = l >= 0 && ls.nlearners == 1 &&
+			     ls.learner_match[0] == ls.commit &&
+			     ls.commit == ls.last_index;
+			for (uint32_t k = 0; ok && k < ls.nvoters; k++)
+				ok = ls.voter_match[k] == ls.commit ||
+				     ls.voters[k] == nodes[gone].id;
+			if (!ok)
+				pump();
+		}
+		cr_assert(ok, "partition %u: leader never saw the learner "
+			  "caught up", p);
+		struct pe_raft_status fs = status(3, p);
+		cr_assert_eq(fs.learner_match[0], 0, "a follower knows no match");
+	}
+	for (uint32_t p = 0; p < NPARTS; p++)
+		conf_change(p, PE_CONF_PROMOTE, 4, 10);
+	const uint64_t v4[] = {1, 2, 3, 4};
+	for (int i = 0; i < 4; i++)
+		wait_conf(i, v4, 4, NULL, 0);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		conf_change(p, PE_CONF_REMOVE, nodes[gone].id, 10);
+	uint64_t v[3];
+	uint32_t nv = 0;
+	for (int i = 0; i < 4; i++)
+		if (i != gone)
+			v[nv++] = nodes[i].id;
+	for (int i = 0; i < 4; i++)
+		if (i != gone)
+			wait_conf(i, v, nv, NULL, 0);
+}
+
+/* The removed node stays up but never leads again; the others serve. */
+static void removed_node_stops(int gone)
+{
+	for (int round = 0; round < 5; round++) {
+		append_many(10);
+		for (int r = 0; r < 200; r++)
+			pump();
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			int l = leader_of(p);
+			cr_assert(l >= 0 && l != gone, "partition %u led by %d",
+				  p, l + 1);
+			struct pe_raft_status st = status(gone, p);
+			cr_assert_neq(st.role, PE_LEADER);
+		}
+	}
+	/* its proposals fail NOTLEADER */
+	struct pe_input in = {.type = 1, .len = 1, .payload = "x"};
+	const char *key = "c/conv-0";
+	struct pe_append_req q = {.key = key, .klen = strlen(key),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	struct ack a = {0};
+	cr_assert_eq(pe_append(nodes[gone].e, &q, on_ack, &a), 0);
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&a.done); r++)
+		pump();
+	cr_assert_eq(a.r.err, -PARLEY_ENOTLEADER);
+}
+
+/* With voters {others} of three, a second one is killed: the two left
+ * (node 4 among them) must still commit: node 4 is a real voter. */
+static void new_voter_counts(int gone, int kill)
+{
+	node_kill(kill);
+	node_close(gone); /* no help from the removed node either */
+	wait_leaders();
+	append_many(15);
+	for (int i = 0; i < 4; i++)
+		if (nodes[i].up) {
+			wait_caught_up(i);
+			check_node(i);
+		}
+}
+
+Test(membership, learner_by_log_promote_remove_founder)
+{
+	cluster_start(0); /* default kept log: catch-up by log */
+	wait_leaders();
+	append_many(40);
+	int gone = leader_of(0); /* remove a leader: the hard case */
+	grow_and_shrink(gone);
+	/* caught up by log: no snapshot was needed */
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_eq(status(3, p).snap_installed, 0);
+	removed_node_stops(gone);
+	wait_caught_up(3);
+	check_node(3);
+	int kill = gone == 1 ? 2 : 1;
+	new_voter_counts(gone, kill);
+}
+
+Test(membership, learner_by_snapshot)
+{
+	cluster_start(2048); /* a small kept log: the learner needs images */
+	wait_leaders();
+	append_many(250);
+	node_open(3);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		conf_change(p, PE_CONF_ADD_LEARNER, 4, 5);
+	append_many(20);
+	wait_caught_up(3);
+	uint64_t inst = 0;
+	for (uint32_t p = 0; p < NPARTS; p++)
+		inst += status(3, p).snap_installed;
+	cr_assert_gt(inst, 0, "node 4 installed no snapshot");
+	check_node(3);
+	const uint64_t v3[] = {1, 2, 3}, l4[] = {4};
+	wait_conf(3, v3, 3, l4, 1);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		conf_change(p, PE_CONF_PROMOTE, 4, 5);
+	const uint64_t v4[] = {1, 2, 3, 4};
+	for (int i = 0; i < 4; i++)
+		wait_conf(i, v4, 4, NULL, 0);
+	/* a fifth node joins later still, by snapshot too */
+	node_open(4);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		conf_change(p, PE_CONF_ADD_LEARNER, 5, 5);
+	append_many(10);
+	wait_caught_up(4);
+	check_node(4);
+	const uint64_t l5[] = {5};
+	wait_conf(4, v4, 4, l5, 1);
+	/* both joined by snapshot: after a restart their conf comes from
+	 * what the install stored (the conf entries are below the snapshot
+	 * index, in no WAL of theirs) */
+	for (int i = 3; i < 5; i++) {
+		flush_all(i);
+		node_close(i);
+		node_open(i);
+		wait_conf(i, v4, 4, l5, 1);
+	}
+	append_many(10);
+	for (int i = 0; i < 5; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
+/* The conf survives a restart of every node, also once history holds
+ * the entries (their WAL records released): only conf/<partition> and
+ * snapshot meta know it then. */
+Test(membership, conf_survives_restart_of_every_node)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(30);
+	int gone = 0; /* founder 1 leaves */
+	grow_and_shrink(gone);
+	append_many(20);
+	for (int i = 1; i < 4; i++)
+		wait_caught_up(i);
+	/* flush everything on every node: the conf entries are history now */
+	for (int i = 0; i < 4; i++)
+		flush_all(i);
+	append_many(5);
+	for (int i = 1; i < 4; i++)
+		wait_caught_up(i);
+	for (int i = 0; i < 4; i++)
+		node_close(i);
+	net_clear();
+	/* only the members come back (node 1 is gone for good) */
+	for (int i = 1; i < 4; i++)
+		node_open(i);
+	const uint64_t v[] = {2, 3, 4};
+	for (int i = 1; i < 4; i++)
+		wait_conf(i, v, 3, NULL, 0);
+	wait_leaders();
+	append_many(10);
+	/* then a crash of one member: {3, 4} or {2, 4} must still commit,
+	 * which needs node 4's vote (with the founders' conf back, node 4
+	 * would be no voter and this would stall) */
+	node_kill(2);
+	wait_leaders();
+	append_many(10);
+	for (int i = 1; i < 4; i++)
+		if (nodes[i].up) {
+			wait_caught_up(i);
+			check_node(i);
+		}
+	/* and the crashed one recovers its conf from its disk */
+	node_open(2);
+	wait_conf(2, v, 3, NULL, 0);
+	wait_caught_up(2);
+	check_node(2);
+}
+
+/* A change proposed by a leader cut off from the others never commits:
+ * its callback fails NOTLEADER once check-quorum deposes it; the majority
+ * makes another change meanwhile; healed, the old leader's log (holding
+ * its uncommitted conf entry) is overwritten and every node, also after
+ * its restart, reports the majority's configuration. */
+Test(membership, uncommitted_change_of_a_deposed_leader_is_dropped)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	node_open(3); /* node 4 up, a member of nothing yet */
+	node_open(4); /* node 5 too */
+	uint32_t part = 0;
+	int old = leader_of(part);
+	isolated = old;
+	static struct cack c; /* static: answered while the test goes on */
+	c = (struct cack){0};
+	cr_assert_eq(pe_partition_conf_change(nodes[old].e, part,
+					      PE_CONF_ADD_LEARNER, 5, on_conf,
+					      &c), 0);
+	/* the majority elects and adds node 4 instead */
+	int nl = -1;
+	for (int r = 0; r < MAX_PUMP && nl < 0; r++) {
+		for (int i = 0; i < 3; i++) {
+			if (i == old)
+				continue;
+			struct pe_raft_status st = status(i, part);
+			if (st.role == PE_LEADER)
+				nl = i;
+		}
+		if (nl < 0)
+			pump();
+	}
+	cr_assert(nl >= 0, "the majority elected no leader");
+	for (int r = 0; r < MAX_PUMP && !atomic_load(&c.done); r++)
+		pump();
+	cr_assert(atomic_load(&c.done), "the deposed leader never answered");
+	cr_assert_eq(c.r.err, -PARLEY_ENOTLEADER, "%s", parley_errname(c.r.err));
+	struct cack c2 = {0};
+	for (int attempt = 0; attempt < 200; attempt++) {
+		c2 = (struct cack){0};
+		cr_assert_eq(pe_partition_conf_change(nodes[nl].e, part,
+						      PE_CONF_ADD_LEARNER, 4,
+						      on_conf, &c2), 0);
+		for (int r = 0; r < MAX_PUMP && !atomic_load(&c2.done); r++)
+			pump();
+		if (c2.r.err != -PARLEY_EAGAIN)
+			break;
+	}
+	cr_assert_eq(c2.r.err, 0, "%s", parley_errname(c2.r.err));
+	isolated = -1;
+	const uint64_t v3[] = {1, 2, 3}, l4[] = {4};
+	for (int r = 0; r < 200; r++)
+		pump();
+	for (int i = 0; i < 4; i++) {
+		struct pe_raft_status st;
+		for (int r = 0; r < MAX_PUMP; r++) {
+			if (conf_is(i, part, v3, 3, l4, 1))
+				break;
+			pump();
+		}
+		st = status(i, part);
+		cr_assert(conf_is(i, part, v3, 3, l4, 1),
+			  "node %d: %u voters, %u learners (first %llu)", i + 1,
+			  st.nvoters, st.nlearners,
+			  (unsigned long long)(st.nlearners ? st.learners[0] : 0));
+	}
+	/* node 5 was never added: it stays outside, nobody sends to it */
+	struct pe_raft_status s5 = status(4, part);
+	cr_assert_eq(s5.applied, 0);
+	/* the old leader restarts: its WAL's superseded conf record stays
+	 * superseded */
+	append_many(10);
+	wait_caught_up(old);
+	node_kill(old);
+	node_open(old);
+	for (int r = 0; r < MAX_PUMP && !conf_is(old, part, v3, 3, l4, 1); r++)
+		pump();
+	cr_assert(conf_is(old, part, v3, 3, l4, 1));
+	wait_caught_up(old);
+	check_node(old);
+}

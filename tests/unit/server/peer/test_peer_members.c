@@ -1,0 +1,245 @@
+/*
+ * test_peer_members.c — peers added and removed at run time
+ * (server/peer_node.c peer_node_add_peer / _remove_peer, server/peer.c
+ * peer_add after the first poll / peer_remove) under the engine's
+ * membership changes (parley_engine.h contract item 12), over real
+ * loopback links: three founders {1,2,3} replicate; node 4 starts empty
+ * with the founders as its bootstrap and the three as peers, the founders
+ * learn its address at run time, every partition adds it as a learner
+ * and promotes it; it applies what the leaders acknowledge. Then node 3
+ * is removed from every partition and forgotten by the transports (link
+ * down, its HELLOs refused), is stopped, and the three left still
+ * commit; with node 1 stopped as well, {2, 4} still commit: a quorum of
+ * {1, 2, 4} only because node 4 is a voter.
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "parley_engine.h"
+#include "peer_node.h"
+
+#define N 4
+#define NPARTS 2
+
+static uint16_t free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(fd, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	socklen_t l = sizeof a;
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static char dirs[N][64];
+static struct peer_node *pn[N];
+static struct pe_engine *eng[N];
+static uint16_t ports[N];
+static const uint64_t founders[3] = {1, 2, 3};
+
+static void start(int i, bool joiner)
+{
+	struct peer_node_config c;
+	memset(&c, 0, sizeof c);
+	c.cluster_id = 9;
+	c.node_id = (uint64_t)i + 1;
+	c.listen_port = ports[i];
+	c.tick_ms = 20;
+	int k = 0;
+	for (int j = 0; j < 3; j++) /* the founders know each other */
+		if (j != i) {
+			c.peers[k].id = (uint64_t)j + 1;
+			snprintf(c.peers[k].addr, sizeof c.peers[k].addr,
+				 "127.0.0.1");
+			c.peers[k].port = ports[j];
+			k++;
+		}
+	c.npeers = (uint32_t)k;
+	if (joiner) {
+		c.founders = founders;
+		c.nfounders = 3;
+	}
+	cr_assert_eq(peer_node_new(&c, &pn[i]), 0, "port %u", ports[i]);
+	snprintf(dirs[i], sizeof dirs[i], "/tmp/parley-pm-XXXXXX");
+	cr_assert_not_null(mkdtemp(dirs[i]));
+	struct pe_options o = {0};
+	o.dir = dirs[i];
+	o.partitions = NPARTS;
+	o.shards = 1;
+	o.wal_segment_bytes = 16u << 20;
+	o.cluster = peer_node_cluster(pn[i]);
+	cr_assert_eq(pe_open(&o, &eng[i]), 0);
+	cr_assert_eq(peer_node_start(pn[i], eng[i]), 0);
+}
+
+static void stop(int i)
+{
+	if (!pn[i])
+		return;
+	peer_node_halt(pn[i]);
+	pe_close(eng[i]);
+	peer_node_stop(pn[i]);
+	pn[i] = NULL;
+	eng[i] = NULL;
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dirs[i]);
+	(void)system(cmd);
+}
+
+static void fini(void)
+{
+	for (int i = 0; i < N; i++)
+		if (pn[i])
+			peer_node_halt(pn[i]);
+	for (int i = 0; i < N; i++)
+		stop(i);
+}
+
+/* The node leading `part` (and caught up with its term), or -1. */
+static int leader(uint32_t part)
+{
+	for (int i = 0; i < N; i++)
+		if (eng[i] && pe_partition_leader_check(eng[i], part) == 0)
+			return i;
+	return -1;
+}
+
+static uint64_t append_acked(const char *key, uint8_t pid)
+{
+	uint32_t part = pe_partition_of(eng[1], key, strlen(key));
+	for (int t = 0; t < 400; t++) {
+		int l = leader(part);
+		if (l >= 0) {
+			struct pe_input in = {.type = 1, .len = 2, .payload = "hi"};
+			struct pe_append_req q = {.key = key, .klen = strlen(key),
+						  .expected_last_seq = PE_NO_EXPECT,
+						  .entries = &in, .count = 1};
+			q.producer[0] = pid;
+			q.producer[1] = 0x77;
+			struct pe_append_result r;
+			if (pe_append_sync(eng[l], &q, &r) == 0)
+				return r.seq;
+		}
+		usleep(50000);
+	}
+	cr_assert_fail("append on %s never acknowledged", key);
+	return 0;
+}
+
+static void conf_all(enum pe_conf_op op, uint64_t node)
+{
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		int done = 0;
+		for (int t = 0; t < 400 && !done; t++) {
+			int l = leader(p);
+			if (l >= 0) {
+				struct pe_conf_result r;
+				int rc = pe_partition_conf_change_sync(
+					eng[l], p, op, node, &r);
+				/* EINVAL: an earlier attempt committed */
+				if (!rc || (t && rc == -PARLEY_EINVAL))
+					done = 1;
+				else
+					cr_assert(rc == -PARLEY_EAGAIN ||
+						  rc == -PARLEY_ENOTLEADER,
+						  "conf change: %s",
+						  parley_errname(rc));
+			}
+			if (!done)
+				usleep(50000);
+		}
+		cr_assert(done, "partition %u: conf change never committed", p);
+	}
+}
+
+static void wait_applied(int i, const char *key, uint64_t seq)
+{
+	struct pe_meta m = {0};
+	for (int t = 0; t < 400; t++) {
+		(void)pe_meta_sync(eng[i], key, strlen(key), &m);
+		if (m.last_seq >= seq)
+			return;
+		usleep(20000);
+	}
+	cr_assert_fail("node %d did not apply %s seq %llu (has %llu)", i + 1,
+		       key, (unsigned long long)seq,
+		       (unsigned long long)m.last_seq);
+}
+
+static bool metrics_have(int i, const char *needle)
+{
+	static char buf[1 << 16];
+	(void)peer_node_metrics_text(pn[i], buf, sizeof buf);
+	return strstr(buf, needle) != NULL;
+}
+
+TestSuite(peer_members, .fini = fini, .timeout = 180);
+
+Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
+{
+	for (int i = 0; i < N; i++)
+		ports[i] = free_port();
+	for (int i = 0; i < 3; i++)
+		start(i, false);
+	uint64_t s = append_acked("c/a", 1);
+	cr_assert_eq(s, 1);
+	/* bad runtime peers are refused at once */
+	cr_assert_eq(peer_node_add_peer(pn[0], 0, "127.0.0.1", 5), -PARLEY_EINVAL);
+	cr_assert_eq(peer_node_add_peer(pn[0], 1, "127.0.0.1", 5), -PARLEY_EINVAL);
+	cr_assert_eq(peer_node_add_peer(pn[0], 4, "localhost", 5), -PARLEY_EINVAL);
+	cr_assert_eq(peer_node_add_peer(pn[0], 4, "127.0.0.1", 0), -PARLEY_EINVAL);
+	/* node 4: empty, the founders as bootstrap, the three as peers */
+	start(3, true);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(peer_node_add_peer(pn[i], 4, "127.0.0.1", ports[3]), 0);
+	conf_all(PE_CONF_ADD_LEARNER, 4);
+	wait_applied(3, "c/a", 1);
+	conf_all(PE_CONF_PROMOTE, 4);
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_raft_status st;
+		for (int t = 0; t < 200; t++) {
+			cr_assert_eq(pe_raft_status(eng[3], p, &st), 0);
+			if (st.nvoters == 4)
+				break;
+			usleep(20000);
+		}
+		cr_assert_eq(st.nvoters, 4, "partition %u", p);
+		cr_assert_eq(st.voters[3], 4);
+	}
+	s = append_acked("c/a", 2);
+	wait_applied(3, "c/a", s);
+	cr_assert(metrics_have(0, "parley_peer_link_up{node=\"4\"} 1"));
+	/* node 3 leaves: removed from every group, then from the transports */
+	conf_all(PE_CONF_REMOVE, 3);
+	for (int i = 0; i < N; i++)
+		if (i != 2)
+			cr_assert_eq(peer_node_remove_peer(pn[i], 3), 0);
+	bool down = false;
+	for (int t = 0; t < 200 && !down; t++) {
+		down = metrics_have(0, "parley_peer_link_up{node=\"3\"} 0") &&
+		       metrics_have(3, "parley_peer_link_up{node=\"3\"} 0");
+		if (!down)
+			usleep(20000);
+	}
+	cr_assert(down, "links to the removed node still up");
+	/* it stays down: its redials are refused (UNKNOWN) */
+	usleep(300000);
+	cr_assert(metrics_have(1, "parley_peer_link_up{node=\"3\"} 0"));
+	stop(2);
+	s = append_acked("c/b", 3);
+	/* with node 1 gone too, {2, 4} is a quorum of {1, 2, 4} */
+	peer_node_halt(pn[0]);
+	stop(0);
+	s = append_acked("c/b", 4);
+	wait_applied(3, "c/b", s);
+	wait_applied(1, "c/b", s);
+}

@@ -1,0 +1,184 @@
+/*
+ * ctl_cluster_members.c — `parleyctl cluster add-node` and `parleyctl
+ * cluster remove-node`: ask a running cluster to take a node in or let one
+ * go (docs/CLUSTER.md §3.7), through the admin HTTP port of its nodes.
+ *
+ *   parleyctl cluster add-node --admin HOST:PORT[,HOST:PORT...] --id N
+ *             --peer ADDR:PORT [--client HOST:PORT] [--admin-of-node HOST:PORT]
+ *   parleyctl cluster remove-node --admin HOST:PORT[,...] --id N
+ *
+ * The request goes to the first admin address; a node that does not lead
+ * partition 0 answers 409 (naming the leader's id) and the next address is
+ * tried, as is one that does not answer. The leader waits until the change
+ * is done (add-node: the node a voter of every partition) or up to a
+ * minute (504: how far it got; the command is idempotent, repeat it).
+ * Exit codes: 0 done, 1 refused or not done in time, 2 usage, 3 no node
+ * answered.
+ * Threads: one, blocking sockets with a receive timeout.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "parleyctl.h"
+
+#define CLUSTER_HTTP_TIMEOUT_S 90 /* the leader waits up to 60 s */
+#define CLUSTER_MAX_REPLY 8192
+
+/* POST path to host:port; *code and body (NUL-terminated) on success.
+ * -1 when nothing answered. */
+static int http_post(const char *hostport, const char *path, int *code,
+		     char *body, size_t cap)
+{
+	char host[256];
+	const char *colon = strrchr(hostport, ':');
+	if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof host)
+		return -1;
+	memcpy(host, hostport, (size_t)(colon - hostport));
+	host[colon - hostport] = '\0';
+	char *h = host;
+	if (h[0] == '[' && h[strlen(h) - 1] == ']') {
+		h[strlen(h) - 1] = '\0';
+		h++;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	if (getaddrinfo(h, colon + 1, &hints, &ai) || !ai)
+		return -1;
+	int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+	struct timeval tv = {.tv_sec = CLUSTER_HTTP_TIMEOUT_S};
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen)) {
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	char req[1024];
+	int n = snprintf(req, sizeof req,
+			 "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n"
+			 "Connection: close\r\n\r\n", path, hostport);
+	if (n < 0 || (size_t)n >= sizeof req || send(fd, req, (size_t)n, 0) != n) {
+		close(fd);
+		return -1;
+	}
+	char reply[CLUSTER_MAX_REPLY];
+	size_t got = 0;
+	for (;;) {
+		ssize_t k = recv(fd, reply + got, sizeof reply - 1 - got, 0);
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+		if (got == sizeof reply - 1)
+			break;
+	}
+	close(fd);
+	reply[got] = '\0';
+	if (sscanf(reply, "HTTP/1.%*d %d", code) != 1)
+		return -1;
+	const char *b = strstr(reply, "\r\n\r\n");
+	snprintf(body, cap, "%s", b ? b + 4 : "");
+	return 0;
+}
+
+/* Tries each admin address in turn; returns the exit code. */
+static int post_any(const char *admins, const char *path)
+{
+	char list[1024];
+	snprintf(list, sizeof list, "%s", admins);
+	bool answered = false;
+	for (char *save = NULL, *a = strtok_r(list, ",", &save); a;
+	     a = strtok_r(NULL, ",", &save)) {
+		int code = 0;
+		char body[CLUSTER_MAX_REPLY];
+		if (http_post(a, path, &code, body, sizeof body)) {
+			fprintf(stderr, "%s: no answer\n", a);
+			continue;
+		}
+		answered = true;
+		if (code == 409) { /* not the leader: the next one */
+			fprintf(stderr, "%s: %s", a, body);
+			continue;
+		}
+		fprintf(code == 200 ? stdout : stderr, "%s: %d %s", a, code, body);
+		return code == 200 ? 0 : 1;
+	}
+	fprintf(stderr, answered ? "no node given leads the cluster now; "
+				   "retry, or give the leader's admin port\n"
+				 : "no node answered\n");
+	return answered ? 1 : 3;
+}
+
+static void members_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: parleyctl cluster add-node --admin HOST:PORT[,HOST:PORT...] "
+		"--id N --peer ADDR:PORT\n"
+		"                 [--client HOST:PORT] [--node-admin HOST:PORT]\n"
+		"       parleyctl cluster remove-node --admin HOST:PORT[,...] --id N\n"
+		"--admin: admin ports of running nodes (the leader of partition 0 "
+		"does the change;\n  others are skipped). add-node: the new node "
+		"runs with its own --node-id, the\n  cluster's --cluster-id, "
+		"--founders (the founding ids) and --peers (running\n  nodes), an "
+		"empty --data; --peer is its peer address (numeric), --client and\n"
+		"  --node-admin its client and admin addresses (recorded for "
+		"operators).\n");
+}
+
+int ctl_cluster_members_main(int argc, char **argv)
+{
+	bool add = !strcmp(argv[0], "add-node");
+	const char *admins = NULL, *id = NULL, *peer = NULL, *client = NULL,
+		   *nadmin = NULL;
+	for (int i = 1; i < argc; i += 2) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			members_usage(stdout);
+			return 0;
+		} else if (!v) {
+			members_usage(stderr);
+			return 2;
+		} else if (!strcmp(argv[i], "--admin")) {
+			admins = v;
+		} else if (!strcmp(argv[i], "--id")) {
+			id = v;
+		} else if (add && !strcmp(argv[i], "--peer")) {
+			peer = v;
+		} else if (add && !strcmp(argv[i], "--client")) {
+			client = v;
+		} else if (add && !strcmp(argv[i], "--node-admin")) {
+			nadmin = v;
+		} else {
+			members_usage(stderr);
+			return 2;
+		}
+	}
+	char *end = NULL;
+	if (!admins || !id || strtoull(id, &end, 10) == 0 || *end ||
+	    (add && !peer)) {
+		members_usage(stderr);
+		return 2;
+	}
+	const char *vals[] = {peer, client, nadmin};
+	for (size_t i = 0; i < 3; i++)
+		if (vals[i] && strpbrk(vals[i], " &?#%\r\n")) {
+			fprintf(stderr, "addresses are host:port\n");
+			return 2;
+		}
+	char path[512];
+	if (add)
+		snprintf(path, sizeof path,
+			 "/cluster/add-node?id=%s&peer=%s%s%s%s%s", id, peer,
+			 client ? "&client=" : "", client ? client : "",
+			 nadmin ? "&admin=" : "", nadmin ? nadmin : "");
+	else
+		snprintf(path, sizeof path, "/cluster/remove-node?id=%s", id);
+	return post_any(admins, path);
+}
