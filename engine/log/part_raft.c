@@ -47,8 +47,13 @@
  * commit index is advanced at once (the commit index is not stored).
  *
  * Several voters (pe_options.cluster, parley_engine.h "Replication"):
- *   - messages: a ready's messages leave through cl->send only after
- *     what they depend on is durable: a ready with a new term or vote
+ *   - messages: a leader's appends of its current term (the ready's
+ *     n_early, raft.h 3a) leave through cl->send as soon as the ready is
+ *     taken, so followers write in parallel with the leader's own WAL
+ *     batch; the leader's own match counts only at raft_advance, after
+ *     that batch's fdatasync, and it applies (answers) nothing not durable
+ *     here. Every other message leaves only after
+ *     what it depends on is durable: a ready with a new term or vote
  *     keeps its messages (out_msgs) and is not advanced until a HARDSTATE
  *     store holding it is durable (on the read pool, off the shard
  *     thread: part_raft_hs_done), and a ready with entries until its WAL
@@ -839,11 +844,17 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 			part_repl_reads_ready(sh, p, rd->reads, rd->n_reads);
 		bool wal = rd->n_entries || rd->truncate_from || (hs_new && !live);
 		if (wal || hs_new) {
+			/* a leader's appends of its term leave now, while its
+			 * own write + fdatasync proceeds (raft.h 3a; the core
+			 * offers none under a term or vote not yet durable,
+			 * and the HARDSTATE check here says the same) */
+			uint32_t early = live && !hs_new ? rd->n_early : 0;
+			send_msgs(p, rd->msgs, early);
 			/* advance when the batch is durable and the HARDSTATE
-			 * store (if any) is, and send then */
+			 * store (if any) is, and send the rest then */
 			p->ready_out = true;
-			p->out_msgs = rd->msgs;
-			p->out_n = rd->n_msgs;
+			p->out_msgs = rd->msgs + early;
+			p->out_n = rd->n_msgs - early;
 			if (wal) {
 				p->wal_wait = true;
 				p->rnext = sh->ready_open;
