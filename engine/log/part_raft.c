@@ -63,6 +63,10 @@
  *     (pend_ticks) are given to the group when it has no ready out (no
  *     raft_* call between ready and advance); an APPEND is stepped only
  *     when its entries fit the open WAL batch, else it waits for the next.
+ *     While the shard's WAL batch is in flight, messages without entries
+ *     (a follower's answer) are stepped too (part_raft_run_inputs), so a
+ *     leader commits and acknowledges when the quorum's answer arrives,
+ *     not after the flight in progress.
  *   - catch-up: applied entries stay in rlog up to cl->log_keep_bytes so a
  *     leader can send them to lagging followers; below that a follower
  *     would need a snapshot, which is not built: snapshot_read refuses
@@ -643,8 +647,9 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
 
 /* Gives the group its pending ticks and inbound messages; an APPEND only
  * when its entries fit the open WAL batch (else it waits on rin for the
- * next). Returns the WAL bytes the stepped entries may take. */
-static uint64_t repl_inputs(struct shard *sh, struct part *p)
+ * next), and none (nor a SNAPSHOT) without `entries_ok`. Returns the WAL
+ * bytes the stepped entries may take. */
+static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 {
 	if (p->pend_down) { /* pe_raft_node_down */
 		raft_leader_down(p->raft, p->pend_down);
@@ -678,6 +683,9 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 	while (p->rin_head) {
 		struct req *r = p->rin_head;
 		const struct raft_msg *m = part_repl_msg(r);
+		if (!entries_ok && ((m->type == RAFT_MSG_APPEND && m->n_entries) ||
+				    m->type == RAFT_MSG_SNAPSHOT))
+			break; /* taken with the next batch's readies */
 		if (m->type == RAFT_MSG_APPEND && m->n_entries) {
 			uint64_t need = PROP_MARGIN * WAL_REC_SPACE(0);
 			for (uint32_t k = 0; k < m->n_entries; k++)
@@ -769,13 +777,42 @@ static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
  * Returns 0, or a negative error when a term/vote could not be stored or
  * memory ran out (the shard treats it as a failed log).
  */
+static int run_group(struct shard *sh, struct part *p, bool live,
+		     bool propose, bool entries_ok);
+
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
+{
+	return run_group(sh, p, live, propose, true);
+}
+
+/*
+ * While the shard's WAL batch is in flight: steps the group's inbound
+ * messages that carry no entries (a leader's APPEND_RESP, heartbeats and
+ * their answers, votes) and its ticks, so that a follower's answer commits
+ * (and the leader acknowledges) as soon as it arrives instead of after the
+ * flight in progress. Proposals and inbound entries still wait for the
+ * next batch (one ready per group per batch keeps group commit's
+ * batching). Replicated groups only.
+ */
+int part_raft_run_inputs(struct shard *sh, struct part *p)
+{
+	if (!p->raft || p->ready_out || p->cl->conf.n < 2 || !p->rin_head)
+		return 0;
+	const struct raft_msg *m = part_repl_msg(p->rin_head);
+	if ((m->type == RAFT_MSG_APPEND && m->n_entries) ||
+	    m->type == RAFT_MSG_SNAPSHOT)
+		return 0;
+	return run_group(sh, p, true, false, false);
+}
+
+static int run_group(struct shard *sh, struct part *p, bool live,
+		     bool propose, bool entries_ok)
 {
 	if (!p->raft || p->ready_out)
 		return 0;
 	uint64_t used = 0;
 	if (live && p->cl->conf.n > 1) {
-		used = repl_inputs(sh, p);
+		used = repl_inputs(sh, p, entries_ok);
 		part_repl_reads_issue(sh, p); /* ReadIndex (log/part_repl.c) */
 	}
 	for (;;) {
