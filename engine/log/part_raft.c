@@ -890,8 +890,8 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 			/* advance when the batch is durable and the HARDSTATE
 			 * store (if any) is, and send the rest then */
 			p->ready_out = true;
-			p->out_msgs = rd->msgs + early;
 			p->out_n = rd->n_msgs - early;
+			p->out_msgs = p->out_n ? rd->msgs + early : NULL;
 			if (wal) {
 				p->wal_wait = true;
 				p->rnext = sh->ready_open;
