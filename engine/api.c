@@ -88,6 +88,12 @@ void stage_hist_add(struct stage_hist *h, uint64_t ns)
 			      RLX);
 }
 
+void pe_shard_sync_io(struct pe_engine *e, uint64_t out[PE_IO_OP_COUNT])
+{
+	for (int k = 0; k < PE_IO_OP_COUNT; k++)
+		out[k] = atomic_load_explicit(&e->io->shard_sync[k], RLX);
+}
+
 void pe_stage_stats(struct pe_engine *e, struct pe_stage_hist *out)
 {
 	memset(out, 0, sizeof *out * PE_STAGE_COUNT);

@@ -116,6 +116,8 @@ static void engine_free(struct pe_engine *e)
 					if (lists[l]->kind == REQ_READ_DONE ||
 					    lists[l]->kind == REQ_SUB_READ_DONE)
 						hist_read_free(lists[l]); /* abort */
+					else if (lists[l]->kind == REQ_SNAP_DONE)
+						part_snap_job_free(lists[l]);
 					else
 						free(lists[l]);
 					lists[l] = n;

@@ -289,6 +289,35 @@ const char *pe_stage_name(enum pe_stage s);
 /* Upper bound of bucket b in ns (2^b), for Prometheus "le" labels. */
 uint64_t pe_hist_bucket_le_ns(unsigned b);
 
+/*
+ * "The shard thread never blocks on a disk", as a number: the synchronous
+ * file operations (each may wait for the device or the file system's
+ * journal) the engine's I/O backend performed on one of its shard threads
+ * while they served, by kind, since the backend was made (a backend shared
+ * by several engines counts for all of them). Every shard thread reaches
+ * the disk only through its ring (the WAL's batched write + fdatasync);
+ * everything else runs on the WAL's prep thread, the history workers or
+ * the read pool. So every count is 0 unless something regressed; the first
+ * operation of each kind is also logged (component "io") with its path.
+ * Not counted: close, fstat. Any thread.
+ */
+enum pe_io_op {
+	PE_IO_OPEN = 0,
+	PE_IO_PREAD,
+	PE_IO_PWRITE,
+	PE_IO_FDATASYNC,
+	PE_IO_TRUNCATE,
+	PE_IO_RENAME,
+	PE_IO_UNLINK,
+	PE_IO_MKDIR,
+	PE_IO_FSYNC_DIR,
+	PE_IO_LIST,
+	PE_IO_OP_COUNT
+};
+void pe_shard_sync_io(struct pe_engine *e, uint64_t out[PE_IO_OP_COUNT]);
+/* "open", "pread", ... "list"; NULL for others. */
+const char *pe_io_op_name(enum pe_io_op op);
+
 /* ---- entries -------------------------------------------------------------- */
 
 struct pe_entry {

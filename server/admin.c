@@ -153,6 +153,21 @@ static void stage_histograms(struct srv_text *o, struct pe_engine *e)
 	}
 }
 
+/* Synchronous file operations made on a shard thread (pe_shard_sync_io):
+ * 0 unless something blocks the shard thread on the disk again. */
+static void shard_sync_io(struct srv_text *o, struct pe_engine *e)
+{
+	uint64_t n[PE_IO_OP_COUNT];
+	pe_shard_sync_io(e, n);
+	const char *h = "parley_engine_shard_sync_io_total";
+	srv_text_put(o, "# HELP %s Synchronous file operations performed on a "
+	       "shard thread while it served (each may wait for the disk); "
+	       "0 is the engine's invariant.\n# TYPE %s counter\n", h, h);
+	for (unsigned k = 0; k < PE_IO_OP_COUNT; k++)
+		srv_text_put(o, "%s{op=\"%s\"} %" PRIu64 "\n", h,
+		    pe_io_op_name((enum pe_io_op)k), n[k]);
+}
+
 /* Replication (docs/CLUSTER.md): each partition group's role and term as
  * its shard last published them, and a per-node summary: groups led,
  * groups with a known leader, commit -> apply lag, snapshots needed,
@@ -344,6 +359,7 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 			"counter\nparley_fsync_seconds_total %.9f\n",
 		    (double)es.fsync_ns_total / 1e9);
 		stage_histograms(&o, s->engine);
+		shard_sync_io(&o, s->engine);
 		raft_metrics(&o, s->engine);
 	}
 	if (s->peer && s->engine) {

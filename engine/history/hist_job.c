@@ -317,7 +317,8 @@ static int part_hist_job_check(const struct shard *sh, const struct part *p,
 		return -PARLEY_EPERM;
 	if (sh->stopping || atomic_load(&e->closing))
 		return -PARLEY_ECLOSED;
-	if (busy)
+	/* a snapshot job works on the partition's history directory */
+	if (busy || part_snap_busy(p))
 		return -PARLEY_EAGAIN;
 	return 0;
 }

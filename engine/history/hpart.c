@@ -199,6 +199,14 @@ void hpart_close(struct hpart *h)
 	free(h);
 }
 
+void hpart_close_detached(struct hpart *h)
+{
+	if (!h)
+		return;
+	h->ndgone = 0;
+	hpart_close(h);
+}
+
 int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
 	       struct hpart **out)
 {

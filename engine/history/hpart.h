@@ -88,6 +88,10 @@ struct hpart_opts {
 int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
 	       struct hpart **out);
 void hpart_close(struct hpart *h);
+/* Closes h without removing its retired dictionaries: its directory holds
+ * another history's files now (a snapshot install, log/part_snap.c). Any
+ * thread, once h is not used any more. */
+void hpart_close_detached(struct hpart *h);
 /* Simulated crash for tests (like pe_abort): frees h and the given
  * in-flight jobs (either may be NULL) without touching any file. Never
  * used in production. */

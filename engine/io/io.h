@@ -37,9 +37,12 @@
 #ifndef PARLEY_ENGINE_IO_H
 #define PARLEY_ENGINE_IO_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "parley_engine.h" /* enum pe_io_op */
 
 struct pio;
 struct pio_file;
@@ -112,7 +115,26 @@ struct pio_ops {
 
 struct pio {
 	const struct pio_ops *ops;
+	/* synchronous operations performed on a shard thread (io_guard.c) */
+	_Atomic uint64_t shard_sync[PE_IO_OP_COUNT];
 };
+
+/* ---- the shard-thread guard (io_guard.c) ------------------------------------ */
+
+/*
+ * "The shard thread never blocks on a disk", made checkable: a shard thread
+ * marks itself (pio_thread_mark_shard, a thread-local flag), and every
+ * synchronous file operation of a backend (open, pread, pwrite, fdatasync,
+ * truncate, rename, unlink, mkdir, fsync_dir, list: each may wait for the
+ * device or the file system's journal) calls pio_guard_note first, which
+ * counts it in io->shard_sync[op] when the calling thread is so marked and
+ * logs the first one of each kind with its path. Not counted: close and
+ * size (fstat), and the ring, which is how a shard thread is meant to reach
+ * the disk. pe_shard_sync_io reads the counters.
+ */
+void pio_thread_mark_shard(bool on);
+bool pio_thread_is_shard(void);
+void pio_guard_note(struct pio *io, enum pe_io_op op, const char *path);
 
 /* ---- atomic file replacement (io_file.c) ----------------------------------- */
 

@@ -498,6 +498,7 @@ static int mem_do_fsync(struct mem_io *m, struct mem_node *n)
 static int mem_open(struct pio *io, const char *path, int flags,
 		    struct pio_file **out)
 {
+	pio_guard_note(io, PE_IO_OPEN, path);
 	struct mem_io *m = mem_of(io);
 	char *p = mem_norm(path);
 	struct pio_file *f = calloc(1, sizeof(*f));
@@ -570,6 +571,7 @@ static void mem_close(struct pio *io, struct pio_file *f)
 static int64_t mem_pread(struct pio *io, struct pio_file *f, void *buf,
 			 size_t len, uint64_t off)
 {
+	pio_guard_note(io, PE_IO_PREAD, NULL);
 	struct mem_io *m = mem_of(io);
 	pthread_mutex_lock(&m->mu);
 	struct mem_node *n = f->n;
@@ -585,6 +587,7 @@ static int64_t mem_pread(struct pio *io, struct pio_file *f, void *buf,
 static int mem_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 		      size_t len, uint64_t off)
 {
+	pio_guard_note(io, PE_IO_PWRITE, NULL);
 	struct mem_io *m = mem_of(io);
 	pthread_mutex_lock(&m->mu);
 	int rc = mem_do_write(m, f->n, buf, len, off);
@@ -594,6 +597,7 @@ static int mem_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 
 static int mem_fdatasync(struct pio *io, struct pio_file *f)
 {
+	pio_guard_note(io, PE_IO_FDATASYNC, NULL);
 	struct mem_io *m = mem_of(io);
 	pthread_mutex_lock(&m->mu);
 	int rc = mem_do_fsync(m, f->n);
@@ -603,6 +607,7 @@ static int mem_fdatasync(struct pio *io, struct pio_file *f)
 
 static int mem_truncate(struct pio *io, struct pio_file *f, uint64_t size)
 {
+	pio_guard_note(io, PE_IO_TRUNCATE, NULL);
 	struct mem_io *m = mem_of(io);
 	if (size > SIZE_MAX / 2)
 		return -EFBIG;
@@ -644,6 +649,7 @@ static int64_t mem_size(struct pio *io, struct pio_file *f)
 
 static int mem_rename(struct pio *io, const char *from, const char *to)
 {
+	pio_guard_note(io, PE_IO_RENAME, to);
 	struct mem_io *m = mem_of(io);
 	char *pf = mem_norm(from), *pt = mem_norm(to);
 	if (!pf || !pt) {
@@ -683,6 +689,7 @@ static int mem_rename(struct pio *io, const char *from, const char *to)
 
 static int mem_unlink(struct pio *io, const char *path)
 {
+	pio_guard_note(io, PE_IO_UNLINK, path);
 	struct mem_io *m = mem_of(io);
 	char *p = mem_norm(path);
 	if (!p)
@@ -705,6 +712,7 @@ static int mem_unlink(struct pio *io, const char *path)
 
 static int mem_mkdir(struct pio *io, const char *path)
 {
+	pio_guard_note(io, PE_IO_MKDIR, path);
 	struct mem_io *m = mem_of(io);
 	char *p = mem_norm(path);
 	if (!p)
@@ -727,6 +735,7 @@ static int mem_mkdir(struct pio *io, const char *path)
 
 static int mem_fsync_dir(struct pio *io, const char *path)
 {
+	pio_guard_note(io, PE_IO_FSYNC_DIR, path);
 	struct mem_io *m = mem_of(io);
 	char *p = mem_norm(path);
 	if (!p)
@@ -754,6 +763,7 @@ static int mem_cmp_str(const void *a, const void *b)
 
 static int mem_list(struct pio *io, const char *dir, pio_list_cb cb, void *arg)
 {
+	pio_guard_note(io, PE_IO_LIST, dir);
 	struct mem_io *m = mem_of(io);
 	char *p = mem_norm(dir);
 	if (!p)

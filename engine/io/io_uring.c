@@ -74,6 +74,7 @@ static int ur_open(struct pio *io, const char *path, int flags,
 		oflags |= O_CREAT;
 	if (flags & PIO_EXCL)
 		oflags |= O_EXCL;
+	pio_guard_note(io, PE_IO_OPEN, path);
 	struct pio_file *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -102,6 +103,7 @@ static void ur_close(struct pio *io, struct pio_file *f)
 static int64_t ur_pread(struct pio *io, struct pio_file *f, void *buf,
 			size_t len, uint64_t off)
 {
+	pio_guard_note(io, PE_IO_PREAD, NULL);
 	size_t done = 0;
 	while (done < len) {
 		ssize_t n = pread(f->fd, (uint8_t *)buf + done, len - done,
@@ -121,6 +123,7 @@ static int64_t ur_pread(struct pio *io, struct pio_file *f, void *buf,
 static int ur_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 		     size_t len, uint64_t off)
 {
+	pio_guard_note(io, PE_IO_PWRITE, NULL);
 	size_t done = 0;
 	while (done < len) {
 		ssize_t n = pwrite(f->fd, (const uint8_t *)buf + done,
@@ -141,11 +144,13 @@ static int ur_fdatasync(struct pio *io, struct pio_file *f)
 {
 	/* No retry on EINTR-like failures of fsync: an error is reported as is
 	 * and the caller treats it as fatal (see DESIGN: no fsync retry). */
+	pio_guard_note(io, PE_IO_FDATASYNC, NULL);
 	return fdatasync(f->fd) < 0 ? -errno : 0;
 }
 
 static int ur_truncate(struct pio *io, struct pio_file *f, uint64_t size)
 {
+	pio_guard_note(io, PE_IO_TRUNCATE, NULL);
 	int rc;
 	do {
 		rc = ftruncate(f->fd, (off_t)size);
@@ -163,21 +168,25 @@ static int64_t ur_size(struct pio *io, struct pio_file *f)
 
 static int ur_rename(struct pio *io, const char *from, const char *to)
 {
+	pio_guard_note(io, PE_IO_RENAME, to);
 	return rename(from, to) < 0 ? -errno : 0;
 }
 
 static int ur_unlink(struct pio *io, const char *path)
 {
+	pio_guard_note(io, PE_IO_UNLINK, path);
 	return unlink(path) < 0 ? -errno : 0;
 }
 
 static int ur_mkdir(struct pio *io, const char *path)
 {
+	pio_guard_note(io, PE_IO_MKDIR, path);
 	return mkdir(path, 0755) < 0 ? -errno : 0;
 }
 
 static int ur_fsync_dir(struct pio *io, const char *path)
 {
+	pio_guard_note(io, PE_IO_FSYNC_DIR, path);
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -231,6 +240,7 @@ static void ur_unlock(struct pio *io, int64_t token)
 
 static int ur_list(struct pio *io, const char *dir, pio_list_cb cb, void *arg)
 {
+	pio_guard_note(io, PE_IO_LIST, dir);
 	DIR *d = opendir(dir);
 	if (!d)
 		return -errno;

@@ -46,6 +46,11 @@
  *                      rpool) over a snapshot (struct hpart_view: its own
  *                      references on the segment readers), answered back
  *                      on the shard (REQ_READ_DONE, REQ_SUB_READ_DONE).
+ *   struct snap_out /  a partition's snapshot image (leader) and the
+ *   struct snap_in     snapshot being received (follower), log/part_snap.c:
+ *                      their file work runs as jobs on the read pool and
+ *                      comes back as REQ_SNAP_DONE; while a job runs the
+ *                      shard leaves what it names alone.
  *   struct bcache      one per shard, shared by the shard and the read pool
  *                      (thread-safe, lock shards).
  *   struct fsrc        a frozen copy of the memtable's entry pointers for
@@ -192,6 +197,13 @@ struct part {
 	struct snap_out *snap_out; /* leader: the image followers are sent */
 	struct snap_in *snap_in;   /* follower: the snapshot being received */
 	bool snap_want;            /* the core asked for a snapshot it lacks */
+	bool snap_img_busy;        /* leader: an image job runs */
+	struct snap_out *snap_img; /* leader: an image job's, not taken yet */
+	bool snap_wait;            /* follower: a ready waits for its chunk's
+				      store job (ready_out) */
+	struct raft_ready *snap_rd; /* that ready, resumed by part_raft_run
+				       once the store is back ... */
+	int snap_rc;               /* ... with its result (part_snap_persist) */
 	_Atomic uint64_t pub_snap_started, pub_snap_done, pub_snap_failed,
 		pub_snap_sent, pub_snap_recv, pub_snap_installed,
 		pub_snap_install_failed;
@@ -261,6 +273,8 @@ enum req_kind {
 			      read pool; out = its struct hsubread */
 	REQ_HS_DONE,   /* a HARDSTATE store finished (log/part_raft.c):
 			  index = its generation, from = -result */
+	REQ_SNAP_DONE, /* a snapshot job came back from the read pool
+			  (log/part_snap.c); out = its struct snap_job */
 };
 
 struct req {
@@ -302,8 +316,8 @@ struct stage_hist {
 };
 void stage_hist_add(struct stage_hist *h, uint64_t ns);
 
-/* A job of the engine's read pool (history/hist_read.c): history reads and
- * HARDSTATE stores. run on a pool thread; drop when the pool stops before
+/* A job of the engine's read pool (history/hist_read.c): history reads,
+ * HARDSTATE stores and snapshot file work (log/part_snap.c). run on a pool thread; drop when the pool stops before
  * running it (pe_abort). */
 struct rpool_job {
 	struct rpool_job *next;
@@ -361,6 +375,8 @@ struct shard {
 	struct stage_hist hist[PE_STAGE_COUNT]; /* written by this shard only */
 	uint64_t snap_tokens, snap_tok_ns; /* snapshot send throttle
 					     (log/part_snap.c) */
+	uint32_t snap_jobs;        /* snapshot jobs in the read pool whose
+				      completion is not back yet */
 	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
 	uint64_t durable_submit_ns; /* the batch that became durable last was */
 };
@@ -414,7 +430,7 @@ struct pe_engine {
 	struct pe_options opt;
 	struct engine_cluster cl;
 	struct hworker hw[HW_COUNT];
-	struct rpool rpool;     /* history reads, HARDSTATE stores */
+	struct rpool rpool;     /* history reads, HARDSTATE stores, snapshots */
 	struct retention_policy retention;
 	struct retention_rule *rules;
 	char dir[512];
@@ -477,6 +493,8 @@ void idem_expire(struct part *p);
 int idem_reserve(struct part *p);
 void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
 int idem_rebuild(struct part *p);
+struct seg_idem;
+int idem_load_record(struct part *p, const struct seg_idem *rec);
 uint64_t idem_history_clock(struct part *p);
 
 /* log/part_apply.c */
@@ -530,7 +548,11 @@ void part_snap_tick(struct part *p);
 void part_snap_sent(struct part *p, const struct raft_msg *m, uint32_t n);
 void part_snap_inbound(struct part *p, const struct raft_msg *m);
 bool part_snap_step_ok(const struct part *p, const struct raft_msg *m);
+#define PART_SNAP_PENDING 2 /* part_snap_persist: a store job has the chunk */
 int part_snap_persist(struct shard *sh, struct part *p, const struct raft_ready *rd);
+void part_snap_done(struct shard *sh, struct req *r);
+void part_snap_job_free(struct req *r);
+bool part_snap_busy(const struct part *p);
 
 /* log/part_wait.c */
 void part_wait_push(struct part *p, struct req *r);

@@ -204,6 +204,13 @@ static int idem_load_cb(void *arg, const struct seg_idem *rec)
 	return 0;
 }
 
+/* One record of the table as an install gathered it (log/part_snap.c):
+ * the same as idem_rebuild's, records given in ascending order. */
+int idem_load_record(struct part *p, const struct seg_idem *rec)
+{
+	return idem_load_cb(p, rec);
+}
+
 /* The command time history has reached: the newest entry time in its
  * segments (what idem_rebuild starts the table's clock from). 0 when
  * there is no segment; UINT64_MAX when out of memory (no answer). */

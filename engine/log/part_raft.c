@@ -810,31 +810,53 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 {
 	if (!p->raft || p->ready_out)
 		return 0;
+	/* a ready whose snapshot chunk a store job made durable meanwhile
+	 * (log/part_snap.c) goes on from there: no raft_* call before it */
+	struct raft_ready *held = p->snap_rd;
+	p->snap_rd = NULL;
 	uint64_t used = 0;
-	if (live && p->cl->conf.n > 1) {
+	if (live && p->cl->conf.n > 1 && !held) {
 		used = repl_inputs(sh, p, entries_ok);
 		part_repl_reads_issue(sh, p); /* ReadIndex (log/part_repl.c) */
 	}
 	for (;;) {
-		if (live && propose)
-			propose_queued(sh, p, used);
-		used = 0;
-		struct raft_ready *rd = raft_ready(p->raft);
-		if (rd->empty) {
-			raft_advance(p->raft);
-			after_step(p);
-			return 0;
+		struct raft_ready *rd;
+		int src = 0;
+		if (held) {
+			rd = held;
+			held = NULL;
+			src = p->snap_rc;
+		} else {
+			if (live && propose)
+				propose_queued(sh, p, used);
+			used = 0;
+			rd = raft_ready(p->raft);
+			if (rd->empty) {
+				raft_advance(p->raft);
+				after_step(p);
+				return 0;
+			}
+			/* the WAL's record checksums leave no damaged entry
+			 * to repair; snapshots reach a group of several
+			 * voters only */
+			PARLEY_ASSERT(!rd->n_repair);
+			PARLEY_ASSERT(!rd->has_chunk || p->cl->conf.n > 1);
+			PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
+			/* a snapshot chunk first (raft.h contract, step 2),
+			 * before anything else of the ready is stored or
+			 * truncated: a store job makes it durable off the
+			 * shard thread while the ready stays out (only this
+			 * group waits); its failure fails this batch only (the
+			 * leader sends it again), and the next ready carries
+			 * the same hard state */
+			src = rd->has_chunk ? part_snap_persist(sh, p, rd) : 0;
+			if (src == PART_SNAP_PENDING) {
+				p->ready_out = true;
+				p->snap_rd = rd;
+				after_step(p);
+				return 0;
+			}
 		}
-		/* the WAL's record checksums leave no damaged entry to
-		 * repair; snapshots reach a group of several voters only */
-		PARLEY_ASSERT(!rd->n_repair);
-		PARLEY_ASSERT(!rd->has_chunk || p->cl->conf.n > 1);
-		PARLEY_ASSERT(rd->n_msgs == 0 || p->cl->conf.n > 1);
-		/* a snapshot chunk first (raft.h contract, step 2), before
-		 * anything else of the ready is stored or truncated: its
-		 * failure fails this batch only (the leader sends it again),
-		 * and the next ready carries the same hard state */
-		int src = rd->has_chunk ? part_snap_persist(sh, p, rd) : 0;
 		if (src < 0) {
 			raft_persist_failed(p->raft);
 			after_step(p);

@@ -47,7 +47,12 @@
  *      a tail's catch-up chunks) run on the read pool (history/
  *      hist_read.c) and come back as REQ_READ_DONE / REQ_SUB_READ_DONE;
  *      a live HARDSTATE store (a term or vote change) runs there too and
- *      comes back as REQ_HS_DONE (log/part_raft.c).
+ *      comes back as REQ_HS_DONE (log/part_raft.c), and so do a
+ *      snapshot's file operations (image, chunk reads, chunk stores,
+ *      install), as REQ_SNAP_DONE (log/part_snap.c). The I/O backend
+ *      counts any synchronous file operation made on a shard thread
+ *      (pe_shard_sync_io); tests/unit/engine/test_noblock.c and the
+ *      snapshot tests of test_part_repl.c assert it stays 0.
  *      tests/unit/engine/test_shard.c checks it.
 
  */
@@ -87,7 +92,8 @@ int shard_push(struct pe_engine *e, struct req *r)
 	 * reach its shard) */
 	bool forced = r->kind == REQ_STOP || r->kind == REQ_UNSUBSCRIBE ||
 		      r->kind == REQ_HIST_DONE || r->kind == REQ_READ_DONE ||
-		      r->kind == REQ_SUB_READ_DONE || r->kind == REQ_HS_DONE;
+		      r->kind == REQ_SUB_READ_DONE || r->kind == REQ_HS_DONE ||
+		      r->kind == REQ_SNAP_DONE;
 	if (atomic_load(&e->closing) && !forced)
 		return -PARLEY_ECLOSED;
 	struct shard *sh = shard_of(e, r->part);
@@ -485,6 +491,9 @@ static void shard_process(struct shard *sh)
 		case REQ_SUB_READ_DONE:
 			hist_read_sub_done(sh, r);
 			break;
+		case REQ_SNAP_DONE:
+			part_snap_done(sh, r);
+			break;
 		case REQ_HS_DONE: {
 			int rc = part_raft_hs_done(sh, r);
 			if (rc)
@@ -577,7 +586,7 @@ int shard_round(struct shard *sh, bool wait)
 	if (sh->stopping && !sh->backlog && !sh->dirty &&
 	    !hist_job_busy(sh) && !sh->rd_inflight && !sh->rd_wait &&
 	    !sh->sub_wait &&
-	    !sh->hs_flight &&
+	    !sh->hs_flight && !sh->snap_jobs &&
 	    (sh->fatal ||
 	     (!wal_in_flight(sh->wal) && !wal_has_open(sh->wal)))) {
 		pthread_mutex_lock(&sh->mu);
@@ -585,7 +594,9 @@ int shard_round(struct shard *sh, bool wait)
 		pthread_mutex_unlock(&sh->mu);
 		if (empty) {
 			/* clean stop: the WAL's high-water mark gets
-			 * the final end of the log */
+			 * the final end of the log (synchronously: the
+			 * shard serves no more, so it is not counted) */
+			pio_thread_mark_shard(false);
 			if (!sh->fatal)
 				(void)wal_mark_clean(sh->wal);
 			return 1;
@@ -620,8 +631,10 @@ void *shard_main(void *arg)
 	struct shard *sh = arg;
 	shard_begin(sh);
 	int rc;
+	pio_thread_mark_shard(true); /* invariant 4, counted (io.h) */
 	while ((rc = shard_round(sh, true)) == 0)
 		;
+	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
 	return NULL;

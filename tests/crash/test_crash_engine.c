@@ -108,7 +108,11 @@ static void child_main(const char *dir)
 static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		  uint64_t *entries_out)
 {
-	struct pe_options o = {.dir = dir};
+	/* the child's layout: a child killed before its first open finished
+	 * leaves no manifest, and an open with the defaults would create the
+	 * directory with 64 partitions, which the next child (8) refuses */
+	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
+			       .wal_segment_bytes = 16u << 20};
 	struct pe_engine *e;
 	int rc = pe_open(&o, &e);
 	if (rc) {

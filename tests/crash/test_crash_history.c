@@ -170,7 +170,10 @@ static uint64_t hist_segments;   /* live segments seen by the last verify */
 static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		  uint64_t *entries_out)
 {
-	struct pe_options o = {.dir = dir};
+	/* the children's layout (with the defaults, a directory a child left
+	 * without a manifest would be created with 64 partitions) */
+	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
+			       .wal_segment_bytes = 16u << 20};
 	struct pe_engine *e;
 	int rc = pe_open(&o, &e);
 	if (rc) {

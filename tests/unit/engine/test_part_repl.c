@@ -357,8 +357,22 @@ static void append_many(int n)
 
 /* Every acked entry is on node i with its seq, each key's stream holds
  * exactly the acked entries (no doubles, no extras), seqs dense. */
+/* "The shard thread never blocks on a disk" (pe_shard_sync_io, counted by
+ * the I/O backend): the leaders' images and chunk reads, the follower's
+ * chunk stores and install ran off the shard threads. */
+static void assert_no_shard_sync_io(int i)
+{
+	uint64_t n[PE_IO_OP_COUNT];
+	pe_shard_sync_io(nodes[i].e, n);
+	for (int k = 0; k < PE_IO_OP_COUNT; k++)
+		cr_assert_eq(n[k], 0, "node %d: %llu %s call(s) on a shard thread",
+			     i, (unsigned long long)n[k],
+			     pe_io_op_name((enum pe_io_op)k));
+}
+
 static void check_node(int i)
 {
+	assert_no_shard_sync_io(i); /* whatever the test did before */
 	for (int k = 0; k < NKEYS; k++) {
 		char key[32];
 		key_name(k, key, sizeof key);
@@ -639,6 +653,8 @@ static void snapshot_catch_up(bool mem)
 	cr_assert_geq(started, f.snap_installed);
 	cr_assert_geq(done, f.snap_installed);
 	cr_assert_geq(sent, f.snap_received_bytes);
+	for (int i = 0; i < NN; i++)
+		assert_no_shard_sync_io(i);
 	/* replication goes on by log from the snapshot index */
 	append_many(20);
 	wait_caught_up(2);
@@ -721,6 +737,8 @@ Test(repl, chunked_snapshot_over_a_lossy_link)
 	cr_assert_gt(f.snap_received_bytes, 2u * RAFT_MAX_CHUNK_BYTES,
 		     "the snapshots took %llu bytes: not several chunks",
 		     (unsigned long long)f.snap_received_bytes);
+	for (int i = 0; i < NN; i++)
+		assert_no_shard_sync_io(i);
 }
 
 /* A follower whose snapshot chunks cannot be made durable (fsync EIO
