@@ -6,7 +6,10 @@
 # when runs alternate.
 #
 # usage: bench/server-cpu.sh PARLEYD CONNECTIONS SECONDS [PAYLOAD]
-# env:   PARLEY_BENCH (default build/bench/parley-bench), TMPDIR
+# env:   PARLEY_BENCH (default build/bench/parley-bench), TMPDIR,
+#        PARLEYD_ARGS (more parleyd flags, e.g. "--loops 1"),
+#        TLS=1 (SENDs over parleyd's TLS port: a throw-away EC P-256
+#        certificate made with the openssl command)
 # Prints one line: acks, SENDs/s, CPU µs per SEND (utime + stime of every
 # parleyd thread), context switches per SEND (voluntary + involuntary),
 # and the 1-minute load average at the end. server-compare also runs its
@@ -17,10 +20,19 @@ BIN=$1; P=$2; S=$3; PL=${4:-100}
 BENCH=${PARLEY_BENCH:-build/bench/parley-bench}
 D=$(mktemp -d "${TMPDIR:-/tmp}/parley-cpu.XXXXXX")
 PORT=$((27500 + RANDOM % 400)); AP=$((PORT + 1000))
-"$BIN" --dev --data "$D" --listen 127.0.0.1:$PORT --tls-port 0 \
+TLSARGS=(--tls-port 0); CPORT=$PORT; BTLS=()
+if [ "${TLS:-0}" = 1 ]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$D/key.pem" -out "$D/cert.pem" -days 1 \
+		-subj /CN=localhost >/dev/null 2>&1
+	CPORT=$((PORT + 500))
+	TLSARGS=(--tls-port $CPORT --tls-cert "$D/cert.pem" --tls-key "$D/key.pem")
+	BTLS=(--tls)
+fi
+"$BIN" --dev --data "$D" --listen 127.0.0.1:$PORT "${TLSARGS[@]}" \
 	--admin-port $AP --rate-send-user-per-min 0 --rate-send-conn-per-min 0 \
 	--rate-history-user-per-min 0 --rate-history-conn-per-min 0 \
-	--max-handshakes 0 >"$D/parleyd.log" 2>&1 &
+	--max-handshakes 0 ${PARLEYD_ARGS:-} >"$D/parleyd.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$D"' EXIT
 for _ in $(seq 100); do
@@ -37,10 +49,10 @@ counters() { # ticks and context switches summed over the threads
 	echo "$t $c"
 }
 read -r T0 C0 < <(counters)
-OUT=$("$BENCH" server-compare --connect 127.0.0.1:$PORT --producers "$P" \
-	--payload "$PL" --seconds "$S" 2>&1)
+OUT=$("$BENCH" server-compare "${BTLS[@]}" --connect 127.0.0.1:$CPORT --producers "$P" \
+	--payload "$PL" --seconds "$S" 2>&1 || true) # with --tls its plain point fails fast
 read -r T1 C1 < <(counters)
-ROW=$(echo "$OUT" | grep '^| parleyd' | head -1)
+ROW=$(echo "$OUT" | grep '^| parleyd' | tail -1) # parleyd-tls with TLS=1
 ACKS=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $6); print $6}')
 RATE=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $7); print $7}')
 TCK=$(getconf CLK_TCK)

@@ -647,6 +647,7 @@ enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
 		    PE_LEADER = 3 };
 /* A partition's group as its shard last published it (after every step,
  * tick and ready): any thread, never blocks. */
+#define PE_RAFT_MAX_MEMBERS 9 /* members of one group (voters + learners) */
 struct pe_raft_status {
 	enum pe_raft_role role;
 	uint64_t term;
@@ -663,6 +664,27 @@ struct pe_raft_status {
 	uint64_t snap_sends_started, snap_sends_completed, snap_sends_failed;
 	uint64_t snap_sent_bytes, snap_received_bytes;
 	uint64_t snap_installed, snap_install_failed;
+	uint64_t elections;        /* campaigns as candidate, since open */
+	/* linearizable reads (contract 7) answered from the state machine /
+	 * failed (NOTLEADER, AGAIN, closed), since open */
+	uint64_t reads_served, reads_failed;
+	/* On the leader only (n_members 0 elsewhere): every member of the
+	 * group, the leader included, with the highest index the leader knows
+	 * it holds (`match`) and `lag` = last_index - match, in entries. A
+	 * member is `active` when it answered the leader within the last one
+	 * to two election timeouts; a cut-off or dead follower turns inactive
+	 * and its lag grows with every append. lag_max: the largest lag of a
+	 * member other than the leader. Commit and apply lag of a follower
+	 * are its own (commit, applied) against the leader's commit: see
+	 * docs/CLUSTER.md §3.6. */
+	uint32_t n_members;
+	struct pe_raft_member {
+		uint64_t node;
+		uint64_t match;
+		uint64_t lag;
+		bool active, voter, snapshot;
+	} members[PE_RAFT_MAX_MEMBERS];
+	uint64_t lag_max;
 };
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);

@@ -89,6 +89,12 @@ struct rd_conv {
  * and then drops us at once). */
 #define CLIENT_STABLE_MS 10000
 
+/* Leader hints (ERROR NOTLEADER's leader address) followed at once within
+ * one call; beyond, hints are ignored and the node list is walked (with
+ * its pauses): two nodes naming each other during a leader change cannot
+ * bounce a request for ever. */
+#define CLIENT_MAX_REDIRECTS 4
+
 struct parley_client {
 	/* options (strings owned) */
 	struct parley_client_opts o;
@@ -98,6 +104,7 @@ struct parley_client {
 	char *node_host[PARLEY_CLIENT_MAX_NODES];
 	uint16_t node_port[PARLEY_CLIENT_MAX_NODES];
 	uint32_t nnodes, node_i;
+	bool redirected; /* host/o.port: a leader hint, not node_i */
 	uint32_t round_fails; /* failed connects since the last backoff (ensure_up) */
 
 	/* connection */
@@ -285,9 +292,22 @@ static int nodes_parse(struct parley_client *c, const char *list)
 	return c->nnodes ? 0 : -PARLEY_EINVAL;
 }
 
-/* Moves to the next node of opts.nodes (the connection is down). */
+/* Moves to the next node of opts.nodes (the connection is down). After
+ * a redirect (node_redirect) that is the node after the list's current
+ * one: a dead or wrong hint falls back to the list. */
 static void node_next(struct parley_client *c)
 {
+	if (c->redirected && c->nnodes == 1) {
+		char *h = strdup(c->node_host[0]);
+		if (!h)
+			return;
+		c->redirected = false;
+		free(c->host);
+		c->host = h;
+		c->o.port = c->node_port[0];
+		return;
+	}
+	c->redirected = false;
 	if (c->nnodes < 2)
 		return;
 	char *h = strdup(c->node_host[(c->node_i + 1) % c->nnodes]);
@@ -299,6 +319,63 @@ static void node_next(struct parley_client *c)
 	c->o.port = c->node_port[c->node_i];
 	PLOG_D("client", "moving to the next node", "host=%s port=%u", c->host,
 	       c->o.port);
+}
+
+/* ERROR NOTLEADER named the leader's client address (PROTOCOL.md,
+ * ERROR): connect there next — the list's entry when it is one of the
+ * list, else the address itself until it fails (node_next). 0, or
+ * -PARLEY_EINVAL for an address that does not parse (the caller moves on
+ * through the list). */
+static int node_redirect(struct parley_client *c, struct parley_str a)
+{
+	char buf[PARLEY_PROTO_MAX_ADDR + 1];
+	if (!a.len || a.len > PARLEY_PROTO_MAX_ADDR)
+		return -PARLEY_EINVAL;
+	memcpy(buf, a.p, a.len);
+	buf[a.len] = '\0';
+	char *host = buf, *colon;
+	if (*buf == '[') {
+		host = buf + 1;
+		char *rb = strchr(host, ']');
+		if (!rb || rb[1] != ':')
+			return -PARLEY_EINVAL;
+		*rb = '\0';
+		colon = rb + 1;
+	} else {
+		colon = strrchr(buf, ':');
+		if (!colon)
+			return -PARLEY_EINVAL;
+	}
+	*colon = '\0';
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (!*host || *end || end == colon + 1 || !port || port > 65535)
+		return -PARLEY_EINVAL;
+	char *h = strdup(host);
+	if (!h)
+		return -PARLEY_ENOMEM;
+	c->redirected = true;
+	for (uint32_t i = 0; i < c->nnodes; i++)
+		if (c->node_port[i] == port && !strcmp(c->node_host[i], host)) {
+			c->node_i = i;
+			c->redirected = false;
+		}
+	free(c->host);
+	c->host = h;
+	c->o.port = (uint16_t)port;
+	PLOG_D("client", "redirected to the leader", "host=%s port=%u", c->host,
+	       c->o.port);
+	return 0;
+}
+
+int parley_client_current_node(const struct parley_client *c,
+			       const char **host, uint16_t *port)
+{
+	if (!c || !host || !port)
+		return -PARLEY_EINVAL;
+	*host = c->host;
+	*port = c->o.port;
+	return 0;
 }
 
 int parley_client_new(const struct parley_client_opts *opts,
@@ -1630,6 +1707,7 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 	int last = -PARLEY_ETIMEDOUT;
 	uint32_t backoff = c->o.backoff_min_ms;
 	uint32_t hops = 0; /* NOTLEADER answers in a row */
+	uint32_t redirects = 0; /* of them, followed leader hints */
 	while (now_ms() < deadline) {
 		/* after GOAWAY the server answers new requests with CLOSED: move
 		 * to a new connection (after retry_after) instead */
@@ -1666,22 +1744,33 @@ static int call(struct parley_client *c, const struct parley_msg *req,
 			set_fail(c, PARLEY_FAIL_SERVER, last, e->text.p, e->text.len);
 			if (!retryable(e->code))
 				return last;
-			if (e->code == PARLEY_ENOTLEADER && c->nnodes > 1) {
+			struct parley_str hint = c->o.tls ? e->leader_tls_addr
+							  : e->leader_addr;
+			if (e->code == PARLEY_ENOTLEADER && c->nnodes &&
+			    !c->o.no_reconnect &&
+			    (c->nnodes > 1 || (hint.len && redirects < CLIENT_MAX_REDIRECTS))) {
 				/* that node does not lead the partition: the
-				 * same request at the next node. The node
-				 * answered, so leaving it is no failure: the
-				 * reconnect backoff does not grow (during an
-				 * election every node answers NOTLEADER) */
+				 * same request at the leader it names, else at
+				 * the next node. The node answered, so leaving
+				 * it is no failure: the reconnect backoff does
+				 * not grow (during an election every node
+				 * answers NOTLEADER) */
 				uint32_t b = c->backoff_ms;
 				conn_drop(c, -PARLEY_ENOTLEADER);
 				c->backoff_ms = b;
-				node_next(c);
+				bool hinted = redirects < CLIENT_MAX_REDIRECTS &&
+					      node_redirect(c, hint) == 0;
+				if (!hinted)
+					node_next(c);
 				c->not_before_ms = 0;
 				/* ... at once: pause (and grow the pause) only
 				 * once every node answered NOTLEADER in a row
-				 * (an election), so one follower or a dead node
-				 * in the list does not stretch a failover */
-				if (++hops % c->nnodes != 0)
+				 * (an election) or the hints went round in
+				 * circles, so one follower or a dead node in
+				 * the list does not stretch a failover */
+				if (hinted && ++redirects <= CLIENT_MAX_REDIRECTS)
+					continue;
+				if (!hinted && ++hops % c->nnodes != 0)
 					continue;
 			}
 			uint64_t pause_ms = e->retry_after_ms ? e->retry_after_ms : backoff;

@@ -167,6 +167,7 @@ enum fk {
 	FK_TEXT, /* 0..1024 */
 	FK_TITLE, /* 0..PARLEY_PROTO_MAX_TITLE */
 	FK_CONV_OPT, /* a conversation id or empty (paging cursors) */
+	FK_ADDR, /* 0..PARLEY_PROTO_MAX_ADDR printable ASCII (host:port) */
 };
 
 static int str_ok(const char *p, size_t len, enum fk k)
@@ -196,6 +197,13 @@ static int str_ok(const char *p, size_t len, enum fk k)
 	case FK_CONV_OPT:
 		return len <= PARLEY_PROTO_MAX_CONV_ID &&
 		       parley_proto_utf8_valid(p, len);
+	case FK_ADDR:
+		if (len > PARLEY_PROTO_MAX_ADDR)
+			return 0;
+		for (size_t i = 0; i < len; i++)
+			if (p[i] < 0x21 || p[i] > 0x7e)
+				return 0;
+		return 1;
 	}
 	return 0;
 }
@@ -403,6 +411,11 @@ static void enc_error(struct wr *w, const struct parley_error_msg *m)
 	w16(w, m->flags);
 	w32(w, m->retry_after_ms);
 	w_str(w, m->text, FK_TEXT);
+	if (m->leader_node || m->leader_addr.len || m->leader_tls_addr.len) {
+		w64(w, m->leader_node);
+		w_str(w, m->leader_addr, FK_ADDR);
+		w_str(w, m->leader_tls_addr, FK_ADDR);
+	}
 }
 static void dec_error(struct le_reader *r, struct parley_error_msg *m)
 {
@@ -410,6 +423,13 @@ static void dec_error(struct le_reader *r, struct parley_error_msg *m)
 	m->flags = le_read16(r);
 	m->retry_after_ms = le_read32(r);
 	r_str(r, &m->text, FK_TEXT);
+	m->leader_node = 0;
+	m->leader_addr = m->leader_tls_addr = (struct parley_str){0};
+	if (r_more(r)) { /* appended 2026-12-05 */
+		m->leader_node = le_read64(r);
+		r_str(r, &m->leader_addr, FK_ADDR);
+		r_str(r, &m->leader_tls_addr, FK_ADDR);
+	}
 }
 
 /* A peer that is not a valid user id is well-formed on the wire: the

@@ -162,6 +162,12 @@ int parley_client_connect(struct parley_client *c);
 /* Drop the connection (if any) and connect again, honouring GOAWAY's
  * retry_after and resuming the subscription. Blocks. */
 int parley_client_reconnect(struct parley_client *c);
+/* The node this client is connected to, or will connect to next: the host
+ * (borrowed, valid until the next call on c) and port, from the node list,
+ * or from the leader hint of an ERROR NOTLEADER it followed. 0 or
+ * -PARLEY_EINVAL. */
+int parley_client_current_node(const struct parley_client *c,
+			       const char **host, uint16_t *port);
 /* Close the connection; the object can connect again later. */
 void parley_client_close(struct parley_client *c);
 /* 1 if connected and authenticated. */

@@ -54,6 +54,7 @@
 #define PARLEY_PROTO_MAX_CONV_ID 250
 #define PARLEY_PROTO_MAX_DEVICE_ID 64
 #define PARLEY_PROTO_MAX_TOKEN 8192
+#define PARLEY_PROTO_MAX_ADDR 255 /* ERROR leader addresses */
 #define PARLEY_PROTO_MAX_TEXT 1024 /* error/goaway text, server id, client name */
 #define PARLEY_PROTO_MAX_BODY_DEFAULT (64u << 10) /* announced in HELLO_OK */
 #define PARLEY_PROTO_MSG_ID_LEN 16 /* client_msg_id */
@@ -369,6 +370,14 @@ struct parley_error_msg { /* PARLEY_T_ERROR */
 	uint16_t flags; /* PARLEY_ERRF_* */
 	uint32_t retry_after_ms; /* 0 = none; set with ERATE / EAGAIN / EFULL */
 	struct parley_str text; /* human-readable, 0..1024 bytes */
+	/* appended 2026-12-05, sent with NOTLEADER when the node knows the
+	 * leader (absent = 0 / empty; encoded only when one is set): the
+	 * leader's node id and its client addresses as it advertises them,
+	 * "host:port" ("[v6]:port"), 0..PARLEY_PROTO_MAX_ADDR printable
+	 * ASCII bytes each: plain TCP and TLS (empty = unknown / none) */
+	uint64_t leader_node;
+	struct parley_str leader_addr;
+	struct parley_str leader_tls_addr;
 };
 
 struct parley_conv_open { /* PARLEY_T_CONV_OPEN */

@@ -177,6 +177,8 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	uint32_t np = pe_partition_count(e);
 	uint64_t led = 0, known = 0, lag_sum = 0, lag_max = 0, snap = 0,
 		 dropped = 0, term_max = 0;
+	uint64_t flag_max = 0, inactive = 0, elections = 0, rd_ok = 0,
+		 rd_fail = 0;
 	struct pe_raft_status sn = {0}; /* snapshot counters, summed */
 	srv_text_put(o, "# HELP parley_raft_role Role of this node in a partition's "
 	       "group (0 follower, 1 pre-candidate, 2 candidate, 3 leader).\n"
@@ -210,6 +212,13 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 		sn.snap_installed += st.snap_installed;
 		sn.snap_install_failed += st.snap_install_failed;
 		term_max = PARLEY_MAX(term_max, st.term);
+		flag_max = PARLEY_MAX(flag_max, st.lag_max);
+		for (uint32_t k = 0; k < st.n_members; k++)
+			inactive += st.members[k].node != st.leader &&
+				    !st.members[k].active;
+		elections += st.elections;
+		rd_ok += st.reads_served;
+		rd_fail += st.reads_failed;
 	}
 	metric(o, "parley_raft_partitions", "gauge",
 	       "Partition groups on this node.", np);
@@ -249,6 +258,115 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	metric(o, "parley_raft_dropped_total", "counter",
 	       "Inbound Raft messages dropped (full shard inbox and the like).",
 	       dropped);
+	metric(o, "parley_raft_follower_lag_max_entries", "gauge",
+	       "Largest replication lag (leader's last index - follower's "
+	       "match) of any follower of a group this node leads.", flag_max);
+	metric(o, "parley_raft_followers_inactive", "gauge",
+	       "Followers of groups this node leads that did not answer within "
+	       "the last one to two election timeouts (summed over groups).",
+	       inactive);
+	metric(o, "parley_raft_elections_total", "counter",
+	       "Elections this node started as a candidate (all groups).",
+	       elections);
+	metric(o, "parley_raft_reads_served_total", "counter",
+	       "Linearizable (ReadIndex) reads served.", rd_ok);
+	metric(o, "parley_raft_reads_failed_total", "counter",
+	       "Linearizable (ReadIndex) reads failed (NOTLEADER, AGAIN).",
+	       rd_fail);
+}
+
+/* ---- GET /cluster (docs/CLUSTER.md §3.6) ------------------------------------------ */
+
+/* A JSON string: quotes, backslashes and control bytes escaped. */
+static void json_str(struct srv_text *o, const char *v)
+{
+	srv_text_put(o, "\"");
+	for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			srv_text_put(o, "\\%c", *c);
+		else if (*c < 0x20 || *c == 0x7f)
+			srv_text_put(o, "\\u%04x", *c);
+		else
+			srv_text_put(o, "%c", *c);
+	}
+	srv_text_put(o, "\"");
+}
+
+static const char *role_name(enum pe_raft_role r)
+{
+	switch (r) {
+	case PE_FOLLOWER: return "follower";
+	case PE_PRECANDIDATE: return "precandidate";
+	case PE_CANDIDATE: return "candidate";
+	case PE_LEADER: return "leader";
+	}
+	return "unknown";
+}
+
+static bool can_serve(struct srv *s);
+
+/* This node's view of the cluster as one JSON object: ids, readiness,
+ * peer links, and per partition its group state and, on the leader, each
+ * member's match index and lag (pe_raft_status, never blocks). */
+size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
+{
+	struct srv_text o = {buf, cap, 0};
+	struct pe_engine *e = s->engine;
+	uint64_t self = s->peer ? peer_node_id(s->peer) : 1;
+	srv_text_put(&o, "{\"node\":%" PRIu64 ",\"cluster\":%" PRIu64
+		     ",\"ready\":%s,\"draining\":%s,\"engine_open\":%s",
+		     self, s->peer ? peer_node_cluster_id(s->peer) : 0,
+		     ready ? "true" : "false",
+		     atomic_load(&s->draining) ? "true" : "false",
+		     e ? "true" : "false");
+	srv_text_put(&o, ",\"peers\":[");
+	if (s->peer) {
+		struct peer_node_link l[PEER_NODE_MAX_PEERS];
+		uint32_t n = peer_node_links(s->peer, l, PEER_NODE_MAX_PEERS);
+		for (uint32_t i = 0; i < n; i++) {
+			srv_text_put(&o, "%s{\"node\":%" PRIu64 ",\"state\":\"%s\""
+				     ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+				     ",\"connects\":%" PRIu64 ",\"reconnects\":%" PRIu64
+				     ",\"dead\":%" PRIu64 ",\"connect_failures\":%" PRIu64
+				     ",\"client\":", i ? "," : "", l[i].node,
+				     l[i].up ? "up" : "down", l[i].bytes_in,
+				     l[i].bytes_out, l[i].connects, l[i].reconnects,
+				     l[i].dead, l[i].connect_failures);
+			json_str(&o, l[i].client_addr);
+			srv_text_put(&o, ",\"admin\":");
+			json_str(&o, l[i].admin_addr);
+			srv_text_put(&o, ",\"last_error\":");
+			json_str(&o, l[i].last_error);
+			srv_text_put(&o, "}");
+		}
+	}
+	srv_text_put(&o, "],\"partitions\":[");
+	uint32_t np = e ? pe_partition_count(e) : 0;
+	for (uint32_t p = 0; p < np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(e, p, &st))
+			continue;
+		srv_text_put(&o, "%s{\"partition\":%u,\"role\":\"%s\",\"term\":%"
+			     PRIu64 ",\"leader\":%" PRIu64 ",\"commit\":%" PRIu64
+			     ",\"applied\":%" PRIu64 ",\"last_index\":%" PRIu64
+			     ",\"apply_lag\":%" PRIu64 ",\"elections\":%" PRIu64
+			     ",\"members\":[", p ? "," : "", p, role_name(st.role),
+			     st.term, st.leader, st.commit, st.applied, st.last_index,
+			     st.commit > st.applied ? st.commit - st.applied : 0,
+			     st.elections);
+		for (uint32_t k = 0; k < st.n_members; k++)
+			srv_text_put(&o, "%s{\"node\":%" PRIu64 ",\"match\":%" PRIu64
+				     ",\"lag\":%" PRIu64 ",\"active\":%s,"
+				     "\"voter\":%s,\"snapshot\":%s}", k ? "," : "",
+				     st.members[k].node, st.members[k].match,
+				     st.members[k].lag,
+				     st.members[k].active ? "true" : "false",
+				     st.members[k].voter ? "true" : "false",
+				     st.members[k].snapshot ? "true" : "false");
+		srv_text_put(&o, "]}");
+	}
+	srv_text_put(&o, "]}\n");
+	return o.n;
 }
 
 /* Whether this node can serve now (beyond start-up and draining): on a
@@ -621,6 +739,19 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 		    can_serve(a->s))
 			return simple(200, "OK", "ready\n", head, len);
 		return simple(503, "Service Unavailable", "not ready\n", head, len);
+	}
+	if (!strcmp(target, "/cluster")) {
+		bool ready = atomic_load(&a->ready) &&
+			     !atomic_load(&a->s->draining) && can_serve(a->s);
+		size_t cap = admin_cluster_json(a->s, ready, NULL, 0) + 4096;
+		char *b = malloc(cap);
+		if (!b)
+			return NULL;
+		size_t bl = admin_cluster_json(a->s, ready, b, cap);
+		char *r = response(200, "OK", "application/json", NULL, b,
+				   PARLEY_MIN(bl, cap - 1), head, len);
+		free(b);
+		return r;
 	}
 	if (!strcmp(target, "/metrics")) {
 		size_t cap = admin_metrics_text(a->s, NULL, 0) +

@@ -59,5 +59,10 @@ void admin_stop(struct admin *a);
 /* The /metrics body into buf (NUL-terminated); returns its length, or the
  * length it needs when cap is too small. */
 size_t admin_metrics_text(struct srv *s, char *buf, size_t cap);
+/* The JSON of GET /cluster (docs/CLUSTER.md §3.6): this node's ids and
+ * readiness (`ready`, as /readyz), its peer links, and every partition's
+ * group state with, on the leader, each member's match and lag. Same
+ * length convention as admin_metrics_text. Any thread. */
+size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap);
 
 #endif /* PARLEYD_ADMIN_H */

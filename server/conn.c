@@ -93,6 +93,39 @@ static uint32_t retry_of(uint32_t code, uint32_t retry)
 	return retry ? retry : srv_wire_err(-(int)code).retry_after_ms;
 }
 
+/* ---- the leader hint of ERROR NOTLEADER (PROTOCOL.md, ERROR) ---------------------- */
+
+static _Atomic(srv_leader_hint_fn) hint_fn;
+static void *_Atomic hint_arg;
+
+void conn_leader_hint_install(srv_leader_hint_fn fn, void *arg)
+{
+	atomic_store(&hint_fn, NULL);
+	atomic_store(&hint_arg, arg);
+	atomic_store(&hint_fn, fn);
+}
+
+#define CONN_HINT_ADDR_MAX 80 /* >= PEER_NODE_ADDR_MAX */
+
+struct leader_hint {
+	char plain[CONN_HINT_ADDR_MAX], tls[CONN_HINT_ADDR_MAX];
+};
+
+/* A NOTLEADER answer names the leader this node knows and its advertised
+ * client addresses (both kinds: the client picks the one it speaks). */
+static void error_hint(struct parley_error_msg *e, struct leader_hint *h)
+{
+	if (e->code != PARLEY_ENOTLEADER)
+		return;
+	srv_leader_hint_fn fn = atomic_load(&hint_fn);
+	if (!fn)
+		return;
+	e->leader_node = fn(atomic_load(&hint_arg), h->plain, h->tls,
+			    sizeof h->plain);
+	e->leader_addr = parley_str_c(h->plain);
+	e->leader_tls_addr = parley_str_c(h->tls);
+}
+
 struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 			    const char *text)
 {
@@ -101,6 +134,8 @@ struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 	m.error.code = code;
 	m.error.retry_after_ms = retry;
 	m.error.text = parley_str_c(text);
+	struct leader_hint h;
+	error_hint(&m.error, &h);
 	return conn_frame_msg(LM_FRAME, req_id, &m);
 }
 
@@ -248,6 +283,8 @@ void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
 	m.error.retry_after_ms = retry_of(code, retry);
 	m.error.text = parley_str_c(text);
+	struct leader_hint h;
+	error_hint(&m.error, &h);
 	ctr_add(&S(c)->ctr.errors_sent, 1);
 	conn_send(c, req_id, &m);
 	if (fatal) {
@@ -1956,11 +1993,17 @@ static void on_recv(struct conn *c, const uint8_t *p, uint32_t n)
 		}
 		c->state = CS_NEW;
 	}
+	BIO *rb = SSL_get_rbio(c->ssl);
 	for (;;) {
 		int k = SSL_read(c->ssl, tls_plain, sizeof tls_plain);
 		if (k > 0) {
 			conn_feed(c, tls_plain, (size_t)k);
 			if (c->state == CS_CLOSING || c->closing_after_flush)
+				break;
+			/* nothing buffered on either side of the TLS layer: the
+			 * next SSL_read would only say WANT_READ (a call, an
+			 * error-queue round trip), so skip it */
+			if (!BIO_ctrl_pending(rb) && !SSL_pending(c->ssl))
 				break;
 			continue;
 		}

@@ -26,6 +26,7 @@
  * the fan-out thread, the admin HTTP thread.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -156,6 +157,7 @@ struct opts {
 	uint32_t peer_port, raft_tick_ms, raft_election_ticks;
 	uint64_t raft_log_keep_bytes, snapshot_rate_bytes;
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
+	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
 };
 
 enum kt { K_STR, K_U32, K_U64 };
@@ -252,6 +254,9 @@ static const struct key KEYS[] = {
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
 	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
+	KS(client_advertise, "", "cluster: host:port clients reach this node's plain TCP port at, told to the other nodes for NOTLEADER redirects (default: listen and port, or peer_listen when listen is a wildcard)"),
+	KS(client_tls_advertise, "", "cluster: host:port of this node's TLS port for clients (default as client_advertise, with tls_port)"),
+	KS(admin_advertise, "", "cluster: host:port of this node's admin port for operators (parleyctl cluster status; default: admin_listen and admin_port)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
 
@@ -481,6 +486,42 @@ static int read_file(const char *path, char *buf, size_t cap, size_t *len)
 	return 0;
 }
 
+/* An advertised address: host:port ([v6]:port), printable, no spaces. */
+static bool advertise_ok(const char *a)
+{
+	for (const char *p = a; *p; p++)
+		if (*p < 0x21 || *p > 0x7e)
+			return false;
+	const char *colon = strrchr(a, ':');
+	if (!colon || colon == a || !colon[1])
+		return false;
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	return !*end && port && port <= 65535;
+}
+
+/* The address this node advertises for one of its ports: `set` when
+ * given, else `host` (or `fallback` when host is a wildcard or empty)
+ * with `port`; "" when port is 0 or neither host names this node. */
+static void advertise_default(char *out, size_t cap, const char *set,
+			      const char *host, const char *fallback,
+			      uint32_t port)
+{
+	out[0] = '\0';
+	if (*set) {
+		snprintf(out, cap, "%s", set);
+		return;
+	}
+	if (!port)
+		return;
+	const char *h = host;
+	if (!*h || !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !strcmp(h, "*"))
+		h = fallback;
+	if (!*h || !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !strcmp(h, "*"))
+		return;
+	snprintf(out, cap, strchr(h, ':') ? "[%s]:%u" : "%s:%u", h, port);
+}
+
 /* 1 when host resolves (as a listen address) to loopback only, 0 when
  * not, -1 when it does not resolve. */
 static int addr_is_loopback(const char *host)
@@ -676,6 +717,13 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			   !!*o->peer_tls_key;
 		if (ntls && ntls != 3)
 			BAD("peer_tls_ca, peer_tls_cert and peer_tls_key go together\n");
+		const char *adv[3] = {o->client_advertise, o->client_tls_advertise,
+				      o->admin_advertise};
+		for (int i = 0; i < 3; i++)
+			if (*adv[i] && !advertise_ok(adv[i]))
+				BAD("client_advertise, client_tls_advertise and "
+				    "admin_advertise are host:port (printable, no "
+				    "spaces), got \"%s\"\n", adv[i]);
 	}
 #undef BAD
 	return bad;
@@ -757,6 +805,13 @@ struct loop_thread {
 	pthread_t thr;
 };
 
+/* ERROR NOTLEADER's leader hint (conn_leader_hint_install). */
+static uint64_t leader_hint(void *arg, char *plain, char *tls, size_t cap)
+{
+	struct srv *s = arg;
+	return peer_node_leader_hint(s->peer, s->engine, plain, tls, cap);
+}
+
 static int run(const struct opts *o, struct srv *s)
 {
 	int rc;
@@ -812,6 +867,17 @@ static int run(const struct opts *o, struct srv *s)
 		pc.election_ticks = o->raft_election_ticks;
 		pc.log_keep_bytes = o->raft_log_keep_bytes;
 		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
+		static char adv_client[80], adv_tls[80], adv_admin[80];
+		advertise_default(adv_client, sizeof adv_client, o->client_advertise,
+				  o->listen, o->peer_listen, o->port);
+		advertise_default(adv_tls, sizeof adv_tls, o->client_tls_advertise,
+				  o->listen, o->peer_listen,
+				  s->tls ? o->tls_port : 0);
+		advertise_default(adv_admin, sizeof adv_admin, o->admin_advertise,
+				  o->admin_listen, o->peer_listen, o->admin_port);
+		pc.client_addr = adv_client;
+		pc.client_tls_addr = adv_tls;
+		pc.admin_addr = adv_admin;
 		if (*o->peer_tls_ca) {
 			pc.tls_ca = o->peer_tls_ca;
 			pc.tls_cert = o->peer_tls_cert;
@@ -859,6 +925,8 @@ static int run(const struct opts *o, struct srv *s)
 	}
 	s->peer = pn; /* before the engine: admin reads peer only with it */
 	s->engine = e;
+	if (pn)
+		conn_leader_hint_install(leader_hint, s);
 	static struct admission hs_adm;
 	struct ratelimit_config rlc;
 	rl_config(o, &rlc);
@@ -918,6 +986,9 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
+	/* One loop per online CPU. One loop on 2 CPUs (1 loop + 1 shard)
+	 * spent 10-25 % less CPU per SEND but gave fewer SENDs/s in 5 of 8
+	 * pairs on a loaded machine: docs/SERVER.md, "Threads". */
 	unsigned n = o->loops;
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -991,6 +1062,7 @@ static int run(const struct opts *o, struct srv *s)
 	s->chat = NULL;
 	live_free(s->live); /* after the fan-out thread (chat_close) */
 	s->live = NULL;
+	conn_leader_hint_install(NULL, NULL);
 	s->engine = NULL;
 	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);
@@ -1004,8 +1076,27 @@ static int run(const struct opts *o, struct srv *s)
 	return rc ? 1 : 0;
 }
 
+/* glibc malloc: a server whose memtables grow by a few hundred bytes per
+ * request and shrink in bulk when a flush frees them. By default a
+ * thread arena is trimmed (madvise, with a TLB shootdown) as soon as 128
+ * KiB at its top are free, and the next requests fault the same pages in
+ * again. A 64 MiB trim threshold keeps up to that much freed memory at
+ * the top of each arena for the next requests. Measured in
+ * bench/RESULTS.md (2026-12-05, server hot path): madvise 0.04 -> 0 and
+ * page faults 0.48 -> 0.25 per SEND, and the same peak resident memory
+ * in test_memory_budget. The mmap threshold stays at its 128 KiB start
+ * (setting the trim threshold fixes it): raising it, or the top pad, made
+ * large calloc'd tables resident at start (+8-13 MiB). Memory the budget
+ * counts (membudget.h) is counted by the components, not read from the
+ * process's resident size. */
+static void malloc_tune(void)
+{
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 int main(int argc, char **argv)
 {
+	malloc_tune();
 	struct opts o;
 	int action;
 	const char *mint_sub = NULL;

@@ -63,7 +63,7 @@
 #include "raft_codec.h"
 
 #define PEER_EVENTS 64
-#define PEER_CTL_BYTES 320u /* HELLO or REJECT or PING, one at a time */
+#define PEER_CTL_BYTES 320u /* HELLO (+ INFO) or REJECT or PING, one at a time */
 #define PEER_READ_CHUNK (64u << 10)
 
 enum cstate {
@@ -120,8 +120,9 @@ struct plink {
 	_Atomic uint64_t bytes_in, bytes_out, frames_in, frames_out, msgs_in,
 		msgs_out, connects, reconnects, connect_failures, refused, dead,
 		drops_hb, drops_down, refused_full, too_big, qframes, qbytes;
-	pthread_mutex_t mu; /* last_error */
+	pthread_mutex_t mu; /* last_error, info */
 	char last_error[PEER_ERROR_MAX];
+	char info[PEER_INFO_MAX + 1]; /* the peer's INFO */
 };
 
 struct peer {
@@ -144,6 +145,7 @@ struct peer {
 	uint32_t scratch_cap;
 	_Atomic uint64_t accepted, inbound_refused, inbound_failed;
 	int delivered;
+	char info[PEER_INFO_MAX + 1]; /* ours (cfg.info copied) */
 };
 
 #define ADD(x, v) atomic_fetch_add_explicit(&(x), (v), memory_order_relaxed)
@@ -430,6 +432,7 @@ static void conn_ctl_set(struct pconn *c, const uint8_t *b, int n)
 static void send_hello(struct peer *p, struct pconn *c, uint64_t to)
 {
 	struct peer_hello h = {.version = PEER_VERSION,
+			       .flags = PEER_HELLO_F_INFO,
 			       .max_frame = p->cfg.max_frame,
 			       .cluster_id = p->cfg.cluster_id,
 			       .node_id = p->cfg.node_id,
@@ -439,6 +442,19 @@ static void send_hello(struct peer *p, struct pconn *c, uint64_t to)
 	int n = peer_hello_encode(b, sizeof b, &h);
 	PARLEY_ASSERT(n > 0);
 	conn_ctl_set(c, b, n);
+}
+
+/* Our INFO after the handshake, behind whatever control bytes are still
+ * unsent (the acceptor's HELLO): both fit PEER_CTL_BYTES. */
+static void send_info(struct peer *p, struct pconn *c)
+{
+	size_t n = strlen(p->info);
+	if (!n)
+		return;
+	PARLEY_ASSERT(c->ctl_len + PEER_HDR_BYTES + n <= PEER_CTL_BYTES);
+	peer_hdr_encode(c->ctl + c->ctl_len, PEER_FRAME_INFO, (uint32_t)n);
+	memcpy(c->ctl + c->ctl_len + PEER_HDR_BYTES, p->info, n);
+	c->ctl_len += PEER_HDR_BYTES + (uint32_t)n;
 }
 
 static void send_reject(struct peer *p, struct pconn *c, uint16_t code,
@@ -657,6 +673,8 @@ static void on_hello(struct peer *p, struct pconn *c, const uint8_t *pl,
 		send_hello(p, c, h.node_id);
 	}
 	link_up(p, l, c, h.max_frame);
+	if (h.flags & PEER_HELLO_F_INFO)
+		send_info(p, c);
 	conn_flush(p, c);
 }
 
@@ -693,6 +711,26 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 			return false;
 		}
 		return true;
+	case PEER_FRAME_INFO: {
+		if (c->st != C_UP) {
+			conn_close(p, c, "INFO before handshake");
+			return false;
+		}
+		if (n > PEER_INFO_MAX) {
+			conn_close(p, c, "INFO too long");
+			return false;
+		}
+		char v[PEER_INFO_MAX + 1];
+		for (uint32_t i = 0; i < n; i++) /* printable ASCII only */
+			v[i] = pl[i] >= 0x20 && pl[i] < 0x7f ? (char)pl[i] : '?';
+		v[n] = '\0';
+		pthread_mutex_lock(&l->mu);
+		memcpy(l->info, v, n + 1);
+		pthread_mutex_unlock(&l->mu);
+		PLOG_D("peer", "peer info", "node=%" PRIu64 " peer=%" PRIu64
+		       " info=\"%s\"", p->cfg.node_id, l->node, v);
+		return true;
+	}
 	case PEER_FRAME_RAFT:
 		break;
 	default:
@@ -1029,6 +1067,11 @@ int peer_new(const struct peer_config *cfg, struct peer **out)
 	else if (cfg->max_frame && (cfg->max_frame < RAFT_CODEC_FRAME_MIN ||
 				    cfg->max_frame > RAFT_CODEC_MAX_FRAME_HARD))
 		bad = "max_frame out of range";
+	else if (cfg->info && strlen(cfg->info) > PEER_INFO_MAX)
+		bad = "info longer than PEER_INFO_MAX";
+	for (const char *q = cfg->info; !bad && q && *q; q++)
+		if (*q < 0x20 || *q == 0x7f)
+			bad = "info is not printable ASCII";
 	if (bad) {
 		PLOG_E("peer", "invalid configuration", "why=\"%s\"", bad);
 		return -PARLEY_EINVAL;
@@ -1037,6 +1080,9 @@ int peer_new(const struct peer_config *cfg, struct peer **out)
 	if (!p)
 		return -PARLEY_ENOMEM;
 	p->cfg = *cfg;
+	if (cfg->info)
+		snprintf(p->info, sizeof p->info, "%s", cfg->info);
+	p->cfg.info = p->info;
 	struct peer_config *c = &p->cfg;
 	if (!c->max_frame)
 		c->max_frame = RAFT_CODEC_MAX_FRAME_DEFAULT;
@@ -1432,6 +1478,7 @@ static void stats_fill(struct plink *l, struct peer_link_stats *s)
 	s->queue_bytes = GET(l->qbytes);
 	pthread_mutex_lock(&l->mu);
 	memcpy(s->last_error, l->last_error, sizeof s->last_error);
+	memcpy(s->info, l->info, sizeof s->info);
 	pthread_mutex_unlock(&l->mu);
 }
 

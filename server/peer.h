@@ -31,6 +31,12 @@
  *      (PEER_REJ_CERT). The dialer checks the acceptor's HELLO the same way.
  *      Every refusal is logged with its reason, counted, and kept as the
  *      link's last_error (peer_stats).
+ *      Node info: every HELLO sets PEER_HELLO_F_INFO; a side whose peer
+ *      set it sends one INFO frame right after the handshake carrying
+ *      peer_config.info (opaque printable text, <= PEER_INFO_MAX). The
+ *      receiver keeps the last one per link, also after the link goes
+ *      down (peer_link_stats.info). Nodes built before INFO refuse any
+ *      HELLO flag: a cluster moves to this version with all its nodes.
  *   3. Frames. After the handshake the stream is a sequence of peer frames:
  *        u32 len | u8 type | u8 flags (0) | u16 check | len bytes payload
  *      (little-endian; check = low 16 bits of xxh3 over the first 6 bytes).
@@ -127,7 +133,13 @@ enum peer_frame_type {
 	PEER_FRAME_REJECT = 2,
 	PEER_FRAME_RAFT = 3,
 	PEER_FRAME_PING = 4,
+	PEER_FRAME_INFO = 5, /* the sender's node info (peer_config.info) */
 };
+
+/* HELLO flags: bit 0 — the sender understands INFO frames and sends its
+ * own right after the handshake when the other side set this bit too. */
+#define PEER_HELLO_F_INFO 0x1u
+#define PEER_INFO_MAX 200u /* INFO payload bytes (printable ASCII) */
 
 enum peer_reject_code {
 	PEER_REJ_NONE = 0,
@@ -142,7 +154,7 @@ enum peer_reject_code {
 
 struct peer_hello {
 	uint16_t version;
-	uint16_t flags;        /* 0 */
+	uint16_t flags;        /* PEER_HELLO_F_*; other bits refused */
 	uint32_t max_frame;    /* largest RAFT payload the sender accepts */
 	uint64_t cluster_id;
 	uint64_t node_id;      /* the sender */
@@ -222,6 +234,11 @@ struct peer_config {
 	void *arg;
 	/* the clock, in ms (monotonic); NULL = CLOCK_MONOTONIC */
 	uint64_t (*now_ms)(void *arg);
+	/* node info announced to every peer that set PEER_HELLO_F_INFO in its
+	 * HELLO, in an INFO frame right after the handshake (printable ASCII,
+	 * at most PEER_INFO_MAX bytes, opaque to the transport: parleyd puts
+	 * its client and admin addresses there); NULL or "" = none. Copied. */
+	const char *info;
 };
 
 /* Validates cfg, binds and listens. -PARLEY_EINVAL with a log line naming
@@ -291,6 +308,8 @@ struct peer_link_stats {
 	uint64_t too_big;               /* messages over max_frame */
 	uint64_t queue_frames, queue_bytes; /* queued now */
 	char last_error[PEER_ERROR_MAX];
+	char info[PEER_INFO_MAX + 1]; /* the peer's last INFO ("" = none yet);
+				       * kept after the link goes down */
 };
 
 /* Node-wide counters for connections that never got a link. */

@@ -295,6 +295,64 @@ static void *node_main(void *arg)
 	return NULL;
 }
 
+/* ---- node info: the addresses this node advertises -------------------------------- */
+
+/* One advertised address: printable, no spaces, < PEER_NODE_ADDR_MAX. */
+static bool addr_ok(const char *a)
+{
+	if (!a)
+		return true;
+	size_t n = strlen(a);
+	if (n >= PEER_NODE_ADDR_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (a[i] < 0x21 || a[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* "client=H:P tls=H:P admin=H:P" (the empty ones left out) into out. */
+static int node_info(const struct peer_node_config *cfg, char *out, size_t cap)
+{
+	if (!addr_ok(cfg->client_addr) || !addr_ok(cfg->client_tls_addr) ||
+	    !addr_ok(cfg->admin_addr))
+		return -PARLEY_EINVAL;
+	const char *k[3] = {"client", "tls", "admin"};
+	const char *v[3] = {cfg->client_addr, cfg->client_tls_addr,
+			    cfg->admin_addr};
+	size_t n = 0;
+	out[0] = '\0';
+	for (int i = 0; i < 3; i++) {
+		if (!v[i] || !*v[i])
+			continue;
+		int w = snprintf(out + n, cap - n, "%s%s=%s", n ? " " : "", k[i], v[i]);
+		if (w < 0 || (size_t)w >= cap - n)
+			return -PARLEY_EINVAL;
+		n += (size_t)w;
+	}
+	return 0;
+}
+
+/* The value of `key` in a peer's info ("k=v k=v"), "" when absent. */
+static void info_get(const char *info, const char *key, char *out, size_t cap)
+{
+	size_t kl = strlen(key);
+	out[0] = '\0';
+	for (const char *p = info; p && *p;) {
+		const char *end = strchr(p, ' ');
+		size_t l = end ? (size_t)(end - p) : strlen(p);
+		if (l > kl && !strncmp(p, key, kl) && p[kl] == '=') {
+			size_t vl = l - kl - 1;
+			if (vl < cap) {
+				memcpy(out, p + kl + 1, vl);
+				out[vl] = '\0';
+			}
+			return;
+		}
+		p = end ? end + 1 : NULL;
+	}
+}
+
 /* ---- lifecycle ------------------------------------------------------------------- */
 
 int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
@@ -326,6 +384,17 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
 		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
 		.arg = nd};
+	char info[PEER_INFO_MAX + 1];
+	if (node_info(cfg, info, sizeof info)) {
+		PLOG_E("cluster", "advertised addresses too long or not printable",
+		       "client=%s tls=%s admin=%s",
+		       cfg->client_addr ? cfg->client_addr : "",
+		       cfg->client_tls_addr ? cfg->client_tls_addr : "",
+		       cfg->admin_addr ? cfg->admin_addr : "");
+		free(nd);
+		return -PARLEY_EINVAL;
+	}
+	pc.info = info;
 	int rc = peer_new(&pc, &nd->peer);
 	for (uint32_t i = 0; !rc && i < cfg->npeers; i++)
 		rc = peer_add(nd->peer, cfg->peers[i].id, cfg->peers[i].addr,
@@ -448,4 +517,60 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 	size_t m = k > 0 ? (size_t)k : 0;
 	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
 				     m < cap ? cap - m : 0);
+}
+
+/* ---- cluster status (GET /cluster) ----------------------------------------------- */
+
+uint64_t peer_node_id(const struct peer_node *n)
+{
+	return n->cfg.node_id;
+}
+
+uint64_t peer_node_cluster_id(const struct peer_node *n)
+{
+	return n->cfg.cluster_id;
+}
+
+uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
+			 uint32_t cap)
+{
+	struct peer_link_stats st[PEER_NODE_MAX_PEERS];
+	int k = peer_stats(n->peer, st, PEER_NODE_MAX_PEERS, NULL);
+	uint32_t m = 0;
+	for (int i = 0; i < k && i < (int)PEER_NODE_MAX_PEERS && m < cap;
+	     i++, m++) {
+		struct peer_node_link *o = &out[m];
+		memset(o, 0, sizeof *o);
+		o->node = st[i].node;
+		o->up = st[i].state == PEER_LINK_UP;
+		o->bytes_in = st[i].bytes_in;
+		o->bytes_out = st[i].bytes_out;
+		o->connects = st[i].connects;
+		o->reconnects = st[i].reconnects;
+		o->dead = st[i].dead;
+		o->connect_failures = st[i].connect_failures;
+		snprintf(o->last_error, sizeof o->last_error, "%s",
+			 st[i].last_error);
+		info_get(st[i].info, "client", o->client_addr, sizeof o->client_addr);
+		info_get(st[i].info, "tls", o->client_tls_addr,
+			 sizeof o->client_tls_addr);
+		info_get(st[i].info, "admin", o->admin_addr, sizeof o->admin_addr);
+	}
+	return m;
+}
+
+uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+			       char *plain, char *tls, size_t cap)
+{
+	plain[0] = tls[0] = '\0';
+	struct pe_raft_status st;
+	if (!e || pe_raft_status(e, 0, &st) || !st.leader ||
+	    st.leader == n->cfg.node_id)
+		return 0;
+	struct peer_link_stats ls;
+	if (peer_link_stats(n->peer, st.leader, &ls) == 0) {
+		info_get(ls.info, "client", plain, cap);
+		info_get(ls.info, "tls", tls, cap);
+	}
+	return st.leader;
 }

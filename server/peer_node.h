@@ -26,6 +26,7 @@
 #ifndef PARLEYD_PEER_NODE_H
 #define PARLEYD_PEER_NODE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,12 @@ struct peer_node_config {
 	uint64_t log_keep_bytes;               /* 0 = engine default */
 	uint64_t snapshot_rate_bytes;          /* 0 = unlimited */
 	const char *tls_ca, *tls_cert, *tls_key; /* all or none */
+	/* this node's addresses as clients and operators reach it, told to
+	 * every peer after the handshake (peer.h INFO; "host:port", printable,
+	 * < PEER_NODE_ADDR_MAX; NULL or "" = not told): the plain TCP and TLS
+	 * client ports (the leader hint of ERROR NOTLEADER) and the admin port
+	 * (parleyctl cluster status) */
+	const char *client_addr, *client_tls_addr, *admin_addr;
 };
 
 struct peer_node;
@@ -76,5 +83,36 @@ uint64_t peer_node_outbox_drops(struct peer_node *n);
  * needed when cap is too small (as admin_metrics_text). Any thread, once
  * started. */
 size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap);
+
+/* ---- cluster status (GET /cluster, docs/CLUSTER.md §3.6) ---- */
+
+#define PEER_NODE_ADDR_MAX 80u /* "host:port" as advertised */
+
+/* One peer link as GET /cluster shows it. */
+struct peer_node_link {
+	uint64_t node;
+	bool up;
+	uint64_t bytes_in, bytes_out;     /* on the wire */
+	uint64_t connects, reconnects, dead, connect_failures;
+	/* what the peer advertised ("" = unknown); kept after it went down */
+	char client_addr[PEER_NODE_ADDR_MAX];
+	char client_tls_addr[PEER_NODE_ADDR_MAX];
+	char admin_addr[PEER_NODE_ADDR_MAX];
+	char last_error[128];
+};
+
+uint64_t peer_node_id(const struct peer_node *n);
+uint64_t peer_node_cluster_id(const struct peer_node *n);
+/* Fills out[0..cap) with the links in --peers order; returns how many.
+ * Any thread. */
+uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
+			 uint32_t cap);
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
+ * partition 0 as this node knows it (every partition follows it,
+ * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
+ * plain / tls (cap bytes each, "" = unknown). Returns the leader's id, 0
+ * when none is known or it is this node. Any thread (e: the open engine). */
+uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+			       char *plain, char *tls, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

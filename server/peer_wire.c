@@ -6,7 +6,7 @@
  * HELLO payload (PEER_HELLO_BYTES, little-endian):
  *   0  u64 magic PEER_MAGIC      24 u64 node_id
  *   8  u16 version               32 u64 to_node
- *   10 u16 flags (0)             40 u64 incarnation
+ *   10 u16 flags (bit 0 INFO)    40 u64 incarnation
  *   12 u32 max_frame             48 u64 xxh3(bytes 0..47, PEER_SEED_HELLO)
  *   16 u64 cluster_id
  *
@@ -35,7 +35,7 @@ int peer_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_payload,
 		return -PARLEY_ECORRUPT;
 	uint8_t t = buf[4];
 	uint32_t n = le_get32(buf);
-	if (buf[5] != 0 || t < PEER_FRAME_HELLO || t > PEER_FRAME_PING)
+	if (buf[5] != 0 || t < PEER_FRAME_HELLO || t > PEER_FRAME_INFO)
 		return -PARLEY_EPROTO;
 	if (t == PEER_FRAME_PING && n != 0)
 		return -PARLEY_EPROTO;
@@ -79,7 +79,7 @@ int peer_hello_decode(const uint8_t *p, size_t len, struct peer_hello *h)
 	h->incarnation = le_get64(p + 40);
 	if (h->version != PEER_VERSION)
 		return -PARLEY_EVERSION;
-	if (h->flags != 0 || h->node_id == 0 || h->cluster_id == 0 ||
+	if ((h->flags & ~PEER_HELLO_F_INFO) || h->node_id == 0 || h->cluster_id == 0 ||
 	    h->to_node == 0 || h->max_frame < RAFT_CODEC_FRAME_MIN ||
 	    h->max_frame > RAFT_CODEC_MAX_FRAME_HARD)
 		return -PARLEY_EPROTO;

@@ -152,4 +152,13 @@ struct srv {
 	unsigned nloops;
 };
 
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md, ERROR), in conn.c:
+ * `fn` returns the leader's node id (0 = none known) and copies its
+ * advertised plain / TLS client addresses (cap bytes each, "" = unknown);
+ * parleyd installs peer_node_leader_hint once its engine is open and
+ * removes it (NULL) before it closes. One per process; any thread. */
+typedef uint64_t (*srv_leader_hint_fn)(void *arg, char *plain, char *tls,
+				       size_t cap);
+void conn_leader_hint_install(srv_leader_hint_fn fn, void *arg);
+
 #endif /* PARLEYD_SRV_H */

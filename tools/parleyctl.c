@@ -20,6 +20,8 @@ static const struct ctl_cmd cmds[] = {
 	 "offline look at a data directory: partitions, streams, entries, "
 	 "checksum verification"},
 	{"token", ctl_token_main, "mint a development JWT"},
+	{"cluster", ctl_cluster_main,
+	 "a running cluster: `cluster status` (nodes, partitions, lag)"},
 };
 
 static void usage(FILE *f)

@@ -11,5 +11,7 @@
 
 int ctl_inspect_main(int argc, char **argv);
 int ctl_token_main(int argc, char **argv);
+int ctl_cluster_main(int argc, char **argv);
+int ctl_cluster_status_main(int argc, char **argv);
 
 #endif

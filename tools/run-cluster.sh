@@ -192,7 +192,9 @@ follows the leader (tokens are valid 24 h):
 Kill any one node (e.g. kill -9 ${PIDS[0]}) and keep chatting: every
 acknowledged message stays, at its seq. Restart it with
   bash $ABS_DATA/node-1.cmd &
-and it catches up. Each node's /metrics shows its role per partition.
+and it catches up. Each node's /metrics shows its role per partition;
+  $ABS_CTL cluster status --admin 127.0.0.1:$(port_of 1 3)
+shows every node, each partition's leader and every replica's lag.
 Ctrl-C here stops every node gracefully.
 
 EOF

@@ -122,16 +122,21 @@ struct stream {
 	uint8_t key[];
 };
 
+/* One idempotency record, 64 bytes: a node of the partition's pool
+ * (idem.c), named by a 32-bit id (from 1; IDEM_NIL = none, so a zeroed
+ * partition holds an empty table); linked in the order list by ids. */
 struct idem {
-	struct idem *hnext;
-	struct idem *fnext;     /* the order list (idem.c): ascending by */
-	struct idem *fprev;     /* (ts, key, producer, seq), for expiry and the cap */
 	struct stream *st;
 	uint64_t seq;
 	uint64_t ts;
+	uint64_t h;             /* idem_hash(st, producer), kept for the index */
 	uint32_t count;
+	uint32_t fnext;         /* the order list (idem.c): ascending by */
+	uint32_t fprev;         /* (ts, key, producer, seq); IDEM_NIL ends it */
 	uint8_t producer[PE_PRODUCER_LEN];
 };
+
+#define IDEM_NIL 0u
 
 /* A partition's history job lanes (see history/hist_job.c). */
 enum part_flush_state {
@@ -215,6 +220,18 @@ struct part {
 	_Atomic uint64_t pub_role, pub_term, pub_leader, pub_commit,
 		pub_applied, pub_last, pub_snap_needed, pub_dropped,
 		pub_writable;
+	/* leader's view of its members (pe_raft_status.members): id, match,
+	 * flags (PE_MEMBER_*); pub_n_mem 0 when not leading. Each slot is
+	 * published on its own, so a reader may see members of two
+	 * consecutive publishes: each value is one the leader held. */
+#define PE_MEMBER_ACTIVE 0x1u
+#define PE_MEMBER_VOTER 0x2u
+#define PE_MEMBER_SNAPSHOT 0x4u
+	_Atomic uint64_t pub_mem_id[RAFT_MAX_MEMBERS],
+		pub_mem_match[RAFT_MAX_MEMBERS];
+	_Atomic uint32_t pub_mem_flags[RAFT_MAX_MEMBERS];
+	_Atomic uint32_t pub_n_mem;
+	_Atomic uint64_t pub_elections, pub_ri_served, pub_ri_failed;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */
 	struct part *dnext;
@@ -223,9 +240,15 @@ struct part {
 					      index (log/part_wait.c) */
 	struct stream **sbuckets;
 	uint64_t nsb, nstreams;
-	struct idem **ibuckets;
-	uint64_t nib, nidem;
-	struct idem *ihead, *itail;
+	/* idempotency table (idem.c): an open-addressing index of 8-byte
+	 * slots (hash tag | node id + 1) over a pool of node chunks */
+	uint64_t *islots;
+	uint64_t nislots, nidem;
+	struct idem **ichunks;
+	uint32_t nichunks, ichunk_cap;
+	uint32_t inodes;        /* node ids handed out (the pool's high mark) */
+	uint32_t ifree;         /* free nodes, linked by fnext */
+	uint32_t ihead, itail;  /* the order list */
 	uint64_t idem_clock;    /* largest APPEND timestamp applied (idem.c) */
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
@@ -491,7 +514,10 @@ struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *pr
 void idem_advance(struct part *p, uint64_t ts);
 void idem_expire(struct part *p);
 int idem_reserve(struct part *p);
-void idem_link(struct part *p, struct idem *i, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+void idem_link(struct part *p, struct stream *s, const uint8_t *producer, uint64_t seq, uint32_t count, uint64_t ts);
+const struct idem *idem_first(const struct part *p);
+const struct idem *idem_next(const struct part *p, const struct idem *i);
+void idem_free(struct part *p);
 int idem_rebuild(struct part *p);
 struct seg_idem;
 int idem_load_record(struct part *p, const struct seg_idem *rec);
@@ -580,7 +606,7 @@ uint64_t shard_publish_mem(struct shard *sh);
 uint64_t shard_recover_flushed(void *arg, uint32_t part);
 
 /* Memory one idempotency key costs (pe_memory, pe_idem_key_bytes). */
-#define IDEM_KEY_BYTES (sizeof(struct idem) + 16u + 2u * sizeof(void *))
+#define IDEM_KEY_BYTES (sizeof(struct idem) + 3u * sizeof(uint64_t)) /* node + index slots at the lowest load (idem.c) */
 int shard_apply_record(void *arg, const struct wal_rec *rec);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);

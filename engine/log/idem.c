@@ -36,6 +36,20 @@
  * flushed), and WAL recovery raises it further with the APPEND records at
  * or below the flushed index it skips (part_raft_recover).
  *
+ * Layout (what a lookup costs: SEND writes ~3 idempotent entries, every
+ * one looked up at apply on the shard thread). Records are 64-byte nodes
+ * in chunks of IDEM_CHUNK (never moved, so a node id stays valid; freed
+ * nodes go on a free list and are reused, so the pool never holds more
+ * than the table's peak, <= idem_max + 1). The index is open addressing
+ * with linear probing over 8-byte slots: the low 32 bits of the record's
+ * hash (its tag; its home slot is tag & mask, so the index never reads a
+ * node to move a slot) and the node id; 0 is an empty slot. A lookup
+ * reads slots until an empty one and a node only when the tag matches,
+ * so a new key (the common case) usually costs one cache line; deletion
+ * shifts the cluster back (no tombstones). The load stays within
+ * (IDEM_LOAD_NUM/IDEM_LOAD_DEN)/2 .. IDEM_LOAD_NUM/IDEM_LOAD_DEN once
+ * grown: at most 3 slots of 8 bytes per key, which IDEM_KEY_BYTES counts.
+ *
  * Threads: the partition's shard thread only (and open, before the shard
  * threads start).
  */
@@ -47,6 +61,12 @@
 
 #include "engine_internal.h"
 
+#define IDEM_CHUNK_SHIFT 8u
+#define IDEM_CHUNK (1u << IDEM_CHUNK_SHIFT) /* nodes per chunk (16 KiB) */
+#define IDEM_MIN_SLOTS 256u
+#define IDEM_LOAD_NUM 7u /* grow past 7/10 of the slots in use */
+#define IDEM_LOAD_DEN 10u
+
 static uint64_t idem_hash(const struct stream *s, const uint8_t *producer)
 {
 	uint8_t b[8 + PE_PRODUCER_LEN];
@@ -55,16 +75,73 @@ static uint64_t idem_hash(const struct stream *s, const uint8_t *producer)
 	return parley_xxh3(b, sizeof b, 0x4944454D);
 }
 
+static struct idem *idem_node(const struct part *p, uint32_t id)
+{
+	PARLEY_ASSERT(id != IDEM_NIL && id <= p->inodes);
+	uint32_t k = id - 1;
+	return &p->ichunks[k >> IDEM_CHUNK_SHIFT][k & (IDEM_CHUNK - 1)];
+}
+
+static uint64_t slot_make(uint64_t h, uint32_t id)
+{
+	return (uint64_t)(uint32_t)h << 32 | id;
+}
+
+static uint32_t slot_id(uint64_t v)
+{
+	return (uint32_t)v;
+}
+
+static uint64_t slot_home(uint64_t v, uint64_t mask)
+{
+	return (v >> 32) & mask; /* mask < 2^32: the tag holds the home */
+}
+
+/* The slot holding a record with hash h whose node satisfies the match,
+ * or the empty slot ending its probe (index nislots = none). */
+static uint64_t idem_probe(const struct part *p, uint64_t h,
+			   const struct stream *s, const uint8_t *producer)
+{
+	uint64_t mask = p->nislots - 1;
+	uint32_t tag = (uint32_t)h;
+	for (uint64_t k = h & mask;; k = (k + 1) & mask) {
+		uint64_t v = p->islots[k];
+		if (!v)
+			return k;
+		if ((uint32_t)(v >> 32) == tag) {
+			const struct idem *i = idem_node(p, slot_id(v));
+			if (i->st == s &&
+			    !memcmp(i->producer, producer, PE_PRODUCER_LEN))
+				return k;
+		}
+	}
+}
+
+/* The id of the record of (s, producer), IDEM_NIL when none. */
+static uint32_t idem_lookup(const struct part *p, const struct stream *s,
+			    const uint8_t *producer)
+{
+	if (!p->nidem)
+		return IDEM_NIL;
+	return slot_id(p->islots[idem_probe(p, idem_hash(s, producer), s,
+					    producer)]);
+}
+
 struct idem *idem_find(struct part *p, const struct stream *s,
 			      const uint8_t *producer)
 {
-	if (!p->nib)
-		return NULL;
-	uint64_t h = idem_hash(s, producer);
-	for (struct idem *i = p->ibuckets[h & (p->nib - 1)]; i; i = i->hnext)
-		if (i->st == s && !memcmp(i->producer, producer, PE_PRODUCER_LEN))
-			return i;
-	return NULL;
+	uint32_t id = idem_lookup(p, s, producer);
+	return id != IDEM_NIL ? idem_node(p, id) : NULL;
+}
+
+const struct idem *idem_first(const struct part *p)
+{
+	return p->ihead != IDEM_NIL ? idem_node(p, p->ihead) : NULL;
+}
+
+const struct idem *idem_next(const struct part *p, const struct idem *i)
+{
+	return i->fnext != IDEM_NIL ? idem_node(p, i->fnext) : NULL;
 }
 
 /* The table's total order (the same as hpart.c's idem_ts_cmp). */
@@ -83,25 +160,54 @@ static int idem_cmp(const struct idem *a, const struct idem *b)
 	return c;
 }
 
-/* Takes victim out of both the hash table and the order list and frees it. */
-static void idem_remove(struct part *p, struct idem *victim)
+/* Empties slot k and shifts the rest of its cluster back so no probe
+ * stops early (linear probing without tombstones). */
+static void idem_slot_clear(struct part *p, uint64_t k)
 {
-	uint64_t h = idem_hash(victim->st, victim->producer);
-	struct idem **pp = &p->ibuckets[h & (p->nib - 1)];
-	while (*pp && *pp != victim)
-		pp = &(*pp)->hnext;
-	PARLEY_ASSERT(*pp == victim);
-	*pp = victim->hnext;
-	if (victim->fprev)
-		victim->fprev->fnext = victim->fnext;
+	uint64_t mask = p->nislots - 1;
+	uint64_t j = k;
+	for (;;) {
+		j = (j + 1) & mask;
+		uint64_t v = p->islots[j];
+		if (!v)
+			break;
+		uint64_t home = slot_home(v, mask);
+		/* v may move to k unless its home lies cyclically in (k, j] */
+		bool stays = k <= j ? (home > k && home <= j)
+				    : (home > k || home <= j);
+		if (!stays) {
+			p->islots[k] = v;
+			k = j;
+		}
+	}
+	p->islots[k] = 0;
+}
+
+/* Takes the record with id out of the index and the order list; its node
+ * goes back to the pool. */
+static void idem_remove(struct part *p, uint32_t id)
+{
+	struct idem *victim = idem_node(p, id);
+	uint64_t mask = p->nislots - 1;
+	uint64_t k = victim->h & mask;
+	while (slot_id(p->islots[k]) != id) {
+		PARLEY_ASSERT(p->islots[k]);
+		k = (k + 1) & mask;
+	}
+	idem_slot_clear(p, k);
+	if (victim->fprev != IDEM_NIL)
+		idem_node(p, victim->fprev)->fnext = victim->fnext;
 	else
 		p->ihead = victim->fnext;
-	if (victim->fnext)
-		victim->fnext->fprev = victim->fprev;
+	if (victim->fnext != IDEM_NIL)
+		idem_node(p, victim->fnext)->fprev = victim->fprev;
 	else
 		p->itail = victim->fprev;
 	p->nidem--;
-	free(victim);
+	victim->st = NULL;
+	victim->fprev = IDEM_NIL;
+	victim->fnext = p->ifree;
+	p->ifree = id;
 }
 
 /* Drops from the low end: over the cap, or older than the window before
@@ -110,7 +216,9 @@ void idem_expire(struct part *p)
 {
 	uint64_t win = p->cfg.idem_window_ms;
 	uint64_t min_ts = p->idem_clock > win ? p->idem_clock - win : 0;
-	while (p->ihead && (p->nidem > p->cfg.idem_max || p->ihead->ts < min_ts))
+	while (p->ihead != IDEM_NIL &&
+	       (p->nidem > p->cfg.idem_max ||
+		idem_node(p, p->ihead)->ts < min_ts))
 		idem_remove(p, p->ihead);
 }
 
@@ -123,62 +231,105 @@ void idem_advance(struct part *p, uint64_t ts)
 	idem_expire(p);
 }
 
-/* Makes room for one more record in the hash table (may allocate). */
+/* Makes room for one more record: an index slot within the load bound
+ * and a free node (may allocate; nothing changes on failure). */
 int idem_reserve(struct part *p)
 {
-	if (p->nidem + 1 <= p->nib)
-		return 0;
-	uint64_t nn = p->nib ? p->nib * 2 : 256;
-	struct idem **nb = calloc(nn, sizeof *nb);
-	if (!nb)
-		return -ENOMEM;
-	for (uint64_t b = 0; b < p->nib; b++) {
-		struct idem *i = p->ibuckets[b];
-		while (i) {
-			struct idem *n = i->hnext;
-			uint64_t h = idem_hash(i->st, i->producer);
-			i->hnext = nb[h & (nn - 1)];
-			nb[h & (nn - 1)] = i;
-			i = n;
+	if (p->ifree == IDEM_NIL && p->inodes == p->nichunks * IDEM_CHUNK) {
+		if (p->nichunks == (UINT32_MAX >> IDEM_CHUNK_SHIFT))
+			return -ENOMEM; /* 2^32 - 1 ids: never with real memory */
+		if (p->nichunks == p->ichunk_cap) {
+			uint32_t nc = p->ichunk_cap ? p->ichunk_cap * 2 : 4;
+			struct idem **ch = realloc(p->ichunks, nc * sizeof *ch);
+			if (!ch)
+				return -ENOMEM;
+			p->ichunks = ch;
+			p->ichunk_cap = nc;
 		}
+		struct idem *c = malloc(IDEM_CHUNK * sizeof *c);
+		if (!c)
+			return -ENOMEM;
+		p->ichunks[p->nichunks++] = c;
 	}
-	free(p->ibuckets);
-	p->ibuckets = nb;
-	p->nib = nn;
+	if ((p->nidem + 1) * IDEM_LOAD_DEN <= p->nislots * IDEM_LOAD_NUM)
+		return 0;
+	uint64_t nn = p->nislots ? p->nislots * 2 : IDEM_MIN_SLOTS;
+	if (nn > (1ull << 32))
+		return -ENOMEM; /* the tag holds the home slot: mask < 2^32 */
+	uint64_t *ns = calloc(nn, sizeof *ns);
+	if (!ns)
+		return -ENOMEM;
+	/* rehash from the slots alone: no node is read */
+	for (uint64_t k = 0; k < p->nislots; k++) {
+		uint64_t v = p->islots[k];
+		if (!v)
+			continue;
+		uint64_t j = slot_home(v, nn - 1);
+		while (ns[j])
+			j = (j + 1) & (nn - 1);
+		ns[j] = v;
+	}
+	free(p->islots);
+	p->islots = ns;
+	p->nislots = nn;
 	return 0;
 }
 
-/* Links a record allocated by the caller at its place in the order (walked
- * from the high end: timestamps mostly grow); never fails (idem_reserve
- * came first). The caller trims with idem_expire afterwards. */
-void idem_link(struct part *p, struct idem *i, struct stream *s,
-	       const uint8_t *producer, uint64_t seq, uint32_t count,
-	       uint64_t ts)
+/* Links a new record at its place in the order (walked from the high
+ * end: timestamps mostly grow); never fails (idem_reserve came first, and
+ * the key is not in the table). The caller trims with idem_expire
+ * afterwards. */
+void idem_link(struct part *p, struct stream *s, const uint8_t *producer,
+	       uint64_t seq, uint32_t count, uint64_t ts)
 {
-	PARLEY_ASSERT(p->nidem + 1 <= p->nib);
+	PARLEY_ASSERT((p->nidem + 1) * IDEM_LOAD_DEN <= p->nislots * IDEM_LOAD_NUM);
+	uint32_t id;
+	if (p->ifree != IDEM_NIL) {
+		id = p->ifree;
+		p->ifree = idem_node(p, id)->fnext;
+	} else {
+		PARLEY_ASSERT(p->inodes < p->nichunks * IDEM_CHUNK);
+		id = ++p->inodes;
+	}
+	struct idem *i = idem_node(p, id);
 	memset(i, 0, sizeof *i);
 	i->st = s;
 	memcpy(i->producer, producer, PE_PRODUCER_LEN);
 	i->seq = seq;
 	i->count = count;
 	i->ts = ts;
-	uint64_t h = idem_hash(s, producer);
-	i->hnext = p->ibuckets[h & (p->nib - 1)];
-	p->ibuckets[h & (p->nib - 1)] = i;
-	struct idem *after = p->itail;
-	while (after && idem_cmp(after, i) > 0)
-		after = after->fprev;
+	i->h = idem_hash(s, producer);
+	uint64_t k = idem_probe(p, i->h, s, producer);
+	PARLEY_ASSERT(!p->islots[k]); /* not in the table */
+	p->islots[k] = slot_make(i->h, id);
+	uint32_t after = p->itail;
+	while (after != IDEM_NIL && idem_cmp(idem_node(p, after), i) > 0)
+		after = idem_node(p, after)->fprev;
 	i->fprev = after;
-	i->fnext = after ? after->fnext : p->ihead;
-	if (i->fnext)
-		i->fnext->fprev = i;
+	i->fnext = after != IDEM_NIL ? idem_node(p, after)->fnext : p->ihead;
+	if (i->fnext != IDEM_NIL)
+		idem_node(p, i->fnext)->fprev = id;
 	else
-		p->itail = i;
-	if (after)
-		after->fnext = i;
+		p->itail = id;
+	if (after != IDEM_NIL)
+		idem_node(p, after)->fnext = id;
 	else
-		p->ihead = i;
+		p->ihead = id;
 	p->nidem++;
+}
+
+/* Frees the whole table (the partition's state is dropped). */
+void idem_free(struct part *p)
+{
+	for (uint32_t c = 0; c < p->nichunks; c++)
+		free(p->ichunks[c]);
+	free(p->ichunks);
+	free(p->islots);
+	p->ichunks = NULL;
+	p->islots = NULL;
+	p->nichunks = p->ichunk_cap = p->inodes = 0;
+	p->ifree = p->ihead = p->itail = IDEM_NIL;
+	p->nislots = p->nidem = 0;
 }
 
 /* One segment record, in ascending order: a newer record of a key replaces
@@ -190,16 +341,12 @@ static int idem_load_cb(void *arg, const struct seg_idem *rec)
 	struct stream *s = stream_lookup(p, rec->key, rec->klen, true);
 	if (!s)
 		return -PARLEY_ENOMEM;
-	struct idem *old = idem_find(p, s, rec->producer);
-	if (old)
+	uint32_t old = idem_lookup(p, s, rec->producer);
+	if (old != IDEM_NIL)
 		idem_remove(p, old);
-	int rc = idem_reserve(p);
-	if (rc)
-		return rc;
-	struct idem *i = malloc(sizeof *i);
-	if (!i)
+	if (idem_reserve(p))
 		return -PARLEY_ENOMEM;
-	idem_link(p, i, s, rec->producer, rec->seq, rec->count, rec->ts);
+	idem_link(p, s, rec->producer, rec->seq, rec->count, rec->ts);
 	idem_expire(p); /* ascending input: the table never exceeds the cap */
 	return 0;
 }

@@ -199,16 +199,7 @@ void part_free_state(struct part *p)
 	free(p->sbuckets);
 	p->sbuckets = NULL;
 	p->nsb = p->nstreams = 0;
-	struct idem *i = p->ihead;
-	while (i) {
-		struct idem *n = i->fnext;
-		free(i);
-		i = n;
-	}
-	free(p->ibuckets);
-	p->ibuckets = NULL;
-	p->ihead = p->itail = NULL;
-	p->nib = p->nidem = 0;
+	idem_free(p);
 	p->idem_clock = 0;
 	p->mem_bytes = p->nentries = 0;
 }

@@ -89,8 +89,7 @@ static int apply_append(struct part *p, const struct cmd *c,
 		s->ents = ne; /* more room only: nothing visible changed */
 		s->cap = nc;
 	}
-	struct idem *irec = NULL;
-	if (idem && (idem_reserve(p) || !(irec = malloc(sizeof *irec))))
+	if (idem && idem_reserve(p))
 		return -ENOMEM;
 	struct mentry *ms[PE_MAX_BATCH];
 	uint32_t n = 0;
@@ -102,7 +101,6 @@ static int apply_append(struct part *p, const struct cmd *c,
 		if (!m) {
 			while (n)
 				free(ms[--n]);
-			free(irec);
 			return -ENOMEM;
 		}
 		m->type = ce.type;
@@ -128,7 +126,7 @@ static int apply_append(struct part *p, const struct cmd *c,
 	}
 	s->last_ts = ts;
 	if (idem) {
-		idem_link(p, irec, s, c->producer, first, c->count, ts);
+		idem_link(p, s, c->producer, first, c->count, ts);
 		idem_expire(p); /* the cap holds after every command */
 	}
 	o->seq = first;
@@ -260,7 +258,7 @@ int part_state_hash(const struct part *p, uint64_t *out)
 	}
 	free(v);
 	/* the idempotency table in its (deterministic) order (idem.c) */
-	for (const struct idem *i = p->ihead; i; i = i->fnext) {
+	for (const struct idem *i = idem_first(p); i; i = idem_next(p, i)) {
 		b[0] = i->st->klen;
 		memcpy(b + 1, i->st->key, i->st->klen);
 		uint8_t *q = b + 1 + i->st->klen;

@@ -590,6 +590,29 @@ void part_raft_close(struct shard *sh)
 	}
 }
 
+_Static_assert(PE_RAFT_MAX_MEMBERS == RAFT_MAX_MEMBERS,
+	       "pe_raft_status.members holds every member of a group");
+
+/* The leader's view of its members (match index, recently active), for
+ * the lag behind the leader (pe_raft_status.members); none elsewhere. */
+static void part_raft_publish_members(struct part *p)
+{
+	struct raft_member_progress m[RAFT_MAX_MEMBERS];
+	uint32_t n = raft_progress_get(p->raft, m, RAFT_MAX_MEMBERS);
+	for (uint32_t i = 0; i < n; i++) {
+		atomic_store_explicit(&p->pub_mem_id[i], m[i].id,
+				      memory_order_relaxed);
+		atomic_store_explicit(&p->pub_mem_match[i], m[i].match,
+				      memory_order_relaxed);
+		atomic_store_explicit(&p->pub_mem_flags[i],
+				      (m[i].active ? PE_MEMBER_ACTIVE : 0u) |
+					      (m[i].voter ? PE_MEMBER_VOTER : 0u) |
+					      (m[i].snapshot ? PE_MEMBER_SNAPSHOT : 0u),
+				      memory_order_relaxed);
+	}
+	atomic_store_explicit(&p->pub_n_mem, n, memory_order_relaxed);
+}
+
 /* Publishes the group's state for pe_raft_status (any thread). */
 void part_raft_publish(struct part *p)
 {
@@ -605,6 +628,9 @@ void part_raft_publish(struct part *p)
 			      raft_role(p->raft) == RAFT_LEADER &&
 			      part_raft_read_check(p) == 0,
 			      memory_order_relaxed);
+	atomic_store_explicit(&p->pub_elections, raft_elections(p->raft),
+			      memory_order_relaxed);
+	part_raft_publish_members(p);
 }
 
 /* After the group moved: a lost leadership fails exactly the waiters

@@ -336,6 +336,8 @@ bool part_repl_read(struct shard *sh, struct req *r)
 
 /* Removes the reads of p's list for which take(r, a, b) is true and
  * hands each to done(sh, r, a, b), in list order. */
+static void ri_done_serve(struct shard *sh, struct req *r, uint64_t a, int err);
+
 static void ri_sweep(struct shard *sh, struct part *p,
 		     bool (*take)(const struct part *p, const struct req *r,
 				  uint64_t a),
@@ -359,6 +361,9 @@ static void ri_sweep(struct shard *sh, struct part *p,
 	}
 	while (taken) {
 		struct req *n = taken->next;
+		atomic_fetch_add_explicit(done == ri_done_serve ? &p->pub_ri_served
+								: &p->pub_ri_failed,
+					  1, memory_order_relaxed);
 		done(sh, taken, a, err);
 		taken = n;
 	}
@@ -495,7 +500,26 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_sent_bytes = LD(pub_snap_sent),
 		.snap_received_bytes = LD(pub_snap_recv),
 		.snap_installed = LD(pub_snap_installed),
-		.snap_install_failed = LD(pub_snap_install_failed)};
+		.snap_install_failed = LD(pub_snap_install_failed),
+		.elections = LD(pub_elections),
+		.reads_served = LD(pub_ri_served),
+		.reads_failed = LD(pub_ri_failed)};
+	uint32_t n = atomic_load_explicit(&p->pub_n_mem, memory_order_relaxed);
+	if (out->role != PE_LEADER)
+		n = 0;
+	for (uint32_t i = 0; i < n && i < PE_RAFT_MAX_MEMBERS; i++) {
+		struct pe_raft_member *m = &out->members[out->n_members++];
+		uint32_t f = atomic_load_explicit(&p->pub_mem_flags[i],
+						  memory_order_relaxed);
+		m->node = LD(pub_mem_id[i]);
+		m->match = LD(pub_mem_match[i]);
+		m->active = f & PE_MEMBER_ACTIVE;
+		m->voter = f & PE_MEMBER_VOTER;
+		m->snapshot = f & PE_MEMBER_SNAPSHOT;
+		m->lag = out->last_index > m->match ? out->last_index - m->match : 0;
+		if (m->node != out->leader && m->lag > out->lag_max)
+			out->lag_max = m->lag;
+	}
 #undef LD
 	return 0;
 }

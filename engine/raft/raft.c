@@ -49,6 +49,7 @@ struct raft_progress {
 	uint8_t infl_head, infl_n;
 	uint8_t role, state;
 	bool active, probe_sent, voted, granted;
+	bool active_prev; /* `active` at the last check-quorum reset */
 	uint16_t snap_stall;
 };
 
@@ -94,6 +95,7 @@ struct raft {
 	bool quiesced;
 	uint64_t transfer_to;
 	uint32_t transfer_elapsed;
+	uint64_t elections; /* campaigns as candidate (not pre-vote) */
 
 	/* snapshot receive */
 	struct raft_snapshot_meta rx;
@@ -582,6 +584,7 @@ static void campaign(struct raft *r, bool pre, bool transfer)
 		set_term(r, r->hs.term + 1);
 		r->hs.vote = r->id;
 		r->role = RAFT_CANDIDATE;
+		r->elections++;
 		r->leader = 0;
 		term = r->hs.term;
 		type = RAFT_MSG_VOTE;
@@ -1646,6 +1649,7 @@ void raft_tick(struct raft *r)
 				if (r->pr[i].role == RAFT_VOTER &&
 				    (r->pr[i].active || r->pr[i].id == r->id))
 					act++;
+				r->pr[i].active_prev = r->pr[i].active;
 				r->pr[i].active = false;
 			}
 			if (act < quorum(r)) {
@@ -2161,6 +2165,26 @@ uint64_t raft_last_index(const struct raft *r) { return last_index(r); }
 uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
+uint64_t raft_elections(const struct raft *r) { return r->elections; }
+
+uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
+			   uint32_t max)
+{
+	if (r->role != RAFT_LEADER)
+		return 0;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < r->conf.n && n < max; i++) {
+		const struct raft_progress *p = &r->pr[i];
+		bool self = p->id == r->id;
+		out[n++] = (struct raft_member_progress){
+			.id = p->id,
+			.match = p->match,
+			.voter = p->role == RAFT_VOTER,
+			.active = self || p->active || p->active_prev,
+			.snapshot = p->state == PR_SNAPSHOT};
+	}
+	return n;
+}
 size_t raft_footprint(const struct raft *r)
 {
 	size_t n = sizeof(*r);

@@ -485,6 +485,23 @@ uint64_t raft_id(const struct raft *r);
 bool raft_quiesced(const struct raft *r);
 bool raft_damaged(const struct raft *r, uint64_t *first_damaged);
 const struct raft_conf *raft_conf(const struct raft *r);
+/* Times this node campaigned as a candidate (a real election, after a
+ * won pre-vote or without pre-vote), since raft_new. */
+uint64_t raft_elections(const struct raft *r);
+/* Leader only: what it knows of each member (itself included, match =
+ * its durable last index), at most `max` (RAFT_MAX_MEMBERS is enough).
+ * `active`: the member answered within the current or the previous
+ * check-quorum window (one to two election timeouts; always true
+ * without check_quorum). Returns the count, 0 on a non-leader. */
+struct raft_member_progress {
+	uint64_t id;
+	uint64_t match;  /* highest index known replicated on it */
+	bool voter;
+	bool active;
+	bool snapshot;   /* being sent a snapshot */
+};
+uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
+			   uint32_t max);
 /* Bytes this group holds in memory (struct + buffers, not the caller's
  * storage): what "small per-group memory" is measured by. */
 size_t raft_footprint(const struct raft *r);

@@ -37,7 +37,8 @@ endif()
 # test_cluster_group_failover, test_cluster_group_follower and
 # test_cluster_snapshot likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
-          cluster_test_cluster_group_follower cluster_test_cluster_snapshot)
+          cluster_test_cluster_group_follower cluster_test_cluster_snapshot
+          cluster_test_cluster_status)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
@@ -48,3 +49,7 @@ foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
     endif()
   endif()
 endforeach()
+# test_cluster_status runs parleyctl cluster status
+if(TARGET cluster_test_cluster_status AND TARGET parleyctl)
+  add_dependencies(cluster_test_cluster_status parleyctl)
+endif()

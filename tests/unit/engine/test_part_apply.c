@@ -237,6 +237,72 @@ Test(part_apply, same_commands_same_state_hash)
 	part_del(c);
 }
 
+/* The idempotency table's index (engine/log/idem.c: open addressing,
+ * linear probing, deletion by backward shift) against a model: thousands
+ * of keys over a cap that forgets one key per new one, so the index grows
+ * several times and nearly every insert deletes from a cluster. The model
+ * remembers the last `cap` new keys (strictly growing command time: the
+ * table's order is the order of insertion) and each key's seq. */
+Test(part_apply, idempotency_table_matches_a_model)
+{
+	uint64_t seed = getenv("PARLEY_SEED") ? strtoull(getenv("PARLEY_SEED"), NULL, 10)
+					      : (uint64_t)time(NULL);
+	fprintf(stderr, "test_part_apply: idem model seed=%" PRIu64
+		" (replay: PARLEY_SEED=%" PRIu64 ")\n", seed, seed);
+	rnd_state = seed * 2654435761u + 1;
+	enum { NKEYS = 3000, NSTREAMS = 4, CAP = 700, STEPS = 30000 };
+	struct part *p = part_new(UINT64_MAX / 2, CAP);
+	static uint64_t seq_of[NSTREAMS][NKEYS]; /* 0 = not remembered */
+	static uint32_t ring[CAP + 1][2];        /* remembered keys, oldest first */
+	uint64_t last[NSTREAMS] = {0};
+	memset(seq_of, 0, sizeof seq_of);
+	uint32_t head = 0, n = 0;
+	for (uint64_t step = 1; step <= STEPS; step++) {
+		uint32_t st = (uint32_t)(rnd() % NSTREAMS);
+		uint32_t k = (uint32_t)(rnd() % NKEYS);
+		char key[8];
+		snprintf(key, sizeof key, "s%u", st);
+		uint8_t producer[PE_PRODUCER_LEN] = {0};
+		producer[0] = (uint8_t)k;
+		producer[1] = (uint8_t)(k >> 8);
+		producer[7] = 0x5a;
+		struct pe_input in = {.type = 1, .len = 1, .payload = "x"};
+		int64_t len = cmd_append_encode(g_body, sizeof g_body, key,
+						strlen(key), producer, step,
+						PE_NO_EXPECT, &in, 1);
+		cr_assert_gt(len, 0);
+		struct part_apply_res r = apply_ok(p, CMD_APPEND, (size_t)len);
+		if (seq_of[st][k]) {
+			cr_assert(r.append.duplicate, "seed %" PRIu64 " step %" PRIu64
+				  ": a remembered key was not found", seed, step);
+			cr_assert_eq(r.append.seq, seq_of[st][k]);
+		} else {
+			cr_assert_not(r.append.duplicate, "seed %" PRIu64
+				      " step %" PRIu64 ": a forgotten key was found",
+				      seed, step);
+			cr_assert_eq(r.append.seq, ++last[st]);
+			seq_of[st][k] = r.append.seq;
+			ring[(head + n) % (CAP + 1)][0] = st;
+			ring[(head + n) % (CAP + 1)][1] = k;
+			if (++n > CAP) { /* the oldest is forgotten */
+				seq_of[ring[head][0]][ring[head][1]] = 0;
+				head = (head + 1) % (CAP + 1);
+				n--;
+			}
+		}
+		cr_assert_eq(p->nidem, n, "seed %" PRIu64 " step %" PRIu64, seed, step);
+	}
+	/* the order list holds the model's keys, oldest first */
+	uint32_t i = 0;
+	for (const struct idem *e = idem_first(p); e; e = idem_next(p, e), i++) {
+		cr_assert_lt(i, n);
+		uint32_t k = (uint32_t)e->producer[0] | (uint32_t)e->producer[1] << 8;
+		cr_assert_eq(k, ring[(head + i) % (CAP + 1)][1]);
+	}
+	cr_assert_eq(i, n);
+	part_del(p);
+}
+
 /* ---- waiters ------------------------------------------------------------------ */
 
 static struct req *wreq(uint64_t index, uint64_t term)

@@ -1036,3 +1036,101 @@ Test(repl, leader_sends_before_its_fsync_followers_commit_without_it)
 		free(es);
 	}
 }
+
+/* The leader's member view of `part` (pe_raft_status.members) for node
+ * id `node`, from the current leader; fails when it has none. */
+static struct pe_raft_member member_of(uint32_t part, uint64_t node,
+				       struct pe_raft_status *lst)
+{
+	int l = leader_of(part);
+	cr_assert_geq(l, 0);
+	cr_assert_eq(pe_raft_status(nodes[l].e, part, lst), 0);
+	cr_assert_eq(lst->n_members, (uint32_t)NN, "leader lists %u members",
+		     lst->n_members);
+	for (uint32_t k = 0; k < lst->n_members; k++)
+		if (lst->members[k].node == node)
+			return lst->members[k];
+	cr_assert_fail("node %" PRIu64 " not among the members", node);
+	return (struct pe_raft_member){0};
+}
+
+Test(repl, leader_shows_a_cut_off_follower_lagging_then_caught_up)
+{
+	cluster_start(0);
+	wait_leaders();
+	const char *key = "c/conv-0";
+	uint32_t part = part_of(key);
+	append_acked(key, "warm", 7000);
+	int l = leader_of(part);
+	cr_assert_geq(l, 0);
+	int f = (l + 1) % NN;
+	/* followers' views: no members, no lag of their own to report */
+	for (int i = 0; i < NN; i++) {
+		struct pe_raft_status st;
+		pe_raft_status(nodes[i].e, part, &st);
+		if (i != l)
+			cr_assert_eq(st.n_members, 0);
+	}
+	/* all caught up: every member at the leader's last index */
+	struct pe_raft_status ls;
+	struct pe_raft_member m;
+	for (int r = 0;; r++) {
+		m = member_of(part, nodes[f].id, &ls);
+		if (ls.lag_max == 0)
+			break;
+		cr_assert_lt(r, MAX_PUMP, "lag_max stays %" PRIu64, ls.lag_max);
+		pump();
+	}
+	cr_assert(m.active && m.voter);
+	cr_assert_eq(m.match, ls.last_index);
+	/* f is cut off: its lag grows with every acknowledged append (the
+	 * other follower makes the quorum) and it turns inactive */
+	for (int i = 0; i < NN; i++)
+		if (i != f)
+			cut[f][i] = cut[i][f] = true;
+	uint64_t prev_lag = 0;
+	for (int k = 0; k < 3; k++) {
+		for (int j = 0; j < 10; j++)
+			append_acked(key, "cut", 7100 + (uint64_t)(k * 10 + j));
+		m = member_of(part, nodes[f].id, &ls);
+		cr_assert_geq(m.lag, prev_lag + 10, "lag %" PRIu64 " after %" PRIu64,
+			      m.lag, prev_lag);
+		cr_assert_eq(ls.lag_max, m.lag);
+		prev_lag = m.lag;
+	}
+	for (int r = 0; m.active; r++) {
+		cr_assert_lt(r, MAX_PUMP, "a cut-off follower stays active");
+		pump();
+		m = member_of(part, nodes[f].id, &ls);
+	}
+	/* the leader itself: match = last index, lag 0 */
+	struct pe_raft_member self = member_of(part, ls.leader, &ls);
+	cr_assert_eq(self.lag, 0);
+	cr_assert(self.active);
+	/* healed: it catches up to lag 0 and is active again */
+	memset(cut, 0, sizeof cut);
+	for (int r = 0;; r++) {
+		m = member_of(part, nodes[f].id, &ls);
+		if (m.lag == 0 && m.active)
+			break;
+		cr_assert_lt(r, MAX_PUMP, "lag stays %" PRIu64, m.lag);
+		pump();
+	}
+	cr_assert_eq(ls.lag_max, 0);
+	/* elections and linearizable reads are counted */
+	uint64_t elections = 0;
+	for (int i = 0; i < NN; i++)
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			struct pe_raft_status st;
+			pe_raft_status(nodes[i].e, p, &st);
+			elections += st.elections;
+		}
+	cr_assert_geq(elections, NPARTS);
+	l = leader_of(part);
+	pe_raft_status(nodes[l].e, part, &ls);
+	uint64_t served = ls.reads_served;
+	struct rd x = read_on(l, key, true);
+	cr_assert_eq(x.err, 0);
+	pe_raft_status(nodes[l].e, part, &ls);
+	cr_assert_eq(ls.reads_served, served + 1);
+}

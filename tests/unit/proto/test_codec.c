@@ -79,6 +79,10 @@ static void sample(uint16_t type, struct parley_msg *m)
 	case PARLEY_T_ERROR:
 		m->error = (struct parley_error_msg){PARLEY_ERATE, PARLEY_ERRF_FATAL,
 						     250, S("slow down")};
+		/* with every appended field, so "trailing bytes" come after
+		 * the last one */
+		m->error.leader_node = 2;
+		m->error.leader_addr = S("127.0.0.1:7421");
 		break;
 	case PARLEY_T_CONV_OPEN:
 		m->conv_open.peer = S("bob");
@@ -536,6 +540,59 @@ Test(codec, records_without_appended_fields_decode_with_defaults)
 	cr_assert_eq(g_d.conv_list.before_conv.len, 0);
 }
 
+/* ERROR NOTLEADER's appended leader hint (PROTOCOL.md, ERROR): it
+ * round-trips; an ERROR without it is byte for byte what it was and
+ * decodes with 0 / empty; a bad address is refused both ways. */
+Test(codec, error_leader_hint_roundtrips_and_is_optional)
+{
+	struct parley_frame f;
+	struct parley_msg m = {.type = PARLEY_T_ERROR};
+	m.error = (struct parley_error_msg){
+		.code = PARLEY_ENOTLEADER, .retry_after_ms = 50,
+		.text = S("not the leader"), .leader_node = 3,
+		.leader_addr = S("10.0.0.3:7411"),
+		.leader_tls_addr = S("[fd00::3]:7412")};
+	int n = parley_proto_encode(g_buf, sizeof g_buf, 9, &m);
+	cr_assert_gt(n, 0);
+	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f), n);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), 0);
+	cr_assert_eq(g_d.error.code, PARLEY_ENOTLEADER);
+	cr_assert_eq(g_d.error.leader_node, 3);
+	cr_assert_eq(g_d.error.leader_addr.len, 13);
+	cr_assert(!memcmp(g_d.error.leader_addr.p, "10.0.0.3:7411", 13));
+	cr_assert_eq(g_d.error.leader_tls_addr.len, 14);
+	cr_assert(!memcmp(g_d.error.leader_tls_addr.p, "[fd00::3]:7412", 14));
+	/* without a hint: the v1 bytes (code, flags, retry, text) and no more */
+	struct parley_msg old = m;
+	old.error.leader_node = 0;
+	old.error.leader_addr = old.error.leader_tls_addr = (struct parley_str){0};
+	int k = parley_proto_encode(g_buf2, sizeof g_buf2, 9, &old);
+	cr_assert_eq(k, PARLEY_PROTO_HEADER_SIZE + 4 + 2 + 4 + 2 + 14);
+	cr_assert_eq(n, k + 8 + 2 + 13 + 2 + 14);
+	cr_assert(!memcmp(g_buf + PARLEY_PROTO_HEADER_SIZE,
+			  g_buf2 + PARLEY_PROTO_HEADER_SIZE,
+			  (size_t)k - PARLEY_PROTO_HEADER_SIZE));
+	cr_assert_eq(parley_proto_frame_decode(g_buf2, (size_t)k, 1u << 20, &f), k);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), 0);
+	cr_assert_eq(g_d.error.leader_node, 0);
+	cr_assert_eq(g_d.error.leader_addr.len, 0);
+	cr_assert_eq(g_d.error.leader_tls_addr.len, 0);
+	/* the node id alone is a hint too */
+	old.error.leader_node = 2;
+	k = parley_proto_encode(g_buf2, sizeof g_buf2, 9, &old);
+	cr_assert_eq(parley_proto_frame_decode(g_buf2, (size_t)k, 1u << 20, &f), k);
+	cr_assert_eq(parley_proto_decode(&f, &g_d), 0);
+	cr_assert_eq(g_d.error.leader_node, 2);
+	/* a space or a control byte is no address */
+	m.error.leader_addr = S("10.0.0.3 7411");
+	cr_assert_lt(parley_proto_encode(g_buf, sizeof g_buf, 9, &m), 0);
+	m.error.leader_addr = S("10.0.0.3:7411");
+	n = parley_proto_encode(g_buf, sizeof g_buf, 9, &m);
+	g_buf[n - 14 - 2 - 13 + 2] = '\n'; /* inside leader_addr */
+	cr_assert_eq(parley_proto_frame_decode(g_buf, (size_t)n, 1u << 20, &f), n);
+	cr_assert_lt(parley_proto_decode(&f, &g_d), 0);
+}
+
 Test(codec, frame_cut_anywhere_is_incomplete)
 {
 	for (size_t i = 0; i < PARLEY_ARRAY_LEN(ALL_TYPES); i++) {
@@ -571,6 +628,9 @@ Test(codec, payload_cut_anywhere_is_malformed)
 			if (ALL_TYPES[i] == PARLEY_T_CONV_LIST && k == plen - 23)
 				continue;
 			if (ALL_TYPES[i] == PARLEY_T_CONV_LIST_OK && k == plen - 17)
+				continue;
+			/* and ERROR's leader hint (u64 + str + empty str) */
+			if (ALL_TYPES[i] == PARLEY_T_ERROR && k == plen - 26)
 				continue;
 			uint8_t *p = malloc(k ? k : 1);
 			memcpy(p, g_buf + 12, k);

@@ -694,6 +694,54 @@ Test(peer, metrics_text_names_every_link)
 	peer_free(b);
 }
 
+struct infoq {
+	struct peer *p;
+	uint64_t node;
+	const char *want;
+};
+
+static bool info_is(void *arg)
+{
+	struct infoq *q = arg;
+	struct peer_link_stats s;
+	return peer_link_stats(q->p, q->node, &s) == 0 && !strcmp(s.info, q->want);
+}
+
+Test(peer, node_info_is_exchanged_after_the_handshake_and_kept_when_down)
+{
+	struct inbox ia = {0}, ib = {0};
+	struct peer_config ca = base_cfg(7, 1, &ia), cb = base_cfg(7, 2, &ib);
+	ca.info = "client=127.0.0.1:7411 admin=127.0.0.1:7481";
+	const char *binfo = "client=[::1]:7421";
+	cb.info = binfo;
+	struct peer *a, *b;
+	pair_up(&a, &b, &ia, &ib, &ca, &cb);
+	struct peer *ps[2] = {a, b};
+	struct infoq qa = {a, 2, "client=[::1]:7421"};
+	struct infoq qb = {b, 1, "client=127.0.0.1:7411 admin=127.0.0.1:7481"};
+	cr_assert(drive(ps, 2, info_is, &qa), "1 has node 2's info: '%s'",
+		  stats(a, 2).info);
+	cr_assert(drive(ps, 2, info_is, &qb), "2 has node 1's info: '%s'",
+		  stats(b, 1).info);
+	/* the link goes down: the info stays (an operator looks for it) */
+	peer_free(b);
+	struct linkq down = {a, 2, PEER_LINK_DOWN, 0, 0};
+	struct peer *pa[1] = {a};
+	cr_assert(drive(pa, 1, link_is, &down));
+	cr_assert_str_eq(stats(a, 2).info, "client=[::1]:7421");
+	peer_free(a);
+	/* info that is too long or not printable is refused */
+	char big[PEER_INFO_MAX + 2];
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	struct peer_config c = base_cfg(7, 3, &ia);
+	struct peer *p = NULL;
+	c.info = big;
+	cr_assert_eq(peer_new(&c, &p), -PARLEY_EINVAL);
+	c.info = "a\nb";
+	cr_assert_eq(peer_new(&c, &p), -PARLEY_EINVAL);
+}
+
 Test(peer, invalid_configuration_is_refused)
 {
 	struct inbox ib = {0};

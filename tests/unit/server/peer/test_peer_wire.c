@@ -100,7 +100,7 @@ static void reseal(uint8_t *p)
 }
 static void m_magic(uint8_t *p) { p[0] ^= 1; reseal(p); }
 static void m_version(uint8_t *p) { le_put16(p + 8, 2); reseal(p); }
-static void m_flags(uint8_t *p) { le_put16(p + 10, 1); reseal(p); }
+static void m_flags(uint8_t *p) { le_put16(p + 10, 2); reseal(p); } /* an unknown bit */
 static void m_node0(uint8_t *p) { le_put64(p + 24, 0); reseal(p); }
 static void m_cluster0(uint8_t *p) { le_put64(p + 16, 0); reseal(p); }
 static void m_frame_small(uint8_t *p) { le_put32(p + 12, 10); reseal(p); }
