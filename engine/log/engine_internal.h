@@ -556,6 +556,7 @@ int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
 int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
 int part_raft_open(struct pe_engine *e, struct part *p);
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
+int part_raft_run_inputs(struct shard *sh, struct part *p);
 void part_raft_durable(struct part *p);
 int part_raft_hs_done(struct shard *sh, struct req *r);
 void part_raft_compact(struct part *p);

@@ -47,8 +47,13 @@
  * commit index is advanced at once (the commit index is not stored).
  *
  * Several voters (pe_options.cluster, parley_engine.h "Replication"):
- *   - messages: a ready's messages leave through cl->send only after
- *     what they depend on is durable: a ready with a new term or vote
+ *   - messages: a leader's appends of its current term (the ready's
+ *     n_early, raft.h 3a) leave through cl->send as soon as the ready is
+ *     taken, so followers write in parallel with the leader's own WAL
+ *     batch; the leader's own match counts only at raft_advance, after
+ *     that batch's fdatasync, and it applies (answers) nothing not durable
+ *     here. Every other message leaves only after
+ *     what it depends on is durable: a ready with a new term or vote
  *     keeps its messages (out_msgs) and is not advanced until a HARDSTATE
  *     store holding it is durable (on the read pool, off the shard
  *     thread: part_raft_hs_done), and a ready with entries until its WAL
@@ -58,6 +63,10 @@
  *     (pend_ticks) are given to the group when it has no ready out (no
  *     raft_* call between ready and advance); an APPEND is stepped only
  *     when its entries fit the open WAL batch, else it waits for the next.
+ *     While the shard's WAL batch is in flight, messages without entries
+ *     (a follower's answer) are stepped too (part_raft_run_inputs), so a
+ *     leader commits and acknowledges when the quorum's answer arrives,
+ *     not after the flight in progress.
  *   - catch-up: applied entries stay in rlog up to cl->log_keep_bytes so a
  *     leader can send them to lagging followers; below that a follower
  *     would need a snapshot, which is not built: snapshot_read refuses
@@ -777,8 +786,9 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
 
 /* Gives the group its pending ticks and inbound messages; an APPEND only
  * when its entries fit the open WAL batch (else it waits on rin for the
- * next). Returns the WAL bytes the stepped entries may take. */
-static uint64_t repl_inputs(struct shard *sh, struct part *p)
+ * next), and none (nor a SNAPSHOT) without `entries_ok`. Returns the WAL
+ * bytes the stepped entries may take. */
+static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 {
 	if (p->pend_down) { /* pe_raft_node_down */
 		raft_leader_down(p->raft, p->pend_down);
@@ -812,6 +822,9 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p)
 	while (p->rin_head) {
 		struct req *r = p->rin_head;
 		const struct raft_msg *m = part_repl_msg(r);
+		if (!entries_ok && ((m->type == RAFT_MSG_APPEND && m->n_entries) ||
+				    m->type == RAFT_MSG_SNAPSHOT))
+			break; /* taken with the next batch's readies */
 		if (m->type == RAFT_MSG_APPEND && m->n_entries) {
 			uint64_t need = PROP_MARGIN * WAL_REC_SPACE(0);
 			for (uint32_t k = 0; k < m->n_entries; k++)
@@ -955,7 +968,36 @@ static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
  * Returns 0, or a negative error when a term/vote could not be stored or
  * memory ran out (the shard treats it as a failed log).
  */
+static int run_group(struct shard *sh, struct part *p, bool live,
+		     bool propose, bool entries_ok);
+
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
+{
+	return run_group(sh, p, live, propose, true);
+}
+
+/*
+ * While the shard's WAL batch is in flight: steps the group's inbound
+ * messages that carry no entries (a leader's APPEND_RESP, heartbeats and
+ * their answers, votes) and its ticks, so that a follower's answer commits
+ * (and the leader acknowledges) as soon as it arrives instead of after the
+ * flight in progress. Proposals and inbound entries still wait for the
+ * next batch (one ready per group per batch keeps group commit's
+ * batching). Replicated groups only.
+ */
+int part_raft_run_inputs(struct shard *sh, struct part *p)
+{
+	if (!p->raft || p->ready_out || p->cl->conf.n < 2 || !p->rin_head)
+		return 0;
+	const struct raft_msg *m = part_repl_msg(p->rin_head);
+	if ((m->type == RAFT_MSG_APPEND && m->n_entries) ||
+	    m->type == RAFT_MSG_SNAPSHOT)
+		return 0;
+	return run_group(sh, p, true, false, false);
+}
+
+static int run_group(struct shard *sh, struct part *p, bool live,
+		     bool propose, bool entries_ok)
 {
 	if (!p->raft || p->ready_out)
 		return 0;
@@ -965,7 +1007,7 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 	p->snap_rd = NULL;
 	uint64_t used = 0;
 	if (live && p->cl->conf.n > 1 && !held) {
-		used = repl_inputs(sh, p);
+		used = repl_inputs(sh, p, entries_ok);
 		part_repl_reads_issue(sh, p); /* ReadIndex (log/part_repl.c) */
 	}
 	for (;;) {
@@ -1075,11 +1117,17 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 		bool wal = rd->n_entries || rd->n_repair || rd->truncate_from ||
 			   (hs_new && !live);
 		if (wal || hs_new) {
+			/* a leader's appends of its term leave now, while its
+			 * own write + fdatasync proceeds (raft.h 3a; the core
+			 * offers none under a term or vote not yet durable,
+			 * and the HARDSTATE check here says the same) */
+			uint32_t early = live && !hs_new ? rd->n_early : 0;
+			send_msgs(p, rd->msgs, early);
 			/* advance when the batch is durable and the HARDSTATE
-			 * store (if any) is, and send then */
+			 * store (if any) is, and send the rest then */
 			p->ready_out = true;
-			p->out_msgs = rd->msgs;
-			p->out_n = rd->n_msgs;
+			p->out_n = rd->n_msgs - early;
+			p->out_msgs = p->out_n ? rd->msgs + early : NULL;
 			if (wal) {
 				p->wal_wait = true;
 				p->rnext = sh->ready_open;

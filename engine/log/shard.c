@@ -237,6 +237,19 @@ static void shard_run_dirty(struct shard *sh)
 	}
 }
 
+/* The WAL is busy: the dirty groups' inbound messages without entries
+ * (a follower's answer to the leader) are stepped now, so a commit does
+ * not wait for the batch in flight; they stay dirty for their proposals
+ * and inbound entries, which join the next batch. */
+static void shard_run_inputs(struct shard *sh)
+{
+	for (struct part *p = sh->dirty; p && !sh->fatal; p = p->dnext) {
+		int rc = part_raft_run_inputs(sh, p);
+		if (rc)
+			shard_fatal(sh, rc);
+	}
+}
+
 static int no_record(void *arg, const struct wal_rec *rec)
 {
 	return 0;
@@ -585,6 +598,8 @@ int shard_round(struct shard *sh, bool wait)
 	 * all that arrived meanwhile shares one write + fdatasync */
 	if (!wal_busy(sh->wal))
 		shard_run_dirty(sh);
+	else if (e->cl.conf.n > 1)
+		shard_run_inputs(sh);
 	shard_submit(sh);
 	sub_run_catchup(sh);
 	hist_job_tick(sh);

@@ -1843,6 +1843,59 @@ void raft_persist_failed(struct raft *r)
 
 /* ---- ready / advance ---------------------------------------------------- */
 
+/*
+ * Contract item 3a (raft.h): may m leave before this ready is durable? Only
+ * a leader's APPEND carrying entries, all of its current term, while its
+ * term and vote are durable (hs_saved is what the last advance made
+ * durable) and nothing of the ready truncates or installs. Such a message
+ * claims nothing about this node's disk: the leader counts its own match
+ * only at raft_advance (I5), so a crash before its fsync loses only copies
+ * no quorum counted on it.
+ */
+static bool msg_early_ok(const struct raft *r, const struct raft_ready *rd,
+			 const struct raft_msg *m)
+{
+#ifdef RAFT_TEST_BROKEN_EARLY_ALL
+	/* deliberately broken build (tests/sim, scn_early_broken): every
+	 * message may leave before the ready is durable, votes and responses
+	 * included; the simulator must catch it */
+	(void)r;
+	(void)rd;
+	(void)m;
+	return true;
+#endif
+	if (r->role != RAFT_LEADER || rd->has_chunk || rd->truncate_from ||
+	    r->hs.term != r->hs_saved.term || r->hs.vote != r->hs_saved.vote)
+		return false;
+	if (m->type != RAFT_MSG_APPEND || !m->n_entries ||
+	    m->term != r->hs.term)
+		return false;
+	for (uint32_t i = 0; i < m->n_entries; i++)
+		if (m->entries[i].term != r->hs.term)
+			return false;
+	return true;
+}
+
+/* Puts the messages that may leave early first (stable order otherwise);
+ * returns how many. */
+static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
+{
+	uint32_t n = r->n_msgs, k = 0;
+	for (uint32_t i = 0; i < n; i++)
+		k += msg_early_ok(r, rd, &r->msgs[i]);
+	if (k && k < n) {
+		struct raft_msg *tmp = xmalloc(n * sizeof(*tmp));
+		uint32_t a = 0, b = k;
+		for (uint32_t i = 0; i < n; i++) {
+			bool ok = msg_early_ok(r, rd, &r->msgs[i]);
+			tmp[ok ? a++ : b++] = r->msgs[i];
+		}
+		memcpy(r->msgs, tmp, n * sizeof(*tmp));
+		free(tmp);
+	}
+	return k;
+}
+
 struct raft_ready *raft_ready(struct raft *r)
 {
 	PARLEY_ASSERT(!r->in_ready);
@@ -1905,6 +1958,7 @@ struct raft_ready *raft_ready(struct raft *r)
 	r->rd_applied = r->applied + n;
 	rd->msgs = r->n_msgs ? r->msgs : NULL;
 	rd->n_msgs = r->n_msgs;
+	rd->n_early = order_early(r, rd);
 	rd->reads = r->n_out_reads ? r->out_reads : NULL;
 	rd->n_reads = r->n_out_reads;
 	rd->empty = !rd->hs_changed && !rd->n_entries && !rd->truncate_from &&

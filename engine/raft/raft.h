@@ -22,14 +22,31 @@
  *   time     ticks; randomness: a seed in raft_config (splitmix64), used only
  *            for the randomized election timeout.
  *
- * THE CONTRACT (durable before send):
+ * THE CONTRACT (durable before send, with one exception: 3a):
  *   1. r = raft_ready(); if nothing is ready, r->empty is true.
  *   2. The caller makes durable, in this order: r->snap_chunk (if any), the
  *      truncation (if r->truncate_from: drop stable entries >= it), the
  *      r->entries (truncating its stable log after entries[0].index-1 first),
  *      r->repair entries (overwritten in place, nothing truncated), and the
  *      hard state r->hs (if r->hs_changed). Then fsync.
- *   3. Only then it sends r->msgs (any order, any transport; loss is fine),
+ *  3a. The first r->n_early messages of r->msgs MAY be sent before (or
+ *      while) step 2 runs: the leader replicating in parallel with its own
+ *      write (Ongaro's thesis §10.2.1). The core puts there only a
+ *      leader's MSG_APPEND whose entries are all of its current term, and
+ *      only when that term and its vote are already durable (no new
+ *      hard-state term/vote in this ready), and the ready truncates and
+ *      installs nothing. Never a vote or pre-vote, never a response (a
+ *      response claims durability), never anything sent under a term or
+ *      vote not yet durable. Safe because the leader counts its own match
+ *      only after raft_advance (I5): such entries commit by a quorum of
+ *      durable copies, which includes the leader only once its fsync
+ *      completed, or by a quorum of followers without it; and committed
+ *      entries are handed out for apply only once durable on this node
+ *      (I4), so a leader that crashes after sending but before its fsync
+ *      acknowledges nothing (its followers may still commit the entries
+ *      under a later leader). Sending them after step 2 is equally valid.
+ *   3. Only then it sends the rest of r->msgs (any order, any transport;
+ *      loss is fine),
  *      installs r->snap_install (if set: replaces the state machine, drops
  *      the log up to that index) and applies r->committed in order.
  *      Confirmed reads r->reads may be served once the state machine has
@@ -38,7 +55,9 @@
  *      call is allowed. Everything a ready points to stays valid until
  *      raft_advance() and is owned by the core.
  *   If step 2 fails, the caller calls raft_persist_failed() instead of
- *   advance: the batch's messages are dropped, a leader steps down, and the
+ *   advance: the batch's messages are dropped (early ones may be out: the
+ *   entries they carry were never counted on this node), a leader steps
+ *   down, and the
  *   node must not acknowledge anything it did not persist (the simulator
  *   crashes such a node and restarts it from its disk).
  *
@@ -381,9 +400,11 @@ struct raft_ready {
 	bool has_install;
 	bool install_keeps_tail;
 	struct raft_snapshot_meta install;
-	/* after persisting: send */
+	/* after persisting: send; msgs[0..n_early) may leave before
+	 * (contract 3a), the rest only after */
 	const struct raft_msg *msgs;
 	uint32_t n_msgs;
+	uint32_t n_early;
 	/* after persisting: apply, in order (checksums verified) */
 	const struct raft_entry *committed;
 	uint32_t n_committed;

@@ -12,7 +12,10 @@
  * crash in the middle keeps only a prefix of the ops (the cut record may be
  * torn, which the storage's frame check drops on reload, like the WAL's torn
  * tail rule). Acks are sent only after the whole ready is synced (the
- * durable-before-send contract of raft.h).
+ * durable-before-send contract of raft.h); a leader's appends of its term
+ * (the ready's n_early messages, raft.h 3a) leave before its persist, so a
+ * crash inside that persist loses the leader's copy of entries its
+ * followers may already hold (sim_opts.persist_first turns that off).
  *
  * Ownership: the sim owns every message copy, disk entry and state machine
  * table; the raft cores own their own memory.
@@ -149,6 +152,9 @@ struct sim {
 	uint64_t trace; /* PARLEY_SIM_TRACE=<time>: print deliveries from then */
 	uint64_t reads_ok, reads_failed, resumed_chunks, torn_dropped;
 	uint64_t removed_ids; /* bit per id whose removal committed */
+	bool early_ok;        /* send a ready's n_early before persisting */
+	uint64_t early_sent;  /* messages sent before their ready was durable */
+	uint64_t early_lost;  /* readies that crashed after an early send */
 };
 
 /* ---- failure and logging ------------------------------------------------ */
@@ -570,6 +576,7 @@ struct sim *sim_new(const struct sim_opts *o)
 	if (getenv("PARLEY_SIM_TRACE"))
 		s->trace = strtoull(getenv("PARLEY_SIM_TRACE"), NULL, 0);
 	s->rng.s = o->seed;
+	s->early_ok = !o->persist_first;
 	if (s->o.nodes > SIM_MAX_NODES)
 		s->o.nodes = SIM_MAX_NODES;
 	if (s->o.clients > MAX_CLIENTS)
@@ -1007,9 +1014,22 @@ static void process(struct sim *s, struct sim_replica *rp)
 			raft_advance(rp->raft);
 			break;
 		}
-		if (!persist(s, rp, rd))
+		/* raft.h 3a: a leader's appends of its term leave before its
+		 * own write; a crash in persist() below then loses the
+		 * leader's copy while the followers may hold (and commit)
+		 * the entries */
+		if (s->early_ok)
+			for (uint32_t i = 0; i < rd->n_early; i++) {
+				net_send(s, rp->slot, &rd->msgs[i]);
+				s->early_sent++;
+			}
+		uint32_t sent = s->early_ok ? rd->n_early : 0;
+		if (!persist(s, rp, rd)) {
+			if (sent)
+				s->early_lost++;
 			return;
-		for (uint32_t i = 0; i < rd->n_msgs; i++)
+		}
+		for (uint32_t i = sent; i < rd->n_msgs; i++)
 			net_send(s, rp->slot, &rd->msgs[i]);
 		if (rd->has_install) {
 			struct sim_disk *d = &rp->disk;
@@ -1758,6 +1778,8 @@ uint64_t sim_reads_ok(struct sim *s) { return s->reads_ok; }
 uint64_t sim_reads_failed(struct sim *s) { return s->reads_failed; }
 uint64_t sim_resumed_chunks(struct sim *s) { return s->resumed_chunks; }
 uint64_t sim_torn_dropped(struct sim *s) { return s->torn_dropped; }
+uint64_t sim_early_sent(struct sim *s) { return s->early_sent; }
+uint64_t sim_early_lost(struct sim *s) { return s->early_lost; }
 uint64_t sim_node_id(struct sim *s, int slot) { return s->nodes[slot].id; }
 
 void sim_dump(struct sim *s)

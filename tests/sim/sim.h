@@ -78,6 +78,8 @@ struct sim_opts {
 	uint32_t chunk_bytes;
 	uint32_t pad_bytes;        /* extra payload per entry (snapshot size) */
 	bool pre_vote, check_quorum;
+	bool persist_first;        /* send nothing before its ready is durable
+				    * (default: a ready's n_early go first) */
 	struct sim_faults f;
 	bool quiet;
 };
@@ -149,6 +151,10 @@ uint64_t sim_reads_failed(struct sim *s);
 uint64_t sim_resumed_chunks(struct sim *s);
 uint64_t sim_torn_dropped(struct sim *s);
 uint64_t sim_node_id(struct sim *s, int slot);
+/* Messages sent before their ready was durable (raft.h 3a), and readies
+ * whose node crashed in the persist after such a send. */
+uint64_t sim_early_sent(struct sim *s);
+uint64_t sim_early_lost(struct sim *s);
 /* Fail the run (prints seed). */
 void sim_fail(struct sim *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));

@@ -68,6 +68,7 @@ static inline void sim_seed_opts(struct sim_opts *o, uint64_t seed)
 /* Runs one seed for `units`; returns simulated steps. */
 struct sim_totals {
 	uint64_t steps, acked, installs, repairs, reads, torn;
+	uint64_t early_sent, early_lost; /* raft.h 3a exercised */
 };
 
 static inline void sim_one_seed(uint64_t seed, uint64_t units,
@@ -84,6 +85,8 @@ static inline void sim_one_seed(uint64_t seed, uint64_t units,
 	t->repairs += sim_repairs(s);
 	t->reads += sim_reads_ok(s);
 	t->torn += sim_torn_dropped(s);
+	t->early_sent += sim_early_sent(s);
+	t->early_lost += sim_early_lost(s);
 	sim_free(s);
 }
 
@@ -112,9 +115,10 @@ static inline int sim_seeds_main(const char *name, uint64_t base, uint64_t n,
 	}
 	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") units/seed=%" PRIu64
 	       " steps=%" PRIu64 " acked=%" PRIu64 " snapshot_installs=%" PRIu64
-	       " repairs=%" PRIu64 " reads=%" PRIu64 " torn_dropped=%" PRIu64 " OK\n",
+	       " repairs=%" PRIu64 " reads=%" PRIu64 " torn_dropped=%" PRIu64
+	       " early_sent=%" PRIu64 " crashed_after_early_send=%" PRIu64 " OK\n",
 	       name, n, base, base + n - 1, units, t.steps, t.acked, t.installs,
-	       t.repairs, t.reads, t.torn);
+	       t.repairs, t.reads, t.torn, t.early_sent, t.early_lost);
 	return 0;
 }
 

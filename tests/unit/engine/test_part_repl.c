@@ -976,6 +976,67 @@ Test(repl, linearizable_read_on_a_deposed_leader_fails_never_stale)
 	cr_assert_geq(x.last_seq, n2);
 }
 
+/* A leader sends its appends while its own write + fdatasync proceeds
+ * (raft.h 3a): here the leader's WAL fdatasync fails, so it never holds
+ * the entry durably and answers EFATAL, never success; the followers got
+ * the APPEND before that failure, stored it and, once the dead leader is
+ * gone, commit it under a new leader (a quorum of followers without the
+ * leader). The retry with the same producer id gets the original seq.
+ * With persist-before-send (the old contract) the followers never see the
+ * entry and the retry is a fresh append (duplicate false): the check
+ * below fails. */
+Test(repl, leader_sends_before_its_fsync_followers_commit_without_it)
+{
+	cluster_start_io(0, true);
+	wait_leaders();
+	append_many(5);
+	const char *key = "c/early-0";
+	uint32_t part = part_of(key);
+	int l = leader_of(part);
+	cr_assert_geq(l, 0);
+	uint8_t prod[PE_PRODUCER_LEN] = {0};
+	uint64_t pid = 7373;
+	memcpy(prod, &pid, sizeof pid);
+	struct pe_append_result r0 = append_on(l, key, "before", prod);
+	cr_assert_eq(r0.err, 0, "%s", parley_errname(r0.err));
+	pid++;
+	memcpy(prod, &pid, sizeof pid);
+	pio_mem_fault_scope(nodes[l].io, "/wal/");
+	pio_mem_inject(nodes[l].io, PIO_FAULT_FSYNC_EIO, 1000000);
+	struct pe_append_result r = append_on(l, key, "early", prod);
+	cr_assert_neq(r.err, 0, "acknowledged without its own fdatasync");
+	node_kill(l);
+	pio_mem_inject(nodes[l].io, PIO_FAULT_FSYNC_EIO, 0);
+	wait_leaders();
+	int nl = leader_of(part);
+	cr_assert(nl >= 0 && nl != l);
+	struct pe_append_result r2 = append_on(nl, key, "early", prod);
+	cr_assert_eq(r2.err, 0, "%s", parley_errname(r2.err));
+	cr_assert(r2.duplicate, "the followers did not hold the leader's "
+		  "early append (seq %llu is a fresh one)",
+		  (unsigned long long)r2.seq);
+	cr_assert_eq(r2.seq, r0.seq + 1);
+	node_open(l);
+	wait_caught_up(l);
+	struct pe_read_req q = {.key = key, .klen = strlen(key), .from = 1,
+				.dir = PE_FORWARD, .limit = PE_MAX_READ};
+	for (int i = 0; i < NN; i++) {
+		struct pe_entry *es = NULL;
+		uint32_t n = 0;
+		for (int k = 0; k < MAX_PUMP; k++) {
+			free(es);
+			es = NULL;
+			cr_assert_eq(pe_read_sync(nodes[i].e, &q, &es, &n, NULL), 0);
+			if (n >= 2)
+				break;
+			pump();
+		}
+		cr_assert_eq(n, 2, "node %d holds %u entries", i, n);
+		cr_assert(es[1].len == 5 && !memcmp(es[1].payload, "early", 5));
+		free(es);
+	}
+}
+
 /* The leader's member view of `part` (pe_raft_status.members) for node
  * id `node`, from the current leader; fails when it has none. */
 static struct pe_raft_member member_of(uint32_t part, uint64_t node,

@@ -946,3 +946,86 @@ Test(raft, follower_on_a_snapshot_of_unknown_term_takes_appends_at_its_commit)
 	cr_assert_eq(nodes[2].applied, 9);
 	cr_assert_eq(nodes[2].n_installs, 0);
 }
+
+/* Contract 3a: a leader's APPENDs of its current term are offered for
+ * sending before the ready is durable (ready.n_early, first in msgs);
+ * followers' answers, pre-votes and votes never are; the leader counts
+ * its own copy only after raft_advance, so the entry commits only once a
+ * follower's durable answer arrives after that. */
+/* Persists a ready's entries and hard state into the harness's disk. */
+static void store(struct tnode *n, const struct raft_ready *rd)
+{
+	for (uint32_t k = 0; k < rd->n_entries; k++) {
+		const struct raft_entry *e = &rd->entries[k];
+		free(n->bufs[e->index]);
+		n->bufs[e->index] = malloc(e->len + 1);
+		memcpy(n->bufs[e->index], e->data, e->len);
+		n->ents[e->index] = *e;
+		n->ents[e->index].data = n->bufs[e->index];
+		n->last = e->index;
+	}
+	if (rd->hs_changed)
+		n->hs = rd->hs;
+}
+
+Test(raft, only_a_leaders_appends_of_its_term_leave_before_persist)
+{
+	cluster(3);
+	elect(0);
+	tick(0, 2);
+	settle();
+	struct tnode *l = &nodes[0];
+	uint64_t idx, term = raft_term(l->r);
+	cr_assert_eq(raft_propose(l->r, "x", 1, &idx), 0);
+	struct raft_ready *rd = raft_ready(l->r);
+	cr_assert_eq(rd->n_entries, 1);
+	cr_assert_eq(rd->n_early, 2, "both APPENDs may leave before the write");
+	for (uint32_t k = 0; k < rd->n_early; k++) {
+		cr_assert_eq(rd->msgs[k].type, RAFT_MSG_APPEND);
+		cr_assert_gt(rd->msgs[k].n_entries, 0);
+		for (uint32_t j = 0; j < rd->msgs[k].n_entries; j++)
+			cr_assert_eq(rd->msgs[k].entries[j].term, term);
+	}
+	/* the followers store and answer while the leader has not persisted */
+	for (uint32_t k = 0; k < rd->n_early; k++)
+		enqueue(&rd->msgs[k]);
+	int before = nq;
+	for (int i = 0; i < before; i++) {
+		q[i].live = false;
+		int to = (int)q[i].m.to - 1;
+		raft_step(nodes[to].r, &q[i].m);
+		struct raft_ready *fr = raft_ready(nodes[to].r);
+		cr_assert_gt(fr->n_msgs, 0);
+		cr_assert_eq(fr->n_early, 0, "a follower's answer claims "
+			     "durability: never before its write");
+		store(&nodes[to], fr);
+		for (uint32_t k = 0; k < fr->n_msgs; k++)
+			enqueue(&fr->msgs[k]); /* its answer, after its write */
+		raft_advance(nodes[to].r);
+	}
+	/* the leader's own write completes now; its answers wait (no
+	 * raft_* call between ready and advance) */
+	store(l, rd);
+	cr_assert_lt(raft_commit(l->r), idx);
+	raft_advance(l->r);
+	cr_assert_lt(raft_commit(l->r), idx, "its own copy alone is no quorum");
+	for (int i = before; i < nq; i++) {
+		q[i].live = false;
+		cr_assert_eq(q[i].m.type, RAFT_MSG_APPEND_RESP);
+		raft_step(l->r, &q[i].m);
+	}
+	nq = 0;
+	cr_assert_eq(raft_commit(l->r), idx);
+	drain(0);
+	cr_assert_eq(l->applied, idx);
+	/* a pre-candidate's pre-votes never leave early */
+	struct tnode *c = &nodes[2];
+	for (int k = 0; k < 60 && raft_role(c->r) == RAFT_FOLLOWER; k++)
+		raft_tick(c->r);
+	if (raft_role(c->r) != RAFT_FOLLOWER) {
+		struct raft_ready *cr = raft_ready(c->r);
+		cr_assert_gt(cr->n_msgs, 0);
+		cr_assert_eq(cr->n_early, 0);
+		raft_advance(c->r);
+	}
+}
