@@ -21,6 +21,7 @@ struct esim_stats {
 	uint64_t flip_damage; /* a detected flip whose loss outlived its repair */
 	uint64_t subs, sub_entries;
 	uint64_t idem_bounded; /* seeds run with a small idempotency table */
+	uint64_t refused; /* appends over the size limit, refused at once */
 };
 
 /* Runs one seed for `steps` workload steps; adds to *st. Returns 0, or
