@@ -36,4 +36,19 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
 int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps,
 	      bool replay);
 
+/* A seed that once found a bug, run for `steps` steps (just past the
+ * step where it failed: a run's first k steps do not depend on its
+ * length), with extra settings (flips per 1000 steps, as
+ * PARLEY_ESIM_FLIP_PM). */
+struct esim_case {
+	uint64_t seed;
+	uint32_t steps;
+	uint32_t flip_pm;
+	const char *why; /* the bug, for the log */
+};
+
+/* Runs every case (PARLEY_ESIM_SEED=<n> only that one of them); prints
+ * totals. Exits 1 on the first failure, like esim_main. */
+int esim_cases(const char *name, const struct esim_case *cases, uint32_t n);
+
 #endif
