@@ -1,14 +1,15 @@
 # parley — the two commands a user needs:
 #   make run    install deps, build, start a single-node parleyd on ./parley-data
 #   make test   install deps, build, run the test suite (ctest; closing line has counts)
-# More: make test-long (slow tiers: long simulations, hundreds of crash cycles),
+# More: make run-cluster (a local 3-node cluster: tools/run-cluster.sh),
+#       make test-long (slow tiers: long simulations, hundreds of crash cycles),
 #       make asan (sanitizer build + tests), make fuzz, make bench.
 BUILD ?= build
 TYPE ?= Release
 JOBS ?= $(shell nproc)
 CTEST_FLAGS ?= --output-on-failure
 
-.PHONY: all deps build test test-long asan fuzz bench run clean
+.PHONY: all deps build test test-long asan fuzz bench run run-cluster clean
 
 all: build
 
@@ -44,6 +45,11 @@ bench: build
 # tools/run-dev.sh for the ports (PARLEY_PORT, PARLEY_TLS_PORT, PARLEY_ADMIN_PORT).
 run: deps
 	@TYPE=$(TYPE) JOBS=$(JOBS) bash tools/run-dev.sh $(BUILD)
+
+# run-cluster: the same for a local cluster of 3 (PARLEY_CLUSTER_NODES=5: 5)
+# parleyd nodes with mutual TLS between them; see tools/run-cluster.sh.
+run-cluster: deps
+	@TYPE=$(TYPE) JOBS=$(JOBS) bash tools/run-cluster.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -28,10 +28,15 @@
  * fails; its table is stale, possibly empty) are read from storage
  * instead: step 2 first reads the group's last snapshot (m/<group>,
  * chat_gsnap_view: name, members, the user's departure), then c/<group>
- * as above. Such a node serves reads from what it has applied, so the
- * entry may lag the leader's by the replication and fan-out delay, never
- * by more (a snapshot is written by the fan-out of each membership
- * event).
+ * as above.
+ *
+ * Every read is linearizable (pe_read_req.linearizable, ReadIndex): in a
+ * cluster each one sees everything its partition committed before it
+ * arrived, on a follower as on the leader, or the list fails with
+ * NOTLEADER / AGAIN (retryable) — never an old list from a cut-off node.
+ * What the list shows of a message can still trail its SEND by the
+ * fan-out (l/<user> and m/<group> are written after the message is
+ * durable), as on a single node. A single node ignores the flag.
  *
  * Ownership: the list context is malloc'd by chat_conv_list_page and
  * freed by list_finish, which runs exactly once (after the last read of
@@ -303,7 +308,8 @@ static void list_page(struct list_ctx *x)
 		struct pe_read_req q = {
 			.key = key, .klen = (size_t)kl, .from = le->last_seq,
 			.dir = PE_BACKWARD,
-			.limit = (uint32_t)PARLEY_MIN(want, (uint64_t)CHAT_UNREAD_SCAN)};
+			.limit = (uint32_t)PARLEY_MIN(want, (uint64_t)CHAT_UNREAD_SCAN),
+			.linearizable = true};
 		struct list_item_arg *a = item_new(x, i);
 		if (!a) {
 			atomic_store(&x->err, -PARLEY_ENOMEM);
@@ -423,7 +429,7 @@ static void list_issue_n(struct list_ctx *x, uint32_t i, const char *key,
 	}
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = from, .dir = PE_BACKWARD,
-				.limit = limit};
+				.limit = limit, .linearizable = true};
 	int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, cb, a);
 	if (rc)
 		item_fail(a, rc, cb);
@@ -586,7 +592,7 @@ int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
 		memcpy(x->before_conv, before_conv, bclen);
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = PE_MAX_READ};
+				.limit = PE_MAX_READ, .linearizable = true};
 	int rc = pe_read(x->e, &q, list_read_cb, x);
 	if (rc) {
 		free(x);

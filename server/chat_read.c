@@ -253,7 +253,13 @@ uint64_t chat_sync_start(uint64_t from, uint64_t cursor, uint64_t first,
 }
 
 /* Two reads on the engine: the device's cursor (only for from == 0), then
- * the inbox's bounds; the second is issued from the first's callback. */
+ * the inbox's bounds; the second is issued from the first's callback.
+ * Both are linearizable (ReadIndex): in a cluster a SYNC on a follower or
+ * a cut-off node starts from the cursor and inbox end the partition had
+ * committed when it arrived, or fails NOTLEADER / AGAIN — it never
+ * resumes from an older cursor and re-delivers what a device already
+ * acknowledged elsewhere. The tail that follows waits for this node to
+ * apply; it skips nothing. */
 struct sync_ctx {
 	struct chat *c;
 	chat_sync_cb cb;
@@ -292,7 +298,7 @@ static int sync_inbox_issue(struct sync_ctx *x)
 		return kl;
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1};
+				.limit = 1, .linearizable = true};
 	return pe_read(chat_engine(x->c), &q, sync_inbox_cb, x);
 }
 
@@ -330,7 +336,7 @@ int chat_sync(struct chat *c, const char *user, size_t ulen,
 	if (from_inbox_seq == 0) {
 		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 					.from = UINT64_MAX, .dir = PE_BACKWARD,
-					.limit = 1};
+					.limit = 1, .linearizable = true};
 		rc = pe_read(chat_engine(c), &q, sync_cursor_cb, x);
 	} else {
 		rc = sync_inbox_issue(x);

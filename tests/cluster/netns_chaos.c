@@ -32,9 +32,10 @@
  * Scenarios (every wait bounded; no assertion on durations):
  *   1. leader isolated: the leader of partition 0 is cut off from the other
  *      servers both ways; the majority must elect a new leader and keep
- *      acknowledging; meanwhile HISTORY asked of the old leader alone must
- *      fail (NOTLEADER / AGAIN) or hold every message acknowledged before
- *      the question (never a stale page), and a SEND through it alone
+ *      acknowledging; meanwhile HISTORY and CONV_LIST asked of the old
+ *      leader alone must fail (NOTLEADER / AGAIN) or show every message
+ *      acknowledged before the question (never a stale page or list; the
+ *      new leader must answer both), and a SEND through it alone
  *      must not be acknowledged (nor ever show up in history); healed, it
  *      must rejoin;
  *   2. one-way loss: the followers stop receiving from the leader; they
@@ -731,6 +732,55 @@ static int probe_history(int i, int *answers)
 	return errors;
 }
 
+/* CONV_LIST asked of node i alone by user u: an answer must show, for
+ * each of u's conversations, a last seq at least the largest acknowledged
+ * before the question (the list's reads are linearizable); an error
+ * (NOTLEADER, AGAIN) is fine. Returns the answers that were errors. */
+static int probe_conv_list(int i, int u, int *answers)
+{
+	uint64_t floor[NCONV];
+	for (int q = 0; q < NCONV; q++)
+		floor[q] = atomic_load(&acked_max[q]);
+	char *tok = it_token_for(users[u]);
+	struct parley_client_opts o = {
+		.host = ip[i], .port = PORT, .token = tok,
+		.device_id = "probe", .connect_timeout_ms = 2000,
+		.request_timeout_ms = 4000, .call_deadline_ms = 5000,
+		.backoff_min_ms = 5000, .backoff_max_ms = 5000,
+		.no_reconnect = 1};
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	int rc = parley_client_connect(c);
+	const struct parley_conv_list_ok *l = NULL;
+	if (!rc)
+		rc = parley_client_conv_list(c, 100, &l);
+	int errors = 0;
+	if (rc) {
+		errors++;
+		printf("  CONV_LIST of %s on node%d: %s\n", users[u], i + 1,
+		       parley_strerror(rc));
+	} else {
+		(*answers)++;
+		for (int q = 0; q < NCONV; q++) {
+			if (conv_users[q][0] != u && conv_users[q][1] != u)
+				continue;
+			uint64_t last = 0;
+			for (uint32_t k = 0; k < l->count; k++)
+				if (l->entries[k].conv.len == strlen(conv_id[q]) &&
+				    !memcmp(l->entries[k].conv.p, conv_id[q],
+					    l->entries[k].conv.len))
+					last = l->entries[k].last_seq;
+			IT_CHECK(last >= floor[q], "STALE READ: node%d answered "
+				 "CONV_LIST of %s with conversation %d at seq %"
+				 PRIu64 " after seq %" PRIu64 " was acknowledged",
+				 i + 1, users[u], q, last, floor[q]);
+		}
+	}
+	parley_client_free(c);
+	free(tok);
+	return errors;
+}
+
 /* A SEND through node i alone (cut off from the other servers): it must
  * not be acknowledged. Its id (0xc8...) must never show up in history
  * either: the cut-off node cannot have replicated it, and after healing
@@ -774,16 +824,23 @@ static void scenario_isolate_leader(void)
 	/* the deposed leader must not answer HISTORY with stale data; the
 	 * new leader (through the node list) answers with current data */
 	int errs = 0, answers = 0;
+	int lerrs = 0, lanswers = 0;
 	for (int k = 0; k < 3; k++) {
 		errs += probe_history(L, &answers);
+		lerrs += probe_conv_list(L, k % NUSERS, &lanswers);
 		wait_acks(5, "majority while probing the old leader");
 	}
 	probe_send(L);
-	int good = 0;
+	int good = 0, lgood = 0;
 	probe_history(M, &good);
-	printf("old leader node%d: %d HISTORY refusals, %d current answers; "
-	       "new leader answered %d of %d\n", L + 1, errs, answers, good, NCONV);
+	for (int u = 0; u < NUSERS; u++)
+		probe_conv_list(M, u, &lgood);
+	printf("old leader node%d: %d HISTORY refusals, %d current answers, "
+	       "%d CONV_LIST refusals, %d current; new leader answered %d of "
+	       "%d HISTORY, %d of %d CONV_LIST\n", L + 1, errs, answers, lerrs,
+	       lanswers, good, NCONV, lgood, NUSERS);
 	IT_CHECK(good == NCONV, "the new leader refused HISTORY");
+	IT_CHECK(lgood == NUSERS, "the new leader refused CONV_LIST");
 	fault_heal();
 	int L2 = wait_leader(all_mask(), -1, "after healing the isolated leader");
 	printf("healed: node%d leads, all three agree\n", L2 + 1);

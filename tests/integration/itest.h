@@ -74,8 +74,18 @@ static __attribute__((unused)) void it_kill_all(void)
 		}
 }
 
+/* A test's own cleanup of processes it_pids does not hold (e.g. a
+ * script's process group), run by it_fail as well as at exit: it_fail
+ * ends with _exit, which runs no atexit handler. */
+static void (*it_on_cleanup)(void);
+
 static __attribute__((unused)) void it_cleanup(void)
 {
+	if (it_on_cleanup) {
+		void (*f)(void) = it_on_cleanup;
+		it_on_cleanup = NULL; /* once */
+		f();
+	}
 	it_kill_all();
 	if (it_dir[0] && !getenv("PARLEY_KEEP_TMP")) {
 		char cmd[300];

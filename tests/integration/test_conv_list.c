@@ -23,19 +23,7 @@
  * listeners are bound before recovery has finished). */
 static void start(struct it_server *s)
 {
-	it_server_start(s);
-	for (int i = 0; i < 3000; i++) {
-		int code = 0;
-		int probe = it_tcp_connect(s->admin_port);
-		if (probe >= 0) {
-			close(probe);
-			free(it_http_get(s->admin_port, "/readyz", &code));
-			if (code == 200)
-				return;
-		}
-		it_sleep_ms(10);
-	}
-	it_fail(__FILE__, __LINE__, "parleyd never became ready");
+	it_server_start_ready(s);
 }
 
 struct conv_want {

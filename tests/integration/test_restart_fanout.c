@@ -24,7 +24,6 @@
 #define WINDOW 48
 #define CONV "d:alice:bob"
 
-/* The metric's value (the test fails when the server does not export it). */
 /* A killed parleyd's io_uring may keep its listening sockets accepting for
  * a moment after it died, so it_server_start can return before the new
  * process listens: wait for the new one's /readyz. */
@@ -33,25 +32,8 @@ static uint64_t last_start_ms; /* start to /readyz, for the measurement mode */
 static void start(struct it_server *s)
 {
 	uint64_t t0 = parley_mono_ns();
-	it_server_start(s);
-	for (int i = 0; i < 30000; i++) { /* ~60 s */
-		int probe = it_tcp_connect(s->admin_port);
-		if (probe < 0) { /* not listening yet */
-			it_sleep_ms(2);
-			continue;
-		}
-		close(probe);
-		int code = 0;
-		char *t = it_http_get(s->admin_port, "/readyz", &code);
-		int ok = code == 200;
-		free(t);
-		if (ok) {
-			last_start_ms = (parley_mono_ns() - t0) / 1000000;
-			return;
-		}
-		it_sleep_ms(2);
-	}
-	it_fail(__FILE__, __LINE__, "parleyd never became ready");
+	it_server_start_ready(s);
+	last_start_ms = (parley_mono_ns() - t0) / 1000000;
 }
 
 static uint64_t max_acked;

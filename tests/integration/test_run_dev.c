@@ -108,7 +108,7 @@ static uint16_t listen_on(int *fd)
 int main(void)
 {
 	it_init("run_dev");
-	atexit(kill_group);
+	it_on_cleanup = kill_group; /* on failure (it_fail) and at exit (it_cleanup) */
 	if (!getenv("PARLEY_SRC_DIR") || system("command -v bash >/dev/null 2>&1") != 0)
 		return 77;
 	uint16_t port = it_free_port(), tport = it_free_port(), aport = it_free_port();
