@@ -1995,6 +1995,9 @@ int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps,
 	 * (most of a run's time otherwise). Glibc only; a test knob. */
 	(void)mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	(void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
+	/* and grow the heap 256 MiB at a time: half the page faults of a
+	 * run otherwise (seed 100150, 60 steps: 743,804 -> 378,685) */
+	(void)mallopt(M_TOP_PAD, 256 << 20);
 	struct esim_stats st = {0};
 	for (uint64_t i = 0; i < n; i++) {
 		fprintf(stderr, "%s: seed %" PRIu64 "\n", name, base + i);
@@ -2041,6 +2044,7 @@ int esim_cases(const char *name, const struct esim_case *cases, uint32_t n)
 	parley_log_set_level(verbose ? PLOG_INFO : PLOG_ERROR);
 	(void)mallopt(M_MMAP_THRESHOLD, 32 << 20); /* as esim_main */
 	(void)mallopt(M_TRIM_THRESHOLD, 512 << 20);
+	(void)mallopt(M_TOP_PAD, 256 << 20);
 	struct esim_stats st = {0};
 	uint32_t ran = 0;
 	for (uint32_t i = 0; i < n; i++) {
