@@ -2,7 +2,9 @@
  * api.c — the public asynchronous calls: validate the arguments, encode
  * the request (an append's or delete's log command) in one allocation and
  * push it to the owning shard's inbox. Never blocks; a full inbox is
- * -PARLEY_EFULL.
+ * -PARLEY_EFULL. A command the Raft core would refuse for its size is
+ * refused here with -PARLEY_ETOOBIG (the size limits of parley_engine.h):
+ * nothing queued can fail later for its size.
  *
  * Threads: any thread, including engine callbacks.
  */
@@ -130,6 +132,15 @@ bool api_key_ok(const void *key, size_t klen)
 	return key && klen > 0 && klen <= PE_MAX_KEY;
 }
 
+bool pe_append_fits(size_t klen, const struct pe_input *entries,
+		    uint32_t count)
+{
+	return cmd_append_size(klen, entries, count) != 0;
+}
+
+/* Refuses here, before anything is queued, whatever the Raft core would
+ * refuse at propose for its size (parley_engine.h, "Size limits"): the
+ * callback of an accepted append never reports a size error. */
 int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	      pe_append_cb cb, void *arg)
 {
@@ -146,7 +157,8 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	}
 	size_t len = cmd_append_size(q->klen, q->entries, q->count);
 	if (!len)
-		return -PARLEY_ETOOBIG; /* over CMD_MAX_BYTES */
+		return -PARLEY_ETOOBIG; /* the entry would be over PE_MAX_COMMAND */
+	PARLEY_ASSERT(len + CMD_KIND_BYTES <= RAFT_MAX_ENTRY_BYTES);
 	/* data: the Raft entry payload, u8 kind | command body */
 	struct req *r = malloc(sizeof *r + 1 + len);
 	if (!r)
@@ -279,7 +291,7 @@ int pe_delete(struct pe_engine *e, const void *key, size_t klen,
 {
 	if (!cb || !api_key_ok(key, klen))
 		return -PARLEY_EINVAL;
-	uint32_t len = CMD_DELETE_BYTES(klen);
+	uint32_t len = CMD_DELETE_BYTES(klen); /* always fits (cmd.h) */
 	struct req *r = malloc(sizeof *r + 1 + len);
 	if (!r)
 		return -PARLEY_ENOMEM;

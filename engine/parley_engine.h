@@ -78,10 +78,47 @@
 #include "parley_common.h"
 
 #define PE_MAX_KEY 255u
-#define PE_MAX_PAYLOAD (1u << 20)      /* one entry's payload, bytes */
 #define PE_MAX_BATCH 256u              /* entries in one append */
 #define PE_NO_EXPECT UINT64_MAX        /* no expected-last-seq precondition */
 #define PE_PRODUCER_LEN 16u
+
+/*
+ * Size limits: one limit, on the encoded command.
+ *
+ * Every call that changes a stream (pe_append, pe_delete) becomes one log
+ * command, and one command is carried whole by one Raft entry (the WAL
+ * record and the replication message carry the same bytes). So the one
+ * bound is PE_MAX_COMMAND, the Raft core's largest entry, on the encoded
+ * command; everything else derives from it:
+ *
+ *   append: PE_APPEND_BYTES(klen, count, payload_bytes)
+ *             = PE_APPEND_OVERHEAD(klen) + count * PE_ENTRY_OVERHEAD
+ *               + the sum of the entries' payload lengths
+ *           PE_APPEND_OVERHEAD(klen) = 38 + klen  (command kind 1, key
+ *             length 1, key, producer 16, timestamp 8, expected seq 8,
+ *             entry count 4)
+ *           PE_ENTRY_OVERHEAD = 8 per entry  (type 2, flags 2, length 4)
+ *   delete: PE_DELETE_BYTES(klen) = 10 + klen, always under the limit.
+ *
+ * What a caller may send:
+ *   - per call: an append whose PE_APPEND_BYTES is <= PE_MAX_COMMAND
+ *     (1 MiB) and 1..PE_MAX_BATCH entries;
+ *   - per entry: at most PE_MAX_PAYLOAD bytes of payload, which is what a
+ *     single-entry append with the longest key leaves (1 MiB - 301 bytes):
+ *     one entry of up to PE_MAX_PAYLOAD always fits, whatever the key.
+ * pe_append refuses anything larger with -PARLEY_ETOOBIG before anything
+ * is queued (the callback does not run); an accepted append never fails
+ * later for its size. pe_append_fits says in advance whether a batch fits.
+ */
+#define PE_MAX_COMMAND (1u << 20)      /* one encoded command = one Raft entry */
+#define PE_APPEND_OVERHEAD(klen) (38u + (uint32_t)(klen))
+#define PE_ENTRY_OVERHEAD 8u
+#define PE_APPEND_BYTES(klen, count, payload_bytes)                        \
+	((uint64_t)PE_APPEND_OVERHEAD(klen) +                               \
+	 (uint64_t)(count) * PE_ENTRY_OVERHEAD + (uint64_t)(payload_bytes))
+#define PE_DELETE_BYTES(klen) (10u + (uint32_t)(klen))
+#define PE_MAX_PAYLOAD                                                     \
+	(PE_MAX_COMMAND - PE_APPEND_OVERHEAD(PE_MAX_KEY) - PE_ENTRY_OVERHEAD)
 
 struct pe_engine;
 struct pe_sub;
@@ -373,11 +410,19 @@ typedef void (*pe_append_cb)(void *arg, const struct pe_append_result *r);
  * Appends a batch of entries to one stream, atomically. The callback runs
  * once, on the owning shard, after the batch is durable (or failed).
  * Returns 0 (queued; the callback will run) or a negative error and the
- * callback will NOT run: -PARLEY_EINVAL, -PARLEY_ETOOBIG, -PARLEY_EFULL
- * (queue full: back off and retry), -PARLEY_ECLOSED.
+ * callback will NOT run: -PARLEY_EINVAL, -PARLEY_ETOOBIG (over the size
+ * limits above: an entry over PE_MAX_PAYLOAD or the encoded batch over
+ * PE_MAX_COMMAND), -PARLEY_EFULL (queue full: back off and retry),
+ * -PARLEY_ECLOSED.
  */
 int pe_append(struct pe_engine *e, const struct pe_append_req *req,
 	      pe_append_cb cb, void *arg);
+/* True when an append of these entries under a key of klen bytes is
+ * within the size limits above (PE_APPEND_BYTES <= PE_MAX_COMMAND, every
+ * entry <= PE_MAX_PAYLOAD, 1..PE_MAX_BATCH entries, 1..PE_MAX_KEY key
+ * bytes): what pe_append checks before it queues anything. */
+bool pe_append_fits(size_t klen, const struct pe_input *entries,
+		    uint32_t count);
 /* Blocking wrapper; returns r.err (or the enqueue error) and fills *r. */
 int pe_append_sync(struct pe_engine *e, const struct pe_append_req *req,
 		   struct pe_append_result *r);

@@ -530,7 +530,8 @@ int seg_writer_add(struct seg_writer *w, const void *keyp, size_t klen,
 	if (w->err)
 		return w->err;
 	if (klen < 1 || klen > PE_MAX_KEY || e->seq == 0 ||
-	    e->len > PE_MAX_PAYLOAD || (e->len && !e->payload))
+	    e->len > PE_MAX_COMMAND /* SEG_MAX_BLOCK_RAW */ ||
+	    (e->len && !e->payload))
 		return -PARLEY_EINVAL;
 	bool newstream = true;
 	if (w->any) {

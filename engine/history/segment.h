@@ -117,8 +117,11 @@
 #define SEG_DEFAULT_BLOCK (48u * 1024) /* raw bytes per block (target) */
 #define SEG_MIN_BLOCK (1u * 1024)
 #define SEG_MAX_BLOCK (1u << 20)
-/* A block may exceed its target by one entry; this bounds any block. */
-#define SEG_MAX_BLOCK_RAW (SEG_MAX_BLOCK + PE_MAX_PAYLOAD + 4096u)
+/* A block may exceed its target by one entry; this bounds any block. An
+ * entry is bounded by the command that carried it (PE_MAX_COMMAND): logs
+ * written before PE_MAX_PAYLOAD was derived from it hold entries a little
+ * over PE_MAX_PAYLOAD. */
+#define SEG_MAX_BLOCK_RAW (SEG_MAX_BLOCK + PE_MAX_COMMAND + 4096u)
 #define SEG_DEFAULT_BLOOM_BITS 10u
 #define SEG_BLOCK_SEED 0x706c7365672d626bull /* "plseg-bk" */
 #define SEG_META_SEED 0x706c7365672d6d74ull  /* "plseg-mt" */

@@ -86,7 +86,7 @@ static int decode_append(const uint8_t *body, size_t len, struct cmd *d)
 		le_read16(&r);
 		le_read16(&r);
 		uint32_t n = le_read32(&r);
-		if (n > PE_MAX_PAYLOAD || !le_read_bytes(&r, n))
+		if (!le_read_bytes(&r, n)) /* bounded by the body only */
 			return -PARLEY_ECORRUPT;
 	}
 	if (!r.ok || r.off != r.len)

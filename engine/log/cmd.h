@@ -21,10 +21,17 @@
  * Contract
  *   1. cmd_decode validates the whole body (lengths, counts, every entry)
  *      before returning 0: a decoded command never over-reads and applies
- *      all or nothing. Anything else is -PARLEY_ECORRUPT.
+ *      all or nothing. Anything else is -PARLEY_ECORRUPT. It bounds the
+ *      body by CMD_MAX_BYTES and each entry only by the body: an entry of
+ *      a log written before PE_MAX_PAYLOAD was derived from the Raft
+ *      limit (up to 1 MiB under a short key) still decodes.
+ *   1a. cmd_append_size / cmd_append_encode refuse what could not be
+ *      proposed (the public limits, parley_engine.h): whatever they
+ *      encode, the Raft core takes.
  *   2. Encoding then decoding gives back every field; decoding a valid body
  *      and encoding its fields gives back the same bytes (one encoding per
- *      command: the codec is canonical).
+ *      command: the codec is canonical) — for every body within the
+ *      limits of 1a (a legacy one over them decodes but is not encoded).
  *   3. Pure: no allocation, no I/O, no clock; any thread.
  */
 #ifndef PARLEY_ENGINE_CMD_H
@@ -36,6 +43,8 @@
 
 #include "parley_common.h"
 #include "parley_engine.h"
+#include "raft.h"
+#include "wal.h"
 
 #define CMD_APPEND 1u
 #define CMD_DELETE 2u
@@ -45,10 +54,37 @@
 #define CMD_NOOP 3u
 #define CMD_CONF 4u
 
-#define CMD_MAX_BYTES (2u << 20)   /* one command's body, all entries */
+/*
+ * Sizes. One command travels as one Raft entry, u8 kind | body, so the
+ * Raft core's entry limit bounds the body: CMD_MAX_BYTES is that limit
+ * less the kind byte. The public limits of parley_engine.h (PE_MAX_COMMAND,
+ * PE_APPEND_OVERHEAD, PE_ENTRY_OVERHEAD, PE_DELETE_BYTES, PE_MAX_PAYLOAD)
+ * count the kind byte too; the static asserts below tie them to this
+ * codec and to the Raft core, so the limits cannot drift apart again
+ * (they did: an append could pass pe_append and fail later at propose).
+ */
+#define CMD_KIND_BYTES 1u          /* the entry's u8 kind before the body */
+#define CMD_MAX_BYTES (PE_MAX_COMMAND - CMD_KIND_BYTES) /* one body */
 #define CMD_APPEND_HDR(klen) (1u + (klen) + PE_PRODUCER_LEN + 8u + 8u + 4u)
 #define CMD_ENTRY_HDR 8u
 #define CMD_DELETE_BYTES(klen) (1u + (klen) + 8u)
+
+_Static_assert(PE_MAX_COMMAND == RAFT_MAX_ENTRY_BYTES,
+	       "one command is one Raft entry");
+_Static_assert(CMD_APPEND_HDR(1u) + CMD_KIND_BYTES == PE_APPEND_OVERHEAD(1u) &&
+		       CMD_APPEND_HDR(PE_MAX_KEY) + CMD_KIND_BYTES ==
+			       PE_APPEND_OVERHEAD(PE_MAX_KEY),
+	       "PE_APPEND_OVERHEAD is the APPEND header plus the kind byte");
+_Static_assert(CMD_ENTRY_HDR == PE_ENTRY_OVERHEAD, "per-entry overhead");
+_Static_assert(CMD_DELETE_BYTES(1u) + CMD_KIND_BYTES == PE_DELETE_BYTES(1u) &&
+		       CMD_DELETE_BYTES(PE_MAX_KEY) + CMD_KIND_BYTES ==
+			       PE_DELETE_BYTES(PE_MAX_KEY),
+	       "PE_DELETE_BYTES is the DELETE body plus the kind byte");
+_Static_assert(PE_DELETE_BYTES(PE_MAX_KEY) <= PE_MAX_COMMAND,
+	       "every delete fits");
+_Static_assert(PE_APPEND_BYTES(PE_MAX_KEY, 1u, PE_MAX_PAYLOAD) == PE_MAX_COMMAND,
+	       "one entry of PE_MAX_PAYLOAD fits under the longest key");
+_Static_assert(CMD_MAX_BYTES <= WAL_MAX_BODY, "a command fits a WAL record");
 
 /* A decoded command. Pointers point into the decoded body. */
 struct cmd {
@@ -79,9 +115,10 @@ struct cmd_entry_iter {
 	uint32_t left;
 };
 
-/* Bytes an APPEND of these entries takes, or 0 when it cannot be encoded
- * (bad key length, count, an entry over PE_MAX_PAYLOAD, or over
- * CMD_MAX_BYTES). */
+/* Bytes an APPEND body of these entries takes (without the kind byte), or
+ * 0 when it cannot be proposed (bad key length, count, an entry over
+ * PE_MAX_PAYLOAD, or a body over CMD_MAX_BYTES: the entry over
+ * PE_MAX_COMMAND). */
 size_t cmd_append_size(size_t klen, const struct pe_input *in, uint32_t count);
 /* Encodes an APPEND into buf (cap >= cmd_append_size). Returns the bytes
  * written or -PARLEY_EINVAL / -PARLEY_ETOOBIG. */

@@ -21,6 +21,7 @@ struct esim_stats {
 	uint64_t flip_damage; /* a detected flip whose loss outlived its repair */
 	uint64_t subs, sub_entries;
 	uint64_t idem_bounded; /* seeds run with a small idempotency table */
+	uint64_t refused; /* appends over the size limit, refused at once */
 };
 
 /* Runs one seed for `steps` workload steps; adds to *st. Returns 0, or
@@ -34,5 +35,20 @@ int esim_run(uint64_t seed, uint32_t steps, int verbose,
  * length, PARLEY_ESIM_VERBOSE=1 a line per step, 2 also one per append) and prints totals. */
 int esim_main(const char *name, uint64_t base, uint64_t n, uint32_t steps,
 	      bool replay);
+
+/* A seed that once found a bug, run for `steps` steps (just past the
+ * step where it failed: a run's first k steps do not depend on its
+ * length), with extra settings (flips per 1000 steps, as
+ * PARLEY_ESIM_FLIP_PM). */
+struct esim_case {
+	uint64_t seed;
+	uint32_t steps;
+	uint32_t flip_pm;
+	const char *why; /* the bug, for the log */
+};
+
+/* Runs every case (PARLEY_ESIM_SEED=<n> only that one of them); prints
+ * totals. Exits 1 on the first failure, like esim_main. */
+int esim_cases(const char *name, const struct esim_case *cases, uint32_t n);
 
 #endif

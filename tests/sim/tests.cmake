@@ -12,6 +12,8 @@ set_tests_properties(sim_test_sim_long PROPERTIES LABELS "sim;long"
 # The engine simulator (engine_sim.c): the real engine on the in-memory
 # backend under a seeded workload with crashes and disk faults.
 # test_engine_sim: a bounded number of seeds (make test);
+# test_engine_sim_regress: seeds that once found a bug, run just past the
+# failing step (make test);
 # test_engine_sim_long: many more (label "long", make test-long).
 # PARLEY_ESIM_SEED=<n> replays one seed.
 target_sources(parley_sim PRIVATE ${CMAKE_CURRENT_LIST_DIR}/engine_sim.c)

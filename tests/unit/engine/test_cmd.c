@@ -116,7 +116,7 @@ Test(cmd, bounds_are_enforced_both_ways)
 	cr_assert_eq(cmd_decode(CMD_APPEND, b2, len, &c), -PARLEY_ECORRUPT);
 	le_put32(b2 + coff, PE_MAX_BATCH + 1);
 	cr_assert_eq(cmd_decode(CMD_APPEND, b2, len, &c), -PARLEY_ECORRUPT);
-	/* an entry length over PE_MAX_PAYLOAD */
+	/* an entry length past the end of the body */
 	memcpy(b2, buf, len);
 	le_put32(b2 + coff + 4 + 4, PE_MAX_PAYLOAD + 1);
 	cr_assert_eq(cmd_decode(CMD_APPEND, b2, len, &c), -PARLEY_ECORRUPT);
@@ -135,6 +135,80 @@ Test(cmd, bounds_are_enforced_both_ways)
 	cr_assert_gt(cmd_append_size(6, many, 1), 0);
 	cr_assert_lt(cmd_append_encode(buf, 10, "c/room", 6, producer, 0, 0,
 				       &one, 1), 0);
+}
+
+/* The encoder's bound is the Raft entry: kind byte + body <= PE_MAX_COMMAND
+ * = RAFT_MAX_ENTRY_BYTES (parley_engine.h, "Size limits"). */
+Test(cmd, the_encoded_command_is_bounded_by_the_raft_entry)
+{
+	cr_assert_eq(CMD_MAX_BYTES + CMD_KIND_BYTES, RAFT_MAX_ENTRY_BYTES);
+	static uint8_t payload[PE_MAX_PAYLOAD];
+	/* two entries under "c/room" filling the entry exactly */
+	uint32_t total = PE_MAX_COMMAND - PE_APPEND_OVERHEAD(6) -
+			 2 * PE_ENTRY_OVERHEAD;
+	struct pe_input two[2] = {{.len = total / 2, .payload = payload},
+				  {.len = total - total / 2, .payload = payload}};
+	cr_assert_eq(cmd_append_size(6, two, 2), CMD_MAX_BYTES);
+	cr_assert(pe_append_fits(6, two, 2));
+	two[1].len++;
+	cr_assert_eq(cmd_append_size(6, two, 2), 0, "one byte over");
+	cr_assert_not(pe_append_fits(6, two, 2));
+	uint8_t *buf = malloc(CMD_MAX_BYTES + 1);
+	cr_assert_not_null(buf);
+	cr_assert_eq(cmd_append_encode(buf, CMD_MAX_BYTES + 1, "c/room", 6,
+				       producer, 0, 0, two, 2),
+		     -PARLEY_ETOOBIG);
+	/* the largest entry under the longest key: exactly the limit */
+	char key[PE_MAX_KEY];
+	memset(key, 'k', sizeof key);
+	struct pe_input one = {.len = PE_MAX_PAYLOAD, .payload = payload};
+	cr_assert_eq(cmd_append_size(PE_MAX_KEY, &one, 1), CMD_MAX_BYTES);
+	cr_assert_eq(cmd_append_encode(buf, CMD_MAX_BYTES, key, PE_MAX_KEY,
+				       producer, 0, 0, &one, 1),
+		     (int64_t)CMD_MAX_BYTES);
+	struct cmd c;
+	cr_assert_eq(cmd_decode(CMD_APPEND, buf, CMD_MAX_BYTES, &c), 0);
+	/* a body over CMD_MAX_BYTES never decodes */
+	cr_assert_eq(cmd_decode(CMD_APPEND, buf, CMD_MAX_BYTES + 1, &c),
+		     -PARLEY_ECORRUPT);
+	free(buf);
+}
+
+/* A log written while entries up to 1 MiB passed pe_append holds entries a
+ * little over today's PE_MAX_PAYLOAD (under a short key, in a command the
+ * Raft core took): they still decode, so recovery reads them; only
+ * proposing such a command again is refused. */
+Test(cmd, an_entry_over_the_payload_limit_in_a_stored_command_decodes)
+{
+	static uint8_t payload[PE_MAX_PAYLOAD + 200];
+	uint32_t len = PE_MAX_PAYLOAD + 200;
+	uint32_t body = CMD_APPEND_HDR(1) + CMD_ENTRY_HDR + len;
+	cr_assert_leq(body, CMD_MAX_BYTES);
+	uint8_t *b = malloc(body);
+	cr_assert_not_null(b);
+	b[0] = 1;
+	b[1] = 'k';
+	memcpy(b + 2, producer, PE_PRODUCER_LEN);
+	le_put64(b + 2 + 16, 99);
+	le_put64(b + 2 + 24, PE_NO_EXPECT);
+	le_put32(b + 2 + 32, 1);
+	uint8_t *e = b + CMD_APPEND_HDR(1);
+	le_put16(e, 5);
+	le_put16(e + 2, 0);
+	le_put32(e + 4, len);
+	memset(payload, 0xab, len);
+	memcpy(e + 8, payload, len);
+	struct cmd c;
+	cr_assert_eq(cmd_decode(CMD_APPEND, b, body, &c), 0);
+	struct cmd_entry_iter it;
+	struct cmd_entry ce;
+	cmd_entry_iter_init(&it, &c);
+	cr_assert(cmd_entry_next(&it, &ce));
+	cr_assert_eq(ce.len, len);
+	cr_assert_eq(ce.payload[len - 1], 0xab);
+	struct pe_input in = {.len = len, .payload = payload};
+	cr_assert_eq(cmd_append_size(1, &in, 1), 0);
+	free(b);
 }
 
 Test(cmd, stamp_changes_only_the_timestamp)
