@@ -142,7 +142,8 @@ struct idem {
 enum part_flush_state {
 	FLUSH_IDLE = 0,
 	FLUSH_RUNNING,  /* frozen memtable being written by the flush worker */
-	FLUSH_DEFERRED, /* written; its store waits for a compaction's store */
+	FLUSH_DEFERRED, /* written (or failed); its store (or finish) waits
+			   for a compaction's store */
 	FLUSH_STORING,  /* the flush worker stores the new HISTORY manifest */
 };
 enum part_compact_state {
@@ -201,9 +202,17 @@ struct part {
 	/* membership changes (log/part_conf.c, contract item 12) */
 	struct req *conf_req;   /* REQ_CONF queued, not proposed yet */
 	struct req *conf_wait;  /* proposed at (index, term): awaits apply */
-	bool conf_have;         /* <data>/conf/<partition> holds conf_stored */
-	uint64_t conf_index;    /* ... as of this log index */
+	bool conf_have;         /* conf_stored is the newest applied (or
+				   stored) configuration, as of conf_index */
+	uint64_t conf_index;
 	struct raft_conf conf_stored;
+	bool conf_unstored;     /* conf_stored is not yet in <data>/conf/<p>:
+				   the next flush store writes it first */
+	/* the flush store's copy (set on the shard before HJOB_FLUSH_STORE,
+	 * written by the flush worker before the manifest) */
+	bool fconf;
+	uint64_t fconf_index;
+	struct raft_conf fconf_c;
 	struct raft_conf conf_pubbed; /* last published (shard thread) */
 	_Atomic uint64_t pub_conf_seq; /* seqlock: odd while writing */
 	_Atomic uint64_t pub_conf_n;   /* members */
@@ -575,6 +584,9 @@ int part_conf_write(struct pio *io, const char *datadir, uint32_t part,
 		    uint64_t index, const struct raft_conf *conf);
 void part_conf_set(struct part *p, uint64_t index, const struct raft_conf *c);
 bool part_conf_stale(const struct part *p, uint64_t index);
+void part_conf_flush_begin(struct part *p);
+int part_conf_flush_write(struct pe_engine *e, struct part *p);
+void part_conf_flush_done(struct part *p, int rc);
 const struct raft_conf *part_conf_boot(const struct part *p);
 void part_conf_req(struct shard *sh, struct req *r);
 uint64_t part_conf_propose(struct part *p);

@@ -10,10 +10,13 @@
  *     Raft core rebuilds its conf from them at raft_new, part_raft.c);
  *   - the history tier does not know them, and the WAL records of a
  *     partition are released once history covers them. So when a conf
- *     entry is applied, the configuration after it is stored in
- *     <data>/conf/<partition> (pio_file_replace: atomic, durable) on the
- *     shard thread before apply returns. A flush only ever covers applied
- *     entries, so the file is durable before the record can be released;
+ *     entry is applied, the configuration after it becomes the
+ *     partition's newest (conf_stored, in memory, conf_unstored), and the
+ *     next flush's manifest store writes it to <data>/conf/<partition>
+ *     (pio_file_replace: atomic, durable) first, on the flush worker
+ *     (part_conf_flush_write, engine/history/hist_job.c): the WAL records
+ *     are released only after that store, and a failed conf write fails
+ *     the flush. Nothing of this runs on the shard thread;
  *   - a snapshot carries the configuration in its meta; a follower's
  *     install job stores it here (index = the snapshot's, part_conf_write
  *     off the shard thread) before the install's commit point (INSTALL,
@@ -114,6 +117,7 @@ static int conf_decode(const struct part *p, const uint8_t *b, size_t len,
 int part_conf_load(struct pe_engine *e, struct part *p)
 {
 	p->conf_have = false;
+	p->conf_unstored = false;
 	p->conf_index = 0;
 	char dir[600], tmp[700], fin[700];
 	conf_paths(e->dir, p->id, dir, sizeof dir, tmp, sizeof tmp, fin,
@@ -186,18 +190,45 @@ bool part_conf_stale(const struct part *p, uint64_t index)
 	return !p->conf_have || index > p->conf_index;
 }
 
-/* An applied conf entry's configuration, stored on the shard thread: one
- * small atomic file replace per membership change of the partition,
- * which must be durable before a flush can cover the entry. */
+/* An applied conf entry's configuration becomes the partition's newest;
+ * the next flush store writes it (durable before a flush can cover the
+ * entry and release its WAL record). */
 int part_conf_store(struct pe_engine *e, struct part *p, uint64_t index,
 		    const struct raft_conf *conf)
 {
 	if (e->opt.read_only || !part_conf_stale(p, index))
-		return 0; /* already stored (as of a later index) */
-	int rc = part_conf_write(e->io, e->dir, p->id, index, conf);
-	if (!rc)
-		part_conf_set(p, index, conf);
-	return rc;
+		return 0; /* known already (as of a later index) */
+	part_conf_set(p, index, conf);
+	p->conf_unstored = true;
+	return 0;
+}
+
+/* Shard thread, as a flush's manifest store is handed to the flush
+ * worker: the configuration it is to write first, if one is unstored. */
+void part_conf_flush_begin(struct part *p)
+{
+	p->fconf = p->conf_unstored;
+	if (p->fconf) {
+		p->fconf_index = p->conf_index;
+		p->fconf_c = p->conf_stored;
+	}
+}
+
+/* The flush worker, before the manifest store: 0 or the write's error
+ * (the flush then fails and the WAL keeps the entry). */
+int part_conf_flush_write(struct pe_engine *e, struct part *p)
+{
+	if (!p->fconf)
+		return 0;
+	return part_conf_write(e->io, e->dir, p->id, p->fconf_index, &p->fconf_c);
+}
+
+/* Shard thread, the flush store back (rc its result). */
+void part_conf_flush_done(struct part *p, int rc)
+{
+	if (p->fconf && !rc && p->conf_index == p->fconf_index)
+		p->conf_unstored = false; /* no newer change meanwhile */
+	p->fconf = false;
 }
 
 /* ---- requests ---------------------------------------------------------------- */

@@ -1595,8 +1595,11 @@ static void store_done(struct shard *sh, struct part *p, struct snap_job *j)
 	int rc = j->rc;
 	struct snap_in *in = p->snap_in;
 	PARLEY_ASSERT(in == j->in);
-	if (j->conf_stored) /* the file holds it, whatever came next */
+	if (j->conf_stored) { /* the file holds it, whatever came next */
 		part_conf_set(p, j->index, &j->conf);
+		if (p->conf_index == j->index)
+			p->conf_unstored = false;
+	}
 	if (rc && !j->committed) {
 		PLOG_E("engine", j->install ? "received snapshot refused"
 					    : "snapshot chunk not stored",

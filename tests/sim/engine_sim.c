@@ -109,6 +109,13 @@
  *     refuses an entry over 1 MiB at propose. Fixed by one limit, the
  *     Raft entry, checked in pe_append (parley_engine.h, "Size limits");
  *     test_engine_limits, and the seed in test_engine_sim_regress.
+ *   - A flush that failed while a compaction's manifest store was in
+ *     flight (long tier seed 100394, step 516): hist_job_done finished it
+ *     at once, under the store, and part_flush_finish's assertion
+ *     (flush_st != FLUSH_IDLE && compact_st != COMPACT_STORING) aborted.
+ *     A failed flush now waits in FLUSH_DEFERRED like a written one, and
+ *     part_compact_stored resumes it; the seed in
+ *     test_engine_sim_regress.
  * Deliberately broken engines it catches (tried by hand): the flush
  * commit dropping deleted entries it did not write (above); a WAL batch
  * acknowledged without its fdatasync (seed 1, step 3: the lost records

@@ -13,6 +13,10 @@ static const struct esim_case cases[] = {
 	/* pe_append accepted a command over the Raft entry limit, which then
 	 * failed in its callback with -PARLEY_ETOOBIG (step 984) */
 	{100169, 990, 0, "append over the size limit refused at once"},
+	/* a flush that failed while a compaction's manifest store was in
+	 * flight finished under it: assertion in part_flush_finish (step
+	 * 516, right after "flush p2 started") */
+	{100394, 530, 0, "a failed flush waits for a compaction's store"},
 	/* a bounded idempotency table rebuilt differently at open */
 	{22, 250, 0, "bounded idempotency table across a reopen"},
 };

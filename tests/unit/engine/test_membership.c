@@ -828,7 +828,11 @@ Test(membership, uncommitted_change_of_a_deposed_leader_is_dropped)
 	cr_assert(atomic_load(&c.done), "the deposed leader never answered");
 	cr_assert_eq(c.r.err, -PARLEY_ENOTLEADER, "%s", parley_errname(c.r.err));
 	struct cack c2 = {0};
-	for (int attempt = 0; attempt < 200; attempt++) {
+	/* EAGAIN until the new leader committed an entry of its term: a
+	 * tick (16 pumps) between tries, so a loaded machine gets the same
+	 * number of ticks as a quiet one (200 tries without a pause between
+	 * them ran out in a loaded full suite) */
+	for (int attempt = 0; attempt < 2000; attempt++) {
 		c2 = (struct cack){0};
 		cr_assert_eq(pe_partition_conf_change(nodes[nl].e, part,
 						      PE_CONF_ADD_LEARNER, 4,
@@ -837,6 +841,8 @@ Test(membership, uncommitted_change_of_a_deposed_leader_is_dropped)
 			pump();
 		if (c2.r.err != -PARLEY_EAGAIN)
 			break;
+		for (int k = 0; k < 16; k++)
+			pump();
 	}
 	cr_assert_eq(c2.r.err, 0, "%s", parley_errname(c2.r.err));
 	isolated = -1;
