@@ -85,30 +85,10 @@ done
 # ---- 3. certificates and the JWT secret ---------------------------------------
 DEV="$DATA/dev"
 mkdir -p "$DATA"
-if [ ! -f "$DEV/server.pem" ] || [ ! -f "$DEV/server.key" ] || \
-   [ ! -f "$DEV/ca.pem" ] || [ ! -f "$DEV/jwt.secret" ]; then
-  say "creating a development CA, server certificate and JWT secret in $DEV"
-  mkdir -p "$DEV"
-  chmod 700 "$DEV"
-  (
-    cd "$DEV"
-    umask 077
-    [ -f ca.key ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-      -nodes -keyout ca.key -out ca.pem -days 825 -subj "/CN=parley development CA" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-      -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-      -out server.pem -days 825 -extfile server.ext 2>/dev/null
-    rm -f server.csr server.ext
-    [ -f jwt.secret ] || openssl rand -hex 32 | tr -d '\n' > jwt.secret
-  )
-fi
+bash "$HERE/dev-server-certs.sh" "$DEV" | sed "s/^/run-cluster: /" ||
+  die "could not create the development credentials in $DEV"
 bash "$HERE/dev-cluster-certs.sh" "$DEV" "$N" >/dev/null ||
   die "could not create the node certificates in $DEV"
-for f in ca.pem server.pem server.key jwt.secret; do
-  [ -f "$DEV/$f" ] || die "$DEV/$f could not be created (is openssl installed?)"
-done
 
 # ---- 4. start every node, wait until all are ready ---------------------------
 ABS_DATA=$(cd "$DATA" && pwd)

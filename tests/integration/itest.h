@@ -777,6 +777,51 @@ static __attribute__((unused)) void it_server_start_ready(struct it_server *s)
 	it_fail(__FILE__, __LINE__, "parleyd never became ready");
 }
 
+/* A script or other child whose stdout+stderr the test reads
+ * (test_run_dev.c, test_run_cluster.c start it in its own process
+ * group). */
+struct it_proc {
+	pid_t pid;
+	int fd; /* stdout+stderr */
+	char out[65536];
+	size_t len;
+};
+
+/* Reads p's output until text shows up (1) or the process ends / the
+ * timeout passes (0). */
+static __attribute__((unused)) int it_proc_wait_for(struct it_proc *p,
+						    const char *text,
+						    int timeout_ms)
+{
+	for (int ms = 0; ms < timeout_ms; ms += 50) {
+		if (strstr(p->out, text))
+			return 1;
+		struct pollfd pf = {p->fd, POLLIN, 0};
+		if (poll(&pf, 1, 50) > 0) {
+			ssize_t r = read(p->fd, p->out + p->len,
+					 sizeof p->out - 1 - p->len);
+			if (r <= 0)
+				return strstr(p->out, text) != NULL;
+			p->len += (size_t)r;
+			p->out[p->len] = 0;
+		}
+	}
+	return strstr(p->out, text) != NULL;
+}
+
+/* p's exit status (128 + signal when killed), or -1 after timeout_ms. */
+static __attribute__((unused)) int it_proc_wait_exit(struct it_proc *p,
+						     int timeout_ms)
+{
+	for (int ms = 0; ms < timeout_ms; ms += 20) {
+		int st;
+		if (waitpid(p->pid, &st, WNOHANG) == p->pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		it_sleep_ms(20);
+	}
+	return -1;
+}
+
 /* The value of the sample `name` (labels included, as written, e.g.
  * `x_count{stage="sync"}`) in a /metrics text; fails the test when it is
  * missing. */

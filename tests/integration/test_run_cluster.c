@@ -23,12 +23,6 @@
 #define NODES 3
 #define PER_PHASE 10
 
-struct proc {
-	pid_t pid;
-	int fd; /* stdout+stderr */
-	char out[65536];
-	size_t len;
-};
 
 static pid_t group; /* the script's process group: killed at exit */
 static char data_dir[512];
@@ -71,7 +65,7 @@ static uint16_t free_base(void)
 	return 0;
 }
 
-static void start(struct proc *p, const char *data, uint16_t base)
+static void start(struct it_proc *p, const char *data, uint16_t base)
 {
 	memset(p, 0, sizeof *p);
 	int fds[2];
@@ -104,36 +98,6 @@ static void start(struct proc *p, const char *data, uint16_t base)
 	p->fd = fds[0];
 	setpgid(p->pid, p->pid);
 	group = p->pid;
-}
-
-/* Read until text shows up (1) or the process ends / timeout (0). */
-static int wait_for(struct proc *p, const char *text, int timeout_ms)
-{
-	for (int ms = 0; ms < timeout_ms; ms += 50) {
-		if (strstr(p->out, text))
-			return 1;
-		struct pollfd pf = {p->fd, POLLIN, 0};
-		if (poll(&pf, 1, 50) > 0) {
-			ssize_t r = read(p->fd, p->out + p->len,
-					 sizeof p->out - 1 - p->len);
-			if (r <= 0)
-				return strstr(p->out, text) != NULL;
-			p->len += (size_t)r;
-			p->out[p->len] = 0;
-		}
-	}
-	return strstr(p->out, text) != NULL;
-}
-
-static int wait_exit(struct proc *p, int timeout_ms)
-{
-	for (int ms = 0; ms < timeout_ms; ms += 20) {
-		int st;
-		if (waitpid(p->pid, &st, WNOHANG) == p->pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		it_sleep_ms(20);
-	}
-	return -1;
 }
 
 /* The value of a partition-0 gauge on node i's /metrics (-1: no answer). */
@@ -218,9 +182,9 @@ int main(void)
 	uint16_t base = free_base();
 
 	/* 1. the banner, once every node is ready */
-	struct proc p;
+	struct it_proc p;
 	start(&p, data_dir, base);
-	IT_CHECK(wait_for(&p, "Ctrl-C here stops every node", 120000),
+	IT_CHECK(it_proc_wait_for(&p, "Ctrl-C here stops every node", 120000),
 		 "no banner:\n%s", p.out);
 	pid_t pid[NODES + 1] = {0};
 	for (int i = 1; i <= NODES; i++) {
@@ -293,8 +257,8 @@ int main(void)
 
 	/* 3. Ctrl-C: every node stops, the restarted one too */
 	kill(p.pid, SIGTERM);
-	int rc = wait_exit(&p, 60000);
-	wait_for(&p, "\n\n\n", 200);
+	int rc = it_proc_wait_exit(&p, 60000);
+	it_proc_wait_for(&p, "\n\n\n", 200);
 	IT_CHECK(rc == 0, "run-cluster after SIGTERM: exit %d\n%s", rc, p.out);
 	for (int tries = 0; tries < 500; tries++) { /* the restarted node: ~10 s */
 		bool up = false;

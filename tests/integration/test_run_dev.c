@@ -12,12 +12,6 @@
  */
 #include "itest.h"
 
-struct proc {
-	pid_t pid;
-	int fd; /* stdout+stderr */
-	char out[65536];
-	size_t len;
-};
 
 static pid_t group; /* the script's process group: killed at exit */
 
@@ -27,7 +21,7 @@ static void kill_group(void)
 		kill(-group, SIGKILL);
 }
 
-static void start(struct proc *p, const char *data, uint16_t port, uint16_t tport,
+static void start(struct it_proc *p, const char *data, uint16_t port, uint16_t tport,
 		  uint16_t aport)
 {
 	memset(p, 0, sizeof *p);
@@ -66,35 +60,6 @@ static void start(struct proc *p, const char *data, uint16_t port, uint16_t tpor
 	group = p->pid;
 }
 
-/* Read until text shows up (1) or the process ends / timeout (0). */
-static int wait_for(struct proc *p, const char *text, int timeout_ms)
-{
-	for (int ms = 0; ms < timeout_ms; ms += 50) {
-		if (strstr(p->out, text))
-			return 1;
-		struct pollfd pf = {p->fd, POLLIN, 0};
-		if (poll(&pf, 1, 50) > 0) {
-			ssize_t r = read(p->fd, p->out + p->len, sizeof p->out - 1 - p->len);
-			if (r <= 0)
-				return strstr(p->out, text) != NULL;
-			p->len += (size_t)r;
-			p->out[p->len] = 0;
-		}
-	}
-	return strstr(p->out, text) != NULL;
-}
-
-static int wait_exit(struct proc *p, int timeout_ms)
-{
-	for (int ms = 0; ms < timeout_ms; ms += 20) {
-		int st;
-		if (waitpid(p->pid, &st, WNOHANG) == p->pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		it_sleep_ms(20);
-	}
-	return -1;
-}
-
 static uint16_t listen_on(int *fd)
 {
 	*fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -120,10 +85,10 @@ int main(void)
 	/* 1. the TLS port is taken */
 	int busy_fd;
 	uint16_t busy = listen_on(&busy_fd);
-	struct proc p;
+	struct it_proc p;
 	start(&p, it_path("data-busy"), port, busy, aport);
-	int rc = wait_exit(&p, 60000);
-	wait_for(&p, "\n\n\n", 200); /* collect what is left */
+	int rc = it_proc_wait_exit(&p, 60000);
+	it_proc_wait_for(&p, "\n\n\n", 200); /* collect what is left */
 	char want[64];
 	snprintf(want, sizeof want, "port %u is already in use", busy);
 	IT_CHECK(rc == 1, "busy port: exit %d\n%s", rc, p.out);
@@ -136,7 +101,7 @@ int main(void)
 
 	/* 2. a normal start */
 	start(&p, it_path("data"), port, tport, aport);
-	IT_CHECK(wait_for(&p, "Ctrl-C here stops the server", 120000), "no banner:\n%s", p.out);
+	IT_CHECK(it_proc_wait_for(&p, "Ctrl-C here stops the server", 120000), "no banner:\n%s", p.out);
 	/* the banner means ready: the plain port accepts right now */
 	int fd = it_tcp_connect(port);
 	IT_CHECK(fd >= 0, "banner printed before the server accepts");
@@ -162,7 +127,7 @@ int main(void)
 
 	/* Ctrl-C in a terminal reaches the script; it stops parleyd gracefully */
 	kill(p.pid, SIGTERM);
-	rc = wait_exit(&p, 60000);
+	rc = it_proc_wait_exit(&p, 60000);
 	IT_CHECK(rc == 0, "run-dev after SIGTERM: exit %d\n%s", rc, p.out);
 	IT_CHECK(it_tcp_connect(port) < 0, "parleyd is gone after the script");
 	close(p.fd);
