@@ -787,13 +787,20 @@ struct pe_raft_status {
 	uint32_t nvoters, nlearners;
 	uint64_t voters[PE_MAX_VOTERS];
 	uint64_t learners[PE_MAX_VOTERS];
-	/* on the leader: the highest log index each of them is known to hold
-	 * durably (its own: its durable last index), so a caller can promote
-	 * a learner once it caught up (learner_match >= commit); 0 on other
-	 * nodes or while unknown */
-	uint64_t voter_match[PE_MAX_VOTERS];
-	uint64_t learner_match[PE_MAX_VOTERS];
+	/* How far each of them caught up, as the leader knows it: members[]
+	 * above (match; a caller promotes a learner once its match reaches
+	 * the commit index). */
 };
+/* The leader's view of how far `node` caught up (its members[] match);
+ * 0 on a node that is not the leader or for a node not in the group. */
+static inline uint64_t pe_raft_member_match(const struct pe_raft_status *st,
+					    uint64_t node)
+{
+	for (uint32_t i = 0; i < st->n_members; i++)
+		if (st->members[i].node == node)
+			return st->members[i].match;
+	return 0;
+}
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);
 /* Contract item 12: a membership change of one partition's group. */

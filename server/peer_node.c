@@ -592,7 +592,7 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 			uint32_t at;
 			if (pe_raft_status(nd->e, p, &st) ||
 			    (conf_has(st.learners, st.nlearners, id, &at) &&
-			     st.learner_match[at] < st.commit))
+			     pe_raft_member_match(&st, id) < st.commit))
 				behind++;
 		}
 		if (!behind)

@@ -218,7 +218,6 @@ struct part {
 	_Atomic uint64_t pub_conf_n;   /* members */
 	_Atomic uint64_t pub_conf_ids[RAFT_MAX_MEMBERS];
 	_Atomic uint64_t pub_conf_roles[RAFT_MAX_MEMBERS];
-	_Atomic uint64_t pub_conf_match[RAFT_MAX_MEMBERS]; /* leader's view */
 	/* catch-up by snapshot (log/part_snap.c) */
 	struct snap_out *snap_out; /* leader: the image followers are sent */
 	struct snap_in *snap_in;   /* follower: the snapshot being received */

@@ -428,12 +428,6 @@ bool part_conf_msg_ok(const struct part *p, const struct raft_msg *m)
 void part_conf_publish(struct part *p)
 {
 	const struct raft_conf *c = raft_conf(p->raft);
-	/* the leader's view of each member's match (raft_peer_match): not
-	 * under the seqlock, a little newer or older than the ids at worst */
-	for (uint32_t i = 0; i < c->n; i++)
-		atomic_store_explicit(&p->pub_conf_match[i],
-				      raft_peer_match(p->raft, c->ids[i]),
-				      memory_order_relaxed);
 	struct raft_conf *o = &p->conf_pubbed;
 	if (o->n == c->n && !memcmp(o->ids, c->ids, c->n * sizeof c->ids[0]) &&
 	    !memcmp(o->roles, c->roles, c->n))

@@ -535,12 +535,9 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		uint32_t n = (uint32_t)atomic_load_explicit(
 			&p->pub_conf_n, memory_order_relaxed);
 		uint64_t ids[RAFT_MAX_MEMBERS], roles[RAFT_MAX_MEMBERS];
-		uint64_t match[RAFT_MAX_MEMBERS];
 		if (n > RAFT_MAX_MEMBERS)
 			n = RAFT_MAX_MEMBERS;
 		for (uint32_t i = 0; i < n; i++) {
-			match[i] = atomic_load_explicit(&p->pub_conf_match[i],
-							memory_order_relaxed);
 			ids[i] = atomic_load_explicit(&p->pub_conf_ids[i],
 						      memory_order_relaxed);
 			roles[i] = atomic_load_explicit(&p->pub_conf_roles[i],
@@ -555,16 +552,13 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		for (uint32_t i = 0; i < n; i++) {
 			bool v = roles[i] == RAFT_VOTER;
 			uint64_t *arr = v ? out->voters : out->learners;
-			uint64_t *mat = v ? out->voter_match : out->learner_match;
 			uint32_t *cnt = v ? &out->nvoters : &out->nlearners;
 			uint32_t k = (*cnt)++;
 			while (k && arr[k - 1] > ids[i]) { /* ascending */
 				arr[k] = arr[k - 1];
-				mat[k] = mat[k - 1];
 				k--;
 			}
 			arr[k] = ids[i];
-			mat[k] = match[i];
 		}
 		break;
 	}

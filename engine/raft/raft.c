@@ -1783,14 +1783,6 @@ bool raft_peer_current(struct raft *r, uint64_t id)
 	return p && p->match > 0 && raft_term_at(r, p->match) == r->hs.term;
 }
 
-uint64_t raft_peer_match(struct raft *r, uint64_t id)
-{
-	if (r->role != RAFT_LEADER)
-		return 0;
-	const struct raft_progress *p = pr_find(r, id);
-	return p ? p->match : 0;
-}
-
 int raft_transfer(struct raft *r, uint64_t to)
 {
 	PARLEY_ASSERT(!r->in_ready);

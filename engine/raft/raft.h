@@ -450,11 +450,6 @@ int raft_transfer(struct raft *r, uint64_t to);
  * on a follower, for an unknown id, or for a peer not heard from since
  * the election. */
 bool raft_peer_current(struct raft *r, uint64_t id);
-/* Leader only: the highest index member `id` is known to hold durably
- * (its acknowledged match; this node's own durable last index for its
- * own id); 0 on a follower or for an unknown id. How a caller tells that
- * a learner caught up before promoting it. */
-uint64_t raft_peer_match(struct raft *r, uint64_t id);
 /* ReadIndex: the result comes back in a ready's reads with the same ctx.
  * Works on a follower too (forwarded to the leader). */
 int raft_read_index(struct raft *r, uint64_t ctx);

@@ -604,10 +604,10 @@ static void grow_and_shrink(int gone)
 			struct pe_raft_status ls = l >= 0 ? status(l, p)
 							  : (struct pe_raft_status){0};
 			ok = l >= 0 && ls.nlearners == 1 &&
-			     ls.learner_match[0] == ls.commit &&
+			     pe_raft_member_match(&ls, ls.learners[0]) == ls.commit &&
 			     ls.commit == ls.last_index;
 			for (uint32_t k = 0; ok && k < ls.nvoters; k++)
-				ok = ls.voter_match[k] == ls.commit ||
+				ok = pe_raft_member_match(&ls, ls.voters[k]) == ls.commit ||
 				     ls.voters[k] == nodes[gone].id;
 			if (!ok)
 				pump();
@@ -615,7 +615,7 @@ static void grow_and_shrink(int gone)
 		cr_assert(ok, "partition %u: leader never saw the learner "
 			  "caught up", p);
 		struct pe_raft_status fs = status(3, p);
-		cr_assert_eq(fs.learner_match[0], 0, "a follower knows no match");
+		cr_assert_eq(fs.n_members, 0, "a follower knows no match");
 	}
 	for (uint32_t p = 0; p < NPARTS; p++)
 		conf_change(p, PE_CONF_PROMOTE, 4, 10);

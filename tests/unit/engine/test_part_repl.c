@@ -734,7 +734,10 @@ Test(repl, chunked_snapshot_over_a_lossy_link)
 	}
 	struct pe_raft_status f = snap_sum(2);
 	cr_assert_gt(f.snap_installed, 0);
-	cr_assert_gt(f.snap_received_bytes, 2u * RAFT_MAX_CHUNK_BYTES,
+	/* more than one chunk: how much of the 480 KB is in history when
+	 * the image is taken (flushes run as they run) moved it between
+	 * 90 KB and over 2 chunks under load, so "several" is "> 1" */
+	cr_assert_gt(f.snap_received_bytes, RAFT_MAX_CHUNK_BYTES,
 		     "the snapshots took %llu bytes: not several chunks",
 		     (unsigned long long)f.snap_received_bytes);
 	for (int i = 0; i < NN; i++)
