@@ -258,6 +258,25 @@ static int open_peer(struct cli *cli, const char *peer, char *conv, size_t cap)
 	return 0;
 }
 
+/* For reading only: a 1:1 conversation's id is the pair of user ids
+ * (parley_proto_dm_conv_id), so no CONV_OPEN — a write, which a
+ * cluster's follower refuses (NOTLEADER) — is needed to read it. A group
+ * id is used as it is. */
+static int read_conv_of(struct cli *cli, const char *peer, char *conv,
+			size_t cap)
+{
+	if (cli_is_group_id(peer)) {
+		snprintf(conv, cap, "%s", peer);
+		return 0;
+	}
+	const char *me = parley_client_user_id(cli->c);
+	if (!me)
+		return -PARLEY_EINVAL;
+	int r = parley_proto_dm_conv_id(me, strlen(me), peer, strlen(peer),
+					conv, cap);
+	return r < 0 ? r : 0;
+}
+
 /* The words of `send` joined by spaces (malloc'd), or NULL for blank text. */
 static char *join_words(int argc, char **argv, size_t *len)
 {
@@ -369,10 +388,17 @@ static int cmd_history(struct cli *cli, int argc, char **argv)
 	if (!peer)
 		goto bad;
 	char conv[PARLEY_PROTO_MAX_CONV_ID + 1];
-	int r = open_peer(cli, peer, conv, sizeof conv);
+	int r = read_conv_of(cli, peer, conv, sizeof conv);
 	if (r < 0)
-		return fail(cli, "open conversation", r);
+		return fail(cli, "history", r);
 	r = print_history(cli, conv, before, (unsigned)limit);
+	if (r == -PARLEY_ENOTFOUND && !cli_is_group_id(peer)) {
+		/* never opened: open it (as before), then its empty page */
+		r = open_peer(cli, peer, conv, sizeof conv);
+		if (r < 0)
+			return fail(cli, "open conversation", r);
+		r = print_history(cli, conv, before, (unsigned)limit);
+	}
 	return r < 0 ? fail(cli, "history", r) : 0;
 bad:
 	fprintf(stderr, "usage: parley history PEER [--before SEQ] [--limit 1..100]\n");

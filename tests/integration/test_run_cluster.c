@@ -12,7 +12,8 @@
  *      node is restarted from its DATA/node-<i>.cmd as the banner says;
  *      the history then holds every acknowledged message once, at the seq
  *      its ack gave, read through the list and from the restarted node
- *      alone (linearizable: it answers once it has caught up).
+ *      alone (linearizable: it answers once it has caught up), with
+ *      libparley and with the terminal client (`parley history`).
  *   3. SIGTERM (what Ctrl-C forwards) stops every node gracefully, the
  *      restarted one too, and the script exits 0.
  *   The peer links run mutual TLS (the banner says so, the logs show
@@ -249,6 +250,23 @@ int main(void)
 	IT_OK(parley_client_new(&o1, &c1));
 	check_history(c1, conv, a, "the restarted node");
 	parley_client_free(c1);
+	/* the terminal client reads it from that node alone too (reading
+	 * needs no CONV_OPEN, which a follower would refuse) */
+	if (L != leader_of(base, 0)) {
+		char out[8192], hcmd[4800];
+		snprintf(hcmd, sizeof hcmd, "PARLEY_TOKEN='%s' '%s/tools/parley' "
+			 "--host 127.0.0.1 --port %u history bob --limit 100 "
+			 "2>&1", tok, getenv("PARLEY_BIN_DIR"),
+			 base + 10 * L + 1);
+		f = popen(hcmd, "r");
+		IT_CHECK(f);
+		size_t n = fread(out, 1, sizeof out - 1, f);
+		out[n] = 0;
+		int st = pclose(f);
+		IT_CHECK(st == 0 && strstr(out, "run-cluster 19"),
+			 "parley history on follower node %d: status %d\n%s", L,
+			 st, out);
+	}
 	parley_client_free(c);
 
 	char log[600];
