@@ -43,13 +43,9 @@
 #define NMAX 5
 #define NPARTS 4
 #define MAX_PUMP 60000 /* pump rounds before a wait gives up (a failure) */
+#define REPL_NET_NODES NMAX
+#include "repl_net.h"
 
-struct pkt {
-	struct pkt *next;
-	int to;
-	size_t len;
-	uint8_t buf[];
-};
 
 struct node {
 	uint64_t id;
@@ -60,56 +56,10 @@ struct node {
 };
 
 static struct node nodes[NMAX];
-static pthread_mutex_t net_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct pkt *q_head, *q_tail;
 static struct parley_rng rng;
 static uint64_t log_keep;
 static uint64_t seed;
 static int isolated = -1; /* a node whose messages (both ways) are lost */
-
-static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
-{
-	struct node *from = arg;
-	for (uint32_t i = 0; i < n; i++) {
-		cr_assert_eq(msgs[i].from, from->id);
-		int sz = raft_codec_size(&msgs[i], 1);
-		cr_assert_gt(sz, 0);
-		struct pkt *p = malloc(sizeof *p + (size_t)sz);
-		cr_assert_not_null(p);
-		p->next = NULL;
-		p->to = (int)msgs[i].to - 1;
-		cr_assert(p->to >= 0 && p->to < NMAX, "message to node %llu",
-			  (unsigned long long)msgs[i].to);
-		p->len = (size_t)raft_codec_encode(p->buf, (size_t)sz, &msgs[i], 1);
-		cr_assert_eq(p->len, (size_t)sz);
-		pthread_mutex_lock(&net_mu);
-		if (q_tail)
-			q_tail->next = p;
-		else
-			q_head = p;
-		q_tail = p;
-		pthread_mutex_unlock(&net_mu);
-	}
-}
-
-static struct pkt *net_take(void)
-{
-	pthread_mutex_lock(&net_mu);
-	struct pkt *h = q_head;
-	q_head = q_tail = NULL;
-	pthread_mutex_unlock(&net_mu);
-	return h;
-}
-
-static void net_clear(void)
-{
-	struct pkt *p = net_take();
-	while (p) {
-		struct pkt *n = p->next;
-		free(p);
-		p = n;
-	}
-}
 
 /* Every node, the ones added later too, is given the founders {1,2,3}. */
 static void node_open(int i)
@@ -119,7 +69,7 @@ static void node_open(int i)
 	struct pe_cluster c = {.node_id = nd->id, .voters = founders,
 			       .nvoters = 3, .election_ticks = 10,
 			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
-			       .send = net_send, .send_arg = nd};
+			       .send = net_send, .send_arg = &nd->id};
 	struct pe_options o = {0};
 	o.dir = nd->dir;
 	o.partitions = NPARTS;

@@ -41,13 +41,9 @@
 #define NN 3
 #define NPARTS 4
 #define MAX_PUMP 60000 /* pump rounds before a wait gives up (a failure) */
+#define REPL_NET_NODES NN
+#include "repl_net.h"
 
-struct pkt {
-	struct pkt *next;
-	int to;
-	size_t len;
-	uint8_t buf[];
-};
 
 struct node {
 	int idx;
@@ -60,56 +56,11 @@ struct node {
 };
 
 static struct node nodes[NN];
-static pthread_mutex_t net_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct pkt *q_head, *q_tail;
 static bool cut[NN][NN];
 static uint32_t drop_pct;
 static struct parley_rng rng;
 static uint64_t log_keep;
 static bool follow0;
-
-static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
-{
-	struct node *from = arg;
-	for (uint32_t i = 0; i < n; i++) {
-		cr_assert_eq(msgs[i].from, from->id);
-		int sz = raft_codec_size(&msgs[i], 1);
-		cr_assert_gt(sz, 0);
-		struct pkt *p = malloc(sizeof *p + (size_t)sz);
-		cr_assert_not_null(p);
-		p->next = NULL;
-		p->to = (int)msgs[i].to - 1;
-		cr_assert(p->to >= 0 && p->to < NN);
-		p->len = (size_t)raft_codec_encode(p->buf, (size_t)sz, &msgs[i], 1);
-		cr_assert_eq(p->len, (size_t)sz);
-		pthread_mutex_lock(&net_mu);
-		if (q_tail)
-			q_tail->next = p;
-		else
-			q_head = p;
-		q_tail = p;
-		pthread_mutex_unlock(&net_mu);
-	}
-}
-
-static struct pkt *net_take(void)
-{
-	pthread_mutex_lock(&net_mu);
-	struct pkt *h = q_head;
-	q_head = q_tail = NULL;
-	pthread_mutex_unlock(&net_mu);
-	return h;
-}
-
-static void net_clear(void)
-{
-	struct pkt *p = net_take();
-	while (p) {
-		struct pkt *n = p->next;
-		free(p);
-		p = n;
-	}
-}
 
 static void node_open(int i)
 {
@@ -118,7 +69,7 @@ static void node_open(int i)
 	struct pe_cluster c = {.node_id = nd->id, .voters = voters,
 			       .nvoters = NN, .election_ticks = 10,
 			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
-			       .send = net_send, .send_arg = nd,
+			       .send = net_send, .send_arg = &nd->id,
 			       .follow_partition0 = follow0};
 	struct pe_options o = {0};
 	o.dir = nd->dir;
