@@ -53,22 +53,8 @@ case "$BASE" in ''|*[!0-9]*) die "PARLEY_CLUSTER_BASE '$BASE' is not a number";;
 port_of() { echo $((BASE + 10 * $1 + $2)); } # node, 1 tcp / 2 tls / 3 admin / 4 peer
 
 # ---- 1. build what runs ------------------------------------------------------
-mkdir -p "$BUILD"
-LOG="$BUILD/make-run.log"
-if [ "${PARLEY_RUN_NO_BUILD:-0}" != 1 ]; then
-  : > "$LOG"
-  if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-    say "configuring the build in $BUILD (first run only)"
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE="${TYPE:-Release}" >>"$LOG" 2>&1 ||
-      { tail -n 30 "$LOG" >&2; die "cmake configure failed (full log: $LOG)"; }
-  fi
-  say "building parleyd, parley and parleyctl (log: $LOG)"
-  cmake --build "$BUILD" -j "$JOBS" --target parleyd parley parleyctl >>"$LOG" 2>&1 ||
-    { tail -n 40 "$LOG" >&2; die "build failed (full log: $LOG)"; }
-fi
-for b in "$PARLEYD" "$CLI" "$CTL"; do
-  [ -x "$b" ] || die "$b is missing after the build (log: $LOG)"
-done
+. "$HERE/dev-build.sh"
+dev_build "$BUILD"
 
 # ---- 2. ports (checked first: nothing is created when one is busy) -----------
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -809,6 +809,43 @@ static __attribute__((unused)) int it_proc_wait_for(struct it_proc *p,
 	return strstr(p->out, text) != NULL;
 }
 
+/* Starts `bash PARLEY_SRC_DIR/<script> PARLEY_BIN_DIR` as p, in a
+ * process group of its own (its pid; the caller kills the group at
+ * cleanup), killed if the test dies, stdin /dev/null, stdout and stderr
+ * to p->fd; env: NULL-terminated name, value pairs set in the child. */
+static __attribute__((unused)) void it_proc_start_script(struct it_proc *p,
+							 const char *script,
+							 const char *const *env)
+{
+	memset(p, 0, sizeof *p);
+	int fds[2];
+	IT_CHECK(pipe(fds) == 0);
+	char path[600];
+	snprintf(path, sizeof path, "%s/%s", getenv("PARLEY_SRC_DIR"), script);
+	pid_t parent = getpid();
+	p->pid = fork();
+	IT_CHECK(p->pid >= 0);
+	if (p->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		setpgid(0, 0);
+		for (int i = 0; env && env[i]; i += 2)
+			setenv(env[i], env[i + 1], 1);
+		int dn = open("/dev/null", O_RDONLY);
+		dup2(dn, 0);
+		dup2(fds[1], 1);
+		dup2(fds[1], 2);
+		close(fds[0]);
+		execl("/bin/bash", "bash", path, getenv("PARLEY_BIN_DIR"),
+		      (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	p->fd = fds[0];
+	setpgid(p->pid, p->pid); /* also here: no race with the child's own */
+}
+
 /* p's exit status (128 + signal when killed), or -1 after timeout_ms. */
 static __attribute__((unused)) int it_proc_wait_exit(struct it_proc *p,
 						     int timeout_ms)

@@ -68,36 +68,11 @@ static uint16_t free_base(void)
 
 static void start(struct it_proc *p, const char *data, uint16_t base)
 {
-	memset(p, 0, sizeof *p);
-	int fds[2];
-	IT_CHECK(pipe(fds) == 0);
-	char script[600];
-	snprintf(script, sizeof script, "%s/tools/run-cluster.sh",
-		 getenv("PARLEY_SRC_DIR"));
-	pid_t parent = getpid();
-	p->pid = fork();
-	IT_CHECK(p->pid >= 0);
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		setpgid(0, 0);
-		char b[16];
-		snprintf(b, sizeof b, "%u", base);
-		setenv("PARLEY_CLUSTER_BASE", b, 1);
-		setenv("PARLEY_CLUSTER_DATA", data, 1);
-		setenv("PARLEY_RUN_NO_BUILD", "1", 1);
-		int dn = open("/dev/null", O_RDONLY);
-		dup2(dn, 0);
-		dup2(fds[1], 1);
-		dup2(fds[1], 2);
-		close(fds[0]);
-		execl("/bin/bash", "bash", script, getenv("PARLEY_BIN_DIR"), (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
-	p->fd = fds[0];
-	setpgid(p->pid, p->pid);
+	char b[16];
+	snprintf(b, sizeof b, "%u", base);
+	const char *env[] = {"PARLEY_CLUSTER_BASE", b, "PARLEY_CLUSTER_DATA",
+			     data, "PARLEY_RUN_NO_BUILD", "1", NULL};
+	it_proc_start_script(p, "tools/run-cluster.sh", env);
 	group = p->pid;
 }
 

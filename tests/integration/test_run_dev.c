@@ -24,39 +24,14 @@ static void kill_group(void)
 static void start(struct it_proc *p, const char *data, uint16_t port, uint16_t tport,
 		  uint16_t aport)
 {
-	memset(p, 0, sizeof *p);
-	int fds[2];
-	IT_CHECK(pipe(fds) == 0);
-	char script[600];
-	snprintf(script, sizeof script, "%s/tools/run-dev.sh", getenv("PARLEY_SRC_DIR"));
-	pid_t parent = getpid();
-	p->pid = fork();
-	IT_CHECK(p->pid >= 0);
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		setpgid(0, 0);
-		char b[3][16];
-		snprintf(b[0], 16, "%u", port);
-		snprintf(b[1], 16, "%u", tport);
-		snprintf(b[2], 16, "%u", aport);
-		setenv("PARLEY_PORT", b[0], 1);
-		setenv("PARLEY_TLS_PORT", b[1], 1);
-		setenv("PARLEY_ADMIN_PORT", b[2], 1);
-		setenv("PARLEY_DATA", data, 1);
-		setenv("PARLEY_RUN_NO_BUILD", "1", 1);
-		int dn = open("/dev/null", O_RDONLY);
-		dup2(dn, 0);
-		dup2(fds[1], 1);
-		dup2(fds[1], 2);
-		close(fds[0]);
-		execl("/bin/bash", "bash", script, getenv("PARLEY_BIN_DIR"), (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
-	p->fd = fds[0];
-	setpgid(p->pid, p->pid); /* also here: no race with the child's own */
+	char b[3][16];
+	snprintf(b[0], 16, "%u", port);
+	snprintf(b[1], 16, "%u", tport);
+	snprintf(b[2], 16, "%u", aport);
+	const char *env[] = {"PARLEY_PORT", b[0], "PARLEY_TLS_PORT", b[1],
+			     "PARLEY_ADMIN_PORT", b[2], "PARLEY_DATA", data,
+			     "PARLEY_RUN_NO_BUILD", "1", NULL};
+	it_proc_start_script(p, "tools/run-dev.sh", env);
 	group = p->pid;
 }
 
