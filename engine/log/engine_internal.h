@@ -577,8 +577,6 @@ void part_raft_close(struct shard *sh);
 
 /* log/part_conf.c */
 int part_conf_load(struct pe_engine *e, struct part *p);
-int part_conf_store(struct pe_engine *e, struct part *p, uint64_t index,
-		    const struct raft_conf *conf);
 int part_conf_write(struct pio *io, const char *datadir, uint32_t part,
 		    uint64_t index, const struct raft_conf *conf);
 void part_conf_set(struct part *p, uint64_t index, const struct raft_conf *c);

@@ -192,15 +192,14 @@ bool part_conf_stale(const struct part *p, uint64_t index)
 
 /* An applied conf entry's configuration becomes the partition's newest;
  * the next flush store writes it (durable before a flush can cover the
- * entry and release its WAL record). */
-int part_conf_store(struct pe_engine *e, struct part *p, uint64_t index,
-		    const struct raft_conf *conf)
+ * entry and release its WAL record). Nothing here can fail. */
+static void part_conf_note(struct pe_engine *e, struct part *p,
+			   uint64_t index, const struct raft_conf *conf)
 {
 	if (e->opt.read_only || !part_conf_stale(p, index))
-		return 0; /* known already (as of a later index) */
+		return; /* known already (as of a later index) */
 	part_conf_set(p, index, conf);
 	p->conf_unstored = true;
-	return 0;
 }
 
 /* Shard thread, as a flush's manifest store is handed to the flush
@@ -359,8 +358,8 @@ uint64_t part_conf_propose(struct part *p)
 }
 
 /* A committed conf entry applied (apply_entry, part_raft.c): the
- * configuration after it is stored; the proposal waiting for it is
- * answered. */
+ * configuration after it becomes the partition's newest (written by the
+ * next flush store); the proposal waiting for it is answered. */
 void part_conf_applied(struct shard *sh, struct part *p,
 		       const struct raft_entry *ent, bool live)
 {
@@ -371,16 +370,8 @@ void part_conf_applied(struct shard *sh, struct part *p,
 		struct raft_conf c = *part_conf_boot(p);
 		/* a change that does not apply is skipped by every node
 		 * (raft.c apply_conf_change): nothing to store */
-		if (raft_conf_apply(&c, &cc) == 0) {
-			int rc = part_conf_store(e, p, ent->index, &c);
-			if (rc) {
-				char f[64];
-				snprintf(f, sizeof f, "conf/%u", p->id);
-				part_mark_corrupt(p, f, 0,
-						  "group configuration not "
-						  "stored");
-			}
-		}
+		if (raft_conf_apply(&c, &cc) == 0)
+			part_conf_note(e, p, ent->index, &c);
 	}
 	struct req *r = p->conf_wait;
 	if (!live || !r || r->index > ent->index)
