@@ -88,8 +88,14 @@ bool pres_sess_beat(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
 int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns)
 {
 	bool on = false;
+	/* A beat newer than now_ns is alive: the sweep reads its clock once
+	 * before taking the shard lock, so a session added or beaten after
+	 * that read carries a later hb_ns; the unsigned difference would
+	 * wrap and report a live device expired (an OFFLINE push, then
+	 * ONLINE again on the next pass). */
 	for (uint32_t i = 0; i < u->nsess && !on; i++)
-		on = now_ns - u->sess[i].hb_ns < ttl_ns;
+		on = u->sess[i].hb_ns >= now_ns ||
+		     now_ns - u->sess[i].hb_ns < ttl_ns;
 	if (on == u->online)
 		return 0;
 	u->online = on;
@@ -172,7 +178,7 @@ int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
 	if (t) {
 		t->until_ns = now_ns + ttl_ns;
 		t->from = from;
-		if (now_ns - t->fwd_ns < ttl_ns / 3)
+		if (now_ns < t->fwd_ns + ttl_ns / 3) /* a stale now_ns too */
 			return 0; /* coalesced: the receivers' TTL still runs */
 		t->fwd_ns = now_ns;
 		return 1;

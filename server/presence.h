@@ -146,7 +146,9 @@ bool pres_sess_del(struct pres_user *u, struct conn_ref h,
 bool pres_sess_beat(struct pres_user *u, struct conn_ref h,
 		    uint64_t now_ns, uint64_t now_ms);
 /* Re-evaluates the state at now: +1 became online, -1 became offline
- * (last_seen_ms = the last heartbeat's wall time, dirty), 0 unchanged. */
+ * (last_seen_ms = the last heartbeat's wall time, dirty), 0 unchanged.
+ * now_ns may be older than a session's last beat (a clock read before
+ * another thread's beat): that session counts as alive. */
 int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns);
 /* What a subscriber sees. last_seen is 0 while online, when hidden, or
  * while the hide setting is not known yet. */

@@ -66,6 +66,27 @@ Test(presence, ttl_expiry_uses_last_heartbeat)
 	pres_user_free(u);
 }
 
+/* The sweep reads its clock before taking the shard lock; a login on a
+ * loop thread between that read and the lock adds a session whose beat is
+ * newer than the sweep's now. CI once saw carol get ONLINE, OFFLINE,
+ * ONLINE for one login: the unsigned now - hb wrapped. */
+Test(presence, beat_newer_than_now_is_alive)
+{
+	struct pres_user *u = user();
+	uint64_t t = 1000 * MS;
+	pres_sess_add(u, peer(1), t + 5 * MS, 10000);
+	cr_assert_eq(pres_user_update(u, t + 5 * MS, TTL), 1);
+	cr_assert_eq(pres_user_update(u, t, TTL), 0); /* the sweep's older now */
+	cr_assert(u->online);
+	cr_assert(!u->dirty);
+	/* a beat after the stale read, on a user not yet marked online */
+	struct pres_user *v = user();
+	pres_sess_add(v, peer(2), t + 5 * MS, 10000);
+	cr_assert_eq(pres_user_update(v, t, TTL), 1);
+	pres_user_free(u);
+	pres_user_free(v);
+}
+
 Test(presence, view_hides_last_seen)
 {
 	struct pres_user *u = user();
