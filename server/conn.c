@@ -40,6 +40,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -987,9 +988,17 @@ static void on_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 
 /* SEND -------------------------------------------------------------------------------- */
 
+/* One allocation per SEND, made and freed on the connection's loop: the
+ * SEND_ACK message (its head, so the loop's free() of the posted message
+ * frees the whole block) with room for the encoded ack, then this
+ * context. send_cb (on the engine shard) encodes the ack in place and
+ * posts it; an error reply is a message of its own and the block is freed
+ * there. */
 struct send_ctx {
 	struct conn_ref to;
 	struct srv_stages *st;
+	struct lmsg *ack;        /* the block's head: SEND_ACK, ack_len bytes */
+	uint32_t ack_len;
 	uint32_t req_id;
 	uint64_t t0_ns;          /* decoded; the chat service called next */
 	uint8_t cmid[16];
@@ -997,18 +1006,28 @@ struct send_ctx {
 	char conv[];
 };
 
+/* Offset of the send_ctx in its block: after the ack message's bytes. */
+static size_t send_ctx_off(uint32_t ack_len)
+{
+	size_t a = _Alignof(max_align_t);
+	return (sizeof(struct lmsg) + ack_len + a - 1) / a * a;
+}
+
 /* Runs on the engine shard after the message is durable (chat_send calls
  * it from the engine's append callback): the only producer of SEND_ACK. */
 static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
-	struct lmsg *m;
+	struct lmsg *m = NULL;
 	uint64_t now = parley_mono_ns();
 	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
+	struct conn_ref to = x->to;
+	uint32_t req_id = x->req_id;
 	if (r->err) {
-		m = conn_error_msg(x->req_id, wire_code(r->err),
+		m = conn_error_msg(req_id, wire_code(r->err),
 			           r->err == -PARLEY_EFULL ? 100 : 0,
 			           parley_strerror(r->err));
+		free(x->ack); /* the block, x included */
 	} else {
 		struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
 		am.send_ack.conv = (struct parley_str){x->conv, x->clen};
@@ -1016,15 +1035,21 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 		am.send_ack.seq = r->seq;
 		am.send_ack.server_ts_ms = r->ts_ms;
 		am.send_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
-		m = conn_frame_msg(LM_FRAME, x->req_id, &am);
-		if (m) {
-			m->u.frame.t0_ns = x->t0_ns;
-			m->u.frame.t_durable_ns = now;
-			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
-		}
+		m = x->ack;
+		uint32_t n = x->ack_len;
+		uint64_t t0 = x->t0_ns;
+		memset(m, 0, sizeof *m); /* as lmsg_new */
+		m->kind = LM_FRAME;
+		m->len = n;
+		int rc = parley_proto_encode(m->data, n, req_id, &am);
+		/* the size was taken from the same conversation id */
+		PARLEY_ASSERT(rc == (int)n);
+		m->u.frame.t0_ns = t0;
+		m->u.frame.t_durable_ns = now;
+		m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
 	}
-	conn_post_reply(&x->to, m, x->req_id);
-	free(x);
+	/* x lives in m's block: not touched once posted */
+	conn_post_reply(&to, m, req_id);
 }
 
 static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
@@ -1036,14 +1061,24 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
 		return;
 	}
-	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
-	if (!x) {
+	struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
+	am.send_ack.conv = m->conv;
+	int an = parley_proto_size(&am);
+	if (an < 0) { /* the conversation id was decoded: cannot happen */
+		conn_error(c, rid, PARLEY_EINVAL, false, 0, "bad conversation id");
+		return;
+	}
+	size_t off = send_ctx_off((uint32_t)an);
+	struct lmsg *blk = malloc(off + sizeof(struct send_ctx) + m->conv.len);
+	if (!blk) {
 		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
 		return;
 	}
+	struct send_ctx *x = (struct send_ctx *)((uint8_t *)blk + off);
 	uint64_t t_dec = parley_mono_ns();
 	srv_hist_since(&s->stages.send[SRV_SEND_RECV], c->last_rx_ns, t_dec);
 	*x = (struct send_ctx){.to = c->sk.ref, .st = &s->stages,
+			       .ack = blk, .ack_len = (uint32_t)an,
 			       .req_id = rid, .t0_ns = t_dec,
 			       .clen = m->conv.len};
 	memcpy(x->cmid, m->client_msg_id, 16);
@@ -1056,7 +1091,7 @@ static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	memcpy(q.client_msg_id, m->client_msg_id, 16);
 	int rc = chat_send(s->chat, &q, send_cb, x);
 	if (rc) {
-		free(x);
+		free(blk);
 		conn_error(c, rid, wire_code(rc), false,
 			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
 			   rc == -PARLEY_EPERM	    ? "not a member"

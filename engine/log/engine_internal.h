@@ -395,6 +395,10 @@ struct shard {
 	pthread_mutex_t mu;     /* guards the inbox */
 	struct req *in_head, *in_tail;
 	uint32_t in_count;
+	/* shard thread only: a request was pushed by this thread itself (a
+	 * callback's append) since the inbox was last drained; it did not
+	 * wake the ring, so this round must not sleep (shard_round) */
+	bool self_pushed;
 
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
 	struct pe_sub *catchup;

@@ -7,6 +7,10 @@
  * bounded inbox; the shard thread does all the work and runs callbacks.
  * A stepped engine (engine/step.c, the simulator) has no shard thread: the
  * same loop runs round by round (shard_round) on the caller's thread.
+ * A request a shard's own callback pushes (a SEND's fan-out appends) does
+ * not write the ring's eventfd: the thread is awake, and a round with such
+ * a push does not sleep (sh->self_pushed). The caller's on_round_end hook
+ * runs after each round's callbacks and before the thread may sleep.
  *
  * The append path (durable before ack):
  *
@@ -85,6 +89,10 @@ static struct shard *shard_of(struct pe_engine *e, uint32_t part)
 	return &e->shards[part % e->nshards];
 }
 
+/* The shard whose thread this is (shard_main), NULL on any other thread
+ * (and in a stepped engine, which has no shard threads). */
+static _Thread_local struct shard *tl_shard;
+
 int shard_push(struct pe_engine *e, struct req *r)
 {
 	/* STOP, UNSUBSCRIBE and the workers' and the read pool's completions
@@ -113,8 +121,14 @@ int shard_push(struct pe_engine *e, struct req *r)
 	atomic_fetch_add_explicit(&sh->queued_bytes, sizeof *r + r->len,
 				  memory_order_relaxed);
 	pthread_mutex_unlock(&sh->mu);
-	if (was_empty)
+	if (tl_shard == sh) {
+		/* a callback of this shard appending (a SEND's fan-out): the
+		 * thread is awake and drains its inbox before it sleeps again
+		 * (shard_round), so no eventfd write and wake-up CQE */
+		sh->self_pushed = true;
+	} else if (was_empty) {
 		e->io->ops->ring_wake(sh->ring);
+	}
 	return 0;
 }
 
@@ -535,6 +549,7 @@ static void shard_drain_inbox(struct shard *sh)
 	sh->in_head = sh->in_tail = NULL;
 	sh->in_count = 0;
 	pthread_mutex_unlock(&sh->mu);
+	sh->self_pushed = false;
 	if (!h)
 		return;
 	if (sh->backlog_tail)
@@ -622,20 +637,24 @@ int shard_round(struct shard *sh, bool wait)
 			return 1;
 		}
 	}
-	int timeout = !wait || sh->catchup ||
+	int timeout = !wait || sh->catchup || sh->self_pushed ||
 			      ((sh->backlog || sh->dirty) &&
 			       !wal_busy(sh->wal))
 			      ? 0 : hist_job_tick_timeout(sh);
+	/* the callbacks run so far are over: the caller flushes what it
+	 * batched from them before this thread may sleep */
+	if (wait && timeout && e->opt.on_round_end)
+		e->opt.on_round_end(e->opt.round_end_arg);
 	int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 	if (atomic_load(&e->aborting))
 		return -1;
-	if (n < 0) {
-		if (n != -EINTR && n != -EAGAIN && n != -ETIME)
-			shard_fatal(sh, n);
-		return 0;
-	}
 	for (int i = 0; i < n; i++)
 		shard_on_cqe(sh, &cqes[i]);
+	/* the durable batch's callbacks (acknowledgements) are over */
+	if (wait && e->opt.on_round_end)
+		e->opt.on_round_end(e->opt.round_end_arg);
+	if (n < 0 && n != -EINTR && n != -EAGAIN && n != -ETIME)
+		shard_fatal(sh, n);
 	return 0;
 }
 
@@ -649,6 +668,7 @@ void shard_end(struct shard *sh)
 void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
+	tl_shard = sh;
 	shard_begin(sh);
 	int rc;
 	pio_thread_mark_shard(true); /* invariant 4, counted (io.h) */
@@ -657,5 +677,8 @@ void *shard_main(void *arg)
 	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
+	/* the last callbacks (closed tails, failed waiters) are over too */
+	if (sh->e->opt.on_round_end)
+		sh->e->opt.on_round_end(sh->e->opt.round_end_arg);
 	return NULL;
 }
