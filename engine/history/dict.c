@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ZDICT_trainFromBuffer_fastCover (exported by libzstd >= 1.3.6; its
+ * declaration sits in zdict.h's "static linking only" part) */
+#define ZDICT_STATIC_LINKING_ONLY
 #include <zdict.h>
 #include <zstd.h>
 
@@ -106,10 +109,23 @@ int dict_train(const struct dict_sample *samples, size_t n, size_t dict_cap,
 		sizes[i - first] = l;
 		off += l;
 	}
-	/* ZDICT's fastCover with default parameters (d=8, k=1000, f=20,
-	 * accel=1) at the requested size, stamped with a zstd header so that
-	 * the dictionary also carries entropy tables. */
-	size_t r = ZDICT_trainFromBuffer(dbuf, cap, buf, sizes, (unsigned)used);
+	/* ZDICT's fastCover, one pass with fixed parameters (segment k=200,
+	 * dmer d=8, f=20, accel=1) at the requested size, stamped with a zstd
+	 * header so that the dictionary also carries entropy tables.
+	 * ZDICT_trainFromBuffer would search k instead (several trainings,
+	 * each scored by compressing a quarter of the samples): on 4 MiB of
+	 * chat-sized text that search cost 5-10x the CPU of one pass for a
+	 * dictionary no better (bench/RESULTS.md, "CPU per SEND"), and a
+	 * fresh partition trains at its first flush, under load. */
+	ZDICT_fastCover_params_t fp;
+	memset(&fp, 0, sizeof fp);
+	fp.k = 200;
+	fp.d = 8;
+	fp.f = 20;
+	fp.accel = 1;
+	fp.zParams.compressionLevel = level;
+	size_t r = ZDICT_trainFromBuffer_fastCover(dbuf, cap, buf, sizes,
+						   (unsigned)used, fp);
 	if (ZDICT_isError(r)) {
 		PLOG_I("dict", "training found no dictionary", "samples=%zu bytes=%zu err=\"%s\"",
 		       used, total, ZDICT_getErrorName(r));

@@ -61,6 +61,14 @@
 #define DICT_SAMPLE_MAX_LEN 4096u          /* longer payloads are truncated */
 #define DICT_HDR_LEN 24u
 #define DICT_DEFAULT_LEVEL 9               /* zstd level for segment blocks */
+/* zstd level of the blocks a memtable flush writes. A flush runs for
+ * every byte appended (each SEND writes its message about three times:
+ * the conversation entry and two inline inbox pointers), so it is the
+ * history tier's hot path; compaction rewrites the blocks it merges at
+ * DICT_DEFAULT_LEVEL. Level 3 against 9 on the chat corpus: blocks about
+ * 5 % larger (bench/RESULTS.md, parley-history-ratio), several times
+ * less CPU per byte. */
+#define DICT_FLUSH_LEVEL 3
 
 struct ZSTD_CDict_s;
 struct ZSTD_DDict_s;

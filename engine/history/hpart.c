@@ -221,6 +221,8 @@ int hpart_open(struct pio *io, const char *dir, const struct hpart_opts *o,
 	h->o = *o;
 	if (!h->o.level)
 		h->o.level = DICT_DEFAULT_LEVEL;
+	if (!h->o.flush_level)
+		h->o.flush_level = DICT_FLUSH_LEVEL;
 	if (!h->o.dict_bytes)
 		h->o.dict_bytes = DICT_DEFAULT_BYTES;
 	if (h->o.retrain.degrade_factor <= 0)
@@ -558,7 +560,8 @@ struct hpart_fjob {
 	const struct pdict *cur;
 	bool want_train;
 	size_t dict_bytes;
-	int level;
+	int level;              /* a dictionary trained here */
+	int write_level;        /* the blocks written (flush_level) */
 	uint32_t block_bytes;
 	struct pdict *new_dict;
 	bool written;
@@ -599,6 +602,7 @@ int hpart_flush_begin(struct hpart *h, uint64_t flushed_index,
 	j->want_train = dict_should_retrain(&hl, &h->o.retrain);
 	j->dict_bytes = h->o.dict_bytes;
 	j->level = h->o.level;
+	j->write_level = h->o.flush_level;
 	j->block_bytes = h->o.block_bytes;
 	j->partition = h->o.partition;
 	j->cache = h->o.cache;
@@ -696,7 +700,7 @@ int hpart_flush_run(struct hpart_fjob *j, const struct hpart_src *src)
 			return rc;
 	}
 	struct seg_write_opts wo = {
-		.block_bytes = j->block_bytes, .level = j->level,
+		.block_bytes = j->block_bytes, .level = j->write_level,
 		.dict = j->new_dict ? j->new_dict : j->cur,
 	};
 	struct seg_writer *w;

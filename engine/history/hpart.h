@@ -67,7 +67,10 @@ struct hpart_opts {
 	uint32_t partition;
 	struct bcache *cache;                /* NULL = uncached reads */
 	uint32_t block_bytes;                /* 0 = SEG_DEFAULT_BLOCK */
-	int level;                           /* 0 = DICT_DEFAULT_LEVEL */
+	int level;                           /* 0 = DICT_DEFAULT_LEVEL (compaction,
+						dictionaries) */
+	int flush_level;                     /* blocks a flush writes; 0 =
+						DICT_FLUSH_LEVEL */
 	size_t dict_bytes;                   /* 0 = DICT_DEFAULT_BYTES */
 	struct dict_retrain_policy retrain;  /* zeros = {1.15, 8 MiB}; a factor < 1
 						retrains at every flush (tests) */

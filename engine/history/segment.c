@@ -193,6 +193,7 @@ struct seg_writer {
 	uint64_t seg_id;
 	const struct pdict *dict;
 	int level;
+	ZSTD_CDict *own_cdict;  /* dict at `level` when dict->level differs */
 	uint32_t block_target;
 	unsigned bloom_bpk;
 	ZSTD_CCtx *cctx;
@@ -365,6 +366,16 @@ int seg_writer_new(struct pio *io, const char *dir, uint64_t seg_id,
 	}
 	snprintf(w->tmp_path, sizeof w->tmp_path, "%s.tmp", w->final_path);
 	w->cctx = ZSTD_createCCtx();
+	if (w->cctx && w->dict && w->dict->level != w->level) {
+		/* a flush at its own level with the partition's dictionary
+		 * (whose CDict has compaction's level baked in) */
+		w->own_cdict = ZSTD_createCDict(w->dict->bytes, w->dict->len,
+						w->level);
+		if (!w->own_cdict) {
+			ZSTD_freeCCtx(w->cctx);
+			w->cctx = NULL;
+		}
+	}
 	if (!w->cctx) {
 		free(w);
 		return -PARLEY_ENOMEM;
@@ -372,6 +383,7 @@ int seg_writer_new(struct pio *io, const char *dir, uint64_t seg_id,
 	(void)io->ops->unlink(io, w->tmp_path); /* a crashed attempt's leftover */
 	rc = io->ops->open(io, w->tmp_path, PIO_CREATE | PIO_EXCL, &w->f);
 	if (rc) {
+		ZSTD_freeCDict(w->own_cdict);
 		ZSTD_freeCCtx(w->cctx);
 		free(w);
 		return rc;
@@ -385,6 +397,7 @@ static void writer_free(struct seg_writer *w)
 	if (w->f)
 		w->io->ops->close(w->io, w->f);
 	ZSTD_freeCCtx(w->cctx);
+	ZSTD_freeCDict(w->own_cdict);
 	free(w->meta.p);
 	free(w->mhdr.p);
 	free(w->mts.p);
@@ -453,7 +466,9 @@ static int writer_seal_block(struct seg_writer *w)
 	size_t clen;
 	if (w->dict)
 		clen = ZSTD_compress_usingCDict(w->cctx, w->comp.p, bound,
-						w->raw.p, rlen, w->dict->cdict);
+						w->raw.p, rlen,
+						w->own_cdict ? w->own_cdict
+							     : w->dict->cdict);
 	else
 		clen = ZSTD_compressCCtx(w->cctx, w->comp.p, bound, w->raw.p,
 					 rlen, w->level);

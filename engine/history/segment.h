@@ -143,7 +143,9 @@ struct seg_write_opts {
 	 * lost part of a batch, sets no_derive_idem and copies the inputs'
 	 * records with seg_writer_add_idem instead. */
 	bool no_derive_idem;
-	int level;                   /* zstd level without dict; 0 = DICT_DEFAULT_LEVEL */
+	int level;                   /* zstd level; 0 = DICT_DEFAULT_LEVEL. With a
+					dict of another level, the writer makes
+					its own CDict of the dict at this level */
 	const struct pdict *dict;    /* NULL = plain zstd; borrowed until finish */
 	unsigned bloom_bits_per_key; /* 0 = SEG_DEFAULT_BLOOM_BITS */
 };

@@ -9,6 +9,7 @@
  * a trained dictionary (skipped when /usr/share/games/fortunes is absent).
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <dirent.h>
 #include <errno.h>
@@ -595,6 +596,47 @@ Test(segment, dictionary_segments_need_their_dictionary)
 	cr_assert_eq(si.dict_id, d->id);
 	check_all(r, &md);
 	seg_close(r);
+	dict_free(d);
+	free(smp);
+	model_free(&md);
+	pio_free(io);
+}
+
+/* The writer's level holds with a dictionary whose CDict has another
+ * level baked in (a flush writes at DICT_FLUSH_LEVEL with the partition's
+ * dictionary, made at DICT_DEFAULT_LEVEL): the blocks differ from the
+ * dictionary's own level, and both read back with the same dictionary. */
+Test(segment, the_writers_level_holds_with_a_dictionary_of_another_level)
+{
+	uint64_t seed = hist_seed("segment.dict_level");
+	struct model md;
+	model_build(&md, seed, 50, 5000, false);
+	struct dict_sample *smp = calloc(md.n, sizeof *smp);
+	for (size_t i = 0; i < md.n; i++)
+		smp[i] = (struct dict_sample){ md.m[i].e.payload, md.m[i].e.len };
+	struct pdict *d;
+	cr_assert_eq(dict_train(smp, md.n, 16 * 1024, 19, &d), 0);
+	cr_assert_eq(d->level, 19);
+	struct pio *io = mem_dir("p7");
+	struct seg_write_info own, fast;
+	struct seg_write_opts wo = { .dict = d, .level = 19 };
+	write_model(io, "p7", 21, &md, &wo, &own);
+	wo.level = 1;
+	write_model(io, "p7", 22, &md, &wo, &fast);
+	cr_assert_eq(own.raw_block_bytes, fast.raw_block_bytes);
+	cr_assert_neq(own.block_bytes, fast.block_bytes,
+		      "level 1 wrote the same %" PRIu64 " block bytes as level 19",
+		      (uint64_t)fast.block_bytes);
+	struct seg_open_opts oo = { .dict_lookup = one_dict, .dict_arg = d };
+	const struct seg_write_info *wi[2] = { &own, &fast };
+	for (int k = 0; k < 2; k++) {
+		struct seg_reader *r;
+		char err[SEG_ERR_LEN];
+		cr_assert_eq(seg_open(io, "p7", wi[k]->name, &oo, &r, err, sizeof err),
+			     0, "%s", err);
+		check_all(r, &md);
+		seg_close(r);
+	}
 	dict_free(d);
 	free(smp);
 	model_free(&md);
