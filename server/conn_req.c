@@ -159,17 +159,12 @@ void conn_req_edit(struct conn *c, uint32_t rid, uint16_t kind,
 						       : s->lim.delete_window_ms};
 	memcpy(q.client_msg_id, cmid, 16);
 	int rc = chat_edit(s->chat, &q, edit_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
-			   : rc == -PARLEY_EFULL     ? "server busy"
-						     : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			 rc == -PARLEY_EPERM	  ? "not a member"
+			 : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
+			 : rc == -PARLEY_EFULL	  ? "server busy"
+						  : parley_strerror(rc));
 }
 
 /* RETENTION ------------------------------------------------------------------------------ */
@@ -211,16 +206,11 @@ void conn_req_retention(struct conn *c, uint32_t rid,
 				       .max_age_ms = m->max_age_ms,
 				       .max_count = m->max_count};
 	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
-						     : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
+			 rc == -PARLEY_EPERM	  ? "not a member"
+			 : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+						  : parley_strerror(rc));
 }
 
 /* HISTORY and GROUP_CATCHUP (read fan-out of large groups, chat_fanout_read.c) ------- */
@@ -300,17 +290,12 @@ void conn_req_conv_open(struct conn *c, uint32_t rid,
 	}
 	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
 				m->peer.p, m->peer.len, conv_open_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false, 0,
-			   rc == -PARLEY_EINVAL
-				   ? "invalid peer: a user id other than yours "
-				     "(1-120 bytes: letters, digits and . _ - @ + = |, "
-				     "starting with a letter or digit)"
-				   : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x, 0,
+			 rc == -PARLEY_EINVAL
+				 ? "invalid peer: a user id other than yours "
+				   "(1-120 bytes: letters, digits and . _ - @ + = |, "
+				   "starting with a letter or digit)"
+				 : parley_strerror(rc));
 }
 
 /* CONV_LIST ---------------------------------------------------------------------------- */
@@ -324,14 +309,12 @@ void conn_req_conv_list(struct conn *c, uint32_t rid,
 					 m->before_conv.p, m->before_conv.len,
 					 conn_reply_cb, x)
 		   : -PARLEY_ENOMEM;
-	if (rc) {
-		free(x);
-		if (rc == -PARLEY_ENOMEM || rc == -PARLEY_EINVAL)
-			conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		else
-			conn_error(c, rid, wire_code(rc), false, 50, "server busy");
-		return;
-	}
-	c->inflight++;
+	/* EINVAL: a cursor the codec would not let through (before_conv
+	 * over PARLEY_PROTO_MAX_CONV_ID) */
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EINVAL ? 0 : 50,
+			 rc == -PARLEY_ENOMEM	  ? "out of memory"
+			 : rc == -PARLEY_EINVAL ? "bad before_conv"
+						 : "server busy");
 }
 

@@ -36,6 +36,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "conn.h"
 #include "errmap.h"
@@ -92,6 +93,23 @@ void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 void conn_refused(struct conn *c, uint32_t rid, int rc);
 /* Rate limit: true when the request was refused with RATE. */
 bool conn_limited(struct conn *c, uint32_t rid, enum ratelimit_kind k);
+
+/* The end of a handler that handed its request to a service with the
+ * callback context x: rc 0, the request is in flight (the callback
+ * answers it) and true; else the service will not call back, so x is
+ * freed and the refusal answered (ERROR with rc's wire code, retry and
+ * text), and false. */
+static inline bool conn_req_started(struct conn *c, uint32_t rid, int rc,
+				    void *x, uint32_t retry, const char *text)
+{
+	if (rc) {
+		free(x);
+		conn_error(c, rid, wire_code(rc), false, retry, text);
+		return false;
+	}
+	c->inflight++;
+	return true;
+}
 
 /* ---- the connection's delivery state, for SYNC / EVENT_ACK (conn.c) ------------- */
 

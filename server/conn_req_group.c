@@ -109,16 +109,11 @@ void conn_req_group_change(struct conn *c, uint32_t rid,
 				  .type = PARLEY_REPLY_OF(m->type)};
 	const char *why = NULL;
 	int rc = chat_group_change(S(c)->chat, &q, group_change_cb, x, &why);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EAGAIN ? 20
-			   : rc == -PARLEY_ENOMEM || rc == -PARLEY_EFULL ? 50
-									  : 0,
-			   why ? why : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_EAGAIN ? 20
+			 : rc == -PARLEY_ENOMEM || rc == -PARLEY_EFULL ? 50
+									: 0,
+			 why ? why : parley_strerror(rc));
 }
 
 void conn_req_group_info(struct conn *c, uint32_t rid,

@@ -101,15 +101,9 @@ void conn_req_read_marker(struct conn *c, uint32_t rid,
 	int rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen,
 				m->conv.p, m->conv.len, m->seq, read_marker_cb,
 				x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   srv_wire_err(rc).retry_after_ms,
-			   rcpt_errtext(rc));
-		return;
-	}
-	ctr_add(&S(c)->ctr.read_markers, 1);
-	c->inflight++;
+	if (conn_req_started(c, rid, rc, x, srv_wire_err(rc).retry_after_ms,
+			     rcpt_errtext(rc)))
+		ctr_add(&S(c)->ctr.read_markers, 1);
 }
 
 static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
@@ -163,12 +157,6 @@ void conn_req_receipts(struct conn *c, uint32_t rid,
 	int rc = chat_rcpt_query(S(c)->chat, c->id->user, c->id->ulen,
 				 m->conv.p, m->conv.len, m->seq, m->after.p,
 				 m->after.len, m->limit, receipts_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   srv_wire_err(rc).retry_after_ms,
-			   rcpt_errtext(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x, srv_wire_err(rc).retry_after_ms,
+			 rcpt_errtext(rc));
 }

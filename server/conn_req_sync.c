@@ -61,13 +61,8 @@ void conn_req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 			       c->id->device, c->id->dlen, m->from_inbox_seq,
 			       sync_cb, x)
 		   : -PARLEY_ENOMEM;
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false, 50, "server busy");
-		return;
-	}
-	c->sync_busy = true;
-	c->inflight++;
+	if (conn_req_started(c, rid, rc, x, 50, "server busy"))
+		c->sync_busy = true;
 }
 
 /* Ends the SYNC in flight with an ERROR. */
