@@ -13,7 +13,9 @@
  * answered with request id 0) and leaves nothing in flight; a failed
  * allocation of the handler's context is ERROR NOMEM with a retry_after
  * and the connection goes on; on a node that leads no partition a write
- * is ERROR NOTLEADER carrying the leader hint.
+ * is ERROR NOTLEADER carrying the leader hint; each handler takes its
+ * token from its own rate-limit bucket (ratelimit.h kinds), and only
+ * from that one.
  */
 #include "conn_fx.h"
 #include "presence.h"
@@ -663,5 +665,167 @@ Test(conn_req, edit_conv_open_and_retention_refusals)
 	m->retention.conv = parley_str_c("d:alice:bob");
 	refused(&f, 185, m, PARLEY_EAGAIN, 1000); /* no sweeper yet */
 	free(m);
+	fx_stop(&f);
+}
+
+/* ---- rate limits: each handler takes from its kind's bucket ----------------------- */
+
+/* The request of kind k that empties the connection's bucket of k (one
+ * token), answered (TYPING: silently). */
+static void spend_token(struct fx *f, enum ratelimit_kind k)
+{
+	struct parley_msg *m = msg_new(0);
+	struct parley_msg *out = msg_new(0);
+	switch (k) {
+	case RATELIMIT_SEND:
+		free(m);
+		m = send_msg("d:alice:bob", 1, "x");
+		req(f, 300, m, out);
+		cr_assert_eq(out->type, PARLEY_T_SEND_ACK);
+		break;
+	case RATELIMIT_HISTORY:
+		m->type = PARLEY_T_HISTORY;
+		m->history.conv = parley_str_c("d:alice:bob");
+		m->history.limit = 5;
+		req(f, 300, m, out);
+		cr_assert_eq(out->type, PARLEY_T_HISTORY_PAGE);
+		break;
+	case RATELIMIT_TYPING:
+		m->type = PARLEY_T_TYPING;
+		m->typing.conv = parley_str_c("d:alice:bob");
+		m->typing.state = PARLEY_TYPING_STARTED;
+		fx_feed(f, 0, m, false);
+		cr_assert(!fx_next(f, out, NULL), "a member's TYPING is not answered");
+		break;
+	default:
+		m->type = PARLEY_T_PRESENCE_SUB;
+		m->presence_sub.op = PARLEY_PRESENCE_SUBSCRIBE;
+		m->presence_sub.count = 1;
+		m->presence_sub.users[0] = parley_str_c("bob");
+		req(f, 300, m, out);
+		cr_assert_eq(out->type, PARLEY_T_PRESENCE_SUB_OK);
+		break;
+	}
+	free(out);
+	free(m);
+}
+
+/* On a new connection (every bucket full) with only kind k's bucket
+ * spent, *m is answered ERROR RATE with a retry_after (request id rid; 0
+ * for a notification): so m takes a token of k, and of no other kind. */
+static void limited_by(struct fx *f, enum ratelimit_kind k, uint32_t rid,
+		       const struct parley_msg *m)
+{
+	fx_reconnect(f, "alice");
+	spend_token(f, k);
+	fx_feed(f, rid, m, false);
+	struct parley_msg *out = msg_new(0);
+	uint32_t got = 99;
+	cr_assert(fx_next(f, out, &got), "type %#x: no answer", m->type);
+	cr_assert_eq(got, rid);
+	cr_assert_eq(out->type, PARLEY_T_ERROR, "type %#x answered %#x", m->type,
+		     out->type);
+	cr_assert_eq(out->error.code, PARLEY_ERATE, "type %#x: ERROR %u (%s bucket)",
+		     m->type, out->error.code, ratelimit_kind_name(k));
+	cr_assert_gt(out->error.retry_after_ms, 0);
+	cr_assert_eq(f->c->inflight, 0);
+	free(out);
+}
+
+Test(conn_req, each_handler_takes_its_kind_of_token)
+{
+	struct fx f;
+	fx_start(&f, true, 34);
+	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	svc_send(f.w.c, "d:alice:bob", "bob", 1);
+	struct presence_config pc = {30000, 60000, 16, 6000, 300000, 65536};
+	cr_assert_eq(presence_open(&pc, &f.s, &f.s.pres), 0);
+	/* one token per connection and kind, one more a minute */
+	struct ratelimit_config rc = {.max_users = RATELIMIT_USERS_MIN};
+	for (int k = 0; k < RATELIMIT_NKINDS; k++)
+		rc.conn[k] = (struct ratelimit_rate){.per_min = 1, .burst = 1};
+	char why[128];
+	cr_assert_eq(ratelimit_config_check(&rc, why, sizeof why), 0, "%s", why);
+	cr_assert_eq(ratelimit_open(&rc, &f.s.rl), 0);
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	struct parley_msg *m = msg_new(0);
+	/* SEND's kind: SEND, EDIT / DELETE, GROUP_* changes */
+	free(m);
+	m = send_msg("d:alice:bob", 2, "y");
+	limited_by(&f, RATELIMIT_SEND, 201, m);
+	*m = (struct parley_msg){.type = PARLEY_T_EDIT};
+	m->edit.conv = parley_str_c("d:alice:bob");
+	m->edit.ref_seq = 2;
+	limited_by(&f, RATELIMIT_SEND, 202, m);
+	*m = (struct parley_msg){.type = PARLEY_T_DELETE};
+	m->del.conv = parley_str_c("d:alice:bob");
+	m->del.ref_seq = 2;
+	limited_by(&f, RATELIMIT_SEND, 203, m);
+	*m = (struct parley_msg){.type = PARLEY_T_GROUP_CREATE};
+	m->group_create.name = parley_str_c("team");
+	limited_by(&f, RATELIMIT_SEND, 204, m);
+	*m = (struct parley_msg){.type = PARLEY_T_GROUP_ADD};
+	m->group_change.conv = parley_str_c("g:x");
+	m->group_change.count = 1;
+	m->group_change.users[0] = parley_str_c("carol");
+	limited_by(&f, RATELIMIT_SEND, 205, m);
+	/* HISTORY's kind: the reads */
+	*m = (struct parley_msg){.type = PARLEY_T_HISTORY};
+	m->history.conv = parley_str_c("d:alice:bob");
+	m->history.limit = 5;
+	limited_by(&f, RATELIMIT_HISTORY, 211, m);
+	*m = (struct parley_msg){.type = PARLEY_T_SYNC};
+	m->sync.from_inbox_seq = 1;
+	limited_by(&f, RATELIMIT_HISTORY, 212, m);
+	*m = (struct parley_msg){.type = PARLEY_T_READ_MARKER};
+	m->read_marker.conv = parley_str_c("d:alice:bob");
+	m->read_marker.seq = 1;
+	limited_by(&f, RATELIMIT_HISTORY, 213, m);
+	*m = (struct parley_msg){.type = PARLEY_T_RECEIPTS};
+	m->receipts.conv = parley_str_c("d:alice:bob");
+	m->receipts.seq = 1;
+	m->receipts.limit = 5;
+	limited_by(&f, RATELIMIT_HISTORY, 214, m);
+	*m = (struct parley_msg){.type = PARLEY_T_GROUP_INFO};
+	m->group_info.conv = parley_str_c("g:x");
+	m->group_info.limit = 5;
+	limited_by(&f, RATELIMIT_HISTORY, 215, m);
+	*m = (struct parley_msg){.type = PARLEY_T_GROUP_CATCHUP};
+	m->group_catchup.conv = parley_str_c("g:x");
+	m->group_catchup.from_seq = 1;
+	m->group_catchup.limit = 5;
+	limited_by(&f, RATELIMIT_HISTORY, 216, m);
+	/* TYPING's kind (a notification: request id 0) */
+	*m = (struct parley_msg){.type = PARLEY_T_TYPING};
+	m->typing.conv = parley_str_c("d:alice:bob");
+	m->typing.state = PARLEY_TYPING_STARTED;
+	limited_by(&f, RATELIMIT_TYPING, 0, m);
+	/* PRESENCE's kind */
+	*m = (struct parley_msg){.type = PARLEY_T_PRESENCE_SUB};
+	m->presence_sub.op = PARLEY_PRESENCE_SUBSCRIBE;
+	m->presence_sub.count = 1;
+	m->presence_sub.users[0] = parley_str_c("carol");
+	limited_by(&f, RATELIMIT_PRESENCE, 221, m);
+	*m = (struct parley_msg){.type = PARLEY_T_PRESENCE_SET};
+	limited_by(&f, RATELIMIT_PRESENCE, 222, m);
+	/* not limited: CONV_OPEN, CONV_LIST (every bucket spent) */
+	fx_reconnect(&f, "alice");
+	for (int k = 0; k < RATELIMIT_NKINDS; k++)
+		spend_token(&f, (enum ratelimit_kind)k);
+	struct parley_msg *out = msg_new(0);
+	*m = (struct parley_msg){.type = PARLEY_T_CONV_OPEN};
+	m->conv_open.peer = parley_str_c("bob");
+	req(&f, 230, m, out);
+	cr_assert_eq(out->type, PARLEY_T_CONV, "type %#x", out->type);
+	*m = (struct parley_msg){.type = PARLEY_T_CONV_LIST};
+	m->conv_list.limit = 5;
+	req(&f, 231, m, out);
+	cr_assert_eq(out->type, PARLEY_T_CONV_LIST_OK, "type %#x", out->type);
+	free(out);
+	free(m);
+	loop_conn_close(f.c, "test over");
+	presence_close(f.s.pres);
+	ratelimit_close(f.s.rl);
 	fx_stop(&f);
 }
