@@ -55,8 +55,10 @@
  * writes a last checkpoint with nothing outstanding: a clean restart
  * re-fans out nothing. After kill -9 the restart re-fans out at most what
  * the gauge `fanout_uncheckpointed` counted at the moment of the kill (the
- * messages outstanding at the last durable checkpoint plus those
- * registered since).
+ * messages outstanding at the last durable checkpoint, those registered
+ * since, and those whose fan-out had ended by the checkpoint but whose ts
+ * may be >= its cursor: every message of the partition that ended after
+ * the clock reached the cursor, chat.c struct pdone).
  *
  * Recovery (chat_open): read the last checkpoint; list each partition's
  * streams (metadata only) and, for every conversation with messages
