@@ -563,8 +563,8 @@ struct chat_list_ent {
 				 unknown); unread counts only from there */
 	uint64_t unread_from; /* unread = messages from others after this
 				 (read_seq, raised to vis_from - 1) */
-	bool gone;            /* LEFT, and retention removed the entries up
-				 to the departure: nothing to count */
+	bool gone;            /* retention removed every entry (up to the
+				 departure when LEFT): nothing to count */
 };
 /* A conversation's activity time, the list's sort key: the later of its
  * last message and its entry into the list. */
