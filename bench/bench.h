@@ -181,6 +181,23 @@ int bench_srv_respawn(const struct bench_cfg *cfg, struct bench_srv *s);
 long bench_vmrss_kib(pid_t pid);
 /* A development HS256 token for `user` (cfg's secret and claims). */
 int bench_mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap);
+struct wire_conn;
+struct parley_msg;
+struct parley_hello_ok;
+struct ssl_ctx_st;
+/* A server mode's session for `user` (bench_server.c): connects c (its
+ * rbuf already allocated) to host:port, starts TLS when tctx is not NULL,
+ * and says HELLO + AUTH as `device` with a token minted for `user`;
+ * *hello (may be NULL) gets HELLO_OK. Each wait is bounded by timeout_ms.
+ * Returns 0 or negative. */
+int bench_session_open(const struct bench_cfg *cfg, struct wire_conn *c, const char *host,
+		       int port, struct ssl_ctx_st *tctx, const char *user,
+		       const char *device, int timeout_ms, struct parley_hello_ok *hello);
+/* Opens c's 1:1 conversation with `peer` (CONV_OPEN, answered CONV) and
+ * copies its id to conv[0..cap); m is scratch. Returns 0, -PARLEY_EPROTO
+ * for another answer (errtxt says which), or negative. */
+int bench_conv_open(struct wire_conn *c, struct parley_msg *m, const char *peer,
+		    int timeout_ms, char *conv, size_t cap, char *errtxt, size_t errcap);
 
 /* issue 14 modes: mixed workload from a profile (bench_workload.c),
  * history reads vs Redis XREVRANGE (bench_history.c), report charts
@@ -231,6 +248,12 @@ double bench_cpu_s(pid_t pid);
 int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *c, unsigned point,
 		     uint32_t producers, uint32_t payload, struct load_result *out);
 
+/* Starts a load_result: zeroed, the system's name, producers and payload,
+ * open loop at `rate` appends/s (0: closed loop), empty histograms. Every
+ * load mode's run begins with it, so a result refused early is still
+ * printable (bench_util.c). */
+void bench_load_begin(struct load_result *out, const char *system,
+		      uint32_t producers, uint32_t payload, double rate);
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);
 
@@ -243,6 +266,18 @@ struct bench_json *bench_sink(void);
 int bench_sink_close(void);
 
 /* ---- helpers (bench_util.c) ---------------------------------------------------- */
+
+/* The longest one wait of a load driver's poll loop lasts (1 ms): the
+ * loop comes round at least this often to send, check its deadlines and
+ * drain. */
+#define BENCH_POLL_MAX_NS 1000000u
+struct pollfd;
+/* The wait of a load driver's poll loop: until input on pf[0..n), or the
+ * next intended send at next_ns (CLOCK_MONOTONIC, as parley_mono_ns; 0:
+ * nothing to send), or BENCH_POLL_MAX_NS, whichever comes first. Returns
+ * how many of pf are ready, 0 when none is (time is up, or a signal: the
+ * caller's loop just comes round again), or -errno. */
+int bench_poll(struct pollfd *pf, unsigned n, uint64_t next_ns);
 
 double bench_now_s(void);
 void bench_sleep_ns(uint64_t ns);

@@ -259,12 +259,7 @@ struct js_prod {
 int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *cl, unsigned point,
 		     uint32_t producers, uint32_t payload, struct load_result *out)
 {
-	memset(out, 0, sizeof *out);
-	out->system = "jetstream-r3";
-	out->producers = producers;
-	out->payload = payload;
-	bench_hist_init(&out->lat);
-	bench_hist_init(&out->lag);
+	bench_load_begin(out, "jetstream-r3", producers, payload, 0);
 	char stream[32];
 	snprintf(stream, sizeof stream, "B%u", point);
 	int leader = js_stream_create(cl, stream);
@@ -332,12 +327,9 @@ int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *cl, unsigne
 				 "%.0fs drain", (unsigned long long)outstanding, BENCH_DRAIN_SECONDS);
 			break;
 		}
-		struct timespec ts = {0, 1000000L};
-		int pr = ppoll(pf, producers, &ts, NULL);
+		int pr = bench_poll(pf, producers, 0);
 		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
+			rc = pr;
 			break;
 		}
 		for (uint32_t i = 0; i < producers && pr > 0 && rc == 0; i++) {

@@ -344,19 +344,12 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 		}
 		if (rc)
 			break;
-		struct timespec ts = {0, 1000000L};
-		if (next < win_end) {
-			uint64_t n2 = parley_mono_ns();
-			uint64_t wait = next > n2 ? next - n2 : 0;
-			if (wait < 1000000u)
-				ts.tv_nsec = (long)wait;
-		}
-		int pr = ppoll(pf, 2, &ts, NULL);
-		if (pr < 0 && errno != EINTR) {
-			rc = -errno;
+		int pr = bench_poll(pf, 2, next < win_end ? next : 0);
+		if (pr < 0) {
+			rc = pr;
 			break;
 		}
-		if (pr <= 0)
+		if (pr == 0)
 			continue;
 		for (int side = 0; side < 2 && rc == 0; side++) {
 			if (!(pf[side].revents & (POLLIN | POLLERR | POLLHUP)))

@@ -198,14 +198,7 @@ static uint32_t rconn_inflight(const struct rconn *rc)
 int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 		    uint32_t payload, double rate, struct load_result *out)
 {
-	memset(out, 0, sizeof *out);
-	out->system = "redis";
-	out->producers = producers;
-	out->payload = payload;
-	out->open_loop = rate > 0;
-	out->target_rate = rate;
-	bench_hist_init(&out->lat);
-	bench_hist_init(&out->lag);
+	bench_load_begin(out, "redis", producers, payload, rate);
 	if (producers == 0 || producers > BENCH_MAX_PRODUCERS || payload == 0)
 		return -PARLEY_EINVAL;
 
@@ -283,18 +276,9 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 				break;
 		}
 		/* wait for replies, or until the next send slot */
-		struct timespec ts = {0, 1000000}; /* 1 ms cap */
-		if (open_loop && next < win_end) {
-			uint64_t n2 = parley_mono_ns();
-			uint64_t wait = next > n2 ? next - n2 : 0;
-			if (wait < 1000000)
-				ts.tv_nsec = (long)wait;
-		}
-		int pr = ppoll(pfd, producers, &ts, NULL);
+		int pr = bench_poll(pfd, producers, open_loop && next < win_end ? next : 0);
 		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
+			rc = pr;
 			break;
 		}
 		if (pr == 0)

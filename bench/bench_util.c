@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <signal.h>
@@ -260,4 +261,32 @@ void bench_text_body(uint8_t *buf, size_t len, uint64_t seed)
 	struct parley_rng rng = {seed};
 	size_t off = parley_rng_below(&rng, text_len - len + 1);
 	memcpy(buf, text_buf + off, len);
+}
+
+void bench_load_begin(struct load_result *out, const char *system,
+		      uint32_t producers, uint32_t payload, double rate)
+{
+	memset(out, 0, sizeof *out);
+	out->system = system;
+	out->producers = producers;
+	out->payload = payload;
+	out->open_loop = rate > 0;
+	out->target_rate = rate;
+	bench_hist_init(&out->lat);
+	bench_hist_init(&out->lag);
+}
+
+int bench_poll(struct pollfd *pf, unsigned n, uint64_t next_ns)
+{
+	struct timespec ts = {0, (long)BENCH_POLL_MAX_NS};
+	if (next_ns) {
+		uint64_t now = parley_mono_ns();
+		uint64_t wait = next_ns > now ? next_ns - now : 0;
+		if (wait < BENCH_POLL_MAX_NS)
+			ts.tv_nsec = (long)wait;
+	}
+	int pr = ppoll(pf, (nfds_t)n, &ts, NULL);
+	if (pr < 0)
+		return errno == EINTR ? 0 : -errno;
+	return pr;
 }
