@@ -473,18 +473,17 @@ void chat_retention_stop(struct chat_ret *r)
  * contended). Growing doubles up to CHAT_FLOORS_MAX slots; at the bound
  * `full` makes every lookup answer "maybe below" (resolve by a read). */
 struct chat_floors {
-	pthread_mutex_t mu;
-	struct chat_hset t; /* (conv hash, 0) -> first_seq */
-	bool full;
+	struct chat_cset s; /* (conv hash, 0) -> first_seq */
+	bool full;          /* under s.mu */
 };
+
+#define FLOOR_SEED 0x666c6f6f72730001ull /* of the conv hash */
 
 struct chat_floors *chat_floors_new(void)
 {
 	struct chat_floors *f = calloc(1, sizeof *f);
-	if (!f)
-		return NULL;
-	pthread_mutex_init(&f->mu, NULL);
-	chat_hset_init(&f->t, true);
+	if (f)
+		chat_cset_init(&f->s, true, FLOOR_SEED);
 	return f;
 }
 
@@ -492,24 +491,20 @@ void chat_floors_free(struct chat_floors *f)
 {
 	if (!f)
 		return;
-	pthread_mutex_destroy(&f->mu);
-	chat_hset_free(&f->t);
+	chat_cset_destroy(&f->s);
 	free(f);
 }
-
-#define FLOOR_SEED 0x666c6f6f72730001ull /* of the conv hash */
 
 bool chat_floor_below(struct chat_floors *f, const char *conv, size_t len,
 		      uint64_t conv_seq)
 {
-	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
-	pthread_mutex_lock(&f->mu);
+	uint64_t h = chat_cset_lock(&f->s, conv, len);
 	bool below = f->full;
 	if (!below) {
-		int64_t i = chat_hset_find(&f->t, h, 0);
-		below = i >= 0 && conv_seq < f->t.v[i];
+		int64_t i = chat_hset_find(&f->s.t, h, 0);
+		below = i >= 0 && conv_seq < f->s.t.v[i];
 	}
-	pthread_mutex_unlock(&f->mu);
+	chat_cset_unlock(&f->s);
 	return below;
 }
 
@@ -518,14 +513,13 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
 {
 	if (first_seq <= 1)
 		return;
-	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
-	pthread_mutex_lock(&f->mu);
-	int64_t i = chat_hset_put(&f->t, h, 0, CHAT_FLOORS_MAX);
+	uint64_t h = chat_cset_lock(&f->s, conv, len);
+	int64_t i = chat_hset_put(&f->s.t, h, 0, CHAT_FLOORS_MAX);
 	if (i < 0)
 		f->full = true; /* safe: every copy is then re-read */
-	else if (first_seq > f->t.v[i])
-		f->t.v[i] = first_seq;
-	pthread_mutex_unlock(&f->mu);
+	else if (first_seq > f->s.t.v[i])
+		f->s.t.v[i] = first_seq;
+	chat_cset_unlock(&f->s);
 }
 
 static int refresh_cb(void *arg, const void *key, size_t klen,
