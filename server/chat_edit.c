@@ -33,6 +33,7 @@
 
 #include "chat.h"
 #include "chat_hset.h"
+#include "chat_keys.h"
 
 /* ---- keys, records, producers ------------------------------------------------------ */
 
@@ -761,39 +762,12 @@ int chat_scrub_filter(void *arg, const void *key, size_t klen,
 }
 
 /* Every DELETE of every edit index (blocking; from the sweeper thread). */
-struct scrub_load {
-	char (*keys)[CHAT_KEY_CAP];
-	size_t n, cap;
-};
-
-static int scrub_list_cb(void *arg, const void *key, size_t klen,
-			 const struct pe_meta *m)
-{
-	struct scrub_load *l = arg;
-	(void)m;
-	if (klen < 3 || memcmp(key, "e/", 2) || klen >= CHAT_KEY_CAP)
-		return 0;
-	if (l->n == l->cap) {
-		size_t nc = l->cap ? l->cap * 2 : 64;
-		char (*k)[CHAT_KEY_CAP] = realloc(l->keys, nc * sizeof *k);
-		if (!k)
-			return 1;
-		l->keys = k;
-		l->cap = nc;
-	}
-	memcpy(l->keys[l->n], key, klen);
-	l->keys[l->n][klen] = 0;
-	l->n++;
-	return 0;
-}
-
 void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 {
 	if (!x)
 		return;
-	struct scrub_load l = {0};
-	for (uint32_t p = 0; p < pe_partition_count(e); p++)
-		pe_list_streams(e, p, scrub_list_cb, &l);
+	struct chat_keys l;
+	chat_keys_list(&l, e, "e/");
 	uint64_t found = 0;
 	for (size_t i = 0; i < l.n; i++) {
 		const char *key = l.keys[i];
@@ -829,7 +803,7 @@ void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 				break;
 		}
 	}
-	free(l.keys);
+	chat_keys_free(&l);
 	PLOG_I("chat", "deleted messages loaded", "indexes=%zu deletes=%" PRIu64,
 	       l.n, found);
 }

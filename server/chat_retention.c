@@ -31,6 +31,7 @@
 
 #include "chat.h"
 #include "chat_hset.h"
+#include "chat_keys.h"
 
 #define RET_REC_VERSION 1u
 #define RET_AGE_SCAN_MAX 100000u /* entries an age sweep reads per conversation */
@@ -321,38 +322,11 @@ int chat_retention_request(struct chat_ret *r, const struct chat_retention_req *
 
 /* ---- the sweeper ------------------------------------------------------------------------ */
 
-struct load_ctx {
-	struct chat_ret *r;
-	char (*keys)[CHAT_KEY_CAP];
-	size_t n, cap;
-};
-
-static int load_cb(void *arg, const void *key, size_t klen, const struct pe_meta *m)
-{
-	struct load_ctx *l = arg;
-	(void)m;
-	if (klen < 3 || memcmp(key, "t/", 2) || klen >= CHAT_KEY_CAP)
-		return 0;
-	if (l->n == l->cap) {
-		size_t nc = l->cap ? l->cap * 2 : 64;
-		char (*k)[CHAT_KEY_CAP] = realloc(l->keys, nc * sizeof *k);
-		if (!k)
-			return 1;
-		l->keys = k;
-		l->cap = nc;
-	}
-	memcpy(l->keys[l->n], key, klen);
-	l->keys[l->n][klen] = 0;
-	l->n++;
-	return 0;
-}
-
 static void load(struct chat_ret *r)
 {
-	struct load_ctx l = {.r = r};
+	struct chat_keys l;
 	struct pe_engine *e = chat_engine(r->c);
-	for (uint32_t p = 0; p < pe_partition_count(e); p++)
-		pe_list_streams(e, p, load_cb, &l);
+	chat_keys_list(&l, e, "t/");
 	for (size_t i = 0; i < l.n; i++) {
 		struct pe_read_req q = {.key = l.keys[i], .klen = strlen(l.keys[i]),
 					.from = UINT64_MAX, .dir = PE_BACKWARD,
@@ -367,7 +341,7 @@ static void load(struct chat_ret *r)
 			    le_get64(es[0].payload + 1), le_get64(es[0].payload + 9));
 		free(es);
 	}
-	free(l.keys);
+	chat_keys_free(&l);
 	PLOG_I("chat", "per-conversation retention loaded", "conversations=%zu",
 	       r->n);
 }
