@@ -220,6 +220,20 @@ struct deliv_stat {
 	bool ok;
 	double p50_us, p99_us, p999_us;
 };
+/* What the delivery mode's runs (parleyd in bench_server.c, NATS in
+ * bench_nats.c) share (bench_util.c): the number of the k send slots
+ * whose intended time fell in [win_start, win_end); the opening of a
+ * run's --json row (kind "delivery", system, version unless NULL, rate,
+ * payload, sent/delivered in the window, not delivered, deliver_latency:
+ * the caller adds its own fields and bj_end); and the stat of its
+ * delivery latencies h. */
+struct bench_json;
+uint64_t bench_in_window(const uint64_t *intended, uint64_t k, uint64_t win_start,
+			 uint64_t win_end);
+void bench_deliv_json_begin(struct bench_json *js, const char *system, const char *version,
+			    double rate, uint32_t payload, uint64_t in_window,
+			    const struct bench_hist *h, uint64_t not_delivered);
+void bench_deliv_stat(struct deliv_stat *st, bool ok, const struct bench_hist *h);
 
 /* NATS core pub/sub reference for the delivery mode (bench_nats.c). */
 struct nats_srv;

@@ -386,22 +386,11 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 				rc = r;
 		}
 	}
-	uint64_t in_window = 0;
-	for (uint64_t i = 0; i < k; i++)
-		if (intended[i] >= win_start && intended[i] < win_end)
-			in_window++;
+	uint64_t in_window = bench_in_window(intended, k, win_start, win_end);
 	struct bench_json *js = bench_sink();
 	if (js) {
-		bj_obj(js, NULL);
-		bj_str(js, "kind", "delivery");
-		bj_str(js, "system", "nats");
-		bj_str(js, "version", s->version);
-		bj_num(js, "rate", rate);
-		bj_u64(js, "payload", payload);
-		bj_u64(js, "sent_in_window", in_window);
-		bj_u64(js, "delivered_in_window", h->count);
-		bj_u64(js, "not_delivered", sent - delivered);
-		bj_hist(js, "deliver_latency", h);
+		bench_deliv_json_begin(js, "nats", s->version, rate, payload, in_window, h,
+				       sent - delivered);
 		bj_hist(js, "pacer_lag", lag);
 		bj_bool(js, "duplicates", dups);
 		bj_bool(js, "ok", rc == 0);
@@ -419,10 +408,7 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 	fflush(stdout);
 	if (rc == 0 && delivered < sent)
 		rc = -PARLEY_EIO;
-	st->ok = rc == 0 && h->count > 0;
-	st->p50_us = (double)bench_hist_quantile(h, 0.5) / 1e3;
-	st->p99_us = (double)bench_hist_quantile(h, 0.99) / 1e3;
-	st->p999_us = (double)bench_hist_quantile(h, 0.999) / 1e3;
+	bench_deliv_stat(st, rc == 0 && h->count > 0, h);
 out:
 	if (rc)
 		fprintf(stderr, "parley-bench: nats delivery at %.0f/s: %s\n", rate,

@@ -867,21 +867,11 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			last_ack_ns = now2;
 		}
 	}
-	uint64_t in_window = 0;
-	for (uint64_t i = 0; i < k; i++)
-		if (intended[i] >= win_start && intended[i] < win_end)
-			in_window++;
+	uint64_t in_window = bench_in_window(intended, k, win_start, win_end);
 	struct bench_json *js = bench_sink();
 	if (js) {
-		bj_obj(js, NULL);
-		bj_str(js, "kind", "delivery");
-		bj_str(js, "system", "parleyd");
-		bj_num(js, "rate", rate);
-		bj_u64(js, "payload", payload);
-		bj_u64(js, "sent_in_window", in_window);
-		bj_u64(js, "delivered_in_window", hd->count);
-		bj_u64(js, "not_delivered", sent - delivered);
-		bj_hist(js, "deliver_latency", hd);
+		bench_deliv_json_begin(js, "parleyd", NULL, rate, payload, in_window, hd,
+				       sent - delivered);
 		bj_hist(js, "ack_latency", ha);
 		bj_hist(js, "pacer_lag", lag);
 		bj_u64(js, "window", window);
@@ -910,10 +900,7 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			parley_strerror(rc), errtxt);
 	if (rc == 0 && (errors || dups || delivered < sent))
 		rc = -PARLEY_EIO;
-	st->ok = rc == 0 && hd->count > 0;
-	st->p50_us = (double)bench_hist_quantile(hd, 0.5) / 1e3;
-	st->p99_us = (double)bench_hist_quantile(hd, 0.99) / 1e3;
-	st->p999_us = (double)bench_hist_quantile(hd, 0.999) / 1e3;
+	bench_deliv_stat(st, rc == 0 && hd->count > 0, hd);
 	reported = true;
 out:
 	if (rc && !reported)

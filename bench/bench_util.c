@@ -11,6 +11,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -289,4 +290,39 @@ int bench_poll(struct pollfd *pf, unsigned n, uint64_t next_ns)
 	if (pr < 0)
 		return errno == EINTR ? 0 : -errno;
 	return pr;
+}
+
+uint64_t bench_in_window(const uint64_t *intended, uint64_t k, uint64_t win_start,
+			 uint64_t win_end)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < k; i++)
+		if (intended[i] >= win_start && intended[i] < win_end)
+			n++;
+	return n;
+}
+
+void bench_deliv_json_begin(struct bench_json *js, const char *system, const char *version,
+			    double rate, uint32_t payload, uint64_t in_window,
+			    const struct bench_hist *h, uint64_t not_delivered)
+{
+	bj_obj(js, NULL);
+	bj_str(js, "kind", "delivery");
+	bj_str(js, "system", system);
+	if (version)
+		bj_str(js, "version", version);
+	bj_num(js, "rate", rate);
+	bj_u64(js, "payload", payload);
+	bj_u64(js, "sent_in_window", in_window);
+	bj_u64(js, "delivered_in_window", h->count);
+	bj_u64(js, "not_delivered", not_delivered);
+	bj_hist(js, "deliver_latency", h);
+}
+
+void bench_deliv_stat(struct deliv_stat *st, bool ok, const struct bench_hist *h)
+{
+	st->ok = ok;
+	st->p50_us = (double)bench_hist_quantile(h, 0.5) / 1e3;
+	st->p99_us = (double)bench_hist_quantile(h, 0.99) / 1e3;
+	st->p999_us = (double)bench_hist_quantile(h, 0.999) / 1e3;
 }
