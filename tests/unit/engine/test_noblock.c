@@ -37,6 +37,7 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "engine_util.h"
 #include "pio_pass.h"
 #include "raft.h"
 
@@ -81,9 +82,7 @@ static void append_n(const char *key, int n)
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		struct pe_append_result r;
-		int rc;
-		while ((rc = pe_append_sync(eng, &q, &r)) == -PARLEY_EFULL)
-			usleep(1000);
+		int rc = append_wait(eng, &q, &r, 1000);
 		cr_assert_eq(rc, 0, "append: %s", parley_strerror(rc));
 		cr_assert_eq(r.err, 0);
 	}
@@ -112,20 +111,6 @@ static void read_all(const char *key, uint32_t want_first, uint32_t want)
 			break;
 	}
 	cr_assert_eq(got, want, "%s: %u entries, expected %u", key, got, want);
-}
-
-static atomic_uint_fast64_t tail_next;
-
-static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
-			       const struct pe_sub_update *u)
-{
-	(void)arg;
-	(void)sub;
-	if (u->event == PE_SUB_ENTRIES)
-		for (uint32_t i = 0; i < u->count; i++)
-			if (u->entries[i].seq == atomic_load(&tail_next))
-				atomic_fetch_add(&tail_next, 1);
-	return PE_SUB_CONTINUE;
 }
 
 static void assert_no_sync_io(void)

@@ -32,6 +32,7 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "engine_util.h"
 #include "pio_pass.h"
 #include "raft.h"
 
@@ -256,9 +257,7 @@ static void append_n(const char *key, int n, size_t len)
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		struct pe_append_result r;
-		int rc;
-		while ((rc = pe_append_sync(eng, &q, &r)) == -PARLEY_EFULL)
-			usleep(1000);
+		int rc = append_wait(eng, &q, &r, 1000);
 		cr_assert_eq(rc, 0, "append: %s", parley_strerror(rc));
 		cr_assert_eq(r.err, 0);
 	}
@@ -374,20 +373,6 @@ static void wait_ring_thread(void)
 		usleep(1000);
 	}
 	cr_assert_fail("no shard thread waited on its ring");
-}
-
-static _Atomic uint64_t tail_next;
-
-static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
-			       const struct pe_sub_update *u)
-{
-	(void)arg;
-	(void)sub;
-	if (u->event == PE_SUB_ENTRIES)
-		for (uint32_t i = 0; i < u->count; i++)
-			if (u->entries[i].seq == atomic_load(&tail_next))
-				atomic_fetch_add(&tail_next, 1);
-	return PE_SUB_CONTINUE;
 }
 
 Test(shard, history_reads_of_flushed_entries_run_off_the_shard)
