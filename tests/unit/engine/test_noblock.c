@@ -296,17 +296,16 @@ static uint32_t snap_header(uint8_t *b, uint64_t index, uint64_t term,
 	return 64;
 }
 
-Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
+/* Opens eng on dir through the gating backend as node 1 of the voters
+ * {1, 2, 3}, its messages to snap_send, NPARTS partitions on one shard
+ * thread: a follower the test plays the leader of. */
+static const uint64_t follower_voters[3] = {1, 2, 3};
+
+static void follower_open(void)
 {
-	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	pio_pass_in = pio_uring_new();
-	cr_assert_not_null(pio_pass_in);
-	gate_init();
-	static const uint64_t voters[3] = {1, 2, 3};
-	struct pe_cluster cl = {.node_id = 1, .voters = voters, .nvoters = 3,
-				.election_ticks = 10, .heartbeat_ticks = 2,
-				.send = snap_send};
+	static struct pe_cluster cl = {.node_id = 1, .voters = follower_voters, .nvoters = 3,
+				       .election_ticks = 10, .heartbeat_ticks = 2,
+				       .send = snap_send};
 	struct pe_options o = {0};
 	o.dir = dir;
 	o.partitions = NPARTS;
@@ -315,6 +314,23 @@ Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
 	o.io = &G.io;
 	int rc = pe_open(&o, &eng);
 	cr_assert_eq(rc, 0, "open: %s", parley_errname(rc));
+}
+
+/* A fresh temporary directory and gating backend over io_uring, then
+ * follower_open. */
+static void follower_start(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	pio_pass_in = pio_uring_new();
+	cr_assert_not_null(pio_pass_in);
+	gate_init();
+	follower_open();
+}
+
+Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
+{
+	follower_start();
 	pthread_mutex_lock(&G.mu);
 	G.gate_on = true;
 	pthread_mutex_unlock(&G.mu);
@@ -334,7 +350,7 @@ Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
 	m.snap.conf.n = 3;
 	m.snap.conf.max_id = 3;
 	for (int i = 0; i < 3; i++)
-		m.snap.conf.ids[i] = voters[i];
+		m.snap.conf.ids[i] = follower_voters[i];
 	cr_assert_eq(pe_raft_recv(eng, &m, 1), 0);
 	bool held = false;
 	for (int i = 0; i < 10000 && !held; i++) {
@@ -408,22 +424,7 @@ static void wait_resps(int n)
 
 Test(noblock, a_partly_received_snapshot_resumes_after_a_crash)
 {
-	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	pio_pass_in = pio_uring_new();
-	cr_assert_not_null(pio_pass_in);
-	gate_init();
-	static const uint64_t voters[3] = {1, 2, 3};
-	struct pe_cluster cl = {.node_id = 1, .voters = voters, .nvoters = 3,
-				.election_ticks = 10, .heartbeat_ticks = 2,
-				.send = snap_send};
-	struct pe_options o = {0};
-	o.dir = dir;
-	o.partitions = NPARTS;
-	o.shards = 1;
-	o.cluster = &cl;
-	o.io = &G.io;
-	cr_assert_eq(pe_open(&o, &eng), 0);
+	follower_start();
 	static uint8_t first[RAFT_MAX_CHUNK_BYTES], second[RAFT_MAX_CHUNK_BYTES];
 	uint64_t fsize = 3u * RAFT_MAX_CHUNK_BYTES;
 	uint32_t hl = snap_header(first, 1000, 4, fsize);
@@ -440,7 +441,7 @@ Test(noblock, a_partly_received_snapshot_resumes_after_a_crash)
 
 	pe_abort(eng); /* a crash: the shard and pool threads stop at once */
 	eng = NULL;
-	cr_assert_eq(pe_open(&o, &eng), 0);
+	follower_open();
 	m = chunk_msg(second, sizeof first, sizeof second, hl, fsize);
 	m.snap.csum = csum;
 	int before = resps();
