@@ -301,6 +301,9 @@ void bench_sleep_until_ns(uint64_t deadline_ns);
 char *bench_mkdtemp(const char *dir, const char *prefix);
 /* rm -rf path (refuses paths that are not under a parley-bench temp dir). */
 int bench_rmtree(const char *path);
+/* A server's temp dir gone: bench_rmtree, free, *tmp NULL (nothing when
+ * *tmp is NULL). */
+void bench_tmp_remove(char **tmp);
 /* A free TCP port on 127.0.0.1 (bind to 0, read, close), or -errno. */
 int bench_free_port(void);
 /* Fill `buf` with printable, chat-like bytes from a seeded PRNG. */
@@ -321,6 +324,12 @@ void bench_child_register(pid_t pid);
  * Returns the pid or -errno. */
 pid_t bench_spawn(char *const argv[], const char *log);
 void bench_child_forget(pid_t pid);
+/* A server child stopped: SIGKILL, reaped, forgotten; *pid becomes -1
+ * (nothing when *pid <= 0). */
+void bench_child_kill(pid_t *pid);
+/* The start-up waits' look at their server each round (never blocks):
+ * true when the child has exited, then reaped and forgotten, *pid -1. */
+bool bench_child_exited(pid_t *pid);
 void bench_children_kill(void);
 /* Arms SIGALRM to fire after `seconds`: kills registered children, prints
  * an error and exits 2. 0 disarms. */

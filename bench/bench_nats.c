@@ -242,10 +242,7 @@ int bench_nats_start(const struct bench_cfg *cfg, struct nats_srv **out)
 		return -ENOMEM;
 	int rc = -PARLEY_ETIMEDOUT;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			bench_child_forget(pid);
-			s->pid = -1;
+		if (bench_child_exited(&s->pid)) {
 			fprintf(stderr, "parley-bench: nats-server exited at start-up (see %s)\n",
 				logbuf);
 			rc = -PARLEY_EIO;
@@ -273,15 +270,8 @@ void bench_nats_stop(struct nats_srv *s)
 {
 	if (!s)
 		return;
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		bench_child_forget(s->pid);
-	}
-	if (s->tmp) {
-		bench_rmtree(s->tmp);
-		free(s->tmp);
-	}
+	bench_child_kill(&s->pid);
+	bench_tmp_remove(&s->tmp);
 	free(s);
 }
 

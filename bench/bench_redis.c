@@ -129,10 +129,7 @@ int bench_redis_start(const struct bench_cfg *cfg, struct bench_redis_srv *s)
 	/* wait until it answers PING */
 	double end = bench_now_s() + REDIS_START_TIMEOUT_S;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			bench_child_forget(pid);
-			s->pid = -1;
+		if (bench_child_exited(&s->pid)) {
 			fprintf(stderr, "parley-bench: redis-server exited at start-up "
 					"(see %s)\n", logbuf);
 			return -PARLEY_EIO;
@@ -160,17 +157,8 @@ int bench_redis_start(const struct bench_cfg *cfg, struct bench_redis_srv *s)
 
 void bench_redis_stop(struct bench_redis_srv *s)
 {
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		bench_child_forget(s->pid);
-		s->pid = -1;
-	}
-	if (s->tmp) {
-		bench_rmtree(s->tmp);
-		free(s->tmp);
-		s->tmp = NULL;
-	}
+	bench_child_kill(&s->pid);
+	bench_tmp_remove(&s->tmp);
 }
 
 /* Queues one XADD on connection c and writes it out. */

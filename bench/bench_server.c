@@ -268,10 +268,7 @@ static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s)
 	s->watch_pid = pid;
 	double end = bench_now_s() + SRV_START_TIMEOUT_S;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			bench_child_forget(pid);
-			s->pid = -1;
+		if (bench_child_exited(&s->pid)) {
 			fprintf(stderr, "parley-bench: parleyd exited at start-up (see %s)\n", logp);
 			return -PARLEY_EIO;
 		}
@@ -292,17 +289,8 @@ static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s)
 
 void bench_srv_stop(struct bench_srv *s)
 {
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		bench_child_forget(s->pid);
-		s->pid = -1;
-	}
-	if (s->tmp) {
-		bench_rmtree(s->tmp);
-		free(s->tmp);
-		s->tmp = NULL;
-	}
+	bench_child_kill(&s->pid);
+	bench_tmp_remove(&s->tmp);
 }
 
 int bench_srv_term(struct bench_srv *s)

@@ -80,6 +80,15 @@ static int rm_one(const char *path, const struct stat *st, int flag,
 	return 0;
 }
 
+void bench_tmp_remove(char **tmp)
+{
+	if (!*tmp)
+		return;
+	bench_rmtree(*tmp);
+	free(*tmp);
+	*tmp = NULL;
+}
+
 int bench_rmtree(const char *path)
 {
 	/* Only ever delete what we created ourselves. */
@@ -172,6 +181,26 @@ void bench_child_forget(pid_t pid)
 	for (unsigned i = 0; i < BENCH_MAX_CHILDREN; i++)
 		if (children[i] == pid)
 			children[i] = 0;
+}
+
+void bench_child_kill(pid_t *pid)
+{
+	if (*pid <= 0)
+		return;
+	kill(*pid, SIGKILL);
+	waitpid(*pid, NULL, 0);
+	bench_child_forget(*pid);
+	*pid = -1;
+}
+
+bool bench_child_exited(pid_t *pid)
+{
+	int st;
+	if (*pid <= 0 || waitpid(*pid, &st, WNOHANG) != *pid)
+		return false;
+	bench_child_forget(*pid);
+	*pid = -1;
+	return true;
 }
 
 void bench_children_kill(void)
