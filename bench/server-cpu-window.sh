@@ -11,6 +11,7 @@
 set -euo pipefail
 BIN=$1; P=$2; PL=${3:-100}; PERF=${4:-}
 BENCH=${PARLEY_BENCH:-build/bench/parley-bench}
+[ -x "$BENCH" ] || { echo "$BENCH: not found (run from the source tree or set PARLEY_BENCH)" >&2; exit 1; }
 D=$(mktemp -d "${TMPDIR:-/tmp}/parley-cpuw.XXXXXX")
 PORT=$((28000 + RANDOM % 400)); AP=$((PORT + 1000))
 "$BIN" --dev --data "$D" --listen 127.0.0.1:$PORT --tls-port 0 \
@@ -45,8 +46,9 @@ read -r T1 C1 S1 < <(counters)
 wait $BP || true
 TCK=$(getconf CLK_TCK)
 awk -v s=$((S1 - S0)) -v t=$((T1 - T0)) -v c=$((C1 - C0)) -v tck=$TCK -v n="$(basename "$BIN")" -v p=$P -v pl=$PL -v l="$(cut -d' ' -f1 /proc/loadavg)" \
- 'BEGIN { printf "%-16s P=%-3d PL=%-4d sends %7d (%6.0f/s)  cpu %5.1f us/send  ctxsw %4.2f /send  load %s\n", n, p, pl, s, s/3, t/tck*1e6/s, c/s, l }'
-if [ "$PERF" = stat ]; then
+ 'BEGIN { if (s <= 0) { print n ": no SENDs in the window (see the bench output)"; exit 1 }
+	printf "%-16s P=%-3d PL=%-4d sends %7d (%6.0f/s)  cpu %5.1f us/send  ctxsw %4.2f /send  load %s\n", n, p, pl, s, s/3, t/tck*1e6/s, c/s, l }'
+if [ "$PERF" = stat ] && [ $((S1 - S0)) -gt 0 ]; then
 	S=$((S1 - S0))
 	awk -v s=$S '/syscalls|page-faults/ {gsub(/,/, "", $1); printf "   %-36s %8.3f /send\n", $2, $1 / s}' $D/stat.txt
 fi

@@ -160,14 +160,6 @@ struct pe_options {
 	 * recover from the log. NULL = only log it. */
 	void (*on_fatal)(void *arg, int err);
 	void *fatal_arg;
-	/* Called on a shard thread at the end of every round of its loop
-	 * and before it may sleep waiting for the disk or new requests: the
-	 * callbacks run so far are over. A caller that batches what its
-	 * callbacks produce (for example, the wake-ups of the threads they
-	 * handed work to) flushes the batch here. It must not block. NULL =
-	 * none. Not called by a stepped engine (engine/step.c). */
-	void (*on_round_end)(void *arg);
-	void *round_end_arg;
 	/* History tier (0 = default). */
 	uint64_t block_cache_bytes;   /* per shard; default 64 MiB */
 	/* History reads (entries the memtable no longer holds) run on a pool

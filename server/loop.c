@@ -317,38 +317,6 @@ void loop_free(struct loop *lp)
 
 /* ---- messages ---------------------------------------------------------------- */
 
-static void loop_wake(struct loop *lp)
-{
-	uint64_t one = 1;
-	ssize_t w = write(lp->efd, &one, sizeof one);
-	(void)w; /* an eventfd write only fails on overflow: already awake */
-}
-
-/*
- * Deferred wake-ups (engine shard threads only). A shard answers a whole
- * durable batch in one round: waking a loop at its first SEND_ACK lets
- * the loop drain a few messages, sleep, and be woken again a few acks
- * later. On a thread that called loop_post_flush (the engine's
- * on_round_end hook, so a shard thread), loop_post only notes the loop
- * here, and loop_post_flush wakes each noted loop once, at the end of the
- * shard's round (before the shard may sleep). Every other thread wakes at
- * once. A wake that finds the list already drained costs the loop one
- * empty pass, never a lost message: the list is read after the eventfd.
- */
-#define LOOP_DEFER_MAX 64u
-static _Thread_local bool tl_defer;
-static _Thread_local struct loop *tl_wake[LOOP_DEFER_MAX];
-static _Thread_local unsigned tl_nwake;
-
-void loop_post_flush(void *arg)
-{
-	(void)arg;
-	tl_defer = true;
-	for (unsigned i = 0; i < tl_nwake; i++)
-		loop_wake(tl_wake[i]);
-	tl_nwake = 0;
-}
-
 void loop_post(struct loop *lp, struct lmsg *m)
 {
 	m->next = NULL;
@@ -364,18 +332,11 @@ void loop_post(struct loop *lp, struct lmsg *m)
 		wake = true;
 	}
 	pthread_mutex_unlock(&lp->mu);
-	if (!wake)
-		return;
-	if (tl_defer) {
-		for (unsigned i = 0; i < tl_nwake; i++)
-			if (tl_wake[i] == lp)
-				return; /* noted already */
-		if (tl_nwake < LOOP_DEFER_MAX) {
-			tl_wake[tl_nwake++] = lp;
-			return;
-		}
+	if (wake) {
+		uint64_t one = 1;
+		ssize_t w = write(lp->efd, &one, sizeof one);
+		(void)w; /* an eventfd write only fails on overflow: already awake */
 	}
-	loop_wake(lp);
 }
 
 void loop_stop(struct loop *lp)

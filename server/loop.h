@@ -14,9 +14,7 @@
  * (struct conn_ref: loop, slot, generation) and post it (lmsg.h).
  * loop_post() appends to the
  * loop's MPSC list under a mutex and writes the loop's eventfd when the
- * list was empty (on an engine shard thread: once per loop at the end of
- * the shard's round, loop_post_flush); the loop drains the whole list at
- * once. A message for a
+ * list was empty; the loop drains the whole list at once. A message for a
  * connection that has since closed (slot free or generation changed) is
  * dropped. The list is bounded by construction: every message answers an
  * engine operation the loop started (each connection has at most
@@ -65,9 +63,5 @@ void loop_stop(struct loop *lp);
 void loop_free(struct loop *lp);
 /* Number of connections open on the loop (relaxed read, any thread). */
 uint32_t loop_conn_count(struct loop *lp);
-/* The engine's on_round_end hook (pe_options): from its first call on, a
- * shard thread's loop_post defers the eventfd write that wakes a loop to
- * the next call, which wakes every loop posted to since, once each. */
-void loop_post_flush(void *arg);
 
 #endif /* PARLEYD_LOOP_H */

@@ -882,8 +882,6 @@ static int run(const struct opts *o, struct srv *s)
 				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
-				/* loop wake-ups once per shard round */
-				.on_round_end = loop_post_flush,
 				/* internal streams that grow forever, and
 				 * the configured defaults (retention_*) */
 				.retention = rules,

@@ -9,8 +9,7 @@
  * same loop runs round by round (shard_round) on the caller's thread.
  * A request a shard's own callback pushes (a SEND's fan-out appends) does
  * not write the ring's eventfd: the thread is awake, and a round with such
- * a push does not sleep (sh->self_pushed). The caller's on_round_end hook
- * runs after each round's callbacks and before the thread may sleep.
+ * a push does not sleep (sh->self_pushed).
  *
  * The append path (durable before ack):
  *
@@ -641,20 +640,16 @@ int shard_round(struct shard *sh, bool wait)
 			      ((sh->backlog || sh->dirty) &&
 			       !wal_busy(sh->wal))
 			      ? 0 : hist_job_tick_timeout(sh);
-	/* the callbacks run so far are over: the caller flushes what it
-	 * batched from them before this thread may sleep */
-	if (wait && timeout && e->opt.on_round_end)
-		e->opt.on_round_end(e->opt.round_end_arg);
 	int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 	if (atomic_load(&e->aborting))
 		return -1;
+	if (n < 0) {
+		if (n != -EINTR && n != -EAGAIN && n != -ETIME)
+			shard_fatal(sh, n);
+		return 0;
+	}
 	for (int i = 0; i < n; i++)
 		shard_on_cqe(sh, &cqes[i]);
-	/* the durable batch's callbacks (acknowledgements) are over */
-	if (wait && e->opt.on_round_end)
-		e->opt.on_round_end(e->opt.round_end_arg);
-	if (n < 0 && n != -EINTR && n != -EAGAIN && n != -ETIME)
-		shard_fatal(sh, n);
 	return 0;
 }
 
@@ -677,8 +672,5 @@ void *shard_main(void *arg)
 	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
-	/* the last callbacks (closed tails, failed waiters) are over too */
-	if (sh->e->opt.on_round_end)
-		sh->e->opt.on_round_end(sh->e->opt.round_end_arg);
 	return NULL;
 }

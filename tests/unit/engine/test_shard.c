@@ -555,7 +555,7 @@ Test(shard, a_vote_waits_for_its_hardstate_store_and_the_shard_goes_on)
 	pthread_mutex_unlock(&S.mu);
 }
 
-/* ---- a callback's own appends, and the round-end hook --------------------------- */
+/* ---- a callback's own appends ----------------------------------------------------- */
 
 /* A: an append whose callback appends B to the other partition of the
  * same shard (what a SEND's durable callback does with its fan-out). */
@@ -564,66 +564,46 @@ struct chain {
 	pthread_cond_t cv;
 	char key_b[16];
 	int cbs;              /* callbacks run (A, then B) */
-	int hook_seen;        /* cbs when on_round_end last ran after them */
 	int err;
-	pthread_t cb_thread, hook_thread;
-	bool hook_other;      /* the hook ran on another thread than A's cb */
 };
 static struct chain CH = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static void chain_done(int err)
+{
+	pthread_mutex_lock(&CH.mu);
+	if (err)
+		CH.err = err;
+	CH.cbs++;
+	pthread_cond_broadcast(&CH.cv);
+	pthread_mutex_unlock(&CH.mu);
+}
 
 static void chain_b_cb(void *arg, const struct pe_append_result *r)
 {
 	(void)arg;
-	pthread_mutex_lock(&CH.mu);
-	if (r->err)
-		CH.err = r->err;
-	CH.cbs++;
-	pthread_mutex_unlock(&CH.mu);
+	chain_done(r->err);
 }
 
 static void chain_a_cb(void *arg, const struct pe_append_result *r)
 {
 	(void)arg;
-	pthread_mutex_lock(&CH.mu);
-	if (r->err)
-		CH.err = r->err;
-	CH.cbs++;
-	CH.cb_thread = pthread_self();
-	pthread_mutex_unlock(&CH.mu);
 	struct pe_input in = {.type = 1, .len = 3, .payload = "bbb"};
 	struct pe_append_req q = {.key = CH.key_b, .klen = strlen(CH.key_b),
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
 	int rc = pe_append(eng, &q, chain_b_cb, NULL);
-	if (rc) {
-		pthread_mutex_lock(&CH.mu);
-		CH.err = rc;
-		pthread_mutex_unlock(&CH.mu);
-	}
+	chain_done(r->err ? r->err : rc);
+	if (rc)
+		chain_done(rc); /* B's callback will not run */
 }
 
-static void chain_hook(void *arg)
-{
-	(void)arg;
-	pthread_mutex_lock(&CH.mu);
-	if (CH.cbs > CH.hook_seen) {
-		CH.hook_seen = CH.cbs;
-		CH.hook_thread = pthread_self();
-		CH.hook_other = !pthread_equal(CH.hook_thread, CH.cb_thread);
-		pthread_cond_broadcast(&CH.cv);
-	}
-	pthread_mutex_unlock(&CH.mu);
-}
-
-/* The append a shard's own callback makes is served without the shard
- * writing its own ring's eventfd (it is awake: it drains its inbox before
- * it sleeps), and on_round_end runs on the shard thread after those
- * callbacks (what parleyd batches its loop wake-ups on). */
+/* The append a shard's own callback makes is served (its callback runs)
+ * without the shard writing its own ring's eventfd: it is awake and
+ * drains its inbox before it sleeps. */
 Test(shard, a_callbacks_append_does_not_wake_its_own_ring, .timeout = 60)
 {
 	watch_init();
 	struct pe_options o = opts();
-	o.on_round_end = chain_hook;
 	cr_assert_eq(pe_open(&o, &eng), 0);
 	char key_a[16];
 	key_in(0, key_a, sizeof key_a);
@@ -640,13 +620,11 @@ Test(shard, a_callbacks_append_does_not_wake_its_own_ring, .timeout = 60)
 				  .entries = &in, .count = 1};
 	cr_assert_eq(pe_append(eng, &q, chain_a_cb, NULL), 0);
 	pthread_mutex_lock(&CH.mu);
-	while (CH.hook_seen < 2 && !CH.err)
+	while (CH.cbs < 2)
 		pthread_cond_wait(&CH.cv, &CH.mu);
 	int err = CH.err;
-	bool other = CH.hook_other;
 	pthread_mutex_unlock(&CH.mu);
 	cr_assert_eq(err, 0, "%s", parley_strerror(err));
-	cr_assert(!other, "on_round_end ran on another thread than the callbacks");
 	cr_assert_eq(atomic_load(&W.self_wakes), 0,
 		     "the shard woke its own ring %d times for its callback's "
 		     "append", atomic_load(&W.self_wakes));
