@@ -53,6 +53,14 @@
  *   6. (five servers) a bridge: one node hears everyone, the other four
  *      are split into two halves that hear only it and each other; the
  *      cluster must keep acknowledging; healed.
+ *   7. (modes unsynced, unsynced-long) kill -9 under load with the
+ *      victims' unsynced writes lost: every node runs with a test-only
+ *      sync log (PARLEY_TEST_SYNC_LOG, engine/io/io_synclog.c); after a
+ *      kill, tools/drop-unsynced.py cuts and zeroes every byte no completed
+ *      fdatasync covered and undoes every create / rename / unlink no
+ *      directory fsync covered, then the node restarts. In turn the leader,
+ *      a follower, and the leader with a follower at once (a committed
+ *      entry then survives only if its quorum really had it durable).
  *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
  *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
  *   follower). Five servers run 6, 1, 5 (the leader); the long tier adds
@@ -67,7 +75,11 @@
  * match (a silent divergence: nothing but a comparison can see it), the
  * node restarted; the comparison must name exactly that node.
  *
- *   netns_chaos short|long [3|5]  (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
+ *   Mode unsynced runs 7 only (four kills); unsynced-long 24 kills, and
+ *   fails if none of them found an unsynced byte to drop.
+ *
+ *   netns_chaos short|long|unsynced|unsynced-long [3|5]
+ *   (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
  * Exit 0 pass, 1 fail. PARLEY_SEED replays the fault choices (not timing).
  */
 #include <pthread.h>
@@ -96,6 +108,10 @@ static char ip[MAX_SRV][48];
 static struct it_server srv[MAX_SRV];
 static char nodes_list[256];
 static const char *bin_dir;
+/* the unsynced modes: every node records its syncs (PARLEY_TEST_SYNC_LOG,
+ * engine/io/io_synclog.c) so a kill -9 can be made to lose what a power
+ * loss could (tools/drop-unsynced.py) */
+static bool sync_log;
 
 /* ---- namespaces and processes ------------------------------------------------ */
 
@@ -272,6 +288,11 @@ static void node_start(int i)
 			dup2(fd, 1);
 			dup2(fd, 2);
 			close(fd);
+		}
+		if (sync_log) {
+			char sl[400];
+			snprintf(sl, sizeof sl, "%s/node%d.sync", it_dir, i + 1);
+			setenv("PARLEY_TEST_SYNC_LOG", sl, 1);
 		}
 		execvp("ip", (char *const *)argv);
 		_exit(127);
@@ -933,6 +954,136 @@ static void scenario_kill(int kills)
 }
 
 
+/* ---- kill -9 with the unsynced writes lost ------------------------------------------ */
+
+static uint64_t lost_bytes, lost_files; /* summed over the run's drops */
+
+static void node_kill9(int i);
+
+/* Node i is dead (waited for): take from its data directory what a power
+ * loss could have taken (tools/drop-unsynced.py, from its sync log). */
+static void drop_unsynced(int i)
+{
+	char cmd[1400];
+	snprintf(cmd, sizeof cmd, "python3 %s/tools/drop-unsynced.py %s/node%d.sync",
+		 src_dir, it_dir, i + 1);
+	FILE *p = popen(cmd, "r");
+	IT_CHECK(p, "cannot run %s", cmd);
+	char line[512] = "";
+	IT_CHECK(fgets(line, sizeof line, p) != NULL, "no output from %s", cmd);
+	IT_CHECK(pclose(p) == 0, "failed: %s", cmd);
+	line[strcspn(line, "\n")] = 0;
+	printf("  node%d: %s\n", i + 1, line);
+	unsigned long nf = 0, cut = 0, zeroed = 0, rm = 0, ren = 0;
+	IT_CHECK(sscanf(line, "drop-unsynced: %lu file(s) changed: %lu byte(s) "
+			"cut, %lu zeroed; %lu created file(s) removed, %lu",
+			&nf, &cut, &zeroed, &rm, &ren) == 5, "unexpected: %s", line);
+	lost_bytes += cut + zeroed;
+	lost_files += nf + rm + ren;
+}
+
+/* Whether node i's sync log shows a WAL batch written (or being written)
+ * that no completed fdatasync covered yet: after its last WAL write (a Q
+ * line naming a wal-*.log segment), no fdatasync of a segment (F line)
+ * completed (S line with its id). */
+static bool wal_in_flight(int i)
+{
+	char path[400];
+	snprintf(path, sizeof path, "%s/node%d.sync", it_dir, i + 1);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f), from = size > 65536 ? size - 65536 : 0;
+	fseek(f, from, SEEK_SET);
+	char line[1600];
+	bool pending = false;
+	unsigned long long fid = 0; /* the fdatasync after that write */
+	if (from)
+		(void)fgets(line, sizeof line, f); /* a partial first line */
+	while (fgets(line, sizeof line, f)) {
+		if (line[0] == 'Q' && strstr(line, "/wal-")) {
+			pending = true;
+			fid = 0;
+		} else if (line[0] == 'F' && pending && strstr(line, "/wal-")) {
+			fid = strtoull(line + 2, NULL, 10);
+		} else if (line[0] == 'S' && pending && fid &&
+			   strtoull(line + 2, NULL, 10) == fid) {
+			pending = false;
+		}
+	}
+	fclose(f);
+	return pending;
+}
+
+/* Stops node i (SIGSTOP) at a moment its WAL has a batch in flight, so
+ * the kill that follows loses it: tries for a while, then stops it
+ * anyway. What a stopped node has not reaped it has not acted on (the
+ * sync log is written before a completion is handed over), so dropping
+ * that batch is a power loss just before its fdatasync returned. */
+static void stop_in_flight(int i)
+{
+	for (int t = 0; t < 1500; t++) {
+		kill(srv[i].pid, SIGSTOP);
+		int st;
+		IT_CHECK(waitpid(srv[i].pid, &st, WUNTRACED) == srv[i].pid &&
+			 WIFSTOPPED(st), "node%d did not stop", i + 1);
+		if (wal_in_flight(i)) {
+			printf("  node%d stopped with a WAL batch in flight (try %d)\n",
+			       i + 1, t + 1);
+			return;
+		}
+		kill(srv[i].pid, SIGCONT);
+		usleep(200 + (useconds_t)parley_rng_below(&it_rng, 1500));
+	}
+	kill(srv[i].pid, SIGSTOP);
+	printf("  node%d stopped (no WAL batch in flight caught)\n", i + 1);
+}
+
+/* kills kill -9s under load, each followed by the loss of the victims'
+ * unsynced writes and their restart: the leader of partition 0, a
+ * follower, and every third time the leader and a follower at once (then
+ * a committed entry survives only if the follower that counted toward its
+ * quorum had really made it durable before answering). */
+static void scenario_kill_unsynced(int kills)
+{
+	for (int k = 0; k < kills; k++) {
+		int L = wait_leader(all_mask(), -1, "before a kill");
+		int F = (L + 1 + (int)parley_rng_below(&it_rng, (uint64_t)NSRV - 1)) % NSRV;
+		int kind = k % 3; /* 0 leader, 1 follower, 2 both */
+		wait_acks(10 + parley_rng_below(&it_rng, 30), "before a kill");
+		unsigned dead = kind == 0 ? 1u << L : kind == 1 ? 1u << F
+			      : (1u << L) | (1u << F);
+		printf("unsynced kill %d: kill -9 %s (leader node%d)\n", k,
+		       kind == 0 ? "the leader" : kind == 1 ? "a follower"
+		       : "the leader and a follower", L + 1);
+		/* the follower first: the leader goes on with the other */
+		if (dead & (1u << F))
+			stop_in_flight(F);
+		if (dead & (1u << L))
+			stop_in_flight(L);
+		for (int i = 0; i < NSRV; i++)
+			if (dead & (1u << i))
+				node_kill9(i);
+		for (int i = 0; i < NSRV; i++)
+			if (dead & (1u << i))
+				drop_unsynced(i);
+		if (kind != 2) {
+			int M = wait_leader(all_mask() & ~dead, kind == 0 ? L : -1,
+					    "the survivors after a kill");
+			wait_acks(20, "after a kill");
+			printf("unsynced kill %d: node%d leads; restarting\n", k, M + 1);
+		}
+		for (int i = 0; i < NSRV; i++)
+			if (dead & (1u << i))
+				node_start(i);
+		wait_leader(all_mask(), -1, "after restarting killed nodes");
+		wait_acks(20, "after restarting killed nodes");
+	}
+	printf("unsynced kills: %" PRIu64 " byte(s) lost in total, %" PRIu64
+	       " file change(s)\n", lost_bytes, lost_files);
+}
+
 /* ---- replicas compared: GET /debug/digest ------------------------------------------ */
 
 struct pdig {
@@ -1311,16 +1462,19 @@ static void scenario_bridge(void)
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "short";
-	bool longrun = !strcmp(mode, "long");
+	bool unsynced = !strncmp(mode, "unsynced", 8);
+	bool longrun = !strcmp(mode, "long") || !strcmp(mode, "unsynced-long");
+	sync_log = unsynced;
 	NSRV = argc > 2 ? atoi(argv[2]) : 3;
 	if (NSRV != 3 && NSRV != 5) {
-		fprintf(stderr, "netns_chaos short|long [3|5]\n");
+		fprintf(stderr, "netns_chaos short|long|unsynced|unsynced-long "
+			"[3|5]\n");
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0); /* findings survive it_fail's _exit */
 	char name[64];
-	snprintf(name, sizeof name, "cluster_netns%s%s", NSRV == 5 ? "5" : "",
-		 longrun ? "_long" : "");
+	snprintf(name, sizeof name, "cluster_%s%s%s", unsynced ? "unsynced"
+		 : "netns", NSRV == 5 ? "5" : "", longrun ? "_long" : "");
 	it_init(name);
 	const char *p = getenv("NETNS_PREFIX"), *s = getenv("NETNS_SUBNET"),
 		   *sd = getenv("PARLEY_SRC_DIR");
@@ -1374,7 +1528,11 @@ int main(int argc, char **argv)
 	}
 	wait_acks(50, "at start");
 
-	if (NSRV == 3) {
+	if (unsynced) {
+		scenario_kill_unsynced(longrun ? 24 : 4);
+		IT_CHECK(lost_bytes > 0, "kills under load and never an unsynced "
+			 "byte to drop: is the sync log on?");
+	} else if (NSRV == 3) {
 		scenario_isolate_leader(3);
 		scenario_one_way();
 		scenario_flap(longrun ? 20 : 4);
