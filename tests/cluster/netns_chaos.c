@@ -992,9 +992,18 @@ static void drop_unsynced(int i)
 	lost_files += nf + rm + ren;
 }
 
+/* A sync log line about a WAL segment: named wal-*.log, or spare-*.log
+ * when the segment was opened under its spare's name (the log keeps the
+ * name a file was opened by). */
+static bool seg_line(const char *line)
+{
+	return strstr(line, "/wal-") ||
+	       (strstr(line, "/spare-") && strstr(line, ".log "));
+}
+
 /* Whether node i's sync log shows a WAL batch written (or being written)
  * that no completed fdatasync covered yet: after its last WAL write (a Q
- * line naming a wal-*.log segment), no fdatasync of a segment (F line)
+ * line naming a segment), no fdatasync of a segment (F line)
  * completed (S line with its id). */
 static bool wal_in_flight(int i)
 {
@@ -1004,7 +1013,7 @@ static bool wal_in_flight(int i)
 	if (!f)
 		return false;
 	fseek(f, 0, SEEK_END);
-	long size = ftell(f), from = size > 65536 ? size - 65536 : 0;
+	long size = ftell(f), from = size > (1 << 20) ? size - (1 << 20) : 0;
 	fseek(f, from, SEEK_SET);
 	char line[1600];
 	bool pending = false;
@@ -1012,10 +1021,10 @@ static bool wal_in_flight(int i)
 	if (from)
 		(void)fgets(line, sizeof line, f); /* a partial first line */
 	while (fgets(line, sizeof line, f)) {
-		if (line[0] == 'Q' && strstr(line, "/wal-")) {
+		if (line[0] == 'Q' && seg_line(line)) {
 			pending = true;
 			fid = 0;
-		} else if (line[0] == 'F' && pending && strstr(line, "/wal-")) {
+		} else if (line[0] == 'F' && pending && seg_line(line)) {
 			fid = strtoull(line + 2, NULL, 10);
 		} else if (line[0] == 'S' && pending && fid &&
 			   strtoull(line + 2, NULL, 10) == fid) {
@@ -1052,9 +1061,13 @@ static void stop_in_flight(int i)
 
 /* kills kill -9s under load, each followed by the loss of the victims'
  * unsynced writes and their restart: the leader of partition 0, a
- * follower, and every third time the leader and a follower at once (then
- * a committed entry survives only if the follower that counted toward its
- * quorum had really made it durable before answering). */
+ * follower, and every third time the leader and a follower at once. In
+ * that case (three servers) the third node is cut off first, so the
+ * leader commits with that follower's answers alone, and the follower
+ * restarts first and elects with the third while the old leader stays
+ * down: an acknowledged entry survives only if the follower had really
+ * made it durable before answering. With all_too every fourth kill takes
+ * every node at once. */
 static void scenario_kill_unsynced(int kills, bool all_too)
 {
 	for (int k = 0; k < kills; k++) {
@@ -1069,10 +1082,25 @@ static void scenario_kill_unsynced(int kills, bool all_too)
 		       kind == 0 ? "the leader" : kind == 1 ? "a follower"
 		       : kind == 2 ? "the leader and a follower" : "every node",
 		       L + 1);
+		/* leader and follower: with three servers the third is cut
+		 * off first, so what the leader acknowledges from now on was
+		 * answered for by that follower alone */
+		int O = -1;
+		if (kind == 2 && NSRV == 3) {
+			O = 3 - L - F;
+			printf("  node%d cut off: node%d and node%d go on alone\n",
+			       O + 1, L + 1, F + 1);
+			fault_isolate(O);
+			wait_acks(10, "with the third node cut off");
+		}
 		/* followers first: the leader goes on with the others */
 		for (int i = 0; i < NSRV; i++)
 			if (i != L && (dead & (1u << i)))
 				stop_in_flight(i);
+		/* the leader has time to acknowledge what the stopped
+		 * follower answered for */
+		if (O >= 0)
+			it_sleep_ms(30);
 		if (dead & (1u << L))
 			stop_in_flight(L);
 		for (int i = 0; i < NSRV; i++)
@@ -1081,6 +1109,8 @@ static void scenario_kill_unsynced(int kills, bool all_too)
 		for (int i = 0; i < NSRV; i++)
 			if (dead & (1u << i))
 				drop_unsynced(i);
+		if (O >= 0)
+			fault_heal();
 		if (kind == 2) {
 			/* the follower comes back first: with the untouched
 			 * node it is a majority that elects without the old
