@@ -521,7 +521,9 @@ int pe_delete_sync(struct pe_engine *e, const void *key, size_t klen,
 /*
  * A subscription delivers a stream's entries with seq >= from_seq: first the
  * backlog, then live entries as they become durable, in order, with no gap
- * and no duplicate.
+ * and no duplicate. Live entries that apply together (one WAL batch of the
+ * stream's partition) come in one callback (up to 64 entries each), after
+ * all of them applied.
  *
  * Flow control (how a slow subscriber stays bounded): the callback returns
  * PE_SUB_CONTINUE to keep receiving or PE_SUB_PAUSE when the consumer's own
