@@ -710,6 +710,10 @@ struct pe_cluster {
 	uint32_t nvoters;          /* 1..PE_MAX_VOTERS */
 	uint32_t election_ticks;   /* 0 = default 10 */
 	uint32_t heartbeat_ticks;  /* 0 = default 1; < election_ticks */
+	uint32_t quiesce_ticks;    /* contract item 9: idle ticks before a
+				      group quiesces; 0 = never (only a
+				      caller that reports node liveness,
+				      pe_raft_node_down / _up, may set it) */
 	uint64_t log_keep_bytes;   /* per partition, applied entries kept for
 				      followers; 0 = default 4 MiB */
 	uint64_t snapshot_rate_bytes; /* snapshot bytes sent per second, all
@@ -735,6 +739,10 @@ int pe_raft_tick(struct pe_engine *e);
  * few ticks (raft_leader_down). Any thread. 0, -PARLEY_EFULL,
  * -PARLEY_ECLOSED or -PARLEY_EINVAL. */
 int pe_raft_node_down(struct pe_engine *e, uint64_t node);
+/* Contract item 9: the transport's link to `node` is up (again): quiesced
+ * groups this node leads wake, so a node that was away is caught up. Any
+ * thread; same returns as pe_raft_node_down. */
+int pe_raft_node_up(struct pe_engine *e, uint64_t node);
 
 enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
 		    PE_LEADER = 3 };
@@ -758,6 +766,7 @@ struct pe_raft_status {
 	uint64_t snap_sent_bytes, snap_received_bytes;
 	uint64_t snap_installed, snap_install_failed;
 	uint64_t elections;        /* campaigns as candidate, since open */
+	bool quiesced;             /* idle: not ticking (contract item 9) */
 	/* linearizable reads (contract 7) answered from the state machine /
 	 * failed (NOTLEADER, AGAIN, closed), since open */
 	uint64_t reads_served, reads_failed;

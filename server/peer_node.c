@@ -247,16 +247,25 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 		(void)pe_raft_recv(nd->e, msgs, n); /* full inbox: dropped */
 }
 
-/* A link that goes down is the earliest sign that a node died (its
- * sockets close with it): the groups it leads campaign at once instead
- * of waiting out an election timeout (pe_raft_node_down). */
+/* Node liveness, one per node pair (the link's keepalive PINGs and read
+ * deadline, peer.c), is what lets idle groups quiesce (parley_engine.h
+ * item 9): a link that goes down is the earliest sign that a node died
+ * (its sockets close with it, or it stopped answering for the read
+ * deadline): the groups it leads campaign at once instead of waiting out
+ * an election timeout, quiesced or not (pe_raft_node_down); a link that
+ * comes up wakes the quiesced groups this node leads, so the returning
+ * node hears from them and catches up (pe_raft_node_up). */
 static void on_link(void *arg, uint64_t node, bool up)
 {
 	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
-	if (!up && nd->e)
-		(void)pe_raft_node_down(nd->e, node); /* a hint: loss is fine */
+	if (!nd->e)
+		return;
+	if (up)
+		(void)pe_raft_node_up(nd->e, node); /* a hint: loss is fine */
+	else
+		(void)pe_raft_node_down(nd->e, node);
 }
 
 static void drain_outbox(struct peer_node *nd)
@@ -773,6 +782,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.node_id = cfg->node_id, .voters = nd->voters,
 		.nvoters = nv,
 		.election_ticks = cfg->election_ticks,
+		.quiesce_ticks = cfg->quiesce_ticks,
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
 		.send = node_send, .send_arg = nd,
@@ -914,6 +924,12 @@ uint64_t peer_node_outbox_drops(struct peer_node *n)
 
 size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 {
+	uint64_t quiet = 0;
+	for (uint32_t p = 0; n->e && p < n->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(n->e, p, &st) == 0 && st.quiesced)
+			quiet++;
+	}
 	int k = snprintf(
 		buf, cap,
 		"# HELP parley_raft_term_changes_total Partition terms seen to "
@@ -927,10 +943,14 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		"# HELP parley_peer_outbox_drops_total Raft messages dropped "
 		"because the outbox was full.\n"
 		"# TYPE parley_peer_outbox_drops_total counter\n"
-		"parley_peer_outbox_drops_total %" PRIu64 "\n",
+		"parley_peer_outbox_drops_total %" PRIu64 "\n"
+		"# HELP parley_raft_groups_quiesced Partition groups on this "
+		"node that are quiesced (idle: no heartbeats, no ticks).\n"
+		"# TYPE parley_raft_groups_quiesced gauge\n"
+		"parley_raft_groups_quiesced %" PRIu64 "\n",
 		atomic_load_explicit(&n->term_changes, memory_order_relaxed),
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
-		peer_node_outbox_drops(n));
+		peer_node_outbox_drops(n), quiet);
 	size_t m = k > 0 ? (size_t)k : 0;
 	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
 				     m < cap ? cap - m : 0);
