@@ -74,6 +74,8 @@ struct peer_node {
 	pthread_mutex_t mu;
 	struct obatch *head, *tail;
 	size_t queued;
+	struct raft_msg *gather;          /* node thread: drain_outbox's array */
+	uint32_t gather_cap;
 	_Atomic uint64_t drops;
 	/* node thread: the last Raft state seen per partition */
 	uint32_t np;
@@ -268,6 +270,12 @@ static void on_link(void *arg, uint64_t node, bool up)
 		(void)pe_raft_node_down(nd->e, node);
 }
 
+/* Everything the shards queued since the last round leaves together:
+ * the batches' messages (each batch one group's ready) are gathered into
+ * one array for one peer_send_all, so each node pair gets one frame (one
+ * write, one decode and one wake-up on the other side) per round instead
+ * of one per group's ready. The messages point into the batches, which
+ * are freed only after peer_send_all encoded them. */
 static void drain_outbox(struct peer_node *nd)
 {
 	pthread_mutex_lock(&nd->mu);
@@ -275,9 +283,31 @@ static void drain_outbox(struct peer_node *nd)
 	nd->head = nd->tail = NULL;
 	nd->queued = 0;
 	pthread_mutex_unlock(&nd->mu);
+	if (!b)
+		return;
+	uint32_t n = 0;
+	for (struct obatch *x = b; x; x = x->next)
+		n += x->n;
+	if (b->next && n > nd->gather_cap) {
+		struct raft_msg *g = realloc(nd->gather, (size_t)n * sizeof *g);
+		if (g) {
+			nd->gather = g;
+			nd->gather_cap = n;
+		}
+	}
+	if (b->next && n <= nd->gather_cap) {
+		uint32_t k = 0;
+		for (struct obatch *x = b; x; x = x->next) {
+			memcpy(nd->gather + k, x->msgs, (size_t)x->n * sizeof *x->msgs);
+			k += x->n;
+		}
+		(void)peer_send_all(nd->peer, nd->gather, n); /* loss is fine */
+	} else {
+		for (struct obatch *x = b; x; x = x->next)
+			(void)peer_send_all(nd->peer, x->msgs, x->n);
+	}
 	while (b) {
 		struct obatch *nx = b->next;
-		(void)peer_send_all(nd->peer, b->msgs, b->n); /* loss is fine */
 		free(b);
 		b = nx;
 	}
@@ -912,6 +942,7 @@ void peer_node_stop(struct peer_node *nd)
 		nd->cmd_head = nx;
 	}
 	pthread_mutex_destroy(&nd->mu);
+	free(nd->gather);
 	free(nd->seen_term);
 	free(nd->seen_leader);
 	free(nd);
