@@ -650,6 +650,7 @@ void sub_hist_deliver(struct shard *sh, struct pe_sub *sub, int rc,
 uint64_t engine_clock(struct pe_engine *e);
 uint64_t engine_mono_ns(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
+uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head);
 void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
 int shard_wal_sync(struct shard *sh);

@@ -9,7 +9,8 @@
  * Inbound messages: pe_raft_recv checks each message (group, sender, addressee)
  * and deep-copies it — entries and their data, snapshot chunk — into one
  * REQ_RAFT request for the group's shard (one allocation, freed by the
- * shard). On the shard (part_repl_recv) it joins the partition's `rin`
+ * shard); a call's requests reach each shard as one chain (one lock, at
+ * most one wake-up: shard_push_chain). On the shard (part_repl_recv) it joins the partition's `rin`
  * queue; part_raft_run steps it when the group has no ready out.
  * SNAPSHOT chunks go the same way (log/part_snap.c stores and installs
  * them).
@@ -67,6 +68,7 @@
 #define DEF_LOG_KEEP (4ull << 20)
 #define MAX_PEND_TICKS 2u
 #define RI_TIMEOUT_ELECTIONS 3u
+#define RECV_CHAINS 64u /* shards pe_raft_recv batches for (more: one push each) */
 
 enum { RI_QUEUED = 0, RI_ISSUED = 1, RI_CONFIRMED = 2 };
 
@@ -146,8 +148,9 @@ const struct raft_msg *part_repl_msg(const struct req *r)
 	return (const struct raft_msg *)align8((size_t)r->data);
 }
 
-/* One message, deep-copied into a request for its shard. */
-static int recv_one(struct pe_engine *e, const struct raft_msg *m)
+/* One message, deep-copied into a request for its shard (*out). */
+static int recv_one(struct pe_engine *e, const struct raft_msg *m,
+		    struct req **out)
 {
 	if (m->group >= e->nparts || m->to != e->cl.node_id ||
 	    m->from == e->cl.node_id || !m->from ||
@@ -194,10 +197,8 @@ static int recv_one(struct pe_engine *e, const struct raft_msg *m)
 	} else {
 		c->chunk = NULL;
 	}
-	int rc = shard_push(e, r);
-	if (rc)
-		free(r);
-	return rc;
+	*out = r;
+	return 0;
 drop:
 	if (m->group < e->nparts)
 		atomic_fetch_add_explicit(&e->parts[m->group].pub_dropped, 1,
@@ -211,12 +212,34 @@ int pe_raft_recv(struct pe_engine *e, const struct raft_msg *msgs, uint32_t n)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || e->opt.read_only)
 		return -PARLEY_EINVAL;
+	/* one chain per shard, pushed under one lock with at most one
+	 * wake-up (a peer frame carries many groups' messages) */
+	struct req *head[RECV_CHAINS], *tail[RECV_CHAINS];
+	memset(head, 0, sizeof head);
+	bool chains = e->nshards <= RECV_CHAINS;
 	int first = 0;
 	for (uint32_t i = 0; i < n; i++) {
-		int rc = recv_one(e, &msgs[i]);
+		struct req *r = NULL;
+		int rc = recv_one(e, &msgs[i], &r);
+		if (!rc && !chains) {
+			rc = shard_push(e, r);
+			if (rc)
+				free(r);
+		} else if (!rc) {
+			uint32_t s = r->part % e->nshards;
+			if (head[s])
+				tail[s]->next = r;
+			else
+				head[s] = r;
+			tail[s] = r;
+		}
 		if (rc && !first)
 			first = rc;
 	}
+	for (uint32_t s = 0; chains && s < e->nshards; s++)
+		if (head[s] && shard_push_chain(e, s, head[s]) && !first)
+			first = atomic_load(&e->closing) ? -PARLEY_ECLOSED
+							 : -PARLEY_EFULL;
 	return first;
 }
 
