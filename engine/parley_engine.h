@@ -648,7 +648,25 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      break or a restart, installed atomically; it then goes on by log
  *      (docs/CLUSTER.md §2.4, engine/log/part_snap.c). Data directories
  *      gain snap/<partition>/ for what a follower receives.
- *   9. Quiescing is not used yet.
+ *   9. Quiescing (pe_cluster.quiesce_ticks, 0 = never): a group whose
+ *      leader had nothing to do for quiesce_ticks ticks, whose log is
+ *      committed and held by every member that answered within one to
+ *      two election timeouts, and which heard from a quorum in its
+ *      current check-quorum window, quiesces: the leader sends one
+ *      QUIESCE heartbeat and stops ticking, caught-up followers stop too,
+ *      and the engine gives such a group no ticks (no heartbeats, no
+ *      shard work; pe_raft_status.quiesced). A proposal, a linearizable
+ *      read, a membership change or any message but a quiesce heartbeat
+ *      wakes it. Since a sleeping follower cannot tell a quiet leader
+ *      from a dead one, the caller MUST report node liveness when it
+ *      sets quiesce_ticks: pe_raft_node_down(node) when its link to a
+ *      node is lost (followers of that node campaign, item 11, and every
+ *      quiesced leader wakes, so one cut off from its quorum is deposed
+ *      by check-quorum: a leader woken this way sleeps again only after
+ *      a quorum answered it anew), and pe_raft_node_up(node) when the
+ *      link comes back (quiesced leaders wake, so the node catches up).
+ *      A member silent for one to two election timeouts does not keep
+ *      its group awake.
  *  10. With follow_partition0, every group whose leader is this node and
  *      whose partition is not 0 transfers its leadership (Raft's
  *      TimeoutNow, once the target holds its whole log) to the node that
@@ -660,8 +678,8 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      of its current term (raft_peer_current): never to a node that
  *      this node still believes leads partition 0 but that died.
  *  11. Link loss is a hint: pe_raft_node_down(node) makes the groups that
- *      follow `node` campaign within a few ticks instead of waiting out
- *      the election timeout (pre-vote still asks a quorum, so a flapping
+ *      follow `node` campaign within a few ticks (quiesced or not) instead
+ *      of waiting out the election timeout (pre-vote still asks a quorum, so a flapping
  *      link cannot depose a leader the others still hear from).
  *  12. Membership changes, per partition group (pe_partition_conf_change):
  *      one change at a time, proposed on the group's leader as a log entry
