@@ -181,6 +181,23 @@ int bench_srv_respawn(const struct bench_cfg *cfg, struct bench_srv *s);
 long bench_vmrss_kib(pid_t pid);
 /* A development HS256 token for `user` (cfg's secret and claims). */
 int bench_mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t cap);
+struct wire_conn;
+struct parley_msg;
+struct parley_hello_ok;
+struct ssl_ctx_st;
+/* A server mode's session for `user` (bench_server.c): connects c (its
+ * rbuf already allocated) to host:port, starts TLS when tctx is not NULL,
+ * and says HELLO + AUTH as `device` with a token minted for `user`;
+ * *hello (may be NULL) gets HELLO_OK. Each wait is bounded by timeout_ms.
+ * Returns 0 or negative. */
+int bench_session_open(const struct bench_cfg *cfg, struct wire_conn *c, const char *host,
+		       int port, struct ssl_ctx_st *tctx, const char *user,
+		       const char *device, int timeout_ms, struct parley_hello_ok *hello);
+/* Opens c's 1:1 conversation with `peer` (CONV_OPEN, answered CONV) and
+ * copies its id to conv[0..cap); m is scratch. Returns 0, -PARLEY_EPROTO
+ * for another answer (errtxt says which), or negative. */
+int bench_conv_open(struct wire_conn *c, struct parley_msg *m, const char *peer,
+		    int timeout_ms, char *conv, size_t cap, char *errtxt, size_t errcap);
 
 /* issue 14 modes: mixed workload from a profile (bench_workload.c),
  * history reads vs Redis XREVRANGE (bench_history.c), report charts
@@ -203,6 +220,20 @@ struct deliv_stat {
 	bool ok;
 	double p50_us, p99_us, p999_us;
 };
+/* What the delivery mode's runs (parleyd in bench_server.c, NATS in
+ * bench_nats.c) share (bench_util.c): the number of the k send slots
+ * whose intended time fell in [win_start, win_end); the opening of a
+ * run's --json row (kind "delivery", system, version unless NULL, rate,
+ * payload, sent/delivered in the window, not delivered, deliver_latency:
+ * the caller adds its own fields and bj_end); and the stat of its
+ * delivery latencies h. */
+struct bench_json;
+uint64_t bench_in_window(const uint64_t *intended, uint64_t k, uint64_t win_start,
+			 uint64_t win_end);
+void bench_deliv_json_begin(struct bench_json *js, const char *system, const char *version,
+			    double rate, uint32_t payload, uint64_t in_window,
+			    const struct bench_hist *h, uint64_t not_delivered);
+void bench_deliv_stat(struct deliv_stat *st, bool ok, const struct bench_hist *h);
 
 /* NATS core pub/sub reference for the delivery mode (bench_nats.c). */
 struct nats_srv;
@@ -231,6 +262,12 @@ double bench_cpu_s(pid_t pid);
 int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *c, unsigned point,
 		     uint32_t producers, uint32_t payload, struct load_result *out);
 
+/* Starts a load_result: zeroed, the system's name, producers and payload,
+ * open loop at `rate` appends/s (0: closed loop), empty histograms. Every
+ * load mode's run begins with it, so a result refused early is still
+ * printable (bench_util.c). */
+void bench_load_begin(struct load_result *out, const char *system,
+		      uint32_t producers, uint32_t payload, double rate);
 void bench_load_print_header(void);
 void bench_load_print_row(const struct load_result *r);
 
@@ -244,6 +281,18 @@ int bench_sink_close(void);
 
 /* ---- helpers (bench_util.c) ---------------------------------------------------- */
 
+/* The longest one wait of a load driver's poll loop lasts (1 ms): the
+ * loop comes round at least this often to send, check its deadlines and
+ * drain. */
+#define BENCH_POLL_MAX_NS 1000000u
+struct pollfd;
+/* The wait of a load driver's poll loop: until input on pf[0..n), or the
+ * next intended send at next_ns (CLOCK_MONOTONIC, as parley_mono_ns; 0:
+ * nothing to send), or BENCH_POLL_MAX_NS, whichever comes first. Returns
+ * how many of pf are ready, 0 when none is (time is up, or a signal: the
+ * caller's loop just comes round again), or -errno. */
+int bench_poll(struct pollfd *pf, unsigned n, uint64_t next_ns);
+
 double bench_now_s(void);
 void bench_sleep_ns(uint64_t ns);
 /* Sleep until CLOCK_MONOTONIC reaches `deadline_ns` (absolute). */
@@ -252,6 +301,9 @@ void bench_sleep_until_ns(uint64_t deadline_ns);
 char *bench_mkdtemp(const char *dir, const char *prefix);
 /* rm -rf path (refuses paths that are not under a parley-bench temp dir). */
 int bench_rmtree(const char *path);
+/* A server's temp dir gone: bench_rmtree, free, *tmp NULL (nothing when
+ * *tmp is NULL). */
+void bench_tmp_remove(char **tmp);
 /* A free TCP port on 127.0.0.1 (bind to 0, read, close), or -errno. */
 int bench_free_port(void);
 /* Fill `buf` with printable, chat-like bytes from a seeded PRNG. */
@@ -272,6 +324,12 @@ void bench_child_register(pid_t pid);
  * Returns the pid or -errno. */
 pid_t bench_spawn(char *const argv[], const char *log);
 void bench_child_forget(pid_t pid);
+/* A server child stopped: SIGKILL, reaped, forgotten; *pid becomes -1
+ * (nothing when *pid <= 0). */
+void bench_child_kill(pid_t *pid);
+/* The start-up waits' look at their server each round (never blocks):
+ * true when the child has exited, then reaped and forgotten, *pid -1. */
+bool bench_child_exited(pid_t *pid);
 void bench_children_kill(void);
 /* Arms SIGALRM to fire after `seconds`: kills registered children, prints
  * an error and exits 2. 0 disarms. */

@@ -150,10 +150,7 @@ static int cl_wait_listen(struct cl_node *n)
 {
 	double end = bench_now_s() + CL_START_TIMEOUT_S;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(n->pid, &st, WNOHANG) == n->pid) {
-			bench_child_forget(n->pid);
-			n->pid = -1;
+		if (bench_child_exited(&n->pid)) {
 			fprintf(stderr, "parley-bench: parleyd exited at start-up (see "
 					"%s/parleyd-%u.log)\n", n->tmp, n->life);
 			return -PARLEY_EIO;
@@ -175,12 +172,7 @@ static int cl_wait_listen(struct cl_node *n)
 
 static void cl_kill(struct cl_node *n)
 {
-	if (n->pid > 0) {
-		kill(n->pid, SIGKILL);
-		waitpid(n->pid, NULL, 0);
-		bench_child_forget(n->pid);
-		n->pid = -1;
-	}
+	bench_child_kill(&n->pid);
 }
 
 /* keep: leave the data dirs and logs for a post-mortem (printed). */
@@ -439,10 +431,7 @@ static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t pa
 		snprintf(r->note, sizeof r->note, "to the leader, node %d", leader + 1);
 	/* every node must still be alive after the run */
 	for (unsigned i = 0; i < CL_NODES; i++) {
-		int st;
-		if (c->nd[i].pid > 0 && waitpid(c->nd[i].pid, &st, WNOHANG) == c->nd[i].pid) {
-			bench_child_forget(c->nd[i].pid);
-			c->nd[i].pid = -1;
+		if (bench_child_exited(&c->nd[i].pid)) {
 			r->ok = false;
 			snprintf(r->note, sizeof r->note, "node %u died (see its log)", i + 1);
 		}

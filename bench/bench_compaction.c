@@ -228,7 +228,7 @@ int bench_compaction(const struct bench_cfg *cfg)
 	struct cmp_admin *ad = calloc(1, sizeof *ad);
 	struct bench_hist *lag = malloc(sizeof *lag);
 	SSL_CTX *tctx = cfg->tls ? wire_tls_client_ctx() : NULL;
-	char tok[2048], user[64], peer[64], errtxt[160] = "";
+	char user[64], peer[64], errtxt[160] = "";
 	uint32_t window = 64, opened = 0;
 	bool admin_started = false;
 	pthread_t admin_thr;
@@ -250,27 +250,15 @@ int bench_compaction(const struct bench_cfg *cfg)
 		}
 		snprintf(user, sizeof user, "bench-cmp-%u", i);
 		snprintf(peer, sizeof peer, "bench-cmp-peer-%u", i);
-		if ((rc = wire_connect(&c->w, s.host, cfg->tls ? s.tls_port : s.port,
-				       CMP_HANDSHAKE_MS)) ||
-		    (cfg->tls && (rc = wire_tls_start(&c->w, tctx, CMP_HANDSHAKE_MS))) ||
-		    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
-		    (rc = wire_handshake(&c->w, "d0", tok, CMP_HANDSHAKE_MS, &hello)))
+		if ((rc = bench_session_open(cfg, &c->w, s.host, cfg->tls ? s.tls_port : s.port,
+					     cfg->tls ? tctx : NULL, user, "d0", CMP_HANDSHAKE_MS,
+					     &hello)))
 			break;
 		if (hello.max_inflight && hello.max_inflight < window)
 			window = hello.max_inflight;
-		memset(m, 0, sizeof *m);
-		m->type = PARLEY_T_CONV_OPEN;
-		m->conv_open.peer = parley_str_c(peer);
-		if ((rc = wire_send(&c->w, c->w.next_req++, m)) ||
-		    (rc = wire_recv(&c->w, CMP_HANDSHAKE_MS, m, NULL)))
+		if ((rc = bench_conv_open(&c->w, m, peer, CMP_HANDSHAKE_MS, c->conv,
+					  sizeof c->conv, errtxt, sizeof errtxt)))
 			break;
-		if (m->type != PARLEY_T_CONV) {
-			snprintf(errtxt, sizeof errtxt, "CONV_OPEN answered %s",
-				 parley_proto_type_name(m->type));
-			rc = -PARLEY_EPROTO;
-			break;
-		}
-		snprintf(c->conv, sizeof c->conv, "%.*s", m->conv.conv.len, m->conv.conv.p);
 		pf[i].fd = c->w.fd;
 		pf[i].events = POLLIN;
 	}
@@ -319,8 +307,7 @@ int bench_compaction(const struct bench_cfg *cfg)
 			memset(m, 0, sizeof *m);
 			m->type = PARLEY_T_SEND;
 			m->send.conv = parley_str_c(c->conv);
-			le_put64(m->send.client_msg_id, CMP_MAGIC);
-			le_put64(m->send.client_msg_id + 8, k);
+			wire_msgid_put(m->send.client_msg_id, CMP_MAGIC, k);
 			m->send.content_type = PARLEY_CT_TEXT;
 			m->send.body.p = body;
 			m->send.body.len = payload;
@@ -340,40 +327,26 @@ int bench_compaction(const struct bench_cfg *cfg)
 		}
 		if (rc)
 			break;
-		struct timespec ts = {0, 1000000L};
-		if (next < win_end && !window_full) {
-			uint64_t n2 = parley_mono_ns();
-			uint64_t wait = next > n2 ? next - n2 : 0;
-			if (wait < 1000000u)
-				ts.tv_nsec = (long)wait;
-		}
-		int pr = ppoll(pf, nconn, &ts, NULL);
+		int pr = bench_poll(pf, nconn,
+				    next < win_end && !window_full ? next : 0);
 		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
+			rc = pr;
 			break;
 		}
 		for (uint32_t i = 0; i < nconn && pr > 0 && rc == 0; i++) {
 			if (!(pf[i].revents & (POLLIN | POLLERR | POLLHUP)))
 				continue;
 			struct cmp_conn *c = &cs[i];
-			int r = wire_fill(&c->w);
-			if (r < 0) {
-				rc = r;
-				break;
-			}
-			for (;;) {
-				int d = wire_next(&c->w, m, NULL);
-				if (d == -PARLEY_EINCOMPLETE)
-					break;
+			bool filled = false;
+			int d;
+			while ((d = wire_pump(&c->w, &filled, m, NULL)) != 0) {
 				if (d < 0) {
 					rc = d;
 					break;
 				}
 				uint64_t at = parley_mono_ns();
 				if (m->type == PARLEY_T_SEND_ACK) {
-					uint64_t idx = le_get64(m->send_ack.client_msg_id + 8);
+					uint64_t idx = wire_msgid_idx(m->send_ack.client_msg_id);
 					if (c->outstanding)
 						c->outstanding--;
 					acked++;

@@ -314,14 +314,7 @@ static void print_stages(const struct pe_stage_hist *a,
 int bench_engine_run(const struct bench_cfg *cfg, uint32_t producers,
 		     uint32_t payload, double rate, struct load_result *out)
 {
-	memset(out, 0, sizeof *out);
-	out->system = "parley";
-	out->producers = producers;
-	out->payload = payload;
-	out->open_loop = rate > 0;
-	out->target_rate = rate;
-	bench_hist_init(&out->lat);
-	bench_hist_init(&out->lag);
+	bench_load_begin(out, "parley", producers, payload, rate);
 	pacer_lag = &out->lag;
 
 	if (producers == 0 || producers > BENCH_MAX_PRODUCERS || payload == 0 ||

@@ -78,17 +78,12 @@ static double self_cpu_seconds(void)
 static int conn_open(const struct bench_cfg *cfg, const struct bench_srv *s,
 		     struct wire_conn *c, const char *user, const char *device)
 {
-	char tok[2048];
-	int rc;
 	c->fd = -1;
 	c->rbuf = malloc(WIRE_RBUF);
 	if (!c->rbuf)
 		return -ENOMEM;
-	if ((rc = wire_connect(c, s->host, s->port, G_TIMEOUT_MS)) ||
-	    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
-	    (rc = wire_handshake(c, device, tok, G_TIMEOUT_MS, NULL)))
-		return rc;
-	return 0;
+	return bench_session_open(cfg, c, s->host, s->port, NULL, user, device,
+				  G_TIMEOUT_MS, NULL);
 }
 
 /* Sends m on c and waits for its reply (type want, else the error). */
@@ -166,8 +161,7 @@ static int group_run(const struct bench_cfg *cfg, const struct bench_srv *s,
 			memset(m, 0, sizeof *m);
 			m->type = PARLEY_T_SEND;
 			m->send.conv = parley_str_c(conv);
-			le_put64(m->send.client_msg_id, G_MAGIC + (uint64_t)round);
-			le_put64(m->send.client_msg_id + 8, k);
+			wire_msgid_put(m->send.client_msg_id, G_MAGIC + (uint64_t)round, k);
 			m->send.content_type = PARLEY_CT_TEXT;
 			m->send.body = (struct parley_bytes){body, sizeof body};
 			intended[k] = next;
@@ -186,14 +180,9 @@ static int group_run(const struct bench_cfg *cfg, const struct bench_srv *s,
 			if (!(pf[i].revents & (POLLIN | POLLERR | POLLHUP)))
 				continue;
 			struct wire_conn *c = i ? &g->rc[i - 1] : snd;
-			int r = wire_fill(c);
-			if (r < 0) {
-				rc = r;
-				break;
-			}
-			uint32_t rid;
+			bool filled = false;
 			int d;
-			while ((d = wire_next(c, m, &rid)) != -PARLEY_EINCOMPLETE) {
+			while ((d = wire_pump(c, &filled, m, NULL)) != 0) {
 				if (d < 0 && d != -PARLEY_EVERSION) {
 					rc = d;
 					break;
@@ -211,10 +200,10 @@ static int group_run(const struct bench_cfg *cfg, const struct bench_srv *s,
 					 * (read fan-out), not an inbox event */
 					if (m->event.inbox_seq)
 						g->last_inbox[u] = m->event.inbox_seq;
-					if (le_get64(m->event.client_msg_id) !=
+					if (wire_msgid_tag(m->event.client_msg_id) !=
 					    G_MAGIC + (uint64_t)round)
 						continue;
-					uint64_t idx = le_get64(m->event.client_msg_id + 8);
+					uint64_t idx = wire_msgid_idx(m->event.client_msg_id);
 					if (idx >= k)
 						continue;
 					if (seen[(size_t)u * nslots + idx]++) {

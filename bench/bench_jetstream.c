@@ -96,15 +96,8 @@ void bench_js_stop(struct js_cluster *c)
 	if (!c)
 		return;
 	for (unsigned i = 0; i < JS_NODES; i++)
-		if (c->pid[i] > 0) {
-			kill(c->pid[i], SIGKILL);
-			waitpid(c->pid[i], NULL, 0);
-			bench_child_forget(c->pid[i]);
-		}
-	if (c->tmp) {
-		bench_rmtree(c->tmp);
-		free(c->tmp);
-	}
+		bench_child_kill(&c->pid[i]);
+	bench_tmp_remove(&c->tmp);
 	free(c);
 }
 
@@ -142,10 +135,7 @@ int bench_js_start(const struct bench_cfg *cfg, struct js_cluster **out)
 		double end = bench_now_s() + JS_START_TIMEOUT_S;
 		rc = -PARLEY_ETIMEDOUT;
 		while (bench_now_s() < end) {
-			int st;
-			if (waitpid(c->pid[i], &st, WNOHANG) == c->pid[i]) {
-				bench_child_forget(c->pid[i]);
-				c->pid[i] = -1;
+			if (bench_child_exited(&c->pid[i])) {
 				fprintf(stderr, "parley-bench: nats-server n%u exited at start-up (see "
 						"%s/n%u.log)\n", i + 1, c->tmp, i + 1);
 				rc = -PARLEY_EIO;
@@ -259,12 +249,7 @@ struct js_prod {
 int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *cl, unsigned point,
 		     uint32_t producers, uint32_t payload, struct load_result *out)
 {
-	memset(out, 0, sizeof *out);
-	out->system = "jetstream-r3";
-	out->producers = producers;
-	out->payload = payload;
-	bench_hist_init(&out->lat);
-	bench_hist_init(&out->lag);
+	bench_load_begin(out, "jetstream-r3", producers, payload, 0);
 	char stream[32];
 	snprintf(stream, sizeof stream, "B%u", point);
 	int leader = js_stream_create(cl, stream);
@@ -332,12 +317,9 @@ int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *cl, unsigne
 				 "%.0fs drain", (unsigned long long)outstanding, BENCH_DRAIN_SECONDS);
 			break;
 		}
-		struct timespec ts = {0, 1000000L};
-		int pr = ppoll(pf, producers, &ts, NULL);
+		int pr = bench_poll(pf, producers, 0);
 		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
+			rc = pr;
 			break;
 		}
 		for (uint32_t i = 0; i < producers && pr > 0 && rc == 0; i++) {

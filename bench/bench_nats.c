@@ -242,10 +242,7 @@ int bench_nats_start(const struct bench_cfg *cfg, struct nats_srv **out)
 		return -ENOMEM;
 	int rc = -PARLEY_ETIMEDOUT;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			bench_child_forget(pid);
-			s->pid = -1;
+		if (bench_child_exited(&s->pid)) {
 			fprintf(stderr, "parley-bench: nats-server exited at start-up (see %s)\n",
 				logbuf);
 			rc = -PARLEY_EIO;
@@ -273,15 +270,8 @@ void bench_nats_stop(struct nats_srv *s)
 {
 	if (!s)
 		return;
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		bench_child_forget(s->pid);
-	}
-	if (s->tmp) {
-		bench_rmtree(s->tmp);
-		free(s->tmp);
-	}
+	bench_child_kill(&s->pid);
+	bench_tmp_remove(&s->tmp);
 	free(s);
 }
 
@@ -344,19 +334,12 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 		}
 		if (rc)
 			break;
-		struct timespec ts = {0, 1000000L};
-		if (next < win_end) {
-			uint64_t n2 = parley_mono_ns();
-			uint64_t wait = next > n2 ? next - n2 : 0;
-			if (wait < 1000000u)
-				ts.tv_nsec = (long)wait;
-		}
-		int pr = ppoll(pf, 2, &ts, NULL);
-		if (pr < 0 && errno != EINTR) {
-			rc = -errno;
+		int pr = bench_poll(pf, 2, next < win_end ? next : 0);
+		if (pr < 0) {
+			rc = pr;
 			break;
 		}
-		if (pr <= 0)
+		if (pr == 0)
 			continue;
 		for (int side = 0; side < 2 && rc == 0; side++) {
 			if (!(pf[side].revents & (POLLIN | POLLERR | POLLHUP)))
@@ -393,22 +376,11 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 				rc = r;
 		}
 	}
-	uint64_t in_window = 0;
-	for (uint64_t i = 0; i < k; i++)
-		if (intended[i] >= win_start && intended[i] < win_end)
-			in_window++;
+	uint64_t in_window = bench_in_window(intended, k, win_start, win_end);
 	struct bench_json *js = bench_sink();
 	if (js) {
-		bj_obj(js, NULL);
-		bj_str(js, "kind", "delivery");
-		bj_str(js, "system", "nats");
-		bj_str(js, "version", s->version);
-		bj_num(js, "rate", rate);
-		bj_u64(js, "payload", payload);
-		bj_u64(js, "sent_in_window", in_window);
-		bj_u64(js, "delivered_in_window", h->count);
-		bj_u64(js, "not_delivered", sent - delivered);
-		bj_hist(js, "deliver_latency", h);
+		bench_deliv_json_begin(js, "nats", s->version, rate, payload, in_window, h,
+				       sent - delivered);
 		bj_hist(js, "pacer_lag", lag);
 		bj_bool(js, "duplicates", dups);
 		bj_bool(js, "ok", rc == 0);
@@ -426,10 +398,7 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 	fflush(stdout);
 	if (rc == 0 && delivered < sent)
 		rc = -PARLEY_EIO;
-	st->ok = rc == 0 && h->count > 0;
-	st->p50_us = (double)bench_hist_quantile(h, 0.5) / 1e3;
-	st->p99_us = (double)bench_hist_quantile(h, 0.99) / 1e3;
-	st->p999_us = (double)bench_hist_quantile(h, 0.999) / 1e3;
+	bench_deliv_stat(st, rc == 0 && h->count > 0, h);
 out:
 	if (rc)
 		fprintf(stderr, "parley-bench: nats delivery at %.0f/s: %s\n", rate,

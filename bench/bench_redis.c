@@ -129,10 +129,7 @@ int bench_redis_start(const struct bench_cfg *cfg, struct bench_redis_srv *s)
 	/* wait until it answers PING */
 	double end = bench_now_s() + REDIS_START_TIMEOUT_S;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			bench_child_forget(pid);
-			s->pid = -1;
+		if (bench_child_exited(&s->pid)) {
 			fprintf(stderr, "parley-bench: redis-server exited at start-up "
 					"(see %s)\n", logbuf);
 			return -PARLEY_EIO;
@@ -160,17 +157,8 @@ int bench_redis_start(const struct bench_cfg *cfg, struct bench_redis_srv *s)
 
 void bench_redis_stop(struct bench_redis_srv *s)
 {
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		bench_child_forget(s->pid);
-		s->pid = -1;
-	}
-	if (s->tmp) {
-		bench_rmtree(s->tmp);
-		free(s->tmp);
-		s->tmp = NULL;
-	}
+	bench_child_kill(&s->pid);
+	bench_tmp_remove(&s->tmp);
 }
 
 /* Queues one XADD on connection c and writes it out. */
@@ -198,14 +186,7 @@ static uint32_t rconn_inflight(const struct rconn *rc)
 int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 		    uint32_t payload, double rate, struct load_result *out)
 {
-	memset(out, 0, sizeof *out);
-	out->system = "redis";
-	out->producers = producers;
-	out->payload = payload;
-	out->open_loop = rate > 0;
-	out->target_rate = rate;
-	bench_hist_init(&out->lat);
-	bench_hist_init(&out->lag);
+	bench_load_begin(out, "redis", producers, payload, rate);
 	if (producers == 0 || producers > BENCH_MAX_PRODUCERS || payload == 0)
 		return -PARLEY_EINVAL;
 
@@ -283,18 +264,9 @@ int bench_redis_run(const struct bench_cfg *cfg, uint32_t producers,
 				break;
 		}
 		/* wait for replies, or until the next send slot */
-		struct timespec ts = {0, 1000000}; /* 1 ms cap */
-		if (open_loop && next < win_end) {
-			uint64_t n2 = parley_mono_ns();
-			uint64_t wait = next > n2 ? next - n2 : 0;
-			if (wait < 1000000)
-				ts.tv_nsec = (long)wait;
-		}
-		int pr = ppoll(pfd, producers, &ts, NULL);
+		int pr = bench_poll(pfd, producers, open_loop && next < win_end ? next : 0);
 		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
+			rc = pr;
 			break;
 		}
 		if (pr == 0)

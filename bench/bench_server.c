@@ -268,10 +268,7 @@ static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s)
 	s->watch_pid = pid;
 	double end = bench_now_s() + SRV_START_TIMEOUT_S;
 	while (bench_now_s() < end) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			bench_child_forget(pid);
-			s->pid = -1;
+		if (bench_child_exited(&s->pid)) {
 			fprintf(stderr, "parley-bench: parleyd exited at start-up (see %s)\n", logp);
 			return -PARLEY_EIO;
 		}
@@ -292,17 +289,8 @@ static int srv_spawn(const struct bench_cfg *cfg, struct bench_srv *s)
 
 void bench_srv_stop(struct bench_srv *s)
 {
-	if (s->pid > 0) {
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, NULL, 0);
-		bench_child_forget(s->pid);
-		s->pid = -1;
-	}
-	if (s->tmp) {
-		bench_rmtree(s->tmp);
-		free(s->tmp);
-		s->tmp = NULL;
-	}
+	bench_child_kill(&s->pid);
+	bench_tmp_remove(&s->tmp);
 }
 
 int bench_srv_term(struct bench_srv *s)
@@ -380,6 +368,39 @@ int bench_mint(const struct bench_cfg *cfg, const char *user, char *tok, size_t 
 	struct jwt_params jp = {cfg->jwt_secret, cfg->jwt_iss, cfg->jwt_aud, 3600};
 	int n = bench_jwt_hs256(&jp, user, tok, cap);
 	return n < 0 ? n : 0;
+}
+
+int bench_session_open(const struct bench_cfg *cfg, struct wire_conn *c, const char *host,
+		       int port, SSL_CTX *tctx, const char *user, const char *device,
+		       int timeout_ms, struct parley_hello_ok *hello)
+{
+	char tok[2048];
+	int rc;
+	if ((rc = wire_connect(c, host, port, timeout_ms)) ||
+	    (tctx && (rc = wire_tls_start(c, tctx, timeout_ms))) ||
+	    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
+	    (rc = wire_handshake(c, device, tok, timeout_ms, hello)))
+		return rc;
+	return 0;
+}
+
+int bench_conv_open(struct wire_conn *c, struct parley_msg *m, const char *peer,
+		    int timeout_ms, char *conv, size_t cap, char *errtxt, size_t errcap)
+{
+	int rc;
+	memset(m, 0, sizeof *m);
+	m->type = PARLEY_T_CONV_OPEN;
+	m->conv_open.peer = parley_str_c(peer);
+	if ((rc = wire_send(c, c->next_req++, m)) ||
+	    (rc = wire_recv(c, timeout_ms, m, NULL)))
+		return rc;
+	if (m->type != PARLEY_T_CONV) {
+		snprintf(errtxt, errcap, "CONV_OPEN answered %s",
+			 parley_proto_type_name(m->type));
+		return -PARLEY_EPROTO;
+	}
+	snprintf(conv, cap, "%.*s", m->conv.conv.len, m->conv.conv.p);
+	return 0;
 }
 
 /* ---- idle connections ---------------------------------------------------------------- */
@@ -681,7 +702,7 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			  *lag = malloc(sizeof *lag);
 	int rc = 0;
 	bool reported = false;
-	char tok[2048], sender[64], receiver[64], conv[256];
+	char sender[64], receiver[64], conv[256], errtxt[160] = "";
 	struct parley_hello_ok hello = {0};
 	uint64_t window_waits = 0;
 	if (!snd || !rcv || !body || !m || !intended || !seen || !hd || !ha || !lag) {
@@ -701,32 +722,22 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	/* fresh users per round so inboxes start empty */
 	snprintf(sender, sizeof sender, "bench-snd-%d-%d", (int)getpid(), round);
 	snprintf(receiver, sizeof receiver, "bench-rcv-%d-%d", (int)getpid(), round);
-	if ((rc = wire_connect(rcv, s->host, s->port, HANDSHAKE_TIMEOUT_MS)) ||
-	    (rc = bench_mint(cfg, receiver, tok, sizeof tok)) ||
-	    (rc = wire_handshake(rcv, "bench-rcv", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
-		goto out;
-	if ((rc = wire_connect(snd, s->host, s->port, HANDSHAKE_TIMEOUT_MS)) ||
-	    (rc = bench_mint(cfg, sender, tok, sizeof tok)) ||
-	    (rc = wire_handshake(snd, "bench-snd", tok, HANDSHAKE_TIMEOUT_MS, &hello)))
+	if ((rc = bench_session_open(cfg, rcv, s->host, s->port, NULL, receiver, "bench-rcv",
+				     HANDSHAKE_TIMEOUT_MS, NULL)) ||
+	    (rc = bench_session_open(cfg, snd, s->host, s->port, NULL, sender, "bench-snd",
+				     HANDSHAKE_TIMEOUT_MS, &hello)))
 		goto out;
 	/* Client-side flow control, as a real client must do: never more SENDs
 	 * outstanding than the server allows (HELLO_OK max_inflight; more get
 	 * ERROR FULL). A slot that finds the window full waits here, and its
 	 * latency still counts from its intended time. */
 	uint32_t window = hello.max_inflight ? hello.max_inflight : 64;
-	memset(m, 0, sizeof *m);
-	m->type = PARLEY_T_CONV_OPEN;
-	m->conv_open.peer = parley_str_c(receiver);
-	if ((rc = wire_send(snd, snd->next_req++, m)) ||
-	    (rc = wire_recv(snd, HANDSHAKE_TIMEOUT_MS, m, NULL)))
-		goto out;
-	if (m->type != PARLEY_T_CONV) {
-		fprintf(stderr, "parley-bench: delivery: CONV_OPEN answered %s\n",
-			parley_proto_type_name(m->type));
-		rc = -PARLEY_EPROTO;
+	if ((rc = bench_conv_open(snd, m, receiver, HANDSHAKE_TIMEOUT_MS, conv, sizeof conv,
+				  errtxt, sizeof errtxt))) {
+		if (rc == -PARLEY_EPROTO)
+			fprintf(stderr, "parley-bench: delivery: %s\n", errtxt);
 		goto out;
 	}
-	snprintf(conv, sizeof conv, "%.*s", m->conv.conv.len, m->conv.conv.p);
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_SYNC;
 	m->sync.from_inbox_seq = 0;
@@ -747,7 +758,6 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	uint64_t k = 0, next = t0, delivered = 0, acked = 0, errors = 0, dups = 0;
 	uint64_t last_inbox = 0, acked_inbox = 0, sent = 0;
 	uint64_t last_ack_ns = t0;
-	char errtxt[160] = "";
 	struct pollfd pf[2] = {{snd->fd, POLLIN, 0}, {rcv->fd, POLLIN, 0}};
 	while (rc == 0) {
 		uint64_t now = parley_mono_ns();
@@ -765,8 +775,7 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			memset(m, 0, sizeof *m);
 			m->type = PARLEY_T_SEND;
 			m->send.conv = parley_str_c(conv);
-			le_put64(m->send.client_msg_id, DELIV_MAGIC);
-			le_put64(m->send.client_msg_id + 8, k);
+			wire_msgid_put(m->send.client_msg_id, DELIV_MAGIC, k);
 			m->send.content_type = PARLEY_CT_TEXT;
 			m->send.body.p = body;
 			m->send.body.len = payload;
@@ -784,32 +793,18 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			break;
 		/* wait for input, at most until the next send slot (1 ms cap;
 		 * when the window is full only an ACK can unblock us) */
-		struct timespec ts = {0, 1000000L};
-		if (next < win_end && !window_full) {
-			uint64_t n2 = parley_mono_ns();
-			uint64_t wait = next > n2 ? next - n2 : 0;
-			if (wait < 1000000u)
-				ts.tv_nsec = (long)wait;
-		}
-		int pr = ppoll(pf, 2, &ts, NULL);
-		if (pr < 0 && errno != EINTR) {
-			rc = -errno;
+		int pr = bench_poll(pf, 2, next < win_end && !window_full ? next : 0);
+		if (pr < 0) {
+			rc = pr;
 			break;
 		}
 		for (int side = 0; side < 2 && rc == 0; side++) {
 			if (!(pf[side].revents & (POLLIN | POLLERR | POLLHUP)))
 				continue;
 			struct wire_conn *c = side ? rcv : snd;
-			int r = wire_fill(c);
-			if (r < 0) {
-				rc = r;
-				break;
-			}
-			for (;;) {
-				uint32_t rid;
-				int d = wire_next(c, m, &rid);
-				if (d == -PARLEY_EINCOMPLETE)
-					break;
+			bool filled = false;
+			int d;
+			while ((d = wire_pump(c, &filled, m, NULL)) != 0) {
 				if (d < 0 && d != -PARLEY_EVERSION) {
 					rc = d;
 					break;
@@ -819,9 +814,9 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 				uint64_t at = parley_mono_ns();
 				if (m->type == PARLEY_T_EVENT) {
 					last_inbox = m->event.inbox_seq;
-					if (le_get64(m->event.client_msg_id) != DELIV_MAGIC)
+					if (wire_msgid_tag(m->event.client_msg_id) != DELIV_MAGIC)
 						continue;
-					uint64_t idx = le_get64(m->event.client_msg_id + 8);
+					uint64_t idx = wire_msgid_idx(m->event.client_msg_id);
 					if (idx >= k)
 						continue;
 					if (seen[idx]++) {
@@ -832,7 +827,7 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 					if (intended[idx] >= win_start && intended[idx] < win_end)
 						bench_hist_record(hd, at - intended[idx]);
 				} else if (m->type == PARLEY_T_SEND_ACK) {
-					uint64_t idx = le_get64(m->send_ack.client_msg_id + 8);
+					uint64_t idx = wire_msgid_idx(m->send_ack.client_msg_id);
 					acked++;
 					if (idx < k && intended[idx] >= win_start &&
 					    intended[idx] < win_end)
@@ -860,21 +855,11 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			last_ack_ns = now2;
 		}
 	}
-	uint64_t in_window = 0;
-	for (uint64_t i = 0; i < k; i++)
-		if (intended[i] >= win_start && intended[i] < win_end)
-			in_window++;
+	uint64_t in_window = bench_in_window(intended, k, win_start, win_end);
 	struct bench_json *js = bench_sink();
 	if (js) {
-		bj_obj(js, NULL);
-		bj_str(js, "kind", "delivery");
-		bj_str(js, "system", "parleyd");
-		bj_num(js, "rate", rate);
-		bj_u64(js, "payload", payload);
-		bj_u64(js, "sent_in_window", in_window);
-		bj_u64(js, "delivered_in_window", hd->count);
-		bj_u64(js, "not_delivered", sent - delivered);
-		bj_hist(js, "deliver_latency", hd);
+		bench_deliv_json_begin(js, "parleyd", NULL, rate, payload, in_window, hd,
+				       sent - delivered);
 		bj_hist(js, "ack_latency", ha);
 		bj_hist(js, "pacer_lag", lag);
 		bj_u64(js, "window", window);
@@ -903,10 +888,7 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 			parley_strerror(rc), errtxt);
 	if (rc == 0 && (errors || dups || delivered < sent))
 		rc = -PARLEY_EIO;
-	st->ok = rc == 0 && hd->count > 0;
-	st->p50_us = (double)bench_hist_quantile(hd, 0.5) / 1e3;
-	st->p99_us = (double)bench_hist_quantile(hd, 0.99) / 1e3;
-	st->p999_us = (double)bench_hist_quantile(hd, 0.999) / 1e3;
+	bench_deliv_stat(st, rc == 0 && hd->count > 0, hd);
 	reported = true;
 out:
 	if (rc && !reported)
@@ -1029,8 +1011,7 @@ static int ap_send(struct ap_conn *c, struct parley_msg *m, const uint8_t *body,
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_SEND;
 	m->send.conv = parley_str_c(c->conv);
-	le_put64(m->send.client_msg_id, DELIV_MAGIC ^ idx);
-	le_put64(m->send.client_msg_id + 8, ++c->next_id);
+	wire_msgid_put(m->send.client_msg_id, DELIV_MAGIC ^ idx, ++c->next_id);
 	m->send.content_type = PARLEY_CT_TEXT;
 	m->send.body.p = body;
 	m->send.body.len = len;
@@ -1048,12 +1029,8 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 		rc = bench_appends_at(cfg, s.host, tls ? s.tls_port : s.port, producers, payload,
 				      tls, out);
 	else {
-		memset(out, 0, sizeof *out);
-		out->system = tls ? "parleyd-tls" : "parleyd";
-		out->producers = producers;
-		out->payload = payload;
-		bench_hist_init(&out->lat);
-		bench_hist_init(&out->lag);
+		bench_load_begin(out, tls ? "parleyd-tls" : "parleyd", producers, payload,
+				 0);
 		fprintf(stderr, "parley-bench: server-appends: start: %s\n", parley_strerror(rc));
 	}
 	bench_srv_stop(&s);
@@ -1063,18 +1040,13 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, uint32_t producers,
 		     uint32_t payload, bool tls, struct load_result *out)
 {
-	memset(out, 0, sizeof *out);
-	out->system = tls ? "parleyd-tls" : "parleyd";
-	out->producers = producers;
-	out->payload = payload;
-	bench_hist_init(&out->lat);
-	bench_hist_init(&out->lag);
+	bench_load_begin(out, tls ? "parleyd-tls" : "parleyd", producers, payload, 0);
 	int rc = 0;
 	struct ap_conn *cs = calloc(producers, sizeof *cs);
 	struct pollfd *pf = calloc(producers, sizeof *pf);
 	struct parley_msg *m = malloc(sizeof *m);
 	uint8_t *body = malloc(payload);
-	char tok[2048], user[64], peer[64], errtxt[160] = "";
+	char user[64], peer[64], errtxt[160] = "";
 	uint32_t opened = 0;
 	SSL_CTX *tctx = tls ? wire_tls_client_ctx() : NULL;
 	if (rc == 0 && (!cs || !pf || !m || !body || (tls && !tctx)))
@@ -1094,24 +1066,11 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 		}
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
-		if ((rc = wire_connect(&c->w, host, port, HANDSHAKE_TIMEOUT_MS)) ||
-		    (tls && (rc = wire_tls_start(&c->w, tctx, HANDSHAKE_TIMEOUT_MS))) ||
-		    (rc = bench_mint(cfg, user, tok, sizeof tok)) ||
-		    (rc = wire_handshake(&c->w, "d0", tok, HANDSHAKE_TIMEOUT_MS, NULL)))
+		if ((rc = bench_session_open(cfg, &c->w, host, port, tls ? tctx : NULL, user,
+					     "d0", HANDSHAKE_TIMEOUT_MS, NULL)) ||
+		    (rc = bench_conv_open(&c->w, m, peer, HANDSHAKE_TIMEOUT_MS, c->conv,
+					  sizeof c->conv, errtxt, sizeof errtxt)))
 			break;
-		memset(m, 0, sizeof *m);
-		m->type = PARLEY_T_CONV_OPEN;
-		m->conv_open.peer = parley_str_c(peer);
-		if ((rc = wire_send(&c->w, c->w.next_req++, m)) ||
-		    (rc = wire_recv(&c->w, HANDSHAKE_TIMEOUT_MS, m, NULL)))
-			break;
-		if (m->type != PARLEY_T_CONV) {
-			snprintf(errtxt, sizeof errtxt, "CONV_OPEN answered %s",
-				 parley_proto_type_name(m->type));
-			rc = -PARLEY_EPROTO;
-			break;
-		}
-		snprintf(c->conv, sizeof c->conv, "%.*s", m->conv.conv.len, m->conv.conv.p);
 		pf[i].fd = c->w.fd;
 		pf[i].events = POLLIN;
 	}
@@ -1136,27 +1095,18 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 				 "%.0fs drain", (unsigned long long)outstanding, BENCH_DRAIN_SECONDS);
 			break;
 		}
-		struct timespec ts = {0, 1000000L};
-		int pr = ppoll(pf, producers, &ts, NULL);
+		int pr = bench_poll(pf, producers, 0);
 		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -errno;
+			rc = pr;
 			break;
 		}
 		for (uint32_t i = 0; i < producers && pr > 0 && rc == 0; i++) {
 			if (!(pf[i].revents & (POLLIN | POLLERR | POLLHUP)))
 				continue;
 			struct ap_conn *c = &cs[i];
-			int r = wire_fill(&c->w);
-			if (r < 0) {
-				rc = r;
-				break;
-			}
-			for (;;) {
-				int d = wire_next(&c->w, m, NULL);
-				if (d == -PARLEY_EINCOMPLETE)
-					break;
+			bool filled = false;
+			int d;
+			while ((d = wire_pump(&c->w, &filled, m, NULL)) != 0) {
 				if (d < 0) {
 					rc = d;
 					break;

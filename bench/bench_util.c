@@ -11,10 +11,12 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_json.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <signal.h>
@@ -76,6 +78,15 @@ static int rm_one(const char *path, const struct stat *st, int flag,
 	if (remove(path) != 0 && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+void bench_tmp_remove(char **tmp)
+{
+	if (!*tmp)
+		return;
+	bench_rmtree(*tmp);
+	free(*tmp);
+	*tmp = NULL;
 }
 
 int bench_rmtree(const char *path)
@@ -172,6 +183,26 @@ void bench_child_forget(pid_t pid)
 			children[i] = 0;
 }
 
+void bench_child_kill(pid_t *pid)
+{
+	if (*pid <= 0)
+		return;
+	kill(*pid, SIGKILL);
+	waitpid(*pid, NULL, 0);
+	bench_child_forget(*pid);
+	*pid = -1;
+}
+
+bool bench_child_exited(pid_t *pid)
+{
+	int st;
+	if (*pid <= 0 || waitpid(*pid, &st, WNOHANG) != *pid)
+		return false;
+	bench_child_forget(*pid);
+	*pid = -1;
+	return true;
+}
+
 void bench_children_kill(void)
 {
 	/* async-signal-safe: kill + waitpid only, each child by its own pid */
@@ -260,4 +291,67 @@ void bench_text_body(uint8_t *buf, size_t len, uint64_t seed)
 	struct parley_rng rng = {seed};
 	size_t off = parley_rng_below(&rng, text_len - len + 1);
 	memcpy(buf, text_buf + off, len);
+}
+
+void bench_load_begin(struct load_result *out, const char *system,
+		      uint32_t producers, uint32_t payload, double rate)
+{
+	memset(out, 0, sizeof *out);
+	out->system = system;
+	out->producers = producers;
+	out->payload = payload;
+	out->open_loop = rate > 0;
+	out->target_rate = rate;
+	bench_hist_init(&out->lat);
+	bench_hist_init(&out->lag);
+}
+
+int bench_poll(struct pollfd *pf, unsigned n, uint64_t next_ns)
+{
+	struct timespec ts = {0, (long)BENCH_POLL_MAX_NS};
+	if (next_ns) {
+		uint64_t now = parley_mono_ns();
+		uint64_t wait = next_ns > now ? next_ns - now : 0;
+		if (wait < BENCH_POLL_MAX_NS)
+			ts.tv_nsec = (long)wait;
+	}
+	int pr = ppoll(pf, (nfds_t)n, &ts, NULL);
+	if (pr < 0)
+		return errno == EINTR ? 0 : -errno;
+	return pr;
+}
+
+uint64_t bench_in_window(const uint64_t *intended, uint64_t k, uint64_t win_start,
+			 uint64_t win_end)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < k; i++)
+		if (intended[i] >= win_start && intended[i] < win_end)
+			n++;
+	return n;
+}
+
+void bench_deliv_json_begin(struct bench_json *js, const char *system, const char *version,
+			    double rate, uint32_t payload, uint64_t in_window,
+			    const struct bench_hist *h, uint64_t not_delivered)
+{
+	bj_obj(js, NULL);
+	bj_str(js, "kind", "delivery");
+	bj_str(js, "system", system);
+	if (version)
+		bj_str(js, "version", version);
+	bj_num(js, "rate", rate);
+	bj_u64(js, "payload", payload);
+	bj_u64(js, "sent_in_window", in_window);
+	bj_u64(js, "delivered_in_window", h->count);
+	bj_u64(js, "not_delivered", not_delivered);
+	bj_hist(js, "deliver_latency", h);
+}
+
+void bench_deliv_stat(struct deliv_stat *st, bool ok, const struct bench_hist *h)
+{
+	st->ok = ok;
+	st->p50_us = (double)bench_hist_quantile(h, 0.5) / 1e3;
+	st->p99_us = (double)bench_hist_quantile(h, 0.99) / 1e3;
+	st->p999_us = (double)bench_hist_quantile(h, 0.999) / 1e3;
 }

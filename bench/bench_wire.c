@@ -198,6 +198,36 @@ int wire_next(struct wire_conn *c, struct parley_msg *m, uint32_t *rid)
 	return rc == 0 ? 1 : rc;
 }
 
+int wire_pump(struct wire_conn *c, bool *filled, struct parley_msg *m,
+	      uint32_t *rid)
+{
+	if (!*filled) {
+		*filled = true;
+		int r = wire_fill(c);
+		if (r < 0)
+			return r;
+	}
+	int d = wire_next(c, m, rid);
+	return d == -PARLEY_EINCOMPLETE ? 0 : d;
+}
+
+void wire_msgid_put(uint8_t id[PARLEY_PROTO_MSG_ID_LEN], uint64_t tag,
+		    uint64_t idx)
+{
+	le_put64(id, tag);
+	le_put64(id + 8, idx);
+}
+
+uint64_t wire_msgid_tag(const uint8_t id[PARLEY_PROTO_MSG_ID_LEN])
+{
+	return le_get64(id);
+}
+
+uint64_t wire_msgid_idx(const uint8_t id[PARLEY_PROTO_MSG_ID_LEN])
+{
+	return le_get64(id + 8);
+}
+
 int wire_fill(struct wire_conn *c)
 {
 	if (c->roff) {

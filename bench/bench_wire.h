@@ -19,6 +19,7 @@
 #ifndef PARLEY_BENCH_WIRE_H
 #define PARLEY_BENCH_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,24 @@ int wire_next(struct wire_conn *c, struct parley_msg *m, uint32_t *rid);
 /* One non-blocking recv into the buffer: bytes read, 0 (nothing now), or
  * negative (-PARLEY_ECLOSED at end of stream). */
 int wire_fill(struct wire_conn *c);
+/* The pump of a connection poll(2) found readable: the first call of a
+ * round (*filled false; it is set) reads what the socket holds, once
+ * (wire_fill: no connection starves the others), then each call hands
+ * out the next whole frame buffered. Returns 1 and *m (and *rid unless
+ * NULL), 0 when no whole frame is left this round, or negative: a read
+ * error, or a frame that does not decode (consumed: -PARLEY_EVERSION for
+ * a type this client does not know, which a caller may skip). */
+int wire_pump(struct wire_conn *c, bool *filled, struct parley_msg *m,
+	      uint32_t *rid);
+
+/* parley-bench's client_msg_id: a tag (the run, the mode) and the send
+ * slot's index, little-endian, so an ack or an event names the slot it
+ * answers. */
+void wire_msgid_put(uint8_t id[PARLEY_PROTO_MSG_ID_LEN], uint64_t tag,
+		    uint64_t idx);
+uint64_t wire_msgid_tag(const uint8_t id[PARLEY_PROTO_MSG_ID_LEN]);
+uint64_t wire_msgid_idx(const uint8_t id[PARLEY_PROTO_MSG_ID_LEN]);
+
 /* HELLO + AUTH, waiting for HELLO_OK and AUTH_OK. *hello_out may be NULL. */
 int wire_handshake(struct wire_conn *c, const char *device, const char *token,
 		   int timeout_ms, struct parley_hello_ok *hello_out);

@@ -888,6 +888,17 @@ static const char *find_in_path(const char *name)
 	return res;
 }
 
+/* The nats-server the cluster and delivery modes run as their peer: on
+ * PATH, else Debian's /usr/sbin (often off a user's PATH); NULL when
+ * there is none. */
+static const char *find_nats_server(void)
+{
+	const char *p = find_in_path("nats-server");
+	if (!p && access("/usr/sbin/nats-server", X_OK) == 0)
+		p = "/usr/sbin/nats-server";
+	return p;
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_cfg cfg = {0};
@@ -1099,9 +1110,7 @@ int main(int argc, char **argv)
 		if (!cfg.parleyd)
 			die_usage("%s", "cluster wants --parleyd PATH (the nodes are started here)");
 		if (!no_nats && !cfg.nats_server) {
-			cfg.nats_server = find_in_path("nats-server");
-			if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
-				cfg.nats_server = "/usr/sbin/nats-server";
+			cfg.nats_server = find_nats_server();
 			if (!cfg.nats_server)
 				fprintf(stderr, "parley-bench: nats-server not found: cluster runs "
 						"without the JetStream peer (tools/install-deps.sh "
@@ -1137,9 +1146,7 @@ int main(int argc, char **argv)
 			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
 			 !strcmp(mode, "delivery") || !strcmp(mode, "compaction") || cluster_mode;
 	if (sink_mode && !strcmp(mode, "delivery") && !no_nats && !cfg.nats_server) {
-		cfg.nats_server = find_in_path("nats-server");
-		if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
-			cfg.nats_server = "/usr/sbin/nats-server";
+		cfg.nats_server = find_nats_server();
 	}
 	if (sink_mode && bench_sink_open(&cfg, mode) != 0)
 		return EXIT_USAGE;
@@ -1217,9 +1224,7 @@ int main(int argc, char **argv)
 			cfg.n_payloads = 1;
 		}
 		if (!no_nats && !cfg.nats_server) {
-			cfg.nats_server = find_in_path("nats-server");
-			if (!cfg.nats_server && access("/usr/sbin/nats-server", X_OK) == 0)
-				cfg.nats_server = "/usr/sbin/nats-server";
+			cfg.nats_server = find_nats_server();
 			if (!cfg.nats_server)
 				fprintf(stderr, "parley-bench: nats-server not found: delivery runs "
 						"without the NATS reference (tools/install-deps.sh "

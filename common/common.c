@@ -1,6 +1,6 @@
 /*
- * common.c — error table, logfmt logger, checksums and clocks shared by every
- * parley component (see parley_common.h).
+ * common.c — error table, logfmt logger, checksums, clocks and address
+ * parsing shared by every parley component (see parley_common.h).
  *
  * Thread safety: all functions may be called from any thread. The log level
  * is a relaxed atomic; each log line is emitted with a single write(2).
@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -224,4 +225,29 @@ int parley_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
 	if (bits && (acc & ((1u << bits) - 1)))
 		return -1;
 	return (int)o;
+}
+
+int parley_hostport_split(char *s, char **host, uint16_t *port)
+{
+	char *h = s, *colon;
+	if (*s == '[') {
+		h = s + 1;
+		char *rb = strchr(h, ']');
+		if (!rb || rb[1] != ':')
+			return -PARLEY_EINVAL;
+		*rb = '\0';
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -PARLEY_EINVAL;
+	}
+	*colon = '\0';
+	char *end;
+	unsigned long p = strtoul(colon + 1, &end, 10);
+	if (!*h || *end || end == colon + 1 || !p || p > 65535)
+		return -PARLEY_EINVAL;
+	*host = h;
+	*port = (uint16_t)p;
+	return 0;
 }

@@ -291,6 +291,14 @@ size_t parley_b64url_encode(const void *in, size_t n, char *out);
  * that no encoding has (n % 4 == 1), non-canonical bits or too small cap. */
 int parley_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap);
 
+/* ---- network addresses ---------------------------------------------------- */
+
+/* Splits s, "host:port" or "[v6-address]:port", in place (the client's
+ * node list and leader hints, parleyctl's addresses): *host points into s,
+ * NUL-terminated and never empty; *port is 1..65535. Returns 0, or
+ * -PARLEY_EINVAL (s may then be changed). */
+int parley_hostport_split(char *s, char **host, uint16_t *port);
+
 #define PARLEY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PARLEY_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PARLEY_MAX(a, b) ((a) > (b) ? (a) : (b))

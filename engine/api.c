@@ -199,6 +199,16 @@ struct req *api_key_req(struct pe_engine *e, enum req_kind kind,
 	return r;
 }
 
+struct req *api_part_req(enum req_kind kind, uint32_t part)
+{
+	struct req *r = calloc(1, sizeof *r);
+	if (r) {
+		r->kind = kind;
+		r->part = part;
+	}
+	return r;
+}
+
 int pe_read(struct pe_engine *e, const struct pe_read_req *q, pe_read_cb cb,
 	    void *arg)
 {
@@ -236,13 +246,11 @@ int pe_subscribe(struct pe_engine *e, const void *key, size_t klen,
 	sub->arg = arg;
 	sub->klen = (uint8_t)klen;
 	memcpy(sub->key, key, klen);
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_SUBSCRIBE, sub->part);
 	if (!r) {
 		free(sub);
 		return -PARLEY_ENOMEM;
 	}
-	r->kind = REQ_SUBSCRIBE;
-	r->part = sub->part;
 	r->sub = sub;
 	int rc = shard_push(e, r);
 	if (rc) {
@@ -256,11 +264,9 @@ int pe_subscribe(struct pe_engine *e, const void *key, size_t klen,
 
 int pe_sub_resume(struct pe_sub *s)
 {
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_RESUME, s->part);
 	if (!r)
 		return -PARLEY_ENOMEM;
-	r->kind = REQ_RESUME;
-	r->part = s->part;
 	r->sub = s;
 	int rc = shard_push(s->e, r);
 	if (rc)
@@ -270,12 +276,10 @@ int pe_sub_resume(struct pe_sub *s)
 
 int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg)
 {
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_UNSUBSCRIBE, s->part);
 	if (!r)
 		return -PARLEY_ENOMEM; /* caller may retry; sub stays valid */
 	atomic_store(&s->dead, true);
-	r->kind = REQ_UNSUBSCRIBE;
-	r->part = s->part;
 	r->sub = s;
 	r->cb.generic = done;
 	r->arg = arg;

@@ -186,11 +186,9 @@ int pe_partition_status(struct pe_engine *e, uint32_t partition,
 {
 	if (partition >= e->nparts || !out)
 		return -PARLEY_EINVAL;
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_STATUS, partition);
 	if (!r)
 		return -PARLEY_ENOMEM;
-	r->kind = REQ_STATUS;
-	r->part = partition;
 	return blocking_req(e, r, out);
 }
 
@@ -199,11 +197,9 @@ int pe_list_streams(struct pe_engine *e, uint32_t partition, pe_stream_cb cb,
 {
 	if (partition >= e->nparts || !cb)
 		return -PARLEY_EINVAL;
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_LIST, partition);
 	if (!r)
 		return -PARLEY_ENOMEM;
-	r->kind = REQ_LIST;
-	r->part = partition;
 	struct list_out lo;
 	int rc = blocking_req(e, r, &lo);
 	if (rc)
@@ -261,11 +257,9 @@ int pe_flush_sync(struct pe_engine *e, uint32_t partition)
 {
 	if (partition >= e->nparts)
 		return -PARLEY_EINVAL;
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_FLUSH, partition);
 	if (!r)
 		return -PARLEY_ENOMEM;
-	r->kind = REQ_FLUSH;
-	r->part = partition;
 	int out = 0;
 	int rc = blocking_req(e, r, &out);
 	return rc ? rc : out;
@@ -276,11 +270,9 @@ int pe_flush_start(struct pe_engine *e, uint32_t partition, int *rc,
 {
 	if (partition >= e->nparts || !rc || !cb)
 		return -PARLEY_EINVAL;
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_FLUSH, partition);
 	if (!r)
 		return -PARLEY_ENOMEM;
-	r->kind = REQ_FLUSH;
-	r->part = partition;
 	r->out = rc;
 	r->cb.generic = cb;
 	r->arg = arg;
@@ -294,11 +286,9 @@ int pe_compact_sync(struct pe_engine *e, uint32_t partition, bool all)
 {
 	if (partition >= e->nparts)
 		return -PARLEY_EINVAL;
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_COMPACT, partition);
 	if (!r)
 		return -PARLEY_ENOMEM;
-	r->kind = REQ_COMPACT;
-	r->part = partition;
 	r->from = all;
 	int out = 0;
 	int rc = blocking_req(e, r, &out);

@@ -422,10 +422,8 @@ void pe_close(struct pe_engine *e)
 		return;
 	atomic_store(&e->closing, true);
 	for (uint32_t i = 0; i < e->nshards; i++) {
-		struct req *r = calloc(1, sizeof *r);
+		struct req *r = api_part_req(REQ_STOP, i);
 		PARLEY_ASSERT(r);
-		r->kind = REQ_STOP;
-		r->part = i;
 		PARLEY_ASSERT(shard_push(e, r) == 0);
 	}
 	if (e->step.pick)

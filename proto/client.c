@@ -266,27 +266,13 @@ static int nodes_parse(struct parley_client *c, const char *list)
 		return -PARLEY_ENOMEM;
 	char *rest = c->nodes_buf, *t;
 	while ((t = strsep(&rest, ",")) != NULL) {
-		char *host = t, *colon;
-		if (*t == '[') {
-			host = t + 1;
-			char *rb = strchr(host, ']');
-			if (!rb || rb[1] != ':')
-				return -PARLEY_EINVAL;
-			*rb = '\0';
-			colon = rb + 1;
-		} else {
-			colon = strrchr(t, ':');
-			if (!colon)
-				return -PARLEY_EINVAL;
-		}
-		*colon = '\0';
-		char *end;
-		unsigned long port = strtoul(colon + 1, &end, 10);
-		if (!*host || *end || end == colon + 1 || !port || port > 65535 ||
+		char *host;
+		uint16_t port;
+		if (parley_hostport_split(t, &host, &port) ||
 		    c->nnodes >= PARLEY_CLIENT_MAX_NODES)
 			return -PARLEY_EINVAL;
 		c->node_host[c->nnodes] = host;
-		c->node_port[c->nnodes] = (uint16_t)port;
+		c->node_port[c->nnodes] = port;
 		c->nnodes++;
 	}
 	return c->nnodes ? 0 : -PARLEY_EINVAL;
@@ -333,23 +319,9 @@ static int node_redirect(struct parley_client *c, struct parley_str a)
 		return -PARLEY_EINVAL;
 	memcpy(buf, a.p, a.len);
 	buf[a.len] = '\0';
-	char *host = buf, *colon;
-	if (*buf == '[') {
-		host = buf + 1;
-		char *rb = strchr(host, ']');
-		if (!rb || rb[1] != ':')
-			return -PARLEY_EINVAL;
-		*rb = '\0';
-		colon = rb + 1;
-	} else {
-		colon = strrchr(buf, ':');
-		if (!colon)
-			return -PARLEY_EINVAL;
-	}
-	*colon = '\0';
-	char *end;
-	unsigned long port = strtoul(colon + 1, &end, 10);
-	if (!*host || *end || end == colon + 1 || !port || port > 65535)
+	char *host;
+	uint16_t port;
+	if (parley_hostport_split(buf, &host, &port))
 		return -PARLEY_EINVAL;
 	char *h = strdup(host);
 	if (!h)

@@ -463,6 +463,8 @@ struct job {
 	struct job *next;      /* fan-out queue */
 	struct chat *c;
 	uint64_t start;        /* chat clock when registered (<= entry ts) */
+	uint64_t done_base;    /* its partition's pdone.done before the clock
+				  reached start (pdone) */
 	uint64_t from, to;     /* conversation seqs to fan out */
 	uint32_t part;         /* partition of c/<conv> (its cursor) */
 	uint64_t nmsgs;        /* counted in c->npending */
@@ -485,6 +487,25 @@ struct job {
 	char conv[];
 };
 
+/* Per partition: what a checkpoint whose cursor is a job's start would
+ * still re-fan out although its fan-out is durable. A job J completed
+ * before the snapshot is re-fanned iff its entry's ts >= the cursor =
+ * the head's start S. Its ts was stamped after the clock reached S,
+ * hence after the last registration of the partition whose start was
+ * below S (the clock is read under c->mu at registration and never goes
+ * back), and J completed after its stamp: so such jobs number at most
+ * done now - done at that registration (= the head's done_base). Without
+ * this the gauge missed them: a job stamped in the same millisecond as
+ * a later one's registration, or a fast job finishing behind a slow
+ * head, is re-fanned but neither outstanding nor registered since. */
+struct pdone {
+	uint64_t done;          /* messages whose fan-out ended (any outcome) */
+	uint64_t reg_ms;        /* start of the latest registration */
+	uint64_t reg_done;      /* done at the latest registration */
+	uint64_t ms_base;       /* done at the latest registration whose
+				   start was below reg_ms */
+};
+
 struct chat {
 	struct pe_engine *e;
 	struct chat_clock *clock;
@@ -500,6 +521,7 @@ struct chat {
 	pthread_t thr;
 	uint64_t *cur;           /* [np] cursor of the last durable checkpoint */
 	uint64_t *ckpt_buf_cur;  /* [np] cursor being written */
+	struct pdone *pdone;     /* [np] (struct pdone) */
 	uint8_t *ckpt_rec;       /* its encoding (5 + 8 np bytes) */
 	uint64_t last_ckpt_ns;
 	uint64_t ckpt_gen;       /* c->gen covered by the checkpoint in flight/done */
@@ -646,6 +668,7 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 	j->link.prev->next = j->link.next;
 	j->link.next->prev = j->link.prev;
 	c->npending -= j->nmsgs;
+	c->pdone[j->part].done += j->nmsgs;
 	c->gen++;
 }
 
@@ -692,6 +715,13 @@ static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
 				uint64_t start)
 {
 	struct jlink *s = &c->out[p];
+	struct pdone *d = &c->pdone[p];
+	if (start > d->reg_ms) {
+		d->ms_base = d->reg_done;
+		d->reg_ms = start;
+	}
+	j->done_base = d->ms_base;
+	d->reg_done = d->done;
 	j->start = start;
 	j->link.next = s;
 	j->link.prev = s->prev;
@@ -711,6 +741,7 @@ static void job_register_sorted_locked(struct chat *c, struct job *j,
 	struct jlink *s = &c->out[p], *at = s->next;
 	while (at != s && ((const struct job *)at)->start <= start)
 		at = at->next;
+	j->done_base = 0; /* start may be old: every completion counts */
 	j->start = start;
 	j->link.next = at;
 	j->link.prev = at->prev;
@@ -835,9 +866,14 @@ static void cursor_snapshot_locked(struct chat *c, uint64_t *cur)
 {
 	uint64_t t = chat_clock_ms(c->clock) + 1;
 	chat_clock_raise(c->clock, t);
+	uint64_t late = 0; /* completed, but at or past their cursor (pdone) */
 	for (uint32_t p = 0; p < c->np; p++) {
 		struct jlink *s = &c->out[p];
-		cur[p] = s->next != s ? ((const struct job *)s->next)->start : t;
+		const struct job *h = s->next != s ? (const struct job *)s->next
+						   : NULL;
+		cur[p] = h ? h->start : t;
+		if (h)
+			late += c->pdone[p].done - h->done_base;
 		/* a cursor read from another leader's checkpoint may be above
 		 * a job registered before recovery raised the clock (clock
 		 * skew between nodes, docs/CLUSTER.md): never go back */
@@ -845,7 +881,7 @@ static void cursor_snapshot_locked(struct chat *c, uint64_t *cur)
 			cur[p] = c->cur[p];
 	}
 	c->ck_reg = c->reg_total;
-	c->ck_pending = c->npending;
+	c->ck_pending = c->npending + late;
 	c->ckpt_gen = c->gen;
 }
 
@@ -2034,6 +2070,7 @@ static void chat_free(struct chat *c)
 	free(c->out);
 	free(c->cur);
 	free(c->ckpt_buf_cur);
+	free(c->pdone);
 	free(c->ckpt_rec);
 	free(c->known);
 	chat_groups_free(c->groups);
@@ -2065,6 +2102,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->out = calloc(c->np, sizeof *c->out);
 	c->cur = calloc(c->np, sizeof *c->cur);
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
+	c->pdone = calloc(c->np, sizeof *c->pdone);
 	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
@@ -2076,7 +2114,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->grp_term = calloc(c->np, sizeof *c->grp_term);
 	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
 	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
-	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->ckpt_rec ||
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->pdone || !c->ckpt_rec ||
 	    !c->inline_buf || !c->groups || !c->rd || !c->floors || !c->led_term ||
 	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term) {
 		chat_free(c);

@@ -55,8 +55,10 @@
  * writes a last checkpoint with nothing outstanding: a clean restart
  * re-fans out nothing. After kill -9 the restart re-fans out at most what
  * the gauge `fanout_uncheckpointed` counted at the moment of the kill (the
- * messages outstanding at the last durable checkpoint plus those
- * registered since).
+ * messages outstanding at the last durable checkpoint, those registered
+ * since, and those whose fan-out had ended by the checkpoint but whose ts
+ * may be >= its cursor: every message of the partition that ended after
+ * the clock reached the cursor, chat.c struct pdone).
  *
  * Recovery (chat_open): read the last checkpoint; list each partition's
  * streams (metadata only) and, for every conversation with messages
@@ -561,8 +563,8 @@ struct chat_list_ent {
 				 unknown); unread counts only from there */
 	uint64_t unread_from; /* unread = messages from others after this
 				 (read_seq, raised to vis_from - 1) */
-	bool gone;            /* LEFT, and retention removed the entries up
-				 to the departure: nothing to count */
+	bool gone;            /* retention removed every entry (up to the
+				 departure when LEFT): nothing to count */
 };
 /* A conversation's activity time, the list's sort key: the later of its
  * last message and its entry into the list. */

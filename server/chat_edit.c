@@ -33,6 +33,7 @@
 
 #include "chat.h"
 #include "chat_hset.h"
+#include "chat_keys.h"
 
 /* ---- keys, records, producers ------------------------------------------------------ */
 
@@ -640,19 +641,18 @@ size_t chat_retention_rules(uint64_t max_age_ms, uint64_t max_count,
  * further deletes are hidden but not scrubbed, logged once).
  */
 struct chat_scrub {
-	pthread_mutex_t mu;
-	struct chat_hset t; /* (conv hash, seq), no values */
-	_Atomic uint32_t n; /* t.n, read without mu: the filter's fast path */
-	bool warned;
+	struct chat_cset s; /* (conv hash, seq), no values */
+	_Atomic uint32_t n; /* s.t.n, read without s.mu: the filter's fast path */
+	bool warned;        /* under s.mu */
 };
+
+#define SCRUB_SEED 0x7363727562000001ull /* of the conv hash */
 
 struct chat_scrub *chat_scrub_new(void)
 {
 	struct chat_scrub *x = calloc(1, sizeof *x);
-	if (x) {
-		pthread_mutex_init(&x->mu, NULL);
-		chat_hset_init(&x->t, false);
-	}
+	if (x)
+		chat_cset_init(&x->s, false, SCRUB_SEED);
 	return x;
 }
 
@@ -660,29 +660,25 @@ void chat_scrub_free(struct chat_scrub *x)
 {
 	if (!x)
 		return;
-	pthread_mutex_destroy(&x->mu);
-	chat_hset_free(&x->t);
+	chat_cset_destroy(&x->s);
 	free(x);
 }
-
-#define SCRUB_SEED 0x7363727562000001ull /* of the conv hash */
 
 void chat_scrub_add(struct chat_scrub *x, const char *conv, size_t len,
 		    uint64_t seq)
 {
 	if (!x)
 		return;
-	uint64_t ch = chat_hset_hash(conv, len, SCRUB_SEED);
-	pthread_mutex_lock(&x->mu);
-	if (chat_hset_put(&x->t, ch, seq, CHAT_SCRUB_MAX) < 0) {
+	uint64_t ch = chat_cset_lock(&x->s, conv, len);
+	if (chat_hset_put(&x->s.t, ch, seq, CHAT_SCRUB_MAX) < 0) {
 		if (!x->warned)
 			PLOG_W("chat", "deleted-message set full: later "
 			       "deletes are hidden but stay on disk",
 			       "max=%u", CHAT_SCRUB_MAX);
 		x->warned = true;
 	}
-	atomic_store(&x->n, x->t.n);
-	pthread_mutex_unlock(&x->mu);
+	atomic_store(&x->n, x->s.t.n);
+	chat_cset_unlock(&x->s);
 }
 
 bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
@@ -690,10 +686,9 @@ bool chat_scrub_has(struct chat_scrub *x, const char *conv, size_t len,
 {
 	if (!x)
 		return false;
-	uint64_t ch = chat_hset_hash(conv, len, SCRUB_SEED);
-	pthread_mutex_lock(&x->mu);
-	bool has = chat_hset_find(&x->t, ch, seq) >= 0;
-	pthread_mutex_unlock(&x->mu);
+	uint64_t ch = chat_cset_lock(&x->s, conv, len);
+	bool has = chat_hset_find(&x->s.t, ch, seq) >= 0;
+	chat_cset_unlock(&x->s);
 	return has;
 }
 
@@ -767,39 +762,12 @@ int chat_scrub_filter(void *arg, const void *key, size_t klen,
 }
 
 /* Every DELETE of every edit index (blocking; from the sweeper thread). */
-struct scrub_load {
-	char (*keys)[CHAT_KEY_CAP];
-	size_t n, cap;
-};
-
-static int scrub_list_cb(void *arg, const void *key, size_t klen,
-			 const struct pe_meta *m)
-{
-	struct scrub_load *l = arg;
-	(void)m;
-	if (klen < 3 || memcmp(key, "e/", 2) || klen >= CHAT_KEY_CAP)
-		return 0;
-	if (l->n == l->cap) {
-		size_t nc = l->cap ? l->cap * 2 : 64;
-		char (*k)[CHAT_KEY_CAP] = realloc(l->keys, nc * sizeof *k);
-		if (!k)
-			return 1;
-		l->keys = k;
-		l->cap = nc;
-	}
-	memcpy(l->keys[l->n], key, klen);
-	l->keys[l->n][klen] = 0;
-	l->n++;
-	return 0;
-}
-
 void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 {
 	if (!x)
 		return;
-	struct scrub_load l = {0};
-	for (uint32_t p = 0; p < pe_partition_count(e); p++)
-		pe_list_streams(e, p, scrub_list_cb, &l);
+	struct chat_keys l;
+	chat_keys_list(&l, e, "e/");
 	uint64_t found = 0;
 	for (size_t i = 0; i < l.n; i++) {
 		const char *key = l.keys[i];
@@ -835,7 +803,7 @@ void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 				break;
 		}
 	}
-	free(l.keys);
+	chat_keys_free(&l);
 	PLOG_I("chat", "deleted messages loaded", "indexes=%zu deletes=%" PRIu64,
 	       l.n, found);
 }

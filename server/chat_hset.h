@@ -11,10 +11,15 @@
  * what that means). Linear probing; no removal.
  * Ownership: the table owns its arrays (chat_hset_free).
  * Threads: none inside; callers hold their own lock.
+ *
+ * struct chat_cset is what both sets are built on: a table behind one
+ * mutex whose k1 is a conversation id's hash under the set's own seed
+ * (chat_cset_lock hashes, locks and returns it).
  */
 #ifndef PARLEY_CHAT_HSET_H
 #define PARLEY_CHAT_HSET_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -118,6 +123,42 @@ static inline int64_t chat_hset_put(struct chat_hset *t, uint64_t a,
 		t->n++;
 	}
 	return i;
+}
+
+/* ---- the table of a per-conversation set, under its lock ------------------------------ */
+
+struct chat_cset {
+	pthread_mutex_t mu;
+	struct chat_hset t; /* k1: H(conv) under seed; only under mu */
+	uint64_t seed;
+};
+
+static inline void chat_cset_init(struct chat_cset *s, bool values, uint64_t seed)
+{
+	pthread_mutex_init(&s->mu, NULL);
+	chat_hset_init(&s->t, values);
+	s->seed = seed;
+}
+
+static inline void chat_cset_destroy(struct chat_cset *s)
+{
+	pthread_mutex_destroy(&s->mu);
+	chat_hset_free(&s->t);
+}
+
+/* Hashes conv (k1 of its pairs in s->t), then takes s's lock; the caller
+ * works on s->t and calls chat_cset_unlock. */
+static inline uint64_t chat_cset_lock(struct chat_cset *s, const char *conv,
+				      size_t len)
+{
+	uint64_t h = chat_hset_hash(conv, len, s->seed);
+	pthread_mutex_lock(&s->mu);
+	return h;
+}
+
+static inline void chat_cset_unlock(struct chat_cset *s)
+{
+	pthread_mutex_unlock(&s->mu);
 }
 
 #endif

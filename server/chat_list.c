@@ -351,6 +351,13 @@ static void list_meta_cb(void *arg, const struct pe_read_result *r)
 		 * entry stays, with nothing left to show or count */
 		le->last_seq = le->left_seq;
 		le->gone = true;
+	} else if (r->err == -PARLEY_ETRIMMED && r->last_seq &&
+		   r->first_seq > r->last_seq) {
+		/* retention removed every entry (read from the end): the
+		 * same, at the conversation's last seq, sorted by when it
+		 * entered the list */
+		le->last_seq = r->last_seq;
+		le->gone = true;
 	} else if (r->err) {
 		atomic_store(&x->err, r->err);
 	} else if (r->count) {

@@ -283,11 +283,18 @@ static void sync_finish(struct sync_ctx *x, int err)
 static void sync_inbox_cb(void *arg, const struct pe_read_result *r)
 {
 	struct sync_ctx *x = arg;
-	if (!r->err) {
+	/* An inbox that retention (or a delete) emptied has first_seq =
+	 * last_seq + 1, and a backward read from its end fails TRIMMED with
+	 * the bounds filled in: delivery starts after its last seq. */
+	int err = r->err == -PARLEY_ETRIMMED && r->last_seq &&
+			  r->first_seq > r->last_seq
+			  ? 0
+			  : r->err;
+	if (!err) {
 		x->info.first = r->first_seq;
 		x->info.last = r->last_seq;
 	}
-	sync_finish(x, r->err);
+	sync_finish(x, err);
 }
 
 static int sync_inbox_issue(struct sync_ctx *x)

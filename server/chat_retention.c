@@ -31,6 +31,7 @@
 
 #include "chat.h"
 #include "chat_hset.h"
+#include "chat_keys.h"
 
 #define RET_REC_VERSION 1u
 #define RET_AGE_SCAN_MAX 100000u /* entries an age sweep reads per conversation */
@@ -321,38 +322,11 @@ int chat_retention_request(struct chat_ret *r, const struct chat_retention_req *
 
 /* ---- the sweeper ------------------------------------------------------------------------ */
 
-struct load_ctx {
-	struct chat_ret *r;
-	char (*keys)[CHAT_KEY_CAP];
-	size_t n, cap;
-};
-
-static int load_cb(void *arg, const void *key, size_t klen, const struct pe_meta *m)
-{
-	struct load_ctx *l = arg;
-	(void)m;
-	if (klen < 3 || memcmp(key, "t/", 2) || klen >= CHAT_KEY_CAP)
-		return 0;
-	if (l->n == l->cap) {
-		size_t nc = l->cap ? l->cap * 2 : 64;
-		char (*k)[CHAT_KEY_CAP] = realloc(l->keys, nc * sizeof *k);
-		if (!k)
-			return 1;
-		l->keys = k;
-		l->cap = nc;
-	}
-	memcpy(l->keys[l->n], key, klen);
-	l->keys[l->n][klen] = 0;
-	l->n++;
-	return 0;
-}
-
 static void load(struct chat_ret *r)
 {
-	struct load_ctx l = {.r = r};
+	struct chat_keys l;
 	struct pe_engine *e = chat_engine(r->c);
-	for (uint32_t p = 0; p < pe_partition_count(e); p++)
-		pe_list_streams(e, p, load_cb, &l);
+	chat_keys_list(&l, e, "t/");
 	for (size_t i = 0; i < l.n; i++) {
 		struct pe_read_req q = {.key = l.keys[i], .klen = strlen(l.keys[i]),
 					.from = UINT64_MAX, .dir = PE_BACKWARD,
@@ -367,7 +341,7 @@ static void load(struct chat_ret *r)
 			    le_get64(es[0].payload + 1), le_get64(es[0].payload + 9));
 		free(es);
 	}
-	free(l.keys);
+	chat_keys_free(&l);
 	PLOG_I("chat", "per-conversation retention loaded", "conversations=%zu",
 	       r->n);
 }
@@ -473,18 +447,17 @@ void chat_retention_stop(struct chat_ret *r)
  * contended). Growing doubles up to CHAT_FLOORS_MAX slots; at the bound
  * `full` makes every lookup answer "maybe below" (resolve by a read). */
 struct chat_floors {
-	pthread_mutex_t mu;
-	struct chat_hset t; /* (conv hash, 0) -> first_seq */
-	bool full;
+	struct chat_cset s; /* (conv hash, 0) -> first_seq */
+	bool full;          /* under s.mu */
 };
+
+#define FLOOR_SEED 0x666c6f6f72730001ull /* of the conv hash */
 
 struct chat_floors *chat_floors_new(void)
 {
 	struct chat_floors *f = calloc(1, sizeof *f);
-	if (!f)
-		return NULL;
-	pthread_mutex_init(&f->mu, NULL);
-	chat_hset_init(&f->t, true);
+	if (f)
+		chat_cset_init(&f->s, true, FLOOR_SEED);
 	return f;
 }
 
@@ -492,24 +465,20 @@ void chat_floors_free(struct chat_floors *f)
 {
 	if (!f)
 		return;
-	pthread_mutex_destroy(&f->mu);
-	chat_hset_free(&f->t);
+	chat_cset_destroy(&f->s);
 	free(f);
 }
-
-#define FLOOR_SEED 0x666c6f6f72730001ull /* of the conv hash */
 
 bool chat_floor_below(struct chat_floors *f, const char *conv, size_t len,
 		      uint64_t conv_seq)
 {
-	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
-	pthread_mutex_lock(&f->mu);
+	uint64_t h = chat_cset_lock(&f->s, conv, len);
 	bool below = f->full;
 	if (!below) {
-		int64_t i = chat_hset_find(&f->t, h, 0);
-		below = i >= 0 && conv_seq < f->t.v[i];
+		int64_t i = chat_hset_find(&f->s.t, h, 0);
+		below = i >= 0 && conv_seq < f->s.t.v[i];
 	}
-	pthread_mutex_unlock(&f->mu);
+	chat_cset_unlock(&f->s);
 	return below;
 }
 
@@ -518,14 +487,13 @@ void chat_floor_set(struct chat_floors *f, const char *conv, size_t len,
 {
 	if (first_seq <= 1)
 		return;
-	uint64_t h = chat_hset_hash(conv, len, FLOOR_SEED);
-	pthread_mutex_lock(&f->mu);
-	int64_t i = chat_hset_put(&f->t, h, 0, CHAT_FLOORS_MAX);
+	uint64_t h = chat_cset_lock(&f->s, conv, len);
+	int64_t i = chat_hset_put(&f->s.t, h, 0, CHAT_FLOORS_MAX);
 	if (i < 0)
 		f->full = true; /* safe: every copy is then re-read */
-	else if (first_seq > f->t.v[i])
-		f->t.v[i] = first_seq;
-	pthread_mutex_unlock(&f->mu);
+	else if (first_seq > f->s.t.v[i])
+		f->s.t.v[i] = first_seq;
+	chat_cset_unlock(&f->s);
 }
 
 static int refresh_cb(void *arg, const void *key, size_t klen,

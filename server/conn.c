@@ -1,31 +1,30 @@
 /*
  * conn.c — a client connection on its loop: framing, TLS over memory BIOs,
- * the bounded outbound queue, the state machine drawn in conn.h, and the
- * requests of docs/PROTOCOL.md on the chat model of chat.h.
+ * the bounded outbound queue, the state machine drawn in conn.h (with the
+ * handshake, HELLO / AUTH, that drives it), dispatch of the requests of
+ * docs/PROTOCOL.md, and the connection's delivery state (inbox
+ * subscription, event window and pacing, device cursor, delivered
+ * receipts, large groups' live EVENTs).
  *
- * DURABLE BEFORE ACK: a SEND_ACK is encoded only inside send_cb(), the
- * engine append callback, which the engine runs only after the entry's
- * WAL batch is fdatasync'd (engine/parley_engine.h, "Durability
- * invariant"). No other code path produces SEND_ACK.
- *
- * The chat application (keys, records, membership, history pages, where a
- * SYNC starts, the inbox subscription, resolving inbox pointers into
+ * No chat logic here. The chat application (keys, records, membership,
+ * history pages, where a SYNC starts, resolving inbox pointers into
  * EVENTs, device cursors, the conversation list) is the chat service's
- * (chat.h, chat*.c). This file keeps transport, TLS, framing, dispatch
- * and per-connection state: it calls chat_* with a callback and gets
- * ready replies (struct parley_msg) or ready facts (struct
- * chat_sync_info, struct chat_inbox_update).
+ * (chat.h, chat*.c); the glue of each request (its service call, its
+ * reply or ERROR) is in the conn_req*.c files, one per feature, listed
+ * with their rule in conn_req.h. Dispatch (handle_frame) calls them
+ * after the checks every request shares: handshake state, request id,
+ * decompression, decoding, draining, max_inflight.
  *
- * The per-feature requests that are one chat service call and one reply
- * (EDIT / DELETE, RETENTION, HISTORY, CONV_OPEN, CONV_LIST) are in
- * conn_req.c; the helpers both files use are declared in conn_req.h.
+ * DURABLE BEFORE ACK: this file encodes no acknowledgement of a write. A
+ * reply (SEND_ACK, EDIT_ACK, GROUP_OK, ...) reaches it as an LM_FRAME
+ * built by the request's durable callback in a conn_req*.c file (SEND_ACK:
+ * send_cb in conn_req_send.c, its only producer) and is queued as it is.
  *
- * The callbacks given to the chat service (send_cb, conn_reply_cb,
- * sync_cb, inbox_cb, event_cb, and conn_req.c's) run on engine shard
- * threads (conn_reply_cb and event_cb also on the loop, for replies that
- * need no read): they only read their own heap context, encode frames
- * with the pure codec and loop_post() them. Everything else runs on the
- * connection's loop thread.
+ * The callbacks given to the chat service from this file (inbox_cb,
+ * event_cb) run on engine shard threads (event_cb also on the loop, for
+ * a pointer that needs no read): they only read their own heap context,
+ * encode frames with the pure codec and loop_post() them. Everything
+ * else runs on the connection's loop thread.
  *
  * Allocation failure (docs/SERVER.md, "Errors and allocation failure"):
  * a request's memory -> ERROR NOMEM with a retry_after, the connection
@@ -33,10 +32,11 @@
  * and conn_oom_close closes it at the end of the entry point; a hand-over
  * from an engine thread that cannot be allocated -> srv_oom (abort).
  *
- * Ownership: each callback context is malloc'd by the loop-side handler
- * and freed by the callback that finishes it. A subscription's context
+ * Ownership: a pointer being resolved (struct resolve) is owned by the
+ * pending FIFO, then by event_cb, which frees it. A subscription's context
  * (struct sub_arg) is freed by the chat service once the subscription is
- * gone (chat_inbox_subscribe's `done`).
+ * gone (chat_inbox_subscribe's `done`). The request handlers' contexts are
+ * their conn_req*.c file's.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -66,7 +66,7 @@
 
 static _Thread_local uint8_t tls_plain[16384];
 
-/* ---- small helpers ---------------------------------------------------------- */
+/* ---- replies from other threads (conn_req.h) -------------------------------- */
 
 /* Encode m into a new lmsg (engine threads). NULL on failure. */
 struct lmsg *conn_frame_msg(uint16_t kind, uint32_t req_id,
@@ -230,6 +230,7 @@ static void conn_oom_close(struct conn *c);
 static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
 static void flush_stash(struct conn *c);
+static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force);
 
 /* Queue whole frames (plaintext; nframes of them back to back in p[0..n),
  * written as one unit: one copy, one TLS write) and make sure they get
@@ -724,6 +725,67 @@ static void on_event(struct conn *c, struct lmsg *m)
 	flush_stash(c);
 }
 
+/* A live EVENT of a large group (live.h): written while subscribed; a
+ * connection that cannot take it is cut off, never skipped silently (its
+ * device reads it back with GROUP_CATCHUP after reconnecting). */
+static void on_live(struct conn *c, struct lmsg *m)
+{
+	struct srv *s = S(c);
+	if (!c->sub || c->state == CS_CLOSING ||
+	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER)
+		return;
+	if (c->oq_bytes + m->len > s->lim.max_outbound) {
+		conn_slow_consumer(c, "live group events not read");
+		return;
+	}
+	conn_write(c, m->data, m->len);
+	ctr_add(&s->ctr.events_out, 1);
+}
+
+/* SYNC's subscription (conn_req_sync.c): subscribes the connection's inbox
+ * from inbox_seq `from`, the device's stored cursor being `cursor`
+ * (UINT64_MAX: none), and attaches the user to large groups' live EVENTs.
+ * 0, or a negative error with nothing changed. */
+int conn_inbox_start(struct conn *c, uint64_t from, uint64_t cursor)
+{
+	struct sub_arg *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct sub_arg){.to = c->sk.ref};
+	struct chat_sub *sub;
+	int rc = chat_inbox_subscribe(S(c)->chat, c->id->user, c->id->ulen, from,
+				      S(c)->lim.event_window, inbox_cb, free, x,
+				      &sub);
+	if (rc) {
+		free(x);
+		return rc;
+	}
+	c->ev_next = from;
+	c->ev_acked = from - 1;
+	c->cursor_stored = cursor == UINT64_MAX ? 0 : cursor;
+	if (c->cursor_stored < c->ev_acked)
+		c->cursor_stored = c->ev_acked; /* nothing to store yet */
+	c->rcpt_acked = c->ev_acked; /* receipts: from what this SYNC starts at */
+	c->sub = sub;
+	if (S(c)->live) /* large groups' live EVENTs (live.h) */
+		live_attach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
+	return 0;
+}
+
+/* EVENT_ACK (conn_req_sync.c, which checked ev_acked < up < ev_next): the
+ * device holds every event up to `up`; the window opens by as many. */
+void conn_inbox_ack(struct conn *c, uint64_t up)
+{
+	PARLEY_ASSERT(c->sub && up > c->ev_acked && up < c->ev_next);
+	uint64_t delta = up - c->ev_acked;
+	c->ev_acked = up;
+	rcpt_flush(c, parley_mono_ns(), false);
+	c->cursor_dirty = true;
+	c->window_full_ns = 0;
+	chat_inbox_grant(c->sub, (int64_t)delta);
+	pump_resolves(c);
+}
+
 /* ---- device cursor ------------------------------------------------------------------- */
 
 /* Delivered receipts for what the device acknowledged (chat_receipt.h):
@@ -983,545 +1045,7 @@ static void on_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	}
 }
 
-/* ---- requests ------------------------------------------------------------------------------ */
-
-/* SEND -------------------------------------------------------------------------------- */
-
-struct send_ctx {
-	struct conn_ref to;
-	struct srv_stages *st;
-	uint32_t req_id;
-	uint64_t t0_ns;          /* decoded; the chat service called next */
-	uint8_t cmid[16];
-	uint16_t clen;
-	char conv[];
-};
-
-/* Runs on the engine shard after the message is durable (chat_send calls
- * it from the engine's append callback): the only producer of SEND_ACK. */
-static void send_cb(void *arg, const struct chat_send_result *r)
-{
-	struct send_ctx *x = arg;
-	struct lmsg *m;
-	uint64_t now = parley_mono_ns();
-	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
-	if (r->err) {
-		m = conn_error_msg(x->req_id, wire_code(r->err),
-			           r->err == -PARLEY_EFULL ? 100 : 0,
-			           parley_strerror(r->err));
-	} else {
-		struct parley_msg am = {.type = PARLEY_T_SEND_ACK};
-		am.send_ack.conv = (struct parley_str){x->conv, x->clen};
-		memcpy(am.send_ack.client_msg_id, x->cmid, 16);
-		am.send_ack.seq = r->seq;
-		am.send_ack.server_ts_ms = r->ts_ms;
-		am.send_ack.flags = r->duplicate ? PARLEY_ACKF_DUPLICATE : 0;
-		m = conn_frame_msg(LM_FRAME, x->req_id, &am);
-		if (m) {
-			m->u.frame.t0_ns = x->t0_ns;
-			m->u.frame.t_durable_ns = now;
-			m->u.frame.ack = r->duplicate ? LM_ACK_DUPLICATE : LM_ACK_NEW;
-		}
-	}
-	conn_post_reply(&x->to, m, x->req_id);
-	free(x);
-}
-
-static void req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
-{
-	if (conn_limited(c, rid, RATELIMIT_SEND))
-		return;
-	struct srv *s = S(c);
-	if (m->body.len > s->lim.max_body) {
-		conn_error(c, rid, PARLEY_ETOOBIG, false, 0, "body over max_body");
-		return;
-	}
-	struct send_ctx *x = malloc(sizeof *x + m->conv.len);
-	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return;
-	}
-	uint64_t t_dec = parley_mono_ns();
-	srv_hist_since(&s->stages.send[SRV_SEND_RECV], c->last_rx_ns, t_dec);
-	*x = (struct send_ctx){.to = c->sk.ref, .st = &s->stages,
-			       .req_id = rid, .t0_ns = t_dec,
-			       .clen = m->conv.len};
-	memcpy(x->cmid, m->client_msg_id, 16);
-	memcpy(x->conv, m->conv.p, m->conv.len);
-	struct chat_send_req q = {.conv = m->conv.p, .conv_len = m->conv.len,
-				  .sender = c->id->user,
-				  .sender_len = c->id->ulen,
-				  .content_type = m->content_type,
-				  .body = m->body.p, .body_len = m->body.len};
-	memcpy(q.client_msg_id, m->client_msg_id, 16);
-	int rc = chat_send(s->chat, &q, send_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
-			   : rc == -PARLEY_EFULL     ? "server busy"
-						     : parley_strerror(rc));
-		return;
-	}
-	srv_hist_since(&s->stages.send[SRV_SEND_SUBMIT], t_dec, parley_mono_ns());
-	ctr_add(&s->ctr.sends, 1);
-	c->inflight++;
-}
-
-/* A reply of the chat service, encoded on the engine thread and posted
- * (an error becomes ERROR with the wire code of errmap.c). */
-void conn_post_msg(const struct conn_ref *to, uint32_t req_id, int err,
-		   const struct parley_msg *m)
-{
-	uint32_t retry = err == -PARLEY_EFULL || err == -PARLEY_ENOMEM ? 50 : 0;
-	struct lmsg *lm = err ? conn_error_msg(req_id, wire_code(err), retry,
-					            parley_strerror(err))
-			      : conn_frame_msg(LM_FRAME, req_id, m);
-	conn_post_reply(to, lm, req_id);
-}
-
-struct reply_ctx *conn_reply_ctx_new(struct conn *c, uint32_t rid)
-{
-	struct reply_ctx *x = malloc(sizeof *x);
-	if (x)
-		*x = (struct reply_ctx){.to = c->sk.ref, .req_id = rid};
-	return x;
-}
-
-/* A request the chat service refused before starting it. */
-void conn_refused(struct conn *c, uint32_t rid, int rc)
-{
-	conn_error(c, rid, wire_code(rc), false,
-		   rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EFULL ? 50 : 0,
-		   rc == -PARLEY_EPERM	     ? "not a member"
-		   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
-		   : rc == -PARLEY_EFULL     ? "server busy"
-		   : rc == -PARLEY_ENOMEM    ? "out of memory"
-					     : parley_strerror(rc));
-}
-
-/* Engine thread (HISTORY, CONV_LIST): the reply is ready. */
-void conn_reply_cb(void *arg, int err, const struct parley_msg *m)
-{
-	struct reply_ctx *x = arg;
-	conn_post_msg(&x->to, x->req_id, err, m);
-	free(x);
-}
-
-/* GROUPS (chat_group.c) -------------------------------------------------------------- */
-
-struct group_reply {
-	struct conn_ref to;
-	uint32_t req_id;
-	uint16_t type;          /* the reply's type */
-};
-
-/* Engine thread: the membership event is durable and applied (or failed). */
-static void group_change_cb(void *arg, const struct chat_group_result *r)
-{
-	struct group_reply *x = arg;
-	struct lmsg *lm;
-	if (r->err) {
-		lm = conn_error_msg(x->req_id, wire_code(r->err),
-			            r->err == -PARLEY_EFULL ? 50 : 0,
-			            r->why ? r->why : parley_strerror(r->err));
-	} else {
-		struct parley_msg m = {.type = x->type};
-		m.group_ok.conv = (struct parley_str){r->conv, r->conv_len};
-		m.group_ok.seq = r->seq;
-		m.group_ok.flags = r->duplicate ? PARLEY_GROUPF_DUPLICATE : 0;
-		lm = conn_frame_msg(LM_FRAME, x->req_id, &m);
-	}
-	conn_post_reply(&x->to, lm, x->req_id);
-	free(x);
-}
-
-static void req_group_change(struct conn *c, uint32_t rid,
-			     const struct parley_msg *m)
-{
-	if (conn_limited(c, rid, RATELIMIT_SEND))
-		return;
-	struct chat_member users[PARLEY_PROTO_MAX_GROUP_USERS];
-	struct chat_group_req q = {.actor = c->id->user,
-				   .actor_len = (uint16_t)c->id->ulen};
-	const struct parley_str *u;
-	uint16_t n;
-	if (m->type == PARLEY_T_GROUP_CREATE) {
-		const struct parley_group_create *g = &m->group_create;
-		q.op = CHAT_GOP_CREATE;
-		memcpy(q.create_id, g->create_id, 16);
-		q.name = g->name.p;
-		q.name_len = g->name.len;
-		q.settings = g->settings;
-		u = g->users;
-		n = g->count;
-	} else if (m->type == PARLEY_T_GROUP_SET) {
-		const struct parley_group_set *g = &m->group_set;
-		q.op = CHAT_GOP_SET;
-		q.conv = g->conv.p;
-		q.conv_len = g->conv.len;
-		q.set_fields = g->fields;
-		q.name = g->name.p;
-		q.name_len = g->name.len;
-		q.settings = g->settings;
-		u = NULL;
-		n = 0;
-	} else {
-		const struct parley_group_change *g = &m->group_change;
-		q.op = m->type == PARLEY_T_GROUP_ADD	  ? CHAT_GOP_ADD
-		       : m->type == PARLEY_T_GROUP_REMOVE ? CHAT_GOP_REMOVE
-		       : m->type == PARLEY_T_GROUP_LEAVE  ? CHAT_GOP_LEAVE
-							  : CHAT_GOP_ROLE;
-		q.conv = g->conv.p;
-		q.conv_len = g->conv.len;
-		q.role = g->role;
-		u = g->users;
-		n = g->count;
-	}
-	for (uint16_t i = 0; i < n; i++)
-		users[i] = (struct chat_member){u[i].p, u[i].len};
-	q.n = n;
-	q.users = users;
-	struct group_reply *x = malloc(sizeof *x);
-	if (!x) {
-		conn_refused(c, rid, -PARLEY_ENOMEM);
-		return;
-	}
-	*x = (struct group_reply){.to = c->sk.ref, .req_id = rid,
-				  .type = PARLEY_REPLY_OF(m->type)};
-	const char *why = NULL;
-	int rc = chat_group_change(S(c)->chat, &q, group_change_cb, x, &why);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EAGAIN ? 20
-			   : rc == -PARLEY_ENOMEM || rc == -PARLEY_EFULL ? 50
-									  : 0,
-			   why ? why : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
-}
-
-static void req_group_info(struct conn *c, uint32_t rid,
-			   const struct parley_group_info *m)
-{
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return;
-	size_t cap = (size_t)m->limit * PARLEY_PROTO_MAX_USER_ID + 256;
-	struct parley_msg *pm = malloc(sizeof *pm);
-	char *store = malloc(cap);
-	int rc = pm && store ? chat_group_info(S(c)->chat, c->id->user,
-					       c->id->ulen, m->conv.p,
-					       m->conv.len, m->from_index,
-					       m->limit, pm, store, cap)
-			     : -PARLEY_ENOMEM;
-	if (rc)
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_ENOMEM ? 100 : 0,
-			   rc == -PARLEY_EPERM ? "not a member of this group"
-			   : rc == -PARLEY_ENOTFOUND ? "no such group"
-						     : parley_strerror(rc));
-	else
-		conn_send(c, rid, pm);
-	free(pm);
-	free(store);
-}
-
-/* A live EVENT of a large group (live.h): written while subscribed; a
- * connection that cannot take it is cut off, never skipped silently (its
- * device reads it back with GROUP_CATCHUP after reconnecting). */
-static void on_live(struct conn *c, struct lmsg *m)
-{
-	struct srv *s = S(c);
-	if (!c->sub || c->state == CS_CLOSING ||
-	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER)
-		return;
-	if (c->oq_bytes + m->len > s->lim.max_outbound) {
-		conn_slow_consumer(c, "live group events not read");
-		return;
-	}
-	conn_write(c, m->data, m->len);
-	ctr_add(&s->ctr.events_out, 1);
-}
-
-/* SYNC --------------------------------------------------------------------------------- */
-
-/* Engine thread: where the device's delivery starts (or why not). */
-static void sync_cb(void *arg, const struct chat_sync_info *r)
-{
-	struct reply_ctx *x = arg;
-	struct lmsg *m = lmsg_new(LM_SYNC_DONE, 0);
-	if (!m) /* the subscription exists: nothing could end it */
-		srv_oom("SYNC completion");
-	m->u.sync.req_id = x->req_id;
-	m->u.sync.err = r->err;
-	m->u.sync.cursor = r->cursor;
-	m->u.sync.first_seq = r->first;
-	m->u.sync.last_seq = r->last;
-	m->u.sync.start_seq = r->start;
-	lmsg_post(&x->to, m);
-	free(x);
-}
-
-static void req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
-{
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return;
-	if (c->sub || c->sync_busy) {
-		conn_error(c, rid, PARLEY_EEXIST, false, 0, "already syncing");
-		return;
-	}
-	ctr_add(&S(c)->ctr.syncs, 1);
-	struct reply_ctx *x = conn_reply_ctx_new(c, rid);
-	int rc = x ? chat_sync(S(c)->chat, c->id->user, c->id->ulen,
-			       c->id->device, c->id->dlen, m->from_inbox_seq,
-			       sync_cb, x)
-		   : -PARLEY_ENOMEM;
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false, 50, "server busy");
-		return;
-	}
-	c->sync_busy = true;
-	c->inflight++;
-}
-
-static void sync_fail(struct conn *c, uint32_t rid, int err)
-{
-	c->sync_busy = false;
-	c->inflight--;
-	conn_error(c, rid, wire_code(err), false, 50, parley_strerror(err));
-}
-
-/* Loop thread: the SYNC's reads are in; subscribe and answer SYNC_OK. */
-static void on_sync_done(struct conn *c, struct lmsg *m)
-{
-	uint32_t rid = m->u.sync.req_id;
-	if (c->state != CS_READY) { /* draining: the device resyncs elsewhere */
-		c->sync_busy = false;
-		c->inflight--;
-		conn_error(c, rid, PARLEY_ECLOSED, false, 0, "draining");
-		return;
-	}
-	if (m->u.sync.err) {
-		sync_fail(c, rid, m->u.sync.err);
-		return;
-	}
-	uint64_t from = m->u.sync.start_seq;
-	uint64_t cur = m->u.sync.cursor;
-	struct sub_arg *x = malloc(sizeof *x);
-	if (!x) {
-		sync_fail(c, rid, -PARLEY_ENOMEM);
-		return;
-	}
-	*x = (struct sub_arg){.to = c->sk.ref};
-	struct chat_sub *sub;
-	int rc = chat_inbox_subscribe(S(c)->chat, c->id->user, c->id->ulen, from,
-				      S(c)->lim.event_window, inbox_cb, free, x,
-				      &sub);
-	if (rc) {
-		free(x);
-		sync_fail(c, rid, rc);
-		return;
-	}
-	c->ev_next = from;
-	c->ev_acked = from - 1;
-	c->cursor_stored = cur == UINT64_MAX ? 0 : cur;
-	if (c->cursor_stored < c->ev_acked)
-		c->cursor_stored = c->ev_acked; /* nothing to store yet */
-	c->rcpt_acked = c->ev_acked; /* receipts: from what this SYNC starts at */
-	c->sub = sub;
-	c->sync_busy = false;
-	c->inflight--;
-	if (S(c)->live) /* large groups' live EVENTs (live.h) */
-		live_attach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
-	/* SYNC_OK goes out before the first EVENT: both are queued on this
-	 * loop, and EVENTs only arrive through later messages. */
-	struct parley_msg ok = {.type = PARLEY_T_SYNC_OK};
-	ok.sync_ok.first_inbox_seq = m->u.sync.first_seq;
-	ok.sync_ok.last_inbox_seq = m->u.sync.last_seq;
-	ok.sync_ok.start_inbox_seq = from;
-	conn_send(c, rid, &ok);
-}
-
-static void req_event_ack(struct conn *c, const struct parley_event_ack *m)
-{
-	if (!c->sub) {
-		if (c->state == CS_DRAINING)
-			return;
-		conn_error(c, 0, PARLEY_EINVAL, false, 0, "no SYNC active");
-		return;
-	}
-	uint64_t up = m->up_to_inbox_seq;
-	if (up >= c->ev_next) {
-		conn_error(c, 0, PARLEY_EINVAL, false, 0,
-			   "ack above the last sent event");
-		return;
-	}
-	if (up <= c->ev_acked)
-		return;
-	uint64_t delta = up - c->ev_acked;
-	c->ev_acked = up;
-	rcpt_flush(c, parley_mono_ns(), false);
-	c->cursor_dirty = true;
-	c->window_full_ns = 0;
-	chat_inbox_grant(c->sub, (int64_t)delta);
-	pump_resolves(c);
-}
-
-/* READ_MARKER / RECEIPTS (chat_receipt.h) ------------------------------------------------ */
-
-struct rcpt_reply {
-	struct conn_ref to;
-	uint32_t req_id;
-	uint64_t seq;
-	uint16_t clen;
-	char conv[250];
-};
-
-static const char *rcpt_errtext(int err)
-{
-	return err == -PARLEY_EINVAL ? "seq is 0 or beyond the last message"
-	       : err == -PARLEY_EPERM ? "not a member"
-	       : err == -PARLEY_ENOTFOUND ? "no such conversation"
-	       : err == -PARLEY_EFULL ? "server busy"
-				      : parley_strerror(err);
-}
-
-/* Engine thread: the position (and its receipt events) are durable. */
-static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
-{
-	struct rcpt_reply *x = arg;
-	struct lmsg *lm;
-	if (r->err) {
-		lm = conn_error_msg(x->req_id, wire_code(r->err),
-			            r->err == -PARLEY_EINVAL ? 0 : 50,
-			            rcpt_errtext(r->err));
-	} else {
-		struct parley_msg m = {.type = PARLEY_T_READ_MARKER_OK};
-		m.read_marker_ok.conv = (struct parley_str){x->conv, x->clen};
-		m.read_marker_ok.read_seq = r->read_seq;
-		m.read_marker_ok.flags = r->stale ? PARLEY_READF_STALE : 0;
-		lm = conn_frame_msg(LM_FRAME, x->req_id, &m);
-	}
-	conn_post_reply(&x->to, lm, x->req_id);
-	free(x);
-}
-
-static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
-					 struct parley_str conv, uint64_t seq)
-{
-	struct rcpt_reply *x = malloc(sizeof *x);
-	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		return NULL;
-	}
-	*x = (struct rcpt_reply){.to = c->sk.ref, .req_id = rid, .seq = seq,
-				 .clen = conv.len};
-	memcpy(x->conv, conv.p, conv.len);
-	return x;
-}
-
-/* READ_MARKER / RECEIPTS on (conv, seq): within the history rate limit,
- * the reply context, else NULL with the ERROR sent. Who may (a member,
- * seq not 0) is chat_receipt.c's rule: its refusal comes back from
- * chat_rcpt_mark / chat_rcpt_query. */
-static struct rcpt_reply *rcpt_admit(struct conn *c, uint32_t rid,
-				     struct parley_str conv, uint64_t seq)
-{
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return NULL;
-	return rcpt_reply_new(c, rid, conv, seq);
-}
-
-static void req_read_marker(struct conn *c, uint32_t rid,
-			    const struct parley_read_marker *m)
-{
-	/* mostly reads: a marker that does not raise the position writes
-	 * nothing, and one that does is bounded by the messages (SEND's
-	 * limit) */
-	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
-	if (!x)
-		return;
-	int rc = chat_rcpt_mark(S(c)->chat, c->id->user, c->id->ulen,
-				m->conv.p, m->conv.len, m->seq, read_marker_cb,
-				x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   srv_wire_err(rc).retry_after_ms,
-			   rcpt_errtext(rc));
-		return;
-	}
-	ctr_add(&S(c)->ctr.read_markers, 1);
-	c->inflight++;
-}
-
-static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
-{
-	struct rcpt_reply *x = arg;
-	struct lmsg *lm = NULL;
-	if (r->err) {
-		lm = conn_error_msg(x->req_id, wire_code(r->err),
-			            r->err == -PARLEY_EINVAL ? 0 : 50,
-			            rcpt_errtext(r->err));
-	} else {
-		struct parley_msg *m = calloc(1, sizeof *m);
-		if (m) {
-			struct parley_receipts_ok *o = &m->receipts_ok;
-			m->type = PARLEY_T_RECEIPTS_OK;
-			o->conv = (struct parley_str){x->conv, x->clen};
-			o->seq = x->seq;
-			o->member_count = r->member_count;
-			o->flags = r->end ? PARLEY_PAGEF_END : 0;
-			for (uint32_t i = 0; i < r->n; i++) {
-				const struct chat_rcpt_member *cm = &r->m[i];
-				struct parley_receipt_rec *e = &o->recs[o->count++];
-				e->user = (struct parley_str){cm->user, cm->ulen};
-				e->read_seq = cm->pos.read_seq;
-				e->delivered_seq = cm->pos.delivered_seq;
-				if (cm->pos.delivered_seq >= x->seq) {
-					e->state |= PARLEY_RCPTF_DELIVERED;
-					o->delivered++;
-				}
-				if (cm->pos.read_seq >= x->seq) {
-					e->state |= PARLEY_RCPTF_READ;
-					o->read++;
-				}
-			}
-			if (!r->end && o->count)
-				o->next_after = o->recs[o->count - 1].user;
-			lm = conn_frame_msg(LM_FRAME, x->req_id, m);
-			free(m);
-		}
-	}
-	conn_post_reply(&x->to, lm, x->req_id);
-	free(x);
-}
-
-static void req_receipts(struct conn *c, uint32_t rid,
-			 const struct parley_receipts *m)
-{
-	struct rcpt_reply *x = rcpt_admit(c, rid, m->conv, m->seq);
-	if (!x)
-		return;
-	int rc = chat_rcpt_query(S(c)->chat, c->id->user, c->id->ulen,
-				 m->conv.p, m->conv.len, m->seq, m->after.p,
-				 m->after.len, m->limit, receipts_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   srv_wire_err(rc).retry_after_ms,
-			   rcpt_errtext(rc));
-		return;
-	}
-	c->inflight++;
-}
-
-/* HELLO / AUTH / PING ---------------------------------------------------------------------- */
+/* ---- the handshake (HELLO / AUTH; PING is answered in dispatch) ---------------------- */
 
 static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m)
 {
@@ -1608,80 +1132,6 @@ static void req_auth(struct conn *c, uint32_t rid, const struct parley_auth *m)
 	ok.auth_ok.user_id = (struct parley_str){c->id->user, (uint16_t)sl};
 	ok.auth_ok.expires_ms = exp;
 	conn_send(c, rid, &ok);
-}
-
-/* TYPING / PRESENCE_SUB / PRESENCE_SET (presence.h) ---------------------------------------- */
-
-/* TYPING is a notification: a refusal is an ERROR with request_id 0
- * (RATE with retry_after_ms, PERM, NOTFOUND, FULL), never a silent drop. */
-static void note_typing(struct conn *c, const struct parley_typing *m)
-{
-	struct srv *s = S(c);
-	if (!s->pres || !c->pres) {
-		conn_error(c, 0, PARLEY_EAGAIN, false, 1000, "typing unavailable");
-		return;
-	}
-	if (conn_limited(c, 0, RATELIMIT_TYPING))
-		return;
-	int rc = presence_typing(s->pres, c->pres, m->conv.p, m->conv.len,
-				 m->state == PARLEY_TYPING_STARTED);
-	if (rc)
-		conn_error(c, 0, wire_code(rc), false, 0,
-			   rc == -PARLEY_EPERM ? "TYPING: not a member"
-			   : rc == -PARLEY_ENOTFOUND
-				   ? "TYPING: no such conversation"
-			   : rc == -PARLEY_EFULL
-				   ? "TYPING: typing in too many conversations"
-				   : "TYPING failed");
-}
-
-/* A PRESENCE_SUB / PRESENCE_SET request may go on: presence is there and
- * the presence rate limit allows it (else the ERROR is sent); on true the
- * request is counted in flight. */
-static bool presence_admit(struct conn *c, uint32_t rid)
-{
-	struct srv *s = S(c);
-	if (!s->pres || !c->pres) {
-		conn_error(c, rid, PARLEY_EAGAIN, false, 1000,
-			   "presence unavailable");
-		return false;
-	}
-	if (conn_limited(c, rid, RATELIMIT_PRESENCE))
-		return false;
-	c->inflight++;
-	return true;
-}
-
-static void req_presence_sub(struct conn *c, uint32_t rid,
-			     const struct parley_presence_sub *m)
-{
-	struct srv *s = S(c);
-	if (!presence_admit(c, rid))
-		return;
-	int rc = presence_sub(s->pres, c->pres, rid, m);
-	if (rc) {
-		c->inflight--;
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_ENOMEM ? 100 : 0,
-			   rc == -PARLEY_ELIMIT
-				   ? "too many presence subscriptions "
-				     "(presence_subs_max)"
-				   : "out of memory");
-	}
-}
-
-static void req_presence_set(struct conn *c, uint32_t rid,
-			     const struct parley_presence_set *m)
-{
-	struct srv *s = S(c);
-	if (!presence_admit(c, rid))
-		return;
-	int rc = presence_set(s->pres, c->pres, rid, m->flags);
-	if (rc) {
-		c->inflight--;
-		conn_error(c, rid, wire_code(rc), false,
-			   srv_wire_err(rc).retry_after_ms, "server busy");
-	}
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
@@ -1775,7 +1225,7 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		goto out;
 	}
 	if (t == PARLEY_T_EVENT_ACK) {
-		req_event_ack(c, &m->event_ack);
+		conn_req_event_ack(c, &m->event_ack);
 		goto out;
 	}
 	if (c->state == CS_DRAINING) {
@@ -1790,26 +1240,32 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		goto out;
 	}
 	switch (t) {
-	case PARLEY_T_SEND: req_send(c, rid, &m->send); break;
+	case PARLEY_T_SEND: conn_req_send(c, rid, &m->send); break;
 	case PARLEY_T_HISTORY: conn_req_history(c, rid, &m->history); break;
-	case PARLEY_T_SYNC: req_sync(c, rid, &m->sync); break;
+	case PARLEY_T_SYNC: conn_req_sync(c, rid, &m->sync); break;
 	case PARLEY_T_CONV_OPEN: conn_req_conv_open(c, rid, &m->conv_open); break;
 	case PARLEY_T_CONV_LIST: conn_req_conv_list(c, rid, &m->conv_list); break;
-	case PARLEY_T_TYPING: note_typing(c, &m->typing); break;
-	case PARLEY_T_PRESENCE_SUB: req_presence_sub(c, rid, &m->presence_sub); break;
-	case PARLEY_T_PRESENCE_SET: req_presence_set(c, rid, &m->presence_set); break;
+	case PARLEY_T_TYPING: conn_note_typing(c, &m->typing); break;
+	case PARLEY_T_PRESENCE_SUB:
+		conn_req_presence_sub(c, rid, &m->presence_sub);
+		break;
+	case PARLEY_T_PRESENCE_SET:
+		conn_req_presence_set(c, rid, &m->presence_set);
+		break;
 	case PARLEY_T_GROUP_CREATE:
 	case PARLEY_T_GROUP_ADD:
 	case PARLEY_T_GROUP_REMOVE:
 	case PARLEY_T_GROUP_LEAVE:
 	case PARLEY_T_GROUP_ROLE:
-	case PARLEY_T_GROUP_SET: req_group_change(c, rid, m); break;
-	case PARLEY_T_GROUP_INFO: req_group_info(c, rid, &m->group_info); break;
+	case PARLEY_T_GROUP_SET: conn_req_group_change(c, rid, m); break;
+	case PARLEY_T_GROUP_INFO: conn_req_group_info(c, rid, &m->group_info); break;
 	case PARLEY_T_GROUP_CATCHUP:
 		conn_req_group_catchup(c, rid, &m->group_catchup);
 		break;
-	case PARLEY_T_READ_MARKER: req_read_marker(c, rid, &m->read_marker); break;
-	case PARLEY_T_RECEIPTS: req_receipts(c, rid, &m->receipts); break;
+	case PARLEY_T_READ_MARKER:
+		conn_req_read_marker(c, rid, &m->read_marker);
+		break;
+	case PARLEY_T_RECEIPTS: conn_req_receipts(c, rid, &m->receipts); break;
 	case PARLEY_T_EDIT:
 		conn_req_edit(c, rid, PARLEY_EV_EDIT, m->edit.conv, m->edit.client_msg_id,
 			 m->edit.ref_seq, m->edit.content_type, m->edit.body);
@@ -2100,7 +1556,7 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		}
 		break;
 	case LM_SYNC_DONE:
-		on_sync_done(c, m);
+		conn_req_sync_done(c, m);
 		break;
 	case LM_PUSH: /* TYPING_PUSH / PRESENCE (presence.h) */
 		conn_write(c, m->data, m->len);

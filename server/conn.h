@@ -1,6 +1,8 @@
 /*
  * conn.h — one client connection: lifecycle, framing, TLS, outbound queue,
- * and the requests of docs/PROTOCOL.md (private to server/).
+ * dispatch of the requests of docs/PROTOCOL.md and the connection's
+ * delivery state (private to server/). conn.c implements it; the glue of
+ * each request is in the conn_req*.c files (conn_req.h).
  *
  * Lifecycle (server side; every arrow is taken on the connection's loop):
  *
@@ -60,7 +62,7 @@
  *
  * The loop sees a connection only through loop_conn.h (struct loop_sock
  * and the conn_* entry points); this header is conn.c's own (and its
- * unit test's).
+ * unit tests': test_conn.c, test_conn_req.c).
  *
  * Memory per idle plain-TCP connection: struct conn + one slot pointer
  * (no receive buffer: recv uses the loop's provided buffer ring; no

@@ -1,25 +1,81 @@
 /*
- * conn_req.c — a connection's per-feature requests that are one chat
- * service call and one reply: EDIT / DELETE, RETENTION, HISTORY,
- * CONV_OPEN, CONV_LIST. Each maps the request onto its chat_* call and the
- * result onto its reply or ERROR; the chat rules are the service's
- * (chat.h), transport, framing, dispatch and the connection's state are
- * conn.c's. Shared helpers: conn_req.h.
+ * conn_req.c — the glue every request handler shares (reply contexts,
+ * posting a chat service reply, answering a refusal), and the requests
+ * on a conversation's messages and the conversation list that are one
+ * chat service call and one reply: HISTORY and GROUP_CATCHUP (reads),
+ * EDIT / DELETE, RETENTION, CONV_OPEN, CONV_LIST.
+ *
+ * Rule of the conn_req*.c files (conn_req.h): a file holds one feature's
+ * request glue and nothing else: it maps a decoded request onto its
+ * service call and the result onto its reply or ERROR, keeps no state of
+ * its own, and touches the connection only to count the request in
+ * flight (c->inflight) and through the calls conn_req.h declares. The
+ * other features: SEND in conn_req_send.c, SYNC / EVENT_ACK in
+ * conn_req_sync.c, groups in conn_req_group.c, READ_MARKER / RECEIPTS in
+ * conn_req_rcpt.c, TYPING / PRESENCE_* in conn_req_presence.c. The chat
+ * rules are the service's (chat.h); transport, framing, dispatch and the
+ * connection's state are conn.c's.
  *
  * DURABLE BEFORE ACK: EDIT_ACK / DELETE_ACK are encoded only in edit_cb,
  * which the chat service runs after the entry and its index entry are
  * durable; CONV's reply likewise after the conversation's open is durable.
  *
  * Ownership: each callback context is malloc'd by the handler and freed by
- * the callback that finishes it.
+ * the callback that finishes it (or by the handler when the service
+ * refuses the request).
  * Threads: handlers on the connection's loop; callbacks on engine shard
- * threads (retention_cb on the retention sweeper's).
+ * threads (retention_cb on the retention sweeper's; conn_reply_cb also on
+ * the loop, for a reply that needs no read).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "chat.h"
 #include "conn_req.h"
+
+/* Shared glue ------------------------------------------------------------------------- */
+
+/* A reply of the chat service, encoded on the engine thread and posted
+ * (an error becomes ERROR with the wire code of errmap.c). */
+void conn_post_msg(const struct conn_ref *to, uint32_t req_id, int err,
+		   const struct parley_msg *m)
+{
+	uint32_t retry = err == -PARLEY_EFULL || err == -PARLEY_ENOMEM ? 50 : 0;
+	struct lmsg *lm = err ? conn_error_msg(req_id, wire_code(err), retry,
+					            parley_strerror(err))
+			      : conn_frame_msg(LM_FRAME, req_id, m);
+	conn_post_reply(to, lm, req_id);
+}
+
+struct reply_ctx *conn_reply_ctx_new(struct conn *c, uint32_t rid)
+{
+	struct reply_ctx *x = malloc(sizeof *x);
+	if (x)
+		*x = (struct reply_ctx){.to = c->sk.ref, .req_id = rid};
+	return x;
+}
+
+/* A request the chat service refused before starting it. */
+void conn_refused(struct conn *c, uint32_t rid, int rc)
+{
+	conn_error(c, rid, wire_code(rc), false,
+		   rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EFULL ? 50 : 0,
+		   rc == -PARLEY_EPERM	     ? "not a member"
+		   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+		   : rc == -PARLEY_EFULL     ? "server busy"
+		   : rc == -PARLEY_ENOMEM    ? "out of memory"
+					     : parley_strerror(rc));
+}
+
+/* Engine thread (HISTORY, GROUP_CATCHUP, CONV_LIST; or the loop): the
+ * reply is ready. */
+void conn_reply_cb(void *arg, int err, const struct parley_msg *m)
+{
+	struct reply_ctx *x = arg;
+	conn_post_msg(&x->to, x->req_id, err, m);
+	free(x);
+}
+
 
 /* EDIT / DELETE ------------------------------------------------------------------------ */
 
@@ -103,17 +159,12 @@ void conn_req_edit(struct conn *c, uint32_t rid, uint16_t kind,
 						       : s->lim.delete_window_ms};
 	memcpy(q.client_msg_id, cmid, 16);
 	int rc = chat_edit(s->chat, &q, edit_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
-			   : rc == -PARLEY_EFULL     ? "server busy"
-						     : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			 rc == -PARLEY_EPERM	  ? "not a member"
+			 : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
+			 : rc == -PARLEY_EFULL	  ? "server busy"
+						  : parley_strerror(rc));
 }
 
 /* RETENTION ------------------------------------------------------------------------------ */
@@ -155,22 +206,25 @@ void conn_req_retention(struct conn *c, uint32_t rid,
 				       .max_age_ms = m->max_age_ms,
 				       .max_count = m->max_count};
 	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
-			   rc == -PARLEY_EPERM	    ? "not a member"
-			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
-						     : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
+			 rc == -PARLEY_EPERM	  ? "not a member"
+			 : rc == -PARLEY_ENOTFOUND ? "no such conversation"
+						  : parley_strerror(rc));
 }
 
-/* HISTORY ------------------------------------------------------------------------------ */
+/* HISTORY and GROUP_CATCHUP (read fan-out of large groups, chat_fanout_read.c) ------- */
 
-void conn_req_history(struct conn *c, uint32_t rid,
-		      const struct parley_history *m)
+/* A page read of the conversation's messages (chat_history,
+ * chat_group_catchup: the same arguments, a different start): within the
+ * history rate limit, answered by conn_reply_cb. */
+typedef int (*page_read_fn)(struct chat *ch, const char *user, size_t ulen,
+			    const char *conv, size_t clen, uint64_t seq,
+			    uint16_t limit, uint32_t max_frame,
+			    chat_history_cb cb, void *arg);
+
+static void req_page(struct conn *c, uint32_t rid, page_read_fn read,
+		     struct parley_str conv, uint64_t seq, uint16_t limit)
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
@@ -181,10 +235,9 @@ void conn_req_history(struct conn *c, uint32_t rid,
 		return;
 	}
 	c->inflight++; /* before: an empty page is answered at once */
-	int rc = chat_history(s->chat, c->id->user, c->id->ulen, m->conv.p,
-			      m->conv.len, m->before_seq, m->limit,
-			      s->lim.max_frame, conn_reply_cb, x);
-	if (rc) { /* not a member, no such conversation, busy */
+	int rc = read(s->chat, c->id->user, c->id->ulen, conv.p, conv.len, seq,
+		      limit, s->lim.max_frame, conn_reply_cb, x);
+	if (rc) { /* not a member, no such conversation, not a group, busy */
 		c->inflight--;
 		free(x);
 		conn_refused(c, rid, rc);
@@ -193,30 +246,16 @@ void conn_req_history(struct conn *c, uint32_t rid,
 	ctr_add(&s->ctr.history, 1);
 }
 
-/* GROUP_CATCHUP (read fan-out of large groups, chat_fanout_read.c) ------------------- */
+void conn_req_history(struct conn *c, uint32_t rid,
+		      const struct parley_history *m)
+{
+	req_page(c, rid, chat_history, m->conv, m->before_seq, m->limit);
+}
 
 void conn_req_group_catchup(struct conn *c, uint32_t rid,
 			    const struct parley_group_catchup *m)
 {
-	if (conn_limited(c, rid, RATELIMIT_HISTORY))
-		return;
-	struct srv *s = S(c);
-	struct reply_ctx *x = conn_reply_ctx_new(c, rid);
-	if (!x) {
-		conn_refused(c, rid, -PARLEY_ENOMEM);
-		return;
-	}
-	c->inflight++;
-	int rc = chat_group_catchup(s->chat, c->id->user, c->id->ulen, m->conv.p,
-				    m->conv.len, m->from_seq, m->limit,
-				    s->lim.max_frame, conn_reply_cb, x);
-	if (rc) { /* not a group, not a member, busy */
-		c->inflight--;
-		free(x);
-		conn_refused(c, rid, rc);
-		return;
-	}
-	ctr_add(&s->ctr.history, 1);
+	req_page(c, rid, chat_group_catchup, m->conv, m->from_seq, m->limit);
 }
 
 /* CONV_OPEN ------------------------------------------------------------------------------ */
@@ -251,17 +290,12 @@ void conn_req_conv_open(struct conn *c, uint32_t rid,
 	}
 	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
 				m->peer.p, m->peer.len, conv_open_cb, x);
-	if (rc) {
-		free(x);
-		conn_error(c, rid, wire_code(rc), false, 0,
-			   rc == -PARLEY_EINVAL
-				   ? "invalid peer: a user id other than yours "
-				     "(1-120 bytes: letters, digits and . _ - @ + = |, "
-				     "starting with a letter or digit)"
-				   : parley_strerror(rc));
-		return;
-	}
-	c->inflight++;
+	conn_req_started(c, rid, rc, x, 0,
+			 rc == -PARLEY_EINVAL
+				 ? "invalid peer: a user id other than yours "
+				   "(1-120 bytes: letters, digits and . _ - @ + = |, "
+				   "starting with a letter or digit)"
+				 : parley_strerror(rc));
 }
 
 /* CONV_LIST ---------------------------------------------------------------------------- */
@@ -275,14 +309,12 @@ void conn_req_conv_list(struct conn *c, uint32_t rid,
 					 m->before_conv.p, m->before_conv.len,
 					 conn_reply_cb, x)
 		   : -PARLEY_ENOMEM;
-	if (rc) {
-		free(x);
-		if (rc == -PARLEY_ENOMEM || rc == -PARLEY_EINVAL)
-			conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
-		else
-			conn_error(c, rid, wire_code(rc), false, 50, "server busy");
-		return;
-	}
-	c->inflight++;
+	/* EINVAL: a cursor the codec would not let through (before_conv
+	 * over PARLEY_PROTO_MAX_CONV_ID) */
+	conn_req_started(c, rid, rc, x,
+			 rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EINVAL ? 0 : 50,
+			 rc == -PARLEY_ENOMEM	  ? "out of memory"
+			 : rc == -PARLEY_EINVAL ? "bad before_conv"
+						 : "server busy");
 }
 

@@ -36,7 +36,7 @@ enum lmsg_kind {
 	LM_INBOX,         /* data = inbox pointers to resolve (see conn.c) */
 	LM_EVENT,         /* data = an encoded EVENT frame */
 	LM_SUB_CLOSED,    /* the engine ended the subscription */
-	LM_SYNC_DONE,     /* the SYNC's reads answered (chat_sync) */
+	LM_SYNC_DONE,     /* the SYNC's reads answered (chat_sync; conn_req_sync.c) */
 	LM_STOP,          /* drain and stop the loop */
 	LM_PUSH,          /* data = an encoded TYPING_PUSH / PRESENCE frame
 			     (presence.h; bounded by presence_push_queue_max) */

@@ -18,6 +18,11 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/loop.c
   ${CMAKE_CURRENT_LIST_DIR}/conn.c
   ${CMAKE_CURRENT_LIST_DIR}/conn_req.c
+  ${CMAKE_CURRENT_LIST_DIR}/conn_req_send.c
+  ${CMAKE_CURRENT_LIST_DIR}/conn_req_sync.c
+  ${CMAKE_CURRENT_LIST_DIR}/conn_req_group.c
+  ${CMAKE_CURRENT_LIST_DIR}/conn_req_rcpt.c
+  ${CMAKE_CURRENT_LIST_DIR}/conn_req_presence.c
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c

@@ -63,10 +63,11 @@
 #include <stdint.h>
 
 enum ratelimit_kind {
-	RATELIMIT_SEND = 0,     /* SEND */
-	RATELIMIT_HISTORY,      /* HISTORY, SYNC, RECEIPTS, READ_MARKER (reads of stored data) */
-	RATELIMIT_TYPING,       /* reserved: TYPING frames */
-	RATELIMIT_PRESENCE,     /* reserved: PRESENCE frames */
+	RATELIMIT_SEND = 0,     /* SEND, EDIT, DELETE, GROUP_* changes */
+	RATELIMIT_HISTORY,      /* HISTORY, SYNC, RECEIPTS, READ_MARKER, GROUP_INFO,
+				   GROUP_CATCHUP (reads of stored data) */
+	RATELIMIT_TYPING,       /* TYPING */
+	RATELIMIT_PRESENCE,     /* PRESENCE_SUB, PRESENCE_SET */
 	RATELIMIT_NKINDS
 };
 

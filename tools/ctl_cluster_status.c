@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parley_common.h"
 #include "parleyctl.h"
 
 #define CS_MAX_NODES 32u
@@ -247,34 +248,21 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Splits "host:port" ("[v6]:port" for IPv6). */
+/* Splits "host:port" ("[v6]:port" for IPv6) into host[0..hcap) and the
+ * port's digits in port[0..pcap). 0 or -1. */
 static int split_hostport(const char *a, char *host, size_t hcap, char *port,
 			  size_t pcap)
 {
-	const char *colon;
-	const char *h = a;
-	size_t hl;
-	if (*a == '[') {
-		const char *rb = strchr(a, ']');
-		if (!rb || rb[1] != ':')
-			return -1;
-		h = a + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(a, ':');
-		if (!colon)
-			return -1;
-		hl = (size_t)(colon - a);
-	}
-	if (!hl || hl >= hcap || !colon[1] || strlen(colon + 1) >= pcap)
+	char buf[512], *h;
+	uint16_t pn;
+	if (strlen(a) >= sizeof buf)
 		return -1;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	strcpy(port, colon + 1);
-	char *e;
-	unsigned long pn = strtoul(port, &e, 10);
-	return *e || !pn || pn > 65535 ? -1 : 0;
+	strcpy(buf, a);
+	if (parley_hostport_split(buf, &h, &pn) || strlen(h) >= hcap)
+		return -1;
+	strcpy(host, h);
+	int n = snprintf(port, pcap, "%u", pn);
+	return n < 0 || (size_t)n >= pcap ? -1 : 0;
 }
 
 /* GET `path` from `addr`; the body (NUL-terminated, caller frees) of a 200

@@ -216,10 +216,8 @@ static void hworker_run(struct hworker *hw, struct hjob *j)
 	} else { /* HJOB_COMPACT_STORE: the manifest store, off the shard */
 		p->compact_rc = hpart_compact_store(p->cjob, p->cman);
 	}
-	struct req *r = calloc(1, sizeof *r);
+	struct req *r = api_part_req(REQ_HIST_DONE, j->part);
 	PARLEY_ASSERT(r);
-	r->kind = REQ_HIST_DONE;
-	r->part = j->part;
 	r->from = (uint64_t)j->kind;
 	free(j);
 	if (!atomic_load(&e->aborting))

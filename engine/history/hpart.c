@@ -137,6 +137,38 @@ static int man_copy(struct hman *dst, const struct hman *src)
 	return 0;
 }
 
+/* man_copy into a new heap manifest *out (the prepare steps hand it to
+ * their install). 0 or -PARLEY_ENOMEM. */
+static int man_dup(const struct hman *src, struct hman **out)
+{
+	struct hman *n = calloc(1, sizeof *n);
+	if (!n)
+		return -PARLEY_ENOMEM;
+	int rc = man_copy(n, src);
+	if (rc) {
+		free(n);
+		return rc;
+	}
+	*out = n;
+	return 0;
+}
+
+/* The end of a copy-change-store commit: with rc 0 (the change applied to
+ * the copy n) stores n and makes it the live manifest; on a failed change
+ * or store frees n and returns the error, the live manifest unchanged. */
+static int man_commit(struct hpart *h, struct hman *n, int rc)
+{
+	if (!rc)
+		rc = hman_store(h->io, h->dir, n);
+	if (rc) {
+		hman_free(n);
+		return rc;
+	}
+	hman_free(&h->man);
+	h->man = *n;
+	return 0;
+}
+
 /* Free dictionaries nobody needs any more (invariant 3). */
 static void gc_dicts(struct hpart *h)
 {
@@ -515,16 +547,7 @@ int hpart_delete_through(struct hpart *h, const void *key, size_t klen,
 	int rc = man_copy(&n, &h->man);
 	if (rc)
 		return rc;
-	rc = hman_set_deleted(&n, key, klen, through);
-	if (!rc)
-		rc = hman_store(h->io, h->dir, &n);
-	if (rc) {
-		hman_free(&n);
-		return rc;
-	}
-	hman_free(&h->man);
-	h->man = n;
-	return 0;
+	return man_commit(h, &n, hman_set_deleted(&n, key, klen, through));
 }
 
 int hpart_set_flushed(struct hpart *h, uint64_t index)
@@ -538,14 +561,7 @@ int hpart_set_flushed(struct hpart *h, uint64_t index)
 	if (rc)
 		return rc;
 	n.flushed_index = index;
-	rc = hman_store(h->io, h->dir, &n);
-	if (rc) {
-		hman_free(&n);
-		return rc;
-	}
-	hman_free(&h->man);
-	h->man = n;
-	return 0;
+	return man_commit(h, &n, 0);
 }
 
 /* ---- flush --------------------------------------------------------------------------------- */
@@ -774,14 +790,10 @@ int hpart_flushed_prepare(struct hpart *h, uint64_t index, struct hman **out)
 	*out = NULL;
 	if (h->o.read_only)
 		return -PARLEY_EPERM;
-	struct hman *n = calloc(1, sizeof *n);
-	if (!n)
-		return -PARLEY_ENOMEM;
-	int rc = man_copy(n, &h->man);
-	if (rc) {
-		free(n);
+	struct hman *n;
+	int rc = man_dup(&h->man, &n);
+	if (rc)
 		return rc;
-	}
 	n->flushed_index = PARLEY_MAX(n->flushed_index, index);
 	*out = n;
 	return 0;
@@ -801,14 +813,10 @@ int hpart_flush_prepare(struct hpart *h, struct hpart_fjob *j,
 	*out = NULL;
 	if (!j->written)
 		return -PARLEY_EINVAL;
-	struct hman *n = calloc(1, sizeof *n);
-	if (!n)
-		return -PARLEY_ENOMEM;
-	int rc = man_copy(n, &h->man);
-	if (rc) {
-		free(n);
+	struct hman *n;
+	int rc = man_dup(&h->man, &n);
+	if (rc)
 		return rc;
-	}
 	const struct pdict *used = j->new_dict ? j->new_dict : j->cur;
 	struct hman_seg s = { j->seg_id, j->info.file_bytes, used ? used->id : 0,
 			      j->info.entries };
@@ -1261,14 +1269,10 @@ int hpart_compact_prepare(struct hpart *h, struct hpart_cjob *j,
 	*out = NULL;
 	if (!j->ran)
 		return -PARLEY_EINVAL;
-	struct hman *n = calloc(1, sizeof *n);
-	if (!n)
-		return -PARLEY_ENOMEM;
-	int rc = man_copy(n, &h->man);
-	if (rc) {
-		free(n);
+	struct hman *n;
+	int rc = man_dup(&h->man, &n);
+	if (rc)
 		return rc;
-	}
 	struct hman_seg oseg = { j->out_id, j->st.out.file_bytes,
 				 j->cur ? j->cur->id : 0, j->st.out.entries };
 	rc = j->keep_inputs ? 0

@@ -724,4 +724,6 @@ int manifest_write(struct pe_engine *e);
 /* api.c */
 bool api_key_ok(const void *key, size_t klen);
 struct req *api_key_req(struct pe_engine *e, enum req_kind kind, const void *key, size_t klen);
+/* A zeroed request of `kind` for partition `part` (no key), or NULL. */
+struct req *api_part_req(enum req_kind kind, uint32_t part);
 #endif /* PARLEY_ENGINE_INTERNAL_H */

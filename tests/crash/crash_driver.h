@@ -15,15 +15,20 @@
  * Cycles: PARLEY_CRASH_CYCLES, else 300 with PARLEY_LONG=1, else 25.
  * The data directory is removed after a pass and kept after a failure.
  *
- * Also shared: the stream names and producer ids both sides use, and the
- * verify steps (read a stream checking density, every ack at its seq with
- * its producer, idempotent retries answer the original seq).
+ * Also shared: the stream names and producer ids both sides use, the
+ * data directory's layout (crash_open), the child's load (crash_load_start:
+ * CRASH_INFLIGHT_PER_STREAM idempotent appends in flight on each of
+ * CRASH_NSTREAMS streams, each acknowledgement written to the pipe from
+ * the callback that reported it durable, then the next one issued), and
+ * the verify steps (read a stream checking density, every ack at its seq
+ * with its producer, idempotent retries answer the original seq).
  */
 #ifndef PARLEY_CRASH_DRIVER_H
 #define PARLEY_CRASH_DRIVER_H
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -93,6 +98,115 @@ static void make_producer(uint8_t *p, uint32_t cycle, uint32_t stream,
 	le_put16(p + 4, (uint16_t)stream);
 	le_put16(p + 6, (uint16_t)lane);
 	le_put64(p + 8, counter);
+}
+
+/* The layout of every open of the data directory (child, verify,
+ * prefill): partitions are fixed when a directory is created, and a child
+ * killed before its first open finished leaves no manifest, so every open
+ * must ask for the same count (with the defaults it would create 64, which
+ * the next child, asking 8, refuses). memtable_bytes 0: the default. */
+static int crash_open(const char *dir, uint64_t memtable_bytes, struct pe_engine **e)
+{
+	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
+			       .wal_segment_bytes = 16u << 20,
+			       .memtable_bytes = memtable_bytes};
+	return pe_open(&o, e);
+}
+
+/* ---- the child's load ------------------------------------------------------ */
+
+#define CRASH_NSTREAMS 16
+#define CRASH_INFLIGHT_PER_STREAM 4
+
+static int crash_ack_fd;      /* the pipe to the parent */
+static uint32_t crash_cycle;  /* this child's cycle (in producer ids) */
+static bool crash_retry_full; /* an append answered -PARLEY_EFULL is issued
+				 again (else the child fails) */
+static const char *crash_payload_tail = ""; /* after "cycle C lane L msg N" */
+static pthread_mutex_t crash_ack_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* One ACK_SIZE record to the parent (several threads may send). */
+static void crash_send(const uint8_t *rec)
+{
+	pthread_mutex_lock(&crash_ack_mu);
+	if (write(crash_ack_fd, rec, ACK_SIZE) != (ssize_t)ACK_SIZE)
+		_exit(4);
+	pthread_mutex_unlock(&crash_ack_mu);
+}
+
+struct crash_slot {
+	struct pe_engine *e;
+	uint32_t stream;
+	uint64_t counter;
+	uint32_t lane;
+};
+
+static void crash_issue(struct crash_slot *sl);
+
+static void crash_on_ack(void *arg, const struct pe_append_result *r)
+{
+	struct crash_slot *sl = arg;
+	if (crash_retry_full && r->err == -PARLEY_EFULL) {
+		crash_issue(sl);
+		return;
+	}
+	if (r->err) {
+		fprintf(stderr, "child: append failed: %s\n",
+			parley_strerror(r->err));
+		_exit(3);
+	}
+	uint8_t rec[ACK_SIZE];
+	le_put32(rec, sl->stream);
+	le_put32(rec + 4, 0);
+	le_put64(rec + 8, r->seq);
+	make_producer(rec + 16, crash_cycle, sl->stream, sl->lane, sl->counter);
+	crash_send(rec);
+	sl->counter++;
+	crash_issue(sl);
+}
+
+static void crash_issue(struct crash_slot *sl)
+{
+	char key[16];
+	stream_key(sl->stream, key);
+	char payload[160];
+	int n = snprintf(payload, sizeof payload, "cycle %u lane %u msg %" PRIu64 "%s",
+			 crash_cycle, sl->lane, sl->counter, crash_payload_tail);
+	struct pe_input in = {.type = 1, .len = (uint32_t)n, .payload = payload};
+	struct pe_append_req q = {.key = key, .klen = strlen(key),
+				  .expected_last_seq = PE_NO_EXPECT,
+				  .entries = &in, .count = 1};
+	make_producer(q.producer, crash_cycle, sl->stream, sl->lane, sl->counter);
+	int rc;
+	while ((rc = pe_append(sl->e, &q, crash_on_ack, sl)) == -PARLEY_EFULL)
+		usleep(100);
+	if (rc) {
+		fprintf(stderr, "child: enqueue failed: %s\n", parley_strerror(rc));
+		_exit(5);
+	}
+}
+
+/* The child's start: opens dir (crash_open), starts every slot's first
+ * append and returns the engine; the caller adds its own work, then
+ * pauses until the parent kills it. */
+static struct pe_engine *crash_load_start(const char *dir, int ack_fd, uint32_t cycle,
+					  uint64_t memtable_bytes)
+{
+	crash_ack_fd = ack_fd;
+	crash_cycle = cycle;
+	struct pe_engine *e;
+	int rc = crash_open(dir, memtable_bytes, &e);
+	if (rc) {
+		fprintf(stderr, "child: open: %s\n", parley_strerror(rc));
+		_exit(2);
+	}
+	static struct crash_slot slots[CRASH_NSTREAMS * CRASH_INFLIGHT_PER_STREAM];
+	for (uint32_t i = 0; i < CRASH_NSTREAMS * CRASH_INFLIGHT_PER_STREAM; i++) {
+		slots[i] = (struct crash_slot){.e = e, .stream = i % CRASH_NSTREAMS,
+					       .lane = i / CRASH_NSTREAMS};
+		crash_issue(&slots[i]);
+	}
+	return e;
 }
 
 /* ---- verify helpers ------------------------------------------------------- */

@@ -29,92 +29,13 @@
 #include "crash_driver.h"
 #include "parley_engine.h"
 
-#define NSTREAMS 16
-#define INFLIGHT_PER_STREAM 4
-
-static int ack_fd;
-static uint32_t cycle_no;
-
-struct slot {
-	struct pe_engine *e;
-	uint32_t stream;
-	uint64_t counter;
-	uint32_t lane;
-};
-
-static void issue(struct slot *sl);
-
-static void on_ack(void *arg, const struct pe_append_result *r)
-{
-	struct slot *sl = arg;
-	if (r->err) {
-		fprintf(stderr, "child: append failed: %s\n",
-			parley_strerror(r->err));
-		_exit(3);
-	}
-	uint8_t rec[ACK_SIZE];
-	le_put32(rec, sl->stream);
-	le_put32(rec + 4, 0);
-	le_put64(rec + 8, r->seq);
-	make_producer(rec + 16, cycle_no, sl->stream, sl->lane, sl->counter);
-	if (write(ack_fd, rec, sizeof rec) != (ssize_t)sizeof rec)
-		_exit(4);
-	sl->counter++;
-	issue(sl);
-}
-
-static void issue(struct slot *sl)
-{
-	char key[16];
-	stream_key(sl->stream, key);
-	char payload[64];
-	int n = snprintf(payload, sizeof payload, "cycle %u lane %u msg %" PRIu64,
-			 cycle_no, sl->lane, sl->counter);
-	struct pe_input in = {.type = 1, .len = (uint32_t)n, .payload = payload};
-	struct pe_append_req q = {.key = key, .klen = strlen(key),
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	make_producer(q.producer, cycle_no, sl->stream, sl->lane, sl->counter);
-	int rc;
-	while ((rc = pe_append(sl->e, &q, on_ack, sl)) == -PARLEY_EFULL)
-		usleep(100);
-	if (rc) {
-		fprintf(stderr, "child: enqueue failed: %s\n", parley_strerror(rc));
-		_exit(5);
-	}
-}
-
-static void child_main(const char *dir)
-{
-	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
-			       .wal_segment_bytes = 16u << 20};
-	struct pe_engine *e;
-	int rc = pe_open(&o, &e);
-	if (rc) {
-		fprintf(stderr, "child: open: %s\n", parley_strerror(rc));
-		_exit(2);
-	}
-	static struct slot slots[NSTREAMS * INFLIGHT_PER_STREAM];
-	for (uint32_t i = 0; i < NSTREAMS * INFLIGHT_PER_STREAM; i++) {
-		slots[i] = (struct slot){.e = e, .stream = i % NSTREAMS,
-					 .lane = i / NSTREAMS};
-		issue(&slots[i]);
-	}
-	for (;;)
-		pause(); /* the parent kills us */
-}
-
+#define NSTREAMS CRASH_NSTREAMS
 
 static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		  uint64_t *entries_out)
 {
-	/* the child's layout: a child killed before its first open finished
-	 * leaves no manifest, and an open with the defaults would create the
-	 * directory with 64 partitions, which the next child (8) refuses */
-	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
-			       .wal_segment_bytes = 16u << 20};
 	struct pe_engine *e;
-	int rc = pe_open(&o, &e);
+	int rc = crash_open(dir, 0, &e);
 	if (rc) {
 		fprintf(stderr, "verify: open failed: %s\n", parley_strerror(rc));
 		return 1;
@@ -142,9 +63,9 @@ static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 
 static void child_entry(const char *dir, int fd, uint32_t cycle)
 {
-	ack_fd = fd;
-	cycle_no = cycle;
-	child_main(dir);
+	(void)crash_load_start(dir, fd, cycle, 0);
+	for (;;)
+		pause(); /* the parent kills us */
 }
 
 static void summary(int cycles, size_t nacks, uint64_t entries, int failed)

@@ -37,81 +37,14 @@
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
 
-#define NSTREAMS 16
-#define INFLIGHT_PER_STREAM 4
-
-static int ack_fd;
-static uint32_t cycle_no;
-static pthread_mutex_t ack_mu = PTHREAD_MUTEX_INITIALIZER;
+#define NSTREAMS CRASH_NSTREAMS
 #define DELETE_MARK 0xFFFFu /* ack record: stream 0 deleted through seq */
-
-static void send_ack(const uint8_t *rec)
-{
-	pthread_mutex_lock(&ack_mu);
-	if (write(ack_fd, rec, ACK_SIZE) != (ssize_t)ACK_SIZE)
-		_exit(4);
-	pthread_mutex_unlock(&ack_mu);
-}
-
-struct slot {
-	struct pe_engine *e;
-	uint32_t stream;
-	uint64_t counter;
-	uint32_t lane;
-};
-
-static void issue(struct slot *sl);
-
-static void on_ack(void *arg, const struct pe_append_result *r)
-{
-	struct slot *sl = arg;
-	if (r->err == -PARLEY_EFULL) { /* memtable full until a flush commits */
-		issue(sl);
-		return;
-	}
-	if (r->err) {
-		fprintf(stderr, "child: append failed: %s\n",
-			parley_strerror(r->err));
-		_exit(3);
-	}
-	uint8_t rec[ACK_SIZE];
-	le_put32(rec, sl->stream);
-	le_put32(rec + 4, 0);
-	le_put64(rec + 8, r->seq);
-	make_producer(rec + 16, cycle_no, sl->stream, sl->lane, sl->counter);
-	send_ack(rec);
-	sl->counter++;
-	issue(sl);
-}
-
-static void issue(struct slot *sl)
-{
-	char key[16];
-	stream_key(sl->stream, key);
-	char payload[160];
-	int n = snprintf(payload, sizeof payload,
-			 "cycle %u lane %u msg %" PRIu64 " see you at the station "
-			 "tomorrow, bring the photos from the weekend",
-			 cycle_no, sl->lane, sl->counter);
-	struct pe_input in = {.type = 1, .len = (uint32_t)n, .payload = payload};
-	struct pe_append_req q = {.key = key, .klen = strlen(key),
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	make_producer(q.producer, cycle_no, sl->stream, sl->lane, sl->counter);
-	int rc;
-	while ((rc = pe_append(sl->e, &q, on_ack, sl)) == -PARLEY_EFULL)
-		usleep(100);
-	if (rc) {
-		fprintf(stderr, "child: enqueue failed: %s\n", parley_strerror(rc));
-		_exit(5);
-	}
-}
 
 /* Forces flushes, full compactions and deletions of stream 0's prefix. */
 static void *maint_main(void *arg)
 {
 	struct pe_engine *e = arg;
-	struct parley_rng rng = {cycle_no * 7919u + 1};
+	struct parley_rng rng = {crash_cycle * 7919u + 1};
 	for (;;) {
 		uint32_t p = (uint32_t)parley_rng_below(&rng, pe_partition_count(e));
 		uint64_t op = parley_rng_below(&rng, 10);
@@ -130,7 +63,7 @@ static void *maint_main(void *arg)
 					uint8_t rec[ACK_SIZE] = {0};
 					le_put32(rec, DELETE_MARK);
 					le_put64(rec + 8, through);
-					send_ack(rec);
+					crash_send(rec);
 				}
 			}
 		}
@@ -139,43 +72,14 @@ static void *maint_main(void *arg)
 	return NULL;
 }
 
-static void child_main(const char *dir)
-{
-	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
-			       .wal_segment_bytes = 16u << 20,
-			       .memtable_bytes = 192 * 1024};
-	struct pe_engine *e;
-	int rc = pe_open(&o, &e);
-	if (rc) {
-		fprintf(stderr, "child: open: %s\n", parley_strerror(rc));
-		_exit(2);
-	}
-	static struct slot slots[NSTREAMS * INFLIGHT_PER_STREAM];
-	for (uint32_t i = 0; i < NSTREAMS * INFLIGHT_PER_STREAM; i++) {
-		slots[i] = (struct slot){.e = e, .stream = i % NSTREAMS,
-					 .lane = i / NSTREAMS};
-		issue(&slots[i]);
-	}
-	pthread_t mt;
-	if (pthread_create(&mt, NULL, maint_main, e))
-		_exit(6);
-	for (;;)
-		pause(); /* the parent kills us */
-}
-
-
 static uint64_t deleted_through; /* acked deletions of stream 0 */
 static uint64_t hist_segments;   /* live segments seen by the last verify */
 
 static int verify(const char *dir, struct crash_ack *acks, size_t nacks,
 		  uint64_t *entries_out)
 {
-	/* the children's layout (with the defaults, a directory a child left
-	 * without a manifest would be created with 64 partitions) */
-	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
-			       .wal_segment_bytes = 16u << 20};
 	struct pe_engine *e;
-	int rc = pe_open(&o, &e);
+	int rc = crash_open(dir, 0, &e);
 	if (rc) {
 		fprintf(stderr, "verify: open failed: %s\n", parley_strerror(rc));
 		return 1;
@@ -258,12 +162,9 @@ static int prefill(const char *dir, struct crash_acks *acks)
 	uint64_t want = ev ? strtoull(ev, NULL, 0) : 0;
 	if (!want)
 		return 0;
-	/* the child's layout (partitions fixed at creation), a larger memtable */
-	struct pe_options o = {.dir = dir, .partitions = 8, .shards = 2,
-			       .wal_segment_bytes = 16u << 20,
-			       .memtable_bytes = 4u << 20};
+	/* the child's layout, a larger memtable */
 	struct pe_engine *e;
-	if (pe_open(&o, &e))
+	if (crash_open(dir, 4u << 20, &e))
 		return 1;
 	static struct pe_input in[PE_MAX_BATCH];
 	static char body[PE_MAX_BATCH][24];
@@ -305,11 +206,20 @@ static int prefill(const char *dir, struct crash_acks *acks)
 	return rc ? 1 : 0;
 }
 
+/* The child: the shared load with a tiny memtable (flushes every few
+ * hundred appends; an append refused while it is full is issued again),
+ * plus the maintenance thread. */
 static void child_entry(const char *dir, int fd, uint32_t cycle)
 {
-	ack_fd = fd;
-	cycle_no = cycle;
-	child_main(dir);
+	crash_retry_full = true;
+	crash_payload_tail = " see you at the station tomorrow, bring the photos "
+			     "from the weekend";
+	struct pe_engine *e = crash_load_start(dir, fd, cycle, 192 * 1024);
+	pthread_t mt;
+	if (pthread_create(&mt, NULL, maint_main, e))
+		_exit(6);
+	for (;;)
+		pause(); /* the parent kills us */
 }
 
 /* Acknowledged deletions of stream 0 travel in the ack pipe too. */

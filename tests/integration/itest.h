@@ -414,7 +414,33 @@ static __attribute__((unused)) void it_server_start_once(struct it_server *s, in
 	it_fail(__FILE__, __LINE__, "parleyd did not start listening");
 }
 
-/* SIGKILL, wait. */
+/* Waits (10 s at most) until nobody listens on 127.0.0.1:port: a bind
+ * without SO_REUSEPORT, as parleyd's own start-up probe does, succeeds. */
+static __attribute__((unused)) void it_wait_port_unbound(uint16_t port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	for (int ms = 0; ms < 10000; ms += 2) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		IT_CHECK(fd >= 0);
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		int rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+		close(fd);
+		if (rc == 0)
+			return;
+		it_sleep_ms(2);
+	}
+	it_fail(__FILE__, __LINE__, "port %u still bound 10 s after its server "
+		"was killed", port);
+}
+
+/* SIGKILL, wait for the process, then for its listening sockets: they are
+ * io_uring's and outlive the process until the kernel tears its ring down
+ * asynchronously (measured: 5-15 ms, hundreds of connects still accepted),
+ * and while they exist a restarted parleyd's exclusive bind probe fails
+ * ("port already in use": it exits) and clients may connect to a socket
+ * nobody will ever read. */
 static __attribute__((unused)) void it_server_kill(struct it_server *s)
 {
 	if (s->pid <= 0)
@@ -423,6 +449,9 @@ static __attribute__((unused)) void it_server_kill(struct it_server *s)
 	waitpid(s->pid, NULL, 0);
 	it_pids[s->slot] = 0;
 	s->pid = 0;
+	it_wait_port_unbound(s->port);
+	if (s->tls_port)
+		it_wait_port_unbound(s->tls_port);
 }
 
 /* Send sig (SIGTERM), wait up to timeout_ms; returns the exit status

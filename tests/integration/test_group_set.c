@@ -28,6 +28,7 @@
  * Counts and contents are asserted, never times.
  */
 #include "itest.h"
+#include "igroup.h"
 
 static struct it_server srv;
 static char gid[32];
@@ -387,58 +388,14 @@ static void check_after_restart(void)
 
 /* ---- 5: the terminal client ------------------------------------------------------------- */
 
-/* `parley A1 [A2]` as user with input on stdin; its output (malloc'd). */
+/* `parley A1 [A2]` as user with input on stdin; its output (malloc'd).
+ * The client must exit 0. */
 static char *run_cli(const char *user, const char *input, const char *a1,
 		     const char *a2)
 {
-	char bin[512], port[16];
-	snprintf(bin, sizeof bin, "%s/tools/parley", getenv("PARLEY_BIN_DIR"));
-	snprintf(port, sizeof port, "%u", srv.port);
-	char *tok = it_token_for(user);
-	int in[2], out[2];
-	IT_CHECK(pipe(in) == 0 && pipe(out) == 0);
-	pid_t pid = fork();
-	IT_CHECK(pid >= 0);
-	if (pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		dup2(out[1], 2);
-		close(in[1]);
-		close(out[0]);
-		execl(bin, bin, "--token", tok, "--port", port, "--device", "cli",
-		      a1, a2, (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	for (size_t off = 0, n = strlen(input); off < n;) {
-		ssize_t k = write(in[1], input + off, n - off);
-		IT_CHECK(k > 0, "writing to parley chat: %s", strerror(errno));
-		off += (size_t)k;
-	}
-	close(in[1]);
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap);
-	IT_CHECK(buf);
-	for (;;) {
-		struct pollfd p = {out[0], POLLIN, 0};
-		if (poll(&p, 1, 30000) <= 0) {
-			kill(pid, SIGKILL);
-			break;
-		}
-		ssize_t r = read(out[0], buf + n, cap - 1 - n);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		if (n == cap - 1)
-			break;
-	}
-	buf[n] = 0;
-	close(out[0]);
 	int st;
-	waitpid(pid, &st, 0);
-	IT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "parley %s: %s", a1, buf);
-	free(tok);
+	char *buf = ig_run_cli(&srv, user, input, &st, a1, a2, NULL);
+	IT_CHECK(st == 0, "parley %s: %s", a1, buf);
 	return buf;
 }
 

@@ -23,6 +23,7 @@
  * Counts are asserted, never times (the printed rates are information).
  */
 #include "itest.h"
+#include "igroup.h"
 
 #include <fcntl.h>
 
@@ -442,67 +443,9 @@ static void restart(int sig)
 
 /* Runs `parley chat` as user with `input` on stdin (no terminal: the
  * script format); returns its output (malloc'd) and exit status. */
-static char *run_cli(const char *user, const char *input, int *status,
-		     const char *a1, const char *a2, const char *a3);
-
 static char *run_chat(const char *user, const char *input, int *status)
 {
-	return run_cli(user, input, status, "chat", NULL, NULL);
-}
-
-/* `parley A1 [A2 [A3]]` as user with input on stdin. */
-static char *run_cli(const char *user, const char *input, int *status,
-		     const char *a1, const char *a2, const char *a3)
-{
-	char bin[512], port[16];
-	snprintf(bin, sizeof bin, "%s/tools/parley", getenv("PARLEY_BIN_DIR"));
-	snprintf(port, sizeof port, "%u", srv.port);
-	char *tok = it_token_for(user);
-	int in[2], out[2];
-	IT_CHECK(pipe(in) == 0 && pipe(out) == 0);
-	pid_t pid = fork();
-	IT_CHECK(pid >= 0);
-	if (pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		dup2(out[1], 2);
-		close(in[1]);
-		close(out[0]);
-		execl(bin, bin, "--token", tok, "--port", port, "--device", "cli",
-		      a1, a2, a3, (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	for (size_t off = 0, n = strlen(input); off < n;) { /* a pipe: write() */
-		ssize_t k = write(in[1], input + off, n - off);
-		IT_CHECK(k > 0, "writing to parley chat: %s", strerror(errno));
-		off += (size_t)k;
-	}
-	close(in[1]);
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap);
-	IT_CHECK(buf);
-	for (;;) {
-		struct pollfd p = {out[0], POLLIN, 0};
-		if (poll(&p, 1, 30000) <= 0) {
-			kill(pid, SIGKILL);
-			break;
-		}
-		ssize_t r = read(out[0], buf + n, cap - 1 - n);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		if (n == cap - 1)
-			break;
-	}
-	buf[n] = 0;
-	close(out[0]);
-	int st;
-	waitpid(pid, &st, 0);
-	*status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-	free(tok);
-	return buf;
+	return ig_run_cli(&srv, user, input, status, "chat", NULL, NULL);
 }
 
 static void test_cli(void)
@@ -542,14 +485,14 @@ static void test_cli(void)
 	IT_CHECK(strstr(o, "cli-a: * added cli-d"), "history from the join: %s", o);
 	free(o);
 	/* the one-shot commands: send to a group, its history, the list */
-	o = run_cli("cli-a", "", &st, "send", conv, "bye");
+	o = ig_run_cli(&srv, "cli-a", "", &st, "send", conv, "bye");
 	IT_CHECK(st == 0 && strstr(o, "sent g:"), "parley send: %s", o);
 	free(o);
-	o = run_cli("cli-a", "", &st, "history", conv, NULL);
+	o = ig_run_cli(&srv, "cli-a", "", &st, "history", conv, NULL);
 	IT_CHECK(st == 0 && strstr(o, "cli-a: * removed cli-c") &&
 		 strstr(o, "cli-a: bye"), "parley history: %s", o);
 	free(o);
-	o = run_cli("cli-b", "", &st, "list", NULL, NULL);
+	o = ig_run_cli(&srv, "cli-b", "", &st, "list", NULL, NULL);
 	IT_CHECK(st == 0 && strstr(o, "group Club (2 members)"), "parley list: %s", o);
 	/* (typed lines and commands travel separately: "hello club" may
 	 * land after the ADD) — but the CREATE before the join is not shown */
@@ -567,18 +510,10 @@ static void test_500(void)
 	for (int i = 0; i < NMEMB; i++)
 		snprintf(unames[i], sizeof unames[i], "m%03d", i);
 	struct parley_client *owner = cl(unames[0]);
-	const char *us[256];
-	const struct parley_group_ok *ok;
-	for (int i = 0; i < 255; i++)
-		us[i] = unames[1 + i];
-	IT_OK(parley_client_group_create(owner, "five hundred", 0, us, 255, &ok));
 	static char big[32];
-	snprintf(big, sizeof big, "%.*s", (int)ok->conv.len, ok->conv.p);
+	/* membership events: 1..base */
+	uint64_t base = ig_group_make(owner, unames, NMEMB, "five hundred", big, sizeof big);
 	G = big;
-	for (int i = 0; i < NMEMB - 256; i++)
-		us[i] = unames[256 + i];
-	IT_OK(parley_client_group_add(owner, big, us, NMEMB - 256, 0, &ok));
-	uint64_t base = ok->seq; /* membership events: 1..base */
 	const struct parley_group_info_ok *gi;
 	IT_OK(parley_client_group_info(owner, big, 0, 1, &gi));
 	IT_CHECK(gi->member_count == NMEMB);
@@ -622,8 +557,7 @@ static void test_500(void)
 				 rs[i].user, s);
 	}
 	/* let the fan-out settle, then read the write cost */
-	for (int i = 0; i < 200 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
-		it_sleep_ms(50);
+	ig_wait_fanout(&srv);
 	uint64_t e1 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
 	uint64_t b1 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	printf("500 members: %d messages x %d online devices delivered in %" PRIu64
@@ -671,33 +605,21 @@ static void test_500(void)
 static void write_cost(int n)
 {
 	static char names[NMEMB][16];
-	const char *us[NMEMB];
 	IT_CHECK(n <= NMEMB);
-	for (int i = 0; i < n - 1; i++) {
-		snprintf(names[i], sizeof names[i], "w%d-%03d", n, i);
-		us[i] = names[i];
-	}
-	char owner[16];
-	snprintf(owner, sizeof owner, "w%d-owner", n);
-	struct parley_client *o = cl(owner);
-	const struct parley_group_ok *ok;
-	int first = n - 1 < 255 ? n - 1 : 255;
-	IT_OK(parley_client_group_create(o, "cost", 0, us, (size_t)first, &ok));
+	snprintf(names[0], sizeof names[0], "w%d-owner", n);
+	for (int i = 1; i < n; i++)
+		snprintf(names[i], sizeof names[i], "w%d-%03d", n, i - 1);
+	struct parley_client *o = cl(names[0]);
 	char g[32];
-	snprintf(g, sizeof g, "%.*s", (int)ok->conv.len, ok->conv.p);
-	if (n - 1 > first)
-		IT_OK(parley_client_group_add(o, g, us + first, (size_t)(n - 1 - first),
-					      0, NULL));
-	for (int i = 0; i < 200 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
-		it_sleep_ms(20);
+	ig_group_make(o, names, n, "cost", g, sizeof g);
+	ig_wait_fanout(&srv);
 	uint64_t e0 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
 	uint64_t b0 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	const int m = 100;
 	for (int i = 0; i < m; i++)
 		IT_OK(parley_client_send(o, g, PARLEY_CT_TEXT, "a typical short line of chat",
 					 28, NULL));
-	for (int i = 0; i < 200 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
-		it_sleep_ms(20);
+	ig_wait_fanout(&srv);
 	uint64_t e1 = it_metric_get(srv.admin_port, "parley_engine_entries_total");
 	uint64_t b1 = it_metric_get(srv.admin_port, "parley_wal_bytes_total");
 	printf("write cost, %d members: %.1f engine entries and %.0f WAL bytes per "
@@ -743,8 +665,43 @@ static void test_removal_race(void)
 			break;
 		rc_round(rs, 4, 50);
 	}
-	for (int round = 0; round < 40; round++) /* anything late would show */
-		rc_round(rs, 4, 25);
+	/* Every send is answered, but answers come before the fan-out (it
+	 * follows durability): wait for the listener to have its removal
+	 * (it is a member at r1), then for the whole fan-out to be durable
+	 * (parley_fanout_pending 0), then for a direct message from the
+	 * owner: it is appended to the listener's inbox after every group
+	 * pointer, so once it arrives anything that reached the inbox after
+	 * the removal has arrived too. No fixed wait decides "after". */
+	uint64_t t0 = parley_mono_ns();
+	uint64_t lag_seq = rs[0].max_conv_seq;
+	uint64_t lag_pending = it_metric_get(srv.admin_port, "parley_fanout_pending");
+	while (rs[0].max_conv_seq < r1) {
+		rc_round(rs, 4, 50);
+		IT_CHECK((parley_mono_ns() - t0) / 1000000000ull < 120,
+			 "removed listener: only up to seq %" PRIu64 " of %" PRIu64
+			 " (its removal) within 120 s", rs[0].max_conv_seq, r1);
+	}
+	uint64_t lag_ms = (parley_mono_ns() - t0) / 1000000;
+	while (it_metric_get(srv.admin_port, "parley_fanout_pending")) {
+		rc_round(rs, 4, 50);
+		IT_CHECK((parley_mono_ns() - t0) / 1000000000ull < 120,
+			 "the fan-out did not drain within 120 s");
+	}
+	const struct parley_conv *dm;
+	IT_OK(parley_client_conv_open(owner, "rl", &dm));
+	char dmconv[64];
+	snprintf(dmconv, sizeof dmconv, "%.*s", (int)dm->conv.len, dm->conv.p);
+	uint64_t before_dm = rs[0].last_inbox;
+	IT_OK(parley_client_send(owner, dmconv, 1, "barrier", 7, NULL));
+	while (rs[0].last_inbox == before_dm) {
+		rc_round(rs, 4, 50);
+		IT_CHECK((parley_mono_ns() - t0) / 1000000000ull < 120,
+			 "the listener's direct message did not arrive");
+	}
+	printf("removal race: when the last send was answered the listener "
+	       "had seq %" PRIu64 " of %" PRIu64 " (fan-out pending %" PRIu64
+	       "); it had its removal after %" PRIu64 " ms\n", lag_seq, r1,
+	       lag_pending, lag_ms);
 	/* the listener: everything up to its removal once, nothing after */
 	IT_CHECK(rs[0].max_conv_seq == r1, "removed listener got seq %" PRIu64
 		 " after its removal at %" PRIu64, rs[0].max_conv_seq, r1);
@@ -791,20 +748,9 @@ static void test_removal_race(void)
 int main(void)
 {
 	it_init("groups");
-	it_server_init(&srv, "groups");
-	int k = 0;
-	srv.extra[k++] = "--group-max-members";
-	srv.extra[k++] = "520";
-	srv.extra[k++] = "--rate-send-user-per-min";
-	srv.extra[k++] = "0";
-	srv.extra[k++] = "--rate-send-conn-per-min";
-	srv.extra[k++] = "0";
-	srv.extra[k++] = "--max-connections";
-	srv.extra[k++] = "2000";
 	/* write fan-out for every group here (raw connections count inbox
 	 * events); read fan-out is test_groups_large's */
-	srv.extra[k++] = "--group-read-fanout-min";
-	srv.extra[k++] = "0";
+	ig_server_init(&srv, "groups", "0");
 	start();
 	test_rules();
 	test_cli();

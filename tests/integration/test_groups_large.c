@@ -28,6 +28,7 @@
  * Counts are asserted, never times.
  */
 #include "itest.h"
+#include "igroup.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -172,8 +173,7 @@ static void settle(struct dev *ds, int n, int rounds)
 
 static void wait_fanout(void)
 {
-	for (int i = 0; i < 400 && it_metric_get(srv.admin_port, "parley_fanout_pending"); i++)
-		it_sleep_ms(25);
+	ig_wait_fanout(&srv);
 }
 
 static void start(void)
@@ -209,23 +209,7 @@ static char unames[NMEMB][16];
 static uint64_t make_group(struct parley_client *owner, char (*names)[16], int n,
 			   const char *title)
 {
-	const char *us[256];
-	const struct parley_group_ok *ok;
-	int first = n - 1 < 255 ? n - 1 : 255;
-	for (int i = 0; i < first; i++)
-		us[i] = names[1 + i];
-	IT_OK(parley_client_group_create(owner, title, 0, us, (size_t)first, &ok));
-	snprintf(G, sizeof G, "%.*s", (int)ok->conv.len, ok->conv.p);
-	uint64_t seq = ok->seq;
-	for (int at = 1 + first; at < n;) {
-		int k = n - at < 255 ? n - at : 255;
-		for (int i = 0; i < k; i++)
-			us[i] = names[at + i];
-		IT_OK(parley_client_group_add(owner, G, us, (size_t)k, 0, &ok));
-		seq = ok->seq;
-		at += k;
-	}
-	return seq;
+	return ig_group_make(owner, names, n, title, G, sizeof G);
 }
 
 /* `parley watch --from 1` as user (device "cli") until it printed want
@@ -730,18 +714,7 @@ int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	it_init("groups_large");
-	it_server_init(&srv, "groups_large");
-	int k = 0;
-	srv.extra[k++] = "--group-max-members";
-	srv.extra[k++] = "520";
-	srv.extra[k++] = "--group-read-fanout-min";
-	srv.extra[k++] = "100";
-	srv.extra[k++] = "--rate-send-user-per-min";
-	srv.extra[k++] = "0";
-	srv.extra[k++] = "--rate-send-conn-per-min";
-	srv.extra[k++] = "0";
-	srv.extra[k++] = "--max-connections";
-	srv.extra[k++] = "2000";
+	ig_server_init(&srv, "groups_large", "100");
 	start();
 	write_cost(10);
 	write_cost(100);

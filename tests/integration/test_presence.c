@@ -38,6 +38,7 @@ struct seen {
 	const char *who;
 	uint8_t status;
 	uint64_t last_seen;
+	uint8_t hist[64]; /* status of push i + 1: one poll may bring several */
 };
 
 static void on_presence(void *user, const struct parley_presence_rec *p)
@@ -45,16 +46,24 @@ static void on_presence(void *user, const struct parley_presence_rec *p)
 	struct seen *s = user;
 	if (!parley_str_eq(p->user, s->who))
 		return;
+	if (s->n < (int)sizeof s->hist)
+		s->hist[s->n] = p->status;
 	s->n++;
 	s->status = p->status;
 	s->last_seen = p->last_seen_ms;
 }
 
+/* A device that stays online must heartbeat: the TTL is 1000 ms here and
+ * libparley otherwise keeps alive at a third of the idle timeout (20 s).
+ * With heartbeat_ms it PINGs every 150 ms while it is polled; where a
+ * device must be alive at a given moment the test pings it explicitly
+ * (blocking calls on another client do not poll it). */
 static struct parley_client *client(const struct it_server *srv,
 				    const char *user, const char *dev,
 				    struct seen *s)
 {
-	struct parley_client_opts cb = {.on_presence = on_presence, .user = s};
+	struct parley_client_opts cb = {.on_presence = on_presence, .user = s,
+					.heartbeat_ms = 200};
 	return it_client_cb(srv, user, dev, &cb);
 }
 
@@ -128,11 +137,27 @@ static void race_sub_login(const struct it_server *srv)
 		free(tok);
 		IT_CHECK(it_read_frame(xfd, fbuf, sizeof fbuf, 15000, &f) > 0 &&
 			 f.type == PARLEY_T_AUTH_OK, "%s's login", who);
+		/* the racer is logged in and stays so: it heartbeats (PING every
+		 * 150 ms; its PONGs are not read) while the watcher listens, so
+		 * a slow round cannot turn it OFFLINE by the TTL (1000 ms) */
 		int got_ok = 0, last = -1;
+		uint64_t t0 = parley_now_ms(), beat = t0, quiet = t0;
+		struct parley_msg hb = {.type = PARLEY_T_PING};
 		for (;;) {
-			int n = it_read_frame(sfd, fbuf, sizeof fbuf, got_ok ? 200 : 15000, &f);
-			if (n <= 0)
+			uint64_t now = parley_now_ms();
+			if (now - beat >= 150) {
+				hb.ping.nonce = now;
+				IT_CHECK(it_send_msg(xfd, 3, &hb) == 0);
+				beat = now;
+			}
+			if (got_ok ? now - quiet >= 200 : now - t0 >= 15000)
 				break; /* quiet after the reply (or no reply: checked below) */
+			struct pollfd pf = {.fd = sfd, .events = POLLIN};
+			if (poll(&pf, 1, 50) <= 0)
+				continue;
+			int n = it_read_frame(sfd, fbuf, sizeof fbuf, 15000, &f);
+			IT_CHECK(n > 0, "watcher connection closed");
+			quiet = parley_now_ms();
 			struct parley_msg m;
 			IT_OK(parley_proto_decode(&f, &m));
 			if (f.type == PARLEY_T_PRESENCE_SUB_OK && f.request_id == 7) {
@@ -184,15 +209,18 @@ int main(void)
 	WAIT_FOR(sc.n >= 1, cc, a1);
 	IT_CHECK(sc.n == 1 && sc.status == PARLEY_PRESENCE_ONLINE,
 		 "online push: n=%d st=%u", sc.n, sc.status);
+	struct seen sx = {.who = "alice"};
+	struct parley_client *x = client(&srv, "erin", "e1", &sx);
+	IT_OK(parley_client_ping(a1)); /* alive until a2 is */
 	struct parley_client *a2 = client(&srv, "alice", "a2", &none);
 	poll_all((struct parley_client *[]){cc, a2}, 2, 50);
 	parley_client_free(a1);
 	a1 = NULL;
-	struct seen sx = {.who = "alice"};
-	struct parley_client *x = client(&srv, "erin", "e1", &sx);
-	/* a2 keeps her online: the state a new subscriber gets */
+	/* a2 keeps her online: the state a new subscriber gets (a2 beats
+	 * right before each question) */
 	for (int i = 0; i < 5; i++) {
 		poll_all((struct parley_client *[]){cc, a2}, 2, 50);
+		IT_OK(parley_client_ping(a2));
 		IT_CHECK(sub1(x, "alice").status == PARLEY_PRESENCE_ONLINE,
 			 "alice offline with a device connected");
 	}
@@ -215,10 +243,13 @@ int main(void)
 	IT_CHECK(fd >= 0);
 	IT_CHECK(it_raw_login(fd, "alice", "raw") == 0);
 	int n0 = sc.n;
+	/* one poll may bring two pushes (ONLINE, then the expiry): each
+	 * push's status is checked, not only the last one's */
 	WAIT_FOR(sc.n >= n0 + 1, cc, x);
-	IT_CHECK(sc.status == PARLEY_PRESENCE_ONLINE, "raw login: not online");
+	IT_CHECK(sc.n >= n0 + 1 && sc.hist[n0] == PARLEY_PRESENCE_ONLINE,
+		 "raw login: not online");
 	WAIT_FOR(sc.n >= n0 + 2, cc, x);
-	IT_CHECK(sc.n == n0 + 2 && sc.status == PARLEY_PRESENCE_OFFLINE,
+	IT_CHECK(sc.n == n0 + 2 && sc.hist[n0 + 1] == PARLEY_PRESENCE_OFFLINE,
 		 "silent connection did not expire (n=%d st=%u)", sc.n - n0,
 		 sc.status);
 	IT_CHECK(sc.last_seen > 0);
@@ -226,10 +257,14 @@ int main(void)
 	ping.ping.nonce = 1;
 	IT_CHECK(it_send_msg(fd, 9, &ping) == 0);
 	WAIT_FOR(sc.n >= n0 + 3, cc, x);
-	IT_CHECK(sc.status == PARLEY_PRESENCE_ONLINE, "heartbeat did not revive");
+	IT_CHECK(sc.n >= n0 + 3 && sc.hist[n0 + 2] == PARLEY_PRESENCE_ONLINE,
+		 "heartbeat did not revive");
 	close(fd);
+	/* OFFLINE by the close, or by the TTL before it: either way one */
 	WAIT_FOR(sc.n >= n0 + 4, cc, x);
-	IT_CHECK(sc.status == PARLEY_PRESENCE_OFFLINE);
+	poll_all((struct parley_client *[]){cc, x}, 2, 50);
+	IT_CHECK(sc.n == n0 + 4 && sc.hist[n0 + 3] == PARLEY_PRESENCE_OFFLINE,
+		 "after the close: n=%d st=%u", sc.n - n0, sc.status);
 	uint64_t alice_seen = sc.last_seen;
 
 	/* 4: bob hides his last_seen */
@@ -291,7 +326,8 @@ int main(void)
 		int nc = sc.n;
 		struct parley_client *a3 = client(&srv, "alice", "a3", &none);
 		WAIT_FOR(sc.n > nc, cc, a3);
-		IT_CHECK(sc.n == nc + 1, "carol did not see alice come online");
+		IT_CHECK(sc.n > nc && sc.hist[nc] == PARLEY_PRESENCE_ONLINE,
+			 "carol did not see alice come online");
 		ping.ping.nonce = 2;
 		/* frank's connection: the next frame after SUB_OK is PONG, no
 		 * PRESENCE push about alice */
@@ -299,6 +335,7 @@ int main(void)
 		IT_CHECK(it_read_frame(rfd, fbuf, sizeof fbuf, 15000, &fr) > 0);
 		IT_CHECK(fr.type == PARLEY_T_PONG, "got %s after unsubscribe",
 			 parley_proto_type_name(fr.type));
+		IT_OK(parley_client_ping(a3)); /* online until it closes */
 		parley_client_free(a3);
 		WAIT_FOR(sc.n > nc + 1 && sc.status == PARLEY_PRESENCE_OFFLINE, cc);
 		alice_seen = sc.last_seen;

@@ -212,21 +212,43 @@ static void by_age(void)
 	IT_OK(parley_client_conv_open(a, "bob", &cv));
 	send_markers(a, it_seed, 1, 6);
 	it_sleep_ms(2500); /* the first 6 are now past retention */
+	uint64_t t7 = parley_now_ms();
 	send_markers(a, it_seed, 7, 9);
 	IT_CHECK(compact(&srv) == 200);
 	uint64_t seq[100];
 	unsigned n = history(a, seq, 100);
-	/* the 3 recent ones stay (2 s is far more than sending them takes) */
-	IT_CHECK(n == 3 && seq[0] == 9 && seq[2] == 7, "%u records", n);
 	struct evs ev = {0};
 	struct parley_client *b = client(&srv, "bob", "b-new", &ev);
 	struct parley_sync_ok ok;
 	IT_OK(parley_client_subscribe(b, 1, &ok));
-	IT_CHECK(ok.first_inbox_seq == 7, "inbox first_inbox_seq %" PRIu64,
-		 ok.first_inbox_seq);
-	for (int ms = 0; ms < 20000 && ev.n < 3; ms += 50)
+	for (int ms = 0; ms < 20000 && ev.n < ok.last_inbox_seq + 1 - ok.start_inbox_seq;
+	     ms += 50)
 		parley_client_poll(b, 50);
-	IT_CHECK(ev.n == 3 && ev.seq[0] == 7, "sync delivered %u", ev.n);
+	uint64_t took = parley_now_ms() - t7;
+	/* Compaction applies the age to each partition at the time it gets
+	 * there (the conversation's and the inbox's partitions apart): 7..9
+	 * (stamped at or after t7) are certainly kept only when everything
+	 * above ended within the 2 s (less a margin for the clocks); under
+	 * load POST /admin/compact alone was seen to take 4 s. */
+	if (took < 1800) {
+		IT_CHECK(n == 3 && seq[0] == 9 && seq[2] == 7, "%u records", n);
+		IT_CHECK(ok.first_inbox_seq == 7, "inbox first_inbox_seq %" PRIu64,
+			 ok.first_inbox_seq);
+		IT_CHECK(ev.n == 3 && ev.seq[0] == 7, "sync delivered %u", ev.n);
+	} else {
+		printf("retention by age: the checks took %" PRIu64 " ms after "
+		       "message 7 (retention 2000 ms): 7..9 may be past it too, "
+		       "so only: nothing of 1..6, the newest kept\n", took);
+		IT_CHECK(n <= 3, "%u records", n);
+		for (unsigned i = 0; i < n; i++)
+			IT_CHECK(seq[i] == 9 - i, "record %u is seq %" PRIu64, i, seq[i]);
+		IT_CHECK(ok.first_inbox_seq >= 7, "inbox first_inbox_seq %" PRIu64,
+			 ok.first_inbox_seq);
+		for (unsigned i = 0; i < ev.n; i++)
+			IT_CHECK(ev.seq[i] >= 7 && ev.seq[i] <= 9 &&
+				 (i == 0 || ev.seq[i] == ev.seq[i - 1] + 1),
+				 "sync delivered seq %" PRIu64, ev.seq[i]);
+	}
 	parley_client_free(b);
 	parley_client_free(a);
 	IT_CHECK(it_server_stop(&srv, SIGTERM, 10000) == 0);

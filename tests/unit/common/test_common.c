@@ -1,8 +1,10 @@
 /*
- * test_common.c — error table, little-endian helpers, bounded reader, hash.
+ * test_common.c — error table, little-endian helpers, bounded reader, hash,
+ * base64url, host:port splitting.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 
 #include "parley_common.h"
 
@@ -134,4 +136,25 @@ Test(common, b64url_rejects_bad_input)
 	cr_assert_eq(parley_b64url_decode("Zm9v", 4, out, 2), -1, "cap");
 	cr_assert_eq(parley_b64url_decode("Zh", 2, out, sizeof out), -1, "non-canonical low bits");
 	cr_assert_eq(parley_b64url_decode("Zg", 2, out, sizeof out), 1);
+}
+
+Test(common, hostport_split_names_and_v6_and_refusals)
+{
+	char *h;
+	uint16_t p;
+	char a[] = "node-1.example:7000";
+	cr_assert_eq(parley_hostport_split(a, &h, &p), 0);
+	cr_assert_str_eq(h, "node-1.example");
+	cr_assert_eq(p, 7000);
+	char b[] = "[::1]:65535";
+	cr_assert_eq(parley_hostport_split(b, &h, &p), 0);
+	cr_assert_str_eq(h, "::1");
+	cr_assert_eq(p, 65535);
+	const char *bad[] = {"nohost", ":80", "h:", "h:0", "h:65536", "h:8x",
+			     "[::1]80", "[::1", "[]:80"};
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(bad); i++) {
+		char s[32];
+		snprintf(s, sizeof s, "%s", bad[i]);
+		cr_assert_eq(parley_hostport_split(s, &h, &p), -PARLEY_EINVAL, "%s", bad[i]);
+	}
 }

@@ -16,42 +16,9 @@
 #include "parley_engine_hooks.h"
 #include "io.h"
 
-static struct pio *io;
-static struct pe_engine *eng;
-
-static struct pe_options opts(void)
-{
-	struct pe_options o = {0};
-	o.dir = "/data";
-	o.partitions = 8;
-	o.shards = 2;
-	o.wal_segment_bytes = 16u << 20;
-	o.io = io;
-	return o;
-}
-
-static void setup(void)
-{
-	io = pio_mem_new(1);
-	cr_assert_not_null(io);
-	struct pe_options o = opts();
-	cr_assert_eq(pe_open(&o, &eng), 0);
-}
-
-static void teardown(void)
-{
-	if (eng)
-		pe_close(eng);
-	eng = NULL;
-	pio_free(io);
-}
-
-static void reopen(void)
-{
-	pe_close(eng);
-	struct pe_options o = opts();
-	cr_assert_eq(pe_open(&o, &eng), 0);
-}
+#define MEM_ENGINE_PARTITIONS 8
+#define MEM_ENGINE_SHARDS 2
+#include "mem_engine.h"
 
 static int append1(const char *key, const char *payload, const char *producer,
 		   struct pe_append_result *r)
@@ -75,7 +42,7 @@ static uint32_t read_all(const char *key, struct pe_entry **out)
 	return n;
 }
 
-TestSuite(engine, .init = setup, .fini = teardown);
+TestSuite(engine, .init = mem_engine_setup, .fini = mem_engine_teardown);
 
 Test(engine, append_assigns_dense_seqs_and_reads_back)
 {
@@ -149,7 +116,7 @@ Test(engine, idempotent_retry_returns_original_seq_also_after_restart)
 	cr_assert(r2.duplicate);
 	cr_assert_eq(r2.seq, r1.seq);
 	cr_assert_eq(r2.ts_ms, r1.ts_ms);
-	reopen();
+	mem_engine_reopen();
 	cr_assert_eq(append1("c/i", "first", "producer-1", &r2), 0);
 	cr_assert(r2.duplicate);
 	cr_assert_eq(r2.seq, 1);
@@ -327,7 +294,7 @@ Test(engine, reopen_replays_everything)
 		snprintf(key, sizeof key, "c/%d", i % 37);
 		cr_assert_eq(append1(key, "payload", NULL, &r), 0);
 	}
-	reopen();
+	mem_engine_reopen();
 	uint64_t total = 0;
 	for (int k = 0; k < 37; k++) {
 		char key[16];
@@ -349,7 +316,7 @@ static void crash_and_reopen(bool tear)
 {
 	pe_abort(eng);
 	pio_mem_crash(io, tear);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	cr_assert_eq(pe_open(&o, &eng), 0);
 }
 
@@ -415,7 +382,7 @@ Test(engine, write_error_is_fatal_too)
 Test(engine, memtable_limit_gives_back_pressure)
 {
 	pe_close(eng);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	o.memtable_bytes = 64 * 1024;
 	o.no_auto_flush = true; /* the bound itself, not the flush that relieves it */
 	cr_assert_eq(pe_open(&o, &eng), 0);
@@ -485,7 +452,7 @@ Test(engine, bit_flip_marks_only_that_partition_corrupt)
 	/* body: klen | key | producer | ts | expected | count | entry hdr */
 	uint64_t rec_off = pl_off - 8 - 4 - 8 - 8 - 16 - strlen(k1) - 1 - 64;
 	cr_assert_eq(pio_mem_flip_bit(io, seg, pl_off + 3, 2), 0);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	cr_assert_eq(pe_open(&o, &eng), 0);
 	struct pe_partition_status st;
 	cr_assert_eq(pe_partition_status(eng, 0, &st), 0);
@@ -508,7 +475,7 @@ Test(engine, read_only_open_serves_reads_and_refuses_writes)
 	struct pe_append_result r;
 	cr_assert_eq(append1("c/ro", "x", NULL, &r), 0);
 	pe_close(eng);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	o.read_only = true;
 	cr_assert_eq(pe_open(&o, &eng), 0);
 	struct pe_entry *es;
@@ -520,7 +487,7 @@ Test(engine, read_only_open_serves_reads_and_refuses_writes)
 Test(engine, partition_count_is_fixed_at_creation)
 {
 	pe_close(eng);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	o.partitions = 16;
 	cr_assert_eq(pe_open(&o, &eng), -PARLEY_EINVAL);
 	o.partitions = 0; /* 0 = use the directory's */
@@ -604,7 +571,7 @@ Test(engine, idempotency_forgets_past_window_and_over_cap)
 	pe_close(eng);
 	pio_free(io);
 	io = pio_mem_new(2);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	o.idem_window_ms = 60000;
 	o.idem_max_keys = 4;
 	o.clock_ms = fake_clock;
@@ -729,7 +696,7 @@ Test(engine, model_random_ops_with_crashes)
 		} else if (op < 95) {
 			crash_and_reopen(parley_rng_below(&rng, 2));
 		} else {
-			reopen();
+			mem_engine_reopen();
 		}
 	}
 }
@@ -748,7 +715,7 @@ Test(engine, new_directories_survive_a_crash_that_loses_unsynced_entries)
 	io = pio_mem_new(2);
 	cr_assert_not_null(io);
 	pio_mem_strict_dirs(io, true);
-	struct pe_options o = opts();
+	struct pe_options o = mem_engine_opts();
 	cr_assert_eq(pe_open(&o, &eng), 0);
 	struct pe_append_result r;
 	char key[16];

@@ -20,6 +20,7 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "engine_util.h"
 
 static struct pio *io;
 static struct pe_engine *eng;
@@ -401,10 +402,7 @@ Test(history, wal_segments_released_even_with_an_idle_partition)
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		struct pe_append_result r;
-		int rc;
-		while ((rc = pe_append_sync(eng, &q, &r)) == -PARLEY_EFULL)
-			usleep(1000);
-		cr_assert_eq(rc, 0);
+		cr_assert_eq(append_wait(eng, &q, &r, 1000), 0);
 	}
 	/* segment 1 is gone (the idle partition was force-flushed), and the
 	 * WAL holds a bounded number of segments (the forced flush commits
@@ -1067,10 +1065,7 @@ Test(history, long_ten_million_entries_flush_compact_crash, .timeout = 7200)
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = in, .count = cnt};
 		struct pe_append_result r;
-		int rc;
-		while ((rc = pe_append_sync(eng, &q, &r)) == -PARLEY_EFULL)
-			usleep(200);
-		cr_assert_eq(rc, 0);
+		cr_assert_eq(append_wait(eng, &q, &r, 200), 0);
 		cr_assert_eq(r.seq, last[s] + 1);
 		last[s] += cnt;
 		done += cnt;

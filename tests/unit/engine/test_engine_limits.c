@@ -17,44 +17,11 @@
 #include "parley_engine.h"
 #include "io.h"
 
-static struct pio *io;
-static struct pe_engine *eng;
+#define MEM_ENGINE_PARTITIONS 4
+#define MEM_ENGINE_SHARDS 1
+#include "mem_engine.h"
 
-static struct pe_options opts(void)
-{
-	struct pe_options o = {0};
-	o.dir = "/data";
-	o.partitions = 4;
-	o.shards = 1;
-	o.wal_segment_bytes = 16u << 20;
-	o.io = io;
-	return o;
-}
-
-static void setup(void)
-{
-	io = pio_mem_new(1);
-	cr_assert_not_null(io);
-	struct pe_options o = opts();
-	cr_assert_eq(pe_open(&o, &eng), 0);
-}
-
-static void teardown(void)
-{
-	if (eng)
-		pe_close(eng);
-	eng = NULL;
-	pio_free(io);
-}
-
-static void reopen(void)
-{
-	pe_close(eng);
-	struct pe_options o = opts();
-	cr_assert_eq(pe_open(&o, &eng), 0);
-}
-
-TestSuite(limits, .init = setup, .fini = teardown);
+TestSuite(limits, .init = mem_engine_setup, .fini = mem_engine_teardown);
 
 /* Entry i's payload: bytes derived from (i, offset), so a mix-up shows. */
 static uint8_t *payload(uint32_t i, uint32_t len)
@@ -129,7 +96,7 @@ static void append_and_check(const char *key, const uint32_t *lens,
 		}
 		free(es);
 		if (pass == 0)
-			reopen(); /* recovery replays it from the WAL */
+			mem_engine_reopen(); /* recovery replays it from the WAL */
 	}
 	/* the same producer again: an idempotent duplicate, not a new one */
 	struct pe_append_result r2;

@@ -44,298 +44,34 @@
 #define NPARTS 4
 #define MAX_PUMP 60000 /* pump rounds before a wait gives up (a failure) */
 #define REPL_NET_NODES NMAX
-#include "repl_net.h"
+#define REPL_PUMP_SLEEP_US 300
+#define REPL_PRODUCER_TAG 0x6b
+#define REPL_ACK_ATTEMPTS 4000
+#define REPL_MAXACK 2048
+#include "repl_cluster.h"
 
-
-struct node {
-	uint64_t id;
-	char dir[64];
-	struct pe_engine *e;
-	struct pio *io;
-	bool up;
-};
-
-static struct node nodes[NMAX];
-static struct parley_rng rng;
-static uint64_t log_keep;
-static uint64_t seed;
 static int isolated = -1; /* a node whose messages (both ways) are lost */
 
-/* Every node, the ones added later too, is given the founders {1,2,3}. */
-static void node_open(int i)
+static bool repl_lost(int from, int to)
 {
-	struct node *nd = &nodes[i];
-	uint64_t founders[3] = {1, 2, 3};
-	struct pe_cluster c = {.node_id = nd->id, .voters = founders,
-			       .nvoters = 3, .election_ticks = 10,
-			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
-			       .send = net_send, .send_arg = &nd->id};
-	struct pe_options o = {0};
-	o.dir = nd->dir;
-	o.partitions = NPARTS;
-	o.shards = 2;
-	o.wal_segment_bytes = 16u << 20;
-	o.cluster = &c;
-	o.io = nd->io;
-	int rc = pe_open(&o, &nd->e);
-	cr_assert_eq(rc, 0, "open node %d: %s", i, parley_errname(rc));
-	nd->up = true;
+	return to == isolated || from == isolated;
 }
 
-static void node_close(int i)
+static void repl_payload(int n, char *out, size_t cap)
 {
-	pe_close(nodes[i].e);
-	nodes[i].e = NULL;
-	nodes[i].up = false;
+	snprintf(out, cap, "m%d-%032d", n, 0);
 }
 
-/* A crash: nothing more is written, unsynced bytes are lost. */
-static void node_kill(int i)
-{
-	pe_abort(nodes[i].e);
-	pio_mem_crash(nodes[i].io, true);
-	nodes[i].e = NULL;
-	nodes[i].up = false;
-}
-
+/* Five in-memory nodes, the founders {1, 2, 3} open. */
 static void cluster_start(uint64_t keep)
 {
-	const char *s = getenv("PARLEY_SEED");
-	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	fprintf(stderr, "test_membership: PARLEY_SEED=%llu\n",
-		(unsigned long long)seed);
-	rng.s = seed;
-	log_keep = keep;
-	for (int i = 0; i < NMAX; i++) {
-		nodes[i].id = (uint64_t)i + 1;
-		nodes[i].io = pio_mem_new(seed + (uint64_t)i);
-		cr_assert_not_null(nodes[i].io);
-		snprintf(nodes[i].dir, sizeof nodes[i].dir, "/node%d", i);
-		nodes[i].up = false;
-	}
-	for (int i = 0; i < 3; i++)
-		node_open(i);
-}
-
-static void cluster_stop(void)
-{
-	for (int i = 0; i < NMAX; i++) {
-		if (nodes[i].up)
-			pe_close(nodes[i].e);
-		if (nodes[i].io)
-			pio_free(nodes[i].io);
-		nodes[i].io = NULL;
-		nodes[i].e = NULL;
-		nodes[i].up = false;
-	}
-	net_clear();
-}
-
-static void pump(void)
-{
-	static uint32_t round;
-	static uint8_t arena[RAFT_CODEC_ARENA_ONE + (4u << 20)];
-	struct pkt *p = net_take();
-	while (p) {
-		struct pkt *n = p->next;
-		struct raft_msg *ms;
-		uint32_t nm;
-		struct raft_codec_arena a;
-		raft_codec_arena_init(&a, arena, sizeof arena);
-		int rc = raft_codec_decode(p->buf, p->len, 0, &a, 0, &ms, &nm);
-		cr_assert_eq((size_t)rc, p->len);
-		int from = (int)ms[0].from - 1;
-		if (nodes[p->to].up && p->to != isolated && from != isolated)
-			(void)pe_raft_recv(nodes[p->to].e, ms, nm);
-		free(p);
-		p = n;
-	}
-	if (++round % 16 == 0)
-		for (int i = 0; i < NMAX; i++)
-			if (nodes[i].up)
-				(void)pe_raft_tick(nodes[i].e);
-	usleep(300);
-}
-
-static struct pe_raft_status status(int i, uint32_t part)
-{
-	struct pe_raft_status st;
-	cr_assert_eq(pe_raft_status(nodes[i].e, part, &st), 0);
-	return st;
-}
-
-static int leader_of(uint32_t part)
-{
-	int best = -1;
-	uint64_t term = 0;
-	for (int i = 0; i < NMAX; i++) {
-		if (!nodes[i].up)
-			continue;
-		struct pe_raft_status st = status(i, part);
-		if (st.role == PE_LEADER && st.term >= term) {
-			best = i;
-			term = st.term;
-		}
-	}
-	return best;
-}
-
-static void wait_leaders(void)
-{
-	for (int r = 0; r < MAX_PUMP; r++) {
-		bool all = true;
-		for (uint32_t p = 0; p < NPARTS; p++)
-			all &= leader_of(p) >= 0;
-		if (all)
-			return;
-		pump();
-	}
-	cr_assert_fail("no leader elected");
-}
-
-struct ack {
-	atomic_bool done;
-	struct pe_append_result r;
-};
-
-static void on_ack(void *arg, const struct pe_append_result *r)
-{
-	struct ack *a = arg;
-	a->r = *r;
-	atomic_store(&a->done, true);
-}
-
-/* ---- acknowledged appends and their check ---------------------------------------- */
-
-#define NKEYS 6
-#define MAXACK 2048
-struct rec {
-	int key;
-	uint64_t seq;
-	char payload[40];
-};
-static struct rec acked[MAXACK];
-static int nacked;
-
-static void key_name(int k, char *out, size_t cap)
-{
-	snprintf(out, cap, "c/conv-%d", k);
-}
-
-static uint32_t part_of(const char *key)
-{
-	for (int i = 0; i < NMAX; i++)
-		if (nodes[i].up)
-			return pe_partition_of(nodes[i].e, key, strlen(key));
-	cr_assert_fail("no node up");
-	return 0;
-}
-
-/* Appends until acknowledged, through whichever node leads, retrying with
- * the same producer id; returns the seq. */
-static uint64_t append_acked(const char *key, const char *payload,
-			     uint64_t pid)
-{
-	uint8_t producer[PE_PRODUCER_LEN] = {0};
-	memcpy(producer, &pid, sizeof pid);
-	producer[15] = 0x6b;
-	uint32_t part = part_of(key);
-	struct pe_input in = {.type = 1, .len = (uint32_t)strlen(payload),
-			      .payload = payload};
-	for (int attempt = 0; attempt < 4000; attempt++) {
-		int l = leader_of(part);
-		if (l < 0) {
-			pump();
-			continue;
-		}
-		struct pe_append_req q = {.key = key, .klen = strlen(key),
-					  .expected_last_seq = PE_NO_EXPECT,
-					  .entries = &in, .count = 1};
-		memcpy(q.producer, producer, PE_PRODUCER_LEN);
-		struct ack a = {0};
-		int rc = pe_append(nodes[l].e, &q, on_ack, &a);
-		if (!rc) {
-			for (int r = 0; r < MAX_PUMP && !atomic_load(&a.done); r++)
-				pump();
-			cr_assert(atomic_load(&a.done), "append never answered");
-			rc = a.r.err;
-			if (!rc)
-				return a.r.seq;
-		}
-		cr_assert(rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EAGAIN ||
-			  rc == -PARLEY_EFULL, "append: %s", parley_errname(rc));
-		for (int k = 0; k < 8; k++)
-			pump();
-	}
-	cr_assert_fail("append never acknowledged");
-	return 0;
-}
-
-static void append_many(int n)
-{
-	for (int i = 0; i < n; i++) {
-		cr_assert_lt(nacked, MAXACK);
-		struct rec *r = &acked[nacked];
-		r->key = (int)parley_rng_below(&rng, NKEYS);
-		snprintf(r->payload, sizeof r->payload, "m%d-%032d", nacked, 0);
-		char key[32];
-		key_name(r->key, key, sizeof key);
-		r->seq = append_acked(key, r->payload, (uint64_t)nacked + 1);
-		nacked++;
-	}
+	(void)cluster_start_nodes("test_membership", keep, true, 3);
 }
 
 /* Node i holds exactly the acknowledged entries, at their seqs. */
 static void check_node(int i)
 {
-	for (int k = 0; k < NKEYS; k++) {
-		char key[32];
-		key_name(k, key, sizeof key);
-		struct pe_read_req q = {.key = key, .klen = strlen(key),
-					.from = 1, .dir = PE_FORWARD,
-					.limit = PE_MAX_READ};
-		struct pe_entry *es = NULL;
-		uint32_t n = 0;
-		cr_assert_eq(pe_read_sync(nodes[i].e, &q, &es, &n, NULL), 0);
-		uint32_t want = 0;
-		for (int a = 0; a < nacked; a++) {
-			if (acked[a].key != k)
-				continue;
-			want++;
-			cr_assert_geq(n, acked[a].seq, "node %d key %d: seq %llu "
-				      "missing (stream has %u)", i + 1, k,
-				      (unsigned long long)acked[a].seq, n);
-			const struct pe_entry *e = &es[acked[a].seq - 1];
-			cr_assert(e->len == strlen(acked[a].payload) &&
-				  !memcmp(e->payload, acked[a].payload, e->len),
-				  "node %d key %d seq %llu: wrong payload", i + 1,
-				  k, (unsigned long long)e->seq);
-		}
-		cr_assert_eq(n, want, "node %d key %d: %u entries, %u acked",
-			     i + 1, k, n, want);
-		free(es);
-	}
-}
-
-/* Pumps until node i applied everything its leaders committed. */
-static void wait_caught_up(int i)
-{
-	for (int r = 0; r < MAX_PUMP; r++) {
-		bool ok = true;
-		for (uint32_t p = 0; p < NPARTS && ok; p++) {
-			int l = leader_of(p);
-			if (l < 0) {
-				ok = false;
-				break;
-			}
-			struct pe_raft_status ls = status(l, p), st = status(i, p);
-			ok = st.applied >= ls.commit && ls.commit == ls.last_index;
-		}
-		if (ok)
-			return;
-		pump();
-	}
-	cr_assert_fail("node %d did not catch up", i + 1);
+	check_acked(i);
 }
 
 /* ---- membership changes ----------------------------------------------------------- */

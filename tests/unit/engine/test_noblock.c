@@ -37,6 +37,8 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "engine_util.h"
+#include "pio_pass.h"
 #include "raft.h"
 
 #define NPARTS 2
@@ -80,9 +82,7 @@ static void append_n(const char *key, int n)
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		struct pe_append_result r;
-		int rc;
-		while ((rc = pe_append_sync(eng, &q, &r)) == -PARLEY_EFULL)
-			usleep(1000);
+		int rc = append_wait(eng, &q, &r, 1000);
 		cr_assert_eq(rc, 0, "append: %s", parley_strerror(rc));
 		cr_assert_eq(r.err, 0);
 	}
@@ -111,20 +111,6 @@ static void read_all(const char *key, uint32_t want_first, uint32_t want)
 			break;
 	}
 	cr_assert_eq(got, want, "%s: %u entries, expected %u", key, got, want);
-}
-
-static atomic_uint_fast64_t tail_next;
-
-static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
-			       const struct pe_sub_update *u)
-{
-	(void)arg;
-	(void)sub;
-	if (u->event == PE_SUB_ENTRIES)
-		for (uint32_t i = 0; i < u->count; i++)
-			if (u->entries[i].seq == atomic_load(&tail_next))
-				atomic_fetch_add(&tail_next, 1);
-	return PE_SUB_CONTINUE;
 }
 
 static void assert_no_sync_io(void)
@@ -199,8 +185,8 @@ Test(noblock, appends_flushes_compactions_and_cold_reads_make_no_sync_io)
 /* A pass-through backend over io_uring that can hold the fdatasync of a
  * staged snapshot file (<dir>/snap/0/stage/...) at a gate. */
 static struct {
-	struct pio io;          /* first: the engine sees this */
-	struct pio *in;
+	struct pio io;          /* first: the engine sees this; the inner
+				   backend is pio_pass_in */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct pio_file *stage[STAGE_FILES];
@@ -213,7 +199,7 @@ static int g_open(struct pio *io, const char *path, int flags,
 		  struct pio_file **out)
 {
 	(void)io;
-	int rc = G.in->ops->open(G.in, path, flags, out);
+	int rc = pio_pass_in->ops->open(pio_pass_in, path, flags, out);
 	if (!rc && strstr(path, "/snap/0/stage/")) {
 		pthread_mutex_lock(&G.mu);
 		if (G.nstage < STAGE_FILES)
@@ -230,19 +216,7 @@ static void g_close(struct pio *io, struct pio_file *f)
 		if (G.stage[i] == f)
 			G.stage[i] = G.stage[--G.nstage];
 	pthread_mutex_unlock(&G.mu);
-	G.in->ops->close(G.in, f);
-}
-static int64_t g_pread(struct pio *io, struct pio_file *f, void *buf,
-		       size_t len, uint64_t off)
-{
-	(void)io;
-	return G.in->ops->pread(G.in, f, buf, len, off);
-}
-static int g_pwrite(struct pio *io, struct pio_file *f, const void *buf,
-		    size_t len, uint64_t off)
-{
-	(void)io;
-	return G.in->ops->pwrite(G.in, f, buf, len, off);
+	pio_pass_in->ops->close(pio_pass_in, f);
 }
 static int g_fdatasync(struct pio *io, struct pio_file *f)
 {
@@ -258,100 +232,23 @@ static int g_fdatasync(struct pio *io, struct pio_file *f)
 			pthread_cond_wait(&G.cv, &G.mu);
 	}
 	pthread_mutex_unlock(&G.mu);
-	int rc = G.in->ops->fdatasync(G.in, f);
+	int rc = pio_pass_in->ops->fdatasync(pio_pass_in, f);
 	if (stage && !rc)
 		atomic_store(&G.stage_synced, true);
 	return rc;
 }
-static int g_truncate(struct pio *io, struct pio_file *f, uint64_t size)
-{
-	(void)io;
-	return G.in->ops->truncate(G.in, f, size);
-}
-static int64_t g_size(struct pio *io, struct pio_file *f)
-{
-	(void)io;
-	return G.in->ops->size(G.in, f);
-}
-static int g_rename(struct pio *io, const char *from, const char *to)
-{
-	(void)io;
-	return G.in->ops->rename(G.in, from, to);
-}
-static int g_unlink(struct pio *io, const char *path)
-{
-	(void)io;
-	return G.in->ops->unlink(G.in, path);
-}
-static int g_mkdir(struct pio *io, const char *path)
-{
-	(void)io;
-	return G.in->ops->mkdir(G.in, path);
-}
-static int g_fsync_dir(struct pio *io, const char *path)
-{
-	(void)io;
-	return G.in->ops->fsync_dir(G.in, path);
-}
-static int g_list(struct pio *io, const char *d, pio_list_cb cb, void *arg)
-{
-	(void)io;
-	return G.in->ops->list(G.in, d, cb, arg);
-}
-static int g_lock(struct pio *io, const char *d, bool ex, int64_t *token)
-{
-	(void)io;
-	return G.in->ops->lock(G.in, d, ex, token);
-}
-static void g_unlock(struct pio *io, int64_t token)
-{
-	(void)io;
-	G.in->ops->unlock(G.in, token);
-}
-static int g_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
-{
-	(void)io;
-	return G.in->ops->ring_new(G.in, depth, out);
-}
-static void g_ring_free(struct pio_ring *r)
-{
-	G.in->ops->ring_free(r);
-}
-static int g_ring_write(struct pio_ring *r, struct pio_file *f,
-			const void *buf, size_t len, uint64_t off,
-			uint64_t ud, bool link)
-{
-	return G.in->ops->ring_write(r, f, buf, len, off, ud, link);
-}
-static int g_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
-			    uint64_t ud)
-{
-	return G.in->ops->ring_fdatasync(r, f, ud);
-}
-static int g_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
-		       int timeout_ms)
-{
-	return G.in->ops->ring_wait(r, out, max, timeout_ms);
-}
-static void g_ring_wake(struct pio_ring *r)
-{
-	G.in->ops->ring_wake(r);
-}
-static void g_destroy(struct pio *io)
-{
-	(void)io;
-}
 
-static const struct pio_ops gate_ops = {
-	.open = g_open, .close = g_close, .pread = g_pread, .pwrite = g_pwrite,
-	.fdatasync = g_fdatasync, .truncate = g_truncate, .size = g_size,
-	.rename = g_rename, .unlink = g_unlink, .mkdir = g_mkdir,
-	.fsync_dir = g_fsync_dir, .list = g_list, .lock = g_lock,
-	.unlock = g_unlock, .ring_new = g_ring_new, .ring_free = g_ring_free,
-	.ring_write = g_ring_write, .ring_fdatasync = g_ring_fdatasync,
-	.ring_wait = g_ring_wait, .ring_wake = g_ring_wake,
-	.destroy = g_destroy,
-};
+/* pio_pass_ops with the staged files' open, close and fdatasync watched */
+static struct pio_ops gate_ops;
+
+static void gate_init(void)
+{
+	gate_ops = pio_pass_ops;
+	gate_ops.open = g_open;
+	gate_ops.close = g_close;
+	gate_ops.fdatasync = g_fdatasync;
+	G.io.ops = &gate_ops;
+}
 
 static pthread_mutex_t sent_mu = PTHREAD_MUTEX_INITIALIZER;
 static int snap_resps;
@@ -399,17 +296,16 @@ static uint32_t snap_header(uint8_t *b, uint64_t index, uint64_t term,
 	return 64;
 }
 
-Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
+/* Opens eng on dir through the gating backend as node 1 of the voters
+ * {1, 2, 3}, its messages to snap_send, NPARTS partitions on one shard
+ * thread: a follower the test plays the leader of. */
+static const uint64_t follower_voters[3] = {1, 2, 3};
+
+static void follower_open(void)
 {
-	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	G.in = pio_uring_new();
-	cr_assert_not_null(G.in);
-	G.io.ops = &gate_ops;
-	static const uint64_t voters[3] = {1, 2, 3};
-	struct pe_cluster cl = {.node_id = 1, .voters = voters, .nvoters = 3,
-				.election_ticks = 10, .heartbeat_ticks = 2,
-				.send = snap_send};
+	static struct pe_cluster cl = {.node_id = 1, .voters = follower_voters, .nvoters = 3,
+				       .election_ticks = 10, .heartbeat_ticks = 2,
+				       .send = snap_send};
 	struct pe_options o = {0};
 	o.dir = dir;
 	o.partitions = NPARTS;
@@ -418,6 +314,23 @@ Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
 	o.io = &G.io;
 	int rc = pe_open(&o, &eng);
 	cr_assert_eq(rc, 0, "open: %s", parley_errname(rc));
+}
+
+/* A fresh temporary directory and gating backend over io_uring, then
+ * follower_open. */
+static void follower_start(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	pio_pass_in = pio_uring_new();
+	cr_assert_not_null(pio_pass_in);
+	gate_init();
+	follower_open();
+}
+
+Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
+{
+	follower_start();
 	pthread_mutex_lock(&G.mu);
 	G.gate_on = true;
 	pthread_mutex_unlock(&G.mu);
@@ -437,7 +350,7 @@ Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
 	m.snap.conf.n = 3;
 	m.snap.conf.max_id = 3;
 	for (int i = 0; i < 3; i++)
-		m.snap.conf.ids[i] = voters[i];
+		m.snap.conf.ids[i] = follower_voters[i];
 	cr_assert_eq(pe_raft_recv(eng, &m, 1), 0);
 	bool held = false;
 	for (int i = 0; i < 10000 && !held; i++) {
@@ -474,12 +387,12 @@ Test(noblock, a_snapshot_chunk_is_stored_off_the_shard_before_its_answer)
 	cr_assert_eq(pe_raft_status(eng, 0, &rs), 0);
 	cr_assert_eq(rs.snap_received_bytes, sizeof chunk);
 	for (int k = 0; k < PE_IO_OP_COUNT; k++)
-		cr_assert_eq(atomic_load(&G.in->shard_sync[k]), 0,
+		cr_assert_eq(atomic_load(&pio_pass_in->shard_sync[k]), 0,
 			     "%s on a shard thread", pe_io_op_name((enum pe_io_op)k));
 	pe_close(eng);
 	eng = NULL;
-	pio_free(G.in);
-	G.in = NULL;
+	pio_free(pio_pass_in);
+	pio_pass_in = NULL;
 }
 
 /* A partly received snapshot survives a crash: its header and the staged
@@ -511,22 +424,7 @@ static void wait_resps(int n)
 
 Test(noblock, a_partly_received_snapshot_resumes_after_a_crash)
 {
-	snprintf(dir, sizeof dir, "/tmp/parley-noblock-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
-	G.in = pio_uring_new();
-	cr_assert_not_null(G.in);
-	G.io.ops = &gate_ops;
-	static const uint64_t voters[3] = {1, 2, 3};
-	struct pe_cluster cl = {.node_id = 1, .voters = voters, .nvoters = 3,
-				.election_ticks = 10, .heartbeat_ticks = 2,
-				.send = snap_send};
-	struct pe_options o = {0};
-	o.dir = dir;
-	o.partitions = NPARTS;
-	o.shards = 1;
-	o.cluster = &cl;
-	o.io = &G.io;
-	cr_assert_eq(pe_open(&o, &eng), 0);
+	follower_start();
 	static uint8_t first[RAFT_MAX_CHUNK_BYTES], second[RAFT_MAX_CHUNK_BYTES];
 	uint64_t fsize = 3u * RAFT_MAX_CHUNK_BYTES;
 	uint32_t hl = snap_header(first, 1000, 4, fsize);
@@ -543,7 +441,7 @@ Test(noblock, a_partly_received_snapshot_resumes_after_a_crash)
 
 	pe_abort(eng); /* a crash: the shard and pool threads stop at once */
 	eng = NULL;
-	cr_assert_eq(pe_open(&o, &eng), 0);
+	follower_open();
 	m = chunk_msg(second, sizeof first, sizeof second, hl, fsize);
 	m.snap.csum = csum;
 	int before = resps();
@@ -570,6 +468,6 @@ Test(noblock, a_partly_received_snapshot_resumes_after_a_crash)
 	cr_assert(!memcmp(got + sizeof first - hl, second, sizeof second));
 	pe_close(eng);
 	eng = NULL;
-	pio_free(G.in);
-	G.in = NULL;
+	pio_free(pio_pass_in);
+	pio_pass_in = NULL;
 }

@@ -48,88 +48,32 @@
 #define NPARTS 4
 #define MAX_PUMP 60000 /* pump rounds before a wait gives up (a failure) */
 #define REPL_NET_NODES NN
-#include "repl_net.h"
+#define REPL_PUMP_SLEEP_US 500
+#define REPL_PRODUCER_TAG 0x5a
+#define REPL_ACK_ATTEMPTS 2000
+#define REPL_MAXACK 1024
+#include "repl_cluster.h"
 
-
-struct node {
-	int idx;
-	uint64_t id;
-	char dir[64];
-	struct pe_engine *e;
-	struct pio *io;   /* in-memory backend (crashes lose unsynced bytes),
-			     or NULL: io_uring on the temporary directory */
-	bool up;
-};
-
-static struct node nodes[NN];
 static bool cut[NN][NN];
 static uint32_t drop_pct;
-static struct parley_rng rng;
-static uint64_t log_keep;
-static bool follow0;
-static uint32_t quiesce;    /* pe_cluster.quiesce_ticks of the next opens */
-static uint64_t delivered;  /* packets pump() handed to an engine */
 
-static void node_open(int i)
+/* A cut link loses every packet; otherwise a seeded drop_pct share. */
+static bool repl_lost(int from, int to)
 {
-	struct node *nd = &nodes[i];
-	uint64_t voters[NN] = {1, 2, 3};
-	struct pe_cluster c = {.node_id = nd->id, .voters = voters,
-			       .nvoters = NN, .election_ticks = 10,
-			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
-			       .quiesce_ticks = quiesce,
-			       .send = net_send, .send_arg = &nd->id,
-			       .follow_partition0 = follow0};
-	struct pe_options o = {0};
-	o.dir = nd->dir;
-	o.partitions = NPARTS;
-	o.shards = 2;
-	o.wal_segment_bytes = 16u << 20;
-	o.cluster = &c;
-	o.io = nd->io;
-	int rc = pe_open(&o, &nd->e);
-	cr_assert_eq(rc, 0, "open node %d: %s", i, parley_errname(rc));
-	nd->up = true;
+	return cut[from][to] ||
+	       (drop_pct && parley_rng_below(&rng, 100) < drop_pct);
 }
 
-/* A crash: the shard threads stop at once (nothing more is written); on
- * the in-memory backend every file also loses what was not fsync'd, a
- * random prefix of it surviving (a torn write). */
-static void node_kill(int i)
+static void repl_payload(int n, char *out, size_t cap)
 {
-	pe_abort(nodes[i].e);
-	if (nodes[i].io)
-		pio_mem_crash(nodes[i].io, true);
-	nodes[i].e = NULL;
-	nodes[i].up = false;
+	snprintf(out, cap, "m%d", n);
 }
 
 static void cluster_start_io(uint64_t keep, bool mem)
 {
-	const char *s = getenv("PARLEY_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	fprintf(stderr, "test_part_repl: PARLEY_SEED=%llu\n",
-		(unsigned long long)seed);
-	rng.s = seed;
-	log_keep = keep;
 	drop_pct = 0;
-	follow0 = false;
 	memset(cut, 0, sizeof cut);
-	for (int i = 0; i < NN; i++) {
-		nodes[i].idx = i;
-		nodes[i].id = (uint64_t)i + 1;
-		snprintf(nodes[i].dir, sizeof nodes[i].dir,
-			 "/tmp/parley-repl-XXXXXX");
-		nodes[i].io = mem ? pio_mem_new(seed + (uint64_t)i) : NULL;
-		if (mem) {
-			cr_assert_not_null(nodes[i].io);
-			snprintf(nodes[i].dir, sizeof nodes[i].dir, "/node%d", i);
-		} else {
-			cr_assert_not_null(mkdtemp(nodes[i].dir));
-		}
-	}
-	for (int i = 0; i < NN; i++)
-		node_open(i);
+	(void)cluster_start_nodes("test_part_repl", keep, mem, NN);
 }
 
 static void cluster_start(uint64_t keep)
@@ -137,188 +81,6 @@ static void cluster_start(uint64_t keep)
 	cluster_start_io(keep, false);
 }
 
-static void cluster_stop(void)
-{
-	for (int i = 0; i < NN; i++) {
-		if (nodes[i].up)
-			pe_close(nodes[i].e);
-		if (nodes[i].io)
-			pio_free(nodes[i].io);
-		nodes[i].io = NULL;
-		nodes[i].e = NULL;
-		nodes[i].up = false;
-		char cmd[128];
-		snprintf(cmd, sizeof cmd, "rm -rf %s", nodes[i].dir);
-		if (!strncmp(nodes[i].dir, "/tmp/", 5))
-			(void)system(cmd);
-	}
-	net_clear();
-}
-
-/* One round: deliver what is queued (minus drops, cuts, down nodes),
- * then one tick every few rounds. */
-static void pump(void)
-{
-	static uint32_t round;
-	static uint8_t arena[RAFT_CODEC_ARENA_ONE + (4u << 20)];
-	struct pkt *p = net_take();
-	while (p) {
-		struct pkt *n = p->next;
-		struct raft_msg *ms;
-		uint32_t nm;
-		struct raft_codec_arena a;
-		raft_codec_arena_init(&a, arena, sizeof arena);
-		int rc = raft_codec_decode(p->buf, p->len, 0, &a, 0, &ms, &nm);
-		cr_assert_eq((size_t)rc, p->len);
-		int from = (int)ms[0].from - 1;
-		bool drop = !nodes[p->to].up || cut[from][p->to] ||
-			    (drop_pct && parley_rng_below(&rng, 100) < drop_pct);
-		if (!drop) {
-			(void)pe_raft_recv(nodes[p->to].e, ms, nm);
-			delivered++;
-		}
-		free(p);
-		p = n;
-	}
-	if (++round % 16 == 0) /* a tick per ~16 rounds: fsyncs stay short in ticks */
-		for (int i = 0; i < NN; i++)
-			if (nodes[i].up)
-				(void)pe_raft_tick(nodes[i].e);
-	usleep(500);
-}
-
-static uint32_t part_of(const char *key)
-{
-	for (int i = 0; i < NN; i++)
-		if (nodes[i].up)
-			return pe_partition_of(nodes[i].e, key, strlen(key));
-	cr_assert_fail("no node up");
-	return 0;
-}
-
-/* The node leading `part` with the highest term among up nodes, or -1. */
-static int leader_of(uint32_t part)
-{
-	int best = -1;
-	uint64_t term = 0;
-	for (int i = 0; i < NN; i++) {
-		struct pe_raft_status st;
-		if (!nodes[i].up)
-			continue;
-		cr_assert_eq(pe_raft_status(nodes[i].e, part, &st), 0);
-		if (st.role == PE_LEADER && st.term >= term) {
-			best = i;
-			term = st.term;
-		}
-	}
-	return best;
-}
-
-static void wait_leaders(void)
-{
-	for (int r = 0; r < MAX_PUMP; r++) {
-		bool all = true;
-		for (uint32_t p = 0; p < NPARTS; p++)
-			all &= leader_of(p) >= 0;
-		if (all)
-			return;
-		pump();
-	}
-	cr_assert_fail("no leader elected");
-}
-
-struct ack {
-	atomic_bool done;
-	struct pe_append_result r;
-};
-
-static void on_ack(void *arg, const struct pe_append_result *r)
-{
-	struct ack *a = arg;
-	a->r = *r;
-	atomic_store(&a->done, true);
-}
-
-/* Appends through node i and pumps until answered; returns the result. */
-static struct pe_append_result append_on(int i, const char *key,
-					 const char *payload,
-					 const uint8_t producer[PE_PRODUCER_LEN])
-{
-	struct pe_input in = {.type = 1, .len = (uint32_t)strlen(payload),
-			      .payload = payload};
-	struct pe_append_req q = {.key = key, .klen = strlen(key),
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	memcpy(q.producer, producer, PE_PRODUCER_LEN);
-	struct ack a = {0};
-	int rc = pe_append(nodes[i].e, &q, on_ack, &a);
-	if (rc)
-		return (struct pe_append_result){.err = rc};
-	for (int r = 0; r < MAX_PUMP && !atomic_load(&a.done); r++)
-		pump();
-	cr_assert(atomic_load(&a.done), "append on node %d never answered", i);
-	return a.r;
-}
-
-/* Appends until acknowledged, through whichever node leads, retrying with
- * the same producer id; returns the seq. */
-static uint64_t append_acked(const char *key, const char *payload,
-			     uint64_t pid)
-{
-	uint8_t producer[PE_PRODUCER_LEN] = {0};
-	memcpy(producer, &pid, sizeof pid);
-	producer[15] = 0x5a;
-	uint32_t part = part_of(key);
-	for (int attempt = 0; attempt < 2000; attempt++) {
-		int l = leader_of(part);
-		if (l < 0) {
-			pump();
-			continue;
-		}
-		struct pe_append_result r = append_on(l, key, payload, producer);
-		if (!r.err)
-			return r.seq;
-		cr_assert(r.err == -PARLEY_ENOTLEADER || r.err == -PARLEY_EAGAIN ||
-			  r.err == -PARLEY_EFULL, "append: %s",
-			  parley_errname(r.err));
-		for (int k = 0; k < 8; k++)
-			pump();
-	}
-	cr_assert_fail("append never acknowledged");
-	return 0;
-}
-
-#define NKEYS 6
-#define MAXACK 1024
-struct rec {
-	int key;
-	uint64_t seq;
-	char payload[32];
-};
-static struct rec acked[MAXACK];
-static int nacked;
-
-static void key_name(int k, char *out, size_t cap)
-{
-	snprintf(out, cap, "c/conv-%d", k);
-}
-
-static void append_many(int n)
-{
-	for (int i = 0; i < n; i++) {
-		cr_assert_lt(nacked, MAXACK);
-		struct rec *r = &acked[nacked];
-		r->key = (int)parley_rng_below(&rng, NKEYS);
-		snprintf(r->payload, sizeof r->payload, "m%d", nacked);
-		char key[32];
-		key_name(r->key, key, sizeof key);
-		r->seq = append_acked(key, r->payload, (uint64_t)nacked + 1);
-		nacked++;
-	}
-}
-
-/* Every acked entry is on node i with its seq, each key's stream holds
- * exactly the acked entries (no doubles, no extras), seqs dense. */
 /* "The shard thread never blocks on a disk" (pe_shard_sync_io, counted by
  * the I/O backend): the leaders' images and chunk reads, the follower's
  * chunk stores and install ran off the shard threads. */
@@ -332,62 +94,12 @@ static void assert_no_shard_sync_io(int i)
 			     pe_io_op_name((enum pe_io_op)k));
 }
 
+/* Node i ran no disk call on a shard thread and holds exactly the
+ * acknowledged entries. */
 static void check_node(int i)
 {
 	assert_no_shard_sync_io(i); /* whatever the test did before */
-	for (int k = 0; k < NKEYS; k++) {
-		char key[32];
-		key_name(k, key, sizeof key);
-		struct pe_read_req q = {.key = key, .klen = strlen(key),
-					.from = 1, .dir = PE_FORWARD,
-					.limit = PE_MAX_READ};
-		struct pe_entry *es = NULL;
-		uint32_t n = 0;
-		cr_assert_eq(pe_read_sync(nodes[i].e, &q, &es, &n, NULL), 0);
-		uint32_t want = 0;
-		for (int a = 0; a < nacked; a++) {
-			if (acked[a].key != k)
-				continue;
-			want++;
-			cr_assert_geq(n, acked[a].seq, "node %d key %d: seq %llu "
-				      "missing (stream has %u)", i, k,
-				      (unsigned long long)acked[a].seq, n);
-			const struct pe_entry *e = &es[acked[a].seq - 1];
-			cr_assert_eq(e->seq, acked[a].seq);
-			cr_assert(e->len == strlen(acked[a].payload) &&
-				  !memcmp(e->payload, acked[a].payload, e->len),
-				  "node %d key %d seq %llu: wrong payload", i, k,
-				  (unsigned long long)e->seq);
-		}
-		cr_assert_eq(n, want, "node %d key %d: %u entries, %u acked",
-			     i, k, n, want);
-		for (uint32_t s = 0; s < n; s++)
-			cr_assert_eq(es[s].seq, s + 1);
-		free(es);
-	}
-}
-
-/* Pumps until node i applied what the leaders committed, everywhere. */
-static void wait_caught_up(int i)
-{
-	for (int r = 0; r < MAX_PUMP; r++) {
-		bool ok = true;
-		for (uint32_t p = 0; p < NPARTS && ok; p++) {
-			int l = leader_of(p);
-			struct pe_raft_status ls, st;
-			if (l < 0) {
-				ok = false;
-				break;
-			}
-			pe_raft_status(nodes[l].e, p, &ls);
-			pe_raft_status(nodes[i].e, p, &st);
-			ok = st.applied >= ls.commit && ls.commit == ls.last_index;
-		}
-		if (ok)
-			return;
-		pump();
-	}
-	cr_assert_fail("node %d did not catch up", i);
+	check_acked(i);
 }
 
 static void setup(void)
@@ -544,7 +256,7 @@ Test(repl, isolated_leader_fails_uncommitted_append_with_notleader)
 	cr_assert_eq(r.err, -PARLEY_ENOTLEADER, "%s", parley_errname(r.err));
 	cr_assert_neq(r.leader, nodes[l].id);
 	/* the same producer id through the majority's leader */
-	cr_assert_lt(nacked, MAXACK);
+	cr_assert_lt(nacked, REPL_MAXACK);
 	acked[nacked].key = 0;
 	snprintf(acked[nacked].payload, sizeof acked[nacked].payload, "lost?");
 	acked[nacked].seq = append_acked(key, "lost?", pid);
@@ -1211,13 +923,6 @@ static void unflip(const struct flip *f)
 	fseek(fp, (long)at, SEEK_SET);
 	fputc(c ^ 0x10, fp);
 	fclose(fp);
-}
-
-static void node_close(int i)
-{
-	pe_close(nodes[i].e);
-	nodes[i].e = NULL;
-	nodes[i].up = false;
 }
 
 /* Node `victim` stopped, one of its WAL records damaged (a committed

@@ -32,6 +32,8 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "engine_util.h"
+#include "pio_pass.h"
 #include "raft.h"
 
 /* ---- the watching backend ------------------------------------------------------- */
@@ -39,8 +41,8 @@
 #define MAX_RING_THREADS 16
 
 struct watch_io {
-	struct pio io;          /* first: the engine sees this */
-	struct pio *in;
+	struct pio io;          /* first: the engine sees this; the inner
+				   backend is pio_pass_in */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	atomic_bool armed;
@@ -88,43 +90,33 @@ static int w_open(struct pio *io, const char *path, int flags,
 {
 	(void)io;
 	check("open", path);
-	return W.in->ops->open(W.in, path, flags, out);
-}
-static void w_close(struct pio *io, struct pio_file *f)
-{
-	(void)io;
-	W.in->ops->close(W.in, f);
+	return pio_pass_in->ops->open(pio_pass_in, path, flags, out);
 }
 static int64_t w_pread(struct pio *io, struct pio_file *f, void *buf,
 		       size_t len, uint64_t off)
 {
 	(void)io;
 	check("pread", NULL);
-	return W.in->ops->pread(W.in, f, buf, len, off);
+	return pio_pass_in->ops->pread(pio_pass_in, f, buf, len, off);
 }
 static int w_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 		    size_t len, uint64_t off)
 {
 	(void)io;
 	check("pwrite", NULL);
-	return W.in->ops->pwrite(W.in, f, buf, len, off);
+	return pio_pass_in->ops->pwrite(pio_pass_in, f, buf, len, off);
 }
 static int w_fdatasync(struct pio *io, struct pio_file *f)
 {
 	(void)io;
 	check("fdatasync", NULL);
-	return W.in->ops->fdatasync(W.in, f);
+	return pio_pass_in->ops->fdatasync(pio_pass_in, f);
 }
 static int w_truncate(struct pio *io, struct pio_file *f, uint64_t size)
 {
 	(void)io;
 	check("truncate", NULL);
-	return W.in->ops->truncate(W.in, f, size);
-}
-static int64_t w_size(struct pio *io, struct pio_file *f)
-{
-	(void)io;
-	return W.in->ops->size(W.in, f);
+	return pio_pass_in->ops->truncate(pio_pass_in, f, size);
 }
 static int w_rename(struct pio *io, const char *from, const char *to)
 {
@@ -154,7 +146,7 @@ static int w_rename(struct pio *io, const char *from, const char *to)
 		}
 		pthread_mutex_unlock(&W.mu);
 	}
-	int rc = W.in->ops->rename(W.in, from, to);
+	int rc = pio_pass_in->ops->rename(pio_pass_in, from, to);
 	if (hs && rc == 0)
 		atomic_store(&W.hs_renamed, true);
 	return rc;
@@ -163,20 +155,20 @@ static int w_unlink(struct pio *io, const char *path)
 {
 	(void)io;
 	check("unlink", path);
-	return W.in->ops->unlink(W.in, path);
+	return pio_pass_in->ops->unlink(pio_pass_in, path);
 }
 static int w_mkdir(struct pio *io, const char *path)
 {
 	(void)io;
 	check("mkdir", path);
-	return W.in->ops->mkdir(W.in, path);
+	return pio_pass_in->ops->mkdir(pio_pass_in, path);
 }
 static int w_fsync_dir(struct pio *io, const char *path)
 {
 	(void)io;
 	check("fsync_dir", path);
 	bool hs = atomic_load(&W.hs_renamed);
-	int rc = W.in->ops->fsync_dir(W.in, path);
+	int rc = pio_pass_in->ops->fsync_dir(pio_pass_in, path);
 	if (hs && rc == 0 && atomic_exchange(&W.hs_renamed, false))
 		atomic_fetch_add(&W.hs_synced, 1);
 	return rc;
@@ -185,37 +177,7 @@ static int w_list(struct pio *io, const char *dir, pio_list_cb cb, void *arg)
 {
 	(void)io;
 	check("list", dir);
-	return W.in->ops->list(W.in, dir, cb, arg);
-}
-static int w_lock(struct pio *io, const char *dir, bool ex, int64_t *token)
-{
-	(void)io;
-	return W.in->ops->lock(W.in, dir, ex, token);
-}
-static void w_unlock(struct pio *io, int64_t token)
-{
-	(void)io;
-	W.in->ops->unlock(W.in, token);
-}
-static int w_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
-{
-	(void)io;
-	return W.in->ops->ring_new(W.in, depth, out);
-}
-static void w_ring_free(struct pio_ring *r)
-{
-	W.in->ops->ring_free(r);
-}
-static int w_ring_write(struct pio_ring *r, struct pio_file *f,
-			const void *buf, size_t len, uint64_t off,
-			uint64_t ud, bool link)
-{
-	return W.in->ops->ring_write(r, f, buf, len, off, ud, link);
-}
-static int w_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
-			    uint64_t ud)
-{
-	return W.in->ops->ring_fdatasync(r, f, ud);
+	return pio_pass_in->ops->list(pio_pass_in, dir, cb, arg);
 }
 static int w_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
 		       int timeout_ms)
@@ -227,35 +189,35 @@ static int w_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
 		W.ring_threads[W.nring++] = pthread_self();
 		pthread_mutex_unlock(&W.mu);
 	}
-	return W.in->ops->ring_wait(r, out, max, timeout_ms);
-}
-static void w_ring_wake(struct pio_ring *r)
-{
-	W.in->ops->ring_wake(r);
+	return pio_pass_in->ops->ring_wait(r, out, max, timeout_ms);
 }
 static void w_destroy(struct pio *io)
 {
 	(void)io;
-	pio_free(W.in);
+	pio_free(pio_pass_in);
 }
 
-static const struct pio_ops watch_ops = {
-	.open = w_open, .close = w_close, .pread = w_pread, .pwrite = w_pwrite,
-	.fdatasync = w_fdatasync, .truncate = w_truncate, .size = w_size,
-	.rename = w_rename, .unlink = w_unlink, .mkdir = w_mkdir,
-	.fsync_dir = w_fsync_dir, .list = w_list, .lock = w_lock,
-	.unlock = w_unlock, .ring_new = w_ring_new, .ring_free = w_ring_free,
-	.ring_write = w_ring_write, .ring_fdatasync = w_ring_fdatasync,
-	.ring_wait = w_ring_wait, .ring_wake = w_ring_wake,
-	.destroy = w_destroy,
-};
+static struct pio_ops watch_ops; /* pio_pass_ops, the watched ones replaced */
 
 static void watch_init(void)
 {
 	memset(&W, 0, sizeof W);
+	watch_ops = pio_pass_ops;
+	watch_ops.open = w_open;
+	watch_ops.pread = w_pread;
+	watch_ops.pwrite = w_pwrite;
+	watch_ops.fdatasync = w_fdatasync;
+	watch_ops.truncate = w_truncate;
+	watch_ops.rename = w_rename;
+	watch_ops.unlink = w_unlink;
+	watch_ops.mkdir = w_mkdir;
+	watch_ops.fsync_dir = w_fsync_dir;
+	watch_ops.list = w_list;
+	watch_ops.ring_wait = w_ring_wait;
+	watch_ops.destroy = w_destroy;
 	W.io.ops = &watch_ops;
-	W.in = pio_mem_new(7);
-	cr_assert_not_null(W.in);
+	pio_pass_in = pio_mem_new(7);
+	cr_assert_not_null(pio_pass_in);
 	pthread_mutex_init(&W.mu, NULL);
 	pthread_cond_init(&W.cv, NULL);
 }
@@ -295,9 +257,7 @@ static void append_n(const char *key, int n, size_t len)
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		struct pe_append_result r;
-		int rc;
-		while ((rc = pe_append_sync(eng, &q, &r)) == -PARLEY_EFULL)
-			usleep(1000);
+		int rc = append_wait(eng, &q, &r, 1000);
 		cr_assert_eq(rc, 0, "append: %s", parley_strerror(rc));
 		cr_assert_eq(r.err, 0);
 	}
@@ -413,20 +373,6 @@ static void wait_ring_thread(void)
 		usleep(1000);
 	}
 	cr_assert_fail("no shard thread waited on its ring");
-}
-
-static _Atomic uint64_t tail_next;
-
-static enum pe_sub_ret tail_cb(void *arg, struct pe_sub *sub,
-			       const struct pe_sub_update *u)
-{
-	(void)arg;
-	(void)sub;
-	if (u->event == PE_SUB_ENTRIES)
-		for (uint32_t i = 0; i < u->count; i++)
-			if (u->entries[i].seq == atomic_load(&tail_next))
-				atomic_fetch_add(&tail_next, 1);
-	return PE_SUB_CONTINUE;
 }
 
 Test(shard, history_reads_of_flushed_entries_run_off_the_shard)

@@ -132,3 +132,34 @@ Test(chat_list, conv_list_on_the_engine)
 	cr_assert_eq(conv_list(&w, "a:b", 50, &x), -PARLEY_EINVAL);
 	world_stop(&w);
 }
+
+/* A conversation whose every entry retention removed (max age, or a delete
+ * through its end): the backward read from its end fails TRIMMED. The list
+ * keeps the entry (at its last seq, nothing to show or count) instead of
+ * failing for the whole user, as it did. */
+Test(chat_list, a_conversation_retention_emptied_stays_listed)
+{
+	struct world w;
+	world_start(&w, 22);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_open(w.c, "carol", "alice", NULL), 0);
+	cr_assert_eq(svc_send(w.c, "d:alice:bob", "bob", 1), 1);
+	cr_assert_eq(svc_send(w.c, "d:alice:bob", "bob", 2), 2);
+	/* a later millisecond: bob's entry sorts by its opening, before */
+	struct timespec ts = {0, 5000000};
+	nanosleep(&ts, NULL);
+	cr_assert_eq(svc_send(w.c, "d:alice:carol", "carol", 1), 1);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, "d:alice:bob", 11);
+	struct pe_delete_result dr;
+	cr_assert_eq(pe_delete_sync(w.e, key, (size_t)kl, UINT64_MAX, &dr), 0);
+	cr_assert_eq(dr.err, 0);
+	cr_assert_eq(dr.first_seq, 3);
+	struct list_wait x;
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0, "err %d", x.err);
+	cr_assert_eq(x.count, 2);
+	cr_assert_str_eq(x.conv[0], "d:alice:carol");
+	cr_assert_str_eq(x.conv[1], "d:alice:bob");
+	cr_assert_eq(x.last_seq[1], 2);
+	world_stop(&w);
+}

@@ -234,6 +234,46 @@ Test(chat_read, sync_reads_cursor_and_inbox_bounds)
 	world_stop(&w);
 }
 
+/* An inbox that retention emptied (every pointer aged out, or a delete
+ * through its end): SYNC still answers, starting after its last seq. The
+ * bounds read (backward from the end) fails TRIMMED on such a stream;
+ * taken as an error, every SYNC of that user failed until a new pointer
+ * arrived (integration_test_retention by age, when compaction reached the
+ * inbox's partition after its last pointer aged out). */
+Test(chat_read, sync_of_an_emptied_inbox)
+{
+	struct world w;
+	world_start(&w, 15);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 4; i++)
+		svc_send(w.c, CONV, "bob", i);
+	wait_inbox(&w, "alice", 4);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_inbox(key, "alice", 5);
+	struct pe_delete_result dr;
+	cr_assert_eq(pe_delete_sync(w.e, key, (size_t)kl, UINT64_MAX, &dr), 0);
+	cr_assert_eq(dr.err, 0);
+	cr_assert_eq(dr.first_seq, 5);
+	for (uint64_t from = 0; from <= 6; from += 3) {
+		struct chat_sync_info r = do_sync(&w, "alice", "phone", from);
+		cr_assert_eq(r.err, 0, "from %llu: err %d", (unsigned long long)from,
+			     r.err);
+		cr_assert_eq(r.first, 5);
+		cr_assert_eq(r.last, 4);
+		cr_assert_eq(r.start, 5, "from %llu: start %llu",
+			     (unsigned long long)from, (unsigned long long)r.start);
+	}
+	/* the next pointer is delivered from there */
+	svc_send(w.c, CONV, "bob", 5);
+	wait_inbox(&w, "alice", 5);
+	struct chat_sync_info r = do_sync(&w, "alice", "phone", 1);
+	cr_assert_eq(r.err, 0);
+	cr_assert_eq(r.first, 5);
+	cr_assert_eq(r.last, 5);
+	cr_assert_eq(r.start, 5);
+	world_stop(&w);
+}
+
 /* ---- inbox subscription and EVENT resolution ------------------------------------- */
 
 #define MAXP 64
