@@ -571,6 +571,7 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	if (e->cl.conf.n > 1) {
 		c.election_ticks = e->cl.election_ticks;
 		c.heartbeat_ticks = e->cl.heartbeat_ticks;
+		c.quiesce_ticks = e->cl.quiesce_ticks; /* item 9 */
 	} else {
 		c.election_ticks = RAFT_ELECTION_TICKS;
 		c.heartbeat_ticks = 1;
@@ -777,6 +778,8 @@ void part_raft_publish(struct part *p)
 			      memory_order_relaxed);
 	atomic_store_explicit(&p->pub_elections, raft_elections(p->raft),
 			      memory_order_relaxed);
+	atomic_store_explicit(&p->pub_quiesced, raft_quiesced(p->raft),
+			      memory_order_relaxed);
 	part_raft_publish_members(p);
 	part_conf_publish(p);
 }
@@ -826,7 +829,12 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
  * bytes the stepped entries may take. */
 static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 {
-	if (p->pend_down) { /* pe_raft_node_down */
+	if (p->pend_wake) { /* node liveness changed (part_repl.c) */
+		if (raft_role(p->raft) == RAFT_LEADER)
+			raft_unquiesce(p->raft);
+		p->pend_wake = false;
+	}
+	if (p->pend_down) { /* pe_raft_node_down (wakes a follower of it) */
 		raft_leader_down(p->raft, p->pend_down);
 		p->pend_down = 0;
 	}
@@ -1021,6 +1029,32 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
  * next batch (one ready per group per batch keeps group commit's
  * batching). Replicated groups only.
  */
+/*
+ * Quiescing (parley_engine.h item 9): a quiesced group whose tick would
+ * change nothing — no ready out, no inputs or liveness news queued, no
+ * read waiting on its deadline, no snapshot being sent, and no leader
+ * handoff due (follow_partition0: a leader of another partition than 0
+ * while another node leads partition 0 keeps running until it hands
+ * over) — is not given ticks (part_repl_tick). Anything that reaches
+ * it (a message, a proposal, a read, node liveness) marks it dirty as
+ * before, and the core wakes on it.
+ */
+bool part_raft_idle(const struct part *p)
+{
+	if (!p->raft || !raft_quiesced(p->raft) || p->ready_out ||
+	    p->rin_head || p->pend_down || p->pend_wake || p->ri_head ||
+	    p->prop_head || p->snap_out || p->snap_rd || p->conf_req)
+		return false;
+	if (p->cl->follow0 && p->id != 0 &&
+	    raft_role(p->raft) == RAFT_LEADER) {
+		uint64_t l0 = atomic_load_explicit(p->cl->lead0,
+						   memory_order_relaxed);
+		if (l0 && l0 != p->cl->node_id)
+			return false;
+	}
+	return true;
+}
+
 int part_raft_run_inputs(struct shard *sh, struct part *p)
 {
 	if (!p->raft || p->ready_out || p->cl->conf.n < 2 || !p->rin_head)
