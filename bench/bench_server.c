@@ -14,6 +14,9 @@
  *               open loop at each --rate; latency from the INTENDED send time
  *               to the EVENT's arrival at the receiver (send -> durable ->
  *               fan-out -> push), and to the SEND_ACK, p50/p99/p99.9/max.
+ *               With the server's admin port known, /metrics is read before
+ *               and after each rate and the deltas of its stage histograms
+ *               are printed: the per-stage breakdown behind each number.
  *
  * The server: either started here (--parleyd PATH, on 127.0.0.1, a free
  * port and a temp data dir, killed at the end) or an existing one
@@ -29,6 +32,7 @@
 #endif
 #include "bench.h"
 #include "bench_args.h"
+#include "bench_http.h"
 #include "bench_json.h"
 #include "bench_wire.h"
 
@@ -40,6 +44,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +53,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -914,8 +922,106 @@ out:
 	return rc;
 }
 
+/* ---- the server's stage histograms (admin port /metrics) ---------------------------- */
+
+#define METRICS_CAP (1u << 20)
+#define METRICS_TIMEOUT_MS 3000
+
+/* GET /metrics from 127.0.0.1:port into buf (NUL-terminated, headers
+ * included): bytes read, or negative. */
+static long metrics_get(int port, char *buf, size_t cap)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval tv = {METRICS_TIMEOUT_MS / 1000, (METRICS_TIMEOUT_MS % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+				  "Connection: close\r\n\r\n";
+	if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
+		close(fd);
+		return -PARLEY_EIO;
+	}
+	size_t len = 0;
+	while (len + 1 < cap) {
+		ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = -errno;
+			close(fd);
+			return e;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = 0;
+	return (long)len;
+}
+
+/* The stage histograms of the server now; false when its admin port does
+ * not answer (none given, or the server does not serve one). */
+static bool stages_read(const struct bench_srv *s, char *buf, struct bench_stages *out)
+{
+	out->n = 0;
+	if (s->admin_port <= 0 || !buf)
+		return false;
+	long n = metrics_get(s->admin_port, buf, METRICS_CAP);
+	if (n <= 0 || bench_http_status(buf, (size_t)n) != 200)
+		return false;
+	return bench_stages_parse(buf, out) != -EPROTO && out->n > 0;
+}
+
+static void fmt_bound(char *b, size_t cap, double sec)
+{
+	if (isnan(sec))
+		snprintf(b, cap, "–");
+	else if (isinf(sec))
+		snprintf(b, cap, "> max");
+	else if (sec < 1e-3)
+		snprintf(b, cap, "%.0f µs", sec * 1e6);
+	else
+		snprintf(b, cap, "%.2f ms", sec * 1e3);
+}
+
+/* One rate's breakdown: every stage that had samples in the run. */
+static void stages_print(double rate, uint32_t payload, const struct bench_stages *d)
+{
+	printf("\n#### %.0f msg/s, %u B: parleyd stages over the run (quantiles are "
+	       "log2 bucket upper bounds)\n\n", rate, payload);
+	printf("| family | stage | samples | mean µs | p50 ≤ | p99 ≤ | p99.9 ≤ |\n");
+	printf("|---|---|---:|---:|---:|---:|---:|\n");
+	for (unsigned i = 0; i < d->n; i++) {
+		const struct bench_stage *st = &d->s[i];
+		if (st->count <= 0)
+			continue;
+		char q[3][24];
+		fmt_bound(q[0], sizeof q[0], bench_stage_quantile(st, 0.5));
+		fmt_bound(q[1], sizeof q[1], bench_stage_quantile(st, 0.99));
+		fmt_bound(q[2], sizeof q[2], bench_stage_quantile(st, 0.999));
+		printf("| %s | %s | %.0f | %.1f | %s | %s | %s |\n", st->family, st->name,
+		       st->count, st->sum / st->count * 1e6, q[0], q[1], q[2]);
+	}
+}
+
 int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 {
+	/* per rate and payload: the stage deltas of parleyd's /metrics */
+	static struct bench_stages sd[BENCH_MAX_LIST][BENCH_MAX_LIST];
+	static struct bench_stages s0, s1;
+	static bool have_sd[BENCH_MAX_LIST][BENCH_MAX_LIST];
+	memset(have_sd, 0, sizeof have_sd);
+	char *mbuf = malloc(METRICS_CAP);
 	static struct deliv_stat sp[BENCH_MAX_LIST][BENCH_MAX_LIST],
 		sn[BENCH_MAX_LIST][BENCH_MAX_LIST];
 	memset(sp, 0, sizeof sp);
@@ -924,6 +1030,7 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 	int rc = bench_srv_start(cfg, &s);
 	if (rc != 0) {
 		bench_srv_stop(&s);
+		free(mbuf);
 		return rc;
 	}
 	printf("\n### delivery: send -> EVENT at the receiver, open loop (latency from the "
@@ -948,9 +1055,14 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 	for (unsigned r = 0; r < cfg->n_rates; r++)
 		for (unsigned j = 0; j < cfg->n_payloads; j++) {
 			bench_watchdog_arm(cfg->warmup + cfg->seconds + BENCH_DRAIN_SECONDS + 30);
+			bool before = stages_read(&s, mbuf, &s0);
 			if (deliver_run(cfg, &s, cfg->rates[r], cfg->payloads[j],
 					(int)(r * BENCH_MAX_LIST + j), &sp[r][j]) != 0)
 				failures++;
+			if (before && stages_read(&s, mbuf, &s1)) {
+				bench_stages_delta(&s0, &s1, &sd[r][j]);
+				have_sd[r][j] = true;
+			}
 			bench_watchdog_arm(0);
 			if (ns) {
 				bench_watchdog_arm(cfg->warmup + cfg->seconds +
@@ -991,6 +1103,20 @@ int bench_delivery(const struct bench_cfg *cfg, const struct disk_result *floor)
 			       a->ok ? "" : " (FAILED)", nats, rn, fl, rf,
 			       !a->ok ? "–" : a->p99_us <= 5000 ? "met" : "missed");
 		}
+	bool any = false;
+	for (unsigned r = 0; r < cfg->n_rates; r++)
+		for (unsigned j = 0; j < cfg->n_payloads; j++)
+			if (have_sd[r][j]) {
+				if (!any)
+					printf("\n### delivery: where parleyd's time went "
+					       "(/metrics stage histograms, docs/SERVER.md)\n");
+				any = true;
+				stages_print(cfg->rates[r], cfg->payloads[j], &sd[r][j]);
+			}
+	if (!any)
+		printf("\n(no per-stage breakdown: parleyd's admin port did not answer; "
+		       "with --connect give --admin-port)\n");
+	free(mbuf);
 	fflush(stdout);
 	return failures ? 1 : 0;
 }

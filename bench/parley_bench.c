@@ -138,7 +138,11 @@ static void usage(FILE *f)
 "             the client keeps at most HELLO_OK max_inflight SENDs outstanding.\n"
 "             Each rate is followed by NATS core pub/sub (nats-server, no disk,\n"
 "             no ack) at the same rate and body size, as a reference; the disk\n"
-"             floor is measured first (--no-floor skips it).\n"
+"             floor is measured first (--no-floor skips it). parleyd gets\n"
+"             --admin-port {adminport}; each rate's per-stage breakdown (the\n"
+"             parley_{send,delivery,engine}_stage_seconds deltas over the run,\n"
+"             docs/SERVER.md) is printed after the tables (with --connect: give\n"
+"             --admin-port).\n"
 "  groups     one group of --count members (default 500, at most the server's\n"
 "             group_max_members), every member online with one device, one\n"
 "             sender open loop at each --rate (messages/s, default 200):\n"
@@ -1089,6 +1093,10 @@ int main(int argc, char **argv)
 	}
 	if (!mode)
 		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)");
+	/* delivery: the admin port too, for the per-stage breakdown */
+	if (!strcmp(mode, "delivery") && !args_set && !cfg.tls)
+		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
+				   "--admin-port {adminport}" BENCH_NO_LIMITS;
 	bool cluster_mode = !strcmp(mode, "cluster");
 	if (cluster_mode) {
 		if (!args_set)

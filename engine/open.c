@@ -332,6 +332,7 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 					   .corrupt = shard_recover_corrupt,
 					   .damaged = shard_recover_damaged,
 					   .flushed = shard_recover_flushed,
+					   .repair_from_peers = e->cl.conf.n > 1,
 					   .arg = &ctx};
 		struct wal_exec wx = {.now_ns = e->step.now_ns,
 				      .arg = e->step.arg};

@@ -521,7 +521,9 @@ int pe_delete_sync(struct pe_engine *e, const void *key, size_t klen,
 /*
  * A subscription delivers a stream's entries with seq >= from_seq: first the
  * backlog, then live entries as they become durable, in order, with no gap
- * and no duplicate.
+ * and no duplicate. Live entries that apply together (one WAL batch of the
+ * stream's partition) come in one callback (up to 64 entries each), after
+ * all of them applied.
  *
  * Flow control (how a slow subscriber stays bounded): the callback returns
  * PE_SUB_CONTINUE to keep receiving or PE_SUB_PAUSE when the consumer's own
@@ -648,7 +650,25 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      break or a restart, installed atomically; it then goes on by log
  *      (docs/CLUSTER.md §2.4, engine/log/part_snap.c). Data directories
  *      gain snap/<partition>/ for what a follower receives.
- *   9. Quiescing is not used yet.
+ *   9. Quiescing (pe_cluster.quiesce_ticks, 0 = never): a group whose
+ *      leader had nothing to do for quiesce_ticks ticks, whose log is
+ *      committed and held by every member that answered within one to
+ *      two election timeouts, and which heard from a quorum in its
+ *      current check-quorum window, quiesces: the leader sends one
+ *      QUIESCE heartbeat and stops ticking, caught-up followers stop too,
+ *      and the engine gives such a group no ticks (no heartbeats, no
+ *      shard work; pe_raft_status.quiesced). A proposal, a linearizable
+ *      read, a membership change or any message but a quiesce heartbeat
+ *      wakes it. Since a sleeping follower cannot tell a quiet leader
+ *      from a dead one, the caller MUST report node liveness when it
+ *      sets quiesce_ticks: pe_raft_node_down(node) when its link to a
+ *      node is lost (followers of that node campaign, item 11, and every
+ *      quiesced leader wakes, so one cut off from its quorum is deposed
+ *      by check-quorum: a leader woken this way sleeps again only after
+ *      a quorum answered it anew), and pe_raft_node_up(node) when the
+ *      link comes back (quiesced leaders wake, so the node catches up).
+ *      A member silent for one to two election timeouts does not keep
+ *      its group awake.
  *  10. With follow_partition0, every group whose leader is this node and
  *      whose partition is not 0 transfers its leadership (Raft's
  *      TimeoutNow, once the target holds its whole log) to the node that
@@ -660,8 +680,8 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      of its current term (raft_peer_current): never to a node that
  *      this node still believes leads partition 0 but that died.
  *  11. Link loss is a hint: pe_raft_node_down(node) makes the groups that
- *      follow `node` campaign within a few ticks instead of waiting out
- *      the election timeout (pre-vote still asks a quorum, so a flapping
+ *      follow `node` campaign within a few ticks (quiesced or not) instead
+ *      of waiting out the election timeout (pre-vote still asks a quorum, so a flapping
  *      link cannot depose a leader the others still hear from).
  *  12. Membership changes, per partition group (pe_partition_conf_change):
  *      one change at a time, proposed on the group's leader as a log entry
@@ -710,6 +730,10 @@ struct pe_cluster {
 	uint32_t nvoters;          /* 1..PE_MAX_VOTERS */
 	uint32_t election_ticks;   /* 0 = default 10 */
 	uint32_t heartbeat_ticks;  /* 0 = default 1; < election_ticks */
+	uint32_t quiesce_ticks;    /* contract item 9: idle ticks before a
+				      group quiesces; 0 = never (only a
+				      caller that reports node liveness,
+				      pe_raft_node_down / _up, may set it) */
 	uint64_t log_keep_bytes;   /* per partition, applied entries kept for
 				      followers; 0 = default 4 MiB */
 	uint64_t snapshot_rate_bytes; /* snapshot bytes sent per second, all
@@ -735,6 +759,10 @@ int pe_raft_tick(struct pe_engine *e);
  * few ticks (raft_leader_down). Any thread. 0, -PARLEY_EFULL,
  * -PARLEY_ECLOSED or -PARLEY_EINVAL. */
 int pe_raft_node_down(struct pe_engine *e, uint64_t node);
+/* Contract item 9: the transport's link to `node` is up (again): quiesced
+ * groups this node leads wake, so a node that was away is caught up. Any
+ * thread; same returns as pe_raft_node_down. */
+int pe_raft_node_up(struct pe_engine *e, uint64_t node);
 
 enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
 		    PE_LEADER = 3 };
@@ -758,6 +786,7 @@ struct pe_raft_status {
 	uint64_t snap_sent_bytes, snap_received_bytes;
 	uint64_t snap_installed, snap_install_failed;
 	uint64_t elections;        /* campaigns as candidate, since open */
+	bool quiesced;             /* idle: not ticking (contract item 9) */
 	/* linearizable reads (contract 7) answered from the state machine /
 	 * failed (NOTLEADER, AGAIN, closed), since open */
 	uint64_t reads_served, reads_failed;

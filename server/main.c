@@ -155,7 +155,7 @@ struct opts {
 	/* static cluster (peer_node.h, docs/CLUSTER.md); node_id 0 = one node */
 	uint64_t node_id, cluster_id;
 	char peer_listen[64], peers[1024], founders[256];
-	uint32_t peer_port, raft_tick_ms, raft_election_ticks;
+	uint32_t peer_port, raft_tick_ms, raft_election_ticks, raft_quiesce_ticks;
 	uint64_t raft_log_keep_bytes, snapshot_rate_bytes;
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
@@ -252,6 +252,7 @@ static const struct key KEYS[] = {
 	KS(founders, "", "cluster: for a node added to a running cluster (parleyctl cluster add-node): the founding node ids, comma-separated, exactly as the founders were started (empty = this node and its peers found the cluster)"),
 	KU(raft_tick_ms, "50", "cluster: Raft tick, ms (10..1000)"),
 	KU(raft_election_ticks, "10", "cluster: election timeout in ticks, randomized up to twice that (3..100)"),
+	KU(raft_quiesce_ticks, "10", "cluster: idle ticks before a partition's group stops heartbeating (quiesces; 0 = never, else 2..1000)"),
 	KL(raft_log_keep_bytes, "0", "cluster: applied log bytes a leader keeps per partition for lagging followers before they need a snapshot (0 = 4 MiB)"),
 	KL(snapshot_rate_bytes, "0", "cluster: bandwidth for sending snapshots to lagging followers, bytes/s over all partitions (0 = unlimited, else >= 65536)"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
@@ -740,6 +741,8 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("raft_tick_ms must be 10..1000\n");
 		if (o->raft_election_ticks < 3 || o->raft_election_ticks > 100)
 			BAD("raft_election_ticks must be 3..100\n");
+		if (o->raft_quiesce_ticks == 1 || o->raft_quiesce_ticks > 1000)
+			BAD("raft_quiesce_ticks must be 0 or 2..1000\n");
 		if (o->snapshot_rate_bytes && o->snapshot_rate_bytes < 65536)
 			BAD("snapshot_rate_bytes must be 0 or >= 65536\n");
 		int ntls = !!*o->peer_tls_ca + !!*o->peer_tls_cert +
@@ -903,6 +906,7 @@ static int run(const struct opts *o, struct srv *s)
 		pc.listen_port = (uint16_t)o->peer_port;
 		pc.tick_ms = o->raft_tick_ms;
 		pc.election_ticks = o->raft_election_ticks;
+		pc.quiesce_ticks = o->raft_quiesce_ticks;
 		pc.log_keep_bytes = o->raft_log_keep_bytes;
 		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
 		static char adv_client[80], adv_tls[80], adv_admin[80];

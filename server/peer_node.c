@@ -74,6 +74,8 @@ struct peer_node {
 	pthread_mutex_t mu;
 	struct obatch *head, *tail;
 	size_t queued;
+	struct raft_msg *gather;          /* node thread: drain_outbox's array */
+	uint32_t gather_cap;
 	_Atomic uint64_t drops;
 	/* node thread: the last Raft state seen per partition */
 	uint32_t np;
@@ -247,18 +249,33 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 		(void)pe_raft_recv(nd->e, msgs, n); /* full inbox: dropped */
 }
 
-/* A link that goes down is the earliest sign that a node died (its
- * sockets close with it): the groups it leads campaign at once instead
- * of waiting out an election timeout (pe_raft_node_down). */
+/* Node liveness, one per node pair (the link's keepalive PINGs and read
+ * deadline, peer.c), is what lets idle groups quiesce (parley_engine.h
+ * item 9): a link that goes down is the earliest sign that a node died
+ * (its sockets close with it, or it stopped answering for the read
+ * deadline): the groups it leads campaign at once instead of waiting out
+ * an election timeout, quiesced or not (pe_raft_node_down); a link that
+ * comes up wakes the quiesced groups this node leads, so the returning
+ * node hears from them and catches up (pe_raft_node_up). */
 static void on_link(void *arg, uint64_t node, bool up)
 {
 	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
-	if (!up && nd->e)
-		(void)pe_raft_node_down(nd->e, node); /* a hint: loss is fine */
+	if (!nd->e)
+		return;
+	if (up)
+		(void)pe_raft_node_up(nd->e, node); /* a hint: loss is fine */
+	else
+		(void)pe_raft_node_down(nd->e, node);
 }
 
+/* Everything the shards queued since the last round leaves together:
+ * the batches' messages (each batch one group's ready) are gathered into
+ * one array for one peer_send_all, so each node pair gets one frame (one
+ * write, one decode and one wake-up on the other side) per round instead
+ * of one per group's ready. The messages point into the batches, which
+ * are freed only after peer_send_all encoded them. */
 static void drain_outbox(struct peer_node *nd)
 {
 	pthread_mutex_lock(&nd->mu);
@@ -266,9 +283,31 @@ static void drain_outbox(struct peer_node *nd)
 	nd->head = nd->tail = NULL;
 	nd->queued = 0;
 	pthread_mutex_unlock(&nd->mu);
+	if (!b)
+		return;
+	uint32_t n = 0;
+	for (struct obatch *x = b; x; x = x->next)
+		n += x->n;
+	if (b->next && n > nd->gather_cap) {
+		struct raft_msg *g = realloc(nd->gather, (size_t)n * sizeof *g);
+		if (g) {
+			nd->gather = g;
+			nd->gather_cap = n;
+		}
+	}
+	if (b->next && n <= nd->gather_cap) {
+		uint32_t k = 0;
+		for (struct obatch *x = b; x; x = x->next) {
+			memcpy(nd->gather + k, x->msgs, (size_t)x->n * sizeof *x->msgs);
+			k += x->n;
+		}
+		(void)peer_send_all(nd->peer, nd->gather, n); /* loss is fine */
+	} else {
+		for (struct obatch *x = b; x; x = x->next)
+			(void)peer_send_all(nd->peer, x->msgs, x->n);
+	}
 	while (b) {
 		struct obatch *nx = b->next;
-		(void)peer_send_all(nd->peer, b->msgs, b->n); /* loss is fine */
 		free(b);
 		b = nx;
 	}
@@ -773,6 +812,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.node_id = cfg->node_id, .voters = nd->voters,
 		.nvoters = nv,
 		.election_ticks = cfg->election_ticks,
+		.quiesce_ticks = cfg->quiesce_ticks,
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
 		.send = node_send, .send_arg = nd,
@@ -902,6 +942,7 @@ void peer_node_stop(struct peer_node *nd)
 		nd->cmd_head = nx;
 	}
 	pthread_mutex_destroy(&nd->mu);
+	free(nd->gather);
 	free(nd->seen_term);
 	free(nd->seen_leader);
 	free(nd);
@@ -914,6 +955,12 @@ uint64_t peer_node_outbox_drops(struct peer_node *n)
 
 size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 {
+	uint64_t quiet = 0;
+	for (uint32_t p = 0; n->e && p < n->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(n->e, p, &st) == 0 && st.quiesced)
+			quiet++;
+	}
 	int k = snprintf(
 		buf, cap,
 		"# HELP parley_raft_term_changes_total Partition terms seen to "
@@ -927,10 +974,14 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		"# HELP parley_peer_outbox_drops_total Raft messages dropped "
 		"because the outbox was full.\n"
 		"# TYPE parley_peer_outbox_drops_total counter\n"
-		"parley_peer_outbox_drops_total %" PRIu64 "\n",
+		"parley_peer_outbox_drops_total %" PRIu64 "\n"
+		"# HELP parley_raft_groups_quiesced Partition groups on this "
+		"node that are quiesced (idle: no heartbeats, no ticks).\n"
+		"# TYPE parley_raft_groups_quiesced gauge\n"
+		"parley_raft_groups_quiesced %" PRIu64 "\n",
 		atomic_load_explicit(&n->term_changes, memory_order_relaxed),
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
-		peer_node_outbox_drops(n));
+		peer_node_outbox_drops(n), quiet);
 	size_t m = k > 0 ? (size_t)k : 0;
 	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
 				     m < cap ? cap - m : 0);

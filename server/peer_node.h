@@ -56,6 +56,8 @@ struct peer_node_config {
 	uint32_t npeers;                       /* 1.. */
 	uint32_t tick_ms;                      /* 0 = 50 */
 	uint32_t election_ticks;               /* 0 = engine default */
+	uint32_t quiesce_ticks;                /* idle ticks before a group
+						  quiesces; 0 = never */
 	uint64_t log_keep_bytes;               /* 0 = engine default */
 	uint64_t snapshot_rate_bytes;          /* 0 = unlimited */
 	const char *tls_ca, *tls_cert, *tls_key; /* all or none */

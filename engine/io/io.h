@@ -180,4 +180,35 @@ int pio_file_remove(struct pio *io, const char *dir, const char *path);
  */
 int pio_dir_ensure(struct pio *io, const char *path);
 
+/* ---- TEST-ONLY: the sync log (io_synclog.c) --------------------------------- */
+
+/*
+ * With PARLEY_TEST_SYNC_LOG=<file> in the environment the io_uring backend
+ * records every write issued and completed, every fdatasync and what it
+ * covered, every truncate, create, rename, unlink and directory fsync, so
+ * that tools/drop-unsynced.py can take from a kill -9'd node's data
+ * directory exactly what a power loss could take (docs/CLUSTER.md §4.1).
+ * Never for production. pio_synclog_on is false without the variable; the
+ * other calls are then not made. Ids come from one process-wide counter.
+ * rename / unlink perform the operation (keeping a hard link of what it
+ * replaces or removes until its directory is synced) and return 0 or
+ * -errno. Any thread.
+ */
+bool pio_synclog_on(void);
+void pio_synclog_abs(const char *path, char *out, size_t cap);
+uint64_t pio_synclog_id(void);
+void pio_synclog_queue(uint64_t id, uint64_t ino, const char *path,
+		       uint64_t off, uint64_t len);
+void pio_synclog_done(uint64_t id, int64_t res);
+void pio_synclog_sync_begin(uint64_t fid, uint64_t ino, const char *path,
+			    const uint64_t *linked, unsigned nlinked);
+void pio_synclog_sync_done(uint64_t fid);
+void pio_synclog_truncate(uint64_t ino, const char *path, uint64_t size);
+void pio_synclog_opened(uint64_t ino, const char *path, int64_t size);
+void pio_synclog_created(uint64_t ino, const char *path);
+int pio_synclog_rename(const char *from, const char *to);
+int pio_synclog_unlink(const char *path);
+uint64_t pio_synclog_dir_begin(void);
+void pio_synclog_dir_synced(uint64_t seq, const char *dir);
+
 #endif /* PARLEY_ENGINE_IO_H */

@@ -23,6 +23,14 @@
  *   3. At most one wake read is armed (r->wake_armed), reading into
  *      r->wake_buf, which lives until ring_free has seen its CQE.
  *
+ * TEST-ONLY sync log (io_synclog.c): with PARLEY_TEST_SYNC_LOG set, every
+ * file remembers its absolute path and every operation is recorded there;
+ * ring ops then go to the kernel tagged with a slot index (r->slots keeps
+ * the caller's user_data, the op's log id and kind), so a completion can be
+ * logged before it is handed back. Writes queued with `link` ahead of an
+ * fdatasync of the same file are named on its F line: the kernel runs
+ * them first. Off, none of this runs.
+ *
  * pio_free() for every backend lives here as well (it only calls destroy).
  */
 #include <dirent.h>
@@ -51,7 +59,18 @@
 
 struct pio_file {
 	int fd;
+	char *path; /* absolute; only with the test-only sync log */
+	uint64_t ino; /* its inode: the sync log's key (renames keep it) */
 };
+
+/* a ring op in flight, with the sync log on */
+struct ur_slot {
+	uint64_t ud; /* the caller's user_data */
+	uint64_t id; /* the op's sync log id */
+	bool used, sync;
+};
+
+#define UR_CHAIN_MAX 16 /* linked writes remembered ahead of an fdatasync */
 
 struct pio_ring {
 	struct io_uring ring;
@@ -60,9 +79,18 @@ struct pio_ring {
 	unsigned inflight;   /* invariant 1 */
 	bool wake_armed;     /* invariant 3 */
 	uint64_t wake_buf;
+	/* test-only sync log (NULL slots: off) */
+	struct ur_slot *slots;
+	unsigned slot_hint;
+	unsigned nchain;
+	uint64_t chain_id[UR_CHAIN_MAX];
+	uint64_t chain_ino[UR_CHAIN_MAX];
 };
 
 static const struct pio_ops uring_ops;
+static int64_t ur_size(struct pio *io, struct pio_file *f);
+static uint64_t ur_slot_give(struct pio_ring *r, uint64_t tag, int res,
+			     bool log);
 
 /* ---- synchronous ops ---------------------------------------------------- */
 
@@ -78,6 +106,8 @@ static int ur_open(struct pio *io, const char *path, int flags,
 	struct pio_file *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
+	bool trk = pio_synclog_on();
+	bool existed = (flags & PIO_CREATE) && trk && access(path, F_OK) == 0;
 	int fd;
 	do {
 		fd = open(path, oflags, 0644);
@@ -88,6 +118,22 @@ static int ur_open(struct pio *io, const char *path, int flags,
 		return err;
 	}
 	f->fd = fd;
+	if (trk) {
+		char abs[PATH_MAX];
+		pio_synclog_abs(path, abs, sizeof abs);
+		f->path = strdup(abs);
+		if (!f->path) {
+			close(fd);
+			free(f);
+			return -ENOMEM;
+		}
+		struct stat st;
+		f->ino = fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+		if ((flags & PIO_CREATE) && !existed)
+			pio_synclog_created(f->ino, abs);
+		else
+			pio_synclog_opened(f->ino, abs, ur_size(io, f));
+	}
 	*out = f;
 	return 0;
 }
@@ -97,6 +143,7 @@ static void ur_close(struct pio *io, struct pio_file *f)
 	if (!f)
 		return;
 	close(f->fd); /* close(2) must not be retried on Linux */
+	free(f->path);
 	free(f);
 }
 
@@ -124,20 +171,31 @@ static int ur_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 		     size_t len, uint64_t off)
 {
 	pio_guard_note(io, PE_IO_PWRITE, NULL);
+	uint64_t id = 0;
+	if (f->path) {
+		id = pio_synclog_id();
+		pio_synclog_queue(id, f->ino, f->path, off, len);
+	}
 	size_t done = 0;
+	int rc = 0;
 	while (done < len) {
 		ssize_t n = pwrite(f->fd, (const uint8_t *)buf + done,
 				   len - done, (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			rc = -errno;
+			break;
 		}
-		if (n == 0)
-			return -EIO; /* no progress: do not spin */
+		if (n == 0) {
+			rc = -EIO; /* no progress: do not spin */
+			break;
+		}
 		done += (size_t)n;
 	}
-	return 0;
+	if (f->path)
+		pio_synclog_done(id, rc ? rc : (int64_t)done);
+	return rc;
 }
 
 static int ur_fdatasync(struct pio *io, struct pio_file *f)
@@ -145,7 +203,15 @@ static int ur_fdatasync(struct pio *io, struct pio_file *f)
 	/* No retry on EINTR-like failures of fsync: an error is reported as is
 	 * and the caller treats it as fatal (see DESIGN: no fsync retry). */
 	pio_guard_note(io, PE_IO_FDATASYNC, NULL);
-	return fdatasync(f->fd) < 0 ? -errno : 0;
+	uint64_t fid = 0;
+	if (f->path) {
+		fid = pio_synclog_id();
+		pio_synclog_sync_begin(fid, f->ino, f->path, NULL, 0);
+	}
+	int rc = fdatasync(f->fd) < 0 ? -errno : 0;
+	if (f->path && rc == 0)
+		pio_synclog_sync_done(fid);
+	return rc;
 }
 
 static int ur_truncate(struct pio *io, struct pio_file *f, uint64_t size)
@@ -155,7 +221,11 @@ static int ur_truncate(struct pio *io, struct pio_file *f, uint64_t size)
 	do {
 		rc = ftruncate(f->fd, (off_t)size);
 	} while (rc < 0 && errno == EINTR);
-	return rc < 0 ? -errno : 0;
+	if (rc < 0)
+		return -errno;
+	if (f->path)
+		pio_synclog_truncate(f->ino, f->path, size);
+	return 0;
 }
 
 static int64_t ur_size(struct pio *io, struct pio_file *f)
@@ -169,12 +239,16 @@ static int64_t ur_size(struct pio *io, struct pio_file *f)
 static int ur_rename(struct pio *io, const char *from, const char *to)
 {
 	pio_guard_note(io, PE_IO_RENAME, to);
+	if (pio_synclog_on())
+		return pio_synclog_rename(from, to);
 	return rename(from, to) < 0 ? -errno : 0;
 }
 
 static int ur_unlink(struct pio *io, const char *path)
 {
 	pio_guard_note(io, PE_IO_UNLINK, path);
+	if (pio_synclog_on())
+		return pio_synclog_unlink(path);
 	return unlink(path) < 0 ? -errno : 0;
 }
 
@@ -187,11 +261,15 @@ static int ur_mkdir(struct pio *io, const char *path)
 static int ur_fsync_dir(struct pio *io, const char *path)
 {
 	pio_guard_note(io, PE_IO_FSYNC_DIR, path);
+	bool trk = pio_synclog_on();
+	uint64_t seq = trk ? pio_synclog_dir_begin() : 0;
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	int rc = fsync(fd) < 0 ? -errno : 0;
 	close(fd);
+	if (trk && rc == 0)
+		pio_synclog_dir_synced(seq, path);
 	return rc;
 }
 
@@ -314,9 +392,18 @@ static int ur_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
 	memset(&p, 0, sizeof(p));
 	p.flags = IORING_SETUP_CQSIZE;
 	p.cq_entries = 2 * (depth + 1);
+	if (pio_synclog_on()) {
+		r->slots = calloc(depth, sizeof *r->slots);
+		if (!r->slots) {
+			close(r->efd);
+			free(r);
+			return -ENOMEM;
+		}
+	}
 	int rc = io_uring_queue_init_params(depth + 1, &r->ring, &p);
 	if (rc < 0) {
 		close(r->efd);
+		free(r->slots);
 		free(r);
 		return rc;
 	}
@@ -329,6 +416,7 @@ static int ur_ring_new(struct pio *io, unsigned depth, struct pio_ring **out)
 		/* nothing reached the kernel: no op can still be pending */
 		io_uring_queue_exit(&r->ring);
 		close(r->efd);
+		free(r->slots);
 		free(r);
 		return rc;
 	}
@@ -373,12 +461,16 @@ static void ur_ring_free(struct pio_ring *r)
 		uint64_t ud = io_uring_cqe_get_data64(cqe);
 		if (ud == UR_TAG_WAKE)
 			r->wake_armed = false;
-		else if (ud < PIO_UDATA_RESERVED && r->inflight > 0)
+		else if (ud < PIO_UDATA_RESERVED && r->inflight > 0) {
+			if (r->slots)
+				(void)ur_slot_give(r, ud, cqe->res, true);
 			r->inflight--;
+		}
 		io_uring_cqe_seen(&r->ring, cqe);
 	}
 	io_uring_queue_exit(&r->ring);
 	close(r->efd);
+	free(r->slots);
 	free(r);
 }
 
@@ -389,6 +481,58 @@ static int ur_check_op(struct pio_ring *r, uint64_t user_data)
 	if (r->inflight >= r->depth)
 		return -EBUSY;
 	return 0;
+}
+
+/* Test-only sync log: a free slot for a ring op (there is one per depth,
+ * and ur_check_op keeps in-flight ops within depth); returns its index,
+ * the tag the kernel sees. */
+static uint64_t ur_slot_take(struct pio_ring *r, uint64_t ud, uint64_t id,
+			     bool sync)
+{
+	for (unsigned k = 0; k < r->depth; k++) {
+		unsigned i = (r->slot_hint + k) % r->depth;
+		if (!r->slots[i].used) {
+			r->slots[i] = (struct ur_slot){.ud = ud, .id = id,
+						       .used = true, .sync = sync};
+			r->slot_hint = (i + 1) % r->depth;
+			return i;
+		}
+	}
+	PARLEY_ASSERT(!"ring slot table full");
+	return 0;
+}
+
+/* A write joined the current chain of linked ops (or ended it). */
+static void ur_chain_note(struct pio_ring *r, bool link, uint64_t id,
+			  uint64_t ino)
+{
+	if (!link) {
+		r->nchain = 0;
+		return;
+	}
+	if (r->nchain < UR_CHAIN_MAX) {
+		r->chain_id[r->nchain] = id;
+		r->chain_ino[r->nchain] = ino;
+		r->nchain++;
+	}
+}
+
+/* The caller's user_data of a reaped tag, the sync log told first. */
+static uint64_t ur_slot_give(struct pio_ring *r, uint64_t tag, int res,
+			     bool log)
+{
+	PARLEY_ASSERT(tag < r->depth && r->slots[tag].used);
+	struct ur_slot *s = &r->slots[tag];
+	s->used = false;
+	if (log && s->id) {
+		if (s->sync) {
+			if (res == 0)
+				pio_synclog_sync_done(s->id);
+		} else {
+			pio_synclog_done(s->id, res);
+		}
+	}
+	return s->ud;
 }
 
 static int ur_ring_write(struct pio_ring *r, struct pio_file *f,
@@ -405,6 +549,15 @@ static int ur_ring_write(struct pio_ring *r, struct pio_file *f,
 		return rc;
 	io_uring_prep_write(sqe, f->fd, buf, (unsigned)len, off);
 	io_uring_sqe_set_data64(sqe, user_data);
+	if (r->slots && f->path) {
+		uint64_t id = pio_synclog_id();
+		io_uring_sqe_set_data64(sqe, ur_slot_take(r, user_data, id, false));
+		pio_synclog_queue(id, f->ino, f->path, off, len);
+		ur_chain_note(r, link, id, f->ino);
+	} else if (r->slots) {
+		io_uring_sqe_set_data64(sqe, ur_slot_take(r, user_data, 0, false));
+		ur_chain_note(r, link, 0, 0);
+	}
 	if (link)
 		io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
 	r->inflight++;
@@ -422,6 +575,19 @@ static int ur_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
 		return rc;
 	io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
 	io_uring_sqe_set_data64(sqe, user_data);
+	if (r->slots) {
+		uint64_t fid = f->path ? pio_synclog_id() : 0;
+		io_uring_sqe_set_data64(sqe, ur_slot_take(r, user_data, fid, true));
+		if (f->path) {
+			uint64_t ids[UR_CHAIN_MAX];
+			unsigned n = 0;
+			for (unsigned i = 0; i < r->nchain; i++)
+				if (r->chain_id[i] && r->chain_ino[i] == f->ino)
+					ids[n++] = r->chain_id[i];
+			pio_synclog_sync_begin(fid, f->ino, f->path, ids, n);
+		}
+		r->nchain = 0; /* not linked: the chain ends here */
+	}
 	r->inflight++;
 	return 0;
 }
@@ -469,7 +635,8 @@ static int ur_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
 		}
 		if (n >= max)
 			break;
-		out[n].user_data = ud;
+		out[n].user_data = r->slots ? ur_slot_give(r, ud, cqe->res, true)
+					    : ud;
 		out[n].res = cqe->res;
 		n++;
 		seen++;

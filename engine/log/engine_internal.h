@@ -196,6 +196,8 @@ struct part {
 	struct req *rin_head, *rin_tail; /* inbound messages not stepped yet */
 	uint32_t pend_ticks;    /* ticks not given to the group yet */
 	uint64_t pend_down;     /* a node whose link went down, not told yet */
+	bool pend_wake;         /* a node's link went down or came up: a
+				   quiesced leader wakes (part_repl.c) */
 	uint32_t follow_wait;   /* ticks before the next leadership handoff */
 	bool was_leader;
 	bool snap_logged;
@@ -255,6 +257,7 @@ struct part {
 	_Atomic uint32_t pub_mem_flags[RAFT_MAX_MEMBERS];
 	_Atomic uint32_t pub_n_mem;
 	_Atomic uint64_t pub_elections, pub_ri_served, pub_ri_failed;
+	_Atomic bool pub_quiesced;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */
 	struct part *dnext;
@@ -312,7 +315,8 @@ enum req_kind {
 	REQ_COMPACT,
 	REQ_RAFT,      /* one inbound Raft message (log/part_repl.c) */
 	REQ_TICK,      /* a Raft tick for every group of the shard */
-	REQ_NODE_DOWN, /* a peer's link went down (from = its node id) */
+	REQ_NODE_DOWN, /* a peer's link went down (from = its node id;
+			  index 1: it came up) */
 	REQ_READ_DONE, /* a history read came back from the read pool
 			  (history/hist_read.c); out = its struct hread */
 	REQ_SUB_READ_DONE, /* a tail's history chunk came back from the
@@ -471,6 +475,7 @@ struct engine_cluster {
 	uint64_t node_id;       /* this node in its groups (1 without a cluster) */
 	struct raft_conf conf;  /* every group's voters */
 	uint32_t election_ticks, heartbeat_ticks;
+	uint32_t quiesce_ticks; /* 0: never (pe_cluster.quiesce_ticks) */
 	uint64_t log_keep_bytes;
 	uint64_t snapshot_rate_bytes; /* 0 = unlimited */
 	pe_raft_send_fn send;
@@ -569,6 +574,7 @@ int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
 int part_raft_open(struct pe_engine *e, struct part *p);
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose);
 int part_raft_run_inputs(struct shard *sh, struct part *p);
+bool part_raft_idle(const struct part *p);
 void part_raft_durable(struct part *p);
 int part_raft_hs_done(struct shard *sh, struct req *r);
 void part_raft_compact(struct part *p);
@@ -648,6 +654,7 @@ void sub_hist_deliver(struct shard *sh, struct pe_sub *sub, int rc,
 uint64_t engine_clock(struct pe_engine *e);
 uint64_t engine_mono_ns(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
+uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head);
 void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
 int shard_wal_sync(struct shard *sh);

@@ -571,6 +571,7 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	if (e->cl.conf.n > 1) {
 		c.election_ticks = e->cl.election_ticks;
 		c.heartbeat_ticks = e->cl.heartbeat_ticks;
+		c.quiesce_ticks = e->cl.quiesce_ticks; /* item 9 */
 	} else {
 		c.election_ticks = RAFT_ELECTION_TICKS;
 		c.heartbeat_ticks = 1;
@@ -611,9 +612,45 @@ static uint16_t entry_kind(const struct raft_entry *e, const uint8_t **body,
 	return e->data[0];
 }
 
-/* Applies one committed (durable) entry and answers its waiter. */
+/* The streams whose tails may move after a ready's committed entries,
+ * notified once those entries are all applied (notify_flush) rather than
+ * once per entry: a run of K entries to one inbox reaches its tail as
+ * one callback of K entries (for the server: one hand-over to the
+ * connection's loop, one write) instead of K. Nothing is delayed beyond
+ * the applying of the ready's other entries (microseconds); tails see the
+ * same entries in the same order. At NOTIFY_MAX distinct streams the set
+ * is notified early. Streams are freed only with their partition's state,
+ * never while a ready applies. */
+#define NOTIFY_MAX 16u
+
+struct notify_set {
+	struct stream *s[NOTIFY_MAX];
+	uint32_t n;
+};
+
+static void notify_flush(struct shard *sh, struct notify_set *ns)
+{
+	for (uint32_t i = 0; i < ns->n; i++)
+		sub_notify(sh, ns->s[i]);
+	ns->n = 0;
+}
+
+static void notify_add(struct shard *sh, struct notify_set *ns,
+		       struct stream *s)
+{
+	for (uint32_t i = 0; i < ns->n; i++)
+		if (ns->s[i] == s)
+			return;
+	if (ns->n == NOTIFY_MAX)
+		notify_flush(sh, ns);
+	ns->s[ns->n++] = s;
+}
+
+/* Applies one committed (durable) entry and answers its waiter; a live
+ * entry's stream joins ns (its tails are notified by the caller). */
 static void apply_entry(struct shard *sh, struct part *p,
-			const struct raft_entry *e, bool live)
+			const struct raft_entry *e, bool live,
+			struct notify_set *ns)
 {
 	const uint8_t *body;
 	uint32_t len;
@@ -645,7 +682,7 @@ static void apply_entry(struct shard *sh, struct part *p,
 		shard_answer(sh, p, r, rc, &res);
 	}
 	if (res.touched && live)
-		sub_notify(sh, res.touched);
+		notify_add(sh, ns, res.touched);
 }
 
 /* ---- one ready ------------------------------------------------------------------ */
@@ -741,6 +778,8 @@ void part_raft_publish(struct part *p)
 			      memory_order_relaxed);
 	atomic_store_explicit(&p->pub_elections, raft_elections(p->raft),
 			      memory_order_relaxed);
+	atomic_store_explicit(&p->pub_quiesced, raft_quiesced(p->raft),
+			      memory_order_relaxed);
 	part_raft_publish_members(p);
 	part_conf_publish(p);
 }
@@ -790,7 +829,12 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
  * bytes the stepped entries may take. */
 static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 {
-	if (p->pend_down) { /* pe_raft_node_down */
+	if (p->pend_wake) { /* node liveness changed (part_repl.c) */
+		if (raft_role(p->raft) == RAFT_LEADER)
+			raft_unquiesce(p->raft);
+		p->pend_wake = false;
+	}
+	if (p->pend_down) { /* pe_raft_node_down (wakes a follower of it) */
 		raft_leader_down(p->raft, p->pend_down);
 		p->pend_down = 0;
 	}
@@ -985,6 +1029,32 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
  * next batch (one ready per group per batch keeps group commit's
  * batching). Replicated groups only.
  */
+/*
+ * Quiescing (parley_engine.h item 9): a quiesced group whose tick would
+ * change nothing — no ready out, no inputs or liveness news queued, no
+ * read waiting on its deadline, no snapshot being sent, and no leader
+ * handoff due (follow_partition0: a leader of another partition than 0
+ * while another node leads partition 0 keeps running until it hands
+ * over) — is not given ticks (part_repl_tick). Anything that reaches
+ * it (a message, a proposal, a read, node liveness) marks it dirty as
+ * before, and the core wakes on it.
+ */
+bool part_raft_idle(const struct part *p)
+{
+	if (!p->raft || !raft_quiesced(p->raft) || p->ready_out ||
+	    p->rin_head || p->pend_down || p->pend_wake || p->ri_head ||
+	    p->prop_head || p->snap_out || p->snap_rd || p->conf_req)
+		return false;
+	if (p->cl->follow0 && p->id != 0 &&
+	    raft_role(p->raft) == RAFT_LEADER) {
+		uint64_t l0 = atomic_load_explicit(p->cl->lead0,
+						   memory_order_relaxed);
+		if (l0 && l0 != p->cl->node_id)
+			return false;
+	}
+	return true;
+}
+
 int part_raft_run_inputs(struct shard *sh, struct part *p)
 {
 	if (!p->raft || p->ready_out || p->cl->conf.n < 2 || !p->rin_head)
@@ -1108,8 +1178,10 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 			raft_persist_failed(p->raft);
 			return rc;
 		}
+		struct notify_set ns = {.n = 0};
 		for (uint32_t k = 0; k < rd->n_committed; k++)
-			apply_entry(sh, p, &rd->committed[k], live);
+			apply_entry(sh, p, &rd->committed[k], live, &ns);
+		notify_flush(sh, &ns);
 		/* confirmed reads; those whose index is now applied are
 		 * served (log/part_repl.c) */
 		if (live && p->cl->conf.n > 1)
@@ -1278,6 +1350,6 @@ int part_raft_elect(struct shard *sh)
 void part_raft_apply_recovered(struct shard *sh, struct part *p)
 {
 	for (uint64_t k = 0; k < p->rlog_n && !p->corrupt; k++)
-		apply_entry(sh, p, &p->rlog[k], false);
+		apply_entry(sh, p, &p->rlog[k], false, NULL);
 	rlog_free_from(p, 0);
 }

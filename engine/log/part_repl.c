@@ -9,14 +9,21 @@
  * Inbound messages: pe_raft_recv checks each message (group, sender, addressee)
  * and deep-copies it — entries and their data, snapshot chunk — into one
  * REQ_RAFT request for the group's shard (one allocation, freed by the
- * shard). On the shard (part_repl_recv) it joins the partition's `rin`
+ * shard); a call's requests reach each shard as one chain (one lock, at
+ * most one wake-up: shard_push_chain). On the shard (part_repl_recv) it joins the partition's `rin`
  * queue; part_raft_run steps it when the group has no ready out.
  * SNAPSHOT chunks go the same way (log/part_snap.c stores and installs
  * them).
  *
  * Ticks: pe_raft_tick pushes one REQ_TICK per shard; the shard adds a tick
  * to every group (at most MAX_PEND_TICKS kept while a group waits for its
- * WAL batch) and marks it dirty so the next round gives it the tick.
+ * WAL batch) and marks it dirty so the next round gives it the tick —
+ * except a quiesced group with nothing that waits on time
+ * (part_raft_idle): its tick would do nothing, and skipping it is what
+ * makes an idle group cost nothing (contract item 9).
+ *
+ * Node liveness (pe_raft_node_down / _up, one request per shard) wakes
+ * the groups that must not sleep through it (part_repl_node_down).
  *
  * Linearizable reads (pe_read_req.linearizable, ReadIndex; contract item 7
  * of parley_engine.h): such a READ does not run when it reaches the shard
@@ -61,6 +68,7 @@
 #define DEF_LOG_KEEP (4ull << 20)
 #define MAX_PEND_TICKS 2u
 #define RI_TIMEOUT_ELECTIONS 3u
+#define RECV_CHAINS 64u /* shards pe_raft_recv batches for (more: one push each) */
 
 enum { RI_QUEUED = 0, RI_ISSUED = 1, RI_CONFIRMED = 2 };
 
@@ -111,6 +119,7 @@ int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 					       : DEF_ELECTION_TICKS;
 	cl->heartbeat_ticks = c->heartbeat_ticks ? c->heartbeat_ticks
 						 : DEF_HEARTBEAT_TICKS;
+	cl->quiesce_ticks = c->quiesce_ticks;
 	cl->log_keep_bytes = c->log_keep_bytes ? c->log_keep_bytes : DEF_LOG_KEEP;
 	cl->snapshot_rate_bytes = c->snapshot_rate_bytes;
 	if (cl->heartbeat_ticks >= cl->election_ticks ||
@@ -139,8 +148,9 @@ const struct raft_msg *part_repl_msg(const struct req *r)
 	return (const struct raft_msg *)align8((size_t)r->data);
 }
 
-/* One message, deep-copied into a request for its shard. */
-static int recv_one(struct pe_engine *e, const struct raft_msg *m)
+/* One message, deep-copied into a request for its shard (*out). */
+static int recv_one(struct pe_engine *e, const struct raft_msg *m,
+		    struct req **out)
 {
 	if (m->group >= e->nparts || m->to != e->cl.node_id ||
 	    m->from == e->cl.node_id || !m->from ||
@@ -187,10 +197,8 @@ static int recv_one(struct pe_engine *e, const struct raft_msg *m)
 	} else {
 		c->chunk = NULL;
 	}
-	int rc = shard_push(e, r);
-	if (rc)
-		free(r);
-	return rc;
+	*out = r;
+	return 0;
 drop:
 	if (m->group < e->nparts)
 		atomic_fetch_add_explicit(&e->parts[m->group].pub_dropped, 1,
@@ -204,12 +212,34 @@ int pe_raft_recv(struct pe_engine *e, const struct raft_msg *msgs, uint32_t n)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || e->opt.read_only)
 		return -PARLEY_EINVAL;
+	/* one chain per shard, pushed under one lock with at most one
+	 * wake-up (a peer frame carries many groups' messages) */
+	struct req *head[RECV_CHAINS], *tail[RECV_CHAINS];
+	memset(head, 0, sizeof head);
+	bool chains = e->nshards <= RECV_CHAINS;
 	int first = 0;
 	for (uint32_t i = 0; i < n; i++) {
-		int rc = recv_one(e, &msgs[i]);
+		struct req *r = NULL;
+		int rc = recv_one(e, &msgs[i], &r);
+		if (!rc && !chains) {
+			rc = shard_push(e, r);
+			if (rc)
+				free(r);
+		} else if (!rc) {
+			uint32_t s = r->part % e->nshards;
+			if (head[s])
+				tail[s]->next = r;
+			else
+				head[s] = r;
+			tail[s] = r;
+		}
 		if (rc && !first)
 			first = rc;
 	}
+	for (uint32_t s = 0; chains && s < e->nshards; s++)
+		if (head[s] && shard_push_chain(e, s, head[s]) && !first)
+			first = atomic_load(&e->closing) ? -PARLEY_ECLOSED
+							 : -PARLEY_EFULL;
 	return first;
 }
 
@@ -275,9 +305,13 @@ void part_repl_tick(struct shard *sh, struct req *r)
 		struct part *p = &e->parts[i];
 		if (!p->raft)
 			continue;
+		p->ri_now++;
+		/* a quiesced group with nothing waiting on time is not run:
+		 * its tick would be a no-op (contract item 9) */
+		if (part_raft_idle(p))
+			continue;
 		if (p->pend_ticks < MAX_PEND_TICKS)
 			p->pend_ticks++;
-		p->ri_now++;
 		shard_mark_dirty(sh, p);
 	}
 }
@@ -291,12 +325,43 @@ int pe_raft_node_down(struct pe_engine *e, uint64_t node)
 	return push_each_shard(e, REQ_NODE_DOWN, node);
 }
 
-/* Recorded here, given to each group with its next inputs (part_raft.c
- * repl_inputs), where the core may be called. */
+int pe_raft_node_up(struct pe_engine *e, uint64_t node)
+{
+	if (!e || e->opt.read_only || !node)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2 || node == e->cl.node_id || !e->cl.quiesce_ticks)
+		return 0; /* nothing quiesces: nothing to wake */
+	int first = 0;
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct req *r = calloc(1, sizeof *r);
+		if (!r)
+			return -PARLEY_ENOMEM;
+		r->kind = REQ_NODE_DOWN;
+		r->part = i;
+		r->from = node;
+		r->index = 1; /* up */
+		int rc = shard_push(e, r);
+		if (rc) {
+			free(r);
+			if (!first)
+				first = rc;
+		}
+	}
+	return first;
+}
+
+/* Node liveness (REQ_NODE_DOWN; index 1: the link came up). Recorded
+ * here, given to each group with its next inputs (part_raft.c
+ * repl_inputs), where the core may be called: a group following `node`
+ * campaigns soon (down only), and a quiesced leader wakes either way —
+ * on a link down so that its check-quorum runs (a leader cut off from
+ * its quorum steps down instead of sleeping on), on a link up so that
+ * the returning node hears from it and catches up. */
 void part_repl_node_down(struct shard *sh, struct req *r)
 {
 	struct pe_engine *e = sh->e;
 	uint64_t node = r->from;
+	bool up = r->index == 1;
 	free(r);
 	if (sh->fatal)
 		return;
@@ -304,7 +369,9 @@ void part_repl_node_down(struct shard *sh, struct req *r)
 		struct part *p = &e->parts[i];
 		if (!p->raft)
 			continue;
-		p->pend_down = node;
+		if (!up)
+			p->pend_down = node;
+		p->pend_wake = true;
 		shard_mark_dirty(sh, p);
 	}
 }
@@ -507,6 +574,7 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_installed = LD(pub_snap_installed),
 		.snap_install_failed = LD(pub_snap_install_failed),
 		.elections = LD(pub_elections),
+		.quiesced = LD(pub_quiesced),
 		.reads_served = LD(pub_ri_served),
 		.reads_failed = LD(pub_ri_failed),
 		.damaged_found = LD(pub_damaged_found),

@@ -131,6 +131,43 @@ int shard_push(struct pe_engine *e, struct req *r)
 	return 0;
 }
 
+/* A chain of requests (linked by next) for one shard under one lock and
+ * at most one wake-up: the inbound Raft messages of one peer frame
+ * (pe_raft_recv). Requests beyond the queue's bound are freed (as
+ * shard_push refuses them: -PARLEY_EFULL). Never a forced kind. Returns
+ * how many were dropped (closing: all). */
+uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head)
+{
+	struct shard *sh = &e->shards[shard];
+	uint32_t dropped = 0;
+	bool was_empty = false, closing = atomic_load(&e->closing);
+	pthread_mutex_lock(&sh->mu);
+	was_empty = sh->in_head == NULL;
+	while (head) {
+		struct req *r = head;
+		head = r->next;
+		r->next = NULL;
+		if (closing || sh->in_count >= e->opt.queue_depth) {
+			free(r);
+			dropped++;
+			continue;
+		}
+		if (sh->in_tail)
+			sh->in_tail->next = r;
+		else
+			sh->in_head = r;
+		sh->in_tail = r;
+		sh->in_count++;
+		atomic_fetch_add_explicit(&sh->queued_bytes, sizeof *r + r->len,
+					  memory_order_relaxed);
+	}
+	bool wake = was_empty && sh->in_head;
+	pthread_mutex_unlock(&sh->mu);
+	if (wake)
+		e->io->ops->ring_wake(sh->ring);
+	return dropped;
+}
+
 /* ---- applying durable records ------------------------------------------- */
 
 /* Answers a proposal whose entry applied (rc 0, res its outcome) or could

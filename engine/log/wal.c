@@ -335,6 +335,8 @@ struct scan_out {
 	uint32_t max_batch;
 	bool eof;           /* the log ran into the end of the file */
 	bool sealed;        /* a seal record ends it */
+	bool hdr_damaged;   /* its header failed: records read by name_seq and
+			       handed over as damaged (repair_from_peers) */
 	uint64_t torn_at;   /* a torn tail's first byte, or 0 */
 	uint64_t zero_at;   /* with torn_at: the first block boundary after it
 			       holding an all-zero header (where a scan stops
@@ -354,9 +356,11 @@ static void why_cut(char *why, size_t n, const char *what, uint64_t size,
 		snprintf(why, n, "%s", what);
 }
 
+/* name_seq: the segment seq its file name gives (0: unknown); path: the
+ * file's path, for the error a damaged header gives. */
 static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 			bool is_last, const struct wal_recovery *rec,
-			struct scan_out *so)
+			struct scan_out *so, uint64_t name_seq, const char *path)
 {
 	uint64_t seg_seq;
 	char why[200];
@@ -366,8 +370,25 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 	*tail_off = WAL_BLOCK;
 	so->end = WAL_BLOCK;
 	if (!seg_header_ok(d, size, &seg_seq, &so->created)) {
-		rec->corrupt(rec->arg, -1, name, 0, "bad segment header");
-		return -PARLEY_ECORRUPT;
+		/* Replicated: the records still name themselves (partition,
+		 * term, index under their own checksums, which cover the
+		 * segment seq its name gives), but nothing proves the file
+		 * is that segment: every record is handed over as damaged, to
+		 * be repaired from the leader (wal.h). Else the shard's
+		 * partitions are corrupt, as before. */
+		if (!rec->repair_from_peers || !rec->damaged || !name_seq ||
+		    size < WAL_BLOCK) {
+			snprintf(why, sizeof why, "bad segment header (%s, offset "
+				 "0)", path ? path : name);
+			rec->corrupt(rec->arg, -1, name, 0, why);
+			return -PARLEY_ECORRUPT;
+		}
+		PLOG_E("wal", "bad segment header: its records are taken as "
+		       "damaged, to be repaired from the leader", "path=%s "
+		       "offset=0 seq=%" PRIu64, path ? path : name, name_seq);
+		seg_seq = name_seq;
+		so->created = 0;
+		so->hdr_damaged = true;
 	}
 	uint64_t off = WAL_BLOCK;
 	uint32_t cur_batch = 0;
@@ -419,6 +440,24 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 					    parley_xxh3(h + WAL_REC_HDR, len,
 							WAL_SEED_BODY))
 				bad = "bad record body checksum";
+		}
+		if (!bad && so->hdr_damaged && le_get16(h + 28) != WAL_REC_SEAL) {
+			/* in a segment whose header failed: not trusted */
+			struct wal_rec r = rec_view(h, name, off);
+			r.body = NULL;
+			int drc = rec->damaged(rec->arg, &r);
+			if (drc < 0)
+				return drc;
+			if (drc)
+				rec->corrupt(rec->arg, le_get32(h + 24), name, off,
+					     "record of a segment with a bad "
+					     "header");
+			if (cur_batch > *max_batch)
+				*max_batch = cur_batch;
+			off = align_up(off + WAL_REC_HDR + len, 8);
+			*tail_off = align_up(off, WAL_BLOCK);
+			so->end = *tail_off;
+			continue;
 		}
 		if (bad) {
 			if (is_last && !later_batch_exists(d, size, off, seg_seq)) {
@@ -486,7 +525,12 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 	for (uint64_t a = WAL_BLOCK; a + WAL_REC_HDR <= size; a += WAL_BLOCK)
 		if (rec_header_ok(d + a, seg_seq) && le_get32(d + a + 16) > *max_batch)
 			*max_batch = le_get32(d + a + 16);
-	if (!is_last && !sealed) {
+	if (!is_last && !sealed && so->hdr_damaged) {
+		/* a header-damaged last segment is never written again (the
+		 * log goes on in a new one) and so never sealed */
+		PLOG_W("wal", "segment with a bad header ends without a seal "
+		       "record", "file=%s offset=%" PRIu64, name, off);
+	} else if (!is_last && !sealed) {
 		why_cut(why, sizeof why, "segment ends without a seal record",
 			size, so->created);
 		rec->corrupt(rec->arg, -1, name, off, why);
@@ -500,7 +544,7 @@ int wal_scan_buffer(const uint8_t *d, uint64_t size, const char *name,
 		    uint64_t *tail_off, uint32_t *max_batch)
 {
 	struct scan_out so;
-	int rc = scan_segment(d, size, name, is_last, rec, &so);
+	int rc = scan_segment(d, size, name, is_last, rec, &so, 0, NULL);
 	*tail_off = so.tail;
 	*max_batch = so.max_batch;
 	return rc;
@@ -1232,9 +1276,14 @@ static void note_corrupt(void *arg, int64_t partition, const char *file,
  * it at block 1, where its first batch would start (a recycled spare's
  * stale records carry another segment's seq). Reads two blocks. Whether
  * it really is one depends on the segment before it (wal_open).
+ * With `lenient` (repair_from_peers) a header that fails its check is
+ * accepted too, and *hdr_bad says so: such a segment is never used (a new
+ * one is prepared over its name).
  */
-static bool looks_prepared(struct wal *w, uint64_t seq)
+static bool looks_prepared(struct wal *w, uint64_t seq, bool lenient,
+			   bool *hdr_bad)
 {
+	*hdr_bad = false;
 	char path[600];
 	seg_path(w, seq, path, sizeof path);
 	struct pio_file *f;
@@ -1244,9 +1293,11 @@ static bool looks_prepared(struct wal *w, uint64_t seq)
 	int64_t n = d ? w->io->ops->pread(w->io, f, d, 2 * WAL_BLOCK, 0) : -1;
 	w->io->ops->close(w->io, f);
 	uint64_t hseq = 0, created = 0;
-	bool yes = n == 2 * WAL_BLOCK &&
-		   seg_header_ok(d, (uint64_t)n, &hseq, &created) &&
-		   hseq == seq && !rec_header_ok(d + WAL_BLOCK, seq);
+	bool full = n == 2 * WAL_BLOCK;
+	bool hok = full && seg_header_ok(d, (uint64_t)n, &hseq, &created);
+	bool yes = full && (hok ? hseq == seq : lenient) &&
+		   !rec_header_ok(d + WAL_BLOCK, seq);
+	*hdr_bad = yes && !hok;
 	free(d);
 	return yes;
 }
@@ -1313,8 +1364,15 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	 * one is kept as the next segment (a roll swaps it in only after the
 	 * seal of the one before is durable, so a segment with records never
 	 * follows an unsealed one). */
+	bool prep_bad = false; /* its header failed (repair_from_peers) */
 	bool last_prep = l.n >= 2 && l.seqs[l.n - 1] == l.seqs[l.n - 2] + 1 &&
-			 looks_prepared(w, l.seqs[l.n - 1]);
+			 looks_prepared(w, l.seqs[l.n - 1],
+					rec->repair_from_peers, &prep_bad);
+	if (last_prep && prep_bad)
+		PLOG_E("wal", "bad segment header of a segment prepared ahead "
+		       "(no record): a new one is prepared over it", "dir=%s "
+		       "file=wal-%016" PRIx64 ".log offset=0", dir,
+		       l.seqs[l.n - 1]);
 	uint64_t prep_seq = 0; /* the prepared segment, set aside */
 	bool prev_corrupt = false;
 
@@ -1354,7 +1412,9 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		struct note_ctx nc = {.w = w, .seq = l.seqs[i], .rec = rec};
 		struct wal_recovery nrec = {.record = note_record,
 					    .corrupt = note_corrupt,
-					    .damaged = note_damaged, .arg = &nc};
+					    .damaged = note_damaged,
+					    .repair_from_peers = rec->repair_from_peers,
+					    .arg = &nc};
 		/* a segment with no record still counts: it may be released */
 		if (!segmap_get(w, l.seqs[i])) {
 			free(data);
@@ -1364,7 +1424,8 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			return -ENOMEM;
 		}
 		struct scan_out so;
-		rc = scan_segment(data, size, name, is_last, &nrec, &so);
+		rc = scan_segment(data, size, name, is_last, &nrec, &so,
+				  l.seqs[i], path);
 		free(data);
 		if (rc && rc != -PARLEY_ECORRUPT) {
 			free(l.seqs);
@@ -1386,7 +1447,10 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			last_sealed = so.sealed;
 			last_so = so;
 			last_size = size;
-			if (rc == -PARLEY_ECORRUPT) /* never write over it */
+			/* never write over it: a corrupt one is the evidence,
+			 * and new records in a header-damaged one would be
+			 * taken as damaged too on the next start */
+			if (rc == -PARLEY_ECORRUPT || so.hdr_damaged)
 				last_sealed = true;
 		}
 		if (last_prep && i + 2 == l.n && !so.sealed) {
@@ -1543,7 +1607,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		return rc;
 	}
 	w->next_want = w->seg_seq + 1; /* prepared ahead of the first roll */
-	if (prep_seq == w->next_want && !prev_corrupt) {
+	if (prep_seq == w->next_want && !prev_corrupt && !prep_bad) {
 		/* the prepared segment found above is that one already (else a
 		 * new one was just activated over its name) */
 		char path[600];

@@ -154,6 +154,17 @@ struct wal_recovery {
 	 * (its WAL records are no longer needed). NULL means 0. The mark check
 	 * reports only missing records above it. */
 	uint64_t (*flushed)(void *arg, uint32_t partition);
+	/* A segment whose header block fails its check (a flipped bit):
+	 * false (a single node, nobody to repair from) reports it through
+	 * `corrupt` with partition -1 and the file's path and offset 0, which
+	 * dooms the shard's partitions; true (replicated partitions, with
+	 * `damaged` set) reads its records by the segment seq its file name
+	 * gives and hands every one (valid or not, seals aside) to `damaged`
+	 * (the file is not proven to be that segment, so no body is trusted;
+	 * a refused one is reported corrupt for its partition), and the log
+	 * goes on in a new segment (none is ever written into it again, so
+	 * it stays unsealed; the seal check is waived for it). */
+	bool repair_from_peers;
 	void *arg;
 };
 

@@ -1598,9 +1598,31 @@ static bool can_quiesce(struct raft *r)
 	if (r->hs.commit != last || r->n_reads || r->transfer_to ||
 	    r->pending_conf_index || r->damaged || r->n_unstable)
 		return false;
-	for (uint32_t i = 0; i < r->conf.n; i++)
-		if (r->pr[i].match != last || r->pr[i].damaged)
+	/* a leader sleeps only while a quorum answers it in the current
+	 * check-quorum window: one cut off from its quorum (woken by node
+	 * liveness, raft_unquiesce) must stay awake until check-quorum
+	 * deposes it, not fall asleep again as a leader nobody follows */
+	if (r->cfg.check_quorum) {
+		uint32_t act = 0;
+		for (uint32_t i = 0; i < r->conf.n; i++)
+			act += r->pr[i].role == RAFT_VOTER &&
+			       (r->pr[i].active || r->pr[i].id == r->id);
+		if (act < quorum(r))
 			return false;
+	}
+	/* every member that answers must hold the whole log; one that did
+	 * not answer for one to two election timeouts (check_quorum's
+	 * `active`: a dead or cut-off node) does not keep the group awake —
+	 * when it is heard from again its answer (an old index, a pre-vote)
+	 * wakes the leader, and the caller's node liveness wakes the group
+	 * when that node's link comes back (raft.h, Quiescing) */
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		const struct raft_progress *p = &r->pr[i];
+		bool alive = !r->cfg.check_quorum || p->id == r->id ||
+			     p->active || p->active_prev;
+		if (alive && (p->match != last || p->damaged))
+			return false;
+	}
 	return true;
 }
 
@@ -1702,6 +1724,13 @@ void raft_unquiesce(struct raft *r)
 	r->quiesced = false;
 	r->idle_ticks = 0;
 	reset_timeout(r);
+	/* a leader: a fresh check-quorum window in which its followers must
+	 * answer again (what they said before it slept proves nothing about
+	 * now); can_quiesce wants a quorum of them before it sleeps again */
+	if (r->role == RAFT_LEADER)
+		for (uint32_t i = 0; i < r->conf.n; i++)
+			if (r->pr[i].id != r->id)
+				r->pr[i].active = false;
 }
 
 void raft_leader_down(struct raft *r, uint64_t id)

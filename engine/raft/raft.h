@@ -131,8 +131,19 @@
  * Quiescing: the core cannot tell a quiet leader from a dead one while it
  * does not tick, so the caller's node-level liveness (one heartbeat per node
  * pair, coalesced across groups) must raft_unquiesce() the groups whose
- * leader's node stopped answering. Heartbeats of many groups between the
- * same two nodes carry the group id and may be coalesced by the transport.
+ * leader's node stopped answering (raft_leader_down does it too). Heartbeats
+ * of many groups between the same two nodes carry the group id and may be
+ * coalesced by the transport. A leader quiesces (after quiesce_ticks idle
+ * ticks, at a heartbeat) only when its log is committed, nothing is pending
+ * (reads, transfer, conf change, damaged entries), every member that
+ * answered within the current or previous check-quorum window holds its
+ * whole log (a dead or cut-off member does not keep the group awake: its
+ * return, an old index in an answer or a pre-vote, wakes the leader), and,
+ * with check_quorum, a quorum answered in the current window.
+ * raft_unquiesce() of a leader opens a fresh check-quorum window in which
+ * the followers must answer anew: a leader woken because links went down
+ * either hears from a quorum again or is deposed by check-quorum, instead
+ * of sleeping on as a leader nobody follows.
  *
  * Membership: one change at a time, as a RAFT_ENTRY_CONF log entry, taking
  * effect when committed. A leader proposes a change only after it committed an

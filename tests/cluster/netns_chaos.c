@@ -53,6 +53,19 @@
  *   6. (five servers) a bridge: one node hears everyone, the other four
  *      are split into two halves that hear only it and each other; the
  *      cluster must keep acknowledging; healed.
+ *   7. (modes unsynced, unsynced-long) kill -9 under load with the
+ *      victims' unsynced writes lost: every node runs with a test-only
+ *      sync log (PARLEY_TEST_SYNC_LOG, engine/io/io_synclog.c); a victim
+ *      is stopped (SIGSTOP) when its sync log shows a WAL batch not yet
+ *      synced (tried for a while), killed, then tools/drop-unsynced.py
+ *      cuts and zeroes every byte no completed fdatasync covered and
+ *      undoes every create / rename / unlink no directory fsync covered,
+ *      and the node restarts. In turn the leader, a follower, and the
+ *      leader with a follower at once; then the follower restarts first
+ *      and elects with the untouched node while the old leader stays
+ *      down, so an acknowledged entry survives only if the follower's
+ *      answer for it really meant durable. The long tier adds, every
+ *      fourth kill, all nodes at once (a power loss of the cluster).
  *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
  *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
  *   follower). Five servers run 6, 1, 5 (the leader); the long tier adds
@@ -67,7 +80,16 @@
  * match (a silent divergence: nothing but a comparison can see it), the
  * node restarted; the comparison must name exactly that node.
  *
- *   netns_chaos short|long [3|5]  (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
+ *   8. (mode walhdr) a damaged WAL segment header: a follower is killed,
+ *      one bit of its newest segment's header block flipped, restarted: it
+ *      must come up with no partition corrupt, take the segment's records
+ *      as damaged and have them repaired from the leader.
+ *   Mode unsynced runs 7 only (four kills); unsynced-long 24 kills, and
+ *   both fail if none of the kills found an unsynced byte to drop. Mode
+ *   walhdr runs 8 only.
+ *
+ *   netns_chaos short|long|unsynced|unsynced-long [3|5]
+ *   (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
  * Exit 0 pass, 1 fail. PARLEY_SEED replays the fault choices (not timing).
  */
 #include <pthread.h>
@@ -96,6 +118,10 @@ static char ip[MAX_SRV][48];
 static struct it_server srv[MAX_SRV];
 static char nodes_list[256];
 static const char *bin_dir;
+/* the unsynced modes: every node records its syncs (PARLEY_TEST_SYNC_LOG,
+ * engine/io/io_synclog.c) so a kill -9 can be made to lose what a power
+ * loss could (tools/drop-unsynced.py) */
+static bool sync_log;
 
 /* ---- namespaces and processes ------------------------------------------------ */
 
@@ -272,6 +298,11 @@ static void node_start(int i)
 			dup2(fd, 1);
 			dup2(fd, 2);
 			close(fd);
+		}
+		if (sync_log) {
+			char sl[400];
+			snprintf(sl, sizeof sl, "%s/node%d.sync", it_dir, i + 1);
+			setenv("PARLEY_TEST_SYNC_LOG", sl, 1);
 		}
 		execvp("ip", (char *const *)argv);
 		_exit(127);
@@ -933,6 +964,178 @@ static void scenario_kill(int kills)
 }
 
 
+/* ---- kill -9 with the unsynced writes lost ------------------------------------------ */
+
+static uint64_t lost_bytes, lost_files; /* summed over the run's drops */
+
+static void node_kill9(int i);
+
+/* Node i is dead (waited for): take from its data directory what a power
+ * loss could have taken (tools/drop-unsynced.py, from its sync log). */
+static void drop_unsynced(int i)
+{
+	char cmd[1400];
+	snprintf(cmd, sizeof cmd, "python3 %s/tools/drop-unsynced.py %s/node%d.sync",
+		 src_dir, it_dir, i + 1);
+	FILE *p = popen(cmd, "r");
+	IT_CHECK(p, "cannot run %s", cmd);
+	char line[512] = "";
+	IT_CHECK(fgets(line, sizeof line, p) != NULL, "no output from %s", cmd);
+	IT_CHECK(pclose(p) == 0, "failed: %s", cmd);
+	line[strcspn(line, "\n")] = 0;
+	printf("  node%d: %s\n", i + 1, line);
+	unsigned long nf = 0, cut = 0, zeroed = 0, rm = 0, ren = 0;
+	IT_CHECK(sscanf(line, "drop-unsynced: %lu file(s) changed: %lu byte(s) "
+			"cut, %lu zeroed; %lu created file(s) removed, %lu",
+			&nf, &cut, &zeroed, &rm, &ren) == 5, "unexpected: %s", line);
+	lost_bytes += cut + zeroed;
+	lost_files += nf + rm + ren;
+}
+
+/* A sync log line about a WAL segment: named wal-*.log, or spare-*.log
+ * when the segment was opened under its spare's name (the log keeps the
+ * name a file was opened by). */
+static bool seg_line(const char *line)
+{
+	return strstr(line, "/wal-") ||
+	       (strstr(line, "/spare-") && strstr(line, ".log "));
+}
+
+/* Whether node i's sync log shows a WAL batch written (or being written)
+ * that no completed fdatasync covered yet: after its last WAL write (a Q
+ * line naming a segment), no fdatasync of a segment (F line)
+ * completed (S line with its id). */
+static bool wal_in_flight(int i)
+{
+	char path[400];
+	snprintf(path, sizeof path, "%s/node%d.sync", it_dir, i + 1);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f), from = size > (1 << 20) ? size - (1 << 20) : 0;
+	fseek(f, from, SEEK_SET);
+	char line[1600];
+	bool pending = false;
+	unsigned long long fid = 0; /* the fdatasync after that write */
+	if (from)
+		(void)fgets(line, sizeof line, f); /* a partial first line */
+	while (fgets(line, sizeof line, f)) {
+		if (line[0] == 'Q' && seg_line(line)) {
+			pending = true;
+			fid = 0;
+		} else if (line[0] == 'F' && pending && seg_line(line)) {
+			fid = strtoull(line + 2, NULL, 10);
+		} else if (line[0] == 'S' && pending && fid &&
+			   strtoull(line + 2, NULL, 10) == fid) {
+			pending = false;
+		}
+	}
+	fclose(f);
+	return pending;
+}
+
+/* Stops node i (SIGSTOP) at a moment its WAL has a batch in flight, so
+ * the kill that follows loses it: tries for a while, then stops it
+ * anyway. What a stopped node has not reaped it has not acted on (the
+ * sync log is written before a completion is handed over), so dropping
+ * that batch is a power loss just before its fdatasync returned. */
+static void stop_in_flight(int i)
+{
+	for (int t = 0; t < 1500; t++) {
+		kill(srv[i].pid, SIGSTOP);
+		int st;
+		IT_CHECK(waitpid(srv[i].pid, &st, WUNTRACED) == srv[i].pid &&
+			 WIFSTOPPED(st), "node%d did not stop", i + 1);
+		if (wal_in_flight(i)) {
+			printf("  node%d stopped with a WAL batch in flight (try %d)\n",
+			       i + 1, t + 1);
+			return;
+		}
+		kill(srv[i].pid, SIGCONT);
+		usleep(200 + (useconds_t)parley_rng_below(&it_rng, 1500));
+	}
+	kill(srv[i].pid, SIGSTOP);
+	printf("  node%d stopped (no WAL batch in flight caught)\n", i + 1);
+}
+
+/* kills kill -9s under load, each followed by the loss of the victims'
+ * unsynced writes and their restart: the leader of partition 0, a
+ * follower, and every third time the leader and a follower at once. In
+ * that case (three servers) the third node is cut off first, so the
+ * leader commits with that follower's answers alone, and the follower
+ * restarts first and elects with the third while the old leader stays
+ * down: an acknowledged entry survives only if the follower had really
+ * made it durable before answering. With all_too every fourth kill takes
+ * every node at once. */
+static void scenario_kill_unsynced(int kills, bool all_too)
+{
+	for (int k = 0; k < kills; k++) {
+		int L = wait_leader(all_mask(), -1, "before a kill");
+		int F = (L + 1 + (int)parley_rng_below(&it_rng, (uint64_t)NSRV - 1)) % NSRV;
+		/* 0 leader, 1 follower, 2 both, 3 (long tier) every node */
+		int kind = k % (all_too ? 4 : 3);
+		wait_acks(10 + parley_rng_below(&it_rng, 30), "before a kill");
+		unsigned dead = kind == 0 ? 1u << L : kind == 1 ? 1u << F
+			      : kind == 2 ? (1u << L) | (1u << F) : all_mask();
+		printf("unsynced kill %d: kill -9 %s (leader node%d)\n", k,
+		       kind == 0 ? "the leader" : kind == 1 ? "a follower"
+		       : kind == 2 ? "the leader and a follower" : "every node",
+		       L + 1);
+		/* leader and follower: with three servers the third is cut
+		 * off first, so what the leader acknowledges from now on was
+		 * answered for by that follower alone */
+		int O = -1;
+		if (kind == 2 && NSRV == 3) {
+			O = 3 - L - F;
+			printf("  node%d cut off: node%d and node%d go on alone\n",
+			       O + 1, L + 1, F + 1);
+			fault_isolate(O);
+			wait_acks(10, "with the third node cut off");
+		}
+		/* followers first: the leader goes on with the others */
+		for (int i = 0; i < NSRV; i++)
+			if (i != L && (dead & (1u << i)))
+				stop_in_flight(i);
+		/* the leader has time to acknowledge what the stopped
+		 * follower answered for */
+		if (O >= 0)
+			it_sleep_ms(30);
+		if (dead & (1u << L))
+			stop_in_flight(L);
+		for (int i = 0; i < NSRV; i++)
+			if (dead & (1u << i))
+				node_kill9(i);
+		for (int i = 0; i < NSRV; i++)
+			if (dead & (1u << i))
+				drop_unsynced(i);
+		if (O >= 0)
+			fault_heal();
+		if (kind == 2) {
+			/* the follower comes back first: with the untouched
+			 * node it is a majority that elects without the old
+			 * leader, so an acknowledged entry that the follower
+			 * had answered for but not made durable is gone */
+			node_start(F);
+			dead &= ~(1u << F);
+		}
+		if (kind != 3) {
+			int M = wait_leader(all_mask() & ~dead, kind == 1 ? -1 : L,
+					    "the survivors after a kill");
+			wait_acks(20, "after a kill");
+			printf("unsynced kill %d: node%d leads; restarting\n", k,
+			       M + 1);
+		}
+		for (int i = 0; i < NSRV; i++)
+			if (dead & (1u << i))
+				node_start(i);
+		wait_leader(all_mask(), -1, "after restarting killed nodes");
+		wait_acks(20, "after restarting killed nodes");
+	}
+	printf("unsynced kills: %" PRIu64 " byte(s) lost in total, %" PRIu64
+	       " file change(s)\n", lost_bytes, lost_files);
+}
+
 /* ---- replicas compared: GET /debug/digest ------------------------------------------ */
 
 struct pdig {
@@ -1250,6 +1453,89 @@ static void scenario_wal_flip(bool lead)
 	IT_CHECK(r1 >= 1, "node%d never repaired its damaged entry", v + 1);
 }
 
+/* kill -9 of a follower, one bit of its newest WAL segment's header block
+ * flipped (the segment header: magic, version, seq, created size,
+ * checksum), restart: the node must come up (before, the shard's
+ * partitions were CORRUPT on it for good), take that segment's records
+ * as damaged and have them repaired from the leader (§2.5); the final
+ * checks find nothing acknowledged lost and every replica equal. */
+static void scenario_wal_header(void)
+{
+	int L = wait_leader(all_mask(), -1, "before a WAL header flip");
+	int v = (L + 1 + (int)parley_rng_below(&it_rng, (uint64_t)NSRV - 1)) % NSRV;
+	wait_acks(40, "before a WAL header flip");
+	uint64_t f0, r0;
+	damage_counts(v, &f0, &r0);
+	printf("WAL header flip: kill -9 follower node%d\n", v + 1);
+	node_kill9(v);
+	/* the newest segment that holds records: its first record (block 1)
+	 * carries its own seq (a segment prepared ahead holds none yet; a
+	 * recycled one's stale records carry another seq) */
+	char cmd[700], path[600] = "", line[600];
+	snprintf(cmd, sizeof cmd, "ls %s/node%d-data/wal/*/wal-*.log | sort",
+		 it_dir, v + 1);
+	FILE *ls = popen(cmd, "r");
+	IT_CHECK(ls);
+	while (fgets(line, sizeof line, ls)) {
+		line[strcspn(line, "\n")] = 0;
+		const char *b = strrchr(line, '/');
+		uint64_t seq = strtoull(b ? b + 5 : line, NULL, 16);
+		uint8_t h[W_HDR];
+		FILE *fp = fopen(line, "rb");
+		if (!fp)
+			continue;
+		bool rec = fseek(fp, W_BLOCK, SEEK_SET) == 0 &&
+			   fread(h, 1, W_HDR, fp) == W_HDR &&
+			   le_get32(h) == W_MAGIC && le_get64(h + 8) == seq;
+		fclose(fp);
+		if (rec)
+			snprintf(path, sizeof path, "%s", line);
+	}
+	pclose(ls);
+	IT_CHECK(path[0], "no WAL segment with records on node%d", v + 1);
+	/* a byte of the header block's checked part (0..39), one bit */
+	unsigned byte = (unsigned)parley_rng_below(&it_rng, 40);
+	unsigned bit = (unsigned)parley_rng_below(&it_rng, 8);
+	FILE *fp = fopen(path, "r+b");
+	IT_CHECK(fp);
+	fseek(fp, (long)byte, SEEK_SET);
+	int c = fgetc(fp);
+	IT_CHECK(c != EOF);
+	fseek(fp, (long)byte, SEEK_SET);
+	fputc(c ^ (1 << bit), fp);
+	IT_CHECK(fclose(fp) == 0);
+	printf("  flipped bit %u of byte %u of %s (its header)\n", bit, byte, path);
+	long log_at = 0;
+	FILE *lf = fopen(srv[v].log, "r");
+	if (lf) {
+		fseek(lf, 0, SEEK_END);
+		log_at = ftell(lf);
+		fclose(lf);
+	}
+	wait_acks(20, "while a node's WAL header is damaged");
+	node_start(v);
+	IT_CHECK(it_log_tail_has(srv[v].log, log_at, "bad segment header"),
+		 "node%d did not report the damaged header (its log: %s)", v + 1,
+		 srv[v].log);
+	IT_CHECK(!it_log_tail_has(srv[v].log, log_at, "partition corrupt"),
+		 "node%d marked a partition corrupt (its log: %s)", v + 1,
+		 srv[v].log);
+	wait_leader(all_mask(), -1, "after restarting a damaged node");
+	wait_acks(20, "after restarting a damaged node");
+	uint64_t f1 = 0, r1 = 0;
+	for (int ms = 0; ms < WAIT_MS; ms += 200) {
+		damage_counts(v, &f1, &r1);
+		if (f1 >= 1 && r1 >= f1)
+			break;
+		it_sleep_ms(200);
+	}
+	printf("WAL header flip: node%d found %" PRIu64 " damaged record(s), "
+	       "repaired %" PRIu64 " from the leader\n", v + 1, f1, r1);
+	IT_CHECK(f1 >= 1, "node%d took no record of the segment as damaged "
+		 "(its log: %s)", v + 1, srv[v].log);
+	IT_CHECK(r1 >= 1, "node%d never repaired its damaged entries", v + 1);
+}
+
 /* The comparison must be able to fail: a follower is stopped, one of its
  * committed WAL records changed with a matching checksum (nothing can
  * detect it but a comparison with the other replicas), and restarted. It
@@ -1311,16 +1597,20 @@ static void scenario_bridge(void)
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "short";
-	bool longrun = !strcmp(mode, "long");
+	bool unsynced = !strncmp(mode, "unsynced", 8);
+	bool walhdr = !strcmp(mode, "walhdr");
+	bool longrun = !strcmp(mode, "long") || !strcmp(mode, "unsynced-long");
+	sync_log = unsynced;
 	NSRV = argc > 2 ? atoi(argv[2]) : 3;
 	if (NSRV != 3 && NSRV != 5) {
-		fprintf(stderr, "netns_chaos short|long [3|5]\n");
+		fprintf(stderr, "netns_chaos short|long|unsynced|unsynced-long|"
+			"walhdr [3|5]\n");
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0); /* findings survive it_fail's _exit */
 	char name[64];
-	snprintf(name, sizeof name, "cluster_netns%s%s", NSRV == 5 ? "5" : "",
-		 longrun ? "_long" : "");
+	snprintf(name, sizeof name, "cluster_%s%s%s", unsynced ? "unsynced"
+		 : walhdr ? "walhdr" : "netns", NSRV == 5 ? "5" : "", longrun ? "_long" : "");
 	it_init(name);
 	const char *p = getenv("NETNS_PREFIX"), *s = getenv("NETNS_SUBNET"),
 		   *sd = getenv("PARLEY_SRC_DIR");
@@ -1374,7 +1664,13 @@ int main(int argc, char **argv)
 	}
 	wait_acks(50, "at start");
 
-	if (NSRV == 3) {
+	if (walhdr) {
+		scenario_wal_header();
+	} else if (unsynced) {
+		scenario_kill_unsynced(longrun ? 24 : 4, longrun);
+		IT_CHECK(lost_bytes > 0, "kills under load and never an unsynced "
+			 "byte to drop: is the sync log on?");
+	} else if (NSRV == 3) {
 		scenario_isolate_leader(3);
 		scenario_one_way();
 		scenario_flap(longrun ? 20 : 4);

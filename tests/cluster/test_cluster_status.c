@@ -7,6 +7,8 @@
  *      and each node's own /cluster agrees: exactly one node says it
  *      leads each partition — and, once the followers heard the leader's
  *      commit, every replica at commit lag 0 and apply lag 0, exit 0.
+ *   1c. Left idle, every node's groups quiesce:
+ *      parley_raft_groups_quiesced reaches the partition count on each.
  *   2. A follower is killed with SIGKILL and more SENDs are acknowledged
  *      by the two others: the status (the killed node's address still in
  *      the list) shows it unreachable and its replica of every partition
@@ -240,6 +242,21 @@ int main(void)
 		printf("redirect (%s): node%d answered NOTLEADER naming node%d, "
 		       "served there\n", tls ? "TLS" : "TCP", f + 1, leader + 1);
 	}
+
+	/* 1c. idle: every node's groups quiesce (raft_quiesce_ticks, default
+	 * 10 ticks of 20 ms here), which /metrics counts; the SENDs of step 2
+	 * then wake the conversation's group */
+	for (int i = 0; i < NODES; i++) {
+		uint64_t q = 0;
+		for (int ms = 0; (q = it_metric_get(srv[i].admin_port,
+					"parley_raft_groups_quiesced")) != 8;
+		     ms += 50) {
+			IT_CHECK(ms < 20000, "node%d: %" PRIu64 " of 8 groups "
+				 "quiesced after 20 s idle", i + 1, q);
+			it_sleep_ms(50);
+		}
+	}
+	printf("idle: all 8 groups quiesced on every node\n");
 
 	/* 2. a follower killed: unreachable, its replicas lagging, exit 0 */
 	int victim = (leader + 1) % NODES;

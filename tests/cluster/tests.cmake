@@ -20,7 +20,9 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
                  LABELS cluster TIMEOUT 180)
 # the netns launchers need the checker and the server built
 foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long
-          cluster_test_cluster_netns5 cluster_test_cluster_netns5_long)
+          cluster_test_cluster_netns5 cluster_test_cluster_netns5_long
+          cluster_test_cluster_unsynced cluster_test_cluster_unsynced_long
+          cluster_test_cluster_walhdr)
   if(TARGET ${t})
     add_dependencies(${t} cluster_netns_chaos)
     if(TARGET parleyd)
@@ -29,7 +31,8 @@ foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long
   endif()
 endforeach()
 # the long tier: `make test-long` only
-foreach(t cluster_test_cluster_netns_long cluster_test_cluster_netns5_long)
+foreach(t cluster_test_cluster_netns_long cluster_test_cluster_netns5_long
+          cluster_test_cluster_unsynced_long)
   if(TARGET ${t})
     set_tests_properties(${t} PROPERTIES LABELS "cluster;long" TIMEOUT 900)
   endif()

@@ -85,6 +85,7 @@ struct sim_node {
 	uint64_t rate;      /* units per tick (skew) */
 	uint64_t next_tick; /* global time of the next tick */
 	struct sim_replica *rep; /* [groups] */
+	uint32_t reach;     /* slots this node could reach at its last tick */
 };
 
 struct net_msg {
@@ -1575,6 +1576,23 @@ static void liveness(struct sim *s, struct sim_node *nd, uint32_t g)
 		raft_unquiesce(r);
 }
 
+/* The transport's link events as node `me` sees them (parleyd's
+ * pe_raft_node_down / _up): true when the set of nodes it can reach (up,
+ * not cut either way) changed since its last tick; its quiesced leaders
+ * then wake, so one cut off from its quorum is deposed by check-quorum
+ * and a node that comes back is caught up. */
+static bool reach_changed(struct sim *s, struct sim_node *nd, uint32_t me)
+{
+	uint32_t m = 0;
+	for (uint32_t j = 0; j < s->n_slots; j++)
+		if (j != me && s->nodes[j].id && s->nodes[j].up &&
+		    !s->cut[me][j] && !s->cut[j][me])
+			m |= 1u << j;
+	bool ch = m != nd->reach;
+	nd->reach = m;
+	return ch;
+}
+
 /*
  * S2, the prefix half: for every pair of replicas, find the highest index
  * both hold with the same term; every entry both hold below it must be the
@@ -1636,11 +1654,14 @@ static void one_unit(struct sim *s, bool faults)
 		if (!nd->up || nd->next_tick > s->now)
 			continue;
 		nd->next_tick = s->now + nd->rate;
+		bool wake = s->o.quiesce_ticks && reach_changed(s, nd, i);
 		for (uint32_t g = 0; g < s->o.groups; g++) {
 			struct sim_replica *rp = &nd->rep[g];
 			if (!rp->raft)
 				continue;
 			s->steps++;
+			if (wake && raft_role(rp->raft) == RAFT_LEADER)
+				raft_unquiesce(rp->raft);
 			if (s->o.quiesce_ticks)
 				liveness(s, nd, g);
 			raft_tick(rp->raft);

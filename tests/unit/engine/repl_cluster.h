@@ -58,6 +58,8 @@ static struct node nodes[REPL_NET_NODES];
 static struct parley_rng rng;
 static uint64_t log_keep;
 static bool follow0; /* pe_cluster.follow_partition0 of the next opens */
+static uint32_t quiesce;   /* pe_cluster.quiesce_ticks of the next opens */
+static uint64_t delivered; /* packets pump() handed to an engine */
 
 /* Every node, one added later too, is given the founders {1, 2, 3}. */
 static void node_open(int i)
@@ -67,6 +69,7 @@ static void node_open(int i)
 	struct pe_cluster c = {.node_id = nd->id, .voters = founders,
 			       .nvoters = 3, .election_ticks = 10,
 			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
+			       .quiesce_ticks = quiesce,
 			       .send = net_send, .send_arg = &nd->id,
 			       .follow_partition0 = follow0};
 	struct pe_options o = {0};
@@ -168,8 +171,10 @@ static void pump(void)
 		int rc = raft_codec_decode(p->buf, p->len, 0, &a, 0, &ms, &nm);
 		cr_assert_eq((size_t)rc, p->len);
 		int from = (int)ms[0].from - 1;
-		if (nodes[p->to].up && !repl_lost(from, p->to))
+		if (nodes[p->to].up && !repl_lost(from, p->to)) {
 			(void)pe_raft_recv(nodes[p->to].e, ms, nm);
+			delivered++;
+		}
 		free(p);
 		p = n;
 	}

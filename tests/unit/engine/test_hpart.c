@@ -33,6 +33,16 @@ static size_t mcount[NS];
 static uint64_t mdel[NS];
 static char mkey[NS][16];
 
+/* A test's start of the model: nothing appended or deleted yet, and the
+ * NS streams named prefix + two digits. */
+static void model_reset(const char *prefix)
+{
+	memset(mcount, 0, sizeof mcount);
+	memset(mdel, 0, sizeof mdel);
+	for (int s = 0; s < NS; s++)
+		snprintf(mkey[s], sizeof mkey[s], "%s%02d", prefix, s);
+}
+
 /* source over the entries of one round, (key, seq) order */
 struct src {
 	int round;
@@ -183,10 +193,9 @@ Test(hpart, flush_read_delete_compact_reopen)
 {
 	uint64_t seed = hist_seed("hpart.e2e");
 	struct parley_rng rng = { seed };
-	memset(mcount, 0, sizeof mcount);
-	memset(mdel, 0, sizeof mdel);
-	for (int s = 0; s < NS; s++)
-		snprintf(mkey[s], sizeof mkey[s], s < 10 ? "c/r%02d" : "c/x%02d", s);
+	model_reset("c/x");
+	for (int s = 0; s < 10; s++) /* the first ten under another prefix */
+		snprintf(mkey[s], sizeof mkey[s], "c/r%02d", s);
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_eq(io->ops->mkdir(io, "pp"), 0);
 	struct bcache *cache;
@@ -350,10 +359,7 @@ Test(hpart, abandoned_jobs_leave_nothing)
 {
 	uint64_t seed = hist_seed("hpart.abandon");
 	struct parley_rng rng = { seed };
-	memset(mcount, 0, sizeof mcount);
-	memset(mdel, 0, sizeof mdel);
-	for (int s = 0; s < NS; s++)
-		snprintf(mkey[s], sizeof mkey[s], "c/x%02d", s);
+	model_reset("c/x");
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_eq(io->ops->mkdir(io, "pa"), 0);
 	struct hpart_opts o = { .partition = 1, .dict_bytes = 8192 };
@@ -392,10 +398,7 @@ Test(hpart, stream_meta_marks_and_read_only)
 {
 	uint64_t seed = hist_seed("hpart.meta");
 	struct parley_rng rng = { seed };
-	memset(mcount, 0, sizeof mcount);
-	memset(mdel, 0, sizeof mdel);
-	for (int s = 0; s < NS; s++)
-		snprintf(mkey[s], sizeof mkey[s], "u/%02d", s);
+	model_reset("u/");
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_eq(io->ops->mkdir(io, "pq"), 0);
 	struct hpart_opts o = { .partition = 2, .block_bytes = 2048 };
@@ -485,9 +488,7 @@ Test(hpart, idempotency_survives_flush_and_compaction)
 {
 	uint64_t seed = hist_seed("hpart.idem");
 	struct parley_rng rng = { seed };
-	memset(mcount, 0, sizeof mcount);
-	for (int s = 0; s < NS; s++)
-		snprintf(mkey[s], sizeof mkey[s], "c/i%02d", s);
+	model_reset("c/i");
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_eq(io->ops->mkdir(io, "pi"), 0);
 	struct hpart_opts o = { .partition = 4 };
@@ -544,10 +545,7 @@ Test(hpart, dictionaries_retired_after_compaction)
 {
 	uint64_t seed = hist_seed("hpart.dicts");
 	struct parley_rng rng = { seed };
-	memset(mcount, 0, sizeof mcount);
-	memset(mdel, 0, sizeof mdel);
-	for (int s = 0; s < NS; s++)
-		snprintf(mkey[s], sizeof mkey[s], "c/d%02d", s);
+	model_reset("c/d");
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_eq(io->ops->mkdir(io, "pd"), 0);
 	struct hpart_opts o = { .partition = 5, .block_bytes = 4096, .dict_bytes = 8192,
@@ -617,10 +615,7 @@ Test(hpart, crashes_at_every_step)
 {
 	uint64_t seed = hist_seed("hpart.crash");
 	struct parley_rng rng = { seed };
-	memset(mcount, 0, sizeof mcount);
-	memset(mdel, 0, sizeof mdel);
-	for (int s = 0; s < NS; s++)
-		snprintf(mkey[s], sizeof mkey[s], "c/k%02d", s);
+	model_reset("c/k");
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_eq(io->ops->mkdir(io, "pk"), 0);
 	struct hpart_opts o = { .partition = 6, .block_bytes = 2048, .dict_bytes = 8192,

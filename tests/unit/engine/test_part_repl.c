@@ -20,7 +20,13 @@
  *   - a follower behind the leader's kept log catches up by snapshot (the
  *     leader flushes and sends its history; the follower installs it) and
  *     goes on by log, also across its restart and a crash of the in-memory
- *     backend.
+ *     backend;
+ *   - quiescing (contract item 9, with the test playing the transport's
+ *     node liveness: pe_raft_node_down / _up when it cuts, heals, kills or
+ *     restarts): idle groups quiesce and send nothing; a proposal to a
+ *     quiesced group commits; a quiesced group whose leader dies or is
+ *     cut off elects another; a follower that lagged while its group slept
+ *     catches up.
  * Seed: PARLEY_SEED (printed); it drives the drops and the keys.
  */
 #include <criterion/criterion.h>
@@ -99,6 +105,7 @@ static void check_node(int i)
 static void setup(void)
 {
 	nacked = 0;
+	quiesce = 0;
 }
 
 TestSuite(repl, .init = setup, .fini = cluster_stop, .timeout = 240);
@@ -1009,4 +1016,212 @@ Test(repl, damaged_wal_record_on_a_leader_is_repaired_after_restart)
 Test(repl, damaged_wal_record_below_the_leaders_kept_log_is_repaired_by_snapshot)
 {
 	damaged_record_repaired(false, 2048);
+}
+
+/* ---- quiescing (contract item 9) ------------------------------------------- */
+
+#define QUIESCE_TICKS 4
+
+/* The transport's node liveness: node i's links to the others go down
+ * (a kill, a cut) or come up (a heal, a restart), told to both sides. */
+static void liveness(int i, bool up)
+{
+	for (int j = 0; j < NN; j++) {
+		if (j == i)
+			continue;
+		if (nodes[j].up)
+			cr_assert_eq(up ? pe_raft_node_up(nodes[j].e, nodes[i].id)
+					: pe_raft_node_down(nodes[j].e, nodes[i].id), 0);
+		if (nodes[i].up)
+			cr_assert_eq(up ? pe_raft_node_up(nodes[i].e, nodes[j].id)
+					: pe_raft_node_down(nodes[i].e, nodes[j].id), 0);
+	}
+}
+
+static void cut_node(int i, bool c)
+{
+	for (int j = 0; j < NN; j++)
+		if (j != i)
+			cut[i][j] = cut[j][i] = c;
+	liveness(i, !c);
+}
+
+/* Groups quiesced on node i (all partitions). */
+static uint32_t quiesced_on(int i)
+{
+	uint32_t n = 0;
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(nodes[i].e, p, &st), 0);
+		n += st.quiesced;
+	}
+	return n;
+}
+
+/* Pumps until every group on every up node (but `skip`) is quiesced. */
+static void wait_quiesced(int skip)
+{
+	for (int r = 0; r < MAX_PUMP; r++) {
+		bool all = true;
+		for (int i = 0; i < NN; i++)
+			if (nodes[i].up && i != skip)
+				all &= quiesced_on(i) == NPARTS;
+		if (all)
+			return;
+		pump();
+	}
+	for (int i = 0; i < NN; i++)
+		if (nodes[i].up)
+			fprintf(stderr, "node %d: %u/%u groups quiesced\n", i,
+				quiesced_on(i), NPARTS);
+	cr_assert_fail("the groups did not quiesce");
+}
+
+/* Idle groups stop sending (no heartbeats: nothing at all crosses the
+ * network), a proposal to a quiesced group commits on every node, and
+ * the group quiesces again afterwards. Without quiescing the same idle
+ * window carries NPARTS x 2 heartbeats and answers per heartbeat tick. */
+Test(repl, idle_groups_quiesce_and_a_proposal_wakes_one)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(12);
+	wait_quiesced(-1);
+	for (int r = 0; r < 16 * 2; r++) /* the last answers land */
+		pump();
+	/* pump idle for ~40 ticks: nothing delivered */
+	uint64_t d0 = delivered;
+	for (int r = 0; r < 16 * 40; r++)
+		pump();
+	cr_assert_eq(delivered, d0, "%" PRIu64 " packets between quiesced groups",
+		     delivered - d0);
+	for (int i = 0; i < NN; i++)
+		cr_assert_eq(quiesced_on(i), NPARTS);
+	/* a proposal wakes its group and commits everywhere */
+	append_many(6);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_quiesced(-1);
+}
+
+/* A quiesced group's leader dies: node liveness (the link down) makes
+ * its quiesced followers campaign, a new leader is elected everywhere,
+ * appends go on; the dead node returns and catches up. */
+Test(repl, quiesced_group_whose_leader_dies_elects)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	wait_quiesced(-1);
+	int l = leader_of(part_of("c/conv-0"));
+	uint64_t term0[NPARTS];
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_raft_status st;
+		pe_raft_status(nodes[(l + 1) % NN].e, p, &st);
+		term0[p] = st.term;
+	}
+	node_kill(l);
+	net_clear();
+	liveness(l, false);
+	/* every partition the dead node led elects a survivor */
+	for (int r = 0;; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			int nl = leader_of(p);
+			all &= nl >= 0 && nl != l;
+		}
+		if (all)
+			break;
+		cr_assert_lt(r, MAX_PUMP, "no new leader after the leader died");
+		pump();
+	}
+	struct pe_raft_status st;
+	pe_raft_status(nodes[(l + 1) % NN].e, part_of("c/conv-0"), &st);
+	cr_assert_gt(st.term, term0[part_of("c/conv-0")]);
+	append_many(20);
+	/* with a member dead, the survivors' groups still quiesce */
+	wait_quiesced(l);
+	node_open(l);
+	liveness(l, true);
+	append_many(6);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_quiesced(-1);
+}
+
+/* A quiesced group's leader is cut off from both followers (its links
+ * time out on both sides): the followers elect a new leader, the old one
+ * (woken by the links going down) steps down by check-quorum instead of
+ * sleeping on as a leader; healed, it follows and catches up. */
+Test(repl, quiesced_group_whose_leader_is_partitioned_elects)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	wait_quiesced(-1);
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	cut_node(l, true);
+	for (int r = 0;; r++) {
+		bool ok = true;
+		for (int i = 0; i < NN; i++) {
+			struct pe_raft_status st;
+			pe_raft_status(nodes[i].e, part, &st);
+			if (i == l)
+				ok &= st.role != PE_LEADER;
+			else
+				ok &= leader_of(part) >= 0 && leader_of(part) != l;
+		}
+		if (ok)
+			break;
+		cr_assert_lt(r, MAX_PUMP, "no new leader / the cut-off leader "
+			     "did not step down");
+		pump();
+	}
+	append_many(20); /* acknowledged by the two others */
+	cut_node(l, false);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_quiesced(-1);
+}
+
+/* A follower cut off while appends go on lags; its leader stops counting
+ * it once it answers no more and quiesces with the follower behind. When
+ * the link comes back (node liveness: up), the group wakes and the
+ * follower catches up to the same streams. */
+Test(repl, follower_that_lagged_while_its_group_slept_catches_up)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(10);
+	wait_quiesced(-1);
+	int l = leader_of(part_of("c/conv-0"));
+	int f = (l + 1) % NN;
+	cut_node(f, true);
+	append_many(40);
+	/* the live nodes' groups quiesce with f behind */
+	wait_quiesced(f);
+	uint32_t behind = 0;
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		int pl = leader_of(p);
+		struct pe_raft_status ls;
+		pe_raft_status(nodes[pl].e, p, &ls);
+		cr_assert(ls.quiesced);
+		behind += pe_raft_member_match(&ls, nodes[f].id) < ls.last_index;
+	}
+	cr_assert_gt(behind, 0, "no quiesced group has the follower behind");
+	cut_node(f, false);
+	wait_caught_up(f);
+	check_node(f);
+	wait_quiesced(-1);
 }

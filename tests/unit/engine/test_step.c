@@ -254,3 +254,67 @@ Test(step, replayed_retry_of_a_purged_id_stays_a_duplicate)
 	cr_assert_eq(m.last_seq, 3, "last_seq %llu after the restart",
 		     (unsigned long long)m.last_seq);
 }
+
+/* ---- a ready's entries reach a live tail together ------------------------------- */
+
+struct batch_tail {
+	uint32_t calls, entries, max_count;
+	uint64_t next;
+	bool bad;
+};
+
+static enum pe_sub_ret batch_tail_cb(void *arg, struct pe_sub *sub,
+				     const struct pe_sub_update *u)
+{
+	(void)sub;
+	struct batch_tail *t = arg;
+	if (u->event != PE_SUB_ENTRIES)
+		return PE_SUB_CONTINUE;
+	t->calls++;
+	t->entries += u->count;
+	if (u->count > t->max_count)
+		t->max_count = u->count;
+	for (uint32_t i = 0; i < u->count; i++)
+		if (u->entries[i].seq != t->next++)
+			t->bad = true;
+	return PE_SUB_CONTINUE;
+}
+
+static void count_cb(void *arg, const struct pe_append_result *r)
+{
+	cr_assert_eq(r->err, 0);
+	(*(int *)arg)++;
+}
+
+static bool all_done(void *arg)
+{
+	return *(int *)arg == 12;
+}
+
+/* Twelve appends to one stream, issued before the shard takes any, go
+ * into one WAL batch and apply in one ready; the tail is told once, after
+ * all of them applied, and gets the twelve in one callback (what lets the
+ * server hand a connection one batch of EVENTs and write them at once).
+ * It used to be told after each entry: twelve callbacks of one. */
+Test(step, a_ready_reaches_a_live_tail_in_one_callback)
+{
+	struct batch_tail t = {.next = 1};
+	struct pe_sub *sub;
+	cr_assert_eq(pe_subscribe(eng, "u/t", 3, 1, batch_tail_cb, &t, &sub), 0);
+	int done = 0;
+	for (int i = 0; i < 12; i++) {
+		struct pe_input in = {.type = 1, .len = 2, .payload = "ev"};
+		struct pe_append_req q = {.key = "u/t", .klen = 3,
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		cr_assert_eq(pe_append(eng, &q, count_cb, &done), 0);
+	}
+	pe_step_until(eng, all_done, &done);
+	for (int i = 0; i < 50; i++) /* the tail may run after the answers */
+		(void)pe_step(eng);
+	cr_assert_not(t.bad);
+	cr_assert_eq(t.entries, 12);
+	cr_assert_eq(t.calls, 1, "%u callbacks (largest %u entries)", t.calls,
+		     t.max_count);
+	cr_assert_eq(pe_unsubscribe(sub, NULL, NULL), 0);
+}

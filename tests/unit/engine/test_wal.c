@@ -8,7 +8,9 @@
  * unsynced data after a crash still recovers silently; records already in
  * history are not reported; an older (version-1) directory upgrades in
  * place; a damaged mark is corruption, a missing one only a warning; a
- * damaged last record is never written over, so restoring it repairs.
+ * damaged last record is never written over, so restoring it repairs; a
+ * damaged segment header dooms a single node's shard (path and offset in
+ * the error) and is handed over for repair when replicated.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -711,4 +713,140 @@ Test(wal, prepared_segment_survives_crashes_and_a_clean_stop)
 	cr_assert_eq(last_seq(room), n + 2);
 	for (uint32_t p = 0; p < 4; p++)
 		cr_assert(!corrupt(p));
+}
+
+/* ---- a damaged segment header (wal_recovery.repair_from_peers) ------------ */
+
+struct hdr_seen {
+	int records, damaged, corrupt, whole_shard;
+	char why[256];
+};
+
+static int hs_record(void *arg, const struct wal_rec *r)
+{
+	(void)r;
+	((struct hdr_seen *)arg)->records++;
+	return 0;
+}
+
+static int hs_damaged(void *arg, const struct wal_rec *r)
+{
+	cr_assert_null(r->body);
+	((struct hdr_seen *)arg)->damaged++;
+	return 0;
+}
+
+static void hs_corrupt(void *arg, int64_t p, const char *file, uint64_t off,
+		       const char *why)
+{
+	struct hdr_seen *s = arg;
+	s->whole_shard += p < 0;
+	if (s->corrupt++) /* the first one is kept */
+		return;
+	snprintf(s->why, sizeof s->why, "partition %lld %s offset %llu: %s",
+		 (long long)p, file, (unsigned long long)off, why);
+}
+
+static void flip_bit(const char *path, uint64_t off, int bit)
+{
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, path, 0, &f), 0, "%s", path);
+	uint8_t b;
+	cr_assert_eq(io->ops->pread(io, f, &b, 1, off), 1);
+	b ^= (uint8_t)(1u << bit);
+	cr_assert_eq(io->ops->pwrite(io, f, &b, 1, off), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	io->ops->close(io, f);
+}
+
+static struct hdr_seen wal_open_seen(bool repair, bool read_only)
+{
+	struct hdr_seen s = {0};
+	struct wal_recovery rec = {.record = hs_record, .corrupt = hs_corrupt,
+				   .damaged = hs_damaged,
+				   .repair_from_peers = repair, .arg = &s};
+	struct wal *w = NULL;
+	cr_assert_eq(wal_open(io, "/data/wal/0", SEG, read_only, &rec, NULL, &w), 0);
+	wal_close(w);
+	return s;
+}
+
+/* A single node has nobody to repair from: a flipped bit in the active
+ * segment's header dooms the shard's partitions as before, and the error
+ * names the file's path and the offset. */
+Test(wal, damaged_segment_header_on_a_single_node_is_corrupt)
+{
+	char room[16];
+	key_in(2, room, sizeof room);
+	append_n(room, 5, 100);
+	pe_close(eng);
+	eng = NULL;
+	flip_bit(WAL1, 17, 3); /* in the segment seq */
+	reopen_ro(false);
+	for (uint32_t p = 0; p < 4; p++) {
+		struct pe_partition_status st;
+		status(p, &st);
+		cr_assert_eq(st.state, PE_PART_CORRUPT, "partition %u", p);
+		cr_assert(strstr(st.error, "bad segment header (" WAL1
+				 ", offset 0)"), "%s", st.error);
+	}
+}
+
+/* Replicated (repair_from_peers): the same damage hands every record of
+ * the segment over as damaged (none is trusted, none is applied) and
+ * reports nothing corrupt; a read-write open goes on in a new segment, and
+ * the next opens (the damaged one now unsealed and not the last) do the
+ * same. Without repair_from_peers the whole shard is reported. */
+Test(wal, damaged_segment_header_is_handed_over_for_repair)
+{
+	char room[16];
+	key_in(2, room, sizeof room);
+	append_n(room, 5, 100);
+	pe_close(eng);
+	eng = NULL;
+	struct hdr_seen s = wal_open_seen(true, true);
+	cr_assert_eq(s.damaged, 0);
+	int records = s.records;
+	cr_assert_geq(records, 5);
+	flip_bit(WAL1, 33, 0); /* in the header checksum */
+	s = wal_open_seen(false, true);
+	cr_assert_geq(s.whole_shard, 1, "%d", s.whole_shard);
+	cr_assert(strstr(s.why, "bad segment header (" WAL1 ", offset 0)"), "%s",
+		  s.why);
+	s = wal_open_seen(true, false);
+	cr_assert_eq(s.corrupt, 0, "%s", s.why);
+	cr_assert_eq(s.records, 0);
+	cr_assert_eq(s.damaged, records);
+	cr_assert(seg_active(WAL1));
+	cr_assert_geq(pio_mem_file_size(io, WAL2), 0, "the log goes on in a new one");
+	for (int i = 0; i < 2; i++) {
+		s = wal_open_seen(true, i == 1);
+		cr_assert_eq(s.corrupt, 0, "round %d: %s (damaged %d records %d)", i,
+			     s.why, s.damaged, s.records);
+		cr_assert_eq(s.damaged, records);
+	}
+}
+
+/* The segment prepared ahead of its roll (header only) is damaged: with
+ * repair_from_peers nothing is lost and nothing reported (a new one is
+ * prepared over it); the log in the active segment reads as before. */
+Test(wal, damaged_header_of_the_prepared_segment_is_replaced)
+{
+	char room[16];
+	key_in(1, room, sizeof room);
+	append_n(room, 5, 100);
+	for (int i = 0; i < 5000 && pio_mem_file_size(io, WAL2) < 0; i++)
+		usleep(1000); /* the prep thread makes it */
+	cr_assert_geq(pio_mem_file_size(io, WAL2), 0);
+	pe_abort(eng);
+	eng = NULL;
+	pio_mem_crash(io, false);
+	flip_bit(WAL2, 20, 5);
+	struct hdr_seen s = wal_open_seen(true, false);
+	cr_assert_eq(s.corrupt, 0, "%s", s.why);
+	cr_assert_eq(s.damaged, 0);
+	cr_assert_geq(s.records, 5);
+	s = wal_open_seen(true, true);
+	cr_assert_eq(s.corrupt, 0, "%s", s.why);
+	cr_assert_geq(s.records, 5);
 }
