@@ -102,33 +102,21 @@ int peer_node_parse_peers(const char *s, struct peer_node_config *cfg)
 		if (!eq)
 			goto bad;
 		*eq = '\0';
-		char *hp = eq + 1, *host = hp, *colon;
-		if (*hp == '[') { /* [v6]:port */
-			host = hp + 1;
-			char *rb = strchr(host, ']');
-			if (!rb || rb[1] != ':')
-				goto bad;
-			*rb = '\0';
-			colon = rb + 1;
-		} else {
-			colon = strrchr(hp, ':');
-			if (!colon)
-				goto bad;
-			*colon = '\0';
-		}
-		char *e1, *e2;
+		char *host;
+		uint16_t port;
+		if (parley_hostport_split(eq + 1, &host, &port))
+			goto bad;
+		char *e1;
 		errno = 0;
 		unsigned long long id = strtoull(item, &e1, 10);
-		unsigned long port = strtoul(colon + 1, &e2, 10);
-		if (errno || *e1 || e1 == item || !id || *e2 || e2 == colon + 1 ||
-		    !port || port > 65535 || !*host ||
+		if (errno || *e1 || e1 == item || !id ||
 		    strlen(host) >= sizeof cfg->peers[0].addr ||
 		    cfg->npeers >= PEER_NODE_MAX_PEERS)
 			goto bad;
 		struct peer_node_peer *pp = &cfg->peers[cfg->npeers++];
 		pp->id = id;
 		snprintf(pp->addr, sizeof pp->addr, "%s", host);
-		pp->port = (uint16_t)port;
+		pp->port = port;
 		if (end && !end[1])
 			goto bad; /* a trailing comma */
 		p = end ? end + 1 : NULL;
