@@ -763,6 +763,16 @@ int pe_raft_node_down(struct pe_engine *e, uint64_t node);
  * groups this node leads wake, so a node that was away is caught up. Any
  * thread; same returns as pe_raft_node_down. */
 int pe_raft_node_up(struct pe_engine *e, uint64_t node);
+/* Leader transfer on request (docs/CLUSTER.md §3.7, removing the leading
+ * node): every group this node leads hands its leadership to `to`
+ * (Raft's TimeoutNow once `to` holds the whole log), as item 10 does,
+ * and only when `to` is a voter of the group that acknowledged an entry
+ * of the leader's current term (raft_peer_current); a group where it is
+ * not keeps its leader (the caller watches pe_raft_status and may ask
+ * again). During a transfer proposals fail -PARLEY_EAGAIN. Any thread,
+ * never blocks. 0, -PARLEY_EINVAL (no cluster, `to` is this node or 0),
+ * -PARLEY_EFULL, -PARLEY_ECLOSED, -PARLEY_ENOMEM. */
+int pe_raft_transfer(struct pe_engine *e, uint64_t to);
 
 enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
 		    PE_LEADER = 3 };

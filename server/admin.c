@@ -794,7 +794,9 @@ static bool query_get(const char *q, const char *key, char *out, size_t cap)
 
 /* POST /cluster/add-node?id=N&peer=addr:port[&client=host:port]
  * [&admin=host:port] and POST /cluster/remove-node?id=N, on the node that
- * leads partition 0 (another answers 409 naming the leader's node id).
+ * leads partition 0 (another answers 409 naming the leader's node id and
+ * admin address; the leader asked to remove itself hands its leadership
+ * over and answers the same, docs/CLUSTER.md §3.7).
  * The admin thread waits for it (at most ADMIN_CLUSTER_WAIT_MS; other
  * admin requests wait meanwhile, clients are not affected). */
 static char *admin_cluster(struct admin *a, bool add, const char *q,
@@ -826,8 +828,9 @@ static char *admin_cluster(struct admin *a, bool add, const char *q,
 	}
 	if (!rc)
 		return simple(200, "OK", msg, false, len);
-	if (rc == -PARLEY_ENOTLEADER)
-		return simple(409, "Conflict", msg, false, len);
+	if (rc == -PARLEY_ENOTLEADER || (!add && rc == -PARLEY_EAGAIN))
+		return simple(409, "Conflict", msg, false, len); /* EAGAIN: no
+			other current voter to hand leadership to (§3.7) */
 	if (rc == -PARLEY_EINVAL)
 		return simple(400, "Bad Request", msg, false, len);
 	if (rc == -PARLEY_ETIMEDOUT)

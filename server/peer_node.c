@@ -82,6 +82,10 @@ struct peer_node {
 	uint64_t *seen_term;
 	bool *seen_leader;
 	_Atomic uint64_t term_changes, leader_gains;
+	/* the node this one handed its leadership to before its removal
+	 * (§3.7): the leader it names once removed (its groups stopped and
+	 * know no leader) */
+	_Atomic uint64_t handed_to;
 };
 
 /* ---- config ---------------------------------------------------------------------- */
@@ -494,6 +498,23 @@ static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
 	return false;
 }
 
+static void info_get(const char *info, const char *key, char *out,
+		     size_t cap); /* below */
+
+/* "leader=N admin=HOST:PORT" (admin=- when unknown): the line of a 409
+ * that parleyctl follows to the leader's admin port. */
+static void leader_line(struct peer_node *nd, uint64_t leader, char *out,
+			size_t cap)
+{
+	char admin[PEER_NODE_ADDR_MAX] = "";
+	struct peer_link_stats ls;
+	if (leader && leader != nd->cfg.node_id &&
+	    peer_link_stats(nd->peer, leader, &ls) == 0)
+		info_get(ls.info, "admin", admin, sizeof admin);
+	snprintf(out, cap, "leader=%" PRIu64 " admin=%s\n", leader,
+		 *admin ? admin : "-");
+}
+
 static int lead_check(struct peer_node *nd, char *msg, size_t cap)
 {
 	if (!nd->e)
@@ -502,9 +523,13 @@ static int lead_check(struct peer_node *nd, char *msg, size_t cap)
 		return 0;
 	struct pe_raft_status st;
 	(void)pe_raft_status(nd->e, 0, &st);
+	if (!st.leader)
+		st.leader = atomic_load(&nd->handed_to);
+	char line[PEER_NODE_ADDR_MAX + 48];
+	leader_line(nd, st.leader, line, sizeof line);
 	snprintf(msg, cap, "not the leader: ask node %" PRIu64
 		 " (the leader of partition 0 as this node knows it; 0 = "
-		 "none known)\n", st.leader);
+		 "none known)\n%s", st.leader, line);
 	return -PARLEY_ENOTLEADER;
 }
 
@@ -642,6 +667,106 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 	return 0;
 }
 
+/* Removing the leading node (§3.7): how long it looks for a current voter
+ * to hand leadership to, how long the hand-over may take in all, and how
+ * often it asks again (a transfer is tried once per group and request;
+ * one that found its target not current yet is asked anew). */
+#define HANDOVER_FIND_MS 2000u
+#define HANDOVER_WAIT_MS 10000u
+#define HANDOVER_ASK_MS 500u
+
+/* The voter to hand leadership to before this node is removed: another
+ * voter of every partition, active and holding partition 0's commit
+ * index (the most caught-up one), 0 when there is none. */
+static uint64_t handover_target(struct peer_node *nd)
+{
+	struct pe_raft_status s0;
+	if (pe_raft_status(nd->e, 0, &s0) || s0.role != PE_LEADER)
+		return 0;
+	uint64_t best = 0, best_match = 0;
+	for (uint32_t i = 0; i < s0.n_members; i++) {
+		const struct pe_raft_member *m = &s0.members[i];
+		if (m->node == nd->cfg.node_id || !m->voter || !m->active ||
+		    m->match < s0.commit)
+			continue;
+		bool everywhere = true;
+		for (uint32_t p = 1; p < nd->np && everywhere; p++) {
+			struct pe_raft_status st;
+			everywhere = !pe_raft_status(nd->e, p, &st) &&
+				     conf_has(st.voters, st.nvoters, m->node,
+					      NULL);
+		}
+		if (everywhere && (!best || m->match > best_match)) {
+			best = m->node;
+			best_match = m->match;
+		}
+	}
+	return best;
+}
+
+/* Removing the node that leads partition 0 (itself): it hands the
+ * leadership of every partition it leads to another current voter and
+ * answers -PARLEY_ENOTLEADER naming the new leader, where the caller
+ * repeats the command (docs/CLUSTER.md §3.7 says why not here). */
+static int hand_over(struct peer_node *nd, uint64_t deadline, char *msg,
+		     size_t cap)
+{
+	uint64_t start = parley_mono_ns();
+	uint64_t hand_deadline = start + HANDOVER_WAIT_MS * 1000000ull;
+	if (hand_deadline > deadline)
+		hand_deadline = deadline;
+	uint64_t find_deadline = start + HANDOVER_FIND_MS * 1000000ull;
+	uint64_t to = 0, next_ask = 0;
+	for (;;) {
+		struct pe_raft_status s0;
+		if (pe_raft_status(nd->e, 0, &s0))
+			return -PARLEY_EAGAIN;
+		bool leads = false;
+		for (uint32_t p = 0; p < nd->np && !leads; p++) {
+			struct pe_raft_status st;
+			leads = !pe_raft_status(nd->e, p, &st) &&
+				st.role == PE_LEADER;
+		}
+		if (s0.role != PE_LEADER && s0.leader && !leads)
+			break; /* handed over */
+		uint64_t now = parley_mono_ns();
+		if (now > hand_deadline || (!to && now > find_deadline)) {
+			if (!to) {
+				snprintf(msg, cap, "node %" PRIu64 " leads the "
+					 "cluster and there is no other "
+					 "current voter to hand leadership "
+					 "to: add or repair a node first\n",
+					 nd->cfg.node_id);
+				return -PARLEY_EAGAIN;
+			}
+			snprintf(msg, cap, "leadership not handed to node %"
+				 PRIu64 " in time: repeat the command\n", to);
+			return -PARLEY_ETIMEDOUT;
+		}
+		if (now >= next_ask) {
+			uint64_t t = s0.role == PE_LEADER ? handover_target(nd)
+							  : s0.leader;
+			if (t && t != nd->cfg.node_id) {
+				to = t;
+				(void)pe_raft_transfer(nd->e, to);
+			}
+			next_ask = now + HANDOVER_ASK_MS * 1000000ull;
+		}
+		usleep(20000);
+	}
+	struct pe_raft_status s0;
+	(void)pe_raft_status(nd->e, 0, &s0);
+	atomic_store(&nd->handed_to, s0.leader);
+	char line[PEER_NODE_ADDR_MAX + 48];
+	leader_line(nd, s0.leader, line, sizeof line);
+	PLOG_I("cluster", "leadership handed over before this node's removal",
+	       "to=%" PRIu64, s0.leader);
+	snprintf(msg, cap, "node %" PRIu64 " handed its leadership to node %"
+		 PRIu64 ": repeat the command there\n%s", nd->cfg.node_id,
+		 s0.leader, line);
+	return -PARLEY_ENOTLEADER;
+}
+
 int peer_node_remove_node(struct peer_node *nd, uint64_t id, uint32_t wait_ms,
 			  char *msg, size_t cap)
 {
@@ -650,16 +775,12 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, uint32_t wait_ms,
 		snprintf(msg, cap, "bad id\n");
 		return -PARLEY_EINVAL;
 	}
-	if (id == nd->cfg.node_id) {
-		snprintf(msg, cap, "node %" PRIu64 " leads the cluster: it "
-			 "cannot remove itself; stop it, let another node "
-			 "lead, and ask that one\n", id);
-		return -PARLEY_EINVAL;
-	}
 	int rc = lead_check(nd, msg, cap);
 	if (rc)
 		return rc;
 	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	if (id == nd->cfg.node_id)
+		return hand_over(nd, deadline, msg, cap);
 	rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
 	if (rc)
 		return rc;

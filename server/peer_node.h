@@ -108,11 +108,16 @@ int peer_node_remove_peer(struct peer_node *n, uint64_t id);
  * node then names it to its transport), adds it as a learner of every
  * partition, waits until this leader sees it caught up everywhere, and
  * promotes it to voter; remove_node removes it from every partition, then
- * writes its removal (every node forgets it). Both are idempotent (repeat
- * after a timeout). 0, or -PARLEY_ENOTLEADER (msg names the leader as
- * this node knows it), -PARLEY_EINVAL (bad id or address, a reused id,
- * this node itself), -PARLEY_ETIMEDOUT (msg says how far it got), another
- * engine error. msg gets a one-line text answer. */
+ * writes its removal (every node forgets it); asked to remove this node
+ * itself, it hands the leadership of every partition to another current
+ * voter and answers -PARLEY_ENOTLEADER naming it (the caller repeats the
+ * command there; docs/CLUSTER.md §3.7), or -PARLEY_EAGAIN when there is
+ * no other current voter. Both are idempotent (repeat after a timeout).
+ * 0, or -PARLEY_ENOTLEADER (msg names the leader as this node knows it,
+ * its last line "leader=N admin=HOST:PORT"), -PARLEY_EINVAL (bad id or
+ * address, a reused id, add_node of this node itself), -PARLEY_ETIMEDOUT
+ * (msg says how far it got), another engine error. msg gets a short
+ * text answer. */
 int peer_node_add_node(struct peer_node *n, uint64_t id, const char *peer,
 		       const char *client, const char *admin, uint32_t wait_ms,
 		       char *msg, size_t cap);

@@ -8,8 +8,12 @@
  *   parleyctl cluster remove-node --admin HOST:PORT[,...] --id N
  *
  * The request goes to the first admin address; a node that does not lead
- * partition 0 answers 409 (naming the leader's id) and the next address is
- * tried, as is one that does not answer. The leader waits until the change
+ * partition 0 answers 409 naming the leader's id and admin address, which
+ * is tried next (at most CLUSTER_MAX_FOLLOW times; without one, the next
+ * address given), as is the next one when a node does not answer. The
+ * leader asked to remove itself hands its leadership to another current
+ * voter first and answers such a 409 (docs/CLUSTER.md §3.7); a 409 that
+ * names no leader (no current voter to hand leadership to) ends it. The leader waits until the change
  * is done (add-node: the node a voter of every partition) or up to a
  * minute (504: how far it got; the command is idempotent, repeat it).
  * Exit codes: 0 done, 1 refused or not done in time, 2 usage, 3 no node
@@ -30,6 +34,7 @@
 
 #define CLUSTER_HTTP_TIMEOUT_S 90 /* the leader waits up to 60 s */
 #define CLUSTER_MAX_REPLY 8192
+#define CLUSTER_MAX_FOLLOW 3 /* hand-overs followed to the new leader */
 
 /* POST path to host:port; *code and body (NUL-terminated) on success.
  * -1 when nothing answered. */
@@ -88,27 +93,60 @@ static int http_post(const char *hostport, const char *path, int *code,
 	return 0;
 }
 
-/* Tries each admin address in turn; returns the exit code. */
+/* A 409 names the leader of partition 0 as the node knows it, "leader=N
+ * admin=HOST:PORT" (also a leader that handed its leadership over to be
+ * removed, docs/CLUSTER.md §3.7). Copies that admin address into out;
+ * false without one (admin=-: unknown). */
+static bool handed_to(const char *body, char *out, size_t cap)
+{
+	const char *l = strstr(body, "\nleader=");
+	const char *a = l ? strstr(l, " admin=") : NULL;
+	if (!a)
+		return false;
+	a += 7;
+	size_t n = strcspn(a, " \r\n");
+	if (!n || n >= cap || (n == 1 && *a == '-'))
+		return false;
+	memcpy(out, a, n);
+	out[n] = '\0';
+	return true;
+}
+
+/* Tries each admin address in turn, and follows a hand-over to the new
+ * leader (at most CLUSTER_MAX_FOLLOW times); returns the exit code. */
 static int post_any(const char *admins, const char *path)
 {
 	char list[1024];
 	snprintf(list, sizeof list, "%s", admins);
 	bool answered = false;
-	for (char *save = NULL, *a = strtok_r(list, ",", &save); a;
-	     a = strtok_r(NULL, ",", &save)) {
+	char next[256] = "";
+	int follows = 0;
+	for (char *save = NULL, *a = strtok_r(list, ",", &save); a;) {
 		int code = 0;
 		char body[CLUSTER_MAX_REPLY];
-		if (http_post(a, path, &code, body, sizeof body)) {
-			fprintf(stderr, "%s: no answer\n", a);
-			continue;
+		char cur[256];
+		snprintf(cur, sizeof cur, "%s", a);
+		if (http_post(cur, path, &code, body, sizeof body)) {
+			fprintf(stderr, "%s: no answer\n", cur);
+		} else {
+			answered = true;
+			if (code != 409) {
+				fprintf(code == 200 ? stdout : stderr,
+					"%s: %d %s", cur, code, body);
+				return code == 200 ? 0 : 1;
+			}
+			fprintf(stderr, "%s: %s", cur, body);
+			if (handed_to(body, next, sizeof next) &&
+			    follows < CLUSTER_MAX_FOLLOW) {
+				follows++; /* repeat it at the new leader */
+				a = next;
+				continue;
+			}
+			if (strncmp(body, "not the leader", 14) &&
+			    !strstr(body, "\nleader="))
+				return 1; /* refused (no voter to hand to) */
 		}
-		answered = true;
-		if (code == 409) { /* not the leader: the next one */
-			fprintf(stderr, "%s: %s", a, body);
-			continue;
-		}
-		fprintf(code == 200 ? stdout : stderr, "%s: %d %s", a, code, body);
-		return code == 200 ? 0 : 1;
+		a = strtok_r(NULL, ",", &save);
 	}
 	fprintf(stderr, answered ? "no node given leads the cluster now; "
 				   "retry, or give the leader's admin port\n"
@@ -124,7 +162,7 @@ static void members_usage(FILE *f)
 		"                 [--client HOST:PORT] [--node-admin HOST:PORT]\n"
 		"       parleyctl cluster remove-node --admin HOST:PORT[,...] --id N\n"
 		"--admin: admin ports of running nodes (the leader of partition 0 "
-		"does the change;\n  others are skipped). add-node: the new node "
+		"does the change;\n  others name it and it is asked next). add-node: the new node "
 		"runs with its own --node-id, the\n  cluster's --cluster-id, "
 		"--founders (the founding ids) and --peers (running\n  nodes), an "
 		"empty --data; --peer is its peer address (numeric), --client and\n"

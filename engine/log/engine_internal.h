@@ -196,6 +196,7 @@ struct part {
 	struct req *rin_head, *rin_tail; /* inbound messages not stepped yet */
 	uint32_t pend_ticks;    /* ticks not given to the group yet */
 	uint64_t pend_down;     /* a node whose link went down, not told yet */
+	uint64_t pend_xfer;     /* pe_raft_transfer's target, not tried yet */
 	bool pend_wake;         /* a node's link went down or came up: a
 				   quiesced leader wakes (part_repl.c) */
 	uint32_t follow_wait;   /* ticks before the next leadership handoff */

@@ -838,6 +838,16 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 		raft_leader_down(p->raft, p->pend_down);
 		p->pend_down = 0;
 	}
+	if (p->pend_xfer) { /* pe_raft_transfer: only to a current voter */
+		uint64_t to = p->pend_xfer;
+		p->pend_xfer = 0;
+		if (raft_role(p->raft) == RAFT_LEADER && to != p->cl->node_id &&
+		    raft_conf_find(raft_conf(p->raft), to) >= 0 &&
+		    raft_peer_current(p->raft, to)) {
+			p->follow_wait = 2 * p->cl->election_ticks;
+			(void)raft_transfer(p->raft, to);
+		}
+	}
 	while (p->pend_ticks) {
 		raft_tick(p->raft);
 		part_snap_tick(p);
@@ -1042,7 +1052,7 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 bool part_raft_idle(const struct part *p)
 {
 	if (!p->raft || !raft_quiesced(p->raft) || p->ready_out ||
-	    p->rin_head || p->pend_down || p->pend_wake || p->ri_head ||
+	    p->rin_head || p->pend_down || p->pend_xfer || p->pend_wake || p->ri_head ||
 	    p->prop_head || p->snap_out || p->snap_rd || p->conf_req)
 		return false;
 	if (p->cl->follow0 && p->id != 0 &&

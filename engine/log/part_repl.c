@@ -325,6 +325,31 @@ int pe_raft_node_down(struct pe_engine *e, uint64_t node)
 	return push_each_shard(e, REQ_NODE_DOWN, node);
 }
 
+int pe_raft_transfer(struct pe_engine *e, uint64_t to)
+{
+	if (!e || e->opt.read_only || !to)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2 || to == e->cl.node_id)
+		return -PARLEY_EINVAL;
+	int first = 0;
+	for (uint32_t i = 0; i < e->nshards; i++) {
+		struct req *r = calloc(1, sizeof *r);
+		if (!r)
+			return -PARLEY_ENOMEM;
+		r->kind = REQ_NODE_DOWN; /* index 2: a transfer (above) */
+		r->part = i;
+		r->from = to;
+		r->index = 2;
+		int rc = shard_push(e, r);
+		if (rc) {
+			free(r);
+			if (!first)
+				first = rc;
+		}
+	}
+	return first;
+}
+
 int pe_raft_node_up(struct pe_engine *e, uint64_t node)
 {
 	if (!e || e->opt.read_only || !node)
@@ -361,7 +386,7 @@ void part_repl_node_down(struct shard *sh, struct req *r)
 {
 	struct pe_engine *e = sh->e;
 	uint64_t node = r->from;
-	bool up = r->index == 1;
+	bool up = r->index == 1, xfer = r->index == 2;
 	free(r);
 	if (sh->fatal)
 		return;
@@ -369,7 +394,9 @@ void part_repl_node_down(struct shard *sh, struct req *r)
 		struct part *p = &e->parts[i];
 		if (!p->raft)
 			continue;
-		if (!up)
+		if (xfer)
+			p->pend_xfer = node;
+		else if (!up)
 			p->pend_down = node;
 		p->pend_wake = true;
 		shard_mark_dirty(sh, p);

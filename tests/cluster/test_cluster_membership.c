@@ -24,9 +24,18 @@
  *      once, and nothing else.
  *   7. The second founder restarts with its original --peers: from its
  *      peers journal it reaches node 4 again and not the removed node.
+ *   8. The leader of partition 0 is removed by asking it, itself, with
+ *      `parleyctl cluster remove-node --admin <its admin port>`: it hands
+ *      its leadership to another current voter, answers 409 naming it,
+ *      and parleyctl repeats the command there (exit 0). The sender runs
+ *      again (new ids) through the two voters left; the new leader's GET
+ *      /cluster shows the removed node in no partition, and its history
+ *      holds every acknowledged message. The same command again (asked
+ *      of the removed node, which names the leader) succeeds.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 #include "cluster_itest.h"
 
@@ -35,6 +44,7 @@
 static char conv[64];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t acked_id[MAXMSG][16]; /* by seq - 1 */
+static uint8_t round_tag = 0x4d;     /* client_msg_id[15] of this run */
 static bool acked[MAXMSG];
 static int nacked;                   /* acknowledged SENDs */
 static atomic_bool stop;
@@ -62,7 +72,7 @@ static void *sender(void *arg)
 	for (uint32_t i = 0; !atomic_load(&stop) && i < MAXMSG - 1; i++) {
 		uint8_t id[16] = {0};
 		memcpy(id, &i, sizeof i);
-		id[15] = 0x4d;
+		id[15] = round_tag;
 		char body[32];
 		int bl = snprintf(body, sizeof body, "m%u", i);
 		struct parley_send_result r;
@@ -129,13 +139,14 @@ static int admin_post(const uint16_t *ports, int n, const char *path,
 	return 0;
 }
 
-/* HISTORY of conv on node 4 alone: every message checked against the
- * acknowledged ones; returns how many it holds (-1: cannot answer). */
-static int history_on_4(bool final)
+/* HISTORY of conv on one node (its client port) alone: every message
+ * checked against the acknowledged ones; returns how many it holds (-1:
+ * cannot answer). */
+static int history_on(uint16_t port, bool final)
 {
 	char *tok = it_token_for("alice");
 	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = n4.port, .token = tok,
+		.host = "127.0.0.1", .port = port, .token = tok,
 		.device_id = "reader", .connect_timeout_ms = 2000,
 		.request_timeout_ms = 3000, .call_deadline_ms = 3000,
 		.no_reconnect = 1};
@@ -181,6 +192,11 @@ static int history_on_4(bool final)
 	pthread_mutex_unlock(&mu);
 	parley_client_free(c);
 	return n;
+}
+
+static int history_on_4(bool final)
+{
+	return history_on(n4.port, final);
 }
 
 static uint64_t metric_of(uint16_t port, const char *name)
@@ -330,6 +346,89 @@ int main(void)
 	IT_CHECK(up == 1, "restarted node%d has no link to node 4", second + 1);
 	IT_CHECK(metric_of(srv[second].admin_port, link) == 0);
 	IT_CHECK(it_log_tail_has(srv[second].log, 0, "peers journal replayed"));
+
+	/* 8: the leader of partition 0 removes itself (asked itself) */
+	struct it_server *all[NODES + 1];
+	for (int i = 0; i < NODES; i++)
+		all[i] = &srv[i];
+	all[NODES] = &n4;
+	struct it_server *self = NULL;
+	for (int t = 0; t < 200 && !self; t++) {
+		for (int i = 0; i <= NODES && !self; i++)
+			if (all[i]->pid > 0 &&
+			    metric_of(all[i]->admin_port,
+				      "parley_raft_partitions_led") == 8)
+				self = all[i];
+		if (!self)
+			it_sleep_ms(50);
+	}
+	IT_CHECK(self, "no node leads every partition");
+	/* the restarted founder caught up first: with the leader gone, the
+	 * two voters left are a quorum only together */
+	uint64_t inactive = 1, lag = 1;
+	for (int t = 0; t < 400 && (inactive || lag); t++) {
+		inactive = metric_of(self->admin_port,
+				     "parley_raft_followers_inactive");
+		lag = metric_of(self->admin_port,
+				"parley_raft_follower_lag_max_entries");
+		if (inactive || lag)
+			it_sleep_ms(50);
+	}
+	IT_CHECK(!inactive && !lag, "followers not caught up: %" PRIu64
+		 " inactive, lag %" PRIu64, inactive, lag);
+	int self_id = self == &n4 ? 4 : (int)(self - srv) + 1;
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "'%s/tools/parleyctl' cluster remove-node "
+		 "--admin 127.0.0.1:%u --id %d", getenv("PARLEY_BIN_DIR"),
+		 self->admin_port, self_id);
+	printf("removing node%d by asking it: %s\n", self_id, cmd);
+	fflush(stdout);
+	int ex = system(cmd);
+	IT_CHECK(ex != -1 && WIFEXITED(ex) && WEXITSTATUS(ex) == 0,
+		 "parleyctl remove-node of the leader itself: exit %d",
+		 ex != -1 && WIFEXITED(ex) ? WEXITSTATUS(ex) : -1);
+	/* the two voters left serve: more SENDs acknowledged */
+	atomic_store(&stop, false);
+	round_tag = 0x4e;
+	IT_CHECK(pthread_create(&th, NULL, sender, NULL) == 0);
+	wait_more_acks(20, "after the leader removed itself");
+	atomic_store(&stop, true);
+	pthread_join(th, NULL);
+	struct it_server *nl = NULL;
+	for (int t = 0; t < 200 && !nl; t++) {
+		for (int i = 0; i <= NODES && !nl; i++)
+			if (all[i] != self && all[i]->pid > 0 &&
+			    metric_of(all[i]->admin_port,
+				      "parley_raft_partitions_led") == 8)
+				nl = all[i];
+		if (!nl)
+			it_sleep_ms(50);
+	}
+	IT_CHECK(nl, "no remaining node leads every partition");
+	int hc = 0;
+	char *cl = it_http_get(nl->admin_port, "/cluster", &hc);
+	IT_CHECK(hc == 200 && cl, "GET /cluster: %d", hc);
+	char mem[48];
+	snprintf(mem, sizeof mem, "{\"node\":%d,\"match\"", self_id);
+	IT_CHECK(!strstr(cl, mem), "node%d still a member: %s", self_id, cl);
+	snprintf(mem, sizeof mem, "{\"node\":%d,\"match\"",
+		 nl == &n4 ? 4 : (int)(nl - srv) + 1);
+	IT_CHECK(strstr(cl, mem), "GET /cluster without members: %s", cl);
+	free(cl);
+	/* idempotent: asked again of the removed node, parleyctl follows its
+	 * 409 to the leader, which finds nothing left to do */
+	printf("again: %s\n", cmd);
+	fflush(stdout);
+	ex = system(cmd);
+	IT_CHECK(ex != -1 && WIFEXITED(ex) && WEXITSTATUS(ex) == 0,
+		 "parleyctl remove-node repeated: exit %d",
+		 ex != -1 && WIFEXITED(ex) ? WEXITSTATUS(ex) : -1);
+	total = acked_now();
+	IT_CHECK(history_on(nl->port, true) >= total, "the new leader lacks "
+		 "acknowledged messages (%d acked)", total);
+	printf("ok: node%d removed itself; %d acknowledged SENDs in all, every "
+	       "one in node%d's history\n", self_id, total,
+	       nl == &n4 ? 4 : (int)(nl - srv) + 1);
 	for (int i = 0; i < NODES; i++)
 		if (i != lead)
 			IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
