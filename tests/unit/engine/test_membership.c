@@ -22,7 +22,10 @@
  *     configuration (conf/<partition>) the restarted groups fall back to
  *     the founders and this fails;
  *   - the API's refusals: a second change while one is pending (EAGAIN),
- *     a reused id (EINVAL), a change on a follower (NOTLEADER + hint).
+ *     a reused id (EINVAL), a change on a follower (NOTLEADER + hint);
+ *   - pe_raft_transfer (docs/CLUSTER.md §3.7, removing the leading node):
+ *     every group the node leads moves to the current voter asked for, none
+ *     to a node that is no member; appends go on after it.
  * Seed: PARLEY_SEED (printed); it drives the keys and the backends.
  */
 #include <criterion/criterion.h>
@@ -241,6 +244,53 @@ Test(membership, refusals_and_status)
 	 * goes on with its three voters) */
 	const uint64_t l4[] = {4};
 	cr_assert(conf_is(l, part, v3, 3, l4, 1));
+	append_many(10);
+	for (int i = 0; i < 3; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
+/* Leader transfer on request: to a node no group has, nothing moves; to
+ * a current voter, every group this node leads does, and the groups it
+ * does not lead keep their leader. */
+Test(membership, transfer_on_request)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	for (int i = 0; i < 3; i++)
+		wait_caught_up(i);
+	int l = leader_of(0);
+	cr_assert_eq(pe_raft_transfer(nodes[l].e, nodes[l].id), -PARLEY_EINVAL);
+	cr_assert_eq(pe_raft_transfer(nodes[l].e, 0), -PARLEY_EINVAL);
+	int before[NPARTS];
+	uint64_t term[NPARTS];
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		before[p] = leader_of(p);
+		term[p] = status(before[p], p).term;
+	}
+	cr_assert_eq(pe_raft_transfer(nodes[l].e, 5), 0); /* not a member */
+	for (int r = 0; r < 400; r++)
+		pump();
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		cr_assert_eq(leader_of(p), before[p], "partition %u moved", p);
+		cr_assert_eq(status(before[p], p).term, term[p]);
+	}
+	int t = (l + 1) % 3;
+	cr_assert_eq(pe_raft_transfer(nodes[l].e, nodes[t].id), 0);
+	bool moved = false;
+	for (int r = 0; r < MAX_PUMP && !moved; r++) {
+		moved = true;
+		for (uint32_t p = 0; p < NPARTS; p++)
+			moved &= leader_of(p) == (before[p] == l ? t : before[p]);
+		if (!moved)
+			pump();
+	}
+	cr_assert(moved, "the groups node %d led did not move to node %d",
+		  l + 1, t + 1);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_neq(status(l, p).role, PE_LEADER);
 	append_many(10);
 	for (int i = 0; i < 3; i++) {
 		wait_caught_up(i);
