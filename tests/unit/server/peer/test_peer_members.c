@@ -10,7 +10,10 @@
  * is removed from every partition and forgotten by the transports (link
  * down, its HELLOs refused), is stopped, and the three left still
  * commit; with node 1 stopped as well, {2, 4} still commit: a quorum of
- * {1, 2, 4} only because node 4 is a voter.
+ * {1, 2, 4} only because node 4 is a voter. Last, nodes 1 and then one
+ * of {2, 4} are removed, and the one left, asked to remove itself
+ * (peer_node_remove_node), answers that it has no other current voter
+ * to hand its leadership to, and goes on committing alone.
  */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
@@ -242,4 +245,29 @@ Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
 	s = append_acked("c/b", 4);
 	wait_applied(3, "c/b", s);
 	wait_applied(1, "c/b", s);
+	/* the dead node 1 and then the follower of {2, 4} are removed: the
+	 * one left, asked to remove itself, has no current voter to hand its
+	 * leadership to and says so (docs/CLUSTER.md §3.7), leading on */
+	conf_all(PE_CONF_REMOVE, 1);
+	int l = -1;
+	for (int t = 0; t < 400 && l < 0; t++)
+		if ((l = leader(0)) < 0)
+			usleep(20000);
+	cr_assert_geq(l, 0);
+	conf_all(PE_CONF_REMOVE, l == 1 ? 4 : 2);
+	l = l == 1 ? 1 : 3;
+	char msg[512];
+	int rc = peer_node_remove_node(pn[l], (uint64_t)l + 1, 30000, msg,
+				       sizeof msg);
+	cr_assert_eq(rc, -PARLEY_EAGAIN, "%s: %s", parley_errname(rc), msg);
+	cr_assert(strstr(msg, "no other current voter"), "%s", msg);
+	cr_assert(!strstr(msg, "leader="), "%s", msg);
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(eng[l], p, &st), 0);
+		cr_assert_eq(st.nvoters, 1);
+		cr_assert_eq(st.voters[0], (uint64_t)l + 1);
+	}
+	s = append_acked("c/b", 5);
+	wait_applied(l, "c/b", s);
 }
