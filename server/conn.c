@@ -86,10 +86,14 @@ struct lmsg *conn_frame_msg(uint16_t kind, uint32_t req_id,
 	return lm;
 }
 
-/* retry_after_ms of an ERROR: the caller's, else the table's default for
- * the code (errmap.c), so every NOMEM and FULL says when to retry. */
-static uint32_t retry_of(uint32_t code, uint32_t retry)
+/* retry_after_ms of an ERROR: a request refused for memory (non-fatal
+ * NOMEM) always SRV_NOMEM_RETRY_MS, whatever the caller passed; else the
+ * caller's, else the table's default for the code (errmap.c), so every
+ * NOMEM and FULL says when to retry. */
+static uint32_t retry_of(uint32_t code, bool fatal, uint32_t retry)
 {
+	if (code == PARLEY_ENOMEM && !fatal)
+		return SRV_NOMEM_RETRY_MS;
 	return retry ? retry : srv_wire_err(-(int)code).retry_after_ms;
 }
 
@@ -129,7 +133,7 @@ static void error_hint(struct parley_error_msg *e, struct leader_hint *h)
 struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 			    const char *text)
 {
-	retry = retry_of(code, retry);
+	retry = retry_of(code, false, retry);
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.retry_after_ms = retry;
@@ -146,7 +150,8 @@ void conn_post_reply(const struct conn_ref *to, struct lmsg *m,
 		     uint32_t req_id)
 {
 	if (!m)
-		m = conn_error_msg(req_id, PARLEY_ENOMEM, 100, "out of memory");
+		m = conn_error_msg(req_id, PARLEY_ENOMEM, SRV_NOMEM_RETRY_MS,
+				   "out of memory");
 	if (!m)
 		srv_oom("the answer to a request (even ERROR NOMEM)");
 	m->done_req = true;
@@ -282,7 +287,7 @@ void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
-	m.error.retry_after_ms = retry_of(code, retry);
+	m.error.retry_after_ms = retry_of(code, fatal, retry);
 	m.error.text = parley_str_c(text);
 	struct leader_hint h;
 	error_hint(&m.error, &h);
@@ -1071,7 +1076,8 @@ static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m
 	}
 	c->id = calloc(1, sizeof *c->id);
 	if (!c->id) {
-		conn_error(c, rid, PARLEY_ENOMEM, true, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, true, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return;
 	}
 	c->id->dlen = (uint8_t)m->device_id.len;
@@ -1333,14 +1339,16 @@ static size_t frame_total(const uint8_t *p, size_t n)
 }
 
 /* The partial frame cannot be kept: the stream cannot continue. A
- * fatal ERROR NOMEM (retry after 1 s) tells the client to reconnect;
+ * fatal ERROR NOMEM (retry after SRV_NOMEM_CLOSE_RETRY_MS) tells the
+ * client to reconnect;
  * requests already taken are answered before the close. */
 static void inbuf_nomem(struct conn *c)
 {
 	PLOG_W("conn", "out of memory for a partial frame: closing the "
 	       "connection", "have=%u", c->inlen);
 	inbuf_release(c);
-	conn_error(c, 0, PARLEY_ENOMEM, true, 1000, "out of memory");
+	conn_error(c, 0, PARLEY_ENOMEM, true, SRV_NOMEM_CLOSE_RETRY_MS,
+		   "out of memory");
 }
 
 /* Keeps the unparsed tail p[0..rem) as the connection's partial frame
