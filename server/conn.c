@@ -86,10 +86,14 @@ struct lmsg *conn_frame_msg(uint16_t kind, uint32_t req_id,
 	return lm;
 }
 
-/* retry_after_ms of an ERROR: the caller's, else the table's default for
- * the code (errmap.c), so every NOMEM and FULL says when to retry. */
-static uint32_t retry_of(uint32_t code, uint32_t retry)
+/* retry_after_ms of an ERROR: a request refused for memory (non-fatal
+ * NOMEM) always SRV_NOMEM_RETRY_MS, whatever the caller passed; else the
+ * caller's, else the table's default for the code (errmap.c), so every
+ * NOMEM and FULL says when to retry. */
+static uint32_t retry_of(uint32_t code, bool fatal, uint32_t retry)
 {
+	if (code == PARLEY_ENOMEM && !fatal)
+		return SRV_NOMEM_RETRY_MS;
 	return retry ? retry : srv_wire_err(-(int)code).retry_after_ms;
 }
 
@@ -129,7 +133,7 @@ static void error_hint(struct parley_error_msg *e, struct leader_hint *h)
 struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 			    const char *text)
 {
-	retry = retry_of(code, retry);
+	retry = retry_of(code, false, retry);
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.retry_after_ms = retry;
@@ -146,7 +150,8 @@ void conn_post_reply(const struct conn_ref *to, struct lmsg *m,
 		     uint32_t req_id)
 {
 	if (!m)
-		m = conn_error_msg(req_id, PARLEY_ENOMEM, 100, "out of memory");
+		m = conn_error_msg(req_id, PARLEY_ENOMEM, SRV_NOMEM_RETRY_MS,
+				   "out of memory");
 	if (!m)
 		srv_oom("the answer to a request (even ERROR NOMEM)");
 	m->done_req = true;
@@ -282,7 +287,7 @@ void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
-	m.error.retry_after_ms = retry_of(code, retry);
+	m.error.retry_after_ms = retry_of(code, fatal, retry);
 	m.error.text = parley_str_c(text);
 	struct leader_hint h;
 	error_hint(&m.error, &h);
@@ -372,23 +377,10 @@ struct sub_arg {
 	struct conn_ref to;
 };
 
-/* LM_INBOX payload: u.inbox.count headers of INBOX_HDR bytes {u64
- * inbox_seq, u8 ready, u32 off, u32 len}, then the bytes they point at
- * (off from the end of the headers): a ready item's encoded EVENT frame,
- * or a pointer packed as {u16 kind, u16 clen, conv, u64 conv_seq}. Items'
- * bytes follow each other in order, so consecutive ready frames are
- * contiguous. */
-#define INBOX_HDR 17u
+/* LM_INBOX payload (lmsg.h): u.inbox.count struct lm_inbox_item, then
+ * the bytes they point at: a ready item's encoded EVENT frame, or a
+ * pointer packed as {u16 kind, u16 clen, conv, u64 conv_seq}. */
 #define INBOX_PACKED(clen) (12u + (uint32_t)(clen))
-
-static void inbox_put_hdr(uint8_t *h, uint64_t seq, bool ready, uint32_t off,
-			  uint32_t len)
-{
-	le_put64(h, seq);
-	h[8] = ready;
-	le_put32(h + 9, off);
-	le_put32(h + 13, len);
-}
 
 /* Engine thread (the inbox's shard). */
 static void inbox_cb(void *arg, const struct chat_inbox_update *u)
@@ -410,7 +402,7 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 		m->u.inbox.trimmed = true;
 	} else {
 		uint32_t sz[CHAT_INBOX_BATCH];
-		size_t total = (size_t)u->count * INBOX_HDR;
+		size_t total = 0;
 		tm.type = PARLEY_T_EVENT;
 		for (uint32_t i = 0; i < u->count; i++) {
 			const struct chat_inbox_item *it = &u->items[i];
@@ -424,10 +416,11 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 			sz[i] = n > 0 ? (uint32_t)n : 0;
 			total += sz[i] ? sz[i] : INBOX_PACKED(it->p.clen);
 		}
-		m = lmsg_new(LM_INBOX, (uint32_t)total);
+		m = lmsg_inbox_new(u->count, total);
 		if (!m) /* dropping entries would leave a gap */
 			srv_oom("inbox entries handed over by the engine");
-		uint8_t *blob = m->data + (size_t)u->count * INBOX_HDR;
+		struct lm_inbox_item *items = lmsg_inbox_items(m);
+		uint8_t *blob = lmsg_inbox_bytes(m);
 		uint32_t off = 0;
 		for (uint32_t i = 0; i < u->count; i++) {
 			const struct chat_inbox_item *it = &u->items[i];
@@ -446,11 +439,11 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 				le_put64(q + 4 + p->clen, p->conv_seq);
 				len = INBOX_PACKED(p->clen);
 			}
-			inbox_put_hdr(m->data + (size_t)i * INBOX_HDR, p->inbox_seq,
-				      sz[i] != 0, off, len);
+			items[i] = (struct lm_inbox_item){.seq = p->inbox_seq,
+							  .off = off, .len = len,
+							  .ready = sz[i] != 0};
 			off += len;
 		}
-		m->u.inbox.count = u->count;
 		m->u.inbox.t_post_ns = parley_mono_ns();
 	}
 	lmsg_post(&x->to, m);
@@ -656,31 +649,30 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 	srv_hist_since(&s->stages.deliver[SRV_DELIVER_NOTIFY],
 		       m->u.inbox.t_post_ns, now);
 	uint32_t count = m->u.inbox.count;
-	const uint8_t *blob = m->data + (size_t)count * INBOX_HDR;
+	const struct lm_inbox_item *items = lmsg_inbox_items(m);
+	const uint8_t *blob = lmsg_inbox_bytes(m);
 	for (uint32_t i = 0; i < count && c->sub;) { /* a write may cut us off */
-		const uint8_t *h = m->data + (size_t)i * INBOX_HDR;
-		uint64_t seq = le_get64(h);
-		bool ready = h[8];
-		uint32_t off = le_get32(h + 9), len = le_get32(h + 13);
-		if (ready && deliver_direct_ok(c, seq)) {
+		const struct lm_inbox_item *it = &items[i];
+		uint64_t seq = it->seq;
+		if (it->ready && deliver_direct_ok(c, seq)) {
 			/* the run of ready, consecutive, in-window events
 			 * starting here: one write */
-			uint32_t j = i + 1, run = len;
+			uint32_t j = i + 1, run = it->len;
 			while (j < count) {
-				const uint8_t *hj = m->data + (size_t)j * INBOX_HDR;
-				if (!hj[8] || le_get64(hj) != seq + (j - i) ||
+				const struct lm_inbox_item *nj = &items[j];
+				if (!nj->ready || nj->seq != seq + (j - i) ||
 				    seq + (j - i) - c->ev_acked > s->lim.event_window)
 					break;
-				run += le_get32(hj + 13);
+				run += nj->len;
 				j++;
 			}
-			conn_write_frames(c, blob + off, run, j - i);
+			conn_write_frames(c, blob + it->off, run, j - i);
 			ctr_add(&s->ctr.events_out, j - i);
 			c->ev_next += j - i;
 			i = j;
 			continue;
 		}
-		pend_push(c, now, seq, ready, blob + off, len);
+		pend_push(c, now, seq, it->ready, blob + it->off, it->len);
 		i++;
 	}
 	pump_resolves(c);
@@ -1071,7 +1063,8 @@ static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m
 	}
 	c->id = calloc(1, sizeof *c->id);
 	if (!c->id) {
-		conn_error(c, rid, PARLEY_ENOMEM, true, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, true, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return;
 	}
 	c->id->dlen = (uint8_t)m->device_id.len;
@@ -1333,14 +1326,16 @@ static size_t frame_total(const uint8_t *p, size_t n)
 }
 
 /* The partial frame cannot be kept: the stream cannot continue. A
- * fatal ERROR NOMEM (retry after 1 s) tells the client to reconnect;
+ * fatal ERROR NOMEM (retry after SRV_NOMEM_CLOSE_RETRY_MS) tells the
+ * client to reconnect;
  * requests already taken are answered before the close. */
 static void inbuf_nomem(struct conn *c)
 {
 	PLOG_W("conn", "out of memory for a partial frame: closing the "
 	       "connection", "have=%u", c->inlen);
 	inbuf_release(c);
-	conn_error(c, 0, PARLEY_ENOMEM, true, 1000, "out of memory");
+	conn_error(c, 0, PARLEY_ENOMEM, true, SRV_NOMEM_CLOSE_RETRY_MS,
+		   "out of memory");
 }
 
 /* Keeps the unparsed tail p[0..rem) as the connection's partial frame

@@ -40,7 +40,9 @@
 void conn_post_msg(const struct conn_ref *to, uint32_t req_id, int err,
 		   const struct parley_msg *m)
 {
-	uint32_t retry = err == -PARLEY_EFULL || err == -PARLEY_ENOMEM ? 50 : 0;
+	uint32_t retry = err == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS
+			 : err == -PARLEY_EFULL ? 50
+						 : 0;
 	struct lmsg *lm = err ? conn_error_msg(req_id, wire_code(err), retry,
 					            parley_strerror(err))
 			      : conn_frame_msg(LM_FRAME, req_id, m);
@@ -59,7 +61,9 @@ struct reply_ctx *conn_reply_ctx_new(struct conn *c, uint32_t rid)
 void conn_refused(struct conn *c, uint32_t rid, int rc)
 {
 	conn_error(c, rid, wire_code(rc), false,
-		   rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EFULL ? 50 : 0,
+		   rc == -PARLEY_ENOMEM	 ? SRV_NOMEM_RETRY_MS
+		   : rc == -PARLEY_EFULL ? 50
+					 : 0,
 		   rc == -PARLEY_EPERM	     ? "not a member"
 		   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
 		   : rc == -PARLEY_EFULL     ? "server busy"
@@ -141,7 +145,8 @@ void conn_req_edit(struct conn *c, uint32_t rid, uint16_t kind,
 	}
 	struct edit_ctx *x = malloc(sizeof *x + conv.len);
 	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, false, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return;
 	}
 	*x = (struct edit_ctx){.to = c->sk.ref, .s = s, .req_id = rid,
@@ -160,7 +165,9 @@ void conn_req_edit(struct conn *c, uint32_t rid, uint16_t kind,
 	memcpy(q.client_msg_id, cmid, 16);
 	int rc = chat_edit(s->chat, &q, edit_cb, x);
 	conn_req_started(c, rid, rc, x,
-			 rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			 rc == -PARLEY_ENOMEM	 ? SRV_NOMEM_RETRY_MS
+			 : rc == -PARLEY_EFULL ? 50
+					       : 0,
 			 rc == -PARLEY_EPERM	  ? "not a member"
 			 : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
 			 : rc == -PARLEY_EFULL	  ? "server busy"
@@ -196,7 +203,8 @@ void conn_req_retention(struct conn *c, uint32_t rid,
 	}
 	struct ret_ctx *x = malloc(sizeof *x);
 	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, false, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return;
 	}
 	*x = (struct ret_ctx){.to = c->sk.ref, .req_id = rid};
@@ -207,7 +215,9 @@ void conn_req_retention(struct conn *c, uint32_t rid,
 				       .max_count = m->max_count};
 	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
 	conn_req_started(c, rid, rc, x,
-			 rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 100 : 0,
+			 rc == -PARLEY_ENOMEM	 ? SRV_NOMEM_RETRY_MS
+			 : rc == -PARLEY_EFULL ? 100
+					       : 0,
 			 rc == -PARLEY_EPERM	  ? "not a member"
 			 : rc == -PARLEY_ENOTFOUND ? "no such conversation"
 						  : parley_strerror(rc));
@@ -270,7 +280,10 @@ static void conv_open_cb(void *arg, const struct chat_conv_info *r)
 		chat_conv_msg(r, m);
 	if (r->err)
 		conn_post_reply(&x->to,
-			        conn_error_msg(x->req_id, wire_code(r->err), 50,
+			        conn_error_msg(x->req_id, wire_code(r->err),
+				       r->err == -PARLEY_ENOMEM
+					       ? SRV_NOMEM_RETRY_MS
+					       : 50,
 				               parley_strerror(r->err)),
 			        x->req_id);
 	else
@@ -285,7 +298,8 @@ void conn_req_conv_open(struct conn *c, uint32_t rid,
 {
 	struct reply_ctx *x = conn_reply_ctx_new(c, rid);
 	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, false, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return;
 	}
 	int rc = chat_conv_open(S(c)->chat, c->id->user, c->id->ulen,
@@ -312,7 +326,9 @@ void conn_req_conv_list(struct conn *c, uint32_t rid,
 	/* EINVAL: a cursor the codec would not let through (before_conv
 	 * over PARLEY_PROTO_MAX_CONV_ID) */
 	conn_req_started(c, rid, rc, x,
-			 rc == -PARLEY_ENOMEM ? 100 : rc == -PARLEY_EINVAL ? 0 : 50,
+			 rc == -PARLEY_ENOMEM	  ? SRV_NOMEM_RETRY_MS
+			 : rc == -PARLEY_EINVAL ? 0
+						 : 50,
 			 rc == -PARLEY_ENOMEM	  ? "out of memory"
 			 : rc == -PARLEY_EINVAL ? "bad before_conv"
 						 : "server busy");

@@ -111,7 +111,8 @@ void conn_req_group_change(struct conn *c, uint32_t rid,
 	int rc = chat_group_change(S(c)->chat, &q, group_change_cb, x, &why);
 	conn_req_started(c, rid, rc, x,
 			 rc == -PARLEY_EAGAIN ? 20
-			 : rc == -PARLEY_ENOMEM || rc == -PARLEY_EFULL ? 50
+			 : rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS
+			 : rc == -PARLEY_EFULL  ? 50
 									: 0,
 			 why ? why : parley_strerror(rc));
 }
@@ -131,7 +132,7 @@ void conn_req_group_info(struct conn *c, uint32_t rid,
 			     : -PARLEY_ENOMEM;
 	if (rc)
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_ENOMEM ? 100 : 0,
+			   rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 0,
 			   rc == -PARLEY_EPERM ? "not a member of this group"
 			   : rc == -PARLEY_ENOTFOUND ? "no such group"
 						     : parley_strerror(rc));

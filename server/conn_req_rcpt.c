@@ -68,7 +68,8 @@ static struct rcpt_reply *rcpt_reply_new(struct conn *c, uint32_t rid,
 {
 	struct rcpt_reply *x = malloc(sizeof *x);
 	if (!x) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, false, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return NULL;
 	}
 	*x = (struct rcpt_reply){.to = c->sk.ref, .req_id = rid, .seq = seq,

@@ -121,7 +121,8 @@ void conn_req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	size_t off = send_ctx_off((uint32_t)an);
 	struct lmsg *blk = malloc(off + sizeof(struct send_ctx) + m->conv.len);
 	if (!blk) {
-		conn_error(c, rid, PARLEY_ENOMEM, false, 100, "out of memory");
+		conn_error(c, rid, PARLEY_ENOMEM, false, SRV_NOMEM_RETRY_MS,
+			   "out of memory");
 		return;
 	}
 	struct send_ctx *x = (struct send_ctx *)((uint8_t *)blk + off);
@@ -143,7 +144,9 @@ void conn_req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	if (rc) {
 		free(blk);
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_EFULL || rc == -PARLEY_ENOMEM ? 50 : 0,
+			   rc == -PARLEY_ENOMEM	   ? SRV_NOMEM_RETRY_MS
+			   : rc == -PARLEY_EFULL ? 50
+						 : 0,
 			   rc == -PARLEY_EPERM	    ? "not a member"
 			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
 			   : rc == -PARLEY_EFULL     ? "server busy"

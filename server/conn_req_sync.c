@@ -61,7 +61,9 @@ void conn_req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 			       c->id->device, c->id->dlen, m->from_inbox_seq,
 			       sync_cb, x)
 		   : -PARLEY_ENOMEM;
-	if (conn_req_started(c, rid, rc, x, 50, "server busy"))
+	if (conn_req_started(c, rid, rc, x,
+			     rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 50,
+			     "server busy"))
 		c->sync_busy = true;
 }
 
@@ -86,7 +88,9 @@ void conn_req_sync_done(struct conn *c, const struct lmsg *m)
 	if (!err)
 		err = conn_inbox_start(c, m->u.sync.start_seq, m->u.sync.cursor);
 	if (err) {
-		sync_fail(c, rid, wire_code(err), 50, parley_strerror(err));
+		sync_fail(c, rid, wire_code(err),
+			  err == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 50,
+			  parley_strerror(err));
 		return;
 	}
 	c->sync_busy = false;

@@ -36,7 +36,7 @@ static const struct {
 	{PARLEY_ETRIMMED, {PARLEY_ETRIMMED, 0}},
 	{PARLEY_EINCOMPLETE, {PARLEY_EPROTO, 0}},
 	{PARLEY_ERATE, {PARLEY_ERATE, 1000}},
-	{PARLEY_ENOMEM, {PARLEY_ENOMEM, 100}},
+	{PARLEY_ENOMEM, {PARLEY_ENOMEM, SRV_NOMEM_RETRY_MS}},
 	{PARLEY_ELOCKED, {PARLEY_EIO, 0}},
 	{PARLEY_EEXPIRED, {PARLEY_EEXPIRED, 0}},
 	{PARLEY_EDELETED, {PARLEY_EDELETED, 0}},
@@ -46,7 +46,7 @@ static const struct {
 struct srv_wire_err srv_wire_err(int err)
 {
 	if (err == -ENOMEM)
-		return (struct srv_wire_err){PARLEY_ENOMEM, 100};
+		return (struct srv_wire_err){PARLEY_ENOMEM, SRV_NOMEM_RETRY_MS};
 	for (size_t i = 0; i < sizeof ROWS / sizeof *ROWS; i++)
 		if (-err == ROWS[i].internal)
 			return ROWS[i].w;

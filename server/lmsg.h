@@ -16,6 +16,7 @@
 #define PARLEYD_LMSG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,8 @@ struct conn_ref {
  * valid). */
 enum lmsg_kind {
 	LM_FRAME = 1,     /* data = an encoded frame for conn; done_req: inflight-- */
-	LM_INBOX,         /* data = inbox pointers to resolve (see conn.c) */
+	LM_INBOX,         /* data = u.inbox.count struct lm_inbox_item, then
+			     the bytes they point at (lmsg_inbox_*) */
 	LM_EVENT,         /* data = an encoded EVENT frame */
 	LM_SUB_CLOSED,    /* the engine ended the subscription */
 	LM_SYNC_DONE,     /* the SYNC's reads answered (chat_sync; conn_req_sync.c) */
@@ -44,6 +46,18 @@ enum lmsg_kind {
 			     read fan-out (live.h) */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
+
+/* One inbox entry of an LM_INBOX message (engine thread -> loop). Its
+ * bytes are len bytes at off from the end of the item array
+ * (lmsg_inbox_bytes): a ready item's encoded EVENT frame, or else the
+ * inbox pointer for the connection to resolve (conn.c packs it). Items'
+ * bytes follow each other in order, so consecutive ready frames are
+ * contiguous. */
+struct lm_inbox_item {
+	uint64_t seq;      /* inbox seq */
+	uint32_t off, len; /* its bytes */
+	bool ready;        /* the bytes are an encoded EVENT frame */
+};
 struct lmsg {
 	struct lmsg *next;
 	uint16_t kind;
@@ -76,8 +90,13 @@ struct lmsg {
 		} sync;
 	} u;
 	uint32_t len;
-	uint8_t data[];
+	/* aligned for the typed array that starts an LM_INBOX's data */
+	_Alignas(struct lm_inbox_item) uint8_t data[];
 };
+
+_Static_assert(offsetof(struct lmsg, data) %
+			       _Alignof(struct lm_inbox_item) == 0,
+	       "an LM_INBOX's item array starts aligned");
 
 /* A zeroed message of `kind` with len bytes of data, NULL when out of
  * memory. */
@@ -90,6 +109,31 @@ static inline struct lmsg *lmsg_new(uint16_t kind, uint32_t len)
 	m->kind = kind;
 	m->len = len;
 	return m;
+}
+
+/* An LM_INBOX of `count` items and `bytes` bytes after them: one
+ * allocation (lmsg_new), u.inbox.count set; NULL when out of memory. */
+static inline struct lmsg *lmsg_inbox_new(uint32_t count, size_t bytes)
+{
+	size_t n = (size_t)count * sizeof(struct lm_inbox_item) + bytes;
+	if (n > UINT32_MAX)
+		return NULL;
+	struct lmsg *m = lmsg_new(LM_INBOX, (uint32_t)n);
+	if (m)
+		m->u.inbox.count = count;
+	return m;
+}
+
+/* The item array of an LM_INBOX (u.inbox.count entries). */
+static inline struct lm_inbox_item *lmsg_inbox_items(struct lmsg *m)
+{
+	return (struct lm_inbox_item *)(void *)m->data;
+}
+
+/* The bytes the items of an LM_INBOX point into (item.off is from here). */
+static inline uint8_t *lmsg_inbox_bytes(struct lmsg *m)
+{
+	return m->data + (size_t)m->u.inbox.count * sizeof(struct lm_inbox_item);
 }
 
 /* Any thread: hand a message to the loop. Never blocks on I/O

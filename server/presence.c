@@ -959,7 +959,7 @@ static void sub_finish(struct sub_req *q)
 	if (!lm) {
 		struct parley_msg e = {.type = PARLEY_T_ERROR};
 		e.error.code = PARLEY_ENOMEM;
-		e.error.retry_after_ms = 100;
+		e.error.retry_after_ms = SRV_NOMEM_RETRY_MS;
 		e.error.text = parley_str_c("out of memory");
 		uint8_t buf[64];
 		int n = parley_proto_encode(buf, sizeof buf, q->rid, &e);

@@ -13,6 +13,7 @@
  * max_inflight bound, and a slow consumer cut off with GOAWAY.
  */
 #include "conn_fx.h"
+#include "errmap.h"
 
 /* ---- handshake ------------------------------------------------------------------------ */
 
@@ -416,7 +417,8 @@ Test(conn, history_and_conv_list_through_the_service)
 /* Feeds request m (as request id rid) with the k-th allocation of this
  * (the loop's) thread failing, for k = 1, 2, ... until a run in which no
  * allocation failed. Each run must end in one of the policy's outcomes:
- *   - the reply (ok_type), or ERROR NOMEM / FULL with a retry_after, and
+ *   - the reply (ok_type), or ERROR NOMEM (retry_after SRV_NOMEM_RETRY_MS)
+ *     / FULL with a retry_after, and
  *     the connection stays open and takes the next request;
  *   - the connection closed "out of memory" (what failed was the
  *     connection's own outbound buffer: nothing can be answered on it).
@@ -472,6 +474,14 @@ static unsigned nomem_sweep(struct fx *f, const char *user,
 					     "type %#x k=%u: ERROR %u (%.*s) without retry_after", m->type,
 					     k, r->error.code, (int)r->error.text.len,
 					     r->error.text.p);
+				/* one retry_after for every NOMEM (errmap.h) */
+				if (r->error.code == PARLEY_ENOMEM)
+					cr_assert_eq(r->error.retry_after_ms,
+						     SRV_NOMEM_RETRY_MS,
+						     "type %#x k=%u: NOMEM retry_after %u, want %u",
+						     m->type, k,
+						     r->error.retry_after_ms,
+						     SRV_NOMEM_RETRY_MS);
 				cr_assert(!(r->error.flags & PARLEY_ERRF_FATAL));
 			} else {
 				cr_assert_eq(r->type, ok_type, "k=%u: type %#x", k,

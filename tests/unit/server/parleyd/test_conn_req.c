@@ -18,6 +18,7 @@
  * from that one.
  */
 #include "conn_fx.h"
+#include "errmap.h"
 #include "presence.h"
 
 /* ---- helpers ---------------------------------------------------------------------- */
@@ -67,8 +68,9 @@ static void refused(struct fx *f, uint32_t rid, const struct parley_msg *m,
 }
 
 /* Feeds m with the first allocation of the loop thread failing (the
- * handler's context): ERROR NOMEM with retry_after `retry`, nothing in
- * flight, the connection open. */
+ * handler's context): ERROR NOMEM with retry_after `retry` (always
+ * SRV_NOMEM_RETRY_MS: one value on every path), nothing in flight, the
+ * connection open. */
 static void nomem_first(struct fx *f, uint32_t rid, const struct parley_msg *m,
 			uint32_t retry)
 {
@@ -185,7 +187,7 @@ Test(conn_req, send_without_memory_is_nomem_and_the_connection_goes_on)
 	struct fx f;
 	fx_alice(&f, 23, 0);
 	struct parley_msg *m = send_msg("d:alice:bob", 1, "x");
-	nomem_first(&f, 60, m, 100);
+	nomem_first(&f, 60, m, SRV_NOMEM_RETRY_MS);
 	struct parley_msg *out = msg_new(0);
 	req(&f, 61, m, out);
 	cr_assert_eq(out->type, PARLEY_T_SEND_ACK);
@@ -333,7 +335,7 @@ Test(conn_req, sync_without_memory_is_nomem_then_works)
 	struct parley_msg *m = msg_new(PARLEY_T_SYNC);
 	m->sync.from_inbox_seq = 1;
 	/* the request's context */
-	nomem_first(&f, 90, m, 50);
+	nomem_first(&f, 90, m, SRV_NOMEM_RETRY_MS);
 	cr_assert(!f.c->sync_busy);
 	/* the subscription's context, when the SYNC's reads are in */
 	fx_feed(&f, 91, m, false);
@@ -349,7 +351,7 @@ Test(conn_req, sync_without_memory_is_nomem_then_works)
 	uint32_t rid = 0;
 	cr_assert(fx_next(&f, out, &rid));
 	cr_assert_eq(rid, 91);
-	is_error(out, PARLEY_ENOMEM, 50);
+	is_error(out, PARLEY_ENOMEM, SRV_NOMEM_RETRY_MS);
 	cr_assert(!f.c->sub);
 	cr_assert(!f.c->sync_busy);
 	cr_assert_eq(f.c->inflight, 0);
@@ -452,10 +454,10 @@ Test(conn_req, groups_through_the_handlers)
 	refused(&f, 116, a, PARLEY_ENOTFOUND, 0);
 	/* without memory for the page / the reply context */
 	m->group_info.conv = parley_str_c(g);
-	nomem_first(&f, 117, m, 100);
+	nomem_first(&f, 117, m, SRV_NOMEM_RETRY_MS);
 	a->group_change.conv = parley_str_c(g);
 	a->group_change.users[0] = parley_str_c("dave");
-	nomem_first(&f, 118, a, 100);
+	nomem_first(&f, 118, a, SRV_NOMEM_RETRY_MS);
 	/* someone who is not a member: dave (the failed add added nobody) */
 	fx_reconnect(&f, "dave");
 	m->group_info.conv = parley_str_c(g);
@@ -503,7 +505,7 @@ Test(conn_req, read_marker_and_receipts)
 	m->read_marker.conv = parley_str_c("d:alice:carol");
 	refused(&f, 135, m, PARLEY_ENOTFOUND, 0);
 	m->read_marker.conv = parley_str_c("d:alice:bob");
-	nomem_first(&f, 136, m, 100);
+	nomem_first(&f, 136, m, SRV_NOMEM_RETRY_MS);
 	/* RECEIPTS of seq 2: both members, alice has read it */
 	struct parley_msg *r = msg_new(PARLEY_T_RECEIPTS);
 	r->receipts.conv = parley_str_c("d:alice:bob");
@@ -529,7 +531,7 @@ Test(conn_req, read_marker_and_receipts)
 	r->receipts.conv = parley_str_c("d:bob:carol");
 	refused(&f, 139, r, PARLEY_EPERM, 0);
 	r->receipts.conv = parley_str_c("d:alice:bob");
-	nomem_first(&f, 140, r, 100);
+	nomem_first(&f, 140, r, SRV_NOMEM_RETRY_MS);
 	cr_assert_eq(f.c->inflight, 0);
 	free(r);
 	free(out);
@@ -627,14 +629,14 @@ Test(conn_req, history_and_catchup_share_their_refusals)
 	m->history.conv = parley_str_c("d:bob:carol");
 	refused(&f, 171, m, PARLEY_EPERM, 0);
 	m->history.conv = parley_str_c("d:alice:bob");
-	nomem_first(&f, 172, m, 100);
+	nomem_first(&f, 172, m, SRV_NOMEM_RETRY_MS);
 	/* GROUP_CATCHUP of a 1:1 conversation: not a group */
 	*m = (struct parley_msg){.type = PARLEY_T_GROUP_CATCHUP};
 	m->group_catchup.conv = parley_str_c("d:alice:bob");
 	m->group_catchup.from_seq = 1;
 	m->group_catchup.limit = 5;
 	refused(&f, 173, m, PARLEY_ENOTFOUND, 0);
-	nomem_first(&f, 174, m, 100);
+	nomem_first(&f, 174, m, SRV_NOMEM_RETRY_MS);
 	cr_assert_eq(atomic_load(&f.s.ctr.history), 0, "refusals are not counted");
 	free(m);
 	fx_stop(&f);
