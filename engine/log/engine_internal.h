@@ -316,8 +316,8 @@ enum req_kind {
 	REQ_COMPACT,
 	REQ_RAFT,      /* one inbound Raft message (log/part_repl.c) */
 	REQ_TICK,      /* a Raft tick for every group of the shard */
-	REQ_NODE_DOWN, /* a peer's link went down (from = its node id;
-			  index 1: it came up) */
+	REQ_NODE,      /* node liveness or a transfer: from = the node id,
+			  index = its enum node_event */
 	REQ_READ_DONE, /* a history read came back from the read pool
 			  (history/hist_read.c); out = its struct hread */
 	REQ_SUB_READ_DONE, /* a tail's history chunk came back from the
@@ -328,6 +328,13 @@ enum req_kind {
 			  node, limit = the raft_conf_op */
 	REQ_SNAP_DONE, /* a snapshot job came back from the read pool
 			  (log/part_snap.c); out = its struct snap_job */
+};
+
+/* What a REQ_NODE says about its node (part_repl.c part_repl_node). */
+enum node_event {
+	NODE_EV_DOWN = 0,     /* its link went down */
+	NODE_EV_UP = 1,       /* its link came up */
+	NODE_EV_TRANSFER = 2, /* hand every group this node leads to it */
 };
 
 struct req {
@@ -607,7 +614,7 @@ void part_conf_publish(struct part *p);
 /* log/part_repl.c */
 void part_repl_recv(struct shard *sh, struct req *r);
 void part_repl_tick(struct shard *sh, struct req *r);
-void part_repl_node_down(struct shard *sh, struct req *r);
+void part_repl_node(struct shard *sh, struct req *r);
 const struct raft_msg *part_repl_msg(const struct req *r);
 bool part_repl_read(struct shard *sh, struct req *r);
 void part_repl_reads_issue(struct shard *sh, struct part *p);

@@ -23,7 +23,7 @@
  * makes an idle group cost nothing (contract item 9).
  *
  * Node liveness (pe_raft_node_down / _up, one request per shard) wakes
- * the groups that must not sleep through it (part_repl_node_down).
+ * the groups that must not sleep through it (part_repl_node).
  *
  * Linearizable reads (pe_read_req.linearizable, ReadIndex; contract item 7
  * of parley_engine.h): such a READ does not run when it reaches the shard
@@ -263,10 +263,10 @@ void part_repl_recv(struct shard *sh, struct req *r)
 
 /* ---- ticks ------------------------------------------------------------------------ */
 
-/* One request of `kind` (from = arg) to every shard; 0 or the first
- * error (a shard that could not take it misses it). */
+/* One request of `kind` (from = arg, index = index) to every shard; 0 or
+ * the first error (a shard that could not take it misses it). */
 static int push_each_shard(struct pe_engine *e, enum req_kind kind,
-			   uint64_t arg)
+			   uint64_t arg, uint64_t index)
 {
 	int first = 0;
 	for (uint32_t i = 0; i < e->nshards; i++) {
@@ -276,6 +276,7 @@ static int push_each_shard(struct pe_engine *e, enum req_kind kind,
 		r->kind = kind;
 		r->part = i;
 		r->from = arg;
+		r->index = index;
 		int rc = shard_push(e, r);
 		if (rc) {
 			free(r);
@@ -292,7 +293,7 @@ int pe_raft_tick(struct pe_engine *e)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2)
 		return 0; /* a group of one never needs time */
-	return push_each_shard(e, REQ_TICK, 0);
+	return push_each_shard(e, REQ_TICK, 0, 0);
 }
 
 void part_repl_tick(struct shard *sh, struct req *r)
@@ -322,7 +323,7 @@ int pe_raft_node_down(struct pe_engine *e, uint64_t node)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || node == e->cl.node_id)
 		return 0;
-	return push_each_shard(e, REQ_NODE_DOWN, node);
+	return push_each_shard(e, REQ_NODE, node, NODE_EV_DOWN);
 }
 
 int pe_raft_transfer(struct pe_engine *e, uint64_t to)
@@ -331,23 +332,7 @@ int pe_raft_transfer(struct pe_engine *e, uint64_t to)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || to == e->cl.node_id)
 		return -PARLEY_EINVAL;
-	int first = 0;
-	for (uint32_t i = 0; i < e->nshards; i++) {
-		struct req *r = calloc(1, sizeof *r);
-		if (!r)
-			return -PARLEY_ENOMEM;
-		r->kind = REQ_NODE_DOWN; /* index 2: a transfer (above) */
-		r->part = i;
-		r->from = to;
-		r->index = 2;
-		int rc = shard_push(e, r);
-		if (rc) {
-			free(r);
-			if (!first)
-				first = rc;
-		}
-	}
-	return first;
+	return push_each_shard(e, REQ_NODE, to, NODE_EV_TRANSFER);
 }
 
 int pe_raft_node_up(struct pe_engine *e, uint64_t node)
@@ -356,37 +341,21 @@ int pe_raft_node_up(struct pe_engine *e, uint64_t node)
 		return -PARLEY_EINVAL;
 	if (e->cl.conf.n < 2 || node == e->cl.node_id || !e->cl.quiesce_ticks)
 		return 0; /* nothing quiesces: nothing to wake */
-	int first = 0;
-	for (uint32_t i = 0; i < e->nshards; i++) {
-		struct req *r = calloc(1, sizeof *r);
-		if (!r)
-			return -PARLEY_ENOMEM;
-		r->kind = REQ_NODE_DOWN;
-		r->part = i;
-		r->from = node;
-		r->index = 1; /* up */
-		int rc = shard_push(e, r);
-		if (rc) {
-			free(r);
-			if (!first)
-				first = rc;
-		}
-	}
-	return first;
+	return push_each_shard(e, REQ_NODE, node, NODE_EV_UP);
 }
 
-/* Node liveness (REQ_NODE_DOWN; index 1: the link came up). Recorded
+/* Node liveness and transfers (REQ_NODE, enum node_event). Recorded
  * here, given to each group with its next inputs (part_raft.c
  * repl_inputs), where the core may be called: a group following `node`
  * campaigns soon (down only), and a quiesced leader wakes either way —
  * on a link down so that its check-quorum runs (a leader cut off from
  * its quorum steps down instead of sleeping on), on a link up so that
  * the returning node hears from it and catches up. */
-void part_repl_node_down(struct shard *sh, struct req *r)
+void part_repl_node(struct shard *sh, struct req *r)
 {
 	struct pe_engine *e = sh->e;
 	uint64_t node = r->from;
-	bool up = r->index == 1, xfer = r->index == 2;
+	bool up = r->index == NODE_EV_UP, xfer = r->index == NODE_EV_TRANSFER;
 	free(r);
 	if (sh->fatal)
 		return;

@@ -549,8 +549,8 @@ static void shard_process(struct shard *sh)
 		case REQ_TICK:
 			part_repl_tick(sh, r);
 			break;
-		case REQ_NODE_DOWN:
-			part_repl_node_down(sh, r);
+		case REQ_NODE:
+			part_repl_node(sh, r);
 			break;
 		case REQ_CONF:
 			part_conf_req(sh, r);
