@@ -111,6 +111,8 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 struct chat_sub;
 struct resolve;
 struct presence_conn;
+struct fwd_saved;
+struct conn_virt;
 
 struct conn {
 	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
@@ -158,6 +160,14 @@ struct conn {
 	bool hs_slot;            /* holds a handshake admission slot */
 	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
 	struct presence_conn *pres; /* session + subscriptions (presence.h) */
+	/* forwarding (proxy.h, docs/CLUSTER.md §3.3): the requests in flight
+	 * that go to the leader if this node answers them NOTLEADER (a
+	 * client's connection on a cluster node with forwarding on) */
+	struct fwd_saved *fwd_saved;
+	/* a virtual connection: one request another node forwarded here,
+	 * no socket; its reply goes back over the peer link (NULL: a
+	 * client's connection) */
+	struct conn_virt *virt;
 };
 
 #endif /* PARLEYD_CONN_H */
