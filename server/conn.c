@@ -1358,7 +1358,8 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 			   "too many requests in flight");
 		goto out;
 	}
-	if (s->proxy && !c->virt && proxy_type_forwardable(t))
+	if (s->proxy && !c->virt && proxy_type_forwardable(t) &&
+	    proxy_forwarding(s->proxy))
 		saved_keep(c, f, payload, plen);
 	switch (t) {
 	case PARLEY_T_SEND: conn_req_send(c, rid, &m->send); break;

@@ -977,8 +977,9 @@ static int run(const struct opts *o, struct srv *s)
 		peer_node_stop(pn);
 		return 1;
 	}
-	if (pn && o->forward) {
-		struct proxy_config pxc = {.max_inflight = o->forward_max_inflight,
+	if (pn) { /* the leader side serves even with forward 0 */
+		struct proxy_config pxc = {.forward = o->forward != 0,
+					   .max_inflight = o->forward_max_inflight,
 					   .timeout_ms = o->forward_timeout_ms};
 		rc = proxy_node_install(s, pn, &pxc);
 		PARLEY_ASSERT(rc == 0); /* a few KiB at start */

@@ -110,6 +110,11 @@ void proxy_set_serving(struct proxy *px, bool on)
 	atomic_store(&px->serving, on);
 }
 
+bool proxy_forwarding(const struct proxy *px)
+{
+	return px->cfg.forward;
+}
+
 bool proxy_type_forwardable(uint16_t type)
 {
 	switch (type) {
@@ -275,7 +280,7 @@ int proxy_forward(struct proxy *px, const struct conn_ref *to,
 		  uint8_t dlen, const uint8_t *frame, uint32_t n,
 		  uint64_t now_ms)
 {
-	uint64_t node = px->io.target(px->io.arg);
+	uint64_t node = px->cfg.forward ? px->io.target(px->io.arg) : 0;
 	if (!node || !px->io.link_up(px->io.arg, node)) {
 		ADD(px->out[PROXY_OUT_NO_LEADER], 1);
 		return -PARLEY_ENOTLEADER;

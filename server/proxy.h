@@ -105,6 +105,9 @@ struct proxy_io {
 };
 
 struct proxy_config {
+	bool forward;          /* gateway side on (config key forward); the
+				  leader side always serves, so nodes with
+				  forwarding on and off mix in one cluster */
 	uint32_t max_inflight; /* 0 = PROXY_DEFAULT_MAX_INFLIGHT */
 	uint32_t timeout_ms;   /* 0 = PROXY_DEFAULT_TIMEOUT_MS */
 };
@@ -137,6 +140,9 @@ void proxy_free(struct proxy *px);
  * drains); off, FWD_REQs are answered ERROR AGAIN at once. */
 void proxy_set_serving(struct proxy *px, bool on);
 
+/* Whether this node forwards (proxy_config.forward). */
+bool proxy_forwarding(const struct proxy *px);
+
 /* Whether a request of this type is forwarded when it would be refused
  * NOTLEADER (PROTOCOL.md: everything but the handshake, PING, SYNC /
  * EVENT_ACK (inbox tails stay on the client's node), TYPING and
@@ -148,8 +154,8 @@ bool proxy_type_forwardable(uint16_t type);
 /* Forwards the client frame frame[0..n) (whole, uncompressed, flags 0)
  * of user/device on the connection `to`. 0: in flight, io.reply will end
  * it exactly once (it may already have when this returns);
- * -PARLEY_ENOTLEADER: not forwarded (no leader known, this node, or its
- * link down: answer NOTLEADER with its hint as before); -PARLEY_EFULL:
+ * -PARLEY_ENOTLEADER: not forwarded (forwarding off, no leader known,
+ * this node, or its link down: answer NOTLEADER with its hint as before); -PARLEY_EFULL:
  * max_inflight to that node (answer FULL); -PARLEY_ENOMEM. */
 int proxy_forward(struct proxy *px, const struct conn_ref *to,
 		  const char *user, uint8_t ulen, const char *device,

@@ -149,8 +149,9 @@ struct srv {
 					NULL = none */
 	struct peer_node *peer;      /* a cluster node's replication (peer_node.h,
 					/metrics, /readyz); NULL = one node */
-	struct proxy *proxy;         /* request forwarding (proxy.h); NULL = off
-					(one node, or forward = 0) */
+	struct proxy *proxy;         /* request forwarding (proxy.h); NULL = one
+					node (with forward = 0 it only serves
+					other nodes' forwards) */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;
