@@ -1097,7 +1097,8 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "delivery") && !args_set && !cfg.tls)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
 				   "--admin-port {adminport}" BENCH_NO_LIMITS;
-	bool cluster_mode = !strcmp(mode, "cluster");
+	bool fwd_mode = !strcmp(mode, "cluster-forward");
+	bool cluster_mode = !strcmp(mode, "cluster") || fwd_mode;
 	if (cluster_mode) {
 		if (!args_set)
 			cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
@@ -1191,7 +1192,7 @@ int main(int argc, char **argv)
 		printf("- nodes: %s %s + --node-id --cluster-id --peer-port --peers; "
 		       "nats-server: %s\n", cfg.parleyd, cfg.parleyd_args,
 		       cfg.nats_server ? cfg.nats_server : "not run");
-		mrc = bench_cluster(&cfg);
+		mrc = fwd_mode ? bench_cluster_forward(&cfg) : bench_cluster(&cfg);
 	}
 	if (mrc >= 0)
 		return bench_sink_close() ? 1 : mrc;
