@@ -396,7 +396,7 @@ void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 		}
 		if (fr == FWD_FULL) {
 			code = PARLEY_EFULL;
-			retry = 50;
+			retry = 0; /* the error table's */
 			text = "too many requests forwarded to the leader";
 		}
 	}
@@ -1740,7 +1740,7 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 			if (fr == FWD_FULL) {
 				PARLEY_ASSERT(c->inflight > 0);
 				c->inflight--;
-				conn_error(c, rid, PARLEY_EFULL, false, 50,
+				conn_error(c, rid, PARLEY_EFULL, false, 0,
 					   "too many requests forwarded to the "
 					   "leader");
 				break;
