@@ -53,6 +53,15 @@
  *      buffer grows with the bytes received, never past the frame.
  *   7. Every receive buffer and outbound chunk is charged to the memory
  *      budget (membudget.h) while allocated.
+ *   8. Forwarding (proxy.h, docs/CLUSTER.md §3.3): fwd_saved holds at most
+ *      one frame per forwardable request in flight (charged to the memory
+ *      budget), dropped when the request is answered or handed to the
+ *      proxy; so it is bounded by max_inflight. A virtual connection
+ *      (virt != NULL: a request another node forwarded; no socket, fd -1)
+ *      starts READY as the user the request names, keeps no frames (a
+ *      forwarded request is never forwarded again), hands its reply to
+ *      the proxy instead of a socket, and closes once it is answered (or
+ *      at lim.forward_timeout_ms).
  *
  * TLS: OpenSSL with memory BIOs. Ciphertext read by io_uring is written
  * into the read BIO; SSL_read yields plaintext for the frame parser;

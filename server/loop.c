@@ -19,6 +19,10 @@
  *      CQE is looked at.
  *   3. The loop exits only after a stop request and once every connection
  *      is freed.
+ *   4. A virtual connection (a request another node forwarded, LM_FWD,
+ *      proxy.h) holds a slot like any other and counts in nconns, but has
+ *      no socket (fd -1): it is never armed for receive, paused, shut
+ *      down or closed, and not counted as a client connection.
  *
  * Threads: loop_main runs on its own thread; loop_post/loop_stop from any.
  */
