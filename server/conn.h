@@ -71,7 +71,7 @@
  *
  * The loop sees a connection only through loop_conn.h (struct loop_sock
  * and the conn_* entry points); this header is conn.c's own (and its
- * unit tests': test_conn.c, test_conn_req.c).
+ * unit tests': test_conn.c, test_conn_req.c, test_conn_fwd.c).
  *
  * Memory per idle plain-TCP connection: struct conn + one slot pointer
  * (no receive buffer: recv uses the loop's provided buffer ring; no
