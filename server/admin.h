@@ -24,12 +24,16 @@
  *            (pe_stats: appends, WAL batches = fdatasyncs, bytes, fsync
  *            time) and the fan-out service (chat_stats).
  *   POST /cluster/add-node?id=N&peer=addr:port[&client=..][&admin=..]
- *   POST /cluster/remove-node?id=N
+ *   POST /cluster/remove-node?id=N[&force=1]
  *            cluster membership (peer_node_add_node / _remove_node,
  *            docs/CLUSTER.md §3.7) on the node leading partition 0: 200
- *            done, 409 not the leader (the body names its id), 400 bad
- *            request, 504 not done within 60 s (idempotent: repeat). The
- *            admin thread waits meanwhile, as for POST /admin/compact.
+ *            done, 409 not the leader (the body names its id), an unsafe
+ *            removal refused (force=1 overrides) or another operation in
+ *            progress, 400 bad request, 504 not done within 60 s
+ *            (idempotent: repeat). The operation runs on the membership
+ *            worker (peer_node_op_start); the request waits for it while
+ *            the admin thread answers other requests.
+ *   GET /cluster  this node's view as JSON (admin_cluster_json).
  *
  * Threads: admin_start/admin_stop from the main thread; the srv fields it
  * reads are atomics or read-only after start.
