@@ -936,6 +936,11 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 			if (ok[p])
 				continue;
 			struct pe_raft_status st;
+			if (!pe_raft_status(nd->e, p, &st) &&
+			    !conf_has(st.voters, st.nvoters, id, NULL)) {
+				ok[p] = true; /* not a voter: no quorum changes */
+				continue;
+			}
 			if (pe_raft_status(nd->e, p, &st) ||
 			    st.role != PE_LEADER) {
 				if (!pending++)
