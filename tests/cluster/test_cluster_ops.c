@@ -10,7 +10,9 @@
  *      admin thread waited with it and /metrics did not answer), a second
  *      operation answers 409 "operation in progress (add node 4, ...)",
  *      and `parleyctl cluster status` shows node 4 as a learner of every
- *      partition and the operation running. Node 4 starts: the waiting
+ *      partition, the operation running, and node 4's client and admin
+ *      addresses as its members record gives them (it never announced
+ *      them itself). Node 4 starts: the waiting
  *      request answers 200 "voter of all 8 partitions".
  *   3. A founder F (not the leader) is killed and removed: the voters
  *      left {L, A, 4} are healthy, so the removal is allowed (200).
@@ -268,6 +270,17 @@ int main(void)
 		 strstr(out, "operation in progress on node") &&
 		 strstr(out, "add node 4"), "status without the learner:\n%s",
 		 out);
+	/* node 4 never ran, so it never announced its addresses: the ones
+	 * its members record gives are shown (and its admin port asked) */
+	const char *row = strstr(out, "\n4 ");
+	char a4[32], c4[32];
+	snprintf(a4, sizeof a4, "127.0.0.1:%u ", n4.admin_port);
+	snprintf(c4, sizeof c4, "127.0.0.1:%u ", n4.port);
+	const char *eol = row ? strchr(row + 1, '\n') : NULL;
+	const char *pa = row ? strstr(row, a4) : NULL;
+	const char *pc = row ? strstr(row, c4) : NULL;
+	IT_CHECK(row && eol && pa && pa < eol && pc && pc < eol,
+		 "node 4's recorded addresses not shown:\n%s", out);
 	free(out);
 	snprintf(args + strlen(args), sizeof args - strlen(args), " --json");
 	out = ctl(args, &rc);
