@@ -348,6 +348,7 @@ int main(void)
 	wait_parts_with(srv[L].admin_port, vs);
 	it_server_start(&srv[A]);
 	send_acked(5, "after node A restarted");
+	(void)leader_index(); /* leadership gathered again on L or A */
 	snprintf(args, sizeof args, "cluster remove-node --admin "
 		 "127.0.0.1:%u,127.0.0.1:%u --id 4", srv[L].admin_port,
 		 srv[A].admin_port);
