@@ -836,6 +836,8 @@ static bool query_get(const char *q, const char *key, char *out, size_t cap)
 	return false;
 }
 
+static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now);
+
 /* The answer to a finished membership operation (peer_node.h). */
 static char *cluster_answer(bool add, int rc, char *msg, size_t mcap,
 			    size_t *len)
@@ -895,6 +897,12 @@ static char *admin_cluster(struct admin *a, struct aconn *c, bool add,
 				      false, len);
 		op.force = !strcmp(force, "1");
 	}
+	/* a request still waiting for the last operation gets its answer
+	 * first: a new one would replace that result */
+	uint64_t now = parley_mono_ns();
+	for (uint32_t k = 0; k < a->max_conns; k++)
+		if (a->c[k].fd >= 0 && a->c[k].op_wait && &a->c[k] != c)
+			aconn_op_check(a, &a->c[k], now);
 	char msg[512];
 	int rc = peer_node_op_start(pn, &op, &c->op_ticket, msg, sizeof msg);
 	if (rc == -PARLEY_EAGAIN) /* another operation runs */
@@ -1002,8 +1010,6 @@ static void aconn_answer(struct admin *a, struct aconn *c, char *r, size_t len,
 	c->deadline_ns = now + a->timeout_ns;
 	aconn_write(a, c);
 }
-
-static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now);
 
 static void aconn_read(struct admin *a, struct aconn *c, uint64_t now)
 {

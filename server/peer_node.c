@@ -931,6 +931,7 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 		       (uint64_t)PEER_NODE_HEALTH_WAIT_MS * 1000000ull;
 	for (;;) {
 		uint32_t pending = 0;
+		bool moving = false; /* the first failure: not led here now */
 		char why[256] = "";
 		for (uint32_t p = 0; p < nd->np; p++) {
 			if (ok[p])
@@ -943,9 +944,12 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 			}
 			if (pe_raft_status(nd->e, p, &st) ||
 			    st.role != PE_LEADER) {
-				if (!pending++)
-					snprintf(why, sizeof why, "partition %u: "
-						 "not led by this node now", p);
+				if (!pending++) {
+					moving = true;
+					snprintf(why, sizeof why, "partition %u "
+						 "is not led by this node now",
+						 p);
+				}
 				continue;
 			}
 			bool healthy[PE_MAX_VOTERS];
@@ -983,6 +987,12 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 			snprintf(msg, cap, "the node is stopping: repeat the "
 				 "command\n");
 			rc = -PARLEY_ECLOSED;
+			break;
+		}
+		if (parley_mono_ns() > end && moving) {
+			snprintf(msg, cap, "leadership is moving (%s): repeat "
+				 "the command\n", why);
+			rc = -PARLEY_EAGAIN;
 			break;
 		}
 		if (parley_mono_ns() > end) {
