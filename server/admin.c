@@ -644,8 +644,9 @@ static size_t admin_own_metrics(struct admin *a, char *buf, size_t cap)
  *                 |  deadline: accept + request_timeout_ms (total, not
  *                 |  reset by each byte) -> 408, closed
  *                 |  ADMIN_MAX_REQUEST bytes without a blank line -> 431
- *                 +  evicted (oldest first) when a new connection arrives
- *                    and max_conns are open -> 503, closed
+ *                 +  evicted (oldest first, WAITING ones last) when a new
+ *                    connection arrives and max_conns are open -> 503,
+ *                    closed
  *              WRITING: deadline = start of the response + request_timeout_ms
  *              WAITING: the socket is not polled; the operation's result
  *                is looked at every ADMIN_OP_POLL_MS; deadline = the
@@ -1083,12 +1084,16 @@ static void admin_accept(struct admin *a, uint64_t now)
 			return;
 		if (a->nconns == a->max_conns) {
 			/* full: the oldest connection makes room (a slow or idle
-			 * client cannot keep a probe out) */
+			 * client cannot keep a probe out); one waiting for a
+			 * membership operation only when all are */
 			struct aconn *old = NULL;
-			for (uint32_t k = 0; k < a->max_conns; k++)
-				if (a->c[k].fd >= 0 &&
-				    (!old || a->c[k].t_accept_ns < old->t_accept_ns))
-					old = &a->c[k];
+			for (int pass = 0; pass < 2 && !old; pass++)
+				for (uint32_t k = 0; k < a->max_conns; k++)
+					if (a->c[k].fd >= 0 &&
+					    (pass || !a->c[k].op_wait) &&
+					    (!old || a->c[k].t_accept_ns <
+							     old->t_accept_ns))
+						old = &a->c[k];
 			atomic_fetch_add(&a->evicted, 1);
 			if (!old->out)
 				send_now(old->fd, 503, "Service Unavailable",

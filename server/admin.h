@@ -8,7 +8,8 @@
  * client only holds its own slot). Bounds (admin_opts, config keys in
  * parentheses):
  *   - at most max_conns connections (admin_max_connections); a new one
- *     beyond that evicts the oldest, which gets 503;
+ *     beyond that evicts the oldest (one waiting for a membership
+ *     operation only when all are), which gets 503;
  *   - a request (request line + headers) of at most ADMIN_MAX_REQUEST
  *     bytes, else 431;
  *   - the whole request must arrive within request_timeout_ms of the
