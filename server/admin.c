@@ -179,7 +179,7 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	uint64_t led = 0, known = 0, lag_sum = 0, lag_max = 0, snap = 0,
 		 dropped = 0, term_max = 0;
 	uint64_t flag_max = 0, inactive = 0, elections = 0, rd_ok = 0,
-		 rd_fail = 0;
+		 rd_fail = 0, learners = 0;
 	struct pe_raft_status sn = {0}; /* snapshot counters, summed */
 	srv_text_put(o, "# HELP parley_raft_role Role of this node in a partition's "
 	       "group (0 follower, 1 pre-candidate, 2 candidate, 3 leader).\n"
@@ -218,6 +218,7 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 			inactive += st.members[k].node != st.leader &&
 				    !st.members[k].active;
 		elections += st.elections;
+		learners += st.nlearners;
 		rd_ok += st.reads_served;
 		rd_fail += st.reads_failed;
 	}
@@ -266,6 +267,10 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	       "Followers of groups this node leads that did not answer within "
 	       "the last one to two election timeouts (summed over groups).",
 	       inactive);
+	metric(o, "parley_raft_learners", "gauge",
+	       "Learners in the partitions' configurations as this node has "
+	       "them, summed over partitions (an add-node not finished).",
+	       learners);
 	metric(o, "parley_raft_elections_total", "counter",
 	       "Elections this node started as a candidate (all groups).",
 	       elections);
@@ -519,6 +524,11 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_ready_leader_known", "gauge",
 		       "1 when a leader of partition 0 is known (/readyz).",
 		       can_serve(s));
+		struct peer_node_op op;
+		uint64_t ms = 0;
+		metric(&o, "parley_cluster_operation_running", "gauge",
+		       "1 while an add-node / remove-node runs on this node.",
+		       peer_node_op_running(s->peer, &op, &ms) ? 1 : 0);
 	}
 	/* the server's own stages (srv.h): send and delivery */
 	o.n += srv_stage_metrics(s, o.n < o.cap ? o.b + o.n : NULL,

@@ -7,7 +7,8 @@
  *      it as a learner of every partition and waits for it to catch up.
  *      Meanwhile the leader's admin port answers GET /metrics, /readyz
  *      and /cluster (the operation runs on its own worker: before, the
- *      admin thread waited with it and /metrics did not answer), a second
+ *      admin thread waited with it and /metrics did not answer; /metrics
+ *      counts the 8 learners and the running operation), a second
  *      operation answers 409 "operation in progress (add node 4, ...)",
  *      and `parleyctl cluster status` shows node 4 as a learner of every
  *      partition, the operation running, and node 4's client and admin
@@ -20,7 +21,9 @@
  *      dead, and the cluster would stop committing. POST remove-node
  *      answers 409 "refusing to remove node 4", `parleyctl cluster
  *      remove-node` exits 1, node 4 stays a voter everywhere and SENDs
- *      are still acknowledged (by L and 4).
+ *      are still acknowledged (by L and 4). Asked to remove itself, L
+ *      refuses as well ({A, 4} with A dead), before handing anything
+ *      over: it still leads every partition.
  *   5. `parleyctl cluster remove-node --force` removes it anyway: no
  *      partition has node 4 as a voter. A restarts, {L, A} commit again
  *      (SENDs acknowledged), and the same removal without --force now
@@ -240,6 +243,9 @@ int main(void)
 	wait_parts_with(srv[L].admin_port, "\"voters\":[1,2,3],\"learners\":[4]");
 	t = it_http_get(srv[L].admin_port, "/metrics", &code);
 	IT_CHECK(code == 200, "GET /metrics while the learner waits: %d", code);
+	IT_CHECK(it_metric(t, "parley_raft_learners") == 8 &&
+		 it_metric(t, "parley_cluster_operation_running") == 1,
+		 "learner / operation metrics");
 	free(t);
 	t = it_http_get(srv[L].admin_port, "/readyz", &code);
 	IT_CHECK(code == 200, "GET /readyz while the learner waits: %d", code);
@@ -296,6 +302,10 @@ int main(void)
 	printf("add-node: %s", body_of(q.body));
 	wait_parts_with(srv[L].admin_port,
 			"\"voters\":[1,2,3,4],\"learners\":[]");
+	IT_CHECK(it_metric_get(srv[L].admin_port, "parley_raft_learners") == 0 &&
+		 it_metric_get(srv[L].admin_port,
+			       "parley_cluster_operation_running") == 0,
+		 "learner / operation metrics after the add");
 	send_acked(5, "after node 4 joined");
 
 	/* 3: F dies and is removed: {L, A, 4} are healthy */
@@ -331,6 +341,19 @@ int main(void)
 	IT_CHECK(rc == 1 && strstr(out, "refusing to remove node 4"),
 		 "parleyctl remove-node: exit %d %s", rc, out);
 	free(out);
+	/* the leader asked to remove itself: refused where it is asked,
+	 * before any hand-over ({A, 4} with A dead) */
+	snprintf(args, sizeof args, "cluster remove-node --admin 127.0.0.1:%u "
+		 "--id %d", srv[L].admin_port, L + 1);
+	out = ctl(args, &rc);
+	char self_ref[64];
+	snprintf(self_ref, sizeof self_ref, "refusing to remove node %d", L + 1);
+	IT_CHECK(rc == 1 && strstr(out, self_ref) && !strstr(out, "handed"),
+		 "parleyctl remove-node of the leader itself: exit %d %s", rc,
+		 out);
+	free(out);
+	IT_CHECK(it_metric_get(srv[L].admin_port, "parley_raft_partitions_led")
+		 == 8, "node%d handed its leadership over", L + 1);
 	IT_CHECK(parts_with(srv[L].admin_port, vs) == 8,
 		 "node 4 not a voter after a refused removal");
 	send_acked(5, "after the refused removal (L and node 4)");
