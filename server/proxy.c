@@ -310,13 +310,17 @@ int proxy_forward(struct proxy *px, const struct conn_ref *to,
 	int rc = px->io.send(px->io.arg, node, PROXY_FRAME_REQ, hdr, hl,
 			     frame, n);
 	if (rc) {
-		/* not queued: take it back unless something ended it already
-		 * (cannot happen before it was sent, but be exact) */
+		/* not queued: take it back. If another path (a link that went
+		 * down, the timeout) took it meanwhile, that path has answered
+		 * it already: it is over, and the caller must count it in
+		 * flight like a sent one (its answer is posted). */
 		pthread_mutex_lock(&px->mu);
 		f = fwd_find(px, id);
 		if (f)
 			fwd_unlink(px, f);
 		pthread_mutex_unlock(&px->mu);
+		if (!f)
+			return 0;
 		free(f);
 		ADD(px->out[PROXY_OUT_FULL], 1);
 		return rc == -PARLEY_ENOMEM ? rc : -PARLEY_EFULL;

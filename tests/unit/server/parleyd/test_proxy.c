@@ -32,6 +32,7 @@ static struct {
 	uint64_t target;
 	bool link_up;
 	int send_rc, serve_rc;
+	struct proxy *down_during_send; /* the link drops while sending */
 	struct sent sent[MAXREC];
 	int nsent;
 	struct replied rep[MAXREC];
@@ -45,6 +46,8 @@ static int f_send(void *arg, uint64_t to, uint8_t type, const void *a,
 		  size_t alen, const void *b, size_t blen)
 {
 	(void)arg;
+	if (io.down_during_send)
+		proxy_link_down(io.down_during_send, to);
 	if (io.send_rc)
 		return io.send_rc;
 	cr_assert_lt(io.nsent, MAXREC);
@@ -387,6 +390,26 @@ Test(proxy, unsent)
 	proxy_stats(px, &st);
 	cr_assert_eq(st.out[PROXY_OUT_UNSENT], 1);
 	cr_assert_eq(st.inflight, 0);
+	proxy_free(px);
+}
+
+Test(proxy, a_link_that_drops_while_sending_answers_once)
+{
+	/* the link goes down (AGAIN answers the forward) and then the send
+	 * fails: the forward is over and answered once; the caller counts it
+	 * in flight (0), it must not answer it again */
+	struct proxy *px = mk(8, 1000);
+	io.down_during_send = px;
+	io.send_rc = -PARLEY_ECLOSED;
+	cr_assert_eq(fwd(px, 1, 5, 0), 0);
+	cr_assert_eq(io.nrep, 1);
+	cr_assert_eq(rep_rid(0), 5);
+	cr_assert_eq(rep_code(0), PARLEY_EAGAIN);
+	struct proxy_stats st;
+	proxy_stats(px, &st);
+	cr_assert_eq(st.inflight, 0);
+	cr_assert_eq(st.out[PROXY_OUT_LINK_DOWN], 1);
+	cr_assert_eq(st.out[PROXY_OUT_FULL], 0);
 	proxy_free(px);
 }
 
