@@ -22,7 +22,8 @@
  *   4. A virtual connection (a request another node forwarded, LM_FWD,
  *      proxy.h) holds a slot like any other and counts in nconns, but has
  *      no socket (fd -1): it is never armed for receive, paused, shut
- *      down or closed, and not counted as a client connection.
+ *      down or closed, and not counted as a client connection (nor
+ *      against max_conns: nvirt).
  *
  * Threads: loop_main runs on its own thread; loop_post/loop_stop from any.
  */
@@ -95,6 +96,7 @@ struct loop {
 	struct slotent *slots;
 	uint32_t nslots, slot_cap, free_head; /* free list through next_free */
 	_Atomic uint32_t nconns;
+	uint32_t nvirt;          /* of them virtual (LM_FWD): not clients */
 	pthread_mutex_t mu;
 	struct lmsg *mhead, *mtail;
 	bool wake_pending;
@@ -472,8 +474,10 @@ static void conn_maybe_free(struct loop *lp, struct conn *c)
 	lp->slots[slot].next_free = lp->free_head;
 	lp->free_head = slot;
 	atomic_fetch_sub_explicit(&lp->nconns, 1, memory_order_relaxed);
-	if (virt)
+	if (virt) {
+		lp->nvirt--;
 		return;
+	}
 	atomic_fetch_sub_explicit(&lp->s->ctr.conns_open, 1,
 				  memory_order_relaxed);
 	atomic_fetch_add_explicit(&lp->s->ctr.conns_closed, 1,
@@ -495,7 +499,8 @@ static void on_accept(struct loop *lp, unsigned li, int res, unsigned flags)
 	}
 	int fd = res;
 	struct srv *s = lp->s;
-	if (lp->stopping || atomic_load(&lp->nconns) >= s->lim.max_conns) {
+	if (lp->stopping ||
+	    atomic_load(&lp->nconns) - lp->nvirt >= s->lim.max_conns) {
 		close(fd); /* admission control: over the connection bound */
 		return;
 	}
@@ -703,6 +708,7 @@ static void loop_fwd(struct loop *lp, struct lmsg *m)
 	}
 	lp->slots[slot].c = c;
 	atomic_fetch_add_explicit(&lp->nconns, 1, memory_order_relaxed);
+	lp->nvirt++;
 	conn_virtual_run(c, r.frame, r.flen);
 	conn_maybe_free(lp, c);
 }
