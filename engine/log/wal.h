@@ -165,6 +165,24 @@ struct wal_recovery {
 	 * goes on in a new segment (none is ever written into it again, so
 	 * it stays unsealed; the seal check is waived for it). */
 	bool repair_from_peers;
+	/* Optional, with repair_from_peers: a record whose own header fails
+	 * its check (a flipped bit: partition, term, index and length all
+	 * unknown), outside a torn tail. The scan resyncs: the next offset
+	 * holding a valid record header that goes on with the log (the same
+	 * batch, or a later batch at a block boundary; stale records never
+	 * qualify), trying first where the damaged header's length says it
+	 * ends, then every 8-byte step to the end of the segment. The bytes
+	 * [off, end) held one or more records of unknown partitions (end is
+	 * the file's size when nothing valid follows in a segment that is
+	 * not the last: its seal is lost too, the seal check is waived).
+	 * Return 0 when the caller takes the loss (every partition of the
+	 * shard may have lost records there and must be repaired from a
+	 * peer): the scan goes on at `end`, the segment is held (never
+	 * released) until wal_release_damaged, and wal.hwm is not checked
+	 * against it (its lost records cannot be counted); 1 to have it
+	 * reported through `corrupt` with partition -1, as without this
+	 * callback; a negative error aborts the open. NULL = always 1. */
+	int (*lost)(void *arg, const char *file, uint64_t off, uint64_t end);
 	void *arg;
 };
 
@@ -288,6 +306,11 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
  * applies the outcome: the count wal_release returns is of segments
  * queued for release. One release at a time; segments that became free
  * meanwhile go with the next call.) */
+/* Lets wal_release release the segments holding lost ranges
+ * (wal_recovery.lost) by the usual rule: the caller calls it once every
+ * partition that may have lost records there was repaired (as long as
+ * the damaged bytes exist, each recovery finds the loss again). */
+void wal_release_damaged(struct wal *w);
 /* Segment files currently holding log records (sealed + active). */
 uint32_t wal_segment_count(const struct wal *w);
 
