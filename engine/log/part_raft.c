@@ -372,7 +372,11 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		 * (persist_repairs), later in the log. It fills the
 		 * placeholder (or replaces the entry with itself, when the
 		 * damaged bytes were restored meanwhile); the entries after
-		 * it stay, nothing is truncated */
+		 * it stay, nothing is truncated. A placeholder filled so
+		 * counts as repaired (it was counted found) */
+		if (rlog_damaged_at(p, rec->index, rec->term))
+			atomic_fetch_add_explicit(&p->pub_damaged_repaired, 1,
+						  memory_order_relaxed);
 		rlog_repair(p, rec->index, type, d, len, NULL);
 		return 0;
 	}
