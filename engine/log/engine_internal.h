@@ -243,10 +243,9 @@ struct part {
 	 * while no record since has proved that the recovered log goes on
 	 * where it stands (lost_admit); lost_cut once a record was
 	 * discarded. lost: set at open from lost_seen, until the group
-	 * holds its leader's whole log again (raft_set_lost); lost_counted:
-	 * it counts in pub_damaged_found (it was cut, or no record got past
-	 * the range: its tail may be lost). */
-	bool lost_seen, after_lost, lost_cut, lost, lost_counted;
+	 * holds its leader's whole log again (raft_set_lost); counted once
+	 * in pub_damaged_found, and in _repaired when it clears. */
+	bool lost_seen, after_lost, lost_cut, lost;
 	uint64_t term_start;    /* leader: index of its term's no-op */
 	/* linearizable reads in flight (log/part_repl.c), in arrival order;
 	 * the last read context used and the ticks seen */

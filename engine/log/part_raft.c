@@ -709,12 +709,12 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	 * its leader's whole log again (raft_set_lost); the shard's WAL keeps
 	 * the lost range meanwhile, so a restart finds the loss again. */
 	if (!rc && p->lost_seen && e->cl.conf.n > 1) {
+		/* counted as one damaged record found, repaired once it
+		 * holds its leader's whole log (lost_check) */
 		p->lost = true;
-		p->lost_counted = p->after_lost || p->lost_cut;
 		e->shards[p->id % e->nshards].lost_parts++;
-		if (p->lost_counted)
-			atomic_fetch_add_explicit(&p->pub_damaged_found, 1,
-						  memory_order_relaxed);
+		atomic_fetch_add_explicit(&p->pub_damaged_found, 1,
+					  memory_order_relaxed);
 		PLOG_W("engine", "partition may have lost acknowledged entries "
 		       "in a damaged WAL record header: it neither votes nor "
 		       "campaigns until it holds its leader's whole log",
@@ -735,10 +735,8 @@ static void lost_check(struct shard *sh, struct part *p)
 	if (!p->lost || !p->raft || raft_lost(p->raft))
 		return;
 	p->lost = false;
-	if (p->lost_counted)
-		atomic_fetch_add_explicit(&p->pub_damaged_repaired, 1,
-					  memory_order_relaxed);
-	p->lost_counted = false;
+	atomic_fetch_add_explicit(&p->pub_damaged_repaired, 1,
+				  memory_order_relaxed);
 	PLOG_I("engine", "partition repaired from the leader after a damaged "
 	       "WAL record header: it votes again", "partition=%u "
 	       "last_index=%" PRIu64, p->id, raft_last_index(p->raft));

@@ -1870,7 +1870,9 @@ bool raft_peer_current(struct raft *r, uint64_t id)
 	if (r->role != RAFT_LEADER)
 		return false;
 	const struct raft_progress *p = pr_find(r, id);
-	return p && p->match > 0 && raft_term_at(r, p->match) == r->hs.term;
+	/* a member that says it lost entries would ignore the TimeoutNow */
+	return p && p->match > 0 && !p->lost &&
+	       raft_term_at(r, p->match) == r->hs.term;
 }
 
 int raft_transfer(struct raft *r, uint64_t to)

@@ -461,8 +461,9 @@ int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
 int raft_transfer(struct raft *r, uint64_t to);
 /* Leader only: `id` has acknowledged an entry of this leader's term, so it
  * is alive and following this term (a transfer to it can complete); false
- * on a follower, for an unknown id, or for a peer not heard from since
- * the election. */
+ * on a follower, for an unknown id, for a peer not heard from since
+ * the election, or for one that says it lost entries (raft_set_lost: it
+ * would not campaign). */
 bool raft_peer_current(struct raft *r, uint64_t id);
 /* ReadIndex: the result comes back in a ready's reads with the same ctx.
  * Works on a follower too (forwarded to the leader). */
