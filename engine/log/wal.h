@@ -77,7 +77,9 @@
  *   3. Recovery: an invalid record in the last segment is a torn tail iff no
  *      valid record of a batch that *started after it* exists (such a batch
  *      was only written after the bad one was synced). Anything else is
- *      corruption, reported with file and offset, never truncated away.
+ *      corruption, reported with file and offset, never truncated away
+ *      (replicated, wal_recovery.damaged / .lost hand it over to be
+ *      repaired from peers instead; the bytes stay).
  *   4. Stale records from a segment's previous life carry another segment
  *      seq and are never read as valid.
  *   5. wal.hwm never claims a record whose batch has not completed its
