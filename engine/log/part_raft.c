@@ -324,8 +324,41 @@ static int lost_admit(struct part *p, uint64_t index, uint64_t term)
 	return 0;
 }
 
+/*
+ * A log end marker (wal.h, WAL_REC_LOGEND): when it was written (an open
+ * after a lost range) the partition's log ended at (index, term), and the
+ * records after it extend that log. When the recovered log agrees there
+ * (the index in history, or the same term at that index: log matching),
+ * it is cut after that index (as a record there would supersede the
+ * suffix) and what follows is read as usual. Otherwise (the damage read
+ * differently this time) the records after it are judged after a lost
+ * range (lost_admit).
+ */
+static int recover_logend(struct part *p, const struct wal_rec *rec)
+{
+	if (rec->term > p->hs_term)
+		p->hs_term = rec->term;
+	bool agree = rec->index <= p->flushed_index ||
+		     (rec->index <= rlog_last(p) &&
+		      rlog_term_at(p, rec->index) == rec->term);
+	if (!agree) {
+		PLOG_W("engine", "log end marker does not match the recovered "
+		       "log: the records after it are judged as after a lost "
+		       "range", "partition=%u index=%" PRIu64 " term=%" PRIu64
+		       " last_index=%" PRIu64, p->id, rec->index, rec->term,
+		       rlog_last(p));
+		p->lost_seen = p->after_lost = true;
+		return 0;
+	}
+	rlog_free_from(p, rec->index + 1);
+	p->after_lost = false;
+	return 0;
+}
+
 int part_raft_recover(struct part *p, const struct wal_rec *rec)
 {
+	if (rec->type == WAL_REC_LOGEND)
+		return recover_logend(p, rec);
 	if (rec->index <= p->flushed_index) {
 		if (rec->index == p->flushed_index)
 			p->snap_term = rec->term;
@@ -722,6 +755,13 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 		       p->id, rlog_last(p), p->lost_cut ? "yes" : "no",
 		       p->after_lost ? "yes" : "no");
 		raft_set_lost(p->raft);
+		/* where its log ends now: the next recovery that meets the
+		 * lost range again goes on from here (recover_logend) */
+		uint64_t last = rlog_last(p);
+		struct wal *w = e->shards[p->id % e->nshards].wal;
+		if (wal_reserve(w, 0))
+			wal_commit_rec(w, p->id, WAL_REC_LOGEND,
+				       rlog_term_at(p, last), last);
 	}
 	p->lost_seen = p->after_lost = p->lost_cut = false;
 	return rc;

@@ -120,6 +120,14 @@
 #define WAL_MAX_BODY (4u << 20)    /* one record's body */
 #define WAL_MIN_SEGMENT (16u << 20)
 #define WAL_DEFAULT_SEGMENT (64u << 20)
+/* Record type (no body) of a partition's log end marker: written when a
+ * replicated engine opens after a lost range (wal_recovery.lost), with the
+ * partition's last index and its term as recovered then. Records after it
+ * extend that log (its group went on from it by Raft's log matching), so
+ * a later recovery that finds the same range again cuts the partition's
+ * log there instead of judging those records anew. Older binaries refuse
+ * the type (the partition is corrupt to them): no downgrade past one. */
+#define WAL_REC_LOGEND 0xFFFEu
 
 struct wal;
 

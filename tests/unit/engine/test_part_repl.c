@@ -846,6 +846,7 @@ enum pick {
 	PICK_FIRST,     /* the first record that qualifies */
 	PICK_PART_LAST, /* a partition's last record in the WAL */
 	PICK_SEG_FIRST, /* the first record of shard 0's first segment */
+	PICK_LAST,      /* the last record that qualifies */
 };
 
 /* Flips one bit (at `at` from the record's start) of an APPEND record of
@@ -915,11 +916,13 @@ static struct flip flip_wal_record_at(int i, unsigned parts,
 				if (ok) {
 					snprintf(f.file, sizeof f.file, "%s", path);
 					f.off = off;
-					break;
+					if (pick != PICK_LAST)
+						break;
 				}
 				off = (off + W_HDR + len + 7) / 8 * 8;
 			}
-			for (uint32_t p = 0; p < 32 && !f.file[0]; p++)
+			for (uint32_t p = 0; p < 32 && !f.file[0] &&
+					     pick == PICK_PART_LAST; p++)
 				if (pok[p]) {
 					snprintf(f.file, sizeof f.file, "%s", path);
 					f.off = plast[p];
@@ -1157,10 +1160,36 @@ static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
 	}
 	wait_repaired(victim);
 	assert_serving(victim);
-	/* restarted once more: the damaged bytes are still there */
+	/* restarted once more: the damaged bytes are still there, and so is
+	 * the log end marker each partition wrote at the last open
+	 * (WAL_REC_LOGEND): the repaired log is found whole again, nothing
+	 * cut (before the marker, a partition whose records after the damage
+	 * began a new term lost them again at every start) */
+	uint64_t last[NPARTS];
+	for (uint32_t p = 0; p < NPARTS; p++)
+		last[p] = status(victim, p).last_index;
 	node_close(victim);
 	node_open(victim);
 	assert_serving(victim);
+	/* the first last index each group publishes (when it first runs,
+	 * before any repair could arrive) */
+	uint64_t first[NPARTS] = {0};
+	for (int r = 0; r < MAX_PUMP; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			if (!first[p])
+				first[p] = status(victim, p).last_index;
+			all &= first[p] != 0;
+		}
+		if (all)
+			break;
+		pump();
+	}
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_geq(first[p], last[p], "partition %u cut again at the "
+			      "restart: %llu < %llu", p,
+			      (unsigned long long)first[p],
+			      (unsigned long long)last[p]);
 	append_many(5);
 	for (int i = 0; i < NN; i++) {
 		wait_caught_up(i);
@@ -1194,6 +1223,25 @@ Test(repl, damaged_header_of_a_segments_first_record_is_repaired)
 Test(repl, damaged_wal_record_header_on_a_leader_is_repaired_after_restart)
 {
 	damaged_header_repaired(true, AT_HDR_PART, PICK_FIRST);
+}
+
+/* The leader's last record of a partition, and the last record of its
+ * WAL followed by another batch: the shard's other partitions then have
+ * nothing after the damage. After the restart the others lead in a new
+ * term, so such a partition's first record after the damage is the new
+ * leader's (its no-op, of another term than its last record before) and
+ * does not join (a cut) at the next start, unless the log end marker
+ * written at the first start says where its log went on from (without
+ * it, the second test finds a partition cut again at the second
+ * restart). */
+Test(repl, damaged_header_of_a_leaders_last_record_is_repaired)
+{
+	damaged_header_repaired(true, AT_HDR_PART, PICK_PART_LAST);
+}
+
+Test(repl, damaged_header_of_a_leaders_last_wal_record_is_repaired)
+{
+	damaged_header_repaired(true, AT_HDR_PART, PICK_LAST);
 }
 
 /* ---- quiescing (contract item 9) ------------------------------------------- */
