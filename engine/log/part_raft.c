@@ -764,6 +764,8 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 				       rlog_term_at(p, last), last);
 	}
 	p->lost_seen = p->after_lost = p->lost_cut = false;
+	if (!rc) /* what it recovered shows before the group first runs */
+		part_raft_publish(p);
 	return rc;
 }
 

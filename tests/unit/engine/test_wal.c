@@ -1120,3 +1120,103 @@ Test(wal, damaged_record_header_resync_skips_stale_records)
 	cr_assert_eq(s.part[1], 1);
 	cr_assert_eq(s.index[1], 2);
 }
+
+/* ---- the gap per partition after a damaged record header (engine) ------- */
+
+static void no_send(void *arg, const struct raft_msg *m, uint32_t n)
+{
+	(void)arg;
+	(void)m;
+	(void)n;
+}
+
+/*
+ * Shard 0's WAL written by hand, one record header damaged (p0's index 3),
+ * opened as node 1 of a 3-voter cluster that never hears from the others
+ * (no leader: nothing is applied, the recovered logs stay as they are):
+ *
+ *   batch 1: p0:1 p0:2 p1:1 p2:1 [p0:3 damaged] p0:4 p1:2(term 2) p3:1
+ *   batch 2: p3:2
+ *
+ * p0's record 4 follows its entry 2 of the same term: a gap, 3 becomes a
+ * damaged entry (log ends at 4). p1's record 2 is of another term than
+ * its entry 1: discarded, its log ends at 1 (a cut). p2 has nothing after
+ * the damage: it keeps 1. p3's first record joins at the start of its log.
+ * Every partition counts one damaged record (it starts lost), p0 one more
+ * (the gap's entry). A single node refuses the shard as before.
+ */
+Test(wal, damaged_record_header_gap_per_partition)
+{
+	pe_close(eng);
+	eng = NULL;
+	static uint8_t seg[3 * WAL_BLOCK];
+	memset(seg, 0, sizeof seg);
+	wal_encode_seg_header(seg, 1, SEG);
+	static const struct {
+		uint32_t part;
+		uint64_t term, index;
+	} recs[] = {{0, 1, 1}, {0, 1, 2}, {1, 1, 1}, {2, 1, 1}, {0, 1, 3},
+		    {0, 1, 4}, {1, 2, 2}, {3, 1, 1}, {3, 1, 2}};
+	uint64_t off = WAL_BLOCK, damaged = 0;
+	for (unsigned i = 0; i < sizeof recs / sizeof *recs; i++) {
+		bool b2 = i == 8;
+		if (b2)
+			off = 2 * WAL_BLOCK;
+		wal_encode_record(seg + off, 1, b2 ? 2 : 1,
+				  b2 ? 2 * WAL_BLOCK : WAL_BLOCK, recs[i].part,
+				  3 /* CMD_NOOP */, recs[i].term, recs[i].index,
+				  NULL, 0);
+		if (i == 4)
+			damaged = off;
+		off += WAL_REC_HDR;
+	}
+	seg[damaged + 24] ^= 0x01; /* its partition: header checksum fails */
+	io->ops->unlink(io, HWM);
+	io->ops->unlink(io, "/data/wal/0/HARDSTATE");
+	for (int k = 2; k < 4; k++) {
+		char p[64];
+		snprintf(p, sizeof p, "/data/wal/0/wal-%016x.log", k);
+		io->ops->unlink(io, p);
+	}
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, WAL1, PIO_CREATE, &f), 0);
+	cr_assert_eq(io->ops->truncate(io, f, SEG), 0);
+	cr_assert_eq(io->ops->pwrite(io, f, seg, sizeof seg, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	io->ops->close(io, f);
+
+	uint64_t voters[3] = {1, 2, 3};
+	struct pe_cluster c = {.node_id = 1, .voters = voters, .nvoters = 3,
+			       .election_ticks = 10, .heartbeat_ticks = 2,
+			       .send = no_send};
+	struct pe_options o = opts();
+	o.cluster = &c;
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	const uint64_t want_last[4] = {4, 1, 1, 2};
+	const uint64_t want_found[4] = {2, 1, 1, 1};
+	for (uint32_t p = 0; p < 4; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(eng, p, &st), 0);
+		cr_assert(!corrupt(p), "partition %u", p);
+		cr_assert_eq(st.last_index, want_last[p], "partition %u: last %llu",
+			     p, (unsigned long long)st.last_index);
+		cr_assert_eq(st.damaged_found, want_found[p], "partition %u: found "
+			     "%llu", p, (unsigned long long)st.damaged_found);
+		cr_assert_eq(st.damaged_repaired, 0);
+	}
+	/* reopened: the same (the log end markers agree with it) */
+	pe_close(eng);
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	for (uint32_t p = 0; p < 4; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(eng, p, &st), 0);
+		cr_assert_eq(st.last_index, want_last[p], "partition %u: last %llu",
+			     p, (unsigned long long)st.last_index);
+	}
+	/* a single node: the shard's partitions are corrupt, as before */
+	pe_close(eng);
+	eng = NULL;
+	reopen_ro(true);
+	for (uint32_t p = 0; p < 4; p++)
+		cr_assert(corrupt(p), "partition %u", p);
+}
