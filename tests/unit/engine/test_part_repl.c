@@ -1131,9 +1131,10 @@ static void assert_digests_equal(void)
  * digests, and the damage counted found = repaired; the same after one
  * more restart with the damaged bytes still there.
  */
-static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
+static void damaged_header_repaired_keep(bool leader, uint64_t at,
+					 enum pick pick, uint64_t keep)
 {
-	cluster_start(0);
+	cluster_start(keep);
 	wait_leaders();
 	append_many(80);
 	int l = leader_of(part_of("c/conv-0"));
@@ -1148,6 +1149,8 @@ static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
 	struct flip f = flip_wal_record_at(victim, parts, 3, at, pick);
 	if (leader)
 		append_many(10); /* the others elect and go on */
+	if (keep)
+		append_many(300); /* beyond what the leaders keep */
 	node_open(victim);
 	assert_serving(victim);
 	uint64_t found, repaired;
@@ -1160,6 +1163,11 @@ static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
 	}
 	wait_repaired(victim);
 	assert_serving(victim);
+	if (keep) { /* behind the leaders' kept log: by snapshot */
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(nodes[victim].e, f.part, &st), 0);
+		cr_assert_geq(st.snap_installed, 1, "partition %u", f.part);
+	}
 	/* restarted once more: the damaged bytes are still there, and so is
 	 * the log end marker each partition wrote at the last open
 	 * (WAL_REC_LOGEND): the repaired log is found whole again, nothing
@@ -1197,7 +1205,11 @@ static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
 	}
 	wait_repaired(victim);
 	assert_digests_equal();
-	(void)f;
+}
+
+static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
+{
+	damaged_header_repaired_keep(leader, at, pick, 0);
 }
 
 Test(repl, damaged_wal_record_header_on_a_follower_is_repaired_from_the_leader)
@@ -1242,6 +1254,14 @@ Test(repl, damaged_header_of_a_leaders_last_record_is_repaired)
 Test(repl, damaged_header_of_a_leaders_last_wal_record_is_repaired)
 {
 	damaged_header_repaired(true, AT_HDR_PART, PICK_LAST);
+}
+
+/* The leaders keep 2 KiB of applied log and 300 appends go on while the
+ * damaged follower is down: its partitions, lost, are repaired by
+ * snapshot (then by log). */
+Test(repl, damaged_header_behind_the_leaders_kept_log_is_repaired_by_snapshot)
+{
+	damaged_header_repaired_keep(false, AT_HDR_PART, PICK_FIRST, 2048);
 }
 
 /* ---- quiescing (contract item 9) ------------------------------------------- */
