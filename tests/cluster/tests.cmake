@@ -22,7 +22,7 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
 foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long
           cluster_test_cluster_netns5 cluster_test_cluster_netns5_long
           cluster_test_cluster_unsynced cluster_test_cluster_unsynced_long
-          cluster_test_cluster_walhdr)
+          cluster_test_cluster_walhdr cluster_test_cluster_walrec)
   if(TARGET ${t})
     add_dependencies(${t} cluster_netns_chaos)
     if(TARGET parleyd)
