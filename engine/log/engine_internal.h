@@ -366,6 +366,7 @@ struct req {
 	uint32_t mem_estimate;
 	uint32_t len;
 	uint8_t klen;
+	bool pooled;            /* from parley_pool_alloc (pe_append) */
 	uint8_t data[];
 };
 
@@ -735,6 +736,10 @@ int manifest_write(struct pe_engine *e);
 
 /* api.c */
 bool api_key_ok(const void *key, size_t klen);
+/* Frees any request: pe_append's come from the calling thread's block
+ * pool (parley_common.h) and go back to it, the rest are malloc'd. Every
+ * free of a request that may be an append or a delete goes through here. */
+void api_req_free(struct req *r);
 struct req *api_key_req(struct pe_engine *e, enum req_kind kind, const void *key, size_t klen);
 /* A zeroed request of `kind` for partition `part` (no key), or NULL. */
 struct req *api_part_req(enum req_kind kind, uint32_t part);

@@ -699,7 +699,7 @@ static void fail_hint(struct part *p, struct req *r, int err)
 		struct pe_append_result a = {.err = err, .leader = leader};
 		r->cb.append(r->arg, &a);
 	}
-	free(r);
+	api_req_free(r);
 }
 
 static void fail_chain_hint(struct part *p, struct req *r, int err)

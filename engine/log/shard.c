@@ -199,7 +199,7 @@ void shard_answer(struct shard *sh, struct part *p, struct req *r,
 		r->cb.append(r->arg, &a);
 	}
 	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], parley_mono_ns() - t0);
-	free(r);
+	api_req_free(r);
 }
 
 /* Fails a chain of proposals (linked by next) with err. */
@@ -701,6 +701,12 @@ void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 	tl_shard = sh;
+	/* the requests a callback issues here (a SEND's fan-out) are made
+	 * and freed on this thread: from its pool (parley_common.h) */
+	int prc = parley_pool_thread_start();
+	if (prc)
+		PLOG_W("engine", "no block pool: plain malloc",
+		       "shard=%u err=%s", sh->idx, parley_errname(prc));
 	shard_begin(sh);
 	int rc;
 	pio_thread_mark_shard(true); /* invariant 4, counted (io.h) */
@@ -709,5 +715,6 @@ void *shard_main(void *arg)
 	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
+	parley_pool_thread_end();
 	return NULL;
 }

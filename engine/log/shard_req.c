@@ -28,7 +28,7 @@ void shard_req_fail(struct req *r, int err)
 		struct pe_append_result res = {.err = err};
 		r->cb.append(r->arg, &res);
 	}
-	free(r);
+	api_req_free(r);
 }
 
 /* Appends and deletes: checked, then queued as proposals of the
