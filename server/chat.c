@@ -1222,6 +1222,7 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 		}
 	}
 	j->t_durable = parley_mono_ns();
+	res.t_durable_ns = j->t_durable; /* one reading for both stages */
 	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);

@@ -664,7 +664,7 @@ uint64_t engine_clock(struct pe_engine *e);
 uint64_t engine_mono_ns(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
 uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head);
-void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
+uint64_t shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res, uint64_t t0);
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
 int shard_wal_sync(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct part *p);
@@ -683,7 +683,7 @@ void shard_end(struct shard *sh);
 
 /* log/shard_req.c */
 void shard_req_fail(struct req *r, int err);
-bool shard_req_append(struct shard *sh, struct req *r);
+bool shard_req_append(struct shard *sh, struct req *r, uint64_t now);
 void shard_req_read(struct shard *sh, struct req *r);
 void shard_req_meta(struct shard *sh, struct req *r);
 void shard_req_status(struct shard *sh, struct req *r);
