@@ -276,6 +276,13 @@ struct part {
 	uint32_t inodes;        /* node ids handed out (the pool's high mark) */
 	uint32_t ifree;         /* free nodes, linked by fnext */
 	uint32_t ihead, itail;  /* the order list */
+	/* the last idem_find that found no record, for the idem_link that
+	 * follows it at apply: the key's hash, and the empty slot its probe
+	 * ended at while islots is unchanged since (imod == ihint_mod) */
+	uint64_t imod;          /* bumped on every change of islots */
+	uint64_t ihint_mod, ihint_h, ihint_k;
+	const struct stream *ihint_s;
+	uint8_t ihint_prod[PE_PRODUCER_LEN];
 	uint64_t idem_clock;    /* largest APPEND timestamp applied (idem.c) */
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
