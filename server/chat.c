@@ -22,7 +22,8 @@
  *   5. A queued job carries one hold on j->pending, so appends already
  *      issued for it cannot complete (and free) it while it waits.
  *
- * Ownership: jobs are malloc'd by chat_send (or recovery), owned by the
+ * Ownership: jobs are made by chat_send (or recovery) from the calling
+ * thread's block pool (job_alloc, parley_common.h), owned by the
  * outstanding list, freed by whoever completes them last (the send
  * callback on failure or after a direct fan-out, the last append callback,
  * or the fan-out thread)
@@ -676,7 +677,21 @@ static void job_free(struct job *j)
 {
 	if (!j->rec_in_job)
 		free(j->rec);
-	free(j);
+	parley_pool_free(j);
+}
+
+/* A zeroed job with `extra` bytes after it, from the calling thread's
+ * block pool (parley_common.h): a live SEND's job is made on its loop and
+ * usually freed on the conversation's shard, which returns it to the
+ * loop's pool instead of freeing it into the loop's malloc arena (that
+ * took the arena's lock against the loop's own mallocs). Freed with
+ * job_free only. */
+static struct job *job_alloc(size_t extra)
+{
+	struct job *j = parley_pool_alloc(sizeof *j + extra);
+	if (j)
+		memset(j, 0, sizeof *j);
+	return j;
 }
 
 /* A live job with room for its conversation id (clen bytes) and its
@@ -684,10 +699,9 @@ static void job_free(struct job *j)
  * memory. The caller fills conv and rec. */
 static struct job *job_new(uint16_t clen, uint32_t rec_len)
 {
-	struct job *j = malloc(sizeof *j + clen + (size_t)rec_len);
+	struct job *j = job_alloc(clen + (size_t)rec_len);
 	if (!j)
 		return NULL;
-	memset(j, 0, sizeof *j);
 	j->rec = (uint8_t *)j->conv + clen;
 	j->rec_len = rec_len;
 	j->rec_in_job = true;
@@ -1208,6 +1222,7 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 		}
 	}
 	j->t_durable = parley_mono_ns();
+	res.t_durable_ns = j->t_durable; /* one reading for both stages */
 	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
@@ -1338,7 +1353,7 @@ static int conv_append(struct chat *c, struct job *j, uint16_t type,
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0) {
-		free(j);
+		job_free(j);
 		return -PARLEY_ENOTFOUND;
 	}
 	/* a cluster: a node that does not lead the conversation's partition
@@ -1347,7 +1362,7 @@ static int conv_append(struct chat *c, struct job *j, uint16_t type,
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
 	int lrc = pe_partition_leader_check(c->e, p);
 	if (lrc) {
-		free(j);
+		job_free(j);
 		return lrc;
 	}
 	j->c = c;
@@ -1882,7 +1897,7 @@ static int recover_parts(struct chat *c, const bool *want, const bool *queue,
 			chat_groups_note_first(c->groups, t->key + 2, t->klen - 2u,
 					       first);
 		if (!rc && queue[t->part] && first >= 1 && first <= t->last_seq) {
-			struct job *j = calloc(1, sizeof *j + t->klen - 2u);
+			struct job *j = job_alloc(t->klen - 2u);
 			if (!j) {
 				rc = -PARLEY_ENOMEM;
 			} else {

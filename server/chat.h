@@ -332,6 +332,8 @@ struct chat_send_result {
 	int err;          /* 0 or the engine's error */
 	uint64_t seq, ts_ms;
 	bool duplicate;   /* an earlier SEND stored it: seq/ts are its */
+	uint64_t t_durable_ns; /* parley_mono_ns() when the engine answered
+				  (the send's durable stage), 0 = not read */
 };
 typedef void (*chat_send_cb)(void *arg, const struct chat_send_result *r);
 /* Checks membership, stores the message and, once it is durable, calls

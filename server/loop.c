@@ -773,6 +773,12 @@ static void on_tick(struct loop *lp)
 void *loop_main(void *arg)
 {
 	struct loop *lp = arg;
+	/* a SEND's engine request and chat job are made here and freed on a
+	 * shard: they come back to this thread's pool (parley_common.h) */
+	int prc = parley_pool_thread_start();
+	if (prc)
+		PLOG_W("loop", "no block pool: plain malloc", "loop=%u err=%s",
+		       lp->idx, parley_errname(prc));
 	for (unsigned i = 0; i < lp->nls; i++)
 		arm_accept(lp, i);
 	arm_wake(lp);
@@ -825,5 +831,6 @@ void *loop_main(void *arg)
 		loop_kicks_run(lp);
 	}
 	PLOG_I("loop", "stopped", "loop=%u", lp->idx);
+	parley_pool_thread_end();
 	return NULL;
 }

@@ -284,6 +284,13 @@ struct part {
 	uint32_t inodes;        /* node ids handed out (the pool's high mark) */
 	uint32_t ifree;         /* free nodes, linked by fnext */
 	uint32_t ihead, itail;  /* the order list */
+	/* the last idem_find that found no record, for the idem_link that
+	 * follows it at apply: the key's hash, and the empty slot its probe
+	 * ended at while islots is unchanged since (imod == ihint_mod) */
+	uint64_t imod;          /* bumped on every change of islots */
+	uint64_t ihint_mod, ihint_h, ihint_k;
+	const struct stream *ihint_s;
+	uint8_t ihint_prod[PE_PRODUCER_LEN];
 	uint64_t idem_clock;    /* largest APPEND timestamp applied (idem.c) */
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
@@ -374,6 +381,7 @@ struct req {
 	uint32_t mem_estimate;
 	uint32_t len;
 	uint8_t klen;
+	bool pooled;            /* from parley_pool_alloc (pe_append) */
 	uint8_t data[];
 };
 
@@ -675,7 +683,7 @@ uint64_t engine_clock(struct pe_engine *e);
 uint64_t engine_mono_ns(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
 uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head);
-void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
+uint64_t shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res, uint64_t t0);
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
 int shard_wal_sync(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct part *p);
@@ -695,7 +703,7 @@ void shard_end(struct shard *sh);
 
 /* log/shard_req.c */
 void shard_req_fail(struct req *r, int err);
-bool shard_req_append(struct shard *sh, struct req *r);
+bool shard_req_append(struct shard *sh, struct req *r, uint64_t now);
 void shard_req_read(struct shard *sh, struct req *r);
 void shard_req_meta(struct shard *sh, struct req *r);
 void shard_req_status(struct shard *sh, struct req *r);
@@ -748,6 +756,10 @@ int manifest_write(struct pe_engine *e);
 
 /* api.c */
 bool api_key_ok(const void *key, size_t klen);
+/* Frees any request: pe_append's come from the calling thread's block
+ * pool (parley_common.h) and go back to it, the rest are malloc'd. Every
+ * free of a request that may be an append or a delete goes through here. */
+void api_req_free(struct req *r);
 struct req *api_key_req(struct pe_engine *e, enum req_kind kind, const void *key, size_t klen);
 /* A zeroed request of `kind` for partition `part` (no key), or NULL. */
 struct req *api_part_req(enum req_kind kind, uint32_t part);

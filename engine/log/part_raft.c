@@ -840,10 +840,16 @@ static void notify_add(struct shard *sh, struct notify_set *ns,
 }
 
 /* Applies one committed (durable) entry and answers its waiter; a live
- * entry's stream joins ns (its tails are notified by the caller). */
+ * entry's stream joins ns (its tails are notified by the caller).
+ * now (live only): the monotonic time this entry's apply starts at, 0 =
+ * read it here; set to the time its callback ended. The entries of one
+ * ready are applied back to back, so one clock read ends one entry's
+ * callback stage and starts the next entry's apply stage (two reads per
+ * entry, not four; the apply stage then also holds the next entry's
+ * waiter lookup, nanoseconds). */
 static void apply_entry(struct shard *sh, struct part *p,
 			const struct raft_entry *e, bool live,
-			struct notify_set *ns)
+			struct notify_set *ns, uint64_t *now)
 {
 	const uint8_t *body;
 	uint32_t len;
@@ -855,12 +861,15 @@ static void apply_entry(struct shard *sh, struct part *p,
 	int rc;
 	if (p->corrupt) {
 		rc = -PARLEY_ECORRUPT;
-	} else {
-		uint64_t t0 = live ? parley_mono_ns() : 0;
-		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
 		if (live)
-			stage_hist_add(&sh->hist[PE_STAGE_APPLY],
-				       parley_mono_ns() - t0);
+			*now = 0; /* no apply stage: the callback reads its start */
+	} else {
+		uint64_t t0 = live ? (*now ? *now : parley_mono_ns()) : 0;
+		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
+		if (live) {
+			*now = parley_mono_ns();
+			stage_hist_add(&sh->hist[PE_STAGE_APPLY], *now - t0);
+		}
 		if (rc) {
 			char f[64];
 			snprintf(f, sizeof f, "wal/%u (log index %" PRIu64 ")",
@@ -872,7 +881,8 @@ static void apply_entry(struct shard *sh, struct part *p,
 		part_conf_applied(sh, p, e, live);
 	if (r) {
 		PARLEY_ASSERT((r->kind == REQ_DELETE) == (kind == CMD_DELETE));
-		shard_answer(sh, p, r, rc, &res);
+		/* r is live (only live entries take a waiter) */
+		*now = shard_answer(sh, p, r, rc, &res, *now);
 	}
 	if (res.touched && live)
 		notify_add(sh, ns, res.touched);
@@ -892,7 +902,7 @@ static void fail_hint(struct part *p, struct req *r, int err)
 		struct pe_append_result a = {.err = err, .leader = leader};
 		r->cb.append(r->arg, &a);
 	}
-	free(r);
+	api_req_free(r);
 }
 
 static void fail_chain_hint(struct part *p, struct req *r, int err)
@@ -1180,6 +1190,12 @@ static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
 	struct pe_engine *e = sh->e;
 	uint64_t room = wal_open_room(sh->wal);
 	uint64_t margin = PROP_MARGIN * WAL_REC_SPACE(0);
+	/* One reading for the entries proposed now: every one of them was
+	 * queued before it, so each entry's time is still >= any clock
+	 * reading its proposer made before pe_append (the chat service's
+	 * registration relies on that, server/chat.c), and the engine's
+	 * clock never goes back (entries stay in time order). */
+	uint64_t ts = 0;
 	while (p->prop_head) {
 		struct req *r = p->prop_head;
 		uint64_t need = WAL_REC_SPACE(r->len - 1);
@@ -1190,8 +1206,11 @@ static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
 			p->prop_tail = NULL;
 		r->next = NULL;
 		/* the proposer stamps the time: apply never reads a clock */
-		if (r->kind == REQ_APPEND)
-			cmd_stamp_ts(r->data + 1, r->len - 1, engine_clock(e));
+		if (r->kind == REQ_APPEND) {
+			if (!ts)
+				ts = engine_clock(e);
+			cmd_stamp_ts(r->data + 1, r->len - 1, ts);
+		}
 		uint64_t index;
 		int rc = raft_propose(p->raft, r->data, r->len, &index);
 		if (rc) {
@@ -1386,8 +1405,9 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 			return rc;
 		}
 		struct notify_set ns = {.n = 0};
+		uint64_t now = 0; /* apply_entry: one clock read per boundary */
 		for (uint32_t k = 0; k < rd->n_committed; k++)
-			apply_entry(sh, p, &rd->committed[k], live, &ns);
+			apply_entry(sh, p, &rd->committed[k], live, &ns, &now);
 		notify_flush(sh, &ns);
 		/* confirmed reads; those whose index is now applied are
 		 * served (log/part_repl.c) */
@@ -1557,6 +1577,6 @@ int part_raft_elect(struct shard *sh)
 void part_raft_apply_recovered(struct shard *sh, struct part *p)
 {
 	for (uint64_t k = 0; k < p->rlog_n && !p->corrupt; k++)
-		apply_entry(sh, p, &p->rlog[k], false, NULL);
+		apply_entry(sh, p, &p->rlog[k], false, NULL, NULL);
 	rlog_free_from(p, 0);
 }

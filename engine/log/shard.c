@@ -173,16 +173,19 @@ uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head)
 /* Answers a proposal whose entry applied (rc 0, res its outcome) or could
  * not be applied (rc < 0). The one place an append's success is reported:
  * reached only from shard_apply_record on the live path, i.e. after the
- * WAL batch holding the entry was written and fdatasync'd. */
-void shard_answer(struct shard *sh, struct part *p, struct req *r,
-			 int rc, const struct part_apply_res *res)
+ * WAL batch holding the entry was written and fdatasync'd. t0: the
+ * monotonic time the callback stage starts at (0 = read it here);
+ * returns the time it ended. */
+uint64_t shard_answer(struct shard *sh, struct part *p, struct req *r,
+		      int rc, const struct part_apply_res *res, uint64_t t0)
 {
 	p->pending_bytes -= r->mem_estimate;
 	/* its batch is the one that just became durable */
 	if (sh->durable_submit_ns > r->t_shard)
 		stage_hist_add(&sh->hist[PE_STAGE_FILL],
 			       sh->durable_submit_ns - r->t_shard);
-	uint64_t t0 = parley_mono_ns();
+	if (!t0)
+		t0 = parley_mono_ns();
 	if (r->kind == REQ_DELETE) {
 		struct pe_delete_result d = res->del;
 		if (rc)
@@ -198,8 +201,10 @@ void shard_answer(struct shard *sh, struct part *p, struct req *r,
 		}
 		r->cb.append(r->arg, &a);
 	}
-	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], parley_mono_ns() - t0);
-	free(r);
+	uint64_t t1 = parley_mono_ns();
+	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], t1 - t0);
+	api_req_free(r);
+	return t1;
 }
 
 /* Fails a chain of proposals (linked by next) with err. */
@@ -503,13 +508,17 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 /* Process drained requests; stop at an append that does not fit. */
 static void shard_process(struct shard *sh)
 {
+	/* one clock read per drain: when the shard took these requests */
+	uint64_t now = 0;
 	while (sh->backlog) {
 		struct req *r = sh->backlog;
 		struct req *next = r->next;
 		atomic_fetch_sub_explicit(&sh->queued_bytes, sizeof *r + r->len,
 					  memory_order_relaxed);
 		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
-			if (!shard_req_append(sh, r)) {
+			if (!now)
+				now = parley_mono_ns();
+			if (!shard_req_append(sh, r, now)) {
 				atomic_fetch_add_explicit(&sh->queued_bytes,
 							  sizeof *r + r->len,
 							  memory_order_relaxed);
@@ -718,6 +727,12 @@ void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 	tl_shard = sh;
+	/* the requests a callback issues here (a SEND's fan-out) are made
+	 * and freed on this thread: from its pool (parley_common.h) */
+	int prc = parley_pool_thread_start();
+	if (prc)
+		PLOG_W("engine", "no block pool: plain malloc",
+		       "shard=%u err=%s", sh->idx, parley_errname(prc));
 	shard_begin(sh);
 	int rc;
 	pio_thread_mark_shard(true); /* invariant 4, counted (io.h) */
@@ -726,5 +741,6 @@ void *shard_main(void *arg)
 	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
+	parley_pool_thread_end();
 	return NULL;
 }
