@@ -821,6 +821,12 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
 	PARLEY_ASSERT(p->cl->conf.n > 1 && p->cl->send);
 	part_snap_sent(p, m, n);
 	p->cl->send(p->cl->send_arg, m, n);
+	if (p->cl->flush) {
+		/* the shard's round flushes (shard_flush_sends) */
+		struct pe_engine *e = (struct pe_engine *)(void *)
+			((char *)(uintptr_t)p->cl - offsetof(struct pe_engine, cl));
+		e->shards[p->id % e->nshards].sent = true;
+	}
 }
 
 /* Gives the group its pending ticks and inbound messages; an APPEND only

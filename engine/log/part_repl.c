@@ -132,6 +132,7 @@ int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 	}
 	cl->send = c->send;
 	cl->send_arg = c->send_arg;
+	cl->flush = c->flush;
 	cl->follow0 = c->follow_partition0;
 	return 0;
 }

@@ -26,7 +26,10 @@
  *     restarts): idle groups quiesce and send nothing; a proposal to a
  *     quiesced group commits; a quiesced group whose leader dies or is
  *     cut off elects another; a follower that lagged while its group slept
- *     catches up.
+ *     catches up;
+ *   - pe_cluster.flush: with a transport that holds every send until the
+ *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
+ *     up, also over a lossy link and after a node is cut off.
  * Seed: PARLEY_SEED (printed); it drives the drops and the keys.
  */
 #include <criterion/criterion.h>
@@ -106,6 +109,7 @@ static void setup(void)
 {
 	nacked = 0;
 	quiesce = 0;
+	net_hold = false;
 }
 
 TestSuite(repl, .init = setup, .fini = cluster_stop, .timeout = 240);
@@ -1225,3 +1229,28 @@ Test(repl, follower_that_lagged_while_its_group_slept_catches_up)
 	check_node(f);
 	wait_quiesced(-1);
 }
+
+/* pe_cluster.flush: the transport (repl_net.h with net_hold) delivers only
+ * what the shard flushed; a send left unflushed would never leave, and
+ * elections, commits and the catch-up below would stall. */
+Test(repl, sends_leave_when_the_shard_flushes)
+{
+	net_hold = true;
+	cluster_start(0);
+	wait_leaders();
+	cr_assert_gt(atomic_load(&net_flushes), 0);
+	drop_pct = 5;
+	append_many(60);
+	drop_pct = 0;
+	int l = leader_of(part_of("c/conv-0"));
+	int f = (l + 1) % NN;
+	cut_node(f, true);
+	append_many(30);
+	cut_node(f, false);
+	append_many(6);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
