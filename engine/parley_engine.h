@@ -849,7 +849,14 @@ static inline uint64_t pe_raft_member_match(const struct pe_raft_status *st,
 }
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);
-
+/* A generation that grows whenever some partition's published role or
+ * term (pe_raft_status.role, .term) changes: a caller that read it, then
+ * pe_raft_status of the partitions it watches, and later reads the same
+ * value has seen their current roles and terms, and may skip reading them
+ * again (the chat layer's leadership poll; the node's election metrics).
+ * Bumped after the new values are published (release), read with acquire.
+ * Any thread, never blocks; 0 for NULL. */
+uint64_t pe_raft_status_gen(struct pe_engine *e);
 /* Contract item 12: a membership change of one partition's group. */
 enum pe_conf_op {
 	PE_CONF_ADD_LEARNER = 2, /* a new node (id above every earlier one) */

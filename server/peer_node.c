@@ -85,6 +85,8 @@ struct peer_node {
 	uint64_t *seen_term;
 	bool *seen_leader;
 	_Atomic uint64_t term_changes, leader_gains;
+	uint64_t seen_gen;                /* pe_raft_status_gen at that scan */
+	bool seen_gen_ok;
 	/* the node this one handed its leadership to before its removal
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
@@ -230,6 +232,13 @@ static void node_flush(void *arg)
 /* Counts term changes and leaderships gained since the last tick. */
 static void observe_raft(struct peer_node *nd)
 {
+	/* only roles and terms are counted: unchanged since the last scan
+	 * (pe_raft_status_gen), nothing to read */
+	uint64_t gen = pe_raft_status_gen(nd->e);
+	if (nd->seen_gen_ok && gen == nd->seen_gen)
+		return;
+	nd->seen_gen = gen;
+	nd->seen_gen_ok = true;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		struct pe_raft_status st;
 		if (pe_raft_status(nd->e, p, &st))

@@ -497,6 +497,7 @@ struct engine_cluster {
 struct pe_engine {
 	struct pe_options opt;
 	struct engine_cluster cl;
+	_Atomic uint64_t status_gen; /* pe_raft_status_gen */
 	struct hworker hw[HW_COUNT];
 	struct rpool rpool;     /* history reads, HARDSTATE stores, snapshots */
 	struct retention_policy retention;

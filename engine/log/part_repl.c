@@ -547,6 +547,11 @@ void part_repl_reads_close(struct part *p)
 
 /* ---- status -------------------------------------------------------------------- */
 
+uint64_t pe_raft_status_gen(struct pe_engine *e)
+{
+	return e ? atomic_load_explicit(&e->status_gen, memory_order_acquire) : 0;
+}
+
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out)
 {

@@ -29,7 +29,9 @@
  *     catches up;
  *   - pe_cluster.flush: with a transport that holds every send until the
  *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
- *     up, also over a lossy link and after a node is cut off.
+ *     up, also over a lossy link and after a node is cut off;
+ *   - pe_raft_status_gen stays put while roles and terms do (appends in a
+ *     stable cluster) and moves when an election changes them.
  * Seed: PARLEY_SEED (printed); it drives the drops and the keys.
  */
 #include <criterion/criterion.h>
@@ -1254,3 +1256,48 @@ Test(repl, sends_leave_when_the_shard_flushes)
 	}
 }
 
+static uint64_t gen_of(int i)
+{
+	return pe_raft_status_gen(nodes[i].e);
+}
+
+/* pe_raft_status_gen: unchanged by appends in a stable cluster (no role
+ * or term moves), changed on every node whose groups see an election. */
+Test(repl, status_gen_moves_only_with_roles_and_terms)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(12); /* every follower learns its leaders' terms */
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	uint64_t g0[NN];
+	for (int i = 0; i < NN; i++) {
+		g0[i] = gen_of(i);
+		cr_assert_gt(g0[i], 0, "node %d: elections seen, gen 0", i);
+	}
+	append_many(40);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	for (int i = 0; i < NN; i++)
+		cr_assert_eq(gen_of(i), g0[i], "node %d: gen moved from %" PRIu64
+			     " to %" PRIu64 " without an election", i, g0[i], gen_of(i));
+	/* the node leading conv-0's partition is cut off: the two others
+	 * elect a new leader there (a new term on both) */
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	uint64_t t0 = status(l, part).term;
+	cut_node(l, true);
+	for (int r = 0; r < MAX_PUMP; r++) {
+		int nl = leader_of(part);
+		if (nl >= 0 && nl != l && status(nl, part).term > t0)
+			break;
+		pump();
+	}
+	int nl = leader_of(part);
+	cr_assert(nl >= 0 && nl != l, "no new leader");
+	for (int i = 0; i < NN; i++)
+		if (i != l)
+			cr_assert_gt(gen_of(i), g0[i], "node %d: an election, gen "
+				     "unchanged", i);
+	cut_node(l, false);
+}
