@@ -50,6 +50,8 @@ struct raft_progress {
 	uint8_t role, state;
 	bool active, probe_sent, voted, granted;
 	bool active_prev; /* `active` at the last check-quorum reset */
+	bool appended;    /* an APPEND went to it since the last heartbeat round */
+	uint64_t commit_sent; /* the commit index that APPEND carried */
 	uint16_t snap_stall;
 };
 
@@ -90,6 +92,7 @@ struct raft {
 	enum raft_role role;
 	uint64_t leader;
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
+	uint64_t hb_skipped;        /* heartbeats left out (heartbeat_covered) */
 	uint32_t idle_ticks;
 	uint32_t damaged_elapsed; /* leader ticks spent holding a damaged entry */
 	bool quiesced;
@@ -839,6 +842,8 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		m->n_entries = n;
 	}
 	uint64_t sent_last = prev + n;
+	p->appended = true;
+	p->commit_sent = m->commit;
 	if (p->state == PR_REPLICATE) {
 		if (n) {
 			p->next = sent_last + 1;
@@ -906,6 +911,30 @@ static void bcast_heartbeat(struct raft *r, bool q)
 	for (uint32_t i = 0; i < r->conf.n; i++)
 		if (r->pr[i].id != r->id)
 			send_heartbeat(r, &r->pr[i], q);
+}
+
+/*
+ * The periodic heartbeat to a follower is left out when, since the last
+ * heartbeat round, an APPEND went to it that already told it everything
+ * the heartbeat would: it resets the follower's election timer as a
+ * heartbeat does, and carried a commit index at least the heartbeat's
+ * (min(match, commit)). Its answer marks the follower active for
+ * check-quorum like a heartbeat's. Sent anyway: a quiesce heartbeat, any
+ * heartbeat while ReadIndex requests wait (their confirmation rides on
+ * heartbeat answers), one to a follower not in steady replication
+ * (probing or taking a snapshot: the heartbeat's answer is what restarts
+ * a lost probe), and every heartbeat when two heartbeat intervals reach
+ * the election timeout (a follower then hears something at least every
+ * two intervals: the APPEND early in one, the heartbeat at the end of the
+ * next, which stays below its timeout only when 2 * heartbeat_ticks <
+ * election_ticks). Under load this saves every periodic heartbeat and its
+ * answer of every busy group.
+ */
+static bool heartbeat_covered(const struct raft *r, const struct raft_progress *p)
+{
+	return p->appended && p->state == PR_REPLICATE && r->n_reads == 0 &&
+	       2 * r->cfg.heartbeat_ticks < r->cfg.election_ticks &&
+	       p->commit_sent >= PARLEY_MIN(p->match, r->hs.commit);
 }
 
 static void apply_conf_change(struct raft *r, const struct raft_conf_change *cc);
@@ -1716,7 +1745,16 @@ void raft_tick(struct raft *r)
 		r->heartbeat_elapsed = 0;
 		bool q = r->cfg.quiesce_ticks &&
 			 r->idle_ticks >= r->cfg.quiesce_ticks && can_quiesce(r);
-		bcast_heartbeat(r, q);
+		for (uint32_t i = 0; i < r->conf.n; i++) {
+			struct raft_progress *p = &r->pr[i];
+			if (p->id == r->id)
+				continue;
+			if (q || !heartbeat_covered(r, p))
+				send_heartbeat(r, p, q);
+			else
+				r->hb_skipped++;
+			p->appended = false;
+		}
 		for (uint32_t i = 0; i < r->conf.n; i++)
 			if (r->pr[i].state != PR_REPLICATE)
 				r->pr[i].probe_sent = false;
@@ -2211,6 +2249,7 @@ uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
+uint64_t raft_heartbeats_skipped(const struct raft *r) { return r->hb_skipped; }
 
 uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
 			   uint32_t max)

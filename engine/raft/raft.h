@@ -499,6 +499,10 @@ const struct raft_conf *raft_conf(const struct raft *r);
 /* Times this node campaigned as a candidate (a real election, after a
  * won pre-vote or without pre-vote), since raft_new. */
 uint64_t raft_elections(const struct raft *r);
+/* Periodic heartbeats left out because an APPEND since the last heartbeat
+ * round already told the follower what they would (raft.c,
+ * heartbeat_covered). */
+uint64_t raft_heartbeats_skipped(const struct raft *r);
 /* Leader only: what it knows of each member (itself included, match =
  * its durable last index), at most `max` (RAFT_MAX_MEMBERS is enough).
  * `active`: the member answered within the current or the previous

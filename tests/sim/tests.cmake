@@ -34,5 +34,8 @@ target_link_libraries(sim_scn_early_broken PRIVATE parley_engine_internals)
 target_include_directories(sim_scn_early_broken PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 add_test(NAME sim_scn_early_broken COMMAND sim_scn_early_broken)
 set_tests_properties(sim_scn_early_broken PROPERTIES LABELS "sim" TIMEOUT 600
-                     ENVIRONMENT "PARLEY_SIM_SEED=3000"
+                     ENVIRONMENT "PARLEY_SIM_SEED=3001"
                      PASS_REGULAR_EXPRESSION "SIM FAILURE.*S3 leader completeness")
+# (seed 3001: since periodic heartbeats are left out while APPENDs flow
+# (raft.c heartbeat_covered) the schedule of seed 3000 no longer reaches
+# the broken answer; 3001-3005 all do)
