@@ -503,6 +503,10 @@ uint64_t raft_elections(const struct raft *r);
  * round already told the follower what they would (raft.c,
  * heartbeat_covered). */
 uint64_t raft_heartbeats_skipped(const struct raft *r);
+/* Commit-advance APPENDs not sent because an APPEND of the same ready
+ * already carried the new commit index to that follower (raft.c,
+ * flush_commit_bcast). */
+uint64_t raft_commit_sends_skipped(const struct raft *r);
 /* Leader only: what it knows of each member (itself included, match =
  * its durable last index), at most `max` (RAFT_MAX_MEMBERS is enough).
  * `active`: the member answered within the current or the previous
