@@ -50,8 +50,7 @@ struct raft_progress {
 	uint8_t role, state;
 	bool active, probe_sent, voted, granted;
 	bool active_prev; /* `active` at the last check-quorum reset */
-	bool appended;    /* an APPEND went to it since the last heartbeat round */
-	uint64_t commit_sent; /* the commit index that APPEND carried */
+	uint64_t commit_sent; /* the commit index its last APPEND carried */
 	uint16_t snap_stall;
 };
 
@@ -92,7 +91,6 @@ struct raft {
 	enum raft_role role;
 	uint64_t leader;
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
-	uint64_t hb_skipped;        /* heartbeats left out (heartbeat_covered) */
 	bool commit_bcast;          /* the commit advanced: followers that no
 				     * APPEND told yet get one at raft_ready */
 	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
@@ -845,7 +843,6 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		m->n_entries = n;
 	}
 	uint64_t sent_last = prev + n;
-	p->appended = true;
 	p->commit_sent = m->commit;
 	if (p->state == PR_REPLICATE) {
 		if (n) {
@@ -914,30 +911,6 @@ static void bcast_heartbeat(struct raft *r, bool q)
 	for (uint32_t i = 0; i < r->conf.n; i++)
 		if (r->pr[i].id != r->id)
 			send_heartbeat(r, &r->pr[i], q);
-}
-
-/*
- * The periodic heartbeat to a follower is left out when, since the last
- * heartbeat round, an APPEND went to it that already told it everything
- * the heartbeat would: it resets the follower's election timer as a
- * heartbeat does, and carried a commit index at least the heartbeat's
- * (min(match, commit)). Its answer marks the follower active for
- * check-quorum like a heartbeat's. Sent anyway: a quiesce heartbeat, any
- * heartbeat while ReadIndex requests wait (their confirmation rides on
- * heartbeat answers), one to a follower not in steady replication
- * (probing or taking a snapshot: the heartbeat's answer is what restarts
- * a lost probe), and every heartbeat when two heartbeat intervals reach
- * the election timeout (a follower then hears something at least every
- * two intervals: the APPEND early in one, the heartbeat at the end of the
- * next, which stays below its timeout only when 2 * heartbeat_ticks <
- * election_ticks). Under load this saves every periodic heartbeat and its
- * answer of every busy group.
- */
-static bool heartbeat_covered(const struct raft *r, const struct raft_progress *p)
-{
-	return p->appended && p->state == PR_REPLICATE && r->n_reads == 0 &&
-	       2 * r->cfg.heartbeat_ticks < r->cfg.election_ticks &&
-	       p->commit_sent >= PARLEY_MIN(p->match, r->hs.commit);
 }
 
 static void apply_conf_change(struct raft *r, const struct raft_conf_change *cc);
@@ -1010,7 +983,7 @@ static void flush_commit_bcast(struct raft *r)
 		struct raft_progress *p = &r->pr[i];
 		if (p->id == r->id)
 			continue;
-		if (p->appended && p->commit_sent >= r->hs.commit)
+		if (p->commit_sent >= r->hs.commit)
 			r->commit_bcast_skipped++;
 		else
 			send_append(r, p, true);
@@ -1775,16 +1748,7 @@ void raft_tick(struct raft *r)
 		r->heartbeat_elapsed = 0;
 		bool q = r->cfg.quiesce_ticks &&
 			 r->idle_ticks >= r->cfg.quiesce_ticks && can_quiesce(r);
-		for (uint32_t i = 0; i < r->conf.n; i++) {
-			struct raft_progress *p = &r->pr[i];
-			if (p->id == r->id)
-				continue;
-			if (q || !heartbeat_covered(r, p))
-				send_heartbeat(r, p, q);
-			else
-				r->hb_skipped++;
-			p->appended = false;
-		}
+		bcast_heartbeat(r, q);
 		for (uint32_t i = 0; i < r->conf.n; i++)
 			if (r->pr[i].state != PR_REPLICATE)
 				r->pr[i].probe_sent = false;
@@ -2280,7 +2244,6 @@ uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
-uint64_t raft_heartbeats_skipped(const struct raft *r) { return r->hb_skipped; }
 uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
 
 uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,

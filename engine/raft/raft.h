@@ -499,10 +499,6 @@ const struct raft_conf *raft_conf(const struct raft *r);
 /* Times this node campaigned as a candidate (a real election, after a
  * won pre-vote or without pre-vote), since raft_new. */
 uint64_t raft_elections(const struct raft *r);
-/* Periodic heartbeats left out because an APPEND since the last heartbeat
- * round already told the follower what they would (raft.c,
- * heartbeat_covered). */
-uint64_t raft_heartbeats_skipped(const struct raft *r);
 /* Commit-advance APPENDs not sent because an APPEND of the same ready
  * already carried the new commit index to that follower (raft.c,
  * flush_commit_bcast). */

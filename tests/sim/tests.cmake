@@ -36,7 +36,6 @@ add_test(NAME sim_scn_early_broken COMMAND sim_scn_early_broken)
 set_tests_properties(sim_scn_early_broken PROPERTIES LABELS "sim" TIMEOUT 600
                      ENVIRONMENT "PARLEY_SIM_SEED=3001"
                      PASS_REGULAR_EXPRESSION "SIM FAILURE.*S3 leader completeness")
-# (Seed 3001: with the heartbeats left out while APPENDs flow (raft.c
-# heartbeat_covered) alone, seed 3000's schedule did not reach the broken
-# answer; with the commit notices of flush_commit_bcast too, seeds
-# 3000-3005 all do. The catch depends on the schedule, not the seed.)
+# (Seed 3001: which seeds reach the broken answer depends on the message
+# schedule; with the commit notices of raft_ready, flush_commit_bcast,
+# seeds 3000 and 3001 both do.)
