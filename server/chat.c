@@ -557,6 +557,10 @@ struct chat {
 	_Atomic uint64_t *grp_term; /* [np] term whose group reload of p is
 				       done (read without c->mu) */
 	uint64_t lead_poll_ns;   /* fan-out thread: last leadership poll */
+	uint64_t lead_gen;       /* pe_raft_status_gen the last poll scanned at */
+	bool lead_settled;       /* that poll left nothing to do (every led
+				    partition ready): until the gen moves or
+				    lead_lost_locked, the poll skips the scan */
 	uint32_t wm_part;        /* partition of s/fanout */
 };
 
@@ -662,6 +666,7 @@ static void lead_lost_locked(struct chat *c, uint32_t p, int err)
 		return;
 	c->led_term[p] = 0;
 	c->redo[p] = true;
+	c->lead_settled = false;
 }
 
 static void job_unlink_locked(struct chat *c, struct job *j)
@@ -1996,11 +2001,19 @@ static void lead_poll_locked(struct chat *c)
 	if (now - c->lead_poll_ns < CHAT_LEAD_POLL_MS * 1000000ull)
 		return;
 	c->lead_poll_ns = now;
+	/* no partition changed role or term since a scan that left nothing
+	 * to do: nothing to do now either (64 status reads saved per poll) */
+	uint64_t gen = pe_raft_status_gen(c->e);
+	if (c->lead_settled && gen == c->lead_gen)
+		return;
+	c->lead_gen = gen;
+	c->lead_settled = true;
 	bool *want = calloc(c->np, sizeof *want);
 	uint64_t *term = calloc(c->np, sizeof *term);
 	if (!want || !term) {
 		free(want);
 		free(term);
+		c->lead_settled = false;
 		return; /* tried again at the next poll */
 	}
 	bool any = false;
@@ -2016,6 +2029,7 @@ static void lead_poll_locked(struct chat *c)
 		if (c->led_term[p] == st.term)
 			continue;
 		c->led_term[p] = 0;
+		c->lead_settled = false; /* led, not ready: scan again */
 		/* again in the same term (a fan-out append failed NOTLEADER /
 		 * AGAIN, e.g. to an inbox whose partition is led elsewhere
 		 * during a transfer): not more often than CHAT_LEAD_RETRY_MS */

@@ -3,8 +3,10 @@
  * the peer transport and drives the replicated engine's network side.
  *
  * The thread waits in epoll on three fds: the transport's own epoll fd
- * (peer_fd, nested), an eventfd the engine's send callback writes when it
- * queues messages, and a timerfd firing every tick_ms. Each round it runs
+ * (peer_fd, nested), an eventfd written by the engine's flush callback
+ * (pe_cluster.flush: once per stretch of a shard's round in which it
+ * queued messages through the send callback, not once per group's ready),
+ * and a timerfd firing every tick_ms. Each round it runs
  * peer_poll (sockets, redial, deadlines, pings; received batches go to
  * pe_raft_recv, which copies them), ticks the engine when the timer fired,
  * hands the queued outbound messages to peer_send_all, and flushes.
@@ -115,6 +117,7 @@ struct peer_node {
 	pthread_mutex_t mu;
 	struct obatch *head, *tail;
 	size_t queued;
+	bool signalled;                   /* evfd written since the last drain */
 	struct raft_msg *gather;          /* node thread: drain_outbox's array */
 	uint32_t gather_cap;
 	_Atomic uint64_t drops;
@@ -123,6 +126,8 @@ struct peer_node {
 	uint64_t *seen_term;
 	bool *seen_leader;
 	_Atomic uint64_t term_changes, leader_gains;
+	uint64_t seen_gen;                /* pe_raft_status_gen at that scan */
+	bool seen_gen_ok;
 	/* the node this one handed its leadership to before its removal
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
@@ -236,7 +241,6 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 		q = (uint8_t *)align8((size_t)q);
 	}
 	pthread_mutex_lock(&nd->mu);
-	bool was_empty = !nd->head;
 	if (nd->tail)
 		nd->tail->next = b;
 	else
@@ -244,7 +248,22 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 	nd->tail = b;
 	nd->queued += size;
 	pthread_mutex_unlock(&nd->mu);
-	if (was_empty) {
+}
+
+/* The engine's flush (pe_cluster.flush): the shard's round is done with
+ * sending for now, wake the node thread, unless it was already woken for
+ * what it has not drained yet. One eventfd write per shard round instead
+ * of one per group's ready: the node thread then sends the round's
+ * messages as one frame per node pair. */
+static void node_flush(void *arg)
+{
+	struct peer_node *nd = arg;
+	pthread_mutex_lock(&nd->mu);
+	bool wake = nd->head && !nd->signalled;
+	if (wake)
+		nd->signalled = true;
+	pthread_mutex_unlock(&nd->mu);
+	if (wake) {
 		uint64_t one = 1;
 		ssize_t w = write(nd->evfd, &one, sizeof one);
 		(void)w; /* a full counter still wakes the thread */
@@ -254,6 +273,13 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 /* Counts term changes and leaderships gained since the last tick. */
 static void observe_raft(struct peer_node *nd)
 {
+	/* only roles and terms are counted: unchanged since the last scan
+	 * (pe_raft_status_gen), nothing to read */
+	uint64_t gen = pe_raft_status_gen(nd->e);
+	if (nd->seen_gen_ok && gen == nd->seen_gen)
+		return;
+	nd->seen_gen = gen;
+	nd->seen_gen_ok = true;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		struct pe_raft_status st;
 		if (pe_raft_status(nd->e, p, &st))
@@ -325,6 +351,7 @@ static void drain_outbox(struct peer_node *nd)
 	struct obatch *b = nd->head;
 	nd->head = nd->tail = NULL;
 	nd->queued = 0;
+	nd->signalled = false;
 	pthread_mutex_unlock(&nd->mu);
 	if (!b)
 		return;
@@ -1377,7 +1404,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.quiesce_ticks = cfg->quiesce_ticks,
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
-		.send = node_send, .send_arg = nd,
+		.send = node_send, .send_arg = nd, .flush = node_flush,
 		.follow_partition0 = true};
 	struct peer_config pc = {
 		.cluster_id = cfg->cluster_id, .node_id = cfg->node_id,

@@ -429,6 +429,7 @@ struct shard {
 	 * callback's append) since the inbox was last drained; it did not
 	 * wake the ring, so this round must not sleep (shard_round) */
 	bool self_pushed;
+	bool sent;              /* cl.send called since the last cl.flush */
 
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
 	struct pe_sub *catchup;
@@ -506,6 +507,7 @@ struct engine_cluster {
 	uint64_t snapshot_rate_bytes; /* 0 = unlimited */
 	pe_raft_send_fn send;
 	void *send_arg;
+	pe_raft_flush_fn flush; /* NULL: send wakes the transport itself */
 	bool follow0;           /* pe_cluster.follow_partition0 */
 	_Atomic uint64_t *lead0; /* partition 0's published leader */
 };
@@ -513,6 +515,7 @@ struct engine_cluster {
 struct pe_engine {
 	struct pe_options opt;
 	struct engine_cluster cl;
+	_Atomic uint64_t status_gen; /* pe_raft_status_gen */
 	struct hworker hw[HW_COUNT];
 	struct rpool rpool;     /* history reads, HARDSTATE stores, snapshots */
 	struct retention_policy retention;

@@ -969,8 +969,17 @@ void part_raft_publish(struct part *p)
 {
 	if (!p->raft)
 		return;
-	atomic_store_explicit(&p->pub_role, raft_role(p->raft), memory_order_relaxed);
-	atomic_store_explicit(&p->pub_term, raft_term(p->raft), memory_order_relaxed);
+	uint64_t role = (uint64_t)raft_role(p->raft);
+	uint64_t term = raft_term(p->raft);
+	bool moved = atomic_load_explicit(&p->pub_role, memory_order_relaxed) != role ||
+		     atomic_load_explicit(&p->pub_term, memory_order_relaxed) != term;
+	atomic_store_explicit(&p->pub_role, role, memory_order_relaxed);
+	atomic_store_explicit(&p->pub_term, term, memory_order_relaxed);
+	if (moved) { /* after the stores: a reader that sees the new gen sees them */
+		struct pe_engine *e = (struct pe_engine *)(void *)
+			((char *)(uintptr_t)p->cl - offsetof(struct pe_engine, cl));
+		atomic_fetch_add_explicit(&e->status_gen, 1, memory_order_release);
+	}
 	atomic_store_explicit(&p->pub_leader, raft_leader(p->raft), memory_order_relaxed);
 	atomic_store_explicit(&p->pub_commit, raft_commit(p->raft), memory_order_relaxed);
 	atomic_store_explicit(&p->pub_applied, raft_applied(p->raft), memory_order_relaxed);
@@ -1024,6 +1033,12 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
 	PARLEY_ASSERT(p->cl->conf.n > 1 && p->cl->send);
 	part_snap_sent(p, m, n);
 	p->cl->send(p->cl->send_arg, m, n);
+	if (p->cl->flush) {
+		/* the shard's round flushes (shard_flush_sends) */
+		struct pe_engine *e = (struct pe_engine *)(void *)
+			((char *)(uintptr_t)p->cl - offsetof(struct pe_engine, cl));
+		e->shards[p->id % e->nshards].sent = true;
+	}
 }
 
 /* Gives the group its pending ticks and inbound messages; an APPEND only

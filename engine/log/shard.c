@@ -654,6 +654,16 @@ void shard_begin(struct shard *sh)
 	shard_publish_mem(sh); /* what recovery rebuilt */
 }
 
+/* The transport's wake-up for what this round's groups sent (pe_cluster.
+ * flush): once per stretch of the round instead of once per ready. */
+static void shard_flush_sends(struct shard *sh)
+{
+	if (!sh->sent)
+		return;
+	sh->sent = false;
+	sh->e->cl.flush(sh->e->cl.send_arg);
+}
+
 /*
  * One round of the shard loop. With `wait` (the thread) it may block in
  * ring_wait until a completion, a wake-up or its next timer; stepped
@@ -677,6 +687,8 @@ int shard_round(struct shard *sh, bool wait)
 		shard_run_dirty(sh);
 	else if (e->cl.conf.n > 1)
 		shard_run_inputs(sh);
+	/* the leaders' early APPENDs leave while the batch is submitted */
+	shard_flush_sends(sh);
 	shard_submit(sh);
 	sub_run_catchup(sh);
 	hist_job_tick(sh);
@@ -696,6 +708,7 @@ int shard_round(struct shard *sh, bool wait)
 			pio_thread_mark_shard(false);
 			if (!sh->fatal)
 				(void)wal_mark_clean(sh->wal);
+			shard_flush_sends(sh);
 			return 1;
 		}
 	}
@@ -703,6 +716,7 @@ int shard_round(struct shard *sh, bool wait)
 			      ((sh->backlog || sh->dirty) &&
 			       !wal_busy(sh->wal))
 			      ? 0 : hist_job_tick_timeout(sh);
+	shard_flush_sends(sh);
 	int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 	if (atomic_load(&e->aborting))
 		return -1;
@@ -713,6 +727,7 @@ int shard_round(struct shard *sh, bool wait)
 	}
 	for (int i = 0; i < n; i++)
 		shard_on_cqe(sh, &cqes[i]);
+	shard_flush_sends(sh);
 	return 0;
 }
 

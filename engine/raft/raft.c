@@ -51,6 +51,7 @@ struct raft_progress {
 	bool active, probe_sent, voted, granted;
 	bool active_prev; /* `active` at the last check-quorum reset */
 	bool lost;        /* its last answer said it lost entries (raft_set_lost) */
+	uint64_t commit_sent; /* the commit index its last APPEND carried */
 	uint16_t snap_stall;
 };
 
@@ -94,6 +95,9 @@ struct raft {
 	enum raft_role role;
 	uint64_t leader;
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
+	bool commit_bcast;          /* the commit advanced: followers that no
+				     * APPEND told yet get one at raft_ready */
+	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
 	uint32_t idle_ticks;
 	uint32_t damaged_elapsed; /* leader ticks spent holding a damaged entry */
 	bool quiesced;
@@ -360,16 +364,24 @@ static int log_get(struct raft *r, uint64_t i, struct raft_entry *e)
 	return 0;
 }
 
+/* Only the term is read, so the payload's checksum is not computed: the
+ * term survives a damaged payload (the storage contract), and log_get,
+ * which verifies it, is what every apply and send reads through. (The
+ * term lookups of a replication round — the leader's prev-index terms,
+ * its commit check, the follower's match check — hashed every payload
+ * they touched.) */
 uint64_t raft_term_at(struct raft *r, uint64_t i)
 {
 	if (i == r->snap.index)
 		return r->snap.term;
 	if (i < r->snap.index || i > last_index(r))
 		return 0;
+	if (i >= r->unstable_first)
+		return r->unstable[i - r->unstable_first].term;
 	struct raft_entry e;
-	int rc = log_get(r, i, &e);
+	int rc = r->cfg.storage.entry(r->cfg.storage.ctx, i, &e);
 	if (rc == 0 || rc == -PARLEY_ECORRUPT)
-		return e.term; /* the term survives a damaged payload */
+		return e.term;
 	return 0;
 }
 
@@ -839,6 +851,7 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		m->n_entries = n;
 	}
 	uint64_t sent_last = prev + n;
+	p->commit_sent = m->commit;
 	if (p->state == PR_REPLICATE) {
 		if (n) {
 			p->next = sent_last + 1;
@@ -959,7 +972,34 @@ static void maybe_commit(struct raft *r)
 		r->hs.commit = c;
 		on_commit_advance(r);
 		if (r->role == RAFT_LEADER)
-			bcast_append(r, true);
+			r->commit_bcast = true; /* flush_commit_bcast */
+	}
+}
+
+/*
+ * The followers learn a commit advance from an APPEND. It used to leave
+ * at once, from maybe_commit; it now leaves when the ready is taken, and
+ * only to followers that no APPEND sent since has told: under load the
+ * step batch that advanced the commit is usually followed, in the same
+ * ready, by proposals whose APPENDs carry the new commit index, and
+ * several advances in one batch make one message. Same ready, same
+ * content: nothing reaches a follower later than before.
+ */
+static void flush_commit_bcast(struct raft *r)
+{
+	if (!r->commit_bcast)
+		return;
+	r->commit_bcast = false;
+	if (r->role != RAFT_LEADER)
+		return;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->id == r->id)
+			continue;
+		if (p->commit_sent >= r->hs.commit)
+			r->commit_bcast_skipped++;
+		else
+			send_append(r, p, true);
 	}
 }
 
@@ -1983,6 +2023,7 @@ static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
 struct raft_ready *raft_ready(struct raft *r)
 {
 	PARLEY_ASSERT(!r->in_ready);
+	flush_commit_bcast(r);
 	struct raft_ready *rd = &r->rd;
 	memset(rd, 0, sizeof(*rd));
 	rd->hs_changed = memcmp(&r->hs, &r->hs_saved, sizeof(r->hs)) != 0;
@@ -2266,6 +2307,7 @@ uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
+uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
 
 uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
 			   uint32_t max)

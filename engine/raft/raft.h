@@ -528,6 +528,10 @@ const struct raft_conf *raft_conf(const struct raft *r);
 /* Times this node campaigned as a candidate (a real election, after a
  * won pre-vote or without pre-vote), since raft_new. */
 uint64_t raft_elections(const struct raft *r);
+/* Commit-advance APPENDs not sent because an APPEND of the same ready
+ * already carried the new commit index to that follower (raft.c,
+ * flush_commit_bcast). */
+uint64_t raft_commit_sends_skipped(const struct raft *r);
 /* Leader only: what it knows of each member (itself included, match =
  * its durable last index), at most `max` (RAFT_MAX_MEMBERS is enough).
  * `active`: the member answered within the current or the previous

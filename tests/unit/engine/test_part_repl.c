@@ -26,7 +26,12 @@
  *     restarts): idle groups quiesce and send nothing; a proposal to a
  *     quiesced group commits; a quiesced group whose leader dies or is
  *     cut off elects another; a follower that lagged while its group slept
- *     catches up.
+ *     catches up;
+ *   - pe_cluster.flush: with a transport that holds every send until the
+ *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
+ *     up, also over a lossy link and after a node is cut off;
+ *   - pe_raft_status_gen stays put while roles and terms do (appends in a
+ *     stable cluster) and moves when an election changes them.
  * Seed: PARLEY_SEED (printed); it drives the drops and the keys.
  */
 #include <criterion/criterion.h>
@@ -106,6 +111,7 @@ static void setup(void)
 {
 	nacked = 0;
 	quiesce = 0;
+	net_hold = false;
 }
 
 TestSuite(repl, .init = setup, .fini = cluster_stop, .timeout = 240);
@@ -1470,4 +1476,74 @@ Test(repl, follower_that_lagged_while_its_group_slept_catches_up)
 	wait_caught_up(f);
 	check_node(f);
 	wait_quiesced(-1);
+}
+
+/* pe_cluster.flush: the transport (repl_net.h with net_hold) delivers only
+ * what the shard flushed; a send left unflushed would never leave, and
+ * elections, commits and the catch-up below would stall. */
+Test(repl, sends_leave_when_the_shard_flushes)
+{
+	net_hold = true;
+	cluster_start(0);
+	wait_leaders();
+	cr_assert_gt(atomic_load(&net_flushes), 0);
+	drop_pct = 5;
+	append_many(60);
+	drop_pct = 0;
+	int l = leader_of(part_of("c/conv-0"));
+	int f = (l + 1) % NN;
+	cut_node(f, true);
+	append_many(30);
+	cut_node(f, false);
+	append_many(6);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
+static uint64_t gen_of(int i)
+{
+	return pe_raft_status_gen(nodes[i].e);
+}
+
+/* pe_raft_status_gen: unchanged by appends in a stable cluster (no role
+ * or term moves), changed on every node whose groups see an election. */
+Test(repl, status_gen_moves_only_with_roles_and_terms)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(12); /* every follower learns its leaders' terms */
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	uint64_t g0[NN];
+	for (int i = 0; i < NN; i++) {
+		g0[i] = gen_of(i);
+		cr_assert_gt(g0[i], 0, "node %d: elections seen, gen 0", i);
+	}
+	append_many(40);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	for (int i = 0; i < NN; i++)
+		cr_assert_eq(gen_of(i), g0[i], "node %d: gen moved from %" PRIu64
+			     " to %" PRIu64 " without an election", i, g0[i], gen_of(i));
+	/* the node leading conv-0's partition is cut off: the two others
+	 * elect a new leader there (a new term on both) */
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	uint64_t t0 = status(l, part).term;
+	cut_node(l, true);
+	for (int r = 0; r < MAX_PUMP; r++) {
+		int nl = leader_of(part);
+		if (nl >= 0 && nl != l && status(nl, part).term > t0)
+			break;
+		pump();
+	}
+	int nl = leader_of(part);
+	cr_assert(nl >= 0 && nl != l, "no new leader");
+	for (int i = 0; i < NN; i++)
+		if (i != l)
+			cr_assert_gt(gen_of(i), g0[i], "node %d: an election, gen "
+				     "unchanged", i);
+	cut_node(l, false);
 }

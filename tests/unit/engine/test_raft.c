@@ -4,7 +4,8 @@
  * hints, the current-term commit rule, follower commit bounds, persistence
  * failure, proposal errors, membership rules (ids never reused, one change at
  * a time), learners, checksums and damaged entries, ReadIndex, TimeoutNow,
- * quiescing, snapshot chunk resumption.
+ * quiescing, snapshot chunk resumption, commit advances told once per
+ * ready.
  *
  * A tiny in-memory harness: each node's storage is an array filled from its
  * readies; messages are collected and delivered by hand or until quiet.
@@ -1181,4 +1182,89 @@ Test(raft, leader_lowers_its_match_for_a_follower_that_lost_entries)
 	for (uint64_t i = 2; i <= 4; i++)
 		cr_assert_eq(nodes[2].ents[i].len, 1);
 	cr_assert_eq(raft_commit(nodes[2].r), 4);
+/* Appends stop with an APPEND lost to a follower: the next heartbeat's
+ * answer tells the leader it is behind, and it catches up without timing
+ * out. */
+Test(raft, a_lost_append_is_recovered_by_the_next_heartbeat)
+{
+	cluster(3);
+	elect(0);
+	uint64_t term = raft_term(nodes[0].r);
+	drop_to[2] = true;
+	cr_assert_eq(raft_propose(nodes[0].r, "x", 1, NULL), 0);
+	drain(0);
+	settle(); /* node 2 loses it; node 3 commits it with the leader */
+	drop_to[2] = false;
+	for (int k = 0; k < 8; k++) {
+		for (int i = 0; i < 3; i++)
+			tick(i, 1);
+		settle();
+	}
+	cr_assert_eq(nodes[1].applied, raft_commit(nodes[0].r));
+	cr_assert_eq(raft_term(nodes[1].r), term);
+}
+
+/* Delivers every queued message addressed to node index `i`; with `ready`
+ * the node's readies are taken after each (its answers queue), without
+ * it the node only steps them. */
+static void deliver_to(int i, bool ready)
+{
+	int n = nq;
+	for (int k = 0; k < n; k++) {
+		if (!q[k].live || (int)q[k].m.to - 1 != i)
+			continue;
+		q[k].live = false;
+		raft_step(nodes[i].r, &q[k].m);
+		if (ready)
+			drain(i);
+	}
+}
+
+/* Queued APPENDs from the leader (id 1) to `to`. */
+static int queued_appends(uint64_t to)
+{
+	int n = 0;
+	for (int i = 0; i < nq; i++)
+		n += q[i].live && q[i].m.type == RAFT_MSG_APPEND &&
+		     q[i].m.from == 1 && q[i].m.to == to;
+	return n;
+}
+
+/* A commit advance reaches the followers in the ready that follows it,
+ * without a tick (a commit-only APPEND); when a proposal's APPENDs of
+ * that same ready carry the new commit index, no commit-only APPEND goes
+ * with them. A leader that never told the followers (the APPEND left
+ * out, or left for a later heartbeat) fails the first part. */
+Test(raft, commit_advance_reaches_followers_once_in_the_next_ready)
+{
+	cluster(3);
+	elect(0);
+	settle();
+	cr_assert_eq(raft_propose(nodes[0].r, "a", 1, NULL), 0);
+	drain(0);
+	settle(); /* no tick */
+	for (int i = 1; i < 3; i++)
+		cr_assert_eq(raft_commit(nodes[i].r), raft_commit(nodes[0].r),
+			     "node %d: commit %llu, leader's %llu", i,
+			     (unsigned long long)raft_commit(nodes[i].r),
+			     (unsigned long long)raft_commit(nodes[0].r));
+	/* the followers answer "b"; the leader steps the answers (its commit
+	 * advances) and takes "c" before its next ready */
+	cr_assert_eq(raft_propose(nodes[0].r, "b", 1, NULL), 0);
+	drain(0);
+	deliver_to(1, true);
+	deliver_to(2, true);
+	uint64_t c0 = raft_commit(nodes[0].r);
+	deliver_to(0, false);
+	cr_assert_gt(raft_commit(nodes[0].r), c0, "the answers advance the commit");
+	uint64_t skipped = raft_commit_sends_skipped(nodes[0].r);
+	cr_assert_eq(raft_propose(nodes[0].r, "c", 1, NULL), 0);
+	drain(0);
+	cr_assert_eq(raft_commit_sends_skipped(nodes[0].r), skipped + 2);
+	for (uint64_t to = 2; to <= 3; to++)
+		cr_assert_eq(queued_appends(to), 1, "to %llu: %d APPENDs",
+			     (unsigned long long)to, queued_appends(to));
+	settle();
+	for (int i = 1; i < 3; i++)
+		cr_assert_eq(nodes[i].applied, nodes[0].applied, "node %d", i);
 }
