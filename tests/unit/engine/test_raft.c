@@ -1182,6 +1182,8 @@ Test(raft, leader_lowers_its_match_for_a_follower_that_lost_entries)
 	for (uint64_t i = 2; i <= 4; i++)
 		cr_assert_eq(nodes[2].ents[i].len, 1);
 	cr_assert_eq(raft_commit(nodes[2].r), 4);
+}
+
 /* Appends stop with an APPEND lost to a follower: the next heartbeat's
  * answer tells the leader it is behind, and it catches up without timing
  * out. */
