@@ -189,6 +189,15 @@ static void fake_sleep(void *arg, uint64_t ns)
 	slept += ns;
 }
 
+/* A fresh in-memory backend (faults seeded by `seed`) with directory `dir`. */
+static struct pio *mem_dir(uint64_t seed, const char *dir)
+{
+	struct pio *io = pio_mem_new(seed);
+	cr_assert_not_null(io);
+	cr_assert_eq(io->ops->mkdir(io, dir), 0);
+	return io;
+}
+
 Test(hpart, flush_read_delete_compact_reopen)
 {
 	uint64_t seed = hist_seed("hpart.e2e");
@@ -196,8 +205,7 @@ Test(hpart, flush_read_delete_compact_reopen)
 	model_reset("c/x");
 	for (int s = 0; s < 10; s++) /* the first ten under another prefix */
 		snprintf(mkey[s], sizeof mkey[s], "c/r%02d", s);
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pp"), 0);
+	struct pio *io = mem_dir(seed, "pp");
 	struct bcache *cache;
 	cr_assert_eq(bcache_new(256 * 1024, &cache), 0);
 	struct retention_rule rules[] = { { (const uint8_t *)"c/r", 3, 0, 100 } };
@@ -360,8 +368,7 @@ Test(hpart, abandoned_jobs_leave_nothing)
 	uint64_t seed = hist_seed("hpart.abandon");
 	struct parley_rng rng = { seed };
 	model_reset("c/x");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pa"), 0);
+	struct pio *io = mem_dir(seed, "pa");
 	struct hpart_opts o = { .partition = 1, .dict_bytes = 8192 };
 	struct hpart *h;
 	cr_assert_eq(hpart_open(io, "pa", &o, &h), 0);
@@ -399,8 +406,7 @@ Test(hpart, stream_meta_marks_and_read_only)
 	uint64_t seed = hist_seed("hpart.meta");
 	struct parley_rng rng = { seed };
 	model_reset("u/");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pq"), 0);
+	struct pio *io = mem_dir(seed, "pq");
 	struct hpart_opts o = { .partition = 2, .block_bytes = 2048 };
 	struct hpart *h;
 	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
@@ -489,8 +495,7 @@ Test(hpart, idempotency_survives_flush_and_compaction)
 	uint64_t seed = hist_seed("hpart.idem");
 	struct parley_rng rng = { seed };
 	model_reset("c/i");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pi"), 0);
+	struct pio *io = mem_dir(seed, "pi");
 	struct hpart_opts o = { .partition = 4 };
 	struct hpart *h;
 	cr_assert_eq(hpart_open(io, "pi", &o, &h), 0);
@@ -546,8 +551,7 @@ Test(hpart, dictionaries_retired_after_compaction)
 	uint64_t seed = hist_seed("hpart.dicts");
 	struct parley_rng rng = { seed };
 	model_reset("c/d");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pd"), 0);
+	struct pio *io = mem_dir(seed, "pd");
 	struct hpart_opts o = { .partition = 5, .block_bytes = 4096, .dict_bytes = 8192,
 				.retrain = { .degrade_factor = 0.01, .min_recent_raw = 1 } };
 	struct hpart *h;
@@ -616,8 +620,7 @@ Test(hpart, crashes_at_every_step)
 	uint64_t seed = hist_seed("hpart.crash");
 	struct parley_rng rng = { seed };
 	model_reset("c/k");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pk"), 0);
+	struct pio *io = mem_dir(seed, "pk");
 	struct hpart_opts o = { .partition = 6, .block_bytes = 2048, .dict_bytes = 8192,
 				.tiers = { .min_merge = 2 } };
 	struct hpart *h;
