@@ -36,6 +36,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_loop.h"
 #include "bench_http.h"
 #include "bench_json.h"
 #include "bench_wire.h"
@@ -250,15 +251,12 @@ int bench_compaction(const struct bench_cfg *cfg)
 		}
 		snprintf(user, sizeof user, "bench-cmp-%u", i);
 		snprintf(peer, sizeof peer, "bench-cmp-peer-%u", i);
-		if ((rc = bench_session_open(cfg, &c->w, s.host, cfg->tls ? s.tls_port : s.port,
-					     cfg->tls ? tctx : NULL, user, "d0", CMP_HANDSHAKE_MS,
-					     &hello)))
+		if ((rc = bench_chat_open(cfg, &c->w, m, s.host, cfg->tls ? s.tls_port : s.port,
+					  cfg->tls ? tctx : NULL, user, peer, CMP_HANDSHAKE_MS,
+					  &hello, c->conv, sizeof c->conv, errtxt, sizeof errtxt)))
 			break;
 		if (hello.max_inflight && hello.max_inflight < window)
 			window = hello.max_inflight;
-		if ((rc = bench_conv_open(&c->w, m, peer, CMP_HANDSHAKE_MS, c->conv,
-					  sizeof c->conv, errtxt, sizeof errtxt)))
-			break;
 		pf[i].fd = c->w.fd;
 		pf[i].events = POLLIN;
 	}
