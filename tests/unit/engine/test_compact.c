@@ -232,10 +232,9 @@ static bool expect_kept(const struct cmodel *cm, const struct retention_policy *
 }
 
 /* A fresh in-memory backend (seeded) with dir "pc" holding the model's
- * segments, input s as segment 100 + s (which[] maps model segments to
- * inputs), each opened into rd[s]. */
+ * segments, model segment s as segment 100 + s, opened into rd[s]. */
 static struct pio *write_inputs(uint64_t seed, struct cmodel *cm, int nseg,
-				struct seg_reader **rd, const int *which)
+				struct seg_reader **rd)
 {
 	struct pio *io = pio_mem_new(seed);
 	cr_assert_not_null(io);
@@ -245,7 +244,7 @@ static struct pio *write_inputs(uint64_t seed, struct cmodel *cm, int nseg,
 		struct seg_write_opts wo = { .block_bytes = 2048, .level = 1 };
 		cr_assert_eq(seg_writer_new(io, "pc", 100 + (uint64_t)s, &wo, &w), 0);
 		for (size_t i = 0; i < cm->n; i++)
-			if (which[cm->m[i].seg] == s)
+			if (cm->m[i].seg == s)
 				cr_assert_eq(seg_writer_add(w, cm->m[i].key, cm->m[i].klen, &cm->m[i].e), 0);
 		struct seg_write_info wi;
 		cr_assert_eq(seg_writer_finish(w, &wi), 0);
@@ -345,8 +344,7 @@ Test(compact, merge_applies_tombstones_and_retention)
 	};
 	struct retention_policy pol = { rules, 2 };
 	struct seg_reader *rd[4];
-	int which[4] = { 0, 1, 2, 3 };
-	struct pio *io = write_inputs(seed, &cm, nseg, rd, which);
+	struct pio *io = write_inputs(seed, &cm, nseg, rd);
 
 	struct compact_opts o = {
 		.io = io, .dir = "pc", .out_seg_id = 200,
@@ -396,8 +394,7 @@ Test(compact, non_adjacent_merge_and_duplicates)
 	struct cmodel cm = { 0 };
 	cmodel_build(&cm, seed, 3, now);
 	struct seg_reader *rd[3];
-	int which[3] = { 0, 1, 2 };
-	struct pio *io = write_inputs(seed, &cm, 3, rd, which);
+	struct pio *io = write_inputs(seed, &cm, 3, rd);
 	/* merge the oldest and the newest (seq gaps in the output), and the
 	 * newest twice, as a retried merge would meet it */
 	struct compact_opts o = { .io = io, .dir = "pc", .out_seg_id = 300,
@@ -450,8 +447,7 @@ Test(compact, corrupt_input_and_everything_dropped)
 	struct cmodel cm = { 0 };
 	cmodel_build(&cm, seed, 2, now);
 	struct seg_reader *rd[2];
-	int which[2] = { 0, 1 };
-	struct pio *io = write_inputs(seed, &cm, 2, rd, which);
+	struct pio *io = write_inputs(seed, &cm, 2, rd);
 	/* flip a bit in input 1's first block (after open: the reader has
 	 * already verified the index, the block is read during the merge) */
 	struct seg_block_info bi;
@@ -500,8 +496,7 @@ Test(compact, idempotency_records_carried)
 	struct cmodel cm = { 0 };
 	cmodel_build(&cm, seed, 2, now);
 	struct seg_reader *rd[2];
-	int which[2] = { 0, 1 };
-	struct pio *io = write_inputs(seed, &cm, 2, rd, which);
+	struct pio *io = write_inputs(seed, &cm, 2, rd);
 	uint64_t in_total = 0;
 	for (int i = 0; i < 2; i++) {
 		struct seg_info si;
