@@ -60,6 +60,7 @@
 #endif
 
 #include "bench_json.h"
+#include "msg_corpus.h"
 
 #include "bcache.h"
 #include "dict.h"
@@ -67,26 +68,6 @@
 #include "parley_common.h"
 #include "parley_engine.h"
 #include "segment.h"
-
-struct corpus {
-	char *text;
-	size_t len;
-	size_t *off, *mlen, n, cap;
-};
-
-static void corpus_add(struct corpus *c, size_t off, size_t len)
-{
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 1024;
-		c->off = realloc(c->off, c->cap * sizeof *c->off);
-		c->mlen = realloc(c->mlen, c->cap * sizeof *c->mlen);
-		if (!c->off || !c->mlen)
-			abort();
-	}
-	c->off[c->n] = off;
-	c->mlen[c->n] = len;
-	c->n++;
-}
 
 static int name_cmp(const void *a, const void *b)
 {
@@ -131,24 +112,7 @@ static int load_corpus(struct corpus *c, const char *dirs, size_t *nfiles)
 		}
 	}
 	free(list);
-	size_t start = 0, w = 0;
-	for (size_t i = 0; i < c->len; i++) {
-		char ch = c->text[i];
-		bool sep = ch == '%' && (i == 0 || c->text[i - 1] == '\n');
-		if (ch == '\n' || ch == '\t')
-			ch = ' ';
-		if (!sep && !(ch == ' ' && w > start && c->text[w - 1] == ' '))
-			c->text[w++] = ch;
-		size_t l = w - start;
-		if (sep || ((ch == '.' || ch == '?' || ch == '!') && l >= 20) || l >= 200) {
-			while (start < w && c->text[start] == ' ')
-				start++;
-			if (w - start >= 20)
-				corpus_add(c, start, w - start);
-			start = w;
-		}
-	}
-	c->len = w;
+	corpus_cut(c);
 	return c->n ? 0 : -PARLEY_ENOTFOUND;
 }
 

@@ -22,6 +22,7 @@
 #include "bcache.h"
 #include "dict.h"
 #include "hist_corpus.h"
+#include "../../../bench/msg_corpus.h"
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
@@ -711,24 +712,6 @@ Test(segment, a_reference_keeps_the_reader_and_its_dictionary)
 
 /* ---- fortunes corpus: dictionary vs none ------------------------------------ */
 
-struct corpus {
-	char *text;
-	size_t len;
-	size_t *off, *mlen, n, cap;
-};
-
-static void corpus_add(struct corpus *c, size_t off, size_t len)
-{
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 1024;
-		c->off = realloc(c->off, c->cap * sizeof *c->off);
-		c->mlen = realloc(c->mlen, c->cap * sizeof *c->mlen);
-	}
-	c->off[c->n] = off;
-	c->mlen[c->n] = len;
-	c->n++;
-}
-
 /* Lines of a fortune joined, split at sentence ends into 20..200 bytes. */
 static bool load_fortunes(struct corpus *c)
 {
@@ -767,26 +750,7 @@ static bool load_fortunes(struct corpus *c)
 	closedir(d);
 	if (!c->len)
 		return false;
-	/* normalise whitespace in place, then cut messages */
-	size_t start = 0, w = 0;
-	for (size_t i = 0; i < c->len; i++) {
-		char ch = c->text[i];
-		bool sep = ch == '%' && (i == 0 || c->text[i - 1] == '\n');
-		if (ch == '\n' || ch == '\t')
-			ch = ' ';
-		if (!sep && !(ch == ' ' && w > start && c->text[w - 1] == ' '))
-			c->text[w++] = ch;
-		size_t l = w - start;
-		bool end = sep || ((ch == '.' || ch == '?' || ch == '!') && l >= 20) || l >= 200;
-		if (end) {
-			while (start < w && c->text[start] == ' ')
-				start++;
-			if (w - start >= 20)
-				corpus_add(c, start, w - start);
-			start = w;
-		}
-	}
-	c->len = w;
+	corpus_cut(c);
 	return c->n > 0;
 }
 
