@@ -331,6 +331,7 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		struct wal_recovery rec = {.record = shard_apply_record,
 					   .corrupt = shard_recover_corrupt,
 					   .damaged = shard_recover_damaged,
+					   .lost = shard_recover_lost,
 					   .flushed = shard_recover_flushed,
 					   .repair_from_peers = e->cl.conf.n > 1,
 					   .arg = &ctx};

@@ -22,6 +22,7 @@
 #include "live.h"
 #include "parley_engine_hooks.h"
 #include "peer_node.h"
+#include "proxy.h"
 #include "presence.h"
 #include "ratelimit.h"
 #include "srv.h"
@@ -521,6 +522,10 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->peer && s->engine) {
 		o.n += peer_node_metrics_text(s->peer, o.n < o.cap ? o.b + o.n : NULL,
 					      o.n < o.cap ? o.cap - o.n : 0);
+		if (s->proxy)
+			o.n += proxy_metrics_text(s->proxy,
+						  o.n < o.cap ? o.b + o.n : NULL,
+						  o.n < o.cap ? o.cap - o.n : 0);
 		metric(&o, "parley_ready_leader_known", "gauge",
 		       "1 when a leader of partition 0 is known (/readyz).",
 		       can_serve(s));

@@ -68,6 +68,15 @@ struct pcmd {
 	struct peer_node_peer peer;
 };
 
+/* An application frame queued for the node thread (peer_node_send_app). */
+struct aframe {
+	struct aframe *next;
+	uint64_t to;
+	uint8_t type;
+	uint32_t len;
+	uint8_t data[];
+};
+
 /* A node's client and admin addresses as its members record gives them
  * (nodes added at run time), under mu. */
 struct mrec {
@@ -78,6 +87,9 @@ struct mrec {
 
 struct peer_node {
 	struct peer_node_config cfg;
+	struct peer_node_app app;         /* set before start */
+	struct aframe *ahead, *atail;     /* under mu */
+	size_t aqueued;                   /* under mu */
 	struct mrec mrecs[MREC_MAX];      /* under mu */
 	uint32_t nmrecs;
 	/* the membership operation (peer_node_op_start), under op_mu */
@@ -262,6 +274,14 @@ static void observe_raft(struct peer_node *nd)
 
 /* ---- inbound and the thread ------------------------------------------------------ */
 
+static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
+		   uint32_t n)
+{
+	struct peer_node *nd = arg;
+	if (nd->app.on_frame)
+		nd->app.on_frame(nd->app.arg, from, type, p, n);
+}
+
 static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 		    uint32_t n)
 {
@@ -283,6 +303,8 @@ static void on_link(void *arg, uint64_t node, bool up)
 	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
+	if (nd->app.on_link)
+		nd->app.on_link(nd->app.arg, node, up);
 	if (!nd->e)
 		return;
 	if (up)
@@ -332,6 +354,77 @@ static void drain_outbox(struct peer_node *nd)
 		free(b);
 		b = nx;
 	}
+}
+
+/* Application frames queued by any thread go to their links (after the
+ * round's Raft messages); one that cannot is reported to the app. */
+static void drain_app(struct peer_node *nd)
+{
+	pthread_mutex_lock(&nd->mu);
+	struct aframe *f = nd->ahead;
+	nd->ahead = nd->atail = NULL;
+	nd->aqueued = 0;
+	pthread_mutex_unlock(&nd->mu);
+	while (f) {
+		struct aframe *nx = f->next;
+		int rc = peer_send_app(nd->peer, f->to, f->type, f->data, f->len);
+		if (rc && nd->app.on_unsent)
+			nd->app.on_unsent(nd->app.arg, f->to, f->type, f->data,
+					  f->len, rc);
+		free(f);
+		f = nx;
+	}
+}
+
+void peer_node_set_app(struct peer_node *nd, const struct peer_node_app *app)
+{
+	nd->app = *app;
+}
+
+int peer_node_send_app(struct peer_node *nd, uint64_t to, uint8_t type,
+		       const void *a, size_t alen, const void *b, size_t blen)
+{
+	size_t len = alen + blen;
+	if (len > UINT32_MAX)
+		return -PARLEY_ETOOBIG;
+	pthread_mutex_lock(&nd->mu);
+	bool full = nd->aqueued + len > PEER_NODE_APP_BYTES;
+	pthread_mutex_unlock(&nd->mu);
+	if (full)
+		return -PARLEY_EFULL;
+	struct aframe *f = malloc(sizeof *f + len);
+	if (!f)
+		return -PARLEY_ENOMEM;
+	f->next = NULL;
+	f->to = to;
+	f->type = type;
+	f->len = (uint32_t)len;
+	if (alen)
+		memcpy(f->data, a, alen);
+	if (blen)
+		memcpy(f->data + alen, b, blen);
+	pthread_mutex_lock(&nd->mu);
+	bool was_empty = !nd->ahead;
+	if (nd->atail)
+		nd->atail->next = f;
+	else
+		nd->ahead = f;
+	nd->atail = f;
+	nd->aqueued += len;
+	pthread_mutex_unlock(&nd->mu);
+	if (was_empty) {
+		uint64_t one = 1;
+		ssize_t w = write(nd->evfd, &one, sizeof one);
+		(void)w; /* a full counter still wakes the thread */
+	}
+	return 0;
+}
+
+bool peer_node_link_up(struct peer_node *nd, uint64_t node)
+{
+	struct peer_link_stats ls;
+	return peer_link_stats(nd->peer, node, &ls) == 0 &&
+	       ls.state == PEER_LINK_UP;
 }
 
 /* The journal of run-time peers (<data>/cluster-peers): one line per
@@ -1181,8 +1274,12 @@ static void *node_main(void *arg)
 		if (tick) {
 			(void)pe_raft_tick(nd->e);
 			observe_raft(nd);
+			if (nd->app.on_tick)
+				nd->app.on_tick(nd->app.arg,
+						parley_mono_ns() / 1000000u);
 		}
 		drain_outbox(nd);
+		drain_app(nd);
 		peer_flush(nd->peer);
 	}
 	return NULL;
@@ -1288,7 +1385,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.rng_seed = cfg->node_id ^ (uint64_t)parley_mono_ns(),
 		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
 		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
-		.arg = nd};
+		.on_app = on_app, .arg = nd};
 	char info[PEER_INFO_MAX + 1];
 	if (node_info(cfg, info, sizeof info)) {
 		PLOG_E("cluster", "advertised addresses too long or not printable",
@@ -1401,6 +1498,11 @@ void peer_node_stop(struct peer_node *nd)
 		struct obatch *nx = b->next;
 		free(b);
 		b = nx;
+	}
+	while (nd->ahead) {
+		struct aframe *nx = nd->ahead->next;
+		free(nd->ahead);
+		nd->ahead = nx;
 	}
 	if (nd->peer)
 		peer_free(nd->peer);

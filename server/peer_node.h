@@ -178,6 +178,35 @@ bool peer_node_op_running(struct peer_node *n, struct peer_node_op *op,
 void peer_node_op_describe(const struct peer_node_op *op, uint64_t elapsed_ms,
 			   char *out, size_t cap);
 
+/* ---- application frames (request forwarding, server/proxy.h) ---- */
+
+#define PEER_NODE_APP_BYTES (16ull << 20) /* queued for the node thread */
+
+/* Hooks of the application that uses the peer links besides Raft (the
+ * request proxy); all run on the node thread. */
+struct peer_node_app {
+	/* an application frame (peer.h PEER_FRAME_FWD_*) arrived (borrowed) */
+	void (*on_frame)(void *arg, uint64_t from, uint8_t type,
+			 const uint8_t *p, uint32_t n);
+	/* a frame queued by peer_node_send_app could not be handed to the
+	 * link (err: its refusal), so it will never arrive */
+	void (*on_unsent)(void *arg, uint64_t to, uint8_t type,
+			  const uint8_t *p, uint32_t n, int err);
+	void (*on_link)(void *arg, uint64_t node, bool up);
+	void (*on_tick)(void *arg, uint64_t now_ms); /* every tick_ms */
+	void *arg;
+};
+/* Installs the hooks; before peer_node_start. */
+void peer_node_set_app(struct peer_node *n, const struct peer_node_app *app);
+/* Queues an application frame (the concatenation of a and b, copied) for
+ * node `to` from any thread; the node thread hands it to the link at its
+ * next round (peer_send_app), or reports on_unsent. 0, -PARLEY_EFULL
+ * (PEER_NODE_APP_BYTES queued), -PARLEY_ENOMEM. */
+int peer_node_send_app(struct peer_node *n, uint64_t to, uint8_t type,
+		       const void *a, size_t alen, const void *b, size_t blen);
+/* Whether the link to `node` is up now (any thread). */
+bool peer_node_link_up(struct peer_node *n, uint64_t node);
+
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships

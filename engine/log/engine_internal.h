@@ -238,6 +238,14 @@ struct part {
 	/* WAL records found damaged at open and taken as placeholders, and
 	 * entries repaired from the leader (part_raft_recover_damaged) */
 	_Atomic uint64_t pub_damaged_found, pub_damaged_repaired;
+	/* A lost range (a damaged WAL record header, wal_recovery.lost;
+	 * part_raft_recover_lost): lost_seen once one was met; after_lost
+	 * while no record since has proved that the recovered log goes on
+	 * where it stands (lost_admit); lost_cut once a record was
+	 * discarded. lost: set at open from lost_seen, until the group
+	 * holds its leader's whole log again (raft_set_lost); counted once
+	 * in pub_damaged_found, and in _repaired when it clears. */
+	bool lost_seen, after_lost, lost_cut, lost;
 	uint64_t term_start;    /* leader: index of its term's no-op */
 	/* linearizable reads in flight (log/part_repl.c), in arrival order;
 	 * the last read context used and the ticks seen */
@@ -398,6 +406,8 @@ struct rpool {
 struct shard {
 	struct pe_engine *e;
 	uint32_t idx;
+	uint32_t lost_parts;    /* partitions with part->lost: while any, the
+				   WAL keeps its lost ranges (wal_release_damaged) */
 	pthread_t thread;
 	bool started;
 	bool done;              /* stepped: the loop ended (clean stop) */
@@ -576,6 +586,8 @@ int part_state_hash(const struct part *p, uint64_t *out);
 
 /* log/part_raft.c */
 int part_raft_recover(struct part *p, const struct wal_rec *rec);
+void part_raft_recover_lost(struct part *p, const char *file, uint64_t off,
+			    uint64_t end);
 int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
 			      bool replicated);
 int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
@@ -674,6 +686,7 @@ uint64_t shard_recover_flushed(void *arg, uint32_t part);
 #define IDEM_KEY_BYTES (sizeof(struct idem) + 3u * sizeof(uint64_t)) /* node + index slots at the lowest load (idem.c) */
 int shard_apply_record(void *arg, const struct wal_rec *rec);
 int shard_recover_damaged(void *arg, const struct wal_rec *rec);
+int shard_recover_lost(void *arg, const char *file, uint64_t off, uint64_t end);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);
 void shard_begin(struct shard *sh);

@@ -256,6 +256,23 @@ int shard_recover_damaged(void *arg, const struct wal_rec *rec)
 	return part_raft_recover_damaged(p, rec, e->cl.conf.n > 1);
 }
 
+/* Recovery: a damaged WAL record header (wal.h, wal_recovery.lost): the
+ * byte range may have held records of any partition of the shard. In a
+ * replicated engine each partition is repaired from its leader
+ * (part_raft_recover_lost): 0. A single node has nobody to ask: 1, the
+ * shard's partitions are corrupt, as before. */
+int shard_recover_lost(void *arg, const char *file, uint64_t off, uint64_t end)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	if (e->cl.conf.n < 2)
+		return 1;
+	for (uint32_t i = c->sh->idx; i < e->nparts; i += e->nshards)
+		if (!e->parts[i].corrupt)
+			part_raft_recover_lost(&e->parts[i], file, off, end);
+	return 0;
+}
+
 static void shard_fatal(struct shard *sh, int err);
 
 /* Proposals queued on p wait for the next round (shard loop). */
