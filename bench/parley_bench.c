@@ -908,6 +908,22 @@ static const char *find_nats_server(void)
 	return p;
 }
 
+/* The mode's nats-server: none with --no-nats, else --nats-server or the
+ * one found on this machine; without one, says so (`without`: what the
+ * mode then lacks). */
+static void want_nats(struct bench_cfg *cfg, bool no_nats, const char *without)
+{
+	if (no_nats) {
+		cfg->nats_server = NULL;
+		return;
+	}
+	if (!cfg->nats_server)
+		cfg->nats_server = find_nats_server();
+	if (!cfg->nats_server)
+		fprintf(stderr, "parley-bench: nats-server not found: %s "
+				"(tools/install-deps.sh installs it)\n", without);
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_cfg cfg = {0};
@@ -1123,15 +1139,7 @@ int main(int argc, char **argv)
 			cfg.seconds = 2;
 		if (!cfg.parleyd)
 			die_usage("%s", "cluster wants --parleyd PATH (the nodes are started here)");
-		if (!no_nats && !cfg.nats_server) {
-			cfg.nats_server = find_nats_server();
-			if (!cfg.nats_server)
-				fprintf(stderr, "parley-bench: nats-server not found: cluster runs "
-						"without the JetStream peer (tools/install-deps.sh "
-						"installs it)\n");
-		}
-		if (no_nats)
-			cfg.nats_server = NULL;
+		want_nats(&cfg, no_nats, "cluster runs without the JetStream peer");
 	}
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
@@ -1237,15 +1245,7 @@ int main(int argc, char **argv)
 			cfg.payloads[0] = 100;
 			cfg.n_payloads = 1;
 		}
-		if (!no_nats && !cfg.nats_server) {
-			cfg.nats_server = find_nats_server();
-			if (!cfg.nats_server)
-				fprintf(stderr, "parley-bench: nats-server not found: delivery runs "
-						"without the NATS reference (tools/install-deps.sh "
-						"installs it)\n");
-		}
-		if (no_nats)
-			cfg.nats_server = NULL;
+		want_nats(&cfg, no_nats, "delivery runs without the NATS reference");
 		/* the disk floor of this run: a SEND is durable (fdatasync) before
 		 * its fan-out, so delivery latency is compared with it */
 		struct disk_result *d = NULL;
