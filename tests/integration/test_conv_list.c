@@ -156,8 +156,8 @@ int main(void)
 					 PARLEY_CT_TEXT, body, strlen(body), &r));
 		w->last_seq = r.seq;
 		w->last_ts = r.server_ts_ms;
-		snprintf(w->last_sender, sizeof w->last_sender, "%s",
-			 mine ? "alice" : w->peer);
+		const char *who = mine ? "alice" : w->peer;
+		memcpy(w->last_sender, who, strlen(who) + 1);
 		snprintf(w->body, sizeof w->body, "%s", body);
 		if (!mine)
 			w->unread++;
@@ -181,7 +181,7 @@ int main(void)
 					 &r));
 		w->last_seq = r.seq;
 		w->last_ts = r.server_ts_ms;
-		snprintf(w->last_sender, sizeof w->last_sender, "%s", w->peer);
+		memcpy(w->last_sender, w->peer, strlen(w->peer) + 1);
 		snprintf(w->body, sizeof w->body, "hi");
 		w->unread++;
 	}
