@@ -737,6 +737,17 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 	}
 	case PEER_FRAME_RAFT:
 		break;
+	case PEER_FRAME_FWD_REQ:
+	case PEER_FRAME_FWD_RES:
+		if (c->st != C_UP || !p->cfg.on_app) {
+			conn_close(p, c, c->st != C_UP ? "application frame "
+				   "before handshake" : "unknown frame type");
+			return false;
+		}
+		p->depth++;
+		p->cfg.on_app(p->cfg.arg, l->node, type, pl, n);
+		p->depth--;
+		return c->st == C_UP;
 	default:
 		conn_close(p, c, "unknown frame type");
 		return false;
@@ -1372,6 +1383,45 @@ static int queue_frame(struct peer *p, struct plink *l,
 	l->qt = f;
 	ADD(l->qframes, 1);
 	ADD(l->qbytes, len);
+	l->dirty = true;
+	return 0;
+}
+
+int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
+		  const uint8_t *payload, uint32_t len)
+{
+	struct plink *l = link_find(p, to);
+	if (!l || type < PEER_FRAME_FWD_REQ || type > PEER_FRAME_LAST)
+		return -PARLEY_EINVAL;
+	if (l->removed)
+		return -PARLEY_ENOTFOUND;
+	if (!l->c || l->c->st != C_UP)
+		return -PARLEY_ECLOSED;
+	if (len > l->peer_max_frame || len > p->cfg.max_frame)
+		return -PARLEY_ETOOBIG;
+	uint32_t flen = PEER_HDR_BYTES + len;
+	if (!queue_room(l, p, flen)) {
+		ADD(l->refused_full, 1);
+		return -PARLEY_EFULL;
+	}
+	struct pframe *f = malloc(sizeof *f + flen);
+	if (!f)
+		return -PARLEY_ENOMEM;
+	peer_hdr_encode(f->data, type, len);
+	if (len)
+		memcpy(f->data + PEER_HDR_BYTES, payload, len);
+	f->next = NULL;
+	f->len = flen;
+	f->off = 0;
+	f->nmsgs = 0;
+	f->hb = false;
+	if (l->qt)
+		l->qt->next = f;
+	else
+		l->qh = f;
+	l->qt = f;
+	ADD(l->qframes, 1);
+	ADD(l->qbytes, flen);
 	l->dirty = true;
 	return 0;
 }

@@ -134,7 +134,12 @@ enum peer_frame_type {
 	PEER_FRAME_RAFT = 3,
 	PEER_FRAME_PING = 4,
 	PEER_FRAME_INFO = 5, /* the sender's node info (peer_config.info) */
+	/* forwarded engine appends (server/peer_fwd.h): opaque to the
+	 * transport, handed to peer_config.on_app */
+	PEER_FRAME_FWD_REQ = 6,
+	PEER_FRAME_FWD_RES = 7,
 };
+#define PEER_FRAME_LAST PEER_FRAME_FWD_RES /* highest type decoded */
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */
@@ -210,6 +215,11 @@ typedef void (*peer_recv_fn)(void *arg, uint64_t from,
 /* A link came up (up = true) or went down; optional. Liveness for quiesced
  * groups: raft_unquiesce() the groups led by a node whose link went down. */
 typedef void (*peer_link_fn)(void *arg, uint64_t node, bool up);
+/* An application frame (type >= PEER_FRAME_FWD_REQ) from node `from`,
+ * payload borrowed until it returns; optional (without it such frames
+ * close the link as unknown). */
+typedef void (*peer_app_fn)(void *arg, uint64_t from, uint8_t type,
+			    const uint8_t *payload, uint32_t len);
 
 struct peer_config {
 	uint64_t cluster_id;          /* != 0 */
@@ -231,6 +241,7 @@ struct peer_config {
 	const char *tls_key;
 	peer_recv_fn on_recv;         /* required */
 	peer_link_fn on_link;         /* optional */
+	peer_app_fn on_app;           /* optional: application frames */
 	void *arg;
 	/* the clock, in ms (monotonic); NULL = CLOCK_MONOTONIC */
 	uint64_t (*now_ms)(void *arg);
@@ -284,6 +295,13 @@ int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
  * (one coalesced batch per node) and peer_send()s each; returns 0 or the
  * first error. */
 int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n);
+/* Queues one application frame (type PEER_FRAME_FWD_REQ / _RES, payload
+ * copied, at most the peer's max_frame) for node `to`, under the queue
+ * bounds of contract item 4 (never dropped for a newer frame). 0,
+ * -PARLEY_EFULL, -PARLEY_ECLOSED (link not up), -PARLEY_ETOOBIG,
+ * -PARLEY_EINVAL, -PARLEY_ENOTFOUND (removed), -PARLEY_ENOMEM. */
+int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
+		  const uint8_t *payload, uint32_t len);
 /* Writes what the queues hold as far as the sockets take it, now. */
 void peer_flush(struct peer *p);
 /* Closes the link to `node` now (operator or test action); a dialer

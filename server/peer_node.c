@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "peer.h"
+#include "peer_fwd.h"
 #include "raft.h"
 
 #define DEF_TICK_MS 50u
@@ -86,6 +87,11 @@ struct peer_node {
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
 	_Atomic uint64_t handed_to;
+	/* forwarded appends (peer_fwd.h) and the links' state for it: node
+	 * ids and up flags, written by the node thread (on_link) */
+	struct fwd *fwd;
+	_Atomic uint64_t up_id[FWD_MAX_NODES];
+	_Atomic bool up_flag[FWD_MAX_NODES];
 };
 
 /* ---- config ---------------------------------------------------------------------- */
@@ -241,6 +247,69 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 		(void)pe_raft_recv(nd->e, msgs, n); /* full inbox: dropped */
 }
 
+/* ---- forwarded appends (peer_fwd.h) ---------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+	return parley_mono_ns() / 1000000u;
+}
+
+static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *pl,
+		   uint32_t n)
+{
+	struct peer_node *nd = arg;
+	fwd_on_frame(nd->fwd, from, type, pl, n, now_ms());
+}
+
+static int fwd_send(void *arg, uint64_t to, uint8_t type, const uint8_t *pl,
+		    uint32_t len)
+{
+	struct peer_node *nd = arg;
+	return peer_send_app(nd->peer, to, type, pl, len);
+}
+
+static void fwd_wake(void *arg)
+{
+	struct peer_node *nd = arg;
+	uint64_t one = 1;
+	ssize_t w = write(nd->evfd, &one, sizeof one);
+	(void)w; /* a full counter still wakes the thread */
+}
+
+static bool fwd_up(void *arg, uint64_t node)
+{
+	struct peer_node *nd = arg;
+	for (uint32_t i = 0; i < FWD_MAX_NODES; i++) {
+		uint64_t id = atomic_load(&nd->up_id[i]);
+		if (!id)
+			return false;
+		if (id == node)
+			return atomic_load(&nd->up_flag[i]);
+	}
+	return false;
+}
+
+/* Node thread: the forwarder's view of the links. */
+static void up_set(struct peer_node *nd, uint64_t node, bool up)
+{
+	for (uint32_t i = 0; i < FWD_MAX_NODES; i++) {
+		uint64_t id = atomic_load(&nd->up_id[i]);
+		if (id && id != node)
+			continue;
+		atomic_store(&nd->up_flag[i], up);
+		if (!id)
+			atomic_store(&nd->up_id[i], node);
+		return;
+	}
+}
+
+int peer_node_forward(void *arg, uint64_t to, const struct pe_append_req *q,
+		      pe_append_cb cb, void *cb_arg)
+{
+	struct peer_node *nd = arg;
+	return fwd_append(nd->fwd, to, q, cb, cb_arg);
+}
+
 /* Node liveness, one per node pair (the link's keepalive PINGs and read
  * deadline, peer.c), is what lets idle groups quiesce (parley_engine.h
  * item 9): a link that goes down is the earliest sign that a node died
@@ -254,6 +323,9 @@ static void on_link(void *arg, uint64_t node, bool up)
 	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
+	up_set(nd, node, up);
+	if (!up) /* in-flight forwarded appends fail AGAIN (peer_fwd.h) */
+		fwd_link_down(nd->fwd, node);
 	if (!nd->e)
 		return;
 	if (up)
@@ -828,6 +900,7 @@ static void *node_main(void *arg)
 			observe_raft(nd);
 		}
 		drain_outbox(nd);
+		fwd_poll(nd->fwd, now_ms());
 		peer_flush(nd->peer);
 	}
 	return NULL;
@@ -925,14 +998,14 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
 		.send = node_send, .send_arg = nd,
-		.follow_partition0 = true};
+		.follow_partition0 = !cfg->leader_spread};
 	struct peer_config pc = {
 		.cluster_id = cfg->cluster_id, .node_id = cfg->node_id,
 		.listen_addr = cfg->listen_addr, .listen_port = cfg->listen_port,
 		.rng_seed = cfg->node_id ^ (uint64_t)parley_mono_ns(),
 		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
 		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
-		.arg = nd};
+		.on_app = on_app, .arg = nd};
 	char info[PEER_INFO_MAX + 1];
 	if (node_info(cfg, info, sizeof info)) {
 		PLOG_E("cluster", "advertised addresses too long or not printable",
@@ -944,7 +1017,11 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		return -PARLEY_EINVAL;
 	}
 	pc.info = info;
-	int rc = peer_new(&pc, &nd->peer);
+	struct fwd_config fc = {.self = cfg->node_id, .send = fwd_send,
+				.wake = fwd_wake, .up = fwd_up, .arg = nd};
+	int rc = fwd_new(&fc, &nd->fwd);
+	if (!rc)
+		rc = peer_new(&pc, &nd->peer);
 	for (uint32_t i = 0; !rc && i < cfg->npeers; i++)
 		rc = peer_add(nd->peer, cfg->peers[i].id, cfg->peers[i].addr,
 			      cfg->peers[i].port);
@@ -985,6 +1062,7 @@ const struct pe_cluster *peer_node_cluster(struct peer_node *n)
 int peer_node_start(struct peer_node *nd, struct pe_engine *e)
 {
 	nd->e = e;
+	fwd_set_engine(nd->fwd, e);
 	nd->np = pe_partition_count(e);
 	nd->seen_term = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_term);
 	nd->seen_leader = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_leader);
@@ -1037,6 +1115,7 @@ void peer_node_stop(struct peer_node *nd)
 		free(b);
 		b = nx;
 	}
+	fwd_free(nd->fwd); /* after the engine: its completions queue here */
 	if (nd->peer)
 		peer_free(nd->peer);
 	if (nd->ep >= 0)
@@ -1092,6 +1171,42 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
 		peer_node_outbox_drops(n), quiet);
 	size_t m = k > 0 ? (size_t)k : 0;
+	struct fwd_stats fs;
+	fwd_get_stats(n->fwd, &fs);
+	k = snprintf(
+		m < cap ? buf + m : NULL, m < cap ? cap - m : 0,
+		"# HELP parley_fwd_sent_total Appends forwarded to the leader "
+		"of their partition on another node.\n"
+		"# TYPE parley_fwd_sent_total counter\n"
+		"parley_fwd_sent_total %" PRIu64 "\n"
+		"# HELP parley_fwd_answered_total Forwarded appends answered by "
+		"their leader.\n"
+		"# TYPE parley_fwd_answered_total counter\n"
+		"parley_fwd_answered_total %" PRIu64 "\n"
+		"# HELP parley_fwd_failed_total Forwarded appends failed AGAIN "
+		"(reason: timeout, link).\n"
+		"# TYPE parley_fwd_failed_total counter\n"
+		"parley_fwd_failed_total{reason=\"timeout\"} %" PRIu64 "\n"
+		"parley_fwd_failed_total{reason=\"link\"} %" PRIu64 "\n"
+		"# HELP parley_fwd_executed_total Appends executed here for "
+		"other nodes.\n"
+		"# TYPE parley_fwd_executed_total counter\n"
+		"parley_fwd_executed_total %" PRIu64 "\n"
+		"# HELP parley_fwd_pending Forwarded appends not answered yet.\n"
+		"# TYPE parley_fwd_pending gauge\n"
+		"parley_fwd_pending %u\n"
+		"# HELP parley_fwd_latency_seconds_sum Forwarded appends: send to "
+		"answer, summed over parley_fwd_answered_total.\n"
+		"# TYPE parley_fwd_latency_seconds_sum counter\n"
+		"parley_fwd_latency_seconds_sum %.6f\n"
+		"# HELP parley_fwd_latency_seconds_max Forwarded appends: the "
+		"longest send to answer.\n"
+		"# TYPE parley_fwd_latency_seconds_max gauge\n"
+		"parley_fwd_latency_seconds_max %.6f\n",
+		fs.sent, fs.answered, fs.timeouts, fs.link_failed, fs.executed,
+		fwd_pending(n->fwd), (double)fs.lat_ns_sum / 1e9,
+		(double)fs.lat_ns_max / 1e9);
+	m += k > 0 ? (size_t)k : 0;
 	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
 				     m < cap ? cap - m : 0);
 }

@@ -76,6 +76,11 @@ struct peer_node_config {
 	 * journaled in <data_dir>/cluster-peers and replayed at the next
 	 * start (NULL = not kept). */
 	const char *data_dir;
+	/* Leader placement (docs/CLUSTER.md §3.2): false = every partition
+	 * follows partition 0's leader (pe_cluster.follow_partition0); true =
+	 * no hand-over, each group keeps the leader it elected (writes to a
+	 * partition led elsewhere are forwarded: peer_node_forward). */
+	bool leader_spread;
 };
 
 struct peer_node;
@@ -123,6 +128,11 @@ int peer_node_add_node(struct peer_node *n, uint64_t id, const char *peer,
 		       char *msg, size_t cap);
 int peer_node_remove_node(struct peer_node *n, uint64_t id, uint32_t wait_ms,
 			  char *msg, size_t cap);
+/* Forwarded appends (server/peer_fwd.h, contract there): queues q for
+ * node `to`, the leader of q's partition; arg is the struct peer_node.
+ * The shape of chat_fwd_fn (chat.h). Any thread, never blocks. */
+int peer_node_forward(void *arg, uint64_t to, const struct pe_append_req *q,
+		      pe_append_cb cb, void *cb_arg);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships
