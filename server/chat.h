@@ -139,6 +139,8 @@ enum chat_ent_type {
 #define CHAT_CKPT_MSGS 4096u         /* ... or after this many new messages */
 #define CHAT_LEAD_POLL_MS 20u        /* leadership poll (a cluster) */
 #define CHAT_LEAD_RETRY_MS 500u      /* re-recovery of a partition in the same term */
+#define CHAT_CKPT_KEY_CAP 32u        /* "s/fanout/<k>" + NUL */
+#define CHAT_CKPT_KEY_TRIES 64u      /* k tried per partition at most (chat_open) */
 #define CHAT_MAX_PARTITIONS 65536u
 #define CHAT_KNOWN_MAX (1u << 20)    /* slots of the known-conversation cache (8 MiB) */
 #define CHAT_KEY_CAP 256u            /* PE_MAX_KEY + NUL */
@@ -384,6 +386,32 @@ void chat_get_stats(struct chat *c, struct chat_stats *out);
 
 /* The engine the service runs on (for the chat_*.c files of the service). */
 struct pe_engine *chat_engine(const struct chat *c);
+
+/* ---- routing of writes (a cluster, docs/CLUSTER.md §3.3) ----------------------- */
+
+/* Forwards an append to node `to`, the leader of its partition
+ * (peer_node_forward, server/peer_fwd.h): 0 = the callback will run
+ * (from another thread), -PARLEY_EFULL (back off), -PARLEY_ECLOSED (no
+ * link: append locally instead), other pe_append refusals. */
+typedef int (*chat_fwd_fn)(void *arg, uint64_t to,
+			   const struct pe_append_req *q, pe_append_cb cb,
+			   void *cb_arg);
+/* Installs the forwarder (a cluster node; none = every write is local).
+ * Before clients are served. */
+void chat_set_forward(struct chat *c, chat_fwd_fn fn, void *arg);
+/* pe_append, routed: a key whose partition another node leads (as
+ * published: pe_raft_status) goes to that leader through the forwarder,
+ * which executes it there with the same producer id and expected seq;
+ * else (this node leads, no leader known, no link) the local engine.
+ * Same returns and callback contract as pe_append, except that the
+ * callback of a forwarded append runs on the peer thread and gets
+ * -PARLEY_EAGAIN when the answer is lost (retry with the same producer).
+ * Every chat write to a partition other than its conversation's goes
+ * through here. Any thread. */
+int chat_append(struct chat *c, const struct pe_append_req *q, pe_append_cb cb,
+		void *arg);
+/* Appends handed to the forwarder so far. */
+uint64_t chat_forwarded(struct chat *c);
 
 /* 0 when user may read conv; -PARLEY_ENOTFOUND (not a conversation id)
  * or -PARLEY_EPERM (not a member). Pure: 1:1 ids only (a group id is

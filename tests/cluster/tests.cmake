@@ -41,7 +41,8 @@ endforeach()
 # libparley (itest.h); no namespaces needed.
 # test_cluster_group_failover, test_cluster_group_follower and
 # test_cluster_snapshot likewise.
-foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
+foreach(t cluster_test_cluster_failover cluster_test_cluster_spread
+          cluster_test_cluster_group_failover
           cluster_test_cluster_group_follower cluster_test_cluster_snapshot
           cluster_test_cluster_status cluster_test_cluster_membership)
   if(TARGET ${t})
