@@ -906,6 +906,166 @@ static void *node_main(void *arg)
 	return NULL;
 }
 
+/* ---- leader placement: transfer and rebalance (docs/CLUSTER.md §3.2) ------------- */
+
+#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
+
+/* Waits until none of the partitions in want[] is led by this node any
+ * more (asking again every XFER_ASK_MS), or the deadline. Returns how
+ * many are still led here. */
+static uint32_t xfer_wait(struct peer_node *nd, const uint64_t *to,
+			  uint64_t deadline)
+{
+	uint64_t next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
+	for (;;) {
+		uint32_t left = 0;
+		bool ask = parley_mono_ns() >= next_ask;
+		for (uint32_t p = 0; p < nd->np; p++) {
+			struct pe_raft_status st;
+			if (!to[p] || pe_raft_status(nd->e, p, &st) ||
+			    st.role != PE_LEADER)
+				continue;
+			left++;
+			if (ask)
+				(void)pe_raft_transfer_partition(nd->e, p, to[p]);
+		}
+		if (ask)
+			next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
+		if (!left || parley_mono_ns() > deadline)
+			return left;
+		usleep(20000);
+	}
+}
+
+int peer_node_transfer(struct peer_node *nd, uint32_t part, uint64_t to,
+		       uint32_t wait_ms, char *msg, size_t cap)
+{
+	if (!nd->e || part >= nd->np || !to || to == nd->cfg.node_id) {
+		snprintf(msg, cap, "partition < %u and to=N (another node) "
+			 "required\n", nd->np);
+		return -PARLEY_EINVAL;
+	}
+	struct pe_raft_status st;
+	int rc = pe_raft_status(nd->e, part, &st);
+	if (rc)
+		return rc;
+	if (st.role != PE_LEADER) {
+		char line[160];
+		leader_line(nd, st.leader, line, sizeof line);
+		snprintf(msg, cap, "not the leader of partition %u: ask node %"
+			 PRIu64 "\n%s", part, st.leader, line);
+		return -PARLEY_ENOTLEADER;
+	}
+	if (!conf_has(st.voters, st.nvoters, to, NULL)) {
+		snprintf(msg, cap, "node %" PRIu64 " is no voter of partition "
+			 "%u\n", to, part);
+		return -PARLEY_EINVAL;
+	}
+	uint64_t *want = calloc(nd->np, sizeof *want);
+	if (!want)
+		return -PARLEY_ENOMEM;
+	want[part] = to;
+	rc = pe_raft_transfer_partition(nd->e, part, to);
+	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	uint32_t left = rc ? 1 : xfer_wait(nd, want, deadline);
+	free(want);
+	if (rc) {
+		snprintf(msg, cap, "transfer refused: %s\n", parley_errname(rc));
+		return rc;
+	}
+	if (left) {
+		snprintf(msg, cap, "partition %u still led here: node %" PRIu64
+			 " not caught up in time (repeat the command)\n", part,
+			 to);
+		return -PARLEY_ETIMEDOUT;
+	}
+	(void)pe_raft_status(nd->e, part, &st);
+	snprintf(msg, cap, "partition %u handed over: leader %" PRIu64 "\n",
+		 part, st.leader);
+	return 0;
+}
+
+int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
+			size_t cap)
+{
+	if (!nd->e) {
+		snprintf(msg, cap, "not started\n");
+		return -PARLEY_EAGAIN;
+	}
+	/* the nodes: partition 0's voters whose link is up (and this one) */
+	struct pe_raft_status s0;
+	int rc = pe_raft_status(nd->e, 0, &s0);
+	if (rc)
+		return rc;
+	uint64_t ids[PE_MAX_VOTERS];
+	uint32_t cnt[PE_MAX_VOTERS] = {0}, n = 0;
+	for (uint32_t i = 0; i < s0.nvoters; i++)
+		if (s0.voters[i] == nd->cfg.node_id ||
+		    fwd_up(nd, s0.voters[i]))
+			ids[n++] = s0.voters[i];
+	if (!conf_has(ids, n, nd->cfg.node_id, NULL)) {
+		snprintf(msg, cap, "this node is no voter\n");
+		return -PARLEY_EINVAL;
+	}
+	uint64_t *want = calloc(nd->np, sizeof *want);
+	if (!want)
+		return -PARLEY_ENOMEM;
+	uint32_t self = 0;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
+		for (uint32_t k = 0; k < n; k++)
+			if (ids[k] == l)
+				cnt[k]++;
+	}
+	for (uint32_t k = 0; k < n; k++)
+		if (ids[k] == nd->cfg.node_id)
+			self = k;
+	uint32_t share = (nd->np + n - 1) / n; /* each leads at most this */
+	uint32_t handed = 0;
+	for (uint32_t p = 0; p < nd->np && cnt[self] > share; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
+			continue;
+		/* the least loaded voter of p below its share */
+		uint32_t best = n;
+		for (uint32_t k = 0; k < n; k++)
+			if (k != self && cnt[k] < share &&
+			    conf_has(st.voters, st.nvoters, ids[k], NULL) &&
+			    (best == n || cnt[k] < cnt[best]))
+				best = k;
+		if (best == n)
+			break;
+		want[p] = ids[best];
+		cnt[best]++;
+		cnt[self]--;
+		handed++;
+		(void)pe_raft_transfer_partition(nd->e, p, ids[best]);
+	}
+	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	uint32_t left = handed ? xfer_wait(nd, want, deadline) : 0;
+	free(want);
+	size_t m = (size_t)snprintf(msg, cap, "node %" PRIu64 " handed %u of "
+				    "its partitions over (at most %u each):",
+				    nd->cfg.node_id, handed - left, share);
+	for (uint32_t k = 0; k < n && m < cap; k++)
+		m += (size_t)snprintf(msg + m, cap - m, " node %" PRIu64 " %u",
+				      ids[k], cnt[k]);
+	if (m < cap)
+		snprintf(msg + m, cap - m, "\n");
+	PLOG_I("cluster", "leadership rebalanced", "handed=%u left=%u share=%u",
+	       handed, left, share);
+	if (left) {
+		m = strlen(msg);
+		snprintf(msg + m, cap - m, "%u partitions still led here: their "
+			 "target was not caught up in time (repeat)\n", left);
+		return -PARLEY_ETIMEDOUT;
+	}
+	return 0;
+}
+
 /* ---- node info: the addresses this node advertises -------------------------------- */
 
 /* One advertised address: printable, no spaces, < PEER_NODE_ADDR_MAX. */

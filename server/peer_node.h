@@ -128,6 +128,22 @@ int peer_node_add_node(struct peer_node *n, uint64_t id, const char *peer,
 		       char *msg, size_t cap);
 int peer_node_remove_node(struct peer_node *n, uint64_t id, uint32_t wait_ms,
 			  char *msg, size_t cap);
+/* Leader placement (docs/CLUSTER.md §3.2), on the admin thread, blocking
+ * (at most about wait_ms). transfer: this node, the leader of `part`,
+ * hands it to voter `to` (pe_raft_transfer_partition, asked again until
+ * it took effect). rebalance: this node hands the partitions it leads
+ * beyond its share (ceil(partitions / nodes), the nodes being partition
+ * 0's voters with a link up) to the least loaded voters below their
+ * share, as this node sees the leaders; run it on every node (parleyctl
+ * cluster rebalance does) for every node to lead about partitions / N.
+ * 0, -PARLEY_ENOTLEADER (transfer: msg names the leader, last line
+ * "leader=N admin=HOST:PORT"), -PARLEY_EINVAL, -PARLEY_ETIMEDOUT (msg
+ * says what is left; repeat), another engine error. msg: a short text
+ * answer. */
+int peer_node_transfer(struct peer_node *n, uint32_t part, uint64_t to,
+		       uint32_t wait_ms, char *msg, size_t cap);
+int peer_node_rebalance(struct peer_node *n, uint32_t wait_ms, char *msg,
+			size_t cap);
 /* Forwarded appends (server/peer_fwd.h, contract there): queues q for
  * node `to`, the leader of q's partition; arg is the struct peer_node.
  * The shape of chat_fwd_fn (chat.h). Any thread, never blocks. */

@@ -59,6 +59,10 @@ endforeach()
 if(TARGET cluster_test_cluster_status AND TARGET parleyctl)
   add_dependencies(cluster_test_cluster_status parleyctl)
 endif()
+# test_cluster_spread runs parleyctl cluster rebalance
+if(TARGET cluster_test_cluster_spread AND TARGET parleyctl)
+  add_dependencies(cluster_test_cluster_spread parleyctl)
+endif()
 # test_cluster_membership runs parleyctl cluster remove-node
 if(TARGET cluster_test_cluster_membership AND TARGET parleyctl)
   add_dependencies(cluster_test_cluster_membership parleyctl)

@@ -578,4 +578,25 @@ Test(peer_fwd_links, forwarded_to_the_leader, .fini = fini2, .timeout = 120)
 	rc = forward_sync(from, (uint64_t)other + 1, &q, &r);
 	cr_assert_eq(rc, -PARLEY_ENOTLEADER, "%s", parley_errname(rc));
 	cr_assert_eq(r.leader, (uint64_t)lead + 1);
+	/* leader placement: the leader hands this one partition to `from`
+	 * (peer_node_transfer, pe_raft_transfer_partition); a node that does
+	 * not lead it refuses, naming the leader */
+	char msg[512];
+	cr_assert_eq(peer_node_transfer(pn[from], part, (uint64_t)lead + 1,
+					2000, msg, sizeof msg),
+		     -PARLEY_ENOTLEADER, "%s", msg);
+	cr_assert_eq(peer_node_transfer(pn[lead], part, (uint64_t)from + 1,
+					10000, msg, sizeof msg), 0, "%s", msg);
+	cr_assert_eq(pe_raft_status(en[from], part, &st), 0);
+	cr_assert_eq(st.role, PE_LEADER);
+	/* ... and the old leader now forwards to it: the next seq */
+	q.producer[0] = 0x44;
+	rc = -PARLEY_EAGAIN;
+	for (int t = 0; t < 100 && rc == -PARLEY_EAGAIN; t++) {
+		rc = forward_sync(lead, (uint64_t)from + 1, &q, &r);
+		if (rc)
+			usleep(50000); /* the new leader's first commit */
+	}
+	cr_assert_eq(rc, 0, "%s", parley_errname(rc));
+	cr_assert_eq(r.seq, 2);
 }
