@@ -12,8 +12,10 @@
  *      on the list, and start <= the entry's ts.
  *   2. Each outstanding list is ordered by start (registration reads the
  *      clock under c->mu), so its head is its minimum.
- *   3. The cursors this node writes to s/fanout never decrease: each
- *      snapshot is clamped to c->cur, which only grows.
+ *   3. The cursors this node writes to s/fanout/<k> never decrease: each
+ *      snapshot is clamped to c->cur, which only grows. Partition p's
+ *      cursor is written only while p is ready here (lead_ready_locked),
+ *      never for a partition another node leads.
  *   4. The fan-out thread issues the appends of job N before those of job
  *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
  *      its job's appends itself ("direct") only while the queue is empty
@@ -522,7 +524,6 @@ struct chat {
 	uint64_t *cur;           /* [np] cursor of the last durable checkpoint */
 	uint64_t *ckpt_buf_cur;  /* [np] cursor being written */
 	struct pdone *pdone;     /* [np] (struct pdone) */
-	uint8_t *ckpt_rec;       /* its encoding (5 + 8 np bytes) */
 	uint64_t last_ckpt_ns;
 	uint64_t ckpt_gen;       /* c->gen covered by the checkpoint in flight/done */
 	uint64_t gen;            /* bumped on every registration / completion */
@@ -614,6 +615,42 @@ void chat_set_forward(struct chat *c, chat_fwd_fn fn, void *arg)
 {
 	c->fwd_arg = arg;
 	atomic_store(&c->fwd, fn);
+}
+
+struct append_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct pe_append_result r;
+};
+
+static void append_wait_cb(void *arg, const struct pe_append_result *r)
+{
+	struct append_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int chat_append_sync(struct chat *c, const struct pe_append_req *q,
+		     struct pe_append_result *r)
+{
+	struct append_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+				.cv = PTHREAD_COND_INITIALIZER};
+	int rc = chat_append(c, q, append_wait_cb, &w);
+	if (rc) {
+		memset(r, 0, sizeof *r);
+		r->err = rc;
+		return rc;
+	}
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	*r = w.r;
+	return r->err;
 }
 
 uint64_t chat_forwarded(struct chat *c)
@@ -2239,7 +2276,6 @@ static void chat_free(struct chat *c)
 	free(c->cur);
 	free(c->ckpt_buf_cur);
 	free(c->pdone);
-	free(c->ckpt_rec);
 	free(c->known);
 	chat_groups_free(c->groups);
 	chat_rd_free(c->rd);
@@ -2299,7 +2335,6 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->cur = calloc(c->np, sizeof *c->cur);
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->pdone = calloc(c->np, sizeof *c->pdone);
-	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
 	c->rd = chat_rd_new();
@@ -2316,7 +2351,7 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->ck_snap = calloc(c->np, sizeof *c->ck_snap);
 	c->ck_in = calloc(c->np, sizeof *c->ck_in);
 	c->ckargs = calloc(c->np, sizeof *c->ckargs);
-	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->pdone || !c->ckpt_rec ||
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->pdone ||
 	    !c->inline_buf || !c->groups || !c->rd || !c->floors || !c->led_term ||
 	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term || !c->ckey ||
 	    !c->cklen || !c->pgen || !c->ck_gen || !c->ck_snap || !c->ck_in ||

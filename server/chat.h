@@ -15,8 +15,11 @@
  *                     before CONV_OPEN was required); otherwise NOTFOUND.
  *   k/<user>:<device> a device's delivery cursor (CHAT_ENT_CURSOR, u64): the
  *                     last inbox_seq the device acknowledged. Written lazily.
- *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
- *                     per partition, see below.
+ *   s/fanout/<k>      fan-out checkpoints (CHAT_ENT_WATERMARK) of one
+ *                     partition p: k is the first number whose key lands
+ *                     in p, so p's leader writes it locally (see below).
+ *                     (s/fanout: the older whole-cluster record, read at
+ *                     recovery, no longer written.)
  *   e/<conv>          the edit index (CHAT_ENT_EDIT), see "edits and
  *                     deletes" below (chat_edit.c).
  *   t/<conv>          the conversation's own retention (CHAT_ENT_RETENTION),
@@ -47,20 +50,24 @@
  * when none is (the clock is raised to that value first, so nothing can
  * be stamped below it afterwards). No margin, no guess.
  *
- * Checkpoints: one record with every partition's cursor, appended to
- * s/fanout at most every CHAT_CKPT_INTERVAL_MS (sooner after
- * CHAT_CKPT_MSGS new messages), asynchronously, one at a time, and only if
- * something was registered or completed since the previous one (an idle
- * server writes nothing). A graceful stop waits for every fan-out and then
- * writes a last checkpoint with nothing outstanding: a clean restart
+ * Checkpoints: per partition. Partition p's record (u8 3 | u32 np | u32
+ * p | u64 cursor) is appended to s/fanout/<k>, a key of partition p, by
+ * p's leader, at most every CHAT_CKPT_INTERVAL_MS (sooner after
+ * CHAT_CKPT_MSGS new messages), asynchronously, one round (one append per
+ * partition due) at a time, and only for partitions where something was
+ * registered or completed since p's previous one (an idle server writes
+ * nothing) and that this node may write (see Leadership). A graceful
+ * stop waits for every fan-out and then writes a last checkpoint of
+ * every partition it leads with nothing outstanding: a clean restart
  * re-fans out nothing. After kill -9 the restart re-fans out at most what
  * the gauge `fanout_uncheckpointed` counted at the moment of the kill (the
- * messages outstanding at the last durable checkpoint, those registered
- * since, and those whose fan-out had ended by the checkpoint but whose ts
- * may be >= its cursor: every message of the partition that ended after
- * the clock reached the cursor, chat.c struct pdone).
+ * messages outstanding at the last durable checkpoint round, those
+ * registered since, and those whose fan-out had ended by the checkpoint
+ * but whose ts may be >= its cursor: every message of the partition that
+ * ended after the clock reached the cursor, chat.c struct pdone).
  *
- * Recovery (chat_open): read the last checkpoint; list each partition's
+ * Recovery (chat_open): read the last checkpoints (each partition's own,
+ * and the older whole-cluster one: the larger cursor wins); list each partition's
  * streams (metadata only) and, for every conversation with messages
  * stamped >= its partition's cursor, find the first such seq (backward
  * reads: cost = what is past the cursor) and queue ONE job "seqs
@@ -69,22 +76,32 @@
  * are already served. The clock's floor is raised to the newest stored
  * timestamp and to the largest cursor.
  *
- * Leadership (a cluster, docs/CLUSTER.md §3.4): only the leader of a
- * partition can append, so the fan-out of partition p's conversations is
- * recoverable only through p's leader. The fan-out thread polls the
- * engine's published Raft state (pe_raft_status) every CHAT_LEAD_POLL_MS:
- * when this node leads p in a term it has not recovered p in, it runs the
- * recovery above for p (once it can write p, i.e. has applied all its
- * predecessor committed), so whatever the previous leader had in
- * flight is re-fanned out (idempotent). A partition it no longer leads,
- * or whose fan-out or SEND failed NOTLEADER / AGAIN, is "not ready" until
- * its recovery runs again (in the same term at most every
- * CHAT_LEAD_RETRY_MS); checkpoints are written only while every
- * partition is ready (the record holds every partition's cursor, and a
- * cursor may pass a message only if this node saw it through). At open,
- * jobs are queued only for partitions this node can write. Messages
- * recovered after a leader change may reach an inbox after newer ones of
- * the same conversation fanned out directly in the meantime.
+ * Leadership (a cluster, docs/CLUSTER.md §3.2-3.4): only the leader of a
+ * partition can append to it, and a message touches several partitions
+ * (its conversation, the members' inboxes and lists). The conversation's
+ * partition p is the one that matters: its leader stores the message and
+ * runs its fan-out, and owns p's cursor and checkpoint. Writes to other
+ * partitions go through chat_append: to the local engine when this node
+ * leads the key's partition, else (a forwarder installed: parleyd's
+ * --leader-placement spread) forwarded to that partition's leader over
+ * the peer link (server/peer_fwd.h), executed there with the same
+ * producer id, answered after its commit. So p's fan-out completes while
+ * the inboxes' partitions are led elsewhere, and p's cursor advances.
+ * The fan-out thread polls the engine's published Raft state
+ * (pe_raft_status) every CHAT_LEAD_POLL_MS: when this node leads p in a
+ * term it has not recovered p in, it runs the recovery above for p (once
+ * it can write p, i.e. has applied all its predecessor committed), so
+ * whatever the previous leader had in flight is re-fanned out
+ * (idempotent). A partition it no longer leads, or one of whose fan-out
+ * appends (local or forwarded) or SENDs failed NOTLEADER / AGAIN, is "not
+ * ready" until its recovery runs again (in the same term at most every
+ * CHAT_LEAD_RETRY_MS); p's checkpoint is written only while p is ready
+ * (a cursor may pass a message only if this node saw its fan-out
+ * through). Other partitions' readiness does not matter: their leaders
+ * checkpoint them. At open, jobs are queued only for partitions this node
+ * can write. Messages recovered after a leader change may reach an inbox
+ * after newer ones of the same conversation fanned out directly in the
+ * meantime.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
  * engine append callbacks of one stream run in seq order on its shard;
@@ -95,6 +112,12 @@
  * full engine queue (-PARLEY_EFULL) makes the fan-out thread wait and
  * retry the same append, and a direct fan-out hand its job to the queue
  * (so later messages of its conversation queue behind it): order is kept.
+ * Forwarded appends keep it too: those to one node leave in submission
+ * order on one link and reach the leader's engine in that order
+ * (peer_fwd.h item 3), and a forwarder at its in-flight bound answers
+ * -PARLEY_EFULL like a full engine queue. Only when an inbox's leadership
+ * moves between two of its appends can they land out of order (as after
+ * a recovery: each message still once).
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
  * reentrant. chat_send() may be called from any thread but an engine
@@ -295,7 +318,8 @@ struct chat_stats {
 	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
 					   out if the process died now */
 	uint64_t checkpoints;      /* durable fan-out checkpoints written */
-	uint64_t watermark_ms;     /* smallest durable partition cursor */
+	uint64_t watermark_ms;     /* smallest durable cursor of the partitions
+				      this node leads and fanned out in */
 	/* groups (chat_group.c) */
 	uint64_t groups;           /* groups that exist */
 	uint64_t group_changes;    /* membership events applied (live) */
@@ -410,6 +434,10 @@ void chat_set_forward(struct chat *c, chat_fwd_fn fn, void *arg);
  * through here. Any thread. */
 int chat_append(struct chat *c, const struct pe_append_req *q, pe_append_cb cb,
 		void *arg);
+/* Blocking chat_append (not from an engine callback nor the peer
+ * thread); returns r->err (or the enqueue error) and fills *r. */
+int chat_append_sync(struct chat *c, const struct pe_append_req *q,
+		     struct pe_append_result *r);
 /* Appends handed to the forwarder so far. */
 uint64_t chat_forwarded(struct chat *c);
 

@@ -262,7 +262,8 @@ static void run_req(struct chat_ret *r, struct ret_req *q)
 					   .expected_last_seq = PE_NO_EXPECT,
 					   .entries = &in, .count = 1};
 		struct pe_append_result ar;
-		int rc = kl < 0 ? kl : pe_append_sync(chat_engine(r->c), &aq, &ar);
+		/* t/<conv>: routed (its partition may be led elsewhere) */
+		int rc = kl < 0 ? kl : chat_append_sync(r->c, &aq, &ar);
 		if (!rc) /* durable: now it is the setting */
 			rc = put(r, q->conv, rq->conv_len, rq->max_age_ms,
 				 rq->max_count);
