@@ -1166,6 +1166,13 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, uint32_t producers,
 		     uint32_t payload, bool tls, struct load_result *out)
 {
+	return bench_appends_routed(cfg, host, port, NULL, producers, payload, tls, out);
+}
+
+int bench_appends_routed(const struct bench_cfg *cfg, const char *host, int port,
+			 const int *ports, uint32_t producers, uint32_t payload, bool tls,
+			 struct load_result *out)
+{
 	bench_load_begin(out, tls ? "parleyd-tls" : "parleyd", producers, payload, 0);
 	int rc = 0;
 	struct ap_conn *cs = calloc(producers, sizeof *cs);
@@ -1192,7 +1199,8 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 		}
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
-		if ((rc = bench_session_open(cfg, &c->w, host, port, tls ? tctx : NULL, user,
+		if ((rc = bench_session_open(cfg, &c->w, host, ports ? ports[i] : port,
+					     tls ? tctx : NULL, user,
 					     "d0", HANDSHAKE_TIMEOUT_MS, NULL)) ||
 		    (rc = bench_conv_open(&c->w, m, peer, HANDSHAKE_TIMEOUT_MS, c->conv,
 					  sizeof c->conv, errtxt, sizeof errtxt)))

@@ -1478,12 +1478,16 @@ static int send_check_issue(struct job *j)
 	int kl = j->check == 0 ? chat_key_open(key, j->conv, j->len)
 			       : chat_key_conv(key, j->conv, j->len);
 	/* o/<conv> lives in another partition than c/<conv>, maybe led
-	 * by another node (which wrote it, forwarded, for CONV_OPEN):
-	 * read it linearizably, or a conversation opened a moment ago
-	 * could read as "not found" here (a single node ignores the flag) */
+	 * by another node (which wrote it, forwarded, for CONV_OPEN): when
+	 * this node does not lead it, read it linearizably, or a
+	 * conversation opened a moment ago could read as "not found" here
+	 * (its leader's own applied state is current enough) */
+	bool remote = j->check == 0 &&
+		      pe_partition_leader_check(
+			      j->c->e, pe_partition_of(j->c->e, key, (size_t)kl)) != 0;
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1, .linearizable = j->check == 0};
+				.limit = 1, .linearizable = remote};
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
