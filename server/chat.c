@@ -572,6 +572,7 @@ struct chat {
 	bool ck_failed;          /* an append of the round failed */
 	/* forwarding of appends to partitions led elsewhere (chat_append) */
 	_Atomic(chat_fwd_fn) fwd;
+	_Atomic(chat_fwd_del_fn) fwd_del;
 	void *fwd_arg;
 	_Atomic uint64_t n_fwd;  /* appends handed to fwd */
 };
@@ -611,10 +612,66 @@ int chat_groups_ready(struct chat *c, const char *conv, size_t len)
 
 static const char WM_KEY[] = "s/fanout";
 
-void chat_set_forward(struct chat *c, chat_fwd_fn fn, void *arg)
+void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
+		      void *arg)
 {
 	c->fwd_arg = arg;
+	atomic_store(&c->fwd_del, dfn);
 	atomic_store(&c->fwd, fn);
+}
+
+/* The leader to forward a write of key to: another node that leads its
+ * partition as published, 0 = write locally. */
+static uint64_t route_to(struct chat *c, const void *key, size_t klen)
+{
+	uint32_t p = pe_partition_of(c->e, key, klen);
+	struct pe_raft_status st;
+	if (pe_raft_status(c->e, p, &st) == 0 && st.role != PE_LEADER)
+		return st.leader;
+	return 0;
+}
+
+struct delete_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct pe_delete_result r;
+};
+
+static void delete_wait_cb(void *arg, const struct pe_delete_result *r)
+{
+	struct delete_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int chat_delete_sync(struct chat *c, const void *key, size_t klen,
+		     uint64_t through, struct pe_delete_result *r)
+{
+	chat_fwd_del_fn fn = atomic_load(&c->fwd_del);
+	uint64_t to = fn ? route_to(c, key, klen) : 0;
+	if (to) {
+		struct delete_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+					.cv = PTHREAD_COND_INITIALIZER};
+		int rc = fn(c->fwd_arg, to, key, klen, through, delete_wait_cb, &w);
+		if (rc == 0) {
+			pthread_mutex_lock(&w.mu);
+			while (!w.done)
+				pthread_cond_wait(&w.cv, &w.mu);
+			pthread_mutex_unlock(&w.mu);
+			*r = w.r;
+			return r->err;
+		}
+		if (rc != -PARLEY_ECLOSED) {
+			memset(r, 0, sizeof *r);
+			r->err = rc;
+			return rc;
+		}
+	}
+	return pe_delete_sync(c->e, key, klen, through, r);
 }
 
 struct append_wait {
@@ -668,11 +725,9 @@ int chat_append(struct chat *c, const struct pe_append_req *q, pe_append_cb cb,
 {
 	chat_fwd_fn fn = atomic_load(&c->fwd);
 	if (fn) {
-		uint32_t p = pe_partition_of(c->e, q->key, q->klen);
-		struct pe_raft_status st;
-		if (pe_raft_status(c->e, p, &st) == 0 && st.role != PE_LEADER &&
-		    st.leader != 0) {
-			int rc = fn(c->fwd_arg, st.leader, q, cb, arg);
+		uint64_t to = route_to(c, q->key, q->klen);
+		if (to) {
+			int rc = fn(c->fwd_arg, to, q, cb, arg);
 			if (rc != -PARLEY_ECLOSED) {
 				if (!rc)
 					atomic_fetch_add_explicit(

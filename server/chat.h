@@ -420,9 +420,13 @@ struct pe_engine *chat_engine(const struct chat *c);
 typedef int (*chat_fwd_fn)(void *arg, uint64_t to,
 			   const struct pe_append_req *q, pe_append_cb cb,
 			   void *cb_arg);
-/* Installs the forwarder (a cluster node; none = every write is local).
- * Before clients are served. */
-void chat_set_forward(struct chat *c, chat_fwd_fn fn, void *arg);
+typedef int (*chat_fwd_del_fn)(void *arg, uint64_t to, const void *key,
+			       size_t klen, uint64_t through, pe_delete_cb cb,
+			       void *cb_arg);
+/* Installs the forwarder (a cluster node; none = every write is local):
+ * fn for appends, dfn for deletes. Before clients are served. */
+void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
+		      void *arg);
 /* pe_append, routed: a key whose partition another node leads (as
  * published: pe_raft_status) goes to that leader through the forwarder,
  * which executes it there with the same producer id and expected seq;
@@ -438,6 +442,11 @@ int chat_append(struct chat *c, const struct pe_append_req *q, pe_append_cb cb,
  * thread); returns r->err (or the enqueue error) and fills *r. */
 int chat_append_sync(struct chat *c, const struct pe_append_req *q,
 		     struct pe_append_result *r);
+/* pe_delete_sync, routed as chat_append (retention's deletions of a
+ * conversation's edit index, whose partition may be led elsewhere).
+ * Blocking: not from an engine callback nor the peer thread. */
+int chat_delete_sync(struct chat *c, const void *key, size_t klen,
+		     uint64_t through, struct pe_delete_result *r);
 /* Appends handed to the forwarder so far. */
 uint64_t chat_forwarded(struct chat *c);
 

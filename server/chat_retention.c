@@ -190,9 +190,9 @@ static void trim_index(struct chat_ret *r, const struct ret_conv *x,
 		if (done || meta.end)
 			break;
 	}
-	if (last) {
+	if (last) { /* e/<conv>: routed (its partition may be led elsewhere) */
 		struct pe_delete_result dr;
-		pe_delete_sync(chat_engine(r->c), key, (size_t)kl, last, &dr);
+		chat_delete_sync(r->c, key, (size_t)kl, last, &dr);
 	}
 }
 
@@ -204,7 +204,11 @@ static uint64_t enforce(struct chat_ret *r, const struct ret_conv *x)
 	if (kl < 0)
 		return 0;
 	uint64_t through = through_of(r, x, key, (size_t)kl, chat_now_ms(r->c));
-	if (through) {
+	/* a cluster: every node sweeps, only the leader of the conversation's
+	 * partition deletes (the others' deletes would fail NOTLEADER) */
+	struct pe_engine *e = chat_engine(r->c);
+	if (through &&
+	    pe_partition_leader_check(e, pe_partition_of(e, key, (size_t)kl)) == 0) {
 		struct pe_delete_result dr;
 		int rc = pe_delete_sync(chat_engine(r->c), key, (size_t)kl, through, &dr);
 		if (rc)

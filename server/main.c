@@ -1013,7 +1013,8 @@ static int run(const struct opts *o, struct srv *s)
 		 * forwarded to their leader (follow0 keeps the redirect: one
 		 * node leads everything once leadership settles) */
 		if (pn && !strcmp(o->leader_placement, "spread"))
-			chat_set_forward(s->chat, peer_node_forward, pn);
+			chat_set_forward(s->chat, peer_node_forward,
+					 peer_node_forward_delete, pn);
 	}
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",

@@ -31,13 +31,18 @@
 #include "peer.h"
 
 #define HASH_BUCKETS 8192u /* power of two */
-#define REQ_FIXED (4u + 8u + 1u + 16u + 8u + 2u) /* before key and entries */
+/* a record's bytes besides its key (and an append's entries) */
+#define REQ_FIXED (4u + 8u + 1u + 1u + 16u + 8u + 2u) /* append */
+#define REQ_DEL_FIXED (4u + 8u + 1u + 1u + 8u)        /* delete */
+enum { OP_APPEND = 0, OP_DELETE = 1 };
 
 struct freq {
 	struct freq *next, *prev; /* submission queue / outgoing / wait list */
 	struct freq *hnext;       /* id hash chain (node thread) */
 	uint64_t id, to, deadline, t_sent;
-	pe_append_cb cb;
+	uint8_t op;               /* OP_APPEND / OP_DELETE */
+	pe_append_cb cb;          /* OP_APPEND */
+	pe_delete_cb dcb;         /* OP_DELETE */
 	void *arg;
 	uint32_t len; /* rec bytes (incl. its u32 length) */
 	uint8_t rec[];
@@ -73,6 +78,15 @@ struct fwd {
 struct fexec {
 	struct fwd *f;
 	uint64_t from, id;
+};
+
+/* What travels back in a RES record (an append's or a delete's result;
+ * a delete's first_seq rides in seq). */
+struct fres {
+	int err;
+	uint64_t seq, ts_ms, last_seq, leader;
+	uint32_t count;
+	bool duplicate;
 };
 
 #define ADD(x, n) atomic_fetch_add_explicit(&(x), (n), memory_order_relaxed)
@@ -130,8 +144,7 @@ static void wait_unlink(struct fnode *n, struct freq *r)
 }
 
 /* Invariant 1: the one way out. Node thread (or fwd_free). */
-static void finish(struct fwd *f, struct freq *r,
-		   const struct pe_append_result *res)
+static void finish(struct fwd *f, struct freq *r, const struct fres *x)
 {
 	pthread_mutex_lock(&f->mu);
 	struct fnode *n = node_get(f, r->to);
@@ -139,14 +152,26 @@ static void finish(struct fwd *f, struct freq *r,
 	n->inflight--;
 	pthread_mutex_unlock(&f->mu);
 	atomic_fetch_sub_explicit(&f->pending, 1, memory_order_relaxed);
-	r->cb(r->arg, res);
+	if (r->op == OP_DELETE) {
+		struct pe_delete_result d = {.err = x->err, .first_seq = x->seq,
+					     .last_seq = x->last_seq,
+					     .leader = x->leader};
+		r->dcb(r->arg, &d);
+	} else {
+		struct pe_append_result a = {.err = x->err, .seq = x->seq,
+					     .count = x->count, .ts_ms = x->ts_ms,
+					     .last_seq = x->last_seq,
+					     .duplicate = x->duplicate,
+					     .leader = x->leader};
+		r->cb(r->arg, &a);
+	}
 	free(r);
 }
 
 static void fail(struct fwd *f, struct freq *r, int err)
 {
-	struct pe_append_result res = {.err = err};
-	finish(f, r, &res);
+	struct fres x = {.err = err};
+	finish(f, r, &x);
 }
 
 static bool buf_need(struct fwd *f, size_t n)
@@ -225,6 +250,8 @@ void fwd_set_engine(struct fwd *f, struct pe_engine *e)
 
 /* ---- requesting side ---------------------------------------------------- */
 
+static int submit(struct fwd *f, struct freq *r);
+
 int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 	       pe_append_cb cb, void *arg)
 {
@@ -244,15 +271,17 @@ int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 		return -PARLEY_ENOMEM;
 	memset(r, 0, sizeof *r);
 	r->to = to;
+	r->op = OP_APPEND;
 	r->cb = cb;
 	r->arg = arg;
 	r->len = (uint32_t)len;
 	uint8_t *p = r->rec;
 	le_put32(p, (uint32_t)len - 4);
-	/* id at p + 4: set under mu below */
-	p[12] = (uint8_t)q->klen;
-	memcpy(p + 13, q->key, q->klen);
-	p += 13 + q->klen;
+	/* id at p + 4: set under mu (submit) */
+	p[12] = OP_APPEND;
+	p[13] = (uint8_t)q->klen;
+	memcpy(p + 14, q->key, q->klen);
+	p += 14 + q->klen;
 	memcpy(p, q->producer, 16);
 	le_put64(p + 16, q->expected_last_seq);
 	le_put16(p + 24, (uint16_t)q->count);
@@ -267,6 +296,39 @@ int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 		p += 8u + in->len;
 	}
 	PARLEY_ASSERT((size_t)(p - r->rec) == len);
+	return submit(f, r);
+}
+
+int fwd_delete(struct fwd *f, uint64_t to, const void *key, size_t klen,
+	       uint64_t through, pe_delete_cb cb, void *arg)
+{
+	if (!key || !cb || klen == 0 || klen > PE_MAX_KEY)
+		return -PARLEY_EINVAL;
+	if (!to || to == f->cfg.self || (f->cfg.up && !f->cfg.up(f->cfg.arg, to)))
+		return -PARLEY_ECLOSED;
+	size_t len = REQ_DEL_FIXED + klen;
+	struct freq *r = malloc(sizeof *r + len);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	memset(r, 0, sizeof *r);
+	r->to = to;
+	r->op = OP_DELETE;
+	r->dcb = cb;
+	r->arg = arg;
+	r->len = (uint32_t)len;
+	uint8_t *p = r->rec;
+	le_put32(p, (uint32_t)len - 4);
+	p[12] = OP_DELETE;
+	p[13] = (uint8_t)klen;
+	memcpy(p + 14, key, klen);
+	le_put64(p + 14 + klen, through);
+	return submit(f, r);
+}
+
+/* Queues r (a record with its id still unset) for its destination. */
+static int submit(struct fwd *f, struct freq *r)
+{
+	uint64_t to = r->to;
 	pthread_mutex_lock(&f->mu);
 	struct fnode *n = f->closed ? NULL : node_get(f, to);
 	if (!n || n->inflight >= FWD_MAX_INFLIGHT) {
@@ -435,7 +497,7 @@ void fwd_link_down(struct fwd *f, uint64_t node)
 
 /* Queues one result for node `to` (any thread). */
 static void res_push(struct fwd *f, uint64_t to, uint64_t id,
-		     const struct pe_append_result *r)
+		     const struct fres *r)
 {
 	uint8_t b[FWD_RES_BYTES];
 	le_put64(b, id);
@@ -471,22 +533,63 @@ static void res_push(struct fwd *f, uint64_t to, uint64_t id,
 static void exec_cb(void *arg, const struct pe_append_result *r)
 {
 	struct fexec *x = arg;
-	res_push(x->f, x->from, x->id, r);
+	struct fres v = {.err = r->err, .seq = r->seq, .ts_ms = r->ts_ms,
+			 .last_seq = r->last_seq, .leader = r->leader,
+			 .count = r->count, .duplicate = r->duplicate};
+	res_push(x->f, x->from, x->id, &v);
 	free(x);
+}
+
+static void exec_del_cb(void *arg, const struct pe_delete_result *r)
+{
+	struct fexec *x = arg;
+	struct fres v = {.err = r->err, .seq = r->first_seq,
+			 .last_seq = r->last_seq, .leader = r->leader};
+	res_push(x->f, x->from, x->id, &v);
+	free(x);
+}
+
+/* A forwarded delete: pe_delete on this node's engine (never forwarded
+ * again), answered from its callback or at once when refused. */
+static int exec_delete(struct fwd *f, uint64_t from, uint64_t id,
+		       const uint8_t *key, size_t klen, uint64_t through)
+{
+	ADD(f->st_executed, 1);
+	struct pe_engine *e = atomic_load(&f->e);
+	struct fexec *c = e ? malloc(sizeof *c) : NULL;
+	int rc = c ? 0 : -PARLEY_EAGAIN;
+	if (c) {
+		*c = (struct fexec){f, from, id};
+		rc = pe_delete(e, key, klen, through, exec_del_cb, c);
+		if (rc)
+			free(c);
+	}
+	if (rc) {
+		struct fres r = {.err = rc};
+		res_push(f, from, id, &r);
+	}
+	return 0;
 }
 
 /* One REQ record at p[0..len) (after its u32 length). */
 static int exec_one(struct fwd *f, uint64_t from, const uint8_t *p,
 		    size_t len, struct pe_input *in)
 {
-	if (len < REQ_FIXED - 4)
+	if (len < REQ_DEL_FIXED - 4)
 		return -PARLEY_EPROTO;
 	uint64_t id = le_get64(p);
-	size_t klen = p[8];
-	if (klen == 0 || len < REQ_FIXED - 4 + klen)
+	uint8_t op = p[8];
+	size_t klen = p[9];
+	if (op == OP_DELETE) {
+		if (klen == 0 || len != REQ_DEL_FIXED - 4 + klen)
+			return -PARLEY_EPROTO;
+		return exec_delete(f, from, id, p + 10, klen,
+				   le_get64(p + 10 + klen));
+	}
+	if (op != OP_APPEND || klen == 0 || len < REQ_FIXED - 4 + klen)
 		return -PARLEY_EPROTO;
-	struct pe_append_req q = {.key = p + 9, .klen = klen};
-	const uint8_t *x = p + 9 + klen;
+	struct pe_append_req q = {.key = p + 10, .klen = klen};
+	const uint8_t *x = p + 10 + klen;
 	memcpy(q.producer, x, 16);
 	q.expected_last_seq = le_get64(x + 16);
 	q.count = le_get16(x + 24);
@@ -521,7 +624,7 @@ static int exec_one(struct fwd *f, uint64_t from, const uint8_t *p,
 			free(c);
 	}
 	if (rc) {
-		struct pe_append_result r = {.err = rc};
+		struct fres r = {.err = rc};
 		res_push(f, from, id, &r);
 	}
 	return 0;
@@ -583,7 +686,7 @@ static void on_res(struct fwd *f, uint64_t from, const uint8_t *p,
 			continue;
 		}
 		wait_unlink(nd, r);
-		struct pe_append_result res = {
+		struct fres res = {
 			.err = (int32_t)le_get32(b + 8), .seq = le_get64(b + 12),
 			.count = le_get32(b + 20), .ts_ms = le_get64(b + 24),
 			.last_seq = le_get64(b + 32), .duplicate = b[40] != 0,

@@ -1,5 +1,5 @@
 /*
- * peer_fwd.h — engine appends forwarded between cluster nodes
+ * peer_fwd.h — engine appends (and deletes) forwarded between cluster nodes
  * (docs/CLUSTER.md §3.3, "Forwarded appends").
  *
  * A node that does not lead a partition cannot append to it; the chat
@@ -51,12 +51,14 @@
  *
  * Frames (payload of PEER_FRAME_FWD_REQ / PEER_FRAME_FWD_RES, little
  * endian; the transport checks the header, these codecs the rest):
- *   REQ: u32 n | n x { u32 len | u64 id | u8 klen | key | 16 producer |
- *        u64 expected_last_seq | u16 count | count x { u16 type |
- *        u16 flags | u32 len | bytes } }          (len = the record's size
- *                                                   after the len field)
+ *   REQ: u32 n | n x { u32 len | u64 id | u8 op | u8 klen | key | body }
+ *        (len = the record's size after the len field)
+ *        op 0, append: 16 producer | u64 expected_last_seq | u16 count |
+ *                      count x { u16 type | u16 flags | u32 len | bytes }
+ *        op 1, delete: u64 through
  *   RES: u32 n | n x { u64 id | i32 err | u64 seq | u32 count | u64 ts |
  *        u64 last_seq | u8 duplicate | u64 leader }
+ *        (a delete's first_seq rides in seq)
  *
  * Threads: fwd_append and the executing side's completions from any
  * thread (under the forwarder's mutex); everything else on the node
@@ -121,6 +123,11 @@ void fwd_set_engine(struct fwd *f, struct pe_engine *e);
 /* Contract 1. Any thread. */
 int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 	       pe_append_cb cb, void *arg);
+/* The same for pe_delete (key, entries through `through`): executed on
+ * `to` with pe_delete, the result (first_seq, last_seq, or the error,
+ * NOTLEADER with the leader's hint) to cb under contract 2's rules. */
+int fwd_delete(struct fwd *f, uint64_t to, const void *key, size_t klen,
+	       uint64_t through, pe_delete_cb cb, void *arg);
 
 /* Node thread, every round: sends what was queued (requests and the
  * executing side's results, batched per node), fails requests past their

@@ -310,6 +310,14 @@ int peer_node_forward(void *arg, uint64_t to, const struct pe_append_req *q,
 	return fwd_append(nd->fwd, to, q, cb, cb_arg);
 }
 
+int peer_node_forward_delete(void *arg, uint64_t to, const void *key,
+			     size_t klen, uint64_t through, pe_delete_cb cb,
+			     void *cb_arg)
+{
+	struct peer_node *nd = arg;
+	return fwd_delete(nd->fwd, to, key, klen, through, cb, cb_arg);
+}
+
 /* Node liveness, one per node pair (the link's keepalive PINGs and read
  * deadline, peer.c), is what lets idle groups quiesce (parley_engine.h
  * item 9): a link that goes down is the earliest sign that a node died

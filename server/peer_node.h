@@ -149,6 +149,10 @@ int peer_node_rebalance(struct peer_node *n, uint32_t wait_ms, char *msg,
  * The shape of chat_fwd_fn (chat.h). Any thread, never blocks. */
 int peer_node_forward(void *arg, uint64_t to, const struct pe_append_req *q,
 		      pe_append_cb cb, void *cb_arg);
+/* The same for pe_delete (chat_fwd_del_fn). */
+int peer_node_forward_delete(void *arg, uint64_t to, const void *key,
+			     size_t klen, uint64_t through, pe_delete_cb cb,
+			     void *cb_arg);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships

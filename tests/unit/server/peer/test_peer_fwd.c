@@ -8,7 +8,8 @@
  * order of appends to one stream, the deadline (AGAIN, and a late answer
  * ignored), a link going down (AGAIN), a frame the link refuses (AGAIN),
  * the in-flight bound (EFULL), no link (ECLOSED: the caller appends
- * locally), garbage frames (ignored), and NOTLEADER from an executing
+ * locally), garbage frames (ignored), deletes (pe_delete on the leader,
+ * the same deadline), and NOTLEADER from an executing
  * node that does not lead (a forwarded request is never forwarded again).
  *
  * Part 2, over real links: three peer_nodes in spread placement (no
@@ -270,6 +271,53 @@ Test(peer_fwd, results_duplicates_precondition_order)
 	cr_assert_eq(st.answered, 7);
 	fwd_get_stats(sides[1].f, &st);
 	cr_assert_eq(st.executed, 7);
+}
+
+struct dgot {
+	int calls;
+	struct pe_delete_result r;
+};
+
+static void dgot_cb(void *arg, const struct pe_delete_result *r)
+{
+	struct dgot *g = arg;
+	g->calls++;
+	g->r = *r;
+}
+
+/* Deletes travel the same way: executed with pe_delete on the leader. */
+Test(peer_fwd, deletes)
+{
+	open_engine(NULL);
+	fwd_set_engine(sides[1].f, eng);
+	struct pe_input in = {.type = 1, .len = 1, .payload = "x"};
+	struct pe_append_req q = req("e/conv", &in, 1, 0);
+	struct got g[3] = {0};
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(fwd_append(sides[0].f, 2, &q, got_cb, &g[i]), 0);
+	struct dgot d = {0}, d2 = {0};
+	cr_assert_eq(fwd_delete(sides[0].f, 2, "e/conv", 6, 2, dgot_cb, &d), 0);
+	pump(1);
+	cr_assert_eq(g[2].r.seq, 3);
+	cr_assert_eq(d.calls, 1);
+	cr_assert_eq(d.r.err, 0);
+	cr_assert_eq(d.r.first_seq, 3);
+	cr_assert_eq(d.r.last_seq, 3);
+	struct pe_meta m;
+	cr_assert_eq(pe_meta_sync(eng, "e/conv", 6, &m), 0);
+	cr_assert_eq(m.first_seq, 3);
+	/* refusals as fwd_append's */
+	cr_assert_eq(fwd_delete(sides[0].f, 1, "e/conv", 6, 2, dgot_cb, &d2),
+		     -PARLEY_ECLOSED);
+	cr_assert_eq(fwd_delete(sides[0].f, 2, "", 0, 2, dgot_cb, &d2),
+		     -PARLEY_EINVAL);
+	/* the deadline fails a delete AGAIN too */
+	cr_assert_eq(fwd_delete(sides[0].f, 2, "e/conv", 6, 3, dgot_cb, &d2), 0);
+	fwd_poll(sides[0].f, 10);
+	drop_frames();
+	fwd_poll(sides[0].f, 10 + FWD_TIMEOUT_MS);
+	cr_assert_eq(d2.calls, 1);
+	cr_assert_eq(d2.r.err, -PARLEY_EAGAIN);
 }
 
 Test(peer_fwd, deadline_link_down_refused_frame)
@@ -587,7 +635,14 @@ Test(peer_fwd_links, forwarded_to_the_leader, .fini = fini2, .timeout = 120)
 		     -PARLEY_ENOTLEADER, "%s", msg);
 	cr_assert_eq(peer_node_transfer(pn[lead], part, (uint64_t)from + 1,
 					10000, msg, sizeof msg), 0, "%s", msg);
-	cr_assert_eq(pe_raft_status(en[from], part, &st), 0);
+	/* the old leader stepped down; the target wins the election its
+	 * TimeoutNow started (published a moment later) */
+	for (int t = 0; t < 200; t++) {
+		cr_assert_eq(pe_raft_status(en[from], part, &st), 0);
+		if (st.role == PE_LEADER)
+			break;
+		usleep(25000);
+	}
 	cr_assert_eq(st.role, PE_LEADER);
 	/* ... and the old leader now forwards to it: the next seq */
 	q.producer[0] = 0x44;
