@@ -51,6 +51,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -1303,6 +1304,91 @@ out:
 	free(mbuf);
 	pthread_mutex_destroy(&sh.mu);
 	return failures;
+}
+
+/*
+ * cluster-forward: what request forwarding (docs/CLUSTER.md §3.3) costs.
+ * For each --producers N / --payload: a fresh 3-node cluster; then
+ * FWD_ROUNDS rounds, each the same closed-loop SEND load (N connections,
+ * one SEND outstanding each, own 1:1 conversation, --seconds) first to
+ * the leader, then to a follower that forwards every SEND to it: the two
+ * alternate in one run so they see the same background load.
+ */
+#define FWD_ROUNDS 3
+
+static uint64_t fwd_metric(uint16_t admin, const char *name)
+{
+	char *mb = malloc(CL_METRICS_CAP);
+	double v = 0;
+	if (mb && http_get(admin, "/metrics", mb, CL_METRICS_CAP) > 0)
+		v = metric_val(mb, name);
+	free(mb);
+	return isnan(v) ? 0 : (uint64_t)v;
+}
+
+static int forward_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t payload)
+{
+	struct cl_set *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	char why[512] = "";
+	int rc = cl_start(cfg, c);
+	int leader = rc ? rc : cl_wait_stable(c, CL_STABLE_TIMEOUT_S, why, sizeof why);
+	if (leader < 0) {
+		fprintf(stderr, "parley-bench: cluster did not settle: %s\n", why);
+		cl_stop(c, true);
+		free(c);
+		return 1;
+	}
+	int follower = (leader + 1) % (int)CL_NODES;
+	int failures = 0;
+	double sum[2] = {0, 0};
+	for (int round = 0; round < FWD_ROUNDS; round++) {
+		for (int k = 0; k < 2; k++) {
+			int node = k ? follower : leader;
+			struct load_result r;
+			memset(&r, 0, sizeof r);
+			rc = bench_appends_at(cfg, "127.0.0.1", c->nd[node].port, prod, payload,
+					      false, &r);
+			if (rc || !r.ok)
+				failures++;
+			sum[k] += r.appends_per_s;
+			printf("| %u | %u | %d | %s (node %d) | %.0f | %.0f | %.0f | %.0f | %" PRIu64
+			       " | %s |\n", prod, payload, round + 1,
+			       k ? "follower, forwarded" : "leader", node + 1, r.appends_per_s,
+			       q_us(&r.lat, 0.50), q_us(&r.lat, 0.99), q_us(&r.lat, 0.999),
+			       r.errors, r.note[0] ? r.note : "");
+			fflush(stdout);
+		}
+	}
+	printf("| %u | %u | all | follower / leader SENDs/s | %.2f | | | | | %" PRIu64
+	       " forwarded, replied %" PRIu64 " |\n", prod, payload,
+	       sum[0] > 0 ? sum[1] / sum[0] : 0.0,
+	       fwd_metric(c->nd[leader].admin_port,
+			  "parley_forward_served_total{outcome=\"ok\"}"),
+	       fwd_metric(c->nd[follower].admin_port,
+			  "parley_forward_requests_total{outcome=\"replied\"}"));
+	for (unsigned i = 0; i < CL_NODES; i++)
+		if (bench_child_exited(&c->nd[i].pid)) {
+			failures++;
+			fprintf(stderr, "parley-bench: node %u died\n", i + 1);
+		}
+	cl_stop(c, failures != 0);
+	free(c);
+	return failures;
+}
+
+int bench_cluster_forward(const struct bench_cfg *cfg)
+{
+	printf("\n### Request forwarding: SENDs through the leader vs through a "
+	       "follower (3 nodes)\n\n");
+	printf("| producers | payload B | round | clients on | SENDs/s | p50 us | p99 us | "
+	       "p99.9 us | errors | note |\n|---|---|---|---|---|---|---|---|---|---|\n");
+	int failures = 0;
+	for (uint32_t i = 0; i < cfg->n_producers; i++)
+		for (uint32_t j = 0; j < cfg->n_payloads; j++)
+			failures += forward_point(cfg, cfg->producers[i], cfg->payloads[j]);
+	return failures ? 1 : 0;
 }
 
 int bench_cluster(const struct bench_cfg *cfg)

@@ -129,6 +129,11 @@ static void usage(FILE *f)
 "             127.0.0.1:{port} --tls-port 0 --admin-port {adminport}\" and rate\n"
 "             limits off) plus --node-id --cluster-id --peer-port --peers;\n"
 "             --seconds defaults to 2 here. About 1.5 minutes with the defaults.\n"
+"  cluster-forward  request forwarding (docs/CLUSTER.md 3.3): per --producers N\n"
+"             and --payload, a fresh 3-node cluster, then 3 rounds of the same\n"
+"             closed-loop SEND load first on the leader, then on a follower\n"
+"             that forwards every SEND to it; SENDs/s, p50/p99/p99.9 per round\n"
+"             and the follower / leader ratio. Node arguments as cluster.\n"
 "  idle-conns  opens --count authenticated idle connections to parleyd and\n"
 "             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
 "             client side split over processes of <= 9000 connections.\n"
@@ -1098,12 +1103,13 @@ int main(int argc, char **argv)
 		cfg.n_payloads = 1;
 	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)");
 	/* delivery: the admin port too, for the per-stage breakdown */
 	if (!strcmp(mode, "delivery") && !args_set && !cfg.tls)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
 				   "--admin-port {adminport}" BENCH_NO_LIMITS;
-	bool cluster_mode = !strcmp(mode, "cluster");
+	bool fwd_mode = !strcmp(mode, "cluster-forward");
+	bool cluster_mode = !strcmp(mode, "cluster") || fwd_mode;
 	if (cluster_mode) {
 		if (!args_set)
 			cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
@@ -1197,7 +1203,7 @@ int main(int argc, char **argv)
 		printf("- nodes: %s %s + --node-id --cluster-id --peer-port --peers; "
 		       "nats-server: %s\n", cfg.parleyd, cfg.parleyd_args,
 		       cfg.nats_server ? cfg.nats_server : "not run");
-		mrc = bench_cluster(&cfg);
+		mrc = fwd_mode ? bench_cluster_forward(&cfg) : bench_cluster(&cfg);
 	}
 	if (mrc >= 0)
 		return bench_sink_close() ? 1 : mrc;
@@ -1260,6 +1266,6 @@ int main(int argc, char **argv)
 			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

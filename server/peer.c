@@ -735,19 +735,22 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 		       " info=\"%s\"", p->cfg.node_id, l->node, v);
 		return true;
 	}
-	case PEER_FRAME_RAFT:
-		break;
 	case PEER_FRAME_FWD_REQ:
-	case PEER_FRAME_FWD_RES:
-		if (c->st != C_UP || !p->cfg.on_app) {
-			conn_close(p, c, c->st != C_UP ? "application frame "
-				   "before handshake" : "unknown frame type");
+	case PEER_FRAME_FWD_REP:
+	case PEER_FRAME_APPEND_REQ:
+	case PEER_FRAME_APPEND_RES:
+		if (c->st != C_UP) {
+			conn_close(p, c, "application frame before handshake");
 			return false;
 		}
-		p->depth++;
-		p->cfg.on_app(p->cfg.arg, l->node, type, pl, n);
-		p->depth--;
+		if (p->cfg.on_app) {
+			p->depth++;
+			p->cfg.on_app(p->cfg.arg, l->node, type, pl, n);
+			p->depth--;
+		}
 		return c->st == C_UP;
+	case PEER_FRAME_RAFT:
+		break;
 	default:
 		conn_close(p, c, "unknown frame type");
 		return false;
@@ -1387,45 +1390,6 @@ static int queue_frame(struct peer *p, struct plink *l,
 	return 0;
 }
 
-int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
-		  const uint8_t *payload, uint32_t len)
-{
-	struct plink *l = link_find(p, to);
-	if (!l || type < PEER_FRAME_FWD_REQ || type > PEER_FRAME_LAST)
-		return -PARLEY_EINVAL;
-	if (l->removed)
-		return -PARLEY_ENOTFOUND;
-	if (!l->c || l->c->st != C_UP)
-		return -PARLEY_ECLOSED;
-	if (len > l->peer_max_frame || len > p->cfg.max_frame)
-		return -PARLEY_ETOOBIG;
-	uint32_t flen = PEER_HDR_BYTES + len;
-	if (!queue_room(l, p, flen)) {
-		ADD(l->refused_full, 1);
-		return -PARLEY_EFULL;
-	}
-	struct pframe *f = malloc(sizeof *f + flen);
-	if (!f)
-		return -PARLEY_ENOMEM;
-	peer_hdr_encode(f->data, type, len);
-	if (len)
-		memcpy(f->data + PEER_HDR_BYTES, payload, len);
-	f->next = NULL;
-	f->len = flen;
-	f->off = 0;
-	f->nmsgs = 0;
-	f->hb = false;
-	if (l->qt)
-		l->qt->next = f;
-	else
-		l->qh = f;
-	l->qt = f;
-	ADD(l->qframes, 1);
-	ADD(l->qbytes, flen);
-	l->dirty = true;
-	return 0;
-}
-
 int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 	      uint32_t n)
 {
@@ -1489,6 +1453,48 @@ int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 			first_err = rc;
 	}
 	return first_err;
+}
+
+int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
+		  const uint8_t *pl, uint32_t n)
+{
+	struct plink *l = link_find(p, to);
+	if (!l || type < PEER_FRAME_FWD_REQ || type > PEER_FRAME_LAST)
+		return -PARLEY_EINVAL;
+	if (l->removed)
+		return -PARLEY_ENOTFOUND;
+	if (!l->c || l->c->st != C_UP) {
+		ADD(l->drops_down, 1);
+		return -PARLEY_ECLOSED;
+	}
+	if (n > l->peer_max_frame || n > p->cfg.max_frame) {
+		ADD(l->too_big, 1);
+		return -PARLEY_ETOOBIG;
+	}
+	uint32_t len = PEER_HDR_BYTES + n;
+	if (!queue_room(l, p, len)) {
+		ADD(l->refused_full, 1);
+		return -PARLEY_EFULL;
+	}
+	struct pframe *f = malloc(sizeof *f + len);
+	if (!f)
+		return -PARLEY_ENOMEM;
+	peer_hdr_encode(f->data, type, n);
+	memcpy(f->data + PEER_HDR_BYTES, pl, n);
+	f->next = NULL;
+	f->len = len;
+	f->off = 0;
+	f->nmsgs = 0;
+	f->hb = false;
+	if (l->qt)
+		l->qt->next = f;
+	else
+		l->qh = f;
+	l->qt = f;
+	ADD(l->qframes, 1);
+	ADD(l->qbytes, len);
+	l->dirty = true;
+	return 0;
 }
 
 int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n)

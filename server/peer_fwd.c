@@ -374,7 +374,7 @@ static void send_outgoing(struct fwd *f, struct fnode *n, uint64_t now_ms)
 				memcpy(f->buf + off, r->rec, r->len);
 				off += r->len;
 			}
-			rc = f->cfg.send(f->cfg.arg, n->id, PEER_FRAME_FWD_REQ,
+			rc = f->cfg.send(f->cfg.arg, n->id, PEER_FRAME_APPEND_REQ,
 					 f->buf, (uint32_t)bytes);
 		}
 		uint64_t t = parley_mono_ns();
@@ -417,7 +417,7 @@ static void send_results(struct fwd *f, uint64_t to, const uint8_t *res,
 		le_put32(f->buf, (uint32_t)cnt);
 		memcpy(f->buf + 4, res + off, cnt * FWD_RES_BYTES);
 		/* a link down or full: dropped, the requester fails them */
-		(void)f->cfg.send(f->cfg.arg, to, PEER_FRAME_FWD_RES, f->buf,
+		(void)f->cfg.send(f->cfg.arg, to, PEER_FRAME_APPEND_RES, f->buf,
 				  (uint32_t)bytes);
 		off += cnt * FWD_RES_BYTES;
 	}
@@ -710,9 +710,9 @@ void fwd_on_frame(struct fwd *f, uint64_t from, uint8_t type,
 		  const uint8_t *payload, uint32_t len, uint64_t now_ms)
 {
 	(void)now_ms;
-	if (type == PEER_FRAME_FWD_REQ)
+	if (type == PEER_FRAME_APPEND_REQ)
 		on_req(f, from, payload, len);
-	else if (type == PEER_FRAME_FWD_RES)
+	else if (type == PEER_FRAME_APPEND_RES)
 		on_res(f, from, payload, len);
 	else
 		ADD(f->st_bad, 1);

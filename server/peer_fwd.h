@@ -49,7 +49,7 @@
  *      frames of at most FWD_FRAME_BYTES (one request may be larger, up to
  *      the link's max frame); FWD_TIMEOUT_MS per request.
  *
- * Frames (payload of PEER_FRAME_FWD_REQ / PEER_FRAME_FWD_RES, little
+ * Frames (payload of PEER_FRAME_APPEND_REQ / PEER_FRAME_APPEND_RES, little
  * endian; the transport checks the header, these codecs the rest):
  *   REQ: u32 n | n x { u32 len | u64 id | u8 op | u8 klen | key | body }
  *        (len = the record's size after the len field)
@@ -133,7 +133,7 @@ int fwd_delete(struct fwd *f, uint64_t to, const void *key, size_t klen,
  * executing side's results, batched per node), fails requests past their
  * deadline. now_ms: CLOCK_MONOTONIC ms (injected for tests). */
 void fwd_poll(struct fwd *f, uint64_t now_ms);
-/* Node thread: a PEER_FRAME_FWD_REQ / _RES payload from node `from`. */
+/* Node thread: a PEER_FRAME_APPEND_REQ / _RES payload from node `from`. */
 void fwd_on_frame(struct fwd *f, uint64_t from, uint8_t type,
 		  const uint8_t *payload, uint32_t len, uint64_t now_ms);
 /* Node thread: the link to `node` went down: its requests fail AGAIN. */

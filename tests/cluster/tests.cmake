@@ -39,12 +39,14 @@ foreach(t cluster_test_cluster_netns_long cluster_test_cluster_netns5_long
 endforeach()
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
-# test_cluster_group_failover, test_cluster_group_follower and
-# test_cluster_snapshot likewise.
-foreach(t cluster_test_cluster_failover cluster_test_cluster_spread
-          cluster_test_cluster_group_failover
+# test_cluster_group_failover, test_cluster_group_follower,
+# test_cluster_snapshot, test_cluster_forward and test_cluster_spread
+# likewise.
+foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
+          cluster_test_cluster_spread
           cluster_test_cluster_group_follower cluster_test_cluster_snapshot
-          cluster_test_cluster_status cluster_test_cluster_membership)
+          cluster_test_cluster_status cluster_test_cluster_membership
+          cluster_test_cluster_forward cluster_test_cluster_ops)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
@@ -59,11 +61,11 @@ endforeach()
 if(TARGET cluster_test_cluster_status AND TARGET parleyctl)
   add_dependencies(cluster_test_cluster_status parleyctl)
 endif()
-# test_cluster_spread runs parleyctl cluster rebalance
-if(TARGET cluster_test_cluster_spread AND TARGET parleyctl)
-  add_dependencies(cluster_test_cluster_spread parleyctl)
-endif()
-# test_cluster_membership runs parleyctl cluster remove-node
-if(TARGET cluster_test_cluster_membership AND TARGET parleyctl)
-  add_dependencies(cluster_test_cluster_membership parleyctl)
-endif()
+# test_cluster_membership, test_cluster_ops and test_cluster_spread run
+# parleyctl cluster remove-node / status / rebalance
+foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
+          cluster_test_cluster_spread)
+  if(TARGET ${t} AND TARGET parleyctl)
+    add_dependencies(${t} parleyctl)
+  endif()
+endforeach()

@@ -332,7 +332,7 @@ Test(peer_fwd, deadline_link_down_refused_frame)
 	fwd_poll(sides[0].f, 1000); /* sent at 1000 */
 	struct frame *f = take_frame();
 	cr_assert_not_null(f);
-	cr_assert_eq(f->type, PEER_FRAME_FWD_REQ);
+	cr_assert_eq(f->type, PEER_FRAME_APPEND_REQ);
 	fwd_poll(sides[0].f, 1000 + FWD_TIMEOUT_MS - 1);
 	cr_assert_eq(g[0].calls, 0);
 	fwd_poll(sides[0].f, 1000 + FWD_TIMEOUT_MS);
@@ -417,9 +417,9 @@ Test(peer_fwd, garbage_frames_ignored)
 	fwd_set_engine(sides[1].f, eng);
 	uint8_t b[64];
 	memset(b, 0xff, sizeof b);
-	fwd_on_frame(sides[1].f, 1, PEER_FRAME_FWD_REQ, b, sizeof b, 1);
-	fwd_on_frame(sides[1].f, 1, PEER_FRAME_FWD_REQ, b, 3, 1);
-	fwd_on_frame(sides[0].f, 2, PEER_FRAME_FWD_RES, b, sizeof b, 1);
+	fwd_on_frame(sides[1].f, 1, PEER_FRAME_APPEND_REQ, b, sizeof b, 1);
+	fwd_on_frame(sides[1].f, 1, PEER_FRAME_APPEND_REQ, b, 3, 1);
+	fwd_on_frame(sides[0].f, 2, PEER_FRAME_APPEND_RES, b, sizeof b, 1);
 	/* a well-formed record whose entry length runs past the end */
 	struct pe_input in = {.type = 1, .len = 4, .payload = "abcd"};
 	struct got g = {0};
