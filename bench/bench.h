@@ -75,6 +75,8 @@ struct bench_cfg {
 	/* cluster mode (bench_cluster.c) */
 	uint32_t kills;           /* leader kills for the failover time (0 = none) */
 	bool no_single;           /* skip the single-node reference */
+	bool spread;              /* cluster: also a 3-node cluster with
+				     --leader-placement spread, rebalanced */
 };
 
 /* ---- results -------------------------------------------------------------- */
@@ -157,6 +159,14 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
  * cluster node: bench_cluster.c); starts and stops nothing. */
 int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, uint32_t producers,
 		     uint32_t payload, bool tls, struct load_result *out);
+/* The same with connection i going to ports[i] (NULL: all to port), for a
+ * cluster whose partitions are led by different nodes (bench_cluster.c
+ * --spread: each connection to the leader of its conversation's
+ * partition). Connection i's user is "bench-ap-<i>", its peer
+ * "bench-ap-peer-<i>". */
+int bench_appends_routed(const struct bench_cfg *cfg, const char *host, int port,
+			 const int *ports, uint32_t producers, uint32_t payload, bool tls,
+			 struct load_result *out);
 
 /* A parleyd under test (bench_server.c): started here (--parleyd, on
  * 127.0.0.1, a free port, a temp dir whose data/ is the data dir) or an

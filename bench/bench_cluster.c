@@ -69,6 +69,7 @@
 
 #include "parley_client.h"
 #include "parley_common.h"
+#include "parley_proto.h"
 
 #define CL_NODES 3
 #define CL_CLUSTER_ID "4242"
@@ -97,6 +98,9 @@ struct cl_set {
 
 /* ---- nodes ------------------------------------------------------------------- */
 
+/* --spread: the cluster being started runs with --leader-placement spread */
+static bool cl_spread;
+
 static int cl_build_argv(const struct bench_cfg *cfg, struct cl_set *c, unsigned i)
 {
 	struct cl_node *n = &c->nd[i];
@@ -117,7 +121,8 @@ static int cl_build_argv(const struct bench_cfg *cfg, struct cl_set *c, unsigned
 	snprintf(node_id, sizeof node_id, "%u", i + 1);
 	snprintf(peer_port, sizeof peer_port, "%d", n->peer_port);
 	const char *x[] = {"--node-id", node_id, "--cluster-id", CL_CLUSTER_ID, "--peer-port",
-			   peer_port, "--peers", peers, NULL};
+			   peer_port, "--peers", peers,
+			   cl_spread ? "--leader-placement" : NULL, "spread", NULL};
 	for (unsigned k = 0; x[k]; k++) {
 		size_t l = strlen(x[k]) + 1;
 		if (l > room || argc >= 94)
@@ -234,14 +239,15 @@ static int cl_start(const struct bench_cfg *cfg, struct cl_set *c)
 
 /* GET path from 127.0.0.1:port into buf (NUL-terminated, headers
  * included). Bytes read, or negative. */
-static long http_get(int port, const char *path, char *buf, size_t cap)
+static long http_req(const char *method, int port, const char *path, char *buf,
+		     size_t cap, int timeout_ms)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {CL_HTTP_TIMEOUT_MS / 1000, (CL_HTTP_TIMEOUT_MS % 1000) * 1000};
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
@@ -250,8 +256,8 @@ static long http_get(int port, const char *path, char *buf, size_t cap)
 		return e;
 	}
 	char req[256];
-	int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-			 "Connection: close\r\n\r\n", path);
+	int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+			 "Content-Length: 0\r\nConnection: close\r\n\r\n", method, path);
 	if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
 		close(fd);
 		return -PARLEY_EIO;
@@ -275,6 +281,11 @@ static long http_get(int port, const char *path, char *buf, size_t cap)
 	close(fd);
 	buf[len] = 0;
 	return (long)len;
+}
+
+static long http_get(int port, const char *path, char *buf, size_t cap)
+{
+	return http_req("GET", port, path, buf, cap, CL_HTTP_TIMEOUT_MS);
 }
 
 /* A sample of a /metrics page, or NAN. */
@@ -550,6 +561,185 @@ static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t pa
 	return rc;
 }
 
+/* ---- spread placement (docs/CLUSTER.md §3.2) ---------------------------------- */
+
+#define CL_MAX_PARTS 1024u
+
+/* Waits until every running node knows every partition's leader with
+ * nothing unapplied and the partitions led add up; fills lead[p] with the
+ * leading node's index (from parley_raft_role{partition="p"} 3). 0 or
+ * -PARLEY_ETIMEDOUT. */
+static int cl_wait_spread(struct cl_set *c, double timeout_s, int *lead, uint32_t *np,
+			  char *why, size_t wcap)
+{
+	char *buf = malloc(CL_METRICS_CAP);
+	if (!buf)
+		return -ENOMEM;
+	double end = bench_now_s() + timeout_s;
+	int rc = -PARLEY_ETIMEDOUT;
+	while (bench_now_s() < end && rc) {
+		double led = 0, parts = 0;
+		bool ok = true;
+		int w = 0;
+		for (uint32_t p = 0; p < CL_MAX_PARTS; p++)
+			lead[p] = -1;
+		for (unsigned i = 0; i < CL_NODES && ok; i++) {
+			struct node_view v;
+			node_view(c->nd[i].admin_port, buf, &v);
+			w += snprintf(why + w, wcap - (size_t)w, "%snode %u: led %.0f/%.0f known "
+				      "%.0f lag %.0f", w ? "; " : "", i + 1, v.led, v.parts,
+				      v.known, v.lag);
+			if ((size_t)w >= wcap)
+				w = (int)wcap - 1;
+			if (!v.up || !(v.parts > 0) || v.parts > CL_MAX_PARTS ||
+			    v.known != v.parts || v.lag != 0) {
+				ok = false;
+				break;
+			}
+			parts = v.parts;
+			led += v.led;
+			for (uint32_t p = 0; p < (uint32_t)v.parts; p++) {
+				char name[64];
+				snprintf(name, sizeof name, "parley_raft_role{partition=\"%u\"}", p);
+				if (metric_val(buf, name) == 3)
+					lead[p] = (int)i;
+			}
+		}
+		if (ok && led == parts) {
+			*np = (uint32_t)parts;
+			rc = 0;
+			for (uint32_t p = 0; p < *np; p++)
+				if (lead[p] < 0)
+					rc = -PARLEY_ETIMEDOUT;
+		}
+		if (rc)
+			bench_sleep_ns(20 * 1000000ull);
+	}
+	free(buf);
+	return rc;
+}
+
+/* Forwarded appends so far, over all nodes: answered, and the sum and max
+ * of their send -> answer latency (s). */
+static void fwd_read(struct cl_set *c, double *n, double *sum, double *mx)
+{
+	char *buf = malloc(CL_METRICS_CAP);
+	*n = *sum = *mx = 0;
+	for (unsigned i = 0; buf && i < CL_NODES; i++) {
+		long k = http_get(c->nd[i].admin_port, "/metrics", buf, CL_METRICS_CAP);
+		if (k <= 0)
+			continue;
+		double a = metric_val(buf, "parley_fwd_answered_total");
+		double b = metric_val(buf, "parley_fwd_latency_seconds_sum");
+		double m = metric_val(buf, "parley_fwd_latency_seconds_max");
+		*n += isnan(a) ? 0 : a;
+		*sum += isnan(b) ? 0 : b;
+		if (!isnan(m) && m > *mx)
+			*mx = m;
+	}
+	free(buf);
+}
+
+struct fwd_use {
+	double appends_per_ack; /* forwarded appends per SEND ack */
+	double mean_us, max_us; /* their send -> answer latency */
+	char split[64];         /* partitions led per node */
+};
+
+/* One point against a 3-node cluster with --leader-placement spread,
+ * its leaderships rebalanced (POST /cluster/rebalance on each node, as
+ * parleyctl cluster rebalance does), each connection to the node leading
+ * its conversation's partition. */
+static int cluster_point_spread(const struct bench_cfg *cfg, uint32_t prod, uint32_t payload,
+				struct load_result *r, struct cpu_use *cpu, struct fwd_use *fu)
+{
+	cpu->cores = cpu->entries_per_ack = cpu->fsyncs_per_s = NAN;
+	fu->appends_per_ack = fu->mean_us = fu->max_us = NAN;
+	fu->split[0] = 0;
+	struct cl_set *c = calloc(1, sizeof *c);
+	int *lead = malloc(CL_MAX_PARTS * sizeof *lead);
+	int *ports = malloc((prod ? prod : 1) * sizeof *ports);
+	char *buf = malloc(CL_METRICS_CAP);
+	if (!c || !lead || !ports || !buf) {
+		free(c);
+		free(lead);
+		free(ports);
+		free(buf);
+		return -ENOMEM;
+	}
+	char why[512] = "";
+	uint32_t np = 0;
+	cl_spread = true;
+	int rc = cl_start(cfg, c);
+	cl_spread = false;
+	if (!rc)
+		rc = cl_wait_spread(c, CL_STABLE_TIMEOUT_S, lead, &np, why, sizeof why);
+	for (int pass = 0; !rc && pass < 2; pass++)
+		for (unsigned i = 0; i < CL_NODES; i++)
+			(void)http_req("POST", c->nd[i].admin_port, "/cluster/rebalance", buf,
+				       CL_METRICS_CAP, 15000);
+	if (!rc)
+		rc = cl_wait_spread(c, CL_STABLE_TIMEOUT_S, lead, &np, why, sizeof why);
+	memset(r, 0, sizeof *r);
+	r->system = "parleyd-3node-spread";
+	r->producers = prod;
+	r->payload = payload;
+	bench_hist_init(&r->lat);
+	bench_hist_init(&r->lag);
+	if (rc) {
+		snprintf(r->note, sizeof r->note, "cluster not stable: %.120s", why);
+		fprintf(stderr, "parley-bench: spread cluster did not settle: %s\n", why);
+		goto out;
+	}
+	unsigned cnt[CL_NODES] = {0};
+	for (uint32_t p = 0; p < np; p++)
+		cnt[lead[p]]++;
+	snprintf(fu->split, sizeof fu->split, "%u/%u/%u", cnt[0], cnt[1], cnt[2]);
+	for (uint32_t i = 0; i < prod; i++) {
+		char user[64], peer[64], conv[160], key[200];
+		snprintf(user, sizeof user, "bench-ap-%u", i);
+		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
+		int n = parley_proto_dm_conv_id(user, strlen(user), peer, strlen(peer), conv,
+						sizeof conv);
+		if (n < 0) {
+			rc = n;
+			goto out;
+		}
+		int kl = snprintf(key, sizeof key, "c/%.*s", n, conv);
+		uint32_t p = (uint32_t)(parley_hash_key(key, (size_t)kl) % np);
+		ports[i] = c->nd[lead[p]].port;
+	}
+	double f0n, f0s, f0m, f1n, f1s, f1m;
+	fwd_read(c, &f0n, &f0s, &f0m);
+	double c0 = cl_cpu_s(c), w0 = bench_now_s();
+	rc = bench_appends_routed(cfg, "127.0.0.1", 0, ports, prod, payload, false, r);
+	cpu->cores = (cl_cpu_s(c) - c0) / (bench_now_s() - w0);
+	fwd_read(c, &f1n, &f1s, &f1m);
+	r->system = "parleyd-3node-spread";
+	double acks = r->appends_per_s * cfg->seconds;
+	if (f1n > f0n) {
+		fu->mean_us = (f1s - f0s) / (f1n - f0n) * 1e6;
+		fu->max_us = f1m * 1e6;
+	}
+	if (acks > 0)
+		fu->appends_per_ack = (f1n - f0n) / acks;
+	if (!r->note[0])
+		snprintf(r->note, sizeof r->note, "to each conversation's leader (led %s)",
+			 fu->split);
+	for (unsigned i = 0; i < CL_NODES; i++)
+		if (bench_child_exited(&c->nd[i].pid)) {
+			r->ok = false;
+			snprintf(r->note, sizeof r->note, "node %u died (see its log)", i + 1);
+		}
+out:
+	cl_stop(c, !r->ok);
+	free(c);
+	free(lead);
+	free(ports);
+	free(buf);
+	return rc;
+}
+
 static double q_us(const struct bench_hist *h, double q)
 {
 	return (double)bench_hist_quantile(h, q) / 1e3;
@@ -598,8 +788,11 @@ static void point_done(int rc, struct load_result *r, int *failures)
 static int throughput(const struct bench_cfg *cfg)
 {
 	int failures = 0;
-	static struct load_result rc3[BENCH_MAX_LIST], r1[BENCH_MAX_LIST], rj[BENCH_MAX_LIST];
-	struct cpu_use u3[BENCH_MAX_LIST], u1[BENCH_MAX_LIST], uj[BENCH_MAX_LIST];
+	static struct load_result rc3[BENCH_MAX_LIST], r1[BENCH_MAX_LIST], rj[BENCH_MAX_LIST],
+		rs[BENCH_MAX_LIST];
+	struct cpu_use u3[BENCH_MAX_LIST], u1[BENCH_MAX_LIST], uj[BENCH_MAX_LIST],
+		us[BENCH_MAX_LIST];
+	struct fwd_use fs[BENCH_MAX_LIST];
 	for (unsigned i = 0; i < BENCH_MAX_LIST; i++)
 		u3[i].csw_per_s = u3[i].sysc_per_s = u3[i].msgs_per_s = u3[i].frames_per_s =
 		u3[i].cores = u1[i].cores = uj[i].cores = u3[i].entries_per_ack =
@@ -631,6 +824,12 @@ static int throughput(const struct bench_cfg *cfg)
 			int rc = cluster_point(cfg, p, pl, &rc3[i], &u3[i]);
 			bench_watchdog_arm(0);
 			point_done(rc, &rc3[i], &failures);
+			if (cfg->spread) {
+				bench_watchdog_arm(budget + 60);
+				rc = cluster_point_spread(cfg, p, pl, &rs[i], &us[i], &fs[i]);
+				bench_watchdog_arm(0);
+				point_done(rc, &rs[i], &failures);
+			}
 			if (!cfg->no_single) {
 				bench_watchdog_arm(budget);
 				struct bench_srv srv;
@@ -731,6 +930,31 @@ static int throughput(const struct bench_cfg *cfg)
 				if (have_js)
 					bj_hist(jj, "jetstream_latency", &n->lat);
 				bj_end(jj);
+			}
+		}
+		if (cfg->spread) {
+			printf("\n### payload %u B — leader placement: follow0 (one node leads "
+			       "every partition) vs spread (leaderships rebalanced over the 3 "
+			       "nodes, each connection to its conversation's leader, the fan-out "
+			       "forwarded between nodes), same run\n\n"
+			       "| connections | follow0 SENDs/s | p50 / p99 µs | spread SENDs/s | "
+			       "p50 / p99 µs | spread ÷ follow0 | partitions led | cores follow0 / "
+			       "spread | forwarded appends per SEND | forwarded append latency "
+			       "mean / max µs |\n"
+			       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", pl);
+			for (unsigned i = 0; i < cfg->n_producers; i++) {
+				const struct load_result *a = &rc3[i], *b = &rs[i];
+				printf("| %u | %.0f%s | %.0f / %.0f | %.0f%s | %.0f / %.0f | %.2f× | "
+				       "%s | %.2f / %.2f | %.2f | %.0f / %.0f |\n",
+				       cfg->producers[i], a->appends_per_s,
+				       a->ok ? "" : " (FAILED)", q_us(&a->lat, 0.5),
+				       q_us(&a->lat, 0.99), b->appends_per_s,
+				       b->ok ? "" : " (FAILED)", q_us(&b->lat, 0.5),
+				       q_us(&b->lat, 0.99),
+				       a->appends_per_s > 0 ? b->appends_per_s / a->appends_per_s
+							    : NAN,
+				       fs[i].split, u3[i].cores, us[i].cores,
+				       fs[i].appends_per_ack, fs[i].mean_us, fs[i].max_us);
 			}
 		}
 		printf("\nservers' CPU while loaded (CPU seconds of all server processes ÷ wall "

@@ -1161,6 +1161,13 @@ int bench_server_appends(const struct bench_cfg *cfg, uint32_t producers, uint32
 int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, uint32_t producers,
 		     uint32_t payload, bool tls, struct load_result *out)
 {
+	return bench_appends_routed(cfg, host, port, NULL, producers, payload, tls, out);
+}
+
+int bench_appends_routed(const struct bench_cfg *cfg, const char *host, int port,
+			 const int *ports, uint32_t producers, uint32_t payload, bool tls,
+			 struct load_result *out)
+{
 	bench_load_begin(out, tls ? "parleyd-tls" : "parleyd", producers, payload, 0);
 	int rc = 0;
 	struct ap_conn *cs = calloc(producers, sizeof *cs);
@@ -1187,7 +1194,8 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 		}
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
-		if ((rc = bench_chat_open(cfg, &c->w, m, host, port, tls ? tctx : NULL, user, peer,
+		if ((rc = bench_chat_open(cfg, &c->w, m, host, ports ? ports[i] : port,
+					  tls ? tctx : NULL, user, peer,
 					  HANDSHAKE_TIMEOUT_MS, NULL, c->conv, sizeof c->conv,
 					  errtxt, sizeof errtxt)))
 			break;

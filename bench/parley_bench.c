@@ -224,6 +224,10 @@ static void usage(FILE *f)
 "                      (default parley-dev-secret); --jwt-iss, --jwt-aud: claims\n"
 "  --kills K           cluster: leader kills for the failover time (default 20)\n"
 "  --no-single         cluster: skip the single-node reference\n"
+"  --spread            cluster: also a 3-node cluster with --leader-placement spread,\n"
+"                      leaderships rebalanced (POST /cluster/rebalance), each\n"
+"                      connection to its conversation's leader; the fan-out is\n"
+"                      forwarded between nodes (forwarded-append latency reported)\n"
 "  --nats-server P     delivery, cluster: nats-server binary (delivery: the NATS core\n"
 "                      pub/sub reference at the same rates; cluster: the JetStream\n"
 "                      R3 peer) (default: nats-server in PATH or /usr/sbin);\n"
@@ -961,7 +965,7 @@ int main(int argc, char **argv)
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
 	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
 	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM, O_ADMIN_PORT, O_COMPACT_GAP,
-	       O_KILLS, O_NO_SINGLE };
+	       O_KILLS, O_NO_SINGLE, O_SPREAD };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -1005,6 +1009,7 @@ int main(int argc, char **argv)
 		{"compact-gap", required_argument, NULL, O_COMPACT_GAP},
 		{"kills", required_argument, NULL, O_KILLS},
 		{"no-single", no_argument, NULL, O_NO_SINGLE},
+		{"spread", no_argument, NULL, O_SPREAD},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -1061,6 +1066,7 @@ int main(int argc, char **argv)
 		case O_COMPACT_GAP: cfg.compact_gap_s = parse_double(optarg, 0, 60, "--compact-gap"); break;
 		case O_KILLS: cfg.kills = (uint32_t)parse_double(optarg, 0, 1000, "--kills"); kills_set = true; break;
 		case O_NO_SINGLE: cfg.no_single = true; break;
+		case O_SPREAD: cfg.spread = true; break;
 		case O_RESULTS: break; /* plan: the files follow as arguments */
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;

@@ -780,6 +780,12 @@ int pe_raft_node_up(struct pe_engine *e, uint64_t node);
  * never blocks. 0, -PARLEY_EINVAL (no cluster, `to` is this node or 0),
  * -PARLEY_EFULL, -PARLEY_ECLOSED, -PARLEY_ENOMEM. */
 int pe_raft_transfer(struct pe_engine *e, uint64_t to);
+/* The same for one partition's group only (rebalancing leaderships over
+ * the nodes, docs/CLUSTER.md §3.2): hands it to `to` if this node leads
+ * it and `to` is a current voter of it. Same returns, and -PARLEY_EINVAL
+ * for a partition out of range. */
+int pe_raft_transfer_partition(struct pe_engine *e, uint32_t partition,
+			       uint64_t to);
 
 enum pe_raft_role { PE_FOLLOWER = 0, PE_PRECANDIDATE = 1, PE_CANDIDATE = 2,
 		    PE_LEADER = 3 };

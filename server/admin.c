@@ -931,6 +931,48 @@ static char *admin_cluster(struct admin *a, struct aconn *c, bool add,
 	return NULL;
 }
 
+/* POST /cluster/transfer?partition=P&to=N (this node leads P: hand it
+ * to voter N) and POST /cluster/rebalance (hand this node's partitions
+ * beyond its share to the least loaded nodes), docs/CLUSTER.md §3.2.
+ * Blocking on the admin thread, at most ADMIN_PLACEMENT_WAIT_MS. */
+#define ADMIN_PLACEMENT_WAIT_MS 10000u
+static char *admin_placement(struct admin *a, bool rebalance, const char *q,
+			     size_t *len)
+{
+	struct peer_node *pn = a->s->peer;
+	if (!pn || !a->s->engine)
+		return simple(400, "Bad Request", "not a cluster node (or not "
+			      "ready)\n", false, len);
+	char msg[1024];
+	int rc;
+	if (rebalance) {
+		rc = peer_node_rebalance(pn, ADMIN_PLACEMENT_WAIT_MS, msg,
+					 sizeof msg);
+	} else {
+		char ps[16], ts[32];
+		char *e1 = NULL, *e2 = NULL;
+		unsigned long part = query_get(q, "partition", ps, sizeof ps)
+					     ? strtoul(ps, &e1, 10) : 0;
+		uint64_t to = query_get(q, "to", ts, sizeof ts)
+				      ? strtoull(ts, &e2, 10) : 0;
+		if (!e1 || *e1 || !e2 || *e2 || !to || part > UINT32_MAX)
+			return simple(400, "Bad Request",
+				      "partition=P&to=N required\n", false, len);
+		rc = peer_node_transfer(pn, (uint32_t)part, to,
+					ADMIN_PLACEMENT_WAIT_MS, msg, sizeof msg);
+	}
+	if (!rc)
+		return simple(200, "OK", msg, false, len);
+	if (rc == -PARLEY_ENOTLEADER)
+		return simple(409, "Conflict", msg, false, len);
+	if (rc == -PARLEY_EINVAL)
+		return simple(400, "Bad Request", msg, false, len);
+	if (rc == -PARLEY_ETIMEDOUT)
+		return simple(504, "Gateway Timeout", msg, false, len);
+	snprintf(msg, sizeof msg, "failed: %s\n", parley_errname(rc));
+	return simple(503, "Service Unavailable", msg, false, len);
+}
+
 /* The request is complete in c->req[0..rlen): build the answer. */
 static char *route(struct admin *a, struct aconn *c, size_t *len)
 {
@@ -951,6 +993,9 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 					!strcmp(target, "/cluster/remove-node")))
 		return admin_cluster(a, c, target[9] == 'a', q ? q + 1 : "",
 				     len);
+	if (!strcmp(method, "POST") && (!strcmp(target, "/cluster/transfer") ||
+					!strcmp(target, "/cluster/rebalance")))
+		return admin_placement(a, target[9] == 'r', q ? q + 1 : "", len);
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);

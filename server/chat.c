@@ -12,8 +12,10 @@
  *      on the list, and start <= the entry's ts.
  *   2. Each outstanding list is ordered by start (registration reads the
  *      clock under c->mu), so its head is its minimum.
- *   3. The cursors this node writes to s/fanout never decrease: each
- *      snapshot is clamped to c->cur, which only grows.
+ *   3. The cursors this node writes to s/fanout/<k> never decrease: each
+ *      snapshot is clamped to c->cur, which only grows. Partition p's
+ *      cursor is written only while p is ready here (lead_ready_locked),
+ *      never for a partition another node leads.
  *   4. The fan-out thread issues the appends of job N before those of job
  *      N+1 (FIFO), retrying -PARLEY_EFULL in place. A send callback issues
  *      its job's appends itself ("direct") only while the queue is empty
@@ -523,7 +525,6 @@ struct chat {
 	uint64_t *cur;           /* [np] cursor of the last durable checkpoint */
 	uint64_t *ckpt_buf_cur;  /* [np] cursor being written */
 	struct pdone *pdone;     /* [np] (struct pdone) */
-	uint8_t *ckpt_rec;       /* its encoding (5 + 8 np bytes) */
 	uint64_t last_ckpt_ns;
 	uint64_t ckpt_gen;       /* c->gen covered by the checkpoint in flight/done */
 	uint64_t gen;            /* bumped on every registration / completion */
@@ -561,7 +562,29 @@ struct chat {
 	bool lead_settled;       /* that poll left nothing to do (every led
 				    partition ready): until the gen moves or
 				    lead_lost_locked, the poll skips the scan */
-	uint32_t wm_part;        /* partition of s/fanout */
+	/* Per-partition checkpoints (see "Checkpoints" in chat.h): p's record
+	 * lives in s/fanout/<k>, a key of partition p (ckey[p], found at
+	 * open), so p's leader writes it locally. pgen[p] counts p's
+	 * registrations and completions, ck_gen[p] what the last durable
+	 * checkpoint of p covered, ck_snap[p] what the one in flight covers.
+	 * ck_out: appends of the checkpoint round in flight. Under c->mu. */
+	char (*ckey)[CHAT_CKPT_KEY_CAP];
+	uint8_t *cklen;
+	uint64_t *pgen, *ck_gen, *ck_snap;
+	bool *ck_in;             /* [np] p is in the round in flight */
+	struct ckarg *ckargs;    /* [np] the round's callback arguments */
+	uint32_t ck_out;
+	bool ck_failed;          /* an append of the round failed */
+	/* forwarding of appends to partitions led elsewhere (chat_append) */
+	_Atomic(chat_fwd_fn) fwd;
+	_Atomic(chat_fwd_del_fn) fwd_del;
+	void *fwd_arg;
+	_Atomic uint64_t n_fwd;  /* appends handed to fwd */
+};
+
+struct ckarg {
+	struct chat *c;
+	uint32_t p;
 };
 
 struct chat_groups *chat_groups_of(struct chat *c)
@@ -593,6 +616,133 @@ int chat_groups_ready(struct chat *c, const char *conv, size_t len)
 }
 
 static const char WM_KEY[] = "s/fanout";
+
+void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
+		      void *arg)
+{
+	c->fwd_arg = arg;
+	atomic_store(&c->fwd_del, dfn);
+	atomic_store(&c->fwd, fn);
+}
+
+/* The leader to forward a write of key to: another node that leads its
+ * partition as published, 0 = write locally. */
+static uint64_t route_to(struct chat *c, const void *key, size_t klen)
+{
+	uint32_t p = pe_partition_of(c->e, key, klen);
+	struct pe_raft_status st;
+	if (pe_raft_status(c->e, p, &st) == 0 && st.role != PE_LEADER)
+		return st.leader;
+	return 0;
+}
+
+struct delete_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct pe_delete_result r;
+};
+
+static void delete_wait_cb(void *arg, const struct pe_delete_result *r)
+{
+	struct delete_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int chat_delete_sync(struct chat *c, const void *key, size_t klen,
+		     uint64_t through, struct pe_delete_result *r)
+{
+	chat_fwd_del_fn fn = atomic_load(&c->fwd_del);
+	uint64_t to = fn ? route_to(c, key, klen) : 0;
+	if (to) {
+		struct delete_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+					.cv = PTHREAD_COND_INITIALIZER};
+		int rc = fn(c->fwd_arg, to, key, klen, through, delete_wait_cb, &w);
+		if (rc == 0) {
+			pthread_mutex_lock(&w.mu);
+			while (!w.done)
+				pthread_cond_wait(&w.cv, &w.mu);
+			pthread_mutex_unlock(&w.mu);
+			*r = w.r;
+			return r->err;
+		}
+		if (rc != -PARLEY_ECLOSED) {
+			memset(r, 0, sizeof *r);
+			r->err = rc;
+			return rc;
+		}
+	}
+	return pe_delete_sync(c->e, key, klen, through, r);
+}
+
+struct append_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct pe_append_result r;
+};
+
+static void append_wait_cb(void *arg, const struct pe_append_result *r)
+{
+	struct append_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int chat_append_sync(struct chat *c, const struct pe_append_req *q,
+		     struct pe_append_result *r)
+{
+	struct append_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+				.cv = PTHREAD_COND_INITIALIZER};
+	int rc = chat_append(c, q, append_wait_cb, &w);
+	if (rc) {
+		memset(r, 0, sizeof *r);
+		r->err = rc;
+		return rc;
+	}
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	*r = w.r;
+	return r->err;
+}
+
+uint64_t chat_forwarded(struct chat *c)
+{
+	return atomic_load_explicit(&c->n_fwd, memory_order_relaxed);
+}
+
+/* The route of a chat write (docs/CLUSTER.md §3.3): local when this node
+ * leads the key's partition (or knows no other leader, or has no link to
+ * it: pe_append then answers NOTLEADER with its hint, as before), else
+ * forwarded to the leader (peer_fwd.h), from the published Raft state.
+ * The leader executes it with pe_append and never forwards it again. */
+int chat_append(struct chat *c, const struct pe_append_req *q, pe_append_cb cb,
+		void *arg)
+{
+	chat_fwd_fn fn = atomic_load(&c->fwd);
+	if (fn) {
+		uint64_t to = route_to(c, q->key, q->klen);
+		if (to) {
+			int rc = fn(c->fwd_arg, to, q, cb, arg);
+			if (rc != -PARLEY_ECLOSED) {
+				if (!rc)
+					atomic_fetch_add_explicit(
+						&c->n_fwd, 1, memory_order_relaxed);
+				return rc;
+			}
+		}
+	}
+	return pe_append(c->e, q, cb, arg);
+}
 
 static uint64_t conv_hash(const char *conv, size_t len)
 {
@@ -676,6 +826,7 @@ static void job_unlink_locked(struct chat *c, struct job *j)
 	c->npending -= j->nmsgs;
 	c->pdone[j->part].done += j->nmsgs;
 	c->gen++;
+	c->pgen[j->part]++;
 }
 
 static void job_free(struct job *j)
@@ -749,6 +900,7 @@ static void job_register_locked(struct chat *c, struct job *j, uint32_t p,
 	c->npending += j->nmsgs;
 	c->reg_total += j->nmsgs;
 	c->gen++;
+	c->pgen[p]++;
 }
 
 /* Registers a recovery job on partition p's list at its place by start
@@ -769,6 +921,7 @@ static void job_register_sorted_locked(struct chat *c, struct job *j,
 	c->npending += j->nmsgs;
 	c->reg_total += j->nmsgs;
 	c->gen++;
+	c->pgen[p]++;
 }
 
 /* Queues j for the fan-out thread. A queued job carries one hold on
@@ -848,7 +1001,7 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 				  .entries = &in, .count = 1};
 	memcpy(q.producer, it->producer, 16);
 	for (;;) {
-		int rc = pe_append(c->e, &q, cb, arg);
+		int rc = chat_append(c, &q, cb, arg);
 		if (!fanout_retry(rc))
 			return rc;
 		if (!wait)
@@ -859,22 +1012,18 @@ static int fanout_issue(struct chat *c, const struct chat_fanout_item *it,
 
 /* ---- checkpoints ------------------------------------------------------------------------- */
 
-/* True when this node may write a checkpoint: it leads every partition
- * (now, as published, in the term its recovery ran in). A checkpoint
- * claims "everything stamped below cur[p] is fanned out" for every p, true
- * only of partitions whose every message since the last recovery passed
- * through this node. Otherwise nothing is written: the durable cursors
- * stay where they are (later recoveries re-fan out more, idempotently).
- * Under c->mu. */
-static bool lead_all_locked(struct chat *c)
+/* True when this node may write p's checkpoint: it leads p now (as
+ * published) in the term p's recovery ran in. A checkpoint of p claims
+ * "everything of p stamped below cur[p] is fanned out", true only while
+ * every message of p since the last recovery passed through this node
+ * (led_term[p] is cleared when a fan-out append or SEND of p failed
+ * NOTLEADER / AGAIN, until p's recovery runs again). Other partitions
+ * need not be led here: their leaders write their own. Under c->mu. */
+static bool lead_ready_locked(struct chat *c, uint32_t p)
 {
-	for (uint32_t p = 0; p < c->np; p++) {
-		struct pe_raft_status st;
-		if (!c->led_term[p] || pe_raft_status(c->e, p, &st) ||
-		    st.role != PE_LEADER || st.term != c->led_term[p])
-			return false;
-	}
-	return true;
+	struct pe_raft_status st;
+	return c->led_term[p] && pe_raft_status(c->e, p, &st) == 0 &&
+	       st.role == PE_LEADER && st.term == c->led_term[p];
 }
 
 /* Fills cur[np] from the outstanding lists. Under c->mu. The clock is
@@ -904,83 +1053,147 @@ static void cursor_snapshot_locked(struct chat *c, uint64_t *cur)
 	c->ckpt_gen = c->gen;
 }
 
-static size_t wm_encode(const struct chat *c, const uint64_t *cur, uint8_t *b)
+/* Partition p's checkpoint record (version 3, in s/fanout/<k>):
+ *   u8 3 | u32 np | u32 p | u64 cursor */
+#define WM_VERSION_PART 3u
+#define WM_PART_BYTES 17u
+static void wm_encode_part(const struct chat *c, uint32_t p, uint64_t cur,
+			   uint8_t b[WM_PART_BYTES])
 {
-	b[0] = WM_VERSION;
+	b[0] = WM_VERSION_PART;
 	le_put32(b + 1, c->np);
-	for (uint32_t p = 0; p < c->np; p++)
-		le_put64(b + 5 + 8 * (size_t)p, cur[p]);
-	return 5 + 8 * (size_t)c->np;
+	le_put32(b + 5, p);
+	le_put64(b + 9, cur);
 }
 
-static void ckpt_durable_locked(struct chat *c, const uint64_t *cur)
+/* p's checkpoint (cursor cur) is durable. */
+static void ckpt_durable_locked(struct chat *c, uint32_t p, uint64_t cur)
+{
+	/* cursors never go back: the snapshot was taken >= c->cur
+	 * (cursor_snapshot_locked), but a recovery may have raised c->cur[p]
+	 * to another leader's cursor since */
+	if (cur > c->cur[p])
+		c->cur[p] = cur;
+	c->ck_gen[p] = c->ck_snap[p];
+}
+
+/* The round's last append answered: the gauge's snapshot becomes the
+ * durable one when every partition with news was written. */
+static void ckpt_round_end_locked(struct chat *c)
 {
 	uint64_t mn = UINT64_MAX;
+	bool all = !c->ck_failed;
 	for (uint32_t p = 0; p < c->np; p++) {
-		/* cursors never go back: the snapshot was taken >= c->cur
-		 * (cursor_snapshot_locked), but a recovery may have raised
-		 * c->cur[p] to another leader's cursor since */
-		if (cur[p] > c->cur[p])
-			c->cur[p] = cur[p];
-		if (c->cur[p] < mn)
+		/* the smallest cursor of the partitions this node leads and
+		 * fanned out something in (the others' are their leaders' to
+		 * advance; an idle one's cursor need not move) */
+		if (c->led_term[p] && c->pgen[p] && c->cur[p] < mn)
 			mn = c->cur[p];
+		if (c->pgen[p] != c->ck_gen[p] && !c->ck_in[p])
+			all = false;
+		c->ck_in[p] = false;
 	}
-	c->dur_reg = c->ck_reg;
-	c->dur_pending = c->ck_pending;
-	c->st.watermark_ms = mn;
+	if (all) {
+		c->dur_reg = c->ck_reg;
+		c->dur_pending = c->ck_pending;
+	}
+	if (mn != UINT64_MAX)
+		c->st.watermark_ms = mn;
 	c->st.checkpoints++;
+	c->ckpt_busy = false;
+	if (c->ck_failed)
+		c->ckpt_gen = c->gen - 1; /* try again */
 	PLOG_D("chat", "fan-out checkpoint durable", "cursor_min_ms=%" PRIu64, mn);
 }
 
 static void ckpt_cb(void *arg, const struct pe_append_result *r)
 {
-	struct chat *c = arg;
+	struct ckarg *a = arg;
+	struct chat *c = a->c;
 	pthread_mutex_lock(&c->mu);
 	if (r->err) {
-		PLOG_W("chat", "fan-out checkpoint failed", "err=%s",
-		       parley_errname(r->err));
-		c->ckpt_gen = c->gen - 1; /* try again */
+		PLOG_W("chat", "fan-out checkpoint failed", "partition=%u err=%s",
+		       a->p, parley_errname(r->err));
+		c->ck_failed = true; /* p stays due: tried again */
 	} else {
-		ckpt_durable_locked(c, c->ckpt_buf_cur);
+		ckpt_durable_locked(c, a->p, c->ckpt_buf_cur[a->p]);
 	}
-	c->ckpt_busy = false;
-	pthread_cond_broadcast(&c->cv);
+	PARLEY_ASSERT(c->ck_out > 0);
+	if (--c->ck_out == 0) {
+		ckpt_round_end_locked(c);
+		pthread_cond_broadcast(&c->cv);
+	}
 	pthread_mutex_unlock(&c->mu);
 }
 
-static struct pe_append_req wm_req(const struct pe_input *in)
+static struct pe_append_req wm_req_part(const struct chat *c, uint32_t p,
+					const struct pe_input *in)
 {
-	return (struct pe_append_req){.key = WM_KEY, .klen = sizeof WM_KEY - 1,
+	return (struct pe_append_req){.key = c->ckey[p], .klen = c->cklen[p],
 				      .expected_last_seq = PE_NO_EXPECT,
 				      .entries = in, .count = 1};
 }
 
-/* A checkpoint is due when anything was registered or completed since
- * the last one, and either CHAT_CKPT_INTERVAL_MS passed or
- * CHAT_CKPT_MSGS messages were registered. An idle server writes none.
- * Issues it asynchronously (one at a time). Called with c->mu held. */
+/* Partitions whose checkpoint is due and that this node may write now
+ * (lead_ready_locked): marks ck_in[], returns how many. */
+static uint32_t ckpt_due_locked(struct chat *c)
+{
+	uint32_t n = 0;
+	for (uint32_t p = 0; p < c->np; p++) {
+		c->ck_in[p] = c->pgen[p] != c->ck_gen[p] && lead_ready_locked(c, p);
+		n += c->ck_in[p];
+	}
+	return n;
+}
+
+/* A checkpoint round is due when something was registered or completed
+ * in a partition this node leads since that partition's last checkpoint,
+ * and either CHAT_CKPT_INTERVAL_MS passed or CHAT_CKPT_MSGS messages were
+ * registered. One append per such partition, to its own s/fanout/<k>
+ * (local to its leader), asynchronously, one round at a time. An idle
+ * server writes none. Called with c->mu held. */
 static void ckpt_maybe_locked(struct chat *c)
 {
 	if (c->ckpt_busy || c->gen == c->ckpt_gen)
 		return;
 	uint64_t now = parley_mono_ns();
-	if ((now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
-	     c->reg_total - c->ck_reg < CHAT_CKPT_MSGS) ||
-	    !lead_all_locked(c))
+	if (now - c->last_ckpt_ns < CHAT_CKPT_INTERVAL_MS * 1000000ull &&
+	    c->reg_total - c->ck_reg < CHAT_CKPT_MSGS)
 		return;
 	c->last_ckpt_ns = now;
-	cursor_snapshot_locked(c, c->ckpt_buf_cur);
-	struct pe_input in = {.type = CHAT_ENT_WATERMARK,
-			      .len = (uint32_t)wm_encode(c, c->ckpt_buf_cur,
-							 c->ckpt_rec),
-			      .payload = c->ckpt_rec};
-	struct pe_append_req q = wm_req(&in);
-	c->ckpt_busy = true;
-	int rc = pe_append(c->e, &q, ckpt_cb, c); /* copies b; never blocks */
-	if (rc) {
-		c->ckpt_busy = false;
-		c->ckpt_gen = c->gen - 1;
+	uint64_t gen = c->gen;
+	if (ckpt_due_locked(c) == 0) {
+		/* nothing this node may write: look again when something
+		 * changes (or leadership does: the poll re-arms, below) */
+		c->ckpt_gen = gen;
+		return;
 	}
+	cursor_snapshot_locked(c, c->ckpt_buf_cur);
+	c->ckpt_busy = true;
+	c->ck_failed = false;
+	c->ck_out = 1; /* our hold while issuing */
+	for (uint32_t p = 0; p < c->np; p++) {
+		if (!c->ck_in[p])
+			continue;
+		c->ck_snap[p] = c->pgen[p];
+		uint8_t b[WM_PART_BYTES];
+		wm_encode_part(c, p, c->ckpt_buf_cur[p], b);
+		struct pe_input in = {.type = CHAT_ENT_WATERMARK,
+				      .len = WM_PART_BYTES, .payload = b};
+		struct pe_append_req q = wm_req_part(c, p, &in);
+		c->ck_out++;
+		/* local: p is led here; copies b, never blocks */
+		int rc = pe_append(c->e, &q, ckpt_cb, &c->ckargs[p]);
+		if (rc) {
+			c->ck_out--;
+			c->ck_failed = true;
+			c->ck_in[p] = false;
+		}
+	}
+	if (--c->ck_out == 0)
+		ckpt_round_end_locked(c);
+	if (c->ck_failed)
+		c->ckpt_gen = gen - 1; /* try again */
 }
 
 /* ---- the fan-out thread ------------------------------------------------------------------- */
@@ -1007,8 +1220,8 @@ static int group_issue(void *arg, const struct chat_fanout_item *it,
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		memcpy(q.producer, it->producer, 16);
-		while (fanout_retry(rc = pe_append(c->e, &q, fanout_append_cb,
-						  gi->j)))
+		while (fanout_retry(rc = chat_append(c, &q, fanout_append_cb,
+						    gi->j)))
 			sleep_ms(1);
 	} else {
 		rc = fanout_issue(c, it, fanout_append_cb, gi->j, true);
@@ -1339,9 +1552,17 @@ static int send_check_issue(struct job *j)
 	char key[CHAT_KEY_CAP];
 	int kl = j->check == 0 ? chat_key_open(key, j->conv, j->len)
 			       : chat_key_conv(key, j->conv, j->len);
+	/* o/<conv> lives in another partition than c/<conv>, maybe led
+	 * by another node (which wrote it, forwarded, for CONV_OPEN): when
+	 * this node does not lead it, read it linearizably, or a
+	 * conversation opened a moment ago could read as "not found" here
+	 * (its leader's own applied state is current enough) */
+	bool remote = j->check == 0 &&
+		      pe_partition_leader_check(
+			      j->c->e, pe_partition_of(j->c->e, key, (size_t)kl)) != 0;
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1};
+				.limit = 1, .linearizable = remote};
 	return pe_read(j->c->e, &q, send_check_cb, j);
 }
 
@@ -1587,7 +1808,7 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 					  .expected_last_seq = PE_NO_EXPECT,
 					  .entries = &in, .count = 1};
 		memcpy(q.producer, it->producer, 16);
-		int rc = pe_append(c->e, &q, open_item_cb, a);
+		int rc = chat_append(c, &q, open_item_cb, a);
 		if (rc) {
 			struct pe_append_result r = {.err = rc};
 			open_item_cb(a, &r);
@@ -1768,8 +1989,45 @@ static int recover_first_seq(struct chat *c, const struct conv_todo *t,
 	return 0;
 }
 
-/* Reads the last checkpoint into cur[np] (left as it is when there is
- * none or it is not understood). */
+/* Raises cur[p] for each p in want[] to p's own last checkpoint
+ * (s/fanout/<k>, version 3). A read that fails leaves cur[p] as it is:
+ * any durable cursor is a valid lower bound (a lower one re-fans out
+ * more, idempotently). */
+static void recover_cursor_parts(struct chat *c, const bool *want,
+				 uint64_t *cur)
+{
+	for (uint32_t p = 0; p < c->np; p++) {
+		if (!want[p])
+			continue;
+		struct pe_read_req q = {.key = c->ckey[p], .klen = c->cklen[p],
+					.from = UINT64_MAX, .dir = PE_BACKWARD,
+					.limit = 1};
+		struct pe_entry *ents = NULL;
+		uint32_t n = 0;
+		struct pe_read_result meta;
+		int rc = pe_read_sync(c->e, &q, &ents, &n, &meta);
+		if (rc) {
+			PLOG_W("chat", "partition's fan-out checkpoint not readable: "
+			       "using the lower cursor held", "partition=%u err=%s",
+			       p, parley_errname(rc));
+		} else if (n == 1 && ents[0].len == WM_PART_BYTES &&
+			   ents[0].payload[0] == WM_VERSION_PART &&
+			   le_get32(ents[0].payload + 1) == c->np &&
+			   le_get32(ents[0].payload + 5) == p) {
+			uint64_t v = le_get64(ents[0].payload + 9);
+			if (v > cur[p])
+				cur[p] = v;
+		} else if (n == 1) {
+			PLOG_E("chat", "partition's fan-out checkpoint not understood",
+			       "partition=%u len=%u", p, ents[0].len);
+		}
+		free(ents);
+	}
+}
+
+/* Reads the last whole-cluster checkpoint (s/fanout, versions 1 and 2,
+ * written before checkpoints were per partition) into cur[np] (left as
+ * it is when there is none or it is not understood). */
 static int recover_cursor(struct chat *c, uint64_t *cur)
 {
 	struct pe_read_req q = {.key = WM_KEY, .klen = sizeof WM_KEY - 1,
@@ -1834,6 +2092,8 @@ static int recover_parts(struct chat *c, const bool *want, const bool *queue,
 	if (live)
 		pthread_mutex_unlock(&c->mu);
 	int rc = recover_cursor(c, cur);
+	if (!rc)
+		recover_cursor_parts(c, want, cur);
 	if (rc && live) {
 		/* e.g. s/fanout's partition is led elsewhere and its leader is
 		 * catching up: the cursors this node holds are valid promises
@@ -1841,6 +2101,7 @@ static int recover_parts(struct chat *c, const bool *want, const bool *queue,
 		PLOG_W("chat", "fan-out checkpoint not readable: recovering from "
 		       "the cursors held in memory", "err=%s", parley_errname(rc));
 		memcpy(cur, c->cur, (size_t)c->np * sizeof *cur);
+		recover_cursor_parts(c, want, cur);
 		rc = 0;
 	}
 	if (rc) {
@@ -1953,11 +2214,10 @@ static int recover(struct chat *c)
 	 * only those this node can write now get jobs: on a cluster node
 	 * that does not lead yet, the leadership poll recovers them when it
 	 * does (a single node leads everything from the start). */
-	bool wm_ok = pe_partition_leader_check(c->e, c->wm_part) == 0;
 	for (uint32_t p = 0; p < c->np; p++) {
 		struct pe_raft_status st;
 		all[p] = true;
-		queue[p] = wm_ok && pe_partition_leader_check(c->e, p) == 0 &&
+		queue[p] = pe_partition_leader_check(c->e, p) == 0 &&
 			   pe_raft_status(c->e, p, &st) == 0 &&
 			   st.role == PE_LEADER;
 		c->led_term[p] = queue[p] ? st.term : 0;
@@ -1976,6 +2236,9 @@ static int recover(struct chat *c)
 	c->dur_reg = c->ck_reg = 0;
 	c->dur_pending = c->ck_pending = 0;
 	c->ckpt_gen = nconv ? 0 : c->gen;
+	for (uint32_t p = 0; p < c->np; p++)
+		if (c->out[p].next == &c->out[p]) /* nothing recovered in p */
+			c->ck_gen[p] = c->pgen[p];
 	return rc;
 }
 
@@ -2078,6 +2341,7 @@ static void lead_poll_locked(struct chat *c)
 				c->led_term[p] = term[p];
 		}
 		c->st.lead_recoveries++;
+		c->ckpt_gen = c->gen - 1; /* p's checkpoint may be due now */
 		if (rc)
 			PLOG_W("chat", "fan-out recovery after a leader change "
 			       "failed: retried", "err=%s", parley_errname(rc));
@@ -2100,7 +2364,6 @@ static void chat_free(struct chat *c)
 	free(c->cur);
 	free(c->ckpt_buf_cur);
 	free(c->pdone);
-	free(c->ckpt_rec);
 	free(c->known);
 	chat_groups_free(c->groups);
 	chat_rd_free(c->rd);
@@ -2110,8 +2373,36 @@ static void chat_free(struct chat *c)
 	free(c->rec_term);
 	free(c->grp_term);
 	free(c->rec_ns);
+	free(c->ckey);
+	free(c->cklen);
+	free(c->pgen);
+	free(c->ck_gen);
+	free(c->ck_snap);
+	free(c->ck_in);
+	free(c->ckargs);
 	chat_floors_free(c->floors);
 	free(c);
+}
+
+/* Finds for every partition p a checkpoint key "s/fanout/<k>" of p
+ * (pe_partition_of), k = 0, 1, ... in order, the first that lands in p:
+ * the same on every node. About np * ln(np) hashes; -PARLEY_EINVAL
+ * past CHAT_CKPT_KEY_TRIES * np (never seen with a good hash). */
+static int ckpt_keys(struct chat *c)
+{
+	uint32_t left = c->np;
+	for (uint64_t k = 0; left && k < (uint64_t)CHAT_CKPT_KEY_TRIES * c->np;
+	     k++) {
+		char key[CHAT_CKPT_KEY_CAP];
+		int n = snprintf(key, sizeof key, "%s/%" PRIu64, WM_KEY, k);
+		uint32_t p = pe_partition_of(c->e, key, (size_t)n);
+		if (c->cklen[p])
+			continue;
+		memcpy(c->ckey[p], key, (size_t)n + 1);
+		c->cklen[p] = (uint8_t)n;
+		left--;
+	}
+	return left ? -PARLEY_EINVAL : 0;
 }
 
 int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
@@ -2132,7 +2423,6 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->cur = calloc(c->np, sizeof *c->cur);
 	c->ckpt_buf_cur = calloc(c->np, sizeof *c->ckpt_buf_cur);
 	c->pdone = calloc(c->np, sizeof *c->pdone);
-	c->ckpt_rec = malloc(5 + 8 * (size_t)c->np);
 	c->inline_buf = malloc(CHAT_PTR_INLINE_CAP);
 	c->groups = chat_groups_new();
 	c->rd = chat_rd_new();
@@ -2142,12 +2432,26 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	c->rec_term = calloc(c->np, sizeof *c->rec_term);
 	c->grp_term = calloc(c->np, sizeof *c->grp_term);
 	c->rec_ns = calloc(c->np, sizeof *c->rec_ns);
-	c->wm_part = pe_partition_of(e, WM_KEY, sizeof WM_KEY - 1);
-	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->pdone || !c->ckpt_rec ||
+	c->ckey = calloc(c->np, sizeof *c->ckey);
+	c->cklen = calloc(c->np, sizeof *c->cklen);
+	c->pgen = calloc(c->np, sizeof *c->pgen);
+	c->ck_gen = calloc(c->np, sizeof *c->ck_gen);
+	c->ck_snap = calloc(c->np, sizeof *c->ck_snap);
+	c->ck_in = calloc(c->np, sizeof *c->ck_in);
+	c->ckargs = calloc(c->np, sizeof *c->ckargs);
+	if (!c->out || !c->cur || !c->ckpt_buf_cur || !c->pdone ||
 	    !c->inline_buf || !c->groups || !c->rd || !c->floors || !c->led_term ||
-	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term) {
+	    !c->redo || !c->rec_term || !c->rec_ns || !c->grp_term || !c->ckey ||
+	    !c->cklen || !c->pgen || !c->ck_gen || !c->ck_snap || !c->ck_in ||
+	    !c->ckargs) {
 		chat_free(c);
 		return -PARLEY_ENOMEM;
+	}
+	for (uint32_t p = 0; p < c->np; p++)
+		c->ckargs[p] = (struct ckarg){c, p};
+	if (ckpt_keys(c)) {
+		chat_free(c);
+		return -PARLEY_EINVAL;
 	}
 	for (uint32_t p = 0; p < c->np; p++)
 		c->out[p].next = c->out[p].prev = &c->out[p];
@@ -2180,28 +2484,35 @@ void chat_close(struct chat *c)
 	PARLEY_ASSERT(c->npending == 0 && !c->qhead);
 	while (c->ckpt_busy)
 		pthread_cond_wait(&c->cv, &c->mu);
-	/* Last checkpoint: nothing is outstanding, so every cursor is "now":
-	 * a clean restart re-fans out nothing. */
-	if (c->gen != c->ckpt_gen && !lead_all_locked(c)) {
-		PLOG_I("chat", "no last fan-out checkpoint: this node does not "
-		       "lead every partition", "partitions=%u", c->np);
-	} else if (c->gen != c->ckpt_gen) {
+	/* Last checkpoints: nothing is outstanding, so every cursor is
+	 * "now": a clean restart re-fans out nothing in the partitions this
+	 * node leads (the others' leaders write theirs). */
+	uint32_t due = ckpt_due_locked(c);
+	if (due) {
 		cursor_snapshot_locked(c, c->ckpt_buf_cur);
-		pthread_mutex_unlock(&c->mu);
-		struct pe_input in = {.type = CHAT_ENT_WATERMARK,
-				      .len = (uint32_t)wm_encode(c, c->ckpt_buf_cur,
-								 c->ckpt_rec),
-				      .payload = c->ckpt_rec};
-		struct pe_append_req q = wm_req(&in);
-		struct pe_append_result r;
-		int rc = pe_append_sync(c->e, &q, &r);
-		pthread_mutex_lock(&c->mu);
-		if (rc)
-			PLOG_W("chat", "last fan-out checkpoint failed: the next "
-			       "start re-fans out what followed the previous one",
-			       "err=%s", parley_errname(rc));
-		else
-			ckpt_durable_locked(c, c->ckpt_buf_cur);
+		for (uint32_t p = 0; p < c->np; p++) {
+			if (!c->ck_in[p])
+				continue;
+			c->ck_in[p] = false;
+			c->ck_snap[p] = c->pgen[p];
+			uint64_t cur = c->ckpt_buf_cur[p];
+			pthread_mutex_unlock(&c->mu);
+			uint8_t b[WM_PART_BYTES];
+			wm_encode_part(c, p, cur, b);
+			struct pe_input in = {.type = CHAT_ENT_WATERMARK,
+					      .len = WM_PART_BYTES, .payload = b};
+			struct pe_append_req q = wm_req_part(c, p, &in);
+			struct pe_append_result r;
+			int rc = pe_append_sync(c->e, &q, &r);
+			pthread_mutex_lock(&c->mu);
+			if (rc)
+				PLOG_W("chat", "last fan-out checkpoint failed: the "
+				       "next leader re-fans out what followed the "
+				       "previous one", "partition=%u err=%s", p,
+				       parley_errname(rc));
+			else
+				ckpt_durable_locked(c, p, cur);
+		}
 	}
 	pthread_mutex_unlock(&c->mu);
 	chat_free(c);

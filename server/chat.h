@@ -15,8 +15,11 @@
  *                     before CONV_OPEN was required); otherwise NOTFOUND.
  *   k/<user>:<device> a device's delivery cursor (CHAT_ENT_CURSOR, u64): the
  *                     last inbox_seq the device acknowledged. Written lazily.
- *   s/fanout          fan-out checkpoints (CHAT_ENT_WATERMARK): one cursor
- *                     per partition, see below.
+ *   s/fanout/<k>      fan-out checkpoints (CHAT_ENT_WATERMARK) of one
+ *                     partition p: k is the first number whose key lands
+ *                     in p, so p's leader writes it locally (see below).
+ *                     (s/fanout: the older whole-cluster record, read at
+ *                     recovery, no longer written.)
  *   e/<conv>          the edit index (CHAT_ENT_EDIT), see "edits and
  *                     deletes" below (chat_edit.c).
  *   t/<conv>          the conversation's own retention (CHAT_ENT_RETENTION),
@@ -47,20 +50,24 @@
  * when none is (the clock is raised to that value first, so nothing can
  * be stamped below it afterwards). No margin, no guess.
  *
- * Checkpoints: one record with every partition's cursor, appended to
- * s/fanout at most every CHAT_CKPT_INTERVAL_MS (sooner after
- * CHAT_CKPT_MSGS new messages), asynchronously, one at a time, and only if
- * something was registered or completed since the previous one (an idle
- * server writes nothing). A graceful stop waits for every fan-out and then
- * writes a last checkpoint with nothing outstanding: a clean restart
+ * Checkpoints: per partition. Partition p's record (u8 3 | u32 np | u32
+ * p | u64 cursor) is appended to s/fanout/<k>, a key of partition p, by
+ * p's leader, at most every CHAT_CKPT_INTERVAL_MS (sooner after
+ * CHAT_CKPT_MSGS new messages), asynchronously, one round (one append per
+ * partition due) at a time, and only for partitions where something was
+ * registered or completed since p's previous one (an idle server writes
+ * nothing) and that this node may write (see Leadership). A graceful
+ * stop waits for every fan-out and then writes a last checkpoint of
+ * every partition it leads with nothing outstanding: a clean restart
  * re-fans out nothing. After kill -9 the restart re-fans out at most what
  * the gauge `fanout_uncheckpointed` counted at the moment of the kill (the
- * messages outstanding at the last durable checkpoint, those registered
- * since, and those whose fan-out had ended by the checkpoint but whose ts
- * may be >= its cursor: every message of the partition that ended after
- * the clock reached the cursor, chat.c struct pdone).
+ * messages outstanding at the last durable checkpoint round, those
+ * registered since, and those whose fan-out had ended by the checkpoint
+ * but whose ts may be >= its cursor: every message of the partition that
+ * ended after the clock reached the cursor, chat.c struct pdone).
  *
- * Recovery (chat_open): read the last checkpoint; list each partition's
+ * Recovery (chat_open): read the last checkpoints (each partition's own,
+ * and the older whole-cluster one: the larger cursor wins); list each partition's
  * streams (metadata only) and, for every conversation with messages
  * stamped >= its partition's cursor, find the first such seq (backward
  * reads: cost = what is past the cursor) and queue ONE job "seqs
@@ -69,24 +76,34 @@
  * are already served. The clock's floor is raised to the newest stored
  * timestamp and to the largest cursor.
  *
- * Leadership (a cluster, docs/CLUSTER.md §3.4): only the leader of a
- * partition can append, so the fan-out of partition p's conversations is
- * recoverable only through p's leader. The fan-out thread polls the
- * engine's published Raft state (pe_raft_status) every CHAT_LEAD_POLL_MS
- * (reading every partition only when pe_raft_status_gen moved since a
- * poll that left nothing to do, or the last one left work):
- * when this node leads p in a term it has not recovered p in, it runs the
- * recovery above for p (once it can write p, i.e. has applied all its
- * predecessor committed), so whatever the previous leader had in
- * flight is re-fanned out (idempotent). A partition it no longer leads,
- * or whose fan-out or SEND failed NOTLEADER / AGAIN, is "not ready" until
- * its recovery runs again (in the same term at most every
- * CHAT_LEAD_RETRY_MS); checkpoints are written only while every
- * partition is ready (the record holds every partition's cursor, and a
- * cursor may pass a message only if this node saw it through). At open,
- * jobs are queued only for partitions this node can write. Messages
- * recovered after a leader change may reach an inbox after newer ones of
- * the same conversation fanned out directly in the meantime.
+ * Leadership (a cluster, docs/CLUSTER.md §3.2-3.4): only the leader of a
+ * partition can append to it, and a message touches several partitions
+ * (its conversation, the members' inboxes and lists). The conversation's
+ * partition p is the one that matters: its leader stores the message and
+ * runs its fan-out, and owns p's cursor and checkpoint. Writes to other
+ * partitions go through chat_append: to the local engine when this node
+ * leads the key's partition, else (a forwarder installed: parleyd's
+ * --leader-placement spread) forwarded to that partition's leader over
+ * the peer link (server/peer_fwd.h), executed there with the same
+ * producer id, answered after its commit. So p's fan-out completes while
+ * the inboxes' partitions are led elsewhere, and p's cursor advances.
+ * The fan-out thread polls the engine's published Raft state
+ * (pe_raft_status) every CHAT_LEAD_POLL_MS (reading every partition only
+ * when pe_raft_status_gen moved since a poll that left nothing to do, or
+ * the last one left work): when this node leads p in a
+ * term it has not recovered p in, it runs the recovery above for p (once
+ * it can write p, i.e. has applied all its predecessor committed), so
+ * whatever the previous leader had in flight is re-fanned out
+ * (idempotent). A partition it no longer leads, or one of whose fan-out
+ * appends (local or forwarded) or SENDs failed NOTLEADER / AGAIN, is "not
+ * ready" until its recovery runs again (in the same term at most every
+ * CHAT_LEAD_RETRY_MS); p's checkpoint is written only while p is ready
+ * (a cursor may pass a message only if this node saw its fan-out
+ * through). Other partitions' readiness does not matter: their leaders
+ * checkpoint them. At open, jobs are queued only for partitions this node
+ * can write. Messages recovered after a leader change may reach an inbox
+ * after newer ones of the same conversation fanned out directly in the
+ * meantime.
  *
  * Ordering: an inbox receives pointers of one conversation in seq order:
  * engine append callbacks of one stream run in seq order on its shard;
@@ -97,6 +114,12 @@
  * full engine queue (-PARLEY_EFULL) makes the fan-out thread wait and
  * retry the same append, and a direct fan-out hand its job to the queue
  * (so later messages of its conversation queue behind it): order is kept.
+ * Forwarded appends keep it too: those to one node leave in submission
+ * order on one link and reach the leader's engine in that order
+ * (peer_fwd.h item 3), and a forwarder at its in-flight bound answers
+ * -PARLEY_EFULL like a full engine queue. Only when an inbox's leadership
+ * moves between two of its appends can they land out of order (as after
+ * a recovery: each message still once).
  *
  * Threads: the pure helpers (keys, records, producers, planner) are
  * reentrant. chat_send() may be called from any thread but an engine
@@ -141,6 +164,8 @@ enum chat_ent_type {
 #define CHAT_CKPT_MSGS 4096u         /* ... or after this many new messages */
 #define CHAT_LEAD_POLL_MS 20u        /* leadership poll (a cluster) */
 #define CHAT_LEAD_RETRY_MS 500u      /* re-recovery of a partition in the same term */
+#define CHAT_CKPT_KEY_CAP 32u        /* "s/fanout/<k>" + NUL */
+#define CHAT_CKPT_KEY_TRIES 64u      /* k tried per partition at most (chat_open) */
 #define CHAT_MAX_PARTITIONS 65536u
 #define CHAT_KNOWN_MAX (1u << 20)    /* slots of the known-conversation cache (8 MiB) */
 #define CHAT_KEY_CAP 256u            /* PE_MAX_KEY + NUL */
@@ -295,7 +320,8 @@ struct chat_stats {
 	uint64_t fanout_uncheckpointed; /* at most this many would be re-fanned
 					   out if the process died now */
 	uint64_t checkpoints;      /* durable fan-out checkpoints written */
-	uint64_t watermark_ms;     /* smallest durable partition cursor */
+	uint64_t watermark_ms;     /* smallest durable cursor of the partitions
+				      this node leads and fanned out in */
 	/* groups (chat_group.c) */
 	uint64_t groups;           /* groups that exist */
 	uint64_t group_changes;    /* membership events applied (live) */
@@ -388,6 +414,45 @@ void chat_get_stats(struct chat *c, struct chat_stats *out);
 
 /* The engine the service runs on (for the chat_*.c files of the service). */
 struct pe_engine *chat_engine(const struct chat *c);
+
+/* ---- routing of writes (a cluster, docs/CLUSTER.md §3.3) ----------------------- */
+
+/* Forwards an append to node `to`, the leader of its partition
+ * (peer_node_forward, server/peer_fwd.h): 0 = the callback will run
+ * (from another thread), -PARLEY_EFULL (back off), -PARLEY_ECLOSED (no
+ * link: append locally instead), other pe_append refusals. */
+typedef int (*chat_fwd_fn)(void *arg, uint64_t to,
+			   const struct pe_append_req *q, pe_append_cb cb,
+			   void *cb_arg);
+typedef int (*chat_fwd_del_fn)(void *arg, uint64_t to, const void *key,
+			       size_t klen, uint64_t through, pe_delete_cb cb,
+			       void *cb_arg);
+/* Installs the forwarder (a cluster node; none = every write is local):
+ * fn for appends, dfn for deletes. Before clients are served. */
+void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
+		      void *arg);
+/* pe_append, routed: a key whose partition another node leads (as
+ * published: pe_raft_status) goes to that leader through the forwarder,
+ * which executes it there with the same producer id and expected seq;
+ * else (this node leads, no leader known, no link) the local engine.
+ * Same returns and callback contract as pe_append, except that the
+ * callback of a forwarded append runs on the peer thread and gets
+ * -PARLEY_EAGAIN when the answer is lost (retry with the same producer).
+ * Every chat write to a partition other than its conversation's goes
+ * through here. Any thread. */
+int chat_append(struct chat *c, const struct pe_append_req *q, pe_append_cb cb,
+		void *arg);
+/* Blocking chat_append (not from an engine callback nor the peer
+ * thread); returns r->err (or the enqueue error) and fills *r. */
+int chat_append_sync(struct chat *c, const struct pe_append_req *q,
+		     struct pe_append_result *r);
+/* pe_delete_sync, routed as chat_append (retention's deletions of a
+ * conversation's edit index, whose partition may be led elsewhere).
+ * Blocking: not from an engine callback nor the peer thread. */
+int chat_delete_sync(struct chat *c, const void *key, size_t klen,
+		     uint64_t through, struct pe_delete_result *r);
+/* Appends handed to the forwarder so far. */
+uint64_t chat_forwarded(struct chat *c);
 
 /* 0 when user may read conv; -PARLEY_ENOTFOUND (not a conversation id)
  * or -PARLEY_EPERM (not a member). Pure: 1:1 ids only (a group id is

@@ -228,7 +228,7 @@ static void entry_cb(void *arg, const struct chat_send_result *r)
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
 	chat_producer_edit_index(q.producer, x->conv, x->clen, r->seq);
-	int rc = pe_append(chat_engine(x->c), &q, index_cb, x);
+	int rc = chat_append(x->c, &q, index_cb, x); /* e/: routed */
 	if (rc)
 		edit_finish(x, rc);
 }

@@ -1033,8 +1033,8 @@ static void change_cb(void *arg, const struct chat_send_result *r)
 			memcpy(q.producer, it->producer, 16);
 			x->res = res;
 			int rc = kl > 0 && pl > 0
-					 ? pe_append(chat_engine(x->c), &q,
-						     create_list_cb, x)
+					 ? chat_append(x->c, &q,
+						       create_list_cb, x)
 					 : -PARLEY_EINVAL;
 			free(it); /* pe_append copied key and payload */
 			if (rc == 0)

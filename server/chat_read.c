@@ -715,5 +715,5 @@ int chat_cursor_store(struct chat *c, const char *user, size_t ulen,
 	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
-	return pe_append(chat_engine(c), &q, cursor_append_cb, NULL);
+	return chat_append(c, &q, cursor_append_cb, NULL); /* k/: routed */
 }

@@ -308,7 +308,7 @@ static void rcpt_push(struct raise *x, const char *to, size_t tlen,
 	chat_producer_rcpt(q.producer, x->conv, x->clen, x->user, x->ulen,
 			   up_to, flags);
 	atomic_fetch_add(&x->pending, 1);
-	int rc = pe_append(x->e, &q, rcpt_append_cb, x);
+	int rc = chat_append(x->c, &q, rcpt_append_cb, x);
 	if (rc) {
 		atomic_fetch_sub(&x->pending, 1);
 		PLOG_W("receipt", "receipt event not queued", "err=%s",
@@ -400,7 +400,7 @@ static void raise_pos_cb(void *arg, const struct pe_read_result *r)
 		.key = x->key, .klen = (size_t)x->klen,
 		.expected_last_seq = r->count ? r->entries[0].seq : r->last_seq,
 		.entries = &in, .count = 1};
-	int rc = pe_append(x->e, &q, raise_append_cb, x);
+	int rc = chat_append(x->c, &q, raise_append_cb, x);
 	if (rc) {
 		x->err = rc;
 		x->now = x->before;
@@ -410,9 +410,12 @@ static void raise_pos_cb(void *arg, const struct pe_read_result *r)
 
 static void raise_read(struct raise *x)
 {
+	/* a retry after ESEQ reads linearizably: r/ may live in a
+	 * partition led elsewhere (the CAS is forwarded there), whose
+	 * entries this node may not have applied yet */
 	struct pe_read_req q = {.key = x->key, .klen = (size_t)x->klen,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
-				.limit = 1};
+				.limit = 1, .linearizable = x->tries > 0};
 	int rc = pe_read(x->e, &q, raise_pos_cb, x);
 	if (rc) {
 		x->err = rc;

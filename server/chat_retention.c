@@ -179,9 +179,9 @@ static void trim_index(struct chat_ret *r, const struct ret_conv *x,
 		if (done || meta.end)
 			break;
 	}
-	if (last) {
+	if (last) { /* e/<conv>: routed (its partition may be led elsewhere) */
 		struct pe_delete_result dr;
-		pe_delete_sync(chat_engine(r->c), key, (size_t)kl, last, &dr);
+		chat_delete_sync(r->c, key, (size_t)kl, last, &dr);
 	}
 }
 
@@ -193,7 +193,11 @@ static uint64_t enforce(struct chat_ret *r, const struct ret_conv *x)
 	if (kl < 0)
 		return 0;
 	uint64_t through = through_of(r, x, key, (size_t)kl, chat_now_ms(r->c));
-	if (through) {
+	/* a cluster: every node sweeps, only the leader of the conversation's
+	 * partition deletes (the others' deletes would fail NOTLEADER) */
+	struct pe_engine *e = chat_engine(r->c);
+	if (through &&
+	    pe_partition_leader_check(e, pe_partition_of(e, key, (size_t)kl)) == 0) {
 		struct pe_delete_result dr;
 		int rc = pe_delete_sync(chat_engine(r->c), key, (size_t)kl, through, &dr);
 		if (rc)
@@ -251,7 +255,8 @@ static void run_req(struct chat_ret *r, struct ret_req *q)
 					   .expected_last_seq = PE_NO_EXPECT,
 					   .entries = &in, .count = 1};
 		struct pe_append_result ar;
-		int rc = kl < 0 ? kl : pe_append_sync(chat_engine(r->c), &aq, &ar);
+		/* t/<conv>: routed (its partition may be led elsewhere) */
+		int rc = kl < 0 ? kl : chat_append_sync(r->c, &aq, &ar);
 		if (!rc) /* durable: now it is the setting */
 			rc = put(r, q->conv, rq->conv_len, rq->max_age_ms,
 				 rq->max_count);

@@ -161,6 +161,7 @@ struct opts {
 	uint64_t raft_log_keep_bytes, snapshot_rate_bytes;
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
+	char leader_placement[16];
 	uint32_t forward, forward_max_inflight, forward_timeout_ms;
 };
 
@@ -258,6 +259,7 @@ static const struct key KEYS[] = {
 	KU(raft_quiesce_ticks, "10", "cluster: idle ticks before a partition's group stops heartbeating (quiesces; 0 = never, else 2..1000)"),
 	KL(raft_log_keep_bytes, "0", "cluster: applied log bytes a leader keeps per partition for lagging followers before they need a snapshot (0 = 4 MiB)"),
 	KL(snapshot_rate_bytes, "0", "cluster: bandwidth for sending snapshots to lagging followers, bytes/s over all partitions (0 = unlimited, else >= 65536)"),
+	KS(leader_placement, "follow0", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
 	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
@@ -751,6 +753,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("raft_quiesce_ticks must be 0 or 2..1000\n");
 		if (o->snapshot_rate_bytes && o->snapshot_rate_bytes < 65536)
 			BAD("snapshot_rate_bytes must be 0 or >= 65536\n");
+		if (strcmp(o->leader_placement, "follow0") &&
+		    strcmp(o->leader_placement, "spread"))
+			BAD("leader_placement must be follow0 or spread, got \"%s\"\n",
+			    o->leader_placement);
 		if (o->forward > 1)
 			BAD("forward must be 0 or 1\n");
 		if (o->forward_max_inflight < 1 || o->forward_max_inflight > 65536)
@@ -921,6 +927,7 @@ static int run(const struct opts *o, struct srv *s)
 		pc.quiesce_ticks = o->raft_quiesce_ticks;
 		pc.log_keep_bytes = o->raft_log_keep_bytes;
 		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
+		pc.leader_spread = !strcmp(o->leader_placement, "spread");
 		static char adv_client[80], adv_tls[80], adv_admin[80];
 		advertise_default(adv_client, sizeof adv_client, o->client_advertise,
 				  o->listen, o->peer_listen, o->port);
@@ -1021,6 +1028,12 @@ static int run(const struct opts *o, struct srv *s)
 		s->live = live_new();
 		PARLEY_ASSERT(s->live); /* a few KiB */
 		chat_set_live(s->chat, live_post, s->live);
+		/* spread placement: writes to partitions led elsewhere are
+		 * forwarded to their leader (follow0 keeps the redirect: one
+		 * node leads everything once leadership settles) */
+		if (pn && !strcmp(o->leader_placement, "spread"))
+			chat_set_forward(s->chat, peer_node_forward,
+					 peer_node_forward_delete, pn);
 	}
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",

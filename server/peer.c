@@ -737,6 +737,8 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 	}
 	case PEER_FRAME_FWD_REQ:
 	case PEER_FRAME_FWD_REP:
+	case PEER_FRAME_APPEND_REQ:
+	case PEER_FRAME_APPEND_RES:
 		if (c->st != C_UP) {
 			conn_close(p, c, "application frame before handshake");
 			return false;
@@ -1457,7 +1459,7 @@ int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
 		  const uint8_t *pl, uint32_t n)
 {
 	struct plink *l = link_find(p, to);
-	if (!l || (type != PEER_FRAME_FWD_REQ && type != PEER_FRAME_FWD_REP))
+	if (!l || type < PEER_FRAME_FWD_REQ || type > PEER_FRAME_LAST)
 		return -PARLEY_EINVAL;
 	if (l->removed)
 		return -PARLEY_ENOTFOUND;

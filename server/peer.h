@@ -138,8 +138,12 @@ enum peer_frame_type {
 	 * peer_config.on_app (docs/CLUSTER.md §1.3, §3.3). */
 	PEER_FRAME_FWD_REQ = 6, /* a client request forwarded to the leader */
 	PEER_FRAME_FWD_REP = 7, /* the leader's reply to a forwarded request */
+	/* engine appends / deletes forwarded to their partition's leader
+	 * (server/peer_fwd.h) and the leader's results */
+	PEER_FRAME_APPEND_REQ = 8,
+	PEER_FRAME_APPEND_RES = 9,
 };
-#define PEER_FRAME_LAST PEER_FRAME_FWD_REP
+#define PEER_FRAME_LAST PEER_FRAME_APPEND_RES
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */
@@ -291,7 +295,7 @@ int peer_poll(struct peer *p, int timeout_ms);
  * peer_poll. */
 int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 	      uint32_t n);
-/* Queues one application frame (type PEER_FRAME_FWD_REQ or _REP,
+/* Queues one application frame (type PEER_FRAME_FWD_REQ .. _LAST,
  * payload copied) for node `to`, behind what is queued; never dropped
  * for a heartbeat. 0, -PARLEY_ECLOSED (link not up), -PARLEY_EFULL
  * (queue full, counted refused_full), -PARLEY_ETOOBIG (over the peer's

@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "peer.h"
+#include "peer_fwd.h"
 #include "raft.h"
 
 #define DEF_TICK_MS 50u
@@ -132,6 +133,11 @@ struct peer_node {
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
 	_Atomic uint64_t handed_to;
+	/* forwarded appends (peer_fwd.h) and the links' state for it: node
+	 * ids and up flags, written by the node thread (on_link) */
+	struct fwd *fwd;
+	_Atomic uint64_t up_id[FWD_MAX_NODES];
+	_Atomic bool up_flag[FWD_MAX_NODES];
 };
 
 /* ---- config ---------------------------------------------------------------------- */
@@ -300,11 +306,17 @@ static void observe_raft(struct peer_node *nd)
 
 /* ---- inbound and the thread ------------------------------------------------------ */
 
+static uint64_t now_ms(void);
+
+/* Application frames: forwarded appends (peer_fwd.h) to the forwarder,
+ * the others (forwarded client requests) to the installed app. */
 static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
 		   uint32_t n)
 {
 	struct peer_node *nd = arg;
-	if (nd->app.on_frame)
+	if (type == PEER_FRAME_APPEND_REQ || type == PEER_FRAME_APPEND_RES)
+		fwd_on_frame(nd->fwd, from, type, p, n, now_ms());
+	else if (nd->app.on_frame)
 		nd->app.on_frame(nd->app.arg, from, type, p, n);
 }
 
@@ -314,6 +326,70 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 	struct peer_node *nd = arg;
 	if (nd->e)
 		(void)pe_raft_recv(nd->e, msgs, n); /* full inbox: dropped */
+}
+
+/* ---- forwarded appends (peer_fwd.h) ---------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+	return parley_mono_ns() / 1000000u;
+}
+
+static int fwd_send(void *arg, uint64_t to, uint8_t type, const uint8_t *pl,
+		    uint32_t len)
+{
+	struct peer_node *nd = arg;
+	return peer_send_app(nd->peer, to, type, pl, len);
+}
+
+static void fwd_wake(void *arg)
+{
+	struct peer_node *nd = arg;
+	uint64_t one = 1;
+	ssize_t w = write(nd->evfd, &one, sizeof one);
+	(void)w; /* a full counter still wakes the thread */
+}
+
+static bool fwd_up(void *arg, uint64_t node)
+{
+	struct peer_node *nd = arg;
+	for (uint32_t i = 0; i < FWD_MAX_NODES; i++) {
+		uint64_t id = atomic_load(&nd->up_id[i]);
+		if (!id)
+			return false;
+		if (id == node)
+			return atomic_load(&nd->up_flag[i]);
+	}
+	return false;
+}
+
+/* Node thread: the forwarder's view of the links. */
+static void up_set(struct peer_node *nd, uint64_t node, bool up)
+{
+	for (uint32_t i = 0; i < FWD_MAX_NODES; i++) {
+		uint64_t id = atomic_load(&nd->up_id[i]);
+		if (id && id != node)
+			continue;
+		atomic_store(&nd->up_flag[i], up);
+		if (!id)
+			atomic_store(&nd->up_id[i], node);
+		return;
+	}
+}
+
+int peer_node_forward(void *arg, uint64_t to, const struct pe_append_req *q,
+		      pe_append_cb cb, void *cb_arg)
+{
+	struct peer_node *nd = arg;
+	return fwd_append(nd->fwd, to, q, cb, cb_arg);
+}
+
+int peer_node_forward_delete(void *arg, uint64_t to, const void *key,
+			     size_t klen, uint64_t through, pe_delete_cb cb,
+			     void *cb_arg)
+{
+	struct peer_node *nd = arg;
+	return fwd_delete(nd->fwd, to, key, klen, through, cb, cb_arg);
 }
 
 /* Node liveness, one per node pair (the link's keepalive PINGs and read
@@ -329,6 +405,9 @@ static void on_link(void *arg, uint64_t node, bool up)
 	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
+	up_set(nd, node, up);
+	if (!up) /* in-flight forwarded appends fail AGAIN (peer_fwd.h) */
+		fwd_link_down(nd->fwd, node);
 	if (nd->app.on_link)
 		nd->app.on_link(nd->app.arg, node, up);
 	if (!nd->e)
@@ -1306,10 +1385,171 @@ static void *node_main(void *arg)
 						parley_mono_ns() / 1000000u);
 		}
 		drain_outbox(nd);
+		fwd_poll(nd->fwd, now_ms());
 		drain_app(nd);
 		peer_flush(nd->peer);
 	}
 	return NULL;
+}
+
+/* ---- leader placement: transfer and rebalance (docs/CLUSTER.md §3.2) ------------- */
+
+#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
+
+/* Waits until none of the partitions in want[] is led by this node any
+ * more (asking again every XFER_ASK_MS), or the deadline. Returns how
+ * many are still led here. */
+static uint32_t xfer_wait(struct peer_node *nd, const uint64_t *to,
+			  uint64_t deadline)
+{
+	uint64_t next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
+	for (;;) {
+		uint32_t left = 0;
+		bool ask = parley_mono_ns() >= next_ask;
+		for (uint32_t p = 0; p < nd->np; p++) {
+			struct pe_raft_status st;
+			if (!to[p] || pe_raft_status(nd->e, p, &st) ||
+			    st.role != PE_LEADER)
+				continue;
+			left++;
+			if (ask)
+				(void)pe_raft_transfer_partition(nd->e, p, to[p]);
+		}
+		if (ask)
+			next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
+		if (!left || parley_mono_ns() > deadline)
+			return left;
+		usleep(20000);
+	}
+}
+
+int peer_node_transfer(struct peer_node *nd, uint32_t part, uint64_t to,
+		       uint32_t wait_ms, char *msg, size_t cap)
+{
+	if (!nd->e || part >= nd->np || !to || to == nd->cfg.node_id) {
+		snprintf(msg, cap, "partition < %u and to=N (another node) "
+			 "required\n", nd->np);
+		return -PARLEY_EINVAL;
+	}
+	struct pe_raft_status st;
+	int rc = pe_raft_status(nd->e, part, &st);
+	if (rc)
+		return rc;
+	if (st.role != PE_LEADER) {
+		char line[160];
+		leader_line(nd, st.leader, line, sizeof line);
+		snprintf(msg, cap, "not the leader of partition %u: ask node %"
+			 PRIu64 "\n%s", part, st.leader, line);
+		return -PARLEY_ENOTLEADER;
+	}
+	if (!conf_has(st.voters, st.nvoters, to, NULL)) {
+		snprintf(msg, cap, "node %" PRIu64 " is no voter of partition "
+			 "%u\n", to, part);
+		return -PARLEY_EINVAL;
+	}
+	uint64_t *want = calloc(nd->np, sizeof *want);
+	if (!want)
+		return -PARLEY_ENOMEM;
+	want[part] = to;
+	rc = pe_raft_transfer_partition(nd->e, part, to);
+	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	uint32_t left = rc ? 1 : xfer_wait(nd, want, deadline);
+	free(want);
+	if (rc) {
+		snprintf(msg, cap, "transfer refused: %s\n", parley_errname(rc));
+		return rc;
+	}
+	if (left) {
+		snprintf(msg, cap, "partition %u still led here: node %" PRIu64
+			 " not caught up in time (repeat the command)\n", part,
+			 to);
+		return -PARLEY_ETIMEDOUT;
+	}
+	(void)pe_raft_status(nd->e, part, &st);
+	snprintf(msg, cap, "partition %u handed over: leader %" PRIu64 "\n",
+		 part, st.leader);
+	return 0;
+}
+
+int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
+			size_t cap)
+{
+	if (!nd->e) {
+		snprintf(msg, cap, "not started\n");
+		return -PARLEY_EAGAIN;
+	}
+	/* the nodes: partition 0's voters whose link is up (and this one) */
+	struct pe_raft_status s0;
+	int rc = pe_raft_status(nd->e, 0, &s0);
+	if (rc)
+		return rc;
+	uint64_t ids[PE_MAX_VOTERS];
+	uint32_t cnt[PE_MAX_VOTERS] = {0}, n = 0;
+	for (uint32_t i = 0; i < s0.nvoters; i++)
+		if (s0.voters[i] == nd->cfg.node_id ||
+		    fwd_up(nd, s0.voters[i]))
+			ids[n++] = s0.voters[i];
+	if (!conf_has(ids, n, nd->cfg.node_id, NULL)) {
+		snprintf(msg, cap, "this node is no voter\n");
+		return -PARLEY_EINVAL;
+	}
+	uint64_t *want = calloc(nd->np, sizeof *want);
+	if (!want)
+		return -PARLEY_ENOMEM;
+	uint32_t self = 0;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
+		for (uint32_t k = 0; k < n; k++)
+			if (ids[k] == l)
+				cnt[k]++;
+	}
+	for (uint32_t k = 0; k < n; k++)
+		if (ids[k] == nd->cfg.node_id)
+			self = k;
+	uint32_t share = (nd->np + n - 1) / n; /* each leads at most this */
+	uint32_t handed = 0;
+	for (uint32_t p = 0; p < nd->np && cnt[self] > share; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
+			continue;
+		/* the least loaded voter of p below its share */
+		uint32_t best = n;
+		for (uint32_t k = 0; k < n; k++)
+			if (k != self && cnt[k] < share &&
+			    conf_has(st.voters, st.nvoters, ids[k], NULL) &&
+			    (best == n || cnt[k] < cnt[best]))
+				best = k;
+		if (best == n)
+			break;
+		want[p] = ids[best];
+		cnt[best]++;
+		cnt[self]--;
+		handed++;
+		(void)pe_raft_transfer_partition(nd->e, p, ids[best]);
+	}
+	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	uint32_t left = handed ? xfer_wait(nd, want, deadline) : 0;
+	free(want);
+	size_t m = (size_t)snprintf(msg, cap, "node %" PRIu64 " handed %u of "
+				    "its partitions over (at most %u each):",
+				    nd->cfg.node_id, handed - left, share);
+	for (uint32_t k = 0; k < n && m < cap; k++)
+		m += (size_t)snprintf(msg + m, cap - m, " node %" PRIu64 " %u",
+				      ids[k], cnt[k]);
+	if (m < cap)
+		snprintf(msg + m, cap - m, "\n");
+	PLOG_I("cluster", "leadership rebalanced", "handed=%u left=%u share=%u",
+	       handed, left, share);
+	if (left) {
+		m = strlen(msg);
+		snprintf(msg + m, cap - m, "%u partitions still led here: their "
+			 "target was not caught up in time (repeat)\n", left);
+		return -PARLEY_ETIMEDOUT;
+	}
+	return 0;
 }
 
 /* ---- node info: the addresses this node advertises -------------------------------- */
@@ -1405,7 +1645,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
 		.send = node_send, .send_arg = nd, .flush = node_flush,
-		.follow_partition0 = true};
+		.follow_partition0 = !cfg->leader_spread};
 	struct peer_config pc = {
 		.cluster_id = cfg->cluster_id, .node_id = cfg->node_id,
 		.listen_addr = cfg->listen_addr, .listen_port = cfg->listen_port,
@@ -1424,7 +1664,11 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		return -PARLEY_EINVAL;
 	}
 	pc.info = info;
-	int rc = peer_new(&pc, &nd->peer);
+	struct fwd_config fc = {.self = cfg->node_id, .send = fwd_send,
+				.wake = fwd_wake, .up = fwd_up, .arg = nd};
+	int rc = fwd_new(&fc, &nd->fwd);
+	if (!rc)
+		rc = peer_new(&pc, &nd->peer);
 	for (uint32_t i = 0; !rc && i < cfg->npeers; i++)
 		rc = peer_add(nd->peer, cfg->peers[i].id, cfg->peers[i].addr,
 			      cfg->peers[i].port);
@@ -1465,6 +1709,7 @@ const struct pe_cluster *peer_node_cluster(struct peer_node *n)
 int peer_node_start(struct peer_node *nd, struct pe_engine *e)
 {
 	nd->e = e;
+	fwd_set_engine(nd->fwd, e);
 	nd->np = pe_partition_count(e);
 	nd->seen_term = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_term);
 	nd->seen_leader = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_leader);
@@ -1526,6 +1771,7 @@ void peer_node_stop(struct peer_node *nd)
 		free(b);
 		b = nx;
 	}
+	fwd_free(nd->fwd); /* after the engine: its completions queue here */
 	while (nd->ahead) {
 		struct aframe *nx = nd->ahead->next;
 		free(nd->ahead);
@@ -1587,6 +1833,42 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
 		peer_node_outbox_drops(n), quiet);
 	size_t m = k > 0 ? (size_t)k : 0;
+	struct fwd_stats fs;
+	fwd_get_stats(n->fwd, &fs);
+	k = snprintf(
+		m < cap ? buf + m : NULL, m < cap ? cap - m : 0,
+		"# HELP parley_fwd_sent_total Appends forwarded to the leader "
+		"of their partition on another node.\n"
+		"# TYPE parley_fwd_sent_total counter\n"
+		"parley_fwd_sent_total %" PRIu64 "\n"
+		"# HELP parley_fwd_answered_total Forwarded appends answered by "
+		"their leader.\n"
+		"# TYPE parley_fwd_answered_total counter\n"
+		"parley_fwd_answered_total %" PRIu64 "\n"
+		"# HELP parley_fwd_failed_total Forwarded appends failed AGAIN "
+		"(reason: timeout, link).\n"
+		"# TYPE parley_fwd_failed_total counter\n"
+		"parley_fwd_failed_total{reason=\"timeout\"} %" PRIu64 "\n"
+		"parley_fwd_failed_total{reason=\"link\"} %" PRIu64 "\n"
+		"# HELP parley_fwd_executed_total Appends executed here for "
+		"other nodes.\n"
+		"# TYPE parley_fwd_executed_total counter\n"
+		"parley_fwd_executed_total %" PRIu64 "\n"
+		"# HELP parley_fwd_pending Forwarded appends not answered yet.\n"
+		"# TYPE parley_fwd_pending gauge\n"
+		"parley_fwd_pending %u\n"
+		"# HELP parley_fwd_latency_seconds_sum Forwarded appends: send to "
+		"answer, summed over parley_fwd_answered_total.\n"
+		"# TYPE parley_fwd_latency_seconds_sum counter\n"
+		"parley_fwd_latency_seconds_sum %.6f\n"
+		"# HELP parley_fwd_latency_seconds_max Forwarded appends: the "
+		"longest send to answer.\n"
+		"# TYPE parley_fwd_latency_seconds_max gauge\n"
+		"parley_fwd_latency_seconds_max %.6f\n",
+		fs.sent, fs.answered, fs.timeouts, fs.link_failed, fs.executed,
+		fwd_pending(n->fwd), (double)fs.lat_ns_sum / 1e9,
+		(double)fs.lat_ns_max / 1e9);
+	m += k > 0 ? (size_t)k : 0;
 	return m + peer_metrics_text(n->peer, m < cap ? buf + m : NULL,
 				     m < cap ? cap - m : 0);
 }

@@ -80,6 +80,11 @@ struct peer_node_config {
 	 * journaled in <data_dir>/cluster-peers and replayed at the next
 	 * start (NULL = not kept). */
 	const char *data_dir;
+	/* Leader placement (docs/CLUSTER.md §3.2): false = every partition
+	 * follows partition 0's leader (pe_cluster.follow_partition0); true =
+	 * no hand-over, each group keeps the leader it elected (writes to a
+	 * partition led elsewhere are forwarded: peer_node_forward). */
+	bool leader_spread;
 };
 
 struct peer_node;
@@ -207,6 +212,31 @@ int peer_node_send_app(struct peer_node *n, uint64_t to, uint8_t type,
 /* Whether the link to `node` is up now (any thread). */
 bool peer_node_link_up(struct peer_node *n, uint64_t node);
 
+/* Leader placement (docs/CLUSTER.md §3.2), on the admin thread, blocking
+ * (at most about wait_ms). transfer: this node, the leader of `part`,
+ * hands it to voter `to` (pe_raft_transfer_partition, asked again until
+ * it took effect). rebalance: this node hands the partitions it leads
+ * beyond its share (ceil(partitions / nodes), the nodes being partition
+ * 0's voters with a link up) to the least loaded voters below their
+ * share, as this node sees the leaders; run it on every node (parleyctl
+ * cluster rebalance does) for every node to lead about partitions / N.
+ * 0, -PARLEY_ENOTLEADER (transfer: msg names the leader, last line
+ * "leader=N admin=HOST:PORT"), -PARLEY_EINVAL, -PARLEY_ETIMEDOUT (msg
+ * says what is left; repeat), another engine error. msg: a short text
+ * answer. */
+int peer_node_transfer(struct peer_node *n, uint32_t part, uint64_t to,
+		       uint32_t wait_ms, char *msg, size_t cap);
+int peer_node_rebalance(struct peer_node *n, uint32_t wait_ms, char *msg,
+			size_t cap);
+/* Forwarded appends (server/peer_fwd.h, contract there): queues q for
+ * node `to`, the leader of q's partition; arg is the struct peer_node.
+ * The shape of chat_fwd_fn (chat.h). Any thread, never blocks. */
+int peer_node_forward(void *arg, uint64_t to, const struct pe_append_req *q,
+		      pe_append_cb cb, void *cb_arg);
+/* The same for pe_delete (chat_fwd_del_fn). */
+int peer_node_forward_delete(void *arg, uint64_t to, const void *key,
+			     size_t klen, uint64_t through, pe_delete_cb cb,
+			     void *cb_arg);
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships

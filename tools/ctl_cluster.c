@@ -27,6 +27,10 @@ static const struct cluster_cmd cluster_cmds[] = {
 	 "(POST /cluster/add-node on the leader's admin port)"},
 	{"remove-node", ctl_cluster_members_main,
 	 "take a node out of every partition (POST /cluster/remove-node)"},
+	{"rebalance", ctl_cluster_rebalance_main,
+	 "spread the partitions' leaderships so each node leads about "
+	 "partitions / nodes (POST /cluster/rebalance on every node; "
+	 "--leader-placement spread)"},
 };
 
 static void cluster_usage(FILE *f)

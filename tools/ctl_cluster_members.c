@@ -41,8 +41,8 @@
 #define CLUSTER_MAX_FOLLOW 3 /* hand-overs followed to the new leader */
 
 /* POST path to host:port; *code and body (NUL-terminated) on success.
- * -1 when nothing answered. */
-static int http_post(const char *hostport, const char *path, int *code,
+ * -1 when nothing answered. (parleyctl.h: also cluster rebalance.) */
+int ctl_http_post(const char *hostport, const char *path, int *code,
 		     char *body, size_t cap)
 {
 	char host[256];
@@ -130,7 +130,7 @@ static int post_any(const char *admins, const char *path)
 		char body[CLUSTER_MAX_REPLY];
 		char cur[256];
 		snprintf(cur, sizeof cur, "%s", a);
-		if (http_post(cur, path, &code, body, sizeof body)) {
+		if (ctl_http_post(cur, path, &code, body, sizeof body)) {
 			fprintf(stderr, "%s: no answer\n", cur);
 		} else {
 			answered = true;

@@ -9,10 +9,18 @@
 #ifndef PARLEY_TOOLS_PARLEYCTL_H
 #define PARLEY_TOOLS_PARLEYCTL_H
 
+#include <stddef.h>
+
 int ctl_inspect_main(int argc, char **argv);
 int ctl_token_main(int argc, char **argv);
 int ctl_cluster_main(int argc, char **argv);
 int ctl_cluster_status_main(int argc, char **argv);
 int ctl_cluster_members_main(int argc, char **argv); /* add-node, remove-node */
+int ctl_cluster_rebalance_main(int argc, char **argv);
+/* POST path (no body) to an admin port "host:port": 0 with the HTTP status
+ * in *code and the body (NUL-terminated, truncated to cap), -1 when
+ * nothing answered (ctl_cluster_members.c). */
+int ctl_http_post(const char *hostport, const char *path, int *code,
+		  char *body, size_t cap);
 
 #endif

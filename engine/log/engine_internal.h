@@ -350,6 +350,7 @@ enum node_event {
 	NODE_EV_DOWN = 0,     /* its link went down */
 	NODE_EV_UP = 1,       /* its link came up */
 	NODE_EV_TRANSFER = 2, /* hand every group this node leads to it */
+	NODE_EV_TRANSFER_ONE = 3, /* ... only partition req.part's group */
 };
 
 struct req {

@@ -336,6 +336,26 @@ int pe_raft_transfer(struct pe_engine *e, uint64_t to)
 	return push_each_shard(e, REQ_NODE, to, NODE_EV_TRANSFER);
 }
 
+int pe_raft_transfer_partition(struct pe_engine *e, uint32_t partition,
+			       uint64_t to)
+{
+	if (!e || e->opt.read_only || !to || partition >= e->nparts)
+		return -PARLEY_EINVAL;
+	if (e->cl.conf.n < 2 || to == e->cl.node_id)
+		return -PARLEY_EINVAL;
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->kind = REQ_NODE;
+	r->part = partition; /* its shard; part_repl_node picks the group */
+	r->from = to;
+	r->index = NODE_EV_TRANSFER_ONE;
+	int rc = shard_push(e, r);
+	if (rc)
+		free(r);
+	return rc;
+}
+
 int pe_raft_node_up(struct pe_engine *e, uint64_t node)
 {
 	if (!e || e->opt.read_only || !node)
@@ -356,13 +376,16 @@ void part_repl_node(struct shard *sh, struct req *r)
 {
 	struct pe_engine *e = sh->e;
 	uint64_t node = r->from;
-	bool up = r->index == NODE_EV_UP, xfer = r->index == NODE_EV_TRANSFER;
+	bool one = r->index == NODE_EV_TRANSFER_ONE;
+	bool up = r->index == NODE_EV_UP,
+	     xfer = r->index == NODE_EV_TRANSFER || one;
+	uint32_t only = r->part;
 	free(r);
 	if (sh->fatal)
 		return;
 	for (uint32_t i = sh->idx; i < e->nparts; i += e->nshards) {
 		struct part *p = &e->parts[i];
-		if (!p->raft)
+		if (!p->raft || (one && i != only))
 			continue;
 		if (xfer)
 			p->pend_xfer = node;

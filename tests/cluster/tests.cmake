@@ -40,8 +40,10 @@ endforeach()
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
 # test_cluster_group_failover, test_cluster_group_follower,
-# test_cluster_snapshot and test_cluster_forward likewise.
+# test_cluster_snapshot, test_cluster_forward and test_cluster_spread
+# likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
+          cluster_test_cluster_spread
           cluster_test_cluster_group_follower cluster_test_cluster_snapshot
           cluster_test_cluster_status cluster_test_cluster_membership
           cluster_test_cluster_forward cluster_test_cluster_ops)
@@ -59,9 +61,10 @@ endforeach()
 if(TARGET cluster_test_cluster_status AND TARGET parleyctl)
   add_dependencies(cluster_test_cluster_status parleyctl)
 endif()
-# test_cluster_membership and test_cluster_ops run parleyctl cluster
-# remove-node / status
-foreach(t cluster_test_cluster_membership cluster_test_cluster_ops)
+# test_cluster_membership, test_cluster_ops and test_cluster_spread run
+# parleyctl cluster remove-node / status / rebalance
+foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
+          cluster_test_cluster_spread)
   if(TARGET ${t} AND TARGET parleyctl)
     add_dependencies(${t} parleyctl)
   endif()

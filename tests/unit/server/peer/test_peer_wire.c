@@ -57,8 +57,15 @@ Test(peer_wire, header_errors)
 	peer_hdr_encode(b, PEER_FRAME_FWD_REP, 10);
 	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), (int)PEER_HDR_BYTES);
 	cr_assert_eq(t, PEER_FRAME_FWD_REP);
+	/* ... and those of forwarded appends (peer_fwd.h) */
+	peer_hdr_encode(b, PEER_FRAME_APPEND_REQ, 10);
+	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), (int)PEER_HDR_BYTES);
+	cr_assert_eq(t, PEER_FRAME_APPEND_REQ);
+	peer_hdr_encode(b, PEER_FRAME_APPEND_RES, 10);
+	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), (int)PEER_HDR_BYTES);
+	cr_assert_eq(t, PEER_FRAME_APPEND_RES);
 	/* unknown type, nonzero flags, PING with a payload: well-checked but refused */
-	peer_hdr_encode(b, 9, 0);
+	peer_hdr_encode(b, PEER_FRAME_LAST + 1, 0);
 	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), -PARLEY_EPROTO);
 	peer_hdr_encode(b, 0, 0);
 	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), -PARLEY_EPROTO);
