@@ -145,6 +145,18 @@ static int ur_open(struct pio *io, const char *path, int flags,
 			free(f);
 			return err;
 		}
+		/* A file system that reports its direct I/O alignment must
+		 * accept PIO_DIRECT_ALIGN (0: no direct I/O for this file) */
+		struct statx sx;
+		if (f->dfd >= 0 &&
+		    statx(f->dfd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+		    (sx.stx_mask & STATX_DIOALIGN) &&
+		    (sx.stx_dio_mem_align == 0 || sx.stx_dio_offset_align == 0 ||
+		     PIO_DIRECT_ALIGN % sx.stx_dio_mem_align ||
+		     PIO_DIRECT_ALIGN % sx.stx_dio_offset_align)) {
+			close(f->dfd);
+			f->dfd = -1;
+		}
 	}
 	if (trk) {
 		char abs[PATH_MAX];
