@@ -1228,7 +1228,7 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 		goto out;
 	}
 	if (is_req && c->inflight >= s->lim.max_inflight) {
-		conn_error(c, rid, PARLEY_EFULL, false, 10,
+		conn_error(c, rid, PARLEY_EFULL, false, 0,
 			   "too many requests in flight");
 		goto out;
 	}

@@ -40,10 +40,7 @@
 void conn_post_msg(const struct conn_ref *to, uint32_t req_id, int err,
 		   const struct parley_msg *m)
 {
-	uint32_t retry = err == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS
-			 : err == -PARLEY_EFULL ? 50
-						 : 0;
-	struct lmsg *lm = err ? conn_error_msg(req_id, wire_code(err), retry,
+	struct lmsg *lm = err ? conn_error_msg(req_id, wire_code(err), 0,
 					            parley_strerror(err))
 			      : conn_frame_msg(LM_FRAME, req_id, m);
 	conn_post_reply(to, lm, req_id);
@@ -61,9 +58,7 @@ struct reply_ctx *conn_reply_ctx_new(struct conn *c, uint32_t rid)
 void conn_refused(struct conn *c, uint32_t rid, int rc)
 {
 	conn_error(c, rid, wire_code(rc), false,
-		   rc == -PARLEY_ENOMEM	 ? SRV_NOMEM_RETRY_MS
-		   : rc == -PARLEY_EFULL ? 50
-					 : 0,
+		   0,
 		   rc == -PARLEY_EPERM	     ? "not a member"
 		   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
 		   : rc == -PARLEY_EFULL     ? "server busy"
@@ -113,7 +108,7 @@ static void edit_cb(void *arg, const struct chat_edit_result *r)
 			: r->err == -PARLEY_EDELETED ? "the message was deleted"
 						     : parley_strerror(r->err);
 		m = conn_error_msg(x->req_id, wire_code(r->err),
-			           r->err == -PARLEY_EFULL ? 100 : 0, why);
+			           0, why);
 	} else {
 		struct parley_msg am = {.type = x->kind == PARLEY_EV_EDIT
 							? PARLEY_T_EDIT_ACK
@@ -165,9 +160,7 @@ void conn_req_edit(struct conn *c, uint32_t rid, uint16_t kind,
 	memcpy(q.client_msg_id, cmid, 16);
 	int rc = chat_edit(s->chat, &q, edit_cb, x);
 	conn_req_started(c, rid, rc, x,
-			 rc == -PARLEY_ENOMEM	 ? SRV_NOMEM_RETRY_MS
-			 : rc == -PARLEY_EFULL ? 50
-					       : 0,
+			 0,
 			 rc == -PARLEY_EPERM	  ? "not a member"
 			 : rc == -PARLEY_ENOTFOUND ? "no such conversation or message"
 			 : rc == -PARLEY_EFULL	  ? "server busy"
@@ -186,7 +179,7 @@ static void retention_cb(void *arg, int err, const struct parley_msg *ok)
 {
 	struct ret_ctx *x = arg;
 	struct lmsg *m = err ? conn_error_msg(x->req_id, wire_code(err),
-					      err == -PARLEY_EFULL ? 100 : 0,
+					      0,
 					      parley_strerror(err))
 			     : conn_frame_msg(LM_FRAME, x->req_id, ok);
 	conn_post_reply(&x->to, m, x->req_id);
@@ -215,9 +208,7 @@ void conn_req_retention(struct conn *c, uint32_t rid,
 				       .max_count = m->max_count};
 	int rc = chat_retention_request(s->ret, &q, retention_cb, x);
 	conn_req_started(c, rid, rc, x,
-			 rc == -PARLEY_ENOMEM	 ? SRV_NOMEM_RETRY_MS
-			 : rc == -PARLEY_EFULL ? 100
-					       : 0,
+			 0,
 			 rc == -PARLEY_EPERM	  ? "not a member"
 			 : rc == -PARLEY_ENOTFOUND ? "no such conversation"
 						  : parley_strerror(rc));
@@ -281,9 +272,7 @@ static void conv_open_cb(void *arg, const struct chat_conv_info *r)
 	if (r->err)
 		conn_post_reply(&x->to,
 			        conn_error_msg(x->req_id, wire_code(r->err),
-				       r->err == -PARLEY_ENOMEM
-					       ? SRV_NOMEM_RETRY_MS
-					       : 50,
+				       0,
 				               parley_strerror(r->err)),
 			        x->req_id);
 	else
@@ -326,9 +315,7 @@ void conn_req_conv_list(struct conn *c, uint32_t rid,
 	/* EINVAL: a cursor the codec would not let through (before_conv
 	 * over PARLEY_PROTO_MAX_CONV_ID) */
 	conn_req_started(c, rid, rc, x,
-			 rc == -PARLEY_ENOMEM	  ? SRV_NOMEM_RETRY_MS
-			 : rc == -PARLEY_EINVAL ? 0
-						 : 50,
+			 0,
 			 rc == -PARLEY_ENOMEM	  ? "out of memory"
 			 : rc == -PARLEY_EINVAL ? "bad before_conv"
 						 : "server busy");

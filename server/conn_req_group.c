@@ -41,7 +41,7 @@ static void group_change_cb(void *arg, const struct chat_group_result *r)
 	struct lmsg *lm;
 	if (r->err) {
 		lm = conn_error_msg(x->req_id, wire_code(r->err),
-			            r->err == -PARLEY_EFULL ? 50 : 0,
+			            0,
 			            r->why ? r->why : parley_strerror(r->err));
 	} else {
 		struct parley_msg m = {.type = x->type};
@@ -111,9 +111,7 @@ void conn_req_group_change(struct conn *c, uint32_t rid,
 	int rc = chat_group_change(S(c)->chat, &q, group_change_cb, x, &why);
 	conn_req_started(c, rid, rc, x,
 			 rc == -PARLEY_EAGAIN ? 20
-			 : rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS
-			 : rc == -PARLEY_EFULL  ? 50
-									: 0,
+			 : 0,
 			 why ? why : parley_strerror(rc));
 }
 
@@ -132,7 +130,7 @@ void conn_req_group_info(struct conn *c, uint32_t rid,
 			     : -PARLEY_ENOMEM;
 	if (rc)
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 0,
+			   0,
 			   rc == -PARLEY_EPERM ? "not a member of this group"
 			   : rc == -PARLEY_ENOTFOUND ? "no such group"
 						     : parley_strerror(rc));

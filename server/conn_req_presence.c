@@ -68,7 +68,7 @@ void conn_req_presence_sub(struct conn *c, uint32_t rid,
 	if (rc) {
 		c->inflight--;
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 0,
+			   0,
 			   rc == -PARLEY_ELIMIT
 				   ? "too many presence subscriptions "
 				     "(presence_subs_max)"

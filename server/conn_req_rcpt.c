@@ -50,7 +50,7 @@ static void read_marker_cb(void *arg, const struct chat_rcpt_mark_result *r)
 	struct lmsg *lm;
 	if (r->err) {
 		lm = conn_error_msg(x->req_id, wire_code(r->err),
-			            r->err == -PARLEY_EINVAL ? 0 : 50,
+			            0,
 			            rcpt_errtext(r->err));
 	} else {
 		struct parley_msg m = {.type = PARLEY_T_READ_MARKER_OK};
@@ -113,7 +113,7 @@ static void receipts_cb(void *arg, const struct chat_rcpt_query_result *r)
 	struct lmsg *lm = NULL;
 	if (r->err) {
 		lm = conn_error_msg(x->req_id, wire_code(r->err),
-			            r->err == -PARLEY_EINVAL ? 0 : 50,
+			            0,
 			            rcpt_errtext(r->err));
 	} else {
 		struct parley_msg *m = calloc(1, sizeof *m);

@@ -75,7 +75,7 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 	uint32_t req_id = x->req_id;
 	if (r->err) {
 		m = conn_error_msg(req_id, wire_code(r->err),
-			           r->err == -PARLEY_EFULL ? 100 : 0,
+			           0,
 			           parley_strerror(r->err));
 		free(x->ack); /* the block, x included */
 	} else {
@@ -144,9 +144,7 @@ void conn_req_send(struct conn *c, uint32_t rid, const struct parley_send *m)
 	if (rc) {
 		free(blk);
 		conn_error(c, rid, wire_code(rc), false,
-			   rc == -PARLEY_ENOMEM	   ? SRV_NOMEM_RETRY_MS
-			   : rc == -PARLEY_EFULL ? 50
-						 : 0,
+			   0,
 			   rc == -PARLEY_EPERM	    ? "not a member"
 			   : rc == -PARLEY_ENOTFOUND ? "no such conversation"
 			   : rc == -PARLEY_EFULL     ? "server busy"

@@ -62,7 +62,7 @@ void conn_req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 			       sync_cb, x)
 		   : -PARLEY_ENOMEM;
 	if (conn_req_started(c, rid, rc, x,
-			     rc == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 50,
+			     0,
 			     "server busy"))
 		c->sync_busy = true;
 }
@@ -89,7 +89,7 @@ void conn_req_sync_done(struct conn *c, const struct lmsg *m)
 		err = conn_inbox_start(c, m->u.sync.start_seq, m->u.sync.cursor);
 	if (err) {
 		sync_fail(c, rid, wire_code(err),
-			  err == -PARLEY_ENOMEM ? SRV_NOMEM_RETRY_MS : 50,
+			  0,
 			  parley_strerror(err));
 		return;
 	}

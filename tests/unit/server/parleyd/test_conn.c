@@ -162,7 +162,17 @@ Test(conn, max_inflight_is_enforced)
 	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
 	for (int i = 1; i <= 5; i++) /* max_inflight 4: the fifth is refused */
 		fx_send(&f, (uint32_t)(10 + i), "d:alice:bob", i);
-	expect_error(&f, PARLEY_EFULL, false);
+	{
+		/* FULL, with the error table's retry_after like every FULL */
+		struct parley_msg *e = msg_new(0);
+		cr_assert(fx_next(&f, e, NULL));
+		cr_assert_eq(e->type, PARLEY_T_ERROR);
+		cr_assert_eq(e->error.code, PARLEY_EFULL);
+		cr_assert_not(e->error.flags & PARLEY_ERRF_FATAL);
+		cr_assert_eq(e->error.retry_after_ms,
+			     srv_wire_err(-PARLEY_EFULL).retry_after_ms);
+		free(e);
+	}
 	fx_pump(&f, 4);
 	struct parley_msg *m = msg_new(0);
 	int acks = 0;
@@ -482,6 +492,13 @@ static unsigned nomem_sweep(struct fx *f, const char *user,
 						     m->type, k,
 						     r->error.retry_after_ms,
 						     SRV_NOMEM_RETRY_MS);
+				/* and one for every FULL: the table's */
+				if (r->error.code == PARLEY_EFULL)
+					cr_assert_eq(r->error.retry_after_ms,
+						     srv_wire_err(-PARLEY_EFULL).retry_after_ms,
+						     "type %#x k=%u: FULL retry_after %u",
+						     m->type, k,
+						     r->error.retry_after_ms);
 				cr_assert(!(r->error.flags & PARLEY_ERRF_FATAL));
 			} else {
 				cr_assert_eq(r->type, ok_type, "k=%u: type %#x", k,
