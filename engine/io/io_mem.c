@@ -54,10 +54,11 @@
  * unsynced write) and returns without its completion (0, a spurious
  * return; ops queued behind it wait); the next makes exactly its range
  * durable (fsync faults apply) and completes it. PIO_DIRECT files refuse
- * ring writes not aligned to PIO_DIRECT_ALIGN (-EINVAL), as O_DIRECT does. A failed
- * op with `link` makes the next op complete with -ECANCELED (cancellation
- * propagates while `link` is set). ring_wait with nothing to report blocks
- * on a condvar until ring_wake or the timeout. ring_free drops queued ops.
+ * ring writes not aligned to PIO_DIRECT_ALIGN (-EINVAL), as O_DIRECT does.
+ * A failed op with `link` makes the next op complete with -ECANCELED
+ * (cancellation propagates while `link` is set). ring_wait with nothing to
+ * report blocks on a condvar until ring_wake or the timeout. ring_free
+ * drops queued ops.
  *
  * Threads: one mutex guards the whole file system and every ring, so shard
  * threads may share one pio_mem. list() calls its callback without the lock.

@@ -14,8 +14,9 @@
  *     direct write writes back and drops the cached pages it overlaps, so
  *     both views agree). A direct write of an allocated, already-written
  *     extent needs no io-wq worker: the kernel issues it from
- *     io_uring_enter and completes it from the device's interrupt; with
- *     RWF_DSYNC the cache flush follows (this device has no FUA).
+ *     io_uring_enter and completes it from the device's interrupt. With
+ *     RWF_DSYNC on a device without FUA a kernel worker then issues the
+ *     cache flush; with FUA the write itself is durable.
  *   - Wake-up: an eventfd read is kept armed inside the ring under the
  *     internal tag UR_TAG_WAKE; its completion is consumed (never reported)
  *     and the read is re-armed. ring_wake() writes to the eventfd and is the

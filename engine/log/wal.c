@@ -158,7 +158,8 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
-enum wal_commit wal_commit_mode(void)
+/* PARLEY_WAL_COMMIT (wal.h): read once per wal_open */
+static enum wal_commit wal_commit_mode(void)
 {
 	const char *v = getenv("PARLEY_WAL_COMMIT");
 	if (!v || !*v)

@@ -128,7 +128,8 @@ struct wal;
  * and tears the same way (any 512-byte-grained prefix of the batch's
  * blocks may survive a crash before its completion):
  *   link        ring_write linked to ring_fdatasync (two ops; for a
- *               buffered file the kernel runs both on an io-wq worker)
+ *               buffered file the fdatasync, and often the write, run on
+ *               an io-wq worker thread)
  *   dsync       one ring_write_dsync (RWF_DSYNC), through the page cache
  *   direct      one ring_write_dsync on a PIO_DIRECT segment (O_DIRECT:
  *               batches are whole, aligned WAL_BLOCKs already)
@@ -142,7 +143,6 @@ enum wal_commit {
 	WAL_COMMIT_DIRECT_LINK,
 };
 #define WAL_COMMIT_DEFAULT WAL_COMMIT_LINK
-enum wal_commit wal_commit_mode(void);
 
 struct wal_rec {
 	uint32_t partition;
