@@ -124,7 +124,7 @@ struct wal;
 /*
  * How a batch reaches the disk (the commit), chosen at wal_open from the
  * environment variable PARLEY_WAL_COMMIT (a benchmarking knob; unset: the
- * default). Every mode completes a batch only when its bytes are durable
+ * default, direct-link). Every mode completes a batch only when its bytes are durable
  * and tears the same way (any 512-byte-grained prefix of the batch's
  * blocks may survive a crash before its completion):
  *   link        ring_write linked to ring_fdatasync (two ops; for a
@@ -142,7 +142,8 @@ enum wal_commit {
 	WAL_COMMIT_DIRECT,
 	WAL_COMMIT_DIRECT_LINK,
 };
-#define WAL_COMMIT_DEFAULT WAL_COMMIT_LINK
+/* direct-link: bench/RESULTS.md, "One commit's cost" (2026-12-05) */
+#define WAL_COMMIT_DEFAULT WAL_COMMIT_DIRECT_LINK
 
 struct wal_rec {
 	uint32_t partition;
