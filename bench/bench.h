@@ -217,6 +217,9 @@ int bench_planmode(const struct bench_cfg *cfg, int nfiles, char **files);
  * a 3-replica NATS JetStream cluster (bench_jetstream.c), then the
  * failover time over cfg->kills leader kills. 0 ok. */
 int bench_cluster(const struct bench_cfg *cfg);
+/* cluster-forward: SENDs to the leader vs to a follower that forwards
+ * them (docs/CLUSTER.md §3.3), alternating in one run. */
+int bench_cluster_forward(const struct bench_cfg *cfg);
 
 /* Headline latencies of one delivery run (µs), for the ratio table. */
 struct deliv_stat {

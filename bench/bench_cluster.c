@@ -50,7 +50,9 @@
 #include "bench_wire.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -361,7 +363,92 @@ struct cpu_use {
 	double cores;
 	double entries_per_ack;   /* engine entries appended per SEND acknowledged */
 	double fsyncs_per_s;      /* WAL write+fdatasync rounds per second */
+	double csw_per_s;         /* context switches of all the servers' threads / s */
+	double sysc_per_s;        /* read- and write-class syscalls (/proc/PID/io) / s */
+	double msgs_per_s;        /* Raft messages the three nodes sent to peers / s */
+	double frames_per_s;      /* peer frames (each a batch of messages) they sent / s */
 };
+
+/* The sum of every series of one metric family (`name{...} v` and
+ * `name v` lines) in a /metrics text; 0 when absent. */
+static double metric_sum(const char *text, const char *name)
+{
+	size_t l = strlen(name);
+	double s = 0;
+	for (const char *p = text; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		if (!strncmp(p, name, l) && (p[l] == ' ' || p[l] == '{')) {
+			const char *v = p[l] == '{' ? strchr(p + l, '}') : p + l;
+			if (v && (!eol || v < eol)) {
+				if (*v == '}')
+					v++;
+				s += strtod(v, NULL);
+			}
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	return s;
+}
+
+/* Peer messages and frames sent so far by every node of the cluster. */
+static void cl_peer_out(const struct cl_set *c, char *buf, double *msgs, double *frames)
+{
+	*msgs = *frames = 0;
+	for (unsigned i = 0; i < CL_NODES; i++) {
+		long n = http_get(c->nd[i].admin_port, "/metrics", buf, CL_METRICS_CAP);
+		if (n <= 0 || bench_http_status(buf, (size_t)n) != 200) {
+			*msgs = *frames = NAN;
+			return;
+		}
+		*msgs += metric_sum(buf, "parley_peer_msgs_out");
+		*frames += metric_sum(buf, "parley_peer_frames_out");
+	}
+}
+
+/* Context switches (voluntary + involuntary, summed over every thread in
+ * /proc/PID/task/<tid>/status) and read+write-class syscalls (syscr +
+ * syscw of /proc/PID/io: read, recv, write, send, pread, pwrite, ...; not
+ * epoll_wait or io_uring_enter) of one process so far; NAN if unreadable.
+ * Robust to other load on the machine, unlike SENDs/s: a measure of the
+ * work per acknowledged SEND. */
+static void cl_proc_ctr(pid_t pid, double *csw, double *sysc)
+{
+	char path[96], line[256];
+	*csw = *sysc = NAN;
+	snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	double sw = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/task/%.16s/status", (int)pid, de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		unsigned long long v;
+		while (fgets(line, sizeof line, f))
+			if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+			    sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+				sw += (double)v;
+		fclose(f);
+	}
+	closedir(d);
+	*csw = sw;
+	snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	double sc = 0;
+	unsigned long long v;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "syscr: %llu", &v) == 1 || sscanf(line, "syscw: %llu", &v) == 1)
+			sc += (double)v;
+	fclose(f);
+	*sysc = sc;
+}
 
 /* The engine counters of one node's /metrics that explain a SEND's cost. */
 struct eng_ctr {
@@ -394,6 +481,7 @@ static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t pa
 			 struct load_result *r, struct cpu_use *cpu)
 {
 	cpu->cores = cpu->entries_per_ack = cpu->fsyncs_per_s = NAN;
+	cpu->csw_per_s = cpu->sysc_per_s = cpu->msgs_per_s = cpu->frames_per_s = NAN;
 	struct cl_set *c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
@@ -418,9 +506,30 @@ static int cluster_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t pa
 	struct eng_ctr e0 = {0}, e1 = {0};
 	if (mb)
 		eng_ctr_read(c->nd[leader].admin_port, mb, &e0);
+	double sw0 = 0, sc0 = 0, sw1 = 0, sc1 = 0, a, b, m0 = NAN, f0 = NAN, m1, f1;
+	if (mb)
+		cl_peer_out(c, mb, &m0, &f0);
+	for (unsigned i = 0; i < CL_NODES; i++) {
+		cl_proc_ctr(c->nd[i].pid, &a, &b);
+		sw0 += a;
+		sc0 += b;
+	}
 	double c0 = cl_cpu_s(c), w0 = bench_now_s();
 	rc = bench_appends_at(cfg, "127.0.0.1", c->nd[leader].port, prod, payload, false, r);
-	cpu->cores = (cl_cpu_s(c) - c0) / (bench_now_s() - w0);
+	double wall = bench_now_s() - w0;
+	cpu->cores = (cl_cpu_s(c) - c0) / wall;
+	for (unsigned i = 0; i < CL_NODES; i++) {
+		cl_proc_ctr(c->nd[i].pid, &a, &b);
+		sw1 += a;
+		sc1 += b;
+	}
+	cpu->csw_per_s = (sw1 - sw0) / wall;
+	cpu->sysc_per_s = (sc1 - sc0) / wall;
+	if (mb) {
+		cl_peer_out(c, mb, &m1, &f1);
+		cpu->msgs_per_s = (m1 - m0) / wall;
+		cpu->frames_per_s = (f1 - f0) / wall;
+	}
 	if (mb) {
 		eng_ctr_read(c->nd[leader].admin_port, mb, &e1);
 		eng_ctr_diff(&e0, &e1, cpu);
@@ -492,6 +601,7 @@ static int throughput(const struct bench_cfg *cfg)
 	static struct load_result rc3[BENCH_MAX_LIST], r1[BENCH_MAX_LIST], rj[BENCH_MAX_LIST];
 	struct cpu_use u3[BENCH_MAX_LIST], u1[BENCH_MAX_LIST], uj[BENCH_MAX_LIST];
 	for (unsigned i = 0; i < BENCH_MAX_LIST; i++)
+		u3[i].csw_per_s = u3[i].sysc_per_s = u3[i].msgs_per_s = u3[i].frames_per_s =
 		u3[i].cores = u1[i].cores = uj[i].cores = u3[i].entries_per_ack =
 			u1[i].entries_per_ack = u3[i].fsyncs_per_s = u1[i].fsyncs_per_s = NAN;
 	struct js_cluster *js = NULL;
@@ -604,6 +714,10 @@ static int throughput(const struct bench_cfg *cfg)
 				bj_num(jj, "cluster_leader_entries_per_ack", u3[i].entries_per_ack);
 				bj_num(jj, "single_entries_per_ack", u1[i].entries_per_ack);
 				bj_num(jj, "cluster_leader_fsyncs_per_s", u3[i].fsyncs_per_s);
+				bj_num(jj, "cluster_ctx_switches_per_s", u3[i].csw_per_s);
+				bj_num(jj, "cluster_rw_syscalls_per_s", u3[i].sysc_per_s);
+				bj_num(jj, "cluster_peer_msgs_per_s", u3[i].msgs_per_s);
+				bj_num(jj, "cluster_peer_frames_per_s", u3[i].frames_per_s);
 				bj_num(jj, "single_fsyncs_per_s", u1[i].fsyncs_per_s);
 				bj_u64(jj, "payload", pl);
 				bj_u64(jj, "connections", cfg->producers[i]);
@@ -636,6 +750,19 @@ static int throughput(const struct bench_cfg *cfg)
 			       uj[i].cores, PER1K(uj[i], rj[i]), u3[i].entries_per_ack,
 			       u1[i].entries_per_ack, u3[i].fsyncs_per_s, u1[i].fsyncs_per_s);
 #undef PER1K
+		}
+		printf("\n3-node work per 1000 acks (same window; all threads of the three "
+		       "parleyd): context switches (voluntary + involuntary) and read/write-class "
+		       "syscalls (/proc/PID/io syscr + syscw; epoll_wait and io_uring_enter not "
+		       "included), and the Raft messages and peer frames the three sent to each "
+		       "other (parley_peer_msgs_out, _frames_out):\n\n| connections | context "
+		       "switches / 1k acks | read+write syscalls / 1k acks | Raft messages / 1k "
+		       "acks | peer frames / 1k acks |\n|---:|---:|---:|---:|---:|\n");
+		for (unsigned i = 0; i < cfg->n_producers; i++) {
+			double k = rc3[i].appends_per_s > 0 ? 1e3 / rc3[i].appends_per_s : NAN;
+			printf("| %u | %.0f | %.0f | %.0f | %.0f |\n", cfg->producers[i],
+			       u3[i].csw_per_s * k, u3[i].sysc_per_s * k, u3[i].msgs_per_s * k,
+			       u3[i].frames_per_s * k);
 		}
 	}
 	bench_js_stop(js);
@@ -1079,6 +1206,91 @@ out:
 	free(mbuf);
 	pthread_mutex_destroy(&sh.mu);
 	return failures;
+}
+
+/*
+ * cluster-forward: what request forwarding (docs/CLUSTER.md §3.3) costs.
+ * For each --producers N / --payload: a fresh 3-node cluster; then
+ * FWD_ROUNDS rounds, each the same closed-loop SEND load (N connections,
+ * one SEND outstanding each, own 1:1 conversation, --seconds) first to
+ * the leader, then to a follower that forwards every SEND to it: the two
+ * alternate in one run so they see the same background load.
+ */
+#define FWD_ROUNDS 3
+
+static uint64_t fwd_metric(uint16_t admin, const char *name)
+{
+	char *mb = malloc(CL_METRICS_CAP);
+	double v = 0;
+	if (mb && http_get(admin, "/metrics", mb, CL_METRICS_CAP) > 0)
+		v = metric_val(mb, name);
+	free(mb);
+	return isnan(v) ? 0 : (uint64_t)v;
+}
+
+static int forward_point(const struct bench_cfg *cfg, uint32_t prod, uint32_t payload)
+{
+	struct cl_set *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	char why[512] = "";
+	int rc = cl_start(cfg, c);
+	int leader = rc ? rc : cl_wait_stable(c, CL_STABLE_TIMEOUT_S, why, sizeof why);
+	if (leader < 0) {
+		fprintf(stderr, "parley-bench: cluster did not settle: %s\n", why);
+		cl_stop(c, true);
+		free(c);
+		return 1;
+	}
+	int follower = (leader + 1) % (int)CL_NODES;
+	int failures = 0;
+	double sum[2] = {0, 0};
+	for (int round = 0; round < FWD_ROUNDS; round++) {
+		for (int k = 0; k < 2; k++) {
+			int node = k ? follower : leader;
+			struct load_result r;
+			memset(&r, 0, sizeof r);
+			rc = bench_appends_at(cfg, "127.0.0.1", c->nd[node].port, prod, payload,
+					      false, &r);
+			if (rc || !r.ok)
+				failures++;
+			sum[k] += r.appends_per_s;
+			printf("| %u | %u | %d | %s (node %d) | %.0f | %.0f | %.0f | %.0f | %" PRIu64
+			       " | %s |\n", prod, payload, round + 1,
+			       k ? "follower, forwarded" : "leader", node + 1, r.appends_per_s,
+			       q_us(&r.lat, 0.50), q_us(&r.lat, 0.99), q_us(&r.lat, 0.999),
+			       r.errors, r.note[0] ? r.note : "");
+			fflush(stdout);
+		}
+	}
+	printf("| %u | %u | all | follower / leader SENDs/s | %.2f | | | | | %" PRIu64
+	       " forwarded, replied %" PRIu64 " |\n", prod, payload,
+	       sum[0] > 0 ? sum[1] / sum[0] : 0.0,
+	       fwd_metric(c->nd[leader].admin_port,
+			  "parley_forward_served_total{outcome=\"ok\"}"),
+	       fwd_metric(c->nd[follower].admin_port,
+			  "parley_forward_requests_total{outcome=\"replied\"}"));
+	for (unsigned i = 0; i < CL_NODES; i++)
+		if (bench_child_exited(&c->nd[i].pid)) {
+			failures++;
+			fprintf(stderr, "parley-bench: node %u died\n", i + 1);
+		}
+	cl_stop(c, failures != 0);
+	free(c);
+	return failures;
+}
+
+int bench_cluster_forward(const struct bench_cfg *cfg)
+{
+	printf("\n### Request forwarding: SENDs through the leader vs through a "
+	       "follower (3 nodes)\n\n");
+	printf("| producers | payload B | round | clients on | SENDs/s | p50 us | p99 us | "
+	       "p99.9 us | errors | note |\n|---|---|---|---|---|---|---|---|---|---|\n");
+	int failures = 0;
+	for (uint32_t i = 0; i < cfg->n_producers; i++)
+		for (uint32_t j = 0; j < cfg->n_payloads; j++)
+			failures += forward_point(cfg, cfg->producers[i], cfg->payloads[j]);
+	return failures ? 1 : 0;
 }
 
 int bench_cluster(const struct bench_cfg *cfg)

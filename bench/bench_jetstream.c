@@ -33,6 +33,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_loop.h"
 #include "bench_natsconn.h"
 
 #include <errno.h>
@@ -288,9 +289,8 @@ int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *cl, unsigne
 	/* the producers' PUB headers differ only in their subject and inbox;
 	 * each send writes "PUB <stream>.<i> _INBOX.p<i> <len>\r\n" + body */
 	uint64_t t0 = parley_mono_ns();
-	uint64_t win_start = t0 + (uint64_t)(cfg->warmup * 1e9);
-	uint64_t win_end = win_start + (uint64_t)(cfg->seconds * 1e9);
-	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
+	uint64_t win_start, win_end, drain_end;
+	bench_window(cfg, t0, &win_start, &win_end, &drain_end);
 	uint64_t acks = 0, errors = 0, outstanding = 0;
 #define JS_SEND(i)                                                                          \
 	do {                                                                                \
@@ -364,12 +364,7 @@ int bench_js_publish(const struct bench_cfg *cfg, struct js_cluster *cl, unsigne
 		}
 	}
 #undef JS_SEND
-	out->seconds = cfg->seconds;
-	out->acks = acks;
-	out->errors = errors;
-	out->appends_per_s = (double)acks / cfg->seconds;
-	out->mb_per_s = out->appends_per_s * payload / BENCH_MB;
-	out->ok = rc == 0 && errors == 0;
+	bench_load_end(out, cfg, acks, errors, payload, rc);
 	if (errors)
 		snprintf(out->note, sizeof out->note, "%llu errors, last %s",
 			 (unsigned long long)errors, errtxt);

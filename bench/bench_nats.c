@@ -26,6 +26,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_loop.h"
 #include "bench_json.h"
 #include "bench_natsconn.h"
 #include "bench_natsproto.h"
@@ -309,9 +310,8 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 	size_t msg_len = (size_t)hl + payload + 2;
 
 	uint64_t t0 = parley_mono_ns();
-	uint64_t win_start = t0 + (uint64_t)(cfg->warmup * 1e9);
-	uint64_t win_end = win_start + (uint64_t)(cfg->seconds * 1e9);
-	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
+	uint64_t win_start, win_end, drain_end;
+	bench_window(cfg, t0, &win_start, &win_end, &drain_end);
 	uint64_t next = t0;
 	struct pollfd pf[2] = {{sub.fd, POLLIN, 0}, {pub.fd, POLLIN, 0}};
 	while (rc == 0) {
@@ -364,13 +364,8 @@ int bench_nats_delivery(const struct bench_cfg *cfg, const struct nats_srv *s,
 				uint64_t idx = le_get64(f.payload);
 				if (idx >= k)
 					continue;
-				if (seen[idx]++) {
-					dups++;
-					continue;
-				}
-				delivered++;
-				if (intended[idx] >= win_start && intended[idx] < win_end)
-					bench_hist_record(h, at - intended[idx]);
+				bench_delivered(seen, intended, idx, at, win_start, win_end, h,
+						&delivered, &dups);
 			}
 			if (r < 0 && rc == 0)
 				rc = r;

@@ -31,6 +31,7 @@
 #define _GNU_SOURCE /* also set by the build (-D_GNU_SOURCE) */
 #endif
 #include "bench.h"
+#include "bench_loop.h"
 #include "bench_args.h"
 #include "bench_http.h"
 #include "bench_json.h"
@@ -760,9 +761,8 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	}
 
 	uint64_t t0 = parley_mono_ns();
-	uint64_t win_start = t0 + (uint64_t)(cfg->warmup * 1e9);
-	uint64_t win_end = win_start + (uint64_t)(cfg->seconds * 1e9);
-	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
+	uint64_t win_start, win_end, drain_end;
+	bench_window(cfg, t0, &win_start, &win_end, &drain_end);
 	uint64_t k = 0, next = t0, delivered = 0, acked = 0, errors = 0, dups = 0;
 	uint64_t last_inbox = 0, acked_inbox = 0, sent = 0;
 	uint64_t last_ack_ns = t0;
@@ -827,13 +827,8 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 					uint64_t idx = wire_msgid_idx(m->event.client_msg_id);
 					if (idx >= k)
 						continue;
-					if (seen[idx]++) {
-						dups++;
-						continue;
-					}
-					delivered++;
-					if (intended[idx] >= win_start && intended[idx] < win_end)
-						bench_hist_record(hd, at - intended[idx]);
+					bench_delivered(seen, intended, idx, at, win_start, win_end, hd,
+							&delivered, &dups);
 				} else if (m->type == PARLEY_T_SEND_ACK) {
 					uint64_t idx = wire_msgid_idx(m->send_ack.client_msg_id);
 					acked++;
@@ -1192,10 +1187,9 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 		}
 		snprintf(user, sizeof user, "bench-ap-%u", i);
 		snprintf(peer, sizeof peer, "bench-ap-peer-%u", i);
-		if ((rc = bench_session_open(cfg, &c->w, host, port, tls ? tctx : NULL, user,
-					     "d0", HANDSHAKE_TIMEOUT_MS, NULL)) ||
-		    (rc = bench_conv_open(&c->w, m, peer, HANDSHAKE_TIMEOUT_MS, c->conv,
-					  sizeof c->conv, errtxt, sizeof errtxt)))
+		if ((rc = bench_chat_open(cfg, &c->w, m, host, port, tls ? tctx : NULL, user, peer,
+					  HANDSHAKE_TIMEOUT_MS, NULL, c->conv, sizeof c->conv,
+					  errtxt, sizeof errtxt)))
 			break;
 		pf[i].fd = c->w.fd;
 		pf[i].events = POLLIN;
@@ -1204,9 +1198,8 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 		goto out;
 
 	uint64_t t0 = parley_mono_ns();
-	uint64_t win_start = t0 + (uint64_t)(cfg->warmup * 1e9);
-	uint64_t win_end = win_start + (uint64_t)(cfg->seconds * 1e9);
-	uint64_t drain_end = win_end + (uint64_t)(BENCH_DRAIN_SECONDS * 1e9);
+	uint64_t win_start, win_end, drain_end;
+	bench_window(cfg, t0, &win_start, &win_end, &drain_end);
 	uint64_t acks = 0, errors = 0, outstanding = 0;
 	for (uint32_t i = 0; i < producers && rc == 0; i++) {
 		rc = ap_send(&cs[i], m, body, payload, i);
@@ -1267,12 +1260,7 @@ int bench_appends_at(const struct bench_cfg *cfg, const char *host, int port, ui
 			}
 		}
 	}
-	out->seconds = cfg->seconds;
-	out->acks = acks;
-	out->errors = errors;
-	out->appends_per_s = (double)acks / cfg->seconds;
-	out->mb_per_s = out->appends_per_s * payload / BENCH_MB;
-	out->ok = rc == 0 && errors == 0;
+	bench_load_end(out, cfg, acks, errors, payload, rc);
 	if (errors && !out->note[0])
 		snprintf(out->note, sizeof out->note, "%s", errtxt);
 out:

@@ -60,6 +60,7 @@
 #endif
 
 #include "bench_json.h"
+#include "msg_corpus.h"
 
 #include "bcache.h"
 #include "dict.h"
@@ -67,26 +68,6 @@
 #include "parley_common.h"
 #include "parley_engine.h"
 #include "segment.h"
-
-struct corpus {
-	char *text;
-	size_t len;
-	size_t *off, *mlen, n, cap;
-};
-
-static void corpus_add(struct corpus *c, size_t off, size_t len)
-{
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 1024;
-		c->off = realloc(c->off, c->cap * sizeof *c->off);
-		c->mlen = realloc(c->mlen, c->cap * sizeof *c->mlen);
-		if (!c->off || !c->mlen)
-			abort();
-	}
-	c->off[c->n] = off;
-	c->mlen[c->n] = len;
-	c->n++;
-}
 
 static int name_cmp(const void *a, const void *b)
 {
@@ -131,24 +112,7 @@ static int load_corpus(struct corpus *c, const char *dirs, size_t *nfiles)
 		}
 	}
 	free(list);
-	size_t start = 0, w = 0;
-	for (size_t i = 0; i < c->len; i++) {
-		char ch = c->text[i];
-		bool sep = ch == '%' && (i == 0 || c->text[i - 1] == '\n');
-		if (ch == '\n' || ch == '\t')
-			ch = ' ';
-		if (!sep && !(ch == ' ' && w > start && c->text[w - 1] == ' '))
-			c->text[w++] = ch;
-		size_t l = w - start;
-		if (sep || ((ch == '.' || ch == '?' || ch == '!') && l >= 20) || l >= 200) {
-			while (start < w && c->text[start] == ' ')
-				start++;
-			if (w - start >= 20)
-				corpus_add(c, start, w - start);
-			start = w;
-		}
-	}
-	c->len = w;
+	corpus_cut(c);
 	return c->n ? 0 : -PARLEY_ENOTFOUND;
 }
 
@@ -219,6 +183,83 @@ struct result {
 	uint64_t entries, raw, file, blocks_c, nblocks;
 };
 
+/* One stored message: its stream key, seq, timestamp, producer id and
+ * index in the corpus. */
+typedef int (*stored_fn)(void *arg, const char *key, int kl, uint64_t seq, uint64_t ts,
+			 const uint8_t prod[16], size_t i);
+
+/* Every stored (odd) message in write order — streams in order[], seqs
+ * from 1, timestamps and (rand_prod) producer ids from one seeded rng —
+ * to fn, so that every writer sees the same records; stops at fn's first
+ * nonzero return and returns it. */
+static int each_stored(bool rand_prod, stored_fn fn, void *arg)
+{
+	struct parley_rng rng = { 12345 };
+	for (uint32_t o = 0; o < nstreams; o++) {
+		uint32_t s = order[o];
+		char key[32];
+		int kl = stream_key(s, key);
+		uint64_t seq = 0, ts = 1763900000000ull + s * 1000;
+		for (size_t i = chunk_first(s); i < chunk_first(s + 1); i += 2) {
+			uint8_t prod[16] = { 0 };
+			ts += 2000 + parley_rng_below(&rng, 300000);
+			if (rand_prod)
+				for (int b = 0; b < 16; b++)
+					prod[b] = (uint8_t)parley_rng_next(&rng);
+			int rc = fn(arg, key, kl, ++seq, ts, prod, i);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* each_stored's step for run_one: the message into the segment writer. */
+static int write_stored(void *arg, const char *key, int kl, uint64_t seq, uint64_t ts,
+			const uint8_t prod[16], size_t i)
+{
+	struct pe_entry e = { .seq = seq, .ts_ms = ts, .type = 1, .len = (uint32_t)C.mlen[i],
+			      .payload = (const uint8_t *)C.text + C.off[i] };
+	memcpy(e.producer, prod, 16);
+	return seg_writer_add(arg, key, (size_t)kl, &e);
+}
+
+/* serialize_records's buffer (sized for every record by its caller). */
+struct ser_buf {
+	uint8_t *buf;
+	size_t n;
+	uint64_t nrec;
+};
+
+/* each_stored's step for serialize_records: the message as one record. */
+static int serialize_stored(void *arg, const char *key, int kl, uint64_t seq, uint64_t ts,
+			    const uint8_t prod[16], size_t i)
+{
+	struct ser_buf *sb = arg;
+	uint8_t *buf = sb->buf;
+	size_t n = sb->n;
+	buf[n++] = (uint8_t)kl;
+	memcpy(buf + n, key, (size_t)kl);
+	n += (size_t)kl;
+	for (int b = 0; b < 8; b++)
+		buf[n++] = (uint8_t)(seq >> (8 * b));
+	for (int b = 0; b < 8; b++)
+		buf[n++] = (uint8_t)(ts >> (8 * b));
+	buf[n++] = 1; /* type 1 */
+	buf[n++] = 0;
+	buf[n++] = 0; /* flags 0 */
+	buf[n++] = 0;
+	memcpy(buf + n, prod, 16);
+	n += 16;
+	uint32_t l = (uint32_t)C.mlen[i];
+	for (int b = 0; b < 4; b++)
+		buf[n++] = (uint8_t)(l >> (8 * b));
+	memcpy(buf + n, C.text + C.off[i], l);
+	sb->n = n + l;
+	sb->nrec++;
+	return 0;
+}
+
 /* Writes the odd messages as S streams; reads back and checks. */
 static int run_one(uint32_t block, int level, const struct pdict *dict,
 		   bool rand_prod, struct result *res)
@@ -229,27 +270,10 @@ static int run_one(uint32_t block, int level, const struct pdict *dict,
 	int rc = seg_writer_new(io, dirpath, id, &wo, &w);
 	if (rc)
 		return rc;
-	struct parley_rng rng = { 12345 };
-	for (uint32_t o = 0; o < nstreams; o++) {
-		uint32_t s = order[o];
-		char key[32];
-		int kl = stream_key(s, key);
-		uint64_t seq = 0, ts = 1763900000000ull + s * 1000;
-		for (size_t i = chunk_first(s); i < chunk_first(s + 1); i += 2) {
-			struct pe_entry e = { .seq = ++seq, .type = 1,
-					      .len = (uint32_t)C.mlen[i],
-					      .payload = (const uint8_t *)C.text + C.off[i] };
-			ts += 2000 + parley_rng_below(&rng, 300000);
-			e.ts_ms = ts;
-			if (rand_prod)
-				for (int b = 0; b < 16; b++)
-					e.producer[b] = (uint8_t)parley_rng_next(&rng);
-			rc = seg_writer_add(w, key, (size_t)kl, &e);
-			if (rc) {
-				seg_writer_abort(w);
-				return rc;
-			}
-		}
+	rc = each_stored(rand_prod, write_stored, w);
+	if (rc) {
+		seg_writer_abort(w);
+		return rc;
 	}
 	struct seg_write_info wi;
 	rc = seg_writer_finish(w, &wi);
@@ -388,46 +412,14 @@ static int read_latency(uint32_t block, const struct pdict *dict, bool cached)
  * order and with the same timestamps and producer ids as run_one. */
 static uint8_t *serialize_records(bool rand_prod, size_t *len_out, uint64_t *nrec)
 {
-	size_t cap = C.len * 2 + C.n * 64 + 4096, n = 0;
+	size_t cap = C.len * 2 + C.n * 64 + 4096;
 	uint8_t *buf = malloc(cap);
 	if (!buf)
 		return NULL;
-	struct parley_rng rng = { 12345 };
-	*nrec = 0;
-	for (uint32_t o = 0; o < nstreams; o++) {
-		uint32_t s = order[o];
-		char key[32];
-		int kl = stream_key(s, key);
-		uint64_t seq = 0, ts = 1763900000000ull + s * 1000;
-		for (size_t i = chunk_first(s); i < chunk_first(s + 1); i += 2) {
-			uint8_t prod[16] = { 0 };
-			ts += 2000 + parley_rng_below(&rng, 300000);
-			if (rand_prod)
-				for (int b = 0; b < 16; b++)
-					prod[b] = (uint8_t)parley_rng_next(&rng);
-			seq++;
-			buf[n++] = (uint8_t)kl;
-			memcpy(buf + n, key, (size_t)kl);
-			n += (size_t)kl;
-			for (int b = 0; b < 8; b++)
-				buf[n++] = (uint8_t)(seq >> (8 * b));
-			for (int b = 0; b < 8; b++)
-				buf[n++] = (uint8_t)(ts >> (8 * b));
-			buf[n++] = 1; /* type 1 */
-			buf[n++] = 0;
-			buf[n++] = 0; /* flags 0 */
-			buf[n++] = 0;
-			memcpy(buf + n, prod, 16);
-			n += 16;
-			uint32_t l = (uint32_t)C.mlen[i];
-			for (int b = 0; b < 4; b++)
-				buf[n++] = (uint8_t)(l >> (8 * b));
-			memcpy(buf + n, C.text + C.off[i], l);
-			n += l;
-			(*nrec)++;
-		}
-	}
-	*len_out = n;
+	struct ser_buf sb = { buf, 0, 0 };
+	each_stored(rand_prod, serialize_stored, &sb);
+	*nrec = sb.nrec;
+	*len_out = sb.n;
 	return buf;
 }
 

@@ -135,6 +135,11 @@ static void usage(FILE *f)
 "             127.0.0.1:{port} --tls-port 0 --admin-port {adminport}\" and rate\n"
 "             limits off) plus --node-id --cluster-id --peer-port --peers;\n"
 "             --seconds defaults to 2 here. About 1.5 minutes with the defaults.\n"
+"  cluster-forward  request forwarding (docs/CLUSTER.md 3.3): per --producers N\n"
+"             and --payload, a fresh 3-node cluster, then 3 rounds of the same\n"
+"             closed-loop SEND load first on the leader, then on a follower\n"
+"             that forwards every SEND to it; SENDs/s, p50/p99/p99.9 per round\n"
+"             and the follower / leader ratio. Node arguments as cluster.\n"
 "  idle-conns  opens --count authenticated idle connections to parleyd and\n"
 "             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
 "             client side split over processes of <= 9000 connections.\n"
@@ -909,6 +914,22 @@ static const char *find_nats_server(void)
 	return p;
 }
 
+/* The mode's nats-server: none with --no-nats, else --nats-server or the
+ * one found on this machine; without one, says so (`without`: what the
+ * mode then lacks). */
+static void want_nats(struct bench_cfg *cfg, bool no_nats, const char *without)
+{
+	if (no_nats) {
+		cfg->nats_server = NULL;
+		return;
+	}
+	if (!cfg->nats_server)
+		cfg->nats_server = find_nats_server();
+	if (!cfg->nats_server)
+		fprintf(stderr, "parley-bench: nats-server not found: %s "
+				"(tools/install-deps.sh installs it)\n", without);
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_cfg cfg = {0};
@@ -1098,12 +1119,13 @@ int main(int argc, char **argv)
 		cfg.n_payloads = 1;
 	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, commit-floor, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, commit-floor, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)");
 	/* delivery: the admin port too, for the per-stage breakdown */
 	if (!strcmp(mode, "delivery") && !args_set && !cfg.tls)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
 				   "--admin-port {adminport}" BENCH_NO_LIMITS;
-	bool cluster_mode = !strcmp(mode, "cluster");
+	bool fwd_mode = !strcmp(mode, "cluster-forward");
+	bool cluster_mode = !strcmp(mode, "cluster") || fwd_mode;
 	if (cluster_mode) {
 		if (!args_set)
 			cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
@@ -1123,15 +1145,7 @@ int main(int argc, char **argv)
 			cfg.seconds = 2;
 		if (!cfg.parleyd)
 			die_usage("%s", "cluster wants --parleyd PATH (the nodes are started here)");
-		if (!no_nats && !cfg.nats_server) {
-			cfg.nats_server = find_nats_server();
-			if (!cfg.nats_server)
-				fprintf(stderr, "parley-bench: nats-server not found: cluster runs "
-						"without the JetStream peer (tools/install-deps.sh "
-						"installs it)\n");
-		}
-		if (no_nats)
-			cfg.nats_server = NULL;
+		want_nats(&cfg, no_nats, "cluster runs without the JetStream peer");
 	}
 	if (cfg.shards && (cfg.shards != (uint32_t)cfg.shards))
 		die_usage("%s", "--shards must be an integer");
@@ -1200,7 +1214,7 @@ int main(int argc, char **argv)
 		printf("- nodes: %s %s + --node-id --cluster-id --peer-port --peers; "
 		       "nats-server: %s\n", cfg.parleyd, cfg.parleyd_args,
 		       cfg.nats_server ? cfg.nats_server : "not run");
-		mrc = bench_cluster(&cfg);
+		mrc = fwd_mode ? bench_cluster_forward(&cfg) : bench_cluster(&cfg);
 	}
 	if (mrc >= 0)
 		return bench_sink_close() ? 1 : mrc;
@@ -1240,15 +1254,7 @@ int main(int argc, char **argv)
 			cfg.payloads[0] = 100;
 			cfg.n_payloads = 1;
 		}
-		if (!no_nats && !cfg.nats_server) {
-			cfg.nats_server = find_nats_server();
-			if (!cfg.nats_server)
-				fprintf(stderr, "parley-bench: nats-server not found: delivery runs "
-						"without the NATS reference (tools/install-deps.sh "
-						"installs it)\n");
-		}
-		if (no_nats)
-			cfg.nats_server = NULL;
+		want_nats(&cfg, no_nats, "delivery runs without the NATS reference");
 		/* the disk floor of this run: a SEND is durable (fdatasync) before
 		 * its fan-out, so delivery latency is compared with it */
 		struct disk_result *d = NULL;
@@ -1263,6 +1269,6 @@ int main(int argc, char **argv)
 			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, idle-conns, delivery, groups, workload, history, report, plan)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

@@ -299,6 +299,58 @@ int parley_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap);
  * -PARLEY_EINVAL (s may then be changed). */
 int parley_hostport_split(char *s, char **host, uint16_t *port);
 
+/* ---- per-thread block pools (common/pool.c) --------------------------------
+ *
+ * For blocks made on one thread and freed on another on the hot path (a
+ * SEND's engine request and chat job: made on an event loop, freed on an
+ * engine shard). With glibc a block freed on a thread other than the one
+ * whose arena made it takes that arena's lock, and the maker's own
+ * malloc()s queue behind it (futex calls, bench/RESULTS.md). Here every
+ * block goes back to the pool of the thread that made it:
+ *   - a thread that called parley_pool_thread_start() allocates from its
+ *     own free lists (size classes 256 B .. PARLEY_POOL_MAX_BLOCK), with
+ *     no lock and no atomic read-modify-write but one counter;
+ *   - a block freed on its maker's thread goes straight back on its list;
+ *     freed on any other thread it is pushed onto the maker's return list
+ *     (one lock-free push), which the maker takes whole (one exchange)
+ *     when a list of its runs empty;
+ *   - bounded: a pool keeps at most PARLEY_POOL_CACHE_BYTES on its free
+ *     lists and frees the rest; its return list holds only blocks that
+ *     were out (so at most what the thread had out at once);
+ *   - a thread without a pool, or a block over PARLEY_POOL_MAX_BLOCK, is
+ *     plain malloc/free behind the same header, so any thread may call
+ *     parley_pool_alloc and parley_pool_free.
+ * Lifetime: parley_pool_thread_end() (the owning thread, before it exits)
+ * frees the free lists; the pool itself is freed with the last of its
+ * blocks to come back, on whichever thread returns it. Blocks from
+ * parley_pool_alloc must be freed with parley_pool_free, never free().
+ * Thread safety: every call is safe from any thread; start, end and stats
+ * concern the calling thread's own pool. */
+#define PARLEY_POOL_MAX_BLOCK 4096u
+#define PARLEY_POOL_CACHE_BYTES (1u << 20)
+
+/* Gives the calling thread a pool: 0, -PARLEY_EEXIST if it has one,
+ * -PARLEY_ENOMEM. */
+int parley_pool_thread_start(void);
+/* Releases the calling thread's pool (no-op without one). Blocks still
+ * out stay valid and may be freed later from any thread. */
+void parley_pool_thread_end(void);
+/* n bytes aligned as malloc's, or NULL when out of memory. */
+void *parley_pool_alloc(size_t n);
+/* Frees a block of parley_pool_alloc (NULL is a no-op). */
+void parley_pool_free(void *p);
+
+struct parley_pool_stats {
+	uint64_t cached_bytes;  /* on the free lists (<= PARLEY_POOL_CACHE_BYTES) */
+	uint64_t cached_blocks;
+	uint64_t out;           /* made by this pool, not yet freed */
+	uint64_t hits;          /* allocations served from a free list */
+	uint64_t misses;        /* allocations that called malloc */
+	uint64_t returned;      /* blocks taken back from the return list */
+};
+/* The calling thread's pool: 0, or -PARLEY_ENOTFOUND without one. */
+int parley_pool_thread_stats(struct parley_pool_stats *out);
+
 #define PARLEY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PARLEY_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PARLEY_MAX(a, b) ((a) > (b) ? (a) : (b))

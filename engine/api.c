@@ -160,10 +160,11 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 		return -PARLEY_ETOOBIG; /* the entry would be over PE_MAX_COMMAND */
 	PARLEY_ASSERT(len + CMD_KIND_BYTES <= RAFT_MAX_ENTRY_BYTES);
 	/* data: the Raft entry payload, u8 kind | command body */
-	struct req *r = malloc(sizeof *r + 1 + len);
+	struct req *r = parley_pool_alloc(sizeof *r + 1 + len);
 	if (!r)
 		return -PARLEY_ENOMEM;
 	memset(r, 0, sizeof *r);
+	r->pooled = true;
 	r->kind = REQ_APPEND;
 	r->part = pe_partition_of(e, q->key, q->klen);
 	r->cb.append = cb;
@@ -180,8 +181,16 @@ int pe_append(struct pe_engine *e, const struct pe_append_req *q,
 	r->t_enq = parley_mono_ns();
 	int rc = shard_push(e, r);
 	if (rc)
-		free(r);
+		api_req_free(r);
 	return rc;
+}
+
+void api_req_free(struct req *r)
+{
+	if (r && r->pooled)
+		parley_pool_free(r);
+	else
+		free(r);
 }
 
 struct req *api_key_req(struct pe_engine *e, enum req_kind kind,

@@ -96,7 +96,7 @@ static void engine_free(struct pe_engine *e)
 			for (int l = 0; l < 6; l++) /* waiters only exist on abort */
 				while (lists[l]) {
 					struct req *n = lists[l]->next;
-					free(lists[l]);
+					api_req_free(lists[l]);
 					lists[l] = n;
 				}
 			part_free_state(p);
@@ -119,7 +119,7 @@ static void engine_free(struct pe_engine *e)
 					else if (lists[l]->kind == REQ_SNAP_DONE)
 						part_snap_job_free(lists[l]);
 					else
-						free(lists[l]);
+						api_req_free(lists[l]);
 					lists[l] = n;
 				}
 			if (sh->wal)
@@ -331,6 +331,7 @@ int engine_open(const struct pe_options *opt, const struct pe_stepper *st,
 		struct wal_recovery rec = {.record = shard_apply_record,
 					   .corrupt = shard_recover_corrupt,
 					   .damaged = shard_recover_damaged,
+					   .lost = shard_recover_lost,
 					   .flushed = shard_recover_flushed,
 					   .repair_from_peers = e->cl.conf.n > 1,
 					   .arg = &ctx};

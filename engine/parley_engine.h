@@ -722,6 +722,12 @@ struct raft_msg; /* engine/raft/raft.h */
 
 typedef void (*pe_raft_send_fn)(void *arg, const struct raft_msg *msgs,
 				uint32_t n);
+/* Optional (pe_cluster.flush): called with send_arg on a shard thread that
+ * called send since its last flush, once per stretch of its round: before
+ * it waits for completions and after it handled them. A transport that
+ * has it may queue what send gives it without waking its own thread and
+ * wake it here, once per stretch instead of once per group's ready. */
+typedef void (*pe_raft_flush_fn)(void *arg);
 
 struct pe_cluster {
 	uint64_t node_id;          /* != 0 */
@@ -740,6 +746,7 @@ struct pe_cluster {
 				      partitions together; 0 = unlimited */
 	pe_raft_send_fn send;      /* required with more than one voter */
 	void *send_arg;
+	pe_raft_flush_fn flush;    /* optional, see pe_raft_flush_fn */
 	/* Leader placement (contract item 10): a node leading a partition
 	 * other than 0 hands its leadership to the node that leads
 	 * partition 0, as this node knows it. */
@@ -842,6 +849,14 @@ static inline uint64_t pe_raft_member_match(const struct pe_raft_status *st,
 }
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out);
+/* A generation that grows whenever some partition's published role or
+ * term (pe_raft_status.role, .term) changes: a caller that read it, then
+ * pe_raft_status of the partitions it watches, and later reads the same
+ * value has seen their current roles and terms, and may skip reading them
+ * again (the chat layer's leadership poll; the node's election metrics).
+ * Bumped after the new values are published (release), read with acquire.
+ * Any thread, never blocks; 0 for NULL. */
+uint64_t pe_raft_status_gen(struct pe_engine *e);
 /* Contract item 12: a membership change of one partition's group. */
 enum pe_conf_op {
 	PE_CONF_ADD_LEARNER = 2, /* a new node (id above every earlier one) */

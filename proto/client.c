@@ -844,13 +844,20 @@ static void rd_mark(struct rd_conv *e, uint64_t s)
 	}
 }
 
+/* Calls the application's callback o.cb (when set) with arg, in_cb set
+ * meanwhile (the calls a callback may not make check it). */
+#define APP_CALLBACK(c, cb, arg)                                 \
+	do {                                                     \
+		if ((c)->o.cb) {                                 \
+			(c)->in_cb = 1;                          \
+			(c)->o.cb((c)->o.user, (arg));           \
+			(c)->in_cb = 0;                          \
+		}                                                \
+	} while (0)
+
 static void deliver(struct parley_client *c, const struct parley_event *ev)
 {
-	if (!c->o.on_event)
-		return;
-	c->in_cb = 1;
-	c->o.on_event(c->o.user, ev);
-	c->in_cb = 0;
+	APP_CALLBACK(c, on_event, ev);
 }
 
 /* A live EVENT (inbox_seq 0) of a large group. */
@@ -1044,14 +1051,10 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 	if ((ev->kind == PARLEY_EV_MESSAGE || ev->kind == PARLEY_EV_EDIT ||
 	     ev->kind == PARLEY_EV_DELETE || ev->kind == PARLEY_EV_MEMBERSHIP) &&
 	    c->o.on_event) {
-		c->in_cb = 1;
-		c->o.on_event(c->o.user, ev);
-		c->in_cb = 0;
+		deliver(c, ev);
 		delivered = 1;
-	} else if (ev->kind == PARLEY_EV_RECEIPT && c->o.on_receipt) {
-		c->in_cb = 1;
-		c->o.on_receipt(c->o.user, ev);
-		c->in_cb = 0;
+	} else if (ev->kind == PARLEY_EV_RECEIPT) {
+		APP_CALLBACK(c, on_receipt, ev);
 	}
 	c->cursor = ev->inbox_seq;
 	return delivered;
@@ -1148,18 +1151,10 @@ static int dispatch(struct parley_client *c, const struct parley_frame *f)
 		return 0;
 	}
 	case PARLEY_T_TYPING_PUSH:
-		if (c->o.on_typing) {
-			c->in_cb = 1;
-			c->o.on_typing(c->o.user, &c->msg->typing_push);
-			c->in_cb = 0;
-		}
+		APP_CALLBACK(c, on_typing, &c->msg->typing_push);
 		return 0;
 	case PARLEY_T_PRESENCE:
-		if (c->o.on_presence) {
-			c->in_cb = 1;
-			c->o.on_presence(c->o.user, &c->msg->presence);
-			c->in_cb = 0;
-		}
+		APP_CALLBACK(c, on_presence, &c->msg->presence);
 		return 0;
 	case PARLEY_T_ERROR: {
 		const struct parley_error_msg *e = &c->msg->error;
@@ -1781,35 +1776,57 @@ int parley_client_conv_open(struct parley_client *c, const char *peer,
 	return r;
 }
 
+/* A SEND's or EDIT's conversation id and body: 0 (*cl its length),
+ * -PARLEY_EINVAL, or -PARLEY_ETOOBIG over the server's max_body. */
+static int check_conv_body(const struct parley_client *c, const char *conv,
+			   const void *body, size_t len, size_t *cl)
+{
+	*cl = strlen(conv);
+	if (*cl == 0 || *cl > PARLEY_PROTO_MAX_CONV_ID || len > UINT32_MAX ||
+	    (len && !body))
+		return -PARLEY_EINVAL;
+	if (c->up && c->limits.max_body && len > c->limits.max_body)
+		return -PARLEY_ETOOBIG;
+	return 0;
+}
+
+/* An ACK (SEND / EDIT / DELETE) of request id: -PARLEY_EPROTO if it names
+ * another client_msg_id, else 0 and res (when given) filled from it. */
+static int ack_result(const uint8_t got[PARLEY_PROTO_MSG_ID_LEN],
+		      const uint8_t id[PARLEY_PROTO_MSG_ID_LEN], uint64_t seq,
+		      uint64_t server_ts_ms, uint8_t flags, struct parley_send_result *res)
+{
+	if (memcmp(got, id, PARLEY_PROTO_MSG_ID_LEN) != 0)
+		return -PARLEY_EPROTO;
+	if (res) {
+		res->seq = seq;
+		res->server_ts_ms = server_ts_ms;
+		res->duplicate = !!(flags & PARLEY_ACKF_DUPLICATE);
+		memcpy(res->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN);
+	}
+	return 0;
+}
+
 int parley_client_send_id(struct parley_client *c, const char *conv,
 			  const uint8_t client_msg_id[PARLEY_PROTO_MSG_ID_LEN],
 			  uint16_t content_type, const void *body, size_t len,
 			  struct parley_send_result *res)
 {
-	size_t cl = strlen(conv);
-	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || len > UINT32_MAX ||
-	    (len && !body))
-		return -PARLEY_EINVAL;
-	if (c->up && c->limits.max_body && len > c->limits.max_body)
-		return -PARLEY_ETOOBIG;
+	size_t cl;
+	int r = check_conv_body(c, conv, body, len, &cl);
+	if (r < 0)
+		return r;
 	struct parley_msg m = {.type = PARLEY_T_SEND};
 	m.send.conv = (struct parley_str){conv, (uint16_t)cl};
 	memcpy(m.send.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
 	m.send.content_type = content_type;
 	m.send.body = (struct parley_bytes){body, (uint32_t)len};
-	int r = call(c, &m, PARLEY_T_SEND_ACK);
+	r = call(c, &m, PARLEY_T_SEND_ACK);
 	if (r < 0)
 		return r;
 	const struct parley_send_ack *a = &c->rmsg->send_ack;
-	if (memcmp(a->client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN) != 0)
-		return -PARLEY_EPROTO;
-	if (res) {
-		res->seq = a->seq;
-		res->server_ts_ms = a->server_ts_ms;
-		res->duplicate = !!(a->flags & PARLEY_ACKF_DUPLICATE);
-		memcpy(res->client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);
-	}
-	return 0;
+	return ack_result(a->client_msg_id, client_msg_id, a->seq, a->server_ts_ms,
+			  a->flags, res);
 }
 
 int parley_client_send(struct parley_client *c, const char *conv,
@@ -1833,15 +1850,7 @@ static int edit_call(struct parley_client *c, struct parley_msg *m,
 	if (r < 0)
 		return r;
 	const struct parley_edit_ack *a = &c->rmsg->edit_ack;
-	if (memcmp(a->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN) != 0)
-		return -PARLEY_EPROTO;
-	if (res) {
-		res->seq = a->seq;
-		res->server_ts_ms = a->server_ts_ms;
-		res->duplicate = !!(a->flags & PARLEY_ACKF_DUPLICATE);
-		memcpy(res->client_msg_id, id, PARLEY_PROTO_MSG_ID_LEN);
-	}
-	return 0;
+	return ack_result(a->client_msg_id, id, a->seq, a->server_ts_ms, a->flags, res);
 }
 
 int parley_client_edit_id(struct parley_client *c, const char *conv,
@@ -1850,12 +1859,10 @@ int parley_client_edit_id(struct parley_client *c, const char *conv,
 			  const void *body, size_t len,
 			  struct parley_send_result *res)
 {
-	size_t cl = strlen(conv);
-	if (cl == 0 || cl > PARLEY_PROTO_MAX_CONV_ID || len > UINT32_MAX ||
-	    (len && !body) || ref_seq == 0)
-		return -PARLEY_EINVAL;
-	if (c->up && c->limits.max_body && len > c->limits.max_body)
-		return -PARLEY_ETOOBIG;
+	size_t cl;
+	int r = ref_seq == 0 ? -PARLEY_EINVAL : check_conv_body(c, conv, body, len, &cl);
+	if (r < 0)
+		return r;
 	struct parley_msg m = {.type = PARLEY_T_EDIT};
 	m.edit.conv = (struct parley_str){conv, (uint16_t)cl};
 	memcpy(m.edit.client_msg_id, client_msg_id, PARLEY_PROTO_MSG_ID_LEN);

@@ -22,6 +22,7 @@
 #include "live.h"
 #include "parley_engine_hooks.h"
 #include "peer_node.h"
+#include "proxy.h"
 #include "presence.h"
 #include "ratelimit.h"
 #include "srv.h"
@@ -179,7 +180,7 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	uint64_t led = 0, known = 0, lag_sum = 0, lag_max = 0, snap = 0,
 		 dropped = 0, term_max = 0;
 	uint64_t flag_max = 0, inactive = 0, elections = 0, rd_ok = 0,
-		 rd_fail = 0;
+		 rd_fail = 0, learners = 0;
 	struct pe_raft_status sn = {0}; /* snapshot counters, summed */
 	srv_text_put(o, "# HELP parley_raft_role Role of this node in a partition's "
 	       "group (0 follower, 1 pre-candidate, 2 candidate, 3 leader).\n"
@@ -218,6 +219,7 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 			inactive += st.members[k].node != st.leader &&
 				    !st.members[k].active;
 		elections += st.elections;
+		learners += st.nlearners;
 		rd_ok += st.reads_served;
 		rd_fail += st.reads_failed;
 	}
@@ -266,6 +268,10 @@ static void raft_metrics(struct srv_text *o, struct pe_engine *e)
 	       "Followers of groups this node leads that did not answer within "
 	       "the last one to two election timeouts (summed over groups).",
 	       inactive);
+	metric(o, "parley_raft_learners", "gauge",
+	       "Learners in the partitions' configurations as this node has "
+	       "them, summed over partitions (an add-node not finished).",
+	       learners);
 	metric(o, "parley_raft_elections_total", "counter",
 	       "Elections this node started as a candidate (all groups).",
 	       elections);
@@ -320,6 +326,29 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 		     ready ? "true" : "false",
 		     atomic_load(&s->draining) ? "true" : "false",
 		     e ? "true" : "false");
+	if (s->peer) { /* its own advertised addresses */
+		const char *k[3] = {"client", "tls", "admin"};
+		for (int i = 0; i < 3; i++) {
+			srv_text_put(&o, ",\"%s\":", k[i]);
+			json_str(&o, peer_node_self_addr(s->peer, k[i]));
+		}
+		/* the membership operation running here (§3.7), or null */
+		struct peer_node_op op;
+		uint64_t ms;
+		if (peer_node_op_running(s->peer, &op, &ms)) {
+			char d[96];
+			peer_node_op_describe(&op, ms, d, sizeof d);
+			srv_text_put(&o, ",\"operation\":{\"op\":\"%s\",\"node\":%"
+				     PRIu64 ",\"force\":%s,\"elapsed_ms\":%" PRIu64
+				     ",\"text\":", op.kind == PEER_NODE_OP_ADD
+				     ? "add" : "remove", op.id,
+				     op.force ? "true" : "false", ms);
+			json_str(&o, d);
+			srv_text_put(&o, "}");
+		} else {
+			srv_text_put(&o, ",\"operation\":null");
+		}
+	}
 	srv_text_put(&o, ",\"peers\":[");
 	if (s->peer) {
 		struct peer_node_link l[PEER_NODE_MAX_PEERS];
@@ -364,6 +393,15 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 				     st.members[k].active ? "true" : "false",
 				     st.members[k].voter ? "true" : "false",
 				     st.members[k].snapshot ? "true" : "false");
+		/* the configuration as this node has it (every node: shows a
+		 * learner left by an add that did not finish, §3.7) */
+		srv_text_put(&o, "],\"voters\":[");
+		for (uint32_t k = 0; k < st.nvoters; k++)
+			srv_text_put(&o, "%s%" PRIu64, k ? "," : "", st.voters[k]);
+		srv_text_put(&o, "],\"learners\":[");
+		for (uint32_t k = 0; k < st.nlearners; k++)
+			srv_text_put(&o, "%s%" PRIu64, k ? "," : "",
+				     st.learners[k]);
 		srv_text_put(&o, "]}");
 	}
 	srv_text_put(&o, "]}\n");
@@ -484,9 +522,18 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->peer && s->engine) {
 		o.n += peer_node_metrics_text(s->peer, o.n < o.cap ? o.b + o.n : NULL,
 					      o.n < o.cap ? o.cap - o.n : 0);
+		if (s->proxy)
+			o.n += proxy_metrics_text(s->proxy,
+						  o.n < o.cap ? o.b + o.n : NULL,
+						  o.n < o.cap ? o.cap - o.n : 0);
 		metric(&o, "parley_ready_leader_known", "gauge",
 		       "1 when a leader of partition 0 is known (/readyz).",
 		       can_serve(s));
+		struct peer_node_op op;
+		uint64_t ms = 0;
+		metric(&o, "parley_cluster_operation_running", "gauge",
+		       "1 while an add-node / remove-node runs on this node.",
+		       peer_node_op_running(s->peer, &op, &ms) ? 1 : 0);
 	}
 	/* the server's own stages (srv.h): send and delivery */
 	o.n += srv_stage_metrics(s, o.n < o.cap ? o.b + o.n : NULL,
@@ -607,12 +654,18 @@ static size_t admin_own_metrics(struct admin *a, char *buf, size_t cap)
  * make the thread wait for it. Per connection:
  *
  *   accept --> READING --(blank line)--> WRITING --(all sent)--> closed
+ *                 |     \                    ^
+ *                 |      +-(add/remove-node)-> WAITING --(op result)--+
  *                 |  deadline: accept + request_timeout_ms (total, not
  *                 |  reset by each byte) -> 408, closed
  *                 |  ADMIN_MAX_REQUEST bytes without a blank line -> 431
- *                 +  evicted (oldest first) when a new connection arrives
- *                    and max_conns are open -> 503, closed
+ *                 +  evicted (oldest first, WAITING ones last) when a new
+ *                    connection arrives and max_conns are open -> 503,
+ *                    closed
  *              WRITING: deadline = start of the response + request_timeout_ms
+ *              WAITING: the socket is not polled; the operation's result
+ *                is looked at every ADMIN_OP_POLL_MS; deadline = the
+ *                operation's bound + ADMIN_OP_GRACE_MS -> 504
  *
  * Error answers (400, 408, 431, 503) are best effort: one non-blocking
  * send, then close.
@@ -625,6 +678,10 @@ struct aconn {
 	size_t rlen;
 	char *out;              /* response being written (owned), NULL: reading */
 	size_t olen, ooff;
+	/* WAITING: a membership operation (peer_node_op_start) runs for this
+	 * request; the answer is built when its result is there */
+	bool op_wait;
+	uint64_t op_ticket;
 	char req[ADMIN_MAX_REQUEST + 1];
 };
 
@@ -679,6 +736,7 @@ static void aconn_close(struct admin *a, struct aconn *c)
 	c->fd = -1;
 	free(c->out);
 	c->out = NULL;
+	c->op_wait = false; /* an operation it waited for runs on */
 	a->nconns--;
 }
 
@@ -770,6 +828,8 @@ static char *admin_digest(struct admin *a, bool head, size_t *len)
 /* ---- cluster membership (docs/CLUSTER.md §3.7) ---------------------------- */
 
 #define ADMIN_CLUSTER_WAIT_MS 60000u /* add-node / remove-node, at most */
+#define ADMIN_OP_POLL_MS 20u         /* a WAITING request looks this often */
+#define ADMIN_OP_GRACE_MS 15000u     /* beyond the bound: 504 "still running" */
 
 /* The value of `key` in a query string "k=v&k=v" (no escapes: ids and
  * numeric addresses), copied into out; false when absent. */
@@ -792,51 +852,83 @@ static bool query_get(const char *q, const char *key, char *out, size_t cap)
 	return false;
 }
 
+static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now);
+
+/* The answer to a finished membership operation (peer_node.h). */
+static char *cluster_answer(bool add, int rc, char *msg, size_t mcap,
+			    size_t *len)
+{
+	if (!rc)
+		return simple(200, "OK", msg, false, len);
+	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EPERM ||
+	    (!add && rc == -PARLEY_EAGAIN))
+		return simple(409, "Conflict", msg, false, len); /* EPERM: an
+			unsafe removal refused; EAGAIN: no other current voter
+			to hand leadership to (§3.7) */
+	if (rc == -PARLEY_EINVAL)
+		return simple(400, "Bad Request", msg, false, len);
+	if (rc == -PARLEY_ETIMEDOUT)
+		return simple(504, "Gateway Timeout", msg, false, len);
+	if (rc == -PARLEY_ECLOSED)
+		return simple(503, "Service Unavailable", msg, false, len);
+	snprintf(msg, mcap, "failed: %s\n", parley_errname(rc));
+	return simple(503, "Service Unavailable", msg, false, len);
+}
+
 /* POST /cluster/add-node?id=N&peer=addr:port[&client=host:port]
- * [&admin=host:port] and POST /cluster/remove-node?id=N, on the node that
- * leads partition 0 (another answers 409 naming the leader's node id and
- * admin address; the leader asked to remove itself hands its leadership
- * over and answers the same, docs/CLUSTER.md §3.7).
- * The admin thread waits for it (at most ADMIN_CLUSTER_WAIT_MS; other
- * admin requests wait meanwhile, clients are not affected). */
-static char *admin_cluster(struct admin *a, bool add, const char *q,
-			   size_t *len)
+ * [&admin=host:port] and POST /cluster/remove-node?id=N[&force=1], on the
+ * node that leads partition 0 (another answers 409 naming the leader's
+ * node id and admin address; the leader asked to remove itself hands its
+ * leadership over and answers the same, docs/CLUSTER.md §3.7).
+ * The operation runs on the membership worker (peer_node_op_start): this
+ * request WAITS for its result (at most ADMIN_CLUSTER_WAIT_MS, then the
+ * operation answers 504 itself) while the admin thread answers other
+ * requests; a second operation meanwhile gets 409 "operation in
+ * progress". Returns the answer, or NULL with c->op_wait set. */
+static char *admin_cluster(struct admin *a, struct aconn *c, bool add,
+			   const char *q, size_t *len)
 {
 	struct peer_node *pn = a->s->peer;
 	if (!pn || !a->s->engine)
 		return simple(400, "Bad Request", "not a cluster node (or not "
 			      "ready)\n", false, len);
-	char ids[32], peer[96] = "", client[96] = "", adm[96] = "";
+	struct peer_node_op op = {.kind = add ? PEER_NODE_OP_ADD
+					      : PEER_NODE_OP_REMOVE,
+				  .wait_ms = ADMIN_CLUSTER_WAIT_MS};
+	char ids[32], force[8] = "";
 	char *end = NULL;
-	uint64_t id = query_get(q, "id", ids, sizeof ids)
-			      ? strtoull(ids, &end, 10) : 0;
-	if (!id || !end || *end)
+	op.id = query_get(q, "id", ids, sizeof ids) ? strtoull(ids, &end, 10)
+						     : 0;
+	if (!op.id || !end || *end)
 		return simple(400, "Bad Request", "id=N required\n", false, len);
-	char msg[512];
-	int rc;
 	if (add) {
-		if (!query_get(q, "peer", peer, sizeof peer))
+		if (!query_get(q, "peer", op.peer, sizeof op.peer))
 			return simple(400, "Bad Request",
 				      "peer=addr:port required\n", false, len);
-		(void)query_get(q, "client", client, sizeof client);
-		(void)query_get(q, "admin", adm, sizeof adm);
-		rc = peer_node_add_node(pn, id, peer, client, adm,
-					ADMIN_CLUSTER_WAIT_MS, msg, sizeof msg);
-	} else {
-		rc = peer_node_remove_node(pn, id, ADMIN_CLUSTER_WAIT_MS, msg,
-					   sizeof msg);
+		(void)query_get(q, "client", op.client, sizeof op.client);
+		(void)query_get(q, "admin", op.admin, sizeof op.admin);
+	} else if (query_get(q, "force", force, sizeof force)) {
+		if (strcmp(force, "1") && strcmp(force, "0"))
+			return simple(400, "Bad Request", "force=1 or force=0\n",
+				      false, len);
+		op.force = !strcmp(force, "1");
 	}
-	if (!rc)
-		return simple(200, "OK", msg, false, len);
-	if (rc == -PARLEY_ENOTLEADER || (!add && rc == -PARLEY_EAGAIN))
-		return simple(409, "Conflict", msg, false, len); /* EAGAIN: no
-			other current voter to hand leadership to (§3.7) */
-	if (rc == -PARLEY_EINVAL)
-		return simple(400, "Bad Request", msg, false, len);
-	if (rc == -PARLEY_ETIMEDOUT)
-		return simple(504, "Gateway Timeout", msg, false, len);
-	snprintf(msg, sizeof msg, "failed: %s\n", parley_errname(rc));
-	return simple(503, "Service Unavailable", msg, false, len);
+	/* a request still waiting for the last operation gets its answer
+	 * first: a new one would replace that result */
+	uint64_t now = parley_mono_ns();
+	for (uint32_t k = 0; k < a->max_conns; k++)
+		if (a->c[k].fd >= 0 && a->c[k].op_wait && &a->c[k] != c)
+			aconn_op_check(a, &a->c[k], now);
+	char msg[512];
+	int rc = peer_node_op_start(pn, &op, &c->op_ticket, msg, sizeof msg);
+	if (rc == -PARLEY_EAGAIN) /* another operation runs */
+		return simple(409, "Conflict", msg, false, len);
+	if (rc)
+		return cluster_answer(add, rc, msg, sizeof msg, len);
+	c->op_wait = true;
+	PLOG_I("admin", "membership operation started", "op=%s node=%" PRIu64
+	       "%s", add ? "add" : "remove", op.id, op.force ? " force=1" : "");
+	return NULL;
 }
 
 /* The request is complete in c->req[0..rlen): build the answer. */
@@ -857,7 +949,8 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 		return admin_compact(a, len);
 	if (!strcmp(method, "POST") && (!strcmp(target, "/cluster/add-node") ||
 					!strcmp(target, "/cluster/remove-node")))
-		return admin_cluster(a, target[9] == 'a', q ? q + 1 : "", len);
+		return admin_cluster(a, c, target[9] == 'a', q ? q + 1 : "",
+				     len);
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);
@@ -917,6 +1010,23 @@ static void aconn_write(struct admin *a, struct aconn *c)
 	aconn_close(a, c);
 }
 
+/* Starts writing answer r (NULL: out of memory) and closes when done. */
+static void aconn_answer(struct admin *a, struct aconn *c, char *r, size_t len,
+			 uint64_t now)
+{
+	if (!r) {
+		send_now(c->fd, 500, "Internal Server Error", "out of memory\n");
+		aconn_close(a, c);
+		return;
+	}
+	atomic_fetch_add(&a->requests, 1);
+	c->out = r;
+	c->olen = len;
+	c->ooff = 0;
+	c->deadline_ns = now + a->timeout_ns;
+	aconn_write(a, c);
+}
+
 static void aconn_read(struct admin *a, struct aconn *c, uint64_t now)
 {
 	for (;;) {
@@ -947,17 +1057,38 @@ static void aconn_read(struct admin *a, struct aconn *c, uint64_t now)
 	char *r = memchr(c->req, '\0', c->rlen)
 			  ? simple(400, "Bad Request", "bad request\n", false, &len)
 			  : route(a, c, &len);
-	if (!r) {
-		send_now(c->fd, 500, "Internal Server Error", "out of memory\n");
-		aconn_close(a, c);
+	if (!r && c->op_wait) {
+		c->deadline_ns = now + (uint64_t)(ADMIN_CLUSTER_WAIT_MS +
+						  ADMIN_OP_GRACE_MS) * 1000000ull;
 		return;
 	}
-	atomic_fetch_add(&a->requests, 1);
-	c->out = r;
-	c->olen = len;
-	c->ooff = 0;
-	c->deadline_ns = now + a->timeout_ns;
-	aconn_write(a, c);
+	aconn_answer(a, c, r, len, now);
+}
+
+/* WAITING: the membership operation's answer once it ended (or 504 at
+ * the deadline). */
+static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now)
+{
+	int orc = 0;
+	char msg[512];
+	int r = peer_node_op_result(a->s->peer, c->op_ticket, &orc, msg,
+				    sizeof msg);
+	if (r == -PARLEY_EAGAIN && c->deadline_ns > now)
+		return;
+	bool add = !strncmp(c->req, "POST /cluster/add-node", 22);
+	size_t len = 0;
+	char *o;
+	c->op_wait = false;
+	if (r == 0)
+		o = cluster_answer(add, orc, msg, sizeof msg, &len);
+	else if (r == -PARLEY_EAGAIN)
+		o = simple(504, "Gateway Timeout", "the operation is still "
+			   "running: see GET /cluster, repeat the command "
+			   "once it ended\n", false, &len);
+	else
+		o = simple(500, "Internal Server Error", "the operation's "
+			   "result was lost\n", false, &len);
+	aconn_answer(a, c, o, len, now);
 }
 
 static void admin_accept(struct admin *a, uint64_t now)
@@ -968,12 +1099,16 @@ static void admin_accept(struct admin *a, uint64_t now)
 			return;
 		if (a->nconns == a->max_conns) {
 			/* full: the oldest connection makes room (a slow or idle
-			 * client cannot keep a probe out) */
+			 * client cannot keep a probe out); one waiting for a
+			 * membership operation only when all are */
 			struct aconn *old = NULL;
-			for (uint32_t k = 0; k < a->max_conns; k++)
-				if (a->c[k].fd >= 0 &&
-				    (!old || a->c[k].t_accept_ns < old->t_accept_ns))
-					old = &a->c[k];
+			for (int pass = 0; pass < 2 && !old; pass++)
+				for (uint32_t k = 0; k < a->max_conns; k++)
+					if (a->c[k].fd >= 0 &&
+					    (pass || !a->c[k].op_wait) &&
+					    (!old || a->c[k].t_accept_ns <
+							     old->t_accept_ns))
+						old = &a->c[k];
 			atomic_fetch_add(&a->evicted, 1);
 			if (!old->out)
 				send_now(old->fd, 503, "Service Unavailable",
@@ -990,6 +1125,7 @@ static void admin_accept(struct admin *a, uint64_t now)
 		c->deadline_ns = now + a->timeout_ns;
 		c->rlen = 0;
 		c->out = NULL;
+		c->op_wait = false;
 		a->nconns++;
 		/* a probe usually sent its request with the handshake: answer
 		 * it now, before more connections could evict it */
@@ -1010,6 +1146,14 @@ static void *admin_main(void *arg)
 		p[n++] = (struct pollfd){.fd = a->fd, .events = POLLIN};
 		for (uint32_t k = 0; k < a->max_conns; k++) {
 			struct aconn *c = &a->c[k];
+			if (c->fd >= 0 && c->op_wait) {
+				aconn_op_check(a, c, now);
+				if (c->op_wait) { /* still running */
+					if ((int)ADMIN_OP_POLL_MS < timeout_ms)
+						timeout_ms = (int)ADMIN_OP_POLL_MS;
+					continue;
+				}
+			}
 			if (c->fd < 0)
 				continue;
 			if (c->deadline_ns <= now) {

@@ -8,7 +8,8 @@
  * client only holds its own slot). Bounds (admin_opts, config keys in
  * parentheses):
  *   - at most max_conns connections (admin_max_connections); a new one
- *     beyond that evicts the oldest, which gets 503;
+ *     beyond that evicts the oldest (one waiting for a membership
+ *     operation only when all are), which gets 503;
  *   - a request (request line + headers) of at most ADMIN_MAX_REQUEST
  *     bytes, else 431;
  *   - the whole request must arrive within request_timeout_ms of the
@@ -24,12 +25,16 @@
  *            (pe_stats: appends, WAL batches = fdatasyncs, bytes, fsync
  *            time) and the fan-out service (chat_stats).
  *   POST /cluster/add-node?id=N&peer=addr:port[&client=..][&admin=..]
- *   POST /cluster/remove-node?id=N
+ *   POST /cluster/remove-node?id=N[&force=1]
  *            cluster membership (peer_node_add_node / _remove_node,
  *            docs/CLUSTER.md §3.7) on the node leading partition 0: 200
- *            done, 409 not the leader (the body names its id), 400 bad
- *            request, 504 not done within 60 s (idempotent: repeat). The
- *            admin thread waits meanwhile, as for POST /admin/compact.
+ *            done, 409 not the leader (the body names its id), an unsafe
+ *            removal refused (force=1 overrides) or another operation in
+ *            progress, 400 bad request, 504 not done within 60 s
+ *            (idempotent: repeat). The operation runs on the membership
+ *            worker (peer_node_op_start); the request waits for it while
+ *            the admin thread answers other requests.
+ *   GET /cluster  this node's view as JSON (admin_cluster_json).
  *
  * Threads: admin_start/admin_stop from the main thread; the srv fields it
  * reads are atomics or read-only after start.

@@ -22,7 +22,8 @@
  *   5. A queued job carries one hold on j->pending, so appends already
  *      issued for it cannot complete (and free) it while it waits.
  *
- * Ownership: jobs are malloc'd by chat_send (or recovery), owned by the
+ * Ownership: jobs are made by chat_send (or recovery) from the calling
+ * thread's block pool (job_alloc, parley_common.h), owned by the
  * outstanding list, freed by whoever completes them last (the send
  * callback on failure or after a direct fan-out, the last append callback,
  * or the fan-out thread)
@@ -556,6 +557,10 @@ struct chat {
 	_Atomic uint64_t *grp_term; /* [np] term whose group reload of p is
 				       done (read without c->mu) */
 	uint64_t lead_poll_ns;   /* fan-out thread: last leadership poll */
+	uint64_t lead_gen;       /* pe_raft_status_gen the last poll scanned at */
+	bool lead_settled;       /* that poll left nothing to do (every led
+				    partition ready): until the gen moves or
+				    lead_lost_locked, the poll skips the scan */
 	uint32_t wm_part;        /* partition of s/fanout */
 };
 
@@ -661,6 +666,7 @@ static void lead_lost_locked(struct chat *c, uint32_t p, int err)
 		return;
 	c->led_term[p] = 0;
 	c->redo[p] = true;
+	c->lead_settled = false;
 }
 
 static void job_unlink_locked(struct chat *c, struct job *j)
@@ -676,7 +682,21 @@ static void job_free(struct job *j)
 {
 	if (!j->rec_in_job)
 		free(j->rec);
-	free(j);
+	parley_pool_free(j);
+}
+
+/* A zeroed job with `extra` bytes after it, from the calling thread's
+ * block pool (parley_common.h): a live SEND's job is made on its loop and
+ * usually freed on the conversation's shard, which returns it to the
+ * loop's pool instead of freeing it into the loop's malloc arena (that
+ * took the arena's lock against the loop's own mallocs). Freed with
+ * job_free only. */
+static struct job *job_alloc(size_t extra)
+{
+	struct job *j = parley_pool_alloc(sizeof *j + extra);
+	if (j)
+		memset(j, 0, sizeof *j);
+	return j;
 }
 
 /* A live job with room for its conversation id (clen bytes) and its
@@ -684,10 +704,9 @@ static void job_free(struct job *j)
  * memory. The caller fills conv and rec. */
 static struct job *job_new(uint16_t clen, uint32_t rec_len)
 {
-	struct job *j = malloc(sizeof *j + clen + (size_t)rec_len);
+	struct job *j = job_alloc(clen + (size_t)rec_len);
 	if (!j)
 		return NULL;
-	memset(j, 0, sizeof *j);
 	j->rec = (uint8_t *)j->conv + clen;
 	j->rec_len = rec_len;
 	j->rec_in_job = true;
@@ -1208,6 +1227,7 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 		}
 	}
 	j->t_durable = parley_mono_ns();
+	res.t_durable_ns = j->t_durable; /* one reading for both stages */
 	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
@@ -1338,7 +1358,7 @@ static int conv_append(struct chat *c, struct job *j, uint16_t type,
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0) {
-		free(j);
+		job_free(j);
 		return -PARLEY_ENOTFOUND;
 	}
 	/* a cluster: a node that does not lead the conversation's partition
@@ -1347,7 +1367,7 @@ static int conv_append(struct chat *c, struct job *j, uint16_t type,
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
 	int lrc = pe_partition_leader_check(c->e, p);
 	if (lrc) {
-		free(j);
+		job_free(j);
 		return lrc;
 	}
 	j->c = c;
@@ -1882,7 +1902,7 @@ static int recover_parts(struct chat *c, const bool *want, const bool *queue,
 			chat_groups_note_first(c->groups, t->key + 2, t->klen - 2u,
 					       first);
 		if (!rc && queue[t->part] && first >= 1 && first <= t->last_seq) {
-			struct job *j = calloc(1, sizeof *j + t->klen - 2u);
+			struct job *j = job_alloc(t->klen - 2u);
 			if (!j) {
 				rc = -PARLEY_ENOMEM;
 			} else {
@@ -1981,11 +2001,19 @@ static void lead_poll_locked(struct chat *c)
 	if (now - c->lead_poll_ns < CHAT_LEAD_POLL_MS * 1000000ull)
 		return;
 	c->lead_poll_ns = now;
+	/* no partition changed role or term since a scan that left nothing
+	 * to do: nothing to do now either (64 status reads saved per poll) */
+	uint64_t gen = pe_raft_status_gen(c->e);
+	if (c->lead_settled && gen == c->lead_gen)
+		return;
+	c->lead_gen = gen;
+	c->lead_settled = true;
 	bool *want = calloc(c->np, sizeof *want);
 	uint64_t *term = calloc(c->np, sizeof *term);
 	if (!want || !term) {
 		free(want);
 		free(term);
+		c->lead_settled = false;
 		return; /* tried again at the next poll */
 	}
 	bool any = false;
@@ -2001,6 +2029,7 @@ static void lead_poll_locked(struct chat *c)
 		if (c->led_term[p] == st.term)
 			continue;
 		c->led_term[p] = 0;
+		c->lead_settled = false; /* led, not ready: scan again */
 		/* again in the same term (a fan-out append failed NOTLEADER /
 		 * AGAIN, e.g. to an inbox whose partition is led elsewhere
 		 * during a transfer): not more often than CHAT_LEAD_RETRY_MS */

@@ -72,7 +72,9 @@
  * Leadership (a cluster, docs/CLUSTER.md §3.4): only the leader of a
  * partition can append, so the fan-out of partition p's conversations is
  * recoverable only through p's leader. The fan-out thread polls the
- * engine's published Raft state (pe_raft_status) every CHAT_LEAD_POLL_MS:
+ * engine's published Raft state (pe_raft_status) every CHAT_LEAD_POLL_MS
+ * (reading every partition only when pe_raft_status_gen moved since a
+ * poll that left nothing to do, or the last one left work):
  * when this node leads p in a term it has not recovered p in, it runs the
  * recovery above for p (once it can write p, i.e. has applied all its
  * predecessor committed), so whatever the previous leader had in
@@ -332,6 +334,8 @@ struct chat_send_result {
 	int err;          /* 0 or the engine's error */
 	uint64_t seq, ts_ms;
 	bool duplicate;   /* an earlier SEND stored it: seq/ts are its */
+	uint64_t t_durable_ns; /* parley_mono_ns() when the engine answered
+				  (the send's durable stage), 0 = not read */
 };
 typedef void (*chat_send_cb)(void *arg, const struct chat_send_result *r);
 /* Checks membership, stores the message and, once it is durable, calls

@@ -773,21 +773,10 @@ void chat_scrub_load(struct chat_scrub *x, struct pe_engine *e)
 		const char *key = l.keys[i];
 		size_t kl = strlen(key);
 		uint64_t from = 1;
-		for (;;) {
-			struct pe_read_req q = {.key = key, .klen = kl, .from = from,
-						.dir = PE_FORWARD, .limit = PE_MAX_READ};
-			struct pe_entry *es = NULL;
-			uint32_t n = 0;
-			struct pe_read_result meta;
-			int rc = pe_read_sync(e, &q, &es, &n, &meta);
-			if (rc == -PARLEY_ETRIMMED && meta.first_seq > from) {
-				from = meta.first_seq;
-				continue;
-			}
-			if (rc || !n) {
-				free(es);
-				break;
-			}
+		struct pe_entry *es;
+		uint32_t n;
+		struct pe_read_result meta;
+		while (chat_keys_read(e, key, kl, &from, &es, &n, &meta)) {
 			for (uint32_t k = 0; k < n; k++) {
 				uint64_t seq;
 				struct chat_edit_rec rec;

@@ -8,7 +8,8 @@
  * slots that doubles as it fills (first 64). A key list that cannot grow
  * stops that partition's listing: the load then works on what it got.
  * Ownership: the caller's struct chat_keys owns the array
- * (chat_keys_free). Threads: the caller's (blocking engine calls).
+ * (chat_keys_free). chat_keys_read reads one of those streams (or any)
+ * forward a page at a time. Threads: the caller's (blocking engine calls).
  */
 #ifndef PARLEY_CHAT_KEYS_H
 #define PARLEY_CHAT_KEYS_H
@@ -59,6 +60,33 @@ static inline void chat_keys_free(struct chat_keys *l)
 {
 	free(l->keys);
 	*l = (struct chat_keys){.prefix = l->prefix};
+}
+
+/* The next page (up to PE_MAX_READ entries) of stream key from *from on,
+ * past a trimmed start (*from moves to the first kept seq): 1 with *es
+ * (the caller frees it), *n > 0 and *meta; 0 at the end or on an error
+ * (nothing to free). The caller sets *from past the page for the next. */
+static inline int chat_keys_read(struct pe_engine *e, const char *key, size_t klen,
+				 uint64_t *from, struct pe_entry **es, uint32_t *n,
+				 struct pe_read_result *meta)
+{
+	for (;;) {
+		struct pe_read_req q = {.key = key, .klen = klen, .from = *from,
+					.dir = PE_FORWARD, .limit = PE_MAX_READ};
+		*es = NULL;
+		*n = 0;
+		int rc = pe_read_sync(e, &q, es, n, meta);
+		if (rc == -PARLEY_ETRIMMED && meta->first_seq > *from) {
+			*from = meta->first_seq;
+			continue;
+		}
+		if (rc || !*n) {
+			free(*es);
+			*es = NULL;
+			return 0;
+		}
+		return 1;
+	}
 }
 
 #endif

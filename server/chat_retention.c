@@ -162,21 +162,10 @@ static void trim_index(struct chat_ret *r, const struct ret_conv *x,
 	if (kl < 0)
 		return;
 	uint64_t last = 0, from = 1;
-	for (;;) {
-		struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = from,
-					.dir = PE_FORWARD, .limit = PE_MAX_READ};
-		struct pe_entry *es = NULL;
-		uint32_t n = 0;
-		struct pe_read_result meta;
-		int rc = pe_read_sync(chat_engine(r->c), &q, &es, &n, &meta);
-		if (rc == -PARLEY_ETRIMMED && meta.first_seq > from) {
-			from = meta.first_seq;
-			continue;
-		}
-		if (rc || !n) {
-			free(es);
-			break;
-		}
+	struct pe_entry *es;
+	uint32_t n;
+	struct pe_read_result meta;
+	while (chat_keys_read(chat_engine(r->c), key, (size_t)kl, &from, &es, &n, &meta)) {
 		bool done = false;
 		for (uint32_t i = 0; i < n && !done; i++) {
 			/* index entries are in the order of their c/ seqs */

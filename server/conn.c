@@ -59,6 +59,7 @@
 #include "membudget.h"
 #include "parley_proto.h"
 #include "presence.h"
+#include "proxy.h"
 
 #define OBUF_CHUNK (16u << 10)
 #define CURSOR_FLUSH_NS (5ull * 1000000000ull)
@@ -140,7 +141,10 @@ struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 	m.error.text = parley_str_c(text);
 	struct leader_hint h;
 	error_hint(&m.error, &h);
-	return conn_frame_msg(LM_FRAME, req_id, &m);
+	struct lmsg *lm = conn_frame_msg(LM_FRAME, req_id, &m);
+	if (lm)
+		lm->u.frame.notleader = code == PARLEY_ENOTLEADER;
+	return lm;
 }
 
 /* Post an encoded reply to `to`; a reply we cannot allocate
@@ -156,6 +160,99 @@ void conn_post_reply(const struct conn_ref *to, struct lmsg *m,
 		srv_oom("the answer to a request (even ERROR NOMEM)");
 	m->done_req = true;
 	lmsg_post(to, m);
+}
+
+/* ---- forwarding to the leader (proxy.h, docs/CLUSTER.md §3.3) ----------------------------- */
+
+/*
+ * Gateway: a client's request of a forwardable type is kept (its frame,
+ * uncompressed) while it is in flight. If this node answers it
+ * NOTLEADER — at once (conn_error) or from an engine callback (an
+ * LM_FRAME marked notleader) — the answer is not written: the kept frame
+ * goes to the leader instead (proxy_forward) and the request stays in
+ * flight until the proxy posts the leader's reply (or AGAIN). Any other
+ * answer drops the kept frame. A virtual connection keeps nothing, so a
+ * forwarded request is never forwarded again (proxy.h invariant 1).
+ *
+ * Leader: a virtual connection (conn_virtual_new) runs one forwarded
+ * request through handle_frame like a client's; conn_write_frames hands
+ * its reply to the proxy instead of a socket, and it closes once the
+ * request is answered.
+ */
+struct fwd_saved {
+	struct fwd_saved *next;
+	uint32_t rid, len;
+	uint8_t frame[];
+};
+
+struct conn_virt {
+	uint64_t node, fwd_id;
+	uint32_t rid;
+	bool replied;
+};
+
+static void saved_free(struct conn *c, struct fwd_saved *sv)
+{
+	membudget_charge(&S(c)->mem, -(int64_t)(sizeof *sv + sv->len));
+	free(sv);
+}
+
+/* Keeps the request (header + payload as decoded) for forwarding. */
+static void saved_keep(struct conn *c, const struct parley_frame *f,
+		       const uint8_t *payload, size_t plen)
+{
+	size_t len = PARLEY_PROTO_HEADER_SIZE + plen;
+	struct fwd_saved *sv = malloc(sizeof *sv + len);
+	if (!sv)
+		return; /* not forwarded: NOTLEADER redirects as before */
+	membudget_charge(&S(c)->mem, (int64_t)(sizeof *sv + len));
+	parley_proto_header_put(sv->frame, f->type, 0, f->request_id,
+				(uint32_t)plen);
+	memcpy(sv->frame + PARLEY_PROTO_HEADER_SIZE, payload, plen);
+	sv->rid = f->request_id;
+	sv->len = (uint32_t)len;
+	sv->next = c->fwd_saved;
+	c->fwd_saved = sv;
+}
+
+static struct fwd_saved *saved_take(struct conn *c, uint32_t rid)
+{
+	for (struct fwd_saved **pp = &c->fwd_saved; *pp; pp = &(*pp)->next)
+		if ((*pp)->rid == rid) {
+			struct fwd_saved *sv = *pp;
+			*pp = sv->next;
+			return sv;
+		}
+	return NULL;
+}
+
+/* The request rid was answered: nothing to forward any more. */
+static void saved_drop(struct conn *c, uint32_t rid)
+{
+	if (!c->fwd_saved || !rid)
+		return;
+	struct fwd_saved *sv = saved_take(c, rid);
+	if (sv)
+		saved_free(c, sv);
+}
+
+enum fwd_result { FWD_NO = 0, FWD_SENT, FWD_FULL };
+
+/* rid would be answered NOTLEADER: forward it instead if it was kept. */
+static enum fwd_result fwd_instead(struct conn *c, uint32_t rid)
+{
+	struct srv *s = S(c);
+	struct fwd_saved *sv = saved_take(c, rid);
+	if (!sv || !s->proxy || !c->id) {
+		if (sv)
+			saved_free(c, sv);
+		return FWD_NO;
+	}
+	int rc = proxy_forward(s->proxy, &c->sk.ref, c->id->user, c->id->ulen,
+			       c->id->device, c->id->dlen, sv->frame, sv->len,
+			       parley_mono_ns() / 1000000u);
+	saved_free(c, sv);
+	return rc == 0 ? FWD_SENT : rc == -PARLEY_EFULL ? FWD_FULL : FWD_NO;
 }
 
 /* ---- buffers charged to the memory budget ------------------------------------------ */
@@ -240,11 +337,17 @@ static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force);
 /* Queue whole frames (plaintext; nframes of them back to back in p[0..n),
  * written as one unit: one copy, one TLS write) and make sure they get
  * sent. */
+static void virt_out(struct conn *c, const uint8_t *p, size_t n);
+
 static void conn_write_frames(struct conn *c, const uint8_t *p, size_t n,
 			      uint32_t nframes)
 {
 	if (c->state == CS_CLOSING)
 		return;
+	if (c->virt) {
+		virt_out(c, p, n);
+		return;
+	}
 	if (c->ssl) {
 		int k = SSL_write(c->ssl, p, (int)n);
 		if (k <= 0) {
@@ -271,6 +374,7 @@ static void conn_write(struct conn *c, const uint8_t *p, size_t n)
 
 void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
 {
+	saved_drop(c, req_id);
 	uint8_t *buf = loop_scratch(c->sk.ref.lp);
 	int n = parley_proto_encode(buf, PARLEY_PROTO_MAX_FRAME_HARD, req_id, m);
 	if (n < 0) {
@@ -284,6 +388,18 @@ void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
 void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 		uint32_t retry, const char *text)
 {
+	if (code == PARLEY_ENOTLEADER && !fatal && c->fwd_saved) {
+		enum fwd_result fr = fwd_instead(c, req_id);
+		if (fr == FWD_SENT) {
+			c->inflight++; /* the proxy answers it (LM_FRAME) */
+			return;
+		}
+		if (fr == FWD_FULL) {
+			code = PARLEY_EFULL;
+			retry = 0; /* the error table's */
+			text = "too many requests forwarded to the leader";
+		}
+	}
 	struct parley_msg m = {.type = PARLEY_T_ERROR};
 	m.error.code = code;
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
@@ -876,6 +992,16 @@ void conn_free(struct conn *c)
 {
 	if (c->hs_slot)
 		admission_leave(S(c)->adm, &c->hs_slot);
+	while (c->fwd_saved) {
+		struct fwd_saved *sv = c->fwd_saved;
+		c->fwd_saved = sv->next;
+		saved_free(c, sv);
+	}
+	if (c->virt) {
+		if (S(c)->proxy)
+			proxy_served_done(S(c)->proxy, c->virt->node);
+		free(c->virt);
+	}
 	while (c->oq_head) {
 		struct obuf *b = c->oq_head;
 		c->oq_head = b->next;
@@ -1232,6 +1358,9 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 			   "too many requests in flight");
 		goto out;
 	}
+	if (s->proxy && !c->virt && proxy_type_forwardable(t) &&
+	    proxy_forwarding(s->proxy))
+		saved_keep(c, f, payload, plen);
 	switch (t) {
 	case PARLEY_T_SEND: conn_req_send(c, rid, &m->send); break;
 	case PARLEY_T_HISTORY: conn_req_history(c, rid, &m->history); break;
@@ -1473,6 +1602,87 @@ static void on_recv(struct conn *c, const uint8_t *p, uint32_t n)
 	loop_conn_kick(c);
 }
 
+/* ---- virtual connections: requests forwarded by other nodes (proxy.h) ---------------------- */
+
+/* The frames a virtual connection writes: the answer to its request goes
+ * back to the node that forwarded it; anything else (a GOAWAY while
+ * draining) has no one to go to. */
+static void virt_out(struct conn *c, const uint8_t *p, size_t n)
+{
+	struct conn_virt *v = c->virt;
+	size_t off = 0;
+	while (off + PARLEY_PROTO_HEADER_SIZE <= n) {
+		size_t len = 4 + (size_t)le_get32(p + off);
+		if (len > n - off)
+			break; /* cannot happen: whole frames only */
+		if (!v->replied && le_get32(p + off + 8) == v->rid) {
+			v->replied = true;
+			if (S(c)->proxy)
+				proxy_served_reply(S(c)->proxy, v->node, v->fwd_id,
+						   p + off, (uint32_t)len);
+		}
+		off += len;
+	}
+	ctr_add(&S(c)->ctr.frames_out, 1);
+}
+
+/* A virtual connection closes once its request is answered. */
+static void virt_maybe_close(struct conn *c)
+{
+	if (c->virt && c->virt->replied && !c->inflight &&
+	    c->state != CS_CLOSING)
+		loop_conn_close(c, "forwarded request answered");
+}
+
+struct conn *conn_virtual_new(struct loop *lp, uint32_t slot, uint32_t gen,
+			      uint64_t node, const struct proxy_req *r)
+{
+	struct srv *s = loop_srv(lp);
+	struct conn *c = calloc(1, sizeof *c);
+	struct conn_ident *id = calloc(1, sizeof *id);
+	struct conn_virt *v = calloc(1, sizeof *v);
+	if (!c || !id || !v || r->ulen > PARLEY_PROTO_MAX_USER_ID ||
+	    r->dlen >= sizeof id->device) {
+		free(c);
+		free(id);
+		free(v);
+		return NULL;
+	}
+	c->sk.ref = (struct conn_ref){.lp = lp, .slot = slot, .gen = gen};
+	c->sk.fd = -1;
+	c->last_rx_ns = parley_mono_ns();
+	uint32_t ms = s->lim.forward_timeout_ms ? s->lim.forward_timeout_ms
+						: PROXY_DEFAULT_TIMEOUT_MS;
+	c->deadline_ns = c->last_rx_ns + (uint64_t)ms * 1000000ull;
+	c->state = CS_READY;
+	id->ulen = r->ulen;
+	memcpy(id->user, r->user, r->ulen);
+	id->dlen = r->dlen;
+	memcpy(id->device, r->device, r->dlen);
+	c->id = id;
+	*v = (struct conn_virt){.node = node, .fwd_id = r->fwd_id, .rid = r->rid};
+	c->virt = v;
+	return c;
+}
+
+void conn_virtual_run(struct conn *c, const uint8_t *frame, uint32_t n)
+{
+	struct parley_frame f;
+	int rc = parley_proto_frame_decode(frame, n, PARLEY_PROTO_MAX_FRAME_HARD,
+					   &f);
+	if (rc != (int)n || (f.flags & PARLEY_FLAG_ZSTD) ||
+	    !proxy_type_forwardable(f.type))
+		conn_error(c, c->virt->rid, PARLEY_EPROTO, false, 0,
+			   "not a forwardable request");
+	else
+		handle_frame(c, &f);
+	if (!c->virt->replied && !c->inflight && c->state != CS_CLOSING)
+		conn_error(c, c->virt->rid, PARLEY_EAGAIN, false, 100,
+			   "forwarded request not answered");
+	virt_maybe_close(c);
+	conn_oom_close(c);
+}
+
 /* ---- posted messages --------------------------------------------------------------------------- */
 
 static void ack_latency(struct srv *s, uint64_t t0)
@@ -1519,6 +1729,23 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 {
 	switch (m->kind) {
 	case LM_FRAME:
+		if (m->done_req && c->fwd_saved) {
+			uint32_t rid = le_get32(m->data + 8);
+			enum fwd_result fr = m->u.frame.notleader
+						     ? fwd_instead(c, rid)
+						     : FWD_NO;
+			if (fr == FWD_SENT)
+				break; /* still in flight: the proxy answers */
+			saved_drop(c, rid);
+			if (fr == FWD_FULL) {
+				PARLEY_ASSERT(c->inflight > 0);
+				c->inflight--;
+				conn_error(c, rid, PARLEY_EFULL, false, 0,
+					   "too many requests forwarded to the "
+					   "leader");
+				break;
+			}
+		}
 		if (m->done_req) {
 			PARLEY_ASSERT(c->inflight > 0);
 			c->inflight--;
@@ -1565,5 +1792,6 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 	if (c->state == CS_DRAINING && !c->oq_head && !c->inflight &&
 	    !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
+	virt_maybe_close(c);
 	conn_oom_close(c);
 }

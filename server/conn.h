@@ -53,6 +53,15 @@
  *      buffer grows with the bytes received, never past the frame.
  *   7. Every receive buffer and outbound chunk is charged to the memory
  *      budget (membudget.h) while allocated.
+ *   8. Forwarding (proxy.h, docs/CLUSTER.md §3.3): fwd_saved holds at most
+ *      one frame per forwardable request in flight (charged to the memory
+ *      budget), dropped when the request is answered or handed to the
+ *      proxy; so it is bounded by max_inflight. A virtual connection
+ *      (virt != NULL: a request another node forwarded; no socket, fd -1)
+ *      starts READY as the user the request names, keeps no frames (a
+ *      forwarded request is never forwarded again), hands its reply to
+ *      the proxy instead of a socket, and closes once it is answered (or
+ *      at lim.forward_timeout_ms).
  *
  * TLS: OpenSSL with memory BIOs. Ciphertext read by io_uring is written
  * into the read BIO; SSL_read yields plaintext for the frame parser;
@@ -62,7 +71,7 @@
  *
  * The loop sees a connection only through loop_conn.h (struct loop_sock
  * and the conn_* entry points); this header is conn.c's own (and its
- * unit tests': test_conn.c, test_conn_req.c).
+ * unit tests': test_conn.c, test_conn_req.c, test_conn_fwd.c).
  *
  * Memory per idle plain-TCP connection: struct conn + one slot pointer
  * (no receive buffer: recv uses the loop's provided buffer ring; no
@@ -111,6 +120,8 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 struct chat_sub;
 struct resolve;
 struct presence_conn;
+struct fwd_saved;
+struct conn_virt;
 
 struct conn {
 	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
@@ -158,6 +169,14 @@ struct conn {
 	bool hs_slot;            /* holds a handshake admission slot */
 	struct ratelimit_conn rl; /* this connection's buckets (ratelimit.h) */
 	struct presence_conn *pres; /* session + subscriptions (presence.h) */
+	/* forwarding (proxy.h, docs/CLUSTER.md §3.3): the requests in flight
+	 * that go to the leader if this node answers them NOTLEADER (a
+	 * client's connection on a cluster node with forwarding on) */
+	struct fwd_saved *fwd_saved;
+	/* a virtual connection: one request another node forwarded here,
+	 * no socket; its reply goes back over the peer link (NULL: a
+	 * client's connection) */
+	struct conn_virt *virt;
 };
 
 #endif /* PARLEYD_CONN_H */

@@ -69,7 +69,7 @@ static void send_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_ctx *x = arg;
 	struct lmsg *m = NULL;
-	uint64_t now = parley_mono_ns();
+	uint64_t now = r->t_durable_ns ? r->t_durable_ns : parley_mono_ns();
 	srv_hist_since(&x->st->send[SRV_SEND_DURABLE], x->t0_ns, now);
 	struct conn_ref to = x->to;
 	uint32_t req_id = x->req_id;

@@ -44,6 +44,9 @@ enum lmsg_kind {
 			     (presence.h; bounded by presence_push_queue_max) */
 	LM_LIVE,          /* data = an encoded EVENT frame of a large group's
 			     read fan-out (live.h) */
+	LM_FWD,           /* to the loop itself: data = a FWD_REQ payload
+			     (proxy.h) from node u.fwd.node, run on a
+			     virtual connection of the loop */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
 
@@ -68,6 +71,8 @@ struct lmsg {
 			uint8_t ack;   /* enum lmsg_ack: a SEND_ACK, for metrics */
 			uint64_t t0_ns; /* SEND start, for the ack latency histogram */
 			uint64_t t_durable_ns; /* its durable callback ran (stages) */
+			bool notleader; /* an ERROR NOTLEADER (conn_error_msg):
+					   may be forwarded instead (proxy.h) */
 		} frame;
 		struct {               /* LM_INBOX */
 			uint32_t count;   /* pointers in data */
@@ -79,6 +84,9 @@ struct lmsg {
 			uint64_t inbox_seq;
 			uint64_t t_start_ns; /* its resolution started (stages) */
 		} event;
+		struct {               /* LM_FWD */
+			uint64_t node;
+		} fwd;
 		struct {               /* LM_SUB_CLOSED */
 			int err;
 		} sub_closed;

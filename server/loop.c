@@ -19,6 +19,11 @@
  *      CQE is looked at.
  *   3. The loop exits only after a stop request and once every connection
  *      is freed.
+ *   4. A virtual connection (a request another node forwarded, LM_FWD,
+ *      proxy.h) holds a slot like any other and counts in nconns, but has
+ *      no socket (fd -1): it is never armed for receive, paused, shut
+ *      down or closed, and not counted as a client connection (nor
+ *      against max_conns: nvirt).
  *
  * Threads: loop_main runs on its own thread; loop_post/loop_stop from any.
  */
@@ -40,6 +45,7 @@
 #include "loop.h"
 #include "loop_conn.h"
 #include "presence.h"
+#include "proxy.h"
 #include "parley_proto.h"
 
 #define LOOP_RING_DEPTH 1024u
@@ -90,6 +96,7 @@ struct loop {
 	struct slotent *slots;
 	uint32_t nslots, slot_cap, free_head; /* free list through next_free */
 	_Atomic uint32_t nconns;
+	uint32_t nvirt;          /* of them virtual (LM_FWD): not clients */
 	pthread_mutex_t mu;
 	struct lmsg *mhead, *mtail;
 	bool wake_pending;
@@ -442,7 +449,8 @@ void loop_conn_close(struct conn *c, const char *why)
 	conn_on_close(c);
 	/* shutdown(2) completes a pending recv with EOF and fails sends; the
 	 * cancel covers a recv the kernel has not started. */
-	shutdown(k->fd, SHUT_RDWR);
+	if (k->fd >= 0) /* not a virtual connection */
+		shutdown(k->fd, SHUT_RDWR);
 	if (k->recv_armed) {
 		struct io_uring_sqe *sqe = get_sqe(lp);
 		io_uring_prep_cancel64(sqe, UD(OP_RECV, k->ref.slot, k->ref.gen), 0);
@@ -457,13 +465,19 @@ static void conn_maybe_free(struct loop *lp, struct conn *c)
 	if (!k->closing || k->ops)
 		return;
 	uint32_t slot = k->ref.slot;
-	close(k->fd);
+	bool virt = k->fd < 0;
+	if (!virt)
+		close(k->fd);
 	conn_free(c);
 	lp->slots[slot].c = NULL;
 	lp->slots[slot].gen++;
 	lp->slots[slot].next_free = lp->free_head;
 	lp->free_head = slot;
 	atomic_fetch_sub_explicit(&lp->nconns, 1, memory_order_relaxed);
+	if (virt) {
+		lp->nvirt--;
+		return;
+	}
 	atomic_fetch_sub_explicit(&lp->s->ctr.conns_open, 1,
 				  memory_order_relaxed);
 	atomic_fetch_add_explicit(&lp->s->ctr.conns_closed, 1,
@@ -485,7 +499,8 @@ static void on_accept(struct loop *lp, unsigned li, int res, unsigned flags)
 	}
 	int fd = res;
 	struct srv *s = lp->s;
-	if (lp->stopping || atomic_load(&lp->nconns) >= s->lim.max_conns) {
+	if (lp->stopping ||
+	    atomic_load(&lp->nconns) - lp->nvirt >= s->lim.max_conns) {
 		close(fd); /* admission control: over the connection bound */
 		return;
 	}
@@ -535,7 +550,7 @@ static void budget_sample(struct srv *s)
 static void pause_recv(struct loop *lp, struct conn *c)
 {
 	struct loop_sock *k = conn_sock(c);
-	if (k->rx_paused || k->closing)
+	if (k->rx_paused || k->closing || k->fd < 0)
 		return;
 	k->rx_paused = true;
 	atomic_fetch_add_explicit(&lp->s->ctr.recv_paused, 1,
@@ -667,6 +682,37 @@ static void loop_begin_stop(struct loop *lp)
 	}
 }
 
+/* A request another node forwarded (LM_FWD, proxy.h): run it on a
+ * virtual connection of this loop, or refuse it (AGAIN) at once. */
+static void loop_fwd(struct loop *lp, struct lmsg *m)
+{
+	struct srv *s = lp->s;
+	struct proxy_req r;
+	if (proxy_req_decode(m->data, m->len, &r)) /* checked before posting */
+		return;
+	uint64_t node = m->u.fwd.node;
+	uint32_t slot = lp->stopping ? NO_SLOT : slot_alloc(lp);
+	struct conn *c = slot == NO_SLOT
+				 ? NULL
+				 : conn_virtual_new(lp, slot, lp->slots[slot].gen,
+						    node, &r);
+	if (!c) {
+		if (slot != NO_SLOT) {
+			lp->slots[slot].next_free = lp->free_head;
+			lp->free_head = slot;
+		}
+		proxy_served_refuse(s->proxy, node, &r,
+				    lp->stopping ? "node stopping, retry"
+						 : "out of memory, retry");
+		return;
+	}
+	lp->slots[slot].c = c;
+	atomic_fetch_add_explicit(&lp->nconns, 1, memory_order_relaxed);
+	lp->nvirt++;
+	conn_virtual_run(c, r.frame, r.flen);
+	conn_maybe_free(lp, c);
+}
+
 static void drain_msgs(struct loop *lp)
 {
 	pthread_mutex_lock(&lp->mu);
@@ -680,6 +726,8 @@ static void drain_msgs(struct loop *lp)
 			presence_push_retired(lp->s->pres);
 		if (m->kind == LM_STOP) {
 			loop_begin_stop(lp);
+		} else if (m->kind == LM_FWD) {
+			loop_fwd(lp, m);
 		} else {
 			struct conn *c = slot_conn(lp, m->slot, m->gen);
 			if (c && !conn_sock(c)->closing) {
@@ -713,7 +761,8 @@ static void on_tick(struct loop *lp)
 			loop_conn_close(c, "drain deadline");
 		else
 			conn_tick(c, now_ns, now_ms);
-		if (!k->closing && !k->recv_armed && (!k->rx_paused || !over)) {
+		if (!k->closing && !k->recv_armed && k->fd >= 0 &&
+		    (!k->rx_paused || !over)) {
 			k->rx_paused = false;
 			arm_recv(lp, c);
 		}
@@ -724,6 +773,12 @@ static void on_tick(struct loop *lp)
 void *loop_main(void *arg)
 {
 	struct loop *lp = arg;
+	/* a SEND's engine request and chat job are made here and freed on a
+	 * shard: they come back to this thread's pool (parley_common.h) */
+	int prc = parley_pool_thread_start();
+	if (prc)
+		PLOG_W("loop", "no block pool: plain malloc", "loop=%u err=%s",
+		       lp->idx, parley_errname(prc));
 	for (unsigned i = 0; i < lp->nls; i++)
 		arm_accept(lp, i);
 	arm_wake(lp);
@@ -776,5 +831,6 @@ void *loop_main(void *arg)
 		loop_kicks_run(lp);
 	}
 	PLOG_I("loop", "stopped", "loop=%u", lp->idx);
+	parley_pool_thread_end();
 	return NULL;
 }

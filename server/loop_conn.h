@@ -70,5 +70,14 @@ void conn_drain(struct conn *c, uint16_t reason, uint32_t retry_after_ms,
 void conn_on_close(struct conn *c);
 /* Frees everything; the loop has no more references. */
 void conn_free(struct conn *c);
+/* A virtual connection (no socket: fd -1) for one request node `node`
+ * forwarded (proxy.h; r borrowed): ready as user r->user, answered back
+ * over the peer link, closed once answered or after
+ * lim.forward_timeout_ms. NULL when out of memory. */
+struct proxy_req;
+struct conn *conn_virtual_new(struct loop *lp, uint32_t slot, uint32_t gen,
+			      uint64_t node, const struct proxy_req *r);
+/* Runs its request (the client frame frame[0..n)); then it may be closing. */
+void conn_virtual_run(struct conn *c, const uint8_t *frame, uint32_t n);
 
 #endif /* PARLEYD_LOOP_CONN_H */

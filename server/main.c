@@ -49,6 +49,8 @@
 #include "jwt.h"
 #include "live.h"
 #include "peer_node.h"
+#include "proxy.h"
+#include "proxy_node.h"
 #include "loop.h"
 #include "parley_engine.h"
 #include "parley_proto.h"
@@ -159,6 +161,7 @@ struct opts {
 	uint64_t raft_log_keep_bytes, snapshot_rate_bytes;
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
+	uint32_t forward, forward_max_inflight, forward_timeout_ms;
 };
 
 enum kt { K_STR, K_U32, K_U64 };
@@ -260,6 +263,9 @@ static const struct key KEYS[] = {
 	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
 	KS(client_advertise, "", "cluster: host:port clients reach this node's plain TCP port at, told to the other nodes for NOTLEADER redirects (default: listen and port, or peer_listen when listen is a wildcard)"),
 	KS(client_tls_advertise, "", "cluster: host:port of this node's TLS port for clients (default as client_advertise, with tls_port)"),
+	KU(forward, "1", "cluster: 1 = a request this node would answer NOTLEADER is forwarded to the leader over the peer link and its reply passed on; 0 = answer NOTLEADER with the leader's address (the client redirects; docs/CLUSTER.md §3.3)"),
+	KU(forward_max_inflight, "1024", "cluster: forwarded requests in flight per peer node, each way (1..65536; beyond: ERROR FULL, retryable)"),
+	KU(forward_timeout_ms, "3000", "cluster: a forwarded request without the leader's reply this long is answered AGAIN (retryable), ms (100..60000)"),
 	KS(admin_advertise, "", "cluster: host:port of this node's admin port for operators (parleyctl cluster status; default: admin_listen and admin_port)"),
 };
 #define NKEYS PARLEY_ARRAY_LEN(KEYS)
@@ -745,6 +751,12 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("raft_quiesce_ticks must be 0 or 2..1000\n");
 		if (o->snapshot_rate_bytes && o->snapshot_rate_bytes < 65536)
 			BAD("snapshot_rate_bytes must be 0 or >= 65536\n");
+		if (o->forward > 1)
+			BAD("forward must be 0 or 1\n");
+		if (o->forward_max_inflight < 1 || o->forward_max_inflight > 65536)
+			BAD("forward_max_inflight must be 1..65536\n");
+		if (o->forward_timeout_ms < 100 || o->forward_timeout_ms > 60000)
+			BAD("forward_timeout_ms must be 100..60000\n");
 		int ntls = !!*o->peer_tls_ca + !!*o->peer_tls_cert +
 			   !!*o->peer_tls_key;
 		if (ntls && ntls != 3)
@@ -965,6 +977,13 @@ static int run(const struct opts *o, struct srv *s)
 		peer_node_stop(pn);
 		return 1;
 	}
+	if (pn) { /* the leader side serves even with forward 0 */
+		struct proxy_config pxc = {.forward = o->forward != 0,
+					   .max_inflight = o->forward_max_inflight,
+					   .timeout_ms = o->forward_timeout_ms};
+		rc = proxy_node_install(s, pn, &pxc);
+		PARLEY_ASSERT(rc == 0); /* a few KiB at start */
+	}
 	if (pn && (rc = peer_node_start(pn, e)) != 0) {
 		PLOG_E("parleyd", "cannot start replication", "err=%s",
 		       parley_errname(rc));
@@ -1076,6 +1095,8 @@ static int run(const struct opts *o, struct srv *s)
 	}
 	if (!oom && started == n) {
 		rc = 0;
+		if (s->proxy) /* requests other nodes forward run on the loops */
+			proxy_set_serving(s->proxy, true);
 		admin_set_ready(adm, 1);
 		PLOG_I("parleyd", "serving", "listen=%s port=%u tls_port=%u "
 		       "admin_listen=%s admin_port=%u loops=%u data=%s", o->listen,
@@ -1095,6 +1116,8 @@ static int run(const struct opts *o, struct srv *s)
 		rc = 1;
 	}
 	atomic_store(&s->draining, true);
+	if (s->proxy)
+		proxy_set_serving(s->proxy, false);
 	admin_set_ready(adm, 0);
 	for (unsigned i = 0; i < started; i++)
 		loop_stop(lt[i].lp);
@@ -1121,6 +1144,8 @@ static int run(const struct opts *o, struct srv *s)
 	peer_node_stop(pn); /* the engine may send until closed */
 	for (unsigned i = 0; i < started; i++)
 		loop_free(lt[i].lp);
+	proxy_free(s->proxy); /* after the node thread and the loops */
+	s->proxy = NULL;
 	free(lt);
 	free(s->loops);
 	PLOG_I("parleyd", "stopped", "status=%d", rc ? 1 : 0);
@@ -1232,6 +1257,7 @@ int main(int argc, char **argv)
 		.drain_timeout_ms = o.drain_timeout_ms,
 		.edit_window_ms = o.edit_window_ms,
 		.delete_window_ms = o.delete_window_ms,
+		.forward_timeout_ms = o.forward_timeout_ms,
 	};
 	membudget_init(&s.mem, o.memory_budget_bytes,
 		       memtable_total_of(o.memory_budget_bytes),

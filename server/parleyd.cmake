@@ -27,12 +27,14 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c
   ${CMAKE_CURRENT_LIST_DIR}/presence.c
+  ${CMAKE_CURRENT_LIST_DIR}/proxy.c
   ${CMAKE_CURRENT_LIST_DIR}/admin.c)
 target_include_directories(parleyd_core PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(parleyd_core PUBLIC parley_engine parley_proto
                       PkgConfig::URING PkgConfig::OPENSSL Threads::Threads)
 
-add_executable(parleyd ${CMAKE_CURRENT_LIST_DIR}/main.c)
+add_executable(parleyd ${CMAKE_CURRENT_LIST_DIR}/main.c
+               ${CMAKE_CURRENT_LIST_DIR}/proxy_node.c)
 target_link_libraries(parleyd PRIVATE parleyd_core parley_peer)
 if(TARGET parley_server_support)
   target_link_libraries(parleyd PRIVATE parley_server_support)

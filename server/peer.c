@@ -735,6 +735,18 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 		       " info=\"%s\"", p->cfg.node_id, l->node, v);
 		return true;
 	}
+	case PEER_FRAME_FWD_REQ:
+	case PEER_FRAME_FWD_REP:
+		if (c->st != C_UP) {
+			conn_close(p, c, "application frame before handshake");
+			return false;
+		}
+		if (p->cfg.on_app) {
+			p->depth++;
+			p->cfg.on_app(p->cfg.arg, l->node, type, pl, n);
+			p->depth--;
+		}
+		return c->st == C_UP;
 	case PEER_FRAME_RAFT:
 		break;
 	default:
@@ -1439,6 +1451,48 @@ int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 			first_err = rc;
 	}
 	return first_err;
+}
+
+int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
+		  const uint8_t *pl, uint32_t n)
+{
+	struct plink *l = link_find(p, to);
+	if (!l || (type != PEER_FRAME_FWD_REQ && type != PEER_FRAME_FWD_REP))
+		return -PARLEY_EINVAL;
+	if (l->removed)
+		return -PARLEY_ENOTFOUND;
+	if (!l->c || l->c->st != C_UP) {
+		ADD(l->drops_down, 1);
+		return -PARLEY_ECLOSED;
+	}
+	if (n > l->peer_max_frame || n > p->cfg.max_frame) {
+		ADD(l->too_big, 1);
+		return -PARLEY_ETOOBIG;
+	}
+	uint32_t len = PEER_HDR_BYTES + n;
+	if (!queue_room(l, p, len)) {
+		ADD(l->refused_full, 1);
+		return -PARLEY_EFULL;
+	}
+	struct pframe *f = malloc(sizeof *f + len);
+	if (!f)
+		return -PARLEY_ENOMEM;
+	peer_hdr_encode(f->data, type, n);
+	memcpy(f->data + PEER_HDR_BYTES, pl, n);
+	f->next = NULL;
+	f->len = len;
+	f->off = 0;
+	f->nmsgs = 0;
+	f->hb = false;
+	if (l->qt)
+		l->qt->next = f;
+	else
+		l->qh = f;
+	l->qt = f;
+	ADD(l->qframes, 1);
+	ADD(l->qbytes, len);
+	l->dirty = true;
+	return 0;
 }
 
 int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n)

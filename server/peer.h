@@ -134,7 +134,12 @@ enum peer_frame_type {
 	PEER_FRAME_RAFT = 3,
 	PEER_FRAME_PING = 4,
 	PEER_FRAME_INFO = 5, /* the sender's node info (peer_config.info) */
+	/* Application frames: opaque to the transport, handed to
+	 * peer_config.on_app (docs/CLUSTER.md §1.3, §3.3). */
+	PEER_FRAME_FWD_REQ = 6, /* a client request forwarded to the leader */
+	PEER_FRAME_FWD_REP = 7, /* the leader's reply to a forwarded request */
 };
+#define PEER_FRAME_LAST PEER_FRAME_FWD_REP
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */
@@ -207,6 +212,11 @@ struct peer;
 /* Received messages, all from node `from` to this node (borrowed). */
 typedef void (*peer_recv_fn)(void *arg, uint64_t from,
 			     const struct raft_msg *msgs, uint32_t n);
+/* An application frame (type >= PEER_FRAME_FWD_REQ) from node `from`,
+ * payload borrowed for the duration of the call; optional (without it
+ * such frames are dropped). */
+typedef void (*peer_app_fn)(void *arg, uint64_t from, uint8_t type,
+			    const uint8_t *p, uint32_t n);
 /* A link came up (up = true) or went down; optional. Liveness for quiesced
  * groups: raft_unquiesce() the groups led by a node whose link went down. */
 typedef void (*peer_link_fn)(void *arg, uint64_t node, bool up);
@@ -231,6 +241,7 @@ struct peer_config {
 	const char *tls_key;
 	peer_recv_fn on_recv;         /* required */
 	peer_link_fn on_link;         /* optional */
+	peer_app_fn on_app;           /* optional: application frames */
 	void *arg;
 	/* the clock, in ms (monotonic); NULL = CLOCK_MONOTONIC */
 	uint64_t (*now_ms)(void *arg);
@@ -280,6 +291,14 @@ int peer_poll(struct peer *p, int timeout_ms);
  * peer_poll. */
 int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 	      uint32_t n);
+/* Queues one application frame (type PEER_FRAME_FWD_REQ or _REP,
+ * payload copied) for node `to`, behind what is queued; never dropped
+ * for a heartbeat. 0, -PARLEY_ECLOSED (link not up), -PARLEY_EFULL
+ * (queue full, counted refused_full), -PARLEY_ETOOBIG (over the peer's
+ * max_frame), -PARLEY_EINVAL / -PARLEY_ENOTFOUND (unknown / removed
+ * node, bad type), -PARLEY_ENOMEM. */
+int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
+		  const uint8_t *pl, uint32_t n);
 /* A Raft ready's messages (any destinations): groups them by destination
  * (one coalesced batch per node) and peer_send()s each; returns 0 or the
  * first error. */

@@ -3,8 +3,10 @@
  * the peer transport and drives the replicated engine's network side.
  *
  * The thread waits in epoll on three fds: the transport's own epoll fd
- * (peer_fd, nested), an eventfd the engine's send callback writes when it
- * queues messages, and a timerfd firing every tick_ms. Each round it runs
+ * (peer_fd, nested), an eventfd written by the engine's flush callback
+ * (pe_cluster.flush: once per stretch of a shard's round in which it
+ * queued messages through the send callback, not once per group's ready),
+ * and a timerfd firing every tick_ms. Each round it runs
  * peer_poll (sockets, redial, deadlines, pings; received batches go to
  * pe_raft_recv, which copies them), ticks the engine when the timer fired,
  * hands the queued outbound messages to peer_send_all, and flushes.
@@ -19,9 +21,19 @@
  * changes (elections seen) and leaderships gained, for /metrics
  * (peer_node_metrics_text, with the transport's per-link series).
  *
- * Threads: the outbox is under `mu` (shard threads push, the node thread
- * takes); the counters are relaxed atomics; everything else belongs to the
- * node thread once started.
+ * Membership operations (peer_node_add_node / _remove_node) wait for
+ * commits and catch-up for up to a minute, so the admin port runs them on
+ * a worker thread of their own (peer_node_op_start): one at a time, the
+ * caller polls peer_node_op_result, a second one is refused while one
+ * runs. Halting cancels it (its loops check op_cancel) and joins it while
+ * the node thread still runs (a conf change it waits for needs the
+ * network and the ticks to commit or fail).
+ *
+ * Threads: the outbox, the queued peer changes and the recorded member
+ * addresses are under `mu` (shard threads push, the node thread takes);
+ * the membership operation's state is under `op_mu`; the counters are
+ * relaxed atomics; everything else belongs to the node thread once
+ * started.
  */
 #include "peer_node.h"
 
@@ -58,8 +70,39 @@ struct pcmd {
 	struct peer_node_peer peer;
 };
 
+/* An application frame queued for the node thread (peer_node_send_app). */
+struct aframe {
+	struct aframe *next;
+	uint64_t to;
+	uint8_t type;
+	uint32_t len;
+	uint8_t data[];
+};
+
+/* A node's client and admin addresses as its members record gives them
+ * (nodes added at run time), under mu. */
+struct mrec {
+	uint64_t id;
+	char client[PEER_NODE_ADDR_MAX], admin[PEER_NODE_ADDR_MAX];
+};
+#define MREC_MAX (2u * PEER_NODE_MAX_PEERS) /* beyond: the oldest goes */
+
 struct peer_node {
 	struct peer_node_config cfg;
+	struct peer_node_app app;         /* set before start */
+	struct aframe *ahead, *atail;     /* under mu */
+	size_t aqueued;                   /* under mu */
+	struct mrec mrecs[MREC_MAX];      /* under mu */
+	uint32_t nmrecs;
+	/* the membership operation (peer_node_op_start), under op_mu */
+	pthread_mutex_t op_mu;
+	pthread_t op_thr;
+	bool op_joinable, op_busy;
+	struct peer_node_op op;
+	uint64_t op_ticket, op_start_ns;
+	int op_rc;
+	char op_msg[512];
+	atomic_bool op_cancel;
 	struct pcmd *cmd_head, *cmd_tail; /* under mu */
 	char peers_file[600];             /* journal of run-time peers */
 	struct pe_sub *msub;              /* tail of the members stream */
@@ -74,6 +117,7 @@ struct peer_node {
 	pthread_mutex_t mu;
 	struct obatch *head, *tail;
 	size_t queued;
+	bool signalled;                   /* evfd written since the last drain */
 	struct raft_msg *gather;          /* node thread: drain_outbox's array */
 	uint32_t gather_cap;
 	_Atomic uint64_t drops;
@@ -82,6 +126,8 @@ struct peer_node {
 	uint64_t *seen_term;
 	bool *seen_leader;
 	_Atomic uint64_t term_changes, leader_gains;
+	uint64_t seen_gen;                /* pe_raft_status_gen at that scan */
+	bool seen_gen_ok;
 	/* the node this one handed its leadership to before its removal
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
@@ -195,7 +241,6 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 		q = (uint8_t *)align8((size_t)q);
 	}
 	pthread_mutex_lock(&nd->mu);
-	bool was_empty = !nd->head;
 	if (nd->tail)
 		nd->tail->next = b;
 	else
@@ -203,7 +248,22 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 	nd->tail = b;
 	nd->queued += size;
 	pthread_mutex_unlock(&nd->mu);
-	if (was_empty) {
+}
+
+/* The engine's flush (pe_cluster.flush): the shard's round is done with
+ * sending for now, wake the node thread, unless it was already woken for
+ * what it has not drained yet. One eventfd write per shard round instead
+ * of one per group's ready: the node thread then sends the round's
+ * messages as one frame per node pair. */
+static void node_flush(void *arg)
+{
+	struct peer_node *nd = arg;
+	pthread_mutex_lock(&nd->mu);
+	bool wake = nd->head && !nd->signalled;
+	if (wake)
+		nd->signalled = true;
+	pthread_mutex_unlock(&nd->mu);
+	if (wake) {
 		uint64_t one = 1;
 		ssize_t w = write(nd->evfd, &one, sizeof one);
 		(void)w; /* a full counter still wakes the thread */
@@ -213,6 +273,13 @@ static void node_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 /* Counts term changes and leaderships gained since the last tick. */
 static void observe_raft(struct peer_node *nd)
 {
+	/* only roles and terms are counted: unchanged since the last scan
+	 * (pe_raft_status_gen), nothing to read */
+	uint64_t gen = pe_raft_status_gen(nd->e);
+	if (nd->seen_gen_ok && gen == nd->seen_gen)
+		return;
+	nd->seen_gen = gen;
+	nd->seen_gen_ok = true;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		struct pe_raft_status st;
 		if (pe_raft_status(nd->e, p, &st))
@@ -232,6 +299,14 @@ static void observe_raft(struct peer_node *nd)
 }
 
 /* ---- inbound and the thread ------------------------------------------------------ */
+
+static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
+		   uint32_t n)
+{
+	struct peer_node *nd = arg;
+	if (nd->app.on_frame)
+		nd->app.on_frame(nd->app.arg, from, type, p, n);
+}
 
 static void on_recv(void *arg, uint64_t from, const struct raft_msg *msgs,
 		    uint32_t n)
@@ -254,6 +329,8 @@ static void on_link(void *arg, uint64_t node, bool up)
 	struct peer_node *nd = arg;
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
+	if (nd->app.on_link)
+		nd->app.on_link(nd->app.arg, node, up);
 	if (!nd->e)
 		return;
 	if (up)
@@ -274,6 +351,7 @@ static void drain_outbox(struct peer_node *nd)
 	struct obatch *b = nd->head;
 	nd->head = nd->tail = NULL;
 	nd->queued = 0;
+	nd->signalled = false;
 	pthread_mutex_unlock(&nd->mu);
 	if (!b)
 		return;
@@ -303,6 +381,77 @@ static void drain_outbox(struct peer_node *nd)
 		free(b);
 		b = nx;
 	}
+}
+
+/* Application frames queued by any thread go to their links (after the
+ * round's Raft messages); one that cannot is reported to the app. */
+static void drain_app(struct peer_node *nd)
+{
+	pthread_mutex_lock(&nd->mu);
+	struct aframe *f = nd->ahead;
+	nd->ahead = nd->atail = NULL;
+	nd->aqueued = 0;
+	pthread_mutex_unlock(&nd->mu);
+	while (f) {
+		struct aframe *nx = f->next;
+		int rc = peer_send_app(nd->peer, f->to, f->type, f->data, f->len);
+		if (rc && nd->app.on_unsent)
+			nd->app.on_unsent(nd->app.arg, f->to, f->type, f->data,
+					  f->len, rc);
+		free(f);
+		f = nx;
+	}
+}
+
+void peer_node_set_app(struct peer_node *nd, const struct peer_node_app *app)
+{
+	nd->app = *app;
+}
+
+int peer_node_send_app(struct peer_node *nd, uint64_t to, uint8_t type,
+		       const void *a, size_t alen, const void *b, size_t blen)
+{
+	size_t len = alen + blen;
+	if (len > UINT32_MAX)
+		return -PARLEY_ETOOBIG;
+	pthread_mutex_lock(&nd->mu);
+	bool full = nd->aqueued + len > PEER_NODE_APP_BYTES;
+	pthread_mutex_unlock(&nd->mu);
+	if (full)
+		return -PARLEY_EFULL;
+	struct aframe *f = malloc(sizeof *f + len);
+	if (!f)
+		return -PARLEY_ENOMEM;
+	f->next = NULL;
+	f->to = to;
+	f->type = type;
+	f->len = (uint32_t)len;
+	if (alen)
+		memcpy(f->data, a, alen);
+	if (blen)
+		memcpy(f->data + alen, b, blen);
+	pthread_mutex_lock(&nd->mu);
+	bool was_empty = !nd->ahead;
+	if (nd->atail)
+		nd->atail->next = f;
+	else
+		nd->ahead = f;
+	nd->atail = f;
+	nd->aqueued += len;
+	pthread_mutex_unlock(&nd->mu);
+	if (was_empty) {
+		uint64_t one = 1;
+		ssize_t w = write(nd->evfd, &one, sizeof one);
+		(void)w; /* a full counter still wakes the thread */
+	}
+	return 0;
+}
+
+bool peer_node_link_up(struct peer_node *nd, uint64_t node)
+{
+	struct peer_link_stats ls;
+	return peer_link_stats(nd->peer, node, &ls) == 0 &&
+	       ls.state == PEER_LINK_UP;
 }
 
 /* The journal of run-time peers (<data>/cluster-peers): one line per
@@ -451,6 +600,51 @@ int peer_node_remove_peer(struct peer_node *nd, uint64_t id)
 #define MEMBERS_KEY "s/cluster/nodes"
 #define MEMBERS_TYPE 0x4E4Du /* "MN" */
 
+/* Records (client, admin: "-" = none) or, with NULL, forgets node id's
+ * recorded addresses. */
+static void mrec_put(struct peer_node *nd, uint64_t id, const char *client,
+		     const char *admin)
+{
+	pthread_mutex_lock(&nd->mu);
+	uint32_t at = nd->nmrecs;
+	for (uint32_t i = 0; i < nd->nmrecs; i++)
+		if (nd->mrecs[i].id == id)
+			at = i;
+	if (at < nd->nmrecs) { /* drop the old one, keep the order */
+		memmove(&nd->mrecs[at], &nd->mrecs[at + 1],
+			(nd->nmrecs - at - 1) * sizeof nd->mrecs[0]);
+		nd->nmrecs--;
+	}
+	if (client) {
+		if (nd->nmrecs == MREC_MAX) {
+			memmove(&nd->mrecs[0], &nd->mrecs[1],
+				(MREC_MAX - 1) * sizeof nd->mrecs[0]);
+			nd->nmrecs--;
+		}
+		struct mrec *m = &nd->mrecs[nd->nmrecs++];
+		m->id = id;
+		snprintf(m->client, sizeof m->client, "%s",
+			 strcmp(client, "-") ? client : "");
+		snprintf(m->admin, sizeof m->admin, "%s",
+			 strcmp(admin, "-") ? admin : "");
+	}
+	pthread_mutex_unlock(&nd->mu);
+}
+
+bool peer_node_recorded_addr(struct peer_node *nd, uint64_t id,
+			     const char *which, char *out, size_t cap)
+{
+	bool adm = !strcmp(which, "admin");
+	out[0] = '\0';
+	pthread_mutex_lock(&nd->mu);
+	for (uint32_t i = 0; i < nd->nmrecs; i++)
+		if (nd->mrecs[i].id == id)
+			snprintf(out, cap, "%s", adm ? nd->mrecs[i].admin
+						     : nd->mrecs[i].client);
+	pthread_mutex_unlock(&nd->mu);
+	return out[0] != '\0';
+}
+
 static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 {
 	char rec[512];
@@ -460,9 +654,12 @@ static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 	uint64_t id = 0;
 	char addr[64];
 	unsigned port = 0;
-	if (sscanf(rec, "add %" SCNu64 " %63s %u", &id, addr, &port) == 3) {
+	char client[PEER_NODE_ADDR_MAX] = "-", admin[PEER_NODE_ADDR_MAX] = "-";
+	if (sscanf(rec, "add %" SCNu64 " %63s %u %79s %79s", &id, addr, &port,
+		   client, admin) >= 3) {
 		if (id == nd->cfg.node_id)
 			return;
+		mrec_put(nd, id, client, admin);
 		if (peer_node_add_peer(nd, id, addr, (uint16_t)port))
 			PLOG_W("cluster", "bad members record", "seq=%" PRIu64
 			       " record=\"%s\"", en->seq, rec);
@@ -472,6 +669,7 @@ static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 			       "cluster; its groups stop", "node=%" PRIu64, id);
 		else
 			(void)peer_node_remove_peer(nd, id);
+		mrec_put(nd, id, NULL, NULL);
 	}
 }
 
@@ -511,6 +709,9 @@ static void leader_line(struct peer_node *nd, uint64_t leader, char *out,
 	if (leader && leader != nd->cfg.node_id &&
 	    peer_link_stats(nd->peer, leader, &ls) == 0)
 		info_get(ls.info, "admin", admin, sizeof admin);
+	if (leader && leader != nd->cfg.node_id && !*admin)
+		(void)peer_node_recorded_addr(nd, leader, "admin", admin,
+					      sizeof admin);
 	snprintf(out, cap, "leader=%" PRIu64 " admin=%s\n", leader,
 		 *admin ? admin : "-");
 }
@@ -550,6 +751,8 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 	int rc = pe_append_sync(nd->e, &q, &r);
 	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN || rc == -PARLEY_EFULL);
 	     t++) {
+		if (atomic_load(&nd->op_cancel))
+			return -PARLEY_ECLOSED;
 		usleep(20000);
 		rc = pe_append_sync(nd->e, &q, &r);
 	}
@@ -587,6 +790,11 @@ static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 			}
 			if (rc != -PARLEY_EAGAIN && rc != -PARLEY_ENOTLEADER)
 				return rc;
+			if (atomic_load(&nd->op_cancel)) {
+				snprintf(msg, cap, "the node is stopping: "
+					 "repeat the command\n");
+				return -PARLEY_ECLOSED;
+			}
 			if (parley_mono_ns() > deadline_ns) {
 				snprintf(msg, cap, "partition %u: no change "
 					 "possible now (%s)\n", p,
@@ -649,6 +857,11 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 		}
 		if (!behind)
 			break;
+		if (atomic_load(&nd->op_cancel)) {
+			snprintf(msg, cap, "the node is stopping; node %" PRIu64
+				 " is a learner: repeat the command\n", id);
+			return -PARLEY_ECLOSED;
+		}
 		if (parley_mono_ns() > deadline) {
 			snprintf(msg, cap, "node %" PRIu64 " is a learner; %u "
 				 "partitions still catching up: repeat the "
@@ -729,6 +942,11 @@ static int hand_over(struct peer_node *nd, uint64_t deadline, char *msg,
 		}
 		if (s0.role != PE_LEADER && s0.leader && !leads)
 			break; /* handed over */
+		if (atomic_load(&nd->op_cancel)) {
+			snprintf(msg, cap, "the node is stopping: repeat the "
+				 "command\n");
+			return -PARLEY_ECLOSED;
+		}
 		uint64_t now = parley_mono_ns();
 		if (now > hand_deadline || (!to && now > find_deadline)) {
 			if (!to) {
@@ -767,8 +985,155 @@ static int hand_over(struct peer_node *nd, uint64_t deadline, char *msg,
 	return -PARLEY_ENOTLEADER;
 }
 
-int peer_node_remove_node(struct peer_node *nd, uint64_t id, uint32_t wait_ms,
-			  char *msg, size_t cap)
+bool peer_node_removal_safe(const uint64_t *voters, const bool *healthy,
+			    uint32_t n, uint64_t removed, uint32_t *left,
+			    uint32_t *need)
+{
+	bool voter = false;
+	uint32_t h = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (voters[i] == removed)
+			voter = true;
+		else
+			h += healthy[i];
+	}
+	*left = h;
+	*need = 0;
+	if (!voter || n <= 1)
+		return true; /* the quorum does not change / the engine refuses */
+	*need = (n - 1) / 2 + 1;
+	return h >= *need;
+}
+
+/* Why voter v of a group this node leads is not healthy ("" = healthy):
+ * this node always is; another needs its link up, to have answered
+ * within the last election timeouts (active) and to hold `commit`. */
+static const char *voter_health(struct peer_node *nd,
+				const struct pe_raft_status *st, uint64_t v,
+				uint64_t commit)
+{
+	if (v == nd->cfg.node_id)
+		return "";
+	struct peer_link_stats ls;
+	if (peer_link_stats(nd->peer, v, &ls) || ls.state != PEER_LINK_UP)
+		return "link down";
+	for (uint32_t i = 0; i < st->n_members; i++)
+		if (st->members[i].node == v)
+			return !st->members[i].active ? "inactive"
+			       : st->members[i].match < commit ? "behind" : "";
+	return "unknown to the leader";
+}
+
+/* The removal check (docs/CLUSTER.md §3.7) over every partition where
+ * `id` is a voter: the healthy voters left must be a quorum of the new
+ * configuration. "Holding the commit index" is measured against each
+ * partition's commit when the check starts, and each partition is
+ * sampled every 50 ms for up to PEER_NODE_HEALTH_WAIT_MS until it passes
+ * once (a follower of a busy group is usually a few entries short of the
+ * newest commit). 0, or -PARLEY_EPERM with msg naming the first partition
+ * that never passed and its unhealthy voters. */
+static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
+			 size_t cap)
+{
+	uint64_t *c0 = calloc(nd->np ? nd->np : 1, sizeof *c0);
+	bool *ok = calloc(nd->np ? nd->np : 1, sizeof *ok);
+	int rc = 0;
+	if (!c0 || !ok) {
+		rc = -PARLEY_ENOMEM;
+		goto out;
+	}
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (!pe_raft_status(nd->e, p, &st))
+			c0[p] = st.commit;
+	}
+	uint64_t end = parley_mono_ns() +
+		       (uint64_t)PEER_NODE_HEALTH_WAIT_MS * 1000000ull;
+	for (;;) {
+		uint32_t pending = 0;
+		bool moving = false; /* the first failure: not led here now */
+		char why[256] = "";
+		for (uint32_t p = 0; p < nd->np; p++) {
+			if (ok[p])
+				continue;
+			struct pe_raft_status st;
+			if (!pe_raft_status(nd->e, p, &st) &&
+			    !conf_has(st.voters, st.nvoters, id, NULL)) {
+				ok[p] = true; /* not a voter: no quorum changes */
+				continue;
+			}
+			if (pe_raft_status(nd->e, p, &st) ||
+			    st.role != PE_LEADER) {
+				if (!pending++) {
+					moving = true;
+					snprintf(why, sizeof why, "partition %u "
+						 "is not led by this node now",
+						 p);
+				}
+				continue;
+			}
+			bool healthy[PE_MAX_VOTERS];
+			char bad[160] = "";
+			size_t bn = 0;
+			for (uint32_t i = 0; i < st.nvoters; i++) {
+				const char *w = voter_health(nd, &st,
+							     st.voters[i], c0[p]);
+				healthy[i] = !*w;
+				if (*w && st.voters[i] != id && bn < sizeof bad) {
+					int k = snprintf(bad + bn, sizeof bad - bn,
+							 "%snode %" PRIu64 " %s",
+							 bn ? ", " : "",
+							 st.voters[i], w);
+					if (k > 0)
+						bn += (size_t)k;
+				}
+			}
+			uint32_t left, need;
+			if (peer_node_removal_safe(st.voters, healthy, st.nvoters,
+						   id, &left, &need)) {
+				ok[p] = true;
+				continue;
+			}
+			if (!pending++)
+				snprintf(why, sizeof why, "partition %u would keep "
+					 "%u healthy voter%s of %u, a quorum "
+					 "needs %u (%s)", p, left,
+					 left == 1 ? "" : "s", st.nvoters - 1,
+					 need, bad);
+		}
+		if (!pending)
+			break;
+		if (atomic_load(&nd->op_cancel)) {
+			snprintf(msg, cap, "the node is stopping: repeat the "
+				 "command\n");
+			rc = -PARLEY_ECLOSED;
+			break;
+		}
+		if (parley_mono_ns() > end && moving) {
+			snprintf(msg, cap, "leadership is moving (%s): repeat "
+				 "the command\n", why);
+			rc = -PARLEY_EAGAIN;
+			break;
+		}
+		if (parley_mono_ns() > end) {
+			snprintf(msg, cap, "refusing to remove node %" PRIu64
+				 ": %s; the cluster would stop committing. "
+				 "Repair those nodes (or remove a dead one "
+				 "first), or repeat with --force (force=1) to "
+				 "remove it anyway\n", id, why);
+			rc = -PARLEY_EPERM;
+			break;
+		}
+		usleep(50000);
+	}
+out:
+	free(c0);
+	free(ok);
+	return rc;
+}
+
+int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
+			  uint32_t wait_ms, char *msg, size_t cap)
 {
 	snprintf(msg, cap, "error\n");
 	if (!id) {
@@ -779,6 +1144,15 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, uint32_t wait_ms,
 	if (rc)
 		return rc;
 	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
+	if (!force && (rc = removal_check(nd, id, msg, cap)) != 0) {
+		if (rc == -PARLEY_EPERM)
+			PLOG_W("cluster", "unsafe removal refused", "node=%"
+			       PRIu64, id);
+		return rc;
+	}
+	if (force)
+		PLOG_W("cluster", "removal forced: the quorum check is skipped",
+		       "node=%" PRIu64, id);
 	if (id == nd->cfg.node_id)
 		return hand_over(nd, deadline, msg, cap);
 	rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
@@ -797,6 +1171,107 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, uint32_t wait_ms,
 	snprintf(msg, cap, "node %" PRIu64 " removed from all %u partitions\n",
 		 id, nd->np);
 	return 0;
+}
+
+/* ---- the membership worker ------------------------------------------------------- */
+
+void peer_node_op_describe(const struct peer_node_op *op, uint64_t elapsed_ms,
+			   char *out, size_t cap)
+{
+	snprintf(out, cap, "%s node %" PRIu64 "%s, %" PRIu64 " s",
+		 op->kind == PEER_NODE_OP_ADD ? "add" : "remove", op->id,
+		 op->kind == PEER_NODE_OP_REMOVE && op->force ? " (forced)" : "",
+		 elapsed_ms / 1000);
+}
+
+static void *op_main(void *arg)
+{
+	struct peer_node *nd = arg;
+	const struct peer_node_op *op = &nd->op; /* fixed while it runs */
+	char msg[sizeof nd->op_msg];
+	int rc = op->kind == PEER_NODE_OP_ADD
+			 ? peer_node_add_node(nd, op->id, op->peer, op->client,
+					      op->admin, op->wait_ms, msg,
+					      sizeof msg)
+			 : peer_node_remove_node(nd, op->id, op->force,
+						 op->wait_ms, msg, sizeof msg);
+	pthread_mutex_lock(&nd->op_mu);
+	nd->op_rc = rc;
+	memcpy(nd->op_msg, msg, sizeof msg);
+	nd->op_busy = false;
+	pthread_mutex_unlock(&nd->op_mu);
+	return NULL;
+}
+
+int peer_node_op_start(struct peer_node *nd, const struct peer_node_op *op,
+		       uint64_t *ticket, char *msg, size_t cap)
+{
+	snprintf(msg, cap, "error\n");
+	pthread_mutex_lock(&nd->op_mu);
+	int rc = 0;
+	if (nd->op_busy) {
+		char d[96];
+		peer_node_op_describe(&nd->op, (parley_mono_ns() -
+						nd->op_start_ns) / 1000000u,
+				      d, sizeof d);
+		snprintf(msg, cap, "operation in progress (%s): wait for its "
+			 "answer, then repeat\n", d);
+		rc = -PARLEY_EAGAIN;
+	} else if (!nd->started || !nd->e || atomic_load(&nd->op_cancel)) {
+		snprintf(msg, cap, "not running\n");
+		rc = -PARLEY_ECLOSED;
+	}
+	if (rc) {
+		pthread_mutex_unlock(&nd->op_mu);
+		return rc;
+	}
+	if (nd->op_joinable) { /* the last one ended (op_busy is false) */
+		pthread_join(nd->op_thr, NULL);
+		nd->op_joinable = false;
+	}
+	nd->op = *op;
+	nd->op_busy = true;
+	nd->op_start_ns = parley_mono_ns();
+	nd->op_rc = 0;
+	nd->op_msg[0] = '\0';
+	*ticket = ++nd->op_ticket;
+	if (pthread_create(&nd->op_thr, NULL, op_main, nd)) {
+		nd->op_busy = false;
+		pthread_mutex_unlock(&nd->op_mu);
+		snprintf(msg, cap, "cannot start a thread\n");
+		return -PARLEY_ENOMEM;
+	}
+	nd->op_joinable = true;
+	pthread_mutex_unlock(&nd->op_mu);
+	return 0;
+}
+
+int peer_node_op_result(struct peer_node *nd, uint64_t ticket, int *rc,
+			char *msg, size_t cap)
+{
+	pthread_mutex_lock(&nd->op_mu);
+	int r = ticket != nd->op_ticket ? -PARLEY_ENOTFOUND
+		: nd->op_busy		? -PARLEY_EAGAIN
+					: 0;
+	if (!r) {
+		*rc = nd->op_rc;
+		snprintf(msg, cap, "%s", nd->op_msg);
+	}
+	pthread_mutex_unlock(&nd->op_mu);
+	return r;
+}
+
+bool peer_node_op_running(struct peer_node *nd, struct peer_node_op *op,
+			  uint64_t *elapsed_ms)
+{
+	pthread_mutex_lock(&nd->op_mu);
+	bool busy = nd->op_busy;
+	if (busy) {
+		*op = nd->op;
+		*elapsed_ms = (parley_mono_ns() - nd->op_start_ns) / 1000000u;
+	}
+	pthread_mutex_unlock(&nd->op_mu);
+	return busy;
 }
 
 static void *node_main(void *arg)
@@ -826,8 +1301,12 @@ static void *node_main(void *arg)
 		if (tick) {
 			(void)pe_raft_tick(nd->e);
 			observe_raft(nd);
+			if (nd->app.on_tick)
+				nd->app.on_tick(nd->app.arg,
+						parley_mono_ns() / 1000000u);
 		}
 		drain_outbox(nd);
+		drain_app(nd);
 		peer_flush(nd->peer);
 	}
 	return NULL;
@@ -904,6 +1383,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 	nd->cfg = *cfg;
 	nd->ep = nd->evfd = nd->tfd = -1;
 	pthread_mutex_init(&nd->mu, NULL);
+	pthread_mutex_init(&nd->op_mu, NULL);
 	uint32_t nv = 0;
 	if (cfg->nfounders) { /* a node added later: the founders */
 		if (cfg->nfounders > PEER_NODE_MAX_PEERS + 1) {
@@ -924,7 +1404,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.quiesce_ticks = cfg->quiesce_ticks,
 		.log_keep_bytes = cfg->log_keep_bytes,
 		.snapshot_rate_bytes = cfg->snapshot_rate_bytes,
-		.send = node_send, .send_arg = nd,
+		.send = node_send, .send_arg = nd, .flush = node_flush,
 		.follow_partition0 = true};
 	struct peer_config pc = {
 		.cluster_id = cfg->cluster_id, .node_id = cfg->node_id,
@@ -932,7 +1412,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.rng_seed = cfg->node_id ^ (uint64_t)parley_mono_ns(),
 		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
 		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
-		.arg = nd};
+		.on_app = on_app, .arg = nd};
 	char info[PEER_INFO_MAX + 1];
 	if (node_info(cfg, info, sizeof info)) {
 		PLOG_E("cluster", "advertised addresses too long or not printable",
@@ -1017,6 +1497,15 @@ void peer_node_halt(struct peer_node *nd)
 {
 	if (!nd || !nd->started)
 		return;
+	/* a membership operation waits for commits: end it while the node
+	 * thread still carries its messages and ticks */
+	pthread_mutex_lock(&nd->op_mu);
+	atomic_store(&nd->op_cancel, true);
+	bool join = nd->op_joinable;
+	nd->op_joinable = false;
+	pthread_mutex_unlock(&nd->op_mu);
+	if (join)
+		pthread_join(nd->op_thr, NULL);
 	atomic_store(&nd->stop, true);
 	uint64_t one = 1;
 	ssize_t w = write(nd->evfd, &one, sizeof one);
@@ -1037,6 +1526,11 @@ void peer_node_stop(struct peer_node *nd)
 		free(b);
 		b = nx;
 	}
+	while (nd->ahead) {
+		struct aframe *nx = nd->ahead->next;
+		free(nd->ahead);
+		nd->ahead = nx;
+	}
 	if (nd->peer)
 		peer_free(nd->peer);
 	if (nd->ep >= 0)
@@ -1051,6 +1545,7 @@ void peer_node_stop(struct peer_node *nd)
 		nd->cmd_head = nx;
 	}
 	pthread_mutex_destroy(&nd->mu);
+	pthread_mutex_destroy(&nd->op_mu);
 	free(nd->gather);
 	free(nd->seen_term);
 	free(nd->seen_leader);
@@ -1103,6 +1598,15 @@ uint64_t peer_node_id(const struct peer_node *n)
 	return n->cfg.node_id;
 }
 
+const char *peer_node_self_addr(const struct peer_node *n, const char *which)
+{
+	const char *v = !strcmp(which, "client") ? n->cfg.client_addr
+			: !strcmp(which, "tls")	 ? n->cfg.client_tls_addr
+			: !strcmp(which, "admin")	 ? n->cfg.admin_addr
+							 : NULL;
+	return v ? v : "";
+}
+
 uint64_t peer_node_cluster_id(const struct peer_node *n)
 {
 	return n->cfg.cluster_id;
@@ -1132,6 +1636,14 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 		info_get(st[i].info, "tls", o->client_tls_addr,
 			 sizeof o->client_tls_addr);
 		info_get(st[i].info, "admin", o->admin_addr, sizeof o->admin_addr);
+		if (!o->client_addr[0])
+			(void)peer_node_recorded_addr(n, o->node, "client",
+						      o->client_addr,
+						      sizeof o->client_addr);
+		if (!o->admin_addr[0])
+			(void)peer_node_recorded_addr(n, o->node, "admin",
+						      o->admin_addr,
+						      sizeof o->admin_addr);
 	}
 	return m;
 }
@@ -1149,5 +1661,7 @@ uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
 		info_get(ls.info, "client", plain, cap);
 		info_get(ls.info, "tls", tls, cap);
 	}
+	if (!plain[0] && !tls[0]) /* no INFO yet: its members record */
+		(void)peer_node_recorded_addr(n, st.leader, "client", plain, cap);
 	return st.leader;
 }

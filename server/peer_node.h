@@ -27,8 +27,12 @@
  *   4. peer_node_halt() ends the thread: before pe_close, since the thread
  *      calls into the engine. peer_node_stop() frees everything: after
  *      pe_close, since the engine may send until it is closed.
+ *   6. peer_node_halt() ends a running membership operation (its loops
+ *      see the halt and answer -PARLEY_ECLOSED) and joins its worker
+ *      while the node thread still runs, then the node thread.
  * Threads: new/stop on the controlling thread; the send callback from any
- * engine shard thread; peer_node_outbox_drops from any thread.
+ * engine shard thread; peer_node_outbox_drops from any thread; a
+ * membership operation on its own worker thread (peer_node_op_start).
  */
 #ifndef PARLEYD_PEER_NODE_H
 #define PARLEYD_PEER_NODE_H
@@ -103,26 +107,106 @@ int peer_node_add_peer(struct peer_node *n, uint64_t id, const char *addr,
 		       uint16_t port);
 int peer_node_remove_peer(struct peer_node *n, uint64_t id);
 /* Cluster membership (docs/CLUSTER.md §3.7), on the node that leads
- * partition 0, blocking (the admin thread; at most about wait_ms):
+ * partition 0, blocking (at most about wait_ms; the admin port runs them
+ * on the membership worker, peer_node_op_start below):
  * add_node writes the new node's addresses to the members stream (every
  * node then names it to its transport), adds it as a learner of every
  * partition, waits until this leader sees it caught up everywhere, and
- * promotes it to voter; remove_node removes it from every partition, then
- * writes its removal (every node forgets it); asked to remove this node
- * itself, it hands the leadership of every partition to another current
- * voter and answers -PARLEY_ENOTLEADER naming it (the caller repeats the
- * command there; docs/CLUSTER.md §3.7), or -PARLEY_EAGAIN when there is
- * no other current voter. Both are idempotent (repeat after a timeout).
+ * promotes it to voter; remove_node first checks that in every partition
+ * where the node is a voter, the voters left that are healthy (this node,
+ * or link up, active and holding the commit index of the check's start)
+ * are a quorum of the new configuration (peer_node_removal_safe; sampled
+ * for up to PEER_NODE_HEALTH_WAIT_MS, -PARLEY_EPERM naming the unhealthy
+ * voters when not; `force` skips it), then removes it from every
+ * partition and writes its removal (every node forgets it); asked to
+ * remove this node itself, it hands the leadership of every partition to
+ * another current voter and answers -PARLEY_ENOTLEADER naming it (the
+ * caller repeats the command there; docs/CLUSTER.md §3.7), or
+ * -PARLEY_EAGAIN when there is no other current voter. Both are
+ * idempotent (repeat after a timeout).
  * 0, or -PARLEY_ENOTLEADER (msg names the leader as this node knows it,
  * its last line "leader=N admin=HOST:PORT"), -PARLEY_EINVAL (bad id or
- * address, a reused id, add_node of this node itself), -PARLEY_ETIMEDOUT
- * (msg says how far it got), another engine error. msg gets a short
- * text answer. */
+ * address, a reused id, add_node of this node itself), -PARLEY_EPERM (an
+ * unsafe removal refused), -PARLEY_ETIMEDOUT (msg says how far it got),
+ * -PARLEY_ECLOSED (the node is stopping), another engine error. msg gets
+ * a short text answer. */
+#define PEER_NODE_HEALTH_WAIT_MS 3000u
 int peer_node_add_node(struct peer_node *n, uint64_t id, const char *peer,
 		       const char *client, const char *admin, uint32_t wait_ms,
 		       char *msg, size_t cap);
-int peer_node_remove_node(struct peer_node *n, uint64_t id, uint32_t wait_ms,
-			  char *msg, size_t cap);
+int peer_node_remove_node(struct peer_node *n, uint64_t id, bool force,
+			  uint32_t wait_ms, char *msg, size_t cap);
+
+/* The removal check, pure: a group whose voters are voters[0..n) (each
+ * healthy[i] or not) loses `removed`. True when the healthy voters left
+ * are at least a quorum of the n - 1 left (*left and *need get both
+ * counts), or when `removed` is not a voter (the quorum does not change)
+ * or is the only one (the engine refuses that change itself). */
+bool peer_node_removal_safe(const uint64_t *voters, const bool *healthy,
+			    uint32_t n, uint64_t removed, uint32_t *left,
+			    uint32_t *need);
+
+/* ---- the membership worker (docs/CLUSTER.md §3.7) ---- */
+
+enum peer_node_op_kind { PEER_NODE_OP_ADD = 1, PEER_NODE_OP_REMOVE = 2 };
+
+struct peer_node_op {
+	enum peer_node_op_kind kind;
+	uint64_t id;
+	char peer[96], client[96], admin[96]; /* add: as peer_node_add_node */
+	bool force;                           /* remove: skip the check */
+	uint32_t wait_ms;
+};
+
+/* Runs one membership operation on a worker thread of its own (its waits
+ * never hold the admin thread or the node thread). At most one runs at a
+ * time: 0 and *ticket, or -PARLEY_EAGAIN while another runs (msg:
+ * "operation in progress (add node 4, 12 s)"), -PARLEY_ECLOSED once
+ * halting / before start, -PARLEY_ENOMEM. Any thread. */
+int peer_node_op_start(struct peer_node *n, const struct peer_node_op *op,
+		       uint64_t *ticket, char *msg, size_t cap);
+/* The outcome of operation `ticket`: 0 with *rc and msg (as
+ * peer_node_add_node / _remove_node) once it ended, -PARLEY_EAGAIN while
+ * it runs, -PARLEY_ENOTFOUND when a newer operation replaced it. Any
+ * thread. */
+int peer_node_op_result(struct peer_node *n, uint64_t ticket, int *rc,
+			char *msg, size_t cap);
+/* The running operation and how long it has run (ms); false when none. */
+bool peer_node_op_running(struct peer_node *n, struct peer_node_op *op,
+			  uint64_t *elapsed_ms);
+/* "add node 4, 12 s"-style text of a running operation into out. */
+void peer_node_op_describe(const struct peer_node_op *op, uint64_t elapsed_ms,
+			   char *out, size_t cap);
+
+/* ---- application frames (request forwarding, server/proxy.h) ---- */
+
+#define PEER_NODE_APP_BYTES (16ull << 20) /* queued for the node thread */
+
+/* Hooks of the application that uses the peer links besides Raft (the
+ * request proxy); all run on the node thread. */
+struct peer_node_app {
+	/* an application frame (peer.h PEER_FRAME_FWD_*) arrived (borrowed) */
+	void (*on_frame)(void *arg, uint64_t from, uint8_t type,
+			 const uint8_t *p, uint32_t n);
+	/* a frame queued by peer_node_send_app could not be handed to the
+	 * link (err: its refusal), so it will never arrive */
+	void (*on_unsent)(void *arg, uint64_t to, uint8_t type,
+			  const uint8_t *p, uint32_t n, int err);
+	void (*on_link)(void *arg, uint64_t node, bool up);
+	void (*on_tick)(void *arg, uint64_t now_ms); /* every tick_ms */
+	void *arg;
+};
+/* Installs the hooks; before peer_node_start. */
+void peer_node_set_app(struct peer_node *n, const struct peer_node_app *app);
+/* Queues an application frame (the concatenation of a and b, copied) for
+ * node `to` from any thread; the node thread hands it to the link at its
+ * next round (peer_send_app), or reports on_unsent. 0, -PARLEY_EFULL
+ * (PEER_NODE_APP_BYTES queued), -PARLEY_ENOMEM. */
+int peer_node_send_app(struct peer_node *n, uint64_t to, uint8_t type,
+		       const void *a, size_t alen, const void *b, size_t blen);
+/* Whether the link to `node` is up now (any thread). */
+bool peer_node_link_up(struct peer_node *n, uint64_t node);
+
 /* Messages dropped because the outbox was full (any thread). */
 uint64_t peer_node_outbox_drops(struct peer_node *n);
 /* Prometheus text for /metrics: elections (term changes) and leaderships
@@ -142,7 +226,9 @@ struct peer_node_link {
 	bool up;
 	uint64_t bytes_in, bytes_out;     /* on the wire */
 	uint64_t connects, reconnects, dead, connect_failures;
-	/* what the peer advertised ("" = unknown); kept after it went down */
+	/* what the peer advertised ("" = unknown); kept after it went down;
+	 * for a node added at run time that never advertised, the client and
+	 * admin addresses its members record gives */
 	char client_addr[PEER_NODE_ADDR_MAX];
 	char client_tls_addr[PEER_NODE_ADDR_MAX];
 	char admin_addr[PEER_NODE_ADDR_MAX];
@@ -150,6 +236,13 @@ struct peer_node_link {
 };
 
 uint64_t peer_node_id(const struct peer_node *n);
+/* This node's own advertised addresses (its configuration; "" = none). */
+const char *peer_node_self_addr(const struct peer_node *n, const char *which);
+/* The client or admin address ("client" / "admin") the members stream
+ * recorded for node `id` (nodes added at run time), copied into out;
+ * false when none is recorded. Any thread. */
+bool peer_node_recorded_addr(struct peer_node *n, uint64_t id,
+			     const char *which, char *out, size_t cap);
 uint64_t peer_node_cluster_id(const struct peer_node *n);
 /* Fills out[0..cap) with the links in --peers order; returns how many.
  * Any thread. */
@@ -158,8 +251,10 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 /* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
  * partition 0 as this node knows it (every partition follows it,
  * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
- * plain / tls (cap bytes each, "" = unknown). Returns the leader's id, 0
- * when none is known or it is this node. Any thread (e: the open engine). */
+ * plain / tls (cap bytes each, "" = unknown; a node added at run time
+ * whose INFO did not arrive gets the plain client address its members
+ * record gives). Returns the leader's id, 0 when none is known or it is
+ * this node. Any thread (e: the open engine). */
 uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
 			       char *plain, char *tls, size_t cap);
 

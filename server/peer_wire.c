@@ -35,7 +35,7 @@ int peer_hdr_decode(const uint8_t *buf, size_t len, uint32_t max_payload,
 		return -PARLEY_ECORRUPT;
 	uint8_t t = buf[4];
 	uint32_t n = le_get32(buf);
-	if (buf[5] != 0 || t < PEER_FRAME_HELLO || t > PEER_FRAME_INFO)
+	if (buf[5] != 0 || t < PEER_FRAME_HELLO || t > PEER_FRAME_LAST)
 		return -PARLEY_EPROTO;
 	if (t == PEER_FRAME_PING && n != 0)
 		return -PARLEY_EPROTO;

@@ -28,6 +28,7 @@ struct chat;
 struct chat_ret;
 struct loop;
 struct ratelimit;
+struct proxy;
 
 /* Limits a connection lives by (config keys in parentheses). */
 struct srv_limits {
@@ -45,6 +46,7 @@ struct srv_limits {
 	uint32_t drain_timeout_ms;   /* SIGTERM: force close after this (drain_timeout_ms) */
 	uint64_t edit_window_ms;     /* EDIT allowed this long after the message (edit_window_ms, 0 = always) */
 	uint64_t delete_window_ms;   /* DELETE likewise (delete_window_ms) */
+	uint32_t forward_timeout_ms; /* a forwarded request's bound (forward_timeout_ms) */
 };
 
 /* Counters every loop bumps (relaxed atomics); metrics read them. */
@@ -147,6 +149,9 @@ struct srv {
 					NULL = none */
 	struct peer_node *peer;      /* a cluster node's replication (peer_node.h,
 					/metrics, /readyz); NULL = one node */
+	struct proxy *proxy;         /* request forwarding (proxy.h); NULL = one
+					node (with forward = 0 it only serves
+					other nodes' forwards) */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;

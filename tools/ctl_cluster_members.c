@@ -5,7 +5,7 @@
  *
  *   parleyctl cluster add-node --admin HOST:PORT[,HOST:PORT...] --id N
  *             --peer ADDR:PORT [--client HOST:PORT] [--admin-of-node HOST:PORT]
- *   parleyctl cluster remove-node --admin HOST:PORT[,...] --id N
+ *   parleyctl cluster remove-node --admin HOST:PORT[,...] --id N [--force]
  *
  * The request goes to the first admin address; a node that does not lead
  * partition 0 answers 409 naming the leader's id and admin address, which
@@ -16,6 +16,10 @@
  * names no leader (no current voter to hand leadership to) ends it. The leader waits until the change
  * is done (add-node: the node a voter of every partition) or up to a
  * minute (504: how far it got; the command is idempotent, repeat it).
+ * remove-node is refused (409, exit 1) when in some partition the healthy
+ * voters left would not be a quorum of the new configuration (a node
+ * down or behind): --force removes it anyway. One operation runs at a
+ * time: another one meanwhile is refused (409 "operation in progress").
  * Exit codes: 0 done, 1 refused or not done in time, 2 usage, 3 no node
  * answered.
  * Threads: one, blocking sockets with a receive timeout.
@@ -160,14 +164,22 @@ static void members_usage(FILE *f)
 		"usage: parleyctl cluster add-node --admin HOST:PORT[,HOST:PORT...] "
 		"--id N --peer ADDR:PORT\n"
 		"                 [--client HOST:PORT] [--node-admin HOST:PORT]\n"
-		"       parleyctl cluster remove-node --admin HOST:PORT[,...] --id N\n"
+		"       parleyctl cluster remove-node --admin HOST:PORT[,...] --id N "
+		"[--force]\n"
 		"--admin: admin ports of running nodes (the leader of partition 0 "
 		"does the change;\n  others name it and it is asked next). add-node: the new node "
 		"runs with its own --node-id, the\n  cluster's --cluster-id, "
 		"--founders (the founding ids) and --peers (running\n  nodes), an "
 		"empty --data; --peer is its peer address (numeric), --client and\n"
-		"  --node-admin its client and admin addresses (recorded for "
-		"operators).\n");
+		"  --node-admin its client and admin addresses (recorded: named "
+		"to clients and\n  operators while the node's own announcement "
+		"is missing).\n"
+		"remove-node: refused when, in some partition, the healthy voters "
+		"left (link up,\n  holding the commit index) would not be a "
+		"quorum; --force removes it anyway\n  (the cluster may then stop "
+		"committing until the unhealthy voters are back).\n"
+		"One membership operation runs at a time (409 \"operation in "
+		"progress\" else).\n");
 }
 
 int ctl_cluster_members_main(int argc, char **argv)
@@ -175,11 +187,15 @@ int ctl_cluster_members_main(int argc, char **argv)
 	bool add = !strcmp(argv[0], "add-node");
 	const char *admins = NULL, *id = NULL, *peer = NULL, *client = NULL,
 		   *nadmin = NULL;
+	bool force = false;
 	for (int i = 1; i < argc; i += 2) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			members_usage(stdout);
 			return 0;
+		} else if (!add && !strcmp(argv[i], "--force")) {
+			force = true;
+			i--; /* no value */
 		} else if (!v) {
 			members_usage(stderr);
 			return 2;
@@ -217,6 +233,7 @@ int ctl_cluster_members_main(int argc, char **argv)
 			 client ? "&client=" : "", client ? client : "",
 			 nadmin ? "&admin=" : "", nadmin ? nadmin : "");
 	else
-		snprintf(path, sizeof path, "/cluster/remove-node?id=%s", id);
+		snprintf(path, sizeof path, "/cluster/remove-node?id=%s%s", id,
+			 force ? "&force=1" : "");
 	return post_any(admins, path);
 }

@@ -9,15 +9,20 @@
  * Every given node is asked; nodes whose admin address a reachable node
  * reports (peers[].admin, learnt in the peer handshake) are asked too, so
  * one address is enough once the nodes advertise theirs; otherwise give
- * every node. Printed: per node (reachable, ready, partitions led and
- * followed, peer links up), per partition (leader, term, commit, and per
+ * every node. Printed: per node (id, admin and client addresses,
+ * reachable, ready, partitions led / followed / held as a learner, and
+ * each of its peer links up or down as that node sees it), per partition
+ * (leader, term, commit, and per
  * replica its commit lag and apply lag behind the leader's commit as the
  * replica itself reports them, or, for a replica that did not answer, the
  * leader's view: entries it lacks and whether it answers the leader).
  * Flags: `no-leader` (no answering node knows a leader), `leader-down`
  * (the leader named by the others did not answer), `lagging` (a replica
  * more than --lag-threshold entries behind — default 100 —, inactive for
- * the leader, or not answering).
+ * the leader, or not answering), `learner` (a replica that is a learner:
+ * an add-node that has not finished, docs/CLUSTER.md §3.7). After the
+ * partitions: every learner and how many partitions it is a learner of,
+ * and a membership operation running on a node.
  *
  * Exit codes (parleyctl.h): 0 every partition has a leader (lagging
  * replicas are only flagged); 1 a partition has no leader (or no
@@ -498,6 +503,7 @@ struct replica {
 	bool have_member;        /* the leader's view */
 	uint64_t match, lag;
 	bool active;
+	bool learner;            /* in the group's learners */
 	bool lagging;
 };
 
@@ -507,8 +513,17 @@ struct pview {
 	bool leader_known, leader_reachable;
 	struct replica r[CS_MAX_NODES];
 	uint32_t nr;
-	bool lagging;
+	bool lagging, has_learner;
+	const struct jv *voters, *learners; /* the configuration shown */
 };
+
+static bool jarr_has(const struct jv *a, uint64_t id)
+{
+	for (uint32_t i = 0; a && a->t == J_ARR && i < a->n; i++)
+		if (a->kids[i].t == J_NUM && a->kids[i].u == id)
+			return true;
+	return false;
+}
 
 static void build_partition(const struct cs *c, uint64_t p, struct pview *v)
 {
@@ -554,15 +569,40 @@ static void build_partition(const struct cs *c, uint64_t p, struct pview *v)
 				v->commit = jnum(pp, "commit");
 			}
 		}
-	/* the replicas: the leader's members, else every node named */
+	/* the configuration: the leader's, else the newest term's */
+	const struct jv *cp = lp;
+	uint64_t cterm = 0;
+	for (uint32_t i = 0; !cp && i < c->n; i++) {
+		const struct cnode *nd = &c->nodes[i];
+		const struct jv *pp = nd->reachable ? part_of(nd, p) : NULL;
+		if (pp && jget(pp, "voters") && (!cterm || jnum(pp, "term") > cterm)) {
+			cterm = jnum(pp, "term");
+			cp = pp;
+		}
+	}
+	if (!cp) /* none newer known: any answering node's */
+		for (uint32_t i = 0; !cp && i < c->n; i++)
+			cp = c->nodes[i].reachable ? part_of(&c->nodes[i], p) : NULL;
+	v->voters = cp ? jget(cp, "voters") : NULL;
+	v->learners = cp ? jget(cp, "learners") : NULL;
+	/* the replicas: the leader's members, else the configuration's
+	 * voters and learners, else every node named */
 	uint64_t ids[CS_MAX_NODES];
 	uint32_t nid = 0;
 	const struct jv *mem = lp ? jget(lp, "members") : NULL;
-	if (mem && mem->t == J_ARR && mem->n)
+	if (mem && mem->t == J_ARR && mem->n) {
 		for (uint32_t k = 0; k < mem->n && nid < CS_MAX_NODES; k++)
 			ids[nid++] = jnum(&mem->kids[k], "node");
-	else
+	} else if (v->voters && v->voters->t == J_ARR && v->voters->n) {
+		for (int w = 0; w < 2; w++) {
+			const struct jv *a = w ? v->learners : v->voters;
+			for (uint32_t k = 0; a && a->t == J_ARR && k < a->n &&
+					     nid < CS_MAX_NODES; k++)
+				ids[nid++] = a->kids[k].u;
+		}
+	} else {
 		nid = known_ids(c, ids, CS_MAX_NODES);
+	}
 	for (uint32_t k = 0; k < nid; k++) {
 		struct replica *r = &v->r[v->nr++];
 		r->node = ids[k];
@@ -584,7 +624,10 @@ static void build_partition(const struct cs *c, uint64_t p, struct pview *v)
 				r->match = jnum(&mem->kids[m], "match");
 				r->lag = jnum(&mem->kids[m], "lag");
 				r->active = jbool(&mem->kids[m], "active");
+				r->learner = !jbool(&mem->kids[m], "voter");
 			}
+		r->learner |= jarr_has(v->learners, ids[k]);
+		v->has_learner |= r->learner;
 		r->lagging = !r->reachable ||
 			     (r->have_member && (!r->active || r->lag > c->lag_threshold)) ||
 			     r->commit_lag > c->lag_threshold ||
@@ -622,20 +665,79 @@ static void json_out_str(const char *s)
 }
 
 static void node_counts(const struct cnode *nd, uint32_t *led, uint32_t *fol,
-			uint32_t *up, uint32_t *npeers)
+			uint32_t *up, uint32_t *npeers, uint32_t *learns)
 {
-	*led = *fol = *up = *npeers = 0;
+	*led = *fol = *up = *npeers = *learns = 0;
 	const struct jv *ps = jget(&nd->doc, "partitions");
 	for (uint32_t k = 0; ps && ps->t == J_ARR && k < ps->n; k++) {
 		const char *role = jstrv(&ps->kids[k], "role");
 		*led += !strcmp(role, "leader");
 		*fol += !strcmp(role, "follower");
+		*learns += jarr_has(jget(&ps->kids[k], "learners"), nd->id);
 	}
 	const struct jv *pe = jget(&nd->doc, "peers");
 	for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n; k++) {
 		(*npeers)++;
 		*up += !strcmp(jstrv(&pe->kids[k], "state"), "up");
 	}
+}
+
+/* A node's client address: its own answer, else what a peer advertised. */
+static const char *client_of(const struct cs *c, const struct cnode *nd,
+			     uint64_t id)
+{
+	if (nd && nd->reachable && *jstrv(&nd->doc, "client"))
+		return jstrv(&nd->doc, "client");
+	for (uint32_t i = 0; i < c->n; i++) {
+		const struct jv *pe = c->nodes[i].reachable
+					      ? jget(&c->nodes[i].doc, "peers")
+					      : NULL;
+		for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n; k++)
+			if (jnum(&pe->kids[k], "node") == id &&
+			    *jstrv(&pe->kids[k], "client"))
+				return jstrv(&pe->kids[k], "client");
+	}
+	return "";
+}
+
+/* Every learner of some partition and in how many (ascending ids). */
+static uint32_t learners_of(const struct pview *pv, uint64_t np, uint64_t *ids,
+			    uint32_t *cnt, uint32_t cap)
+{
+	uint32_t n = 0;
+	for (uint64_t p = 0; p < np; p++)
+		for (uint32_t k = 0; k < pv[p].nr; k++) {
+			if (!pv[p].r[k].learner)
+				continue;
+			uint32_t m = 0;
+			while (m < n && ids[m] != pv[p].r[k].node)
+				m++;
+			if (m == n) {
+				if (n == cap)
+					continue;
+				ids[n] = pv[p].r[k].node;
+				cnt[n++] = 0;
+			}
+			cnt[m]++;
+		}
+	for (uint32_t x = 1; x < n; x++)
+		for (uint32_t y = x; y > 0 && ids[y - 1] > ids[y]; y--) {
+			uint64_t t = ids[y];
+			ids[y] = ids[y - 1];
+			ids[y - 1] = t;
+			uint32_t u = cnt[y];
+			cnt[y] = cnt[y - 1];
+			cnt[y - 1] = u;
+		}
+	return n;
+}
+
+static void json_ids(const struct jv *a)
+{
+	putchar('[');
+	for (uint32_t i = 0; a && a->t == J_ARR && i < a->n; i++)
+		printf("%s%" PRIu64, i ? "," : "", a->kids[i].u);
+	putchar(']');
 }
 
 static void print_json(const struct cs *c, const struct pview *pv, uint64_t np,
@@ -648,33 +750,55 @@ static void print_json(const struct cs *c, const struct pview *pv, uint64_t np,
 		json_out_str(nd->admin);
 		printf(",\"reachable\":%s", nd->reachable ? "true" : "false");
 		if (!nd->reachable) {
-			printf(",\"node\":%" PRIu64 ",\"error\":",
-			       id_by_admin(c, nd->admin));
+			uint64_t id = id_by_admin(c, nd->admin);
+			printf(",\"node\":%" PRIu64 ",\"client\":", id);
+			json_out_str(id ? client_of(c, NULL, id) : "");
+			printf(",\"error\":");
 			json_out_str(nd->err);
 			printf("}");
 			continue;
 		}
-		uint32_t led, fol, up, npeers;
-		node_counts(nd, &led, &fol, &up, &npeers);
-		printf(",\"node\":%" PRIu64 ",\"cluster\":%" PRIu64 ",\"ready\":%s,"
-		       "\"leads\":%u,\"follows\":%u,\"peers_up\":%u,\"peers\":%u}",
-		       nd->id, jnum(&nd->doc, "cluster"),
-		       jbool(&nd->doc, "ready") ? "true" : "false", led, fol, up,
-		       npeers);
+		uint32_t led, fol, up, npeers, learns;
+		node_counts(nd, &led, &fol, &up, &npeers, &learns);
+		printf(",\"node\":%" PRIu64 ",\"cluster\":%" PRIu64 ",\"client\":",
+		       nd->id, jnum(&nd->doc, "cluster"));
+		json_out_str(client_of(c, nd, nd->id));
+		printf(",\"ready\":%s,\"leads\":%u,\"follows\":%u,\"learner_of\":%u,"
+		       "\"peers_up\":%u,\"peers\":%u,\"links\":[",
+		       jbool(&nd->doc, "ready") ? "true" : "false", led, fol,
+		       learns, up, npeers);
+		const struct jv *pe = jget(&nd->doc, "peers");
+		for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n; k++) {
+			printf("%s{\"node\":%" PRIu64 ",\"state\":", k ? "," : "",
+			       jnum(&pe->kids[k], "node"));
+			json_out_str(jstrv(&pe->kids[k], "state"));
+			printf("}");
+		}
+		printf("],\"operation\":");
+		const struct jv *op = jget(&nd->doc, "operation");
+		if (op && op->t == J_OBJ)
+			json_out_str(jstrv(op, "text"));
+		else
+			printf("null");
+		printf("}");
 	}
 	printf("],\"partitions\":[");
 	for (uint64_t p = 0; p < np; p++) {
 		const struct pview *v = &pv[p];
 		printf("%s{\"partition\":%" PRIu64 ",\"leader\":%" PRIu64
 		       ",\"leader_reachable\":%s,\"term\":%" PRIu64 ",\"commit\":%" PRIu64
-		       ",\"no_leader\":%s,\"lagging\":%s,\"replicas\":[",
+		       ",\"no_leader\":%s,\"lagging\":%s,\"voters\":",
 		       p ? "," : "", p, v->leader_known ? v->leader : 0,
 		       v->leader_reachable ? "true" : "false", v->term, v->commit,
 		       v->leader_known ? "false" : "true", v->lagging ? "true" : "false");
+		json_ids(v->voters);
+		printf(",\"learners\":");
+		json_ids(v->learners);
+		printf(",\"replicas\":[");
 		for (uint32_t k = 0; k < v->nr; k++) {
 			const struct replica *r = &v->r[k];
-			printf("%s{\"node\":%" PRIu64 ",\"reachable\":%s,\"role\":", k ? "," : "",
-			       r->node, r->reachable ? "true" : "false");
+			printf("%s{\"node\":%" PRIu64 ",\"reachable\":%s,\"role\":",
+			       k ? "," : "", r->node, r->reachable ? "true" : "false");
 			json_out_str(r->role);
 			if (r->reachable)
 				printf(",\"commit\":%" PRIu64 ",\"applied\":%" PRIu64
@@ -683,10 +807,19 @@ static void print_json(const struct cs *c, const struct pview *pv, uint64_t np,
 			if (r->have_member)
 				printf(",\"match\":%" PRIu64 ",\"lag\":%" PRIu64 ",\"active\":%s",
 				       r->match, r->lag, r->active ? "true" : "false");
-			printf(",\"lagging\":%s}", r->lagging ? "true" : "false");
+			printf(",\"learner\":%s,\"lagging\":%s}",
+			       r->learner ? "true" : "false",
+			       r->lagging ? "true" : "false");
 		}
 		printf("]}");
 	}
+	uint64_t lids[CS_MAX_NODES];
+	uint32_t lcnt[CS_MAX_NODES];
+	uint32_t nl = learners_of(pv, np, lids, lcnt, CS_MAX_NODES);
+	printf("],\"learners\":[");
+	for (uint32_t k = 0; k < nl; k++)
+		printf("%s{\"node\":%" PRIu64 ",\"partitions\":%u}", k ? "," : "",
+		       lids[k], lcnt[k]);
 	printf("]}\n");
 }
 
@@ -696,8 +829,9 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 	for (uint32_t i = 0; i < c->n; i++)
 		reach += c->nodes[i].reachable;
 	printf("nodes: %u asked, %u answered\n\n", c->n, reach);
-	printf("%-6s %-24s %-9s %-5s %-5s %-7s %-8s\n", "NODE", "ADMIN", "REACHABLE",
-	       "READY", "LEADS", "FOLLOWS", "PEERS_UP");
+	printf("%-6s %-22s %-22s %-9s %-5s %-5s %-7s %-7s %s\n", "NODE", "ADMIN",
+	       "CLIENT", "REACHABLE", "READY", "LEADS", "FOLLOWS", "LEARNER",
+	       "LINKS (as this node sees them)");
 	for (uint32_t i = 0; i < c->n; i++) {
 		const struct cnode *nd = &c->nodes[i];
 		if (!nd->reachable) {
@@ -705,16 +839,29 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 			uint64_t known = id_by_admin(c, nd->admin);
 			if (known)
 				snprintf(id, sizeof id, "%" PRIu64, known);
-			printf("%-6s %-24s %-9s (%s)\n", id, nd->admin, "no", nd->err);
+			const char *cl = known ? client_of(c, NULL, known) : "";
+			printf("%-6s %-22s %-22s %-9s (%s)\n", id, nd->admin,
+			       *cl ? cl : "-", "no", nd->err);
 			continue;
 		}
-		uint32_t led, fol, up, npeers;
-		node_counts(nd, &led, &fol, &up, &npeers);
-		char pu[32];
-		snprintf(pu, sizeof pu, "%u/%u", up, npeers);
-		printf("%-6" PRIu64 " %-24s %-9s %-5s %-5u %-7u %-8s\n", nd->id,
-		       nd->admin, "yes", jbool(&nd->doc, "ready") ? "yes" : "no", led,
-		       fol, pu);
+		uint32_t led, fol, up, npeers, learns;
+		node_counts(nd, &led, &fol, &up, &npeers, &learns);
+		char links[256] = "";
+		size_t o = 0;
+		const struct jv *pe = jget(&nd->doc, "peers");
+		for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n &&
+				     o < sizeof links - 32; k++) {
+			int w = snprintf(links + o, sizeof links - o, "%s%" PRIu64 ":%s",
+					 k ? " " : "", jnum(&pe->kids[k], "node"),
+					 jstrv(&pe->kids[k], "state"));
+			if (w > 0)
+				o += (size_t)w;
+		}
+		const char *cl = client_of(c, nd, nd->id);
+		printf("%-6" PRIu64 " %-22s %-22s %-9s %-5s %-5u %-7u %-7u %s\n",
+		       nd->id, nd->admin, *cl ? cl : "-", "yes",
+		       jbool(&nd->doc, "ready") ? "yes" : "no", led, fol, learns,
+		       *links ? links : "-");
 	}
 	/* peers named by answering nodes but not asked / not answering */
 	uint64_t ids[CS_MAX_NODES];
@@ -725,35 +872,38 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 			shown = !c->nodes[i].reachable &&
 				id_by_admin(c, c->nodes[i].admin) == ids[k];
 		if (!shown)
-			printf("%-6" PRIu64 " %-24s %-9s (named by the others; admin "
-			       "address unknown: give it with --admin)\n", ids[k],
-			       "-", "no");
+			printf("%-6" PRIu64 " %-22s %-22s %-9s (named by the others; "
+			       "admin address unknown: give it with --admin)\n",
+			       ids[k], "-", "-", "no");
 	}
 	printf("\nreplica columns: node:commit_lag/apply_lag behind the leader's "
 	       "commit (from the replica);\n  unreachable replicas: node:down(lag N "
-	       "= entries the leader has not replicated to it)\n\n");
+	       "= entries the leader has not replicated to it);\n  * the leader, "
+	       "(learner) a learner (non-voting: an add-node not finished)\n\n");
 	printf("%-5s %-7s %-6s %-10s %-40s %s\n", "PART", "LEADER", "TERM", "COMMIT",
 	       "REPLICAS", "FLAGS");
 	for (uint64_t p = 0; p < np; p++) {
 		const struct pview *v = &pv[p];
-		char reps[512] = "";
+		char reps[768] = "";
 		size_t o = 0;
-		for (uint32_t k = 0; k < v->nr && o < sizeof reps - 64; k++) {
+		for (uint32_t k = 0; k < v->nr && o < sizeof reps - 80; k++) {
 			const struct replica *r = &v->r[k];
+			const char *lt = r->learner ? "(learner)" : "";
 			int w;
 			if (r->reachable)
-				w = snprintf(reps + o, sizeof reps - o, "%s%" PRIu64 "%s:%" PRIu64
-					     "/%" PRIu64 "%s", k ? " " : "", r->node,
-					     !strcmp(r->role, "leader") ? "*" : "",
+				w = snprintf(reps + o, sizeof reps - o, "%s%" PRIu64 "%s%s:%"
+					     PRIu64 "/%" PRIu64 "%s", k ? " " : "", r->node,
+					     !strcmp(r->role, "leader") ? "*" : "", lt,
 					     r->commit_lag, r->apply_lag,
 					     r->have_member && !r->active ? "(inactive)" : "");
 			else if (r->have_member)
 				w = snprintf(reps + o, sizeof reps - o, "%s%" PRIu64
-					     ":down(lag %" PRIu64 "%s)", k ? " " : "",
-					     r->node, r->lag, r->active ? "" : ", inactive");
+					     "%s:down(lag %" PRIu64 "%s)", k ? " " : "",
+					     r->node, lt, r->lag,
+					     r->active ? "" : ", inactive");
 			else
-				w = snprintf(reps + o, sizeof reps - o, "%s%" PRIu64 ":down",
-					     k ? " " : "", r->node);
+				w = snprintf(reps + o, sizeof reps - o, "%s%" PRIu64 "%s:down",
+					     k ? " " : "", r->node, lt);
 			if (w > 0)
 				o += (size_t)w;
 		}
@@ -768,9 +918,29 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 		else if (!v->leader_reachable)
 			strcat(flags, "leader-down ");
 		if (v->lagging)
-			strcat(flags, "lagging");
+			strcat(flags, "lagging ");
+		if (v->has_learner)
+			strcat(flags, "learner");
 		printf("%-5" PRIu64 " %-7s %-6" PRIu64 " %-10" PRIu64 " %-40s %s\n", p,
 		       leader, v->term, v->commit, reps, flags);
+	}
+	uint64_t lids[CS_MAX_NODES];
+	uint32_t lcnt[CS_MAX_NODES];
+	uint32_t nl = learners_of(pv, np, lids, lcnt, CS_MAX_NODES);
+	if (nl)
+		printf("\n");
+	for (uint32_t k = 0; k < nl; k++)
+		printf("learner: node %" PRIu64 " is a learner (not a voter) of %u of "
+		       "%" PRIu64 " partitions: an add-node that has not finished; "
+		       "repeat it to finish, or remove-node it\n", lids[k], lcnt[k],
+		       np);
+	for (uint32_t i = 0; i < c->n; i++) {
+		const struct jv *op = c->nodes[i].reachable
+					      ? jget(&c->nodes[i].doc, "operation")
+					      : NULL;
+		if (op && op->t == J_OBJ)
+			printf("%soperation in progress on node %" PRIu64 ": %s\n",
+			       nl ? "" : "\n", c->nodes[i].id, jstrv(op, "text"));
 	}
 }
 

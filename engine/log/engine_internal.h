@@ -238,6 +238,14 @@ struct part {
 	/* WAL records found damaged at open and taken as placeholders, and
 	 * entries repaired from the leader (part_raft_recover_damaged) */
 	_Atomic uint64_t pub_damaged_found, pub_damaged_repaired;
+	/* A lost range (a damaged WAL record header, wal_recovery.lost;
+	 * part_raft_recover_lost): lost_seen once one was met; after_lost
+	 * while no record since has proved that the recovered log goes on
+	 * where it stands (lost_admit); lost_cut once a record was
+	 * discarded. lost: set at open from lost_seen, until the group
+	 * holds its leader's whole log again (raft_set_lost); counted once
+	 * in pub_damaged_found, and in _repaired when it clears. */
+	bool lost_seen, after_lost, lost_cut, lost;
 	uint64_t term_start;    /* leader: index of its term's no-op */
 	/* linearizable reads in flight (log/part_repl.c), in arrival order;
 	 * the last read context used and the ticks seen */
@@ -276,6 +284,13 @@ struct part {
 	uint32_t inodes;        /* node ids handed out (the pool's high mark) */
 	uint32_t ifree;         /* free nodes, linked by fnext */
 	uint32_t ihead, itail;  /* the order list */
+	/* the last idem_find that found no record, for the idem_link that
+	 * follows it at apply: the key's hash, and the empty slot its probe
+	 * ended at while islots is unchanged since (imod == ihint_mod) */
+	uint64_t imod;          /* bumped on every change of islots */
+	uint64_t ihint_mod, ihint_h, ihint_k;
+	const struct stream *ihint_s;
+	uint8_t ihint_prod[PE_PRODUCER_LEN];
 	uint64_t idem_clock;    /* largest APPEND timestamp applied (idem.c) */
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
@@ -366,6 +381,7 @@ struct req {
 	uint32_t mem_estimate;
 	uint32_t len;
 	uint8_t klen;
+	bool pooled;            /* from parley_pool_alloc (pe_append) */
 	uint8_t data[];
 };
 
@@ -398,6 +414,8 @@ struct rpool {
 struct shard {
 	struct pe_engine *e;
 	uint32_t idx;
+	uint32_t lost_parts;    /* partitions with part->lost: while any, the
+				   WAL keeps its lost ranges (wal_release_damaged) */
 	pthread_t thread;
 	bool started;
 	bool done;              /* stepped: the loop ended (clean stop) */
@@ -411,6 +429,7 @@ struct shard {
 	 * callback's append) since the inbox was last drained; it did not
 	 * wake the ring, so this round must not sleep (shard_round) */
 	bool self_pushed;
+	bool sent;              /* cl.send called since the last cl.flush */
 
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
 	struct pe_sub *catchup;
@@ -488,6 +507,7 @@ struct engine_cluster {
 	uint64_t snapshot_rate_bytes; /* 0 = unlimited */
 	pe_raft_send_fn send;
 	void *send_arg;
+	pe_raft_flush_fn flush; /* NULL: send wakes the transport itself */
 	bool follow0;           /* pe_cluster.follow_partition0 */
 	_Atomic uint64_t *lead0; /* partition 0's published leader */
 };
@@ -495,6 +515,7 @@ struct engine_cluster {
 struct pe_engine {
 	struct pe_options opt;
 	struct engine_cluster cl;
+	_Atomic uint64_t status_gen; /* pe_raft_status_gen */
 	struct hworker hw[HW_COUNT];
 	struct rpool rpool;     /* history reads, HARDSTATE stores, snapshots */
 	struct retention_policy retention;
@@ -576,6 +597,8 @@ int part_state_hash(const struct part *p, uint64_t *out);
 
 /* log/part_raft.c */
 int part_raft_recover(struct part *p, const struct wal_rec *rec);
+void part_raft_recover_lost(struct part *p, const char *file, uint64_t off,
+			    uint64_t end);
 int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
 			      bool replicated);
 int part_raft_hs_load(struct pe_engine *e, struct shard *sh);
@@ -663,7 +686,7 @@ uint64_t engine_clock(struct pe_engine *e);
 uint64_t engine_mono_ns(struct pe_engine *e);
 int shard_push(struct pe_engine *e, struct req *r);
 uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head);
-void shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res);
+uint64_t shard_answer(struct shard *sh, struct part *p, struct req *r, int rc, const struct part_apply_res *res, uint64_t t0);
 void shard_fail_chain(struct shard *sh, struct req *r, int err);
 int shard_wal_sync(struct shard *sh);
 void shard_mark_dirty(struct shard *sh, struct part *p);
@@ -674,6 +697,7 @@ uint64_t shard_recover_flushed(void *arg, uint32_t part);
 #define IDEM_KEY_BYTES (sizeof(struct idem) + 3u * sizeof(uint64_t)) /* node + index slots at the lowest load (idem.c) */
 int shard_apply_record(void *arg, const struct wal_rec *rec);
 int shard_recover_damaged(void *arg, const struct wal_rec *rec);
+int shard_recover_lost(void *arg, const char *file, uint64_t off, uint64_t end);
 void shard_recover_corrupt(void *arg, int64_t partition, const char *file, uint64_t off, const char *why);
 void *shard_main(void *arg);
 void shard_begin(struct shard *sh);
@@ -682,7 +706,7 @@ void shard_end(struct shard *sh);
 
 /* log/shard_req.c */
 void shard_req_fail(struct req *r, int err);
-bool shard_req_append(struct shard *sh, struct req *r);
+bool shard_req_append(struct shard *sh, struct req *r, uint64_t now);
 void shard_req_read(struct shard *sh, struct req *r);
 void shard_req_meta(struct shard *sh, struct req *r);
 void shard_req_status(struct shard *sh, struct req *r);
@@ -735,6 +759,10 @@ int manifest_write(struct pe_engine *e);
 
 /* api.c */
 bool api_key_ok(const void *key, size_t klen);
+/* Frees any request: pe_append's come from the calling thread's block
+ * pool (parley_common.h) and go back to it, the rest are malloc'd. Every
+ * free of a request that may be an append or a delete goes through here. */
+void api_req_free(struct req *r);
 struct req *api_key_req(struct pe_engine *e, enum req_kind kind, const void *key, size_t klen);
 /* A zeroed request of `kind` for partition `part` (no key), or NULL. */
 struct req *api_part_req(enum req_kind kind, uint32_t part);

@@ -49,6 +49,12 @@
  * shifts the cluster back (no tombstones). The load stays within
  * (IDEM_LOAD_NUM/IDEM_LOAD_DEN)/2 .. IDEM_LOAD_NUM/IDEM_LOAD_DEN once
  * grown: at most 3 slots of 8 bytes per key, which IDEM_KEY_BYTES counts.
+ * An append looks its key up (idem_find) and, when it is new, inserts it
+ * (idem_link) right after: the lookup leaves its hash and the empty slot
+ * its probe ended at (p->ihint_*), and the insert takes them instead of
+ * hashing and probing again, if the key is the same and no slot changed
+ * in between (p->imod counts every change; a growth in idem_reserve
+ * between the two keeps the hash and probes the new slots).
  *
  * Threads: the partition's shard thread only (and open, before the shard
  * threads start).
@@ -130,8 +136,18 @@ static uint32_t idem_lookup(const struct part *p, const struct stream *s,
 struct idem *idem_find(struct part *p, const struct stream *s,
 			      const uint8_t *producer)
 {
-	uint32_t id = idem_lookup(p, s, producer);
-	return id != IDEM_NIL ? idem_node(p, id) : NULL;
+	uint64_t h = idem_hash(s, producer);
+	uint64_t k = p->nidem ? idem_probe(p, h, s, producer) : 0;
+	uint32_t id = p->nidem ? slot_id(p->islots[k]) : IDEM_NIL;
+	if (id != IDEM_NIL)
+		return idem_node(p, id);
+	/* for the idem_link that follows (a new key) */
+	p->ihint_s = s;
+	memcpy(p->ihint_prod, producer, PE_PRODUCER_LEN);
+	p->ihint_h = h;
+	p->ihint_k = k;
+	p->ihint_mod = p->nidem ? p->imod : p->imod - 1; /* no probe made */
+	return NULL;
 }
 
 const struct idem *idem_first(const struct part *p)
@@ -181,6 +197,7 @@ static void idem_slot_clear(struct part *p, uint64_t k)
 		}
 	}
 	p->islots[k] = 0;
+	p->imod++;
 }
 
 /* Takes the record with id out of the index and the order list; its node
@@ -272,6 +289,7 @@ int idem_reserve(struct part *p)
 	free(p->islots);
 	p->islots = ns;
 	p->nislots = nn;
+	p->imod++;
 	return 0;
 }
 
@@ -298,10 +316,16 @@ void idem_link(struct part *p, struct stream *s, const uint8_t *producer,
 	i->seq = seq;
 	i->count = count;
 	i->ts = ts;
-	i->h = idem_hash(s, producer);
-	uint64_t k = idem_probe(p, i->h, s, producer);
+	bool same = p->ihint_s == s &&
+		    !memcmp(p->ihint_prod, producer, PE_PRODUCER_LEN);
+	i->h = same ? p->ihint_h : idem_hash(s, producer);
+	uint64_t k = same && p->ihint_mod == p->imod
+			     ? p->ihint_k
+			     : idem_probe(p, i->h, s, producer);
+	p->ihint_s = NULL;
 	PARLEY_ASSERT(!p->islots[k]); /* not in the table */
 	p->islots[k] = slot_make(i->h, id);
+	p->imod++;
 	uint32_t after = p->itail;
 	while (after != IDEM_NIL && idem_cmp(idem_node(p, after), i) > 0)
 		after = idem_node(p, after)->fprev;
@@ -330,6 +354,8 @@ void idem_free(struct part *p)
 	p->nichunks = p->ichunk_cap = p->inodes = 0;
 	p->ifree = p->ihead = p->itail = IDEM_NIL;
 	p->nislots = p->nidem = 0;
+	p->imod++;
+	p->ihint_s = NULL;
 }
 
 /* One segment record, in ascending order: a newer record of a key replaces

@@ -235,8 +235,130 @@ void part_raft_free(struct part *p)
 
 /* ---- recovery: WAL records -> rlog ------------------------------------------ */
 
+/*
+ * A lost range (wal.h, wal_recovery.lost): a damaged record header, whose
+ * partition, term, index and length are unknown, so this partition may
+ * have had records there. What follows it can be trusted only once a
+ * record proves that the log goes on where the recovered one stands
+ * (lost_admit); until then the partition is `after_lost`.
+ */
+void part_raft_recover_lost(struct part *p, const char *file, uint64_t off,
+			    uint64_t end)
+{
+	p->lost_seen = true;
+	p->after_lost = true;
+	PLOG_W("engine", "damaged WAL record header: the partition may have "
+	       "lost records there", "partition=%u file=%s offset=%" PRIu64
+	       " end=%" PRIu64 " last_index=%" PRIu64, p->id, file, off, end,
+	       rlog_last(p));
+}
+
+/* The term of the recovered log at `index` (rlog or the flushed index's),
+ * 0 when unknown. */
+static uint64_t rlog_term_at(const struct part *p, uint64_t index)
+{
+	if (index == p->flushed_index && !p->rlog_n)
+		return p->snap_term;
+	if (!p->rlog_n || index < p->rlog_first ||
+	    index >= p->rlog_first + p->rlog_n)
+		return 0;
+	return p->rlog[index - p->rlog_first].term;
+}
+
+/*
+ * After a lost range: may the record at (index, term) join the recovered
+ * log? It was written after its predecessor in the log of that time, the
+ * entry at index - 1. The lost range may have held records of this
+ * partition: its own later entries (a gap) or a leader's that superseded
+ * part of the recovered log (which then no longer holds the log of that
+ * time). The record joins only when that cannot have happened:
+ *   - index - 1 is at or below the flushed index: committed, in history,
+ *     never superseded;
+ *   - the recovered entry at min(index - 1, last) has the record's term:
+ *     entries of one term come from that term's one leader, which made
+ *     one entry per index, so the recovered entry is the one the record
+ *     followed (log matching: the whole prefix is that log's), and any
+ *     index between the two (a gap) holds an entry of that same term
+ *     (terms never decrease along a log): each becomes a damaged
+ *     placeholder with that term, repaired from the leader like a
+ *     damaged record body (part_raft_recover_damaged).
+ * Otherwise the record is discarded (the partition's log ends where it
+ * stands: lost_cut) and the next one is judged the same way. 0: joins
+ * (the partition is no longer after_lost), 1: discarded, or -PARLEY_ENOMEM.
+ */
+static int lost_admit(struct part *p, uint64_t index, uint64_t term)
+{
+	uint64_t last = rlog_last(p);
+	uint64_t prev = index - 1; /* index > flushed_index */
+	if (prev > p->flushed_index) {
+		uint64_t a = PARLEY_MIN(prev, last);
+		uint64_t ta = rlog_term_at(p, a);
+		if (!ta || ta != term) {
+			if (!p->lost_cut)
+				PLOG_W("engine", "record after a damaged WAL record "
+				       "header does not join the log: the "
+				       "partition's log ends at its last good "
+				       "index, repaired from the leader",
+				       "partition=%u index=%" PRIu64 " term=%"
+				       PRIu64 " last_index=%" PRIu64 " last_term=%"
+				       PRIu64, p->id, index, term, a, ta);
+			p->lost_cut = true;
+			return 1;
+		}
+		uint64_t zero = 0, n = 0;
+		for (uint64_t i = last + 1; i < index; i++, n++)
+			if (rlog_put_owned(p, term, i, RAFT_ENTRY_NORMAL, NULL, 0,
+					   &zero))
+				return -PARLEY_ENOMEM;
+		if (n) {
+			atomic_fetch_add_explicit(&p->pub_damaged_found, n,
+						  memory_order_relaxed);
+			PLOG_W("engine", "log indexes lost in a damaged WAL record "
+			       "header: their entries will be repaired from the "
+			       "leader", "partition=%u indexes=%" PRIu64 "..%"
+			       PRIu64 " term=%" PRIu64, p->id, last + 1, index - 1,
+			       term);
+		}
+	}
+	p->after_lost = false;
+	return 0;
+}
+
+/*
+ * A log end marker (wal.h, WAL_REC_LOGEND): when it was written (an open
+ * after a lost range) the partition's log ended at (index, term), and the
+ * records after it extend that log. When the recovered log agrees there
+ * (the index in history, or the same term at that index: log matching),
+ * it is cut after that index (as a record there would supersede the
+ * suffix) and what follows is read as usual. Otherwise (the damage read
+ * differently this time) the records after it are judged after a lost
+ * range (lost_admit).
+ */
+static int recover_logend(struct part *p, const struct wal_rec *rec)
+{
+	if (rec->term > p->hs_term)
+		p->hs_term = rec->term;
+	bool agree = rec->index <= p->flushed_index ||
+		     (rec->index <= rlog_last(p) &&
+		      rlog_term_at(p, rec->index) == rec->term);
+	if (!agree) {
+		PLOG_W("engine", "log end marker does not match the recovered "
+		       "log: the records after it are judged as after a lost "
+		       "range", "partition=%u index=%" PRIu64 " term=%" PRIu64
+		       " last_index=%" PRIu64, p->id, rec->index, rec->term,
+		       rlog_last(p));
+		p->lost_seen = p->after_lost = true;
+		return 0;
+	}
+	rlog_free_from(p, rec->index + 1);
+	p->after_lost = false;
+	return 0;
+}
+
 int part_raft_recover(struct part *p, const struct wal_rec *rec)
 {
+	if (rec->type == WAL_REC_LOGEND)
+		return recover_logend(p, rec);
 	if (rec->index <= p->flushed_index) {
 		if (rec->index == p->flushed_index)
 			p->snap_term = rec->term;
@@ -248,6 +370,14 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		    !cmd_decode(CMD_APPEND, rec->body, rec->len, &c))
 			idem_advance(p, c.ts);
 		return 0; /* already in history segments */
+	}
+	if (p->after_lost &&
+	    !rlog_same_at(p, rec->index, rec->term)) {
+		if (rec->term > p->hs_term)
+			p->hs_term = rec->term; /* never vote below it */
+		int arc = lost_admit(p, rec->index, rec->term);
+		if (arc)
+			return arc < 0 ? arc : 0;
 	}
 	if (p->rlog_n == 0 && rec->index != p->flushed_index + 1)
 		return -PARLEY_ECORRUPT; /* the log does not join the history */
@@ -275,7 +405,11 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		 * (persist_repairs), later in the log. It fills the
 		 * placeholder (or replaces the entry with itself, when the
 		 * damaged bytes were restored meanwhile); the entries after
-		 * it stay, nothing is truncated */
+		 * it stay, nothing is truncated. A placeholder filled so
+		 * counts as repaired (it was counted found) */
+		if (rlog_damaged_at(p, rec->index, rec->term))
+			atomic_fetch_add_explicit(&p->pub_damaged_repaired, 1,
+						  memory_order_relaxed);
 		rlog_repair(p, rec->index, type, d, len, NULL);
 		return 0;
 	}
@@ -319,6 +453,14 @@ int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
 		type = RAFT_ENTRY_CONF;
 	else
 		return 1;
+	if (p->after_lost &&
+	    !rlog_same_at(p, rec->index, rec->term)) {
+		if (rec->term > p->hs_term)
+			p->hs_term = rec->term;
+		int arc = lost_admit(p, rec->index, rec->term);
+		if (arc)
+			return arc < 0 ? 1 : 0; /* discarded: taken */
+	}
 	if (p->rlog_n == 0 && rec->index != p->flushed_index + 1)
 		return 1; /* the log does not join the history */
 	uint64_t zero = 0;
@@ -591,7 +733,58 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read};
-	return raft_new(&c, &p->raft);
+	int rc = raft_new(&c, &p->raft);
+	/* A lost range (part_raft_recover_lost) in the shard's WAL: its
+	 * records may have been this partition's, and its log may then end
+	 * before entries it acknowledged, even when a later record joined
+	 * (a repair record rewrites an entry in place and says nothing of
+	 * where the log ended). It neither votes nor campaigns until it holds
+	 * its leader's whole log again (raft_set_lost); the shard's WAL keeps
+	 * the lost range meanwhile, so a restart finds the loss again. */
+	if (!rc && p->lost_seen && e->cl.conf.n > 1) {
+		/* counted as one damaged record found, repaired once it
+		 * holds its leader's whole log (lost_check) */
+		p->lost = true;
+		e->shards[p->id % e->nshards].lost_parts++;
+		atomic_fetch_add_explicit(&p->pub_damaged_found, 1,
+					  memory_order_relaxed);
+		PLOG_W("engine", "partition may have lost acknowledged entries "
+		       "in a damaged WAL record header: it neither votes nor "
+		       "campaigns until it holds its leader's whole log",
+		       "partition=%u last_index=%" PRIu64 " cut=%s tail_unknown=%s",
+		       p->id, rlog_last(p), p->lost_cut ? "yes" : "no",
+		       p->after_lost ? "yes" : "no");
+		raft_set_lost(p->raft);
+		/* where its log ends now: the next recovery that meets the
+		 * lost range again goes on from here (recover_logend) */
+		uint64_t last = rlog_last(p);
+		struct wal *w = e->shards[p->id % e->nshards].wal;
+		if (wal_reserve(w, 0))
+			wal_commit_rec(w, p->id, WAL_REC_LOGEND,
+				       rlog_term_at(p, last), last);
+	}
+	p->lost_seen = p->after_lost = p->lost_cut = false;
+	if (!rc) /* what it recovered shows before the group first runs */
+		part_raft_publish(p);
+	return rc;
+}
+
+/* A partition that may have lost entries (part_raft_open) holds its
+ * leader's whole log again: repaired. The last one of the shard lets the
+ * WAL release its lost ranges. */
+static void lost_check(struct shard *sh, struct part *p)
+{
+	if (!p->lost || !p->raft || raft_lost(p->raft))
+		return;
+	p->lost = false;
+	atomic_fetch_add_explicit(&p->pub_damaged_repaired, 1,
+				  memory_order_relaxed);
+	PLOG_I("engine", "partition repaired from the leader after a damaged "
+	       "WAL record header: it votes again", "partition=%u "
+	       "last_index=%" PRIu64, p->id, raft_last_index(p->raft));
+	PARLEY_ASSERT(sh->lost_parts > 0);
+	if (--sh->lost_parts == 0)
+		wal_release_damaged(sh->wal);
 }
 
 /* ---- applying committed entries ---------------------------------------------- */
@@ -647,10 +840,16 @@ static void notify_add(struct shard *sh, struct notify_set *ns,
 }
 
 /* Applies one committed (durable) entry and answers its waiter; a live
- * entry's stream joins ns (its tails are notified by the caller). */
+ * entry's stream joins ns (its tails are notified by the caller).
+ * now (live only): the monotonic time this entry's apply starts at, 0 =
+ * read it here; set to the time its callback ended. The entries of one
+ * ready are applied back to back, so one clock read ends one entry's
+ * callback stage and starts the next entry's apply stage (two reads per
+ * entry, not four; the apply stage then also holds the next entry's
+ * waiter lookup, nanoseconds). */
 static void apply_entry(struct shard *sh, struct part *p,
 			const struct raft_entry *e, bool live,
-			struct notify_set *ns)
+			struct notify_set *ns, uint64_t *now)
 {
 	const uint8_t *body;
 	uint32_t len;
@@ -662,12 +861,15 @@ static void apply_entry(struct shard *sh, struct part *p,
 	int rc;
 	if (p->corrupt) {
 		rc = -PARLEY_ECORRUPT;
-	} else {
-		uint64_t t0 = live ? parley_mono_ns() : 0;
-		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
 		if (live)
-			stage_hist_add(&sh->hist[PE_STAGE_APPLY],
-				       parley_mono_ns() - t0);
+			*now = 0; /* no apply stage: the callback reads its start */
+	} else {
+		uint64_t t0 = live ? (*now ? *now : parley_mono_ns()) : 0;
+		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
+		if (live) {
+			*now = parley_mono_ns();
+			stage_hist_add(&sh->hist[PE_STAGE_APPLY], *now - t0);
+		}
 		if (rc) {
 			char f[64];
 			snprintf(f, sizeof f, "wal/%u (log index %" PRIu64 ")",
@@ -679,7 +881,8 @@ static void apply_entry(struct shard *sh, struct part *p,
 		part_conf_applied(sh, p, e, live);
 	if (r) {
 		PARLEY_ASSERT((r->kind == REQ_DELETE) == (kind == CMD_DELETE));
-		shard_answer(sh, p, r, rc, &res);
+		/* r is live (only live entries take a waiter) */
+		*now = shard_answer(sh, p, r, rc, &res, *now);
 	}
 	if (res.touched && live)
 		notify_add(sh, ns, res.touched);
@@ -699,7 +902,7 @@ static void fail_hint(struct part *p, struct req *r, int err)
 		struct pe_append_result a = {.err = err, .leader = leader};
 		r->cb.append(r->arg, &a);
 	}
-	free(r);
+	api_req_free(r);
 }
 
 static void fail_chain_hint(struct part *p, struct req *r, int err)
@@ -766,8 +969,17 @@ void part_raft_publish(struct part *p)
 {
 	if (!p->raft)
 		return;
-	atomic_store_explicit(&p->pub_role, raft_role(p->raft), memory_order_relaxed);
-	atomic_store_explicit(&p->pub_term, raft_term(p->raft), memory_order_relaxed);
+	uint64_t role = (uint64_t)raft_role(p->raft);
+	uint64_t term = raft_term(p->raft);
+	bool moved = atomic_load_explicit(&p->pub_role, memory_order_relaxed) != role ||
+		     atomic_load_explicit(&p->pub_term, memory_order_relaxed) != term;
+	atomic_store_explicit(&p->pub_role, role, memory_order_relaxed);
+	atomic_store_explicit(&p->pub_term, term, memory_order_relaxed);
+	if (moved) { /* after the stores: a reader that sees the new gen sees them */
+		struct pe_engine *e = (struct pe_engine *)(void *)
+			((char *)(uintptr_t)p->cl - offsetof(struct pe_engine, cl));
+		atomic_fetch_add_explicit(&e->status_gen, 1, memory_order_release);
+	}
 	atomic_store_explicit(&p->pub_leader, raft_leader(p->raft), memory_order_relaxed);
 	atomic_store_explicit(&p->pub_commit, raft_commit(p->raft), memory_order_relaxed);
 	atomic_store_explicit(&p->pub_applied, raft_applied(p->raft), memory_order_relaxed);
@@ -821,6 +1033,12 @@ static void send_msgs(struct part *p, const struct raft_msg *m, uint32_t n)
 	PARLEY_ASSERT(p->cl->conf.n > 1 && p->cl->send);
 	part_snap_sent(p, m, n);
 	p->cl->send(p->cl->send_arg, m, n);
+	if (p->cl->flush) {
+		/* the shard's round flushes (shard_flush_sends) */
+		struct pe_engine *e = (struct pe_engine *)(void *)
+			((char *)(uintptr_t)p->cl - offsetof(struct pe_engine, cl));
+		e->shards[p->id % e->nshards].sent = true;
+	}
 }
 
 /* Gives the group its pending ticks and inbound messages; an APPEND only
@@ -987,6 +1205,12 @@ static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
 	struct pe_engine *e = sh->e;
 	uint64_t room = wal_open_room(sh->wal);
 	uint64_t margin = PROP_MARGIN * WAL_REC_SPACE(0);
+	/* One reading for the entries proposed now: every one of them was
+	 * queued before it, so each entry's time is still >= any clock
+	 * reading its proposer made before pe_append (the chat service's
+	 * registration relies on that, server/chat.c), and the engine's
+	 * clock never goes back (entries stay in time order). */
+	uint64_t ts = 0;
 	while (p->prop_head) {
 		struct req *r = p->prop_head;
 		uint64_t need = WAL_REC_SPACE(r->len - 1);
@@ -997,8 +1221,11 @@ static void propose_queued(struct shard *sh, struct part *p, uint64_t used)
 			p->prop_tail = NULL;
 		r->next = NULL;
 		/* the proposer stamps the time: apply never reads a clock */
-		if (r->kind == REQ_APPEND)
-			cmd_stamp_ts(r->data + 1, r->len - 1, engine_clock(e));
+		if (r->kind == REQ_APPEND) {
+			if (!ts)
+				ts = engine_clock(e);
+			cmd_stamp_ts(r->data + 1, r->len - 1, ts);
+		}
 		uint64_t index;
 		int rc = raft_propose(p->raft, r->data, r->len, &index);
 		if (rc) {
@@ -1027,7 +1254,9 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 
 int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 {
-	return run_group(sh, p, live, propose, true);
+	int rc = run_group(sh, p, live, propose, true);
+	lost_check(sh, p);
+	return rc;
 }
 
 /*
@@ -1073,7 +1302,9 @@ int part_raft_run_inputs(struct shard *sh, struct part *p)
 	if ((m->type == RAFT_MSG_APPEND && m->n_entries) ||
 	    m->type == RAFT_MSG_SNAPSHOT)
 		return 0;
-	return run_group(sh, p, true, false, false);
+	int rc = run_group(sh, p, true, false, false);
+	lost_check(sh, p);
+	return rc;
 }
 
 static int run_group(struct shard *sh, struct part *p, bool live,
@@ -1189,8 +1420,9 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 			return rc;
 		}
 		struct notify_set ns = {.n = 0};
+		uint64_t now = 0; /* apply_entry: one clock read per boundary */
 		for (uint32_t k = 0; k < rd->n_committed; k++)
-			apply_entry(sh, p, &rd->committed[k], live, &ns);
+			apply_entry(sh, p, &rd->committed[k], live, &ns, &now);
 		notify_flush(sh, &ns);
 		/* confirmed reads; those whose index is now applied are
 		 * served (log/part_repl.c) */
@@ -1360,6 +1592,6 @@ int part_raft_elect(struct shard *sh)
 void part_raft_apply_recovered(struct shard *sh, struct part *p)
 {
 	for (uint64_t k = 0; k < p->rlog_n && !p->corrupt; k++)
-		apply_entry(sh, p, &p->rlog[k], false, NULL);
+		apply_entry(sh, p, &p->rlog[k], false, NULL, NULL);
 	rlog_free_from(p, 0);
 }

@@ -132,6 +132,7 @@ int engine_cluster_init(struct pe_engine *e, const struct pe_cluster *c)
 	}
 	cl->send = c->send;
 	cl->send_arg = c->send_arg;
+	cl->flush = c->flush;
 	cl->follow0 = c->follow_partition0;
 	return 0;
 }
@@ -545,6 +546,11 @@ void part_repl_reads_close(struct part *p)
 }
 
 /* ---- status -------------------------------------------------------------------- */
+
+uint64_t pe_raft_status_gen(struct pe_engine *e)
+{
+	return e ? atomic_load_explicit(&e->status_gen, memory_order_acquire) : 0;
+}
 
 int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		   struct pe_raft_status *out)

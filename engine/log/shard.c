@@ -173,16 +173,19 @@ uint32_t shard_push_chain(struct pe_engine *e, uint32_t shard, struct req *head)
 /* Answers a proposal whose entry applied (rc 0, res its outcome) or could
  * not be applied (rc < 0). The one place an append's success is reported:
  * reached only from shard_apply_record on the live path, i.e. after the
- * WAL batch holding the entry was written and fdatasync'd. */
-void shard_answer(struct shard *sh, struct part *p, struct req *r,
-			 int rc, const struct part_apply_res *res)
+ * WAL batch holding the entry was written and fdatasync'd. t0: the
+ * monotonic time the callback stage starts at (0 = read it here);
+ * returns the time it ended. */
+uint64_t shard_answer(struct shard *sh, struct part *p, struct req *r,
+		      int rc, const struct part_apply_res *res, uint64_t t0)
 {
 	p->pending_bytes -= r->mem_estimate;
 	/* its batch is the one that just became durable */
 	if (sh->durable_submit_ns > r->t_shard)
 		stage_hist_add(&sh->hist[PE_STAGE_FILL],
 			       sh->durable_submit_ns - r->t_shard);
-	uint64_t t0 = parley_mono_ns();
+	if (!t0)
+		t0 = parley_mono_ns();
 	if (r->kind == REQ_DELETE) {
 		struct pe_delete_result d = res->del;
 		if (rc)
@@ -198,8 +201,10 @@ void shard_answer(struct shard *sh, struct part *p, struct req *r,
 		}
 		r->cb.append(r->arg, &a);
 	}
-	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], parley_mono_ns() - t0);
-	free(r);
+	uint64_t t1 = parley_mono_ns();
+	stage_hist_add(&sh->hist[PE_STAGE_CALLBACK], t1 - t0);
+	api_req_free(r);
+	return t1;
 }
 
 /* Fails a chain of proposals (linked by next) with err. */
@@ -254,6 +259,23 @@ int shard_recover_damaged(void *arg, const struct wal_rec *rec)
 	if (p->corrupt)
 		return 1;
 	return part_raft_recover_damaged(p, rec, e->cl.conf.n > 1);
+}
+
+/* Recovery: a damaged WAL record header (wal.h, wal_recovery.lost): the
+ * byte range may have held records of any partition of the shard. In a
+ * replicated engine each partition is repaired from its leader
+ * (part_raft_recover_lost): 0. A single node has nobody to ask: 1, the
+ * shard's partitions are corrupt, as before. */
+int shard_recover_lost(void *arg, const char *file, uint64_t off, uint64_t end)
+{
+	struct apply_ctx *c = arg;
+	struct pe_engine *e = c->sh->e;
+	if (e->cl.conf.n < 2)
+		return 1;
+	for (uint32_t i = c->sh->idx; i < e->nparts; i += e->nshards)
+		if (!e->parts[i].corrupt)
+			part_raft_recover_lost(&e->parts[i], file, off, end);
+	return 0;
 }
 
 static void shard_fatal(struct shard *sh, int err);
@@ -486,13 +508,17 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 /* Process drained requests; stop at an append that does not fit. */
 static void shard_process(struct shard *sh)
 {
+	/* one clock read per drain: when the shard took these requests */
+	uint64_t now = 0;
 	while (sh->backlog) {
 		struct req *r = sh->backlog;
 		struct req *next = r->next;
 		atomic_fetch_sub_explicit(&sh->queued_bytes, sizeof *r + r->len,
 					  memory_order_relaxed);
 		if (r->kind == REQ_APPEND || r->kind == REQ_DELETE) {
-			if (!shard_req_append(sh, r)) {
+			if (!now)
+				now = parley_mono_ns();
+			if (!shard_req_append(sh, r, now)) {
 				atomic_fetch_add_explicit(&sh->queued_bytes,
 							  sizeof *r + r->len,
 							  memory_order_relaxed);
@@ -628,6 +654,16 @@ void shard_begin(struct shard *sh)
 	shard_publish_mem(sh); /* what recovery rebuilt */
 }
 
+/* The transport's wake-up for what this round's groups sent (pe_cluster.
+ * flush): once per stretch of the round instead of once per ready. */
+static void shard_flush_sends(struct shard *sh)
+{
+	if (!sh->sent)
+		return;
+	sh->sent = false;
+	sh->e->cl.flush(sh->e->cl.send_arg);
+}
+
 /*
  * One round of the shard loop. With `wait` (the thread) it may block in
  * ring_wait until a completion, a wake-up or its next timer; stepped
@@ -651,6 +687,8 @@ int shard_round(struct shard *sh, bool wait)
 		shard_run_dirty(sh);
 	else if (e->cl.conf.n > 1)
 		shard_run_inputs(sh);
+	/* the leaders' early APPENDs leave while the batch is submitted */
+	shard_flush_sends(sh);
 	shard_submit(sh);
 	sub_run_catchup(sh);
 	hist_job_tick(sh);
@@ -670,6 +708,7 @@ int shard_round(struct shard *sh, bool wait)
 			pio_thread_mark_shard(false);
 			if (!sh->fatal)
 				(void)wal_mark_clean(sh->wal);
+			shard_flush_sends(sh);
 			return 1;
 		}
 	}
@@ -677,6 +716,7 @@ int shard_round(struct shard *sh, bool wait)
 			      ((sh->backlog || sh->dirty) &&
 			       !wal_busy(sh->wal))
 			      ? 0 : hist_job_tick_timeout(sh);
+	shard_flush_sends(sh);
 	int n = e->io->ops->ring_wait(sh->ring, cqes, RING_DEPTH, timeout);
 	if (atomic_load(&e->aborting))
 		return -1;
@@ -687,6 +727,7 @@ int shard_round(struct shard *sh, bool wait)
 	}
 	for (int i = 0; i < n; i++)
 		shard_on_cqe(sh, &cqes[i]);
+	shard_flush_sends(sh);
 	return 0;
 }
 
@@ -701,6 +742,12 @@ void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 	tl_shard = sh;
+	/* the requests a callback issues here (a SEND's fan-out) are made
+	 * and freed on this thread: from its pool (parley_common.h) */
+	int prc = parley_pool_thread_start();
+	if (prc)
+		PLOG_W("engine", "no block pool: plain malloc",
+		       "shard=%u err=%s", sh->idx, parley_errname(prc));
 	shard_begin(sh);
 	int rc;
 	pio_thread_mark_shard(true); /* invariant 4, counted (io.h) */
@@ -709,5 +756,6 @@ void *shard_main(void *arg)
 	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
+	parley_pool_thread_end();
 	return NULL;
 }

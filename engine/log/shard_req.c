@@ -28,12 +28,14 @@ void shard_req_fail(struct req *r, int err)
 		struct pe_append_result res = {.err = err};
 		r->cb.append(r->arg, &res);
 	}
-	free(r);
+	api_req_free(r);
 }
 
 /* Appends and deletes: checked, then queued as proposals of the
- * partition's Raft group. Always returns true (the request is taken). */
-bool shard_req_append(struct shard *sh, struct req *r)
+ * partition's Raft group; now: the monotonic time the shard took it from
+ * its inbox (one reading per drain, shard_process). Always returns true
+ * (the request is taken). */
+bool shard_req_append(struct shard *sh, struct req *r, uint64_t now)
 {
 	struct pe_engine *e = sh->e;
 	struct part *p = &e->parts[r->part];
@@ -59,7 +61,7 @@ bool shard_req_append(struct shard *sh, struct req *r)
 		shard_req_fail(r, -PARLEY_ENOTLEADER);
 		return true;
 	}
-	r->t_shard = parley_mono_ns();
+	r->t_shard = now;
 	stage_hist_add(&sh->hist[PE_STAGE_QUEUE], r->t_shard - r->t_enq);
 	/* queued for the partition's next ready (log/part_raft.c); the time
 	 * is stamped when it is proposed */

@@ -74,6 +74,8 @@ struct wal_segmap {
 	struct wal_pmax *v;
 	uint32_t n, cap;
 	bool drop;     /* being released (wal_release) */
+	bool hold;     /* holds a lost range (wal_recovery.lost): kept while
+			  w->hold_damaged */
 };
 
 struct wal {
@@ -109,6 +111,7 @@ struct wal {
 	bool maps_broken; /* damage or out of memory: never release again */
 	bool maps_oom;    /* the maps are incomplete: no mark from them */
 	bool mark_frozen; /* recovery found damage: keep the old mark */
+	bool hold_damaged; /* segments with a lost range are kept (hold) */
 	/* maps_mu: the shard thread changes maps, nmaps, seg_seq, mark_gen
 	 * and mark_dirty under it; the prep thread reads them under it to make
 	 * the periodic mark. (The shard thread reads without it.) */
@@ -349,6 +352,64 @@ static bool later_batch_exists(const uint8_t *d, uint64_t size, uint64_t off,
 	return false;
 }
 
+/*
+ * Resync after a record header that fails its check (wal_recovery.lost):
+ * is there, at `c`, a record the log can go on from? Its header must hold
+ * (magic, this segment's seq, checksum), it must fit in the file, and it
+ * must continue the log: a later record of the batch being read, a later
+ * record of the damaged record's own batch (when that one started a batch
+ * at a block boundary), or the first record of a later batch at a block
+ * boundary. Stale records (another segment's seq, an older batch) never
+ * pass. *b and *start get its batch and batch start.
+ */
+static bool resync_ok(const uint8_t *d, uint64_t size, uint64_t c,
+		      uint64_t off, uint64_t seg_seq, uint32_t cur_batch,
+		      uint64_t cur_start, uint32_t *b, uint64_t *start)
+{
+	if (c <= off || c + WAL_REC_HDR > size)
+		return false;
+	const uint8_t *h = d + c;
+	if (!rec_header_ok(h, seg_seq) ||
+	    c + WAL_REC_HDR + le_get32(h + 4) > size)
+		return false;
+	*b = le_get32(h + 16);
+	*start = le_get32(h + 20);
+	if (cur_start && *b == cur_batch && *start == cur_start && c != *start)
+		return true; /* the batch being read goes on */
+	if (off % WAL_BLOCK == 0 && *start == off && *b > cur_batch)
+		return true; /* the damaged record started this batch */
+	return c % WAL_BLOCK == 0 && *start == c && *b > cur_batch;
+}
+
+/* Where the log goes on after a damaged record header at `off`, or 0. The
+ * damaged header's own length is tried first (right after that record, or
+ * after its batch's padding), then every 8-byte step to the end of the
+ * segment: bounded by the segment's size, one magic compare per step and a
+ * checksum only where the magic matches. */
+static uint64_t resync_find(const uint8_t *d, uint64_t size, uint64_t off,
+			    uint64_t seg_seq, uint32_t cur_batch,
+			    uint64_t cur_start, uint32_t *b, uint64_t *start)
+{
+	uint32_t len = le_get32(d + off + 4);
+	if (len <= WAL_MAX_BODY) {
+		uint64_t c = align_up(off + WAL_REC_HDR + len, 8);
+		if (resync_ok(d, size, c, off, seg_seq, cur_batch, cur_start, b,
+			      start))
+			return c;
+		uint64_t n = align_up(c, WAL_BLOCK);
+		if (c < size && n < size && all_zero(d + c, n - c) &&
+		    resync_ok(d, size, n, off, seg_seq, cur_batch, cur_start, b,
+			      start))
+			return n;
+	}
+	for (uint64_t c = off + 8; c + WAL_REC_HDR <= size; c += 8)
+		if (le_get32(d + c) == WAL_MAGIC &&
+		    resync_ok(d, size, c, off, seg_seq, cur_batch, cur_start, b,
+			      start))
+			return c;
+	return 0;
+}
+
 /* What a scan found beyond the records it reported. */
 struct scan_out {
 	uint64_t tail;      /* where the next batch may start */
@@ -359,6 +420,9 @@ struct scan_out {
 	bool sealed;        /* a seal record ends it */
 	bool hdr_damaged;   /* its header failed: records read by name_seq and
 			       handed over as damaged (repair_from_peers) */
+	bool lost_to_end;   /* a damaged record header with no record after
+			       it: the rest of the file (its seal) is lost */
+	uint32_t lost;      /* damaged record headers skipped (wal_recovery.lost) */
 	uint64_t torn_at;   /* a torn tail's first byte, or 0 */
 	uint64_t zero_at;   /* with torn_at: the first block boundary after it
 			       holding an all-zero header (where a scan stops
@@ -438,6 +502,7 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 		}
 		const char *bad = NULL;
 		bool hdr_ok = rec_header_ok(h, seg_seq);
+		bool hdr_bad = !hdr_ok; /* its own check, not the batch's */
 		uint32_t len = hdr_ok ? le_get32(h + 4) : 0;
 		if (!hdr_ok) {
 			bad = "bad record header";
@@ -494,6 +559,42 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 				so->zero_at = PARLEY_MIN(a, size);
 				break;
 			}
+			if (hdr_bad && rec->lost && rec->repair_from_peers) {
+				/* its partition, term, index and length are
+				 * unknown: find where the log goes on and hand
+				 * the byte range over (repaired from peers) */
+				uint32_t nb = 0;
+				uint64_t ns = 0;
+				uint64_t c = resync_find(d, size, off, seg_seq,
+							 cur_batch, cur_start,
+							 &nb, &ns);
+				uint64_t to = c ? c : size;
+				if (!c && is_last)
+					goto corrupt_hdr; /* the log's end unknown */
+				int lrc = rec->lost(rec->arg, name, off, to);
+				if (lrc < 0)
+					return lrc;
+				if (lrc == 0) {
+					PLOG_E("wal", "bad record header: the records "
+					       "in its byte range are lost here, "
+					       "to be repaired from the leader",
+					       "path=%s offset=%" PRIu64 " end=%"
+					       PRIu64, path ? path : name, off, to);
+					so->lost++;
+					if (!c) { /* to the end: its seal too */
+						so->lost_to_end = true;
+						break;
+					}
+					if (ns == off && nb > cur_batch) {
+						/* the damaged record began
+						 * this batch */
+						cur_batch = nb;
+						cur_start = ns;
+					}
+					off = c;
+					continue;
+				}
+			}
 			if (hdr_ok && rec->damaged &&
 			    le_get16(h + 28) != WAL_REC_SEAL) {
 				/* header intact, body damaged: the caller may
@@ -512,6 +613,7 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 					continue;
 				}
 			}
+		corrupt_hdr:
 			why_cut(why, sizeof why, bad, size, so->created);
 			if (!hdr_ok) {
 				rec->corrupt(rec->arg, -1, name, off, why);
@@ -547,11 +649,14 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 	for (uint64_t a = WAL_BLOCK; a + WAL_REC_HDR <= size; a += WAL_BLOCK)
 		if (rec_header_ok(d + a, seg_seq) && le_get32(d + a + 16) > *max_batch)
 			*max_batch = le_get32(d + a + 16);
-	if (!is_last && !sealed && so->hdr_damaged) {
+	if (!is_last && !sealed && (so->hdr_damaged || so->lost_to_end)) {
 		/* a header-damaged last segment is never written again (the
-		 * log goes on in a new one) and so never sealed */
-		PLOG_W("wal", "segment with a bad header ends without a seal "
-		       "record", "file=%s offset=%" PRIu64, name, off);
+		 * log goes on in a new one) and so never sealed; after a
+		 * damaged record header with nothing valid after it the seal
+		 * is in the lost range */
+		PLOG_W("wal", so->hdr_damaged ? "segment with a bad header ends "
+		       "without a seal record" : "segment's seal is in a lost "
+		       "range", "file=%s offset=%" PRIu64, name, off);
 	} else if (!is_last && !sealed) {
 		why_cut(why, sizeof why, "segment ends without a seal record",
 			size, so->created);
@@ -1039,6 +1144,15 @@ static uint32_t hwm_check(struct wal *w, const struct hwm *m,
 		const struct wal_segmap *sm = segmap_find(w, g->seq);
 		char name[64], why[200];
 		snprintf(name, sizeof name, "wal-%016" PRIx64 ".log", g->seq);
+		if (sm && sm->hold) {
+			/* its lost range's records cannot be counted; the
+			 * partitions that may have lost them are repaired
+			 * from peers (wal_recovery.lost) */
+			PLOG_W("wal", "high-water mark not checked against a "
+			       "segment with a lost range", "dir=%s file=%s",
+			       w->dir, name);
+			continue;
+		}
 		for (uint32_t k = 0; k < g->n; k++) {
 			const struct wal_pmax *e = &m->ents[g->first + k];
 			uint64_t fl = rec->flushed ? rec->flushed(rec->arg, e->part)
@@ -1281,6 +1395,21 @@ static int note_damaged(void *arg, const struct wal_rec *r)
 	return rc;
 }
 
+static int note_lost(void *arg, const char *file, uint64_t off, uint64_t end)
+{
+	struct note_ctx *c = arg;
+	if (!c->rec->lost)
+		return 1;
+	int rc = c->rec->lost(c->rec->arg, file, off, end);
+	if (rc == 0) {
+		struct wal_segmap *m = segmap_get(c->w, c->seq);
+		if (m)
+			m->hold = true;
+		c->w->hold_damaged = true;
+	}
+	return rc;
+}
+
 static void note_corrupt(void *arg, int64_t partition, const char *file,
 			 uint64_t off, const char *why)
 {
@@ -1438,6 +1567,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		struct wal_recovery nrec = {.record = note_record,
 					    .corrupt = note_corrupt,
 					    .damaged = note_damaged,
+					    .lost = note_lost,
 					    .repair_from_peers = rec->repair_from_peers,
 					    .arg = &nc};
 		/* a segment with no record still counts: it may be released */
@@ -2014,6 +2144,8 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		bool active = m->seq == w->seg_seq && w->seg;
 		if (m->drop) /* a release in flight has it */
 			continue;
+		if (m->hold && w->hold_damaged)
+			continue; /* the evidence of a lost range, for now */
 		bool free_ok = !active && !busy;
 		for (uint32_t k = 0; k < m->n && free_ok; k++)
 			if (m->v[k].max > flushed(arg, m->v[k].part))
@@ -2045,6 +2177,11 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		pthread_mutex_unlock(&w->spare_mu);
 	}
 	return (int)ndrop;
+}
+
+void wal_release_damaged(struct wal *w)
+{
+	w->hold_damaged = false;
 }
 
 /* Stops the prep thread (it finishes the job in hand). */

@@ -77,7 +77,9 @@
  *   3. Recovery: an invalid record in the last segment is a torn tail iff no
  *      valid record of a batch that *started after it* exists (such a batch
  *      was only written after the bad one was synced). Anything else is
- *      corruption, reported with file and offset, never truncated away.
+ *      corruption, reported with file and offset, never truncated away
+ *      (replicated, wal_recovery.damaged / .lost hand it over to be
+ *      repaired from peers instead; the bytes stay).
  *   4. Stale records from a segment's previous life carry another segment
  *      seq and are never read as valid.
  *   5. wal.hwm never claims a record whose batch has not completed its
@@ -118,6 +120,14 @@
 #define WAL_MAX_BODY (4u << 20)    /* one record's body */
 #define WAL_MIN_SEGMENT (16u << 20)
 #define WAL_DEFAULT_SEGMENT (64u << 20)
+/* Record type (no body) of a partition's log end marker: written when a
+ * replicated engine opens after a lost range (wal_recovery.lost), with the
+ * partition's last index and its term as recovered then. Records after it
+ * extend that log (its group went on from it by Raft's log matching), so
+ * a later recovery that finds the same range again cuts the partition's
+ * log there instead of judging those records anew. Older binaries refuse
+ * the type (the partition is corrupt to them): no downgrade past one. */
+#define WAL_REC_LOGEND 0xFFFEu
 
 struct wal;
 
@@ -189,6 +199,24 @@ struct wal_recovery {
 	 * goes on in a new segment (none is ever written into it again, so
 	 * it stays unsealed; the seal check is waived for it). */
 	bool repair_from_peers;
+	/* Optional, with repair_from_peers: a record whose own header fails
+	 * its check (a flipped bit: partition, term, index and length all
+	 * unknown), outside a torn tail. The scan resyncs: the next offset
+	 * holding a valid record header that goes on with the log (the same
+	 * batch, or a later batch at a block boundary; stale records never
+	 * qualify), trying first where the damaged header's length says it
+	 * ends, then every 8-byte step to the end of the segment. The bytes
+	 * [off, end) held one or more records of unknown partitions (end is
+	 * the file's size when nothing valid follows in a segment that is
+	 * not the last: its seal is lost too, the seal check is waived).
+	 * Return 0 when the caller takes the loss (every partition of the
+	 * shard may have lost records there and must be repaired from a
+	 * peer): the scan goes on at `end`, the segment is held (never
+	 * released) until wal_release_damaged, and wal.hwm is not checked
+	 * against it (its lost records cannot be counted); 1 to have it
+	 * reported through `corrupt` with partition -1, as without this
+	 * callback; a negative error aborts the open. NULL = always 1. */
+	int (*lost)(void *arg, const char *file, uint64_t off, uint64_t end);
 	void *arg;
 };
 
@@ -312,6 +340,11 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
  * applies the outcome: the count wal_release returns is of segments
  * queued for release. One release at a time; segments that became free
  * meanwhile go with the next call.) */
+/* Lets wal_release release the segments holding lost ranges
+ * (wal_recovery.lost) by the usual rule: the caller calls it once every
+ * partition that may have lost records there was repaired (as long as
+ * the damaged bytes exist, each recovery finds the loss again). */
+void wal_release_damaged(struct wal *w);
 /* Segment files currently holding log records (sealed + active). */
 uint32_t wal_segment_count(const struct wal *w);
 

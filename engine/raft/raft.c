@@ -50,6 +50,8 @@ struct raft_progress {
 	uint8_t role, state;
 	bool active, probe_sent, voted, granted;
 	bool active_prev; /* `active` at the last check-quorum reset */
+	bool lost;        /* its last answer said it lost entries (raft_set_lost) */
+	uint64_t commit_sent; /* the commit index its last APPEND carried */
 	uint16_t snap_stall;
 };
 
@@ -78,6 +80,9 @@ struct raft {
 	uint32_t n_unstable, cap_unstable;
 	uint64_t applied;
 	uint64_t damaged; /* first damaged index, 0 = none */
+	bool lost;        /* may have lost acknowledged entries: neither votes
+			     nor campaigns until it holds a leader's whole
+			     log (raft_set_lost) */
 
 	/* membership */
 	struct raft_conf conf;
@@ -90,6 +95,9 @@ struct raft {
 	enum raft_role role;
 	uint64_t leader;
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
+	bool commit_bcast;          /* the commit advanced: followers that no
+				     * APPEND told yet get one at raft_ready */
+	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
 	uint32_t idle_ticks;
 	uint32_t damaged_elapsed; /* leader ticks spent holding a damaged entry */
 	bool quiesced;
@@ -356,16 +364,24 @@ static int log_get(struct raft *r, uint64_t i, struct raft_entry *e)
 	return 0;
 }
 
+/* Only the term is read, so the payload's checksum is not computed: the
+ * term survives a damaged payload (the storage contract), and log_get,
+ * which verifies it, is what every apply and send reads through. (The
+ * term lookups of a replication round — the leader's prev-index terms,
+ * its commit check, the follower's match check — hashed every payload
+ * they touched.) */
 uint64_t raft_term_at(struct raft *r, uint64_t i)
 {
 	if (i == r->snap.index)
 		return r->snap.term;
 	if (i < r->snap.index || i > last_index(r))
 		return 0;
+	if (i >= r->unstable_first)
+		return r->unstable[i - r->unstable_first].term;
 	struct raft_entry e;
-	int rc = log_get(r, i, &e);
+	int rc = r->cfg.storage.entry(r->cfg.storage.ctx, i, &e);
 	if (rc == 0 || rc == -PARLEY_ECORRUPT)
-		return e.term; /* the term survives a damaged payload */
+		return e.term;
 	return 0;
 }
 
@@ -569,6 +585,10 @@ static void campaign(struct raft *r, bool pre, bool transfer)
 {
 	if (!is_voter(r, r->id))
 		return;
+	if (r->lost) { /* raft_set_lost: it may lack committed entries */
+		reset_timeout(r);
+		return;
+	}
 	if (r->role == RAFT_LEADER)
 		return;
 	for (uint32_t i = 0; i < r->conf.n; i++)
@@ -831,6 +851,7 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		m->n_entries = n;
 	}
 	uint64_t sent_last = prev + n;
+	p->commit_sent = m->commit;
 	if (p->state == PR_REPLICATE) {
 		if (n) {
 			p->next = sent_last + 1;
@@ -891,6 +912,11 @@ static void send_heartbeat(struct raft *r, struct raft_progress *p, bool q)
 	m->ctx = r->read_seq;
 	if (q)
 		m->flags |= RAFT_MSGF_QUIESCE;
+	if (p->lost) { /* tell it where this log ends (handle_heartbeat) */
+		m->flags |= RAFT_MSGF_LOST;
+		m->index = last_index(r);
+		m->log_term = last_term(r);
+	}
 }
 
 static void bcast_heartbeat(struct raft *r, bool q)
@@ -946,7 +972,34 @@ static void maybe_commit(struct raft *r)
 		r->hs.commit = c;
 		on_commit_advance(r);
 		if (r->role == RAFT_LEADER)
-			bcast_append(r, true);
+			r->commit_bcast = true; /* flush_commit_bcast */
+	}
+}
+
+/*
+ * The followers learn a commit advance from an APPEND. It used to leave
+ * at once, from maybe_commit; it now leaves when the ready is taken, and
+ * only to followers that no APPEND sent since has told: under load the
+ * step batch that advanced the commit is usually followed, in the same
+ * ready, by proposals whose APPENDs carry the new commit index, and
+ * several advances in one batch make one message. Same ready, same
+ * content: nothing reaches a follower later than before.
+ */
+static void flush_commit_bcast(struct raft *r)
+{
+	if (!r->commit_bcast)
+		return;
+	r->commit_bcast = false;
+	if (r->role != RAFT_LEADER)
+		return;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->id == r->id)
+			continue;
+		if (p->commit_sent >= r->hs.commit)
+			r->commit_bcast_skipped++;
+		else
+			send_append(r, p, true);
 	}
 }
 
@@ -1051,6 +1104,8 @@ static void mark_damaged_resp(struct raft *r, struct raft_msg *m)
 		m->flags |= RAFT_MSGF_DAMAGED;
 		m->hint = r->damaged;
 	}
+	if (r->lost) /* the leader must not trust what it matched before */
+		m->flags |= RAFT_MSGF_LOST;
 }
 
 /* Largest index <= i whose term is <= t (etcd's findConflictByTerm). */
@@ -1152,6 +1207,21 @@ done:;
 
 static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
 {
+	/* a node that may have lost entries holds its leader's whole log
+	 * again (same last index and term there: by log matching the same
+	 * log), so it holds every entry committed before: it may vote again */
+	if (r->lost && (m->flags & RAFT_MSGF_LOST) && m->index &&
+	    m->index == last_index(r) &&
+	    (m->index <= r->snap.index ||
+	     raft_term_at(r, m->index) == m->log_term)) {
+		r->lost = false;
+		PLOG_I("raft", "holds its leader's whole log again: votes and "
+		       "campaigns again", "node=%llu group=%llu index=%llu "
+		       "leader=%llu", (unsigned long long)r->id,
+		       (unsigned long long)r->cfg.group,
+		       (unsigned long long)m->index,
+		       (unsigned long long)m->from);
+	}
 	uint64_t nc = PARLEY_MIN(m->commit, last_index(r));
 	if (nc > r->hs.commit) {
 		r->hs.commit = nc;
@@ -1247,10 +1317,32 @@ static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 	 * the install */
 }
 
+/* A follower that may have lost entries (RAFT_MSGF_LOST) holds less than
+ * its earlier answers said: what it holds now is all that counts. */
+static bool lost_lower_match(struct raft_progress *p, uint64_t has)
+{
+	p->lost = true;
+	if (has >= p->match || p->state == PR_SNAPSHOT)
+		return false;
+	p->match = has;
+	pr_become(p, PR_PROBE);
+	return true;
+}
+
 static void handle_append_resp(struct raft *r, struct raft_progress *p,
 			       const struct raft_msg *m)
 {
 	p->active = true;
+	if (m->flags & RAFT_MSGF_LOST) {
+		if (lost_lower_match(p, (m->flags & RAFT_MSGF_REJECT) ? m->hint
+								      : m->index) &&
+		    r->role == RAFT_LEADER) {
+			send_append(r, p, true);
+			return;
+		}
+	} else {
+		p->lost = false;
+	}
 	if (m->flags & RAFT_MSGF_DAMAGED) {
 		p->damaged = m->hint;
 		send_repair(r, p, m->hint);
@@ -1346,10 +1438,15 @@ static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
 		p->last_seen = m->index;
 		if (m->ctx > p->read_ack)
 			p->read_ack = m->ctx;
+		if (m->flags & RAFT_MSGF_LOST)
+			(void)lost_lower_match(p, m->index);
+		else
+			p->lost = false;
 		if (m->flags & RAFT_MSGF_DAMAGED) {
 			struct raft_msg fake = *m;
 			fake.type = RAFT_MSG_APPEND_RESP;
-			fake.flags = RAFT_MSGF_DAMAGED;
+			fake.flags = RAFT_MSGF_DAMAGED |
+				     (m->flags & RAFT_MSGF_LOST);
 			fake.index = p->match;
 			handle_append_resp(r, p, &fake);
 		}
@@ -1429,6 +1526,10 @@ static void handle_vote(struct raft *r, const struct raft_msg *m)
 	bool can = (r->hs.vote == m->from) ||
 		   (r->hs.vote == 0 && r->leader == 0) ||
 		   (pre && m->term > r->hs.term);
+	/* a node that may have lost acknowledged entries must not help
+	 * elect a leader that lacks them (raft_set_lost) */
+	if (r->lost)
+		can = false;
 	uint64_t lt = last_term(r), li = last_index(r);
 	bool uptodate = m->log_term > lt || (m->log_term == lt && m->index >= li);
 	struct raft_msg *resp = msg_new(r, rt, m->from);
@@ -1620,7 +1721,7 @@ static bool can_quiesce(struct raft *r)
 		const struct raft_progress *p = &r->pr[i];
 		bool alive = !r->cfg.check_quorum || p->id == r->id ||
 			     p->active || p->active_prev;
-		if (alive && (p->match != last || p->damaged))
+		if (alive && (p->match != last || p->damaged || p->lost))
 			return false;
 	}
 	return true;
@@ -1809,7 +1910,9 @@ bool raft_peer_current(struct raft *r, uint64_t id)
 	if (r->role != RAFT_LEADER)
 		return false;
 	const struct raft_progress *p = pr_find(r, id);
-	return p && p->match > 0 && raft_term_at(r, p->match) == r->hs.term;
+	/* a member that says it lost entries would ignore the TimeoutNow */
+	return p && p->match > 0 && !p->lost &&
+	       raft_term_at(r, p->match) == r->hs.term;
 }
 
 int raft_transfer(struct raft *r, uint64_t to)
@@ -1920,6 +2023,7 @@ static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
 struct raft_ready *raft_ready(struct raft *r)
 {
 	PARLEY_ASSERT(!r->in_ready);
+	flush_commit_bcast(r);
 	struct raft_ready *rd = &r->rd;
 	memset(rd, 0, sizeof(*rd));
 	rd->hs_changed = memcmp(&r->hs, &r->hs_saved, sizeof(r->hs)) != 0;
@@ -2203,6 +2307,7 @@ uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
+uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
 
 uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
 			   uint32_t max)
@@ -2235,6 +2340,16 @@ size_t raft_footprint(const struct raft *r)
 	n += (size_t)r->cap_reads * sizeof(*r->reads);
 	return n;
 }
+
+void raft_set_lost(struct raft *r)
+{
+	PARLEY_ASSERT(!r->in_ready);
+	if (r->role == RAFT_LEADER)
+		return; /* only at open, where every group starts as a follower */
+	r->lost = true;
+}
+
+bool raft_lost(const struct raft *r) { return r->lost; }
 
 bool raft_damaged(const struct raft *r, uint64_t *first)
 {

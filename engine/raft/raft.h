@@ -79,8 +79,8 @@
  *     repairs it; with none found in two election timeouts it steps down.
  * Assumption: a stored entry's term and index are trustworthy even when its
  * payload is not (the storage protects its record headers with their own
- * checksum, as the WAL does; a record whose header is damaged is the
- * storage's torn-tail / corruption problem, not this one). Because the
+ * checksum, as the WAL does; a record whose header is damaged leaves the
+ * storage a log cut at its last entry known good: raft_set_lost). Because the
  * terms are intact, a damaged node still votes and campaigns by the normal
  * rules (it may be the only up-to-date voter). Limitation: a damaged entry
  * that no other node holds cannot be repaired: when the leader can prove it
@@ -264,7 +264,10 @@ enum raft_msg_type {
 #define RAFT_MSGF_LAST 0x8u      /* SNAPSHOT: this chunk is the last one */
 #define RAFT_MSGF_DAMAGED 0x10u  /* APPEND_RESP/HEARTBEAT_RESP: sender holds a damaged
 				  * entry at `hint`; please resend from there */
-#define RAFT_MSGF_ALL 0x1Fu
+#define RAFT_MSGF_LOST 0x20u     /* *_RESP: sender may have lost entries (raft_set_lost):
+				  * its match is what it says now. HEARTBEAT to such a
+				  * follower: index/log_term = the leader's last entry */
+#define RAFT_MSGF_ALL 0x3Fu
 
 /*
  * One Raft message. Every field is fixed width for the codec; which fields
@@ -277,7 +280,7 @@ enum raft_msg_type {
  *                   (reject: prev idx)  (reject)                    damaged index
  *   VOTE, PREVOTE   last log index      last log term       -       -                    -
  *   *VOTE_RESP      -                   -                   -       -                    -
- *   HEARTBEAT       -                   -                   yes     -                    read ctx
+ *   HEARTBEAT       (LOST: last index)  (LOST: last term)   yes     -                    read ctx
  *   HEARTBEAT_RESP  last index          -                   -       damaged index        read ctx
  *   SNAPSHOT        (snap.index)        -                   -       -                    -
  *   SNAPSHOT_RESP   snapshot index      -                   -       -                    -
@@ -458,8 +461,9 @@ int raft_propose_conf(struct raft *r, const struct raft_conf_change *cc,
 int raft_transfer(struct raft *r, uint64_t to);
 /* Leader only: `id` has acknowledged an entry of this leader's term, so it
  * is alive and following this term (a transfer to it can complete); false
- * on a follower, for an unknown id, or for a peer not heard from since
- * the election. */
+ * on a follower, for an unknown id, for a peer not heard from since
+ * the election, or for one that says it lost entries (raft_set_lost: it
+ * would not campaign). */
 bool raft_peer_current(struct raft *r, uint64_t id);
 /* ReadIndex: the result comes back in a ready's reads with the same ctx.
  * Works on a follower too (forwarded to the leader). */
@@ -495,10 +499,39 @@ uint64_t raft_last_index(const struct raft *r);
 uint64_t raft_id(const struct raft *r);
 bool raft_quiesced(const struct raft *r);
 bool raft_damaged(const struct raft *r, uint64_t *first_damaged);
+/*
+ * Lost entries (a follower's storage could not read back part of its log:
+ * a damaged record header, whose entries' terms and indexes are unknown).
+ * Called right after raft_new, before any other input, when the storage
+ * handed over a log that may end before entries this node acknowledged
+ * (the storage truncated it at its last entry known good). Such a node
+ * may be the copy that made an entry committed; if it voted by its
+ * shorter log it could help elect a leader that lacks that entry. So,
+ * until it holds its current leader's whole log again:
+ *   - it neither grants votes nor pre-votes, and never campaigns (an
+ *     election timeout or TimeoutNow does nothing);
+ *   - its answers carry RAFT_MSGF_LOST: the leader lowers that member's
+ *     match to what the answer says it holds (a leader never lowers a
+ *     match otherwise, and would wait for ever on entries the follower no
+ *     longer has) and probes from there, by log or snapshot;
+ *   - the leader's heartbeats to it carry its last index and term; when
+ *     they equal the follower's own last entry (log matching: the same
+ *     log), the follower holds every entry committed so far (a leader
+ *     holds them all) and votes again. A leader does not quiesce while a
+ *     member says it lost entries.
+ * Not durable: the caller sets it again at every start for as long as it
+ * keeps the evidence (the damaged bytes). A no-op on a leader.
+ */
+void raft_set_lost(struct raft *r);
+bool raft_lost(const struct raft *r);
 const struct raft_conf *raft_conf(const struct raft *r);
 /* Times this node campaigned as a candidate (a real election, after a
  * won pre-vote or without pre-vote), since raft_new. */
 uint64_t raft_elections(const struct raft *r);
+/* Commit-advance APPENDs not sent because an APPEND of the same ready
+ * already carried the new commit index to that follower (raft.c,
+ * flush_commit_bcast). */
+uint64_t raft_commit_sends_skipped(const struct raft *r);
 /* Leader only: what it knows of each member (itself included, match =
  * its durable last index), at most `max` (RAFT_MAX_MEMBERS is enough).
  * `active`: the member answered within the current or the previous

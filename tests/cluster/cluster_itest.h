@@ -7,7 +7,10 @@
  * writes the client node list (nodes_list) and gives each node the
  * arguments of its place in the cluster (node id i+1, the cluster id,
  * every other node's peer address, a 20 ms Raft tick, 8 partitions, one
- * loop). It starts nothing: the test starts (and kills, and restarts)
+ * loop; with cluster_no_forward set before, `--forward 0`: a follower
+ * answers NOTLEADER with the leader's address instead of forwarding, for
+ * the tests of that redirect path and those that find the leader by it).
+ * It starts nothing: the test starts (and kills, and restarts)
  * srv[i] with it_server_start, which reuses the arguments.
  *
  * Ownership: everything here is static storage of the including test;
@@ -22,6 +25,7 @@
 
 static struct it_server srv[NODES];
 static char nodes_list[256]; /* "127.0.0.1:P1,127.0.0.1:P2,..." */
+static bool cluster_no_forward; /* set before cluster_init: --forward 0 */
 
 static void cluster_init(const char *cluster_id)
 {
@@ -51,7 +55,9 @@ static void cluster_init(const char *cluster_id)
 		const char *x[] = {"--node-id", node_arg[i], "--cluster-id",
 				   cluster_id, "--peer-port", port_arg[i],
 				   "--peers", peers_arg[i], "--raft-tick-ms", "20",
-				   "--partitions", "8", "--loops", "1", NULL};
+				   "--partitions", "8", "--loops", "1",
+				   cluster_no_forward ? "--forward" : NULL, "0",
+				   NULL};
 		for (int k = 0; x[k]; k++)
 			srv[i].extra[k] = x[k];
 	}

@@ -84,9 +84,14 @@
  *      one bit of its newest segment's header block flipped, restarted: it
  *      must come up with no partition corrupt, take the segment's records
  *      as damaged and have them repaired from the leader.
+ *   9. (mode walrec) a damaged WAL record header: a follower, then the
+ *      leader, is killed, one bit of the header (length, partition or
+ *      index) of one of its committed WAL records flipped, restarted: it
+ *      must come up with no partition corrupt and have that shard's
+ *      partitions repaired from their leaders (found = repaired).
  *   Mode unsynced runs 7 only (four kills); unsynced-long 24 kills, and
  *   both fail if none of the kills found an unsynced byte to drop. Mode
- *   walhdr runs 8 only.
+ *   walhdr runs 8 only, walrec 9 only.
  *
  *   netns_chaos short|long|unsynced|unsynced-long [3|5]
  *   (env: NETNS_PREFIX, NETNS_SUBNET, PARLEY_*)
@@ -1536,6 +1541,85 @@ static void scenario_wal_header(void)
 	IT_CHECK(r1 >= 1, "node%d never repaired its damaged entries", v + 1);
 }
 
+/* kill -9 of node v (a follower, or the leader when lead), one bit of the
+ * *header* of one of its committed WAL records flipped (a seeded byte of
+ * its length, partition or index field: the record's partition, term,
+ * index and length are then unknown, §2.5), restart: the node must come up
+ * with no partition corrupt (before, the shard's partitions were CORRUPT
+ * on it for good), report the bad record header, and have every partition
+ * of that shard repaired from its leader: damage found and as many
+ * repaired (/debug/digest counts). A damaged leader restarts as a
+ * follower (it may not campaign until repaired). The final checks find
+ * nothing acknowledged lost and every replica equal. */
+static void scenario_wal_rec_header(bool lead)
+{
+	int L = wait_leader(all_mask(), -1, "before a WAL record header flip");
+	int v = lead ? L : (L + 1 + (int)parley_rng_below(&it_rng, (uint64_t)NSRV - 1)) % NSRV;
+	wait_acks(40, "before a WAL record header flip");
+	struct pdig ld[NPART];
+	uint64_t commit[NPART];
+	IT_CHECK(digests_of(v, ld) == 0, "node%d does not answer", v + 1);
+	for (int p = 0; p < NPART; p++)
+		commit[p] = ld[p].state ? ld[p].commit : 0;
+	printf("WAL record header flip: kill -9 %s node%d\n",
+	       lead ? "leader" : "follower", v + 1);
+	node_kill9(v);
+	struct walrec r;
+	pick_rng.s = parley_rng_below(&it_rng, UINT64_MAX) | 1;
+	IT_CHECK(wal_find(v, 3, commit, PICK_RANDOM, &r) == 0,
+		 "no committed WAL record of node%d to damage", v + 1);
+	static const unsigned fields[] = {4, 24, 40}; /* length, partition, index */
+	unsigned byte = fields[parley_rng_below(&it_rng, 3)] +
+			(unsigned)parley_rng_below(&it_rng, 2);
+	unsigned bit = (unsigned)parley_rng_below(&it_rng, 8);
+	FILE *fp = fopen(r.file, "r+b");
+	IT_CHECK(fp);
+	fseek(fp, (long)(r.off + byte), SEEK_SET);
+	int c = fgetc(fp);
+	IT_CHECK(c != EOF);
+	fseek(fp, (long)(r.off + byte), SEEK_SET);
+	fputc(c ^ (1 << bit), fp);
+	IT_CHECK(fclose(fp) == 0);
+	printf("  flipped bit %u of header byte %u of the record at %s offset %"
+	       PRIu64 " (partition %u, log index %" PRIu64 ", term %" PRIu64
+	       ")\n", bit, byte, r.file, r.off, r.part, r.index, r.term);
+	long log_at = 0;
+	FILE *lf = fopen(srv[v].log, "r");
+	if (lf) {
+		fseek(lf, 0, SEEK_END);
+		log_at = ftell(lf);
+		fclose(lf);
+	}
+	if (lead)
+		wait_leader(all_mask() & ~(1u << v), v,
+			    "the survivors of a WAL record header flip");
+	wait_acks(20, "while a node's WAL record header is damaged");
+	node_start(v);
+	IT_CHECK(it_log_tail_has(srv[v].log, log_at, "bad record header"),
+		 "node%d did not report the damaged record header (its log: %s)",
+		 v + 1, srv[v].log);
+	IT_CHECK(!it_log_tail_has(srv[v].log, log_at, "partition corrupt"),
+		 "node%d marked a partition corrupt (its log: %s)", v + 1,
+		 srv[v].log);
+	wait_leader(all_mask(), -1, "after restarting a damaged node");
+	wait_acks(20, "after restarting a damaged node");
+	uint64_t f1 = 0, r1 = 0;
+	for (int ms = 0; ms < WAIT_MS; ms += 200) {
+		damage_counts(v, &f1, &r1);
+		if (f1 >= 1 && r1 >= f1)
+			break;
+		it_sleep_ms(200);
+	}
+	printf("WAL record header flip: node%d found %" PRIu64 " damaged "
+	       "record(s), repaired %" PRIu64 " from the leader\n", v + 1, f1, r1);
+	IT_CHECK(f1 >= 1, "node%d counted no damage (its log: %s)", v + 1,
+		 srv[v].log);
+	IT_CHECK(r1 >= f1, "node%d did not repair everything it found damaged "
+		 "(its log: %s)", v + 1, srv[v].log);
+	IT_CHECK(it_log_tail_has(srv[v].log, log_at, "repaired"),
+		 "node%d logged no repair (its log: %s)", v + 1, srv[v].log);
+}
+
 /* The comparison must be able to fail: a follower is stopped, one of its
  * committed WAL records changed with a matching checksum (nothing can
  * detect it but a comparison with the other replicas), and restarted. It
@@ -1599,18 +1683,19 @@ int main(int argc, char **argv)
 	const char *mode = argc > 1 ? argv[1] : "short";
 	bool unsynced = !strncmp(mode, "unsynced", 8);
 	bool walhdr = !strcmp(mode, "walhdr");
+	bool walrec = !strcmp(mode, "walrec");
 	bool longrun = !strcmp(mode, "long") || !strcmp(mode, "unsynced-long");
 	sync_log = unsynced;
 	NSRV = argc > 2 ? atoi(argv[2]) : 3;
 	if (NSRV != 3 && NSRV != 5) {
 		fprintf(stderr, "netns_chaos short|long|unsynced|unsynced-long|"
-			"walhdr [3|5]\n");
+			"walhdr|walrec [3|5]\n");
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0); /* findings survive it_fail's _exit */
 	char name[64];
 	snprintf(name, sizeof name, "cluster_%s%s%s", unsynced ? "unsynced"
-		 : walhdr ? "walhdr" : "netns", NSRV == 5 ? "5" : "", longrun ? "_long" : "");
+		 : walhdr ? "walhdr" : walrec ? "walrec" : "netns", NSRV == 5 ? "5" : "", longrun ? "_long" : "");
 	it_init(name);
 	const char *p = getenv("NETNS_PREFIX"), *s = getenv("NETNS_SUBNET"),
 		   *sd = getenv("PARLEY_SRC_DIR");
@@ -1666,6 +1751,9 @@ int main(int argc, char **argv)
 
 	if (walhdr) {
 		scenario_wal_header();
+	} else if (walrec) {
+		scenario_wal_rec_header(false);
+		scenario_wal_rec_header(true);
 	} else if (unsynced) {
 		scenario_kill_unsynced(longrun ? 24 : 4, longrun);
 		IT_CHECK(lost_bytes > 0, "kills under load and never an unsynced "

@@ -95,6 +95,9 @@ static int list_is(int node, const char *user, bool left, uint64_t last_seq,
 int main(void)
 {
 	it_init("cluster_group_follower");
+	/* what a follower itself answers (NOTLEADER) is the subject:
+	 * forwarding off (test_cluster_forward covers forwarding) */
+	cluster_no_forward = true;
 	cluster_init("79");
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);

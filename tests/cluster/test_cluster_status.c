@@ -120,6 +120,9 @@ int main(void)
 {
 	it_init("cluster_status");
 	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", getenv("PARLEY_BIN_DIR"));
+	/* step 1b tests the redirect (NOTLEADER's leader hint): a
+	 * follower forwards instead unless forwarding is off */
+	cluster_no_forward = true;
 	cluster_init("91");
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);

@@ -22,7 +22,7 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} LIBS parley_common
 foreach(t cluster_test_cluster_netns cluster_test_cluster_netns_long
           cluster_test_cluster_netns5 cluster_test_cluster_netns5_long
           cluster_test_cluster_unsynced cluster_test_cluster_unsynced_long
-          cluster_test_cluster_walhdr)
+          cluster_test_cluster_walhdr cluster_test_cluster_walrec)
   if(TARGET ${t})
     add_dependencies(${t} cluster_netns_chaos)
     if(TARGET parleyd)
@@ -39,11 +39,12 @@ foreach(t cluster_test_cluster_netns_long cluster_test_cluster_netns5_long
 endforeach()
 # test_cluster_failover drives real parleyd processes on loopback with
 # libparley (itest.h); no namespaces needed.
-# test_cluster_group_failover, test_cluster_group_follower and
-# test_cluster_snapshot likewise.
+# test_cluster_group_failover, test_cluster_group_follower,
+# test_cluster_snapshot and test_cluster_forward likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_group_follower cluster_test_cluster_snapshot
-          cluster_test_cluster_status cluster_test_cluster_membership)
+          cluster_test_cluster_status cluster_test_cluster_membership
+          cluster_test_cluster_forward cluster_test_cluster_ops)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
@@ -58,7 +59,10 @@ endforeach()
 if(TARGET cluster_test_cluster_status AND TARGET parleyctl)
   add_dependencies(cluster_test_cluster_status parleyctl)
 endif()
-# test_cluster_membership runs parleyctl cluster remove-node
-if(TARGET cluster_test_cluster_membership AND TARGET parleyctl)
-  add_dependencies(cluster_test_cluster_membership parleyctl)
-endif()
+# test_cluster_membership and test_cluster_ops run parleyctl cluster
+# remove-node / status
+foreach(t cluster_test_cluster_membership cluster_test_cluster_ops)
+  if(TARGET ${t} AND TARGET parleyctl)
+    add_dependencies(${t} parleyctl)
+  endif()
+endforeach()

@@ -11,7 +11,11 @@
  *         flag bits corrupt a header, a body, or end the batch.
  * The segment is written to an in-memory file system under a valid
  * MANIFEST and recovered with pe_open(read_only), then every partition's
- * status and one stream are read.
+ * status and one stream are read. It is also scanned as a replicated
+ * engine would (repair_from_peers: damaged bodies and lost ranges after a
+ * damaged record header taken), as the last segment and as an earlier
+ * one: the resync never reads out of bounds, every lost range lies in the
+ * file and after the previous one, and every record handed over fits.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +70,60 @@ static size_t build_structured(const uint8_t *d, size_t n, uint8_t *seg,
 	return off;
 }
 
+struct scan_ck {
+	uint64_t size, last_end;
+};
+
+static int ck_record(void *arg, const struct wal_rec *r)
+{
+	struct scan_ck *c = arg;
+	if (r->off < c->last_end || r->off + WAL_REC_HDR + r->len > c->size)
+		abort();
+	return 0;
+}
+
+static int ck_damaged(void *arg, const struct wal_rec *r)
+{
+	return ck_record(arg, r);
+}
+
+static int ck_lost(void *arg, const char *file, uint64_t off, uint64_t end)
+{
+	struct scan_ck *c = arg;
+	(void)file;
+	if (off < WAL_BLOCK || end <= off || end > c->size || off < c->last_end)
+		abort();
+	c->last_end = end;
+	return 0;
+}
+
+static void ck_corrupt(void *arg, int64_t p, const char *file, uint64_t off,
+		       const char *why)
+{
+	(void)arg;
+	(void)p;
+	(void)file;
+	(void)off;
+	(void)why;
+}
+
+/* The replicated engine's scan (wal_recovery.lost, .damaged). */
+static void scan_replicated(const uint8_t *seg, size_t n)
+{
+	for (int last = 0; last < 2; last++) {
+		struct scan_ck c = {.size = n};
+		struct wal_recovery rec = {.record = ck_record,
+					   .corrupt = ck_corrupt,
+					   .damaged = ck_damaged,
+					   .lost = ck_lost,
+					   .repair_from_peers = true,
+					   .arg = &c};
+		uint64_t tail;
+		uint32_t mb;
+		(void)wal_scan_buffer(seg, n, "fuzz", last, &rec, &tail, &mb);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -84,6 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			seglen = WAL_BLOCK;
 	}
 	parley_log_set_level(PLOG_ERROR + 1);
+	scan_replicated(seg, seglen);
 	/* one directory with a manifest, made once; each input replaces its WAL */
 	static struct pio *io;
 	struct pe_engine *e;

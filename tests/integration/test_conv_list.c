@@ -156,7 +156,8 @@ int main(void)
 					 PARLEY_CT_TEXT, body, strlen(body), &r));
 		w->last_seq = r.seq;
 		w->last_ts = r.server_ts_ms;
-		memcpy(w->last_sender, mine ? "alice" : w->peer, 16);
+		const char *who = mine ? "alice" : w->peer;
+		memcpy(w->last_sender, who, strlen(who) + 1);
 		snprintf(w->body, sizeof w->body, "%s", body);
 		if (!mine)
 			w->unread++;
@@ -180,7 +181,7 @@ int main(void)
 					 &r));
 		w->last_seq = r.seq;
 		w->last_ts = r.server_ts_ms;
-		memcpy(w->last_sender, w->peer, sizeof w->peer);
+		memcpy(w->last_sender, w->peer, strlen(w->peer) + 1);
 		snprintf(w->body, sizeof w->body, "hi");
 		w->unread++;
 	}

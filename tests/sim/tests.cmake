@@ -34,5 +34,8 @@ target_link_libraries(sim_scn_early_broken PRIVATE parley_engine_internals)
 target_include_directories(sim_scn_early_broken PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 add_test(NAME sim_scn_early_broken COMMAND sim_scn_early_broken)
 set_tests_properties(sim_scn_early_broken PROPERTIES LABELS "sim" TIMEOUT 600
-                     ENVIRONMENT "PARLEY_SIM_SEED=3000"
+                     ENVIRONMENT "PARLEY_SIM_SEED=3001"
                      PASS_REGULAR_EXPRESSION "SIM FAILURE.*S3 leader completeness")
+# (Seed 3001: which seeds reach the broken answer depends on the message
+# schedule; with the commit notices of raft_ready, flush_commit_bcast,
+# seeds 3000 and 3001 both do.)

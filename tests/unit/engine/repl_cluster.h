@@ -71,6 +71,7 @@ static void node_open(int i)
 			       .heartbeat_ticks = 2, .log_keep_bytes = log_keep,
 			       .quiesce_ticks = quiesce,
 			       .send = net_send, .send_arg = &nd->id,
+			       .flush = net_hold ? net_flush : NULL,
 			       .follow_partition0 = follow0};
 	struct pe_options o = {0};
 	o.dir = nd->dir;

@@ -9,14 +9,21 @@
  * packet `to` is the id - 1). The send callback's argument is a pointer
  * to the sending node's id (pe_cluster.send_arg = &node->id), and every
  * message must come from that id.
- * Threads: net_send runs on the engines' shard threads, net_take /
- * net_clear on the test's: the queue is under net_mu.
+ * With net_hold set (before the engines open, pe_cluster.flush =
+ * net_flush), net_send keeps a shard thread's packets in that thread's
+ * own list and only net_flush, called by the engine on the same thread,
+ * moves them to the queue: a send the engine forgets to flush is never
+ * delivered.
+ * Threads: net_send / net_flush run on the engines' shard threads,
+ * net_take / net_clear on the test's: the queue is under net_mu.
  * Ownership: net_take hands the packets to the caller (free each).
  */
 #ifndef REPL_NET_H
 #define REPL_NET_H
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -36,6 +43,9 @@ struct pkt {
 
 static pthread_mutex_t net_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct pkt *q_head, *q_tail;
+static bool net_hold;                    /* see above */
+static _Thread_local struct pkt *h_head, *h_tail; /* held by this thread */
+static _Atomic uint64_t net_flushes;     /* net_flush calls that moved packets */
 
 static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 {
@@ -52,6 +62,14 @@ static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 			  "message to node %llu", (unsigned long long)msgs[i].to);
 		p->len = (size_t)raft_codec_encode(p->buf, (size_t)sz, &msgs[i], 1);
 		cr_assert_eq(p->len, (size_t)sz);
+		if (net_hold) {
+			if (h_tail)
+				h_tail->next = p;
+			else
+				h_head = p;
+			h_tail = p;
+			continue;
+		}
 		pthread_mutex_lock(&net_mu);
 		if (q_tail)
 			q_tail->next = p;
@@ -60,6 +78,23 @@ static void net_send(void *arg, const struct raft_msg *msgs, uint32_t n)
 		q_tail = p;
 		pthread_mutex_unlock(&net_mu);
 	}
+}
+
+/* pe_cluster.flush with net_hold: this thread's held packets go out. */
+static void net_flush(void *arg)
+{
+	(void)arg;
+	if (!h_head)
+		return;
+	pthread_mutex_lock(&net_mu);
+	if (q_tail)
+		q_tail->next = h_head;
+	else
+		q_head = h_head;
+	q_tail = h_tail;
+	pthread_mutex_unlock(&net_mu);
+	h_head = h_tail = NULL;
+	atomic_fetch_add(&net_flushes, 1);
 }
 
 static struct pkt *net_take(void)

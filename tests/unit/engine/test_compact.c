@@ -231,20 +231,35 @@ static bool expect_kept(const struct cmodel *cm, const struct retention_policy *
 	return true;
 }
 
-static void write_inputs(struct pio *io, struct cmodel *cm, int nseg,
-			 struct seg_reader **rd, const int *which)
+/* A fresh in-memory backend (seeded) with dir "pc" holding the model's
+ * segments, model segment s as segment 100 + s, opened into rd[s]. */
+static struct pio *write_inputs(uint64_t seed, struct cmodel *cm, int nseg,
+				struct seg_reader **rd)
 {
+	struct pio *io = pio_mem_new(seed);
+	cr_assert_not_null(io);
+	cr_assert_eq(io->ops->mkdir(io, "pc"), 0);
 	for (int s = 0; s < nseg; s++) {
 		struct seg_writer *w;
 		struct seg_write_opts wo = { .block_bytes = 2048, .level = 1 };
 		cr_assert_eq(seg_writer_new(io, "pc", 100 + (uint64_t)s, &wo, &w), 0);
 		for (size_t i = 0; i < cm->n; i++)
-			if (which[cm->m[i].seg] == s)
+			if (cm->m[i].seg == s)
 				cr_assert_eq(seg_writer_add(w, cm->m[i].key, cm->m[i].klen, &cm->m[i].e), 0);
 		struct seg_write_info wi;
 		cr_assert_eq(seg_writer_finish(w, &wi), 0);
 		cr_assert_eq(seg_open(io, "pc", wi.name, NULL, &rd[s], NULL, 0), 0);
 	}
+	return io;
+}
+
+/* Closes the inputs and frees the model and the backend. */
+static void free_inputs(struct pio *io, struct cmodel *cm, int nseg, struct seg_reader **rd)
+{
+	for (int s = 0; s < nseg; s++)
+		seg_close(rd[s]);
+	free(cm->m);
+	pio_free(io);
 }
 
 static void check_output(struct pio *io, struct cmodel *cm,
@@ -328,11 +343,8 @@ Test(compact, merge_applies_tombstones_and_retention)
 		{ (const uint8_t *)"c/b", 3, 3600000, 0 },
 	};
 	struct retention_policy pol = { rules, 2 };
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pc"), 0);
 	struct seg_reader *rd[4];
-	int which[4] = { 0, 1, 2, 3 };
-	write_inputs(io, &cm, nseg, rd, which);
+	struct pio *io = write_inputs(seed, &cm, nseg, rd);
 
 	struct compact_opts o = {
 		.io = io, .dir = "pc", .out_seg_id = 200,
@@ -372,10 +384,7 @@ Test(compact, merge_applies_tombstones_and_retention)
 		if (!strncmp(cm.rkeys[i], "c/a", 3) && cm.res[i].kept)
 			cr_assert_leq(cm.res[i].kept, 40u);
 	}
-	for (int s = 0; s < 4; s++)
-		seg_close(rd[s]);
-	free(cm.m);
-	pio_free(io);
+	free_inputs(io, &cm, 4, rd);
 }
 
 Test(compact, non_adjacent_merge_and_duplicates)
@@ -384,11 +393,8 @@ Test(compact, non_adjacent_merge_and_duplicates)
 	uint64_t now = 1763900000000ull;
 	struct cmodel cm = { 0 };
 	cmodel_build(&cm, seed, 3, now);
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pc"), 0);
 	struct seg_reader *rd[3];
-	int which[3] = { 0, 1, 2 };
-	write_inputs(io, &cm, 3, rd, which);
+	struct pio *io = write_inputs(seed, &cm, 3, rd);
 	/* merge the oldest and the newest (seq gaps in the output), and the
 	 * newest twice, as a retried merge would meet it */
 	struct compact_opts o = { .io = io, .dir = "pc", .out_seg_id = 300,
@@ -431,10 +437,7 @@ Test(compact, non_adjacent_merge_and_duplicates)
 		seg_iter_free(hold);
 	}
 	seg_close(out);
-	for (int s = 0; s < 3; s++)
-		seg_close(rd[s]);
-	free(cm.m);
-	pio_free(io);
+	free_inputs(io, &cm, 3, rd);
 }
 
 Test(compact, corrupt_input_and_everything_dropped)
@@ -443,11 +446,8 @@ Test(compact, corrupt_input_and_everything_dropped)
 	uint64_t now = 1763900000000ull;
 	struct cmodel cm = { 0 };
 	cmodel_build(&cm, seed, 2, now);
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pc"), 0);
 	struct seg_reader *rd[2];
-	int which[2] = { 0, 1 };
-	write_inputs(io, &cm, 2, rd, which);
+	struct pio *io = write_inputs(seed, &cm, 2, rd);
 	/* flip a bit in input 1's first block (after open: the reader has
 	 * already verified the index, the block is read during the merge) */
 	struct seg_block_info bi;
@@ -477,10 +477,7 @@ Test(compact, corrupt_input_and_everything_dropped)
 	cr_assert_eq(pio_mem_file_size(io, "pc/seg-0000000000000190.pseg.tmp"), -ENOENT);
 	cr_assert_eq(compact_run(rd, 1, &o, &st), 0, "inputs unchanged, retry works");
 	cr_assert(st.output);
-	for (int s = 0; s < 2; s++)
-		seg_close(rd[s]);
-	free(cm.m);
-	pio_free(io);
+	free_inputs(io, &cm, 2, rd);
 }
 
 static int count_idem(void *arg, const struct seg_idem *rec)
@@ -498,11 +495,8 @@ Test(compact, idempotency_records_carried)
 	uint64_t now = 1763900000000ull;
 	struct cmodel cm = { 0 };
 	cmodel_build(&cm, seed, 2, now);
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pc"), 0);
 	struct seg_reader *rd[2];
-	int which[2] = { 0, 1 };
-	write_inputs(io, &cm, 2, rd, which);
+	struct pio *io = write_inputs(seed, &cm, 2, rd);
 	uint64_t in_total = 0;
 	for (int i = 0; i < 2; i++) {
 		struct seg_info si;
@@ -546,10 +540,7 @@ Test(compact, idempotency_records_carried)
 	cr_assert_lt(st.idem_out, in_total);
 	bool both[2] = { true, true };
 	check_output(io, &cm, NULL, now, &st, both);
-	for (int s = 0; s < 2; s++)
-		seg_close(rd[s]);
-	free(cm.m);
-	pio_free(io);
+	free_inputs(io, &cm, 2, rd);
 }
 
 /* ---- the compaction filter (pe_options.compact_filter) ------------------------------ */

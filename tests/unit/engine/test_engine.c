@@ -79,6 +79,39 @@ Test(engine, append_assigns_dense_seqs_and_reads_back)
 	cr_assert_eq(m.last_seq, 0);
 }
 
+/* An append's request is made on the caller's thread and freed on the
+ * shard (engine/api.c): with a block pool on the caller's thread it comes
+ * back to that pool (parley_common.h) instead of being freed into the
+ * caller's malloc arena from the shard. */
+static uint64_t pool_out(void)
+{
+	struct parley_pool_stats s;
+	cr_assert_eq(parley_pool_thread_stats(&s), 0);
+	return s.out;
+}
+
+Test(engine, append_requests_go_back_to_the_callers_pool)
+{
+	cr_assert_eq(parley_pool_thread_start(), 0);
+	enum { N = 50 };
+	for (int i = 1; i <= N; i++) {
+		struct pe_append_result r;
+		cr_assert_eq(append1("c/pool", "x", NULL, &r), 0);
+		cr_assert_eq(r.seq, (uint64_t)i);
+		/* the shard frees the request just after its callback: wait
+		 * for it to be back (not a timing assertion) */
+		for (int k = 0; pool_out() && k < 10000; k++)
+			usleep(1000);
+		cr_assert_eq(pool_out(), 0, "append %d's request came back", i);
+	}
+	struct parley_pool_stats s;
+	cr_assert_eq(parley_pool_thread_stats(&s), 0);
+	cr_assert_eq(s.hits + s.misses, N, "every request from the pool");
+	cr_assert_eq(s.misses, 1, "then the returned block, again and again");
+	cr_assert_eq(s.returned, N - 1);
+	parley_pool_thread_end();
+}
+
 Test(engine, backward_pagination_covers_everything_once)
 {
 	struct pe_append_result r;

@@ -189,6 +189,23 @@ static void fake_sleep(void *arg, uint64_t ns)
 	slept += ns;
 }
 
+/* A fresh in-memory backend (faults seeded by `seed`) with directory `dir`. */
+static struct pio *mem_dir(uint64_t seed, const char *dir)
+{
+	struct pio *io = pio_mem_new(seed);
+	cr_assert_not_null(io);
+	cr_assert_eq(io->ops->mkdir(io, dir), 0);
+	return io;
+}
+
+/* hpart_open of dir with o, which must succeed. */
+static struct hpart *hopen(struct pio *io, const char *dir, const struct hpart_opts *o)
+{
+	struct hpart *h;
+	cr_assert_eq(hpart_open(io, dir, o, &h), 0);
+	return h;
+}
+
 Test(hpart, flush_read_delete_compact_reopen)
 {
 	uint64_t seed = hist_seed("hpart.e2e");
@@ -196,16 +213,14 @@ Test(hpart, flush_read_delete_compact_reopen)
 	model_reset("c/x");
 	for (int s = 0; s < 10; s++) /* the first ten under another prefix */
 		snprintf(mkey[s], sizeof mkey[s], "c/r%02d", s);
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pp"), 0);
+	struct pio *io = mem_dir(seed, "pp");
 	struct bcache *cache;
 	cr_assert_eq(bcache_new(256 * 1024, &cache), 0);
 	struct retention_rule rules[] = { { (const uint8_t *)"c/r", 3, 0, 100 } };
 	struct retention_policy pol = { rules, 1 };
 	struct hpart_opts o = { .partition = 3, .cache = cache, .block_bytes = 4096,
 				.dict_bytes = 16 * 1024, .retention = &pol };
-	struct hpart *h;
-	cr_assert_eq(hpart_open(io, "pp", &o, &h), 0);
+	struct hpart *h = hopen(io, "pp", &o);
 	uint64_t fv[NS];
 	for (int s = 0; s < NS; s++)
 		fv[s] = 1;
@@ -308,7 +323,7 @@ Test(hpart, flush_read_delete_compact_reopen)
 	cr_assert_eq(seg_writer_add(w, "zz", 2, &model[0][0].e), 0);
 	cr_assert_eq(seg_writer_finish(w, NULL), 0);
 	cr_assert_geq(pio_mem_file_size(io, "pp/seg-00000000000003e7.pseg"), 0);
-	cr_assert_eq(hpart_open(io, "pp", &o, &h), 0);
+	h = hopen(io, "pp", &o);
 	cr_assert_eq(pio_mem_file_size(io, "pp/seg-00000000000003e7.pseg"), -ENOENT);
 	check_reads(h, fv, 7, &rng);
 	struct hpart_seg_view views[8];
@@ -343,7 +358,7 @@ Test(hpart, flush_read_delete_compact_reopen)
 	cr_assert_eq(pio_mem_flip_bit(io, path, (uint64_t)sz - 3, 1), 0);
 	cr_assert_eq(hpart_open(io, "pp", &o, &h), -PARLEY_ECORRUPT);
 	cr_assert_eq(pio_mem_flip_bit(io, path, (uint64_t)sz - 3, 1), 0);
-	cr_assert_eq(hpart_open(io, "pp", &o, &h), 0);
+	h = hopen(io, "pp", &o);
 	hpart_close(h);
 	/* its dictionary gone: refuses too */
 	char dpath[128], dname[64];
@@ -360,11 +375,9 @@ Test(hpart, abandoned_jobs_leave_nothing)
 	uint64_t seed = hist_seed("hpart.abandon");
 	struct parley_rng rng = { seed };
 	model_reset("c/x");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pa"), 0);
+	struct pio *io = mem_dir(seed, "pa");
 	struct hpart_opts o = { .partition = 1, .dict_bytes = 8192 };
-	struct hpart *h;
-	cr_assert_eq(hpart_open(io, "pa", &o, &h), 0);
+	struct hpart *h = hopen(io, "pa", &o);
 	gen_round(&rng, 1, 500);
 	struct hpart_fjob *j;
 	cr_assert_eq(hpart_flush_begin(h, 10, &j), 0);
@@ -399,11 +412,9 @@ Test(hpart, stream_meta_marks_and_read_only)
 	uint64_t seed = hist_seed("hpart.meta");
 	struct parley_rng rng = { seed };
 	model_reset("u/");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pq"), 0);
+	struct pio *io = mem_dir(seed, "pq");
 	struct hpart_opts o = { .partition = 2, .block_bytes = 2048 };
-	struct hpart *h;
-	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	struct hpart *h = hopen(io, "pq", &o);
 	gen_round(&rng, 1, 400);
 	do_flush(h, 1, NULL);
 	gen_round(&rng, 2, 400);
@@ -429,14 +440,14 @@ Test(hpart, stream_meta_marks_and_read_only)
 	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
 	cr_assert_eq(f, 3u);
 	hpart_close(h);
-	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	h = hopen(io, "pq", &o);
 	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
 	cr_assert_eq(f, 1u, "no commit happened: the mark was not durable");
 	cr_assert_eq(hpart_mark_deleted(h, mkey[s0], strlen(mkey[s0]), 2), 0);
 	gen_round(&rng, 3, 100);
 	do_flush(h, 3, NULL); /* the flush commit stores the mark */
 	hpart_close(h);
-	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	h = hopen(io, "pq", &o);
 	cr_assert_eq(hpart_stream_meta(h, mkey[s0], strlen(mkey[s0]), &f, &l, &t), 0);
 	cr_assert_eq(f, 3u, "stored with the flush");
 	/* whole stream deleted: first visible is past the end */
@@ -451,7 +462,7 @@ Test(hpart, stream_meta_marks_and_read_only)
 	cr_assert_eq(seg_writer_add(w, "zz", 2, &model[s0][0].e), 0);
 	cr_assert_eq(seg_writer_finish(w, NULL), 0);
 	o.read_only = true;
-	cr_assert_eq(hpart_open(io, "pq", &o, &h), 0);
+	h = hopen(io, "pq", &o);
 	cr_assert_geq(pio_mem_file_size(io, "pq/seg-0000000000000309.pseg"), 0, "orphan left alone");
 	struct hpart_fjob *j;
 	cr_assert_eq(hpart_flush_begin(h, 1, &j), -PARLEY_EPERM);
@@ -489,11 +500,9 @@ Test(hpart, idempotency_survives_flush_and_compaction)
 	uint64_t seed = hist_seed("hpart.idem");
 	struct parley_rng rng = { seed };
 	model_reset("c/i");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pi"), 0);
+	struct pio *io = mem_dir(seed, "pi");
 	struct hpart_opts o = { .partition = 4 };
-	struct hpart *h;
-	cr_assert_eq(hpart_open(io, "pi", &o, &h), 0);
+	struct hpart *h = hopen(io, "pi", &o);
 	uint64_t with_prod = 0;
 	for (int round = 1; round <= 4; round++) {
 		gen_round(&rng, round, 200);
@@ -518,7 +527,7 @@ Test(hpart, idempotency_survives_flush_and_compaction)
 	cr_assert_eq(hpart_compact_run(cj, NULL), 0);
 	cr_assert_eq(hpart_compact_commit(h, cj), 0);
 	hpart_close(h);
-	cr_assert_eq(hpart_open(io, "pi", &o, &h), 0);
+	h = hopen(io, "pi", &o);
 	memset(&seen, 0, sizeof seen);
 	cr_assert_eq(hpart_idem_load(h, 0, idem_seen_cb, &seen), 0);
 	cr_assert_eq(seen.n, with_prod, "after compaction and reopen");
@@ -546,12 +555,10 @@ Test(hpart, dictionaries_retired_after_compaction)
 	uint64_t seed = hist_seed("hpart.dicts");
 	struct parley_rng rng = { seed };
 	model_reset("c/d");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pd"), 0);
+	struct pio *io = mem_dir(seed, "pd");
 	struct hpart_opts o = { .partition = 5, .block_bytes = 4096, .dict_bytes = 8192,
 				.retrain = { .degrade_factor = 0.01, .min_recent_raw = 1 } };
-	struct hpart *h;
-	cr_assert_eq(hpart_open(io, "pd", &o, &h), 0);
+	struct hpart *h = hopen(io, "pd", &o);
 	/* a new dictionary is judged only on flushes written with it: so
 	 * rounds 1 and 3 train, 2 and 4 reuse */
 	uint64_t ids[5];
@@ -585,7 +592,7 @@ Test(hpart, dictionaries_retired_after_compaction)
 	cr_assert_eq(v[0].info.dict_id, ids[4], "rewritten with the current dictionary");
 	check_reads(h, fv, 4, &rng);
 	hpart_close(h);
-	cr_assert_eq(hpart_open(io, "pd", &o, &h), 0);
+	h = hopen(io, "pd", &o);
 	check_reads(h, fv, 4, &rng);
 	hpart_close(h);
 	pio_free(io);
@@ -616,12 +623,10 @@ Test(hpart, crashes_at_every_step)
 	uint64_t seed = hist_seed("hpart.crash");
 	struct parley_rng rng = { seed };
 	model_reset("c/k");
-	struct pio *io = pio_mem_new(seed);
-	cr_assert_eq(io->ops->mkdir(io, "pk"), 0);
+	struct pio *io = mem_dir(seed, "pk");
 	struct hpart_opts o = { .partition = 6, .block_bytes = 2048, .dict_bytes = 8192,
 				.tiers = { .min_merge = 2 } };
-	struct hpart *h;
-	cr_assert_eq(hpart_open(io, "pk", &o, &h), 0);
+	struct hpart *h = hopen(io, "pk", &o);
 	uint64_t fv[NS];
 	for (int s = 0; s < NS; s++)
 		fv[s] = 1;
@@ -642,7 +647,7 @@ Test(hpart, crashes_at_every_step)
 				pio_mem_crash(io, true);
 				hpart_abort(h, j, NULL);
 				crashes++;
-				cr_assert_eq(hpart_open(io, "pk", &o, &h), 0);
+				h = hopen(io, "pk", &o);
 			} else {
 				cr_assert_eq(hpart_flush_commit(h, j, NULL), 0);
 				committed = round;
@@ -660,7 +665,7 @@ Test(hpart, crashes_at_every_step)
 				pio_mem_crash(io, true);
 				hpart_abort(h, NULL, cj);
 				crashes++;
-				cr_assert_eq(hpart_open(io, "pk", &o, &h), 0);
+				h = hopen(io, "pk", &o);
 			} else {
 				cr_assert_eq(hpart_compact_commit(h, cj), 0);
 			}
@@ -675,7 +680,7 @@ Test(hpart, crashes_at_every_step)
 			pio_mem_crash(io, true);
 			hpart_abort(h, NULL, NULL);
 			crashes++;
-			cr_assert_eq(hpart_open(io, "pk", &o, &h), 0);
+			h = hopen(io, "pk", &o);
 			struct file_census c = { 0 };
 			cr_assert_eq(io->ops->list(io, "pk", census_cb, &c), 0);
 			cr_assert_eq(c.tmps, 0, "seed %llu step %d", (unsigned long long)seed, step);

@@ -26,7 +26,12 @@
  *     restarts): idle groups quiesce and send nothing; a proposal to a
  *     quiesced group commits; a quiesced group whose leader dies or is
  *     cut off elects another; a follower that lagged while its group slept
- *     catches up.
+ *     catches up;
+ *   - pe_cluster.flush: with a transport that holds every send until the
+ *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
+ *     up, also over a lossy link and after a node is cut off;
+ *   - pe_raft_status_gen stays put while roles and terms do (appends in a
+ *     stable cluster) and moves when an election changes them.
  * Seed: PARLEY_SEED (printed); it drives the drops and the keys.
  */
 #include <criterion/criterion.h>
@@ -106,6 +111,7 @@ static void setup(void)
 {
 	nacked = 0;
 	quiesce = 0;
+	net_hold = false;
 }
 
 TestSuite(repl, .init = setup, .fini = cluster_stop, .timeout = 240);
@@ -834,17 +840,34 @@ static uint64_t rd64(const uint8_t *p)
 struct flip {
 	char file[256];
 	uint64_t off;   /* the record's offset */
+	uint64_t at;    /* the byte flipped, from off */
 	uint32_t part;
 	uint64_t index, term;
 };
 
-/* Flips one bit in the body of an APPEND record of node i's WAL (closed)
- * that lies in a batch followed by another batch of the same segment (so
- * it cannot pass for a torn tail), the first such record with index >=
- * min_index of a partition in `parts` (bitmask). */
-static struct flip flip_wal_record(int i, unsigned parts, uint64_t min_index)
+#define AT_BODY (W_HDR + 5)
+#define AT_HDR_PART 24u  /* the record header's partition field */
+#define AT_HDR_LEN 5u    /* its length field */
+enum pick {
+	PICK_FIRST,     /* the first record that qualifies */
+	PICK_PART_LAST, /* a partition's last record in the WAL */
+	PICK_SEG_FIRST, /* the first record of shard 0's first segment */
+	PICK_LAST,      /* the last record that qualifies */
+};
+
+/* Flips one bit (at `at` from the record's start) of an APPEND record of
+ * node i's WAL (closed) that lies in a batch followed by another batch of
+ * the same segment (so it cannot pass for a torn tail), of a partition in
+ * `parts` (bitmask) with index >= min_index: the first such record, or the
+ * last record of such a partition when that one qualifies (PICK_PART_LAST),
+ * or (PICK_SEG_FIRST) the record at the start of shard 0's first segment,
+ * whatever it is. */
+static struct flip flip_wal_record_at(int i, unsigned parts,
+				      uint64_t min_index, uint64_t at,
+				      enum pick pick)
 {
 	struct flip f = {0};
+	f.at = at;
 	for (unsigned sh = 0; sh < 2 && !f.file[0]; sh++) {
 		char cmd[200];
 		snprintf(cmd, sizeof cmd, "ls %s/wal/%u/wal-*.log 2>/dev/null",
@@ -870,6 +893,10 @@ static struct flip flip_wal_record(int i, unsigned parts, uint64_t min_index)
 				if (rd32(d + a) == W_MAGIC && rd32(d + a + 20) == a)
 					last_batch = a;
 			uint64_t off = W_BLOCK;
+			/* PICK_PART_LAST: each partition's last record, and
+			 * whether it qualifies */
+			uint64_t plast[32] = {0};
+			bool pok[32] = {false};
 			while (off + W_HDR <= (uint64_t)size) {
 				const uint8_t *h = d + off;
 				if (rd32(h) != W_MAGIC) {
@@ -881,17 +908,36 @@ static struct flip flip_wal_record(int i, unsigned parts, uint64_t min_index)
 				uint32_t len = rd32(h + 4), part = rd32(h + 24);
 				uint16_t type = (uint16_t)(h[28] | h[29] << 8);
 				uint64_t idx = rd64(h + 40);
-				if (type == 1 && len > 8 && part < 32 &&
-				    (parts >> part & 1) && idx >= min_index &&
-				    rd32(h + 20) < last_batch) {
+				bool ok = type == 1 && len > 8 && part < 32 &&
+					  (parts >> part & 1) && idx >= min_index &&
+					  rd32(h + 20) < last_batch;
+				if (pick == PICK_SEG_FIRST)
+					ok = sh == 0 && off == W_BLOCK &&
+					     strstr(path, "wal-0000000000000001.log");
+				if (pick == PICK_PART_LAST && part < 32) {
+					plast[part] = off;
+					pok[part] = ok;
+					ok = false;
+				}
+				if (ok) {
 					snprintf(f.file, sizeof f.file, "%s", path);
 					f.off = off;
-					f.part = part;
-					f.index = idx;
-					f.term = rd64(h + 32);
-					break;
+					if (pick != PICK_LAST)
+						break;
 				}
 				off = (off + W_HDR + len + 7) / 8 * 8;
+			}
+			for (uint32_t p = 0; p < 32 && !f.file[0] &&
+					     pick == PICK_PART_LAST; p++)
+				if (pok[p]) {
+					snprintf(f.file, sizeof f.file, "%s", path);
+					f.off = plast[p];
+				}
+			if (f.file[0]) {
+				const uint8_t *h = d + f.off;
+				f.part = rd32(h + 24);
+				f.index = rd64(h + 40);
+				f.term = rd64(h + 32);
 			}
 			free(d);
 		}
@@ -900,16 +946,23 @@ static struct flip flip_wal_record(int i, unsigned parts, uint64_t min_index)
 	cr_assert(f.file[0], "no WAL record of node %d to damage", i);
 	FILE *fp = fopen(f.file, "r+b");
 	cr_assert_not_null(fp);
-	uint64_t at = f.off + W_HDR + 5; /* inside the body */
-	fseek(fp, (long)at, SEEK_SET);
+	uint64_t pos = f.off + f.at;
+	fseek(fp, (long)pos, SEEK_SET);
 	int c = fgetc(fp);
-	fseek(fp, (long)at, SEEK_SET);
+	fseek(fp, (long)pos, SEEK_SET);
 	fputc(c ^ 0x10, fp);
 	fclose(fp);
-	fprintf(stderr, "damaged node %d: %s offset %llu (partition %u index "
-		"%llu term %llu)\n", i, f.file, (unsigned long long)f.off,
-		f.part, (unsigned long long)f.index, (unsigned long long)f.term);
+	fprintf(stderr, "damaged node %d: %s offset %llu + %llu (partition %u "
+		"index %llu term %llu)\n", i, f.file, (unsigned long long)f.off,
+		(unsigned long long)f.at, f.part, (unsigned long long)f.index,
+		(unsigned long long)f.term);
 	return f;
+}
+
+/* One bit of the body (the header intact). */
+static struct flip flip_wal_record(int i, unsigned parts, uint64_t min_index)
+{
+	return flip_wal_record_at(i, parts, min_index, AT_BODY, PICK_FIRST);
 }
 
 /* Flips the same bit back (the damage undone, e.g. a transient read). */
@@ -917,7 +970,7 @@ static void unflip(const struct flip *f)
 {
 	FILE *fp = fopen(f->file, "r+b");
 	cr_assert_not_null(fp);
-	uint64_t at = f->off + W_HDR + 5;
+	uint64_t at = f->off + f->at;
 	fseek(fp, (long)at, SEEK_SET);
 	int c = fgetc(fp);
 	fseek(fp, (long)at, SEEK_SET);
@@ -1016,6 +1069,205 @@ Test(repl, damaged_wal_record_on_a_leader_is_repaired_after_restart)
 Test(repl, damaged_wal_record_below_the_leaders_kept_log_is_repaired_by_snapshot)
 {
 	damaged_record_repaired(false, 2048);
+}
+
+/* ---- a damaged WAL record header, repaired from peers ---------------------- */
+
+/* Damaged records found and repaired on node i, over every partition. */
+static void damage_sums(int i, uint64_t *found, uint64_t *repaired)
+{
+	*found = *repaired = 0;
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(nodes[i].e, p, &st), 0);
+		*found += st.damaged_found;
+		*repaired += st.damaged_repaired;
+	}
+}
+
+/* Pumps until node i repaired everything it found damaged. */
+static void wait_repaired(int i)
+{
+	uint64_t found = 0, repaired = 0;
+	for (int r = 0; r < MAX_PUMP; r++) {
+		damage_sums(i, &found, &repaired);
+		if (repaired == found)
+			return;
+		pump();
+	}
+	cr_assert_fail("node %d: %llu damaged found, %llu repaired", i,
+		       (unsigned long long)found, (unsigned long long)repaired);
+}
+
+static void assert_serving(int i)
+{
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_partition_status ps;
+		cr_assert_eq(pe_partition_status(nodes[i].e, p, &ps), 0);
+		cr_assert_eq(ps.state, PE_PART_OK, "node %d partition %u: %s", i,
+			     p, ps.error);
+	}
+}
+
+static void assert_digests_equal(void)
+{
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_digest d[NN];
+		for (int i = 0; i < NN; i++)
+			cr_assert_eq(pe_partition_digest(nodes[i].e, p, &d[i]), 0);
+		for (int i = 1; i < NN; i++) {
+			cr_assert_eq(d[i].applied, d[0].applied, "partition %u", p);
+			cr_assert_eq(d[i].digest, d[0].digest, "partition %u: node "
+				     "%d differs from node 0", p, i);
+			cr_assert_eq(d[i].entries, d[0].entries);
+		}
+	}
+}
+
+/*
+ * Node `victim` stopped, one bit flipped in the *header* of one of its WAL
+ * records (partition, term, index and length then unknown: wal.h,
+ * wal_recovery.lost), restarted. Before, the shard's partitions opened
+ * CORRUPT on that node for good. Now every partition must serve; the
+ * lost record's partition either fills the gap with damaged entries
+ * (repaired from the leader) or ends its log at its last good index and
+ * takes the rest from the leader; every partition of the shard abstains
+ * from votes until it holds its leader's whole log (raft_set_lost). Every
+ * node must end with exactly the acknowledged entries and the same
+ * digests, and the damage counted found = repaired; the same after one
+ * more restart with the damaged bytes still there.
+ */
+static void damaged_header_repaired_keep(bool leader, uint64_t at,
+					 enum pick pick, uint64_t keep)
+{
+	cluster_start(keep);
+	wait_leaders();
+	append_many(80);
+	int l = leader_of(part_of("c/conv-0"));
+	int victim = leader ? l : (l + 1) % NN;
+	unsigned parts = 0;
+	for (uint32_t p = 0; p < NPARTS; p++)
+		if ((leader_of(p) == victim) == leader)
+			parts |= 1u << p;
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	node_close(victim);
+	struct flip f = flip_wal_record_at(victim, parts, 3, at, pick);
+	if (leader)
+		append_many(10); /* the others elect and go on */
+	if (keep)
+		append_many(300); /* beyond what the leaders keep */
+	node_open(victim);
+	assert_serving(victim);
+	uint64_t found, repaired;
+	damage_sums(victim, &found, &repaired);
+	cr_assert_geq(found, 1, "the damaged record header was not noticed");
+	append_many(20);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_repaired(victim);
+	assert_serving(victim);
+	if (keep) { /* behind the leaders' kept log: by snapshot */
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(nodes[victim].e, f.part, &st), 0);
+		cr_assert_geq(st.snap_installed, 1, "partition %u", f.part);
+	}
+	/* restarted once more: the damaged bytes are still there, and so is
+	 * the log end marker each partition wrote at the last open
+	 * (WAL_REC_LOGEND): the repaired log is found whole again, nothing
+	 * cut (before the marker, a partition whose records after the damage
+	 * began a new term lost them again at every start) */
+	uint64_t last[NPARTS];
+	for (uint32_t p = 0; p < NPARTS; p++)
+		last[p] = status(victim, p).last_index;
+	node_close(victim);
+	node_open(victim);
+	assert_serving(victim);
+	/* the first last index each group publishes (when it first runs,
+	 * before any repair could arrive) */
+	uint64_t first[NPARTS] = {0};
+	for (int r = 0; r < MAX_PUMP; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			if (!first[p])
+				first[p] = status(victim, p).last_index;
+			all &= first[p] != 0;
+		}
+		if (all)
+			break;
+		pump();
+	}
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_geq(first[p], last[p], "partition %u cut again at the "
+			      "restart: %llu < %llu", p,
+			      (unsigned long long)first[p],
+			      (unsigned long long)last[p]);
+	append_many(5);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_repaired(victim);
+	assert_digests_equal();
+}
+
+static void damaged_header_repaired(bool leader, uint64_t at, enum pick pick)
+{
+	damaged_header_repaired_keep(leader, at, pick, 0);
+}
+
+Test(repl, damaged_wal_record_header_on_a_follower_is_repaired_from_the_leader)
+{
+	damaged_header_repaired(false, AT_HDR_PART, PICK_FIRST);
+}
+
+Test(repl, damaged_wal_record_length_on_a_follower_is_repaired_from_the_leader)
+{
+	damaged_header_repaired(false, AT_HDR_LEN, PICK_FIRST);
+}
+
+Test(repl, damaged_header_of_a_partitions_last_record_is_repaired)
+{
+	damaged_header_repaired(false, AT_HDR_PART, PICK_PART_LAST);
+}
+
+Test(repl, damaged_header_of_a_segments_first_record_is_repaired)
+{
+	damaged_header_repaired(false, AT_HDR_PART, PICK_SEG_FIRST);
+}
+
+Test(repl, damaged_wal_record_header_on_a_leader_is_repaired_after_restart)
+{
+	damaged_header_repaired(true, AT_HDR_PART, PICK_FIRST);
+}
+
+/* The leader's last record of a partition, and the last record of its
+ * WAL followed by another batch: the shard's other partitions then have
+ * nothing after the damage. After the restart the others lead in a new
+ * term, so such a partition's first record after the damage is the new
+ * leader's (its no-op, of another term than its last record before) and
+ * does not join (a cut) at the next start, unless the log end marker
+ * written at the first start says where its log went on from (without
+ * it, the second test finds a partition cut again at the second
+ * restart). */
+Test(repl, damaged_header_of_a_leaders_last_record_is_repaired)
+{
+	damaged_header_repaired(true, AT_HDR_PART, PICK_PART_LAST);
+}
+
+Test(repl, damaged_header_of_a_leaders_last_wal_record_is_repaired)
+{
+	damaged_header_repaired(true, AT_HDR_PART, PICK_LAST);
+}
+
+/* The leaders keep 2 KiB of applied log and 300 appends go on while the
+ * damaged follower is down: its partitions, lost, are repaired by
+ * snapshot (then by log). */
+Test(repl, damaged_header_behind_the_leaders_kept_log_is_repaired_by_snapshot)
+{
+	damaged_header_repaired_keep(false, AT_HDR_PART, PICK_FIRST, 2048);
 }
 
 /* ---- quiescing (contract item 9) ------------------------------------------- */
@@ -1224,4 +1476,74 @@ Test(repl, follower_that_lagged_while_its_group_slept_catches_up)
 	wait_caught_up(f);
 	check_node(f);
 	wait_quiesced(-1);
+}
+
+/* pe_cluster.flush: the transport (repl_net.h with net_hold) delivers only
+ * what the shard flushed; a send left unflushed would never leave, and
+ * elections, commits and the catch-up below would stall. */
+Test(repl, sends_leave_when_the_shard_flushes)
+{
+	net_hold = true;
+	cluster_start(0);
+	wait_leaders();
+	cr_assert_gt(atomic_load(&net_flushes), 0);
+	drop_pct = 5;
+	append_many(60);
+	drop_pct = 0;
+	int l = leader_of(part_of("c/conv-0"));
+	int f = (l + 1) % NN;
+	cut_node(f, true);
+	append_many(30);
+	cut_node(f, false);
+	append_many(6);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
+static uint64_t gen_of(int i)
+{
+	return pe_raft_status_gen(nodes[i].e);
+}
+
+/* pe_raft_status_gen: unchanged by appends in a stable cluster (no role
+ * or term moves), changed on every node whose groups see an election. */
+Test(repl, status_gen_moves_only_with_roles_and_terms)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(12); /* every follower learns its leaders' terms */
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	uint64_t g0[NN];
+	for (int i = 0; i < NN; i++) {
+		g0[i] = gen_of(i);
+		cr_assert_gt(g0[i], 0, "node %d: elections seen, gen 0", i);
+	}
+	append_many(40);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	for (int i = 0; i < NN; i++)
+		cr_assert_eq(gen_of(i), g0[i], "node %d: gen moved from %" PRIu64
+			     " to %" PRIu64 " without an election", i, g0[i], gen_of(i));
+	/* the node leading conv-0's partition is cut off: the two others
+	 * elect a new leader there (a new term on both) */
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	uint64_t t0 = status(l, part).term;
+	cut_node(l, true);
+	for (int r = 0; r < MAX_PUMP; r++) {
+		int nl = leader_of(part);
+		if (nl >= 0 && nl != l && status(nl, part).term > t0)
+			break;
+		pump();
+	}
+	int nl = leader_of(part);
+	cr_assert(nl >= 0 && nl != l, "no new leader");
+	for (int i = 0; i < NN; i++)
+		if (i != l)
+			cr_assert_gt(gen_of(i), g0[i], "node %d: an election, gen "
+				     "unchanged", i);
+	cut_node(l, false);
 }

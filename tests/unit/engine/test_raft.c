@@ -4,7 +4,8 @@
  * hints, the current-term commit rule, follower commit bounds, persistence
  * failure, proposal errors, membership rules (ids never reused, one change at
  * a time), learners, checksums and damaged entries, ReadIndex, TimeoutNow,
- * quiescing, snapshot chunk resumption.
+ * quiescing, snapshot chunk resumption, commit advances told once per
+ * ready.
  *
  * A tiny in-memory harness: each node's storage is an array filled from its
  * readies; messages are collected and delivered by hand or until quiet.
@@ -1028,4 +1029,244 @@ Test(raft, only_a_leaders_appends_of_its_term_leave_before_persist)
 		cr_assert_eq(cr->n_early, 0);
 		raft_advance(c->r);
 	}
+}
+
+/* ---- lost entries (raft_set_lost) --------------------------------------- */
+
+static void restart_lost(int i, uint64_t last, uint32_t voters)
+{
+	raft_free(nodes[i].r);
+	nodes[i].last = last;
+	nodes[i].applied = nodes[i].snap.index;
+	struct raft_config c = tcfg(&nodes[i], voters);
+	cr_assert_eq(raft_new(&c, &nodes[i].r), 0);
+	raft_set_lost(nodes[i].r);
+	cr_assert(raft_lost(nodes[i].r));
+}
+
+/* No queued message is a (pre-)vote request from node id `from`. */
+static bool asked_votes(uint64_t from)
+{
+	for (int k = 0; k < nq; k++)
+		if (q[k].live && q[k].m.from == from &&
+		    (q[k].m.type == RAFT_MSG_VOTE ||
+		     q[k].m.type == RAFT_MSG_PREVOTE))
+			return true;
+	return false;
+}
+
+/* Entries 5..7 were committed by nodes 1 and 3 while node 2 was cut off;
+ * node 3 then loses them (its log cut at 4) and node 1 dies. Node 2 must
+ * not be elected with node 3's vote (it lacks committed entries), nor node
+ * 3 with node 2's. Without raft_set_lost node 3's shorter log is as up to
+ * date as node 2's and one of them is elected (checked first). Node 1 returns, is elected, lowers its
+ * match for node 3 (which answers RAFT_MSGF_LOST) and repairs it; once node
+ * 3 holds the leader's whole log it votes again. */
+Test(raft, lost_entries_node_neither_votes_nor_campaigns_until_repaired)
+{
+	for (int lost = 0; lost < 2; lost++) {
+		if (lost) {
+			teardown();
+			setup();
+		}
+		cluster(3);
+		elect(0);
+		drop_to[2] = true;
+		for (int k = 0; k < 3; k++)
+			cr_assert_eq(raft_propose(nodes[0].r, "x", 1, NULL), 0);
+		drain(0);
+		settle();
+		tick(0, 2);
+		settle();
+		cr_assert_eq(raft_commit(nodes[0].r), 4);
+		cr_assert_eq(nodes[2].last, 4);
+		cr_assert_eq(nodes[1].last, 1);
+		/* node 3 loses 2..4; node 1 dies */
+		if (lost)
+			restart_lost(2, 1, 3);
+		else {
+			raft_free(nodes[2].r);
+			nodes[2].last = 1;
+			nodes[2].applied = 0;
+			struct raft_config c = tcfg(&nodes[2], 3);
+			cr_assert_eq(raft_new(&c, &nodes[2].r), 0);
+		}
+		raft_free(nodes[0].r);
+		nodes[0].r = NULL;
+		drop_to[2] = false;
+		nq = 0;
+		for (int t = 0; t < 60; t++) {
+			tick(1, 1);
+			tick(2, 1);
+			if (lost)
+				cr_assert(!asked_votes(3), "a lost node campaigns");
+			settle();
+		}
+		if (!lost) {
+			/* the hazard: a leader without the committed
+			 * entries 2..4 (node 2, or node 3 by node 2's vote) */
+			cr_assert(raft_role(nodes[1].r) == RAFT_LEADER ||
+				  raft_role(nodes[2].r) == RAFT_LEADER);
+			continue;
+		}
+		cr_assert_neq(raft_role(nodes[1].r), RAFT_LEADER);
+		cr_assert_neq(raft_role(nodes[2].r), RAFT_LEADER);
+		cr_assert_eq(raft_elections(nodes[2].r), 0);
+		/* TimeoutNow does nothing either */
+		struct raft_msg tn = {.type = RAFT_MSG_TIMEOUT_NOW, .from = 2,
+				      .to = 3, .term = raft_term(nodes[2].r)};
+		raft_step(nodes[2].r, &tn);
+		drain(2);
+		cr_assert_eq(raft_elections(nodes[2].r), 0);
+		/* node 1 returns with its log: elected, it repairs node 3 */
+		nodes[0].applied = 0;
+		start(0, 3, NULL);
+		for (int t = 0; t < 80 && raft_role(nodes[0].r) != RAFT_LEADER; t++) {
+			tick(0, 1);
+			tick(1, 1);
+			settle();
+		}
+		cr_assert_eq(raft_role(nodes[0].r), RAFT_LEADER);
+		for (int t = 0; t < 10; t++) {
+			tick(0, 2);
+			settle();
+		}
+		cr_assert(!raft_lost(nodes[2].r), "repaired: votes again");
+		cr_assert_eq(nodes[2].last, raft_last_index(nodes[0].r));
+		for (uint64_t i = 2; i <= 4; i++)
+			cr_assert_eq(nodes[2].ents[i].len, 1, "entry %llu",
+				     (unsigned long long)i);
+		struct raft_member_progress mp[RAFT_MAX_MEMBERS];
+		uint32_t n = raft_progress_get(nodes[0].r, mp, RAFT_MAX_MEMBERS);
+		for (uint32_t k = 0; k < n; k++)
+			cr_assert_eq(mp[k].match, raft_last_index(nodes[0].r));
+		/* an up-to-date candidate gets its vote again */
+		struct raft_msg v = {.type = RAFT_MSG_VOTE, .from = 2, .to = 3,
+				     .term = raft_term(nodes[2].r) + 1,
+				     .index = nodes[2].last,
+				     .log_term = raft_term_at(nodes[2].r,
+							      nodes[2].last),
+				     .flags = RAFT_MSGF_TRANSFER};
+		raft_step(nodes[2].r, &v);
+		struct raft_ready *rd = raft_ready(nodes[2].r);
+		cr_assert_geq(rd->n_msgs, 1);
+		cr_assert(!(rd->msgs[rd->n_msgs - 1].flags & RAFT_MSGF_REJECT));
+		raft_advance(nodes[2].r);
+	}
+}
+
+/* The leader stays up while a follower loses the end of its log: its match
+ * for that follower says 4, the follower holds 1. Its answers (LOST) make
+ * the leader lower the match and send the entries again (a leader never
+ * lowers a match otherwise: without the flag it would probe at 5 for
+ * ever); a heartbeat then tells the follower where the log ends, and it
+ * votes again. Until then the leader does not quiesce. */
+Test(raft, leader_lowers_its_match_for_a_follower_that_lost_entries)
+{
+	cluster(3);
+	elect(0);
+	for (int k = 0; k < 3; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, "y", 1, NULL), 0);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(nodes[2].last, 4);
+	restart_lost(2, 1, 3);
+	for (int t = 0; t < 6; t++) {
+		tick(0, 2);
+		settle();
+	}
+	cr_assert_eq(nodes[2].last, 4);
+	cr_assert(!raft_lost(nodes[2].r));
+	for (uint64_t i = 2; i <= 4; i++)
+		cr_assert_eq(nodes[2].ents[i].len, 1);
+	cr_assert_eq(raft_commit(nodes[2].r), 4);
+}
+
+/* Appends stop with an APPEND lost to a follower: the next heartbeat's
+ * answer tells the leader it is behind, and it catches up without timing
+ * out. */
+Test(raft, a_lost_append_is_recovered_by_the_next_heartbeat)
+{
+	cluster(3);
+	elect(0);
+	uint64_t term = raft_term(nodes[0].r);
+	drop_to[2] = true;
+	cr_assert_eq(raft_propose(nodes[0].r, "x", 1, NULL), 0);
+	drain(0);
+	settle(); /* node 2 loses it; node 3 commits it with the leader */
+	drop_to[2] = false;
+	for (int k = 0; k < 8; k++) {
+		for (int i = 0; i < 3; i++)
+			tick(i, 1);
+		settle();
+	}
+	cr_assert_eq(nodes[1].applied, raft_commit(nodes[0].r));
+	cr_assert_eq(raft_term(nodes[1].r), term);
+}
+
+/* Delivers every queued message addressed to node index `i`; with `ready`
+ * the node's readies are taken after each (its answers queue), without
+ * it the node only steps them. */
+static void deliver_to(int i, bool ready)
+{
+	int n = nq;
+	for (int k = 0; k < n; k++) {
+		if (!q[k].live || (int)q[k].m.to - 1 != i)
+			continue;
+		q[k].live = false;
+		raft_step(nodes[i].r, &q[k].m);
+		if (ready)
+			drain(i);
+	}
+}
+
+/* Queued APPENDs from the leader (id 1) to `to`. */
+static int queued_appends(uint64_t to)
+{
+	int n = 0;
+	for (int i = 0; i < nq; i++)
+		n += q[i].live && q[i].m.type == RAFT_MSG_APPEND &&
+		     q[i].m.from == 1 && q[i].m.to == to;
+	return n;
+}
+
+/* A commit advance reaches the followers in the ready that follows it,
+ * without a tick (a commit-only APPEND); when a proposal's APPENDs of
+ * that same ready carry the new commit index, no commit-only APPEND goes
+ * with them. A leader that never told the followers (the APPEND left
+ * out, or left for a later heartbeat) fails the first part. */
+Test(raft, commit_advance_reaches_followers_once_in_the_next_ready)
+{
+	cluster(3);
+	elect(0);
+	settle();
+	cr_assert_eq(raft_propose(nodes[0].r, "a", 1, NULL), 0);
+	drain(0);
+	settle(); /* no tick */
+	for (int i = 1; i < 3; i++)
+		cr_assert_eq(raft_commit(nodes[i].r), raft_commit(nodes[0].r),
+			     "node %d: commit %llu, leader's %llu", i,
+			     (unsigned long long)raft_commit(nodes[i].r),
+			     (unsigned long long)raft_commit(nodes[0].r));
+	/* the followers answer "b"; the leader steps the answers (its commit
+	 * advances) and takes "c" before its next ready */
+	cr_assert_eq(raft_propose(nodes[0].r, "b", 1, NULL), 0);
+	drain(0);
+	deliver_to(1, true);
+	deliver_to(2, true);
+	uint64_t c0 = raft_commit(nodes[0].r);
+	deliver_to(0, false);
+	cr_assert_gt(raft_commit(nodes[0].r), c0, "the answers advance the commit");
+	uint64_t skipped = raft_commit_sends_skipped(nodes[0].r);
+	cr_assert_eq(raft_propose(nodes[0].r, "c", 1, NULL), 0);
+	drain(0);
+	cr_assert_eq(raft_commit_sends_skipped(nodes[0].r), skipped + 2);
+	for (uint64_t to = 2; to <= 3; to++)
+		cr_assert_eq(queued_appends(to), 1, "to %llu: %d APPENDs",
+			     (unsigned long long)to, queued_appends(to));
+	settle();
+	for (int i = 1; i < 3; i++)
+		cr_assert_eq(nodes[i].applied, nodes[0].applied, "node %d", i);
 }

@@ -396,7 +396,7 @@ Test(raft_codec, encoder_limits)
 
 	for (uint8_t t = 1; t < RAFT_MSG_TYPE_COUNT; t++) {
 		sample(t, &m);
-		m.flags |= 0x20;
+		m.flags |= (RAFT_MSGF_ALL + 1);
 		expect_enc_inval(&m, 1, "unknown flag");
 		sample(t, &m);
 		if (t != RAFT_MSG_APPEND) {
@@ -619,7 +619,7 @@ Test(raft_codec, decoder_body_limits)
 		b.n = 0; bpair(&b, 1); b8(&b, bad_types[i]); b16(&b, 0); b8(&b, 0);
 		cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "type %u", bad_types[i]);
 	}
-	b.n = 0; bpair(&b, 1); b8(&b, RAFT_MSG_VOTE); b16(&b, 0x20); b8(&b, 0);
+	b.n = 0; bpair(&b, 1); b8(&b, RAFT_MSG_VOTE); b16(&b, RAFT_MSGF_ALL + 1); b8(&b, 0);
 	cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "unknown flag");
 	b.n = 0; bpair(&b, 1); b8(&b, RAFT_MSG_VOTE); b16(&b, 0); b8(&b, 0x3); b64(&b, 5); b64(&b, 0);
 	cr_assert_eq(dec_body(b.b, b.n), -PARLEY_EPROTO, "present zero field");

@@ -22,6 +22,7 @@
 #include "bcache.h"
 #include "dict.h"
 #include "hist_corpus.h"
+#include "../../../bench/msg_corpus.h"
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
@@ -248,6 +249,28 @@ static struct pio *mem_dir(const char *dir)
 	return io;
 }
 
+/* A fresh in-memory dir `dir` holding the model written as segment `id`. */
+static struct pio *mem_dir_with(const char *dir, uint64_t id, const struct model *md,
+				const struct seg_write_opts *o, struct seg_write_info *info)
+{
+	struct pio *io = mem_dir(dir);
+	write_model(io, dir, id, md, o, info);
+	return io;
+}
+
+/* A dictionary (16 KiB, at `level`) trained on every payload of the model. */
+static struct pdict *model_dict(const struct model *md, int level)
+{
+	struct dict_sample *smp = calloc(md->n, sizeof *smp);
+	cr_assert_not_null(smp);
+	for (size_t i = 0; i < md->n; i++)
+		smp[i] = (struct dict_sample){ md->m[i].e.payload, md->m[i].e.len };
+	struct pdict *d;
+	cr_assert_eq(dict_train(smp, md->n, 16 * 1024, level, &d), 0);
+	free(smp);
+	return d;
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 Test(segment, round_trip_100k_entries)
@@ -255,10 +278,9 @@ Test(segment, round_trip_100k_entries)
 	uint64_t seed = hist_seed("segment.round_trip_100k");
 	struct model md;
 	model_build(&md, seed, 3000, 100000, true);
-	struct pio *io = mem_dir("p1");
 	struct seg_write_opts wo = { .level = 1 };
 	struct seg_write_info wi;
-	write_model(io, "p1", 0x42, &md, &wo, &wi);
+	struct pio *io = mem_dir_with("p1", 0x42, &md, &wo, &wi);
 	cr_assert_eq(wi.entries, md.n);
 	cr_assert_eq(wi.streams, md.ns);
 	cr_assert_gt(wi.blocks, 10u);
@@ -438,10 +460,9 @@ Test(segment, every_bit_flip_is_detected)
 	uint64_t seed = hist_seed("segment.bit_flips");
 	struct model md;
 	model_build(&md, seed, 4, 60, false);
-	struct pio *io = mem_dir("p4");
 	struct seg_write_opts wo = { .block_bytes = SEG_MIN_BLOCK, .level = 1 };
 	struct seg_write_info wi;
-	write_model(io, "p4", 9, &md, &wo, &wi);
+	struct pio *io = mem_dir_with("p4", 9, &md, &wo, &wi);
 	cr_assert_geq(wi.blocks, 3u);
 	char path[128];
 	snprintf(path, sizeof path, "p4/%s", wi.name);
@@ -505,10 +526,9 @@ Test(segment, truncated_and_torn_files)
 	uint64_t seed = hist_seed("segment.torn");
 	struct model md;
 	model_build(&md, seed, 20, 2000, false);
-	struct pio *io = mem_dir("p5");
 	struct seg_write_opts wo = { .block_bytes = 4096, .level = 1 };
 	struct seg_write_info wi;
-	write_model(io, "p5", 3, &md, &wo, &wi);
+	struct pio *io = mem_dir_with("p5", 3, &md, &wo, &wi);
 	char path[128];
 	snprintf(path, sizeof path, "p5/%s", wi.name);
 	uint64_t cuts[] = { 0, 1, 100, wi.file_bytes / 2, wi.file_bytes - 129,
@@ -574,15 +594,10 @@ Test(segment, dictionary_segments_need_their_dictionary)
 	uint64_t seed = hist_seed("segment.dict");
 	struct model md;
 	model_build(&md, seed, 50, 5000, false);
-	struct dict_sample *smp = calloc(md.n, sizeof *smp);
-	for (size_t i = 0; i < md.n; i++)
-		smp[i] = (struct dict_sample){ md.m[i].e.payload, md.m[i].e.len };
-	struct pdict *d;
-	cr_assert_eq(dict_train(smp, md.n, 16 * 1024, 3, &d), 0);
-	struct pio *io = mem_dir("p6");
+	struct pdict *d = model_dict(&md, 3);
 	struct seg_write_opts wo = { .dict = d };
 	struct seg_write_info wi;
-	write_model(io, "p6", 11, &md, &wo, &wi);
+	struct pio *io = mem_dir_with("p6", 11, &md, &wo, &wi);
 	cr_assert_eq(wi.dict_id, d->id);
 	struct seg_reader *r;
 	char err[SEG_ERR_LEN], want[40];
@@ -597,7 +612,6 @@ Test(segment, dictionary_segments_need_their_dictionary)
 	check_all(r, &md);
 	seg_close(r);
 	dict_free(d);
-	free(smp);
 	model_free(&md);
 	pio_free(io);
 }
@@ -611,11 +625,7 @@ Test(segment, the_writers_level_holds_with_a_dictionary_of_another_level)
 	uint64_t seed = hist_seed("segment.dict_level");
 	struct model md;
 	model_build(&md, seed, 50, 5000, false);
-	struct dict_sample *smp = calloc(md.n, sizeof *smp);
-	for (size_t i = 0; i < md.n; i++)
-		smp[i] = (struct dict_sample){ md.m[i].e.payload, md.m[i].e.len };
-	struct pdict *d;
-	cr_assert_eq(dict_train(smp, md.n, 16 * 1024, 19, &d), 0);
+	struct pdict *d = model_dict(&md, 19);
 	cr_assert_eq(d->level, 19);
 	struct pio *io = mem_dir("p7");
 	struct seg_write_info own, fast;
@@ -638,7 +648,6 @@ Test(segment, the_writers_level_holds_with_a_dictionary_of_another_level)
 		seg_close(r);
 	}
 	dict_free(d);
-	free(smp);
 	model_free(&md);
 	pio_free(io);
 }
@@ -664,15 +673,10 @@ Test(segment, a_reference_keeps_the_reader_and_its_dictionary)
 	uint64_t seed = hist_seed("segment.ref");
 	struct model md;
 	model_build(&md, seed, 40, 4000, false);
-	struct dict_sample *smp = calloc(md.n, sizeof *smp);
-	for (size_t i = 0; i < md.n; i++)
-		smp[i] = (struct dict_sample){ md.m[i].e.payload, md.m[i].e.len };
-	struct pdict *d;
-	cr_assert_eq(dict_train(smp, md.n, 16 * 1024, 3, &d), 0);
-	struct pio *io = mem_dir("pr");
+	struct pdict *d = model_dict(&md, 3);
 	struct seg_write_opts wo = { .dict = d, .block_bytes = 4096 };
 	struct seg_write_info wi;
-	write_model(io, "pr", 12, &md, &wo, &wi);
+	struct pio *io = mem_dir_with("pr", 12, &md, &wo, &wi);
 	struct bcache *c;
 	cr_assert_eq(bcache_new_sharded(16 * 1024, 4, &c), 0); /* misses */
 	struct seg_open_opts oo = { .cache = c, .dict_lookup = one_dict,
@@ -702,30 +706,11 @@ Test(segment, a_reference_keeps_the_reader_and_its_dictionary)
 	bcache_get_stats(c, &bs);
 	cr_assert_eq(bs.pinned_bytes, 0);
 	bcache_free(c);
-	free(smp);
 	model_free(&md);
 	pio_free(io);
 }
 
 /* ---- fortunes corpus: dictionary vs none ------------------------------------ */
-
-struct corpus {
-	char *text;
-	size_t len;
-	size_t *off, *mlen, n, cap;
-};
-
-static void corpus_add(struct corpus *c, size_t off, size_t len)
-{
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 1024;
-		c->off = realloc(c->off, c->cap * sizeof *c->off);
-		c->mlen = realloc(c->mlen, c->cap * sizeof *c->mlen);
-	}
-	c->off[c->n] = off;
-	c->mlen[c->n] = len;
-	c->n++;
-}
 
 /* Lines of a fortune joined, split at sentence ends into 20..200 bytes. */
 static bool load_fortunes(struct corpus *c)
@@ -765,26 +750,7 @@ static bool load_fortunes(struct corpus *c)
 	closedir(d);
 	if (!c->len)
 		return false;
-	/* normalise whitespace in place, then cut messages */
-	size_t start = 0, w = 0;
-	for (size_t i = 0; i < c->len; i++) {
-		char ch = c->text[i];
-		bool sep = ch == '%' && (i == 0 || c->text[i - 1] == '\n');
-		if (ch == '\n' || ch == '\t')
-			ch = ' ';
-		if (!sep && !(ch == ' ' && w > start && c->text[w - 1] == ' '))
-			c->text[w++] = ch;
-		size_t l = w - start;
-		bool end = sep || ((ch == '.' || ch == '?' || ch == '!') && l >= 20) || l >= 200;
-		if (end) {
-			while (start < w && c->text[start] == ' ')
-				start++;
-			if (w - start >= 20)
-				corpus_add(c, start, w - start);
-			start = w;
-		}
-	}
-	c->len = w;
+	corpus_cut(c);
 	return c->n > 0;
 }
 

@@ -850,3 +850,373 @@ Test(wal, damaged_header_of_the_prepared_segment_is_replaced)
 	cr_assert_eq(s.corrupt, 0, "%s", s.why);
 	cr_assert_geq(s.records, 5);
 }
+
+/* ---- a damaged record header (wal_recovery.lost) ---------------------------- */
+
+/*
+ * A segment laid out as the writer does: batch 1 at block 1 holds records
+ * (partition, index) (0,1) (1,1) (0,2) (2,1); batch 2 at block 2 holds
+ * (1,2) (3,1) and, when `sealed`, the seal record. Bodies of different
+ * lengths, so a wrong resync cannot line up by chance.
+ */
+#define LS_SEQ 5u
+#define LS_NREC 6
+struct lrec {
+	uint32_t part;
+	uint64_t index;
+	uint64_t off;
+	uint32_t len;
+};
+
+static const struct lrec lrec_plan[LS_NREC] = {
+	{0, 1, 0, 24}, {1, 1, 0, 200}, {0, 2, 0, 17},
+	{2, 1, 0, 64}, {1, 2, 0, 33}, {3, 1, 0, 100}};
+
+static uint64_t lseg_build(uint8_t *seg, size_t size, bool sealed,
+			   struct lrec *out)
+{
+	memset(seg, 0, size);
+	wal_encode_seg_header(seg, LS_SEQ, size);
+	uint8_t body[256];
+	for (int i = 0; i < LS_NREC; i++) {
+		out[i] = lrec_plan[i];
+		memset(body, 'a' + i, sizeof body);
+		/* a body that looks like a record header of this segment
+		 * (magic, seq) in a stale batch must never be resynced to */
+		le_put32(body, 0x52574C50u);
+		le_put64(body + 8, LS_SEQ);
+	}
+	uint64_t off = WAL_BLOCK;
+	for (int i = 0; i < LS_NREC; i++) {
+		uint32_t batch = i < 4 ? 1 : 2;
+		uint64_t start = i < 4 ? WAL_BLOCK : 2 * WAL_BLOCK;
+		if (i == 4)
+			off = 2 * WAL_BLOCK;
+		memset(body + 16, 'a' + i, sizeof body - 16);
+		wal_encode_record(seg + off, LS_SEQ, batch, (uint32_t)start,
+				  out[i].part, 1, 1, out[i].index, body,
+				  out[i].len);
+		out[i].off = off;
+		off = (off + WAL_REC_HDR + out[i].len + 7) & ~7ull;
+	}
+	if (sealed) {
+		wal_encode_record(seg + off, LS_SEQ, 2, 2 * WAL_BLOCK, 0xFFFFFFFFu,
+				  0xFFFFu, 0, 0, NULL, 0);
+		off += WAL_REC_HDR;
+	}
+	return off;
+}
+
+struct lseen {
+	int n;
+	uint32_t part[16];
+	uint64_t index[16];
+	int lost;
+	uint64_t lost_off, lost_end;
+	int corrupt, whole_shard;
+	int lost_answer; /* what the lost callback returns */
+};
+
+static int ls_record(void *arg, const struct wal_rec *r)
+{
+	struct lseen *s = arg;
+	cr_assert_lt(s->n, 16);
+	s->part[s->n] = r->partition;
+	s->index[s->n++] = r->index;
+	return 0;
+}
+
+static int ls_lost(void *arg, const char *file, uint64_t off, uint64_t end)
+{
+	struct lseen *s = arg;
+	(void)file;
+	s->lost++;
+	s->lost_off = off;
+	s->lost_end = end;
+	return s->lost_answer;
+}
+
+static void ls_corrupt(void *arg, int64_t p, const char *file, uint64_t off,
+		       const char *why)
+{
+	struct lseen *s = arg;
+	(void)file;
+	(void)off;
+	(void)why;
+	s->corrupt++;
+	s->whole_shard += p < 0;
+}
+
+static struct lseen lscan(const uint8_t *seg, size_t size, bool is_last,
+			  bool repair, int *rc)
+{
+	struct lseen s = {0};
+	struct wal_recovery rec = {.record = ls_record, .corrupt = ls_corrupt,
+				   .lost = ls_lost, .repair_from_peers = repair,
+				   .arg = &s};
+	uint64_t tail;
+	uint32_t mb;
+	*rc = wal_scan_buffer(seg, size, "seg", is_last, &rec, &tail, &mb);
+	return s;
+}
+
+/* The records seen are exactly the plan's without `skip`, in order. */
+static void assert_all_but(const struct lseen *s, const struct lrec *r,
+			   int skip)
+{
+	int k = 0;
+	for (int i = 0; i < LS_NREC; i++) {
+		if (i == skip)
+			continue;
+		cr_assert_lt(k, s->n);
+		cr_assert_eq(s->part[k], r[i].part, "record %d", i);
+		cr_assert_eq(s->index[k], r[i].index, "record %d", i);
+		k++;
+	}
+	cr_assert_eq(s->n, k, "%d records seen, %d expected", s->n, k);
+}
+
+/* A flipped bit in a record header in the middle of a batch (its
+ * partition, its index, or its length: then only the step-by-step scan
+ * finds the next record): replicated, the scan hands over exactly that
+ * record's byte range and reads every other record; a single node (or a
+ * caller that refuses the loss) reports the shard corrupt, as before. */
+Test(wal, damaged_record_header_in_a_batch_resyncs_to_the_next_record)
+{
+	static uint8_t seg[4 * WAL_BLOCK];
+	struct lrec r[LS_NREC];
+	const uint64_t fields[] = {24, 40, 4, 48}; /* partition, index, length, csum */
+	for (unsigned f = 0; f < sizeof fields / sizeof *fields; f++) {
+		for (int last = 0; last < 2; last++) {
+			lseg_build(seg, sizeof seg, !last, r);
+			seg[r[1].off + fields[f]] ^= 0x04;
+			int rc;
+			struct lseen s = lscan(seg, sizeof seg, last, true, &rc);
+			cr_assert_eq(rc, 0, "field %llu", (unsigned long long)fields[f]);
+			cr_assert_eq(s.corrupt, 0);
+			cr_assert_eq(s.lost, 1);
+			cr_assert_eq(s.lost_off, r[1].off);
+			cr_assert_eq(s.lost_end, r[2].off, "field %llu: %llu",
+				     (unsigned long long)fields[f],
+				     (unsigned long long)s.lost_end);
+			assert_all_but(&s, r, 1);
+			/* without repair_from_peers: the shard, as before */
+			s = lscan(seg, sizeof seg, last, false, &rc);
+			cr_assert_eq(rc, -PARLEY_ECORRUPT);
+			cr_assert_eq(s.lost, 0);
+			cr_assert_geq(s.whole_shard, 1);
+			/* the caller refuses the loss: the same */
+			struct lseen t = {.lost_answer = 1};
+			struct wal_recovery rec = {.record = ls_record,
+						   .corrupt = ls_corrupt,
+						   .lost = ls_lost,
+						   .repair_from_peers = true,
+						   .arg = &t};
+			uint64_t tail;
+			uint32_t mb;
+			cr_assert_eq(wal_scan_buffer(seg, sizeof seg, "seg", last,
+						     &rec, &tail, &mb),
+				     -PARLEY_ECORRUPT);
+			cr_assert_eq(t.lost, 1);
+			cr_assert_geq(t.whole_shard, 1);
+		}
+	}
+}
+
+/* The first record of the segment (it starts batch 1): the scan goes on
+ * with the rest of its batch. The first record of batch 2: likewise. The
+ * last record of batch 1 (the scan skips its padding to batch 2). */
+Test(wal, damaged_record_header_first_or_last_of_a_batch_resyncs)
+{
+	static uint8_t seg[4 * WAL_BLOCK];
+	struct lrec r[LS_NREC];
+	const int which[] = {0, 4, 3};
+	const int next[] = {1, 5, 4};
+	for (int k = 0; k < 3; k++) {
+		for (int len = 0; len < 2; len++) {
+			lseg_build(seg, sizeof seg, true, r);
+			seg[r[which[k]].off + (len ? 5 : 41)] ^= 0x80;
+			int rc;
+			struct lseen s = lscan(seg, sizeof seg, false, true, &rc);
+			cr_assert_eq(rc, 0, "record %d", which[k]);
+			cr_assert_eq(s.corrupt, 0, "record %d", which[k]);
+			cr_assert_eq(s.lost, 1);
+			cr_assert_eq(s.lost_off, r[which[k]].off);
+			cr_assert_eq(s.lost_end, r[next[k]].off, "record %d len %d: "
+				     "%llu", which[k], len,
+				     (unsigned long long)s.lost_end);
+			assert_all_but(&s, r, which[k]);
+		}
+	}
+}
+
+/* The last record of a segment that is not the last: the seal after it is
+ * found. The seal itself damaged (nothing valid after it): the rest of the
+ * file is the lost range and the missing seal is not corruption. In the
+ * last segment with nothing after the damaged record it is a torn tail,
+ * never a loss (unsynced data). */
+Test(wal, damaged_record_header_at_the_end_of_a_segment)
+{
+	static uint8_t seg[4 * WAL_BLOCK];
+	struct lrec r[LS_NREC];
+	uint64_t seal = lseg_build(seg, sizeof seg, true, r) - WAL_REC_HDR;
+	seg[r[5].off + 30] ^= 0x01; /* reserved, under the header checksum */
+	int rc;
+	struct lseen s = lscan(seg, sizeof seg, false, true, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert_eq(s.corrupt, 0);
+	cr_assert_eq(s.lost, 1);
+	cr_assert_eq(s.lost_end, seal);
+	assert_all_but(&s, r, 5);
+
+	lseg_build(seg, sizeof seg, true, r);
+	seg[seal + 2] ^= 0x01; /* the seal's magic */
+	s = lscan(seg, sizeof seg, false, true, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert_eq(s.corrupt, 0);
+	cr_assert_eq(s.lost, 1);
+	cr_assert_eq(s.lost_off, seal);
+	cr_assert_eq(s.lost_end, sizeof seg);
+	assert_all_but(&s, r, -1);
+	/* a single node: corrupt, as before */
+	s = lscan(seg, sizeof seg, false, false, &rc);
+	cr_assert_eq(rc, -PARLEY_ECORRUPT);
+
+	lseg_build(seg, sizeof seg, false, r);
+	seg[r[5].off + 41] ^= 0x01;
+	s = lscan(seg, sizeof seg, true, true, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert_eq(s.lost, 0, "a torn tail is not a loss");
+	cr_assert_eq(s.corrupt, 0);
+	assert_all_but(&s, r, 5);
+}
+
+/* Stale records are never resynced to: after the damaged record, a record
+ * of another segment (a recycled spare's) and one of an older batch of
+ * this segment sit where the scan looks first; it goes on to the real
+ * next record. */
+Test(wal, damaged_record_header_resync_skips_stale_records)
+{
+	static uint8_t seg[4 * WAL_BLOCK];
+	struct lrec r[LS_NREC];
+	lseg_build(seg, sizeof seg, true, r);
+	/* record 2 (batch 1) becomes a record of segment 4, record 3 one of
+	 * batch 0: neither continues the log */
+	uint8_t body[64];
+	memset(body, 'z', sizeof body);
+	wal_encode_record(seg + r[2].off, LS_SEQ - 1, 1, WAL_BLOCK, 0, 1, 1, 2,
+			  body, r[2].len);
+	wal_encode_record(seg + r[3].off, LS_SEQ, 0, WAL_BLOCK, 2, 1, 1, 1,
+			  body, r[3].len);
+	seg[r[1].off + 24] ^= 0x10;
+	int rc;
+	struct lseen s = lscan(seg, sizeof seg, false, true, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert_eq(s.lost, 1);
+	cr_assert_eq(s.lost_off, r[1].off);
+	cr_assert_eq(s.lost_end, r[4].off, "%llu", (unsigned long long)s.lost_end);
+	cr_assert_eq(s.n, 3);
+	cr_assert_eq(s.part[0], 0);
+	cr_assert_eq(s.part[1], 1);
+	cr_assert_eq(s.index[1], 2);
+}
+
+/* ---- the gap per partition after a damaged record header (engine) ------- */
+
+static void no_send(void *arg, const struct raft_msg *m, uint32_t n)
+{
+	(void)arg;
+	(void)m;
+	(void)n;
+}
+
+/*
+ * Shard 0's WAL written by hand, one record header damaged (p0's index 3),
+ * opened as node 1 of a 3-voter cluster that never hears from the others
+ * (no leader: nothing is applied, the recovered logs stay as they are):
+ *
+ *   batch 1: p0:1 p0:2 p1:1 p2:1 [p0:3 damaged] p0:4 p1:2(term 2) p3:1
+ *   batch 2: p3:2
+ *
+ * p0's record 4 follows its entry 2 of the same term: a gap, 3 becomes a
+ * damaged entry (log ends at 4). p1's record 2 is of another term than
+ * its entry 1: discarded, its log ends at 1 (a cut). p2 has nothing after
+ * the damage: it keeps 1. p3's first record joins at the start of its log.
+ * Every partition counts one damaged record (it starts lost), p0 one more
+ * (the gap's entry). A single node refuses the shard as before.
+ */
+Test(wal, damaged_record_header_gap_per_partition)
+{
+	pe_close(eng);
+	eng = NULL;
+	static uint8_t seg[3 * WAL_BLOCK];
+	memset(seg, 0, sizeof seg);
+	wal_encode_seg_header(seg, 1, SEG);
+	static const struct {
+		uint32_t part;
+		uint64_t term, index;
+	} recs[] = {{0, 1, 1}, {0, 1, 2}, {1, 1, 1}, {2, 1, 1}, {0, 1, 3},
+		    {0, 1, 4}, {1, 2, 2}, {3, 1, 1}, {3, 1, 2}};
+	uint64_t off = WAL_BLOCK, damaged = 0;
+	for (unsigned i = 0; i < sizeof recs / sizeof *recs; i++) {
+		bool b2 = i == 8;
+		if (b2)
+			off = 2 * WAL_BLOCK;
+		wal_encode_record(seg + off, 1, b2 ? 2 : 1,
+				  b2 ? 2 * WAL_BLOCK : WAL_BLOCK, recs[i].part,
+				  3 /* CMD_NOOP */, recs[i].term, recs[i].index,
+				  NULL, 0);
+		if (i == 4)
+			damaged = off;
+		off += WAL_REC_HDR;
+	}
+	seg[damaged + 24] ^= 0x01; /* its partition: header checksum fails */
+	io->ops->unlink(io, HWM);
+	io->ops->unlink(io, "/data/wal/0/HARDSTATE");
+	for (int k = 2; k < 4; k++) {
+		char p[64];
+		snprintf(p, sizeof p, "/data/wal/0/wal-%016x.log", k);
+		io->ops->unlink(io, p);
+	}
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, WAL1, PIO_CREATE, &f), 0);
+	cr_assert_eq(io->ops->truncate(io, f, SEG), 0);
+	cr_assert_eq(io->ops->pwrite(io, f, seg, sizeof seg, 0), 0);
+	cr_assert_eq(io->ops->fdatasync(io, f), 0);
+	io->ops->close(io, f);
+
+	uint64_t voters[3] = {1, 2, 3};
+	struct pe_cluster c = {.node_id = 1, .voters = voters, .nvoters = 3,
+			       .election_ticks = 10, .heartbeat_ticks = 2,
+			       .send = no_send};
+	struct pe_options o = opts();
+	o.cluster = &c;
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	const uint64_t want_last[4] = {4, 1, 1, 2};
+	const uint64_t want_found[4] = {2, 1, 1, 1};
+	for (uint32_t p = 0; p < 4; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(eng, p, &st), 0);
+		cr_assert(!corrupt(p), "partition %u", p);
+		cr_assert_eq(st.last_index, want_last[p], "partition %u: last %llu",
+			     p, (unsigned long long)st.last_index);
+		cr_assert_eq(st.damaged_found, want_found[p], "partition %u: found "
+			     "%llu", p, (unsigned long long)st.damaged_found);
+		cr_assert_eq(st.damaged_repaired, 0);
+	}
+	/* reopened: the same (the log end markers agree with it) */
+	pe_close(eng);
+	cr_assert_eq(pe_open(&o, &eng), 0);
+	for (uint32_t p = 0; p < 4; p++) {
+		struct pe_raft_status st;
+		cr_assert_eq(pe_raft_status(eng, p, &st), 0);
+		cr_assert_eq(st.last_index, want_last[p], "partition %u: last %llu",
+			     p, (unsigned long long)st.last_index);
+	}
+	/* a single node: the shard's partitions are corrupt, as before */
+	pe_close(eng);
+	eng = NULL;
+	reopen_ro(true);
+	for (uint32_t p = 0; p < 4; p++)
+		cr_assert(corrupt(p), "partition %u", p);
+}

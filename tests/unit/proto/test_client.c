@@ -533,6 +533,28 @@ static struct parley_client *mk(const char *token, int tls, const char *ca,
 	return c;
 }
 
+/* Starts the plain-TCP fake and makes a client for it with `token`. */
+static struct parley_client *start(const char *token)
+{
+	fake_start(&F, NULL);
+	return mk(token, 0, NULL, NULL);
+}
+
+/* start("good-token"), connected. */
+static struct parley_client *start_connected(void)
+{
+	struct parley_client *c = start("good-token");
+	cr_assert_eq(parley_client_connect(c), 0);
+	return c;
+}
+
+/* Frees the client, then stops the fake. */
+static void stop(struct parley_client *c)
+{
+	parley_client_free(c);
+	fake_stop(&F);
+}
+
 static void basic_session(struct parley_client *c)
 {
 	cr_assert_eq(parley_client_connect(c), 0);
@@ -581,18 +603,15 @@ static void basic_session(struct parley_client *c)
 
 Test(client, plain_tcp_session)
 {
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
+	struct parley_client *c = start("good-token");
 	basic_session(c);
 	cr_assert_eq(F.conns, 1, "no reconnects in a clean session");
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, bad_token_is_final)
 {
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("bad-token", 0, NULL, NULL);
+	struct parley_client *c = start("bad-token");
 	cr_assert_eq(parley_client_connect(c), -PARLEY_EAUTH);
 	cr_assert(!parley_client_connected(c));
 	/* the server's reason is kept for the application to show */
@@ -603,16 +622,13 @@ Test(client, bad_token_is_final)
 	cr_assert_eq(parley_client_poll(c, 200), -PARLEY_EAUTH);
 	cr_assert_eq(parley_client_send(c, "d:alice:bob", 1, "x", 1, NULL), -PARLEY_EAUTH);
 	cr_assert_eq(F.conns, 1);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, send_retried_after_lost_connection_reuses_id)
 {
 	F.drop_on_send = 1;
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
-	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_client *c = start_connected();
 	struct parley_send_result r;
 	cr_assert_eq(parley_client_send(c, "d:alice:bob", PARLEY_CT_TEXT, "hello", 5, &r), 0);
 	pthread_mutex_lock(&F.mu);
@@ -623,8 +639,7 @@ Test(client, send_retried_after_lost_connection_reuses_id)
 	pthread_mutex_unlock(&F.mu);
 	cr_assert(r.duplicate, "the retry is acknowledged as a duplicate");
 	cr_assert_eq(r.seq, 1);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, send_retried_after_timeout_reuses_id)
@@ -645,23 +660,19 @@ Test(client, send_retried_after_timeout_reuses_id)
 	cr_assert(r.duplicate);
 	cr_assert_eq(F.nmsgs, 1);
 	cr_assert_geq(F.conns, 2);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, retryable_error_waits_and_retries)
 {
 	F.rate_send = 1;
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
-	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_client *c = start_connected();
 	struct parley_send_result r;
 	cr_assert_eq(parley_client_send(c, "d:alice:bob", PARLEY_CT_TEXT, "hi", 2, &r), 0);
 	cr_assert_eq(F.sends, 2);
 	cr_assert(!r.duplicate, "RATE means not stored: the retry stores it");
 	cr_assert_eq(F.conns, 1, "a retryable error does not need a new connection");
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 static void wait_events(struct parley_client *c, int n)
@@ -679,9 +690,7 @@ Test(client, events_in_order_across_reconnects)
 		fake_add_msg(&F, i % 2 ? "alice" : "bob", "backlog");
 	F.kill_after_events = 4; /* the stream breaks after event 4 */
 	F.window = 3; /* and flow control needs acks to progress */
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
-	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_client *c = start_connected();
 	struct parley_sync_ok ok;
 	cr_assert_eq(parley_client_subscribe(c, 1, &ok), 0);
 	cr_assert_eq(ok.start_inbox_seq, 1);
@@ -710,17 +719,14 @@ Test(client, events_in_order_across_reconnects)
 	cr_assert_eq(g_states[0], PARLEY_CLIENT_CONNECTED);
 	cr_assert_eq(g_states[1], PARLEY_CLIENT_DISCONNECTED);
 	cr_assert_eq(g_states[2], PARLEY_CLIENT_CONNECTED);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, subscribe_from_zero_then_resume_never_skips)
 {
 	/* SYNC(0) for a device with no cursor starts live; after a reconnect
 	 * the client must resume from its own cursor, not SYNC(0) again */
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
-	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_client *c = start_connected();
 	cr_assert_eq(parley_client_subscribe(c, 0, NULL), 0);
 	parley_client_close(c);
 	pthread_mutex_lock(&F.mu);
@@ -730,14 +736,12 @@ Test(client, subscribe_from_zero_then_resume_never_skips)
 	cr_assert_eq(g_seen[0], 1);
 	cr_assert_eq(F.sync_from[0], 0);
 	cr_assert_eq(F.sync_from[1], 1);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, event_loop_api)
 {
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
+	struct parley_client *c = start("good-token");
 	cr_assert_eq(parley_client_fd(c), -1);
 	cr_assert_eq(parley_client_process(c), -PARLEY_ECLOSED);
 	cr_assert_eq(parley_client_connect(c), 0);
@@ -759,15 +763,13 @@ Test(client, event_loop_api)
 	}
 	cr_assert_eq(got, 1);
 	cr_assert_eq(parley_client_inbox_cursor(c), 1);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, goaway_reconnects)
 {
 	F.goaway_conn = 1;
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
+	struct parley_client *c = start("good-token");
 	int r = parley_client_connect(c);
 	/* the GOAWAY may race with the end of the handshake: either way the
 	 * next call must land on connection 2 */
@@ -778,8 +780,7 @@ Test(client, goaway_reconnects)
 	for (int i = 0; i < g_nstates; i++)
 		saw_goaway |= g_states[i] == PARLEY_CLIENT_GOAWAY;
 	cr_assert(saw_goaway);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 /* Issue 9: a token accepted inside the server's clock-skew leeway is then
@@ -789,8 +790,7 @@ Test(client, goaway_auth_expired_is_final)
 {
 	F.goaway_conn = 1;
 	F.goaway_reason = PARLEY_GOAWAY_AUTH_EXPIRED;
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
+	struct parley_client *c = start("good-token");
 	int r = parley_client_connect(c);
 	if (r == 0) /* the GOAWAY may come right behind AUTH_OK or a bit later */
 		r = parley_client_poll(c, 5000);
@@ -808,17 +808,14 @@ Test(client, goaway_auth_expired_is_final)
 	F.goaway_conn = 0;
 	cr_assert_eq(parley_client_connect(c), 0);
 	cr_assert_eq(F.conns, 2);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, goaway_moves_new_requests_to_a_new_connection)
 {
 	F.goaway_conn = 1;
 	F.goaway_keep_open = 1;
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
-	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_client *c = start_connected();
 	/* let the GOAWAY arrive (process() only reads: the connection stays) */
 	for (int i = 0; i < 200; i++) {
 		int saw = 0;
@@ -833,16 +830,13 @@ Test(client, goaway_moves_new_requests_to_a_new_connection)
 	cr_assert_eq(parley_client_conv_open(c, "bob", NULL), 0);
 	cr_assert_eq(F.conns, 2);
 	cr_assert_eq(F.closed_replies, 0, "no request was sent to the draining connection");
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, zstd_both_ways)
 {
 	F.compress = 1;
-	fake_start(&F, NULL);
-	struct parley_client *c = mk("good-token", 0, NULL, NULL);
-	cr_assert_eq(parley_client_connect(c), 0);
+	struct parley_client *c = start_connected();
 	static char big[20000];
 	for (size_t i = 0; i < sizeof big; i++)
 		big[i] = "chat messages are small and alike "[i % 34];
@@ -854,8 +848,7 @@ Test(client, zstd_both_ways)
 	cr_assert_eq(pg->count, 1);
 	cr_assert_eq(pg->msgs[0].body.len, sizeof big);
 	cr_assert(memcmp(pg->msgs[0].body.p, big, sizeof big) == 0);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 /* ---- TLS ------------------------------------------------------------------------ */
@@ -1117,25 +1110,34 @@ static uint16_t dead_port(void)
 	return ntohs(a.sin_port);
 }
 
+/* A client of the node list `nodes` with the good token, the request
+ * timeout, call deadline and backoff bounds given (ms). */
+static struct parley_client *mk_nodes(const char *nodes, uint32_t request_ms,
+				      uint32_t deadline_ms, uint32_t backoff_min_ms,
+				      uint32_t backoff_max_ms)
+{
+	struct parley_client_opts o = {0};
+	o.nodes = nodes;
+	o.token = "good-token";
+	o.device_id = "test-device";
+	o.request_timeout_ms = request_ms;
+	o.call_deadline_ms = deadline_ms;
+	o.backoff_min_ms = backoff_min_ms;
+	o.backoff_max_ms = backoff_max_ms;
+	struct parley_client *c = NULL;
+	cr_assert_eq(parley_client_new(&o, &c), 0);
+	return c;
+}
+
 Test(client, node_list_skips_a_dead_node)
 {
 	fake_start(&F, NULL);
 	char nodes[64];
 	snprintf(nodes, sizeof nodes, "127.0.0.1:%u,127.0.0.1:%u", dead_port(),
 		 F.port);
-	struct parley_client_opts o = {0};
-	o.nodes = nodes;
-	o.token = "good-token";
-	o.device_id = "test-device";
-	o.request_timeout_ms = 2000;
-	o.call_deadline_ms = 20000;
-	o.backoff_min_ms = 10;
-	o.backoff_max_ms = 100;
-	struct parley_client *c = NULL;
-	cr_assert_eq(parley_client_new(&o, &c), 0);
+	struct parley_client *c = mk_nodes(nodes, 2000, 20000, 10, 100);
 	basic_session(c);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 /* A failover as a client of a 3-node cluster sees it: its node answers
@@ -1151,16 +1153,7 @@ Test(client, notleader_hops_past_a_dead_node_without_backing_off)
 	fake_start(&F, NULL);
 	char nodes[64];
 	snprintf(nodes, sizeof nodes, "127.0.0.1:%u,127.0.0.1:%u", F.port, dead_port());
-	struct parley_client_opts o = {0};
-	o.nodes = nodes;
-	o.token = "good-token";
-	o.device_id = "test-device";
-	o.request_timeout_ms = 5000;
-	o.call_deadline_ms = 10000;
-	o.backoff_min_ms = 60000;
-	o.backoff_max_ms = 60000;
-	struct parley_client *c = NULL;
-	cr_assert_eq(parley_client_new(&o, &c), 0);
+	struct parley_client *c = mk_nodes(nodes, 5000, 10000, 60000, 60000);
 	cr_assert_eq(parley_client_connect(c), 0);
 	struct parley_send_result r;
 	int rc = parley_client_send(c, "d:alice:bob", PARLEY_CT_TEXT, "hi", 2, &r);
@@ -1171,8 +1164,7 @@ Test(client, notleader_hops_past_a_dead_node_without_backing_off)
 	cr_assert_eq(F.conns, 2, "one reconnect: the dead node in between refused");
 	pthread_mutex_unlock(&F.mu);
 	cr_assert(!r.duplicate);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 static int g_pres_n;
@@ -1226,8 +1218,7 @@ Test(client, presence_push_behind_the_reply_is_in_the_reply)
 	}
 	cr_assert_eq(ok->recs[1].status, PARLEY_PRESENCE_OFFLINE, "carol untouched");
 	cr_assert_eq(ok->recs[1].last_seen_ms, 1000);
-	parley_client_free(c);
-	fake_stop(&F);
+	stop(c);
 }
 
 Test(client, node_list_refuses_bad_entries)

@@ -268,6 +268,24 @@ static inline void fx_auth(struct fx *f, const char *user)
 	free(m);
 }
 
+/* The device "phone" says HELLO and authenticates as alice. */
+static inline void fx_login(struct fx *f)
+{
+	fx_hello(f, "phone");
+	fx_auth(f, "alice");
+}
+
+/* A ready connection of alice, with d:alice:bob open and holding n
+ * messages of bob's. */
+static inline void fx_alice(struct fx *f, uint64_t seed, int n)
+{
+	fx_start(f, true, seed);
+	cr_assert_eq(svc_open(f->w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= n; i++)
+		svc_send(f->w.c, "d:alice:bob", "bob", i);
+	fx_login(f);
+}
+
 static inline void expect_error(struct fx *f, uint32_t code, bool fatal)
 {
 	struct parley_msg *m = msg_new(0);

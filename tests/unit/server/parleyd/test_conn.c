@@ -120,10 +120,7 @@ Test(conn, partial_frame_and_handshake_timeouts)
 Test(conn, send_is_acked_after_the_chat_service_answers)
 {
 	struct fx f;
-	fx_start(&f, true, 7);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
-	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	fx_alice(&f, 7, 0);
 	fx_send(&f, 10, "d:alice:bob", 1);
 	struct parley_msg *m = msg_new(0);
 	cr_assert(!fx_next(&f, m, NULL), "no ACK before the engine answered");
@@ -156,10 +153,7 @@ Test(conn, send_is_acked_after_the_chat_service_answers)
 Test(conn, max_inflight_is_enforced)
 {
 	struct fx f;
-	fx_start(&f, true, 8);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
-	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
+	fx_alice(&f, 8, 0);
 	for (int i = 1; i <= 5; i++) /* max_inflight 4: the fifth is refused */
 		fx_send(&f, (uint32_t)(10 + i), "d:alice:bob", i);
 	{
@@ -191,8 +185,7 @@ Test(conn, sync_delivers_events_in_order_within_the_window)
 	for (int i = 1; i <= 10; i++)
 		svc_send(f.w.c, "d:alice:bob", "bob", i);
 	wait_inbox(&f.w, "alice", 10);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_login(&f);
 	struct parley_msg *m = msg_new(PARLEY_T_SYNC);
 	m->sync.from_inbox_seq = 1;
 	fx_feed(&f, 20, m, false);
@@ -260,8 +253,7 @@ Test(conn, a_slow_consumer_is_cut_off)
 	fx_start(&f, false, 10);
 	f.s.lim.max_outbound = 256;
 	f.s.lim.max_frame = 64;
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_login(&f);
 	/* the client never reads: PONGs pile up past max_outbound + max_frame */
 	struct parley_msg *m = msg_new(PARLEY_T_PING);
 	for (int i = 0; i < 40 && !conn_sock(f.c)->closing &&
@@ -325,8 +317,7 @@ Test(conn, old_and_inline_pointers_deliver_in_order)
 	for (int i = 4; i <= 6; i++)
 		cr_assert_eq(svc_send(f.w.c, conv, "bob", i), (uint64_t)i);
 	wait_inbox(&f.w, "alice", 6);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_login(&f);
 	struct parley_msg *m = msg_new(PARLEY_T_SYNC);
 	m->sync.from_inbox_seq = 1;
 	fx_feed(&f, 20, m, false);
@@ -370,12 +361,7 @@ Test(conn, old_and_inline_pointers_deliver_in_order)
 Test(conn, history_and_conv_list_through_the_service)
 {
 	struct fx f;
-	fx_start(&f, true, 12);
-	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
-	for (int i = 1; i <= 3; i++)
-		svc_send(f.w.c, "d:alice:bob", "bob", i);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_alice(&f, 12, 3);
 	struct parley_msg *m = msg_new(PARLEY_T_HISTORY);
 	m->history.conv = parley_str_c("d:bob:carol");
 	m->history.limit = 10;
@@ -524,11 +510,7 @@ static unsigned nomem_sweep(struct fx *f, const char *user,
 Test(conn, allocation_failure_answers_nomem_or_closes_only_the_connection)
 {
 	struct fx f;
-	fx_start(&f, true, 13);
-	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
-	svc_send(f.w.c, "d:alice:bob", "bob", 1);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_alice(&f, 13, 1);
 	struct parley_msg *m = msg_new(PARLEY_T_SEND);
 	m->send.conv = parley_str_c("d:alice:bob");
 	m->send.content_type = 1;

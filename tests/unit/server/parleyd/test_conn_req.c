@@ -106,18 +106,6 @@ static struct parley_msg *send_msg(const char *conv, uint8_t id,
 	return m;
 }
 
-/* A ready connection of alice, with d:alice:bob open and holding n
- * messages of bob's. */
-static void fx_alice(struct fx *f, uint64_t seed, int n)
-{
-	fx_start(f, true, seed);
-	cr_assert_eq(svc_open(f->w.c, "alice", "bob", NULL), 0);
-	for (int i = 1; i <= n; i++)
-		svc_send(f->w.c, "d:alice:bob", "bob", i);
-	fx_hello(f, "phone");
-	fx_auth(f, "alice");
-}
-
 /* ---- SEND (conn_req_send.c) --------------------------------------------------------- */
 
 Test(conn_req, send_acks_with_the_request_fields_and_dedups)
@@ -235,8 +223,7 @@ Test(conn_req, writes_on_a_follower_are_notleader_with_the_hint)
 	f.s.engine = w.e;
 	f.s.chat = w.c;
 	conn_leader_hint_install(hint_of_test, (void *)&hint_of_test);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_login(&f);
 	struct parley_msg *m = msg_new(PARLEY_T_CONV_OPEN);
 	m->conv_open.peer = parley_str_c("bob");
 	struct parley_msg *out = msg_new(0);
@@ -573,8 +560,7 @@ Test(conn_req, typing_and_presence_through_the_service)
 	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
 	struct presence_config pc = {30000, 60000, 2, 6000, 300000, 65536};
 	cr_assert_eq(presence_open(&pc, &f.s, &f.s.pres), 0);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	fx_login(&f);
 	cr_assert(f.c->pres, "AUTH made a presence session");
 	struct parley_msg *m = msg_new(PARLEY_T_TYPING);
 	m->typing.state = PARLEY_TYPING_STARTED;
@@ -734,6 +720,53 @@ static void limited_by(struct fx *f, enum ratelimit_kind k, uint32_t rid,
 	free(out);
 }
 
+/* A parley_str of a string literal, usable in a constant initializer. */
+#define LIT(s) { s, sizeof(s) - 1 }
+
+/* Every request but SEND with the kind of token it takes and its request
+ * id (0: a notification). */
+static const struct {
+	enum ratelimit_kind k;
+	uint32_t rid;
+	struct parley_msg m;
+} limited_cases[] = {
+	/* SEND's kind: EDIT / DELETE, GROUP_* changes */
+	{ RATELIMIT_SEND, 202,
+	  { .type = PARLEY_T_EDIT, .edit = { .conv = LIT("d:alice:bob"), .ref_seq = 2 } } },
+	{ RATELIMIT_SEND, 203,
+	  { .type = PARLEY_T_DELETE, .del = { .conv = LIT("d:alice:bob"), .ref_seq = 2 } } },
+	{ RATELIMIT_SEND, 204,
+	  { .type = PARLEY_T_GROUP_CREATE, .group_create = { .name = LIT("team") } } },
+	{ RATELIMIT_SEND, 205,
+	  { .type = PARLEY_T_GROUP_ADD,
+	    .group_change = { .conv = LIT("g:x"), .count = 1, .users = { LIT("carol") } } } },
+	/* HISTORY's kind: the reads */
+	{ RATELIMIT_HISTORY, 211,
+	  { .type = PARLEY_T_HISTORY, .history = { .conv = LIT("d:alice:bob"), .limit = 5 } } },
+	{ RATELIMIT_HISTORY, 212, { .type = PARLEY_T_SYNC, .sync = { .from_inbox_seq = 1 } } },
+	{ RATELIMIT_HISTORY, 213,
+	  { .type = PARLEY_T_READ_MARKER,
+	    .read_marker = { .conv = LIT("d:alice:bob"), .seq = 1 } } },
+	{ RATELIMIT_HISTORY, 214,
+	  { .type = PARLEY_T_RECEIPTS,
+	    .receipts = { .conv = LIT("d:alice:bob"), .seq = 1, .limit = 5 } } },
+	{ RATELIMIT_HISTORY, 215,
+	  { .type = PARLEY_T_GROUP_INFO, .group_info = { .conv = LIT("g:x"), .limit = 5 } } },
+	{ RATELIMIT_HISTORY, 216,
+	  { .type = PARLEY_T_GROUP_CATCHUP,
+	    .group_catchup = { .conv = LIT("g:x"), .from_seq = 1, .limit = 5 } } },
+	/* TYPING's kind (a notification) */
+	{ RATELIMIT_TYPING, 0,
+	  { .type = PARLEY_T_TYPING,
+	    .typing = { .conv = LIT("d:alice:bob"), .state = PARLEY_TYPING_STARTED } } },
+	/* PRESENCE's kind */
+	{ RATELIMIT_PRESENCE, 221,
+	  { .type = PARLEY_T_PRESENCE_SUB,
+	    .presence_sub = { .op = PARLEY_PRESENCE_SUBSCRIBE, .count = 1,
+			      .users = { LIT("carol") } } } },
+	{ RATELIMIT_PRESENCE, 222, { .type = PARLEY_T_PRESENCE_SET } },
+};
+
 Test(conn_req, each_handler_takes_its_kind_of_token)
 {
 	struct fx f;
@@ -749,68 +782,12 @@ Test(conn_req, each_handler_takes_its_kind_of_token)
 	char why[128];
 	cr_assert_eq(ratelimit_config_check(&rc, why, sizeof why), 0, "%s", why);
 	cr_assert_eq(ratelimit_open(&rc, &f.s.rl), 0);
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
-	struct parley_msg *m = msg_new(0);
-	/* SEND's kind: SEND, EDIT / DELETE, GROUP_* changes */
-	free(m);
-	m = send_msg("d:alice:bob", 2, "y");
+	fx_login(&f);
+	/* SEND's kind: SEND, then the table's */
+	struct parley_msg *m = send_msg("d:alice:bob", 2, "y");
 	limited_by(&f, RATELIMIT_SEND, 201, m);
-	*m = (struct parley_msg){.type = PARLEY_T_EDIT};
-	m->edit.conv = parley_str_c("d:alice:bob");
-	m->edit.ref_seq = 2;
-	limited_by(&f, RATELIMIT_SEND, 202, m);
-	*m = (struct parley_msg){.type = PARLEY_T_DELETE};
-	m->del.conv = parley_str_c("d:alice:bob");
-	m->del.ref_seq = 2;
-	limited_by(&f, RATELIMIT_SEND, 203, m);
-	*m = (struct parley_msg){.type = PARLEY_T_GROUP_CREATE};
-	m->group_create.name = parley_str_c("team");
-	limited_by(&f, RATELIMIT_SEND, 204, m);
-	*m = (struct parley_msg){.type = PARLEY_T_GROUP_ADD};
-	m->group_change.conv = parley_str_c("g:x");
-	m->group_change.count = 1;
-	m->group_change.users[0] = parley_str_c("carol");
-	limited_by(&f, RATELIMIT_SEND, 205, m);
-	/* HISTORY's kind: the reads */
-	*m = (struct parley_msg){.type = PARLEY_T_HISTORY};
-	m->history.conv = parley_str_c("d:alice:bob");
-	m->history.limit = 5;
-	limited_by(&f, RATELIMIT_HISTORY, 211, m);
-	*m = (struct parley_msg){.type = PARLEY_T_SYNC};
-	m->sync.from_inbox_seq = 1;
-	limited_by(&f, RATELIMIT_HISTORY, 212, m);
-	*m = (struct parley_msg){.type = PARLEY_T_READ_MARKER};
-	m->read_marker.conv = parley_str_c("d:alice:bob");
-	m->read_marker.seq = 1;
-	limited_by(&f, RATELIMIT_HISTORY, 213, m);
-	*m = (struct parley_msg){.type = PARLEY_T_RECEIPTS};
-	m->receipts.conv = parley_str_c("d:alice:bob");
-	m->receipts.seq = 1;
-	m->receipts.limit = 5;
-	limited_by(&f, RATELIMIT_HISTORY, 214, m);
-	*m = (struct parley_msg){.type = PARLEY_T_GROUP_INFO};
-	m->group_info.conv = parley_str_c("g:x");
-	m->group_info.limit = 5;
-	limited_by(&f, RATELIMIT_HISTORY, 215, m);
-	*m = (struct parley_msg){.type = PARLEY_T_GROUP_CATCHUP};
-	m->group_catchup.conv = parley_str_c("g:x");
-	m->group_catchup.from_seq = 1;
-	m->group_catchup.limit = 5;
-	limited_by(&f, RATELIMIT_HISTORY, 216, m);
-	/* TYPING's kind (a notification: request id 0) */
-	*m = (struct parley_msg){.type = PARLEY_T_TYPING};
-	m->typing.conv = parley_str_c("d:alice:bob");
-	m->typing.state = PARLEY_TYPING_STARTED;
-	limited_by(&f, RATELIMIT_TYPING, 0, m);
-	/* PRESENCE's kind */
-	*m = (struct parley_msg){.type = PARLEY_T_PRESENCE_SUB};
-	m->presence_sub.op = PARLEY_PRESENCE_SUBSCRIBE;
-	m->presence_sub.count = 1;
-	m->presence_sub.users[0] = parley_str_c("carol");
-	limited_by(&f, RATELIMIT_PRESENCE, 221, m);
-	*m = (struct parley_msg){.type = PARLEY_T_PRESENCE_SET};
-	limited_by(&f, RATELIMIT_PRESENCE, 222, m);
+	for (size_t i = 0; i < PARLEY_ARRAY_LEN(limited_cases); i++)
+		limited_by(&f, limited_cases[i].k, limited_cases[i].rid, &limited_cases[i].m);
 	/* not limited: CONV_OPEN, CONV_LIST (every bucket spent) */
 	fx_reconnect(&f, "alice");
 	for (int k = 0; k < RATELIMIT_NKINDS; k++)

@@ -12,7 +12,8 @@ parley_add_tests(DIR ${CMAKE_CURRENT_LIST_DIR} CRITERION
                  LABELS unit)
 # test_conn's and test_conn_req's allocation-failure tests fail chosen
 # allocations of the loop thread through these wrappers (conn_fx.h).
-foreach(t unit_server_parleyd_test_conn unit_server_parleyd_test_conn_req)
+foreach(t unit_server_parleyd_test_conn unit_server_parleyd_test_conn_req
+          unit_server_parleyd_test_conn_fwd)
   target_link_options(${t} PRIVATE
                       "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc")
 endforeach()

@@ -742,6 +742,75 @@ Test(peer, node_info_is_exchanged_after_the_handshake_and_kept_when_down)
 	cr_assert_eq(peer_new(&c, &p), -PARLEY_EINVAL);
 }
 
+/* Application frames (request forwarding, server/proxy.h): queued
+ * behind Raft frames, handed whole to on_app, refused on a down link. */
+struct appbox {
+	int n;
+	uint64_t from;
+	uint8_t type;
+	uint32_t len;
+	uint8_t last[64];
+};
+static struct appbox app_got;
+
+static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
+		   uint32_t n)
+{
+	(void)arg;
+	app_got.n++;
+	app_got.from = from;
+	app_got.type = type;
+	app_got.len = n;
+	memcpy(app_got.last, p, n < sizeof app_got.last ? n : sizeof app_got.last);
+}
+
+static bool app_count(void *arg)
+{
+	return app_got.n >= *(int *)arg;
+}
+
+Test(peer, application_frames_arrive_whole_and_need_an_up_link)
+{
+	memset(&app_got, 0, sizeof app_got);
+	struct inbox ia = {0}, ib = {0};
+	struct peer_config ca = base_cfg(7, 1, &ia), cb = base_cfg(7, 2, &ib);
+	cb.on_app = on_app;
+	struct peer *a, *b;
+	pair_up(&a, &b, &ia, &ib, &ca, &cb);
+	struct peer *ps[2] = {a, b};
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_FWD_REQ,
+				   (const uint8_t *)"request", 7), 0);
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_FWD_REP,
+				   (const uint8_t *)"reply!", 6), 0);
+	int want = 2;
+	cr_assert(drive(ps, 2, app_count, &want));
+	cr_assert_eq(app_got.from, 1);
+	cr_assert_eq(app_got.type, PEER_FRAME_FWD_REP);
+	cr_assert_eq(app_got.len, 6);
+	cr_assert_eq(memcmp(app_got.last, "reply!", 6), 0);
+	/* a Raft frame type is not an application frame; unknown node */
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_RAFT, app_got.last, 1),
+		     -PARLEY_EINVAL);
+	cr_assert_eq(peer_send_app(a, 9, PEER_FRAME_FWD_REQ, app_got.last, 1),
+		     -PARLEY_EINVAL);
+	/* without on_app (node 1) they are dropped, the link stays up */
+	cr_assert_eq(peer_send_app(b, 1, PEER_FRAME_FWD_REQ,
+				   (const uint8_t *)"x", 1), 0);
+	for (int i = 0; i < 50; i++) {
+		peer_poll(a, 1);
+		peer_poll(b, 1);
+	}
+	cr_assert_eq(stats(a, 2).state, PEER_LINK_UP);
+	/* a down link refuses them */
+	peer_free(b);
+	struct linkq down = {a, 2, PEER_LINK_DOWN, 0, 0};
+	struct peer *pa[1] = {a};
+	cr_assert(drive(pa, 1, link_is, &down));
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_FWD_REQ,
+				   (const uint8_t *)"late", 4), -PARLEY_ECLOSED);
+	peer_free(a);
+}
+
 Test(peer, invalid_configuration_is_refused)
 {
 	struct inbox ib = {0};

@@ -257,7 +257,7 @@ Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
 	conf_all(PE_CONF_REMOVE, l == 1 ? 4 : 2);
 	l = l == 1 ? 1 : 3;
 	char msg[512];
-	int rc = peer_node_remove_node(pn[l], (uint64_t)l + 1, 30000, msg,
+	int rc = peer_node_remove_node(pn[l], (uint64_t)l + 1, false, 30000, msg,
 				       sizeof msg);
 	cr_assert_eq(rc, -PARLEY_EAGAIN, "%s: %s", parley_errname(rc), msg);
 	cr_assert(strstr(msg, "no other current voter"), "%s", msg);

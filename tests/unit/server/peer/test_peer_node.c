@@ -2,7 +2,8 @@
  * test_peer_node.c — parleyd's replication glue (server/peer_node.c): the
  * `peers` configuration value, and two nodes of a three-voter engine
  * exchanging Raft messages over real peer links until a partition has a
- * leader both agree on.
+ * leader both agree on; the removal check (peer_node_removal_safe) and
+ * the membership worker's refusals without a running node.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -59,6 +60,85 @@ Test(peer_node, parses_peers)
 /* Three engines, each with its peer node on loopback: a partition
  * elects, an append on its leader is acknowledged (a quorum over real
  * links) and read back on every node. */
+/* docs/CLUSTER.md §3.7: a removal leaves the healthy voters a quorum of
+ * the new configuration, or it is refused. */
+Test(peer_node, removal_safe_counts_healthy_voters_left)
+{
+	uint32_t left, need;
+	const uint64_t v3[] = {1, 2, 3};
+	/* all healthy: 3 -> 2 voters, both healthy */
+	const bool all3[] = {true, true, true};
+	cr_assert(peer_node_removal_safe(v3, all3, 3, 2, &left, &need));
+	cr_assert_eq(left, 2);
+	cr_assert_eq(need, 2);
+	/* node 3 dead: removing 2 leaves {1, 3}, one healthy of a quorum 2 */
+	const bool dead3[] = {true, true, false};
+	cr_assert_not(peer_node_removal_safe(v3, dead3, 3, 2, &left, &need));
+	cr_assert_eq(left, 1);
+	cr_assert_eq(need, 2);
+	/* ... while removing the dead node itself is safe */
+	cr_assert(peer_node_removal_safe(v3, dead3, 3, 3, &left, &need));
+	cr_assert_eq(left, 2);
+	/* four voters, one dead: removing a live one leaves 2 of 3 healthy */
+	const uint64_t v4[] = {1, 2, 3, 4};
+	const bool dead4[] = {true, false, true, true};
+	cr_assert(peer_node_removal_safe(v4, dead4, 4, 3, &left, &need));
+	cr_assert_eq(left, 2);
+	cr_assert_eq(need, 2);
+	/* four voters, two dead (2, 3): removing live 4 leaves 1 healthy of
+	 * {1, 2, 3}; removing dead 2 leaves {1, 3, 4}, 2 healthy: a quorum */
+	const bool dead44[] = {true, false, false, true};
+	cr_assert_not(peer_node_removal_safe(v4, dead44, 4, 4, &left, &need));
+	cr_assert_eq(left, 1);
+	cr_assert(peer_node_removal_safe(v4, dead44, 4, 2, &left, &need));
+	cr_assert_eq(left, 2);
+	cr_assert_eq(need, 2);
+	/* five voters, two dead: removing a live one leaves 2 of 4 (need 3) */
+	const uint64_t v5[] = {1, 2, 3, 4, 5};
+	const bool dead5[] = {true, true, false, false, true};
+	cr_assert_not(peer_node_removal_safe(v5, dead5, 5, 2, &left, &need));
+	cr_assert_eq(left, 2);
+	cr_assert_eq(need, 3);
+	cr_assert(peer_node_removal_safe(v5, dead5, 5, 3, &left, &need));
+	cr_assert_eq(need, 3);
+	/* not a voter (a learner, or gone): the quorum does not change */
+	cr_assert(peer_node_removal_safe(v3, dead3, 3, 9, &left, &need));
+	cr_assert_eq(need, 0);
+	/* the only voter: left to the engine's own refusal */
+	const uint64_t v1[] = {1};
+	const bool h1[] = {true};
+	cr_assert(peer_node_removal_safe(v1, h1, 1, 1, &left, &need));
+}
+
+/* Operations need a started node: refused with ECLOSED, no thread. */
+Test(peer_node, op_refused_before_start)
+{
+	struct peer_node_config c;
+	memset(&c, 0, sizeof c);
+	c.cluster_id = 3;
+	c.node_id = 1;
+	c.listen_port = free_port();
+	cr_assert_eq(peer_node_parse_peers("2=127.0.0.1:9", &c), 0);
+	struct peer_node *n = NULL;
+	cr_assert_eq(peer_node_new(&c, &n), 0);
+	struct peer_node_op op = {.kind = PEER_NODE_OP_REMOVE, .id = 2,
+				  .wait_ms = 1000};
+	uint64_t t = 0;
+	char msg[256];
+	cr_assert_eq(peer_node_op_start(n, &op, &t, msg, sizeof msg),
+		     -PARLEY_ECLOSED);
+	int rc;
+	cr_assert_eq(peer_node_op_result(n, 1, &rc, msg, sizeof msg),
+		     -PARLEY_ENOTFOUND);
+	uint64_t ms;
+	cr_assert_not(peer_node_op_running(n, &op, &ms));
+	char d[96];
+	op.force = true;
+	peer_node_op_describe(&op, 12500, d, sizeof d);
+	cr_assert_str_eq(d, "remove node 2 (forced), 12 s");
+	peer_node_stop(n);
+}
+
 Test(peer_node, three_engines_replicate_over_peer_links, .timeout = 120)
 {
 	char dirs[3][64];

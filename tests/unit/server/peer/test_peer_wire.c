@@ -50,6 +50,13 @@ Test(peer_wire, header_errors)
 		cr_assert_eq(peer_hdr_decode(c, sizeof c, 1u << 30, &t, &n),
 			     -PARLEY_ECORRUPT, "bit %d", bit);
 	}
+	/* the application frames of request forwarding are known types */
+	peer_hdr_encode(b, PEER_FRAME_FWD_REQ, 10);
+	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), (int)PEER_HDR_BYTES);
+	cr_assert_eq(t, PEER_FRAME_FWD_REQ);
+	peer_hdr_encode(b, PEER_FRAME_FWD_REP, 10);
+	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), (int)PEER_HDR_BYTES);
+	cr_assert_eq(t, PEER_FRAME_FWD_REP);
 	/* unknown type, nonzero flags, PING with a payload: well-checked but refused */
 	peer_hdr_encode(b, 9, 0);
 	cr_assert_eq(peer_hdr_decode(b, sizeof b, 100, &t, &n), -PARLEY_EPROTO);

@@ -1,0 +1,129 @@
+/*
+ * proxy_node.c — parleyd's wiring of request forwarding (proxy.h): the
+ * proxy's I/O on a cluster node. Frames travel as peer application
+ * frames through the node thread (peer_node_send_app, hooks of
+ * peer_node_set_app); the leader to forward to is the one ERROR
+ * NOTLEADER names (peer_node_leader_hint); a reply to a client is posted
+ * to its connection's loop as an LM_FRAME that ends the request; a
+ * request from another node is posted to a loop (chosen by user, so one
+ * user's forwarded requests run in order on one loop) as an LM_FWD,
+ * which runs it on a virtual connection (conn.c).
+ *
+ * Linked into the parleyd binary only (it joins parley_peer and
+ * parleyd_core), so the unit tests of either link without it.
+ * Threads: proxy_node_install on the main thread before the node thread
+ * starts; the io callbacks on loops and the node thread.
+ */
+#include "proxy_node.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "peer.h"
+#include "peer_node.h"
+#include "proxy.h"
+#include "srv.h"
+
+_Static_assert(PROXY_FRAME_REQ == PEER_FRAME_FWD_REQ &&
+		       PROXY_FRAME_REP == PEER_FRAME_FWD_REP,
+	       "proxy.h and peer.h name the same frame types");
+
+/* The node thread may call in before main publishes s->peer: the
+ * peer node is kept here. */
+static struct peer_node *the_node;
+
+static int io_send(void *arg, uint64_t to, uint8_t type, const void *a,
+		   size_t alen, const void *b, size_t blen)
+{
+	(void)arg;
+	return peer_node_send_app(the_node, to, type, a, alen, b, blen);
+}
+
+static uint64_t io_target(void *arg)
+{
+	struct srv *s = arg;
+	char plain[PEER_NODE_ADDR_MAX], tls[PEER_NODE_ADDR_MAX];
+	struct pe_engine *e = s->engine;
+	return e ? peer_node_leader_hint(the_node, e, plain, tls, sizeof plain)
+		 : 0;
+}
+
+static bool io_link_up(void *arg, uint64_t node)
+{
+	(void)arg;
+	return peer_node_link_up(the_node, node);
+}
+
+static void io_reply(void *arg, const struct conn_ref *to,
+		     const uint8_t *frame, uint32_t n)
+{
+	(void)arg;
+	struct lmsg *m = lmsg_new(LM_FRAME, n);
+	if (!m) /* the connection would keep the request in flight forever */
+		srv_oom("the answer to a forwarded request");
+	memcpy(m->data, frame, n);
+	m->done_req = true;
+	lmsg_post(to, m);
+}
+
+static int io_serve(void *arg, uint64_t from, const struct proxy_req *r,
+		    const uint8_t *p, uint32_t n)
+{
+	struct srv *s = arg;
+	unsigned nl = s->nloops;
+	if (!nl)
+		return -PARLEY_EAGAIN;
+	struct lmsg *m = lmsg_new(LM_FWD, n);
+	if (!m)
+		return -PARLEY_ENOMEM;
+	memcpy(m->data, p, n);
+	m->u.fwd.node = from;
+	uint64_t h = parley_xxh3(r->user, r->ulen, 0);
+	loop_post(s->loops[h % nl], m);
+	return 0;
+}
+
+static void app_frame(void *arg, uint64_t from, uint8_t type,
+		      const uint8_t *p, uint32_t n)
+{
+	struct srv *s = arg;
+	proxy_on_frame(s->proxy, from, type, p, n);
+}
+
+static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
+		       uint32_t n, int err)
+{
+	struct srv *s = arg;
+	proxy_on_unsent(s->proxy, to, type, p, n, err);
+}
+
+static void app_link(void *arg, uint64_t node, bool up)
+{
+	struct srv *s = arg;
+	if (!up)
+		proxy_link_down(s->proxy, node);
+}
+
+static void app_tick(void *arg, uint64_t now_ms)
+{
+	struct srv *s = arg;
+	proxy_tick(s->proxy, now_ms);
+}
+
+int proxy_node_install(struct srv *s, struct peer_node *pn,
+		       const struct proxy_config *cfg)
+{
+	the_node = pn;
+	struct proxy_io io = {.send = io_send, .target = io_target,
+			      .link_up = io_link_up, .reply = io_reply,
+			      .serve = io_serve, .arg = s};
+	int rc = proxy_new(cfg, &io, &s->proxy);
+	if (rc)
+		return rc;
+	struct peer_node_app app = {.on_frame = app_frame,
+				    .on_unsent = app_unsent,
+				    .on_link = app_link, .on_tick = app_tick,
+				    .arg = s};
+	peer_node_set_app(pn, &app);
+	return 0;
+}
