@@ -120,6 +120,9 @@ struct load_result {
 /* ---- modes ------------------------------------------------------------------ */
 
 int bench_disk_run(const struct bench_cfg *cfg, struct disk_result *out);
+/* commit-floor mode (bench_commit.c): one 4 KiB durable commit by each
+ * method (sync, RWF_DSYNC, O_DIRECT, io_uring), interleaved rounds. */
+int bench_commit_floor(const struct bench_cfg *cfg);
 void bench_disk_print(const struct disk_result *r);
 
 /* rate <= 0: closed loop, `producers` concurrent one-outstanding appends.

@@ -5,6 +5,8 @@
  * Modes (see usage() for flags):
  *   disk      the disk's floor: 4 KiB write+fdatasync latency, sequential
  *             write+fdatasync bandwidth (bench_disk.c)
+ *   commit-floor  one 4 KiB durable commit by each method (write+fdatasync,
+ *             RWF_DSYNC, O_DIRECT, through io_uring or not) (bench_commit.c)
  *   engine    durable appends through the engine on io_uring: closed-loop
  *             sweep over producers to find saturation, then open loop at
  *             half of it (or open loop at --rate) (bench_engine.c)
@@ -73,6 +75,10 @@ static void usage(FILE *f)
 "             (sequential overwrite in place of a pre-zeroed file) and\n"
 "             sequential write bandwidth with an fdatasync after every 64 KiB\n"
 "             and 1 MiB write, in MB/s.\n"
+"  commit-floor  one 4 KiB durable commit at a time by each method: pwrite +\n"
+"             fdatasync, RWF_DSYNC, O_DIRECT, each also through io_uring (the\n"
+"             WAL's commit modes); --repeat N interleaved rounds (default 5);\n"
+"             p50/p99 and the spread of the rounds' p50s. --dir on the disk.\n"
 "  engine     durable appends through the storage engine (io_uring backend, a\n"
 "             fresh temp data dir per run point). Measures the disk floor first,\n"
 "             then for each payload: a closed-loop sweep over --producers (each\n"
@@ -1119,7 +1125,7 @@ int main(int argc, char **argv)
 		cfg.n_payloads = 1;
 	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, commit-floor, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)");
 	/* delivery: the admin port too, for the per-stage breakdown */
 	if (!strcmp(mode, "delivery") && !args_set && !cfg.tls)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
@@ -1170,7 +1176,8 @@ int main(int argc, char **argv)
 	atexit(bench_children_kill);
 	bj_note_start();
 
-	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
+	bool sink_mode = !strcmp(mode, "disk") || !strcmp(mode, "commit-floor") ||
+			 !strcmp(mode, "engine") || !strcmp(mode, "redis") ||
 			 !strcmp(mode, "compare") || !strcmp(mode, "server-compare") ||
 			 !strcmp(mode, "delivery") || !strcmp(mode, "compaction") || cluster_mode;
 	if (sink_mode && !strcmp(mode, "delivery") && !no_nats && !cfg.nats_server) {
@@ -1181,6 +1188,8 @@ int main(int argc, char **argv)
 	int mrc = -1;
 	if (!strcmp(mode, "disk"))
 		mrc = mode_disk(&cfg);
+	else if (!strcmp(mode, "commit-floor"))
+		mrc = bench_commit_floor(&cfg) ? 1 : 0;
 	else if (!strcmp(mode, "engine"))
 		mrc = mode_load(&cfg, bench_engine_run, !no_floor);
 	else if (!strcmp(mode, "redis"))

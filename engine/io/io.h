@@ -50,6 +50,14 @@ struct pio_ring;
 
 #define PIO_CREATE 1 /* create if absent */
 #define PIO_EXCL 2   /* fail if present */
+/* Ring writes of this file may bypass the page cache (O_DIRECT): their
+ * buffer address, offset and length must be multiples of PIO_DIRECT_ALIGN
+ * (-EINVAL otherwise, on every backend). Synchronous ops on the handle stay
+ * buffered. Where the file system refuses O_DIRECT (tmpfs) the backend
+ * silently uses the page cache: the flag is a hint, the alignment rule is
+ * not. */
+#define PIO_DIRECT 4
+#define PIO_DIRECT_ALIGN 4096u
 
 /* user_data values >= this are reserved for the backends. */
 #define PIO_UDATA_RESERVED (UINT64_MAX - 255)
@@ -100,6 +108,16 @@ struct pio_ops {
 			  uint64_t user_data, bool link);
 	int (*ring_fdatasync)(struct pio_ring *r, struct pio_file *f,
 			      uint64_t user_data);
+	/* Queue a write whose completion means its bytes are durable: a
+	 * write and an fdatasync of what it wrote in one op (RWF_DSYNC), one
+	 * completion (res = bytes written, as ring_write). Until it completes
+	 * a crash may keep any 512-byte-grained prefix of it (a torn write),
+	 * exactly as for a write whose fdatasync has not completed. It makes
+	 * durable only its own range: other unsynced writes of the file need
+	 * their own sync. Never linked. */
+	int (*ring_write_dsync)(struct pio_ring *r, struct pio_file *f,
+				const void *buf, size_t len, uint64_t off,
+				uint64_t user_data);
 	/* Submits what is queued, then waits until at least one completion,
 	 * a wake-up, or timeout_ms (-1 = forever, 0 = poll). Returns the
 	 * number of completions copied to out (0..max) or -errno. 0 means a

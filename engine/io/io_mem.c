@@ -48,10 +48,17 @@
  * writes and fsyncs of other files neither fail nor use up the count.
  *
  * Ring: ops are queued and executed in order inside ring_wait, so
- * completion order is submission order and runs are deterministic. A failed
- * op with `link` makes the next op complete with -ECANCELED (cancellation
- * propagates while `link` is set). ring_wait with nothing to report blocks
- * on a condvar until ring_wake or the timeout. ring_free drops queued ops.
+ * completion order is submission order and runs are deterministic.
+ * A dsync write (ring_write_dsync) runs in two halves on two ring_waits:
+ * the first writes its bytes (unsynced: a crash now tears them like any
+ * unsynced write) and returns without its completion (0, a spurious
+ * return; ops queued behind it wait); the next makes exactly its range
+ * durable (fsync faults apply) and completes it. PIO_DIRECT files refuse
+ * ring writes not aligned to PIO_DIRECT_ALIGN (-EINVAL), as O_DIRECT does.
+ * A failed op with `link` makes the next op complete with -ECANCELED
+ * (cancellation propagates while `link` is set). ring_wait with nothing to
+ * report blocks on a condvar until ring_wake or the timeout. ring_free
+ * drops queued ops.
  *
  * Threads: one mutex guards the whole file system and every ring, so shard
  * threads may share one pio_mem. list() calls its callback without the lock.
@@ -84,14 +91,16 @@ struct mem_node {
 
 struct pio_file {
 	struct mem_node *n;
+	bool align; /* opened with PIO_DIRECT: ring writes must be aligned */
 	struct pio_file *prev, *next; /* open handles, freed at destroy */
 };
 
-enum mem_op_kind { MEM_OP_WRITE, MEM_OP_FSYNC };
+enum mem_op_kind { MEM_OP_WRITE, MEM_OP_FSYNC, MEM_OP_WRITE_DSYNC };
 
 struct mem_op {
 	enum mem_op_kind kind;
 	bool link;
+	bool issued; /* a dsync write whose bytes are written, not synced */
 	struct pio_file *f;
 	const void *buf;
 	size_t len;
@@ -493,6 +502,33 @@ static int mem_do_fsync(struct mem_io *m, struct mem_node *n)
 	return 0;
 }
 
+/* A dsync write's sync: [lo, hi) of cur becomes durable, nothing else
+ * (other dirty bytes of the file stay as they are; a gap between the old
+ * durable end and lo survives a crash as zeros). Faults as fdatasync. */
+static int mem_do_sync_range(struct mem_io *m, struct mem_node *n, size_t lo,
+			     size_t hi)
+{
+	if (m->fault_fsync_eio && mem_in_scope(m, n)) {
+		m->fault_fsync_eio--;
+		return -EIO;
+	}
+	if (lo >= hi)
+		return 0;
+	PARLEY_ASSERT(hi <= n->cur_len);
+	int rc = mem_reserve(&n->dur, &n->dur_cap, PARLEY_MAX(n->dur_len, hi));
+	if (rc)
+		return rc;
+	if (n->dur_len < lo)
+		memset(n->dur + n->dur_len, 0, lo - n->dur_len);
+	memcpy(n->dur + lo, n->cur + lo, hi - lo);
+	n->dur_len = PARLEY_MAX(n->dur_len, hi);
+	/* invariant 2 holds with the dirty range unchanged (cur and dur now
+	 * differ in fewer bytes); clear it when it lay inside [lo, hi) */
+	if (n->dlo >= lo && n->dhi <= hi && n->dur_len == n->cur_len)
+		n->dlo = n->dhi = 0;
+	return 0;
+}
+
 /* ---- synchronous ops --------------------------------------------------------- */
 
 static int mem_open(struct pio *io, const char *path, int flags,
@@ -532,6 +568,7 @@ static int mem_open(struct pio *io, const char *path, int flags,
 	if (rc == 0) {
 		n->refs++;
 		f->n = n;
+		f->align = (flags & PIO_DIRECT) != 0;
 		f->next = m->handles;
 		if (m->handles)
 			m->handles->prev = f;
@@ -898,10 +935,20 @@ static int mem_ring_queue(struct pio_ring *r, const struct mem_op *op)
 	return rc;
 }
 
+static bool mem_aligned(const struct pio_file *f, const void *buf, size_t len,
+			uint64_t off)
+{
+	return !f->align || ((uintptr_t)buf % PIO_DIRECT_ALIGN == 0 &&
+			     len % PIO_DIRECT_ALIGN == 0 &&
+			     off % PIO_DIRECT_ALIGN == 0);
+}
+
 static int mem_ring_write(struct pio_ring *r, struct pio_file *f,
 			  const void *buf, size_t len, uint64_t off,
 			  uint64_t user_data, bool link)
 {
+	if (!mem_aligned(f, buf, len, off))
+		return -EINVAL;
 	struct mem_op op = {.kind = MEM_OP_WRITE, .link = link, .f = f,
 			    .buf = buf, .len = len, .off = off,
 			    .user_data = user_data};
@@ -913,6 +960,17 @@ static int mem_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
 {
 	struct mem_op op = {.kind = MEM_OP_FSYNC, .f = f,
 			    .user_data = user_data};
+	return mem_ring_queue(r, &op);
+}
+
+static int mem_ring_write_dsync(struct pio_ring *r, struct pio_file *f,
+				const void *buf, size_t len, uint64_t off,
+				uint64_t user_data)
+{
+	if (!mem_aligned(f, buf, len, off))
+		return -EINVAL;
+	struct mem_op op = {.kind = MEM_OP_WRITE_DSYNC, .f = f, .buf = buf,
+			    .len = len, .off = off, .user_data = user_data};
 	return mem_ring_queue(r, &op);
 }
 
@@ -930,10 +988,27 @@ static void mem_ring_run(struct pio_ring *r)
 	}
 	PARLEY_ASSERT(r->ctail + r->nops <= r->depth);
 	bool cancel = false;
-	for (unsigned i = 0; i < r->nops; i++) {
+	unsigned i;
+	for (i = 0; i < r->nops; i++) {
 		struct mem_op *op = &r->ops[i];
 		int res;
-		if (cancel) {
+		if (op->kind == MEM_OP_WRITE_DSYNC && !cancel && !op->issued) {
+			/* First half: the bytes reach the file (a crash from
+			 * now tears them like any unsynced write); the op
+			 * stays at the head until the next run syncs it. */
+			res = mem_do_write(r->m, op->f->n, op->buf, op->len,
+					   op->off);
+			if (res == 0) {
+				op->issued = true;
+				break;
+			}
+		} else if (op->kind == MEM_OP_WRITE_DSYNC && !cancel) {
+			/* Second half: its range made durable. */
+			res = mem_do_sync_range(r->m, op->f->n, (size_t)op->off,
+						(size_t)op->off + op->len);
+			if (res == 0)
+				res = (int)op->len;
+		} else if (cancel) {
 			res = -ECANCELED;
 		} else if (op->kind == MEM_OP_WRITE) {
 			res = mem_do_write(r->m, op->f->n, op->buf, op->len,
@@ -944,13 +1019,15 @@ static void mem_ring_run(struct pio_ring *r)
 			res = mem_do_fsync(r->m, op->f->n);
 		}
 		bool failed = res < 0 ||
-			      (op->kind == MEM_OP_WRITE && res != (int)op->len);
+			      (op->kind != MEM_OP_FSYNC && res != (int)op->len);
 		cancel = op->link && failed;
 		r->cqes[r->ctail].user_data = op->user_data;
 		r->cqes[r->ctail].res = res;
 		r->ctail++;
 	}
-	r->nops = 0;
+	/* ops from i on (an issued dsync write first) wait for the next run */
+	memmove(r->ops, r->ops + i, (r->nops - i) * sizeof(*r->ops));
+	r->nops -= i;
 }
 
 static int mem_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
@@ -984,7 +1061,10 @@ static int mem_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
 			r->woken = false;
 			break;
 		}
-		if (timeout_ms == 0)
+		/* a dsync write is half done: return (0, a spurious return)
+		 * so that the caller's next wait completes it; a crash
+		 * between the two tears it */
+		if (timeout_ms == 0 || (r->nops > 0 && r->ops[0].issued))
 			break;
 		int rc;
 		if (timeout_ms < 0)
@@ -1111,6 +1191,7 @@ static const struct pio_ops mem_ops = {
 	.ring_free = mem_ring_free,
 	.ring_write = mem_ring_write,
 	.ring_fdatasync = mem_ring_fdatasync,
+	.ring_write_dsync = mem_ring_write_dsync,
 	.ring_wait = mem_ring_wait,
 	.ring_wake = mem_ring_wake,
 	.destroy = mem_destroy,

@@ -6,8 +6,17 @@
  * EINTR and short transfers. They may be called from any thread.
  *
  * Ring (one struct io_uring per struct uring_ring, owned by one shard thread):
- *   - ring_write / ring_fdatasync only queue SQEs; if the SQ is full they
- *     submit first. ring_wait submits and waits in one io_uring_enter.
+ *   - ring_write / ring_fdatasync / ring_write_dsync only queue SQEs; if
+ *     the SQ is full they submit first. ring_wait submits and waits in one
+ *     io_uring_enter. ring_write_dsync is a write with RWF_DSYNC.
+ *   - PIO_DIRECT: the file gets a second descriptor opened O_DIRECT, used
+ *     by the ring writes only (synchronous ops keep the buffered one; a
+ *     direct write writes back and drops the cached pages it overlaps, so
+ *     both views agree). A direct write of an allocated, already-written
+ *     extent needs no io-wq worker: the kernel issues it from
+ *     io_uring_enter and completes it from the device's interrupt. With
+ *     RWF_DSYNC on a device without FUA a kernel worker then issues the
+ *     cache flush; with FUA the write itself is durable.
  *   - Wake-up: an eventfd read is kept armed inside the ring under the
  *     internal tag UR_TAG_WAKE; its completion is consumed (never reported)
  *     and the read is re-armed. ring_wake() writes to the eventfd and is the
@@ -59,6 +68,8 @@
 
 struct pio_file {
 	int fd;
+	int dfd;    /* PIO_DIRECT: an O_DIRECT handle for ring writes, or -1 */
+	bool align; /* PIO_DIRECT was asked: ring writes must be aligned */
 	char *path; /* absolute; only with the test-only sync log */
 	uint64_t ino; /* its inode: the sync log's key (renames keep it) */
 };
@@ -67,6 +78,7 @@ struct pio_file {
 struct ur_slot {
 	uint64_t ud; /* the caller's user_data */
 	uint64_t id; /* the op's sync log id */
+	uint64_t fid; /* a dsync write: the id of the sync it carries */
 	bool used, sync;
 };
 
@@ -118,12 +130,43 @@ static int ur_open(struct pio *io, const char *path, int flags,
 		return err;
 	}
 	f->fd = fd;
+	f->dfd = -1;
+	if (flags & PIO_DIRECT) {
+		/* A second open file description on the same inode: the page
+		 * cache stays coherent (a direct write writes back and drops the
+		 * cached pages it overlaps). EINVAL: the file system has no
+		 * O_DIRECT (tmpfs); the ring writes then go through the cache. */
+		f->align = true;
+		do {
+			f->dfd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
+		} while (f->dfd < 0 && errno == EINTR);
+		if (f->dfd < 0 && errno != EINVAL) {
+			int err = -errno;
+			close(fd);
+			free(f);
+			return err;
+		}
+		/* A file system that reports its direct I/O alignment must
+		 * accept PIO_DIRECT_ALIGN (0: no direct I/O for this file) */
+		struct statx sx;
+		if (f->dfd >= 0 &&
+		    statx(f->dfd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+		    (sx.stx_mask & STATX_DIOALIGN) &&
+		    (sx.stx_dio_mem_align == 0 || sx.stx_dio_offset_align == 0 ||
+		     PIO_DIRECT_ALIGN % sx.stx_dio_mem_align ||
+		     PIO_DIRECT_ALIGN % sx.stx_dio_offset_align)) {
+			close(f->dfd);
+			f->dfd = -1;
+		}
+	}
 	if (trk) {
 		char abs[PATH_MAX];
 		pio_synclog_abs(path, abs, sizeof abs);
 		f->path = strdup(abs);
 		if (!f->path) {
 			close(fd);
+			if (f->dfd >= 0)
+				close(f->dfd);
 			free(f);
 			return -ENOMEM;
 		}
@@ -143,6 +186,8 @@ static void ur_close(struct pio *io, struct pio_file *f)
 	if (!f)
 		return;
 	close(f->fd); /* close(2) must not be retried on Linux */
+	if (f->dfd >= 0)
+		close(f->dfd);
 	free(f->path);
 	free(f);
 }
@@ -494,6 +539,7 @@ static uint64_t ur_slot_take(struct pio_ring *r, uint64_t ud, uint64_t id,
 		if (!r->slots[i].used) {
 			r->slots[i] = (struct ur_slot){.ud = ud, .id = id,
 						       .used = true, .sync = sync};
+			/* .fid: set by the caller of a dsync write */
 			r->slot_hint = (i + 1) % r->depth;
 			return i;
 		}
@@ -530,9 +576,17 @@ static uint64_t ur_slot_give(struct pio_ring *r, uint64_t tag, int res,
 				pio_synclog_sync_done(s->id);
 		} else {
 			pio_synclog_done(s->id, res);
+			if (s->fid && res >= 0)
+				pio_synclog_sync_done(s->fid);
 		}
 	}
 	return s->ud;
+}
+
+static bool ur_aligned(const void *buf, size_t len, uint64_t off)
+{
+	return (uintptr_t)buf % PIO_DIRECT_ALIGN == 0 &&
+	       len % PIO_DIRECT_ALIGN == 0 && off % PIO_DIRECT_ALIGN == 0;
 }
 
 static int ur_ring_write(struct pio_ring *r, struct pio_file *f,
@@ -544,10 +598,13 @@ static int ur_ring_write(struct pio_ring *r, struct pio_file *f,
 		return rc;
 	if (len > INT_MAX)
 		return -EINVAL; /* res is an int: keep it unambiguous */
+	if (f->align && !ur_aligned(buf, len, off))
+		return -EINVAL;
 	struct io_uring_sqe *sqe = ur_get_sqe(r, &rc);
 	if (!sqe)
 		return rc;
-	io_uring_prep_write(sqe, f->fd, buf, (unsigned)len, off);
+	io_uring_prep_write(sqe, f->dfd >= 0 ? f->dfd : f->fd, buf,
+			    (unsigned)len, off);
 	io_uring_sqe_set_data64(sqe, user_data);
 	if (r->slots && f->path) {
 		uint64_t id = pio_synclog_id();
@@ -587,6 +644,45 @@ static int ur_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
 			pio_synclog_sync_begin(fid, f->ino, f->path, ids, n);
 		}
 		r->nchain = 0; /* not linked: the chain ends here */
+	}
+	r->inflight++;
+	return 0;
+}
+
+/* One op: the kernel writes, then syncs what it wrote (RWF_DSYNC: for a
+ * direct write on a device without FUA, a cache flush after the write;
+ * for a buffered one, the range's writeback and a flush), and completes
+ * once both are done. The sync log names the write on the sync's F line,
+ * as for a write linked ahead of an fdatasync. */
+static int ur_ring_write_dsync(struct pio_ring *r, struct pio_file *f,
+			       const void *buf, size_t len, uint64_t off,
+			       uint64_t user_data)
+{
+	int rc = ur_check_op(r, user_data);
+	if (rc)
+		return rc;
+	if (len > INT_MAX)
+		return -EINVAL;
+	if (f->align && !ur_aligned(buf, len, off))
+		return -EINVAL;
+	struct io_uring_sqe *sqe = ur_get_sqe(r, &rc);
+	if (!sqe)
+		return rc;
+	io_uring_prep_write(sqe, f->dfd >= 0 ? f->dfd : f->fd, buf,
+			    (unsigned)len, off);
+	sqe->rw_flags = RWF_DSYNC;
+	io_uring_sqe_set_data64(sqe, user_data);
+	if (r->slots) {
+		uint64_t id = f->path ? pio_synclog_id() : 0;
+		uint64_t fid = f->path ? pio_synclog_id() : 0;
+		uint64_t tag = ur_slot_take(r, user_data, id, false);
+		r->slots[tag].fid = fid;
+		io_uring_sqe_set_data64(sqe, tag);
+		if (f->path) {
+			pio_synclog_queue(id, f->ino, f->path, off, len);
+			pio_synclog_sync_begin(fid, f->ino, f->path, &id, 1);
+		}
+		r->nchain = 0;
 	}
 	r->inflight++;
 	return 0;
@@ -690,6 +786,7 @@ static const struct pio_ops uring_ops = {
 	.ring_free = ur_ring_free,
 	.ring_write = ur_ring_write,
 	.ring_fdatasync = ur_ring_fdatasync,
+	.ring_write_dsync = ur_ring_write_dsync,
 	.ring_wait = ur_ring_wait,
 	.ring_wake = ur_ring_wake,
 	.destroy = ur_destroy,

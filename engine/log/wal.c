@@ -95,6 +95,9 @@ struct wal {
 	struct wal_buf *open;
 	struct wal_buf *flight;
 	int flight_cqes;       /* completions still expected */
+	int flight_ops;        /* ring ops of the in-flight batch (1 or 2) */
+	enum wal_commit commit; /* how a batch reaches the disk */
+	int seg_oflags;        /* open flags of segments (PIO_DIRECT or 0) */
 	int failed;            /* sticky error */
 	uint64_t flight_start_ns;
 	uint64_t flight_seq;   /* segment and end offset of the in-flight batch */
@@ -156,6 +159,25 @@ struct wal {
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) & ~(a - 1);
+}
+
+/* PARLEY_WAL_COMMIT (wal.h): read once per wal_open */
+static enum wal_commit wal_commit_mode(void)
+{
+	const char *v = getenv("PARLEY_WAL_COMMIT");
+	if (!v || !*v)
+		return WAL_COMMIT_DEFAULT;
+	if (!strcmp(v, "link"))
+		return WAL_COMMIT_LINK;
+	if (!strcmp(v, "dsync"))
+		return WAL_COMMIT_DSYNC;
+	if (!strcmp(v, "direct"))
+		return WAL_COMMIT_DIRECT;
+	if (!strcmp(v, "direct-link"))
+		return WAL_COMMIT_DIRECT_LINK;
+	PLOG_W("wal", "unknown PARLEY_WAL_COMMIT, using the default", "value=%s",
+	       v);
+	return WAL_COMMIT_DEFAULT;
 }
 
 static void seg_path(const struct wal *w, uint64_t seq, char *out, size_t n)
@@ -1207,7 +1229,7 @@ static int seg_prepare(struct wal *w, uint64_t seq, struct pio_file **out)
 	seg_path(w, seq, to, sizeof to);
 
 	struct pio_file *f;
-	rc = w->io->ops->open(w->io, from, 0, &f);
+	rc = w->io->ops->open(w->io, from, w->seg_oflags, &f);
 	if (rc)
 		return rc;
 	/* The header records the file's size as created, so a later cut is
@@ -1446,6 +1468,9 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	w->io = io;
 	w->seg_bytes = seg_bytes;
 	w->read_only = read_only;
+	w->commit = wal_commit_mode();
+	w->seg_oflags = (w->commit == WAL_COMMIT_DIRECT ||
+			 w->commit == WAL_COMMIT_DIRECT_LINK) ? PIO_DIRECT : 0;
 	if (ex)
 		w->ex = *ex;
 	snprintf(w->dir, sizeof w->dir, "%s", dir);
@@ -1666,7 +1691,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	} else {
 		char path[600];
 		seg_path(w, last_seq, path, sizeof path);
-		rc = io->ops->open(io, path, 0, &w->seg);
+		rc = io->ops->open(io, path, w->seg_oflags, &w->seg);
 		/* a cut whose loss the clean mark has measured (and reported):
 		 * zeros again after the log, as a pre-zeroed segment has */
 		if (!rc && restore_size)
@@ -1742,7 +1767,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * new one was just activated over its name) */
 		char path[600];
 		seg_path(w, prep_seq, path, sizeof path);
-		if (io->ops->open(io, path, 0, &w->next_f) == 0)
+		if (io->ops->open(io, path, w->seg_oflags, &w->next_f) == 0)
 			atomic_store(&w->next_ready, true);
 		else
 			w->next_f = NULL;
@@ -1892,14 +1917,24 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 	}
 	uint32_t wlen = (uint32_t)align_up(b->len, WAL_BLOCK);
 	memset(b->p + b->len, 0, wlen - b->len);
-	rc = w->io->ops->ring_write(ring, w->seg, b->p, wlen, w->tail, ud, true);
-	if (!rc)
-		rc = w->io->ops->ring_fdatasync(ring, w->seg, ud);
+	/* b->p is WAL_BLOCK-aligned, and so are w->tail and wlen: what a
+	 * PIO_DIRECT segment needs */
+	if (w->commit == WAL_COMMIT_DSYNC || w->commit == WAL_COMMIT_DIRECT) {
+		rc = w->io->ops->ring_write_dsync(ring, w->seg, b->p, wlen,
+						  w->tail, ud);
+		w->flight_ops = 1;
+	} else {
+		rc = w->io->ops->ring_write(ring, w->seg, b->p, wlen, w->tail,
+					    ud, true);
+		if (!rc)
+			rc = w->io->ops->ring_fdatasync(ring, w->seg, ud);
+		w->flight_ops = 2;
+	}
 	if (rc) {
 		w->failed = rc;
 		return rc;
 	}
-	w->flight_cqes = 2;
+	w->flight_cqes = w->flight_ops;
 	w->flight_start_ns = parley_mono_ns();
 	w->flight_seq = w->seg_seq;
 	w->flight_end = w->tail + wlen;
@@ -1916,7 +1951,7 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 int wal_on_cqe(struct wal *w, int res)
 {
 	PARLEY_ASSERT(w->flight && w->flight_cqes > 0);
-	if (w->flight_cqes == 2) { /* the write */
+	if (w->flight_cqes == w->flight_ops) { /* the write (first, linked) */
 		uint32_t want = (uint32_t)align_up(w->flight->len, WAL_BLOCK);
 		if (res >= 0 && (uint32_t)res != want)
 			res = -PARLEY_EIO; /* short write: treat as failure */

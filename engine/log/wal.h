@@ -131,6 +131,30 @@
 
 struct wal;
 
+/*
+ * How a batch reaches the disk (the commit), chosen at wal_open from the
+ * environment variable PARLEY_WAL_COMMIT (a benchmarking knob; unset: the
+ * default, direct-link). Every mode completes a batch only when its bytes are durable
+ * and tears the same way (any 512-byte-grained prefix of the batch's
+ * blocks may survive a crash before its completion):
+ *   link        ring_write linked to ring_fdatasync (two ops; for a
+ *               buffered file the fdatasync, and often the write, run on
+ *               an io-wq worker thread)
+ *   dsync       one ring_write_dsync (RWF_DSYNC), through the page cache
+ *   direct      one ring_write_dsync on a PIO_DIRECT segment (O_DIRECT:
+ *               batches are whole, aligned WAL_BLOCKs already)
+ *   direct-link ring_write on a PIO_DIRECT segment linked to
+ *               ring_fdatasync
+ */
+enum wal_commit {
+	WAL_COMMIT_LINK,
+	WAL_COMMIT_DSYNC,
+	WAL_COMMIT_DIRECT,
+	WAL_COMMIT_DIRECT_LINK,
+};
+/* direct-link: bench/RESULTS.md, "One commit's cost" (2026-12-05) */
+#define WAL_COMMIT_DEFAULT WAL_COMMIT_DIRECT_LINK
+
 struct wal_rec {
 	uint32_t partition;
 	uint16_t type;

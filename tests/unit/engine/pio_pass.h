@@ -116,6 +116,12 @@ static int pass_ring_fdatasync(struct pio_ring *r, struct pio_file *f,
 {
 	return pio_pass_in->ops->ring_fdatasync(r, f, ud);
 }
+static int pass_ring_write_dsync(struct pio_ring *r, struct pio_file *f,
+				 const void *buf, size_t len, uint64_t off,
+				 uint64_t ud)
+{
+	return pio_pass_in->ops->ring_write_dsync(r, f, buf, len, off, ud);
+}
 static int pass_ring_wait(struct pio_ring *r, struct pio_cqe *out, int max,
 			  int timeout_ms)
 {
@@ -138,7 +144,8 @@ static const struct pio_ops pio_pass_ops = {
 	.fsync_dir = pass_fsync_dir, .list = pass_list, .lock = pass_lock,
 	.unlock = pass_unlock, .ring_new = pass_ring_new,
 	.ring_free = pass_ring_free, .ring_write = pass_ring_write,
-	.ring_fdatasync = pass_ring_fdatasync, .ring_wait = pass_ring_wait,
+	.ring_fdatasync = pass_ring_fdatasync,
+	.ring_write_dsync = pass_ring_write_dsync, .ring_wait = pass_ring_wait,
 	.ring_wake = pass_ring_wake, .destroy = pass_destroy,
 };
 

@@ -145,6 +145,40 @@ Test(synclog, unsynced_bytes_are_cut_or_zeroed)
 	cr_assert_eq(access(logp, F_OK), -1, "the log is set aside");
 }
 
+/* A dsync ring write (RWF_DSYNC, here on a PIO_DIRECT file) is durable
+ * at its completion, as a write linked to an fdatasync; a plain ring write
+ * after it, never synced, is cut. */
+Test(synclog, dsync_ring_write_is_durable)
+{
+	struct pio_ring *r;
+	int rc = io->ops->ring_new(io, 8, &r);
+	if (rc == -ENOSYS || rc == -EPERM)
+		exit(77);
+	cr_assert_eq(rc, 0);
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, P("seg"), PIO_CREATE | PIO_DIRECT, &f), 0);
+	cr_assert_eq(io->ops->fsync_dir(io, dir), 0);
+	uint8_t *a = aligned_alloc(PIO_DIRECT_ALIGN, 8192);
+	uint8_t *b = aligned_alloc(PIO_DIRECT_ALIGN, 4096);
+	cr_assert(a && b);
+	fill(a, 8192, 0xaa);
+	fill(b, 4096, 0xbb);
+	cr_assert_eq(io->ops->ring_write_dsync(r, f, a, 8192, 0, 1), 0);
+	ring_do(r, 1);
+	cr_assert_eq(io->ops->ring_write(r, f, b, 4096, 8192, 2, false), 0);
+	ring_do(r, 1);
+	io->ops->close(io, f);
+	io->ops->ring_free(r);
+	cr_assert_eq(fsize(P("seg")), 12288);
+	drop();
+	cr_assert_eq(fsize(P("seg")), 8192, "cut to the durable end");
+	uint8_t x[8192];
+	read_at(P("seg"), 0, x, sizeof x);
+	cr_assert(all(x, sizeof x, 0xaa));
+	free(a);
+	free(b);
+}
+
 /* A synced file that was open before this run (an O line) keeps what it
  * had; a synchronous write + fdatasync is durable. */
 Test(synclog, synced_writes_and_old_contents_stay)

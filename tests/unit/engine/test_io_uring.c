@@ -4,7 +4,8 @@
  * ring write + linked fdatasync, many queued writes reaped in batches,
  * completions beyond `max` kept for the next call, the depth bound,
  * cross-thread wake-up of a -1 wait, the synchronous ops and their error
- * paths, and list().
+ * paths, list(), the dsync write (RWF_DSYNC) buffered and on a PIO_DIRECT
+ * file, and PIO_DIRECT on a file system without O_DIRECT (/dev/shm).
  *
  * If io_uring is unavailable here (ring_new fails with -ENOSYS or -EPERM)
  * the whole program exits 77 (skipped), not 0.
@@ -349,4 +350,100 @@ Test(io_uring, ring_free_waits_for_inflight_ops)
 		cr_assert_arr_eq(back, data[i], SZ);
 	}
 	io->ops->close(io, f);
+}
+
+/* One op that writes and syncs (RWF_DSYNC), through the page cache and on
+ * a PIO_DIRECT file (O_DIRECT where the file system has it); what it wrote
+ * reads back through the handle's buffered descriptor, also where the page
+ * cache held the old bytes of the range before the direct write. */
+Test(io_uring, ring_write_dsync_buffered_and_direct)
+{
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, 8, &r), 0);
+	uint8_t *buf = aligned_alloc(PIO_DIRECT_ALIGN, 2 * PIO_DIRECT_ALIGN);
+	cr_assert_not_null(buf);
+	static uint8_t old[3 * 4096];
+	memset(old, 'o', sizeof old);
+	for (int direct = 0; direct < 2; direct++) {
+		struct pio_file *f = open_file(direct ? "d" : "b",
+					       PIO_CREATE | (direct ? PIO_DIRECT : 0));
+		cr_assert_eq(io->ops->pwrite(io, f, old, sizeof old, 0), 0);
+		cr_assert_eq(io->ops->fdatasync(io, f), 0);
+		uint8_t back[sizeof old];
+		/* the old bytes in the page cache */
+		cr_assert_eq(io->ops->pread(io, f, back, sizeof back, 0),
+			     (int64_t)sizeof back);
+		memset(buf, direct ? 'D' : 'B', 2 * PIO_DIRECT_ALIGN);
+		cr_assert_eq(io->ops->ring_write_dsync(r, f, buf,
+						       2 * PIO_DIRECT_ALIGN,
+						       4096, 40 + direct), 0);
+		struct pio_cqe c[2];
+		cr_assert_eq(wait_all(r, c, 1), 1);
+		cr_assert_eq(c[0].user_data, 40u + (unsigned)direct);
+		cr_assert_eq(c[0].res, 2 * (int)PIO_DIRECT_ALIGN);
+		cr_assert_eq(io->ops->pread(io, f, back, sizeof back, 0),
+			     (int64_t)sizeof back);
+		cr_assert_arr_eq(back, old, 4096);
+		cr_assert_arr_eq(back + 4096, buf, 2 * PIO_DIRECT_ALIGN);
+		if (direct) {
+			/* the alignment rule holds on every file system */
+			cr_assert_eq(io->ops->ring_write_dsync(r, f, buf + 1,
+							       4096, 0, 1),
+				     -EINVAL);
+			cr_assert_eq(io->ops->ring_write(r, f, buf, 100, 0, 1,
+							 false), -EINVAL);
+			cr_assert_eq(io->ops->ring_write(r, f, buf, 4096, 512,
+							 1, false), -EINVAL);
+		}
+		io->ops->close(io, f);
+	}
+	/* a failing dsync write reports its error */
+	struct pio_file *f = open_file("e", PIO_CREATE);
+	cr_assert_eq(io->ops->ring_write_dsync(r, f, buf, 4,
+					       (uint64_t)INT64_MAX - 1, 9), 0);
+	struct pio_cqe c[1];
+	cr_assert_eq(wait_all(r, c, 1), 1);
+	cr_assert(c[0].res < 0, "write past max file size gave %d", c[0].res);
+	io->ops->close(io, f);
+	free(buf);
+	io->ops->ring_free(r);
+}
+
+/* PIO_DIRECT where the file system has no O_DIRECT (or reports no direct
+ * I/O for the file; tmpfs on older kernels): the open still succeeds, the
+ * writes go through the page cache, and the alignment rule still holds.
+ * Run on /dev/shm when it is there; either way the contract is the same. */
+Test(io_uring, direct_hint_on_a_cache_only_fs)
+{
+	char d[64];
+	snprintf(d, sizeof d, "/dev/shm/parley-io-XXXXXX");
+	if (!mkdtemp(d)) {
+		cr_log_warn("no /dev/shm here: nothing to check");
+		return;
+	}
+	char p[128];
+	snprintf(p, sizeof p, "%s/f", d);
+	struct pio_file *f = NULL;
+	cr_assert_eq(io->ops->open(io, p, PIO_CREATE | PIO_DIRECT, &f), 0);
+	struct pio_ring *r = NULL;
+	cr_assert_eq(io->ops->ring_new(io, 4, &r), 0);
+	uint8_t *buf = aligned_alloc(PIO_DIRECT_ALIGN, PIO_DIRECT_ALIGN);
+	cr_assert_not_null(buf);
+	memset(buf, 's', PIO_DIRECT_ALIGN);
+	cr_assert_eq(io->ops->ring_write_dsync(r, f, buf + 8, 64, 0, 1), -EINVAL);
+	cr_assert_eq(io->ops->ring_write_dsync(r, f, buf, PIO_DIRECT_ALIGN, 0, 2),
+		     0);
+	struct pio_cqe c[1];
+	cr_assert_eq(wait_all(r, c, 1), 1);
+	cr_assert_eq(c[0].user_data, 2);
+	cr_assert_eq(c[0].res, (int)PIO_DIRECT_ALIGN);
+	uint8_t back[PIO_DIRECT_ALIGN];
+	cr_assert_eq(io->ops->pread(io, f, back, sizeof back, 0),
+		     (int64_t)sizeof back);
+	cr_assert_arr_eq(back, buf, sizeof back);
+	free(buf);
+	io->ops->close(io, f);
+	io->ops->ring_free(r);
+	unlink(p);
+	rmdir(d);
 }
