@@ -2021,6 +2021,15 @@ static int seg_release(struct wal *w, uint64_t seq)
 	} else {
 		rc = w->io->ops->unlink(w->io, from);
 	}
+	if (rc == -ENOENT) {
+		/* Already gone: what the release wants. Retrying can never
+		 * succeed, and a map kept for a missing file would hold the
+		 * WAL's segment count up for ever. Said, because nothing but a
+		 * release should remove a listed segment. */
+		PLOG_W("wal", "segment to release is already gone", "dir=%s "
+		       "seq=%016" PRIx64, w->dir, seq);
+		return w->io->ops->fsync_dir(w->io, w->dir);
+	}
 	if (!rc)
 		rc = w->io->ops->fsync_dir(w->io, w->dir);
 	if (!rc && recycle) {
