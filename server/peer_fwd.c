@@ -252,6 +252,31 @@ void fwd_set_engine(struct fwd *f, struct pe_engine *e)
 
 static int submit(struct fwd *f, struct freq *r);
 
+/* A request of `len` bytes (its record: length, id at 4 set under mu by
+ * submit, op at 12, key length at 13, key at 14) to node `to`, or
+ * ECLOSED when `to` is this node, none, or not up. */
+static int freq_new(struct fwd *f, uint64_t to, uint8_t op, const void *key,
+		    size_t klen, size_t len, void *arg, struct freq **out)
+{
+	if (!to || to == f->cfg.self || (f->cfg.up && !f->cfg.up(f->cfg.arg, to)))
+		return -PARLEY_ECLOSED;
+	struct freq *r = malloc(sizeof *r + len);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	memset(r, 0, sizeof *r);
+	r->to = to;
+	r->op = op;
+	r->arg = arg;
+	r->len = (uint32_t)len;
+	uint8_t *p = r->rec;
+	le_put32(p, (uint32_t)len - 4);
+	p[12] = op;
+	p[13] = (uint8_t)klen;
+	memcpy(p + 14, key, klen);
+	*out = r;
+	return 0;
+}
+
 int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 	       pe_append_cb cb, void *arg)
 {
@@ -259,29 +284,17 @@ int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 		return -PARLEY_EINVAL;
 	if (!pe_append_fits(q->klen, q->entries, q->count))
 		return -PARLEY_ETOOBIG;
-	if (!to || to == f->cfg.self || (f->cfg.up && !f->cfg.up(f->cfg.arg, to)))
-		return -PARLEY_ECLOSED;
 	size_t len = REQ_FIXED + q->klen;
 	for (uint32_t i = 0; i < q->count; i++)
 		len += 8u + q->entries[i].len;
 	if (len + 4 > f->cfg.max_frame)
 		return -PARLEY_ETOOBIG;
-	struct freq *r = malloc(sizeof *r + len);
-	if (!r)
-		return -PARLEY_ENOMEM;
-	memset(r, 0, sizeof *r);
-	r->to = to;
-	r->op = OP_APPEND;
+	struct freq *r = NULL;
+	int rc = freq_new(f, to, OP_APPEND, q->key, q->klen, len, arg, &r);
+	if (rc)
+		return rc;
 	r->cb = cb;
-	r->arg = arg;
-	r->len = (uint32_t)len;
-	uint8_t *p = r->rec;
-	le_put32(p, (uint32_t)len - 4);
-	/* id at p + 4: set under mu (submit) */
-	p[12] = OP_APPEND;
-	p[13] = (uint8_t)q->klen;
-	memcpy(p + 14, q->key, q->klen);
-	p += 14 + q->klen;
+	uint8_t *p = r->rec + 14 + q->klen;
 	memcpy(p, q->producer, 16);
 	le_put64(p + 16, q->expected_last_seq);
 	le_put16(p + 24, (uint16_t)q->count);
@@ -304,24 +317,13 @@ int fwd_delete(struct fwd *f, uint64_t to, const void *key, size_t klen,
 {
 	if (!key || !cb || klen == 0 || klen > PE_MAX_KEY)
 		return -PARLEY_EINVAL;
-	if (!to || to == f->cfg.self || (f->cfg.up && !f->cfg.up(f->cfg.arg, to)))
-		return -PARLEY_ECLOSED;
-	size_t len = REQ_DEL_FIXED + klen;
-	struct freq *r = malloc(sizeof *r + len);
-	if (!r)
-		return -PARLEY_ENOMEM;
-	memset(r, 0, sizeof *r);
-	r->to = to;
-	r->op = OP_DELETE;
+	struct freq *r = NULL;
+	int rc = freq_new(f, to, OP_DELETE, key, klen, REQ_DEL_FIXED + klen, arg,
+			  &r);
+	if (rc)
+		return rc;
 	r->dcb = cb;
-	r->arg = arg;
-	r->len = (uint32_t)len;
-	uint8_t *p = r->rec;
-	le_put32(p, (uint32_t)len - 4);
-	p[12] = OP_DELETE;
-	p[13] = (uint8_t)klen;
-	memcpy(p + 14, key, klen);
-	le_put64(p + 14 + klen, through);
+	le_put64(r->rec + 14 + klen, through);
 	return submit(f, r);
 }
 
