@@ -1353,6 +1353,26 @@ static bool queue_room(struct plink *l, const struct peer *p, uint32_t len)
 	}
 }
 
+/* Appends the encoded frame f (len bytes, n Raft messages, hb: only
+ * heartbeats) to l's send queue, counted. */
+static void frame_enqueue(struct plink *l, struct pframe *f, uint32_t len,
+			  uint32_t n, bool hb)
+{
+	f->next = NULL;
+	f->len = len;
+	f->off = 0;
+	f->nmsgs = n;
+	f->hb = hb;
+	if (l->qt)
+		l->qt->next = f;
+	else
+		l->qh = f;
+	l->qt = f;
+	ADD(l->qframes, 1);
+	ADD(l->qbytes, len);
+	l->dirty = true;
+}
+
 static int queue_frame(struct peer *p, struct plink *l,
 		       const struct raft_msg *msgs, uint32_t n, int size)
 {
@@ -1374,19 +1394,7 @@ static int queue_frame(struct peer *p, struct plink *l,
 		return k < 0 ? k : -PARLEY_EINVAL;
 	}
 	peer_hdr_encode(f->data, PEER_FRAME_RAFT, (uint32_t)size);
-	f->next = NULL;
-	f->len = len;
-	f->off = 0;
-	f->nmsgs = n;
-	f->hb = hb;
-	if (l->qt)
-		l->qt->next = f;
-	else
-		l->qh = f;
-	l->qt = f;
-	ADD(l->qframes, 1);
-	ADD(l->qbytes, len);
-	l->dirty = true;
+	frame_enqueue(l, f, len, n, hb);
 	return 0;
 }
 
@@ -1481,19 +1489,7 @@ int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
 		return -PARLEY_ENOMEM;
 	peer_hdr_encode(f->data, type, n);
 	memcpy(f->data + PEER_HDR_BYTES, pl, n);
-	f->next = NULL;
-	f->len = len;
-	f->off = 0;
-	f->nmsgs = 0;
-	f->hb = false;
-	if (l->qt)
-		l->qt->next = f;
-	else
-		l->qh = f;
-	l->qt = f;
-	ADD(l->qframes, 1);
-	ADD(l->qbytes, len);
-	l->dirty = true;
+	frame_enqueue(l, f, len, 0, false);
 	return 0;
 }
 
