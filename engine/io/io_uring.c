@@ -589,23 +589,39 @@ static bool ur_aligned(const void *buf, size_t len, uint64_t off)
 	       len % PIO_DIRECT_ALIGN == 0 && off % PIO_DIRECT_ALIGN == 0;
 }
 
+/* The SQE of a write of buf (len bytes at off) to f, through its
+ * O_DIRECT descriptor when it has one, tagged user_data; NULL with *rc
+ * when the op is refused (bad tag, over INT_MAX — res is an int: keep it
+ * unambiguous —, unaligned on a PIO_DIRECT file, no SQE). */
+static struct io_uring_sqe *ur_write_sqe(struct pio_ring *r, struct pio_file *f,
+					 const void *buf, size_t len,
+					 uint64_t off, uint64_t user_data,
+					 int *rc)
+{
+	*rc = ur_check_op(r, user_data);
+	if (*rc)
+		return NULL;
+	*rc = -EINVAL;
+	if (len > INT_MAX || (f->align && !ur_aligned(buf, len, off)))
+		return NULL;
+	struct io_uring_sqe *sqe = ur_get_sqe(r, rc);
+	if (!sqe)
+		return NULL;
+	io_uring_prep_write(sqe, f->dfd >= 0 ? f->dfd : f->fd, buf,
+			    (unsigned)len, off);
+	io_uring_sqe_set_data64(sqe, user_data);
+	return sqe;
+}
+
 static int ur_ring_write(struct pio_ring *r, struct pio_file *f,
 			 const void *buf, size_t len, uint64_t off,
 			 uint64_t user_data, bool link)
 {
-	int rc = ur_check_op(r, user_data);
-	if (rc)
-		return rc;
-	if (len > INT_MAX)
-		return -EINVAL; /* res is an int: keep it unambiguous */
-	if (f->align && !ur_aligned(buf, len, off))
-		return -EINVAL;
-	struct io_uring_sqe *sqe = ur_get_sqe(r, &rc);
+	int rc;
+	struct io_uring_sqe *sqe = ur_write_sqe(r, f, buf, len, off, user_data,
+						&rc);
 	if (!sqe)
 		return rc;
-	io_uring_prep_write(sqe, f->dfd >= 0 ? f->dfd : f->fd, buf,
-			    (unsigned)len, off);
-	io_uring_sqe_set_data64(sqe, user_data);
 	if (r->slots && f->path) {
 		uint64_t id = pio_synclog_id();
 		io_uring_sqe_set_data64(sqe, ur_slot_take(r, user_data, id, false));
@@ -658,20 +674,12 @@ static int ur_ring_write_dsync(struct pio_ring *r, struct pio_file *f,
 			       const void *buf, size_t len, uint64_t off,
 			       uint64_t user_data)
 {
-	int rc = ur_check_op(r, user_data);
-	if (rc)
-		return rc;
-	if (len > INT_MAX)
-		return -EINVAL;
-	if (f->align && !ur_aligned(buf, len, off))
-		return -EINVAL;
-	struct io_uring_sqe *sqe = ur_get_sqe(r, &rc);
+	int rc;
+	struct io_uring_sqe *sqe = ur_write_sqe(r, f, buf, len, off, user_data,
+						&rc);
 	if (!sqe)
 		return rc;
-	io_uring_prep_write(sqe, f->dfd >= 0 ? f->dfd : f->fd, buf,
-			    (unsigned)len, off);
 	sqe->rw_flags = RWF_DSYNC;
-	io_uring_sqe_set_data64(sqe, user_data);
 	if (r->slots) {
 		uint64_t id = f->path ? pio_synclog_id() : 0;
 		uint64_t fid = f->path ? pio_synclog_id() : 0;
