@@ -636,21 +636,43 @@ static uint64_t route_to(struct chat *c, const void *key, size_t klen)
 	return 0;
 }
 
-struct delete_wait {
+/* A one-shot wait of the *_sync calls for their callback: the callback
+ * stores its result, then latch_open; the caller's latch_wait returns
+ * once it did (the mutex orders the result before the return). */
+struct latch {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool done;
+};
+
+#define LATCH_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false}
+
+static void latch_open(struct latch *l)
+{
+	pthread_mutex_lock(&l->mu);
+	l->done = true;
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void latch_wait(struct latch *l)
+{
+	pthread_mutex_lock(&l->mu);
+	while (!l->done)
+		pthread_cond_wait(&l->cv, &l->mu);
+	pthread_mutex_unlock(&l->mu);
+}
+
+struct delete_wait {
+	struct latch l;
 	struct pe_delete_result r;
 };
 
 static void delete_wait_cb(void *arg, const struct pe_delete_result *r)
 {
 	struct delete_wait *w = arg;
-	pthread_mutex_lock(&w->mu);
 	w->r = *r;
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
+	latch_open(&w->l);
 }
 
 int chat_delete_sync(struct chat *c, const void *key, size_t klen,
@@ -659,14 +681,10 @@ int chat_delete_sync(struct chat *c, const void *key, size_t klen,
 	chat_fwd_del_fn fn = atomic_load(&c->fwd_del);
 	uint64_t to = fn ? route_to(c, key, klen) : 0;
 	if (to) {
-		struct delete_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-					.cv = PTHREAD_COND_INITIALIZER};
+		struct delete_wait w = {.l = LATCH_INIT};
 		int rc = fn(c->fwd_arg, to, key, klen, through, delete_wait_cb, &w);
 		if (rc == 0) {
-			pthread_mutex_lock(&w.mu);
-			while (!w.done)
-				pthread_cond_wait(&w.cv, &w.mu);
-			pthread_mutex_unlock(&w.mu);
+			latch_wait(&w.l);
 			*r = w.r;
 			return r->err;
 		}
@@ -680,37 +698,28 @@ int chat_delete_sync(struct chat *c, const void *key, size_t klen,
 }
 
 struct append_wait {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
+	struct latch l;
 	struct pe_append_result r;
 };
 
 static void append_wait_cb(void *arg, const struct pe_append_result *r)
 {
 	struct append_wait *w = arg;
-	pthread_mutex_lock(&w->mu);
 	w->r = *r;
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
+	latch_open(&w->l);
 }
 
 int chat_append_sync(struct chat *c, const struct pe_append_req *q,
 		     struct pe_append_result *r)
 {
-	struct append_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-				.cv = PTHREAD_COND_INITIALIZER};
+	struct append_wait w = {.l = LATCH_INIT};
 	int rc = chat_append(c, q, append_wait_cb, &w);
 	if (rc) {
 		memset(r, 0, sizeof *r);
 		r->err = rc;
 		return rc;
 	}
-	pthread_mutex_lock(&w.mu);
-	while (!w.done)
-		pthread_cond_wait(&w.cv, &w.mu);
-	pthread_mutex_unlock(&w.mu);
+	latch_wait(&w.l);
 	*r = w.r;
 	return r->err;
 }
@@ -1838,34 +1847,25 @@ struct pe_engine *chat_engine(const struct chat *c)
 }
 
 struct send_wait {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
+	struct latch l;
 	struct chat_send_result r;
 };
 
 static void send_wait_cb(void *arg, const struct chat_send_result *r)
 {
 	struct send_wait *w = arg;
-	pthread_mutex_lock(&w->mu);
 	w->r = *r;
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
+	latch_open(&w->l);
 }
 
 int chat_send_sync(struct chat *c, const struct chat_send_req *q,
 		   struct chat_send_result *out)
 {
-	struct send_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
-			      .cv = PTHREAD_COND_INITIALIZER};
+	struct send_wait w = {.l = LATCH_INIT};
 	int rc = chat_send(c, q, send_wait_cb, &w);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&w.mu);
-	while (!w.done)
-		pthread_cond_wait(&w.cv, &w.mu);
-	pthread_mutex_unlock(&w.mu);
+	latch_wait(&w.l);
 	*out = w.r;
 	return w.r.err;
 }
