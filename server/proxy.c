@@ -38,9 +38,10 @@
 
 #define PROXY_BUCKETS 1024u /* hash buckets (power of 2) */
 
-struct fwd {
-	struct fwd *hnext;        /* hash chain */
-	struct fwd *prev, *next;  /* send order = deadline order */
+/* a forward in flight (gateway side); not peer_fwd.h's struct fwd */
+struct px_fwd {
+	struct px_fwd *hnext;        /* hash chain */
+	struct px_fwd *prev, *next;  /* send order = deadline order */
 	uint64_t id, node;
 	uint64_t deadline_ms;
 	uint64_t t0_ns;
@@ -58,8 +59,8 @@ struct proxy {
 	struct proxy_config cfg;
 	struct proxy_io io;
 	pthread_mutex_t mu;
-	struct fwd *buckets[PROXY_BUCKETS];
-	struct fwd *head, *tail;
+	struct px_fwd *buckets[PROXY_BUCKETS];
+	struct px_fwd *head, *tail;
 	uint64_t next_id;
 	uint64_t inflight;
 	struct node_count nodes[PROXY_MAX_NODES];
@@ -95,9 +96,9 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
-	struct fwd *f = px->head;
+	struct px_fwd *f = px->head;
 	while (f) {
-		struct fwd *n = f->next;
+		struct px_fwd *n = f->next;
 		free(f);
 		f = n;
 	}
@@ -218,9 +219,9 @@ static struct node_count *node_of(struct proxy *px, uint64_t node, bool add)
 	return c;
 }
 
-static void fwd_link(struct proxy *px, struct fwd *f)
+static void px_fwd_link(struct proxy *px, struct px_fwd *f)
 {
-	struct fwd **b = &px->buckets[f->id & (PROXY_BUCKETS - 1)];
+	struct px_fwd **b = &px->buckets[f->id & (PROXY_BUCKETS - 1)];
 	f->hnext = *b;
 	*b = f;
 	f->prev = px->tail;
@@ -234,9 +235,9 @@ static void fwd_link(struct proxy *px, struct fwd *f)
 	node_of(px, f->node, true)->fwd++;
 }
 
-static void fwd_unlink(struct proxy *px, struct fwd *f)
+static void px_fwd_unlink(struct proxy *px, struct px_fwd *f)
 {
-	struct fwd **b = &px->buckets[f->id & (PROXY_BUCKETS - 1)];
+	struct px_fwd **b = &px->buckets[f->id & (PROXY_BUCKETS - 1)];
 	while (*b != f)
 		b = &(*b)->hnext;
 	*b = f->hnext;
@@ -254,16 +255,16 @@ static void fwd_unlink(struct proxy *px, struct fwd *f)
 	c->fwd--;
 }
 
-static struct fwd *fwd_find(struct proxy *px, uint64_t id)
+static struct px_fwd *px_fwd_find(struct proxy *px, uint64_t id)
 {
-	struct fwd *f = px->buckets[id & (PROXY_BUCKETS - 1)];
+	struct px_fwd *f = px->buckets[id & (PROXY_BUCKETS - 1)];
 	while (f && f->id != id)
 		f = f->hnext;
 	return f;
 }
 
 /* Ends a forward removed from the table with ERROR AGAIN (no lock held). */
-static void fwd_again(struct proxy *px, struct fwd *f, enum proxy_outcome o,
+static void px_fwd_again(struct proxy *px, struct px_fwd *f, enum proxy_outcome o,
 		      const char *why)
 {
 	uint8_t buf[256];
@@ -287,7 +288,7 @@ int proxy_forward(struct proxy *px, const struct conn_ref *to,
 	}
 	if (n < PARLEY_PROTO_HEADER_SIZE)
 		return -PARLEY_EINVAL;
-	struct fwd *f = malloc(sizeof *f);
+	struct px_fwd *f = malloc(sizeof *f);
 	if (!f)
 		return -PARLEY_ENOMEM;
 	pthread_mutex_lock(&px->mu);
@@ -298,12 +299,12 @@ int proxy_forward(struct proxy *px, const struct conn_ref *to,
 		ADD(px->out[PROXY_OUT_FULL], 1);
 		return -PARLEY_EFULL;
 	}
-	*f = (struct fwd){.id = px->next_id++, .node = node,
+	*f = (struct px_fwd){.id = px->next_id++, .node = node,
 			  .deadline_ms = now_ms + px->cfg.timeout_ms,
 			  .t0_ns = parley_mono_ns(), .to = *to,
 			  .rid = le_get32(frame + 8)};
 	uint64_t id = f->id;
-	fwd_link(px, f);
+	px_fwd_link(px, f);
 	pthread_mutex_unlock(&px->mu);
 	uint8_t hdr[PROXY_REQ_HDR_MAX];
 	uint32_t hl = proxy_req_hdr_encode(hdr, id, user, ulen, device, dlen);
@@ -315,9 +316,9 @@ int proxy_forward(struct proxy *px, const struct conn_ref *to,
 		 * it already: it is over, and the caller must count it in
 		 * flight like a sent one (its answer is posted). */
 		pthread_mutex_lock(&px->mu);
-		f = fwd_find(px, id);
+		f = px_fwd_find(px, id);
 		if (f)
-			fwd_unlink(px, f);
+			px_fwd_unlink(px, f);
 		pthread_mutex_unlock(&px->mu);
 		if (!f)
 			return 0;
@@ -340,11 +341,11 @@ static void on_reply(struct proxy *px, uint64_t from, const uint8_t *p,
 	}
 	uint64_t id = le_get64(p);
 	pthread_mutex_lock(&px->mu);
-	struct fwd *f = fwd_find(px, id);
+	struct px_fwd *f = px_fwd_find(px, id);
 	if (f && f->node != from)
 		f = NULL; /* another node's id space: not ours to end */
 	if (f)
-		fwd_unlink(px, f);
+		px_fwd_unlink(px, f);
 	pthread_mutex_unlock(&px->mu);
 	if (!f) {
 		ADD(px->late, 1);
@@ -380,14 +381,14 @@ void proxy_on_unsent(struct proxy *px, uint64_t to, uint8_t type,
 		return; /* a reply that did not leave: the gateway times out */
 	uint64_t id = le_get64(p);
 	pthread_mutex_lock(&px->mu);
-	struct fwd *f = fwd_find(px, id);
+	struct px_fwd *f = px_fwd_find(px, id);
 	if (f && f->node == to)
-		fwd_unlink(px, f);
+		px_fwd_unlink(px, f);
 	else
 		f = NULL;
 	pthread_mutex_unlock(&px->mu);
 	if (f)
-		fwd_again(px, f, PROXY_OUT_UNSENT,
+		px_fwd_again(px, f, PROXY_OUT_UNSENT,
 			  "forward to the leader failed, retry");
 }
 
@@ -396,16 +397,16 @@ void proxy_on_unsent(struct proxy *px, uint64_t to, uint8_t type,
 static void fail_where(struct proxy *px, bool by_node, uint64_t node,
 		       uint64_t now_ms, enum proxy_outcome o, const char *why)
 {
-	struct fwd *list = NULL, **tail = &list;
+	struct px_fwd *list = NULL, **tail = &list;
 	pthread_mutex_lock(&px->mu);
-	struct fwd *f = px->head;
+	struct px_fwd *f = px->head;
 	while (f) {
-		struct fwd *n = f->next;
+		struct px_fwd *n = f->next;
 		bool hit = by_node ? f->node == node : f->deadline_ms <= now_ms;
 		if (!by_node && !hit)
 			break; /* the list is in deadline order */
 		if (hit) {
-			fwd_unlink(px, f);
+			px_fwd_unlink(px, f);
 			f->next = NULL;
 			*tail = f;
 			tail = &f->next;
@@ -414,8 +415,8 @@ static void fail_where(struct proxy *px, bool by_node, uint64_t node,
 	}
 	pthread_mutex_unlock(&px->mu);
 	while (list) {
-		struct fwd *n = list->next;
-		fwd_again(px, list, o, why);
+		struct px_fwd *n = list->next;
+		px_fwd_again(px, list, o, why);
 		list = n;
 	}
 }
