@@ -1033,7 +1033,6 @@ static int net_send(struct cli_chat *ch)
 		pthread_mutex_unlock(&ch->mu);
 		return 1;
 	}
-	cli_outbox_failed(&ch->ob, no, r);
 	const struct cli_ob_entry *fe = cli_outbox_find_id(&ch->ob, id);
 	char excerpt[48] = "";
 	char *fline = NULL;
@@ -1044,11 +1043,17 @@ static int net_send(struct cli_chat *ch)
 			fline = fmt_own(ch, fe, NULL, "  [not sent]");
 	}
 	pthread_mutex_unlock(&ch->mu);
+	/* as for a sent line: shown before the entry stops counting as
+	 * unsent, so a script's end of input (quit_when_sent) never leaves
+	 * before its "not sent" line is out */
 	if (fline)
 		show_push(ch, SHOW_OWN_FINAL, no, 0, fline);
 	char msg[768];
 	cli_explain(r, parley_client_failure(ch->c), ch->t, msg, sizeof msg);
 	show_f(ch, "* not sent to %s: %s: \"%s\"", peer, msg, excerpt);
+	pthread_mutex_lock(&ch->mu);
+	cli_outbox_failed(&ch->ob, no, r);
+	pthread_mutex_unlock(&ch->mu);
 	show_push(ch, SHOW_STATUS, 0, 0, NULL);
 	return 1;
 }
