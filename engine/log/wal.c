@@ -1817,8 +1817,11 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		 * written: else a shorter new batch over their start would
 		 * leave the rest to read as records out of order (corruption)
 		 * once later batches follow. A crash while zeroing leaves the
-		 * same log end and less of them: the next open zeroes again. */
-		if (!rc && !keep && last_so.junk_end > tail) {
+		 * same log end and less of them: the next open zeroes again.
+		 * Not when acknowledged records are missing (lost): what lies
+		 * past the log's end may be theirs, the evidence an operator
+		 * restores from; new batches go on over it as before. */
+		if (!rc && !lost && last_so.junk_end > tail) {
 			static const uint8_t zeros[1u << 16];
 			PLOG_I("wal", "records past the log's end (never "
 			       "acknowledged) zeroed", "dir=%s file=wal-%016"
@@ -2247,6 +2250,10 @@ void wal_set_ring(struct wal *w, struct pio_ring *ring)
 bool wal_busy(struct wal *w)
 {
 	if (w->fl_n >= WAL_FLIGHT_MAX)
+		return true;
+	/* behind a big batch, wait: group commit (WAL_PIPE_MAX_RECS) */
+	if (w->fl_n > w->fl_noted &&
+	    flight_at(w, w->fl_n - 1)->b->nrec > WAL_PIPE_MAX_RECS)
 		return true;
 	if (!w->roll_pending || w->failed)
 		return false;

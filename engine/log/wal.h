@@ -142,6 +142,14 @@
  * next one's write + fdatasync is already submitted (wal_submit), so an
  * append arriving during N's sync waits for one sync, not two. */
 #define WAL_FLIGHT_MAX 2u
+/* ... but only behind a batch of at most this many records. At low load
+ * (a SEND arriving while the previous SEND's few fan-out records sync)
+ * the second batch saves a sync of waiting; under load the batches are
+ * bigger, and two fdatasyncs of one device at once mostly queue behind
+ * each other: a second batch in flight then only splits the group commit
+ * into more, slower syncs (50 connections: fewer SENDs/s; bench/
+ * RESULTS.md, "Two WAL batches in flight"). */
+#define WAL_PIPE_MAX_RECS 8u
 #define WAL_MAX_BODY (4u << 20)    /* one record's body */
 #define WAL_MIN_SEGMENT (16u << 20)
 #define WAL_DEFAULT_SEGMENT (64u << 20)
@@ -306,7 +314,8 @@ bool wal_has_open(const struct wal *w);     /* open batch has records */
 uint32_t wal_open_room(const struct wal *w);
 #define WAL_REC_SPACE(len) ((((uint64_t)WAL_REC_HDR + (len)) + 7u) & ~7ull)
 bool wal_in_flight(const struct wal *w);    /* a batch awaits its sync */
-/* No wal_submit now: WAL_FLIGHT_MAX batches are in flight, a roll waits
+/* No wal_submit now: WAL_FLIGHT_MAX batches are in flight (or one of more
+ * than WAL_PIPE_MAX_RECS records is), a roll waits
  * for the batch sealing the active segment to be durable, or a roll waits
  * for the segment the prep thread is still preparing (then the ring is
  * woken when it is ready; a true return makes sure it will be). */

@@ -10,7 +10,10 @@
  * place; a damaged mark is corruption, a missing one only a warning; a
  * damaged last record is never written over, so restoring it repairs; a
  * damaged segment header dooms a single node's shard (path and offset in
- * the error) and is handed over for repair when replicated.
+ * the error) and is handed over for repair when replicated; with two
+ * batches in flight, completions count durable in order, and a torn batch
+ * followed by the batch submitted behind it drops both (no corruption),
+ * while the same damage before a batch that was not is corruption.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -1447,5 +1450,38 @@ Test(wal, damage_before_a_batch_not_pipelined_is_corruption)
 	flip_bit(PW_SEG, 4 * WAL_BLOCK + WAL_REC_HDR + 100, 3);
 	w = pw_open(&s);
 	cr_assert_gt(s.corrupt, 0, "damage under a later, durable batch");
+	wal_close(w);
+}
+
+/* Group commit under load: behind a batch of more than WAL_PIPE_MAX_RECS
+ * records the next one waits for it (wal_busy); behind a small one it may
+ * go at once; never more than WAL_FLIGHT_MAX. */
+Test(wal, second_batch_goes_only_behind_a_small_one)
+{
+	pw_mkdir();
+	struct pw_seen s;
+	struct wal *w = pw_open(&s);
+	struct pio_ring *ring;
+	cr_assert_eq(io->ops->ring_new(io, 16, &ring), 0);
+	wal_set_ring(w, ring);
+	struct pio_cqe cq[8];
+	pw_fill(w, 1, WAL_PIPE_MAX_RECS + 1, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(wal_busy(w), "behind a big batch");
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 2)), 1);
+	cr_assert(!wal_busy(w));
+	pw_fill(w, 20, WAL_PIPE_MAX_RECS, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(!wal_busy(w), "behind a small batch");
+	pw_fill(w, 40, 1, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(wal_busy(w), "WAL_FLIGHT_MAX in flight");
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 4)), 2);
+	cr_assert(!wal_busy(w) && !wal_in_flight(w));
+	wal_close(w);
+	io->ops->ring_free(ring);
+	w = pw_open(&s);
+	cr_assert_eq(s.corrupt, 0);
+	cr_assert_eq(s.n, (int)(2 * WAL_PIPE_MAX_RECS + 2));
 	wal_close(w);
 }
