@@ -1293,15 +1293,6 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	return 0;
 }
 
-/* Asks the prep thread for the segment after the active one. */
-static void next_request(struct wal *w)
-{
-	pthread_mutex_lock(&w->spare_mu);
-	w->next_want = w->seg_seq + 1;
-	pthread_cond_signal(&w->spare_cv);
-	pthread_mutex_unlock(&w->spare_mu);
-}
-
 /* ---- open / recovery ------------------------------------------------------- */
 
 struct seg_list {
@@ -1878,9 +1869,16 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 		uint64_t seq = w->next_want;
 		int err = w->next_err;
 		if (f) {
+			/* taken, and the next one asked for, in one step: a
+			 * prep round between the two would see next_want
+			 * with no prepared file and prepare this seq again
+			 * (a spare renamed over the segment made active
+			 * here, which then wrote to an unlinked file) */
 			w->next_f = NULL;
 			atomic_store(&w->next_ready, false);
 			w->roll_wait = false;
+			w->next_want = seq + 1;
+			pthread_cond_signal(&w->spare_cv);
 		} else if (!err) {
 			w->roll_wait = true;
 			pthread_cond_signal(&w->spare_cv);
@@ -1894,7 +1892,6 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 			return -EAGAIN;
 		PARLEY_ASSERT(seq == w->seg_seq + 1);
 		seg_swap(w, seq, f);
-		next_request(w);
 	}
 	struct wal_buf *b = w->open;
 	/* Seal the segment in this batch when the next one might not fit. */
