@@ -56,6 +56,7 @@
 #include "parley_proto.h"
 #include "presence.h"
 #include "ratelimit.h"
+#include "route.h"
 
 static void on_engine_fatal(void *arg, int err)
 {
@@ -864,11 +865,15 @@ struct loop_thread {
 	pthread_t thr;
 };
 
-/* ERROR NOTLEADER's leader hint (conn_leader_hint_install). */
-static uint64_t leader_hint(void *arg, char *plain, char *tls, size_t cap)
+/* ERROR NOTLEADER's leader hint (conn_leader_hint_install): the leader
+ * of the partition refused (route.h) and its client addresses. */
+static uint64_t leader_hint(void *arg, uint32_t partition, uint64_t leader,
+			    char *plain, char *tls, size_t cap)
 {
 	struct srv *s = arg;
-	return peer_node_leader_hint(s->peer, s->engine, plain, tls, cap);
+	uint64_t to = route_refusal_leader(s->engine, partition, leader,
+					   peer_node_id(s->peer));
+	return peer_node_leader_hint(s->peer, to, plain, tls, cap);
 }
 
 static int run(const struct opts *o, struct srv *s)

@@ -1930,20 +1930,18 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 	return m;
 }
 
-uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap)
 {
 	plain[0] = tls[0] = '\0';
-	struct pe_raft_status st;
-	if (!e || pe_raft_status(e, 0, &st) || !st.leader ||
-	    st.leader == n->cfg.node_id)
+	if (!leader || leader == n->cfg.node_id)
 		return 0;
 	struct peer_link_stats ls;
-	if (peer_link_stats(n->peer, st.leader, &ls) == 0) {
+	if (peer_link_stats(n->peer, leader, &ls) == 0) {
 		info_get(ls.info, "client", plain, cap);
 		info_get(ls.info, "tls", tls, cap);
 	}
 	if (!plain[0] && !tls[0]) /* no INFO yet: its members record */
-		(void)peer_node_recorded_addr(n, st.leader, "client", plain, cap);
-	return st.leader;
+		(void)peer_node_recorded_addr(n, leader, "client", plain, cap);
+	return leader;
 }

@@ -278,14 +278,13 @@ uint64_t peer_node_cluster_id(const struct peer_node *n);
  * Any thread. */
 uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 			 uint32_t cap);
-/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
- * partition 0 as this node knows it (every partition follows it,
- * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
- * plain / tls (cap bytes each, "" = unknown; a node added at run time
- * whose INFO did not arrive gets the plain client address its members
- * record gives). Returns the leader's id, 0 when none is known or it is
- * this node. Any thread (e: the open engine). */
-uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): node `leader` (the
+ * leader of the partition refused, as route.h finds it) and its
+ * advertised client addresses, copied into plain / tls (cap bytes each,
+ * "" = unknown; a node added at run time whose INFO did not arrive gets
+ * the plain client address its members record gives). Returns `leader`,
+ * or 0 when it is 0 or this node. Any thread. */
+uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

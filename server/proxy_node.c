@@ -3,7 +3,8 @@
  * proxy's I/O on a cluster node. Frames travel as peer application
  * frames through the node thread (peer_node_send_app, hooks of
  * peer_node_set_app); the leader to forward to is the one ERROR
- * NOTLEADER names (peer_node_leader_hint); a reply to a client is posted
+ * NOTLEADER names (conn.c picks it: the leader of the partition refused,
+ * route.h); a reply to a client is posted
  * to its connection's loop as an LM_FRAME that ends the request; a
  * request from another node is posted to a loop (chosen by user, so one
  * user's forwarded requests run in order on one loop) as an LM_FWD,
@@ -37,15 +38,6 @@ static int io_send(void *arg, uint64_t to, uint8_t type, const void *a,
 {
 	(void)arg;
 	return peer_node_send_app(the_node, to, type, a, alen, b, blen);
-}
-
-static uint64_t io_target(void *arg)
-{
-	struct srv *s = arg;
-	char plain[PEER_NODE_ADDR_MAX], tls[PEER_NODE_ADDR_MAX];
-	struct pe_engine *e = s->engine;
-	return e ? peer_node_leader_hint(the_node, e, plain, tls, sizeof plain)
-		 : 0;
 }
 
 static bool io_link_up(void *arg, uint64_t node)
@@ -114,7 +106,7 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 		       const struct proxy_config *cfg)
 {
 	the_node = pn;
-	struct proxy_io io = {.send = io_send, .target = io_target,
+	struct proxy_io io = {.send = io_send,
 			      .link_up = io_link_up, .reply = io_reply,
 			      .serve = io_serve, .arg = s};
 	int rc = proxy_new(cfg, &io, &s->proxy);
