@@ -1039,6 +1039,9 @@ static int run(const struct opts *o, struct srv *s)
 		if (pn && !strcmp(o->leader_placement, "spread"))
 			chat_set_forward(s->chat, peer_node_forward,
 					 peer_node_forward_delete, pn);
+		/* large groups' live EVENTs reach members on every node */
+		if (pn && s->proxy)
+			proxy_node_live(s->chat, true);
 	}
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
@@ -1066,6 +1069,8 @@ static int run(const struct opts *o, struct srv *s)
 		admin_stop(adm);
 		chat_retention_stop(s->ret);
 		s->ret = NULL;
+		if (pn && s->proxy)
+			proxy_node_live(s->chat, false);
 		chat_close(s->chat);
 		s->chat = NULL;
 		ratelimit_close(s->rl);
@@ -1150,6 +1155,8 @@ static int run(const struct opts *o, struct srv *s)
 	s->rl = NULL;
 	chat_retention_stop(s->ret); /* before the service it calls */
 	s->ret = NULL;
+	if (pn && s->proxy) /* no LIVE frame posts through it any more */
+		proxy_node_live(s->chat, false);
 	chat_close(s->chat);
 	s->chat = NULL;
 	live_free(s->live); /* after the fan-out thread (chat_close) */
