@@ -129,6 +129,10 @@ struct peer_node {
 	_Atomic uint64_t term_changes, leader_gains;
 	uint64_t seen_gen;                /* pe_raft_status_gen at that scan */
 	bool seen_gen_ok;
+	/* leaderships shed by this node (cfg.rebalance_ms): the status
+	 * generation last seen and since when it has not changed */
+	uint64_t shed_gen, shed_since_ms;
+	_Atomic uint64_t shed_rounds, shed_handed;
 	/* the node this one handed its leadership to before its removal
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
@@ -1353,6 +1357,8 @@ bool peer_node_op_running(struct peer_node *nd, struct peer_node_op *op,
 	return busy;
 }
 
+static void shed_tick(struct peer_node *nd, uint64_t now);
+
 static void *node_main(void *arg)
 {
 	struct peer_node *nd = arg;
@@ -1380,6 +1386,7 @@ static void *node_main(void *arg)
 		if (tick) {
 			(void)pe_raft_tick(nd->e);
 			observe_raft(nd);
+			shed_tick(nd, parley_mono_ns() / 1000000u);
 			if (nd->app.on_tick)
 				nd->app.on_tick(nd->app.arg,
 						parley_mono_ns() / 1000000u);
@@ -1471,6 +1478,113 @@ int peer_node_transfer(struct peer_node *nd, uint32_t part, uint64_t to,
 	return 0;
 }
 
+/* The hand-over a rebalance makes (docs/CLUSTER.md §3.2): the nodes are
+ * partition 0's voters whose link is up (and this one), each leads at
+ * most share = ceil(partitions / nodes); the partitions this node leads
+ * beyond its share go to the least loaded voters below theirs. Fills
+ * want[p] (the target of each partition handed, 0 = kept) and the plan's
+ * nodes and counts after it; asks each transfer (pe_raft_transfer_partition,
+ * non-blocking). Returns how many were handed, or < 0 (this node is no
+ * voter: -PARLEY_EINVAL; with all_led, a partition without a known
+ * leader among the nodes: -PARLEY_EAGAIN, nothing handed). */
+struct rb_plan {
+	uint64_t ids[PE_MAX_VOTERS];
+	uint32_t cnt[PE_MAX_VOTERS], n, self, share;
+};
+
+static int rebalance_plan(struct peer_node *nd, uint64_t *want, bool all_led,
+			  struct rb_plan *pl)
+{
+	struct pe_raft_status s0;
+	int rc = pe_raft_status(nd->e, 0, &s0);
+	if (rc)
+		return rc;
+	memset(pl, 0, sizeof *pl);
+	for (uint32_t i = 0; i < s0.nvoters; i++)
+		if (s0.voters[i] == nd->cfg.node_id ||
+		    fwd_up(nd, s0.voters[i]))
+			pl->ids[pl->n++] = s0.voters[i];
+	if (!conf_has(pl->ids, pl->n, nd->cfg.node_id, NULL))
+		return -PARLEY_EINVAL;
+	uint32_t led = 0;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
+		for (uint32_t k = 0; k < pl->n; k++)
+			if (pl->ids[k] == l) {
+				pl->cnt[k]++;
+				led++;
+			}
+	}
+	if (all_led && led < nd->np)
+		return -PARLEY_EAGAIN;
+	for (uint32_t k = 0; k < pl->n; k++)
+		if (pl->ids[k] == nd->cfg.node_id)
+			pl->self = k;
+	pl->share = (nd->np + pl->n - 1) / pl->n; /* each leads at most this */
+	int handed = 0;
+	uint32_t *cnt = pl->cnt, self = pl->self;
+	for (uint32_t p = 0; p < nd->np && cnt[self] > pl->share; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
+			continue;
+		/* the least loaded voter of p below its share */
+		uint32_t best = pl->n;
+		for (uint32_t k = 0; k < pl->n; k++)
+			if (k != self && cnt[k] < pl->share &&
+			    conf_has(st.voters, st.nvoters, pl->ids[k], NULL) &&
+			    (best == pl->n || cnt[k] < cnt[best]))
+				best = k;
+		if (best == pl->n)
+			break;
+		want[p] = pl->ids[best];
+		cnt[best]++;
+		cnt[self]--;
+		handed++;
+		(void)pe_raft_transfer_partition(nd->e, p, pl->ids[best]);
+	}
+	return handed;
+}
+
+/* Spread placement, node thread, every tick: once no role or term changed
+ * for cfg.rebalance_ms (leadership settled after a failover, an election
+ * or a hand-over), a node that leads more than its share hands the excess
+ * over, then waits a quiet period again (a transfer changes the
+ * generation: its effect is seen before the next round). Hysteresis:
+ * only a node above its share hands, only to nodes below theirs, so two
+ * nodes never trade a partition back and forth; a partition without a
+ * known leader (an election) holds every round back. */
+static void shed_tick(struct peer_node *nd, uint64_t now)
+{
+	if (!nd->cfg.leader_spread || !nd->cfg.rebalance_ms || !nd->e)
+		return;
+	uint64_t gen = pe_raft_status_gen(nd->e);
+	if (gen != nd->shed_gen || !nd->shed_since_ms) {
+		nd->shed_gen = gen;
+		nd->shed_since_ms = now;
+		return;
+	}
+	if (now - nd->shed_since_ms < nd->cfg.rebalance_ms)
+		return;
+	nd->shed_since_ms = now; /* one round per quiet period */
+	uint64_t *want = calloc(nd->np, sizeof *want);
+	if (!want)
+		return;
+	struct rb_plan pl;
+	int handed = rebalance_plan(nd, want, true, &pl);
+	free(want);
+	if (handed > 0) {
+		atomic_fetch_add_explicit(&nd->shed_rounds, 1,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&nd->shed_handed, (uint64_t)handed,
+					  memory_order_relaxed);
+		PLOG_I("cluster", "leaderships over this node's share handed over",
+		       "handed=%d share=%u nodes=%u", handed, pl.share, pl.n);
+	}
+}
+
 int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
 			size_t cap)
 {
@@ -1478,58 +1592,20 @@ int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
 		snprintf(msg, cap, "not started\n");
 		return -PARLEY_EAGAIN;
 	}
-	/* the nodes: partition 0's voters whose link is up (and this one) */
-	struct pe_raft_status s0;
-	int rc = pe_raft_status(nd->e, 0, &s0);
-	if (rc)
-		return rc;
-	uint64_t ids[PE_MAX_VOTERS];
-	uint32_t cnt[PE_MAX_VOTERS] = {0}, n = 0;
-	for (uint32_t i = 0; i < s0.nvoters; i++)
-		if (s0.voters[i] == nd->cfg.node_id ||
-		    fwd_up(nd, s0.voters[i]))
-			ids[n++] = s0.voters[i];
-	if (!conf_has(ids, n, nd->cfg.node_id, NULL)) {
-		snprintf(msg, cap, "this node is no voter\n");
-		return -PARLEY_EINVAL;
-	}
 	uint64_t *want = calloc(nd->np, sizeof *want);
 	if (!want)
 		return -PARLEY_ENOMEM;
-	uint32_t self = 0;
-	for (uint32_t p = 0; p < nd->np; p++) {
-		struct pe_raft_status st;
-		if (pe_raft_status(nd->e, p, &st))
-			continue;
-		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
-		for (uint32_t k = 0; k < n; k++)
-			if (ids[k] == l)
-				cnt[k]++;
+	struct rb_plan pl;
+	int hrc = rebalance_plan(nd, want, false, &pl);
+	if (hrc < 0) {
+		free(want);
+		if (hrc == -PARLEY_EINVAL)
+			snprintf(msg, cap, "this node is no voter\n");
+		return hrc;
 	}
-	for (uint32_t k = 0; k < n; k++)
-		if (ids[k] == nd->cfg.node_id)
-			self = k;
-	uint32_t share = (nd->np + n - 1) / n; /* each leads at most this */
-	uint32_t handed = 0;
-	for (uint32_t p = 0; p < nd->np && cnt[self] > share; p++) {
-		struct pe_raft_status st;
-		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
-			continue;
-		/* the least loaded voter of p below its share */
-		uint32_t best = n;
-		for (uint32_t k = 0; k < n; k++)
-			if (k != self && cnt[k] < share &&
-			    conf_has(st.voters, st.nvoters, ids[k], NULL) &&
-			    (best == n || cnt[k] < cnt[best]))
-				best = k;
-		if (best == n)
-			break;
-		want[p] = ids[best];
-		cnt[best]++;
-		cnt[self]--;
-		handed++;
-		(void)pe_raft_transfer_partition(nd->e, p, ids[best]);
-	}
+	uint32_t handed = (uint32_t)hrc, share = pl.share, n = pl.n;
+	const uint64_t *ids = pl.ids;
+	const uint32_t *cnt = pl.cnt;
 	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
 	uint32_t left = handed ? xfer_wait(nd, want, deadline) : 0;
 	free(want);
@@ -1828,10 +1904,20 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		"# HELP parley_raft_groups_quiesced Partition groups on this "
 		"node that are quiesced (idle: no heartbeats, no ticks).\n"
 		"# TYPE parley_raft_groups_quiesced gauge\n"
-		"parley_raft_groups_quiesced %" PRIu64 "\n",
+		"parley_raft_groups_quiesced %" PRIu64 "\n"
+		"# HELP parley_leader_shed_rounds_total Times this node handed "
+		"leaderships over its share by itself (leader_rebalance_ms).\n"
+		"# TYPE parley_leader_shed_rounds_total counter\n"
+		"parley_leader_shed_rounds_total %" PRIu64 "\n"
+		"# HELP parley_leader_shed_partitions_total Partition "
+		"hand-overs those rounds asked for.\n"
+		"# TYPE parley_leader_shed_partitions_total counter\n"
+		"parley_leader_shed_partitions_total %" PRIu64 "\n",
 		atomic_load_explicit(&n->term_changes, memory_order_relaxed),
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
-		peer_node_outbox_drops(n), quiet);
+		peer_node_outbox_drops(n), quiet,
+		atomic_load_explicit(&n->shed_rounds, memory_order_relaxed),
+		atomic_load_explicit(&n->shed_handed, memory_order_relaxed));
 	size_t m = k > 0 ? (size_t)k : 0;
 	struct fwd_stats fs;
 	fwd_get_stats(n->fwd, &fs);

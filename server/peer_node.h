@@ -85,6 +85,13 @@ struct peer_node_config {
 	 * no hand-over, each group keeps the leader it elected (writes to a
 	 * partition led elsewhere are forwarded: peer_node_forward). */
 	bool leader_spread;
+	/* With leader_spread: once no partition's role or term changed
+	 * for this long (ms), a node leading more than its share of the
+	 * partitions hands the excess to the least loaded nodes by itself
+	 * (as peer_node_rebalance does; after a failover, after a node came
+	 * back); then it waits as long again. 0 = never (config key
+	 * leader_rebalance_ms). */
+	uint32_t rebalance_ms;
 };
 
 struct peer_node;

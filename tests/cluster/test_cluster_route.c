@@ -4,6 +4,8 @@
  * §3.2, §3.3): three parleyd processes on loopback, 8 partitions,
  * `--leader-placement spread`, leaderships placed by the test with POST
  * /cluster/transfer so that three different nodes matter:
+ *   (the automatic hand-over is off: --leader-rebalance-ms 0, so the
+ *   placement stays)
  *   - node1 leads partition 0; node3 leads the partition of the 1:1
  *     conversation alice-bob (P, != 0) and of erin's presence record
  *     (p/erin, Q != 0); node2 leads neither;
@@ -109,7 +111,8 @@ int main(void)
 			k++;
 		const char *x[] = {"--leader-placement", "spread",
 				   "--group-read-fanout-min", "3",
-				   "--presence-last-seen-write-ms", "1000", NULL};
+				   "--presence-last-seen-write-ms", "1000",
+				   "--leader-rebalance-ms", "0", NULL};
 		for (int j = 0; x[j]; j++)
 			srv[i].extra[k++] = x[j];
 		srv[i].extra[k] = NULL;
