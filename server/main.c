@@ -261,7 +261,7 @@ static const struct key KEYS[] = {
 	KU(raft_quiesce_ticks, "10", "cluster: idle ticks before a partition's group stops heartbeating (quiesces; 0 = never, else 2..1000)"),
 	KL(raft_log_keep_bytes, "0", "cluster: applied log bytes a leader keeps per partition for lagging followers before they need a snapshot (0 = 4 MiB)"),
 	KL(snapshot_rate_bytes, "0", "cluster: bandwidth for sending snapshots to lagging followers, bytes/s over all partitions (0 = unlimited, else >= 65536)"),
-	KS(leader_placement, "follow0", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
+	KS(leader_placement, "spread", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
 	KU(leader_rebalance_ms, "5000", "cluster, spread placement: once no partition changed leader or term for this long, a node leading more than its share of the partitions hands the excess to the least loaded nodes (after a failover, after a node returned); 0 = never (run parleyctl cluster rebalance), else 500..600000"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),

@@ -312,6 +312,30 @@ static void observe_raft(struct peer_node *nd)
 
 static uint64_t now_ms(void);
 
+/* XFER (u32 partition | u64 to) from node `from`: a node running a
+ * membership change under spread placement needs to lead the partition
+ * to propose it (conf_all); this node, if it leads it, hands it over
+ * (pe_raft_transfer_partition: once the target holds the log; the asker
+ * repeats). Anything else is ignored: the asker times out. */
+static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
+		     uint32_t *at);
+
+static void xfer_on_frame(struct peer_node *nd, uint64_t from,
+			  const uint8_t *p, uint32_t n)
+{
+	if (n != 12 || !nd->e)
+		return;
+	uint32_t part = le_get32(p);
+	uint64_t to = le_get64(p + 4);
+	struct pe_raft_status st;
+	if (to != from || part >= nd->np || pe_raft_status(nd->e, part, &st) ||
+	    st.role != PE_LEADER || !conf_has(st.voters, st.nvoters, to, NULL))
+		return;
+	PLOG_I("cluster", "partition handed over for a membership change",
+	       "partition=%u to=%" PRIu64, part, to);
+	(void)pe_raft_transfer_partition(nd->e, part, to);
+}
+
 /* Application frames: forwarded appends (peer_fwd.h) to the forwarder,
  * the others (forwarded client requests) to the installed app. */
 static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
@@ -320,6 +344,8 @@ static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
 	struct peer_node *nd = arg;
 	if (type == PEER_FRAME_APPEND_REQ || type == PEER_FRAME_APPEND_RES)
 		fwd_on_frame(nd->fwd, from, type, p, n, now_ms());
+	else if (type == PEER_FRAME_XFER)
+		xfer_on_frame(nd, from, p, n);
 	else if (nd->app.on_frame)
 		nd->app.on_frame(nd->app.arg, from, type, p, n);
 }
@@ -845,9 +871,12 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 /* One change on every partition; EAGAIN (a change pending, a new term)
  * is retried until the deadline. `skip` says when a partition needs no
  * change (already done). */
+#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
+
 static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 		    uint64_t deadline_ns, char *msg, size_t cap)
 {
+	uint64_t next_ask = 0;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		for (;;) {
 			struct pe_raft_status st;
@@ -873,6 +902,21 @@ static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 			}
 			if (rc != -PARLEY_EAGAIN && rc != -PARLEY_ENOTLEADER)
 				return rc;
+			/* spread placement: another node leads p; ask it to
+			 * hand p to this node (XFER), again every
+			 * XFER_ASK_MS until it did */
+			uint64_t now = parley_mono_ns();
+			uint64_t ldr = r.leader ? r.leader : st.leader;
+			if (rc == -PARLEY_ENOTLEADER && nd->cfg.leader_spread &&
+			    ldr && ldr != nd->cfg.node_id && now >= next_ask) {
+				uint8_t x[12];
+				le_put32(x, p);
+				le_put64(x + 4, nd->cfg.node_id);
+				(void)peer_node_send_app(nd, ldr,
+							 PEER_FRAME_XFER, x,
+							 sizeof x, NULL, 0);
+				next_ask = now + XFER_ASK_MS * 1000000ull;
+			}
 			if (atomic_load(&nd->op_cancel)) {
 				snprintf(msg, cap, "the node is stopping: "
 					 "repeat the command\n");
@@ -1401,7 +1445,6 @@ static void *node_main(void *arg)
 
 /* ---- leader placement: transfer and rebalance (docs/CLUSTER.md §3.2) ------------- */
 
-#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
 
 /* Waits until none of the partitions in want[] is led by this node any
  * more (asking again every XFER_ASK_MS), or the deadline. Returns how
@@ -1569,6 +1612,11 @@ static void shed_tick(struct peer_node *nd, uint64_t now)
 	if (now - nd->shed_since_ms < nd->cfg.rebalance_ms)
 		return;
 	nd->shed_since_ms = now; /* one round per quiet period */
+	pthread_mutex_lock(&nd->op_mu);
+	bool op = nd->op_busy; /* a membership change gathers leaderships */
+	pthread_mutex_unlock(&nd->op_mu);
+	if (op)
+		return;
 	uint64_t *want = calloc(nd->np, sizeof *want);
 	if (!want)
 		return;
