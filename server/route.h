@@ -23,7 +23,12 @@
  *   1. A note lives on one thread and names a refusal of the request
  *      being answered there: whoever notes around a callback clears after
  *      it (route_clear), and a connection clears before it runs a new
- *      request, so a stale note never routes another request.
+ *      request (a loop thread). A check that refuses without its refusal
+ *      becoming an answer (a leader check made for another purpose on an
+ *      engine thread) leaves its note until the next clear there; a
+ *      NOTLEADER answered on that thread meanwhile, without a note of its
+ *      own, is routed to that partition's leader, which answers
+ *      NOTLEADER naming the right one: a wrong hop, never a wrong answer.
  *   2. Taking a note consumes it (one NOTLEADER, one note).
  *
  * Threads: route_partition_leader any thread (published state, never
