@@ -873,6 +873,25 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
  * change (already done). */
 #define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
 
+/* Spread placement: another node (`leader`) leads partition p, which a
+ * membership change needs to lead here; ask it to hand p to this node
+ * (XFER), at most once per XFER_ASK_MS per *next_ask (the caller's
+ * clock, shared by its partitions' asks in one pass). */
+static bool xfer_ask(struct peer_node *nd, uint32_t p, uint64_t leader,
+		     const uint64_t *next_ask)
+{
+	uint64_t now = parley_mono_ns();
+	if (!nd->cfg.leader_spread || !leader || leader == nd->cfg.node_id ||
+	    now < *next_ask)
+		return false;
+	uint8_t x[12];
+	le_put32(x, p);
+	le_put64(x + 4, nd->cfg.node_id);
+	(void)peer_node_send_app(nd, leader, PEER_FRAME_XFER, x, sizeof x,
+				 NULL, 0);
+	return true;
+}
+
 static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 		    uint64_t deadline_ns, char *msg, size_t cap)
 {
@@ -902,21 +921,11 @@ static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 			}
 			if (rc != -PARLEY_EAGAIN && rc != -PARLEY_ENOTLEADER)
 				return rc;
-			/* spread placement: another node leads p; ask it to
-			 * hand p to this node (XFER), again every
-			 * XFER_ASK_MS until it did */
-			uint64_t now = parley_mono_ns();
-			uint64_t ldr = r.leader ? r.leader : st.leader;
-			if (rc == -PARLEY_ENOTLEADER && nd->cfg.leader_spread &&
-			    ldr && ldr != nd->cfg.node_id && now >= next_ask) {
-				uint8_t x[12];
-				le_put32(x, p);
-				le_put64(x + 4, nd->cfg.node_id);
-				(void)peer_node_send_app(nd, ldr,
-							 PEER_FRAME_XFER, x,
-							 sizeof x, NULL, 0);
-				next_ask = now + XFER_ASK_MS * 1000000ull;
-			}
+			if (rc == -PARLEY_ENOTLEADER &&
+			    xfer_ask(nd, p, r.leader ? r.leader : st.leader,
+				     &next_ask))
+				next_ask = parley_mono_ns() +
+					   XFER_ASK_MS * 1000000ull;
 			if (atomic_load(&nd->op_cancel)) {
 				snprintf(msg, cap, "the node is stopping: "
 					 "repeat the command\n");
@@ -1176,8 +1185,10 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 	}
 	uint64_t end = parley_mono_ns() +
 		       (uint64_t)PEER_NODE_HEALTH_WAIT_MS * 1000000ull;
+	uint64_t next_ask = 0;
 	for (;;) {
 		uint32_t pending = 0;
+		uint64_t ask_round = next_ask;
 		bool moving = false; /* the first failure: not led here now */
 		char why[256] = "";
 		for (uint32_t p = 0; p < nd->np; p++) {
@@ -1189,8 +1200,12 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 				ok[p] = true; /* not a voter: no quorum changes */
 				continue;
 			}
-			if (pe_raft_status(nd->e, p, &st) ||
-			    st.role != PE_LEADER) {
+			int src = pe_raft_status(nd->e, p, &st);
+			if (src || st.role != PE_LEADER) {
+				/* spread placement: ask its leader for it */
+				if (!src && st.leader)
+					(void)xfer_ask(nd, p, st.leader,
+						       &next_ask);
 				if (!pending++) {
 					moving = true;
 					snprintf(why, sizeof why, "partition %u "
@@ -1230,6 +1245,8 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 		}
 		if (!pending)
 			break;
+		if (parley_mono_ns() >= ask_round) /* this pass asked */
+			next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
 		if (atomic_load(&nd->op_cancel)) {
 			snprintf(msg, cap, "the node is stopping: repeat the "
 				 "command\n");
