@@ -87,6 +87,10 @@ struct mrec {
 	char client[PEER_NODE_ADDR_MAX], admin[PEER_NODE_ADDR_MAX];
 };
 #define MREC_MAX (2u * PEER_NODE_MAX_PEERS) /* beyond: the oldest goes */
+/* Removals (members records) waiting until the node is in no partition's
+ * configuration on this node before its link goes; beyond, a removal
+ * closes the link at once (as before the wait existed). */
+#define RM_WAIT_MAX 32u
 
 struct peer_node {
 	struct peer_node_config cfg;
@@ -95,6 +99,10 @@ struct peer_node {
 	size_t aqueued;                   /* under mu */
 	struct mrec mrecs[MREC_MAX];      /* under mu */
 	uint32_t nmrecs;
+	uint64_t rm_wait[RM_WAIT_MAX];    /* under mu: removed nodes whose
+					     links go once no partition's
+					     configuration holds them */
+	uint32_t nrm_wait;
 	/* the membership operation (peer_node_op_start), under op_mu */
 	pthread_mutex_t op_mu;
 	pthread_t op_thr;
@@ -754,6 +762,69 @@ bool peer_node_recorded_addr(struct peer_node *nd, uint64_t id,
 	return out[0] != '\0';
 }
 
+static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
+		     uint32_t *at);
+
+/* A removal record applied: the node's link goes once no partition's
+ * configuration on this node holds it (rm_wait_check, node thread). A
+ * forced removal writes its record first, while the node still votes
+ * (peer_node_remove_node), and the configuration changes that follow
+ * need its answers: closing its link at the record would leave them
+ * uncommitted. With the usual order (record last) it is in no
+ * configuration any more and goes at the next check. */
+static void rm_wait_add(struct peer_node *nd, uint64_t id)
+{
+	pthread_mutex_lock(&nd->mu);
+	bool queued = false, full = nd->nrm_wait == RM_WAIT_MAX;
+	for (uint32_t i = 0; i < nd->nrm_wait; i++)
+		queued |= nd->rm_wait[i] == id;
+	if (!queued && !full)
+		nd->rm_wait[nd->nrm_wait++] = id;
+	pthread_mutex_unlock(&nd->mu);
+	if (full && !queued)
+		(void)peer_node_remove_peer(nd, id);
+}
+
+/* Whether any partition's configuration on this node holds id (as a
+ * voter or a learner). pe_raft_status never blocks. */
+static bool in_any_conf(struct peer_node *nd, uint64_t id)
+{
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		if (conf_has(st.voters, st.nvoters, id, NULL) ||
+		    conf_has(st.learners, st.nlearners, id, NULL))
+			return true;
+	}
+	return false;
+}
+
+/* Node thread, every tick: the removed nodes no configuration holds any
+ * more lose their links (peer_node_remove_peer). */
+static void rm_wait_check(struct peer_node *nd)
+{
+	if (!nd->e)
+		return;
+	pthread_mutex_lock(&nd->mu);
+	uint64_t ids[RM_WAIT_MAX];
+	uint32_t n = nd->nrm_wait;
+	memcpy(ids, nd->rm_wait, n * sizeof ids[0]);
+	pthread_mutex_unlock(&nd->mu);
+	for (uint32_t i = 0; i < n; i++) {
+		if (in_any_conf(nd, ids[i]))
+			continue;
+		(void)peer_node_remove_peer(nd, ids[i]);
+		pthread_mutex_lock(&nd->mu);
+		for (uint32_t k = 0; k < nd->nrm_wait; k++)
+			if (nd->rm_wait[k] == ids[i]) {
+				nd->rm_wait[k] = nd->rm_wait[--nd->nrm_wait];
+				break;
+			}
+		pthread_mutex_unlock(&nd->mu);
+	}
+}
+
 static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 {
 	char rec[512];
@@ -777,7 +848,7 @@ static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 			PLOG_W("cluster", "this node was removed from the "
 			       "cluster; its groups stop", "node=%" PRIu64, id);
 		else
-			(void)peer_node_remove_peer(nd, id);
+			rm_wait_add(nd, id);
 		mrec_put(nd, id, NULL, NULL);
 	}
 }
@@ -1299,12 +1370,28 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 		       "node=%" PRIu64, id);
 	if (id == nd->cfg.node_id)
 		return hand_over(nd, deadline, msg, cap);
+	char rec[64];
+	snprintf(rec, sizeof rec, "remove %" PRIu64, id);
+	if (force) {
+		/* Forced, the removal may leave a voter set that cannot
+		 * commit (a dead voter among two): the members record would
+		 * then never be written after it. So it goes first, while the
+		 * node still votes; every node keeps its link until no
+		 * partition holds it (rm_wait_add), so the configuration
+		 * changes below still get its answers. One command finishes
+		 * the removal. */
+		rc = members_append(nd, 'R', id, rec);
+		if (rc) {
+			snprintf(msg, cap, "members record not written (%s): "
+				 "nothing changed; repeat the command\n",
+				 parley_errname(rc));
+			return rc;
+		}
+	}
 	rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
 	if (rc)
 		return rc;
-	char rec[64];
-	snprintf(rec, sizeof rec, "remove %" PRIu64, id);
-	rc = members_append(nd, 'R', id, rec);
+	rc = force ? 0 : members_append(nd, 'R', id, rec);
 	if (rc) {
 		snprintf(msg, cap, "removed from every partition; members "
 			 "record not written (%s): repeat the command\n",
@@ -1448,6 +1535,7 @@ static void *node_main(void *arg)
 			(void)pe_raft_tick(nd->e);
 			observe_raft(nd);
 			shed_tick(nd, parley_mono_ns() / 1000000u);
+			rm_wait_check(nd);
 			if (nd->app.on_tick)
 				nd->app.on_tick(nd->app.arg,
 						parley_mono_ns() / 1000000u);

@@ -130,7 +130,11 @@ int peer_node_remove_peer(struct peer_node *n, uint64_t id);
  * are a quorum of the new configuration (peer_node_removal_safe; sampled
  * for up to PEER_NODE_HEALTH_WAIT_MS, -PARLEY_EPERM naming the unhealthy
  * voters when not; `force` skips it), then removes it from every
- * partition and writes its removal (every node forgets it); asked to
+ * partition and writes its removal (forced: the removal is written
+ * first, while the node still votes, so that a removal leaving a voter
+ * set that cannot commit still finishes in one call; every node forgets
+ * a removed node, closing its link, once no partition's configuration
+ * there holds it); asked to
  * remove this node itself, it hands the leadership of every partition to
  * another current voter and answers -PARLEY_ENOTLEADER naming it (the
  * caller repeats the command there; docs/CLUSTER.md §3.7), or
