@@ -10,10 +10,13 @@
  * place; a damaged mark is corruption, a missing one only a warning; a
  * damaged last record is never written over, so restoring it repairs; a
  * damaged segment header dooms a single node's shard (path and offset in
- * the error) and is handed over for repair when replicated; with two
- * batches in flight, completions count durable in order, and a torn batch
- * followed by the batch submitted behind it drops both (no corruption),
- * while the same damage before a batch that was not is corruption.
+ * the error) and is handed over for repair when replicated; a roll takes
+ * the segment prepared ahead and the prep work never prepares that seq
+ * again (before, it could rename a spare over the segment just made
+ * active); with two batches in flight, completions count durable in
+ * order, and a torn batch followed by the batch submitted behind it drops
+ * both (no corruption), while the same damage before a batch that was not
+ * is corruption.
  */
 #include <errno.h>
 #include <criterion/criterion.h>
