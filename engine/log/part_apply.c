@@ -97,10 +97,10 @@ static int apply_append(struct part *p, const struct cmd *c,
 	struct cmd_entry ce;
 	cmd_entry_iter_init(&it, c);
 	while (cmd_entry_next(&it, &ce)) {
-		struct mentry *m = malloc(sizeof *m + ce.len);
+		struct mentry *m = mentry_alloc(p, ce.len);
 		if (!m) {
 			while (n)
-				free(ms[--n]);
+				mentry_free(p, ms[--n]);
 			return -ENOMEM;
 		}
 		m->type = ce.type;
