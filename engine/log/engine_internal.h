@@ -588,11 +588,17 @@ bool mentry_in_chunk(uint32_t len);
 struct mentry *mentry_alloc(struct part *p, uint32_t len);
 void mentry_free(struct part *p, struct mentry *m);
 struct stream *stream_lookup(struct part *p, const uint8_t *key, uint8_t klen, bool create);
+struct stream *stream_lookup_hashed(struct part *p, const uint8_t *key, uint8_t klen,
+				    uint64_t h, bool create);
 void stream_drop_through(struct part *p, struct stream *s, uint64_t through);
 void part_free_state(struct part *p);
 
 /* log/idem.c */
 struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
+uint64_t idem_hash_key(uint64_t key_hash, const uint8_t *producer);
+void idem_prefetch(const struct part *p, uint64_t h);
+struct idem *idem_find_hashed(struct part *p, const struct stream *s,
+			      const uint8_t *producer, uint64_t h);
 void idem_advance(struct part *p, uint64_t ts);
 void idem_expire(struct part *p);
 int idem_reserve(struct part *p);

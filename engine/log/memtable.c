@@ -233,10 +233,10 @@ static int stream_table_grow(struct part *p)
 	return 0;
 }
 
-struct stream *stream_get(struct part *p, const uint8_t *key,
-				 uint8_t klen, bool create)
+/* stream_get of a key whose parley_hash_key is h. */
+static struct stream *stream_get_hashed(struct part *p, const uint8_t *key,
+					uint8_t klen, uint64_t h, bool create)
 {
-	uint64_t h = parley_hash_key(key, klen);
 	struct stream *s = stream_find(p, key, klen, h);
 	if (s || !create)
 		return s;
@@ -254,6 +254,13 @@ struct stream *stream_get(struct part *p, const uint8_t *key,
 	p->sbuckets[h & (p->nsb - 1)] = s;
 	p->nstreams++;
 	return s;
+}
+
+struct stream *stream_get(struct part *p, const uint8_t *key,
+				 uint8_t klen, bool create)
+{
+	return stream_get_hashed(p, key, klen, parley_hash_key(key, klen),
+				 create);
 }
 
 struct mentry *stream_at(const struct stream *s, uint64_t seq)
@@ -281,7 +288,16 @@ void mentry_to_pe(const struct mentry *m, struct pe_entry *o)
 struct stream *stream_lookup(struct part *p, const uint8_t *key,
 				    uint8_t klen, bool create)
 {
-	struct stream *s = stream_get(p, key, klen, false);
+	return stream_lookup_hashed(p, key, klen, parley_hash_key(key, klen),
+				    create);
+}
+
+/* stream_lookup of a key whose parley_hash_key is h (a caller that needs
+ * the hash for more than the lookup computes it once). */
+struct stream *stream_lookup_hashed(struct part *p, const uint8_t *key,
+				    uint8_t klen, uint64_t h, bool create)
+{
+	struct stream *s = stream_get_hashed(p, key, klen, h, false);
 	if (s)
 		return s;
 	bool found = false;
@@ -313,7 +329,7 @@ struct stream *stream_lookup(struct part *p, const uint8_t *key,
 	}
 	if (!found && !create)
 		return NULL;
-	s = stream_get(p, key, klen, true);
+	s = stream_get_hashed(p, key, klen, h, true);
 	if (!s || !found)
 		return s;
 	s->last_seq = last;
