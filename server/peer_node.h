@@ -85,6 +85,13 @@ struct peer_node_config {
 	 * no hand-over, each group keeps the leader it elected (writes to a
 	 * partition led elsewhere are forwarded: peer_node_forward). */
 	bool leader_spread;
+	/* With leader_spread: once no partition's role or term changed
+	 * for this long (ms), a node leading more than its share of the
+	 * partitions hands the excess to the least loaded nodes by itself
+	 * (as peer_node_rebalance does; after a failover, after a node came
+	 * back); then it waits as long again. 0 = never (config key
+	 * leader_rebalance_ms). */
+	uint32_t rebalance_ms;
 };
 
 struct peer_node;
@@ -278,14 +285,13 @@ uint64_t peer_node_cluster_id(const struct peer_node *n);
  * Any thread. */
 uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 			 uint32_t cap);
-/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
- * partition 0 as this node knows it (every partition follows it,
- * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
- * plain / tls (cap bytes each, "" = unknown; a node added at run time
- * whose INFO did not arrive gets the plain client address its members
- * record gives). Returns the leader's id, 0 when none is known or it is
- * this node. Any thread (e: the open engine). */
-uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): node `leader` (the
+ * leader of the partition refused, as route.h finds it) and its
+ * advertised client addresses, copied into plain / tls (cap bytes each,
+ * "" = unknown; a node added at run time whose INFO did not arrive gets
+ * the plain client address its members record gives). Returns `leader`,
+ * or 0 when it is 0 or this node. Any thread. */
+uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

@@ -193,6 +193,10 @@ int main(void)
 	const char *bin = getenv("PARLEY_BIN_DIR");
 	IT_CHECK(bin, "PARLEY_BIN_DIR not set");
 	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", bin);
+	/* the scenario is one node leading every partition (the operations
+	 * are asked of it, and it leads all 8 while it refuses to remove
+	 * itself): follow0 placement */
+	cluster_follow0 = true;
 	cluster_init("83");
 	for (int i = 0; i < NODES; i++) {
 		it_server_start(&srv[i]);
@@ -223,7 +227,8 @@ int main(void)
 	const char *x[] = {"--node-id", "4", "--cluster-id", "83",
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "8", "--loops", "1", NULL};
+			   "--partitions", "8", "--loops", "1",
+			   "--leader-placement", "follow0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];
 	static struct add_req q;
