@@ -98,6 +98,8 @@ struct raft {
 	bool commit_bcast;          /* the commit advanced: followers that no
 				     * APPEND told yet get one at raft_ready */
 	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
+	uint64_t commit_noack;         /* commit-only APPENDs sent with NOACK */
+	uint64_t noack_unanswered;     /* NOACK APPENDs received, not answered */
 	uint32_t idle_ticks;
 	uint32_t damaged_elapsed; /* leader ticks spent holding a damaged entry */
 	bool quiesced;
@@ -996,10 +998,24 @@ static void flush_commit_bcast(struct raft *r)
 		struct raft_progress *p = &r->pr[i];
 		if (p->id == r->id)
 			continue;
-		if (p->commit_sent >= r->hs.commit)
+		if (p->commit_sent >= r->hs.commit) {
 			r->commit_bcast_skipped++;
-		else
-			send_append(r, p, true);
+			continue;
+		}
+		uint32_t k = r->n_msgs;
+		bool repl = p->state == PR_REPLICATE;
+		send_append(r, p, true);
+		/* only the commit index is new to a follower that holds (or
+		 * is being sent) everything up to `index`: its answer would
+		 * tell nothing the APPENDs of those entries' answers do not
+		 * (raft.h, RAFT_MSGF_NOACK); a probe or one with entries is
+		 * answered as ever */
+		if (repl && r->n_msgs == k + 1 &&
+		    r->msgs[k].type == RAFT_MSG_APPEND &&
+		    r->msgs[k].n_entries == 0) {
+			r->msgs[k].flags |= RAFT_MSGF_NOACK;
+			r->commit_noack++;
+		}
 	}
 }
 
@@ -1144,6 +1160,7 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 {
 	struct raft_msg *resp;
 	respond(r, m, RAFT_MSG_APPEND_RESP, &resp);
+	uint32_t ri = r->n_msgs - 1;
 	if (m->index < r->hs.commit) {
 		/* may still repair damaged entries below commit */
 		for (uint32_t k = 0; k < m->n_entries; k++) {
@@ -1203,6 +1220,13 @@ done:;
 		on_commit_advance(r);
 	}
 	mark_damaged_resp(r, resp);
+	/* a commit-only APPEND accepted, nothing to report: no answer
+	 * (RAFT_MSGF_NOACK); the answer is still the last message queued */
+	if ((m->flags & RAFT_MSGF_NOACK) && m->n_entries == 0 &&
+	    ri == r->n_msgs - 1 && r->msgs[ri].flags == 0) {
+		r->n_msgs--;
+		r->noack_unanswered++;
+	}
 }
 
 static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
@@ -2308,6 +2332,8 @@ bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
 uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
+uint64_t raft_noack_sent(const struct raft *r) { return r->commit_noack; }
+uint64_t raft_noack_unanswered(const struct raft *r) { return r->noack_unanswered; }
 
 uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
 			   uint32_t max)
