@@ -20,7 +20,11 @@
  *
  * Ownership: everything a ready points to (messages, their entries and data,
  * committed entries, chunks) is allocated here, tracked in r->garbage and
- * freed by raft_advance(). Unstable entries own their data.
+ * freed by raft_advance(). Unstable entries own their data; an APPEND
+ * lends it (send_append copies only what it reads from storage, whose
+ * memory lasts to the next storage call), so unstable data dropped by a
+ * truncation goes to the garbage too and outlives the messages that
+ * borrow it (unstable_free_from).
  */
 #include "raft.h"
 
@@ -403,10 +407,21 @@ static void note_damaged(struct raft *r, uint64_t i)
 	}
 }
 
-static void unstable_free_from(struct raft *r, uint32_t k)
+/*
+ * Drops unstable entries k.. . Their data may be borrowed by messages
+ * queued since the last advance (send_append lends unstable payloads
+ * instead of copying them), so unless the caller says no message can
+ * hold them (`now`: raft_advance after the garbage went, raft_free) it
+ * goes to the garbage, freed at the next advance like the messages.
+ */
+static void unstable_free_from(struct raft *r, uint32_t k, bool now)
 {
-	for (uint32_t j = k; j < r->n_unstable; j++)
-		free((void *)r->unstable[j].data);
+	for (uint32_t j = k; j < r->n_unstable; j++) {
+		if (now)
+			free((void *)r->unstable[j].data);
+		else
+			keep(r, (void *)r->unstable[j].data);
+	}
 	r->n_unstable = k;
 }
 
@@ -438,12 +453,12 @@ static void log_truncate(struct raft *r, uint64_t i)
 	PARLEY_ASSERT(i > r->hs.commit);
 	PARLEY_ASSERT(r->role != RAFT_LEADER);
 	if (i >= r->unstable_first) {
-		unstable_free_from(r, (uint32_t)(i - r->unstable_first));
+		unstable_free_from(r, (uint32_t)(i - r->unstable_first), false);
 	} else {
 		/* below the stable tail: the next ready's entries start at i,
 		 * which tells the caller to truncate there (the caller always
 		 * appends right after, see handle_append) */
-		unstable_free_from(r, 0);
+		unstable_free_from(r, 0, false);
 		r->unstable_first = i;
 	}
 	uint32_t k = 0;
@@ -831,11 +846,18 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		}
 		if (n > 0 && bytes + e.len > maxb)
 			break;
-		datas[n] = xmalloc(e.len);
-		if (e.len)
-			memcpy(datas[n], e.data, e.len);
 		tmp[n] = e;
-		tmp[n].data = datas[n];
+		if (i >= r->unstable_first) {
+			/* lent: unstable data lives until the advance that
+			 * takes this message (unstable_free_from) */
+			datas[n] = NULL;
+		} else {
+			/* storage memory lasts only to the next storage call */
+			datas[n] = xmalloc(e.len);
+			if (e.len)
+				memcpy(datas[n], e.data, e.len);
+			tmp[n].data = datas[n];
+		}
 		bytes += e.len;
 		n++;
 	}
@@ -848,7 +870,8 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		memcpy(es, tmp, sizeof(*es) * n);
 		keep(r, es);
 		for (uint32_t k = 0; k < n; k++)
-			keep(r, datas[k]);
+			if (datas[k])
+				keep(r, datas[k]);
 		m->entries = es;
 		m->n_entries = n;
 	}
@@ -2146,7 +2169,7 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 		r->rx_bytes = 0;
 		return;
 	}
-	unstable_free_from(r, 0);
+	unstable_free_from(r, 0, true); /* from raft_advance: no messages */
 	r->snap = *s;
 	r->stable_last = s->index;
 	r->unstable_first = s->index + 1;
@@ -2180,7 +2203,7 @@ void raft_advance(struct raft *r)
 	if (rd->n_entries) {
 		PARLEY_ASSERT(r->rd_n_unstable == r->n_unstable);
 		r->stable_last = last_index(r);
-		unstable_free_from(r, 0);
+		unstable_free_from(r, 0, true); /* the messages are gone */
 	}
 	if (r->n_unstable == 0)
 		r->unstable_first = r->stable_last + 1;
@@ -2212,7 +2235,7 @@ void raft_advance(struct raft *r)
 		m->index = r->snap.index;
 		r->hs_saved.commit = 0; /* force the hard state out again */
 	}
-	if (r->quiesced && r->n_msgs == 0) {
+	if (r->quiesced && r->n_msgs == 0 && r->n_garbage == 0) {
 		/* an idle group gives its batch buffers back */
 		free(r->msgs);
 		free(r->garbage);
@@ -2309,7 +2332,7 @@ void raft_free(struct raft *r)
 		return;
 	for (uint32_t i = 0; i < r->n_garbage; i++)
 		free(r->garbage[i]);
-	unstable_free_from(r, 0);
+	unstable_free_from(r, 0, true);
 	free(r->unstable);
 	free(r->garbage);
 	free(r->msgs);
