@@ -2117,11 +2117,16 @@ struct raft_ready *raft_ready(struct raft *r)
 				break;
 			}
 			PARLEY_ASSERT(rc == 0);
-			uint8_t *d = xmalloc(e.len);
-			if (e.len)
-				memcpy(d, e.data, e.len);
-			keep(r, d);
-			e.data = d;
+			/* lent when the storage keeps it to the advance
+			 * (raft_storage.stable_data; i <= commit) or it is
+			 * ours (unstable) */
+			if (!r->cfg.storage.stable_data && i < r->unstable_first) {
+				uint8_t *d = xmalloc(e.len);
+				if (e.len)
+					memcpy(d, e.data, e.len);
+				keep(r, d);
+				e.data = d;
+			}
 			ce[n++] = e;
 		}
 	}

@@ -377,6 +377,13 @@ struct raft_storage {
 	/* Up to `len` bytes of the current snapshot at `offset` into buf;
 	 * returns bytes read (>= 0) or a negative code. */
 	int (*snapshot_read)(void *ctx, uint64_t offset, void *buf, uint32_t len);
+	/* true: the `data` that entry() returns for an index <= the commit
+	 * index stays valid and unchanged until the caller's raft_advance()
+	 * of the ready that read it, whatever storage calls come between
+	 * (the caller frees such entries only after that advance, e.g. when
+	 * it compacts). The core then hands committed entries out in the
+	 * ready without copying them. false: they are copied. */
+	bool stable_data;
 };
 
 /* ---- configuration ------------------------------------------------------ */

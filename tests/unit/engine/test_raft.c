@@ -1353,3 +1353,48 @@ Test(raft, a_refused_commit_only_append_is_answered)
 	cr_assert_eq(nodes[1].applied, nodes[0].applied);
 	cr_assert_eq(raft_commit(nodes[1].r), raft_commit(nodes[0].r));
 }
+
+static void stable_data(struct raft_config *c)
+{
+	c->storage.stable_data = true;
+}
+
+/* raft_storage.stable_data: committed entries read from storage are
+ * handed out in the ready as the storage's own bytes (no copy); without
+ * it, as copies. Either way they are the committed bytes. */
+Test(raft, committed_entries_are_lent_from_stable_storage)
+{
+	for (int lend = 0; lend < 2; lend++) {
+		if (lend) {
+			teardown();
+			setup();
+		}
+		for (int i = 0; i < 3; i++)
+			start(i, 3, lend ? stable_data : NULL);
+		elect(0);
+		settle();
+		cr_assert_eq(raft_propose(nodes[0].r, "lend", 4, NULL), 0);
+		drain(0);
+		deliver_to(1, true);
+		deliver_to(2, true);
+		deliver_to(0, false); /* the leader commits the entry */
+		struct raft_ready *rd = raft_ready(nodes[0].r);
+		cr_assert_eq(rd->n_committed, 1);
+		const struct raft_entry *e = &rd->committed[0];
+		cr_assert_eq(e->len, 4);
+		cr_assert(!memcmp(e->data, "lend", 4));
+		cr_assert(raft_entry_ok(e));
+		const uint8_t *stored = nodes[0].bufs[e->index];
+		if (lend)
+			cr_assert_eq(e->data, stored, "lent, not copied");
+		else
+			cr_assert_neq(e->data, stored, "copied");
+		nodes[0].applied = e->index;
+		for (uint32_t k = 0; k < rd->n_msgs; k++)
+			enqueue(&rd->msgs[k]);
+		raft_advance(nodes[0].r);
+		settle();
+		for (int i = 1; i < 3; i++)
+			cr_assert_eq(nodes[i].applied, nodes[0].applied);
+	}
+}
