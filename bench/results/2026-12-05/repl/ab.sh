@@ -1,5 +1,5 @@
 #!/bin/bash
-# Raw record of the A/B runs of bench/RESULTS.md "Replicated SEND CPU: unanswered commit-only APPENDs, ..." (2026-12-05):
+# Raw record of the A/B runs of bench/RESULTS.md "Replicated SEND: unanswered commit-only APPENDs, fewer entry copies" (2026-12-05):
 # alternates the parleyd binaries given (copies of builds of the commits named there) through
 # parley-bench cluster, 3-node only, and prints one line per run point.
 # usage: ab.sh ROUNDS OUTDIR BIN1 BIN2 ...   (PRODS=50,200 by default; BENCH=parley-bench binary)
