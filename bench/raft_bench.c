@@ -192,7 +192,11 @@ static int cluster_init(struct cluster *c, int n, bool codec, uint64_t seed)
 			.pre_vote = true,
 			.check_quorum = true,
 			.bootstrap = conf,
-			.storage = {nd, st_load, st_entry, st_snapshot_read},
+			/* stable_data: slab memory is freed only at the end
+			 * of the run point, so committed entries are lent
+			 * (as the engine's storage does) */
+			.storage = {nd, st_load, st_entry, st_snapshot_read,
+				    true},
 		};
 		int rc = raft_new(&cfg, &nd->r);
 		if (rc)

@@ -120,7 +120,11 @@ struct plink {
 	_Atomic int state;
 	_Atomic uint64_t bytes_in, bytes_out, frames_in, frames_out, msgs_in,
 		msgs_out, connects, reconnects, connect_failures, refused, dead,
-		drops_hb, drops_down, refused_full, too_big, qframes, qbytes;
+		drops_hb, drops_down, refused_full, too_big, qframes, qbytes,
+		flags_cleared;
+	/* Raft message flags the peer's decoder accepts (contract item 8):
+	 * RAFT_MSGF_BASE from link up until its INFO announces more */
+	_Atomic uint32_t raft_flags;
 	pthread_mutex_t mu; /* last_error, info */
 	char last_error[PEER_ERROR_MAX];
 	char info[PEER_INFO_MAX + 1]; /* the peer's INFO */
@@ -149,6 +153,10 @@ struct peer {
 	_Atomic uint64_t accepted, inbound_refused, inbound_failed;
 	int delivered;
 	char info[PEER_INFO_MAX + 1]; /* ours (cfg.info copied) */
+	char wire_info[PEER_INFO_MAX + 1]; /* what INFO sends: ours + raftf */
+	uint32_t raft_flags; /* what our decoder accepts (contract item 8) */
+	struct raft_msg *strip; /* peer_send: messages with flags cleared */
+	uint32_t strip_cap;
 };
 
 #define ADD(x, v) atomic_fetch_add_explicit(&(x), (v), memory_order_relaxed)
@@ -452,12 +460,12 @@ static void send_hello(struct peer *p, struct pconn *c, uint64_t to)
  * unsent (the acceptor's HELLO): both fit PEER_CTL_BYTES. */
 static void send_info(struct peer *p, struct pconn *c)
 {
-	size_t n = strlen(p->info);
+	size_t n = strlen(p->wire_info);
 	if (!n)
 		return;
 	PARLEY_ASSERT(c->ctl_len + PEER_HDR_BYTES + n <= PEER_CTL_BYTES);
 	peer_hdr_encode(c->ctl + c->ctl_len, PEER_FRAME_INFO, (uint32_t)n);
-	memcpy(c->ctl + c->ctl_len + PEER_HDR_BYTES, p->info, n);
+	memcpy(c->ctl + c->ctl_len + PEER_HDR_BYTES, p->wire_info, n);
 	c->ctl_len += PEER_HDR_BYTES + (uint32_t)n;
 }
 
@@ -497,6 +505,7 @@ static void link_up(struct peer *p, struct plink *l, struct pconn *c,
 {
 	c->st = C_UP;
 	l->peer_max_frame = peer_max_frame;
+	SET(l->raft_flags, RAFT_MSGF_BASE); /* until its INFO says more */
 	l->attempts = 0;
 	ADD(l->connects, 1);
 	if (l->ever_up)
@@ -682,6 +691,47 @@ static void on_hello(struct peer *p, struct pconn *c, const uint8_t *pl,
 	conn_flush(p, c);
 }
 
+/*
+ * Takes the transport's key "raftf=<hex>" out of a received INFO (in
+ * place: the application sees its own text) and returns the Raft message
+ * flags the peer announced it decodes (contract item 8): RAFT_MSGF_BASE
+ * without the key or with a malformed value; only flags this build knows
+ * count (a newer peer may announce more).
+ */
+static uint32_t info_take_raftf(char *v)
+{
+	static const char key[] = PEER_INFO_RAFTF "=";
+	const size_t kl = sizeof key - 1;
+	uint32_t flags = RAFT_MSGF_BASE;
+	char *w = v;
+	for (char *t = v; *t;) {
+		char *end = strchr(t, ' ');
+		size_t tl = end ? (size_t)(end - t) : strlen(t);
+		if (tl > kl && !strncmp(t, key, kl)) {
+			uint32_t f = 0;
+			bool ok = tl - kl <= 8;
+			for (size_t i = kl; ok && i < tl; i++) {
+				char ch = t[i];
+				int d = ch >= '0' && ch <= '9'   ? ch - '0'
+					: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+								 : -1;
+				ok = d >= 0;
+				f = f << 4 | (uint32_t)(d < 0 ? 0 : d);
+			}
+			if (ok)
+				flags = RAFT_MSGF_BASE | (f & RAFT_MSGF_ALL);
+		} else if (tl) {
+			if (w != v)
+				*w++ = ' ';
+			memmove(w, t, tl);
+			w += tl;
+		}
+		t = end ? end + 1 : t + tl;
+	}
+	*w = '\0';
+	return flags;
+}
+
 /* One whole frame at c->rbuf[off..]; false when the connection closed. */
 static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 		     const uint8_t *pl, uint32_t n)
@@ -728,6 +778,7 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 		for (uint32_t i = 0; i < n; i++) /* printable ASCII only */
 			v[i] = pl[i] >= 0x20 && pl[i] < 0x7f ? (char)pl[i] : '?';
 		v[n] = '\0';
+		SET(l->raft_flags, info_take_raftf(v));
 		pthread_mutex_lock(&l->mu);
 		memcpy(l->info, v, n + 1);
 		pthread_mutex_unlock(&l->mu);
@@ -1103,6 +1154,18 @@ int peer_new(const struct peer_config *cfg, struct peer **out)
 	if (cfg->info)
 		snprintf(p->info, sizeof p->info, "%s", cfg->info);
 	p->cfg.info = p->info;
+	p->raft_flags = cfg->raft_flags ? (cfg->raft_flags & RAFT_MSGF_ALL) |
+						  RAFT_MSGF_BASE
+					: RAFT_MSGF_ALL;
+	/* our info plus the transport's key, when it fits (item 8); a node
+	 * that decodes only the base flags announces nothing, as before */
+	int wl = -1;
+	if (p->raft_flags != RAFT_MSGF_BASE)
+		wl = snprintf(p->wire_info, sizeof p->wire_info, "%s%s%s=%x",
+			      p->info, p->info[0] ? " " : "", PEER_INFO_RAFTF,
+			      (unsigned)p->raft_flags);
+	if (wl < 0 || (size_t)wl > PEER_INFO_MAX)
+		memcpy(p->wire_info, p->info, sizeof p->wire_info);
 	struct peer_config *c = &p->cfg;
 	if (!c->max_frame)
 		c->max_frame = RAFT_CODEC_MAX_FRAME_DEFAULT;
@@ -1209,6 +1272,7 @@ void peer_free(struct peer *p)
 		SSL_CTX_free(p->tls);
 	free(p->arena);
 	free(p->scratch);
+	free(p->strip);
 	free(p);
 }
 
@@ -1417,6 +1481,25 @@ int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 		ADD(l->drops_down, n);
 		return -PARLEY_ECLOSED;
 	}
+	/* advisory flags the peer does not decode leave cleared (item 8) */
+	uint32_t clear = RAFT_MSGF_ADVISORY & ~(uint32_t)GET(l->raft_flags);
+	uint32_t nclear = 0;
+	for (uint32_t i = 0; clear && i < n; i++)
+		nclear += (msgs[i].flags & clear) != 0;
+	if (nclear) {
+		if (p->strip_cap < n) {
+			struct raft_msg *s = realloc(p->strip, n * sizeof *s);
+			if (!s)
+				return -PARLEY_ENOMEM;
+			p->strip = s;
+			p->strip_cap = n;
+		}
+		memcpy(p->strip, msgs, n * sizeof *msgs);
+		for (uint32_t i = 0; i < n; i++)
+			p->strip[i].flags &= ~clear;
+		msgs = p->strip;
+		ADD(l->flags_cleared, nclear);
+	}
 	uint32_t limit = l->peer_max_frame;
 	if (limit > p->cfg.max_frame)
 		limit = p->cfg.max_frame; /* what we send, we also bound */
@@ -1563,6 +1646,8 @@ static void stats_fill(struct plink *l, struct peer_link_stats *s)
 	s->drops_down = GET(l->drops_down);
 	s->refused_full = GET(l->refused_full);
 	s->too_big = GET(l->too_big);
+	s->raft_flags = GET(l->raft_flags);
+	s->flags_cleared = GET(l->flags_cleared);
 	s->queue_frames = GET(l->qframes);
 	s->queue_bytes = GET(l->qbytes);
 	pthread_mutex_lock(&l->mu);
@@ -1624,6 +1709,8 @@ size_t peer_metrics_text(struct peer *p, char *buf, size_t cap)
 		S(drops_down, "counter", "messages dropped while the link was down"),
 		S(refused_full, "counter", "frames refused: send queue full"),
 		S(too_big, "counter", "messages larger than the peer's max_frame"),
+		S(flags_cleared, "counter",
+		  "messages sent with advisory Raft flags the node does not decode cleared"),
 		S(queue_frames, "gauge", "frames queued"),
 		S(queue_bytes, "gauge", "bytes queued"),
 #undef S

@@ -81,6 +81,17 @@
  *      TLS handshake; one for another node gets PEER_REJ_CERT. OpenSSL
  *      writes with write(2), so TLS requires SIGPIPE to be ignored
  *      (parleyd does; peer_new refuses TLS otherwise).
+ *   8. Raft message flags. A decoder refuses a flag it does not know, so
+ *      a flag added later is sent only to a node that says it decodes it:
+ *      the transport appends " raftf=<hex>" (PEER_INFO_RAFTF, the
+ *      RAFT_MSGF_* mask its decoder accepts) to the INFO it sends when
+ *      that fits PEER_INFO_MAX, and takes the key out of the INFO it
+ *      receives. Toward a node that announced no such key (built before
+ *      it, or its INFO not received yet) it clears the advisory flags
+ *      (raft.h RAFT_MSGF_ADVISORY: the message means the same without
+ *      them) it did not announce, counted (flags_cleared). Nodes built
+ *      before the key ignore it (an INFO is "k=v" pairs), so such a node
+ *      and a newer one keep working together.
  *
  * Threads and ownership. A struct peer is owned by one thread (its loop
  * thread): every call but peer_stats / peer_metrics_text must come from
@@ -156,6 +167,7 @@ enum peer_frame_type {
  * own right after the handshake when the other side set this bit too. */
 #define PEER_HELLO_F_INFO 0x1u
 #define PEER_INFO_MAX 200u /* INFO payload bytes (printable ASCII) */
+#define PEER_INFO_RAFTF "raftf" /* the transport's INFO key (item 8) */
 
 enum peer_reject_code {
 	PEER_REJ_NONE = 0,
@@ -259,8 +271,16 @@ struct peer_config {
 	/* node info announced to every peer that set PEER_HELLO_F_INFO in its
 	 * HELLO, in an INFO frame right after the handshake (printable ASCII,
 	 * at most PEER_INFO_MAX bytes, opaque to the transport: parleyd puts
-	 * its client and admin addresses there); NULL or "" = none. Copied. */
+	 * its client and admin addresses there); NULL or "" = none. Copied.
+	 * The transport appends its own key to what goes on the wire (item
+	 * 8 above) when it fits PEER_INFO_MAX, and strips it from what it
+	 * receives. */
 	const char *info;
+	/* Raft message flags this node's decoder accepts (raft.h
+	 * RAFT_MSGF_*): 0 = all of this build's (RAFT_MSGF_ALL); a test sets
+	 * RAFT_MSGF_BASE to act as a node built before the advisory flags
+	 * (it then announces nothing, item 8). */
+	uint32_t raft_flags;
 };
 
 /* Validates cfg, binds and listens. -PARLEY_EINVAL with a log line naming
@@ -349,7 +369,13 @@ struct peer_link_stats {
 	uint64_t queue_frames, queue_bytes; /* queued now */
 	char last_error[PEER_ERROR_MAX];
 	char info[PEER_INFO_MAX + 1]; /* the peer's last INFO ("" = none yet);
-				       * kept after the link goes down */
+				       * kept after the link goes down; the
+				       * transport's own key left out */
+	uint32_t raft_flags;          /* Raft message flags the peer decodes
+				       * (item 8; RAFT_MSGF_BASE until its
+				       * INFO says more) */
+	uint64_t flags_cleared;       /* messages sent with advisory flags
+				       * cleared for it (item 8) */
 };
 
 /* Node-wide counters for connections that never got a link. */

@@ -730,9 +730,14 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	c.check_quorum = true;
 	/* raft_new takes the bootstrap when the snapshot index is 0 */
 	c.bootstrap = *part_conf_boot(p);
+	/* stable_data: rlog frees an entry at or below the commit index only
+	 * when the group is compacted, after its advance (part_raft_compact;
+	 * a truncation drops only uncommitted entries, and a ready that
+	 * installs a snapshot applies nothing): applying reads it in place */
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
-					  .snapshot_read = st_snapshot_read};
+					  .snapshot_read = st_snapshot_read,
+					  .stable_data = true};
 	int rc = raft_new(&c, &p->raft);
 	/* A lost range (part_raft_recover_lost) in the shard's WAL: its
 	 * records may have been this partition's, and its log may then end

@@ -20,7 +20,11 @@
  *
  * Ownership: everything a ready points to (messages, their entries and data,
  * committed entries, chunks) is allocated here, tracked in r->garbage and
- * freed by raft_advance(). Unstable entries own their data.
+ * freed by raft_advance(). Unstable entries own their data; an APPEND
+ * lends it (send_append copies only what it reads from storage, whose
+ * memory lasts to the next storage call), so unstable data dropped by a
+ * truncation goes to the garbage too and outlives the messages that
+ * borrow it (unstable_free_from).
  */
 #include "raft.h"
 
@@ -98,6 +102,8 @@ struct raft {
 	bool commit_bcast;          /* the commit advanced: followers that no
 				     * APPEND told yet get one at raft_ready */
 	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
+	uint64_t commit_noack;         /* commit-only APPENDs sent with NOACK */
+	uint64_t noack_unanswered;     /* NOACK APPENDs received, not answered */
 	uint32_t idle_ticks;
 	uint32_t damaged_elapsed; /* leader ticks spent holding a damaged entry */
 	bool quiesced;
@@ -401,10 +407,21 @@ static void note_damaged(struct raft *r, uint64_t i)
 	}
 }
 
-static void unstable_free_from(struct raft *r, uint32_t k)
+/*
+ * Drops unstable entries k.. . Their data may be borrowed by messages
+ * queued since the last advance (send_append lends unstable payloads
+ * instead of copying them), so unless the caller says no message can
+ * hold them (`now`: raft_advance after the garbage went, raft_free) it
+ * goes to the garbage, freed at the next advance like the messages.
+ */
+static void unstable_free_from(struct raft *r, uint32_t k, bool now)
 {
-	for (uint32_t j = k; j < r->n_unstable; j++)
-		free((void *)r->unstable[j].data);
+	for (uint32_t j = k; j < r->n_unstable; j++) {
+		if (now)
+			free((void *)r->unstable[j].data);
+		else
+			keep(r, (void *)r->unstable[j].data);
+	}
 	r->n_unstable = k;
 }
 
@@ -436,12 +453,12 @@ static void log_truncate(struct raft *r, uint64_t i)
 	PARLEY_ASSERT(i > r->hs.commit);
 	PARLEY_ASSERT(r->role != RAFT_LEADER);
 	if (i >= r->unstable_first) {
-		unstable_free_from(r, (uint32_t)(i - r->unstable_first));
+		unstable_free_from(r, (uint32_t)(i - r->unstable_first), false);
 	} else {
 		/* below the stable tail: the next ready's entries start at i,
 		 * which tells the caller to truncate there (the caller always
 		 * appends right after, see handle_append) */
-		unstable_free_from(r, 0);
+		unstable_free_from(r, 0, false);
 		r->unstable_first = i;
 	}
 	uint32_t k = 0;
@@ -829,11 +846,18 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		}
 		if (n > 0 && bytes + e.len > maxb)
 			break;
-		datas[n] = xmalloc(e.len);
-		if (e.len)
-			memcpy(datas[n], e.data, e.len);
 		tmp[n] = e;
-		tmp[n].data = datas[n];
+		if (i >= r->unstable_first) {
+			/* lent: unstable data lives until the advance that
+			 * takes this message (unstable_free_from) */
+			datas[n] = NULL;
+		} else {
+			/* storage memory lasts only to the next storage call */
+			datas[n] = xmalloc(e.len);
+			if (e.len)
+				memcpy(datas[n], e.data, e.len);
+			tmp[n].data = datas[n];
+		}
 		bytes += e.len;
 		n++;
 	}
@@ -846,7 +870,8 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 		memcpy(es, tmp, sizeof(*es) * n);
 		keep(r, es);
 		for (uint32_t k = 0; k < n; k++)
-			keep(r, datas[k]);
+			if (datas[k])
+				keep(r, datas[k]);
 		m->entries = es;
 		m->n_entries = n;
 	}
@@ -996,10 +1021,24 @@ static void flush_commit_bcast(struct raft *r)
 		struct raft_progress *p = &r->pr[i];
 		if (p->id == r->id)
 			continue;
-		if (p->commit_sent >= r->hs.commit)
+		if (p->commit_sent >= r->hs.commit) {
 			r->commit_bcast_skipped++;
-		else
-			send_append(r, p, true);
+			continue;
+		}
+		uint32_t k = r->n_msgs;
+		bool repl = p->state == PR_REPLICATE;
+		send_append(r, p, true);
+		/* only the commit index is new to a follower that holds (or
+		 * is being sent) everything up to `index`: its answer would
+		 * tell nothing the APPENDs of those entries' answers do not
+		 * (raft.h, RAFT_MSGF_NOACK); a probe or one with entries is
+		 * answered as ever */
+		if (repl && r->n_msgs == k + 1 &&
+		    r->msgs[k].type == RAFT_MSG_APPEND &&
+		    r->msgs[k].n_entries == 0) {
+			r->msgs[k].flags |= RAFT_MSGF_NOACK;
+			r->commit_noack++;
+		}
 	}
 }
 
@@ -1144,6 +1183,7 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 {
 	struct raft_msg *resp;
 	respond(r, m, RAFT_MSG_APPEND_RESP, &resp);
+	uint32_t ri = r->n_msgs - 1;
 	if (m->index < r->hs.commit) {
 		/* may still repair damaged entries below commit */
 		for (uint32_t k = 0; k < m->n_entries; k++) {
@@ -1203,6 +1243,13 @@ done:;
 		on_commit_advance(r);
 	}
 	mark_damaged_resp(r, resp);
+	/* a commit-only APPEND accepted, nothing to report: no answer
+	 * (RAFT_MSGF_NOACK); the answer is still the last message queued */
+	if ((m->flags & RAFT_MSGF_NOACK) && m->n_entries == 0 &&
+	    ri == r->n_msgs - 1 && r->msgs[ri].flags == 0) {
+		r->n_msgs--;
+		r->noack_unanswered++;
+	}
 }
 
 static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
@@ -2070,11 +2117,16 @@ struct raft_ready *raft_ready(struct raft *r)
 				break;
 			}
 			PARLEY_ASSERT(rc == 0);
-			uint8_t *d = xmalloc(e.len);
-			if (e.len)
-				memcpy(d, e.data, e.len);
-			keep(r, d);
-			e.data = d;
+			/* lent when the storage keeps it to the advance
+			 * (raft_storage.stable_data; i <= commit) or it is
+			 * ours (unstable) */
+			if (!r->cfg.storage.stable_data && i < r->unstable_first) {
+				uint8_t *d = xmalloc(e.len);
+				if (e.len)
+					memcpy(d, e.data, e.len);
+				keep(r, d);
+				e.data = d;
+			}
 			ce[n++] = e;
 		}
 	}
@@ -2122,7 +2174,7 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 		r->rx_bytes = 0;
 		return;
 	}
-	unstable_free_from(r, 0);
+	unstable_free_from(r, 0, true); /* from raft_advance: no messages */
 	r->snap = *s;
 	r->stable_last = s->index;
 	r->unstable_first = s->index + 1;
@@ -2156,7 +2208,7 @@ void raft_advance(struct raft *r)
 	if (rd->n_entries) {
 		PARLEY_ASSERT(r->rd_n_unstable == r->n_unstable);
 		r->stable_last = last_index(r);
-		unstable_free_from(r, 0);
+		unstable_free_from(r, 0, true); /* the messages are gone */
 	}
 	if (r->n_unstable == 0)
 		r->unstable_first = r->stable_last + 1;
@@ -2188,7 +2240,7 @@ void raft_advance(struct raft *r)
 		m->index = r->snap.index;
 		r->hs_saved.commit = 0; /* force the hard state out again */
 	}
-	if (r->quiesced && r->n_msgs == 0) {
+	if (r->quiesced && r->n_msgs == 0 && r->n_garbage == 0) {
 		/* an idle group gives its batch buffers back */
 		free(r->msgs);
 		free(r->garbage);
@@ -2285,7 +2337,7 @@ void raft_free(struct raft *r)
 		return;
 	for (uint32_t i = 0; i < r->n_garbage; i++)
 		free(r->garbage[i]);
-	unstable_free_from(r, 0);
+	unstable_free_from(r, 0, true);
 	free(r->unstable);
 	free(r->garbage);
 	free(r->msgs);
@@ -2308,6 +2360,8 @@ bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
 uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
+uint64_t raft_noack_sent(const struct raft *r) { return r->commit_noack; }
+uint64_t raft_noack_unanswered(const struct raft *r) { return r->noack_unanswered; }
 
 uint32_t raft_progress_get(const struct raft *r, struct raft_member_progress *out,
 			   uint32_t max)

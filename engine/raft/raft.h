@@ -267,7 +267,21 @@ enum raft_msg_type {
 #define RAFT_MSGF_LOST 0x20u     /* *_RESP: sender may have lost entries (raft_set_lost):
 				  * its match is what it says now. HEARTBEAT to such a
 				  * follower: index/log_term = the leader's last entry */
-#define RAFT_MSGF_ALL 0x3Fu
+#define RAFT_MSGF_NOACK 0x40u   /* APPEND without entries that only tells a commit
+				  * advance: a follower that accepts it and has
+				  * nothing to report (no REJECT, DAMAGED or LOST)
+				  * sends no APPEND_RESP. Advisory, see below */
+#define RAFT_MSGF_ALL 0x7Fu
+/*
+ * Flags every codec accepts since RAFT_CODEC_VERSION 1 (decoders refuse a
+ * flag they do not know), and the ADVISORY ones: a message means the same
+ * without them and only costs more (NOACK: an answer the leader learns
+ * nothing from). A transport clears the advisory flags a receiver did not
+ * announce it decodes (server/peer.c: the "raftf" key of a node's INFO),
+ * so nodes built before a flag keep working beside nodes built after it.
+ */
+#define RAFT_MSGF_BASE 0x3Fu
+#define RAFT_MSGF_ADVISORY RAFT_MSGF_NOACK
 
 /*
  * One Raft message. Every field is fixed width for the codec; which fields
@@ -293,6 +307,13 @@ enum raft_msg_type {
  *   SNAPSHOT_RESP carries `offset` = next byte offset the follower wants
  *   (resume point), snap.index/snap.term = which snapshot.
  *   APPEND carries `entries`/`n_entries` (<= RAFT_MAX_MSG_ENTRIES).
+ *   An APPEND with NOACK carries no entries: a leader sends it only to
+ *   tell a commit advance to a follower it replicates to (pipelined, not
+ *   probing) at the index it already sent; an accepted one is not
+ *   answered (the APPENDs that carried those entries were, and the
+ *   heartbeats keep the follower counted as active). A refused one is
+ *   answered as any APPEND (REJECT: the leader probes), and so is one
+ *   that finds a damaged entry or lost entries to report.
  *
  * `group` is the multi-Raft group id: the core copies it into every message
  * it sends and ignores it on receipt (the caller routes by it). Pointers are
@@ -356,6 +377,13 @@ struct raft_storage {
 	/* Up to `len` bytes of the current snapshot at `offset` into buf;
 	 * returns bytes read (>= 0) or a negative code. */
 	int (*snapshot_read)(void *ctx, uint64_t offset, void *buf, uint32_t len);
+	/* true: the `data` that entry() returns for an index <= the commit
+	 * index stays valid and unchanged until the caller's raft_advance()
+	 * of the ready that read it, whatever storage calls come between
+	 * (the caller frees such entries only after that advance, e.g. when
+	 * it compacts). The core then hands committed entries out in the
+	 * ready without copying them. false: they are copied. */
+	bool stable_data;
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -532,6 +560,10 @@ uint64_t raft_elections(const struct raft *r);
  * already carried the new commit index to that follower (raft.c,
  * flush_commit_bcast). */
 uint64_t raft_commit_sends_skipped(const struct raft *r);
+/* Commit-only APPENDs this leader sent with RAFT_MSGF_NOACK, and those this
+ * follower received and did not answer (accepted, nothing to report). */
+uint64_t raft_noack_sent(const struct raft *r);
+uint64_t raft_noack_unanswered(const struct raft *r);
 /* Leader only: what it knows of each member (itself included, match =
  * its durable last index), at most `max` (RAFT_MAX_MEMBERS is enough).
  * `active`: the member answered within the current or the previous

@@ -156,6 +156,7 @@ struct sim {
 	bool early_ok;        /* send a ready's n_early before persisting */
 	uint64_t early_sent;  /* messages sent before their ready was durable */
 	uint64_t early_lost;  /* readies that crashed after an early send */
+	uint64_t noack_delivered; /* commit-only APPENDs with RAFT_MSGF_NOACK */
 };
 
 /* ---- failure and logging ------------------------------------------------ */
@@ -1553,6 +1554,9 @@ static void deliver(struct sim *s, struct net_msg *n)
 		if (s->trace && s->now >= s->trace)
 			fprintf(stderr, "t=%" PRIu64 " %" PRIu64 "->%" PRIu64 " %s term %" PRIu64 " idx %" PRIu64 " lt %" PRIu64 " commit %" PRIu64 " hint %" PRIu64 " flags %x n %u off %" PRIu64 " len %u snap %" PRIu64 "\n",
 				s->now, n->m.from, n->m.to, raft_msg_type_name(n->m.type), n->m.term, n->m.index, n->m.log_term, n->m.commit, n->m.hint, n->m.flags, n->m.n_entries, n->m.offset, n->m.chunk_len, n->m.snap.index);
+		if (n->m.type == RAFT_MSG_APPEND &&
+		    (n->m.flags & RAFT_MSGF_NOACK))
+			s->noack_delivered++;
 		int rc = raft_step(rp->raft, &n->m);
 		if (rc < 0)
 			sim_fail(s, "raft_step %s: %s",
@@ -1800,6 +1804,7 @@ uint64_t sim_reads_failed(struct sim *s) { return s->reads_failed; }
 uint64_t sim_resumed_chunks(struct sim *s) { return s->resumed_chunks; }
 uint64_t sim_torn_dropped(struct sim *s) { return s->torn_dropped; }
 uint64_t sim_early_sent(struct sim *s) { return s->early_sent; }
+uint64_t sim_noack_delivered(struct sim *s) { return s->noack_delivered; }
 uint64_t sim_early_lost(struct sim *s) { return s->early_lost; }
 uint64_t sim_node_id(struct sim *s, int slot) { return s->nodes[slot].id; }
 

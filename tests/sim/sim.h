@@ -155,6 +155,9 @@ uint64_t sim_node_id(struct sim *s, int slot);
  * whose node crashed in the persist after such a send. */
 uint64_t sim_early_sent(struct sim *s);
 uint64_t sim_early_lost(struct sim *s);
+/* Commit-only APPENDs with RAFT_MSGF_NOACK delivered (their accepted ones
+ * go unanswered: raft.h). */
+uint64_t sim_noack_delivered(struct sim *s);
 /* Fail the run (prints seed). */
 void sim_fail(struct sim *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));

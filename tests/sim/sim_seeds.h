@@ -69,6 +69,7 @@ static inline void sim_seed_opts(struct sim_opts *o, uint64_t seed)
 struct sim_totals {
 	uint64_t steps, acked, installs, repairs, reads, torn;
 	uint64_t early_sent, early_lost; /* raft.h 3a exercised */
+	uint64_t noack;                  /* RAFT_MSGF_NOACK exercised */
 };
 
 static inline void sim_one_seed(uint64_t seed, uint64_t units,
@@ -87,6 +88,7 @@ static inline void sim_one_seed(uint64_t seed, uint64_t units,
 	t->torn += sim_torn_dropped(s);
 	t->early_sent += sim_early_sent(s);
 	t->early_lost += sim_early_lost(s);
+	t->noack += sim_noack_delivered(s);
 	sim_free(s);
 }
 
@@ -116,9 +118,16 @@ static inline int sim_seeds_main(const char *name, uint64_t base, uint64_t n,
 	printf("%s: seeds=%" PRIu64 " (%" PRIu64 "..%" PRIu64 ") units/seed=%" PRIu64
 	       " steps=%" PRIu64 " acked=%" PRIu64 " snapshot_installs=%" PRIu64
 	       " repairs=%" PRIu64 " reads=%" PRIu64 " torn_dropped=%" PRIu64
-	       " early_sent=%" PRIu64 " crashed_after_early_send=%" PRIu64 " OK\n",
+	       " early_sent=%" PRIu64 " crashed_after_early_send=%" PRIu64
+	       " noack_appends=%" PRIu64 " OK\n",
 	       name, n, base, base + n - 1, units, t.steps, t.acked, t.installs,
-	       t.repairs, t.reads, t.torn, t.early_sent, t.early_lost);
+	       t.repairs, t.reads, t.torn, t.early_sent, t.early_lost, t.noack);
+	/* a range of seeds that never sent an unanswered commit-only APPEND
+	 * would not be testing what the cluster runs */
+	if (n >= 50 && t.noack == 0) {
+		printf("%s: no seed delivered a NOACK APPEND: FAIL\n", name);
+		return 1;
+	}
 	return 0;
 }
 

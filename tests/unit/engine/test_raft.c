@@ -5,7 +5,7 @@
  * failure, proposal errors, membership rules (ids never reused, one change at
  * a time), learners, checksums and damaged entries, ReadIndex, TimeoutNow,
  * quiescing, snapshot chunk resumption, commit advances told once per
- * ready.
+ * ready, commit-only APPENDs not answered (RAFT_MSGF_NOACK).
  *
  * A tiny in-memory harness: each node's storage is an array filled from its
  * readies; messages are collected and delivered by hand or until quiet.
@@ -1269,4 +1269,132 @@ Test(raft, commit_advance_reaches_followers_once_in_the_next_ready)
 	settle();
 	for (int i = 1; i < 3; i++)
 		cr_assert_eq(nodes[i].applied, nodes[0].applied, "node %d", i);
+}
+
+/* Queued messages of `type` from node id `from` (flags: all of them set). */
+static int queued_from(uint64_t from, uint8_t type, uint32_t flags)
+{
+	int n = 0;
+	for (int i = 0; i < nq; i++)
+		n += q[i].live && q[i].m.type == type && q[i].m.from == from &&
+		     (q[i].m.flags & flags) == flags;
+	return n;
+}
+
+/* The commit-only APPENDs of a commit advance carry RAFT_MSGF_NOACK and
+ * the followers that accept them do not answer; one whose flag a
+ * transport cleared (a node built before it) is answered as before. Old
+ * code: the APPENDs carry no flag and both followers answer. */
+Test(raft, an_accepted_commit_only_append_is_not_answered)
+{
+	cluster(3);
+	elect(0);
+	settle();
+	uint64_t sent0 = raft_noack_sent(nodes[0].r);
+	uint64_t un2 = raft_noack_unanswered(nodes[1].r);
+	uint64_t un3 = raft_noack_unanswered(nodes[2].r);
+	cr_assert_eq(raft_propose(nodes[0].r, "a", 1, NULL), 0);
+	drain(0);
+	deliver_to(1, true);
+	deliver_to(2, true);
+	uint64_t c0 = raft_commit(nodes[0].r);
+	deliver_to(0, false);
+	cr_assert_gt(raft_commit(nodes[0].r), c0);
+	drain(0); /* the commit-only APPENDs */
+	for (uint64_t to = 2; to <= 3; to++)
+		cr_assert_eq(queued_appends(to), 1);
+	cr_assert_eq(queued_from(1, RAFT_MSG_APPEND, RAFT_MSGF_NOACK), 2);
+	cr_assert_eq(raft_noack_sent(nodes[0].r), sent0 + 2);
+	/* node 3's copy loses its flag on the way (an older transport) */
+	for (int k = 0; k < nq; k++)
+		if (q[k].live && q[k].m.to == 3)
+			q[k].m.flags &= ~RAFT_MSGF_NOACK;
+	deliver_to(1, true);
+	deliver_to(2, true);
+	for (int i = 1; i < 3; i++)
+		cr_assert_eq(raft_commit(nodes[i].r), raft_commit(nodes[0].r),
+			     "node %d learnt the commit", i);
+	cr_assert_eq(queued_from(2, RAFT_MSG_APPEND_RESP, 0), 0,
+		     "node 2 answered a NOACK APPEND");
+	cr_assert_eq(raft_noack_unanswered(nodes[1].r), un2 + 1);
+	cr_assert_eq(queued_from(3, RAFT_MSG_APPEND_RESP, 0), 1,
+		     "node 3 (no flag) answers as before");
+	cr_assert_eq(raft_noack_unanswered(nodes[2].r), un3);
+	settle();
+	for (int i = 1; i < 3; i++)
+		cr_assert_eq(nodes[i].applied, nodes[0].applied, "node %d", i);
+}
+
+/* A follower that lost the APPEND before a NOACK commit-only APPEND
+ * refuses it and answers (REJECT): the leader probes and the follower
+ * catches up at once, without waiting for a heartbeat. */
+Test(raft, a_refused_commit_only_append_is_answered)
+{
+	cluster(3);
+	elect(0);
+	settle();
+	uint64_t un2 = raft_noack_unanswered(nodes[1].r);
+	cr_assert_eq(raft_propose(nodes[0].r, "a", 1, NULL), 0);
+	drain(0);
+	for (int k = 0; k < nq; k++) /* lost on its way to node 2 */
+		if (q[k].live && q[k].m.to == 2)
+			q[k].live = false;
+	deliver_to(2, true);
+	uint64_t c0 = raft_commit(nodes[0].r);
+	deliver_to(0, false);
+	cr_assert_gt(raft_commit(nodes[0].r), c0, "node 3 and the leader commit");
+	drain(0);
+	cr_assert_eq(queued_from(1, RAFT_MSG_APPEND, RAFT_MSGF_NOACK), 2);
+	deliver_to(1, true);
+	cr_assert_eq(queued_from(2, RAFT_MSG_APPEND_RESP, RAFT_MSGF_REJECT), 1,
+		     "node 2 refuses and answers");
+	cr_assert_eq(raft_noack_unanswered(nodes[1].r), un2);
+	settle(); /* no tick */
+	cr_assert_eq(nodes[1].applied, nodes[0].applied);
+	cr_assert_eq(raft_commit(nodes[1].r), raft_commit(nodes[0].r));
+}
+
+static void stable_data(struct raft_config *c)
+{
+	c->storage.stable_data = true;
+}
+
+/* raft_storage.stable_data: committed entries read from storage are
+ * handed out in the ready as the storage's own bytes (no copy); without
+ * it, as copies. Either way they are the committed bytes. */
+Test(raft, committed_entries_are_lent_from_stable_storage)
+{
+	for (int lend = 0; lend < 2; lend++) {
+		if (lend) {
+			teardown();
+			setup();
+		}
+		for (int i = 0; i < 3; i++)
+			start(i, 3, lend ? stable_data : NULL);
+		elect(0);
+		settle();
+		cr_assert_eq(raft_propose(nodes[0].r, "lend", 4, NULL), 0);
+		drain(0);
+		deliver_to(1, true);
+		deliver_to(2, true);
+		deliver_to(0, false); /* the leader commits the entry */
+		struct raft_ready *rd = raft_ready(nodes[0].r);
+		cr_assert_eq(rd->n_committed, 1);
+		const struct raft_entry *e = &rd->committed[0];
+		cr_assert_eq(e->len, 4);
+		cr_assert(!memcmp(e->data, "lend", 4));
+		cr_assert(raft_entry_ok(e));
+		const uint8_t *stored = nodes[0].bufs[e->index];
+		if (lend)
+			cr_assert_eq(e->data, stored, "lent, not copied");
+		else
+			cr_assert_neq(e->data, stored, "copied");
+		nodes[0].applied = e->index;
+		for (uint32_t k = 0; k < rd->n_msgs; k++)
+			enqueue(&rd->msgs[k]);
+		raft_advance(nodes[0].r);
+		settle();
+		for (int i = 1; i < 3; i++)
+			cr_assert_eq(nodes[i].applied, nodes[0].applied);
+	}
 }

@@ -238,6 +238,25 @@ Test(raft_codec, roundtrip_every_type)
 	}
 }
 
+/* A commit-only APPEND with RAFT_MSGF_NOACK (raft.h): encodes as flags
+ * 0x40 in its u16 flags field and round-trips; the flag is advisory, the
+ * only one outside RAFT_MSGF_BASE (what decoders of nodes built before it
+ * accept: server/peer.c clears it for them). */
+Test(raft_codec, noack_commit_only_append_roundtrips)
+{
+	cr_assert_eq(RAFT_MSGF_ALL, RAFT_MSGF_BASE | RAFT_MSGF_ADVISORY);
+	cr_assert_eq(RAFT_MSGF_BASE & RAFT_MSGF_ADVISORY, 0u);
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .flags = RAFT_MSGF_NOACK,
+			     .group = 3, .from = 1, .to = 2, .term = 7,
+			     .index = 100, .log_term = 7, .commit = 100};
+	int len = enc(&m, 1);
+	/* header, from, to, n; then the message: type, u16 flags */
+	size_t at = RAFT_CODEC_HEADER_BYTES + RAFT_CODEC_BODY_MIN;
+	cr_assert_eq(g_buf[at], RAFT_MSG_APPEND);
+	cr_assert_eq(le_get16(g_buf + at + 1), RAFT_MSGF_NOACK);
+	expect_roundtrip(&m, 1, len, 0);
+}
+
 Test(raft_codec, copy_outlives_input)
 {
 	struct raft_msg m;

@@ -4,7 +4,7 @@
  * ids), frame limits before and after the handshake, the send-queue
  * backpressure policy, frame splitting, the read deadline, reconnects,
  * mutual TLS (a certificate from another CA, a certificate for another
- * node) and the metrics text.
+ * node), the metrics text and the Raft flags announced in INFO.
  *
  * Time: the transports read a fake clock (peer_config.now_ms) that the test
  * advances, so deadlines and backoffs are reached by moving the clock, not
@@ -39,6 +39,7 @@ struct inbox {
 	uint64_t msgs, frames, last_from;
 	uint64_t appends, heartbeats;
 	uint64_t entry_bytes;
+	uint32_t flags_seen; /* every received message's flags, or'ed */
 };
 
 static void on_recv(void *arg, uint64_t from, const struct raft_msg *m,
@@ -53,6 +54,7 @@ static void on_recv(void *arg, uint64_t from, const struct raft_msg *m,
 			ib->appends++;
 		if (m[i].type == RAFT_MSG_HEARTBEAT)
 			ib->heartbeats++;
+		ib->flags_seen |= m[i].flags;
 		for (uint32_t k = 0; k < m[i].n_entries; k++)
 			ib->entry_bytes += m[i].entries[k].len;
 	}
@@ -740,6 +742,84 @@ Test(peer, node_info_is_exchanged_after_the_handshake_and_kept_when_down)
 	cr_assert_eq(peer_new(&c, &p), -PARLEY_EINVAL);
 	c.info = "a\nb";
 	cr_assert_eq(peer_new(&c, &p), -PARLEY_EINVAL);
+}
+
+static bool raft_flags_are(void *arg)
+{
+	struct infoq *q = arg;
+	struct peer_link_stats s;
+	return peer_link_stats(q->p, q->node, &s) == 0 && s.info[0] &&
+	       s.raft_flags == (uint32_t)(uintptr_t)q->want;
+}
+
+/* Contract item 8: a node announces the Raft flags it decodes in its
+ * INFO ("raftf", left out of what the other side's stats show); an
+ * advisory flag (RAFT_MSGF_NOACK) reaches a node that announced it and is
+ * cleared, counted, for one that did not (here node 2, configured as a
+ * node built before the flag; a real one would refuse the frame and
+ * close the link). Node 3's info is too long to add the key: it is sent
+ * whole, and node 1 treats node 3 as decoding the base flags only. */
+Test(peer, advisory_raft_flags_go_only_to_nodes_that_announce_them)
+{
+	struct inbox ia = {0}, ib = {0};
+	struct peer_config ca = base_cfg(7, 1, &ia), cb = base_cfg(7, 2, &ib);
+	ca.info = "client=127.0.0.1:7411";
+	cb.info = "client=127.0.0.1:7421";
+	cb.raft_flags = RAFT_MSGF_BASE;
+	struct peer *a, *b;
+	pair_up(&a, &b, &ia, &ib, &ca, &cb);
+	struct peer *ps[2] = {a, b};
+	struct infoq qa = {a, 2, (const char *)(uintptr_t)RAFT_MSGF_BASE};
+	struct infoq qb = {b, 1, (const char *)(uintptr_t)RAFT_MSGF_ALL};
+	cr_assert(drive(ps, 2, raft_flags_are, &qa), "1 sees 2's flags %#x",
+		  stats(a, 2).raft_flags);
+	cr_assert(drive(ps, 2, raft_flags_are, &qb), "2 sees 1's flags %#x",
+		  stats(b, 1).raft_flags);
+	cr_assert_str_eq(stats(a, 2).info, "client=127.0.0.1:7421");
+	cr_assert_str_eq(stats(b, 1).info, "client=127.0.0.1:7411");
+
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .flags = RAFT_MSGF_NOACK,
+			     .group = 1, .from = 1, .to = 2, .term = 3,
+			     .index = 9, .log_term = 3, .commit = 9};
+	cr_assert_eq(peer_send(a, 2, &m, 1), 0);
+	struct want_msgs wb = {&ib, 1};
+	cr_assert(drive(ps, 2, got_msgs, &wb));
+	cr_assert_eq(ib.appends, 1);
+	cr_assert_eq(ib.flags_seen, 0, "node 2 got flags %#x", ib.flags_seen);
+	cr_assert_eq(stats(a, 2).flags_cleared, 1);
+	/* the other way the flag is kept */
+	m.from = 2;
+	m.to = 1;
+	cr_assert_eq(peer_send_all(b, &m, 1), 0);
+	struct want_msgs wa = {&ia, 1};
+	cr_assert(drive(ps, 2, got_msgs, &wa));
+	cr_assert_eq(ia.flags_seen, RAFT_MSGF_NOACK);
+	cr_assert_eq(stats(b, 1).flags_cleared, 0);
+	peer_free(a);
+	peer_free(b);
+
+	/* an info that leaves no room for the key */
+	char big[PEER_INFO_MAX + 1];
+	memset(big, 'x', PEER_INFO_MAX - 3);
+	big[PEER_INFO_MAX - 3] = '\0';
+	memset(&ia, 0, sizeof ia);
+	memset(&ib, 0, sizeof ib);
+	ca = base_cfg(7, 1, &ia);
+	cb = base_cfg(7, 2, &ib);
+	cb.info = big;
+	pair_up(&a, &b, &ia, &ib, &ca, &cb);
+	ps[0] = a;
+	ps[1] = b;
+	struct infoq qbig = {a, 2, big};
+	cr_assert(drive(ps, 2, info_is, &qbig));
+	cr_assert_eq(stats(a, 2).raft_flags, RAFT_MSGF_BASE);
+	m.from = 1;
+	m.to = 2;
+	cr_assert_eq(peer_send(a, 2, &m, 1), 0);
+	cr_assert(drive(ps, 2, got_msgs, &wb));
+	cr_assert_eq(ib.flags_seen, 0);
+	peer_free(a);
+	peer_free(b);
 }
 
 /* Application frames (request forwarding, server/proxy.h): queued

@@ -17,7 +17,8 @@
  * routed by group; every group's ready messages of a round go out in one
  * coalesced batch per node pair), through a stopped and restarted
  * transport. The 3-node case runs again over mutual TLS (certificates made by
- * tools/dev-cluster-certs.sh). Assertions are on behaviour only; waits
+ * tools/dev-cluster-certs.sh), and with one node acting as a node built
+ * before the advisory Raft flags (NOACK). Assertions are on behaviour only; waits
  * have generous deadlines. tests/cluster/peer_node.c runs the same node
  * (raft_node.h) one per process inside network namespaces.
  *
@@ -56,9 +57,22 @@ static uint64_t mono_ms(void)
 	return parley_mono_ns() / 1000000u;
 }
 
+/* A node acting as one built before the advisory Raft flags (peer.h
+ * contract item 8: its transport announces none, and its decoder would
+ * refuse a frame carrying one): the messages it got with a flag outside
+ * RAFT_MSGF_BASE, and the NOACK APPENDs the other nodes got. */
+static uint64_t g_old_id, g_old_bad, g_noack_seen;
+
 static void on_recv_any(void *arg, uint64_t from, const struct raft_msg *m,
 			uint32_t k)
 {
+	const struct rn *n = arg;
+	for (uint32_t i = 0; i < k; i++) {
+		if (n->id == g_old_id && (m[i].flags & ~RAFT_MSGF_BASE))
+			g_old_bad++;
+		if (n->id != g_old_id && (m[i].flags & RAFT_MSGF_NOACK))
+			g_noack_seen++;
+	}
 	rn_on_recv(arg, from, m, k);
 }
 
@@ -78,6 +92,8 @@ static int transport_start(struct cluster *cl, uint32_t i, uint16_t port)
 	pc.rng_seed = parley_rng_next(&cl->rng);
 	pc.on_recv = on_recv_any;
 	pc.arg = n;
+	if (n->id == g_old_id)
+		pc.raft_flags = RAFT_MSGF_BASE;
 	if (cl->tls) {
 		snprintf(ca, sizeof ca, "%s/ca.pem", cl->certdir);
 		snprintf(cert, sizeof cert, "%s/node-%" PRIu64 ".pem", cl->certdir, n->id);
@@ -252,10 +268,12 @@ static void print_links(struct cluster *cl, uint32_t i)
 	int k = peer_stats(cl->nodes[i].p, st, MAX_NODES, NULL);
 	for (int j = 0; j < k; j++)
 		printf("    node %" PRIu64 " -> %" PRIu64 ": %s frames out/in %" PRIu64 "/%" PRIu64
-		       " reconnects %" PRIu64 " drops hb/down %" PRIu64 "/%" PRIu64 "\n",
+		       " reconnects %" PRIu64 " drops hb/down %" PRIu64 "/%" PRIu64
+		       " raft flags %#x, cleared for it %" PRIu64 "\n",
 		       cl->nodes[i].id, st[j].node, peer_link_state_name(st[j].state),
 		       st[j].frames_out, st[j].frames_in, st[j].reconnects,
-		       st[j].drops_hb, st[j].drops_down);
+		       st[j].drops_hb, st[j].drops_down, st[j].raft_flags,
+		       st[j].flags_cleared);
 }
 
 static void run_cluster(uint32_t nn, bool tls, const char *certdir,
@@ -638,6 +656,23 @@ Test(peer_raft, three_nodes_loopback)
 Test(peer_raft, five_nodes_loopback)
 {
 	run_cluster(5, false, NULL, test_seed(), 2000);
+}
+
+/* Node 3 acts as a node built before RAFT_MSGF_NOACK: the whole run
+ * (bulk replication, a closed socket, the leader cut off, re-election,
+ * rejoin) works, node 3 never gets a flag it would refuse, and nodes 1
+ * and 2 do get NOACK commit-only APPENDs (which they leave unanswered). */
+Test(peer_raft, a_node_built_before_noack_works_with_newer_ones)
+{
+	g_old_id = 3;
+	g_old_bad = g_noack_seen = 0;
+	run_cluster(3, false, NULL, test_seed(), 1500);
+	printf("  NOACK APPENDs received by nodes 1, 2: %" PRIu64 "\n",
+	       g_noack_seen);
+	cr_assert_eq(g_old_bad, 0, "node 3 got %" PRIu64 " messages with flags "
+		     "it does not decode", g_old_bad);
+	cr_assert_gt(g_noack_seen, 0);
+	g_old_id = 0;
 }
 
 Test(peer_raft, three_nodes_mutual_tls)
