@@ -396,6 +396,25 @@ static uint64_t last_term(struct raft *r)
 	return raft_term_at(r, last_index(r));
 }
 
+static struct raft_msg *msg_new(struct raft *r, uint8_t type, uint64_t to);
+static void mark_damaged_resp(struct raft *r, struct raft_msg *m);
+
+/* A follower holding a damaged entry tells its leader so, unasked: an
+ * answer-shaped HEARTBEAT_RESP with RAFT_MSGF_DAMAGED (the leader repairs
+ * from it as from any answer, and a quiesced leader wakes on it). Needed
+ * because a follower may find the damage only when it applies, after it
+ * answered the message that raised its commit (a restarted node learns its
+ * commit from its leader): if that was a QUIESCE heartbeat, nobody would
+ * speak again. */
+static void tell_damaged(struct raft *r)
+{
+	if (r->role != RAFT_FOLLOWER || !r->leader || !r->damaged)
+		return;
+	struct raft_msg *m = msg_new(r, RAFT_MSG_HEARTBEAT_RESP, r->leader);
+	m->index = last_index(r);
+	mark_damaged_resp(r, m);
+}
+
 static void note_damaged(struct raft *r, uint64_t i)
 {
 	if (r->damaged == 0 || i < r->damaged) {
@@ -404,6 +423,12 @@ static void note_damaged(struct raft *r, uint64_t i)
 		       (unsigned long long)r->id,
 		       (unsigned long long)r->cfg.group,
 		       (unsigned long long)i);
+		/* a follower stays awake until repaired (handle_heartbeat
+		 * does not quiesce it meanwhile) and asks at once */
+		if (r->role != RAFT_LEADER) {
+			r->quiesced = false;
+			tell_damaged(r);
+		}
 	}
 }
 
@@ -1781,6 +1806,12 @@ void raft_tick(struct raft *r)
 		return;
 	r->election_elapsed++;
 	if (r->role != RAFT_LEADER) {
+		/* a damaged follower whose leader went silent (its answer or
+		 * the repair lost, the leader asleep): ask again, every two
+		 * heartbeat intervals, before its election timeout would */
+		uint32_t every = 2 * (r->cfg.heartbeat_ticks ? r->cfg.heartbeat_ticks : 1);
+		if (r->damaged && r->election_elapsed % every == 0)
+			tell_damaged(r);
 		if (r->election_elapsed >= r->randomized_timeout) {
 			r->election_elapsed = 0;
 			if (is_voter(r, r->id))

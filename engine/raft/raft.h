@@ -71,7 +71,12 @@
  *   - never applies or sends it (apply stops just before it);
  *   - never truncates it away (a damaged entry may be part of a quorum);
  *   - asks the leader to resend it (RAFT_MSGF_DAMAGED + hint in its
- *     responses), and overwrites it in place ("repair"); if the leader has
+ *     responses; a follower also sends an unasked HEARTBEAT_RESP saying so
+ *     when it finds the damage, and again every two heartbeat intervals its
+ *     leader stays silent, and does not quiesce until repaired: it may find
+ *     the damage only on apply, after answering the heartbeat that told it
+ *     the commit, which may have been the leader's last before sleeping),
+ *     and overwrites it in place ("repair"); if the leader has
  *     compacted it, a snapshot replaces the damaged prefix and the log after
  *     the snapshot is kept (ready.install_keeps_tail);
  *   - if it is the leader, it refuses proposals (-PARLEY_EAGAIN) and hands

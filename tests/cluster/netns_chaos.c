@@ -1215,6 +1215,67 @@ static int digests_of(int i, struct pdig d[NPART])
 }
 
 /*
+ * Why the replicas did not settle (compare_replicas gave up): for every
+ * partition that is not settled, what each node last said of it and the
+ * reason, e.g. a node whose applied index stays below the leader's commit
+ * while it holds damaged WAL records not repaired (docs/CLUSTER.md §2.5).
+ */
+static void explain_unsettled(const char *when, struct pdig d[MAX_SRV][NPART],
+			      const int answered[MAX_SRV])
+{
+	for (int i = 0; i < NSRV; i++)
+		if (!answered[i])
+			printf("  NOT SETTLED (%s): node%d does not answer "
+			       "/debug/digest\n", when, i + 1);
+	for (int p = 0; p < NPART; p++) {
+		int lead = -1, nlead = 0;
+		for (int i = 0; i < NSRV; i++)
+			if (answered[i] && d[i][p].state && d[i][p].role == 3) {
+				lead = i;
+				nlead++;
+			}
+		const struct pdig *L = lead >= 0 ? &d[lead][p] : NULL;
+		char why[256] = "";
+		if (nlead != 1)
+			snprintf(why, sizeof why, "%d leaders", nlead);
+		else if (L->applied != L->commit)
+			snprintf(why, sizeof why, "leader node%d applied %" PRIu64
+				 " < its commit %" PRIu64, lead + 1, L->applied,
+				 L->commit);
+		for (int i = 0; i < NSRV && !why[0]; i++) {
+			const struct pdig *x = &d[i][p];
+			if (!answered[i])
+				continue;
+			if (!x->state)
+				snprintf(why, sizeof why, "node%d has no line for it",
+					 i + 1);
+			else if (x->applied != L->commit)
+				snprintf(why, sizeof why, "node%d applied %" PRIu64
+					 " != leader commit %" PRIu64 "%s", i + 1,
+					 x->applied, L->commit,
+					 x->damaged > x->repaired
+						 ? " (it holds damaged WAL records "
+						   "not repaired)" : "");
+			else if (!x->ok)
+				snprintf(why, sizeof why, "node%d gives no digest "
+					 "(busy)", i + 1);
+		}
+		if (!why[0])
+			continue;
+		printf("  NOT SETTLED (%s): partition %d: %s;", when, p, why);
+		for (int i = 0; i < NSRV; i++)
+			if (answered[i] && d[i][p].state)
+				printf(" node%d role %d applied %" PRIu64 " commit %"
+				       PRIu64 " damaged %" PRIu64 " repaired %" PRIu64
+				       ";", i + 1, d[i][p].role, d[i][p].applied,
+				       d[i][p].commit, d[i][p].damaged,
+				       d[i][p].repaired);
+		printf("\n");
+	}
+	fflush(stdout);
+}
+
+/*
  * Every replica of every partition compared (load stopped): waits (bounded)
  * until each partition has one leader whose applied index is its commit
  * index and every node applied exactly that far, then compares the digests
@@ -1226,11 +1287,14 @@ static int digests_of(int i, struct pdig d[NPART])
 static int compare_replicas(const char *when, unsigned *diff)
 {
 	struct pdig d[MAX_SRV][NPART];
+	int answered[MAX_SRV] = {0};
 	*diff = 0;
 	for (int ms = 0; ms < WAIT_MS; ms += 250) {
 		bool settled = true;
-		for (int i = 0; i < NSRV && settled; i++)
-			settled = digests_of(i, d[i]) == 0;
+		for (int i = 0; i < NSRV; i++) {
+			answered[i] = digests_of(i, d[i]) == 0;
+			settled &= answered[i] != 0;
+		}
 		int lead[NPART];
 		for (int p = 0; p < NPART && settled; p++) {
 			lead[p] = -1;
@@ -1283,8 +1347,9 @@ static int compare_replicas(const char *when, unsigned *diff)
 		       NSRV, entries, ndiff, damaged, repaired);
 		return ndiff;
 	}
-	it_fail(__FILE__, __LINE__, "replicas did not settle for comparison (%s)",
-		when);
+	explain_unsettled(when, d, answered);
+	it_fail(__FILE__, __LINE__, "replicas did not settle for comparison (%s): "
+		"NOT SETTLED lines above say which partitions and why", when);
 }
 
 /* Damaged-record counts of node i summed over its partitions. */

@@ -13,9 +13,11 @@
  *   - libparley clients (it_client) and a raw socket for malformed input.
  *
  * Cleanup: every parleyd child gets PR_SET_PDEATHSIG(SIGKILL), and
- * it_fail()/atexit kill the children and remove the temp dir, so a failing
- * test never leaves a server behind. IT_CHECK prints file:line, the seed
- * and the message, then fails.
+ * it_fail()/atexit kill the children, so a failing test never leaves a
+ * server behind. The temp dir is removed after a passing test; a failing
+ * one keeps it (server logs and data dirs, its path printed) for the
+ * post-mortem, as does PARLEY_KEEP_TMP=1 always. IT_CHECK prints
+ * file:line, the seed and the message, then fails.
  *
  * Randomness: it_init() picks a seed (PARLEY_SEED env or the clock),
  * prints it, and it_rng is the only source of randomness in the tests.
@@ -78,6 +80,7 @@ static __attribute__((unused)) void it_kill_all(void)
  * script's process group), run by it_fail as well as at exit: it_fail
  * ends with _exit, which runs no atexit handler. */
 static void (*it_on_cleanup)(void);
+static int it_failed; /* it_fail ran: keep the temp dir */
 
 static __attribute__((unused)) void it_cleanup(void)
 {
@@ -87,7 +90,10 @@ static __attribute__((unused)) void it_cleanup(void)
 		f();
 	}
 	it_kill_all();
-	if (it_dir[0] && !getenv("PARLEY_KEEP_TMP")) {
+	if (it_dir[0] && it_failed) {
+		fprintf(stderr, "itest: kept %s (server logs and data) for the "
+			"post-mortem; remove it when done\n", it_dir);
+	} else if (it_dir[0] && !getenv("PARLEY_KEEP_TMP")) {
 		char cmd[300];
 		snprintf(cmd, sizeof cmd, "rm -rf '%s'", it_dir);
 		if (system(cmd) != 0)
@@ -107,6 +113,7 @@ static __attribute__((unused)) void __attribute__((noreturn)) it_fail(const char
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
+	it_failed = 1;
 	it_dump_logs();
 	it_cleanup();
 	_exit(1);
@@ -245,6 +252,10 @@ struct it_server {
 	char log[300];
 	const char *extra[32]; /* extra flags (NULL-terminated) */
 	int starts;            /* it_server_start calls that came up */
+	/* a restart that finds a port taken (another process bound it while
+	 * this server was down) picks new ports, as a first start does; only
+	 * for tests whose clients read the ports after each start */
+	bool new_ports_on_restart;
 };
 
 static struct it_server *it_servers[IT_MAX_SERVERS];
@@ -325,6 +336,28 @@ static __attribute__((unused)) int it_log_tail_has(const char *path, long from,
 	return found;
 }
 
+/* Prints path's lines after byte `from` to stderr, at most max_lines. */
+static __attribute__((unused)) void it_log_print_from(const char *path,
+						     long from, int max_lines)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "(no log)\n");
+		return;
+	}
+	fseek(f, from, SEEK_SET);
+	char line[4096];
+	int n = 0;
+	while (fgets(line, sizeof line, f)) {
+		if (n++ == max_lines) {
+			fprintf(stderr, "(more in the log)\n");
+			break;
+		}
+		fputs(line, stderr);
+	}
+	fclose(f);
+}
+
 static __attribute__((unused)) void it_server_start_once(struct it_server *s, int *busy)
 {
 	long log_at = 0;
@@ -396,13 +429,30 @@ static __attribute__((unused)) void it_server_start_once(struct it_server *s, in
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			it_pids[s->slot] = 0;
 			s->pid = 0;
-			if (!s->starts && it_log_tail_has(s->log, log_at,
-							  "port already in use")) {
+			bool taken = it_log_tail_has(s->log, log_at,
+						     "port already in use") ||
+				     (it_log_tail_has(s->log, log_at,
+						      "cannot open the admin port") &&
+				      it_log_tail_has(s->log, log_at,
+						      "EADDRINUSE"));
+			if (taken && (!s->starts || s->new_ports_on_restart)) {
 				*busy = 1;
 				return;
 			}
+			/* the whole start-up attempt's output, not just the
+			 * tail it_dump_logs shows (the temp dir is kept) */
+			fprintf(stderr, "---- parleyd start-up output (start %d, "
+				"%s from byte %ld) ----\n", s->starts + 1, s->log,
+				log_at);
+			it_log_print_from(s->log, log_at, 200);
 			it_fail(__FILE__, __LINE__, "parleyd exited at start-up "
-				"(status %d), log %s", st, s->log);
+				"(%s %d)%s, log %s",
+				WIFEXITED(st) ? "exit status" : "signal",
+				WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+				taken ? ": one of its ports was taken by another "
+					"process while it was down (a restart keeps "
+					"its ports unless new_ports_on_restart)" : "",
+				s->log);
 		}
 		int fd = it_tcp_connect(s->port);
 		if (fd >= 0) {
