@@ -580,6 +580,14 @@ struct chat {
 	_Atomic(chat_fwd_del_fn) fwd_del;
 	void *fwd_arg;
 	_Atomic uint64_t n_fwd;  /* appends handed to fwd */
+	/* early delivery (chat_set_early) */
+	_Atomic(chat_early_fn) early;
+	void *_Atomic early_arg;
+	_Atomic uint64_t n_early; /* early EVENTs posted */
+	/* TEST-ONLY (PARLEY_TEST_FANOUT_DELAY_MS): every live fan-out waits
+	 * this long on the fan-out thread before its inbox appends, so a test
+	 * can kill -9 between a message durable and its pointers durable */
+	unsigned test_fanout_delay_ms;
 };
 
 struct ckarg {
@@ -1413,6 +1421,8 @@ static void *fanout_main(void *arg)
 			c->qtail = NULL;
 		c->fan_busy = true; /* the queue's hold on j is ours now */
 		pthread_mutex_unlock(&c->mu);
+		if (c->test_fanout_delay_ms && j->rec)
+			sleep_ms(c->test_fanout_delay_ms); /* TEST-ONLY */
 		fanout_run(c, j, true, c->inline_buf);
 		pthread_mutex_lock(&c->mu);
 		c->fan_busy = false;
@@ -1426,6 +1436,65 @@ static void *fanout_main(void *arg)
 }
 
 /* ---- SEND -------------------------------------------------------------------------------------- */
+
+void chat_set_early(struct chat *c, chat_early_fn fn, void *arg)
+{
+	atomic_store(&c->early_arg, arg);
+	atomic_store(&c->early, fn);
+}
+
+#define EARLY_FRAME_STACK 4096u
+
+/* Early delivery of a 1:1 message durable at seq (its send callback, on
+ * the shard): its EVENT, encoded once, to each member's connections that
+ * asked for it (chat.h, chat_set_early). Nothing here is durable state:
+ * a post that fails is skipped, the inbox EVENT delivers. */
+static void early_post(struct chat *c, const struct job *j, uint64_t seq,
+		       uint64_t ts_ms)
+{
+	chat_early_fn fn = atomic_load(&c->early);
+	if (!fn)
+		return;
+	struct chat_member mem[2];
+	struct chat_msg m;
+	if (chat_conv_members(j->conv, j->len, mem) != 2 ||
+	    chat_msg_decode(j->rec, j->rec_len, &m))
+		return;
+	/* a parley_msg is ~16 KiB: one per thread, not on the stack */
+	static _Thread_local struct parley_msg ev;
+	memset(&ev, 0, sizeof ev);
+	ev.type = PARLEY_T_EVENT;
+	struct parley_event *e = &ev.event;
+	e->inbox_seq = 0;
+	e->kind = PARLEY_EV_MESSAGE;
+	e->conv = (struct parley_str){j->conv, j->len};
+	e->conv_seq = seq;
+	e->sender = (struct parley_str){m.sender, m.sender_len};
+	memcpy(e->client_msg_id, m.client_msg_id, 16);
+	e->server_ts_ms = ts_ms;
+	e->content_type = m.content_type;
+	e->body = (struct parley_bytes){m.body, m.body_len};
+	e->flags = PARLEY_MSGF_EARLY;
+	int n = parley_proto_size(&ev);
+	if (n <= 0)
+		return;
+	uint8_t stack[EARLY_FRAME_STACK];
+	uint8_t *buf = (size_t)n <= sizeof stack ? stack : malloc((size_t)n);
+	if (!buf)
+		return;
+	if (parley_proto_encode(buf, (size_t)n, 0, &ev) == n) {
+		void *arg = atomic_load(&c->early_arg);
+		unsigned posted = 0;
+		for (int i = 0; i < 2; i++)
+			posted += fn(arg, mem[i].p, mem[i].len, buf, (uint32_t)n,
+				     j->conv, j->len, seq);
+		if (posted)
+			atomic_fetch_add_explicit(&c->n_early, posted,
+						  memory_order_relaxed);
+	}
+	if (buf != stack)
+		free(buf);
+}
 
 static void send_cb(void *arg, const struct pe_append_result *r)
 {
@@ -1453,6 +1522,11 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	j->ts_ms = r->ts_ms;
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
+	/* Early delivery: the message is durable, its pointers are not yet
+	 * issued (chat.h, chat_set_early). 1:1 messages only. */
+	if (!r->err && !r->duplicate && !refused && !j->group && j->rec &&
+	    j->type == CHAT_ENT_MSG)
+		early_post(c, j, r->seq, r->ts_ms);
 	pthread_mutex_lock(&c->mu);
 	if (r->err || r->duplicate || refused) {
 		/* a SEND refused NOTLEADER after registration may still be
@@ -1464,7 +1538,8 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	} else {
 		PARLEY_ASSERT(r->ts_ms >= j->start);
 		j->from = j->to = r->seq;
-		if (c->qhead || c->fan_busy || j->group) {
+		if (c->qhead || c->fan_busy || j->group ||
+		    c->test_fanout_delay_ms) {
 			/* behind queued jobs (maybe of this conversation); a
 			 * group's fan-out (hundreds of appends, retried while
 			 * the engine queue is full) never runs on the shard */
@@ -1891,6 +1966,8 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 						    memory_order_relaxed);
 	out->fanout_pending = c->npending;
 	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
+	out->early_posted = atomic_load_explicit(&c->n_early,
+						 memory_order_relaxed);
 	pthread_mutex_unlock(&c->mu);
 	chat_groups_stats(c->groups, &out->groups, &out->group_changes,
 			  &out->group_refused);
@@ -2449,6 +2526,13 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	}
 	for (uint32_t p = 0; p < c->np; p++)
 		c->ckargs[p] = (struct ckarg){c, p};
+	const char *td = getenv("PARLEY_TEST_FANOUT_DELAY_MS");
+	if (td && *td) {
+		c->test_fanout_delay_ms = (unsigned)strtoul(td, NULL, 10);
+		PLOG_W("chat", "TEST-ONLY fan-out delay on "
+		       "(PARLEY_TEST_FANOUT_DELAY_MS): every live fan-out waits "
+		       "on the fan-out thread", "ms=%u", c->test_fanout_delay_ms);
+	}
 	if (ckpt_keys(c)) {
 		chat_free(c);
 		return -PARLEY_EINVAL;
