@@ -48,7 +48,7 @@
  * group from the next ACTIVITY's conv_seq on.
  *
  * Early delivery (opts.want_early, docs/PROTOCOL.md "Early delivery"): a
- * message may reach on_event as soon as it is durable in its
+ * 1:1 or small-group message may reach on_event as soon as it is durable in its
  * conversation, with inbox_seq 0 and ev->flags PARLEY_MSGF_EARLY, one
  * group commit before its inbox EVENT; that inbox EVENT is then not
  * passed to on_event (it only advances the inbox cursor). Within the life

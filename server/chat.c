@@ -1445,21 +1445,58 @@ void chat_set_early(struct chat *c, chat_early_fn fn, void *arg)
 
 #define EARLY_FRAME_STACK 4096u
 
-/* Early delivery of a 1:1 message durable at seq (its send callback, on
- * the shard): its EVENT, encoded once, to each member's connections that
- * asked for it (chat.h, chat_set_early). Nothing here is durable state:
- * a post that fails is skipped, the inbox EVENT delivers. */
+struct early_to {
+	chat_early_fn fn;
+	void *arg;
+	const struct job *j;
+	const uint8_t *frame;
+	uint32_t len;
+	uint64_t seq;
+	unsigned posted;
+};
+
+static void early_to_member(void *arg, const char *user, size_t ulen, int role)
+{
+	struct early_to *t = arg;
+	(void)role;
+	t->posted += t->fn(t->arg, user, ulen, t->frame, t->len, t->j->conv,
+			   t->j->len, t->seq);
+}
+
+static void early_count(void *arg, const char *user, size_t ulen, int role)
+{
+	(void)arg, (void)user, (void)ulen, (void)role;
+}
+
+/* Early delivery of a message durable at seq (its send callback, on the
+ * shard): its EVENT, encoded once, to the connections that asked for it
+ * of each member at seq (chat.h, chat_set_early): both users of a 1:1
+ * conversation, the members of a group fanned out by write (a group's
+ * membership at seq was applied before this callback, in seq order;
+ * read-mode groups deliver live by their own fan-out). Nothing here is
+ * durable state: a post that fails is skipped, the inbox EVENT delivers. */
 static void early_post(struct chat *c, const struct job *j, uint64_t seq,
 		       uint64_t ts_ms)
 {
 	chat_early_fn fn = atomic_load(&c->early);
 	if (!fn)
 		return;
-	struct chat_member mem[2];
 	struct chat_msg m;
-	if (chat_conv_members(j->conv, j->len, mem) != 2 ||
-	    chat_msg_decode(j->rec, j->rec_len, &m))
+	if (chat_msg_decode(j->rec, j->rec_len, &m))
 		return;
+	if (j->group) {
+		/* membership in memory is exact where the group's entries
+		 * are appended (chat_groups_ready), as for its fan-out */
+		if (chat_groups_ready(c, j->conv, j->len) != 0)
+			return;
+		int cnt = chat_members_each(c, j->conv, j->len, seq, 0, 1,
+					    early_count, NULL);
+		if (cnt <= 0 ||
+		    chat_rd_is_read(chat_group_read_min(c), (uint32_t)cnt))
+			return;
+	} else if (chat_conv_is_group(j->conv, j->len)) {
+		return;
+	}
 	/* a parley_msg is ~16 KiB: one per thread, not on the stack */
 	static _Thread_local struct parley_msg ev;
 	memset(&ev, 0, sizeof ev);
@@ -1483,13 +1520,13 @@ static void early_post(struct chat *c, const struct job *j, uint64_t seq,
 	if (!buf)
 		return;
 	if (parley_proto_encode(buf, (size_t)n, 0, &ev) == n) {
-		void *arg = atomic_load(&c->early_arg);
-		unsigned posted = 0;
-		for (int i = 0; i < 2; i++)
-			posted += fn(arg, mem[i].p, mem[i].len, buf, (uint32_t)n,
-				     j->conv, j->len, seq);
-		if (posted)
-			atomic_fetch_add_explicit(&c->n_early, posted,
+		struct early_to t = {.fn = fn, .arg = atomic_load(&c->early_arg),
+				     .j = j, .frame = buf, .len = (uint32_t)n,
+				     .seq = seq};
+		(void)chat_members_each(c, j->conv, j->len, seq, 0, 0,
+					early_to_member, &t);
+		if (t.posted)
+			atomic_fetch_add_explicit(&c->n_early, t.posted,
 						  memory_order_relaxed);
 	}
 	if (buf != stack)
@@ -1523,8 +1560,9 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	/* Durable (or failed): answer first, the fan-out follows. */
 	j->cb(j->cb_arg, &res);
 	/* Early delivery: the message is durable, its pointers are not yet
-	 * issued (chat.h, chat_set_early). 1:1 messages only. */
-	if (!r->err && !r->duplicate && !refused && !j->group && j->rec &&
+	 * issued (chat.h, chat_set_early); a refused group send reaches
+	 * nobody. */
+	if (!r->err && !r->duplicate && !refused && j->rec &&
 	    j->type == CHAT_ENT_MSG)
 		early_post(c, j, r->seq, r->ts_ms);
 	pthread_mutex_lock(&c->mu);

@@ -1135,10 +1135,11 @@ typedef unsigned (*chat_live_fn)(void *arg, const char *user, size_t ulen,
 				 const uint8_t *frame, uint32_t len);
 void chat_set_live(struct chat *c, chat_live_fn fn, void *arg);
 
-/* Early delivery (docs/SERVER.md "Early delivery"): once a 1:1 message is
+/* Early delivery (docs/SERVER.md "Early delivery"): once a 1:1 message, or
+ * a message of a group under group_read_fanout_min members at its seq, is
  * durable in c/<conv> (its send callback, on the engine shard, before its
  * inbox appends are even issued), the early hook gets its EVENT (inbox_seq
- * 0, PARLEY_MSGF_EARLY) once per member and posts it to that user's
+ * 0, PARLEY_MSGF_EARLY) once per member at its seq and posts it to that user's
  * connections that asked for early EVENTs; returns how many. The inbox
  * pointers follow as always: early EVENTs are optional and the inbox
  * stays the record of what a device has (cursor, receipts, SYNC).
@@ -1149,6 +1150,7 @@ typedef unsigned (*chat_early_fn)(void *arg, const char *user, size_t ulen,
 				  uint64_t conv_seq);
 void chat_set_early(struct chat *c, chat_early_fn fn, void *arg);
 void chat_set_group_read_min(struct chat *c, uint32_t min_members);
+uint32_t chat_group_read_min(struct chat *c);
 
 /* chat.c's fan-out: 1 = entry `ent` of group conv was fanned out by read
  * (live posts issued; ACTIVITY appends given to issue like the write

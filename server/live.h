@@ -12,13 +12,13 @@
  * queue is over its bound is cut off (GOAWAY SLOW_CONSUMER), never
  * silently skipped: its device reads what it missed back (GROUP_CATCHUP).
  *
- *
  * Early delivery (conn.c "Early delivery", docs/SERVER.md): a connection
  * attached with `early` (it negotiated PARLEY_FEAT_EARLY) also gets, by
- * live_post_early, the early EVENT of every 1:1 message of its user as
- * soon as the message is durable in its conversation, as an lmsg of kind
- * LM_EARLY. Early EVENTs are optional: a post that cannot be made (no
- * memory, user over its bound) is skipped, the inbox EVENT delivers.
+ * live_post_early, the early EVENT of every 1:1 and small-group message
+ * of its user as soon as the message is durable in its conversation
+ * (chat.h, chat_set_early), as an lmsg of kind LM_EARLY. Early EVENTs are
+ * optional: a post that cannot be made (no memory) is skipped, the inbox
+ * EVENT delivers.
  *
  * Bounds: LIVE_MAX_PER_USER connections of one user are registered; a
  * user with more is answered 0 by live_post (so it gets ACTIVITY pointers

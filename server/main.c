@@ -206,7 +206,7 @@ static const struct key KEYS[] = {
 	KU(max_body, "65536", "largest SEND body, bytes"),
 	KU(max_inflight, "64", "requests in flight per connection"),
 	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
-	KU(early_delivery, "1", "1 = a 1:1 message goes to the recipients' connections that ask for it (HELLO feature EARLY) as soon as it is durable in its conversation, before its inbox pointer; 0 = only through the inbox"),
+	KU(early_delivery, "1", "1 = a 1:1 or small-group message goes to the recipients' connections that ask for it (HELLO feature EARLY) as soon as it is durable in its conversation, before its inbox pointer; 0 = only through the inbox"),
 	KU(group_max_members, "1024", "members a group may have (1..5000)"),
 	KU(group_read_fanout_min, "100", "groups with at least this many members fan messages out by read (live EVENTs + one ACTIVITY pointer per offline member); 0 = always write fan-out"),
 	KU(idle_timeout_ms, "60000", "close after this much silence"),

@@ -27,6 +27,8 @@
  *   - a new device reading bob's inbox from 1 without early delivery
  *     finds each message exactly once, in order (the inbox itself holds
  *     no loss and no double);
+ *   - a small group's messages (write fan-out) come early too, each
+ *     once, in seq order after the group's creation event;
  *   - parleyd stops with status 0 on SIGTERM.
  */
 #include "itest.h"
@@ -35,6 +37,7 @@
 #define CYCLES 3
 #define FANOUT_DELAY 120 /* ms, PARLEY_TEST_FANOUT_DELAY_MS */
 #define CONV "d:alice:bob"
+#define GROUP_MSGS 10
 
 struct dev {
 	const char *user, *dev;
@@ -198,6 +201,51 @@ int main(void)
 		IT_CHECK(parley_client_inbox_cursor(d[i].c) >= bob_last,
 			 "%s: inbox cursor %" PRIu64 " < %" PRIu64, d[i].dev,
 			 parley_client_inbox_cursor(d[i].c), bob_last);
+
+	/* A small group (write fan-out): its messages come early too, each
+	 * once, in seq order with the membership event before them. */
+	const char *members[] = {"bob"};
+	const struct parley_group_ok *gok;
+	IT_OK(parley_client_group_create(snd.c, "early", 0, members, 1, &gok));
+	char g[64];
+	snprintf(g, sizeof g, "%.*s", (int)gok->conv.len, gok->conv.p);
+	uint64_t gfirst = gok->seq;
+	uint64_t base[4];
+	for (int i = 0; i < 4; i++)
+		base[i] = d[i].ev.n;
+	for (int k = 1; k <= GROUP_MSGS; k++) {
+		char body[32];
+		snprintf(body, sizeof body, "group %d", k);
+		struct parley_send_result r;
+		IT_OK(parley_client_send(snd.c, g, PARLEY_CT_TEXT, body,
+					 strlen(body), &r));
+		IT_CHECK(r.seq == gfirst + (uint64_t)k);
+	}
+	for (int i = 0; i < 4; i++) {
+		uint64_t want = base[i] + 1 + GROUP_MSGS;
+		IT_CHECK(it_wait_events(d[i].c, &d[i].ev, want, 30000) == want,
+			 "%s: %" PRIu64 " group events", d[i].dev,
+			 d[i].ev.n - base[i]);
+		uint64_t early = 0;
+		for (uint64_t j = base[i]; j < want; j++) {
+			struct it_ev *e = &d[i].ev.v[j];
+			IT_CHECK(!strcmp(e->conv, g) &&
+					 e->conv_seq == gfirst + (j - base[i]),
+				 "%s: group event %" PRIu64 " is %s/%" PRIu64,
+				 d[i].dev, j - base[i], e->conv, e->conv_seq);
+			if (e->inbox_seq == 0)
+				early++;
+		}
+		IT_CHECK(d[i].early ? early > 0 : early == 0, "%s: %" PRIu64
+			 " group messages early", d[i].dev, early);
+		printf("early_delivery: %s: group: %d messages, %" PRIu64
+		       " early\n", d[i].dev, GROUP_MSGS, early);
+	}
+	for (int i = 0; i < 4; i++)
+		parley_client_poll(d[i].c, 100);
+	for (int i = 0; i < 4; i++)
+		IT_CHECK(d[i].ev.n == base[i] + 1 + GROUP_MSGS, "%s: extra events",
+			 d[i].dev);
 
 	for (int i = 0; i < 4; i++) {
 		parley_client_free(d[i].c);
