@@ -707,14 +707,20 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	uint64_t nslots = (uint64_t)(rate * (cfg->warmup + cfg->seconds)) + 1;
 	uint64_t *intended = calloc(nslots, sizeof *intended);
 	uint8_t *seen = calloc(nslots, 1);
+	/* when each slot's SEND_ACK and first EVENT arrived: "deliver after
+	 * ack" (the delivery's own delay, free of the sender's queueing) */
+	uint64_t *ack_at = calloc(nslots, sizeof *ack_at);
+	uint64_t *dlv_at = calloc(nslots, sizeof *dlv_at);
 	struct bench_hist *hd = malloc(sizeof *hd), *ha = malloc(sizeof *ha),
-			  *lag = malloc(sizeof *lag);
+			  *lag = malloc(sizeof *lag), *hx = malloc(sizeof *hx);
+	uint64_t dlv_first = 0; /* EVENTs that came before their SEND_ACK */
 	int rc = 0;
 	bool reported = false;
 	char sender[64], receiver[64], conv[256], errtxt[160] = "";
 	struct parley_hello_ok hello = {0};
 	uint64_t window_waits = 0;
-	if (!snd || !rcv || !body || !m || !intended || !seen || !hd || !ha || !lag) {
+	if (!snd || !rcv || !body || !m || !intended || !seen || !hd || !ha || !lag ||
+	    !ack_at || !dlv_at || !hx) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -727,6 +733,7 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	bench_hist_init(hd);
 	bench_hist_init(ha);
 	bench_hist_init(lag);
+	bench_hist_init(hx);
 	bench_fill_payload(body, payload, cfg->seed);
 	/* the receiver takes early EVENTs (delivery counts the first of a
 	 * message's EVENTs; its inbox EVENT then comes without the body) */
@@ -836,11 +843,15 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 					uint64_t idx = wire_msgid_idx(m->event.client_msg_id);
 					if (idx >= k)
 						continue;
+					if (!dlv_at[idx])
+						dlv_at[idx] = at;
 					bench_delivered(seen, intended, idx, at, win_start, win_end, hd,
 							&delivered, &dups);
 				} else if (m->type == PARLEY_T_SEND_ACK) {
 					uint64_t idx = wire_msgid_idx(m->send_ack.client_msg_id);
 					acked++;
+					if (idx < k && !ack_at[idx])
+						ack_at[idx] = at;
 					if (idx < k && intended[idx] >= win_start &&
 					    intended[idx] < win_end)
 						bench_hist_record(ha, at - intended[idx]);
@@ -868,6 +879,14 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 		}
 	}
 	uint64_t in_window = bench_in_window(intended, k, win_start, win_end);
+	for (uint64_t i = 0; i < k; i++) {
+		if (intended[i] < win_start || intended[i] >= win_end || !ack_at[i] ||
+		    !dlv_at[i])
+			continue;
+		if (dlv_at[i] < ack_at[i])
+			dlv_first++;
+		bench_hist_record(hx, dlv_at[i] > ack_at[i] ? dlv_at[i] - ack_at[i] : 0);
+	}
 	struct bench_json *js = bench_sink();
 	if (js) {
 		bench_deliv_json_begin(js, "parleyd", NULL, rate, payload, in_window, hd,
@@ -877,13 +896,15 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 		bj_u64(js, "window", window);
 		bj_u64(js, "window_full", window_waits);
 		bj_u64(js, "early_events", early_events);
+		bj_hist(js, "deliver_after_ack", hx);
+		bj_u64(js, "delivered_before_ack", dlv_first);
 		bj_u64(js, "errors", errors);
 		bj_bool(js, "duplicates", dups);
 		bj_bool(js, "ok", rc == 0);
 		bj_end(js);
 	}
 	printf("| parleyd (fdatasync before ack, 1 node) | %.0f | %u | %llu | %llu | %llu | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | "
-	       "%.1f | window %u, full %llu×; early EVENTs %llu; pacer lag p99 %.1f µs%s%s%s%s |\n",
+	       "%.1f | window %u, full %llu×; early EVENTs %llu; deliver after ack p50 %.1f / p99 %.1f / p99.9 %.1f µs (%llu before it); pacer lag p99 %.1f µs%s%s%s%s |\n",
 	       rate, payload, (unsigned long long)in_window, (unsigned long long)hd->count,
 	       (unsigned long long)(sent - delivered),
 	       (double)bench_hist_quantile(hd, 0.5) / 1e3,
@@ -893,6 +914,9 @@ static int deliver_run(const struct bench_cfg *cfg, const struct bench_srv *s, d
 	       (double)bench_hist_quantile(ha, 0.99) / 1e3,
 	       (double)bench_hist_quantile(ha, 0.999) / 1e3, window,
 	       (unsigned long long)window_waits, (unsigned long long)early_events,
+	       (double)bench_hist_quantile(hx, 0.5) / 1e3,
+	       (double)bench_hist_quantile(hx, 0.99) / 1e3,
+	       (double)bench_hist_quantile(hx, 0.999) / 1e3, (unsigned long long)dlv_first,
 	       (double)bench_hist_quantile(lag, 0.99) / 1e3, errors ? "; errors: " : "",
 	       errors ? errtxt : "", dups ? "; DUPLICATES" : "",
 	       rc ? "; FAILED" : "");
@@ -921,6 +945,9 @@ out:
 	free(m);
 	free(intended);
 	free(seen);
+	free(ack_at);
+	free(dlv_at);
+	free(hx);
 	free(hd);
 	free(ha);
 	free(lag);
