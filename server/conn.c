@@ -509,7 +509,8 @@ void conn_on_sent(struct conn *c, uint32_t n)
  * a collision among one connection's tracked conversations, the only way
  * E2 could be wrong, has probability about EARLY_CONVS^2 / 2^64.
  * Memory: allocated at SYNC for a connection that asked for it, freed
- * when the subscription ends.
+ * when the subscription ends; held EVENTs are charged to the memory
+ * budget (membudget.h), and none is held while it is over.
  */
 #define EARLY_CONVS 8u
 #define EARLY_HOLD 16u
@@ -532,18 +533,25 @@ struct conn_early {
 	uint32_t nheld, held_bytes;
 };
 
+/* A held early EVENT's memory, charged to the memory budget while held. */
+static void early_held_free(struct conn *c, struct early_held *h)
+{
+	membudget_charge(&S(c)->mem, -(int64_t)(sizeof *h + h->len));
+	free(h);
+}
+
 static void early_free(struct conn *c)
 {
 	struct conn_early *e = c->early_st;
 	if (!e)
 		return;
+	c->early_st = NULL;
 	while (e->held) {
 		struct early_held *h = e->held;
 		e->held = h->next;
-		free(h);
+		early_held_free(c, h);
 	}
 	free(e);
-	c->early_st = NULL;
 }
 
 static int early_find(const struct conn_early *e, uint64_t h)
@@ -600,17 +608,19 @@ static void early_release(struct conn *c)
 			*pp = h->next;
 			e->nheld--;
 			e->held_bytes -= h->len;
-			if (h->conv_seq == e->cv[i].last + 1 &&
-			    early_write(c, h->frame, h->len)) {
-				e->cv[i].last = h->conv_seq;
+			uint64_t seq = h->conv_seq;
+			bool wrote = seq == e->cv[i].last + 1 &&
+				     early_write(c, h->frame, h->len);
+			early_held_free(c, h);
+			if (c->early_st != e) /* the write closed the connection */
+				return;
+			if (wrote) {
+				e->cv[i].last = seq;
 				e->cv[i].used = ++e->clock;
 				again = true; /* the next one of C may follow */
 			} else {
 				ctr_add(&S(c)->ctr.early_dropped, 1);
 			}
-			free(h);
-			if (!c->early_st) /* a write cut the connection off */
-				return;
 		}
 	}
 }
@@ -630,7 +640,7 @@ static void on_early(struct conn *c, struct lmsg *m)
 	}
 	if (i >= 0 && p->conv_seq == e->cv[i].last + 1) {
 		if (early_write(c, m->data, m->len)) {
-			if (c->early_st) {
+			if (c->early_st == e) { /* still open */
 				e->cv[i].last = p->conv_seq;
 				e->cv[i].used = ++e->clock;
 				early_release(c);
@@ -640,12 +650,16 @@ static void on_early(struct conn *c, struct lmsg *m)
 		}
 		return;
 	}
-	/* not its turn yet (E1): hold it, oldest out */
-	struct early_held *h = malloc(sizeof *h + m->len);
+	/* not its turn yet (E1): hold it, oldest out; not over the memory
+	 * budget (held EVENTs are charged to it) */
+	struct early_held *h = membudget_over(&S(c)->mem)
+				       ? NULL
+				       : malloc(sizeof *h + m->len);
 	if (!h) {
 		ctr_add(&S(c)->ctr.early_dropped, 1);
 		return;
 	}
+	membudget_charge(&S(c)->mem, (int64_t)(sizeof *h + m->len));
 	h->next = NULL;
 	h->conv_h = p->conv_h;
 	h->conv_seq = p->conv_seq;
@@ -663,7 +677,7 @@ static void on_early(struct conn *c, struct lmsg *m)
 		e->held = o->next;
 		e->nheld--;
 		e->held_bytes -= o->len;
-		free(o);
+		early_held_free(c, o);
 		ctr_add(&S(c)->ctr.early_dropped, 1);
 	}
 }
@@ -1005,6 +1019,7 @@ static void pump_resolves(struct conn *c)
 	}
 	if (stashed)
 		stash_write(c);
+	early_release(c); /* what went out may let held early EVENTs go */
 }
 
 static void pend_drop(struct conn *c)
