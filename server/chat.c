@@ -1460,7 +1460,7 @@ static void early_to_member(void *arg, const char *user, size_t ulen, int role)
 	struct early_to *t = arg;
 	(void)role;
 	t->posted += t->fn(t->arg, user, ulen, t->frame, t->len, t->j->conv,
-			   t->j->len, t->seq);
+			   t->j->len, t->seq, t->j->t_durable);
 }
 
 static void early_count(void *arg, const char *user, size_t ulen, int role)

@@ -1147,7 +1147,7 @@ void chat_set_live(struct chat *c, chat_live_fn fn, void *arg);
 typedef unsigned (*chat_early_fn)(void *arg, const char *user, size_t ulen,
 				  const uint8_t *frame, uint32_t len,
 				  const char *conv, size_t clen,
-				  uint64_t conv_seq);
+				  uint64_t conv_seq, uint64_t t_durable_ns);
 void chat_set_early(struct chat *c, chat_early_fn fn, void *arg);
 void chat_set_group_read_min(struct chat *c, uint32_t min_members);
 uint32_t chat_group_read_min(struct chat *c);

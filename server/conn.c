@@ -520,6 +520,7 @@ void conn_on_sent(struct conn *c, uint32_t n)
 struct early_held {
 	struct early_held *next;
 	uint64_t conv_h, conv_seq;
+	uint64_t t_durable;      /* stage "early" */
 	uint32_t len;
 	uint8_t frame[];
 };
@@ -577,8 +578,9 @@ static void early_set(struct conn_early *e, uint64_t h, uint64_t last)
 }
 
 /* Writes an early EVENT unless the outbound queue is over half its bound;
- * true when written (E1). */
-static bool early_write(struct conn *c, const uint8_t *f, uint32_t len)
+ * true when written (E1). t_durable: when its message was durable. */
+static bool early_write(struct conn *c, const uint8_t *f, uint32_t len,
+			uint64_t t_durable)
 {
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING ||
@@ -587,6 +589,9 @@ static bool early_write(struct conn *c, const uint8_t *f, uint32_t len)
 		return false;
 	conn_write(c, f, len);
 	ctr_add(&s->ctr.early_out, 1);
+	if (t_durable)
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_EARLY], t_durable,
+			       parley_mono_ns());
 	return true;
 }
 
@@ -610,7 +615,7 @@ static void early_release(struct conn *c)
 			e->held_bytes -= h->len;
 			uint64_t seq = h->conv_seq;
 			bool wrote = seq == e->cv[i].last + 1 &&
-				     early_write(c, h->frame, h->len);
+				     early_write(c, h->frame, h->len, h->t_durable);
 			early_held_free(c, h);
 			if (c->early_st != e) /* the write closed the connection */
 				return;
@@ -628,7 +633,7 @@ static void early_release(struct conn *c)
 static void on_early(struct conn *c, struct lmsg *m)
 {
 	struct conn_early *e = c->early_st;
-	const struct lm_conv_pos *p = &m->u.early;
+	const struct lm_conv_pos *p = &m->u.early.pos;
 	if (!e || !c->sub || p->conv_seq == 0) {
 		ctr_add(&S(c)->ctr.early_dropped, 1);
 		return;
@@ -639,7 +644,7 @@ static void on_early(struct conn *c, struct lmsg *m)
 		return;
 	}
 	if (i >= 0 && p->conv_seq == e->cv[i].last + 1) {
-		if (early_write(c, m->data, m->len)) {
+		if (early_write(c, m->data, m->len, m->u.early.t_durable_ns)) {
 			if (c->early_st == e) { /* still open */
 				e->cv[i].last = p->conv_seq;
 				e->cv[i].used = ++e->clock;
@@ -663,6 +668,7 @@ static void on_early(struct conn *c, struct lmsg *m)
 	h->next = NULL;
 	h->conv_h = p->conv_h;
 	h->conv_seq = p->conv_seq;
+	h->t_durable = m->u.early.t_durable_ns;
 	h->len = m->len;
 	memcpy(h->frame, m->data, m->len);
 	struct early_held **pp = &e->held;

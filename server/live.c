@@ -191,7 +191,7 @@ unsigned live_post(void *arg, const char *user, size_t ulen,
 
 unsigned live_post_early(void *arg, const char *user, size_t ulen,
 			 const uint8_t *frame, uint32_t len, const char *conv,
-			 size_t clen, uint64_t conv_seq)
+			 size_t clen, uint64_t conv_seq, uint64_t t_durable_ns)
 {
 	struct live *l = arg;
 	struct lm_conv_pos pos = {.conv_h = lm_conv_hash(conv, clen),
@@ -209,7 +209,8 @@ unsigned live_post_early(void *arg, const char *user, size_t ulen,
 		if (!m)
 			break; /* optional: the inbox EVENT delivers */
 		memcpy(m->data, frame, len);
-		m->u.early = pos;
+		m->u.early.pos = pos;
+		m->u.early.t_durable_ns = t_durable_ns;
 		lmsg_post(&u->ref[i], m);
 		posted++;
 	}

@@ -57,7 +57,7 @@ unsigned live_post(void *l, const char *user, size_t ulen,
  * thread (engine shards). */
 unsigned live_post_early(void *l, const char *user, size_t ulen,
 			 const uint8_t *frame, uint32_t len, const char *conv,
-			 size_t clen, uint64_t conv_seq);
+			 size_t clen, uint64_t conv_seq, uint64_t t_durable_ns);
 /* connections attached now */
 uint64_t live_count(struct live *l);
 

@@ -104,7 +104,10 @@ struct lmsg {
 			uint64_t t_start_ns; /* its resolution started (stages) */
 			struct lm_conv_pos pos; /* early delivery (conn.c) */
 		} event;
-		struct lm_conv_pos early; /* LM_EARLY */
+		struct {               /* LM_EARLY */
+			struct lm_conv_pos pos;
+			uint64_t t_durable_ns; /* the message durable (stages) */
+		} early;
 		struct {               /* LM_FWD */
 			uint64_t node;
 		} fwd;

@@ -94,8 +94,11 @@ void srv_text_put(struct srv_text *o, const char *fmt, ...)
  *                      connection's loop has the pointer
  *             pending  the loop has it -> its resolution starts (waits
  *                      for the event window and the outbound queue)
- *             resolve  resolution started -> EVENT queued on the
+  *             resolve  resolution started -> EVENT queued on the
  *                      connection (the message read and encoded)
+ *             early    message durable -> its early EVENT queued on a
+ *                      connection that asked (conn.c "Early delivery";
+ *                      a held one's wait included)
  */
 enum srv_send_stage {
 	SRV_SEND_RECV = 0,
@@ -108,6 +111,7 @@ enum srv_deliver_stage {
 	SRV_DELIVER_NOTIFY = 0,
 	SRV_DELIVER_PENDING,
 	SRV_DELIVER_RESOLVE,
+	SRV_DELIVER_EARLY,
 	SRV_DELIVER_NSTAGES
 };
 struct srv_stages {

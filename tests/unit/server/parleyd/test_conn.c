@@ -606,9 +606,10 @@ static void inject_early(struct fx *f, const char *conv, uint64_t seq)
 			    PARLEY_MSGF_EARLY);
 	struct lmsg *m = lmsg_new(LM_EARLY, (uint32_t)n);
 	memcpy(m->data, b, (size_t)n);
-	m->u.early = (struct lm_conv_pos){.conv_h = lm_conv_hash(conv, strlen(conv)),
-					  .conv_seq = seq,
-					  .kind = PARLEY_EV_MESSAGE};
+	m->u.early.pos = (struct lm_conv_pos){
+		.conv_h = lm_conv_hash(conv, strlen(conv)), .conv_seq = seq,
+		.kind = PARLEY_EV_MESSAGE};
+	m->u.early.t_durable_ns = parley_mono_ns();
 	m->slot = 3;
 	m->gen = f->gen;
 	conn_on_msg(f->c, m);
@@ -759,6 +760,10 @@ Test(conn, early_events_keep_conversation_order)
 	cr_assert_eq(atomic_load(&f.s.ctr.early_seen), 3);
 	cr_assert_eq(atomic_load(&f.s.ctr.early_dropped), 3);
 	cr_assert_eq(atomic_load(&f.s.ctr.events_out), 8);
+	char *txt = stage_text(&f); /* the early EVENTs written were timed */
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"early\"} 3\n"),
+		  "%s", txt);
+	free(txt);
 	early_stop(&f);
 }
 
