@@ -94,7 +94,7 @@ void srv_text_put(struct srv_text *o, const char *fmt, ...)
  *                      connection's loop has the pointer
  *             pending  the loop has it -> its resolution starts (waits
  *                      for the event window and the outbound queue)
-  *             resolve  resolution started -> EVENT queued on the
+ *             resolve  resolution started -> EVENT queued on the
  *                      connection (the message read and encoded)
  *             early    message durable -> its early EVENT queued on a
  *                      connection that asked (conn.c "Early delivery";
