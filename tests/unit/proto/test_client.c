@@ -11,7 +11,8 @@
  * second message), events reach the callback in inbox order with no gap and
  * no duplicate across reconnects, acks are cumulative and bounded by what
  * was received, TLS verifies the certificate and the host name, zstd frames
- * work both ways.
+ * work both ways, early delivery hands each message over once (early, or
+ * through the inbox when the early one was on a connection that broke).
  *
  * No wall-clock assertions: timeouts only bound how long a failure takes.
  */
