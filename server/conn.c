@@ -493,21 +493,25 @@ void conn_on_sent(struct conn *c, uint32_t n)
  *       written first: dropped). One that does not fit, or would take the
  *       outbound queue over half its bound, is dropped. Dropping is always
  *       safe: the inbox EVENT, which follows in any case, delivers it.
- *   E2. An inbox MESSAGE EVENT (C, s) with s <= last[C] was written early
- *       on this connection (by E1, last[C] passes s only by writing s
- *       early): it goes out without its body, flagged
- *       PARLEY_MSGF_EARLY_SEEN. Every other inbox EVENT goes out as it is.
+ *   E2. An inbox MESSAGE EVENT (C, s) goes out without its body, flagged
+ *       PARLEY_MSGF_EARLY_SEEN, exactly when s was written early on this
+ *       connection: each conversation's slot remembers which of the 64
+ *       seqs above its window base (the highest early seq - 64) went out
+ *       early, and the inbox EVENT clears its bit. Every other inbox EVENT
+ *       goes out as it is (one whose bit slid out or whose slot was
+ *       reused goes out whole: the client drops it by (conv, conv_seq)).
  *   E3. Only MESSAGE EVENTs (inbox or early) move last[C]; an inbox EVENT
- *       of another kind that names C with a conv seq forgets C (the next
- *       early EVENT of C is held until the inbox catches up).
+ *       of another kind that names C with a conv seq makes last[C]
+ *       unknown (0: the next early EVENT of C is held until the inbox
+ *       catches up); its early bits stay.
  * The inbox path is unchanged (order, window, cursor, acknowledgements,
  * receipts): an early EVENT is never acknowledged and carries no inbox
  * seq, so a crash that loses an inbox pointer cannot make a device skip
  * anything; the device may get the message again in full after it, and
  * libparley drops it by (conv, conv_seq).
  * Conversations are named by lm_conv_hash (64 bits, keyed per process):
- * a collision among one connection's tracked conversations, the only way
- * E2 could be wrong, has probability about EARLY_CONVS^2 / 2^64.
+ * a collision among one connection's tracked conversations (the only way
+ * E1 or E2 could be wrong) has probability about EARLY_CONVS^2 / 2^64.
  * Memory: allocated at SYNC for a connection that asked for it, freed
  * when the subscription ends; held EVENTs are charged to the memory
  * budget (membudget.h), and none is held while it is over.
@@ -527,7 +531,10 @@ struct early_held {
 
 struct conn_early {
 	struct {
-		uint64_t h, last, used; /* used == 0: free */
+		uint64_t h, used;   /* used == 0: free */
+		uint64_t last;      /* last[C], 0 = unknown (E1, E3) */
+		uint64_t ebase;     /* E2: bit k of emask = seq ebase + 1 + k */
+		uint64_t emask;     /* ... went out early, its inbox EVENT not yet */
 	} cv[EARLY_CONVS];
 	uint64_t clock;
 	struct early_held *held; /* oldest first */
@@ -563,18 +570,57 @@ static int early_find(const struct conn_early *e, uint64_t h)
 	return -1;
 }
 
+/* last[C] = last, in C's slot (a free one or the least recently used
+ * one, its early bits cleared, when C has none). */
 static void early_set(struct conn_early *e, uint64_t h, uint64_t last)
 {
 	int i = early_find(e, h);
-	if (i < 0) { /* a free slot, else the least recently used */
+	if (i < 0) {
 		i = 0;
 		for (unsigned k = 1; k < EARLY_CONVS; k++)
 			if (e->cv[k].used < e->cv[i].used)
 				i = (int)k;
+		e->cv[i].h = h;
+		e->cv[i].ebase = e->cv[i].emask = 0;
 	}
-	e->cv[i].h = h;
 	e->cv[i].last = last;
 	e->cv[i].used = ++e->clock;
+}
+
+/* Early EVENT seq of slot i went out: last[C] = seq, its E2 bit set. */
+static void early_wrote(struct conn_early *e, int i, uint64_t seq)
+{
+	e->cv[i].last = seq;
+	e->cv[i].used = ++e->clock;
+	if (seq <= e->cv[i].ebase)
+		return;
+	if (seq > e->cv[i].ebase + 64) { /* slide: the oldest bits go */
+		uint64_t nb = seq - 64, sh = nb - e->cv[i].ebase;
+		e->cv[i].emask = sh >= 64 ? 0 : e->cv[i].emask >> sh;
+		e->cv[i].ebase = nb;
+	}
+	e->cv[i].emask |= 1ull << (seq - e->cv[i].ebase - 1);
+}
+
+/* E2: did the message at pos go out early here (its bit is set)? */
+static bool early_is_early(const struct conn_early *e,
+			   const struct lm_conv_pos *pos)
+{
+	if (!e || pos->kind != PARLEY_EV_MESSAGE || pos->conv_seq == 0)
+		return false;
+	int i = early_find(e, pos->conv_h);
+	if (i < 0)
+		return false;
+	uint64_t b = e->cv[i].ebase, s = pos->conv_seq;
+	return s > b && s <= b + 64 && (e->cv[i].emask >> (s - b - 1) & 1);
+}
+
+/* Its inbox EVENT went out: clear the bit. */
+static void early_clear(struct conn_early *e, const struct lm_conv_pos *pos)
+{
+	int i = early_find(e, pos->conv_h);
+	uint64_t b = e->cv[i].ebase;
+	e->cv[i].emask &= ~(1ull << (pos->conv_seq - b - 1));
 }
 
 /* Writes an early EVENT unless the outbound queue is over half its bound;
@@ -606,7 +652,8 @@ static void early_release(struct conn *c)
 		for (struct early_held **pp = &e->held; *pp;) {
 			struct early_held *h = *pp;
 			int i = early_find(e, h->conv_h);
-			if (i < 0 || h->conv_seq > e->cv[i].last + 1) {
+			if (i < 0 || e->cv[i].last == 0 ||
+			    h->conv_seq > e->cv[i].last + 1) {
 				pp = &h->next;
 				continue;
 			}
@@ -620,8 +667,7 @@ static void early_release(struct conn *c)
 			if (c->early_st != e) /* the write closed the connection */
 				return;
 			if (wrote) {
-				e->cv[i].last = seq;
-				e->cv[i].used = ++e->clock;
+				early_wrote(e, i, seq);
 				again = true; /* the next one of C may follow */
 			} else {
 				ctr_add(&S(c)->ctr.early_dropped, 1);
@@ -643,11 +689,10 @@ static void on_early(struct conn *c, struct lmsg *m)
 		ctr_add(&S(c)->ctr.early_dropped, 1); /* its inbox EVENT came first */
 		return;
 	}
-	if (i >= 0 && p->conv_seq == e->cv[i].last + 1) {
+	if (i >= 0 && e->cv[i].last && p->conv_seq == e->cv[i].last + 1) {
 		if (early_write(c, m->data, m->len, m->u.early.t_durable_ns)) {
 			if (c->early_st == e) { /* still open */
-				e->cv[i].last = p->conv_seq;
-				e->cv[i].used = ++e->clock;
+				early_wrote(e, i, p->conv_seq);
 				early_release(c);
 			}
 		} else {
@@ -719,17 +764,8 @@ static void early_note(struct conn_early *e, const struct lm_conv_pos *pos)
 		if (i < 0 || pos->conv_seq > e->cv[i].last)
 			early_set(e, pos->conv_h, pos->conv_seq);
 	} else if (i >= 0) {
-		e->cv[i].used = 0; /* forget C */
+		e->cv[i].last = 0; /* unknown (E3) */
 	}
-}
-
-/* Is the inbox EVENT at pos one this connection wrote early (E2)? */
-static bool early_seen(const struct conn_early *e, const struct lm_conv_pos *pos)
-{
-	if (!e || pos->kind != PARLEY_EV_MESSAGE || pos->conv_seq == 0)
-		return false;
-	int i = early_find(e, pos->conv_h);
-	return i >= 0 && pos->conv_seq <= e->cv[i].last;
 }
 
 /* Writes one inbox EVENT frame (stripped when E2 says so) and notes it. */
@@ -738,8 +774,10 @@ static void inbox_write(struct conn *c, const struct lm_conv_pos *pos,
 {
 	uint32_t n = 0;
 	uint8_t sb[EARLY_STRIP_CAP];
-	if (early_seen(c->early_st, pos) &&
-	    (n = early_strip(f, len, sb, sizeof sb)) > 0) {
+	bool early = early_is_early(c->early_st, pos);
+	if (early)
+		early_clear(c->early_st, pos);
+	if (early && (n = early_strip(f, len, sb, sizeof sb)) > 0) {
 		conn_write(c, sb, n);
 		ctr_add(&S(c)->ctr.early_seen, 1);
 	} else {
@@ -759,7 +797,7 @@ static void inbox_write_run(struct conn *c, const struct lm_inbox_item *items,
 		struct lm_conv_pos pos = {.conv_h = items[k].conv_h,
 					  .conv_seq = items[k].conv_seq,
 					  .kind = items[k].kind};
-		if (!early_seen(c->early_st, &pos)) {
+		if (!early_is_early(c->early_st, &pos)) {
 			early_note(c->early_st, &pos);
 			continue;
 		}

@@ -756,10 +756,19 @@ Test(conn, early_events_keep_conversation_order)
 	inject_inbox(&f, (struct inj[]){{8, C, 7, PARLEY_EV_MESSAGE}}, 1);
 	expect_event(&f, 8, C, 7, 0);
 	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	/* E2 is exact: an inbox EVENT below last[C] that did not go out
+	 * early (a conversation's pointers out of order) goes out whole */
+	const char *E = "d:alice:erin";
+	inject_inbox(&f, (struct inj[]){{9, E, 1, PARLEY_EV_MESSAGE},
+					{10, E, 3, PARLEY_EV_MESSAGE},
+					{11, E, 2, PARLEY_EV_MESSAGE}}, 3);
+	expect_event(&f, 9, E, 1, 0);
+	expect_event(&f, 10, E, 3, 0);
+	expect_event(&f, 11, E, 2, 0);
 	cr_assert_eq(atomic_load(&f.s.ctr.early_out), 3);
 	cr_assert_eq(atomic_load(&f.s.ctr.early_seen), 3);
 	cr_assert_eq(atomic_load(&f.s.ctr.early_dropped), 3);
-	cr_assert_eq(atomic_load(&f.s.ctr.events_out), 8);
+	cr_assert_eq(atomic_load(&f.s.ctr.events_out), 11);
 	char *txt = stage_text(&f); /* the early EVENTs written were timed */
 	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"early\"} 3\n"),
 		  "%s", txt);
