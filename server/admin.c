@@ -606,6 +606,12 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "outstanding.", rs.coalesced);
 		metric(&o, "parley_read_fanout_catchups_total", "counter",
 		       "GROUP_CATCHUP pages served.", rs.catchups);
+		metric(&o, "parley_read_fanout_relayed_total", "counter",
+		       "Read-mode messages whose live EVENT was sent to the "
+		       "other nodes for their connections.", rs.relayed);
+		metric(&o, "parley_read_fanout_live_remote_total", "counter",
+		       "Live EVENTs posted here for another node's read fan-out "
+		       "(of parley_read_fanout_live_total).", rs.live_remote);
 		metric(&o, "parley_read_fanout_outstanding", "gauge",
 		       "ACTIVITY pointers outstanding (not acknowledged yet).",
 		       rs.outstanding);

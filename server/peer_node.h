@@ -85,6 +85,13 @@ struct peer_node_config {
 	 * no hand-over, each group keeps the leader it elected (writes to a
 	 * partition led elsewhere are forwarded: peer_node_forward). */
 	bool leader_spread;
+	/* With leader_spread: once no partition's role or term changed
+	 * for this long (ms), a node leading more than its share of the
+	 * partitions hands the excess to the least loaded nodes by itself
+	 * (as peer_node_rebalance does; after a failover, after a node came
+	 * back); then it waits as long again. 0 = never (config key
+	 * leader_rebalance_ms). */
+	uint32_t rebalance_ms;
 };
 
 struct peer_node;
@@ -123,7 +130,11 @@ int peer_node_remove_peer(struct peer_node *n, uint64_t id);
  * are a quorum of the new configuration (peer_node_removal_safe; sampled
  * for up to PEER_NODE_HEALTH_WAIT_MS, -PARLEY_EPERM naming the unhealthy
  * voters when not; `force` skips it), then removes it from every
- * partition and writes its removal (every node forgets it); asked to
+ * partition and writes its removal (forced: the removal is written
+ * first, while the node still votes, so that a removal leaving a voter
+ * set that cannot commit still finishes in one call; every node forgets
+ * a removed node, closing its link, once no partition's configuration
+ * there holds it); asked to
  * remove this node itself, it hands the leadership of every partition to
  * another current voter and answers -PARLEY_ENOTLEADER naming it (the
  * caller repeats the command there; docs/CLUSTER.md §3.7), or
@@ -278,14 +289,13 @@ uint64_t peer_node_cluster_id(const struct peer_node *n);
  * Any thread. */
 uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 			 uint32_t cap);
-/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
- * partition 0 as this node knows it (every partition follows it,
- * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
- * plain / tls (cap bytes each, "" = unknown; a node added at run time
- * whose INFO did not arrive gets the plain client address its members
- * record gives). Returns the leader's id, 0 when none is known or it is
- * this node. Any thread (e: the open engine). */
-uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): node `leader` (the
+ * leader of the partition refused, as route.h finds it) and its
+ * advertised client addresses, copied into plain / tls (cap bytes each,
+ * "" = unknown; a node added at run time whose INFO did not arrive gets
+ * the plain client address its members record gives). Returns `leader`,
+ * or 0 when it is 0 or this node. Any thread. */
+uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

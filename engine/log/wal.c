@@ -2043,7 +2043,9 @@ static int seg_release(struct wal *w, uint64_t seq)
 		/* Already gone: what the release wants. Retrying can never
 		 * succeed, and a map kept for a missing file would hold the
 		 * WAL's segment count up for ever. Said, because nothing but a
-		 * release should remove a listed segment. */
+		 * release should remove a listed segment (the one known cause,
+		 * a second preparation of a segment already taken by a roll,
+		 * is closed in roll_take: the warning would show a new one). */
 		PLOG_W("wal", "segment to release is already gone", "dir=%s "
 		       "seq=%016" PRIx64, w->dir, seq);
 		return w->io->ops->fsync_dir(w->io, w->dir);

@@ -9,7 +9,8 @@
  * every other node's peer address, a 20 ms Raft tick, 8 partitions, one
  * loop; with cluster_no_forward set before, `--forward 0`: a follower
  * answers NOTLEADER with the leader's address instead of forwarding, for
- * the tests of that redirect path and those that find the leader by it).
+ * the tests of that redirect path and those that find the leader by it;
+ * with cluster_follow0, `--leader-placement follow0`).
  * It starts nothing: the test starts (and kills, and restarts)
  * srv[i] with it_server_start, which reuses the arguments.
  *
@@ -26,6 +27,10 @@
 static struct it_server srv[NODES];
 static char nodes_list[256]; /* "127.0.0.1:P1,127.0.0.1:P2,..." */
 static bool cluster_no_forward; /* set before cluster_init: --forward 0 */
+/* set before cluster_init: --leader-placement follow0 (one node leads
+ * every partition), for the tests whose scenario is that layout; the
+ * others run with parleyd's default (spread) */
+static bool cluster_follow0;
 
 static void cluster_init(const char *cluster_id)
 {
@@ -58,8 +63,14 @@ static void cluster_init(const char *cluster_id)
 				   "--partitions", "8", "--loops", "1",
 				   cluster_no_forward ? "--forward" : NULL, "0",
 				   NULL};
-		for (int k = 0; x[k]; k++)
+		int k = 0;
+		for (; x[k]; k++)
 			srv[i].extra[k] = x[k];
+		if (cluster_follow0) {
+			srv[i].extra[k++] = "--leader-placement";
+			srv[i].extra[k++] = "follow0";
+		}
+		srv[i].extra[k] = NULL;
 	}
 }
 

@@ -230,6 +230,11 @@ int main(void)
 	/* the leader is found by asking each node alone, which a
 	 * follower answers NOTLEADER only with forwarding off */
 	cluster_no_forward = true;
+	/* the scenario is one node leading every partition (found by its
+	 * partitions_led, and asked to remove itself at the end): follow0
+	 * placement; test_cluster_rebalance adds and removes a node with
+	 * leadership spread */
+	cluster_follow0 = true;
 	cluster_init("81");
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);
@@ -258,7 +263,8 @@ int main(void)
 	const char *x[] = {"--node-id", "4", "--cluster-id", "81",
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "8", "--loops", "1", NULL};
+			   "--partitions", "8", "--loops", "1",
+			   "--leader-placement", "follow0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];
 	uint16_t listed = n4.port;

@@ -10,7 +10,10 @@
  * place; a damaged mark is corruption, a missing one only a warning; a
  * damaged last record is never written over, so restoring it repairs; a
  * damaged segment header dooms a single node's shard (path and offset in
- * the error) and is handed over for repair when replicated.
+ * the error) and is handed over for repair when replicated; a roll takes
+ * the segment prepared ahead and the prep work never prepares that seq
+ * again (before, it could rename a spare over the segment just made
+ * active).
  */
 #include <errno.h>
 #include <criterion/criterion.h>
