@@ -110,20 +110,30 @@ int dict_train(const struct dict_sample *samples, size_t n, size_t dict_cap,
 		off += l;
 	}
 	/* ZDICT's fastCover, one pass with fixed parameters (segment k=200,
-	 * dmer d=8, f=20, accel=1) at the requested size, stamped with a zstd
+	 * dmer d=8, f=18, accel=4) at the requested size, stamped with a zstd
 	 * header so that the dictionary also carries entropy tables.
 	 * ZDICT_trainFromBuffer would search k instead (several trainings,
 	 * each scored by compressing a quarter of the samples): on 4 MiB of
 	 * chat-sized text that search cost 5-10x the CPU of one pass for a
 	 * dictionary no better (bench/RESULTS.md, "CPU per SEND"), and a
-	 * fresh partition trains at its first flush, under load. */
+	 * fresh partition trains at its first flush, under load.
+	 * The entropy tables: ZDICT_finalizeDictionary compresses every
+	 * sample once at zParams.compressionLevel to count symbols; at level
+	 * 9 that took more than half of a training's CPU (a fresh hash and
+	 * chain table per sample) for tables that compressed held-out chat
+	 * text no better than the ones gathered at DICT_FLUSH_LEVEL. f=18
+	 * (a 1 MiB frequency table instead of 4 MiB, zeroed per training):
+	 * ~25 % less CPU; accel=4 (zstd's fastCover then counts every 4th
+	 * dmer's frequency and finalizes on a quarter of the samples):
+	 * about half the CPU again; the held-out ratio within 0.002 for
+	 * both (bench/RESULTS.md, "Dictionary training"). */
 	ZDICT_fastCover_params_t fp;
 	memset(&fp, 0, sizeof fp);
 	fp.k = 200;
 	fp.d = 8;
-	fp.f = 20;
-	fp.accel = 1;
-	fp.zParams.compressionLevel = level;
+	fp.f = 18;
+	fp.accel = 4;
+	fp.zParams.compressionLevel = PARLEY_MIN(level, DICT_FLUSH_LEVEL);
 	size_t r = ZDICT_trainFromBuffer_fastCover(dbuf, cap, buf, sizes,
 						   (unsigned)used, fp);
 	if (ZDICT_isError(r)) {

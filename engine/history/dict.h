@@ -55,7 +55,13 @@
 #define DICT_ID_SEED 0x646963742d696430ull /* "dict-id0" */
 #define DICT_DEFAULT_BYTES (100u * 1024)   /* target dictionary size */
 #define DICT_MAX_BYTES (1u << 20)          /* refuse larger dictionaries */
-#define DICT_MAX_SAMPLE_BYTES (4u << 20)   /* training input bound */
+/* Training input bound. A partition trains at its first flush, and a
+ * fresh node's partitions all reach it together under load: training
+ * costs CPU in proportion to this (fastCover at 4 MiB of 1 KiB chat
+ * messages ~240 ms per partition, at 1 MiB ~20 ms) while the held-out
+ * ratio was the same within 0.003 (bench/RESULTS.md, "Dictionary
+ * training"). 1 MiB still allows 8x the DICT_DEFAULT_BYTES dictionary. */
+#define DICT_MAX_SAMPLE_BYTES (1u << 20)
 #define DICT_MIN_SAMPLES 64u               /* fewer: do not train */
 #define DICT_MIN_SAMPLE_BYTES (16u * 1024) /* less: do not train */
 #define DICT_SAMPLE_MAX_LEN 4096u          /* longer payloads are truncated */
@@ -92,6 +98,8 @@ struct dict_sample {
  * Trains a dictionary of at most dict_cap bytes from samples (typically
  * recent payloads, oldest first). Only the most recent samples up to
  * DICT_MAX_SAMPLE_BYTES are used; each is truncated to DICT_SAMPLE_MAX_LEN.
+ * level is the one the dictionary is made for (its CDict); the entropy
+ * tables stored in it are gathered at min(level, DICT_FLUSH_LEVEL).
  * The dictionary size is also capped at 1/8 of the sample bytes used (a
  * dictionary larger than that overfits and costs more than it saves).
  * Returns 0 and *out, -PARLEY_EAGAIN when there are too few samples

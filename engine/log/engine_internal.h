@@ -301,6 +301,9 @@ struct part {
 	uint64_t mem_bytes;     /* applied entries */
 	uint64_t pending_bytes; /* proposed, not yet applied */
 	uint64_t nentries;
+	/* the chunks entries are carved from (log/memtable.c): the one being
+	 * filled and at most one empty spare */
+	struct mchunk *mcur, *mspare;
 	/* history tier */
 	struct hpart *hist;
 	uint64_t flushed_index; /* log index covered by committed history */
@@ -441,7 +444,12 @@ struct shard {
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
 	struct pe_sub *catchup;
 	struct part *ready_open;   /* groups whose ready is in the open batch */
-	struct part *ready_flight; /* ... in the batch being written */
+	/* ... in the batches being written (WAL_FLIGHT_MAX at most), oldest
+	 * first: ready_fl[(fl_head + k) % WAL_FLIGHT_MAX], k < fl_n, with the
+	 * time each was submitted at */
+	struct part *ready_fl[WAL_FLIGHT_MAX];
+	uint64_t fl_submit_ns[WAL_FLIGHT_MAX];
+	uint32_t fl_head, fl_n;
 	struct part *dirty;        /* groups with proposals to make */
 	bool hs_dirty;             /* open: HARDSTATE to store before advancing */
 	/* live HARDSTATE stores (log/part_raft.c): generations asked for and
@@ -468,7 +476,6 @@ struct shard {
 					     (log/part_snap.c) */
 	uint32_t snap_jobs;        /* snapshot jobs in the read pool whose
 				      completion is not back yet */
-	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
 	uint64_t durable_submit_ns; /* the batch that became durable last was */
 };
 
@@ -576,12 +583,26 @@ uint64_t mentry_cost(uint32_t len);
 struct stream *stream_get(struct part *p, const uint8_t *key, uint8_t klen, bool create);
 struct mentry *stream_at(const struct stream *s, uint64_t seq);
 void mentry_to_pe(const struct mentry *m, struct pe_entry *o);
+/* Entry chunks (memtable.c): an entry of at most MEM_CHUNK_ENTRY_MAX
+ * bytes with its header is carved from a MEM_CHUNK_BYTES chunk of its
+ * partition (mentry_in_chunk; never in AddressSanitizer builds). */
+#define MEM_CHUNK_BYTES (1u << 20)
+#define MEM_CHUNK_ENTRY_MAX (MEM_CHUNK_BYTES / 16)
+bool mentry_in_chunk(uint32_t len);
+struct mentry *mentry_alloc(struct part *p, uint32_t len);
+void mentry_free(struct part *p, struct mentry *m);
 struct stream *stream_lookup(struct part *p, const uint8_t *key, uint8_t klen, bool create);
+struct stream *stream_lookup_hashed(struct part *p, const uint8_t *key, uint8_t klen,
+				    uint64_t h, bool create);
 void stream_drop_through(struct part *p, struct stream *s, uint64_t through);
 void part_free_state(struct part *p);
 
 /* log/idem.c */
 struct idem *idem_find(struct part *p, const struct stream *s, const uint8_t *producer);
+uint64_t idem_hash_key(uint64_t key_hash, const uint8_t *producer);
+void idem_prefetch(const struct part *p, uint64_t h);
+struct idem *idem_find_hashed(struct part *p, const struct stream *s,
+			      const uint8_t *producer, uint64_t h);
 void idem_advance(struct part *p, uint64_t ts);
 void idem_expire(struct part *p);
 int idem_reserve(struct part *p);

@@ -54,16 +54,24 @@ static int apply_append(struct part *p, const struct cmd *c,
 			struct part_apply_res *res)
 {
 	struct pe_append_result *o = &res->append;
-	struct stream *s = stream_lookup(p, c->key, c->klen, true);
+	bool idem = memcmp(c->producer, zero_producer, PE_PRODUCER_LEN) != 0;
+	/* the idempotency slot's load overlaps the stream lookup's (both
+	 * are random reads into per-partition tables) */
+	uint64_t kh = parley_hash_key(c->key, c->klen);
+	uint64_t ih = 0;
+	if (idem) {
+		ih = idem_hash_key(kh, c->producer);
+		idem_prefetch(p, ih);
+	}
+	struct stream *s = stream_lookup_hashed(p, c->key, c->klen, kh, true);
 	if (!s)
 		return -ENOMEM;
-	bool idem = memcmp(c->producer, zero_producer, PE_PRODUCER_LEN) != 0;
 	/* forgetting keys is a pure function of the applied commands (command
 	 * time and the table's total order, idem.c): every replica, and every
 	 * recovery of this one, forgets the same ones at the same index */
 	idem_advance(p, c->ts);
 	if (idem) {
-		struct idem *i = idem_find(p, s, c->producer);
+		struct idem *i = idem_find_hashed(p, s, c->producer, ih);
 		if (i) {
 			o->seq = i->seq;
 			o->count = i->count;
@@ -97,10 +105,10 @@ static int apply_append(struct part *p, const struct cmd *c,
 	struct cmd_entry ce;
 	cmd_entry_iter_init(&it, c);
 	while (cmd_entry_next(&it, &ce)) {
-		struct mentry *m = malloc(sizeof *m + ce.len);
+		struct mentry *m = mentry_alloc(p, ce.len);
 		if (!m) {
 			while (n)
-				free(ms[--n]);
+				mentry_free(p, ms[--n]);
 			return -ENOMEM;
 		}
 		m->type = ce.type;
