@@ -59,6 +59,8 @@ struct bench_cfg {
 	const char *jwt_aud;
 	const char *nats_server;  /* delivery: nats-server for the reference, or NULL */
 	bool tls;                 /* idle-conns: connect over TLS (throw-away cert) */
+	bool no_early;            /* delivery: the receiver does not ask for early
+				     EVENTs (PARLEY_FEAT_EARLY) */
 	/* issue 14: workload, history, report, plan */
 	const char *profile;      /* workload/plan: profile file */
 	const char *json;         /* --json FILE: machine-readable result */

@@ -312,6 +312,7 @@ int wire_handshake(struct wire_conn *c, const char *device, const char *token,
 	m->type = PARLEY_T_HELLO;
 	m->hello.min_version = PARLEY_PROTO_VERSION;
 	m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.features = c->features;
 	m->hello.device_id = parley_str_c(device);
 	m->hello.client_name = parley_str_c("parley-bench");
 	if ((rc = wire_send(c, c->next_req++, m)) != 0)

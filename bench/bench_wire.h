@@ -35,6 +35,8 @@ struct wire_conn {
 	struct ssl_st *ssl;  /* TLS session (wire_tls_start) or NULL */
 	uint32_t next_req;
 	uint32_t max_frame;
+	uint32_t features;   /* PARLEY_FEAT_* wire_handshake offers (kept by
+				wire_connect) */
 	size_t rlen;         /* bytes buffered in rbuf */
 	size_t roff;         /* bytes of rbuf already consumed */
 	uint8_t *rbuf;       /* WIRE_RBUF bytes, NULL for idle connections */

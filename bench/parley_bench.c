@@ -153,7 +153,11 @@ static void usage(FILE *f)
 "             --admin-port {adminport}; each rate's per-stage breakdown (the\n"
 "             parley_{send,delivery,engine}_stage_seconds deltas over the run,\n"
 "             docs/SERVER.md) is printed after the tables (with --connect: give\n"
-"             --admin-port).\n"
+"             --admin-port). The receiver asks for early EVENTs (HELLO feature\n"
+"             EARLY) unless --no-early; the note column adds the time from a\n"
+"             message's SEND_ACK to its first EVENT (deliver after ack: the\n"
+"             delivery's own delay, without the sender's queueing). After the\n"
+"             ratio table: the highest measured rate whose deliver p99 <= 5 ms.\n"
 "  groups     one group of --count members (default 500, at most the server's\n"
 "             group_max_members), every member online with one device, one\n"
 "             sender open loop at each --rate (messages/s, default 200):\n"
@@ -194,6 +198,9 @@ static void usage(FILE *f)
 "  --half F            open-loop load as a fraction of saturation (default 0.5)\n"
 "  --no-half           skip the open-loop run after the closed-loop sweep\n"
 "  --no-floor          engine, delivery: skip the disk floor measurement\n"
+"  --no-early          delivery: the receiver does not ask for early EVENTs\n"
+"                      (HELLO feature EARLY: a message as soon as it is durable\n"
+"                      in its conversation, before its inbox EVENT)\n"
 "  --shards N          engine shards (threads; default: engine default = 1)\n"
 "  --partitions N      engine partitions (default: engine default = 64)\n"
 "  --idem              engine: give every append a unique producer id\n"
@@ -971,7 +978,7 @@ int main(int argc, char **argv)
 	       O_CONNECT, O_SERVER_PID, O_JWT_SECRET, O_JWT_ISS, O_JWT_AUD, O_NATS,
 	       O_NO_NATS, O_TLS, O_PROFILE, O_JSON, O_USERS, O_THREADS, O_CONVS, O_MSGS,
 	       O_NO_REDIS, O_NO_DROP, O_OUT, O_RESULTS, O_STORM, O_ADMIN_PORT, O_COMPACT_GAP,
-	       O_KILLS, O_NO_SINGLE, O_SPREAD };
+	       O_KILLS, O_NO_SINGLE, O_SPREAD, O_NO_EARLY };
 	static const struct option longopts[] = {
 		{"dir", required_argument, NULL, O_DIR},
 		{"seconds", required_argument, NULL, O_SECONDS},
@@ -982,6 +989,7 @@ int main(int argc, char **argv)
 		{"half", required_argument, NULL, O_HALF},
 		{"no-half", no_argument, NULL, O_NO_HALF},
 		{"no-floor", no_argument, NULL, O_NO_FLOOR},
+		{"no-early", no_argument, NULL, O_NO_EARLY},
 		{"shards", required_argument, NULL, O_SHARDS},
 		{"partitions", required_argument, NULL, O_PARTITIONS},
 		{"idem", no_argument, NULL, O_IDEM},
@@ -1077,6 +1085,7 @@ int main(int argc, char **argv)
 		case O_HALF: cfg.half_frac = parse_double(optarg, 0.01, 1, "--half"); break;
 		case O_NO_HALF: cfg.no_half = true; break;
 		case O_NO_FLOOR: no_floor = true; break;
+		case O_NO_EARLY: cfg.no_early = true; break;
 		case O_SHARDS: cfg.shards = (uint32_t)parse_double(optarg, 1, 64, "--shards"); break;
 		case O_PARTITIONS: cfg.partitions = (uint32_t)parse_double(optarg, 1, 65536, "--partitions"); break;
 		case O_IDEM: cfg.idem = true; break;

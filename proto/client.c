@@ -28,6 +28,10 @@
  *   5. A large group's MESSAGE reaches on_event once per (conv, seq) within
  *      the object's life, whichever way it came (struct rd_conv); no
  *      EVENT_ACK passes an ACTIVITY whose catch-up has not finished.
+ *   6. A message delivered early (PARLEY_MSGF_EARLY) is marked in its
+ *      conversation's struct rd_conv before on_event sees it, so its
+ *      inbox EVENT (EARLY_SEEN, or in full after a server restart) does
+ *      not reach on_event again while the entry is tracked.
  *
  * Ownership: the client owns its buffers, socket and SSL objects; option
  * strings are copied in parley_client_new. Threads: one thread at a time
@@ -860,6 +864,37 @@ static void deliver(struct parley_client *c, const struct parley_event *ev)
 	APP_CALLBACK(c, on_event, ev);
 }
 
+/* The tracked entry of conv, NULL when none (takes no slot). */
+static struct rd_conv *rd_find(struct parley_client *c, struct parley_str conv)
+{
+	for (unsigned i = 0; i < CLIENT_RD_CONVS; i++) {
+		struct rd_conv *e = &c->rd[i];
+		if (e->clen && e->clen == conv.len && !memcmp(e->conv, conv.p, conv.len)) {
+			e->used = ++c->rd_clock;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+/* An early EVENT (inbox_seq 0, PARLEY_MSGF_EARLY): the message is durable
+ * in its conversation and its inbox EVENT follows. Delivered once per
+ * (conv, seq): marked here, so the inbox EVENT (or the full one a server
+ * restart sends again) is dropped. */
+static int on_early(struct parley_client *c, const struct parley_event *ev)
+{
+	if (!c->expect_next || ev->kind != PARLEY_EV_MESSAGE || !ev->conv_seq)
+		return 0;
+	struct rd_conv *e = rd_get(c, ev->conv, ev->conv_seq);
+	if (e) {
+		if (rd_seen(e, ev->conv_seq))
+			return 0;
+		rd_mark(e, ev->conv_seq);
+	}
+	deliver(c, ev);
+	return 1;
+}
+
 /* A live EVENT (inbox_seq 0) of a large group. */
 static int on_live(struct parley_client *c, const struct parley_event *ev)
 {
@@ -1013,7 +1048,8 @@ int parley_client_set_group_position(struct parley_client *c, const char *conv,
 static int on_event(struct parley_client *c, const struct parley_event *ev)
 {
 	if (ev->inbox_seq == 0)
-		return on_live(c, ev);
+		return (ev->flags & PARLEY_MSGF_EARLY) ? on_early(c, ev)
+						       : on_live(c, ev);
 	if (!c->expect_next) {
 		PLOG_W("client", "EVENT without subscription", "inbox_seq=%llu",
 		       (unsigned long long)ev->inbox_seq);
@@ -1035,11 +1071,17 @@ static int on_event(struct parley_client *c, const struct parley_event *ev)
 	c->expect_next = ev->inbox_seq + 1;
 	c->recv_max = ev->inbox_seq;
 	int delivered = 0;
-	if (ev->kind == PARLEY_EV_MESSAGE && is_group(ev->conv)) {
-		/* a group's message from the inbox: drop it if a catch-up
-		 * delivered it already */
-		struct rd_conv *e = rd_get(c, ev->conv, ev->conv_seq);
-		if (e && rd_seen(e, ev->conv_seq)) {
+	if (ev->kind == PARLEY_EV_MESSAGE) {
+		/* a message from the inbox: drop it if it came early on this
+		 * connection (EARLY_SEEN: no body), or came early or by a
+		 * group catch-up before (a reconnect, a server restart) */
+		struct rd_conv *e = is_group(ev->conv)
+					    ? rd_get(c, ev->conv, ev->conv_seq)
+					    : rd_find(c, ev->conv);
+		if ((ev->flags & PARLEY_MSGF_EARLY_SEEN) ||
+		    (e && rd_seen(e, ev->conv_seq))) {
+			if (e)
+				rd_mark(e, ev->conv_seq);
 			c->cursor = ev->inbox_seq;
 			return 0;
 		}
@@ -1428,7 +1470,8 @@ static int handshake(struct parley_client *c, uint64_t deadline)
 	m.type = PARLEY_T_HELLO;
 	m.hello.min_version = PARLEY_PROTO_VERSION;
 	m.hello.max_version = PARLEY_PROTO_VERSION;
-	m.hello.features = c->o.want_zstd ? PARLEY_FEAT_ZSTD : 0;
+	m.hello.features = (c->o.want_zstd ? PARLEY_FEAT_ZSTD : 0) |
+			   (c->o.want_early ? PARLEY_FEAT_EARLY : 0);
 	m.hello.device_id = parley_str_c(c->device);
 	m.hello.client_name = parley_str_c(c->cname);
 	uint32_t rid = next_rid(c);

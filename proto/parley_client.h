@@ -47,6 +47,19 @@
  * parley_client_set_group_position(); without it a new object reads a
  * group from the next ACTIVITY's conv_seq on.
  *
+ * Early delivery (opts.want_early, docs/PROTOCOL.md "Early delivery"): a
+ * 1:1 or small-group message may reach on_event as soon as it is durable in its
+ * conversation, with inbox_seq 0 and ev->flags PARLEY_MSGF_EARLY, one
+ * group commit before its inbox EVENT; that inbox EVENT is then not
+ * passed to on_event (it only advances the inbox cursor). Within the life
+ * of the object each such message reaches on_event once per (conv,
+ * conv_seq), also when a server crash made its inbox EVENT come again in
+ * full after the reconnect; an application that restarts and resumes
+ * from a persisted inbox cursor must itself drop a MESSAGE whose (conv,
+ * conv_seq) it already processed (PROTOCOL.md: processing is idempotent
+ * by that key). Messages of one conversation still reach on_event in
+ * conv_seq order.
+ *
  * GOAWAY: the client stops sending new requests on that connection and
  * moves to a new one after the server's retry_after_ms (plus jitter);
  * GOAWAY AUTH_EXPIRED stops reconnecting (-PARLEY_EAUTH) instead: the same
@@ -146,6 +159,7 @@ struct parley_client_opts {
 	 * device). NULL = skipped (still acknowledged). Same thread rules as
 	 * on_event. */
 	parley_event_cb on_receipt;
+	int want_early; /* offer PARLEY_FEAT_EARLY (early delivery, above) */
 };
 
 /* Allocate a client (copies the options' strings). Does not connect. */

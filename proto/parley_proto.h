@@ -73,8 +73,12 @@
 
 /* HELLO feature bits. */
 #define PARLEY_FEAT_ZSTD (1u << 0) /* frames may carry PARLEY_FLAG_ZSTD */
-/* bits 1..31 reserved (future: typing, presence, receipts) */
-#define PARLEY_FEATS_KNOWN PARLEY_FEAT_ZSTD
+/* early delivery (PROTOCOL.md "Early delivery"): a message may come as an
+ * EVENT with inbox_seq 0 and PARLEY_MSGF_EARLY as soon as it is durable,
+ * before its inbox EVENT, which then carries PARLEY_MSGF_EARLY_SEEN */
+#define PARLEY_FEAT_EARLY (1u << 1)
+/* bits 2..31 reserved */
+#define PARLEY_FEATS_KNOWN (PARLEY_FEAT_ZSTD | PARLEY_FEAT_EARLY)
 
 /*
  * Message types. Ranges:
@@ -241,6 +245,11 @@ enum parley_event_kind {
 /* HISTORY record / EVENT flags (the current state of the referenced message). */
 #define PARLEY_MSGF_EDITED 0x0001u /* the body shown is the latest edit */
 #define PARLEY_MSGF_DELETED 0x0002u /* deleted for everyone: body is empty */
+/* MESSAGE EVENT flags of early delivery (PARLEY_FEAT_EARLY) */
+#define PARLEY_MSGF_EARLY 0x0004u /* inbox_seq 0: the message, durable in its
+				     conversation; its inbox EVENT follows */
+#define PARLEY_MSGF_EARLY_SEEN 0x0008u /* an inbox EVENT whose message this
+					  connection got early: body omitted */
 
 
 /* Content types (SEND / message body). The server treats bodies as opaque. */

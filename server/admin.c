@@ -576,6 +576,22 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_group_sends_refused_total", "counter",
 		       "SENDs stored after their sender left the group, refused "
 		       "at their seq (never delivered).", cs.group_refused);
+		/* early delivery (chat_set_early, conn.c) */
+		metric(&o, "parley_early_posted_total", "counter",
+		       "Early EVENTs (a 1:1 message durable, its inbox pointer "
+		       "not yet) handed to connections.", cs.early_posted);
+		metric(&o, "parley_early_events_total", "counter",
+		       "Early EVENTs written to connections.",
+		       atomic_load(&s->ctr.early_out));
+		metric(&o, "parley_early_dropped_total", "counter",
+		       "Early EVENTs not written (their inbox EVENT came first, "
+		       "the hold was full, or the connection was busy): the "
+		       "inbox EVENT delivered them.",
+		       atomic_load(&s->ctr.early_dropped));
+		metric(&o, "parley_early_seen_total", "counter",
+		       "Inbox EVENTs sent without their body because the "
+		       "connection had the message early.",
+		       atomic_load(&s->ctr.early_seen));
 		/* read fan-out of large groups (chat_fanout_read.c) */
 		struct chat_rd_stats rs;
 		chat_rd_get_stats(s->chat, &rs);

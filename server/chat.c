@@ -581,6 +581,14 @@ struct chat {
 	_Atomic(chat_fwd_del_fn) fwd_del;
 	void *fwd_arg;
 	_Atomic uint64_t n_fwd;  /* appends handed to fwd */
+	/* early delivery (chat_set_early) */
+	_Atomic(chat_early_fn) early;
+	void *_Atomic early_arg;
+	_Atomic uint64_t n_early; /* early EVENTs posted */
+	/* TEST-ONLY (PARLEY_TEST_FANOUT_DELAY_MS): every live fan-out waits
+	 * this long on the fan-out thread before its inbox appends, so a test
+	 * can kill -9 between a message durable and its pointers durable */
+	unsigned test_fanout_delay_ms;
 };
 
 struct ckarg {
@@ -1411,6 +1419,8 @@ static void *fanout_main(void *arg)
 			c->qtail = NULL;
 		c->fan_busy = true; /* the queue's hold on j is ours now */
 		pthread_mutex_unlock(&c->mu);
+		if (c->test_fanout_delay_ms && j->rec)
+			sleep_ms(c->test_fanout_delay_ms); /* TEST-ONLY */
 		fanout_run(c, j, true, c->inline_buf);
 		pthread_mutex_lock(&c->mu);
 		c->fan_busy = false;
@@ -1424,6 +1434,102 @@ static void *fanout_main(void *arg)
 }
 
 /* ---- SEND -------------------------------------------------------------------------------------- */
+
+void chat_set_early(struct chat *c, chat_early_fn fn, void *arg)
+{
+	atomic_store(&c->early_arg, arg);
+	atomic_store(&c->early, fn);
+}
+
+#define EARLY_FRAME_STACK 4096u
+
+struct early_to {
+	chat_early_fn fn;
+	void *arg;
+	const struct job *j;
+	const uint8_t *frame;
+	uint32_t len;
+	uint64_t seq;
+	unsigned posted;
+};
+
+static void early_to_member(void *arg, const char *user, size_t ulen, int role)
+{
+	struct early_to *t = arg;
+	(void)role;
+	t->posted += t->fn(t->arg, user, ulen, t->frame, t->len, t->j->conv,
+			   t->j->len, t->seq, t->j->t_durable);
+}
+
+static void early_count(void *arg, const char *user, size_t ulen, int role)
+{
+	(void)arg, (void)user, (void)ulen, (void)role;
+}
+
+/* Early delivery of a message durable at seq (its send callback, on the
+ * shard): its EVENT, encoded once, to the connections that asked for it
+ * of each member at seq (chat.h, chat_set_early): both users of a 1:1
+ * conversation, the members of a group fanned out by write (a group's
+ * membership at seq was applied before this callback, in seq order;
+ * read-mode groups deliver live by their own fan-out). Nothing here is
+ * durable state: a post that fails is skipped, the inbox EVENT delivers. */
+static void early_post(struct chat *c, const struct job *j, uint64_t seq,
+		       uint64_t ts_ms)
+{
+	chat_early_fn fn = atomic_load(&c->early);
+	if (!fn)
+		return;
+	struct chat_msg m;
+	if (chat_msg_decode(j->rec, j->rec_len, &m))
+		return;
+	if (j->group) {
+		/* membership in memory is exact where the group's entries
+		 * are appended (chat_groups_ready), as for its fan-out */
+		if (chat_groups_ready(c, j->conv, j->len) != 0)
+			return;
+		int cnt = chat_members_each(c, j->conv, j->len, seq, 0, 1,
+					    early_count, NULL);
+		if (cnt <= 0 ||
+		    chat_rd_is_read(chat_group_read_min(c), (uint32_t)cnt))
+			return;
+	} else if (chat_conv_is_group(j->conv, j->len)) {
+		return;
+	}
+	/* a parley_msg is ~16 KiB: one per thread, not on the stack */
+	static _Thread_local struct parley_msg ev;
+	memset(&ev, 0, sizeof ev);
+	ev.type = PARLEY_T_EVENT;
+	struct parley_event *e = &ev.event;
+	e->inbox_seq = 0;
+	e->kind = PARLEY_EV_MESSAGE;
+	e->conv = (struct parley_str){j->conv, j->len};
+	e->conv_seq = seq;
+	e->sender = (struct parley_str){m.sender, m.sender_len};
+	memcpy(e->client_msg_id, m.client_msg_id, 16);
+	e->server_ts_ms = ts_ms;
+	e->content_type = m.content_type;
+	e->body = (struct parley_bytes){m.body, m.body_len};
+	e->flags = PARLEY_MSGF_EARLY;
+	int n = parley_proto_size(&ev);
+	if (n <= 0)
+		return;
+	uint8_t stack[EARLY_FRAME_STACK];
+	uint8_t *buf = (size_t)n <= sizeof stack ? stack : malloc((size_t)n);
+	if (!buf)
+		return;
+	if (parley_proto_encode(buf, (size_t)n, 0, &ev) == n) {
+		struct early_to t = {.fn = fn, .arg = atomic_load(&c->early_arg),
+				     .j = j, .frame = buf, .len = (uint32_t)n,
+				     .seq = seq};
+		(void)chat_members_each(c, j->conv, j->len, seq, 0, 0,
+					early_to_member, &t);
+		if (t.posted)
+			atomic_fetch_add_explicit(&c->n_early, t.posted,
+						  memory_order_relaxed);
+	}
+	if (buf != stack)
+		free(buf);
+}
 
 static void send_cb(void *arg, const struct pe_append_result *r)
 {
@@ -1454,6 +1560,14 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	if (r->err == -PARLEY_ENOTLEADER)
 		route_note(j->part, r->leader);
 	j->cb(j->cb_arg, &res);
+	/* Early delivery: the message is durable, its pointers are not yet
+	 * issued (chat.h, chat_set_early); a refused group send reaches
+	 * nobody. */
+	if (!r->err && !r->duplicate && !refused && j->rec &&
+	    j->type == CHAT_ENT_MSG)
+		early_post(c, j, r->seq, r->ts_ms);
+	/* the callback's note, and one a group's leader check in
+	 * early_post may have left (route.h, invariant 1) */
 	route_clear();
 	pthread_mutex_lock(&c->mu);
 	if (r->err || r->duplicate || refused) {
@@ -1466,7 +1580,8 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	} else {
 		PARLEY_ASSERT(r->ts_ms >= j->start);
 		j->from = j->to = r->seq;
-		if (c->qhead || c->fan_busy || j->group) {
+		if (c->qhead || c->fan_busy || j->group ||
+		    c->test_fanout_delay_ms) {
 			/* behind queued jobs (maybe of this conversation); a
 			 * group's fan-out (hundreds of appends, retried while
 			 * the engine queue is full) never runs on the shard */
@@ -1908,6 +2023,8 @@ void chat_get_stats(struct chat *c, struct chat_stats *out)
 						    memory_order_relaxed);
 	out->fanout_pending = c->npending;
 	out->fanout_uncheckpointed = c->reg_total - c->dur_reg + c->dur_pending;
+	out->early_posted = atomic_load_explicit(&c->n_early,
+						 memory_order_relaxed);
 	pthread_mutex_unlock(&c->mu);
 	chat_groups_stats(c->groups, &out->groups, &out->group_changes,
 			  &out->group_refused);
@@ -2466,6 +2583,13 @@ int chat_open(struct pe_engine *e, struct chat_clock *clock, struct chat **out)
 	}
 	for (uint32_t p = 0; p < c->np; p++)
 		c->ckargs[p] = (struct ckarg){c, p};
+	const char *td = getenv("PARLEY_TEST_FANOUT_DELAY_MS");
+	if (td && *td) {
+		c->test_fanout_delay_ms = (unsigned)strtoul(td, NULL, 10);
+		PLOG_W("chat", "TEST-ONLY fan-out delay on "
+		       "(PARLEY_TEST_FANOUT_DELAY_MS): every live fan-out waits "
+		       "on the fan-out thread", "ms=%u", c->test_fanout_delay_ms);
+	}
 	if (ckpt_keys(c)) {
 		chat_free(c);
 		return -PARLEY_EINVAL;

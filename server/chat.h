@@ -327,6 +327,8 @@ struct chat_stats {
 	uint64_t group_changes;    /* membership events applied (live) */
 	uint64_t group_refused;    /* SENDs stored after their sender's removal,
 				      refused at their seq */
+	uint64_t early_posted;     /* early EVENTs handed to connections
+				      (chat_set_early) */
 };
 
 /* The clock to give the engine (pe_options.clock_ms, arg = &chat_clock):
@@ -1132,7 +1134,23 @@ static inline bool chat_rd_is_read(uint32_t min, uint32_t members)
 typedef unsigned (*chat_live_fn)(void *arg, const char *user, size_t ulen,
 				 const uint8_t *frame, uint32_t len);
 void chat_set_live(struct chat *c, chat_live_fn fn, void *arg);
+
+/* Early delivery (docs/SERVER.md "Early delivery"): once a 1:1 message, or
+ * a message of a group under group_read_fanout_min members at its seq, is
+ * durable in c/<conv> (its send callback, on the engine shard, before its
+ * inbox appends are even issued), the early hook gets its EVENT (inbox_seq
+ * 0, PARLEY_MSGF_EARLY) once per member at its seq and posts it to that user's
+ * connections that asked for early EVENTs; returns how many. The inbox
+ * pointers follow as always: early EVENTs are optional and the inbox
+ * stays the record of what a device has (cursor, receipts, SYNC).
+ * NULL (the default) = off. */
+typedef unsigned (*chat_early_fn)(void *arg, const char *user, size_t ulen,
+				  const uint8_t *frame, uint32_t len,
+				  const char *conv, size_t clen,
+				  uint64_t conv_seq, uint64_t t_durable_ns);
+void chat_set_early(struct chat *c, chat_early_fn fn, void *arg);
 void chat_set_group_read_min(struct chat *c, uint32_t min_members);
+uint32_t chat_group_read_min(struct chat *c);
 
 /* Live EVENTs to members connected to other nodes (a cluster; docs/
  * CLUSTER.md §3.3, "Live events of large groups"). The conversation's

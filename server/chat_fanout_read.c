@@ -298,6 +298,11 @@ void chat_set_group_read_min(struct chat *c, uint32_t min_members)
 	atomic_store(&chat_rd_of(c)->min, min_members);
 }
 
+uint32_t chat_group_read_min(struct chat *c)
+{
+	return atomic_load(&chat_rd_of(c)->min);
+}
+
 void chat_rd_get_stats(struct chat *c, struct chat_rd_stats *out)
 {
 	struct chat_rd *rd = chat_rd_of(c);

@@ -490,6 +490,354 @@ void conn_on_sent(struct conn *c, uint32_t n)
 	conn_oom_close(c);
 }
 
+/* ---- early delivery ------------------------------------------------------------------ */
+
+/*
+ * Early delivery (docs/SERVER.md "Early delivery", docs/PROTOCOL.md). A
+ * 1:1 message's early EVENT (LM_EARLY: inbox_seq 0, PARLEY_MSGF_EARLY),
+ * posted by the chat service once the message is durable in c/<conv>,
+ * reaches a connection that negotiated PARLEY_FEAT_EARLY about one group
+ * commit before the message's inbox EVENT. A device must still see one
+ * conversation's messages in conv seq order, so the connection keeps,
+ * for up to EARLY_CONVS conversations (least recently used out),
+ *
+ *   last[C] = the highest conv seq of C written to the device, by an
+ *             inbox EVENT or an early one.
+ *
+ * Invariants
+ *   E1. An early EVENT (C, n) is written only while last[C] == n - 1 is
+ *       known: every entry of C before n that is the user's was written
+ *       before it (inbox EVENTs of one conversation come in conv seq
+ *       order, and each early one was written by this rule). Otherwise it
+ *       is held (at most EARLY_HOLD of them, EARLY_HOLD_BYTES bytes) until
+ *       last[C] reaches n - 1 (written then) or n (its inbox EVENT was
+ *       written first: dropped). One that does not fit, or would take the
+ *       outbound queue over half its bound, is dropped. Dropping is always
+ *       safe: the inbox EVENT, which follows in any case, delivers it.
+ *   E2. An inbox MESSAGE EVENT (C, s) goes out without its body, flagged
+ *       PARLEY_MSGF_EARLY_SEEN, exactly when s was written early on this
+ *       connection: each conversation's slot remembers which of the 64
+ *       seqs above its window base (the highest early seq - 64) went out
+ *       early, and the inbox EVENT clears its bit. Every other inbox EVENT
+ *       goes out as it is (one whose bit slid out or whose slot was
+ *       reused goes out whole: the client drops it by (conv, conv_seq)).
+ *   E3. Only MESSAGE EVENTs (inbox or early) move last[C]; an inbox EVENT
+ *       of another kind that names C with a conv seq makes last[C]
+ *       unknown (0: the next early EVENT of C is held until the inbox
+ *       catches up); its early bits stay.
+ * The inbox path is unchanged (order, window, cursor, acknowledgements,
+ * receipts): an early EVENT is never acknowledged and carries no inbox
+ * seq, so a crash that loses an inbox pointer cannot make a device skip
+ * anything; the device may get the message again in full after it, and
+ * libparley drops it by (conv, conv_seq).
+ * Conversations are named by lm_conv_hash (64 bits, keyed per process):
+ * a collision among one connection's tracked conversations (the only way
+ * E1 or E2 could be wrong) has probability about EARLY_CONVS^2 / 2^64.
+ * Memory: allocated at SYNC for a connection that asked for it, freed
+ * when the subscription ends; held EVENTs are charged to the memory
+ * budget (membudget.h), and none is held while it is over.
+ */
+#define EARLY_CONVS 8u
+#define EARLY_HOLD 16u
+#define EARLY_HOLD_BYTES (64u << 10)
+#define EARLY_STRIP_CAP 2048u /* an EVENT without its body fits */
+
+struct early_held {
+	struct early_held *next;
+	uint64_t conv_h, conv_seq;
+	uint64_t t_durable;      /* stage "early" */
+	uint32_t len;
+	uint8_t frame[];
+};
+
+struct conn_early {
+	struct {
+		uint64_t h, used;   /* used == 0: free */
+		uint64_t last;      /* last[C], 0 = unknown (E1, E3) */
+		uint64_t ebase;     /* E2: bit k of emask = seq ebase + 1 + k */
+		uint64_t emask;     /* ... went out early, its inbox EVENT not yet */
+	} cv[EARLY_CONVS];
+	uint64_t clock;
+	struct early_held *held; /* oldest first */
+	uint32_t nheld, held_bytes;
+};
+
+/* A held early EVENT's memory, charged to the memory budget while held. */
+static void early_held_free(struct conn *c, struct early_held *h)
+{
+	membudget_charge(&S(c)->mem, -(int64_t)(sizeof *h + h->len));
+	free(h);
+}
+
+static void early_free(struct conn *c)
+{
+	struct conn_early *e = c->early_st;
+	if (!e)
+		return;
+	c->early_st = NULL;
+	while (e->held) {
+		struct early_held *h = e->held;
+		e->held = h->next;
+		early_held_free(c, h);
+	}
+	free(e);
+}
+
+static int early_find(const struct conn_early *e, uint64_t h)
+{
+	for (unsigned i = 0; i < EARLY_CONVS; i++)
+		if (e->cv[i].used && e->cv[i].h == h)
+			return (int)i;
+	return -1;
+}
+
+/* last[C] = last, in C's slot (a free one or the least recently used
+ * one, its early bits cleared, when C has none). */
+static void early_set(struct conn_early *e, uint64_t h, uint64_t last)
+{
+	int i = early_find(e, h);
+	if (i < 0) {
+		i = 0;
+		for (unsigned k = 1; k < EARLY_CONVS; k++)
+			if (e->cv[k].used < e->cv[i].used)
+				i = (int)k;
+		e->cv[i].h = h;
+		e->cv[i].ebase = e->cv[i].emask = 0;
+	}
+	e->cv[i].last = last;
+	e->cv[i].used = ++e->clock;
+}
+
+/* Early EVENT seq of slot i went out: last[C] = seq, its E2 bit set. */
+static void early_wrote(struct conn_early *e, int i, uint64_t seq)
+{
+	e->cv[i].last = seq;
+	e->cv[i].used = ++e->clock;
+	if (seq <= e->cv[i].ebase)
+		return;
+	if (seq > e->cv[i].ebase + 64) { /* slide: the oldest bits go */
+		uint64_t nb = seq - 64, sh = nb - e->cv[i].ebase;
+		e->cv[i].emask = sh >= 64 ? 0 : e->cv[i].emask >> sh;
+		e->cv[i].ebase = nb;
+	}
+	e->cv[i].emask |= 1ull << (seq - e->cv[i].ebase - 1);
+}
+
+/* E2: did the message at pos go out early here (its bit is set)? */
+static bool early_is_early(const struct conn_early *e,
+			   const struct lm_conv_pos *pos)
+{
+	if (!e || pos->kind != PARLEY_EV_MESSAGE || pos->conv_seq == 0)
+		return false;
+	int i = early_find(e, pos->conv_h);
+	if (i < 0)
+		return false;
+	uint64_t b = e->cv[i].ebase, s = pos->conv_seq;
+	return s > b && s <= b + 64 && (e->cv[i].emask >> (s - b - 1) & 1);
+}
+
+/* Its inbox EVENT went out: clear the bit. */
+static void early_clear(struct conn_early *e, const struct lm_conv_pos *pos)
+{
+	int i = early_find(e, pos->conv_h);
+	uint64_t b = e->cv[i].ebase;
+	e->cv[i].emask &= ~(1ull << (pos->conv_seq - b - 1));
+}
+
+/* Writes an early EVENT unless the outbound queue is over half its bound;
+ * true when written (E1). t_durable: when its message was durable. */
+static bool early_write(struct conn *c, const uint8_t *f, uint32_t len,
+			uint64_t t_durable)
+{
+	struct srv *s = S(c);
+	if (c->state == CS_CLOSING ||
+	    c->goaway_reason == PARLEY_GOAWAY_SLOW_CONSUMER ||
+	    c->oq_bytes + len > s->lim.max_outbound / 2)
+		return false;
+	conn_write(c, f, len);
+	ctr_add(&s->ctr.early_out, 1);
+	if (t_durable)
+		srv_hist_since(&s->stages.deliver[SRV_DELIVER_EARLY], t_durable,
+			       parley_mono_ns());
+	return true;
+}
+
+/* Held early EVENTs whose turn came (E1): written, or dropped when their
+ * inbox EVENT was written first. */
+static void early_release(struct conn *c)
+{
+	struct conn_early *e = c->early_st;
+	bool again = e && e->held;
+	while (again) {
+		again = false;
+		for (struct early_held **pp = &e->held; *pp;) {
+			struct early_held *h = *pp;
+			int i = early_find(e, h->conv_h);
+			if (i < 0 || e->cv[i].last == 0 ||
+			    h->conv_seq > e->cv[i].last + 1) {
+				pp = &h->next;
+				continue;
+			}
+			*pp = h->next;
+			e->nheld--;
+			e->held_bytes -= h->len;
+			uint64_t seq = h->conv_seq;
+			bool wrote = seq == e->cv[i].last + 1 &&
+				     early_write(c, h->frame, h->len, h->t_durable);
+			early_held_free(c, h);
+			if (c->early_st != e) /* the write closed the connection */
+				return;
+			if (wrote) {
+				early_wrote(e, i, seq);
+				again = true; /* the next one of C may follow */
+			} else {
+				ctr_add(&S(c)->ctr.early_dropped, 1);
+			}
+		}
+	}
+}
+
+static void on_early(struct conn *c, struct lmsg *m)
+{
+	struct conn_early *e = c->early_st;
+	const struct lm_conv_pos *p = &m->u.early.pos;
+	if (!e || !c->sub || p->conv_seq == 0) {
+		ctr_add(&S(c)->ctr.early_dropped, 1);
+		return;
+	}
+	int i = early_find(e, p->conv_h);
+	if (i >= 0 && p->conv_seq <= e->cv[i].last) {
+		ctr_add(&S(c)->ctr.early_dropped, 1); /* its inbox EVENT came first */
+		return;
+	}
+	if (i >= 0 && e->cv[i].last && p->conv_seq == e->cv[i].last + 1) {
+		if (early_write(c, m->data, m->len, m->u.early.t_durable_ns)) {
+			if (c->early_st == e) { /* still open */
+				early_wrote(e, i, p->conv_seq);
+				early_release(c);
+			}
+		} else {
+			ctr_add(&S(c)->ctr.early_dropped, 1);
+		}
+		return;
+	}
+	/* not its turn yet (E1): hold it, oldest out; not over the memory
+	 * budget (held EVENTs are charged to it) */
+	struct early_held *h = membudget_over(&S(c)->mem)
+				       ? NULL
+				       : malloc(sizeof *h + m->len);
+	if (!h) {
+		ctr_add(&S(c)->ctr.early_dropped, 1);
+		return;
+	}
+	membudget_charge(&S(c)->mem, (int64_t)(sizeof *h + m->len));
+	h->next = NULL;
+	h->conv_h = p->conv_h;
+	h->conv_seq = p->conv_seq;
+	h->t_durable = m->u.early.t_durable_ns;
+	h->len = m->len;
+	memcpy(h->frame, m->data, m->len);
+	struct early_held **pp = &e->held;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = h;
+	e->nheld++;
+	e->held_bytes += h->len;
+	while (e->held && (e->nheld > EARLY_HOLD ||
+			   e->held_bytes > EARLY_HOLD_BYTES)) {
+		struct early_held *o = e->held;
+		e->held = o->next;
+		e->nheld--;
+		e->held_bytes -= o->len;
+		early_held_free(c, o);
+		ctr_add(&S(c)->ctr.early_dropped, 1);
+	}
+}
+
+/* The inbox EVENT frame f without its body, flagged EARLY_SEEN (E2), in
+ * out: its length, or 0 when it is not a MESSAGE EVENT we can re-encode
+ * (then it goes out whole: the client drops it by (conv, conv_seq)). */
+static uint32_t early_strip(const uint8_t *f, uint32_t len, uint8_t *out,
+			    uint32_t cap)
+{
+	/* a parley_msg is ~16 KiB: one per thread, not on the stack */
+	static _Thread_local struct parley_msg tm;
+	struct parley_frame fr;
+	if (parley_proto_frame_decode(f, len, PARLEY_PROTO_MAX_FRAME_HARD, &fr) !=
+		    (int)len ||
+	    fr.type != PARLEY_T_EVENT || fr.flags != 0 ||
+	    parley_proto_decode(&fr, &tm) != 0 ||
+	    tm.event.kind != PARLEY_EV_MESSAGE)
+		return 0;
+	tm.event.body = (struct parley_bytes){NULL, 0};
+	tm.event.flags |= PARLEY_MSGF_EARLY_SEEN;
+	int n = parley_proto_encode(out, cap, 0, &tm);
+	return n > 0 ? (uint32_t)n : 0;
+}
+
+/* After an inbox EVENT at pos was written: E3. */
+static void early_note(struct conn_early *e, const struct lm_conv_pos *pos)
+{
+	if (!e || pos->conv_seq == 0)
+		return; /* RECEIPTs and the like name no conv seq */
+	int i = early_find(e, pos->conv_h);
+	if (pos->kind == PARLEY_EV_MESSAGE) {
+		if (i < 0 || pos->conv_seq > e->cv[i].last)
+			early_set(e, pos->conv_h, pos->conv_seq);
+	} else if (i >= 0) {
+		e->cv[i].last = 0; /* unknown (E3) */
+	}
+}
+
+/* Writes one inbox EVENT frame (stripped when E2 says so) and notes it. */
+static void inbox_write(struct conn *c, const struct lm_conv_pos *pos,
+			const uint8_t *f, uint32_t len)
+{
+	uint32_t n = 0;
+	uint8_t sb[EARLY_STRIP_CAP];
+	bool early = early_is_early(c->early_st, pos);
+	if (early)
+		early_clear(c->early_st, pos);
+	if (early && (n = early_strip(f, len, sb, sizeof sb)) > 0) {
+		conn_write(c, sb, n);
+		ctr_add(&S(c)->ctr.early_seen, 1);
+	} else {
+		conn_write(c, f, len);
+	}
+	early_note(c->early_st, pos);
+}
+
+/* A run of ready inbox EVENT frames (items[0..n), contiguous in blob) on
+ * a connection with early delivery: the sub-runs not written early go out
+ * in one write each, the others stripped (E2). */
+static void inbox_write_run(struct conn *c, const struct lm_inbox_item *items,
+			    uint32_t n, const uint8_t *blob)
+{
+	uint32_t start = 0;
+	for (uint32_t k = 0; k < n && c->state != CS_CLOSING; k++) {
+		struct lm_conv_pos pos = {.conv_h = items[k].conv_h,
+					  .conv_seq = items[k].conv_seq,
+					  .kind = items[k].kind};
+		if (!early_is_early(c->early_st, &pos)) {
+			early_note(c->early_st, &pos);
+			continue;
+		}
+		if (k > start) {
+			uint32_t off = items[start].off;
+			conn_write_frames(c, blob + off,
+					  items[k].off - off, k - start);
+		}
+		inbox_write(c, &pos, blob + items[k].off, items[k].len);
+		start = k + 1;
+	}
+	if (start < n && c->state != CS_CLOSING) {
+		uint32_t off = items[start].off;
+		conn_write_frames(c, blob + off,
+				  items[n - 1].off + items[n - 1].len - off,
+				  n - start);
+	}
+}
+
 /* ---- inbox delivery (the chat service resolves; we pace and order) ----------------- */
 
 /*
@@ -576,9 +924,15 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 				le_put64(q + 4 + p->clen, p->conv_seq);
 				len = INBOX_PACKED(p->clen);
 			}
-			items[i] = (struct lm_inbox_item){.seq = p->inbox_seq,
-							  .off = off, .len = len,
-							  .ready = sz[i] != 0};
+			items[i] = (struct lm_inbox_item){
+				.seq = p->inbox_seq, .off = off, .len = len,
+				.ready = sz[i] != 0,
+				/* early delivery: the EVENT's own kind and
+				 * conv seq when ready (an inline edit is kind
+				 * EDIT under a MESSAGE pointer) */
+				.kind = sz[i] ? it->ev.kind : p->kind,
+				.conv_h = lm_conv_hash(p->conv, p->clen),
+				.conv_seq = sz[i] ? it->ev.conv_seq : p->conv_seq};
 			off += len;
 		}
 		m->u.inbox.t_post_ns = parley_mono_ns();
@@ -594,6 +948,7 @@ static void sub_end(struct conn *c)
 		live_detach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
 	chat_inbox_unsubscribe(c->sub); /* frees its sub_arg when gone */
 	c->sub = NULL;
+	early_free(c);
 }
 
 /* An inbox entry waiting in the connection's pending FIFO: a ready EVENT
@@ -604,6 +959,7 @@ struct resolve {
 	struct conn_ref to;
 	uint64_t t_taken, t_start; /* the loop got it / resolution began */
 	struct chat_inbox_ptr p;
+	struct lm_conv_pos pos;   /* early delivery */
 	uint32_t flen;
 	uint8_t frame[];
 };
@@ -624,6 +980,7 @@ static void event_cb(void *arg, const struct parley_msg *ev)
 		srv_oom("resolved EVENT");
 	lm->u.event.inbox_seq = r->p.inbox_seq;
 	lm->u.event.t_start_ns = r->t_start;
+	lm->u.event.pos = r->pos;
 	lmsg_post(&r->to, lm);
 	free(r);
 }
@@ -656,7 +1013,8 @@ static bool deliver_direct_ok(const struct conn *c, uint64_t seq)
 
 /* Queue a ready event (out of the direct path) into the in-order stash. */
 static void stash_insert(struct conn *c, uint64_t seq, uint64_t t_start,
-			 const uint8_t *p, uint32_t len)
+			 const struct lm_conv_pos *pos, const uint8_t *p,
+			 uint32_t len)
 {
 	struct ev_stash *e = malloc(sizeof *e + len);
 	if (!e) { /* a gap on a live connection: close it instead */
@@ -667,6 +1025,7 @@ static void stash_insert(struct conn *c, uint64_t seq, uint64_t t_start,
 	}
 	e->inbox_seq = seq;
 	e->t_start = t_start;
+	e->pos = *pos;
 	e->len = len;
 	memcpy(e->data, p, len);
 	struct ev_stash **pp = &c->stash;
@@ -699,12 +1058,12 @@ static void pump_resolves(struct conn *c)
 				       t_taken, t_start);
 			if (!c->resolving && !c->stash &&
 			    r->p.inbox_seq == c->ev_next) {
-				conn_write_frames(c, r->frame, r->flen, 1);
+				inbox_write(c, &r->pos, r->frame, r->flen);
 				ctr_add(&s->ctr.events_out, 1);
 				c->ev_next++;
 			} else {
-				stash_insert(c, r->p.inbox_seq, t_start, r->frame,
-					     r->flen);
+				stash_insert(c, r->p.inbox_seq, t_start, &r->pos,
+					     r->frame, r->flen);
 				stashed = true;
 			}
 			free(r);
@@ -725,6 +1084,7 @@ static void pump_resolves(struct conn *c)
 	}
 	if (stashed)
 		stash_write(c);
+	early_release(c); /* what went out may let held early EVENTs go */
 }
 
 static void pend_drop(struct conn *c)
@@ -738,7 +1098,8 @@ static void pend_drop(struct conn *c)
 }
 
 static void pend_push(struct conn *c, uint64_t now, uint64_t seq, bool ready,
-		      const uint8_t *q, uint32_t len)
+		      const struct lm_conv_pos *pos, const uint8_t *q,
+		      uint32_t len)
 {
 	struct resolve *r = malloc(sizeof *r + (ready ? len : 0));
 	if (!r) { /* a gap on a live connection: close it instead */
@@ -752,6 +1113,7 @@ static void pend_push(struct conn *c, uint64_t now, uint64_t seq, bool ready,
 	r->t_taken = now;
 	r->t_start = 0;
 	r->p.inbox_seq = seq;
+	r->pos = *pos;
 	r->flen = ready ? len : 0;
 	if (ready) {
 		memcpy(r->frame, q, len);
@@ -803,16 +1165,23 @@ static void on_inbox(struct conn *c, struct lmsg *m)
 				run += nj->len;
 				j++;
 			}
-			conn_write_frames(c, blob + it->off, run, j - i);
+			if (c->early_st)
+				inbox_write_run(c, items + i, j - i, blob);
+			else
+				conn_write_frames(c, blob + it->off, run, j - i);
 			ctr_add(&s->ctr.events_out, j - i);
 			c->ev_next += j - i;
 			i = j;
 			continue;
 		}
-		pend_push(c, now, seq, it->ready, blob + it->off, it->len);
+		struct lm_conv_pos pos = {.conv_h = it->conv_h,
+					  .conv_seq = it->conv_seq,
+					  .kind = it->kind};
+		pend_push(c, now, seq, it->ready, &pos, blob + it->off, it->len);
 		i++;
 	}
 	pump_resolves(c);
+	early_release(c);
 }
 
 /* Writes stashed events in inbox order while the outbound queue is under
@@ -824,7 +1193,7 @@ static void stash_write(struct conn *c)
 	       c->oq_bytes < s->lim.max_outbound / 2 && c->state != CS_CLOSING) {
 		struct ev_stash *e = c->stash;
 		c->stash = e->next;
-		conn_write(c, e->data, e->len);
+		inbox_write(c, &e->pos, e->data, e->len);
 		srv_hist_since(&s->stages.deliver[SRV_DELIVER_RESOLVE], e->t_start,
 			       parley_mono_ns());
 		ctr_add(&s->ctr.events_out, 1);
@@ -850,8 +1219,10 @@ static void on_event(struct conn *c, struct lmsg *m)
 		return;
 	}
 	c->resolving--; /* stash_insert counts it again */
-	stash_insert(c, seq, m->u.event.t_start_ns, m->data, m->len);
+	stash_insert(c, seq, m->u.event.t_start_ns, &m->u.event.pos, m->data,
+		     m->len);
 	flush_stash(c);
+	early_release(c);
 }
 
 /* A live EVENT of a large group (live.h): written while subscribed; a
@@ -896,8 +1267,11 @@ int conn_inbox_start(struct conn *c, uint64_t from, uint64_t cursor)
 		c->cursor_stored = c->ev_acked; /* nothing to store yet */
 	c->rcpt_acked = c->ev_acked; /* receipts: from what this SYNC starts at */
 	c->sub = sub;
+	if (c->early && S(c)->live) /* early delivery: optional */
+		c->early_st = calloc(1, sizeof *c->early_st);
 	if (S(c)->live) /* large groups' live EVENTs (live.h) */
-		live_attach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref);
+		live_attach(S(c)->live, c->id->user, c->id->ulen, &c->sk.ref,
+			    c->early_st != NULL);
 	return 0;
 }
 
@@ -1033,6 +1407,7 @@ void conn_free(struct conn *c)
 		c->stash = s->next;
 		free(s);
 	}
+	early_free(c);
 	if (c->ssl)
 		SSL_free(c->ssl);
 	inbuf_release(c);
@@ -1217,9 +1592,12 @@ static void req_hello(struct conn *c, uint32_t rid, const struct parley_hello *m
 	c->id->dlen = (uint8_t)m->device_id.len;
 	memcpy(c->id->device, m->device_id.p, m->device_id.len);
 	c->zstd = (m->features & PARLEY_FEAT_ZSTD) != 0;
+	c->early = (m->features & PARLEY_FEAT_EARLY) && s->lim.early_delivery &&
+		   !c->virt;
 	struct parley_msg ok = {.type = PARLEY_T_HELLO_OK};
 	ok.hello_ok.version = PARLEY_PROTO_VERSION;
-	ok.hello_ok.features = c->zstd ? PARLEY_FEAT_ZSTD : 0;
+	ok.hello_ok.features = (c->zstd ? PARLEY_FEAT_ZSTD : 0) |
+			       (c->early ? PARLEY_FEAT_EARLY : 0);
 	ok.hello_ok.max_frame = s->lim.max_frame;
 	ok.hello_ok.max_body = s->lim.max_body;
 	ok.hello_ok.max_inflight = s->lim.max_inflight;
@@ -1808,6 +2186,9 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 		break;
 	case LM_LIVE: /* a large group's EVENT (live.h) */
 		on_live(c, m);
+		break;
+	case LM_EARLY: /* a 1:1 message durable, its pointer not yet */
+		on_early(c, m);
 		break;
 	default:
 		break;

@@ -106,6 +106,7 @@ struct obuf {             /* one chunk of the outbound queue */
 struct ev_stash {         /* a resolved EVENT not yet queued (early, or queue full) */
 	struct ev_stash *next;
 	uint64_t inbox_seq;
+	struct lm_conv_pos pos;  /* early delivery (conn.c) */
 	uint64_t t_start;        /* its resolution began (stage timing) */
 	uint32_t len;
 	uint8_t data[];
@@ -118,6 +119,7 @@ struct conn_ident {       /* set by HELLO (device) and AUTH (user) */
 };
 
 struct chat_sub;
+struct conn_early;
 struct resolve;
 struct presence_conn;
 struct fwd_saved;
@@ -127,6 +129,7 @@ struct conn {
 	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
 	uint8_t state;           /* enum conn_state */
 	bool zstd;               /* negotiated */
+	bool early;              /* PARLEY_FEAT_EARLY negotiated */
 	bool cursor_dirty;
 	bool closing_after_flush;/* fatal error queued: close once flushed */
 	bool oom;                /* a buffer the connection needs could not be
@@ -164,6 +167,8 @@ struct conn {
 	uint64_t rcpt_acked;
 	uint64_t rcpt_sent_ns;
 	struct ev_stash *stash;  /* sorted by inbox_seq */
+	struct conn_early *early_st; /* early delivery state while subscribed
+					(conn.c "Early delivery"), NULL = none */
 	struct resolve *pend_head, *pend_tail; /* inbox pointers not yet read */
 	uint64_t last_tx_ns;     /* last send progress (or queue start) */
 	bool hs_slot;            /* holds a handshake admission slot */

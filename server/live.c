@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "live.h"
 #include "parley_common.h"
@@ -24,6 +25,7 @@ struct live_user {
 	uint64_t h;
 	uint32_t n, over;
 	struct conn_ref ref[LIVE_MAX_PER_USER];
+	bool early[LIVE_MAX_PER_USER]; /* ref[i] takes early EVENTs */
 	uint8_t ulen;
 	char user[PARLEY_PROTO_MAX_USER_ID];
 };
@@ -37,6 +39,23 @@ struct live {
 	struct live_shard sh[LIVE_SHARDS];
 	_Atomic uint64_t n;
 };
+
+/* lm_conv_hash's key: random per process, so conversation ids cannot be
+ * chosen to collide (early delivery, conn.c, relies on no collision). */
+static uint64_t conv_key;
+static pthread_once_t conv_key_once = PTHREAD_ONCE_INIT;
+
+static void conv_key_init(void)
+{
+	if (getrandom(&conv_key, sizeof conv_key, 0) != sizeof conv_key)
+		conv_key = parley_mono_ns() ^ (uint64_t)(uintptr_t)&conv_key;
+}
+
+uint64_t lm_conv_hash(const char *conv, size_t len)
+{
+	pthread_once(&conv_key_once, conv_key_init);
+	return parley_xxh3(conv, len, conv_key);
+}
 
 struct live *live_new(void)
 {
@@ -85,7 +104,7 @@ static bool ref_eq(const struct conn_ref *a, const struct conn_ref *b)
 }
 
 int live_attach(struct live *l, const char *user, size_t ulen,
-		const struct conn_ref *ref)
+		const struct conn_ref *ref, bool early)
 {
 	if (ulen > PARLEY_PROTO_MAX_USER_ID)
 		return -PARLEY_EINVAL;
@@ -107,6 +126,7 @@ int live_attach(struct live *l, const char *user, size_t ulen,
 	}
 	int rc = 0;
 	if (u->n < LIVE_MAX_PER_USER) {
+		u->early[u->n] = early;
 		u->ref[u->n++] = *ref;
 		atomic_fetch_add(&l->n, 1);
 	} else {
@@ -131,6 +151,7 @@ void live_detach(struct live *l, const char *user, size_t ulen,
 			i++;
 		if (i < u->n) {
 			u->ref[i] = u->ref[--u->n];
+			u->early[i] = u->early[u->n];
 			atomic_fetch_sub(&l->n, 1);
 		} else if (u->over) {
 			u->over--; /* one that did not fit */
@@ -163,6 +184,35 @@ unsigned live_post(void *arg, const char *user, size_t ulen,
 			lmsg_post(&u->ref[i], m);
 			posted++;
 		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return posted;
+}
+
+unsigned live_post_early(void *arg, const char *user, size_t ulen,
+			 const uint8_t *frame, uint32_t len, const char *conv,
+			 size_t clen, uint64_t conv_seq, uint64_t t_durable_ns)
+{
+	struct live *l = arg;
+	struct lm_conv_pos pos = {.conv_h = lm_conv_hash(conv, clen),
+				  .conv_seq = conv_seq,
+				  .kind = PARLEY_EV_MESSAGE};
+	uint64_t h = user_hash(user, ulen);
+	struct live_shard *s = &l->sh[h % LIVE_SHARDS];
+	unsigned posted = 0;
+	pthread_mutex_lock(&s->mu);
+	struct live_user *u = *find(s, h, user, ulen);
+	for (uint32_t i = 0; u && i < u->n; i++) {
+		if (!u->early[i])
+			continue;
+		struct lmsg *m = lmsg_new(LM_EARLY, len);
+		if (!m)
+			break; /* optional: the inbox EVENT delivers */
+		memcpy(m->data, frame, len);
+		m->u.early.pos = pos;
+		m->u.early.t_durable_ns = t_durable_ns;
+		lmsg_post(&u->ref[i], m);
+		posted++;
 	}
 	pthread_mutex_unlock(&s->mu);
 	return posted;

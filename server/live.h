@@ -12,6 +12,14 @@
  * queue is over its bound is cut off (GOAWAY SLOW_CONSUMER), never
  * silently skipped: its device reads what it missed back (GROUP_CATCHUP).
  *
+ * Early delivery (conn.c "Early delivery", docs/SERVER.md): a connection
+ * attached with `early` (it negotiated PARLEY_FEAT_EARLY) also gets, by
+ * live_post_early, the early EVENT of every 1:1 and small-group message
+ * of its user as soon as the message is durable in its conversation
+ * (chat.h, chat_set_early), as an lmsg of kind LM_EARLY. Early EVENTs are
+ * optional: a post that cannot be made (no memory) is skipped, the inbox
+ * EVENT delivers.
+ *
  * Bounds: LIVE_MAX_PER_USER connections of one user are registered; a
  * user with more is answered 0 by live_post (so it gets ACTIVITY pointers
  * too: safe). Entries are freed when the last connection detaches.
@@ -22,6 +30,7 @@
 #ifndef PARLEYD_LIVE_H
 #define PARLEYD_LIVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,13 +45,19 @@ struct live *live_new(void);
 void live_free(struct live *l);
 /* 0, or -PARLEY_ENOMEM (the user is then marked over its bound). */
 int live_attach(struct live *l, const char *user, size_t ulen,
-		const struct conn_ref *ref);
+		const struct conn_ref *ref, bool early);
 void live_detach(struct live *l, const char *user, size_t ulen,
 		 const struct conn_ref *ref);
 /* chat_live_fn: posts frame to user's connections; returns how many (0
  * when none, or when some could not be registered). */
 unsigned live_post(void *l, const char *user, size_t ulen,
 		   const uint8_t *frame, uint32_t len);
+/* chat_early_fn: posts the early EVENT frame of message conv_seq of conv
+ * to user's connections attached with `early`; returns how many. Any
+ * thread (engine shards). */
+unsigned live_post_early(void *l, const char *user, size_t ulen,
+			 const uint8_t *frame, uint32_t len, const char *conv,
+			 size_t clen, uint64_t conv_seq, uint64_t t_durable_ns);
 /* connections attached now */
 uint64_t live_count(struct live *l);
 

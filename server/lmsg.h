@@ -44,6 +44,10 @@ enum lmsg_kind {
 			     (presence.h; bounded by presence_push_queue_max) */
 	LM_LIVE,          /* data = an encoded EVENT frame of a large group's
 			     read fan-out (live.h) */
+	LM_EARLY,         /* data = an encoded early EVENT frame (inbox_seq
+			     0, PARLEY_MSGF_EARLY) of a message durable in
+			     its conversation (live.h, conn.c "Early
+			     delivery"); u.early names it */
 	LM_FWD,           /* to the loop itself: data = a FWD_REQ payload
 			     (proxy.h) from node u.fwd.node, run on a
 			     virtual connection of the loop */
@@ -60,7 +64,22 @@ struct lm_inbox_item {
 	uint64_t seq;      /* inbox seq */
 	uint32_t off, len; /* its bytes */
 	bool ready;        /* the bytes are an encoded EVENT frame */
+	uint16_t kind;     /* the pointer's EVENT kind */
+	uint64_t conv_h;   /* lm_conv_hash of its conversation */
+	uint64_t conv_seq; /* its conversation seq (0: none) */
 };
+
+/* What early delivery (conn.c) knows of an inbox EVENT or an early one:
+ * the conversation by hash, the seq in it, the EVENT kind. */
+struct lm_conv_pos {
+	uint64_t conv_h, conv_seq;
+	uint16_t kind;
+};
+
+/* The hash naming a conversation in early delivery's bookkeeping (a
+ * collision can only turn early delivery off for the two conversations
+ * it confuses, see conn.c). */
+uint64_t lm_conv_hash(const char *conv, size_t len);
 struct lmsg {
 	struct lmsg *next;
 	uint16_t kind;
@@ -86,7 +105,12 @@ struct lmsg {
 		struct {               /* LM_EVENT */
 			uint64_t inbox_seq;
 			uint64_t t_start_ns; /* its resolution started (stages) */
+			struct lm_conv_pos pos; /* early delivery (conn.c) */
 		} event;
+		struct {               /* LM_EARLY */
+			struct lm_conv_pos pos;
+			uint64_t t_durable_ns; /* the message durable (stages) */
+		} early;
 		struct {               /* LM_FWD */
 			uint64_t node;
 		} fwd;

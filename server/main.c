@@ -127,6 +127,7 @@ struct opts {
 	char server_id[64];
 	uint32_t max_frame, max_body, max_inflight, event_window;
 	uint32_t group_max_members, group_read_fanout_min;
+	uint32_t early_delivery;
 	uint32_t idle_timeout_ms, handshake_timeout_ms, slow_consumer_ms;
 	uint64_t outbound_queue_bytes;
 	uint32_t max_connections, drain_timeout_ms;
@@ -207,6 +208,7 @@ static const struct key KEYS[] = {
 	KU(max_body, "65536", "largest SEND body, bytes"),
 	KU(max_inflight, "64", "requests in flight per connection"),
 	KU(event_window, "1024", "unacknowledged EVENTs per connection"),
+	KU(early_delivery, "1", "1 = a 1:1 or small-group message goes to the recipients' connections that ask for it (HELLO feature EARLY) as soon as it is durable in its conversation, before its inbox pointer; 0 = only through the inbox"),
 	KU(group_max_members, "1024", "members a group may have (1..5000)"),
 	KU(group_read_fanout_min, "100", "groups with at least this many members fan messages out by read (live EVENTs + one ACTIVITY pointer per offline member); 0 = always write fan-out"),
 	KU(idle_timeout_ms, "60000", "close after this much silence"),
@@ -1040,6 +1042,8 @@ static int run(const struct opts *o, struct srv *s)
 		s->live = live_new();
 		PARLEY_ASSERT(s->live); /* a few KiB */
 		chat_set_live(s->chat, live_post, s->live);
+		if (s->lim.early_delivery)
+			chat_set_early(s->chat, live_post_early, s->live);
 		/* spread placement: writes to partitions led elsewhere are
 		 * forwarded to their leader (follow0 keeps the redirect: one
 		 * node leads everything once leadership settles) */
@@ -1290,6 +1294,7 @@ int main(int argc, char **argv)
 		.edit_window_ms = o.edit_window_ms,
 		.delete_window_ms = o.delete_window_ms,
 		.forward_timeout_ms = o.forward_timeout_ms,
+		.early_delivery = o.early_delivery != 0,
 	};
 	membudget_init(&s.mem, o.memory_budget_bytes,
 		       memtable_total_of(o.memory_budget_bytes),

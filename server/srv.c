@@ -70,7 +70,7 @@ size_t srv_stage_metrics(struct srv *s, char *buf, size_t cap)
 	static const char *const send_names[SRV_SEND_NSTAGES] = {
 		"recv", "submit", "durable", "reply"};
 	static const char *const deliver_names[SRV_DELIVER_NSTAGES] = {
-		"notify", "pending", "resolve"};
+		"notify", "pending", "resolve", "early"};
 	struct srv_text o = {buf, cap, 0};
 	struct pe_stage_hist st;
 	const char *h = "parley_send_stage_seconds";
@@ -85,7 +85,8 @@ size_t srv_stage_metrics(struct srv *s, char *buf, size_t cap)
 	family_head(&o, h, "Time a message's delivery spends per stage: fanout "
 		    "(durable -> inbox appends issued), inbox (-> durable), "
 		    "notify (subscription -> the connection's loop), pending "
-		    "(waiting for the event window), resolve (-> EVENT queued).");
+		    "(waiting for the event window), resolve (-> EVENT queued), "
+		    "early (message durable -> early EVENT queued).");
 	if (s->chat) {
 		struct pe_stage_hist cs[CHAT_STAGE_COUNT];
 		chat_stage_stats(s->chat, cs);

@@ -47,6 +47,7 @@ struct srv_limits {
 	uint64_t edit_window_ms;     /* EDIT allowed this long after the message (edit_window_ms, 0 = always) */
 	uint64_t delete_window_ms;   /* DELETE likewise (delete_window_ms) */
 	uint32_t forward_timeout_ms; /* a forwarded request's bound (forward_timeout_ms) */
+	bool early_delivery;         /* grant PARLEY_FEAT_EARLY (early_delivery) */
 };
 
 /* Counters every loop bumps (relaxed atomics); metrics read them. */
@@ -63,6 +64,9 @@ struct srv_counters {
 	 * le 100,250,500,1000,2500,5000,10000,25000,50000,100000,+Inf */
 	_Atomic uint64_t ack_lat_bucket[11];
 	_Atomic uint64_t read_markers; /* READ_MARKER requests */
+	/* early delivery (conn.c): early EVENTs written / not written, inbox
+	 * EVENTs sent without their body (EARLY_SEEN) */
+	_Atomic uint64_t early_out, early_dropped, early_seen;
 };
 extern const double srv_ack_lat_bounds_s[10];
 
@@ -92,6 +96,9 @@ void srv_text_put(struct srv_text *o, const char *fmt, ...)
  *                      for the event window and the outbound queue)
  *             resolve  resolution started -> EVENT queued on the
  *                      connection (the message read and encoded)
+ *             early    message durable -> its early EVENT queued on a
+ *                      connection that asked (conn.c "Early delivery";
+ *                      a held one's wait included)
  */
 enum srv_send_stage {
 	SRV_SEND_RECV = 0,
@@ -104,6 +111,7 @@ enum srv_deliver_stage {
 	SRV_DELIVER_NOTIFY = 0,
 	SRV_DELIVER_PENDING,
 	SRV_DELIVER_RESOLVE,
+	SRV_DELIVER_EARLY,
 	SRV_DELIVER_NSTAGES
 };
 struct srv_stages {

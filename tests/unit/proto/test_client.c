@@ -11,7 +11,8 @@
  * second message), events reach the callback in inbox order with no gap and
  * no duplicate across reconnects, acks are cumulative and bounded by what
  * was received, TLS verifies the certificate and the host name, zstd frames
- * work both ways.
+ * work both ways, early delivery hands each message over once (early, or
+ * through the inbox when the early one was on a connection that broke).
  *
  * No wall-clock assertions: timeouts only bound how long a failure takes.
  */
@@ -64,6 +65,12 @@ struct fake {
 	int kill_after_events; /* close after pushing this many events (once) */
 	int compress; /* compress big replies when negotiated */
 	uint32_t window; /* event_window announced */
+	int early_conns; /* connections 1..early_conns that ask get early
+			    EVENTs: each message early, then its inbox EVENT
+			    without body (EARLY_SEEN) */
+	uint64_t early_only_at; /* this message: early EVENT, then the
+				   connection breaks before its inbox EVENT */
+	int early_asked; /* HELLOs that announced PARLEY_FEAT_EARLY */
 
 	/* state */
 	int conns, sends, zstd_seen;
@@ -102,7 +109,7 @@ struct conn {
 	SSL *ssl;
 	uint8_t rx[1 << 21];
 	size_t rxn;
-	int zstd, subscribed, draining;
+	int zstd, subscribed, draining, early;
 	uint64_t next_push; /* inbox seq */
 	uint64_t acked;
 	int dead;
@@ -168,6 +175,19 @@ static void push_events(struct fake *f, struct conn *c)
 		e->server_ts_ms = m->ts;
 		e->content_type = m->ct;
 		e->body = (struct parley_bytes){m->body, m->len};
+		if (c->early) { /* the message first, its inbox EVENT later */
+			e->inbox_seq = 0;
+			e->flags = PARLEY_MSGF_EARLY;
+			reply(c, 0, &g_out);
+			if (f->early_only_at == m->seq) {
+				f->early_only_at = 0;
+				c->dead = 1; /* its inbox EVENT never comes here */
+				return;
+			}
+			e->inbox_seq = c->next_push;
+			e->flags = PARLEY_MSGF_EARLY_SEEN;
+			e->body = (struct parley_bytes){NULL, 0};
+		}
 		reply(c, 0, &g_out);
 		if (c->next_push > f->max_pushed_ever)
 			f->max_pushed_ever = c->next_push;
@@ -212,9 +232,14 @@ static void serve_frame(struct fake *f, struct conn *c, const struct parley_fram
 	switch (fr->type) {
 	case PARLEY_T_HELLO:
 		g_out.type = PARLEY_T_HELLO_OK;
+		if (g_in.hello.features & PARLEY_FEAT_EARLY)
+			f->early_asked++;
+		c->early = (g_in.hello.features & PARLEY_FEAT_EARLY) &&
+			   f->conns <= f->early_conns;
 		g_out.hello_ok = (struct parley_hello_ok){
-			1, g_in.hello.features & PARLEY_FEAT_ZSTD, 1u << 20, 65536, 16,
-			f->window, 60000, 1, parley_str_c("fake-1")};
+			1, (g_in.hello.features & PARLEY_FEAT_ZSTD) |
+				   (c->early ? PARLEY_FEAT_EARLY : 0),
+			1u << 20, 65536, 16, f->window, 60000, 1, parley_str_c("fake-1")};
 		c->zstd = !!(g_in.hello.features & PARLEY_FEAT_ZSTD);
 		reply(c, rid, &g_out);
 		return;
@@ -493,15 +518,20 @@ static void fake_stop(struct fake *f)
 
 /* ---- client helpers ----------------------------------------------------------- */
 
-static uint64_t g_seen[1024];
+static uint64_t g_seen[1024], g_seen_conv[1024];
+static uint32_t g_seen_flags[1024], g_seen_body[1024];
 static int g_nseen;
 static int g_states[16], g_nstates;
 
 static void on_ev(void *user, const struct parley_event *ev)
 {
 	(void)user;
-	if (g_nseen < 1024)
+	if (g_nseen < 1024) {
+		g_seen_conv[g_nseen] = ev->conv_seq;
+		g_seen_flags[g_nseen] = ev->flags;
+		g_seen_body[g_nseen] = ev->body.len;
 		g_seen[g_nseen++] = ev->inbox_seq;
+	}
 }
 static void on_st(void *user, enum parley_client_state st, int err)
 {
@@ -719,6 +749,70 @@ Test(client, events_in_order_across_reconnects)
 	cr_assert_eq(g_states[0], PARLEY_CLIENT_CONNECTED);
 	cr_assert_eq(g_states[1], PARLEY_CLIENT_DISCONNECTED);
 	cr_assert_eq(g_states[2], PARLEY_CLIENT_CONNECTED);
+	stop(c);
+}
+
+/* Early delivery (PROTOCOL.md "Early delivery"): each message reaches
+ * on_event once, early (inbox_seq 0, with its body), its EARLY_SEEN inbox
+ * EVENT only advancing the cursor; one whose inbox EVENT comes in full on
+ * the next connection (the server lost it with the first) is not
+ * delivered again; a client that does not ask gets no early EVENTs. */
+Test(client, early_events_delivered_once)
+{
+	for (int i = 0; i < 6; i++)
+		fake_add_msg(&F, "bob", "early body");
+	F.window = 100;
+	F.early_conns = 1;   /* the second connection: inbox EVENTs only */
+	F.early_only_at = 4; /* message 4 early, then the connection breaks */
+	fake_start(&F, NULL);
+	struct parley_client_opts o = {0};
+	o.host = "127.0.0.1";
+	o.port = F.port;
+	o.token = "good-token";
+	o.device_id = "test-device";
+	o.on_event = on_ev;
+	o.request_timeout_ms = 2000;
+	o.call_deadline_ms = 20000;
+	o.backoff_min_ms = 10;
+	o.backoff_max_ms = 100;
+	o.want_early = 1;
+	struct parley_client *c = NULL;
+	cr_assert_eq(parley_client_new(&o, &c), 0);
+	cr_assert_eq(parley_client_connect(c), 0);
+	cr_assert_eq(parley_client_subscribe(c, 1, NULL), 0);
+	wait_events(c, 6);
+	for (int i = 0; i < 20; i++)
+		parley_client_poll(c, 10);
+	cr_assert_eq(g_nseen, 6, "%d events", g_nseen);
+	for (int i = 0; i < 6; i++) {
+		cr_assert_eq(g_seen_conv[i], (uint64_t)i + 1, "event %d: conv seq %llu", i,
+			     (unsigned long long)g_seen_conv[i]);
+		cr_assert_eq(g_seen_body[i], strlen("early body"));
+		if (i < 4) /* early on the first connection */
+			cr_assert(g_seen[i] == 0 && (g_seen_flags[i] & PARLEY_MSGF_EARLY));
+		else /* the second one: through the inbox */
+			cr_assert_eq(g_seen[i], (uint64_t)i + 1);
+	}
+	cr_assert_eq(parley_client_inbox_cursor(c), 6);
+	pthread_mutex_lock(&F.mu);
+	cr_assert_eq(F.conns, 2);
+	cr_assert_eq(F.sync_from[1], 4, "resume after the last inbox EVENT taken");
+	cr_assert_eq(F.early_asked, 2);
+	pthread_mutex_unlock(&F.mu);
+	parley_client_free(c);
+
+	/* without want_early: HELLO does not ask, no early EVENT comes */
+	g_nseen = 0;
+	c = mk("good-token", 0, NULL, NULL);
+	cr_assert_eq(parley_client_connect(c), 0);
+	cr_assert_eq(parley_client_subscribe(c, 1, NULL), 0);
+	wait_events(c, 6);
+	cr_assert_eq(g_nseen, 6);
+	for (int i = 0; i < 6; i++)
+		cr_assert_eq(g_seen[i], (uint64_t)i + 1);
+	pthread_mutex_lock(&F.mu);
+	cr_assert_eq(F.early_asked, 2);
+	pthread_mutex_unlock(&F.mu);
 	stop(c);
 }
 

@@ -10,10 +10,15 @@
  * a time parses like a whole one, the pre-auth frame limit, the frame and
  * handshake timeouts, SEND -> SEND_ACK through the chat service, SYNC ->
  * SYNC_OK -> EVENTs in inbox order with the event window honoured, the
- * max_inflight bound, and a slow consumer cut off with GOAWAY.
+ * max_inflight bound, a slow consumer cut off with GOAWAY, and early
+ * delivery's rules (E1-E3 in conn.c): per conversation an early EVENT
+ * goes out only after the previous seq did, waits in a bounded hold
+ * otherwise, the inbox EVENT of a message sent early goes out without
+ * its body, and only connections that asked get early EVENTs.
  */
 #include "conn_fx.h"
 #include "errmap.h"
+#include "live.h"
 
 /* ---- handshake ------------------------------------------------------------------------ */
 
@@ -566,6 +571,255 @@ Test(conn, a_partial_frame_that_cannot_be_kept_is_a_fatal_nomem)
 	cr_assert(nomem_failed);
 	expect_error(&f, PARLEY_ENOMEM, true);
 	cr_assert(conn_sock(f.c)->closing);
+	free(m);
+	fx_stop(&f);
+}
+
+/* ---- early delivery (conn.c "Early delivery", E1-E3) -------------------------------- */
+
+/* An EVENT frame of MESSAGE (conv, conv_seq) at inbox_seq (0: early). */
+static int early_frame(uint8_t *buf, size_t cap, uint64_t inbox_seq,
+		       const char *conv, uint64_t conv_seq, uint16_t kind,
+		       uint32_t flags)
+{
+	static struct parley_msg m;
+	memset(&m, 0, sizeof m);
+	m.type = PARLEY_T_EVENT;
+	m.event.inbox_seq = inbox_seq;
+	m.event.kind = kind;
+	m.event.conv = parley_str_c(conv);
+	m.event.conv_seq = conv_seq;
+	m.event.sender = parley_str_c("bob");
+	m.event.client_msg_id[0] = (uint8_t)conv_seq;
+	m.event.body = (struct parley_bytes){(const uint8_t *)"hello body", 10};
+	m.event.flags = flags;
+	int n = parley_proto_encode(buf, cap, 0, &m);
+	cr_assert_gt(n, 0);
+	return n;
+}
+
+/* The chat service's early post, as live_post_early makes it. */
+static void inject_early(struct fx *f, const char *conv, uint64_t seq)
+{
+	uint8_t b[512];
+	int n = early_frame(b, sizeof b, 0, conv, seq, PARLEY_EV_MESSAGE,
+			    PARLEY_MSGF_EARLY);
+	struct lmsg *m = lmsg_new(LM_EARLY, (uint32_t)n);
+	memcpy(m->data, b, (size_t)n);
+	m->u.early.pos = (struct lm_conv_pos){
+		.conv_h = lm_conv_hash(conv, strlen(conv)), .conv_seq = seq,
+		.kind = PARLEY_EV_MESSAGE};
+	m->u.early.t_durable_ns = parley_mono_ns();
+	m->slot = 3;
+	m->gen = f->gen;
+	conn_on_msg(f->c, m);
+	free(m);
+}
+
+struct inj {
+	uint64_t inbox_seq;
+	const char *conv;
+	uint64_t conv_seq;
+	uint16_t kind;
+};
+
+/* A subscription's hand-over of ready inbox EVENTs (inbox_cb's LM_INBOX). */
+static void inject_inbox(struct fx *f, const struct inj *it, uint32_t n)
+{
+	uint8_t b[8][512];
+	int len[8];
+	size_t total = 0;
+	cr_assert_leq(n, 8);
+	for (uint32_t i = 0; i < n; i++) {
+		len[i] = early_frame(b[i], sizeof b[i], it[i].inbox_seq, it[i].conv,
+				     it[i].conv_seq, it[i].kind, 0);
+		total += (size_t)len[i];
+	}
+	struct lmsg *m = lmsg_inbox_new(n, total);
+	struct lm_inbox_item *items = lmsg_inbox_items(m);
+	uint8_t *blob = lmsg_inbox_bytes(m);
+	uint32_t off = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(blob + off, b[i], (size_t)len[i]);
+		items[i] = (struct lm_inbox_item){
+			.seq = it[i].inbox_seq, .off = off, .len = (uint32_t)len[i],
+			.ready = true, .kind = it[i].kind,
+			.conv_h = lm_conv_hash(it[i].conv, strlen(it[i].conv)),
+			.conv_seq = it[i].conv_seq};
+		off += (uint32_t)len[i];
+	}
+	m->u.inbox.t_post_ns = parley_mono_ns();
+	m->slot = 3;
+	m->gen = f->gen;
+	conn_on_msg(f->c, m);
+	free(m);
+}
+
+/* The next frame must be EVENT (inbox_seq, conv, conv_seq) with flags;
+ * EARLY_SEEN ones carry no body, the others the body. */
+static void expect_event(struct fx *f, uint64_t inbox_seq, const char *conv,
+			 uint64_t conv_seq, uint32_t flags)
+{
+	struct parley_msg *m = msg_new(0);
+	cr_assert(fx_next(f, m, NULL), "no frame, want EVENT %" PRIu64 " %s/%" PRIu64,
+		  inbox_seq, conv, conv_seq);
+	cr_assert_eq(m->type, PARLEY_T_EVENT);
+	cr_assert_eq(m->event.inbox_seq, inbox_seq, "inbox_seq %" PRIu64 " want %" PRIu64,
+		     m->event.inbox_seq, inbox_seq);
+	cr_assert(parley_str_eq(m->event.conv, conv));
+	cr_assert_eq(m->event.conv_seq, conv_seq, "conv_seq %" PRIu64 " want %" PRIu64,
+		     m->event.conv_seq, conv_seq);
+	cr_assert_eq(m->event.flags, flags, "flags %#x want %#x", m->event.flags, flags);
+	cr_assert_eq(m->event.body.len, (flags & PARLEY_MSGF_EARLY_SEEN) ? 0u : 10u);
+	cr_assert_eq(m->event.client_msg_id[0], (uint8_t)conv_seq);
+	free(m);
+}
+
+/* A connection (HELLO features as given) of alice subscribed from inbox
+ * seq 1 of an empty inbox; the server has early delivery on. */
+static void early_login(struct fx *f, uint32_t features)
+{
+	fx_start(f, true, 21);
+	f->s.lim.early_delivery = true;
+	f->s.lim.event_window = 64;
+	f->s.live = live_new();
+	struct parley_msg *m = msg_new(PARLEY_T_HELLO);
+	m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.features = features;
+	m->hello.device_id = parley_str_c("phone");
+	m->hello.client_name = parley_str_c("test");
+	fx_feed(f, 1, m, false);
+	cr_assert(fx_next(f, m, NULL));
+	cr_assert_eq(m->type, PARLEY_T_HELLO_OK);
+	cr_assert_eq(m->hello_ok.features & PARLEY_FEAT_EARLY,
+		     features & PARLEY_FEAT_EARLY);
+	fx_auth(f, "alice");
+	*m = (struct parley_msg){.type = PARLEY_T_SYNC};
+	m->sync.from_inbox_seq = 1;
+	fx_feed(f, 20, m, false);
+	bool ok = false;
+	for (int round = 0; round < 200 && !ok; round++) {
+		fx_pump(f, 1);
+		while (!ok && fx_next(f, m, NULL))
+			ok = m->type == PARLEY_T_SYNC_OK;
+	}
+	cr_assert(ok, "no SYNC_OK");
+	free(m);
+}
+
+static void early_stop(struct fx *f)
+{
+	struct live *l = f->s.live;
+	fx_stop(f);
+	live_free(l);
+}
+
+/* E1: an early EVENT waits until its conversation's previous seq went out
+ * (here: its inbox EVENT, or an earlier early one), and is dropped once
+ * its own inbox EVENT went out first; E2: the inbox EVENT of a message
+ * sent early goes out without its body, flagged EARLY_SEEN; other
+ * conversations do not interfere; E3: another kind naming the
+ * conversation makes the next early EVENT wait for the inbox again. */
+Test(conn, early_events_keep_conversation_order)
+{
+	struct fx f;
+	early_login(&f, PARLEY_FEAT_EARLY);
+	const char *C = "d:alice:bob", *D = "d:alice:carol";
+	inject_early(&f, C, 1); /* C unknown yet: held */
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	inject_inbox(&f, (struct inj[]){{1, C, 1, PARLEY_EV_MESSAGE}}, 1);
+	expect_event(&f, 1, C, 1, 0); /* the held early one is now dropped */
+	inject_early(&f, C, 2); /* C at 1: goes out at once */
+	expect_event(&f, 0, C, 2, PARLEY_MSGF_EARLY);
+	inject_early(&f, C, 4); /* 3 not out yet: held */
+	inject_early(&f, D, 7); /* D unknown: held */
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	/* one hand-over: C 2 (sent early), C 3, D 7 */
+	inject_inbox(&f, (struct inj[]){{2, C, 2, PARLEY_EV_MESSAGE},
+					{3, C, 3, PARLEY_EV_MESSAGE},
+					{4, D, 7, PARLEY_EV_MESSAGE}}, 3);
+	expect_event(&f, 2, C, 2, PARLEY_MSGF_EARLY_SEEN);
+	expect_event(&f, 3, C, 3, 0);
+	expect_event(&f, 4, D, 7, 0);
+	expect_event(&f, 0, C, 4, PARLEY_MSGF_EARLY); /* released after C 3 */
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL), "D 7 was dropped");
+	inject_early(&f, C, 5);
+	expect_event(&f, 0, C, 5, PARLEY_MSGF_EARLY);
+	inject_inbox(&f, (struct inj[]){{5, C, 4, PARLEY_EV_MESSAGE},
+					{6, C, 5, PARLEY_EV_MESSAGE},
+					{7, C, 6, PARLEY_EV_EDIT}}, 3);
+	expect_event(&f, 5, C, 4, PARLEY_MSGF_EARLY_SEEN);
+	expect_event(&f, 6, C, 5, PARLEY_MSGF_EARLY_SEEN);
+	expect_event(&f, 7, C, 6, 0);
+	inject_early(&f, C, 7); /* after an EDIT: C forgotten, held */
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	inject_inbox(&f, (struct inj[]){{8, C, 7, PARLEY_EV_MESSAGE}}, 1);
+	expect_event(&f, 8, C, 7, 0);
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	/* E2 is exact: an inbox EVENT below last[C] that did not go out
+	 * early (a conversation's pointers out of order) goes out whole */
+	const char *E = "d:alice:erin";
+	inject_inbox(&f, (struct inj[]){{9, E, 1, PARLEY_EV_MESSAGE},
+					{10, E, 3, PARLEY_EV_MESSAGE},
+					{11, E, 2, PARLEY_EV_MESSAGE}}, 3);
+	expect_event(&f, 9, E, 1, 0);
+	expect_event(&f, 10, E, 3, 0);
+	expect_event(&f, 11, E, 2, 0);
+	cr_assert_eq(atomic_load(&f.s.ctr.early_out), 3);
+	cr_assert_eq(atomic_load(&f.s.ctr.early_seen), 3);
+	cr_assert_eq(atomic_load(&f.s.ctr.early_dropped), 3);
+	cr_assert_eq(atomic_load(&f.s.ctr.events_out), 11);
+	char *txt = stage_text(&f); /* the early EVENTs written were timed */
+	cr_assert(strstr(txt, "parley_delivery_stage_seconds_count{stage=\"early\"} 3\n"),
+		  "%s", txt);
+	free(txt);
+	early_stop(&f);
+}
+
+/* The hold is bounded: the oldest held early EVENTs are dropped, and the
+ * inbox delivers them. */
+Test(conn, early_hold_is_bounded)
+{
+	struct fx f;
+	early_login(&f, PARLEY_FEAT_EARLY);
+	const char *C = "d:alice:bob";
+	for (uint64_t s = 2; s <= 31; s++) /* 30 ahead of an unknown C */
+		inject_early(&f, C, s);
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	cr_assert_eq(atomic_load(&f.s.ctr.early_dropped), 30 - 16);
+	/* C 1 from the inbox releases nothing: 2..15 were dropped */
+	inject_inbox(&f, (struct inj[]){{1, C, 1, PARLEY_EV_MESSAGE}}, 1);
+	expect_event(&f, 1, C, 1, 0);
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	early_stop(&f);
+}
+
+/* A connection that did not ask gets no early EVENT and every inbox
+ * EVENT whole; a server with early delivery off grants no feature. */
+Test(conn, early_events_only_for_connections_that_ask)
+{
+	struct fx f;
+	early_login(&f, 0);
+	const char *C = "d:alice:bob";
+	inject_inbox(&f, (struct inj[]){{1, C, 1, PARLEY_EV_MESSAGE}}, 1);
+	expect_event(&f, 1, C, 1, 0);
+	inject_early(&f, C, 2);
+	cr_assert(!fx_next(&f, &(struct parley_msg){0}, NULL));
+	inject_inbox(&f, (struct inj[]){{2, C, 2, PARLEY_EV_MESSAGE}}, 1);
+	expect_event(&f, 2, C, 2, 0);
+	cr_assert_eq(atomic_load(&f.s.ctr.early_out), 0);
+	early_stop(&f);
+
+	fx_start(&f, true, 22);
+	f.s.lim.early_delivery = false;
+	struct parley_msg *m = msg_new(PARLEY_T_HELLO);
+	m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
+	m->hello.features = PARLEY_FEAT_EARLY | PARLEY_FEAT_ZSTD;
+	m->hello.device_id = parley_str_c("phone");
+	fx_feed(&f, 1, m, false);
+	cr_assert(fx_next(&f, m, NULL));
+	cr_assert_eq(m->type, PARLEY_T_HELLO_OK);
+	cr_assert_eq(m->hello_ok.features, PARLEY_FEAT_ZSTD);
 	free(m);
 	fx_stop(&f);
 }
