@@ -1599,6 +1599,9 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 	case PRELAY_HIDDEN:
 		remote_hidden(p, &m);
 		break;
+	case PRELAY_RESEND:
+		relay_online_set(p, from);
+		break;
 	default:
 		break;
 	}
@@ -1607,8 +1610,10 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 
 void presence_link(struct presence *p, uint64_t node, bool up)
 {
-	if (up) {
+	if (up) { /* our set to it, and its set to us */
 		relay_online_set(p, node);
+		struct prelay_msg m = {.kind = PRELAY_RESEND};
+		relay_send(p, node, &m);
 		return;
 	}
 	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();

@@ -233,8 +233,9 @@ void presence_set_relay(struct presence *p, presence_relay_fn fn, void *arg);
 /* A payload from node `from` (any thread; borrowed). 0 or -PARLEY_EPROTO. */
 int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 			uint32_t n);
-/* The link to `node` went up (send it our online set) or down (drop the
- * users online there: OFFLINE pushes). Any thread. */
+/* The link to `node` went up (send it our online set and ask for its:
+ * RESEND) or down (drop the users online there: OFFLINE pushes). Any
+ * thread. */
 void presence_link(struct presence *p, uint64_t node, bool up);
 
 /* 0 or -PARLEY_EINVAL with a reason in why. */

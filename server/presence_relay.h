@@ -18,6 +18,8 @@
  *            users' sessions on the receiver (the members the sender knows
  *            to be online there); never relayed further.
  *   HIDDEN   user's presence flags changed (PRESENCE_SET), flags.
+ *   RESEND   "send me your online set" (the sender's link came up or its
+ *            registry started: what it was sent before may be lost).
  *
  * Wire (little-endian): u8 version (PRELAY_VERSION) | u8 kind |
  * u8 started | u32 arg (TYPING: ttl_ms, HIDDEN: flags, else 0) |
@@ -48,6 +50,7 @@ enum prelay_kind {
 	PRELAY_TYPING_REQ = 3,
 	PRELAY_TYPING = 4,
 	PRELAY_HIDDEN = 5,
+	PRELAY_RESEND = 6,
 };
 
 struct prelay_msg {

@@ -161,6 +161,14 @@ void proxy_node_presence(struct presence *p, bool on)
 		presence_set_relay(p, pres_relay, NULL);
 	pthread_mutex_lock(&live_mu);
 	live_pres = on ? p : NULL;
+	if (on) { /* links that came up before: exchange the online sets */
+		struct peer_node_link links[PEER_NODE_MAX_PEERS];
+		uint32_t k = peer_node_links(the_node, links,
+					     PEER_NODE_MAX_PEERS);
+		for (uint32_t i = 0; i < k; i++)
+			if (links[i].up)
+				presence_link(p, links[i].node, true);
+	}
 	pthread_mutex_unlock(&live_mu);
 	if (!on)
 		presence_set_relay(p, NULL, NULL);

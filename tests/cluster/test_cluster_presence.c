@@ -14,7 +14,8 @@
  *   5. ulli disconnecting is pushed as OFFLINE;
  *   6. ulli connects again, then node2 is killed (-9): wanda is told
  *      OFFLINE within OFFLINE_BOUND_MS (the link going down), well
- *      before presence_ttl_ms (60 s).
+ *      before presence_ttl_ms (60 s);
+ *   7. node2 restarted: ulli connecting there is seen online again.
  */
 #include <sys/wait.h>
 
@@ -229,11 +230,21 @@ int main(void)
 	printf("6. node2 killed: ulli offline on node1 after ~%" PRIu64 " ms\n",
 	       dt);
 	parley_client_free(u);
+
+	/* 7. node2 back: a user connected there is seen again (the sets
+	 * exchanged when the link comes up, transitions after) */
+	on0 = ws.online;
+	it_server_start(&srv[1]);
+	u = it_client(&srv[1], "ulli", "phone", 0, NULL);
+	WAIT_FOR(ws.online > on0, 10000, w, u);
+	IT_CHECK(ws.online > on0 && ws.status == PARLEY_PRESENCE_ONLINE,
+		 "ulli on the restarted node2 not seen online on node1");
+	printf("7. node2 restarted: ulli seen online on node1 again\n");
+	parley_client_free(u);
 	parley_client_free(w);
 	for (int i = 0; i < NODES; i++)
-		if (i != 1)
-			IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
-				 "node%d did not stop cleanly", i + 1);
+		IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
+			 "node%d did not stop cleanly", i + 1);
 	printf("ok: presence and typing across nodes\n");
 	return 0;
 }
