@@ -11,6 +11,11 @@
  * session or a subscriber is never freed. Engine callback contexts are
  * malloc'd by the issuer and freed by the callback.
  *
+ * Across nodes (presence.h, "across the nodes of a cluster"): the relay
+ * hook sends presence_relay.h payloads; remote sessions are pres_user
+ * fields like local ones; payloads from other nodes and link changes
+ * arrive on the peer node thread and take the shard locks like a loop.
+ *
  * Threads: see presence.h. Every struct pres_user field is guarded by its
  * shard's mutex; struct presence_conn is loop-thread only.
  */

@@ -56,12 +56,17 @@
  * subscription needs an entry not loaded yet; retention keeps the last
  * few records of each.
  *
+ * Cluster: see "across the nodes of a cluster" below: a user online on
+ * another node is ONLINE here too; typing reaches members on every node.
  * Threads: presence_conn_* / presence_typing / presence_sub / presence_set
  * run on the connection's loop thread (a struct presence_conn belongs to
  * it); engine callbacks and the sweep thread touch entries under their
  * shard lock; loop_post is the only way to a connection. Lock order: a
- * shard lock, then a loop's queue lock; several shard locks only in
- * sub_finish, in ascending shard order.
+ * shard lock, then a loop's queue lock or the relay's (the peer node's
+ * app queue: the relay hook only queues, it never calls back in); the
+ * relay's caller (proxy_node.c) may hold its own mutex around
+ * presence_relay_recv / presence_link, never taken under a shard lock;
+ * several shard locks only in sub_finish, in ascending shard order.
  */
 #ifndef PARLEYD_PRESENCE_H
 #define PARLEYD_PRESENCE_H
