@@ -450,7 +450,8 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		struct presence_stats ps;
 		presence_get_stats(s->pres, &ps);
 		metric(&o, "parley_presence_online_users", "gauge",
-		       "Users with at least one live session.", ps.online);
+		       "Users with at least one live session on this node.",
+		       ps.online);
 		metric(&o, "parley_presence_entries", "gauge",
 		       "Presence registry entries (online, subscribed or typing).",
 		       ps.entries);

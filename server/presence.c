@@ -452,12 +452,17 @@ static void relay_send(struct presence *p, uint64_t to,
 }
 
 /* Under u's shard lock, after pres_user_update: tell the other nodes if
- * u's local state changed (was: local_online before). Sent under the
- * lock so that one user's transitions leave in the order they happened. */
+ * u's local state changed (was: local_online before), and count it in
+ * `online` (users online on this node). Sent under the lock so that one
+ * user's transitions leave in the order they happened. */
 static void relay_local(struct presence *p, const struct pres_user *u,
 			bool was)
 {
-	if (was == u->local_online || !relay_on(p))
+	if (was == u->local_online)
+		return;
+	/* parley_presence_online: users online on this node */
+	ctr(&p->online, u->local_online ? 1 : -1);
+	if (!relay_on(p))
 		return;
 	struct prelay_msg m = {.kind = u->local_online ? PRELAY_ONLINE
 						       : PRELAY_OFFLINE,
@@ -775,10 +780,8 @@ static void sweep_shard(struct presence *p, unsigned i, uint64_t now_ns,
 				u->active_ms = now_ms; /* for the view only */
 			bool was = u->local_online;
 			int tr = pres_user_update(u, now_ns, ttl_ns);
-			if (tr) {
-				ctr(&p->online, tr);
+			if (tr)
 				push_presence(p, u);
-			}
 			relay_local(p, u, was);
 			while (u->ntyping && ns < SWEEP_BATCH) {
 				unsigned k = pres_typing_expire(u, now_ns,
@@ -978,10 +981,8 @@ int presence_conn_online(struct presence *p, struct presence_conn **pcp,
 		bool was = u->local_online;
 		int tr = pres_user_update(u, now_ns,
 					  (uint64_t)p->cfg.ttl_ms * 1000000ull);
-		if (tr) {
-			ctr(&p->online, tr);
+		if (tr)
 			push_presence(p, u);
-		}
 		relay_local(p, u, was);
 	}
 	pthread_mutex_unlock(&sh->mu);
@@ -1006,10 +1007,8 @@ void presence_conn_beat(struct presence *p, struct presence_conn *pc,
 	pres_sess_beat(u, pc->h, now_ns, parley_now_ms());
 	bool was = u->local_online;
 	int tr = pres_user_update(u, now_ns, (uint64_t)p->cfg.ttl_ms * 1000000ull);
-	if (tr) {
-		ctr(&p->online, tr);
+	if (tr)
 		push_presence(p, u);
-	}
 	relay_local(p, u, was);
 	pthread_mutex_unlock(&sh->mu);
 }
@@ -1047,10 +1046,8 @@ void presence_conn_offline(struct presence *p, struct presence_conn **pcp)
 	bool was = u->local_online;
 	int tr = pres_user_update(u, parley_mono_ns(),
 				  (uint64_t)p->cfg.ttl_ms * 1000000ull);
-	if (tr) {
-		ctr(&p->online, tr);
+	if (tr)
 		push_presence(p, u);
-	}
 	relay_local(p, u, was);
 	pthread_mutex_unlock(&sh->mu);
 	for (unsigned k = 0; k < ns; k++)
@@ -1491,10 +1488,8 @@ static void remote_users(struct presence *p, uint64_t from,
 			u->active_ms = now_ms;
 			bool was = u->local_online;
 			int tr = pres_user_update(u, now_ns, ttl_ns);
-			if (tr) {
-				ctr(&p->online, tr);
+			if (tr)
 				push_presence(p, u);
-			}
 			relay_local(p, u, was);
 		}
 		pthread_mutex_unlock(&sh->mu);
@@ -1631,11 +1626,10 @@ void presence_link(struct presence *p, uint64_t node, bool up)
 				if (!u->nremote || !pres_remote_del(u, node))
 					continue;
 				u->active_ms = now_ms;
-				int tr = pres_user_update(u, now_ns, ttl_ns);
-				if (tr) {
-					ctr(&p->online, tr);
+				bool was = u->local_online;
+				if (pres_user_update(u, now_ns, ttl_ns))
 					push_presence(p, u);
-				}
+				relay_local(p, u, was);
 			}
 		pthread_mutex_unlock(&sh->mu);
 	}

@@ -147,6 +147,10 @@ int main(void)
 	struct parley_client *u = it_client(&srv[1], "ulli", "phone", 0, NULL);
 	WAIT_FOR(ws.online >= 1, 10000, w, u);
 	IT_CHECK(ws.online >= 1, "wanda on node1 never saw ulli (node2) online");
+	/* the gauge counts this node's users only (wanda on node1) */
+	uint64_t g1 = it_metric_get(srv[0].admin_port,
+				    "parley_presence_online_users");
+	IT_CHECK(g1 == 1, "node1 counts %" PRIu64 " users online, want 1", g1);
 	printf("1. ulli on node2 seen online on node1\n");
 
 	/* 2. typing in the 1:1 conversation */
