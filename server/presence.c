@@ -578,14 +578,26 @@ static void typing_remote_add(struct presence *p, struct typing_remote *tr,
 
 /* Forward a typing change of `user` in conv to every other member's
  * sessions: here, and (with a relay) as TYPING payloads to the nodes
- * where the others are online. Takes each member's shard lock in turn
- * (never two). */
+ * where the others are online. A group whose members this node cannot
+ * list (it does not lead its partition) goes to every node as
+ * TYPING_REQ when `req` (a typist of this node; never for a TYPING_REQ
+ * being served, so a request is relayed once). Takes each member's shard
+ * lock in turn (never two). */
 static void push_typing(struct presence *p, const char *user, size_t ulen,
-			const char *conv, size_t clen, bool started)
+			const char *conv, size_t clen, bool started, bool req)
 {
 	struct members ms;
-	if (members_of(p, conv, clen, &ms) < 0)
+	int mrc = members_of(p, conv, clen, &ms);
+	if (mrc < 0) {
+		if (req && (mrc == -PARLEY_ENOTLEADER || mrc == -PARLEY_EAGAIN)) {
+			struct prelay_msg m = {.kind = PRELAY_TYPING_REQ,
+					       .started = started,
+					       .conv = {conv, (uint16_t)clen},
+					       .user = {user, (uint16_t)ulen}};
+			relay_send(p, 0, &m);
+		}
 		return;
+	}
 	struct chat_member *mem = ms.v;
 	int nm = (int)ms.n;
 	uint8_t buf[600];
@@ -814,7 +826,7 @@ static void sweep_shard(struct presence *p, unsigned i, uint64_t now_ns,
 		ls_write_issue(p, wr[k].w, wr[k].value);
 	for (unsigned k = 0; k < ns; k++)
 		push_typing(p, st[k].user, st[k].ulen, st[k].t.conv,
-			    st[k].t.clen, false);
+			    st[k].t.clen, false, true);
 }
 
 static void *sweep_main(void *arg)
@@ -1051,7 +1063,8 @@ void presence_conn_offline(struct presence *p, struct presence_conn **pcp)
 	relay_local(p, u, was);
 	pthread_mutex_unlock(&sh->mu);
 	for (unsigned k = 0; k < ns; k++)
-		push_typing(p, user, ulen, stops[k].conv, stops[k].clen, false);
+		push_typing(p, user, ulen, stops[k].conv, stops[k].clen, false,
+			    true);
 	free(pc);
 }
 
@@ -1060,19 +1073,12 @@ int presence_typing(struct presence *p, struct presence_conn *pc,
 {
 	struct pres_user *u = pc->self;
 	int role = chat_member_role(p->s->chat, conv, clen, u->user, u->ulen);
-	if ((role == -PARLEY_ENOTLEADER || role == -PARLEY_EAGAIN) &&
-	    relay_on(p)) {
-		/* a group whose partition another node leads: that node
-		 * checks membership and fans out (presence.h) */
-		ctr(&p->typing_in, 1);
-		struct prelay_msg m = {.kind = PRELAY_TYPING_REQ,
-				       .started = started,
-				       .conv = {conv, (uint16_t)clen},
-				       .user = {u->user, u->ulen}};
-		relay_send(p, 0, &m);
-		return 0;
-	}
-	if (role < 0)
+	/* a group whose partition another node leads: tracked and coalesced
+	 * here as any typing (the bound, the stop at close and at expiry),
+	 * checked and fanned out by that node (push_typing: TYPING_REQ) */
+	bool elsewhere = (role == -PARLEY_ENOTLEADER ||
+			  role == -PARLEY_EAGAIN) && relay_on(p);
+	if (role < 0 && !elsewhere)
 		return -PARLEY_ENOTFOUND;
 	if (role == CHAT_ROLE_NONE)
 		return -PARLEY_EPERM;
@@ -1086,7 +1092,7 @@ int presence_typing(struct presence *p, struct presence_conn *pc,
 	if (rc < 0)
 		return rc;
 	if (rc == 1)
-		push_typing(p, u->user, u->ulen, conv, clen, started);
+		push_typing(p, u->user, u->ulen, conv, clen, started, true);
 	return 0;
 }
 
@@ -1554,7 +1560,7 @@ static void remote_typing_req(struct presence *p, const struct prelay_msg *m)
 	pthread_mutex_unlock(&sh->mu);
 	if (rc == 1)
 		push_typing(p, m->user.p, m->user.len, m->conv.p, m->conv.len,
-			    m->started != 0);
+			    m->started != 0, false);
 }
 
 /* PRESENCE_SET on another node: the hide flag, as set_cb does here. */

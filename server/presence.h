@@ -212,7 +212,7 @@ struct presence_conn; /* a connection's part (owned by its loop thread) */
 
 struct presence_stats {
 	uint64_t entries;            /* registry entries now */
-	uint64_t online;             /* users online now */
+	uint64_t online;             /* users online on this node now */
 	uint64_t subscriptions;      /* connection -> user subscriptions now */
 	uint64_t typing_in, typing_pushes, presence_pushes, pushes_dropped;
 	uint64_t last_seen_writes, last_seen_write_errors, loads;
@@ -228,7 +228,9 @@ struct presence_stats {
  * PRESENCE_SET, and typing: a TYPING push for members online on another
  * node goes there as a TYPING payload naming them; a TYPING in a group
  * this node cannot resolve (it does not lead the group's partition) goes
- * to every node as TYPING_REQ and the leader does it. Best effort: a
+ * to every node as TYPING_REQ (tracked here as any typing: coalescing,
+ * the bound, the stop at close and expiry) and the leader checks the
+ * membership and fans it out. Best effort: a
  * payload that is lost is covered by the refresh and by the remote
  * entries' expiry (presence_ttl_ms) and link-down. */
 typedef void (*presence_relay_fn)(void *arg, uint64_t to, const uint8_t *p,
