@@ -520,6 +520,9 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "Engine entries appended.", es.entries);
 		metric(&o, "parley_fsyncs_total", "counter",
 		       "WAL write+fdatasync rounds (group commits).", es.wal_batches);
+		metric(&o, "parley_fsyncs_piped_total", "counter",
+		       "WAL group commits submitted while another was in flight.",
+		       es.wal_piped);
 		metric(&o, "parley_wal_bytes_total", "counter",
 		       "Bytes written to the WAL.", es.wal_bytes);
 		srv_text_put(&o, "# HELP parley_fsync_seconds_total Time spent in WAL "
