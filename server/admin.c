@@ -450,7 +450,8 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		struct presence_stats ps;
 		presence_get_stats(s->pres, &ps);
 		metric(&o, "parley_presence_online_users", "gauge",
-		       "Users with at least one live session.", ps.online);
+		       "Users with at least one live session on this node.",
+		       ps.online);
 		metric(&o, "parley_presence_entries", "gauge",
 		       "Presence registry entries (online, subscribed or typing).",
 		       ps.entries);
@@ -476,6 +477,16 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_presence_loads_total", "counter",
 		       "Stored last_seen / settings reads for subscriptions.",
 		       ps.loads);
+		metric(&o, "parley_presence_relay_out_total", "counter",
+		       "Presence / typing payloads sent to other nodes.",
+		       ps.relay_out);
+		metric(&o, "parley_presence_relay_in_total", "counter",
+		       "Presence / typing payloads from other nodes.",
+		       ps.relay_in);
+		metric(&o, "parley_presence_relay_dropped_total", "counter",
+		       "Remote online entries refused (no memory, or online "
+		       "on more nodes than PRESENCE_REMOTE_MAX).",
+		       ps.relay_dropped);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",

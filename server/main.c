@@ -1090,6 +1090,9 @@ static int run(const struct opts *o, struct srv *s)
 		pe_close(e);
 		return 1;
 	}
+	/* presence and typing reach users connected to other nodes */
+	if (pn && s->proxy)
+		proxy_node_presence(s->pres, true);
 	/* One loop per online CPU. One loop on 2 CPUs (1 loop + 1 shard)
 	 * spent 10-25 % less CPU per SEND but gave fewer SENDs/s in 5 of 8
 	 * pairs on a loaded machine: docs/SERVER.md, "Threads". */
@@ -1160,6 +1163,8 @@ static int run(const struct opts *o, struct srv *s)
 	admin_stop(adm);
 	/* after the loops (every connection closed: last_seen written) and
 	 * /metrics are gone, before the engine closes */
+	if (pn && s->proxy)
+		proxy_node_presence(s->pres, false);
 	presence_close(s->pres);
 	s->pres = NULL;
 	ratelimit_close(s->rl); /* after the loops and /metrics are gone */

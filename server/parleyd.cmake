@@ -27,6 +27,7 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c
   ${CMAKE_CURRENT_LIST_DIR}/presence.c
+  ${CMAKE_CURRENT_LIST_DIR}/presence_relay.c
   ${CMAKE_CURRENT_LIST_DIR}/proxy.c
   ${CMAKE_CURRENT_LIST_DIR}/route.c
   ${CMAKE_CURRENT_LIST_DIR}/admin.c)

@@ -792,6 +792,7 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 	case PEER_FRAME_APPEND_RES:
 	case PEER_FRAME_LIVE:
 	case PEER_FRAME_XFER:
+	case PEER_FRAME_PRES:
 		if (c->st != C_UP) {
 			conn_close(p, c, "application frame before handshake");
 			return false;

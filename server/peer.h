@@ -160,8 +160,11 @@ enum peer_frame_type {
 	 * of P's leader by a node running a membership change (peer_node.c,
 	 * conf_all; spread placement) */
 	PEER_FRAME_XFER = 11,
+	/* presence and typing of the sender's users for the receiver's
+	 * connections (server/presence_relay.h) */
+	PEER_FRAME_PRES = 12,
 };
-#define PEER_FRAME_LAST PEER_FRAME_XFER
+#define PEER_FRAME_LAST PEER_FRAME_PRES
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */

@@ -11,6 +11,11 @@
  * session or a subscriber is never freed. Engine callback contexts are
  * malloc'd by the issuer and freed by the callback.
  *
+ * Across nodes (presence.h, "across the nodes of a cluster"): the relay
+ * hook sends presence_relay.h payloads; remote sessions are pres_user
+ * fields like local ones; payloads from other nodes and link changes
+ * arrive on the peer node thread and take the shard locks like a loop.
+ *
  * Threads: see presence.h. Every struct pres_user field is guarded by its
  * shard's mutex; struct presence_conn is loop-thread only.
  */
@@ -27,6 +32,7 @@
 #include "errmap.h"
 #include "loop.h"
 #include "presence.h"
+#include "presence_relay.h"
 
 #define PRES_REC_VERSION 1u
 
@@ -87,23 +93,66 @@ bool pres_sess_beat(struct pres_user *u, struct conn_ref h, uint64_t now_ns,
 
 int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns)
 {
-	bool on = false;
+	bool lon = false;
 	/* A beat newer than now_ns is alive: the sweep reads its clock once
 	 * before taking the shard lock, so a session added or beaten after
 	 * that read carries a later hb_ns; the unsigned difference would
 	 * wrap and report a live device expired (an OFFLINE push, then
 	 * ONLINE again on the next pass). */
-	for (uint32_t i = 0; i < u->nsess && !on; i++)
-		on = u->sess[i].hb_ns >= now_ns ||
-		     now_ns - u->sess[i].hb_ns < ttl_ns;
+	for (uint32_t i = 0; i < u->nsess && !lon; i++)
+		lon = u->sess[i].hb_ns >= now_ns ||
+		      now_ns - u->sess[i].hb_ns < ttl_ns;
+	if (u->local_online && !lon) { /* our sessions ended: durable */
+		u->last_seen_ms = u->active_ms;
+		u->dirty = true;
+	}
+	u->local_online = lon;
+	bool on = lon || u->nremote > 0;
 	if (on == u->online)
 		return 0;
 	u->online = on;
 	if (on)
 		return 1;
-	u->last_seen_ms = u->active_ms;
-	u->dirty = true;
+	if (u->active_ms > u->last_seen_ms)
+		u->last_seen_ms = u->active_ms;
 	return -1;
+}
+
+bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns)
+{
+	for (uint32_t i = 0; i < u->nremote; i++)
+		if (u->remote[i].node == node) {
+			u->remote[i].until_ns = until_ns;
+			return true;
+		}
+	if (u->nremote == PRESENCE_REMOTE_MAX)
+		return false;
+	u->remote[u->nremote++] = (struct pres_remote){node, until_ns};
+	return true;
+}
+
+bool pres_remote_del(struct pres_user *u, uint64_t node)
+{
+	for (uint32_t i = 0; i < u->nremote; i++)
+		if (u->remote[i].node == node) {
+			u->remote[i] = u->remote[--u->nremote];
+			return true;
+		}
+	return false;
+}
+
+unsigned pres_remote_expire(struct pres_user *u, uint64_t now_ns)
+{
+	unsigned n = 0;
+	for (uint32_t i = 0; i < u->nremote;) {
+		if (u->remote[i].until_ns <= now_ns) {
+			u->remote[i] = u->remote[--u->nremote];
+			n++;
+		} else {
+			i++;
+		}
+	}
+	return n;
 }
 
 void pres_user_view(const struct pres_user *u, uint8_t *status,
@@ -118,11 +167,11 @@ void pres_user_view(const struct pres_user *u, uint8_t *status,
 bool pres_user_write_due(const struct pres_user *u, uint64_t now_ms,
 			 uint64_t every_ms, uint64_t *value)
 {
-	if (u->online && now_ms - u->written_ms >= every_ms) {
+	if (u->local_online && now_ms - u->written_ms >= every_ms) {
 		*value = now_ms;
 		return true;
 	}
-	if (!u->online && u->dirty) {
+	if (!u->local_online && u->dirty) {
 		*value = u->last_seen_ms;
 		return true;
 	}
@@ -131,7 +180,8 @@ bool pres_user_write_due(const struct pres_user *u, uint64_t now_ms,
 
 bool pres_user_idle(const struct pres_user *u)
 {
-	return !u->nsess && !u->nsubs && !u->ntyping && !u->dirty && !u->io;
+	return !u->nsess && !u->nsubs && !u->ntyping && !u->dirty && !u->io &&
+	       !u->nremote;
 }
 
 int pres_sub_add(struct pres_user *u, struct conn_ref h)
@@ -264,6 +314,11 @@ struct presence {
 	_Atomic uint64_t online, subscriptions;
 	_Atomic uint64_t typing_in, typing_pushes, presence_pushes;
 	_Atomic uint64_t pushes_dropped, ls_writes, ls_write_errors, loads;
+	/* across nodes (presence.h): fn set after arg */
+	_Atomic(presence_relay_fn) relay;
+	void *_Atomic relay_arg;
+	uint64_t refresh_ns; /* sweep thread: the last online-set refresh */
+	_Atomic uint64_t relay_out, relay_in, relay_dropped;
 };
 
 struct presence_conn {
@@ -372,6 +427,79 @@ static void push_presence(struct presence *p, const struct pres_user *u)
 	ctr(&p->presence_pushes, u->nsubs);
 }
 
+/* ---- relay to the other nodes (presence_relay.h) ------------------------------- */
+
+static bool relay_on(struct presence *p)
+{
+	return atomic_load_explicit(&p->relay, memory_order_acquire) != NULL;
+}
+
+/* Encodes m and hands it to the relay (to 0: every node). May run under
+ * a shard lock: the relay only queues (lock order: a shard lock, then
+ * the peer node's queue lock, like a loop's queue lock). */
+static void relay_send(struct presence *p, uint64_t to,
+		       const struct prelay_msg *m)
+{
+	presence_relay_fn fn = atomic_load_explicit(&p->relay,
+						    memory_order_acquire);
+	if (!fn)
+		return;
+	static _Thread_local uint8_t buf[PRELAY_MAX];
+	int n = prelay_encode(buf, sizeof buf, m);
+	PARLEY_ASSERT(n > 0);
+	fn(atomic_load(&p->relay_arg), to, buf, (uint32_t)n);
+	ctr(&p->relay_out, 1);
+}
+
+/* Under u's shard lock, after pres_user_update: tell the other nodes if
+ * u's local state changed (was: local_online before), and count it in
+ * `online` (users online on this node). Sent under the lock so that one
+ * user's transitions leave in the order they happened. */
+static void relay_local(struct presence *p, const struct pres_user *u,
+			bool was)
+{
+	if (was == u->local_online)
+		return;
+	/* parley_presence_online: users online on this node */
+	ctr(&p->online, u->local_online ? 1 : -1);
+	if (!relay_on(p))
+		return;
+	struct prelay_msg m = {.kind = u->local_online ? PRELAY_ONLINE
+						       : PRELAY_OFFLINE,
+			       .count = 1};
+	m.users[0] = (struct parley_str){u->user, u->ulen};
+	relay_send(p, 0, &m);
+}
+
+/* Our whole local online set to node `to` (0: every node), in payloads of
+ * PRELAY_USERS_MAX; each shard's part is sent under its lock (after a
+ * transition sent there, never before it). */
+static void relay_online_set(struct presence *p, uint64_t to)
+{
+	if (!relay_on(p))
+		return;
+	static _Thread_local struct prelay_msg m;
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
+		struct shard *sh = &p->sh[i];
+		pthread_mutex_lock(&sh->mu);
+		m = (struct prelay_msg){.kind = PRELAY_ONLINE};
+		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
+			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
+				if (!u->local_online)
+					continue;
+				m.users[m.count++] =
+					(struct parley_str){u->user, u->ulen};
+				if (m.count == PRELAY_USERS_MAX) {
+					relay_send(p, to, &m);
+					m.count = 0;
+				}
+			}
+		if (m.count)
+			relay_send(p, to, &m);
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
 /* The members of a conversation now (1:1 or group), copied out of the
  * chat service's lock: at most CHAT_GROUP_MAX members. */
 struct members {
@@ -420,14 +548,56 @@ static void members_free(struct members *ms)
 	free(ms->ids);
 }
 
+/* Members online on other nodes, per node, for one typing push. */
+struct typing_remote {
+	uint32_t n;
+	uint64_t node[PRESENCE_REMOTE_MAX];
+	struct prelay_msg m[PRESENCE_REMOTE_MAX];
+};
+
+static void typing_remote_add(struct presence *p, struct typing_remote *tr,
+			      const struct prelay_msg *proto, uint64_t node,
+			      struct parley_str member)
+{
+	uint32_t k = 0;
+	while (k < tr->n && tr->node[k] != node)
+		k++;
+	if (k == tr->n) {
+		if (tr->n == PRESENCE_REMOTE_MAX)
+			return; /* more nodes than a cluster has */
+		tr->node[k] = node;
+		tr->m[k] = *proto;
+		tr->n++;
+	}
+	tr->m[k].users[tr->m[k].count++] = member;
+	if (tr->m[k].count == PRELAY_USERS_MAX) {
+		relay_send(p, node, &tr->m[k]);
+		tr->m[k].count = 0;
+	}
+}
+
 /* Forward a typing change of `user` in conv to every other member's
- * sessions. Takes each member's shard lock in turn (never two). */
+ * sessions: here, and (with a relay) as TYPING payloads to the nodes
+ * where the others are online. A group whose members this node cannot
+ * list (it does not lead its partition) goes to every node as
+ * TYPING_REQ when `req` (a typist of this node; never for a TYPING_REQ
+ * being served, so a request is relayed once). Takes each member's shard
+ * lock in turn (never two). */
 static void push_typing(struct presence *p, const char *user, size_t ulen,
-			const char *conv, size_t clen, bool started)
+			const char *conv, size_t clen, bool started, bool req)
 {
 	struct members ms;
-	if (members_of(p, conv, clen, &ms) < 0)
+	int mrc = members_of(p, conv, clen, &ms);
+	if (mrc < 0) {
+		if (req && (mrc == -PARLEY_ENOTLEADER || mrc == -PARLEY_EAGAIN)) {
+			struct prelay_msg m = {.kind = PRELAY_TYPING_REQ,
+					       .started = started,
+					       .conv = {conv, (uint16_t)clen},
+					       .user = {user, (uint16_t)ulen}};
+			relay_send(p, 0, &m);
+		}
 		return;
+	}
 	struct chat_member *mem = ms.v;
 	int nm = (int)ms.n;
 	uint8_t buf[600];
@@ -439,19 +609,40 @@ static void push_typing(struct presence *p, const char *user, size_t ulen,
 	m.typing_push.ttl_ms = started ? p->cfg.typing_ttl_ms : 0;
 	int n = parley_proto_encode(buf, sizeof buf, 0, &m);
 	PARLEY_ASSERT(n > 0);
+	bool remote = relay_on(p);
+	struct typing_remote *tr = remote ? malloc(sizeof *tr) : NULL;
+	struct prelay_msg proto = {.kind = PRELAY_TYPING,
+				   .started = started,
+				   .arg = m.typing_push.ttl_ms,
+				   .conv = m.typing_push.conv,
+				   .user = m.typing_push.user};
+	if (tr)
+		tr->n = 0;
 	for (int i = 0; i < nm; i++) {
 		if (mem[i].len == ulen && !memcmp(mem[i].p, user, ulen))
 			continue; /* not to the typer's own devices */
 		uint32_t h = user_hash(mem[i].p, mem[i].len);
 		struct shard *sh = shard_of(p, h);
+		uint64_t nodes[PRESENCE_REMOTE_MAX];
+		uint32_t nn = 0;
 		pthread_mutex_lock(&sh->mu);
 		struct pres_user *u = find(sh, h, mem[i].p, mem[i].len);
 		for (uint32_t k = 0; u && k < u->nsess; k++) {
 			push_post(p, u->sess[k].h, buf, (size_t)n);
 			ctr(&p->typing_pushes, 1);
 		}
+		for (uint32_t k = 0; tr && u && k < u->nremote; k++)
+			nodes[nn++] = u->remote[k].node;
 		pthread_mutex_unlock(&sh->mu);
+		for (uint32_t k = 0; k < nn; k++)
+			typing_remote_add(p, tr, &proto, nodes[k],
+					  (struct parley_str){mem[i].p,
+							      (uint16_t)mem[i].len});
 	}
+	for (uint32_t k = 0; tr && k < tr->n; k++)
+		if (tr->m[k].count)
+			relay_send(p, tr->node[k], &tr->m[k]);
+	free(tr);
 	members_free(&ms);
 }
 
@@ -597,11 +788,13 @@ static void sweep_shard(struct presence *p, unsigned i, uint64_t now_ns,
 		struct pres_user **pp = &sh->b[b];
 		while (*pp) {
 			struct pres_user *u = *pp;
+			if (u->nremote && pres_remote_expire(u, now_ns))
+				u->active_ms = now_ms; /* for the view only */
+			bool was = u->local_online;
 			int tr = pres_user_update(u, now_ns, ttl_ns);
-			if (tr) {
-				ctr(&p->online, tr);
+			if (tr)
 				push_presence(p, u);
-			}
+			relay_local(p, u, was);
 			while (u->ntyping && ns < SWEEP_BATCH) {
 				unsigned k = pres_typing_expire(u, now_ns,
 								&st[ns].t, 1);
@@ -633,7 +826,7 @@ static void sweep_shard(struct presence *p, unsigned i, uint64_t now_ns,
 		ls_write_issue(p, wr[k].w, wr[k].value);
 	for (unsigned k = 0; k < ns; k++)
 		push_typing(p, st[k].user, st[k].ulen, st[k].t.conv,
-			    st[k].t.clen, false);
+			    st[k].t.clen, false, true);
 }
 
 static void *sweep_main(void *arg)
@@ -645,6 +838,12 @@ static void *sweep_main(void *arg)
 		uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
 		for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
 			sweep_shard(p, i, now_ns, now_ms, false);
+		/* the other nodes expire our users after ttl_ms unrefreshed */
+		if (now_ns - p->refresh_ns >=
+		    (uint64_t)p->cfg.ttl_ms * 1000000ull / 3) {
+			p->refresh_ns = now_ns;
+			relay_online_set(p, 0);
+		}
 		pthread_mutex_lock(&p->mu);
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -766,6 +965,9 @@ void presence_get_stats(struct presence *p, struct presence_stats *st)
 	st->last_seen_writes = atomic_load(&p->ls_writes);
 	st->last_seen_write_errors = atomic_load(&p->ls_write_errors);
 	st->loads = atomic_load(&p->loads);
+	st->relay_out = atomic_load(&p->relay_out);
+	st->relay_in = atomic_load(&p->relay_in);
+	st->relay_dropped = atomic_load(&p->relay_dropped);
 }
 
 /* ---- connections (loop thread) ------------------------------------------------------------ */
@@ -788,12 +990,12 @@ int presence_conn_online(struct presence *p, struct presence_conn **pcp,
 	int rc = u ? pres_sess_add(u, h, now_ns, now_ms) : -PARLEY_ENOMEM;
 	if (rc == 0) {
 		pc->self = u;
+		bool was = u->local_online;
 		int tr = pres_user_update(u, now_ns,
 					  (uint64_t)p->cfg.ttl_ms * 1000000ull);
-		if (tr) {
-			ctr(&p->online, tr);
+		if (tr)
 			push_presence(p, u);
-		}
+		relay_local(p, u, was);
 	}
 	pthread_mutex_unlock(&sh->mu);
 	if (rc) {
@@ -815,11 +1017,11 @@ void presence_conn_beat(struct presence *p, struct presence_conn *pc,
 	struct shard *sh = shard_of(p, u->hash);
 	pthread_mutex_lock(&sh->mu);
 	pres_sess_beat(u, pc->h, now_ns, parley_now_ms());
+	bool was = u->local_online;
 	int tr = pres_user_update(u, now_ns, (uint64_t)p->cfg.ttl_ms * 1000000ull);
-	if (tr) {
-		ctr(&p->online, tr);
+	if (tr)
 		push_presence(p, u);
-	}
+	relay_local(p, u, was);
 	pthread_mutex_unlock(&sh->mu);
 }
 
@@ -853,15 +1055,16 @@ void presence_conn_offline(struct presence *p, struct presence_conn **pcp)
 	pthread_mutex_lock(&sh->mu);
 	ns = pres_typing_drop_peer(u, pc->h, stops, PRESENCE_TYPING_MAX);
 	pres_sess_del(u, pc->h, parley_now_ms());
+	bool was = u->local_online;
 	int tr = pres_user_update(u, parley_mono_ns(),
 				  (uint64_t)p->cfg.ttl_ms * 1000000ull);
-	if (tr) {
-		ctr(&p->online, tr);
+	if (tr)
 		push_presence(p, u);
-	}
+	relay_local(p, u, was);
 	pthread_mutex_unlock(&sh->mu);
 	for (unsigned k = 0; k < ns; k++)
-		push_typing(p, user, ulen, stops[k].conv, stops[k].clen, false);
+		push_typing(p, user, ulen, stops[k].conv, stops[k].clen, false,
+			    true);
 	free(pc);
 }
 
@@ -870,7 +1073,12 @@ int presence_typing(struct presence *p, struct presence_conn *pc,
 {
 	struct pres_user *u = pc->self;
 	int role = chat_member_role(p->s->chat, conv, clen, u->user, u->ulen);
-	if (role < 0)
+	/* a group whose partition another node leads: tracked and coalesced
+	 * here as any typing (the bound, the stop at close and at expiry),
+	 * checked and fanned out by that node (push_typing: TYPING_REQ) */
+	bool elsewhere = (role == -PARLEY_ENOTLEADER ||
+			  role == -PARLEY_EAGAIN) && relay_on(p);
+	if (role < 0 && !elsewhere)
 		return -PARLEY_ENOTFOUND;
 	if (role == CHAT_ROLE_NONE)
 		return -PARLEY_EPERM;
@@ -884,7 +1092,7 @@ int presence_typing(struct presence *p, struct presence_conn *pc,
 	if (rc < 0)
 		return rc;
 	if (rc == 1)
-		push_typing(p, u->user, u->ulen, conv, clen, started);
+		push_typing(p, u->user, u->ulen, conv, clen, started, true);
 	return 0;
 }
 
@@ -1205,6 +1413,9 @@ static void set_cb(void *arg, const struct pe_append_result *r)
 				push_presence(p, u);
 		}
 		pthread_mutex_unlock(&sh->mu);
+		struct prelay_msg rm = {.kind = PRELAY_HIDDEN, .arg = x->flags,
+					.user = {x->user, x->ulen}};
+		relay_send(p, 0, &rm);
 	} else {
 		m.type = PARLEY_T_ERROR;
 		m.error.code = srv_wire_err(r->err).code;
@@ -1245,4 +1456,187 @@ int presence_set(struct presence *p, struct presence_conn *pc, uint32_t rid,
 		return rc;
 	}
 	return 0;
+}
+
+/* ---- across nodes (presence_relay.h) -------------------------------------------------------- */
+
+void presence_set_relay(struct presence *p, presence_relay_fn fn, void *arg)
+{
+	atomic_store(&p->relay_arg, arg);
+	atomic_store_explicit(&p->relay, fn, memory_order_release);
+}
+
+/* ONLINE / OFFLINE of `from`'s users. */
+static void remote_users(struct presence *p, uint64_t from,
+			 const struct prelay_msg *m)
+{
+	bool on = m->kind == PRELAY_ONLINE;
+	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	for (unsigned i = 0; i < m->count; i++) {
+		const struct parley_str *id = &m->users[i];
+		uint32_t h = user_hash(id->p, id->len);
+		struct shard *sh = shard_of(p, h);
+		pthread_mutex_lock(&sh->mu);
+		struct pres_user *u = on ? find_or_add(sh, h, id->p, id->len)
+					 : find(sh, h, id->p, id->len);
+		bool changed = false;
+		if (u && on) {
+			changed = pres_remote_set(u, from, now_ns + ttl_ns);
+			if (!changed)
+				ctr(&p->relay_dropped, 1);
+		} else if (u) {
+			changed = pres_remote_del(u, from);
+		} else if (on) {
+			ctr(&p->relay_dropped, 1);
+		}
+		if (changed) {
+			u->active_ms = now_ms;
+			bool was = u->local_online;
+			int tr = pres_user_update(u, now_ns, ttl_ns);
+			if (tr)
+				push_presence(p, u);
+			relay_local(p, u, was);
+		}
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
+/* A TYPING payload: the push to the listed users' sessions here. */
+static void remote_typing(struct presence *p, const struct prelay_msg *m)
+{
+	if (!m->conv.len || !m->user.len)
+		return;
+	uint8_t buf[600];
+	struct parley_msg pm = {.type = PARLEY_T_TYPING_PUSH};
+	pm.typing_push.conv = m->conv;
+	pm.typing_push.user = m->user;
+	pm.typing_push.state = m->started ? PARLEY_TYPING_STARTED
+					  : PARLEY_TYPING_STOPPED;
+	pm.typing_push.ttl_ms = m->started ? m->arg : 0;
+	int n = parley_proto_encode(buf, sizeof buf, 0, &pm);
+	if (n <= 0)
+		return;
+	for (unsigned i = 0; i < m->count; i++) {
+		const struct parley_str *id = &m->users[i];
+		if (id->len == m->user.len &&
+		    !memcmp(id->p, m->user.p, id->len))
+			continue; /* not to the typer's own devices */
+		uint32_t h = user_hash(id->p, id->len);
+		struct shard *sh = shard_of(p, h);
+		pthread_mutex_lock(&sh->mu);
+		struct pres_user *u = find(sh, h, id->p, id->len);
+		for (uint32_t k = 0; u && k < u->nsess; k++) {
+			push_post(p, u->sess[k].h, buf, (size_t)n);
+			ctr(&p->typing_pushes, 1);
+		}
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
+/* A TYPING_REQ: done here if this node resolves the group's membership
+ * (it leads the partition), as presence_typing does for a local typer;
+ * dropped elsewhere. The typing entry is this node's (no connection:
+ * the sweep's expiry stops it). */
+static void remote_typing_req(struct presence *p, const struct prelay_msg *m)
+{
+	if (!m->conv.len || !m->user.len || !p->s || !p->s->chat)
+		return;
+	int role = chat_member_role(p->s->chat, m->conv.p, m->conv.len,
+				    m->user.p, m->user.len);
+	if (role <= CHAT_ROLE_NONE)
+		return; /* not the leader, or not a member */
+	uint32_t h = user_hash(m->user.p, m->user.len);
+	struct shard *sh = shard_of(p, h);
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find_or_add(sh, h, m->user.p, m->user.len);
+	int rc = u ? pres_typing_update(u, m->conv.p, m->conv.len,
+					m->started != 0,
+					(struct conn_ref){NULL, 0, 0},
+					parley_mono_ns(),
+					(uint64_t)p->cfg.typing_ttl_ms *
+						1000000ull)
+		   : -PARLEY_ENOMEM;
+	pthread_mutex_unlock(&sh->mu);
+	if (rc == 1)
+		push_typing(p, m->user.p, m->user.len, m->conv.p, m->conv.len,
+			    m->started != 0, false);
+}
+
+/* PRESENCE_SET on another node: the hide flag, as set_cb does here. */
+static void remote_hidden(struct presence *p, const struct prelay_msg *m)
+{
+	if (!m->user.len)
+		return;
+	uint32_t h = user_hash(m->user.p, m->user.len);
+	struct shard *sh = shard_of(p, h);
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find(sh, h, m->user.p, m->user.len);
+	if (u) {
+		bool hide = (m->arg & PARLEY_PRESF_HIDE_LAST_SEEN) != 0;
+		bool was = u->hidden;
+		u->hidden = hide;
+		u->set_live = true;
+		u->loaded_set = true;
+		if (was != hide && !u->online)
+			push_presence(p, u);
+	}
+	pthread_mutex_unlock(&sh->mu);
+}
+
+int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
+			uint32_t n)
+{
+	static _Thread_local struct prelay_msg m;
+	if (prelay_decode(b, n, &m))
+		return -PARLEY_EPROTO;
+	ctr(&p->relay_in, 1);
+	switch (m.kind) {
+	case PRELAY_ONLINE:
+	case PRELAY_OFFLINE:
+		remote_users(p, from, &m);
+		break;
+	case PRELAY_TYPING:
+		remote_typing(p, &m);
+		break;
+	case PRELAY_TYPING_REQ:
+		remote_typing_req(p, &m);
+		break;
+	case PRELAY_HIDDEN:
+		remote_hidden(p, &m);
+		break;
+	case PRELAY_RESEND:
+		relay_online_set(p, from);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+void presence_link(struct presence *p, uint64_t node, bool up)
+{
+	if (up) { /* our set to it, and its set to us */
+		relay_online_set(p, node);
+		struct prelay_msg m = {.kind = PRELAY_RESEND};
+		relay_send(p, node, &m);
+		return;
+	}
+	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
+		struct shard *sh = &p->sh[i];
+		pthread_mutex_lock(&sh->mu);
+		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
+			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
+				if (!u->nremote || !pres_remote_del(u, node))
+					continue;
+				u->active_ms = now_ms;
+				bool was = u->local_online;
+				if (pres_user_update(u, now_ns, ttl_ns))
+					push_presence(p, u);
+				relay_local(p, u, was);
+			}
+		pthread_mutex_unlock(&sh->mu);
+	}
 }

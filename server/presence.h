@@ -56,12 +56,17 @@
  * subscription needs an entry not loaded yet; retention keeps the last
  * few records of each.
  *
+ * Cluster: see "across the nodes of a cluster" below: a user online on
+ * another node is ONLINE here too; typing reaches members on every node.
  * Threads: presence_conn_* / presence_typing / presence_sub / presence_set
  * run on the connection's loop thread (a struct presence_conn belongs to
  * it); engine callbacks and the sweep thread touch entries under their
  * shard lock; loop_post is the only way to a connection. Lock order: a
- * shard lock, then a loop's queue lock; several shard locks only in
- * sub_finish, in ascending shard order.
+ * shard lock, then a loop's queue lock or the relay's (the peer node's
+ * app queue: the relay hook only queues, it never calls back in); the
+ * relay's caller (proxy_node.c) may hold its own mutex around
+ * presence_relay_recv / presence_link, never taken under a shard lock;
+ * several shard locks only in sub_finish, in ascending shard order.
  */
 #ifndef PARLEYD_PRESENCE_H
 #define PARLEYD_PRESENCE_H
@@ -83,6 +88,8 @@ struct srv;
 #define PRESENCE_TYPING_MAX 8u      /* conversations one user types in at once */
 #define PRESENCE_SWEEP_MS 100u      /* TTL / typing expiry / last_seen writes */
 #define PRESENCE_RETAIN 4u          /* records kept in p/ and ps/ streams */
+#define PRESENCE_REMOTE_MAX 8u      /* nodes one user is online on, besides
+				       this one (PEER_NODE_MAX_PEERS) */
 
 /* Engine entry types (chat.h's range for presence). */
 #define CHAT_ENT_LAST_SEEN 14
@@ -115,12 +122,20 @@ struct pres_typing {
 	char conv[PARLEY_PROTO_MAX_CONV_ID];
 };
 
+/* The user is online on another node of the cluster (presence_relay.h):
+ * until its OFFLINE, the link to it going down, or until_ns. */
+struct pres_remote {
+	uint64_t node;
+	uint64_t until_ns;           /* monotonic; refreshed by ONLINE */
+};
+
 struct pres_user {
 	struct pres_user *next;      /* hash chain */
 	uint32_t hash;
 	uint8_t ulen;
 	char user[PARLEY_PROTO_MAX_USER_ID + 1];
 	bool online;                 /* last announced state */
+	bool local_online;           /* a session of this node counts */
 	bool dirty;                  /* last_seen_ms not written yet */
 	bool loaded_ls, loaded_set;  /* p/ and ps/ read (or written) */
 	bool hidden;                 /* PARLEY_PRESF_HIDE_LAST_SEEN */
@@ -136,6 +151,8 @@ struct pres_user {
 	uint32_t nsubs, capsubs;
 	struct pres_typing *typing;  /* PRESENCE_TYPING_MAX, allocated lazily */
 	uint32_t ntyping;
+	struct pres_remote remote[PRESENCE_REMOTE_MAX];
+	uint32_t nremote;
 };
 
 /* Sessions. add: 0 or -PARLEY_ENOMEM; del/beat: true if it was there. */
@@ -150,6 +167,16 @@ bool pres_sess_beat(struct pres_user *u, struct conn_ref h,
  * now_ns may be older than a session's last beat (a clock read before
  * another thread's beat): that session counts as alive. */
 int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns);
+/* Remote sessions (other nodes). set: adds or refreshes (node, until_ns),
+ * false when PRESENCE_REMOTE_MAX nodes are there already; del: true if
+ * node was there; expire: drops those with until_ns <= now_ns, returns how
+ * many. The caller then calls pres_user_update: a user is online while a
+ * local session counts or a remote entry is there; last_seen (durable)
+ * is written only for the local sessions' end (dirty), a remote end sets
+ * last_seen_ms to active_ms for the view only (the other node writes). */
+bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns);
+bool pres_remote_del(struct pres_user *u, uint64_t node);
+unsigned pres_remote_expire(struct pres_user *u, uint64_t now_ns);
 /* What a subscriber sees. last_seen is 0 while online, when hidden, or
  * while the hide setting is not known yet. */
 void pres_user_view(const struct pres_user *u, uint8_t *status,
@@ -185,11 +212,38 @@ struct presence_conn; /* a connection's part (owned by its loop thread) */
 
 struct presence_stats {
 	uint64_t entries;            /* registry entries now */
-	uint64_t online;             /* users online now */
+	uint64_t online;             /* users online on this node now */
 	uint64_t subscriptions;      /* connection -> user subscriptions now */
 	uint64_t typing_in, typing_pushes, presence_pushes, pushes_dropped;
 	uint64_t last_seen_writes, last_seen_write_errors, loads;
+	uint64_t relay_out, relay_in;  /* PEER_FRAME_PRES payloads */
+	uint64_t relay_dropped;        /* remote entries refused (full) */
 };
+
+/* ---- across the nodes of a cluster (presence_relay.h) --------------------
+ * With a relay installed (parleyd in a cluster: proxy_node_presence) the
+ * registry tells the other nodes about its users' online / offline
+ * transitions (at once), its whole local online set (to a node whose link
+ * comes up, and to every node each presence_ttl_ms / 3), its users'
+ * PRESENCE_SET, and typing: a TYPING push for members online on another
+ * node goes there as a TYPING payload naming them; a TYPING in a group
+ * this node cannot resolve (it does not lead the group's partition) goes
+ * to every node as TYPING_REQ (tracked here as any typing: coalescing,
+ * the bound, the stop at close and expiry) and the leader checks the
+ * membership and fans it out. Best effort: a
+ * payload that is lost is covered by the refresh and by the remote
+ * entries' expiry (presence_ttl_ms) and link-down. */
+typedef void (*presence_relay_fn)(void *arg, uint64_t to, const uint8_t *p,
+				  uint32_t n); /* to 0: every node, link up */
+/* Any thread; fn NULL: none (single node). */
+void presence_set_relay(struct presence *p, presence_relay_fn fn, void *arg);
+/* A payload from node `from` (any thread; borrowed). 0 or -PARLEY_EPROTO. */
+int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
+			uint32_t n);
+/* The link to `node` went up (send it our online set and ask for its:
+ * RESEND) or down (drop the users online there: OFFLINE pushes). Any
+ * thread. */
+void presence_link(struct presence *p, uint64_t node, bool up);
 
 /* 0 or -PARLEY_EINVAL with a reason in why. */
 int presence_config_check(const struct presence_config *cfg, char *why,

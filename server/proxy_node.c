@@ -25,6 +25,7 @@
 #include "chat.h"
 #include "peer.h"
 #include "peer_node.h"
+#include "presence.h"
 #include "proxy.h"
 #include "srv.h"
 
@@ -39,6 +40,9 @@ static struct peer_node *the_node;
  * live_mu keeps it from closing under a frame being posted */
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct chat *live_chat;
+/* the presence registry that relays across nodes (proxy_node_presence),
+ * under live_mu too */
+static struct presence *live_pres;
 
 static int io_send(void *arg, uint64_t to, uint8_t type, const void *a,
 		   size_t alen, const void *b, size_t blen)
@@ -95,6 +99,16 @@ static void app_frame(void *arg, uint64_t from, uint8_t type,
 			       " len=%u", from, n);
 		return;
 	}
+	if (type == PEER_FRAME_PRES) {
+		pthread_mutex_lock(&live_mu);
+		int rc = live_pres ? presence_relay_recv(live_pres, from, p, n)
+				   : 0;
+		pthread_mutex_unlock(&live_mu);
+		if (rc < 0)
+			PLOG_W("proxy", "bad PRES frame", "from=%" PRIu64
+			       " len=%u", from, n);
+		return;
+	}
 	proxy_on_frame(s->proxy, from, type, p, n);
 }
 
@@ -121,6 +135,45 @@ void proxy_node_live(struct chat *c, bool on)
 	pthread_mutex_unlock(&live_mu);
 }
 
+/* presence_relay_fn: to one node, or (to 0) every node whose link is up;
+ * best effort (presence.h). */
+static void pres_relay(void *arg, uint64_t to, const uint8_t *payload,
+		       uint32_t len)
+{
+	(void)arg;
+	if (to) {
+		(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES, payload,
+					 len, NULL, 0);
+		return;
+	}
+	struct peer_node_link links[PEER_NODE_MAX_PEERS];
+	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
+	for (uint32_t i = 0; i < k; i++)
+		if (links[i].up)
+			(void)peer_node_send_app(the_node, links[i].node,
+						 PEER_FRAME_PRES, payload, len,
+						 NULL, 0);
+}
+
+void proxy_node_presence(struct presence *p, bool on)
+{
+	if (on)
+		presence_set_relay(p, pres_relay, NULL);
+	pthread_mutex_lock(&live_mu);
+	live_pres = on ? p : NULL;
+	if (on) { /* links that came up before: exchange the online sets */
+		struct peer_node_link links[PEER_NODE_MAX_PEERS];
+		uint32_t k = peer_node_links(the_node, links,
+					     PEER_NODE_MAX_PEERS);
+		for (uint32_t i = 0; i < k; i++)
+			if (links[i].up)
+				presence_link(p, links[i].node, true);
+	}
+	pthread_mutex_unlock(&live_mu);
+	if (!on)
+		presence_set_relay(p, NULL, NULL);
+}
+
 static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
 		       uint32_t n, int err)
 {
@@ -133,6 +186,11 @@ static void app_link(void *arg, uint64_t node, bool up)
 	struct srv *s = arg;
 	if (!up)
 		proxy_link_down(s->proxy, node);
+	pthread_mutex_lock(&live_mu);
+	if (live_pres) /* a node back gets our online set; one gone, its
+			  users are offline here */
+		presence_link(live_pres, node, up);
+	pthread_mutex_unlock(&live_mu);
 }
 
 static void app_tick(void *arg, uint64_t now_ms)

@@ -29,4 +29,11 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
  * proxy_node_install. */
 void proxy_node_live(struct chat *c, bool on);
 
+/* Presence and typing across nodes (presence.h): on, p relays its users'
+ * presence and typing to the other nodes (PEER_FRAME_PRES) and takes
+ * theirs, and learns of links going up and down; off (before
+ * presence_close) none of it. After proxy_node_install. */
+struct presence;
+void proxy_node_presence(struct presence *p, bool on);
+
 #endif /* PARLEYD_PROXY_NODE_H */

@@ -220,3 +220,66 @@ Test(presence, config_check)
 	c.subs_max = 0;
 	cr_assert_eq(presence_config_check(&c, why, sizeof why), -PARLEY_EINVAL);
 }
+
+/* ---- remote sessions (other nodes, presence_relay.h) ---- */
+
+Test(presence, remote_online_offline_no_durable_write)
+{
+	struct pres_user *u = user();
+	uint64_t t = 1000 * MS, v;
+	cr_assert(pres_remote_set(u, 2, t + TTL));
+	u->active_ms = 5000;
+	cr_assert_eq(pres_user_update(u, t, TTL), 1); /* online elsewhere */
+	cr_assert(!u->local_online);
+	cr_assert(!pres_user_write_due(u, 999999, 1000, &v)); /* node 2 writes */
+	cr_assert(pres_remote_set(u, 2, t + 2 * TTL)); /* refresh: same slot */
+	cr_assert_eq(u->nremote, 1);
+	cr_assert(!pres_user_idle(u)); /* kept while online elsewhere */
+	cr_assert(pres_remote_del(u, 2));
+	cr_assert(!pres_remote_del(u, 2));
+	u->active_ms = 6000;
+	cr_assert_eq(pres_user_update(u, t + MS, TTL), -1);
+	cr_assert_eq(u->last_seen_ms, 6000); /* for the view */
+	cr_assert(!u->dirty);                /* not ours to write */
+	cr_assert(!pres_user_write_due(u, 999999, 1000, &v));
+	cr_assert(pres_user_idle(u));
+	pres_user_free(u);
+}
+
+Test(presence, remote_and_local_sessions_together)
+{
+	struct pres_user *u = user();
+	uint64_t t = 1000 * MS;
+	cr_assert_eq(pres_sess_add(u, peer(1), t, 5000), 0);
+	cr_assert_eq(pres_user_update(u, t, TTL), 1);
+	cr_assert(u->local_online);
+	cr_assert(pres_remote_set(u, 3, t + TTL));
+	cr_assert_eq(pres_user_update(u, t, TTL), 0);
+	/* the local device leaves: still online (node 3), last_seen due */
+	cr_assert(pres_sess_del(u, peer(1), 7000));
+	cr_assert_eq(pres_user_update(u, t + MS, TTL), 0);
+	cr_assert(u->online && !u->local_online);
+	cr_assert(u->dirty);
+	uint64_t v;
+	cr_assert(pres_user_write_due(u, 8000, 60000, &v));
+	cr_assert_eq(v, 7000);
+	/* node 3's entry expires unrefreshed: offline */
+	cr_assert_eq(pres_remote_expire(u, t + TTL - 1), 0);
+	cr_assert_eq(pres_remote_expire(u, t + TTL), 1);
+	cr_assert_eq(pres_user_update(u, t + TTL, TTL), -1);
+	cr_assert(!u->online);
+	pres_user_free(u);
+}
+
+Test(presence, remote_bounded_by_node_count)
+{
+	struct pres_user *u = user();
+	for (uint64_t n = 1; n <= PRESENCE_REMOTE_MAX; n++)
+		cr_assert(pres_remote_set(u, n, 100));
+	cr_assert(!pres_remote_set(u, 99, 100)); /* full */
+	cr_assert(pres_remote_set(u, 1, 200));   /* a refresh still fits */
+	cr_assert_eq(pres_remote_expire(u, 150), PRESENCE_REMOTE_MAX - 1);
+	cr_assert_eq(u->nremote, 1);
+	cr_assert_eq(u->remote[0].node, 1);
+	pres_user_free(u);
+}
