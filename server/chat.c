@@ -580,6 +580,8 @@ struct chat {
 	_Atomic(chat_fwd_del_fn) fwd_del;
 	void *fwd_arg;
 	_Atomic uint64_t n_fwd;  /* appends handed to fwd */
+	_Atomic(chat_route_fn) router; /* chat_set_router */
+	void *router_arg;
 };
 
 struct ckarg {
@@ -625,11 +627,20 @@ void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
 	atomic_store(&c->fwd, fn);
 }
 
+void chat_set_router(struct chat *c, chat_route_fn fn, void *arg)
+{
+	c->router_arg = arg;
+	atomic_store(&c->router, fn);
+}
+
 /* The leader to forward a write of key to: another node that leads its
  * partition as published, 0 = write locally. */
 static uint64_t route_to(struct chat *c, const void *key, size_t klen)
 {
 	uint32_t p = pe_partition_of(c->e, key, klen);
+	chat_route_fn rfn = atomic_load(&c->router);
+	if (rfn)
+		return rfn(c->router_arg, p);
 	struct pe_raft_status st;
 	if (pe_raft_status(c->e, p, &st) == 0 && st.role != PE_LEADER)
 		return st.leader;

@@ -142,8 +142,11 @@ enum peer_frame_type {
 	 * (server/peer_fwd.h) and the leader's results */
 	PEER_FRAME_APPEND_REQ = 8,
 	PEER_FRAME_APPEND_RES = 9,
+	/* the partitions the sender leads, with their terms (server/peer_node.c,
+	 * the leader table of partitions a node does not hold) */
+	PEER_FRAME_LEADS = 10,
 };
-#define PEER_FRAME_LAST PEER_FRAME_APPEND_RES
+#define PEER_FRAME_LAST PEER_FRAME_LEADS
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */

@@ -312,14 +312,21 @@ int placement_map_init(struct placement_map *m, uint32_t np,
 		return -1;
 	m->parts = calloc(np, sizeof *m->parts);
 	m->recorded = calloc(np, sizeof *m->recorded);
-	if (!m->parts || !m->recorded) {
+	m->max_ids = calloc(np, sizeof *m->max_ids);
+	if (!m->parts || !m->recorded || !m->max_ids) {
 		free(m->parts);
 		free(m->recorded);
+		free(m->max_ids);
 		return -1;
 	}
 	m->np = np;
-	for (uint32_t i = 0; i < nfounders; i++)
+	uint64_t fmax = 0;
+	for (uint32_t i = 0; i < nfounders; i++) {
 		m->founders.voters[m->founders.nvoters++] = founders[i];
+		fmax = founders[i] > fmax ? founders[i] : fmax;
+	}
+	for (uint32_t p = 0; p < np; p++)
+		m->max_ids[p] = fmax;
 	pthread_mutex_init(&m->mu, NULL);
 	return 0;
 }
@@ -331,6 +338,8 @@ void placement_map_free(struct placement_map *m)
 	pthread_mutex_destroy(&m->mu);
 	free(m->parts);
 	free(m->recorded);
+	free(m->max_ids);
+	m->max_ids = NULL;
 	m->parts = NULL;
 	m->recorded = NULL;
 }
@@ -368,12 +377,28 @@ int placement_map_apply(struct placement_map *m, const char *rec)
 		for (uint32_t i = 0; i < k; i++) {
 			m->parts[ps[i]] = pp[i];
 			m->recorded[ps[i]] = true;
+			for (uint32_t j = 0; j < pp[i].nvoters; j++)
+				if (pp[i].voters[j] > m->max_ids[ps[i]])
+					m->max_ids[ps[i]] = pp[i].voters[j];
+			for (uint32_t j = 0; j < pp[i].nlearners; j++)
+				if (pp[i].learners[j] > m->max_ids[ps[i]])
+					m->max_ids[ps[i]] = pp[i].learners[j];
 		}
 		m->records++;
 		pthread_mutex_unlock(&m->mu);
 	}
 	free(pp);
 	return k ? rc : -1;
+}
+
+uint64_t placement_map_max_id(struct placement_map *m, uint32_t p)
+{
+	if (!m->parts || p >= m->np)
+		return 0;
+	pthread_mutex_lock(&m->mu);
+	uint64_t v = m->max_ids[p];
+	pthread_mutex_unlock(&m->mu);
+	return v;
 }
 
 bool placement_map_get(struct placement_map *m, uint32_t p,

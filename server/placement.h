@@ -86,6 +86,7 @@ struct placement_map {
 	uint32_t np;
 	struct placement_part *parts; /* np */
 	bool *recorded;               /* np: a "place" record was applied */
+	uint64_t *max_ids;            /* np: the highest id ever placed there */
 	struct placement_part founders;
 	uint64_t records;             /* "place" records applied */
 };
@@ -100,5 +101,9 @@ int placement_map_apply(struct placement_map *m, const char *rec);
  * false for p out of range. *recorded tells which. */
 bool placement_map_get(struct placement_map *m, uint32_t p,
 		       struct placement_part *out, bool *recorded);
+
+/* The highest node id any record (or the founders) placed on p: with the
+ * group's current members, what the id rule compares to. */
+uint64_t placement_map_max_id(struct placement_map *m, uint32_t p);
 
 #endif /* PARLEYD_PLACEMENT_H */

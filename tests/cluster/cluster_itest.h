@@ -9,7 +9,8 @@
  * every other node's peer address, a 20 ms Raft tick, 8 partitions, one
  * loop; with cluster_no_forward set before, `--forward 0`: a follower
  * answers NOTLEADER with the leader's address instead of forwarding, for
- * the tests of that redirect path and those that find the leader by it).
+ * the tests of that redirect path and those that find the leader by it;
+ * with cluster_rf set, `--replication-factor <it>`).
  * It starts nothing: the test starts (and kills, and restarts)
  * srv[i] with it_server_start, which reuses the arguments.
  *
@@ -26,6 +27,9 @@
 static struct it_server srv[NODES];
 static char nodes_list[256]; /* "127.0.0.1:P1,127.0.0.1:P2,..." */
 static bool cluster_no_forward; /* set before cluster_init: --forward 0 */
+/* set before cluster_init: --replication-factor (NULL = the default, 3;
+ * "0" = every node a voter of every partition, docs/CLUSTER.md §3.7) */
+static const char *cluster_rf;
 
 static void cluster_init(const char *cluster_id)
 {
@@ -55,11 +59,19 @@ static void cluster_init(const char *cluster_id)
 		const char *x[] = {"--node-id", node_arg[i], "--cluster-id",
 				   cluster_id, "--peer-port", port_arg[i],
 				   "--peers", peers_arg[i], "--raft-tick-ms", "20",
-				   "--partitions", "8", "--loops", "1",
-				   cluster_no_forward ? "--forward" : NULL, "0",
-				   NULL};
-		for (int k = 0; x[k]; k++)
+				   "--partitions", "8", "--loops", "1", NULL};
+		int k = 0;
+		for (; x[k]; k++)
 			srv[i].extra[k] = x[k];
+		if (cluster_no_forward) {
+			srv[i].extra[k++] = "--forward";
+			srv[i].extra[k++] = "0";
+		}
+		if (cluster_rf) {
+			srv[i].extra[k++] = "--replication-factor";
+			srv[i].extra[k++] = cluster_rf;
+		}
+		srv[i].extra[k] = NULL;
 	}
 }
 

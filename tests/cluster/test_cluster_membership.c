@@ -230,6 +230,9 @@ int main(void)
 	/* the leader is found by asking each node alone, which a
 	 * follower answers NOTLEADER only with forwarding off */
 	cluster_no_forward = true;
+	/* every node a voter of every partition (the placed mode,
+	 * replication_factor 3, is test_cluster_placement.c's) */
+	cluster_rf = "0";
 	cluster_init("81");
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);
@@ -258,7 +261,8 @@ int main(void)
 	const char *x[] = {"--node-id", "4", "--cluster-id", "81",
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "8", "--loops", "1", NULL};
+			   "--partitions", "8", "--loops", "1",
+			   "--replication-factor", "0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];
 	uint16_t listed = n4.port;

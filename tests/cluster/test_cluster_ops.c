@@ -193,6 +193,9 @@ int main(void)
 	const char *bin = getenv("PARLEY_BIN_DIR");
 	IT_CHECK(bin, "PARLEY_BIN_DIR not set");
 	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", bin);
+	/* every node a voter of every partition (the placed mode,
+	 * replication_factor 3, is test_cluster_placement.c's) */
+	cluster_rf = "0";
 	cluster_init("83");
 	for (int i = 0; i < NODES; i++) {
 		it_server_start(&srv[i]);
@@ -223,7 +226,8 @@ int main(void)
 	const char *x[] = {"--node-id", "4", "--cluster-id", "83",
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "8", "--loops", "1", NULL};
+			   "--partitions", "8", "--loops", "1",
+			   "--replication-factor", "0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];
 	static struct add_req q;
