@@ -1288,6 +1288,7 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 		       "node=%" PRIu64, id);
 	if (id == nd->cfg.node_id)
 		return hand_over(nd, deadline, msg, cap);
+	char placed[256] = "";
 	if (nd->cfg.replication_factor) { /* its replicas move first (§3.7) */
 		uint64_t nodes[PLACEMENT_MAX_NODES];
 		uint32_t nn = place_nodes(nd, id, false, nodes), held = 0;
@@ -1295,6 +1296,7 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 			: -PARLEY_EINVAL;
 		if (rc)
 			return rc;
+		snprintf(placed, sizeof placed, "%s", msg);
 	} else {
 		rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
 	}
@@ -1310,8 +1312,8 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 		return rc;
 	}
 	PLOG_I("cluster", "node removed", "node=%" PRIu64, id);
-	snprintf(msg, cap, "node %" PRIu64 " removed from all %u partitions\n",
-		 id, nd->np);
+	snprintf(msg, cap, "node %" PRIu64 " removed from all %u partitions\n%s",
+		 id, nd->np, placed);
 	return 0;
 }
 

@@ -290,6 +290,86 @@ static int history_via(uint16_t port, bool final)
 	return n;
 }
 
+/* ---- the peer member's inbox ---- */
+
+struct inbox {
+	uint64_t n, cap;
+	struct inbox_ev {
+		uint64_t inbox_seq, conv_seq;
+		uint16_t kind;
+		char conv[96];
+	} *v;
+};
+
+static void inbox_on_event(void *user, const struct parley_event *ev)
+{
+	struct inbox *b = user;
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 256;
+		b->v = realloc(b->v, b->cap * sizeof *b->v);
+		IT_CHECK(b->v);
+	}
+	struct inbox_ev *x = &b->v[b->n++];
+	x->inbox_seq = ev->inbox_seq;
+	x->conv_seq = ev->conv_seq;
+	x->kind = ev->kind;
+	snprintf(x->conv, sizeof x->conv, "%.*s", (int)ev->conv.len, ev->conv.p);
+}
+
+/* A new device of peer_user SYNCs its inbox from seq 1 on a node that
+ * holds the inbox's partition (port): every acknowledged message of conv
+ * is there once, inbox seqs dense. */
+static void check_inbox(uint16_t port)
+{
+	struct inbox b = {0};
+	char *tok = it_token_for(peer_user);
+	struct parley_client_opts o = {
+		.host = "127.0.0.1", .port = port, .token = tok,
+		.device_id = "inbox-check", .connect_timeout_ms = 3000,
+		.request_timeout_ms = 3000, .call_deadline_ms = 30000,
+		.backoff_min_ms = 50, .backoff_max_ms = 500,
+		.on_event = inbox_on_event, .on_receipt = inbox_on_event,
+		.user = &b};
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	IT_OK(parley_client_connect(c));
+	IT_OK(parley_client_subscribe(c, 1, NULL));
+	static int cnt[MAXMSG];
+	int want = acked_now(), got = 0;
+	for (int ms = 0; ms < 30000 && got < want; ms += 50) {
+		(void)parley_client_poll(c, 50);
+		memset(cnt, 0, sizeof cnt);
+		got = 0;
+		for (uint64_t i = 0; i < b.n; i++)
+			if (b.v[i].kind == PARLEY_EV_MESSAGE &&
+			    !strcmp(b.v[i].conv, conv) && b.v[i].conv_seq >= 1 &&
+			    b.v[i].conv_seq < MAXMSG &&
+			    acked[b.v[i].conv_seq - 1] &&
+			    !cnt[b.v[i].conv_seq - 1]++)
+				got++;
+	}
+	(void)parley_client_poll(c, 300);
+	for (uint64_t i = 0; i < b.n; i++)
+		IT_CHECK(b.v[i].inbox_seq == i + 1, "%s: event %" PRIu64 " has "
+			 "inbox seq %" PRIu64 " (a gap or a repeat)", peer_user,
+			 i, b.v[i].inbox_seq);
+	memset(cnt, 0, sizeof cnt);
+	for (uint64_t i = 0; i < b.n; i++)
+		if (b.v[i].kind == PARLEY_EV_MESSAGE && !strcmp(b.v[i].conv, conv))
+			IT_CHECK(b.v[i].conv_seq >= 1 && b.v[i].conv_seq < MAXMSG &&
+				 !cnt[b.v[i].conv_seq - 1]++, "%s: message %" PRIu64
+				 " twice in the inbox", peer_user, b.v[i].conv_seq);
+	for (int q = 0; q < MAXMSG; q++)
+		IT_CHECK(!acked[q] || cnt[q] == 1, "%s: acknowledged message %d "
+			 "lost from the inbox (%d of %d there)", peer_user, q + 1,
+			 got, want);
+	printf("%s's inbox: %" PRIu64 " events, each of the %d acknowledged "
+	       "messages once\n", peer_user, b.n, want);
+	parley_client_free(c);
+	free(tok);
+	free(b.v);
+}
+
 /* "applied A ... digest D" of partition p in node i's /debug/digest. */
 static bool digest_of(int i, int p, char *out, size_t cap)
 {
@@ -470,6 +550,41 @@ int main(void)
 	it_server_kill(node[K]);
 	alive[K] = false;
 	wait_more_acks(30, "after a replica was killed");
+
+	/* 3a. remove the dead node: its replicas move to the others first,
+	 * where the id rule allows (a node id is never reused in a group) */
+	uint16_t live_admins[ALL];
+	int nla = 0;
+	for (int i = 0; i < ALL; i++)
+		if (alive[i])
+			live_admins[nla++] = node[i]->admin_port;
+	char rpath[64], rbody[1024];
+	snprintf(rpath, sizeof rpath, "/cluster/remove-node?id=%d", K + 1);
+	int rcode = admin_post(live_admins, nla, rpath, rbody, sizeof rbody);
+	const char *rb = strstr(rbody, "\r\n\r\n");
+	printf("remove-node %d: %d %s", K + 1, rcode, rb ? rb + 4 : rbody);
+	IT_CHECK(rcode == 200 && strstr(rbody, "removed from all 8 partitions"),
+		 "remove-node %d: %d %s", K + 1, rcode, rbody);
+	int full = 0;
+	for (int p = 0; p < NP; p++) {
+		struct pv v;
+		IT_CHECK(leader_view(p, alive, &v) >= 0, "partition %d: no leader "
+			 "after the removal", p);
+		IT_CHECK(!has(v.voters, v.nv, K + 1) && !has(v.learners, v.nl, K + 1),
+			 "partition %d still has node%d", p, K + 1);
+		IT_CHECK(v.nl == 0 && v.nv >= 2, "partition %d: %d voters, %d "
+			 "learners after the removal", p, v.nv, v.nl);
+		IT_CHECK(strstr(v.placement, "\"matches\":true"),
+			 "partition %d: placement %s", p, v.placement);
+		full += v.nv >= 3;
+		nvoters[p] = v.nv;
+		memcpy(voters_of[p], v.voters, sizeof voters_of[p]);
+		printf("partition %d after the removal: voters", p);
+		for (int k = 0; k < v.nv; k++)
+			printf(" %d", v.voters[k]);
+		printf("\n");
+	}
+	wait_more_acks(20, "after the dead replica was removed");
 	atomic_store(&stop, true);
 	pthread_join(th, NULL);
 	int total = acked_now();
@@ -478,6 +593,18 @@ int main(void)
 	int held = history_via(via_port, true);
 	IT_CHECK(held >= total, "history through node%d: %d of %d", X + 1, held,
 		 total);
+
+	/* 4a. the fan-out reached the member's inbox, which partition 0's
+	 * leader does not hold: read on a live holder of it */
+	char ikey[64];
+	snprintf(ikey, sizeof ikey, "u/%s", peer_user);
+	uint32_t ip = part_of_key(ikey);
+	int H = -1;
+	for (int k = 0; k < nvoters[ip] && H < 0; k++)
+		if (alive[voters_of[ip][k] - 1])
+			H = voters_of[ip][k] - 1;
+	IT_CHECK(H >= 0, "no live holder of the inbox partition %u", ip);
+	check_inbox(node[H]->port);
 
 	/* 5. the live replicas of every partition agree */
 	for (int p = 0; p < NP; p++) {
