@@ -584,6 +584,7 @@ int main(void)
 			printf(" %d", v.voters[k]);
 		printf("\n");
 	}
+	printf("%d of %d partitions have 3 or more voters again\n", full, NP);
 	wait_more_acks(20, "after the dead replica was removed");
 	atomic_store(&stop, true);
 	pthread_join(th, NULL);
