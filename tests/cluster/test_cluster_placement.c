@@ -370,6 +370,29 @@ static void check_inbox(uint16_t port)
 	free(b.v);
 }
 
+/* SYNC of peer_user's inbox on a node that does not hold its partition
+ * (port, alone): refused NOTLEADER (its start is a linearizable read),
+ * never a tail of what that node applied long ago. */
+static void check_sync_refused(uint16_t port)
+{
+	char *tok = it_token_for(peer_user);
+	struct parley_client_opts o = {
+		.host = "127.0.0.1", .port = port, .token = tok,
+		.device_id = "inbox-elsewhere", .connect_timeout_ms = 3000,
+		.request_timeout_ms = 3000, .call_deadline_ms = 3000,
+		.no_reconnect = 1};
+	struct parley_client *c = NULL;
+	IT_OK(parley_client_new(&o, &c));
+	IT_OK(parley_client_connect(c));
+	int rc = parley_client_subscribe(c, 1, NULL);
+	printf("SYNC on a node without the inbox partition: %d (%s)\n", rc,
+	       rc ? parley_strerror(rc) : "served");
+	IT_CHECK(rc == -PARLEY_ENOTLEADER, "SYNC on a node that does not hold "
+		 "the inbox partition: %d, not NOTLEADER", rc);
+	parley_client_free(c);
+	free(tok);
+}
+
 /* "applied A ... digest D" of partition p in node i's /debug/digest. */
 static bool digest_of(int i, int p, char *out, size_t cap)
 {
@@ -606,6 +629,11 @@ int main(void)
 			H = voters_of[ip][k] - 1;
 	IT_CHECK(H >= 0, "no live holder of the inbox partition %u", ip);
 	check_inbox(node[H]->port);
+	for (int i = 0; i < ALL; i++)
+		if (alive[i] && !has(voters_of[ip], nvoters[ip], i + 1)) {
+			check_sync_refused(node[i]->port);
+			break;
+		}
 
 	/* 5. the live replicas of every partition agree */
 	for (int p = 0; p < NP; p++) {
