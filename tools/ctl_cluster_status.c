@@ -713,7 +713,12 @@ static void node_counts(const struct cnode *nd, uint32_t *led, uint32_t *fol,
 	for (uint32_t k = 0; ps && ps->t == J_ARR && k < ps->n; k++) {
 		const char *role = jstrv(&ps->kids[k], "role");
 		*led += !strcmp(role, "leader");
-		*fol += !strcmp(role, "follower");
+		/* a partition placed elsewhere (§3.7) is no follower's: its
+		 * group here is stale, not a member */
+		const struct jv *vs = jget(&ps->kids[k], "voters");
+		*fol += !strcmp(role, "follower") &&
+			(!vs || jarr_has(vs, nd->id) ||
+			 jarr_has(jget(&ps->kids[k], "learners"), nd->id));
 		*learns += jarr_has(jget(&ps->kids[k], "learners"), nd->id);
 	}
 	const struct jv *pe = jget(&nd->doc, "peers");

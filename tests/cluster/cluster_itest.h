@@ -30,6 +30,8 @@ static bool cluster_no_forward; /* set before cluster_init: --forward 0 */
 /* set before cluster_init: --replication-factor (NULL = the default, 3;
  * "0" = every node a voter of every partition, docs/CLUSTER.md §3.7) */
 static const char *cluster_rf;
+/* set before cluster_init: --partitions (NULL = 8) */
+static const char *cluster_partitions;
 
 static void cluster_init(const char *cluster_id)
 {
@@ -59,7 +61,9 @@ static void cluster_init(const char *cluster_id)
 		const char *x[] = {"--node-id", node_arg[i], "--cluster-id",
 				   cluster_id, "--peer-port", port_arg[i],
 				   "--peers", peers_arg[i], "--raft-tick-ms", "20",
-				   "--partitions", "8", "--loops", "1", NULL};
+				   "--partitions",
+				   cluster_partitions ? cluster_partitions : "8",
+				   "--loops", "1", NULL};
 		int k = 0;
 		for (; x[k]; k++)
 			srv[i].extra[k] = x[k];

@@ -2,8 +2,8 @@
  * test_cluster_placement.c — replication factor 3 on five nodes
  * (docs/CLUSTER.md §3.7, "The meta group and the placement map").
  *
- * Three founders on loopback (8 partitions, the default
- * replication_factor 3, digests on); nodes 4 and 5 start empty and are
+ * Three founders on loopback (64 partitions, so the meta group is
+ * partitions 0 and 32; the default replication_factor 3, digests on); nodes 4 and 5 start empty and are
  * added (POST /cluster/add-node, asked of each node until the leader of
  * partition 0 answers 200). Then:
  *   1. placement: on every node's GET /cluster each partition has the
@@ -32,7 +32,7 @@
 
 #include "cluster_itest.h"
 
-#define NP 8
+#define NP 64 /* the default: the meta group is partitions 0 and 32 */
 #define ALL 5
 #define MAXMSG 4096
 
@@ -45,6 +45,7 @@ static bool acked[MAXMSG];
 static int nacked;
 static atomic_bool stop;
 static uint16_t via_port;                /* node X's client port */
+static char ctl_bin[512];
 
 static struct parley_client *client_at(uint16_t port, const char *device)
 {
@@ -103,6 +104,24 @@ static void wait_more_acks(int more, const char *when)
 		it_sleep_ms(50);
 	IT_CHECK(acked_now() >= want, "no SEND acknowledged %s (%d acked)",
 		 when, acked_now());
+}
+
+/* Runs parleyctl with args; its output (caller frees) and exit code. */
+static char *ctl(const char *args, int *rc)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", ctl_bin, args);
+	FILE *f = popen(cmd, "r");
+	IT_CHECK(f, "popen %s", cmd);
+	size_t cap = 1 << 18, n = 0, k;
+	char *out = malloc(cap);
+	IT_CHECK(out);
+	while (n + 1 < cap && (k = fread(out + n, 1, cap - n - 1, f)) > 0)
+		n += k;
+	out[n] = '\0';
+	int st = pclose(f);
+	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return out;
 }
 
 /* POST path to each admin port until one answers other than 409. */
@@ -420,6 +439,10 @@ static bool digest_of(int i, int p, char *out, size_t cap)
 int main(void)
 {
 	it_init("cluster_placement");
+	const char *bin = getenv("PARLEY_BIN_DIR");
+	IT_CHECK(bin, "PARLEY_BIN_DIR not set");
+	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", bin);
+	cluster_partitions = "64";
 	cluster_init("84");
 	for (int i = 0; i < NODES; i++) {
 		int k = 0;
@@ -458,7 +481,7 @@ int main(void)
 		const char *x[] = {"--node-id", idx[j], "--cluster-id", "84",
 				   "--peer-port", pport[j], "--peers", peers_x[j],
 				   "--founders", "1,2,3", "--raft-tick-ms", "20",
-				   "--partitions", "8", "--loops", "1",
+				   "--partitions", "64", "--loops", "1",
 				   "--admin-digest", "1", NULL};
 		for (int k = 0; x[k]; k++)
 			nx[j].extra[k] = x[k];
@@ -523,6 +546,37 @@ int main(void)
 	}
 	for (int i = 0; i < ALL; i++)
 		IT_CHECK(holds[i] >= 1, "node%d holds no partition", i + 1);
+	/* parleyctl cluster status, given one node, shows the meta group and
+	 * each partition's placement, none differing */
+	char args[256];
+	int rc = -1;
+	snprintf(args, sizeof args, "cluster status --admin 127.0.0.1:%u "
+		 "--timeout-ms 3000", srv[0].admin_port);
+	char *out = NULL;
+	for (int t = 0; t < 40; t++) {
+		free(out);
+		out = ctl(args, &rc);
+		if (rc == 0 && !strstr(out, "placement-differs"))
+			break;
+		it_sleep_ms(100);
+	}
+	IT_CHECK(rc == 0 && strstr(out, "meta group: partitions 0,32, voters "
+				   "1,2,3,4,5; replication factor 3") &&
+		 !strstr(out, "placement-differs") && !strstr(out, "learner:"),
+		 "parleyctl cluster status: exit %d\n%s", rc, out);
+	printf("%s", out);
+	free(out);
+	snprintf(args, sizeof args, "cluster status --json --admin 127.0.0.1:%u "
+		 "--timeout-ms 3000", srv[0].admin_port);
+	out = ctl(args, &rc);
+	IT_CHECK(rc == 0 && !strstr(out, "\"differs\":true"),
+		 "parleyctl cluster status --json: exit %d\n%.2000s", rc, out);
+	int placed = 0;
+	for (const char *q = strstr(out, "\"placement\":{\"voters\":["); q;
+	     q = strstr(q + 1, "\"placement\":{\"voters\":["))
+		placed++;
+	IT_CHECK(placed == NP, "status --json: %d placements of %d", placed, NP);
+	free(out);
 
 	/* 2. a conversation led by partition 0's leader L, a node X without
 	 * it, a member whose inbox L does not hold */
@@ -586,7 +640,7 @@ int main(void)
 	int rcode = admin_post(live_admins, nla, rpath, rbody, sizeof rbody);
 	const char *rb = strstr(rbody, "\r\n\r\n");
 	printf("remove-node %d: %d %s", K + 1, rcode, rb ? rb + 4 : rbody);
-	IT_CHECK(rcode == 200 && strstr(rbody, "removed from all 8 partitions"),
+	IT_CHECK(rcode == 200 && strstr(rbody, "removed from all 64 partitions"),
 		 "remove-node %d: %d %s", K + 1, rcode, rbody);
 	int full = 0;
 	for (int p = 0; p < NP; p++) {

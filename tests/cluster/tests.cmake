@@ -66,7 +66,7 @@ endif()
 # test_cluster_membership, test_cluster_ops and test_cluster_spread run
 # parleyctl cluster remove-node / status / rebalance
 foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
-          cluster_test_cluster_spread)
+          cluster_test_cluster_spread cluster_test_cluster_placement)
   if(TARGET ${t} AND TARGET parleyctl)
     add_dependencies(${t} parleyctl)
   endif()
