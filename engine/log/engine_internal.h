@@ -195,7 +195,13 @@ struct part {
 	uint32_t out_n;
 	struct req *rin_head, *rin_tail; /* inbound messages not stepped yet */
 	uint32_t pend_ticks;    /* ticks not given to the group yet */
-	uint64_t pend_down;     /* a node whose link went down, not told yet */
+	/* the nodes whose links went down, not told to the group yet (each
+	 * once; only members of its configuration, so never more than
+	 * RAFT_MAX_MEMBERS): one slot would lose the leader's when another
+	 * link went down before the group ran, and a quiesced follower of a
+	 * dead leader that is not told sleeps on as its follower for ever */
+	uint64_t pend_down[RAFT_MAX_MEMBERS];
+	uint32_t npend_down;
 	uint64_t pend_xfer;     /* pe_raft_transfer's target, not tried yet */
 	bool pend_wake;         /* a node's link went down or came up: a
 				   quiesced leader wakes (part_repl.c) */

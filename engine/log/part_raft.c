@@ -1052,10 +1052,10 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 			raft_unquiesce(p->raft);
 		p->pend_wake = false;
 	}
-	if (p->pend_down) { /* pe_raft_node_down (wakes a follower of it) */
-		raft_leader_down(p->raft, p->pend_down);
-		p->pend_down = 0;
-	}
+	/* pe_raft_node_down: a follower of one of them campaigns soon */
+	for (uint32_t k = 0; k < p->npend_down; k++)
+		raft_leader_down(p->raft, p->pend_down[k]);
+	p->npend_down = 0;
 	if (p->pend_xfer) { /* pe_raft_transfer: only to a current voter */
 		uint64_t to = p->pend_xfer;
 		p->pend_xfer = 0;
@@ -1281,7 +1281,7 @@ int part_raft_run(struct shard *sh, struct part *p, bool live, bool propose)
 bool part_raft_idle(const struct part *p)
 {
 	if (!p->raft || !raft_quiesced(p->raft) || p->ready_out ||
-	    p->rin_head || p->pend_down || p->pend_xfer || p->pend_wake || p->ri_head ||
+	    p->rin_head || p->npend_down || p->pend_xfer || p->pend_wake || p->ri_head ||
 	    p->prop_head || p->snap_out || p->snap_rd || p->conf_req)
 		return false;
 	if (p->cl->follow0 && p->id != 0 &&

@@ -365,6 +365,20 @@ int pe_raft_node_up(struct pe_engine *e, uint64_t node)
 	return push_each_shard(e, REQ_NODE, node, NODE_EV_UP);
 }
 
+/* Records that node's link went down, for the group's next inputs: every
+ * such node, once (a link down of another node must not hide the
+ * leader's), and only a member of the group's configuration. */
+static void pend_down_add(struct part *p, uint64_t node)
+{
+	if (raft_conf_find(raft_conf(p->raft), node) < 0)
+		return;
+	for (uint32_t k = 0; k < p->npend_down; k++)
+		if (p->pend_down[k] == node)
+			return;
+	PARLEY_ASSERT(p->npend_down < RAFT_MAX_MEMBERS);
+	p->pend_down[p->npend_down++] = node;
+}
+
 /* Node liveness and transfers (REQ_NODE, enum node_event). Recorded
  * here, given to each group with its next inputs (part_raft.c
  * repl_inputs), where the core may be called: a group following `node`
@@ -390,7 +404,7 @@ void part_repl_node(struct shard *sh, struct req *r)
 		if (xfer)
 			p->pend_xfer = node;
 		else if (!up)
-			p->pend_down = node;
+			pend_down_add(p, node);
 		p->pend_wake = true;
 		shard_mark_dirty(sh, p);
 	}

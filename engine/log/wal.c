@@ -89,6 +89,9 @@ struct wal {
 	char seg_name[64];
 	uint64_t tail;         /* next batch's file offset (4096-aligned) */
 	bool roll_pending;     /* the active segment is sealed */
+	bool seal_asap;        /* seal the active segment with the next batch
+				  (a batch of the seal alone when nothing is
+				  open): it holds a lost range that may go */
 	uint32_t batch_seq;    /* last used batch seq */
 
 	struct wal_buf bufs[2];
@@ -1293,15 +1296,6 @@ static int seg_activate(struct wal *w, uint64_t seq)
 	return 0;
 }
 
-/* Asks the prep thread for the segment after the active one. */
-static void next_request(struct wal *w)
-{
-	pthread_mutex_lock(&w->spare_mu);
-	w->next_want = w->seg_seq + 1;
-	pthread_cond_signal(&w->spare_cv);
-	pthread_mutex_unlock(&w->spare_mu);
-}
-
 /* ---- open / recovery ------------------------------------------------------- */
 
 struct seg_list {
@@ -1856,6 +1850,8 @@ uint32_t wal_open_room(const struct wal *w)
 
 bool wal_has_open(const struct wal *w)
 {
+	if (w->seal_asap)
+		return true; /* a batch of the seal alone, if nothing else */
 	return w->open->nrec > 0;
 }
 
@@ -1864,42 +1860,63 @@ bool wal_in_flight(const struct wal *w)
 	return w->flight != NULL;
 }
 
+/*
+ * The roll (shard thread, nothing in flight, the active segment sealed):
+ * the segment prepared ahead by the prep thread becomes the active one (a
+ * pointer swap), or -EAGAIN while it is being made (the ring is woken when
+ * it is), or the preparation's error (the WAL is then failed).
+ */
+static int roll_take(struct wal *w)
+{
+	PARLEY_ASSERT(w->roll_pending && !w->flight);
+	pthread_mutex_lock(&w->spare_mu);
+	struct pio_file *f = w->next_f;
+	uint64_t seq = w->next_want;
+	int err = w->next_err;
+	if (f) {
+		/* taken, and the next one asked for, in one step: a prep
+		 * round between the two would see next_want with no
+		 * prepared file and prepare this seq again (a spare renamed
+		 * over the segment made active here, which then wrote to an
+		 * unlinked file) */
+		w->next_f = NULL;
+		atomic_store(&w->next_ready, false);
+		w->roll_wait = false;
+		w->next_want = seq + 1;
+		pthread_cond_signal(&w->spare_cv);
+	} else if (!err) {
+		w->roll_wait = true;
+		pthread_cond_signal(&w->spare_cv);
+	}
+	pthread_mutex_unlock(&w->spare_mu);
+	if (err) {
+		w->failed = err;
+		return err;
+	}
+	if (!f)
+		return -EAGAIN;
+	PARLEY_ASSERT(seq == w->seg_seq + 1);
+	seg_swap(w, seq, f);
+	return 0;
+}
+
 int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 {
-	PARLEY_ASSERT(!w->flight && w->open->nrec > 0);
+	PARLEY_ASSERT(!w->flight && (w->open->nrec > 0 || w->seal_asap));
 	if (w->failed)
 		return w->failed;
 	int rc;
 	if (w->roll_pending) {
-		/* the segment prepared ahead by the prep thread: a pointer
-		 * swap here, or wait (the ring is woken) while it is made */
-		pthread_mutex_lock(&w->spare_mu);
-		struct pio_file *f = w->next_f;
-		uint64_t seq = w->next_want;
-		int err = w->next_err;
-		if (f) {
-			w->next_f = NULL;
-			atomic_store(&w->next_ready, false);
-			w->roll_wait = false;
-		} else if (!err) {
-			w->roll_wait = true;
-			pthread_cond_signal(&w->spare_cv);
-		}
-		pthread_mutex_unlock(&w->spare_mu);
-		if (err) {
-			w->failed = err;
-			return err;
-		}
-		if (!f)
-			return -EAGAIN;
-		PARLEY_ASSERT(seq == w->seg_seq + 1);
-		seg_swap(w, seq, f);
-		next_request(w);
+		rc = roll_take(w);
+		if (rc)
+			return rc;
 	}
 	struct wal_buf *b = w->open;
-	/* Seal the segment in this batch when the next one might not fit. */
+	/* Seal the segment in this batch when the next one might not fit,
+	 * or when asked to (seal_asap: then the batch may be the seal
+	 * alone). */
 	uint64_t after = w->tail + align_up(b->len, WAL_BLOCK);
-	if (after + WAL_MAX_BATCH + 2 * WAL_BLOCK > w->seg_bytes) {
+	if (w->seal_asap || after + WAL_MAX_BATCH + 2 * WAL_BLOCK > w->seg_bytes) {
 		uint8_t *h = b->p + b->len;
 		memset(h, 0, WAL_REC_HDR);
 		le_put32(h, WAL_MAGIC);
@@ -1907,6 +1924,7 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 		le_put16(h + 28, WAL_REC_SEAL);
 		b->len += WAL_REC_HDR;
 		w->roll_pending = true;
+		w->seal_asap = false;
 	}
 	uint32_t batch = ++w->batch_seq;
 	uint32_t start = (uint32_t)w->tail;
@@ -2118,6 +2136,10 @@ int wal_poll(struct wal *w)
 			if (w->rel_seqs[k] == m->seq)
 				gone = w->rel_ok[k];
 		m->drop = false;
+		if (gone && m->hold)
+			PLOG_I("wal", "segment with a lost range released: "
+			       "later starts do not find the loss again",
+			       "dir=%s seq=%016" PRIx64, w->dir, m->seq);
 		if (gone) {
 			free(m->v);
 			released++;
@@ -2134,6 +2156,30 @@ int wal_poll(struct wal *w)
 	return released;
 }
 
+/*
+ * Once the partitions that may have lost records in a damaged record
+ * header are repaired (wal_release_damaged), the segments holding such
+ * lost ranges go by the usual release rule; an active one is sealed first
+ * (the next batch carries the seal, or a batch of the seal alone) and
+ * rolled away from here when no batch comes, so it can be released like
+ * any sealed one. Shard thread.
+ */
+static void purge_active(struct wal *w)
+{
+	if (w->hold_damaged || !w->seg || w->failed || w->read_only)
+		return;
+	pthread_mutex_lock(&w->maps_mu);
+	const struct wal_segmap *m = segmap_find(w, w->seg_seq);
+	bool held = m && m->hold;
+	pthread_mutex_unlock(&w->maps_mu);
+	if (!held)
+		return;
+	if (!w->roll_pending)
+		w->seal_asap = true; /* the batch after the one in flight */
+	else if (!w->flight && !w->open->nrec)
+		(void)roll_take(w); /* -EAGAIN: at a later call */
+}
+
 int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		void *arg, uint32_t *pin, uint32_t pincap, uint32_t *npin,
 		uint32_t *sealed_left)
@@ -2143,10 +2189,17 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 	if (w->read_only || w->maps_broken || w->failed)
 		return 0;
 	(void)wal_poll(w);
+	purge_active(w);
 	pthread_mutex_lock(&w->spare_mu);
 	bool busy = w->rel_st != REL_IDLE;
 	pthread_mutex_unlock(&w->spare_mu);
 	uint32_t ndrop = 0;
+	/* a sealed segment that held a lost range (its partitions are
+	 * repaired now): its pinning partitions are reported as due at once,
+	 * so that the caller's force-flush releases it soon and later starts
+	 * do not find the loss again */
+	bool purge = false;
+	uint32_t npurge = 0;
 	pthread_mutex_lock(&w->maps_mu);
 	for (uint32_t i = 0; i < w->nmaps; i++) {
 		struct wal_segmap *m = &w->maps[i];
@@ -2164,7 +2217,14 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 			ndrop++;
 			continue;
 		}
-		if (!active && *sealed_left == 0 && !m->drop) {
+		if (!active && !purge && m->hold && !busy) {
+			purge = true;
+			for (uint32_t k = 0; k < m->n; k++)
+				if (m->v[k].max > flushed(arg, m->v[k].part) &&
+				    npurge < pincap)
+					pin[npurge++] = m->v[k].part;
+		}
+		if (!active && *sealed_left == 0 && !m->drop && !purge) {
 			/* the oldest kept: its pinning partitions, its age */
 			bool pinned = false;
 			for (uint32_t k = 0; k < m->n; k++)
@@ -2179,6 +2239,10 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 		}
 	}
 	pthread_mutex_unlock(&w->maps_mu);
+	if (purge) {
+		*npin = npurge;
+		*sealed_left = UINT32_MAX;
+	}
 	if (ndrop) {
 		pthread_mutex_lock(&w->spare_mu);
 		w->rel_st = REL_QUEUED;
@@ -2191,6 +2255,7 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 void wal_release_damaged(struct wal *w)
 {
 	w->hold_damaged = false;
+	purge_active(w);
 }
 
 /* Stops the prep thread (it finishes the job in hand). */

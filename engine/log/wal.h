@@ -275,7 +275,8 @@ uint8_t *wal_reserve(struct wal *w, uint32_t len);
 void wal_commit_rec(struct wal *w, uint32_t partition, uint16_t type,
 		    uint64_t term, uint64_t index);
 
-bool wal_has_open(const struct wal *w);     /* open batch has records */
+/* open batch has records, or a seal is due (wal_release_damaged): submit */
+bool wal_has_open(const struct wal *w);
 /* Record bytes the open batch can still take: a record of body len fits
  * iff WAL_REC_SPACE(len) <= wal_open_room(). */
 uint32_t wal_open_room(const struct wal *w);
@@ -343,7 +344,14 @@ int wal_release(struct wal *w, uint64_t (*flushed)(void *arg, uint32_t part),
 /* Lets wal_release release the segments holding lost ranges
  * (wal_recovery.lost) by the usual rule: the caller calls it once every
  * partition that may have lost records there was repaired (as long as
- * the damaged bytes exist, each recovery finds the loss again). */
+ * the damaged bytes exist, each recovery finds the loss again, and the
+ * shard's partitions abstain from voting until repaired again). So that
+ * they go soon rather than whenever the usual rule gets to them: an
+ * active one is sealed by the next batch (a batch of the seal alone when
+ * nothing else is open: wal_has_open says so) and rolled away, and
+ * wal_release reports the partitions pinning a sealed one as due at once
+ * (*oldest_age UINT32_MAX), which the caller force-flushes. Its release
+ * is logged ("segment with a lost range released"). Shard thread. */
 void wal_release_damaged(struct wal *w);
 /* Segment files currently holding log records (sealed + active). */
 uint32_t wal_segment_count(const struct wal *w);

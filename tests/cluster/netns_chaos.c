@@ -78,7 +78,10 @@
  * the comparison is shown able to fail: a follower is stopped, the last
  * byte of a committed WAL record's body changed with its checksum made to
  * match (a silent divergence: nothing but a comparison can see it), the
- * node restarted; the comparison must name exactly that node.
+ * node restarted; the comparison must name exactly that node. The record
+ * is a conversation message's that the WAL holds once (a repeated append —
+ * a retried SEND, a fan-out recovery's inbox re-append — applies as a
+ * duplicate, and changing it changes nothing a comparison could see).
  *
  *   8. (mode walhdr) a damaged WAL segment header: a follower is killed,
  *      one bit of its newest segment's header block flipped, restarted: it
@@ -88,7 +91,9 @@
  *      leader, is killed, one bit of the header (length, partition or
  *      index) of one of its committed WAL records flipped, restarted: it
  *      must come up with no partition corrupt and have that shard's
- *      partitions repaired from their leaders (found = repaired).
+ *      partitions repaired from their leaders (found = repaired); then
+ *      release the segment that holds the damage (logged), and, killed
+ *      and restarted once more, find no loss (no partition abstains).
  *   Mode unsynced runs 7 only (four kills); unsynced-long 24 kills, and
  *   both fail if none of the kills found an unsynced byte to drop. Mode
  *   walhdr runs 8 only, walrec 9 only.
@@ -253,6 +258,8 @@ static int agreed_leader(unsigned mask)
 	return lead;
 }
 
+static void dump_nodes(void);
+
 static int wait_leader(unsigned mask, int not, const char *what)
 {
 	for (int ms = 0; ms < WAIT_MS; ms += 100) {
@@ -261,6 +268,7 @@ static int wait_leader(unsigned mask, int not, const char *what)
 			return l;
 		it_sleep_ms(100);
 	}
+	dump_nodes();
 	it_fail(__FILE__, __LINE__, "no agreed leader: %s", what);
 }
 
@@ -743,6 +751,24 @@ static void check_devices(void)
 
 /* ---- scenario steps -------------------------------------------------------------- */
 
+/* Every node's view of its groups (GET /cluster, /debug/digest), printed
+ * before a failure that says the cluster stopped making progress, so the
+ * partition that stalled and each node's role, term, commit and apply in
+ * it are in the test's output. */
+static void dump_nodes(void)
+{
+	for (int i = 0; i < NSRV; i++) {
+		static const char *const paths[] = {"/cluster", "/debug/digest"};
+		for (int k = 0; k < 2; k++) {
+			char *t = admin_get(i, paths[k]);
+			const char *b = t ? strstr(t, "\r\n\r\n") : NULL;
+			printf("---- node%d %s ----\n%s\n", i + 1, paths[k],
+			       b ? b + 4 : "(no answer)");
+			free(t);
+		}
+	}
+}
+
 /* Until n more SENDs were acknowledged (the cluster makes progress). */
 static void wait_acks(uint64_t n, const char *what)
 {
@@ -752,6 +778,7 @@ static void wait_acks(uint64_t n, const char *what)
 			return;
 		it_sleep_ms(20);
 	}
+	dump_nodes();
 	it_fail(__FILE__, __LINE__, "no progress (%s): %" PRIu64 " of %" PRIu64
 		" acknowledgements", what, atomic_load(&acked_total), to);
 }
@@ -1365,6 +1392,108 @@ static int wal_find(int i, uint64_t min_index, const uint64_t *max_index,
 	return found;
 }
 
+/* A conversation message's APPEND record of node i's WAL whose change is
+ * sure to show in the partition's state: of its segment (the segment seq
+ * its header names), not in its segment's last batch, the only record of
+ * its (stream, producer id) in the WAL (a repeated one — a client's retry,
+ * a fan-out recovery's re-append — applies as a duplicate: changing it
+ * changes nothing visible), and not followed by another record at its
+ * (partition, index) (superseded by a later leader's entry). The last such
+ * record in log order. 0, or -1 when there is none. */
+struct vrec {
+	struct walrec r;
+	uint64_t kp;  /* xxh3 of key and producer */
+	int dup;
+};
+
+static int wal_find_visible(int i, struct walrec *out)
+{
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "ls %s/node%d-data/wal/*/wal-*.log 2>/dev/null",
+		 it_dir, i + 1);
+	FILE *ls = popen(cmd, "r");
+	IT_CHECK(ls);
+	size_t n = 0, cap = 1024;
+	struct vrec *v = malloc(cap * sizeof *v);
+	IT_CHECK(v);
+	char path[600];
+	while (fgets(path, sizeof path, ls)) {
+		path[strcspn(path, "\n")] = 0;
+		const char *base = strrchr(path, '/');
+		uint64_t seq = strtoull(base ? base + 5 : "0", NULL, 16);
+		FILE *fp = fopen(path, "rb");
+		if (!fp)
+			continue;
+		fseek(fp, 0, SEEK_END);
+		long size = ftell(fp);
+		uint8_t *d = malloc((size_t)size);
+		IT_CHECK(d);
+		fseek(fp, 0, SEEK_SET);
+		IT_CHECK(fread(d, 1, (size_t)size, fp) == (size_t)size);
+		fclose(fp);
+		uint64_t last_batch = 0;
+		for (uint64_t a = W_BLOCK; a + W_HDR <= (uint64_t)size; a += W_BLOCK)
+			if (le_get32(d + a) == W_MAGIC && le_get64(d + a + 8) == seq &&
+			    le_get32(d + a + 20) == a)
+				last_batch = a;
+		uint64_t off = W_BLOCK;
+		while (off + W_HDR <= (uint64_t)size) {
+			const uint8_t *h = d + off;
+			if (le_get32(h) != W_MAGIC || le_get64(h + 8) != seq) {
+				if (off % W_BLOCK == 0)
+					break;
+				off = (off + W_BLOCK - 1) / W_BLOCK * W_BLOCK;
+				continue;
+			}
+			uint32_t len = le_get32(h + 4);
+			if (off + W_HDR + len > (uint64_t)size)
+				break;
+			const uint8_t *b = h + W_HDR;
+			if (le_get16(h + 28) == 1 && len > 17 && b[0] + 17u <= len) {
+				if (n == cap) {
+					cap *= 2;
+					v = realloc(v, cap * sizeof *v);
+					IT_CHECK(v);
+				}
+				struct vrec *x = &v[n++];
+				memset(x, 0, sizeof *x);
+				snprintf(x->r.file, sizeof x->r.file, "%s", path);
+				x->r.off = off;
+				x->r.len = len;
+				x->r.part = le_get32(h + 24);
+				x->r.term = le_get64(h + 32);
+				x->r.index = le_get64(h + 40);
+				x->kp = parley_xxh3(b, 1u + b[0] + 16u, 0);
+				/* eligible: a conversation's message (c/...),
+				 * long enough, not in the segment's last batch */
+				x->dup = !(b[0] >= 2 && b[1] == 'c' && b[2] == '/' &&
+					   len > 64 && x->r.index >= 3 &&
+					   le_get32(h + 20) < last_batch);
+			}
+			off = (off + W_HDR + len + 7) / 8 * 8;
+		}
+		free(d);
+	}
+	pclose(ls);
+	int found = -1;
+	for (size_t k = n; k-- > 0 && found < 0;) {
+		if (v[k].dup)
+			continue;
+		bool ok = true;
+		for (size_t j = 0; j < n && ok; j++)
+			if (j != k && (v[j].kp == v[k].kp ||
+				       (j > k && v[j].r.part == v[k].r.part &&
+					v[j].r.index == v[k].r.index)))
+				ok = false;
+		if (ok) {
+			*out = v[k].r;
+			found = 0;
+		}
+	}
+	free(v);
+	return found;
+}
+
 /* Changes the last byte of the record's body (the payload of its last
  * entry); with fix_csum the body checksum is made to match again (silent
  * divergence no checksum can see), else the record is damaged. */
@@ -1618,6 +1747,36 @@ static void scenario_wal_rec_header(bool lead)
 		 "(its log: %s)", v + 1, srv[v].log);
 	IT_CHECK(it_log_tail_has(srv[v].log, log_at, "repaired"),
 		 "node%d logged no repair (its log: %s)", v + 1, srv[v].log);
+	/* repaired everywhere: the segment with the lost range goes (sealed
+	 * if it was the active one, its partitions flushed), so a later
+	 * start finds no loss and no partition abstains from voting */
+	bool gone = false;
+	for (int ms = 0; ms < WAIT_MS && !gone; ms += 200) {
+		gone = it_log_tail_has(srv[v].log, log_at, "segment with a lost "
+				       "range released");
+		if (!gone)
+			it_sleep_ms(200);
+	}
+	IT_CHECK(gone, "node%d kept the segment with the lost range (its log: "
+		 "%s)", v + 1, srv[v].log);
+	if (lead)
+		wait_leader(all_mask(), -1, "before restarting the repaired node");
+	printf("  node%d released the damaged segment; killed and restarted\n",
+	       v + 1);
+	node_kill9(v);
+	lf = fopen(srv[v].log, "r");
+	if (lf) {
+		fseek(lf, 0, SEEK_END);
+		log_at = ftell(lf);
+		fclose(lf);
+	}
+	node_start(v);
+	wait_leader(all_mask(), -1, "after restarting a repaired node");
+	wait_acks(20, "after restarting a repaired node");
+	IT_CHECK(!it_log_tail_has(srv[v].log, log_at, "bad record header") &&
+		 !it_log_tail_has(srv[v].log, log_at, "may have lost"),
+		 "node%d found the repaired loss again at its next start (its "
+		 "log: %s)", v + 1, srv[v].log);
 }
 
 /* The comparison must be able to fail: a follower is stopped, one of its
@@ -1633,8 +1792,8 @@ static void digest_self_check(void)
 	IT_CHECK(it_server_stop(&srv[v], SIGTERM, 15000) == 0,
 		 "node%d did not stop cleanly", v + 1);
 	struct walrec r;
-	IT_CHECK(wal_find(v, 3, NULL, PICK_LAST, &r) == 0, "no WAL record of "
-		 "node%d", v + 1);
+	IT_CHECK(wal_find_visible(v, &r) == 0, "no WAL record of a message "
+		 "on node%d that is not repeated in its WAL", v + 1);
 	wal_change(&r, true);
 	node_start(v);
 	unsigned diff;

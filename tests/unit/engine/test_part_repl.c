@@ -1407,6 +1407,65 @@ Test(repl, quiesced_group_whose_leader_dies_elects)
 	wait_quiesced(-1);
 }
 
+/* A quiesced group's leader dies and, before the survivors' shards run,
+ * the link between the two survivors flaps too (down, then up: one of
+ * them restarted, or a cut healed): each survivor hears of two links down
+ * at once. Each must still be told of the leader's, and campaign: before,
+ * the engine kept one pending link-down per group, the second overwrote
+ * the leader's, and the quiesced followers slept on as followers of the
+ * dead leader for ever (rejecting each other's pre-votes: no election;
+ * cluster_test_cluster_unsynced_long's "no progress after a kill"). */
+Test(repl, quiesced_followers_told_of_two_links_down_at_once_elect)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	wait_quiesced(-1);
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	int s = (l + 1) % NN, t = (l + 2) % NN;
+	node_kill(l);
+	net_clear();
+	/* back to back, so that each survivor's shard takes them together */
+	for (int k = 0; k < 2; k++) {
+		int a = k ? t : s, b = k ? s : t;
+		cr_assert_eq(pe_raft_node_down(nodes[a].e, nodes[l].id), 0);
+		cr_assert_eq(pe_raft_node_down(nodes[a].e, nodes[b].id), 0);
+		cr_assert_eq(pe_raft_node_up(nodes[a].e, nodes[b].id), 0);
+	}
+	for (int r = 0;; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			int nl = leader_of(p);
+			all &= nl >= 0 && nl != l;
+		}
+		if (all)
+			break;
+		if (r == MAX_PUMP)
+			for (uint32_t p = 0; p < NPARTS; p++)
+				for (int i = 0; i < NN; i++) {
+					struct pe_raft_status st;
+					if (i == l || pe_raft_status(nodes[i].e, p, &st))
+						continue;
+					fprintf(stderr, "partition %u node %d: role %d "
+						"leader %" PRIu64 " quiesced %d\n", p,
+						i + 1, (int)st.role, st.leader,
+						(int)st.quiesced);
+				}
+		cr_assert_lt(r, MAX_PUMP, "no new leader: the survivors still "
+			     "follow the dead node %d", l + 1);
+		pump();
+	}
+	append_many(10);
+	node_open(l);
+	liveness(l, true);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+}
+
 /* A quiesced group's leader is cut off from both followers (its links
  * time out on both sides): the followers elect a new leader, the old one
  * (woken by the links going down) steps down by check-quorum instead of

@@ -12,6 +12,7 @@
  * damaged segment header dooms a single node's shard (path and offset in
  * the error) and is handed over for repair when replicated.
  */
+#include <errno.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "io.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
+#include "pio_pass.h"
 #include "wal.h"
 
 #define SEG (16u << 20)
@@ -1219,4 +1221,152 @@ Test(wal, damaged_record_header_gap_per_partition)
 	reopen_ro(true);
 	for (uint32_t p = 0; p < 4; p++)
 		cr_assert(corrupt(p), "partition %u", p);
+}
+
+/* ---- the roll takes the prepared segment: no second preparation of it ------ */
+
+/*
+ * The prep thread prepares segment next_want ahead of the roll; the roll
+ * (wal_submit, shard thread) takes it and asks for the one after. If the
+ * prep thread ran between the two, it saw the old next_want with no
+ * prepared file and prepared that seq again: a spare renamed over the
+ * segment just made active (whose records then went to an unlinked file),
+ * and that spare later used as the segment after it under the wrong name
+ * (so that segment's own file never existed, and releasing it found
+ * ENOENT). Here the WAL is stepped (wal_exec) and the prep work is run at
+ * exactly that point: from the close of the old segment inside the roll.
+ */
+static struct {
+	struct pio io; /* over pio_pass_in (the test's io_mem) */
+	struct wal *w;
+	bool armed;    /* a wal_submit is running */
+	int steps;     /* prep units run from inside a roll */
+	uint64_t now;
+} R;
+
+static void roll_close(struct pio *p, struct pio_file *f)
+{
+	(void)p;
+	pio_pass_in->ops->close(pio_pass_in, f);
+	if (!R.armed)
+		return;
+	R.armed = false; /* the prep work closes files too */
+	while (wal_prep_step(R.w))
+		R.steps++;
+	R.armed = true;
+}
+
+static uint64_t roll_now(void *arg)
+{
+	(void)arg;
+	return R.now += 1000000u;
+}
+
+struct roll_seen {
+	uint64_t n, max_index;
+	bool dup;
+	int corrupt;
+	char why[256];
+};
+
+static int roll_record(void *arg, const struct wal_rec *r)
+{
+	struct roll_seen *s = arg;
+	s->dup |= r->index <= s->max_index;
+	s->max_index = PARLEY_MAX(s->max_index, r->index);
+	s->n++;
+	return 0;
+}
+
+static void roll_corrupt(void *arg, int64_t p, const char *file, uint64_t off,
+			 const char *why)
+{
+	struct roll_seen *s = arg;
+	if (!s->corrupt++)
+		snprintf(s->why, sizeof s->why, "partition %lld %s offset %llu: %s",
+			 (long long)p, file, (unsigned long long)off, why);
+}
+
+static int roll_noop(void *arg, const struct wal_rec *r)
+{
+	(void)arg;
+	(void)r;
+	return 0;
+}
+
+Test(wal, roll_does_not_prepare_the_taken_segment_again)
+{
+	static struct pio_ops ops;
+	ops = pio_pass_ops;
+	ops.close = roll_close;
+	memset(&R, 0, sizeof R);
+	R.io.ops = &ops;
+	pio_pass_in = io;
+	const char *dir = "/roll";
+	struct roll_seen s = {0};
+	struct wal_recovery rec = {.record = roll_record,
+				   .corrupt = roll_corrupt, .arg = &s};
+	struct wal_exec ex = {.now_ns = roll_now};
+	cr_assert_eq(wal_open(&R.io, dir, SEG, false, &rec, &ex, &R.w), 0);
+	while (wal_prep_step(R.w))
+		; /* segment 2 prepared ahead */
+	struct pio_ring *ring;
+	cr_assert_eq(io->ops->ring_new(io, 8, &ring), 0);
+	wal_set_ring(R.w, ring);
+	/* 512 KiB records, two a batch: a 16 MiB segment seals after ~8 */
+	const uint32_t len = 512u << 10;
+	uint64_t index = 0;
+	struct wal_stats st;
+	for (;;) {
+		wal_get_stats(R.w, &st);
+		if (st.segments >= 5)
+			break;
+		for (int k = 0; k < 2; k++) {
+			uint8_t *b = wal_reserve(R.w, len);
+			cr_assert_not_null(b);
+			memset(b, (int)(index & 0xff), len);
+			wal_commit_rec(R.w, 0, 1, 1, ++index);
+		}
+		int rc;
+		for (;;) {
+			R.armed = true;
+			rc = wal_submit(R.w, ring, 1);
+			R.armed = false;
+			if (rc != -EAGAIN)
+				break;
+			cr_assert(wal_prep_step(R.w), "a roll waits, no prep work");
+		}
+		cr_assert_eq(rc, 0, "submit: %d", rc);
+		int done = 0;
+		while (!done) {
+			struct pio_cqe c[4];
+			int n = io->ops->ring_wait(ring, c, 4, -1);
+			cr_assert_geq(n, 0);
+			for (int i = 0; i < n && !done; i++) {
+				done = wal_on_cqe(R.w, c[i].res);
+				cr_assert_geq(done, 0);
+			}
+		}
+		cr_assert_eq(wal_for_each_durable(R.w, roll_noop, NULL), 0);
+	}
+	cr_assert_gt(R.steps, 0, "no prep work ran inside a roll");
+	cr_assert_eq(wal_mark_clean(R.w), 0);
+	wal_close(R.w);
+	io->ops->ring_free(ring);
+	/* every segment the WAL rolled into has its own file */
+	for (uint64_t seq = 1; seq <= st.segments; seq++) {
+		char path[64];
+		snprintf(path, sizeof path, "%s/wal-%016llx.log", dir,
+			 (unsigned long long)seq);
+		cr_assert_geq(pio_mem_file_size(io, path), 0, "%s missing", path);
+	}
+	/* and every record is read back, once, nothing reported */
+	memset(&s, 0, sizeof s);
+	struct wal *w2 = NULL;
+	cr_assert_eq(wal_open(io, dir, SEG, true, &rec, NULL, &w2), 0);
+	wal_close(w2);
+	cr_assert_eq(s.corrupt, 0, "%d reported, the first: %s", s.corrupt, s.why);
+	cr_assert(!s.dup);
+	cr_assert_eq(s.n, index, "%llu of %llu records read back",
+		     (unsigned long long)s.n, (unsigned long long)index);
 }
