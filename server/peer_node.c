@@ -1341,7 +1341,11 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 
 static void leads_send(struct peer_node *nd)
 {
-	if (!nd->lead_node || ++nd->lead_tick < LEADS_EVERY_TICKS)
+	/* with every node a voter of every partition (replication_factor
+	 * 0) no table is needed, and nodes built before LEADS keep their
+	 * links (they close one that carries an unknown frame type) */
+	if (!nd->lead_node || !nd->cfg.replication_factor ||
+	    ++nd->lead_tick < LEADS_EVERY_TICKS)
 		return;
 	nd->lead_tick = 0;
 	uint8_t *b = malloc(4 + (size_t)nd->np * 12);
