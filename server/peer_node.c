@@ -939,6 +939,16 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 	int rc = lead_check(nd, msg, cap);
 	if (rc)
 		return rc;
+	struct peer_link_stats ls;
+	if (peer_link_stats(nd->peer, id, &ls) == 0 && ls.removed) {
+		/* a group may take back a member it removed (placement moves
+		 * replicas), but a node removed from the cluster is gone for
+		 * good: its id is never used again */
+		snprintf(msg, cap, "node %" PRIu64 " was removed from the "
+			 "cluster: node ids are never reused (start the new "
+			 "node with a new id)\n", id);
+		return -PARLEY_EINVAL;
+	}
 	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
 	char rec[512];
 	snprintf(rec, sizeof rec, "add %" PRIu64 " %s %u %s %s", id,
@@ -1018,6 +1028,14 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 /* The voter to hand leadership to before this node is removed: another
  * voter of every partition, active and holding partition 0's commit
  * index (the most caught-up one), 0 when there is none. */
+static bool is_meta_part(const struct peer_node *nd, uint32_t p)
+{
+	for (uint32_t i = 0; i < nd->nmeta; i++)
+		if (nd->meta[i] == p)
+			return true;
+	return false;
+}
+
 static uint64_t handover_target(struct peer_node *nd)
 {
 	struct pe_raft_status s0;
@@ -1029,9 +1047,14 @@ static uint64_t handover_target(struct peer_node *nd)
 		if (m->node == nd->cfg.node_id || !m->voter || !m->active ||
 		    m->match < s0.commit)
 			continue;
-		bool everywhere = true; /* of every partition led here */
+		/* a voter of every partition led here; with placement, of
+		 * the meta group's (the others: this node leaves them through
+		 * the removal, proposed by itself where it leads) */
+		bool everywhere = true;
 		for (uint32_t p = 1; p < nd->np && everywhere; p++) {
 			struct pe_raft_status st;
+			if (nd->cfg.replication_factor && !is_meta_part(nd, p))
+				continue;
 			everywhere = !pe_raft_status(nd->e, p, &st) &&
 				     (st.role != PE_LEADER ||
 				      conf_has(st.voters, st.nvoters, m->node,
@@ -1062,9 +1085,11 @@ static int hand_over(struct peer_node *nd, uint64_t deadline, char *msg,
 		struct pe_raft_status s0;
 		if (pe_raft_status(nd->e, 0, &s0))
 			return -PARLEY_EAGAIN;
-		bool leads = false;
+		bool leads = false; /* with placement: a meta partition */
 		for (uint32_t p = 0; p < nd->np && !leads; p++) {
 			struct pe_raft_status st;
+			if (nd->cfg.replication_factor && !is_meta_part(nd, p))
+				continue;
 			leads = !pe_raft_status(nd->e, p, &st) &&
 				st.role == PE_LEADER;
 		}
@@ -1190,9 +1215,11 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 				ok[p] = true; /* not a voter: no quorum changes */
 				continue;
 			}
-			if (nd->cfg.replication_factor && !holds(nd, p, &st)) {
-				ok[p] = true; /* placed: its replica is moved
-						 (a new one caught up) first */
+			if (nd->cfg.replication_factor &&
+			    (!holds(nd, p, &st) || st.role != PE_LEADER)) {
+				ok[p] = true; /* placed: led elsewhere, its
+						 replica is moved (a new one
+						 caught up) first */
 				continue;
 			}
 			if (pe_raft_status(nd->e, p, &st) ||
@@ -1410,9 +1437,20 @@ static void leads_on_frame(struct peer_node *nd, uint64_t from,
  * has it? */
 static bool holds(struct peer_node *nd, uint32_t p, struct pe_raft_status *st)
 {
-	return pe_raft_status(nd->e, p, st) == 0 &&
-	       (conf_has(st->voters, st->nvoters, nd->cfg.node_id, NULL) ||
-		conf_has(st->learners, st->nlearners, nd->cfg.node_id, NULL));
+	if (pe_raft_status(nd->e, p, st) ||
+	    (!conf_has(st->voters, st->nvoters, nd->cfg.node_id, NULL) &&
+	     !conf_has(st->learners, st->nlearners, nd->cfg.node_id, NULL)))
+		return false;
+	/* a node removed from a group is not told: its configuration still
+	 * names it. The placement map, once it placed p elsewhere, says so */
+	struct placement_part pp;
+	bool rec = false;
+	if (nd->cfg.replication_factor &&
+	    placement_map_get(&nd->pmap, p, &pp, &rec) && rec &&
+	    !placement_has(pp.voters, pp.nvoters, nd->cfg.node_id) &&
+	    !placement_has(pp.learners, pp.nlearners, nd->cfg.node_id))
+		return false;
+	return true;
 }
 
 bool peer_node_holds(struct peer_node *nd, uint32_t p)

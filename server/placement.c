@@ -44,12 +44,15 @@ static bool part_holds(const struct placement_part *pp, uint64_t id)
 	       placement_has(pp->learners, pp->nlearners, id);
 }
 
-/* May `id` be placed on partition cur (ids are never reused)? */
+/* May `id` be placed on partition cur? With id_rule (max_id set by
+ * the caller: PLACEMENT_ID_RULE), only a holder or an id above every id
+ * the group ever had; otherwise any node (a member removed before joins
+ * again with its own data, raft.h). */
 static bool eligible(const struct placement_part *cur, uint64_t id)
 {
-	if (part_holds(cur, id))
+	if (part_holds(cur, id) || !(cur->max_id & PLACEMENT_ID_RULE))
 		return true;
-	uint64_t max = cur->max_id;
+	uint64_t max = cur->max_id & ~PLACEMENT_ID_RULE;
 	for (uint32_t i = 0; i < cur->nvoters; i++)
 		max = cur->voters[i] > max ? cur->voters[i] : max;
 	for (uint32_t i = 0; i < cur->nlearners; i++)

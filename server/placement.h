@@ -14,10 +14,12 @@
  *     membership and holds the members stream) get placement_meta_voters
  *     voters (1, 3 or 5) and every other node as a learner, so that every
  *     node applies the members stream and its placement records locally.
- *     Raft ids are never reused in a group (raft.h): a node is placed on
- *     a partition it does not hold only when its id exceeds that group's
- *     max_id (placement_part.max_id); where no node qualifies, the
- *     partition stays short of replicas (placement_compute counts them).
+ *     Any node may be placed on any partition (a member removed from a
+ *     group may join it again, raft.h); the older rule of engines where
+ *     ids were never reused in a group (an id above the group's max_id
+ *     only) is kept for a caller that asks for it (PLACEMENT_ID_RULE in
+ *     max_id); where no node qualifies, the partition stays short of
+ *     replicas (placement_compute counts them).
  *     Voters are never demoted to learners (the engine has no such
  *     change): a meta voter stays a voter while it is a node.
  *   - struct placement_map: the map as the members stream's "place"
@@ -40,13 +42,16 @@
 #define PLACEMENT_MAX_PARTS 4096u     /* bounded like pe_options.partitions */
 #define PLACEMENT_MAX_META 2u         /* partition 0 and the members stream's */
 #define PLACEMENT_DEFAULT_RF 3u       /* replication_factor's default */
+#define PLACEMENT_ID_RULE (1ull << 63) /* placement_part.max_id flag */
 
 struct placement_part {
 	uint64_t voters[PLACEMENT_MAX_NODES];
 	uint64_t learners[PLACEMENT_MAX_NODES];
 	uint32_t nvoters, nlearners;
-	uint64_t max_id;  /* input: the group's highest id ever (0 = unknown:
-			     only current members count) */
+	/* input: with PLACEMENT_ID_RULE or'd in, only ids above the rest
+	 * (the group's highest id ever) and above every current member may
+	 * join; without it any node may */
+	uint64_t max_id;
 };
 
 /* The meta group's size for a cluster of `nodes`: min(nodes, 5) rounded

@@ -19,12 +19,22 @@
  *      client_msg_ids;
  *   3. after some acknowledgements, a replica of the conversation's
  *      partition (not X, not the leader of partition 0) is killed with
- *      kill -9; SENDs through X go on being acknowledged;
+ *      kill -9; SENDs through X go on being acknowledged; the dead node
+ *      is removed (remove-node): its replicas move to the others (some
+ *      rejoining groups they left), every partition has 3 voters again,
+ *      and its id cannot be added again (400 "never reused");
  *   4. HISTORY read through X alone holds every acknowledged SEND at its
- *      seq, once;
+ *      seq, once; the member's inbox, read on a node that holds it, has
+ *      every acknowledged message once; a SYNC on a node that does not
+ *      hold it is refused NOTLEADER;
  *   5. every partition's live replicas (the leader's voters) report the
  *      same applied index and digest (GET /debug/digest) once the load
- *      stopped.
+ *      stopped;
+ *   6. the leader of partition 0 is removed by asking it (parleyctl
+ *      follows its hand-over to the new leader): every partition ends on
+ *      the three nodes left, which take SENDs.
+ * parleyctl cluster status (given one node) shows the meta group and
+ * every partition's placement, none differing, after step 1.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -628,8 +638,8 @@ int main(void)
 	alive[K] = false;
 	wait_more_acks(30, "after a replica was killed");
 
-	/* 3a. remove the dead node: its replicas move to the others first,
-	 * where the id rule allows (a node id is never reused in a group) */
+	/* 3a. remove the dead node: its replicas move to the others first
+	 * (some rejoin groups they left when nodes 4 and 5 came) */
 	uint16_t live_admins[ALL];
 	int nla = 0;
 	for (int i = 0; i < ALL; i++)
@@ -640,16 +650,23 @@ int main(void)
 	int rcode = admin_post(live_admins, nla, rpath, rbody, sizeof rbody);
 	const char *rb = strstr(rbody, "\r\n\r\n");
 	printf("remove-node %d: %d %s", K + 1, rcode, rb ? rb + 4 : rbody);
-	IT_CHECK(rcode == 200 && strstr(rbody, "removed from all 64 partitions"),
+	IT_CHECK(rcode == 200 && strstr(rbody, "removed from all 64 partitions") &&
+		 !strstr(rbody, "could not be placed"),
 		 "remove-node %d: %d %s", K + 1, rcode, rbody);
 	int full = 0;
 	for (int p = 0; p < NP; p++) {
 		struct pv v;
-		IT_CHECK(leader_view(p, alive, &v) >= 0, "partition %d: no leader "
-			 "after the removal", p);
+		int who = -1;
+		for (int t = 0; t < 100; t++) { /* a hand-over may be running */
+			who = leader_view(p, alive, &v);
+			if (who >= 0 && v.nv >= 3 && !v.nl)
+				break;
+			it_sleep_ms(50);
+		}
+		IT_CHECK(who >= 0, "partition %d: no leader after the removal", p);
 		IT_CHECK(!has(v.voters, v.nv, K + 1) && !has(v.learners, v.nl, K + 1),
 			 "partition %d still has node%d", p, K + 1);
-		IT_CHECK(v.nl == 0 && v.nv >= 2, "partition %d: %d voters, %d "
+		IT_CHECK(v.nl == 0 && v.nv >= 3, "partition %d: %d voters, %d "
 			 "learners after the removal", p, v.nv, v.nl);
 		IT_CHECK(strstr(v.placement, "\"matches\":true"),
 			 "partition %d: placement %s", p, v.placement);
@@ -662,6 +679,13 @@ int main(void)
 		printf("\n");
 	}
 	printf("%d of %d partitions have 3 or more voters again\n", full, NP);
+	IT_CHECK(full == NP, "%d of %d partitions with 3 voters", full, NP);
+	/* a node removed from the cluster does not come back under its id */
+	snprintf(rpath, sizeof rpath, "/cluster/add-node?id=%d&peer="
+		 "127.0.0.1:%u", K + 1, it_free_port());
+	rcode = admin_post(live_admins, nla, rpath, rbody, sizeof rbody);
+	IT_CHECK(rcode == 400 && strstr(rbody, "never reused"),
+		 "adding removed node %d again: %d %s", K + 1, rcode, rbody);
 	wait_more_acks(20, "after the dead replica was removed");
 	atomic_store(&stop, true);
 	pthread_join(th, NULL);
@@ -716,6 +740,59 @@ int main(void)
 	printf("ok: %d SENDs acknowledged through node%d (which holds no "
 	       "replica of the conversation), all in its history; every "
 	       "partition's live replicas have the same digest\n", total, X + 1);
+
+	/* 6. the leader of partition 0 removed by asking it: it hands the
+	 * meta group to another meta voter and parleyctl repeats the command
+	 * there, which moves its replicas away and removes it */
+	snprintf(args, sizeof args, "cluster remove-node --admin 127.0.0.1:%u "
+		 "--id %d", node[L]->admin_port, L + 1);
+	out = ctl(args, &rc);
+	printf("parleyctl %s:\n%s", args, out);
+	IT_CHECK(rc == 0 && strstr(out, "removed from all 64 partitions") &&
+		 !strstr(out, "could not be placed"),
+		 "removing the leader of partition 0: exit %d\n%s", rc, out);
+	free(out);
+	alive[L] = false;
+	for (int p = 0; p < NP; p++) {
+		struct pv v;
+		int who = -1;
+		for (int t = 0; t < 100; t++) {
+			who = leader_view(p, alive, &v);
+			if (who >= 0 && !has(v.voters, v.nv, L + 1))
+				break;
+			it_sleep_ms(50);
+		}
+		IT_CHECK(who >= 0 && !has(v.voters, v.nv, L + 1) &&
+			 !has(v.learners, v.nl, L + 1) && v.nv == 3,
+			 "partition %d after removing node%d: leader %d, %d voters",
+			 p, L + 1, who + 1, v.nv);
+	}
+	/* the survivors still take SENDs (a client with their list) */
+	char live_list[256];
+	int ll = 0;
+	for (int i = 0; i < ALL; i++)
+		if (alive[i])
+			ll += snprintf(live_list + ll, sizeof live_list - (size_t)ll,
+				       "%s127.0.0.1:%u", ll ? "," : "",
+				       node[i]->port);
+	{
+		char *tok = it_token_for("alice");
+		struct parley_client_opts o = {
+			.nodes = live_list, .token = tok, .device_id = "after",
+			.connect_timeout_ms = 2000, .request_timeout_ms = 3000,
+			.call_deadline_ms = 20000, .backoff_min_ms = 50,
+			.backoff_max_ms = 500};
+		struct parley_client *c2 = NULL;
+		IT_OK(parley_client_new(&o, &c2));
+		free(tok);
+		for (int i = 0; i < 5; i++) {
+			struct parley_send_result r;
+			IT_OK(parley_client_send(c2, conv, 1, "after", 5, &r));
+		}
+		parley_client_free(c2);
+	}
+	printf("ok: node%d (the leader of partition 0) removed by asking it; "
+	       "SENDs acknowledged by the three left\n", L + 1);
 	for (int i = 0; i < ALL; i++)
 		if (alive[i])
 			IT_CHECK(it_server_stop(node[i], SIGTERM, 10000) == 0,

@@ -116,7 +116,8 @@ Test(placement, remove_moves_replicas_where_ids_allow)
 	for (uint32_t p = 0; p < NP; p++) {
 		memcpy(cur[p].voters, sets[p], sizeof sets[p]);
 		cur[p].nvoters = 3;
-		cur[p].max_id = p == 0 || p == 3 ? 5 : sets[p][2];
+		cur[p].max_id = (p == 0 || p == 3 ? 5 : sets[p][2]) |
+				PLACEMENT_ID_RULE;
 	}
 	cur[0].voters[3] = 4;
 	cur[0].voters[4] = 5;
@@ -131,10 +132,11 @@ Test(placement, remove_moves_replicas_where_ids_allow)
 			uint64_t id = out[p].voters[i];
 			bool had = placement_has(cur[p].voters, cur[p].nvoters,
 						 id);
-			cr_assert(had || id > cur[p].max_id, "partition %u "
+			uint64_t mx = cur[p].max_id & ~PLACEMENT_ID_RULE;
+			cr_assert(had || id > mx, "partition %u "
 				  "got node %llu (max_id %llu)", p,
 				  (unsigned long long)id,
-				  (unsigned long long)cur[p].max_id);
+				  (unsigned long long)mx);
 		}
 	}
 	cr_assert_eq(out[4].nvoters, 2);
@@ -144,6 +146,42 @@ Test(placement, remove_moves_replicas_where_ids_allow)
 	/* the meta group keeps its 4 remaining voters (no demotion) */
 	cr_assert_eq(out[0].nvoters, 4);
 	cr_assert_eq(out[0].nlearners, 0);
+}
+
+Test(placement, remove_moves_every_replica)
+{
+	/* the same map without the id rule (a member removed from a group
+	 * may join it again): every partition gets its third replica back */
+	const uint64_t left[4] = {1, 3, 4, 5};
+	struct placement_part cur[NP], out[NP];
+	memset(cur, 0, sizeof cur);
+	const uint64_t sets[NP][3] = {{1, 2, 3}, {1, 2, 3}, {1, 2, 3},
+				      {1, 2, 3}, {1, 2, 5}, {1, 2, 5},
+				      {2, 3, 4}, {2, 3, 4}};
+	for (uint32_t p = 0; p < NP; p++) {
+		memcpy(cur[p].voters, sets[p], sizeof sets[p]);
+		cur[p].nvoters = 3;
+		cur[p].max_id = 5; /* no PLACEMENT_ID_RULE */
+	}
+	cr_assert_eq(placement_compute(left, 4, 3, cur, NP, META, 2, out), 0);
+	for (uint32_t p = 0; p < NP; p++) {
+		cr_assert_not(placement_has(out[p].voters, out[p].nvoters, 2));
+		if (p != META[0] && p != META[1]) {
+			cr_assert_eq(out[p].nvoters, 3, "partition %u", p);
+			/* only node 2's replica moved */
+			uint32_t kept = 0;
+			for (uint32_t i = 0; i < 3; i++)
+				kept += placement_has(out[p].voters, 3,
+						      cur[p].voters[i]);
+			cr_assert_eq(kept, 2, "partition %u kept %u", p, kept);
+		}
+	}
+	/* 6 x 3 replicas over 4 nodes: 4 or 5 each */
+	for (uint32_t i = 0; i < 4; i++) {
+		uint32_t l = load_of(out, NP, left[i]);
+		cr_assert(l == 4 || l == 5, "node %llu holds %u",
+			  (unsigned long long)left[i], l);
+	}
 }
 
 Test(placement, random_maps_balanced_and_minimal)
