@@ -730,7 +730,6 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	c.check_quorum = true;
 	/* raft_new takes the bootstrap when the snapshot index is 0 */
 	c.bootstrap = *part_conf_boot(p);
-	c.conf_index = p->conf_have ? p->conf_index : 0;
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read};
