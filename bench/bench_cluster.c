@@ -98,7 +98,8 @@ struct cl_set {
 
 /* ---- nodes ------------------------------------------------------------------- */
 
-/* --spread: the cluster being started runs with --leader-placement spread */
+/* --spread: the cluster being started runs with --leader-placement spread
+ * (else follow0: both are named, whatever parleyd's default) */
 static bool cl_spread;
 
 static int cl_build_argv(const struct bench_cfg *cfg, struct cl_set *c, unsigned i)
@@ -122,7 +123,8 @@ static int cl_build_argv(const struct bench_cfg *cfg, struct cl_set *c, unsigned
 	snprintf(peer_port, sizeof peer_port, "%d", n->peer_port);
 	const char *x[] = {"--node-id", node_id, "--cluster-id", CL_CLUSTER_ID, "--peer-port",
 			   peer_port, "--peers", peers,
-			   cl_spread ? "--leader-placement" : NULL, "spread", NULL};
+			   "--leader-placement", cl_spread ? "spread" : "follow0",
+			   NULL};
 	for (unsigned k = 0; x[k]; k++) {
 		size_t l = strlen(x[k]) + 1;
 		if (l > room || argc >= 94)

@@ -9,6 +9,9 @@
 #
 # usage: bench/commit-ab.sh PARLEYD ROUNDS SECONDS [MODES...]
 #        (MODES default: link dsync direct direct-link)
+#        A MODE may be LABEL=BINARY instead: that parleyd binary with the
+#        default commit mode (old and new builds alternated round by round:
+#        bench/commit-ab.sh - 10 3 old=/tmp/parleyd-old new=build/server/parleyd).
 # env:   PARLEY_BENCH (default build/bench/parley-bench), TMPDIR (data dir
 #        parent; default /tmp), PAYLOAD (default 100), CONNS (default 1)
 set -euo pipefail
@@ -19,20 +22,23 @@ OUT=$(mktemp "${TMPDIR:-/tmp}/commit-ab.XXXXXX")
 trap 'rm -f "$OUT"' EXIT
 for r in $(seq "$R"); do
 	for m in "${MODES[@]}"; do
-		res=$(PARLEY_WAL_COMMIT=$m "$BENCH" server-compare --parleyd "$BIN" \
+		bin=$BIN; mode=$m
+		if [[ $m == *=* ]]; then bin=${m#*=}; mode=; fi
+		res=$(PARLEY_WAL_COMMIT=$mode "$BENCH" server-compare --parleyd "$bin" \
 			--producers "${CONNS:-1}" --payload "${PAYLOAD:-100}" \
 			--seconds "$S" --dir "${TMPDIR:-/tmp}" 2>&1 || true)
 		p=$(echo "$res" | awk -F'|' '$2 ~ /^ parleyd / && $3 ~ /closed/ {gsub(/ /,"",$9); print $9; exit}')
 		q=$(echo "$res" | awk -F'|' '$2 ~ /^ redis / && $3 ~ /closed/ {gsub(/ /,"",$9); print $9; exit}')
 		l=$(cut -d' ' -f1 /proc/loadavg)
-		echo "round $r  $m  parleyd p50 ${p:-?} us  redis p50 ${q:-?} us  load $l"
-		[ -n "$p" ] && [ -n "$q" ] && echo "$m $p $q" >>"$OUT"
+		echo "round $r  ${m%%=*}  parleyd p50 ${p:-?} us  redis p50 ${q:-?} us  load $l"
+		[ -n "$p" ] && [ -n "$q" ] && echo "${m%%=*} $p $q" >>"$OUT"
 	done
 done
 echo
 echo "| mode | runs | parleyd p50 µs median (min–max) | redis p50 µs median (min–max) | parleyd ÷ redis median (min–max) |"
 echo "|---|---:|---:|---:|---:|"
 for m in "${MODES[@]}"; do
+	m=${m%%=*}
 	awk -v m="$m" '
 	function med(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 		return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }

@@ -39,6 +39,7 @@ void pe_stats(struct pe_engine *e, struct pe_stats *out)
 		struct wal_stats ws;
 		wal_get_stats(sh->wal, &ws);
 		out->wal_batches += ws.batches;
+		out->wal_piped += ws.piped;
 		out->wal_bytes += ws.bytes;
 		out->fsync_ns_total += ws.sync_ns;
 	}

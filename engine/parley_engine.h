@@ -278,6 +278,8 @@ struct pe_stats {
 	uint64_t appends;      /* append commands acknowledged */
 	uint64_t entries;      /* entries appended */
 	uint64_t wal_batches;  /* write+fdatasync rounds (group commits) */
+	uint64_t wal_piped;    /* ... of them submitted while another was in
+				  flight (two batches in flight, wal.h) */
 	uint64_t wal_bytes;    /* bytes written to the WAL */
 	uint64_t fsync_ns_total; /* time spent waiting for write+fdatasync */
 };

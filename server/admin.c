@@ -563,6 +563,9 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "Engine entries appended.", es.entries);
 		metric(&o, "parley_fsyncs_total", "counter",
 		       "WAL write+fdatasync rounds (group commits).", es.wal_batches);
+		metric(&o, "parley_fsyncs_piped_total", "counter",
+		       "WAL group commits submitted while another was in flight.",
+		       es.wal_piped);
 		metric(&o, "parley_wal_bytes_total", "counter",
 		       "Bytes written to the WAL.", es.wal_bytes);
 		srv_text_put(&o, "# HELP parley_fsync_seconds_total Time spent in WAL "
@@ -644,6 +647,12 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "outstanding.", rs.coalesced);
 		metric(&o, "parley_read_fanout_catchups_total", "counter",
 		       "GROUP_CATCHUP pages served.", rs.catchups);
+		metric(&o, "parley_read_fanout_relayed_total", "counter",
+		       "Read-mode messages whose live EVENT was sent to the "
+		       "other nodes for their connections.", rs.relayed);
+		metric(&o, "parley_read_fanout_live_remote_total", "counter",
+		       "Live EVENTs posted here for another node's read fan-out "
+		       "(of parley_read_fanout_live_total).", rs.live_remote);
 		metric(&o, "parley_read_fanout_outstanding", "gauge",
 		       "ACTIVITY pointers outstanding (not acknowledged yet).",
 		       rs.outstanding);

@@ -46,6 +46,7 @@
 #include "chat_rd.h"
 #include "hist.h"
 #include "parley_proto.h"
+#include "route.h"
 
 const struct pe_retention_rule chat_retention[] = {
 	{.prefix = "k/", .plen = 2, .max_count = CHAT_CURSOR_KEEP},
@@ -607,8 +608,9 @@ int chat_groups_ready(struct chat *c, const char *conv, size_t len)
 		return 0;
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
 	/* a follower learns no membership change (memory follows what this
-	 * node appended): redirect to the leader, like a write */
-	int lrc = pe_partition_leader_check(c->e, p);
+	 * node appended): redirect to the leader, like a write (the group
+	 * partition's: route.h) */
+	int lrc = route_leader_check(c->e, p);
 	if (lrc)
 		return lrc;
 	struct pe_raft_status st;
@@ -639,12 +641,12 @@ static uint64_t route_to(struct chat *c, const void *key, size_t klen)
 {
 	uint32_t p = pe_partition_of(c->e, key, klen);
 	chat_route_fn rfn = atomic_load(&c->router);
-	if (rfn)
-		return rfn(c->router_arg, p);
-	struct pe_raft_status st;
-	if (pe_raft_status(c->e, p, &st) == 0 && st.role != PE_LEADER)
-		return st.leader;
-	return 0;
+	if (rfn) {
+		uint64_t to = rfn(c->router_arg, p);
+		if (to != CHAT_ROUTE_DEFAULT)
+			return to;
+	}
+	return route_partition_leader(c->e, p);
 }
 
 /* A one-shot wait of the *_sync calls for their callback: the callback
@@ -1462,8 +1464,12 @@ static void send_cb(void *arg, const struct pe_append_result *r)
 	j->t_durable = parley_mono_ns();
 	res.t_durable_ns = j->t_durable; /* one reading for both stages */
 	j->ts_ms = r->ts_ms;
-	/* Durable (or failed): answer first, the fan-out follows. */
+	/* Durable (or failed): answer first, the fan-out follows. A
+	 * NOTLEADER routes to the conversation partition's leader (route.h) */
+	if (r->err == -PARLEY_ENOTLEADER)
+		route_note(j->part, r->leader);
 	j->cb(j->cb_arg, &res);
+	route_clear();
 	pthread_mutex_lock(&c->mu);
 	if (r->err || r->duplicate || refused) {
 		/* a SEND refused NOTLEADER after registration may still be
@@ -1606,7 +1612,7 @@ static int conv_append(struct chat *c, struct job *j, uint16_t type,
 	 * may not have applied its creation yet: redirect, never "not found"
 	 * (docs/CLUSTER.md, routing) */
 	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
-	int lrc = pe_partition_leader_check(c->e, p);
+	int lrc = route_leader_check(c->e, p);
 	if (lrc) {
 		job_free(j);
 		return lrc;
@@ -1716,6 +1722,7 @@ struct open_ctx;
 struct open_item {
 	struct open_ctx *x;
 	bool self;
+	uint32_t part; /* its key's partition */
 };
 
 struct open_ctx {
@@ -1725,6 +1732,9 @@ struct open_ctx {
 	atomic_int pending;
 	_Atomic int err;
 	atomic_bool created;
+	/* the first NOTLEADER: its partition + 1 and leader hint (route.h) */
+	_Atomic uint32_t nl_part;
+	_Atomic uint64_t nl_leader;
 	struct open_item item[CHAT_FANOUT_MAX_ITEMS]; /* append contexts */
 	struct chat_conv_info info;
 };
@@ -1738,7 +1748,11 @@ static void open_finish(struct open_ctx *x, int err)
 		known_add_locked(x->c, conv_hash(x->info.conv, x->info.conv_len));
 		pthread_mutex_unlock(&x->c->mu);
 	}
+	uint32_t np = atomic_load(&x->nl_part);
+	if (x->info.err == -PARLEY_ENOTLEADER && np)
+		route_note(np - 1, atomic_load(&x->nl_leader));
 	x->cb(x->arg, &x->info);
+	route_clear();
 	free(x);
 }
 
@@ -1774,6 +1788,12 @@ static void open_item_cb(void *arg, const struct pe_append_result *r)
 {
 	struct open_item *a = arg;
 	struct open_ctx *x = a->x;
+	if (r->err == -PARLEY_ENOTLEADER) {
+		uint32_t none = 0;
+		if (atomic_compare_exchange_strong(&x->nl_part, &none,
+						   a->part + 1))
+			atomic_store(&x->nl_leader, r->leader);
+	}
 	if (r->err)
 		atomic_store(&x->err, r->err);
 	else if (a->self && !r->duplicate)
@@ -1822,6 +1842,7 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 		/* the caller's list key is "l/<caller>" */
 		a->self = it->type == CHAT_ENT_LIST && it->klen == 2 + ulen &&
 			  memcmp(it->key + 2, user, ulen) == 0;
+		a->part = pe_partition_of(c->e, it->key, it->klen);
 		struct pe_input in = {.type = it->type, .len = it->len,
 				      .payload = it->payload};
 		struct pe_append_req q = {.key = it->key, .klen = it->klen,

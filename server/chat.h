@@ -436,6 +436,7 @@ void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
  * below (peer_node_route: it also knows the leaders of partitions this
  * node does not hold, docs/CLUSTER.md §3.7). Before clients are served. */
 typedef uint64_t (*chat_route_fn)(void *arg, uint32_t partition);
+#define CHAT_ROUTE_DEFAULT UINT64_MAX /* chat_route_fn: the usual rule */
 void chat_set_router(struct chat *c, chat_route_fn fn, void *arg);
 /* pe_append, routed: a key whose partition another node leads (as
  * published: pe_raft_status) goes to that leader through the forwarder,
@@ -1140,6 +1141,29 @@ typedef unsigned (*chat_live_fn)(void *arg, const char *user, size_t ulen,
 void chat_set_live(struct chat *c, chat_live_fn fn, void *arg);
 void chat_set_group_read_min(struct chat *c, uint32_t min_members);
 
+/* Live EVENTs to members connected to other nodes (a cluster; docs/
+ * CLUSTER.md §3.3, "Live events of large groups"). The conversation's
+ * leader runs the read fan-out; its live hook reaches only its own
+ * connections. The relay hook gets, once per read-mode message, a LIVE
+ * payload (chat_rd_live_encode's format, borrowed) naming the members
+ * this node posted nothing to, and sends it to every other node (best
+ * effort: those members also get their ACTIVITY pointer as before, so a
+ * relay that is lost costs a catch-up, never a message); a node that
+ * receives one posts the EVENT to its own subscribed connections of those
+ * members (chat_rd_live_recv). A device that gets both the live EVENT
+ * and the ACTIVITY pointer reads nothing twice: libparley removes
+ * duplicates by (conv, seq), as for a local live post.
+ * Payload: u32 nusers | nusers x (u8 ulen | user) | one EVENT frame.
+ * The fan-out thread calls relay; recv from any thread. */
+#define CHAT_RD_LIVE_HDR 4u
+typedef void (*chat_live_relay_fn)(void *arg, const uint8_t *payload,
+				   uint32_t len);
+void chat_set_live_relay(struct chat *c, chat_live_relay_fn fn, void *arg);
+/* A LIVE payload from another node: posts its EVENT through the live
+ * hook to each named member's subscribed connections; returns how many
+ * posts, or -PARLEY_EPROTO (a bad payload: nothing posted). */
+int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n);
+
 /* chat.c's fan-out: 1 = entry `ent` of group conv was fanned out by read
  * (live posts issued; ACTIVITY appends given to issue like the write
  * path's), 0 = not a read-mode entry (write fan-out), < 0 an error. */
@@ -1174,6 +1198,8 @@ struct chat_rd_stats {
 	uint64_t activity;    /* ACTIVITY pointers appended */
 	uint64_t coalesced;   /* offline members skipped: one outstanding */
 	uint64_t catchups;    /* GROUP_CATCHUP pages served */
+	uint64_t relayed;     /* LIVE payloads handed to the relay hook */
+	uint64_t live_remote; /* of `live`: posted for another node's fan-out */
 	uint32_t outstanding; /* activity table entries */
 };
 void chat_rd_get_stats(struct chat *c, struct chat_rd_stats *out);

@@ -208,9 +208,12 @@ struct chat_rd {
 	_Atomic uint32_t min;
 	_Atomic(chat_live_fn) live;
 	void *_Atomic live_arg;
+	_Atomic(chat_live_relay_fn) relay;
+	void *_Atomic relay_arg;
 	struct chat_act *act;
 	uint64_t boot;           /* invariant 3 */
 	_Atomic uint64_t msgs, live_posts, activity, coalesced, catchups;
+	_Atomic uint64_t relayed, live_remote;
 };
 
 struct chat_rd *chat_rd_new(void)
@@ -244,6 +247,52 @@ void chat_set_live(struct chat *c, chat_live_fn fn, void *arg)
 	atomic_store(&rd->live, fn);
 }
 
+void chat_set_live_relay(struct chat *c, chat_live_relay_fn fn, void *arg)
+{
+	struct chat_rd *rd = chat_rd_of(c);
+	atomic_store(&rd->relay_arg, arg);
+	atomic_store(&rd->relay, fn);
+}
+
+int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n)
+{
+	struct chat_rd *rd = chat_rd_of(c);
+	if (n < CHAT_RD_LIVE_HDR)
+		return -PARLEY_EPROTO;
+	uint32_t nu = le_get32(p);
+	uint32_t off = CHAT_RD_LIVE_HDR;
+	if (nu > CHAT_GROUP_MAX_HARD)
+		return -PARLEY_EPROTO;
+	/* validate the whole payload before posting anything */
+	for (uint32_t i = 0; i < nu; i++) {
+		if (off >= n || p[off] == 0 ||
+		    p[off] > PARLEY_PROTO_MAX_USER_ID || n - off - 1 < p[off])
+			return -PARLEY_EPROTO;
+		off += 1u + p[off];
+	}
+	const uint8_t *frame = p + off;
+	uint32_t fl = n - off;
+	/* one whole EVENT frame: u32 length (of what follows it) | u16 type
+	 * | u16 flags | u32 request_id | payload */
+	if (fl < PARLEY_PROTO_HEADER_SIZE || le_get32(frame) != fl - 4 ||
+	    le_get16(frame + 4) != PARLEY_T_EVENT)
+		return -PARLEY_EPROTO;
+	chat_live_fn live = atomic_load(&rd->live);
+	void *live_arg = atomic_load(&rd->live_arg);
+	if (!live)
+		return 0;
+	unsigned posted = 0;
+	off = CHAT_RD_LIVE_HDR;
+	for (uint32_t i = 0; i < nu; i++) {
+		uint8_t ul = p[off];
+		posted += live(live_arg, (const char *)p + off + 1, ul, frame, fl);
+		off += 1u + ul;
+	}
+	atomic_fetch_add(&rd->live_posts, posted);
+	atomic_fetch_add(&rd->live_remote, posted);
+	return (int)posted;
+}
+
 void chat_set_group_read_min(struct chat *c, uint32_t min_members)
 {
 	atomic_store(&chat_rd_of(c)->min, min_members);
@@ -257,6 +306,8 @@ void chat_rd_get_stats(struct chat *c, struct chat_rd_stats *out)
 	out->activity = atomic_load(&rd->activity);
 	out->coalesced = atomic_load(&rd->coalesced);
 	out->catchups = atomic_load(&rd->catchups);
+	out->relayed = atomic_load(&rd->relayed);
+	out->live_remote = atomic_load(&rd->live_remote);
 	out->outstanding = chat_act_count(rd->act);
 }
 
@@ -372,6 +423,17 @@ int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
 	}
 	chat_live_fn live = atomic_load(&rd->live);
 	void *live_arg = atomic_load(&rd->live_arg);
+	chat_live_relay_fn relay = atomic_load(&rd->relay);
+	void *relay_arg = atomic_load(&rd->relay_arg);
+	/* the LIVE payload for the other nodes: the members not posted here */
+	uint8_t *rl = NULL;
+	uint32_t rn = 0, roff = CHAT_RD_LIVE_HDR;
+	if (relay && frame) {
+		size_t need = CHAT_RD_LIVE_HDR + (size_t)fl;
+		for (uint32_t i = 0; i < ms.n; i++)
+			need += 1u + ms.u[i].ulen;
+		rl = malloc(need); /* none: no relay, the pointers cover it */
+	}
 	int rc = 0;
 	for (uint32_t i = 0; i < ms.n && !rc; i++) {
 		const char *u = ms.u[i].user;
@@ -382,6 +444,12 @@ int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
 		if (posted) {
 			atomic_fetch_add(&rd->live_posts, posted);
 			continue;
+		}
+		if (rl && ul) {
+			rl[roff] = ul;
+			memcpy(rl + roff + 1, u, ul);
+			roff += 1u + ul;
+			rn++;
 		}
 		if (!chat_act_test_set(rd->act, u, ul, conv, len, ent->seq)) {
 			atomic_fetch_add(&rd->coalesced, 1);
@@ -402,6 +470,13 @@ int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
 		rc = issue(arg, it, NULL, 0);
 		atomic_fetch_add(&rd->activity, 1);
 	}
+	if (rl && rn && !rc) {
+		le_put32(rl, rn);
+		memcpy(rl + roff, frame, (size_t)fl);
+		relay(relay_arg, rl, roff + (uint32_t)fl);
+		atomic_fetch_add(&rd->relayed, 1);
+	}
+	free(rl);
 	atomic_fetch_add(&rd->msgs, 1);
 	free(frame);
 	free(ev);

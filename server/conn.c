@@ -60,6 +60,7 @@
 #include "parley_proto.h"
 #include "presence.h"
 #include "proxy.h"
+#include "route.h"
 
 #define OBUF_CHUNK (16u << 10)
 #define CURSOR_FLUSH_NS (5ull * 1000000000ull)
@@ -113,20 +114,32 @@ void conn_leader_hint_install(srv_leader_hint_fn fn, void *arg)
 #define CONN_HINT_ADDR_MAX 80 /* >= PEER_NODE_ADDR_MAX */
 
 struct leader_hint {
+	uint64_t node; /* the leader to name / forward to, 0 = none */
 	char plain[CONN_HINT_ADDR_MAX], tls[CONN_HINT_ADDR_MAX];
 };
 
-/* A NOTLEADER answer names the leader this node knows and its advertised
- * client addresses (both kinds: the client picks the one it speaks). */
-static void error_hint(struct parley_error_msg *e, struct leader_hint *h)
+/* The leader a NOTLEADER answered on this thread routes to: the leader of
+ * the partition the chat service noted it refused (route.h), or, with no
+ * note, partition 0's; and its advertised client addresses (both kinds:
+ * the client picks the one it speaks). Takes the note. */
+static void refusal_hint(struct leader_hint *h)
+{
+	uint32_t p = ROUTE_PARTITION_ANY;
+	uint64_t leader = 0;
+	(void)route_take(&p, &leader);
+	h->node = 0;
+	h->plain[0] = h->tls[0] = '\0';
+	srv_leader_hint_fn fn = atomic_load(&hint_fn);
+	if (fn)
+		h->node = fn(atomic_load(&hint_arg), p, leader, h->plain,
+			     h->tls, sizeof h->plain);
+}
+
+static void error_hint(struct parley_error_msg *e, const struct leader_hint *h)
 {
 	if (e->code != PARLEY_ENOTLEADER)
 		return;
-	srv_leader_hint_fn fn = atomic_load(&hint_fn);
-	if (!fn)
-		return;
-	e->leader_node = fn(atomic_load(&hint_arg), h->plain, h->tls,
-			    sizeof h->plain);
+	e->leader_node = h->node;
 	e->leader_addr = parley_str_c(h->plain);
 	e->leader_tls_addr = parley_str_c(h->tls);
 }
@@ -139,11 +152,15 @@ struct lmsg *conn_error_msg(uint32_t req_id, uint32_t code, uint32_t retry,
 	m.error.code = code;
 	m.error.retry_after_ms = retry;
 	m.error.text = parley_str_c(text);
-	struct leader_hint h;
+	struct leader_hint h = {0};
+	if (code == PARLEY_ENOTLEADER)
+		refusal_hint(&h);
 	error_hint(&m.error, &h);
 	struct lmsg *lm = conn_frame_msg(LM_FRAME, req_id, &m);
-	if (lm)
+	if (lm) {
 		lm->u.frame.notleader = code == PARLEY_ENOTLEADER;
+		lm->u.frame.leader = h.node;
+	}
 	return lm;
 }
 
@@ -238,8 +255,10 @@ static void saved_drop(struct conn *c, uint32_t rid)
 
 enum fwd_result { FWD_NO = 0, FWD_SENT, FWD_FULL };
 
-/* rid would be answered NOTLEADER: forward it instead if it was kept. */
-static enum fwd_result fwd_instead(struct conn *c, uint32_t rid)
+/* rid would be answered NOTLEADER naming `leader` (0 = none known): forward
+ * it there instead if it was kept. */
+static enum fwd_result fwd_instead(struct conn *c, uint32_t rid,
+				   uint64_t leader)
 {
 	struct srv *s = S(c);
 	struct fwd_saved *sv = saved_take(c, rid);
@@ -248,9 +267,9 @@ static enum fwd_result fwd_instead(struct conn *c, uint32_t rid)
 			saved_free(c, sv);
 		return FWD_NO;
 	}
-	int rc = proxy_forward(s->proxy, &c->sk.ref, c->id->user, c->id->ulen,
-			       c->id->device, c->id->dlen, sv->frame, sv->len,
-			       parley_mono_ns() / 1000000u);
+	int rc = proxy_forward(s->proxy, leader, &c->sk.ref, c->id->user,
+			       c->id->ulen, c->id->device, c->id->dlen,
+			       sv->frame, sv->len, parley_mono_ns() / 1000000u);
 	saved_free(c, sv);
 	return rc == 0 ? FWD_SENT : rc == -PARLEY_EFULL ? FWD_FULL : FWD_NO;
 }
@@ -388,8 +407,11 @@ void conn_send(struct conn *c, uint32_t req_id, const struct parley_msg *m)
 void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 		uint32_t retry, const char *text)
 {
+	struct leader_hint h = {0};
+	if (code == PARLEY_ENOTLEADER)
+		refusal_hint(&h);
 	if (code == PARLEY_ENOTLEADER && !fatal && c->fwd_saved) {
-		enum fwd_result fr = fwd_instead(c, req_id);
+		enum fwd_result fr = fwd_instead(c, req_id, h.node);
 		if (fr == FWD_SENT) {
 			c->inflight++; /* the proxy answers it (LM_FRAME) */
 			return;
@@ -405,7 +427,6 @@ void conn_error(struct conn *c, uint32_t req_id, uint32_t code, bool fatal,
 	m.error.flags = fatal ? PARLEY_ERRF_FATAL : 0;
 	m.error.retry_after_ms = retry_of(code, fatal, retry);
 	m.error.text = parley_str_c(text);
-	struct leader_hint h;
 	error_hint(&m.error, &h);
 	ctr_add(&S(c)->ctr.errors_sent, 1);
 	conn_send(c, req_id, &m);
@@ -1261,6 +1282,7 @@ static void handle_frame(struct conn *c, const struct parley_frame *f)
 	ctr_add(&s->ctr.frames_in, 1);
 	uint16_t t = f->type;
 	uint32_t rid = f->request_id;
+	route_clear(); /* no refusal of another request routes this one */
 	if (c->state == CS_NEW && t != PARLEY_T_HELLO) {
 		ctr_add(&s->ctr.proto_errors, 1);
 		conn_error(c, rid, PARLEY_EPROTO, true, 0,
@@ -1731,9 +1753,10 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 	case LM_FRAME:
 		if (m->done_req && c->fwd_saved) {
 			uint32_t rid = le_get32(m->data + 8);
-			enum fwd_result fr = m->u.frame.notleader
-						     ? fwd_instead(c, rid)
-						     : FWD_NO;
+			enum fwd_result fr =
+				m->u.frame.notleader
+					? fwd_instead(c, rid, m->u.frame.leader)
+					: FWD_NO;
 			if (fr == FWD_SENT)
 				break; /* still in flight: the proxy answers */
 			saved_drop(c, rid);

@@ -73,6 +73,9 @@ struct lmsg {
 			uint64_t t_durable_ns; /* its durable callback ran (stages) */
 			bool notleader; /* an ERROR NOTLEADER (conn_error_msg):
 					   may be forwarded instead (proxy.h) */
+			uint64_t leader; /* ...to this node (the leader of
+					    the partition refused, route.h);
+					    0 = none known */
 		} frame;
 		struct {               /* LM_INBOX */
 			uint32_t count;   /* pointers in data */

@@ -56,6 +56,7 @@
 #include "parley_proto.h"
 #include "presence.h"
 #include "ratelimit.h"
+#include "route.h"
 
 static void on_engine_fatal(void *arg, int err)
 {
@@ -163,6 +164,7 @@ struct opts {
 	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
 	char leader_placement[16];
 	uint32_t replication_factor;
+	uint32_t leader_rebalance_ms;
 	uint32_t forward, forward_max_inflight, forward_timeout_ms;
 };
 
@@ -260,7 +262,8 @@ static const struct key KEYS[] = {
 	KU(raft_quiesce_ticks, "10", "cluster: idle ticks before a partition's group stops heartbeating (quiesces; 0 = never, else 2..1000)"),
 	KL(raft_log_keep_bytes, "0", "cluster: applied log bytes a leader keeps per partition for lagging followers before they need a snapshot (0 = 4 MiB)"),
 	KL(snapshot_rate_bytes, "0", "cluster: bandwidth for sending snapshots to lagging followers, bytes/s over all partitions (0 = unlimited, else >= 65536)"),
-	KS(leader_placement, "follow0", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
+	KS(leader_placement, "spread", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
+	KU(leader_rebalance_ms, "5000", "cluster, spread placement: once no partition changed leader or term for this long, a node leading more than its share of the partitions hands the excess to the least loaded nodes (after a failover, after a node returned); 0 = never (run parleyctl cluster rebalance), else 500..600000"),
 	KU(replication_factor, "3", "cluster: voters of each partition once add-node / remove-node place replicas (1..9; 0 = every node, as before the placement map); the meta group (partition 0 and the members stream's partition) has 1, 3 or 5 voters and every other node as learner (docs/CLUSTER.md §3.7)"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
@@ -762,6 +765,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 		    strcmp(o->leader_placement, "spread"))
 			BAD("leader_placement must be follow0 or spread, got \"%s\"\n",
 			    o->leader_placement);
+		if (o->leader_rebalance_ms &&
+		    (o->leader_rebalance_ms < 500 ||
+		     o->leader_rebalance_ms > 600000))
+			BAD("leader_rebalance_ms must be 0 or 500..600000\n");
 		if (o->forward > 1)
 			BAD("forward must be 0 or 1\n");
 		if (o->forward_max_inflight < 1 || o->forward_max_inflight > 65536)
@@ -869,11 +876,15 @@ struct loop_thread {
 	pthread_t thr;
 };
 
-/* ERROR NOTLEADER's leader hint (conn_leader_hint_install). */
-static uint64_t leader_hint(void *arg, char *plain, char *tls, size_t cap)
+/* ERROR NOTLEADER's leader hint (conn_leader_hint_install): the leader
+ * of the partition refused (route.h) and its client addresses. */
+static uint64_t leader_hint(void *arg, uint32_t partition, uint64_t leader,
+			    char *plain, char *tls, size_t cap)
 {
 	struct srv *s = arg;
-	return peer_node_leader_hint(s->peer, s->engine, plain, tls, cap);
+	uint64_t to = route_refusal_leader(s->engine, partition, leader,
+					   peer_node_id(s->peer));
+	return peer_node_leader_hint(s->peer, to, plain, tls, cap);
 }
 
 static int run(const struct opts *o, struct srv *s)
@@ -934,6 +945,7 @@ static int run(const struct opts *o, struct srv *s)
 		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
 		pc.leader_spread = !strcmp(o->leader_placement, "spread");
 		pc.replication_factor = o->replication_factor;
+		pc.rebalance_ms = o->leader_rebalance_ms;
 		static char adv_client[80], adv_tls[80], adv_admin[80];
 		advertise_default(adv_client, sizeof adv_client, o->client_advertise,
 				  o->listen, o->peer_listen, o->port);
@@ -1046,6 +1058,9 @@ static int run(const struct opts *o, struct srv *s)
 			 * from the leader table; held ones as before */
 			chat_set_router(s->chat, peer_node_route, pn);
 		}
+		/* large groups' live EVENTs reach members on every node */
+		if (pn && s->proxy)
+			proxy_node_live(s->chat, true);
 	}
 	if (rc) {
 		PLOG_E("parleyd", "fan-out recovery failed", "err=%s",
@@ -1073,6 +1088,8 @@ static int run(const struct opts *o, struct srv *s)
 		admin_stop(adm);
 		chat_retention_stop(s->ret);
 		s->ret = NULL;
+		if (pn && s->proxy)
+			proxy_node_live(s->chat, false);
 		chat_close(s->chat);
 		s->chat = NULL;
 		ratelimit_close(s->rl);
@@ -1157,6 +1174,8 @@ static int run(const struct opts *o, struct srv *s)
 	s->rl = NULL;
 	chat_retention_stop(s->ret); /* before the service it calls */
 	s->ret = NULL;
+	if (pn && s->proxy) /* no LIVE frame posts through it any more */
+		proxy_node_live(s->chat, false);
 	chat_close(s->chat);
 	s->chat = NULL;
 	live_free(s->live); /* after the fan-out thread (chat_close) */

@@ -739,6 +739,8 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 	case PEER_FRAME_FWD_REP:
 	case PEER_FRAME_APPEND_REQ:
 	case PEER_FRAME_APPEND_RES:
+	case PEER_FRAME_LIVE:
+	case PEER_FRAME_XFER:
 	case PEER_FRAME_LEADS:
 		if (c->st != C_UP) {
 			conn_close(p, c, "application frame before handshake");

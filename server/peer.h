@@ -142,9 +142,16 @@ enum peer_frame_type {
 	 * (server/peer_fwd.h) and the leader's results */
 	PEER_FRAME_APPEND_REQ = 8,
 	PEER_FRAME_APPEND_RES = 9,
+	/* a large group's live EVENT for members connected to the receiving
+	 * node (server/chat.h, chat_set_live_relay) */
+	PEER_FRAME_LIVE = 10,
+	/* "hand partition P's leadership to node N" (u32 P | u64 N), asked
+	 * of P's leader by a node running a membership change (peer_node.c,
+	 * conf_all; spread placement) */
+	PEER_FRAME_XFER = 11,
 	/* the partitions the sender leads, with their terms (server/peer_node.c,
 	 * the leader table of partitions a node does not hold) */
-	PEER_FRAME_LEADS = 10,
+	PEER_FRAME_LEADS = 12,
 };
 #define PEER_FRAME_LAST PEER_FRAME_LEADS
 

@@ -87,6 +87,10 @@ struct mrec {
 	char client[PEER_NODE_ADDR_MAX], admin[PEER_NODE_ADDR_MAX];
 };
 #define MREC_MAX (2u * PEER_NODE_MAX_PEERS) /* beyond: the oldest goes */
+/* Removals (members records) waiting until the node is in no partition's
+ * configuration on this node before its link goes; beyond, a removal
+ * closes the link at once (as before the wait existed). */
+#define RM_WAIT_MAX 32u
 
 struct peer_node {
 	struct peer_node_config cfg;
@@ -95,6 +99,10 @@ struct peer_node {
 	size_t aqueued;                   /* under mu */
 	struct mrec mrecs[MREC_MAX];      /* under mu */
 	uint32_t nmrecs;
+	uint64_t rm_wait[RM_WAIT_MAX];    /* under mu: removed nodes whose
+					     links go once no partition's
+					     configuration holds them */
+	uint32_t nrm_wait;
 	/* the membership operation (peer_node_op_start), under op_mu */
 	pthread_mutex_t op_mu;
 	pthread_t op_thr;
@@ -135,6 +143,10 @@ struct peer_node {
 	_Atomic uint64_t term_changes, leader_gains;
 	uint64_t seen_gen;                /* pe_raft_status_gen at that scan */
 	bool seen_gen_ok;
+	/* leaderships shed by this node (cfg.rebalance_ms): the status
+	 * generation last seen and since when it has not changed */
+	uint64_t shed_gen, shed_since_ms;
+	_Atomic uint64_t shed_rounds, shed_handed;
 	/* the node this one handed its leadership to before its removal
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
@@ -314,6 +326,30 @@ static void observe_raft(struct peer_node *nd)
 
 static uint64_t now_ms(void);
 
+/* XFER (u32 partition | u64 to) from node `from`: a node running a
+ * membership change under spread placement needs to lead the partition
+ * to propose it (conf_all); this node, if it leads it, hands it over
+ * (pe_raft_transfer_partition: once the target holds the log; the asker
+ * repeats). Anything else is ignored: the asker times out. */
+static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
+		     uint32_t *at);
+
+static void xfer_on_frame(struct peer_node *nd, uint64_t from,
+			  const uint8_t *p, uint32_t n)
+{
+	if (n != 12 || !nd->e)
+		return;
+	uint32_t part = le_get32(p);
+	uint64_t to = le_get64(p + 4);
+	struct pe_raft_status st;
+	if (to != from || part >= nd->np || pe_raft_status(nd->e, part, &st) ||
+	    st.role != PE_LEADER || !conf_has(st.voters, st.nvoters, to, NULL))
+		return;
+	PLOG_I("cluster", "partition handed over for a membership change",
+	       "partition=%u to=%" PRIu64, part, to);
+	(void)pe_raft_transfer_partition(nd->e, part, to);
+}
+
 /* Application frames: forwarded appends (peer_fwd.h) to the forwarder,
  * the others (forwarded client requests) to the installed app. */
 static void leads_on_frame(struct peer_node *nd, uint64_t from,
@@ -335,6 +371,8 @@ static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
 		fwd_on_frame(nd->fwd, from, type, p, n, now_ms());
 	else if (type == PEER_FRAME_LEADS)
 		leads_on_frame(nd, from, p, n);
+	else if (type == PEER_FRAME_XFER)
+		xfer_on_frame(nd, from, p, n);
 	else if (nd->app.on_frame)
 		nd->app.on_frame(nd->app.arg, from, type, p, n);
 }
@@ -745,6 +783,69 @@ bool peer_node_recorded_addr(struct peer_node *nd, uint64_t id,
 	return out[0] != '\0';
 }
 
+static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
+		     uint32_t *at);
+
+/* A removal record applied: the node's link goes once no partition's
+ * configuration on this node holds it (rm_wait_check, node thread). A
+ * forced removal writes its record first, while the node still votes
+ * (peer_node_remove_node), and the configuration changes that follow
+ * need its answers: closing its link at the record would leave them
+ * uncommitted. With the usual order (record last) it is in no
+ * configuration any more and goes at the next check. */
+static void rm_wait_add(struct peer_node *nd, uint64_t id)
+{
+	pthread_mutex_lock(&nd->mu);
+	bool queued = false, full = nd->nrm_wait == RM_WAIT_MAX;
+	for (uint32_t i = 0; i < nd->nrm_wait; i++)
+		queued |= nd->rm_wait[i] == id;
+	if (!queued && !full)
+		nd->rm_wait[nd->nrm_wait++] = id;
+	pthread_mutex_unlock(&nd->mu);
+	if (full && !queued)
+		(void)peer_node_remove_peer(nd, id);
+}
+
+/* Whether any partition's configuration on this node holds id (as a
+ * voter or a learner). pe_raft_status never blocks. */
+static bool in_any_conf(struct peer_node *nd, uint64_t id)
+{
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		if (conf_has(st.voters, st.nvoters, id, NULL) ||
+		    conf_has(st.learners, st.nlearners, id, NULL))
+			return true;
+	}
+	return false;
+}
+
+/* Node thread, every tick: the removed nodes no configuration holds any
+ * more lose their links (peer_node_remove_peer). */
+static void rm_wait_check(struct peer_node *nd)
+{
+	if (!nd->e)
+		return;
+	pthread_mutex_lock(&nd->mu);
+	uint64_t ids[RM_WAIT_MAX];
+	uint32_t n = nd->nrm_wait;
+	memcpy(ids, nd->rm_wait, n * sizeof ids[0]);
+	pthread_mutex_unlock(&nd->mu);
+	for (uint32_t i = 0; i < n; i++) {
+		if (in_any_conf(nd, ids[i]))
+			continue;
+		(void)peer_node_remove_peer(nd, ids[i]);
+		pthread_mutex_lock(&nd->mu);
+		for (uint32_t k = 0; k < nd->nrm_wait; k++)
+			if (nd->rm_wait[k] == ids[i]) {
+				nd->rm_wait[k] = nd->rm_wait[--nd->nrm_wait];
+				break;
+			}
+		pthread_mutex_unlock(&nd->mu);
+	}
+}
+
 static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 {
 	if (en->len > 6 && !memcmp(en->payload, "place ", 6)) {
@@ -780,7 +881,7 @@ static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 			PLOG_W("cluster", "this node was removed from the "
 			       "cluster; its groups stop", "node=%" PRIu64, id);
 		else
-			(void)peer_node_remove_peer(nd, id);
+			rm_wait_add(nd, id);
 		mrec_put(nd, id, NULL, NULL);
 	}
 }
@@ -874,9 +975,31 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 /* One change on every partition; EAGAIN (a change pending, a new term)
  * is retried until the deadline. `skip` says when a partition needs no
  * change (already done). */
+#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
+
+/* Spread placement: another node (`leader`) leads partition p, which a
+ * membership change needs to lead here; ask it to hand p to this node
+ * (XFER), at most once per XFER_ASK_MS per *next_ask (the caller's
+ * clock, shared by its partitions' asks in one pass). */
+static bool xfer_ask(struct peer_node *nd, uint32_t p, uint64_t leader,
+		     const uint64_t *next_ask)
+{
+	uint64_t now = parley_mono_ns();
+	if (!nd->cfg.leader_spread || !leader || leader == nd->cfg.node_id ||
+	    now < *next_ask)
+		return false;
+	uint8_t x[12];
+	le_put32(x, p);
+	le_put64(x + 4, nd->cfg.node_id);
+	(void)peer_node_send_app(nd, leader, PEER_FRAME_XFER, x, sizeof x,
+				 NULL, 0);
+	return true;
+}
+
 static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 		    uint64_t deadline_ns, char *msg, size_t cap)
 {
+	uint64_t next_ask = 0;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		for (;;) {
 			struct pe_raft_status st;
@@ -902,6 +1025,11 @@ static int conf_all(struct peer_node *nd, enum pe_conf_op op, uint64_t id,
 			}
 			if (rc != -PARLEY_EAGAIN && rc != -PARLEY_ENOTLEADER)
 				return rc;
+			if (rc == -PARLEY_ENOTLEADER &&
+			    xfer_ask(nd, p, r.leader ? r.leader : st.leader,
+				     &next_ask))
+				next_ask = parley_mono_ns() +
+					   XFER_ASK_MS * 1000000ull;
 			if (atomic_load(&nd->op_cancel)) {
 				snprintf(msg, cap, "the node is stopping: "
 					 "repeat the command\n");
@@ -1202,8 +1330,10 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 	}
 	uint64_t end = parley_mono_ns() +
 		       (uint64_t)PEER_NODE_HEALTH_WAIT_MS * 1000000ull;
+	uint64_t next_ask = 0;
 	for (;;) {
 		uint32_t pending = 0;
+		uint64_t ask_round = next_ask;
 		bool moving = false; /* the first failure: not led here now */
 		char why[256] = "";
 		for (uint32_t p = 0; p < nd->np; p++) {
@@ -1222,8 +1352,12 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 						 caught up) first */
 				continue;
 			}
-			if (pe_raft_status(nd->e, p, &st) ||
-			    st.role != PE_LEADER) {
+			int src = pe_raft_status(nd->e, p, &st);
+			if (src || st.role != PE_LEADER) {
+				/* spread placement: ask its leader for it */
+				if (!src && st.leader)
+					(void)xfer_ask(nd, p, st.leader,
+						       &next_ask);
 				if (!pending++) {
 					moving = true;
 					snprintf(why, sizeof why, "partition %u "
@@ -1263,6 +1397,8 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 		}
 		if (!pending)
 			break;
+		if (parley_mono_ns() >= ask_round) /* this pass asked */
+			next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
 		if (atomic_load(&nd->op_cancel)) {
 			snprintf(msg, cap, "the node is stopping: repeat the "
 				 "command\n");
@@ -1315,6 +1451,24 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 		       "node=%" PRIu64, id);
 	if (id == nd->cfg.node_id)
 		return hand_over(nd, deadline, msg, cap);
+	char rec[64];
+	snprintf(rec, sizeof rec, "remove %" PRIu64, id);
+	if (force) {
+		/* Forced, the removal may leave a voter set that cannot
+		 * commit (a dead voter among two): the members record would
+		 * then never be written after it. So it goes first, while the
+		 * node still votes; every node keeps its link until no
+		 * partition holds it (rm_wait_add), so the configuration
+		 * changes below still get its answers. One command finishes
+		 * the removal. */
+		rc = members_append(nd, 'R', id, rec);
+		if (rc) {
+			snprintf(msg, cap, "members record not written (%s): "
+				 "nothing changed; repeat the command\n",
+				 parley_errname(rc));
+			return rc;
+		}
+	}
 	char placed[256] = "";
 	if (nd->cfg.replication_factor) { /* its replicas move first (§3.7) */
 		uint64_t nodes[PLACEMENT_MAX_NODES];
@@ -1329,9 +1483,7 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 	}
 	if (rc)
 		return rc;
-	char rec[64];
-	snprintf(rec, sizeof rec, "remove %" PRIu64, id);
-	rc = members_append(nd, 'R', id, rec);
+	rc = force ? 0 : members_append(nd, 'R', id, rec);
 	if (rc) {
 		snprintf(msg, cap, "removed from every partition; members "
 			 "record not written (%s): repeat the command\n",
@@ -1497,10 +1649,8 @@ uint64_t peer_node_route(void *arg, uint32_t p)
 	struct pe_raft_status st;
 	if (!nd->e || p >= nd->np)
 		return 0;
-	if (holds(nd, p, &st)) /* as before: spread forwards to the leader,
-				  follow0 answers NOTLEADER */
-		return nd->cfg.leader_spread && st.role != PE_LEADER
-			       ? st.leader : 0;
+	if (holds(nd, p, &st)) /* the usual rule (route.h) */
+		return UINT64_MAX;
 	uint64_t l = nd->lead_node ? atomic_load(&nd->lead_node[p]) : 0;
 	return l == nd->cfg.node_id ? 0 : l;
 }
@@ -2014,6 +2164,8 @@ bool peer_node_op_running(struct peer_node *nd, struct peer_node_op *op,
 	return busy;
 }
 
+static void shed_tick(struct peer_node *nd, uint64_t now);
+
 static void *node_main(void *arg)
 {
 	struct peer_node *nd = arg;
@@ -2042,6 +2194,8 @@ static void *node_main(void *arg)
 			(void)pe_raft_tick(nd->e);
 			observe_raft(nd);
 			leads_send(nd);
+			shed_tick(nd, parley_mono_ns() / 1000000u);
+			rm_wait_check(nd);
 			if (nd->app.on_tick)
 				nd->app.on_tick(nd->app.arg,
 						parley_mono_ns() / 1000000u);
@@ -2056,7 +2210,6 @@ static void *node_main(void *arg)
 
 /* ---- leader placement: transfer and rebalance (docs/CLUSTER.md §3.2) ------------- */
 
-#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
 
 /* Waits until none of the partitions in want[] is led by this node any
  * more (asking again every XFER_ASK_MS), or the deadline. Returns how
@@ -2133,6 +2286,118 @@ int peer_node_transfer(struct peer_node *nd, uint32_t part, uint64_t to,
 	return 0;
 }
 
+/* The hand-over a rebalance makes (docs/CLUSTER.md §3.2): the nodes are
+ * partition 0's voters whose link is up (and this one), each leads at
+ * most share = ceil(partitions / nodes); the partitions this node leads
+ * beyond its share go to the least loaded voters below theirs. Fills
+ * want[p] (the target of each partition handed, 0 = kept) and the plan's
+ * nodes and counts after it; asks each transfer (pe_raft_transfer_partition,
+ * non-blocking). Returns how many were handed, or < 0 (this node is no
+ * voter: -PARLEY_EINVAL; with all_led, a partition without a known
+ * leader among the nodes: -PARLEY_EAGAIN, nothing handed). */
+struct rb_plan {
+	uint64_t ids[PE_MAX_VOTERS];
+	uint32_t cnt[PE_MAX_VOTERS], n, self, share;
+};
+
+static int rebalance_plan(struct peer_node *nd, uint64_t *want, bool all_led,
+			  struct rb_plan *pl)
+{
+	struct pe_raft_status s0;
+	int rc = pe_raft_status(nd->e, 0, &s0);
+	if (rc)
+		return rc;
+	memset(pl, 0, sizeof *pl);
+	for (uint32_t i = 0; i < s0.nvoters; i++)
+		if (s0.voters[i] == nd->cfg.node_id ||
+		    fwd_up(nd, s0.voters[i]))
+			pl->ids[pl->n++] = s0.voters[i];
+	if (!conf_has(pl->ids, pl->n, nd->cfg.node_id, NULL))
+		return -PARLEY_EINVAL;
+	uint32_t led = 0;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st))
+			continue;
+		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
+		for (uint32_t k = 0; k < pl->n; k++)
+			if (pl->ids[k] == l) {
+				pl->cnt[k]++;
+				led++;
+			}
+	}
+	if (all_led && led < nd->np)
+		return -PARLEY_EAGAIN;
+	for (uint32_t k = 0; k < pl->n; k++)
+		if (pl->ids[k] == nd->cfg.node_id)
+			pl->self = k;
+	pl->share = (nd->np + pl->n - 1) / pl->n; /* each leads at most this */
+	int handed = 0;
+	uint32_t *cnt = pl->cnt, self = pl->self;
+	for (uint32_t p = 0; p < nd->np && cnt[self] > pl->share; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
+			continue;
+		/* the least loaded voter of p below its share */
+		uint32_t best = pl->n;
+		for (uint32_t k = 0; k < pl->n; k++)
+			if (k != self && cnt[k] < pl->share &&
+			    conf_has(st.voters, st.nvoters, pl->ids[k], NULL) &&
+			    (best == pl->n || cnt[k] < cnt[best]))
+				best = k;
+		if (best == pl->n)
+			break;
+		want[p] = pl->ids[best];
+		cnt[best]++;
+		cnt[self]--;
+		handed++;
+		(void)pe_raft_transfer_partition(nd->e, p, pl->ids[best]);
+	}
+	return handed;
+}
+
+/* Spread placement, node thread, every tick: once no role or term changed
+ * for cfg.rebalance_ms (leadership settled after a failover, an election
+ * or a hand-over), a node that leads more than its share hands the excess
+ * over, then waits a quiet period again (a transfer changes the
+ * generation: its effect is seen before the next round). Hysteresis:
+ * only a node above its share hands, only to nodes below theirs, so two
+ * nodes never trade a partition back and forth; a partition without a
+ * known leader (an election) holds every round back. */
+static void shed_tick(struct peer_node *nd, uint64_t now)
+{
+	if (!nd->cfg.leader_spread || !nd->cfg.rebalance_ms || !nd->e)
+		return;
+	uint64_t gen = pe_raft_status_gen(nd->e);
+	if (gen != nd->shed_gen || !nd->shed_since_ms) {
+		nd->shed_gen = gen;
+		nd->shed_since_ms = now;
+		return;
+	}
+	if (now - nd->shed_since_ms < nd->cfg.rebalance_ms)
+		return;
+	nd->shed_since_ms = now; /* one round per quiet period */
+	pthread_mutex_lock(&nd->op_mu);
+	bool op = nd->op_busy; /* a membership change gathers leaderships */
+	pthread_mutex_unlock(&nd->op_mu);
+	if (op)
+		return;
+	uint64_t *want = calloc(nd->np, sizeof *want);
+	if (!want)
+		return;
+	struct rb_plan pl;
+	int handed = rebalance_plan(nd, want, true, &pl);
+	free(want);
+	if (handed > 0) {
+		atomic_fetch_add_explicit(&nd->shed_rounds, 1,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&nd->shed_handed, (uint64_t)handed,
+					  memory_order_relaxed);
+		PLOG_I("cluster", "leaderships over this node's share handed over",
+		       "handed=%d share=%u nodes=%u", handed, pl.share, pl.n);
+	}
+}
+
 int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
 			size_t cap)
 {
@@ -2140,58 +2405,20 @@ int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
 		snprintf(msg, cap, "not started\n");
 		return -PARLEY_EAGAIN;
 	}
-	/* the nodes: partition 0's voters whose link is up (and this one) */
-	struct pe_raft_status s0;
-	int rc = pe_raft_status(nd->e, 0, &s0);
-	if (rc)
-		return rc;
-	uint64_t ids[PE_MAX_VOTERS];
-	uint32_t cnt[PE_MAX_VOTERS] = {0}, n = 0;
-	for (uint32_t i = 0; i < s0.nvoters; i++)
-		if (s0.voters[i] == nd->cfg.node_id ||
-		    fwd_up(nd, s0.voters[i]))
-			ids[n++] = s0.voters[i];
-	if (!conf_has(ids, n, nd->cfg.node_id, NULL)) {
-		snprintf(msg, cap, "this node is no voter\n");
-		return -PARLEY_EINVAL;
-	}
 	uint64_t *want = calloc(nd->np, sizeof *want);
 	if (!want)
 		return -PARLEY_ENOMEM;
-	uint32_t self = 0;
-	for (uint32_t p = 0; p < nd->np; p++) {
-		struct pe_raft_status st;
-		if (pe_raft_status(nd->e, p, &st))
-			continue;
-		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
-		for (uint32_t k = 0; k < n; k++)
-			if (ids[k] == l)
-				cnt[k]++;
+	struct rb_plan pl;
+	int hrc = rebalance_plan(nd, want, false, &pl);
+	if (hrc < 0) {
+		free(want);
+		if (hrc == -PARLEY_EINVAL)
+			snprintf(msg, cap, "this node is no voter\n");
+		return hrc;
 	}
-	for (uint32_t k = 0; k < n; k++)
-		if (ids[k] == nd->cfg.node_id)
-			self = k;
-	uint32_t share = (nd->np + n - 1) / n; /* each leads at most this */
-	uint32_t handed = 0;
-	for (uint32_t p = 0; p < nd->np && cnt[self] > share; p++) {
-		struct pe_raft_status st;
-		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
-			continue;
-		/* the least loaded voter of p below its share */
-		uint32_t best = n;
-		for (uint32_t k = 0; k < n; k++)
-			if (k != self && cnt[k] < share &&
-			    conf_has(st.voters, st.nvoters, ids[k], NULL) &&
-			    (best == n || cnt[k] < cnt[best]))
-				best = k;
-		if (best == n)
-			break;
-		want[p] = ids[best];
-		cnt[best]++;
-		cnt[self]--;
-		handed++;
-		(void)pe_raft_transfer_partition(nd->e, p, ids[best]);
-	}
+	uint32_t handed = (uint32_t)hrc, share = pl.share, n = pl.n;
+	const uint64_t *ids = pl.ids;
+	const uint32_t *cnt = pl.cnt;
 	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
 	uint32_t left = handed ? xfer_wait(nd, want, deadline) : 0;
 	free(want);
@@ -2522,10 +2749,20 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		"# HELP parley_raft_groups_quiesced Partition groups on this "
 		"node that are quiesced (idle: no heartbeats, no ticks).\n"
 		"# TYPE parley_raft_groups_quiesced gauge\n"
-		"parley_raft_groups_quiesced %" PRIu64 "\n",
+		"parley_raft_groups_quiesced %" PRIu64 "\n"
+		"# HELP parley_leader_shed_rounds_total Times this node handed "
+		"leaderships over its share by itself (leader_rebalance_ms).\n"
+		"# TYPE parley_leader_shed_rounds_total counter\n"
+		"parley_leader_shed_rounds_total %" PRIu64 "\n"
+		"# HELP parley_leader_shed_partitions_total Partition "
+		"hand-overs those rounds asked for.\n"
+		"# TYPE parley_leader_shed_partitions_total counter\n"
+		"parley_leader_shed_partitions_total %" PRIu64 "\n",
 		atomic_load_explicit(&n->term_changes, memory_order_relaxed),
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
-		peer_node_outbox_drops(n), quiet);
+		peer_node_outbox_drops(n), quiet,
+		atomic_load_explicit(&n->shed_rounds, memory_order_relaxed),
+		atomic_load_explicit(&n->shed_handed, memory_order_relaxed));
 	size_t m = k > 0 ? (size_t)k : 0;
 	struct fwd_stats fs;
 	fwd_get_stats(n->fwd, &fs);
@@ -2624,20 +2861,18 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 	return m;
 }
 
-uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap)
 {
 	plain[0] = tls[0] = '\0';
-	struct pe_raft_status st;
-	if (!e || pe_raft_status(e, 0, &st) || !st.leader ||
-	    st.leader == n->cfg.node_id)
+	if (!leader || leader == n->cfg.node_id)
 		return 0;
 	struct peer_link_stats ls;
-	if (peer_link_stats(n->peer, st.leader, &ls) == 0) {
+	if (peer_link_stats(n->peer, leader, &ls) == 0) {
 		info_get(ls.info, "client", plain, cap);
 		info_get(ls.info, "tls", tls, cap);
 	}
 	if (!plain[0] && !tls[0]) /* no INFO yet: its members record */
-		(void)peer_node_recorded_addr(n, st.leader, "client", plain, cap);
-	return st.leader;
+		(void)peer_node_recorded_addr(n, leader, "client", plain, cap);
+	return leader;
 }

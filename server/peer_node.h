@@ -86,6 +86,13 @@ struct peer_node_config {
 	 * no hand-over, each group keeps the leader it elected (writes to a
 	 * partition led elsewhere are forwarded: peer_node_forward). */
 	bool leader_spread;
+	/* With leader_spread: once no partition's role or term changed
+	 * for this long (ms), a node leading more than its share of the
+	 * partitions hands the excess to the least loaded nodes by itself
+	 * (as peer_node_rebalance does; after a failover, after a node came
+	 * back); then it waits as long again. 0 = never (config key
+	 * leader_rebalance_ms). */
+	uint32_t rebalance_ms;
 	/* Voters per partition that add-node / remove-node place (placement.h,
 	 * docs/CLUSTER.md §3.7); 0 = every node is a voter of every partition
 	 * (no placement map is written). */
@@ -128,7 +135,11 @@ int peer_node_remove_peer(struct peer_node *n, uint64_t id);
  * are a quorum of the new configuration (peer_node_removal_safe; sampled
  * for up to PEER_NODE_HEALTH_WAIT_MS, -PARLEY_EPERM naming the unhealthy
  * voters when not; `force` skips it), then removes it from every
- * partition and writes its removal (every node forgets it); asked to
+ * partition and writes its removal (forced: the removal is written
+ * first, while the node still votes, so that a removal leaving a voter
+ * set that cannot commit still finishes in one call; every node forgets
+ * a removed node, closing its link, once no partition's configuration
+ * there holds it); asked to
  * remove this node itself, it hands the leadership of every partition to
  * another current voter and answers -PARLEY_ENOTLEADER naming it (the
  * caller repeats the command there; docs/CLUSTER.md §3.7), or
@@ -283,14 +294,13 @@ uint64_t peer_node_cluster_id(const struct peer_node *n);
  * Any thread. */
 uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 			 uint32_t cap);
-/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): the leader of
- * partition 0 as this node knows it (every partition follows it,
- * docs/CLUSTER.md §3.2) and its advertised client addresses, copied into
- * plain / tls (cap bytes each, "" = unknown; a node added at run time
- * whose INFO did not arrive gets the plain client address its members
- * record gives). Returns the leader's id, 0 when none is known or it is
- * this node. Any thread (e: the open engine). */
-uint64_t peer_node_leader_hint(struct peer_node *n, struct pe_engine *e,
+/* The leader hint of ERROR NOTLEADER (PROTOCOL.md): node `leader` (the
+ * leader of the partition refused, as route.h finds it) and its
+ * advertised client addresses, copied into plain / tls (cap bytes each,
+ * "" = unknown; a node added at run time whose INFO did not arrive gets
+ * the plain client address its members record gives). Returns `leader`,
+ * or 0 when it is 0 or this node. Any thread. */
+uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap);
 
 /* ---- the placement map (placement.h, docs/CLUSTER.md §3.7) ---- */
@@ -324,10 +334,10 @@ uint64_t peer_node_partition_leader(struct peer_node *n, uint32_t p);
 uint64_t peer_node_partition_hint(struct peer_node *n, uint32_t p,
 				  char *plain, char *tls, size_t cap);
 /* Where a chat write to partition p goes (chat_set_router's shape; arg
- * is the struct peer_node): 0 = this node's engine (it holds p; with
- * spread placement, a follower names p's leader as before), else the
- * node leading p, from the leader table, for a partition this node does
- * not hold (0 when none is known: the engine answers NOTLEADER). */
+ * is the struct peer_node): UINT64_MAX (CHAT_ROUTE_DEFAULT) when this
+ * node holds p (the usual rule, route.h), else the node leading p from
+ * the leader table (0 when none is known: the engine answers
+ * NOTLEADER). */
 uint64_t peer_node_route(void *arg, uint32_t p);
 /* One membership change of partition p, on p's leader (POST
  * /cluster/conf): idempotent (a change already made answers 0); a

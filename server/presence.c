@@ -532,7 +532,10 @@ static struct ls_write *ls_write_prepare(struct presence *p, struct pres_user *u
 }
 
 /* Appends one record (copied before return) to <pfx><user>; the caller
- * has counted the write in flight (io_begin). */
+ * has counted the write in flight (io_begin). Through chat_append: in a
+ * cluster with leadership spread over nodes the user's partition may be
+ * led elsewhere, and the write goes to its leader (docs/CLUSTER.md §3.3,
+ * "Forwarded appends"); durable there before the callback. */
 static int rec_append(struct presence *p, const char *pfx, const char *user,
 		      size_t ulen, uint16_t type, const uint8_t *rec,
 		      uint32_t len, pe_append_cb cb, void *arg)
@@ -544,6 +547,8 @@ static int rec_append(struct presence *p, const char *pfx, const char *user,
 	struct pe_append_req q = {.key = key, .klen = (size_t)kl,
 				  .expected_last_seq = PE_NO_EXPECT,
 				  .entries = &in, .count = 1};
+	if (p->s->chat)
+		return chat_append(p->s->chat, &q, cb, arg);
 	return pe_append(p->e, &q, cb, arg);
 }
 

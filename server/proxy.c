@@ -276,12 +276,12 @@ static void px_fwd_again(struct proxy *px, struct px_fwd *f, enum proxy_outcome 
 
 /* ---- gateway -------------------------------------------------------------------- */
 
-int proxy_forward(struct proxy *px, const struct conn_ref *to,
+int proxy_forward(struct proxy *px, uint64_t leader, const struct conn_ref *to,
 		  const char *user, uint8_t ulen, const char *device,
 		  uint8_t dlen, const uint8_t *frame, uint32_t n,
 		  uint64_t now_ms)
 {
-	uint64_t node = px->cfg.forward ? px->io.target(px->io.arg) : 0;
+	uint64_t node = px->cfg.forward ? leader : 0;
 	if (!node || !px->io.link_up(px->io.arg, node)) {
 		ADD(px->out[PROXY_OUT_NO_LEADER], 1);
 		return -PARLEY_ENOTLEADER;

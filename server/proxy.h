@@ -13,7 +13,8 @@
  *
  *   gateway  proxy_forward (a connection's loop) puts the request in the
  *            table of forwards in flight under a fresh id and queues a
- *            FWD_REQ for the leader; exactly one answer ends it, through
+ *            FWD_REQ for the leader of the partition it was refused for
+ *            (the caller names it: route.h); exactly one answer ends it, through
  *            io.reply: the leader's FWD_REP, or ERROR AGAIN (retryable)
  *            when it times out (timeout_ms), when the link to that node
  *            goes down (every forward on it at once), or when the FWD_REQ
@@ -88,8 +89,6 @@ struct proxy_io {
 	 * payload is a ++ b for node `to` (peer_node_send_app): 0 or < 0 */
 	int (*send)(void *arg, uint64_t to, uint8_t type, const void *a,
 		    size_t alen, const void *b, size_t blen);
-	/* the node a NOTLEADER would name (the leader), 0 = none / this node */
-	uint64_t (*target)(void *arg);
 	bool (*link_up)(void *arg, uint64_t node);
 	/* gateway: the answer that ends a forwarded request (borrowed bytes:
 	 * one whole frame carrying the client's request_id) */
@@ -152,12 +151,14 @@ bool proxy_type_forwardable(uint16_t type);
 /* ---- gateway ---- */
 
 /* Forwards the client frame frame[0..n) (whole, uncompressed, flags 0)
- * of user/device on the connection `to`. 0: in flight, io.reply will end
- * it exactly once (it may already have when this returns);
- * -PARLEY_ENOTLEADER: not forwarded (forwarding off, no leader known,
- * this node, or its link down: answer NOTLEADER with its hint as before); -PARLEY_EFULL:
- * max_inflight to that node (answer FULL); -PARLEY_ENOMEM. */
-int proxy_forward(struct proxy *px, const struct conn_ref *to,
+ * of user/device on the connection `to` to node `leader`: the leader of
+ * the partition its NOTLEADER refused (conn.c, route.h; 0 = none known or
+ * this node). 0: in flight, io.reply will end it exactly once (it may
+ * already have when this returns); -PARLEY_ENOTLEADER: not forwarded
+ * (forwarding off, no leader known, or its link down: answer NOTLEADER
+ * with its hint as before); -PARLEY_EFULL: max_inflight to that node
+ * (answer FULL); -PARLEY_ENOMEM. */
+int proxy_forward(struct proxy *px, uint64_t leader, const struct conn_ref *to,
 		  const char *user, uint8_t ulen, const char *device,
 		  uint8_t dlen, const uint8_t *frame, uint32_t n,
 		  uint64_t now_ms);

@@ -3,7 +3,8 @@
  * proxy's I/O on a cluster node. Frames travel as peer application
  * frames through the node thread (peer_node_send_app, hooks of
  * peer_node_set_app); the leader to forward to is the one ERROR
- * NOTLEADER names (peer_node_leader_hint); a reply to a client is posted
+ * NOTLEADER names (conn.c picks it: the leader of the partition refused,
+ * route.h); a reply to a client is posted
  * to its connection's loop as an LM_FRAME that ends the request; a
  * request from another node is posted to a loop (chosen by user, so one
  * user's forwarded requests run in order on one loop) as an LM_FWD,
@@ -16,9 +17,12 @@
  */
 #include "proxy_node.h"
 
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "peer.h"
 #include "peer_node.h"
 #include "proxy.h"
@@ -31,21 +35,16 @@ _Static_assert(PROXY_FRAME_REQ == PEER_FRAME_FWD_REQ &&
 /* The node thread may call in before main publishes s->peer: the
  * peer node is kept here. */
 static struct peer_node *the_node;
+/* the chat service that posts other nodes' LIVE frames (proxy_node_live);
+ * live_mu keeps it from closing under a frame being posted */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct chat *live_chat;
 
 static int io_send(void *arg, uint64_t to, uint8_t type, const void *a,
 		   size_t alen, const void *b, size_t blen)
 {
 	(void)arg;
 	return peer_node_send_app(the_node, to, type, a, alen, b, blen);
-}
-
-static uint64_t io_target(void *arg)
-{
-	struct srv *s = arg;
-	char plain[PEER_NODE_ADDR_MAX], tls[PEER_NODE_ADDR_MAX];
-	struct pe_engine *e = s->engine;
-	return e ? peer_node_leader_hint(the_node, e, plain, tls, sizeof plain)
-		 : 0;
 }
 
 static bool io_link_up(void *arg, uint64_t node)
@@ -87,7 +86,39 @@ static void app_frame(void *arg, uint64_t from, uint8_t type,
 		      const uint8_t *p, uint32_t n)
 {
 	struct srv *s = arg;
+	if (type == PEER_FRAME_LIVE) {
+		pthread_mutex_lock(&live_mu);
+		int rc = live_chat ? chat_rd_live_recv(live_chat, p, n) : 0;
+		pthread_mutex_unlock(&live_mu);
+		if (rc < 0)
+			PLOG_W("proxy", "bad LIVE frame", "from=%" PRIu64
+			       " len=%u", from, n);
+		return;
+	}
 	proxy_on_frame(s->proxy, from, type, p, n);
+}
+
+/* chat_live_relay_fn: a large group's live EVENT to every other node
+ * whose link is up (best effort: a frame that is not queued or lost is
+ * covered by the members' ACTIVITY pointers, chat.h). */
+static void live_relay(void *arg, const uint8_t *payload, uint32_t len)
+{
+	(void)arg;
+	struct peer_node_link links[PEER_NODE_MAX_PEERS];
+	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
+	for (uint32_t i = 0; i < k; i++)
+		if (links[i].up)
+			(void)peer_node_send_app(the_node, links[i].node,
+						 PEER_FRAME_LIVE, payload, len,
+						 NULL, 0);
+}
+
+void proxy_node_live(struct chat *c, bool on)
+{
+	chat_set_live_relay(c, on ? live_relay : NULL, NULL);
+	pthread_mutex_lock(&live_mu);
+	live_chat = on ? c : NULL;
+	pthread_mutex_unlock(&live_mu);
 }
 
 static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
@@ -114,7 +145,7 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 		       const struct proxy_config *cfg)
 {
 	the_node = pn;
-	struct proxy_io io = {.send = io_send, .target = io_target,
+	struct proxy_io io = {.send = io_send,
 			      .link_up = io_link_up, .reply = io_reply,
 			      .serve = io_serve, .arg = s};
 	int rc = proxy_new(cfg, &io, &s->proxy);

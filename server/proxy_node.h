@@ -6,10 +6,13 @@
 #ifndef PARLEYD_PROXY_NODE_H
 #define PARLEYD_PROXY_NODE_H
 
+#include <stdbool.h>
+
 #include "proxy.h"
 
 struct srv;
 struct peer_node;
+struct chat;
 
 /* Creates s->proxy and hooks it to pn's node thread (one per process);
  * before peer_node_start. Its leader side serves once
@@ -18,5 +21,12 @@ struct peer_node;
  * loops stopped. */
 int proxy_node_install(struct srv *s, struct peer_node *pn,
 		       const struct proxy_config *cfg);
+
+/* Large groups' live EVENTs across nodes (chat.h, chat_set_live_relay):
+ * on, c relays its read fan-out's live EVENTs to the other nodes and
+ * posts theirs (PEER_FRAME_LIVE) to its connections; off (before
+ * chat_close, c must outlive the call) neither. After
+ * proxy_node_install. */
+void proxy_node_live(struct chat *c, bool on);
 
 #endif /* PARLEYD_PROXY_NODE_H */

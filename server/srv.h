@@ -158,11 +158,16 @@ struct srv {
 };
 
 /* The leader hint of ERROR NOTLEADER (PROTOCOL.md, ERROR), in conn.c:
- * `fn` returns the leader's node id (0 = none known) and copies its
- * advertised plain / TLS client addresses (cap bytes each, "" = unknown);
- * parleyd installs peer_node_leader_hint once its engine is open and
- * removes it (NULL) before it closes. One per process; any thread. */
-typedef uint64_t (*srv_leader_hint_fn)(void *arg, char *plain, char *tls,
+ * `fn` returns the node a NOTLEADER refused for `partition`
+ * (ROUTE_PARTITION_ANY: not known, partition 0's leader stands for it)
+ * names, `leader` being the engine's own hint when it gave one (0 =
+ * none): route_refusal_leader (route.h), 0 = none known or this node; it
+ * copies that node's advertised plain / TLS client addresses (cap bytes
+ * each, "" = unknown). The gateway forwards to the same node (proxy.h).
+ * parleyd installs it once its engine is open and removes it (NULL)
+ * before it closes. One per process; any thread. */
+typedef uint64_t (*srv_leader_hint_fn)(void *arg, uint32_t partition,
+				       uint64_t leader, char *plain, char *tls,
 				       size_t cap);
 void conn_leader_hint_install(srv_leader_hint_fn fn, void *arg);
 

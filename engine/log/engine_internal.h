@@ -441,7 +441,12 @@ struct shard {
 	struct req *backlog, *backlog_tail; /* drained but not yet processed */
 	struct pe_sub *catchup;
 	struct part *ready_open;   /* groups whose ready is in the open batch */
-	struct part *ready_flight; /* ... in the batch being written */
+	/* ... in the batches being written (WAL_FLIGHT_MAX at most), oldest
+	 * first: ready_fl[(fl_head + k) % WAL_FLIGHT_MAX], k < fl_n, with the
+	 * time each was submitted at */
+	struct part *ready_fl[WAL_FLIGHT_MAX];
+	uint64_t fl_submit_ns[WAL_FLIGHT_MAX];
+	uint32_t fl_head, fl_n;
 	struct part *dirty;        /* groups with proposals to make */
 	bool hs_dirty;             /* open: HARDSTATE to store before advancing */
 	/* live HARDSTATE stores (log/part_raft.c): generations asked for and
@@ -468,7 +473,6 @@ struct shard {
 					     (log/part_snap.c) */
 	uint32_t snap_jobs;        /* snapshot jobs in the read pool whose
 				      completion is not back yet */
-	uint64_t flight_submit_ns;  /* the batch in flight was submitted at */
 	uint64_t durable_submit_ns; /* the batch that became durable last was */
 };
 

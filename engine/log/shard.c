@@ -22,6 +22,16 @@
  *           entries applied in log order (seq assigned, idempotency
  *           checked) -> callback, matched by (index, term) -> tails
  *
+ * Group commit, pipelined: the open batch is submitted as soon as fewer
+ * than WAL_FLIGHT_MAX (2) batches are in flight, so what arrives while a
+ * batch syncs (the next SEND, while the previous SEND's fan-out syncs)
+ * does not wait for that sync before its own starts. A group has one
+ * ready out at a time (raft.h), so its entries are in at most one batch
+ * in flight. The WAL reports batches durable in submission order
+ * (wal_on_cqe), and the shard advances their groups in that order
+ * (ready_fl[], oldest first): nothing of a batch is applied, answered or
+ * sent to a peer before every earlier batch is durable too.
+ *
  * An append's callback reports success from exactly one place,
  * shard_answer(), reached only from apply_entry() (log/part_raft.c) for
  * entries the partition's group handed out as committed, which it does
@@ -66,6 +76,10 @@
 #include <string.h>
 
 #include "engine_internal.h"
+
+/* user_data of the WAL's batches on the shard's ring: SHARD_WAL_UD + the
+ * batch's slot (wal_submit); nothing else is submitted on it. */
+#define SHARD_WAL_UD 1u
 
 /* The engine's clock for timestamps stamped into commands (injectable). */
 uint64_t engine_clock(struct pe_engine *e)
@@ -334,7 +348,8 @@ int shard_wal_sync(struct shard *sh)
 	struct pio_cqe cqes[RING_DEPTH];
 	int rc;
 	/* -EAGAIN: a roll waits for the prepared segment (the ring is woken) */
-	while ((rc = wal_submit(sh->wal, sh->ring, 1)) == -EAGAIN) {
+	PARLEY_ASSERT(!wal_in_flight(sh->wal));
+	while ((rc = wal_submit(sh->wal, sh->ring, SHARD_WAL_UD)) == -EAGAIN) {
 		if (sh->e->step.now_ns) /* stepped: no prep thread */
 			(void)wal_prep_step(sh->wal);
 		else
@@ -349,7 +364,9 @@ int shard_wal_sync(struct shard *sh)
 		if (n < 0)
 			return n;
 		for (int i = 0; i < n; i++) {
-			rc = wal_on_cqe(sh->wal, cqes[i].res);
+			if (cqes[i].user_data - SHARD_WAL_UD >= WAL_FLIGHT_MAX)
+				continue;
+			rc = wal_on_cqe(sh->wal, cqes[i].user_data, cqes[i].res);
 			if (rc < 0)
 				return rc;
 			if (rc == 1)
@@ -433,7 +450,8 @@ static void shard_fatal(struct shard *sh, int err)
 		p->wal_wait = false;
 		p->hs_wait = 0;
 	}
-	sh->ready_open = sh->ready_flight = NULL;
+	sh->ready_open = NULL;
+	sh->fl_n = 0;
 	while (sh->dirty) { /* nothing is proposed any more */
 		struct part *p = sh->dirty;
 		sh->dirty = p->dnext;
@@ -448,16 +466,17 @@ static void shard_submit(struct shard *sh)
 {
 	if (sh->fatal || wal_busy(sh->wal) || !wal_has_open(sh->wal))
 		return;
-	int rc = wal_submit(sh->wal, sh->ring, 1);
+	int rc = wal_submit(sh->wal, sh->ring, SHARD_WAL_UD);
 	if (rc == -EAGAIN) /* the next segment is being prepared: woken */
 		return;
 	if (rc) {
 		shard_fatal(sh, rc);
 		return;
 	}
-	PARLEY_ASSERT(!sh->ready_flight);
-	sh->flight_submit_ns = parley_mono_ns();
-	sh->ready_flight = sh->ready_open;
+	PARLEY_ASSERT(sh->fl_n < WAL_FLIGHT_MAX);
+	uint32_t k = (sh->fl_head + sh->fl_n++) % WAL_FLIGHT_MAX;
+	sh->fl_submit_ns[k] = parley_mono_ns();
+	sh->ready_fl[k] = sh->ready_open;
 	sh->ready_open = NULL;
 	struct wal_stats ws;
 	wal_get_stats(sh->wal, &ws);
@@ -467,28 +486,27 @@ static void shard_submit(struct shard *sh)
 	}
 }
 
-static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
+/* The oldest batch in flight is durable, and so is every batch before it
+ * (wal_on_cqe counts them in order): its groups advance. */
+static void shard_batch_durable(struct shard *sh)
 {
-	if (!wal_in_flight(sh->wal))
-		return;
-	int rc = wal_on_cqe(sh->wal, c->res);
-	if (rc < 0) {
-		shard_fatal(sh, rc);
-		return;
-	}
-	if (rc == 0)
-		return;
 	wal_for_each_durable(sh->wal, no_record, NULL);
-	sh->durable_submit_ns = sh->flight_submit_ns;
+	if (sh->fatal) /* its groups were failed already (shard_fatal) */
+		return;
+	PARLEY_ASSERT(sh->fl_n > 0);
+	uint32_t k = sh->fl_head;
+	sh->fl_head = (sh->fl_head + 1) % WAL_FLIGHT_MAX;
+	sh->fl_n--;
+	sh->durable_submit_ns = sh->fl_submit_ns[k];
 	stage_hist_add(&sh->hist[PE_STAGE_SYNC],
-		       parley_mono_ns() - sh->flight_submit_ns);
+		       parley_mono_ns() - sh->fl_submit_ns[k]);
 	/* every group whose ready was in the batch: advance, and its next
 	 * ready applies those entries (answering their waiters, whose
 	 * callbacks may append again). The proposals that queued meanwhile
 	 * are made by the loop's next round, with those new appends, just
 	 * before the next submit. */
-	struct part *fl = sh->ready_flight;
-	sh->ready_flight = NULL;
+	struct part *fl = sh->ready_fl[k];
+	sh->ready_fl[k] = NULL;
 	for (struct part *p = fl; p; p = p->rnext)
 		part_raft_durable(p);
 	while (fl) {
@@ -502,7 +520,22 @@ static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
 		shard_mark_dirty(sh, fl);
 		fl = n;
 	}
-	hist_job_maybe_flush(sh);
+}
+
+static void shard_on_cqe(struct shard *sh, const struct pio_cqe *c)
+{
+	if (!wal_in_flight(sh->wal) ||
+	    c->user_data - SHARD_WAL_UD >= WAL_FLIGHT_MAX)
+		return;
+	int n = wal_on_cqe(sh->wal, c->user_data, c->res);
+	if (n < 0) {
+		shard_fatal(sh, n);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		shard_batch_durable(sh);
+	if (n)
+		hist_job_maybe_flush(sh);
 }
 
 /* Process drained requests; stop at an append that does not fit. */

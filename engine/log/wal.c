@@ -5,12 +5,21 @@
  *
  * Batch lifecycle:
  *
- *      wal_reserve/commit_rec          wal_submit            fdatasync done
+ *      wal_reserve/commit_rec          wal_submit          its ops done, and
+ *                                                        every earlier batch's
  *   (empty) ---------------> OPEN ---------------> IN FLIGHT ------------> DURABLE
- *                              ^   (buffers swap)      |                     |
- *                              |                       | write/sync error    | wal_for_each_durable
+ *                              ^ (a free buffer        |  (<= WAL_FLIGHT_MAX)   |
+ *                              |  becomes the open one)| write/sync error    | wal_for_each_durable
  *                              +-----------------------+--> FAILED (sticky)  v
- *                                                                       (buffer reused)
+ *                                                                       (buffer free)
+ *
+ * Pipelining: while batch N syncs, batch N+1 may be submitted (its records
+ * name N as their predecessor in flight, wal.h), so an append that arrives
+ * during N's sync waits for one sync, not for N's and then its own. The
+ * completions of N and N+1 may arrive in any order; wal_on_cqe counts a
+ * batch durable only in submission order, so nothing of N+1 is noted,
+ * marked or acknowledged before N is durable, and recovery (torn_tail)
+ * drops N+1 with a torn N.
  *
  * Segment lifecycle: spare (pre-zeroed, no header) -> active (header
  * written, synced, renamed to wal-<seq>.log) -> sealed (a SEAL record ends
@@ -23,7 +32,7 @@
  * thread; recovery compares the scan with it (hwm_check). After damage the mark is frozen: the evidence survives
  * restarts until an operator acts.
  *
- * Ownership: the WAL owns both batch buffers, the active segment's file and
+ * Ownership: the WAL owns its batch buffers, the active segment's file and
  * the spare list. Records handed to callbacks point into WAL buffers and are
  * valid only during the callback.
  */
@@ -63,6 +72,18 @@ struct wal_buf {
 	uint32_t last; /* offset of the record being reserved */
 };
 
+/* A submitted batch (wal_submit) until wal_for_each_durable takes it. */
+struct wal_flight {
+	struct wal_buf *b;
+	int cqes;          /* completions still expected */
+	int ops;           /* ring ops of the batch (1 or 2) */
+	bool done;         /* every op completed without error */
+	uint64_t start_ns;
+	uint64_t seq;      /* its segment */
+	uint64_t start;    /* its file offset */
+	uint64_t end;      /* its end offset (block-aligned) */
+};
+
 /* Per segment: highest record index per partition (release rule). */
 struct wal_pmax {
 	uint32_t part;
@@ -94,17 +115,21 @@ struct wal {
 				  open): it holds a lost range that may go */
 	uint32_t batch_seq;    /* last used batch seq */
 
-	struct wal_buf bufs[2];
+	/* one open batch and up to WAL_FLIGHT_MAX in flight: one more
+	 * buffer than flights, so a submit always finds a free one */
+	struct wal_buf bufs[WAL_FLIGHT_MAX + 1];
 	struct wal_buf *open;
-	struct wal_buf *flight;
-	int flight_cqes;       /* completions still expected */
-	int flight_ops;        /* ring ops of the in-flight batch (1 or 2) */
+	/* batches submitted and not yet taken by wal_for_each_durable, oldest
+	 * first: fl[(fl_head + k) % WAL_FLIGHT_MAX], k < fl_n. A slot's ring
+	 * ops carry user_data ud_base + its index in fl[]. */
+	struct wal_flight fl[WAL_FLIGHT_MAX];
+	uint32_t fl_head, fl_n;
+	uint32_t fl_noted;     /* oldest batches counted durable (in order),
+				  not yet taken by wal_for_each_durable */
+	uint64_t ud_base;
 	enum wal_commit commit; /* how a batch reaches the disk */
 	int seg_oflags;        /* open flags of segments (PIO_DIRECT or 0) */
 	int failed;            /* sticky error */
-	uint64_t flight_start_ns;
-	uint64_t flight_seq;   /* segment and end offset of the in-flight batch */
-	uint64_t flight_end;
 
 	struct wal_stats stats;
 
@@ -342,17 +367,59 @@ static bool seg_header_ok(const uint8_t *d, uint64_t size, uint64_t *seq,
 	return true;
 }
 
-/* Is there a valid record, in a batch that started after `off`? */
-static bool later_batch_exists(const uint8_t *d, uint64_t size, uint64_t off,
-			       uint64_t seg_seq)
+/*
+ * Invariant 3: a bad record at `off` in the last segment is a torn tail
+ * iff every valid record (checked at block boundaries, where a batch can
+ * start) of a batch that started after it belongs to one batch B that was
+ * submitted while the batch holding `off` was still in flight (B's records
+ * name that batch's start: `cur_start`, the batch being read, or `off`
+ * itself when the bad record began a batch). A crash with both in flight
+ * can leave exactly that: the earlier batch torn, the later one complete.
+ * Neither was acknowledged (acks wait for every earlier batch), so the log
+ * ends before both. Any other later batch was written after the bad
+ * record's batch was durable: corruption.
+ */
+static bool torn_tail(const uint8_t *d, uint64_t size, uint64_t off,
+		      uint64_t seg_seq, uint32_t cur_batch, uint64_t cur_start)
 {
+	uint64_t b_start = 0;
 	for (uint64_t a = align_up(off + 1, WAL_BLOCK); a + WAL_REC_HDR <= size;
 	     a += WAL_BLOCK) {
 		const uint8_t *h = d + a;
-		if (rec_header_ok(h, seg_seq) && le_get32(h + 20) > off)
-			return true;
+		if (!rec_header_ok(h, seg_seq) || le_get32(h + 20) <= off)
+			continue;
+		uint64_t start = le_get32(h + 20);
+		uint64_t back = (uint64_t)le_get16(h + 30) * WAL_BLOCK;
+		if (!back || back > start || le_get32(h + 16) <= cur_batch)
+			return false;
+		uint64_t pred = start - back;
+		if (pred != off && !(cur_start && pred == cur_start))
+			return false;
+		if (b_start && start != b_start)
+			return false;
+		b_start = start;
 	}
-	return false;
+	return true;
+}
+
+/*
+ * The last segment, past where its log ends (`from`, block-aligned): the
+ * end of the furthest record of this segment found at a block boundary
+ * (a torn batch's later blocks, or a batch written behind one that is
+ * torn or never reached the disk), or 0. wal_open zeroes up to there
+ * before the log goes on, so no leftover of them outlives the batches
+ * written over their start.
+ */
+static uint64_t junk_end(const uint8_t *d, uint64_t size, uint64_t from,
+			 uint64_t seg_seq)
+{
+	uint64_t end = 0;
+	for (uint64_t a = from; a + WAL_REC_HDR <= size; a += WAL_BLOCK)
+		if (rec_header_ok(d + a, seg_seq))
+			end = PARLEY_MIN(size, align_up(a + WAL_REC_HDR +
+							le_get32(d + a + 4),
+							WAL_BLOCK));
+	return end;
 }
 
 /*
@@ -427,6 +494,8 @@ struct scan_out {
 			       it: the rest of the file (its seal) is lost */
 	uint32_t lost;      /* damaged record headers skipped (wal_recovery.lost) */
 	uint64_t torn_at;   /* a torn tail's first byte, or 0 */
+	uint64_t junk_end;  /* last segment, not sealed: records past the
+			       log's end reach to here (junk_end()), or 0 */
 	uint64_t zero_at;   /* with torn_at: the first block boundary after it
 			       holding an all-zero header (where a scan stops
 			       as at the log's end), or the file's size */
@@ -550,7 +619,8 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 			continue;
 		}
 		if (bad) {
-			if (is_last && !later_batch_exists(d, size, off, seg_seq)) {
+			if (is_last && torn_tail(d, size, off, seg_seq,
+						 cur_batch, cur_start)) {
 				/* torn tail: never acknowledged (unless the
 				 * file was cut here: the caller judges) */
 				so->eof = off + WAL_REC_HDR + len > size;
@@ -645,6 +715,8 @@ static int scan_segment(const uint8_t *d, uint64_t size, const char *name,
 		*tail_off = align_up(off, WAL_BLOCK);
 		so->end = *tail_off;
 	}
+	if (is_last && !sealed && !so->hdr_damaged)
+		so->junk_end = junk_end(d, size, so->tail, seg_seq);
 	/* A new batch must outnumber every batch that left records in this
 	 * segment, torn ones included, or a stale record could pass as part
 	 * of it. Only block-aligned records can be reached after a batch's
@@ -1476,7 +1548,7 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* prep_wait */
 	pthread_cond_init(&w->spare_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	for (int i = 0; i < 2 && !read_only; i++) {
+	for (uint32_t i = 0; i < WAL_FLIGHT_MAX + 1 && !read_only; i++) {
 		w->bufs[i].p = aligned_alloc(WAL_BLOCK, WAL_MAX_BATCH + WAL_BLOCK);
 		if (!w->bufs[i].p) {
 			wal_close(w);
@@ -1485,7 +1557,6 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 		memset(w->bufs[i].p, 0, WAL_MAX_BATCH + WAL_BLOCK);
 	}
 	w->open = &w->bufs[0];
-	w->flight = NULL;
 
 	int rc = 0;
 	if (!read_only) {
@@ -1734,6 +1805,30 @@ int wal_open(struct pio *io, const char *dir, uint64_t seg_bytes,
 			rc = io->ops->pwrite(io, w->seg, zeros,
 					     align_up(torn, WAL_BLOCK) - torn, torn);
 		}
+		/* Records past the log's end (a torn batch's later blocks, a
+		 * batch written behind it: invariant 3) are zeroed too, and
+		 * made durable by the fdatasync below before anything new is
+		 * written: else a shorter new batch over their start would
+		 * leave the rest to read as records out of order (corruption)
+		 * once later batches follow. A crash while zeroing leaves the
+		 * same log end and less of them: the next open zeroes again.
+		 * Not when acknowledged records are missing (lost): what lies
+		 * past the log's end may be theirs, the evidence an operator
+		 * restores from; new batches go on over it as before. */
+		if (!rc && !lost && last_so.junk_end > tail) {
+			static const uint8_t zeros[1u << 16];
+			PLOG_I("wal", "records past the log's end (never "
+			       "acknowledged) zeroed", "dir=%s file=wal-%016"
+			       PRIx64 ".log from=%" PRIu64 " to=%" PRIu64, dir,
+			       last_seq, tail, last_so.junk_end);
+			for (uint64_t o = tail; !rc && o < last_so.junk_end;
+			     o += sizeof zeros)
+				rc = io->ops->pwrite(io, w->seg, zeros,
+						     (size_t)PARLEY_MIN(
+							     (uint64_t)sizeof zeros,
+							     last_so.junk_end - o),
+						     o);
+		}
 		if (!rc) /* make what we replayed durable before serving it */
 			rc = io->ops->fdatasync(io, w->seg);
 		w->seg_seq = last_seq;
@@ -1793,8 +1888,8 @@ void wal_close(struct wal *w)
 		w->io->ops->close(w->io, w->next_f);
 	free(w->rel_seqs);
 	free(w->rel_ok);
-	free(w->bufs[0].p);
-	free(w->bufs[1].p);
+	for (uint32_t i = 0; i < WAL_FLIGHT_MAX + 1; i++)
+		free(w->bufs[i].p);
 	for (uint32_t i = 0; i < w->nmaps; i++)
 		free(w->maps[i].v);
 	free(w->maps);
@@ -1857,7 +1952,28 @@ bool wal_has_open(const struct wal *w)
 
 bool wal_in_flight(const struct wal *w)
 {
-	return w->flight != NULL;
+	return w->fl_n > 0;
+}
+
+static struct wal_flight *flight_at(struct wal *w, uint32_t k)
+{
+	return &w->fl[(w->fl_head + k) % WAL_FLIGHT_MAX];
+}
+
+/* A buffer neither open nor in flight (there is one at every submit:
+ * fl_n < WAL_FLIGHT_MAX buffers in flight, one open). */
+static struct wal_buf *buf_free(struct wal *w)
+{
+	for (uint32_t i = 0; i < WAL_FLIGHT_MAX + 1; i++) {
+		struct wal_buf *b = &w->bufs[i];
+		bool used = b == w->open;
+		for (uint32_t k = 0; k < w->fl_n && !used; k++)
+			used = flight_at(w, k)->b == b;
+		if (!used)
+			return b;
+	}
+	PARLEY_ASSERT(!"no free WAL batch buffer");
+	return NULL;
 }
 
 /*
@@ -1868,7 +1984,7 @@ bool wal_in_flight(const struct wal *w)
  */
 static int roll_take(struct wal *w)
 {
-	PARLEY_ASSERT(w->roll_pending && !w->flight);
+	PARLEY_ASSERT(w->roll_pending && !w->fl_n);
 	pthread_mutex_lock(&w->spare_mu);
 	struct pio_file *f = w->next_f;
 	uint64_t seq = w->next_want;
@@ -1902,11 +2018,16 @@ static int roll_take(struct wal *w)
 
 int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 {
-	PARLEY_ASSERT(!w->flight && (w->open->nrec > 0 || w->seal_asap));
+	PARLEY_ASSERT(w->fl_n < WAL_FLIGHT_MAX &&
+		      (w->open->nrec > 0 || w->seal_asap));
+	PARLEY_ASSERT(!w->fl_n || ud == w->ud_base);
 	if (w->failed)
 		return w->failed;
 	int rc;
 	if (w->roll_pending) {
+		/* the batch that sealed the active segment is durable
+		 * (wal_busy): the next segment may start */
+		PARLEY_ASSERT(w->fl_n == 0);
 		rc = roll_take(w);
 		if (rc)
 			return rc;
@@ -1926,87 +2047,130 @@ int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud)
 		w->roll_pending = true;
 		w->seal_asap = false;
 	}
+	/* Submitted behind a batch still in flight (its predecessor, the
+	 * last one submitted, in this segment: a roll waits for durability):
+	 * every record names how far back that batch starts, so a recovery
+	 * that finds it torn and this one complete knows a crash can leave
+	 * exactly that (invariant 3). */
+	uint16_t pred = 0;
+	if (w->fl_n > w->fl_noted) {
+		const struct wal_flight *p = flight_at(w, w->fl_n - 1);
+		PARLEY_ASSERT(p->seq == w->seg_seq && p->end == w->tail &&
+			      (w->tail - p->start) / WAL_BLOCK <= UINT16_MAX);
+		pred = (uint16_t)((w->tail - p->start) / WAL_BLOCK);
+	}
 	uint32_t batch = ++w->batch_seq;
 	uint32_t start = (uint32_t)w->tail;
 	for (uint32_t off = 0; off < b->len;) {
 		uint8_t *h = b->p + off;
+		le_put16(h + 30, pred);
 		rec_stamp(h, w->seg_seq, batch, start);
 		off = (uint32_t)align_up(off + WAL_REC_HDR + le_get32(h + 4), 8);
 	}
 	uint32_t wlen = (uint32_t)align_up(b->len, WAL_BLOCK);
 	memset(b->p + b->len, 0, wlen - b->len);
+	uint32_t slot = (w->fl_head + w->fl_n) % WAL_FLIGHT_MAX;
+	struct wal_flight *f = &w->fl[slot];
 	/* b->p is WAL_BLOCK-aligned, and so are w->tail and wlen: what a
 	 * PIO_DIRECT segment needs */
 	if (w->commit == WAL_COMMIT_DSYNC || w->commit == WAL_COMMIT_DIRECT) {
 		rc = w->io->ops->ring_write_dsync(ring, w->seg, b->p, wlen,
-						  w->tail, ud);
-		w->flight_ops = 1;
+						  w->tail, ud + slot);
+		f->ops = 1;
 	} else {
 		rc = w->io->ops->ring_write(ring, w->seg, b->p, wlen, w->tail,
-					    ud, true);
+					    ud + slot, true);
 		if (!rc)
-			rc = w->io->ops->ring_fdatasync(ring, w->seg, ud);
-		w->flight_ops = 2;
+			rc = w->io->ops->ring_fdatasync(ring, w->seg, ud + slot);
+		f->ops = 2;
 	}
 	if (rc) {
 		w->failed = rc;
 		return rc;
 	}
-	w->flight_cqes = w->flight_ops;
-	w->flight_start_ns = parley_mono_ns();
-	w->flight_seq = w->seg_seq;
-	w->flight_end = w->tail + wlen;
+	w->ud_base = ud;
+	f->b = b;
+	f->cqes = f->ops;
+	f->done = false;
+	f->start_ns = parley_mono_ns();
+	f->seq = w->seg_seq;
+	f->start = w->tail;
+	f->end = w->tail + wlen;
+	w->fl_n++;
 	w->tail += wlen;
 	w->stats.batches++;
 	w->stats.bytes += wlen;
-	w->flight = b;
-	w->open = b == &w->bufs[0] ? &w->bufs[1] : &w->bufs[0];
+	if (pred)
+		w->stats.piped++;
+	w->open = buf_free(w);
 	w->open->len = 0;
 	w->open->nrec = 0;
 	return 0;
 }
 
-int wal_on_cqe(struct wal *w, int res)
+/* The oldest batch not yet counted completed: durable now, and so is
+ * every batch before it. Only from here on do its records count for
+ * release and for the high-water mark (which must never claim a record
+ * that a crash could still tear away). Its segment is the active one,
+ * never released while active. */
+static void flight_note(struct wal *w, struct wal_flight *f)
 {
-	PARLEY_ASSERT(w->flight && w->flight_cqes > 0);
-	if (w->flight_cqes == w->flight_ops) { /* the write (first, linked) */
-		uint32_t want = (uint32_t)align_up(w->flight->len, WAL_BLOCK);
+	w->stats.sync_ns += parley_mono_ns() - f->start_ns;
+	const struct wal_buf *b = f->b;
+	pthread_mutex_lock(&w->maps_mu);
+	for (uint32_t off = 0; off < b->len;) {
+		const uint8_t *h = b->p + off;
+		if (le_get16(h + 28) != WAL_REC_SEAL)
+			wal_note(w, f->seq, le_get32(h + 24), le_get64(h + 40));
+		off = (uint32_t)align_up(off + WAL_REC_HDR + le_get32(h + 4), 8);
+	}
+	struct wal_segmap *sm = w->maps_oom ? NULL : segmap_get(w, f->seq);
+	if (sm)
+		sm->end = f->end;
+	w->mark_dirty = true;
+	pthread_mutex_unlock(&w->maps_mu);
+}
+
+int wal_on_cqe(struct wal *w, uint64_t user_data, int res)
+{
+	PARLEY_ASSERT(w->fl_n > 0 && user_data >= w->ud_base &&
+		      user_data - w->ud_base < WAL_FLIGHT_MAX);
+	struct wal_flight *f = &w->fl[user_data - w->ud_base];
+	/* the slot must be in flight and still expect completions */
+	bool live = false;
+	for (uint32_t k = w->fl_noted; k < w->fl_n && !live; k++)
+		live = flight_at(w, k) == f;
+	PARLEY_ASSERT(live && f->cqes > 0);
+	if (f->cqes == f->ops) { /* the write (first of a linked chain) */
+		uint32_t want = (uint32_t)align_up(f->b->len, WAL_BLOCK);
 		if (res >= 0 && (uint32_t)res != want)
 			res = -PARLEY_EIO; /* short write: treat as failure */
 	}
 	if (res < 0 && !w->failed)
 		w->failed = res;
-	if (--w->flight_cqes > 0)
+	if (--f->cqes > 0)
 		return 0;
 	if (w->failed)
 		return w->failed;
-	w->stats.sync_ns += parley_mono_ns() - w->flight_start_ns;
-	/* Durable now: only from here on do its records count for release
-	 * and for the high-water mark (which must never claim a record that
-	 * a crash could still tear away). Its segment is the active one,
-	 * never released while active. */
-	const struct wal_buf *b = w->flight;
-	pthread_mutex_lock(&w->maps_mu);
-	for (uint32_t off = 0; off < b->len;) {
-		const uint8_t *h = b->p + off;
-		if (le_get16(h + 28) != WAL_REC_SEAL)
-			wal_note(w, w->flight_seq, le_get32(h + 24),
-				 le_get64(h + 40));
-		off = (uint32_t)align_up(off + WAL_REC_HDR + le_get32(h + 4), 8);
+	f->done = true;
+	/* durable in order: a batch completed before an earlier one waits
+	 * for it (a crash could still tear the earlier one, and recovery
+	 * then drops both) */
+	int n = 0;
+	while (w->fl_noted < w->fl_n && flight_at(w, w->fl_noted)->done) {
+		flight_note(w, flight_at(w, w->fl_noted));
+		w->fl_noted++;
+		n++;
 	}
-	struct wal_segmap *sm = w->maps_oom ? NULL : segmap_get(w, w->flight_seq);
-	if (sm)
-		sm->end = w->flight_end;
-	w->mark_dirty = true;
-	pthread_mutex_unlock(&w->maps_mu);
-	return 1;
+	return n;
 }
 
 int wal_for_each_durable(struct wal *w,
 			 int (*fn)(void *arg, const struct wal_rec *r), void *arg)
 {
-	struct wal_buf *b = w->flight;
-	PARLEY_ASSERT(b && w->flight_cqes == 0 && !w->failed);
+	PARLEY_ASSERT(w->fl_noted > 0 && !w->failed);
+	struct wal_flight *f = flight_at(w, 0);
+	struct wal_buf *b = f->b;
 	int rc = 0;
 	for (uint32_t off = 0; off < b->len && !rc;) {
 		uint8_t *h = b->p + off;
@@ -2017,7 +2181,10 @@ int wal_for_each_durable(struct wal *w,
 		}
 		off = (uint32_t)align_up(off + WAL_REC_HDR + len, 8);
 	}
-	w->flight = NULL;
+	f->b = NULL;
+	w->fl_head = (w->fl_head + 1) % WAL_FLIGHT_MAX;
+	w->fl_n--;
+	w->fl_noted--;
 	return rc;
 }
 
@@ -2043,7 +2210,9 @@ static int seg_release(struct wal *w, uint64_t seq)
 		/* Already gone: what the release wants. Retrying can never
 		 * succeed, and a map kept for a missing file would hold the
 		 * WAL's segment count up for ever. Said, because nothing but a
-		 * release should remove a listed segment. */
+		 * release should remove a listed segment (the one known cause,
+		 * a second preparation of a segment already taken by a roll,
+		 * is closed in roll_take: the warning would show a new one). */
 		PLOG_W("wal", "segment to release is already gone", "dir=%s "
 		       "seq=%016" PRIx64, w->dir, seq);
 		return w->io->ops->fsync_dir(w->io, w->dir);
@@ -2101,9 +2270,20 @@ void wal_set_ring(struct wal *w, struct pio_ring *ring)
 
 bool wal_busy(struct wal *w)
 {
-	if (w->flight)
+	if (w->fl_n >= WAL_FLIGHT_MAX)
 		return true;
-	if (!w->roll_pending || w->failed || atomic_load(&w->next_ready))
+	/* behind a big batch, wait: group commit (WAL_PIPE_MAX_RECS) */
+	if (w->fl_n > w->fl_noted &&
+	    flight_at(w, w->fl_n - 1)->b->nrec > WAL_PIPE_MAX_RECS)
+		return true;
+	if (!w->roll_pending || w->failed)
+		return false;
+	/* a roll: only once the sealing batch is durable (a segment with
+	 * records never follows an unsealed one), and the next segment is
+	 * prepared */
+	if (w->fl_n)
+		return true;
+	if (atomic_load(&w->next_ready))
 		return false;
 	/* waiting for the prepared segment: make sure its maker wakes us */
 	pthread_mutex_lock(&w->spare_mu);
@@ -2176,7 +2356,7 @@ static void purge_active(struct wal *w)
 		return;
 	if (!w->roll_pending)
 		w->seal_asap = true; /* the batch after the one in flight */
-	else if (!w->flight && !w->open->nrec)
+	else if (!w->fl_n && !w->open->nrec)
 		(void)roll_take(w); /* -EAGAIN: at a later call */
 }
 
@@ -2275,7 +2455,7 @@ static void prep_stop(struct wal *w)
 
 int wal_mark_clean(struct wal *w)
 {
-	if (w->read_only || w->failed || w->flight || w->open->nrec ||
+	if (w->read_only || w->failed || w->fl_n || w->open->nrec ||
 	    !w->seg)
 		return 0;
 	/* Nothing is appended any more: the background work ends here, and a

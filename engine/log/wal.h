@@ -19,9 +19,14 @@
  * Record (little-endian):
  *    0 u32 magic "PLWR"        24 u32 partition     48 u64 header checksum
  *    4 u32 body length         28 u16 type          56 u64 body checksum
- *    8 u64 segment seq         30 u16 reserved      64 body ...
+ *    8 u64 segment seq         30 u16 pred blocks   64 body ...
  *   16 u32 batch seq (low)     32 u64 term
  *   20 u32 batch start offset  40 u64 index
+ *
+ * pred blocks: 0, or for a batch submitted while the batch before it was
+ * still in flight (WAL_FLIGHT_MAX), how many WAL_BLOCKs back that batch
+ * starts (it is the same in every record of the batch). Older binaries
+ * wrote 0 there and ignore it.
  *
  * Segment header (block 0, written once and synced before the segment is
  * used): version 1 is {magic, version, seq, checksum}; version 2 adds the
@@ -59,7 +64,10 @@
  * records made durable after the last stored mark (about the last
  * WAL_HWM_EVERY_MS before the crash, plus the time to store a mark) whose
  * bytes are lost *in place* — zeroed or replaced by older contents
- * while the file keeps its size. A cut file is always detected
+ * while the file keeps its size; and, even under a mark, damage to the
+ * last two batches when the later one was submitted while the earlier was
+ * in flight (invariant 3: it reads as a crash with both in flight) unless
+ * the mark names their records. A cut file is always detected
  * (v2 segments). Losing the mark file itself only loses the check (logged);
  * a damaged mark is reported as corruption. A whole directory restored
  * from an older backup is consistent and cannot be told apart from an
@@ -69,17 +77,30 @@
  * version-2 segments ("bad segment header"): no downgrade.
  *
  * Invariants
- *   1. At most one batch is in flight (written but not yet synced); the next
- *      batch is only submitted when it completes. So after a crash at most
- *      the last batch of the last segment can be torn.
+ *   1. At most WAL_FLIGHT_MAX (2) batches are in flight (written but not
+ *      yet synced), both in the active segment (a roll waits until the
+ *      batch sealing the segment is durable). A batch counts as durable
+ *      (release, mark, acknowledgements) only once it and every batch
+ *      before it completed. So after a crash only the last two batches of
+ *      the last segment can be torn, and the later one only if it names
+ *      the earlier one (pred blocks).
  *   2. A record is valid iff magic, segment seq, header checksum and body
  *      checksum all match; batch seqs never decrease along a segment.
- *   3. Recovery: an invalid record in the last segment is a torn tail iff no
- *      valid record of a batch that *started after it* exists (such a batch
- *      was only written after the bad one was synced). Anything else is
- *      corruption, reported with file and offset, never truncated away
- *      (replicated, wal_recovery.damaged / .lost hand it over to be
- *      repaired from peers instead; the bytes stay).
+ *   3. Recovery: an invalid record in the last segment is a torn tail iff
+ *      every valid record of a batch that *started after it* belongs to
+ *      one batch whose records name the bad record's batch as the batch in
+ *      flight when it was submitted (a crash with both in flight: the
+ *      earlier torn, the later complete or torn; neither acknowledged).
+ *      The log then ends at the bad record; the later batch is dropped
+ *      with it and its bytes are zeroed at open, before anything new is
+ *      written. Any other later batch was written after the bad one was
+ *      synced: corruption, reported with file and offset, never
+ *      truncated away (replicated, wal_recovery.damaged / .lost hand it
+ *      over to be repaired from peers instead; the bytes stay). The
+ *      residual window (below) covers the last two batches when the later
+ *      was submitted behind the earlier: damage to both acknowledged
+ *      batches reads as a crash with both in flight unless wal.hwm names
+ *      them.
  *   4. Stale records from a segment's previous life carry another segment
  *      seq and are never read as valid.
  *   5. wal.hwm never claims a record whose batch has not completed its
@@ -117,6 +138,18 @@
 #define WAL_BLOCK 4096u
 #define WAL_REC_HDR 64u
 #define WAL_MAX_BATCH (8u << 20)   /* bytes in one write+fdatasync */
+/* Batches written but not yet durable at once: while batch N syncs, the
+ * next one's write + fdatasync is already submitted (wal_submit), so an
+ * append arriving during N's sync waits for one sync, not two. */
+#define WAL_FLIGHT_MAX 2u
+/* ... but only behind a batch of at most this many records. At low load
+ * (a SEND arriving while the previous SEND's few fan-out records sync)
+ * the second batch saves a sync of waiting; under load the batches are
+ * bigger, and two fdatasyncs of one device at once mostly queue behind
+ * each other: a second batch in flight then only splits the group commit
+ * into more, slower syncs (50 connections: fewer SENDs/s; bench/
+ * RESULTS.md, "Two WAL batches in flight"). */
+#define WAL_PIPE_MAX_RECS 8u
 #define WAL_MAX_BODY (4u << 20)    /* one record's body */
 #define WAL_MIN_SEGMENT (16u << 20)
 #define WAL_DEFAULT_SEGMENT (64u << 20)
@@ -282,9 +315,11 @@ bool wal_has_open(const struct wal *w);
 uint32_t wal_open_room(const struct wal *w);
 #define WAL_REC_SPACE(len) ((((uint64_t)WAL_REC_HDR + (len)) + 7u) & ~7ull)
 bool wal_in_flight(const struct wal *w);    /* a batch awaits its sync */
-/* In flight, or a roll waits for the segment the prep thread is still
- * preparing: no wal_submit until the ring is woken (a true return makes
- * sure it will be). */
+/* No wal_submit now: WAL_FLIGHT_MAX batches are in flight (or one of more
+ * than WAL_PIPE_MAX_RECS records is), a roll waits
+ * for the batch sealing the active segment to be durable, or a roll waits
+ * for the segment the prep thread is still preparing (then the ring is
+ * woken when it is ready; a true return makes sure it will be). */
 bool wal_busy(struct wal *w);
 
 /* The ring the WAL's background thread wakes (ring_wake) when a prepared
@@ -296,24 +331,38 @@ void wal_set_ring(struct wal *w, struct pio_ring *ring);
 int wal_poll(struct wal *w);
 
 /*
- * Seals the open batch and queues write + linked fdatasync on `ring` with
- * user_data `ud`; the in-flight batch becomes the open one's. Rolls to the
- * next segment first when the previous batch sealed the active one: the
+ * Seals the open batch and queues its commit on `ring` (write + linked
+ * fdatasync, or one dsync write: enum wal_commit); a new open batch
+ * starts. Up to WAL_FLIGHT_MAX batches may be in flight: the commit of
+ * batch N+1 is queued while N's sync still runs, and their completions
+ * may arrive in any order. A batch submitted while another is in flight
+ * says so in its records (the distance back to that batch's start), so
+ * recovery can tell "N torn, N+1 complete" (a crash with both in flight:
+ * neither counts) from damage to an acknowledged N (wal.h invariant 3).
+ * The batch's ring ops carry user_data ud + its slot (0 <= slot <
+ * WAL_FLIGHT_MAX): the caller hands every completion whose user_data is
+ * in [ud, ud + WAL_FLIGHT_MAX) to wal_on_cqe; ud must be the same for
+ * every call. Rolls to the next segment first when the previous batch
+ * sealed the active one (only once that batch is durable: wal_busy): the
  * next segment is prepared ahead by the prep thread, so the roll is a
  * pointer swap; if it is not ready yet, returns -EAGAIN (nothing queued,
- * not an error: the ring is woken when it is). Requires !wal_in_flight.
+ * not an error: the ring is woken when it is). Requires !wal_busy.
  */
 int wal_submit(struct wal *w, struct pio_ring *ring, uint64_t ud);
 
 /*
- * The in-flight batch's completions arrive as two CQEs (write, fdatasync);
- * feed each here. Returns 1 when the batch is durable, 0 when more is
- * expected, or a negative error (the WAL is then failed for good).
+ * Feed each completion of a batch in flight here (user_data as received).
+ * Returns how many batches became durable *in submission order* with it
+ * (0 when none did: more is expected, or an earlier batch is still
+ * syncing), or a negative error (the WAL is then failed for good). A
+ * batch counts as durable only once it and every batch submitted before
+ * it completed: only then do its records count for release and the
+ * high-water mark, and only then may anything acknowledge them.
  */
-int wal_on_cqe(struct wal *w, int res);
+int wal_on_cqe(struct wal *w, uint64_t user_data, int res);
 
-/* Iterate the records of the batch that just became durable (after
- * wal_on_cqe returned 1), then release it. */
+/* Iterate the records of the oldest batch wal_on_cqe counted durable,
+ * then release it; call once per batch counted, in order. */
 int wal_for_each_durable(struct wal *w, int (*fn)(void *arg,
 						   const struct wal_rec *r),
 			 void *arg);
@@ -362,6 +411,7 @@ struct wal_stats {
 	uint64_t segments; /* segments rolled */
 	uint64_t sync_ns;  /* sum of submit→durable times */
 	uint64_t released; /* segments released (recycled or unlinked) */
+	uint64_t piped;    /* batches submitted while another was in flight */
 };
 void wal_get_stats(const struct wal *w, struct wal_stats *out);
 

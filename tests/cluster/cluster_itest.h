@@ -10,6 +10,7 @@
  * loop; with cluster_no_forward set before, `--forward 0`: a follower
  * answers NOTLEADER with the leader's address instead of forwarding, for
  * the tests of that redirect path and those that find the leader by it;
+ * with cluster_follow0, `--leader-placement follow0`;
  * with cluster_rf set, `--replication-factor <it>`).
  * It starts nothing: the test starts (and kills, and restarts)
  * srv[i] with it_server_start, which reuses the arguments.
@@ -32,6 +33,10 @@ static bool cluster_no_forward; /* set before cluster_init: --forward 0 */
 static const char *cluster_rf;
 /* set before cluster_init: --partitions (NULL = 8) */
 static const char *cluster_partitions;
+/* set before cluster_init: --leader-placement follow0 (one node leads
+ * every partition), for the tests whose scenario is that layout; the
+ * others run with parleyd's default (spread) */
+static bool cluster_follow0;
 
 static void cluster_init(const char *cluster_id)
 {
@@ -74,6 +79,10 @@ static void cluster_init(const char *cluster_id)
 		if (cluster_rf) {
 			srv[i].extra[k++] = "--replication-factor";
 			srv[i].extra[k++] = cluster_rf;
+		}
+		if (cluster_follow0) {
+			srv[i].extra[k++] = "--leader-placement";
+			srv[i].extra[k++] = "follow0";
 		}
 		srv[i].extra[k] = NULL;
 	}

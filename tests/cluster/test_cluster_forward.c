@@ -4,9 +4,10 @@
  * on a follower chats as if the follower were the leader; then the
  * leader is killed (kill -9) and nothing acknowledged is lost.
  *
- *   1. Three parleyd processes on loopback (forwarding on: the default).
- *      The leader is the node whose /metrics says it leads every
- *      partition; alice's client connects to another node only, never
+ *   1. Three parleyd processes on loopback (forwarding on: the default;
+ *      leader placement spread, the default, with the automatic
+ *      hand-over off). The test hands every partition to node1
+ *      (POST /cluster/transfer), so that "the leader" leads all of them; alice's client connects to another node only, never
  *      moving (no_reconnect), and opens a 1:1 conversation with bob,
  *      creates a group with bob and carol, sends to both, reads both
  *      histories, GROUP_INFO, READ_MARKER and RECEIPTS: every request
@@ -16,7 +17,10 @@
  *   2. A sender on the same follower (host:port, reconnects allowed)
  *      keeps sending to both conversations, each message with its own
  *      client_msg_id, retried with the same id after any error, while the
- *      leader is killed after a seeded number of acknowledgements.
+ *      leader is killed after a seeded number of acknowledgements; the
+ *      survivors elect a leader per partition (spread: each keeps the one
+ *      it elected), and the follower forwards each request to its
+ *      partition's new leader or serves it itself.
  *   3. At the end, from each survivor alone: every acknowledged message
  *      is in HISTORY at the seq it was acknowledged with, each
  *      client_msg_id exactly once, seqs dense from 1: nothing lost,
@@ -56,23 +60,66 @@ static struct parley_client *one_node(int node, const char *dev, bool moves)
 	return c;
 }
 
-/* The node that leads every partition (follow_partition0), from /metrics. */
-static int find_leader(int skip)
+static uint64_t led(int i)
+{
+	return it_metric_get(srv[i].admin_port, "parley_raft_partitions_led");
+}
+
+/* The leader of partition p as node i's GET /cluster reports it. */
+static uint64_t leader_of(int i, uint32_t p)
+{
+	int code = 0;
+	char *t = it_http_get(srv[i].admin_port, "/cluster", &code);
+	IT_CHECK(code == 200 && t, "GET /cluster on node%d: %d", i + 1, code);
+	char pat[48];
+	snprintf(pat, sizeof pat, "{\"partition\":%u,", p);
+	const char *s = strstr(t, pat);
+	IT_CHECK(s, "partition %u missing from /cluster", p);
+	const char *l = strstr(s, "\"leader\":");
+	IT_CHECK(l);
+	uint64_t v = strtoull(l + 9, NULL, 10);
+	free(t);
+	return v;
+}
+
+/* Hands every partition to node index `to` (POST /cluster/transfer on
+ * each partition's leader) until its /metrics says it leads all 8. */
+static int gather(int to)
 {
 	for (int t = 0; t < 300; t++) {
-		for (int i = 0; i < NODES; i++) {
-			if (i == skip)
+		if (led(to) == 8)
+			return to;
+		for (uint32_t p = 0; p < 8; p++) {
+			uint64_t l = leader_of(to, p);
+			if (!l || l == (uint64_t)to + 1)
 				continue;
-			char *m = it_http_get(srv[i].admin_port, "/metrics", NULL);
-			bool all = m && strstr(m, "\nparley_raft_partitions_led 8\n");
-			free(m);
-			if (all)
-				return i;
+			char req[256];
+			snprintf(req, sizeof req, "POST /cluster/transfer?"
+				 "partition=%u&to=%d HTTP/1.1\r\nHost: t\r\n"
+				 "Content-Length: 0\r\n\r\n", p, to + 1);
+			int code = 0;
+			free(it_http_raw(srv[l - 1].admin_port, req,
+					 strlen(req), 15000, &code));
 		}
 		it_sleep_ms(50);
 	}
-	it_fail(__FILE__, __LINE__, "no node leads every partition");
+	it_fail(__FILE__, __LINE__, "node%d never led every partition", to + 1);
 	return -1;
+}
+
+/* Waits until the nodes but `skip` lead all 8 partitions between them. */
+static void survivors_lead(int skip)
+{
+	for (int t = 0; t < 300; t++) {
+		uint64_t sum = 0;
+		for (int i = 0; i < NODES; i++)
+			if (i != skip)
+				sum += led(i);
+		if (sum == 8)
+			return;
+		it_sleep_ms(50);
+	}
+	it_fail(__FILE__, __LINE__, "partitions without a leader");
 }
 
 static void msg_id(uint8_t id[16], int k, int n)
@@ -215,9 +262,17 @@ int main(void)
 {
 	it_init("cluster_forward");
 	cluster_init("83");
+	for (int i = 0; i < NODES; i++) {
+		int k = 0;
+		while (srv[i].extra[k])
+			k++;
+		srv[i].extra[k++] = "--leader-rebalance-ms";
+		srv[i].extra[k++] = "0";
+		srv[i].extra[k] = NULL;
+	}
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);
-	int leader = find_leader(-1);
+	int leader = gather(0);
 	/* the highest id but the leader's: after the kill the survivor with
 	 * the lower id most likely wins (it campaigns first, CLUSTER.md
 	 * §3.2), so the client's node usually stays a follower and forwards
@@ -306,8 +361,10 @@ int main(void)
 	       leader + 1, kill_at);
 	it_server_kill(&srv[leader]);
 	pthread_join(th, NULL);
-	int leader2 = find_leader(leader);
-	printf("leader after the kill: node%d\n", leader2 + 1);
+	survivors_lead(leader);
+	printf("partitions led after the kill: node%d %" PRIu64 ", node%d %"
+	       PRIu64 "\n", (leader + 1) % NODES + 1, led((leader + 1) % NODES),
+	       (leader + 2) % NODES + 1, led((leader + 2) % NODES));
 	m = it_http_get(srv[follower].admin_port, "/metrics", NULL);
 	IT_CHECK(m, "metrics");
 	printf("follower forwards: replied %" PRIu64 ", link_down %" PRIu64

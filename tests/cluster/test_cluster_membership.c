@@ -233,6 +233,11 @@ int main(void)
 	/* every node a voter of every partition (the placed mode,
 	 * replication_factor 3, is test_cluster_placement.c's) */
 	cluster_rf = "0";
+	/* the scenario is one node leading every partition (found by its
+	 * partitions_led, and asked to remove itself at the end): follow0
+	 * placement; test_cluster_rebalance adds and removes a node with
+	 * leadership spread */
+	cluster_follow0 = true;
 	cluster_init("81");
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);
@@ -262,7 +267,8 @@ int main(void)
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
 			   "--partitions", "8", "--loops", "1",
-			   "--replication-factor", "0", NULL};
+			   "--replication-factor", "0",
+			   "--leader-placement", "follow0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];
 	uint16_t listed = n4.port;

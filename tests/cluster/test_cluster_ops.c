@@ -24,10 +24,15 @@
  *      are still acknowledged (by L and 4). Asked to remove itself, L
  *      refuses as well ({A, 4} with A dead), before handing anything
  *      over: it still leads every partition.
- *   5. `parleyctl cluster remove-node --force` removes it anyway: no
- *      partition has node 4 as a voter. A restarts, {L, A} commit again
- *      (SENDs acknowledged), and the same removal without --force now
- *      answers 200 (idempotent: the members record is written).
+ *   5. `parleyctl cluster remove-node --force` removes it anyway, in
+ *      one command (exit 0, "node 4 removed from all 8 partitions": its
+ *      members record is written first, while node 4 still votes; before,
+ *      the record came last, {L, A} with A dead could not commit it, and
+ *      the command had to be repeated once A was back): no partition has
+ *      node 4 as a voter and L's link to it goes down. A restarts, {L, A}
+ *      commit again (SENDs acknowledged), A's link to node 4 goes down
+ *      too, and the same removal without --force answers 200 (nothing
+ *      left to do).
  */
 #include <pthread.h>
 #include <sys/wait.h>
@@ -196,6 +201,10 @@ int main(void)
 	/* every node a voter of every partition (the placed mode,
 	 * replication_factor 3, is test_cluster_placement.c's) */
 	cluster_rf = "0";
+	/* the scenario is one node leading every partition (the operations
+	 * are asked of it, and it leads all 8 while it refuses to remove
+	 * itself): follow0 placement */
+	cluster_follow0 = true;
 	cluster_init("83");
 	for (int i = 0; i < NODES; i++) {
 		it_server_start(&srv[i]);
@@ -227,7 +236,8 @@ int main(void)
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
 			   "--partitions", "8", "--loops", "1",
-			   "--replication-factor", "0", NULL};
+			   "--replication-factor", "0",
+			   "--leader-placement", "follow0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];
 	static struct add_req q;
@@ -367,21 +377,39 @@ int main(void)
 		 "--id 4 --force", srv[L].admin_port);
 	out = ctl(args, &rc);
 	printf("forced (exit %d): %s", rc, out);
-	IT_CHECK(!strstr(out, "refusing"), "forced removal refused: %s", out);
+	/* one command finishes it, members record included (before: exit 1,
+	 * "members record not written: repeat the command", as {L, A} with
+	 * A dead cannot commit the record written after the removal) */
+	IT_CHECK(rc == 0 && strstr(out, "node 4 removed from all 8"),
+		 "forced removal: exit %d %s", rc, out);
 	free(out);
 	int v2[2] = {L + 1, A + 1};
 	sort3(v2, 2);
 	voters_str(vs, sizeof vs, v2, 2);
 	wait_parts_with(srv[L].admin_port, vs);
+	/* the members record applied: L closes its link to node 4 once no
+	 * partition holds it (and never redials) */
+	int l4 = 1;
+	for (int w = 0; w < 200 && (l4 = (int)it_metric_get(srv[L].admin_port,
+			"parley_peer_link_up{node=\"4\"}")) != 0; w++)
+		it_sleep_ms(50);
+	IT_CHECK(l4 == 0, "node%d's link to the removed node 4 is still up",
+		 L + 1);
 	it_server_start(&srv[A]);
 	send_acked(5, "after node A restarted");
 	(void)leader_index(); /* leadership gathered again on L or A */
+	/* node A, down during the removal, learns it from the members
+	 * stream it catches up: its link to node 4 goes too */
+	for (int w = 0; w < 200 && (l4 = (int)it_metric_get(srv[A].admin_port,
+			"parley_peer_link_up{node=\"4\"}")) != 0; w++)
+		it_sleep_ms(50);
+	IT_CHECK(l4 == 0, "node%d's link to the removed node 4 is up", A + 1);
 	snprintf(args, sizeof args, "cluster remove-node --admin "
 		 "127.0.0.1:%u,127.0.0.1:%u --id 4", srv[L].admin_port,
 		 srv[A].admin_port);
 	out = ctl(args, &rc);
 	IT_CHECK(rc == 0 && strstr(out, "node 4 removed from all 8"),
-		 "remove-node repeated: exit %d %s", rc, out);
+		 "remove-node repeated (nothing left to do): exit %d %s", rc, out);
 	free(out);
 	it_server_kill(&n4);
 	IT_CHECK(it_server_stop(&srv[L], SIGTERM, 10000) == 0,

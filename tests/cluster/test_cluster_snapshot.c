@@ -207,6 +207,9 @@ int main(void)
 	/* the leader is found by asking each node alone, which a
 	 * follower answers NOTLEADER only with forwarding off */
 	cluster_no_forward = true;
+	/* the scenario is one leader of every partition (it is compacted,
+	 * sends every snapshot and is killed at the end): follow0 placement */
+	cluster_follow0 = true;
 	cluster_init("79");
 	static const char *more[] = {"--admin-compact", "1",
 				     "--raft-log-keep-bytes", "2048",

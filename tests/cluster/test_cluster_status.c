@@ -123,6 +123,10 @@ int main(void)
 	/* step 1b tests the redirect (NOTLEADER's leader hint): a
 	 * follower forwards instead unless forwarding is off */
 	cluster_no_forward = true;
+	/* the redirect of step 1b goes to partition 0's leader, which leads
+	 * every partition (with leadership spread it names the partition's
+	 * own leader: test_cluster_route, test_conn_fwd): follow0 placement */
+	cluster_follow0 = true;
 	cluster_init("91");
 	for (int i = 0; i < NODES; i++)
 		it_server_start(&srv[i]);

@@ -25,8 +25,9 @@
  *     node liveness: pe_raft_node_down / _up when it cuts, heals, kills or
  *     restarts): idle groups quiesce and send nothing; a proposal to a
  *     quiesced group commits; a quiesced group whose leader dies or is
- *     cut off elects another; a follower that lagged while its group slept
- *     catches up;
+ *     cut off elects another, also when another link went down at the
+ *     same moment; a follower that lagged while its group slept catches
+ *     up;
  *   - pe_cluster.flush: with a transport that holds every send until the
  *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
  *     up, also over a lossy link and after a node is cut off;

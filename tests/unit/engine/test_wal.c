@@ -10,7 +10,13 @@
  * place; a damaged mark is corruption, a missing one only a warning; a
  * damaged last record is never written over, so restoring it repairs; a
  * damaged segment header dooms a single node's shard (path and offset in
- * the error) and is handed over for repair when replicated.
+ * the error) and is handed over for repair when replicated; a roll takes
+ * the segment prepared ahead and the prep work never prepares that seq
+ * again (before, it could rename a spare over the segment just made
+ * active); with two batches in flight, completions count durable in
+ * order, and a torn batch followed by the batch submitted behind it drops
+ * both (no corruption), while the same damage before a batch that was not
+ * is corruption.
  */
 #include <errno.h>
 #include <criterion/criterion.h>
@@ -1343,7 +1349,7 @@ Test(wal, roll_does_not_prepare_the_taken_segment_again)
 			int n = io->ops->ring_wait(ring, c, 4, -1);
 			cr_assert_geq(n, 0);
 			for (int i = 0; i < n && !done; i++) {
-				done = wal_on_cqe(R.w, c[i].res);
+				done = wal_on_cqe(R.w, c[i].user_data, c[i].res);
 				cr_assert_geq(done, 0);
 			}
 		}
@@ -1369,4 +1375,266 @@ Test(wal, roll_does_not_prepare_the_taken_segment_again)
 	cr_assert(!s.dup);
 	cr_assert_eq(s.n, index, "%llu of %llu records read back",
 		     (unsigned long long)s.n, (unsigned long long)index);
+}
+
+/* ---- two batches in flight (wal.h invariant 3) ---------------------------------- */
+
+/* The WAL driven directly on the in-memory backend, in a directory of its
+ * own: batches built and submitted by the test, completions fed by hand
+ * (so their order is the test's), the crash image made by damaging the
+ * durable bytes of one batch (what a power loss with two batches in flight
+ * may leave: the later one complete, the earlier one torn). */
+#define PW_DIR "/pw/wal"
+#define PW_SEG PW_DIR "/wal-0000000000000001.log"
+#define PW_UD 1u
+
+struct pw_seen {
+	uint64_t idx[64];
+	int n, corrupt;
+};
+
+static int pw_record(void *arg, const struct wal_rec *r)
+{
+	struct pw_seen *s = arg;
+	cr_assert_lt(s->n, 64);
+	s->idx[s->n++] = r->index;
+	return 0;
+}
+
+static void pw_corrupt(void *arg, int64_t p, const char *file, uint64_t off,
+		       const char *why)
+{
+	(void)p;
+	(void)file;
+	(void)off;
+	(void)why;
+	((struct pw_seen *)arg)->corrupt++;
+}
+
+static struct wal *pw_open(struct pw_seen *s)
+{
+	memset(s, 0, sizeof *s);
+	struct wal_recovery rec = {.record = pw_record, .corrupt = pw_corrupt,
+				   .arg = s};
+	struct wal *w = NULL;
+	cr_assert_eq(wal_open(io, PW_DIR, SEG, false, &rec, NULL, &w), 0);
+	return w;
+}
+
+/* n records of partition 0, log indexes first.., bodies of `len` bytes */
+static void pw_fill(struct wal *w, uint64_t first, int n, uint32_t len)
+{
+	for (int i = 0; i < n; i++) {
+		uint8_t *b = wal_reserve(w, len);
+		cr_assert_not_null(b);
+		memset(b, (int)(first + (uint64_t)i), len);
+		wal_commit_rec(w, 0, 1, 1, first + (uint64_t)i);
+	}
+}
+
+static int no_rec(void *arg, const struct wal_rec *r)
+{
+	(void)arg;
+	(void)r;
+	return 0;
+}
+
+/* Runs the ring until it has `want` completions; returns them in cq. */
+static int pw_reap(struct pio_ring *ring, struct pio_cqe *cq, int want)
+{
+	int n = 0;
+	for (int spins = 0; n < want && spins < 100; spins++) {
+		int k = io->ops->ring_wait(ring, cq + n, want - n, 0);
+		cr_assert_geq(k, 0);
+		n += k;
+	}
+	cr_assert_eq(n, want);
+	return n;
+}
+
+/* Feeds completions; returns how many batches became durable (taken). */
+static int pw_feed(struct wal *w, const struct pio_cqe *cq, int n)
+{
+	int durable = 0;
+	for (int i = 0; i < n; i++) {
+		int k = wal_on_cqe(w, cq[i].user_data, cq[i].res);
+		cr_assert_geq(k, 0);
+		for (int j = 0; j < k; j++)
+			cr_assert_eq(wal_for_each_durable(w, no_rec, NULL), 0);
+		durable += k;
+	}
+	return durable;
+}
+
+static void pw_mkdir(void)
+{
+	cr_assert_eq(io->ops->mkdir(io, "/pw"), 0);
+}
+
+static bool pw_seen_has(const struct pw_seen *s, uint64_t idx)
+{
+	for (int i = 0; i < s->n; i++)
+		if (s->idx[i] == idx)
+			return true;
+	return false;
+}
+
+/* A batch submitted while the one before it is in flight: their
+ * completions may come in any order, but the later one counts durable only
+ * with (after) the earlier one. After a crash that tore the earlier one
+ * and kept the later one whole, recovery keeps the acknowledged batches
+ * and the earlier batch's records before the tear, and neither the torn
+ * record nor anything of the later batch, without calling it corruption;
+ * the later batch's leftovers are zeroed, so a shorter batch written next,
+ * torn in its turn by the next crash, is again a torn tail (not a bad
+ * record followed by a stray later batch). */
+Test(wal, pipelined_batch_after_a_torn_one_is_dropped_not_corruption)
+{
+	pw_mkdir();
+	struct pw_seen s;
+	struct wal *w = pw_open(&s);
+	struct pio_ring *ring;
+	cr_assert_eq(io->ops->ring_new(io, 16, &ring), 0);
+	wal_set_ring(w, ring);
+	struct pio_cqe cq[8];
+
+	/* A: acknowledged (indexes 1..3), block 1 */
+	pw_fill(w, 1, 3, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	/* two completions a batch: write + fdatasync (direct-link, the
+	 * default commit) */
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 2)), 1);
+
+	/* P (4..6, 3 records of 4096 bytes each: blocks 2..4) and B (7..9)
+	 * submitted behind it while P is in flight */
+	pw_fill(w, 4, 3, 4096 - WAL_REC_HDR);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(!wal_busy(w), "a second batch may go while one syncs");
+	pw_fill(w, 7, 3, 4096 - WAL_REC_HDR);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(wal_busy(w), "at most WAL_FLIGHT_MAX in flight");
+	struct wal_stats st;
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.piped, 1);
+	int n = pw_reap(ring, cq, 4);
+	/* B's completions first: B is not durable before P */
+	struct pio_cqe order[4];
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		if (cq[i].user_data != cq[0].user_data)
+			order[k++] = cq[i];
+	for (int i = 0; i < n; i++)
+		if (cq[i].user_data == cq[0].user_data)
+			order[k++] = cq[i];
+	cr_assert_eq(pw_feed(w, order, 2), 0, "B alone is not durable");
+	cr_assert_eq(pw_feed(w, order + 2, 1), 0);
+	cr_assert_eq(wal_on_cqe(w, order[3].user_data, order[3].res), 2,
+		     "P's last completion makes P and B durable, in order");
+	cr_assert_eq(wal_for_each_durable(w, no_rec, NULL), 0);
+	cr_assert_eq(wal_for_each_durable(w, no_rec, NULL), 0);
+	cr_assert(!wal_in_flight(w));
+	wal_close(w); /* no clean mark: as after kill -9 */
+	io->ops->ring_free(ring);
+
+	/* the crash image: P's third record (block 4) torn, B whole */
+	flip_bit(PW_SEG, 4 * WAL_BLOCK + WAL_REC_HDR + 100, 3);
+	w = pw_open(&s);
+	cr_assert_eq(s.corrupt, 0, "a torn batch and the batch behind it");
+	for (uint64_t i = 1; i <= 5; i++)
+		cr_assert(pw_seen_has(&s, i), "index %llu kept",
+			  (unsigned long long)i);
+	for (uint64_t i = 6; i <= 9; i++)
+		cr_assert(!pw_seen_has(&s, i), "index %llu dropped",
+			  (unsigned long long)i);
+	/* B's blocks (5..7) zeroed */
+	struct pio_file *f;
+	uint8_t blk[WAL_BLOCK], zero[WAL_BLOCK] = {0};
+	cr_assert_eq(io->ops->open(io, PW_SEG, 0, &f), 0);
+	for (uint64_t b = 5; b <= 7; b++) {
+		cr_assert_eq(io->ops->pread(io, f, blk, WAL_BLOCK, b * WAL_BLOCK),
+			     WAL_BLOCK);
+		cr_assert(!memcmp(blk, zero, WAL_BLOCK), "block %llu",
+			  (unsigned long long)b);
+	}
+	io->ops->close(io, f);
+
+	/* C: one short batch at block 4 (where P tore), then torn itself */
+	cr_assert_eq(io->ops->ring_new(io, 16, &ring), 0);
+	wal_set_ring(w, ring);
+	pw_fill(w, 6, 2, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	n = pw_reap(ring, cq, 2);
+	cr_assert_eq(pw_feed(w, cq, n), 1);
+	wal_close(w);
+	io->ops->ring_free(ring);
+	flip_bit(PW_SEG, 4 * WAL_BLOCK + 2 * WAL_REC_HDR + 104 + 10, 1);
+	w = pw_open(&s);
+	cr_assert_eq(s.corrupt, 0, "C's tear is a torn tail");
+	cr_assert(pw_seen_has(&s, 6) && !pw_seen_has(&s, 7));
+	wal_close(w);
+}
+
+/* The same damage to a batch that was durable before the next one was
+ * submitted (nothing names it as in flight): acknowledged records were
+ * damaged, which is corruption, never dropped as a torn tail. */
+Test(wal, damage_before_a_batch_not_pipelined_is_corruption)
+{
+	pw_mkdir();
+	struct pw_seen s;
+	struct wal *w = pw_open(&s);
+	struct pio_ring *ring;
+	cr_assert_eq(io->ops->ring_new(io, 16, &ring), 0);
+	wal_set_ring(w, ring);
+	struct pio_cqe cq[8];
+	pw_fill(w, 1, 3, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 2)), 1);
+	pw_fill(w, 4, 3, 4096 - WAL_REC_HDR);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 2)), 1);
+	pw_fill(w, 7, 3, 4096 - WAL_REC_HDR);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 2)), 1);
+	struct wal_stats st;
+	wal_get_stats(w, &st);
+	cr_assert_eq(st.piped, 0);
+	wal_close(w);
+	io->ops->ring_free(ring);
+	flip_bit(PW_SEG, 4 * WAL_BLOCK + WAL_REC_HDR + 100, 3);
+	w = pw_open(&s);
+	cr_assert_gt(s.corrupt, 0, "damage under a later, durable batch");
+	wal_close(w);
+}
+
+/* Group commit under load: behind a batch of more than WAL_PIPE_MAX_RECS
+ * records the next one waits for it (wal_busy); behind a small one it may
+ * go at once; never more than WAL_FLIGHT_MAX. */
+Test(wal, second_batch_goes_only_behind_a_small_one)
+{
+	pw_mkdir();
+	struct pw_seen s;
+	struct wal *w = pw_open(&s);
+	struct pio_ring *ring;
+	cr_assert_eq(io->ops->ring_new(io, 16, &ring), 0);
+	wal_set_ring(w, ring);
+	struct pio_cqe cq[8];
+	pw_fill(w, 1, WAL_PIPE_MAX_RECS + 1, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(wal_busy(w), "behind a big batch");
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 2)), 1);
+	cr_assert(!wal_busy(w));
+	pw_fill(w, 20, WAL_PIPE_MAX_RECS, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(!wal_busy(w), "behind a small batch");
+	pw_fill(w, 40, 1, 100);
+	cr_assert_eq(wal_submit(w, ring, PW_UD), 0);
+	cr_assert(wal_busy(w), "WAL_FLIGHT_MAX in flight");
+	cr_assert_eq(pw_feed(w, cq, pw_reap(ring, cq, 4)), 2);
+	cr_assert(!wal_busy(w) && !wal_in_flight(w));
+	wal_close(w);
+	io->ops->ring_free(ring);
+	w = pw_open(&s);
+	cr_assert_eq(s.corrupt, 0);
+	cr_assert_eq(s.n, (int)(2 * WAL_PIPE_MAX_RECS + 2));
+	wal_close(w);
 }

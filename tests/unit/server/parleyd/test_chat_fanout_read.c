@@ -275,3 +275,105 @@ Test(chat_fanout_read, under_the_threshold_writes)
 	cr_assert_eq(rs.msgs, 0);
 	world_stop(&w);
 }
+
+/* ---- live EVENTs across nodes (chat_set_live_relay, chat_rd_live_recv) ---- */
+
+static struct {
+	int n;              /* payloads relayed */
+	uint8_t p[8192];    /* the last one */
+	uint32_t len;
+} relayed;
+
+static void fake_relay(void *arg, const uint8_t *p, uint32_t len)
+{
+	(void)arg;
+	cr_assert_leq(len, sizeof relayed.p);
+	memcpy(relayed.p, p, len);
+	relayed.len = len;
+	relayed.n++;
+}
+
+/* The other node: "carol" has two connections there, "dave" one. */
+static char remote_seen[256];
+static unsigned remote_live(void *arg, const char *user, size_t ulen,
+			    const uint8_t *frame, uint32_t len)
+{
+	(void)arg;
+	struct parley_frame f;
+	cr_assert_eq(parley_proto_frame_decode(frame, len, len, &f), (int)len);
+	struct parley_msg m;
+	cr_assert_eq(parley_proto_decode(&f, &m), 0);
+	cr_assert_eq(m.type, PARLEY_T_EVENT);
+	cr_assert_eq(m.event.inbox_seq, 0);
+	cr_assert_eq(m.event.kind, PARLEY_EV_MESSAGE);
+	size_t k = strlen(remote_seen);
+	snprintf(remote_seen + k, sizeof remote_seen - k, "%.*s,", (int)ulen,
+		 user);
+	if (ulen == 5 && !memcmp(user, "carol", 5))
+		return 2;
+	if (ulen == 4 && !memcmp(user, "dave", 4))
+		return 1;
+	return 0;
+}
+
+Test(chat_fanout_read, live_events_reach_members_on_other_nodes)
+{
+	struct world w, other;
+	world_start(&w, 9);
+	world_start(&other, 10);
+	chat_set_group_read_min(w.c, 4);
+	chat_set_live(w.c, fake_live, NULL); /* alice, bob here */
+	chat_set_live_relay(w.c, fake_relay, NULL);
+	chat_set_live(other.c, remote_live, NULL);
+	const char *mem[4] = {"bob", "carol", "dave", "erin"};
+	struct chat_group_result r;
+	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", mem, 4, &r), 0);
+	char g[32];
+	memcpy(g, r.conv, r.conv_len);
+	g[r.conv_len] = 0;
+	settle(&w);
+	relayed.n = 0; /* membership events keep write fan-out: no relay */
+	svc_send(w.c, g, "alice", 1);
+	settle(&w);
+	cr_assert_eq(relayed.n, 1, "one LIVE payload per read-mode message");
+	/* it names the members not posted here, in member order */
+	cr_assert_eq(le_get32(relayed.p), 3);
+	uint32_t off = CHAT_RD_LIVE_HDR;
+	static const char *want[3] = {"carol", "dave", "erin"};
+	for (int i = 0; i < 3; i++) {
+		size_t ul = strlen(want[i]);
+		cr_assert_eq(relayed.p[off], ul);
+		cr_assert(!memcmp(relayed.p + off + 1, want[i], ul));
+		off += 1u + (uint32_t)ul;
+	}
+	/* the other node posts the EVENT to its connections of them */
+	remote_seen[0] = '\0';
+	cr_assert_eq(chat_rd_live_recv(other.c, relayed.p, relayed.len), 3);
+	cr_assert_str_eq(remote_seen, "carol,dave,erin,");
+	struct chat_rd_stats rs;
+	chat_rd_get_stats(other.c, &rs);
+	cr_assert_eq(rs.live, 3);
+	cr_assert_eq(rs.live_remote, 3);
+	chat_rd_get_stats(w.c, &rs);
+	cr_assert_eq(rs.relayed, 1);
+	cr_assert_eq(rs.activity, 3, "the ACTIVITY pointers stay the safety net");
+	/* bad payloads post nothing */
+	remote_seen[0] = '\0';
+	static uint8_t bad[8192];
+	memcpy(bad, relayed.p, relayed.len);
+	cr_assert_eq(chat_rd_live_recv(other.c, bad, 3), -PARLEY_EPROTO);
+	cr_assert_eq(chat_rd_live_recv(other.c, bad, relayed.len - 1),
+		     -PARLEY_EPROTO, "a cut EVENT frame");
+	le_put32(bad, 4); /* one user more than the list holds */
+	cr_assert_eq(chat_rd_live_recv(other.c, bad, relayed.len), -PARLEY_EPROTO);
+	le_put32(bad, 3);
+	bad[CHAT_RD_LIVE_HDR] = 0; /* an empty user id */
+	cr_assert_eq(chat_rd_live_recv(other.c, bad, relayed.len), -PARLEY_EPROTO);
+	bad[CHAT_RD_LIVE_HDR] = 200; /* runs past the end */
+	cr_assert_eq(chat_rd_live_recv(other.c, bad, relayed.len), -PARLEY_EPROTO);
+	le_put32(bad, 0xffffffffu);
+	cr_assert_eq(chat_rd_live_recv(other.c, bad, relayed.len), -PARLEY_EPROTO);
+	cr_assert_str_eq(remote_seen, "");
+	world_stop(&other);
+	world_stop(&w);
+}

@@ -12,20 +12,25 @@
  * from the leader is passed on, never forwarded again; with no leader,
  * forwarding off or the link down the client gets NOTLEADER with the
  * hint as before; over the per-node cap, ERROR FULL; a link that drops
- * answers AGAIN. Leader: a FWD_REQ runs on a virtual connection and its
+ * answers AGAIN; with leadership spread over nodes each request goes to
+ * (or its redirect names) the leader of the partition it was refused for
+ * (route.h), not one node for everything. Leader: a FWD_REQ runs on a virtual connection and its
  * reply (SEND_ACK, or NOTLEADER on a node that does not lead) goes back
  * as FWD_REP, never as a FWD_REQ; the virtual connection closes once
  * answered.
  */
 #include "conn_fx.h"
 #include "proxy.h"
+#include "route.h"
 
 /* ---- the fake peer link ------------------------------------------------------------ */
 
 #define MAXF 32
 
 static struct {
-	uint64_t target;
+	uint64_t target;    /* the leader the hint names (0 = none known) */
+	bool by_partition;  /* ...or 10 + the partition refused */
+	uint32_t asked;     /* the partition the last hint was asked for */
 	bool link_up;
 	struct {
 		uint64_t to;
@@ -51,12 +56,6 @@ static int l_send(void *arg, uint64_t to, uint8_t type, const void *a,
 		memcpy(link_.f[link_.n].data + alen, b, blen);
 	link_.n++;
 	return 0;
-}
-
-static uint64_t l_target(void *arg)
-{
-	(void)arg;
-	return link_.target;
 }
 
 static bool l_up(void *arg, uint64_t node)
@@ -102,8 +101,9 @@ static struct proxy *proxy_mk(bool forward, uint32_t cap)
 {
 	link_.n = 0;
 	link_.target = 2;
+	link_.by_partition = false;
 	link_.link_up = true;
-	struct proxy_io io = {.send = l_send, .target = l_target,
+	struct proxy_io io = {.send = l_send,
 			      .link_up = l_up, .reply = l_reply,
 			      .serve = l_serve};
 	struct proxy_config cfg = {.forward = forward, .max_inflight = cap,
@@ -122,12 +122,22 @@ static void drop_raft(void *arg, const struct raft_msg *msgs, uint32_t n)
 	(void)n;
 }
 
-static uint64_t hint2(void *arg, char *plain, char *tls, size_t cap)
+/* parleyd's is route_refusal_leader + the node's addresses: here node 2
+ * leads everything, or (by_partition) node 10 + p leads partition p */
+static uint64_t hint2(void *arg, uint32_t partition, uint64_t leader,
+		      char *plain, char *tls, size_t cap)
 {
 	(void)arg;
-	snprintf(plain, cap, "10.0.0.2:7400");
-	snprintf(tls, cap, "10.0.0.2:7401");
-	return 2;
+	(void)leader;
+	link_.asked = partition;
+	uint64_t to = link_.target;
+	if (to && link_.by_partition && partition != ROUTE_PARTITION_ANY)
+		to = 10 + partition;
+	if (!to)
+		return 0;
+	snprintf(plain, cap, "10.0.0.%u:7400", (unsigned)to);
+	snprintf(tls, cap, "10.0.0.%u:7401", (unsigned)to);
+	return to;
 }
 
 static void follower_start(struct fx *f, struct world *w, uint64_t seed)
@@ -193,11 +203,13 @@ static void answer(struct fx *f, struct parley_msg *out, uint32_t *rid)
 	cr_assert_fail("no answer");
 }
 
-/* The FWD_REQ at link_.f[i] carries this client frame of alice/phone. */
-static uint64_t is_fwd_of(int i, const uint8_t *frame, uint32_t n)
+/* The FWD_REQ at link_.f[i] carries this client frame of alice/phone,
+ * for node `to`. */
+static uint64_t is_fwd_to(int i, uint64_t to, const uint8_t *frame,
+			  uint32_t n)
 {
 	cr_assert_eq(link_.f[i].type, PROXY_FRAME_REQ);
-	cr_assert_eq(link_.f[i].to, 2);
+	cr_assert_eq(link_.f[i].to, to);
 	struct proxy_req r;
 	cr_assert_eq(proxy_req_decode(link_.f[i].data, link_.f[i].len, &r), 0);
 	cr_assert_eq(r.ulen, 5);
@@ -207,6 +219,11 @@ static uint64_t is_fwd_of(int i, const uint8_t *frame, uint32_t n)
 	cr_assert_eq(r.flen, n);
 	cr_assert(!memcmp(r.frame, frame, n), "the client's frame, as sent");
 	return r.fwd_id;
+}
+
+static uint64_t is_fwd_of(int i, const uint8_t *frame, uint32_t n)
+{
+	return is_fwd_to(i, 2, frame, n);
 }
 
 /* The leader answers forward fwd_id with m (request id 999: the gateway
@@ -303,14 +320,18 @@ Test(conn_fwd, without_a_leader_to_forward_to_the_client_is_redirected)
 	for (int k = 0; k < 2; k++) {
 		if (k == 0)
 			link_.target = 0; /* no leader known (an election) */
-		else
+		else {
+			link_.target = 2;
 			link_.link_up = false; /* its link is down */
+		}
 		fx_feed(&f, 80 + (uint32_t)k, s, false);
 		answer(&f, out, &rid);
 		cr_assert_eq(rid, 80 + (uint32_t)k);
 		cr_assert_eq(out->type, PARLEY_T_ERROR);
 		cr_assert_eq(out->error.code, PARLEY_ENOTLEADER);
-		cr_assert_eq(out->error.leader_node, 2, "the hint, as before");
+		/* the hint is the node it would have gone to: none known,
+		 * or the leader whose link is down */
+		cr_assert_eq(out->error.leader_node, k == 0 ? 0 : 2);
 		cr_assert_eq(link_.n, 0);
 		cr_assert_eq(f.c->inflight, 0);
 	}
@@ -323,6 +344,109 @@ Test(conn_fwd, without_a_leader_to_forward_to_the_client_is_redirected)
 	cr_assert_null(f.c->fwd_saved, "nothing kept with forwarding off");
 	proxy_free(px);
 	free(s);
+	free(out);
+	follower_stop(&f, &w);
+}
+
+/* The partition of conversation conv (its c/<conv> stream). */
+static uint32_t conv_partition(struct world *w, const char *conv)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, conv, strlen(conv));
+	cr_assert_gt(kl, 0);
+	return pe_partition_of(w->e, key, (size_t)kl);
+}
+
+/* Leadership spread over nodes: a request goes to the leader of the
+ * partition the chat service refused it for (route.h), not to one node
+ * for everything; and without forwarding, the redirect names that
+ * leader. */
+Test(conn_fwd, a_request_goes_to_the_leader_of_its_partition)
+{
+	struct fx f;
+	struct world w;
+	follower_start(&f, &w, 35);
+	struct proxy *px = proxy_mk(true, 8);
+	f.s.proxy = px;
+	link_.by_partition = true; /* node 10 + p leads partition p */
+	fx_hello(&f, "phone");
+	fx_auth(&f, "alice");
+	/* two conversations in different partitions */
+	static const char *peers[] = {"bob", "carol", "dave", "erin", "frank",
+				      "gina", "hank", "ivan"};
+	char conv[2][64];
+	uint32_t part[2];
+	int found = 0;
+	for (unsigned i = 0; i < 8 && found < 2; i++) {
+		char id[64];
+		int n = parley_proto_dm_conv_id("alice", 5, peers[i],
+						strlen(peers[i]), id, sizeof id);
+		cr_assert_gt(n, 0);
+		id[n] = '\0';
+		uint32_t p = conv_partition(&w, id);
+		if (found == 1 && p == part[0])
+			continue;
+		snprintf(conv[found], sizeof conv[found], "%s", id);
+		part[found++] = p;
+	}
+	cr_assert_eq(found, 2, "no two conversations in two partitions");
+	struct parley_msg *out = msg_new(0);
+	for (int k = 0; k < 2; k++) {
+		struct parley_msg *s = send_msg(conv[k], (uint8_t)(1 + k));
+		uint8_t frame[512];
+		uint32_t n = encode(frame, sizeof frame, 90 + (uint32_t)k, s);
+		fx_feed(&f, 90 + (uint32_t)k, s, false);
+		cr_assert(!fx_next(&f, out, NULL), "answered, not forwarded");
+		cr_assert_eq(link_.n, k + 1);
+		cr_assert_eq(link_.asked, part[k], "the hint of the refused "
+			     "conversation's partition");
+		uint64_t id = is_fwd_to(k, 10 + part[k], frame, n);
+		struct parley_msg *ack = msg_new(PARLEY_T_SEND_ACK);
+		ack->send_ack.conv = parley_str_c(conv[k]);
+		ack->send_ack.seq = 1;
+		uint8_t b[4096];
+		le_put64(b, id);
+		uint32_t an = encode(b + 8, sizeof b - 8, 999, ack);
+		proxy_on_frame(px, 10 + part[k], PROXY_FRAME_REP, b, 8 + an);
+		uint32_t rid = 0;
+		answer(&f, out, &rid);
+		cr_assert_eq(rid, 90 + (uint32_t)k);
+		cr_assert_eq(out->type, PARLEY_T_SEND_ACK);
+		free(ack);
+		free(s);
+	}
+	/* forwarding off: the redirect names the partition's leader */
+	f.s.proxy = proxy_mk(false, 8);
+	link_.by_partition = true;
+	for (int k = 0; k < 2; k++) {
+		struct parley_msg *s = send_msg(conv[k], 7);
+		uint32_t rid = 0;
+		fx_feed(&f, 95 + (uint32_t)k, s, false);
+		answer(&f, out, &rid);
+		cr_assert_eq(out->error.code, PARLEY_ENOTLEADER);
+		cr_assert_eq(out->error.leader_node, 10 + part[k]);
+		char addr[32];
+		snprintf(addr, sizeof addr, "10.0.0.%u:7400",
+			 (unsigned)(10 + part[k]));
+		cr_assert_eq(out->error.leader_addr.len, strlen(addr));
+		cr_assert(!memcmp(out->error.leader_addr.p, addr, strlen(addr)));
+		free(s);
+	}
+	/* a NOTLEADER with no refusal noted (a stale note never routes
+	 * another request): partition 0's leader stands for it */
+	route_note(part[1], 0);
+	route_clear();
+	uint32_t p = 0;
+	uint64_t l = 0;
+	cr_assert(!route_take(&p, &l));
+	route_note(part[1], 77);
+	cr_assert(route_take(&p, &l));
+	cr_assert_eq(p, part[1]);
+	cr_assert_eq(l, 77);
+	cr_assert(!route_take(&p, &l), "a note is taken once");
+	struct proxy *px2 = f.s.proxy;
+	f.s.proxy = px;
+	proxy_free(px2);
 	free(out);
 	follower_stop(&f, &w);
 }

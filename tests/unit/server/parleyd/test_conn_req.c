@@ -196,8 +196,11 @@ static void drop_raft(void *arg, const struct raft_msg *msgs, uint32_t n)
 	(void)n;
 }
 
-static uint64_t hint_of_test(void *arg, char *plain, char *tls, size_t cap)
+static uint64_t hint_of_test(void *arg, uint32_t partition, uint64_t leader,
+			     char *plain, char *tls, size_t cap)
 {
+	(void)partition;
+	(void)leader;
 	cr_assert_eq(arg, (void *)&hint_of_test);
 	snprintf(plain, cap, "10.0.0.2:7400");
 	snprintf(tls, cap, "10.0.0.2:7401");

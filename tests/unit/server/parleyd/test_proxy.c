@@ -29,7 +29,7 @@ struct replied {
 };
 
 static struct {
-	uint64_t target;
+	uint64_t target; /* the leader fwd() forwards to */
 	bool link_up;
 	int send_rc, serve_rc;
 	struct proxy *down_during_send; /* the link drops while sending */
@@ -60,12 +60,6 @@ static int f_send(void *arg, uint64_t to, uint8_t type, const void *a,
 	if (blen)
 		memcpy(s->data + alen, b, blen);
 	return 0;
-}
-
-static uint64_t f_target(void *arg)
-{
-	(void)arg;
-	return io.target;
 }
 
 static bool f_link_up(void *arg, uint64_t node)
@@ -105,7 +99,7 @@ static struct proxy *mk(uint32_t cap, uint32_t timeout_ms)
 	memset(&io, 0, sizeof io);
 	io.target = 2;
 	io.link_up = true;
-	struct proxy_io pio = {.send = f_send, .target = f_target,
+	struct proxy_io pio = {.send = f_send,
 			       .link_up = f_link_up, .reply = f_reply,
 			       .serve = f_serve};
 	struct proxy_config cfg = {.forward = true, .max_inflight = cap,
@@ -129,7 +123,9 @@ static int fwd(struct proxy *px, uint32_t slot, uint32_t rid, uint64_t now)
 	uint8_t f[64];
 	uint32_t n = client_frame(f, rid, PARLEY_T_SEND);
 	struct conn_ref to = {.lp = NULL, .slot = slot, .gen = 1};
-	return proxy_forward(px, &to, "alice", 5, "dev1", 4, f, n, now);
+	/* io.target: the leader the refusal named (conn.c, route.h) */
+	return proxy_forward(px, io.target, &to, "alice", 5, "dev1", 4, f, n,
+			     now);
 }
 
 /* The reply frame's request id, and its ERROR code (0: not an ERROR). */
@@ -279,7 +275,7 @@ Test(proxy, no_leader_or_link_down_is_not_forwarded)
 	proxy_free(px);
 	/* forwarding off (forward = 0): never, but the leader side serves */
 	px = mk(8, 1000);
-	struct proxy_io pio = {.send = f_send, .target = f_target,
+	struct proxy_io pio = {.send = f_send,
 			       .link_up = f_link_up, .reply = f_reply,
 			       .serve = f_serve};
 	proxy_free(px);

@@ -1,0 +1,69 @@
+/*
+ * route.h — which node leads a partition, and which partition a request
+ * was refused NOTLEADER for (private to server/; docs/CLUSTER.md §3.3).
+ *
+ * Every route of a cluster node asks one function which node to send a
+ * partition's work to: route_partition_leader (a chat write forwarded to
+ * its partition's leader, chat_append; a client request forwarded by the
+ * gateway, proxy.h; the leader hint of ERROR NOTLEADER, conn.c). Today it
+ * reads the engine's published Raft state (pe_raft_status); a placement
+ * map that knows partitions this node holds no replica of extends it
+ * here, and every route follows.
+ *
+ * The refusal note. A request the chat service refuses NOTLEADER was
+ * refused for one partition (the conversation's, the group's, ...), and
+ * the gateway must forward it to *that* partition's leader, not to
+ * partition 0's. The chat service notes the partition (and the leader the
+ * engine named, if it did) on the thread that answers, right where it
+ * refuses: route_leader_check for a refusal before anything is proposed,
+ * route_note around a callback that carries an engine NOTLEADER. The
+ * connection that writes (or forwards) that NOTLEADER takes the note on
+ * the same thread (route_take); a NOTLEADER with no note falls back to
+ * partition 0's leader (the old hint). Invariants:
+ *   1. A note lives on one thread and names a refusal of the request
+ *      being answered there: whoever notes around a callback clears after
+ *      it (route_clear), and a connection clears before it runs a new
+ *      request (a loop thread). A check that refuses without its refusal
+ *      becoming an answer (a leader check made for another purpose on an
+ *      engine thread) leaves its note until the next clear there; a
+ *      NOTLEADER answered on that thread meanwhile, without a note of its
+ *      own, is routed to that partition's leader, which answers
+ *      NOTLEADER naming the right one: a wrong hop, never a wrong answer.
+ *   2. Taking a note consumes it (one NOTLEADER, one note).
+ *
+ * Threads: route_partition_leader any thread (published state, never
+ * blocks); the note is thread-local.
+ */
+#ifndef PARLEYD_ROUTE_H
+#define PARLEYD_ROUTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pe_engine;
+
+/* Partition unknown: partition 0's leader stands for it. */
+#define ROUTE_PARTITION_ANY UINT32_MAX
+
+/* The node that leads partition p as this node knows it; 0 when none is
+ * known (an election) or when it is this node. */
+uint64_t route_partition_leader(struct pe_engine *e, uint32_t p);
+
+/* pe_partition_leader_check, noting p when it answers NOTLEADER. */
+int route_leader_check(struct pe_engine *e, uint32_t p);
+
+/* Notes that the request answered on this thread was refused NOTLEADER
+ * for partition p (ROUTE_PARTITION_ANY: unknown) with the engine's
+ * leader hint `leader` (0 = none); replaces an earlier note. */
+void route_note(uint32_t p, uint64_t leader);
+/* Takes (and clears) this thread's note: false when there is none. */
+bool route_take(uint32_t *p, uint64_t *leader);
+void route_clear(void);
+
+/* The leader a NOTLEADER refusal routes to: the engine's hint when it
+ * named one (other than self), else p's leader by route_partition_leader
+ * (p ROUTE_PARTITION_ANY: partition 0's). 0 = none / this node. */
+uint64_t route_refusal_leader(struct pe_engine *e, uint32_t p,
+			      uint64_t leader, uint64_t self);
+
+#endif /* PARLEYD_ROUTE_H */
