@@ -1057,6 +1057,7 @@ static int run(const struct opts *o, struct srv *s)
 			 * partition this node does not hold go to its leader
 			 * from the leader table; held ones as before */
 			chat_set_router(s->chat, peer_node_route, pn);
+			route_set_resolver(peer_node_route, pn);
 		}
 		/* large groups' live EVENTs reach members on every node */
 		if (pn && s->proxy)
@@ -1181,6 +1182,7 @@ static int run(const struct opts *o, struct srv *s)
 	live_free(s->live); /* after the fan-out thread (chat_close) */
 	s->live = NULL;
 	conn_leader_hint_install(NULL, NULL);
+	route_set_resolver(NULL, NULL);
 	s->engine = NULL;
 	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);

@@ -98,6 +98,10 @@ struct peer_node {
 	struct aframe *ahead, *atail;     /* under mu */
 	size_t aqueued;                   /* under mu */
 	struct mrec mrecs[MREC_MAX];      /* under mu */
+	/* ids the members stream removed from the cluster (never added
+	 * again), under mu; beyond the bound the oldest are forgotten */
+	uint64_t removed_ids[MREC_MAX];
+	uint32_t nremoved;
 	uint32_t nmrecs;
 	uint64_t rm_wait[RM_WAIT_MAX];    /* under mu: removed nodes whose
 					     links go once no partition's
@@ -877,6 +881,14 @@ static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 			PLOG_W("cluster", "bad members record", "seq=%" PRIu64
 			       " record=\"%s\"", en->seq, rec);
 	} else if (sscanf(rec, "remove %" SCNu64, &id) == 1) {
+		pthread_mutex_lock(&nd->mu);
+		if (nd->nremoved == MREC_MAX) {
+			memmove(&nd->removed_ids[0], &nd->removed_ids[1],
+				(MREC_MAX - 1) * sizeof nd->removed_ids[0]);
+			nd->nremoved--;
+		}
+		nd->removed_ids[nd->nremoved++] = id;
+		pthread_mutex_unlock(&nd->mu);
 		if (id == nd->cfg.node_id)
 			PLOG_W("cluster", "this node was removed from the "
 			       "cluster; its groups stop", "node=%" PRIu64, id);
@@ -1068,7 +1080,10 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 	if (rc)
 		return rc;
 	struct peer_link_stats ls;
-	if (peer_link_stats(nd->peer, id, &ls) == 0 && ls.removed) {
+	pthread_mutex_lock(&nd->mu);
+	bool gone = conf_has(nd->removed_ids, nd->nremoved, id, NULL);
+	pthread_mutex_unlock(&nd->mu);
+	if (gone || (peer_link_stats(nd->peer, id, &ls) == 0 && ls.removed)) {
 		/* a group may take back a member it removed (placement moves
 		 * replicas), but a node removed from the cluster is gone for
 		 * good: its id is never used again */

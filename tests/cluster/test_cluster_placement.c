@@ -454,6 +454,9 @@ int main(void)
 	IT_CHECK(bin, "PARLEY_BIN_DIR not set");
 	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", bin);
 	cluster_partitions = "64";
+	/* one node leads every partition it holds (the conversation is
+	 * picked among those of partition 0's leader) */
+	cluster_follow0 = true;
 	cluster_init("84");
 	for (int i = 0; i < NODES; i++) {
 		int k = 0;
@@ -493,7 +496,8 @@ int main(void)
 				   "--peer-port", pport[j], "--peers", peers_x[j],
 				   "--founders", "1,2,3", "--raft-tick-ms", "20",
 				   "--partitions", "64", "--loops", "1",
-				   "--admin-digest", "1", NULL};
+				   "--admin-digest", "1", "--leader-placement",
+				   "follow0", NULL};
 		for (int k = 0; x[k]; k++)
 			nx[j].extra[k] = x[k];
 		it_server_start(&nx[j]);
