@@ -312,6 +312,42 @@ static const char *role_name(enum pe_raft_role r)
 
 static bool can_serve(struct srv *s);
 
+static bool same_set(const uint64_t *a, uint32_t na, const uint64_t *b,
+		     uint32_t nb)
+{
+	if (na != nb)
+		return false;
+	for (uint32_t i = 0; i < na; i++)
+		if (!placement_has(b, nb, a[i]))
+			return false;
+	return true;
+}
+
+/* ,"placement":{...}: partition p's replicas by the placement map
+ * (§3.7), whether a record placed it (else the founders), and whether
+ * the group's configuration as this node has it matches ("matches":
+ * false during an operation, or after one that did not finish) */
+static void placement_json(struct srv_text *o, struct peer_node *pn,
+			   uint32_t p, const struct pe_raft_status *st)
+{
+	struct placement_part pp;
+	bool rec;
+	if (!pn || !peer_node_replication_factor(pn) ||
+	    !peer_node_placement(pn, p, &pp, &rec))
+		return; /* replication_factor 0: every node, no map */
+	srv_text_put(o, ",\"placement\":{\"voters\":[");
+	for (uint32_t k = 0; k < pp.nvoters; k++)
+		srv_text_put(o, "%s%" PRIu64, k ? "," : "", pp.voters[k]);
+	srv_text_put(o, "],\"learners\":[");
+	for (uint32_t k = 0; k < pp.nlearners; k++)
+		srv_text_put(o, "%s%" PRIu64, k ? "," : "", pp.learners[k]);
+	bool match = same_set(pp.voters, pp.nvoters, st->voters, st->nvoters) &&
+		     same_set(pp.learners, pp.nlearners, st->learners,
+			      st->nlearners);
+	srv_text_put(o, "],\"recorded\":%s,\"matches\":%s}",
+		     rec ? "true" : "false", match ? "true" : "false");
+}
+
 /* This node's view of the cluster as one JSON object: ids, readiness,
  * peer links, and per partition its group state and, on the leader, each
  * member's match index and lag (pe_raft_status, never blocks). */
@@ -348,6 +384,22 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 		} else {
 			srv_text_put(&o, ",\"operation\":null");
 		}
+	}
+	uint32_t meta[PLACEMENT_MAX_META], nmeta = 0;
+	if (s->peer && e) { /* the meta group (§3.7) */
+		nmeta = peer_node_meta_parts(s->peer, meta);
+		srv_text_put(&o, ",\"replication_factor\":%u,\"meta\":{"
+			     "\"partitions\":[",
+			     peer_node_replication_factor(s->peer));
+		for (uint32_t i = 0; i < nmeta; i++)
+			srv_text_put(&o, "%s%u", i ? "," : "", meta[i]);
+		srv_text_put(&o, "],\"voter_nodes\":[");
+		struct pe_raft_status m0;
+		if (nmeta && !pe_raft_status(e, meta[nmeta - 1], &m0))
+			for (uint32_t k = 0; k < m0.nvoters; k++)
+				srv_text_put(&o, "%s%" PRIu64, k ? "," : "",
+					     m0.voters[k]);
+		srv_text_put(&o, "]}");
 	}
 	srv_text_put(&o, ",\"peers\":[");
 	if (s->peer) {
@@ -402,7 +454,9 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 		for (uint32_t k = 0; k < st.nlearners; k++)
 			srv_text_put(&o, "%s%" PRIu64, k ? "," : "",
 				     st.learners[k]);
-		srv_text_put(&o, "]}");
+		srv_text_put(&o, "]");
+		placement_json(&o, s->peer, p, &st);
+		srv_text_put(&o, "}");
 	}
 	srv_text_put(&o, "]}\n");
 	return o.n;
@@ -1009,6 +1063,47 @@ static char *admin_placement(struct admin *a, bool rebalance, const char *q,
 	return simple(503, "Service Unavailable", msg, false, len);
 }
 
+/* POST /cluster/conf?partition=P&op=add-learner|promote|remove&node=N,
+ * on P's leader (docs/CLUSTER.md §3.7): one membership change of P, as
+ * the node running an add-node / remove-node asks it of the leader of a
+ * partition it does not lead (peer_node_conf_one: idempotent; 409 with
+ * the `leader=` line elsewhere, 503 while a learner catches up or a
+ * change is pending). Blocks the admin thread for one commit. */
+static char *admin_conf(struct admin *a, const char *q, size_t *len)
+{
+	struct peer_node *pn = a->s->peer;
+	if (!pn || !a->s->engine)
+		return simple(400, "Bad Request", "not a cluster node (or not "
+			      "ready)\n", false, len);
+	char ps[16], ops[16], ns[32];
+	char *e1 = NULL, *e2 = NULL;
+	unsigned long part = query_get(q, "partition", ps, sizeof ps)
+				     ? strtoul(ps, &e1, 10) : 0;
+	uint64_t node = query_get(q, "node", ns, sizeof ns)
+				? strtoull(ns, &e2, 10) : 0;
+	enum pe_conf_op op = 0;
+	if (query_get(q, "op", ops, sizeof ops))
+		op = !strcmp(ops, "add-learner") ? PE_CONF_ADD_LEARNER
+		     : !strcmp(ops, "promote")	 ? PE_CONF_PROMOTE
+		     : !strcmp(ops, "remove")	 ? PE_CONF_REMOVE
+						 : 0;
+	if (!e1 || *e1 || !e2 || *e2 || !node || !op || part > UINT32_MAX)
+		return simple(400, "Bad Request", "partition=P&op=add-learner|"
+			      "promote|remove&node=N required\n", false, len);
+	char msg[512];
+	int rc = peer_node_conf_one(pn, (uint32_t)part, op, node, msg,
+				    sizeof msg);
+	if (!rc)
+		return simple(200, "OK", msg, false, len);
+	if (rc == -PARLEY_ENOTLEADER)
+		return simple(409, "Conflict", msg, false, len);
+	if (rc == -PARLEY_EINVAL)
+		return simple(400, "Bad Request", msg, false, len);
+	if (rc != -PARLEY_EAGAIN)
+		snprintf(msg, sizeof msg, "failed: %s\n", parley_errname(rc));
+	return simple(503, "Service Unavailable", msg, false, len);
+}
+
 /* The request is complete in c->req[0..rlen): build the answer. */
 static char *route(struct admin *a, struct aconn *c, size_t *len)
 {
@@ -1029,6 +1124,8 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 					!strcmp(target, "/cluster/remove-node")))
 		return admin_cluster(a, c, target[9] == 'a', q ? q + 1 : "",
 				     len);
+	if (!strcmp(method, "POST") && !strcmp(target, "/cluster/conf"))
+		return admin_conf(a, q ? q + 1 : "", len);
 	if (!strcmp(method, "POST") && (!strcmp(target, "/cluster/transfer") ||
 					!strcmp(target, "/cluster/rebalance")))
 		return admin_placement(a, target[9] == 'r', q ? q + 1 : "", len);

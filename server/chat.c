@@ -589,6 +589,8 @@ struct chat {
 	 * this long on the fan-out thread before its inbox appends, so a test
 	 * can kill -9 between a message durable and its pointers durable */
 	unsigned test_fanout_delay_ms;
+	_Atomic(chat_route_fn) router; /* chat_set_router */
+	void *router_arg;
 };
 
 struct ckarg {
@@ -635,11 +637,24 @@ void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
 	atomic_store(&c->fwd, fn);
 }
 
+void chat_set_router(struct chat *c, chat_route_fn fn, void *arg)
+{
+	c->router_arg = arg;
+	atomic_store(&c->router, fn);
+}
+
 /* The leader to forward a write of key to: another node that leads its
  * partition as published, 0 = write locally. */
 static uint64_t route_to(struct chat *c, const void *key, size_t klen)
 {
-	return route_partition_leader(c->e, pe_partition_of(c->e, key, klen));
+	uint32_t p = pe_partition_of(c->e, key, klen);
+	chat_route_fn rfn = atomic_load(&c->router);
+	if (rfn) {
+		uint64_t to = rfn(c->router_arg, p);
+		if (to != CHAT_ROUTE_DEFAULT)
+			return to;
+	}
+	return route_partition_leader(c->e, p);
 }
 
 /* A one-shot wait of the *_sync calls for their callback: the callback

@@ -433,6 +433,13 @@ typedef int (*chat_fwd_del_fn)(void *arg, uint64_t to, const void *key,
  * fn for appends, dfn for deletes. Before clients are served. */
 void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
 		      void *arg);
+/* Where a write to partition p goes (0 = the local engine, else the node
+ * to forward it to); installed, it replaces the published-state rule
+ * below (peer_node_route: it also knows the leaders of partitions this
+ * node does not hold, docs/CLUSTER.md §3.7). Before clients are served. */
+typedef uint64_t (*chat_route_fn)(void *arg, uint32_t partition);
+#define CHAT_ROUTE_DEFAULT UINT64_MAX /* chat_route_fn: the usual rule */
+void chat_set_router(struct chat *c, chat_route_fn fn, void *arg);
 /* pe_append, routed: a key whose partition another node leads (as
  * published: pe_raft_status) goes to that leader through the forwarder,
  * which executes it there with the same producer id and expected seq;

@@ -164,6 +164,7 @@ struct opts {
 	char peer_tls_ca[512], peer_tls_cert[512], peer_tls_key[512];
 	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
 	char leader_placement[16];
+	uint32_t replication_factor;
 	uint32_t leader_rebalance_ms;
 	uint32_t forward, forward_max_inflight, forward_timeout_ms;
 };
@@ -265,6 +266,7 @@ static const struct key KEYS[] = {
 	KL(snapshot_rate_bytes, "0", "cluster: bandwidth for sending snapshots to lagging followers, bytes/s over all partitions (0 = unlimited, else >= 65536)"),
 	KS(leader_placement, "spread", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
 	KU(leader_rebalance_ms, "5000", "cluster, spread placement: once no partition changed leader or term for this long, a node leading more than its share of the partitions hands the excess to the least loaded nodes (after a failover, after a node returned); 0 = never (run parleyctl cluster rebalance), else 500..600000"),
+	KU(replication_factor, "3", "cluster: voters of each partition once add-node / remove-node place replicas (1..9; 0 = every node, as before the placement map); the meta group (partition 0 and the members stream's partition) has 1, 3 or 5 voters and every other node as learner (docs/CLUSTER.md §3.7)"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
 	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
@@ -752,6 +754,9 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 			BAD("peer_port must be 1..65535 and differ from the other ports\n");
 		if (o->raft_tick_ms < 10 || o->raft_tick_ms > 1000)
 			BAD("raft_tick_ms must be 10..1000\n");
+		if (o->replication_factor > PEER_NODE_MAX_PEERS + 1)
+			BAD("replication_factor must be 0..%u\n",
+			    PEER_NODE_MAX_PEERS + 1);
 		if (o->raft_election_ticks < 3 || o->raft_election_ticks > 100)
 			BAD("raft_election_ticks must be 3..100\n");
 		if (o->raft_quiesce_ticks == 1 || o->raft_quiesce_ticks > 1000)
@@ -941,6 +946,7 @@ static int run(const struct opts *o, struct srv *s)
 		pc.log_keep_bytes = o->raft_log_keep_bytes;
 		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
 		pc.leader_spread = !strcmp(o->leader_placement, "spread");
+		pc.replication_factor = o->replication_factor;
 		pc.rebalance_ms = o->leader_rebalance_ms;
 		static char adv_client[80], adv_tls[80], adv_admin[80];
 		advertise_default(adv_client, sizeof adv_client, o->client_advertise,
@@ -1047,9 +1053,16 @@ static int run(const struct opts *o, struct srv *s)
 		/* spread placement: writes to partitions led elsewhere are
 		 * forwarded to their leader (follow0 keeps the redirect: one
 		 * node leads everything once leadership settles) */
-		if (pn && !strcmp(o->leader_placement, "spread"))
+		if (pn && (!strcmp(o->leader_placement, "spread") ||
+			   o->replication_factor)) {
 			chat_set_forward(s->chat, peer_node_forward,
 					 peer_node_forward_delete, pn);
+			/* with placement (docs/CLUSTER.md §3.7) writes to a
+			 * partition this node does not hold go to its leader
+			 * from the leader table; held ones as before */
+			chat_set_router(s->chat, peer_node_route, pn);
+			route_set_resolver(peer_node_route, pn);
+		}
 		/* large groups' live EVENTs reach members on every node */
 		if (pn && s->proxy)
 			proxy_node_live(s->chat, true);
@@ -1178,6 +1191,7 @@ static int run(const struct opts *o, struct srv *s)
 	live_free(s->live); /* after the fan-out thread (chat_close) */
 	s->live = NULL;
 	conn_leader_hint_install(NULL, NULL);
+	route_set_resolver(NULL, NULL);
 	s->engine = NULL;
 	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);

@@ -793,6 +793,7 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 	case PEER_FRAME_LIVE:
 	case PEER_FRAME_XFER:
 	case PEER_FRAME_PRES:
+	case PEER_FRAME_LEADS:
 		if (c->st != C_UP) {
 			conn_close(p, c, "application frame before handshake");
 			return false;

@@ -6,7 +6,8 @@
 add_library(parley_peer STATIC ${CMAKE_CURRENT_LIST_DIR}/peer.c
             ${CMAKE_CURRENT_LIST_DIR}/peer_wire.c
             ${CMAKE_CURRENT_LIST_DIR}/peer_node.c
-            ${CMAKE_CURRENT_LIST_DIR}/peer_fwd.c)
+            ${CMAKE_CURRENT_LIST_DIR}/peer_fwd.c
+            ${CMAKE_CURRENT_LIST_DIR}/placement.c)
 target_include_directories(parley_peer PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 if(TARGET parley_engine_internals)
   target_link_libraries(parley_peer PUBLIC parley_engine_internals)

@@ -163,8 +163,11 @@ enum peer_frame_type {
 	/* presence and typing of the sender's users for the receiver's
 	 * connections (server/presence_relay.h) */
 	PEER_FRAME_PRES = 12,
+	/* the partitions the sender leads, with their terms (server/peer_node.c,
+	 * the leader table of partitions a node does not hold) */
+	PEER_FRAME_LEADS = 13,
 };
-#define PEER_FRAME_LAST PEER_FRAME_PRES
+#define PEER_FRAME_LAST PEER_FRAME_LEADS
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */

@@ -98,6 +98,10 @@ struct peer_node {
 	struct aframe *ahead, *atail;     /* under mu */
 	size_t aqueued;                   /* under mu */
 	struct mrec mrecs[MREC_MAX];      /* under mu */
+	/* ids the members stream removed from the cluster (never added
+	 * again), under mu; beyond the bound the oldest are forgotten */
+	uint64_t removed_ids[MREC_MAX];
+	uint32_t nremoved;
 	uint32_t nmrecs;
 	uint64_t rm_wait[RM_WAIT_MAX];    /* under mu: removed nodes whose
 					     links go once no partition's
@@ -115,6 +119,12 @@ struct peer_node {
 	struct pcmd *cmd_head, *cmd_tail; /* under mu */
 	char peers_file[600];             /* journal of run-time peers */
 	struct pe_sub *msub;              /* tail of the members stream */
+	struct placement_map pmap;        /* its "place" records */
+	uint32_t meta[PLACEMENT_MAX_META], nmeta; /* set at start */
+	/* the leader table (LEADS frames): per partition the node that
+	 * claims to lead it and its term; written by the node thread */
+	_Atomic uint64_t *lead_node, *lead_term;
+	uint32_t lead_tick;
 	uint64_t voters[PEER_NODE_MAX_PEERS + 1];
 	struct pe_cluster cl;
 	struct peer *peer;
@@ -346,12 +356,25 @@ static void xfer_on_frame(struct peer_node *nd, uint64_t from,
 
 /* Application frames: forwarded appends (peer_fwd.h) to the forwarder,
  * the others (forwarded client requests) to the installed app. */
+static void leads_on_frame(struct peer_node *nd, uint64_t from,
+			   const uint8_t *b, uint32_t n);
+static bool holds(struct peer_node *nd, uint32_t p, struct pe_raft_status *st);
+static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
+		     uint64_t deadline, uint32_t *held_by, uint64_t who,
+		     char *msg, size_t cap);
+static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
+			    uint64_t *out);
+static void leads_forget(struct peer_node *nd, uint64_t node);
+static void leads_send(struct peer_node *nd);
+
 static void on_app(void *arg, uint64_t from, uint8_t type, const uint8_t *p,
 		   uint32_t n)
 {
 	struct peer_node *nd = arg;
 	if (type == PEER_FRAME_APPEND_REQ || type == PEER_FRAME_APPEND_RES)
 		fwd_on_frame(nd->fwd, from, type, p, n, now_ms());
+	else if (type == PEER_FRAME_LEADS)
+		leads_on_frame(nd, from, p, n);
 	else if (type == PEER_FRAME_XFER)
 		xfer_on_frame(nd, from, p, n);
 	else if (nd->app.on_frame)
@@ -444,8 +467,10 @@ static void on_link(void *arg, uint64_t node, bool up)
 	PLOG_I("cluster", up ? "peer link up" : "peer link down",
 	       "node=%" PRIu64, node);
 	up_set(nd, node, up);
-	if (!up) /* in-flight forwarded appends fail AGAIN (peer_fwd.h) */
+	if (!up) { /* in-flight forwarded appends fail AGAIN (peer_fwd.h) */
 		fwd_link_down(nd->fwd, node);
+		leads_forget(nd, node);
+	}
 	if (nd->app.on_link)
 		nd->app.on_link(nd->app.arg, node, up);
 	if (!nd->e)
@@ -827,6 +852,18 @@ static void rm_wait_check(struct peer_node *nd)
 
 static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 {
+	if (en->len > 6 && !memcmp(en->payload, "place ", 6)) {
+		char *pr = malloc(en->len + 1);
+		if (!pr)
+			return;
+		memcpy(pr, en->payload, en->len);
+		pr[en->len] = '\0';
+		if (placement_map_apply(&nd->pmap, pr + 6))
+			PLOG_W("cluster", "bad placement record", "seq=%" PRIu64,
+			       en->seq);
+		free(pr);
+		return;
+	}
 	char rec[512];
 	size_t n = en->len < sizeof rec - 1 ? en->len : sizeof rec - 1;
 	memcpy(rec, en->payload, n);
@@ -844,6 +881,14 @@ static void members_entry(struct peer_node *nd, const struct pe_entry *en)
 			PLOG_W("cluster", "bad members record", "seq=%" PRIu64
 			       " record=\"%s\"", en->seq, rec);
 	} else if (sscanf(rec, "remove %" SCNu64, &id) == 1) {
+		pthread_mutex_lock(&nd->mu);
+		if (nd->nremoved == MREC_MAX) {
+			memmove(&nd->removed_ids[0], &nd->removed_ids[1],
+				(MREC_MAX - 1) * sizeof nd->removed_ids[0]);
+			nd->nremoved--;
+		}
+		nd->removed_ids[nd->nremoved++] = id;
+		pthread_mutex_unlock(&nd->mu);
 		if (id == nd->cfg.node_id)
 			PLOG_W("cluster", "this node was removed from the "
 			       "cluster; its groups stop", "node=%" PRIu64, id);
@@ -1034,6 +1079,19 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 	int rc = lead_check(nd, msg, cap);
 	if (rc)
 		return rc;
+	struct peer_link_stats ls;
+	pthread_mutex_lock(&nd->mu);
+	bool gone = conf_has(nd->removed_ids, nd->nremoved, id, NULL);
+	pthread_mutex_unlock(&nd->mu);
+	if (gone || (peer_link_stats(nd->peer, id, &ls) == 0 && ls.removed)) {
+		/* a group may take back a member it removed (placement moves
+		 * replicas), but a node removed from the cluster is gone for
+		 * good: its id is never used again */
+		snprintf(msg, cap, "node %" PRIu64 " was removed from the "
+			 "cluster: node ids are never reused (start the new "
+			 "node with a new id)\n", id);
+		return -PARLEY_EINVAL;
+	}
 	uint64_t deadline = parley_mono_ns() + (uint64_t)wait_ms * 1000000ull;
 	char rec[512];
 	snprintf(rec, sizeof rec, "add %" PRIu64 " %s %u %s %s", id,
@@ -1048,6 +1106,21 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 	}
 	PLOG_I("cluster", "adding a node", "node=%" PRIu64 " peer=%s:%u", id,
 	       tmp.peers[0].addr, tmp.peers[0].port);
+	if (nd->cfg.replication_factor) { /* placed (§3.7) */
+		uint64_t nodes[PLACEMENT_MAX_NODES];
+		uint32_t nn = place_nodes(nd, id, true, nodes), held = 0;
+		rc = place_run(nd, nodes, nn, deadline, &held, id, msg, cap);
+		if (rc)
+			return rc;
+		char more[256];
+		snprintf(more, sizeof more, "%s", msg);
+		PLOG_I("cluster", "node added", "node=%" PRIu64 " voter_of=%u",
+		       id, held);
+		snprintf(msg, cap, "node %" PRIu64 " is a voter of %u of %u "
+			 "partitions (replication factor %u)\n%s", id, held,
+			 nd->np, nd->cfg.replication_factor, more);
+		return 0;
+	}
 	rc = conf_all(nd, PE_CONF_ADD_LEARNER, id, deadline, msg, cap);
 	if (rc)
 		return rc;
@@ -1098,6 +1171,14 @@ int peer_node_add_node(struct peer_node *nd, uint64_t id, const char *peer,
 /* The voter to hand leadership to before this node is removed: another
  * voter of every partition, active and holding partition 0's commit
  * index (the most caught-up one), 0 when there is none. */
+static bool is_meta_part(const struct peer_node *nd, uint32_t p)
+{
+	for (uint32_t i = 0; i < nd->nmeta; i++)
+		if (nd->meta[i] == p)
+			return true;
+	return false;
+}
+
 static uint64_t handover_target(struct peer_node *nd)
 {
 	struct pe_raft_status s0;
@@ -1109,12 +1190,18 @@ static uint64_t handover_target(struct peer_node *nd)
 		if (m->node == nd->cfg.node_id || !m->voter || !m->active ||
 		    m->match < s0.commit)
 			continue;
+		/* a voter of every partition led here; with placement, of
+		 * the meta group's (the others: this node leaves them through
+		 * the removal, proposed by itself where it leads) */
 		bool everywhere = true;
 		for (uint32_t p = 1; p < nd->np && everywhere; p++) {
 			struct pe_raft_status st;
+			if (nd->cfg.replication_factor && !is_meta_part(nd, p))
+				continue;
 			everywhere = !pe_raft_status(nd->e, p, &st) &&
-				     conf_has(st.voters, st.nvoters, m->node,
-					      NULL);
+				     (st.role != PE_LEADER ||
+				      conf_has(st.voters, st.nvoters, m->node,
+					       NULL));
 		}
 		if (everywhere && (!best || m->match > best_match)) {
 			best = m->node;
@@ -1141,9 +1228,11 @@ static int hand_over(struct peer_node *nd, uint64_t deadline, char *msg,
 		struct pe_raft_status s0;
 		if (pe_raft_status(nd->e, 0, &s0))
 			return -PARLEY_EAGAIN;
-		bool leads = false;
+		bool leads = false; /* with placement: a meta partition */
 		for (uint32_t p = 0; p < nd->np && !leads; p++) {
 			struct pe_raft_status st;
+			if (nd->cfg.replication_factor && !is_meta_part(nd, p))
+				continue;
 			leads = !pe_raft_status(nd->e, p, &st) &&
 				st.role == PE_LEADER;
 		}
@@ -1271,6 +1360,13 @@ static int removal_check(struct peer_node *nd, uint64_t id, char *msg,
 				ok[p] = true; /* not a voter: no quorum changes */
 				continue;
 			}
+			if (nd->cfg.replication_factor &&
+			    (!holds(nd, p, &st) || st.role != PE_LEADER)) {
+				ok[p] = true; /* placed: led elsewhere, its
+						 replica is moved (a new one
+						 caught up) first */
+				continue;
+			}
 			int src = pe_raft_status(nd->e, p, &st);
 			if (src || st.role != PE_LEADER) {
 				/* spread placement: ask its leader for it */
@@ -1388,7 +1484,18 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 			return rc;
 		}
 	}
-	rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
+	char placed[256] = "";
+	if (nd->cfg.replication_factor) { /* its replicas move first (§3.7) */
+		uint64_t nodes[PLACEMENT_MAX_NODES];
+		uint32_t nn = place_nodes(nd, id, false, nodes), held = 0;
+		rc = nn ? place_run(nd, nodes, nn, deadline, &held, id, msg, cap)
+			: -PARLEY_EINVAL;
+		if (rc)
+			return rc;
+		snprintf(placed, sizeof placed, "%s", msg);
+	} else {
+		rc = conf_all(nd, PE_CONF_REMOVE, id, deadline, msg, cap);
+	}
 	if (rc)
 		return rc;
 	rc = force ? 0 : members_append(nd, 'R', id, rec);
@@ -1399,9 +1506,576 @@ int peer_node_remove_node(struct peer_node *nd, uint64_t id, bool force,
 		return rc;
 	}
 	PLOG_I("cluster", "node removed", "node=%" PRIu64, id);
-	snprintf(msg, cap, "node %" PRIu64 " removed from all %u partitions\n",
-		 id, nd->np);
+	snprintf(msg, cap, "node %" PRIu64 " removed from all %u partitions\n%s",
+		 id, nd->np, placed);
 	return 0;
+}
+
+/* ---- placement: the leader table, one conf change anywhere, the mover ----------- */
+
+/*
+ * With a replication factor below the node count (docs/CLUSTER.md §3.7)
+ * a node holds only some partitions. For the others it learns who leads
+ * them from LEADS frames: every LEADS_EVERY_TICKS ticks each node tells
+ * every peer whose link is up which partitions it leads and in which term
+ * (12 bytes a partition). The table keeps, per partition, the claim of
+ * the highest term; a node's claims go when its link goes down or its
+ * next LEADS no longer makes them.
+ *
+ * A membership change of a partition must be proposed by that
+ * partition's leader. The node running an operation (the leader of
+ * partition 0) makes it itself when it leads the partition, else asks the
+ * leader's admin port (POST /cluster/conf, peer_node_conf_one there),
+ * following the 409's `leader=` line; every step is idempotent.
+ */
+#define LEADS_EVERY_TICKS 10u
+#define CONF_HTTP_TIMEOUT_MS 5000u
+#define PLACE_STEP_SLEEP_US 50000u
+#define PLACE_REC_BYTES 480u /* one "place" record at most */
+
+static void leads_send(struct peer_node *nd)
+{
+	/* with every node a voter of every partition (replication_factor
+	 * 0) no table is needed, and nodes built before LEADS keep their
+	 * links (they close one that carries an unknown frame type) */
+	if (!nd->lead_node || !nd->cfg.replication_factor ||
+	    ++nd->lead_tick < LEADS_EVERY_TICKS)
+		return;
+	nd->lead_tick = 0;
+	uint8_t *b = malloc(4 + (size_t)nd->np * 12);
+	if (!b)
+		return;
+	uint32_t k = 0;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
+			continue;
+		le_put32(b + 4 + k * 12, p);
+		le_put64(b + 8 + k * 12, st.term);
+		k++;
+	}
+	le_put32(b, k);
+	struct peer_node_link l[PEER_NODE_MAX_PEERS];
+	uint32_t n = peer_node_links(nd, l, PEER_NODE_MAX_PEERS);
+	for (uint32_t i = 0; i < n; i++)
+		if (l[i].up)
+			(void)peer_node_send_app(nd, l[i].node, PEER_FRAME_LEADS,
+						 b, 4 + (size_t)k * 12, NULL, 0);
+	free(b);
+}
+
+static void leads_forget(struct peer_node *nd, uint64_t node)
+{
+	for (uint32_t p = 0; nd->lead_node && p < nd->np; p++)
+		if (atomic_load(&nd->lead_node[p]) == node)
+			atomic_store(&nd->lead_node[p], 0);
+}
+
+static void leads_on_frame(struct peer_node *nd, uint64_t from,
+			   const uint8_t *b, uint32_t n)
+{
+	if (!nd->lead_node || n < 4)
+		return;
+	uint32_t k = le_get32(b);
+	if (k > nd->np || n != 4 + k * 12)
+		return;
+	bool *claims = calloc(nd->np, 1);
+	if (!claims)
+		return;
+	for (uint32_t i = 0; i < k; i++) {
+		uint32_t p = le_get32(b + 4 + i * 12);
+		uint64_t term = le_get64(b + 8 + i * 12);
+		if (p >= nd->np)
+			continue;
+		claims[p] = true;
+		if (term >= atomic_load(&nd->lead_term[p]) ||
+		    !atomic_load(&nd->lead_node[p])) {
+			atomic_store(&nd->lead_term[p], term);
+			atomic_store(&nd->lead_node[p], from);
+		}
+	}
+	for (uint32_t p = 0; p < nd->np; p++)
+		if (!claims[p] && atomic_load(&nd->lead_node[p]) == from)
+			atomic_store(&nd->lead_node[p], 0);
+	free(claims);
+}
+
+/* Is this node a member (voter or learner) of p's configuration as it
+ * has it? */
+static bool holds(struct peer_node *nd, uint32_t p, struct pe_raft_status *st)
+{
+	if (pe_raft_status(nd->e, p, st) ||
+	    (!conf_has(st->voters, st->nvoters, nd->cfg.node_id, NULL) &&
+	     !conf_has(st->learners, st->nlearners, nd->cfg.node_id, NULL)))
+		return false;
+	/* a node removed from a group is not told: its configuration still
+	 * names it. The placement map, once it placed p elsewhere, says so */
+	struct placement_part pp;
+	bool rec = false;
+	if (nd->cfg.replication_factor &&
+	    placement_map_get(&nd->pmap, p, &pp, &rec) && rec &&
+	    !placement_has(pp.voters, pp.nvoters, nd->cfg.node_id) &&
+	    !placement_has(pp.learners, pp.nlearners, nd->cfg.node_id))
+		return false;
+	return true;
+}
+
+bool peer_node_holds(struct peer_node *nd, uint32_t p)
+{
+	struct pe_raft_status st;
+	return nd->e && p < nd->np && holds(nd, p, &st);
+}
+
+uint64_t peer_node_partition_leader(struct peer_node *nd, uint32_t p)
+{
+	struct pe_raft_status st;
+	if (!nd->e || p >= nd->np)
+		return 0;
+	if (holds(nd, p, &st))
+		return st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
+	return nd->lead_node ? atomic_load(&nd->lead_node[p]) : 0;
+}
+
+uint64_t peer_node_partition_hint(struct peer_node *nd, uint32_t p,
+				  char *plain, char *tls, size_t cap)
+{
+	plain[0] = tls[0] = '\0';
+	uint64_t to = peer_node_partition_leader(nd, p);
+	struct placement_part pp;
+	if (!to && peer_node_placement(nd, p, &pp, NULL))
+		for (uint32_t i = 0; i < pp.nvoters && !to; i++)
+			if (pp.voters[i] != nd->cfg.node_id)
+				to = pp.voters[i];
+	if (!to || to == nd->cfg.node_id)
+		return 0;
+	struct peer_link_stats ls;
+	if (peer_link_stats(nd->peer, to, &ls) == 0) {
+		info_get(ls.info, "client", plain, cap);
+		info_get(ls.info, "tls", tls, cap);
+	}
+	if (!plain[0] && !tls[0])
+		(void)peer_node_recorded_addr(nd, to, "client", plain, cap);
+	return to;
+}
+
+uint64_t peer_node_route(void *arg, uint32_t p)
+{
+	struct peer_node *nd = arg;
+	struct pe_raft_status st;
+	if (!nd->e || p >= nd->np)
+		return 0;
+	if (holds(nd, p, &st)) /* the usual rule (route.h) */
+		return UINT64_MAX;
+	uint64_t l = nd->lead_node ? atomic_load(&nd->lead_node[p]) : 0;
+	return l == nd->cfg.node_id ? 0 : l;
+}
+
+/* The admin address of node id (its INFO, else its members record). */
+static bool admin_of(struct peer_node *nd, uint64_t id, char *out, size_t cap)
+{
+	struct peer_link_stats ls;
+	out[0] = '\0';
+	if (peer_link_stats(nd->peer, id, &ls) == 0)
+		info_get(ls.info, "admin", out, cap);
+	if (!out[0])
+		(void)peer_node_recorded_addr(nd, id, "admin", out, cap);
+	return out[0] != '\0';
+}
+
+/* A blocking HTTP/1.0 POST of `path` to host:port (numeric; "[v6]:port"
+ * for IPv6) within timeout_ms: 0 with *code and the body (truncated to
+ * cap) or a negative error. */
+static int http_post(const char *hostport, const char *path,
+		     uint32_t timeout_ms, int *code, char *body, size_t cap)
+{
+	char host[64];
+	const char *colon = strrchr(hostport, ':');
+	if (!colon || (size_t)(colon - hostport) >= sizeof host)
+		return -PARLEY_EINVAL;
+	size_t hl = (size_t)(colon - hostport);
+	memcpy(host, hostport, hl);
+	host[hl] = '\0';
+	char *h = host;
+	if (h[0] == '[' && hl > 2 && h[hl - 1] == ']') {
+		h[hl - 1] = '\0';
+		h++;
+	}
+	unsigned long port = strtoul(colon + 1, NULL, 10);
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	memset(&ss, 0, sizeof ss);
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		sl = sizeof *a4;
+	} else if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		sl = sizeof *a6;
+	} else {
+		return -PARLEY_EINVAL;
+	}
+	if (!port || port > 65535)
+		return -PARLEY_EINVAL;
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct timeval tv = {.tv_sec = timeout_ms / 1000,
+			     .tv_usec = (long)(timeout_ms % 1000) * 1000};
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	int rc = -PARLEY_EIO;
+	char req[512];
+	int rl = snprintf(req, sizeof req, "POST %s HTTP/1.0\r\nHost: %s\r\n"
+			  "Content-Length: 0\r\nConnection: close\r\n\r\n",
+			  path, hostport);
+	char resp[2048];
+	size_t got = 0;
+	if (connect(fd, (struct sockaddr *)&ss, sl) ||
+	    rl <= 0 || (size_t)rl >= sizeof req ||
+	    write(fd, req, (size_t)rl) != rl)
+		goto out;
+	for (;;) {
+		ssize_t r = read(fd, resp + got, sizeof resp - 1 - got);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		if (got == sizeof resp - 1)
+			break;
+	}
+	resp[got] = '\0';
+	if (sscanf(resp, "HTTP/1.%*d %d", code) != 1)
+		goto out;
+	const char *b = strstr(resp, "\r\n\r\n");
+	snprintf(body, cap, "%s", b ? b + 4 : "");
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+static const char *conf_op_name(enum pe_conf_op op)
+{
+	return op == PE_CONF_ADD_LEARNER ? "add-learner"
+	       : op == PE_CONF_PROMOTE	 ? "promote"
+					 : "remove";
+}
+
+int peer_node_conf_one(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
+		       uint64_t node, char *msg, size_t cap)
+{
+	snprintf(msg, cap, "error\n");
+	if (!nd->e)
+		return -PARLEY_EAGAIN;
+	if (p >= nd->np || !node || (op != PE_CONF_ADD_LEARNER &&
+				     op != PE_CONF_PROMOTE && op != PE_CONF_REMOVE)) {
+		snprintf(msg, cap, "bad partition, op or node\n");
+		return -PARLEY_EINVAL;
+	}
+	struct pe_raft_status st;
+	int rc = pe_raft_status(nd->e, p, &st);
+	if (rc)
+		return rc;
+	if (pe_partition_leader_check(nd->e, p)) {
+		uint64_t l = peer_node_partition_leader(nd, p);
+		char line[PEER_NODE_ADDR_MAX + 48];
+		leader_line(nd, l == nd->cfg.node_id ? 0 : l, line, sizeof line);
+		snprintf(msg, cap, "not the leader of partition %u: ask node %"
+			 PRIu64 " (0 = none known)\n%s", p, l, line);
+		return -PARLEY_ENOTLEADER;
+	}
+	bool voter = conf_has(st.voters, st.nvoters, node, NULL);
+	bool learner = conf_has(st.learners, st.nlearners, node, NULL);
+	if ((op == PE_CONF_ADD_LEARNER && (voter || learner)) ||
+	    (op == PE_CONF_PROMOTE && voter) ||
+	    (op == PE_CONF_REMOVE && !voter && !learner)) {
+		snprintf(msg, cap, "partition %u: %s node %" PRIu64 ": done "
+			 "before\n", p, conf_op_name(op), node);
+		return 0;
+	}
+	if (op == PE_CONF_PROMOTE && !learner) {
+		snprintf(msg, cap, "partition %u: node %" PRIu64 " is not a "
+			 "learner\n", p, node);
+		return -PARLEY_EINVAL;
+	}
+	if (op == PE_CONF_PROMOTE && pe_raft_member_match(&st, node) < st.commit) {
+		snprintf(msg, cap, "partition %u: node %" PRIu64 " is catching "
+			 "up\n", p, node);
+		return -PARLEY_EAGAIN;
+	}
+	struct pe_conf_result r;
+	rc = pe_partition_conf_change_sync(nd->e, p, op, node, &r);
+	if (rc == -PARLEY_EINVAL)
+		snprintf(msg, cap, "partition %u refused %s node %" PRIu64
+			 " (node ids are never reused in a group; the last "
+			 "voter stays)\n", p, conf_op_name(op), node);
+	else if (rc)
+		snprintf(msg, cap, "partition %u: %s node %" PRIu64 ": %s\n", p,
+			 conf_op_name(op), node, parley_errname(rc));
+	else
+		snprintf(msg, cap, "partition %u: %s node %" PRIu64 ": done\n",
+			 p, conf_op_name(op), node);
+	return rc;
+}
+
+/* One change of partition p, made by its leader wherever it is;
+ * EAGAIN / NOTLEADER are retried until the deadline. */
+static int place_step(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
+		      uint64_t node, const struct placement_part *known,
+		      const struct placement_part *known2, uint64_t deadline,
+		      char *msg, size_t cap)
+{
+	uint64_t hint = 0;
+	int last = -PARLEY_EAGAIN;
+	char why[256] = "";
+	for (;;) {
+		if (atomic_load(&nd->op_cancel)) {
+			snprintf(msg, cap, "the node is stopping: repeat the "
+				 "command\n");
+			return -PARLEY_ECLOSED;
+		}
+		if (pe_partition_leader_check(nd->e, p) == 0) {
+			last = peer_node_conf_one(nd, p, op, node, why,
+						  sizeof why);
+			if (last == 0 || last == -PARLEY_EINVAL) {
+				if (last)
+					snprintf(msg, cap, "%s", why);
+				return last;
+			}
+		} else {
+			/* the leader: a 409's hint, the table, the replicas */
+			uint64_t cand[2 + 2 * PLACEMENT_MAX_NODES];
+			uint32_t nc = 0;
+			if (hint)
+				cand[nc++] = hint;
+			uint64_t l = peer_node_partition_leader(nd, p);
+			if (l && l != hint)
+				cand[nc++] = l;
+			for (uint32_t i = 0; i < known->nvoters; i++)
+				if (!placement_has(cand, nc, known->voters[i]))
+					cand[nc++] = known->voters[i];
+			for (uint32_t i = 0; i < known2->nvoters; i++)
+				if (!placement_has(cand, nc, known2->voters[i]))
+					cand[nc++] = known2->voters[i];
+			hint = 0;
+			for (uint32_t i = 0; i < nc && !hint; i++) {
+				char adm[PEER_NODE_ADDR_MAX], path[160], body[512];
+				int code = 0;
+				if (cand[i] == nd->cfg.node_id ||
+				    !admin_of(nd, cand[i], adm, sizeof adm))
+					continue;
+				snprintf(path, sizeof path, "/cluster/conf?"
+					 "partition=%u&op=%s&node=%" PRIu64, p,
+					 conf_op_name(op), node);
+				int hr = http_post(adm, path, CONF_HTTP_TIMEOUT_MS,
+						   &code, body, sizeof body);
+				if (hr) {
+					snprintf(why, sizeof why, "node %" PRIu64
+						 " (%s): %s\n", cand[i], adm,
+						 parley_errname(hr));
+					continue;
+				}
+				snprintf(why, sizeof why, "node %" PRIu64
+					 ": %d %.200s", cand[i], code, body);
+				if (code == 200)
+					return 0;
+				if (code == 400) {
+					snprintf(msg, cap, "%s", why);
+					return -PARLEY_EINVAL;
+				}
+				const char *ll = strstr(body, "leader=");
+				uint64_t h2 = ll ? strtoull(ll + 7, NULL, 10) : 0;
+				if (code == 409 && h2 && h2 != cand[i])
+					hint = h2;
+				else if (code == 503)
+					break; /* the leader: catching up */
+			}
+			if (hint)
+				continue;
+		}
+		if (parley_mono_ns() > deadline) {
+			snprintf(msg, cap, "partition %u: %s node %" PRIu64
+				 " not done in time (last: %s)\n", p,
+				 conf_op_name(op), node, *why ? why : "-");
+			return -PARLEY_ETIMEDOUT;
+		}
+		usleep(PLACE_STEP_SLEEP_US);
+	}
+}
+
+/* Appends the target map as "place" records (several when long). */
+static int place_write(struct peer_node *nd, const struct placement_part *t)
+{
+	char rec[PLACE_REC_BYTES + 64];
+	size_t n = (size_t)snprintf(rec, sizeof rec, "place");
+	for (uint32_t p = 0; p <= nd->np; p++) {
+		char one[160];
+		size_t ol = 0;
+		if (p < nd->np) {
+			ol = (size_t)snprintf(one, sizeof one, " %u ", p);
+			size_t el = placement_part_encode(&t[p], one + ol,
+							  sizeof one - ol);
+			if (!el)
+				return -PARLEY_EINVAL;
+			ol += el;
+		}
+		if (n > 5 && (p == nd->np || n + ol > PLACE_REC_BYTES)) {
+			struct pe_input in = {.type = MEMBERS_TYPE,
+					      .len = (uint32_t)n, .payload = rec};
+			struct pe_append_req q = {
+				.key = MEMBERS_KEY, .klen = strlen(MEMBERS_KEY),
+				.expected_last_seq = PE_NO_EXPECT,
+				.entries = &in, .count = 1};
+			struct pe_append_result r;
+			int rc = pe_append_sync(nd->e, &q, &r);
+			for (int k = 0; k < 100 && (rc == -PARLEY_EAGAIN ||
+						    rc == -PARLEY_EFULL); k++) {
+				if (atomic_load(&nd->op_cancel))
+					return -PARLEY_ECLOSED;
+				usleep(20000);
+				rc = pe_append_sync(nd->e, &q, &r);
+			}
+			if (rc)
+				return rc;
+			n = (size_t)snprintf(rec, sizeof rec, "place");
+		}
+		if (p < nd->np) {
+			memcpy(rec + n, one, ol + 1);
+			n += ol;
+		}
+	}
+	return 0;
+}
+
+/* The configuration of every partition as this node best knows it: its
+ * own when it holds the partition, else the placement map. */
+static void place_current(struct peer_node *nd, struct placement_part *cur)
+{
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct pe_raft_status st;
+		struct placement_part *c = &cur[p];
+		bool rec;
+		(void)placement_map_get(&nd->pmap, p, c, &rec);
+		uint64_t max_id = placement_map_max_id(&nd->pmap, p);
+		if (holds(nd, p, &st)) {
+			memset(c, 0, sizeof *c);
+			for (uint32_t i = 0; i < st.nvoters &&
+					     i < PLACEMENT_MAX_NODES; i++)
+				c->voters[c->nvoters++] = st.voters[i];
+			for (uint32_t i = 0; i < st.nlearners &&
+					     i < PLACEMENT_MAX_NODES; i++)
+				c->learners[c->nlearners++] = st.learners[i];
+		}
+		/* ids are never reused in a group (raft.h) */
+		c->max_id = max_id | PLACEMENT_ID_RULE;
+	}
+}
+
+/* Moves the cluster to the placement of `nodes` (after an add or before
+ * a removal): writes the target map, adds every new replica as a learner,
+ * promotes the voters once they caught up (their leader's view), then
+ * removes the replicas the target drops. */
+static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
+		     uint64_t deadline, uint32_t *held_by, uint64_t who,
+		     char *msg, size_t cap)
+{
+	struct placement_part *cur = calloc(nd->np, sizeof *cur);
+	struct placement_part *t = calloc(nd->np, sizeof *t);
+	int rc = -PARLEY_ENOMEM;
+	if (!cur || !t)
+		goto out;
+	place_current(nd, cur);
+	int missing = placement_compute(nodes, n, nd->cfg.replication_factor,
+					cur, nd->np, nd->meta, nd->nmeta, t);
+	if (missing < 0) {
+		snprintf(msg, cap, "no placement for these nodes\n");
+		rc = -PARLEY_EINVAL;
+		goto out;
+	}
+	if (missing)
+		PLOG_W("cluster", "placement short of replicas (node ids are "
+		       "never reused in a group)", "missing=%d", missing);
+	rc = place_write(nd, t);
+	if (rc) {
+		snprintf(msg, cap, "placement record not written: %s\n",
+			 parley_errname(rc));
+		goto out;
+	}
+	for (int stage = 0; stage < 3; stage++)
+		for (uint32_t p = 0; p < nd->np; p++) {
+			const struct placement_part *c = &cur[p], *o = &t[p];
+			if (stage == 0) { /* new replicas join as learners */
+				for (int w = 0; w < 2; w++) {
+					const uint64_t *ids = w ? o->learners
+								: o->voters;
+					uint32_t k = w ? o->nlearners : o->nvoters;
+					for (uint32_t i = 0; i < k; i++)
+						if (!placement_has(c->voters, c->nvoters, ids[i]) &&
+						    !placement_has(c->learners, c->nlearners, ids[i]) &&
+						    (rc = place_step(nd, p, PE_CONF_ADD_LEARNER,
+								     ids[i], c, o, deadline,
+								     msg, cap)))
+							goto out;
+				}
+			} else if (stage == 1) { /* caught up: voters */
+				for (uint32_t i = 0; i < o->nvoters; i++)
+					if (!placement_has(c->voters, c->nvoters,
+							   o->voters[i]) &&
+					    (rc = place_step(nd, p, PE_CONF_PROMOTE,
+							     o->voters[i], c, o, deadline,
+							     msg, cap)))
+						goto out;
+			} else { /* what the target drops */
+				for (int w = 0; w < 2; w++) {
+					const uint64_t *ids = w ? c->learners
+								: c->voters;
+					uint32_t k = w ? c->nlearners : c->nvoters;
+					for (uint32_t i = 0; i < k; i++)
+						if (!placement_has(o->voters, o->nvoters, ids[i]) &&
+						    !placement_has(o->learners, o->nlearners, ids[i]) &&
+						    (rc = place_step(nd, p, PE_CONF_REMOVE,
+								     ids[i], c, o, deadline,
+								     msg, cap)))
+							goto out;
+				}
+			}
+		}
+	*held_by = 0;
+	for (uint32_t p = 0; p < nd->np; p++)
+		*held_by += placement_has(t[p].voters, t[p].nvoters, who);
+	if (missing)
+		snprintf(msg, cap, "%d replicas could not be placed (node ids "
+			 "are never reused in a group)\n", missing);
+	else
+		msg[0] = '\0';
+	rc = 0;
+out:
+	free(cur);
+	free(t);
+	return rc;
+}
+
+/* The cluster's nodes: partition 0's members (every node is a member of
+ * the meta group), with `id` added or taken out. */
+static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
+			    uint64_t *out)
+{
+	struct pe_raft_status st;
+	uint32_t n = 0;
+	if (pe_raft_status(nd->e, 0, &st))
+		return 0;
+	for (int w = 0; w < 2; w++) {
+		const uint64_t *ids = w ? st.learners : st.voters;
+		uint32_t k = w ? st.nlearners : st.nvoters;
+		for (uint32_t i = 0; i < k && n < PLACEMENT_MAX_NODES; i++)
+			if (ids[i] != id)
+				out[n++] = ids[i];
+	}
+	if (add && n < PLACEMENT_MAX_NODES)
+		out[n++] = id;
+	return n;
 }
 
 /* ---- the membership worker ------------------------------------------------------- */
@@ -1534,6 +2208,7 @@ static void *node_main(void *arg)
 		if (tick) {
 			(void)pe_raft_tick(nd->e);
 			observe_raft(nd);
+			leads_send(nd);
 			shed_tick(nd, parley_mono_ns() / 1000000u);
 			rm_wait_check(nd);
 			if (nd->app.on_tick)
@@ -1940,6 +2615,16 @@ int peer_node_start(struct peer_node *nd, struct pe_engine *e)
 	nd->e = e;
 	fwd_set_engine(nd->fwd, e);
 	nd->np = pe_partition_count(e);
+	if (placement_map_init(&nd->pmap, nd->np, nd->voters, nd->cl.nvoters))
+		return -PARLEY_EINVAL;
+	nd->lead_node = calloc(nd->np, sizeof *nd->lead_node);
+	nd->lead_term = calloc(nd->np, sizeof *nd->lead_term);
+	if (!nd->lead_node || !nd->lead_term)
+		return -PARLEY_ENOMEM;
+	nd->meta[nd->nmeta++] = 0;
+	uint32_t mp = pe_partition_of(e, MEMBERS_KEY, strlen(MEMBERS_KEY));
+	if (mp)
+		nd->meta[nd->nmeta++] = mp;
 	nd->seen_term = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_term);
 	nd->seen_leader = calloc(nd->np ? nd->np : 1, sizeof *nd->seen_leader);
 	if (!nd->seen_term || !nd->seen_leader)
@@ -2024,7 +2709,29 @@ void peer_node_stop(struct peer_node *nd)
 	free(nd->gather);
 	free(nd->seen_term);
 	free(nd->seen_leader);
+	placement_map_free(&nd->pmap);
+	free((void *)nd->lead_node);
+	free((void *)nd->lead_term);
 	free(nd);
+}
+
+bool peer_node_placement(struct peer_node *n, uint32_t p,
+			 struct placement_part *out, bool *recorded)
+{
+	return placement_map_get(&n->pmap, p, out, recorded);
+}
+
+uint32_t peer_node_meta_parts(struct peer_node *n,
+			      uint32_t out[PLACEMENT_MAX_META])
+{
+	for (uint32_t i = 0; i < n->nmeta; i++)
+		out[i] = n->meta[i];
+	return n->nmeta;
+}
+
+uint32_t peer_node_replication_factor(const struct peer_node *n)
+{
+	return n->cfg.replication_factor;
 }
 
 uint64_t peer_node_outbox_drops(struct peer_node *n)

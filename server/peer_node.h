@@ -42,6 +42,7 @@
 #include <stdint.h>
 
 #include "parley_engine.h"
+#include "placement.h"
 
 #define PEER_NODE_MAX_PEERS 8u
 #define PEER_NODE_OUTBOX_BYTES (64ull << 20)
@@ -92,6 +93,10 @@ struct peer_node_config {
 	 * back); then it waits as long again. 0 = never (config key
 	 * leader_rebalance_ms). */
 	uint32_t rebalance_ms;
+	/* Voters per partition that add-node / remove-node place (placement.h,
+	 * docs/CLUSTER.md §3.7); 0 = every node is a voter of every partition
+	 * (no placement map is written). */
+	uint32_t replication_factor;
 };
 
 struct peer_node;
@@ -297,5 +302,51 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
  * or 0 when it is 0 or this node. Any thread. */
 uint64_t peer_node_leader_hint(struct peer_node *n, uint64_t leader,
 			       char *plain, char *tls, size_t cap);
+
+/* ---- the placement map (placement.h, docs/CLUSTER.md §3.7) ---- */
+
+/* Partition p's replicas by the placement map as this node applied it
+ * from the members stream (the founders while no record placed it);
+ * false for p out of range or before peer_node_start. Any thread. */
+bool peer_node_placement(struct peer_node *n, uint32_t p,
+			 struct placement_part *out, bool *recorded);
+/* The meta group's partitions: 0 and the members stream's (one when they
+ * are the same), into out; returns how many (0 before start). */
+uint32_t peer_node_meta_parts(struct peer_node *n,
+			      uint32_t out[PLACEMENT_MAX_META]);
+uint32_t peer_node_replication_factor(const struct peer_node *n);
+/* Whether this node is a member (voter or learner) of p's group as it
+ * has the configuration. Any thread. */
+bool peer_node_holds(struct peer_node *n, uint32_t p);
+/* The leader of partition p as this node knows it: from its own group
+ * when it holds p (this node's id when it leads), else from the leader
+ * table the other nodes' LEADS frames fill (every 10 ticks, each node
+ * names the partitions it leads); 0 = none known. Any thread. */
+uint64_t peer_node_partition_leader(struct peer_node *n, uint32_t p);
+/* The leader hint of ERROR NOTLEADER for a request that needs partition
+ * p (PROTOCOL.md): p's leader as peer_node_partition_leader knows it,
+ * else the first voter of p by the placement map other than this node
+ * (a node that holds p: it forwards or names the leader in turn), and
+ * its advertised client addresses copied into plain / tls (cap bytes
+ * each, "" = unknown; the members record's plain address when it never
+ * announced them). Returns that node's id, 0 when none is known or it is
+ * this node. Any thread. */
+uint64_t peer_node_partition_hint(struct peer_node *n, uint32_t p,
+				  char *plain, char *tls, size_t cap);
+/* Where a chat write to partition p goes (chat_set_router's shape; arg
+ * is the struct peer_node): UINT64_MAX (CHAT_ROUTE_DEFAULT) when this
+ * node holds p (the usual rule, route.h), else the node leading p from
+ * the leader table (0 when none is known: the engine answers
+ * NOTLEADER). */
+uint64_t peer_node_route(void *arg, uint32_t p);
+/* One membership change of partition p, on p's leader (POST
+ * /cluster/conf): idempotent (a change already made answers 0); a
+ * promotion waits for the learner to hold the commit index
+ * (-PARLEY_EAGAIN until then). 0, -PARLEY_ENOTLEADER (msg ends with the
+ * "leader=N admin=HOST:PORT" line of p's leader as this node knows it),
+ * -PARLEY_EINVAL, -PARLEY_EAGAIN, another engine error. Blocks for one
+ * commit. */
+int peer_node_conf_one(struct peer_node *n, uint32_t p, enum pe_conf_op op,
+		       uint64_t node, char *msg, size_t cap);
 
 #endif /* PARLEYD_PEER_NODE_H */

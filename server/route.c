@@ -7,7 +7,26 @@
  */
 #include "route.h"
 
+#include <stdatomic.h>
+
 #include "parley_engine.h"
+
+static _Atomic(route_resolver_fn) resolver;
+static void *_Atomic resolver_arg;
+
+void route_set_resolver(route_resolver_fn fn, void *arg)
+{
+	atomic_store(&resolver, NULL);
+	atomic_store(&resolver_arg, arg);
+	atomic_store(&resolver, fn);
+}
+
+/* The resolver's answer for p: UINT64_MAX when none or it holds p. */
+static uint64_t resolved(uint32_t p)
+{
+	route_resolver_fn fn = atomic_load(&resolver);
+	return fn ? fn(atomic_load(&resolver_arg), p) : UINT64_MAX;
+}
 
 uint64_t route_partition_leader(struct pe_engine *e, uint32_t p)
 {
@@ -15,6 +34,9 @@ uint64_t route_partition_leader(struct pe_engine *e, uint32_t p)
 		return 0;
 	if (p == ROUTE_PARTITION_ANY)
 		p = 0;
+	uint64_t r = resolved(p);
+	if (r != UINT64_MAX)
+		return r;
 	struct pe_raft_status st;
 	if (pe_raft_status(e, p, &st) || st.role == PE_LEADER)
 		return 0;
@@ -60,7 +82,10 @@ void route_clear(void)
 uint64_t route_refusal_leader(struct pe_engine *e, uint32_t p,
 			      uint64_t leader, uint64_t self)
 {
-	if (!leader || leader == self)
+	uint64_t r = p == ROUTE_PARTITION_ANY ? UINT64_MAX : resolved(p);
+	if (r != UINT64_MAX) /* a partition this node does not hold */
+		leader = r;
+	else if (!leader || leader == self)
 		leader = route_partition_leader(e, p);
 	return leader == self ? 0 : leader;
 }

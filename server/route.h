@@ -49,6 +49,15 @@ struct pe_engine;
  * known (an election) or when it is this node. */
 uint64_t route_partition_leader(struct pe_engine *e, uint32_t p);
 
+/* A resolver for partitions this node does not hold (a placement map,
+ * docs/CLUSTER.md §3.7: peer_node_route): returns the node leading p, 0
+ * for none known, or UINT64_MAX when this node holds p (the rules here
+ * apply). Installed before clients are served; NULL = none. When it
+ * names a node, route_partition_leader and route_refusal_leader answer
+ * it (this node's own group for p is stale or was never a member). */
+typedef uint64_t (*route_resolver_fn)(void *arg, uint32_t p);
+void route_set_resolver(route_resolver_fn fn, void *arg);
+
 /* pe_partition_leader_check, noting p when it answers NOTLEADER. */
 int route_leader_check(struct pe_engine *e, uint32_t p);
 

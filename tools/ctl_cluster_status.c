@@ -504,6 +504,8 @@ struct replica {
 	uint64_t match, lag;
 	bool active;
 	bool learner;            /* in the group's learners */
+	bool placed_learner;     /* a learner by the placement map (the meta
+				    group's non-voting members) */
 	bool lagging;
 };
 
@@ -515,7 +517,26 @@ struct pview {
 	uint32_t nr;
 	bool lagging, has_learner;
 	const struct jv *voters, *learners; /* the configuration shown */
+	/* the placement map's replicas (§3.7) and whether the configuration
+	 * differs from them */
+	const struct jv *pl_voters, *pl_learners;
+	bool pl_recorded, pl_differs;
 };
+
+static bool jarr_has(const struct jv *a, uint64_t id);
+
+/* Same ids in both arrays (any order). */
+static bool jarr_same(const struct jv *a, const struct jv *b)
+{
+	uint32_t na = a && a->t == J_ARR ? a->n : 0;
+	uint32_t nb = b && b->t == J_ARR ? b->n : 0;
+	if (na != nb)
+		return false;
+	for (uint32_t i = 0; i < na; i++)
+		if (!jarr_has(b, a->kids[i].u))
+			return false;
+	return true;
+}
 
 static bool jarr_has(const struct jv *a, uint64_t id)
 {
@@ -585,6 +606,24 @@ static void build_partition(const struct cs *c, uint64_t p, struct pview *v)
 			cp = c->nodes[i].reachable ? part_of(&c->nodes[i], p) : NULL;
 	v->voters = cp ? jget(cp, "voters") : NULL;
 	v->learners = cp ? jget(cp, "learners") : NULL;
+	/* the placement map: the leader's, else any answering node's that
+	 * has a record for it, else any */
+	const struct jv *pl = lp ? jget(lp, "placement") : NULL;
+	for (uint32_t i = 0; (!pl || !jbool(pl, "recorded")) && i < c->n; i++) {
+		const struct jv *pp = c->nodes[i].reachable
+					      ? part_of(&c->nodes[i], p) : NULL;
+		const struct jv *x = pp ? jget(pp, "placement") : NULL;
+		if (x && (!pl || jbool(x, "recorded")))
+			pl = x;
+	}
+	if (pl && pl->t == J_OBJ) {
+		v->pl_voters = jget(pl, "voters");
+		v->pl_learners = jget(pl, "learners");
+		v->pl_recorded = jbool(pl, "recorded");
+		v->pl_differs = v->voters &&
+				(!jarr_same(v->pl_voters, v->voters) ||
+				 !jarr_same(v->pl_learners, v->learners));
+	}
 	/* the replicas: the leader's members, else the configuration's
 	 * voters and learners, else every node named */
 	uint64_t ids[CS_MAX_NODES];
@@ -627,7 +666,9 @@ static void build_partition(const struct cs *c, uint64_t p, struct pview *v)
 				r->learner = !jbool(&mem->kids[m], "voter");
 			}
 		r->learner |= jarr_has(v->learners, ids[k]);
-		v->has_learner |= r->learner;
+		r->placed_learner = r->learner &&
+				    jarr_has(v->pl_learners, ids[k]);
+		v->has_learner |= r->learner && !r->placed_learner;
 		r->lagging = !r->reachable ||
 			     (r->have_member && (!r->active || r->lag > c->lag_threshold)) ||
 			     r->commit_lag > c->lag_threshold ||
@@ -672,7 +713,12 @@ static void node_counts(const struct cnode *nd, uint32_t *led, uint32_t *fol,
 	for (uint32_t k = 0; ps && ps->t == J_ARR && k < ps->n; k++) {
 		const char *role = jstrv(&ps->kids[k], "role");
 		*led += !strcmp(role, "leader");
-		*fol += !strcmp(role, "follower");
+		/* a partition placed elsewhere (§3.7) is no follower's: its
+		 * group here is stale, not a member */
+		const struct jv *vs = jget(&ps->kids[k], "voters");
+		*fol += !strcmp(role, "follower") &&
+			(!vs || jarr_has(vs, nd->id) ||
+			 jarr_has(jget(&ps->kids[k], "learners"), nd->id));
 		*learns += jarr_has(jget(&ps->kids[k], "learners"), nd->id);
 	}
 	const struct jv *pe = jget(&nd->doc, "peers");
@@ -707,7 +753,7 @@ static uint32_t learners_of(const struct pview *pv, uint64_t np, uint64_t *ids,
 	uint32_t n = 0;
 	for (uint64_t p = 0; p < np; p++)
 		for (uint32_t k = 0; k < pv[p].nr; k++) {
-			if (!pv[p].r[k].learner)
+			if (!pv[p].r[k].learner || pv[p].r[k].placed_learner)
 				continue;
 			uint32_t m = 0;
 			while (m < n && ids[m] != pv[p].r[k].node)
@@ -794,6 +840,15 @@ static void print_json(const struct cs *c, const struct pview *pv, uint64_t np,
 		json_ids(v->voters);
 		printf(",\"learners\":");
 		json_ids(v->learners);
+		if (v->pl_voters) {
+			printf(",\"placement\":{\"voters\":");
+			json_ids(v->pl_voters);
+			printf(",\"learners\":");
+			json_ids(v->pl_learners);
+			printf(",\"recorded\":%s,\"differs\":%s}",
+			       v->pl_recorded ? "true" : "false",
+			       v->pl_differs ? "true" : "false");
+		}
 		printf(",\"replicas\":[");
 		for (uint32_t k = 0; k < v->nr; k++) {
 			const struct replica *r = &v->r[k];
@@ -879,16 +934,20 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 	printf("\nreplica columns: node:commit_lag/apply_lag behind the leader's "
 	       "commit (from the replica);\n  unreachable replicas: node:down(lag N "
 	       "= entries the leader has not replicated to it);\n  * the leader, "
-	       "(learner) a learner (non-voting: an add-node not finished)\n\n");
-	printf("%-5s %-7s %-6s %-10s %-40s %s\n", "PART", "LEADER", "TERM", "COMMIT",
-	       "REPLICAS", "FLAGS");
+	       "(learner) a learner (non-voting: an add-node not finished),\n"
+	       "  (meta-learner) a non-voting member of the meta group by the "
+	       "placement map;\n  PLACEMENT: voters[/learners] by the placement "
+	       "map (founders: no record yet)\n\n");
+	printf("%-5s %-7s %-6s %-10s %-40s %-28s %s\n", "PART", "LEADER", "TERM",
+	       "COMMIT", "REPLICAS", "FLAGS", "PLACEMENT");
 	for (uint64_t p = 0; p < np; p++) {
 		const struct pview *v = &pv[p];
 		char reps[768] = "";
 		size_t o = 0;
 		for (uint32_t k = 0; k < v->nr && o < sizeof reps - 80; k++) {
 			const struct replica *r = &v->r[k];
-			const char *lt = r->learner ? "(learner)" : "";
+			const char *lt = r->placed_learner ? "(meta-learner)"
+					 : r->learner ? "(learner)" : "";
 			int w;
 			if (r->reachable)
 				w = snprintf(reps + o, sizeof reps - o, "%s%" PRIu64 "%s%s:%"
@@ -912,7 +971,7 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 			snprintf(leader, sizeof leader, "%" PRIu64, v->leader);
 		else
 			snprintf(leader, sizeof leader, "-");
-		char flags[64] = "";
+		char flags[96] = "";
 		if (!v->leader_known)
 			strcat(flags, "no-leader ");
 		else if (!v->leader_reachable)
@@ -920,9 +979,47 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 		if (v->lagging)
 			strcat(flags, "lagging ");
 		if (v->has_learner)
-			strcat(flags, "learner");
-		printf("%-5" PRIu64 " %-7s %-6" PRIu64 " %-10" PRIu64 " %-40s %s\n", p,
-		       leader, v->term, v->commit, reps, flags);
+			strcat(flags, "learner ");
+		if (v->pl_differs)
+			strcat(flags, "placement-differs");
+		char placed[160] = "-";
+		if (v->pl_voters) {
+			size_t q = 0;
+			for (int w = 0; w < 2; w++) {
+				const struct jv *a = w ? v->pl_learners : v->pl_voters;
+				for (uint32_t k = 0; a && a->t == J_ARR && k < a->n &&
+						     q < sizeof placed - 24; k++) {
+					int x = snprintf(placed + q, sizeof placed - q,
+							 "%s%" PRIu64,
+							 k ? "," : w ? "/" : "",
+							 a->kids[k].u);
+					if (x > 0)
+						q += (size_t)x;
+				}
+			}
+			if (!v->pl_recorded && q < sizeof placed - 12)
+				snprintf(placed + q, sizeof placed - q, " (founders)");
+		}
+		printf("%-5" PRIu64 " %-7s %-6" PRIu64 " %-10" PRIu64 " %-40s %-28s %s\n",
+		       p, leader, v->term, v->commit, reps, flags, placed);
+	}
+	/* the meta group (§3.7) as the first answering node reports it */
+	for (uint32_t i = 0; i < c->n; i++) {
+		const struct jv *m = c->nodes[i].reachable
+					     ? jget(&c->nodes[i].doc, "meta") : NULL;
+		if (!m || m->t != J_OBJ)
+			continue;
+		printf("\nmeta group: partitions ");
+		const struct jv *mp = jget(m, "partitions");
+		for (uint32_t k = 0; mp && mp->t == J_ARR && k < mp->n; k++)
+			printf("%s%" PRIu64, k ? "," : "", mp->kids[k].u);
+		printf(", voters ");
+		const struct jv *mv = jget(m, "voter_nodes");
+		for (uint32_t k = 0; mv && mv->t == J_ARR && k < mv->n; k++)
+			printf("%s%" PRIu64, k ? "," : "", mv->kids[k].u);
+		printf("; replication factor %" PRIu64 " (0 = every node)\n",
+		       jnum(&c->nodes[i].doc, "replication_factor"));
+		break;
 	}
 	uint64_t lids[CS_MAX_NODES];
 	uint32_t lcnt[CS_MAX_NODES];

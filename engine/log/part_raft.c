@@ -1293,7 +1293,10 @@ bool part_raft_idle(const struct part *p)
 	    raft_role(p->raft) == RAFT_LEADER) {
 		uint64_t l0 = atomic_load_explicit(p->cl->lead0,
 						   memory_order_relaxed);
-		if (l0 && l0 != p->cl->node_id)
+		/* a handoff is due only to a member of this group (with a
+		 * placement map partition 0's leader may hold no replica) */
+		if (l0 && l0 != p->cl->node_id &&
+		    raft_conf_find(raft_conf(p->raft), l0) >= 0)
 			return false;
 	}
 	return true;

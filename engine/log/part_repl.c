@@ -428,6 +428,13 @@ bool part_repl_read(struct shard *sh, struct req *r)
 	if (!r->ri_linear || !p->raft || p->cl->conf.n < 2 || p->corrupt ||
 	    sh->fatal)
 		return false;
+	if (raft_conf_find(raft_conf(p->raft), p->cl->node_id) < 0) {
+		/* not a member of the group (a partition placed on other
+		 * nodes, docs/CLUSTER.md §3.7, or one being joined): no leader
+		 * answers its ReadIndex; NOTLEADER now, not at the deadline */
+		ri_fail(r, -PARLEY_ENOTLEADER);
+		return true;
+	}
 	r->ri_state = RI_QUEUED;
 	r->ri_deadline = p->ri_now + RI_TIMEOUT_ELECTIONS * p->cl->election_ticks;
 	r->next = NULL;

@@ -10,7 +10,8 @@
  * loop; with cluster_no_forward set before, `--forward 0`: a follower
  * answers NOTLEADER with the leader's address instead of forwarding, for
  * the tests of that redirect path and those that find the leader by it;
- * with cluster_follow0, `--leader-placement follow0`).
+ * with cluster_follow0, `--leader-placement follow0`;
+ * with cluster_rf set, `--replication-factor <it>`).
  * It starts nothing: the test starts (and kills, and restarts)
  * srv[i] with it_server_start, which reuses the arguments.
  *
@@ -27,6 +28,11 @@
 static struct it_server srv[NODES];
 static char nodes_list[256]; /* "127.0.0.1:P1,127.0.0.1:P2,..." */
 static bool cluster_no_forward; /* set before cluster_init: --forward 0 */
+/* set before cluster_init: --replication-factor (NULL = the default, 3;
+ * "0" = every node a voter of every partition, docs/CLUSTER.md §3.7) */
+static const char *cluster_rf;
+/* set before cluster_init: --partitions (NULL = 8) */
+static const char *cluster_partitions;
 /* set before cluster_init: --leader-placement follow0 (one node leads
  * every partition), for the tests whose scenario is that layout; the
  * others run with parleyd's default (spread) */
@@ -60,12 +66,20 @@ static void cluster_init(const char *cluster_id)
 		const char *x[] = {"--node-id", node_arg[i], "--cluster-id",
 				   cluster_id, "--peer-port", port_arg[i],
 				   "--peers", peers_arg[i], "--raft-tick-ms", "20",
-				   "--partitions", "8", "--loops", "1",
-				   cluster_no_forward ? "--forward" : NULL, "0",
-				   NULL};
+				   "--partitions",
+				   cluster_partitions ? cluster_partitions : "8",
+				   "--loops", "1", NULL};
 		int k = 0;
 		for (; x[k]; k++)
 			srv[i].extra[k] = x[k];
+		if (cluster_no_forward) {
+			srv[i].extra[k++] = "--forward";
+			srv[i].extra[k++] = "0";
+		}
+		if (cluster_rf) {
+			srv[i].extra[k++] = "--replication-factor";
+			srv[i].extra[k++] = cluster_rf;
+		}
 		if (cluster_follow0) {
 			srv[i].extra[k++] = "--leader-placement";
 			srv[i].extra[k++] = "follow0";

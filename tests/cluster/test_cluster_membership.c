@@ -230,6 +230,9 @@ int main(void)
 	/* the leader is found by asking each node alone, which a
 	 * follower answers NOTLEADER only with forwarding off */
 	cluster_no_forward = true;
+	/* every node a voter of every partition (the placed mode,
+	 * replication_factor 3, is test_cluster_placement.c's) */
+	cluster_rf = "0";
 	/* the scenario is one node leading every partition (found by its
 	 * partitions_led, and asked to remove itself at the end): follow0
 	 * placement; test_cluster_rebalance adds and removes a node with
@@ -264,6 +267,7 @@ int main(void)
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
 			   "--partitions", "8", "--loops", "1",
+			   "--replication-factor", "0",
 			   "--leader-placement", "follow0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];

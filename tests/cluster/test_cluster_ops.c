@@ -198,6 +198,9 @@ int main(void)
 	const char *bin = getenv("PARLEY_BIN_DIR");
 	IT_CHECK(bin, "PARLEY_BIN_DIR not set");
 	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", bin);
+	/* every node a voter of every partition (the placed mode,
+	 * replication_factor 3, is test_cluster_placement.c's) */
+	cluster_rf = "0";
 	/* the scenario is one node leading every partition (the operations
 	 * are asked of it, and it leads all 8 while it refuses to remove
 	 * itself): follow0 placement */
@@ -233,6 +236,7 @@ int main(void)
 			   "--peer-port", pport4, "--peers", peers4,
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
 			   "--partitions", "8", "--loops", "1",
+			   "--replication-factor", "0",
 			   "--leader-placement", "follow0", NULL};
 	for (int k = 0; x[k]; k++)
 		n4.extra[k] = x[k];

@@ -170,6 +170,9 @@ int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	it_init("cluster_rebalance");
+	/* node 4 becomes a voter of every partition (replication factor 0;
+	 * placed replicas are test_cluster_placement.c's) */
+	cluster_rf = "0";
 	cluster_init("87");
 	for (int i = 0; i < NODES; i++) {
 		int k = 0;
@@ -243,7 +246,8 @@ int main(void)
 			    "--founders", "1,2,3", "--raft-tick-ms", "20",
 			    "--partitions", "8", "--loops", "1",
 			    "--leader-placement", "spread",
-			    "--leader-rebalance-ms", "1000", NULL};
+			    "--leader-rebalance-ms", "1000",
+			    "--replication-factor", "0", NULL};
 	for (int k = 0; x4[k]; k++)
 		n4.extra[k] = x4[k];
 	it_server_start(&n4);

@@ -41,7 +41,8 @@ endforeach()
 # libparley (itest.h); no namespaces needed.
 # test_cluster_group_failover, test_cluster_group_follower,
 # test_cluster_snapshot, test_cluster_forward, test_cluster_spread and
-# test_cluster_route, test_cluster_rebalance, test_cluster_presence
+# test_cluster_route, test_cluster_rebalance, test_cluster_presence,
+# test_cluster_placement
 # likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_spread
@@ -49,7 +50,8 @@ foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_status cluster_test_cluster_membership
           cluster_test_cluster_forward cluster_test_cluster_ops
           cluster_test_cluster_route cluster_test_cluster_rebalance
-          cluster_test_cluster_presence)
+          cluster_test_cluster_presence
+          cluster_test_cluster_placement)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
@@ -67,7 +69,7 @@ endif()
 # test_cluster_membership, test_cluster_ops and test_cluster_spread run
 # parleyctl cluster remove-node / status / rebalance
 foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
-          cluster_test_cluster_spread)
+          cluster_test_cluster_spread cluster_test_cluster_placement)
   if(TARGET ${t} AND TARGET parleyctl)
     add_dependencies(${t} parleyctl)
   endif()

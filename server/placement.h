@@ -1,0 +1,115 @@
+/*
+ * placement.h — the placement map: which nodes hold each partition
+ * (docs/CLUSTER.md §3.7, "The meta group and the placement map").
+ *
+ * Two parts:
+ *   - placement_compute, pure: from the nodes of the cluster, the
+ *     replication factor and the current map, the target map of an
+ *     operation (a node added or removed). Non-meta partitions get
+ *     min(rf, nodes) voters (rf 0 = every node), balanced (every node
+ *     holds floor or ceil of partitions x replicas / nodes of them, as far
+ *     as the id rule below allows) with as few replica moves as that
+ *     takes: a replica moves only off a node above its share or off a
+ *     node that left. The meta partitions (the group that orders
+ *     membership and holds the members stream) get placement_meta_voters
+ *     voters (1, 3 or 5) and every other node as a learner, so that every
+ *     node applies the members stream and its placement records locally.
+ *     Raft ids are never reused in a group (raft.h): with
+ *     PLACEMENT_ID_RULE in placement_part.max_id (parleyd sets it) a node
+ *     is placed on a partition it does not hold only when its id exceeds
+ *     every id that group ever had; where no node qualifies, the
+ *     partition stays short of replicas (placement_compute counts them).
+ *     Without the flag any node may be placed (an engine that lets a
+ *     removed member rejoin).
+ *     Voters are never demoted to learners (the engine has no such
+ *     change): a meta voter stays a voter while it is a node.
+ *   - struct placement_map: the map as the members stream's "place"
+ *     records give it, one entry per partition, behind a mutex; a
+ *     partition that has no record yet is held by the founders (the
+ *     bootstrap configuration, pe_options.cluster.voters).
+ *
+ * Threads: placement_compute and the encode / decode helpers are pure;
+ * a placement_map is read and written from any thread (its mutex).
+ */
+#ifndef PARLEYD_PLACEMENT_H
+#define PARLEYD_PLACEMENT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PLACEMENT_MAX_NODES 9u        /* RAFT_MAX_MEMBERS */
+#define PLACEMENT_MAX_PARTS 4096u     /* bounded like pe_options.partitions */
+#define PLACEMENT_MAX_META 2u         /* partition 0 and the members stream's */
+#define PLACEMENT_DEFAULT_RF 3u       /* replication_factor's default */
+#define PLACEMENT_ID_RULE (1ull << 63) /* placement_part.max_id flag */
+
+struct placement_part {
+	uint64_t voters[PLACEMENT_MAX_NODES];
+	uint64_t learners[PLACEMENT_MAX_NODES];
+	uint32_t nvoters, nlearners;
+	/* input: with PLACEMENT_ID_RULE or'd in, only ids above the rest
+	 * (the group's highest id ever) and above every current member may
+	 * join; without it any node may */
+	uint64_t max_id;
+};
+
+/* The meta group's size for a cluster of `nodes`: min(nodes, 5) rounded
+ * down to odd (1, 3 or 5). */
+uint32_t placement_meta_voters(uint32_t nodes);
+
+/* The target map. nodes[0..n) are the cluster's nodes after the
+ * operation (distinct, non-zero, n <= PLACEMENT_MAX_NODES); cur[0..np)
+ * the current map (voters and learners; a learner left by an unfinished
+ * operation counts as a replica); meta[0..nmeta) the meta partitions.
+ * out[0..np) gets the target (out may not alias cur; out[p].max_id =
+ * cur[p].max_id). Returns how many replicas the target lacks in all
+ * (0 = every partition has its full count), or -1 for bad arguments. */
+int placement_compute(const uint64_t *nodes, uint32_t n, uint32_t rf,
+		      const struct placement_part *cur, uint32_t np,
+		      const uint32_t *meta, uint32_t nmeta,
+		      struct placement_part *out);
+
+/* How many replica additions the change from a to b takes (nodes in b's
+ * voters or learners that are in neither of a's): what "minimal moves"
+ * is measured by. */
+uint32_t placement_moves(const struct placement_part *a,
+			 const struct placement_part *b, uint32_t np);
+
+bool placement_has(const uint64_t *ids, uint32_t n, uint64_t id);
+
+/* "V1,V2,V3" or "V1,V2/L1,L2" (no spaces) and back. encode returns the
+ * length written (< cap) or 0 when it does not fit; decode 0 or -1. */
+size_t placement_part_encode(const struct placement_part *pp, char *out,
+			     size_t cap);
+int placement_part_decode(const char *s, struct placement_part *pp);
+
+/* ---- the map as the members stream gives it ---- */
+
+struct placement_map {
+	pthread_mutex_t mu;
+	uint32_t np;
+	struct placement_part *parts; /* np */
+	bool *recorded;               /* np: a "place" record was applied */
+	uint64_t *max_ids;            /* np: the highest id ever placed there */
+	struct placement_part founders;
+	uint64_t records;             /* "place" records applied */
+};
+
+int placement_map_init(struct placement_map *m, uint32_t np,
+		       const uint64_t *founders, uint32_t nfounders);
+void placement_map_free(struct placement_map *m);
+/* Applies one "place P SPEC [P SPEC ...]" record (the text after "place "):
+ * 0, or -1 for a malformed record (nothing applied). */
+int placement_map_apply(struct placement_map *m, const char *rec);
+/* Partition p's replicas by the map (founders when never recorded);
+ * false for p out of range. *recorded tells which. */
+bool placement_map_get(struct placement_map *m, uint32_t p,
+		       struct placement_part *out, bool *recorded);
+
+/* The highest node id any record (or the founders) placed on p: with the
+ * group's current members, what the id rule compares to. */
+uint64_t placement_map_max_id(struct placement_map *m, uint32_t p);
+
+#endif /* PARLEYD_PLACEMENT_H */
