@@ -1636,28 +1636,6 @@ uint64_t peer_node_partition_leader(struct peer_node *nd, uint32_t p)
 	return nd->lead_node ? atomic_load(&nd->lead_node[p]) : 0;
 }
 
-uint64_t peer_node_partition_hint(struct peer_node *nd, uint32_t p,
-				  char *plain, char *tls, size_t cap)
-{
-	plain[0] = tls[0] = '\0';
-	uint64_t to = peer_node_partition_leader(nd, p);
-	struct placement_part pp;
-	if (!to && peer_node_placement(nd, p, &pp, NULL))
-		for (uint32_t i = 0; i < pp.nvoters && !to; i++)
-			if (pp.voters[i] != nd->cfg.node_id)
-				to = pp.voters[i];
-	if (!to || to == nd->cfg.node_id)
-		return 0;
-	struct peer_link_stats ls;
-	if (peer_link_stats(nd->peer, to, &ls) == 0) {
-		info_get(ls.info, "client", plain, cap);
-		info_get(ls.info, "tls", tls, cap);
-	}
-	if (!plain[0] && !tls[0])
-		(void)peer_node_recorded_addr(nd, to, "client", plain, cap);
-	return to;
-}
-
 uint64_t peer_node_route(void *arg, uint32_t p)
 {
 	struct peer_node *nd = arg;

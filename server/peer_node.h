@@ -323,16 +323,6 @@ bool peer_node_holds(struct peer_node *n, uint32_t p);
  * table the other nodes' LEADS frames fill (every 10 ticks, each node
  * names the partitions it leads); 0 = none known. Any thread. */
 uint64_t peer_node_partition_leader(struct peer_node *n, uint32_t p);
-/* The leader hint of ERROR NOTLEADER for a request that needs partition
- * p (PROTOCOL.md): p's leader as peer_node_partition_leader knows it,
- * else the first voter of p by the placement map other than this node
- * (a node that holds p: it forwards or names the leader in turn), and
- * its advertised client addresses copied into plain / tls (cap bytes
- * each, "" = unknown; the members record's plain address when it never
- * announced them). Returns that node's id, 0 when none is known or it is
- * this node. Any thread. */
-uint64_t peer_node_partition_hint(struct peer_node *n, uint32_t p,
-				  char *plain, char *tls, size_t cap);
 /* Where a chat write to partition p goes (chat_set_router's shape; arg
  * is the struct peer_node): UINT64_MAX (CHAT_ROUTE_DEFAULT) when this
  * node holds p (the usual rule, route.h), else the node leading p from
