@@ -23,6 +23,7 @@
 #include "parley_engine_hooks.h"
 #include "peer_node.h"
 #include "proxy.h"
+#include "tail_relay.h"
 #include "presence.h"
 #include "ratelimit.h"
 #include "srv.h"
@@ -594,6 +595,10 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 			o.n += proxy_metrics_text(s->proxy,
 						  o.n < o.cap ? o.b + o.n : NULL,
 						  o.n < o.cap ? o.cap - o.n : 0);
+		if (s->tail)
+			o.n += tail_relay_metrics_text(s->tail,
+						       o.n < o.cap ? o.b + o.n : NULL,
+						       o.n < o.cap ? o.cap - o.n : 0);
 		metric(&o, "parley_ready_leader_known", "gauge",
 		       "1 when a leader of partition 0 is known (/readyz).",
 		       can_serve(s));

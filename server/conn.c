@@ -61,6 +61,7 @@
 #include "presence.h"
 #include "proxy.h"
 #include "route.h"
+#include "tail_relay.h"
 
 #define OBUF_CHUNK (16u << 10)
 #define CURSOR_FLUSH_NS (5ull * 1000000000ull)
@@ -206,6 +207,8 @@ struct conn_virt {
 	uint64_t node, fwd_id;
 	uint32_t rid;
 	bool replied;
+	bool tail;        /* a tail virtual connection (tail_relay.h) */
+	uint64_t tail_id; /* ... its id on node `node` */
 };
 
 static void saved_free(struct conn *c, struct fwd_saved *sv)
@@ -347,6 +350,8 @@ static void tls_flush(struct conn *c)
 }
 
 static void conn_slow_consumer(struct conn *c, const char *why);
+static void on_tail(struct conn *c, struct lmsg *m);
+static bool rt_tick(struct conn *c, uint64_t now_ns);
 static void conn_oom_close(struct conn *c);
 static uint32_t conn_max_frame(const struct conn *c);
 static void pump_resolves(struct conn *c);
@@ -940,8 +945,11 @@ static void inbox_cb(void *arg, const struct chat_inbox_update *u)
 	lmsg_post(&x->to, m);
 }
 
+static void rt_free(struct conn *c);
+
 static void sub_end(struct conn *c)
 {
+	rt_free(c); /* a remote tail: closed on its holder */
 	if (!c->sub)
 		return;
 	if (S(c)->live && c->id) /* no more live group EVENTs (live.h) */
@@ -1277,8 +1285,14 @@ int conn_inbox_start(struct conn *c, uint64_t from, uint64_t cursor)
 
 /* EVENT_ACK (conn_req_sync.c, which checked ev_acked < up < ev_next): the
  * device holds every event up to `up`; the window opens by as many. */
+static void rt_ack(struct conn *c, uint64_t up);
+
 void conn_inbox_ack(struct conn *c, uint64_t up)
 {
+	if (c->rt) {
+		rt_ack(c, up);
+		return;
+	}
 	PARLEY_ASSERT(c->sub && up > c->ev_acked && up < c->ev_next);
 	uint64_t delta = up - c->ev_acked;
 	c->ev_acked = up;
@@ -1297,7 +1311,8 @@ void conn_inbox_ack(struct conn *c, uint64_t up)
  * engine cannot take now stays pending for the tick. */
 static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force)
 {
-	if (!c->id || c->ev_acked <= c->rcpt_acked)
+	/* a remote tail's receipts and cursor are its holder's */
+	if (!c->id || c->rt || c->ev_acked <= c->rcpt_acked)
 		return;
 	if (!force && now_ns - c->rcpt_sent_ns <
 			      (uint64_t)CHAT_RCPT_ACK_COALESCE_MS * 1000000ull)
@@ -1314,7 +1329,7 @@ static void rcpt_flush(struct conn *c, uint64_t now_ns, bool force)
 
 static void cursor_store(struct conn *c)
 {
-	if (!c->id || c->ev_acked <= c->cursor_stored)
+	if (!c->id || c->rt || c->ev_acked <= c->cursor_stored)
 		return;
 	if (chat_cursor_store(S(c)->chat, c->id->user, c->id->ulen,
 			      c->id->device, c->id->dlen, c->ev_acked) == 0)
@@ -1393,10 +1408,16 @@ void conn_free(struct conn *c)
 		saved_free(c, sv);
 	}
 	if (c->virt) {
-		if (S(c)->proxy)
+		if (c->virt->tail) {
+			if (S(c)->tail)
+				tail_relay_served_end(S(c)->tail, c->virt->node,
+						      c->virt->tail_id);
+		} else if (S(c)->proxy) {
 			proxy_served_done(S(c)->proxy, c->virt->node);
+		}
 		free(c->virt);
 	}
+	rt_free(c);
 	while (c->oq_head) {
 		struct obuf *b = c->oq_head;
 		c->oq_head = b->next;
@@ -1453,6 +1474,14 @@ static void conn_slow_consumer(struct conn *c, const char *why)
 			b = nx;
 		}
 	}
+	if (c->virt) { /* a tail virtual connection: to the gateway, then
+			  closed (the gateway passes the GOAWAY on) */
+		if (n > 0)
+			virt_out(c, buf, (size_t)n);
+		if (c->state != CS_CLOSING)
+			loop_conn_close(c, "slow consumer");
+		return;
+	}
 	if (n > 0) {
 		uint64_t saved = c->oq_bytes;
 		c->oq_bytes = 0; /* bypass the drop rule for the GOAWAY itself */
@@ -1494,8 +1523,8 @@ static void on_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 	struct srv *s = S(c);
 	if (c->state == CS_CLOSING)
 		return;
-	if (c->sk.rx_paused) /* the loop is not reading it: not idle */
-		c->last_rx_ns = now_ns;
+	if (c->sk.rx_paused || (c->virt && c->virt->tail))
+		c->last_rx_ns = now_ns; /* not reading it / no reader: not idle */
 	if (c->inlen && !c->closing_after_flush &&
 	    now_ns - c->frame_start_ns >
 		    (uint64_t)s->lim.frame_timeout_ms * 1000000ull) {
@@ -1550,6 +1579,8 @@ static void on_tick(struct conn *c, uint64_t now_ns, uint64_t now_ms)
 		}
 		chat_inbox_poll(c->sub);
 	}
+	if (c->rt && rt_tick(c, now_ns))
+		return;
 	pump_resolves(c);
 	rcpt_flush(c, now_ns, false);
 	if (c->cursor_dirty && now_ns - c->cursor_written_ns > CURSOR_FLUSH_NS) {
@@ -2010,6 +2041,18 @@ static void on_recv(struct conn *c, const uint8_t *p, uint32_t n)
 static void virt_out(struct conn *c, const uint8_t *p, size_t n)
 {
 	struct conn_virt *v = c->virt;
+	if (v->tail) { /* every frame goes to the gateway, in order */
+		ctr_add(&S(c)->ctr.frames_out, 1);
+		if (S(c)->tail &&
+		    tail_relay_served_data(S(c)->tail, v->node, v->tail_id, p,
+					   n) == 0)
+			return;
+		/* a hole in the device's stream: end the tail, the gateway
+		 * re-subscribes from the device's acknowledged seq */
+		if (c->state != CS_CLOSING)
+			loop_conn_close(c, "tail frame refused by the peer link");
+		return;
+	}
 	size_t off = 0;
 	while (off + PARLEY_PROTO_HEADER_SIZE <= n) {
 		size_t len = 4 + (size_t)le_get32(p + off);
@@ -2190,6 +2233,18 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 	case LM_EARLY: /* a 1:1 message durable, its pointer not yet */
 		on_early(c, m);
 		break;
+	case LM_TAIL: /* a remote tail's frames or end (tail_relay.h) */
+		on_tail(c, m);
+		break;
+	case LM_TAIL_ACK: /* tail virtual connection: the device's ack */
+		if (c->virt && c->virt->tail && c->sub &&
+		    m->u.tail.seq > c->ev_acked && m->u.tail.seq < c->ev_next)
+			conn_inbox_ack(c, m->u.tail.seq);
+		break;
+	case LM_TAIL_CLOSE:
+		if (c->virt && c->virt->tail && c->state != CS_CLOSING)
+			loop_conn_close(c, "inbox tail closed by its gateway");
+		break;
 	default:
 		break;
 	}
@@ -2197,5 +2252,328 @@ void conn_on_msg(struct conn *c, struct lmsg *m)
 	    !c->resolving && !c->pend_head && !c->sync_busy)
 		loop_conn_close(c, "drained");
 	virt_maybe_close(c);
+	conn_oom_close(c);
+}
+
+/* ---- remote inbox tails (tail_relay.h, docs/CLUSTER.md §3.3) ----------------------------- */
+
+/*
+ * Gateway. A device whose inbox partition this node holds no replica of
+ * gets its SYNC run on the partition's leader, on a tail virtual
+ * connection there (below); its frames come back as LM_TAIL and are
+ * written here: SYNC_OK once, each inbox EVENT once and in inbox order
+ * (struct tail_gw), large groups' live EVENTs as they come. The device's
+ * EVENT_ACKs go to the holder, whose connection keeps the event window,
+ * the device cursor and the delivered receipts, as a local tail's does.
+ * When the tail breaks (the link to the holder went down, the holder
+ * ended the tail or drains, a subscription skipped) the connection opens
+ * a new one, to the partition's leader as then known, from the device's
+ * acknowledged seq + 1 (what it may not hold), after TAIL_RESUB_MIN_MS
+ * doubling up to TAIL_RESUB_MAX_MS, and drops what it already wrote; after
+ * TAIL_RESUB_GIVEUP_MS without a tail the device is told to reconnect
+ * (GOAWAY, as when a local subscription closes).
+ *
+ *     SYNC -> opening --SYNC_OK--> synced <--SYNC_OK-- waiting (re-open)
+ *               |  ERROR / END             |  end, gap,        ^    |
+ *               v  (the device's answer)   |  GOAWAY DRAIN     |    | give up:
+ *             none                         +-------------------+    v GOAWAY
+ */
+struct conn_rtail {
+	struct tail_gw g;
+	uint64_t id;      /* the subscription open now, 0 = none (waiting) */
+	uint32_t rid;     /* the device's SYNC */
+	uint32_t partition;
+	uint64_t retry_ns, giveup_ns;
+	uint32_t backoff_ms;
+};
+
+bool conn_tail_active(const struct conn *c)
+{
+	return c->rt && c->rt->g.synced;
+}
+
+/* Opens a subscription from `from` at p's leader: 0 or < 0. */
+static int rt_open(struct conn *c, uint64_t from)
+{
+	struct srv *s = S(c);
+	struct conn_rtail *rt = c->rt;
+	uint64_t node = route_partition_leader(s->engine, rt->partition);
+	struct parley_msg q = {.type = PARLEY_T_SYNC};
+	q.sync.from_inbox_seq = from;
+	uint8_t f[64];
+	int n = parley_proto_encode(f, sizeof f, rt->rid, &q);
+	if (n <= 0)
+		return -PARLEY_EINVAL;
+	uint64_t id = 0;
+	int rc = tail_relay_open(s->tail, node, &c->sk.ref, c->id->user,
+				 c->id->ulen, c->id->device, c->id->dlen, f,
+				 (uint32_t)n, &id);
+	if (rc == 0)
+		rt->id = id;
+	return rc;
+}
+
+/* Ends the remote tail (the connection closes, drains or is cut off); a
+ * SYNC still unanswered is no longer in flight. */
+static void rt_free(struct conn *c)
+{
+	struct conn_rtail *rt = c->rt;
+	if (!rt)
+		return;
+	if (rt->id && S(c)->tail)
+		tail_relay_close(S(c)->tail, rt->id);
+	if (!rt->g.synced && c->sync_busy) {
+		c->sync_busy = false;
+		PARLEY_ASSERT(c->inflight > 0);
+		c->inflight--;
+	}
+	free(rt);
+	c->rt = NULL;
+}
+
+/* The first SYNC ends with an ERROR (frame f, or a code): no tail. */
+static void rt_fail(struct conn *c, const uint8_t *frame, uint32_t n,
+		    uint32_t code, const char *why)
+{
+	uint32_t rid = c->rt->rid;
+	rt_free(c); /* sync_busy and inflight too */
+	if (frame)
+		conn_write(c, frame, n);
+	else
+		conn_error(c, rid, code, false, 0, why);
+}
+
+/* The subscription broke: close it, try again later. */
+static void rt_broken(struct conn *c, const char *why)
+{
+	struct conn_rtail *rt = c->rt;
+	if (rt->id) {
+		tail_relay_close(S(c)->tail, rt->id);
+		rt->id = 0;
+	}
+	if (!rt->g.synced) { /* the device's SYNC was not answered yet */
+		rt_fail(c, NULL, 0, PARLEY_EAGAIN, "inbox tail unavailable, retry");
+		return;
+	}
+	uint64_t now = parley_mono_ns();
+	rt->backoff_ms = rt->backoff_ms ? PARLEY_MIN(rt->backoff_ms * 2,
+						     TAIL_RESUB_MAX_MS)
+					: TAIL_RESUB_MIN_MS;
+	rt->retry_ns = now + (uint64_t)rt->backoff_ms * 1000000ull;
+	if (!rt->giveup_ns)
+		rt->giveup_ns = now + (uint64_t)TAIL_RESUB_GIVEUP_MS * 1000000ull;
+	tail_relay_count(S(c)->tail, true, false);
+	PLOG_I("conn", "remote inbox tail broken, re-subscribing",
+	       "user=%s why=\"%s\" acked=%" PRIu64 " next=%" PRIu64,
+	       c->id->user, why, rt->g.acked, rt->g.next);
+}
+
+/* Passes the ack the holder is owed; one refused waits for the tick. */
+static void rt_ack_flush(struct conn *c)
+{
+	struct conn_rtail *rt = c->rt;
+	uint64_t before = rt->g.ack_sent;
+	uint64_t up = rt->id ? tail_gw_ack_due(&rt->g) : 0;
+	if (up && tail_relay_ack(S(c)->tail, rt->id, up) != 0)
+		rt->g.ack_sent = before;
+}
+
+static void rt_ack(struct conn *c, uint64_t up)
+{
+	struct conn_rtail *rt = c->rt;
+	uint64_t before = rt->g.ack_sent;
+	uint64_t a = tail_gw_ack(&rt->g, up);
+	c->ev_acked = rt->g.acked;
+	if (a && rt->id && tail_relay_ack(S(c)->tail, rt->id, a) != 0)
+		rt->g.ack_sent = before;
+}
+
+/* conn_tick: re-subscribe when due, pass a refused ack again; true when
+ * the connection was told to go. */
+static bool rt_tick(struct conn *c, uint64_t now_ns)
+{
+	struct conn_rtail *rt = c->rt;
+	if (rt->id) {
+		rt_ack_flush(c);
+		return false;
+	}
+	if (!rt->g.synced || now_ns < rt->retry_ns || c->state != CS_READY)
+		return false;
+	if (now_ns >= rt->giveup_ns) {
+		PLOG_W("conn", "remote inbox tail not re-established",
+		       "user=%s", c->id->user);
+		on_drain(c, PARLEY_GOAWAY_DRAIN, 1000,
+			 "inbox unavailable, reconnect");
+		return true;
+	}
+	uint64_t from = tail_gw_resub(&rt->g);
+	if (rt_open(c, from) != 0) {
+		rt->backoff_ms = PARLEY_MIN(rt->backoff_ms * 2, TAIL_RESUB_MAX_MS);
+		rt->retry_ns = now_ns + (uint64_t)rt->backoff_ms * 1000000ull;
+	}
+	return false;
+}
+
+bool conn_tail_sync(struct conn *c, uint32_t rid, uint64_t from_inbox_seq)
+{
+	struct srv *s = S(c);
+	if (!s->tail || c->virt || !c->id || !s->engine)
+		return false;
+	char key[256];
+	int kl = chat_key_inbox(key, c->id->user, c->id->ulen);
+	if (kl <= 0)
+		return false;
+	uint32_t p = pe_partition_of(s->engine, key, (size_t)kl);
+	if (route_holds(p))
+		return false;
+	struct conn_rtail *rt = calloc(1, sizeof *rt);
+	if (!rt) {
+		conn_error(c, rid, PARLEY_ENOMEM, false, 0, "out of memory");
+		return true;
+	}
+	rt->rid = rid;
+	rt->partition = p;
+	c->rt = rt;
+	c->sync_busy = true;
+	c->inflight++;
+	int rc = rt_open(c, from_inbox_seq);
+	if (rc) {
+		if (rc == -PARLEY_ENOTLEADER)
+			route_note(p, 0); /* the hint names p's leader */
+		rt_fail(c, NULL, 0, wire_code(rc), parley_strerror(rc));
+	}
+	return true;
+}
+
+/* The holder's frames (or the end of its tail), in order. */
+static void on_tail(struct conn *c, struct lmsg *m)
+{
+	static _Thread_local struct parley_msg tm;
+	struct conn_rtail *rt = c->rt;
+	if (!rt || !rt->id || m->u.tail.id != rt->id)
+		return; /* a subscription given up meanwhile */
+	if (m->u.tail.end) {
+		rt->id = 0; /* the relay forgot it */
+		rt_broken(c, "the holder ended the tail");
+		return;
+	}
+	struct srv *s = S(c);
+	uint32_t off = 0;
+	while (off < m->len && c->rt == rt && rt->id &&
+	       c->state != CS_CLOSING) {
+		struct parley_frame f;
+		int n = parley_proto_frame_decode(m->data + off, m->len - off,
+						  PARLEY_PROTO_MAX_FRAME_HARD, &f);
+		if (n <= 0 || parley_proto_decode(&f, &tm) != 0) {
+			rt_broken(c, "undecodable frame");
+			return;
+		}
+		const uint8_t *fp = m->data + off;
+		off += (uint32_t)n;
+		switch (f.type) {
+		case PARLEY_T_SYNC_OK: {
+			if (f.request_id != rt->rid)
+				break;
+			bool first = !rt->g.synced;
+			tail_gw_synced(&rt->g, tm.sync_ok.start_inbox_seq);
+			c->ev_next = rt->g.next;
+			c->ev_acked = rt->g.acked;
+			rt->backoff_ms = 0;
+			rt->giveup_ns = 0;
+			if (first) {
+				c->sync_busy = false;
+				PARLEY_ASSERT(c->inflight > 0);
+				c->inflight--;
+				c->rcpt_acked = c->ev_acked;
+				conn_write(c, fp, (uint32_t)n);
+			}
+			break;
+		}
+		case PARLEY_T_EVENT: {
+			uint64_t seq = tm.event.inbox_seq;
+			if (!seq) { /* a large group's live EVENT */
+				conn_write(c, fp, (uint32_t)n);
+				ctr_add(&s->ctr.events_out, 1);
+				break;
+			}
+			if (!rt->g.synced)
+				break; /* cannot happen: SYNC_OK comes first */
+			enum tail_gw_verdict v = tail_gw_event(&rt->g, seq);
+			if (v == TAIL_GW_GAP) {
+				rt_broken(c, "inbox seq out of order");
+				return;
+			}
+			if (v == TAIL_GW_DROP) {
+				tail_relay_count(s->tail, false, true);
+				break;
+			}
+			c->ev_next = rt->g.next;
+			conn_write(c, fp, (uint32_t)n);
+			ctr_add(&s->ctr.events_out, 1);
+			break;
+		}
+		case PARLEY_T_ERROR:
+			if (f.request_id != rt->rid || !rt->rid)
+				break; /* not about the SYNC: the holder's own */
+			if (!rt->g.synced) {
+				rt_fail(c, fp, (uint32_t)n, 0, NULL);
+				return;
+			}
+			rt_broken(c, "re-subscription refused");
+			return;
+		case PARLEY_T_GOAWAY:
+			if (tm.goaway.reason == PARLEY_GOAWAY_SLOW_CONSUMER &&
+			    rt->g.synced) {
+				/* the device did not acknowledge: the answer
+				 * a slow device gets on one node */
+				conn_slow_consumer(c, "events not acknowledged");
+				return;
+			}
+			rt_broken(c, "the holder let go of the tail");
+			return;
+		default:
+			break; /* nothing else belongs to the device */
+		}
+	}
+	if (c->rt == rt && rt->id)
+		rt_ack_flush(c);
+}
+
+/* ---- holder: tail virtual connections ---- */
+
+struct conn *conn_tail_virtual_new(struct loop *lp, uint32_t slot, uint32_t gen,
+				   uint64_t node, const struct tail_msg *m)
+{
+	struct parley_frame f;
+	if (parley_proto_frame_decode(m->body, m->blen,
+				      PARLEY_PROTO_MAX_FRAME_HARD, &f) <= 0)
+		return NULL;
+	struct proxy_req r = {.fwd_id = 0, .user = m->user, .device = m->device,
+			      .ulen = m->ulen, .dlen = m->dlen,
+			      .frame = m->body, .flen = m->blen,
+			      .rid = f.request_id, .type = f.type};
+	struct conn *c = conn_virtual_new(lp, slot, gen, node, &r);
+	if (!c)
+		return NULL;
+	c->deadline_ns = 0; /* lives until closed */
+	c->virt->tail = true;
+	c->virt->tail_id = m->id;
+	return c;
+}
+
+void conn_tail_virtual_run(struct conn *c, const uint8_t *frame, uint32_t n)
+{
+	struct parley_frame f;
+	int rc = parley_proto_frame_decode(frame, n, PARLEY_PROTO_MAX_FRAME_HARD,
+					   &f);
+	if (rc != (int)n || (f.flags & PARLEY_FLAG_ZSTD) ||
+	    f.type != PARLEY_T_SYNC) {
+		conn_error(c, c->virt->rid, PARLEY_EPROTO, false, 0,
+			   "not a SYNC");
+		if (c->state != CS_CLOSING)
+			loop_conn_close(c, "bad tail request");
+	} else {
+		handle_frame(c, &f);
+	}
 	conn_oom_close(c);
 }

@@ -124,6 +124,7 @@ struct resolve;
 struct presence_conn;
 struct fwd_saved;
 struct conn_virt;
+struct conn_rtail;
 
 struct conn {
 	struct loop_sock sk;     /* the loop's: handle, fd, SQEs in flight */
@@ -182,6 +183,9 @@ struct conn {
 	 * no socket; its reply goes back over the peer link (NULL: a
 	 * client's connection) */
 	struct conn_virt *virt;
+	/* a remote inbox tail (tail_relay.h): this node holds no replica of
+	 * the user's inbox, its SYNC runs on a node that does (NULL: none) */
+	struct conn_rtail *rt;
 };
 
 #endif /* PARLEYD_CONN_H */

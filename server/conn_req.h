@@ -120,6 +120,14 @@ int conn_inbox_start(struct conn *c, uint64_t from, uint64_t cursor);
 /* The device holds every event up to `up` (ev_acked < up < ev_next):
  * the event window opens by as many, receipts and the cursor follow. */
 void conn_inbox_ack(struct conn *c, uint64_t up);
+/* SYNC of a device whose inbox this node holds no replica of: runs it on
+ * a node that does (tail_relay.h): true when it did (the request is in
+ * flight or answered), false when the inbox is local (or this is a
+ * virtual connection: a tail is never relayed twice). */
+bool conn_tail_sync(struct conn *c, uint32_t rid, uint64_t from_inbox_seq);
+/* Whether the connection's inbox tail is remote and synced (EVENT_ACK
+ * goes through conn_inbox_ack all the same). */
+bool conn_tail_active(const struct conn *c);
 
 /* ---- per-feature requests (conn_req*.c) ----------------------------------------- */
 

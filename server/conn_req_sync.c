@@ -14,6 +14,10 @@
  * also c->sync_busy (SYNC between its request and its subscription) and,
  * read only, the delivery positions EVENT_ACK is checked against.
  *
+ * A SYNC of an inbox this node holds no replica of runs on a node that
+ * does (conn_tail_sync, tail_relay.h); the device sees the same SYNC_OK,
+ * EVENTs and acknowledgement rules.
+ *
  * A SYNC in three steps: conn_req_sync (loop) asks chat_sync where the
  * device's delivery starts; sync_cb (engine thread) posts the answer as
  * a typed LM_SYNC_DONE; conn_req_sync_done (loop) subscribes and answers
@@ -51,11 +55,13 @@ void conn_req_sync(struct conn *c, uint32_t rid, const struct parley_sync *m)
 {
 	if (conn_limited(c, rid, RATELIMIT_HISTORY))
 		return;
-	if (c->sub || c->sync_busy) {
+	if (c->sub || c->sync_busy || c->rt) {
 		conn_error(c, rid, PARLEY_EEXIST, false, 0, "already syncing");
 		return;
 	}
 	ctr_add(&S(c)->ctr.syncs, 1);
+	if (conn_tail_sync(c, rid, m->from_inbox_seq))
+		return; /* the inbox is held elsewhere (tail_relay.h) */
 	struct reply_ctx *x = conn_reply_ctx_new(c, rid);
 	int rc = x ? chat_sync(S(c)->chat, c->id->user, c->id->ulen,
 			       c->id->device, c->id->dlen, m->from_inbox_seq,
@@ -107,7 +113,7 @@ void conn_req_sync_done(struct conn *c, const struct lmsg *m)
 /* EVENT_ACK is a notification: a bad one is an ERROR with request id 0. */
 void conn_req_event_ack(struct conn *c, const struct parley_event_ack *m)
 {
-	if (!c->sub) {
+	if (!c->sub && !conn_tail_active(c)) {
 		if (c->state == CS_DRAINING)
 			return;
 		conn_error(c, 0, PARLEY_EINVAL, false, 0, "no SYNC active");

@@ -51,6 +51,16 @@ enum lmsg_kind {
 	LM_FWD,           /* to the loop itself: data = a FWD_REQ payload
 			     (proxy.h) from node u.fwd.node, run on a
 			     virtual connection of the loop */
+	LM_TAIL,          /* a remote inbox tail's frames (data, whole
+			     client frames) or its end (u.tail.end), for the
+			     gateway's client connection (tail_relay.h) */
+	LM_TAIL_OPEN,     /* to the loop itself: data = a TAIL_REQ OPEN
+			     from node u.tail.node, run on a tail virtual
+			     connection of the loop */
+	LM_TAIL_ACK,      /* to a tail virtual connection: the device
+			     acknowledged up to u.tail.seq */
+	LM_TAIL_CLOSE,    /* to a tail virtual connection: its gateway
+			     closed it (or the link to it went down) */
 };
 enum lmsg_ack { LM_ACK_NONE = 0, LM_ACK_NEW, LM_ACK_DUPLICATE };
 
@@ -114,6 +124,10 @@ struct lmsg {
 		struct {               /* LM_FWD */
 			uint64_t node;
 		} fwd;
+		struct {               /* LM_TAIL* */
+			uint64_t id, node, seq;
+			bool end;
+		} tail;
 		struct {               /* LM_SUB_CLOSED */
 			int err;
 		} sub_closed;

@@ -46,6 +46,7 @@
 #include "loop_conn.h"
 #include "presence.h"
 #include "proxy.h"
+#include "tail_relay.h"
 #include "parley_proto.h"
 
 #define LOOP_RING_DEPTH 1024u
@@ -713,6 +714,41 @@ static void loop_fwd(struct loop *lp, struct lmsg *m)
 	conn_maybe_free(lp, c);
 }
 
+/* An inbox tail another node opened (LM_TAIL_OPEN, tail_relay.h): run
+ * its SYNC on a tail virtual connection of this loop, or tell the gateway
+ * it ended (END: it answers its device AGAIN or re-subscribes). */
+static void loop_tail(struct loop *lp, struct lmsg *m)
+{
+	struct srv *s = lp->s;
+	struct tail_msg t;
+	if (!s->tail || tail_msg_decode(TAIL_FRAME_REQ, m->data, m->len, &t) ||
+	    t.op != TAIL_OP_OPEN) /* checked before posting */
+		return;
+	uint64_t node = m->u.tail.node;
+	uint32_t slot = lp->stopping ? NO_SLOT : slot_alloc(lp);
+	struct conn *c = slot == NO_SLOT
+				 ? NULL
+				 : conn_tail_virtual_new(lp, slot,
+							 lp->slots[slot].gen,
+							 node, &t);
+	if (!c) {
+		if (slot != NO_SLOT) {
+			lp->slots[slot].next_free = lp->free_head;
+			lp->free_head = slot;
+		}
+		tail_relay_served_end(s->tail, node, t.id);
+		return;
+	}
+	lp->slots[slot].c = c;
+	atomic_fetch_add_explicit(&lp->nconns, 1, memory_order_relaxed);
+	lp->nvirt++;
+	if (tail_relay_served_bind(s->tail, node, t.id, &conn_sock(c)->ref))
+		conn_tail_virtual_run(c, t.body, t.blen);
+	else /* the gateway closed it meanwhile */
+		loop_conn_close(c, "inbox tail closed by its gateway");
+	conn_maybe_free(lp, c);
+}
+
 static void drain_msgs(struct loop *lp)
 {
 	pthread_mutex_lock(&lp->mu);
@@ -728,6 +764,8 @@ static void drain_msgs(struct loop *lp)
 			loop_begin_stop(lp);
 		} else if (m->kind == LM_FWD) {
 			loop_fwd(lp, m);
+		} else if (m->kind == LM_TAIL_OPEN) {
+			loop_tail(lp, m);
 		} else {
 			struct conn *c = slot_conn(lp, m->slot, m->gen);
 			if (c && !conn_sock(c)->closing) {

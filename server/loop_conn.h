@@ -79,5 +79,15 @@ struct conn *conn_virtual_new(struct loop *lp, uint32_t slot, uint32_t gen,
 			      uint64_t node, const struct proxy_req *r);
 /* Runs its request (the client frame frame[0..n)); then it may be closing. */
 void conn_virtual_run(struct conn *c, const uint8_t *frame, uint32_t n);
+/* A tail virtual connection for the inbox tail m->id that node `node`
+ * opened (tail_relay.h; m borrowed): ready as user m->user, its frames go
+ * back over the peer link, it lives until the gateway closes it, the link
+ * goes down or it ends itself (slow consumer, drain). NULL when out of
+ * memory. */
+struct tail_msg;
+struct conn *conn_tail_virtual_new(struct loop *lp, uint32_t slot, uint32_t gen,
+				   uint64_t node, const struct tail_msg *m);
+/* Runs its SYNC (m->body); then it may be closing. */
+void conn_tail_virtual_run(struct conn *c, const uint8_t *frame, uint32_t n);
 
 #endif /* PARLEYD_LOOP_CONN_H */

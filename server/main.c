@@ -50,6 +50,7 @@
 #include "live.h"
 #include "peer_node.h"
 #include "proxy.h"
+#include "tail_relay.h"
 #include "proxy_node.h"
 #include "loop.h"
 #include "parley_engine.h"
@@ -1201,6 +1202,8 @@ static int run(const struct opts *o, struct srv *s)
 		loop_free(lt[i].lp);
 	proxy_free(s->proxy); /* after the node thread and the loops */
 	s->proxy = NULL;
+	tail_relay_free(s->tail);
+	s->tail = NULL;
 	free(lt);
 	free(s->loops);
 	PLOG_I("parleyd", "stopped", "status=%d", rc ? 1 : 0);

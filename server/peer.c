@@ -794,6 +794,8 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 	case PEER_FRAME_XFER:
 	case PEER_FRAME_PRES:
 	case PEER_FRAME_LEADS:
+	case PEER_FRAME_TAIL_REQ:
+	case PEER_FRAME_TAIL_DATA:
 		if (c->st != C_UP) {
 			conn_close(p, c, "application frame before handshake");
 			return false;

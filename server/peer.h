@@ -166,8 +166,12 @@ enum peer_frame_type {
 	/* the partitions the sender leads, with their terms (server/peer_node.c,
 	 * the leader table of partitions a node does not hold) */
 	PEER_FRAME_LEADS = 13,
+	/* inbox tails served across nodes (server/tail_relay.h): OPEN / ACK /
+	 * CLOSE from the client's node, and the holder's frames / END */
+	PEER_FRAME_TAIL_REQ = 14,
+	PEER_FRAME_TAIL_DATA = 15,
 };
-#define PEER_FRAME_LAST PEER_FRAME_LEADS
+#define PEER_FRAME_LAST PEER_FRAME_TAIL_DATA
 
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */

@@ -28,10 +28,14 @@
 #include "presence.h"
 #include "proxy.h"
 #include "srv.h"
+#include "tail_relay.h"
 
 _Static_assert(PROXY_FRAME_REQ == PEER_FRAME_FWD_REQ &&
 		       PROXY_FRAME_REP == PEER_FRAME_FWD_REP,
 	       "proxy.h and peer.h name the same frame types");
+_Static_assert(TAIL_FRAME_REQ == PEER_FRAME_TAIL_REQ &&
+		       TAIL_FRAME_DATA == PEER_FRAME_TAIL_DATA,
+	       "tail_relay.h and peer.h name the same frame types");
 
 /* The node thread may call in before main publishes s->peer: the
  * peer node is kept here. */
@@ -86,10 +90,35 @@ static int io_serve(void *arg, uint64_t from, const struct proxy_req *r,
 	return 0;
 }
 
+/* tail_io.serve: an inbox tail another node opened, to the loop of its
+ * user (tail_relay.h) */
+static int tail_serve(void *arg, uint64_t from, const struct tail_msg *t,
+		      const uint8_t *p, uint32_t n)
+{
+	struct srv *s = arg;
+	unsigned nl = s->nloops;
+	if (!nl)
+		return -PARLEY_EAGAIN;
+	struct lmsg *m = lmsg_new(LM_TAIL_OPEN, n);
+	if (!m)
+		return -PARLEY_ENOMEM;
+	memcpy(m->data, p, n);
+	m->u.tail.node = from;
+	m->u.tail.id = t->id;
+	uint64_t h = parley_xxh3(t->user, t->ulen, 0);
+	loop_post(s->loops[h % nl], m);
+	return 0;
+}
+
 static void app_frame(void *arg, uint64_t from, uint8_t type,
 		      const uint8_t *p, uint32_t n)
 {
 	struct srv *s = arg;
+	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA) {
+		if (s->tail)
+			tail_relay_on_frame(s->tail, from, type, p, n);
+		return;
+	}
 	if (type == PEER_FRAME_LIVE) {
 		pthread_mutex_lock(&live_mu);
 		int rc = live_chat ? chat_rd_live_recv(live_chat, p, n) : 0;
@@ -184,8 +213,11 @@ static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
 static void app_link(void *arg, uint64_t node, bool up)
 {
 	struct srv *s = arg;
-	if (!up)
+	if (!up) {
 		proxy_link_down(s->proxy, node);
+		if (s->tail)
+			tail_relay_link_down(s->tail, node);
+	}
 	pthread_mutex_lock(&live_mu);
 	if (live_pres) /* a node back gets our online set; one gone, its
 			  users are offline here */
@@ -197,6 +229,8 @@ static void app_tick(void *arg, uint64_t now_ms)
 {
 	struct srv *s = arg;
 	proxy_tick(s->proxy, now_ms);
+	if (s->tail)
+		tail_relay_tick(s->tail);
 }
 
 int proxy_node_install(struct srv *s, struct peer_node *pn,
@@ -207,6 +241,11 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 			      .link_up = io_link_up, .reply = io_reply,
 			      .serve = io_serve, .arg = s};
 	int rc = proxy_new(cfg, &io, &s->proxy);
+	if (rc)
+		return rc;
+	struct tail_io tio = {.send = io_send, .link_up = io_link_up,
+			      .serve = tail_serve, .arg = s};
+	rc = tail_relay_new(&tio, &s->tail);
 	if (rc)
 		return rc;
 	struct peer_node_app app = {.on_frame = app_frame,

@@ -28,6 +28,11 @@ static uint64_t resolved(uint32_t p)
 	return fn ? fn(atomic_load(&resolver_arg), p) : UINT64_MAX;
 }
 
+bool route_holds(uint32_t p)
+{
+	return resolved(p) == UINT64_MAX;
+}
+
 uint64_t route_partition_leader(struct pe_engine *e, uint32_t p)
 {
 	if (!e)

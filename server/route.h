@@ -58,6 +58,10 @@ uint64_t route_partition_leader(struct pe_engine *e, uint32_t p);
 typedef uint64_t (*route_resolver_fn)(void *arg, uint32_t p);
 void route_set_resolver(route_resolver_fn fn, void *arg);
 
+/* Whether this node holds a replica of p (no resolver: every node holds
+ * every partition). A tail of an inbox it does not hold is served by a
+ * node that does (tail_relay.h). */
+bool route_holds(uint32_t p);
 /* pe_partition_leader_check, noting p when it answers NOTLEADER. */
 int route_leader_check(struct pe_engine *e, uint32_t p);
 

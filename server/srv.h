@@ -29,6 +29,7 @@ struct chat_ret;
 struct loop;
 struct ratelimit;
 struct proxy;
+struct tail_relay;
 
 /* Limits a connection lives by (config keys in parentheses). */
 struct srv_limits {
@@ -160,6 +161,8 @@ struct srv {
 	struct proxy *proxy;         /* request forwarding (proxy.h); NULL = one
 					node (with forward = 0 it only serves
 					other nodes' forwards) */
+	struct tail_relay *tail;     /* inbox tails across nodes (tail_relay.h);
+					NULL = one node */
 	atomic_bool draining;
 	struct loop **loops;
 	unsigned nloops;

@@ -1,0 +1,728 @@
+/*
+ * tail_relay.c — inbox tails served across nodes: the codec of peer
+ * frames TAIL_REQ / TAIL_DATA, the gateway's delivery position (pure),
+ * and the two tables (the gateway's tails by id, the tails served here by
+ * (node, id)). The contract is in tail_relay.h; the connections' side is
+ * in conn.c ("Remote inbox tails").
+ *
+ * Invariants (beyond tail_relay.h):
+ *   1. An entry is in exactly one bucket chain; a gateway entry names the
+ *      connection that opened it, a served entry the tail virtual
+ *      connection once bound (before: `bound` false; a CLOSE then marks
+ *      it closed so the bind fails and the connection closes).
+ *   2. Messages to connections are posted under the mutex (lmsg_post
+ *      never blocks); frames are sent without it.
+ *
+ * Ownership: entries are the relay's; LM_* messages posted belong to
+ * their loop.
+ * Threads: any (one mutex).
+ */
+#include "tail_relay.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "parley_proto.h"
+#include "srv.h"
+
+/* ---- codec ---- */
+
+uint32_t tail_hdr_encode(uint8_t out[TAIL_OPEN_HDR_MAX],
+			 const struct tail_msg *m)
+{
+	memset(out, 0, TAIL_HDR);
+	out[0] = m->op;
+	out[1] = m->reason;
+	le_put64(out + 8, m->id);
+	uint32_t n = TAIL_HDR;
+	if (m->op == TAIL_OP_OPEN) {
+		out[n] = m->ulen;
+		out[n + 1] = m->dlen;
+		out[n + 2] = out[n + 3] = 0;
+		n += 4;
+		memcpy(out + n, m->user, m->ulen);
+		n += m->ulen;
+		memcpy(out + n, m->device, m->dlen);
+		n += m->dlen;
+	} else if (m->op == TAIL_OP_ACK) {
+		le_put64(out + n, m->seq);
+		n += 8;
+	}
+	return n;
+}
+
+/* Whole client frames back to back in p[0..n), at least one. */
+static bool whole_frames(const uint8_t *p, uint32_t n, uint32_t *count,
+			 uint16_t *first_type)
+{
+	uint32_t off = 0, k = 0;
+	while (off < n) {
+		struct parley_frame f;
+		int rc = parley_proto_frame_decode(p + off, n - off,
+						   PARLEY_PROTO_MAX_FRAME_HARD,
+						   &f);
+		if (rc <= 0)
+			return false;
+		if (!k && first_type)
+			*first_type = f.type;
+		off += (uint32_t)rc;
+		k++;
+	}
+	*count = k;
+	return k > 0;
+}
+
+int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
+		    struct tail_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	if (n < TAIL_HDR || p[2] || p[3] || le_get32(p + 4))
+		return -PARLEY_EPROTO;
+	m->op = p[0];
+	m->reason = p[1];
+	m->id = le_get64(p + 8);
+	const uint8_t *q = p + TAIL_HDR;
+	uint32_t left = n - TAIL_HDR;
+	uint32_t k = 0;
+	uint16_t ft = 0;
+	bool req = type == TAIL_FRAME_REQ, data = type == TAIL_FRAME_DATA;
+	switch (m->op) {
+	case TAIL_OP_OPEN:
+		if (!req || left < 4 || q[2] || q[3])
+			return -PARLEY_EPROTO;
+		m->ulen = q[0];
+		m->dlen = q[1];
+		if (!m->ulen || (uint32_t)4 + m->ulen + m->dlen > left)
+			return -PARLEY_EPROTO;
+		m->user = (const char *)q + 4;
+		m->device = m->user + m->ulen;
+		m->body = q + 4 + m->ulen + m->dlen;
+		m->blen = left - 4 - m->ulen - m->dlen;
+		if (!whole_frames(m->body, m->blen, &k, &ft) || k != 1 ||
+		    ft != PARLEY_T_SYNC)
+			return -PARLEY_EPROTO;
+		return 0;
+	case TAIL_OP_ACK:
+		if (!req || left != 8)
+			return -PARLEY_EPROTO;
+		m->seq = le_get64(q);
+		return 0;
+	case TAIL_OP_CLOSE:
+		return req && !left ? 0 : -PARLEY_EPROTO;
+	case TAIL_OP_DATA:
+		if (!data || !whole_frames(q, left, &k, NULL))
+			return -PARLEY_EPROTO;
+		m->body = q;
+		m->blen = left;
+		return 0;
+	case TAIL_OP_END:
+		return data && !left && m->reason <= TAIL_END_REFUSED
+			       ? 0
+			       : -PARLEY_EPROTO;
+	default:
+		return -PARLEY_EPROTO;
+	}
+}
+
+/* ---- the gateway's delivery position ---- */
+
+void tail_gw_synced(struct tail_gw *g, uint64_t start)
+{
+	if (start == 0)
+		start = 1;
+	if (!g->synced) {
+		g->synced = true;
+		g->next = start;
+		g->acked = start - 1;
+		g->ack_sent = start - 1;
+		g->h_next = start;
+		return;
+	}
+	/* a re-subscription from acked + 1: the holder clamps its start to
+	 * the inbox's bounds, so a start above that means retention trimmed
+	 * those entries (a single node skips the device ahead the same way) */
+	g->h_next = start;
+	if (start - 1 > g->ack_sent)
+		g->ack_sent = start - 1; /* its window starts there */
+	if (start > g->next)
+		g->next = start;
+}
+
+enum tail_gw_verdict tail_gw_event(struct tail_gw *g, uint64_t seq)
+{
+	if (seq != g->h_next)
+		return TAIL_GW_GAP; /* the subscription skipped or repeated */
+	g->h_next = seq + 1;
+	if (seq < g->next)
+		return TAIL_GW_DROP;
+	if (seq > g->next)
+		return TAIL_GW_GAP;
+	g->next = seq + 1;
+	return TAIL_GW_WRITE;
+}
+
+uint64_t tail_gw_ack_due(struct tail_gw *g)
+{
+	uint64_t up = g->acked;
+	if (g->h_next && up > g->h_next - 1)
+		up = g->h_next - 1; /* only what this subscription sent */
+	if (up <= g->ack_sent)
+		return 0;
+	g->ack_sent = up;
+	return up;
+}
+
+uint64_t tail_gw_ack(struct tail_gw *g, uint64_t up)
+{
+	if (up > g->acked)
+		g->acked = up;
+	return tail_gw_ack_due(g);
+}
+
+uint64_t tail_gw_resub(struct tail_gw *g)
+{
+	uint64_t from = g->acked + 1;
+	g->h_next = from;
+	g->ack_sent = g->acked;
+	return from;
+}
+
+/* ---- the relay ---- */
+
+struct tail_ent {
+	struct tail_ent *next;
+	uint64_t node, id;
+	struct conn_ref ref;
+	bool served;      /* holder side (else gateway) */
+	bool bound;       /* served: its connection is known */
+	bool closed;      /* served, unbound: CLOSE came first */
+	bool end_pending; /* served, over: END not yet handed to the link */
+};
+
+struct node_count {
+	uint64_t node;
+	uint32_t served;
+};
+
+struct tail_relay {
+	struct tail_io io;
+	pthread_mutex_t mu;
+	struct tail_ent *buckets[TAIL_BUCKETS];
+	uint64_t next_id;
+	struct node_count nodes[64];
+	uint32_t nnodes;
+	_Atomic uint64_t gw_open, gw_opened, gw_resubs, gw_bytes_in, gw_dups;
+	_Atomic uint64_t served_open, served_total, served_full, served_bytes,
+		served_unsent, bad_frames;
+	_Atomic uint32_t ends_pending;
+};
+
+#define ADD(x, v) atomic_fetch_add_explicit(&(x), (v), memory_order_relaxed)
+#define SUB(x, v) atomic_fetch_sub_explicit(&(x), (v), memory_order_relaxed)
+#define GET(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static uint32_t bucket(uint64_t node, uint64_t id, bool served)
+{
+	uint64_t h = (node * 0x9e3779b97f4a7c15ull) ^ id ^ (served ? 1ull << 63 : 0);
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
+	return (uint32_t)(h % TAIL_BUCKETS);
+}
+
+static struct tail_ent **find(struct tail_relay *tr, uint64_t node,
+			      uint64_t id, bool served)
+{
+	struct tail_ent **pp = &tr->buckets[bucket(node, id, served)];
+	while (*pp && !((*pp)->node == node && (*pp)->id == id &&
+			(*pp)->served == served))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct node_count *node_slot(struct tail_relay *tr, uint64_t node,
+				    bool add)
+{
+	for (uint32_t i = 0; i < tr->nnodes; i++)
+		if (tr->nodes[i].node == node)
+			return &tr->nodes[i];
+	if (!add || tr->nnodes == sizeof tr->nodes / sizeof tr->nodes[0])
+		return NULL;
+	tr->nodes[tr->nnodes] = (struct node_count){.node = node};
+	return &tr->nodes[tr->nnodes++];
+}
+
+int tail_relay_new(const struct tail_io *io, struct tail_relay **out)
+{
+	struct tail_relay *tr = calloc(1, sizeof *tr);
+	if (!tr)
+		return -PARLEY_ENOMEM;
+	tr->io = *io;
+	tr->next_id = 1;
+	pthread_mutex_init(&tr->mu, NULL);
+	*out = tr;
+	return 0;
+}
+
+void tail_relay_free(struct tail_relay *tr)
+{
+	if (!tr)
+		return;
+	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) {
+		struct tail_ent *e = tr->buckets[b];
+		while (e) {
+			struct tail_ent *n = e->next;
+			free(e);
+			e = n;
+		}
+	}
+	pthread_mutex_destroy(&tr->mu);
+	free(tr);
+}
+
+static int send_ctl(struct tail_relay *tr, uint64_t node, uint8_t type,
+		    uint8_t op, uint8_t reason, uint64_t id, uint64_t seq)
+{
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = op, .reason = reason, .id = id, .seq = seq};
+	uint32_t n = tail_hdr_encode(h, &m);
+	return tr->io.send(tr->io.arg, node, type, h, n, NULL, 0);
+}
+
+/* Posts the end of a gateway tail to its connection (mutex held). */
+static void post_gw_end(const struct tail_ent *e)
+{
+	struct lmsg *m = lmsg_new(LM_TAIL, 0);
+	if (!m) /* the connection would wait for its tail forever */
+		srv_oom("the end of a remote inbox tail");
+	m->u.tail.id = e->id;
+	m->u.tail.end = true;
+	lmsg_post(&e->ref, m);
+}
+
+/* Posts LM_TAIL_CLOSE to a bound served tail (mutex held). */
+static void post_served_close(const struct tail_ent *e)
+{
+	struct lmsg *m = lmsg_new(LM_TAIL_CLOSE, 0);
+	if (!m)
+		srv_oom("the end of a served inbox tail");
+	m->u.tail.id = e->id;
+	m->u.tail.node = e->node;
+	lmsg_post(&e->ref, m);
+}
+
+/* Removes a served entry (mutex held): *pp is it. */
+static void served_forget(struct tail_relay *tr, struct tail_ent **pp)
+{
+	struct tail_ent *e = *pp;
+	*pp = e->next;
+	struct node_count *nc = node_slot(tr, e->node, false);
+	if (nc && nc->served)
+		nc->served--;
+	if (e->end_pending)
+		SUB(tr->ends_pending, 1);
+	SUB(tr->served_open, 1);
+	free(e);
+}
+
+/* ---- gateway ---- */
+
+/* A gateway tail by id (mutex held): ids are unique per gateway, so
+ * gateway entries hash by id alone. NULL = gone. */
+static struct tail_ent **gw_find(struct tail_relay *tr, uint64_t id)
+{
+	struct tail_ent **pp = &tr->buckets[bucket(0, id, false)];
+	while (*pp && ((*pp)->served || (*pp)->id != id))
+		pp = &(*pp)->next;
+	return *pp ? pp : NULL;
+}
+
+
+int tail_relay_open(struct tail_relay *tr, uint64_t node,
+		    const struct conn_ref *to, const char *user, uint8_t ulen,
+		    const char *device, uint8_t dlen, const uint8_t *sync,
+		    uint32_t n, uint64_t *id)
+{
+	if (!node || !tr->io.link_up(tr->io.arg, node))
+		return -PARLEY_ENOTLEADER;
+	struct tail_ent *e = calloc(1, sizeof *e);
+	if (!e)
+		return -PARLEY_ENOMEM;
+	pthread_mutex_lock(&tr->mu);
+	e->id = tr->next_id++;
+	e->node = node;
+	e->ref = *to;
+	struct tail_ent **pp = &tr->buckets[bucket(0, e->id, false)];
+	e->next = *pp;
+	*pp = e;
+	pthread_mutex_unlock(&tr->mu);
+	ADD(tr->gw_open, 1);
+	ADD(tr->gw_opened, 1);
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = TAIL_OP_OPEN, .id = e->id, .user = user,
+			     .ulen = ulen, .device = device, .dlen = dlen};
+	uint32_t hn = tail_hdr_encode(h, &m);
+	uint64_t my = e->id; /* e may be gone once unlocked (link down) */
+	int rc = tr->io.send(tr->io.arg, node, TAIL_FRAME_REQ, h, hn, sync, n);
+	if (rc) {
+		pthread_mutex_lock(&tr->mu);
+		pp = gw_find(tr, my);
+		if (pp) {
+			struct tail_ent *x = *pp;
+			*pp = x->next;
+			free(x);
+			SUB(tr->gw_open, 1);
+		}
+		pthread_mutex_unlock(&tr->mu);
+		return -PARLEY_EAGAIN;
+	}
+	*id = my;
+	return 0;
+}
+
+int tail_relay_ack(struct tail_relay *tr, uint64_t id, uint64_t up)
+{
+	pthread_mutex_lock(&tr->mu);
+	struct tail_ent **pp = gw_find(tr, id);
+	uint64_t node = pp ? (*pp)->node : 0;
+	pthread_mutex_unlock(&tr->mu);
+	if (!node)
+		return -PARLEY_ECLOSED;
+	return send_ctl(tr, node, TAIL_FRAME_REQ, TAIL_OP_ACK, 0, id, up);
+}
+
+void tail_relay_close(struct tail_relay *tr, uint64_t id)
+{
+	pthread_mutex_lock(&tr->mu);
+	struct tail_ent **pp = gw_find(tr, id);
+	uint64_t node = 0;
+	if (pp) {
+		struct tail_ent *e = *pp;
+		node = e->node;
+		*pp = e->next;
+		free(e);
+		SUB(tr->gw_open, 1);
+	}
+	pthread_mutex_unlock(&tr->mu);
+	if (node)
+		(void)send_ctl(tr, node, TAIL_FRAME_REQ, TAIL_OP_CLOSE, 0, id, 0);
+}
+
+void tail_relay_count(struct tail_relay *tr, bool resub, bool dup)
+{
+	if (resub)
+		ADD(tr->gw_resubs, 1);
+	if (dup)
+		ADD(tr->gw_dups, 1);
+}
+
+/* TAIL_DATA from `from` (peer thread). */
+static void gw_on_data(struct tail_relay *tr, uint64_t from,
+		       const struct tail_msg *m, uint32_t n)
+{
+	ADD(tr->gw_bytes_in, n);
+	pthread_mutex_lock(&tr->mu);
+	struct tail_ent **pp = gw_find(tr, m->id);
+	struct tail_ent *e = pp ? *pp : NULL;
+	if (!e || e->node != from) { /* closed here meanwhile */
+		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	if (m->op == TAIL_OP_END) {
+		*pp = e->next;
+		post_gw_end(e);
+		free(e);
+		SUB(tr->gw_open, 1);
+	} else {
+		struct lmsg *lm = lmsg_new(LM_TAIL, m->blen);
+		if (!lm) /* a hole in the device's stream: end the tail */
+			srv_oom("a remote inbox tail's EVENTs");
+		memcpy(lm->data, m->body, m->blen);
+		lm->u.tail.id = m->id;
+		lm->u.tail.end = false;
+		lmsg_post(&e->ref, lm);
+	}
+	pthread_mutex_unlock(&tr->mu);
+}
+
+/* ---- holder ---- */
+
+static void holder_on_req(struct tail_relay *tr, uint64_t from,
+			  const struct tail_msg *m, const uint8_t *p,
+			  uint32_t n)
+{
+	pthread_mutex_lock(&tr->mu);
+	struct tail_ent **pp = find(tr, from, m->id, true);
+	struct tail_ent *e = *pp;
+	if (m->op == TAIL_OP_ACK) {
+		if (e && e->bound && !e->end_pending) {
+			struct lmsg *lm = lmsg_new(LM_TAIL_ACK, 0);
+			if (!lm)
+				srv_oom("an inbox tail's acknowledgement");
+			lm->u.tail.id = m->id;
+			lm->u.tail.node = from;
+			lm->u.tail.seq = m->seq;
+			lmsg_post(&e->ref, lm);
+		}
+		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	if (m->op == TAIL_OP_CLOSE) {
+		if (e && e->bound && !e->end_pending)
+			post_served_close(e);
+		if (e && !e->bound) { /* the bind fails: it closes at once */
+			e->closed = true;
+			pthread_mutex_unlock(&tr->mu);
+			return;
+		}
+		if (e)
+			served_forget(tr, pp);
+		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	/* OPEN */
+	uint8_t refuse = 0xff;
+	struct node_count *nc = node_slot(tr, from, true);
+	if (e || !nc)
+		refuse = TAIL_END_REFUSED; /* an id twice, or too many nodes */
+	else if (nc->served >= TAIL_MAX_PER_NODE)
+		refuse = TAIL_END_FULL;
+	if (refuse == 0xff) {
+		e = calloc(1, sizeof *e);
+		if (!e) {
+			refuse = TAIL_END_REFUSED;
+		} else {
+			e->node = from;
+			e->id = m->id;
+			e->served = true;
+			e->next = *pp;
+			*pp = e;
+			nc->served++;
+			ADD(tr->served_open, 1);
+		}
+	}
+	pthread_mutex_unlock(&tr->mu);
+	if (refuse == 0xff && tr->io.serve(tr->io.arg, from, m, p, n) != 0) {
+		pthread_mutex_lock(&tr->mu);
+		pp = find(tr, from, m->id, true);
+		if (*pp)
+			served_forget(tr, pp);
+		pthread_mutex_unlock(&tr->mu);
+		refuse = TAIL_END_REFUSED;
+	}
+	if (refuse != 0xff) {
+		if (refuse == TAIL_END_FULL)
+			ADD(tr->served_full, 1);
+		(void)send_ctl(tr, from, TAIL_FRAME_DATA, TAIL_OP_END, refuse,
+			       m->id, 0);
+		return;
+	}
+	ADD(tr->served_total, 1);
+}
+
+bool tail_relay_served_bind(struct tail_relay *tr, uint64_t node,
+			    uint64_t id, const struct conn_ref *to)
+{
+	pthread_mutex_lock(&tr->mu);
+	struct tail_ent **pp = find(tr, node, id, true);
+	struct tail_ent *e = *pp;
+	bool ok = e && !e->closed;
+	if (ok) {
+		e->ref = *to;
+		e->bound = true;
+	} else if (e) {
+		served_forget(tr, pp);
+	}
+	pthread_mutex_unlock(&tr->mu);
+	return ok;
+}
+
+int tail_relay_served_data(struct tail_relay *tr, uint64_t node, uint64_t id,
+			   const uint8_t *p, size_t n)
+{
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = TAIL_OP_DATA, .id = id};
+	uint32_t hn = tail_hdr_encode(h, &m);
+	int rc = tr->io.send(tr->io.arg, node, TAIL_FRAME_DATA, h, hn, p, n);
+	if (rc) {
+		ADD(tr->served_unsent, 1);
+		return rc;
+	}
+	ADD(tr->served_bytes, hn + n);
+	return 0;
+}
+
+void tail_relay_served_end(struct tail_relay *tr, uint64_t node, uint64_t id)
+{
+	pthread_mutex_lock(&tr->mu);
+	struct tail_ent **pp = find(tr, node, id, true);
+	if (!*pp) { /* the gateway closed it, or its link went down */
+		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	pthread_mutex_unlock(&tr->mu);
+	int rc = send_ctl(tr, node, TAIL_FRAME_DATA, TAIL_OP_END,
+			  TAIL_END_CLOSED, id, 0);
+	pthread_mutex_lock(&tr->mu);
+	pp = find(tr, node, id, true);
+	if (*pp) {
+		if (rc && tr->io.link_up(tr->io.arg, node)) {
+			/* the queue is full: the tick tries again, else the
+			 * gateway would wait for this tail forever */
+			if (!(*pp)->end_pending)
+				ADD(tr->ends_pending, 1);
+			(*pp)->end_pending = true;
+		} else {
+			served_forget(tr, pp);
+		}
+	}
+	pthread_mutex_unlock(&tr->mu);
+}
+
+void tail_relay_tick(struct tail_relay *tr)
+{
+	if (!GET(tr->ends_pending))
+		return;
+	struct {
+		uint64_t node, id;
+	} todo[64];
+	uint32_t k = 0;
+	pthread_mutex_lock(&tr->mu);
+	for (uint32_t b = 0; b < TAIL_BUCKETS && k < 64; b++)
+		for (struct tail_ent *e = tr->buckets[b]; e && k < 64; e = e->next)
+			if (e->served && e->end_pending) {
+				todo[k].node = e->node;
+				todo[k].id = e->id;
+				k++;
+			}
+	pthread_mutex_unlock(&tr->mu);
+	for (uint32_t i = 0; i < k; i++) {
+		int rc = send_ctl(tr, todo[i].node, TAIL_FRAME_DATA, TAIL_OP_END,
+				  TAIL_END_CLOSED, todo[i].id, 0);
+		if (rc && tr->io.link_up(tr->io.arg, todo[i].node))
+			continue;
+		pthread_mutex_lock(&tr->mu);
+		struct tail_ent **pp = find(tr, todo[i].node, todo[i].id, true);
+		if (*pp)
+			served_forget(tr, pp);
+		pthread_mutex_unlock(&tr->mu);
+	}
+}
+
+/* ---- both ---- */
+
+void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
+			 const uint8_t *p, uint32_t n)
+{
+	struct tail_msg m;
+	if (tail_msg_decode(type, p, n, &m)) {
+		ADD(tr->bad_frames, 1);
+		PLOG_W("tail", "bad tail frame", "from=%" PRIu64 " type=%u len=%u",
+		       from, type, n);
+		return;
+	}
+	if (type == TAIL_FRAME_DATA)
+		gw_on_data(tr, from, &m, n);
+	else
+		holder_on_req(tr, from, &m, p, n);
+}
+
+void tail_relay_link_down(struct tail_relay *tr, uint64_t node)
+{
+	pthread_mutex_lock(&tr->mu);
+	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) {
+		struct tail_ent **pp = &tr->buckets[b];
+		while (*pp) {
+			struct tail_ent *e = *pp;
+			if (e->node != node) {
+				pp = &e->next;
+				continue;
+			}
+			if (e->served) {
+				if (e->bound && !e->end_pending)
+					post_served_close(e);
+				if (!e->bound) {
+					e->closed = true; /* its bind fails */
+					pp = &e->next;
+					continue;
+				}
+				served_forget(tr, pp);
+			} else {
+				*pp = e->next;
+				post_gw_end(e);
+				free(e);
+				SUB(tr->gw_open, 1);
+			}
+		}
+	}
+	pthread_mutex_unlock(&tr->mu);
+}
+
+void tail_relay_stats(struct tail_relay *tr, struct tail_stats *st)
+{
+	*st = (struct tail_stats){
+		.gw_open = GET(tr->gw_open),
+		.gw_opened = GET(tr->gw_opened),
+		.gw_resubs = GET(tr->gw_resubs),
+		.gw_bytes_in = GET(tr->gw_bytes_in),
+		.gw_dups = GET(tr->gw_dups),
+		.served_open = GET(tr->served_open),
+		.served_total = GET(tr->served_total),
+		.served_full = GET(tr->served_full),
+		.served_bytes = GET(tr->served_bytes),
+		.served_unsent = GET(tr->served_unsent),
+		.bad_frames = GET(tr->bad_frames)};
+}
+
+size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
+{
+	struct srv_text o = {buf, cap, 0};
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	struct {
+		const char *name, *type, *help;
+		uint64_t v;
+	} rows[] = {
+		{"parley_tail_remote_open", "gauge",
+		 "Inbox tails of this node's clients served by another node "
+		 "(the inbox partition is not held here).", st.gw_open},
+		{"parley_tail_remote_subscribes_total", "counter",
+		 "Remote tail subscriptions sent (first ones and "
+		 "re-subscriptions).", st.gw_opened},
+		{"parley_tail_resubscribes_total", "counter",
+		 "Remote tails re-subscribed after their holder, its link or "
+		 "its subscription went away.", st.gw_resubs},
+		{"parley_tail_remote_bytes_total", "counter",
+		 "TAIL_DATA bytes received for this node's clients.",
+		 st.gw_bytes_in},
+		{"parley_tail_resent_dropped_total", "counter",
+		 "EVENTs a re-subscription sent again that the device already "
+		 "had (dropped here).", st.gw_dups},
+		{"parley_tail_served_open", "gauge",
+		 "Inbox tails served here for other nodes' clients.",
+		 st.served_open},
+		{"parley_tail_served_total", "counter",
+		 "Inbox tails started here for other nodes' clients.",
+		 st.served_total},
+		{"parley_tail_served_full_total", "counter",
+		 "Tail subscriptions refused: TAIL_MAX_PER_NODE served for that "
+		 "node.", st.served_full},
+		{"parley_tail_served_bytes_total", "counter",
+		 "TAIL_DATA bytes sent to other nodes.", st.served_bytes},
+		{"parley_tail_served_unsent_total", "counter",
+		 "Served tails ended because the peer link refused a frame.",
+		 st.served_unsent},
+		{"parley_tail_bad_frames_total", "counter",
+		 "Undecodable TAIL_REQ / TAIL_DATA frames (dropped).",
+		 st.bad_frames},
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+		srv_text_put(&o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n",
+			     rows[i].name, rows[i].help, rows[i].name,
+			     rows[i].type, rows[i].name, rows[i].v);
+	return o.n;
+}

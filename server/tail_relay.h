@@ -1,0 +1,247 @@
+/*
+ * tail_relay.h — inbox tails served across nodes (private to server/;
+ * docs/CLUSTER.md §3.3, "Inbox tails across nodes").
+ *
+ * With a replication factor below the node count a client's node (the
+ * gateway) may hold no replica of the partition of its user's inbox
+ * u/<user>. Its SYNC then runs on a node that does (the holder: the
+ * partition's leader as the leader table names it, route.h) on a *tail
+ * virtual connection* (conn.c): the same SYNC, subscription, event
+ * window, pacing, device cursor and delivered receipts as a local
+ * device's, whose frames go back over the peer link and which the
+ * gateway writes to the client. Two roles, both in every clustered node:
+ *
+ *   gateway  a client connection (loop thread) opens a tail
+ *            (tail_relay_open: a fresh id, TAIL_REQ OPEN with the
+ *            client's SYNC frame), passes the device's EVENT_ACKs on
+ *            (tail_relay_ack) and closes it (tail_relay_close); the
+ *            holder's frames come back (peer thread) as LM_TAIL messages
+ *            posted to the connection. The connection keeps the delivery
+ *            position (struct tail_gw, pure, below): it writes each inbox
+ *            EVENT once, in inbox order, and after the tail broke (the
+ *            link went down, the holder ended it or drained) opens a new
+ *            one, to the partition's leader then, from the device's last
+ *            acknowledged seq + 1, dropping what it already wrote.
+ *   holder   TAIL_REQ OPEN (peer thread) becomes an LM_TAIL_OPEN on a
+ *            loop (io.serve), which runs the SYNC on a tail virtual
+ *            connection bound to (node, id) (tail_relay_served_bind);
+ *            its frames leave as TAIL_DATA (tail_relay_served_data);
+ *            ACK and CLOSE are posted to it (LM_TAIL_ACK, LM_TAIL_CLOSE);
+ *            when it closes, TAIL_DATA END tells the gateway
+ *            (tail_relay_served_end).
+ *
+ * Invariants
+ *   1. Nothing skipped or doubled: a device gets inbox EVENT s only after
+ *      s - 1 (tail_gw_event), each once; a re-subscription starts at the
+ *      device's acknowledged seq + 1, so every EVENT it might not hold is
+ *      sent again and those it was already given are dropped on the
+ *      gateway. The holder's SYNC start is linearizable (chat_sync's
+ *      ReadIndex reads, docs/CLUSTER.md §3.5), as on one node.
+ *   2. Bounded: at most TAIL_MAX_PER_NODE tails served per gateway node
+ *      (beyond: END FULL at once; the device gets ERROR FULL,
+ *      retryable); a served tail holds what one device's tail holds on
+ *      one node (event_window unacknowledged EVENTs, a bounded pending
+ *      FIFO). The holder sends only within the event window the device's
+ *      acknowledgements open, so a slow device stops its tail, and a
+ *      device that stays stuck is cut off by the holder's slow-consumer
+ *      rule (GOAWAY SLOW_CONSUMER, passed on to the device, whose
+ *      connection the gateway then closes: the answer a slow device gets
+ *      on one node). A frame the peer link refuses (its queue full) ends
+ *      the served tail; the gateway re-subscribes.
+ *   3. Early EVENTs are not offered across nodes (the tail virtual
+ *      connection never negotiates PARLEY_FEAT_EARLY); large groups' live
+ *      EVENTs reach the holder's tail connection (live.h) and pass
+ *      through.
+ *   4. The holder trusts the user and device the OPEN names (the peer link
+ *      is authenticated, as for forwarding, proxy.h invariant 3).
+ *
+ * Wire (peer frame payloads, little-endian; TAIL_REQ gateway -> holder,
+ * TAIL_DATA holder -> gateway):
+ *   header   u8 op | u8 reason | u16 0 | u32 0 | u64 tail_id   (16 bytes)
+ *   OPEN     (TAIL_REQ)  header | u8 user_len | u8 device_len | u16 0 |
+ *                        user | device | the SYNC frame (uncompressed)
+ *   ACK      (TAIL_REQ)  header | u64 up_to_inbox_seq
+ *   CLOSE    (TAIL_REQ)  header
+ *   DATA     (TAIL_DATA) header | whole client frames, back to back
+ *   END      (TAIL_DATA) header, reason: TAIL_END_*
+ *
+ * Threads: every call from any thread (one mutex); messages are posted to
+ * loops, io callbacks run without the mutex held.
+ */
+#ifndef PARLEYD_TAIL_RELAY_H
+#define PARLEYD_TAIL_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lmsg.h"
+
+/* the peer frame types (peer.h PEER_FRAME_TAIL_REQ / _DATA; proxy_node.c
+ * checks they agree) */
+#define TAIL_FRAME_REQ 14u
+#define TAIL_FRAME_DATA 15u
+#define TAIL_HDR 16u
+#define TAIL_OPEN_HDR_MAX (TAIL_HDR + 4u + 255u + 255u)
+#define TAIL_MAX_PER_NODE 1024u     /* tails served per gateway node */
+#define TAIL_RESUB_MIN_MS 20u       /* first re-subscription delay */
+#define TAIL_RESUB_MAX_MS 1000u     /* backoff cap between attempts */
+#define TAIL_RESUB_GIVEUP_MS 30000u /* then the device is told to reconnect */
+#define TAIL_BUCKETS 1024u
+
+enum tail_op {
+	TAIL_OP_OPEN = 1,
+	TAIL_OP_ACK = 2,
+	TAIL_OP_CLOSE = 3,
+	TAIL_OP_DATA = 4,
+	TAIL_OP_END = 5,
+};
+
+enum tail_end_reason {
+	TAIL_END_CLOSED = 0,  /* the served tail closed (drain, link, error) */
+	TAIL_END_FULL = 1,    /* TAIL_MAX_PER_NODE tails served for that node */
+	TAIL_END_REFUSED = 2, /* could not be started (stopping, memory) */
+};
+
+/* A decoded TAIL_REQ / TAIL_DATA payload (borrowed from it). */
+struct tail_msg {
+	uint8_t op, reason;
+	uint64_t id;
+	uint64_t seq;               /* ACK */
+	const char *user, *device;  /* OPEN */
+	uint8_t ulen, dlen;
+	const uint8_t *body;        /* OPEN: the SYNC frame; DATA: frames */
+	uint32_t blen;
+};
+
+/* ---- codec (pure) ---- */
+
+/* The bytes before body[] of m (op, reason, id, and OPEN's user/device or
+ * ACK's seq) into out; its length. */
+uint32_t tail_hdr_encode(uint8_t out[TAIL_OPEN_HDR_MAX],
+			 const struct tail_msg *m);
+/* A payload of peer frame `type`: 0 or -PARLEY_EPROTO (short, an op the
+ * frame type does not carry, bad lengths, OPEN's body not one whole SYNC
+ * frame, DATA's not whole frames). */
+int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
+		    struct tail_msg *m);
+
+/* ---- the gateway's delivery position (pure; conn.c) ---- */
+
+/*
+ * Per remote tail on the gateway:
+ *
+ *     OPEN(from) --SYNC_OK(start)--> SYNCED --EVENT s--> write if s == next
+ *        ^                                               drop if s < next
+ *        |                                               gap if s > next
+ *        +--- link down / END / GOAWAY DRAIN / gap --- re-subscribe
+ *                         from acked + 1 (tail_gw_resub)
+ *
+ * next: the next inbox seq the device gets; acked: the device's last
+ * EVENT_ACK; h_next: the next seq the current subscription sends;
+ * ack_sent: the last ack passed to the current subscription (its window
+ * opens by the acks of EVENTs it sent, never beyond).
+ */
+struct tail_gw {
+	uint64_t next, acked, h_next, ack_sent;
+	bool synced; /* SYNC_OK went to the device */
+};
+enum tail_gw_verdict { TAIL_GW_WRITE = 0, TAIL_GW_DROP, TAIL_GW_GAP };
+
+/* A subscription answered SYNC_OK with start: the first one sets the
+ * device's position; a later one (a re-subscription) only its own, and
+ * skips the device ahead when retention trimmed past it. */
+void tail_gw_synced(struct tail_gw *g, uint64_t start);
+/* An inbox EVENT seq (> 0) of the current subscription. */
+enum tail_gw_verdict tail_gw_event(struct tail_gw *g, uint64_t seq);
+/* The device acknowledged up to `up` (acked < up < next, checked by the
+ * caller): the ack to pass to the holder, 0 = none now. */
+uint64_t tail_gw_ack(struct tail_gw *g, uint64_t up);
+/* The ack still owed to the current subscription (0 = none): after more
+ * of its EVENTs arrived. */
+uint64_t tail_gw_ack_due(struct tail_gw *g);
+/* A new subscription: returns its from_inbox_seq (acked + 1). */
+uint64_t tail_gw_resub(struct tail_gw *g);
+
+/* ---- the relay ---- */
+
+struct tail_relay;
+
+struct tail_io {
+	/* queue a peer frame of `type` (TAIL_FRAME_*) whose payload is
+	 * a ++ b for node `to`: 0 or < 0 */
+	int (*send)(void *arg, uint64_t to, uint8_t type, const void *a,
+		    size_t alen, const void *b, size_t blen);
+	bool (*link_up)(void *arg, uint64_t node);
+	/* holder: post an LM_TAIL_OPEN (payload p[0..n), a whole TAIL_REQ
+	 * OPEN, borrowed) to the loop of m's user: 0 or < 0 */
+	int (*serve)(void *arg, uint64_t from, const struct tail_msg *m,
+		     const uint8_t *p, uint32_t n);
+	void *arg;
+};
+
+struct tail_stats {
+	uint64_t gw_open;        /* gateway: remote tails open now */
+	uint64_t gw_opened;      /* gateway: OPENs sent (first and again) */
+	uint64_t gw_resubs;      /* gateway: re-subscriptions */
+	uint64_t gw_bytes_in;    /* gateway: TAIL_DATA bytes received */
+	uint64_t gw_dups;        /* gateway: EVENTs dropped, already written */
+	uint64_t served_open;    /* holder: tails served now */
+	uint64_t served_total;   /* holder: tails started */
+	uint64_t served_full;    /* holder: OPENs refused TAIL_MAX_PER_NODE */
+	uint64_t served_bytes;   /* holder: TAIL_DATA bytes sent */
+	uint64_t served_unsent;  /* holder: tails ended by a refused frame */
+	uint64_t bad_frames;     /* undecodable TAIL_REQ / TAIL_DATA */
+};
+
+int tail_relay_new(const struct tail_io *io, struct tail_relay **out);
+void tail_relay_free(struct tail_relay *tr);
+
+/* ---- gateway ---- */
+
+/* Opens a tail of user/device at `node` for the connection `to`, the
+ * SYNC frame sync[0..n) (whole, uncompressed): *id is its id. 0, or
+ * -PARLEY_ENOTLEADER (no link up to node: nothing sent), -PARLEY_EAGAIN
+ * (the frame was refused), -PARLEY_ENOMEM. */
+int tail_relay_open(struct tail_relay *tr, uint64_t node,
+		    const struct conn_ref *to, const char *user, uint8_t ulen,
+		    const char *device, uint8_t dlen, const uint8_t *sync,
+		    uint32_t n, uint64_t *id);
+/* Passes an EVENT_ACK on (best effort: 0 or < 0, the caller retries). */
+int tail_relay_ack(struct tail_relay *tr, uint64_t id, uint64_t up);
+/* Forgets tail id and tells its holder (best effort). */
+void tail_relay_close(struct tail_relay *tr, uint64_t id);
+/* Counts a re-subscription / an EVENT dropped as already written. */
+void tail_relay_count(struct tail_relay *tr, bool resub, bool dup);
+
+/* ---- holder ---- */
+
+/* The tail virtual connection `to` runs tail (node, id): false when that
+ * tail was closed meanwhile (the connection closes at once). */
+bool tail_relay_served_bind(struct tail_relay *tr, uint64_t node,
+			    uint64_t id, const struct conn_ref *to);
+/* Frames p[0..n) of tail (node, id) to its gateway: 0, or < 0 when the
+ * link refused them (the connection must end: its stream has a hole). */
+int tail_relay_served_data(struct tail_relay *tr, uint64_t node, uint64_t id,
+			   const uint8_t *p, size_t n);
+/* Tail (node, id) is over here: END goes to the gateway unless the
+ * gateway closed it (or its link went down). */
+void tail_relay_served_end(struct tail_relay *tr, uint64_t node, uint64_t id);
+
+/* ---- both ---- */
+
+/* A TAIL_REQ / TAIL_DATA payload from node `from` (peer thread). */
+void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
+			 const uint8_t *p, uint32_t n);
+/* The link to `node` went down: the gateway's tails there break (an
+ * LM_TAIL end to each connection: it re-subscribes), the tails served
+ * for it close. */
+void tail_relay_link_down(struct tail_relay *tr, uint64_t node);
+/* Retries END frames the link refused (peer thread). */
+void tail_relay_tick(struct tail_relay *tr);
+
+void tail_relay_stats(struct tail_relay *tr, struct tail_stats *st);
+/* Prometheus text (parley_tail_*): the length it needed. Any thread. */
+size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap);
+
+#endif /* PARLEYD_TAIL_RELAY_H */
