@@ -993,6 +993,50 @@ static void event_cb(void *arg, const struct parley_msg *ev)
 	free(r);
 }
 
+/* A remote read's answer (tail_relay.h invariant 5; the peer thread): the
+ * EVENT the conversation's leader resolved, or NULL after the relay gave
+ * up (the placeholder a cut-off node gives). */
+static void remote_resolved(void *arg, const uint8_t *frame, uint32_t n)
+{
+	struct resolve *r = arg;
+	if (!frame) {
+		struct parley_msg ph;
+		chat_event_placeholder(&r->p, &ph);
+		event_cb(r, &ph);
+		return;
+	}
+	struct lmsg *lm = lmsg_new(LM_EVENT, n);
+	if (!lm) /* the connection waits for this seq: dropping it stalls it */
+		srv_oom("resolved EVENT");
+	memcpy(lm->data, frame, n);
+	lm->u.event.inbox_seq = r->p.inbox_seq;
+	lm->u.event.t_start_ns = r->t_start;
+	lm->u.event.pos = r->pos;
+	lmsg_post(&r->to, lm);
+	free(r);
+}
+
+/* Resolves r's pointer: here, or — a message of a conversation whose
+ * partition this node holds no replica of (placement, docs/CLUSTER.md
+ * §3.7) — at that partition's leader (tail_relay_resolve). 0, or
+ * -PARLEY_EFULL (the tick retries; nothing will call back). */
+static int resolve_start(struct conn *c, struct resolve *r)
+{
+	struct srv *s = S(c);
+	if (s->tail && s->engine && r->p.clen &&
+	    (r->p.kind == PARLEY_EV_MESSAGE || r->p.kind == PARLEY_EV_MEMBERSHIP)) {
+		char key[CHAT_KEY_CAP];
+		int kl = chat_key_conv(key, r->p.conv, r->p.clen);
+		if (kl > 0 &&
+		    !route_holds(pe_partition_of(s->engine, key, (size_t)kl)))
+			return tail_relay_resolve(s->tail, &r->p, remote_resolved,
+						  r) == 0
+				       ? 0
+				       : -PARLEY_EFULL; /* no leader known yet */
+	}
+	return chat_event_resolve(s->chat, &r->p, event_cb, r);
+}
+
 /*
  * Delivery pacing. Entries wait in the connection's pending FIFO; the
  * head goes out (a ready frame is written, a pointer is resolved into an
@@ -1079,7 +1123,7 @@ static void pump_resolves(struct conn *c)
 		}
 		r->t_start = t_start;
 		c->resolving++; /* before: event_cb may post from here */
-		if (chat_event_resolve(s->chat, &r->p, event_cb, r) != 0) {
+		if (resolve_start(c, r) != 0) {
 			c->resolving--;
 			break; /* engine queue full: the tick retries */
 		}

@@ -27,6 +27,7 @@
 #include "peer_node.h"
 #include "presence.h"
 #include "proxy.h"
+#include "route.h"
 #include "srv.h"
 #include "tail_relay.h"
 
@@ -108,6 +109,59 @@ static int tail_serve(void *arg, uint64_t from, const struct tail_msg *t,
 	uint64_t h = parley_xxh3(t->user, t->ulen, 0);
 	loop_post(s->loops[h % nl], m);
 	return 0;
+}
+
+/* tail_io.conv_node: the leader of conv's partition when this node holds
+ * no replica of it (route.h), else 0 */
+static uint64_t tail_conv_node(void *arg, const char *conv, uint16_t clen)
+{
+	struct srv *s = arg;
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, conv, clen);
+	if (kl <= 0 || !s->engine)
+		return 0;
+	uint32_t p = pe_partition_of(s->engine, key, (size_t)kl);
+	return route_holds(p) ? 0 : route_partition_leader(s->engine, p);
+}
+
+struct tail_read_ctx {
+	struct srv *s;
+	uint64_t from, id;
+};
+
+/* chat_event_cb of a READ another node asked (engine thread, or the node
+ * thread for a pointer that needs no read): the EVENT goes back. */
+static void tail_read_done(void *arg, const struct parley_msg *ev)
+{
+	struct tail_read_ctx *x = arg;
+	int n = parley_proto_size(ev);
+	uint8_t *buf = n > 0 ? malloc((size_t)n) : NULL;
+	if (buf && parley_proto_encode(buf, (size_t)n, 0, ev) == n)
+		tail_relay_read_answer(x->s->tail, x->from, x->id, buf,
+				       (uint32_t)n);
+	else /* the asker asks again */
+		tail_relay_read_answer(x->s->tail, x->from, x->id, NULL, 0);
+	free(buf);
+	free(x);
+}
+
+/* tail_io.resolve: a READ another node asked, resolved here */
+static int tail_resolve(void *arg, uint64_t from, uint64_t id,
+			const struct chat_inbox_ptr *p)
+{
+	struct srv *s = arg;
+	struct tail_read_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct tail_read_ctx){.s = s, .from = from, .id = id};
+	/* live_chat, under live_mu: the chat service is not closing */
+	pthread_mutex_lock(&live_mu);
+	int rc = live_chat ? chat_event_resolve(live_chat, p, tail_read_done, x)
+			   : -PARLEY_EAGAIN;
+	pthread_mutex_unlock(&live_mu);
+	if (rc)
+		free(x);
+	return rc;
 }
 
 static void app_frame(void *arg, uint64_t from, uint8_t type,
@@ -244,7 +298,8 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 	if (rc)
 		return rc;
 	struct tail_io tio = {.send = io_send, .link_up = io_link_up,
-			      .serve = tail_serve, .arg = s};
+			      .serve = tail_serve, .conv_node = tail_conv_node,
+			      .resolve = tail_resolve, .arg = s};
 	rc = tail_relay_new(&tio, &s->tail);
 	if (rc)
 		return rc;

@@ -51,6 +51,13 @@ uint32_t tail_hdr_encode(uint8_t out[TAIL_OPEN_HDR_MAX],
 	} else if (m->op == TAIL_OP_ACK) {
 		le_put64(out + n, m->seq);
 		n += 8;
+	} else if (m->op == TAIL_OP_READ) {
+		le_put64(out + n, m->seq);
+		le_put64(out + n + 8, m->conv_seq);
+		le_put16(out + n + 16, m->kind);
+		le_put16(out + n + 18, m->clen);
+		memcpy(out + n + 20, m->conv, m->clen);
+		n += 20u + m->clen;
 	}
 	return n;
 }
@@ -123,6 +130,26 @@ int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
 		return data && !left && m->reason <= TAIL_END_REFUSED
 			       ? 0
 			       : -PARLEY_EPROTO;
+	case TAIL_OP_READ:
+		if (!req || left < 20)
+			return -PARLEY_EPROTO;
+		m->seq = le_get64(q);
+		m->conv_seq = le_get64(q + 8);
+		m->kind = le_get16(q + 16);
+		m->clen = le_get16(q + 18);
+		if (!m->clen || m->clen > 249 || left != 20u + m->clen)
+			return -PARLEY_EPROTO;
+		m->conv = (const char *)q + 20;
+		return 0;
+	case TAIL_OP_READ_RES:
+		if (!data)
+			return -PARLEY_EPROTO;
+		if (left && (!whole_frames(q, left, &k, &ft) || k != 1 ||
+			     ft != PARLEY_T_EVENT))
+			return -PARLEY_EPROTO;
+		m->body = left ? q : NULL;
+		m->blen = left;
+		return 0;
 	default:
 		return -PARLEY_EPROTO;
 	}
@@ -206,6 +233,17 @@ struct tail_ent {
 struct node_count {
 	uint64_t node;
 	uint32_t served;
+	uint32_t reads; /* remote reads in flight to it */
+};
+
+/* A remote read in flight (invariant 5). */
+struct tail_read {
+	struct tail_read *next;
+	uint64_t id, node;    /* node: 0 = waiting to be sent */
+	struct chat_inbox_ptr p;
+	tail_read_cb cb;
+	void *arg;
+	uint64_t first_ms, deadline_ms;
 };
 
 struct tail_relay {
@@ -219,7 +257,14 @@ struct tail_relay {
 	_Atomic uint64_t served_open, served_total, served_full, served_bytes,
 		served_unsent, bad_frames;
 	_Atomic uint32_t ends_pending;
+	struct tail_read *reads[TAIL_BUCKETS];
+	uint64_t next_read;
+	_Atomic uint32_t nreads;
+	_Atomic uint64_t st_reads, st_read_retries, st_read_giveups,
+		st_reads_served;
 };
+
+static void reads_tick(struct tail_relay *tr);
 
 #define ADD(x, v) atomic_fetch_add_explicit(&(x), (v), memory_order_relaxed)
 #define SUB(x, v) atomic_fetch_sub_explicit(&(x), (v), memory_order_relaxed)
@@ -263,6 +308,7 @@ int tail_relay_new(const struct tail_io *io, struct tail_relay **out)
 		return -PARLEY_ENOMEM;
 	tr->io = *io;
 	tr->next_id = 1;
+	tr->next_read = 1;
 	pthread_mutex_init(&tr->mu, NULL);
 	*out = tr;
 	return 0;
@@ -278,6 +324,14 @@ void tail_relay_free(struct tail_relay *tr)
 			struct tail_ent *n = e->next;
 			free(e);
 			e = n;
+		}
+	}
+	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) {
+		struct tail_read *r = tr->reads[b];
+		while (r) {
+			struct tail_read *n = r->next;
+			free(r);
+			r = n;
 		}
 	}
 	pthread_mutex_destroy(&tr->mu);
@@ -585,6 +639,7 @@ void tail_relay_served_end(struct tail_relay *tr, uint64_t node, uint64_t id)
 
 void tail_relay_tick(struct tail_relay *tr)
 {
+	reads_tick(tr);
 	if (!GET(tr->ends_pending))
 		return;
 	struct {
@@ -613,6 +668,197 @@ void tail_relay_tick(struct tail_relay *tr)
 	}
 }
 
+/* ---- remote reads ---- */
+
+static uint64_t mono_ms(void)
+{
+	return parley_mono_ns() / 1000000u;
+}
+
+static int read_send(struct tail_relay *tr, uint64_t node,
+		     const struct tail_read *r)
+{
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = TAIL_OP_READ, .id = r->id,
+			     .seq = r->p.inbox_seq, .conv_seq = r->p.conv_seq,
+			     .kind = r->p.kind, .conv = r->p.conv,
+			     .clen = r->p.clen};
+	uint32_t n = tail_hdr_encode(h, &m);
+	return tr->io.send(tr->io.arg, node, TAIL_FRAME_REQ, h, n, NULL, 0);
+}
+
+/* Moves r to `node` (0: none, waiting) in the per-node counts (mutex
+ * held). */
+static void read_assign(struct tail_relay *tr, struct tail_read *r,
+			uint64_t node)
+{
+	struct node_count *nc;
+	if (r->node && (nc = node_slot(tr, r->node, false)) && nc->reads)
+		nc->reads--;
+	r->node = node;
+	if (node && (nc = node_slot(tr, node, true)))
+		nc->reads++;
+}
+
+static struct tail_read **read_find(struct tail_relay *tr, uint64_t id)
+{
+	struct tail_read **pp = &tr->reads[id % TAIL_BUCKETS];
+	while (*pp && (*pp)->id != id)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
+		       tail_read_cb cb, void *arg)
+{
+	uint64_t node = tr->io.conv_node(tr->io.arg, p->conv, p->clen);
+	if (!node || !tr->io.link_up(tr->io.arg, node))
+		return -PARLEY_ENOTLEADER;
+	struct tail_read *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->p = *p;
+	r->cb = cb;
+	r->arg = arg;
+	r->first_ms = mono_ms();
+	r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
+	pthread_mutex_lock(&tr->mu);
+	struct node_count *nc = node_slot(tr, node, true);
+	if (!nc || nc->reads >= TAIL_MAX_READS) {
+		pthread_mutex_unlock(&tr->mu);
+		free(r);
+		return -PARLEY_EFULL;
+	}
+	r->id = tr->next_read++;
+	read_assign(tr, r, node);
+	struct tail_read **pp = read_find(tr, r->id);
+	r->next = *pp;
+	*pp = r;
+	ADD(tr->nreads, 1);
+	/* sent under the mutex: an answer cannot overtake the entry */
+	int rc = read_send(tr, node, r);
+	if (rc) {
+		pp = read_find(tr, r->id);
+		*pp = r->next;
+		read_assign(tr, r, 0);
+		SUB(tr->nreads, 1);
+		pthread_mutex_unlock(&tr->mu);
+		free(r);
+		return -PARLEY_ENOTLEADER;
+	}
+	pthread_mutex_unlock(&tr->mu);
+	ADD(tr->st_reads, 1);
+	return 0;
+}
+
+void tail_relay_read_answer(struct tail_relay *tr, uint64_t from, uint64_t id,
+			    const uint8_t *frame, uint32_t n)
+{
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = TAIL_OP_READ_RES, .id = id};
+	uint32_t hn = tail_hdr_encode(h, &m);
+	ADD(tr->st_reads_served, 1);
+	(void)tr->io.send(tr->io.arg, from, TAIL_FRAME_DATA, h, hn, frame,
+			  frame ? n : 0);
+}
+
+/* A READ from `from`: resolve it here. */
+static void read_serve(struct tail_relay *tr, uint64_t from,
+		       const struct tail_msg *m)
+{
+	struct chat_inbox_ptr p = {.inbox_seq = m->seq, .conv_seq = m->conv_seq,
+				   .kind = m->kind, .clen = m->clen};
+	memcpy(p.conv, m->conv, m->clen);
+	if (!tr->io.resolve || tr->io.resolve(tr->io.arg, from, m->id, &p) != 0)
+		tail_relay_read_answer(tr, from, m->id, NULL, 0);
+}
+
+/* Whether frame is an EVENT that is not a placeholder (kind 0). */
+static bool real_event(const uint8_t *frame, uint32_t n)
+{
+	static _Thread_local struct parley_msg tm;
+	struct parley_frame f;
+	return frame && n &&
+	       parley_proto_frame_decode(frame, n, PARLEY_PROTO_MAX_FRAME_HARD,
+					 &f) == (int)n &&
+	       parley_proto_decode(&f, &tm) == 0 && tm.type == PARLEY_T_EVENT &&
+	       tm.event.kind != 0;
+}
+
+/* READ_RES from `from` (peer thread). */
+static void read_on_res(struct tail_relay *tr, uint64_t from,
+			const struct tail_msg *m)
+{
+	pthread_mutex_lock(&tr->mu);
+	struct tail_read **pp = read_find(tr, m->id);
+	struct tail_read *r = *pp;
+	if (!r || r->node != from) { /* given up, or asked elsewhere since */
+		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	if (!real_event(m->body, m->blen)) {
+		/* that node could not read it (not the leader any more, an
+		 * election): ask again at the tick */
+		read_assign(tr, r, 0);
+		r->deadline_ms = 0;
+		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	*pp = r->next;
+	read_assign(tr, r, 0);
+	SUB(tr->nreads, 1);
+	pthread_mutex_unlock(&tr->mu);
+	r->cb(r->arg, m->body, m->blen);
+	free(r);
+}
+
+/* The tick's part for reads: ask again what timed out, failed or lost its
+ * link; give up after TAIL_READ_GIVEUP_MS. */
+static void reads_tick(struct tail_relay *tr)
+{
+	if (!GET(tr->nreads))
+		return;
+	uint64_t now = mono_ms();
+	struct tail_read *done = NULL;
+	pthread_mutex_lock(&tr->mu);
+	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) {
+		struct tail_read **pp = &tr->reads[b];
+		while (*pp) {
+			struct tail_read *r = *pp;
+			if (r->node && now < r->deadline_ms) {
+				pp = &r->next;
+				continue;
+			}
+			if (now - r->first_ms >= TAIL_READ_GIVEUP_MS) {
+				*pp = r->next;
+				read_assign(tr, r, 0);
+				SUB(tr->nreads, 1);
+				r->next = done;
+				done = r;
+				continue;
+			}
+			read_assign(tr, r, 0);
+			uint64_t node = tr->io.conv_node(tr->io.arg, r->p.conv,
+							 r->p.clen);
+			if (node && tr->io.link_up(tr->io.arg, node) &&
+			    read_send(tr, node, r) == 0) {
+				read_assign(tr, r, node);
+				r->deadline_ms = now + TAIL_READ_TIMEOUT_MS;
+				ADD(tr->st_read_retries, 1);
+			}
+			pp = &r->next;
+		}
+	}
+	pthread_mutex_unlock(&tr->mu);
+	while (done) {
+		struct tail_read *r = done;
+		done = r->next;
+		ADD(tr->st_read_giveups, 1);
+		r->cb(r->arg, NULL, 0);
+		free(r);
+	}
+}
+
 /* ---- both ---- */
 
 void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
@@ -625,7 +871,11 @@ void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
 		       from, type, n);
 		return;
 	}
-	if (type == TAIL_FRAME_DATA)
+	if (m.op == TAIL_OP_READ)
+		read_serve(tr, from, &m);
+	else if (m.op == TAIL_OP_READ_RES)
+		read_on_res(tr, from, &m);
+	else if (type == TAIL_FRAME_DATA)
 		gw_on_data(tr, from, &m, n);
 	else
 		holder_on_req(tr, from, &m, p, n);
@@ -634,6 +884,12 @@ void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
 void tail_relay_link_down(struct tail_relay *tr, uint64_t node)
 {
 	pthread_mutex_lock(&tr->mu);
+	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) /* asked again at the tick */
+		for (struct tail_read *r = tr->reads[b]; r; r = r->next)
+			if (r->node == node) {
+				read_assign(tr, r, 0);
+				r->deadline_ms = 0;
+			}
 	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) {
 		struct tail_ent **pp = &tr->buckets[b];
 		while (*pp) {
@@ -675,7 +931,11 @@ void tail_relay_stats(struct tail_relay *tr, struct tail_stats *st)
 		.served_full = GET(tr->served_full),
 		.served_bytes = GET(tr->served_bytes),
 		.served_unsent = GET(tr->served_unsent),
-		.bad_frames = GET(tr->bad_frames)};
+		.bad_frames = GET(tr->bad_frames),
+		.reads = GET(tr->st_reads),
+		.read_retries = GET(tr->st_read_retries),
+		.read_giveups = GET(tr->st_read_giveups),
+		.reads_served = GET(tr->st_reads_served)};
 }
 
 size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
@@ -716,6 +976,17 @@ size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
 		{"parley_tail_served_unsent_total", "counter",
 		 "Served tails ended because the peer link refused a frame.",
 		 st.served_unsent},
+		{"parley_tail_remote_reads_total", "counter",
+		 "Inbox pointers resolved by the leader of their conversation's "
+		 "partition (not held here).", st.reads},
+		{"parley_tail_remote_read_retries_total", "counter",
+		 "Remote reads asked again (timeout, link down, no answer).",
+		 st.read_retries},
+		{"parley_tail_remote_read_giveups_total", "counter",
+		 "Remote reads given up: the device got a placeholder.",
+		 st.read_giveups},
+		{"parley_tail_reads_served_total", "counter",
+		 "Remote reads answered here for other nodes.", st.reads_served},
 		{"parley_tail_bad_frames_total", "counter",
 		 "Undecodable TAIL_REQ / TAIL_DATA frames (dropped).",
 		 st.bad_frames},

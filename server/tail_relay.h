@@ -54,6 +54,18 @@
  *      through.
  *   4. The holder trusts the user and device the OPEN names (the peer link
  *      is authenticated, as for forwarding, proxy.h invariant 3).
+ *   5. Remote reads. A node serving a tail (its own device's or a
+ *      gateway's) may hold the inbox but not the partition of a
+ *      conversation its pointers name. A pointer without the message
+ *      (version 1, written by a fan-out recovery, chat.h) is then resolved
+ *      by the leader of the conversation's partition (tail_relay_resolve:
+ *      READ, answered READ_RES with the EVENT chat_event_resolve made
+ *      there), asked again of the leader as then known when the link goes
+ *      down, the answer is a placeholder or none comes within
+ *      TAIL_READ_TIMEOUT_MS, for up to TAIL_READ_GIVEUP_MS; only then the
+ *      device gets the placeholder a cut-off node gives (chat.h). At most
+ *      TAIL_MAX_READS in flight per node (beyond: the caller retries at
+ *      its tick, as for a full engine queue).
  *
  * Wire (peer frame payloads, little-endian; TAIL_REQ gateway -> holder,
  * TAIL_DATA holder -> gateway):
@@ -64,6 +76,9 @@
  *   CLOSE    (TAIL_REQ)  header
  *   DATA     (TAIL_DATA) header | whole client frames, back to back
  *   END      (TAIL_DATA) header, reason: TAIL_END_*
+ *   READ     (TAIL_REQ)  header (id: the read's) | u64 inbox_seq |
+ *                        u64 conv_seq | u16 kind | u16 conv_len | conv
+ *   READ_RES (TAIL_DATA) header | one EVENT frame, or nothing (failed)
  *
  * Threads: every call from any thread (one mutex); messages are posted to
  * loops, io callbacks run without the mutex held.
@@ -75,6 +90,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat.h"
 #include "lmsg.h"
 
 /* the peer frame types (peer.h PEER_FRAME_TAIL_REQ / _DATA; proxy_node.c
@@ -82,12 +98,15 @@
 #define TAIL_FRAME_REQ 14u
 #define TAIL_FRAME_DATA 15u
 #define TAIL_HDR 16u
-#define TAIL_OPEN_HDR_MAX (TAIL_HDR + 4u + 255u + 255u)
+#define TAIL_OPEN_HDR_MAX (TAIL_HDR + 4u + 255u + 255u) /* >= READ's */
 #define TAIL_MAX_PER_NODE 1024u     /* tails served per gateway node */
 #define TAIL_RESUB_MIN_MS 20u       /* first re-subscription delay */
 #define TAIL_RESUB_MAX_MS 1000u     /* backoff cap between attempts */
 #define TAIL_RESUB_GIVEUP_MS 30000u /* then the device is told to reconnect */
 #define TAIL_BUCKETS 1024u
+#define TAIL_MAX_READS 4096u        /* remote reads in flight per node */
+#define TAIL_READ_TIMEOUT_MS 2000u  /* one attempt */
+#define TAIL_READ_GIVEUP_MS 15000u  /* then the placeholder */
 
 enum tail_op {
 	TAIL_OP_OPEN = 1,
@@ -95,6 +114,8 @@ enum tail_op {
 	TAIL_OP_CLOSE = 3,
 	TAIL_OP_DATA = 4,
 	TAIL_OP_END = 5,
+	TAIL_OP_READ = 6,
+	TAIL_OP_READ_RES = 7,
 };
 
 enum tail_end_reason {
@@ -107,17 +128,22 @@ enum tail_end_reason {
 struct tail_msg {
 	uint8_t op, reason;
 	uint64_t id;
-	uint64_t seq;               /* ACK */
+	uint64_t seq;               /* ACK; READ: inbox_seq */
+	uint64_t conv_seq;          /* READ */
+	uint16_t kind;              /* READ */
+	const char *conv;           /* READ */
+	uint16_t clen;
 	const char *user, *device;  /* OPEN */
 	uint8_t ulen, dlen;
-	const uint8_t *body;        /* OPEN: the SYNC frame; DATA: frames */
+	const uint8_t *body;        /* OPEN: the SYNC frame; DATA: frames;
+				       READ_RES: an EVENT frame or nothing */
 	uint32_t blen;
 };
 
 /* ---- codec (pure) ---- */
 
-/* The bytes before body[] of m (op, reason, id, and OPEN's user/device or
- * ACK's seq) into out; its length. */
+/* The bytes before body[] of m (op, reason, id, and OPEN's user/device,
+ * ACK's seq or READ's pointer) into out; its length. */
 uint32_t tail_hdr_encode(uint8_t out[TAIL_OPEN_HDR_MAX],
 			 const struct tail_msg *m);
 /* A payload of peer frame `type`: 0 or -PARLEY_EPROTO (short, an op the
@@ -173,6 +199,14 @@ struct tail_io {
 	int (*send)(void *arg, uint64_t to, uint8_t type, const void *a,
 		    size_t alen, const void *b, size_t blen);
 	bool (*link_up)(void *arg, uint64_t node);
+	/* remote reads: the node leading conv's partition when this node
+	 * holds no replica of it (route.h), else 0 */
+	uint64_t (*conv_node)(void *arg, const char *conv, uint16_t clen);
+	/* answering a READ: resolve p here (chat_event_resolve) and hand the
+	 * EVENT to tail_relay_read_answer(from, id, ...): 0, or < 0 (nothing
+	 * will be answered: the relay answers "failed") */
+	int (*resolve)(void *arg, uint64_t from, uint64_t id,
+		       const struct chat_inbox_ptr *p);
 	/* holder: post an LM_TAIL_OPEN (payload p[0..n), a whole TAIL_REQ
 	 * OPEN, borrowed) to the loop of m's user: 0 or < 0 */
 	int (*serve)(void *arg, uint64_t from, const struct tail_msg *m,
@@ -192,6 +226,10 @@ struct tail_stats {
 	uint64_t served_bytes;   /* holder: TAIL_DATA bytes sent */
 	uint64_t served_unsent;  /* holder: tails ended by a refused frame */
 	uint64_t bad_frames;     /* undecodable TAIL_REQ / TAIL_DATA */
+	uint64_t reads;          /* remote reads started */
+	uint64_t read_retries;   /* ... asked again */
+	uint64_t read_giveups;   /* ... ended with a placeholder */
+	uint64_t reads_served;   /* READs answered here for other nodes */
 };
 
 int tail_relay_new(const struct tail_io *io, struct tail_relay **out);
@@ -228,6 +266,21 @@ int tail_relay_served_data(struct tail_relay *tr, uint64_t node, uint64_t id,
  * gateway closed it (or its link went down). */
 void tail_relay_served_end(struct tail_relay *tr, uint64_t node, uint64_t id);
 
+/* ---- remote reads (invariant 5) ---- */
+
+/* The EVENT of pointer p, read at the leader of its conversation's
+ * partition: cb(arg, frame, n) runs exactly once, on the peer thread (or
+ * a loop, before this returns never), with one EVENT frame (request id
+ * 0), or frame NULL after TAIL_READ_GIVEUP_MS (the caller writes the
+ * placeholder). 0, or -PARLEY_ENOTLEADER (no leader known / link down:
+ * retry later), -PARLEY_EFULL (TAIL_MAX_READS), -PARLEY_ENOMEM. */
+typedef void (*tail_read_cb)(void *arg, const uint8_t *frame, uint32_t n);
+int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
+		       tail_read_cb cb, void *arg);
+/* The answering side's EVENT frame (NULL: failed) for READ id of `from`. */
+void tail_relay_read_answer(struct tail_relay *tr, uint64_t from, uint64_t id,
+			    const uint8_t *frame, uint32_t n);
+
 /* ---- both ---- */
 
 /* A TAIL_REQ / TAIL_DATA payload from node `from` (peer thread). */
@@ -237,7 +290,8 @@ void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
  * LM_TAIL end to each connection: it re-subscribes), the tails served
  * for it close. */
 void tail_relay_link_down(struct tail_relay *tr, uint64_t node);
-/* Retries END frames the link refused (peer thread). */
+/* Retries END frames the link refused; asks remote reads again (peer
+ * thread; callbacks of reads given up run from here). */
 void tail_relay_tick(struct tail_relay *tr);
 
 void tail_relay_stats(struct tail_relay *tr, struct tail_stats *st);

@@ -51,7 +51,7 @@ foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_forward cluster_test_cluster_ops
           cluster_test_cluster_route cluster_test_cluster_rebalance
           cluster_test_cluster_presence
-          cluster_test_cluster_placement)
+          cluster_test_cluster_placement cluster_test_cluster_tail)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
