@@ -1,0 +1,695 @@
+/*
+ * test_tail_relay.c — server/tail_relay.c alone (tail_relay.h), through a
+ * fake struct tail_io and a fake loop_post that keeps what the relay posts
+ * to connections: the TAIL_REQ / TAIL_DATA codec and its refusals; the
+ * gateway's delivery position (struct tail_gw: the first SYNC_OK, each
+ * inbox EVENT written once and in order, the ack passed on only for what
+ * the current subscription sent, a re-subscription from the device's ack
+ * and the EVENTs it sends again dropped, a trimmed inbox); the gateway's
+ * table (open, frames to the right connection, END, a link going down,
+ * a refused frame); the holder's table (OPEN served, ACK and CLOSE posted
+ * to the bound connection, a CLOSE before the bind, the per-node cap,
+ * END after the connection closed, END retried when the link refused it);
+ * remote reads (READ to the conversation's leader, a placeholder answer
+ * asked again, a dropped link asked again, the answer delivered once; a
+ * READ served and a failed one answered empty).
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "lmsg.h"
+#include "parley_proto.h"
+#include "tail_relay.h"
+
+/* ---- the fake io and loop ---------------------------------------------------------- */
+
+#define MAXREC 64
+
+struct sent {
+	uint64_t to;
+	uint8_t type;
+	uint32_t len;
+	uint8_t data[2048];
+};
+
+static struct {
+	bool link_up;
+	int send_rc, serve_rc, resolve_rc;
+	uint64_t conv_node;
+	struct sent sent[MAXREC];
+	int nsent;
+	int nserved;
+	uint64_t served_id[MAXREC];
+	int nresolved;
+	uint64_t resolved_id[MAXREC];
+	struct lmsg *posted[MAXREC];
+	int nposted;
+	int nread_cb;
+	uint32_t read_len;
+	bool read_null;
+} io;
+
+static int f_send(void *arg, uint64_t to, uint8_t type, const void *a,
+		  size_t alen, const void *b, size_t blen)
+{
+	(void)arg;
+	if (io.send_rc)
+		return io.send_rc;
+	cr_assert_lt(io.nsent, MAXREC);
+	struct sent *s = &io.sent[io.nsent++];
+	cr_assert_leq(alen + blen, sizeof s->data);
+	s->to = to;
+	s->type = type;
+	s->len = (uint32_t)(alen + blen);
+	memcpy(s->data, a, alen);
+	if (blen)
+		memcpy(s->data + alen, b, blen);
+	return 0;
+}
+
+static bool f_link_up(void *arg, uint64_t node)
+{
+	(void)arg;
+	(void)node;
+	return io.link_up;
+}
+
+static int f_serve(void *arg, uint64_t from, const struct tail_msg *m,
+		   const uint8_t *p, uint32_t n)
+{
+	(void)arg;
+	(void)from;
+	(void)p;
+	(void)n;
+	if (io.serve_rc)
+		return io.serve_rc;
+	if (io.nserved < MAXREC)
+		io.served_id[io.nserved++] = m->id;
+	else
+		io.nserved = MAXREC; /* the first ones are kept */
+	return 0;
+}
+
+static uint64_t f_conv_node(void *arg, const char *conv, uint16_t clen)
+{
+	(void)arg;
+	(void)conv;
+	(void)clen;
+	return io.conv_node;
+}
+
+static int f_resolve(void *arg, uint64_t from, uint64_t id,
+		     const struct chat_inbox_ptr *p)
+{
+	(void)arg;
+	(void)from;
+	(void)p;
+	if (io.resolve_rc)
+		return io.resolve_rc;
+	io.resolved_id[io.nresolved++] = id;
+	return 0;
+}
+
+/* The relay posts to connections through lmsg_post -> loop_post. */
+void loop_post(struct loop *lp, struct lmsg *m)
+{
+	(void)lp;
+	cr_assert_lt(io.nposted, MAXREC);
+	io.posted[io.nposted++] = m;
+}
+
+static void done(struct tail_relay *tr)
+{
+	for (int i = 0; i < io.nposted; i++)
+		free(io.posted[i]);
+	io.nposted = 0;
+	tail_relay_free(tr);
+}
+
+static struct tail_relay *relay(void)
+{
+	memset(&io, 0, sizeof io);
+	io.link_up = true;
+	struct tail_io tio = {.send = f_send, .link_up = f_link_up,
+			      .serve = f_serve, .conv_node = f_conv_node,
+			      .resolve = f_resolve};
+	struct tail_relay *tr = NULL;
+	cr_assert_eq(tail_relay_new(&tio, &tr), 0);
+	return tr;
+}
+
+static uint32_t encode(uint8_t *buf, size_t cap, uint32_t rid,
+		       const struct parley_msg *m)
+{
+	int n = parley_proto_encode(buf, cap, rid, m);
+	cr_assert_gt(n, 0);
+	return (uint32_t)n;
+}
+
+static uint32_t sync_frame(uint8_t *buf, uint32_t rid, uint64_t from)
+{
+	struct parley_msg m = {.type = PARLEY_T_SYNC};
+	m.sync.from_inbox_seq = from;
+	return encode(buf, 64, rid, &m);
+}
+
+static uint32_t event_frame(uint8_t *buf, size_t cap, uint64_t seq,
+			    uint16_t kind)
+{
+	struct parley_msg m = {.type = PARLEY_T_EVENT};
+	m.event.inbox_seq = seq;
+	m.event.kind = kind;
+	m.event.conv = parley_str_c("d:alice:bob");
+	m.event.conv_seq = seq;
+	m.event.sender = parley_str_c("alice");
+	m.event.body = (struct parley_bytes){(const uint8_t *)"hi", 2};
+	return encode(buf, cap, 0, &m);
+}
+
+/* A TAIL_DATA / TAIL_REQ payload: header of m, then body. */
+static uint32_t payload(uint8_t *out, const struct tail_msg *m,
+			const uint8_t *body, uint32_t blen)
+{
+	uint32_t n = tail_hdr_encode(out, m);
+	memcpy(out + n, body, blen);
+	return n + blen;
+}
+
+/* ---- codec ------------------------------------------------------------------------- */
+
+Test(tail_codec, every_op_round_trips)
+{
+	uint8_t sf[64], p[2048];
+	uint32_t sn = sync_frame(sf, 7, 42);
+	struct tail_msg m = {.op = TAIL_OP_OPEN, .id = 9, .user = "bob",
+			     .ulen = 3, .device = "phone", .dlen = 5};
+	uint32_t n = payload(p, &m, sf, sn);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), 0);
+	cr_assert_eq(d.op, TAIL_OP_OPEN);
+	cr_assert_eq(d.id, 9);
+	cr_assert(d.ulen == 3 && !memcmp(d.user, "bob", 3));
+	cr_assert(d.dlen == 5 && !memcmp(d.device, "phone", 5));
+	cr_assert(d.blen == sn && !memcmp(d.body, sf, sn));
+	/* OPEN travels only gateway -> holder */
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
+
+	m = (struct tail_msg){.op = TAIL_OP_ACK, .id = 3, .seq = 77};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_ACK && d.id == 3 && d.seq == 77);
+
+	m = (struct tail_msg){.op = TAIL_OP_CLOSE, .id = 4};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_CLOSE && d.id == 4);
+
+	uint8_t ev[256];
+	uint32_t en = event_frame(ev, sizeof ev, 5, PARLEY_EV_MESSAGE);
+	uint8_t two[512];
+	memcpy(two, ev, en);
+	memcpy(two + en, ev, en);
+	m = (struct tail_msg){.op = TAIL_OP_DATA, .id = 5};
+	n = payload(p, &m, two, 2 * en);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_DATA && d.blen == 2 * en);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+
+	m = (struct tail_msg){.op = TAIL_OP_END, .id = 6,
+			      .reason = TAIL_END_FULL};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_END && d.reason == TAIL_END_FULL);
+
+	m = (struct tail_msg){.op = TAIL_OP_READ, .id = 8, .seq = 11,
+			      .conv_seq = 12, .kind = PARLEY_EV_MESSAGE,
+			      .conv = "d:alice:bob", .clen = 11};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_READ && d.seq == 11 && d.conv_seq == 12 &&
+		  d.kind == PARLEY_EV_MESSAGE && d.clen == 11 &&
+		  !memcmp(d.conv, "d:alice:bob", 11));
+
+	m = (struct tail_msg){.op = TAIL_OP_READ_RES, .id = 8};
+	n = payload(p, &m, ev, en);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_READ_RES && d.blen == en);
+	n = tail_hdr_encode(p, &m); /* failed: no frame */
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), 0);
+	cr_assert(d.body == NULL && d.blen == 0);
+}
+
+Test(tail_codec, refuses_what_does_not_fit)
+{
+	uint8_t p[2048] = {0}, sf[64], ev[256];
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, 15, &d), -PARLEY_EPROTO);
+	/* an unknown op */
+	struct tail_msg m = {.op = 99, .id = 1};
+	uint32_t n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+	/* reserved header bytes */
+	m = (struct tail_msg){.op = TAIL_OP_CLOSE, .id = 1};
+	n = tail_hdr_encode(p, &m);
+	p[2] = 1;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+	/* CLOSE with bytes after it, ACK of the wrong size */
+	n = tail_hdr_encode(p, &m);
+	p[n] = 0;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n + 1, &d),
+		     -PARLEY_EPROTO);
+	m = (struct tail_msg){.op = TAIL_OP_ACK, .id = 1, .seq = 2};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n - 1, &d),
+		     -PARLEY_EPROTO);
+	/* OPEN: no user, a frame that is not a SYNC, a cut SYNC */
+	uint32_t en = event_frame(ev, sizeof ev, 1, PARLEY_EV_MESSAGE);
+	m = (struct tail_msg){.op = TAIL_OP_OPEN, .id = 1, .user = "bob",
+			      .ulen = 3, .device = "d", .dlen = 1};
+	n = payload(p, &m, ev, en);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+	uint32_t sn = sync_frame(sf, 1, 1);
+	n = payload(p, &m, sf, sn);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n - 1, &d),
+		     -PARLEY_EPROTO);
+	m.ulen = 0;
+	n = payload(p, &m, sf, sn);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+	/* DATA: empty, or a frame cut short */
+	m = (struct tail_msg){.op = TAIL_OP_DATA, .id = 1};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
+	n = payload(p, &m, ev, en);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n - 1, &d),
+		     -PARLEY_EPROTO);
+	/* END with an unknown reason */
+	m = (struct tail_msg){.op = TAIL_OP_END, .id = 1, .reason = 9};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
+	/* READ: empty conversation id, a length that disagrees */
+	m = (struct tail_msg){.op = TAIL_OP_READ, .id = 1, .conv = "c",
+			      .clen = 0};
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+	m.clen = 1;
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n + 1, &d),
+		     -PARLEY_EPROTO);
+	/* READ_RES carrying something else than one EVENT */
+	m = (struct tail_msg){.op = TAIL_OP_READ_RES, .id = 1};
+	n = payload(p, &m, sf, sn);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
+}
+
+/* ---- the gateway's delivery position --------------------------------------------- */
+
+Test(tail_gw, first_sync_then_each_event_once_in_order)
+{
+	struct tail_gw g = {0};
+	tail_gw_synced(&g, 5);
+	cr_assert(g.synced && g.next == 5 && g.acked == 4 && g.h_next == 5);
+	cr_assert_eq(tail_gw_event(&g, 5), TAIL_GW_WRITE);
+	cr_assert_eq(tail_gw_event(&g, 6), TAIL_GW_WRITE);
+	cr_assert_eq(g.next, 7);
+	/* a repeat or a skip of the subscription is a gap */
+	struct tail_gw h = g;
+	cr_assert_eq(tail_gw_event(&h, 6), TAIL_GW_GAP);
+	h = g;
+	cr_assert_eq(tail_gw_event(&h, 8), TAIL_GW_GAP);
+	/* a SYNC_OK from 0 (an empty inbox, live) starts at 1 */
+	struct tail_gw z = {0};
+	tail_gw_synced(&z, 0);
+	cr_assert(z.next == 1 && z.acked == 0);
+}
+
+Test(tail_gw, acks_pass_on_what_the_subscription_sent)
+{
+	struct tail_gw g = {0};
+	tail_gw_synced(&g, 1);
+	for (uint64_t s = 1; s <= 10; s++)
+		cr_assert_eq(tail_gw_event(&g, s), TAIL_GW_WRITE);
+	cr_assert_eq(tail_gw_ack(&g, 4), 4);
+	cr_assert_eq(tail_gw_ack(&g, 4), 0); /* nothing new */
+	cr_assert_eq(tail_gw_ack(&g, 10), 10);
+	cr_assert_eq(tail_gw_ack_due(&g), 0);
+}
+
+Test(tail_gw, resubscription_resends_from_the_ack_and_drops_what_was_written)
+{
+	struct tail_gw g = {0};
+	tail_gw_synced(&g, 1);
+	for (uint64_t s = 1; s <= 10; s++)
+		cr_assert_eq(tail_gw_event(&g, s), TAIL_GW_WRITE);
+	cr_assert_eq(tail_gw_ack(&g, 6), 6);
+	/* the holder died: events 7..10 went to the device, unacknowledged */
+	uint64_t from = tail_gw_resub(&g);
+	cr_assert_eq(from, 7);
+	tail_gw_synced(&g, 7);
+	cr_assert(g.next == 11 && g.acked == 6); /* the device's position */
+	/* the device acknowledges 9 before the new subscription re-sent it:
+	 * the holder only gets what it sent */
+	cr_assert_eq(tail_gw_ack(&g, 9), 0);
+	cr_assert_eq(tail_gw_event(&g, 7), TAIL_GW_DROP);
+	cr_assert_eq(tail_gw_event(&g, 8), TAIL_GW_DROP);
+	cr_assert_eq(tail_gw_ack_due(&g), 8);
+	cr_assert_eq(tail_gw_event(&g, 9), TAIL_GW_DROP);
+	cr_assert_eq(tail_gw_event(&g, 10), TAIL_GW_DROP);
+	cr_assert_eq(tail_gw_ack_due(&g), 9);
+	cr_assert_eq(tail_gw_event(&g, 11), TAIL_GW_WRITE);
+	cr_assert_eq(tail_gw_event(&g, 12), TAIL_GW_WRITE);
+	cr_assert_eq(g.next, 13);
+}
+
+Test(tail_gw, a_trimmed_inbox_skips_the_device_ahead)
+{
+	struct tail_gw g = {0};
+	tail_gw_synced(&g, 1);
+	cr_assert_eq(tail_gw_event(&g, 1), TAIL_GW_WRITE);
+	cr_assert_eq(tail_gw_resub(&g), 1);
+	/* retention trimmed the inbox to 20 meanwhile: the holder starts there */
+	tail_gw_synced(&g, 20);
+	cr_assert(g.next == 20 && g.h_next == 20 && g.ack_sent == 19);
+	cr_assert_eq(tail_gw_event(&g, 20), TAIL_GW_WRITE);
+}
+
+/* ---- the gateway's table ----------------------------------------------------------- */
+
+static struct conn_ref ref1 = {.lp = (struct loop *)0x1, .slot = 1, .gen = 1};
+
+Test(tail_gateway, frames_and_end_reach_the_connection)
+{
+	struct tail_relay *tr = relay();
+	uint8_t sf[64];
+	uint32_t sn = sync_frame(sf, 3, 1);
+	uint64_t id = 0;
+	cr_assert_eq(tail_relay_open(tr, 7, &ref1, "bob", 3, "phone", 5, sf, sn,
+				     &id), 0);
+	cr_assert_eq(io.nsent, 1);
+	cr_assert(io.sent[0].to == 7 && io.sent[0].type == TAIL_FRAME_REQ);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, io.sent[0].data,
+				     io.sent[0].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_OPEN && d.id == id && d.blen == sn);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.gw_open, 1);
+
+	uint8_t ev[256], p[2048];
+	uint32_t en = event_frame(ev, sizeof ev, 1, PARLEY_EV_MESSAGE);
+	struct tail_msg m = {.op = TAIL_OP_DATA, .id = id};
+	uint32_t n = payload(p, &m, ev, en);
+	tail_relay_on_frame(tr, 8, TAIL_FRAME_DATA, p, n); /* another node */
+	cr_assert_eq(io.nposted, 0);
+	tail_relay_on_frame(tr, 7, TAIL_FRAME_DATA, p, n);
+	cr_assert_eq(io.nposted, 1);
+	struct lmsg *lm = io.posted[0];
+	cr_assert(lm->kind == LM_TAIL && lm->u.tail.id == id &&
+		  !lm->u.tail.end && lm->len == en &&
+		  !memcmp(lm->data, ev, en) && lm->slot == 1 && lm->gen == 1);
+
+	cr_assert_eq(tail_relay_ack(tr, id, 1), 0);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, io.sent[1].data,
+				     io.sent[1].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_ACK && d.seq == 1);
+
+	m = (struct tail_msg){.op = TAIL_OP_END, .id = id};
+	n = tail_hdr_encode(p, &m);
+	tail_relay_on_frame(tr, 7, TAIL_FRAME_DATA, p, n);
+	cr_assert_eq(io.nposted, 2);
+	cr_assert(io.posted[1]->kind == LM_TAIL && io.posted[1]->u.tail.end);
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.gw_open, 0);
+	/* forgotten: an ACK has nowhere to go, a CLOSE sends nothing */
+	cr_assert_eq(tail_relay_ack(tr, id, 1), -PARLEY_ECLOSED);
+	int before = io.nsent;
+	tail_relay_close(tr, id);
+	cr_assert_eq(io.nsent, before);
+	done(tr);
+}
+
+Test(tail_gateway, a_link_down_ends_its_tails_and_close_tells_the_holder)
+{
+	struct tail_relay *tr = relay();
+	uint8_t sf[64];
+	uint32_t sn = sync_frame(sf, 3, 1);
+	uint64_t a = 0, b = 0, c = 0;
+	cr_assert_eq(tail_relay_open(tr, 7, &ref1, "bob", 3, "", 0, sf, sn, &a),
+		     0);
+	cr_assert_eq(tail_relay_open(tr, 7, &ref1, "eve", 3, "", 0, sf, sn, &b),
+		     0);
+	cr_assert_eq(tail_relay_open(tr, 9, &ref1, "amy", 3, "", 0, sf, sn, &c),
+		     0);
+	cr_assert(a != b && b != c);
+	tail_relay_link_down(tr, 7);
+	cr_assert_eq(io.nposted, 2);
+	for (int i = 0; i < 2; i++)
+		cr_assert(io.posted[i]->kind == LM_TAIL &&
+			  io.posted[i]->u.tail.end &&
+			  (io.posted[i]->u.tail.id == a ||
+			   io.posted[i]->u.tail.id == b));
+	int before = io.nsent;
+	tail_relay_close(tr, c);
+	cr_assert_eq(io.nsent, before + 1);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, io.sent[before].data,
+				     io.sent[before].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_CLOSE && d.id == c && io.sent[before].to == 9);
+	done(tr);
+}
+
+Test(tail_gateway, no_link_or_a_refused_frame_opens_nothing)
+{
+	struct tail_relay *tr = relay();
+	uint8_t sf[64];
+	uint32_t sn = sync_frame(sf, 3, 1);
+	uint64_t id = 0;
+	io.link_up = false;
+	cr_assert_eq(tail_relay_open(tr, 7, &ref1, "bob", 3, "", 0, sf, sn, &id),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(tail_relay_open(tr, 0, &ref1, "bob", 3, "", 0, sf, sn, &id),
+		     -PARLEY_ENOTLEADER);
+	io.link_up = true;
+	io.send_rc = -PARLEY_EFULL;
+	cr_assert_eq(tail_relay_open(tr, 7, &ref1, "bob", 3, "", 0, sf, sn, &id),
+		     -PARLEY_EAGAIN);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.gw_open, 0);
+	done(tr);
+}
+
+/* ---- the holder's table ------------------------------------------------------------ */
+
+static void holder_open(struct tail_relay *tr, uint64_t from, uint64_t id)
+{
+	uint8_t sf[64], p[2048];
+	uint32_t sn = sync_frame(sf, 3, 1);
+	struct tail_msg m = {.op = TAIL_OP_OPEN, .id = id, .user = "bob",
+			     .ulen = 3, .device = "phone", .dlen = 5};
+	uint32_t n = payload(p, &m, sf, sn);
+	tail_relay_on_frame(tr, from, TAIL_FRAME_REQ, p, n);
+}
+
+static void holder_ctl(struct tail_relay *tr, uint64_t from, uint8_t op,
+		       uint64_t id, uint64_t seq)
+{
+	uint8_t p[2048];
+	struct tail_msg m = {.op = op, .id = id, .seq = seq};
+	uint32_t n = tail_hdr_encode(p, &m);
+	tail_relay_on_frame(tr, from, TAIL_FRAME_REQ, p, n);
+}
+
+static struct conn_ref ref2 = {.lp = (struct loop *)0x2, .slot = 2, .gen = 5};
+
+Test(tail_holder, open_ack_close)
+{
+	struct tail_relay *tr = relay();
+	holder_open(tr, 4, 11);
+	cr_assert(io.nserved == 1 && io.served_id[0] == 11);
+	cr_assert(tail_relay_served_bind(tr, 4, 11, &ref2));
+	holder_ctl(tr, 4, TAIL_OP_ACK, 11, 30);
+	cr_assert_eq(io.nposted, 1);
+	cr_assert(io.posted[0]->kind == LM_TAIL_ACK &&
+		  io.posted[0]->u.tail.seq == 30 && io.posted[0]->slot == 2);
+	/* frames go to the gateway */
+	uint8_t ev[256];
+	uint32_t en = event_frame(ev, sizeof ev, 1, PARLEY_EV_MESSAGE);
+	cr_assert_eq(tail_relay_served_data(tr, 4, 11, ev, en), 0);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[0].data,
+				     io.sent[0].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_DATA && d.id == 11 && d.blen == en);
+	holder_ctl(tr, 4, TAIL_OP_CLOSE, 11, 0);
+	cr_assert_eq(io.nposted, 2);
+	cr_assert_eq(io.posted[1]->kind, LM_TAIL_CLOSE);
+	/* the connection closes: the gateway closed it, no END */
+	int before = io.nsent;
+	tail_relay_served_end(tr, 4, 11);
+	cr_assert_eq(io.nsent, before);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert(st.served_open == 0 && st.served_total == 1);
+	done(tr);
+}
+
+Test(tail_holder, end_goes_to_the_gateway_and_is_retried_when_refused)
+{
+	struct tail_relay *tr = relay();
+	holder_open(tr, 4, 11);
+	cr_assert(tail_relay_served_bind(tr, 4, 11, &ref2));
+	io.send_rc = -PARLEY_EFULL;
+	tail_relay_served_end(tr, 4, 11);
+	cr_assert_eq(io.nsent, 0);
+	io.send_rc = 0;
+	tail_relay_tick(tr);
+	cr_assert_eq(io.nsent, 1);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[0].data,
+				     io.sent[0].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_END && d.id == 11 &&
+		  d.reason == TAIL_END_CLOSED);
+	tail_relay_tick(tr); /* once */
+	cr_assert_eq(io.nsent, 1);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.served_open, 0);
+	done(tr);
+}
+
+Test(tail_holder, a_close_before_the_bind_closes_the_connection)
+{
+	struct tail_relay *tr = relay();
+	holder_open(tr, 4, 11);
+	holder_ctl(tr, 4, TAIL_OP_CLOSE, 11, 0);
+	cr_assert_eq(io.nposted, 0);
+	cr_assert_not(tail_relay_served_bind(tr, 4, 11, &ref2));
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.served_open, 0);
+	/* the same after the gateway's link went down */
+	holder_open(tr, 4, 12);
+	tail_relay_link_down(tr, 4);
+	cr_assert_not(tail_relay_served_bind(tr, 4, 12, &ref2));
+	done(tr);
+}
+
+Test(tail_holder, at_most_TAIL_MAX_PER_NODE_per_gateway)
+{
+	struct tail_relay *tr = relay();
+	for (uint64_t i = 1; i <= TAIL_MAX_PER_NODE; i++)
+		holder_open(tr, 4, i);
+	cr_assert_eq(io.nserved, MAXREC); /* the fake records the first ones */
+	cr_assert_eq(io.nsent, 0);
+	holder_open(tr, 4, TAIL_MAX_PER_NODE + 1);
+	cr_assert_eq(io.nsent, 1);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[0].data,
+				     io.sent[0].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_END && d.reason == TAIL_END_FULL &&
+		  d.id == TAIL_MAX_PER_NODE + 1);
+	/* another gateway is not affected */
+	holder_open(tr, 5, 1);
+	cr_assert_eq(io.nsent, 1);
+	/* one served tail ends: room again */
+	cr_assert(tail_relay_served_bind(tr, 4, 1, &ref2));
+	holder_ctl(tr, 4, TAIL_OP_CLOSE, 1, 0);
+	holder_open(tr, 4, TAIL_MAX_PER_NODE + 2);
+	cr_assert_eq(io.nsent, 1);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.served_full, 1);
+	done(tr);
+}
+
+/* ---- remote reads ------------------------------------------------------------------ */
+
+static void read_cb(void *arg, const uint8_t *frame, uint32_t n)
+{
+	(void)arg;
+	io.nread_cb++;
+	io.read_null = frame == NULL;
+	io.read_len = n;
+}
+
+static uint64_t last_read_id(void)
+{
+	struct tail_msg d;
+	cr_assert_gt(io.nsent, 0);
+	struct sent *s = &io.sent[io.nsent - 1];
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, s->data, s->len, &d), 0);
+	cr_assert_eq(d.op, TAIL_OP_READ);
+	return d.id;
+}
+
+static void answer(struct tail_relay *tr, uint64_t from, uint64_t id,
+		   uint16_t kind)
+{
+	uint8_t ev[256], p[2048];
+	uint32_t en = event_frame(ev, sizeof ev, 3, kind);
+	struct tail_msg m = {.op = TAIL_OP_READ_RES, .id = id};
+	uint32_t n = payload(p, &m, ev, en);
+	tail_relay_on_frame(tr, from, TAIL_FRAME_DATA, p, n);
+}
+
+Test(tail_read, asked_of_the_leader_again_until_it_answers)
+{
+	struct tail_relay *tr = relay();
+	struct chat_inbox_ptr ptr = {.inbox_seq = 3, .conv_seq = 3,
+				     .kind = PARLEY_EV_MESSAGE, .clen = 11};
+	memcpy(ptr.conv, "d:alice:bob", 11);
+	io.conv_node = 0; /* no leader known */
+	cr_assert_eq(tail_relay_resolve(tr, &ptr, read_cb, NULL),
+		     -PARLEY_ENOTLEADER);
+	io.conv_node = 6;
+	cr_assert_eq(tail_relay_resolve(tr, &ptr, read_cb, NULL), 0);
+	cr_assert(io.nsent == 1 && io.sent[0].to == 6);
+	uint64_t id = last_read_id();
+	/* a placeholder (the node could not read it): asked again */
+	answer(tr, 6, id, 0);
+	cr_assert_eq(io.nread_cb, 0);
+	io.conv_node = 8; /* the leader moved */
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 2 && io.sent[1].to == 8);
+	/* the old node's late answer is not taken */
+	answer(tr, 6, id, PARLEY_EV_MESSAGE);
+	cr_assert_eq(io.nread_cb, 0);
+	/* the link drops: asked again at the tick */
+	tail_relay_link_down(tr, 8);
+	io.conv_node = 9;
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 3 && io.sent[2].to == 9);
+	answer(tr, 9, id, PARLEY_EV_MESSAGE);
+	cr_assert(io.nread_cb == 1 && !io.read_null && io.read_len > 0);
+	answer(tr, 9, id, PARLEY_EV_MESSAGE); /* once */
+	cr_assert_eq(io.nread_cb, 1);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert(st.reads == 1 && st.read_retries == 2 && st.read_giveups == 0);
+	done(tr);
+}
+
+Test(tail_read, a_read_is_served_here_or_answered_empty)
+{
+	struct tail_relay *tr = relay();
+	uint8_t p[2048];
+	struct tail_msg m = {.op = TAIL_OP_READ, .id = 5, .seq = 3,
+			     .conv_seq = 3, .kind = PARLEY_EV_MESSAGE,
+			     .conv = "d:alice:bob", .clen = 11};
+	uint32_t n = tail_hdr_encode(p, &m);
+	tail_relay_on_frame(tr, 4, TAIL_FRAME_REQ, p, n);
+	cr_assert(io.nresolved == 1 && io.resolved_id[0] == 5);
+	cr_assert_eq(io.nsent, 0); /* the answer comes from resolve's callback */
+	uint8_t ev[256];
+	uint32_t en = event_frame(ev, sizeof ev, 3, PARLEY_EV_MESSAGE);
+	tail_relay_read_answer(tr, 4, 5, ev, en);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[0].data,
+				     io.sent[0].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_READ_RES && d.id == 5 && d.blen == en);
+	io.resolve_rc = -PARLEY_EFULL;
+	tail_relay_on_frame(tr, 4, TAIL_FRAME_REQ, p, n);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[1].data,
+				     io.sent[1].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_READ_RES && d.blen == 0);
+	done(tr);
+}
