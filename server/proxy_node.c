@@ -261,6 +261,11 @@ static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
 		       uint32_t n, int err)
 {
 	struct srv *s = arg;
+	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA) {
+		if (s->tail)
+			tail_relay_on_unsent(s->tail, to, type, p, n);
+		return;
+	}
 	proxy_on_unsent(s->proxy, to, type, p, n, err);
 }
 

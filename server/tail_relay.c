@@ -881,6 +881,45 @@ void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
 		holder_on_req(tr, from, &m, p, n);
 }
 
+void tail_relay_on_unsent(struct tail_relay *tr, uint64_t to, uint8_t type,
+			  const uint8_t *p, uint32_t n)
+{
+	struct tail_msg m;
+	if (tail_msg_decode(type, p, n, &m))
+		return;
+	pthread_mutex_lock(&tr->mu);
+	if (m.op == TAIL_OP_OPEN || m.op == TAIL_OP_ACK) {
+		struct tail_ent **pp = gw_find(tr, m.id);
+		if (pp && (*pp)->node == to) {
+			struct tail_ent *e = *pp;
+			*pp = e->next;
+			post_gw_end(e);
+			free(e);
+			SUB(tr->gw_open, 1);
+		}
+	} else if (m.op == TAIL_OP_DATA || m.op == TAIL_OP_END) {
+		struct tail_ent **pp = find(tr, to, m.id, true);
+		struct tail_ent *e = *pp;
+		if (e) {
+			if (e->bound && !e->end_pending) {
+				post_served_close(e);
+				ADD(tr->served_unsent, 1);
+			}
+			if (!e->end_pending)
+				ADD(tr->ends_pending, 1);
+			e->end_pending = true; /* END at the tick */
+			e->closed = true;
+		}
+	} else if (m.op == TAIL_OP_READ) {
+		struct tail_read *r = *read_find(tr, m.id);
+		if (r && r->node == to) {
+			read_assign(tr, r, 0);
+			r->deadline_ms = 0; /* asked again at the tick */
+		}
+	}
+	pthread_mutex_unlock(&tr->mu);
+}
+
 void tail_relay_link_down(struct tail_relay *tr, uint64_t node)
 {
 	pthread_mutex_lock(&tr->mu);

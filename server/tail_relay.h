@@ -290,6 +290,12 @@ void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
  * LM_TAIL end to each connection: it re-subscribes), the tails served
  * for it close. */
 void tail_relay_link_down(struct tail_relay *tr, uint64_t node);
+/* A frame the relay queued could not be handed to the link to `to`
+ * (peer thread): an OPEN or ACK that did not leave breaks that tail (the
+ * gateway re-subscribes), a DATA ends the served tail (END follows,
+ * retried), a READ is asked again; the rest times out on its own. */
+void tail_relay_on_unsent(struct tail_relay *tr, uint64_t to, uint8_t type,
+			  const uint8_t *p, uint32_t n);
 /* Retries END frames the link refused; asks remote reads again (peer
  * thread; callbacks of reads given up run from here). */
 void tail_relay_tick(struct tail_relay *tr);

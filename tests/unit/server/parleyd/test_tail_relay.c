@@ -693,3 +693,41 @@ Test(tail_read, a_read_is_served_here_or_answered_empty)
 	cr_assert(d.op == TAIL_OP_READ_RES && d.blen == 0);
 	done(tr);
 }
+
+Test(tail_unsent, an_open_or_data_that_did_not_leave_breaks_the_tail)
+{
+	struct tail_relay *tr = relay();
+	uint8_t sf[64];
+	uint32_t sn = sync_frame(sf, 3, 1);
+	uint64_t id = 0;
+	cr_assert_eq(tail_relay_open(tr, 7, &ref1, "bob", 3, "", 0, sf, sn, &id),
+		     0);
+	/* the node thread could not hand the OPEN to the link */
+	tail_relay_on_unsent(tr, 7, TAIL_FRAME_REQ, io.sent[0].data,
+			     io.sent[0].len);
+	cr_assert_eq(io.nposted, 1);
+	cr_assert(io.posted[0]->kind == LM_TAIL && io.posted[0]->u.tail.end &&
+		  io.posted[0]->u.tail.id == id);
+	/* holder: a DATA that did not leave closes the served tail, and END
+	 * goes at the tick */
+	holder_open(tr, 4, 11);
+	cr_assert(tail_relay_served_bind(tr, 4, 11, &ref2));
+	uint8_t ev[256];
+	uint32_t en = event_frame(ev, sizeof ev, 1, PARLEY_EV_MESSAGE);
+	cr_assert_eq(tail_relay_served_data(tr, 4, 11, ev, en), 0);
+	int k = io.nsent - 1;
+	tail_relay_on_unsent(tr, 4, TAIL_FRAME_DATA, io.sent[k].data,
+			     io.sent[k].len);
+	cr_assert_eq(io.nposted, 2);
+	cr_assert_eq(io.posted[1]->kind, LM_TAIL_CLOSE);
+	int before = io.nsent;
+	tail_relay_tick(tr);
+	cr_assert_eq(io.nsent, before + 1);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[before].data,
+				     io.sent[before].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_END && d.id == 11);
+	tail_relay_served_end(tr, 4, 11); /* the connection closed: no more */
+	cr_assert_eq(io.nsent, before + 1);
+	done(tr);
+}
