@@ -24,6 +24,10 @@
  *      conversation reached it once; and the set it got is exactly the
  *      conversation's final HISTORY (read through X), which holds every
  *      acknowledged SEND at its seq.
+ *   5. a device on X that reads its EVENTs but never acknowledges gets at
+ *      most an event window of them, then GOAWAY SLOW_CONSUMER (the
+ *      holder's slow-consumer rule, passed on by X), then EOF; no tail
+ *      stays open on X or on any holder.
  * Before the relay a SYNC on X was refused NOTLEADER (step 1 fails).
  */
 #include <inttypes.h>
@@ -46,6 +50,10 @@ static bool acked[MAXMSG];
 static int nacked;
 static atomic_bool stop, dev_stop;
 static uint16_t via_port;                /* node X's client port */
+/* step 5: a window the inbox outgrows, a short slow-consumer bound */
+#define WINDOW 32
+static const char *slow_args[] = {"--event-window", "32",
+				  "--slow-consumer-ms", "2000", NULL};
 
 static struct parley_client *client_at(uint16_t port, const char *user,
 				       const char *device,
@@ -374,6 +382,12 @@ int main(void)
 	cluster_follow0 = true;
 	cluster_init("87");
 	for (int i = 0; i < NODES; i++) {
+		int k = 0;
+		while (srv[i].extra[k])
+			k++;
+		for (int j = 0; slow_args[j]; j++)
+			srv[i].extra[k++] = slow_args[j];
+		srv[i].extra[k] = NULL;
 		node[i] = &srv[i];
 		it_server_start(&srv[i]);
 	}
@@ -399,8 +413,12 @@ int main(void)
 			   "--founders", "1,2,3", "--raft-tick-ms", "20",
 			   "--partitions", "64", "--loops", "1",
 			   "--leader-placement", "follow0", NULL};
-	for (int k = 0; x[k]; k++)
-		nx.extra[k] = x[k];
+	int xk = 0;
+	for (; x[xk]; xk++)
+		nx.extra[xk] = x[xk];
+	for (int j = 0; slow_args[j]; j++)
+		nx.extra[xk++] = slow_args[j];
+	nx.extra[xk] = NULL;
 	it_server_start(&nx);
 	admins[3] = nx.admin_port;
 	char path[256], body[1024];
@@ -594,6 +612,61 @@ int main(void)
 		}
 	parley_client_free(d);
 	free(dev.v);
+
+	/* 5. a device on X that reads but never acknowledges: the holder
+	 * stops at the event window and cuts it off after slow_consumer_ms;
+	 * the device gets that GOAWAY SLOW_CONSUMER through X, then EOF */
+	int fd = it_tcp_connect(via_port);
+	IT_CHECK(fd >= 0, "connect to node%d", X + 1);
+	IT_CHECK(it_raw_login(fd, peer_user, "no-ack") == 0, "login");
+	struct parley_msg q = {.type = PARLEY_T_SYNC};
+	q.sync.from_inbox_seq = 1;
+	IT_CHECK(it_send_msg(fd, 3, &q) == 0);
+	static uint8_t buf[1 << 20];
+	struct parley_frame f;
+	struct parley_msg rm;
+	IT_CHECK(it_read_frame(fd, buf, sizeof buf, 10000, &f) > 0 &&
+		 f.type == PARLEY_T_SYNC_OK && f.request_id == 3, "SYNC_OK first");
+	uint64_t nev = 0;
+	int reason = -1;
+	bool eof = false;
+	for (;;) {
+		int n = it_read_frame(fd, buf, sizeof buf, 20000, &f);
+		if (n == 0) {
+			eof = true;
+			break;
+		}
+		IT_CHECK(n > 0, "read failed before EOF");
+		if (f.type == PARLEY_T_EVENT) {
+			IT_OK(parley_proto_decode(&f, &rm));
+			IT_CHECK(reason < 0, "an EVENT after the GOAWAY");
+			IT_CHECK(rm.event.inbox_seq == nev + 1, "event %" PRIu64
+				 " after %" PRIu64, rm.event.inbox_seq, nev);
+			nev++;
+		} else if (f.type == PARLEY_T_GOAWAY) {
+			IT_OK(parley_proto_decode(&f, &rm));
+			reason = rm.goaway.reason;
+		}
+	}
+	close(fd);
+	printf("a device that never acknowledges: %" PRIu64 " events, GOAWAY "
+	       "reason %d, %s\n", nev, reason, eof ? "closed" : "open");
+	IT_CHECK(eof && reason == PARLEY_GOAWAY_SLOW_CONSUMER && nev >= 1 &&
+		 nev <= WINDOW, "eof %d, reason %d, %" PRIu64 " events (window "
+		 "%d)", eof, reason, nev, WINDOW);
+	/* nothing stays open: neither the gateway's tail nor the holder's */
+	uint64_t open_left = 1;
+	for (int t = 0; t < 100 && open_left; t++) {
+		open_left = it_metric_get(node[X]->admin_port,
+					  "parley_tail_remote_open");
+		for (int i = 0; i < ALL; i++)
+			if (alive[i])
+				open_left += it_metric_get(node[i]->admin_port,
+							   "parley_tail_served_open");
+		if (open_left)
+			it_sleep_ms(50);
+	}
+	IT_CHECK(open_left == 0, "%" PRIu64 " tails still open", open_left);
 	for (int i = 0; i < ALL; i++)
 		if (alive[i])
 			IT_CHECK(it_server_stop(node[i], SIGTERM, 10000) == 0,
