@@ -2428,6 +2428,9 @@ static void rt_ack(struct conn *c, uint64_t up)
 	uint64_t before = rt->g.ack_sent;
 	uint64_t a = tail_gw_ack(&rt->g, up);
 	c->ev_acked = rt->g.acked;
+	/* the holder stores the cursor and reports the receipts: nothing is
+	 * owed here, also once the tail is gone (close, drain) */
+	c->cursor_stored = c->rcpt_acked = c->ev_acked;
 	if (a && rt->id && tail_relay_ack(S(c)->tail, rt->id, a) != 0)
 		rt->g.ack_sent = before;
 }
@@ -2528,7 +2531,7 @@ static void on_tail(struct conn *c, struct lmsg *m)
 				c->sync_busy = false;
 				PARLEY_ASSERT(c->inflight > 0);
 				c->inflight--;
-				c->rcpt_acked = c->ev_acked;
+				c->rcpt_acked = c->cursor_stored = c->ev_acked;
 				conn_write(c, fp, (uint32_t)n);
 			}
 			break;
