@@ -6,6 +6,11 @@
  * subscription, event window and pacing, device cursor, delivered
  * receipts, large groups' live EVENTs).
  *
+ * A device whose inbox partition this node holds no replica of has its
+ * tail relayed from a node that does ("Remote inbox tails" at the end,
+ * tail_relay.h): here on the gateway its client connection writes what
+ * the holder's *tail virtual connection* writes there.
+ *
  * No chat logic here. The chat application (keys, records, membership,
  * history pages, where a SYNC starts, resolving inbox pointers into
  * EVENTs, device cursors, the conversation list) is the chat service's

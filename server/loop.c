@@ -20,7 +20,8 @@
  *   3. The loop exits only after a stop request and once every connection
  *      is freed.
  *   4. A virtual connection (a request another node forwarded, LM_FWD,
- *      proxy.h) holds a slot like any other and counts in nconns, but has
+ *      proxy.h, or an inbox tail it relays, LM_TAIL_OPEN, tail_relay.h)
+ *      holds a slot like any other and counts in nconns, but has
  *      no socket (fd -1): it is never armed for receive, paused, shut
  *      down or closed, and not counted as a client connection (nor
  *      against max_conns: nvirt).

@@ -42,7 +42,7 @@ endforeach()
 # test_cluster_group_failover, test_cluster_group_follower,
 # test_cluster_snapshot, test_cluster_forward, test_cluster_spread and
 # test_cluster_route, test_cluster_rebalance, test_cluster_presence,
-# test_cluster_placement
+# test_cluster_placement, test_cluster_tail
 # likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_spread
