@@ -351,6 +351,22 @@ static void placement_json(struct srv_text *o, struct peer_node *pn,
 /* This node's view of the cluster as one JSON object: ids, readiness,
  * peer links, and per partition its group state and, on the leader, each
  * member's match index and lag (pe_raft_status, never blocks). */
+/* A peer's frame set against this node's (docs/CLUSTER.md §1.2): "same",
+ * "older" (a subset: a node of an older build), "newer" (a superset),
+ * "other", or "unknown" (no link yet). */
+static const char *frames_cmp(uint32_t mine, uint32_t theirs)
+{
+	if (!theirs)
+		return "unknown";
+	if (theirs == mine)
+		return "same";
+	if ((theirs & mine) == theirs)
+		return "older";
+	if ((theirs & mine) == mine)
+		return "newer";
+	return "other";
+}
+
 size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 {
 	struct srv_text o = {buf, cap, 0};
@@ -401,6 +417,9 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 					     m0.voters[k]);
 		srv_text_put(&o, "]}");
 	}
+	uint32_t mine = s->peer ? peer_node_frames(s->peer) : 0;
+	if (s->peer)
+		srv_text_put(&o, ",\"frames\":\"%x\"", mine);
 	srv_text_put(&o, ",\"peers\":[");
 	if (s->peer) {
 		struct peer_node_link l[PEER_NODE_MAX_PEERS];
@@ -419,7 +438,11 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 			json_str(&o, l[i].admin_addr);
 			srv_text_put(&o, ",\"last_error\":");
 			json_str(&o, l[i].last_error);
-			srv_text_put(&o, "}");
+			/* the frame types it knows (rolling upgrades, §1.2) */
+			srv_text_put(&o, ",\"frames\":\"%x\",\"frames_announced\":"
+				     "%s,\"protocol\":\"%s\"}", l[i].frames,
+				     l[i].frames_announced ? "true" : "false",
+				     frames_cmp(mine, l[i].frames));
 		}
 	}
 	srv_text_put(&o, "],\"partitions\":[");

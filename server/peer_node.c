@@ -424,6 +424,16 @@ static bool fwd_up(void *arg, uint64_t node)
 	return false;
 }
 
+/* The forwarder's destinations: the link up and the node knows APPEND_REQ
+ * (a node of an older build does not: the caller appends locally and
+ * gets NOTLEADER, as with the link down). */
+static bool fwd_up_append(void *arg, uint64_t node)
+{
+	struct peer_node *nd = arg;
+	return fwd_up(nd, node) &&
+	       peer_can_send(nd->peer, node, PEER_FRAME_APPEND_REQ);
+}
+
 /* Node thread: the forwarder's view of the links. */
 static void up_set(struct peer_node *nd, uint64_t node, bool up)
 {
@@ -587,6 +597,16 @@ int peer_node_send_app(struct peer_node *nd, uint64_t to, uint8_t type,
 		(void)w; /* a full counter still wakes the thread */
 	}
 	return 0;
+}
+
+bool peer_node_can_send(struct peer_node *nd, uint64_t node, uint8_t type)
+{
+	return peer_can_send(nd->peer, node, type);
+}
+
+uint32_t peer_node_frames(struct peer_node *nd)
+{
+	return peer_frames(nd->peer);
 }
 
 bool peer_node_link_up(struct peer_node *nd, uint64_t node)
@@ -999,6 +1019,11 @@ static bool xfer_ask(struct peer_node *nd, uint32_t p, uint64_t leader,
 	uint64_t now = parley_mono_ns();
 	if (!nd->cfg.leader_spread || !leader || leader == nd->cfg.node_id ||
 	    now < *next_ask)
+		return false;
+	/* a leader of an older build knows no XFER: the change waits for
+	 * its deadline (docs/CLUSTER.md §3.8: no membership changes in the
+	 * middle of a rolling upgrade) */
+	if (!peer_can_send(nd->peer, leader, PEER_FRAME_XFER))
 		return false;
 	uint8_t x[12];
 	le_put32(x, p);
@@ -1558,7 +1583,8 @@ static void leads_send(struct peer_node *nd)
 	struct peer_node_link l[PEER_NODE_MAX_PEERS];
 	uint32_t n = peer_node_links(nd, l, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < n; i++)
-		if (l[i].up)
+		if (l[i].up &&
+		    peer_can_send(nd->peer, l[i].node, PEER_FRAME_LEADS))
 			(void)peer_node_send_app(nd, l[i].node, PEER_FRAME_LEADS,
 						 b, 4 + (size_t)k * 12, NULL, 0);
 	free(b);
@@ -2534,7 +2560,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.rng_seed = cfg->node_id ^ (uint64_t)parley_mono_ns(),
 		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
 		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
-		.on_app = on_app, .arg = nd};
+		.on_app = on_app, .arg = nd, .frames = cfg->frames};
 	char info[PEER_INFO_MAX + 1];
 	if (node_info(cfg, info, sizeof info)) {
 		PLOG_E("cluster", "advertised addresses too long or not printable",
@@ -2547,7 +2573,8 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 	}
 	pc.info = info;
 	struct fwd_config fc = {.self = cfg->node_id, .send = fwd_send,
-				.wake = fwd_wake, .up = fwd_up, .arg = nd};
+				.wake = fwd_wake, .up = fwd_up_append,
+				.arg = nd};
 	int rc = fwd_new(&fc, &nd->fwd);
 	if (!rc)
 		rc = peer_new(&pc, &nd->peer);
@@ -2838,6 +2865,8 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 		o->connect_failures = st[i].connect_failures;
 		snprintf(o->last_error, sizeof o->last_error, "%s",
 			 st[i].last_error);
+		o->frames = st[i].frames;
+		o->frames_announced = st[i].frames_announced;
 		info_get(st[i].info, "client", o->client_addr, sizeof o->client_addr);
 		info_get(st[i].info, "tls", o->client_tls_addr,
 			 sizeof o->client_tls_addr);
