@@ -392,8 +392,7 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 			peer_node_op_describe(&op, ms, d, sizeof d);
 			srv_text_put(&o, ",\"operation\":{\"op\":\"%s\",\"node\":%"
 				     PRIu64 ",\"force\":%s,\"elapsed_ms\":%" PRIu64
-				     ",\"text\":", op.kind == PEER_NODE_OP_ADD
-				     ? "add" : "remove", op.id,
+				     ",\"text\":", peer_node_op_name(op.kind), op.id,
 				     op.force ? "true" : "false", ms);
 			json_str(&o, d);
 			srv_text_put(&o, "}");
@@ -768,7 +767,7 @@ static size_t admin_own_metrics(struct admin *a, char *buf, size_t cap)
  *
  *   accept --> READING --(blank line)--> WRITING --(all sent)--> closed
  *                 |     \                    ^
- *                 |      +-(add/remove-node)-> WAITING --(op result)--+
+ *                 |      +-(add/remove-node, rebalance)-> WAITING --(op result)--+
  *                 |  deadline: accept + request_timeout_ms (total, not
  *                 |  reset by each byte) -> 408, closed
  *                 |  ADMIN_MAX_REQUEST bytes without a blank line -> 431
@@ -795,6 +794,7 @@ struct aconn {
 	 * request; the answer is built when its result is there */
 	bool op_wait;
 	uint64_t op_ticket;
+	int op_kind; /* enum peer_node_op_kind it waits for */
 	char req[ADMIN_MAX_REQUEST + 1];
 };
 
@@ -968,11 +968,14 @@ static bool query_get(const char *q, const char *key, char *out, size_t cap)
 static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now);
 
 /* The answer to a finished membership operation (peer_node.h). */
-static char *cluster_answer(bool add, int rc, char *msg, size_t mcap,
+static char *cluster_answer(int kind, int rc, char *msg, size_t mcap,
 			    size_t *len)
 {
+	bool add = kind == PEER_NODE_OP_ADD;
 	if (!rc)
 		return simple(200, "OK", msg, false, len);
+	if (kind == PEER_NODE_OP_REBALANCE && rc == -PARLEY_EAGAIN)
+		return simple(503, "Service Unavailable", msg, false, len);
 	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EPERM ||
 	    (!add && rc == -PARLEY_EAGAIN))
 		return simple(409, "Conflict", msg, false, len); /* EPERM: an
@@ -986,6 +989,33 @@ static char *cluster_answer(bool add, int rc, char *msg, size_t mcap,
 		return simple(503, "Service Unavailable", msg, false, len);
 	snprintf(msg, mcap, "failed: %s\n", parley_errname(rc));
 	return simple(503, "Service Unavailable", msg, false, len);
+}
+
+/* Starts op on the membership worker for the request on c: NULL with
+ * c->op_wait set (its answer comes from aconn_op_check), or the answer
+ * (409 while another runs). */
+static char *op_start(struct admin *a, struct aconn *c,
+		      const struct peer_node_op *op, size_t *len)
+{
+	struct peer_node *pn = a->s->peer;
+	/* a request still waiting for the last operation gets its answer
+	 * first: a new one would replace that result */
+	uint64_t now = parley_mono_ns();
+	for (uint32_t k = 0; k < a->max_conns; k++)
+		if (a->c[k].fd >= 0 && a->c[k].op_wait && &a->c[k] != c)
+			aconn_op_check(a, &a->c[k], now);
+	char msg[512];
+	int rc = peer_node_op_start(pn, op, &c->op_ticket, msg, sizeof msg);
+	if (rc == -PARLEY_EAGAIN) /* another operation runs */
+		return simple(409, "Conflict", msg, false, len);
+	if (rc)
+		return cluster_answer(op->kind, rc, msg, sizeof msg, len);
+	c->op_wait = true;
+	c->op_kind = op->kind;
+	PLOG_I("admin", "membership operation started", "op=%s node=%" PRIu64
+	       "%s", peer_node_op_name(op->kind), op->id,
+	       op->force ? " force=1" : "");
+	return NULL;
 }
 
 /* POST /cluster/add-node?id=N&peer=addr:port[&client=host:port]
@@ -1026,54 +1056,42 @@ static char *admin_cluster(struct admin *a, struct aconn *c, bool add,
 				      false, len);
 		op.force = !strcmp(force, "1");
 	}
-	/* a request still waiting for the last operation gets its answer
-	 * first: a new one would replace that result */
-	uint64_t now = parley_mono_ns();
-	for (uint32_t k = 0; k < a->max_conns; k++)
-		if (a->c[k].fd >= 0 && a->c[k].op_wait && &a->c[k] != c)
-			aconn_op_check(a, &a->c[k], now);
-	char msg[512];
-	int rc = peer_node_op_start(pn, &op, &c->op_ticket, msg, sizeof msg);
-	if (rc == -PARLEY_EAGAIN) /* another operation runs */
-		return simple(409, "Conflict", msg, false, len);
-	if (rc)
-		return cluster_answer(add, rc, msg, sizeof msg, len);
-	c->op_wait = true;
-	PLOG_I("admin", "membership operation started", "op=%s node=%" PRIu64
-	       "%s", add ? "add" : "remove", op.id, op.force ? " force=1" : "");
-	return NULL;
+	return op_start(a, c, &op, len);
 }
 
+
 /* POST /cluster/transfer?partition=P&to=N (this node leads P: hand it
- * to voter N) and POST /cluster/rebalance (hand this node's partitions
- * beyond its share to the least loaded nodes), docs/CLUSTER.md §3.2.
- * Blocking on the admin thread, at most ADMIN_PLACEMENT_WAIT_MS. */
+ * to voter N), blocking on the admin thread, at most
+ * ADMIN_PLACEMENT_WAIT_MS; and POST /cluster/rebalance (hand this node's
+ * partitions beyond its share to the least loaded nodes), which runs on
+ * the membership worker like add-node / remove-node (this request waits
+ * for it while the admin thread answers others; 409 while another
+ * operation runs), docs/CLUSTER.md §3.2. NULL: c waits. */
 #define ADMIN_PLACEMENT_WAIT_MS 10000u
-static char *admin_placement(struct admin *a, bool rebalance, const char *q,
-			     size_t *len)
+static char *admin_placement(struct admin *a, struct aconn *c,
+			     bool rebalance, const char *q, size_t *len)
 {
 	struct peer_node *pn = a->s->peer;
 	if (!pn || !a->s->engine)
 		return simple(400, "Bad Request", "not a cluster node (or not "
 			      "ready)\n", false, len);
-	char msg[1024];
-	int rc;
 	if (rebalance) {
-		rc = peer_node_rebalance(pn, ADMIN_PLACEMENT_WAIT_MS, msg,
-					 sizeof msg);
-	} else {
-		char ps[16], ts[32];
-		char *e1 = NULL, *e2 = NULL;
-		unsigned long part = query_get(q, "partition", ps, sizeof ps)
-					     ? strtoul(ps, &e1, 10) : 0;
-		uint64_t to = query_get(q, "to", ts, sizeof ts)
-				      ? strtoull(ts, &e2, 10) : 0;
-		if (!e1 || *e1 || !e2 || *e2 || !to || part > UINT32_MAX)
-			return simple(400, "Bad Request",
-				      "partition=P&to=N required\n", false, len);
-		rc = peer_node_transfer(pn, (uint32_t)part, to,
-					ADMIN_PLACEMENT_WAIT_MS, msg, sizeof msg);
+		struct peer_node_op op = {.kind = PEER_NODE_OP_REBALANCE,
+					  .wait_ms = ADMIN_PLACEMENT_WAIT_MS};
+		return op_start(a, c, &op, len);
 	}
+	char msg[1024];
+	char ps[16], ts[32];
+	char *e1 = NULL, *e2 = NULL;
+	unsigned long part = query_get(q, "partition", ps, sizeof ps)
+				     ? strtoul(ps, &e1, 10) : 0;
+	uint64_t to = query_get(q, "to", ts, sizeof ts)
+			      ? strtoull(ts, &e2, 10) : 0;
+	if (!e1 || *e1 || !e2 || *e2 || !to || part > UINT32_MAX)
+		return simple(400, "Bad Request",
+			      "partition=P&to=N required\n", false, len);
+	int rc = peer_node_transfer(pn, (uint32_t)part, to,
+				    ADMIN_PLACEMENT_WAIT_MS, msg, sizeof msg);
 	if (!rc)
 		return simple(200, "OK", msg, false, len);
 	if (rc == -PARLEY_ENOTLEADER)
@@ -1151,7 +1169,7 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 		return admin_conf(a, q ? q + 1 : "", len);
 	if (!strcmp(method, "POST") && (!strcmp(target, "/cluster/transfer") ||
 					!strcmp(target, "/cluster/rebalance")))
-		return admin_placement(a, target[9] == 'r', q ? q + 1 : "", len);
+		return admin_placement(a, c, target[9] == 'r', q ? q + 1 : "", len);
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);
@@ -1276,12 +1294,11 @@ static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now)
 				    sizeof msg);
 	if (r == -PARLEY_EAGAIN && c->deadline_ns > now)
 		return;
-	bool add = !strncmp(c->req, "POST /cluster/add-node", 22);
 	size_t len = 0;
 	char *o;
 	c->op_wait = false;
 	if (r == 0)
-		o = cluster_answer(add, orc, msg, sizeof msg, &len);
+		o = cluster_answer(c->op_kind, orc, msg, sizeof msg, &len);
 	else if (r == -PARLEY_EAGAIN)
 		o = simple(504, "Gateway Timeout", "the operation is still "
 			   "running: see GET /cluster, repeat the command "

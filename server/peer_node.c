@@ -22,8 +22,10 @@
  * (peer_node_metrics_text, with the transport's per-link series).
  *
  * Membership operations (peer_node_add_node / _remove_node) wait for
- * commits and catch-up for up to a minute, so the admin port runs them on
- * a worker thread of their own (peer_node_op_start): one at a time, the
+ * commits and catch-up for up to a minute, and a rebalance
+ * (peer_node_rebalance) for its targets to take over, so the admin port
+ * runs them on a worker thread of their own (peer_node_op_start): one at
+ * a time, the
  * caller polls peer_node_op_result, a second one is refused while one
  * runs. Halting cancels it (its loops check op_cancel) and joins it while
  * the node thread still runs (a conf change it waits for needs the
@@ -2084,11 +2086,24 @@ static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
 
 /* ---- the membership worker ------------------------------------------------------- */
 
+const char *peer_node_op_name(enum peer_node_op_kind k)
+{
+	return k == PEER_NODE_OP_ADD	    ? "add"
+	       : k == PEER_NODE_OP_REMOVE  ? "remove"
+	       : k == PEER_NODE_OP_REBALANCE ? "rebalance"
+					     : "?";
+}
+
 void peer_node_op_describe(const struct peer_node_op *op, uint64_t elapsed_ms,
 			   char *out, size_t cap)
 {
+	if (op->kind == PEER_NODE_OP_REBALANCE) {
+		snprintf(out, cap, "rebalance, %" PRIu64 " s",
+			 elapsed_ms / 1000);
+		return;
+	}
 	snprintf(out, cap, "%s node %" PRIu64 "%s, %" PRIu64 " s",
-		 op->kind == PEER_NODE_OP_ADD ? "add" : "remove", op->id,
+		 peer_node_op_name(op->kind), op->id,
 		 op->kind == PEER_NODE_OP_REMOVE && op->force ? " (forced)" : "",
 		 elapsed_ms / 1000);
 }
@@ -2102,6 +2117,8 @@ static void *op_main(void *arg)
 			 ? peer_node_add_node(nd, op->id, op->peer, op->client,
 					      op->admin, op->wait_ms, msg,
 					      sizeof msg)
+		 : op->kind == PEER_NODE_OP_REBALANCE
+			 ? peer_node_rebalance(nd, op->wait_ms, msg, sizeof msg)
 			 : peer_node_remove_node(nd, op->id, op->force,
 						 op->wait_ms, msg, sizeof msg);
 	pthread_mutex_lock(&nd->op_mu);
@@ -2251,7 +2268,8 @@ static uint32_t xfer_wait(struct peer_node *nd, const uint64_t *to,
 		}
 		if (ask)
 			next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
-		if (!left || parley_mono_ns() > deadline)
+		if (!left || parley_mono_ns() > deadline ||
+		    atomic_load(&nd->op_cancel)) /* halting */
 			return left;
 		usleep(20000);
 	}

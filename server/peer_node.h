@@ -174,7 +174,13 @@ bool peer_node_removal_safe(const uint64_t *voters, const bool *healthy,
 
 /* ---- the membership worker (docs/CLUSTER.md §3.7) ---- */
 
-enum peer_node_op_kind { PEER_NODE_OP_ADD = 1, PEER_NODE_OP_REMOVE = 2 };
+enum peer_node_op_kind {
+	PEER_NODE_OP_ADD = 1,
+	PEER_NODE_OP_REMOVE = 2,
+	PEER_NODE_OP_REBALANCE = 3, /* peer_node_rebalance (id unused) */
+};
+/* "add", "remove" or "rebalance" */
+const char *peer_node_op_name(enum peer_node_op_kind k);
 
 struct peer_node_op {
 	enum peer_node_op_kind kind;
@@ -192,7 +198,7 @@ struct peer_node_op {
 int peer_node_op_start(struct peer_node *n, const struct peer_node_op *op,
 		       uint64_t *ticket, char *msg, size_t cap);
 /* The outcome of operation `ticket`: 0 with *rc and msg (as
- * peer_node_add_node / _remove_node) once it ended, -PARLEY_EAGAIN while
+ * peer_node_add_node / _remove_node / _rebalance) once it ended, -PARLEY_EAGAIN while
  * it runs, -PARLEY_ENOTFOUND when a newer operation replaced it. Any
  * thread. */
 int peer_node_op_result(struct peer_node *n, uint64_t ticket, int *rc,
@@ -240,8 +246,9 @@ bool peer_node_can_send(struct peer_node *n, uint64_t node, uint8_t type);
 /* The peer frame types this node knows and announces (peer.h). */
 uint32_t peer_node_frames(struct peer_node *n);
 
-/* Leader placement (docs/CLUSTER.md §3.2), on the admin thread, blocking
- * (at most about wait_ms). transfer: this node, the leader of `part`,
+/* Leader placement (docs/CLUSTER.md §3.2), blocking (at most about
+ * wait_ms; the admin port runs transfer on its thread and rebalance on
+ * the membership worker, PEER_NODE_OP_REBALANCE). transfer: this node, the leader of `part`,
  * hands it to voter `to` (pe_raft_transfer_partition, asked again until
  * it took effect). rebalance: this node hands the partitions it leads
  * beyond its share (ceil(partitions / nodes), the nodes being partition
