@@ -115,6 +115,185 @@ static const struct ctr_metric {
 };
 
 /*
+ * Counters and gauges read from a field (uint64_t or uint32_t) of a
+ * component's stats struct, in /metrics order: one table per component
+ * instead of one call per series.
+ */
+struct field_metric {
+	const char *name, *type;
+	size_t off, size; /* of the field in its struct */
+	const char *help;
+};
+#define FM(st, name, type, field, help)                                        \
+	{name, type, offsetof(struct st, field),                               \
+	 sizeof(((struct st *)0)->field), help}
+
+static void metric_fields(struct srv_text *o, const struct field_metric *t,
+			  size_t n, const void *st)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = 0;
+		PARLEY_ASSERT(t[i].size == 4 || t[i].size == 8);
+		if (t[i].size == 4) {
+			uint32_t w;
+			memcpy(&w, (const char *)st + t[i].off, sizeof w);
+			v = w;
+		} else {
+			memcpy(&v, (const char *)st + t[i].off, sizeof v);
+		}
+		metric(o, t[i].name, t[i].type, t[i].help, v);
+	}
+}
+#define METRIC_FIELDS(o, table, st)                                            \
+	metric_fields(o, table, sizeof table / sizeof table[0], st)
+
+static const struct field_metric ratelimit_metrics[] = {
+	FM(ratelimit_stats, "parley_rate_limit_users", "gauge", users,
+	   "Users in the per-user rate limit table."),
+	FM(ratelimit_stats, "parley_rate_limit_evictions_total", "counter",
+	   evictions, "Users evicted from the full rate limit table (LRU)."),
+	FM(ratelimit_stats, "parley_rate_limit_lossy_evictions_total",
+	   "counter", lossy_evictions,
+	   "Evicted users whose buckets were not full (table too small)."),
+};
+
+static const struct field_metric presence_metrics[] = {
+#define P(name, type, field, help) FM(presence_stats, name, type, field, help)
+	P("parley_presence_online_users", "gauge", online,
+	  "Users with at least one live session on this node."),
+	P("parley_presence_entries", "gauge", entries,
+	  "Presence registry entries (online, subscribed or typing)."),
+	P("parley_presence_subscriptions", "gauge", subscriptions,
+	  "Connection-to-user presence subscriptions."),
+	P("parley_typing_received_total", "counter", typing_in,
+	  "TYPING notifications accepted."),
+	P("parley_typing_pushes_total", "counter", typing_pushes,
+	  "TYPING_PUSH frames queued to connections."),
+	P("parley_presence_pushes_total", "counter", presence_pushes,
+	  "PRESENCE pushes queued to connections."),
+	P("parley_presence_pushes_dropped_total", "counter", pushes_dropped,
+	  "Typing/presence pushes dropped: presence_push_queue_max "
+	  "reached or no memory."),
+	P("parley_last_seen_writes_total", "counter", last_seen_writes,
+	  "Durable last_seen records written."),
+	P("parley_last_seen_write_errors_total", "counter",
+	  last_seen_write_errors, "last_seen writes that failed (retried)."),
+	P("parley_presence_loads_total", "counter", loads,
+	  "Stored last_seen / settings reads for subscriptions."),
+	P("parley_presence_relay_out_total", "counter", relay_out,
+	  "Presence / typing payloads sent to other nodes."),
+	P("parley_presence_relay_in_total", "counter", relay_in,
+	  "Presence / typing payloads from other nodes."),
+	P("parley_presence_relay_dropped_total", "counter", relay_dropped,
+	  "Remote online entries refused (no memory, or online "
+	  "on more nodes than PRESENCE_REMOTE_MAX)."),
+#undef P
+};
+
+static const struct field_metric engine_metrics[] = {
+	FM(pe_stats, "parley_engine_appends_total", "counter", appends,
+	   "Engine append commands acknowledged."),
+	FM(pe_stats, "parley_engine_entries_total", "counter", entries,
+	   "Engine entries appended."),
+	FM(pe_stats, "parley_fsyncs_total", "counter", wal_batches,
+	   "WAL write+fdatasync rounds (group commits)."),
+	FM(pe_stats, "parley_fsyncs_piped_total", "counter", wal_piped,
+	   "WAL group commits submitted while another was in flight."),
+	FM(pe_stats, "parley_wal_bytes_total", "counter", wal_bytes,
+	   "Bytes written to the WAL."),
+};
+
+static const struct field_metric chat_metrics[] = {
+#define C(name, type, field, help) FM(chat_stats, name, type, field, help)
+	C("parley_fanout_messages_total", "counter", fanout_jobs,
+	  "Messages fanned out to inboxes."),
+	C("parley_fanout_appends_total", "counter", fanout_appends,
+	  "Inbox/list appends completed by the fan-out."),
+	C("parley_fanout_errors_total", "counter", fanout_errors,
+	  "Fan-out appends that failed."),
+	C("parley_fanout_recovered_total", "counter", fanout_recovered,
+	  "Messages re-fanned out by recovery (start-up or leader change)."),
+	C("parley_fanout_lead_recoveries_total", "counter", lead_recoveries,
+	  "Fan-out recoveries run on gaining the leadership of "
+	  "partitions (a cluster)."),
+	C("parley_fanout_pending", "gauge", fanout_pending,
+	  "Messages whose fan-out is not durable yet."),
+	C("parley_fanout_uncheckpointed", "gauge", fanout_uncheckpointed,
+	  "Messages a crash now would re-fan out at most (not "
+	  "covered by a durable fan-out checkpoint)."),
+	C("parley_fanout_checkpoints_total", "counter", checkpoints,
+	  "Durable fan-out checkpoints written."),
+	C("parley_fanout_watermark_ms", "gauge", watermark_ms,
+	  "Smallest durable per-partition fan-out cursor (unix ms)."),
+	C("parley_groups", "gauge", groups, "Groups that exist."),
+	C("parley_group_changes_total", "counter", group_changes,
+	  "Group membership events applied."),
+	C("parley_group_sends_refused_total", "counter", group_refused,
+	  "SENDs stored after their sender left the group, refused "
+	  "at their seq (never delivered)."),
+	/* early delivery (chat_set_early, conn.c); the connections' side
+	 * is in early_ctr_metrics */
+	C("parley_early_posted_total", "counter", early_posted,
+	  "Early EVENTs (a 1:1 message durable, its inbox pointer "
+	  "not yet) handed to connections."),
+#undef C
+};
+
+/* struct srv_counters fields shown with the chat service's (early
+ * delivery), read as ctr_metrics */
+static const struct ctr_metric early_ctr_metrics[] = {
+	{"parley_early_events_total", "counter",
+	 offsetof(struct srv_counters, early_out),
+	 "Early EVENTs written to connections."},
+	{"parley_early_dropped_total", "counter",
+	 offsetof(struct srv_counters, early_dropped),
+	 "Early EVENTs not written (their inbox EVENT came first, "
+	 "the hold was full, or the connection was busy): the "
+	 "inbox EVENT delivered them."},
+	{"parley_early_seen_total", "counter",
+	 offsetof(struct srv_counters, early_seen),
+	 "Inbox EVENTs sent without their body because the "
+	 "connection had the message early."},
+};
+
+/* read fan-out of large groups (chat_fanout_read.c) */
+static const struct field_metric read_fanout_metrics[] = {
+#define R(name, type, field, help) FM(chat_rd_stats, name, type, field, help)
+	R("parley_read_fanout_messages_total", "counter", msgs,
+	  "Group messages fanned out by read (group_read_fanout_min)."),
+	R("parley_read_fanout_live_total", "counter", live,
+	  "Live EVENTs posted to subscribed connections by the read "
+	  "fan-out."),
+	R("parley_read_fanout_activity_total", "counter", activity,
+	  "ACTIVITY pointers appended for members with no subscribed "
+	  "connection."),
+	R("parley_read_fanout_coalesced_total", "counter", coalesced,
+	  "Members skipped because their ACTIVITY pointer was still "
+	  "outstanding."),
+	R("parley_read_fanout_catchups_total", "counter", catchups,
+	  "GROUP_CATCHUP pages served."),
+	R("parley_read_fanout_relayed_total", "counter", relayed,
+	  "Read-mode messages whose live EVENT was sent to the "
+	  "other nodes for their connections."),
+	R("parley_read_fanout_live_remote_total", "counter", live_remote,
+	  "Live EVENTs posted here for another node's read fan-out "
+	  "(of parley_read_fanout_live_total)."),
+	R("parley_read_fanout_outstanding", "gauge", outstanding,
+	  "ACTIVITY pointers outstanding (not acknowledged yet)."),
+#undef R
+};
+
+/* ctr_metrics-style tables over struct srv_counters */
+static void metric_ctrs(struct srv_text *o, const struct ctr_metric *t,
+			size_t n, struct srv_counters *c)
+{
+	for (size_t i = 0; i < n; i++) {
+		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)c + t[i].off);
+		metric(o, t[i].name, t[i].type, t[i].help, LD(*v));
+	}
+}
+
+/*
  * The engine's per-stage append and history read timing (parley_engine.h,
  * pe_stage_stats) as one Prometheus histogram family,
  * parley_engine_stage_seconds{stage=...}.
@@ -499,11 +678,8 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 {
 	struct srv_text o = {buf, cap, 0};
 	struct srv_counters *c = &s->ctr;
-	for (size_t i = 0; i < sizeof ctr_metrics / sizeof ctr_metrics[0]; i++) {
-		const struct ctr_metric *m = &ctr_metrics[i];
-		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)c + m->off);
-		metric(&o, m->name, m->type, m->help, LD(*v));
-	}
+	metric_ctrs(&o, ctr_metrics, sizeof ctr_metrics / sizeof ctr_metrics[0],
+		    c);
 	if (s->rl) { /* rate limits and admission (ratelimit.h) */
 		struct ratelimit_stats rs;
 		ratelimit_stats(s->rl, &rs);
@@ -513,56 +689,12 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		for (unsigned k = 0; k < RATELIMIT_NKINDS; k++)
 			srv_text_put(&o, "parley_rate_limited_total{kind=\"%s\"} %" PRIu64
 				"\n", ratelimit_kind_name(k), rs.limited[k]);
-		metric(&o, "parley_rate_limit_users", "gauge",
-		       "Users in the per-user rate limit table.", rs.users);
-		metric(&o, "parley_rate_limit_evictions_total", "counter",
-		       "Users evicted from the full rate limit table (LRU).",
-		       rs.evictions);
-		metric(&o, "parley_rate_limit_lossy_evictions_total", "counter",
-		       "Evicted users whose buckets were not full (table too small).",
-		       rs.lossy_evictions);
+		METRIC_FIELDS(&o, ratelimit_metrics, &rs);
 	}
 	if (s->pres) { /* typing and presence (presence.h) */
 		struct presence_stats ps;
 		presence_get_stats(s->pres, &ps);
-		metric(&o, "parley_presence_online_users", "gauge",
-		       "Users with at least one live session on this node.",
-		       ps.online);
-		metric(&o, "parley_presence_entries", "gauge",
-		       "Presence registry entries (online, subscribed or typing).",
-		       ps.entries);
-		metric(&o, "parley_presence_subscriptions", "gauge",
-		       "Connection-to-user presence subscriptions.",
-		       ps.subscriptions);
-		metric(&o, "parley_typing_received_total", "counter",
-		       "TYPING notifications accepted.", ps.typing_in);
-		metric(&o, "parley_typing_pushes_total", "counter",
-		       "TYPING_PUSH frames queued to connections.",
-		       ps.typing_pushes);
-		metric(&o, "parley_presence_pushes_total", "counter",
-		       "PRESENCE pushes queued to connections.",
-		       ps.presence_pushes);
-		metric(&o, "parley_presence_pushes_dropped_total", "counter",
-		       "Typing/presence pushes dropped: presence_push_queue_max "
-		       "reached or no memory.", ps.pushes_dropped);
-		metric(&o, "parley_last_seen_writes_total", "counter",
-		       "Durable last_seen records written.", ps.last_seen_writes);
-		metric(&o, "parley_last_seen_write_errors_total", "counter",
-		       "last_seen writes that failed (retried).",
-		       ps.last_seen_write_errors);
-		metric(&o, "parley_presence_loads_total", "counter",
-		       "Stored last_seen / settings reads for subscriptions.",
-		       ps.loads);
-		metric(&o, "parley_presence_relay_out_total", "counter",
-		       "Presence / typing payloads sent to other nodes.",
-		       ps.relay_out);
-		metric(&o, "parley_presence_relay_in_total", "counter",
-		       "Presence / typing payloads from other nodes.",
-		       ps.relay_in);
-		metric(&o, "parley_presence_relay_dropped_total", "counter",
-		       "Remote online entries refused (no memory, or online "
-		       "on more nodes than PRESENCE_REMOTE_MAX).",
-		       ps.relay_dropped);
+		METRIC_FIELDS(&o, presence_metrics, &ps);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",
@@ -590,17 +722,7 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->engine) {
 		struct pe_stats es;
 		pe_stats(s->engine, &es);
-		metric(&o, "parley_engine_appends_total", "counter",
-		       "Engine append commands acknowledged.", es.appends);
-		metric(&o, "parley_engine_entries_total", "counter",
-		       "Engine entries appended.", es.entries);
-		metric(&o, "parley_fsyncs_total", "counter",
-		       "WAL write+fdatasync rounds (group commits).", es.wal_batches);
-		metric(&o, "parley_fsyncs_piped_total", "counter",
-		       "WAL group commits submitted while another was in flight.",
-		       es.wal_piped);
-		metric(&o, "parley_wal_bytes_total", "counter",
-		       "Bytes written to the WAL.", es.wal_bytes);
+		METRIC_FIELDS(&o, engine_metrics, &es);
 		srv_text_put(&o, "# HELP parley_fsync_seconds_total Time spent in WAL "
 			"write+fdatasync.\n# TYPE parley_fsync_seconds_total "
 			"counter\nparley_fsync_seconds_total %.9f\n",
@@ -622,7 +744,8 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		struct peer_node_op op;
 		uint64_t ms = 0;
 		metric(&o, "parley_cluster_operation_running", "gauge",
-		       "1 while an add-node / remove-node runs on this node.",
+		       "1 while an add-node / remove-node / rebalance runs on this "
+		       "node.",
 		       peer_node_op_running(s->peer, &op, &ms) ? 1 : 0);
 	}
 	/* the server's own stages (srv.h): send and delivery */
@@ -631,80 +754,12 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->chat) {
 		struct chat_stats cs;
 		chat_get_stats(s->chat, &cs);
-		metric(&o, "parley_fanout_messages_total", "counter",
-		       "Messages fanned out to inboxes.", cs.fanout_jobs);
-		metric(&o, "parley_fanout_appends_total", "counter",
-		       "Inbox/list appends completed by the fan-out.",
-		       cs.fanout_appends);
-		metric(&o, "parley_fanout_errors_total", "counter",
-		       "Fan-out appends that failed.", cs.fanout_errors);
-		metric(&o, "parley_fanout_recovered_total", "counter",
-		       "Messages re-fanned out by recovery (start-up or leader change).",
-		       cs.fanout_recovered);
-		metric(&o, "parley_fanout_lead_recoveries_total", "counter",
-		       "Fan-out recoveries run on gaining the leadership of "
-		       "partitions (a cluster).", cs.lead_recoveries);
-		metric(&o, "parley_fanout_pending", "gauge",
-		       "Messages whose fan-out is not durable yet.",
-		       cs.fanout_pending);
-		metric(&o, "parley_fanout_uncheckpointed", "gauge",
-		       "Messages a crash now would re-fan out at most (not "
-		       "covered by a durable fan-out checkpoint).",
-		       cs.fanout_uncheckpointed);
-		metric(&o, "parley_fanout_checkpoints_total", "counter",
-		       "Durable fan-out checkpoints written.", cs.checkpoints);
-		metric(&o, "parley_fanout_watermark_ms", "gauge",
-		       "Smallest durable per-partition fan-out cursor (unix ms).",
-		       cs.watermark_ms);
-		metric(&o, "parley_groups", "gauge", "Groups that exist.",
-		       cs.groups);
-		metric(&o, "parley_group_changes_total", "counter",
-		       "Group membership events applied.", cs.group_changes);
-		metric(&o, "parley_group_sends_refused_total", "counter",
-		       "SENDs stored after their sender left the group, refused "
-		       "at their seq (never delivered).", cs.group_refused);
-		/* early delivery (chat_set_early, conn.c) */
-		metric(&o, "parley_early_posted_total", "counter",
-		       "Early EVENTs (a 1:1 message durable, its inbox pointer "
-		       "not yet) handed to connections.", cs.early_posted);
-		metric(&o, "parley_early_events_total", "counter",
-		       "Early EVENTs written to connections.",
-		       atomic_load(&s->ctr.early_out));
-		metric(&o, "parley_early_dropped_total", "counter",
-		       "Early EVENTs not written (their inbox EVENT came first, "
-		       "the hold was full, or the connection was busy): the "
-		       "inbox EVENT delivered them.",
-		       atomic_load(&s->ctr.early_dropped));
-		metric(&o, "parley_early_seen_total", "counter",
-		       "Inbox EVENTs sent without their body because the "
-		       "connection had the message early.",
-		       atomic_load(&s->ctr.early_seen));
-		/* read fan-out of large groups (chat_fanout_read.c) */
+		METRIC_FIELDS(&o, chat_metrics, &cs);
+		metric_ctrs(&o, early_ctr_metrics, sizeof early_ctr_metrics /
+			    sizeof early_ctr_metrics[0], c);
 		struct chat_rd_stats rs;
 		chat_rd_get_stats(s->chat, &rs);
-		metric(&o, "parley_read_fanout_messages_total", "counter",
-		       "Group messages fanned out by read (group_read_fanout_min).",
-		       rs.msgs);
-		metric(&o, "parley_read_fanout_live_total", "counter",
-		       "Live EVENTs posted to subscribed connections by the read "
-		       "fan-out.", rs.live);
-		metric(&o, "parley_read_fanout_activity_total", "counter",
-		       "ACTIVITY pointers appended for members with no subscribed "
-		       "connection.", rs.activity);
-		metric(&o, "parley_read_fanout_coalesced_total", "counter",
-		       "Members skipped because their ACTIVITY pointer was still "
-		       "outstanding.", rs.coalesced);
-		metric(&o, "parley_read_fanout_catchups_total", "counter",
-		       "GROUP_CATCHUP pages served.", rs.catchups);
-		metric(&o, "parley_read_fanout_relayed_total", "counter",
-		       "Read-mode messages whose live EVENT was sent to the "
-		       "other nodes for their connections.", rs.relayed);
-		metric(&o, "parley_read_fanout_live_remote_total", "counter",
-		       "Live EVENTs posted here for another node's read fan-out "
-		       "(of parley_read_fanout_live_total).", rs.live_remote);
-		metric(&o, "parley_read_fanout_outstanding", "gauge",
-		       "ACTIVITY pointers outstanding (not acknowledged yet).",
-		       rs.outstanding);
+		METRIC_FIELDS(&o, read_fanout_metrics, &rs);
 		if (s->live)
 			metric(&o, "parley_live_connections", "gauge",
 			       "Subscribed connections registered for live group "
