@@ -1033,11 +1033,12 @@ static int resolve_start(struct conn *c, struct resolve *r)
 		char key[CHAT_KEY_CAP];
 		int kl = chat_key_conv(key, r->p.conv, r->p.clen);
 		if (kl > 0 &&
-		    !route_holds(pe_partition_of(s->engine, key, (size_t)kl)))
-			return tail_relay_resolve(s->tail, &r->p, remote_resolved,
-						  r) == 0
-				       ? 0
-				       : -PARLEY_EFULL; /* no leader known yet */
+		    !route_holds(pe_partition_of(s->engine, key, (size_t)kl))) {
+			int rc = tail_relay_resolve(s->tail, &r->p,
+						    remote_resolved, r);
+			if (rc != -PARLEY_EVERSION) /* an older build: here */
+				return rc == 0 ? 0 : -PARLEY_EFULL; /* retried */
+		}
 	}
 	return chat_event_resolve(s->chat, &r->p, event_cb, r);
 }

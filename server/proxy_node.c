@@ -59,7 +59,9 @@ static int io_send(void *arg, uint64_t to, uint8_t type, const void *a,
 static bool io_link_up(void *arg, uint64_t node)
 {
 	(void)arg;
-	return peer_node_link_up(the_node, node);
+	/* a node of an older build that knows no FWD_REQ is not forwarded
+	 * to: the client gets NOTLEADER and goes there itself */
+	return peer_node_can_send(the_node, node, PEER_FRAME_FWD_REQ);
 }
 
 static void io_reply(void *arg, const struct conn_ref *to,
@@ -109,6 +111,21 @@ static int tail_serve(void *arg, uint64_t from, const struct tail_msg *t,
 	uint64_t h = parley_xxh3(t->user, t->ulen, 0);
 	loop_post(s->loops[h % nl], m);
 	return 0;
+}
+
+/* tail_io.link_up: up, and the node knows the tail frames (frame sets) */
+static bool tail_link_up(void *arg, uint64_t node)
+{
+	(void)arg;
+	return peer_node_can_send(the_node, node, PEER_FRAME_TAIL_REQ);
+}
+
+/* tail_io.old_build: up, but an older build without the tail frames */
+static bool tail_old_build(void *arg, uint64_t node)
+{
+	(void)arg;
+	return peer_node_link_up(the_node, node) &&
+	       !peer_node_can_send(the_node, node, PEER_FRAME_TAIL_REQ);
 }
 
 /* tail_io.conv_node: the leader of conv's partition when this node holds
@@ -204,7 +221,8 @@ static void live_relay(void *arg, const uint8_t *payload, uint32_t len)
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < k; i++)
-		if (links[i].up)
+		if (links[i].up && peer_node_can_send(the_node, links[i].node,
+						      PEER_FRAME_LIVE))
 			(void)peer_node_send_app(the_node, links[i].node,
 						 PEER_FRAME_LIVE, payload, len,
 						 NULL, 0);
@@ -225,14 +243,16 @@ static void pres_relay(void *arg, uint64_t to, const uint8_t *payload,
 {
 	(void)arg;
 	if (to) {
-		(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES, payload,
-					 len, NULL, 0);
+		if (peer_node_can_send(the_node, to, PEER_FRAME_PRES))
+			(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES,
+						 payload, len, NULL, 0);
 		return;
 	}
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < k; i++)
-		if (links[i].up)
+		if (links[i].up && peer_node_can_send(the_node, links[i].node,
+						      PEER_FRAME_PRES))
 			(void)peer_node_send_app(the_node, links[i].node,
 						 PEER_FRAME_PRES, payload, len,
 						 NULL, 0);
@@ -302,7 +322,8 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 	int rc = proxy_new(cfg, &io, &s->proxy);
 	if (rc)
 		return rc;
-	struct tail_io tio = {.send = io_send, .link_up = io_link_up,
+	struct tail_io tio = {.send = io_send, .link_up = tail_link_up,
+			      .old_build = tail_old_build,
 			      .serve = tail_serve, .conv_node = tail_conv_node,
 			      .resolve = tail_resolve, .arg = s};
 	rc = tail_relay_new(&tio, &s->tail);

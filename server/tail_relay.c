@@ -712,6 +712,8 @@ int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
 		       tail_read_cb cb, void *arg)
 {
 	uint64_t node = tr->io.conv_node(tr->io.arg, p->conv, p->clen);
+	if (node && tr->io.old_build && tr->io.old_build(tr->io.arg, node))
+		return -PARLEY_EVERSION;
 	if (!node || !tr->io.link_up(tr->io.arg, node))
 		return -PARLEY_ENOTLEADER;
 	struct tail_read *r = calloc(1, sizeof *r);

@@ -198,7 +198,11 @@ struct tail_io {
 	 * a ++ b for node `to`: 0 or < 0 */
 	int (*send)(void *arg, uint64_t to, uint8_t type, const void *a,
 		    size_t alen, const void *b, size_t blen);
+	/* the link to node is up and node knows TAIL_REQ / TAIL_DATA */
 	bool (*link_up)(void *arg, uint64_t node);
+	/* the link to node is up but node is an older build that knows no
+	 * tail frames (peer.h frame sets); NULL = never */
+	bool (*old_build)(void *arg, uint64_t node);
 	/* remote reads: the node leading conv's partition when this node
 	 * holds no replica of it (route.h), else 0 */
 	uint64_t (*conv_node)(void *arg, const char *conv, uint16_t clen);
@@ -273,7 +277,9 @@ void tail_relay_served_end(struct tail_relay *tr, uint64_t node, uint64_t id);
  * a loop, before this returns never), with one EVENT frame (request id
  * 0), or frame NULL after TAIL_READ_GIVEUP_MS (the caller writes the
  * placeholder). 0, or -PARLEY_ENOTLEADER (no leader known / link down:
- * retry later), -PARLEY_EFULL (TAIL_MAX_READS), -PARLEY_ENOMEM. */
+ * retry later), -PARLEY_EVERSION (the leader is an older build without
+ * tail frames: resolve here), -PARLEY_EFULL (TAIL_MAX_READS),
+ * -PARLEY_ENOMEM. */
 typedef void (*tail_read_cb)(void *arg, const uint8_t *frame, uint32_t n);
 int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
 		       tail_read_cb cb, void *arg);

@@ -33,7 +33,7 @@ struct sent {
 };
 
 static struct {
-	bool link_up;
+	bool link_up, old_build;
 	int send_rc, serve_rc, resolve_rc;
 	uint64_t conv_node;
 	struct sent sent[MAXREC];
@@ -72,6 +72,13 @@ static bool f_link_up(void *arg, uint64_t node)
 	(void)arg;
 	(void)node;
 	return io.link_up;
+}
+
+static bool f_old_build(void *arg, uint64_t node)
+{
+	(void)arg;
+	(void)node;
+	return io.old_build;
 }
 
 static int f_serve(void *arg, uint64_t from, const struct tail_msg *m,
@@ -131,6 +138,7 @@ static struct tail_relay *relay(void)
 	memset(&io, 0, sizeof io);
 	io.link_up = true;
 	struct tail_io tio = {.send = f_send, .link_up = f_link_up,
+			      .old_build = f_old_build,
 			      .serve = f_serve, .conv_node = f_conv_node,
 			      .resolve = f_resolve};
 	struct tail_relay *tr = NULL;
@@ -729,5 +737,20 @@ Test(tail_unsent, an_open_or_data_that_did_not_leave_breaks_the_tail)
 	cr_assert(d.op == TAIL_OP_END && d.id == 11);
 	tail_relay_served_end(tr, 4, 11); /* the connection closed: no more */
 	cr_assert_eq(io.nsent, before + 1);
+	done(tr);
+}
+
+Test(tail_read, an_older_build_is_not_asked)
+{
+	struct tail_relay *tr = relay();
+	struct chat_inbox_ptr ptr = {.inbox_seq = 3, .conv_seq = 3,
+				     .kind = PARLEY_EV_MESSAGE, .clen = 11};
+	memcpy(ptr.conv, "d:alice:bob", 11);
+	io.conv_node = 6;
+	io.old_build = true; /* up, without the tail frames */
+	io.link_up = false;  /* what peer_node_can_send says of it */
+	cr_assert_eq(tail_relay_resolve(tr, &ptr, read_cb, NULL),
+		     -PARLEY_EVERSION);
+	cr_assert_eq(io.nsent, 0);
 	done(tr);
 }
