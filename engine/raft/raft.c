@@ -18,13 +18,22 @@
  * SNAPSHOT (chunks of the storage's snapshot; the follower tells the offset
  * it wants next, so a broken transfer resumes).
  *
+ * Batching (leader): raft_propose and an answer that opens a follower's
+ * window only set append_due; raft_ready's flush_appends then sends each
+ * follower one APPEND with every entry since its `next` (bounded by
+ * max_batch_*, the window), before flush_commit_bcast, so that APPEND also
+ * carries the commit. A round's k proposals in one group cost one APPEND
+ * and one answer per follower instead of k of each.
+ *
  * Ownership: everything a ready points to (messages, their entries and data,
  * committed entries, chunks) is allocated here, tracked in r->garbage and
  * freed by raft_advance(). Unstable entries own their data; an APPEND
  * lends it (send_append copies only what it reads from storage, whose
  * memory lasts to the next storage call), so unstable data dropped by a
  * truncation goes to the garbage too and outlives the messages that
- * borrow it (unstable_free_from).
+ * borrow it (unstable_free_from). An APPEND made by raft_ready whose
+ * entries are all unstable lends the unstable array itself (nothing
+ * pushes to it before the advance).
  */
 #include "raft.h"
 
@@ -101,6 +110,12 @@ struct raft {
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
 	bool commit_bcast;          /* the commit advanced: followers that no
 				     * APPEND told yet get one at raft_ready */
+	bool append_due;            /* new entries (proposals) or an opened
+				     * window: APPENDs go at raft_ready
+				     * (flush_appends) */
+	bool lend_unstable;         /* flush_appends runs: an APPEND may lend
+				     * the unstable array itself, which no
+				     * push moves before the advance */
 	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
 	uint64_t commit_noack;         /* commit-only APPENDs sent with NOACK */
 	uint64_t noack_unanswered;     /* NOACK APPENDs received, not answered */
@@ -890,7 +905,12 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 	m->index = prev;
 	m->log_term = pterm;
 	m->commit = r->hs.commit;
-	if (n) {
+	if (n && r->lend_unstable && p->next >= r->unstable_first) {
+		/* all unstable, contiguous in r->unstable, which nothing
+		 * pushes to (or frees) before the advance of this ready */
+		m->entries = &r->unstable[p->next - r->unstable_first];
+		m->n_entries = n;
+	} else if (n) {
 		struct raft_entry *es = xmalloc(sizeof(*es) * n);
 		memcpy(es, tmp, sizeof(*es) * n);
 		keep(r, es);
@@ -1035,6 +1055,30 @@ static void maybe_commit(struct raft *r)
  * several advances in one batch make one message. Same ready, same
  * content: nothing reaches a follower later than before.
  */
+static void flush_appends(struct raft *r)
+{
+	if (!r->append_due)
+		return;
+	r->append_due = false;
+	if (r->role != RAFT_LEADER)
+		return;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->id == r->id)
+			continue;
+		if (p->state != PR_REPLICATE) {
+			send_append(r, p, false); /* a probe, a snapshot */
+			continue;
+		}
+		while (p->next <= last_index(r) && !infl_full(r, p)) {
+			uint64_t before = p->next;
+			send_append(r, p, false);
+			if (p->next == before || r->role != RAFT_LEADER)
+				break;
+		}
+	}
+}
+
 static void flush_commit_bcast(struct raft *r)
 {
 	if (!r->commit_bcast)
@@ -1481,14 +1525,11 @@ static void handle_append_resp(struct raft *r, struct raft_progress *p,
 	if (r->transfer_to == p->id && p->match == last_index(r)) {
 		msg_new(r, RAFT_MSG_TIMEOUT_NOW, p->id);
 	}
-	/* keep the pipeline full */
-	while (p->state == PR_REPLICATE && p->next <= last_index(r) &&
-	       !infl_full(r, p)) {
-		uint64_t before = p->next;
-		send_append(r, p, false);
-		if (p->next == before || r->role != RAFT_LEADER)
-			break;
-	}
+	/* keep the pipeline full: at raft_ready (flush_appends), with the
+	 * proposals of the same round in the same APPEND */
+	if (p->state == PR_REPLICATE && p->next <= last_index(r) &&
+	    !infl_full(r, p))
+		r->append_due = true;
 	if (p->state == PR_PROBE)
 		send_append(r, p, false);
 	if (r->damaged)
@@ -1950,7 +1991,7 @@ int raft_propose(struct raft *r, const void *data, uint32_t len,
 	append_local(r, RAFT_ENTRY_NORMAL, data, len);
 	if (index)
 		*index = last_index(r);
-	bcast_append(r, false);
+	r->append_due = true; /* flush_appends: one APPEND per ready */
 	return 0;
 }
 
@@ -2101,7 +2142,12 @@ static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
 struct raft_ready *raft_ready(struct raft *r)
 {
 	PARLEY_ASSERT(!r->in_ready);
+	/* the round's new entries first, so their APPENDs carry the commit
+	 * index and flush_commit_bcast has nothing left to tell */
+	r->lend_unstable = true;
+	flush_appends(r);
 	flush_commit_bcast(r);
+	r->lend_unstable = false;
 	struct raft_ready *rd = &r->rd;
 	memset(rd, 0, sizeof(*rd));
 	rd->hs_changed = memcmp(&r->hs, &r->hs_saved, sizeof(r->hs)) != 0;
