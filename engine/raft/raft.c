@@ -26,8 +26,9 @@
  * and one answer per follower instead of k of each.
  *
  * Ownership: everything a ready points to (messages, their entries and data,
- * committed entries, chunks) is allocated here, tracked in r->garbage and
- * freed by raft_advance(). Unstable entries own their data; an APPEND
+ * committed entries, chunks) is allocated here and lives to raft_advance():
+ * the message and committed-entry arrays are buffers kept from ready to
+ * ready, the rest is tracked in r->garbage and freed by raft_advance(). Unstable entries own their data; an APPEND
  * lends it (send_append copies only what it reads from storage, whose
  * memory lasts to the next storage call), so unstable data dropped by a
  * truncation goes to the garbage too and outlives the messages that
@@ -144,6 +145,12 @@ struct raft {
 	uint32_t n_garbage, cap_garbage;
 	struct raft_entry *repair;
 	uint32_t n_repair, cap_repair;
+	/* a ready's committed-entry array and order_early's scratch: kept
+	 * from ready to ready (given back with the others when quiesced) */
+	struct raft_entry *cbuf;
+	uint32_t cap_cbuf;
+	struct raft_msg *mtmp;
+	uint32_t cap_mtmp;
 	bool has_chunk;
 	struct raft_snapshot_meta chunk_snap;
 	uint64_t chunk_offset;
@@ -2127,14 +2134,14 @@ static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
 	for (uint32_t i = 0; i < n; i++)
 		k += msg_early_ok(r, rd, &r->msgs[i]);
 	if (k && k < n) {
-		struct raft_msg *tmp = xmalloc(n * sizeof(*tmp));
+		r->mtmp = grow(r->mtmp, &r->cap_mtmp, n, sizeof(*r->mtmp));
+		struct raft_msg *tmp = r->mtmp;
 		uint32_t a = 0, b = k;
 		for (uint32_t i = 0; i < n; i++) {
 			bool ok = msg_early_ok(r, rd, &r->msgs[i]);
 			tmp[ok ? a++ : b++] = r->msgs[i];
 		}
 		memcpy(r->msgs, tmp, n * sizeof(*tmp));
-		free(tmp);
 	}
 	return k;
 }
@@ -2184,8 +2191,9 @@ struct raft_ready *raft_ready(struct raft *r)
 		uint64_t cnt = hi - from + 1;
 		if (cnt > RAFT_MAX_APPLY_BATCH)
 			cnt = RAFT_MAX_APPLY_BATCH;
-		ce = xmalloc(sizeof(*ce) * cnt);
-		keep(r, ce);
+		r->cbuf = grow(r->cbuf, &r->cap_cbuf, (uint32_t)cnt,
+			       sizeof(*r->cbuf));
+		ce = r->cbuf; /* valid to the advance: no ready before it */
 		for (uint64_t i = from; i < from + cnt; i++) {
 			struct raft_entry e;
 			int rc = log_get(r, i, &e);
@@ -2323,12 +2331,16 @@ void raft_advance(struct raft *r)
 		free(r->garbage);
 		free(r->out_reads);
 		free(r->repair);
+		free(r->cbuf);
+		free(r->mtmp);
 		r->msgs = NULL;
 		r->garbage = NULL;
 		r->out_reads = NULL;
 		r->repair = NULL;
+		r->cbuf = NULL;
+		r->mtmp = NULL;
 		r->cap_msgs = r->cap_garbage = r->cap_out_reads = 0;
-		r->cap_repair = 0;
+		r->cap_repair = r->cap_cbuf = r->cap_mtmp = 0;
 	}
 }
 
@@ -2420,6 +2432,8 @@ void raft_free(struct raft *r)
 	free(r->msgs);
 	free(r->out_reads);
 	free(r->repair);
+	free(r->cbuf);
+	free(r->mtmp);
 	free(r->reads);
 	free(r);
 }
@@ -2468,6 +2482,8 @@ size_t raft_footprint(const struct raft *r)
 	n += (size_t)r->cap_out_reads * sizeof(*r->out_reads);
 	n += (size_t)r->cap_garbage * sizeof(void *);
 	n += (size_t)r->cap_repair * sizeof(*r->repair);
+	n += (size_t)r->cap_cbuf * sizeof(*r->cbuf);
+	n += (size_t)r->cap_mtmp * sizeof(*r->mtmp);
 	n += (size_t)r->cap_reads * sizeof(*r->reads);
 	return n;
 }
