@@ -28,11 +28,11 @@
  * Ownership: everything a ready points to (messages, their entries and data,
  * committed entries, chunks) is allocated here and lives to raft_advance():
  * the message and committed-entry arrays are buffers kept from ready to
- * ready, the rest is tracked in r->garbage and freed by raft_advance(). Unstable entries own their data; an APPEND
- * lends it (send_append copies only what it reads from storage, whose
- * memory lasts to the next storage call), so unstable data dropped by a
- * truncation goes to the garbage too and outlives the messages that
- * borrow it (unstable_free_from). An APPEND made by raft_ready whose
+ * ready, the rest is tracked in r->garbage and freed by raft_advance().
+ * Unstable entries own their data; an APPEND lends it (send_append copies
+ * only what it reads from storage, whose memory lasts to the next storage
+ * call), so unstable data dropped by a truncation goes to the garbage too
+ * and outlives the messages that borrow it (unstable_free_from). An APPEND made by raft_ready whose
  * entries are all unstable lends the unstable array itself (nothing
  * pushes to it before the advance).
  */
@@ -1054,13 +1054,11 @@ static void maybe_commit(struct raft *r)
 }
 
 /*
- * The followers learn a commit advance from an APPEND. It used to leave
- * at once, from maybe_commit; it now leaves when the ready is taken, and
- * only to followers that no APPEND sent since has told: under load the
- * step batch that advanced the commit is usually followed, in the same
- * ready, by proposals whose APPENDs carry the new commit index, and
- * several advances in one batch make one message. Same ready, same
- * content: nothing reaches a follower later than before.
+ * The APPENDs of new entries (raft_propose, an answer that opened a window:
+ * append_due), made when the ready is taken: each follower gets one APPEND
+ * with every entry from its next index on (the batch limits, the window),
+ * so a group's k proposals of a round cost one message and one answer per
+ * follower, not k of each (and none waits for the window to reopen).
  */
 static void flush_appends(struct raft *r)
 {
@@ -1086,6 +1084,15 @@ static void flush_appends(struct raft *r)
 	}
 }
 
+/*
+ * The followers learn a commit advance from an APPEND. It used to leave
+ * at once, from maybe_commit; it now leaves when the ready is taken, and
+ * only to followers that no APPEND sent since has told: under load the
+ * step batch that advanced the commit is usually followed, in the same
+ * ready, by proposals whose APPENDs carry the new commit index, and
+ * several advances in one batch make one message. Same ready, same
+ * content: nothing reaches a follower later than before.
+ */
 static void flush_commit_bcast(struct raft *r)
 {
 	if (!r->commit_bcast)
