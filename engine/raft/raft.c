@@ -18,13 +18,23 @@
  * SNAPSHOT (chunks of the storage's snapshot; the follower tells the offset
  * it wants next, so a broken transfer resumes).
  *
+ * Batching (leader): raft_propose and an answer that opens a follower's
+ * window only set append_due; raft_ready's flush_appends then sends each
+ * follower one APPEND with every entry since its `next` (bounded by
+ * max_batch_*, the window), before flush_commit_bcast, so that APPEND also
+ * carries the commit. A round's k proposals in one group cost one APPEND
+ * and one answer per follower instead of k of each.
+ *
  * Ownership: everything a ready points to (messages, their entries and data,
- * committed entries, chunks) is allocated here, tracked in r->garbage and
- * freed by raft_advance(). Unstable entries own their data; an APPEND
- * lends it (send_append copies only what it reads from storage, whose
- * memory lasts to the next storage call), so unstable data dropped by a
- * truncation goes to the garbage too and outlives the messages that
- * borrow it (unstable_free_from).
+ * committed entries, chunks) is allocated here and lives to raft_advance():
+ * the message and committed-entry arrays are buffers kept from ready to
+ * ready, the rest is tracked in r->garbage and freed by raft_advance().
+ * Unstable entries own their data; an APPEND lends it (send_append copies
+ * only what it reads from storage, whose memory lasts to the next storage
+ * call), so unstable data dropped by a truncation goes to the garbage too
+ * and outlives the messages that borrow it (unstable_free_from). An APPEND made by raft_ready whose
+ * entries are all unstable lends the unstable array itself (nothing
+ * pushes to it before the advance).
  */
 #include "raft.h"
 
@@ -101,6 +111,12 @@ struct raft {
 	uint32_t election_elapsed, heartbeat_elapsed, randomized_timeout;
 	bool commit_bcast;          /* the commit advanced: followers that no
 				     * APPEND told yet get one at raft_ready */
+	bool append_due;            /* new entries (proposals) or an opened
+				     * window: APPENDs go at raft_ready
+				     * (flush_appends) */
+	bool lend_unstable;         /* flush_appends runs: an APPEND may lend
+				     * the unstable array itself, which no
+				     * push moves before the advance */
 	uint64_t commit_bcast_skipped; /* followers an APPEND had told already */
 	uint64_t commit_noack;         /* commit-only APPENDs sent with NOACK */
 	uint64_t noack_unanswered;     /* NOACK APPENDs received, not answered */
@@ -129,6 +145,12 @@ struct raft {
 	uint32_t n_garbage, cap_garbage;
 	struct raft_entry *repair;
 	uint32_t n_repair, cap_repair;
+	/* a ready's committed-entry array and order_early's scratch: kept
+	 * from ready to ready (given back with the others when quiesced) */
+	struct raft_entry *cbuf;
+	uint32_t cap_cbuf;
+	struct raft_msg *mtmp;
+	uint32_t cap_mtmp;
 	bool has_chunk;
 	struct raft_snapshot_meta chunk_snap;
 	uint64_t chunk_offset;
@@ -890,7 +912,12 @@ static void send_append(struct raft *r, struct raft_progress *p, bool empty_ok)
 	m->index = prev;
 	m->log_term = pterm;
 	m->commit = r->hs.commit;
-	if (n) {
+	if (n && r->lend_unstable && p->next >= r->unstable_first) {
+		/* all unstable, contiguous in r->unstable, which nothing
+		 * pushes to (or frees) before the advance of this ready */
+		m->entries = &r->unstable[p->next - r->unstable_first];
+		m->n_entries = n;
+	} else if (n) {
 		struct raft_entry *es = xmalloc(sizeof(*es) * n);
 		memcpy(es, tmp, sizeof(*es) * n);
 		keep(r, es);
@@ -1023,6 +1050,37 @@ static void maybe_commit(struct raft *r)
 		on_commit_advance(r);
 		if (r->role == RAFT_LEADER)
 			r->commit_bcast = true; /* flush_commit_bcast */
+	}
+}
+
+/*
+ * The APPENDs of new entries (raft_propose, an answer that opened a window:
+ * append_due), made when the ready is taken: each follower gets one APPEND
+ * with every entry from its next index on (the batch limits, the window),
+ * so a group's k proposals of a round cost one message and one answer per
+ * follower, not k of each (and none waits for the window to reopen).
+ */
+static void flush_appends(struct raft *r)
+{
+	if (!r->append_due)
+		return;
+	r->append_due = false;
+	if (r->role != RAFT_LEADER)
+		return;
+	for (uint32_t i = 0; i < r->conf.n; i++) {
+		struct raft_progress *p = &r->pr[i];
+		if (p->id == r->id)
+			continue;
+		if (p->state != PR_REPLICATE) {
+			send_append(r, p, false); /* a probe, a snapshot */
+			continue;
+		}
+		while (p->next <= last_index(r) && !infl_full(r, p)) {
+			uint64_t before = p->next;
+			send_append(r, p, false);
+			if (p->next == before || r->role != RAFT_LEADER)
+				break;
+		}
 	}
 }
 
@@ -1481,14 +1539,11 @@ static void handle_append_resp(struct raft *r, struct raft_progress *p,
 	if (r->transfer_to == p->id && p->match == last_index(r)) {
 		msg_new(r, RAFT_MSG_TIMEOUT_NOW, p->id);
 	}
-	/* keep the pipeline full */
-	while (p->state == PR_REPLICATE && p->next <= last_index(r) &&
-	       !infl_full(r, p)) {
-		uint64_t before = p->next;
-		send_append(r, p, false);
-		if (p->next == before || r->role != RAFT_LEADER)
-			break;
-	}
+	/* keep the pipeline full: at raft_ready (flush_appends), with the
+	 * proposals of the same round in the same APPEND */
+	if (p->state == PR_REPLICATE && p->next <= last_index(r) &&
+	    !infl_full(r, p))
+		r->append_due = true;
 	if (p->state == PR_PROBE)
 		send_append(r, p, false);
 	if (r->damaged)
@@ -1950,7 +2005,7 @@ int raft_propose(struct raft *r, const void *data, uint32_t len,
 	append_local(r, RAFT_ENTRY_NORMAL, data, len);
 	if (index)
 		*index = last_index(r);
-	bcast_append(r, false);
+	r->append_due = true; /* flush_appends: one APPEND per ready */
 	return 0;
 }
 
@@ -2086,14 +2141,14 @@ static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
 	for (uint32_t i = 0; i < n; i++)
 		k += msg_early_ok(r, rd, &r->msgs[i]);
 	if (k && k < n) {
-		struct raft_msg *tmp = xmalloc(n * sizeof(*tmp));
+		r->mtmp = grow(r->mtmp, &r->cap_mtmp, n, sizeof(*r->mtmp));
+		struct raft_msg *tmp = r->mtmp;
 		uint32_t a = 0, b = k;
 		for (uint32_t i = 0; i < n; i++) {
 			bool ok = msg_early_ok(r, rd, &r->msgs[i]);
 			tmp[ok ? a++ : b++] = r->msgs[i];
 		}
 		memcpy(r->msgs, tmp, n * sizeof(*tmp));
-		free(tmp);
 	}
 	return k;
 }
@@ -2101,7 +2156,12 @@ static uint32_t order_early(struct raft *r, const struct raft_ready *rd)
 struct raft_ready *raft_ready(struct raft *r)
 {
 	PARLEY_ASSERT(!r->in_ready);
+	/* the round's new entries first, so their APPENDs carry the commit
+	 * index and flush_commit_bcast has nothing left to tell */
+	r->lend_unstable = true;
+	flush_appends(r);
 	flush_commit_bcast(r);
+	r->lend_unstable = false;
 	struct raft_ready *rd = &r->rd;
 	memset(rd, 0, sizeof(*rd));
 	rd->hs_changed = memcmp(&r->hs, &r->hs_saved, sizeof(r->hs)) != 0;
@@ -2138,8 +2198,9 @@ struct raft_ready *raft_ready(struct raft *r)
 		uint64_t cnt = hi - from + 1;
 		if (cnt > RAFT_MAX_APPLY_BATCH)
 			cnt = RAFT_MAX_APPLY_BATCH;
-		ce = xmalloc(sizeof(*ce) * cnt);
-		keep(r, ce);
+		r->cbuf = grow(r->cbuf, &r->cap_cbuf, (uint32_t)cnt,
+			       sizeof(*r->cbuf));
+		ce = r->cbuf; /* valid to the advance: no ready before it */
 		for (uint64_t i = from; i < from + cnt; i++) {
 			struct raft_entry e;
 			int rc = log_get(r, i, &e);
@@ -2277,12 +2338,16 @@ void raft_advance(struct raft *r)
 		free(r->garbage);
 		free(r->out_reads);
 		free(r->repair);
+		free(r->cbuf);
+		free(r->mtmp);
 		r->msgs = NULL;
 		r->garbage = NULL;
 		r->out_reads = NULL;
 		r->repair = NULL;
+		r->cbuf = NULL;
+		r->mtmp = NULL;
 		r->cap_msgs = r->cap_garbage = r->cap_out_reads = 0;
-		r->cap_repair = 0;
+		r->cap_repair = r->cap_cbuf = r->cap_mtmp = 0;
 	}
 }
 
@@ -2374,6 +2439,8 @@ void raft_free(struct raft *r)
 	free(r->msgs);
 	free(r->out_reads);
 	free(r->repair);
+	free(r->cbuf);
+	free(r->mtmp);
 	free(r->reads);
 	free(r);
 }
@@ -2422,6 +2489,8 @@ size_t raft_footprint(const struct raft *r)
 	n += (size_t)r->cap_out_reads * sizeof(*r->out_reads);
 	n += (size_t)r->cap_garbage * sizeof(void *);
 	n += (size_t)r->cap_repair * sizeof(*r->repair);
+	n += (size_t)r->cap_cbuf * sizeof(*r->cbuf);
+	n += (size_t)r->cap_mtmp * sizeof(*r->mtmp);
 	n += (size_t)r->cap_reads * sizeof(*r->reads);
 	return n;
 }

@@ -51,6 +51,11 @@
  *      the log up to that index) and applies r->committed in order.
  *      Confirmed reads r->reads may be served once the state machine has
  *      applied through their index.
+ *      A leader makes the APPENDs of its new entries (proposals, and an
+ *      answer that opened a follower's window) when raft_ready() is
+ *      called, not in raft_propose()/raft_step(): one APPEND per follower
+ *      per ready carries every entry taken since the last one (up to the
+ *      batch limits and the in-flight window), with the commit index.
  *   4. raft_advance(). Between raft_ready() and raft_advance() no other raft_*
  *      call is allowed. Everything a ready points to stays valid until
  *      raft_advance() and is owned by the core.

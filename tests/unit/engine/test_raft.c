@@ -1475,3 +1475,60 @@ Test(raft, follower_finding_damage_after_a_quiesce_heartbeat_still_gets_it_repai
 	cr_assert_eq(nodes[2].applied, raft_commit(nodes[0].r));
 	cr_assert_eq(raft_leader(nodes[2].r), 1, "no election on the way");
 }
+
+/* The proposals a leader takes between two readies leave as one APPEND per
+ * follower carrying all of them (and the commit index), not one APPEND per
+ * proposal: before, each proposal broadcast at once, so five proposals made
+ * five APPENDs per follower (four with max_inflight 4, the fifth waiting
+ * for an answer). An answer that opens a follower's window likewise sends
+ * at the ready, together with that round's proposals. */
+static void inflight4(struct raft_config *c)
+{
+	c->max_inflight = 4;
+	c->max_batch_entries = 64;
+}
+
+Test(raft, proposals_of_one_round_leave_as_one_append_per_follower)
+{
+	for (int i = 0; i < 3; i++)
+		start(i, 3, inflight4);
+	elect(0);
+	settle();
+	static const char five[] = "abcde";
+	for (int k = 0; k < 5; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, &five[k], 1, NULL), 0);
+	drain(0);
+	for (uint64_t to = 2; to <= 3; to++) {
+		cr_assert_eq(queued_appends(to), 1, "to %llu: %d APPENDs",
+			     (unsigned long long)to, queued_appends(to));
+		for (int i = 0; i < nq; i++)
+			if (q[i].live && q[i].m.type == RAFT_MSG_APPEND &&
+			    q[i].m.to == to)
+				cr_assert_eq(q[i].m.n_entries, 5);
+	}
+	/* the followers answer; the leader steps the answers, proposes two
+	 * more, and its next ready sends each follower one APPEND with both */
+	deliver_to(1, true);
+	deliver_to(2, true);
+	deliver_to(0, false);
+	cr_assert_eq(raft_propose(nodes[0].r, "f", 1, NULL), 0);
+	cr_assert_eq(raft_propose(nodes[0].r, "g", 1, NULL), 0);
+	drain(0);
+	for (uint64_t to = 2; to <= 3; to++) {
+		cr_assert_eq(queued_appends(to), 1, "to %llu: %d APPENDs",
+			     (unsigned long long)to, queued_appends(to));
+		for (int i = 0; i < nq; i++)
+			if (q[i].live && q[i].m.type == RAFT_MSG_APPEND &&
+			    q[i].m.to == to)
+				cr_assert_eq(q[i].m.n_entries, 2);
+	}
+	settle();
+	for (int i = 1; i < 3; i++) {
+		cr_assert_eq(nodes[i].applied, nodes[0].applied, "node %d", i);
+		cr_assert_eq(nodes[i].last, nodes[0].last);
+		for (uint64_t x = 1; x <= nodes[0].last; x++)
+			cr_assert(nodes[i].ents[x].len == nodes[0].ents[x].len &&
+				  !memcmp(nodes[i].ents[x].data, nodes[0].ents[x].data,
+					  nodes[0].ents[x].len));
+	}
+}
