@@ -741,4 +741,157 @@ static CLUSTER_UNUSED bool cluster_digest_of(const struct it_server *s, int p,
 	return ok;
 }
 
+/* ---- a partition as GET /cluster shows it (placement, §3.7) -------------------------- */
+
+#define CLUSTER_MAX_VOTERS 9
+
+/* One node's view of one partition: its role and term there, the
+ * group's configuration (voters, learners) and the placement map's
+ * record of it as text ("placement":{...}, empty with replication
+ * factor 0). */
+struct cluster_pv {
+	bool found, leader;
+	uint64_t term;
+	int voters[CLUSTER_MAX_VOTERS], nv, learners[CLUSTER_MAX_VOTERS], nl;
+	char placement[160];
+};
+
+/* The ids of a JSON array of numbers at a ("[1,2,3]"), at most
+ * CLUSTER_MAX_VOTERS. */
+static CLUSTER_UNUSED int cluster_ids_of(const char *a, int *out)
+{
+	int n = 0;
+	if (!a || *a != '[')
+		return 0;
+	for (a++; *a && *a != ']' && n < CLUSTER_MAX_VOTERS;) {
+		char *e;
+		long v = strtol(a, &e, 10);
+		if (e == a)
+			break;
+		out[n++] = (int)v;
+		a = *e == ',' ? e + 1 : e;
+	}
+	return n;
+}
+
+static CLUSTER_UNUSED bool cluster_has(const int *a, int n, int x)
+{
+	for (int i = 0; i < n; i++)
+		if (a[i] == x)
+			return true;
+	return false;
+}
+
+/* Partition p in a GET /cluster document (doc may be NULL). */
+static CLUSTER_UNUSED void cluster_part_view(const char *doc, int p,
+					     struct cluster_pv *v)
+{
+	memset(v, 0, sizeof *v);
+	char pat[48];
+	snprintf(pat, sizeof pat, "{\"partition\":%d,", p);
+	const char *s = doc ? strstr(doc, pat) : NULL;
+	if (!s)
+		return;
+	const char *end = strstr(s + 1, "{\"partition\":");
+	size_t len = end ? (size_t)(end - s) : strlen(s);
+	char *o = strndup(s, len);
+	IT_CHECK(o);
+	v->found = true;
+	v->leader = strstr(o, "\"role\":\"leader\"") != NULL;
+	const char *t = strstr(o, "\"term\":");
+	v->term = t ? strtoull(t + 7, NULL, 10) : 0;
+	const char *pl = strstr(o, "\"placement\":");
+	/* the configuration's arrays come before the placement object */
+	const char *vo = strstr(o, "],\"voters\":");
+	if (vo && (!pl || vo < pl))
+		v->nv = cluster_ids_of(vo + 11, v->voters);
+	const char *le = strstr(o, "],\"learners\":");
+	if (le && (!pl || le < pl))
+		v->nl = cluster_ids_of(le + 13, v->learners);
+	if (pl) {
+		const char *pe = strchr(pl, '}');
+		snprintf(v->placement, sizeof v->placement, "%.*s",
+			 pe ? (int)(pe - pl) : 0, pl);
+	}
+	free(o);
+}
+
+/* s's GET /cluster (caller frees), NULL when it does not answer 200. */
+static CLUSTER_UNUSED char *cluster_doc(const struct it_server *s)
+{
+	int code = 0;
+	char *b = it_http_get(s->admin_port, "/cluster", &code);
+	if (code != 200) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* The leader's view of partition p among the live nodes of all[0..n)
+ * (alive[i]; NULL: those running), the highest term's if two say they
+ * lead; returns the leader's index (-1: none). */
+static CLUSTER_UNUSED int cluster_leader_view(struct it_server *const *all,
+					      int n, const bool *alive, int p,
+					      struct cluster_pv *out)
+{
+	int who = -1;
+	memset(out, 0, sizeof *out);
+	for (int i = 0; i < n; i++) {
+		if (alive ? !alive[i] : all[i]->pid <= 0)
+			continue;
+		char *d = cluster_doc(all[i]);
+		struct cluster_pv v;
+		cluster_part_view(d, p, &v);
+		free(d);
+		if (v.found && v.leader && (who < 0 || v.term > out->term)) {
+			*out = v;
+			who = i;
+		}
+	}
+	return who;
+}
+
+/* The meta group's partitions as s's GET /cluster lists them. */
+static CLUSTER_UNUSED int cluster_meta_parts(const struct it_server *s,
+					     int *out)
+{
+	char *d = cluster_doc(s);
+	static const char pat[] = "\"meta\":{\"partitions\":";
+	const char *m = d ? strstr(d, pat) : NULL;
+	int n = m ? cluster_ids_of(m + strlen(pat), out) : 0;
+	free(d);
+	return n;
+}
+
+/* Waits (at most 10 s) until the live voters of partition p (voters[0..nv),
+ * ids; node id = index + 1 in all) report the same applied index and
+ * digest; fails naming the two that differ. */
+static CLUSTER_UNUSED void cluster_same_digest(struct it_server *const *all,
+					       const bool *alive, int p,
+					       const int *voters, int nv)
+{
+	bool same = false;
+	char first[96] = "", other[96] = "";
+	for (int t = 0; t < 200 && !same; t++) {
+		same = true;
+		first[0] = '\0';
+		for (int k = 0; k < nv && same; k++) {
+			int i = voters[k] - 1;
+			if (alive ? !alive[i] : all[i]->pid <= 0)
+				continue;
+			if (!cluster_digest_of(all[i], p, other, sizeof other))
+				same = false;
+			else if (!first[0])
+				snprintf(first, sizeof first, "%s", other);
+			else if (strcmp(first, other))
+				same = false;
+		}
+		if (!same)
+			it_sleep_ms(50);
+	}
+	IT_CHECK(same, "partition %d: replicas differ (%s vs %s)", p, first,
+		 other);
+}
+
 #endif /* PARLEY_CLUSTER_ITEST_H */

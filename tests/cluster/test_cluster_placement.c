@@ -53,109 +53,21 @@ static struct cluster_ledger lg = {.user = "alice", .max = MAXMSG,
 				   .pause_ms = 5, .tag = 0x50,
 				   .deadline_ms = 20000};
 
-/* ---- reading GET /cluster ---- */
+/* ---- reading GET /cluster (cluster_itest.h) ---- */
 
-struct pv {
-	bool found, leader;
-	uint64_t term;
-	int voters[ALL + 4], nv, learners[ALL + 4], nl;
-	char placement[160]; /* the "placement" object as text */
-};
-
-static int ids_of(const char *a, int *out)
+static char *cluster_doc_of(int i)
 {
-	int n = 0;
-	if (!a || *a != '[')
-		return 0;
-	for (a++; *a && *a != ']';) {
-		char *e;
-		long v = strtol(a, &e, 10);
-		if (e == a)
-			break;
-		out[n++] = (int)v;
-		a = *e == ',' ? e + 1 : e;
-	}
-	return n;
+	return cluster_doc(node[i]);
 }
 
-static void part_view(const char *doc, int p, struct pv *v)
+static int leader_view(int p, const bool *alive, struct cluster_pv *out)
 {
-	memset(v, 0, sizeof *v);
-	char pat[48];
-	snprintf(pat, sizeof pat, "{\"partition\":%d,", p);
-	const char *s = doc ? strstr(doc, pat) : NULL;
-	if (!s)
-		return;
-	const char *end = strstr(s + 1, "{\"partition\":");
-	size_t len = end ? (size_t)(end - s) : strlen(s);
-	char *o = strndup(s, len);
-	v->found = true;
-	v->leader = strstr(o, "\"role\":\"leader\"") != NULL;
-	const char *t = strstr(o, "\"term\":");
-	v->term = t ? strtoull(t + 7, NULL, 10) : 0;
-	const char *pl = strstr(o, "\"placement\":");
-	/* the configuration's arrays come before the placement object */
-	const char *vo = strstr(o, "],\"voters\":");
-	if (vo && (!pl || vo < pl))
-		v->nv = ids_of(vo + 11, v->voters);
-	const char *le = strstr(o, "],\"learners\":");
-	if (le && (!pl || le < pl))
-		v->nl = ids_of(le + 13, v->learners);
-	if (pl) {
-		const char *pe = strchr(pl, '}');
-		snprintf(v->placement, sizeof v->placement, "%.*s",
-			 pe ? (int)(pe - pl) : 0, pl);
-	}
-	free(o);
-}
-
-static char *cluster_doc(int i)
-{
-	int code = 0;
-	char *b = it_http_get(node[i]->admin_port, "/cluster", &code);
-	if (code != 200) {
-		free(b);
-		return NULL;
-	}
-	return b;
-}
-
-/* The leader's view of partition p over the live nodes (highest term). */
-static int leader_view(int p, const bool *alive, struct pv *out)
-{
-	int who = -1;
-	memset(out, 0, sizeof *out);
-	for (int i = 0; i < ALL; i++) {
-		if (!alive[i])
-			continue;
-		char *d = cluster_doc(i);
-		struct pv v;
-		part_view(d, p, &v);
-		free(d);
-		if (v.found && v.leader && (who < 0 || v.term > out->term)) {
-			*out = v;
-			who = i;
-		}
-	}
-	return who;
-}
-
-static bool has(const int *a, int n, int x)
-{
-	for (int i = 0; i < n; i++)
-		if (a[i] == x)
-			return true;
-	return false;
+	return cluster_leader_view(node, ALL, alive, p, out);
 }
 
 static int meta_parts(int *out)
 {
-	char *d = cluster_doc(0);
-	static const char pat[] = "\"meta\":{\"partitions\":";
-	const char *m = d ? strstr(d, pat) : NULL;
-	int n = m ? ids_of(m + strlen(pat), out) : 0;
-	free(d);
-	return n;
+	return cluster_meta_parts(node[0], out);
 }
 
 static uint32_t part_of_key(const char *key)
@@ -223,8 +135,8 @@ int main(void)
 	int holds[ALL] = {0};
 	int voters_of[NP][ALL], nvoters[NP];
 	for (int p = 0; p < NP; p++) {
-		bool is_meta = has(meta, nmeta, p);
-		struct pv v;
+		bool is_meta = cluster_has(meta, nmeta, p);
+		struct cluster_pv v;
 		int who = -1;
 		for (int t = 0; t < 200; t++) {
 			who = leader_view(p, alive, &v);
@@ -240,9 +152,9 @@ int main(void)
 			 "partition %d: placement %s", p, v.placement);
 		/* every node applied the same placement record */
 		for (int i = 0; i < ALL; i++) {
-			char *d = cluster_doc(i);
-			struct pv w;
-			part_view(d, p, &w);
+			char *d = cluster_doc_of(i);
+			struct cluster_pv w;
+			cluster_part_view(d, p, &w);
 			free(d);
 			const char *a = strstr(v.placement, "\"voters\"");
 			const char *b = strstr(w.placement, "\"voters\"");
@@ -297,7 +209,7 @@ int main(void)
 
 	/* 2. a conversation led by partition 0's leader L, a node X without
 	 * it, a member whose inbox L does not hold */
-	struct pv v0;
+	struct cluster_pv v0;
 	int L = leader_view(0, alive, &v0);
 	IT_CHECK(L >= 0, "no leader of partition 0");
 	int X = -1;
@@ -307,12 +219,12 @@ int main(void)
 		snprintf(key, sizeof key, "c/d:alice:%s", peer_user);
 		snprintf(inbox, sizeof inbox, "u/%s", peer_user);
 		uint32_t cp = part_of_key(key), ip = part_of_key(inbox);
-		if (has(meta, nmeta, (int)cp) ||
-		    !has(voters_of[cp], nvoters[cp], L + 1) ||
-		    has(voters_of[ip], nvoters[ip], L + 1))
+		if (cluster_has(meta, nmeta, (int)cp) ||
+		    !cluster_has(voters_of[cp], nvoters[cp], L + 1) ||
+		    cluster_has(voters_of[ip], nvoters[ip], L + 1))
 			continue;
 		for (int i = 0; i < ALL && X < 0; i++)
-			if (!has(voters_of[cp], nvoters[cp], i + 1))
+			if (!cluster_has(voters_of[cp], nvoters[cp], i + 1))
 				X = i;
 		snprintf(lg.conv, sizeof lg.conv, "d:alice:%s", peer_user);
 	}
@@ -362,7 +274,7 @@ int main(void)
 		 "remove-node %d: %d %s", K + 1, rcode, rbody);
 	int full = 0;
 	for (int p = 0; p < NP; p++) {
-		struct pv v;
+		struct cluster_pv v;
 		int who = -1;
 		for (int t = 0; t < 100; t++) { /* a hand-over may be running */
 			who = leader_view(p, alive, &v);
@@ -371,7 +283,7 @@ int main(void)
 			it_sleep_ms(50);
 		}
 		IT_CHECK(who >= 0, "partition %d: no leader after the removal", p);
-		IT_CHECK(!has(v.voters, v.nv, K + 1) && !has(v.learners, v.nl, K + 1),
+		IT_CHECK(!cluster_has(v.voters, v.nv, K + 1) && !cluster_has(v.learners, v.nl, K + 1),
 			 "partition %d still has node%d", p, K + 1);
 		IT_CHECK(v.nl == 0 && v.nv >= 2, "partition %d: %d voters, %d "
 			 "learners after the removal", p, v.nv, v.nl);
@@ -416,36 +328,14 @@ int main(void)
 	IT_CHECK(H >= 0, "no live holder of the inbox partition %u", ip);
 	cluster_ledger_inbox(&lg, peer_user, NULL, node[H]->port);
 	for (int i = 0; i < ALL; i++)
-		if (alive[i] && !has(voters_of[ip], nvoters[ip], i + 1)) {
+		if (alive[i] && !cluster_has(voters_of[ip], nvoters[ip], i + 1)) {
 			check_sync_refused(node[i]->port);
 			break;
 		}
 
 	/* 5. the live replicas of every partition agree */
-	for (int p = 0; p < NP; p++) {
-		bool same = false;
-		char first[96] = "", other[96] = "";
-		for (int t = 0; t < 200 && !same; t++) {
-			same = true;
-			first[0] = '\0';
-			for (int k = 0; k < nvoters[p] && same; k++) {
-				int i = voters_of[p][k] - 1;
-				if (!alive[i])
-					continue;
-				if (!cluster_digest_of(node[i], p, other,
-						       sizeof other))
-					same = false;
-				else if (!first[0])
-					snprintf(first, sizeof first, "%s", other);
-				else if (strcmp(first, other))
-					same = false;
-			}
-			if (!same)
-				it_sleep_ms(50);
-		}
-		IT_CHECK(same, "partition %d: replicas differ (%s vs %s)", p, first,
-			 other);
-	}
+	for (int p = 0; p < NP; p++)
+		cluster_same_digest(node, alive, p, voters_of[p], nvoters[p]);
 	printf("ok: %d SENDs acknowledged through node%d (which holds no "
 	       "replica of the conversation), all in its history; every "
 	       "partition's live replicas have the same digest\n", total, X + 1);
@@ -462,16 +352,16 @@ int main(void)
 	free(out);
 	alive[L] = false;
 	for (int p = 0; p < NP; p++) {
-		struct pv v;
+		struct cluster_pv v;
 		int who = -1;
 		for (int t = 0; t < 100; t++) {
 			who = leader_view(p, alive, &v);
-			if (who >= 0 && !has(v.voters, v.nv, L + 1))
+			if (who >= 0 && !cluster_has(v.voters, v.nv, L + 1))
 				break;
 			it_sleep_ms(50);
 		}
-		IT_CHECK(who >= 0 && !has(v.voters, v.nv, L + 1) &&
-			 !has(v.learners, v.nl, L + 1) && v.nv >= 1,
+		IT_CHECK(who >= 0 && !cluster_has(v.voters, v.nv, L + 1) &&
+			 !cluster_has(v.learners, v.nl, L + 1) && v.nv >= 1,
 			 "partition %d after removing node%d: leader %d, %d voters",
 			 p, L + 1, who + 1, v.nv);
 	}
