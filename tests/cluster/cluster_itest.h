@@ -243,6 +243,9 @@ static CLUSTER_UNUSED int cluster_admin_post(const uint16_t *ports, int n,
 					*who = i;
 				return code;
 			}
+			if (round == 49) /* the last refusals, for the failure */
+				fprintf(stderr, "POST %s on port %u: %d %s", path,
+					ports[i], code, cluster_body_of(body));
 		}
 		it_sleep_ms(200);
 	}
@@ -490,6 +493,7 @@ struct cluster_ledger {
 	bool *acked;      /* [seq - 1] */
 	uint8_t (*id)[16]; /* [seq - 1] the acknowledged message's id */
 	int nacked;
+	int failed;    /* SENDs with no outcome (the first few printed) */
 	uint32_t next; /* the next id counter (kept across runs) */
 	atomic_bool stop;
 	pthread_t th;
@@ -511,9 +515,15 @@ static CLUSTER_UNUSED void *cluster_ledger_main(void *arg)
 		char body[32];
 		int bl = snprintf(body, sizeof body, "m%u", i);
 		struct parley_send_result r;
-		if (parley_client_send_id(c, l->conv, id, 1, body, (size_t)bl,
-					  &r))
-			continue; /* outcome unknown: not counted */
+		int rc = parley_client_send_id(c, l->conv, id, 1, body,
+					       (size_t)bl, &r);
+		if (rc) { /* outcome unknown: not counted */
+			if (l->failed++ < 3)
+				fprintf(stderr, "%s's SEND %u to %s: %s (not "
+					"counted)\n", l->user, i, l->conv,
+					parley_strerror(rc));
+			continue;
+		}
 		IT_CHECK(r.seq >= 1 && r.seq < (uint64_t)l->max, "seq %" PRIu64,
 			 r.seq);
 		pthread_mutex_lock(&l->mu);
