@@ -321,30 +321,42 @@ static CLUSTER_UNUSED uint64_t cluster_leader_of(const struct it_server *s,
 	return v;
 }
 
-/* Moves partition p's leadership to founder `node` (1..NODES): POST
- * /cluster/transfer on its current leader until every founder sees it
- * (at most 20 s). */
-static CLUSTER_UNUSED void cluster_place(uint32_t p, uint64_t node)
+/* Moves partition p's leadership to `node` (its index + 1 in all[0..n)):
+ * POST /cluster/transfer on its current leader until every running node
+ * of all sees it (at most 20 s). */
+static CLUSTER_UNUSED void cluster_place_in(struct it_server *const *all,
+					    int n, uint32_t p, uint64_t node)
 {
+	IT_CHECK(node >= 1 && node <= (uint64_t)n, "node %" PRIu64, node);
 	for (int t = 0; t < 200; t++) {
-		bool all = true;
-		for (int i = 0; i < NODES && all; i++)
-			all = cluster_leader_of(&srv[i], p) == node;
-		if (all)
+		bool every = true;
+		for (int i = 0; i < n && every; i++)
+			every = all[i]->pid <= 0 ||
+				cluster_leader_of(all[i], p) == node;
+		if (every)
 			return;
-		uint64_t cur = cluster_leader_of(&srv[node - 1], p);
-		if (cur && cur != node) {
+		uint64_t cur = cluster_leader_of(all[node - 1], p);
+		if (cur && cur != node && cur <= (uint64_t)n) {
 			char path[96];
 			snprintf(path, sizeof path, "/cluster/transfer?partition="
 				 "%u&to=%" PRIu64, p, node);
 			int code = 0;
-			free(cluster_post(srv[cur - 1].admin_port, path, &code,
+			free(cluster_post(all[cur - 1]->admin_port, path, &code,
 					  15000));
 		}
 		it_sleep_ms(100);
 	}
 	it_fail(__FILE__, __LINE__, "partition %u never moved to node%" PRIu64,
 		p, node);
+}
+
+/* cluster_place_in over the founders (srv). */
+static CLUSTER_UNUSED void cluster_place(uint32_t p, uint64_t node)
+{
+	struct it_server *all[NODES];
+	for (int i = 0; i < NODES; i++)
+		all[i] = &srv[i];
+	cluster_place_in(all, NODES, p, node);
 }
 
 /* The index of the running node of all[0..n) that leads all `parts`
