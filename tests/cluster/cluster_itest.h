@@ -173,33 +173,49 @@ cluster_client_at(uint16_t port, const char *user, const char *device,
 	return c;
 }
 
-/* The founder whose write succeeds (the leader of the partition of
- * alice's conversation with carol), asking each running one alone (a
- * follower answers NOTLEADER with forwarding off, or forwards); skip: a
- * node not to ask (-1: none). Fails when none leads in 10 s. */
-static CLUSTER_UNUSED int cluster_find_leader(int skip)
+/* The running founder on which probe(c, arg) succeeds (0), asking each
+ * one alone with a client of user that never moves (call deadline 300
+ * ms: a follower answers NOTLEADER with forwarding off); skip: a node not
+ * to ask (-1: none). Fails naming `what` when none does in 10 s. */
+static CLUSTER_UNUSED int
+cluster_find_leader_by(int skip, const char *user,
+		       int (*probe)(struct parley_client *c, void *arg),
+		       void *arg, const char *what)
 {
 	for (int round = 0; round < 100; round++) {
 		for (int i = 0; i < NODES; i++) {
 			if (i == skip || srv[i].pid <= 0)
 				continue;
 			struct parley_client *c = cluster_client_at(
-				srv[i].port, "alice", "probe", 300, true);
+				srv[i].port, user, "probe", 300, true);
 			int rc = parley_client_connect(c);
-			if (rc == 0) {
-				/* a probe that only writes if this node leads:
-				 * a conversation read on a follower is local */
-				const struct parley_conv *cv;
-				rc = parley_client_conv_open(c, "carol", &cv);
-			}
+			if (rc == 0)
+				rc = probe(c, arg);
 			parley_client_free(c);
 			if (rc == 0)
 				return i;
 		}
 		it_sleep_ms(100);
 	}
-	it_fail(__FILE__, __LINE__, "no node leads");
+	it_fail(__FILE__, __LINE__, "no node leads%s%s", *what ? " " : "", what);
 	return -1;
+}
+
+/* a probe that only writes if this node leads: a conversation read on a
+ * follower is local */
+static CLUSTER_UNUSED int cluster_probe_conv_open(struct parley_client *c,
+						  void *arg)
+{
+	const struct parley_conv *cv;
+	return parley_client_conv_open(c, arg, &cv);
+}
+
+/* The founder leading the partition of alice's conversation with carol
+ * (cluster_find_leader_by with a CONV_OPEN). */
+static CLUSTER_UNUSED int cluster_find_leader(int skip)
+{
+	return cluster_find_leader_by(skip, "alice", cluster_probe_conv_open,
+				      (void *)"carol", "");
 }
 
 /* ---- admin port, parleyctl ------------------------------------------------------------ */

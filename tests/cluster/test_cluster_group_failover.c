@@ -74,22 +74,16 @@ static struct parley_client *client(const char *user, const char *dev,
 }
 
 /* The node whose SEND to the group succeeds leads its partition. */
+static int probe_send(struct parley_client *c, void *arg)
+{
+	(void)arg;
+	return parley_client_send(c, gid, 1, "probe", 5, NULL);
+}
+
 static int group_leader(void)
 {
-	for (int round = 0; round < 100; round++) {
-		for (int i = 0; i < NODES; i++) {
-			struct parley_client *c = client("alice", "probe", i, NULL);
-			int rc = parley_client_connect(c);
-			if (!rc)
-				rc = parley_client_send(c, gid, 1, "probe", 5, NULL);
-			parley_client_free(c);
-			if (!rc)
-				return i;
-		}
-		it_sleep_ms(100);
-	}
-	it_fail(__FILE__, __LINE__, "no node leads the group");
-	return -1;
+	return cluster_find_leader_by(-1, "alice", probe_send, NULL,
+				      "the group");
 }
 
 static void wait_events(struct parley_client *c, struct inbox *b,

@@ -41,20 +41,16 @@ static struct parley_client *client(const char *user, const char *dev, int node)
 	return c;
 }
 
+static int probe_send(struct parley_client *c, void *arg)
+{
+	(void)arg;
+	return parley_client_send(c, gid, 1, "probe", 5, NULL);
+}
+
 static int group_leader(void)
 {
-	for (int round = 0; round < 100; round++) {
-		for (int i = 0; i < NODES; i++) {
-			struct parley_client *c = client("alice", "probe", i);
-			int rc = parley_client_send(c, gid, 1, "probe", 5, NULL);
-			parley_client_free(c);
-			if (!rc)
-				return i;
-		}
-		it_sleep_ms(100);
-	}
-	it_fail(__FILE__, __LINE__, "no node leads the group");
-	return -1;
+	return cluster_find_leader_by(-1, "alice", probe_send, NULL,
+				      "the group");
 }
 
 /* user's CONV_LIST entry for gid on node, as wanted; retried while the

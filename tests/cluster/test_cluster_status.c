@@ -56,24 +56,12 @@ static char *ctl_status(bool json, int *rc)
 /* Counts occurrences of `needle` in `hay`. */
 static int count(const char *hay, const char *needle)
 {
-	int n = 0;
-	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-		n++;
-	return n;
+	return cluster_count(hay, needle);
 }
 
 static struct parley_client *cluster_client(const char *user, const char *device)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.nodes = nodes_list, .token = tok, .device_id = device,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 25000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_new(user, device, NULL, 25000);
 }
 
 static void send_burst(const char *conv, int from, int n)
