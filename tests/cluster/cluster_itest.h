@@ -136,41 +136,50 @@ static CLUSTER_UNUSED void cluster_extra_add(struct it_server *s,
 	s->extra[k] = NULL;
 }
 
-/* A libparley client of user: given nodes (NULL: nodes_list), moving on
- * when a node dies, each call bounded by deadline_ms. */
+/* A libparley client of user (not connected): given nodes (a node list)
+ * it moves on when a node dies; given port instead (nodes NULL) it uses
+ * that node alone, with no_reconnect never retrying (a probe, a read of
+ * that node alone). Each call is bounded by deadline_ms; on_event and
+ * on_receipt (may be NULL) get EVENTs and RECEIPTs with arg. */
 static CLUSTER_UNUSED struct parley_client *
-cluster_client_new(const char *user, const char *device, const char *nodes,
-		   int deadline_ms)
+cluster_client_ev(const char *user, const char *device, const char *nodes,
+		  uint16_t port, int deadline_ms, bool no_reconnect,
+		  void (*on_event)(void *, const struct parley_event *),
+		  void (*on_receipt)(void *, const struct parley_event *),
+		  void *arg)
 {
 	char *tok = it_token_for(user);
 	struct parley_client_opts o = {
-		.nodes = nodes ? nodes : nodes_list, .token = tok,
-		.device_id = device, .connect_timeout_ms = 3000,
+		.nodes = nodes, .host = nodes ? NULL : "127.0.0.1",
+		.port = nodes ? 0 : port, .token = tok, .device_id = device,
+		.connect_timeout_ms = nodes ? 3000 : 2000,
 		.request_timeout_ms = 3000, .call_deadline_ms = deadline_ms,
-		.backoff_min_ms = 50, .backoff_max_ms = 500};
+		.no_reconnect = no_reconnect, .backoff_min_ms = 50,
+		.backoff_max_ms = 500, .on_event = on_event,
+		.on_receipt = on_receipt, .user = arg};
 	struct parley_client *c = NULL;
 	IT_OK(parley_client_new(&o, &c));
 	free(tok);
 	return c;
 }
 
-/* A libparley client of user given one node's client port; with
- * no_reconnect it never retries (a probe, a read of that node alone). */
+/* A client of user given nodes (NULL: nodes_list), moving on when a node
+ * dies, each call bounded by deadline_ms. */
+static CLUSTER_UNUSED struct parley_client *
+cluster_client_new(const char *user, const char *device, const char *nodes,
+		   int deadline_ms)
+{
+	return cluster_client_ev(user, device, nodes ? nodes : nodes_list, 0,
+				 deadline_ms, false, NULL, NULL, NULL);
+}
+
+/* A client of user given one node's client port alone. */
 static CLUSTER_UNUSED struct parley_client *
 cluster_client_at(uint16_t port, const char *user, const char *device,
 		  int deadline_ms, bool no_reconnect)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = port, .token = tok,
-		.device_id = device, .connect_timeout_ms = 2000,
-		.request_timeout_ms = 3000,
-		.call_deadline_ms = deadline_ms, .no_reconnect = no_reconnect,
-		.backoff_min_ms = 50, .backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_ev(user, device, NULL, port, deadline_ms,
+				 no_reconnect, NULL, NULL, NULL);
 }
 
 /* The running founder on which probe(c, arg) succeeds (0), asking each
@@ -208,6 +217,14 @@ static CLUSTER_UNUSED int cluster_probe_conv_open(struct parley_client *c,
 {
 	const struct parley_conv *cv;
 	return parley_client_conv_open(c, arg, &cv);
+}
+
+/* a probe that writes only where the conversation arg's partition is
+ * led: a SEND to it */
+static CLUSTER_UNUSED int cluster_probe_send(struct parley_client *c,
+					     void *arg)
+{
+	return parley_client_send(c, arg, 1, "probe", 5, NULL);
 }
 
 /* The founder leading the partition of alice's conversation with carol
@@ -268,14 +285,16 @@ static CLUSTER_UNUSED int cluster_admin_post(const uint16_t *ports, int n,
 	return 0;
 }
 
-/* Runs build/tools/parleyctl with args; its stdout and stderr (caller
- * frees) and *rc its exit code (-1: killed). */
-static CLUSTER_UNUSED char *cluster_ctl(const char *args, int *rc)
+/* Runs build/tools/parleyctl with args; its stdout, and with `merge`
+ * its stderr too (caller frees), and *rc its exit code (-1: killed). */
+static CLUSTER_UNUSED char *cluster_ctl_run(const char *args, int *rc,
+					    bool merge)
 {
 	const char *bin = getenv("PARLEY_BIN_DIR");
 	IT_CHECK(bin, "PARLEY_BIN_DIR not set (run through ctest)");
 	char cmd[1536];
-	snprintf(cmd, sizeof cmd, "'%s/tools/parleyctl' %s 2>&1", bin, args);
+	snprintf(cmd, sizeof cmd, "'%s/tools/parleyctl' %s%s", bin, args,
+		 merge ? " 2>&1" : "");
 	FILE *f = popen(cmd, "r");
 	IT_CHECK(f, "popen %s", cmd);
 	size_t cap = 1 << 16, n = 0, k;
@@ -293,6 +312,12 @@ static CLUSTER_UNUSED char *cluster_ctl(const char *args, int *rc)
 	int st = pclose(f);
 	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 	return out;
+}
+
+/* parleyctl with args: stdout and stderr (caller frees), *rc. */
+static CLUSTER_UNUSED char *cluster_ctl(const char *args, int *rc)
+{
+	return cluster_ctl_run(args, rc, true);
 }
 
 /* How often needle occurs in hay. */
@@ -699,17 +724,9 @@ static CLUSTER_UNUSED void cluster_ledger_inbox(struct cluster_ledger *l,
 						uint16_t port)
 {
 	struct cluster_inbox b = {0};
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.nodes = nodes, .host = nodes ? NULL : "127.0.0.1",
-		.port = nodes ? 0 : port, .token = tok,
-		.device_id = "inbox-check", .connect_timeout_ms = 3000,
-		.request_timeout_ms = 3000, .call_deadline_ms = 30000,
-		.backoff_min_ms = 50, .backoff_max_ms = 500,
-		.on_event = cluster_inbox_on_event,
-		.on_receipt = cluster_inbox_on_event, .user = &b};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
+	struct parley_client *c = cluster_client_ev(
+		user, "inbox-check", nodes, port, 30000, false,
+		cluster_inbox_on_event, cluster_inbox_on_event, &b);
 	IT_OK(parley_client_connect(c));
 	IT_OK(parley_client_subscribe(c, 1, NULL));
 	int *cnt = calloc((size_t)l->max, sizeof *cnt);
@@ -748,7 +765,6 @@ static CLUSTER_UNUSED void cluster_ledger_inbox(struct cluster_ledger *l,
 	printf("%s's inbox: %" PRIu64 " events, each of the %d acknowledged "
 	       "messages once\n", user, b.n, want);
 	parley_client_free(c);
-	free(tok);
 	free(cnt);
 	free(b.v);
 }

@@ -72,22 +72,15 @@ static void live_on_event(void *user, const struct parley_event *ev)
 static void *live_main(void *arg)
 {
 	(void)arg;
-	char *tok = it_token_for("bob");
-	struct parley_client_opts o = {
-		.nodes = nodes5, .token = tok, .device_id = "live",
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 30000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500, .on_event = live_on_event,
-		.on_receipt = live_on_event, .user = &live};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
+	struct parley_client *c = cluster_client_ev(
+		"bob", "live", nodes5, 0, 30000, false, live_on_event,
+		live_on_event, &live);
 	IT_OK(parley_client_connect(c));
 	IT_OK(parley_client_subscribe(c, 1, NULL));
 	atomic_store(&live_subscribed, true);
 	while (!atomic_load(&live_stop))
 		(void)parley_client_poll(c, 50); /* reconnects and resumes */
 	parley_client_free(c);
-	free(tok);
 	return NULL;
 }
 

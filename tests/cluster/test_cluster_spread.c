@@ -153,17 +153,11 @@ static void check_inbox(const char *user, unsigned mask, int upto,
 			const char *tag)
 {
 	struct cluster_inbox b = {0};
-	char *tok = it_token_for(user);
 	char dev[32];
 	snprintf(dev, sizeof dev, "%s-%s", user, tag);
-	struct parley_client_opts o = {
-		.nodes = nodes_list, .token = tok, .device_id = dev,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 30000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500, .on_event = cluster_inbox_on_event,
-		.on_receipt = cluster_inbox_on_event, .user = &b};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
+	struct parley_client *c = cluster_client_ev(
+		user, dev, nodes_list, 0, 30000, false, cluster_inbox_on_event,
+		cluster_inbox_on_event, &b);
 	IT_OK(parley_client_connect(c));
 	IT_OK(parley_client_subscribe(c, 1, NULL));
 	int cnt[PER_THREAD];
@@ -198,7 +192,6 @@ static void check_inbox(const char *user, unsigned mask, int upto,
 	printf("%s (%s): %" PRIu64 " inbox events, each of the %d messages of "
 	       "its conversations once\n", user, tag, b.n, upto);
 	parley_client_free(c);
-	free(tok);
 	free(b.v);
 }
 

@@ -30,27 +30,10 @@ static char admins[256];
  * (caller frees) and exit code. */
 static char *ctl_status(bool json, int *rc)
 {
-	char cmd[1024];
-	snprintf(cmd, sizeof cmd, "'%s' cluster status --admin %s --timeout-ms 1000%s",
-		 ctl_bin, admins, json ? " --json" : "");
-	FILE *f = popen(cmd, "r");
-	IT_CHECK(f, "popen %s", cmd);
-	size_t cap = 1 << 16, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	size_t k;
-	while ((k = fread(out + n, 1, cap - n - 1, f)) > 0) {
-		n += k;
-		if (n + 1 == cap) {
-			cap *= 2;
-			out = realloc(out, cap);
-			IT_CHECK(out);
-		}
-	}
-	out[n] = '\0';
-	int st = pclose(f);
-	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-	return out;
+	char args[512];
+	snprintf(args, sizeof args, "cluster status --admin %s --timeout-ms "
+		 "1000%s", admins, json ? " --json" : "");
+	return cluster_ctl_run(args, rc, false);
 }
 
 /* Counts occurrences of `needle` in `hay`. */
