@@ -2353,10 +2353,10 @@ static int rebalance_plan(struct peer_node *nd, uint64_t *want, bool all_led,
 		return -PARLEY_EINVAL;
 	uint32_t led = 0;
 	for (uint32_t p = 0; p < nd->np; p++) {
-		struct pe_raft_status st;
-		if (pe_raft_status(nd->e, p, &st))
-			continue;
-		uint64_t l = st.role == PE_LEADER ? nd->cfg.node_id : st.leader;
+		/* with a replication factor this node holds only some
+		 * partitions: the others' leaders come from the leader table
+		 * (their own group, if any, is stale) */
+		uint64_t l = peer_node_partition_leader(nd, p);
 		for (uint32_t k = 0; k < pl->n; k++)
 			if (pl->ids[k] == l) {
 				pl->cnt[k]++;
@@ -2373,7 +2373,7 @@ static int rebalance_plan(struct peer_node *nd, uint64_t *want, bool all_led,
 	uint32_t *cnt = pl->cnt, self = pl->self;
 	for (uint32_t p = 0; p < nd->np && cnt[self] > pl->share; p++) {
 		struct pe_raft_status st;
-		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
+		if (!holds(nd, p, &st) || st.role != PE_LEADER)
 			continue;
 		/* the least loaded voter of p below its share */
 		uint32_t best = pl->n;
@@ -2382,8 +2382,8 @@ static int rebalance_plan(struct peer_node *nd, uint64_t *want, bool all_led,
 			    conf_has(st.voters, st.nvoters, pl->ids[k], NULL) &&
 			    (best == pl->n || cnt[k] < cnt[best]))
 				best = k;
-		if (best == pl->n)
-			break;
+		if (best == pl->n) /* none of p's voters is below its share */
+			continue;
 		want[p] = pl->ids[best];
 		cnt[best]++;
 		cnt[self]--;

@@ -1365,6 +1365,48 @@ static void damage_counts(int i, uint64_t *found, uint64_t *repaired)
 	}
 }
 
+/* Waits (at most WAIT_MS) until node i counts at least one damaged
+ * record and, with all, as many repaired as found (else at least one);
+ * the counts in *found / *repaired. */
+static void wait_repaired(int i, bool all, uint64_t *found, uint64_t *repaired)
+{
+	*found = *repaired = 0;
+	for (int ms = 0; ms < WAIT_MS; ms += 200) {
+		damage_counts(i, found, repaired);
+		if (*found >= 1 && (all ? *repaired >= *found : *repaired >= 1))
+			break;
+		it_sleep_ms(200);
+	}
+}
+
+/* The size of node i's log now: what it logs from here on is after it
+ * (it_log_tail_has). */
+static long log_size(int i)
+{
+	long at = 0;
+	FILE *lf = fopen(srv[i].log, "r");
+	if (lf) {
+		fseek(lf, 0, SEEK_END);
+		at = ftell(lf);
+		fclose(lf);
+	}
+	return at;
+}
+
+/* Flips bit `bit` of the byte at offset off of file path (the node that
+ * owns it is down). */
+static void flip_bit(const char *path, uint64_t off, unsigned bit)
+{
+	FILE *fp = fopen(path, "r+b");
+	IT_CHECK(fp, "open %s", path);
+	fseek(fp, (long)off, SEEK_SET);
+	int c = fgetc(fp);
+	IT_CHECK(c != EOF, "%s: no byte at %" PRIu64, path, off);
+	fseek(fp, (long)off, SEEK_SET);
+	fputc(c ^ (1 << bit), fp);
+	IT_CHECK(fclose(fp) == 0, "write %s", path);
+}
+
 /* ---- a node's WAL, changed while it is down --------------------------------------- */
 
 /* The WAL record layout of engine/log/wal.h (what these steps need). */
@@ -1619,13 +1661,7 @@ static void scenario_wal_flip(bool lead)
 	IT_CHECK(wal_find(v, 3, commit, PICK_RANDOM, &r) == 0,
 		 "no committed WAL record of node%d to damage", v + 1);
 	wal_change(&r, false);
-	long log_at = 0;
-	FILE *lf = fopen(srv[v].log, "r");
-	if (lf) {
-		fseek(lf, 0, SEEK_END);
-		log_at = ftell(lf);
-		fclose(lf);
-	}
+	long log_at = log_size(v);
 	if (lead)
 		wait_leader(all_mask() & ~(1u << v), v, "the survivors of a WAL flip");
 	wait_acks(20, "while a node's WAL is damaged");
@@ -1639,12 +1675,7 @@ static void scenario_wal_flip(bool lead)
 		       "already (flushed): nothing to repair\n", v + 1);
 		return;
 	}
-	for (int ms = 0; ms < WAIT_MS; ms += 200) {
-		damage_counts(v, &f1, &r1);
-		if (f1 >= 1 && r1 >= 1)
-			break;
-		it_sleep_ms(200);
-	}
+	wait_repaired(v, false, &f1, &r1);
 	printf("WAL flip: node%d found %" PRIu64 " damaged record(s), repaired %"
 	       PRIu64 " from the leader\n", v + 1, f1, r1);
 	IT_CHECK(f1 >= 1, "node%d did not take the damaged record as damaged "
@@ -1695,22 +1726,9 @@ static void scenario_wal_header(void)
 	/* a byte of the header block's checked part (0..39), one bit */
 	unsigned byte = (unsigned)parley_rng_below(&it_rng, 40);
 	unsigned bit = (unsigned)parley_rng_below(&it_rng, 8);
-	FILE *fp = fopen(path, "r+b");
-	IT_CHECK(fp);
-	fseek(fp, (long)byte, SEEK_SET);
-	int c = fgetc(fp);
-	IT_CHECK(c != EOF);
-	fseek(fp, (long)byte, SEEK_SET);
-	fputc(c ^ (1 << bit), fp);
-	IT_CHECK(fclose(fp) == 0);
+	flip_bit(path, byte, bit);
 	printf("  flipped bit %u of byte %u of %s (its header)\n", bit, byte, path);
-	long log_at = 0;
-	FILE *lf = fopen(srv[v].log, "r");
-	if (lf) {
-		fseek(lf, 0, SEEK_END);
-		log_at = ftell(lf);
-		fclose(lf);
-	}
+	long log_at = log_size(v);
 	wait_acks(20, "while a node's WAL header is damaged");
 	node_start(v);
 	IT_CHECK(it_log_tail_has(srv[v].log, log_at, "bad segment header"),
@@ -1721,13 +1739,8 @@ static void scenario_wal_header(void)
 		 srv[v].log);
 	wait_leader(all_mask(), -1, "after restarting a damaged node");
 	wait_acks(20, "after restarting a damaged node");
-	uint64_t f1 = 0, r1 = 0;
-	for (int ms = 0; ms < WAIT_MS; ms += 200) {
-		damage_counts(v, &f1, &r1);
-		if (f1 >= 1 && r1 >= f1)
-			break;
-		it_sleep_ms(200);
-	}
+	uint64_t f1, r1;
+	wait_repaired(v, true, &f1, &r1);
 	printf("WAL header flip: node%d found %" PRIu64 " damaged record(s), "
 	       "repaired %" PRIu64 " from the leader\n", v + 1, f1, r1);
 	IT_CHECK(f1 >= 1, "node%d took no record of the segment as damaged "
@@ -1766,24 +1779,11 @@ static void scenario_wal_rec_header(bool lead)
 	unsigned byte = fields[parley_rng_below(&it_rng, 3)] +
 			(unsigned)parley_rng_below(&it_rng, 2);
 	unsigned bit = (unsigned)parley_rng_below(&it_rng, 8);
-	FILE *fp = fopen(r.file, "r+b");
-	IT_CHECK(fp);
-	fseek(fp, (long)(r.off + byte), SEEK_SET);
-	int c = fgetc(fp);
-	IT_CHECK(c != EOF);
-	fseek(fp, (long)(r.off + byte), SEEK_SET);
-	fputc(c ^ (1 << bit), fp);
-	IT_CHECK(fclose(fp) == 0);
+	flip_bit(r.file, r.off + byte, bit);
 	printf("  flipped bit %u of header byte %u of the record at %s offset %"
 	       PRIu64 " (partition %u, log index %" PRIu64 ", term %" PRIu64
 	       ")\n", bit, byte, r.file, r.off, r.part, r.index, r.term);
-	long log_at = 0;
-	FILE *lf = fopen(srv[v].log, "r");
-	if (lf) {
-		fseek(lf, 0, SEEK_END);
-		log_at = ftell(lf);
-		fclose(lf);
-	}
+	long log_at = log_size(v);
 	if (lead)
 		wait_leader(all_mask() & ~(1u << v), v,
 			    "the survivors of a WAL record header flip");
@@ -1797,13 +1797,8 @@ static void scenario_wal_rec_header(bool lead)
 		 srv[v].log);
 	wait_leader(all_mask(), -1, "after restarting a damaged node");
 	wait_acks(20, "after restarting a damaged node");
-	uint64_t f1 = 0, r1 = 0;
-	for (int ms = 0; ms < WAIT_MS; ms += 200) {
-		damage_counts(v, &f1, &r1);
-		if (f1 >= 1 && r1 >= f1)
-			break;
-		it_sleep_ms(200);
-	}
+	uint64_t f1, r1;
+	wait_repaired(v, true, &f1, &r1);
 	printf("WAL record header flip: node%d found %" PRIu64 " damaged "
 	       "record(s), repaired %" PRIu64 " from the leader\n", v + 1, f1, r1);
 	IT_CHECK(f1 >= 1, "node%d counted no damage (its log: %s)", v + 1,
@@ -1829,12 +1824,7 @@ static void scenario_wal_rec_header(bool lead)
 	printf("  node%d released the damaged segment; killed and restarted\n",
 	       v + 1);
 	node_kill9(v);
-	lf = fopen(srv[v].log, "r");
-	if (lf) {
-		fseek(lf, 0, SEEK_END);
-		log_at = ftell(lf);
-		fclose(lf);
-	}
+	log_at = log_size(v);
 	node_start(v);
 	wait_leader(all_mask(), -1, "after restarting a repaired node");
 	wait_acks(20, "after restarting a repaired node");

@@ -49,21 +49,7 @@ struct sender {
 static struct parley_client *cluster_client(const char *user,
 					    const char *device)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.nodes = nodes_list,
-		.token = tok,
-		.device_id = device,
-		.connect_timeout_ms = 3000,
-		.request_timeout_ms = 3000,
-		.call_deadline_ms = 25000,
-		.backoff_min_ms = 50,
-		.backoff_max_ms = 500,
-	};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_new(user, device, NULL, 25000);
 }
 
 static void *sender_main(void *arg)
@@ -94,76 +80,20 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
-/* The node whose SEND succeeds (the leader), asking each node alone. */
+/* The node whose write succeeds (the leader), asking each node alone. */
 static int find_leader(int skip)
 {
-	char *tok = it_token_for("alice");
-	for (int round = 0; round < 100; round++) {
-		for (int i = 0; i < NODES; i++) {
-			if (i == skip)
-				continue;
-			struct parley_client_opts o = {
-				.host = "127.0.0.1", .port = srv[i].port,
-				.token = tok, .device_id = "probe",
-				.connect_timeout_ms = 2000,
-				.request_timeout_ms = 2000,
-				.call_deadline_ms = 300, .no_reconnect = 1};
-			struct parley_client *c = NULL;
-			IT_OK(parley_client_new(&o, &c));
-			int rc = parley_client_connect(c);
-			if (rc == 0) {
-				/* a probe that only writes if this node leads:
-				 * a conversation read on a follower is local */
-				const struct parley_conv *cv;
-				rc = parley_client_conv_open(c, "carol", &cv);
-			}
-			parley_client_free(c);
-			if (rc == 0) {
-				free(tok);
-				return i;
-			}
-		}
-		it_sleep_ms(100);
-	}
-	free(tok);
-	it_fail(__FILE__, __LINE__, "no node leads");
-	return -1;
-}
-
-/* ---- inboxes ------------------------------------------------------------------ */
-
-struct inbox {
-	uint64_t n, cap;
-	struct inbox_ev {
-		uint64_t inbox_seq, conv_seq;
-		uint16_t kind;
-		char conv[64];
-	} *v;
-};
-
-static void inbox_on_event(void *user, const struct parley_event *ev)
-{
-	struct inbox *b = user;
-	if (b->n == b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 256;
-		b->v = realloc(b->v, b->cap * sizeof *b->v);
-		IT_CHECK(b->v);
-	}
-	struct inbox_ev *x = &b->v[b->n++];
-	x->inbox_seq = ev->inbox_seq;
-	x->conv_seq = ev->conv_seq;
-	x->kind = ev->kind;
-	snprintf(x->conv, sizeof x->conv, "%.*s", (int)ev->conv.len, ev->conv.p);
+	return cluster_find_leader(skip);
 }
 
 /* MESSAGE events of conv in b, counted per conv seq into cnt[1..PER_THREAD]. */
-static uint64_t inbox_count(const struct inbox *b, const char *conv,
+static uint64_t inbox_count(const struct cluster_inbox *b, const char *conv,
 			    int cnt[PER_THREAD + 1])
 {
 	uint64_t n = 0;
 	memset(cnt, 0, sizeof(int) * (PER_THREAD + 1));
 	for (uint64_t i = 0; i < b->n; i++) {
-		const struct inbox_ev *x = &b->v[i];
+		const struct cluster_inbox_ev *x = &b->v[i];
 		if (x->kind != PARLEY_EV_MESSAGE || strcmp(x->conv, conv))
 			continue;
 		if (x->conv_seq >= 1 && x->conv_seq <= PER_THREAD)
@@ -179,18 +109,12 @@ static uint64_t inbox_count(const struct inbox *b, const char *conv,
  * other members' devices caused: libparley passes those to on_receipt). */
 static void check_inbox(const char *user, unsigned mask)
 {
-	struct inbox b = {0};
-	char *tok = it_token_for(user);
+	struct cluster_inbox b = {0};
 	char dev[32];
 	snprintf(dev, sizeof dev, "%s-check", user);
-	struct parley_client_opts o = {
-		.nodes = nodes_list, .token = tok, .device_id = dev,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 25000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500, .on_event = inbox_on_event,
-		.on_receipt = inbox_on_event, .user = &b};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
+	struct parley_client *c = cluster_client_ev(
+		user, dev, nodes_list, 0, 25000, false, cluster_inbox_on_event,
+		cluster_inbox_on_event, &b);
 	IT_OK(parley_client_connect(c));
 	IT_OK(parley_client_subscribe(c, 1, NULL));
 	int cnt[PER_THREAD + 1];
@@ -226,7 +150,6 @@ static void check_inbox(const char *user, unsigned mask)
 	}
 	printf("%s: %" PRIu64 " inbox events, every message once\n", user, b.n);
 	parley_client_free(c);
-	free(tok);
 	free(b.v);
 }
 

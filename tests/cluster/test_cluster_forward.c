@@ -62,24 +62,13 @@ static struct parley_client *one_node(int node, const char *dev, bool moves)
 
 static uint64_t led(int i)
 {
-	return it_metric_get(srv[i].admin_port, "parley_raft_partitions_led");
+	return cluster_led(&srv[i]);
 }
 
 /* The leader of partition p as node i's GET /cluster reports it. */
 static uint64_t leader_of(int i, uint32_t p)
 {
-	int code = 0;
-	char *t = it_http_get(srv[i].admin_port, "/cluster", &code);
-	IT_CHECK(code == 200 && t, "GET /cluster on node%d: %d", i + 1, code);
-	char pat[48];
-	snprintf(pat, sizeof pat, "{\"partition\":%u,", p);
-	const char *s = strstr(t, pat);
-	IT_CHECK(s, "partition %u missing from /cluster", p);
-	const char *l = strstr(s, "\"leader\":");
-	IT_CHECK(l);
-	uint64_t v = strtoull(l + 9, NULL, 10);
-	free(t);
-	return v;
+	return cluster_leader_of(&srv[i], p);
 }
 
 /* Hands every partition to node index `to` (POST /cluster/transfer on

@@ -48,48 +48,22 @@ static void on_ev(void *user, const struct parley_event *ev)
 	b->n++;
 }
 
+/* A client of user (b: its events): through the node list (node < 0)
+ * or on node alone (a follower's NOTLEADER comes back). */
 static struct parley_client *client(const char *user, const char *dev,
 				    int node, struct inbox *b)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.token = tok, .device_id = dev,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 20000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500, .on_event = b ? on_ev : NULL,
-		.user = b};
-	if (node < 0) {
-		o.nodes = nodes_list;
-	} else {
-		/* one node alone: a follower's NOTLEADER comes back */
-		o.host = "127.0.0.1";
-		o.port = srv[node].port;
-		o.call_deadline_ms = 300;
-		o.no_reconnect = 1;
-	}
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_ev(user, dev, node < 0 ? nodes_list : NULL,
+				 node < 0 ? 0 : srv[node].port,
+				 node < 0 ? 20000 : 300, node >= 0,
+				 b ? on_ev : NULL, NULL, b);
 }
 
 /* The node whose SEND to the group succeeds leads its partition. */
 static int group_leader(void)
 {
-	for (int round = 0; round < 100; round++) {
-		for (int i = 0; i < NODES; i++) {
-			struct parley_client *c = client("alice", "probe", i, NULL);
-			int rc = parley_client_connect(c);
-			if (!rc)
-				rc = parley_client_send(c, gid, 1, "probe", 5, NULL);
-			parley_client_free(c);
-			if (!rc)
-				return i;
-		}
-		it_sleep_ms(100);
-	}
-	it_fail(__FILE__, __LINE__, "no node leads the group");
-	return -1;
+	return cluster_find_leader_by(-1, "alice", cluster_probe_send, gid,
+				      "the group");
 }
 
 static void wait_events(struct parley_client *c, struct inbox *b,

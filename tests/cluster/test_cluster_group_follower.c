@@ -18,43 +18,21 @@
 
 static char gid[64];
 
+/* A connected client of user: through the node list (node < 0) or on
+ * node alone (a follower's NOTLEADER comes back). */
 static struct parley_client *client(const char *user, const char *dev, int node)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.token = tok, .device_id = dev,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 20000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500};
-	if (node < 0) {
-		o.nodes = nodes_list;
-	} else {
-		o.host = "127.0.0.1";
-		o.port = srv[node].port;
-		o.call_deadline_ms = 300;
-		o.no_reconnect = 1;
-	}
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
+	struct parley_client *c =
+		node < 0 ? cluster_client_new(user, dev, NULL, 20000)
+			 : cluster_client_at(srv[node].port, user, dev, 300, true);
 	IT_OK(parley_client_connect(c));
-	free(tok);
 	return c;
 }
 
 static int group_leader(void)
 {
-	for (int round = 0; round < 100; round++) {
-		for (int i = 0; i < NODES; i++) {
-			struct parley_client *c = client("alice", "probe", i);
-			int rc = parley_client_send(c, gid, 1, "probe", 5, NULL);
-			parley_client_free(c);
-			if (!rc)
-				return i;
-		}
-		it_sleep_ms(100);
-	}
-	it_fail(__FILE__, __LINE__, "no node leads the group");
-	return -1;
+	return cluster_find_leader_by(-1, "alice", cluster_probe_send, gid,
+				      "the group");
 }
 
 /* user's CONV_LIST entry for gid on node, as wanted; retried while the

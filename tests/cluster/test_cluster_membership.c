@@ -33,195 +33,27 @@
  *      holds every acknowledged message. The same command again (asked
  *      of the removed node, which names the leader) succeeds.
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <sys/wait.h>
 
 #include "cluster_itest.h"
 
 #define MAXMSG 20000
 
-static char conv[64];
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t acked_id[MAXMSG][16]; /* by seq - 1 */
-static uint8_t round_tag = 0x4d;     /* client_msg_id[15] of this run */
-static bool acked[MAXMSG];
-static int nacked;                   /* acknowledged SENDs */
-static atomic_bool stop;
+/* alice's SENDs through a client knowing the founders and node 4 */
+static struct cluster_ledger lg = {.user = "alice", .max = MAXMSG,
+				   .pause_ms = 10, .tag = 0x4d,
+				   .deadline_ms = 20000};
 static struct it_server n4;
 static char nodes_all[320]; /* the founders and node 4 */
 
-static struct parley_client *client(const char *device, const char *nodes)
-{
-	char *tok = it_token_for("alice");
-	struct parley_client_opts o = {
-		.nodes = nodes, .token = tok, .device_id = device,
-		.connect_timeout_ms = 2000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 20000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
-}
-
-static void *sender(void *arg)
-{
-	(void)arg;
-	struct parley_client *c = client("sender", nodes_all);
-	for (uint32_t i = 0; !atomic_load(&stop) && i < MAXMSG - 1; i++) {
-		uint8_t id[16] = {0};
-		memcpy(id, &i, sizeof i);
-		id[15] = round_tag;
-		char body[32];
-		int bl = snprintf(body, sizeof body, "m%u", i);
-		struct parley_send_result r;
-		int rc = parley_client_send_id(c, conv, id, 1, body, (size_t)bl,
-					       &r);
-		if (rc) /* unknown outcome: not counted; the id is not reused */
-			continue;
-		IT_CHECK(r.seq >= 1 && r.seq < MAXMSG, "seq %" PRIu64, r.seq);
-		pthread_mutex_lock(&mu);
-		IT_CHECK(!acked[r.seq - 1] ||
-			 !memcmp(acked_id[r.seq - 1], id, 16),
-			 "seq %" PRIu64 " acknowledged for two messages", r.seq);
-		acked[r.seq - 1] = true;
-		memcpy(acked_id[r.seq - 1], id, 16);
-		nacked++;
-		pthread_mutex_unlock(&mu);
-		it_sleep_ms(10);
-	}
-	parley_client_free(c);
-	return NULL;
-}
-
-static int acked_now(void)
-{
-	pthread_mutex_lock(&mu);
-	int n = nacked;
-	pthread_mutex_unlock(&mu);
-	return n;
-}
-
-static void wait_more_acks(int more, const char *when)
-{
-	int want = acked_now() + more;
-	for (int t = 0; t < 600 && acked_now() < want; t++)
-		it_sleep_ms(50);
-	IT_CHECK(acked_now() >= want, "no SEND acknowledged %s (%d acked)",
-		 when, acked_now());
-}
-
-/* POST path to each admin port until one answers other than 409;
- * returns its code, *who its index. */
-static int admin_post(const uint16_t *ports, int n, const char *path,
-		      int *who, char *body, size_t cap)
-{
-	for (int round = 0; round < 50; round++) {
-		for (int i = 0; i < n; i++) {
-			if (!ports[i])
-				continue;
-			char req[512];
-			snprintf(req, sizeof req, "POST %s HTTP/1.1\r\nHost: t\r\n"
-				 "Content-Length: 0\r\n\r\n", path);
-			int code = 0;
-			char *r = it_http_raw(ports[i], req, strlen(req), 70000,
-					      &code);
-			snprintf(body, cap, "%s", r ? r : "");
-			free(r);
-			if (code && code != 409) {
-				*who = i;
-				return code;
-			}
-		}
-		it_sleep_ms(200);
-	}
-	return 0;
-}
-
-/* HISTORY of conv on one node (its client port) alone: every message
- * checked against the acknowledged ones; returns how many it holds (-1:
- * cannot answer). */
-static int history_on(uint16_t port, bool final)
-{
-	char *tok = it_token_for("alice");
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = port, .token = tok,
-		.device_id = "reader", .connect_timeout_ms = 2000,
-		.request_timeout_ms = 3000, .call_deadline_ms = 3000,
-		.no_reconnect = 1};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	static bool seen[MAXMSG];
-	memset(seen, 0, sizeof seen);
-	int n = 0;
-	uint64_t before = 0;
-	if (parley_client_connect(c)) {
-		parley_client_free(c);
-		return -1;
-	}
-	pthread_mutex_lock(&mu);
-	for (;;) {
-		const struct parley_history_page *pg;
-		if (parley_client_history(c, conv, before, 100, &pg)) {
-			n = -1;
-			break;
-		}
-		for (uint16_t k = 0; k < pg->count; k++) {
-			const struct parley_hist_msg *m = &pg->msgs[k];
-			IT_CHECK(m->seq >= 1 && m->seq < MAXMSG, "seq %" PRIu64,
-				 m->seq);
-			IT_CHECK(!seen[m->seq - 1], "seq %" PRIu64 " twice", m->seq);
-			seen[m->seq - 1] = true;
-			/* an unacknowledged SEND (outcome unknown) may be there */
-			IT_CHECK(!acked[m->seq - 1] ||
-				 !memcmp(acked_id[m->seq - 1], m->client_msg_id, 16),
-				 "node4 seq %" PRIu64 ": another message than the "
-				 "one acknowledged", m->seq);
-			n++;
-		}
-		if (!pg->count || !pg->next_before_seq)
-			break;
-		before = pg->next_before_seq;
-	}
-	if (final && n >= 0)
-		for (int s = 0; s < MAXMSG; s++)
-			IT_CHECK(!acked[s] || seen[s], "node4 lacks acknowledged "
-				 "seq %d", s + 1);
-	pthread_mutex_unlock(&mu);
-	parley_client_free(c);
-	return n;
-}
-
 static int history_on_4(bool final)
 {
-	return history_on(n4.port, final);
+	return cluster_ledger_history(&lg, n4.port, final, "node4");
 }
 
 static uint64_t metric_of(uint16_t port, const char *name)
 {
-	int code = 0;
-	char *m = it_http_get(port, "/metrics", &code);
-	IT_CHECK(code == 200 && m, "metrics: %d", code);
-	uint64_t v = it_metric(m, name);
-	free(m);
-	return v;
-}
-
-/* The node that leads partition 0, by its /metrics. */
-static int leader_index(void)
-{
-	for (int t = 0; t < 200; t++) {
-		for (int i = 0; i < NODES; i++)
-			if (srv[i].pid > 0 &&
-			    metric_of(srv[i].admin_port,
-				      "parley_raft_partitions_led") == 8)
-				return i;
-		it_sleep_ms(50);
-	}
-	it_fail(__FILE__, __LINE__, "no node leads every partition");
-	return -1;
+	return it_metric_get(port, name);
 }
 
 int main(void)
@@ -244,33 +76,22 @@ int main(void)
 	it_server_init(&n4, "node4"); /* its client port, for the node list */
 	snprintf(nodes_all, sizeof nodes_all, "%s,127.0.0.1:%u", nodes_list,
 		 n4.port);
-	struct parley_client *c = client("setup", nodes_list);
+	struct parley_client *c = cluster_client_new("alice", "setup",
+						     nodes_list, 20000);
 	IT_OK(parley_client_connect(c));
 	const struct parley_conv *cv;
 	IT_OK(parley_client_conv_open(c, "bob", &cv));
-	snprintf(conv, sizeof conv, "%.*s", (int)cv->conv.len, cv->conv.p);
+	snprintf(lg.conv, sizeof lg.conv, "%.*s", (int)cv->conv.len, cv->conv.p);
 	parley_client_free(c);
-	pthread_t th;
-	IT_CHECK(pthread_create(&th, NULL, sender, NULL) == 0);
-	wait_more_acks(20, "by the founders");
+	lg.nodes = nodes_all;
+	cluster_ledger_start(&lg);
+	cluster_ledger_wait_more(&lg, 20, "by the founders");
 
 	/* node 4: empty, the founders as bootstrap and as peers */
-	static char peers4[256], pport4[8];
-	uint16_t p4 = it_free_port();
-	snprintf(pport4, sizeof pport4, "%u", p4);
-	int m = 0;
-	for (int i = 0; i < NODES; i++) /* extra[5]: the founder's peer port */
-		m += snprintf(peers4 + m, sizeof peers4 - (size_t)m,
-			      "%s%d=127.0.0.1:%s", i ? "," : "", i + 1,
-			      srv[i].extra[5]);
-	const char *x[] = {"--node-id", "4", "--cluster-id", "81",
-			   "--peer-port", pport4, "--peers", peers4,
-			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "8", "--loops", "1",
-			   "--replication-factor", "0",
-			   "--leader-placement", "follow0", NULL};
-	for (int k = 0; x[k]; k++)
-		n4.extra[k] = x[k];
+	static const char *const more4[] = {"--replication-factor", "0",
+					    "--leader-placement", "follow0",
+					    NULL};
+	uint16_t p4 = cluster_joiner_init(&n4, 4, "81", more4);
 	uint16_t listed = n4.port;
 	it_server_start(&n4);
 	IT_CHECK(n4.port == listed, "node4's client port was taken before it "
@@ -279,19 +100,18 @@ int main(void)
 	for (int i = 0; i < NODES; i++)
 		admins[i] = srv[i].admin_port;
 	char path[256], body[1024];
-	snprintf(path, sizeof path, "/cluster/add-node?id=4&peer=127.0.0.1:%u"
-		 "&client=127.0.0.1:%u&admin=127.0.0.1:%u", p4, n4.port,
-		 n4.admin_port);
+	cluster_add_path(path, sizeof path, 4, &n4, p4);
 	int who = -1;
-	int code = admin_post(admins, NODES, path, &who, body, sizeof body);
+	int code = cluster_admin_post(admins, NODES, path, &who, body,
+				      sizeof body);
 	IT_CHECK(code == 200, "add-node: %d %s", code, body);
 	IT_CHECK(strstr(body, "voter of all 8 partitions"), "add-node: %s", body);
 	printf("add-node answered by node%d: %s", who + 1,
 	       strstr(body, "\r\n\r\n") ? strstr(body, "\r\n\r\n") + 4 : body);
 	IT_CHECK(metric_of(n4.admin_port, "parley_raft_partitions") == 8);
-	wait_more_acks(20, "after node 4 joined");
+	cluster_ledger_wait_more(&lg, 20, "after node 4 joined");
 	/* it caught up: its history holds what was acknowledged before */
-	int before = acked_now();
+	int before = cluster_ledger_acked(&lg);
 	int held = -1;
 	for (int t = 0; t < 200 && held < before; t++) {
 		held = history_on_4(false);
@@ -301,20 +121,24 @@ int main(void)
 	IT_CHECK(held >= before, "node4 holds %d of %d messages", held, before);
 
 	/* kill the leader: three voters of four left, node 4 among them */
-	int lead = leader_index();
+	struct it_server *founders[NODES];
+	for (int i = 0; i < NODES; i++)
+		founders[i] = &srv[i];
+	int lead = cluster_leader_of_all(founders, NODES, 8);
 	printf("killing node%d (the leader)\n", lead + 1);
 	it_server_kill(&srv[lead]);
-	wait_more_acks(30, "after the leader was killed");
+	cluster_ledger_wait_more(&lg, 30, "after the leader was killed");
 	admins[lead] = 0;
 	uint16_t admins4[NODES + 1];
 	memcpy(admins4, admins, sizeof admins);
 	admins4[NODES] = n4.admin_port;
 	snprintf(path, sizeof path, "/cluster/remove-node?id=%d", lead + 1);
-	code = admin_post(admins4, NODES + 1, path, &who, body, sizeof body);
+	code = cluster_admin_post(admins4, NODES + 1, path, &who, body,
+				  sizeof body);
 	IT_CHECK(code == 200, "remove-node: %d %s", code, body);
 	printf("remove-node answered by node%d: %s", who + 1,
 	       strstr(body, "\r\n\r\n") ? strstr(body, "\r\n\r\n") + 4 : body);
-	wait_more_acks(20, "after the removal");
+	cluster_ledger_wait_more(&lg, 20, "after the removal");
 	/* every survivor forgot the removed node's link */
 	char link[64];
 	snprintf(link, sizeof link, "parley_peer_link_up{node=\"%d\"}", lead + 1);
@@ -329,11 +153,10 @@ int main(void)
 	int second = (lead + 1) % NODES;
 	printf("killing node%d too\n", second + 1);
 	it_server_kill(&srv[second]);
-	wait_more_acks(20, "with node 4 one of the two voters left");
+	cluster_ledger_wait_more(&lg, 20, "with node 4 one of the two voters left");
 
-	atomic_store(&stop, true);
-	pthread_join(th, NULL);
-	int total = acked_now();
+	cluster_ledger_stop(&lg);
+	int total = cluster_ledger_acked(&lg);
 	held = -1;
 	for (int t = 0; t < 200; t++) {
 		held = history_on_4(false);
@@ -401,12 +224,10 @@ int main(void)
 		 "parleyctl remove-node of the leader itself: exit %d",
 		 ex != -1 && WIFEXITED(ex) ? WEXITSTATUS(ex) : -1);
 	/* the two voters left serve: more SENDs acknowledged */
-	atomic_store(&stop, false);
-	round_tag = 0x4e;
-	IT_CHECK(pthread_create(&th, NULL, sender, NULL) == 0);
-	wait_more_acks(20, "after the leader removed itself");
-	atomic_store(&stop, true);
-	pthread_join(th, NULL);
+	lg.tag = 0x4e;
+	cluster_ledger_start(&lg);
+	cluster_ledger_wait_more(&lg, 20, "after the leader removed itself");
+	cluster_ledger_stop(&lg);
 	struct it_server *nl = NULL;
 	for (int t = 0; t < 200 && !nl; t++) {
 		for (int i = 0; i <= NODES && !nl; i++)
@@ -436,8 +257,9 @@ int main(void)
 	IT_CHECK(ex != -1 && WIFEXITED(ex) && WEXITSTATUS(ex) == 0,
 		 "parleyctl remove-node repeated: exit %d",
 		 ex != -1 && WIFEXITED(ex) ? WEXITSTATUS(ex) : -1);
-	total = acked_now();
-	IT_CHECK(history_on(nl->port, true) >= total, "the new leader lacks "
+	total = cluster_ledger_acked(&lg);
+	IT_CHECK(cluster_ledger_history(&lg, nl->port, true, "the new leader")
+		 >= total, "the new leader lacks "
 		 "acknowledged messages (%d acked)", total);
 	printf("ok: node%d removed itself; %d acknowledged SENDs in all, every "
 	       "one in node%d's history\n", self_id, total,

@@ -40,22 +40,12 @@
 #include "cluster_itest.h"
 
 static char conv[64];
-static char ctl_bin[512];
 static struct it_server n4;
 static char nodes_all[320];
 
 static struct parley_client *client(const char *device)
 {
-	char *tok = it_token_for("alice");
-	struct parley_client_opts o = {
-		.nodes = nodes_all, .token = tok, .device_id = device,
-		.connect_timeout_ms = 2000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 30000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_new("alice", device, nodes_all, 30000);
 }
 
 /* n SENDs, each acknowledged (libparley retries elsewhere meanwhile). */
@@ -78,55 +68,12 @@ static void send_acked(int n, const char *when)
 	parley_client_free(c);
 }
 
-static char *post(uint16_t port, const char *path, int *code, int timeout_ms)
-{
-	char req[512];
-	snprintf(req, sizeof req, "POST %s HTTP/1.1\r\nHost: t\r\n"
-		 "Content-Length: 0\r\n\r\n", path);
-	return it_http_raw(port, req, strlen(req), timeout_ms, code);
-}
-
 /* The index (0..NODES-1, NODES = node 4) of the node leading all 8
  * partitions, by its /metrics; fails when none does in time. */
 static struct it_server *all[NODES + 1];
 static int leader_index(void)
 {
-	for (int t = 0; t < 400; t++) {
-		for (int i = 0; i <= NODES; i++)
-			if (all[i]->pid > 0 &&
-			    it_metric_get(all[i]->admin_port,
-					  "parley_raft_partitions_led") == 8)
-				return i;
-		it_sleep_ms(50);
-	}
-	it_fail(__FILE__, __LINE__, "no node leads every partition");
-	return -1;
-}
-
-/* Runs parleyctl with args; stdout+stderr (caller frees) and exit code. */
-static char *ctl(const char *args, int *rc)
-{
-	char cmd[1024];
-	snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", ctl_bin, args);
-	FILE *f = popen(cmd, "r");
-	IT_CHECK(f, "popen %s", cmd);
-	size_t cap = 1 << 17, n = 0, k;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	while (n + 1 < cap && (k = fread(out + n, 1, cap - n - 1, f)) > 0)
-		n += k;
-	out[n] = '\0';
-	int st = pclose(f);
-	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-	return out;
-}
-
-static int count(const char *hay, const char *needle)
-{
-	int n = 0;
-	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-		n++;
-	return n;
+	return cluster_leader_of_all(all, NODES + 1, 8);
 }
 
 /* Partitions whose configuration (GET /cluster on port) reads `conf`
@@ -136,7 +83,7 @@ static int parts_with(uint16_t port, const char *conf)
 	int code = 0;
 	char *t = it_http_get(port, "/cluster", &code);
 	IT_CHECK(code == 200 && t, "GET /cluster: %d", code);
-	int n = count(t, conf);
+	int n = cluster_count(t, conf);
 	free(t);
 	return n;
 }
@@ -160,16 +107,10 @@ struct add_req {
 static void *add_thread(void *arg)
 {
 	struct add_req *q = arg;
-	char *r = post(q->port, q->path, &q->code, 90000);
+	char *r = cluster_post(q->port, q->path, &q->code, 90000);
 	snprintf(q->body, sizeof q->body, "%s", r);
 	free(r);
 	return NULL;
-}
-
-static const char *body_of(const char *r)
-{
-	const char *b = strstr(r, "\r\n\r\n");
-	return b ? b + 4 : r;
 }
 
 /* "\"voters\":[a,b,c]" from ids (ascending). */
@@ -195,9 +136,6 @@ static void sort3(int *v, int n)
 int main(void)
 {
 	it_init("cluster_ops");
-	const char *bin = getenv("PARLEY_BIN_DIR");
-	IT_CHECK(bin, "PARLEY_BIN_DIR not set");
-	snprintf(ctl_bin, sizeof ctl_bin, "%s/tools/parleyctl", bin);
 	/* every node a voter of every partition (the placed mode,
 	 * replication_factor 3, is test_cluster_placement.c's) */
 	cluster_rf = "0";
@@ -224,27 +162,13 @@ int main(void)
 
 	/* 2: add node 4 before it runs: the add waits for it to catch up */
 	int L = leader_index();
-	static char peers4[256], pport4[8];
-	uint16_t p4 = it_free_port();
-	snprintf(pport4, sizeof pport4, "%u", p4);
-	int m = 0;
-	for (int i = 0; i < NODES; i++) /* extra[5]: the founder's peer port */
-		m += snprintf(peers4 + m, sizeof peers4 - (size_t)m,
-			      "%s%d=127.0.0.1:%s", i ? "," : "", i + 1,
-			      srv[i].extra[5]);
-	const char *x[] = {"--node-id", "4", "--cluster-id", "83",
-			   "--peer-port", pport4, "--peers", peers4,
-			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "8", "--loops", "1",
-			   "--replication-factor", "0",
-			   "--leader-placement", "follow0", NULL};
-	for (int k = 0; x[k]; k++)
-		n4.extra[k] = x[k];
+	static const char *const more4[] = {"--replication-factor", "0",
+					    "--leader-placement", "follow0",
+					    NULL};
+	uint16_t p4 = cluster_joiner_init(&n4, 4, "83", more4);
 	static struct add_req q;
 	q.port = srv[L].admin_port;
-	snprintf(q.path, sizeof q.path, "/cluster/add-node?id=4&peer=127.0.0.1:"
-		 "%u&client=127.0.0.1:%u&admin=127.0.0.1:%u", p4, n4.port,
-		 n4.admin_port);
+	cluster_add_path(q.path, sizeof q.path, 4, &n4, p4);
 	pthread_t th;
 	IT_CHECK(pthread_create(&th, NULL, add_thread, &q) == 0);
 	it_sleep_ms(300); /* the leader took the request */
@@ -272,7 +196,7 @@ int main(void)
 	IT_CHECK(q.code == 0, "add-node answered before node 4 ran: %d %s",
 		 q.code, q.body);
 	/* one operation at a time */
-	t = post(srv[L].admin_port, "/cluster/remove-node?id=4", &code, 10000);
+	t = cluster_post(srv[L].admin_port, "/cluster/remove-node?id=4", &code, 10000);
 	IT_CHECK(code == 409 && strstr(t, "operation in progress (add node 4, "),
 		 "second operation: %d %s", code, t);
 	free(t);
@@ -281,10 +205,10 @@ int main(void)
 	snprintf(args, sizeof args, "cluster status --admin 127.0.0.1:%u "
 		 "--timeout-ms 2000", srv[L].admin_port);
 	int rc = 0;
-	char *out = ctl(args, &rc);
+	char *out = cluster_ctl(args, &rc);
 	printf("%s", out);
 	IT_CHECK(rc == 0, "status exit %d", rc);
-	IT_CHECK(count(out, "4(learner):down") == 8 &&
+	IT_CHECK(cluster_count(out, "4(learner):down") == 8 &&
 		 strstr(out, "learner: node 4 is a learner (not a voter) of 8 "
 			"of 8 partitions") &&
 		 strstr(out, "operation in progress on node") &&
@@ -303,8 +227,8 @@ int main(void)
 		 "node 4's recorded addresses not shown:\n%s", out);
 	free(out);
 	snprintf(args + strlen(args), sizeof args - strlen(args), " --json");
-	out = ctl(args, &rc);
-	IT_CHECK(rc == 0 && count(out, "\"learners\":[4]") == 8 &&
+	out = cluster_ctl(args, &rc);
+	IT_CHECK(rc == 0 && cluster_count(out, "\"learners\":[4]") == 8 &&
 		 strstr(out, "\"learners\":[{\"node\":4,\"partitions\":8}]"),
 		 "status --json without the learner:\n%s", out);
 	free(out);
@@ -313,7 +237,7 @@ int main(void)
 	pthread_join(th, NULL);
 	IT_CHECK(q.code == 200 && strstr(q.body, "voter of all 8 partitions"),
 		 "add-node: %d %s", q.code, q.body);
-	printf("add-node: %s", body_of(q.body));
+	printf("add-node: %s", cluster_body_of(q.body));
 	wait_parts_with(srv[L].admin_port,
 			"\"voters\":[1,2,3,4],\"learners\":[]");
 	IT_CHECK(it_metric_get(srv[L].admin_port, "parley_raft_learners") == 0 &&
@@ -330,7 +254,7 @@ int main(void)
 	it_server_kill(&srv[F]);
 	char path[128];
 	snprintf(path, sizeof path, "/cluster/remove-node?id=%d", F + 1);
-	t = post(srv[L].admin_port, path, &code, 90000);
+	t = cluster_post(srv[L].admin_port, path, &code, 90000);
 	IT_CHECK(code == 200, "remove-node of the dead node%d: %d %s", F + 1,
 		 code, t);
 	free(t);
@@ -344,14 +268,14 @@ int main(void)
 	/* 4: A dies: removing node 4 would leave {L, A}, A dead: refused */
 	printf("killing node%d; removing node 4 must be refused\n", A + 1);
 	it_server_kill(&srv[A]);
-	t = post(srv[L].admin_port, "/cluster/remove-node?id=4", &code, 30000);
+	t = cluster_post(srv[L].admin_port, "/cluster/remove-node?id=4", &code, 30000);
 	IT_CHECK(code == 409 && strstr(t, "refusing to remove node 4") &&
 		 strstr(t, "--force"), "unsafe removal: %d %s", code, t);
-	printf("refused: %s", body_of(t));
+	printf("refused: %s", cluster_body_of(t));
 	free(t);
 	snprintf(args, sizeof args, "cluster remove-node --admin 127.0.0.1:%u "
 		 "--id 4", srv[L].admin_port);
-	out = ctl(args, &rc);
+	out = cluster_ctl(args, &rc);
 	IT_CHECK(rc == 1 && strstr(out, "refusing to remove node 4"),
 		 "parleyctl remove-node: exit %d %s", rc, out);
 	free(out);
@@ -359,7 +283,7 @@ int main(void)
 	 * before any hand-over ({A, 4} with A dead) */
 	snprintf(args, sizeof args, "cluster remove-node --admin 127.0.0.1:%u "
 		 "--id %d", srv[L].admin_port, L + 1);
-	out = ctl(args, &rc);
+	out = cluster_ctl(args, &rc);
 	char self_ref[64];
 	snprintf(self_ref, sizeof self_ref, "refusing to remove node %d", L + 1);
 	IT_CHECK(rc == 1 && strstr(out, self_ref) && !strstr(out, "handed"),
@@ -375,7 +299,7 @@ int main(void)
 	/* 5: forced: the removal happens; A comes back; {L, A} commit */
 	snprintf(args, sizeof args, "cluster remove-node --admin 127.0.0.1:%u "
 		 "--id 4 --force", srv[L].admin_port);
-	out = ctl(args, &rc);
+	out = cluster_ctl(args, &rc);
 	printf("forced (exit %d): %s", rc, out);
 	/* one command finishes it, members record included (before: exit 1,
 	 * "members record not written: repeat the command", as {L, A} with
@@ -407,7 +331,7 @@ int main(void)
 	snprintf(args, sizeof args, "cluster remove-node --admin "
 		 "127.0.0.1:%u,127.0.0.1:%u --id 4", srv[L].admin_port,
 		 srv[A].admin_port);
-	out = ctl(args, &rc);
+	out = cluster_ctl(args, &rc);
 	IT_CHECK(rc == 0 && strstr(out, "node 4 removed from all 8"),
 		 "remove-node repeated (nothing left to do): exit %d %s", rc, out);
 	free(out);

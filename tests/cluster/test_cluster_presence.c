@@ -24,54 +24,17 @@
 
 #define OFFLINE_BOUND_MS 10000
 
+/* The partition (of 8) of key, as pe_partition_of computes it. */
 static uint32_t part_of(const char *key)
 {
-	return (uint32_t)(parley_hash_key(key, strlen(key)) % 8);
+	return cluster_part_of(key, 8);
 }
 
-static uint64_t leader_of(int i, uint32_t p)
-{
-	int code = 0;
-	char *t = it_http_get(srv[i].admin_port, "/cluster", &code);
-	IT_CHECK(code == 200 && t, "GET /cluster on node%d: %d", i + 1, code);
-	char pat[48];
-	snprintf(pat, sizeof pat, "{\"partition\":%u,", p);
-	const char *s = strstr(t, pat);
-	IT_CHECK(s, "partition %u missing from /cluster", p);
-	const char *l = strstr(s, "\"leader\":");
-	IT_CHECK(l);
-	uint64_t v = strtoull(l + 9, NULL, 10);
-	free(t);
-	return v;
-}
-
-static bool all_see(uint32_t p, uint64_t node)
-{
-	for (int i = 0; i < NODES; i++)
-		if (leader_of(i, p) != node)
-			return false;
-	return true;
-}
-
+/* Moves partition p's leadership to `node` (1..3): POST
+ * /cluster/transfer on its current leader, until every node sees it. */
 static void place(uint32_t p, uint64_t node)
 {
-	for (int t = 0; t < 200; t++) {
-		if (all_see(p, node))
-			return;
-		uint64_t cur = leader_of((int)node - 1, p);
-		if (cur && cur != node) {
-			char req[256];
-			snprintf(req, sizeof req, "POST /cluster/transfer?"
-				 "partition=%u&to=%" PRIu64 " HTTP/1.1\r\nHost: t"
-				 "\r\nContent-Length: 0\r\n\r\n", p, node);
-			int code = 0;
-			free(it_http_raw(srv[cur - 1].admin_port, req,
-					 strlen(req), 15000, &code));
-		}
-		it_sleep_ms(100);
-	}
-	it_fail(__FILE__, __LINE__, "partition %u never moved to node%" PRIu64,
-		p, node);
+	cluster_place(p, node);
 }
 
 struct seen {

@@ -48,8 +48,7 @@ static uint64_t leader_of(int i, uint32_t p);
 
 static uint64_t led(int i)
 {
-	const struct it_server *x = i == NODES ? &n4 : &srv[i];
-	return it_metric_get(x->admin_port, "parley_raft_partitions_led");
+	return cluster_led(i == NODES ? &n4 : &srv[i]);
 }
 
 /* Waits until nodes 1..4 (node 4 counted when running) lead all 8
@@ -110,18 +109,7 @@ static char *post_leader(const char *path)
 /* The leader of partition p as node i's GET /cluster reports it. */
 static uint64_t leader_of(int i, uint32_t p)
 {
-	int code = 0;
-	char *t = it_http_get(srv[i].admin_port, "/cluster", &code);
-	IT_CHECK(code == 200 && t, "GET /cluster on node%d: %d", i + 1, code);
-	char pat[48];
-	snprintf(pat, sizeof pat, "{\"partition\":%u,", p);
-	const char *s = strstr(t, pat);
-	IT_CHECK(s, "partition %u missing from /cluster", p);
-	const char *l = strstr(s, "\"leader\":");
-	IT_CHECK(l);
-	uint64_t v = strtoull(l + 9, NULL, 10);
-	free(t);
-	return v;
+	return cluster_leader_of(&srv[i], p);
 }
 
 /* Waits (at most timeout_ms) until the running nodes lead all 8
@@ -263,29 +251,13 @@ int main(void)
 	IT_CHECK(led(v) >= 2, "the returning node leads %" PRIu64, led(v));
 	chat(4);
 	/* 4: add node 4, then remove it, with leadership spread */
-	it_server_init(&n4, "node4");
-	static char peers4[256], pport4[8];
-	uint16_t p4 = it_free_port();
-	snprintf(pport4, sizeof pport4, "%u", p4);
-	int m = 0;
-	for (int i = 0; i < NODES; i++) /* extra[5]: the founder's peer port */
-		m += snprintf(peers4 + m, sizeof peers4 - (size_t)m,
-			      "%s%d=127.0.0.1:%s", i ? "," : "", i + 1,
-			      srv[i].extra[5]);
-	const char *x4[] = {"--node-id", "4", "--cluster-id", "87",
-			    "--peer-port", pport4, "--peers", peers4,
-			    "--founders", "1,2,3", "--raft-tick-ms", "20",
-			    "--partitions", "8", "--loops", "1",
-			    "--leader-placement", "spread",
-			    "--leader-rebalance-ms", "1000",
-			    "--replication-factor", "0", NULL};
-	for (int k = 0; x4[k]; k++)
-		n4.extra[k] = x4[k];
+	static const char *const more4[] = {"--leader-placement", "spread",
+					    "--leader-rebalance-ms", "1000",
+					    "--replication-factor", "0", NULL};
+	uint16_t p4 = cluster_joiner_init(&n4, 4, "87", more4);
 	it_server_start(&n4);
 	char path[256];
-	snprintf(path, sizeof path, "/cluster/add-node?id=4&peer=127.0.0.1:%u"
-		 "&client=127.0.0.1:%u&admin=127.0.0.1:%u", p4, n4.port,
-		 n4.admin_port);
+	cluster_add_path(path, sizeof path, 4, &n4, p4);
 	char *r = post_leader(path);
 	IT_CHECK(strstr(r, "voter of all 8 partitions"), "add-node: %s", r);
 	printf("add-node: %s", r);

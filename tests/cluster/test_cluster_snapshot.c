@@ -44,16 +44,7 @@ static int nacked;                   /* highest acknowledged seq */
 
 static struct parley_client *cluster_client(const char *device)
 {
-	char *tok = it_token_for("alice");
-	struct parley_client_opts o = {
-		.nodes = nodes_list, .token = tok, .device_id = device,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 25000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_new("alice", device, NULL, 25000);
 }
 
 /* Sends n messages of BODY incompressible bytes; records id by seq. */
@@ -142,35 +133,7 @@ static void wait_caught_up(int i)
 
 static int find_leader(int skip)
 {
-	char *tok = it_token_for("alice");
-	for (int round = 0; round < 100; round++) {
-		for (int i = 0; i < NODES; i++) {
-			if (i == skip || srv[i].pid <= 0)
-				continue;
-			struct parley_client_opts o = {
-				.host = "127.0.0.1", .port = srv[i].port,
-				.token = tok, .device_id = "probe",
-				.connect_timeout_ms = 2000,
-				.request_timeout_ms = 2000,
-				.call_deadline_ms = 300, .no_reconnect = 1};
-			struct parley_client *c = NULL;
-			IT_OK(parley_client_new(&o, &c));
-			int rc = parley_client_connect(c);
-			if (rc == 0) {
-				const struct parley_conv *cv;
-				rc = parley_client_conv_open(c, "carol", &cv);
-			}
-			parley_client_free(c);
-			if (rc == 0) {
-				free(tok);
-				return i;
-			}
-		}
-		it_sleep_ms(100);
-	}
-	free(tok);
-	it_fail(__FILE__, __LINE__, "no node leads");
-	return -1;
+	return cluster_find_leader(skip);
 }
 
 static void compact_on(int i)

@@ -30,50 +30,21 @@ static char admins[256];
  * (caller frees) and exit code. */
 static char *ctl_status(bool json, int *rc)
 {
-	char cmd[1024];
-	snprintf(cmd, sizeof cmd, "'%s' cluster status --admin %s --timeout-ms 1000%s",
-		 ctl_bin, admins, json ? " --json" : "");
-	FILE *f = popen(cmd, "r");
-	IT_CHECK(f, "popen %s", cmd);
-	size_t cap = 1 << 16, n = 0;
-	char *out = malloc(cap);
-	IT_CHECK(out);
-	size_t k;
-	while ((k = fread(out + n, 1, cap - n - 1, f)) > 0) {
-		n += k;
-		if (n + 1 == cap) {
-			cap *= 2;
-			out = realloc(out, cap);
-			IT_CHECK(out);
-		}
-	}
-	out[n] = '\0';
-	int st = pclose(f);
-	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-	return out;
+	char args[512];
+	snprintf(args, sizeof args, "cluster status --admin %s --timeout-ms "
+		 "1000%s", admins, json ? " --json" : "");
+	return cluster_ctl_run(args, rc, false);
 }
 
 /* Counts occurrences of `needle` in `hay`. */
 static int count(const char *hay, const char *needle)
 {
-	int n = 0;
-	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-		n++;
-	return n;
+	return cluster_count(hay, needle);
 }
 
 static struct parley_client *cluster_client(const char *user, const char *device)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.nodes = nodes_list, .token = tok, .device_id = device,
-		.connect_timeout_ms = 3000, .request_timeout_ms = 3000,
-		.call_deadline_ms = 25000, .backoff_min_ms = 50,
-		.backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
+	return cluster_client_new(user, device, NULL, 25000);
 }
 
 static void send_burst(const char *conv, int from, int n)

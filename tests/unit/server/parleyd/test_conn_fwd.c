@@ -173,6 +173,32 @@ static void follower_stop(struct fx *f, struct world *w)
 	proxy_free(px);
 }
 
+/* The gateway fixture of the tests below: a follower (follower_start)
+ * with a forwarding proxy of `cap` forwards per node, and a client
+ * alice/phone through HELLO and AUTH. follower_stop ends it and frees the
+ * proxy installed in f->s.proxy. */
+static struct proxy *gateway_start(struct fx *f, struct world *w,
+				   uint64_t seed, uint32_t cap)
+{
+	follower_start(f, w, seed);
+	struct proxy *px = proxy_mk(true, cap);
+	f->s.proxy = px;
+	fx_hello(f, "phone");
+	fx_auth(f, "alice");
+	return px;
+}
+
+/* The leader side: the proxy of f serves forwarded requests on virtual
+ * connections that take f's connection's place (l_serve). */
+static struct proxy *serving_start(struct fx *f)
+{
+	struct proxy *px = proxy_mk(true, 8);
+	f->s.proxy = px;
+	link_.fx = f;
+	proxy_set_serving(px, true);
+	return px;
+}
+
 /* The request, encoded as the client sends it. */
 static uint32_t encode(uint8_t *b, size_t cap, uint32_t rid,
 		       const struct parley_msg *m)
@@ -243,11 +269,7 @@ Test(conn_fwd, a_follower_forwards_what_it_would_refuse)
 {
 	struct fx f;
 	struct world w;
-	follower_start(&f, &w, 31);
-	struct proxy *px = proxy_mk(true, 8);
-	f.s.proxy = px;
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	struct proxy *px = gateway_start(&f, &w, 31, 8);
 	/* CONV_OPEN: refused NOTLEADER by the chat service's callback (an
 	 * LM_FRAME marked notleader) */
 	struct parley_msg *m = msg_new(PARLEY_T_CONV_OPEN);
@@ -309,11 +331,7 @@ Test(conn_fwd, without_a_leader_to_forward_to_the_client_is_redirected)
 {
 	struct fx f;
 	struct world w;
-	follower_start(&f, &w, 32);
-	struct proxy *px = proxy_mk(true, 8);
-	f.s.proxy = px;
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	struct proxy *px = gateway_start(&f, &w, 32, 8);
 	struct parley_msg *s = send_msg("d:alice:bob", 1);
 	struct parley_msg *out = msg_new(0);
 	uint32_t rid;
@@ -365,12 +383,8 @@ Test(conn_fwd, a_request_goes_to_the_leader_of_its_partition)
 {
 	struct fx f;
 	struct world w;
-	follower_start(&f, &w, 35);
-	struct proxy *px = proxy_mk(true, 8);
-	f.s.proxy = px;
+	struct proxy *px = gateway_start(&f, &w, 35, 8);
 	link_.by_partition = true; /* node 10 + p leads partition p */
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
 	/* two conversations in different partitions */
 	static const char *peers[] = {"bob", "carol", "dave", "erin", "frank",
 				      "gina", "hank", "ivan"};
@@ -455,11 +469,7 @@ Test(conn_fwd, over_the_cap_full_and_a_dropped_link_again)
 {
 	struct fx f;
 	struct world w;
-	follower_start(&f, &w, 33);
-	struct proxy *px = proxy_mk(true, 1);
-	f.s.proxy = px;
-	fx_hello(&f, "phone");
-	fx_auth(&f, "alice");
+	struct proxy *px = gateway_start(&f, &w, 33, 1);
 	struct parley_msg *s = send_msg("d:alice:bob", 1);
 	struct parley_msg *out = msg_new(0);
 	uint32_t rid;
@@ -524,10 +534,7 @@ Test(conn_fwd, the_leader_runs_it_on_a_virtual_connection)
 	struct fx f;
 	fx_start(&f, true, 34);
 	cr_assert_eq(svc_open(f.w.c, "alice", "bob", NULL), 0);
-	struct proxy *px = proxy_mk(true, 8);
-	f.s.proxy = px;
-	link_.fx = &f;
-	proxy_set_serving(px, true);
+	struct proxy *px = serving_start(&f);
 	struct parley_msg *s = send_msg("d:alice:bob", 9);
 	forward_in(px, 500, 17, s);
 	until_sent(&f, 1);
@@ -569,10 +576,7 @@ Test(conn_fwd, a_leader_that_is_not_the_leader_answers_notleader_once)
 	struct fx f;
 	struct world w;
 	follower_start(&f, &w, 35);
-	struct proxy *px = proxy_mk(true, 8);
-	f.s.proxy = px;
-	link_.fx = &f;
-	proxy_set_serving(px, true);
+	struct proxy *px = serving_start(&f);
 	struct parley_msg *s = send_msg("d:alice:bob", 3);
 	forward_in(px, 600, 21, s);
 	until_sent(&f, 1);
