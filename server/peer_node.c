@@ -1946,8 +1946,7 @@ static void place_current(struct peer_node *nd, struct placement_part *cur)
 					     i < PLACEMENT_MAX_NODES; i++)
 				c->learners[c->nlearners++] = st.learners[i];
 		}
-		/* ids are never reused in a group (raft.h) */
-		c->max_id = max_id | PLACEMENT_ID_RULE;
+		c->max_id = max_id;
 	}
 }
 
