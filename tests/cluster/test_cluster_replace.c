@@ -3,12 +3,12 @@
  * (docs/CLUSTER.md §3.7, "Re-placing the replicas of a down node").
  *
  * Three founders on loopback (16 partitions, the default replication
- * factor 3, --replica-replace-ms 2000, digests on). Then:
- *   1. founder 3 is killed and removed: every partition is left with
- *      the two voters there are (one short of the replication factor);
- *      nodes 4 and 5 start empty and are added: after the adds every
- *      partition outside the meta group has 3 voters again, none of them
- *      node 3 (a removal followed by adds leaves no partition short);
+ * factor 3, follow0, --replica-replace-ms 2000, digests on). Then:
+ *   1. (with RR_REMOVE3=1 only: founder 3 is killed and removed, every
+ *      partition is left with the two voters there are, one short of
+ *      the replication factor) nodes 4 and 5 start empty and are added:
+ *      after the adds every partition outside the meta group has 3 live
+ *      voters (a removal followed by adds leaves none short);
  *   2. a sender (libparley, the list of the live nodes, its own
  *      client_msg_ids) SENDs round robin to one conversation per
  *      partition (so every partition takes writes);
@@ -29,8 +29,13 @@
  *      partition's live replicas report the same applied index and
  *      digest (GET /debug/digest).
  * With the automatic re-placement off (replica_replace_ms 0) step 3
- * fails ("partition P still has node K"); run several times: the steps
- * with load are where a rejoin bug shows.
+ * fails ("not healed after the first kill within 60 s: partition 1:
+ * leader 2, voters 2 4 5, 0 learners", node 5 killed); run it several
+ * times: the steps with load are where a rejoin bug would show.
+ * Conversations are picked with their open record (o/<conv>) in their
+ * own partition (docs/CLUSTER.md §5 says why). With RR_REMOVE3=1 in the
+ * environment founder 3 is first killed and removed, and the adds must
+ * fill every partition again.
  */
 #include <pthread.h>
 #include <stdatomic.h>

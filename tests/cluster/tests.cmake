@@ -75,3 +75,12 @@ foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
     add_dependencies(${t} parleyctl)
   endif()
 endforeach()
+# test_cluster_replace once more, first removing a founder so that every
+# partition is short until nodes 4 and 5 are added (RR_REMOVE3)
+if(TARGET cluster_test_cluster_replace)
+  add_test(NAME cluster_test_cluster_replace_after_removal
+           COMMAND cluster_test_cluster_replace)
+  set_tests_properties(cluster_test_cluster_replace_after_removal PROPERTIES
+    LABELS cluster TIMEOUT 180
+    ENVIRONMENT "RR_REMOVE3=1;PARLEY_BIN_DIR=${CMAKE_BINARY_DIR};PARLEY_SRC_DIR=${CMAKE_SOURCE_DIR}")
+endif()
