@@ -163,7 +163,8 @@ struct peer_node {
 	uint64_t rd_id[PLACEMENT_MAX_NODES], rd_since[PLACEMENT_MAX_NODES];
 	bool rd_seen[PLACEMENT_MAX_NODES];  /* its link was up since start */
 	uint32_t nrd;
-	uint64_t rp_next_ms, rp_start_ms;
+	_Atomic uint64_t rp_next_ms;      /* the worker pushes it back */
+	uint64_t rp_start_ms;
 	bool rp_rebalance;                /* a round moved a down node's
 					     replicas: converge again once
 					     the live nodes change */
