@@ -688,8 +688,9 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *  12. Membership changes, per partition group (pe_partition_conf_change):
  *      one change at a time, proposed on the group's leader as a log entry
  *      (WAL record CMD_CONF) that takes effect when committed: add a
- *      learner (a new node id, greater than every id the group ever had:
- *      ids are never reused), promote a learner to voter, remove a voter
+ *      learner (a node that is not a member: a new one, or a member
+ *      removed before, which joins again with its own data; an id always
+ *      names the same node and data directory), promote a learner to voter, remove a voter
  *      or learner (never the last voter). The callback runs once the
  *      entry is committed and applied on the leader (err 0), or when it
  *      cannot be (-PARLEY_ENOTLEADER with the leader hint when leadership
@@ -697,7 +698,7 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *      pe_raft_status before proposing again). -PARLEY_EAGAIN: another
  *      change is pending, or the leader has not committed in its term
  *      yet, or a leader transfer runs (retry). -PARLEY_EINVAL: the change
- *      does not apply to the current conf (a reused id, promote of a
+ *      does not apply to the current conf (adding a member, promote of a
  *      non-learner, removal of an unknown node or of the last voter).
  *      Durability: conf entries travel through the WAL like every entry
  *      (replayed at recovery); when one is applied, the group's

@@ -579,6 +579,17 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 		} else {
 			srv_text_put(&o, ",\"operation\":null");
 		}
+		/* the automatic re-placement (replica_replace_ms, §3.7) */
+		struct peer_node_replace_stats rs;
+		peer_node_replace_stats(s->peer, &rs);
+		srv_text_put(&o, ",\"replace\":{\"replace_ms\":%u,\"down\":[",
+			     rs.replace_ms);
+		for (uint32_t di = 0; di < rs.ndown; di++)
+			srv_text_put(&o, "%s%" PRIu64, di ? "," : "", rs.down[di]);
+		srv_text_put(&o, "],\"rounds\":%" PRIu64 ",\"failed_rounds\":%"
+			     PRIu64 ",\"moves\":%" PRIu64 ",\"pending\":%u,"
+			     "\"no_quorum\":%" PRIu64 "}", rs.rounds,
+			     rs.failed_rounds, rs.moves, rs.pending, rs.no_quorum);
 	}
 	uint32_t meta[PLACEMENT_MAX_META], nmeta = 0;
 	if (s->peer && e) { /* the meta group (§3.7) */
@@ -749,9 +760,27 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		struct peer_node_op op;
 		uint64_t ms = 0;
 		metric(&o, "parley_cluster_operation_running", "gauge",
-		       "1 while an add-node / remove-node / rebalance runs on this "
-		       "node.",
+		       "1 while an add-node / remove-node / rebalance (or a "
+		       "re-placement round) runs on this node.",
 		       peer_node_op_running(s->peer, &op, &ms) ? 1 : 0);
+		struct peer_node_replace_stats rs;
+		peer_node_replace_stats(s->peer, &rs);
+		metric(&o, "parley_replica_replace_down_nodes", "gauge",
+		       "Nodes down for replica_replace_ms as this node (the "
+		       "leader of partition 0) sees them.", rs.ndown);
+		metric(&o, "parley_replica_replace_rounds_total", "counter",
+		       "Automatic re-placement rounds run here.", rs.rounds);
+		metric(&o, "parley_replica_replace_failed_rounds_total",
+		       "counter", "Re-placement rounds that failed (retried).",
+		       rs.failed_rounds);
+		metric(&o, "parley_replica_replace_moves_total", "counter",
+		       "Replicas added by re-placement rounds.", rs.moves);
+		metric(&o, "parley_replica_replace_pending", "gauge",
+		       "Partitions the last round left for later rounds "
+		       "(throttle).", rs.pending);
+		metric(&o, "parley_replica_replace_no_quorum", "gauge",
+		       "Partitions the last round could not move: their live "
+		       "replicas are not a quorum.", rs.no_quorum);
 	}
 	/* the server's own stages (srv.h): send and delivery */
 	o.n += srv_stage_metrics(s, o.n < o.cap ? o.b + o.n : NULL,

@@ -166,6 +166,7 @@ struct opts {
 	char client_advertise[80], client_tls_advertise[80], admin_advertise[80];
 	char leader_placement[16];
 	uint32_t replication_factor;
+	uint32_t replica_replace_ms;
 	uint32_t leader_rebalance_ms;
 	uint32_t forward, forward_max_inflight, forward_timeout_ms;
 };
@@ -268,6 +269,7 @@ static const struct key KEYS[] = {
 	KS(leader_placement, "spread", "cluster: follow0 = every partition's leadership follows partition 0's leader (one node leads all); spread = each partition keeps the leader it elected (writes to partitions led elsewhere are forwarded to their leader; docs/CLUSTER.md)"),
 	KU(leader_rebalance_ms, "5000", "cluster, spread placement: once no partition changed leader or term for this long, a node leading more than its share of the partitions hands the excess to the least loaded nodes (after a failover, after a node returned); 0 = never (run parleyctl cluster rebalance), else 500..600000"),
 	KU(replication_factor, "3", "cluster: voters of each partition once add-node / remove-node place replicas (1..9; 0 = every node, as before the placement map); the meta group (partition 0 and the members stream's partition) has 1, 3 or 5 voters and every other node as learner (docs/CLUSTER.md §3.7)"),
+	KU(replica_replace_ms, "300000", "cluster with a replication factor: once a node's link has been down this long (as the leader of partition 0 sees it), that leader moves its replicas to live nodes, a few partitions at a time and only where the replicas left still hold a quorum; the node stays a member and gets a share again when it returns (docs/CLUSTER.md §3.7); 0 = never, else 1000..86400000"),
 	KS(peer_tls_ca, "", "cluster: CA of the node certificates (PEM; mutual TLS between nodes)"),
 	KS(peer_tls_cert, "", "cluster: this node's certificate, naming node-<node_id> (PEM)"),
 	KS(peer_tls_key, "", "cluster: this node's private key (PEM)"),
@@ -768,6 +770,10 @@ static int config_check(const struct opts *o, struct jwt_verifier **jv,
 		    strcmp(o->leader_placement, "spread"))
 			BAD("leader_placement must be follow0 or spread, got \"%s\"\n",
 			    o->leader_placement);
+		if (o->replica_replace_ms &&
+		    (o->replica_replace_ms < 1000 ||
+		     o->replica_replace_ms > 86400000))
+			BAD("replica_replace_ms must be 0 or 1000..86400000\n");
 		if (o->leader_rebalance_ms &&
 		    (o->leader_rebalance_ms < 500 ||
 		     o->leader_rebalance_ms > 600000))
@@ -948,6 +954,7 @@ static int run(const struct opts *o, struct srv *s)
 		pc.snapshot_rate_bytes = o->snapshot_rate_bytes;
 		pc.leader_spread = !strcmp(o->leader_placement, "spread");
 		pc.replication_factor = o->replication_factor;
+		pc.replica_replace_ms = o->replica_replace_ms;
 		pc.rebalance_ms = o->leader_rebalance_ms;
 		static char adv_client[80], adv_tls[80], adv_admin[80];
 		advertise_default(adv_client, sizeof adv_client, o->client_advertise,

@@ -157,6 +157,20 @@ struct peer_node {
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
 	_Atomic uint64_t handed_to;
+	/* the automatic re-placement (cfg.replica_replace_ms): per member
+	 * of partition 0 since when its link is down (0 = up), the next
+	 * check and the stats (rp, under op_mu); node thread */
+	uint64_t rd_id[PLACEMENT_MAX_NODES], rd_since[PLACEMENT_MAX_NODES];
+	bool rd_seen[PLACEMENT_MAX_NODES];  /* its link was up since start */
+	uint32_t nrd;
+	_Atomic uint64_t rp_next_ms;      /* the worker pushes it back */
+	uint64_t rp_start_ms;
+	bool rp_rebalance;                /* a round moved a down node's
+					     replicas: converge again once
+					     the live nodes change */
+	atomic_bool op_preempt;           /* a request waits: the running
+					     re-placement round stops */
+	struct peer_node_replace_stats rp;
 	/* forwarded appends (peer_fwd.h) and the links' state for it: node
 	 * ids and up flags, written by the node thread (on_link) */
 	struct fwd *fwd;
@@ -364,6 +378,9 @@ static bool holds(struct peer_node *nd, uint32_t p, struct pe_raft_status *st);
 static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 		     uint64_t deadline, uint32_t *held_by, uint64_t who,
 		     char *msg, size_t cap);
+static int place_apply(struct peer_node *nd, const struct placement_part *cur,
+		       const struct placement_part *t, uint64_t deadline,
+		       char *msg, size_t cap);
 static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
 			    uint64_t *out);
 static void leads_forget(struct peer_node *nd, uint64_t node);
@@ -981,6 +998,15 @@ static int lead_check(struct peer_node *nd, char *msg, size_t cap)
 	return -PARLEY_ENOTLEADER;
 }
 
+/* A members stream append refused NOTLEADER on the leader of partition
+ * 0: the stream's partition has not followed it yet (just after a
+ * hand-over, §3.7), so the append is retried like EAGAIN. */
+static bool meta_following(struct peer_node *nd, int rc)
+{
+	return rc == -PARLEY_ENOTLEADER &&
+	       pe_partition_leader_check(nd->e, 0) == 0;
+}
+
 static int members_append(struct peer_node *nd, char op, uint64_t id,
 			  const char *rec)
 {
@@ -996,7 +1022,8 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 	memcpy(q.producer + 8, &id, sizeof id);
 	struct pe_append_result r;
 	int rc = pe_append_sync(nd->e, &q, &r);
-	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN || rc == -PARLEY_EFULL);
+	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN || rc == -PARLEY_EFULL ||
+				    meta_following(nd, rc));
 	     t++) {
 		if (atomic_load(&nd->op_cancel))
 			return -PARLEY_ECLOSED;
@@ -1842,6 +1869,12 @@ static int place_step(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
 				 "command\n");
 			return -PARLEY_ECLOSED;
 		}
+		if (nd->op.kind == PEER_NODE_OP_REPLACE &&
+		    atomic_load(&nd->op_preempt)) {
+			snprintf(msg, cap, "re-placement round stopped for a "
+				 "request\n");
+			return -PARLEY_ECLOSED;
+		}
 		if (pe_partition_leader_check(nd->e, p) == 0) {
 			last = peer_node_conf_one(nd, p, op, node, why,
 						  sizeof why);
@@ -1937,7 +1970,9 @@ static int place_write(struct peer_node *nd, const struct placement_part *t)
 			struct pe_append_result r;
 			int rc = pe_append_sync(nd->e, &q, &r);
 			for (int k = 0; k < 100 && (rc == -PARLEY_EAGAIN ||
-						    rc == -PARLEY_EFULL); k++) {
+						    rc == -PARLEY_EFULL ||
+						    meta_following(nd, rc));
+			     k++) {
 				if (atomic_load(&nd->op_cancel))
 					return -PARLEY_ECLOSED;
 				usleep(20000);
@@ -1974,8 +2009,7 @@ static void place_current(struct peer_node *nd, struct placement_part *cur)
 					     i < PLACEMENT_MAX_NODES; i++)
 				c->learners[c->nlearners++] = st.learners[i];
 		}
-		/* ids are never reused in a group (raft.h) */
-		c->max_id = max_id | PLACEMENT_ID_RULE;
+		c->max_id = max_id;
 	}
 }
 
@@ -2001,13 +2035,38 @@ static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 		goto out;
 	}
 	if (missing)
-		PLOG_W("cluster", "placement short of replicas (node ids are "
-		       "never reused in a group)", "missing=%d", missing);
-	rc = place_write(nd, t);
+		PLOG_W("cluster", "placement short of replicas (fewer nodes "
+		       "than the replication factor)", "missing=%d", missing);
+	rc = place_apply(nd, cur, t, deadline, msg, cap);
+	if (rc)
+		goto out;
+	*held_by = 0;
+	for (uint32_t p = 0; p < nd->np; p++)
+		*held_by += placement_has(t[p].voters, t[p].nvoters, who);
+	if (missing)
+		snprintf(msg, cap, "%d replicas could not be placed (fewer "
+			 "nodes than the replication factor)\n", missing);
+	else
+		msg[0] = '\0';
+	rc = 0;
+out:
+	free(cur);
+	free(t);
+	return rc;
+}
+
+/* Moves the cluster from cur to the target t: writes t as the map, adds
+ * every new replica as a learner, promotes the voters once they caught
+ * up (their leader's view), then removes the replicas t drops. */
+static int place_apply(struct peer_node *nd, const struct placement_part *cur,
+		       const struct placement_part *t, uint64_t deadline,
+		       char *msg, size_t cap)
+{
+	int rc = place_write(nd, t);
 	if (rc) {
 		snprintf(msg, cap, "placement record not written: %s\n",
 			 parley_errname(rc));
-		goto out;
+		return rc;
 	}
 	for (int stage = 0; stage < 3; stage++)
 		for (uint32_t p = 0; p < nd->np; p++) {
@@ -2023,7 +2082,7 @@ static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 						    (rc = place_step(nd, p, PE_CONF_ADD_LEARNER,
 								     ids[i], c, o, deadline,
 								     msg, cap)))
-							goto out;
+							return rc;
 				}
 			} else if (stage == 1) { /* caught up: voters */
 				for (uint32_t i = 0; i < o->nvoters; i++)
@@ -2032,7 +2091,7 @@ static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 					    (rc = place_step(nd, p, PE_CONF_PROMOTE,
 							     o->voters[i], c, o, deadline,
 							     msg, cap)))
-						goto out;
+						return rc;
 			} else { /* what the target drops */
 				for (int w = 0; w < 2; w++) {
 					const uint64_t *ids = w ? c->learners
@@ -2044,23 +2103,11 @@ static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 						    (rc = place_step(nd, p, PE_CONF_REMOVE,
 								     ids[i], c, o, deadline,
 								     msg, cap)))
-							goto out;
+							return rc;
 				}
 			}
 		}
-	*held_by = 0;
-	for (uint32_t p = 0; p < nd->np; p++)
-		*held_by += placement_has(t[p].voters, t[p].nvoters, who);
-	if (missing)
-		snprintf(msg, cap, "%d replicas could not be placed (node ids "
-			 "are never reused in a group)\n", missing);
-	else
-		msg[0] = '\0';
-	rc = 0;
-out:
-	free(cur);
-	free(t);
-	return rc;
+	return 0;
 }
 
 /* The cluster's nodes: partition 0's members (every node is a member of
@@ -2084,6 +2131,308 @@ static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
 	return n;
 }
 
+/* ---- the automatic re-placement (replica_replace_ms) ------------------------------ */
+
+/*
+ * A production store re-places the replicas of a node that stays dead
+ * (CockroachDB: server.time_until_store_dead). Here the leader of
+ * partition 0 does it, on its node thread's ticks:
+ *   - every REPLACE_CHECK_MS it notes, per member of partition 0, since
+ *     when its link is down; a member down for replica_replace_ms is
+ *     *down* (it stays a member of the cluster and of the meta group);
+ *   - while fewer live nodes than the replication factor remain, nothing
+ *     moves (there is nowhere to put the replicas of a down node);
+ *   - a round starts on the membership worker (PEER_NODE_OP_REPLACE)
+ *     when no operation runs and a partition outside the meta group has
+ *     a replica on a down node; after such a round, also while the
+ *     placement over the live nodes (the members that are not down) is
+ *     not *converged*: every partition outside the meta group with
+ *     min(replication_factor, live) voters, all live, no learner, the
+ *     live nodes' loads within one of each other (what placement_compute
+ *     leaves). A cluster where no node went down is never touched;
+ *   - a round computes the target over the live nodes from the current
+ *     placement and takes at most REPLACE_PARTS_PER_ROUND partitions of
+ *     it (those with a replica on a down node first: the balancing
+ *     moves wait until none is left), each only when the voters it has
+ *     now that are alive (this
+ *     node, or link up and not down) are a quorum of them (else the
+ *     change could not commit; counted in no_quorum); the meta group's
+ *     partitions are left as they are (a meta voter is never demoted).
+ *     It then moves them as add-node does (map record, learner, promote
+ *     once caught up, removal), and the next check goes on.
+ * A node that comes back is live again: the loads then differ by two or
+ * more and rounds give it its share (its replicas moved away meanwhile
+ * are not in any configuration; where it is placed again it rejoins the
+ * group with its own log, raft.h). A round that moves nothing or fails
+ * makes the next check wait REPLACE_RETRY_MS.
+ */
+#define REPLACE_CHECK_MS 1000u
+#define REPLACE_RETRY_MS 5000u
+#define REPLACE_PARTS_PER_ROUND 4u
+#define REPLACE_ROUND_MS 30000u /* a round's bound (its steps' deadline) */
+#define REPLACE_UNSEEN_MS 30000u /* see replace_tick */
+
+static bool part_same(const struct placement_part *a,
+		      const struct placement_part *b)
+{
+	if (a->nvoters != b->nvoters || a->nlearners != b->nlearners)
+		return false;
+	for (uint32_t i = 0; i < a->nvoters; i++)
+		if (!placement_has(b->voters, b->nvoters, a->voters[i]))
+			return false;
+	for (uint32_t i = 0; i < a->nlearners; i++)
+		if (!placement_has(b->learners, b->nlearners, a->learners[i]))
+			return false;
+	return true;
+}
+
+/* Has partition c a replica on one of down[0..n)? */
+static bool part_down(const struct placement_part *c, const uint64_t *down,
+		      uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (placement_has(c->voters, c->nvoters, down[i]) ||
+		    placement_has(c->learners, c->nlearners, down[i]))
+			return true;
+	return false;
+}
+
+/* How many partitions outside the meta group have a replica on one of
+ * down[0..n). */
+static uint32_t replace_affected(const struct peer_node *nd,
+				 const struct placement_part *cur,
+				 const uint64_t *down, uint32_t n)
+{
+	uint32_t k = 0;
+	for (uint32_t p = 0; n && p < nd->np; p++) {
+		if (is_meta_part(nd, p))
+			continue;
+		k += part_down(&cur[p], down, n);
+	}
+	return k;
+}
+
+/* Is the placement cur[] converged over live[0..n)? (see above) */
+static bool replace_converged(const struct peer_node *nd,
+			      const struct placement_part *cur,
+			      const uint64_t *live, uint32_t n)
+{
+	uint32_t rf = nd->cfg.replication_factor;
+	uint32_t r = rf > n ? n : rf;
+	uint32_t load[PLACEMENT_MAX_NODES] = {0};
+	for (uint32_t p = 0; p < nd->np; p++) {
+		const struct placement_part *c = &cur[p];
+		if (is_meta_part(nd, p))
+			continue;
+		if (c->nvoters != r || c->nlearners)
+			return false;
+		for (uint32_t i = 0; i < c->nvoters; i++) {
+			uint32_t k = 0;
+			while (k < n && live[k] != c->voters[i])
+				k++;
+			if (k == n)
+				return false; /* on a down node */
+			load[k]++;
+		}
+	}
+	uint32_t lo = UINT32_MAX, hi = 0;
+	for (uint32_t k = 0; k < n; k++) {
+		lo = load[k] < lo ? load[k] : lo;
+		hi = load[k] > hi ? load[k] : hi;
+	}
+	return !n || hi < lo + 2;
+}
+
+/* Node thread, every tick: the down-since table, and a round when this
+ * node leads partition 0, no operation runs and the placement over the
+ * live nodes is not converged. */
+static void replace_tick(struct peer_node *nd, uint64_t now)
+{
+	if (!nd->cfg.replication_factor || !nd->cfg.replica_replace_ms ||
+	    !nd->e || now < nd->rp_next_ms)
+		return;
+	nd->rp_next_ms = now + REPLACE_CHECK_MS;
+	uint64_t nodes[PLACEMENT_MAX_NODES], ids[PLACEMENT_MAX_NODES];
+	uint64_t since[PLACEMENT_MAX_NODES];
+	bool seen[PLACEMENT_MAX_NODES];
+	uint32_t n = place_nodes(nd, 0, false, nodes), k = 0;
+	if (!nd->rp_start_ms)
+		nd->rp_start_ms = now;
+	/* a node this one never saw up since it started (both just
+	 * started, or it was down before) counts as down only once this
+	 * node has run REPLACE_UNSEEN_MS too: peers need time to connect */
+	bool settled = now - nd->rp_start_ms >=
+		       PARLEY_MAX(REPLACE_UNSEEN_MS, nd->cfg.replica_replace_ms);
+	struct peer_node_op op = {.kind = PEER_NODE_OP_REPLACE,
+				  .wait_ms = REPLACE_ROUND_MS};
+	uint64_t live[PLACEMENT_MAX_NODES];
+	uint32_t nlive = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t id = nodes[i], s0 = 0;
+		bool sn = true;
+		if (id != nd->cfg.node_id) {
+			struct peer_link_stats ls;
+			bool up = peer_link_stats(nd->peer, id, &ls) == 0 &&
+				  ls.state == PEER_LINK_UP;
+			sn = up;
+			for (uint32_t j = 0; j < nd->nrd; j++)
+				if (nd->rd_id[j] == id) {
+					s0 = nd->rd_since[j];
+					sn = sn || nd->rd_seen[j];
+				}
+			s0 = up ? 0 : s0 ? s0 : now;
+			ids[k] = id;
+			seen[k] = sn;
+			since[k++] = s0;
+		}
+		if (s0 && now - s0 >= nd->cfg.replica_replace_ms &&
+		    (sn || settled) && op.ndown < PEER_NODE_MAX_DOWN)
+			op.down[op.ndown++] = id;
+		else
+			live[nlive++] = id;
+	}
+	memcpy(nd->rd_id, ids, k * sizeof ids[0]);
+	memcpy(nd->rd_since, since, k * sizeof since[0]);
+	memcpy(nd->rd_seen, seen, k * sizeof seen[0]);
+	nd->nrd = k;
+	bool lead = pe_partition_leader_check(nd->e, 0) == 0;
+	pthread_mutex_lock(&nd->op_mu);
+	nd->rp.ndown = lead ? op.ndown : 0;
+	memcpy(nd->rp.down, op.down, sizeof op.down);
+	bool busy = nd->op_busy;
+	pthread_mutex_unlock(&nd->op_mu);
+	/* fewer live nodes than the replication factor: nowhere to put a
+	 * down node's replicas (removing them would only lower the
+	 * replication); wait for a node to return or be added */
+	if (!lead || busy || !nlive ||
+	    (op.ndown && nlive < nd->cfg.replication_factor))
+		return;
+	struct placement_part *cur = calloc(nd->np, sizeof *cur);
+	if (!cur)
+		return;
+	place_current(nd, cur);
+	bool affected = replace_affected(nd, cur, op.down, op.ndown) > 0;
+	bool done = !affected &&
+		    (!nd->rp_rebalance || replace_converged(nd, cur, live, nlive));
+	free(cur);
+	if (done) {
+		nd->rp_rebalance = false;
+		return;
+	}
+	nd->rp_rebalance = true;
+	op.id = op.ndown ? op.down[0] : 0;
+	uint64_t ticket;
+	char msg[160];
+	if (peer_node_op_start(nd, &op, &ticket, msg, sizeof msg) == 0)
+		PLOG_I("cluster", "replica re-placement round started",
+		       "down=%u first_down=%" PRIu64, op.ndown, op.id);
+}
+
+/* The membership worker: one round (see above). */
+static int replace_round(struct peer_node *nd, const struct peer_node_op *op,
+			 char *msg, size_t cap)
+{
+	int rc = lead_check(nd, msg, cap);
+	if (rc)
+		return rc;
+	uint64_t nodes[PLACEMENT_MAX_NODES], live[PLACEMENT_MAX_NODES];
+	uint32_t n = place_nodes(nd, 0, false, nodes), nlive = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (!placement_has(op->down, op->ndown, nodes[i]))
+			live[nlive++] = nodes[i];
+	struct placement_part *cur = calloc(nd->np, sizeof *cur);
+	struct placement_part *t = calloc(nd->np, sizeof *t);
+	uint32_t chosen = 0, noq = 0, pending = 0, moves = 0;
+	rc = -PARLEY_ENOMEM;
+	if (!cur || !t || !nlive)
+		goto out;
+	place_current(nd, cur);
+	if (placement_compute(live, nlive, nd->cfg.replication_factor, cur,
+			      nd->np, nd->meta, nd->nmeta, t) < 0) {
+		rc = -PARLEY_EINVAL;
+		snprintf(msg, cap, "no placement for the live nodes\n");
+		goto out;
+	}
+	/* a down node's replicas first: the other moves (balance) wait
+	 * until none is left */
+	bool any_down = replace_affected(nd, cur, op->down, op->ndown) > 0;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		const struct placement_part *c = &cur[p];
+		if (is_meta_part(nd, p) || part_same(c, &t[p])) {
+			t[p] = *c;
+			continue;
+		}
+		if (any_down && !part_down(c, op->down, op->ndown)) {
+			t[p] = *c; /* balance: a later round */
+			pending++;
+			continue;
+		}
+		uint32_t alive = 0;
+		for (uint32_t i = 0; i < c->nvoters; i++) {
+			uint64_t v = c->voters[i];
+			struct peer_link_stats ls;
+			alive += v == nd->cfg.node_id ||
+				 (!placement_has(op->down, op->ndown, v) &&
+				  peer_link_stats(nd->peer, v, &ls) == 0 &&
+				  ls.state == PEER_LINK_UP);
+		}
+		if (alive < c->nvoters / 2 + 1) {
+			t[p] = *c; /* the change could not commit */
+			noq++;
+		} else if (chosen >= REPLACE_PARTS_PER_ROUND) {
+			t[p] = *c; /* throttled: a later round */
+			pending++;
+		} else {
+			chosen++;
+		}
+	}
+	moves = placement_moves(cur, t, nd->np);
+	if (!chosen) {
+		snprintf(msg, cap, "nothing to move (%u partitions without a "
+			 "quorum of live replicas)\n", noq);
+		rc = 0;
+		goto out;
+	}
+	PLOG_I("cluster", "re-placing replicas", "partitions=%u replicas=%u "
+	       "down=%u pending=%u no_quorum=%u", chosen, moves, op->ndown,
+	       pending, noq);
+	rc = place_apply(nd, cur, t,
+			 parley_mono_ns() + (uint64_t)op->wait_ms * 1000000ull,
+			 msg, cap);
+	if (!rc)
+		snprintf(msg, cap, "%u replicas moved in %u partitions; %u "
+			 "partitions left to move, %u without a quorum of live "
+			 "replicas\n", moves, chosen, pending, noq);
+out:
+	pthread_mutex_lock(&nd->op_mu);
+	nd->rp.rounds++;
+	nd->rp.failed_rounds += rc != 0;
+	if (!rc) {
+		nd->rp.moves += moves;
+		nd->rp.pending = pending;
+	}
+	nd->rp.no_quorum = noq;
+	pthread_mutex_unlock(&nd->op_mu);
+	if (rc || !chosen) /* no progress: wait longer before the next */
+		nd->rp_next_ms = parley_mono_ns() / 1000000u + REPLACE_RETRY_MS;
+	if (rc)
+		PLOG_W("cluster", "replica re-placement round failed", "err=%s "
+		       "msg=%.200s", parley_errname(rc), msg);
+	free(cur);
+	free(t);
+	return rc;
+}
+
+void peer_node_replace_stats(struct peer_node *nd,
+			     struct peer_node_replace_stats *out)
+{
+	pthread_mutex_lock(&nd->op_mu);
+	*out = nd->rp;
+	pthread_mutex_unlock(&nd->op_mu);
+	out->replace_ms = nd->cfg.replication_factor
+				  ? nd->cfg.replica_replace_ms : 0;
+}
+
 /* ---- the membership worker ------------------------------------------------------- */
 
 const char *peer_node_op_name(enum peer_node_op_kind k)
@@ -2091,6 +2440,7 @@ const char *peer_node_op_name(enum peer_node_op_kind k)
 	return k == PEER_NODE_OP_ADD	    ? "add"
 	       : k == PEER_NODE_OP_REMOVE  ? "remove"
 	       : k == PEER_NODE_OP_REBALANCE ? "rebalance"
+	       : k == PEER_NODE_OP_REPLACE   ? "replace"
 					     : "?";
 }
 
@@ -2100,6 +2450,19 @@ void peer_node_op_describe(const struct peer_node_op *op, uint64_t elapsed_ms,
 	if (op->kind == PEER_NODE_OP_REBALANCE) {
 		snprintf(out, cap, "rebalance, %" PRIu64 " s",
 			 elapsed_ms / 1000);
+		return;
+	}
+	if (op->kind == PEER_NODE_OP_REPLACE) {
+		char d[96] = "";
+		size_t n = 0;
+		for (uint32_t i = 0; i < op->ndown && n < sizeof d; i++) {
+			int k = snprintf(d + n, sizeof d - n, "%s%" PRIu64,
+					 i ? "," : "", op->down[i]);
+			n += k > 0 ? (size_t)k : 0;
+		}
+		snprintf(out, cap, "re-place replicas (%s%s), %" PRIu64 " s",
+			 op->ndown ? "down nodes " : "rebalance onto live "
+			 "nodes", d, elapsed_ms / 1000);
 		return;
 	}
 	snprintf(out, cap, "%s node %" PRIu64 "%s, %" PRIu64 " s",
@@ -2117,6 +2480,8 @@ static void *op_main(void *arg)
 			 ? peer_node_add_node(nd, op->id, op->peer, op->client,
 					      op->admin, op->wait_ms, msg,
 					      sizeof msg)
+		 : op->kind == PEER_NODE_OP_REPLACE
+			 ? replace_round(nd, op, msg, sizeof msg)
 		 : op->kind == PEER_NODE_OP_REBALANCE
 			 ? peer_node_rebalance(nd, op->wait_ms, msg, sizeof msg)
 			 : peer_node_remove_node(nd, op->id, op->force,
@@ -2140,8 +2505,15 @@ int peer_node_op_start(struct peer_node *nd, const struct peer_node_op *op,
 		peer_node_op_describe(&nd->op, (parley_mono_ns() -
 						nd->op_start_ns) / 1000000u,
 				      d, sizeof d);
-		snprintf(msg, cap, "operation in progress (%s): wait for its "
-			 "answer, then repeat\n", d);
+		/* a request wins over an automatic round: it stops at its
+		 * next step (what it changed stays, the map says so) */
+		bool pre = nd->op.kind == PEER_NODE_OP_REPLACE &&
+			   op->kind != PEER_NODE_OP_REPLACE;
+		if (pre)
+			atomic_store(&nd->op_preempt, true);
+		snprintf(msg, cap, "operation in progress (%s): %s\n", d,
+			 pre ? "it stops for this request: repeat it in a "
+			       "moment" : "wait for its answer, then repeat");
 		rc = -PARLEY_EAGAIN;
 	} else if (!nd->started || !nd->e || atomic_load(&nd->op_cancel)) {
 		snprintf(msg, cap, "not running\n");
@@ -2157,6 +2529,7 @@ int peer_node_op_start(struct peer_node *nd, const struct peer_node_op *op,
 	}
 	nd->op = *op;
 	nd->op_busy = true;
+	atomic_store(&nd->op_preempt, false);
 	nd->op_start_ns = parley_mono_ns();
 	nd->op_rc = 0;
 	nd->op_msg[0] = '\0';
@@ -2231,6 +2604,7 @@ static void *node_main(void *arg)
 			observe_raft(nd);
 			leads_send(nd);
 			shed_tick(nd, parley_mono_ns() / 1000000u);
+			replace_tick(nd, parley_mono_ns() / 1000000u);
 			rm_wait_check(nd);
 			if (nd->app.on_tick)
 				nd->app.on_tick(nd->app.arg,

@@ -97,6 +97,12 @@ struct peer_node_config {
 	 * docs/CLUSTER.md §3.7); 0 = every node is a voter of every partition
 	 * (no placement map is written). */
 	uint32_t replication_factor;
+	/* With a replication factor: once a member's link has been down
+	 * this long (ms, as the leader of partition 0 sees it), that leader
+	 * re-places the node's replicas on live nodes (PEER_NODE_OP_REPLACE
+	 * rounds on the membership worker; docs/CLUSTER.md §3.7). 0 = never
+	 * (config key replica_replace_ms). */
+	uint32_t replica_replace_ms;
 	/* Peer frame types this node knows and announces (peer.h
 	 * peer_config.frames): 0 = all of this build's; an older set makes
 	 * the node act as one built before the newer frames (tests; parleyd
@@ -174,13 +180,21 @@ bool peer_node_removal_safe(const uint64_t *voters, const bool *healthy,
 
 /* ---- the membership worker (docs/CLUSTER.md §3.7) ---- */
 
+/* PEER_NODE_OP_REPLACE: one round of the automatic re-placement
+ * (replica_replace_ms), started by the node thread of the leader of
+ * partition 0, never by a request: `id` is the first down node, down[]
+ * every node down for replica_replace_ms (their replicas move to the
+ * live nodes), or none when nodes came back (they get their share). */
 enum peer_node_op_kind {
 	PEER_NODE_OP_ADD = 1,
 	PEER_NODE_OP_REMOVE = 2,
 	PEER_NODE_OP_REBALANCE = 3, /* peer_node_rebalance (id unused) */
+	PEER_NODE_OP_REPLACE = 4,
 };
-/* "add", "remove" or "rebalance" */
+/* "add", "remove", "rebalance" or "replace" */
 const char *peer_node_op_name(enum peer_node_op_kind k);
+
+#define PEER_NODE_MAX_DOWN 9u /* PLACEMENT_MAX_NODES */
 
 struct peer_node_op {
 	enum peer_node_op_kind kind;
@@ -188,7 +202,25 @@ struct peer_node_op {
 	char peer[96], client[96], admin[96]; /* add: as peer_node_add_node */
 	bool force;                           /* remove: skip the check */
 	uint32_t wait_ms;
+	uint64_t down[PEER_NODE_MAX_DOWN];    /* replace: the down nodes */
+	uint32_t ndown;
 };
+
+/* The automatic re-placement's state (replica_replace_ms) for /cluster
+ * and /metrics: the nodes this node counts down for replica_replace_ms
+ * (only the leader of partition 0 counts), rounds run, replicas added by
+ * them, partitions a round left alone because the replicas left lacked a
+ * quorum, and whether the last round found the placement converged. */
+struct peer_node_replace_stats {
+	uint32_t replace_ms;                  /* the setting, 0 = off */
+	uint64_t down[PEER_NODE_MAX_DOWN];
+	uint32_t ndown;
+	uint64_t rounds, failed_rounds, moves, no_quorum;
+	uint32_t pending;                     /* partitions left to move after
+						 the last round */
+};
+void peer_node_replace_stats(struct peer_node *n,
+			     struct peer_node_replace_stats *out);
 
 /* Runs one membership operation on a worker thread of its own (its waits
  * never hold the admin thread or the node thread). At most one runs at a

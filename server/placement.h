@@ -14,13 +14,12 @@
  *     membership and holds the members stream) get placement_meta_voters
  *     voters (1, 3 or 5) and every other node as a learner, so that every
  *     node applies the members stream and its placement records locally.
- *     Raft ids are never reused in a group (raft.h): with
- *     PLACEMENT_ID_RULE in placement_part.max_id (parleyd sets it) a node
- *     is placed on a partition it does not hold only when its id exceeds
- *     every id that group ever had; where no node qualifies, the
- *     partition stays short of replicas (placement_compute counts them).
- *     Without the flag any node may be placed (an engine that lets a
- *     removed member rejoin).
+ *     Any node may be placed on any partition (a member removed from a
+ *     group may join it again, raft.h); the older rule of engines where
+ *     ids were never reused in a group (an id above the group's max_id
+ *     only) is kept for a caller that asks for it (PLACEMENT_ID_RULE in
+ *     max_id); where no node qualifies, the partition stays short of
+ *     replicas (placement_compute counts them).
  *     Voters are never demoted to learners (the engine has no such
  *     change): a meta voter stays a voter while it is a node.
  *   - struct placement_map: the map as the members stream's "place"

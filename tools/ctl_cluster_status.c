@@ -1061,6 +1061,25 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 			printf("%soperation in progress on node %" PRIu64 ": %s\n",
 			       nl ? "" : "\n", c->nodes[i].id, jstrv(op, "text"));
 	}
+	/* the automatic re-placement (replica_replace_ms), as the leader of
+	 * partition 0 reports it: only that node counts down nodes */
+	for (uint32_t i = 0; i < c->n; i++) {
+		const struct jv *rp = c->nodes[i].reachable
+					      ? jget(&c->nodes[i].doc, "replace")
+					      : NULL;
+		const struct jv *dn = rp && rp->t == J_OBJ ? jget(rp, "down") : NULL;
+		if (!dn || dn->t != J_ARR || !dn->n)
+			continue;
+		printf("re-placement (node %" PRIu64 "): node", c->nodes[i].id);
+		for (uint32_t k = 0; k < dn->n; k++)
+			printf("%s%" PRIu64, k ? "," : " ", dn->kids[k].u);
+		printf(" down for more than %" PRIu64 " ms: %" PRIu64 " replicas "
+		       "moved in %" PRIu64 " rounds, %" PRIu64 " partitions "
+		       "pending, %" PRIu64 " without a quorum of live replicas\n",
+		       jnum(rp, "replace_ms"), jnum(rp, "moves"),
+		       jnum(rp, "rounds"), jnum(rp, "pending"),
+		       jnum(rp, "no_quorum"));
+	}
 }
 
 static void status_usage(FILE *f)

@@ -26,10 +26,10 @@
  * The stored configuration may be newer than the history's flushed index
  * (an entry applied after the last flush, or a snapshot whose install did
  * not commit before a crash): it is always a committed configuration, so
- * using it early is safe, and replaying the conf entries at or below its
- * index onto it changes nothing (each change's precondition fails once it
- * is applied: ids are never reused, a promoted node is no learner, a
- * removed node is not found).
+ * using it early is safe; the conf entries at or below its index are not
+ * applied onto it again (raft_config.conf_index at raft_new, the index
+ * check of part_conf_applied): a member removed and added again must not
+ * be removed by the older entry.
  *
  * File: u64 magic | u32 version 1 | u32 partition | u64 index |
  *       u64 max_id | u32 n | n x (u64 id | u8 role) | u64 xxh3 of all before.
@@ -402,16 +402,18 @@ void part_conf_fail(struct part *p, uint64_t above, int err)
 
 /* ---- inbound filter and published configuration ------------------------------- */
 
-/* Contract item 3: members of the group's current configuration; the
- * leader's appends, heartbeats and snapshots also while this node is not
- * a member of its own configuration (being added, Raft's rule). */
+/* Contract item 3: members of the group's current configuration; a
+ * leader's appends, heartbeats and snapshots from any node (Raft's term
+ * rule refuses a stale one): this node may be being added, or added
+ * again after a removal it never learnt of, its configuration then
+ * naming members of old and not the leader that added it. Votes,
+ * pre-votes and answers of non-members are dropped (a removed node does
+ * not disturb the group). */
 bool part_conf_msg_ok(const struct part *p, const struct raft_msg *m)
 {
 	const struct raft_conf *c = raft_conf(p->raft);
 	if (raft_conf_find(c, m->from) >= 0)
 		return true;
-	if (raft_conf_find(c, p->cl->node_id) >= 0)
-		return false;
 	return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
 	       m->type == RAFT_MSG_SNAPSHOT;
 }

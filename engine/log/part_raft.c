@@ -730,6 +730,7 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	c.check_quorum = true;
 	/* raft_new takes the bootstrap when the snapshot index is 0 */
 	c.bootstrap = *part_conf_boot(p);
+	c.conf_index = p->conf_have ? p->conf_index : 0;
 	/* stable_data: rlog frees an entry at or below the commit index only
 	 * when the group is compacted, after its advance (part_raft_compact;
 	 * a truncation drops only uncommitted entries, and a ready that

@@ -275,15 +275,17 @@ int raft_conf_apply(struct raft_conf *c, const struct raft_conf_change *cc)
 	switch (cc->op) {
 	case RAFT_CONF_ADD_VOTER:
 	case RAFT_CONF_ADD_LEARNER:
-		/* ids are never reused: a new member's id exceeds every id
-		 * this configuration ever held */
-		if (s >= 0 || cc->node <= c->max_id || c->n >= RAFT_MAX_MEMBERS)
+		/* a node that is not a member joins; one removed before may
+		 * join again, with its own log (an id always names the same
+		 * node and its data: never another node's) */
+		if (s >= 0 || c->n >= RAFT_MAX_MEMBERS)
 			return -PARLEY_EINVAL;
 		c->ids[c->n] = cc->node;
 		c->roles[c->n] = cc->op == RAFT_CONF_ADD_VOTER ? RAFT_VOTER
 							       : RAFT_LEARNER;
 		c->n++;
-		c->max_id = cc->node;
+		if (cc->node > c->max_id)
+			c->max_id = cc->node;
 		return 0;
 	case RAFT_CONF_PROMOTE:
 		if (s < 0 || c->roles[s] != RAFT_LEARNER)
@@ -2410,6 +2412,10 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 		struct raft_conf_change cc;
 		if (raft_conf_change_decode(e.data, e.len, &cc) < 0)
 			continue;
+		if (i <= cfg->conf_index)
+			continue; /* already in the loaded configuration: a
+				     member removed and added again must not
+				     be removed by the older entry */
 		if (i <= r->hs.commit) {
 			struct raft_conf c = r->conf;
 			if (raft_conf_apply(&c, &cc) == 0)

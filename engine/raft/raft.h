@@ -157,9 +157,11 @@
  *
  * Membership: one change at a time, as a RAFT_ENTRY_CONF log entry, taking
  * effect when committed. A leader proposes a change only after it committed an
- * entry of its own term and when no other change is pending. Node ids are
- * never reused: an added node's id must be greater than every id the group's
- * configuration ever held (conf.max_id).
+ * entry of its own term and when no other change is pending. A node joins
+ * only when it is not a member; a member removed before may join again
+ * (as a learner, catching up from its own log): an id always names the
+ * same node and its data, never another node (conf.max_id records the
+ * highest id the group ever held).
  *
  * Threading: a struct raft is owned by one thread; nothing here locks.
  * Memory per group: ~3.3 KB for an idle (quiesced) 3-node group, measured by
@@ -415,6 +417,11 @@ struct raft_config {
 	/* Bootstrap: the initial configuration when storage holds nothing
 	 * (every founding member gets the same one). Ignored otherwise. */
 	struct raft_conf bootstrap;
+	/* The index the loaded configuration (the snapshot meta's, or the
+	 * bootstrap) is as of, when the caller keeps it newer than the
+	 * snapshot (0 = the snapshot's own index): conf entries of the log
+	 * at or below it are already in it and are not applied again. */
+	uint64_t conf_index;
 	struct raft_storage storage;
 };
 

@@ -43,7 +43,7 @@ endforeach()
 # test_cluster_snapshot, test_cluster_forward, test_cluster_spread and
 # test_cluster_route, test_cluster_rebalance, test_cluster_presence,
 # test_cluster_placement, test_cluster_placement_spread,
-# test_cluster_upgrade, test_cluster_tail
+# test_cluster_upgrade, test_cluster_tail, test_cluster_replace
 # likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_spread
@@ -54,7 +54,8 @@ foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_presence
           cluster_test_cluster_placement
           cluster_test_cluster_placement_spread
-          cluster_test_cluster_upgrade cluster_test_cluster_tail)
+          cluster_test_cluster_upgrade cluster_test_cluster_tail
+          cluster_test_cluster_replace)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
@@ -73,22 +74,13 @@ endif()
 # parleyctl cluster remove-node / status / rebalance
 foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
           cluster_test_cluster_spread cluster_test_cluster_placement
-          cluster_test_cluster_upgrade)
+          cluster_test_cluster_upgrade cluster_test_cluster_replace)
   if(TARGET ${t} AND TARGET parleyctl)
     add_dependencies(${t} parleyctl)
   endif()
 endforeach()
-# test_cluster_placement_spread (replication factor 3 on five nodes with
-# the default spread placement and automatic hand-over, under load, kill
-# -9 of a leader) is registered but disabled: on this code, once nodes 4
-# and 5 were added, the first SEND to a conversation whose partition a
-# founder leads is never acknowledged (the client gives up at its 30 s
-# deadline: "timed out"; the forward waits on the leader,
-# parley_forward_serving stays 1), while one led by node 4 is; the test
-# fails at its first wait. `ctest -R placement_spread` lists it as
-# "Not Run (Disabled)"; run it by hand with
-#   PARLEY_BIN_DIR=build PARLEY_SRC_DIR=. build/tests/cluster_test_cluster_placement_spread
-# and remove this once it passes.
-if(TARGET cluster_test_cluster_placement_spread)
-  set_tests_properties(cluster_test_cluster_placement_spread PROPERTIES DISABLED TRUE)
+          cluster_test_cluster_placement
+          cluster_test_cluster_placement_spread
+          cluster_test_cluster_upgrade cluster_test_cluster_tail
+          cluster_test_cluster_replace)
 endif()

@@ -22,7 +22,7 @@
  *     configuration (conf/<partition>) the restarted groups fall back to
  *     the founders and this fails;
  *   - the API's refusals: a second change while one is pending (EAGAIN),
- *     a reused id (EINVAL), a change on a follower (NOTLEADER + hint);
+ *     adding a member (EINVAL), a change on a follower (NOTLEADER + hint);
  *   - pe_raft_transfer (docs/CLUSTER.md §3.7, removing the leading node):
  *     every group the node leads moves to the current voter asked for, none
  *     to a node that is no member; appends go on after it.
@@ -203,7 +203,7 @@ Test(membership, refusals_and_status)
 		pump();
 	cr_assert_eq(c.r.err, -PARLEY_ENOTLEADER);
 	cr_assert_eq(c.r.leader, nodes[l].id);
-	/* a reused id (a founder) */
+	/* a member (a founder) */
 	c = (struct cack){0};
 	cr_assert_eq(pe_partition_conf_change(nodes[l].e, part,
 					      PE_CONF_ADD_LEARNER, 2, on_conf,

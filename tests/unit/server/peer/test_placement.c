@@ -184,6 +184,34 @@ Test(placement, remove_moves_every_replica)
 	}
 }
 
+Test(placement, add_fills_short_partitions)
+{
+	/* two nodes left of three (rf 3): every partition is one replica
+	 * short; an added node fills all of them and nothing else moves */
+	const uint64_t two[2] = {1, 2}, three[3] = {1, 2, 4};
+	struct placement_part cur[NP], out[NP];
+	all_on(cur, NP, two, 2);
+	for (uint32_t p = 0; p < NP; p++)
+		cur[p].max_id = 3; /* node 3 was there: no PLACEMENT_ID_RULE */
+	/* with two nodes, two replicas is all there is (min(rf, nodes)) */
+	int missing = placement_compute(two, 2, 3, cur, NP, META, 2, out);
+	cr_assert_eq(missing, 0);
+	cr_assert_eq(placement_moves(cur, out, NP), 0);
+	missing = placement_compute(three, 3, 3, cur, NP, META, 2, out);
+	cr_assert_eq(missing, 0, "an add leaves %d replicas unplaced", missing);
+	for (uint32_t p = 0; p < NP; p++) {
+		if (p == META[0] || p == META[1])
+			continue;
+		cr_assert_eq(out[p].nvoters, 3, "partition %u: %u voters", p,
+			     out[p].nvoters);
+		cr_assert(placement_has(out[p].voters, 3, 1) &&
+			  placement_has(out[p].voters, 3, 2) &&
+			  placement_has(out[p].voters, 3, 4), "partition %u", p);
+	}
+	cr_assert_eq(placement_moves(cur, out, NP), NP - 2 + 2,
+		     "the new node's replicas (and the meta learners) only");
+}
+
 Test(placement, random_maps_balanced_and_minimal)
 {
 	unsigned seed = (unsigned)time(NULL);
