@@ -541,6 +541,13 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		       "Remote online entries refused (no memory, or online "
 		       "on more nodes than PRESENCE_REMOTE_MAX).",
 		       ps.relay_dropped);
+		metric(&o, "parley_presence_typing_refused_total", "counter",
+		       "Other nodes' group TYPING refused here (this node leads "
+		       "the group; the typist's node answers ERROR).",
+		       ps.typing_refused);
+		metric(&o, "parley_presence_typing_refused_in_total", "counter",
+		       "This node's typists answered ERROR for another node's "
+		       "refusal of their group TYPING.", ps.typing_refused_in);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",
@@ -675,11 +682,21 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_read_fanout_catchups_total", "counter",
 		       "GROUP_CATCHUP pages served.", rs.catchups);
 		metric(&o, "parley_read_fanout_relayed_total", "counter",
-		       "Read-mode messages whose live EVENT was sent to the "
-		       "other nodes for their connections.", rs.relayed);
+		       "LIVE payloads (a read-mode message's live EVENT) sent to "
+		       "other nodes for their connections: one per node with a "
+		       "member online there.", rs.relayed);
+		metric(&o, "parley_read_fanout_relay_skipped_total", "counter",
+		       "Members of read-mode messages online on no other node, "
+		       "named in no LIVE payload.", rs.relay_skipped);
 		metric(&o, "parley_read_fanout_live_remote_total", "counter",
 		       "Live EVENTs posted here for another node's read fan-out "
 		       "(of parley_read_fanout_live_total).", rs.live_remote);
+		metric(&o, "parley_read_fanout_live_in_total", "counter",
+		       "LIVE payloads received from other nodes.", rs.live_in);
+		metric(&o, "parley_read_fanout_live_in_idle_total", "counter",
+		       "LIVE payloads received that posted nothing here (no "
+		       "subscribed connection of the members named).",
+		       rs.live_in_idle);
 		metric(&o, "parley_read_fanout_outstanding", "gauge",
 		       "ACTIVITY pointers outstanding (not acknowledged yet).",
 		       rs.outstanding);

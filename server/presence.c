@@ -249,6 +249,19 @@ int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
 	return 1;
 }
 
+bool pres_typing_forget(struct pres_user *u, const char *conv, size_t clen,
+			struct conn_ref *from)
+{
+	for (uint32_t i = 0; i < u->ntyping; i++)
+		if (u->typing[i].clen == clen &&
+		    !memcmp(u->typing[i].conv, conv, clen)) {
+			*from = u->typing[i].from;
+			u->typing[i] = u->typing[--u->ntyping];
+			return true;
+		}
+	return false;
+}
+
 static unsigned typing_remove_if(struct pres_user *u, bool by_time,
 				 uint64_t now_ns, struct conn_ref from,
 				 struct pres_typing *out, unsigned cap)
@@ -319,6 +332,7 @@ struct presence {
 	void *_Atomic relay_arg;
 	uint64_t refresh_ns; /* sweep thread: the last online-set refresh */
 	_Atomic uint64_t relay_out, relay_in, relay_dropped;
+	_Atomic uint64_t typing_refused, typing_refused_in;
 };
 
 struct presence_conn {
@@ -968,6 +982,8 @@ void presence_get_stats(struct presence *p, struct presence_stats *st)
 	st->relay_out = atomic_load(&p->relay_out);
 	st->relay_in = atomic_load(&p->relay_in);
 	st->relay_dropped = atomic_load(&p->relay_dropped);
+	st->typing_refused = atomic_load(&p->typing_refused);
+	st->typing_refused_in = atomic_load(&p->typing_refused_in);
 }
 
 /* ---- connections (loop thread) ------------------------------------------------------------ */
@@ -1538,14 +1554,30 @@ static void remote_typing(struct presence *p, const struct prelay_msg *m)
  * (it leads the partition), as presence_typing does for a local typer;
  * dropped elsewhere. The typing entry is this node's (no connection:
  * the sweep's expiry stops it). */
-static void remote_typing_req(struct presence *p, const struct prelay_msg *m)
+static void remote_typing_req(struct presence *p, uint64_t from,
+			      const struct prelay_msg *m)
 {
 	if (!m->conv.len || !m->user.len || !p->s || !p->s->chat)
 		return;
 	int role = chat_member_role(p->s->chat, m->conv.p, m->conv.len,
 				    m->user.p, m->user.len);
-	if (role <= CHAT_ROLE_NONE)
-		return; /* not the leader, or not a member */
+	if (role <= CHAT_ROLE_NONE) {
+		/* not the leader (NOTLEADER, AGAIN: another node answers, or
+		 * the typist's next refresh does), or a refusal this node
+		 * owns: answered to the typist's node as a single node
+		 * answers the typist (a STOPPED has nothing to stop there) */
+		uint32_t err = role == CHAT_ROLE_NONE	       ? PARLEY_EPERM
+			       : role == -PARLEY_ENOTFOUND ? PARLEY_ENOTFOUND
+							   : 0;
+		if (err && m->started) {
+			struct prelay_msg r = {.kind = PRELAY_TYPING_REFUSED,
+					       .started = 1, .arg = err,
+					       .conv = m->conv, .user = m->user};
+			relay_send(p, from, &r);
+			ctr(&p->typing_refused, 1);
+		}
+		return;
+	}
 	uint32_t h = user_hash(m->user.p, m->user.len);
 	struct shard *sh = shard_of(p, h);
 	pthread_mutex_lock(&sh->mu);
@@ -1561,6 +1593,39 @@ static void remote_typing_req(struct presence *p, const struct prelay_msg *m)
 	if (rc == 1)
 		push_typing(p, m->user.p, m->user.len, m->conv.p, m->conv.len,
 			    m->started != 0, false);
+}
+
+/* A TYPING_REFUSED: the group's leader refused our typist's STARTED.
+ * The connection that typed last in conv gets the ERROR a single node
+ * sends (request id 0) and the indicator is forgotten here (nothing was
+ * shown anywhere: no STOPPED). Dropped when the indicator is gone
+ * already (stopped, expired, its connection closed, or a second
+ * refusal). */
+static void remote_typing_refused(struct presence *p,
+				  const struct prelay_msg *m)
+{
+	if (!m->conv.len || !m->user.len ||
+	    (m->arg != PARLEY_EPERM && m->arg != PARLEY_ENOTFOUND))
+		return;
+	struct parley_msg e = {.type = PARLEY_T_ERROR};
+	e.error.code = srv_wire_err(-(int)m->arg).code;
+	e.error.text = parley_str_c(m->arg == PARLEY_EPERM
+					    ? "TYPING: not a member"
+					    : "TYPING: no such conversation");
+	uint8_t buf[128];
+	int n = parley_proto_encode(buf, sizeof buf, 0, &e);
+	PARLEY_ASSERT(n > 0);
+	uint32_t h = user_hash(m->user.p, m->user.len);
+	struct shard *sh = shard_of(p, h);
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find(sh, h, m->user.p, m->user.len);
+	struct conn_ref to = {NULL, 0, 0};
+	if (u && pres_typing_forget(u, m->conv.p, m->conv.len, &to) &&
+	    to.lp) {
+		push_post(p, to, buf, (size_t)n);
+		ctr(&p->typing_refused_in, 1);
+	}
+	pthread_mutex_unlock(&sh->mu);
 }
 
 /* PRESENCE_SET on another node: the hide flag, as set_cb does here. */
@@ -1600,7 +1665,10 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 		remote_typing(p, &m);
 		break;
 	case PRELAY_TYPING_REQ:
-		remote_typing_req(p, &m);
+		remote_typing_req(p, from, &m);
+		break;
+	case PRELAY_TYPING_REFUSED:
+		remote_typing_refused(p, &m);
 		break;
 	case PRELAY_HIDDEN:
 		remote_hidden(p, &m);
@@ -1612,6 +1680,22 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 		break;
 	}
 	return 0;
+}
+
+unsigned presence_user_nodes(struct presence *p, const char *user,
+			     size_t ulen, uint64_t *nodes, unsigned cap)
+{
+	if (!ulen || ulen > PARLEY_PROTO_MAX_USER_ID)
+		return 0;
+	uint32_t h = user_hash(user, ulen);
+	struct shard *sh = shard_of(p, h);
+	unsigned n = 0;
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find(sh, h, user, ulen);
+	for (uint32_t k = 0; u && k < u->nremote && n < cap; k++)
+		nodes[n++] = u->remote[k].node;
+	pthread_mutex_unlock(&sh->mu);
+	return n;
 }
 
 void presence_link(struct presence *p, uint64_t node, bool up)

@@ -203,6 +203,10 @@ unsigned pres_typing_expire(struct pres_user *u, uint64_t now_ns,
 			    struct pres_typing *out, unsigned cap);
 unsigned pres_typing_drop_peer(struct pres_user *u, struct conn_ref from,
 			       struct pres_typing *out, unsigned cap);
+/* Removes the indicator of conv (a refusal from the group's leader):
+ * true and *from = the connection typing, or false (not there). */
+bool pres_typing_forget(struct pres_user *u, const char *conv, size_t clen,
+			struct conn_ref *from);
 void pres_user_free(struct pres_user *u);
 
 /* ---- the running registry ------------------------------------------------ */
@@ -218,6 +222,8 @@ struct presence_stats {
 	uint64_t last_seen_writes, last_seen_write_errors, loads;
 	uint64_t relay_out, relay_in;  /* PEER_FRAME_PRES payloads */
 	uint64_t relay_dropped;        /* remote entries refused (full) */
+	uint64_t typing_refused;       /* TYPING_REQs refused here (leader) */
+	uint64_t typing_refused_in;    /* refusals answered to our typists */
 };
 
 /* ---- across the nodes of a cluster (presence_relay.h) --------------------
@@ -230,7 +236,11 @@ struct presence_stats {
  * this node cannot resolve (it does not lead the group's partition) goes
  * to every node as TYPING_REQ (tracked here as any typing: coalescing,
  * the bound, the stop at close and expiry) and the leader checks the
- * membership and fans it out. Best effort: a
+ * membership and fans it out, or refuses a STARTED (not a member, no such
+ * group) back to this node as TYPING_REFUSED, which answers the typing
+ * connection ERROR PERM / NOTFOUND as a single node does. The read
+ * fan-out of large groups asks presence_user_nodes where members are
+ * online, to send LIVE payloads only there. Best effort: a
  * payload that is lost is covered by the refresh and by the remote
  * entries' expiry (presence_ttl_ms) and link-down. */
 typedef void (*presence_relay_fn)(void *arg, uint64_t to, const uint8_t *p,
@@ -244,6 +254,13 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
  * RESEND) or down (drop the users online there: OFFLINE pushes). Any
  * thread. */
 void presence_link(struct presence *p, uint64_t node, bool up);
+
+/* The other nodes `user` is online on, as this node knows (the remote
+ * entries): fills nodes (at most cap), returns how many. Any thread (one
+ * shard lock). The read fan-out asks it which nodes a large group's LIVE
+ * payload must reach (chat.h, chat_set_live_where). */
+unsigned presence_user_nodes(struct presence *p, const char *user,
+			     size_t ulen, uint64_t *nodes, unsigned cap);
 
 /* 0 or -PARLEY_EINVAL with a reason in why. */
 int presence_config_check(const struct presence_config *cfg, char *why,

@@ -20,9 +20,16 @@
  *   HIDDEN   user's presence flags changed (PRESENCE_SET), flags.
  *   RESEND   "send me your online set" (the sender's link came up or its
  *            registry started: what it was sent before may be lost).
+ *   TYPING_REFUSED  the answer of the node that leads a group to a
+ *            TYPING_REQ STARTED it refused: user may not type in conv;
+ *            arg = the error (PARLEY_EPERM not a member, PARLEY_ENOTFOUND
+ *            no such group). Sent to the typist's node only, which
+ *            answers the typing connection ERROR (request id 0), as a
+ *            single node does, and forgets the indicator.
  *
  * Wire (little-endian): u8 version (PRELAY_VERSION) | u8 kind |
- * u8 started | u32 arg (TYPING: ttl_ms, HIDDEN: flags, else 0) |
+ * u8 started | u32 arg (TYPING: ttl_ms, HIDDEN: flags, TYPING_REFUSED:
+ * the error, else 0) |
  * u8 clen | conv | u8 ulen | user | u16 count | count x (u8 len | id).
  * Bounds: conv <= PARLEY_PROTO_MAX_CONV_ID, ids <= PARLEY_PROTO_MAX_USER_ID
  * and non-empty (user may be empty for ONLINE / OFFLINE), count <=
@@ -51,12 +58,14 @@ enum prelay_kind {
 	PRELAY_TYPING = 4,
 	PRELAY_HIDDEN = 5,
 	PRELAY_RESEND = 6,
+	PRELAY_TYPING_REFUSED = 7,
 };
 
 struct prelay_msg {
 	uint8_t kind;
 	uint8_t started;              /* TYPING_REQ / TYPING: 1 started */
-	uint32_t arg;                 /* TYPING: ttl_ms; HIDDEN: flags */
+	uint32_t arg;                 /* TYPING: ttl_ms; HIDDEN: flags;
+					 TYPING_REFUSED: the error */
 	struct parley_str conv;       /* TYPING_REQ / TYPING */
 	struct parley_str user;       /* the typer; HIDDEN: whose flags */
 	uint16_t count;

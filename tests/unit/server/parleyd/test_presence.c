@@ -195,6 +195,35 @@ Test(presence, typing_bounded_and_dropped_with_connection)
 	pres_user_free(u);
 }
 
+/* A refusal from a group's leader forgets the indicator and names the
+ * connection that typed last (it gets the ERROR). */
+Test(presence, typing_forget_names_the_typing_connection)
+{
+	struct pres_user *u = user();
+	uint64_t ttl = 6000 * MS, t = 1000 * MS;
+	const char *g = "g:crew", *d = "d:alice:bob";
+	struct conn_ref from;
+	cr_assert(!pres_typing_forget(u, g, strlen(g), &from));
+	cr_assert_eq(pres_typing_update(u, d, strlen(d), true, peer(1), t, ttl),
+		     1);
+	cr_assert_eq(pres_typing_update(u, g, strlen(g), true, peer(1), t, ttl),
+		     1);
+	/* a refresh from another device of the user takes the indicator */
+	cr_assert_eq(pres_typing_update(u, g, strlen(g), true, peer(2),
+					t + 100 * MS, ttl),
+		     0);
+	cr_assert(pres_typing_forget(u, g, strlen(g), &from));
+	cr_assert(from.slot == peer(2).slot && from.gen == peer(2).gen);
+	cr_assert_eq(u->ntyping, 1, "the other conversation stays");
+	cr_assert(!pres_typing_forget(u, g, strlen(g), &from),
+		  "a second refusal finds nothing");
+	/* a STARTED after the refusal is new again: forwarded (and refused) */
+	cr_assert_eq(pres_typing_update(u, g, strlen(g), true, peer(2),
+					t + 200 * MS, ttl),
+		     1);
+	pres_user_free(u);
+}
+
 Test(presence, subscribers)
 {
 	struct pres_user *u = user();
