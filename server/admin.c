@@ -548,6 +548,16 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		metric(&o, "parley_presence_typing_refused_in_total", "counter",
 		       "This node's typists answered ERROR for another node's "
 		       "refusal of their group TYPING.", ps.typing_refused_in);
+		metric(&o, "parley_presence_relay_failed_total", "counter",
+		       "Presence payloads that could not be queued or sent to a "
+		       "node (each makes the whole online set go again).",
+		       ps.relay_failed);
+		metric(&o, "parley_presence_sets_sent_total", "counter",
+		       "Whole online sets sent to other nodes (link up, RESEND, "
+		       "repair, every PRESENCE_SET_MS).", ps.sets_sent);
+		metric(&o, "parley_presence_set_dropped_total", "counter",
+		       "Remote online entries a SET_END dropped (their OFFLINE "
+		       "was lost).", ps.set_dropped);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",

@@ -118,17 +118,31 @@ int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns)
 	return -1;
 }
 
-bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns)
+bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns,
+		     uint32_t gen)
 {
 	for (uint32_t i = 0; i < u->nremote; i++)
 		if (u->remote[i].node == node) {
 			u->remote[i].until_ns = until_ns;
+			u->remote[i].gen = gen;
 			return true;
 		}
 	if (u->nremote == PRESENCE_REMOTE_MAX)
 		return false;
-	u->remote[u->nremote++] = (struct pres_remote){node, until_ns};
+	u->remote[u->nremote++] = (struct pres_remote){node, until_ns, gen};
 	return true;
+}
+
+bool pres_remote_drop_older(struct pres_user *u, uint64_t node, uint32_t gen)
+{
+	for (uint32_t i = 0; i < u->nremote; i++)
+		if (u->remote[i].node == node) {
+			if ((int32_t)(u->remote[i].gen - gen) >= 0)
+				return false; /* this set's, or a later one's */
+			u->remote[i] = u->remote[--u->nremote];
+			return true;
+		}
+	return false;
 }
 
 bool pres_remote_del(struct pres_user *u, uint64_t node)
@@ -330,9 +344,16 @@ struct presence {
 	/* across nodes (presence.h): fn set after arg */
 	_Atomic(presence_relay_fn) relay;
 	void *_Atomic relay_arg;
-	uint64_t refresh_ns; /* sweep thread: the last online-set refresh */
+	uint64_t refresh_ns; /* sweep thread: the last whole set to all */
+	uint64_t resync_ns;  /* sweep thread: the last repair set */
+	_Atomic uint32_t set_gen;  /* our set generation (presence_relay.h) */
+	pthread_mutex_t set_mu;    /* one whole set sent at a time (its parts
+				      and SET_END must not interleave with
+				      another set's); before shard locks */
+	_Atomic bool resync;       /* a payload was lost: send the set again */
 	_Atomic uint64_t relay_out, relay_in, relay_dropped;
 	_Atomic uint64_t typing_refused, typing_refused_in;
+	_Atomic uint64_t relay_failed, sets_sent, set_dropped;
 };
 
 struct presence_conn {
@@ -461,8 +482,21 @@ static void relay_send(struct presence *p, uint64_t to,
 	static _Thread_local uint8_t buf[PRELAY_MAX];
 	int n = prelay_encode(buf, sizeof buf, m);
 	PARLEY_ASSERT(n > 0);
-	fn(atomic_load(&p->relay_arg), to, buf, (uint32_t)n);
+	if (fn(atomic_load(&p->relay_arg), to, buf, (uint32_t)n) < 0) {
+		/* not queued (a full peer queue): the others may miss a
+		 * transition; the whole set repairs it (sweep thread) */
+		ctr(&p->relay_failed, 1);
+		atomic_store(&p->resync, true);
+	}
 	ctr(&p->relay_out, 1);
+}
+
+void presence_relay_unsent(struct presence *p)
+{
+	if (!p)
+		return;
+	ctr(&p->relay_failed, 1);
+	atomic_store(&p->resync, true);
 }
 
 /* Under u's shard lock, after pres_user_update: tell the other nodes if
@@ -480,23 +514,31 @@ static void relay_local(struct presence *p, const struct pres_user *u,
 		return;
 	struct prelay_msg m = {.kind = u->local_online ? PRELAY_ONLINE
 						       : PRELAY_OFFLINE,
-			       .count = 1};
+			       .arg = atomic_load(&p->set_gen), .count = 1};
 	m.users[0] = (struct parley_str){u->user, u->ulen};
 	relay_send(p, 0, &m);
 }
 
 /* Our whole local online set to node `to` (0: every node), in payloads of
- * PRELAY_USERS_MAX; each shard's part is sent under its lock (after a
- * transition sent there, never before it). */
+ * PRELAY_USERS_MAX, under a new set generation, then SET_END (presence_
+ * relay.h); each shard's part is sent under its lock (after a transition
+ * sent there, never before it), and every transition from the start of
+ * the set on carries its generation or a later one, so SET_END drops
+ * only users that went offline without their OFFLINE arriving. A set
+ * whose payloads could not all be queued ends without SET_END (the
+ * repair set follows). */
 static void relay_online_set(struct presence *p, uint64_t to)
 {
 	if (!relay_on(p))
 		return;
+	pthread_mutex_lock(&p->set_mu);
+	uint32_t gen = atomic_fetch_add(&p->set_gen, 1) + 1;
+	uint64_t failed = atomic_load(&p->relay_failed);
 	static _Thread_local struct prelay_msg m;
 	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
 		struct shard *sh = &p->sh[i];
 		pthread_mutex_lock(&sh->mu);
-		m = (struct prelay_msg){.kind = PRELAY_ONLINE};
+		m = (struct prelay_msg){.kind = PRELAY_ONLINE, .arg = gen};
 		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
 			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
 				if (!u->local_online)
@@ -512,6 +554,12 @@ static void relay_online_set(struct presence *p, uint64_t to)
 			relay_send(p, to, &m);
 		pthread_mutex_unlock(&sh->mu);
 	}
+	if (atomic_load(&p->relay_failed) == failed) {
+		m = (struct prelay_msg){.kind = PRELAY_SET_END, .arg = gen};
+		relay_send(p, to, &m);
+	}
+	ctr(&p->sets_sent, 1);
+	pthread_mutex_unlock(&p->set_mu);
 }
 
 /* The members of a conversation now (1:1 or group), copied out of the
@@ -852,10 +900,19 @@ static void *sweep_main(void *arg)
 		uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
 		for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
 			sweep_shard(p, i, now_ns, now_ms, false);
-		/* the other nodes expire our users after ttl_ms unrefreshed */
-		if (now_ns - p->refresh_ns >=
-		    (uint64_t)p->cfg.ttl_ms * 1000000ull / 3) {
-			p->refresh_ns = now_ns;
+		/* the whole set: the safety net every PRESENCE_SET_MS, and
+		 * the repair after a lost payload (at most every
+		 * PRESENCE_RESYNC_MIN_MS: a full peer queue stays full a
+		 * while) */
+		if (now_ns - p->refresh_ns >= PRESENCE_SET_MS * 1000000ull) {
+			p->refresh_ns = p->resync_ns = now_ns;
+			atomic_store(&p->resync, false);
+			relay_online_set(p, 0);
+		} else if (atomic_load(&p->resync) &&
+			   now_ns - p->resync_ns >=
+				   PRESENCE_RESYNC_MIN_MS * 1000000ull) {
+			p->resync_ns = now_ns;
+			atomic_store(&p->resync, false);
 			relay_online_set(p, 0);
 		}
 		pthread_mutex_lock(&p->mu);
@@ -913,6 +970,7 @@ int presence_open(const struct presence_config *cfg, struct srv *s,
 	for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
 		pthread_mutex_init(&p->sh[i].mu, NULL);
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_mutex_init(&p->set_mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	if (pthread_create(&p->thr, NULL, sweep_main, p) != 0) {
 		free(p);
@@ -956,6 +1014,7 @@ void presence_close(struct presence *p)
 		pthread_mutex_destroy(&p->sh[i].mu);
 	}
 	pthread_mutex_destroy(&p->mu);
+	pthread_mutex_destroy(&p->set_mu);
 	pthread_cond_destroy(&p->cv);
 	free(p);
 }
@@ -984,6 +1043,9 @@ void presence_get_stats(struct presence *p, struct presence_stats *st)
 	st->relay_dropped = atomic_load(&p->relay_dropped);
 	st->typing_refused = atomic_load(&p->typing_refused);
 	st->typing_refused_in = atomic_load(&p->typing_refused_in);
+	st->relay_failed = atomic_load(&p->relay_failed);
+	st->sets_sent = atomic_load(&p->sets_sent);
+	st->set_dropped = atomic_load(&p->set_dropped);
 }
 
 /* ---- connections (loop thread) ------------------------------------------------------------ */
@@ -1489,6 +1551,7 @@ static void remote_users(struct presence *p, uint64_t from,
 	bool on = m->kind == PRELAY_ONLINE;
 	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
 	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	uint64_t remote_ns = PRESENCE_REMOTE_TTL_MS * 1000000ull;
 	for (unsigned i = 0; i < m->count; i++) {
 		const struct parley_str *id = &m->users[i];
 		uint32_t h = user_hash(id->p, id->len);
@@ -1498,7 +1561,8 @@ static void remote_users(struct presence *p, uint64_t from,
 					 : find(sh, h, id->p, id->len);
 		bool changed = false;
 		if (u && on) {
-			changed = pres_remote_set(u, from, now_ns + ttl_ns);
+			changed = pres_remote_set(u, from, now_ns + remote_ns,
+						  m->arg);
 			if (!changed)
 				ctr(&p->relay_dropped, 1);
 		} else if (u) {
@@ -1649,6 +1713,36 @@ static void remote_hidden(struct presence *p, const struct prelay_msg *m)
 	pthread_mutex_unlock(&sh->mu);
 }
 
+/* Drops, in every shard, node's remote entries older than generation
+ * gen (SET_END), or all of them (link down: gen_all); OFFLINE pushes for
+ * the users that go offline here. */
+static void remote_drop(struct presence *p, uint64_t node, bool all,
+			uint32_t gen)
+{
+	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
+		struct shard *sh = &p->sh[i];
+		pthread_mutex_lock(&sh->mu);
+		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
+			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
+				if (!u->nremote)
+					continue;
+				if (all ? !pres_remote_del(u, node)
+					: !pres_remote_drop_older(u, node, gen))
+					continue;
+				if (!all)
+					ctr(&p->set_dropped, 1);
+				u->active_ms = now_ms;
+				bool was = u->local_online;
+				if (pres_user_update(u, now_ns, ttl_ns))
+					push_presence(p, u);
+				relay_local(p, u, was);
+			}
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
 int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 			uint32_t n)
 {
@@ -1675,6 +1769,9 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 		break;
 	case PRELAY_RESEND:
 		relay_online_set(p, from);
+		break;
+	case PRELAY_SET_END:
+		remote_drop(p, from, false, m.arg);
 		break;
 	default:
 		break;
@@ -1706,21 +1803,5 @@ void presence_link(struct presence *p, uint64_t node, bool up)
 		relay_send(p, node, &m);
 		return;
 	}
-	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
-	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
-	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
-		struct shard *sh = &p->sh[i];
-		pthread_mutex_lock(&sh->mu);
-		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
-			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
-				if (!u->nremote || !pres_remote_del(u, node))
-					continue;
-				u->active_ms = now_ms;
-				bool was = u->local_online;
-				if (pres_user_update(u, now_ns, ttl_ns))
-					push_presence(p, u);
-				relay_local(p, u, was);
-			}
-		pthread_mutex_unlock(&sh->mu);
-	}
+	remote_drop(p, node, true, 0);
 }

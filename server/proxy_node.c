@@ -163,23 +163,27 @@ void proxy_node_live(struct chat *c, bool on)
 }
 
 /* presence_relay_fn: to one node, or (to 0) every node whose link is up;
- * best effort (presence.h). */
-static void pres_relay(void *arg, uint64_t to, const uint8_t *payload,
-		       uint32_t len)
+ * best effort (presence.h): < 0 when it could not be queued for one (the
+ * registry sends its whole set again). */
+static int pres_relay(void *arg, uint64_t to, const uint8_t *payload,
+		      uint32_t len)
 {
 	(void)arg;
-	if (to) {
-		(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES, payload,
-					 len, NULL, 0);
-		return;
-	}
+	if (to)
+		return peer_node_send_app(the_node, to, PEER_FRAME_PRES,
+					  payload, len, NULL, 0);
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
+	int rc = 0;
 	for (uint32_t i = 0; i < k; i++)
-		if (links[i].up)
-			(void)peer_node_send_app(the_node, links[i].node,
-						 PEER_FRAME_PRES, payload, len,
-						 NULL, 0);
+		if (links[i].up) {
+			int r = peer_node_send_app(the_node, links[i].node,
+						   PEER_FRAME_PRES, payload,
+						   len, NULL, 0);
+			if (r < 0)
+				rc = r;
+		}
+	return rc;
 }
 
 void proxy_node_presence(struct presence *p, bool on)
@@ -212,6 +216,12 @@ static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
 		       uint32_t n, int err)
 {
 	struct srv *s = arg;
+	if (type == PEER_FRAME_PRES) { /* lost: the whole set goes again */
+		pthread_mutex_lock(&live_mu);
+		presence_relay_unsent(live_pres);
+		pthread_mutex_unlock(&live_mu);
+		return;
+	}
 	proxy_on_unsent(s->proxy, to, type, p, n, err);
 }
 

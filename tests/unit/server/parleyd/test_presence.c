@@ -256,12 +256,12 @@ Test(presence, remote_online_offline_no_durable_write)
 {
 	struct pres_user *u = user();
 	uint64_t t = 1000 * MS, v;
-	cr_assert(pres_remote_set(u, 2, t + TTL));
+	cr_assert(pres_remote_set(u, 2, t + TTL, 1));
 	u->active_ms = 5000;
 	cr_assert_eq(pres_user_update(u, t, TTL), 1); /* online elsewhere */
 	cr_assert(!u->local_online);
 	cr_assert(!pres_user_write_due(u, 999999, 1000, &v)); /* node 2 writes */
-	cr_assert(pres_remote_set(u, 2, t + 2 * TTL)); /* refresh: same slot */
+	cr_assert(pres_remote_set(u, 2, t + 2 * TTL, 1)); /* refresh: same slot */
 	cr_assert_eq(u->nremote, 1);
 	cr_assert(!pres_user_idle(u)); /* kept while online elsewhere */
 	cr_assert(pres_remote_del(u, 2));
@@ -282,7 +282,7 @@ Test(presence, remote_and_local_sessions_together)
 	cr_assert_eq(pres_sess_add(u, peer(1), t, 5000), 0);
 	cr_assert_eq(pres_user_update(u, t, TTL), 1);
 	cr_assert(u->local_online);
-	cr_assert(pres_remote_set(u, 3, t + TTL));
+	cr_assert(pres_remote_set(u, 3, t + TTL, 1));
 	cr_assert_eq(pres_user_update(u, t, TTL), 0);
 	/* the local device leaves: still online (node 3), last_seen due */
 	cr_assert(pres_sess_del(u, peer(1), 7000));
@@ -304,11 +304,35 @@ Test(presence, remote_bounded_by_node_count)
 {
 	struct pres_user *u = user();
 	for (uint64_t n = 1; n <= PRESENCE_REMOTE_MAX; n++)
-		cr_assert(pres_remote_set(u, n, 100));
-	cr_assert(!pres_remote_set(u, 99, 100)); /* full */
-	cr_assert(pres_remote_set(u, 1, 200));   /* a refresh still fits */
+		cr_assert(pres_remote_set(u, n, 100, 1));
+	cr_assert(!pres_remote_set(u, 99, 100, 1)); /* full */
+	cr_assert(pres_remote_set(u, 1, 200, 1));   /* a refresh still fits */
 	cr_assert_eq(pres_remote_expire(u, 150), PRESENCE_REMOTE_MAX - 1);
 	cr_assert_eq(u->nremote, 1);
 	cr_assert_eq(u->remote[0].node, 1);
+	pres_user_free(u);
+}
+
+/* SET_END of a node's set generation drops that node's entries from
+ * older sets only (a lost OFFLINE), never those refreshed by this set or
+ * a later one's transition, and never another node's; generations wrap. */
+Test(presence, set_end_drops_only_older_generations)
+{
+	struct pres_user *u = user();
+	cr_assert(pres_remote_set(u, 2, 100, 7));
+	cr_assert(pres_remote_set(u, 3, 100, 1));
+	cr_assert(!pres_remote_drop_older(u, 2, 7), "refreshed by this set");
+	cr_assert(!pres_remote_drop_older(u, 2, 6), "a later generation");
+	cr_assert(!pres_remote_drop_older(u, 4, 9), "not online there");
+	cr_assert(pres_remote_drop_older(u, 2, 8), "not in set 8: gone");
+	cr_assert_eq(u->nremote, 1);
+	cr_assert_eq(u->remote[0].node, 3, "another node's entry stays");
+	/* across the wrap: 0xffffffff is older than 2 */
+	cr_assert(pres_remote_set(u, 2, 100, 0xffffffffu));
+	cr_assert(!pres_remote_drop_older(u, 2, 0xfffffff0u));
+	cr_assert(pres_remote_drop_older(u, 2, 2));
+	/* the user goes offline here once no entry is left */
+	cr_assert(pres_remote_drop_older(u, 3, 2));
+	cr_assert_eq(u->nremote, 0);
 	pres_user_free(u);
 }
