@@ -346,6 +346,8 @@ struct presence {
 	void *_Atomic relay_arg;
 	uint64_t refresh_ns; /* sweep thread: the last whole set to all */
 	uint64_t resync_ns;  /* sweep thread: the last repair set */
+	uint64_t resync_gap_ms; /* sweep thread: the wait before the next
+				   (doubles while the sets fail themselves) */
 	_Atomic uint32_t set_gen;  /* our set generation (presence_relay.h) */
 	pthread_mutex_t set_mu;    /* one whole set sent at a time (its parts
 				      and SET_END must not interleave with
@@ -901,19 +903,28 @@ static void *sweep_main(void *arg)
 		for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
 			sweep_shard(p, i, now_ns, now_ms, false);
 		/* the whole set: the safety net every PRESENCE_SET_MS, and
-		 * the repair after a lost payload (at most every
-		 * PRESENCE_RESYNC_MIN_MS: a full peer queue stays full a
-		 * while) */
-		if (now_ns - p->refresh_ns >= PRESENCE_SET_MS * 1000000ull) {
-			p->refresh_ns = p->resync_ns = now_ns;
-			atomic_store(&p->resync, false);
-			relay_online_set(p, 0);
-		} else if (atomic_load(&p->resync) &&
-			   now_ns - p->resync_ns >=
-				   PRESENCE_RESYNC_MIN_MS * 1000000ull) {
+		 * the repair after a lost payload, PRESENCE_RESYNC_MIN_MS
+		 * after the last one, doubling up to PRESENCE_RESYNC_MAX_MS
+		 * while a repair set is lost itself (a full peer queue stays
+		 * full a while: sets must not feed it) */
+		bool all = now_ns - p->refresh_ns >=
+			   PRESENCE_SET_MS * 1000000ull;
+		if (!p->resync_gap_ms)
+			p->resync_gap_ms = PRESENCE_RESYNC_MIN_MS;
+		if (all || (atomic_load(&p->resync) &&
+			    now_ns - p->resync_ns >=
+				    p->resync_gap_ms * 1000000ull)) {
+			if (all)
+				p->refresh_ns = now_ns;
 			p->resync_ns = now_ns;
 			atomic_store(&p->resync, false);
+			uint64_t failed = atomic_load(&p->relay_failed);
 			relay_online_set(p, 0);
+			p->resync_gap_ms =
+				atomic_load(&p->relay_failed) == failed
+					? PRESENCE_RESYNC_MIN_MS
+					: PARLEY_MIN(p->resync_gap_ms * 2,
+						     PRESENCE_RESYNC_MAX_MS);
 		}
 		pthread_mutex_lock(&p->mu);
 		struct timespec ts;

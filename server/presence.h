@@ -93,10 +93,12 @@ struct srv;
 /* Across nodes: the whole online set goes to every node this often (a
  * safety net: transitions and the sets at link up, RESEND and after a
  * payload could not be queued keep the others current), at most every
- * PRESENCE_RESYNC_MIN_MS after a failure; a remote entry not refreshed
- * for PRESENCE_REMOTE_TTL_MS goes. */
+ * PRESENCE_RESYNC_MIN_MS after a failure (doubling up to
+ * PRESENCE_RESYNC_MAX_MS while the repair sets fail too); a remote entry
+ * not refreshed for PRESENCE_REMOTE_TTL_MS goes. */
 #define PRESENCE_SET_MS 600000u
 #define PRESENCE_RESYNC_MIN_MS 1000u
+#define PRESENCE_RESYNC_MAX_MS 60000u
 #define PRESENCE_REMOTE_TTL_MS (3u * PRESENCE_SET_MS)
 
 /* Engine entry types (chat.h's range for presence). */
