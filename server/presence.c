@@ -907,8 +907,8 @@ static void *sweep_main(void *arg)
 		 * after the last one, doubling up to PRESENCE_RESYNC_MAX_MS
 		 * while a repair set is lost itself (a full peer queue stays
 		 * full a while: sets must not feed it) */
-		bool all = now_ns - p->refresh_ns >=
-			   PRESENCE_SET_MS * 1000000ull;
+		bool all = relay_on(p) && now_ns - p->refresh_ns >=
+					       PRESENCE_SET_MS * 1000000ull;
 		if (!p->resync_gap_ms)
 			p->resync_gap_ms = PRESENCE_RESYNC_MIN_MS;
 		if (all || (atomic_load(&p->resync) &&

@@ -3,13 +3,19 @@
  * time: sessions and the online state (any device online, TTL expiry,
  * last_seen = the last heartbeat), what a subscriber sees (hidden,
  * unknown setting), lazy last_seen writes, typing coalescing, expiry and
- * the per-user bound.
+ * the per-user bound; and the running registry's relay across nodes on
+ * the in-memory engine (set generations, SET_END, the repair set).
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
+#include "chat_world.h"
 #include "presence.h"
+#include "presence_relay.h"
+#include "srv.h"
 
 #define MS 1000000ull
 #define TTL (60000 * MS)
@@ -335,4 +341,112 @@ Test(presence, set_end_drops_only_older_generations)
 	cr_assert(pres_remote_drop_older(u, 3, 2));
 	cr_assert_eq(u->nremote, 0);
 	pres_user_free(u);
+}
+
+/* ---- the running registry across nodes (presence_relay_recv) ---- */
+
+static struct {
+	pthread_mutex_t mu;
+	int set_ends;
+	int bad;              /* payloads that did not decode */
+} fr = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+
+static int fake_relay(void *arg, uint64_t to, const uint8_t *p, uint32_t n)
+{
+	(void)arg;
+	(void)to;
+	struct prelay_msg m;
+	pthread_mutex_lock(&fr.mu);
+	if (prelay_decode(p, n, &m))
+		fr.bad++;
+	else if (m.kind == PRELAY_SET_END)
+		fr.set_ends++;
+	pthread_mutex_unlock(&fr.mu);
+	return 0;
+}
+
+static int set_ends(void)
+{
+	pthread_mutex_lock(&fr.mu);
+	int n = fr.set_ends;
+	pthread_mutex_unlock(&fr.mu);
+	return n;
+}
+
+static void recv_msg(struct presence *p, uint64_t from,
+		     const struct prelay_msg *m)
+{
+	static uint8_t buf[PRELAY_MAX];
+	int n = prelay_encode(buf, sizeof buf, m);
+	cr_assert_gt(n, 0);
+	cr_assert_eq(presence_relay_recv(p, from, buf, (uint32_t)n), 0);
+}
+
+static unsigned nodes_of(struct presence *p, const char *u)
+{
+	uint64_t nodes[PRESENCE_REMOTE_MAX];
+	return presence_user_nodes(p, u, strlen(u), nodes, PRESENCE_REMOTE_MAX);
+}
+
+/* A SET_END drops the sender's users its set no longer names (a lost
+ * OFFLINE), keeps a later set's transition and other nodes' entries; a
+ * PRES payload that was not sent makes the whole set (with its SET_END)
+ * go again. */
+Test(presence, set_end_repairs_lost_offline_and_lost_payload_resends_set)
+{
+	struct world w;
+	world_start(&w, 21);
+	struct srv s = {.engine = w.e, .chat = w.c};
+	struct presence_config cfg = {.heartbeat_ms = 30000, .ttl_ms = 60000,
+				      .subs_max = 100, .typing_ttl_ms = 6000,
+				      .last_seen_write_ms = 60000,
+				      .push_queue_max = 1024};
+	struct presence *p;
+	cr_assert_eq(presence_open(&cfg, &s, &p), 0);
+	presence_set_relay(p, fake_relay, NULL);
+	struct prelay_msg m = {.kind = PRELAY_ONLINE, .arg = 5, .count = 2};
+	m.users[0] = (struct parley_str){"ann", 3};
+	m.users[1] = (struct parley_str){"ben", 3};
+	recv_msg(p, 2, &m); /* node 2's set 5: ann, ben */
+	m.users[1] = (struct parley_str){"dan", 3};
+	recv_msg(p, 3, &m); /* node 3: ann, dan (its own generations) */
+	cr_assert_eq(nodes_of(p, "ben"), 1);
+	cr_assert_eq(nodes_of(p, "ann"), 2);
+	/* ben's OFFLINE from node 2 is lost; node 2's set 6 names ann only,
+	 * and cy comes online there after set 7 began */
+	m.arg = 6;
+	m.count = 1;
+	recv_msg(p, 2, &m);
+	m.arg = 7;
+	m.users[0] = (struct parley_str){"cy", 2};
+	recv_msg(p, 2, &m);
+	struct prelay_msg e = {.kind = PRELAY_SET_END, .arg = 6};
+	recv_msg(p, 2, &e);
+	cr_assert_eq(nodes_of(p, "ben"), 0, "ben's lost OFFLINE repaired");
+	cr_assert_eq(nodes_of(p, "ann"), 2, "named by the set: stays");
+	cr_assert_eq(nodes_of(p, "cy"), 1, "a later set's transition stays");
+	cr_assert_eq(nodes_of(p, "dan"), 1, "node 3's entries untouched");
+	struct presence_stats st;
+	presence_get_stats(p, &st);
+	cr_assert_eq(st.set_dropped, 1);
+	/* the sweep's first whole set after the relay came (then none for
+	 * PRESENCE_SET_MS) */
+	for (int t = 0; t < 1000 && (presence_get_stats(p, &st), !st.sets_sent);
+	     t++)
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
+	cr_assert_eq(st.sets_sent, 1);
+	/* a payload the peer node could not send: the whole set goes again
+	 * (the sweep thread, PRESENCE_RESYNC_MIN_MS after the last one) */
+	int before = set_ends();
+	presence_relay_unsent(p);
+	for (int t = 0; t < 1000 && set_ends() == before; t++)
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
+	cr_assert_gt(set_ends(), before, "no repair set after a lost payload");
+	presence_get_stats(p, &st);
+	cr_assert_eq(st.relay_failed, 1);
+	cr_assert_eq(st.sets_sent, 2);
+	cr_assert_eq(fr.bad, 0);
+	presence_set_relay(p, NULL, NULL);
+	presence_close(p);
+	world_stop(&w);
 }
