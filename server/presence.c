@@ -129,6 +129,14 @@ bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns,
 		}
 	if (u->nremote == PRESENCE_REMOTE_MAX)
 		return false;
+	if (u->nremote == u->capremote) { /* one node at first, then 8 */
+		uint32_t cap = u->capremote ? PRESENCE_REMOTE_MAX : 1;
+		struct pres_remote *r = realloc(u->remote, cap * sizeof *r);
+		if (!r)
+			return false;
+		u->remote = r;
+		u->capremote = cap;
+	}
 	u->remote[u->nremote++] = (struct pres_remote){node, until_ns, gen};
 	return true;
 }
@@ -316,6 +324,7 @@ void pres_user_free(struct pres_user *u)
 	free(u->sess);
 	free(u->subs);
 	free(u->typing);
+	free(u->remote);
 	free(u);
 }
 

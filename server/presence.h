@@ -162,8 +162,10 @@ struct pres_user {
 	uint32_t nsubs, capsubs;
 	struct pres_typing *typing;  /* PRESENCE_TYPING_MAX, allocated lazily */
 	uint32_t ntyping;
-	struct pres_remote remote[PRESENCE_REMOTE_MAX];
-	uint32_t nremote;
+	struct pres_remote *remote;  /* capremote allocated (1 at first: most
+					users are online on one node; at
+					most PRESENCE_REMOTE_MAX) */
+	uint32_t nremote, capremote;
 };
 
 /* Sessions. add: 0 or -PARLEY_ENOMEM; del/beat: true if it was there. */
@@ -180,7 +182,8 @@ bool pres_sess_beat(struct pres_user *u, struct conn_ref h,
 int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns);
 /* Remote sessions (other nodes). set: adds or refreshes (node, until_ns,
  * gen),
- * false when PRESENCE_REMOTE_MAX nodes are there already; del: true if
+ * false when PRESENCE_REMOTE_MAX nodes are there already (or no memory
+ * for one more); del: true if
  * node was there; expire: drops those with until_ns <= now_ns, returns how
  * many. The caller then calls pres_user_update: a user is online while a
  * local session counts or a remote entry is there; last_seen (durable)
