@@ -357,7 +357,8 @@ struct presence {
 	uint64_t resync_ns;  /* sweep thread: the last repair set */
 	uint64_t resync_gap_ms; /* sweep thread: the wait before the next
 				   (doubles while the sets fail themselves) */
-	_Atomic uint32_t set_gen;  /* our set generation (presence_relay.h) */
+	_Atomic uint32_t set_gen;  /* our set generation (presence_relay.h);
+				      0 only until the first set */
 	pthread_mutex_t set_mu;    /* one whole set sent at a time (its parts
 				      and SET_END must not interleave with
 				      another set's); before shard locks */
@@ -544,6 +545,8 @@ static void relay_online_set(struct presence *p, uint64_t to)
 		return;
 	pthread_mutex_lock(&p->set_mu);
 	uint32_t gen = atomic_fetch_add(&p->set_gen, 1) + 1;
+	if (!gen) /* 0 stands for a node without generations */
+		gen = atomic_fetch_add(&p->set_gen, 1) + 1;
 	uint64_t failed = atomic_load(&p->relay_failed);
 	static _Thread_local struct prelay_msg m;
 	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
@@ -1581,8 +1584,12 @@ static void remote_users(struct presence *p, uint64_t from,
 					 : find(sh, h, id->p, id->len);
 		bool changed = false;
 		if (u && on) {
-			changed = pres_remote_set(u, from, now_ns + remote_ns,
-						  m->arg);
+			/* generation 0: a node built before set
+			 * generations, which refreshes its whole set every
+			 * presence_ttl_ms / 3 (ours never use 0) */
+			changed = pres_remote_set(
+				u, from, now_ns + (m->arg ? remote_ns : ttl_ns),
+				m->arg);
 			if (!changed)
 				ctr(&p->relay_dropped, 1);
 		} else if (u) {

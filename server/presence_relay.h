@@ -8,7 +8,9 @@
  *   ONLINE   users that are online on the sender (a transition, or part
  *            of a whole online set: to a node whose link comes up, after
  *            RESEND, after a payload could not be queued, and every
- *            PRESENCE_SET_MS); arg = the sender's set generation now. The
+ *            PRESENCE_SET_MS); arg = the sender's set generation now (0:
+ *            before its first set, or a sender built before generations,
+ *            whose entries expire after presence_ttl_ms as then). The
  *            receiver keeps (user, sender, generation) until OFFLINE, the
  *            link to the sender going down, a SET_END that does not
  *            include it, or PRESENCE_REMOTE_TTL_MS without a refresh.
