@@ -35,6 +35,7 @@
 #include "presence_relay.h"
 
 #define PRES_REC_VERSION 1u
+#define PRES_PEERS 16u /* other nodes tracked (>= PEER_NODE_MAX_PEERS) */
 
 const struct pe_retention_rule presence_retention[] = {
 	{.prefix = "p/", .plen = 2, .max_count = PRESENCE_RETAIN},
@@ -366,7 +367,22 @@ struct presence {
 	_Atomic uint64_t relay_out, relay_in, relay_dropped;
 	_Atomic uint64_t typing_refused, typing_refused_in;
 	_Atomic uint64_t relay_failed, sets_sent, set_dropped;
+	/* the other nodes as the links tell (presence_link) and whether each
+	 * sent a SET_END since its link came up (it speaks generations);
+	 * one that did not is a build before them: it gets the whole set
+	 * every presence_ttl_ms / 3, as it expects, and no new kind */
+	pthread_mutex_t peers_mu;
+	struct {
+		uint64_t node;
+		bool up, gen;
+	} peers[PRES_PEERS];
+	uint32_t npeers;
+	uint64_t legacy_ns; /* sweep thread: the last set to such nodes */
 };
+
+/* Whether node's link is up and it has not shown it speaks generations
+ * (a build before them, or one whose SET_END is still on its way). */
+static bool peer_legacy(struct presence *p, uint64_t node);
 
 struct presence_conn {
 	struct conn_ref h;
@@ -539,7 +555,7 @@ static void relay_local(struct presence *p, const struct pres_user *u,
  * only users that went offline without their OFFLINE arriving. A set
  * whose payloads could not all be queued ends without SET_END (the
  * repair set follows). */
-static void relay_online_set(struct presence *p, uint64_t to)
+static void relay_online_set_end(struct presence *p, uint64_t to, bool end)
 {
 	if (!relay_on(p))
 		return;
@@ -568,12 +584,65 @@ static void relay_online_set(struct presence *p, uint64_t to)
 			relay_send(p, to, &m);
 		pthread_mutex_unlock(&sh->mu);
 	}
-	if (atomic_load(&p->relay_failed) == failed) {
+	if (end && atomic_load(&p->relay_failed) == failed) {
 		m = (struct prelay_msg){.kind = PRELAY_SET_END, .arg = gen};
 		relay_send(p, to, &m);
 	}
 	ctr(&p->sets_sent, 1);
 	pthread_mutex_unlock(&p->set_mu);
+}
+
+static void relay_online_set(struct presence *p, uint64_t to)
+{
+	relay_online_set_end(p, to, true);
+}
+
+/* ---- the other nodes (legacy: before set generations) ---- */
+
+static void peer_note(struct presence *p, uint64_t node, bool up, bool gen)
+{
+	pthread_mutex_lock(&p->peers_mu);
+	uint32_t k = 0;
+	while (k < p->npeers && p->peers[k].node != node)
+		k++;
+	if (k == p->npeers && p->npeers < PRES_PEERS)
+		p->peers[p->npeers++].node = node;
+	if (k < p->npeers) {
+		if (gen) {
+			p->peers[k].gen = true;
+		} else {
+			p->peers[k].up = up;
+			p->peers[k].gen = false;
+		}
+	}
+	pthread_mutex_unlock(&p->peers_mu);
+}
+
+static bool peer_legacy(struct presence *p, uint64_t node)
+{
+	bool r = false;
+	pthread_mutex_lock(&p->peers_mu);
+	for (uint32_t k = 0; k < p->npeers; k++)
+		if (p->peers[k].node == node)
+			r = p->peers[k].up && !p->peers[k].gen;
+	pthread_mutex_unlock(&p->peers_mu);
+	return r;
+}
+
+/* Sweep thread: the whole set, without SET_END, to each node whose link
+ * is up and that sent no SET_END (it expires our users after
+ * presence_ttl_ms unrefreshed). */
+static void relay_legacy_sets(struct presence *p)
+{
+	uint64_t nodes[PRES_PEERS];
+	uint32_t n = 0;
+	pthread_mutex_lock(&p->peers_mu);
+	for (uint32_t k = 0; k < p->npeers; k++)
+		if (p->peers[k].up && !p->peers[k].gen)
+			nodes[n++] = p->peers[k].node;
+	pthread_mutex_unlock(&p->peers_mu);
+	for (uint32_t k = 0; k < n; k++)
+		relay_online_set_end(p, nodes[k], false);
 }
 
 /* The members of a conversation now (1:1 or group), copied out of the
@@ -919,6 +988,11 @@ static void *sweep_main(void *arg)
 		 * after the last one, doubling up to PRESENCE_RESYNC_MAX_MS
 		 * while a repair set is lost itself (a full peer queue stays
 		 * full a while: sets must not feed it) */
+		if (relay_on(p) && now_ns - p->legacy_ns >=
+				       (uint64_t)p->cfg.ttl_ms * 1000000ull / 3) {
+			p->legacy_ns = now_ns;
+			relay_legacy_sets(p);
+		}
 		bool all = relay_on(p) && now_ns - p->refresh_ns >=
 					       PRESENCE_SET_MS * 1000000ull;
 		if (!p->resync_gap_ms)
@@ -994,6 +1068,7 @@ int presence_open(const struct presence_config *cfg, struct srv *s,
 		pthread_mutex_init(&p->sh[i].mu, NULL);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_mutex_init(&p->set_mu, NULL);
+	pthread_mutex_init(&p->peers_mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	if (pthread_create(&p->thr, NULL, sweep_main, p) != 0) {
 		free(p);
@@ -1038,6 +1113,7 @@ void presence_close(struct presence *p)
 	}
 	pthread_mutex_destroy(&p->mu);
 	pthread_mutex_destroy(&p->set_mu);
+	pthread_mutex_destroy(&p->peers_mu);
 	pthread_cond_destroy(&p->cv);
 	free(p);
 }
@@ -1660,7 +1736,7 @@ static void remote_typing_req(struct presence *p, uint64_t from,
 		uint32_t err = role == CHAT_ROLE_NONE	       ? PARLEY_EPERM
 			       : role == -PARLEY_ENOTFOUND ? PARLEY_ENOTFOUND
 							   : 0;
-		if (err && m->started) {
+		if (err && m->started && !peer_legacy(p, from)) {
 			struct prelay_msg r = {.kind = PRELAY_TYPING_REFUSED,
 					       .started = 1, .arg = err,
 					       .conv = m->conv, .user = m->user};
@@ -1798,6 +1874,7 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 		relay_online_set(p, from);
 		break;
 	case PRELAY_SET_END:
+		peer_note(p, from, true, true);
 		remote_drop(p, from, false, m.arg);
 		break;
 	default:
@@ -1824,6 +1901,7 @@ unsigned presence_user_nodes(struct presence *p, const char *user,
 
 void presence_link(struct presence *p, uint64_t node, bool up)
 {
+	peer_note(p, node, up, false);
 	if (up) { /* our set to it, and its set to us */
 		relay_online_set(p, node);
 		struct prelay_msg m = {.kind = PRELAY_RESEND};

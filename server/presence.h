@@ -256,7 +256,9 @@ struct presence_stats {
  * be queued, at most every PRESENCE_RESYNC_MIN_MS, and each
  * PRESENCE_SET_MS; a set is numbered, and its SET_END drops the users the
  * receiver had from an older set: deltas, with the whole set only to
- * repair), its users'
+ * repair; a node that sends no SET_END is a build before generations
+ * and gets the whole set every presence_ttl_ms / 3 instead), its
+ * users'
  * PRESENCE_SET, and typing: a TYPING push for members online on another
  * node goes there as a TYPING payload naming them; a TYPING in a group
  * this node cannot resolve (it does not lead the group's partition) goes

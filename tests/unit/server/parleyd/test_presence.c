@@ -450,3 +450,48 @@ Test(presence, set_end_repairs_lost_offline_and_lost_payload_resends_set)
 	presence_close(p);
 	world_stop(&w);
 }
+
+/* A node whose link is up and that sent no SET_END is a build before set
+ * generations: it gets the whole set every presence_ttl_ms / 3 (it
+ * expires our users otherwise); once it sends a SET_END, deltas only. */
+Test(presence, node_without_generations_gets_periodic_sets)
+{
+	struct world w;
+	world_start(&w, 22);
+	struct srv s = {.engine = w.e, .chat = w.c};
+	struct presence_config cfg = {.heartbeat_ms = 100, .ttl_ms = 300,
+				      .subs_max = 100, .typing_ttl_ms = 6000,
+				      .last_seen_write_ms = 60000,
+				      .push_queue_max = 1024};
+	struct presence *p;
+	cr_assert_eq(presence_open(&cfg, &s, &p), 0);
+	presence_set_relay(p, fake_relay, NULL);
+	struct presence_stats st;
+	for (int t = 0; t < 1000 && (presence_get_stats(p, &st), !st.sets_sent);
+	     t++)
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
+	cr_assert_eq(st.sets_sent, 1, "the first whole set to every node");
+	presence_link(p, 2, true); /* our set to node 2, and RESEND */
+	presence_get_stats(p, &st);
+	uint64_t s0 = st.sets_sent;
+	for (int t = 0; t < 1000 && st.sets_sent < s0 + 2; t++) {
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
+		presence_get_stats(p, &st);
+	}
+	cr_assert_geq(st.sets_sent, s0 + 2, "no periodic set to a node "
+		      "without generations");
+	/* node 2 speaks generations: its SET_END; then no more sets */
+	struct prelay_msg e = {.kind = PRELAY_SET_END, .arg = 1};
+	recv_msg(p, 2, &e);
+	nanosleep(&(struct timespec){0, 300000000}, NULL); /* a set in flight */
+	presence_get_stats(p, &st);
+	uint64_t s1 = st.sets_sent;
+	nanosleep(&(struct timespec){0, 600000000}, NULL); /* >= 6 x ttl / 3 */
+	presence_get_stats(p, &st);
+	cr_assert_eq(st.sets_sent, s1, "whole sets to a node that has "
+		     "generations");
+	presence_link(p, 2, false);
+	presence_set_relay(p, NULL, NULL);
+	presence_close(p);
+	world_stop(&w);
+}
