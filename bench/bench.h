@@ -232,6 +232,10 @@ int bench_cluster(const struct bench_cfg *cfg);
 /* cluster-forward: SENDs to the leader vs to a follower that forwards
  * them (docs/CLUSTER.md §3.3), alternating in one run. */
 int bench_cluster_forward(const struct bench_cfg *cfg);
+/* presence-relay (bench_presence.c): a 3-node cluster idle, then with
+ * cfg->count users online, then with cfg->rates[0] connection
+ * replacements/s: peer bytes/s, PRES payloads/s, CPU, registry entries. */
+int bench_presence_relay(const struct bench_cfg *cfg);
 
 /* Headline latencies of one delivery run (µs), for the ratio table. */
 struct deliv_stat {

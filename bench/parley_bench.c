@@ -140,6 +140,11 @@ static void usage(FILE *f)
 "             closed-loop SEND load first on the leader, then on a follower\n"
 "             that forwards every SEND to it; SENDs/s, p50/p99/p99.9 per round\n"
 "             and the follower / leader ratio. Node arguments as cluster.\n"
+"  presence-relay  a 3-node cluster: peer bytes/s, PRES payloads/s, CPU\n"
+"             and presence entries idle, with --count users online (default\n"
+"             10000, one connection each, spread over the nodes) and with\n"
+"             --rate connection replacements/s (default 100); windows of\n"
+"             --seconds (default 45: two online-set refreshes).\n"
 "  idle-conns  opens --count authenticated idle connections to parleyd and\n"
 "             reports the server's VmRSS growth per connection (goal <= 2 KiB);\n"
 "             client side split over processes of <= 9000 connections.\n"
@@ -1134,7 +1139,7 @@ int main(int argc, char **argv)
 		cfg.n_payloads = 1;
 	}
 	if (!mode)
-		die_usage("%s", "missing MODE (disk, commit-floor, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)");
+		die_usage("%s", "missing MODE (disk, commit-floor, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, presence-relay, idle-conns, delivery, groups, workload, history, report, plan)");
 	/* delivery: the admin port too, for the per-stage breakdown */
 	if (!strcmp(mode, "delivery") && !args_set && !cfg.tls)
 		cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} --tls-port 0 "
@@ -1252,6 +1257,22 @@ int main(int argc, char **argv)
 		int grc = bench_groups(&cfg);
 		return grc ? 1 : 0;
 	}
+	if (!strcmp(mode, "presence-relay")) {
+		print_machine(&cfg);
+		if (!args_set)
+			cfg.parleyd_args = "--dev --data {data} --listen 127.0.0.1:{port} "
+					   "--tls-port 0 --admin-port {adminport}" BENCH_NO_LIMITS;
+		if (!seconds_set)
+			cfg.seconds = 45;
+		if (cfg.n_rates == 0) {
+			cfg.rates[0] = 100;
+			cfg.n_rates = 1;
+		}
+		bench_watchdog_arm(600 + 3 * cfg.seconds + cfg.count / 100.0);
+		int prc = bench_presence_relay(&cfg);
+		bench_watchdog_arm(0);
+		return prc ? 1 : 0;
+	}
 	if (!strcmp(mode, "idle-conns") || !strcmp(mode, "delivery")) {
 		print_machine(&cfg);
 		if (!strcmp(mode, "idle-conns")) {
@@ -1284,6 +1305,6 @@ int main(int argc, char **argv)
 			drc = 1;
 		return drc ? 1 : 0;
 	}
-	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, idle-conns, delivery, groups, workload, history, report, plan)", mode);
+	die_usage("unknown mode \"%s\" (disk, engine, redis, compare, server-compare, compaction, cluster, cluster-forward, presence-relay, idle-conns, delivery, groups, workload, history, report, plan)", mode);
 	return EXIT_USAGE;
 }

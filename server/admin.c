@@ -188,6 +188,22 @@ static const struct field_metric presence_metrics[] = {
 	P("parley_presence_relay_dropped_total", "counter", relay_dropped,
 	  "Remote online entries refused (no memory, or online "
 	  "on more nodes than PRESENCE_REMOTE_MAX)."),
+	P("parley_presence_typing_refused_total", "counter", typing_refused,
+	  "Other nodes' group TYPING refused here (this node leads the "
+	  "group; the typist's node answers ERROR)."),
+	P("parley_presence_typing_refused_in_total", "counter",
+	  typing_refused_in,
+	  "This node's typists answered ERROR for another node's refusal "
+	  "of their group TYPING."),
+	P("parley_presence_relay_failed_total", "counter", relay_failed,
+	  "Presence payloads that could not be queued or sent to a node "
+	  "(each makes the whole online set go again)."),
+	P("parley_presence_sets_sent_total", "counter", sets_sent,
+	  "Whole online sets sent to other nodes (link up, RESEND, repair, "
+	  "every PRESENCE_SET_MS)."),
+	P("parley_presence_set_dropped_total", "counter", set_dropped,
+	  "Remote online entries a SET_END dropped (their OFFLINE was "
+	  "lost)."),
 #undef P
 };
 
@@ -274,11 +290,20 @@ static const struct field_metric read_fanout_metrics[] = {
 	R("parley_read_fanout_catchups_total", "counter", catchups,
 	  "GROUP_CATCHUP pages served."),
 	R("parley_read_fanout_relayed_total", "counter", relayed,
-	  "Read-mode messages whose live EVENT was sent to the "
-	  "other nodes for their connections."),
+	  "LIVE payloads (a read-mode message's live EVENT) sent to other "
+	  "nodes for their connections: one per node with a member online "
+	  "there."),
+	R("parley_read_fanout_relay_skipped_total", "counter", relay_skipped,
+	  "Members of read-mode messages online on no other node, named in "
+	  "no LIVE payload."),
 	R("parley_read_fanout_live_remote_total", "counter", live_remote,
 	  "Live EVENTs posted here for another node's read fan-out "
 	  "(of parley_read_fanout_live_total)."),
+	R("parley_read_fanout_live_in_total", "counter", live_in,
+	  "LIVE payloads received from other nodes."),
+	R("parley_read_fanout_live_in_idle_total", "counter", live_in_idle,
+	  "LIVE payloads received that posted nothing here (no subscribed "
+	  "connection of the members named)."),
 	R("parley_read_fanout_outstanding", "gauge", outstanding,
 	  "ACTIVITY pointers outstanding (not acknowledged yet)."),
 #undef R

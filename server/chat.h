@@ -1162,21 +1162,37 @@ uint32_t chat_group_read_min(struct chat *c);
 /* Live EVENTs to members connected to other nodes (a cluster; docs/
  * CLUSTER.md §3.3, "Live events of large groups"). The conversation's
  * leader runs the read fan-out; its live hook reaches only its own
- * connections. The relay hook gets, once per read-mode message, a LIVE
- * payload (chat_rd_live_encode's format, borrowed) naming the members
- * this node posted nothing to, and sends it to every other node (best
- * effort: those members also get their ACTIVITY pointer as before, so a
- * relay that is lost costs a catch-up, never a message); a node that
- * receives one posts the EVENT to its own subscribed connections of those
- * members (chat_rd_live_recv). A device that gets both the live EVENT
- * and the ACTIVITY pointer reads nothing twice: libparley removes
- * duplicates by (conv, seq), as for a local live post.
+ * connections. The relay hook gets LIVE payloads (borrowed) for the
+ * other nodes, once per read-mode message:
+ *   - with a where hook (chat_set_live_where: the presence registry's
+ *     knowledge of which other nodes each user is online on), one payload
+ *     per node that has at least one member online, naming exactly those
+ *     members (also the ones posted here: a user may have devices on two
+ *     nodes), sent to that node only; a node with no member online gets
+ *     nothing (chat_rd_stats: `relayed` counts payloads sent,
+ *     `relay_skipped` members online on no other node);
+ *   - without one, a single payload naming the members this node posted
+ *     nothing to, to every other node (to = 0).
+ * Best effort: members not posted here also get their ACTIVITY pointer as
+ * before, so a relay that is lost (or a user whose ONLINE has not reached
+ * this node yet) costs a catch-up, never a message; a node that receives
+ * one posts the EVENT to its own subscribed connections of those members
+ * (chat_rd_live_recv). A device that gets both the live EVENT and the
+ * ACTIVITY pointer reads nothing twice: libparley removes duplicates by
+ * (conv, seq), as for a local live post.
  * Payload: u32 nusers | nusers x (u8 ulen | user) | one EVENT frame.
- * The fan-out thread calls relay; recv from any thread. */
+ * The fan-out thread calls relay and where; recv from any thread. */
 #define CHAT_RD_LIVE_HDR 4u
-typedef void (*chat_live_relay_fn)(void *arg, const uint8_t *payload,
-				   uint32_t len);
+#define CHAT_RD_RELAY_NODES 8u /* other nodes one user is online on */
+typedef void (*chat_live_relay_fn)(void *arg, uint64_t to,
+				   const uint8_t *payload, uint32_t len);
 void chat_set_live_relay(struct chat *c, chat_live_relay_fn fn, void *arg);
+/* The other nodes user is online on: fills nodes (at most cap) and
+ * returns how many (0: none, or unknown). */
+typedef unsigned (*chat_live_where_fn)(void *arg, const char *user,
+				       size_t ulen, uint64_t *nodes,
+				       unsigned cap);
+void chat_set_live_where(struct chat *c, chat_live_where_fn fn, void *arg);
 /* A LIVE payload from another node: posts its EVENT through the live
  * hook to each named member's subscribed connections; returns how many
  * posts, or -PARLEY_EPROTO (a bad payload: nothing posted). */
@@ -1217,7 +1233,12 @@ struct chat_rd_stats {
 	uint64_t coalesced;   /* offline members skipped: one outstanding */
 	uint64_t catchups;    /* GROUP_CATCHUP pages served */
 	uint64_t relayed;     /* LIVE payloads handed to the relay hook */
+	uint64_t relay_skipped; /* members online on no other node (where
+				   hook): named in no LIVE payload */
 	uint64_t live_remote; /* of `live`: posted for another node's fan-out */
+	uint64_t live_in;     /* LIVE payloads received from other nodes */
+	uint64_t live_in_idle; /* of live_in: none of its members had a
+				  subscribed connection here */
 	uint32_t outstanding; /* activity table entries */
 };
 void chat_rd_get_stats(struct chat *c, struct chat_rd_stats *out);

@@ -30,8 +30,13 @@
  *      idempotent; after a restart (table empty) the pointer is a new
  *      entry, never swallowed as a duplicate of an acknowledged one.
  *
+ * Across nodes (chat.h, "Live EVENTs to members connected to other
+ * nodes"): the LIVE payloads go, with the where hook, only to the nodes
+ * a member is online on, each naming its members (struct relay_out).
+ *
  * Bounds: CHAT_ACT_MAX table slots (full: pointers are written, not
- * coalesced); members are copied per message (<= CHAT_GROUP_MAX_HARD).
+ * coalesced); members are copied per message (<= CHAT_GROUP_MAX_HARD);
+ * at most CHAT_RD_RELAY_NODES LIVE payloads per message.
  * Threads: the table has its own mutex; chat_rd_fanout runs on the
  * fan-out thread; the rest from any thread.
  */
@@ -210,10 +215,13 @@ struct chat_rd {
 	void *_Atomic live_arg;
 	_Atomic(chat_live_relay_fn) relay;
 	void *_Atomic relay_arg;
+	_Atomic(chat_live_where_fn) where;
+	void *_Atomic where_arg;
 	struct chat_act *act;
 	uint64_t boot;           /* invariant 3 */
 	_Atomic uint64_t msgs, live_posts, activity, coalesced, catchups;
-	_Atomic uint64_t relayed, live_remote;
+	_Atomic uint64_t relayed, relay_skipped, live_remote, live_in;
+	_Atomic uint64_t live_in_idle;
 };
 
 struct chat_rd *chat_rd_new(void)
@@ -254,6 +262,13 @@ void chat_set_live_relay(struct chat *c, chat_live_relay_fn fn, void *arg)
 	atomic_store(&rd->relay, fn);
 }
 
+void chat_set_live_where(struct chat *c, chat_live_where_fn fn, void *arg)
+{
+	struct chat_rd *rd = chat_rd_of(c);
+	atomic_store(&rd->where_arg, arg);
+	atomic_store(&rd->where, fn);
+}
+
 int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n)
 {
 	struct chat_rd *rd = chat_rd_of(c);
@@ -290,6 +305,9 @@ int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n)
 	}
 	atomic_fetch_add(&rd->live_posts, posted);
 	atomic_fetch_add(&rd->live_remote, posted);
+	atomic_fetch_add(&rd->live_in, 1);
+	if (!posted)
+		atomic_fetch_add(&rd->live_in_idle, 1);
 	return (int)posted;
 }
 
@@ -312,7 +330,10 @@ void chat_rd_get_stats(struct chat *c, struct chat_rd_stats *out)
 	out->coalesced = atomic_load(&rd->coalesced);
 	out->catchups = atomic_load(&rd->catchups);
 	out->relayed = atomic_load(&rd->relayed);
+	out->relay_skipped = atomic_load(&rd->relay_skipped);
 	out->live_remote = atomic_load(&rd->live_remote);
+	out->live_in = atomic_load(&rd->live_in);
+	out->live_in_idle = atomic_load(&rd->live_in_idle);
 	out->outstanding = chat_act_count(rd->act);
 }
 
@@ -368,6 +389,82 @@ static void producer_activity(uint8_t out[16], const char *conv, size_t len,
 	le_put64(in + 11 + len, boot);
 	le_put64(out, parley_xxh3(in, 11 + len + 8, 0x7061726c65792d31ull));
 	le_put64(out + 8, parley_xxh3(in, 11 + len + 8, 0x6368617466616e6full));
+}
+
+/* The LIVE payloads of one message being built (chat.h): one per other
+ * node (node 0: every node, the payload without a where hook), each
+ * allocated at the first member named for it, sized for all members. */
+struct relay_out {
+	bool on;
+	uint32_t cap;                  /* bytes of each payload's buffer */
+	uint32_t n;                    /* nodes in use */
+	struct {
+		uint64_t node;
+		uint8_t *b;
+		uint32_t users, off;
+	} v[CHAT_RD_RELAY_NODES];
+};
+
+static void relay_out_init(struct relay_out *ro, bool on,
+			   const struct members *ms, uint32_t frame_len)
+{
+	memset(ro, 0, sizeof *ro);
+	ro->on = on;
+	/* every member named once at most, in any one payload */
+	size_t cap = CHAT_RD_LIVE_HDR + (size_t)frame_len;
+	for (uint32_t i = 0; i < ms->n; i++)
+		cap += 1u + ms->u[i].ulen;
+	ro->cap = (uint32_t)cap;
+}
+
+static void relay_out_add(struct relay_out *ro, uint64_t node, const char *u,
+			  uint8_t ul)
+{
+	if (!ro->on)
+		return;
+	uint32_t k = 0;
+	while (k < ro->n && ro->v[k].node != node)
+		k++;
+	if (k == ro->n) {
+		if (ro->n == CHAT_RD_RELAY_NODES)
+			return; /* more nodes than a cluster has */
+		uint8_t *b = malloc(ro->cap);
+		if (!b)
+			return; /* no relay there: the pointers cover it */
+		ro->v[k].node = node;
+		ro->v[k].b = b;
+		ro->v[k].users = 0;
+		ro->v[k].off = CHAT_RD_LIVE_HDR;
+		ro->n++;
+	}
+	PARLEY_ASSERT(ro->v[k].off + 1u + ul <= ro->cap);
+	ro->v[k].b[ro->v[k].off] = ul;
+	memcpy(ro->v[k].b + ro->v[k].off + 1, u, ul);
+	ro->v[k].off += 1u + ul;
+	ro->v[k].users++;
+}
+
+/* Hands each payload to relay; returns how many. */
+static unsigned relay_out_send(struct relay_out *ro, const uint8_t *frame,
+			       chat_live_relay_fn relay, void *relay_arg)
+{
+	unsigned sent = 0;
+	for (uint32_t k = 0; k < ro->n; k++) {
+		uint32_t flen = le_get32(frame) + 4u;
+		PARLEY_ASSERT(ro->v[k].off + flen <= ro->cap);
+		le_put32(ro->v[k].b, ro->v[k].users);
+		memcpy(ro->v[k].b + ro->v[k].off, frame, flen);
+		relay(relay_arg, ro->v[k].node, ro->v[k].b,
+		      ro->v[k].off + flen);
+		sent++;
+	}
+	return sent;
+}
+
+static void relay_out_free(struct relay_out *ro)
+{
+	for (uint32_t k = 0; k < ro->n; k++)
+		free(ro->v[k].b);
 }
 
 int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
@@ -430,15 +527,12 @@ int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
 	void *live_arg = atomic_load(&rd->live_arg);
 	chat_live_relay_fn relay = atomic_load(&rd->relay);
 	void *relay_arg = atomic_load(&rd->relay_arg);
-	/* the LIVE payload for the other nodes: the members not posted here */
-	uint8_t *rl = NULL;
-	uint32_t rn = 0, roff = CHAT_RD_LIVE_HDR;
-	if (relay && frame) {
-		size_t need = CHAT_RD_LIVE_HDR + (size_t)fl;
-		for (uint32_t i = 0; i < ms.n; i++)
-			need += 1u + ms.u[i].ulen;
-		rl = malloc(need); /* none: no relay, the pointers cover it */
-	}
+	chat_live_where_fn where = relay ? atomic_load(&rd->where) : NULL;
+	void *where_arg = atomic_load(&rd->where_arg);
+	/* the LIVE payloads for the other nodes (chat.h): per node with a
+	 * member online there (where), or one for every node (no where) */
+	struct relay_out ro;
+	relay_out_init(&ro, relay && frame, &ms, frame ? (uint32_t)fl : 0);
 	int rc = 0;
 	for (uint32_t i = 0; i < ms.n && !rc; i++) {
 		const char *u = ms.u[i].user;
@@ -446,16 +540,27 @@ int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
 		unsigned posted = live && frame
 					  ? live(live_arg, u, ul, frame, (uint32_t)fl)
 					  : 0;
-		if (posted) {
+		if (posted)
 			atomic_fetch_add(&rd->live_posts, posted);
+		if (where && ul) {
+			uint64_t nodes[CHAT_RD_RELAY_NODES];
+			unsigned nn = where(where_arg, u, ul, nodes,
+					    CHAT_RD_RELAY_NODES);
+			for (unsigned k = 0; k < nn && k < CHAT_RD_RELAY_NODES;
+			     k++) {
+				bool dup = !nodes[k];
+				for (unsigned j = 0; j < k && !dup; j++)
+					dup = nodes[j] == nodes[k];
+				if (!dup) /* named once per payload */
+					relay_out_add(&ro, nodes[k], u, ul);
+			}
+			if (!nn)
+				atomic_fetch_add(&rd->relay_skipped, 1);
+		} else if (!posted && ul) {
+			relay_out_add(&ro, 0, u, ul);
+		}
+		if (posted)
 			continue;
-		}
-		if (rl && ul) {
-			rl[roff] = ul;
-			memcpy(rl + roff + 1, u, ul);
-			roff += 1u + ul;
-			rn++;
-		}
 		if (!chat_act_test_set(rd->act, u, ul, conv, len, ent->seq)) {
 			atomic_fetch_add(&rd->coalesced, 1);
 			continue;
@@ -475,13 +580,10 @@ int chat_rd_fanout(struct chat *c, const char *conv, size_t len,
 		rc = issue(arg, it, NULL, 0);
 		atomic_fetch_add(&rd->activity, 1);
 	}
-	if (rl && rn && !rc) {
-		le_put32(rl, rn);
-		memcpy(rl + roff, frame, (size_t)fl);
-		relay(relay_arg, rl, roff + (uint32_t)fl);
-		atomic_fetch_add(&rd->relayed, 1);
-	}
-	free(rl);
+	if (!rc)
+		atomic_fetch_add(&rd->relayed,
+				 relay_out_send(&ro, frame, relay, relay_arg));
+	relay_out_free(&ro);
 	atomic_fetch_add(&rd->msgs, 1);
 	free(frame);
 	free(ev);

@@ -35,6 +35,7 @@
 #include "presence_relay.h"
 
 #define PRES_REC_VERSION 1u
+#define PRES_PEERS 16u /* other nodes tracked (>= PEER_NODE_MAX_PEERS) */
 
 const struct pe_retention_rule presence_retention[] = {
 	{.prefix = "p/", .plen = 2, .max_count = PRESENCE_RETAIN},
@@ -118,17 +119,39 @@ int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns)
 	return -1;
 }
 
-bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns)
+bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns,
+		     uint32_t gen)
 {
 	for (uint32_t i = 0; i < u->nremote; i++)
 		if (u->remote[i].node == node) {
 			u->remote[i].until_ns = until_ns;
+			u->remote[i].gen = gen;
 			return true;
 		}
 	if (u->nremote == PRESENCE_REMOTE_MAX)
 		return false;
-	u->remote[u->nremote++] = (struct pres_remote){node, until_ns};
+	if (u->nremote == u->capremote) { /* one node at first, then 8 */
+		uint32_t cap = u->capremote ? PRESENCE_REMOTE_MAX : 1;
+		struct pres_remote *r = realloc(u->remote, cap * sizeof *r);
+		if (!r)
+			return false;
+		u->remote = r;
+		u->capremote = cap;
+	}
+	u->remote[u->nremote++] = (struct pres_remote){node, until_ns, gen};
 	return true;
+}
+
+bool pres_remote_drop_older(struct pres_user *u, uint64_t node, uint32_t gen)
+{
+	for (uint32_t i = 0; i < u->nremote; i++)
+		if (u->remote[i].node == node) {
+			if ((int32_t)(u->remote[i].gen - gen) >= 0)
+				return false; /* this set's, or a later one's */
+			u->remote[i] = u->remote[--u->nremote];
+			return true;
+		}
+	return false;
 }
 
 bool pres_remote_del(struct pres_user *u, uint64_t node)
@@ -249,6 +272,19 @@ int pres_typing_update(struct pres_user *u, const char *conv, size_t clen,
 	return 1;
 }
 
+bool pres_typing_forget(struct pres_user *u, const char *conv, size_t clen,
+			struct conn_ref *from)
+{
+	for (uint32_t i = 0; i < u->ntyping; i++)
+		if (u->typing[i].clen == clen &&
+		    !memcmp(u->typing[i].conv, conv, clen)) {
+			*from = u->typing[i].from;
+			u->typing[i] = u->typing[--u->ntyping];
+			return true;
+		}
+	return false;
+}
+
 static unsigned typing_remove_if(struct pres_user *u, bool by_time,
 				 uint64_t now_ns, struct conn_ref from,
 				 struct pres_typing *out, unsigned cap)
@@ -289,6 +325,7 @@ void pres_user_free(struct pres_user *u)
 	free(u->sess);
 	free(u->subs);
 	free(u->typing);
+	free(u->remote);
 	free(u);
 }
 
@@ -317,9 +354,35 @@ struct presence {
 	/* across nodes (presence.h): fn set after arg */
 	_Atomic(presence_relay_fn) relay;
 	void *_Atomic relay_arg;
-	uint64_t refresh_ns; /* sweep thread: the last online-set refresh */
+	uint64_t refresh_ns; /* sweep thread: the last whole set to all */
+	uint64_t resync_ns;  /* sweep thread: the last repair set */
+	uint64_t resync_gap_ms; /* sweep thread: the wait before the next
+				   (doubles while the sets fail themselves) */
+	_Atomic uint32_t set_gen;  /* our set generation (presence_relay.h);
+				      0 only until the first set */
+	pthread_mutex_t set_mu;    /* one whole set sent at a time (its parts
+				      and SET_END must not interleave with
+				      another set's); before shard locks */
+	_Atomic bool resync;       /* a payload was lost: send the set again */
 	_Atomic uint64_t relay_out, relay_in, relay_dropped;
+	_Atomic uint64_t typing_refused, typing_refused_in;
+	_Atomic uint64_t relay_failed, sets_sent, set_dropped;
+	/* the other nodes as the links tell (presence_link) and whether each
+	 * sent a SET_END since its link came up (it speaks generations);
+	 * one that did not is a build before them: it gets the whole set
+	 * every presence_ttl_ms / 3, as it expects, and no new kind */
+	pthread_mutex_t peers_mu;
+	struct {
+		uint64_t node;
+		bool up, gen;
+	} peers[PRES_PEERS];
+	uint32_t npeers;
+	uint64_t legacy_ns; /* sweep thread: the last set to such nodes */
 };
+
+/* Whether node's link is up and it has not shown it speaks generations
+ * (a build before them, or one whose SET_END is still on its way). */
+static bool peer_legacy(struct presence *p, uint64_t node);
 
 struct presence_conn {
 	struct conn_ref h;
@@ -447,8 +510,21 @@ static void relay_send(struct presence *p, uint64_t to,
 	static _Thread_local uint8_t buf[PRELAY_MAX];
 	int n = prelay_encode(buf, sizeof buf, m);
 	PARLEY_ASSERT(n > 0);
-	fn(atomic_load(&p->relay_arg), to, buf, (uint32_t)n);
+	if (fn(atomic_load(&p->relay_arg), to, buf, (uint32_t)n) < 0) {
+		/* not queued (a full peer queue): the others may miss a
+		 * transition; the whole set repairs it (sweep thread) */
+		ctr(&p->relay_failed, 1);
+		atomic_store(&p->resync, true);
+	}
 	ctr(&p->relay_out, 1);
+}
+
+void presence_relay_unsent(struct presence *p)
+{
+	if (!p)
+		return;
+	ctr(&p->relay_failed, 1);
+	atomic_store(&p->resync, true);
 }
 
 /* Under u's shard lock, after pres_user_update: tell the other nodes if
@@ -466,23 +542,33 @@ static void relay_local(struct presence *p, const struct pres_user *u,
 		return;
 	struct prelay_msg m = {.kind = u->local_online ? PRELAY_ONLINE
 						       : PRELAY_OFFLINE,
-			       .count = 1};
+			       .arg = atomic_load(&p->set_gen), .count = 1};
 	m.users[0] = (struct parley_str){u->user, u->ulen};
 	relay_send(p, 0, &m);
 }
 
 /* Our whole local online set to node `to` (0: every node), in payloads of
- * PRELAY_USERS_MAX; each shard's part is sent under its lock (after a
- * transition sent there, never before it). */
-static void relay_online_set(struct presence *p, uint64_t to)
+ * PRELAY_USERS_MAX, under a new set generation, then SET_END (presence_
+ * relay.h); each shard's part is sent under its lock (after a transition
+ * sent there, never before it), and every transition from the start of
+ * the set on carries its generation or a later one, so SET_END drops
+ * only users that went offline without their OFFLINE arriving. A set
+ * whose payloads could not all be queued ends without SET_END (the
+ * repair set follows). */
+static void relay_online_set_end(struct presence *p, uint64_t to, bool end)
 {
 	if (!relay_on(p))
 		return;
+	pthread_mutex_lock(&p->set_mu);
+	uint32_t gen = atomic_fetch_add(&p->set_gen, 1) + 1;
+	if (!gen) /* 0 stands for a node without generations */
+		gen = atomic_fetch_add(&p->set_gen, 1) + 1;
+	uint64_t failed = atomic_load(&p->relay_failed);
 	static _Thread_local struct prelay_msg m;
 	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
 		struct shard *sh = &p->sh[i];
 		pthread_mutex_lock(&sh->mu);
-		m = (struct prelay_msg){.kind = PRELAY_ONLINE};
+		m = (struct prelay_msg){.kind = PRELAY_ONLINE, .arg = gen};
 		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
 			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
 				if (!u->local_online)
@@ -498,6 +584,65 @@ static void relay_online_set(struct presence *p, uint64_t to)
 			relay_send(p, to, &m);
 		pthread_mutex_unlock(&sh->mu);
 	}
+	if (end && atomic_load(&p->relay_failed) == failed) {
+		m = (struct prelay_msg){.kind = PRELAY_SET_END, .arg = gen};
+		relay_send(p, to, &m);
+	}
+	ctr(&p->sets_sent, 1);
+	pthread_mutex_unlock(&p->set_mu);
+}
+
+static void relay_online_set(struct presence *p, uint64_t to)
+{
+	relay_online_set_end(p, to, true);
+}
+
+/* ---- the other nodes (legacy: before set generations) ---- */
+
+static void peer_note(struct presence *p, uint64_t node, bool up, bool gen)
+{
+	pthread_mutex_lock(&p->peers_mu);
+	uint32_t k = 0;
+	while (k < p->npeers && p->peers[k].node != node)
+		k++;
+	if (k == p->npeers && p->npeers < PRES_PEERS)
+		p->peers[p->npeers++].node = node;
+	if (k < p->npeers) {
+		if (gen) {
+			p->peers[k].gen = true;
+		} else {
+			p->peers[k].up = up;
+			p->peers[k].gen = false;
+		}
+	}
+	pthread_mutex_unlock(&p->peers_mu);
+}
+
+static bool peer_legacy(struct presence *p, uint64_t node)
+{
+	bool r = false;
+	pthread_mutex_lock(&p->peers_mu);
+	for (uint32_t k = 0; k < p->npeers; k++)
+		if (p->peers[k].node == node)
+			r = p->peers[k].up && !p->peers[k].gen;
+	pthread_mutex_unlock(&p->peers_mu);
+	return r;
+}
+
+/* Sweep thread: the whole set, without SET_END, to each node whose link
+ * is up and that sent no SET_END (it expires our users after
+ * presence_ttl_ms unrefreshed). */
+static void relay_legacy_sets(struct presence *p)
+{
+	uint64_t nodes[PRES_PEERS];
+	uint32_t n = 0;
+	pthread_mutex_lock(&p->peers_mu);
+	for (uint32_t k = 0; k < p->npeers; k++)
+		if (p->peers[k].up && !p->peers[k].gen)
+			nodes[n++] = p->peers[k].node;
+	pthread_mutex_unlock(&p->peers_mu);
+	for (uint32_t k = 0; k < n; k++)
+		relay_online_set_end(p, nodes[k], false);
 }
 
 /* The members of a conversation now (1:1 or group), copied out of the
@@ -838,11 +983,34 @@ static void *sweep_main(void *arg)
 		uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
 		for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
 			sweep_shard(p, i, now_ns, now_ms, false);
-		/* the other nodes expire our users after ttl_ms unrefreshed */
-		if (now_ns - p->refresh_ns >=
-		    (uint64_t)p->cfg.ttl_ms * 1000000ull / 3) {
-			p->refresh_ns = now_ns;
+		/* the whole set: the safety net every PRESENCE_SET_MS, and
+		 * the repair after a lost payload, PRESENCE_RESYNC_MIN_MS
+		 * after the last one, doubling up to PRESENCE_RESYNC_MAX_MS
+		 * while a repair set is lost itself (a full peer queue stays
+		 * full a while: sets must not feed it) */
+		if (relay_on(p) && now_ns - p->legacy_ns >=
+				       (uint64_t)p->cfg.ttl_ms * 1000000ull / 3) {
+			p->legacy_ns = now_ns;
+			relay_legacy_sets(p);
+		}
+		bool all = relay_on(p) && now_ns - p->refresh_ns >=
+					       PRESENCE_SET_MS * 1000000ull;
+		if (!p->resync_gap_ms)
+			p->resync_gap_ms = PRESENCE_RESYNC_MIN_MS;
+		if (all || (atomic_load(&p->resync) &&
+			    now_ns - p->resync_ns >=
+				    p->resync_gap_ms * 1000000ull)) {
+			if (all)
+				p->refresh_ns = now_ns;
+			p->resync_ns = now_ns;
+			atomic_store(&p->resync, false);
+			uint64_t failed = atomic_load(&p->relay_failed);
 			relay_online_set(p, 0);
+			p->resync_gap_ms =
+				atomic_load(&p->relay_failed) == failed
+					? PRESENCE_RESYNC_MIN_MS
+					: PARLEY_MIN(p->resync_gap_ms * 2,
+						     PRESENCE_RESYNC_MAX_MS);
 		}
 		pthread_mutex_lock(&p->mu);
 		struct timespec ts;
@@ -899,6 +1067,8 @@ int presence_open(const struct presence_config *cfg, struct srv *s,
 	for (unsigned i = 0; i < PRESENCE_SHARDS; i++)
 		pthread_mutex_init(&p->sh[i].mu, NULL);
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_mutex_init(&p->set_mu, NULL);
+	pthread_mutex_init(&p->peers_mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	if (pthread_create(&p->thr, NULL, sweep_main, p) != 0) {
 		free(p);
@@ -942,6 +1112,8 @@ void presence_close(struct presence *p)
 		pthread_mutex_destroy(&p->sh[i].mu);
 	}
 	pthread_mutex_destroy(&p->mu);
+	pthread_mutex_destroy(&p->set_mu);
+	pthread_mutex_destroy(&p->peers_mu);
 	pthread_cond_destroy(&p->cv);
 	free(p);
 }
@@ -968,6 +1140,11 @@ void presence_get_stats(struct presence *p, struct presence_stats *st)
 	st->relay_out = atomic_load(&p->relay_out);
 	st->relay_in = atomic_load(&p->relay_in);
 	st->relay_dropped = atomic_load(&p->relay_dropped);
+	st->typing_refused = atomic_load(&p->typing_refused);
+	st->typing_refused_in = atomic_load(&p->typing_refused_in);
+	st->relay_failed = atomic_load(&p->relay_failed);
+	st->sets_sent = atomic_load(&p->sets_sent);
+	st->set_dropped = atomic_load(&p->set_dropped);
 }
 
 /* ---- connections (loop thread) ------------------------------------------------------------ */
@@ -1473,6 +1650,7 @@ static void remote_users(struct presence *p, uint64_t from,
 	bool on = m->kind == PRELAY_ONLINE;
 	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
 	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	uint64_t remote_ns = PRESENCE_REMOTE_TTL_MS * 1000000ull;
 	for (unsigned i = 0; i < m->count; i++) {
 		const struct parley_str *id = &m->users[i];
 		uint32_t h = user_hash(id->p, id->len);
@@ -1482,7 +1660,12 @@ static void remote_users(struct presence *p, uint64_t from,
 					 : find(sh, h, id->p, id->len);
 		bool changed = false;
 		if (u && on) {
-			changed = pres_remote_set(u, from, now_ns + ttl_ns);
+			/* generation 0: a node built before set
+			 * generations, which refreshes its whole set every
+			 * presence_ttl_ms / 3 (ours never use 0) */
+			changed = pres_remote_set(
+				u, from, now_ns + (m->arg ? remote_ns : ttl_ns),
+				m->arg);
 			if (!changed)
 				ctr(&p->relay_dropped, 1);
 		} else if (u) {
@@ -1538,14 +1721,30 @@ static void remote_typing(struct presence *p, const struct prelay_msg *m)
  * (it leads the partition), as presence_typing does for a local typer;
  * dropped elsewhere. The typing entry is this node's (no connection:
  * the sweep's expiry stops it). */
-static void remote_typing_req(struct presence *p, const struct prelay_msg *m)
+static void remote_typing_req(struct presence *p, uint64_t from,
+			      const struct prelay_msg *m)
 {
 	if (!m->conv.len || !m->user.len || !p->s || !p->s->chat)
 		return;
 	int role = chat_member_role(p->s->chat, m->conv.p, m->conv.len,
 				    m->user.p, m->user.len);
-	if (role <= CHAT_ROLE_NONE)
-		return; /* not the leader, or not a member */
+	if (role <= CHAT_ROLE_NONE) {
+		/* not the leader (NOTLEADER, AGAIN: another node answers, or
+		 * the typist's next refresh does), or a refusal this node
+		 * owns: answered to the typist's node as a single node
+		 * answers the typist (a STOPPED has nothing to stop there) */
+		uint32_t err = role == CHAT_ROLE_NONE	       ? PARLEY_EPERM
+			       : role == -PARLEY_ENOTFOUND ? PARLEY_ENOTFOUND
+							   : 0;
+		if (err && m->started && !peer_legacy(p, from)) {
+			struct prelay_msg r = {.kind = PRELAY_TYPING_REFUSED,
+					       .started = 1, .arg = err,
+					       .conv = m->conv, .user = m->user};
+			relay_send(p, from, &r);
+			ctr(&p->typing_refused, 1);
+		}
+		return;
+	}
 	uint32_t h = user_hash(m->user.p, m->user.len);
 	struct shard *sh = shard_of(p, h);
 	pthread_mutex_lock(&sh->mu);
@@ -1561,6 +1760,39 @@ static void remote_typing_req(struct presence *p, const struct prelay_msg *m)
 	if (rc == 1)
 		push_typing(p, m->user.p, m->user.len, m->conv.p, m->conv.len,
 			    m->started != 0, false);
+}
+
+/* A TYPING_REFUSED: the group's leader refused our typist's STARTED.
+ * The connection that typed last in conv gets the ERROR a single node
+ * sends (request id 0) and the indicator is forgotten here (nothing was
+ * shown anywhere: no STOPPED). Dropped when the indicator is gone
+ * already (stopped, expired, its connection closed, or a second
+ * refusal). */
+static void remote_typing_refused(struct presence *p,
+				  const struct prelay_msg *m)
+{
+	if (!m->conv.len || !m->user.len ||
+	    (m->arg != PARLEY_EPERM && m->arg != PARLEY_ENOTFOUND))
+		return;
+	struct parley_msg e = {.type = PARLEY_T_ERROR};
+	e.error.code = srv_wire_err(-(int)m->arg).code;
+	e.error.text = parley_str_c(m->arg == PARLEY_EPERM
+					    ? "TYPING: not a member"
+					    : "TYPING: no such conversation");
+	uint8_t buf[128];
+	int n = parley_proto_encode(buf, sizeof buf, 0, &e);
+	PARLEY_ASSERT(n > 0);
+	uint32_t h = user_hash(m->user.p, m->user.len);
+	struct shard *sh = shard_of(p, h);
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find(sh, h, m->user.p, m->user.len);
+	struct conn_ref to = {NULL, 0, 0};
+	if (u && pres_typing_forget(u, m->conv.p, m->conv.len, &to) &&
+	    to.lp) {
+		push_post(p, to, buf, (size_t)n);
+		ctr(&p->typing_refused_in, 1);
+	}
+	pthread_mutex_unlock(&sh->mu);
 }
 
 /* PRESENCE_SET on another node: the hide flag, as set_cb does here. */
@@ -1584,6 +1816,36 @@ static void remote_hidden(struct presence *p, const struct prelay_msg *m)
 	pthread_mutex_unlock(&sh->mu);
 }
 
+/* Drops, in every shard, node's remote entries older than generation
+ * gen (SET_END), or all of them (link down: gen_all); OFFLINE pushes for
+ * the users that go offline here. */
+static void remote_drop(struct presence *p, uint64_t node, bool all,
+			uint32_t gen)
+{
+	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
+	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
+	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
+		struct shard *sh = &p->sh[i];
+		pthread_mutex_lock(&sh->mu);
+		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
+			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
+				if (!u->nremote)
+					continue;
+				if (all ? !pres_remote_del(u, node)
+					: !pres_remote_drop_older(u, node, gen))
+					continue;
+				if (!all)
+					ctr(&p->set_dropped, 1);
+				u->active_ms = now_ms;
+				bool was = u->local_online;
+				if (pres_user_update(u, now_ns, ttl_ns))
+					push_presence(p, u);
+				relay_local(p, u, was);
+			}
+		pthread_mutex_unlock(&sh->mu);
+	}
+}
+
 int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 			uint32_t n)
 {
@@ -1600,7 +1862,10 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 		remote_typing(p, &m);
 		break;
 	case PRELAY_TYPING_REQ:
-		remote_typing_req(p, &m);
+		remote_typing_req(p, from, &m);
+		break;
+	case PRELAY_TYPING_REFUSED:
+		remote_typing_refused(p, &m);
 		break;
 	case PRELAY_HIDDEN:
 		remote_hidden(p, &m);
@@ -1608,35 +1873,40 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
 	case PRELAY_RESEND:
 		relay_online_set(p, from);
 		break;
+	case PRELAY_SET_END:
+		peer_note(p, from, true, true);
+		remote_drop(p, from, false, m.arg);
+		break;
 	default:
 		break;
 	}
 	return 0;
 }
 
+unsigned presence_user_nodes(struct presence *p, const char *user,
+			     size_t ulen, uint64_t *nodes, unsigned cap)
+{
+	if (!ulen || ulen > PARLEY_PROTO_MAX_USER_ID)
+		return 0;
+	uint32_t h = user_hash(user, ulen);
+	struct shard *sh = shard_of(p, h);
+	unsigned n = 0;
+	pthread_mutex_lock(&sh->mu);
+	struct pres_user *u = find(sh, h, user, ulen);
+	for (uint32_t k = 0; u && k < u->nremote && n < cap; k++)
+		nodes[n++] = u->remote[k].node;
+	pthread_mutex_unlock(&sh->mu);
+	return n;
+}
+
 void presence_link(struct presence *p, uint64_t node, bool up)
 {
+	peer_note(p, node, up, false);
 	if (up) { /* our set to it, and its set to us */
 		relay_online_set(p, node);
 		struct prelay_msg m = {.kind = PRELAY_RESEND};
 		relay_send(p, node, &m);
 		return;
 	}
-	uint64_t now_ns = parley_mono_ns(), now_ms = parley_now_ms();
-	uint64_t ttl_ns = (uint64_t)p->cfg.ttl_ms * 1000000ull;
-	for (unsigned i = 0; i < PRESENCE_SHARDS; i++) {
-		struct shard *sh = &p->sh[i];
-		pthread_mutex_lock(&sh->mu);
-		for (unsigned b = 0; b < PRESENCE_BUCKETS; b++)
-			for (struct pres_user *u = sh->b[b]; u; u = u->next) {
-				if (!u->nremote || !pres_remote_del(u, node))
-					continue;
-				u->active_ms = now_ms;
-				bool was = u->local_online;
-				if (pres_user_update(u, now_ns, ttl_ns))
-					push_presence(p, u);
-				relay_local(p, u, was);
-			}
-		pthread_mutex_unlock(&sh->mu);
-	}
+	remote_drop(p, node, true, 0);
 }

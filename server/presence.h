@@ -90,6 +90,16 @@ struct srv;
 #define PRESENCE_RETAIN 4u          /* records kept in p/ and ps/ streams */
 #define PRESENCE_REMOTE_MAX 8u      /* nodes one user is online on, besides
 				       this one (PEER_NODE_MAX_PEERS) */
+/* Across nodes: the whole online set goes to every node this often (a
+ * safety net: transitions and the sets at link up, RESEND and after a
+ * payload could not be queued keep the others current), at most every
+ * PRESENCE_RESYNC_MIN_MS after a failure (doubling up to
+ * PRESENCE_RESYNC_MAX_MS while the repair sets fail too); a remote entry
+ * not refreshed for PRESENCE_REMOTE_TTL_MS goes. */
+#define PRESENCE_SET_MS 600000u
+#define PRESENCE_RESYNC_MIN_MS 1000u
+#define PRESENCE_RESYNC_MAX_MS 60000u
+#define PRESENCE_REMOTE_TTL_MS (3u * PRESENCE_SET_MS)
 
 /* Engine entry types (chat.h's range for presence). */
 #define CHAT_ENT_LAST_SEEN 14
@@ -127,6 +137,7 @@ struct pres_typing {
 struct pres_remote {
 	uint64_t node;
 	uint64_t until_ns;           /* monotonic; refreshed by ONLINE */
+	uint32_t gen;                /* the node's set generation it came in */
 };
 
 struct pres_user {
@@ -151,8 +162,10 @@ struct pres_user {
 	uint32_t nsubs, capsubs;
 	struct pres_typing *typing;  /* PRESENCE_TYPING_MAX, allocated lazily */
 	uint32_t ntyping;
-	struct pres_remote remote[PRESENCE_REMOTE_MAX];
-	uint32_t nremote;
+	struct pres_remote *remote;  /* capremote allocated (1 at first: most
+					users are online on one node; at
+					most PRESENCE_REMOTE_MAX) */
+	uint32_t nremote, capremote;
 };
 
 /* Sessions. add: 0 or -PARLEY_ENOMEM; del/beat: true if it was there. */
@@ -167,14 +180,20 @@ bool pres_sess_beat(struct pres_user *u, struct conn_ref h,
  * now_ns may be older than a session's last beat (a clock read before
  * another thread's beat): that session counts as alive. */
 int pres_user_update(struct pres_user *u, uint64_t now_ns, uint64_t ttl_ns);
-/* Remote sessions (other nodes). set: adds or refreshes (node, until_ns),
- * false when PRESENCE_REMOTE_MAX nodes are there already; del: true if
+/* Remote sessions (other nodes). set: adds or refreshes (node, until_ns,
+ * gen),
+ * false when PRESENCE_REMOTE_MAX nodes are there already (or no memory
+ * for one more); del: true if
  * node was there; expire: drops those with until_ns <= now_ns, returns how
  * many. The caller then calls pres_user_update: a user is online while a
  * local session counts or a remote entry is there; last_seen (durable)
  * is written only for the local sessions' end (dirty), a remote end sets
  * last_seen_ms to active_ms for the view only (the other node writes). */
-bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns);
+bool pres_remote_set(struct pres_user *u, uint64_t node, uint64_t until_ns,
+		     uint32_t gen);
+/* SET_END of node's set generation gen: drops node's entry when its
+ * generation is older (serial arithmetic: gen wraps); true if dropped. */
+bool pres_remote_drop_older(struct pres_user *u, uint64_t node, uint32_t gen);
 bool pres_remote_del(struct pres_user *u, uint64_t node);
 unsigned pres_remote_expire(struct pres_user *u, uint64_t now_ns);
 /* What a subscriber sees. last_seen is 0 while online, when hidden, or
@@ -203,6 +222,10 @@ unsigned pres_typing_expire(struct pres_user *u, uint64_t now_ns,
 			    struct pres_typing *out, unsigned cap);
 unsigned pres_typing_drop_peer(struct pres_user *u, struct conn_ref from,
 			       struct pres_typing *out, unsigned cap);
+/* Removes the indicator of conv (a refusal from the group's leader):
+ * true and *from = the connection typing, or false (not there). */
+bool pres_typing_forget(struct pres_user *u, const char *conv, size_t clen,
+			struct conn_ref *from);
 void pres_user_free(struct pres_user *u);
 
 /* ---- the running registry ------------------------------------------------ */
@@ -218,23 +241,40 @@ struct presence_stats {
 	uint64_t last_seen_writes, last_seen_write_errors, loads;
 	uint64_t relay_out, relay_in;  /* PEER_FRAME_PRES payloads */
 	uint64_t relay_dropped;        /* remote entries refused (full) */
+	uint64_t typing_refused;       /* TYPING_REQs refused here (leader) */
+	uint64_t typing_refused_in;    /* refusals answered to our typists */
+	uint64_t relay_failed;         /* payloads not queued / not sent */
+	uint64_t sets_sent;            /* whole online sets sent */
+	uint64_t set_dropped;          /* remote entries a SET_END dropped */
 };
 
 /* ---- across the nodes of a cluster (presence_relay.h) --------------------
  * With a relay installed (parleyd in a cluster: proxy_node_presence) the
  * registry tells the other nodes about its users' online / offline
  * transitions (at once), its whole local online set (to a node whose link
- * comes up, and to every node each presence_ttl_ms / 3), its users'
+ * comes up or asks with RESEND, to every node after a payload could not
+ * be queued, at most every PRESENCE_RESYNC_MIN_MS, and each
+ * PRESENCE_SET_MS; a set is numbered, and its SET_END drops the users the
+ * receiver had from an older set: deltas, with the whole set only to
+ * repair; a node that sends no SET_END is a build before generations
+ * and gets the whole set every presence_ttl_ms / 3 instead), its
+ * users'
  * PRESENCE_SET, and typing: a TYPING push for members online on another
  * node goes there as a TYPING payload naming them; a TYPING in a group
  * this node cannot resolve (it does not lead the group's partition) goes
  * to every node as TYPING_REQ (tracked here as any typing: coalescing,
  * the bound, the stop at close and expiry) and the leader checks the
- * membership and fans it out. Best effort: a
- * payload that is lost is covered by the refresh and by the remote
- * entries' expiry (presence_ttl_ms) and link-down. */
-typedef void (*presence_relay_fn)(void *arg, uint64_t to, const uint8_t *p,
-				  uint32_t n); /* to 0: every node, link up */
+ * membership and fans it out, or refuses a STARTED (not a member, no such
+ * group) back to this node as TYPING_REFUSED, which answers the typing
+ * connection ERROR PERM / NOTFOUND as a single node does. The read
+ * fan-out of large groups asks presence_user_nodes where members are
+ * online, to send LIVE payloads only there. Best effort: a payload
+ * that cannot be queued, or is queued and not sent, makes the whole set
+ * go again; a link going down drops the users online there. */
+typedef int (*presence_relay_fn)(void *arg, uint64_t to, const uint8_t *p,
+				 uint32_t n); /* to 0: every node, link up;
+						 0, or < 0 when it could
+						 not be queued for one */
 /* Any thread; fn NULL: none (single node). */
 void presence_set_relay(struct presence *p, presence_relay_fn fn, void *arg);
 /* A payload from node `from` (any thread; borrowed). 0 or -PARLEY_EPROTO. */
@@ -244,6 +284,17 @@ int presence_relay_recv(struct presence *p, uint64_t from, const uint8_t *b,
  * RESEND) or down (drop the users online there: OFFLINE pushes). Any
  * thread. */
 void presence_link(struct presence *p, uint64_t node, bool up);
+/* A PRES payload queued earlier was not sent (the peer node's on_unsent):
+ * the whole set goes again soon (as after a failed queueing). Any
+ * thread. */
+void presence_relay_unsent(struct presence *p);
+
+/* The other nodes `user` is online on, as this node knows (the remote
+ * entries): fills nodes (at most cap), returns how many. Any thread (one
+ * shard lock). The read fan-out asks it which nodes a large group's LIVE
+ * payload must reach (chat.h, chat_set_live_where). */
+unsigned presence_user_nodes(struct presence *p, const char *user,
+			     size_t ulen, uint64_t *nodes, unsigned cap);
 
 /* 0 or -PARLEY_EINVAL with a reason in why. */
 int presence_config_check(const struct presence_config *cfg, char *why,

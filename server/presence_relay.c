@@ -9,7 +9,7 @@
 
 static bool kind_ok(uint8_t k)
 {
-	return k >= PRELAY_ONLINE && k <= PRELAY_RESEND;
+	return k >= PRELAY_ONLINE && k <= PRELAY_SET_END;
 }
 
 int prelay_encode(uint8_t *buf, size_t cap, const struct prelay_msg *m)

@@ -5,10 +5,15 @@
  * "Presence and typing across nodes"). Pure encode / decode, no I/O.
  *
  * Kinds:
- *   ONLINE   users that are online on the sender (a transition, the
- *            answer to a link coming up, or the periodic refresh); the
- *            receiver keeps (user, sender) until OFFLINE, the link to the
- *            sender going down, or presence_ttl_ms without a refresh.
+ *   ONLINE   users that are online on the sender (a transition, or part
+ *            of a whole online set: to a node whose link comes up, after
+ *            RESEND, after a payload could not be queued, and every
+ *            PRESENCE_SET_MS); arg = the sender's set generation now (0:
+ *            before its first set, or a sender built before generations,
+ *            whose entries expire after presence_ttl_ms as then). The
+ *            receiver keeps (user, sender, generation) until OFFLINE, the
+ *            link to the sender going down, a SET_END that does not
+ *            include it, or PRESENCE_REMOTE_TTL_MS without a refresh.
  *   OFFLINE  users whose last session on the sender ended.
  *   TYPING_REQ  user started / stopped typing in group conv on a node
  *            that does not lead the group's partition: the node that does
@@ -20,9 +25,19 @@
  *   HIDDEN   user's presence flags changed (PRESENCE_SET), flags.
  *   RESEND   "send me your online set" (the sender's link came up or its
  *            registry started: what it was sent before may be lost).
+ *   SET_END  the whole online set of generation arg was sent: the
+ *            receiver drops the sender's users whose generation is older
+ *            (an OFFLINE lost, or a user the set no longer names).
+ *   TYPING_REFUSED  the answer of the node that leads a group to a
+ *            TYPING_REQ STARTED it refused: user may not type in conv;
+ *            arg = the error (PARLEY_EPERM not a member, PARLEY_ENOTFOUND
+ *            no such group). Sent to the typist's node only, which
+ *            answers the typing connection ERROR (request id 0), as a
+ *            single node does, and forgets the indicator.
  *
  * Wire (little-endian): u8 version (PRELAY_VERSION) | u8 kind |
- * u8 started | u32 arg (TYPING: ttl_ms, HIDDEN: flags, else 0) |
+ * u8 started | u32 arg (TYPING: ttl_ms, HIDDEN: flags, TYPING_REFUSED:
+ * the error, ONLINE / SET_END: the set generation, else 0) |
  * u8 clen | conv | u8 ulen | user | u16 count | count x (u8 len | id).
  * Bounds: conv <= PARLEY_PROTO_MAX_CONV_ID, ids <= PARLEY_PROTO_MAX_USER_ID
  * and non-empty (user may be empty for ONLINE / OFFLINE), count <=
@@ -51,12 +66,16 @@ enum prelay_kind {
 	PRELAY_TYPING = 4,
 	PRELAY_HIDDEN = 5,
 	PRELAY_RESEND = 6,
+	PRELAY_TYPING_REFUSED = 7,
+	PRELAY_SET_END = 8,
 };
 
 struct prelay_msg {
 	uint8_t kind;
 	uint8_t started;              /* TYPING_REQ / TYPING: 1 started */
-	uint32_t arg;                 /* TYPING: ttl_ms; HIDDEN: flags */
+	uint32_t arg;                 /* TYPING: ttl_ms; HIDDEN: flags;
+					 TYPING_REFUSED: the error;
+					 ONLINE / SET_END: generation */
 	struct parley_str conv;       /* TYPING_REQ / TYPING */
 	struct parley_str user;       /* the typer; HIDDEN: whose flags */
 	uint16_t count;

@@ -212,12 +212,38 @@ static void app_frame(void *arg, uint64_t from, uint8_t type,
 	proxy_on_frame(s->proxy, from, type, p, n);
 }
 
-/* chat_live_relay_fn: a large group's live EVENT to every other node
- * whose link is up (best effort: a frame that is not queued or lost is
- * covered by the members' ACTIVITY pointers, chat.h). */
-static void live_relay(void *arg, const uint8_t *payload, uint32_t len)
+/* the registry the read fan-out asks where members are online
+ * (where_fn); where_lk keeps it from closing under a lookup */
+static pthread_rwlock_t where_lk = PTHREAD_RWLOCK_INITIALIZER;
+static struct presence *where_pres;
+
+/* chat_live_where_fn: the other nodes a member is online on (presence
+ * registry); none while presence is off. */
+static unsigned where_fn(void *arg, const char *user, size_t ulen,
+			 uint64_t *nodes, unsigned cap)
 {
 	(void)arg;
+	pthread_rwlock_rdlock(&where_lk);
+	unsigned n = where_pres ? presence_user_nodes(where_pres, user, ulen,
+						      nodes, cap)
+				: 0;
+	pthread_rwlock_unlock(&where_lk);
+	return n;
+}
+
+/* chat_live_relay_fn: a large group's live EVENT to node `to`, or (0)
+ * every other node whose link is up (best effort: a frame that is not
+ * queued or lost is covered by the members' ACTIVITY pointers, chat.h). */
+static void live_relay(void *arg, uint64_t to, const uint8_t *payload,
+		       uint32_t len)
+{
+	(void)arg;
+	if (to) {
+		if (peer_node_can_send(the_node, to, PEER_FRAME_LIVE))
+			(void)peer_node_send_app(the_node, to, PEER_FRAME_LIVE,
+						 payload, len, NULL, 0);
+		return;
+	}
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < k; i++)
@@ -230,6 +256,8 @@ static void live_relay(void *arg, const uint8_t *payload, uint32_t len)
 
 void proxy_node_live(struct chat *c, bool on)
 {
+	if (!on)
+		chat_set_live_where(c, NULL, NULL);
 	chat_set_live_relay(c, on ? live_relay : NULL, NULL);
 	pthread_mutex_lock(&live_mu);
 	live_chat = on ? c : NULL;
@@ -237,33 +265,46 @@ void proxy_node_live(struct chat *c, bool on)
 }
 
 /* presence_relay_fn: to one node, or (to 0) every node whose link is up;
- * best effort (presence.h). */
-static void pres_relay(void *arg, uint64_t to, const uint8_t *payload,
-		       uint32_t len)
+ * best effort (presence.h): < 0 when it could not be queued for one (the
+ * registry sends its whole set again). */
+static int pres_relay(void *arg, uint64_t to, const uint8_t *payload,
+		      uint32_t len)
 {
 	(void)arg;
-	if (to) {
-		if (peer_node_can_send(the_node, to, PEER_FRAME_PRES))
-			(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES,
-						 payload, len, NULL, 0);
-		return;
-	}
+	if (to) /* a peer that does not know PRES (an older build): none */
+		return peer_node_can_send(the_node, to, PEER_FRAME_PRES)
+			       ? peer_node_send_app(the_node, to,
+						    PEER_FRAME_PRES, payload,
+						    len, NULL, 0)
+			       : 0;
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
+	int rc = 0;
 	for (uint32_t i = 0; i < k; i++)
 		if (links[i].up && peer_node_can_send(the_node, links[i].node,
-						      PEER_FRAME_PRES))
-			(void)peer_node_send_app(the_node, links[i].node,
-						 PEER_FRAME_PRES, payload, len,
-						 NULL, 0);
+						      PEER_FRAME_PRES)) {
+			int r = peer_node_send_app(the_node, links[i].node,
+						   PEER_FRAME_PRES, payload,
+						   len, NULL, 0);
+			if (r < 0)
+				rc = r;
+		}
+	return rc;
 }
 
 void proxy_node_presence(struct presence *p, bool on)
 {
 	if (on)
 		presence_set_relay(p, pres_relay, NULL);
+	pthread_rwlock_wrlock(&where_lk);
+	where_pres = on ? p : NULL;
+	pthread_rwlock_unlock(&where_lk);
 	pthread_mutex_lock(&live_mu);
 	live_pres = on ? p : NULL;
+	/* the read fan-out relays LIVE payloads only to the nodes where a
+	 * member is online (chat.h); off, where_fn answers none */
+	if (on && live_chat)
+		chat_set_live_where(live_chat, where_fn, NULL);
 	if (on) { /* links that came up before: exchange the online sets */
 		struct peer_node_link links[PEER_NODE_MAX_PEERS];
 		uint32_t k = peer_node_links(the_node, links,
@@ -284,6 +325,12 @@ static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
 	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA) {
 		if (s->tail)
 			tail_relay_on_unsent(s->tail, to, type, p, n);
+		return;
+	}
+	if (type == PEER_FRAME_PRES) { /* lost: the whole set goes again */
+		pthread_mutex_lock(&live_mu);
+		presence_relay_unsent(live_pres);
+		pthread_mutex_unlock(&live_mu);
 		return;
 	}
 	proxy_on_unsent(s->proxy, to, type, p, n, err);

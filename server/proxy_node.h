@@ -31,8 +31,10 @@ void proxy_node_live(struct chat *c, bool on);
 
 /* Presence and typing across nodes (presence.h): on, p relays its users'
  * presence and typing to the other nodes (PEER_FRAME_PRES) and takes
- * theirs, and learns of links going up and down; off (before
- * presence_close) none of it. After proxy_node_install. */
+ * theirs, and learns of links going up and down, and (after
+ * proxy_node_live on) the read fan-out sends LIVE payloads only to the
+ * nodes p knows a member online on; off (before presence_close) none of
+ * it. After proxy_node_install. */
 struct presence;
 void proxy_node_presence(struct presence *p, bool on);
 

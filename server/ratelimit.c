@@ -9,6 +9,13 @@
  * in index order (`used`), so untouched pages of a big table stay
  * unresident. Indices, not pointers; NIL ends a list.
  *
+ * In a cluster the table is this node's: a user's per-user buckets
+ * count the requests that arrive here, so a user with devices on k nodes
+ * has up to k times the per-user budget. That is the promise, on
+ * purpose (docs/CLUSTER.md §3.3, "Rate limits stay per node"): an exact
+ * cluster-wide budget costs a hop per request, a split one refuses busy
+ * devices for idle ones elsewhere.
+ *
  * Invariants (checked by assertions where cheap):
  *   1. used <= cap; every used entry is in exactly one hash chain and in
  *      the LRU list once.

@@ -10,7 +10,13 @@
  *   3. TYPING in a group of wanda, ulli and gus whose partition node3
  *      leads (placed there; node2 does not lead it: before, "no such
  *      conversation") reaches wanda, STARTED then STOPPED;
- *   4. a non-member's TYPING in that group reaches nobody;
+ *   4. a non-member's TYPING in that group reaches nobody and is answered
+ *      ERROR PERM (request id 0) as on a single node: node3 refuses it
+ *      back to node2 (before: dropped silently);
+ *   4b. a large group (read fan-out: --group-read-fanout-min 3) of wanda,
+ *      gus and hank led by node3: its LIVE payloads go to node1 (wanda
+ *      online there) and none to node2, where only non-members (ulli,
+ *      xavier) are online (before: to every node with a link up);
  *   5. ulli disconnecting while typing in the group is pushed as OFFLINE
  *      and his typing as STOPPED at once (typing_ttl_ms is 30 s);
  *   6. ulli connects again, then node2 is killed (-9): wanda is told
@@ -88,7 +94,8 @@ int main(void)
 			k++;
 		const char *x[] = {"--leader-placement", "spread",
 				   "--leader-rebalance-ms", "0",
-				   "--typing-ttl-ms", "30000", NULL};
+				   "--typing-ttl-ms", "30000",
+				   "--group-read-fanout-min", "3", NULL};
 		for (int j = 0; x[j]; j++)
 			srv[i].extra[k++] = x[j];
 		srv[i].extra[k] = NULL;
@@ -175,8 +182,70 @@ int main(void)
 		parley_client_poll(x, 10);
 	}
 	IT_CHECK(ws.started == before, "a non-member's TYPING was pushed");
+	int ne = 0;
+	for (int t = 0; t < 250 && !ne; t++) {
+		parley_client_poll(x, 20);
+		ne = parley_client_notify_error(x, NULL);
+	}
+	IT_CHECK(ne == -PARLEY_EPERM, "a non-member's group TYPING on node2 "
+		 "(group led by node3) answered %d, want ERROR PERM", ne);
+	IT_CHECK(it_metric_get(srv[2].admin_port,
+			       "parley_presence_typing_refused_total") >= 1,
+		 "node3 counted no refusal");
+	printf("4. a non-member's group typing not pushed, answered PERM\n");
+
+	/* 4b. a large group's LIVE payloads only where a member is online */
+	const char *bm[] = {"gus", "hank"};
+	IT_OK(parley_client_group_create(w, "big", 0, bm, 2, &gok));
+	char bg[96];
+	snprintf(bg, sizeof bg, "%.*s", (int)gok->conv.len, gok->conv.p);
+	snprintf(key, sizeof key, "c/%s", bg);
+	uint32_t B = part_of(key);
+	place(B, 3);
+	printf("group %s: partition %u led by node3\n", bg, B);
+	uint64_t in1 = it_metric_get(srv[0].admin_port,
+				     "parley_read_fanout_live_in_total");
+	uint64_t in2 = it_metric_get(srv[1].admin_port,
+				     "parley_read_fanout_live_in_total");
+	uint64_t rl3 = it_metric_get(srv[2].admin_port,
+				     "parley_read_fanout_relayed_total");
+	uint64_t sk3 = it_metric_get(srv[2].admin_port,
+				     "parley_read_fanout_relay_skipped_total");
+	enum { NBIG = 5 };
+	for (int i = 0; i < NBIG; i++) {
+		rc = -1;
+		for (int t = 0; t < 50 && rc; t++) { /* loading after the move */
+			rc = parley_client_send(w, bg, 1, "hi", 2, NULL);
+			if (rc)
+				it_sleep_ms(100);
+		}
+		IT_CHECK(rc == 0, "SEND to the large group: %s",
+			 parley_strerror(rc));
+	}
+	uint64_t d1 = 0;
+	for (int t = 0; t < 250 && d1 < NBIG; t++) {
+		parley_client_poll(w, 20);
+		d1 = it_metric_get(srv[0].admin_port,
+				   "parley_read_fanout_live_in_total") - in1;
+	}
+	uint64_t d2 = it_metric_get(srv[1].admin_port,
+				    "parley_read_fanout_live_in_total") - in2;
+	uint64_t drl = it_metric_get(srv[2].admin_port,
+				     "parley_read_fanout_relayed_total") - rl3;
+	uint64_t dsk = it_metric_get(srv[2].admin_port,
+				     "parley_read_fanout_relay_skipped_total") -
+		       sk3;
+	printf("node3 sent %" PRIu64 " LIVE payloads (%" PRIu64 " members "
+	       "online nowhere else); node1 got %" PRIu64 ", node2 %" PRIu64
+	       "\n", drl, dsk, d1, d2);
+	IT_CHECK(d1 >= NBIG, "node1 (wanda) got %" PRIu64 " LIVE payloads, "
+		 "want >= %d", d1, NBIG);
+	IT_CHECK(d2 == 0, "node2 (no member online) got %" PRIu64 " LIVE "
+		 "payloads", d2);
+	IT_CHECK(drl == d1 && dsk >= 2 * NBIG, "node3 relayed %" PRIu64
+		 ", skipped %" PRIu64, drl, dsk);
 	parley_client_free(x);
-	printf("4. a non-member's group typing not pushed\n");
+	printf("4b. a large group's LIVE payloads only to node1\n");
 
 	/* 5. offline after the disconnect, and the group typing it had
 	 * started stopped at once (not at typing_ttl_ms, 30 s) */

@@ -11,6 +11,7 @@
  * skipping to the first retained seq.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -284,9 +285,11 @@ static struct {
 	uint32_t len;
 } relayed;
 
-static void fake_relay(void *arg, const uint8_t *p, uint32_t len)
+static void fake_relay(void *arg, uint64_t to, const uint8_t *p,
+		       uint32_t len)
 {
 	(void)arg;
+	cr_assert_eq(to, 0, "without a where hook: to every node");
 	cr_assert_leq(len, sizeof relayed.p);
 	memcpy(relayed.p, p, len);
 	relayed.len = len;
@@ -314,6 +317,112 @@ static unsigned remote_live(void *arg, const char *user, size_t ulen,
 	if (ulen == 4 && !memcmp(user, "dave", 4))
 		return 1;
 	return 0;
+}
+
+/* With a where hook: one payload per node that has a member online. */
+static struct {
+	int n;
+	uint64_t to[8];
+	uint8_t p[8][2048];
+	uint32_t len[8];
+} per_node;
+
+static void node_relay(void *arg, uint64_t to, const uint8_t *p,
+		       uint32_t len)
+{
+	(void)arg;
+	cr_assert_lt(per_node.n, 8);
+	cr_assert_leq(len, sizeof per_node.p[0]);
+	per_node.to[per_node.n] = to;
+	memcpy(per_node.p[per_node.n], p, len);
+	per_node.len[per_node.n++] = len;
+}
+
+/* bob (posted here too) has a device on node 2; carol is on nodes 2 and
+ * 3; dave on node 3; erin nowhere; node 4 has none of them. */
+static unsigned fake_where(void *arg, const char *user, size_t ulen,
+			   uint64_t *nodes, unsigned cap)
+{
+	(void)arg;
+	cr_assert_geq(cap, 2);
+	if (ulen == 3 && !memcmp(user, "bob", 3)) {
+		nodes[0] = 2;
+		return 1;
+	}
+	if (ulen == 5 && !memcmp(user, "carol", 5)) {
+		nodes[0] = 3;
+		nodes[1] = 2;
+		return 2;
+	}
+	if (ulen == 4 && !memcmp(user, "dave", 4)) {
+		nodes[0] = 3;
+		nodes[1] = 3; /* a repeat names it once */
+		return 2;
+	}
+	return 0;
+}
+
+/* The names of payload i, "a,b,". */
+static void payload_names(int i, char *out, size_t cap)
+{
+	out[0] = '\0';
+	uint32_t nu = le_get32(per_node.p[i]), off = CHAT_RD_LIVE_HDR;
+	for (uint32_t k = 0; k < nu; k++) {
+		size_t l = strlen(out);
+		snprintf(out + l, cap - l, "%.*s,", per_node.p[i][off],
+			 (const char *)per_node.p[i] + off + 1);
+		off += 1u + per_node.p[i][off];
+	}
+}
+
+Test(chat_fanout_read, live_relay_only_to_nodes_with_a_member_online)
+{
+	struct world w, other;
+	world_start(&w, 11);
+	world_start(&other, 12);
+	chat_set_group_read_min(w.c, 4);
+	chat_set_live(w.c, fake_live, NULL); /* alice, bob here */
+	chat_set_live_relay(w.c, node_relay, NULL);
+	chat_set_live_where(w.c, fake_where, NULL);
+	chat_set_live(other.c, remote_live, NULL);
+	const char *mem[4] = {"bob", "carol", "dave", "erin"};
+	struct chat_group_result r;
+	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", mem, 4, &r), 0);
+	char g[32];
+	memcpy(g, r.conv, r.conv_len);
+	g[r.conv_len] = 0;
+	settle(&w);
+	per_node.n = 0;
+	svc_send(w.c, g, "alice", 1);
+	settle(&w);
+	cr_assert_eq(per_node.n, 2, "nodes 2 and 3 only, one payload each");
+	char names[128];
+	for (int i = 0; i < 2; i++) {
+		payload_names(i, names, sizeof names);
+		if (per_node.to[i] == 2)
+			cr_assert_str_eq(names, "bob,carol,");
+		else
+			cr_assert(per_node.to[i] == 3 &&
+				  !strcmp(names, "carol,dave,"),
+				  "node %" PRIu64 ": %s", per_node.to[i], names);
+	}
+	/* the receiving side posts to its connections and counts the payload */
+	remote_seen[0] = '\0';
+	int k = per_node.to[0] == 3 ? 0 : 1;
+	cr_assert_eq(chat_rd_live_recv(other.c, per_node.p[k], per_node.len[k]),
+		     3);
+	cr_assert_str_eq(remote_seen, "carol,dave,");
+	struct chat_rd_stats rs;
+	chat_rd_get_stats(other.c, &rs);
+	cr_assert_eq(rs.live_in, 1);
+	cr_assert_eq(rs.live_in_idle, 0);
+	chat_rd_get_stats(w.c, &rs);
+	cr_assert_eq(rs.relayed, 2);
+	/* alice is the sender (no device elsewhere), erin online nowhere */
+	cr_assert_eq(rs.relay_skipped, 2);
+	cr_assert_eq(rs.activity, 3, "the ACTIVITY pointers stay the safety net");
+	world_stop(&other);
+	world_stop(&w);
 }
 
 Test(chat_fanout_read, live_events_reach_members_on_other_nodes)

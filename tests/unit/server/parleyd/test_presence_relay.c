@@ -42,7 +42,7 @@ Test(presence_relay, every_kind_and_full_payload)
 	char conv[PARLEY_PROTO_MAX_CONV_ID + 1];
 	memset(conv, 'c', PARLEY_PROTO_MAX_CONV_ID);
 	conv[PARLEY_PROTO_MAX_CONV_ID] = '\0';
-	for (uint8_t k = PRELAY_ONLINE; k <= PRELAY_RESEND; k++) {
+	for (uint8_t k = PRELAY_ONLINE; k <= PRELAY_SET_END; k++) {
 		struct prelay_msg m = {.kind = k, .count = PRELAY_USERS_MAX,
 				       .conv = S(conv), .arg = 0xdeadbeef};
 		for (unsigned i = 0; i < PRELAY_USERS_MAX; i++) {
@@ -81,7 +81,7 @@ Test(presence_relay, encode_refuses_broken_bounds)
 	m.count = 1;
 	m.kind = 0;
 	cr_assert_eq(prelay_encode(buf, sizeof buf, &m), -PARLEY_EINVAL);
-	m.kind = PRELAY_RESEND + 1;
+	m.kind = PRELAY_SET_END + 1;
 	cr_assert_eq(prelay_encode(buf, sizeof buf, &m), -PARLEY_EINVAL);
 	m.kind = PRELAY_TYPING;
 	char big[PARLEY_PROTO_MAX_CONV_ID + 2];
@@ -106,7 +106,7 @@ Test(presence_relay, decode_refuses_bad_fields)
 	memcpy(b, buf, (size_t)n);
 	b[1] = 0; /* kind */
 	cr_assert_eq(prelay_decode(b, (size_t)n, &d), -PARLEY_EPROTO);
-	b[1] = PRELAY_RESEND + 1;
+	b[1] = PRELAY_SET_END + 1;
 	cr_assert_eq(prelay_decode(b, (size_t)n, &d), -PARLEY_EPROTO);
 	memcpy(b, buf, (size_t)n);
 	b[2] = 2; /* started is 0 / 1 */
