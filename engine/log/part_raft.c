@@ -854,7 +854,8 @@ static void notify_add(struct shard *sh, struct notify_set *ns,
  * waiter lookup, nanoseconds). */
 static void apply_entry(struct shard *sh, struct part *p,
 			const struct raft_entry *e, bool live,
-			struct notify_set *ns, uint64_t *now)
+			struct notify_set *ns, uint64_t *now,
+			const struct part_apply_hint *h)
 {
 	const uint8_t *body;
 	uint32_t len;
@@ -870,7 +871,8 @@ static void apply_entry(struct shard *sh, struct part *p,
 			*now = 0; /* no apply stage: the callback reads its start */
 	} else {
 		uint64_t t0 = live ? (*now ? *now : parley_mono_ns()) : 0;
-		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
+		rc = part_apply_hinted(p, e->index, e->term, kind, body, len,
+				       h, &res);
 		if (live) {
 			*now = parley_mono_ns();
 			stage_hist_add(&sh->hist[PE_STAGE_APPLY], *now - t0);
@@ -891,6 +893,29 @@ static void apply_entry(struct shard *sh, struct part *p,
 	}
 	if (res.touched && live)
 		notify_add(sh, ns, res.touched);
+}
+
+/* Applies n committed entries in order, looking ahead (part_apply.c,
+ * "looking ahead"): while command k applies, the next ones' first loads
+ * are in flight. */
+static void committed_get(void *arg, uint32_t i, uint16_t *kind,
+			  const uint8_t **body, size_t *len)
+{
+	const struct raft_entry *ce = arg;
+	uint32_t l;
+	*kind = entry_kind(&ce[i], body, &l);
+	*len = l;
+}
+
+static void apply_committed(struct shard *sh, struct part *p,
+			    const struct raft_entry *ce, uint32_t n, bool live,
+			    struct notify_set *ns, uint64_t *now)
+{
+	struct part_ahead a;
+	part_ahead_init(&a, p, n, committed_get, (void *)ce);
+	for (uint32_t k = 0; k < n; k++)
+		apply_entry(sh, p, &ce[k], live, ns, now,
+			    part_ahead_next(&a, p, k));
 }
 
 /* ---- one ready ------------------------------------------------------------------ */
@@ -1429,8 +1454,8 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 		}
 		struct notify_set ns = {.n = 0};
 		uint64_t now = 0; /* apply_entry: one clock read per boundary */
-		for (uint32_t k = 0; k < rd->n_committed; k++)
-			apply_entry(sh, p, &rd->committed[k], live, &ns, &now);
+		apply_committed(sh, p, rd->committed, rd->n_committed, live,
+				&ns, &now);
 		notify_flush(sh, &ns);
 		/* confirmed reads; those whose index is now applied are
 		 * served (log/part_repl.c) */
@@ -1600,6 +1625,6 @@ int part_raft_elect(struct shard *sh)
 void part_raft_apply_recovered(struct shard *sh, struct part *p)
 {
 	for (uint64_t k = 0; k < p->rlog_n && !p->corrupt; k++)
-		apply_entry(sh, p, &p->rlog[k], false, NULL, NULL);
+		apply_entry(sh, p, &p->rlog[k], false, NULL, NULL, NULL);
 	rlog_free_from(p, 0);
 }
