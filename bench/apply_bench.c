@@ -30,7 +30,9 @@
  * rep applies --sends SENDs (default 100,000) to fresh partitions, after
  * --warm SENDs not measured (default 20,000: tables of a busy few
  * seconds). The two runs of a rep must end in the same state (hash of
- * every partition), else the run fails. Prints per rep and the medians.
+ * every partition), else the run fails. Prints per rep and the medians
+ * (of each way's CPU per command, and of the reps' ahead / plain ratios,
+ * the steadier figure on a shared machine).
  *
  * --only plain|ahead runs one way only (for a profiler; the table's
  * columns then both show that way).
@@ -285,6 +287,12 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static int cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
@@ -350,6 +358,7 @@ int main(int argc, char **argv)
 	if (g_pollute_bytes && !(g_pollute = calloc(1, g_pollute_bytes)))
 		return 1;
 	uint64_t ns[2][MAX_REPEAT];
+	double ratio[MAX_REPEAT]; /* ahead / plain per rep (same minute) */
 	uint64_t warm_cmds = c.warm * 3, all = l.n;
 	for (uint32_t rep = 0; rep < c.repeat; rep++) {
 		uint64_t h[2];
@@ -366,6 +375,7 @@ int main(int argc, char **argv)
 			h[slot] = parts_hash(v, &c);
 			parts_free(v, &c);
 		}
+		ratio[rep] = (double)ns[1][rep] / (double)ns[0][rep];
 		printf("rep %u: plain %.1f ns/command, ahead %.1f ns/command "
 		       "(ahead / plain %.3f)\n", rep + 1,
 		       (double)ns[0][rep] / (double)(all - warm_cmds),
@@ -379,10 +389,13 @@ int main(int argc, char **argv)
 	}
 	for (int k = 0; k < 2; k++)
 		qsort(ns[k], c.repeat, sizeof ns[k][0], cmp_u64);
+	qsort(ratio, c.repeat, sizeof ratio[0], cmp_dbl);
 	double mp = (double)ns[0][c.repeat / 2] / (double)(all - warm_cmds);
 	double ma = (double)ns[1][c.repeat / 2] / (double)(all - warm_cmds);
-	printf("median of %u: plain %.1f ns/command, ahead %.1f ns/command, "
-	       "ahead / plain %.3f\n", c.repeat, mp, ma, ma / mp);
+	printf("median of %u: plain %.1f ns/command, ahead %.1f ns/command; "
+	       "ahead / plain per rep: median %.3f (min %.3f, max %.3f)\n",
+	       c.repeat, mp, ma, ratio[c.repeat / 2], ratio[0],
+	       ratio[c.repeat - 1]);
 	free(l.arena);
 	free(l.cmds);
 	free(g_pollute);

@@ -184,6 +184,7 @@ struct part {
 	struct raft_entry *rlog; /* durable entries not applied yet, owned */
 	uint64_t rlog_first, rlog_n, rlog_cap;
 	uint64_t rlog_bytes;    /* payload bytes held in rlog */
+	struct rlog_chunk *rchunk; /* rlog's current payload chunk (part_raft.c) */
 	const struct engine_cluster *cl; /* the engine's (set at raft open) */
 	bool ready_out;         /* a ready is out: not advanced yet */
 	bool wal_wait;          /* ... its entries await their WAL batch */
