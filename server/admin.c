@@ -115,6 +115,185 @@ static const struct ctr_metric {
 };
 
 /*
+ * Counters and gauges read from a field (uint64_t or uint32_t) of a
+ * component's stats struct, in /metrics order: one table per component
+ * instead of one call per series.
+ */
+struct field_metric {
+	const char *name, *type;
+	size_t off, size; /* of the field in its struct */
+	const char *help;
+};
+#define FM(st, name, type, field, help)                                        \
+	{name, type, offsetof(struct st, field),                               \
+	 sizeof(((struct st *)0)->field), help}
+
+static void metric_fields(struct srv_text *o, const struct field_metric *t,
+			  size_t n, const void *st)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = 0;
+		PARLEY_ASSERT(t[i].size == 4 || t[i].size == 8);
+		if (t[i].size == 4) {
+			uint32_t w;
+			memcpy(&w, (const char *)st + t[i].off, sizeof w);
+			v = w;
+		} else {
+			memcpy(&v, (const char *)st + t[i].off, sizeof v);
+		}
+		metric(o, t[i].name, t[i].type, t[i].help, v);
+	}
+}
+#define METRIC_FIELDS(o, table, st)                                            \
+	metric_fields(o, table, sizeof table / sizeof table[0], st)
+
+static const struct field_metric ratelimit_metrics[] = {
+	FM(ratelimit_stats, "parley_rate_limit_users", "gauge", users,
+	   "Users in the per-user rate limit table."),
+	FM(ratelimit_stats, "parley_rate_limit_evictions_total", "counter",
+	   evictions, "Users evicted from the full rate limit table (LRU)."),
+	FM(ratelimit_stats, "parley_rate_limit_lossy_evictions_total",
+	   "counter", lossy_evictions,
+	   "Evicted users whose buckets were not full (table too small)."),
+};
+
+static const struct field_metric presence_metrics[] = {
+#define P(name, type, field, help) FM(presence_stats, name, type, field, help)
+	P("parley_presence_online_users", "gauge", online,
+	  "Users with at least one live session on this node."),
+	P("parley_presence_entries", "gauge", entries,
+	  "Presence registry entries (online, subscribed or typing)."),
+	P("parley_presence_subscriptions", "gauge", subscriptions,
+	  "Connection-to-user presence subscriptions."),
+	P("parley_typing_received_total", "counter", typing_in,
+	  "TYPING notifications accepted."),
+	P("parley_typing_pushes_total", "counter", typing_pushes,
+	  "TYPING_PUSH frames queued to connections."),
+	P("parley_presence_pushes_total", "counter", presence_pushes,
+	  "PRESENCE pushes queued to connections."),
+	P("parley_presence_pushes_dropped_total", "counter", pushes_dropped,
+	  "Typing/presence pushes dropped: presence_push_queue_max "
+	  "reached or no memory."),
+	P("parley_last_seen_writes_total", "counter", last_seen_writes,
+	  "Durable last_seen records written."),
+	P("parley_last_seen_write_errors_total", "counter",
+	  last_seen_write_errors, "last_seen writes that failed (retried)."),
+	P("parley_presence_loads_total", "counter", loads,
+	  "Stored last_seen / settings reads for subscriptions."),
+	P("parley_presence_relay_out_total", "counter", relay_out,
+	  "Presence / typing payloads sent to other nodes."),
+	P("parley_presence_relay_in_total", "counter", relay_in,
+	  "Presence / typing payloads from other nodes."),
+	P("parley_presence_relay_dropped_total", "counter", relay_dropped,
+	  "Remote online entries refused (no memory, or online "
+	  "on more nodes than PRESENCE_REMOTE_MAX)."),
+#undef P
+};
+
+static const struct field_metric engine_metrics[] = {
+	FM(pe_stats, "parley_engine_appends_total", "counter", appends,
+	   "Engine append commands acknowledged."),
+	FM(pe_stats, "parley_engine_entries_total", "counter", entries,
+	   "Engine entries appended."),
+	FM(pe_stats, "parley_fsyncs_total", "counter", wal_batches,
+	   "WAL write+fdatasync rounds (group commits)."),
+	FM(pe_stats, "parley_fsyncs_piped_total", "counter", wal_piped,
+	   "WAL group commits submitted while another was in flight."),
+	FM(pe_stats, "parley_wal_bytes_total", "counter", wal_bytes,
+	   "Bytes written to the WAL."),
+};
+
+static const struct field_metric chat_metrics[] = {
+#define C(name, type, field, help) FM(chat_stats, name, type, field, help)
+	C("parley_fanout_messages_total", "counter", fanout_jobs,
+	  "Messages fanned out to inboxes."),
+	C("parley_fanout_appends_total", "counter", fanout_appends,
+	  "Inbox/list appends completed by the fan-out."),
+	C("parley_fanout_errors_total", "counter", fanout_errors,
+	  "Fan-out appends that failed."),
+	C("parley_fanout_recovered_total", "counter", fanout_recovered,
+	  "Messages re-fanned out by recovery (start-up or leader change)."),
+	C("parley_fanout_lead_recoveries_total", "counter", lead_recoveries,
+	  "Fan-out recoveries run on gaining the leadership of "
+	  "partitions (a cluster)."),
+	C("parley_fanout_pending", "gauge", fanout_pending,
+	  "Messages whose fan-out is not durable yet."),
+	C("parley_fanout_uncheckpointed", "gauge", fanout_uncheckpointed,
+	  "Messages a crash now would re-fan out at most (not "
+	  "covered by a durable fan-out checkpoint)."),
+	C("parley_fanout_checkpoints_total", "counter", checkpoints,
+	  "Durable fan-out checkpoints written."),
+	C("parley_fanout_watermark_ms", "gauge", watermark_ms,
+	  "Smallest durable per-partition fan-out cursor (unix ms)."),
+	C("parley_groups", "gauge", groups, "Groups that exist."),
+	C("parley_group_changes_total", "counter", group_changes,
+	  "Group membership events applied."),
+	C("parley_group_sends_refused_total", "counter", group_refused,
+	  "SENDs stored after their sender left the group, refused "
+	  "at their seq (never delivered)."),
+	/* early delivery (chat_set_early, conn.c); the connections' side
+	 * is in early_ctr_metrics */
+	C("parley_early_posted_total", "counter", early_posted,
+	  "Early EVENTs (a 1:1 message durable, its inbox pointer "
+	  "not yet) handed to connections."),
+#undef C
+};
+
+/* struct srv_counters fields shown with the chat service's (early
+ * delivery), read as ctr_metrics */
+static const struct ctr_metric early_ctr_metrics[] = {
+	{"parley_early_events_total", "counter",
+	 offsetof(struct srv_counters, early_out),
+	 "Early EVENTs written to connections."},
+	{"parley_early_dropped_total", "counter",
+	 offsetof(struct srv_counters, early_dropped),
+	 "Early EVENTs not written (their inbox EVENT came first, "
+	 "the hold was full, or the connection was busy): the "
+	 "inbox EVENT delivered them."},
+	{"parley_early_seen_total", "counter",
+	 offsetof(struct srv_counters, early_seen),
+	 "Inbox EVENTs sent without their body because the "
+	 "connection had the message early."},
+};
+
+/* read fan-out of large groups (chat_fanout_read.c) */
+static const struct field_metric read_fanout_metrics[] = {
+#define R(name, type, field, help) FM(chat_rd_stats, name, type, field, help)
+	R("parley_read_fanout_messages_total", "counter", msgs,
+	  "Group messages fanned out by read (group_read_fanout_min)."),
+	R("parley_read_fanout_live_total", "counter", live,
+	  "Live EVENTs posted to subscribed connections by the read "
+	  "fan-out."),
+	R("parley_read_fanout_activity_total", "counter", activity,
+	  "ACTIVITY pointers appended for members with no subscribed "
+	  "connection."),
+	R("parley_read_fanout_coalesced_total", "counter", coalesced,
+	  "Members skipped because their ACTIVITY pointer was still "
+	  "outstanding."),
+	R("parley_read_fanout_catchups_total", "counter", catchups,
+	  "GROUP_CATCHUP pages served."),
+	R("parley_read_fanout_relayed_total", "counter", relayed,
+	  "Read-mode messages whose live EVENT was sent to the "
+	  "other nodes for their connections."),
+	R("parley_read_fanout_live_remote_total", "counter", live_remote,
+	  "Live EVENTs posted here for another node's read fan-out "
+	  "(of parley_read_fanout_live_total)."),
+	R("parley_read_fanout_outstanding", "gauge", outstanding,
+	  "ACTIVITY pointers outstanding (not acknowledged yet)."),
+#undef R
+};
+
+/* ctr_metrics-style tables over struct srv_counters */
+static void metric_ctrs(struct srv_text *o, const struct ctr_metric *t,
+			size_t n, struct srv_counters *c)
+{
+	for (size_t i = 0; i < n; i++) {
+		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)c + t[i].off);
+		metric(o, t[i].name, t[i].type, t[i].help, LD(*v));
+	}
+}
+
+/*
  * The engine's per-stage append and history read timing (parley_engine.h,
  * pe_stage_stats) as one Prometheus histogram family,
  * parley_engine_stage_seconds{stage=...}.
@@ -351,6 +530,22 @@ static void placement_json(struct srv_text *o, struct peer_node *pn,
 /* This node's view of the cluster as one JSON object: ids, readiness,
  * peer links, and per partition its group state and, on the leader, each
  * member's match index and lag (pe_raft_status, never blocks). */
+/* A peer's frame set against this node's (docs/CLUSTER.md §1.2): "same",
+ * "older" (a subset: a node of an older build), "newer" (a superset),
+ * "other", or "unknown" (no link yet). */
+static const char *frames_cmp(uint32_t mine, uint32_t theirs)
+{
+	if (!theirs)
+		return "unknown";
+	if (theirs == mine)
+		return "same";
+	if ((theirs & mine) == theirs)
+		return "older";
+	if ((theirs & mine) == mine)
+		return "newer";
+	return "other";
+}
+
 size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 {
 	struct srv_text o = {buf, cap, 0};
@@ -376,8 +571,7 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 			peer_node_op_describe(&op, ms, d, sizeof d);
 			srv_text_put(&o, ",\"operation\":{\"op\":\"%s\",\"node\":%"
 				     PRIu64 ",\"force\":%s,\"elapsed_ms\":%" PRIu64
-				     ",\"text\":", op.kind == PEER_NODE_OP_ADD
-				     ? "add" : "remove", op.id,
+				     ",\"text\":", peer_node_op_name(op.kind), op.id,
 				     op.force ? "true" : "false", ms);
 			json_str(&o, d);
 			srv_text_put(&o, "}");
@@ -401,6 +595,9 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 					     m0.voters[k]);
 		srv_text_put(&o, "]}");
 	}
+	uint32_t mine = s->peer ? peer_node_frames(s->peer) : 0;
+	if (s->peer)
+		srv_text_put(&o, ",\"frames\":\"%x\"", mine);
 	srv_text_put(&o, ",\"peers\":[");
 	if (s->peer) {
 		struct peer_node_link l[PEER_NODE_MAX_PEERS];
@@ -419,7 +616,11 @@ size_t admin_cluster_json(struct srv *s, bool ready, char *buf, size_t cap)
 			json_str(&o, l[i].admin_addr);
 			srv_text_put(&o, ",\"last_error\":");
 			json_str(&o, l[i].last_error);
-			srv_text_put(&o, "}");
+			/* the frame types it knows (rolling upgrades, §1.2) */
+			srv_text_put(&o, ",\"frames\":\"%x\",\"frames_announced\":"
+				     "%s,\"protocol\":\"%s\"}", l[i].frames,
+				     l[i].frames_announced ? "true" : "false",
+				     frames_cmp(mine, l[i].frames));
 		}
 	}
 	srv_text_put(&o, "],\"partitions\":[");
@@ -477,11 +678,8 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 {
 	struct srv_text o = {buf, cap, 0};
 	struct srv_counters *c = &s->ctr;
-	for (size_t i = 0; i < sizeof ctr_metrics / sizeof ctr_metrics[0]; i++) {
-		const struct ctr_metric *m = &ctr_metrics[i];
-		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)c + m->off);
-		metric(&o, m->name, m->type, m->help, LD(*v));
-	}
+	metric_ctrs(&o, ctr_metrics, sizeof ctr_metrics / sizeof ctr_metrics[0],
+		    c);
 	if (s->rl) { /* rate limits and admission (ratelimit.h) */
 		struct ratelimit_stats rs;
 		ratelimit_stats(s->rl, &rs);
@@ -491,56 +689,12 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		for (unsigned k = 0; k < RATELIMIT_NKINDS; k++)
 			srv_text_put(&o, "parley_rate_limited_total{kind=\"%s\"} %" PRIu64
 				"\n", ratelimit_kind_name(k), rs.limited[k]);
-		metric(&o, "parley_rate_limit_users", "gauge",
-		       "Users in the per-user rate limit table.", rs.users);
-		metric(&o, "parley_rate_limit_evictions_total", "counter",
-		       "Users evicted from the full rate limit table (LRU).",
-		       rs.evictions);
-		metric(&o, "parley_rate_limit_lossy_evictions_total", "counter",
-		       "Evicted users whose buckets were not full (table too small).",
-		       rs.lossy_evictions);
+		METRIC_FIELDS(&o, ratelimit_metrics, &rs);
 	}
 	if (s->pres) { /* typing and presence (presence.h) */
 		struct presence_stats ps;
 		presence_get_stats(s->pres, &ps);
-		metric(&o, "parley_presence_online_users", "gauge",
-		       "Users with at least one live session on this node.",
-		       ps.online);
-		metric(&o, "parley_presence_entries", "gauge",
-		       "Presence registry entries (online, subscribed or typing).",
-		       ps.entries);
-		metric(&o, "parley_presence_subscriptions", "gauge",
-		       "Connection-to-user presence subscriptions.",
-		       ps.subscriptions);
-		metric(&o, "parley_typing_received_total", "counter",
-		       "TYPING notifications accepted.", ps.typing_in);
-		metric(&o, "parley_typing_pushes_total", "counter",
-		       "TYPING_PUSH frames queued to connections.",
-		       ps.typing_pushes);
-		metric(&o, "parley_presence_pushes_total", "counter",
-		       "PRESENCE pushes queued to connections.",
-		       ps.presence_pushes);
-		metric(&o, "parley_presence_pushes_dropped_total", "counter",
-		       "Typing/presence pushes dropped: presence_push_queue_max "
-		       "reached or no memory.", ps.pushes_dropped);
-		metric(&o, "parley_last_seen_writes_total", "counter",
-		       "Durable last_seen records written.", ps.last_seen_writes);
-		metric(&o, "parley_last_seen_write_errors_total", "counter",
-		       "last_seen writes that failed (retried).",
-		       ps.last_seen_write_errors);
-		metric(&o, "parley_presence_loads_total", "counter",
-		       "Stored last_seen / settings reads for subscriptions.",
-		       ps.loads);
-		metric(&o, "parley_presence_relay_out_total", "counter",
-		       "Presence / typing payloads sent to other nodes.",
-		       ps.relay_out);
-		metric(&o, "parley_presence_relay_in_total", "counter",
-		       "Presence / typing payloads from other nodes.",
-		       ps.relay_in);
-		metric(&o, "parley_presence_relay_dropped_total", "counter",
-		       "Remote online entries refused (no memory, or online "
-		       "on more nodes than PRESENCE_REMOTE_MAX).",
-		       ps.relay_dropped);
+		METRIC_FIELDS(&o, presence_metrics, &ps);
 	}
 	if (s->adm) {
 		metric(&o, "parley_handshakes_in_progress", "gauge",
@@ -568,17 +722,7 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->engine) {
 		struct pe_stats es;
 		pe_stats(s->engine, &es);
-		metric(&o, "parley_engine_appends_total", "counter",
-		       "Engine append commands acknowledged.", es.appends);
-		metric(&o, "parley_engine_entries_total", "counter",
-		       "Engine entries appended.", es.entries);
-		metric(&o, "parley_fsyncs_total", "counter",
-		       "WAL write+fdatasync rounds (group commits).", es.wal_batches);
-		metric(&o, "parley_fsyncs_piped_total", "counter",
-		       "WAL group commits submitted while another was in flight.",
-		       es.wal_piped);
-		metric(&o, "parley_wal_bytes_total", "counter",
-		       "Bytes written to the WAL.", es.wal_bytes);
+		METRIC_FIELDS(&o, engine_metrics, &es);
 		srv_text_put(&o, "# HELP parley_fsync_seconds_total Time spent in WAL "
 			"write+fdatasync.\n# TYPE parley_fsync_seconds_total "
 			"counter\nparley_fsync_seconds_total %.9f\n",
@@ -600,7 +744,8 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 		struct peer_node_op op;
 		uint64_t ms = 0;
 		metric(&o, "parley_cluster_operation_running", "gauge",
-		       "1 while an add-node / remove-node runs on this node.",
+		       "1 while an add-node / remove-node / rebalance runs on this "
+		       "node.",
 		       peer_node_op_running(s->peer, &op, &ms) ? 1 : 0);
 	}
 	/* the server's own stages (srv.h): send and delivery */
@@ -609,80 +754,12 @@ size_t admin_metrics_text(struct srv *s, char *buf, size_t cap)
 	if (s->chat) {
 		struct chat_stats cs;
 		chat_get_stats(s->chat, &cs);
-		metric(&o, "parley_fanout_messages_total", "counter",
-		       "Messages fanned out to inboxes.", cs.fanout_jobs);
-		metric(&o, "parley_fanout_appends_total", "counter",
-		       "Inbox/list appends completed by the fan-out.",
-		       cs.fanout_appends);
-		metric(&o, "parley_fanout_errors_total", "counter",
-		       "Fan-out appends that failed.", cs.fanout_errors);
-		metric(&o, "parley_fanout_recovered_total", "counter",
-		       "Messages re-fanned out by recovery (start-up or leader change).",
-		       cs.fanout_recovered);
-		metric(&o, "parley_fanout_lead_recoveries_total", "counter",
-		       "Fan-out recoveries run on gaining the leadership of "
-		       "partitions (a cluster).", cs.lead_recoveries);
-		metric(&o, "parley_fanout_pending", "gauge",
-		       "Messages whose fan-out is not durable yet.",
-		       cs.fanout_pending);
-		metric(&o, "parley_fanout_uncheckpointed", "gauge",
-		       "Messages a crash now would re-fan out at most (not "
-		       "covered by a durable fan-out checkpoint).",
-		       cs.fanout_uncheckpointed);
-		metric(&o, "parley_fanout_checkpoints_total", "counter",
-		       "Durable fan-out checkpoints written.", cs.checkpoints);
-		metric(&o, "parley_fanout_watermark_ms", "gauge",
-		       "Smallest durable per-partition fan-out cursor (unix ms).",
-		       cs.watermark_ms);
-		metric(&o, "parley_groups", "gauge", "Groups that exist.",
-		       cs.groups);
-		metric(&o, "parley_group_changes_total", "counter",
-		       "Group membership events applied.", cs.group_changes);
-		metric(&o, "parley_group_sends_refused_total", "counter",
-		       "SENDs stored after their sender left the group, refused "
-		       "at their seq (never delivered).", cs.group_refused);
-		/* early delivery (chat_set_early, conn.c) */
-		metric(&o, "parley_early_posted_total", "counter",
-		       "Early EVENTs (a 1:1 message durable, its inbox pointer "
-		       "not yet) handed to connections.", cs.early_posted);
-		metric(&o, "parley_early_events_total", "counter",
-		       "Early EVENTs written to connections.",
-		       atomic_load(&s->ctr.early_out));
-		metric(&o, "parley_early_dropped_total", "counter",
-		       "Early EVENTs not written (their inbox EVENT came first, "
-		       "the hold was full, or the connection was busy): the "
-		       "inbox EVENT delivered them.",
-		       atomic_load(&s->ctr.early_dropped));
-		metric(&o, "parley_early_seen_total", "counter",
-		       "Inbox EVENTs sent without their body because the "
-		       "connection had the message early.",
-		       atomic_load(&s->ctr.early_seen));
-		/* read fan-out of large groups (chat_fanout_read.c) */
+		METRIC_FIELDS(&o, chat_metrics, &cs);
+		metric_ctrs(&o, early_ctr_metrics, sizeof early_ctr_metrics /
+			    sizeof early_ctr_metrics[0], c);
 		struct chat_rd_stats rs;
 		chat_rd_get_stats(s->chat, &rs);
-		metric(&o, "parley_read_fanout_messages_total", "counter",
-		       "Group messages fanned out by read (group_read_fanout_min).",
-		       rs.msgs);
-		metric(&o, "parley_read_fanout_live_total", "counter",
-		       "Live EVENTs posted to subscribed connections by the read "
-		       "fan-out.", rs.live);
-		metric(&o, "parley_read_fanout_activity_total", "counter",
-		       "ACTIVITY pointers appended for members with no subscribed "
-		       "connection.", rs.activity);
-		metric(&o, "parley_read_fanout_coalesced_total", "counter",
-		       "Members skipped because their ACTIVITY pointer was still "
-		       "outstanding.", rs.coalesced);
-		metric(&o, "parley_read_fanout_catchups_total", "counter",
-		       "GROUP_CATCHUP pages served.", rs.catchups);
-		metric(&o, "parley_read_fanout_relayed_total", "counter",
-		       "Read-mode messages whose live EVENT was sent to the "
-		       "other nodes for their connections.", rs.relayed);
-		metric(&o, "parley_read_fanout_live_remote_total", "counter",
-		       "Live EVENTs posted here for another node's read fan-out "
-		       "(of parley_read_fanout_live_total).", rs.live_remote);
-		metric(&o, "parley_read_fanout_outstanding", "gauge",
-		       "ACTIVITY pointers outstanding (not acknowledged yet).",
-		       rs.outstanding);
+		METRIC_FIELDS(&o, read_fanout_metrics, &rs);
 		if (s->live)
 			metric(&o, "parley_live_connections", "gauge",
 			       "Subscribed connections registered for live group "
@@ -745,7 +822,7 @@ static size_t admin_own_metrics(struct admin *a, char *buf, size_t cap)
  *
  *   accept --> READING --(blank line)--> WRITING --(all sent)--> closed
  *                 |     \                    ^
- *                 |      +-(add/remove-node)-> WAITING --(op result)--+
+ *                 |      +-(add/remove-node, rebalance)-> WAITING --(op result)--+
  *                 |  deadline: accept + request_timeout_ms (total, not
  *                 |  reset by each byte) -> 408, closed
  *                 |  ADMIN_MAX_REQUEST bytes without a blank line -> 431
@@ -772,6 +849,7 @@ struct aconn {
 	 * request; the answer is built when its result is there */
 	bool op_wait;
 	uint64_t op_ticket;
+	int op_kind; /* enum peer_node_op_kind it waits for */
 	char req[ADMIN_MAX_REQUEST + 1];
 };
 
@@ -945,11 +1023,14 @@ static bool query_get(const char *q, const char *key, char *out, size_t cap)
 static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now);
 
 /* The answer to a finished membership operation (peer_node.h). */
-static char *cluster_answer(bool add, int rc, char *msg, size_t mcap,
+static char *cluster_answer(int kind, int rc, char *msg, size_t mcap,
 			    size_t *len)
 {
+	bool add = kind == PEER_NODE_OP_ADD;
 	if (!rc)
 		return simple(200, "OK", msg, false, len);
+	if (kind == PEER_NODE_OP_REBALANCE && rc == -PARLEY_EAGAIN)
+		return simple(503, "Service Unavailable", msg, false, len);
 	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EPERM ||
 	    (!add && rc == -PARLEY_EAGAIN))
 		return simple(409, "Conflict", msg, false, len); /* EPERM: an
@@ -963,6 +1044,33 @@ static char *cluster_answer(bool add, int rc, char *msg, size_t mcap,
 		return simple(503, "Service Unavailable", msg, false, len);
 	snprintf(msg, mcap, "failed: %s\n", parley_errname(rc));
 	return simple(503, "Service Unavailable", msg, false, len);
+}
+
+/* Starts op on the membership worker for the request on c: NULL with
+ * c->op_wait set (its answer comes from aconn_op_check), or the answer
+ * (409 while another runs). */
+static char *op_start(struct admin *a, struct aconn *c,
+		      const struct peer_node_op *op, size_t *len)
+{
+	struct peer_node *pn = a->s->peer;
+	/* a request still waiting for the last operation gets its answer
+	 * first: a new one would replace that result */
+	uint64_t now = parley_mono_ns();
+	for (uint32_t k = 0; k < a->max_conns; k++)
+		if (a->c[k].fd >= 0 && a->c[k].op_wait && &a->c[k] != c)
+			aconn_op_check(a, &a->c[k], now);
+	char msg[512];
+	int rc = peer_node_op_start(pn, op, &c->op_ticket, msg, sizeof msg);
+	if (rc == -PARLEY_EAGAIN) /* another operation runs */
+		return simple(409, "Conflict", msg, false, len);
+	if (rc)
+		return cluster_answer(op->kind, rc, msg, sizeof msg, len);
+	c->op_wait = true;
+	c->op_kind = op->kind;
+	PLOG_I("admin", "membership operation started", "op=%s node=%" PRIu64
+	       "%s", peer_node_op_name(op->kind), op->id,
+	       op->force ? " force=1" : "");
+	return NULL;
 }
 
 /* POST /cluster/add-node?id=N&peer=addr:port[&client=host:port]
@@ -1003,54 +1111,42 @@ static char *admin_cluster(struct admin *a, struct aconn *c, bool add,
 				      false, len);
 		op.force = !strcmp(force, "1");
 	}
-	/* a request still waiting for the last operation gets its answer
-	 * first: a new one would replace that result */
-	uint64_t now = parley_mono_ns();
-	for (uint32_t k = 0; k < a->max_conns; k++)
-		if (a->c[k].fd >= 0 && a->c[k].op_wait && &a->c[k] != c)
-			aconn_op_check(a, &a->c[k], now);
-	char msg[512];
-	int rc = peer_node_op_start(pn, &op, &c->op_ticket, msg, sizeof msg);
-	if (rc == -PARLEY_EAGAIN) /* another operation runs */
-		return simple(409, "Conflict", msg, false, len);
-	if (rc)
-		return cluster_answer(add, rc, msg, sizeof msg, len);
-	c->op_wait = true;
-	PLOG_I("admin", "membership operation started", "op=%s node=%" PRIu64
-	       "%s", add ? "add" : "remove", op.id, op.force ? " force=1" : "");
-	return NULL;
+	return op_start(a, c, &op, len);
 }
 
+
 /* POST /cluster/transfer?partition=P&to=N (this node leads P: hand it
- * to voter N) and POST /cluster/rebalance (hand this node's partitions
- * beyond its share to the least loaded nodes), docs/CLUSTER.md §3.2.
- * Blocking on the admin thread, at most ADMIN_PLACEMENT_WAIT_MS. */
+ * to voter N), blocking on the admin thread, at most
+ * ADMIN_PLACEMENT_WAIT_MS; and POST /cluster/rebalance (hand this node's
+ * partitions beyond its share to the least loaded nodes), which runs on
+ * the membership worker like add-node / remove-node (this request waits
+ * for it while the admin thread answers others; 409 while another
+ * operation runs), docs/CLUSTER.md §3.2. NULL: c waits. */
 #define ADMIN_PLACEMENT_WAIT_MS 10000u
-static char *admin_placement(struct admin *a, bool rebalance, const char *q,
-			     size_t *len)
+static char *admin_placement(struct admin *a, struct aconn *c,
+			     bool rebalance, const char *q, size_t *len)
 {
 	struct peer_node *pn = a->s->peer;
 	if (!pn || !a->s->engine)
 		return simple(400, "Bad Request", "not a cluster node (or not "
 			      "ready)\n", false, len);
-	char msg[1024];
-	int rc;
 	if (rebalance) {
-		rc = peer_node_rebalance(pn, ADMIN_PLACEMENT_WAIT_MS, msg,
-					 sizeof msg);
-	} else {
-		char ps[16], ts[32];
-		char *e1 = NULL, *e2 = NULL;
-		unsigned long part = query_get(q, "partition", ps, sizeof ps)
-					     ? strtoul(ps, &e1, 10) : 0;
-		uint64_t to = query_get(q, "to", ts, sizeof ts)
-				      ? strtoull(ts, &e2, 10) : 0;
-		if (!e1 || *e1 || !e2 || *e2 || !to || part > UINT32_MAX)
-			return simple(400, "Bad Request",
-				      "partition=P&to=N required\n", false, len);
-		rc = peer_node_transfer(pn, (uint32_t)part, to,
-					ADMIN_PLACEMENT_WAIT_MS, msg, sizeof msg);
+		struct peer_node_op op = {.kind = PEER_NODE_OP_REBALANCE,
+					  .wait_ms = ADMIN_PLACEMENT_WAIT_MS};
+		return op_start(a, c, &op, len);
 	}
+	char msg[1024];
+	char ps[16], ts[32];
+	char *e1 = NULL, *e2 = NULL;
+	unsigned long part = query_get(q, "partition", ps, sizeof ps)
+				     ? strtoul(ps, &e1, 10) : 0;
+	uint64_t to = query_get(q, "to", ts, sizeof ts)
+			      ? strtoull(ts, &e2, 10) : 0;
+	if (!e1 || *e1 || !e2 || *e2 || !to || part > UINT32_MAX)
+		return simple(400, "Bad Request",
+			      "partition=P&to=N required\n", false, len);
+	int rc = peer_node_transfer(pn, (uint32_t)part, to,
+				    ADMIN_PLACEMENT_WAIT_MS, msg, sizeof msg);
 	if (!rc)
 		return simple(200, "OK", msg, false, len);
 	if (rc == -PARLEY_ENOTLEADER)
@@ -1128,7 +1224,7 @@ static char *route(struct admin *a, struct aconn *c, size_t *len)
 		return admin_conf(a, q ? q + 1 : "", len);
 	if (!strcmp(method, "POST") && (!strcmp(target, "/cluster/transfer") ||
 					!strcmp(target, "/cluster/rebalance")))
-		return admin_placement(a, target[9] == 'r', q ? q + 1 : "", len);
+		return admin_placement(a, c, target[9] == 'r', q ? q + 1 : "", len);
 	if (!get && !head)
 		return simple(405, "Method Not Allowed", "GET or HEAD only\n", false,
 			      len);
@@ -1253,12 +1349,11 @@ static void aconn_op_check(struct admin *a, struct aconn *c, uint64_t now)
 				    sizeof msg);
 	if (r == -PARLEY_EAGAIN && c->deadline_ns > now)
 		return;
-	bool add = !strncmp(c->req, "POST /cluster/add-node", 22);
 	size_t len = 0;
 	char *o;
 	c->op_wait = false;
 	if (r == 0)
-		o = cluster_answer(add, orc, msg, sizeof msg, &len);
+		o = cluster_answer(c->op_kind, orc, msg, sizeof msg, &len);
 	else if (r == -PARLEY_EAGAIN)
 		o = simple(504, "Gateway Timeout", "the operation is still "
 			   "running: see GET /cluster, repeat the command "

@@ -972,6 +972,23 @@ static int run(const struct opts *o, struct srv *s)
 			pc.tls_cert = o->peer_tls_cert;
 			pc.tls_key = o->peer_tls_key;
 		}
+		/* TEST-ONLY (PARLEY_TEST_PEER_FRAMES=<hex>): announce and
+		 * accept only these peer frame types (peer.h contract item 9),
+		 * as a node built before the newer frames would: how the
+		 * rolling-upgrade test makes an "old" node */
+		const char *tf = getenv("PARLEY_TEST_PEER_FRAMES");
+		if (tf && *tf) {
+			char *end;
+			unsigned long f = strtoul(tf, &end, 16);
+			if (*end || !f || f > UINT32_MAX) {
+				PLOG_E("parleyd", "bad PARLEY_TEST_PEER_FRAMES",
+				       "value=\"%s\"", tf);
+				return 1;
+			}
+			pc.frames = (uint32_t)f;
+			PLOG_W("parleyd", "testing: an older peer frame set",
+			       "frames=%lx", f);
+		}
 		rc = peer_node_new(&pc, &pn);
 		if (rc) {
 			PLOG_E("parleyd", "cannot open the peer port", "host=%s "

@@ -121,10 +121,17 @@ struct plink {
 	_Atomic uint64_t bytes_in, bytes_out, frames_in, frames_out, msgs_in,
 		msgs_out, connects, reconnects, connect_failures, refused, dead,
 		drops_hb, drops_down, refused_full, too_big, qframes, qbytes,
-		flags_cleared;
+		flags_cleared, unsupported;
 	/* Raft message flags the peer's decoder accepts (contract item 8):
 	 * RAFT_MSGF_BASE from link up until its INFO announces more */
 	_Atomic uint32_t raft_flags;
+	/* frame types the peer knows (contract item 9): 0 from link up until
+	 * its first frame (then its INFO's set, or LEGACY); kept after down */
+	_Atomic uint32_t frames;
+	_Atomic bool frames_announced;
+	/* the peer's first frame after the handshake came: frames is known
+	 * and on_link(up) was called (owner thread) */
+	bool greeted;
 	pthread_mutex_t mu; /* last_error, info */
 	char last_error[PEER_ERROR_MAX];
 	char info[PEER_INFO_MAX + 1]; /* the peer's INFO */
@@ -155,6 +162,7 @@ struct peer {
 	char info[PEER_INFO_MAX + 1]; /* ours (cfg.info copied) */
 	char wire_info[PEER_INFO_MAX + 1]; /* what INFO sends: ours + raftf */
 	uint32_t raft_flags; /* what our decoder accepts (contract item 8) */
+	uint32_t frames;     /* frame types we know (contract item 9) */
 	struct raft_msg *strip; /* peer_send: messages with flags cleared */
 	uint32_t strip_cap;
 };
@@ -261,9 +269,11 @@ static void link_down(struct peer *p, struct plink *l, bool was_up,
 	if (was_up) {
 		PLOG_W("peer", "link down", "node=%" PRIu64 " peer=%" PRIu64 " why=\"%s\"",
 		       p->cfg.node_id, l->node, why ? why : "");
-		if (p->cfg.on_link)
+		/* the application heard of the link only once greeted */
+		if (l->greeted && p->cfg.on_link)
 			p->cfg.on_link(p->cfg.arg, l->node, false);
 	}
+	l->greeted = false;
 }
 
 static void conn_close(struct peer *p, struct pconn *c, const char *why)
@@ -506,6 +516,8 @@ static void link_up(struct peer *p, struct plink *l, struct pconn *c,
 	c->st = C_UP;
 	l->peer_max_frame = peer_max_frame;
 	SET(l->raft_flags, RAFT_MSGF_BASE); /* until its INFO says more */
+	SET(l->frames, 0);                  /* until its first frame */
+	l->greeted = false;
 	l->attempts = 0;
 	ADD(l->connects, 1);
 	if (l->ever_up)
@@ -514,6 +526,28 @@ static void link_up(struct peer *p, struct plink *l, struct pconn *c,
 	SET(l->state, PEER_LINK_UP);
 	PLOG_I("peer", "link up", "node=%" PRIu64 " peer=%" PRIu64 " tls=%d inbound=%d",
 	       p->cfg.node_id, l->node, c->ssl != NULL, c->inbound);
+	/* on_link(up) waits for the peer's first frame (greet) */
+}
+
+/* Contract item 9: the peer's first frame after the handshake came (its
+ * INFO, when it sends one, comes first): its frame set is known from now
+ * on (`frames` announced, or 0: none announced, LEGACY assumed); the
+ * application hears of the link. */
+static void greet(struct peer *p, struct plink *l, uint32_t frames)
+{
+	bool said = frames != 0;
+	if (!said)
+		frames = PEER_FRAMES_LEGACY;
+	frames |= PEER_FRAMES_BASE;
+	SET(l->frames_announced, said);
+	SET(l->frames, frames);
+	l->greeted = true;
+	if (frames != p->frames)
+		PLOG_W("peer", "peer knows another frame set", "node=%" PRIu64
+		       " peer=%" PRIu64 " ours=%x theirs=%x announced=%d"
+		       " common=%x", p->cfg.node_id, l->node,
+		       (unsigned)p->frames, (unsigned)frames, said,
+		       (unsigned)(frames & p->frames));
 	if (p->cfg.on_link)
 		p->cfg.on_link(p->cfg.arg, l->node, true);
 }
@@ -692,17 +726,17 @@ static void on_hello(struct peer *p, struct pconn *c, const uint8_t *pl,
 }
 
 /*
- * Takes the transport's key "raftf=<hex>" out of a received INFO (in
- * place: the application sees its own text) and returns the Raft message
- * flags the peer announced it decodes (contract item 8): RAFT_MSGF_BASE
- * without the key or with a malformed value; only flags this build knows
- * count (a newer peer may announce more).
+ * Takes the transport's key "<name>=<hex>" out of a received INFO (in
+ * place: the application sees its own text) and returns its value (the
+ * last one), or 0 without the key or with a malformed value.
  */
-static uint32_t info_take_raftf(char *v)
+static uint32_t info_take_hex(char *v, const char *name)
 {
-	static const char key[] = PEER_INFO_RAFTF "=";
-	const size_t kl = sizeof key - 1;
-	uint32_t flags = RAFT_MSGF_BASE;
+	char key[16];
+	int kn = snprintf(key, sizeof key, "%s=", name);
+	PARLEY_ASSERT(kn > 0 && (size_t)kn < sizeof key);
+	const size_t kl = (size_t)kn;
+	uint32_t val = 0;
 	char *w = v;
 	for (char *t = v; *t;) {
 		char *end = strchr(t, ' ');
@@ -718,8 +752,7 @@ static uint32_t info_take_raftf(char *v)
 				ok = d >= 0;
 				f = f << 4 | (uint32_t)(d < 0 ? 0 : d);
 			}
-			if (ok)
-				flags = RAFT_MSGF_BASE | (f & RAFT_MSGF_ALL);
+			val = ok ? f : 0;
 		} else if (tl) {
 			if (w != v)
 				*w++ = ' ';
@@ -729,7 +762,16 @@ static uint32_t info_take_raftf(char *v)
 		t = end ? end + 1 : t + tl;
 	}
 	*w = '\0';
-	return flags;
+	return val;
+}
+
+/* The Raft message flags a peer announced it decodes (contract item 8):
+ * RAFT_MSGF_BASE without the key; only flags this build knows count (a
+ * newer peer may announce more). */
+static uint32_t info_take_raftf(char *v)
+{
+	return RAFT_MSGF_BASE | (info_take_hex(v, PEER_INFO_RAFTF) &
+				 RAFT_MSGF_ALL);
 }
 
 /* One whole frame at c->rbuf[off..]; false when the connection closed. */
@@ -737,6 +779,22 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 		     const uint8_t *pl, uint32_t n)
 {
 	struct plink *l = c->link;
+	/* contract item 9: the peer's first frame after the handshake; an
+	 * INFO greets the link itself, with the set it announces */
+	if (c->st == C_UP && l && !l->greeted && type != PEER_FRAME_INFO &&
+	    type != PEER_FRAME_HELLO && type != PEER_FRAME_REJECT) {
+		p->depth++;
+		greet(p, l, 0);
+		p->depth--;
+		if (c->st != C_UP)
+			return false;
+	}
+	/* a type this node does not know (a test's older set): closed as a
+	 * node built before it would */
+	if (type >= PEER_FRAME_FWD_REQ && !(p->frames & PEER_FRAME_BIT(type))) {
+		conn_close(p, c, "unknown frame type");
+		return false;
+	}
 	switch (type) {
 	case PEER_FRAME_HELLO:
 		if (c->st != C_HELLO_SENT && c->st != C_WAIT_HELLO) {
@@ -779,21 +837,26 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 			v[i] = pl[i] >= 0x20 && pl[i] < 0x7f ? (char)pl[i] : '?';
 		v[n] = '\0';
 		SET(l->raft_flags, info_take_raftf(v));
+		uint32_t fr = info_take_hex(v, PEER_INFO_FRAMES);
 		pthread_mutex_lock(&l->mu);
-		memcpy(l->info, v, n + 1);
+		memcpy(l->info, v, strlen(v) + 1);
 		pthread_mutex_unlock(&l->mu);
 		PLOG_D("peer", "peer info", "node=%" PRIu64 " peer=%" PRIu64
 		       " info=\"%s\"", p->cfg.node_id, l->node, v);
-		return true;
+		if (!l->greeted) {
+			p->depth++;
+			greet(p, l, fr);
+			p->depth--;
+		}
+		return c->st == C_UP;
 	}
-	case PEER_FRAME_FWD_REQ:
-	case PEER_FRAME_FWD_REP:
-	case PEER_FRAME_APPEND_REQ:
-	case PEER_FRAME_APPEND_RES:
-	case PEER_FRAME_LIVE:
-	case PEER_FRAME_XFER:
-	case PEER_FRAME_PRES:
-	case PEER_FRAME_LEADS:
+	case PEER_FRAME_RAFT:
+		break;
+	default: /* an application frame (FWD_REQ .. PEER_FRAME_LAST) */
+		if (type < PEER_FRAME_FWD_REQ || type > PEER_FRAME_LAST) {
+			conn_close(p, c, "unknown frame type");
+			return false;
+		}
 		if (c->st != C_UP) {
 			conn_close(p, c, "application frame before handshake");
 			return false;
@@ -804,11 +867,6 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 			p->depth--;
 		}
 		return c->st == C_UP;
-	case PEER_FRAME_RAFT:
-		break;
-	default:
-		conn_close(p, c, "unknown frame type");
-		return false;
 	}
 	if (c->st != C_UP) {
 		conn_close(p, c, "RAFT frame before handshake");
@@ -1142,6 +1200,10 @@ int peer_new(const struct peer_config *cfg, struct peer **out)
 		bad = "max_frame out of range";
 	else if (cfg->info && strlen(cfg->info) > PEER_INFO_MAX)
 		bad = "info longer than PEER_INFO_MAX";
+	else if (cfg->frames && ((cfg->frames & PEER_FRAMES_BASE) !=
+					 PEER_FRAMES_BASE ||
+				 (cfg->frames & ~PEER_FRAMES_ALL)))
+		bad = "frames must hold HELLO..INFO and only known types";
 	for (const char *q = cfg->info; !bad && q && *q; q++)
 		if (*q < 0x20 || *q == 0x7f)
 			bad = "info is not printable ASCII";
@@ -1159,15 +1221,32 @@ int peer_new(const struct peer_config *cfg, struct peer **out)
 	p->raft_flags = cfg->raft_flags ? (cfg->raft_flags & RAFT_MSGF_ALL) |
 						  RAFT_MSGF_BASE
 					: RAFT_MSGF_ALL;
-	/* our info plus the transport's key, when it fits (item 8); a node
-	 * that decodes only the base flags announces nothing, as before */
-	int wl = -1;
-	if (p->raft_flags != RAFT_MSGF_BASE)
-		wl = snprintf(p->wire_info, sizeof p->wire_info, "%s%s%s=%x",
-			      p->info, p->info[0] ? " " : "", PEER_INFO_RAFTF,
-			      (unsigned)p->raft_flags);
-	if (wl < 0 || (size_t)wl > PEER_INFO_MAX)
-		memcpy(p->wire_info, p->info, sizeof p->wire_info);
+	p->frames = cfg->frames ? cfg->frames : PEER_FRAMES_ALL;
+	/* our info plus the transport's keys, each when it fits: the frame
+	 * set first (item 9; without it a peer assumes LEGACY, which this
+	 * build's set holds, so only an older test set must fit), then the
+	 * Raft flags (item 8; a node that decodes only the base flags
+	 * announces none, as before) */
+	memcpy(p->wire_info, p->info, sizeof p->wire_info);
+	size_t wl = strlen(p->wire_info);
+	char kv[32];
+	snprintf(kv, sizeof kv, "%s=%x", PEER_INFO_FRAMES, (unsigned)p->frames);
+	if (wl + (wl ? 1 : 0) + strlen(kv) <= PEER_INFO_MAX) {
+		snprintf(p->wire_info + wl, sizeof p->wire_info - wl, "%s%s",
+			 wl ? " " : "", kv);
+		wl = strlen(p->wire_info);
+	} else if (p->frames != PEER_FRAMES_ALL) {
+		PLOG_E("peer", "invalid configuration",
+		       "why=\"info leaves no room for the frame set\"");
+		free(p);
+		return -PARLEY_EINVAL;
+	}
+	snprintf(kv, sizeof kv, "%s=%x", PEER_INFO_RAFTF,
+		 (unsigned)p->raft_flags);
+	if (p->raft_flags != RAFT_MSGF_BASE &&
+	    wl + (wl ? 1 : 0) + strlen(kv) <= PEER_INFO_MAX)
+		snprintf(p->wire_info + wl, sizeof p->wire_info - wl, "%s%s",
+			 wl ? " " : "", kv);
 	struct peer_config *c = &p->cfg;
 	if (!c->max_frame)
 		c->max_frame = RAFT_CODEC_MAX_FRAME_DEFAULT;
@@ -1558,9 +1637,13 @@ int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
 		return -PARLEY_EINVAL;
 	if (l->removed)
 		return -PARLEY_ENOTFOUND;
-	if (!l->c || l->c->st != C_UP) {
+	if (!l->c || l->c->st != C_UP || !l->greeted) {
 		ADD(l->drops_down, 1);
 		return -PARLEY_ECLOSED;
+	}
+	if (!(p->frames & GET(l->frames) & PEER_FRAME_BIT(type))) {
+		ADD(l->unsupported, 1); /* contract item 9 */
+		return -PARLEY_EVERSION;
 	}
 	if (n > l->peer_max_frame || n > p->cfg.max_frame) {
 		ADD(l->too_big, 1);
@@ -1578,6 +1661,21 @@ int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
 	memcpy(f->data + PEER_HDR_BYTES, pl, n);
 	frame_enqueue(l, f, len, 0, false);
 	return 0;
+}
+
+bool peer_can_send(struct peer *p, uint64_t node, uint8_t type)
+{
+	struct plink *l = link_find(p, node);
+	if (!l || l->removed || type > PEER_FRAME_LAST ||
+	    GET(l->state) != PEER_LINK_UP)
+		return false;
+	/* frames is 0 from the handshake until the peer's first frame */
+	return (p->frames & GET(l->frames) & PEER_FRAME_BIT(type)) != 0;
+}
+
+uint32_t peer_frames(const struct peer *p)
+{
+	return p->frames;
 }
 
 int peer_send_all(struct peer *p, const struct raft_msg *msgs, uint32_t n)
@@ -1650,6 +1748,9 @@ static void stats_fill(struct plink *l, struct peer_link_stats *s)
 	s->too_big = GET(l->too_big);
 	s->raft_flags = GET(l->raft_flags);
 	s->flags_cleared = GET(l->flags_cleared);
+	s->frames = GET(l->frames);
+	s->frames_announced = GET(l->frames_announced);
+	s->unsupported = GET(l->unsupported);
 	s->queue_frames = GET(l->qframes);
 	s->queue_bytes = GET(l->qbytes);
 	pthread_mutex_lock(&l->mu);
@@ -1713,6 +1814,8 @@ size_t peer_metrics_text(struct peer *p, char *buf, size_t cap)
 		S(too_big, "counter", "messages larger than the peer's max_frame"),
 		S(flags_cleared, "counter",
 		  "messages sent with advisory Raft flags the node does not decode cleared"),
+		S(unsupported, "counter",
+		  "application frames not sent: the node (or this one) does not know their type"),
 		S(queue_frames, "gauge", "frames queued"),
 		S(queue_bytes, "gauge", "bytes queued"),
 #undef S

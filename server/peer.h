@@ -92,6 +92,21 @@
  *      them) it did not announce, counted (flags_cleared). Nodes built
  *      before the key ignore it (an INFO is "k=v" pairs), so such a node
  *      and a newer one keep working together.
+ *   9. Frame sets (rolling upgrades). Application frames were added over
+ *      time and a node closes a link that carries a type it does not
+ *      know, so every node announces the frame types it knows: the
+ *      transport appends " frames=<hex>" (PEER_INFO_FRAMES, a bitmap,
+ *      bit t = type t) to its INFO and takes the key out of the INFO it
+ *      receives. A node that announces no set is taken to know
+ *      PEER_FRAMES_LEGACY (builds before the key). peer_send_app sends a
+ *      type only when both this node's set (peer_config.frames) and the
+ *      peer's hold it (else -PARLEY_EVERSION, counted `unsupported`);
+ *      a received type outside this node's set closes the link, as on a
+ *      node built before it. A peer's set is known from its first frame
+ *      after the handshake (its INFO comes first when it sends one), so
+ *      on_link(up) is called then, not at the handshake: until it, the
+ *      application sees the link down. A set other than this node's is
+ *      logged (peer_link_stats.frames shows it).
  *
  * Threads and ownership. A struct peer is owned by one thread (its loop
  * thread): every call but peer_stats / peer_metrics_text must come from
@@ -169,11 +184,35 @@ enum peer_frame_type {
 };
 #define PEER_FRAME_LAST PEER_FRAME_LEADS
 
+/*
+ * Frame sets (contract item 9): bit t stands for frame type t.
+ *   PEER_FRAMES_BASE    what every node that negotiates knows: HELLO,
+ *                       REJECT, RAFT, PING, INFO (never refused);
+ *   PEER_FRAMES_LEGACY  what a node that announces no set is taken to
+ *                       know: the builds before the negotiation, which all
+ *                       had frames 1..13 (an older one cannot be in a
+ *                       cluster with them: it closes the link on LEADS);
+ *   PEER_FRAMES_ALL     this build's.
+ * A new frame type is registered by giving it the next number in
+ * enum peer_frame_type and moving PEER_FRAME_LAST to it: it is then in
+ * PEER_FRAMES_ALL (announced, accepted, handed to on_app) and never in
+ * LEGACY, so peer_send_app refuses it (-PARLEY_EVERSION) toward a node
+ * that did not announce it; its sender checks peer_can_send first and
+ * falls back to what such a node gets without it.
+ */
+#define PEER_FRAME_BIT(t) (1u << (t))
+#define PEER_FRAMES_UPTO(t) (((1u << ((t) + 1)) - 1u) & ~1u) /* 1..t */
+#define PEER_FRAMES_BASE PEER_FRAMES_UPTO(PEER_FRAME_INFO)
+#define PEER_FRAMES_LEGACY PEER_FRAMES_UPTO(PEER_FRAME_LEADS)
+#define PEER_FRAMES_ALL PEER_FRAMES_UPTO(PEER_FRAME_LAST)
+_Static_assert(PEER_FRAME_LAST < 32, "frame sets are 32-bit bitmaps");
+
 /* HELLO flags: bit 0 — the sender understands INFO frames and sends its
  * own right after the handshake when the other side set this bit too. */
 #define PEER_HELLO_F_INFO 0x1u
 #define PEER_INFO_MAX 200u /* INFO payload bytes (printable ASCII) */
 #define PEER_INFO_RAFTF "raftf" /* the transport's INFO key (item 8) */
+#define PEER_INFO_FRAMES "frames" /* the frame set it knows (item 9) */
 
 enum peer_reject_code {
 	PEER_REJ_NONE = 0,
@@ -287,6 +326,11 @@ struct peer_config {
 	 * RAFT_MSGF_BASE to act as a node built before the advisory flags
 	 * (it then announces nothing, item 8). */
 	uint32_t raft_flags;
+	/* Peer frame types this node knows and announces (item 9): 0 = all of
+	 * this build's (PEER_FRAMES_ALL); a test (parleyd:
+	 * PARLEY_TEST_PEER_FRAMES) sets an older set to act as a node built
+	 * before some frames. Must hold PEER_FRAMES_BASE. */
+	uint32_t frames;
 };
 
 /* Validates cfg, binds and listens. -PARLEY_EINVAL with a log line naming
@@ -330,12 +374,20 @@ int peer_send(struct peer *p, uint64_t to, const struct raft_msg *msgs,
 	      uint32_t n);
 /* Queues one application frame (type PEER_FRAME_FWD_REQ .. _LAST,
  * payload copied) for node `to`, behind what is queued; never dropped
- * for a heartbeat. 0, -PARLEY_ECLOSED (link not up), -PARLEY_EFULL
+ * for a heartbeat. 0, -PARLEY_ECLOSED (link not up, or its frame set not
+ * known yet), -PARLEY_EVERSION (a type the peer or this node does not
+ * know, item 9; counted unsupported), -PARLEY_EFULL
  * (queue full, counted refused_full), -PARLEY_ETOOBIG (over the peer's
  * max_frame), -PARLEY_EINVAL / -PARLEY_ENOTFOUND (unknown / removed
  * node, bad type), -PARLEY_ENOMEM. */
 int peer_send_app(struct peer *p, uint64_t to, uint8_t type,
 		  const uint8_t *pl, uint32_t n);
+/* Whether an application frame of `type` may go to `node` now: its
+ * link is up, its frame set is known (item 9) and both sides know the
+ * type. Any thread. */
+bool peer_can_send(struct peer *p, uint64_t node, uint8_t type);
+/* The frame set this node announces (peer_config.frames resolved). */
+uint32_t peer_frames(const struct peer *p);
 /* A Raft ready's messages (any destinations): groups them by destination
  * (one coalesced batch per node) and peer_send()s each; returns 0 or the
  * first error. */
@@ -382,6 +434,13 @@ struct peer_link_stats {
 				       * INFO says more) */
 	uint64_t flags_cleared;       /* messages sent with advisory flags
 				       * cleared for it (item 8) */
+	uint32_t frames;              /* frame types the peer knows (item 9;
+				       * 0 until its first frame after the
+				       * handshake, then kept after it
+				       * goes down) */
+	bool frames_announced;        /* it said so (else LEGACY assumed) */
+	uint64_t unsupported;         /* app frames refused: the peer (or
+				       * this node) does not know the type */
 };
 
 /* Node-wide counters for connections that never got a link. */

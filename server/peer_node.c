@@ -22,8 +22,10 @@
  * (peer_node_metrics_text, with the transport's per-link series).
  *
  * Membership operations (peer_node_add_node / _remove_node) wait for
- * commits and catch-up for up to a minute, so the admin port runs them on
- * a worker thread of their own (peer_node_op_start): one at a time, the
+ * commits and catch-up for up to a minute, and a rebalance
+ * (peer_node_rebalance) for its targets to take over, so the admin port
+ * runs them on a worker thread of their own (peer_node_op_start): one at
+ * a time, the
  * caller polls peer_node_op_result, a second one is refused while one
  * runs. Halting cancels it (its loops check op_cancel) and joins it while
  * the node thread still runs (a conf change it waits for needs the
@@ -424,6 +426,16 @@ static bool fwd_up(void *arg, uint64_t node)
 	return false;
 }
 
+/* The forwarder's destinations: the link up and the node knows APPEND_REQ
+ * (a node of an older build does not: the caller appends locally and
+ * gets NOTLEADER, as with the link down). */
+static bool fwd_up_append(void *arg, uint64_t node)
+{
+	struct peer_node *nd = arg;
+	return fwd_up(nd, node) &&
+	       peer_can_send(nd->peer, node, PEER_FRAME_APPEND_REQ);
+}
+
 /* Node thread: the forwarder's view of the links. */
 static void up_set(struct peer_node *nd, uint64_t node, bool up)
 {
@@ -587,6 +599,16 @@ int peer_node_send_app(struct peer_node *nd, uint64_t to, uint8_t type,
 		(void)w; /* a full counter still wakes the thread */
 	}
 	return 0;
+}
+
+bool peer_node_can_send(struct peer_node *nd, uint64_t node, uint8_t type)
+{
+	return peer_can_send(nd->peer, node, type);
+}
+
+uint32_t peer_node_frames(struct peer_node *nd)
+{
+	return peer_frames(nd->peer);
 }
 
 bool peer_node_link_up(struct peer_node *nd, uint64_t node)
@@ -999,6 +1021,11 @@ static bool xfer_ask(struct peer_node *nd, uint32_t p, uint64_t leader,
 	uint64_t now = parley_mono_ns();
 	if (!nd->cfg.leader_spread || !leader || leader == nd->cfg.node_id ||
 	    now < *next_ask)
+		return false;
+	/* a leader of an older build knows no XFER: the change waits for
+	 * its deadline (docs/CLUSTER.md §3.8: no membership changes in the
+	 * middle of a rolling upgrade) */
+	if (!peer_can_send(nd->peer, leader, PEER_FRAME_XFER))
 		return false;
 	uint8_t x[12];
 	le_put32(x, p);
@@ -1558,7 +1585,8 @@ static void leads_send(struct peer_node *nd)
 	struct peer_node_link l[PEER_NODE_MAX_PEERS];
 	uint32_t n = peer_node_links(nd, l, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < n; i++)
-		if (l[i].up)
+		if (l[i].up &&
+		    peer_can_send(nd->peer, l[i].node, PEER_FRAME_LEADS))
 			(void)peer_node_send_app(nd, l[i].node, PEER_FRAME_LEADS,
 						 b, 4 + (size_t)k * 12, NULL, 0);
 	free(b);
@@ -2058,11 +2086,24 @@ static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
 
 /* ---- the membership worker ------------------------------------------------------- */
 
+const char *peer_node_op_name(enum peer_node_op_kind k)
+{
+	return k == PEER_NODE_OP_ADD	    ? "add"
+	       : k == PEER_NODE_OP_REMOVE  ? "remove"
+	       : k == PEER_NODE_OP_REBALANCE ? "rebalance"
+					     : "?";
+}
+
 void peer_node_op_describe(const struct peer_node_op *op, uint64_t elapsed_ms,
 			   char *out, size_t cap)
 {
+	if (op->kind == PEER_NODE_OP_REBALANCE) {
+		snprintf(out, cap, "rebalance, %" PRIu64 " s",
+			 elapsed_ms / 1000);
+		return;
+	}
 	snprintf(out, cap, "%s node %" PRIu64 "%s, %" PRIu64 " s",
-		 op->kind == PEER_NODE_OP_ADD ? "add" : "remove", op->id,
+		 peer_node_op_name(op->kind), op->id,
 		 op->kind == PEER_NODE_OP_REMOVE && op->force ? " (forced)" : "",
 		 elapsed_ms / 1000);
 }
@@ -2076,6 +2117,8 @@ static void *op_main(void *arg)
 			 ? peer_node_add_node(nd, op->id, op->peer, op->client,
 					      op->admin, op->wait_ms, msg,
 					      sizeof msg)
+		 : op->kind == PEER_NODE_OP_REBALANCE
+			 ? peer_node_rebalance(nd, op->wait_ms, msg, sizeof msg)
 			 : peer_node_remove_node(nd, op->id, op->force,
 						 op->wait_ms, msg, sizeof msg);
 	pthread_mutex_lock(&nd->op_mu);
@@ -2225,7 +2268,8 @@ static uint32_t xfer_wait(struct peer_node *nd, const uint64_t *to,
 		}
 		if (ask)
 			next_ask = parley_mono_ns() + XFER_ASK_MS * 1000000ull;
-		if (!left || parley_mono_ns() > deadline)
+		if (!left || parley_mono_ns() > deadline ||
+		    atomic_load(&nd->op_cancel)) /* halting */
 			return left;
 		usleep(20000);
 	}
@@ -2534,7 +2578,7 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 		.rng_seed = cfg->node_id ^ (uint64_t)parley_mono_ns(),
 		.tls_ca = cfg->tls_ca, .tls_cert = cfg->tls_cert,
 		.tls_key = cfg->tls_key, .on_recv = on_recv, .on_link = on_link,
-		.on_app = on_app, .arg = nd};
+		.on_app = on_app, .arg = nd, .frames = cfg->frames};
 	char info[PEER_INFO_MAX + 1];
 	if (node_info(cfg, info, sizeof info)) {
 		PLOG_E("cluster", "advertised addresses too long or not printable",
@@ -2547,7 +2591,8 @@ int peer_node_new(const struct peer_node_config *cfg, struct peer_node **out)
 	}
 	pc.info = info;
 	struct fwd_config fc = {.self = cfg->node_id, .send = fwd_send,
-				.wake = fwd_wake, .up = fwd_up, .arg = nd};
+				.wake = fwd_wake, .up = fwd_up_append,
+				.arg = nd};
 	int rc = fwd_new(&fc, &nd->fwd);
 	if (!rc)
 		rc = peer_new(&pc, &nd->peer);
@@ -2838,6 +2883,8 @@ uint32_t peer_node_links(struct peer_node *n, struct peer_node_link *out,
 		o->connect_failures = st[i].connect_failures;
 		snprintf(o->last_error, sizeof o->last_error, "%s",
 			 st[i].last_error);
+		o->frames = st[i].frames;
+		o->frames_announced = st[i].frames_announced;
 		info_get(st[i].info, "client", o->client_addr, sizeof o->client_addr);
 		info_get(st[i].info, "tls", o->client_tls_addr,
 			 sizeof o->client_tls_addr);

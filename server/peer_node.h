@@ -97,6 +97,11 @@ struct peer_node_config {
 	 * docs/CLUSTER.md §3.7); 0 = every node is a voter of every partition
 	 * (no placement map is written). */
 	uint32_t replication_factor;
+	/* Peer frame types this node knows and announces (peer.h
+	 * peer_config.frames): 0 = all of this build's; an older set makes
+	 * the node act as one built before the newer frames (tests; parleyd
+	 * reads it from PARLEY_TEST_PEER_FRAMES). */
+	uint32_t frames;
 };
 
 struct peer_node;
@@ -169,7 +174,13 @@ bool peer_node_removal_safe(const uint64_t *voters, const bool *healthy,
 
 /* ---- the membership worker (docs/CLUSTER.md §3.7) ---- */
 
-enum peer_node_op_kind { PEER_NODE_OP_ADD = 1, PEER_NODE_OP_REMOVE = 2 };
+enum peer_node_op_kind {
+	PEER_NODE_OP_ADD = 1,
+	PEER_NODE_OP_REMOVE = 2,
+	PEER_NODE_OP_REBALANCE = 3, /* peer_node_rebalance (id unused) */
+};
+/* "add", "remove" or "rebalance" */
+const char *peer_node_op_name(enum peer_node_op_kind k);
 
 struct peer_node_op {
 	enum peer_node_op_kind kind;
@@ -187,7 +198,7 @@ struct peer_node_op {
 int peer_node_op_start(struct peer_node *n, const struct peer_node_op *op,
 		       uint64_t *ticket, char *msg, size_t cap);
 /* The outcome of operation `ticket`: 0 with *rc and msg (as
- * peer_node_add_node / _remove_node) once it ended, -PARLEY_EAGAIN while
+ * peer_node_add_node / _remove_node / _rebalance) once it ended, -PARLEY_EAGAIN while
  * it runs, -PARLEY_ENOTFOUND when a newer operation replaced it. Any
  * thread. */
 int peer_node_op_result(struct peer_node *n, uint64_t ticket, int *rc,
@@ -227,9 +238,17 @@ int peer_node_send_app(struct peer_node *n, uint64_t to, uint8_t type,
 		       const void *a, size_t alen, const void *b, size_t blen);
 /* Whether the link to `node` is up now (any thread). */
 bool peer_node_link_up(struct peer_node *n, uint64_t node);
+/* Whether a peer frame of `type` may go to `node` now: its link is up
+ * and both nodes know the type (peer.h contract item 9; a peer of an
+ * older build does not know the newer frames: its sender falls back).
+ * Any thread. */
+bool peer_node_can_send(struct peer_node *n, uint64_t node, uint8_t type);
+/* The peer frame types this node knows and announces (peer.h). */
+uint32_t peer_node_frames(struct peer_node *n);
 
-/* Leader placement (docs/CLUSTER.md §3.2), on the admin thread, blocking
- * (at most about wait_ms). transfer: this node, the leader of `part`,
+/* Leader placement (docs/CLUSTER.md §3.2), blocking (at most about
+ * wait_ms; the admin port runs transfer on its thread and rebalance on
+ * the membership worker, PEER_NODE_OP_REBALANCE). transfer: this node, the leader of `part`,
  * hands it to voter `to` (pe_raft_transfer_partition, asked again until
  * it took effect). rebalance: this node hands the partitions it leads
  * beyond its share (ceil(partitions / nodes), the nodes being partition
@@ -279,6 +298,11 @@ struct peer_node_link {
 	char client_tls_addr[PEER_NODE_ADDR_MAX];
 	char admin_addr[PEER_NODE_ADDR_MAX];
 	char last_error[128];
+	/* peer frame types it knows (peer.h item 9; 0 = not known yet),
+	 * and whether it announced them (else it is a build from before the
+	 * announcement, taken to know PEER_FRAMES_LEGACY) */
+	uint32_t frames;
+	bool frames_announced;
 };
 
 uint64_t peer_node_id(const struct peer_node *n);

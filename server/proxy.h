@@ -89,6 +89,9 @@ struct proxy_io {
 	 * payload is a ++ b for node `to` (peer_node_send_app): 0 or < 0 */
 	int (*send)(void *arg, uint64_t to, uint8_t type, const void *a,
 		    size_t alen, const void *b, size_t blen);
+	/* may requests be forwarded to `node` now: its link is up and it
+	 * knows FWD_REQ (parleyd: peer_node_can_send; a node of an older
+	 * build does not, docs/CLUSTER.md §1.2) */
 	bool (*link_up)(void *arg, uint64_t node);
 	/* gateway: the answer that ends a forwarded request (borrowed bytes:
 	 * one whole frame carrying the client's request_id) */

@@ -54,7 +54,9 @@ static int io_send(void *arg, uint64_t to, uint8_t type, const void *a,
 static bool io_link_up(void *arg, uint64_t node)
 {
 	(void)arg;
-	return peer_node_link_up(the_node, node);
+	/* a node of an older build that knows no FWD_REQ is not forwarded
+	 * to: the client gets NOTLEADER and goes there itself */
+	return peer_node_can_send(the_node, node, PEER_FRAME_FWD_REQ);
 }
 
 static void io_reply(void *arg, const struct conn_ref *to,
@@ -121,7 +123,8 @@ static void live_relay(void *arg, const uint8_t *payload, uint32_t len)
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < k; i++)
-		if (links[i].up)
+		if (links[i].up && peer_node_can_send(the_node, links[i].node,
+						      PEER_FRAME_LIVE))
 			(void)peer_node_send_app(the_node, links[i].node,
 						 PEER_FRAME_LIVE, payload, len,
 						 NULL, 0);
@@ -142,14 +145,16 @@ static void pres_relay(void *arg, uint64_t to, const uint8_t *payload,
 {
 	(void)arg;
 	if (to) {
-		(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES, payload,
-					 len, NULL, 0);
+		if (peer_node_can_send(the_node, to, PEER_FRAME_PRES))
+			(void)peer_node_send_app(the_node, to, PEER_FRAME_PRES,
+						 payload, len, NULL, 0);
 		return;
 	}
 	struct peer_node_link links[PEER_NODE_MAX_PEERS];
 	uint32_t k = peer_node_links(the_node, links, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < k; i++)
-		if (links[i].up)
+		if (links[i].up && peer_node_can_send(the_node, links[i].node,
+						      PEER_FRAME_PRES))
 			(void)peer_node_send_app(the_node, links[i].node,
 						 PEER_FRAME_PRES, payload, len,
 						 NULL, 0);

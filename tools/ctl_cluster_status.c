@@ -810,14 +810,20 @@ static void print_json(const struct cs *c, const struct pview *pv, uint64_t np,
 		       nd->id, jnum(&nd->doc, "cluster"));
 		json_out_str(client_of(c, nd, nd->id));
 		printf(",\"ready\":%s,\"leads\":%u,\"follows\":%u,\"learner_of\":%u,"
-		       "\"peers_up\":%u,\"peers\":%u,\"links\":[",
+		       "\"peers_up\":%u,\"peers\":%u,\"frames\":",
 		       jbool(&nd->doc, "ready") ? "true" : "false", led, fol,
 		       learns, up, npeers);
+		json_out_str(jstrv(&nd->doc, "frames"));
+		printf(",\"links\":[");
 		const struct jv *pe = jget(&nd->doc, "peers");
 		for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n; k++) {
 			printf("%s{\"node\":%" PRIu64 ",\"state\":", k ? "," : "",
 			       jnum(&pe->kids[k], "node"));
 			json_out_str(jstrv(&pe->kids[k], "state"));
+			printf(",\"frames\":");
+			json_out_str(jstrv(&pe->kids[k], "frames"));
+			printf(",\"protocol\":");
+			json_out_str(jstrv(&pe->kids[k], "protocol"));
 			printf("}");
 		}
 		printf("],\"operation\":");
@@ -884,9 +890,10 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 	for (uint32_t i = 0; i < c->n; i++)
 		reach += c->nodes[i].reachable;
 	printf("nodes: %u asked, %u answered\n\n", c->n, reach);
-	printf("%-6s %-22s %-22s %-9s %-5s %-5s %-7s %-7s %s\n", "NODE", "ADMIN",
-	       "CLIENT", "REACHABLE", "READY", "LEADS", "FOLLOWS", "LEARNER",
-	       "LINKS (as this node sees them)");
+	printf("%-6s %-22s %-22s %-9s %-5s %-5s %-7s %-7s %-6s %s\n", "NODE",
+	       "ADMIN", "CLIENT", "REACHABLE", "READY", "LEADS", "FOLLOWS",
+	       "LEARNER", "FRAMES", "LINKS (as this node sees them)");
+	bool mixed = false; /* nodes that know different peer frame sets */
 	for (uint32_t i = 0; i < c->n; i++) {
 		const struct cnode *nd = &c->nodes[i];
 		if (!nd->reachable) {
@@ -906,17 +913,25 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 		const struct jv *pe = jget(&nd->doc, "peers");
 		for (uint32_t k = 0; pe && pe->t == J_ARR && k < pe->n &&
 				     o < sizeof links - 32; k++) {
-			int w = snprintf(links + o, sizeof links - o, "%s%" PRIu64 ":%s",
-					 k ? " " : "", jnum(&pe->kids[k], "node"),
-					 jstrv(&pe->kids[k], "state"));
+			const char *pr = jstrv(&pe->kids[k], "protocol");
+			bool other = *pr && strcmp(pr, "same") &&
+				     strcmp(pr, "unknown");
+			mixed |= other;
+			int w = snprintf(links + o, sizeof links - o,
+					 "%s%" PRIu64 ":%s%s%s%s", k ? " " : "",
+					 jnum(&pe->kids[k], "node"),
+					 jstrv(&pe->kids[k], "state"),
+					 other ? "(" : "", other ? pr : "",
+					 other ? ")" : "");
 			if (w > 0)
 				o += (size_t)w;
 		}
 		const char *cl = client_of(c, nd, nd->id);
-		printf("%-6" PRIu64 " %-22s %-22s %-9s %-5s %-5u %-7u %-7u %s\n",
+		const char *fr = jstrv(&nd->doc, "frames");
+		printf("%-6" PRIu64 " %-22s %-22s %-9s %-5s %-5u %-7u %-7u %-6s %s\n",
 		       nd->id, nd->admin, *cl ? cl : "-", "yes",
 		       jbool(&nd->doc, "ready") ? "yes" : "no", led, fol, learns,
-		       *links ? links : "-");
+		       *fr ? fr : "-", *links ? links : "-");
 	}
 	/* peers named by answering nodes but not asked / not answering */
 	uint64_t ids[CS_MAX_NODES];
@@ -931,6 +946,13 @@ static void print_table(const struct cs *c, const struct pview *pv, uint64_t np)
 			       "admin address unknown: give it with --admin)\n",
 			       ids[k], "-", "-", "no");
 	}
+	if (mixed)
+		printf("\nversions differ: the nodes know different peer frame "
+		       "sets (FRAMES, bit t = frame type t; a link marked older / "
+		       "newer / other):\n  a rolling upgrade is not finished. "
+		       "Frames a node does not know are not sent to it\n  "
+		       "(docs/CLUSTER.md §1.2, §3.8); finish the upgrade before "
+		       "adding or removing nodes.\n");
 	printf("\nreplica columns: node:commit_lag/apply_lag behind the leader's "
 	       "commit (from the replica);\n  unreachable replicas: node:down(lag N "
 	       "= entries the leader has not replicated to it);\n  * the leader, "

@@ -21,11 +21,24 @@
  *      four nodes even out to at most 2 each; then POST
  *      /cluster/remove-node removes it again (200) and the three even out
  *      to at most 3 each.
+ *   5. POST /cluster/rebalance runs on the membership worker: node1 is
+ *      given 6 leaderships again, node2 is stopped (SIGSTOP) and node1
+ *      asked to rebalance at once: its transfers to node2 cannot finish,
+ *      so the rebalance runs until its 10 s bound. Meanwhile node1's
+ *      admin port answers GET /metrics and GET /cluster, which shows the
+ *      rebalance as the running operation, and a second POST
+ *      /cluster/rebalance answers 409 "operation in progress
+ *      (rebalance"; the first answers 200 or 504 (what it handed over);
+ *      node2 continues and the three even out again. Before, the
+ *      rebalance held the admin thread: /cluster answered only after it,
+ *      without an operation.
  * The code without the automatic hand-over has no --leader-rebalance-ms
  * (the nodes do not start); with the XFER asks left out of the removal
  * check, step 4's remove-node answered 409 "leadership is moving" until
  * the test timed out.
  */
+#include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include "cluster_itest.h"
@@ -166,6 +179,39 @@ static void chat(int round)
 	free(tok);
 }
 
+/* Step 5: the rebalance request, on a thread of its own. */
+static int rb_code;
+static char *rb_body;
+static void *rebalance_main(void *arg)
+{
+	(void)arg;
+	static const char req[] = "POST /cluster/rebalance HTTP/1.1\r\n"
+				  "Host: t\r\nContent-Length: 0\r\n\r\n";
+	rb_body = it_http_raw(srv[0].admin_port, req, strlen(req), 60000,
+			      &rb_code);
+	return NULL;
+}
+
+static void gather_on_node1(void)
+{
+	for (int t = 0; t < 100 && led(0) < 6; t++) {
+		for (uint32_t p = 0; p < 8; p++) {
+			uint64_t l = leader_of(0, p);
+			if (!l || l == 1)
+				continue;
+			char req[256];
+			snprintf(req, sizeof req, "POST /cluster/transfer?"
+				 "partition=%u&to=1 HTTP/1.1\r\nHost: t\r\n"
+				 "Content-Length: 0\r\n\r\n", p);
+			int code = 0;
+			free(it_http_raw(srv[l - 1].admin_port, req,
+					 strlen(req), 15000, &code));
+			if (led(0) >= 6)
+				break;
+		}
+	}
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -192,22 +238,7 @@ int main(void)
 	/* 2: gather leaderships on node1 */
 	uint64_t shed0 = it_metric_get(srv[0].admin_port,
 				       "parley_leader_shed_partitions_total");
-	for (int t = 0; t < 100 && led(0) < 6; t++) {
-		for (uint32_t p = 0; p < 8; p++) {
-			uint64_t l = leader_of(0, p);
-			if (!l || l == 1)
-				continue;
-			char req[256];
-			snprintf(req, sizeof req, "POST /cluster/transfer?"
-				 "partition=%u&to=1 HTTP/1.1\r\nHost: t\r\n"
-				 "Content-Length: 0\r\n\r\n", p);
-			int code = 0;
-			free(it_http_raw(srv[l - 1].admin_port, req,
-					 strlen(req), 15000, &code));
-			if (led(0) >= 6)
-				break;
-		}
-	}
+	gather_on_node1();
 	uint64_t gathered = led(0);
 	printf("node1 leads %" PRIu64 " after the transfers\n", gathered);
 	IT_CHECK(gathered >= 6, "could not gather leaderships on node1");
@@ -267,11 +298,55 @@ int main(void)
 	IT_CHECK(it_server_stop(&n4, SIGTERM, 10000) == 0, "node4 did not stop");
 	wait_even(3, 60000, "node 4 removed");
 	chat(6);
+	/* 5: a rebalance that cannot finish does not hold the admin thread */
+	gather_on_node1();
+	IT_CHECK(led(0) >= 4, "could not gather leaderships on node1");
+	IT_CHECK(kill(srv[1].pid, SIGSTOP) == 0, "SIGSTOP node2");
+	pthread_t th;
+	IT_CHECK(pthread_create(&th, NULL, rebalance_main, NULL) == 0);
+	bool seen = false;
+	for (int t = 0; t < 400 && !seen; t++) {
+		int code = 0;
+		char *c = it_http_get(srv[0].admin_port, "/cluster", &code);
+		IT_CHECK(code == 200 && c, "GET /cluster during a rebalance: %d",
+			 code);
+		seen = strstr(c, "\"operation\":{\"op\":\"rebalance\"") != NULL;
+		free(c);
+		if (!seen)
+			it_sleep_ms(10);
+	}
+	IT_CHECK(seen, "node1's /cluster never showed the rebalance running "
+		 "(answered %d: %s)", rb_code, rb_body ? rb_body : "");
+	int code = 0;
+	char *mt = it_http_get(srv[0].admin_port, "/metrics", &code);
+	IT_CHECK(code == 200 && mt && strstr(mt, "parley_raft_partitions_led"),
+		 "GET /metrics during a rebalance: %d", code);
+	free(mt);
+	static const char again[] = "POST /cluster/rebalance HTTP/1.1\r\n"
+				    "Host: t\r\nContent-Length: 0\r\n\r\n";
+	r = it_http_raw(srv[0].admin_port, again, strlen(again), 15000, &code);
+	IT_CHECK(code == 409 && r && strstr(r, "operation in progress "
+					    "(rebalance"),
+		 "a second rebalance: %d %s", code, r ? r : "");
+	free(r);
+	char *c = it_http_get(srv[0].admin_port, "/cluster", &code);
+	IT_CHECK(code == 200 && c && strstr(c, "\"op\":\"rebalance\""),
+		 "the rebalance ended before the checks (answered %d)", rb_code);
+	free(c);
+	IT_CHECK(kill(srv[1].pid, SIGCONT) == 0, "SIGCONT node2");
+	pthread_join(th, NULL);
+	IT_CHECK((rb_code == 200 || rb_code == 504) && rb_body &&
+		 strstr(rb_body, "handed"), "rebalance: %d %s", rb_code,
+		 rb_body ? rb_body : "");
+	printf("rebalance on the worker: %d %s", rb_code, rb_body);
+	free(rb_body);
+	wait_even(3, 60000, "after the rebalance");
+	chat(7);
 	for (int i = 0; i < NODES; i++)
 		IT_CHECK(it_server_stop(&srv[i], SIGTERM, 10000) == 0,
 			 "node%d did not stop cleanly", i + 1);
 	printf("ok: leaderships evened out by themselves after the start, a "
 	       "gathering on one node, a kill -9, the node's return, a node added "
-	       "and removed\n");
+	       "and removed; a rebalance ran on the membership worker\n");
 	return 0;
 }

@@ -42,7 +42,7 @@ endforeach()
 # test_cluster_group_failover, test_cluster_group_follower,
 # test_cluster_snapshot, test_cluster_forward, test_cluster_spread and
 # test_cluster_route, test_cluster_rebalance, test_cluster_presence,
-# test_cluster_placement
+# test_cluster_placement, test_cluster_upgrade
 # likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_spread
@@ -51,7 +51,7 @@ foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_forward cluster_test_cluster_ops
           cluster_test_cluster_route cluster_test_cluster_rebalance
           cluster_test_cluster_presence
-          cluster_test_cluster_placement)
+          cluster_test_cluster_placement cluster_test_cluster_upgrade)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)
@@ -69,7 +69,8 @@ endif()
 # test_cluster_membership, test_cluster_ops and test_cluster_spread run
 # parleyctl cluster remove-node / status / rebalance
 foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
-          cluster_test_cluster_spread cluster_test_cluster_placement)
+          cluster_test_cluster_spread cluster_test_cluster_placement
+          cluster_test_cluster_upgrade)
   if(TARGET ${t} AND TARGET parleyctl)
     add_dependencies(${t} parleyctl)
   endif()

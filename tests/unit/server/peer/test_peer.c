@@ -891,6 +891,142 @@ Test(peer, application_frames_arrive_whole_and_need_an_up_link)
 	peer_free(a);
 }
 
+/* Contract item 9 (rolling upgrades): each node announces the frame
+ * types it knows in its INFO ("frames", left out of the info the other
+ * side's stats show); an application frame goes only where both sides
+ * know its type (else -PARLEY_EVERSION, counted), and the link stays up.
+ * Node 2 is configured as a node built with frames 1..7 only. */
+static bool frames_known(void *arg)
+{
+	struct infoq *q = arg;
+	struct peer_link_stats s;
+	return peer_link_stats(q->p, q->node, &s) == 0 && s.frames != 0;
+}
+
+Test(peer, frame_sets_are_announced_and_unknown_types_never_sent)
+{
+	memset(&app_got, 0, sizeof app_got);
+	struct inbox ia = {0}, ib = {0};
+	struct peer_config ca = base_cfg(7, 1, &ia), cb = base_cfg(7, 2, &ib);
+	const uint32_t old = PEER_FRAMES_UPTO(PEER_FRAME_FWD_REP);
+	ca.info = "client=127.0.0.1:7411";
+	cb.info = "client=127.0.0.1:7421";
+	ca.on_app = cb.on_app = on_app;
+	cb.frames = old;
+	struct peer *a, *b;
+	pair_up(&a, &b, &ia, &ib, &ca, &cb);
+	struct peer *ps[2] = {a, b};
+	struct infoq qa = {a, 2, NULL}, qb = {b, 1, NULL};
+	cr_assert(drive(ps, 2, frames_known, &qa));
+	cr_assert(drive(ps, 2, frames_known, &qb));
+	struct peer_link_stats sa = stats(a, 2), sb = stats(b, 1);
+	cr_assert_eq(sa.frames, old, "1 sees 2's set %#x", sa.frames);
+	cr_assert(sa.frames_announced);
+	cr_assert_eq(sb.frames, PEER_FRAMES_ALL, "2 sees 1's set %#x",
+		     sb.frames);
+	cr_assert_str_eq(sa.info, "client=127.0.0.1:7421");
+	cr_assert_str_eq(sb.info, "client=127.0.0.1:7411");
+	cr_assert_eq(peer_frames(a), PEER_FRAMES_ALL);
+	cr_assert_eq(peer_frames(b), old);
+	cr_assert_eq(ia.ups, 1);
+	cr_assert_eq(ib.ups, 1);
+
+	uint8_t pl[12] = {1, 2, 3};
+	cr_assert(peer_can_send(a, 2, PEER_FRAME_FWD_REQ));
+	cr_assert_not(peer_can_send(a, 2, PEER_FRAME_LEADS));
+	cr_assert_not(peer_can_send(b, 1, PEER_FRAME_APPEND_REQ));
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_LEADS, pl, 4),
+		     -PARLEY_EVERSION);
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_APPEND_REQ, pl, 4),
+		     -PARLEY_EVERSION);
+	/* the old node does not send what it does not know either */
+	cr_assert_eq(peer_send_app(b, 1, PEER_FRAME_PRES, pl, 4),
+		     -PARLEY_EVERSION);
+	cr_assert_eq(stats(a, 2).unsupported, 2);
+	cr_assert_eq(stats(b, 1).unsupported, 1);
+	cr_assert_eq(peer_send_app(a, 2, PEER_FRAME_FWD_REQ, pl, 4), 0);
+	int one = 1;
+	cr_assert(drive(ps, 2, app_count, &one));
+	cr_assert_eq(app_got.type, PEER_FRAME_FWD_REQ);
+	cr_assert_eq(app_got.from, 1);
+	/* nothing closed the link */
+	for (int i = 0; i < 50; i++)
+		for (int k = 0; k < 2; k++)
+			peer_poll(ps[k], 1);
+	cr_assert_eq(stats(a, 2).state, PEER_LINK_UP);
+	cr_assert_eq(stats(a, 2).connects, 1);
+	cr_assert_eq(ia.downs + ib.downs, 0);
+	size_t need = peer_metrics_text(a, NULL, 0);
+	char *mt = malloc(need + 1);
+	peer_metrics_text(a, mt, need + 1);
+	cr_assert(strstr(mt, "parley_peer_unsupported{node=\"2\"} 2"), "%s", mt);
+	free(mt);
+	peer_free(a);
+	peer_free(b);
+
+	/* a set without HELLO..INFO, or an unknown type, is refused; so is
+	 * an older set the info leaves no room to announce */
+	struct peer *x = NULL;
+	cb.frames = PEER_FRAME_BIT(PEER_FRAME_FWD_REQ);
+	cr_assert_eq(peer_new(&cb, &x), -PARLEY_EINVAL);
+	cb.frames = PEER_FRAMES_ALL | PEER_FRAME_BIT(PEER_FRAME_LAST + 1);
+	cr_assert_eq(peer_new(&cb, &x), -PARLEY_EINVAL);
+	char big[PEER_INFO_MAX + 1];
+	memset(big, 'x', PEER_INFO_MAX - 3);
+	big[PEER_INFO_MAX - 3] = '\0';
+	cb.frames = old;
+	cb.info = big;
+	cr_assert_eq(peer_new(&cb, &x), -PARLEY_EINVAL);
+}
+
+/* A node that announces no set (built before item 9; here a raw peer
+ * whose HELLO asks for no INFO) is taken to know PEER_FRAMES_LEGACY once
+ * its first frame came, and the application hears of the link only then;
+ * a node with an older set closes a link that carries a type it does not
+ * know, as a node built before that type does. */
+Test(peer, a_silent_peer_is_legacy_and_unknown_types_close_the_link)
+{
+	struct inbox ib = {0};
+	struct peer_config cb = base_cfg(7, 2, &ib);
+	cb.frames = PEER_FRAMES_UPTO(PEER_FRAME_APPEND_RES);
+	struct peer *b = mk(&cb);
+	peer_add(b, 1, "127.0.0.1", 9);
+	int fd = raw_connect(peer_port(b));
+	raw_hello(fd, 7, 1, 2);
+	uint8_t pl[512];
+	uint32_t n;
+	cr_assert_eq(raw_frame(fd, b, pl, sizeof pl, &n), PEER_FRAME_HELLO);
+	cr_assert_eq(stats(b, 1).state, PEER_LINK_UP);
+	cr_assert_eq(ib.ups, 0, "link told up before the peer's first frame");
+	cr_assert_not(peer_can_send(b, 1, PEER_FRAME_FWD_REQ));
+	cr_assert_eq(peer_send_app(b, 1, PEER_FRAME_FWD_REQ, pl, 4),
+		     -PARLEY_ECLOSED);
+	uint8_t h[PEER_HDR_BYTES];
+	peer_hdr_encode(h, PEER_FRAME_PING, 0);
+	raw_send(fd, h, sizeof h);
+	uint64_t end = real_ms() + 20000;
+	while (!ib.ups && real_ms() < end)
+		peer_poll(b, 1);
+	cr_assert_eq(ib.ups, 1);
+	struct peer_link_stats s = stats(b, 1);
+	cr_assert_eq(s.frames, PEER_FRAMES_LEGACY, "%#x", s.frames);
+	cr_assert_not(s.frames_announced);
+	cr_assert(peer_can_send(b, 1, PEER_FRAME_APPEND_REQ));
+	cr_assert_not(peer_can_send(b, 1, PEER_FRAME_LIVE)); /* not ours */
+	/* LIVE is past node 2's set: the link closes */
+	uint8_t live[PEER_HDR_BYTES + 4] = {0};
+	peer_hdr_encode(live, PEER_FRAME_LIVE, 4);
+	raw_send(fd, live, sizeof live);
+	cr_assert(raw_closed(fd, b));
+	close(fd);
+	s = stats(b, 1);
+	cr_assert_eq(s.state, PEER_LINK_DOWN);
+	cr_assert(strstr(s.last_error, "unknown frame type"), "%s",
+		  s.last_error);
+	cr_assert_eq(ib.downs, 1);
+	peer_free(b);
+}
+
 Test(peer, invalid_configuration_is_refused)
 {
 	struct inbox ib = {0};

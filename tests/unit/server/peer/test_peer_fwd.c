@@ -620,10 +620,25 @@ Test(peer_fwd_links, forwarded_to_the_leader, .fini = fini2, .timeout = 120)
 	cr_assert_eq(forward_sync(from, (uint64_t)lead + 1, &q, &r), 0);
 	cr_assert(r.duplicate);
 	cr_assert_eq(r.seq, 1);
-	/* a node that does not lead answers NOTLEADER (never forwards) */
+	/* a node that does not lead answers NOTLEADER (never forwards),
+	 * naming the leader once its group heard from it (the third node
+	 * may start last: wait for that, as for `from` above) */
 	int other = (lead + 2) % N;
+	for (int t = 0; t < 400; t++) {
+		if (pe_raft_status(en[other], part, &st) == 0 &&
+		    st.leader == (uint64_t)lead + 1)
+			break;
+		usleep(25000);
+	}
+	cr_assert_eq(st.leader, (uint64_t)lead + 1);
 	q.producer[0] = 0x43;
-	rc = forward_sync(from, (uint64_t)other + 1, &q, &r);
+	rc = -PARLEY_ECLOSED;
+	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN ||
+				     rc == -PARLEY_ECLOSED); t++) {
+		rc = forward_sync(from, (uint64_t)other + 1, &q, &r);
+		if (rc == -PARLEY_EAGAIN || rc == -PARLEY_ECLOSED)
+			usleep(50000); /* the link may still be dialling */
+	}
 	cr_assert_eq(rc, -PARLEY_ENOTLEADER, "%s", parley_errname(rc));
 	cr_assert_eq(r.leader, (uint64_t)lead + 1);
 	/* leader placement: the leader hands this one partition to `from`
