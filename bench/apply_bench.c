@@ -122,7 +122,6 @@ static void put_cmd(struct load *l, const struct cfg *c, const char *key,
 		.off = (uint32_t)(l->used + 1),
 		.len = (uint32_t)n};
 	l->used += need;
-	(void)c;
 }
 
 static void load_make(struct load *l, const struct cfg *c)

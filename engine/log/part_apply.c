@@ -1,7 +1,10 @@
 /*
  * part_apply.c — the partition state machine: applying one log command
  * (cmd.h) at (index, term) to a partition's memtable, idempotency table
- * and deletion marks; and a hash of that state for comparing replicas.
+ * and deletion marks; looking ahead over a batch of commands applied in
+ * order (prefetches and precomputed hashes only: "looking ahead" below,
+ * never a different outcome); and a hash of that state for comparing
+ * replicas.
  *
  * Contract (part_apply)
  *   1. Deterministic: the outcome depends only on the partition's state and
