@@ -184,6 +184,7 @@ struct part {
 	struct raft_entry *rlog; /* durable entries not applied yet, owned */
 	uint64_t rlog_first, rlog_n, rlog_cap;
 	uint64_t rlog_bytes;    /* payload bytes held in rlog */
+	struct rlog_chunk *rchunk; /* rlog's current payload chunk (part_raft.c) */
 	const struct engine_cluster *cl; /* the engine's (set at raft open) */
 	bool ready_out;         /* a ready is out: not advanced yet */
 	bool wal_wait;          /* ... its entries await their WAL batch */
@@ -618,6 +619,38 @@ uint64_t idem_history_clock(struct part *p);
 /* log/part_apply.c */
 void part_mark_corrupt(struct part *p, const char *fmt_file, uint64_t off, const char *why);
 int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind, const uint8_t *body, size_t len, struct part_apply_res *res);
+/* Looking ahead (part_apply.c, "looking ahead"): part_apply_look hashes a
+ * command's keys and prefetches what applying it reads first, keeping the
+ * hashes in *h; part_apply_look2, called later (the first loads have
+ * arrived), prefetches the stream, and part_apply_look3, later still,
+ * the memtable slot the command's first entry takes; part_apply_hinted is part_apply using
+ * h's hashes when h was made from this body (else it computes them).
+ * Hints never change the outcome, only which loads are already done. */
+struct part_apply_hint {
+	const uint8_t *body;    /* the body it was made from; NULL = none */
+	size_t len;
+	uint64_t kh, ih;        /* parley_hash_key(key), idem_hash_key(kh, producer) */
+	bool idem;              /* the producer is not all zero */
+};
+void part_apply_look(const struct part *p, uint16_t kind, const uint8_t *body, size_t len, struct part_apply_hint *h);
+void part_apply_look2(const struct part *p, const struct part_apply_hint *h);
+void part_apply_look3(const struct part *p, const struct part_apply_hint *h);
+int part_apply_hinted(struct part *p, uint64_t index, uint64_t term, uint16_t kind, const uint8_t *body, size_t len, const struct part_apply_hint *h, struct part_apply_res *res);
+/* The look-ahead schedule over n commands applied in order, the i-th
+ * given by get: part_ahead_init looks at the first ones; before applying
+ * command k (k = 0, 1, ... in order), part_ahead_next runs the stages for
+ * the commands after it (stage 1 for k + PART_AHEAD, 2 for k + 2, 3 for
+ * k + 1) and returns k's hint, valid until the next call. */
+#define PART_AHEAD 3u
+typedef void (*part_cmd_get_fn)(void *arg, uint32_t i, uint16_t *kind, const uint8_t **body, size_t *len);
+struct part_ahead {
+	struct part_apply_hint h[PART_AHEAD + 1];
+	part_cmd_get_fn get;
+	void *arg;
+	uint32_t n;
+};
+void part_ahead_init(struct part_ahead *a, const struct part *p, uint32_t n, part_cmd_get_fn get, void *arg);
+const struct part_apply_hint *part_ahead_next(struct part_ahead *a, const struct part *p, uint32_t k);
 /* A hash of the partition's replicated state as the memtable holds it
  * (streams by key with their entries, the idempotency table, last applied
  * index and term): equal states, equal hashes. */

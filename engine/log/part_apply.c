@@ -1,7 +1,10 @@
 /*
  * part_apply.c — the partition state machine: applying one log command
  * (cmd.h) at (index, term) to a partition's memtable, idempotency table
- * and deletion marks; and a hash of that state for comparing replicas.
+ * and deletion marks; looking ahead over a batch of commands applied in
+ * order (prefetches and precomputed hashes only: "looking ahead" below,
+ * never a different outcome); and a hash of that state for comparing
+ * replicas.
  *
  * Contract (part_apply)
  *   1. Deterministic: the outcome depends only on the partition's state and
@@ -50,18 +53,149 @@ void part_mark_corrupt(struct part *p, const char *fmt_file,
 	       fmt_file, off, why);
 }
 
+/* ---- looking ahead ------------------------------------------------------------- */
+
+/*
+ * A ready applies its committed commands back to back (log/part_raft.c),
+ * and on a follower nearly every one misses the cache several times in a
+ * row, each load depending on the one before: the command's body, the
+ * stream table's bucket, the stream it points to (two lines: the hash,
+ * the key), the idempotency index's slot, and the memtable slot of
+ * s->ents its entry takes (a line written once per 8 entries of the
+ * stream, long evicted since). These are per-partition tables touched a
+ * few times per round, and the rest of a round evicts them.
+ *
+ * So the applier looks ahead, one stage per dependent load, later stages
+ * for nearer commands (PART_AHEAD = 3; before applying command k):
+ *   stage 0  prefetch the body of command k + 4
+ *   stage 1  command k + 3: hash its key and its record's key (kept in the
+ *            hint, so no key is hashed twice), prefetch bucket and slot
+ *   stage 2  command k + 2: its bucket has arrived; prefetch the stream
+ *   stage 3  command k + 1: its stream has arrived; prefetch, for writing,
+ *            the s->ents slot its first entry takes
+ * and part_ahead_init runs the stages of the first commands stage by
+ * stage, so that a ready of one to four commands (the common case at 64
+ * partitions) has its loads of one stage in flight together.
+ * A hint is only a hint: the state it was computed against may change
+ * before its command applies (a stream created or a table grown by the
+ * commands in between), which costs a miss, never a wrong result: the
+ * hashes are pure functions of the command's bytes, and part_apply_hinted
+ * uses them only with the body (address and length) they were made from,
+ * which must not change in between (a ready's entries do not).
+ */
+void part_apply_look(const struct part *p, uint16_t kind, const uint8_t *body,
+		     size_t len, struct part_apply_hint *h)
+{
+	h->body = NULL;
+	if (kind != CMD_APPEND || !body || len < CMD_APPEND_HDR(1u) ||
+	    !body[0] || len < CMD_APPEND_HDR(body[0]))
+		return; /* part_apply decodes (and refuses) it itself */
+	const uint8_t *key = body + 1, *producer = key + body[0];
+	h->body = body;
+	h->len = len;
+	h->kh = parley_hash_key(key, body[0]);
+	h->idem = memcmp(producer, zero_producer, PE_PRODUCER_LEN) != 0;
+	h->ih = h->idem ? idem_hash_key(h->kh, producer) : 0;
+	if (p->nsb)
+		__builtin_prefetch(&p->sbuckets[h->kh & (p->nsb - 1)], 0, 3);
+	if (h->idem)
+		idem_prefetch(p, h->ih);
+}
+
+void part_apply_look2(const struct part *p, const struct part_apply_hint *h)
+{
+	if (!h->body || !p->nsb)
+		return;
+	const struct stream *s = p->sbuckets[h->kh & (p->nsb - 1)];
+	if (!s)
+		return;
+	/* the hash on the first line, the key (compared next) after the
+	 * fixed fields: a stream spans two lines */
+	__builtin_prefetch(s, 0, 3);
+	__builtin_prefetch(s->key, 0, 3);
+}
+
+void part_apply_look3(const struct part *p, const struct part_apply_hint *h)
+{
+	if (!h->body || !p->nsb)
+		return;
+	const struct stream *s = p->sbuckets[h->kh & (p->nsb - 1)];
+	if (!s || s->hash != h->kh || s->nents >= s->cap)
+		return; /* another stream in the chain, or ents grows first */
+	__builtin_prefetch(&s->ents[s->nents], 1, 3);
+}
+
+static void ahead_body(struct part_ahead *a, uint32_t i)
+{
+	uint16_t kind;
+	const uint8_t *body;
+	size_t len;
+	a->get(a->arg, i, &kind, &body, &len);
+	if (body)
+		__builtin_prefetch(body, 0, 3);
+}
+
+static void ahead_look(struct part_ahead *a, const struct part *p, uint32_t i)
+{
+	uint16_t kind;
+	const uint8_t *body;
+	size_t len;
+	a->get(a->arg, i, &kind, &body, &len);
+	part_apply_look(p, kind, body, len, &a->h[i % (PART_AHEAD + 1)]);
+}
+
+void part_ahead_init(struct part_ahead *a, const struct part *p, uint32_t n,
+		     part_cmd_get_fn get, void *arg)
+{
+	a->n = n;
+	a->get = get;
+	a->arg = arg;
+	/* what part_ahead_next(k) would have done for these by k = 0 */
+	for (uint32_t k = 0; k < n && k <= PART_AHEAD; k++)
+		ahead_body(a, k);
+	for (uint32_t k = 0; k < n && k < PART_AHEAD; k++)
+		ahead_look(a, p, k);
+	for (uint32_t k = 0; k < n && k < PART_AHEAD - 1; k++)
+		part_apply_look2(p, &a->h[k % (PART_AHEAD + 1)]);
+	if (n)
+		part_apply_look3(p, &a->h[0]);
+}
+
+const struct part_apply_hint *part_ahead_next(struct part_ahead *a,
+					      const struct part *p, uint32_t k)
+{
+	PARLEY_ASSERT(k < a->n);
+	if (k + PART_AHEAD + 1 < a->n)
+		ahead_body(a, k + PART_AHEAD + 1);
+	if (k + PART_AHEAD < a->n)
+		ahead_look(a, p, k + PART_AHEAD);
+	if (k + 2 < a->n)
+		part_apply_look2(p, &a->h[(k + 2) % (PART_AHEAD + 1)]);
+	if (k + 1 < a->n)
+		part_apply_look3(p, &a->h[(k + 1) % (PART_AHEAD + 1)]);
+	return &a->h[k % (PART_AHEAD + 1)];
+}
+
 static int apply_append(struct part *p, const struct cmd *c,
+			const struct part_apply_hint *h,
 			struct part_apply_res *res)
 {
 	struct pe_append_result *o = &res->append;
-	bool idem = memcmp(c->producer, zero_producer, PE_PRODUCER_LEN) != 0;
-	/* the idempotency slot's load overlaps the stream lookup's (both
-	 * are random reads into per-partition tables) */
-	uint64_t kh = parley_hash_key(c->key, c->klen);
-	uint64_t ih = 0;
-	if (idem) {
-		ih = idem_hash_key(kh, c->producer);
-		idem_prefetch(p, ih);
+	bool idem;
+	uint64_t kh, ih = 0;
+	if (h) {
+		idem = h->idem;
+		kh = h->kh;
+		ih = h->ih;
+	} else {
+		/* the idempotency slot's load overlaps the stream lookup's
+		 * (both are random reads into per-partition tables) */
+		idem = memcmp(c->producer, zero_producer, PE_PRODUCER_LEN) != 0;
+		kh = parley_hash_key(c->key, c->klen);
+		if (idem) {
+			ih = idem_hash_key(kh, c->producer);
+			idem_prefetch(p, ih);
+		}
 	}
 	struct stream *s = stream_lookup_hashed(p, c->key, c->klen, kh, true);
 	if (!s)
@@ -173,6 +307,14 @@ static int apply_delete(struct part *p, const struct cmd *c,
 int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind,
 	       const uint8_t *body, size_t len, struct part_apply_res *res)
 {
+	return part_apply_hinted(p, index, term, kind, body, len, NULL, res);
+}
+
+int part_apply_hinted(struct part *p, uint64_t index, uint64_t term,
+		      uint16_t kind, const uint8_t *body, size_t len,
+		      const struct part_apply_hint *h,
+		      struct part_apply_res *res)
+{
 	memset(res, 0, sizeof *res);
 	res->kind = kind;
 	if (index != p->last_index + 1) {
@@ -194,7 +336,9 @@ int part_apply(struct part *p, uint64_t index, uint64_t term, uint16_t kind,
 		res->why = "undecodable log command";
 		return -PARLEY_ECORRUPT;
 	}
-	int rc = kind == CMD_APPEND ? apply_append(p, &c, res)
+	if (h && (h->body != body || h->len != len))
+		h = NULL; /* computed for another command */
+	int rc = kind == CMD_APPEND ? apply_append(p, &c, h, res)
 				    : apply_delete(p, &c, res);
 	if (rc) {
 		res->why = rc == -ENOMEM || rc == -PARLEY_ENOMEM

@@ -99,6 +99,83 @@
 #define RAFT_OPEN_ROUNDS 64u         /* election rounds at open, at most */
 #define PROP_MARGIN 2u               /* records a ready may add (no-op) */
 
+/* ---- rlog's payload memory ------------------------------------------------- */
+
+/*
+ * Every payload rlog holds is its own copy (made at persist, at recovery,
+ * at a repair), and rlog lets go of them nearly always in index order
+ * (applied, then compacted), rarely from the end (a truncation) or in the
+ * middle (a repaired placeholder). One malloc and one free per entry, on
+ * every replica, was a visible part of a follower's shard thread; instead
+ * payloads are bump-allocated from the partition's current chunk of
+ * RLOG_CHUNK_BYTES, each chunk counting its live payloads:
+ *   - a payload is preceded by a pointer to its chunk (8 bytes) and
+ *     padded to 8 bytes;
+ *   - a chunk other than the current one goes back to malloc when its
+ *     last payload is released; the current one, when empty, is filled
+ *     again from its start;
+ *   - a payload above RLOG_BIG_BYTES gets a chunk of its own (freed with
+ *     it).
+ * So a payload's memory lives exactly as long as before (from
+ * rlog_alloc to rlog_release; the Raft core borrows it in between,
+ * raft_storage.stable_data) and a partition holds at most one chunk
+ * beyond the ones its live payloads are in. A payload kept long (a
+ * damaged placeholder has none; a lagging follower's catch-up keeps
+ * log_keep_bytes anyway) pins at most its chunk. Shard thread only (and
+ * open), like the rest of rlog.
+ */
+#define RLOG_CHUNK_BYTES (64u << 10)
+#define RLOG_BIG_BYTES (RLOG_CHUNK_BYTES / 8u)
+
+struct rlog_chunk {
+	uint32_t live; /* payloads allocated from it and not released */
+	uint32_t used; /* bytes of data[] handed out */
+	uint32_t cap;  /* bytes of data[] */
+	uint32_t pad;
+	uint8_t data[];
+};
+
+/* Room for len bytes, 8-aligned; NULL when out of memory. */
+static uint8_t *rlog_alloc(struct part *p, uint32_t len)
+{
+	uint32_t need = 8u + ((len + 7u) & ~7u);
+	struct rlog_chunk *c = p->rchunk;
+	if (need > RLOG_BIG_BYTES) {
+		c = malloc(sizeof *c + need);
+		if (!c)
+			return NULL;
+		*c = (struct rlog_chunk){.cap = need};
+	} else {
+		if (c && !c->live)
+			c->used = 0; /* empty: fill it from the start */
+		if (!c || c->cap - c->used < need) {
+			/* (an empty current chunk always has room) */
+			c = malloc(sizeof *c + RLOG_CHUNK_BYTES);
+			if (!c)
+				return NULL;
+			*c = (struct rlog_chunk){.cap = RLOG_CHUNK_BYTES};
+			p->rchunk = c; /* the old one goes with its last payload */
+		}
+	}
+	uint8_t *b = c->data + c->used;
+	memcpy(b, &c, sizeof c);
+	c->used += need;
+	c->live++;
+	return b + 8;
+}
+
+/* Releases a payload from rlog_alloc (NULL: none). */
+static void rlog_release(struct part *p, const uint8_t *d)
+{
+	if (!d)
+		return;
+	struct rlog_chunk *c;
+	memcpy(&c, d - 8, sizeof c);
+	PARLEY_ASSERT(c->live > 0 && d > c->data && d <= c->data + c->used);
+	if (--c->live == 0 && c != p->rchunk)
+		free(c);
+}
+
 /* ---- rlog: durable entries not yet applied --------------------------------- */
 
 static void rlog_free_from(struct part *p, uint64_t index)
@@ -106,7 +183,7 @@ static void rlog_free_from(struct part *p, uint64_t index)
 	while (p->rlog_n && p->rlog_first + p->rlog_n - 1 >= index) {
 		p->rlog_n--;
 		p->rlog_bytes -= p->rlog[p->rlog_n].len;
-		free((void *)p->rlog[p->rlog_n].data);
+		rlog_release(p, p->rlog[p->rlog_n].data);
 	}
 }
 
@@ -115,7 +192,7 @@ static void rlog_drop_through(struct part *p, uint64_t index)
 	uint64_t k = 0;
 	while (k < p->rlog_n && p->rlog_first + k <= index) {
 		p->rlog_bytes -= p->rlog[k].len;
-		free((void *)p->rlog[k].data);
+		rlog_release(p, p->rlog[k].data);
 		k++;
 	}
 	if (!k)
@@ -126,7 +203,7 @@ static void rlog_drop_through(struct part *p, uint64_t index)
 }
 
 /* Appends (term, index, type, data) taking ownership of `owned` (a
- * malloc'd copy of the data, freed here on failure) with its checksum
+ * copy of the data from rlog_alloc, released here on failure) with its checksum
  * (computed when csum is NULL); truncates a conflicting suffix first.
  * -PARLEY_ENOMEM or -PARLEY_ECORRUPT (gap). */
 static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
@@ -139,14 +216,14 @@ static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 	if (!p->rlog_n)
 		p->rlog_first = index;
 	if (index != p->rlog_first + p->rlog_n) {
-		free(owned);
+		rlog_release(p, owned);
 		return -PARLEY_ECORRUPT;
 	}
 	if (p->rlog_n == p->rlog_cap) {
 		uint64_t nc = p->rlog_cap ? p->rlog_cap * 2 : 64;
 		struct raft_entry *ne = realloc(p->rlog, nc * sizeof *ne);
 		if (!ne) {
-			free(owned);
+			rlog_release(p, owned);
 			return -PARLEY_ENOMEM;
 		}
 		p->rlog = ne;
@@ -171,7 +248,7 @@ static void rlog_repair(struct part *p, uint64_t index, uint8_t type,
 		      index < p->rlog_first + p->rlog_n);
 	struct raft_entry *x = &p->rlog[index - p->rlog_first];
 	p->rlog_bytes -= x->len;
-	free((void *)x->data);
+	rlog_release(p, x->data);
 	p->rlog_bytes += len;
 	x->type = type;
 	x->len = len;
@@ -204,7 +281,7 @@ static int rlog_put(struct part *p, uint64_t term, uint64_t index,
 		    uint8_t type, const uint8_t *data, uint32_t len,
 		    const uint64_t *csum)
 {
-	uint8_t *d = malloc(len ? len : 1);
+	uint8_t *d = rlog_alloc(p, len);
 	if (!d)
 		return -PARLEY_ENOMEM;
 	if (len)
@@ -231,6 +308,9 @@ void part_raft_free(struct part *p)
 	free(p->rlog);
 	p->rlog = NULL;
 	p->rlog_cap = 0;
+	PARLEY_ASSERT(!p->rchunk || !p->rchunk->live);
+	free(p->rchunk);
+	p->rchunk = NULL;
 }
 
 /* ---- recovery: WAL records -> rlog ------------------------------------------ */
@@ -393,7 +473,7 @@ int part_raft_recover(struct part *p, const struct wal_rec *rec)
 		return -PARLEY_ECORRUPT;
 	/* one copy: the entry's payload (u8 kind | body for a command) */
 	uint32_t len = rec->len + (framed ? 1u : 0u);
-	uint8_t *d = malloc(len ? len : 1);
+	uint8_t *d = rlog_alloc(p, len);
 	if (!d)
 		return -PARLEY_ENOMEM;
 	if (framed)
@@ -855,7 +935,8 @@ static void notify_add(struct shard *sh, struct notify_set *ns,
  * waiter lookup, nanoseconds). */
 static void apply_entry(struct shard *sh, struct part *p,
 			const struct raft_entry *e, bool live,
-			struct notify_set *ns, uint64_t *now)
+			struct notify_set *ns, uint64_t *now,
+			const struct part_apply_hint *h)
 {
 	const uint8_t *body;
 	uint32_t len;
@@ -871,7 +952,8 @@ static void apply_entry(struct shard *sh, struct part *p,
 			*now = 0; /* no apply stage: the callback reads its start */
 	} else {
 		uint64_t t0 = live ? (*now ? *now : parley_mono_ns()) : 0;
-		rc = part_apply(p, e->index, e->term, kind, body, len, &res);
+		rc = part_apply_hinted(p, e->index, e->term, kind, body, len,
+				       h, &res);
 		if (live) {
 			*now = parley_mono_ns();
 			stage_hist_add(&sh->hist[PE_STAGE_APPLY], *now - t0);
@@ -892,6 +974,29 @@ static void apply_entry(struct shard *sh, struct part *p,
 	}
 	if (res.touched && live)
 		notify_add(sh, ns, res.touched);
+}
+
+/* Applies n committed entries in order, looking ahead (part_apply.c,
+ * "looking ahead"): while command k applies, the next ones' first loads
+ * are in flight. */
+static void committed_get(void *arg, uint32_t i, uint16_t *kind,
+			  const uint8_t **body, size_t *len)
+{
+	const struct raft_entry *ce = arg;
+	uint32_t l;
+	*kind = entry_kind(&ce[i], body, &l);
+	*len = l;
+}
+
+static void apply_committed(struct shard *sh, struct part *p,
+			    const struct raft_entry *ce, uint32_t n, bool live,
+			    struct notify_set *ns, uint64_t *now)
+{
+	struct part_ahead a;
+	part_ahead_init(&a, p, n, committed_get, (void *)ce);
+	for (uint32_t k = 0; k < n; k++)
+		apply_entry(sh, p, &ce[k], live, ns, now,
+			    part_ahead_next(&a, p, k));
 }
 
 /* ---- one ready ------------------------------------------------------------------ */
@@ -1190,7 +1295,7 @@ static int persist_repairs(struct shard *sh, struct part *p,
 		if (len)
 			memcpy(dst, body, len);
 		wal_commit_rec(sh->wal, p->id, kind, e->term, e->index);
-		uint8_t *d = malloc(e->len ? e->len : 1);
+		uint8_t *d = rlog_alloc(p, e->len);
 		if (!d)
 			return -PARLEY_ENOMEM;
 		if (e->len)
@@ -1430,8 +1535,8 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 		}
 		struct notify_set ns = {.n = 0};
 		uint64_t now = 0; /* apply_entry: one clock read per boundary */
-		for (uint32_t k = 0; k < rd->n_committed; k++)
-			apply_entry(sh, p, &rd->committed[k], live, &ns, &now);
+		apply_committed(sh, p, rd->committed, rd->n_committed, live,
+				&ns, &now);
 		notify_flush(sh, &ns);
 		/* confirmed reads; those whose index is now applied are
 		 * served (log/part_repl.c) */
@@ -1601,6 +1706,6 @@ int part_raft_elect(struct shard *sh)
 void part_raft_apply_recovered(struct shard *sh, struct part *p)
 {
 	for (uint64_t k = 0; k < p->rlog_n && !p->corrupt; k++)
-		apply_entry(sh, p, &p->rlog[k], false, NULL, NULL);
+		apply_entry(sh, p, &p->rlog[k], false, NULL, NULL, NULL);
 	rlog_free_from(p, 0);
 }

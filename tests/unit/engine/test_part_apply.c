@@ -376,3 +376,98 @@ Test(part_wait, take_after_keeps_committed_prefix)
 	free(r5);
 	part_del(p);
 }
+
+/* Looking ahead (part_apply.c): applying with the hints of the
+ * look-ahead schedule (part_ahead_*, made a few commands early while the
+ * commands in between change the tables: new streams, a growing
+ * idempotency index, deletes, a growing ents array) gives the same
+ * results and the same state as part_apply. Batches of 1..9 commands,
+ * like a ready's committed entries. */
+struct cmd_batch {
+	uint8_t body[9][512];
+	size_t len[9];
+	uint16_t kind[9];
+};
+
+static void batch_get(void *arg, uint32_t i, uint16_t *kind,
+		      const uint8_t **body, size_t *len)
+{
+	struct cmd_batch *b = arg;
+	*kind = b->kind[i];
+	*body = b->body[i];
+	*len = b->len[i];
+}
+
+Test(part_apply, hints_made_ahead_change_nothing)
+{
+	uint64_t seed = getenv("PARLEY_SEED") ? strtoull(getenv("PARLEY_SEED"), NULL, 10)
+					      : (uint64_t)time(NULL);
+	fprintf(stderr, "test_part_apply: hints seed=%" PRIu64
+		" (replay: PARLEY_SEED=%" PRIu64 ")\n", seed, seed);
+	rnd_state = seed * 2654435761u + 1;
+	static struct cmd_batch bt;
+	struct part *a = part_new(500, 64), *b = part_new(500, 64);
+	uint64_t step = 0;
+	for (int round = 0; round < 800; round++) {
+		uint32_t n = 1 + (uint32_t)(rnd() % 9);
+		for (uint32_t i = 0; i < n; i++) {
+			bt.len[i] = random_cmd(&bt.kind[i], step + i + 1);
+			cr_assert_leq(bt.len[i], sizeof bt.body[i]);
+			memcpy(bt.body[i], g_body, bt.len[i]);
+		}
+		struct part_ahead ah;
+		part_ahead_init(&ah, b, n, batch_get, &bt);
+		for (uint32_t i = 0; i < n; i++) {
+			step++;
+			struct part_apply_res ra, rb;
+			cr_assert_eq(part_apply(a, step, 1, bt.kind[i], bt.body[i],
+						bt.len[i], &ra), 0);
+			const struct part_apply_hint *h = part_ahead_next(&ah, b, i);
+			cr_assert(bt.kind[i] != CMD_APPEND || h->body == bt.body[i],
+				  "an APPEND's hint was made from its body");
+			cr_assert_eq(part_apply_hinted(b, step, 1, bt.kind[i],
+						       bt.body[i], bt.len[i], h,
+						       &rb), 0);
+			cr_assert_eq(ra.append.seq, rb.append.seq,
+				     "seed %" PRIu64 " step %" PRIu64, seed, step);
+			cr_assert_eq(ra.append.duplicate, rb.append.duplicate);
+			cr_assert_eq(ra.append.err, rb.append.err);
+			cr_assert_eq(ra.del.first_seq, rb.del.first_seq);
+		}
+		if (round % 37 == 0)
+			cr_assert_eq(hash_of(a), hash_of(b), "seed %" PRIu64
+				     " step %" PRIu64, seed, step);
+	}
+	cr_assert_eq(hash_of(a), hash_of(b), "seed %" PRIu64, seed);
+	part_del(a);
+	part_del(b);
+}
+
+/* A hint is used only for the body it was made from: one made from
+ * another command (another key) is ignored, not trusted. */
+Test(part_apply, hint_of_another_command_is_ignored)
+{
+	struct part *p = part_new(1000, 100);
+	static uint8_t other[512];
+	size_t olen = append_cmd("c/other", 1, 10, PE_NO_EXPECT, "x", 1);
+	memcpy(other, g_body, olen);
+	struct part_apply_hint h;
+	part_apply_look(p, CMD_APPEND, other, olen, &h);
+	cr_assert_not_null(h.body);
+	/* c/1 gets seqs 1, 2; then c/1 is applied with c/other's hint */
+	size_t len = append_cmd("c/1", 0, 10, PE_NO_EXPECT, "a", 2);
+	apply_ok(p, CMD_APPEND, len);
+	len = append_cmd("c/1", 2, 11, PE_NO_EXPECT, "b", 1);
+	struct part_apply_res r;
+	cr_assert_eq(part_apply_hinted(p, p->last_index + 1, 1, CMD_APPEND,
+				       g_body, len, &h, &r), 0);
+	cr_assert_eq(r.append.seq, 3); /* not a new stream at seq 1 */
+	/* the same bytes at another address are another command too */
+	part_apply_look(p, CMD_APPEND, g_body, len, &h);
+	memcpy(other, g_body, len);
+	cr_assert_eq(part_apply_hinted(p, p->last_index + 1, 1, CMD_APPEND,
+				       other, len, &h, &r), 0);
+	cr_assert(r.append.duplicate); /* (c/1, producer 2) again */
+	cr_assert_eq(r.append.seq, 3);
+	part_del(p);
+}
