@@ -74,8 +74,6 @@ static uint32_t part_of_key(const char *key)
 	return cluster_part_of(key, NP);
 }
 
-}
-
 int main(void)
 {
 	it_init("cluster_placement");

@@ -149,7 +149,7 @@ static int acked_in(int k)
 	return n;
 }
 
-static char *cluster_doc(int i);
+static char *node_doc(int i);
 
 /* Every node's view of partition p (a failure's post-mortem). */
 static void dump_partition(int p)
@@ -157,7 +157,7 @@ static void dump_partition(int p)
 	for (int i = 0; i < ALL; i++) {
 		if (!alive[i])
 			continue;
-		char *d = cluster_doc(i);
+		char *d = node_doc(i);
 		char pat[48];
 		snprintf(pat, sizeof pat, "{\"partition\":%d,", p);
 		const char *s = d ? strstr(d, pat) : NULL;
@@ -275,7 +275,7 @@ static void part_view(const char *doc, int p, struct pv *v)
 	free(o);
 }
 
-static char *cluster_doc(int i)
+static char *node_doc(int i)
 {
 	int code = 0;
 	char *b = it_http_get(node[i]->admin_port, "/cluster", &code);
@@ -294,7 +294,7 @@ static int leader_view(int p, struct pv *out)
 	for (int i = 0; i < ALL; i++) {
 		if (!alive[i])
 			continue;
-		char *d = cluster_doc(i);
+		char *d = node_doc(i);
 		struct pv v;
 		part_view(d, p, &v);
 		free(d);
@@ -495,7 +495,7 @@ int main(void)
 	}
 	char *d0 = NULL;
 	for (int t = 0; t < 100 && !d0; t++) {
-		d0 = cluster_doc(0);
+		d0 = node_doc(0);
 		if (!d0)
 			it_sleep_ms(100);
 	}
@@ -629,7 +629,7 @@ int main(void)
 	struct pv vl;
 	int L = leader_view(0, &vl);
 	IT_CHECK(L >= 0, "no leader of partition 0");
-	char *doc = cluster_doc(L);
+	char *doc = node_doc(L);
 	char want[64];
 	snprintf(want, sizeof want, "\"down\":[%d]", K + 1);
 	IT_CHECK(doc && strstr(doc, want), "node%d's /cluster does not show "

@@ -317,7 +317,7 @@ static void part_view(const char *doc, int p, struct pv *v)
 	free(o);
 }
 
-static char *cluster_doc(int i)
+static char *node_doc(int i)
 {
 	int code = 0;
 	char *b = it_http_get(node[i]->admin_port, "/cluster", &code);
@@ -336,7 +336,7 @@ static int leader_view(int p, const bool *alive, struct pv *out)
 	for (int i = 0; i < ALL; i++) {
 		if (!alive[i])
 			continue;
-		char *d = cluster_doc(i);
+		char *d = node_doc(i);
 		struct pv v;
 		part_view(d, p, &v);
 		free(d);
@@ -358,7 +358,7 @@ static bool has(const int *a, int n, int x)
 
 static int meta_parts(int *out)
 {
-	char *d = cluster_doc(0);
+	char *d = node_doc(0);
 	static const char pat[] = "\"meta\":{\"partitions\":";
 	const char *m = d ? strstr(d, pat) : NULL;
 	int n = m ? ids_of(m + strlen(pat), out) : 0;
@@ -475,7 +475,7 @@ int main(void)
 	       voters_of[ip][1], voters_of[ip][2], X + 1);
 	/* asserted from every node's /cluster placement */
 	for (int i = 0; i < ALL; i++) {
-		char *d = cluster_doc(i);
+		char *d = node_doc(i);
 		struct pv w;
 		part_view(d, (int)ip, &w);
 		free(d);
