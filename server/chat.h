@@ -367,14 +367,17 @@ struct chat_send_result {
 };
 typedef void (*chat_send_cb)(void *arg, const struct chat_send_result *r);
 /* Checks membership, stores the message and, once it is durable, calls
- * cb (on an engine shard thread; it must not block) and queues its
+ * cb (on an engine shard thread, or on the peer thread when a remote
+ * existence check fails the SEND; it must not block) and queues its
  * fan-out. Returns 0 (cb will run once) or an error and cb will not run:
  * -PARLEY_ENOTFOUND (no such conversation), -PARLEY_EPERM (not a member),
  * -PARLEY_ETOOBIG, -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full: retry
  * later), -PARLEY_ECLOSED. Any thread. A conversation that was never
  * opened (no o/<conv>, no message) fails with -PARLEY_ENOTFOUND through
  * cb: existence is cached in memory (CHAT_KNOWN_MAX), a miss costs one or
- * two reads before the append. */
+ * two reads before the append (the first at the leader of o/<conv>'s
+ * partition when this node holds no replica of it:
+ * chat_set_remote_check). */
 int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg);
 /* CONV_OPEN: the 1:1 conversation of user and peer. */
