@@ -708,6 +708,14 @@ int main(void)
 	for (int k = 0; k < NP; k++)
 		check_history(k);
 	check_digests();
+	long checks = 0, served = 0;
+	for (int i = 0; i < ALL; i++)
+		if (alive[i]) {
+			checks += metric_of(i, "parley_tail_remote_checks_total");
+			served += metric_of(i, "parley_tail_checks_served_total");
+		}
+	printf("remote existence checks on the live nodes: %ld asked, %ld "
+	       "answered for others\n", checks, served);
 	printf("ok: %d SENDs acknowledged over %d partitions, all in their "
 	       "history; every partition's live replicas have the same "
 	       "digest\n", total, NP);
