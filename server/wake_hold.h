@@ -21,10 +21,6 @@
  *   3. At most WAKE_HOLD_MAX distinct eventfds are held; one more is not
  *      held (false: the caller writes at once), so nothing waits on a
  *      full list.
- *   4. A held eventfd stays open until the flush writes it: parleyd frees
- *      its loops (closing their eventfds) only after pe_close, which
- *      joins the shard threads after their last flush (main.c), the same
- *      order that lets a shard's callbacks post to a loop at all.
  *
  * Threads: every function acts on the calling thread's own state only.
  */
