@@ -197,18 +197,6 @@ struct pe_options {
 	bool no_auto_flush;           /* tests: flush only via pe_flush_sync
 					 (and the memtable bound is EFULL) */
 	bool no_auto_compact;         /* tests: compact only via pe_compact_sync */
-	/* Optional: called on a shard thread with cb_flush_arg at the end of
-	 * every stretch of its round in which callbacks may have run: before
-	 * it waits for completions, after it handled them, and once as the
-	 * thread ends. A caller whose callbacks wake its own threads (a
-	 * server's event loops, to send an answer) may hold those wake-ups
-	 * and do them here: once per stretch instead of once per callback.
-	 * Every callback the shard thread runs is followed by a call before
-	 * the thread can block. It must not block nor call the engine. NULL =
-	 * none. A stepped engine (pe_open_stepped) calls it inside pe_step,
-	 * on the caller's thread, like its callbacks. */
-	void (*cb_flush)(void *arg);
-	void *cb_flush_arg;
 	/* Replication (see "Replication" below); NULL = a single node: every
 	 * partition a group of one voter, exactly as without this field. */
 	const struct pe_cluster *cluster;

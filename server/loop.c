@@ -27,9 +27,6 @@
  *      against max_conns: nvirt).
  *
  * Threads: loop_main runs on its own thread; loop_post/loop_stop from any.
- * A thread that holds its wake-ups (an engine shard thread, wake_hold.h)
- * writes a loop's eventfd at the end of its stretch instead of in
- * loop_post.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -51,7 +48,6 @@
 #include "presence.h"
 #include "proxy.h"
 #include "tail_relay.h"
-#include "wake_hold.h"
 #include "parley_proto.h"
 
 #define LOOP_RING_DEPTH 1024u
@@ -345,9 +341,7 @@ void loop_post(struct loop *lp, struct lmsg *m)
 		wake = true;
 	}
 	pthread_mutex_unlock(&lp->mu);
-	/* a shard thread writes it at the end of its stretch (wake_hold.h);
-	 * wake_pending stays set, so no other poster writes meanwhile */
-	if (wake && !wake_hold_add(lp->efd)) {
+	if (wake) {
 		uint64_t one = 1;
 		ssize_t w = write(lp->efd, &one, sizeof one);
 		(void)w; /* an eventfd write only fails on overflow: already awake */

@@ -14,9 +14,7 @@
  * (struct conn_ref: loop, slot, generation) and post it (lmsg.h).
  * loop_post() appends to the
  * loop's MPSC list under a mutex and writes the loop's eventfd when the
- * loop was not already woken (an engine shard thread holds that write to
- * the end of its stretch, wake_hold.h); the loop drains the whole list at
- * once. A message for a
+ * list was empty; the loop drains the whole list at once. A message for a
  * connection that has since closed (slot free or generation changed) is
  * dropped. The list is bounded by construction: every message answers an
  * engine operation the loop started (each connection has at most

@@ -58,7 +58,6 @@
 #include "presence.h"
 #include "ratelimit.h"
 #include "route.h"
-#include "wake_hold.h"
 
 static void on_engine_fatal(void *arg, int err)
 {
@@ -929,9 +928,6 @@ static int run(const struct opts *o, struct srv *s)
 				.idem_max_keys = (uint32_t)idem,
 				.clock_ms = chat_clock_ms, .clock_arg = &clock,
 				.on_fatal = on_engine_fatal,
-				/* the loops' wake-ups of a stretch's answers,
-				 * once per stretch (wake_hold.h) */
-				.cb_flush = wake_hold_cb_flush,
 				/* internal streams that grow forever, and
 				 * the configured defaults (retention_*) */
 				.retention = rules,

@@ -24,7 +24,6 @@ add_library(parleyd_core STATIC
   ${CMAKE_CURRENT_LIST_DIR}/conn_req_rcpt.c
   ${CMAKE_CURRENT_LIST_DIR}/conn_req_presence.c
   ${CMAKE_CURRENT_LIST_DIR}/membudget.c
-  ${CMAKE_CURRENT_LIST_DIR}/wake_hold.c
   ${CMAKE_CURRENT_LIST_DIR}/jwt.c
   ${CMAKE_CURRENT_LIST_DIR}/ratelimit.c
   ${CMAKE_CURRENT_LIST_DIR}/presence.c

@@ -10,9 +10,6 @@
  * A request a shard's own callback pushes (a SEND's fan-out appends) does
  * not write the ring's eventfd: the thread is awake, and a round with such
  * a push does not sleep (sh->self_pushed).
- * The caller's own wake-ups from callbacks may be held by it and done at
- * pe_options.cb_flush, which the thread calls at the end of each stretch
- * (with the transport's flush), before it can block, and as it ends.
  *
  * The append path (durable before ack):
  *
@@ -690,23 +687,14 @@ void shard_begin(struct shard *sh)
 	shard_publish_mem(sh); /* what recovery rebuilt */
 }
 
-/* The caller's wake-ups held by this stretch's callbacks (pe_options.
- * cb_flush): called wherever the transport's are, so before every wait. */
-static void shard_flush_cbs(struct shard *sh)
-{
-	if (sh->e->opt.cb_flush)
-		sh->e->opt.cb_flush(sh->e->opt.cb_flush_arg);
-}
-
 /* The transport's wake-up for what this round's groups sent (pe_cluster.
  * flush): once per stretch of the round instead of once per ready. */
 static void shard_flush_sends(struct shard *sh)
 {
-	if (sh->sent) {
-		sh->sent = false;
-		sh->e->cl.flush(sh->e->cl.send_arg);
-	}
-	shard_flush_cbs(sh);
+	if (!sh->sent)
+		return;
+	sh->sent = false;
+	sh->e->cl.flush(sh->e->cl.send_arg);
 }
 
 /*
@@ -781,7 +769,6 @@ void shard_end(struct shard *sh)
 {
 	part_raft_close(sh); /* replication: waiters no quorum answered */
 	shard_close_subs(sh);
-	shard_flush_cbs(sh); /* their callbacks' held wake-ups */
 }
 
 void *shard_main(void *arg)
@@ -802,8 +789,6 @@ void *shard_main(void *arg)
 	pio_thread_mark_shard(false); /* aborted */
 	if (rc > 0)
 		shard_end(sh);
-	else
-		shard_flush_cbs(sh);
 	parley_pool_thread_end();
 	return NULL;
 }

@@ -4,7 +4,6 @@
  * crash with lost/torn unsynced data, fsync failure, corruption.
  */
 #include <criterion/criterion.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -769,74 +768,4 @@ Test(engine, new_directories_survive_a_crash_that_loses_unsynced_entries)
 		cr_assert_eq(es[0].len, 7);
 		free(es);
 	}
-}
-
-/* pe_options.cb_flush: every callback a shard thread runs is followed by a
- * cb_flush call on that same thread (the caller's held wake-ups are done
- * there, server/wake_hold.h), while serving and when the engine closes. A
- * callback counts on its thread; the flush moves its thread's count to
- * the flushed total, so a callback with no flush after it on its thread
- * stays unflushed. */
-static _Thread_local uint64_t tl_unflushed;
-static _Atomic uint64_t cbf_run, cbf_flushed, cbf_calls;
-
-static void cbf_append_cb(void *arg, const struct pe_append_result *r)
-{
-	(void)arg;
-	(void)r;
-	tl_unflushed++;
-	atomic_fetch_add(&cbf_run, 1);
-}
-
-static void cbf_flush(void *arg)
-{
-	cr_assert_eq(arg, &cbf_calls);
-	atomic_fetch_add(&cbf_calls, 1);
-	atomic_fetch_add(&cbf_flushed, tl_unflushed);
-	tl_unflushed = 0;
-}
-
-static void cbf_append(uint32_t i)
-{
-	char key[32];
-	snprintf(key, sizeof key, "c/flush%u", i % 16);
-	struct pe_input in = {.type = 7, .len = 1, .payload = "x"};
-	struct pe_append_req q = {.key = key, .klen = strlen(key),
-				  .expected_last_seq = PE_NO_EXPECT,
-				  .entries = &in, .count = 1};
-	int rc;
-	while ((rc = pe_append(eng, &q, cbf_append_cb, NULL)) == -PARLEY_EFULL)
-		usleep(100);
-	cr_assert_eq(rc, 0);
-}
-
-Test(engine, every_callback_is_followed_by_cb_flush_on_its_thread)
-{
-	pe_close(eng);
-	struct pe_options o = mem_engine_opts();
-	o.cb_flush = cbf_flush;
-	o.cb_flush_arg = &cbf_calls;
-	cr_assert_eq(pe_open(&o, &eng), 0);
-	enum { N = 400 };
-	for (uint32_t i = 0; i < N; i++)
-		cbf_append(i);
-	/* wait for the answers, then for the flushes after them: a shard
-	 * thread flushes before it waits, so this ends unless one is
-	 * missing (the bound only keeps a failure from hanging) */
-	for (int k = 0; atomic_load(&cbf_run) < N && k < 20000; k++)
-		usleep(1000);
-	cr_assert_eq(atomic_load(&cbf_run), N);
-	for (int k = 0; atomic_load(&cbf_flushed) < N && k < 20000; k++)
-		usleep(1000);
-	cr_assert_eq(atomic_load(&cbf_flushed), N,
-		     "%" PRIu64 " of %d callbacks followed by a flush",
-		     atomic_load(&cbf_flushed), N);
-	/* the answers a close gives (ECLOSED, or the last durable ones) are
-	 * flushed too, by the time pe_close returns */
-	for (uint32_t i = 0; i < N; i++)
-		cbf_append(i);
-	pe_close(eng);
-	eng = NULL;
-	cr_assert_eq(atomic_load(&cbf_run), 2 * N);
-	cr_assert_eq(atomic_load(&cbf_flushed), 2 * N);
 }
