@@ -15,7 +15,8 @@
  *     answered, results go to a sink);
  *   8 PRES (prelay_decode);
  *   9 TAIL_REQ, 10 TAIL_DATA (tail_msg_decode);
- *   11 LEADS, 12 XFER (peer_leads_decode, peer_xfer_decode).
+ *   11 LEADS, 12 XFER (peer_leads_decode, peer_xfer_decode);
+ *   13 LIVE (chat_rd_live_decode).
  * Properties checked (abort on violation): results are 0 or a documented
  * negative code; what decodes re-encodes to the same bytes where the
  * format has one encoding (header, HELLO, FWD_REQ records, PRES, TAIL
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "peer.h"
 #include "peer_fwd.h"
 #include "presence_relay.h"
@@ -38,7 +40,7 @@
 #include "server_stubs.h"
 #include "tail_relay.h"
 
-#define MODES 13
+#define MODES 14
 
 static void check(int cond)
 {
@@ -298,6 +300,26 @@ static void mode_xfer(const uint8_t *p, size_t n)
 
 /* the decoders' warnings (a bad frame from a peer) would be most of the
  * run's time */
+/* LIVE: the user records lie between the header and the frame, each
+ * within the payload and non-empty; the frame is an EVENT as long as its
+ * header says. (Its encoder is the read fan-out's, not callable alone.) */
+static void mode_live(const uint8_t *p, size_t n)
+{
+	uint32_t nu = 0, off = 0;
+	int r = chat_rd_live_decode(p, (uint32_t)n, &nu, &off);
+	check(r == 0 || r == -PARLEY_EPROTO);
+	if (r)
+		return;
+	size_t at = CHAT_RD_LIVE_HDR;
+	for (uint32_t i = 0; i < nu; i++) {
+		check(at < off && p[at] > 0 && p[at] <= PARLEY_PROTO_MAX_USER_ID);
+		at += 1u + p[at];
+	}
+	check(at == off && n - off >= PARLEY_PROTO_HEADER_SIZE);
+	check(le_get32(p + off) == n - off - 4 &&
+	      le_get16(p + off + 4) == PARLEY_T_EVENT);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -342,6 +364,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 10: mode_tail(TAIL_FRAME_DATA, p, size); break;
 	case 11: mode_leads(p, size); break;
 	case 12: mode_xfer(p, size); break;
+	case 13: mode_live(p, size); break;
 	}
 	free(p);
 	return 0;

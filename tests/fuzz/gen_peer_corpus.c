@@ -7,13 +7,16 @@
  * payload; REJECT's has its text buffer size in byte 1.
  * APPEND_REQ / APPEND_RES come from a forwarder (peer_fwd.h) whose send
  * callback keeps the frames: a request it packs, and the results a
- * forwarder without an engine answers to it.
+ * forwarder without an engine answers to it. LIVE's encoder is the read
+ * fan-out's (chat_fanout_read.c, not callable alone): its layout
+ * (chat.h) is written here around a real EVENT frame.
  * sources: server/peer_wire.c server/proxy.c server/peer_fwd.c server/presence_relay.c server/tail_relay.c
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "peer.h"
 #include "peer_fwd.h"
 #include "presence_relay.h"
@@ -24,7 +27,8 @@
 
 /* the modes of fuzz_peer.c */
 enum { M_HDR, M_HELLO, M_REJECT, M_INFO, M_FWD_REQ, M_FWD_REP, M_APP_REQ,
-       M_APP_RES, M_PRES, M_TAIL_REQ, M_TAIL_DATA, M_LEADS, M_XFER };
+       M_APP_RES, M_PRES, M_TAIL_REQ, M_TAIL_DATA, M_LEADS, M_XFER,
+       M_LIVE };
 
 static const char *g_dir;
 static unsigned g_count[16];
@@ -315,6 +319,21 @@ static void gen_leads(void)
 	seed(M_XFER, -1, x, sizeof x);
 }
 
+static void gen_live(void)
+{
+	uint8_t b[1024];
+	uint32_t off = CHAT_RD_LIVE_HDR;
+	static const char *const users[] = {"alice", "bob", "carol"};
+	for (size_t i = 0; i < 3; i++) {
+		b[off] = (uint8_t)strlen(users[i]);
+		memcpy(b + off + 1, users[i], b[off]);
+		off += 1u + b[off];
+	}
+	le_put32(b, 3);
+	uint32_t fl = event_frame(b + off, sizeof b - off);
+	seed(M_LIVE, -1, b, off + fl);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2)
@@ -326,5 +345,6 @@ int main(int argc, char **argv)
 	gen_pres();
 	gen_tail();
 	gen_leads();
+	gen_live();
 	return 0;
 }
