@@ -998,13 +998,67 @@ static int lead_check(struct peer_node *nd, char *msg, size_t cap)
 	return -PARLEY_ENOTLEADER;
 }
 
-/* A members stream append refused NOTLEADER on the leader of partition
- * 0: the stream's partition has not followed it yet (just after a
- * hand-over, §3.7), so the append is retried like EAGAIN. */
-static bool meta_following(struct peer_node *nd, int rc)
+/* A forwarded append's wait (members_write: the membership worker
+ * waits for the node thread's callback). */
+struct mw_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct pe_append_result r;
+};
+
+static void mw_cb(void *arg, const struct pe_append_result *r)
 {
-	return rc == -PARLEY_ENOTLEADER &&
-	       pe_partition_leader_check(nd->e, 0) == 0;
+	struct mw_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* A members stream append (records of add, remove, place): here, or —
+ * this node does not lead the stream's partition, whose leader named
+ * another node — at that leader, forwarded (peer_fwd.h) like a chat
+ * write: with spread placement the automatic hand-over may give that
+ * partition to another node than partition 0's leader, which runs the
+ * operation (it answered 409 "members record not written:
+ * PARLEY_ENOTLEADER" on every try before). EAGAIN, EFULL and a NOTLEADER
+ * naming no other leader (an election; the stream's partition not yet
+ * following partition 0's leader just after a hand-over, §3.7) are
+ * retried for about 2 s. The caller's
+ * producer id makes a retry idempotent. Not on the node thread (it
+ * waits for the forwarder's callback there). */
+static int members_write(struct peer_node *nd, const struct pe_append_req *q)
+{
+	struct pe_append_result r;
+	int rc = pe_append_sync(nd->e, q, &r);
+	for (int t = 0; t < 100 && rc; t++) {
+		uint64_t to = rc == -PARLEY_ENOTLEADER ? r.leader : 0;
+		if (to && to != nd->cfg.node_id && fwd_up_append(nd, to)) {
+			struct mw_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+					    .cv = PTHREAD_COND_INITIALIZER};
+			rc = fwd_append(nd->fwd, to, q, mw_cb, &w);
+			if (!rc) {
+				pthread_mutex_lock(&w.mu);
+				while (!w.done)
+					pthread_cond_wait(&w.cv, &w.mu);
+				pthread_mutex_unlock(&w.mu);
+				r = w.r;
+				rc = r.err;
+			}
+			if (!rc)
+				break;
+		}
+		if (rc != -PARLEY_EAGAIN && rc != -PARLEY_EFULL &&
+		    rc != -PARLEY_ENOTLEADER && rc != -PARLEY_ECLOSED)
+			break;
+		if (atomic_load(&nd->op_cancel))
+			return -PARLEY_ECLOSED;
+		usleep(20000);
+		rc = pe_append_sync(nd->e, q, &r);
+	}
+	return rc;
 }
 
 static int members_append(struct peer_node *nd, char op, uint64_t id,
@@ -1020,17 +1074,7 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 	q.producer[0] = 'M';
 	q.producer[1] = (uint8_t)op;
 	memcpy(q.producer + 8, &id, sizeof id);
-	struct pe_append_result r;
-	int rc = pe_append_sync(nd->e, &q, &r);
-	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN || rc == -PARLEY_EFULL ||
-				    meta_following(nd, rc));
-	     t++) {
-		if (atomic_load(&nd->op_cancel))
-			return -PARLEY_ECLOSED;
-		usleep(20000);
-		rc = pe_append_sync(nd->e, &q, &r);
-	}
-	return rc;
+	return members_write(nd, &q);
 }
 
 /* One change on every partition; EAGAIN (a change pending, a new term)
@@ -1963,17 +2007,7 @@ static int place_write(struct peer_node *nd, const struct placement_part *t)
 				.key = MEMBERS_KEY, .klen = strlen(MEMBERS_KEY),
 				.expected_last_seq = PE_NO_EXPECT,
 				.entries = &in, .count = 1};
-			struct pe_append_result r;
-			int rc = pe_append_sync(nd->e, &q, &r);
-			for (int k = 0; k < 100 && (rc == -PARLEY_EAGAIN ||
-						    rc == -PARLEY_EFULL ||
-						    meta_following(nd, rc));
-			     k++) {
-				if (atomic_load(&nd->op_cancel))
-					return -PARLEY_ECLOSED;
-				usleep(20000);
-				rc = pe_append_sync(nd->e, &q, &r);
-			}
+			int rc = members_write(nd, &q);
 			if (rc)
 				return rc;
 			n = (size_t)snprintf(rec, sizeof rec, "place");
