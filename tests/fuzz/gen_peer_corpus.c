@@ -304,6 +304,14 @@ static void gen_tail(void)
 	m = (struct tail_msg){.op = TAIL_OP_READ_RES, .id = 8};
 	tail_seed(M_TAIL_DATA, &m, f, fl);
 	tail_seed(M_TAIL_DATA, &m, NULL, 0);
+	/* a SEND's existence check: READ of kind OPEN, READ_RES FOUND */
+	m = (struct tail_msg){.op = TAIL_OP_READ, .id = 9,
+			      .kind = TAIL_READ_KIND_OPEN,
+			      .conv = "d:alice:bob", .clen = 11};
+	tail_seed(M_TAIL_REQ, &m, NULL, 0);
+	m = (struct tail_msg){.op = TAIL_OP_READ_RES, .id = 9,
+			      .reason = TAIL_RES_FOUND};
+	tail_seed(M_TAIL_DATA, &m, NULL, 0);
 }
 
 static void gen_leads(void)
