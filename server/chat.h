@@ -1222,6 +1222,38 @@ void chat_set_live_where(struct chat *c, chat_live_where_fn fn, void *arg);
  * hook to each named member's subscribed connections; returns how many
  * posts, or -PARLEY_EPROTO (a bad payload: nothing posted). */
 int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n);
+/* The parts of a LIVE payload p[0..n) (pure: chat_rd_live_recv's check,
+ * callable without a chat service, tests/fuzz/fuzz_peer.c): 0 with
+ * *nusers user records (u8 ulen | user, from p + CHAT_RD_LIVE_HDR) and
+ * the EVENT frame at p + *frame_off to the end; -PARLEY_EPROTO when a
+ * user is empty, longer than PARLEY_PROTO_MAX_USER_ID or past the end,
+ * there are more than CHAT_GROUP_MAX_HARD, or the rest is not one whole
+ * EVENT frame by its header. */
+static inline int chat_rd_live_decode(const uint8_t *p, uint32_t n,
+				      uint32_t *nusers, uint32_t *frame_off)
+{
+	if (n < CHAT_RD_LIVE_HDR)
+		return -PARLEY_EPROTO;
+	uint32_t nu = le_get32(p);
+	uint32_t off = CHAT_RD_LIVE_HDR;
+	if (nu > CHAT_GROUP_MAX_HARD)
+		return -PARLEY_EPROTO;
+	for (uint32_t i = 0; i < nu; i++) {
+		if (off >= n || p[off] == 0 ||
+		    p[off] > PARLEY_PROTO_MAX_USER_ID || n - off - 1 < p[off])
+			return -PARLEY_EPROTO;
+		off += 1u + p[off];
+	}
+	/* one whole EVENT frame: u32 length (of what follows it) | u16 type
+	 * | u16 flags | u32 request_id | payload */
+	uint32_t fl = n - off;
+	if (fl < PARLEY_PROTO_HEADER_SIZE || le_get32(p + off) != fl - 4 ||
+	    le_get16(p + off + 4) != PARLEY_T_EVENT)
+		return -PARLEY_EPROTO;
+	*nusers = nu;
+	*frame_off = off;
+	return 0;
+}
 
 /* chat.c's fan-out: 1 = entry `ent` of group conv was fanned out by read
  * (live posts issued; ACTIVITY appends given to issue like the write

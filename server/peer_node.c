@@ -357,10 +357,10 @@ static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
 static void xfer_on_frame(struct peer_node *nd, uint64_t from,
 			  const uint8_t *p, uint32_t n)
 {
-	if (n != 12 || !nd->e)
+	uint32_t part;
+	uint64_t to;
+	if (!nd->e || peer_xfer_decode(p, n, &part, &to))
 		return;
-	uint32_t part = le_get32(p);
-	uint64_t to = le_get64(p + 4);
 	struct pe_raft_status st;
 	if (to != from || part >= nd->np || pe_raft_status(nd->e, part, &st) ||
 	    st.role != PE_LEADER || !conf_has(st.voters, st.nvoters, to, NULL))
@@ -1098,9 +1098,8 @@ static bool xfer_ask(struct peer_node *nd, uint32_t p, uint64_t leader,
 	 * middle of a rolling upgrade) */
 	if (!peer_can_send(nd->peer, leader, PEER_FRAME_XFER))
 		return false;
-	uint8_t x[12];
-	le_put32(x, p);
-	le_put64(x + 4, nd->cfg.node_id);
+	uint8_t x[PEER_XFER_BYTES];
+	peer_xfer_encode(x, p, nd->cfg.node_id);
 	(void)peer_node_send_app(nd, leader, PEER_FRAME_XFER, x, sizeof x,
 				 NULL, 0);
 	return true;
@@ -1640,7 +1639,7 @@ static void leads_send(struct peer_node *nd)
 	    ++nd->lead_tick < LEADS_EVERY_TICKS)
 		return;
 	nd->lead_tick = 0;
-	uint8_t *b = malloc(4 + (size_t)nd->np * 12);
+	uint8_t *b = malloc(PEER_LEADS_BYTES(nd->np));
 	if (!b)
 		return;
 	uint32_t k = 0;
@@ -1648,18 +1647,16 @@ static void leads_send(struct peer_node *nd)
 		struct pe_raft_status st;
 		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
 			continue;
-		le_put32(b + 4 + k * 12, p);
-		le_put64(b + 8 + k * 12, st.term);
-		k++;
+		peer_leads_put(b, k++, p, st.term);
 	}
-	le_put32(b, k);
+	size_t bn = peer_leads_encode(b, k);
 	struct peer_node_link l[PEER_NODE_MAX_PEERS];
 	uint32_t n = peer_node_links(nd, l, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < n; i++)
 		if (l[i].up &&
 		    peer_can_send(nd->peer, l[i].node, PEER_FRAME_LEADS))
 			(void)peer_node_send_app(nd, l[i].node, PEER_FRAME_LEADS,
-						 b, 4 + (size_t)k * 12, NULL, 0);
+						 b, bn, NULL, 0);
 	free(b);
 }
 
@@ -1673,17 +1670,16 @@ static void leads_forget(struct peer_node *nd, uint64_t node)
 static void leads_on_frame(struct peer_node *nd, uint64_t from,
 			   const uint8_t *b, uint32_t n)
 {
-	if (!nd->lead_node || n < 4)
-		return;
-	uint32_t k = le_get32(b);
-	if (k > nd->np || n != 4 + k * 12)
+	int k = nd->lead_node ? peer_leads_decode(b, n, nd->np) : -1;
+	if (k < 0)
 		return;
 	bool *claims = calloc(nd->np, 1);
 	if (!claims)
 		return;
-	for (uint32_t i = 0; i < k; i++) {
-		uint32_t p = le_get32(b + 4 + i * 12);
-		uint64_t term = le_get64(b + 8 + i * 12);
+	for (uint32_t i = 0; i < (uint32_t)k; i++) {
+		uint32_t p;
+		uint64_t term;
+		peer_leads_get(b, i, &p, &term);
 		if (p >= nd->np)
 			continue;
 		claims[p] = true;
