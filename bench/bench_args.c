@@ -76,3 +76,21 @@ int bench_expand_args_ports(const char *prog, const char *tmpl, const struct ben
 	argv[n] = NULL;
 	return n;
 }
+
+int bench_append_args(char **argv, int argc, int max, const char *const *extra,
+		      char *store, size_t cap)
+{
+	for (unsigned k = 0; extra && extra[k]; k++) {
+		size_t l = strlen(extra[k]) + 1;
+		if (l > cap || argc >= max - 1)
+			return -ENOSPC;
+		memcpy(store, extra[k], l);
+		argv[argc++] = store;
+		store += l;
+		cap -= l;
+	}
+	if (argc >= max)
+		return -ENOSPC;
+	argv[argc] = NULL;
+	return argc;
+}

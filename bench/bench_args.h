@@ -28,4 +28,11 @@ struct bench_ports {
 int bench_expand_args_ports(const char *prog, const char *tmpl, const struct bench_ports *ports,
 			    const char *dir, char **argv, int max, char *store, size_t cap);
 
+/* Appends the words of extra (NULL-terminated; NULL appends none) after
+ * argv[0..argc) (as bench_expand_args left it), copying them into
+ * store[0..cap), and ends argv with NULL; argv holds max entries. Returns
+ * the new argc, or -ENOSPC (nothing is silently dropped). */
+int bench_append_args(char **argv, int argc, int max, const char *const *extra,
+		      char *store, size_t cap);
+
 #endif /* PARLEY_BENCH_ARGS_H */

@@ -125,16 +125,8 @@ static int cl_build_argv(const struct bench_cfg *cfg, struct cl_set *c, unsigned
 			   peer_port, "--peers", peers,
 			   "--leader-placement", cl_spread ? "spread" : "follow0",
 			   NULL};
-	for (unsigned k = 0; x[k]; k++) {
-		size_t l = strlen(x[k]) + 1;
-		if (l > room || argc >= 94)
-			return -PARLEY_EINVAL;
-		memcpy(p, x[k], l);
-		n->argv[argc++] = p;
-		p += l;
-		room -= l;
-	}
-	n->argv[argc] = NULL;
+	if (bench_append_args(n->argv, argc, 96, x, p, room) < 0)
+		return -PARLEY_EINVAL;
 	return 0;
 }
 

@@ -103,16 +103,8 @@ static int pr_build_argv(const struct bench_cfg *cfg, struct pr_node *nd, unsign
 	snprintf(peer_port, sizeof peer_port, "%d", n->peer_port);
 	const char *x[] = {"--node-id", node_id, "--cluster-id", PR_CLUSTER_ID,
 			   "--peer-port", peer_port, "--peers", peers, NULL};
-	for (unsigned k = 0; x[k]; k++) {
-		size_t l = strlen(x[k]) + 1;
-		if (l > room || argc >= 94)
-			return -PARLEY_EINVAL;
-		memcpy(p, x[k], l);
-		n->argv[argc++] = p;
-		p += l;
-		room -= l;
-	}
-	n->argv[argc] = NULL;
+	if (bench_append_args(n->argv, argc, 96, x, p, room) < 0)
+		return -PARLEY_EINVAL;
 	return 0;
 }
 
@@ -189,31 +181,13 @@ static int pr_open(const struct bench_cfg *cfg, int port, const uint32_t *ids, u
 			break;
 		if ((status = bench_mint(cfg, user, tok, sizeof tok)) != 0)
 			break;
-		memset(m, 0, sizeof *m);
-		m->type = PARLEY_T_HELLO;
-		m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
-		m->hello.device_id = parley_str_c(dev);
-		m->hello.client_name = parley_str_c("parley-bench presence");
-		if ((status = wire_send(&c[i], 1, m)) != 0)
-			break;
-		memset(m, 0, sizeof *m);
-		m->type = PARLEY_T_AUTH;
-		m->auth.token = parley_str_c(tok);
-		status = wire_send(&c[i], 2, m);
+		status = wire_hello_auth_send(&c[i], m, dev, tok,
+					      "parley-bench presence", 0);
 	}
 	for (uint32_t i = 0; i < opened && status == 0; i++) {
 		c[i].rbuf = rbuf;
 		c[i].rlen = c[i].roff = 0;
-		int got = 0;
-		while (got < 2 && status == 0) {
-			status = wire_recv(&c[i], PR_HS_TIMEOUT_MS, m, NULL);
-			if (status)
-				break;
-			if (m->type == PARLEY_T_HELLO_OK || m->type == PARLEY_T_AUTH_OK)
-				got++;
-			else if (m->type == PARLEY_T_ERROR)
-				status = -(int)m->error.code;
-		}
+		status = wire_hello_auth_wait(&c[i], m, PR_HS_TIMEOUT_MS, NULL);
 		c[i].rbuf = NULL;
 		fds[i] = c[i].fd;
 		fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);

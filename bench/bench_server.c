@@ -458,31 +458,13 @@ static void idle_child(const struct bench_cfg *cfg, const struct bench_srv *s,
 				break;
 			if ((status = bench_mint(cfg, user, tok, sizeof tok)) != 0)
 				break;
-			memset(m, 0, sizeof *m);
-			m->type = PARLEY_T_HELLO;
-			m->hello.min_version = m->hello.max_version = PARLEY_PROTO_VERSION;
-			m->hello.device_id = parley_str_c(dev);
-			m->hello.client_name = parley_str_c("parley-bench idle");
-			if ((status = wire_send(&c[i], 1, m)) != 0)
-				break;
-			memset(m, 0, sizeof *m);
-			m->type = PARLEY_T_AUTH;
-			m->auth.token = parley_str_c(tok);
-			status = wire_send(&c[i], 2, m);
+			status = wire_hello_auth_send(&c[i], m, dev, tok,
+						      "parley-bench idle", 0);
 		}
 		for (uint32_t i = 0; i < k && status == 0; i++) {
 			c[i].rbuf = rbuf;
 			c[i].rlen = c[i].roff = 0;
-			int got = 0;
-			while (got < 2 && status == 0) {
-				status = wire_recv(&c[i], HANDSHAKE_TIMEOUT_MS, m, NULL);
-				if (status)
-					break;
-				if (m->type == PARLEY_T_HELLO_OK || m->type == PARLEY_T_AUTH_OK)
-					got++;
-				else if (m->type == PARLEY_T_ERROR)
-					status = -(int)m->error.code;
-			}
+			status = wire_hello_auth_wait(&c[i], m, HANDSHAKE_TIMEOUT_MS, NULL);
 			c[i].rbuf = NULL;
 			fds[b + i] = c[i].fd;
 		}

@@ -301,31 +301,34 @@ int wire_recv(struct wire_conn *c, int timeout_ms, struct parley_msg *m,
 	}
 }
 
-int wire_handshake(struct wire_conn *c, const char *device, const char *token,
-		   int timeout_ms, struct parley_hello_ok *hello_out)
+int wire_hello_auth_send(struct wire_conn *c, struct parley_msg *m,
+			 const char *device, const char *token,
+			 const char *client_name, uint32_t features)
 {
-	struct parley_msg *m = malloc(sizeof *m);
-	if (!m)
-		return -ENOMEM;
-	int rc;
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_HELLO;
 	m->hello.min_version = PARLEY_PROTO_VERSION;
 	m->hello.max_version = PARLEY_PROTO_VERSION;
-	m->hello.features = c->features;
+	m->hello.features = features;
 	m->hello.device_id = parley_str_c(device);
-	m->hello.client_name = parley_str_c("parley-bench");
-	if ((rc = wire_send(c, c->next_req++, m)) != 0)
-		goto out;
+	m->hello.client_name = parley_str_c(client_name);
+	int rc = wire_send(c, c->next_req++, m);
+	if (rc)
+		return rc;
 	memset(m, 0, sizeof *m);
 	m->type = PARLEY_T_AUTH;
 	m->auth.token = parley_str_c(token);
-	if ((rc = wire_send(c, c->next_req++, m)) != 0)
-		goto out;
+	return wire_send(c, c->next_req++, m);
+}
+
+int wire_hello_auth_wait(struct wire_conn *c, struct parley_msg *m,
+			 int timeout_ms, struct parley_hello_ok *hello_out)
+{
 	for (int got = 0; got < 2;) {
 		uint32_t rid;
-		if ((rc = wire_recv(c, timeout_ms, m, &rid)) != 0)
-			goto out;
+		int rc = wire_recv(c, timeout_ms, m, &rid);
+		if (rc)
+			return rc;
 		if (m->type == PARLEY_T_HELLO_OK) {
 			c->max_frame = m->hello_ok.max_frame;
 			if (hello_out)
@@ -336,12 +339,22 @@ int wire_handshake(struct wire_conn *c, const char *device, const char *token,
 		} else if (m->type == PARLEY_T_ERROR) {
 			fprintf(stderr, "parley-bench: server error %u during handshake: %.*s\n",
 				m->error.code, m->error.text.len, m->error.text.p);
-			rc = -(int)m->error.code;
-			goto out;
+			return -(int)m->error.code;
 		}
 	}
-	rc = 0;
-out:
+	return 0;
+}
+
+int wire_handshake(struct wire_conn *c, const char *device, const char *token,
+		   int timeout_ms, struct parley_hello_ok *hello_out)
+{
+	struct parley_msg *m = malloc(sizeof *m);
+	if (!m)
+		return -ENOMEM;
+	int rc = wire_hello_auth_send(c, m, device, token, "parley-bench",
+				      c->features);
+	if (!rc)
+		rc = wire_hello_auth_wait(c, m, timeout_ms, hello_out);
 	free(m);
 	return rc;
 }

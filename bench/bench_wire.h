@@ -93,6 +93,16 @@ void wire_msgid_put(uint8_t id[PARLEY_PROTO_MSG_ID_LEN], uint64_t tag,
 uint64_t wire_msgid_tag(const uint8_t id[PARLEY_PROTO_MSG_ID_LEN]);
 uint64_t wire_msgid_idx(const uint8_t id[PARLEY_PROTO_MSG_ID_LEN]);
 
+/* The two halves of wire_handshake, for callers that pipeline many
+ * handshakes (write every connection's HELLO + AUTH, then wait for each):
+ * _send writes HELLO (offering `features`) and AUTH, using m as scratch;
+ * _wait reads until HELLO_OK and AUTH_OK (an ERROR: its negated code),
+ * keeping max_frame; *hello_out may be NULL. 0 or negative. */
+int wire_hello_auth_send(struct wire_conn *c, struct parley_msg *m,
+			 const char *device, const char *token,
+			 const char *client_name, uint32_t features);
+int wire_hello_auth_wait(struct wire_conn *c, struct parley_msg *m,
+			 int timeout_ms, struct parley_hello_ok *hello_out);
 /* HELLO + AUTH, waiting for HELLO_OK and AUTH_OK. *hello_out may be NULL. */
 int wire_handshake(struct wire_conn *c, const char *device, const char *token,
 		   int timeout_ms, struct parley_hello_ok *hello_out);

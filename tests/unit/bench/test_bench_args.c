@@ -101,3 +101,35 @@ Test(bench_args, tls_and_admin_ports)
 	cr_assert_str_eq(argv[2], "0");
 	cr_assert_str_eq(argv[3], "9");
 }
+
+Test(bench_args, append_after_the_template)
+{
+	char *argv[8];
+	char store[64], more[16];
+	int n = bench_expand_args("parleyd", "--port {port}", 7, "/d", argv, 8,
+				  store, sizeof store);
+	cr_assert_eq(n, 3);
+	const char *const x[] = {"--node-id", "2", NULL};
+	cr_assert_eq(bench_append_args(argv, n, 8, x, more, sizeof more), 5);
+	cr_assert_str_eq(argv[2], "7");
+	cr_assert_str_eq(argv[3], "--node-id");
+	cr_assert_str_eq(argv[4], "2");
+	cr_assert_null(argv[5]);
+	cr_assert_eq(bench_append_args(argv, 5, 8, NULL, more, sizeof more), 5);
+	cr_assert_null(argv[5]);
+}
+
+Test(bench_args, append_refuses_what_does_not_fit)
+{
+	char *argv[4] = {"parleyd", NULL};
+	char more[16];
+	const char *const x[] = {"a", "b", "c", NULL};
+	/* argv: three words after argv[0] need 5 entries with the NULL */
+	cr_assert_eq(bench_append_args(argv, 1, 4, x, more, sizeof more), -ENOSPC);
+	const char *const y[] = {"0123456789abcdef", NULL}; /* 17 bytes */
+	cr_assert_eq(bench_append_args(argv, 1, 4, y, more, sizeof more), -ENOSPC);
+	const char *const z[] = {"0123456789abcde", NULL}; /* 16 bytes: fits */
+	cr_assert_eq(bench_append_args(argv, 1, 4, z, more, sizeof more), 2);
+	cr_assert_str_eq(argv[1], "0123456789abcde");
+	cr_assert_null(argv[2]);
+}
