@@ -1,0 +1,192 @@
+/*
+ * test_cluster_founders5.c — a cluster formed with five founders and
+ * replication factor 3 places itself (docs/CLUSTER.md §3.1, §3.2, §3.7):
+ * issue 12.
+ *
+ * Five founders on loopback (64 partitions, parleyd's default: the meta
+ * group is partitions 0 and 32; the default replication factor 3 and
+ * spread leader placement; a 20 ms Raft tick and --leader-rebalance-ms
+ * 1000 to keep it short; digests on). Before, every partition kept all
+ * five founders as voters until an add-node / remove-node. Then:
+ *   1. the checker starts at once, while the cluster forms: two senders
+ *      (alice -> bob, carol -> dave) SEND with their own client_msg_ids
+ *      through libparley clients given all five nodes, recording every
+ *      acknowledged seq (cluster_ledger);
+ *   2. with no command, every partition outside the meta group ends with
+ *      3 voters and no learner, recorded in the placement map and
+ *      matching it, the meta group's with its 5, as each partition's
+ *      leader sees it; every node holds 37 or 38 of the 62 others (the
+ *      even spread of placement_compute);
+ *   3. leaderships even out by themselves: every node leads 12 or 13 of
+ *      the 64 (floor or ceil of 64 / 5; the hand-over of §3.2, with its
+ *      chains where a node's partitions have no voter below its share);
+ *   4. the load stops: HISTORY of each conversation, read through node 1
+ *      and node 5 alone, holds every acknowledged SEND at its seq once;
+ *      each recipient's inbox, SYNCed from seq 1, holds every
+ *      acknowledged message once with dense inbox seqs; every
+ *      partition's voters report the same applied index and digest.
+ * Checked failing without the formation placement (step 2: "partition 1:
+ * 5 voters"). Randomness: none but it_init's seed (printed); every wait
+ * is bounded.
+ */
+#include <sys/wait.h>
+
+#define NODES 5
+#include "cluster_itest.h"
+
+#define NP 64
+#define MAXMSG 8192
+#define NCONV 2
+
+static struct it_server *node[NODES];
+static struct cluster_ledger lg[NCONV];
+static const char *const from[NCONV] = {"alice", "carol"};
+static const char *const to[NCONV] = {"bob", "dave"};
+
+/* Step 2: every partition placed (see the top); fails naming the first
+ * that is not after timeout_ms. */
+static void wait_placed(const int *meta, int nmeta, int timeout_ms)
+{
+	char why[256] = "";
+	for (int ms = 0;; ms += 500) {
+		bool ok = true;
+		uint32_t held[NODES] = {0};
+		for (int p = 0; p < NP && ok; p++) {
+			bool is_meta = cluster_has(meta, nmeta, p);
+			struct cluster_pv v;
+			int who = cluster_leader_view(node, NODES, NULL, p, &v);
+			ok = who >= 0 && v.nv == (is_meta ? 5 : 3) && !v.nl &&
+			     (is_meta || (strstr(v.placement, "\"recorded\":true") &&
+					  strstr(v.placement, "\"matches\":true")));
+			if (!ok)
+				snprintf(why, sizeof why, "partition %d: leader %d, "
+					 "%d voters, %d learners, placement %s", p,
+					 who + 1, v.nv, v.nl, v.placement);
+			for (int k = 0; ok && !is_meta && k < v.nv; k++)
+				held[v.voters[k] - 1]++;
+		}
+		for (int i = 0; ok && i < NODES; i++) {
+			ok = held[i] == 37 || held[i] == 38;
+			if (!ok)
+				snprintf(why, sizeof why, "node %d holds %u of the "
+					 "62 partitions outside the meta group", i + 1,
+					 held[i]);
+		}
+		if (ok) {
+			printf("placed after %d ms: 3 voters per partition, held "
+			       "%u %u %u %u %u\n", ms, held[0], held[1], held[2],
+			       held[3], held[4]);
+			return;
+		}
+		IT_CHECK(ms < timeout_ms, "not placed within %d ms: %s",
+			 timeout_ms, why);
+		it_sleep_ms(500);
+	}
+}
+
+/* Step 3: every node leads floor or ceil of NP / NODES, for two looks in
+ * a row (a hand-over in flight shows a partition led twice or not at all). */
+static void wait_even(int timeout_ms)
+{
+	uint64_t n[NODES] = {0};
+	int good = 0;
+	for (int ms = 0;; ms += 500) {
+		bool ok = true;
+		uint64_t sum = 0;
+		for (int i = 0; i < NODES; i++) {
+			n[i] = cluster_led(node[i]);
+			sum += n[i];
+			ok = ok && (n[i] == NP / NODES ||
+				    n[i] == (NP + NODES - 1) / NODES);
+		}
+		good = ok && sum == NP ? good + 1 : 0;
+		if (good == 2)
+			break;
+		IT_CHECK(ms < timeout_ms, "leaderships not even within %d ms: "
+			 "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64,
+			 timeout_ms, n[0], n[1], n[2], n[3], n[4]);
+		it_sleep_ms(500);
+	}
+	printf("partitions led %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+	       " %" PRIu64 "\n", n[0], n[1], n[2], n[3], n[4]);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	it_init("cluster_founders5");
+	cluster_partitions = "64";
+	cluster_init("89");
+	static const char *const x[] = {"--admin-digest", "1",
+					"--leader-rebalance-ms", "1000", NULL};
+	for (int i = 0; i < NODES; i++) {
+		cluster_extra_add(&srv[i], x);
+		node[i] = &srv[i];
+		it_server_start(&srv[i]);
+	}
+	int meta[2], nmeta = 0;
+	for (int t = 0; t < 100 && nmeta < 1; t++) {
+		nmeta = cluster_meta_parts(node[0], meta);
+		if (nmeta < 1)
+			it_sleep_ms(100);
+	}
+	IT_CHECK(nmeta >= 1 && meta[0] == 0, "no meta group in /cluster");
+
+	/* 1. the load, while the cluster forms */
+	for (int k = 0; k < NCONV; k++) {
+		struct parley_client *c = cluster_client_new(from[k], "setup",
+							     nodes_list, 30000);
+		IT_OK(parley_client_connect(c));
+		const struct parley_conv *cv;
+		IT_OK(parley_client_conv_open(c, to[k], &cv));
+		lg[k] = (struct cluster_ledger){.user = from[k],
+						.nodes = nodes_list,
+						.max = MAXMSG, .pause_ms = 5,
+						.tag = (uint8_t)(0xb0 + k),
+						.deadline_ms = 30000};
+		snprintf(lg[k].conv, sizeof lg[k].conv, "%.*s",
+			 (int)cv->conv.len, cv->conv.p);
+		parley_client_free(c);
+		cluster_ledger_start(&lg[k]);
+	}
+	for (int k = 0; k < NCONV; k++)
+		cluster_ledger_wait_more(&lg[k], 20, "while the cluster forms");
+
+	/* 2. placed by itself */
+	wait_placed(meta, nmeta, 90000);
+	for (int k = 0; k < NCONV; k++)
+		cluster_ledger_wait_more(&lg[k], 20, "once placed");
+
+	/* 3. leaderships even */
+	cluster_wait_links_up(node, NODES, 30000);
+	wait_even(90000);
+	for (int k = 0; k < NCONV; k++)
+		cluster_ledger_wait_more(&lg[k], 20, "with leaderships even");
+
+	/* 4. nothing lost */
+	for (int k = 0; k < NCONV; k++)
+		cluster_ledger_stop(&lg[k]);
+	for (int k = 0; k < NCONV; k++) {
+		int h1 = cluster_ledger_history(&lg[k], node[0]->port, true,
+						"node1");
+		int h5 = cluster_ledger_history(&lg[k], node[4]->port, true,
+						"node5");
+		printf("%s: %d acknowledged, HISTORY %d on node1, %d on node5\n",
+		       lg[k].conv, cluster_ledger_acked(&lg[k]), h1, h5);
+		IT_CHECK(h1 >= cluster_ledger_acked(&lg[k]) &&
+			 h5 >= cluster_ledger_acked(&lg[k]), "HISTORY short");
+		cluster_ledger_inbox(&lg[k], to[k], nodes_list, 0);
+	}
+	for (int p = 0; p < NP; p++) {
+		struct cluster_pv v;
+		IT_CHECK(cluster_leader_view(node, NODES, NULL, p, &v) >= 0,
+			 "partition %d: no leader", p);
+		cluster_same_digest(node, NULL, p, v.voters, v.nv);
+	}
+	printf("every partition's voters: same applied index and digest\n");
+	for (int i = 0; i < NODES; i++)
+		IT_CHECK(it_server_stop(node[i], SIGTERM, 10000) == 0,
+			 "node%d did not stop cleanly", i + 1);
+	printf("PASS\n");
+	return 0;
+}
