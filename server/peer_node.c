@@ -1817,23 +1817,21 @@ static const char *conf_op_name(enum pe_conf_op op)
 
 /* Durable before a replica goes: the voters a removal of `node` leaves
  * include a quorum of them that hold the commit index and answered the
- * leader lately (st: the leader's status). */
+ * leader lately (st: the leader's status; peer_node_removal_safe). */
 static bool conf_remove_leaves_quorum(const struct pe_raft_status *st,
 				      uint64_t node)
 {
-	uint32_t left = 0, current = 0;
+	bool healthy[PE_MAX_VOTERS];
+	uint32_t left, need;
 	for (uint32_t i = 0; i < st->nvoters; i++) {
-		uint64_t v = st->voters[i];
-		if (v == node)
-			continue;
-		left++;
+		healthy[i] = false;
 		for (uint32_t j = 0; j < st->n_members; j++)
-			if (st->members[j].node == v &&
-			    st->members[j].match >= st->commit &&
-			    (st->members[j].active || v == st->leader))
-				current++;
+			if (st->members[j].node == st->voters[i])
+				healthy[i] = st->members[j].active &&
+					     st->members[j].match >= st->commit;
 	}
-	return left && current >= left / 2 + 1;
+	return peer_node_removal_safe(st->voters, healthy, st->nvoters, node,
+				      &left, &need);
 }
 
 int peer_node_conf_one(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
