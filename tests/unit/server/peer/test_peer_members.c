@@ -328,6 +328,12 @@ Test(peer_members, removal_waits_for_a_quorum_of_current_voters_left)
 	cr_assert_eq(st.nvoters, 3, "nothing proposed");
 	rc = peer_node_conf_one(pn[l], 0, PE_CONF_REMOVE, 3, msg, sizeof msg);
 	cr_assert_eq(rc, 0, "%s: %s", parley_errname(rc), msg);
-	cr_assert_eq(pe_raft_status(eng[l], 0, &st), 0);
+	/* the status is published after the change's answer */
+	for (int t = 0; t < 200; t++) {
+		cr_assert_eq(pe_raft_status(eng[l], 0, &st), 0);
+		if (st.nvoters == 2)
+			break;
+		usleep(20000);
+	}
 	cr_assert_eq(st.nvoters, 2);
 }
