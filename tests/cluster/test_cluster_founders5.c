@@ -27,9 +27,10 @@
  *      (moved there first): L asks X for it to write the operation's
  *      records (200); X stops; placed as in 2 over the four left (46 or
  *      47 each, the meta group on its 4 voters), 16 leaderships each;
- *   5. the load stops: HISTORY of each conversation, read through node 1
- *      and through L alone, holds every acknowledged SEND at its seq
- *      once; each recipient's inbox, SYNCed from seq 1, holds every
+ *   5. the load stops: HISTORY of each conversation, read through node 1,
+ *      through L and through a node the placement took off the
+ *      conversation's partition, each alone, holds every acknowledged
+ *      SEND at its seq once; each recipient's inbox, SYNCed from seq 1, holds every
  *      acknowledged message once with dense inbox seqs; every
  *      partition's live voters report the same applied index and digest.
  * Checked failing without the formation placement (step 2: "not placed
@@ -249,6 +250,26 @@ int main(void)
 		       h5, L);
 		IT_CHECK(h1 >= cluster_ledger_acked(&lg[k]) &&
 			 h5 >= cluster_ledger_acked(&lg[k]), "HISTORY short");
+		/* and through a live node the placement took off the
+		 * conversation's partition (its group, never told of the
+		 * removal, still names it) */
+		char ck[128];
+		snprintf(ck, sizeof ck, "c/%.120s", lg[k].conv);
+		struct cluster_pv cv;
+		IT_CHECK(cluster_leader_view(node, NODES, live,
+					     (int)cluster_part_of(ck, NP), &cv) >= 0,
+			 "%s: no leader", lg[k].conv);
+		int off = -1;
+		for (int i = 0; i < NODES && off < 0; i++)
+			if (live[i] && !cluster_has(cv.voters, cv.nv, i + 1))
+				off = i;
+		IT_CHECK(off >= 0, "every live node holds %s", lg[k].conv);
+		int hx = cluster_ledger_history(&lg[k], node[off]->port, true,
+						"a node placed off the partition");
+		printf("%s: HISTORY %d on node%d (not a replica)\n", lg[k].conv,
+		       hx, off + 1);
+		IT_CHECK(hx >= cluster_ledger_acked(&lg[k]), "HISTORY on node%d, "
+			 "not a replica of %s: %d", off + 1, lg[k].conv, hx);
 		cluster_ledger_inbox(&lg[k], to[k], nodes_list, 0);
 	}
 	for (int p = 0; p < NP; p++) {
