@@ -2789,9 +2789,10 @@ int peer_node_transfer(struct peer_node *nd, uint32_t part, uint64_t to,
 /* The hand-over a rebalance makes (docs/CLUSTER.md §3.2): the nodes are
  * partition 0's voters whose link is up (and this one; with a
  * replication factor also its learners: every node is a member of the
- * meta group), each leads at most share = ceil(partitions / nodes); the
- * partitions this node leads beyond its share go to the least loaded
- * voters below theirs (placement_lead_shed). Fills want[p] (the target
+ * meta group), each to lead floor or ceil of partitions / nodes (share:
+ * ceil); while this node gives (placement_lead_shed: above ceil, or at
+ * ceil while a node is below floor) its partitions go to the least
+ * loaded of their voters that take. Fills want[p] (the target
  * of each partition handed, 0 = kept) and the plan's nodes and counts
  * after it, and the view it decided on (pl->view, for
  * placement_lead_chain); asks each transfer (pe_raft_transfer_partition,
@@ -2897,7 +2898,7 @@ out:
 	return rc;
 }
 
-/* The leader of partition 0, when no node above its share can hand a
+/* The leader of partition 0, when no giver (placement.h) can hand a
  * partition directly: the last hop of the leadership chain
  * (placement_lead_chain), made here or asked of the hop's leader (XFER
  * naming the target). Returns true when a hop was asked. */
@@ -2908,8 +2909,8 @@ static bool shed_chain(struct peer_node *nd, const struct rb_plan *pl)
 	    !placement_lead_chain(&pl->view, pl->cnt, &p, &from, &to))
 		return false;
 	uint64_t f = pl->ids[from], t = pl->ids[to];
-	PLOG_I("cluster", "leadership chain: a node above its share leads no "
-	       "partition with a voter below theirs", "partition=%u from=%"
+	PLOG_I("cluster", "leadership chain: a node that gives leads no "
+	       "partition with a voter that takes", "partition=%u from=%"
 	       PRIu64 " to=%" PRIu64, p, f, t);
 	if (f == nd->cfg.node_id)
 		return pe_raft_transfer_partition(nd->e, p, t) == 0;
@@ -2924,12 +2925,15 @@ static bool shed_chain(struct peer_node *nd, const struct rb_plan *pl)
 
 /* Spread placement, node thread, every tick: once no role or term changed
  * for cfg.rebalance_ms (leadership settled after a failover, an election
- * or a hand-over), a node that leads more than its share hands the excess
+ * or a hand-over), a node that gives (rebalance_plan) hands partitions
  * over, then waits a quiet period again (a transfer changes the
- * generation: its effect is seen before the next round). Hysteresis:
- * only a node above its share hands, only to nodes below theirs, so two
- * nodes never trade a partition back and forth; a partition without a
- * known leader (an election) holds every round back. */
+ * generation: its effect is seen before the next round); when nothing
+ * could be handed directly, the leader of partition 0 asks for one hop
+ * of a leadership chain (shed_chain). Hysteresis (placement.h): nothing
+ * moves once every node leads floor or ceil, a receiver never ends above
+ * ceil, and every direct hand-over lowers the unevenness, so two nodes
+ * never trade a partition back and forth; a partition without a known
+ * leader (an election) holds every round back. */
 static void shed_tick(struct peer_node *nd, uint64_t now)
 {
 	if (!nd->cfg.leader_spread || !nd->cfg.rebalance_ms || !nd->e)
