@@ -57,6 +57,7 @@
 #include "raft.h"
 
 #define DEF_TICK_MS 50u
+#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
 
 struct obatch {
 	struct obatch *next;
@@ -152,7 +153,7 @@ struct peer_node {
 	/* leaderships shed by this node (cfg.rebalance_ms): the status
 	 * generation last seen and since when it has not changed */
 	uint64_t shed_gen, shed_since_ms;
-	_Atomic uint64_t shed_rounds, shed_handed;
+	_Atomic uint64_t shed_rounds, shed_handed, shed_chains;
 	/* the node this one handed its leadership to before its removal
 	 * (§3.7): the leader it names once removed (its groups stopped and
 	 * know no leader) */
@@ -348,9 +349,12 @@ static uint64_t now_ms(void);
 
 /* XFER (u32 partition | u64 to) from node `from`: a node running a
  * membership change under spread placement needs to lead the partition
- * to propose it (conf_all); this node, if it leads it, hands it over
+ * to propose it (conf_all: to = from), or the leader of partition 0
+ * asks for a hop of a leadership chain (shed_chain: to another node);
+ * this node, if it leads it and `to` is a voter of it, hands it over
  * (pe_raft_transfer_partition: once the target holds the log; the asker
- * repeats). Anything else is ignored: the asker times out. */
+ * repeats). Anything else is ignored: the asker times out. Nodes built
+ * before the chain ignore an XFER with to != from. */
 static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
 		     uint32_t *at);
 
@@ -362,11 +366,11 @@ static void xfer_on_frame(struct peer_node *nd, uint64_t from,
 	if (!nd->e || peer_xfer_decode(p, n, &part, &to))
 		return;
 	struct pe_raft_status st;
-	if (to != from || part >= nd->np || pe_raft_status(nd->e, part, &st) ||
+	if (part >= nd->np || pe_raft_status(nd->e, part, &st) ||
 	    st.role != PE_LEADER || !conf_has(st.voters, st.nvoters, to, NULL))
 		return;
-	PLOG_I("cluster", "partition handed over for a membership change",
-	       "partition=%u to=%" PRIu64, part, to);
+	PLOG_I("cluster", "partition handed over on request", "partition=%u "
+	       "to=%" PRIu64 " asked_by=%" PRIu64, part, to, from);
 	(void)pe_raft_transfer_partition(nd->e, part, to);
 }
 
@@ -379,8 +383,8 @@ static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 		     uint64_t deadline, uint32_t *held_by, uint64_t who,
 		     char *msg, size_t cap);
 static int place_apply(struct peer_node *nd, const struct placement_part *cur,
-		       const struct placement_part *t, uint64_t deadline,
-		       char *msg, size_t cap);
+		       const struct placement_part *t, const bool *unrecorded,
+		       uint64_t deadline, char *msg, size_t cap);
 static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
 			    uint64_t *out);
 static void leads_forget(struct peer_node *nd, uint64_t node);
@@ -1080,7 +1084,6 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 /* One change on every partition; EAGAIN (a change pending, a new term)
  * is retried until the deadline. `skip` says when a partition needs no
  * change (already done). */
-#define XFER_ASK_MS 500u /* a transfer not done yet is asked again */
 
 /* Spread placement: another node (`leader`) leads partition p, which a
  * membership change needs to lead here; ask it to hand p to this node
@@ -1836,6 +1839,25 @@ static const char *conf_op_name(enum pe_conf_op op)
 					 : "remove";
 }
 
+/* Durable before a replica goes: the voters a removal of `node` leaves
+ * include a quorum of them that hold the commit index and answered the
+ * leader lately (st: the leader's status; peer_node_removal_safe). */
+static bool conf_remove_leaves_quorum(const struct pe_raft_status *st,
+				      uint64_t node)
+{
+	bool healthy[PE_MAX_VOTERS];
+	uint32_t left, need;
+	for (uint32_t i = 0; i < st->nvoters; i++) {
+		healthy[i] = false;
+		for (uint32_t j = 0; j < st->n_members; j++)
+			if (st->members[j].node == st->voters[i])
+				healthy[i] = st->members[j].active &&
+					     st->members[j].match >= st->commit;
+	}
+	return peer_node_removal_safe(st->voters, healthy, st->nvoters, node,
+				      &left, &need);
+}
+
 int peer_node_conf_one(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
 		       uint64_t node, char *msg, size_t cap)
 {
@@ -1876,6 +1898,13 @@ int peer_node_conf_one(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
 	if (op == PE_CONF_PROMOTE && pe_raft_member_match(&st, node) < st.commit) {
 		snprintf(msg, cap, "partition %u: node %" PRIu64 " is catching "
 			 "up\n", p, node);
+		return -PARLEY_EAGAIN;
+	}
+	if (op == PE_CONF_REMOVE && voter &&
+	    !conf_remove_leaves_quorum(&st, node)) {
+		snprintf(msg, cap, "partition %u: removing node %" PRIu64
+			 " would leave fewer than a quorum of caught-up "
+			 "voters\n", p, node);
 		return -PARLEY_EAGAIN;
 	}
 	struct pe_conf_result r;
@@ -1984,15 +2013,17 @@ static int place_step(struct peer_node *nd, uint32_t p, enum pe_conf_op op,
 	}
 }
 
-/* Appends the target map as "place" records (several when long). */
-static int place_write(struct peer_node *nd, const struct placement_part *t)
+/* Appends the target map as "place" records (several when long),
+ * leaving out the partitions unrecorded[p] names (NULL: none). */
+static int place_write(struct peer_node *nd, const struct placement_part *t,
+		       const bool *unrecorded)
 {
 	char rec[PLACE_REC_BYTES + 64];
 	size_t n = (size_t)snprintf(rec, sizeof rec, "place");
 	for (uint32_t p = 0; p <= nd->np; p++) {
 		char one[160];
 		size_t ol = 0;
-		if (p < nd->np) {
+		if (p < nd->np && !(unrecorded && unrecorded[p])) {
 			ol = (size_t)snprintf(one, sizeof one, " %u ", p);
 			size_t el = placement_part_encode(&t[p], one + ol,
 							  sizeof one - ol);
@@ -2012,7 +2043,7 @@ static int place_write(struct peer_node *nd, const struct placement_part *t)
 				return rc;
 			n = (size_t)snprintf(rec, sizeof rec, "place");
 		}
-		if (p < nd->np) {
+		if (ol) {
 			memcpy(rec + n, one, ol + 1);
 			n += ol;
 		}
@@ -2067,7 +2098,7 @@ static int place_run(struct peer_node *nd, const uint64_t *nodes, uint32_t n,
 	if (missing)
 		PLOG_W("cluster", "placement short of replicas (fewer nodes "
 		       "than the replication factor)", "missing=%d", missing);
-	rc = place_apply(nd, cur, t, deadline, msg, cap);
+	rc = place_apply(nd, cur, t, NULL, deadline, msg, cap);
 	if (rc)
 		goto out;
 	*held_by = 0;
@@ -2089,10 +2120,10 @@ out:
  * every new replica as a learner, promotes the voters once they caught
  * up (their leader's view), then removes the replicas t drops. */
 static int place_apply(struct peer_node *nd, const struct placement_part *cur,
-		       const struct placement_part *t, uint64_t deadline,
-		       char *msg, size_t cap)
+		       const struct placement_part *t, const bool *unrecorded,
+		       uint64_t deadline, char *msg, size_t cap)
 {
-	int rc = place_write(nd, t);
+	int rc = place_write(nd, t, unrecorded);
 	if (rc) {
 		snprintf(msg, cap, "placement record not written: %s\n",
 			 parley_errname(rc));
@@ -2199,6 +2230,7 @@ static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
 #define REPLACE_CHECK_MS 1000u
 #define REPLACE_RETRY_MS 5000u
 #define REPLACE_PARTS_PER_ROUND 4u
+#define REPLACE_TRIMS_PER_ROUND 16u /* partitions only losing replicas */
 #define REPLACE_ROUND_MS 30000u /* a round's bound (its steps' deadline) */
 #define REPLACE_UNSEEN_MS 30000u /* see replace_tick */
 
@@ -2273,13 +2305,32 @@ static bool replace_converged(const struct peer_node *nd,
 	return !n || hi < lo + 2;
 }
 
+/* How many partitions outside the meta group the map never placed while
+ * the founders that hold them outnumber min(replication_factor, live):
+ * a cluster formed with more founders than the replication factor, not
+ * placed yet (a formation round places it; its records name only the
+ * partitions it moved, so this counts down as rounds go). */
+static uint32_t replace_unplaced(struct peer_node *nd, uint32_t nlive)
+{
+	uint32_t rf = nd->cfg.replication_factor, k = 0;
+	uint32_t r = rf > nlive ? nlive : rf;
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct placement_part pp;
+		bool rec = true;
+		if (!is_meta_part(nd, p) &&
+		    placement_map_get(&nd->pmap, p, &pp, &rec) && !rec &&
+		    pp.nvoters > r)
+			k++;
+	}
+	return k;
+}
+
 /* Node thread, every tick: the down-since table, and a round when this
  * node leads partition 0, no operation runs and the placement over the
- * live nodes is not converged. */
+ * live nodes is not converged, or was never made (replace_unplaced). */
 static void replace_tick(struct peer_node *nd, uint64_t now)
 {
-	if (!nd->cfg.replication_factor || !nd->cfg.replica_replace_ms ||
-	    !nd->e || now < nd->rp_next_ms)
+	if (!nd->cfg.replication_factor || !nd->e || now < nd->rp_next_ms)
 		return;
 	nd->rp_next_ms = now + REPLACE_CHECK_MS;
 	uint64_t nodes[PLACEMENT_MAX_NODES], ids[PLACEMENT_MAX_NODES];
@@ -2315,7 +2366,10 @@ static void replace_tick(struct peer_node *nd, uint64_t now)
 			seen[k] = sn;
 			since[k++] = s0;
 		}
-		if (s0 && now - s0 >= nd->cfg.replica_replace_ms &&
+		/* replica_replace_ms 0: never down (a formation round
+		 * still places the founders' partitions) */
+		if (s0 && nd->cfg.replica_replace_ms &&
+		    now - s0 >= nd->cfg.replica_replace_ms &&
 		    (sn || settled) && op.ndown < PEER_NODE_MAX_DOWN)
 			op.down[op.ndown++] = id;
 		else
@@ -2342,7 +2396,8 @@ static void replace_tick(struct peer_node *nd, uint64_t now)
 		return;
 	place_current(nd, cur);
 	bool affected = replace_affected(nd, cur, op.down, op.ndown) > 0;
-	bool done = !affected &&
+	bool unplaced = replace_unplaced(nd, nlive) > 0;
+	bool done = !affected && !unplaced &&
 		    (!nd->rp_rebalance || replace_converged(nd, cur, live, nlive));
 	free(cur);
 	if (done) {
@@ -2372,9 +2427,10 @@ static int replace_round(struct peer_node *nd, const struct peer_node_op *op,
 			live[nlive++] = nodes[i];
 	struct placement_part *cur = calloc(nd->np, sizeof *cur);
 	struct placement_part *t = calloc(nd->np, sizeof *t);
-	uint32_t chosen = 0, noq = 0, pending = 0, moves = 0;
+	uint32_t chosen = 0, trims = 0, noq = 0, pending = 0, moves = 0;
+	bool *keep = calloc(nd->np, sizeof *keep);
 	rc = -PARLEY_ENOMEM;
-	if (!cur || !t || !nlive)
+	if (!cur || !t || !keep || !nlive)
 		goto out;
 	place_current(nd, cur);
 	if (placement_compute(live, nlive, nd->cfg.replication_factor, cur,
@@ -2388,6 +2444,9 @@ static int replace_round(struct peer_node *nd, const struct peer_node_op *op,
 	bool any_down = replace_affected(nd, cur, op->down, op->ndown) > 0;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		const struct placement_part *c = &cur[p];
+		/* only removals (the founders' partitions trimmed to the
+		 * replication factor): nothing is copied, REPLACE_TRIMS_PER_ROUND */
+		bool trim = placement_moves(c, &t[p], 1) == 0;
 		if (is_meta_part(nd, p) || part_same(c, &t[p])) {
 			t[p] = *c;
 			continue;
@@ -2409,14 +2468,26 @@ static int replace_round(struct peer_node *nd, const struct peer_node_op *op,
 		if (alive < c->nvoters / 2 + 1) {
 			t[p] = *c; /* the change could not commit */
 			noq++;
-		} else if (chosen >= REPLACE_PARTS_PER_ROUND) {
+		} else if (trim ? trims >= REPLACE_TRIMS_PER_ROUND
+				: chosen - trims >= REPLACE_PARTS_PER_ROUND) {
 			t[p] = *c; /* throttled: a later round */
 			pending++;
 		} else {
 			chosen++;
+			trims += trim;
 		}
 	}
+	/* the record names what this round moves (and what the map had
+	 * before): a partition never recorded and left as it is stays "held
+	 * by the founders", which replace_unplaced counts */
+	for (uint32_t p = 0; p < nd->np; p++) {
+		struct placement_part pp;
+		bool rec = true;
+		(void)placement_map_get(&nd->pmap, p, &pp, &rec);
+		keep[p] = !rec && part_same(&cur[p], &t[p]);
+	}
 	moves = placement_moves(cur, t, nd->np);
+	uint32_t removed = placement_moves(t, cur, nd->np);
 	if (!chosen) {
 		snprintf(msg, cap, "nothing to move (%u partitions without a "
 			 "quorum of live replicas)\n", noq);
@@ -2424,15 +2495,16 @@ static int replace_round(struct peer_node *nd, const struct peer_node_op *op,
 		goto out;
 	}
 	PLOG_I("cluster", "re-placing replicas", "partitions=%u replicas=%u "
-	       "down=%u pending=%u no_quorum=%u", chosen, moves, op->ndown,
-	       pending, noq);
-	rc = place_apply(nd, cur, t,
+	       "removed=%u down=%u pending=%u no_quorum=%u", chosen, moves,
+	       removed, op->ndown, pending, noq);
+	rc = place_apply(nd, cur, t, keep,
 			 parley_mono_ns() + (uint64_t)op->wait_ms * 1000000ull,
 			 msg, cap);
 	if (!rc)
-		snprintf(msg, cap, "%u replicas moved in %u partitions; %u "
-			 "partitions left to move, %u without a quorum of live "
-			 "replicas\n", moves, chosen, pending, noq);
+		snprintf(msg, cap, "%u replicas moved (%u removed) in %u "
+			 "partitions; %u partitions left to move, %u without a "
+			 "quorum of live replicas\n", moves, removed, chosen,
+			 pending, noq);
 out:
 	pthread_mutex_lock(&nd->op_mu);
 	nd->rp.rounds++;
@@ -2450,6 +2522,7 @@ out:
 		       "msg=%.200s", parley_errname(rc), msg);
 	free(cur);
 	free(t);
+	free(keep);
 	return rc;
 }
 
@@ -2728,83 +2801,153 @@ int peer_node_transfer(struct peer_node *nd, uint32_t part, uint64_t to,
 }
 
 /* The hand-over a rebalance makes (docs/CLUSTER.md §3.2): the nodes are
- * partition 0's voters whose link is up (and this one), each leads at
- * most share = ceil(partitions / nodes); the partitions this node leads
- * beyond its share go to the least loaded voters below theirs. Fills
- * want[p] (the target of each partition handed, 0 = kept) and the plan's
- * nodes and counts after it; asks each transfer (pe_raft_transfer_partition,
+ * partition 0's voters whose link is up (and this one; with a
+ * replication factor also its learners: every node is a member of the
+ * meta group), each to lead floor or ceil of partitions / nodes (share:
+ * ceil); while this node gives (placement_lead_shed: above ceil, or at
+ * ceil while a node is below floor) its partitions go to the least
+ * loaded of their voters that take. Fills want[p] (the target
+ * of each partition handed, 0 = kept) and the plan's nodes and counts
+ * after it, and the view it decided on (pl->view, for
+ * placement_lead_chain); asks each transfer (pe_raft_transfer_partition,
  * non-blocking). Returns how many were handed, or < 0 (this node is no
  * voter: -PARLEY_EINVAL; with all_led, a partition without a known
- * leader among the nodes: -PARLEY_EAGAIN, nothing handed). */
+ * leader among the nodes: -PARLEY_EAGAIN, nothing handed). The caller
+ * frees pl->leader and pl->voters (also on an error). */
 struct rb_plan {
-	uint64_t ids[PE_MAX_VOTERS];
-	uint32_t cnt[PE_MAX_VOTERS], n, self, share;
+	uint64_t ids[PLACEMENT_MAX_NODES];
+	uint32_t cnt[PLACEMENT_MAX_NODES], n, self, share;
+	uint8_t *leader;   /* np */
+	uint16_t *voters;  /* np */
+	struct placement_leads view;
 };
+
+static void rb_plan_free(struct rb_plan *pl)
+{
+	free(pl->leader);
+	free(pl->voters);
+	pl->leader = NULL;
+	pl->voters = NULL;
+}
 
 static int rebalance_plan(struct peer_node *nd, uint64_t *want, bool all_led,
 			  struct rb_plan *pl)
 {
 	struct pe_raft_status s0;
+	memset(pl, 0, sizeof *pl);
 	int rc = pe_raft_status(nd->e, 0, &s0);
 	if (rc)
 		return rc;
-	memset(pl, 0, sizeof *pl);
-	for (uint32_t i = 0; i < s0.nvoters; i++)
-		if (s0.voters[i] == nd->cfg.node_id ||
-		    fwd_up(nd, s0.voters[i]))
-			pl->ids[pl->n++] = s0.voters[i];
+	for (int w = 0; w < 2; w++) {
+		const uint64_t *ids = w ? s0.learners : s0.voters;
+		uint32_t k = w ? s0.nlearners : s0.nvoters;
+		if (w && !nd->cfg.replication_factor)
+			break; /* learners of an add-node under way */
+		for (uint32_t i = 0; i < k && pl->n < PLACEMENT_MAX_NODES; i++)
+			if (ids[i] == nd->cfg.node_id || fwd_up(nd, ids[i]))
+				pl->ids[pl->n++] = ids[i];
+	}
 	if (!conf_has(pl->ids, pl->n, nd->cfg.node_id, NULL))
 		return -PARLEY_EINVAL;
+	pl->leader = malloc(nd->np);
+	pl->voters = calloc(nd->np, sizeof *pl->voters);
+	struct placement_part *cur = calloc(nd->np, sizeof *cur);
+	uint8_t *to = malloc(nd->np);
+	rc = -PARLEY_ENOMEM;
+	if (!pl->leader || !pl->voters || !cur || !to)
+		goto out;
+	/* who holds each partition: this node's configuration where it
+	 * holds it, else the placement map (place_current) */
+	place_current(nd, cur);
 	uint32_t led = 0;
 	for (uint32_t p = 0; p < nd->np; p++) {
 		/* with a replication factor this node holds only some
 		 * partitions: the others' leaders come from the leader table
 		 * (their own group, if any, is stale) */
 		uint64_t l = peer_node_partition_leader(nd, p);
-		for (uint32_t k = 0; k < pl->n; k++)
+		pl->leader[p] = PLACEMENT_NO_NODE;
+		for (uint32_t k = 0; k < pl->n; k++) {
 			if (pl->ids[k] == l) {
-				pl->cnt[k]++;
+				pl->leader[p] = (uint8_t)k;
 				led++;
 			}
+			if (placement_has(cur[p].voters, cur[p].nvoters,
+					  pl->ids[k]))
+				pl->voters[p] |= (uint16_t)(1u << k);
+		}
 	}
+	rc = -PARLEY_EAGAIN;
 	if (all_led && led < nd->np)
-		return -PARLEY_EAGAIN;
+		goto out;
 	for (uint32_t k = 0; k < pl->n; k++)
 		if (pl->ids[k] == nd->cfg.node_id)
 			pl->self = k;
-	pl->share = (nd->np + pl->n - 1) / pl->n; /* each leads at most this */
-	int handed = 0;
-	uint32_t *cnt = pl->cnt, self = pl->self;
-	for (uint32_t p = 0; p < nd->np && cnt[self] > pl->share; p++) {
+	pl->view = (struct placement_leads){.n = pl->n, .np = nd->np,
+					    .leader = pl->leader,
+					    .voters = pl->voters};
+	pl->share = placement_lead_share(nd->np, pl->n);
+	placement_lead_counts(&pl->view, pl->cnt);
+	uint32_t cnt[PLACEMENT_MAX_NODES];
+	memcpy(cnt, pl->cnt, sizeof cnt);
+	rc = (int)placement_lead_shed(&pl->view, pl->self, pl->cnt, to);
+	for (uint32_t p = 0; p < nd->np; p++) {
 		struct pe_raft_status st;
-		if (!holds(nd, p, &st) || st.role != PE_LEADER)
+		if (to[p] == PLACEMENT_NO_NODE)
 			continue;
-		/* the least loaded voter of p below its share */
-		uint32_t best = pl->n;
-		for (uint32_t k = 0; k < pl->n; k++)
-			if (k != self && cnt[k] < pl->share &&
-			    conf_has(st.voters, st.nvoters, pl->ids[k], NULL) &&
-			    (best == pl->n || cnt[k] < cnt[best]))
-				best = k;
-		if (best == pl->n) /* none of p's voters is below its share */
+		/* the table said this node leads p; its own group decides */
+		if (!holds(nd, p, &st) || st.role != PE_LEADER) {
+			pl->cnt[to[p]]--;
+			pl->cnt[pl->self]++;
+			rc--;
 			continue;
-		want[p] = pl->ids[best];
-		cnt[best]++;
-		cnt[self]--;
-		handed++;
-		(void)pe_raft_transfer_partition(nd->e, p, pl->ids[best]);
+		}
+		want[p] = pl->ids[to[p]];
+		(void)pe_raft_transfer_partition(nd->e, p, want[p]);
 	}
-	return handed;
+	if (!rc) /* placement_lead_chain wants the counts before the shed */
+		memcpy(pl->cnt, cnt, sizeof cnt);
+out:
+	free(cur);
+	free(to);
+	return rc;
+}
+
+/* The leader of partition 0, when no giver (placement.h) can hand a
+ * partition directly: the last hop of the leadership chain
+ * (placement_lead_chain), made here or asked of the hop's leader (XFER
+ * naming the target). Returns true when a hop was asked. */
+static bool shed_chain(struct peer_node *nd, const struct rb_plan *pl)
+{
+	uint32_t p, from, to;
+	if (pe_partition_leader_check(nd->e, 0) ||
+	    !placement_lead_chain(&pl->view, pl->cnt, &p, &from, &to))
+		return false;
+	uint64_t f = pl->ids[from], t = pl->ids[to];
+	PLOG_I("cluster", "leadership chain: a node that gives leads no "
+	       "partition with a voter that takes", "partition=%u from=%"
+	       PRIu64 " to=%" PRIu64, p, f, t);
+	if (f == nd->cfg.node_id)
+		return pe_raft_transfer_partition(nd->e, p, t) == 0;
+	if (!peer_can_send(nd->peer, f, PEER_FRAME_XFER))
+		return false;
+	uint8_t x[12];
+	le_put32(x, p);
+	le_put64(x + 4, t);
+	return peer_node_send_app(nd, f, PEER_FRAME_XFER, x, sizeof x, NULL,
+				  0) == 0;
 }
 
 /* Spread placement, node thread, every tick: once no role or term changed
  * for cfg.rebalance_ms (leadership settled after a failover, an election
- * or a hand-over), a node that leads more than its share hands the excess
+ * or a hand-over), a node that gives (rebalance_plan) hands partitions
  * over, then waits a quiet period again (a transfer changes the
- * generation: its effect is seen before the next round). Hysteresis:
- * only a node above its share hands, only to nodes below theirs, so two
- * nodes never trade a partition back and forth; a partition without a
- * known leader (an election) holds every round back. */
+ * generation: its effect is seen before the next round); when nothing
+ * could be handed directly, the leader of partition 0 asks for one hop
+ * of a leadership chain (shed_chain). Hysteresis (placement.h): nothing
+ * moves once every node leads floor or ceil, a receiver never ends above
+ * ceil, and every direct hand-over lowers the unevenness, so two nodes
+ * never trade a partition back and forth; a partition without a known
+ * leader (an election) holds every round back. */
 static void shed_tick(struct peer_node *nd, uint64_t now)
 {
 	if (!nd->cfg.leader_spread || !nd->cfg.rebalance_ms || !nd->e)
@@ -2829,6 +2972,10 @@ static void shed_tick(struct peer_node *nd, uint64_t now)
 	struct rb_plan pl;
 	int handed = rebalance_plan(nd, want, true, &pl);
 	free(want);
+	if (handed == 0 && shed_chain(nd, &pl))
+		atomic_fetch_add_explicit(&nd->shed_chains, 1,
+					  memory_order_relaxed);
+	rb_plan_free(&pl);
 	if (handed > 0) {
 		atomic_fetch_add_explicit(&nd->shed_rounds, 1,
 					  memory_order_relaxed);
@@ -2851,6 +2998,7 @@ int peer_node_rebalance(struct peer_node *nd, uint32_t wait_ms, char *msg,
 		return -PARLEY_ENOMEM;
 	struct rb_plan pl;
 	int hrc = rebalance_plan(nd, want, false, &pl);
+	rb_plan_free(&pl);
 	if (hrc < 0) {
 		free(want);
 		if (hrc == -PARLEY_EINVAL)
@@ -3199,12 +3347,17 @@ size_t peer_node_metrics_text(struct peer_node *n, char *buf, size_t cap)
 		"# HELP parley_leader_shed_partitions_total Partition "
 		"hand-overs those rounds asked for.\n"
 		"# TYPE parley_leader_shed_partitions_total counter\n"
-		"parley_leader_shed_partitions_total %" PRIu64 "\n",
+		"parley_leader_shed_partitions_total %" PRIu64 "\n"
+		"# HELP parley_leader_shed_chain_hops_total Leadership chain "
+		"hops this node (the leader of partition 0) asked for.\n"
+		"# TYPE parley_leader_shed_chain_hops_total counter\n"
+		"parley_leader_shed_chain_hops_total %" PRIu64 "\n",
 		atomic_load_explicit(&n->term_changes, memory_order_relaxed),
 		atomic_load_explicit(&n->leader_gains, memory_order_relaxed),
 		peer_node_outbox_drops(n), quiet,
 		atomic_load_explicit(&n->shed_rounds, memory_order_relaxed),
-		atomic_load_explicit(&n->shed_handed, memory_order_relaxed));
+		atomic_load_explicit(&n->shed_handed, memory_order_relaxed),
+		atomic_load_explicit(&n->shed_chains, memory_order_relaxed));
 	size_t m = k > 0 ? (size_t)k : 0;
 	struct fwd_stats fs;
 	fwd_get_stats(n->fwd, &fs);

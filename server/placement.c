@@ -12,6 +12,17 @@
  * from the current one. Loads count non-meta partitions only (the meta
  * partitions are on every node).
  *
+ * The leadership decisions (placement_lead_*) aim at every node leading
+ * floor or ceil of partitions / nodes, and keep rules that make the
+ * automatic hand-over converge without churn (lead_mode): only while a
+ * node is above ceil or below floor does anything move, a receiver
+ * never ends above ceil, and a direct hand-over (giver -> taker) lowers
+ * the unevenness by one, so no partition is traded back. A giver none
+ * of whose partitions has a taker among its voters is helped by a chain
+ * a -> x -> c: x (neither giver nor taker) hands c (a taker) a
+ * partition first, which leaves the unevenness as it was and makes x a
+ * taker, and a's direct hand-over to x then lowers it.
+ *
  * Ownership: a placement_map owns its arrays; placement_compute writes
  * only `out`. Threads: see placement.h.
  */
@@ -228,6 +239,150 @@ int placement_compute(const uint64_t *nodes, uint32_t n, uint32_t rf,
 			break;
 	}
 	return missing;
+}
+
+/* ---- leadership hand-over decisions ---- */
+
+uint32_t placement_lead_share(uint32_t np, uint32_t n)
+{
+	return n ? (np + n - 1) / n : 0;
+}
+
+void placement_lead_counts(const struct placement_leads *l, uint32_t *cnt)
+{
+	memset(cnt, 0, l->n * sizeof *cnt);
+	for (uint32_t p = 0; p < l->np; p++)
+		if (l->leader[p] < l->n)
+			cnt[l->leader[p]]++;
+}
+
+static bool lead_voter(const struct placement_leads *l, uint32_t p,
+		       uint32_t k)
+{
+	return (l->voters[p] >> k) & 1u;
+}
+
+/* The two ways to be uneven, with who gives and who takes:
+ *   over  (a node leads more than ceil): givers above ceil, takers below
+ *         ceil;
+ *   under (none above ceil, one below floor): givers above floor (at
+ *         ceil), takers below floor.
+ * A hand-over from a giver to a taker leaves the giver at floor or more
+ * and the taker at ceil or less, and lowers the unevenness (the leads
+ * above ceil plus those missing below floor) by one. */
+struct lead_mode {
+	uint32_t give_above, take_below; /* giver: cnt > a; taker: cnt < b */
+	bool uneven;
+};
+
+static struct lead_mode lead_mode(const struct placement_leads *l,
+				  const uint32_t *cnt)
+{
+	uint32_t hi = placement_lead_share(l->np, l->n);
+	uint32_t lo = l->n ? l->np / l->n : 0;
+	bool over = false, under = false;
+	for (uint32_t k = 0; k < l->n; k++) {
+		over = over || cnt[k] > hi;
+		under = under || cnt[k] < lo;
+	}
+	if (over)
+		return (struct lead_mode){hi, hi, true};
+	if (under)
+		return (struct lead_mode){lo, lo, true};
+	return (struct lead_mode){0, 0, false};
+}
+
+/* The least loaded taker among p's voters other than `self`, or l->n. */
+static uint32_t lead_taker(const struct placement_leads *l,
+			   const uint32_t *cnt, const struct lead_mode *m,
+			   uint32_t p, uint32_t self)
+{
+	uint32_t best = l->n;
+	for (uint32_t k = 0; k < l->n; k++)
+		if (k != self && cnt[k] < m->take_below &&
+		    lead_voter(l, p, k) && (best == l->n || cnt[k] < cnt[best]))
+			best = k;
+	return best;
+}
+
+uint32_t placement_lead_shed(const struct placement_leads *l, uint32_t self,
+			     uint32_t *cnt, uint8_t *want)
+{
+	uint32_t handed = 0;
+	memset(want, PLACEMENT_NO_NODE, l->np);
+	if (self >= l->n)
+		return 0;
+	for (uint32_t p = 0; p < l->np; p++) {
+		struct lead_mode m = lead_mode(l, cnt);
+		if (!m.uneven || cnt[self] <= m.give_above)
+			break;
+		if (l->leader[p] != self)
+			continue;
+		uint32_t best = lead_taker(l, cnt, &m, p, self);
+		if (best == l->n) /* none of p's voters takes */
+			continue;
+		want[p] = (uint8_t)best;
+		cnt[best]++;
+		cnt[self]--;
+		handed++;
+	}
+	return handed;
+}
+
+bool placement_lead_stuck(const struct placement_leads *l,
+			  const uint32_t *cnt, uint32_t a)
+{
+	struct lead_mode m = lead_mode(l, cnt);
+	if (a >= l->n || !m.uneven || cnt[a] <= m.give_above)
+		return false;
+	for (uint32_t p = 0; p < l->np; p++)
+		if (l->leader[p] == a && lead_taker(l, cnt, &m, p, a) < l->n)
+			return false;
+	return true;
+}
+
+bool placement_lead_chain(const struct placement_leads *l,
+			  const uint32_t *cnt, uint32_t *part, uint32_t *from,
+			  uint32_t *to)
+{
+	struct lead_mode m = lead_mode(l, cnt);
+	uint32_t a = l->n;
+	for (uint32_t k = 0; m.uneven && k < l->n; k++) {
+		if (cnt[k] <= m.give_above)
+			continue;
+		if (!placement_lead_stuck(l, cnt, k))
+			return false; /* its direct hand-over comes first */
+		if (a == l->n || cnt[k] > cnt[a])
+			a = k;
+	}
+	if (a == l->n)
+		return false; /* even */
+	/* breadth first from a over "leads a partition of which the next
+	 * is a voter", through nodes that do not take, to the nearest taker */
+	uint32_t queue[PLACEMENT_MAX_NODES], qh = 0, qt = 0;
+	bool seen[PLACEMENT_MAX_NODES] = {false};
+	seen[a] = true;
+	queue[qt++] = a;
+	while (qh < qt) {
+		uint32_t x = queue[qh++];
+		for (uint32_t p = 0; p < l->np; p++) {
+			if (l->leader[p] != x)
+				continue;
+			for (uint32_t k = 0; k < l->n; k++) {
+				if (seen[k] || !lead_voter(l, p, k))
+					continue;
+				seen[k] = true;
+				if (cnt[k] < m.take_below) {
+					*part = p;
+					*from = x;
+					*to = k;
+					return true;
+				}
+				queue[qt++] = k;
+			}
+		}
+	}
+	return false;
 }
 
 uint32_t placement_moves(const struct placement_part *a,

@@ -22,6 +22,13 @@
  *     replicas (placement_compute counts them).
  *     Voters are never demoted to learners (the engine has no such
  *     change): a meta voter stays a voter while it is a node.
+ *   - placement_lead_shed / placement_lead_chain, pure: who hands which
+ *     leadership to whom so that every node leads floor or ceil of
+ *     partitions / nodes (docs/CLUSTER.md §3.2, the automatic hand-over).
+ *     Invariants: a hand-over never takes a node above ceil, nothing
+ *     moves once every node is at floor or ceil; a direct hand-over
+ *     lowers the unevenness by one, a chain's hops leave it as it is
+ *     until its last, which lowers it.
  *   - struct placement_map: the map as the members stream's "place"
  *     records give it, one entry per partition, behind a mutex; a
  *     partition that has no record yet is held by the founders (the
@@ -83,6 +90,55 @@ bool placement_has(const uint64_t *ids, uint32_t n, uint64_t id);
 size_t placement_part_encode(const struct placement_part *pp, char *out,
 			     size_t cap);
 int placement_part_decode(const char *s, struct placement_part *pp);
+
+/* ---- leadership hand-over decisions (docs/CLUSTER.md §3.2) ---- */
+
+#define PLACEMENT_NO_NODE 0xFFu
+
+/* A view of who leads what: nodes are indexes 0..n) (n <=
+ * PLACEMENT_MAX_NODES), leader[p] the index of p's leader
+ * (PLACEMENT_NO_NODE: unknown or not one of the nodes), voters[p] a bit
+ * per node index that is a voter of p. */
+struct placement_leads {
+	uint32_t n, np;
+	const uint8_t *leader;  /* np */
+	const uint16_t *voters; /* np */
+};
+
+/* The most partitions a node should lead: ceil(np / n); the even
+ * share is floor(np / n) or this. */
+uint32_t placement_lead_share(uint32_t np, uint32_t n);
+/* cnt[k] = how many partitions node k leads. */
+void placement_lead_counts(const struct placement_leads *l, uint32_t *cnt);
+
+/* Uneven is a node above ceil (then nodes above ceil give to nodes below
+ * ceil) or else a node below floor (nodes above floor give to nodes
+ * below floor). The direct hand-over of node `self`, a giver: each
+ * partition it leads goes, while it gives, to the least loaded taker
+ * among p's voters (lowest index on a tie). want[p] (np) gets the
+ * target's index for each partition handed, PLACEMENT_NO_NODE for the
+ * others; cnt (n, from placement_lead_counts) is updated. Returns how
+ * many are handed. */
+uint32_t placement_lead_shed(const struct placement_leads *l, uint32_t self,
+			     uint32_t *cnt, uint8_t *want);
+
+/* Is node a a giver none of whose partitions has a taker among its
+ * voters (its direct hand-over can do nothing)? */
+bool placement_lead_stuck(const struct placement_leads *l,
+			  const uint32_t *cnt, uint32_t a);
+
+/* The leadership chain, when every giver is stuck: from the most loaded
+ * giver a (lowest index on a tie) the shortest chain a -> x1 -> .. -> c,
+ * each hop a partition led by one node with the next as a voter, through
+ * nodes that do not take, to the nearest taker c. Gives its last hop,
+ * partition *part from its leader *from to *to: c ends at ceil at most,
+ * the unevenness stays as it is, and the chain is one hop shorter (x_k
+ * now takes); when it is one hop long, a's direct hand-over takes it and
+ * lowers the unevenness. Returns false when the leaderships are even, a
+ * giver is not stuck, or no chain exists. */
+bool placement_lead_chain(const struct placement_leads *l,
+			  const uint32_t *cnt, uint32_t *part, uint32_t *from,
+			  uint32_t *to);
 
 /* ---- the map as the members stream gives it ---- */
 

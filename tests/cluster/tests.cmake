@@ -43,8 +43,8 @@ endforeach()
 # test_cluster_snapshot, test_cluster_forward, test_cluster_spread and
 # test_cluster_route, test_cluster_rebalance, test_cluster_presence,
 # test_cluster_placement, test_cluster_placement_spread,
-# test_cluster_upgrade, test_cluster_tail, test_cluster_replace
-# likewise.
+# test_cluster_upgrade, test_cluster_tail, test_cluster_replace,
+# test_cluster_founders5 likewise.
 foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_spread
           cluster_test_cluster_group_follower cluster_test_cluster_snapshot
@@ -55,7 +55,7 @@ foreach(t cluster_test_cluster_failover cluster_test_cluster_group_failover
           cluster_test_cluster_placement
           cluster_test_cluster_placement_spread
           cluster_test_cluster_upgrade cluster_test_cluster_tail
-          cluster_test_cluster_replace)
+          cluster_test_cluster_replace cluster_test_cluster_founders5)
   if(TARGET ${t})
     target_link_libraries(${t} PRIVATE parley_client parley_proto
                           PkgConfig::OPENSSL Threads::Threads)

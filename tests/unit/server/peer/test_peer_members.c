@@ -13,7 +13,9 @@
  * {1, 2, 4} only because node 4 is a voter. Last, nodes 1 and then one
  * of {2, 4} are removed, and the one left, asked to remove itself
  * (peer_node_remove_node), answers that it has no other current voter
- * to hand its leadership to, and goes on committing alone.
+ * to hand its leadership to, and goes on committing alone. A second
+ * test: a voter's removal waits while the voters it would leave are not
+ * a quorum of caught-up replicas (peer_node_conf_one).
  */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
@@ -270,4 +272,68 @@ Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
 	}
 	s = append_acked("c/b", 5);
 	wait_applied(l, "c/b", s);
+}
+
+/* A voter is removed (peer_node_conf_one, what placement's moves and
+ * POST /cluster/conf use) only when the voters it leaves hold a quorum
+ * of caught-up, active replicas: with node 3 stopped, removing node 2
+ * from {1, 2, 3} would leave {1, 3}, one of them dead, and is refused
+ * EAGAIN (retried by the mover) instead of proposed; removing the dead
+ * node 3 leaves {1, 2}, both current, and is done. */
+Test(peer_members, removal_waits_for_a_quorum_of_current_voters_left)
+{
+	for (int i = 0; i < 3; i++)
+		ports[i] = free_port();
+	for (int i = 0; i < 3; i++)
+		start(i, false);
+	uint64_t s = append_acked("c/a", 1);
+	wait_applied(2, "c/a", s);
+	/* partition 0 led by node 1 or 2, so that node 3 can be stopped */
+	int l = -1;
+	for (int t = 0; t < 400; t++) {
+		l = leader(0);
+		if (l == 2) {
+			(void)pe_raft_transfer_partition(eng[2], 0, 1);
+			l = -1;
+		}
+		if (l >= 0)
+			break;
+		usleep(20000);
+	}
+	cr_assert_geq(l, 0, "partition 0: no leader on node 1 or 2");
+	peer_node_halt(pn[2]);
+	stop(2);
+	s = append_acked("c/a", 2); /* node 3 falls behind */
+	/* the leader sees node 3 inactive within two election timeouts */
+	bool inactive = false;
+	for (int t = 0; t < 400 && !inactive; t++) {
+		struct pe_raft_status st;
+		if (leader(0) == l && pe_raft_status(eng[l], 0, &st) == 0)
+			for (uint32_t j = 0; j < st.n_members; j++)
+				if (st.members[j].node == 3 && !st.members[j].active)
+					inactive = true;
+		if (!inactive)
+			usleep(20000);
+	}
+	cr_assert(inactive, "node 3 still active on the leader");
+	char msg[256];
+	uint64_t other = l == 0 ? 2 : 1;
+	int rc = peer_node_conf_one(pn[l], 0, PE_CONF_REMOVE, other, msg,
+				    sizeof msg);
+	cr_assert_eq(rc, -PARLEY_EAGAIN, "%s: %s", parley_errname(rc), msg);
+	cr_assert(strstr(msg, "fewer than a quorum of caught-up voters"), "%s",
+		  msg);
+	struct pe_raft_status st;
+	cr_assert_eq(pe_raft_status(eng[l], 0, &st), 0);
+	cr_assert_eq(st.nvoters, 3, "nothing proposed");
+	rc = peer_node_conf_one(pn[l], 0, PE_CONF_REMOVE, 3, msg, sizeof msg);
+	cr_assert_eq(rc, 0, "%s: %s", parley_errname(rc), msg);
+	/* the status is published after the change's answer */
+	for (int t = 0; t < 200; t++) {
+		cr_assert_eq(pe_raft_status(eng[l], 0, &st), 0);
+		if (st.nvoters == 2)
+			break;
+		usleep(20000);
+	}
+	cr_assert_eq(st.nvoters, 2);
 }

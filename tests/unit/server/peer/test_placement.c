@@ -3,7 +3,9 @@
  * the meta group's size, today's placement kept as is, a fourth and fifth
  * node getting a fair share with the least moves, a removed node's
  * replicas moved to nodes the id rule allows, random maps staying
- * balanced (seed printed), and the record codec.
+ * balanced (seed printed), the record codec, five founders trimmed to
+ * replication factor 3 evenly, and the leadership hand-over decisions
+ * (direct, chains; random views converge, seed printed).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -314,4 +316,293 @@ Test(placement, codec_and_map)
 	cr_assert_not(rec, "a malformed record applies nothing");
 	cr_assert_not(placement_map_get(&m, 4, &q, &rec));
 	placement_map_free(&m);
+}
+
+/* ---- a cluster formed with more founders than the replication factor ---- */
+
+/* Five founders hold all 64 partitions; the placement with replication
+ * factor 3 only removes replicas (nothing copied), keeps the meta group
+ * on its five voters and leaves every node 37 or 38 of the 62 others.
+ * Applied as the formation rounds do it (at most 16 partitions a round,
+ * recomputed from what is placed then), it ends at the same balance. */
+Test(placement, five_founders_rf3_trimmed_evenly)
+{
+	enum { P = 64 };
+	const uint64_t n5[5] = {1, 2, 3, 4, 5};
+	const uint32_t meta[2] = {0, 41};
+	struct placement_part cur[P], t[P];
+	all_on(cur, P, n5, 5);
+	for (int round = 0;; round++) {
+		cr_assert_lt(round, 10, "rounds do not converge");
+		cr_assert_eq(placement_compute(n5, 5, 3, cur, P, meta, 2, t), 0);
+		cr_assert_eq(placement_moves(cur, t, P), 0,
+			     "round %d adds a replica", round);
+		uint32_t k = 0;
+		for (uint32_t p = 0; p < P && k < 16; p++) {
+			bool same = cur[p].nvoters == t[p].nvoters;
+			for (uint32_t i = 0; same && i < t[p].nvoters; i++)
+				same = placement_has(cur[p].voters,
+						     cur[p].nvoters,
+						     t[p].voters[i]);
+			if (same)
+				continue;
+			cur[p] = t[p];
+			k++;
+		}
+		if (!k)
+			break;
+	}
+	for (uint32_t p = 0; p < P; p++) {
+		bool m = p == meta[0] || p == meta[1];
+		cr_assert_eq(cur[p].nvoters, m ? 5u : 3u, "partition %u", p);
+		cr_assert_eq(cur[p].nlearners, 0);
+	}
+	for (uint32_t i = 0; i < 5; i++) {
+		uint32_t l = 0;
+		for (uint32_t p = 0; p < P; p++)
+			if (p != meta[0] && p != meta[1])
+				l += placement_has(cur[p].voters,
+						   cur[p].nvoters, n5[i]);
+		cr_assert(l == 37 || l == 38, "node %u holds %u", i + 1, l);
+	}
+}
+
+/* ---- leadership hand-over (placement_lead_*) ---- */
+
+struct lsim {
+	uint32_t n, np;
+	uint8_t leader[256];
+	uint16_t voters[256];
+	uint32_t moves, chains;
+	uint32_t u0; /* the unevenness before the rounds */
+};
+
+static struct placement_leads lsim_view(const struct lsim *s)
+{
+	return (struct placement_leads){.n = s->n, .np = s->np,
+					.leader = s->leader,
+					.voters = s->voters};
+}
+
+static uint64_t lsim_sq(const struct lsim *s, uint32_t *excess)
+{
+	struct placement_leads v = lsim_view(s);
+	uint32_t cnt[PLACEMENT_MAX_NODES];
+	placement_lead_counts(&v, cnt);
+	uint32_t hi = placement_lead_share(s->np, s->n), lo = s->np / s->n;
+	uint64_t q = 0;
+	*excess = 0; /* the unevenness: above ceil plus missing below floor */
+	for (uint32_t k = 0; k < s->n; k++) {
+		q += (uint64_t)cnt[k] * cnt[k];
+		*excess += cnt[k] > hi ? cnt[k] - hi : 0;
+		*excess += cnt[k] < lo ? lo - cnt[k] : 0;
+	}
+	return q;
+}
+
+/* One hand-over of p to `to`, with the invariants: the target stays at
+ * or below ceil, the unevenness and the sum of squared counts never
+ * grow, and a direct hand-over lowers the unevenness. */
+static void lsim_move(struct lsim *s, uint32_t p, uint32_t to, bool direct,
+		      const char *ctx)
+{
+	uint32_t e0, e1;
+	uint64_t q0 = lsim_sq(s, &e0);
+	uint32_t from = s->leader[p];
+	cr_assert((s->voters[p] >> to) & 1u, "%s: %u is no voter of %u", ctx,
+		  to, p);
+	cr_assert_neq(from, to);
+	if (getenv("LSIM_TRACE")) {
+		struct placement_leads v0 = lsim_view(s);
+		uint32_t c0[PLACEMENT_MAX_NODES];
+		placement_lead_counts(&v0, c0);
+		printf("%s: p%u %u->%u %s cnt", ctx, p, from, to,
+		       direct ? "direct" : "hop");
+		for (uint32_t k = 0; k < s->n; k++)
+			printf(" %u", c0[k]);
+		printf("\n");
+	}
+	s->leader[p] = (uint8_t)to;
+	s->moves++;
+	uint64_t q1 = lsim_sq(s, &e1);
+	struct placement_leads v = lsim_view(s);
+	uint32_t cnt[PLACEMENT_MAX_NODES];
+	placement_lead_counts(&v, cnt);
+	cr_assert_leq(cnt[to], placement_lead_share(s->np, s->n),
+		      "%s: node %u above its share", ctx, to);
+	cr_assert_leq(e1, e0, "%s: the unevenness grew", ctx);
+	cr_assert_leq(q1, q0, "%s: the spread grew", ctx);
+	if (direct)
+		cr_assert_lt(e1, e0, "%s: a direct hand-over kept the "
+			     "unevenness", ctx);
+}
+
+/* Rounds as the nodes run them: each node's direct hand-over, and when
+ * no node handed anything, the leader of partition 0's chain hop. */
+static void lsim_run(struct lsim *s, const char *ctx)
+{
+	(void)lsim_sq(s, &s->u0);
+	for (int round = 0;; round++) {
+		cr_assert_lt(round, 4 * (int)s->np, "%s: no end", ctx);
+		uint32_t handed = 0;
+		for (uint32_t self = 0; self < s->n; self++) {
+			struct placement_leads v = lsim_view(s);
+			uint32_t cnt[PLACEMENT_MAX_NODES];
+			uint8_t want[256];
+			placement_lead_counts(&v, cnt);
+			uint32_t h = placement_lead_shed(&v, self, cnt, want);
+			handed += h;
+			for (uint32_t p = 0; p < s->np; p++)
+				if (want[p] != PLACEMENT_NO_NODE) {
+					cr_assert_eq(s->leader[p], self);
+					lsim_move(s, p, want[p], true, ctx);
+					h--;
+				}
+			cr_assert_eq(h, 0);
+		}
+		if (handed)
+			continue;
+		struct placement_leads v = lsim_view(s);
+		uint32_t cnt[PLACEMENT_MAX_NODES], p, from, to;
+		placement_lead_counts(&v, cnt);
+		if (!placement_lead_chain(&v, cnt, &p, &from, &to))
+			break;
+		cr_assert_eq(s->leader[p], from);
+		cr_assert_geq(cnt[from], s->np / s->n);
+		lsim_move(s, p, to, false, ctx);
+		s->chains++;
+	}
+	/* no churn: each unit of unevenness costs one direct hand-over and
+	 * at most n - 2 hops before it (a hop shortens the chain) */
+	cr_assert_leq(s->moves, s->u0 * (s->n - 1), "%s: %u moves for an "
+		      "unevenness of %u", ctx, s->moves, s->u0);
+}
+
+static void lsim_check_even(const struct lsim *s, const char *ctx)
+{
+	struct placement_leads v = lsim_view(s);
+	uint32_t cnt[PLACEMENT_MAX_NODES];
+	placement_lead_counts(&v, cnt);
+	for (uint32_t k = 0; k < s->n; k++)
+		cr_assert(cnt[k] == s->np / s->n ||
+			  cnt[k] == placement_lead_share(s->np, s->n),
+			  "%s: node %u leads %u of %u", ctx, k, cnt[k], s->np);
+}
+
+/* What was seen on five nodes, replication factor 3, 64 partitions:
+ * leaderships 17 13 13 13 8, the node with 17 leading only partitions
+ * whose other voters lead 13 each (at the share, 13): it cannot hand
+ * anything directly. A chain does it: a node at its share hands the
+ * node with 8 a partition, and the node with 17 one to it. */
+Test(placement, lead_chain_through_a_node_at_its_share)
+{
+	struct lsim s = {.n = 5, .np = 64};
+	uint32_t want[5] = {17, 13, 13, 13, 8}, k = 0, left = 0;
+	for (uint32_t p = 0; p < 64; p++) {
+		while (left == 0)
+			left = want[k++];
+		uint32_t l = k - 1;
+		left--;
+		s.leader[p] = (uint8_t)l;
+		/* node 0's partitions: voters 0, 1, 2; the others: the
+		 * leader and the next two (so node 4 is a voter of some of
+		 * nodes 2 and 3's) */
+		if (l == 0)
+			s.voters[p] = 0x7;
+		else
+			s.voters[p] = (uint16_t)((1u << l) | (1u << ((l + 1) % 5)) |
+						 (1u << ((l + 2) % 5)));
+	}
+	struct placement_leads v = lsim_view(&s);
+	uint32_t cnt[PLACEMENT_MAX_NODES];
+	uint8_t w[64];
+	placement_lead_counts(&v, cnt);
+	cr_assert_eq(cnt[0], 17);
+	cr_assert_eq(cnt[4], 8);
+	/* the direct rule alone: nobody can move anything */
+	for (uint32_t self = 0; self < 5; self++) {
+		uint32_t c2[PLACEMENT_MAX_NODES];
+		memcpy(c2, cnt, sizeof c2);
+		cr_assert_eq(placement_lead_shed(&v, self, c2, w), 0, "node %u",
+			     self);
+	}
+	cr_assert(placement_lead_stuck(&v, cnt, 0));
+	uint32_t p, from, to;
+	cr_assert(placement_lead_chain(&v, cnt, &p, &from, &to));
+	cr_assert_eq(to, 4, "the hop ends at the node below its share");
+	cr_assert(from == 2 || from == 3, "from %u", from);
+	lsim_run(&s, "seen");
+	lsim_check_even(&s, "seen");
+	cr_assert_geq(s.chains, 1);
+	/* 17 -> 13 takes 4 direct hand-overs and one hop each at least */
+	cr_assert_leq(s.moves, 16, "%u moves", s.moves);
+}
+
+/* Nothing moves when every node is within one of the share, and a
+ * direct hand-over goes before any chain. */
+Test(placement, lead_no_move_when_even_direct_first)
+{
+	struct lsim s = {.n = 5, .np = 64};
+	for (uint32_t p = 0; p < 64; p++) {
+		s.leader[p] = (uint8_t)(p % 5);
+		s.voters[p] = 0x1F;
+	}
+	struct placement_leads v = lsim_view(&s);
+	uint32_t cnt[PLACEMENT_MAX_NODES], p, from, to;
+	uint8_t w[64];
+	placement_lead_counts(&v, cnt);
+	for (uint32_t self = 0; self < 5; self++)
+		cr_assert_eq(placement_lead_shed(&v, self, cnt, w), 0);
+	cr_assert_not(placement_lead_chain(&v, cnt, &p, &from, &to));
+	/* node 0 above, every node a voter: the direct one, no chain */
+	s.leader[1] = 0;
+	s.leader[2] = 0;
+	placement_lead_counts(&v, cnt);
+	cr_assert_not(placement_lead_stuck(&v, cnt, 0));
+	cr_assert_not(placement_lead_chain(&v, cnt, &p, &from, &to));
+	lsim_run(&s, "direct");
+	lsim_check_even(&s, "direct");
+	cr_assert_eq(s.chains, 0);
+}
+
+/* Random balanced placements (placement_compute, replication factor 3 on
+ * 4 to 7 nodes) with random leaders among each partition's voters: the
+ * rounds end with every node within one of the even share, no move
+ * against the invariants (lsim_move). Seed printed. */
+Test(placement, lead_random_converges)
+{
+	unsigned seed = getenv("LSIM_SEED") ? (unsigned)atoi(getenv("LSIM_SEED"))
+					    : (unsigned)time(NULL);
+	printf("placement lead seed %u\n", seed);
+	srand(seed);
+	for (int round = 0; round < 200; round++) {
+		char ctx[64];
+		snprintf(ctx, sizeof ctx, "seed %u round %d", seed, round);
+		uint32_t n = 4 + (uint32_t)rand() % 4, np = 16 + (uint32_t)rand() % 113;
+		uint64_t nodes[PLACEMENT_MAX_NODES];
+		for (uint32_t i = 0; i < n; i++)
+			nodes[i] = i + 1;
+		struct placement_part *empty = calloc(np, sizeof *empty);
+		struct placement_part *a = calloc(np, sizeof *a);
+		uint32_t meta[1] = {0};
+		cr_assert_eq(placement_compute(nodes, n, 3, empty, np, meta, 1,
+					       a), 0, "%s", ctx);
+		struct lsim s = {.n = n, .np = np};
+		for (uint32_t p = 0; p < np; p++) {
+			for (uint32_t i = 0; i < a[p].nvoters; i++)
+				s.voters[p] |= (uint16_t)(1u << (a[p].voters[i] - 1));
+			/* skewed: the lowest voter leads more often */
+			uint32_t pick = (uint32_t)rand() % (a[p].nvoters + 2);
+			if (pick >= a[p].nvoters)
+				pick = 0;
+			uint64_t lo = a[p].voters[0];
+			for (uint32_t i = 1; i < a[p].nvoters && pick == 0; i++)
+				lo = a[p].voters[i] < lo ? a[p].voters[i] : lo;
+			s.leader[p] = (uint8_t)((pick ? a[p].voters[pick] : lo) - 1);
+		}
+		lsim_run(&s, ctx);
+		lsim_check_even(&s, ctx);
+		free(empty);
+		free(a);
+	}
 }
