@@ -2051,27 +2051,33 @@ static int place_write(struct peer_node *nd, const struct placement_part *t,
 	return 0;
 }
 
-/* The configuration of every partition as this node best knows it: its
- * own when it holds the partition, else the placement map. */
+/* The configuration of partition p as this node best knows it now: its
+ * own when it holds the partition, else the placement map. A follower's
+ * own can lag its leader's by the last configuration entries. */
+static void place_current_one(struct peer_node *nd, uint32_t p,
+			      struct placement_part *c)
+{
+	struct pe_raft_status st;
+	bool rec;
+	(void)placement_map_get(&nd->pmap, p, c, &rec);
+	uint64_t max_id = placement_map_max_id(&nd->pmap, p);
+	if (holds(nd, p, &st)) {
+		memset(c, 0, sizeof *c);
+		for (uint32_t i = 0; i < st.nvoters && i < PLACEMENT_MAX_NODES;
+		     i++)
+			c->voters[c->nvoters++] = st.voters[i];
+		for (uint32_t i = 0; i < st.nlearners &&
+				     i < PLACEMENT_MAX_NODES; i++)
+			c->learners[c->nlearners++] = st.learners[i];
+	}
+	c->max_id = max_id;
+}
+
+/* place_current_one for every partition. */
 static void place_current(struct peer_node *nd, struct placement_part *cur)
 {
-	for (uint32_t p = 0; p < nd->np; p++) {
-		struct pe_raft_status st;
-		struct placement_part *c = &cur[p];
-		bool rec;
-		(void)placement_map_get(&nd->pmap, p, c, &rec);
-		uint64_t max_id = placement_map_max_id(&nd->pmap, p);
-		if (holds(nd, p, &st)) {
-			memset(c, 0, sizeof *c);
-			for (uint32_t i = 0; i < st.nvoters &&
-					     i < PLACEMENT_MAX_NODES; i++)
-				c->voters[c->nvoters++] = st.voters[i];
-			for (uint32_t i = 0; i < st.nlearners &&
-					     i < PLACEMENT_MAX_NODES; i++)
-				c->learners[c->nlearners++] = st.learners[i];
-		}
-		c->max_id = max_id;
-	}
+	for (uint32_t p = 0; p < nd->np; p++)
+		place_current_one(nd, p, &cur[p]);
 }
 
 /* Moves the cluster to the placement of `nodes` (after an add or before
@@ -2116,6 +2122,67 @@ out:
 	return rc;
 }
 
+/*
+ * place_apply's last stage for partition p: removes the replicas the
+ * target o drops. cur was read when the operation began, possibly on a
+ * follower whose configuration lagged its leader's (a leader that had
+ * just removed itself, its removal not yet replicated here): a target
+ * computed from it can keep a node that is no longer a member and so
+ * skip adding it, and removing what it drops would then leave the group
+ * short of a replica (seen: partition 47 left with 2 voters,
+ * test_cluster_placement_spread). So where this node holds p its
+ * configuration is read again here (elsewhere cur, the map before this
+ * operation wrote it, is all it knows), every target voter missing from
+ * it is added and promoted first, and only what it holds beyond the
+ * target is removed.
+ */
+static void place_fresh(struct peer_node *nd, uint32_t p,
+			const struct placement_part *cur,
+			struct placement_part *f)
+{
+	struct pe_raft_status st;
+	if (holds(nd, p, &st))
+		place_current_one(nd, p, f);
+	else
+		*f = *cur; /* the map, as it was before this operation wrote it */
+}
+
+static int place_drop(struct peer_node *nd, uint32_t p,
+		      const struct placement_part *cur,
+		      const struct placement_part *o, uint64_t deadline,
+		      char *msg, size_t cap)
+{
+	struct placement_part f;
+	place_fresh(nd, p, cur, &f);
+	int rc;
+	for (uint32_t i = 0; i < o->nvoters; i++) {
+		uint64_t id = o->voters[i];
+		if (placement_has(f.voters, f.nvoters, id))
+			continue;
+		PLOG_W("cluster", "a target voter is not a member yet: added "
+		       "before any removal", "partition=%u node=%" PRIu64, p, id);
+		if (!placement_has(f.learners, f.nlearners, id) &&
+		    (rc = place_step(nd, p, PE_CONF_ADD_LEARNER, id, cur, o,
+				     deadline, msg, cap)))
+			return rc;
+		if ((rc = place_step(nd, p, PE_CONF_PROMOTE, id, cur, o,
+				     deadline, msg, cap)))
+			return rc;
+	}
+	place_fresh(nd, p, cur, &f);
+	for (int w = 0; w < 2; w++) {
+		const uint64_t *ids = w ? f.learners : f.voters;
+		uint32_t k = w ? f.nlearners : f.nvoters;
+		for (uint32_t i = 0; i < k; i++)
+			if (!placement_has(o->voters, o->nvoters, ids[i]) &&
+			    !placement_has(o->learners, o->nlearners, ids[i]) &&
+			    (rc = place_step(nd, p, PE_CONF_REMOVE, ids[i], cur,
+					     o, deadline, msg, cap)))
+				return rc;
+	}
+	return 0;
+}
+
 /* Moves the cluster from cur to the target t: writes t as the map, adds
  * every new replica as a learner, promotes the voters once they caught
  * up (their leader's view), then removes the replicas t drops. */
@@ -2153,19 +2220,9 @@ static int place_apply(struct peer_node *nd, const struct placement_part *cur,
 							     o->voters[i], c, o, deadline,
 							     msg, cap)))
 						return rc;
-			} else { /* what the target drops */
-				for (int w = 0; w < 2; w++) {
-					const uint64_t *ids = w ? c->learners
-								: c->voters;
-					uint32_t k = w ? c->nlearners : c->nvoters;
-					for (uint32_t i = 0; i < k; i++)
-						if (!placement_has(o->voters, o->nvoters, ids[i]) &&
-						    !placement_has(o->learners, o->nlearners, ids[i]) &&
-						    (rc = place_step(nd, p, PE_CONF_REMOVE,
-								     ids[i], c, o, deadline,
-								     msg, cap)))
-							return rc;
-				}
+			} else if ((rc = place_drop(nd, p, c, o, deadline, msg,
+						    cap))) {
+				return rc;
 			}
 		}
 	return 0;
