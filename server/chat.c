@@ -482,7 +482,11 @@ struct job {
 	bool rec_in_job;       /* rec points into this allocation (job_new) */
 	bool group;            /* a group conversation (chat_group.c) */
 	uint8_t producer[16];
-	uint8_t check;         /* existence check: 0 o/<conv>, 1 c/<conv> */
+	uint8_t check;         /* existence check: 0 o/<conv> (at its
+				  partition's leader when this node holds
+				  no replica: chat_set_remote_check), 2
+				  o/<conv> here (that leader is an older
+				  build), 1 c/<conv> */
 	uint16_t type;         /* entry type of the append (CHAT_ENT_MSG, ...) */
 	uint64_t ts_ms;        /* live send: the entry's timestamp */
 	uint64_t t_durable;    /* live send: mono ns the message was durable */
@@ -591,6 +595,8 @@ struct chat {
 	unsigned test_fanout_delay_ms;
 	_Atomic(chat_route_fn) router; /* chat_set_router */
 	void *router_arg;
+	_Atomic(chat_check_fn) rcheck; /* chat_set_remote_check */
+	void *_Atomic rcheck_arg;
 };
 
 struct ckarg {
@@ -641,6 +647,13 @@ void chat_set_router(struct chat *c, chat_route_fn fn, void *arg)
 {
 	c->router_arg = arg;
 	atomic_store(&c->router, fn);
+}
+
+void chat_set_remote_check(struct chat *c, chat_check_fn fn, void *arg)
+{
+	atomic_store(&c->rcheck, NULL); /* never fn with another's arg */
+	atomic_store(&c->rcheck_arg, arg);
+	atomic_store(&c->rcheck, fn);
 }
 
 /* The leader to forward a write of key to: another node that leads its
@@ -1663,22 +1676,22 @@ static int send_append(struct job *j)
 
 static int send_check_issue(struct job *j);
 
-/* Existence check (cache miss): o/<conv> first (conversations opened by
- * CONV_OPEN), then c/<conv> (conversations that hold messages from before
- * CONV_OPEN was required). Shard thread. */
-static void send_check_cb(void *arg, const struct pe_read_result *r)
+/* The outcome of one existence read: 1 = the conversation exists (go
+ * on with the append), 0 = that record is empty (the next check, or not
+ * found), < 0 = the read failed. Shard thread, or the peer thread for
+ * a remote check (send_check_remote_cb). */
+static void send_check_next(struct job *j, int found)
 {
-	struct job *j = arg;
 	struct chat *c = j->c;
 	int rc;
-	if (r->err && r->err != -PARLEY_ETRIMMED) {
-		rc = r->err;
-	} else if (r->count > 0 || r->last_seq > 0) {
+	if (found < 0) {
+		rc = found;
+	} else if (found) {
 		pthread_mutex_lock(&c->mu);
 		known_add_locked(c, conv_hash(j->conv, j->len));
 		pthread_mutex_unlock(&c->mu);
 		rc = send_append(j);
-	} else if (j->check == 0) {
+	} else if (j->check != 1) {
 		j->check = 1;
 		rc = send_check_issue(j);
 	} else {
@@ -1688,23 +1701,99 @@ static void send_check_cb(void *arg, const struct pe_read_result *r)
 		send_fail(j, rc, true);
 }
 
+/* Existence check (cache miss): o/<conv> first (conversations opened by
+ * CONV_OPEN), then c/<conv> (conversations that hold messages from before
+ * CONV_OPEN was required). Shard thread. */
+static void send_check_cb(void *arg, const struct pe_read_result *r)
+{
+	struct job *j = arg;
+	send_check_next(j, r->err && r->err != -PARLEY_ETRIMMED
+				   ? r->err
+				   : r->count > 0 || r->last_seq > 0);
+}
+
+/* A remote check's answer (chat_set_remote_check): the peer thread. An
+ * older build at the other end: o/<conv> is read here, as before. */
+static void send_check_remote_cb(void *arg, int rc)
+{
+	struct job *j = arg;
+	if (rc == -PARLEY_EVERSION) {
+		j->check = 2;
+		rc = send_check_issue(j);
+		if (rc)
+			send_fail(j, rc, true);
+		return;
+	}
+	send_check_next(j, rc);
+}
+
 static int send_check_issue(struct job *j)
 {
+	struct chat *c = j->c;
 	char key[CHAT_KEY_CAP];
-	int kl = j->check == 0 ? chat_key_open(key, j->conv, j->len)
+	int kl = j->check != 1 ? chat_key_open(key, j->conv, j->len)
 			       : chat_key_conv(key, j->conv, j->len);
-	/* o/<conv> lives in another partition than c/<conv>, maybe led
-	 * by another node (which wrote it, forwarded, for CONV_OPEN): when
-	 * this node does not lead it, read it linearizably, or a
-	 * conversation opened a moment ago could read as "not found" here
-	 * (its leader's own applied state is current enough) */
-	bool remote = j->check == 0 &&
-		      pe_partition_leader_check(
-			      j->c->e, pe_partition_of(j->c->e, key, (size_t)kl)) != 0;
+	uint32_t p = pe_partition_of(c->e, key, (size_t)kl);
+	/* o/<conv> lives in another partition than c/<conv>. A node that
+	 * holds no replica of it (placement, docs/CLUSTER.md §3.7) cannot
+	 * read it, not even linearizably (its own group there, if any, is
+	 * stale: the read fails NOTLEADER): the partition's leader reads it
+	 * (chat_conv_opened there) */
+	chat_check_fn fn = atomic_load(&c->rcheck);
+	if (j->check == 0 && fn && !route_holds(p)) {
+		int rc = fn(atomic_load(&c->rcheck_arg), j->conv, j->len,
+			    send_check_remote_cb, j);
+		if (rc != -PARLEY_EVERSION) /* an older build: here */
+			return rc ? -PARLEY_EAGAIN : 0;
+	}
+	/* o/<conv>'s partition maybe led by another node (which wrote it,
+	 * forwarded, for CONV_OPEN): when this node does not lead it, read
+	 * it linearizably, or a conversation opened a moment ago could read
+	 * as "not found" here (its leader's own applied state is current
+	 * enough) */
+	bool remote = j->check != 1 && pe_partition_leader_check(c->e, p) != 0;
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1, .linearizable = remote};
-	return pe_read(j->c->e, &q, send_check_cb, j);
+	return pe_read(c->e, &q, send_check_cb, j);
+}
+
+struct opened_ctx {
+	chat_check_cb cb;
+	void *arg;
+};
+
+static void opened_cb(void *arg, const struct pe_read_result *r)
+{
+	struct opened_ctx *x = arg;
+	x->cb(x->arg, r->err && r->err != -PARLEY_ETRIMMED
+			      ? r->err
+			      : r->count > 0 || r->last_seq > 0);
+	free(x);
+}
+
+int chat_conv_opened(struct chat *c, const char *conv, uint16_t clen,
+		     chat_check_cb cb, void *cb_arg)
+{
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_open(key, conv, clen);
+	if (kl < 0)
+		return kl;
+	struct opened_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	x->cb = cb;
+	x->arg = cb_arg;
+	/* linearizable: on the leader a ReadIndex round (§3.5); a node that
+	 * lost the leadership meanwhile answers NOTLEADER and the asker
+	 * asks the new one */
+	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
+				.from = UINT64_MAX, .dir = PE_BACKWARD,
+				.limit = 1, .linearizable = true};
+	int rc = pe_read(c->e, &q, opened_cb, x);
+	if (rc)
+		free(x);
+	return rc;
 }
 
 /* Stores j's record (an entry of `type`) in c/<conv> with `producer` and

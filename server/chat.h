@@ -367,14 +367,17 @@ struct chat_send_result {
 };
 typedef void (*chat_send_cb)(void *arg, const struct chat_send_result *r);
 /* Checks membership, stores the message and, once it is durable, calls
- * cb (on an engine shard thread; it must not block) and queues its
+ * cb (on an engine shard thread, or on the peer thread when a remote
+ * existence check fails the SEND; it must not block) and queues its
  * fan-out. Returns 0 (cb will run once) or an error and cb will not run:
  * -PARLEY_ENOTFOUND (no such conversation), -PARLEY_EPERM (not a member),
  * -PARLEY_ETOOBIG, -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full: retry
  * later), -PARLEY_ECLOSED. Any thread. A conversation that was never
  * opened (no o/<conv>, no message) fails with -PARLEY_ENOTFOUND through
  * cb: existence is cached in memory (CHAT_KNOWN_MAX), a miss costs one or
- * two reads before the append. */
+ * two reads before the append (the first at the leader of o/<conv>'s
+ * partition when this node holds no replica of it:
+ * chat_set_remote_check). */
 int chat_send(struct chat *c, const struct chat_send_req *q, chat_send_cb cb,
 	      void *arg);
 /* CONV_OPEN: the 1:1 conversation of user and peer. */
@@ -440,6 +443,28 @@ void chat_set_forward(struct chat *c, chat_fwd_fn fn, chat_fwd_del_fn dfn,
 typedef uint64_t (*chat_route_fn)(void *arg, uint32_t partition);
 #define CHAT_ROUTE_DEFAULT UINT64_MAX /* chat_route_fn: the usual rule */
 void chat_set_router(struct chat *c, chat_route_fn fn, void *arg);
+/* Reads across nodes (docs/CLUSTER.md §3.3, "Reads of partitions this
+ * node does not hold"). A SEND whose conversation is not in the "known"
+ * cache checks that it was opened: its open record o/<conv> lives in
+ * another partition than c/<conv>, which this node (the conversation's
+ * leader) may hold no replica of. Then fn asks that partition's leader
+ * (tail_relay_check, server/tail_relay.h) and calls cb(cb_arg, rc)
+ * exactly once, from another thread and never inside fn: rc 1 (opened),
+ * 0 (no open record), -PARLEY_EVERSION (that leader is an older build:
+ * check here, as before), other < 0 (no answer: the SEND fails with it).
+ * fn returns 0, or < 0 when cb will not run (-PARLEY_EVERSION: check
+ * here; -PARLEY_EFULL / -PARLEY_ENOTLEADER / ...: the SEND fails AGAIN).
+ * NULL (the default) = every check is local. Any time (atomic). */
+typedef void (*chat_check_cb)(void *arg, int rc);
+typedef int (*chat_check_fn)(void *arg, const char *conv, uint16_t clen,
+			     chat_check_cb cb, void *cb_arg);
+void chat_set_remote_check(struct chat *c, chat_check_fn fn, void *arg);
+/* The answering side of such a check (the leader of o/<conv>'s
+ * partition): a linearizable read of o/<conv> (ReadIndex, §3.5), then
+ * cb(cb_arg, 1 / 0 / < 0 on failure) once, on an engine thread. 0, or
+ * < 0 (cb will not run). */
+int chat_conv_opened(struct chat *c, const char *conv, uint16_t clen,
+		     chat_check_cb cb, void *cb_arg);
 /* pe_append, routed: a key whose partition another node leads (as
  * published: pe_raft_status) goes to that leader through the forwarder,
  * which executes it there with the same producer id and expected seq;
@@ -1197,6 +1222,38 @@ void chat_set_live_where(struct chat *c, chat_live_where_fn fn, void *arg);
  * hook to each named member's subscribed connections; returns how many
  * posts, or -PARLEY_EPROTO (a bad payload: nothing posted). */
 int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n);
+/* The parts of a LIVE payload p[0..n) (pure: chat_rd_live_recv's check,
+ * callable without a chat service, tests/fuzz/fuzz_peer.c): 0 with
+ * *nusers user records (u8 ulen | user, from p + CHAT_RD_LIVE_HDR) and
+ * the EVENT frame at p + *frame_off to the end; -PARLEY_EPROTO when a
+ * user is empty, longer than PARLEY_PROTO_MAX_USER_ID or past the end,
+ * there are more than CHAT_GROUP_MAX_HARD, or the rest is not one whole
+ * EVENT frame by its header. */
+static inline int chat_rd_live_decode(const uint8_t *p, uint32_t n,
+				      uint32_t *nusers, uint32_t *frame_off)
+{
+	if (n < CHAT_RD_LIVE_HDR)
+		return -PARLEY_EPROTO;
+	uint32_t nu = le_get32(p);
+	uint32_t off = CHAT_RD_LIVE_HDR;
+	if (nu > CHAT_GROUP_MAX_HARD)
+		return -PARLEY_EPROTO;
+	for (uint32_t i = 0; i < nu; i++) {
+		if (off >= n || p[off] == 0 ||
+		    p[off] > PARLEY_PROTO_MAX_USER_ID || n - off - 1 < p[off])
+			return -PARLEY_EPROTO;
+		off += 1u + p[off];
+	}
+	/* one whole EVENT frame: u32 length (of what follows it) | u16 type
+	 * | u16 flags | u32 request_id | payload */
+	uint32_t fl = n - off;
+	if (fl < PARLEY_PROTO_HEADER_SIZE || le_get32(p + off) != fl - 4 ||
+	    le_get16(p + off + 4) != PARLEY_T_EVENT)
+		return -PARLEY_EPROTO;
+	*nusers = nu;
+	*frame_off = off;
+	return 0;
+}
 
 /* chat.c's fan-out: 1 = entry `ent` of group conv was fanned out by read
  * (live posts issued; ACTIVITY appends given to issue like the write

@@ -272,26 +272,12 @@ void chat_set_live_where(struct chat *c, chat_live_where_fn fn, void *arg)
 int chat_rd_live_recv(struct chat *c, const uint8_t *p, uint32_t n)
 {
 	struct chat_rd *rd = chat_rd_of(c);
-	if (n < CHAT_RD_LIVE_HDR)
-		return -PARLEY_EPROTO;
-	uint32_t nu = le_get32(p);
-	uint32_t off = CHAT_RD_LIVE_HDR;
-	if (nu > CHAT_GROUP_MAX_HARD)
-		return -PARLEY_EPROTO;
 	/* validate the whole payload before posting anything */
-	for (uint32_t i = 0; i < nu; i++) {
-		if (off >= n || p[off] == 0 ||
-		    p[off] > PARLEY_PROTO_MAX_USER_ID || n - off - 1 < p[off])
-			return -PARLEY_EPROTO;
-		off += 1u + p[off];
-	}
+	uint32_t nu, off;
+	if (chat_rd_live_decode(p, n, &nu, &off))
+		return -PARLEY_EPROTO;
 	const uint8_t *frame = p + off;
 	uint32_t fl = n - off;
-	/* one whole EVENT frame: u32 length (of what follows it) | u16 type
-	 * | u16 flags | u32 request_id | payload */
-	if (fl < PARLEY_PROTO_HEADER_SIZE || le_get32(frame) != fl - 4 ||
-	    le_get16(frame + 4) != PARLEY_T_EVENT)
-		return -PARLEY_EPROTO;
 	chat_live_fn live = atomic_load(&rd->live);
 	void *live_arg = atomic_load(&rd->live_arg);
 	if (!live)

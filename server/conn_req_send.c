@@ -27,7 +27,8 @@
  * the block itself; conn_req_send frees it at once when chat_send
  * refuses the request.
  * Threads: conn_req_send on the connection's loop; send_cb on the engine
- * shard of the conversation.
+ * shard of the conversation (or, for a SEND a remote existence check
+ * failed, the peer thread: chat.h).
  */
 #include <stddef.h>
 #include <stdlib.h>

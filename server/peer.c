@@ -725,55 +725,6 @@ static void on_hello(struct peer *p, struct pconn *c, const uint8_t *pl,
 	conn_flush(p, c);
 }
 
-/*
- * Takes the transport's key "<name>=<hex>" out of a received INFO (in
- * place: the application sees its own text) and returns its value (the
- * last one), or 0 without the key or with a malformed value.
- */
-static uint32_t info_take_hex(char *v, const char *name)
-{
-	char key[16];
-	int kn = snprintf(key, sizeof key, "%s=", name);
-	PARLEY_ASSERT(kn > 0 && (size_t)kn < sizeof key);
-	const size_t kl = (size_t)kn;
-	uint32_t val = 0;
-	char *w = v;
-	for (char *t = v; *t;) {
-		char *end = strchr(t, ' ');
-		size_t tl = end ? (size_t)(end - t) : strlen(t);
-		if (tl > kl && !strncmp(t, key, kl)) {
-			uint32_t f = 0;
-			bool ok = tl - kl <= 8;
-			for (size_t i = kl; ok && i < tl; i++) {
-				char ch = t[i];
-				int d = ch >= '0' && ch <= '9'   ? ch - '0'
-					: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-								 : -1;
-				ok = d >= 0;
-				f = f << 4 | (uint32_t)(d < 0 ? 0 : d);
-			}
-			val = ok ? f : 0;
-		} else if (tl) {
-			if (w != v)
-				*w++ = ' ';
-			memmove(w, t, tl);
-			w += tl;
-		}
-		t = end ? end + 1 : t + tl;
-	}
-	*w = '\0';
-	return val;
-}
-
-/* The Raft message flags a peer announced it decodes (contract item 8):
- * RAFT_MSGF_BASE without the key; only flags this build knows count (a
- * newer peer may announce more). */
-static uint32_t info_take_raftf(char *v)
-{
-	return RAFT_MSGF_BASE | (info_take_hex(v, PEER_INFO_RAFTF) &
-				 RAFT_MSGF_ALL);
-}
-
 /* One whole frame at c->rbuf[off..]; false when the connection closed. */
 static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 		     const uint8_t *pl, uint32_t n)
@@ -833,11 +784,9 @@ static bool on_frame(struct peer *p, struct pconn *c, uint8_t type,
 			return false;
 		}
 		char v[PEER_INFO_MAX + 1];
-		for (uint32_t i = 0; i < n; i++) /* printable ASCII only */
-			v[i] = pl[i] >= 0x20 && pl[i] < 0x7f ? (char)pl[i] : '?';
-		v[n] = '\0';
-		SET(l->raft_flags, info_take_raftf(v));
-		uint32_t fr = info_take_hex(v, PEER_INFO_FRAMES);
+		uint32_t rf = 0, fr = 0;
+		(void)peer_info_decode(pl, n, v, &rf, &fr); /* n checked */
+		SET(l->raft_flags, rf);
 		pthread_mutex_lock(&l->mu);
 		memcpy(l->info, v, strlen(v) + 1);
 		pthread_mutex_unlock(&l->mu);
@@ -1227,26 +1176,14 @@ int peer_new(const struct peer_config *cfg, struct peer **out)
 	 * build's set holds, so only an older test set must fit), then the
 	 * Raft flags (item 8; a node that decodes only the base flags
 	 * announces none, as before) */
-	memcpy(p->wire_info, p->info, sizeof p->wire_info);
-	size_t wl = strlen(p->wire_info);
-	char kv[32];
-	snprintf(kv, sizeof kv, "%s=%x", PEER_INFO_FRAMES, (unsigned)p->frames);
-	if (wl + (wl ? 1 : 0) + strlen(kv) <= PEER_INFO_MAX) {
-		snprintf(p->wire_info + wl, sizeof p->wire_info - wl, "%s%s",
-			 wl ? " " : "", kv);
-		wl = strlen(p->wire_info);
-	} else if (p->frames != PEER_FRAMES_ALL) {
+	if (!peer_info_encode(p->wire_info, p->info, p->frames,
+			      p->raft_flags) &&
+	    p->frames != PEER_FRAMES_ALL) {
 		PLOG_E("peer", "invalid configuration",
 		       "why=\"info leaves no room for the frame set\"");
 		free(p);
 		return -PARLEY_EINVAL;
 	}
-	snprintf(kv, sizeof kv, "%s=%x", PEER_INFO_RAFTF,
-		 (unsigned)p->raft_flags);
-	if (p->raft_flags != RAFT_MSGF_BASE &&
-	    wl + (wl ? 1 : 0) + strlen(kv) <= PEER_INFO_MAX)
-		snprintf(p->wire_info + wl, sizeof p->wire_info - wl, "%s%s",
-			 wl ? " " : "", kv);
 	struct peer_config *c = &p->cfg;
 	if (!c->max_frame)
 		c->max_frame = RAFT_CODEC_MAX_FRAME_DEFAULT;

@@ -272,6 +272,41 @@ int peer_reject_encode(uint8_t *buf, size_t cap, uint16_t code,
 int peer_reject_decode(const uint8_t *p, size_t len, uint16_t *code,
 		       char *txt, size_t txtcap);
 const char *peer_reject_name(uint16_t code);
+/* An INFO payload (contract items 8, 9) of n bytes: its text, made
+ * printable ASCII, into v (NUL-terminated) with the transport's keys
+ * "raftf=<hex>" and "frames=<hex>" taken out; *raftf the Raft message
+ * flags the peer decodes (RAFT_MSGF_BASE without the key, only flags this
+ * build knows), *frames the frame set it announced (0: none, or a
+ * malformed value). 0, or -PARLEY_ETOOBIG when n > PEER_INFO_MAX. */
+int peer_info_decode(const uint8_t *pl, size_t n, char v[PEER_INFO_MAX + 1],
+		     uint32_t *raftf, uint32_t *frames);
+/* The INFO text a node sends: its own info (<= PEER_INFO_MAX, printable,
+ * no transport key) then, each when it fits in PEER_INFO_MAX, " frames=<hex>"
+ * and " raftf=<hex>" (the latter only when raftf is more than
+ * RAFT_MSGF_BASE), into out (NUL-terminated). false when the frame set did
+ * not fit (a peer then assumes PEER_FRAMES_LEGACY). */
+bool peer_info_encode(char out[PEER_INFO_MAX + 1], const char *info,
+		      uint32_t frames, uint32_t raftf);
+/* XFER payload (PEER_XFER_BYTES): u32 partition | u64 to (the node that
+ * asks for the partition's leadership). decode: 0 or -PARLEY_EPROTO (not
+ * exactly PEER_XFER_BYTES). */
+#define PEER_XFER_BYTES 12u
+void peer_xfer_encode(uint8_t out[PEER_XFER_BYTES], uint32_t part,
+		      uint64_t to);
+int peer_xfer_decode(const uint8_t *p, uint32_t n, uint32_t *part,
+		     uint64_t *to);
+/* LEADS payload: u32 k | k x (u32 partition | u64 term), the partitions
+ * the sender leads (PEER_LEADS_BYTES(k) bytes). The encoder writes entry
+ * i with peer_leads_put and the count with peer_leads_encode (its length
+ * back). peer_leads_decode: k (<= max_entries) when n is exactly that
+ * long, else -PARLEY_EPROTO; then peer_leads_get reads entry i < k. */
+#define PEER_LEADS_ENTRY 12u
+#define PEER_LEADS_BYTES(k) (4u + (size_t)(k) * PEER_LEADS_ENTRY)
+void peer_leads_put(uint8_t *b, uint32_t i, uint32_t part, uint64_t term);
+size_t peer_leads_encode(uint8_t *b, uint32_t k);
+int peer_leads_decode(const uint8_t *p, uint32_t n, uint32_t max_entries);
+void peer_leads_get(const uint8_t *p, uint32_t i, uint32_t *part,
+		    uint64_t *term);
 
 /* Contract item 6: the delay before redial attempt `attempt` (0-based). */
 uint32_t peer_backoff_ms(uint32_t attempt, uint32_t min_ms, uint32_t max_ms,

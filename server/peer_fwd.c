@@ -2,7 +2,7 @@
  * peer_fwd.c — forwarded engine appends (peer_fwd.h): the requesting side
  * (submission queue, per-destination wait lists with deadlines, an id
  * hash) and the executing side (pe_append on this node's engine, results
- * queued per source node), and the two batch codecs.
+ * queued per source node), and the two batch codecs (pure, peer_fwd.h).
  *
  * Invariants:
  *   1. A submitted request is in exactly one place: the submission queue
@@ -34,7 +34,8 @@
 /* a record's bytes besides its key (and an append's entries) */
 #define REQ_FIXED (4u + 8u + 1u + 1u + 16u + 8u + 2u) /* append */
 #define REQ_DEL_FIXED (4u + 8u + 1u + 1u + 8u)        /* delete */
-enum { OP_APPEND = 0, OP_DELETE = 1 };
+#define OP_APPEND FWD_OP_APPEND
+#define OP_DELETE FWD_OP_DELETE
 
 struct freq {
 	struct freq *next, *prev; /* submission queue / outgoing / wait list */
@@ -78,15 +79,6 @@ struct fwd {
 struct fexec {
 	struct fwd *f;
 	uint64_t from, id;
-};
-
-/* What travels back in a RES record (an append's or a delete's result;
- * a delete's first_seq rides in seq). */
-struct fres {
-	int err;
-	uint64_t seq, ts_ms, last_seq, leader;
-	uint32_t count;
-	bool duplicate;
 };
 
 #define ADD(x, n) atomic_fetch_add_explicit(&(x), (n), memory_order_relaxed)
@@ -144,7 +136,7 @@ static void wait_unlink(struct fnode *n, struct freq *r)
 }
 
 /* Invariant 1: the one way out. Node thread (or fwd_free). */
-static void finish(struct fwd *f, struct freq *r, const struct fres *x)
+static void finish(struct fwd *f, struct freq *r, const struct fwd_res *x)
 {
 	pthread_mutex_lock(&f->mu);
 	struct fnode *n = node_get(f, r->to);
@@ -170,7 +162,7 @@ static void finish(struct fwd *f, struct freq *r, const struct fres *x)
 
 static void fail(struct fwd *f, struct freq *r, int err)
 {
-	struct fres x = {.err = err};
+	struct fwd_res x = {.err = err};
 	finish(f, r, &x);
 }
 
@@ -187,6 +179,125 @@ static bool buf_need(struct fwd *f, size_t n)
 	f->buf = b;
 	f->buf_cap = cap;
 	return true;
+}
+
+/* ---- codecs ------------------------------------------------------------- */
+
+size_t fwd_rec_size(const struct fwd_rec *r)
+{
+	if (r->op == OP_DELETE)
+		return REQ_DEL_FIXED + r->q.klen;
+	size_t len = REQ_FIXED + r->q.klen;
+	for (uint32_t i = 0; i < r->q.count; i++)
+		len += 8u + r->q.entries[i].len;
+	return len;
+}
+
+void fwd_rec_encode(uint8_t *out, const struct fwd_rec *r)
+{
+	size_t len = fwd_rec_size(r);
+	le_put32(out, (uint32_t)len - 4);
+	le_put64(out + 4, r->id);
+	out[12] = r->op;
+	out[13] = (uint8_t)r->q.klen;
+	memcpy(out + 14, r->q.key, r->q.klen);
+	uint8_t *p = out + 14 + r->q.klen;
+	if (r->op == OP_DELETE) {
+		le_put64(p, r->through);
+		return;
+	}
+	memcpy(p, r->q.producer, 16);
+	le_put64(p + 16, r->q.expected_last_seq);
+	le_put16(p + 24, (uint16_t)r->q.count);
+	p += 26;
+	for (uint32_t i = 0; i < r->q.count; i++) {
+		const struct pe_input *in = &r->q.entries[i];
+		le_put16(p, in->type);
+		le_put16(p + 2, in->flags);
+		le_put32(p + 4, in->len);
+		if (in->len)
+			memcpy(p + 8, in->payload, in->len);
+		p += 8u + in->len;
+	}
+	PARLEY_ASSERT((size_t)(p - out) == len);
+}
+
+int fwd_rec_decode(const uint8_t *p, size_t len, struct fwd_rec *r,
+		   struct pe_input in[PE_MAX_BATCH])
+{
+	memset(r, 0, sizeof *r);
+	if (len < REQ_DEL_FIXED - 4)
+		return -PARLEY_EPROTO;
+	r->id = le_get64(p);
+	r->op = p[8];
+	size_t klen = p[9];
+	r->q.key = p + 10;
+	r->q.klen = klen;
+	if (r->op == OP_DELETE) {
+		if (klen == 0 || len != REQ_DEL_FIXED - 4 + klen)
+			return -PARLEY_EPROTO;
+		r->through = le_get64(p + 10 + klen);
+		return 0;
+	}
+	if (r->op != OP_APPEND || klen == 0 || len < REQ_FIXED - 4 + klen)
+		return -PARLEY_EPROTO;
+	const uint8_t *x = p + 10 + klen;
+	memcpy(r->q.producer, x, 16);
+	r->q.expected_last_seq = le_get64(x + 16);
+	r->q.count = le_get16(x + 24);
+	x += 26;
+	const uint8_t *end = p + len;
+	if (r->q.count == 0 || r->q.count > PE_MAX_BATCH)
+		return -PARLEY_EPROTO;
+	for (uint32_t i = 0; i < r->q.count; i++) {
+		if ((size_t)(end - x) < 8)
+			return -PARLEY_EPROTO;
+		in[i].type = le_get16(x);
+		in[i].flags = le_get16(x + 2);
+		in[i].len = le_get32(x + 4);
+		if ((size_t)(end - x - 8) < in[i].len)
+			return -PARLEY_EPROTO;
+		in[i].payload = x + 8;
+		x += 8u + in[i].len;
+	}
+	if (x != end)
+		return -PARLEY_EPROTO;
+	r->q.entries = in;
+	return 0;
+}
+
+void fwd_res_encode(uint8_t out[FWD_RES_BYTES], uint64_t id,
+		    const struct fwd_res *r)
+{
+	le_put64(out, id);
+	le_put32(out + 8, (uint32_t)r->err);
+	le_put64(out + 12, r->seq);
+	le_put32(out + 20, r->count);
+	le_put64(out + 24, r->ts_ms);
+	le_put64(out + 32, r->last_seq);
+	out[40] = r->duplicate ? 1 : 0;
+	le_put64(out + 41, r->leader);
+}
+
+void fwd_res_decode(const uint8_t b[FWD_RES_BYTES], uint64_t *id,
+		    struct fwd_res *r)
+{
+	*id = le_get64(b);
+	*r = (struct fwd_res){.err = (int32_t)le_get32(b + 8),
+			      .seq = le_get64(b + 12),
+			      .count = le_get32(b + 20),
+			      .ts_ms = le_get64(b + 24),
+			      .last_seq = le_get64(b + 32),
+			      .duplicate = b[40] != 0,
+			      .leader = le_get64(b + 41)};
+}
+
+int fwd_res_count(const uint8_t *p, uint32_t len)
+{
+	if (len < 4 || (len - 4) % FWD_RES_BYTES ||
+	    (len - 4) / FWD_RES_BYTES != le_get32(p))
+		return -PARLEY_EPROTO;
+	return (int)le_get32(p);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -252,27 +363,23 @@ void fwd_set_engine(struct fwd *f, struct pe_engine *e)
 
 static int submit(struct fwd *f, struct freq *r);
 
-/* A request of `len` bytes (its record: length, id at 4 set under mu by
- * submit, op at 12, key length at 13, key at 14) to node `to`, or
- * ECLOSED when `to` is this node, none, or not up. */
-static int freq_new(struct fwd *f, uint64_t to, uint8_t op, const void *key,
-		    size_t klen, size_t len, void *arg, struct freq **out)
+/* A request carrying record q (its id, at 4, set under mu by submit) to
+ * node `to`, or ECLOSED when `to` is this node, none, or not up. */
+static int freq_new(struct fwd *f, uint64_t to, const struct fwd_rec *q,
+		    void *arg, struct freq **out)
 {
 	if (!to || to == f->cfg.self || (f->cfg.up && !f->cfg.up(f->cfg.arg, to)))
 		return -PARLEY_ECLOSED;
+	size_t len = fwd_rec_size(q);
 	struct freq *r = malloc(sizeof *r + len);
 	if (!r)
 		return -PARLEY_ENOMEM;
 	memset(r, 0, sizeof *r);
 	r->to = to;
-	r->op = op;
+	r->op = q->op;
 	r->arg = arg;
 	r->len = (uint32_t)len;
-	uint8_t *p = r->rec;
-	le_put32(p, (uint32_t)len - 4);
-	p[12] = op;
-	p[13] = (uint8_t)klen;
-	memcpy(p + 14, key, klen);
+	fwd_rec_encode(r->rec, q);
 	*out = r;
 	return 0;
 }
@@ -284,31 +391,14 @@ int fwd_append(struct fwd *f, uint64_t to, const struct pe_append_req *q,
 		return -PARLEY_EINVAL;
 	if (!pe_append_fits(q->klen, q->entries, q->count))
 		return -PARLEY_ETOOBIG;
-	size_t len = REQ_FIXED + q->klen;
-	for (uint32_t i = 0; i < q->count; i++)
-		len += 8u + q->entries[i].len;
-	if (len + 4 > f->cfg.max_frame)
+	struct fwd_rec rec = {.op = OP_APPEND, .q = *q};
+	if (fwd_rec_size(&rec) + 4 > f->cfg.max_frame)
 		return -PARLEY_ETOOBIG;
 	struct freq *r = NULL;
-	int rc = freq_new(f, to, OP_APPEND, q->key, q->klen, len, arg, &r);
+	int rc = freq_new(f, to, &rec, arg, &r);
 	if (rc)
 		return rc;
 	r->cb = cb;
-	uint8_t *p = r->rec + 14 + q->klen;
-	memcpy(p, q->producer, 16);
-	le_put64(p + 16, q->expected_last_seq);
-	le_put16(p + 24, (uint16_t)q->count);
-	p += 26;
-	for (uint32_t i = 0; i < q->count; i++) {
-		const struct pe_input *in = &q->entries[i];
-		le_put16(p, in->type);
-		le_put16(p + 2, in->flags);
-		le_put32(p + 4, in->len);
-		if (in->len)
-			memcpy(p + 8, in->payload, in->len);
-		p += 8u + in->len;
-	}
-	PARLEY_ASSERT((size_t)(p - r->rec) == len);
 	return submit(f, r);
 }
 
@@ -317,13 +407,13 @@ int fwd_delete(struct fwd *f, uint64_t to, const void *key, size_t klen,
 {
 	if (!key || !cb || klen == 0 || klen > PE_MAX_KEY)
 		return -PARLEY_EINVAL;
+	struct fwd_rec rec = {.op = OP_DELETE, .q = {.key = key, .klen = klen},
+			      .through = through};
 	struct freq *r = NULL;
-	int rc = freq_new(f, to, OP_DELETE, key, klen, REQ_DEL_FIXED + klen, arg,
-			  &r);
+	int rc = freq_new(f, to, &rec, arg, &r);
 	if (rc)
 		return rc;
 	r->dcb = cb;
-	le_put64(r->rec + 14 + klen, through);
 	return submit(f, r);
 }
 
@@ -499,17 +589,10 @@ void fwd_link_down(struct fwd *f, uint64_t node)
 
 /* Queues one result for node `to` (any thread). */
 static void res_push(struct fwd *f, uint64_t to, uint64_t id,
-		     const struct fres *r)
+		     const struct fwd_res *r)
 {
 	uint8_t b[FWD_RES_BYTES];
-	le_put64(b, id);
-	le_put32(b + 8, (uint32_t)r->err);
-	le_put64(b + 12, r->seq);
-	le_put32(b + 20, r->count);
-	le_put64(b + 24, r->ts_ms);
-	le_put64(b + 32, r->last_seq);
-	b[40] = r->duplicate ? 1 : 0;
-	le_put64(b + 41, r->leader);
+	fwd_res_encode(b, id, r);
 	bool wake = false;
 	pthread_mutex_lock(&f->mu);
 	struct fnode *n = f->closed ? NULL : node_get(f, to);
@@ -535,7 +618,7 @@ static void res_push(struct fwd *f, uint64_t to, uint64_t id,
 static void exec_cb(void *arg, const struct pe_append_result *r)
 {
 	struct fexec *x = arg;
-	struct fres v = {.err = r->err, .seq = r->seq, .ts_ms = r->ts_ms,
+	struct fwd_res v = {.err = r->err, .seq = r->seq, .ts_ms = r->ts_ms,
 			 .last_seq = r->last_seq, .leader = r->leader,
 			 .count = r->count, .duplicate = r->duplicate};
 	res_push(x->f, x->from, x->id, &v);
@@ -545,7 +628,7 @@ static void exec_cb(void *arg, const struct pe_append_result *r)
 static void exec_del_cb(void *arg, const struct pe_delete_result *r)
 {
 	struct fexec *x = arg;
-	struct fres v = {.err = r->err, .seq = r->first_seq,
+	struct fwd_res v = {.err = r->err, .seq = r->first_seq,
 			 .last_seq = r->last_seq, .leader = r->leader};
 	res_push(x->f, x->from, x->id, &v);
 	free(x);
@@ -567,7 +650,7 @@ static int exec_delete(struct fwd *f, uint64_t from, uint64_t id,
 			free(c);
 	}
 	if (rc) {
-		struct fres r = {.err = rc};
+		struct fwd_res r = {.err = rc};
 		res_push(f, from, id, &r);
 	}
 	return 0;
@@ -577,42 +660,13 @@ static int exec_delete(struct fwd *f, uint64_t from, uint64_t id,
 static int exec_one(struct fwd *f, uint64_t from, const uint8_t *p,
 		    size_t len, struct pe_input *in)
 {
-	if (len < REQ_DEL_FIXED - 4)
+	struct fwd_rec rec;
+	if (fwd_rec_decode(p, len, &rec, in))
 		return -PARLEY_EPROTO;
-	uint64_t id = le_get64(p);
-	uint8_t op = p[8];
-	size_t klen = p[9];
-	if (op == OP_DELETE) {
-		if (klen == 0 || len != REQ_DEL_FIXED - 4 + klen)
-			return -PARLEY_EPROTO;
-		return exec_delete(f, from, id, p + 10, klen,
-				   le_get64(p + 10 + klen));
-	}
-	if (op != OP_APPEND || klen == 0 || len < REQ_FIXED - 4 + klen)
-		return -PARLEY_EPROTO;
-	struct pe_append_req q = {.key = p + 10, .klen = klen};
-	const uint8_t *x = p + 10 + klen;
-	memcpy(q.producer, x, 16);
-	q.expected_last_seq = le_get64(x + 16);
-	q.count = le_get16(x + 24);
-	x += 26;
-	const uint8_t *end = p + len;
-	if (q.count == 0 || q.count > PE_MAX_BATCH)
-		return -PARLEY_EPROTO;
-	for (uint32_t i = 0; i < q.count; i++) {
-		if ((size_t)(end - x) < 8)
-			return -PARLEY_EPROTO;
-		in[i].type = le_get16(x);
-		in[i].flags = le_get16(x + 2);
-		in[i].len = le_get32(x + 4);
-		if ((size_t)(end - x - 8) < in[i].len)
-			return -PARLEY_EPROTO;
-		in[i].payload = x + 8;
-		x += 8u + in[i].len;
-	}
-	if (x != end)
-		return -PARLEY_EPROTO;
-	q.entries = in;
+	if (rec.op == OP_DELETE)
+		return exec_delete(f, from, rec.id, rec.q.key, rec.q.klen,
+				   rec.through);
+	uint64_t id = rec.id;
 	ADD(f->st_executed, 1);
 	struct pe_engine *e = atomic_load(&f->e);
 	struct fexec *c = e ? malloc(sizeof *c) : NULL;
@@ -621,12 +675,12 @@ static int exec_one(struct fwd *f, uint64_t from, const uint8_t *p,
 		*c = (struct fexec){f, from, id};
 		/* never forwarded again: this node's own engine answers
 		 * NOTLEADER if it no longer leads (contract 2) */
-		rc = pe_append(e, &q, exec_cb, c);
+		rc = pe_append(e, &rec.q, exec_cb, c);
 		if (rc)
 			free(c);
 	}
 	if (rc) {
-		struct fres r = {.err = rc};
+		struct fwd_res r = {.err = rc};
 		res_push(f, from, id, &r);
 	}
 	return 0;
@@ -663,14 +717,14 @@ bad:
 static void on_res(struct fwd *f, uint64_t from, const uint8_t *p,
 		   uint32_t len)
 {
-	if (len < 4 || (len - 4) % FWD_RES_BYTES ||
-	    (len - 4) / FWD_RES_BYTES != le_get32(p)) {
+	int cnt = fwd_res_count(p, len);
+	if (cnt < 0) {
 		ADD(f->st_bad, 1);
 		PLOG_W("cluster", "bad forwarded-append result frame ignored",
 		       "node=%" PRIu64 " bytes=%u", from, len);
 		return;
 	}
-	uint32_t n = le_get32(p);
+	uint32_t n = (uint32_t)cnt;
 	pthread_mutex_lock(&f->mu);
 	struct fnode *nd = NULL;
 	for (uint32_t i = 0; i < f->nn && !nd; i++)
@@ -679,8 +733,10 @@ static void on_res(struct fwd *f, uint64_t from, const uint8_t *p,
 	pthread_mutex_unlock(&f->mu);
 	uint64_t t = parley_mono_ns();
 	for (uint32_t i = 0; i < n; i++) {
-		const uint8_t *b = p + 4 + (size_t)i * FWD_RES_BYTES;
-		struct freq *r = hash_take(f, le_get64(b));
+		uint64_t id;
+		struct fwd_res res;
+		fwd_res_decode(p + 4 + (size_t)i * FWD_RES_BYTES, &id, &res);
+		struct freq *r = hash_take(f, id);
 		if (!r || r->to != from || !nd) {
 			if (r) /* not ours to answer: put it back */
 				hash_put(f, r);
@@ -688,11 +744,6 @@ static void on_res(struct fwd *f, uint64_t from, const uint8_t *p,
 			continue;
 		}
 		wait_unlink(nd, r);
-		struct fres res = {
-			.err = (int32_t)le_get32(b + 8), .seq = le_get64(b + 12),
-			.count = le_get32(b + 20), .ts_ms = le_get64(b + 24),
-			.last_seq = le_get64(b + 32), .duplicate = b[40] != 0,
-			.leader = le_get64(b + 41)};
 		/* the leader had no room: a retry may succeed (contract 2) */
 		if (res.err == -PARLEY_EFULL || res.err == -PARLEY_ENOMEM ||
 		    res.err == -PARLEY_ECLOSED)

@@ -138,6 +138,44 @@ void fwd_on_frame(struct fwd *f, uint64_t from, uint8_t type,
 		  const uint8_t *payload, uint32_t len, uint64_t now_ms);
 /* Node thread: the link to `node` went down: its requests fail AGAIN. */
 void fwd_link_down(struct fwd *f, uint64_t node);
+
+/* ---- the two codecs (pure: the forwarder's own, and the fuzz target's) ---- */
+
+enum fwd_op { FWD_OP_APPEND = 0, FWD_OP_DELETE = 1 };
+
+/* One REQ record: id, op, q.key / q.klen (both ops); an append's producer,
+ * expected_last_seq and entries; a delete's `through`. */
+struct fwd_rec {
+	uint64_t id;
+	uint8_t op;
+	struct pe_append_req q;
+	uint64_t through;
+};
+/* The bytes of r's record, its u32 length included. */
+size_t fwd_rec_size(const struct fwd_rec *r);
+/* r's record (u32 length first) into out[0..fwd_rec_size(r)). */
+void fwd_rec_encode(uint8_t *out, const struct fwd_rec *r);
+/* One record's bytes after its u32 length, p[0..len): 0 with r filled
+ * (key and payloads borrow from p, the entries in in[]), or
+ * -PARLEY_EPROTO (short, trailing bytes, unknown op, empty key, an entry
+ * count of 0 or over PE_MAX_BATCH, an entry longer than the record). */
+int fwd_rec_decode(const uint8_t *p, size_t len, struct fwd_rec *r,
+		   struct pe_input in[PE_MAX_BATCH]);
+
+/* One RES record's result (a delete's first_seq rides in seq). */
+struct fwd_res {
+	int err;
+	uint64_t seq, ts_ms, last_seq, leader;
+	uint32_t count;
+	bool duplicate;
+};
+void fwd_res_encode(uint8_t out[FWD_RES_BYTES], uint64_t id,
+		    const struct fwd_res *r);
+void fwd_res_decode(const uint8_t b[FWD_RES_BYTES], uint64_t *id,
+		    struct fwd_res *r);
+/* An APPEND_RES payload: its record count (the records at p + 4 + i *
+ * FWD_RES_BYTES), or -PARLEY_EPROTO when the length does not match it. */
+int fwd_res_count(const uint8_t *p, uint32_t len);
 /* Any thread. */
 void fwd_get_stats(struct fwd *f, struct fwd_stats *out);
 /* Requests submitted and not yet answered, all destinations. Any thread. */

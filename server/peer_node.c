@@ -357,10 +357,10 @@ static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id,
 static void xfer_on_frame(struct peer_node *nd, uint64_t from,
 			  const uint8_t *p, uint32_t n)
 {
-	if (n != 12 || !nd->e)
+	uint32_t part;
+	uint64_t to;
+	if (!nd->e || peer_xfer_decode(p, n, &part, &to))
 		return;
-	uint32_t part = le_get32(p);
-	uint64_t to = le_get64(p + 4);
 	struct pe_raft_status st;
 	if (to != from || part >= nd->np || pe_raft_status(nd->e, part, &st) ||
 	    st.role != PE_LEADER || !conf_has(st.voters, st.nvoters, to, NULL))
@@ -998,13 +998,67 @@ static int lead_check(struct peer_node *nd, char *msg, size_t cap)
 	return -PARLEY_ENOTLEADER;
 }
 
-/* A members stream append refused NOTLEADER on the leader of partition
- * 0: the stream's partition has not followed it yet (just after a
- * hand-over, §3.7), so the append is retried like EAGAIN. */
-static bool meta_following(struct peer_node *nd, int rc)
+/* A forwarded append's wait (members_write: the membership worker
+ * waits for the node thread's callback). */
+struct mw_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct pe_append_result r;
+};
+
+static void mw_cb(void *arg, const struct pe_append_result *r)
 {
-	return rc == -PARLEY_ENOTLEADER &&
-	       pe_partition_leader_check(nd->e, 0) == 0;
+	struct mw_wait *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* A members stream append (records of add, remove, place): here, or —
+ * this node does not lead the stream's partition, whose leader named
+ * another node — at that leader, forwarded (peer_fwd.h) like a chat
+ * write: with spread placement the automatic hand-over may give that
+ * partition to another node than partition 0's leader, which runs the
+ * operation (it answered 409 "members record not written:
+ * PARLEY_ENOTLEADER" on every try before). EAGAIN, EFULL and a NOTLEADER
+ * naming no other leader (an election; the stream's partition not yet
+ * following partition 0's leader just after a hand-over, §3.7) are
+ * retried for about 2 s. The caller's
+ * producer id makes a retry idempotent. Not on the node thread (it
+ * waits for the forwarder's callback there). */
+static int members_write(struct peer_node *nd, const struct pe_append_req *q)
+{
+	struct pe_append_result r;
+	int rc = pe_append_sync(nd->e, q, &r);
+	for (int t = 0; t < 100 && rc; t++) {
+		uint64_t to = rc == -PARLEY_ENOTLEADER ? r.leader : 0;
+		if (to && to != nd->cfg.node_id && fwd_up_append(nd, to)) {
+			struct mw_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+					    .cv = PTHREAD_COND_INITIALIZER};
+			rc = fwd_append(nd->fwd, to, q, mw_cb, &w);
+			if (!rc) {
+				pthread_mutex_lock(&w.mu);
+				while (!w.done)
+					pthread_cond_wait(&w.cv, &w.mu);
+				pthread_mutex_unlock(&w.mu);
+				r = w.r;
+				rc = r.err;
+			}
+			if (!rc)
+				break;
+		}
+		if (rc != -PARLEY_EAGAIN && rc != -PARLEY_EFULL &&
+		    rc != -PARLEY_ENOTLEADER && rc != -PARLEY_ECLOSED)
+			break;
+		if (atomic_load(&nd->op_cancel))
+			return -PARLEY_ECLOSED;
+		usleep(20000);
+		rc = pe_append_sync(nd->e, q, &r);
+	}
+	return rc;
 }
 
 static int members_append(struct peer_node *nd, char op, uint64_t id,
@@ -1020,17 +1074,7 @@ static int members_append(struct peer_node *nd, char op, uint64_t id,
 	q.producer[0] = 'M';
 	q.producer[1] = (uint8_t)op;
 	memcpy(q.producer + 8, &id, sizeof id);
-	struct pe_append_result r;
-	int rc = pe_append_sync(nd->e, &q, &r);
-	for (int t = 0; t < 100 && (rc == -PARLEY_EAGAIN || rc == -PARLEY_EFULL ||
-				    meta_following(nd, rc));
-	     t++) {
-		if (atomic_load(&nd->op_cancel))
-			return -PARLEY_ECLOSED;
-		usleep(20000);
-		rc = pe_append_sync(nd->e, &q, &r);
-	}
-	return rc;
+	return members_write(nd, &q);
 }
 
 /* One change on every partition; EAGAIN (a change pending, a new term)
@@ -1054,9 +1098,8 @@ static bool xfer_ask(struct peer_node *nd, uint32_t p, uint64_t leader,
 	 * middle of a rolling upgrade) */
 	if (!peer_can_send(nd->peer, leader, PEER_FRAME_XFER))
 		return false;
-	uint8_t x[12];
-	le_put32(x, p);
-	le_put64(x + 4, nd->cfg.node_id);
+	uint8_t x[PEER_XFER_BYTES];
+	peer_xfer_encode(x, p, nd->cfg.node_id);
 	(void)peer_node_send_app(nd, leader, PEER_FRAME_XFER, x, sizeof x,
 				 NULL, 0);
 	return true;
@@ -1596,7 +1639,7 @@ static void leads_send(struct peer_node *nd)
 	    ++nd->lead_tick < LEADS_EVERY_TICKS)
 		return;
 	nd->lead_tick = 0;
-	uint8_t *b = malloc(4 + (size_t)nd->np * 12);
+	uint8_t *b = malloc(PEER_LEADS_BYTES(nd->np));
 	if (!b)
 		return;
 	uint32_t k = 0;
@@ -1604,18 +1647,16 @@ static void leads_send(struct peer_node *nd)
 		struct pe_raft_status st;
 		if (pe_raft_status(nd->e, p, &st) || st.role != PE_LEADER)
 			continue;
-		le_put32(b + 4 + k * 12, p);
-		le_put64(b + 8 + k * 12, st.term);
-		k++;
+		peer_leads_put(b, k++, p, st.term);
 	}
-	le_put32(b, k);
+	size_t bn = peer_leads_encode(b, k);
 	struct peer_node_link l[PEER_NODE_MAX_PEERS];
 	uint32_t n = peer_node_links(nd, l, PEER_NODE_MAX_PEERS);
 	for (uint32_t i = 0; i < n; i++)
 		if (l[i].up &&
 		    peer_can_send(nd->peer, l[i].node, PEER_FRAME_LEADS))
 			(void)peer_node_send_app(nd, l[i].node, PEER_FRAME_LEADS,
-						 b, 4 + (size_t)k * 12, NULL, 0);
+						 b, bn, NULL, 0);
 	free(b);
 }
 
@@ -1629,17 +1670,16 @@ static void leads_forget(struct peer_node *nd, uint64_t node)
 static void leads_on_frame(struct peer_node *nd, uint64_t from,
 			   const uint8_t *b, uint32_t n)
 {
-	if (!nd->lead_node || n < 4)
-		return;
-	uint32_t k = le_get32(b);
-	if (k > nd->np || n != 4 + k * 12)
+	int k = nd->lead_node ? peer_leads_decode(b, n, nd->np) : -1;
+	if (k < 0)
 		return;
 	bool *claims = calloc(nd->np, 1);
 	if (!claims)
 		return;
-	for (uint32_t i = 0; i < k; i++) {
-		uint32_t p = le_get32(b + 4 + i * 12);
-		uint64_t term = le_get64(b + 8 + i * 12);
+	for (uint32_t i = 0; i < (uint32_t)k; i++) {
+		uint32_t p;
+		uint64_t term;
+		peer_leads_get(b, i, &p, &term);
 		if (p >= nd->np)
 			continue;
 		claims[p] = true;
@@ -1967,17 +2007,7 @@ static int place_write(struct peer_node *nd, const struct placement_part *t)
 				.key = MEMBERS_KEY, .klen = strlen(MEMBERS_KEY),
 				.expected_last_seq = PE_NO_EXPECT,
 				.entries = &in, .count = 1};
-			struct pe_append_result r;
-			int rc = pe_append_sync(nd->e, &q, &r);
-			for (int k = 0; k < 100 && (rc == -PARLEY_EAGAIN ||
-						    rc == -PARLEY_EFULL ||
-						    meta_following(nd, rc));
-			     k++) {
-				if (atomic_load(&nd->op_cancel))
-					return -PARLEY_ECLOSED;
-				usleep(20000);
-				rc = pe_append_sync(nd->e, &q, &r);
-			}
+			int rc = members_write(nd, &q);
 			if (rc)
 				return rc;
 			n = (size_t)snprintf(rec, sizeof rec, "place");

@@ -1,6 +1,7 @@
 /*
  * peer_wire.c — the pure part of the peer transport (peer.h): frame
- * headers, HELLO, REJECT, the HELLO acceptance rule and the redial backoff.
+ * headers, HELLO, REJECT, INFO, the application frames XFER and LEADS,
+ * the HELLO acceptance rule and the redial backoff.
  * No I/O, no clock, no allocation; decoders never read outside their input.
  *
  * HELLO payload (PEER_HELLO_BYTES, little-endian):
@@ -139,6 +140,138 @@ int peer_reject_decode(const uint8_t *p, size_t len, uint16_t *code,
 	}
 	txt[k] = '\0';
 	return 0;
+}
+
+/*
+ * Takes the transport's key "<name>=<hex>" out of a received INFO (in
+ * place: the application sees its own text) and returns its value (the
+ * last one), or 0 without the key or with a malformed value.
+ */
+static uint32_t info_take_hex(char *v, const char *name)
+{
+	char key[16];
+	int kn = snprintf(key, sizeof key, "%s=", name);
+	PARLEY_ASSERT(kn > 0 && (size_t)kn < sizeof key);
+	const size_t kl = (size_t)kn;
+	uint32_t val = 0;
+	char *w = v;
+	for (char *t = v; *t;) {
+		char *end = strchr(t, ' ');
+		size_t tl = end ? (size_t)(end - t) : strlen(t);
+		if (tl > kl && !strncmp(t, key, kl)) {
+			uint32_t f = 0;
+			bool ok = tl - kl <= 8;
+			for (size_t i = kl; ok && i < tl; i++) {
+				char ch = t[i];
+				int d = ch >= '0' && ch <= '9'   ? ch - '0'
+					: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+								 : -1;
+				ok = d >= 0;
+				f = f << 4 | (uint32_t)(d < 0 ? 0 : d);
+			}
+			val = ok ? f : 0;
+		} else if (tl) {
+			if (w != v)
+				*w++ = ' ';
+			memmove(w, t, tl);
+			w += tl;
+		}
+		t = end ? end + 1 : t + tl;
+	}
+	*w = '\0';
+	return val;
+}
+
+/* Appends " <name>=<hex>" (no space when w is empty) when it fits. */
+static bool info_put_hex(char w[PEER_INFO_MAX + 1], const char *name,
+			 uint32_t val)
+{
+	size_t wl = strlen(w);
+	char kv[32];
+	int kn = snprintf(kv, sizeof kv, "%s%s=%x", wl ? " " : "", name,
+			  (unsigned)val);
+	PARLEY_ASSERT(kn > 0 && (size_t)kn < sizeof kv);
+	if (wl + (size_t)kn > PEER_INFO_MAX)
+		return false;
+	memcpy(w + wl, kv, (size_t)kn + 1);
+	return true;
+}
+
+bool peer_info_encode(char out[PEER_INFO_MAX + 1], const char *info,
+		      uint32_t frames, uint32_t raftf)
+{
+	snprintf(out, PEER_INFO_MAX + 1, "%s", info ? info : "");
+	/* the frame set first (item 9; without it a peer assumes LEGACY),
+	 * then the Raft flags (item 8; a node that decodes only the base
+	 * flags announces none, as before) */
+	bool fit = info_put_hex(out, PEER_INFO_FRAMES, frames);
+	if (raftf != RAFT_MSGF_BASE)
+		(void)info_put_hex(out, PEER_INFO_RAFTF, raftf);
+	return fit;
+}
+
+int peer_info_decode(const uint8_t *pl, size_t n, char v[PEER_INFO_MAX + 1],
+		     uint32_t *raftf, uint32_t *frames)
+{
+	if (n > PEER_INFO_MAX)
+		return -PARLEY_ETOOBIG;
+	for (size_t i = 0; i < n; i++) /* printable ASCII only */
+		v[i] = pl[i] >= 0x20 && pl[i] < 0x7f ? (char)pl[i] : '?';
+	v[n] = '\0';
+	/* the Raft message flags it decodes (contract item 8): RAFT_MSGF_BASE
+	 * without the key; only flags this build knows count (a newer peer
+	 * may announce more) */
+	*raftf = RAFT_MSGF_BASE |
+		 (info_take_hex(v, PEER_INFO_RAFTF) & RAFT_MSGF_ALL);
+	*frames = info_take_hex(v, PEER_INFO_FRAMES);
+	return 0;
+}
+
+void peer_xfer_encode(uint8_t out[PEER_XFER_BYTES], uint32_t part,
+		      uint64_t to)
+{
+	le_put32(out, part);
+	le_put64(out + 4, to);
+}
+
+int peer_xfer_decode(const uint8_t *p, uint32_t n, uint32_t *part,
+		     uint64_t *to)
+{
+	if (n != PEER_XFER_BYTES)
+		return -PARLEY_EPROTO;
+	*part = le_get32(p);
+	*to = le_get64(p + 4);
+	return 0;
+}
+
+void peer_leads_put(uint8_t *b, uint32_t i, uint32_t part, uint64_t term)
+{
+	le_put32(b + PEER_LEADS_BYTES(i), part);
+	le_put64(b + PEER_LEADS_BYTES(i) + 4, term);
+}
+
+size_t peer_leads_encode(uint8_t *b, uint32_t k)
+{
+	le_put32(b, k);
+	return PEER_LEADS_BYTES(k);
+}
+
+int peer_leads_decode(const uint8_t *p, uint32_t n, uint32_t max_entries)
+{
+	if (n < 4)
+		return -PARLEY_EPROTO;
+	uint32_t k = le_get32(p);
+	/* 64-bit size: k is the sender's, up to 2^32 - 1 */
+	if (k > max_entries || k > INT32_MAX || n != PEER_LEADS_BYTES(k))
+		return -PARLEY_EPROTO;
+	return (int)k;
+}
+
+void peer_leads_get(const uint8_t *p, uint32_t i, uint32_t *part,
+		    uint64_t *term)
+{
+	*part = le_get32(p + PEER_LEADS_BYTES(i));
+	*term = le_get64(p + PEER_LEADS_BYTES(i) + 4);
 }
 
 const char *peer_reject_name(uint16_t code)

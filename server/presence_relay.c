@@ -33,11 +33,16 @@ int prelay_encode(uint8_t *buf, size_t cap, const struct prelay_msg *m)
 	*w++ = m->started ? 1 : 0;
 	le_put32(w, m->arg);
 	w += 4;
+	/* an empty string may have no bytes at all (p NULL: RESEND, SET_END
+	 * and ONLINE name neither conv nor user), and memcpy's pointers must
+	 * not be NULL even for 0 bytes */
 	*w++ = (uint8_t)m->conv.len;
-	memcpy(w, m->conv.p, m->conv.len);
+	if (m->conv.len)
+		memcpy(w, m->conv.p, m->conv.len);
 	w += m->conv.len;
 	*w++ = (uint8_t)m->user.len;
-	memcpy(w, m->user.p, m->user.len);
+	if (m->user.len)
+		memcpy(w, m->user.p, m->user.len);
 	w += m->user.len;
 	le_put16(w, m->count);
 	w += 2;

@@ -192,6 +192,16 @@ int proxy_req_decode(const uint8_t *p, uint32_t n, struct proxy_req *r)
 	return one_frame(r->frame, r->flen, &r->type, &r->rid);
 }
 
+int proxy_rep_decode(const uint8_t *p, uint32_t n, uint64_t *fwd_id,
+		     uint16_t *type, uint32_t *rid)
+{
+	if (n < PROXY_REP_HDR ||
+	    one_frame(p + PROXY_REP_HDR, n - PROXY_REP_HDR, type, rid))
+		return -PARLEY_EPROTO;
+	*fwd_id = le_get64(p);
+	return 0;
+}
+
 /* An ERROR frame for request rid into buf (>= 256 bytes); its length. */
 static uint32_t error_frame(uint8_t *buf, size_t cap, uint32_t rid,
 			    uint32_t code, uint32_t retry, const char *text)
@@ -332,14 +342,13 @@ int proxy_forward(struct proxy *px, uint64_t leader, const struct conn_ref *to,
 static void on_reply(struct proxy *px, uint64_t from, const uint8_t *p,
 		     uint32_t n)
 {
+	uint64_t id;
 	uint16_t type;
 	uint32_t rid;
-	if (n < PROXY_REP_HDR ||
-	    one_frame(p + PROXY_REP_HDR, n - PROXY_REP_HDR, &type, &rid)) {
+	if (proxy_rep_decode(p, n, &id, &type, &rid)) {
 		ADD(px->bad_frames, 1);
 		return;
 	}
-	uint64_t id = le_get64(p);
 	pthread_mutex_lock(&px->mu);
 	struct px_fwd *f = px_fwd_find(px, id);
 	if (f && f->node != from)

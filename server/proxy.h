@@ -197,6 +197,10 @@ uint32_t proxy_req_hdr_encode(uint8_t out[PROXY_REQ_HDR_MAX], uint64_t fwd_id,
 /* A FWD_REQ payload: 0 or -PARLEY_EPROTO (short, bad lengths, the frame
  * not exactly one whole client frame). */
 int proxy_req_decode(const uint8_t *p, uint32_t n, struct proxy_req *r);
+/* A FWD_REP payload (u64 fwd_id | one whole client frame): 0 with the
+ * id and the frame's type and request id, or -PARLEY_EPROTO. */
+int proxy_rep_decode(const uint8_t *p, uint32_t n, uint64_t *fwd_id,
+		     uint16_t *type, uint32_t *rid);
 
 /* ---- metrics ---- */
 

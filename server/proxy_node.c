@@ -41,6 +41,7 @@ _Static_assert(TAIL_FRAME_REQ == PEER_FRAME_TAIL_REQ &&
 /* The node thread may call in before main publishes s->peer: the
  * peer node is kept here. */
 static struct peer_node *the_node;
+static struct srv *the_srv; /* proxy_node_install's (remote checks) */
 /* the chat service that posts other nodes' LIVE frames (proxy_node_live);
  * live_mu keeps it from closing under a frame being posted */
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -181,6 +182,60 @@ static int tail_resolve(void *arg, uint64_t from, uint64_t id,
 	return rc;
 }
 
+/* tail_io.open_node: the leader of the partition of conv's open record
+ * when this node holds no replica of it (route.h), else 0 */
+static uint64_t tail_open_node(void *arg, const char *conv, uint16_t clen)
+{
+	struct srv *s = arg;
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_open(key, conv, clen);
+	if (kl <= 0 || !s->engine)
+		return 0;
+	uint32_t p = pe_partition_of(s->engine, key, (size_t)kl);
+	return route_holds(p) ? 0 : route_partition_leader(s->engine, p);
+}
+
+struct tail_check_ctx {
+	struct srv *s;
+	uint64_t from, id;
+};
+
+/* chat_check_cb of a check another node asked (engine thread) */
+static void tail_check_done(void *arg, int found)
+{
+	struct tail_check_ctx *x = arg;
+	tail_relay_check_answer(x->s->tail, x->from, x->id, found);
+	free(x);
+}
+
+/* tail_io.check: a check another node asked, read here */
+static int tail_check(void *arg, uint64_t from, uint64_t id, const char *conv,
+		      uint16_t clen)
+{
+	struct srv *s = arg;
+	struct tail_check_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct tail_check_ctx){.s = s, .from = from, .id = id};
+	pthread_mutex_lock(&live_mu); /* as tail_resolve */
+	int rc = live_chat ? chat_conv_opened(live_chat, conv, clen,
+					      tail_check_done, x)
+			   : -PARLEY_EAGAIN;
+	pthread_mutex_unlock(&live_mu);
+	if (rc)
+		free(x);
+	return rc;
+}
+
+/* chat_check_fn: a SEND's check of a conversation whose open record's
+ * partition this node does not hold, asked of its leader */
+static int chat_check(void *arg, const char *conv, uint16_t clen,
+		      chat_check_cb cb, void *cb_arg)
+{
+	struct srv *s = arg;
+	return tail_relay_check(s->tail, conv, clen, cb, cb_arg);
+}
+
 static void app_frame(void *arg, uint64_t from, uint8_t type,
 		      const uint8_t *p, uint32_t n)
 {
@@ -256,6 +311,10 @@ static void live_relay(void *arg, uint64_t to, const uint8_t *payload,
 
 void proxy_node_live(struct chat *c, bool on)
 {
+	/* SENDs check conversations opened elsewhere at that leader */
+	chat_set_remote_check(c, on && the_srv && the_srv->tail ? chat_check
+								: NULL,
+			      the_srv);
 	if (!on)
 		chat_set_live_where(c, NULL, NULL);
 	chat_set_live_relay(c, on ? live_relay : NULL, NULL);
@@ -363,6 +422,7 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 		       const struct proxy_config *cfg)
 {
 	the_node = pn;
+	the_srv = s;
 	struct proxy_io io = {.send = io_send,
 			      .link_up = io_link_up, .reply = io_reply,
 			      .serve = io_serve, .arg = s};
@@ -372,7 +432,9 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 	struct tail_io tio = {.send = io_send, .link_up = tail_link_up,
 			      .old_build = tail_old_build,
 			      .serve = tail_serve, .conv_node = tail_conv_node,
-			      .resolve = tail_resolve, .arg = s};
+			      .resolve = tail_resolve,
+			      .open_node = tail_open_node, .check = tail_check,
+			      .arg = s};
 	rc = tail_relay_new(&tio, &s->tail);
 	if (rc)
 		return rc;

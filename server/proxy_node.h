@@ -22,10 +22,14 @@ struct chat;
 int proxy_node_install(struct srv *s, struct peer_node *pn,
 		       const struct proxy_config *cfg);
 
-/* Large groups' live EVENTs across nodes (chat.h, chat_set_live_relay):
- * on, c relays its read fan-out's live EVENTs to the other nodes and
- * posts theirs (PEER_FRAME_LIVE) to its connections; off (before
- * chat_close, c must outlive the call) neither. After
+/* The chat service across nodes: large groups' live EVENTs (chat.h,
+ * chat_set_live_relay): on, c relays its read fan-out's live EVENTs to
+ * the other nodes and posts theirs (PEER_FRAME_LIVE) to its connections;
+ * and reads for other nodes (a pointer's EVENT, a SEND's check that its
+ * conversation was opened: tail_relay.h) are answered by c, and c's own
+ * checks of conversations whose open record is in a partition this node
+ * does not hold go to that partition's leader (chat_set_remote_check);
+ * off (before chat_close, c must outlive the call) none of it. After
  * proxy_node_install. */
 void proxy_node_live(struct chat *c, bool on);
 

@@ -142,7 +142,9 @@ int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
 		m->conv = (const char *)q + 20;
 		return 0;
 	case TAIL_OP_READ_RES:
-		if (!data)
+		/* a check's FOUND / NONE carries nothing */
+		if (!data || m->reason > TAIL_RES_NONE ||
+		    (m->reason != TAIL_RES_FAILED && left))
 			return -PARLEY_EPROTO;
 		if (left && (!whole_frames(q, left, &k, &ft) || k != 1 ||
 			     ft != PARLEY_T_EVENT))
@@ -236,12 +238,16 @@ struct node_count {
 	uint32_t reads; /* remote reads in flight to it */
 };
 
-/* A remote read in flight (invariant 5). */
+/* A remote read in flight (invariant 5), or a check (invariant 6:
+ * check set, p.kind TAIL_READ_KIND_OPEN, p.conv the conversation). */
 struct tail_read {
 	struct tail_read *next;
 	uint64_t id, node;    /* node: 0 = waiting to be sent */
 	struct chat_inbox_ptr p;
-	tail_read_cb cb;
+	bool check;
+	int res;              /* a check given up: its outcome */
+	tail_read_cb cb;      /* a pointer's */
+	tail_check_cb ccb;    /* a check's */
 	void *arg;
 	uint64_t first_ms, deadline_ms;
 };
@@ -261,7 +267,8 @@ struct tail_relay {
 	uint64_t next_read;
 	_Atomic uint32_t nreads;
 	_Atomic uint64_t st_reads, st_read_retries, st_read_giveups,
-		st_reads_served;
+		st_reads_served, st_checks, st_check_giveups,
+		st_checks_served;
 };
 
 static void reads_tick(struct tail_relay *tr);
@@ -753,6 +760,76 @@ int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
 	return 0;
 }
 
+/* The node r is to be asked: its conversation's partition's leader (a
+ * pointer), its open record's (a check); 0 = none known / held here. */
+static uint64_t read_node(struct tail_relay *tr, const struct tail_read *r)
+{
+	if (!r->check)
+		return tr->io.conv_node(tr->io.arg, r->p.conv, r->p.clen);
+	return tr->io.open_node ? tr->io.open_node(tr->io.arg, r->p.conv,
+						   r->p.clen)
+				: 0;
+}
+
+int tail_relay_check(struct tail_relay *tr, const char *conv, uint16_t clen,
+		     tail_check_cb cb, void *arg)
+{
+	if (!clen || clen > 249) /* READ's bound (tail_msg_decode) */
+		return -PARLEY_EINVAL;
+	struct tail_read *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->check = true;
+	r->p.kind = TAIL_READ_KIND_OPEN;
+	r->p.clen = clen;
+	memcpy(r->p.conv, conv, clen);
+	uint64_t node = read_node(tr, r);
+	if (node && tr->io.old_build && tr->io.old_build(tr->io.arg, node)) {
+		free(r);
+		return -PARLEY_EVERSION;
+	}
+	if (node && !tr->io.link_up(tr->io.arg, node))
+		node = 0; /* the tick asks once the link is up */
+	r->ccb = cb;
+	r->arg = arg;
+	r->first_ms = mono_ms();
+	pthread_mutex_lock(&tr->mu);
+	struct node_count *nc = node ? node_slot(tr, node, true) : NULL;
+	if ((node && (!nc || nc->reads >= TAIL_MAX_READS)) ||
+	    GET(tr->nreads) >= TAIL_MAX_READS * 4u) {
+		pthread_mutex_unlock(&tr->mu);
+		free(r);
+		return -PARLEY_EFULL;
+	}
+	r->id = tr->next_read++;
+	struct tail_read **pp = read_find(tr, r->id);
+	r->next = *pp;
+	*pp = r;
+	ADD(tr->nreads, 1);
+	/* sent under the mutex: an answer cannot overtake the entry; not
+	 * sent (no leader known, no link, a full queue): the tick asks */
+	if (node && read_send(tr, node, r) == 0) {
+		read_assign(tr, r, node);
+		r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
+	}
+	pthread_mutex_unlock(&tr->mu);
+	ADD(tr->st_checks, 1);
+	return 0;
+}
+
+void tail_relay_check_answer(struct tail_relay *tr, uint64_t from,
+			     uint64_t id, int found)
+{
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = TAIL_OP_READ_RES, .id = id,
+			     .reason = found < 0    ? TAIL_RES_FAILED
+				       : found > 0 ? TAIL_RES_FOUND
+						   : TAIL_RES_NONE};
+	uint32_t hn = tail_hdr_encode(h, &m);
+	ADD(tr->st_checks_served, 1);
+	(void)tr->io.send(tr->io.arg, from, TAIL_FRAME_DATA, h, hn, NULL, 0);
+}
+
 void tail_relay_read_answer(struct tail_relay *tr, uint64_t from, uint64_t id,
 			    const uint8_t *frame, uint32_t n)
 {
@@ -768,6 +845,12 @@ void tail_relay_read_answer(struct tail_relay *tr, uint64_t from, uint64_t id,
 static void read_serve(struct tail_relay *tr, uint64_t from,
 		       const struct tail_msg *m)
 {
+	if (m->kind == TAIL_READ_KIND_OPEN) { /* a check (invariant 6) */
+		if (!tr->io.check ||
+		    tr->io.check(tr->io.arg, from, m->id, m->conv, m->clen) != 0)
+			tail_relay_check_answer(tr, from, m->id, -PARLEY_EAGAIN);
+		return;
+	}
 	struct chat_inbox_ptr p = {.inbox_seq = m->seq, .conv_seq = m->conv_seq,
 				   .kind = m->kind, .clen = m->clen};
 	memcpy(p.conv, m->conv, m->clen);
@@ -796,6 +879,26 @@ static void read_on_res(struct tail_relay *tr, uint64_t from,
 	struct tail_read *r = *pp;
 	if (!r || r->node != from) { /* given up, or asked elsewhere since */
 		pthread_mutex_unlock(&tr->mu);
+		return;
+	}
+	if (r->check) {
+		/* an EVENT: a build before checks resolved it as a pointer */
+		int res = m->blen ? -PARLEY_EVERSION
+			  : m->reason == TAIL_RES_FOUND ? 1
+			  : m->reason == TAIL_RES_NONE  ? 0
+							: -PARLEY_EAGAIN;
+		if (res == -PARLEY_EAGAIN) { /* ask again at the tick */
+			read_assign(tr, r, 0);
+			r->deadline_ms = 0;
+			pthread_mutex_unlock(&tr->mu);
+			return;
+		}
+		*pp = r->next;
+		read_assign(tr, r, 0);
+		SUB(tr->nreads, 1);
+		pthread_mutex_unlock(&tr->mu);
+		r->ccb(r->arg, res);
+		free(r);
 		return;
 	}
 	if (!real_event(m->body, m->blen)) {
@@ -831,7 +934,18 @@ static void reads_tick(struct tail_relay *tr)
 				pp = &r->next;
 				continue;
 			}
-			if (now - r->first_ms >= TAIL_READ_GIVEUP_MS) {
+			uint64_t node = 0;
+			if (now - r->first_ms >= (r->check ? TAIL_CHECK_GIVEUP_MS
+							   : TAIL_READ_GIVEUP_MS)) {
+				r->res = -PARLEY_EAGAIN;
+			} else if (r->check && (node = read_node(tr, r)) &&
+				   tr->io.old_build &&
+				   tr->io.old_build(tr->io.arg, node)) {
+				r->res = -PARLEY_EVERSION; /* checked there */
+			} else {
+				r->res = 0;
+			}
+			if (r->res) {
 				*pp = r->next;
 				read_assign(tr, r, 0);
 				SUB(tr->nreads, 1);
@@ -840,8 +954,8 @@ static void reads_tick(struct tail_relay *tr)
 				continue;
 			}
 			read_assign(tr, r, 0);
-			uint64_t node = tr->io.conv_node(tr->io.arg, r->p.conv,
-							 r->p.clen);
+			if (!r->check)
+				node = read_node(tr, r);
 			if (node && tr->io.link_up(tr->io.arg, node) &&
 			    read_send(tr, node, r) == 0) {
 				read_assign(tr, r, node);
@@ -855,8 +969,14 @@ static void reads_tick(struct tail_relay *tr)
 	while (done) {
 		struct tail_read *r = done;
 		done = r->next;
-		ADD(tr->st_read_giveups, 1);
-		r->cb(r->arg, NULL, 0);
+		if (r->check) {
+			if (r->res == -PARLEY_EAGAIN)
+				ADD(tr->st_check_giveups, 1);
+			r->ccb(r->arg, r->res);
+		} else {
+			ADD(tr->st_read_giveups, 1);
+			r->cb(r->arg, NULL, 0);
+		}
 		free(r);
 	}
 }
@@ -976,7 +1096,10 @@ void tail_relay_stats(struct tail_relay *tr, struct tail_stats *st)
 		.reads = GET(tr->st_reads),
 		.read_retries = GET(tr->st_read_retries),
 		.read_giveups = GET(tr->st_read_giveups),
-		.reads_served = GET(tr->st_reads_served)};
+		.reads_served = GET(tr->st_reads_served),
+		.checks = GET(tr->st_checks),
+		.check_giveups = GET(tr->st_check_giveups),
+		.checks_served = GET(tr->st_checks_served)};
 }
 
 size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
@@ -1028,6 +1151,16 @@ size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
 		 st.read_giveups},
 		{"parley_tail_reads_served_total", "counter",
 		 "Remote reads answered here for other nodes.", st.reads_served},
+		{"parley_tail_remote_checks_total", "counter",
+		 "SENDs' checks that their conversation was opened, asked of "
+		 "the leader of its open record's partition (not held here).",
+		 st.checks},
+		{"parley_tail_remote_check_giveups_total", "counter",
+		 "Remote checks given up (the SEND failed AGAIN).",
+		 st.check_giveups},
+		{"parley_tail_checks_served_total", "counter",
+		 "Remote checks answered here for other nodes.",
+		 st.checks_served},
 		{"parley_tail_bad_frames_total", "counter",
 		 "Undecodable TAIL_REQ / TAIL_DATA frames (dropped).",
 		 st.bad_frames},

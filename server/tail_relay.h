@@ -66,6 +66,16 @@
  *      device gets the placeholder a cut-off node gives (chat.h). At most
  *      TAIL_MAX_READS in flight per node (beyond: the caller retries at
  *      its tick, as for a full engine queue).
+ *   6. Remote checks ride on the same reads. A SEND's leader that holds
+ *      no replica of its conversation's open record's partition (o/<conv>,
+ *      chat.h chat_set_remote_check) asks that partition's leader whether
+ *      the conversation was opened (tail_relay_check: a READ of kind
+ *      TAIL_READ_KIND_OPEN, answered READ_RES FOUND / NONE after a
+ *      linearizable read there, chat_conv_opened), asked again like a
+ *      pointer's read (also while no leader is known), for up to
+ *      TAIL_CHECK_GIVEUP_MS, then -PARLEY_EAGAIN. A node of the build
+ *      before checks answers such a READ with a placeholder EVENT: the
+ *      asker then checks locally, as before (-PARLEY_EVERSION).
  *
  * Wire (peer frame payloads, little-endian; TAIL_REQ gateway -> holder,
  * TAIL_DATA holder -> gateway):
@@ -78,7 +88,10 @@
  *   END      (TAIL_DATA) header, reason: TAIL_END_*
  *   READ     (TAIL_REQ)  header (id: the read's) | u64 inbox_seq |
  *                        u64 conv_seq | u16 kind | u16 conv_len | conv
- *   READ_RES (TAIL_DATA) header | one EVENT frame, or nothing (failed)
+ *   READ_RES (TAIL_DATA) header | one EVENT frame, or nothing (failed);
+ *                        a check's (kind TAIL_READ_KIND_OPEN): reason
+ *                        TAIL_RES_FOUND / TAIL_RES_NONE and nothing, or
+ *                        TAIL_RES_FAILED and nothing
  *
  * Threads: every call from any thread (one mutex); messages are posted to
  * loops, io callbacks run without the mutex held.
@@ -107,6 +120,9 @@
 #define TAIL_MAX_READS 4096u        /* remote reads in flight per node */
 #define TAIL_READ_TIMEOUT_MS 2000u  /* one attempt */
 #define TAIL_READ_GIVEUP_MS 15000u  /* then the placeholder */
+#define TAIL_CHECK_GIVEUP_MS 5000u  /* a check: then -PARLEY_EAGAIN */
+/* READ kind of a check (invariant 6): no event kind is this large */
+#define TAIL_READ_KIND_OPEN 0xffffu
 
 enum tail_op {
 	TAIL_OP_OPEN = 1,
@@ -116,6 +132,13 @@ enum tail_op {
 	TAIL_OP_END = 5,
 	TAIL_OP_READ = 6,
 	TAIL_OP_READ_RES = 7,
+};
+
+/* READ_RES reason (a check's answer; a pointer's is TAIL_RES_FAILED) */
+enum tail_res_reason {
+	TAIL_RES_FAILED = 0, /* no answer from there: ask again */
+	TAIL_RES_FOUND = 1,  /* the conversation was opened */
+	TAIL_RES_NONE = 2,   /* no open record */
 };
 
 enum tail_end_reason {
@@ -211,6 +234,14 @@ struct tail_io {
 	 * will be answered: the relay answers "failed") */
 	int (*resolve)(void *arg, uint64_t from, uint64_t id,
 		       const struct chat_inbox_ptr *p);
+	/* checks (invariant 6): the node leading the partition of conv's
+	 * open record when this node holds no replica of it, else 0 */
+	uint64_t (*open_node)(void *arg, const char *conv, uint16_t clen);
+	/* answering a check: read o/<conv> here (chat_conv_opened) and hand
+	 * the outcome to tail_relay_check_answer(from, id, ...): 0, or < 0
+	 * (the relay answers "failed"). NULL: answered "failed" */
+	int (*check)(void *arg, uint64_t from, uint64_t id, const char *conv,
+		     uint16_t clen);
 	/* holder: post an LM_TAIL_OPEN (payload p[0..n), a whole TAIL_REQ
 	 * OPEN, borrowed) to the loop of m's user: 0 or < 0 */
 	int (*serve)(void *arg, uint64_t from, const struct tail_msg *m,
@@ -234,6 +265,9 @@ struct tail_stats {
 	uint64_t read_retries;   /* ... asked again */
 	uint64_t read_giveups;   /* ... ended with a placeholder */
 	uint64_t reads_served;   /* READs answered here for other nodes */
+	uint64_t checks;         /* remote checks started */
+	uint64_t check_giveups;  /* ... ended -PARLEY_EAGAIN */
+	uint64_t checks_served;  /* checks answered here for other nodes */
 };
 
 int tail_relay_new(const struct tail_io *io, struct tail_relay **out);
@@ -286,6 +320,23 @@ int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
 /* The answering side's EVENT frame (NULL: failed) for READ id of `from`. */
 void tail_relay_read_answer(struct tail_relay *tr, uint64_t from, uint64_t id,
 			    const uint8_t *frame, uint32_t n);
+
+/* Whether conversation conv was opened, asked of the leader of its open
+ * record's partition (invariant 6): cb(arg, rc) runs exactly once, on
+ * the peer thread (never before this returns), rc 1 (opened), 0 (no open
+ * record), -PARLEY_EVERSION (that leader is a build before checks: check
+ * here), -PARLEY_EAGAIN (no answer within TAIL_CHECK_GIVEUP_MS). 0, or
+ * -PARLEY_EVERSION (the leader is an older build without tail frames),
+ * -PARLEY_EFULL (TAIL_MAX_READS), -PARLEY_ENOMEM; no leader known or no
+ * link is not an error: the check waits for one. The shape of
+ * chat_check_fn's call (chat.h). */
+typedef void (*tail_check_cb)(void *arg, int rc);
+int tail_relay_check(struct tail_relay *tr, const char *conv, uint16_t clen,
+		     tail_check_cb cb, void *arg);
+/* The answering side's outcome for check id of `from`: 1 opened, 0 no
+ * open record, < 0 failed (the asker asks again). */
+void tail_relay_check_answer(struct tail_relay *tr, uint64_t from,
+			     uint64_t id, int found);
 
 /* ---- both ---- */
 

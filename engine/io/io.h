@@ -58,6 +58,14 @@ struct pio_ring;
  * not. */
 #define PIO_DIRECT 4
 #define PIO_DIRECT_ALIGN 4096u
+/* The synchronous pwrite of this file may bypass the page cache too (no
+ * alignment rule: a write, or the rest of one, whose buffer, offset and
+ * length are not PIO_DIRECT_ALIGN multiples, or a file system without
+ * O_DIRECT, goes through the cache as usual). For writing a new file
+ * once, such as a WAL spare's zeros, without copying its bytes into the
+ * page cache. Durability is unchanged: fdatasync as ever. A backend
+ * without direct I/O ignores it. */
+#define PIO_DIRECT_FILL 8
 
 /* user_data values >= this are reserved for the backends. */
 #define PIO_UDATA_RESERVED (UINT64_MAX - 255)

@@ -10,7 +10,8 @@
  *     the SQ is full they submit first. ring_wait submits and waits in one
  *     io_uring_enter. ring_write_dsync is a write with RWF_DSYNC.
  *   - PIO_DIRECT: the file gets a second descriptor opened O_DIRECT, used
- *     by the ring writes only (synchronous ops keep the buffered one; a
+ *     by the ring writes only (synchronous ops keep the buffered one, but
+ *     for PIO_DIRECT_FILL's aligned pwrites; a
  *     direct write writes back and drops the cached pages it overlaps, so
  *     both views agree). A direct write of an allocated, already-written
  *     extent needs no io-wq worker: the kernel issues it from
@@ -68,8 +69,9 @@
 
 struct pio_file {
 	int fd;
-	int dfd;    /* PIO_DIRECT: an O_DIRECT handle for ring writes, or -1 */
+	int dfd;    /* PIO_DIRECT / _FILL: an O_DIRECT handle, or -1 */
 	bool align; /* PIO_DIRECT was asked: ring writes must be aligned */
+	bool dfill; /* PIO_DIRECT_FILL: aligned pwrites go through dfd */
 	char *path; /* absolute; only with the test-only sync log */
 	uint64_t ino; /* its inode: the sync log's key (renames keep it) */
 };
@@ -131,12 +133,13 @@ static int ur_open(struct pio *io, const char *path, int flags,
 	}
 	f->fd = fd;
 	f->dfd = -1;
-	if (flags & PIO_DIRECT) {
+	if (flags & (PIO_DIRECT | PIO_DIRECT_FILL)) {
 		/* A second open file description on the same inode: the page
 		 * cache stays coherent (a direct write writes back and drops the
 		 * cached pages it overlaps). EINVAL: the file system has no
 		 * O_DIRECT (tmpfs); the ring writes then go through the cache. */
-		f->align = true;
+		f->align = (flags & PIO_DIRECT) != 0;
+		f->dfill = (flags & PIO_DIRECT_FILL) != 0;
 		do {
 			f->dfd = open(path, O_RDWR | O_CLOEXEC | O_DIRECT);
 		} while (f->dfd < 0 && errno == EINTR);
@@ -212,6 +215,8 @@ static int64_t ur_pread(struct pio *io, struct pio_file *f, void *buf,
 	return (int64_t)done;
 }
 
+static bool ur_aligned(const void *buf, size_t len, uint64_t off);
+
 static int ur_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 		     size_t len, uint64_t off)
 {
@@ -224,11 +229,19 @@ static int ur_pwrite(struct pio *io, struct pio_file *f, const void *buf,
 	size_t done = 0;
 	int rc = 0;
 	while (done < len) {
-		ssize_t n = pwrite(f->fd, (const uint8_t *)buf + done,
-				   len - done, (off_t)(off + done));
+		const uint8_t *b = (const uint8_t *)buf + done;
+		/* PIO_DIRECT_FILL: around the page cache when aligned */
+		bool direct = f->dfill && f->dfd >= 0 &&
+			      ur_aligned(b, len - done, off + done);
+		ssize_t n = pwrite(direct ? f->dfd : f->fd, b, len - done,
+				   (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (direct && errno == EINVAL) {
+				f->dfill = false; /* refused: buffered from now */
+				continue;
+			}
 			rc = -errno;
 			break;
 		}

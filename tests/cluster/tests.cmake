@@ -79,20 +79,6 @@ foreach(t cluster_test_cluster_membership cluster_test_cluster_ops
     add_dependencies(${t} parleyctl)
   endif()
 endforeach()
-# test_cluster_placement_spread (replication factor 3 on five nodes with
-# the default spread placement and automatic hand-over, under load, kill
-# -9 of a leader) is registered but disabled: on this code, once nodes 4
-# and 5 were added, the first SEND to a conversation whose partition a
-# founder leads is never acknowledged (the client gives up at its 30 s
-# deadline: "timed out"; the forward waits on the leader,
-# parley_forward_serving stays 1), while one led by node 4 is; the test
-# fails at its first wait. `ctest -R placement_spread` lists it as
-# "Not Run (Disabled)"; run it by hand with
-#   PARLEY_BIN_DIR=build PARLEY_SRC_DIR=. build/tests/cluster_test_cluster_placement_spread
-# and remove this once it passes.
-if(TARGET cluster_test_cluster_placement_spread)
-  set_tests_properties(cluster_test_cluster_placement_spread PROPERTIES DISABLED TRUE)
-endif()
 # test_cluster_replace once more, first removing a founder so that every
 # partition is short until nodes 4 and 5 are added (RR_REMOVE3)
 if(TARGET cluster_test_cluster_replace)

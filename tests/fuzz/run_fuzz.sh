@@ -4,6 +4,12 @@
 # library sources, and run each for SECONDS. Exit 0 when none crashed, 1 when
 # one did (the crashing input is saved under $OUT/crashes), 77 when clang's
 # fuzzer runtime is missing.
+# A target that needs more than the library sources names them in its
+# opening comment on one line " * sources: server/a.c server/b.c" (linked
+# into that target only). A generator tests/fuzz/gen_<name>_corpus.c, when
+# there is one, is built against the same objects and run before the
+# target with the corpus directory as its argument: the seeds come from
+# the real encoders of this tree.
 set -euo pipefail
 SECS=${1:-20}
 shift || true
@@ -19,16 +25,21 @@ fi
 CFLAGS=(-g -O1 -D_GNU_SOURCE -fsanitize=fuzzer-no-link,address,undefined
         -fno-sanitize-recover=undefined -I"$SRC/common" -I"$SRC/engine" -I"$SRC/engine/log" -I"$SRC/engine/history" -I"$SRC/engine/io" -I"$SRC/engine/raft" -I"$SRC/proto" -I"$SRC/server")
 LIBS=(-luring -lzstd -lxxhash -lssl -lcrypto -lpthread)
-# library objects (rebuilt only when a source is newer)
-objs=()
-# server/jwt.c: the token verifier is the first parser a client reaches
-for f in "$SRC"/common/*.c "$SRC"/engine/*.c "$SRC"/engine/*/*.c "$SRC"/proto/*.c "$SRC"/server/jwt.c; do
-  [ -e "$f" ] || continue
+# library objects (rebuilt only when a source is newer); obj_of prints the
+# object of source $1, building it first when needed
+obj_of() {
+  local f=$1 o
   o="$OUT/obj/$(echo "${f#$SRC/}" | tr / _).o"
   if [ ! -e "$o" ] || [ "$f" -nt "$o" ] || [ -n "$(find "$SRC" -name '*.h' -newer "$o" -print -quit)" ]; then
     "$CC" "${CFLAGS[@]}" -c "$f" -o "$o"
   fi
-  objs+=("$o")
+  echo "$o"
+}
+objs=()
+# server/jwt.c: the token verifier is the first parser a client reaches
+for f in "$SRC"/common/*.c "$SRC"/engine/*.c "$SRC"/engine/*/*.c "$SRC"/proto/*.c "$SRC"/server/jwt.c; do
+  [ -e "$f" ] || continue
+  objs+=("$(obj_of "$f")")
 done
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -37,10 +48,19 @@ fi
 status=0
 for t in "${targets[@]}"; do
   bin="$OUT/fuzz_$t"
-  "$CC" "${CFLAGS[@]}" -fsanitize=fuzzer "$SRC/tests/fuzz/fuzz_$t.c" "${objs[@]}" "${LIBS[@]}" -o "$bin"
+  extra=()
+  for f in $(sed -n 's/^ \* sources: //p' "$SRC/tests/fuzz/fuzz_$t.c"); do
+    extra+=("$(obj_of "$SRC/$f")")
+  done
+  "$CC" "${CFLAGS[@]}" -fsanitize=fuzzer "$SRC/tests/fuzz/fuzz_$t.c" "${objs[@]}" ${extra[@]+"${extra[@]}"} "${LIBS[@]}" -o "$bin"
   corpus="$OUT/corpus_$t"
   mkdir -p "$corpus"
   [ -d "$SRC/tests/fuzz/corpus/$t" ] && cp -n "$SRC/tests/fuzz/corpus/$t"/* "$corpus"/ 2>/dev/null || true
+  gen="$SRC/tests/fuzz/gen_${t}_corpus.c"
+  if [ -e "$gen" ]; then
+    "$CC" "${CFLAGS[@]}" "$gen" "${objs[@]}" ${extra[@]+"${extra[@]}"} "${LIBS[@]}" -o "$OUT/gen_${t}_corpus"
+    "$OUT/gen_${t}_corpus" "$corpus"
+  fi
   echo "fuzz_$t: ${SECS}s"
   if ! "$bin" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$OUT/crashes/${t}-" -print_final_stats=1 "$corpus" 2>"$OUT/fuzz_$t.log"; then

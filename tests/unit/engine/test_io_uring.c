@@ -5,7 +5,8 @@
  * completions beyond `max` kept for the next call, the depth bound,
  * cross-thread wake-up of a -1 wait, the synchronous ops and their error
  * paths, list(), the dsync write (RWF_DSYNC) buffered and on a PIO_DIRECT
- * file, and PIO_DIRECT on a file system without O_DIRECT (/dev/shm).
+ * file, PIO_DIRECT on a file system without O_DIRECT (/dev/shm), and
+ * PIO_DIRECT_FILL's synchronous writes around the page cache.
  *
  * If io_uring is unavailable here (ring_new fails with -ENOSYS or -EPERM)
  * the whole program exits 77 (skipped), not 0.
@@ -13,10 +14,12 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -407,6 +410,64 @@ Test(io_uring, ring_write_dsync_buffered_and_direct)
 	io->ops->close(io, f);
 	free(buf);
 	io->ops->ring_free(r);
+}
+
+/* Pages of the file at `path` (of `len` bytes) in the page cache. */
+static size_t resident_pages(const char *path, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0);
+	void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	cr_assert(m != MAP_FAILED);
+	size_t np = len / 4096, n = 0;
+	unsigned char *v = malloc(np);
+	cr_assert_not_null(v);
+	cr_assert_eq(mincore(m, len, v), 0);
+	for (size_t i = 0; i < np; i++)
+		n += v[i] & 1;
+	free(v);
+	munmap(m, len);
+	close(fd);
+	return n;
+}
+
+/* PIO_DIRECT_FILL: a synchronous pwrite whose buffer, offset and length are
+ * aligned goes around the page cache (none of its pages are cached after
+ * it), what it wrote reads back, and an unaligned one (or its unaligned
+ * rest) still writes, through the cache. Skipped where the file system has
+ * no O_DIRECT. */
+Test(io_uring, direct_fill_pwrite_goes_around_the_page_cache)
+{
+	int probe = open(P("probe"), O_RDWR | O_CREAT | O_DIRECT, 0644);
+	if (probe < 0)
+		cr_skip_test("no O_DIRECT under %s", dir);
+	close(probe);
+	enum { SZ = 64 * 4096 };
+	uint8_t *buf = aligned_alloc(PIO_DIRECT_ALIGN, SZ);
+	cr_assert_not_null(buf);
+	memset(buf, 'z', SZ);
+	for (int fill = 0; fill < 2; fill++) {
+		const char *name = fill ? "fill" : "plain";
+		struct pio_file *f = open_file(name,
+					       PIO_CREATE | (fill ? PIO_DIRECT_FILL : 0));
+		cr_assert_eq(io->ops->pwrite(io, f, buf, SZ, 0), 0);
+		cr_assert_eq(io->ops->fdatasync(io, f), 0);
+		size_t res = resident_pages(P(name), SZ);
+		if (fill)
+			cr_assert_eq(res, 0, "%zu of 64 pages cached", res);
+		else
+			cr_assert_eq(res, 64, "buffered: %zu of 64 cached", res);
+		/* unaligned: through the cache, and still written */
+		cr_assert_eq(io->ops->pwrite(io, f, "ab", 2, 4097), 0);
+		uint8_t back[SZ];
+		cr_assert_eq(io->ops->pread(io, f, back, SZ, 0), (int64_t)SZ);
+		cr_assert_eq(back[4097], 'a');
+		cr_assert_eq(back[4098], 'b');
+		back[4097] = back[4098] = 'z';
+		cr_assert_arr_eq(back, buf, SZ);
+		io->ops->close(io, f);
+	}
+	free(buf);
 }
 
 /* PIO_DIRECT where the file system has no O_DIRECT (or reports no direct

@@ -9,7 +9,9 @@
  * depend only on (conv, seq); the chat clock never goes back; and, on the
  * in-memory engine, live fan-out delivers every message once in order,
  * recovery re-fans-out messages whose fan-out was lost, and running
- * recovery again never doubles an inbox entry.
+ * recovery again never doubles an inbox entry; a SEND whose
+ * conversation's open record is in a partition this node does not hold
+ * asks the remote check (chat_set_remote_check) and follows its answer.
  * Randomized parts print their seed (PARLEY_SEED=<n> replays).
  */
 #include <criterion/criterion.h>
@@ -19,6 +21,7 @@
 #include <time.h>
 
 #include "chat.h"
+#include "route.h"
 #include "parley_engine_hooks.h" /* pe_flush_sync, pe_compact_sync */
 #include "parley_proto.h"
 
@@ -767,4 +770,144 @@ Test(chat, direct_fanout_keeps_order_under_a_full_engine_queue)
 	free(ents);
 	pe_close(e);
 	pio_free(io);
+}
+
+/* ---- the existence check across nodes (chat_set_remote_check) ---------- */
+
+static struct {
+	uint32_t p_open;          /* the partition "not held here" */
+	int calls, sync_rc;
+	chat_check_cb cb;
+	void *cb_arg;
+	char conv[64];
+} rc_fx;
+
+static uint64_t rc_resolver(void *arg, uint32_t p)
+{
+	(void)arg;
+	return p == rc_fx.p_open ? 7 : UINT64_MAX; /* node 7 leads it */
+}
+
+static int rc_check(void *arg, const char *conv, uint16_t clen,
+		    chat_check_cb cb, void *cb_arg)
+{
+	cr_assert_eq(arg, &rc_fx);
+	rc_fx.calls++;
+	snprintf(rc_fx.conv, sizeof rc_fx.conv, "%.*s", (int)clen, conv);
+	if (rc_fx.sync_rc)
+		return rc_fx.sync_rc;
+	rc_fx.cb = cb; /* answered by the test, after chat_send returned */
+	rc_fx.cb_arg = cb_arg;
+	return 0;
+}
+
+struct send_wait2 {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct chat_send_result r;
+};
+
+static void send_wait2_cb(void *arg, const struct chat_send_result *r)
+{
+	struct send_wait2 *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->r = *r;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* A SEND of message i from alice to d:alice:bob whose remote check is
+ * answered `answer`: its result's error (its seq in *seq). */
+static int rc_send(struct chat *c, int i, int answer, uint64_t *seq)
+{
+	struct chat_send_req q = {.conv = "d:alice:bob", .conv_len = 11,
+				  .sender = "alice", .sender_len = 5,
+				  .body = (const uint8_t *)"x", .body_len = 1};
+	q.client_msg_id[0] = (uint8_t)i;
+	struct send_wait2 w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+			       .cv = PTHREAD_COND_INITIALIZER};
+	int calls = rc_fx.calls;
+	rc_fx.cb = NULL;
+	int rc = chat_send(c, &q, send_wait2_cb, &w);
+	if (rc)
+		return rc;
+	if (!rc_fx.sync_rc) {
+		cr_assert_eq(rc_fx.calls, calls + 1, "the check was not asked");
+		cr_assert_str_eq(rc_fx.conv, "d:alice:bob");
+		cr_assert(rc_fx.cb);
+		rc_fx.cb(rc_fx.cb_arg, answer);
+	}
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	*seq = w.r.seq;
+	return w.r.err;
+}
+
+Test(chat, send_checks_an_open_record_held_elsewhere_remotely)
+{
+	struct world w = {.io = pio_mem_new(9)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_open(key, "d:alice:bob", 11);
+	rc_fx.p_open = pe_partition_of(w.e, key, (size_t)kl);
+	route_set_resolver(rc_resolver, NULL);
+	chat_set_remote_check(c, rc_check, &rc_fx);
+	uint64_t seq = 0;
+	/* its leader says "not opened": c/ is read here, empty: not found */
+	cr_assert_eq(rc_send(c, 1, 0, &seq), -PARLEY_ENOTFOUND);
+	/* no answer from there (given up): the SEND fails AGAIN */
+	cr_assert_eq(rc_send(c, 1, -PARLEY_EAGAIN, &seq), -PARLEY_EAGAIN);
+	/* that leader is a build before checks: o/ is read here (none) */
+	cr_assert_eq(rc_send(c, 1, -PARLEY_EVERSION, &seq), -PARLEY_ENOTFOUND);
+	rc_fx.sync_rc = -PARLEY_EVERSION;
+	cr_assert_eq(rc_send(c, 1, 0, &seq), -PARLEY_ENOTFOUND);
+	rc_fx.sync_rc = -PARLEY_EFULL; /* could not be asked: AGAIN */
+	cr_assert_eq(rc_send(c, 1, 0, &seq), -PARLEY_EAGAIN);
+	rc_fx.sync_rc = 0;
+	/* opened (on the node that leads o/<conv>'s partition, which this
+	 * one does not hold): stored and acknowledged */
+	int calls = rc_fx.calls;
+	cr_assert_eq(rc_send(c, 1, 1, &seq), 0);
+	cr_assert_eq(seq, 1);
+	/* known from then on: the next SEND asks nothing */
+	struct chat_send_req q = {.conv = "d:alice:bob", .conv_len = 11,
+				  .sender = "bob", .sender_len = 3,
+				  .body = (const uint8_t *)"y", .body_len = 1};
+	q.client_msg_id[0] = 2;
+	struct chat_send_result r;
+	cr_assert_eq(chat_send_sync(c, &q, &r), 0);
+	cr_assert_eq(r.seq, 2);
+	cr_assert_eq(rc_fx.calls, calls + 1);
+	chat_set_remote_check(c, NULL, NULL);
+	route_set_resolver(NULL, NULL);
+	chat_close(c);
+	check_inbox(&w, "bob", "d:alice:bob", 2);
+	pe_close(w.e);
+	pio_free(w.io);
+}
+
+Test(chat, send_checks_an_open_record_held_here_locally)
+{
+	struct world w = {.io = pio_mem_new(10)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	rc_fx.calls = 0;
+	rc_fx.sync_rc = 0;
+	chat_set_remote_check(c, rc_check, &rc_fx); /* every partition held */
+	struct chat_send_req q = {.conv = "d:alice:bob", .conv_len = 11,
+				  .sender = "alice", .sender_len = 5};
+	struct chat_send_result r;
+	cr_assert_eq(chat_send_sync(c, &q, &r), -PARLEY_ENOTFOUND);
+	cr_assert_eq(rc_fx.calls, 0);
+	chat_set_remote_check(c, NULL, NULL);
+	chat_close(c);
+	pe_close(w.e);
+	pio_free(w.io);
 }

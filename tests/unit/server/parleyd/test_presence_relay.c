@@ -36,6 +36,26 @@ Test(presence_relay, typing_round_trip)
 	cr_assert(d.users[1].len == 3 && !memcmp(d.users[1].p, "gus", 3));
 }
 
+/* The messages presence.c sends without a conv or user (RESEND, SET_END,
+ * ONLINE) leave those strings {NULL, 0}: encoding them must not hand
+ * memcpy a NULL pointer (undefined even for 0 bytes; the fuzz build's
+ * UBSan aborts on it, found by tests/fuzz/fuzz_peer.c's seed generator). */
+Test(presence_relay, empty_strings_without_bytes)
+{
+	static const uint8_t kinds[] = {PRELAY_RESEND, PRELAY_SET_END,
+					PRELAY_ONLINE};
+	for (size_t i = 0; i < sizeof kinds; i++) {
+		struct prelay_msg m = {.kind = kinds[i], .arg = 7};
+		int n = prelay_encode(buf, sizeof buf, &m);
+		cr_assert_eq(n, (int)PRELAY_HDR, "kind %u: %d", kinds[i], n);
+		struct prelay_msg d;
+		cr_assert_eq(prelay_decode(buf, (size_t)n, &d), 0);
+		cr_assert_eq(d.kind, kinds[i]);
+		cr_assert_eq(d.arg, 7);
+		cr_assert(!d.conv.len && !d.user.len && !d.count);
+	}
+}
+
 Test(presence_relay, every_kind_and_full_payload)
 {
 	static char ids[PRELAY_USERS_MAX][PARLEY_PROTO_MAX_USER_ID + 1];

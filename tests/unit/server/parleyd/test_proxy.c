@@ -4,7 +4,7 @@
  * forwards in flight (ids, the reply that ends one, late replies, a
  * reply from the wrong node), the per-node cap, the timeout, a link that
  * goes down, a frame that could not be sent, the leader's side (serving
- * on / off, its cap, the reply frame) and the FWD_REQ codec.
+ * on / off, its cap, the reply frame) and the FWD_REQ / FWD_REP codec.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -509,6 +509,28 @@ Test(proxy, req_decode_refuses_bad_input)
 	cr_assert_eq(io.nserved, 0);
 	cr_assert_eq(io.nrep, 0);
 	proxy_free(px);
+}
+
+/* FWD_REP (proxy_rep_decode, what on_reply reads): the id and the
+ * frame's type and request id, or EPROTO for anything but u64 | exactly
+ * one whole client frame. */
+Test(proxy, rep_decode)
+{
+	uint8_t b[600];
+	uint32_t n = make_rep(b, 0x0102030405060708ull, 77, 0);
+	uint64_t id = 0;
+	uint16_t type = 0;
+	uint32_t rid = 0;
+	cr_assert_eq(proxy_rep_decode(b, n, &id, &type, &rid), 0);
+	cr_assert_eq(id, 0x0102030405060708ull);
+	cr_assert_eq(type, PARLEY_T_PONG);
+	cr_assert_eq(rid, 77);
+	for (uint32_t k = 0; k < n; k++) /* every truncation */
+		cr_assert_eq(proxy_rep_decode(b, k, &id, &type, &rid),
+			     -PARLEY_EPROTO, "len %u", k);
+	b[n] = 0; /* a byte after the frame */
+	cr_assert_eq(proxy_rep_decode(b, n + 1, &id, &type, &rid),
+		     -PARLEY_EPROTO);
 }
 
 Test(proxy, forwardable_types)

@@ -12,7 +12,12 @@
  * END after the connection closed, END retried when the link refused it);
  * remote reads (READ to the conversation's leader, a placeholder answer
  * asked again, a dropped link asked again, the answer delivered once; a
- * READ served and a failed one answered empty).
+ * READ served and a failed one answered empty); remote checks (a READ of
+ * kind TAIL_READ_KIND_OPEN to the open record's leader, waiting while none
+ * is known, asked again after a failed answer or a dropped link, FOUND /
+ * NONE delivered once; a build before checks answering with an EVENT;
+ * a check served here and a failed one answered FAILED; the READ_RES
+ * reasons' codec).
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -34,8 +39,11 @@ struct sent {
 
 static struct {
 	bool link_up, old_build;
-	int send_rc, serve_rc, resolve_rc;
-	uint64_t conv_node;
+	int send_rc, serve_rc, resolve_rc, check_rc;
+	uint64_t conv_node, open_node;
+	int nchecked;
+	uint64_t checked_id[MAXREC];
+	int ncheck_cb, check_res;
 	struct sent sent[MAXREC];
 	int nsent;
 	int nserved;
@@ -117,6 +125,26 @@ static int f_resolve(void *arg, uint64_t from, uint64_t id,
 	return 0;
 }
 
+static uint64_t f_open_node(void *arg, const char *conv, uint16_t clen)
+{
+	(void)arg;
+	(void)conv;
+	(void)clen;
+	return io.open_node;
+}
+
+static int f_check(void *arg, uint64_t from, uint64_t id, const char *conv,
+		   uint16_t clen)
+{
+	(void)arg;
+	(void)from;
+	cr_assert(clen == 11 && !memcmp(conv, "d:alice:bob", 11));
+	if (io.check_rc)
+		return io.check_rc;
+	io.checked_id[io.nchecked++] = id;
+	return 0;
+}
+
 /* The relay posts to connections through lmsg_post -> loop_post. */
 void loop_post(struct loop *lp, struct lmsg *m)
 {
@@ -140,7 +168,8 @@ static struct tail_relay *relay(void)
 	struct tail_io tio = {.send = f_send, .link_up = f_link_up,
 			      .old_build = f_old_build,
 			      .serve = f_serve, .conv_node = f_conv_node,
-			      .resolve = f_resolve};
+			      .resolve = f_resolve, .open_node = f_open_node,
+			      .check = f_check};
 	struct tail_relay *tr = NULL;
 	cr_assert_eq(tail_relay_new(&tio, &tr), 0);
 	return tr;
@@ -753,4 +782,134 @@ Test(tail_read, an_older_build_is_not_asked)
 		     -PARLEY_EVERSION);
 	cr_assert_eq(io.nsent, 0);
 	done(tr);
+}
+
+/* ---- remote checks ------------------------------------------------------------------ */
+
+static void check_cb(void *arg, int rc)
+{
+	(void)arg;
+	io.ncheck_cb++;
+	io.check_res = rc;
+}
+
+static void check_res(struct tail_relay *tr, uint64_t from, uint64_t id,
+		      uint8_t reason)
+{
+	uint8_t p[TAIL_OPEN_HDR_MAX];
+	struct tail_msg m = {.op = TAIL_OP_READ_RES, .id = id, .reason = reason};
+	uint32_t n = tail_hdr_encode(p, &m);
+	tail_relay_on_frame(tr, from, TAIL_FRAME_DATA, p, n);
+}
+
+Test(tail_check, asked_of_the_open_records_leader_until_it_answers)
+{
+	struct tail_relay *tr = relay();
+	io.open_node = 0; /* no leader known: the check waits for one */
+	cr_assert_eq(tail_relay_check(tr, "d:alice:bob", 11, check_cb, NULL), 0);
+	cr_assert_eq(io.nsent, 0);
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 0 && io.ncheck_cb == 0);
+	io.open_node = 6;
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 1 && io.sent[0].to == 6);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, io.sent[0].data,
+				     io.sent[0].len, &d), 0);
+	cr_assert(d.op == TAIL_OP_READ && d.kind == TAIL_READ_KIND_OPEN &&
+		  d.clen == 11 && !memcmp(d.conv, "d:alice:bob", 11));
+	uint64_t id = d.id;
+	/* that node could not read it (not the leader any more): asked
+	 * again, of the leader as then known */
+	check_res(tr, 6, id, TAIL_RES_FAILED);
+	cr_assert_eq(io.ncheck_cb, 0);
+	io.open_node = 8;
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 2 && io.sent[1].to == 8);
+	check_res(tr, 6, id, TAIL_RES_FOUND); /* the old node's: not taken */
+	cr_assert_eq(io.ncheck_cb, 0);
+	tail_relay_link_down(tr, 8);
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 3 && io.sent[2].to == 8);
+	check_res(tr, 8, id, TAIL_RES_FOUND);
+	cr_assert(io.ncheck_cb == 1 && io.check_res == 1);
+	check_res(tr, 8, id, TAIL_RES_NONE); /* once */
+	cr_assert_eq(io.ncheck_cb, 1);
+	/* a conversation never opened */
+	cr_assert_eq(tail_relay_check(tr, "d:alice:bob", 11, check_cb, NULL), 0);
+	cr_assert(io.nsent == 4 && io.sent[3].to == 8);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, io.sent[3].data,
+				     io.sent[3].len, &d), 0);
+	check_res(tr, 8, d.id, TAIL_RES_NONE);
+	cr_assert(io.ncheck_cb == 2 && io.check_res == 0);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert(st.checks == 2 && st.check_giveups == 0 && st.reads == 0);
+	done(tr);
+}
+
+Test(tail_check, an_older_build_checks_nothing)
+{
+	struct tail_relay *tr = relay();
+	io.open_node = 6;
+	/* a build before checks resolves the READ as a pointer of an
+	 * unknown kind: a placeholder EVENT */
+	cr_assert_eq(tail_relay_check(tr, "d:alice:bob", 11, check_cb, NULL), 0);
+	answer(tr, 6, last_read_id(), 0);
+	cr_assert(io.ncheck_cb == 1 && io.check_res == -PARLEY_EVERSION);
+	/* a build without tail frames is not asked */
+	io.old_build = true;
+	io.link_up = false;
+	cr_assert_eq(tail_relay_check(tr, "d:alice:bob", 11, check_cb, NULL),
+		     -PARLEY_EVERSION);
+	cr_assert_eq(io.nsent, 1);
+	done(tr);
+}
+
+Test(tail_check, a_check_is_served_here_or_answered_failed)
+{
+	struct tail_relay *tr = relay();
+	uint8_t p[2048];
+	struct tail_msg m = {.op = TAIL_OP_READ, .id = 5,
+			     .kind = TAIL_READ_KIND_OPEN,
+			     .conv = "d:alice:bob", .clen = 11};
+	uint32_t n = tail_hdr_encode(p, &m);
+	tail_relay_on_frame(tr, 4, TAIL_FRAME_REQ, p, n);
+	cr_assert(io.nchecked == 1 && io.checked_id[0] == 5 &&
+		  io.nresolved == 0);
+	cr_assert_eq(io.nsent, 0); /* the answer comes from check's callback */
+	tail_relay_check_answer(tr, 4, 5, 1);
+	tail_relay_check_answer(tr, 4, 6, 0);
+	io.check_rc = -PARLEY_EFULL;
+	tail_relay_on_frame(tr, 4, TAIL_FRAME_REQ, p, n);
+	const uint8_t want[3] = {TAIL_RES_FOUND, TAIL_RES_NONE, TAIL_RES_FAILED};
+	cr_assert_eq(io.nsent, 3);
+	for (int i = 0; i < 3; i++) {
+		struct tail_msg d;
+		cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, io.sent[i].data,
+					     io.sent[i].len, &d), 0);
+		cr_assert(d.op == TAIL_OP_READ_RES && d.blen == 0 &&
+			  d.reason == want[i] && io.sent[i].to == 4);
+	}
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.checks_served, 3);
+	done(tr);
+}
+
+Test(tail_check, read_res_reasons_are_checked)
+{
+	uint8_t p[2048], ev[256];
+	uint32_t en = event_frame(ev, sizeof ev, 3, PARLEY_EV_MESSAGE);
+	struct tail_msg d;
+	struct tail_msg m = {.op = TAIL_OP_READ_RES, .id = 1,
+			     .reason = TAIL_RES_FOUND};
+	uint32_t n = payload(p, &m, ev, en); /* FOUND carries nothing */
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), 0);
+	cr_assert_eq(d.reason, TAIL_RES_FOUND);
+	m.reason = TAIL_RES_NONE + 1;
+	n = tail_hdr_encode(p, &m);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
 }

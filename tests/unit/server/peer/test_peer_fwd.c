@@ -12,6 +12,9 @@
  * the same deadline), and NOTLEADER from an executing
  * node that does not lead (a forwarded request is never forwarded again).
  *
+ * The codecs alone: records and results round-trip, malformed ones are
+ * refused (peer_fwd_codec).
+ *
  * Part 2, over real links: three peer_nodes in spread placement (no
  * follow_partition0) on loopback; an append submitted through
  * peer_node_forward on a node that does not lead its partition is
@@ -540,6 +543,70 @@ static int forward_sync(int from, uint64_t to, const struct pe_append_req *q,
 	pthread_mutex_unlock(&w.mu);
 	*r = w.r;
 	return r->err;
+}
+
+/* The two codecs alone (pure): a record round-trips for both ops, every
+ * truncation and a trailing byte are refused, an entry count over
+ * PE_MAX_BATCH is refused; a result round-trips, a RES payload's count
+ * must match its length. */
+Test(peer_fwd_codec, records_and_results)
+{
+	static struct pe_input in[PE_MAX_BATCH];
+	static uint8_t b[1024], c[1025];
+	struct pe_input e[2] = {{.type = 3, .flags = 1, .len = 4,
+				 .payload = "abcd"},
+				{.type = 4, .len = 0, .payload = NULL}};
+	struct fwd_rec r = {.id = 77, .op = FWD_OP_APPEND,
+			    .q = {.key = "u/x", .klen = 3, .entries = e,
+				  .count = 2, .expected_last_seq = 9}};
+	memset(r.q.producer, 0xee, sizeof r.q.producer);
+	size_t n = fwd_rec_size(&r);
+	cr_assert_eq(n, 4u + 8 + 1 + 1 + 3 + 16 + 8 + 2 + 8 + 4 + 8);
+	fwd_rec_encode(b, &r);
+	cr_assert_eq(le_get32(b), n - 4);
+	struct fwd_rec d;
+	cr_assert_eq(fwd_rec_decode(b + 4, n - 4, &d, in), 0);
+	cr_assert(d.id == 77 && d.op == FWD_OP_APPEND && d.q.klen == 3 &&
+		  !memcmp(d.q.key, "u/x", 3) && d.q.count == 2 &&
+		  d.q.expected_last_seq == 9 && d.q.producer[15] == 0xee);
+	cr_assert(in[0].type == 3 && in[0].flags == 1 && in[0].len == 4 &&
+		  !memcmp(in[0].payload, "abcd", 4) && in[1].len == 0);
+	for (size_t k = 0; k < n - 4; k++)
+		cr_assert_eq(fwd_rec_decode(b + 4, k, &d, in), -PARLEY_EPROTO,
+			     "len %zu", k);
+	memcpy(c, b, n);
+	cr_assert_eq(fwd_rec_decode(c + 4, n - 3, &d, in), -PARLEY_EPROTO);
+	le_put16(c + 4 + 8 + 2 + 3 + 24, PE_MAX_BATCH + 1);
+	cr_assert_eq(fwd_rec_decode(c + 4, n - 4, &d, in), -PARLEY_EPROTO);
+	c[4 + 8] = 2; /* no such op */
+	cr_assert_eq(fwd_rec_decode(c + 4, n - 4, &d, in), -PARLEY_EPROTO);
+
+	r = (struct fwd_rec){.id = 5, .op = FWD_OP_DELETE,
+			     .q = {.key = "c/r", .klen = 3}, .through = 12};
+	n = fwd_rec_size(&r);
+	fwd_rec_encode(b, &r);
+	cr_assert_eq(fwd_rec_decode(b + 4, n - 4, &d, in), 0);
+	cr_assert(d.id == 5 && d.op == FWD_OP_DELETE && d.through == 12 &&
+		  d.q.klen == 3 && !memcmp(d.q.key, "c/r", 3));
+	for (size_t k = 0; k < n - 4; k++)
+		cr_assert_eq(fwd_rec_decode(b + 4, k, &d, in), -PARLEY_EPROTO);
+	cr_assert_eq(fwd_rec_decode(b + 4, n - 3, &d, in), -PARLEY_EPROTO);
+
+	struct fwd_res x = {.err = -PARLEY_ESEQ, .seq = 1, .ts_ms = 2,
+			    .last_seq = 3, .leader = 4, .count = 5,
+			    .duplicate = true}, y;
+	uint64_t id = 0;
+	le_put32(b, 1);
+	fwd_res_encode(b + 4, 99, &x);
+	fwd_res_decode(b + 4, &id, &y);
+	cr_assert(id == 99 && y.err == -PARLEY_ESEQ && y.seq == 1 &&
+		  y.ts_ms == 2 && y.last_seq == 3 && y.leader == 4 &&
+		  y.count == 5 && y.duplicate);
+	cr_assert_eq(fwd_res_count(b, 4 + FWD_RES_BYTES), 1);
+	cr_assert_eq(fwd_res_count(b, 4 + FWD_RES_BYTES - 1), -PARLEY_EPROTO);
+	cr_assert_eq(fwd_res_count(b, 3), -PARLEY_EPROTO);
+	le_put32(b, 2);
+	cr_assert_eq(fwd_res_count(b, 4 + FWD_RES_BYTES), -PARLEY_EPROTO);
 }
 
 Test(peer_fwd_links, forwarded_to_the_leader, .fini = fini2, .timeout = 120)

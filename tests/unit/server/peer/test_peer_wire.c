@@ -1,6 +1,7 @@
 /*
  * test_peer_wire.c — the pure part of the peer transport (server/peer_wire.c):
- * frame headers, HELLO, REJECT, the HELLO acceptance rule, the backoff.
+ * frame headers, HELLO, REJECT, INFO, XFER, LEADS, the HELLO acceptance
+ * rule, the backoff.
  * Every decoder error path has a case; randomized cases print their seed.
  */
 #include <criterion/criterion.h>
@@ -222,4 +223,92 @@ Test(peer_wire, backoff_bounds_and_growth)
 	/* degenerate settings stay sane */
 	cr_assert_leq(peer_backoff_ms(3, 0, 0, &rng), 1);
 	cr_assert_leq(peer_backoff_ms(100, 10, 5, &rng), 10);
+}
+
+/* INFO (contract items 8, 9): what peer_new sends decodes to its text and
+ * keys; the keys are taken out of the text; malformed values count as 0;
+ * unprintable bytes become '?'; a payload over PEER_INFO_MAX is refused. */
+Test(peer_wire, info_roundtrip_and_keys)
+{
+	char w[PEER_INFO_MAX + 1], v[PEER_INFO_MAX + 1];
+	uint32_t rf = 0, fr = 0;
+	cr_assert(peer_info_encode(w, "build=7 zone=a", PEER_FRAMES_ALL,
+				   RAFT_MSGF_ALL));
+	cr_assert_eq(peer_info_decode((const uint8_t *)w, strlen(w), v, &rf,
+				      &fr), 0);
+	cr_assert_str_eq(v, "build=7 zone=a");
+	cr_assert_eq(fr, PEER_FRAMES_ALL);
+	cr_assert_eq(rf, RAFT_MSGF_ALL);
+	/* base flags only: no raftf key, decoded as the base */
+	cr_assert(peer_info_encode(w, "", PEER_FRAMES_LEGACY, RAFT_MSGF_BASE));
+	cr_assert_null(strstr(w, PEER_INFO_RAFTF));
+	cr_assert_eq(peer_info_decode((const uint8_t *)w, strlen(w), v, &rf,
+				      &fr), 0);
+	cr_assert_str_eq(v, "");
+	cr_assert_eq(fr, PEER_FRAMES_LEGACY);
+	cr_assert_eq(rf, RAFT_MSGF_BASE);
+	/* malformed values, unknown flags, control bytes */
+	const char *in = "a frames=zz raftf=ffffffff \x01 b  raftf=123456789";
+	cr_assert_eq(peer_info_decode((const uint8_t *)in, strlen(in), v, &rf,
+				      &fr), 0);
+	cr_assert_str_eq(v, "a ? b");
+	cr_assert_eq(fr, 0);
+	cr_assert_eq(rf, RAFT_MSGF_BASE); /* the last raftf= was malformed */
+	uint8_t big[PEER_INFO_MAX + 1];
+	memset(big, 'x', sizeof big);
+	cr_assert_eq(peer_info_decode(big, sizeof big, v, &rf, &fr),
+		     -PARLEY_ETOOBIG);
+	cr_assert_eq(peer_info_decode(big, PEER_INFO_MAX, v, &rf, &fr), 0);
+	cr_assert_eq(strlen(v), PEER_INFO_MAX);
+	/* an info that leaves no room for the frame set */
+	memset(big, 'y', PEER_INFO_MAX);
+	big[PEER_INFO_MAX] = '\0';
+	cr_assert_not(peer_info_encode(w, (const char *)big, PEER_FRAMES_ALL,
+				       RAFT_MSGF_BASE));
+	cr_assert_eq(strlen(w), PEER_INFO_MAX);
+}
+
+Test(peer_wire, xfer_roundtrip_and_length)
+{
+	uint8_t b[PEER_XFER_BYTES + 1] = {0};
+	peer_xfer_encode(b, 0xfffffff0u, 0x1122334455667788ull);
+	uint32_t part = 0;
+	uint64_t to = 0;
+	cr_assert_eq(peer_xfer_decode(b, PEER_XFER_BYTES, &part, &to), 0);
+	cr_assert_eq(part, 0xfffffff0u);
+	cr_assert_eq(to, 0x1122334455667788ull);
+	for (uint32_t n = 0; n <= PEER_XFER_BYTES + 1; n++)
+		if (n != PEER_XFER_BYTES)
+			cr_assert_eq(peer_xfer_decode(b, n, &part, &to),
+				     -PARLEY_EPROTO, "n %u", n);
+}
+
+/* LEADS: the count must match the length exactly and stay within the
+ * receiver's partitions; a count near 2^32 does not wrap the length
+ * check (4 + k * 12 in 32 bits would). */
+Test(peer_wire, leads_roundtrip_and_errors)
+{
+	uint8_t b[PEER_LEADS_BYTES(3) + 1];
+	peer_leads_put(b, 0, 0, 5);
+	peer_leads_put(b, 1, 3, UINT64_MAX);
+	peer_leads_put(b, 2, 9, 1);
+	size_t n = peer_leads_encode(b, 3);
+	cr_assert_eq(n, 4u + 3u * PEER_LEADS_ENTRY);
+	cr_assert_eq(peer_leads_decode(b, (uint32_t)n, 16), 3);
+	uint32_t part;
+	uint64_t term;
+	peer_leads_get(b, 1, &part, &term);
+	cr_assert(part == 3 && term == UINT64_MAX);
+	peer_leads_get(b, 2, &part, &term);
+	cr_assert(part == 9 && term == 1);
+	cr_assert_eq(peer_leads_decode(b, (uint32_t)n, 2), -PARLEY_EPROTO);
+	cr_assert_eq(peer_leads_decode(b, (uint32_t)n - 1, 16), -PARLEY_EPROTO);
+	cr_assert_eq(peer_leads_decode(b, (uint32_t)n + 1, 16), -PARLEY_EPROTO);
+	cr_assert_eq(peer_leads_decode(b, 3, 16), -PARLEY_EPROTO);
+	cr_assert_eq(peer_leads_decode(b, (uint32_t)peer_leads_encode(b, 0), 0),
+		     0);
+	/* 4 + 0x15555556 * 12 = 4 + 8 mod 2^32: 16 bytes would pass a 32-bit
+	 * check */
+	le_put32(b, 0x15555556u);
+	cr_assert_eq(peer_leads_decode(b, 16, UINT32_MAX), -PARLEY_EPROTO);
 }
