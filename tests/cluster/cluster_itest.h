@@ -487,7 +487,10 @@ static CLUSTER_UNUSED uint16_t cluster_joiner_init(struct it_server *s, int id,
 	snprintf(name, sizeof name, "node%d", id);
 	if (!s->data[0]) /* else its ports were picked before (a node list) */
 		it_server_init(s, name);
-	uint16_t pp = it_free_port();
+	uint16_t pp;
+	do /* not one of the client ports s was given */
+		pp = it_free_port();
+	while (pp == s->port || pp == s->tls_port || pp == s->admin_port);
 	cluster_joiners[j] = (struct cluster_joiner){id, pp};
 	snprintf(pport[j], sizeof pport[j], "%u", pp);
 	snprintf(idx[j], sizeof idx[j], "%d", id);
@@ -638,10 +641,12 @@ static CLUSTER_UNUSED void cluster_ledger_wait_more(struct cluster_ledger *l,
  * acknowledged with it (an unacknowledged SEND, outcome unknown, may be
  * there), and with `final` every acknowledged seq present. Returns how
  * many messages it holds (-1: the node cannot answer); who names the
- * node in failures. */
-static CLUSTER_UNUSED int cluster_ledger_history(struct cluster_ledger *l,
-						 uint16_t port, bool final,
-						 const char *who)
+ * node in failures; seen_out (may be NULL; l->max entries) gets which
+ * seqs (seen_out[seq - 1]) the history holds. */
+static CLUSTER_UNUSED int cluster_ledger_history_seen(struct cluster_ledger *l,
+						      uint16_t port, bool final,
+						      const char *who,
+						      bool *seen_out)
 {
 	struct parley_client *c = cluster_client_at(port, l->user, "reader",
 						     3000, true);
@@ -683,9 +688,19 @@ static CLUSTER_UNUSED int cluster_ledger_history(struct cluster_ledger *l,
 			IT_CHECK(!l->acked[s] || seen[s], "%s lacks acknowledged "
 				 "seq %d", who, s + 1);
 	pthread_mutex_unlock(&l->mu);
+	if (seen_out)
+		memcpy(seen_out, seen, (size_t)l->max * sizeof *seen);
 	parley_client_free(c);
 	free(seen);
 	return n;
+}
+
+/* cluster_ledger_history_seen without the set of seqs. */
+static CLUSTER_UNUSED int cluster_ledger_history(struct cluster_ledger *l,
+						 uint16_t port, bool final,
+						 const char *who)
+{
+	return cluster_ledger_history_seen(l, port, final, who, NULL);
 }
 
 /* ---- inboxes ----------------------------------------------------------------------------- */
@@ -929,6 +944,7 @@ static CLUSTER_UNUSED void cluster_same_digest(struct it_server *const *all,
 {
 	bool same = false;
 	char first[96] = "", other[96] = "";
+	int fi = -1, oi = -1;
 	for (int t = 0; t < 200 && !same; t++) {
 		same = true;
 		first[0] = '\0';
@@ -936,18 +952,22 @@ static CLUSTER_UNUSED void cluster_same_digest(struct it_server *const *all,
 			int i = voters[k] - 1;
 			if (alive ? !alive[i] : all[i]->pid <= 0)
 				continue;
-			if (!cluster_digest_of(all[i], p, other, sizeof other))
+			oi = i;
+			if (!cluster_digest_of(all[i], p, other, sizeof other)) {
+				snprintf(other, sizeof other, "(no digest)");
 				same = false;
-			else if (!first[0])
+			} else if (!first[0]) {
 				snprintf(first, sizeof first, "%s", other);
-			else if (strcmp(first, other))
+				fi = i;
+			} else if (strcmp(first, other)) {
 				same = false;
+			}
 		}
 		if (!same)
 			it_sleep_ms(50);
 	}
-	IT_CHECK(same, "partition %d: replicas differ (%s vs %s)", p, first,
-		 other);
+	IT_CHECK(same, "partition %d: replicas differ (node%d %s vs node%d %s)",
+		 p, fi + 1, first, oi + 1, other);
 }
 
 #endif /* PARLEY_CLUSTER_ITEST_H */

@@ -256,27 +256,55 @@ int main(void)
 	check_inbox("bob", 1u);
 	check_inbox("dave", 2u);
 	check_inbox("alice", 3u);
-	/* /metrics of the new leader: it leads every partition (leadership
-	 * gathers on partition 0's leader), has seen elections, its link to
-	 * the killed node is down, and it is ready */
+	/* /metrics of the survivors: every partition is led by one of them
+	 * and partition 0's leader reports it; they counted the elections
+	 * the kill caused and each one's link to the killed node is down;
+	 * the new leader counts its fan-out recoveries. Which survivor leads
+	 * how many is not promised: with spread placement (the default) each
+	 * partition elects its own leader, and once no role or term changed
+	 * for leader_rebalance_ms (5 s) a node above its share hands the
+	 * excess over (docs/CLUSTER.md §3.2), so the new leader leads all 8
+	 * only until then. Asserting that it leads all 8 failed whenever the
+	 * checks above took longer than that on a loaded machine (node log:
+	 * "leaderships over this node's share handed over handed=4 share=4
+	 * nodes=2"). Nor does every survivor count a term change: a node
+	 * counts one only from a term it had seen before (peer_node.c), and
+	 * a node that started last may first hear of any term after the
+	 * kill (seen: node3 up 12 ms before node1 was killed, its
+	 * parley_raft_term_changes_total 0). The node that acknowledged the
+	 * killed leader's appends with it saw its term, so the sum is >= 1. */
 	for (int tries = 0;; tries++) {
-		int code = 0;
-		char *m = it_http_get(srv[leader2].admin_port, "/metrics", &code);
-		IT_CHECK(code == 200 && m);
-		bool all = strstr(m, "\nparley_raft_partitions_led 8\n") != NULL;
-		if (all || tries == 100) {
-			IT_CHECK(all, "the new leader does not lead all 8 partitions");
-			IT_CHECK(strstr(m, "\nparley_raft_role{partition=\"0\"} 3\n"));
-			IT_CHECK(!strstr(m, "\nparley_raft_term_changes_total 0\n"));
-			char down[64];
-			snprintf(down, sizeof down, "parley_peer_link_up{node=\"%d\"} 0",
-				 leader + 1);
-			IT_CHECK(strstr(m, down), "no %s in /metrics", down);
-			IT_CHECK(strstr(m, "\nparley_fanout_lead_recoveries_total "));
+		uint64_t sum = 0, terms = 0;
+		int p0 = -1, up = -1;
+		char down[64];
+		snprintf(down, sizeof down, "parley_peer_link_up{node=\"%d\"} 0",
+			 leader + 1);
+		for (int i = 0; i < NODES; i++) {
+			if (i == leader)
+				continue;
+			char *m = it_http_get(srv[i].admin_port, "/metrics", NULL);
+			IT_CHECK(m, "/metrics of node%d", i + 1);
+			sum += it_metric(m, "parley_raft_partitions_led");
+			terms += it_metric(m, "parley_raft_term_changes_total");
+			if (strstr(m, "\nparley_raft_role{partition=\"0\"} 3\n"))
+				p0 = i;
+			if (!strstr(m, down))
+				up = i;
+			IT_CHECK(i != leader2 ||
+				 strstr(m, "\nparley_fanout_lead_recoveries_total "));
 			free(m);
+		}
+		if (sum == 8 && p0 >= 0 && terms >= 1 && up < 0) {
+			printf("partition 0 led by node%d; the survivors lead all "
+			       "8 partitions and counted %" PRIu64 " term "
+			       "changes\n", p0 + 1, terms);
 			break;
 		}
-		free(m);
+		IT_CHECK(tries < 200, "the survivors lead %" PRIu64 " of 8 "
+			 "partitions, partition 0 %s; %" PRIu64 " term changes; "
+			 "node%d's link to node%d %s", sum,
+			 p0 < 0 ? "by none of them" : "led", terms, up + 1,
+			 leader + 1, up < 0 ? "down" : "not down");
 		it_sleep_ms(100);
 	}
 	for (int i = 0; i < NODES; i++) {

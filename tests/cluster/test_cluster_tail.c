@@ -33,7 +33,6 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/wait.h>
 
 #include "cluster_itest.h"
 
@@ -43,108 +42,39 @@
 
 static struct it_server nx;              /* node 4 */
 static struct it_server *node[ALL];      /* node i + 1 */
-static char conv[96], peer_user[32];
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t acked_id[MAXMSG][16];
-static bool acked[MAXMSG];
-static int nacked;
-static atomic_bool stop, dev_stop;
+static char peer_user[32];
 static uint16_t via_port;                /* node X's client port */
+/* alice's SENDs through node X alone (via_port), recorded by seq */
+static struct cluster_ledger lg = {.user = "alice", .max = MAXMSG,
+				   .pause_ms = 5, .tag = 0x7a,
+				   .deadline_ms = 20000};
+static atomic_bool dev_stop;
 /* step 5: a window the inbox outgrows, a short slow-consumer bound */
 #define WINDOW 32
-static const char *slow_args[] = {"--event-window", "32",
-				  "--slow-consumer-ms", "2000", NULL};
+static const char *const slow_args[] = {"--event-window", "32",
+					"--slow-consumer-ms", "2000", NULL};
 
+/* A client of user on one node's client port alone (it reconnects
+ * there, never elsewhere); EVENTs and RECEIPTs to on_event with arg. */
 static struct parley_client *client_at(uint16_t port, const char *user,
 				       const char *device,
 				       parley_event_cb on_event, void *arg)
 {
-	char *tok = it_token_for(user);
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = port, .token = tok,
-		.device_id = device, .connect_timeout_ms = 2000,
-		.request_timeout_ms = 3000, .call_deadline_ms = 20000,
-		.backoff_min_ms = 50, .backoff_max_ms = 500,
-		.on_event = on_event, .on_receipt = on_event, .user = arg};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	return c;
-}
-
-static void *sender(void *arg)
-{
-	(void)arg;
-	struct parley_client *c = client_at(via_port, "alice", "sender", NULL,
-					    NULL);
-	for (uint32_t i = 0; !atomic_load(&stop) && i < MAXMSG - 1; i++) {
-		uint8_t id[16] = {0};
-		memcpy(id, &i, sizeof i);
-		id[15] = 0x7a;
-		char body[32];
-		int bl = snprintf(body, sizeof body, "m%u", i);
-		struct parley_send_result r;
-		if (parley_client_send_id(c, conv, id, 1, body, (size_t)bl, &r))
-			continue; /* outcome unknown: not counted */
-		IT_CHECK(r.seq >= 1 && r.seq < MAXMSG, "seq %" PRIu64, r.seq);
-		pthread_mutex_lock(&mu);
-		IT_CHECK(!acked[r.seq - 1] ||
-			 !memcmp(acked_id[r.seq - 1], id, 16),
-			 "seq %" PRIu64 " acknowledged for two messages", r.seq);
-		if (!acked[r.seq - 1])
-			nacked++;
-		acked[r.seq - 1] = true;
-		memcpy(acked_id[r.seq - 1], id, 16);
-		pthread_mutex_unlock(&mu);
-		it_sleep_ms(5);
-	}
-	parley_client_free(c);
-	return NULL;
-}
-
-static int acked_now(void)
-{
-	pthread_mutex_lock(&mu);
-	int n = nacked;
-	pthread_mutex_unlock(&mu);
-	return n;
-}
-
-static void wait_more_acks(int more, const char *when)
-{
-	int want = acked_now() + more;
-	for (int t = 0; t < 600 && acked_now() < want; t++)
-		it_sleep_ms(50);
-	IT_CHECK(acked_now() >= want, "no SEND acknowledged %s (%d acked)",
-		 when, acked_now());
+	return cluster_client_ev(user, device, NULL, port, 20000, false,
+				 on_event, on_event, arg);
 }
 
 /* ---- bob's device on X: every EVENT it gets, in order ---- */
 
-static struct dev {
-	uint64_t n, cap;
-	struct dev_ev {
-		uint64_t inbox_seq, conv_seq;
-		uint16_t kind;
-		char conv[96];
-	} *v;
-} dev;
+/* dev_mu guards dev: the device thread appends while the test reads */
+static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cluster_inbox dev;
 
 static void dev_on_event(void *user, const struct parley_event *ev)
 {
-	(void)user;
-	pthread_mutex_lock(&mu);
-	if (dev.n == dev.cap) {
-		dev.cap = dev.cap ? dev.cap * 2 : 256;
-		dev.v = realloc(dev.v, dev.cap * sizeof *dev.v);
-		IT_CHECK(dev.v);
-	}
-	struct dev_ev *x = &dev.v[dev.n++];
-	x->inbox_seq = ev->inbox_seq;
-	x->conv_seq = ev->conv_seq;
-	x->kind = ev->kind;
-	snprintf(x->conv, sizeof x->conv, "%.*s", (int)ev->conv.len, ev->conv.p);
-	pthread_mutex_unlock(&mu);
+	pthread_mutex_lock(&dev_mu);
+	cluster_inbox_on_event(user, ev);
+	pthread_mutex_unlock(&dev_mu);
 }
 
 static void *device(void *arg)
@@ -155,66 +85,27 @@ static void *device(void *arg)
 	return NULL;
 }
 
-/* Messages of conv the device holds that were acknowledged (once each:
- * doubles are checked at the end). */
+/* Messages of the conversation the device holds that were acknowledged
+ * (once each: doubles are checked at the end). */
 static int dev_acked_msgs(void)
 {
 	static bool seen[MAXMSG];
 	memset(seen, 0, sizeof seen);
 	int got = 0;
-	pthread_mutex_lock(&mu);
+	pthread_mutex_lock(&lg.mu);
+	pthread_mutex_lock(&dev_mu);
 	for (uint64_t i = 0; i < dev.n; i++) {
-		const struct dev_ev *e = &dev.v[i];
-		if (e->kind == PARLEY_EV_MESSAGE && !strcmp(e->conv, conv) &&
+		const struct cluster_inbox_ev *e = &dev.v[i];
+		if (e->kind == PARLEY_EV_MESSAGE && !strcmp(e->conv, lg.conv) &&
 		    e->conv_seq >= 1 && e->conv_seq < MAXMSG &&
-		    acked[e->conv_seq - 1] && !seen[e->conv_seq - 1]) {
+		    lg.acked[e->conv_seq - 1] && !seen[e->conv_seq - 1]) {
 			seen[e->conv_seq - 1] = true;
 			got++;
 		}
 	}
-	pthread_mutex_unlock(&mu);
+	pthread_mutex_unlock(&dev_mu);
+	pthread_mutex_unlock(&lg.mu);
 	return got;
-}
-
-/* The conversation's HISTORY through port: seen[s - 1] for each seq s;
- * every acknowledged SEND is there with its client_msg_id. */
-static void history_via(uint16_t port, bool *seen)
-{
-	char *tok = it_token_for("alice");
-	struct parley_client_opts o = {
-		.host = "127.0.0.1", .port = port, .token = tok,
-		.device_id = "reader", .connect_timeout_ms = 2000,
-		.request_timeout_ms = 3000, .call_deadline_ms = 20000,
-		.backoff_min_ms = 50, .backoff_max_ms = 500};
-	struct parley_client *c = NULL;
-	IT_OK(parley_client_new(&o, &c));
-	free(tok);
-	IT_OK(parley_client_connect(c));
-	uint64_t before = 0;
-	pthread_mutex_lock(&mu);
-	for (;;) {
-		const struct parley_history_page *pg;
-		IT_OK(parley_client_history(c, conv, before, 100, &pg));
-		for (uint16_t k = 0; k < pg->count; k++) {
-			const struct parley_hist_msg *m = &pg->msgs[k];
-			IT_CHECK(m->seq >= 1 && m->seq < MAXMSG, "seq %" PRIu64,
-				 m->seq);
-			IT_CHECK(!seen[m->seq - 1], "seq %" PRIu64 " twice", m->seq);
-			seen[m->seq - 1] = true;
-			IT_CHECK(!acked[m->seq - 1] ||
-				 !memcmp(acked_id[m->seq - 1], m->client_msg_id, 16),
-				 "seq %" PRIu64 ": another message than the one "
-				 "acknowledged", m->seq);
-		}
-		if (!pg->count || !pg->next_before_seq)
-			break;
-		before = pg->next_before_seq;
-	}
-	for (int s = 0; s < MAXMSG; s++)
-		IT_CHECK(!acked[s] || seen[s], "acknowledged seq %d missing from "
-			 "the history", s + 1);
-	pthread_mutex_unlock(&mu);
-	parley_client_free(c);
 }
 
 /* The live node whose /metrics shows a tail served now (-1: none). */
@@ -239,138 +130,13 @@ static int wait_serving(const bool *alive, const char *when)
 	return s;
 }
 
-/* POST path to each admin port until one answers other than 409. */
-static int admin_post(const uint16_t *ports, int n, const char *path,
-		      char *body, size_t cap)
-{
-	for (int round = 0; round < 50; round++) {
-		for (int i = 0; i < n; i++) {
-			char req[512];
-			snprintf(req, sizeof req, "POST %s HTTP/1.1\r\nHost: t\r\n"
-				 "Content-Length: 0\r\n\r\n", path);
-			int code = 0;
-			char *r = it_http_raw(ports[i], req, strlen(req), 70000,
-					      &code);
-			snprintf(body, cap, "%s", r ? r : "");
-			free(r);
-			if (code && code != 409)
-				return code;
-		}
-		it_sleep_ms(200);
-	}
-	return 0;
-}
-
-/* ---- reading GET /cluster ---- */
-
-struct pv {
-	bool found, leader;
-	uint64_t term;
-	int voters[ALL + 4], nv, learners[ALL + 4], nl;
-	char placement[160]; /* the "placement" object as text */
-};
-
-static int ids_of(const char *a, int *out)
-{
-	int n = 0;
-	if (!a || *a != '[')
-		return 0;
-	for (a++; *a && *a != ']';) {
-		char *e;
-		long v = strtol(a, &e, 10);
-		if (e == a)
-			break;
-		out[n++] = (int)v;
-		a = *e == ',' ? e + 1 : e;
-	}
-	return n;
-}
-
-static void part_view(const char *doc, int p, struct pv *v)
-{
-	memset(v, 0, sizeof *v);
-	char pat[48];
-	snprintf(pat, sizeof pat, "{\"partition\":%d,", p);
-	const char *s = doc ? strstr(doc, pat) : NULL;
-	if (!s)
-		return;
-	const char *end = strstr(s + 1, "{\"partition\":");
-	size_t len = end ? (size_t)(end - s) : strlen(s);
-	char *o = strndup(s, len);
-	v->found = true;
-	v->leader = strstr(o, "\"role\":\"leader\"") != NULL;
-	const char *t = strstr(o, "\"term\":");
-	v->term = t ? strtoull(t + 7, NULL, 10) : 0;
-	const char *pl = strstr(o, "\"placement\":");
-	/* the configuration's arrays come before the placement object */
-	const char *vo = strstr(o, "],\"voters\":");
-	if (vo && (!pl || vo < pl))
-		v->nv = ids_of(vo + 11, v->voters);
-	const char *le = strstr(o, "],\"learners\":");
-	if (le && (!pl || le < pl))
-		v->nl = ids_of(le + 13, v->learners);
-	if (pl) {
-		const char *pe = strchr(pl, '}');
-		snprintf(v->placement, sizeof v->placement, "%.*s",
-			 pe ? (int)(pe - pl) : 0, pl);
-	}
-	free(o);
-}
-
-static char *node_doc(int i)
-{
-	int code = 0;
-	char *b = it_http_get(node[i]->admin_port, "/cluster", &code);
-	if (code != 200) {
-		free(b);
-		return NULL;
-	}
-	return b;
-}
+/* ---- reading GET /cluster (cluster_itest.h) ---- */
 
 /* The leader's view of partition p over the live nodes (highest term). */
-static int leader_view(int p, const bool *alive, struct pv *out)
+static int leader_view(int p, const bool *alive, struct cluster_pv *out)
 {
-	int who = -1;
-	memset(out, 0, sizeof *out);
-	for (int i = 0; i < ALL; i++) {
-		if (!alive[i])
-			continue;
-		char *d = node_doc(i);
-		struct pv v;
-		part_view(d, p, &v);
-		free(d);
-		if (v.found && v.leader && (who < 0 || v.term > out->term)) {
-			*out = v;
-			who = i;
-		}
-	}
-	return who;
+	return cluster_leader_view(node, ALL, alive, p, out);
 }
-
-static bool has(const int *a, int n, int x)
-{
-	for (int i = 0; i < n; i++)
-		if (a[i] == x)
-			return true;
-	return false;
-}
-
-static int meta_parts(int *out)
-{
-	char *d = node_doc(0);
-	static const char pat[] = "\"meta\":{\"partitions\":";
-	const char *m = d ? strstr(d, pat) : NULL;
-	int n = m ? ids_of(m + strlen(pat), out) : 0;
-	free(d);
-	return n;
-}
-
-static uint32_t part_of_key(const char *key)
-{
-	return (uint32_t)(parley_hash_key(key, strlen(key)) % NP);
-}
-
 
 int main(void)
 {
@@ -382,64 +148,39 @@ int main(void)
 	cluster_follow0 = true;
 	cluster_init("87");
 	for (int i = 0; i < NODES; i++) {
-		int k = 0;
-		while (srv[i].extra[k])
-			k++;
-		for (int j = 0; slow_args[j]; j++)
-			srv[i].extra[k++] = slow_args[j];
-		srv[i].extra[k] = NULL;
+		cluster_extra_add(&srv[i], slow_args);
 		node[i] = &srv[i];
 		it_server_start(&srv[i]);
 	}
 	/* node 4: empty, the founders as bootstrap, then added */
-	static char peers_x[256], pport[8];
 	uint16_t admins[ALL];
 	for (int i = 0; i < NODES; i++)
 		admins[i] = srv[i].admin_port;
-	it_server_init(&nx, "node4");
+	static const char *const follow0[] = {"--leader-placement", "follow0",
+					      NULL};
+	uint16_t pp = cluster_joiner_init(&nx, 4, "87", follow0);
+	cluster_extra_add(&nx, slow_args);
 	node[3] = &nx;
-	uint16_t pp;
-	do /* not one of the ports node4 was given */
-		pp = it_free_port();
-	while (pp == nx.port || pp == nx.tls_port || pp == nx.admin_port);
-	snprintf(pport, sizeof pport, "%u", pp);
-	int m = 0;
-	for (int i = 0; i < NODES; i++) /* extra[5]: the peer port */
-		m += snprintf(peers_x + m, sizeof peers_x - (size_t)m,
-			      "%s%d=127.0.0.1:%s", i ? "," : "", i + 1,
-			      srv[i].extra[5]);
-	const char *x[] = {"--node-id", "4", "--cluster-id", "87",
-			   "--peer-port", pport, "--peers", peers_x,
-			   "--founders", "1,2,3", "--raft-tick-ms", "20",
-			   "--partitions", "64", "--loops", "1",
-			   "--leader-placement", "follow0", NULL};
-	int xk = 0;
-	for (; x[xk]; xk++)
-		nx.extra[xk] = x[xk];
-	for (int j = 0; slow_args[j]; j++)
-		nx.extra[xk++] = slow_args[j];
-	nx.extra[xk] = NULL;
 	it_server_start(&nx);
 	admins[3] = nx.admin_port;
 	char path[256], body[1024];
-	snprintf(path, sizeof path, "/cluster/add-node?id=4&peer=127.0.0.1:%u"
-		 "&client=127.0.0.1:%u&admin=127.0.0.1:%u", pp, nx.port,
-		 nx.admin_port);
-	int code = admin_post(admins, NODES, path, body, sizeof body);
+	cluster_add_path(path, sizeof path, 4, &nx, pp);
+	int code = cluster_admin_post(admins, NODES, path, NULL, body,
+				      sizeof body);
 	IT_CHECK(code == 200 && strstr(body, "is a voter of"),
 		 "add-node 4: %d %s", code, body);
 
 	/* the placement: each partition's voters, from its leader's view */
 	bool alive[ALL] = {true, true, true, true};
 	int meta[2];
-	int nmeta = meta_parts(meta);
+	int nmeta = cluster_meta_parts(node[0], meta);
 	IT_CHECK(nmeta >= 1 && meta[0] == 0, "no meta group in /cluster");
-	static int voters_of[NP][ALL + 4];
+	static int voters_of[NP][CLUSTER_MAX_VOTERS];
 	static int nvoters[NP];
 	for (int p = 0; p < NP; p++) {
-		if (has(meta, nmeta, p))
+		if (cluster_has(meta, nmeta, p))
 			continue;
-		struct pv v;
+		struct cluster_pv v;
 		int who = -1;
 		for (int t = 0; t < 200; t++) {
 			who = leader_view(p, alive, &v);
@@ -461,31 +202,32 @@ int main(void)
 		char inbox[64];
 		snprintf(peer_user, sizeof peer_user, "bob%d", k);
 		snprintf(inbox, sizeof inbox, "u/%s", peer_user);
-		ip = part_of_key(inbox);
-		if (has(meta, nmeta, (int)ip))
+		ip = cluster_part_of(inbox, NP);
+		if (cluster_has(meta, nmeta, (int)ip))
 			continue;
 		for (int i = 0; i < ALL && X < 0; i++)
-			if (!has(voters_of[ip], nvoters[ip], i + 1))
+			if (!cluster_has(voters_of[ip], nvoters[ip], i + 1))
 				X = i;
 	}
 	IT_CHECK(X >= 0, "no user fits (seeded by names only)");
-	snprintf(conv, sizeof conv, "d:alice:%s", peer_user);
+	snprintf(lg.conv, sizeof lg.conv, "d:alice:%s", peer_user);
 	printf("%s's inbox is partition %u, on nodes %d %d %d; the device "
 	       "connects to node%d\n", peer_user, ip, voters_of[ip][0],
 	       voters_of[ip][1], voters_of[ip][2], X + 1);
 	/* asserted from every node's /cluster placement */
 	for (int i = 0; i < ALL; i++) {
-		char *d = node_doc(i);
-		struct pv w;
-		part_view(d, (int)ip, &w);
+		char *d = cluster_doc(node[i]);
+		struct cluster_pv w;
+		cluster_part_view(d, (int)ip, &w);
 		free(d);
 		const char *pv = strstr(w.placement, "\"voters\":[");
-		int pl[ALL + 4];
-		int npl = pv ? ids_of(pv + 9, pl) : 0;
-		IT_CHECK(npl == 3 && !has(pl, npl, X + 1), "node%d's placement of "
-			 "partition %u: %s", i + 1, ip, w.placement);
+		int pl[CLUSTER_MAX_VOTERS];
+		int npl = pv ? cluster_ids_of(pv + 9, pl) : 0;
+		IT_CHECK(npl == 3 && !cluster_has(pl, npl, X + 1), "node%d's "
+			 "placement of partition %u: %s", i + 1, ip,
+			 w.placement);
 		for (int k = 0; k < npl; k++)
-			IT_CHECK(has(voters_of[ip], nvoters[ip], pl[k]),
+			IT_CHECK(cluster_has(voters_of[ip], nvoters[ip], pl[k]),
 				 "node%d's placement of partition %u: %s", i + 1,
 				 ip, w.placement);
 	}
@@ -499,30 +241,31 @@ int main(void)
 	IT_OK(parley_client_conv_open(c, peer_user, &cv));
 	parley_client_free(c);
 	struct parley_client *d = client_at(via_port, peer_user, "phone",
-					    dev_on_event, NULL);
+					    dev_on_event, &dev);
 	IT_OK(parley_client_connect(d));
 	struct parley_sync_ok ok;
 	int rc = parley_client_subscribe(d, 1, &ok);
 	IT_CHECK(rc == 0, "SYNC on node%d, which does not hold the inbox "
 		 "partition: %s", X + 1, parley_strerror(rc));
-	pthread_t dt, th;
+	pthread_t dt;
 	IT_CHECK(pthread_create(&dt, NULL, device, d) == 0);
-	IT_CHECK(pthread_create(&th, NULL, sender, NULL) == 0);
-	wait_more_acks(40, "before any fault");
+	lg.port = via_port;
+	cluster_ledger_start(&lg);
+	cluster_ledger_wait_more(&lg, 40, "before any fault");
 	IT_CHECK(it_metric_get(node[X]->admin_port, "parley_tail_remote_open")
 			 == 1, "node%d: no remote tail open", X + 1);
 
 	/* 2. kill -9 the node serving the tail */
 	int S = wait_serving(alive, "before the kill");
-	IT_CHECK(has(voters_of[ip], nvoters[ip], S + 1) && S != X,
+	IT_CHECK(cluster_has(voters_of[ip], nvoters[ip], S + 1) && S != X,
 		 "node%d serves the tail but holds no replica", S + 1);
 	printf("node%d serves the tail; killing it (kill -9)\n", S + 1);
 	it_server_kill(node[S]);
 	alive[S] = false;
-	wait_more_acks(40, "after the serving node was killed");
+	cluster_ledger_wait_more(&lg, 40, "after the serving node was killed");
 	int S2 = wait_serving(alive, "after the kill");
 	printf("node%d serves the tail now\n", S2 + 1);
-	IT_CHECK(S2 != S && has(voters_of[ip], nvoters[ip], S2 + 1),
+	IT_CHECK(S2 != S && cluster_has(voters_of[ip], nvoters[ip], S2 + 1),
 		 "node%d serves the tail", S2 + 1);
 	IT_CHECK(it_metric_get(node[X]->admin_port,
 			       "parley_tail_resubscribes_total") >= 1,
@@ -532,27 +275,23 @@ int main(void)
 	int T = -1;
 	for (int k = 0; k < nvoters[ip]; k++) {
 		int i = voters_of[ip][k] - 1;
-		struct pv v;
+		struct cluster_pv v;
 		if (alive[i] && leader_view((int)ip, alive, &v) != i)
 			T = i;
 	}
 	IT_CHECK(T >= 0, "no live replica to move the leadership to");
-	uint16_t live_admins[ALL];
-	int nla = 0;
-	for (int i = 0; i < ALL; i++)
-		if (alive[i])
-			live_admins[nla++] = node[i]->admin_port;
+	for (int i = 0; i < ALL; i++) /* 0: skipped */
+		admins[i] = alive[i] ? node[i]->admin_port : 0;
 	snprintf(path, sizeof path, "/cluster/transfer?partition=%u&to=%d", ip,
 		 T + 1);
-	code = admin_post(live_admins, nla, path, body, sizeof body);
+	code = cluster_admin_post(admins, ALL, path, NULL, body, sizeof body);
 	printf("transfer of partition %u to node%d: %d\n", ip, T + 1, code);
 	IT_CHECK(code == 200, "transfer: %d %s", code, body);
-	wait_more_acks(40, "after the leadership moved");
-	atomic_store(&stop, true);
-	pthread_join(th, NULL);
+	cluster_ledger_wait_more(&lg, 40, "after the leadership moved");
+	cluster_ledger_stop(&lg);
 
 	/* 4. every acknowledged message reached the device, once, in order */
-	int want = acked_now();
+	int want = cluster_ledger_acked(&lg);
 	for (int t = 0; t < 600 && dev_acked_msgs() < want; t++)
 		it_sleep_ms(50);
 	it_sleep_ms(500); /* anything doubled after the last would show */
@@ -560,15 +299,26 @@ int main(void)
 	pthread_join(dt, NULL);
 	IT_CHECK(dev_acked_msgs() == want, "the device got %d of %d "
 		 "acknowledged messages", dev_acked_msgs(), want);
+	/* the conversation's HISTORY through X: every acknowledged SEND at
+	 * its seq with its client_msg_id (asked again while X cannot
+	 * answer, at most 10 s) */
 	static bool in_hist[MAXMSG], in_dev[MAXMSG];
-	history_via(via_port, in_hist);
-	pthread_mutex_lock(&mu);
+	char xname[16];
+	snprintf(xname, sizeof xname, "node%d", X + 1);
+	int held = -1;
+	for (int t = 0; t < 50 && held < 0; t++) {
+		held = cluster_ledger_history_seen(&lg, via_port, true, xname,
+						   in_hist);
+		if (held < 0)
+			it_sleep_ms(200);
+	}
+	IT_CHECK(held >= 0, "%s does not answer HISTORY", xname);
 	for (uint64_t i = 0; i < dev.n; i++) {
-		const struct dev_ev *e = &dev.v[i];
+		const struct cluster_inbox_ev *e = &dev.v[i];
 		IT_CHECK(e->inbox_seq == i + 1, "event %" PRIu64 " has inbox seq %"
 			 PRIu64 " (a gap, a repeat or out of order)", i,
 			 e->inbox_seq);
-		if (e->kind != PARLEY_EV_MESSAGE || strcmp(e->conv, conv))
+		if (e->kind != PARLEY_EV_MESSAGE || strcmp(e->conv, lg.conv))
 			continue;
 		IT_CHECK(e->conv_seq >= 1 && e->conv_seq < MAXMSG &&
 			 !in_dev[e->conv_seq - 1], "message %" PRIu64 " twice",
@@ -585,7 +335,6 @@ int main(void)
 	printf("the device on node%d: %" PRIu64 " events, inbox seqs dense; "
 	       "the %d messages of the history (%d acknowledged) each once\n",
 	       X + 1, dev.n, nh, want);
-	pthread_mutex_unlock(&mu);
 	char *mt = it_http_get(node[X]->admin_port, "/metrics", NULL);
 	IT_CHECK(mt);
 	printf("node%d: remote_open %" PRIu64 " subscribes %" PRIu64
