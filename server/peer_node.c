@@ -2122,6 +2122,31 @@ out:
 	return rc;
 }
 
+/* Promotes learner id of partition p. A leader that refuses it (400:
+ * not a learner there) lost the learner's addition: it was added on a
+ * former leader and not committed before the leadership moved (seen in
+ * cluster_test_cluster_replace_after_removal: "partition 15 refused
+ * promote node 4"); it is added again, then promoted. */
+static int place_promote(struct peer_node *nd, uint32_t p, uint64_t id,
+			 const struct placement_part *cur,
+			 const struct placement_part *o, uint64_t deadline,
+			 char *msg, size_t cap)
+{
+	int rc = place_step(nd, p, PE_CONF_PROMOTE, id, cur, o, deadline, msg,
+			    cap);
+	for (int again = 0; rc == -PARLEY_EINVAL && again < 2; again++) {
+		PLOG_W("cluster", "promotion refused: the learner is added "
+		       "again", "partition=%u node=%" PRIu64 " why=%s", p, id,
+		       msg);
+		rc = place_step(nd, p, PE_CONF_ADD_LEARNER, id, cur, o,
+				deadline, msg, cap);
+		if (!rc)
+			rc = place_step(nd, p, PE_CONF_PROMOTE, id, cur, o,
+					deadline, msg, cap);
+	}
+	return rc;
+}
+
 /*
  * place_apply's last stage for partition p: removes the replicas the
  * target o drops. cur was read when the operation began, possibly on a
@@ -2165,8 +2190,7 @@ static int place_drop(struct peer_node *nd, uint32_t p,
 		    (rc = place_step(nd, p, PE_CONF_ADD_LEARNER, id, cur, o,
 				     deadline, msg, cap)))
 			return rc;
-		if ((rc = place_step(nd, p, PE_CONF_PROMOTE, id, cur, o,
-				     deadline, msg, cap)))
+		if ((rc = place_promote(nd, p, id, cur, o, deadline, msg, cap)))
 			return rc;
 	}
 	place_fresh(nd, p, cur, &f);
@@ -2216,9 +2240,9 @@ static int place_apply(struct peer_node *nd, const struct placement_part *cur,
 				for (uint32_t i = 0; i < o->nvoters; i++)
 					if (!placement_has(c->voters, c->nvoters,
 							   o->voters[i]) &&
-					    (rc = place_step(nd, p, PE_CONF_PROMOTE,
-							     o->voters[i], c, o, deadline,
-							     msg, cap)))
+					    (rc = place_promote(nd, p, o->voters[i],
+								c, o, deadline, msg,
+								cap)))
 						return rc;
 			} else if ((rc = place_drop(nd, p, c, o, deadline, msg,
 						    cap))) {
