@@ -1634,7 +1634,14 @@ static void handle_leader_msg(struct raft *r, const struct raft_msg *m)
 		send_snapshot_chunks(r, p);
 		break;
 	case RAFT_MSG_READ_INDEX: {
-		int rc = leader_read(r, m->ctx, m->from);
+		/* a node not in the configuration (removed while it did not
+		 * hear of it: its own group still follows this leader) gets no
+		 * entries from here: an index it could never apply through
+		 * would hold its read forever; refused, it fails at its read
+		 * deadline (NOTLEADER) */
+		int rc = raft_conf_find(&r->conf, m->from) < 0
+				 ? -PARLEY_ENOTLEADER
+				 : leader_read(r, m->ctx, m->from);
 		if (rc < 0) {
 			struct raft_msg *resp =
 				msg_new(r, RAFT_MSG_READ_INDEX_RESP, m->from);

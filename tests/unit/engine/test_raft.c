@@ -737,6 +737,47 @@ Test(raft, read_index_needs_a_quorum_of_heartbeat_acks)
 	cr_assert_eq(nodes[2].reads_ok, 1);
 }
 
+/* A member removed while cut off keeps its old configuration, term and
+ * leader: its forwarded ReadIndex must be refused, not answered with a
+ * commit index it will never reach (the leader sends it no entries any
+ * more). Answered, the engine's read waited for that index forever
+ * (confirmed reads do not expire): a SEND's existence check on such a
+ * stale group of a node with no replica waited until the client's
+ * deadline (cluster_test_cluster_replace without the remote check). */
+Test(raft, read_index_from_a_removed_member_is_refused)
+{
+	cluster(3);
+	elect(0);
+	tick(0, 2);
+	settle();
+	drop_to[3] = true; /* node 3 misses its removal */
+	cr_assert_eq(raft_propose_conf(nodes[0].r,
+				       &(struct raft_conf_change){RAFT_CONF_REMOVE, 3},
+				       NULL),
+		     0);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(raft_conf(nodes[0].r)->n, 2);
+	cr_assert_eq(raft_conf(nodes[2].r)->n, 3, "node 3 still a member to itself");
+	cr_assert_eq(raft_role(nodes[2].r), RAFT_FOLLOWER);
+	cr_assert_lt(nodes[2].last, raft_commit(nodes[0].r));
+	drop_to[3] = false;
+	cr_assert_eq(raft_read_index(nodes[2].r, 81), 0);
+	drain(2);
+	settle();
+	cr_assert_eq(nodes[2].reads_ok, 0, "confirmed at index %llu (node 3 has %llu)",
+		     (unsigned long long)nodes[2].last_read_index,
+		     (unsigned long long)nodes[2].last);
+	cr_assert_eq(nodes[2].reads_err, 1);
+	/* a member's read is still answered */
+	cr_assert_eq(raft_read_index(nodes[1].r, 82), 0);
+	drain(1);
+	settle();
+	cr_assert_eq(nodes[1].reads_ok, 1);
+}
+
 Test(raft, transfer_sends_timeout_now_and_target_campaigns_at_once)
 {
 	cluster(3);

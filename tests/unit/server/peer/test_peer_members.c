@@ -16,6 +16,11 @@
  * to hand its leadership to, and goes on committing alone. A second
  * test: a voter's removal waits while the voters it would leave are not
  * a quorum of caught-up replicas (peer_node_conf_one).
+ * members_record_forwarded_to_the_stream_leader: with spread leaders,
+ * another node than partition 0's leader leads the members stream's
+ * partition; an add-node there writes its members record by forwarding
+ * it to that leader (peer_node.c members_write; before, it answered
+ * "members record not written: PARLEY_ENOTLEADER").
  */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
@@ -26,11 +31,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "parley_common.h"
 #include "parley_engine.h"
 #include "peer_node.h"
 
 #define N 4
-#define NPARTS 2
+#define NPARTS_MAX 8
+static uint32_t nparts = 2; /* partitions of the engines start() opens */
+static bool spread;         /* peer_node_config.leader_spread */
 
 static uint16_t free_port(void)
 {
@@ -59,6 +67,7 @@ static void start(int i, bool joiner)
 	c.node_id = (uint64_t)i + 1;
 	c.listen_port = ports[i];
 	c.tick_ms = 20;
+	c.leader_spread = spread;
 	int k = 0;
 	for (int j = 0; j < 3; j++) /* the founders know each other */
 		if (j != i) {
@@ -78,7 +87,7 @@ static void start(int i, bool joiner)
 	cr_assert_not_null(mkdtemp(dirs[i]));
 	struct pe_options o = {0};
 	o.dir = dirs[i];
-	o.partitions = NPARTS;
+	o.partitions = nparts;
 	o.shards = 1;
 	o.wal_segment_bytes = 16u << 20;
 	o.cluster = peer_node_cluster(pn[i]);
@@ -142,7 +151,7 @@ static uint64_t append_acked(const char *key, uint8_t pid)
 
 static void conf_all(enum pe_conf_op op, uint64_t node)
 {
-	for (uint32_t p = 0; p < NPARTS; p++) {
+	for (uint32_t p = 0; p < nparts; p++) {
 		int done = 0;
 		for (int t = 0; t < 400 && !done; t++) {
 			int l = leader(p);
@@ -209,7 +218,7 @@ Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
 	conf_all(PE_CONF_ADD_LEARNER, 4);
 	wait_applied(3, "c/a", 1);
 	conf_all(PE_CONF_PROMOTE, 4);
-	for (uint32_t p = 0; p < NPARTS; p++) {
+	for (uint32_t p = 0; p < nparts; p++) {
 		struct pe_raft_status st;
 		for (int t = 0; t < 200; t++) {
 			cr_assert_eq(pe_raft_status(eng[3], p, &st), 0);
@@ -264,7 +273,7 @@ Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
 	cr_assert_eq(rc, -PARLEY_EAGAIN, "%s: %s", parley_errname(rc), msg);
 	cr_assert(strstr(msg, "no other current voter"), "%s", msg);
 	cr_assert(!strstr(msg, "leader="), "%s", msg);
-	for (uint32_t p = 0; p < NPARTS; p++) {
+	for (uint32_t p = 0; p < nparts; p++) {
 		struct pe_raft_status st;
 		cr_assert_eq(pe_raft_status(eng[l], p, &st), 0);
 		cr_assert_eq(st.nvoters, 1);
@@ -272,6 +281,69 @@ Test(peer_members, node_joins_and_a_founder_leaves_at_run_time)
 	}
 	s = append_acked("c/b", 5);
 	wait_applied(l, "c/b", s);
+}
+
+/* The members stream's partition led by another node than partition 0's
+ * leader (spread leaders, no automatic hand-over): partition 0's leader
+ * runs add-node, whose members record goes to the stream's partition.
+ * Node 4 never starts, so the add stops at the promotion's wait
+ * (ETIMEDOUT, a learner); what counts is that its record was written
+ * and every founder applied it. Without the forwarding in members_write
+ * the add failed NOTLEADER ("members record not written"). */
+Test(peer_members, members_record_forwarded_to_the_stream_leader)
+{
+	spread = true;
+	/* the fewest partitions where the stream is not in partition 0
+	 * (pe_partition_of: the key's hash modulo the count) */
+	uint64_t h = parley_hash_key("s/cluster/nodes", 15);
+	for (nparts = 2; nparts <= NPARTS_MAX && h % nparts == 0; nparts++)
+		;
+	cr_assert_leq(nparts, NPARTS_MAX);
+	for (int i = 0; i < N; i++)
+		ports[i] = free_port();
+	for (int i = 0; i < 3; i++)
+		start(i, false);
+	uint32_t mp = pe_partition_of(eng[0], "s/cluster/nodes", 15);
+	cr_assert_neq(mp, 0);
+	(void)append_acked("c/a", 1); /* the groups have leaders */
+	int l0 = -1, lm = -1;
+	for (int t = 0; t < 400 && (l0 < 0 || lm < 0); t++) {
+		l0 = leader(0);
+		lm = leader(mp);
+		if (l0 < 0 || lm < 0)
+			usleep(20000);
+	}
+	cr_assert(l0 >= 0 && lm >= 0, "no leaders");
+	char msg[1024];
+	if (lm == l0) { /* move the stream's partition away */
+		int to = (l0 + 1) % 3;
+		int rc = peer_node_transfer(pn[l0], mp, (uint64_t)to + 1, 10000,
+					    msg, sizeof msg);
+		cr_assert_eq(rc, 0, "transfer: %s: %s", parley_errname(rc), msg);
+		lm = -1;
+		for (int t = 0; t < 400 && lm != to; t++)
+			if ((lm = leader(mp)) != to)
+				usleep(20000);
+		cr_assert_eq(lm, to, "partition %u not led by node %d", mp, to + 1);
+	}
+	cr_assert_eq(leader(0), l0, "partition 0's leader changed");
+	char peer[64];
+	snprintf(peer, sizeof peer, "127.0.0.1:%u", ports[3]);
+	int rc = peer_node_add_node(pn[l0], 4, peer, "127.0.0.1:7004",
+				    "127.0.0.1:8004", 1500, msg, sizeof msg);
+	cr_assert(!strstr(msg, "members record not written"), "%s", msg);
+	cr_assert(rc == 0 || rc == -PARLEY_ETIMEDOUT, "add: %s: %s",
+		  parley_errname(rc), msg);
+	for (int i = 0; i < 3; i++) {
+		char a[64] = "";
+		bool got = false;
+		for (int t = 0; t < 200 && !got; t++)
+			if (!(got = peer_node_recorded_addr(pn[i], 4, "client",
+							    a, sizeof a)))
+				usleep(20000);
+		cr_assert(got, "node %d did not apply node 4's record", i + 1);
+		cr_assert_str_eq(a, "127.0.0.1:7004");
+	}
 }
 
 /* A voter is removed (peer_node_conf_one, what placement's moves and
