@@ -1689,3 +1689,83 @@ Test(repl, snapshot_install_over_cached_segments_of_the_same_ids_reads_the_new_o
 		check_node(i);
 	digests_equal("after the install, before any restart");
 }
+
+/* ---- a damaged segment header over a repair record ------------------------- */
+
+/*
+ * A follower's damaged WAL record is repaired (the repair record, with the
+ * entry's term and index, follows later entries in its WAL); then the
+ * header of the segment holding those records is damaged. Every record of
+ * that segment is then taken as damaged (wal.h); the repair record, an
+ * older index than the entries before it, is the same entry as the one
+ * already recovered at that index and must not truncate the log after it.
+ * Before, it did: the partition's next record did not join and the
+ * partition opened CORRUPT (seen in cluster_test_cluster_netns_long's
+ * segment header flip after a body flip on the same node).
+ */
+Test(repl, damaged_segment_header_over_a_repair_record_keeps_the_log_after_it)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(80);
+	int l = leader_of(part_of("c/conv-0"));
+	int victim = (l + 1) % NN;
+	unsigned parts = 0;
+	for (uint32_t p = 0; p < NPARTS; p++)
+		if (leader_of(p) != victim)
+			parts |= 1u << p;
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	node_close(victim);
+	struct flip f = flip_wal_record(victim, parts, 3);
+	node_open(victim);
+	append_many(20);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	wait_repaired(victim);
+	append_many(60); /* entries after the repair record, in its partition too */
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	node_close(victim);
+	/* the newest segment of that shard holding records (its first
+	 * record carries its own seq): its header's seq field, one bit */
+	char dir[256], cmd[320], line[256], seg[256] = "";
+	snprintf(dir, sizeof dir, "%s", f.file);
+	*strrchr(dir, '/') = '\0';
+	snprintf(cmd, sizeof cmd, "ls %s/wal-*.log | sort", dir);
+	FILE *ls = popen(cmd, "r");
+	cr_assert_not_null(ls);
+	while (fgets(line, sizeof line, ls)) {
+		line[strcspn(line, "\n")] = 0;
+		uint64_t sq = strtoull(strrchr(line, '/') + 5, NULL, 16);
+		uint8_t h[W_HDR];
+		FILE *fp = fopen(line, "rb");
+		if (!fp)
+			continue;
+		bool rec = fseek(fp, W_BLOCK, SEEK_SET) == 0 &&
+			   fread(h, 1, W_HDR, fp) == W_HDR && rd32(h) == W_MAGIC &&
+			   rd64(h + 8) == sq;
+		fclose(fp);
+		if (rec)
+			snprintf(seg, sizeof seg, "%s", line);
+	}
+	pclose(ls);
+	cr_assert(seg[0], "no segment with records in %s", dir);
+	FILE *fp = fopen(seg, "r+b");
+	cr_assert_not_null(fp);
+	fseek(fp, 9, SEEK_SET);
+	int c = fgetc(fp);
+	fseek(fp, 9, SEEK_SET);
+	fputc(c ^ 0x01, fp);
+	cr_assert_eq(fclose(fp), 0);
+	node_open(victim);
+	assert_serving(victim);
+	append_many(5);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_repaired(victim);
+	assert_serving(victim);
+	assert_digests_equal();
+}
