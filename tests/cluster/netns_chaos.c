@@ -68,7 +68,7 @@
  *      fourth kill, all nodes at once (a power loss of the cluster).
  *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
  *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
- *   follower). Five servers run 6, 1, 5 (the leader); the long tier adds
+ *   follower), 8, 9 (a follower). Five servers run 6, 1, 5 (the leader); the long tier adds
  *   2, 6, 3 (ten flaps), 4 (five kills), 5 (a follower), 6, 5 (the leader).
  *
  * Replicas compared, after the checker's verdict: once every node applied
@@ -1990,6 +1990,10 @@ int main(int argc, char **argv)
 			scenario_wal_flip(true);
 			scenario_one_way();
 			scenario_wal_flip(false);
+			/* modes walhdr and walrec's damage, here after a long
+			 * history (recycled segments, snapshots) */
+			scenario_wal_header();
+			scenario_wal_rec_header(false);
 		}
 	} else {
 		scenario_bridge();
