@@ -98,6 +98,15 @@ static uint64_t hp_cache_ns(const struct hpart *h)
 	return ((uint64_t)h->o.partition + 1) << 44;
 }
 
+void hpart_uncache(struct hpart *h, bool retire)
+{
+	for (size_t i = 0; h && h->o.cache && i < h->nsegs; i++) {
+		if (retire)
+			seg_retire(h->segs[i].r);
+		bcache_erase_segment(h->o.cache, hp_cache_ns(h) | h->segs[i].id);
+	}
+}
+
 static int open_seg(struct hpart *h, uint64_t id, struct seg_reader **r)
 {
 	char name[64], err[SEG_ERR_LEN];

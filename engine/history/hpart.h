@@ -100,6 +100,13 @@ void hpart_close_detached(struct hpart *h);
  * used in production. */
 void hpart_abort(struct hpart *h, struct hpart_fjob *fj, struct hpart_cjob *cj);
 const struct hman *hpart_manifest(const struct hpart *h);
+/* Erases every block of h's live segments from its block cache (keyed by
+ * partition and segment id). With retire, h's segment readers also stop
+ * caching first, so a read still running on h cannot bring a block back:
+ * for a history about to be replaced by another whose segments may carry
+ * the same ids (a snapshot install, log/part_snap.c; ids count per
+ * partition). The owner's thread. */
+void hpart_uncache(struct hpart *h, bool retire);
 
 /* ---- reads -------------------------------------------------------------------------- */
 

@@ -524,6 +524,16 @@ int part_raft_recover_damaged(struct part *p, const struct wal_rec *rec,
 	}
 	if (!replicated)
 		return 1;
+	/* the same entry again (its term and index: log matching), e.g. the
+	 * repair record of an entry found damaged before (persist_repairs),
+	 * read in a segment whose header failed since: rlog keeps what it
+	 * holds there (whole, or a placeholder counted already) and the
+	 * entries after it. rlog_put_owned would truncate them, and the next
+	 * record of the partition would not join: CORRUPT (seen in
+	 * cluster_test_cluster_netns_long, a segment header damaged after a
+	 * repair) */
+	if (rlog_same_at(p, rec->index, rec->term))
+		return 0;
 	uint8_t type;
 	if (rec->type == CMD_APPEND || rec->type == CMD_DELETE)
 		type = RAFT_ENTRY_NORMAL;

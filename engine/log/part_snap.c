@@ -1508,9 +1508,13 @@ static int install_state(struct shard *sh, struct part *p,
 			 struct snap_job *j)
 {
 	struct hpart *old = p->hist;
-	const struct hman *om = old ? hpart_manifest(old) : NULL;
-	for (size_t i = 0; om && i < om->nsegs; i++)
-		bcache_erase_segment(sh->cache, om->segs[i].id);
+	/* the new segments may carry the old ones' ids (they count per
+	 * partition from 1): no block of the old may stay cached under them.
+	 * The cache keys blocks by partition and id (hpart_uncache); erasing
+	 * the bare ids here erased nothing, and reads after an install got
+	 * the old segment's blocks (a replica short of entries until its
+	 * next restart: cluster_test_cluster_netns_long) */
+	hpart_uncache(old, true);
 	p->hist = NULL;
 	if (old) {
 		struct snap_job *c = job_new(sh, p, SNAP_JOB_HIST_CLOSE, false);
@@ -1554,9 +1558,7 @@ static int install_state(struct shard *sh, struct part *p,
 			j->idem[k].rec.key = j->idem[k].key;
 			rc = idem_load_record(p, &j->idem[k].rec);
 		}
-		const struct hman *nm = hpart_manifest(p->hist);
-		for (size_t i = 0; i < nm->nsegs; i++)
-			bcache_erase_segment(sh->cache, nm->segs[i].id);
+		hpart_uncache(p->hist, false);
 	}
 	while (subs) {
 		struct pe_sub *sub = subs;

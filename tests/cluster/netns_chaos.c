@@ -68,7 +68,7 @@
  *      fourth kill, all nodes at once (a power loss of the cluster).
  *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
  *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
- *   follower). Five servers run 6, 1, 5 (the leader); the long tier adds
+ *   follower), 8, 9 (a follower). Five servers run 6, 1, 5 (the leader); the long tier adds
  *   2, 6, 3 (ten flaps), 4 (five kills), 5 (a follower), 6, 5 (the leader).
  *
  * Replicas compared, after the checker's verdict: once every node applied
@@ -1463,7 +1463,11 @@ static struct parley_rng pick_rng;
  * max_index is given, at most max_index[its partition]: committed) that
  * lies in a batch followed by another batch of its segment (so it cannot
  * be taken for a torn tail): the first, the last or a seeded random one of
- * them. 0, or -1 when there is none. */
+ * them. 0, or -1 when there is none. Only records of the segment's own
+ * seq (the one its file name carries) count: a recycled segment holds,
+ * after its live records, stale ones of its previous life that the node
+ * never reads (wal.h, invariant 4); damaging one damages nothing, and one
+ * counted as a later batch would make the live last batch look followed. */
 static int wal_find(int i, uint64_t min_index, const uint64_t *max_index,
 		    enum wal_pick pick, struct walrec *out)
 {
@@ -1479,6 +1483,8 @@ static int wal_find(int i, uint64_t min_index, const uint64_t *max_index,
 	int found = -1;
 	while ((found || last) && fgets(path, sizeof path, ls)) {
 		path[strcspn(path, "\n")] = 0;
+		const char *base = strrchr(path, '/');
+		uint64_t seq = strtoull(base ? base + 5 : "0", NULL, 16);
 		FILE *fp = fopen(path, "rb");
 		if (!fp)
 			continue;
@@ -1491,12 +1497,13 @@ static int wal_find(int i, uint64_t min_index, const uint64_t *max_index,
 		fclose(fp);
 		uint64_t last_batch = 0;
 		for (uint64_t a = W_BLOCK; a + W_HDR <= (uint64_t)size; a += W_BLOCK)
-			if (le_get32(d + a) == W_MAGIC && le_get32(d + a + 20) == a)
+			if (le_get32(d + a) == W_MAGIC && le_get64(d + a + 8) == seq &&
+			    le_get32(d + a + 20) == a)
 				last_batch = a;
 		uint64_t off = W_BLOCK;
 		while ((found || last) && off + W_HDR <= (uint64_t)size) {
 			const uint8_t *h = d + off;
-			if (le_get32(h) != W_MAGIC) {
+			if (le_get32(h) != W_MAGIC || le_get64(h + 8) != seq) {
 				if (off % W_BLOCK == 0)
 					break;
 				off = (off + W_BLOCK - 1) / W_BLOCK * W_BLOCK;
@@ -2045,6 +2052,10 @@ int main(int argc, char **argv)
 			scenario_wal_flip(true);
 			scenario_one_way();
 			scenario_wal_flip(false);
+			/* modes walhdr and walrec's damage, here after a long
+			 * history (recycled segments, snapshots) */
+			scenario_wal_header();
+			scenario_wal_rec_header(false);
 		}
 	} else {
 		scenario_bridge();

@@ -984,6 +984,27 @@ static void unflip(const struct flip *f)
  * (not CORRUPT), the entry must come back from the leader, and every
  * node must end with exactly the acknowledged entries; after another
  * restart too (the repair record replaces the damaged one at recovery). */
+/* Every replica of every partition: the same state at the same applied
+ * index (pe_partition_digest). */
+static void digests_equal(const char *when)
+{
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		struct pe_digest d[NN];
+		for (int i = 0; i < NN; i++)
+			cr_assert_eq(pe_partition_digest(nodes[i].e, p, &d[i]), 0);
+		for (int i = 1; i < NN; i++) {
+			cr_assert_eq(d[i].applied, d[0].applied, "%s: partition %u",
+				     when, p);
+			cr_assert_eq(d[i].entries, d[0].entries, "%s: partition %u: "
+				     "node %d holds %llu entries, node 0 %llu", when,
+				     p, i, (unsigned long long)d[i].entries,
+				     (unsigned long long)d[0].entries);
+			cr_assert_eq(d[i].digest, d[0].digest, "%s: partition %u: "
+				     "node %d differs from node 0", when, p, i);
+		}
+	}
+}
+
 static void damaged_record_repaired(bool leader, uint64_t keep)
 {
 	cluster_start(keep);
@@ -1020,6 +1041,9 @@ static void damaged_record_repaired(bool leader, uint64_t keep)
 	if (keep) /* below the leader's kept log: by snapshot */
 		cr_assert_geq(st.snap_installed, 1);
 	cr_assert_geq(st.applied, f.index);
+	/* every replica equal now, before any restart: a restart replays
+	 * the WAL and would hide a state the repair left wrong in memory */
+	digests_equal("after the repair");
 	/* restarted once more: the damaged bytes are still there, the
 	 * repair record after them fills the entry at recovery. On the
 	 * follower the bit is flipped back first: the entry is then found
@@ -1606,4 +1630,142 @@ Test(repl, status_gen_moves_only_with_roles_and_terms)
 			cr_assert_gt(gen_of(i), g0[i], "node %d: an election, gen "
 				     "unchanged", i);
 	cut_node(l, false);
+}
+
+/* ---- a snapshot install over cached history segments ----------------------- */
+
+/*
+ * A snapshot install replaces a partition's history segments with the
+ * leader's, whose ids may be the ones its own had (ids count per
+ * partition from 1). The block cache keys blocks by partition and id;
+ * the install erased the old segments' blocks by the bare id, i.e. not
+ * at all, so reads after it were served the old segment's blocks under
+ * the new one's id. Here a follower flushes (its segment 1), gets a WAL
+ * record above that damaged, reads its history after the restart (the
+ * blocks of its segment 1 cached), and is repaired by a snapshot holding
+ * the leader's segment 1: its digest must equal the others' at once, not
+ * only after a restart (seen in cluster_test_cluster_netns_long:
+ * partition 0 of the repaired node 380 entries short, equal again
+ * offline).
+ */
+Test(repl, snapshot_install_over_cached_segments_of_the_same_ids_reads_the_new_ones)
+{
+	cluster_start(2048);
+	wait_leaders();
+	append_many(100);
+	uint32_t p = part_of("c/conv-0");
+	int l = leader_of(p);
+	int victim = (l + 1) % NN;
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	struct pe_partition_status ps;
+	cr_assert_eq(pe_flush_sync(nodes[victim].e, p), 0);
+	cr_assert_eq(pe_partition_status(nodes[victim].e, p, &ps), 0);
+	uint64_t flushed = ps.flushed_index;
+	cr_assert_gt(flushed, 3);
+	cr_assert_eq(ps.segments, 1);
+	append_many(100);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	node_close(victim);
+	struct flip f = flip_wal_record_at(victim, 1u << p, flushed + 1, AT_BODY,
+					   PICK_FIRST);
+	cr_assert_eq(f.part, p);
+	append_many(300); /* beyond what the leader keeps */
+	l = leader_of(p);
+	cr_assert_eq(pe_flush_sync(nodes[l].e, p), 0);
+	node_open(victim);
+	/* a read of the victim's history: its segment 1's blocks cached */
+	struct pe_digest d;
+	(void)pe_partition_digest(nodes[victim].e, p, &d);
+	append_many(20);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	wait_repaired(victim);
+	struct pe_raft_status st;
+	cr_assert_eq(pe_raft_status(nodes[victim].e, p, &st), 0);
+	cr_assert_geq(st.snap_installed, 1, "not repaired by a snapshot");
+	for (int i = 0; i < NN; i++)
+		check_node(i);
+	digests_equal("after the install, before any restart");
+}
+
+/* ---- a damaged segment header over a repair record ------------------------- */
+
+/*
+ * A follower's damaged WAL record is repaired (the repair record, with the
+ * entry's term and index, follows later entries in its WAL); then the
+ * header of the segment holding those records is damaged. Every record of
+ * that segment is then taken as damaged (wal.h); the repair record, an
+ * older index than the entries before it, is the same entry as the one
+ * already recovered at that index and must not truncate the log after it.
+ * Before, it did: the partition's next record did not join and the
+ * partition opened CORRUPT (seen in cluster_test_cluster_netns_long's
+ * segment header flip after a body flip on the same node).
+ */
+Test(repl, damaged_segment_header_over_a_repair_record_keeps_the_log_after_it)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(80);
+	int l = leader_of(part_of("c/conv-0"));
+	int victim = (l + 1) % NN;
+	unsigned parts = 0;
+	for (uint32_t p = 0; p < NPARTS; p++)
+		if (leader_of(p) != victim)
+			parts |= 1u << p;
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	node_close(victim);
+	struct flip f = flip_wal_record(victim, parts, 3);
+	node_open(victim);
+	append_many(20);
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	wait_repaired(victim);
+	append_many(60); /* entries after the repair record, in its partition too */
+	for (int i = 0; i < NN; i++)
+		wait_caught_up(i);
+	node_close(victim);
+	/* the newest segment of that shard holding records (its first
+	 * record carries its own seq): its header's seq field, one bit */
+	char dir[256], cmd[320], line[256], seg[256] = "";
+	snprintf(dir, sizeof dir, "%s", f.file);
+	*strrchr(dir, '/') = '\0';
+	snprintf(cmd, sizeof cmd, "ls %s/wal-*.log | sort", dir);
+	FILE *ls = popen(cmd, "r");
+	cr_assert_not_null(ls);
+	while (fgets(line, sizeof line, ls)) {
+		line[strcspn(line, "\n")] = 0;
+		uint64_t sq = strtoull(strrchr(line, '/') + 5, NULL, 16);
+		uint8_t h[W_HDR];
+		FILE *fp = fopen(line, "rb");
+		if (!fp)
+			continue;
+		bool rec = fseek(fp, W_BLOCK, SEEK_SET) == 0 &&
+			   fread(h, 1, W_HDR, fp) == W_HDR && rd32(h) == W_MAGIC &&
+			   rd64(h + 8) == sq;
+		fclose(fp);
+		if (rec)
+			snprintf(seg, sizeof seg, "%s", line);
+	}
+	pclose(ls);
+	cr_assert(seg[0], "no segment with records in %s", dir);
+	FILE *fp = fopen(seg, "r+b");
+	cr_assert_not_null(fp);
+	fseek(fp, 9, SEEK_SET);
+	int c = fgetc(fp);
+	fseek(fp, 9, SEEK_SET);
+	fputc(c ^ 0x01, fp);
+	cr_assert_eq(fclose(fp), 0);
+	node_open(victim);
+	assert_serving(victim);
+	append_many(5);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_repaired(victim);
+	assert_serving(victim);
+	assert_digests_equal();
 }
