@@ -510,7 +510,10 @@ void chat_conv_msg(const struct chat_conv_info *r, struct parley_msg *m);
 /* HISTORY: a page of conv's messages older than before_seq (0 = newest),
  * newest first, at most `limit` and at most max_frame bytes encoded.
  * Errors: -PARLEY_ENOTFOUND / -PARLEY_EPERM (chat_conv_check),
- * -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full). before_seq == 1
+ * -PARLEY_ENOMEM, -PARLEY_EFULL (engine queue full), -PARLEY_ENOTLEADER
+ * with the partition noted (route.h) on a node that holds no replica of
+ * the conversation's partition (route_holds); a NOTLEADER through cb is
+ * noted likewise. before_seq == 1
  * has nothing older: cb runs before chat_history returns, on the calling
  * thread, with an empty END page. */
 typedef void (*chat_history_cb)(void *arg, int err, const struct parley_msg *page);

@@ -24,6 +24,7 @@
 
 #include "chat.h"
 #include "chat_receipt.h"
+#include "route.h"
 
 /* ---- HISTORY ------------------------------------------------------------------- */
 
@@ -149,9 +150,22 @@ struct hist_ctx {
 	bool group;             /* filter by membership at each seq */
 	uint64_t vis_from;      /* first seq the reader may see */
 	uint32_t max_frame;
+	uint32_t part;          /* c/<conv>'s partition */
 	uint16_t clen;
 	char conv[250];
 };
+
+/* A failed page read: a NOTLEADER names the conversation's partition
+ * (route.h), so that the gateway forwards the HISTORY to that
+ * partition's leader instead of partition 0's (which may hold no replica
+ * of it either: docs/CLUSTER.md §5). */
+static void hist_fail(struct hist_ctx *x, int err)
+{
+	if (err == -PARLEY_ENOTLEADER)
+		route_note(x->part, 0);
+	x->cb(x->arg, err, NULL);
+	route_clear();
+}
 
 /* The page with each message's current state (chat_edit_fold). */
 static void hist_fold_cb(void *arg, int err, const struct pe_read_result *r,
@@ -159,7 +173,7 @@ static void hist_fold_cb(void *arg, int err, const struct pe_read_result *r,
 {
 	struct hist_ctx *x = arg;
 	if (err) {
-		x->cb(x->arg, err, NULL);
+		hist_fail(x, err);
 	} else {
 		/* ~16 KiB: not on an engine thread's stack */
 		struct parley_msg *m = malloc(sizeof *m);
@@ -179,7 +193,7 @@ static void hist_cb(void *arg, const struct pe_read_result *r)
 	if (!rc)
 		rc = chat_edit_fold(x->c, x->conv, x->clen, r, hist_fold_cb, x);
 	if (rc) {
-		x->cb(x->arg, rc, NULL);
+		hist_fail(x, rc);
 		free(x);
 	}
 }
@@ -214,11 +228,22 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0)
 		return kl;
+	/* A node that holds no replica of the partition (placement,
+	 * docs/CLUSTER.md §3.7) refuses at once, naming it: the gateway
+	 * forwards the request to its leader. Its own group there, if any,
+	 * is stale (a removed member is not told): a linearizable read on it
+	 * is refused by the leader only after a round trip and a wait, and
+	 * its NOTLEADER would have gone to partition 0's leader. */
+	uint32_t p = pe_partition_of(chat_engine(c), key, (size_t)kl);
+	if (!route_holds(p)) {
+		route_note(p, 0);
+		return -PARLEY_ENOTLEADER;
+	}
 	struct hist_ctx *x = malloc(sizeof *x);
 	if (!x)
 		return -PARLEY_ENOMEM;
 	*x = (struct hist_ctx){.c = c, .cb = cb, .arg = arg, .max_frame = max_frame,
-			       .clen = (uint16_t)clen, .group = group,
+			       .part = p, .clen = (uint16_t)clen, .group = group,
 			       .vis_from = vis_from};
 	memcpy(x->conv, conv, clen);
 	/* linearizable (ReadIndex, docs/CLUSTER.md "Consistency"): a node

@@ -134,7 +134,17 @@ static void cmd_usage(const char *name, FILE *f)
 static int fail(struct cli *cli, const char *what, int err)
 {
 	char msg[768];
-	int code = cli_explain(err, cli->c ? parley_client_failure(cli->c) : NULL, &cli->t,
+	/* the node the client last tried: with --nodes, cli->t holds only
+	 * the --host/--port defaults, which name no node of that list */
+	struct cli_target t = cli->t;
+	const char *host;
+	uint16_t port;
+	if (cli->c && parley_client_current_node(cli->c, &host, &port) == 0 &&
+	    host && strcmp(host, "-")) {
+		t.host = host;
+		t.port = port;
+	}
+	int code = cli_explain(err, cli->c ? parley_client_failure(cli->c) : NULL, &t,
 			       msg, sizeof msg);
 	fprintf(stderr, "parley: %s%s%s\n", what ? what : "", what ? ": " : "", msg);
 	return code;

@@ -5,7 +5,8 @@
  *   1. `--help` exits 0 everywhere (parley, parley CMD --help, parley help
  *      [CMD], parleyctl ...); usage errors exit 2.
  *   2. Errors name their cause, with the documented exit code: connection
- *      refused, a plain client on the TLS port, a TLS client on the plain
+ *      refused (named as the node tried, also with --nodes), a plain
+ *      client on the TLS port, a TLS client on the plain
  *      port, an untrusted certificate (no --ca), a missing CA file, a
  *      refused token (with the server's reason), sending to yourself, an
  *      empty message.
@@ -99,6 +100,14 @@ static void check_errors(struct it_server *s, const char *tok)
 
 	int rc = RUN(out, parley_bin, "--token", tok, "--port", dead, "send", "bob", "hi");
 	IT_CHECK(rc == 3 && strstr(out, "connection refused"), "refused: %d %s", rc, out);
+	/* with --nodes the message names that node, not the --host/--port
+	 * defaults (127.0.0.1:7411 named no node of a run-cluster cluster) */
+	char nodes[32], named[32];
+	snprintf(nodes, sizeof nodes, "127.0.0.1:%s", dead);
+	snprintf(named, sizeof named, "to 127.0.0.1:%s:", dead);
+	rc = RUN(out, parley_bin, "--token", tok, "--nodes", nodes, "history", "bob");
+	IT_CHECK(rc == 3 && strstr(out, named) && !strstr(out, ":7411:"),
+		 "refused through --nodes: %d %s", rc, out);
 
 	rc = RUN(out, parley_bin, "--token", tok, "--port", tport, "send", "bob", "hi");
 	IT_CHECK(rc == 3 && strstr(out, "--tls"), "plain on TLS port: %d %s", rc, out);

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "chat_keys.h"
 #include "chat_world.h"
+#include "route.h"
 
 #define CONV "d:alice:bob"
 
@@ -139,6 +141,45 @@ Test(chat_read, history_checks_membership)
 	cr_assert_eq(history(&w, "alice", CONV, 0, 10, 1 << 20, &x), 0);
 	cr_assert_eq(x.count, 0);
 	cr_assert(x.flags & PARLEY_HISTF_END);
+	world_stop(&w);
+}
+
+/* A node that holds no replica of the conversation's partition (its
+ * resolver names the leader, node 7) refuses NOTLEADER at once and notes
+ * that partition, so the gateway forwards to its leader (route.h); it
+ * does not read its own copy. Checked failing without the check in
+ * chat_history (the page was read here: 0, no note). */
+static uint32_t nh_part;
+
+static uint64_t nh_resolver(void *arg, uint32_t p)
+{
+	(void)arg;
+	return p == nh_part ? 7 : UINT64_MAX;
+}
+
+Test(chat_read, history_of_a_partition_not_held_is_refused_naming_it)
+{
+	struct world w;
+	world_start(&w, 17);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, CONV, strlen(CONV));
+	cr_assert_gt(kl, 0);
+	nh_part = pe_partition_of(w.e, key, (size_t)kl);
+	route_set_resolver(nh_resolver, NULL);
+	route_clear();
+	struct hist_wait x;
+	cr_assert_eq(history(&w, "alice", CONV, 0, 10, 1 << 20, &x),
+		     -PARLEY_ENOTLEADER);
+	uint32_t p = ROUTE_PARTITION_ANY;
+	uint64_t leader = 0;
+	cr_assert(route_take(&p, &leader));
+	cr_assert_eq(p, nh_part);
+	cr_assert_eq(route_refusal_leader(w.e, p, leader, 1), 7);
+	/* held again: read here */
+	route_set_resolver(NULL, NULL);
+	cr_assert_eq(history(&w, "alice", CONV, 0, 10, 1 << 20, &x), 0);
+	cr_assert(!route_take(&p, &leader));
 	world_stop(&w);
 }
 
