@@ -2052,15 +2052,14 @@ static int place_write(struct peer_node *nd, const struct placement_part *t,
 }
 
 /* The configuration of partition p as this node best knows it now: its
- * own when it holds the partition, else the placement map. A follower's
- * own can lag its leader's by the last configuration entries. */
+ * own when it holds the partition, else `known` (NULL: the placement
+ * map). A follower's own can lag its leader's by the last configuration
+ * entries. */
 static void place_current_one(struct peer_node *nd, uint32_t p,
+			      const struct placement_part *known,
 			      struct placement_part *c)
 {
 	struct pe_raft_status st;
-	bool rec;
-	(void)placement_map_get(&nd->pmap, p, c, &rec);
-	uint64_t max_id = placement_map_max_id(&nd->pmap, p);
 	if (holds(nd, p, &st)) {
 		memset(c, 0, sizeof *c);
 		for (uint32_t i = 0; i < st.nvoters && i < PLACEMENT_MAX_NODES;
@@ -2069,15 +2068,21 @@ static void place_current_one(struct peer_node *nd, uint32_t p,
 		for (uint32_t i = 0; i < st.nlearners &&
 				     i < PLACEMENT_MAX_NODES; i++)
 			c->learners[c->nlearners++] = st.learners[i];
+	} else if (known) {
+		*c = *known;
+		return;
+	} else {
+		bool rec;
+		(void)placement_map_get(&nd->pmap, p, c, &rec);
 	}
-	c->max_id = max_id;
+	c->max_id = placement_map_max_id(&nd->pmap, p);
 }
 
 /* place_current_one for every partition. */
 static void place_current(struct peer_node *nd, struct placement_part *cur)
 {
 	for (uint32_t p = 0; p < nd->np; p++)
-		place_current_one(nd, p, &cur[p]);
+		place_current_one(nd, p, NULL, &cur[p]);
 }
 
 /* Moves the cluster to the placement of `nodes` (after an add or before
@@ -2161,24 +2166,13 @@ static int place_promote(struct peer_node *nd, uint32_t p, uint64_t id,
  * it is added and promoted first, and only what it holds beyond the
  * target is removed.
  */
-static void place_fresh(struct peer_node *nd, uint32_t p,
-			const struct placement_part *cur,
-			struct placement_part *f)
-{
-	struct pe_raft_status st;
-	if (holds(nd, p, &st))
-		place_current_one(nd, p, f);
-	else
-		*f = *cur; /* the map, as it was before this operation wrote it */
-}
-
 static int place_drop(struct peer_node *nd, uint32_t p,
 		      const struct placement_part *cur,
 		      const struct placement_part *o, uint64_t deadline,
 		      char *msg, size_t cap)
 {
 	struct placement_part f;
-	place_fresh(nd, p, cur, &f);
+	place_current_one(nd, p, cur, &f);
 	int rc;
 	for (uint32_t i = 0; i < o->nvoters; i++) {
 		uint64_t id = o->voters[i];
@@ -2193,7 +2187,7 @@ static int place_drop(struct peer_node *nd, uint32_t p,
 		if ((rc = place_promote(nd, p, id, cur, o, deadline, msg, cap)))
 			return rc;
 	}
-	place_fresh(nd, p, cur, &f);
+	place_current_one(nd, p, cur, &f);
 	for (int w = 0; w < 2; w++) {
 		const uint64_t *ids = w ? f.learners : f.voters;
 		uint32_t k = w ? f.nlearners : f.nvoters;
