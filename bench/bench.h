@@ -346,6 +346,11 @@ void bench_child_register(pid_t pid);
  * Returns the pid or -errno. */
 pid_t bench_spawn(char *const argv[], const char *log);
 void bench_child_forget(pid_t pid);
+/* One HTTP/1.0 request (method, path, empty body) to 127.0.0.1:port,
+ * each socket wait bounded by timeout_ms; the whole response (headers
+ * included, NUL-terminated) into buf[0..cap). Bytes read, or negative. */
+long bench_http_req(const char *method, int port, const char *path, char *buf,
+		    size_t cap, int timeout_ms);
 /* A server child stopped: SIGKILL, reaped, forgotten; *pid becomes -1
  * (nothing when *pid <= 0). */
 void bench_child_kill(pid_t *pid);

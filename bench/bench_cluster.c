@@ -231,55 +231,9 @@ static int cl_start(const struct bench_cfg *cfg, struct cl_set *c)
 
 /* ---- /metrics ------------------------------------------------------------------ */
 
-/* GET path from 127.0.0.1:port into buf (NUL-terminated, headers
- * included). Bytes read, or negative. */
-static long http_req(const char *method, int port, const char *path, char *buf,
-		     size_t cap, int timeout_ms)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	char req[256];
-	int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-			 "Content-Length: 0\r\nConnection: close\r\n\r\n", method, path);
-	if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-		close(fd);
-		return -PARLEY_EIO;
-	}
-	size_t len = 0;
-	for (;;) {
-		if (len + 1 >= cap)
-			break;
-		ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int e = -errno;
-			close(fd);
-			return e;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	buf[len] = 0;
-	return (long)len;
-}
-
 static long http_get(int port, const char *path, char *buf, size_t cap)
 {
-	return http_req("GET", port, path, buf, cap, CL_HTTP_TIMEOUT_MS);
+	return bench_http_req("GET", port, path, buf, cap, CL_HTTP_TIMEOUT_MS);
 }
 
 /* A sample of a /metrics page, or NAN. */
@@ -670,7 +624,7 @@ static int cluster_point_spread(const struct bench_cfg *cfg, uint32_t prod, uint
 		rc = cl_wait_spread(c, CL_STABLE_TIMEOUT_S, lead, &np, why, sizeof why);
 	for (int pass = 0; !rc && pass < 2; pass++)
 		for (unsigned i = 0; i < CL_NODES; i++)
-			(void)http_req("POST", c->nd[i].admin_port, "/cluster/rebalance", buf,
+			(void)bench_http_req("POST", c->nd[i].admin_port, "/cluster/rebalance", buf,
 				       CL_METRICS_CAP, 15000);
 	if (!rc)
 		rc = cl_wait_spread(c, CL_STABLE_TIMEOUT_S, lead, &np, why, sizeof why);

@@ -65,6 +65,7 @@
 #define PR_BATCH 64u              /* handshakes pipelined at once */
 #define PR_HS_TIMEOUT_MS 10000
 #define PR_METRICS_CAP (512u << 10)
+#define PR_HTTP_TIMEOUT_MS 2000
 #define PR_START_TIMEOUT_S 20.0
 
 struct pr_node {
@@ -108,47 +109,12 @@ static int pr_build_argv(const struct bench_cfg *cfg, struct pr_node *nd, unsign
 	return 0;
 }
 
-static long pr_http_get(int port, const char *path, char *buf, size_t cap)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {2, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	char req[256];
-	int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-			 "Connection: close\r\n\r\n", path);
-	if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-		close(fd);
-		return -PARLEY_EIO;
-	}
-	size_t len = 0;
-	while (len + 1 < cap) {
-		ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	buf[len] = 0;
-	return (long)len;
-}
-
 /* The sum of every series of one metric family; NAN when unreadable. */
 static double pr_metric(int admin_port, const char *name)
 {
 	static char buf[PR_METRICS_CAP];
-	long n = pr_http_get(admin_port, "/metrics", buf, sizeof buf);
+	long n = bench_http_req("GET", admin_port, "/metrics", buf, sizeof buf,
+				PR_HTTP_TIMEOUT_MS);
 	if (n <= 0 || bench_http_status(buf, (size_t)n) != 200)
 		return NAN;
 	size_t l = strlen(name);
