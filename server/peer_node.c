@@ -163,12 +163,15 @@ struct peer_node {
 	 * check and the stats (rp, under op_mu); node thread */
 	uint64_t rd_id[PLACEMENT_MAX_NODES], rd_since[PLACEMENT_MAX_NODES];
 	bool rd_seen[PLACEMENT_MAX_NODES];  /* its link was up since start */
+	bool rd_down[PLACEMENT_MAX_NODES];  /* counted down at the last check */
 	uint32_t nrd;
 	_Atomic uint64_t rp_next_ms;      /* the worker pushes it back */
 	uint64_t rp_start_ms;
 	bool rp_rebalance;                /* a round moved a down node's
-					     replicas: converge again once
-					     the live nodes change */
+					     replicas, or a down node is
+					     live again: rounds until the
+					     placement over the live nodes
+					     is converged */
 	atomic_bool op_preempt;           /* a request waits: the running
 					     re-placement round stops */
 	struct peer_node_replace_stats rp;
@@ -2296,8 +2299,9 @@ static uint32_t place_nodes(struct peer_node *nd, uint64_t id, bool add,
  *     partitions are left as they are (a meta voter is never demoted).
  *     It then moves them as add-node does (map record, learner, promote
  *     once caught up, removal), and the next check goes on.
- * A node that comes back is live again: the loads then differ by two or
- * more and rounds give it its share (its replicas moved away meanwhile
+ * A node that comes back is live again: that alone starts rounds (also
+ * when every partition already has its voters on the other live nodes),
+ * the loads then differ by two or more and rounds give it its share (its replicas moved away meanwhile
  * are not in any configuration; where it is placed again it rejoins the
  * group with its own log, raft.h). A round that moves nothing or fails
  * makes the next check wait REPLACE_RETRY_MS.
@@ -2410,7 +2414,7 @@ static void replace_tick(struct peer_node *nd, uint64_t now)
 	nd->rp_next_ms = now + REPLACE_CHECK_MS;
 	uint64_t nodes[PLACEMENT_MAX_NODES], ids[PLACEMENT_MAX_NODES];
 	uint64_t since[PLACEMENT_MAX_NODES];
-	bool seen[PLACEMENT_MAX_NODES];
+	bool seen[PLACEMENT_MAX_NODES], down[PLACEMENT_MAX_NODES];
 	uint32_t n = place_nodes(nd, 0, false, nodes), k = 0;
 	if (!nd->rp_start_ms)
 		nd->rp_start_ms = now;
@@ -2425,7 +2429,7 @@ static void replace_tick(struct peer_node *nd, uint64_t now)
 	uint32_t nlive = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t id = nodes[i], s0 = 0;
-		bool sn = true;
+		bool sn = true, was_down = false;
 		if (id != nd->cfg.node_id) {
 			struct peer_link_stats ls;
 			bool up = peer_link_stats(nd->peer, id, &ls) == 0 &&
@@ -2435,24 +2439,34 @@ static void replace_tick(struct peer_node *nd, uint64_t now)
 				if (nd->rd_id[j] == id) {
 					s0 = nd->rd_since[j];
 					sn = sn || nd->rd_seen[j];
+					was_down = nd->rd_down[j];
 				}
 			s0 = up ? 0 : s0 ? s0 : now;
 			ids[k] = id;
 			seen[k] = sn;
-			since[k++] = s0;
+			since[k] = s0;
+			down[k++] = false;
 		}
 		/* replica_replace_ms 0: never down (a formation round
 		 * still places the founders' partitions) */
 		if (s0 && nd->cfg.replica_replace_ms &&
 		    now - s0 >= nd->cfg.replica_replace_ms &&
-		    (sn || settled) && op.ndown < PEER_NODE_MAX_DOWN)
+		    (sn || settled) && op.ndown < PEER_NODE_MAX_DOWN) {
 			op.down[op.ndown++] = id;
-		else
+			down[k - 1] = true;
+		} else {
 			live[nlive++] = id;
+			/* a down node is live again: its replicas moved
+			 * while it was down, so it holds less than its
+			 * share (§3.7, "When the node returns") */
+			if (was_down)
+				nd->rp_rebalance = true;
+		}
 	}
 	memcpy(nd->rd_id, ids, k * sizeof ids[0]);
 	memcpy(nd->rd_since, since, k * sizeof since[0]);
 	memcpy(nd->rd_seen, seen, k * sizeof seen[0]);
+	memcpy(nd->rd_down, down, k * sizeof down[0]);
 	nd->nrd = k;
 	bool lead = pe_partition_leader_check(nd->e, 0) == 0;
 	pthread_mutex_lock(&nd->op_mu);
