@@ -2022,6 +2022,19 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 		free(x);
 		return -PARLEY_EINVAL; /* the caller itself, or a bad id */
 	}
+	/* Where the conversation's partition is held (route.h): its reply
+	 * carries c/<conv>'s last seq and time (open_next), which a node
+	 * without a replica of it would read from an old copy. Elsewhere
+	 * refused at once, naming the partition, before any write: the
+	 * gateway forwards the CONV_OPEN to its leader. */
+	char ck[CHAT_KEY_CAP];
+	int ckl = chat_key_conv(ck, x->info.conv, (size_t)n);
+	int hrc = ckl < 0 ? -PARLEY_EINVAL
+			  : route_hold_check(c->e, ck, (size_t)ckl);
+	if (hrc) {
+		free(x);
+		return hrc;
+	}
 	x->c = c;
 	x->cb = cb;
 	x->arg = arg;
