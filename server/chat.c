@@ -1786,11 +1786,16 @@ int chat_conv_opened(struct chat *c, const char *conv, uint16_t clen,
 	x->arg = cb_arg;
 	/* linearizable: on the leader a ReadIndex round (§3.5); a node that
 	 * lost the leadership meanwhile answers NOTLEADER and the asker
-	 * asks the new one */
+	 * asks the new one — at once when it holds no replica of the
+	 * partition any more (route_read: its group there is stale, a read
+	 * would wait out the ReadIndex bound). The asker is another node:
+	 * no connection here takes the refusal's note. */
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1, .linearizable = true};
-	int rc = pe_read(c->e, &q, opened_cb, x);
+	int rc = route_read(c->e, &q, opened_cb, x);
+	if (rc == -PARLEY_ENOTLEADER)
+		route_clear();
 	if (rc)
 		free(x);
 	return rc;
