@@ -1,6 +1,7 @@
 /*
- * route.c — the partition -> leader lookup every route uses, and the
- * thread-local note of what a NOTLEADER refused (route.h).
+ * route.c — the partition -> leader lookup every route uses, the
+ * thread-local note of what a NOTLEADER refused, and the read of a
+ * request's stream that refuses a partition not held (route.h).
  *
  * Owns nothing shared: the lookup reads the engine's published state,
  * the note is one small value per thread. Any thread.
@@ -60,6 +61,22 @@ int route_leader_check(struct pe_engine *e, uint32_t p)
 	if (rc == -PARLEY_ENOTLEADER)
 		route_note(p, 0);
 	return rc;
+}
+
+int route_hold_check(struct pe_engine *e, const void *key, size_t klen)
+{
+	uint32_t p = pe_partition_of(e, key, klen);
+	if (route_holds(p))
+		return 0;
+	route_note(p, 0);
+	return -PARLEY_ENOTLEADER;
+}
+
+int route_read(struct pe_engine *e, const struct pe_read_req *q,
+	       pe_read_cb cb, void *arg)
+{
+	int rc = route_hold_check(e, q->key, q->klen);
+	return rc ? rc : pe_read(e, q, cb, arg);
 }
 
 void route_note(uint32_t p, uint64_t leader)
