@@ -314,6 +314,175 @@ static void other_reads(const char *when)
 	}
 }
 
+/* Steps 3 and 5, multi-partition reads: the user MU in NMULTI direct
+ * conversations (with mp0.. mp<NMULTI-1>, two messages from the peer in
+ * each, MU's read position at the first in the even ones), so that its
+ * CONV_LIST reads some 2 * NMULTI + 1 partitions (l/MU, and per
+ * conversation c/<conv> and r/MU:<h>), which no one node of five with 3
+ * replicas each holds; and a device of MU whose cursor k/ is in a
+ * partition the inbox's leader holds no replica of (its SYNC from the
+ * cursor runs there, relayed: the inbox is its partition). */
+#define NMULTI 10
+static const char mu[] = "mu5";
+static char mconv[NMULTI][64];
+static uint64_t mlast[NMULTI], mfirst[NMULTI];
+static char mdev[16]; /* MU's device: cursor off the inbox's leader */
+
+/* The number of the partitions MU's CONV_LIST reads that node id holds
+ * no replica of. */
+static int multi_missing(int id)
+{
+	char k[160];
+	int miss = 0;
+	for (int j = 0; j <= 2 * NMULTI; j++) {
+		if (j == 2 * NMULTI)
+			snprintf(k, sizeof k, "l/%s", mu);
+		else if (j % 2)
+			rcpt_key(k, sizeof k, mu, mconv[j / 2]);
+		else
+			snprintf(k, sizeof k, "c/%s", mconv[j / 2]);
+		struct cluster_pv v;
+		IT_CHECK(cluster_leader_view(node, NODES, live,
+					     (int)cluster_part_of(k, NP), &v) >= 0,
+			 "no leader of %s's partition", k);
+		miss += !cluster_has(v.voters, v.nv, id);
+	}
+	return miss;
+}
+
+static void multi_setup(void)
+{
+	for (int k = 0; k < NMULTI; k++) {
+		char peer[16];
+		snprintf(peer, sizeof peer, "mp%d", k);
+		struct parley_client *c = cluster_client_new(peer, "m", NULL,
+							     30000);
+		IT_OK(parley_client_connect(c));
+		const struct parley_conv *cv;
+		IT_OK(parley_client_conv_open(c, mu, &cv));
+		snprintf(mconv[k], sizeof mconv[k], "%.*s", (int)cv->conv.len,
+			 cv->conv.p);
+		struct parley_send_result r1, r2;
+		IT_OK(parley_client_send(c, mconv[k], 1, "m", 1, &r1));
+		IT_OK(parley_client_send(c, mconv[k], 1, "n", 1, &r2));
+		mfirst[k] = r1.seq;
+		mlast[k] = r2.seq;
+		parley_client_free(c);
+	}
+	struct parley_client *m = cluster_client_new(mu, "m", NULL, 30000);
+	IT_OK(parley_client_connect(m));
+	for (int k = 0; k < NMULTI; k += 2) {
+		uint64_t rs = 0;
+		IT_OK(parley_client_read_marker(m, mconv[k], mfirst[k], &rs));
+	}
+	parley_client_free(m);
+	/* the device: k/MU:<dev> off the inbox's partition and its leader */
+	char ik[64], kk[96];
+	snprintf(ik, sizeof ik, "u/%s", mu);
+	int pi = (int)cluster_part_of(ik, NP);
+	struct cluster_pv iv;
+	int il = cluster_leader_view(node, NODES, live, pi, &iv);
+	IT_CHECK(il >= 0, "no leader of %s's inbox", mu);
+	for (int d = 0; d < 1000 && !mdev[0]; d++) {
+		snprintf(kk, sizeof kk, "k/%s:dev%d", mu, d);
+		int pk = (int)cluster_part_of(kk, NP);
+		struct cluster_pv kv;
+		if (pk == pi ||
+		    cluster_leader_view(node, NODES, live, pk, &kv) < 0 ||
+		    cluster_has(kv.voters, kv.nv, il + 1))
+			continue;
+		snprintf(mdev, sizeof mdev, "dev%d", d);
+		printf("%s's device %s: cursor in partition %d, inbox in %d "
+		       "led by node%d (no replica of %d)\n", mu, mdev, pk, pi,
+		       il + 1, pk);
+	}
+	IT_CHECK(mdev[0], "no device of %s with its cursor off node%d", mu,
+		 il + 1);
+	struct cluster_inbox b = {0};
+	struct parley_client *c = cluster_client_ev(
+		mu, mdev, nodes_list, 0, 30000, false, cluster_inbox_on_event,
+		cluster_inbox_on_event, &b);
+	IT_OK(parley_client_connect(c));
+	IT_OK(parley_client_subscribe(c, 1, NULL));
+	for (int ms = 0; ms < 30000 && b.n < 2 * NMULTI; ms += 50)
+		(void)parley_client_poll(c, 50);
+	IT_CHECK(b.n >= 2 * NMULTI, "%s: %" PRIu64 " events", mu, b.n);
+	(void)parley_client_poll(c, 300); /* the acks go out */
+	parley_client_free(c);
+	free(b.v);
+	/* the cursor is stored (from the acks) before the reads look; a SYNC
+	 * from it needs the cursor's partition where the inbox is led */
+	int last = 0;
+	for (int t = 0;; t++) {
+		struct parley_client *sc = cluster_client_new(mu, mdev, NULL,
+							      3000);
+		struct parley_sync_ok so = {0};
+		IT_OK(parley_client_connect(sc));
+		last = parley_client_subscribe(sc, 0, &so);
+		parley_client_free(sc);
+		if (last == 0 && so.start_inbox_seq > 1)
+			break;
+		IT_CHECK(t < 20, "%s's SYNC from its cursor (%s): %s", mu, mdev,
+			 last ? parley_strerror(last) : "starts at 1");
+		it_sleep_ms(100);
+	}
+}
+
+/* Steps 3 and 5: MU's CONV_LIST (every conversation, its last seq, read
+ * position and unread count) and the SYNC of its device from the cursor,
+ * through every live node alone. Before remote reads the list failed
+ * NOTLEADER (forwarded from one conversation's partition to the next)
+ * and the SYNC's cursor read was refused where the inbox is led. */
+static void multi_reads(const char *when)
+{
+	for (int i = 0; i < NODES; i++) {
+		if (!live[i])
+			continue;
+		char who[128];
+		snprintf(who, sizeof who, "node%d alone (no replica of the "
+			 "partitions of %d of the list's %d keys, %s)", i + 1,
+			 multi_missing(i + 1), 2 * NMULTI + 1, when);
+		struct parley_client *c = cluster_client_at(node[i]->port, mu,
+							     "reader", 3000, true);
+		IT_OK(parley_client_connect(c));
+		const struct parley_conv_list_ok *l;
+		int rc = parley_client_conv_list(c, 50, &l);
+		IT_CHECK(rc == 0, "CONV_LIST of %s through %s: %s", mu, who,
+			 parley_strerror(rc));
+		for (int k = 0; k < NMULTI; k++) {
+			const struct parley_conv_entry *ce = NULL;
+			for (uint16_t j = 0; j < l->count && !ce; j++)
+				if (l->entries[j].conv.len == strlen(mconv[k]) &&
+				    !memcmp(l->entries[j].conv.p, mconv[k],
+					    l->entries[j].conv.len))
+					ce = &l->entries[j];
+			IT_CHECK(ce, "CONV_LIST through %s lacks %s", who,
+				 mconv[k]);
+			uint64_t rs = k % 2 ? 0 : mfirst[k];
+			uint32_t un = k % 2 ? 2 : 1;
+			IT_CHECK(ce->last_seq == mlast[k] && ce->read_seq == rs &&
+					 ce->unread == un,
+				 "CONV_LIST through %s: %s last %" PRIu64
+				 " read %" PRIu64 " unread %u, not %" PRIu64
+				 " %" PRIu64 " %u", who, mconv[k], ce->last_seq,
+				 ce->read_seq, ce->unread, mlast[k], rs, un);
+		}
+		parley_client_free(c);
+		struct parley_client *sc = cluster_client_at(node[i]->port, mu,
+							     mdev, 3000, true);
+		struct parley_sync_ok so = {0};
+		IT_OK(parley_client_connect(sc));
+		rc = parley_client_subscribe(sc, 0, &so);
+		IT_CHECK(rc == 0 && so.start_inbox_seq > 1, "SYNC of %s's %s "
+			 "from its cursor through %s: %s (start %" PRIu64 ")",
+			 mu, mdev, who, parley_strerror(rc), so.start_inbox_seq);
+		parley_client_free(sc);
+		printf("%s: CONV_LIST of %d conversations (read positions, "
+		       "unread), SYNC from the cursor (start %" PRIu64
+		       ") answered\n", who, NMULTI, so.start_inbox_seq);
+	}
+}
+
 /* Steps 2 and 4: every partition placed over the live nodes (see the
  * top; the meta group on mv voters); fails naming the first that is not
  * after timeout_ms. */
@@ -480,6 +649,8 @@ int main(void)
 	read_through_each(false, "5 nodes");
 	other_reads_setup();
 	other_reads("5 nodes");
+	multi_setup();
+	multi_reads("5 nodes");
 
 	/* 4. remove-node of a node X other than partition 0's leader L, with
 	 * the members stream's partition led by X: the operation's records
@@ -524,6 +695,7 @@ int main(void)
 	/* and through every live node alone */
 	read_through_each(true, "4 nodes");
 	other_reads("4 nodes");
+	multi_reads("4 nodes");
 	for (int p = 0; p < NP; p++) {
 		struct cluster_pv v;
 		IT_CHECK(cluster_leader_view(node, NODES, live, p, &v) >= 0,
