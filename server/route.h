@@ -75,10 +75,11 @@ int route_leader_check(struct pe_engine *e, uint32_t p);
  * partition by a membership change is not told: its own group there is
  * stale, a linearizable read on it fails NOTLEADER only after the
  * ReadIndex bound (3 election timeouts) and a plain one answers from an
- * old copy. Every read a request makes of a partition it needs current
- * goes through here; a caller whose answer leaves on another thread than
- * the refusal (reads in parallel) carries the partition to it (route_take
- * right after the refusal, route_note before the answer). */
+ * old copy. Every primary read a request makes of a partition it needs
+ * current goes through here (its secondary reads: route_read_any); a
+ * caller whose answer leaves on another thread than the refusal (reads
+ * in parallel) carries the partition to it (route_take right after the
+ * refusal, route_note before the answer). */
 int route_read(struct pe_engine *e, const struct pe_read_req *q,
 	       pe_read_cb cb, void *arg);
 /* The reader of partitions this node holds no replica of (tail_relay.h

@@ -1,8 +1,9 @@
 /*
  * tail_relay.c — inbox tails served across nodes: the codec of peer
- * frames TAIL_REQ / TAIL_DATA, the gateway's delivery position (pure),
- * and the two tables (the gateway's tails by id, the tails served here by
- * (node, id)). The contract is in tail_relay.h; the connections' side is
+ * frames TAIL_REQ / TAIL_DATA / TAIL_XREAD, the gateway's delivery
+ * position (pure), the two tables (the gateway's tails by id, the tails
+ * served here by (node, id)) and the remote reads' table (pointers,
+ * checks, XREADs: tail_relay.h invariants 5-7). The contract is in tail_relay.h; the connections' side is
  * in conn.c ("Remote inbox tails").
  *
  * Invariants (beyond tail_relay.h):
