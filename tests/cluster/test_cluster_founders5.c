@@ -69,7 +69,9 @@
  * route_read_any's remote reader disabled they failed in 3 of 3 runs
  * ("CONV_LIST of mu5 through node1 alone ...: not the leader", once
  * "timed out"; the SYNC, checked first in one run, "not the leader"
- * through 3 of 5 nodes), with it they passed (5 of 5, 2026-12-06).
+ * through 3 of 5 nodes), with it they passed in the 5 runs that reached
+ * them (2026-12-06; a sixth failed before, in other_reads, its group in
+ * a meta partition: other_reads_setup now picks another group).
  * Randomness: none but it_init's seed (printed); every wait is bounded.
  */
 #include <sys/wait.h>
