@@ -34,11 +34,17 @@
  * cluster each one sees everything its partition committed before it
  * arrived, on a follower as on the leader, or the list fails with
  * NOTLEADER / AGAIN (retryable) — never an old list from a cut-off node.
- * A read of a partition this node holds no replica of (placement) is
- * refused at once (route_read), and the list's NOTLEADER names that
- * partition (route.h), so the gateway forwards the CONV_LIST to its
- * leader; the answer may leave on another engine thread than the
- * refusal, so the partition travels in the context (nl_part).
+ * The list l/<user> is read through route_read: on a node that holds no
+ * replica of its partition it is refused at once and the gateway
+ * forwards the CONV_LIST to that partition's leader. The
+ * per-conversation reads (steps 2 and 4) read partitions that node may
+ * not hold either: they go through route_read_any, which asks the
+ * partition's leader for a partition not held here (tail_relay.h
+ * invariant 7; docs/CLUSTER.md §3.3, "Reads of partitions not held").
+ * Only when that cannot be asked (a leader of an older build) is the
+ * read refused NOTLEADER, naming its partition (route.h); the answer may
+ * leave on another thread than the refusal, so the partition travels in
+ * the context (nl_part).
  * What the list shows of a message can still trail its SEND by the
  * fan-out (l/<user> and m/<group> are written after the message is
  * durable), as on a single node. A single node ignores the flag.
@@ -47,8 +53,9 @@
  * freed by list_finish, which runs exactly once (after the last read of
  * the last step, or at the first failure before any read was issued).
  * Threads: chat_conv_list_page from any thread but an engine callback's;
- * the reads complete on engine shard threads (several at once: `pending`
- * and `err` are atomic, each read writes only its own slot of `ents`).
+ * the reads complete on engine shard threads, a remote one on the peer
+ * thread (several at once: `pending` and `err` are atomic, each read
+ * writes only its own slot of `ents`).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -238,12 +245,14 @@ static void list_finish(struct list_ctx *x)
 	free(x);
 }
 
-/* One of the list's reads (route_read): a refusal's partition is kept for
- * the answer. */
+/* One of the list's per-conversation reads (steps 2 and 4): local when
+ * this node holds the partition, else asked of its leader
+ * (route_read_any); a refusal's partition (no remote read possible) is
+ * kept for the answer. */
 static int list_read(struct list_ctx *x, const struct pe_read_req *q,
 		     pe_read_cb cb, void *arg)
 {
-	int rc = route_read(x->e, q, cb, arg);
+	int rc = route_read_any(x->e, q, cb, arg);
 	uint32_t p, none = 0;
 	uint64_t leader;
 	if (rc == -PARLEY_ENOTLEADER && route_take(&p, &leader))

@@ -275,9 +275,11 @@ uint64_t chat_sync_start(uint64_t from, uint64_t cursor, uint64_t first,
  * committed when it arrived, or fails NOTLEADER / AGAIN — it never
  * resumes from an older cursor and re-delivers what a device already
  * acknowledged elsewhere. The tail that follows waits for this node to
- * apply; it skips nothing. A node that holds no replica of the cursor's
- * or the inbox's partition refuses NOTLEADER at once, naming it
- * (route_read; the inbox's is normally relayed first, conn_tail_sync). */
+ * apply; it skips nothing. A node that holds no replica of the inbox's
+ * partition refuses NOTLEADER at once, naming it (route_read; the inbox's
+ * is normally relayed first, conn_tail_sync); the cursor's, when not held
+ * here, is read at its leader (route_read_any; the callback then runs on
+ * the peer thread). */
 struct sync_ctx {
 	struct chat *c;
 	chat_sync_cb cb;
@@ -362,7 +364,10 @@ int chat_sync(struct chat *c, const char *user, size_t ulen,
 		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 					.from = UINT64_MAX, .dir = PE_BACKWARD,
 					.limit = 1, .linearizable = true};
-		rc = route_read(chat_engine(c), &q, sync_cursor_cb, x);
+		/* the inbox is the request's partition (the SYNC runs, or
+		 * is relayed, where it is held); the cursor's may be held
+		 * elsewhere: asked of its leader then (route_read_any) */
+		rc = route_read_any(chat_engine(c), &q, sync_cursor_cb, x);
 	} else {
 		rc = sync_inbox_issue(x);
 	}

@@ -415,12 +415,13 @@ static void raise_read(struct raise *x)
 	 * partition led elsewhere (the CAS is forwarded there), whose
 	 * entries this node may not have applied yet. The first read may
 	 * be stale (the CAS refuses what it was computed from); the retry
-	 * needs the partition: a node that holds no replica of it refuses
-	 * at once (route_read), its copy would never catch up */
+	 * needs the partition: a node that holds no replica of it asks
+	 * that partition's leader (route_read_any; refused NOTLEADER at
+	 * once when it cannot), its own copy would never catch up */
 	struct pe_read_req q = {.key = x->key, .klen = (size_t)x->klen,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1, .linearizable = x->tries > 0};
-	int rc = x->tries > 0 ? route_read(x->e, &q, raise_pos_cb, x)
+	int rc = x->tries > 0 ? route_read_any(x->e, &q, raise_pos_cb, x)
 			      : pe_read(x->e, &q, raise_pos_cb, x);
 	if (rc) {
 		x->err = rc;

@@ -75,12 +75,35 @@ int route_leader_check(struct pe_engine *e, uint32_t p);
  * partition by a membership change is not told: its own group there is
  * stale, a linearizable read on it fails NOTLEADER only after the
  * ReadIndex bound (3 election timeouts) and a plain one answers from an
- * old copy. Every read a request makes of a partition it needs current
- * goes through here; a caller whose answer leaves on another thread than
- * the refusal (reads in parallel) carries the partition to it (route_take
- * right after the refusal, route_note before the answer). */
+ * old copy. Every primary read a request makes of a partition it needs
+ * current goes through here (its secondary reads: route_read_any); a
+ * caller whose answer leaves on another thread than the refusal (reads
+ * in parallel) carries the partition to it (route_take right after the
+ * refusal, route_note before the answer). */
 int route_read(struct pe_engine *e, const struct pe_read_req *q,
 	       pe_read_cb cb, void *arg);
+/* The reader of partitions this node holds no replica of (tail_relay.h
+ * invariant 7, tail_relay_xread): asks the partition's leader to read q
+ * and calls cb with its result, on another thread, exactly once; 0, or
+ * < 0 and cb not called (-PARLEY_EVERSION: that leader cannot be asked).
+ * Installed before clients are served (proxy_node.c); NULL = none. */
+typedef int (*route_remote_fn)(void *arg, const struct pe_read_req *q,
+			       pe_read_cb cb, void *cb_arg);
+void route_set_remote(route_remote_fn fn, void *arg);
+
+/* A secondary read of a request that reads several partitions (its
+ * primary read went through route_read, so the request runs where that
+ * partition is held): pe_read when this node holds a replica of the
+ * key's partition; else the remote reader asks that partition's leader
+ * (docs/CLUSTER.md §3.3, "Reads of partitions not held"): cb then runs
+ * on the peer thread, with entries the relay owns for the call, or
+ * r->err -PARLEY_EAGAIN when no answer came in time. Without a remote
+ * reader, or toward a leader of a build without it: -PARLEY_ENOTLEADER
+ * at once, noting the partition, as route_read. Other errors as pe_read
+ * (-PARLEY_EFULL: too many remote reads in flight). */
+int route_read_any(struct pe_engine *e, const struct pe_read_req *q,
+		   pe_read_cb cb, void *arg);
+
 /* route_read's check alone, for a request that must run where key's
  * partition is held before it reads it (CONV_OPEN): 0, or
  * -PARLEY_ENOTLEADER noting the partition. */

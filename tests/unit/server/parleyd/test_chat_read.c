@@ -5,7 +5,8 @@
  * rule and chat_sync (stored cursor vs none), the inbox subscription's
  * credit (pauses at the window, resumes on grant, done runs after
  * unsubscribe), resolving inbox pointers into EVENTs (and the kind-0
- * placeholder), and device cursors.
+ * placeholder), and device cursors (one whose partition is not held:
+ * refused naming it, or read at its leader through a remote reader).
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -327,6 +328,74 @@ Test(chat_read, sync_of_partitions_not_held_is_refused_naming_them)
 	waiter_wait(&x.w, 1);
 	cr_assert_eq(x.r.err, -PARLEY_ENOTLEADER);
 	cr_assert_eq(x.noted, pi);
+	world_holds_all();
+	world_stop(&w);
+}
+
+/* A remote reader (route_set_remote) standing in for the leader of the
+ * cursor's partition: it reads on the same engine and counts its calls. */
+static struct pe_engine *rr_e;
+static int rr_asked;
+
+static int fake_remote(void *arg, const struct pe_read_req *q, pe_read_cb cb,
+		       void *cb_arg)
+{
+	(void)arg;
+	rr_asked++;
+	return pe_read(rr_e, q, cb, cb_arg);
+}
+
+/* SYNC from the cursor where the inbox is held but the cursor's partition
+ * is not: the cursor is read at its leader (route_read_any, remote
+ * reads) and delivery resumes after it. Without a remote reader it is
+ * refused as above. */
+Test(chat_read, sync_reads_a_cursor_not_held_at_its_leader)
+{
+	struct world w;
+	world_start(&w, 19);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 3; i++)
+		svc_send(w.c, CONV, "bob", i);
+	wait_inbox(&w, "alice", 3);
+	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16] = "";
+	cr_assert_gt(chat_key_inbox(ik, "alice", 5), 0);
+	uint32_t pi = pe_partition_of(w.e, ik, strlen(ik));
+	for (int i = 0; i < 100 && !dev[0]; i++) { /* its cursor elsewhere */
+		char d[16];
+		snprintf(d, sizeof d, "dev%d", i);
+		cr_assert_gt(chat_key_cursor(ck, "alice", 5, d, strlen(d)), 0);
+		if (pe_partition_of(w.e, ck, strlen(ck)) != pi)
+			memcpy(dev, d, sizeof d);
+	}
+	cr_assert(dev[0]);
+	size_t dl = strlen(dev);
+	cr_assert_eq(chat_cursor_store(w.c, "alice", 5, dev, dl, 2), 0);
+	struct sync_note x;
+	for (int i = 0; i < 5000; i++) { /* the store is asynchronous */
+		x = (struct sync_note){.w = WAITER_INIT};
+		cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb,
+				       &x), 0);
+		waiter_wait(&x.w, 1);
+		if (x.r.cursor == 2)
+			break;
+		sleep_ms(1);
+	}
+	cr_assert_eq(x.r.cursor, 2);
+	rr_e = w.e;
+	rr_asked = 0;
+	uint32_t pc = world_not_held(&w, ck);
+	route_set_remote(fake_remote, NULL);
+	x = (struct sync_note){.w = WAITER_INIT};
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb, &x), 0);
+	waiter_wait(&x.w, 1);
+	cr_assert_eq(x.r.err, 0);
+	cr_assert_eq(x.r.cursor, 2);
+	cr_assert_eq(x.r.start, 3, "resume after the stored cursor");
+	cr_assert_eq(rr_asked, 1); /* the cursor; the inbox is read here */
+	route_set_remote(NULL, NULL);
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb, &x),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), pc);
 	world_holds_all();
 	world_stop(&w);
 }
