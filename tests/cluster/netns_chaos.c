@@ -73,8 +73,12 @@
  *      down, so an acknowledged entry survives only if the follower's
  *      answer for it really meant durable. The long tier adds, every
  *      fourth kill, all nodes at once (a power loss of the cluster).
+ *  10. (long) lossy one-way links (netns_loss): the leader, then a
+ *      follower, loses 30% of what the other servers send it (it still
+ *      sends in full; the checker's traffic untouched); the cluster must
+ *      keep acknowledging; healed.
  *   Three servers run 1, 2, 3 (four flaps), 5 (a follower); the long tier
- *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 5 (a
+ *   adds twenty flaps, 1 again, 4 (ten kills), 5 (the leader), 2, 10, 5 (a
  *   follower), 8, 9 (a follower). Five servers run 6, 1, 5 (the leader); the long tier adds
  *   2, 6, 3 (ten flaps), 4 (five kills), 5 (a follower), 6, 5 (the leader).
  *
@@ -160,6 +164,11 @@ static void sh(const char *fmt, ...)
 static void fault_isolate(int i) { sh("netns_isolate %d", i + 1); }
 static void fault_drop_from(int r, int s) { sh("netns_drop_from %d %d", r + 1, s + 1); }
 static void fault_heal(void) { sh("netns_heal"); }
+/* node r drops pct% of what it receives from node s (a lossy one-way link) */
+static void fault_loss_from(int r, int s, int pct)
+{
+	sh("netns_loss %d %d %d", r + 1, pct, s + 1);
+}
 
 static int tcp_connect_ip(const char *addr, uint16_t port, int timeout_ms)
 {
@@ -977,6 +986,34 @@ static void scenario_one_way(void)
 	fault_heal();
 	wait_leader(all_mask(), -1, "after healing one-way loss");
 	wait_acks(20, "after healing one-way loss");
+}
+
+/* Lossy one-way links (netns_loss): first the leader, then a follower,
+ * loses pct% of what every other server sends it (it still sends to them
+ * in full; the checker's traffic is not touched). TCP resends what was
+ * lost, so the links stay up but late and in bursts: replies and
+ * heartbeats go missing for a while, which may cost the leader its
+ * quorum (check quorum) or start elections. The cluster must keep
+ * acknowledging under it, then heal. */
+static void scenario_lossy(int pct)
+{
+	int L = wait_leader(all_mask(), -1, "before lossy links");
+	int F = (L + 1 + (int)parley_rng_below(&it_rng, (uint64_t)NSRV - 1)) % NSRV;
+	int who[2] = {L, F};
+	for (int k = 0; k < 2; k++) {
+		printf("lossy links: node%d (%s) loses %d%% of what the other "
+		       "servers send it\n", who[k] + 1, k ? "a follower"
+		       : "the leader", pct);
+		for (int j = 0; j < NSRV; j++)
+			if (j != who[k])
+				fault_loss_from(who[k], j, pct);
+		wait_acks(30, k ? "with a follower's links lossy"
+				: "with the leader's links lossy");
+		fault_heal();
+	}
+	int L2 = wait_leader(all_mask(), -1, "after healing lossy links");
+	printf("lossy links healed: node%d leads\n", L2 + 1);
+	wait_acks(20, "after lossy links");
 }
 
 static void scenario_flap(int cycles)
@@ -2089,6 +2126,7 @@ int main(int argc, char **argv)
 			scenario_kill(10);
 			scenario_wal_flip(true);
 			scenario_one_way();
+			scenario_lossy(30);
 			scenario_wal_flip(false);
 			/* modes walhdr and walrec's damage, here after a long
 			 * history (recycled segments, snapshots) */
