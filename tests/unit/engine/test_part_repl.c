@@ -1900,3 +1900,93 @@ Test(repl, damaged_segment_header_over_a_superseded_entry_counts_it_superseded)
 	assert_serving(l);
 	assert_digests_equal();
 }
+
+/*
+ * A damaged body in an uncommitted entry that the leader then supersedes
+ * (the Raft core's truncation, ready.truncate_from): a leader cut off from
+ * the others writes two entries it cannot commit (indexes n and n + 1,
+ * term t, in two WAL batches), is stopped, and the body of the record at
+ * n is damaged. The others elect and write their own entries at n. The
+ * restarted node takes n as a damaged entry; its new leader's entry at n
+ * has another term, so the node's log is truncated there: the damaged
+ * entry goes without a repair (never committed). It must be counted
+ * superseded, not left counted found only.
+ */
+Test(repl, damaged_uncommitted_entry_the_leader_supersedes_counts_superseded)
+{
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	const char *key = "c/conv-0";
+	uint32_t part = part_of(key);
+	int l = leader_of(part);
+	struct pe_raft_status before = status(l, part);
+	uint64_t n = before.last_index + 1;
+	for (int i = 0; i < NN; i++)
+		if (i != l)
+			cut[l][i] = cut[i][l] = true;
+	/* two appends in two batches, neither committed */
+	const char *pay[2] = {"lost1", "lost2"};
+	uint64_t pid[2] = {901, 902};
+	struct ack a[2];
+	memset(a, 0, sizeof a);
+	for (int k = 0; k < 2; k++) {
+		uint8_t prod[PE_PRODUCER_LEN] = {0};
+		memcpy(prod, &pid[k], sizeof pid[k]);
+		prod[15] = REPL_PRODUCER_TAG;
+		struct pe_input in = {.type = 1, .len = (uint32_t)strlen(pay[k]),
+				      .payload = pay[k]};
+		struct pe_append_req q = {.key = key, .klen = strlen(key),
+					  .expected_last_seq = PE_NO_EXPECT,
+					  .entries = &in, .count = 1};
+		memcpy(q.producer, prod, PE_PRODUCER_LEN);
+		cr_assert_eq(pe_append(nodes[l].e, &q, on_ack, &a[k]), 0);
+		/* written (durable) before the next one is proposed */
+		for (int r = 0; r < MAX_PUMP && status(l, part).last_index < n + k;
+		     r++)
+			pump();
+	}
+	for (int r = 0; r < MAX_PUMP &&
+	     !(atomic_load(&a[0].done) && atomic_load(&a[1].done)); r++)
+		pump();
+	cr_assert(atomic_load(&a[0].done) && atomic_load(&a[1].done));
+	cr_assert_eq(a[0].r.err, -PARLEY_ENOTLEADER, "%s",
+		     parley_errname(a[0].r.err));
+	cr_assert_eq(a[1].r.err, -PARLEY_ENOTLEADER, "%s",
+		     parley_errname(a[1].r.err));
+	cr_assert_geq(status(l, part).last_index, n + 1,
+		      "the cut-off leader did not write both entries");
+	node_close(l);
+	/* the majority's leader takes both (the same producer ids) */
+	for (int k = 0; k < 2; k++) {
+		cr_assert_lt(nacked, REPL_MAXACK);
+		acked[nacked].key = 0;
+		snprintf(acked[nacked].payload, sizeof acked[nacked].payload,
+			 "%s", pay[k]);
+		acked[nacked].seq = append_acked(key, pay[k], pid[k]);
+		nacked++;
+	}
+	struct flip f = flip_wal_record_at(l, 1u << part, n, AT_BODY, PICK_FIRST);
+	cr_assert_eq(f.index, n, "damaged index %llu, not %llu",
+		     (unsigned long long)f.index, (unsigned long long)n);
+	cr_assert_eq(f.term, before.term);
+	memset(cut, 0, sizeof cut);
+	node_open(l);
+	struct pe_raft_status st = status(l, part);
+	cr_assert_eq(st.damaged_found, 1, "found %llu",
+		     (unsigned long long)st.damaged_found);
+	append_many(5);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_repaired(l);
+	st = status(l, part);
+	cr_assert_eq(st.damaged_superseded, 1, "found %llu repaired %llu "
+		     "superseded %llu", (unsigned long long)st.damaged_found,
+		     (unsigned long long)st.damaged_repaired,
+		     (unsigned long long)st.damaged_superseded);
+	cr_assert_eq(st.damaged_repaired, 0);
+	assert_serving(l);
+	assert_digests_equal();
+}
