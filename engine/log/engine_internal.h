@@ -245,7 +245,7 @@ struct part {
 	/* WAL records found damaged at open and taken as placeholders, and
 	 * entries repaired from the leader (part_raft_recover_damaged);
 	 * placeholders the log dropped unrepaired because a later entry
-	 * superseded them at their index (rlog_truncate: never committed,
+	 * superseded them at their index (rlog_truncate:
 	 * nothing to repair). Once a node settles, found = repaired +
 	 * superseded; a placeholder neither repaired nor superseded is an
 	 * entry the node still lacks. */

@@ -229,7 +229,7 @@ static void rlog_truncate(struct part *p, uint64_t index)
 		atomic_fetch_add_explicit(&p->pub_damaged_superseded, n,
 					  memory_order_relaxed);
 		PLOG_I("engine", "damaged entries superseded by a later entry at "
-		       "their index: never committed, nothing to repair",
+		       "their index: nothing to repair",
 		       "partition=%u from=%" PRIu64 " first_damaged=%" PRIu64
 		       " count=%" PRIu64, p->id, index, first, n);
 	}

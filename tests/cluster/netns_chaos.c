@@ -1489,8 +1489,8 @@ static void wait_repaired(int i, const char *what, struct dmg *c)
 		it_sleep_ms(200);
 	}
 	printf("%s: node%d found %" PRIu64 " damaged record(s), repaired %"
-	       PRIu64 " from the leader, %" PRIu64 " superseded (never "
-	       "committed)\n", what, i + 1, c->found, c->repaired,
+	       PRIu64 " from the leader, %" PRIu64 " superseded (a later "
+	       "entry at their index)\n", what, i + 1, c->found, c->repaired,
 	       c->superseded);
 	IT_CHECK(c->found >= 1, "node%d took no record as damaged (its log: %s)",
 		 i + 1, srv[i].log);
