@@ -874,6 +874,37 @@ static struct tail_read **read_find(struct tail_relay *tr, uint64_t id)
 	return pp;
 }
 
+/* Enters a check's or a remote read's r (its callback and arguments
+ * set) in the table and asks node (0: none yet; the tick asks once a
+ * leader is known, its link up). 0, or -PARLEY_EFULL (r freed) beyond
+ * TAIL_MAX_READS for that node or four times that in all. */
+static int read_register(struct tail_relay *tr, struct tail_read *r,
+			 uint64_t node)
+{
+	r->first_ms = now_ms(tr);
+	pthread_mutex_lock(&tr->mu);
+	struct node_count *nc = node ? node_slot(tr, node, true) : NULL;
+	if ((node && (!nc || nc->reads >= TAIL_MAX_READS)) ||
+	    GET(tr->nreads) >= TAIL_MAX_READS * 4u) {
+		pthread_mutex_unlock(&tr->mu);
+		free(r);
+		return -PARLEY_EFULL;
+	}
+	r->id = tr->next_read++;
+	struct tail_read **pp = read_find(tr, r->id);
+	r->next = *pp;
+	*pp = r;
+	ADD(tr->nreads, 1);
+	/* sent under the mutex: an answer cannot overtake the entry; not
+	 * sent (no leader known, no link, a full queue): the tick asks */
+	if (node && read_send(tr, node, r) == 0) {
+		read_assign(tr, r, node);
+		r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
+	}
+	pthread_mutex_unlock(&tr->mu);
+	return 0;
+}
+
 int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
 		       tail_read_cb cb, void *arg)
 {
@@ -955,29 +986,10 @@ int tail_relay_check(struct tail_relay *tr, const char *conv, uint16_t clen,
 		node = 0; /* the tick asks once the link is up */
 	r->ccb = cb;
 	r->arg = arg;
-	r->first_ms = now_ms(tr);
-	pthread_mutex_lock(&tr->mu);
-	struct node_count *nc = node ? node_slot(tr, node, true) : NULL;
-	if ((node && (!nc || nc->reads >= TAIL_MAX_READS)) ||
-	    GET(tr->nreads) >= TAIL_MAX_READS * 4u) {
-		pthread_mutex_unlock(&tr->mu);
-		free(r);
-		return -PARLEY_EFULL;
-	}
-	r->id = tr->next_read++;
-	struct tail_read **pp = read_find(tr, r->id);
-	r->next = *pp;
-	*pp = r;
-	ADD(tr->nreads, 1);
-	/* sent under the mutex: an answer cannot overtake the entry; not
-	 * sent (no leader known, no link, a full queue): the tick asks */
-	if (node && read_send(tr, node, r) == 0) {
-		read_assign(tr, r, node);
-		r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
-	}
-	pthread_mutex_unlock(&tr->mu);
-	ADD(tr->st_checks, 1);
-	return 0;
+	int rc = read_register(tr, r, node);
+	if (!rc)
+		ADD(tr->st_checks, 1);
+	return rc;
 }
 
 void tail_relay_check_answer(struct tail_relay *tr, uint64_t from,
@@ -1189,28 +1201,10 @@ int tail_relay_xread(struct tail_relay *tr, const struct pe_read_req *q,
 	}
 	if (!lk)
 		node = 0; /* the tick asks once a leader is known, its link up */
-	r->first_ms = now_ms(tr);
-	pthread_mutex_lock(&tr->mu);
-	struct node_count *nc = node ? node_slot(tr, node, true) : NULL;
-	if ((node && (!nc || nc->reads >= TAIL_MAX_READS)) ||
-	    GET(tr->nreads) >= TAIL_MAX_READS * 4u) {
-		pthread_mutex_unlock(&tr->mu);
-		free(r);
-		return -PARLEY_EFULL;
-	}
-	r->id = tr->next_read++;
-	struct tail_read **pp = read_find(tr, r->id);
-	r->next = *pp;
-	*pp = r;
-	ADD(tr->nreads, 1);
-	/* sent under the mutex: an answer cannot overtake the entry */
-	if (node && read_send(tr, node, r) == 0) {
-		read_assign(tr, r, node);
-		r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
-	}
-	pthread_mutex_unlock(&tr->mu);
-	ADD(tr->st_xreads, 1);
-	return 0;
+	int rc = read_register(tr, r, node);
+	if (!rc)
+		ADD(tr->st_xreads, 1);
+	return rc;
 }
 
 void tail_relay_xread_answer(struct tail_relay *tr, uint64_t from,
