@@ -154,25 +154,36 @@ static void list_note_cb(void *arg, int err, const struct parley_msg *m)
 	list_cb(&x->l, err, m);
 }
 
-Test(chat_list, conv_list_of_partitions_not_held_is_refused_naming_them)
+/* Opens a conversation of alice's whose c/<conv> is in another partition
+ * than her list l/alice, and sends `sends` messages to it: its name in
+ * conv (64 bytes), the two keys in lk and ck (CHAT_KEY_CAP bytes). */
+static void open_elsewhere(struct world *w, char *lk, char *ck, char *conv,
+			   int sends)
 {
-	struct world w;
-	world_start(&w, 23);
-	char lk[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], conv[64] = "";
+	conv[0] = '\0';
 	cr_assert_gt(chat_key_list(lk, "alice", 5), 0);
-	uint32_t pl = pe_partition_of(w.e, lk, strlen(lk));
+	uint32_t pl = pe_partition_of(w->e, lk, strlen(lk));
 	for (int i = 0; i < 100 && !conv[0]; i++) { /* c/<conv> elsewhere */
 		char peer[16], cv[64];
 		snprintf(peer, sizeof peer, "bob%d", i);
 		snprintf(cv, sizeof cv, "d:alice:%s", peer);
 		cr_assert_gt(chat_key_conv(ck, cv, strlen(cv)), 0);
-		if (pe_partition_of(w.e, ck, strlen(ck)) != pl) {
-			cr_assert_eq(svc_open(w.c, "alice", peer, NULL), 0);
-			svc_send(w.c, cv, peer, 1);
+		if (pe_partition_of(w->e, ck, strlen(ck)) != pl) {
+			cr_assert_eq(svc_open(w->c, "alice", peer, NULL), 0);
+			for (int k = 1; k <= sends; k++)
+				svc_send(w->c, cv, peer, k);
 			memcpy(conv, cv, sizeof cv);
 		}
 	}
 	cr_assert(conv[0]);
+}
+
+Test(chat_list, conv_list_of_partitions_not_held_is_refused_naming_them)
+{
+	struct world w;
+	world_start(&w, 23);
+	char lk[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], conv[64];
+	open_elsewhere(&w, lk, ck, conv, 1);
 	struct list_wait x;
 	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0);
 	cr_assert_eq(x.count, 1);
@@ -218,22 +229,8 @@ Test(chat_list, conv_list_reads_partitions_not_held_at_their_leader)
 {
 	struct world w;
 	world_start(&w, 24);
-	char lk[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], conv[64] = "";
-	cr_assert_gt(chat_key_list(lk, "alice", 5), 0);
-	uint32_t pl = pe_partition_of(w.e, lk, strlen(lk));
-	for (int i = 0; i < 100 && !conv[0]; i++) { /* c/<conv> elsewhere */
-		char peer[16], cv[64];
-		snprintf(peer, sizeof peer, "bob%d", i);
-		snprintf(cv, sizeof cv, "d:alice:%s", peer);
-		cr_assert_gt(chat_key_conv(ck, cv, strlen(cv)), 0);
-		if (pe_partition_of(w.e, ck, strlen(ck)) != pl) {
-			cr_assert_eq(svc_open(w.c, "alice", peer, NULL), 0);
-			svc_send(w.c, cv, peer, 1);
-			svc_send(w.c, cv, peer, 2);
-			memcpy(conv, cv, sizeof cv);
-		}
-	}
-	cr_assert(conv[0]);
+	char lk[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], conv[64];
+	open_elsewhere(&w, lk, ck, conv, 2);
 	rr.e = w.e;
 	rr.asked = rr.other = 0;
 	rr.part = world_not_held(&w, ck);
