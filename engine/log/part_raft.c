@@ -105,8 +105,9 @@
 /* ---- rlog's payload memory ------------------------------------------------- */
 
 /*
- * Every payload rlog holds is its own copy (made at persist, at recovery,
- * at a repair), and rlog lets go of them nearly always in index order
+ * Every payload rlog holds is a copy in this memory (made at recovery, at
+ * a repair; at persist it is the Raft core's own copy, below), and rlog
+ * lets go of them nearly always in index order
  * (applied, then compacted), rarely from the end (a truncation) or in the
  * middle (a repaired placeholder). One malloc and one free per entry, on
  * every replica, was a visible part of a follower's shard thread; instead
@@ -122,7 +123,16 @@
  * So a payload's memory lives exactly as long as before (from
  * rlog_alloc to rlog_release; the Raft core borrows it in between,
  * raft_storage.stable_data) and a partition holds at most one chunk
- * beyond the ones its live payloads are in. A payload kept long (a
+ * beyond the ones its live payloads are in.
+ *
+ * The core's copies (raft_storage.data_alloc/data_free) come from here
+ * too: a proposal's bytes, or an entry taken from an APPEND, are copied
+ * once, by the core, into a payload; at persist rlog takes a reference of
+ * its own to that payload (rlog_retain) instead of copying it again, and
+ * the core lets go of its reference at the advance. `live` counts
+ * references: a payload so shared counts twice until the advance. Neither
+ * side writes the bytes after the core's copy. (Before: the core's copy
+ * was a malloc block freed at the advance, and rlog copied it again.) A payload kept long (a
  * damaged placeholder has none; a lagging follower's catch-up keeps
  * log_keep_bytes anyway) pins at most its chunk. Shard thread only (and
  * open), like the rest of rlog.
@@ -165,6 +175,16 @@ static uint8_t *rlog_alloc(struct part *p, uint32_t len)
 	c->used += need;
 	c->live++;
 	return b + 8;
+}
+
+/* One more reference to a payload from rlog_alloc (released by one more
+ * rlog_release). */
+static void rlog_retain(const uint8_t *d)
+{
+	struct rlog_chunk *c;
+	memcpy(&c, d - 8, sizeof c);
+	PARLEY_ASSERT(c->live > 0 && d > c->data && d <= c->data + c->used);
+	c->live++;
 }
 
 /* Releases a payload from rlog_alloc (NULL: none). */
@@ -277,19 +297,6 @@ static bool rlog_damaged_at(const struct part *p, uint64_t index,
 {
 	const struct raft_entry *x = rlog_same_at(p, index, term);
 	return x && !x->data;
-}
-
-/* rlog_put_owned of a copy of data. */
-static int rlog_put(struct part *p, uint64_t term, uint64_t index,
-		    uint8_t type, const uint8_t *data, uint32_t len,
-		    const uint64_t *csum)
-{
-	uint8_t *d = rlog_alloc(p, len);
-	if (!d)
-		return -PARLEY_ENOMEM;
-	if (len)
-		memcpy(d, data, len);
-	return rlog_put_owned(p, term, index, type, d, len, csum);
 }
 
 static uint64_t rlog_last(const struct part *p)
@@ -785,6 +792,18 @@ static int st_entry(void *ctx, uint64_t index, struct raft_entry *out)
 	return 0;
 }
 
+/* The core's copies of entries are rlog payloads (see rlog's payload
+ * memory above); the core aborts on NULL, as on its own malloc's. */
+static void *st_data_alloc(void *ctx, uint32_t len)
+{
+	return rlog_alloc(ctx, len);
+}
+
+static void st_data_free(void *ctx, void *data)
+{
+	rlog_release(ctx, data);
+}
+
 static int st_snapshot_read(void *ctx, uint64_t offset, void *buf,
 			    uint32_t len)
 {
@@ -840,7 +859,9 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read,
 					  .stable_data = true,
-					  .verified_data = true};
+					  .verified_data = true,
+					  .data_alloc = st_data_alloc,
+					  .data_free = st_data_free};
 	int rc = raft_new(&c, &p->raft);
 	/* A lost range (part_raft_recover_lost) in the shard's WAL: its
 	 * records may have been this partition's, and its log may then end
@@ -1277,9 +1298,12 @@ static int persist_entries(struct shard *sh, struct part *p,
 		if (len)
 			memcpy(dst, body, len);
 		wal_commit_rec(sh->wal, p->id, kind, e->term, e->index);
-		/* the core made the checksum when it took the proposal */
-		int rc = rlog_put(p, e->term, e->index, e->type, e->data, e->len,
-				  &e->csum);
+		/* the data is the core's copy, an rlog payload (st_data_alloc):
+		 * rlog keeps a reference of its own; the core made or verified
+		 * the checksum when it took the entry */
+		rlog_retain(e->data);
+		int rc = rlog_put_owned(p, e->term, e->index, e->type,
+					(uint8_t *)e->data, e->len, &e->csum);
 		if (rc)
 			return rc;
 	}

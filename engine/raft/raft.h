@@ -408,6 +408,20 @@ struct raft_storage {
 	 * is the check of the storage's memory between its taking and its
 	 * reading an entry. false: every read is verified. */
 	bool verified_data;
+	/* Optional, both or neither: the memory of the core's own copy of
+	 * each entry it adds to its log (a proposal, an entry taken from an
+	 * APPEND). data_alloc(ctx, len) returns room for len bytes (NULL: the
+	 * core aborts, as when its own malloc fails); data_free(ctx, data)
+	 * gives it back, exactly once per data_alloc, when the core drops its
+	 * copy (at the raft_advance after the entry was persisted, at a
+	 * truncation, at raft_free). The data of a ready's entries[] is such
+	 * memory, so a storage that counts references to it can keep it as
+	 * its stored copy at persist instead of copying it (it then holds a
+	 * reference of its own, released by its own rules, and never changes
+	 * the bytes). Called on the thread that drives the core. NULL: malloc
+	 * and free. */
+	void *(*data_alloc)(void *ctx, uint32_t len);
+	void (*data_free)(void *ctx, void *data);
 };
 
 /* ---- configuration ------------------------------------------------------ */
