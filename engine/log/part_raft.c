@@ -132,10 +132,11 @@
  * the core lets go of its reference at the advance. `live` counts
  * references: a payload so shared counts twice until the advance. Neither
  * side writes the bytes after the core's copy. (Before: the core's copy
- * was a malloc block freed at the advance, and rlog copied it again.) A payload kept long (a
- * damaged placeholder has none; a lagging follower's catch-up keeps
- * log_keep_bytes anyway) pins at most its chunk. Shard thread only (and
- * open), like the rest of rlog.
+ * was a malloc block freed at the advance, and rlog copied it again.)
+ *
+ * A payload kept long (a damaged placeholder has none; a lagging
+ * follower's catch-up keeps log_keep_bytes anyway) pins at most its
+ * chunk. Shard thread only (and open), like the rest of rlog.
  */
 #define RLOG_CHUNK_BYTES (64u << 10)
 #define RLOG_BIG_BYTES (RLOG_CHUNK_BYTES / 8u)
@@ -210,8 +211,9 @@ static void rlog_release(struct part *p, const uint8_t *d)
  * array is full and at least a quarter of it is dropped slots, so an
  * entry is moved at most ~3 times per quarter-array of drops, and never
  * per compaction. (Before: every compaction moved the whole kept log, up
- * to log_keep_bytes of entries, ~30,000 at 4 MiB and 100 B messages:
- * once the kept log was full that memmove was half of a shard thread.)
+ * to log_keep_bytes of entries, tens of thousands at 4 MiB and 100 B
+ * messages: once the kept log was full that memmove was about half of
+ * every shard thread's samples, bench/RESULTS.md 2026-12-06.)
  */
 
 static void rlog_free_from(struct part *p, uint64_t index)
@@ -260,9 +262,10 @@ static int rlog_room(struct part *p)
 	return 0;
 }
 
-/* Appends (term, index, type, data) taking ownership of `owned` (a
- * copy of the data from rlog_alloc, released here on failure) with its checksum
- * (computed when csum is NULL); truncates a conflicting suffix first.
+/* Appends (term, index, type, data) taking over a reference to `owned`
+ * (an rlog_alloc payload holding the data, released here on failure) with
+ * its checksum (computed when csum is NULL); truncates a conflicting
+ * suffix first.
  * -PARLEY_ENOMEM or -PARLEY_ECORRUPT (gap). */
 static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 			  uint8_t type, uint8_t *owned, uint32_t len,
@@ -883,7 +886,7 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	 * checksum is then computed from those bytes); what recovery could
 	 * not read is a placeholder that st_entry reports -PARLEY_ECORRUPT.
 	 * So the core does not hash each entry again when it applies or sends
-	 * it (~2-3 % of a shard thread's samples at 200 connections) */
+	 * it (2-4 % of a shard thread's samples at 200 connections) */
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read,
