@@ -34,9 +34,9 @@
  * call), so unstable data dropped by a truncation goes to the garbage too
  * (r->gdata: it goes back through data_drop, not free) and outlives the
  * messages that borrow it (unstable_free_from). Unstable data is the
- * storage's memory when it provides some (raft_storage.data_alloc). An APPEND made by raft_ready whose
- * entries are all unstable lends the unstable array itself (nothing
- * pushes to it before the advance).
+ * storage's memory when it provides some (raft_storage.data_alloc). An
+ * APPEND made by raft_ready whose entries are all unstable lends the
+ * unstable array itself (nothing pushes to it before the advance).
  */
 #include "raft.h"
 
