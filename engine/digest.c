@@ -5,8 +5,22 @@
  * entries in seq order (key, seq, ts, type, flags, producer, payload), at
  * the applied log index reported with it.
  *
- * Built on the public API only (pe_raft_status, pe_list_streams,
- * pe_read_sync): the digest is taken at a consistent index only when the
+ * Retention (pe_options.retention) is applied by each replica's own
+ * compaction, whenever that runs there: it is not replicated, so two equal
+ * replicas may show a retained stream from different first seqs. What
+ * every replica must hold is folded in, nothing more: for a stream under
+ * a count rule its newest max_count seqs (and its last seq); for one under
+ * an age rule only its last seq (which entries a replica still shows there
+ * depends on its clock and its compactions). Found by
+ * cluster_test_cluster_netns_long: a node whose header-flipped WAL made it
+ * flush and compact more than the others had applied the `r/` and `k/`
+ * rules (server/chat.c) to partition 1 and differed by exactly the 1886
+ * entries retention had dropped there. Deletions (pe_delete) are log
+ * entries, applied alike everywhere: they count.
+ *
+ * Built on the public API (pe_raft_status, pe_list_streams, pe_meta_sync,
+ * pe_read_sync) and the engine's retention rules (history/compact.h,
+ * retention_match): the digest is taken at a consistent index only when the
  * partition applied nothing while it was read, so the applied index is read
  * before and after, and a run that saw it move is thrown away and taken
  * again (at most DIGEST_TRIES times, then -PARLEY_EAGAIN). Meant for a quiet
@@ -20,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine_internal.h"
 #include "parley_engine_hooks.h"
 
 #define DIGEST_TRIES 5
@@ -69,7 +84,8 @@ static int key_cmp(const void *a, const void *b)
 	return c ? c : (int)x->len - (int)y->len;
 }
 
-/* Folds one stream into *h; counts its entries. */
+/* Folds one stream into *h; counts its entries. A stream under a
+ * retention rule: what every replica holds of it (top of file). */
 static int digest_stream(struct pe_engine *e, const struct dkey *k,
 			 uint64_t *h, uint64_t *entries)
 {
@@ -78,6 +94,21 @@ static int digest_stream(struct pe_engine *e, const struct dkey *k,
 	memcpy(kb + 1, k->k, k->len);
 	*h = parley_xxh3(kb, 1u + k->len, *h);
 	uint64_t from = 1;
+	const struct retention_rule *rr =
+		retention_match(&e->retention, k->k, k->len);
+	if (rr && (rr->max_count || rr->max_age_ms)) {
+		struct pe_meta m;
+		int rc = pe_meta_sync(e, k->k, k->len, &m);
+		if (rc)
+			return rc;
+		uint8_t lb[8];
+		le_put64(lb, m.last_seq);
+		*h = parley_xxh3(lb, sizeof lb, *h);
+		if (rr->max_age_ms)
+			return 0;
+		if (m.last_seq > rr->max_count)
+			from = m.last_seq - rr->max_count + 1;
+	}
 	for (;;) {
 		struct pe_read_req q = {.key = k->k, .klen = k->len,
 					.from = from, .dir = PE_FORWARD,

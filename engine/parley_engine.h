@@ -835,8 +835,13 @@ struct pe_raft_status {
 	uint64_t lag_max;
 	/* WAL records of this partition found with an intact header and a
 	 * damaged body at open (their entries held as damaged, never applied
-	 * or sent), and entries repaired in place from the leader since */
-	uint64_t damaged_found, damaged_repaired;
+	 * or sent), and entries repaired in place from the leader since;
+	 * superseded: entries held as damaged that the log dropped instead
+	 * (a later entry at their index with another term, met later in the
+	 * WAL or sent by the leader: never committed; or a log end marker:
+	 * the log went on from there), so nothing to repair. Settled, found
+	 * = repaired + superseded (docs/CLUSTER.md §2.5) */
+	uint64_t damaged_found, damaged_repaired, damaged_superseded;
 	/* the group's current configuration (contract item 12), as of the
 	 * same publish: its voters and learners, ascending ids */
 	uint32_t nvoters, nlearners;

@@ -1001,12 +1001,12 @@ static char *admin_compact(struct admin *a, size_t *len)
 
 /* GET /debug/digest (admin_digest = 1): one line per partition,
  *   partition <p> applied <i> commit <c> role <r> streams <s> entries <n>
- *   digest <hex>
+ *   digest <hex> damaged <d> repaired <n> superseded <s>
  * (pe_partition_digest: the partition's visible state at its applied
  * index), or, when it could not be taken (the partition kept applying, or
  * reads are refused: a new leader catching up),
  *   partition <p> applied <i> commit <c> role <r> damaged <d> repaired <n>
- *   error <name>
+ *   superseded <s> error <name>
  * with the group's published state (pe_raft_status). For
  * comparing replicas in tests (tests/cluster/netns_chaos.c) once a load
  * stopped; reads every partition whole, on the admin thread. */
@@ -1033,18 +1033,20 @@ static char *admin_digest(struct admin *a, bool head, size_t *len)
 		else if (rc)
 			srv_text_put(&o, "partition %u applied %" PRIu64
 				     " commit %" PRIu64 " role %d damaged %"
-				     PRIu64 " repaired %" PRIu64 " error %s\n",
+				     PRIu64 " repaired %" PRIu64 " superseded %"
+				     PRIu64 " error %s\n",
 				     p, st.applied, st.commit, (int)st.role,
 				     st.damaged_found, st.damaged_repaired,
-				     parley_errname(rc));
+				     st.damaged_superseded, parley_errname(rc));
 		else
 			srv_text_put(&o, "partition %u applied %" PRIu64
 				     " commit %" PRIu64 " role %d streams %"
 				     PRIu64 " entries %" PRIu64 " digest %016"
 				     PRIx64 " damaged %" PRIu64 " repaired %"
-				     PRIu64 "\n", p, d.applied, d.commit,
-				     (int)st.role, d.streams, d.entries, d.digest,
-				     st.damaged_found, st.damaged_repaired);
+				     PRIu64 " superseded %" PRIu64 "\n", p,
+				     d.applied, d.commit, (int)st.role, d.streams,
+				     d.entries, d.digest, st.damaged_found,
+				     st.damaged_repaired, st.damaged_superseded);
 	}
 	char *r = response(200, "OK", "text/plain", NULL, o.b,
 			   PARLEY_MIN(o.n, o.cap - 1), head, len);

@@ -1786,11 +1786,16 @@ int chat_conv_opened(struct chat *c, const char *conv, uint16_t clen,
 	x->arg = cb_arg;
 	/* linearizable: on the leader a ReadIndex round (§3.5); a node that
 	 * lost the leadership meanwhile answers NOTLEADER and the asker
-	 * asks the new one */
+	 * asks the new one — at once when it holds no replica of the
+	 * partition any more (route_read: its group there is stale, a read
+	 * would wait out the ReadIndex bound). The asker is another node:
+	 * no connection here takes the refusal's note. */
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1, .linearizable = true};
-	int rc = pe_read(c->e, &q, opened_cb, x);
+	int rc = route_read(c->e, &q, opened_cb, x);
+	if (rc == -PARLEY_ENOTLEADER)
+		route_clear();
 	if (rc)
 		free(x);
 	return rc;
@@ -2021,6 +2026,19 @@ int chat_conv_open(struct chat *c, const char *user, size_t ulen,
 	    plan.n != 2) {
 		free(x);
 		return -PARLEY_EINVAL; /* the caller itself, or a bad id */
+	}
+	/* Where the conversation's partition is held (route.h): its reply
+	 * carries c/<conv>'s last seq and time (open_next), which a node
+	 * without a replica of it would read from an old copy. Elsewhere
+	 * refused at once, naming the partition, before any write: the
+	 * gateway forwards the CONV_OPEN to its leader. */
+	char ck[CHAT_KEY_CAP];
+	int ckl = chat_key_conv(ck, x->info.conv, (size_t)n);
+	int hrc = ckl < 0 ? -PARLEY_EINVAL
+			  : route_hold_check(c->e, ck, (size_t)ckl);
+	if (hrc) {
+		free(x);
+		return hrc;
 	}
 	x->c = c;
 	x->cb = cb;

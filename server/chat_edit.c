@@ -34,6 +34,7 @@
 #include "chat.h"
 #include "chat_hset.h"
 #include "chat_keys.h"
+#include "route.h"
 
 /* ---- keys, records, producers ------------------------------------------------------ */
 
@@ -404,10 +405,13 @@ int chat_edit(struct chat *c, const struct chat_edit_req *q, chat_edit_cb cb,
 	memcpy(x->user, q->user, q->user_len);
 	x->clen = q->conv_len;
 	memcpy(x->conv, q->conv, q->conv_len);
+	/* the target message: refused at once, naming the partition, on a
+	 * node without a replica of it (route_read), not read from an old
+	 * copy */
 	struct pe_read_req rq = {.key = key, .klen = (size_t)kl,
 				 .from = q->ref_seq, .dir = PE_FORWARD,
 				 .limit = 1};
-	rc = pe_read(chat_engine(c), &rq, target_cb, x);
+	rc = route_read(chat_engine(c), &rq, target_cb, x);
 	if (rc) {
 		free(b);
 		free(x);

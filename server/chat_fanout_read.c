@@ -49,6 +49,7 @@
 #include "chat.h"
 #include "chat_rd.h"
 #include "parley_proto.h"
+#include "route.h"
 
 /* ---- the activity table ------------------------------------------------------- */
 
@@ -714,10 +715,13 @@ int chat_group_catchup(struct chat *c, const char *user, size_t ulen,
 				  .clen = (uint16_t)clen, .ulen = (uint8_t)ulen};
 	memcpy(x->conv, conv, clen);
 	memcpy(x->user, user, ulen);
-	/* backward from the window's end: the edit fold wants newest first */
+	/* backward from the window's end: the edit fold wants newest first;
+	 * refused at once, naming the partition, where it is not held
+	 * (route_read; the membership check above refuses first on such a
+	 * node, as on any that does not lead the group) */
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl, .from = x->to,
 				.dir = PE_BACKWARD, .limit = limit};
-	int rc = pe_read(chat_engine(c), &q, catchup_read_cb, x);
+	int rc = route_read(chat_engine(c), &q, catchup_read_cb, x);
 	if (rc)
 		free(x);
 	return rc;

@@ -34,6 +34,17 @@
  * cluster each one sees everything its partition committed before it
  * arrived, on a follower as on the leader, or the list fails with
  * NOTLEADER / AGAIN (retryable) — never an old list from a cut-off node.
+ * The list l/<user> is read through route_read: on a node that holds no
+ * replica of its partition it is refused at once and the gateway
+ * forwards the CONV_LIST to that partition's leader. The
+ * per-conversation reads (steps 2 and 4) read partitions that node may
+ * not hold either: they go through route_read_any, which asks the
+ * partition's leader for a partition not held here (tail_relay.h
+ * invariant 7; docs/CLUSTER.md §3.3, "Reads of partitions not held").
+ * Only when that cannot be asked (a leader of an older build) is the
+ * read refused NOTLEADER, naming its partition (route.h); the answer may
+ * leave on another thread than the refusal, so the partition travels in
+ * the context (nl_part).
  * What the list shows of a message can still trail its SEND by the
  * fan-out (l/<user> and m/<group> are written after the message is
  * durable), as on a single node. A single node ignores the flag.
@@ -42,8 +53,9 @@
  * freed by list_finish, which runs exactly once (after the last read of
  * the last step, or at the first failure before any read was issued).
  * Threads: chat_conv_list_page from any thread but an engine callback's;
- * the reads complete on engine shard threads (several at once: `pending`
- * and `err` are atomic, each read writes only its own slot of `ents`).
+ * the reads complete on engine shard threads, a remote one on the peer
+ * thread (several at once: `pending` and `err` are atomic, each read
+ * writes only its own slot of `ents`).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -52,6 +64,7 @@
 #include "chat.h"
 #include "chat_group.h" /* chat_key_gsnap */
 #include "chat_receipt.h"
+#include "route.h"
 
 /* ---- pure: order, page, reply ------------------------------------------------ */
 
@@ -177,6 +190,7 @@ struct list_ctx {
 	char before_conv[PARLEY_PROTO_MAX_CONV_ID];
 	atomic_int pending;
 	_Atomic int err;
+	_Atomic uint32_t nl_part; /* a refused read's partition + 1 (route.h) */
 	uint32_t n;
 	uint32_t start, count; /* the page, after step 3 */
 	bool more;
@@ -221,10 +235,29 @@ static void list_finish(struct list_ctx *x)
 		else
 			err = -PARLEY_ENOMEM;
 	}
+	uint32_t np = atomic_load(&x->nl_part);
+	if (err == -PARLEY_ENOTLEADER && np)
+		route_note(np - 1, 0);
 	x->cb(x->arg, err, err ? NULL : m);
+	route_clear();
 	free(m);
 	free(x->ents);
 	free(x);
+}
+
+/* One of the list's per-conversation reads (steps 2 and 4): local when
+ * this node holds the partition, else asked of its leader
+ * (route_read_any); a refusal's partition (no remote read possible) is
+ * kept for the answer. */
+static int list_read(struct list_ctx *x, const struct pe_read_req *q,
+		     pe_read_cb cb, void *arg)
+{
+	int rc = route_read_any(x->e, q, cb, arg);
+	uint32_t p, none = 0;
+	uint64_t leader;
+	if (rc == -PARLEY_ENOTLEADER && route_take(&p, &leader))
+		atomic_compare_exchange_strong(&x->nl_part, &none, p + 1);
+	return rc;
 }
 
 /* A read of a step failed to start: account for it like a completion. */
@@ -317,7 +350,7 @@ static void list_page(struct list_ctx *x)
 		}
 		atomic_fetch_add(&x->pending, 1);
 		int rc = kl < 0 ? -PARLEY_EINVAL
-				: pe_read(x->e, &q, list_unread_cb, a);
+				: list_read(x, &q, list_unread_cb, a);
 		if (rc)
 			item_fail(a, rc, list_unread_cb);
 	}
@@ -437,7 +470,7 @@ static void list_issue_n(struct list_ctx *x, uint32_t i, const char *key,
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = from, .dir = PE_BACKWARD,
 				.limit = limit, .linearizable = true};
-	int rc = kl < 0 ? -PARLEY_EINVAL : pe_read(x->e, &q, cb, a);
+	int rc = kl < 0 ? -PARLEY_EINVAL : list_read(x, &q, cb, a);
 	if (rc)
 		item_fail(a, rc, cb);
 }
@@ -600,7 +633,7 @@ int chat_conv_list_page(struct chat *c, const char *user, size_t ulen,
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = PE_MAX_READ, .linearizable = true};
-	int rc = pe_read(x->e, &q, list_read_cb, x);
+	int rc = route_read(x->e, &q, list_read_cb, x); /* the caller's thread */
 	if (rc) {
 		free(x);
 		return rc;

@@ -228,17 +228,7 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 	int kl = chat_key_conv(key, conv, clen);
 	if (kl < 0)
 		return kl;
-	/* A node that holds no replica of the partition (placement,
-	 * docs/CLUSTER.md §3.7) refuses at once, naming it: the gateway
-	 * forwards the request to its leader. Its own group there, if any,
-	 * is stale (a removed member is not told): a linearizable read on it
-	 * is refused by the leader only after a round trip and a wait, and
-	 * its NOTLEADER would have gone to partition 0's leader. */
 	uint32_t p = pe_partition_of(chat_engine(c), key, (size_t)kl);
-	if (!route_holds(p)) {
-		route_note(p, 0);
-		return -PARLEY_ENOTLEADER;
-	}
 	struct hist_ctx *x = malloc(sizeof *x);
 	if (!x)
 		return -PARLEY_ENOMEM;
@@ -248,12 +238,13 @@ int chat_history(struct chat *c, const char *user, size_t ulen,
 	memcpy(x->conv, conv, clen);
 	/* linearizable (ReadIndex, docs/CLUSTER.md "Consistency"): a node
 	 * that cannot confirm with its partition's leader answers NOTLEADER
-	 * or AGAIN, never a stale page */
+	 * or AGAIN, never a stale page; one that holds no replica of the
+	 * partition refuses at once, naming it (route_read) */
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = before_seq ? before_seq - 1 : UINT64_MAX,
 				.dir = PE_BACKWARD, .limit = limit,
 				.linearizable = true};
-	rc = pe_read(chat_engine(c), &q, hist_cb, x);
+	rc = route_read(chat_engine(c), &q, hist_cb, x);
 	if (rc) {
 		free(x);
 		return rc;
@@ -284,7 +275,11 @@ uint64_t chat_sync_start(uint64_t from, uint64_t cursor, uint64_t first,
  * committed when it arrived, or fails NOTLEADER / AGAIN — it never
  * resumes from an older cursor and re-delivers what a device already
  * acknowledged elsewhere. The tail that follows waits for this node to
- * apply; it skips nothing. */
+ * apply; it skips nothing. A node that holds no replica of the inbox's
+ * partition refuses NOTLEADER at once, naming it (route_read; the inbox's
+ * is normally relayed first, conn_tail_sync); the cursor's, when not held
+ * here, is read at its leader (route_read_any; the callback then runs on
+ * the peer thread). */
 struct sync_ctx {
 	struct chat *c;
 	chat_sync_cb cb;
@@ -331,7 +326,7 @@ static int sync_inbox_issue(struct sync_ctx *x)
 	struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1, .linearizable = true};
-	return pe_read(chat_engine(x->c), &q, sync_inbox_cb, x);
+	return route_read(chat_engine(x->c), &q, sync_inbox_cb, x);
 }
 
 static void sync_cursor_cb(void *arg, const struct pe_read_result *r)
@@ -369,7 +364,10 @@ int chat_sync(struct chat *c, const char *user, size_t ulen,
 		struct pe_read_req q = {.key = key, .klen = (size_t)kl,
 					.from = UINT64_MAX, .dir = PE_BACKWARD,
 					.limit = 1, .linearizable = true};
-		rc = pe_read(chat_engine(c), &q, sync_cursor_cb, x);
+		/* the inbox is the request's partition (the SYNC runs, or
+		 * is relayed, where it is held); the cursor's may be held
+		 * elsewhere: asked of its leader then (route_read_any) */
+		rc = route_read_any(chat_engine(c), &q, sync_cursor_cb, x);
 	} else {
 		rc = sync_inbox_issue(x);
 	}

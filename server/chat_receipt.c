@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "chat_receipt.h"
+#include "route.h"
 
 #define RCPT_REC_VERSION 1u
 
@@ -412,11 +413,16 @@ static void raise_read(struct raise *x)
 {
 	/* a retry after ESEQ reads linearizably: r/ may live in a
 	 * partition led elsewhere (the CAS is forwarded there), whose
-	 * entries this node may not have applied yet */
+	 * entries this node may not have applied yet. The first read may
+	 * be stale (the CAS refuses what it was computed from); the retry
+	 * needs the partition: a node that holds no replica of it asks
+	 * that partition's leader (route_read_any; refused NOTLEADER at
+	 * once when it cannot), its own copy would never catch up */
 	struct pe_read_req q = {.key = x->key, .klen = (size_t)x->klen,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1, .linearizable = x->tries > 0};
-	int rc = pe_read(x->e, &q, raise_pos_cb, x);
+	int rc = x->tries > 0 ? route_read_any(x->e, &q, raise_pos_cb, x)
+			      : pe_read(x->e, &q, raise_pos_cb, x);
 	if (rc) {
 		x->err = rc;
 		raise_finish(x);
@@ -558,10 +564,14 @@ int chat_rcpt_mark(struct chat *c, const char *user, size_t ulen,
 	x->arg = a;
 	x->done = mark_done;
 	x->want.read_seq = seq;
+	/* the marker is checked against the conversation's last seq: on a
+	 * node without a replica of its partition, refused at once, naming
+	 * it (route_read: the gateway forwards the READ_MARKER there), not
+	 * checked against an old copy */
 	struct pe_read_req q = {.key = ckey, .klen = (size_t)ckl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1};
-	rc = pe_read(x->e, &q, mark_last_cb, x);
+	rc = route_read(x->e, &q, mark_last_cb, x);
 	if (rc) {
 		free(a);
 		free(x);
@@ -784,10 +794,11 @@ int chat_rcpt_query(struct chat *c, const char *user, size_t ulen,
 		memcpy(m->user, mm[i].id, mm[i].len);
 	}
 	free(mm);
+	/* as READ_MARKER's: refused at once where c/<conv> is not held */
 	struct pe_read_req q = {.key = ckey, .klen = (size_t)ckl,
 				.from = UINT64_MAX, .dir = PE_BACKWARD,
 				.limit = 1};
-	int rc = pe_read(op->e, &q, query_last_cb, op);
+	int rc = route_read(op->e, &q, query_last_cb, op);
 	if (rc)
 		free(op);
 	return rc;

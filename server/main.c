@@ -1217,6 +1217,7 @@ static int run(const struct opts *o, struct srv *s)
 	s->live = NULL;
 	conn_leader_hint_install(NULL, NULL);
 	route_set_resolver(NULL, NULL);
+	route_set_remote(NULL, NULL);
 	s->engine = NULL;
 	peer_node_halt(pn); /* it calls into the engine */
 	pe_close(e);

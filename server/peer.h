@@ -185,8 +185,12 @@ enum peer_frame_type {
 	 * CLOSE from the client's node, and the holder's frames / END */
 	PEER_FRAME_TAIL_REQ = 14,
 	PEER_FRAME_TAIL_DATA = 15,
+	/* remote reads of a partition the asker does not hold
+	 * (server/tail_relay.h, invariant 7): XREAD one way, XREAD_RES the
+	 * other, both in this one type */
+	PEER_FRAME_XREAD = 16,
 };
-#define PEER_FRAME_LAST PEER_FRAME_TAIL_DATA
+#define PEER_FRAME_LAST PEER_FRAME_XREAD
 
 /*
  * Frame sets (contract item 9): bit t stands for frame type t.

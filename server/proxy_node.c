@@ -35,7 +35,8 @@ _Static_assert(PROXY_FRAME_REQ == PEER_FRAME_FWD_REQ &&
 		       PROXY_FRAME_REP == PEER_FRAME_FWD_REP,
 	       "proxy.h and peer.h name the same frame types");
 _Static_assert(TAIL_FRAME_REQ == PEER_FRAME_TAIL_REQ &&
-		       TAIL_FRAME_DATA == PEER_FRAME_TAIL_DATA,
+		       TAIL_FRAME_DATA == PEER_FRAME_TAIL_DATA &&
+		       TAIL_FRAME_XREAD == PEER_FRAME_XREAD,
 	       "tail_relay.h and peer.h name the same frame types");
 
 /* The node thread may call in before main publishes s->peer: the
@@ -227,6 +228,68 @@ static int tail_check(void *arg, uint64_t from, uint64_t id, const char *conv,
 	return rc;
 }
 
+/* tail_io.key_node: the leader of key's partition when this node holds
+ * no replica of it (route.h), else 0 */
+static uint64_t tail_key_node(void *arg, const void *key, uint16_t klen)
+{
+	struct srv *s = arg;
+	if (!klen || !s->engine)
+		return 0;
+	uint32_t p = pe_partition_of(s->engine, key, klen);
+	return route_holds(p) ? 0 : route_partition_leader(s->engine, p);
+}
+
+/* tail_io.xread_link: up and knows XREAD (1), down (0), an older build */
+static int tail_xread_link(void *arg, uint64_t node)
+{
+	(void)arg;
+	if (peer_node_can_send(the_node, node, PEER_FRAME_XREAD))
+		return 1;
+	return peer_node_link_up(the_node, node) ? -PARLEY_EVERSION : 0;
+}
+
+struct tail_xread_ctx {
+	struct srv *s;
+	uint64_t from, id;
+};
+
+/* pe_read_cb of an XREAD another node asked (engine thread) */
+static void tail_xread_done(void *arg, const struct pe_read_result *r)
+{
+	struct tail_xread_ctx *x = arg;
+	tail_relay_xread_answer(x->s->tail, x->from, x->id, r);
+	free(x);
+}
+
+/* tail_io.xread: an XREAD another node asked, read here (route_read: a
+ * partition this node does not hold is refused, the asker asks again) */
+static int tail_xread(void *arg, uint64_t from, uint64_t id,
+		      const struct pe_read_req *q)
+{
+	struct srv *s = arg;
+	if (!s->engine)
+		return -PARLEY_EAGAIN;
+	struct tail_xread_ctx *x = malloc(sizeof *x);
+	if (!x)
+		return -PARLEY_ENOMEM;
+	*x = (struct tail_xread_ctx){.s = s, .from = from, .id = id};
+	int rc = route_read(s->engine, q, tail_xread_done, x);
+	route_clear(); /* a refusal's note is not this thread's answer */
+	if (rc)
+		free(x);
+	return rc;
+}
+
+/* route_remote_fn: a read of a partition this node does not hold, asked
+ * of its leader */
+static int route_remote(void *arg, const struct pe_read_req *q,
+			pe_read_cb cb, void *cb_arg)
+{
+	struct srv *s = arg;
+	return s->tail ? tail_relay_xread(s->tail, q, cb, cb_arg)
+		       : -PARLEY_ENOTLEADER;
+}
+
 /* chat_check_fn: a SEND's check of a conversation whose open record's
  * partition this node does not hold, asked of its leader */
 static int chat_check(void *arg, const char *conv, uint16_t clen,
@@ -240,7 +303,8 @@ static void app_frame(void *arg, uint64_t from, uint8_t type,
 		      const uint8_t *p, uint32_t n)
 {
 	struct srv *s = arg;
-	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA) {
+	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA ||
+	    type == PEER_FRAME_XREAD) {
 		if (s->tail)
 			tail_relay_on_frame(s->tail, from, type, p, n);
 		return;
@@ -381,7 +445,8 @@ static void app_unsent(void *arg, uint64_t to, uint8_t type, const uint8_t *p,
 		       uint32_t n, int err)
 {
 	struct srv *s = arg;
-	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA) {
+	if (type == PEER_FRAME_TAIL_REQ || type == PEER_FRAME_TAIL_DATA ||
+	    type == PEER_FRAME_XREAD) {
 		if (s->tail)
 			tail_relay_on_unsent(s->tail, to, type, p, n);
 		return;
@@ -434,10 +499,13 @@ int proxy_node_install(struct srv *s, struct peer_node *pn,
 			      .serve = tail_serve, .conv_node = tail_conv_node,
 			      .resolve = tail_resolve,
 			      .open_node = tail_open_node, .check = tail_check,
-			      .arg = s};
+			      .key_node = tail_key_node,
+			      .xread_link = tail_xread_link,
+			      .xread = tail_xread, .arg = s};
 	rc = tail_relay_new(&tio, &s->tail);
 	if (rc)
 		return rc;
+	route_set_remote(route_remote, s);
 	struct peer_node_app app = {.on_frame = app_frame,
 				    .on_unsent = app_unsent,
 				    .on_link = app_link, .on_tick = app_tick,

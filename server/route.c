@@ -1,6 +1,8 @@
 /*
- * route.c — the partition -> leader lookup every route uses, and the
- * thread-local note of what a NOTLEADER refused (route.h).
+ * route.c — the partition -> leader lookup every route uses, the
+ * thread-local note of what a NOTLEADER refused, the read of a
+ * request's stream that refuses a partition not held, and the secondary
+ * read that asks that partition's leader instead (route.h).
  *
  * Owns nothing shared: the lookup reads the engine's published state,
  * the note is one small value per thread. Any thread.
@@ -59,6 +61,48 @@ int route_leader_check(struct pe_engine *e, uint32_t p)
 	int rc = pe_partition_leader_check(e, p);
 	if (rc == -PARLEY_ENOTLEADER)
 		route_note(p, 0);
+	return rc;
+}
+
+int route_hold_check(struct pe_engine *e, const void *key, size_t klen)
+{
+	uint32_t p = pe_partition_of(e, key, klen);
+	if (route_holds(p))
+		return 0;
+	route_note(p, 0);
+	return -PARLEY_ENOTLEADER;
+}
+
+int route_read(struct pe_engine *e, const struct pe_read_req *q,
+	       pe_read_cb cb, void *arg)
+{
+	int rc = route_hold_check(e, q->key, q->klen);
+	return rc ? rc : pe_read(e, q, cb, arg);
+}
+
+static _Atomic(route_remote_fn) remote;
+static void *_Atomic remote_arg;
+
+void route_set_remote(route_remote_fn fn, void *arg)
+{
+	atomic_store(&remote, NULL);
+	atomic_store(&remote_arg, arg);
+	atomic_store(&remote, fn);
+}
+
+int route_read_any(struct pe_engine *e, const struct pe_read_req *q,
+		   pe_read_cb cb, void *arg)
+{
+	uint32_t p = pe_partition_of(e, q->key, q->klen);
+	if (route_holds(p))
+		return pe_read(e, q, cb, arg);
+	route_remote_fn fn = atomic_load(&remote);
+	int rc = fn ? fn(atomic_load(&remote_arg), q, cb, arg)
+		    : -PARLEY_ENOTLEADER;
+	if (rc == -PARLEY_ENOTLEADER || rc == -PARLEY_EVERSION) {
+		route_note(p, 0); /* the request goes to p's leader */
+		return -PARLEY_ENOTLEADER;
+	}
 	return rc;
 }
 

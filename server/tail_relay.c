@@ -1,8 +1,9 @@
 /*
  * tail_relay.c — inbox tails served across nodes: the codec of peer
- * frames TAIL_REQ / TAIL_DATA, the gateway's delivery position (pure),
- * and the two tables (the gateway's tails by id, the tails served here by
- * (node, id)). The contract is in tail_relay.h; the connections' side is
+ * frames TAIL_REQ / TAIL_DATA / TAIL_XREAD, the gateway's delivery
+ * position (pure), the two tables (the gateway's tails by id, the tails
+ * served here by (node, id)) and the remote reads' table (pointers,
+ * checks, XREADs: tail_relay.h invariants 5-7). The contract is in tail_relay.h; the connections' side is
  * in conn.c ("Remote inbox tails").
  *
  * Invariants (beyond tail_relay.h):
@@ -58,8 +59,112 @@ uint32_t tail_hdr_encode(uint8_t out[TAIL_OPEN_HDR_MAX],
 		le_put16(out + n + 18, m->clen);
 		memcpy(out + n + 20, m->conv, m->clen);
 		n += 20u + m->clen;
+	} else if (m->op == TAIL_OP_XREAD) {
+		le_put64(out + n, m->seq);
+		le_put32(out + n + 8, m->limit);
+		out[n + 12] = m->dir;
+		out[n + 13] = m->lin ? 1 : 0;
+		le_put16(out + n + 14, m->klen);
+		memcpy(out + n + TAIL_XREAD_HDR, m->key, m->klen);
+		n += TAIL_XREAD_HDR + m->klen;
 	}
 	return n;
+}
+
+_Static_assert(TAIL_HDR + TAIL_XREAD_HDR + PE_MAX_KEY <= TAIL_OPEN_HDR_MAX,
+	       "an XREAD's header fits tail_hdr_encode's buffer");
+_Static_assert(TAIL_XRES_ENT + PE_MAX_PAYLOAD <= TAIL_XREAD_MAX_BYTES,
+	       "an answer holds at least its first entry");
+
+/* How many of r's entries an answer carries, and their bytes. */
+static uint32_t xres_fit(const struct pe_read_result *r, uint32_t room,
+			 uint32_t *bytes)
+{
+	uint32_t k = 0, b = 0;
+	if (room > TAIL_XREAD_MAX_BYTES)
+		room = TAIL_XREAD_MAX_BYTES;
+	while (k < r->count && k < PE_MAX_READ) {
+		uint64_t e = (uint64_t)TAIL_XRES_ENT + r->entries[k].len;
+		if (b + e > room)
+			break;
+		b += (uint32_t)e;
+		k++;
+	}
+	*bytes = b;
+	return k;
+}
+
+uint32_t tail_xres_size(const struct pe_read_result *r)
+{
+	uint32_t b = 0;
+	if (!r->err)
+		(void)xres_fit(r, TAIL_XREAD_MAX_BYTES, &b);
+	return TAIL_HDR + TAIL_XRES_HDR + b;
+}
+
+uint32_t tail_xres_encode(uint8_t *out, uint32_t cap, uint64_t id,
+			  uint8_t reason, const struct pe_read_result *r)
+{
+	if (cap < TAIL_HDR + TAIL_XRES_HDR)
+		return 0;
+	struct tail_msg m = {.op = TAIL_OP_XREAD_RES, .reason = reason,
+			     .id = id};
+	uint8_t h[TAIL_OPEN_HDR_MAX];
+	uint32_t n = tail_hdr_encode(h, &m);
+	memcpy(out, h, n);
+	uint32_t bytes;
+	uint32_t k = r->err ? 0 : xres_fit(r, cap - n - TAIL_XRES_HDR, &bytes);
+	le_put32(out + n, (uint32_t)r->err);
+	le_put32(out + n + 4, k);
+	le_put64(out + n + 8, r->first_seq);
+	le_put64(out + n + 16, r->last_seq);
+	out[n + 24] = r->end && k == r->count ? 1 : 0;
+	out[n + 25] = out[n + 26] = out[n + 27] = 0;
+	n += TAIL_XRES_HDR;
+	for (uint32_t i = 0; i < k; i++) {
+		const struct pe_entry *e = &r->entries[i];
+		le_put64(out + n, e->seq);
+		le_put64(out + n + 8, e->ts_ms);
+		le_put16(out + n + 16, e->type);
+		le_put16(out + n + 18, e->flags);
+		memcpy(out + n + 20, e->producer, PE_PRODUCER_LEN);
+		le_put32(out + n + 36, e->len);
+		if (e->len)
+			memcpy(out + n + TAIL_XRES_ENT, e->payload, e->len);
+		n += TAIL_XRES_ENT + e->len;
+	}
+	return n;
+}
+
+void tail_xres_entries(const struct tail_msg *m, struct pe_entry *out)
+{
+	const uint8_t *q = m->body;
+	for (uint32_t i = 0; i < m->count; i++) {
+		struct pe_entry *e = &out[i];
+		e->seq = le_get64(q);
+		e->ts_ms = le_get64(q + 8);
+		e->type = le_get16(q + 16);
+		e->flags = le_get16(q + 18);
+		memcpy(e->producer, q + 20, PE_PRODUCER_LEN);
+		e->len = le_get32(q + 36);
+		e->payload = q + TAIL_XRES_ENT;
+		q += TAIL_XRES_ENT + e->len;
+	}
+}
+
+/* XREAD_RES's entries: exactly m->count whole ones in q[0..left). */
+static bool xres_whole(const uint8_t *q, uint32_t left, uint32_t count)
+{
+	uint32_t off = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		if (left - off < TAIL_XRES_ENT)
+			return false;
+		uint32_t len = le_get32(q + off + 36);
+		if (len > left - off - TAIL_XRES_ENT)
+			return false;
+		off += TAIL_XRES_ENT + len;
+	}
+	return off == left;
 }
 
 /* Whole client frames back to back in p[0..n), at least one. */
@@ -97,6 +202,9 @@ int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
 	uint32_t k = 0;
 	uint16_t ft = 0;
 	bool req = type == TAIL_FRAME_REQ, data = type == TAIL_FRAME_DATA;
+	bool xr = type == TAIL_FRAME_XREAD;
+	if (xr != (m->op == TAIL_OP_XREAD || m->op == TAIL_OP_XREAD_RES))
+		return -PARLEY_EPROTO; /* XREAD's ops in its type alone */
 	switch (m->op) {
 	case TAIL_OP_OPEN:
 		if (!req || left < 4 || q[2] || q[3])
@@ -151,6 +259,36 @@ int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
 			return -PARLEY_EPROTO;
 		m->body = left ? q : NULL;
 		m->blen = left;
+		return 0;
+	case TAIL_OP_XREAD:
+		if (m->reason || left < TAIL_XREAD_HDR)
+			return -PARLEY_EPROTO;
+		m->seq = le_get64(q);
+		m->limit = le_get32(q + 8);
+		m->dir = q[12];
+		m->lin = q[13] & 1;
+		m->klen = le_get16(q + 14);
+		if (m->dir > PE_BACKWARD || (q[13] & ~1u) || !m->limit ||
+		    m->limit > PE_MAX_READ || !m->klen || m->klen > PE_MAX_KEY ||
+		    left != TAIL_XREAD_HDR + m->klen)
+			return -PARLEY_EPROTO;
+		m->key = q + TAIL_XREAD_HDR;
+		return 0;
+	case TAIL_OP_XREAD_RES:
+		if (m->reason > TAIL_XRES_RETRY || left < TAIL_XRES_HDR ||
+		    q[25] || q[26] || q[27] || q[24] > 1)
+			return -PARLEY_EPROTO;
+		m->err = (int32_t)le_get32(q);
+		m->count = le_get32(q + 4);
+		m->first_seq = le_get64(q + 8);
+		m->last_seq = le_get64(q + 16);
+		m->end = q[24];
+		m->body = q + TAIL_XRES_HDR;
+		m->blen = left - TAIL_XRES_HDR;
+		if (m->err > 0 || m->count > PE_MAX_READ ||
+		    (m->err && m->count) ||
+		    !xres_whole(m->body, m->blen, m->count))
+			return -PARLEY_EPROTO;
 		return 0;
 	default:
 		return -PARLEY_EPROTO;
@@ -238,13 +376,17 @@ struct node_count {
 	uint32_t reads; /* remote reads in flight to it */
 };
 
-/* A remote read in flight (invariant 5), or a check (invariant 6:
- * check set, p.kind TAIL_READ_KIND_OPEN, p.conv the conversation). */
+/* A remote read in flight (invariant 5), a check (invariant 6:
+ * check set, p.kind TAIL_READ_KIND_OPEN, p.conv the conversation), or an
+ * XREAD (invariant 7: xread set, q its request, q.key -> key). */
 struct tail_read {
 	struct tail_read *next;
 	uint64_t id, node;    /* node: 0 = waiting to be sent */
 	struct chat_inbox_ptr p;
-	bool check;
+	bool check, xread;
+	struct pe_read_req q;
+	pe_read_cb rcb;       /* an XREAD's */
+	uint8_t key[PE_MAX_KEY];
 	int res;              /* a check given up: its outcome */
 	tail_read_cb cb;      /* a pointer's */
 	tail_check_cb ccb;    /* a check's */
@@ -268,10 +410,14 @@ struct tail_relay {
 	_Atomic uint32_t nreads;
 	_Atomic uint64_t st_reads, st_read_retries, st_read_giveups,
 		st_reads_served, st_checks, st_check_giveups,
-		st_checks_served;
+		st_checks_served, st_xreads, st_xread_giveups,
+		st_xreads_served, st_xread_cut;
 };
 
 static void reads_tick(struct tail_relay *tr);
+struct tail_read;
+static int read_link(struct tail_relay *tr, const struct tail_read *r,
+		     uint64_t node);
 
 #define ADD(x, v) atomic_fetch_add_explicit(&(x), (v), memory_order_relaxed)
 #define SUB(x, v) atomic_fetch_sub_explicit(&(x), (v), memory_order_relaxed)
@@ -677,8 +823,11 @@ void tail_relay_tick(struct tail_relay *tr)
 
 /* ---- remote reads ---- */
 
-static uint64_t mono_ms(void)
+/* The reads' clock: io.now_ms (a test's), else the monotonic clock. */
+static uint64_t now_ms(struct tail_relay *tr)
 {
+	if (tr->io.now_ms)
+		return tr->io.now_ms(tr->io.arg);
 	return parley_mono_ns() / 1000000u;
 }
 
@@ -686,6 +835,16 @@ static int read_send(struct tail_relay *tr, uint64_t node,
 		     const struct tail_read *r)
 {
 	uint8_t h[TAIL_OPEN_HDR_MAX];
+	if (r->xread) {
+		struct tail_msg x = {.op = TAIL_OP_XREAD, .id = r->id,
+				     .seq = r->q.from, .limit = r->q.limit,
+				     .dir = (uint8_t)r->q.dir,
+				     .lin = r->q.linearizable, .key = r->key,
+				     .klen = (uint16_t)r->q.klen};
+		uint32_t xn = tail_hdr_encode(h, &x);
+		return tr->io.send(tr->io.arg, node, TAIL_FRAME_XREAD, h, xn,
+				   NULL, 0);
+	}
 	struct tail_msg m = {.op = TAIL_OP_READ, .id = r->id,
 			     .seq = r->p.inbox_seq, .conv_seq = r->p.conv_seq,
 			     .kind = r->p.kind, .conv = r->p.conv,
@@ -729,7 +888,7 @@ int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
 	r->p = *p;
 	r->cb = cb;
 	r->arg = arg;
-	r->first_ms = mono_ms();
+	r->first_ms = now_ms(tr);
 	r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
 	pthread_mutex_lock(&tr->mu);
 	struct node_count *nc = node_slot(tr, node, true);
@@ -764,6 +923,10 @@ int tail_relay_resolve(struct tail_relay *tr, const struct chat_inbox_ptr *p,
  * pointer), its open record's (a check); 0 = none known / held here. */
 static uint64_t read_node(struct tail_relay *tr, const struct tail_read *r)
 {
+	if (r->xread)
+		return tr->io.key_node ? tr->io.key_node(tr->io.arg, r->key,
+							 (uint16_t)r->q.klen)
+				       : 0;
 	if (!r->check)
 		return tr->io.conv_node(tr->io.arg, r->p.conv, r->p.clen);
 	return tr->io.open_node ? tr->io.open_node(tr->io.arg, r->p.conv,
@@ -792,7 +955,7 @@ int tail_relay_check(struct tail_relay *tr, const char *conv, uint16_t clen,
 		node = 0; /* the tick asks once the link is up */
 	r->ccb = cb;
 	r->arg = arg;
-	r->first_ms = mono_ms();
+	r->first_ms = now_ms(tr);
 	pthread_mutex_lock(&tr->mu);
 	struct node_count *nc = node ? node_slot(tr, node, true) : NULL;
 	if ((node && (!nc || nc->reads >= TAIL_MAX_READS)) ||
@@ -877,7 +1040,8 @@ static void read_on_res(struct tail_relay *tr, uint64_t from,
 	pthread_mutex_lock(&tr->mu);
 	struct tail_read **pp = read_find(tr, m->id);
 	struct tail_read *r = *pp;
-	if (!r || r->node != from) { /* given up, or asked elsewhere since */
+	if (!r || r->node != from || r->xread) { /* given up, or asked
+						    elsewhere since */
 		pthread_mutex_unlock(&tr->mu);
 		return;
 	}
@@ -923,7 +1087,7 @@ static void reads_tick(struct tail_relay *tr)
 {
 	if (!GET(tr->nreads))
 		return;
-	uint64_t now = mono_ms();
+	uint64_t now = now_ms(tr);
 	struct tail_read *done = NULL;
 	pthread_mutex_lock(&tr->mu);
 	for (uint32_t b = 0; b < TAIL_BUCKETS; b++) {
@@ -935,9 +1099,15 @@ static void reads_tick(struct tail_relay *tr)
 				continue;
 			}
 			uint64_t node = 0;
-			if (now - r->first_ms >= (r->check ? TAIL_CHECK_GIVEUP_MS
-							   : TAIL_READ_GIVEUP_MS)) {
+			int lk = 0;
+			if (now - r->first_ms >= (r->xread  ? TAIL_XREAD_GIVEUP_MS
+						  : r->check ? TAIL_CHECK_GIVEUP_MS
+							     : TAIL_READ_GIVEUP_MS)) {
 				r->res = -PARLEY_EAGAIN;
+			} else if (r->xread && (node = read_node(tr, r)) &&
+				   (lk = read_link(tr, r, node)) < 0) {
+				/* that leader is a build without XREAD */
+				r->res = -PARLEY_ENOTLEADER;
 			} else if (r->check && (node = read_node(tr, r)) &&
 				   tr->io.old_build &&
 				   tr->io.old_build(tr->io.arg, node)) {
@@ -954,9 +1124,9 @@ static void reads_tick(struct tail_relay *tr)
 				continue;
 			}
 			read_assign(tr, r, 0);
-			if (!r->check)
+			if (!r->check && !r->xread)
 				node = read_node(tr, r);
-			if (node && tr->io.link_up(tr->io.arg, node) &&
+			if (node && read_link(tr, r, node) > 0 &&
 			    read_send(tr, node, r) == 0) {
 				read_assign(tr, r, node);
 				r->deadline_ms = now + TAIL_READ_TIMEOUT_MS;
@@ -969,7 +1139,11 @@ static void reads_tick(struct tail_relay *tr)
 	while (done) {
 		struct tail_read *r = done;
 		done = r->next;
-		if (r->check) {
+		if (r->xread) {
+			ADD(tr->st_xread_giveups, 1);
+			struct pe_read_result er = {.err = r->res};
+			r->rcb(r->arg, &er);
+		} else if (r->check) {
 			if (r->res == -PARLEY_EAGAIN)
 				ADD(tr->st_check_giveups, 1);
 			r->ccb(r->arg, r->res);
@@ -979,6 +1153,158 @@ static void reads_tick(struct tail_relay *tr)
 		}
 		free(r);
 	}
+}
+
+/* ---- generic remote reads (invariant 7) ---- */
+
+/* Whether r can be sent to node now: 1, 0 (down), -PARLEY_EVERSION. */
+static int read_link(struct tail_relay *tr, const struct tail_read *r,
+		     uint64_t node)
+{
+	if (!r->xread)
+		return tr->io.link_up(tr->io.arg, node) ? 1 : 0;
+	return tr->io.xread_link ? tr->io.xread_link(tr->io.arg, node) : 0;
+}
+
+int tail_relay_xread(struct tail_relay *tr, const struct pe_read_req *q,
+		     pe_read_cb cb, void *arg)
+{
+	if (!q->klen || q->klen > PE_MAX_KEY || !q->limit ||
+	    q->limit > PE_MAX_READ || (unsigned)q->dir > PE_BACKWARD)
+		return -PARLEY_EINVAL;
+	struct tail_read *r = calloc(1, sizeof *r);
+	if (!r)
+		return -PARLEY_ENOMEM;
+	r->xread = true;
+	r->q = *q;
+	memcpy(r->key, q->key, q->klen);
+	r->q.key = r->key;
+	r->rcb = cb;
+	r->arg = arg;
+	uint64_t node = read_node(tr, r);
+	int lk = node ? read_link(tr, r, node) : 0;
+	if (lk < 0) {
+		free(r);
+		return -PARLEY_EVERSION;
+	}
+	if (!lk)
+		node = 0; /* the tick asks once a leader is known, its link up */
+	r->first_ms = now_ms(tr);
+	pthread_mutex_lock(&tr->mu);
+	struct node_count *nc = node ? node_slot(tr, node, true) : NULL;
+	if ((node && (!nc || nc->reads >= TAIL_MAX_READS)) ||
+	    GET(tr->nreads) >= TAIL_MAX_READS * 4u) {
+		pthread_mutex_unlock(&tr->mu);
+		free(r);
+		return -PARLEY_EFULL;
+	}
+	r->id = tr->next_read++;
+	struct tail_read **pp = read_find(tr, r->id);
+	r->next = *pp;
+	*pp = r;
+	ADD(tr->nreads, 1);
+	/* sent under the mutex: an answer cannot overtake the entry */
+	if (node && read_send(tr, node, r) == 0) {
+		read_assign(tr, r, node);
+		r->deadline_ms = r->first_ms + TAIL_READ_TIMEOUT_MS;
+	}
+	pthread_mutex_unlock(&tr->mu);
+	ADD(tr->st_xreads, 1);
+	return 0;
+}
+
+void tail_relay_xread_answer(struct tail_relay *tr, uint64_t from,
+			     uint64_t id, const struct pe_read_result *r)
+{
+	struct pe_read_result none = {.err = -PARLEY_EAGAIN};
+	if (!r)
+		r = &none;
+	bool retry = r->err == -PARLEY_ENOTLEADER || r->err == -PARLEY_EAGAIN ||
+		     r->err == -PARLEY_EFULL || r->err == -PARLEY_ECLOSED;
+	struct pe_read_result head = {.err = r->err, .first_seq = r->first_seq,
+				      .last_seq = r->last_seq, .end = r->end};
+	const struct pe_read_result *w = r->err ? &head : r;
+	uint32_t cap = tail_xres_size(w);
+	uint8_t small[TAIL_HDR + TAIL_XRES_HDR];
+	uint8_t *buf = cap > sizeof small ? malloc(cap) : small;
+	if (!buf) { /* the asker asks again */
+		head = (struct pe_read_result){.err = -PARLEY_ENOMEM};
+		w = &head;
+		retry = true;
+		buf = small;
+		cap = sizeof small;
+	}
+	uint32_t n = tail_xres_encode(buf, cap, id,
+				      retry ? TAIL_XRES_RETRY : TAIL_XRES_DONE,
+				      w);
+	if (!w->err && w->count && le_get32(buf + TAIL_HDR + 4) < w->count)
+		ADD(tr->st_xread_cut, 1); /* cut at TAIL_XREAD_MAX_BYTES */
+	ADD(tr->st_xreads_served, 1);
+	(void)tr->io.send(tr->io.arg, from, TAIL_FRAME_XREAD, buf, n, NULL, 0);
+	if (buf != small)
+		free(buf);
+}
+
+/* An XREAD from `from`: read it here. */
+static void xread_serve(struct tail_relay *tr, uint64_t from,
+			const struct tail_msg *m)
+{
+	struct pe_read_req q = {.key = m->key, .klen = m->klen,
+				.from = m->seq, .dir = (enum pe_dir)m->dir,
+				.limit = m->limit, .linearizable = m->lin};
+	int rc = tr->io.xread ? tr->io.xread(tr->io.arg, from, m->id, &q)
+			      : -PARLEY_EAGAIN;
+	if (rc) {
+		struct pe_read_result er = {.err = rc};
+		tail_relay_xread_answer(tr, from, m->id, &er);
+	}
+}
+
+/* XREAD_RES from `from` (peer thread). */
+static void xread_on_res(struct tail_relay *tr, uint64_t from,
+			 const struct tail_msg *m)
+{
+	/* the result's memory: entries, then their payloads */
+	size_t sz = (size_t)m->count * sizeof(struct pe_entry) + m->blen;
+	struct pe_entry *ents = m->count ? malloc(sz) : NULL;
+	pthread_mutex_lock(&tr->mu);
+	struct tail_read **pp = read_find(tr, m->id);
+	struct tail_read *r = *pp;
+	if (!r || r->node != from || !r->xread) { /* given up, or asked
+						     elsewhere since */
+		pthread_mutex_unlock(&tr->mu);
+		free(ents);
+		return;
+	}
+	if (m->reason == TAIL_XRES_RETRY || (m->count && !ents)) {
+		/* not read there (or no memory here): ask again at the tick */
+		read_assign(tr, r, 0);
+		r->deadline_ms = 0;
+		pthread_mutex_unlock(&tr->mu);
+		free(ents);
+		return;
+	}
+	*pp = r->next;
+	read_assign(tr, r, 0);
+	SUB(tr->nreads, 1);
+	pthread_mutex_unlock(&tr->mu);
+	if (m->count) {
+		tail_xres_entries(m, ents);
+		uint8_t *pl = (uint8_t *)(ents + m->count);
+		for (uint32_t i = 0; i < m->count; i++) {
+			if (ents[i].len)
+				memcpy(pl, ents[i].payload, ents[i].len);
+			ents[i].payload = pl;
+			pl += ents[i].len;
+		}
+	}
+	struct pe_read_result res = {.err = m->err, .entries = ents,
+				     .count = m->count,
+				     .first_seq = m->first_seq,
+				     .last_seq = m->last_seq, .end = m->end};
+	r->rcb(r->arg, &res);
+	free(ents);
+	free(r);
 }
 
 /* ---- both ---- */
@@ -997,6 +1323,10 @@ void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
 		read_serve(tr, from, &m);
 	else if (m.op == TAIL_OP_READ_RES)
 		read_on_res(tr, from, &m);
+	else if (m.op == TAIL_OP_XREAD)
+		xread_serve(tr, from, &m);
+	else if (m.op == TAIL_OP_XREAD_RES)
+		xread_on_res(tr, from, &m);
 	else if (type == TAIL_FRAME_DATA)
 		gw_on_data(tr, from, &m, n);
 	else
@@ -1032,7 +1362,7 @@ void tail_relay_on_unsent(struct tail_relay *tr, uint64_t to, uint8_t type,
 			e->end_pending = true; /* END at the tick */
 			e->closed = true;
 		}
-	} else if (m.op == TAIL_OP_READ) {
+	} else if (m.op == TAIL_OP_READ || m.op == TAIL_OP_XREAD) {
 		struct tail_read *r = *read_find(tr, m.id);
 		if (r && r->node == to) {
 			read_assign(tr, r, 0);
@@ -1099,7 +1429,11 @@ void tail_relay_stats(struct tail_relay *tr, struct tail_stats *st)
 		.reads_served = GET(tr->st_reads_served),
 		.checks = GET(tr->st_checks),
 		.check_giveups = GET(tr->st_check_giveups),
-		.checks_served = GET(tr->st_checks_served)};
+		.checks_served = GET(tr->st_checks_served),
+		.xreads = GET(tr->st_xreads),
+		.xread_giveups = GET(tr->st_xread_giveups),
+		.xreads_served = GET(tr->st_xreads_served),
+		.xread_cut = GET(tr->st_xread_cut)};
 }
 
 size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
@@ -1161,6 +1495,19 @@ size_t tail_relay_metrics_text(struct tail_relay *tr, char *buf, size_t cap)
 		{"parley_tail_checks_served_total", "counter",
 		 "Remote checks answered here for other nodes.",
 		 st.checks_served},
+		{"parley_tail_remote_xreads_total", "counter",
+		 "Reads of partitions not held here (a multi-partition "
+		 "request's secondary reads) asked of their leader.",
+		 st.xreads},
+		{"parley_tail_remote_xread_giveups_total", "counter",
+		 "Remote reads of partitions not held here given up (AGAIN).",
+		 st.xread_giveups},
+		{"parley_tail_xreads_served_total", "counter",
+		 "Remote reads of partitions answered here for other nodes.",
+		 st.xreads_served},
+		{"parley_tail_xreads_cut_total", "counter",
+		 "Remote read answers cut at TAIL_XREAD_MAX_BYTES (end false).",
+		 st.xread_cut},
 		{"parley_tail_bad_frames_total", "counter",
 		 "Undecodable TAIL_REQ / TAIL_DATA frames (dropped).",
 		 st.bad_frames},

@@ -76,6 +76,29 @@
  *      TAIL_CHECK_GIVEUP_MS, then -PARLEY_EAGAIN. A node of the build
  *      before checks answers such a READ with a placeholder EVENT: the
  *      asker then checks locally, as before (-PARLEY_EVERSION).
+ *   7. Generic remote reads (docs/CLUSTER.md §3.3, "Reads of partitions
+ *      not held"). A request that reads several partitions (CONV_LIST's
+ *      per-conversation reads, SYNC's device cursor, READ_MARKER's
+ *      re-read of the position) runs where its primary partition is
+ *      held; a secondary read of a partition this node holds no replica
+ *      of (route_read_any, route.h) is asked of that partition's leader
+ *      (tail_relay_xread: XREAD with the pe_read_req, answered XREAD_RES
+ *      with the pe_read_result after route_read there, linearizable when
+ *      asked). The answer carries at most TAIL_XREAD_MAX_BYTES of
+ *      entries (always the first one: an entry's payload is at most
+ *      PE_MAX_PAYLOAD); entries beyond are left out and `end` is false,
+ *      as a read stopped by its limit. The asker copies the entries into
+ *      memory the result owns and calls the read's pe_read_cb on the peer
+ *      thread (or, given up, from the tick: -PARLEY_EAGAIN). Asked again
+ *      like a check: no leader known, the link down, no answer within
+ *      TAIL_READ_TIMEOUT_MS, or the holder answering NOTLEADER / AGAIN
+ *      (it does not hold it any more, an election); given up after
+ *      TAIL_XREAD_GIVEUP_MS. XREAD has a frame type of its own
+ *      (TAIL_FRAME_XREAD), so only a node that announced it is asked
+ *      (frame sets, docs/CLUSTER.md §1.2); toward another the read fails
+ *      -PARLEY_EVERSION and route_read_any refuses NOTLEADER as before.
+ *      Bounded like the rest: TAIL_MAX_READS per node, four times that in
+ *      all (reads, checks and XREADs), beyond: -PARLEY_EFULL.
  *
  * Wire (peer frame payloads, little-endian; TAIL_REQ gateway -> holder,
  * TAIL_DATA holder -> gateway):
@@ -92,6 +115,14 @@
  *                        a check's (kind TAIL_READ_KIND_OPEN): reason
  *                        TAIL_RES_FOUND / TAIL_RES_NONE and nothing, or
  *                        TAIL_RES_FAILED and nothing
+ *   XREAD    (TAIL_XREAD) header (id: the read's) | u64 from |
+ *                        u32 limit | u8 dir | u8 flags (bit 0:
+ *                        linearizable) | u16 key_len | key
+ *   XREAD_RES (TAIL_XREAD) header, reason TAIL_XRES_* | i32 err |
+ *                        u32 count | u64 first_seq | u64 last_seq |
+ *                        u8 end | u8 0 | u16 0 | count x (u64 seq |
+ *                        u64 ts_ms | u16 type | u16 flags |
+ *                        producer[16] | u32 len | payload)
  *
  * Threads: every call from any thread (one mutex); messages are posted to
  * loops, io callbacks run without the mutex held.
@@ -110,6 +141,7 @@
  * checks they agree) */
 #define TAIL_FRAME_REQ 14u
 #define TAIL_FRAME_DATA 15u
+#define TAIL_FRAME_XREAD 16u /* peer.h PEER_FRAME_XREAD */
 #define TAIL_HDR 16u
 #define TAIL_OPEN_HDR_MAX (TAIL_HDR + 4u + 255u + 255u) /* >= READ's */
 #define TAIL_MAX_PER_NODE 1024u     /* tails served per gateway node */
@@ -123,6 +155,12 @@
 #define TAIL_CHECK_GIVEUP_MS 5000u  /* a check: then -PARLEY_EAGAIN */
 /* READ kind of a check (invariant 6): no event kind is this large */
 #define TAIL_READ_KIND_OPEN 0xffffu
+/* XREAD (invariant 7) */
+#define TAIL_XREAD_HDR 16u      /* from, limit, dir, flags, key_len */
+#define TAIL_XRES_HDR 28u       /* err .. end's padding */
+#define TAIL_XRES_ENT 40u       /* an entry before its payload */
+#define TAIL_XREAD_MAX_BYTES (1536u * 1024u) /* entries of one answer */
+#define TAIL_XREAD_GIVEUP_MS 5000u /* then -PARLEY_EAGAIN */
 
 enum tail_op {
 	TAIL_OP_OPEN = 1,
@@ -132,6 +170,15 @@ enum tail_op {
 	TAIL_OP_END = 5,
 	TAIL_OP_READ = 6,
 	TAIL_OP_READ_RES = 7,
+	TAIL_OP_XREAD = 8,     /* TAIL_FRAME_XREAD, asker -> holder */
+	TAIL_OP_XREAD_RES = 9, /* TAIL_FRAME_XREAD, holder -> asker */
+};
+
+/* XREAD_RES reason */
+enum tail_xres_reason {
+	TAIL_XRES_DONE = 0,  /* the read's result (err 0 or final) */
+	TAIL_XRES_RETRY = 1, /* not read there (not held, an election, a
+				full queue): ask again */
 };
 
 /* READ_RES reason (a check's answer; a pointer's is TAIL_RES_FAILED) */
@@ -159,8 +206,17 @@ struct tail_msg {
 	const char *user, *device;  /* OPEN */
 	uint8_t ulen, dlen;
 	const uint8_t *body;        /* OPEN: the SYNC frame; DATA: frames;
-				       READ_RES: an EVENT frame or nothing */
+				       READ_RES: an EVENT frame or nothing;
+				       XREAD_RES: the entries (count) */
 	uint32_t blen;
+	/* XREAD: the request (seq: from); XREAD_RES: the result's fields */
+	const uint8_t *key;
+	uint16_t klen;
+	uint8_t dir;
+	bool lin, end;
+	uint32_t limit, count;
+	int32_t err;
+	uint64_t first_seq, last_seq;
 };
 
 /* ---- codec (pure) ---- */
@@ -174,6 +230,17 @@ uint32_t tail_hdr_encode(uint8_t out[TAIL_OPEN_HDR_MAX],
  * frame, DATA's not whole frames). */
 int tail_msg_decode(uint8_t type, const uint8_t *p, uint32_t n,
 		    struct tail_msg *m);
+/* XREAD_RES of read `id` answering r, into out[0..cap): its length, or 0
+ * when cap is too small for the header. Entries are taken while their
+ * bytes stay within TAIL_XREAD_MAX_BYTES and cap (the first whatever its
+ * size, if cap holds it); a result cut short says end false. */
+uint32_t tail_xres_encode(uint8_t *out, uint32_t cap, uint64_t id,
+			  uint8_t reason, const struct pe_read_result *r);
+/* The bytes tail_xres_encode needs for r (cut at TAIL_XREAD_MAX_BYTES). */
+uint32_t tail_xres_size(const struct pe_read_result *r);
+/* The entries of a decoded XREAD_RES (m->count of them, checked by
+ * tail_msg_decode) into out[0..m->count), payloads borrowed from m. */
+void tail_xres_entries(const struct tail_msg *m, struct pe_entry *out);
 
 /* ---- the gateway's delivery position (pure; conn.c) ---- */
 
@@ -246,6 +313,21 @@ struct tail_io {
 	 * OPEN, borrowed) to the loop of m's user: 0 or < 0 */
 	int (*serve)(void *arg, uint64_t from, const struct tail_msg *m,
 		     const uint8_t *p, uint32_t n);
+	/* XREADs (invariant 7): the node leading the partition of key when
+	 * this node holds no replica of it, else 0. NULL: never */
+	uint64_t (*key_node)(void *arg, const void *key, uint16_t klen);
+	/* the link to node: 1 up and node knows TAIL_FRAME_XREAD, 0 down
+	 * (or not yet settled), -PARLEY_EVERSION up but node is a build
+	 * without it. NULL: never up */
+	int (*xread_link)(void *arg, uint64_t node);
+	/* answering an XREAD: route_read q here and hand the result to
+	 * tail_relay_xread_answer(from, id, ...): 0, or < 0 (the relay
+	 * answers RETRY). NULL: answered RETRY */
+	int (*xread)(void *arg, uint64_t from, uint64_t id,
+		     const struct pe_read_req *q);
+	/* the remote reads' clock in ms (timeouts, give-ups); NULL: the
+	 * monotonic clock (a test injects its own) */
+	uint64_t (*now_ms)(void *arg);
 	void *arg;
 };
 
@@ -268,6 +350,10 @@ struct tail_stats {
 	uint64_t checks;         /* remote checks started */
 	uint64_t check_giveups;  /* ... ended -PARLEY_EAGAIN */
 	uint64_t checks_served;  /* checks answered here for other nodes */
+	uint64_t xreads;         /* generic remote reads started */
+	uint64_t xread_giveups;  /* ... ended -PARLEY_EAGAIN */
+	uint64_t xreads_served;  /* XREADs answered here for other nodes */
+	uint64_t xread_cut;      /* ... answers cut at TAIL_XREAD_MAX_BYTES */
 };
 
 int tail_relay_new(const struct tail_io *io, struct tail_relay **out);
@@ -338,9 +424,27 @@ int tail_relay_check(struct tail_relay *tr, const char *conv, uint16_t clen,
 void tail_relay_check_answer(struct tail_relay *tr, uint64_t from,
 			     uint64_t id, int found);
 
+/* A read of a partition this node holds no replica of, asked of that
+ * partition's leader (invariant 7): cb(arg, r) runs exactly once, on
+ * the peer thread (never before this returns), with the holder's result
+ * (its entries valid during the call, owned by the relay), or r->err
+ * -PARLEY_EAGAIN after TAIL_XREAD_GIVEUP_MS. 0, or -PARLEY_EVERSION
+ * (that leader is up but a build without XREAD: nothing asked),
+ * -PARLEY_EFULL, -PARLEY_ENOMEM, -PARLEY_EINVAL (no key, key over
+ * PE_MAX_KEY); no leader known or no link is not an error: the read
+ * waits for one. */
+int tail_relay_xread(struct tail_relay *tr, const struct pe_read_req *q,
+		     pe_read_cb cb, void *arg);
+/* The answering side's result for XREAD id of `from` (any thread; r
+ * NULL or err -PARLEY_ENOTLEADER / -PARLEY_EAGAIN / -PARLEY_EFULL:
+ * RETRY). */
+void tail_relay_xread_answer(struct tail_relay *tr, uint64_t from,
+			     uint64_t id, const struct pe_read_result *r);
+
 /* ---- both ---- */
 
-/* A TAIL_REQ / TAIL_DATA payload from node `from` (peer thread). */
+/* A TAIL_REQ / TAIL_DATA / TAIL_XREAD payload from node `from` (peer
+ * thread). */
 void tail_relay_on_frame(struct tail_relay *tr, uint64_t from, uint8_t type,
 			 const uint8_t *p, uint32_t n);
 /* The link to `node` went down: the gateway's tails there break (an

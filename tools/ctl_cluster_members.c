@@ -39,6 +39,11 @@
 #define CLUSTER_HTTP_TIMEOUT_S 90 /* the leader waits up to 60 s */
 #define CLUSTER_MAX_REPLY 8192
 #define CLUSTER_MAX_FOLLOW 3 /* hand-overs followed to the new leader */
+/* a node a hand-over named answering "not the leader" without a leader's
+ * admin address (it has not won its election yet): it is asked again
+ * after CLUSTER_RETRY_MS, at most CLUSTER_MAX_RETRIES times in all */
+#define CLUSTER_RETRY_MS 100
+#define CLUSTER_MAX_RETRIES 50
 
 /* POST path to host:port; *code and body (NUL-terminated) on success.
  * -1 when nothing answered. (parleyctl.h: also cluster rebalance.) */
@@ -117,14 +122,20 @@ static bool handed_to(const char *body, char *out, size_t cap)
 }
 
 /* Tries each admin address in turn, and follows a hand-over to the new
- * leader (at most CLUSTER_MAX_FOLLOW times); returns the exit code. */
+ * leader (at most CLUSTER_MAX_FOLLOW times); the node a hand-over named
+ * is asked again a moment later while it answers "not the leader"
+ * naming no other leader's admin address (a leader that handed itself
+ * away to be removed names its target, which says so until it has won
+ * its election; seen in CI as "no node given leads the cluster now" for a
+ * remove-node of the leader itself). Returns the exit code. */
 static int post_any(const char *admins, const char *path)
 {
 	char list[1024];
 	snprintf(list, sizeof list, "%s", admins);
 	bool answered = false;
 	char next[256] = "";
-	int follows = 0;
+	int follows = 0, retries = 0;
+	bool followed = false; /* a is the node a hand-over named */
 	for (char *save = NULL, *a = strtok_r(list, ",", &save); a;) {
 		int code = 0;
 		char body[CLUSTER_MAX_REPLY];
@@ -144,13 +155,23 @@ static int post_any(const char *admins, const char *path)
 			    follows < CLUSTER_MAX_FOLLOW) {
 				follows++; /* repeat it at the new leader */
 				a = next;
+				followed = true;
 				continue;
 			}
 			if (strncmp(body, "not the leader", 14) &&
 			    !strstr(body, "\nleader="))
 				return 1; /* refused (no voter to hand to) */
+			if (followed && !strncmp(body, "not the leader", 14) &&
+			    retries < CLUSTER_MAX_RETRIES) {
+				retries++; /* ask the same node again */
+				usleep(CLUSTER_RETRY_MS * 1000);
+				snprintf(next, sizeof next, "%s", cur);
+				a = next;
+				continue;
+			}
 		}
 		a = strtok_r(NULL, ",", &save);
+		followed = false;
 	}
 	fprintf(stderr, answered ? "no node given leads the cluster now; "
 				   "retry, or give the leader's admin port\n"

@@ -246,8 +246,14 @@ struct part {
 		pub_snap_sent, pub_snap_recv, pub_snap_installed,
 		pub_snap_install_failed;
 	/* WAL records found damaged at open and taken as placeholders, and
-	 * entries repaired from the leader (part_raft_recover_damaged) */
-	_Atomic uint64_t pub_damaged_found, pub_damaged_repaired;
+	 * entries repaired from the leader (part_raft_recover_damaged);
+	 * placeholders the log dropped unrepaired because a later entry
+	 * superseded them at their index (rlog_truncate:
+	 * nothing to repair). Once a node settles, found = repaired +
+	 * superseded; a placeholder neither repaired nor superseded is an
+	 * entry the node still lacks. */
+	_Atomic uint64_t pub_damaged_found, pub_damaged_repaired,
+		pub_damaged_superseded;
 	/* A lost range (a damaged WAL record header, wal_recovery.lost;
 	 * part_raft_recover_lost): lost_seen once one was met; after_lost
 	 * while no record since has proved that the recovered log goes on

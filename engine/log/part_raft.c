@@ -262,6 +262,40 @@ static int rlog_room(struct part *p)
 	return 0;
 }
 
+/*
+ * Drops rlog's entries from `index` on because a later entry supersedes
+ * them there (a record later in the WAL at recovery, a log end marker, or
+ * the leader's conflicting entry: the core's truncate_from). A damaged
+ * placeholder dropped so is counted superseded, never repaired: the entry
+ * the log holds at that index now is the later one, not a repair of it.
+ * Superseded by a later record or by the leader it was never committed (a
+ * committed entry is never superseded: leader completeness; the later
+ * record is the log the node went on acknowledging with); dropped at a log
+ * end marker it was outside the log the node held at that open, which
+ * took that index from the leader again (the records after the marker).
+ * Before, such a placeholder stayed counted found only, and a settled node
+ * showed found > repaired with nothing missing (the 22 "unrepaired"
+ * records of cluster_test_cluster_netns_long, docs/CLUSTER.md §2.5).
+ */
+static void rlog_truncate(struct part *p, uint64_t index)
+{
+	uint64_t n = 0, first = 0;
+	for (uint64_t k = p->rlog_n; k-- > 0 && p->rlog_first + k >= index;)
+		if (!p->rlog[k].data) {
+			n++;
+			first = p->rlog_first + k;
+		}
+	if (n) {
+		atomic_fetch_add_explicit(&p->pub_damaged_superseded, n,
+					  memory_order_relaxed);
+		PLOG_I("engine", "damaged entries superseded by a later entry at "
+		       "their index: nothing to repair",
+		       "partition=%u from=%" PRIu64 " first_damaged=%" PRIu64
+		       " count=%" PRIu64, p->id, index, first, n);
+	}
+	rlog_free_from(p, index);
+}
+
 /* Appends (term, index, type, data) taking over a reference to `owned`
  * (an rlog_alloc payload holding the data, released here on failure) with
  * its checksum (computed when csum is NULL); truncates a conflicting
@@ -273,7 +307,7 @@ static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 {
 	if (!p->rlog_n)
 		p->rlog_first = index;
-	rlog_free_from(p, index);
+	rlog_truncate(p, index);
 	if (!p->rlog_n)
 		p->rlog_first = index;
 	if (index != p->rlog_first + p->rlog_n) {
@@ -472,7 +506,7 @@ static int recover_logend(struct part *p, const struct wal_rec *rec)
 		p->lost_seen = p->after_lost = true;
 		return 0;
 	}
-	rlog_free_from(p, rec->index + 1);
+	rlog_truncate(p, rec->index + 1);
 	p->after_lost = false;
 	return 0;
 }
@@ -1582,7 +1616,7 @@ static int run_group(struct shard *sh, struct part *p, bool live,
 		}
 		int rc = 0;
 		if (rd->truncate_from)
-			rlog_free_from(p, rd->truncate_from);
+			rlog_truncate(p, rd->truncate_from);
 		/* a new term or vote is durable before the group goes on: at
 		 * open, one HARDSTATE store covers every group of the shard
 		 * (part_raft_elect); while serving (never, for a group of one)

@@ -624,7 +624,8 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.reads_served = LD(pub_ri_served),
 		.reads_failed = LD(pub_ri_failed),
 		.damaged_found = LD(pub_damaged_found),
-		.damaged_repaired = LD(pub_damaged_repaired)};
+		.damaged_repaired = LD(pub_damaged_repaired),
+		.damaged_superseded = LD(pub_damaged_superseded)};
 	uint32_t nmem = atomic_load_explicit(&p->pub_n_mem, memory_order_relaxed);
 	if (out->role != PE_LEADER)
 		nmem = 0;

@@ -11,6 +11,7 @@
 #   netns_isolate 2                 # node 2 cut off both ways
 #   netns_drop_from 1 3             # node 1 stops receiving from node 3
 #   netns_loss 1 20                 # node 1 drops 20% of what it receives
+#   netns_loss 1 20 3               # ... of what it receives from node 3
 #   netns_heal                      # remove every fault rule
 #   netns_down
 #
@@ -176,13 +177,16 @@ netns_isolate() {
   done
 }
 
-# netns_loss R PCT: node R drops PCT% of the IPv4 packets it receives.
+# netns_loss R PCT [S]: node R drops PCT% of the IPv4 packets it receives
+# (from node S only, when given: a lossy one-way link S -> R).
 netns_loss() {
   netns_fault_table "$1" || return 1
+  local from=(meta protocol ip)
+  [ -n "${3:-}" ] && from=(ip saddr "$(netns_ip "$3")")
   if [ "$2" -ge 100 ]; then
-    netns_exec "$1" nft add rule netdev fault ingress meta protocol ip drop
+    netns_exec "$1" nft add rule netdev fault ingress "${from[@]}" drop
   else
-    netns_exec "$1" nft add rule netdev fault ingress meta protocol ip numgen random mod 100 \< "$2" drop
+    netns_exec "$1" nft add rule netdev fault ingress "${from[@]}" numgen random mod 100 \< "$2" drop
   fi
 }
 

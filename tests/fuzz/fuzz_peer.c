@@ -16,7 +16,9 @@
  *   8 PRES (prelay_decode);
  *   9 TAIL_REQ, 10 TAIL_DATA (tail_msg_decode);
  *   11 LEADS, 12 XFER (peer_leads_decode, peer_xfer_decode);
- *   13 LIVE (chat_rd_live_decode).
+ *   13 LIVE (chat_rd_live_decode);
+ *   14 XREAD (tail_msg_decode of TAIL_FRAME_XREAD: XREAD, XREAD_RES and
+ *      its entries, tail_xres_entries).
  * Properties checked (abort on violation): results are 0 or a documented
  * negative code; what decodes re-encodes to the same bytes where the
  * format has one encoding (header, HELLO, FWD_REQ records, PRES, TAIL
@@ -40,7 +42,7 @@
 #include "server_stubs.h"
 #include "tail_relay.h"
 
-#define MODES 14
+#define MODES 15
 
 static void check(int cond)
 {
@@ -265,6 +267,39 @@ static void mode_tail(uint8_t type, const uint8_t *p, size_t n)
 	check(memcmp(h, p, hl) == 0);
 }
 
+static void mode_xread(const uint8_t *p, size_t n)
+{
+	struct tail_msg m;
+	int r = tail_msg_decode(TAIL_FRAME_XREAD, p, (uint32_t)n, &m);
+	check(r == 0 || r == -PARLEY_EPROTO);
+	if (r != 0)
+		return;
+	check(m.op == TAIL_OP_XREAD || m.op == TAIL_OP_XREAD_RES);
+	if (m.op == TAIL_OP_XREAD) { /* one encoding: header and key */
+		check(within(m.key, m.klen, p, n));
+		uint8_t h[TAIL_OPEN_HDR_MAX];
+		check(tail_hdr_encode(h, &m) == n && memcmp(h, p, n) == 0);
+		return;
+	}
+	check(within(m.body, m.blen, p, n) && m.count <= PE_MAX_READ);
+	struct pe_entry *e = calloc(m.count ? m.count : 1, sizeof *e);
+	check(e != NULL);
+	tail_xres_entries(&m, e);
+	for (uint32_t i = 0; i < m.count; i++)
+		check(within(e[i].payload, e[i].len, p, n));
+	/* one encoding: the result encodes back to the same bytes */
+	struct pe_read_result res = {.err = m.err, .entries = e,
+				     .count = m.count,
+				     .first_seq = m.first_seq,
+				     .last_seq = m.last_seq, .end = m.end};
+	uint8_t *o = malloc(n);
+	check(o != NULL);
+	check(tail_xres_encode(o, (uint32_t)n, m.id, m.reason, &res) == n &&
+	      memcmp(o, p, n) == 0);
+	free(o);
+	free(e);
+}
+
 static void mode_leads(const uint8_t *p, size_t n)
 {
 	uint32_t np = 64;
@@ -365,6 +400,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 11: mode_leads(p, size); break;
 	case 12: mode_xfer(p, size); break;
 	case 13: mode_live(p, size); break;
+	case 14: mode_xread(p, size); break;
 	}
 	free(p);
 	return 0;

@@ -28,7 +28,7 @@
 /* the modes of fuzz_peer.c */
 enum { M_HDR, M_HELLO, M_REJECT, M_INFO, M_FWD_REQ, M_FWD_REP, M_APP_REQ,
        M_APP_RES, M_PRES, M_TAIL_REQ, M_TAIL_DATA, M_LEADS, M_XFER,
-       M_LIVE };
+       M_LIVE, M_XREAD };
 
 static const char *g_dir;
 static unsigned g_count[16];
@@ -312,6 +312,25 @@ static void gen_tail(void)
 	m = (struct tail_msg){.op = TAIL_OP_READ_RES, .id = 9,
 			      .reason = TAIL_RES_FOUND};
 	tail_seed(M_TAIL_DATA, &m, NULL, 0);
+	/* a remote read (XREAD) and its answer with two entries */
+	m = (struct tail_msg){.op = TAIL_OP_XREAD, .id = 10, .seq = UINT64_MAX,
+			      .limit = 1, .dir = PE_BACKWARD, .lin = true,
+			      .key = (const uint8_t *)"c/d:alice:bob",
+			      .klen = 13};
+	tail_seed(M_XREAD, &m, NULL, 0);
+	struct pe_entry ents[2] = {
+		{.seq = 7, .ts_ms = 1000, .type = 1, .len = 5,
+		 .payload = (const uint8_t *)"hello"},
+		{.seq = 6, .ts_ms = 999, .type = 2, .len = 0,
+		 .payload = (const uint8_t *)""}};
+	struct pe_read_result r = {.entries = ents, .count = 2,
+				   .first_seq = 1, .last_seq = 7};
+	uint8_t b[512];
+	uint32_t n = tail_xres_encode(b, sizeof b, 10, TAIL_XRES_DONE, &r);
+	seed(M_XREAD, -1, b, n);
+	r = (struct pe_read_result){.err = -PARLEY_ENOTLEADER};
+	n = tail_xres_encode(b, sizeof b, 11, TAIL_XRES_RETRY, &r);
+	seed(M_XREAD, -1, b, n);
 }
 
 static void gen_leads(void)

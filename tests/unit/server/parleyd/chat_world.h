@@ -15,6 +15,7 @@
 
 #include "chat.h"
 #include "parley_engine_hooks.h"
+#include "route.h"
 
 struct world {
 	struct pio *io;
@@ -149,6 +150,49 @@ static inline void wait_inbox(struct world *w, const char *user, uint64_t n)
 	}
 	cr_assert_fail("inbox of %s never reached %llu entries", user,
 		       (unsigned long long)n);
+}
+
+/* Placement as route.h sees it: the partition of stream `key` is held
+ * elsewhere (its leader: node 7), as on a node a membership change took
+ * off it (docs/CLUSTER.md §3.7); returns that partition. world_holds_all
+ * undoes it. Only one partition at a time. */
+static inline uint32_t *world_nh_slot(void)
+{
+	static uint32_t part = UINT32_MAX;
+	return &part;
+}
+
+static inline uint64_t world_nh_resolver(void *arg, uint32_t p)
+{
+	(void)arg;
+	return p == *world_nh_slot() ? 7 : UINT64_MAX;
+}
+
+static inline uint32_t world_not_held(struct world *w, const char *key)
+{
+	uint32_t p = pe_partition_of(w->e, key, strlen(key));
+	*world_nh_slot() = p;
+	route_set_resolver(world_nh_resolver, NULL);
+	route_clear();
+	return p;
+}
+
+static inline void world_holds_all(void)
+{
+	route_set_resolver(NULL, NULL);
+	*world_nh_slot() = UINT32_MAX;
+	route_clear();
+}
+
+/* The partition this thread's NOTLEADER note names (route_take), or
+ * ROUTE_PARTITION_ANY when there is none; consumes it. */
+static inline uint32_t world_noted(void)
+{
+	uint32_t p = ROUTE_PARTITION_ANY;
+	uint64_t leader = 0;
+	if (!route_take(&p, &leader))
+		return ROUTE_PARTITION_ANY;
+	return p;
 }
 
 #endif

@@ -911,3 +911,54 @@ Test(chat, send_checks_an_open_record_held_here_locally)
 	pe_close(w.e);
 	pio_free(w.io);
 }
+
+static void opened_never_cb(void *arg, int found)
+{
+	(void)arg;
+	cr_assert_fail("called back: %d", found);
+}
+
+/* CONV_OPEN on a node that holds no replica of the conversation's
+ * partition (placement): refused NOTLEADER at once naming it, before any
+ * write (the gateway forwards it to that partition's leader, whose reply
+ * carries c/<conv>'s current last seq, not this node's old copy's).
+ * Checked failing without the check in chat_conv_open (not refused
+ * NOTLEADER). Uses test_chat's own fixture: rc_resolver with p_open. */
+Test(chat, conv_open_and_check_of_a_partition_not_held_are_refused)
+{
+	struct world w = {.io = pio_mem_new(11)};
+	world_open(&w);
+	struct chat *c;
+	cr_assert_eq(chat_open(w.e, &w.clock, &c), 0);
+	char key[CHAT_KEY_CAP];
+	int kl = chat_key_conv(key, "d:alice:bob", 11);
+	rc_fx.p_open = pe_partition_of(w.e, key, (size_t)kl);
+	route_set_resolver(rc_resolver, NULL);
+	route_clear();
+	cr_assert_eq(svc_open(c, "alice", "bob", NULL), -PARLEY_ENOTLEADER);
+	uint32_t p = ROUTE_PARTITION_ANY;
+	uint64_t leader = 0;
+	cr_assert(route_take(&p, &leader));
+	cr_assert_eq(p, rc_fx.p_open);
+	cr_assert_eq(list_len(&w, "alice"), 0, "written before the refusal");
+	route_set_resolver(NULL, NULL);
+	rc_fx.p_open = UINT32_MAX;
+	struct chat_conv_info in;
+	cr_assert_eq(svc_open(c, "alice", "bob", &in), 0);
+	cr_assert(in.created);
+	/* a remote check asked of a node that holds no replica of o/<conv>
+	 * any more fails at once (the asker asks the leader then known),
+	 * leaving no note: no connection here answers it. Checked failing
+	 * without route_read in chat_conv_opened (read here: 0). */
+	kl = chat_key_open(key, "d:alice:bob", 11);
+	rc_fx.p_open = pe_partition_of(w.e, key, (size_t)kl);
+	route_set_resolver(rc_resolver, NULL);
+	cr_assert_eq(chat_conv_opened(c, "d:alice:bob", 11, opened_never_cb,
+				      NULL), -PARLEY_ENOTLEADER);
+	cr_assert(!route_take(&p, &leader));
+	route_set_resolver(NULL, NULL);
+	rc_fx.p_open = UINT32_MAX;
+	chat_close(c);
+	pe_close(w.e);
+	pio_free(w.io);
+}

@@ -110,6 +110,29 @@ static int do_edit(struct world *w, uint16_t kind, const char *user,
 	return x.r.err;
 }
 
+/* EDIT / DELETE on a node that holds no replica of the conversation's
+ * partition (placement): refused NOTLEADER at once, naming it (the
+ * gateway forwards it to its leader), the target not looked up in this
+ * node's old copy. Checked failing without route_read in chat_edit (not
+ * refused NOTLEADER). */
+Test(chat_edit, edit_of_a_partition_not_held_is_refused)
+{
+	struct world w;
+	world_start(&w, 33);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	char ck[CHAT_KEY_CAP];
+	cr_assert_gt(chat_key_conv(ck, CONV, strlen(CONV)), 0);
+	uint32_t p = world_not_held(&w, ck);
+	cr_assert_eq(do_edit(&w, PARLEY_EV_EDIT, "alice", 1, "x", 1, 0, NULL),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), p);
+	cr_assert_eq(do_edit(&w, PARLEY_EV_DELETE, "alice", 1, NULL, 2, 0, NULL),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), p);
+	world_holds_all();
+	world_stop(&w);
+}
+
 static void sleep_ms(unsigned ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

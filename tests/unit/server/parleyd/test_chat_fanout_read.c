@@ -277,6 +277,34 @@ Test(chat_fanout_read, under_the_threshold_writes)
 	world_stop(&w);
 }
 
+/* GROUP_CATCHUP on a node that holds no replica of the group's partition
+ * (placement) is refused NOTLEADER at once, naming it (the gateway
+ * forwards it to its leader); not read from this node's old copy.
+ * Checked failing without route_read in chat_group_catchup (not refused
+ * NOTLEADER). */
+Test(chat_fanout_read, catchup_of_a_partition_not_held_is_refused)
+{
+	struct world w;
+	world_start(&w, 9);
+	chat_set_group_read_min(w.c, 2);
+	const char *mem[2] = {"bob", "carol"};
+	struct chat_group_result r;
+	cr_assert_eq(change(w.c, CHAT_GOP_CREATE, NULL, "alice", mem, 2, &r), 0);
+	char g[32], ck[CHAT_KEY_CAP];
+	memcpy(g, r.conv, r.conv_len);
+	g[r.conv_len] = 0;
+	settle(&w);
+	svc_send(w.c, g, "alice", 1);
+	cr_assert_gt(chat_key_conv(ck, g, strlen(g)), 0);
+	struct parley_msg m;
+	cr_assert_eq(catchup(w.c, "bob", g, 1, 10, &m), 0);
+	uint32_t p = world_not_held(&w, ck);
+	cr_assert_eq(catchup(w.c, "bob", g, 1, 10, &m), -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), p);
+	world_holds_all();
+	world_stop(&w);
+}
+
 /* ---- live EVENTs across nodes (chat_set_live_relay, chat_rd_live_recv) ---- */
 
 static struct {

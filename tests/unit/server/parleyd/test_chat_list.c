@@ -3,7 +3,8 @@
  * builder (most recent first, ties by id, the peer seen from the caller,
  * the limit, ids that are not conversations skipped) and CONV_LIST on the
  * in-memory engine (conversations opened with and without messages, the
- * order following the last message, an empty list).
+ * order following the last message, an empty list; partitions not held:
+ * refused naming them, or read at their leader through a remote reader).
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -130,6 +131,127 @@ Test(chat_list, conv_list_on_the_engine)
 	cr_assert_eq(x.count, 1);
 	cr_assert_str_eq(x.peer[0], "alice");
 	cr_assert_eq(conv_list(&w, "a:b", 50, &x), -PARLEY_EINVAL);
+	world_stop(&w);
+}
+
+/* CONV_LIST on a node that holds no replica of a partition it reads
+ * (placement): the list's own (l/<user>) is refused NOTLEADER at once; a
+ * conversation's (c/<conv>, read in parallel from the list's callback)
+ * fails the list NOTLEADER, and the note at the answer names that
+ * partition (the refusal may be on another engine thread than the
+ * answer), so the gateway forwards the CONV_LIST to its leader. Never
+ * read from this node's old copy. Checked failing without route_read in
+ * chat_list.c (the first list was read here: 0). */
+struct list_note {
+	struct list_wait l;
+	uint32_t noted;
+};
+
+static void list_note_cb(void *arg, int err, const struct parley_msg *m)
+{
+	struct list_note *x = arg;
+	x->noted = world_noted();
+	list_cb(&x->l, err, m);
+}
+
+Test(chat_list, conv_list_of_partitions_not_held_is_refused_naming_them)
+{
+	struct world w;
+	world_start(&w, 23);
+	char lk[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], conv[64] = "";
+	cr_assert_gt(chat_key_list(lk, "alice", 5), 0);
+	uint32_t pl = pe_partition_of(w.e, lk, strlen(lk));
+	for (int i = 0; i < 100 && !conv[0]; i++) { /* c/<conv> elsewhere */
+		char peer[16], cv[64];
+		snprintf(peer, sizeof peer, "bob%d", i);
+		snprintf(cv, sizeof cv, "d:alice:%s", peer);
+		cr_assert_gt(chat_key_conv(ck, cv, strlen(cv)), 0);
+		if (pe_partition_of(w.e, ck, strlen(ck)) != pl) {
+			cr_assert_eq(svc_open(w.c, "alice", peer, NULL), 0);
+			svc_send(w.c, cv, peer, 1);
+			memcpy(conv, cv, sizeof cv);
+		}
+	}
+	cr_assert(conv[0]);
+	struct list_wait x;
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0);
+	cr_assert_eq(x.count, 1);
+	uint32_t p = world_not_held(&w, lk);
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), p);
+	p = world_not_held(&w, ck);
+	struct list_note y = {.l = {.w = WAITER_INIT}};
+	cr_assert_eq(chat_conv_list(w.c, "alice", 5, 50, list_note_cb, &y), 0);
+	waiter_wait(&y.l.w, 1);
+	cr_assert_eq(y.l.err, -PARLEY_ENOTLEADER);
+	cr_assert_eq(y.noted, p);
+	world_holds_all();
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0);
+	cr_assert_eq(x.count, 1);
+	world_stop(&w);
+}
+
+/* A remote reader (route_set_remote) standing in for the leader of a
+ * partition this node does not hold: it reads on the same engine and
+ * counts what it was asked, of that partition and of others. */
+static struct {
+	struct pe_engine *e;
+	uint32_t part;
+	int asked, other;
+} rr;
+
+static int fake_remote(void *arg, const struct pe_read_req *q, pe_read_cb cb,
+		       void *cb_arg)
+{
+	(void)arg;
+	if (pe_partition_of(rr.e, q->key, q->klen) == rr.part)
+		rr.asked++;
+	else
+		rr.other++;
+	return pe_read(rr.e, q, cb, cb_arg);
+}
+
+/* The list's per-conversation reads of a partition not held here are
+ * read at its leader (route_read_any, remote reads): the list is
+ * answered. Without a remote reader they are refused as before. */
+Test(chat_list, conv_list_reads_partitions_not_held_at_their_leader)
+{
+	struct world w;
+	world_start(&w, 24);
+	char lk[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], conv[64] = "";
+	cr_assert_gt(chat_key_list(lk, "alice", 5), 0);
+	uint32_t pl = pe_partition_of(w.e, lk, strlen(lk));
+	for (int i = 0; i < 100 && !conv[0]; i++) { /* c/<conv> elsewhere */
+		char peer[16], cv[64];
+		snprintf(peer, sizeof peer, "bob%d", i);
+		snprintf(cv, sizeof cv, "d:alice:%s", peer);
+		cr_assert_gt(chat_key_conv(ck, cv, strlen(cv)), 0);
+		if (pe_partition_of(w.e, ck, strlen(ck)) != pl) {
+			cr_assert_eq(svc_open(w.c, "alice", peer, NULL), 0);
+			svc_send(w.c, cv, peer, 1);
+			svc_send(w.c, cv, peer, 2);
+			memcpy(conv, cv, sizeof cv);
+		}
+	}
+	cr_assert(conv[0]);
+	rr.e = w.e;
+	rr.asked = rr.other = 0;
+	rr.part = world_not_held(&w, ck);
+	route_set_remote(fake_remote, NULL);
+	struct list_wait x;
+	cr_assert_eq(conv_list(&w, "alice", 50, &x), 0, "err %d", x.err);
+	cr_assert_eq(x.count, 1);
+	cr_assert_str_eq(x.conv[0], conv);
+	cr_assert_eq(x.last_seq[0], 2);
+	cr_assert_gt(rr.asked, 0); /* c/<conv> (newest entry, unread) */
+	cr_assert_eq(rr.other, 0); /* what is held is read here */
+	route_set_remote(NULL, NULL);
+	struct list_note y = {.l = {.w = WAITER_INIT}};
+	cr_assert_eq(chat_conv_list(w.c, "alice", 5, 50, list_note_cb, &y), 0);
+	waiter_wait(&y.l.w, 1);
+	cr_assert_eq(y.l.err, -PARLEY_ENOTLEADER);
+	cr_assert_eq(y.noted, rr.part);
+	world_holds_all();
 	world_stop(&w);
 }
 

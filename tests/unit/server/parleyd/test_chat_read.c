@@ -5,7 +5,8 @@
  * rule and chat_sync (stored cursor vs none), the inbox subscription's
  * credit (pauses at the window, resumes on grant, done runs after
  * unsubscribe), resolving inbox pointers into EVENTs (and the kind-0
- * placeholder), and device cursors.
+ * placeholder), and device cursors (one whose partition is not held:
+ * refused naming it, or read at its leader through a remote reader).
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -149,14 +150,6 @@ Test(chat_read, history_checks_membership)
  * that partition, so the gateway forwards to its leader (route.h); it
  * does not read its own copy. Checked failing without the check in
  * chat_history (the page was read here: 0, no note). */
-static uint32_t nh_part;
-
-static uint64_t nh_resolver(void *arg, uint32_t p)
-{
-	(void)arg;
-	return p == nh_part ? 7 : UINT64_MAX;
-}
-
 Test(chat_read, history_of_a_partition_not_held_is_refused_naming_it)
 {
 	struct world w;
@@ -165,19 +158,17 @@ Test(chat_read, history_of_a_partition_not_held_is_refused_naming_it)
 	char key[CHAT_KEY_CAP];
 	int kl = chat_key_conv(key, CONV, strlen(CONV));
 	cr_assert_gt(kl, 0);
-	nh_part = pe_partition_of(w.e, key, (size_t)kl);
-	route_set_resolver(nh_resolver, NULL);
-	route_clear();
+	uint32_t nh = world_not_held(&w, key);
 	struct hist_wait x;
 	cr_assert_eq(history(&w, "alice", CONV, 0, 10, 1 << 20, &x),
 		     -PARLEY_ENOTLEADER);
 	uint32_t p = ROUTE_PARTITION_ANY;
 	uint64_t leader = 0;
 	cr_assert(route_take(&p, &leader));
-	cr_assert_eq(p, nh_part);
+	cr_assert_eq(p, nh);
 	cr_assert_eq(route_refusal_leader(w.e, p, leader, 1), 7);
 	/* held again: read here */
-	route_set_resolver(NULL, NULL);
+	world_holds_all();
 	cr_assert_eq(history(&w, "alice", CONV, 0, 10, 1 << 20, &x), 0);
 	cr_assert(!route_take(&p, &leader));
 	world_stop(&w);
@@ -272,6 +263,140 @@ Test(chat_read, sync_reads_cursor_and_inbox_bounds)
 	struct sync_wait x = {.w = WAITER_INIT};
 	cr_assert_eq(chat_sync(w.c, "a:b", 3, "phone", 5, 0, sync_wait_cb, &x),
 		     -PARLEY_EINVAL);
+	world_stop(&w);
+}
+
+/* SYNC's two reads on a node that holds no replica of their partition
+ * (placement): the cursor's (from 0) or the inbox's is refused NOTLEADER
+ * at once naming that partition, also when the refusal comes from the
+ * cursor read's callback (the note is on the thread that answers), never
+ * read from the node's own old copy. Checked failing without route_read
+ * in chat_sync (the cursor's was read here: 0). */
+struct sync_note {
+	struct waiter w;
+	struct chat_sync_info r;
+	uint32_t noted;
+};
+
+static void sync_note_cb(void *arg, const struct chat_sync_info *r)
+{
+	struct sync_note *x = arg;
+	x->r = *r;
+	x->noted = world_noted();
+	waiter_signal(&x->w);
+}
+
+Test(chat_read, sync_of_partitions_not_held_is_refused_naming_them)
+{
+	struct world w;
+	world_start(&w, 18);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	svc_send(w.c, CONV, "bob", 1);
+	wait_inbox(&w, "alice", 1);
+	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16] = "";
+	cr_assert_gt(chat_key_inbox(ik, "alice", 5), 0);
+	uint32_t pi = pe_partition_of(w.e, ik, strlen(ik));
+	for (int i = 0; i < 100 && !dev[0]; i++) { /* its cursor elsewhere */
+		char d[16];
+		snprintf(d, sizeof d, "dev%d", i);
+		cr_assert_gt(chat_key_cursor(ck, "alice", 5, d, strlen(d)), 0);
+		if (pe_partition_of(w.e, ck, strlen(ck)) != pi)
+			memcpy(dev, d, sizeof d);
+	}
+	cr_assert(dev[0]);
+	size_t dl = strlen(dev);
+	/* the cursor's partition: refused before anything is read */
+	uint32_t pc = world_not_held(&w, ck);
+	struct sync_note x = {.w = WAITER_INIT};
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb, &x),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), pc);
+	/* from a given seq the cursor is not read: answered */
+	x = (struct sync_note){.w = WAITER_INIT};
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 1, sync_note_cb, &x), 0);
+	waiter_wait(&x.w, 1);
+	cr_assert_eq(x.r.err, 0);
+	cr_assert_eq(x.r.last, 1);
+	/* the inbox's: at once from a seq, from the cursor's callback from 0 */
+	cr_assert_eq(world_not_held(&w, ik), pi);
+	x = (struct sync_note){.w = WAITER_INIT};
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 1, sync_note_cb, &x),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), pi);
+	x = (struct sync_note){.w = WAITER_INIT};
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb, &x), 0);
+	waiter_wait(&x.w, 1);
+	cr_assert_eq(x.r.err, -PARLEY_ENOTLEADER);
+	cr_assert_eq(x.noted, pi);
+	world_holds_all();
+	world_stop(&w);
+}
+
+/* A remote reader (route_set_remote) standing in for the leader of the
+ * cursor's partition: it reads on the same engine and counts its calls. */
+static struct pe_engine *rr_e;
+static int rr_asked;
+
+static int fake_remote(void *arg, const struct pe_read_req *q, pe_read_cb cb,
+		       void *cb_arg)
+{
+	(void)arg;
+	rr_asked++;
+	return pe_read(rr_e, q, cb, cb_arg);
+}
+
+/* SYNC from the cursor where the inbox is held but the cursor's partition
+ * is not: the cursor is read at its leader (route_read_any, remote
+ * reads) and delivery resumes after it. Without a remote reader it is
+ * refused as above. */
+Test(chat_read, sync_reads_a_cursor_not_held_at_its_leader)
+{
+	struct world w;
+	world_start(&w, 19);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	for (int i = 1; i <= 3; i++)
+		svc_send(w.c, CONV, "bob", i);
+	wait_inbox(&w, "alice", 3);
+	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16] = "";
+	cr_assert_gt(chat_key_inbox(ik, "alice", 5), 0);
+	uint32_t pi = pe_partition_of(w.e, ik, strlen(ik));
+	for (int i = 0; i < 100 && !dev[0]; i++) { /* its cursor elsewhere */
+		char d[16];
+		snprintf(d, sizeof d, "dev%d", i);
+		cr_assert_gt(chat_key_cursor(ck, "alice", 5, d, strlen(d)), 0);
+		if (pe_partition_of(w.e, ck, strlen(ck)) != pi)
+			memcpy(dev, d, sizeof d);
+	}
+	cr_assert(dev[0]);
+	size_t dl = strlen(dev);
+	cr_assert_eq(chat_cursor_store(w.c, "alice", 5, dev, dl, 2), 0);
+	struct sync_note x;
+	for (int i = 0; i < 5000; i++) { /* the store is asynchronous */
+		x = (struct sync_note){.w = WAITER_INIT};
+		cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb,
+				       &x), 0);
+		waiter_wait(&x.w, 1);
+		if (x.r.cursor == 2)
+			break;
+		sleep_ms(1);
+	}
+	cr_assert_eq(x.r.cursor, 2);
+	rr_e = w.e;
+	rr_asked = 0;
+	uint32_t pc = world_not_held(&w, ck);
+	route_set_remote(fake_remote, NULL);
+	x = (struct sync_note){.w = WAITER_INIT};
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb, &x), 0);
+	waiter_wait(&x.w, 1);
+	cr_assert_eq(x.r.err, 0);
+	cr_assert_eq(x.r.cursor, 2);
+	cr_assert_eq(x.r.start, 3, "resume after the stored cursor");
+	cr_assert_eq(rr_asked, 1); /* the cursor; the inbox is read here */
+	route_set_remote(NULL, NULL);
+	cr_assert_eq(chat_sync(w.c, "alice", 5, dev, dl, 0, sync_note_cb, &x),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), pc);
+	world_holds_all();
 	world_stop(&w);
 }
 

@@ -321,6 +321,33 @@ static int query(struct world *w, const char *user, const char *conv,
 	return x.r.err;
 }
 
+/* READ_MARKER and RECEIPTS on a node that holds no replica of the
+ * conversation's partition (placement) are refused NOTLEADER at once,
+ * naming it, so the gateway forwards them to its leader: not checked
+ * against this node's old copy of c/<conv> (a marker above its last
+ * seq would be refused INVAL there). Checked failing without route_read
+ * in chat_receipt.c (the marker was answered here: not NOTLEADER). */
+Test(chat_receipt, marker_and_query_of_a_partition_not_held_are_refused)
+{
+	struct world w;
+	world_start(&w, 41);
+	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
+	cr_assert_eq(svc_send(w.c, "d:alice:bob", "bob", 1), 1);
+	char ck[CHAT_KEY_CAP];
+	cr_assert_gt(chat_key_conv(ck, "d:alice:bob", 11), 0);
+	uint32_t p = world_not_held(&w, ck);
+	cr_assert_eq(mark(&w, "alice", "d:alice:bob", 1, NULL),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), p);
+	cr_assert_eq(query(&w, "bob", "d:alice:bob", 1, NULL),
+		     -PARLEY_ENOTLEADER);
+	cr_assert_eq(world_noted(), p);
+	world_holds_all();
+	cr_assert_eq(mark(&w, "alice", "d:alice:bob", 1, NULL), 0);
+	cr_assert_eq(query(&w, "bob", "d:alice:bob", 1, NULL), 0);
+	world_stop(&w);
+}
+
 static int group_op(struct world *w, uint8_t op, const char *conv,
 		    const char *actor, const char *user, char g[32])
 {

@@ -17,7 +17,13 @@
  * is known, asked again after a failed answer or a dropped link, FOUND /
  * NONE delivered once; a build before checks answering with an EVENT;
  * a check served here and a failed one answered FAILED; the READ_RES
- * reasons' codec).
+ * reasons' codec); generic remote reads, XREAD (the codec: round trips,
+ * every truncation and bad field refused, an answer cut at
+ * TAIL_XREAD_MAX_BYTES; the asker on a fake clock: waiting while no
+ * leader is known, asked again after RETRY, a timeout or a dropped link,
+ * the result delivered once with entries it owns, given up -PARLEY_EAGAIN;
+ * a leader of a build without XREAD not asked; the bound; a read served
+ * here and a refused one answered RETRY).
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -55,6 +61,13 @@ static struct {
 	int nread_cb;
 	uint32_t read_len;
 	bool read_null;
+	/* XREAD */
+	uint64_t key_node, now;
+	int xread_link, xread_rc, nxread, nxread_cb;
+	uint64_t xread_id[MAXREC];
+	struct pe_read_req xq; /* the last served (key borrowed) */
+	struct pe_read_result xres; /* the last delivered (copied below) */
+	uint8_t xpay[8][64];
 } io;
 
 static int f_send(void *arg, uint64_t to, uint8_t type, const void *a,
@@ -145,6 +158,38 @@ static int f_check(void *arg, uint64_t from, uint64_t id, const char *conv,
 	return 0;
 }
 
+static uint64_t f_key_node(void *arg, const void *key, uint16_t klen)
+{
+	(void)arg;
+	cr_assert(klen == 7 && !memcmp(key, "c/d:a:b", 7));
+	return io.key_node;
+}
+
+static int f_xread_link(void *arg, uint64_t node)
+{
+	(void)arg;
+	(void)node;
+	return io.xread_link;
+}
+
+static int f_xread(void *arg, uint64_t from, uint64_t id,
+		   const struct pe_read_req *q)
+{
+	(void)arg;
+	(void)from;
+	if (io.xread_rc)
+		return io.xread_rc;
+	io.xq = *q;
+	io.xread_id[io.nxread++] = id;
+	return 0;
+}
+
+static uint64_t f_now(void *arg)
+{
+	(void)arg;
+	return io.now;
+}
+
 /* The relay posts to connections through lmsg_post -> loop_post. */
 void loop_post(struct loop *lp, struct lmsg *m)
 {
@@ -165,11 +210,15 @@ static struct tail_relay *relay(void)
 {
 	memset(&io, 0, sizeof io);
 	io.link_up = true;
+	io.xread_link = 1;
+	io.now = 1000;
 	struct tail_io tio = {.send = f_send, .link_up = f_link_up,
 			      .old_build = f_old_build,
 			      .serve = f_serve, .conv_node = f_conv_node,
 			      .resolve = f_resolve, .open_node = f_open_node,
-			      .check = f_check};
+			      .check = f_check, .key_node = f_key_node,
+			      .xread_link = f_xread_link, .xread = f_xread,
+			      .now_ms = f_now};
 	struct tail_relay *tr = NULL;
 	cr_assert_eq(tail_relay_new(&tio, &tr), 0);
 	return tr;
@@ -912,4 +961,359 @@ Test(tail_check, read_res_reasons_are_checked)
 	m.reason = TAIL_RES_NONE + 1;
 	n = tail_hdr_encode(p, &m);
 	cr_assert_eq(tail_msg_decode(TAIL_FRAME_DATA, p, n, &d), -PARLEY_EPROTO);
+}
+
+/* ---- generic remote reads (XREAD) -------------------------------------------------- */
+
+static const struct pe_read_req xq = {.key = "c/d:a:b", .klen = 7,
+				      .from = UINT64_MAX, .dir = PE_BACKWARD,
+				      .limit = 3, .linearizable = true};
+
+/* A result of n entries, payload i "p<i>..." of len[i] bytes (from buf). */
+static struct pe_read_result xresult(struct pe_entry *ents, uint32_t n,
+				     const uint32_t *len, const uint8_t *buf)
+{
+	for (uint32_t i = 0; i < n; i++)
+		ents[i] = (struct pe_entry){.seq = 10 - i, .ts_ms = 500 + i,
+					    .type = (uint16_t)(3 + i),
+					    .flags = 1, .len = len[i],
+					    .payload = buf};
+	for (uint32_t i = 0; i < n; i++)
+		memset(ents[i].producer, 0x40 + (int)i, PE_PRODUCER_LEN);
+	return (struct pe_read_result){.entries = ents, .count = n,
+				       .first_seq = 2, .last_seq = 10,
+				       .end = true};
+}
+
+Test(tail_xread, codec_round_trips)
+{
+	uint8_t p[2048];
+	struct tail_msg m = {.op = TAIL_OP_XREAD, .id = 9, .seq = 77,
+			     .limit = 3, .dir = PE_BACKWARD, .lin = true,
+			     .key = (const uint8_t *)"c/d:a:b", .klen = 7};
+	uint32_t n = tail_hdr_encode(p, &m);
+	cr_assert_eq(n, TAIL_HDR + TAIL_XREAD_HDR + 7);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_XREAD && d.id == 9 && d.seq == 77 &&
+		  d.limit == 3 && d.dir == PE_BACKWARD && d.lin &&
+		  d.klen == 7 && !memcmp(d.key, "c/d:a:b", 7));
+	/* only in its own frame type; no other op in it */
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_REQ, p, n, &d), -PARLEY_EPROTO);
+	for (uint32_t k = 0; k < n; k++) /* every truncation */
+		cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, k, &d),
+			     -PARLEY_EPROTO, "XREAD cut at %u", k);
+	uint8_t bad[2048];
+	const uint32_t off[] = {TAIL_HDR + 8, TAIL_HDR + 12, TAIL_HDR + 13,
+				TAIL_HDR + 14};
+	const uint8_t val[] = {0, 2, 2, 0}; /* limit 0, dir, flags, klen 0 */
+	for (int i = 0; i < 4; i++) {
+		memcpy(bad, p, n);
+		if (i == 0)
+			memset(bad + off[i], 0, 4);
+		else if (i == 3)
+			memset(bad + off[i], 0, 2);
+		else
+			bad[off[i]] = val[i];
+		cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, bad, n, &d),
+			     -PARLEY_EPROTO, "field %d", i);
+	}
+	struct tail_msg o = {.op = TAIL_OP_ACK, .id = 1, .seq = 2};
+	uint32_t on = tail_hdr_encode(bad, &o);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, bad, on, &d),
+		     -PARLEY_EPROTO);
+
+	/* the answer */
+	uint8_t pl[16] = "p0p1p2p3p4p5p6p";
+	struct pe_entry ents[3];
+	const uint32_t lens[3] = {5, 0, 16};
+	struct pe_read_result r = xresult(ents, 3, lens, pl);
+	uint32_t sz = tail_xres_size(&r);
+	cr_assert_eq(sz, TAIL_HDR + TAIL_XRES_HDR + 3 * TAIL_XRES_ENT + 21);
+	n = tail_xres_encode(p, sizeof p, 9, TAIL_XRES_DONE, &r);
+	cr_assert_eq(n, sz);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, n, &d), 0);
+	cr_assert(d.op == TAIL_OP_XREAD_RES && d.id == 9 && d.err == 0 &&
+		  d.count == 3 && d.first_seq == 2 && d.last_seq == 10 && d.end);
+	struct pe_entry got[3];
+	tail_xres_entries(&d, got);
+	for (int i = 0; i < 3; i++) {
+		cr_assert(got[i].seq == ents[i].seq &&
+			  got[i].ts_ms == ents[i].ts_ms &&
+			  got[i].type == ents[i].type && got[i].flags == 1 &&
+			  got[i].len == lens[i] &&
+			  !memcmp(got[i].payload, pl, lens[i]) &&
+			  !memcmp(got[i].producer, ents[i].producer,
+				  PE_PRODUCER_LEN), "entry %d", i);
+	}
+	for (uint32_t k = 0; k < n; k++)
+		cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, k, &d),
+			     -PARLEY_EPROTO, "XREAD_RES cut at %u", k);
+	memcpy(bad, p, n); /* a count the entries do not fill */
+	le_put32(bad + TAIL_HDR + 4, 4);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, bad, n, &d),
+		     -PARLEY_EPROTO);
+	memcpy(bad, p, n); /* an entry's length past the end */
+	le_put32(bad + TAIL_HDR + TAIL_XRES_HDR + 36, 6);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, bad, n, &d),
+		     -PARLEY_EPROTO);
+	memcpy(bad, p, n); /* end neither 0 nor 1 */
+	bad[TAIL_HDR + 24] = 2;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, bad, n, &d),
+		     -PARLEY_EPROTO);
+	memcpy(bad, p, n); /* a reason beyond RETRY */
+	bad[1] = TAIL_XRES_RETRY + 1;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, bad, n, &d),
+		     -PARLEY_EPROTO);
+	/* an error carries no entries */
+	struct pe_read_result er = {.err = -PARLEY_ETRIMMED, .first_seq = 5,
+				    .last_seq = 4};
+	n = tail_xres_encode(p, sizeof p, 9, TAIL_XRES_DONE, &er);
+	cr_assert_eq(n, TAIL_HDR + TAIL_XRES_HDR);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, n, &d), 0);
+	cr_assert(d.err == -PARLEY_ETRIMMED && d.count == 0 &&
+		  d.first_seq == 5 && d.last_seq == 4);
+	le_put32(p + TAIL_HDR + 4, 1); /* an error with a count */
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, n, &d),
+		     -PARLEY_EPROTO);
+	le_put32(p + TAIL_HDR + 4, 0);
+	le_put32(p + TAIL_HDR, 5); /* a positive err */
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, p, n, &d),
+		     -PARLEY_EPROTO);
+}
+
+Test(tail_xread, an_answer_is_cut_at_its_byte_bound)
+{
+	/* three entries of 700 KiB: two fit TAIL_XREAD_MAX_BYTES */
+	uint32_t big = 700u * 1024u;
+	uint8_t *pl = calloc(1, big);
+	cr_assert(pl);
+	struct pe_entry ents[3];
+	const uint32_t lens[3] = {big, big, big};
+	struct pe_read_result r = xresult(ents, 3, lens, pl);
+	uint32_t sz = tail_xres_size(&r);
+	cr_assert_eq(sz, TAIL_HDR + TAIL_XRES_HDR + 2 * (TAIL_XRES_ENT + big));
+	uint8_t *out = malloc(sz);
+	cr_assert(out);
+	uint32_t n = tail_xres_encode(out, sz, 1, TAIL_XRES_DONE, &r);
+	cr_assert_eq(n, sz);
+	struct tail_msg d;
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, out, n, &d), 0);
+	cr_assert(d.count == 2 && !d.end, "count %u end %d", d.count, d.end);
+	/* one entry as large as an entry can be always fits */
+	const uint32_t one[1] = {PE_MAX_PAYLOAD};
+	uint8_t *mp = calloc(1, PE_MAX_PAYLOAD);
+	cr_assert(mp);
+	r = xresult(ents, 1, one, mp);
+	cr_assert_eq(tail_xres_size(&r),
+		     TAIL_HDR + TAIL_XRES_HDR + TAIL_XRES_ENT + PE_MAX_PAYLOAD);
+	free(mp);
+	free(out);
+	free(pl);
+}
+
+static void xread_cb(void *arg, const struct pe_read_result *r)
+{
+	cr_assert_eq(arg, (void *)&io);
+	io.nxread_cb++;
+	io.xres = *r;
+	for (uint32_t i = 0; i < r->count && i < 8; i++) {
+		cr_assert_leq(r->entries[i].len, sizeof io.xpay[i]);
+		memcpy(io.xpay[i], r->entries[i].payload, r->entries[i].len);
+	}
+	io.xres.entries = NULL; /* not valid after the call */
+}
+
+static uint64_t last_xread_id(uint64_t to)
+{
+	struct tail_msg d;
+	cr_assert_gt(io.nsent, 0);
+	struct sent *s = &io.sent[io.nsent - 1];
+	cr_assert_eq(s->to, to);
+	cr_assert_eq(s->type, TAIL_FRAME_XREAD);
+	cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, s->data, s->len, &d), 0);
+	cr_assert(d.op == TAIL_OP_XREAD && d.klen == 7 &&
+		  !memcmp(d.key, "c/d:a:b", 7) && d.seq == UINT64_MAX &&
+		  d.dir == PE_BACKWARD && d.limit == 3 && d.lin);
+	return d.id;
+}
+
+static void xres(struct tail_relay *tr, uint64_t from, uint64_t id,
+		 uint8_t reason, const struct pe_read_result *r)
+{
+	uint8_t p[2048];
+	uint32_t n = tail_xres_encode(p, sizeof p, id, reason, r);
+	cr_assert_gt(n, 0);
+	tail_relay_on_frame(tr, from, TAIL_FRAME_XREAD, p, n);
+}
+
+Test(tail_xread, asked_of_the_leader_again_until_it_answers)
+{
+	struct tail_relay *tr = relay();
+	io.key_node = 0; /* no leader known: the read waits for one */
+	cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), 0);
+	cr_assert_eq(io.nsent, 0);
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 0 && io.nxread_cb == 0);
+	io.key_node = 6;
+	io.xread_link = 0; /* its link is down: still waiting */
+	tail_relay_tick(tr);
+	cr_assert_eq(io.nsent, 0);
+	io.xread_link = 1;
+	tail_relay_tick(tr);
+	uint64_t id = last_xread_id(6);
+	/* that node does not hold it any more: asked again, of the leader
+	 * as then known */
+	struct pe_read_result nl = {.err = -PARLEY_ENOTLEADER};
+	xres(tr, 6, id, TAIL_XRES_RETRY, &nl);
+	cr_assert_eq(io.nxread_cb, 0);
+	io.key_node = 8;
+	tail_relay_tick(tr);
+	cr_assert_eq(last_xread_id(8), id);
+	/* the old node's late answer is not taken */
+	uint8_t pl[16] = "abcdefghijklmno";
+	struct pe_entry ents[2];
+	const uint32_t lens[2] = {3, 5};
+	struct pe_read_result ok = xresult(ents, 2, lens, pl);
+	xres(tr, 6, id, TAIL_XRES_DONE, &ok);
+	cr_assert_eq(io.nxread_cb, 0);
+	/* no answer within TAIL_READ_TIMEOUT_MS: asked again */
+	io.now += TAIL_READ_TIMEOUT_MS - 1;
+	tail_relay_tick(tr);
+	cr_assert_eq(io.nsent, 2);
+	io.now += 1;
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 3 && last_xread_id(8) == id);
+	/* the link drops: asked again at the tick */
+	tail_relay_link_down(tr, 8);
+	io.key_node = 9;
+	tail_relay_tick(tr);
+	cr_assert_eq(last_xread_id(9), id);
+	/* a frame that did not leave: asked again too */
+	tail_relay_on_unsent(tr, 9, TAIL_FRAME_XREAD, io.sent[3].data,
+			     io.sent[3].len);
+	tail_relay_tick(tr);
+	cr_assert(io.nsent == 5 && last_xread_id(9) == id);
+	/* the result, once, with entries the relay owns */
+	xres(tr, 9, id, TAIL_XRES_DONE, &ok);
+	cr_assert(io.nxread_cb == 1 && io.xres.err == 0 &&
+		  io.xres.count == 2 && io.xres.first_seq == 2 &&
+		  io.xres.last_seq == 10 && io.xres.end);
+	cr_assert(!memcmp(io.xpay[0], "abc", 3) && !memcmp(io.xpay[1], "abcde", 5));
+	xres(tr, 9, id, TAIL_XRES_DONE, &ok);
+	cr_assert_eq(io.nxread_cb, 1);
+	/* a final error is delivered as the engine's would be */
+	cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), 0);
+	struct pe_read_result tr_ = {.err = -PARLEY_ETRIMMED, .first_seq = 4,
+				     .last_seq = 3};
+	xres(tr, 9, last_xread_id(9), TAIL_XRES_DONE, &tr_);
+	cr_assert(io.nxread_cb == 2 && io.xres.err == -PARLEY_ETRIMMED &&
+		  io.xres.count == 0 && io.xres.first_seq == 4);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert(st.xreads == 2 && st.xread_giveups == 0 && st.reads == 0 &&
+		  st.checks == 0);
+	done(tr);
+}
+
+Test(tail_xread, given_up_after_its_bound)
+{
+	struct tail_relay *tr = relay();
+	io.key_node = 6;
+	cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), 0);
+	uint64_t id = last_xread_id(6);
+	for (uint32_t t = 0; t + TAIL_READ_TIMEOUT_MS < TAIL_XREAD_GIVEUP_MS;
+	     t += TAIL_READ_TIMEOUT_MS) {
+		io.now += TAIL_READ_TIMEOUT_MS;
+		tail_relay_tick(tr);
+		cr_assert_eq(io.nxread_cb, 0);
+	}
+	io.now += TAIL_READ_TIMEOUT_MS;
+	tail_relay_tick(tr);
+	cr_assert(io.nxread_cb == 1 && io.xres.err == -PARLEY_EAGAIN);
+	/* a late answer finds nothing */
+	uint8_t pl[4] = "abc";
+	struct pe_entry ents[1];
+	const uint32_t lens[1] = {3};
+	struct pe_read_result ok = xresult(ents, 1, lens, pl);
+	xres(tr, 6, id, TAIL_XRES_DONE, &ok);
+	cr_assert_eq(io.nxread_cb, 1);
+	/* a leader that became a build without XREAD: refused NOTLEADER
+	 * (the request's fallback) at the next tick */
+	io.key_node = 0;
+	cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), 0);
+	io.key_node = 6;
+	io.xread_link = -PARLEY_EVERSION;
+	tail_relay_tick(tr);
+	cr_assert(io.nxread_cb == 2 && io.xres.err == -PARLEY_ENOTLEADER);
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert(st.xreads == 2 && st.xread_giveups == 2);
+	done(tr);
+}
+
+Test(tail_xread, an_older_build_is_not_asked_and_reads_are_bounded)
+{
+	struct tail_relay *tr = relay();
+	io.key_node = 6;
+	io.xread_link = -PARLEY_EVERSION;
+	cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), -PARLEY_EVERSION);
+	cr_assert(io.nsent == 0 && io.nxread_cb == 0);
+	struct pe_read_req bad = xq;
+	bad.limit = 0;
+	cr_assert_eq(tail_relay_xread(tr, &bad, xread_cb, &io), -PARLEY_EINVAL);
+	bad = xq;
+	bad.klen = PE_MAX_KEY + 1;
+	cr_assert_eq(tail_relay_xread(tr, &bad, xread_cb, &io), -PARLEY_EINVAL);
+	/* waiting ones count too: at most 4 x TAIL_MAX_READS in all */
+	io.key_node = 0;
+	io.xread_link = 1;
+	for (uint32_t i = 0; i < TAIL_MAX_READS * 4u; i++)
+		cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), 0);
+	cr_assert_eq(tail_relay_xread(tr, &xq, xread_cb, &io), -PARLEY_EFULL);
+	cr_assert_eq(io.nxread_cb, 0);
+	done(tr);
+}
+
+Test(tail_xread, a_read_is_served_here_or_answered_retry)
+{
+	struct tail_relay *tr = relay();
+	uint8_t p[2048];
+	struct tail_msg m = {.op = TAIL_OP_XREAD, .id = 5, .seq = 1,
+			     .limit = 10, .dir = PE_FORWARD,
+			     .key = (const uint8_t *)"c/d:a:b", .klen = 7};
+	uint32_t n = tail_hdr_encode(p, &m);
+	tail_relay_on_frame(tr, 4, TAIL_FRAME_XREAD, p, n);
+	cr_assert(io.nxread == 1 && io.xread_id[0] == 5);
+	cr_assert(io.xq.klen == 7 && io.xq.from == 1 && io.xq.limit == 10 &&
+		  io.xq.dir == PE_FORWARD && !io.xq.linearizable);
+	cr_assert_eq(io.nsent, 0); /* the answer comes from the read's callback */
+	uint8_t pl[8] = "xyz";
+	struct pe_entry ents[1];
+	const uint32_t lens[1] = {3};
+	struct pe_read_result ok = xresult(ents, 1, lens, pl);
+	tail_relay_xread_answer(tr, 4, 5, &ok);
+	struct pe_read_result nl = {.err = -PARLEY_ENOTLEADER};
+	tail_relay_xread_answer(tr, 4, 6, &nl); /* not held here */
+	io.xread_rc = -PARLEY_EFULL; /* could not be started */
+	tail_relay_on_frame(tr, 4, TAIL_FRAME_XREAD, p, n);
+	struct pe_read_result tr_ = {.err = -PARLEY_ETRIMMED};
+	tail_relay_xread_answer(tr, 4, 7, &tr_); /* final */
+	cr_assert_eq(io.nsent, 4);
+	const uint8_t want[4] = {TAIL_XRES_DONE, TAIL_XRES_RETRY,
+				 TAIL_XRES_RETRY, TAIL_XRES_DONE};
+	const uint32_t cnt[4] = {1, 0, 0, 0};
+	for (int i = 0; i < 4; i++) {
+		struct tail_msg d;
+		cr_assert(io.sent[i].to == 4 &&
+			  io.sent[i].type == TAIL_FRAME_XREAD);
+		cr_assert_eq(tail_msg_decode(TAIL_FRAME_XREAD, io.sent[i].data,
+					     io.sent[i].len, &d), 0);
+		cr_assert(d.op == TAIL_OP_XREAD_RES && d.reason == want[i] &&
+			  d.count == cnt[i], "answer %d", i);
+	}
+	struct tail_stats st;
+	tail_relay_stats(tr, &st);
+	cr_assert_eq(st.xreads_served, 4);
+	done(tr);
 }
