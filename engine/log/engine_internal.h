@@ -181,8 +181,11 @@ struct part {
 	uint64_t hs_term, hs_vote; /* stored in the shard's HARDSTATE */
 	uint64_t snap_term;     /* term at flushed_index (0: not known) */
 	uint64_t rsnap_index;   /* the group was told: compacted to here */
-	struct raft_entry *rlog; /* durable entries not applied yet, owned */
-	uint64_t rlog_first, rlog_n, rlog_cap;
+	struct raft_entry *rlog; /* durable entries not applied yet, owned:
+				  * rlog[0..rlog_n); rlog_head slots before
+				  * rlog[0] are dropped ones of the same
+				  * allocation (rlog_cap slots, part_raft.c) */
+	uint64_t rlog_first, rlog_n, rlog_cap, rlog_head;
 	uint64_t rlog_bytes;    /* payload bytes held in rlog */
 	struct rlog_chunk *rchunk; /* rlog's current payload chunk (part_raft.c) */
 	const struct engine_cluster *cl; /* the engine's (set at raft open) */

@@ -9,7 +9,10 @@
  *               and the body as its body, with (partition, term, index) in
  *               its header. NOOP and CONF entries are records of type
  *               CMD_NOOP / CMD_CONF. The record checksums guard them on
- *               disk; the entry checksum is recomputed when read back.
+ *               disk; at recovery the entry checksum is computed from the
+ *               bytes that passed the record's, and the core does not
+ *               hash them again when it reads them from rlog
+ *               (raft_storage.verified_data, part_raft_open).
  *   truncation  a record at an index at or below the partition's last one
  *               supersedes that suffix (log-structured: the WAL is never
  *               rewritten; recovery keeps the latest record per index).
@@ -102,8 +105,9 @@
 /* ---- rlog's payload memory ------------------------------------------------- */
 
 /*
- * Every payload rlog holds is its own copy (made at persist, at recovery,
- * at a repair), and rlog lets go of them nearly always in index order
+ * Every payload rlog holds is a copy in this memory (made at recovery, at
+ * a repair; at persist it is the Raft core's own copy, below), and rlog
+ * lets go of them nearly always in index order
  * (applied, then compacted), rarely from the end (a truncation) or in the
  * middle (a repaired placeholder). One malloc and one free per entry, on
  * every replica, was a visible part of a follower's shard thread; instead
@@ -119,10 +123,20 @@
  * So a payload's memory lives exactly as long as before (from
  * rlog_alloc to rlog_release; the Raft core borrows it in between,
  * raft_storage.stable_data) and a partition holds at most one chunk
- * beyond the ones its live payloads are in. A payload kept long (a
- * damaged placeholder has none; a lagging follower's catch-up keeps
- * log_keep_bytes anyway) pins at most its chunk. Shard thread only (and
- * open), like the rest of rlog.
+ * beyond the ones its live payloads are in.
+ *
+ * The core's copies (raft_storage.data_alloc/data_free) come from here
+ * too: a proposal's bytes, or an entry taken from an APPEND, are copied
+ * once, by the core, into a payload; at persist rlog takes a reference of
+ * its own to that payload (rlog_retain) instead of copying it again, and
+ * the core lets go of its reference at the advance. `live` counts
+ * references: a payload so shared counts twice until the advance. Neither
+ * side writes the bytes after the core's copy. (Before: the core's copy
+ * was a malloc block freed at the advance, and rlog copied it again.)
+ *
+ * A payload kept long (a damaged placeholder has none; a lagging
+ * follower's catch-up keeps log_keep_bytes anyway) pins at most its
+ * chunk. Shard thread only (and open), like the rest of rlog.
  */
 #define RLOG_CHUNK_BYTES (64u << 10)
 #define RLOG_BIG_BYTES (RLOG_CHUNK_BYTES / 8u)
@@ -164,6 +178,16 @@ static uint8_t *rlog_alloc(struct part *p, uint32_t len)
 	return b + 8;
 }
 
+/* One more reference to a payload from rlog_alloc (released by one more
+ * rlog_release). */
+static void rlog_retain(const uint8_t *d)
+{
+	struct rlog_chunk *c;
+	memcpy(&c, d - 8, sizeof c);
+	PARLEY_ASSERT(c->live > 0 && d > c->data && d <= c->data + c->used);
+	c->live++;
+}
+
 /* Releases a payload from rlog_alloc (NULL: none). */
 static void rlog_release(struct part *p, const uint8_t *d)
 {
@@ -177,6 +201,20 @@ static void rlog_release(struct part *p, const uint8_t *d)
 }
 
 /* ---- rlog: durable entries not yet applied --------------------------------- */
+
+/*
+ * rlog is an array of entries that grows at its end (persist) and is
+ * dropped from its front (compaction: after every applied batch once the
+ * kept log is full, a few entries at a time). The front is dropped by
+ * moving rlog past them (rlog_head counts the dropped slots before it);
+ * the live entries are moved down to the allocation's start only when the
+ * array is full and at least a quarter of it is dropped slots, so an
+ * entry is moved at most ~3 times per quarter-array of drops, and never
+ * per compaction. (Before: every compaction moved the whole kept log, up
+ * to log_keep_bytes of entries, tens of thousands at 4 MiB and 100 B
+ * messages: once the kept log was full that memmove was about half of
+ * every shard thread's samples, bench/RESULTS.md 2026-12-06.)
+ */
 
 static void rlog_free_from(struct part *p, uint64_t index)
 {
@@ -197,9 +235,31 @@ static void rlog_drop_through(struct part *p, uint64_t index)
 	}
 	if (!k)
 		return;
-	memmove(p->rlog, p->rlog + k, (p->rlog_n - k) * sizeof *p->rlog);
+	p->rlog += k;
+	p->rlog_head += k;
 	p->rlog_n -= k;
 	p->rlog_first += k;
+}
+
+/* Room for one more entry at rlog's end; -PARLEY_ENOMEM. */
+static int rlog_room(struct part *p)
+{
+	if (p->rlog_head + p->rlog_n < p->rlog_cap)
+		return 0;
+	struct raft_entry *base = p->rlog - p->rlog_head;
+	if (p->rlog_head && p->rlog_head >= p->rlog_cap / 4) {
+		memmove(base, p->rlog, p->rlog_n * sizeof *base);
+		p->rlog = base;
+		p->rlog_head = 0;
+		return 0;
+	}
+	uint64_t nc = p->rlog_cap ? p->rlog_cap * 2 : 64;
+	struct raft_entry *ne = realloc(base, nc * sizeof *ne);
+	if (!ne)
+		return -PARLEY_ENOMEM;
+	p->rlog = ne + p->rlog_head;
+	p->rlog_cap = nc;
+	return 0;
 }
 
 /*
@@ -236,9 +296,10 @@ static void rlog_truncate(struct part *p, uint64_t index)
 	rlog_free_from(p, index);
 }
 
-/* Appends (term, index, type, data) taking ownership of `owned` (a
- * copy of the data from rlog_alloc, released here on failure) with its checksum
- * (computed when csum is NULL); truncates a conflicting suffix first.
+/* Appends (term, index, type, data) taking over a reference to `owned`
+ * (an rlog_alloc payload holding the data, released here on failure) with
+ * its checksum (computed when csum is NULL); truncates a conflicting
+ * suffix first.
  * -PARLEY_ENOMEM or -PARLEY_ECORRUPT (gap). */
 static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 			  uint8_t type, uint8_t *owned, uint32_t len,
@@ -253,15 +314,9 @@ static int rlog_put_owned(struct part *p, uint64_t term, uint64_t index,
 		rlog_release(p, owned);
 		return -PARLEY_ECORRUPT;
 	}
-	if (p->rlog_n == p->rlog_cap) {
-		uint64_t nc = p->rlog_cap ? p->rlog_cap * 2 : 64;
-		struct raft_entry *ne = realloc(p->rlog, nc * sizeof *ne);
-		if (!ne) {
-			rlog_release(p, owned);
-			return -PARLEY_ENOMEM;
-		}
-		p->rlog = ne;
-		p->rlog_cap = nc;
+	if (rlog_room(p)) {
+		rlog_release(p, owned);
+		return -PARLEY_ENOMEM;
 	}
 	p->rlog_bytes += len;
 	p->rlog[p->rlog_n++] = (struct raft_entry){
@@ -310,19 +365,6 @@ static bool rlog_damaged_at(const struct part *p, uint64_t index,
 	return x && !x->data;
 }
 
-/* rlog_put_owned of a copy of data. */
-static int rlog_put(struct part *p, uint64_t term, uint64_t index,
-		    uint8_t type, const uint8_t *data, uint32_t len,
-		    const uint64_t *csum)
-{
-	uint8_t *d = rlog_alloc(p, len);
-	if (!d)
-		return -PARLEY_ENOMEM;
-	if (len)
-		memcpy(d, data, len);
-	return rlog_put_owned(p, term, index, type, d, len, csum);
-}
-
 static uint64_t rlog_last(const struct part *p)
 {
 	return p->rlog_n ? p->rlog_first + p->rlog_n - 1 : p->flushed_index;
@@ -339,9 +381,9 @@ void part_raft_free(struct part *p)
 	raft_free(p->raft);
 	p->raft = NULL;
 	rlog_free_from(p, 0);
-	free(p->rlog);
+	free(p->rlog ? p->rlog - p->rlog_head : NULL);
 	p->rlog = NULL;
-	p->rlog_cap = 0;
+	p->rlog_cap = p->rlog_head = 0;
 	PARLEY_ASSERT(!p->rchunk || !p->rchunk->live);
 	free(p->rchunk);
 	p->rchunk = NULL;
@@ -816,6 +858,18 @@ static int st_entry(void *ctx, uint64_t index, struct raft_entry *out)
 	return 0;
 }
 
+/* The core's copies of entries are rlog payloads (see rlog's payload
+ * memory above); the core aborts on NULL, as on its own malloc's. */
+static void *st_data_alloc(void *ctx, uint32_t len)
+{
+	return rlog_alloc(ctx, len);
+}
+
+static void st_data_free(void *ctx, void *data)
+{
+	rlog_release(ctx, data);
+}
+
 static int st_snapshot_read(void *ctx, uint64_t offset, void *buf,
 			    uint32_t len)
 {
@@ -858,11 +912,22 @@ int part_raft_open(struct pe_engine *e, struct part *p)
 	/* stable_data: rlog frees an entry at or below the commit index only
 	 * when the group is compacted, after its advance (part_raft_compact;
 	 * a truncation drops only uncommitted entries, and a ready that
-	 * installs a snapshot applies nothing): applying reads it in place */
+	 * installs a snapshot applies nothing): applying reads it in place.
+	 * verified_data: every payload rlog holds matches its checksum: it
+	 * came from a ready (the core hashed a proposal from its bytes or
+	 * verified an entry it received), from a repair the core verified,
+	 * or from a WAL record whose own checksum recovery checked (the entry
+	 * checksum is then computed from those bytes); what recovery could
+	 * not read is a placeholder that st_entry reports -PARLEY_ECORRUPT.
+	 * So the core does not hash each entry again when it applies or sends
+	 * it (2-4 % of a shard thread's samples at 200 connections) */
 	c.storage = (struct raft_storage){.ctx = p, .load = st_load,
 					  .entry = st_entry,
 					  .snapshot_read = st_snapshot_read,
-					  .stable_data = true};
+					  .stable_data = true,
+					  .verified_data = true,
+					  .data_alloc = st_data_alloc,
+					  .data_free = st_data_free};
 	int rc = raft_new(&c, &p->raft);
 	/* A lost range (part_raft_recover_lost) in the shard's WAL: its
 	 * records may have been this partition's, and its log may then end
@@ -1299,9 +1364,12 @@ static int persist_entries(struct shard *sh, struct part *p,
 		if (len)
 			memcpy(dst, body, len);
 		wal_commit_rec(sh->wal, p->id, kind, e->term, e->index);
-		/* the core made the checksum when it took the proposal */
-		int rc = rlog_put(p, e->term, e->index, e->type, e->data, e->len,
-				  &e->csum);
+		/* the data is the core's copy, an rlog payload (st_data_alloc):
+		 * rlog keeps a reference of its own; the core made or verified
+		 * the checksum when it took the entry */
+		rlog_retain(e->data);
+		int rc = rlog_put_owned(p, e->term, e->index, e->type,
+					(uint8_t *)e->data, e->len, &e->csum);
 		if (rc)
 			return rc;
 	}

@@ -32,9 +32,11 @@
  * Unstable entries own their data; an APPEND lends it (send_append copies
  * only what it reads from storage, whose memory lasts to the next storage
  * call), so unstable data dropped by a truncation goes to the garbage too
- * and outlives the messages that borrow it (unstable_free_from). An APPEND made by raft_ready whose
- * entries are all unstable lends the unstable array itself (nothing
- * pushes to it before the advance).
+ * (r->gdata: it goes back through data_drop, not free) and outlives the
+ * messages that borrow it (unstable_free_from). Unstable data is the
+ * storage's memory when it provides some (raft_storage.data_alloc). An
+ * APPEND made by raft_ready whose entries are all unstable lends the
+ * unstable array itself (nothing pushes to it before the advance).
  */
 #include "raft.h"
 
@@ -143,6 +145,8 @@ struct raft {
 	uint32_t n_out_reads, cap_out_reads;
 	void **garbage;
 	uint32_t n_garbage, cap_garbage;
+	void **gdata; /* dropped unstable data still lent: data_drop at advance */
+	uint32_t n_gdata, cap_gdata;
 	struct raft_entry *repair;
 	uint32_t n_repair, cap_repair;
 	/* a ready's committed-entry array and order_early's scratch: kept
@@ -204,6 +208,37 @@ static void keep(struct raft *r, void *p)
 	r->garbage = grow(r->garbage, &r->cap_garbage, r->n_garbage + 1,
 			  sizeof(void *));
 	r->garbage[r->n_garbage++] = p;
+}
+
+/* The core's own copy of an entry's data (unstable entries): the
+ * storage's memory when it provides some (raft_storage.data_alloc), else
+ * malloc's; data_drop gives it back the same way, once per data_new. */
+static uint8_t *data_new(struct raft *r, uint32_t len)
+{
+	if (!r->cfg.storage.data_alloc)
+		return xmalloc(len);
+	uint8_t *d = r->cfg.storage.data_alloc(r->cfg.storage.ctx, len);
+	PARLEY_ASSERT(d != NULL);
+	return d;
+}
+
+static void data_drop(struct raft *r, const uint8_t *d)
+{
+	if (r->cfg.storage.data_free)
+		r->cfg.storage.data_free(r->cfg.storage.ctx, (void *)d);
+	else
+		free((void *)d);
+}
+
+/* Frees the garbage: the ready's allocations and dropped unstable data. */
+static void garbage_free(struct raft *r)
+{
+	for (uint32_t i = 0; i < r->n_garbage; i++)
+		free(r->garbage[i]);
+	r->n_garbage = 0;
+	for (uint32_t i = 0; i < r->n_gdata; i++)
+		data_drop(r, r->gdata[i]);
+	r->n_gdata = 0;
 }
 
 const char *raft_msg_type_name(uint8_t t)
@@ -373,7 +408,9 @@ static uint64_t durable_last(const struct raft *r)
 
 /* Reads entry `i`. *e borrows storage/unstable memory valid until the next
  * storage call. Returns 0, -PARLEY_ENOTFOUND (compacted / beyond the end) or
- * -PARLEY_ECORRUPT (term/index valid, payload not). */
+ * -PARLEY_ECORRUPT (term/index valid, payload not). The payload is hashed
+ * again unless the storage vouches for it (raft_storage.verified_data):
+ * unstable entries were verified or hashed from their bytes when taken. */
 static int log_get(struct raft *r, uint64_t i, struct raft_entry *e)
 {
 	if (i <= r->snap.index || i > last_index(r))
@@ -389,7 +426,7 @@ static int log_get(struct raft *r, uint64_t i, struct raft_entry *e)
 		return rc;
 	if (e->index != i)
 		return -PARLEY_ECORRUPT;
-	if (!raft_entry_ok(e))
+	if (!r->cfg.storage.verified_data && !raft_entry_ok(e))
 		return -PARLEY_ECORRUPT;
 	return 0;
 }
@@ -466,10 +503,13 @@ static void note_damaged(struct raft *r, uint64_t i)
 static void unstable_free_from(struct raft *r, uint32_t k, bool now)
 {
 	for (uint32_t j = k; j < r->n_unstable; j++) {
-		if (now)
-			free((void *)r->unstable[j].data);
-		else
-			keep(r, (void *)r->unstable[j].data);
+		if (now) {
+			data_drop(r, r->unstable[j].data);
+		} else {
+			r->gdata = grow(r->gdata, &r->cap_gdata, r->n_gdata + 1,
+					sizeof(void *));
+			r->gdata[r->n_gdata++] = (void *)r->unstable[j].data;
+		}
 	}
 	r->n_unstable = k;
 }
@@ -481,7 +521,7 @@ static void unstable_push(struct raft *r, const struct raft_entry *e)
 	r->unstable = grow(r->unstable, &r->cap_unstable, r->n_unstable + 1,
 			   sizeof(*r->unstable));
 	struct raft_entry c = *e;
-	uint8_t *d = xmalloc(e->len);
+	uint8_t *d = data_new(r, e->len);
 	if (e->len)
 		memcpy(d, e->data, e->len);
 	c.data = d;
@@ -2091,9 +2131,7 @@ void raft_persist_failed(struct raft *r)
 	PARLEY_ASSERT(r->in_ready);
 	/* nothing of this batch may be acknowledged: drop the messages, the
 	 * reads and the applies; a leader steps down */
-	for (uint32_t i = 0; i < r->n_garbage; i++)
-		free(r->garbage[i]);
-	r->n_garbage = 0;
+	garbage_free(r);
 	r->n_msgs = 0;
 	r->n_out_reads = 0;
 	r->n_repair = 0;
@@ -2299,9 +2337,7 @@ void raft_advance(struct raft *r)
 	struct raft_ready *rd = &r->rd;
 	r->in_ready = false;
 	r->hs_saved = rd->hs;
-	for (uint32_t i = 0; i < r->n_garbage; i++)
-		free(r->garbage[i]);
-	r->n_garbage = 0;
+	garbage_free(r);
 	r->n_msgs = 0;
 	r->n_out_reads = 0;
 	if (rd->truncate_from)
@@ -2341,10 +2377,14 @@ void raft_advance(struct raft *r)
 		m->index = r->snap.index;
 		r->hs_saved.commit = 0; /* force the hard state out again */
 	}
-	if (r->quiesced && r->n_msgs == 0 && r->n_garbage == 0) {
+	if (r->quiesced && r->n_msgs == 0 && r->n_garbage == 0 &&
+	    r->n_gdata == 0) {
 		/* an idle group gives its batch buffers back */
 		free(r->msgs);
 		free(r->garbage);
+		free(r->gdata);
+		r->gdata = NULL;
+		r->cap_gdata = 0;
 		free(r->out_reads);
 		free(r->repair);
 		free(r->cbuf);
@@ -2444,11 +2484,11 @@ void raft_free(struct raft *r)
 {
 	if (!r)
 		return;
-	for (uint32_t i = 0; i < r->n_garbage; i++)
-		free(r->garbage[i]);
+	garbage_free(r);
 	unstable_free_from(r, 0, true);
 	free(r->unstable);
 	free(r->garbage);
+	free(r->gdata);
 	free(r->msgs);
 	free(r->out_reads);
 	free(r->repair);
@@ -2501,6 +2541,7 @@ size_t raft_footprint(const struct raft *r)
 	n += (size_t)r->cap_msgs * sizeof(*r->msgs);
 	n += (size_t)r->cap_out_reads * sizeof(*r->out_reads);
 	n += (size_t)r->cap_garbage * sizeof(void *);
+	n += (size_t)r->cap_gdata * sizeof(void *);
 	n += (size_t)r->cap_repair * sizeof(*r->repair);
 	n += (size_t)r->cap_cbuf * sizeof(*r->cbuf);
 	n += (size_t)r->cap_mtmp * sizeof(*r->mtmp);

@@ -72,7 +72,9 @@
  * (not yet acknowledged by raft_advance) in memory.
  *
  * Entries carry a checksum (raft_entry_csum). The core verifies it whenever
- * it reads an entry back from storage. A node that finds a damaged entry:
+ * it reads an entry back from storage (unless the storage vouches for what
+ * it returns: raft_storage.verified_data) and whenever an entry arrives in a
+ * message. A node that finds a damaged entry:
  *   - never applies or sends it (apply stops just before it);
  *   - never truncates it away (a damaged entry may be part of a quorum);
  *   - asks the leader to resend it (RAFT_MSGF_DAMAGED + hint in its
@@ -396,6 +398,30 @@ struct raft_storage {
 	 * it compacts). The core then hands committed entries out in the
 	 * ready without copying them. false: they are copied. */
 	bool stable_data;
+	/* true: the `data` that entry() returns (0) always matches its
+	 * `csum`: the storage verified or computed it from those bytes when
+	 * it took the entry (from a ready, or from its disk under checks of
+	 * its own) and never changes them, and it reports what it cannot
+	 * vouch for as -PARLEY_ECORRUPT. The core then does not hash an
+	 * entry again when it reads it back (apply, send, repair); it still
+	 * verifies every entry that arrives in a message. What this gives up
+	 * is the check of the storage's memory between its taking and its
+	 * reading an entry. false: every read is verified. */
+	bool verified_data;
+	/* Optional, both or neither: the memory of the core's own copy of
+	 * each entry it adds to its log (a proposal, an entry taken from an
+	 * APPEND). data_alloc(ctx, len) returns room for len bytes (NULL: the
+	 * core aborts, as when its own malloc fails); data_free(ctx, data)
+	 * gives it back, exactly once per data_alloc, when the core drops its
+	 * copy (at the raft_advance after the entry was persisted, at a
+	 * truncation, at raft_free). The data of a ready's entries[] is such
+	 * memory, so a storage that counts references to it can keep it as
+	 * its stored copy at persist instead of copying it (it then holds a
+	 * reference of its own, released by its own rules, and never changes
+	 * the bytes). Called on the thread that drives the core. NULL: malloc
+	 * and free. */
+	void *(*data_alloc)(void *ctx, uint32_t len);
+	void (*data_free)(void *ctx, void *data);
 };
 
 /* ---- configuration ------------------------------------------------------ */

@@ -361,6 +361,31 @@ Test(repl, follower_behind_kept_log_catches_up_by_snapshot)
 	snapshot_catch_up(false);
 }
 
+/* rlog's kept log slides (part_raft.c: dropped from its front without
+ * moving the rest, moved down only when its array is full): with 4 KiB
+ * kept per partition (~70 entries), the leaders' kept logs go through
+ * drops, moves and growths while a follower is down for 40 appends, eight
+ * times over; each time it catches up by log from what its leaders kept
+ * (entries that were moved while it was away; no snapshot), and every
+ * node holds exactly the acknowledged entries. */
+Test(repl, follower_catches_up_by_log_from_a_kept_log_that_slid)
+{
+	cluster_start(4096);
+	wait_leaders();
+	append_many(200);
+	for (int round = 0; round < 8; round++) {
+		node_kill(2);
+		append_many(40);
+		node_open(2);
+		wait_caught_up(2);
+		for (int i = 0; i < NN; i++)
+			check_node(i);
+	}
+	cr_assert_eq(snap_sum(2).snap_installed, 0, "caught up by log");
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(snap_sum(i).snapshot_needed, 0);
+}
+
 Test(repl, snapshot_catch_up_on_crashing_memory_backend)
 {
 	snapshot_catch_up(true);

@@ -477,6 +477,168 @@ Test(raft, damaged_committed_entry_is_not_applied_and_is_repaired)
 	cr_assert(raft_entry_ok(&nodes[2].ents[4]));
 }
 
+static void verified_data(struct raft_config *c)
+{
+	c->storage.verified_data = true;
+}
+
+/* raft_storage.verified_data: the storage vouches for what entry() returns,
+ * so the core does not hash an entry again when it reads it back. Shown
+ * with bytes that changed in storage after they were taken (which a storage
+ * setting the flag must never let happen): they are handed out as stored,
+ * where without the flag (damaged_committed_entry_is_not_applied_and_is_
+ * repaired) apply stops before them. An entry that arrives in a message is
+ * still verified. */
+Test(raft, verified_storage_entries_are_not_hashed_again_on_read)
+{
+	for (int i = 0; i < 3; i++)
+		start(i, 3, verified_data);
+	elect(0);
+	for (int k = 0; k < 5; k++)
+		cr_assert_eq(raft_propose(nodes[0].r, "hello", 5, NULL), 0);
+	drain(0);
+	settle();
+	tick(0, 2);
+	settle();
+	cr_assert_eq(nodes[2].applied, 6);
+	nodes[2].bufs[4][0] ^= 0x10;
+	raft_free(nodes[2].r);
+	nodes[2].applied = 0;
+	struct raft_config c = tcfg(&nodes[2], 3);
+	verified_data(&c);
+	cr_assert_eq(raft_new(&c, &nodes[2].r), 0);
+	struct raft_ready *rd = raft_ready(nodes[2].r);
+	cr_assert_eq(rd->n_committed, 6, "read back without hashing");
+	cr_assert_eq(rd->committed[3].index, 4);
+	cr_assert(!memcmp(rd->committed[3].data, nodes[2].bufs[4], 5),
+		  "as stored");
+	cr_assert(!raft_entry_ok(&rd->committed[3]));
+	cr_assert(!raft_damaged(nodes[2].r, NULL));
+	raft_advance(nodes[2].r);
+	nodes[2].applied = 6;
+	/* a message's entries are verified whatever the storage says */
+	struct raft_entry e = {.term = 1, .index = 7,
+			       .data = (const uint8_t *)"ab", .len = 2};
+	e.csum = raft_entry_csum(1, 7, 0, "ab", 2) ^ 1;
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2,
+			     .term = 1, .index = 6, .log_term = 1, .commit = 6,
+			     .n_entries = 1, .entries = &e};
+	raft_step(nodes[1].r, &m);
+	cr_assert_eq(raft_last_index(nodes[1].r), 6, "refused");
+	drain(1);
+	nq = 0;
+}
+
+/* A storage allocator that tags and counts what the core takes from it. */
+static int data_allocs, data_frees;
+
+static void *t_data_alloc(void *ctx, uint32_t len)
+{
+	(void)ctx;
+	uint8_t *d = malloc(8 + (size_t)len);
+	cr_assert_not_null(d);
+	memcpy(d, "TDATA!!", 8);
+	data_allocs++;
+	return d + 8;
+}
+
+static void t_data_free(void *ctx, void *data)
+{
+	(void)ctx;
+	uint8_t *d = (uint8_t *)data - 8;
+	cr_assert(!memcmp(d, "TDATA!!", 8), "given back what it took");
+	memset(d, 0, 8);
+	free(d);
+	data_frees++;
+}
+
+static void data_hooks(struct raft_config *c)
+{
+	c->storage.data_alloc = t_data_alloc;
+	c->storage.data_free = t_data_free;
+}
+
+static bool is_tdata(const void *p)
+{
+	return !memcmp((const uint8_t *)p - 8, "TDATA!!", 8);
+}
+
+static void store(struct tnode *n, const struct raft_ready *rd);
+
+/* raft_storage.data_alloc/data_free: the core's copies of proposals and
+ * of entries taken from APPENDs are the storage's memory (so a ready's
+ * entries can be kept without a copy), each given back exactly once:
+ * after the advance that persisted it, or, dropped by a truncation while
+ * a message may still borrow it, at the next advance. */
+Test(raft, core_copies_of_entries_come_from_the_storage_allocator)
+{
+	data_allocs = data_frees = 0;
+	for (int i = 0; i < 3; i++)
+		start(i, 3, data_hooks);
+	elect(0);
+	cr_assert_eq(raft_propose(nodes[0].r, "mine", 4, NULL), 0);
+	struct raft_ready *rd = raft_ready(nodes[0].r);
+	cr_assert_eq(rd->n_entries, 1);
+	cr_assert(is_tdata(rd->entries[0].data), "the leader's copy");
+	int frees = data_frees;
+	for (uint32_t k = 0; k < rd->n_msgs; k++)
+		enqueue(&rd->msgs[k]);
+	store(&nodes[0], rd);
+	raft_advance(nodes[0].r);
+	cr_assert_eq(data_frees, frees + 1, "given back at the advance");
+	/* a follower's copy of an entry from an APPEND */
+	struct raft_entry e = {.term = 1, .index = 3,
+			       .data = (const uint8_t *)"xy", .len = 2};
+	e.csum = raft_entry_csum(1, 3, 0, "xy", 2);
+	settle();
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 3,
+			     .term = 1, .index = 2, .log_term = 1,
+			     .commit = raft_commit(nodes[0].r), .n_entries = 1,
+			     .entries = &e};
+	cr_assert_eq(raft_step(nodes[2].r, &m), 0);
+	rd = raft_ready(nodes[2].r);
+	cr_assert_eq(rd->n_entries, 1);
+	cr_assert(is_tdata(rd->entries[0].data), "the follower's copy");
+	cr_assert(!memcmp(rd->entries[0].data, "xy", 2));
+	store(&nodes[2], rd);
+	raft_advance(nodes[2].r);
+	/* unstable entries dropped by a conflicting APPEND go back at the
+	 * next advance, not at once */
+	struct raft_entry f = {.term = 1, .index = 4,
+			       .data = (const uint8_t *)"zz", .len = 2};
+	f.csum = raft_entry_csum(1, 4, 0, "zz", 2);
+	struct raft_msg m2 = m;
+	m2.index = 3;
+	m2.log_term = 1;
+	m2.entries = &f;
+	m2.commit = 0;
+	cr_assert_eq(raft_step(nodes[2].r, &m2), 0);
+	cr_assert_eq(raft_last_index(nodes[2].r), 4);
+	struct raft_entry g = f;
+	g.term = 2;
+	g.csum = raft_entry_csum(2, 4, 0, "zz", 2);
+	struct raft_msg m3 = m2;
+	m3.term = 2;
+	m3.entries = &g;
+	frees = data_frees;
+	cr_assert_eq(raft_step(nodes[2].r, &m3), 0);
+	cr_assert_eq(data_frees, frees, "kept while a message may borrow it");
+	cr_assert_eq(raft_last_index(nodes[2].r), 4);
+	rd = raft_ready(nodes[2].r);
+	cr_assert_eq(rd->n_entries, 1);
+	cr_assert_eq(rd->entries[0].term, 2);
+	cr_assert(is_tdata(rd->entries[0].data));
+	store(&nodes[2], rd);
+	raft_advance(nodes[2].r);
+	cr_assert_geq(data_frees, frees + 2, "the dropped and the persisted");
+	for (int i = 0; i < 3; i++) {
+		raft_free(nodes[i].r);
+		nodes[i].r = NULL;
+	}
+	cr_assert_eq(data_frees, data_allocs, "each given back once");
+	cr_assert_gt(data_allocs, 3);
+}
+
 static void no_cq(struct raft_config *c);
 
 Test(raft, damaged_leader_hands_leadership_to_a_voter_holding_the_entry)
