@@ -161,7 +161,7 @@ int pe_partition_digest(struct pe_engine *e, uint32_t partition,
 		rc = pe_list_streams(e, partition, keys_cb, &ks);
 		if (!rc)
 			rc = ks.err;
-		if (!rc)
+		if (!rc && ks.n) /* qsort(NULL, 0) is undefined */
 			qsort(ks.v, ks.n, sizeof *ks.v, key_cmp);
 		uint64_t h = DIGEST_SEED, entries = 0;
 		for (size_t i = 0; i < ks.n && !rc; i++)
