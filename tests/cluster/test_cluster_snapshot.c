@@ -209,8 +209,18 @@ int main(void)
 		 "node%d installed no snapshot", lag + 1);
 	IT_CHECK(metric_of(lag, "parley_snapshot_received_bytes_total") >
 			 64 * 1024, "node%d received one chunk at most", lag + 1);
-	IT_CHECK(metric_of(leader, "parley_snapshot_sends_started_total") >= 1);
-	IT_CHECK(metric_of(leader, "parley_snapshot_sent_bytes_total") > 64 * 1024);
+	/* sent by the leader of the moment: the one found before the
+	 * restart, or the third node if leadership moved meanwhile (seen
+	 * once in 23 runs: the restarted node had installed a snapshot, the
+	 * old leader's counters were 0) */
+	uint64_t started = metric_of(leader, "parley_snapshot_sends_started_total") +
+			   metric_of(third, "parley_snapshot_sends_started_total");
+	uint64_t sent = metric_of(leader, "parley_snapshot_sent_bytes_total") +
+			metric_of(third, "parley_snapshot_sent_bytes_total");
+	printf("snapshot sends started %" PRIu64 ", bytes sent %" PRIu64
+	       " (node%d and node%d)\n", started, sent, leader + 1, third + 1);
+	IT_CHECK(started >= 1, "no snapshot send started");
+	IT_CHECK(sent > 64 * 1024, "%" PRIu64 " snapshot bytes sent", sent);
 
 	/* a new node: empty data directory */
 	IT_CHECK(it_server_stop(&srv[third], SIGTERM, 10000) == 0);
