@@ -246,7 +246,7 @@ static int rlog_room(struct part *p)
 {
 	if (p->rlog_head + p->rlog_n < p->rlog_cap)
 		return 0;
-	struct raft_entry *base = p->rlog - p->rlog_head;
+	struct raft_entry *base = p->rlog ? p->rlog - p->rlog_head : NULL;
 	if (p->rlog_head && p->rlog_head >= p->rlog_cap / 4) {
 		memmove(base, p->rlog, p->rlog_n * sizeof *base);
 		p->rlog = base;
