@@ -684,7 +684,11 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *  11. Link loss is a hint: pe_raft_node_down(node) makes the groups that
  *      follow `node` campaign within a few ticks (quiesced or not) instead
  *      of waiting out the election timeout (pre-vote still asks a quorum, so a flapping
- *      link cannot depose a leader the others still hear from).
+ *      link cannot depose a leader the others still hear from). The
+ *      engine holds the link down until pe_raft_node_up(node): a message
+ *      from `node` handled after the link-down (sent before it, e.g. its
+ *      last QUIESCE heartbeat) does not put its followers back to sleep
+ *      behind it; they still campaign.
  *  12. Membership changes, per partition group (pe_partition_conf_change):
  *      one change at a time, proposed on the group's leader as a log entry
  *      (WAL record CMD_CONF) that takes effect when committed: add a

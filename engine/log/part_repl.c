@@ -23,7 +23,11 @@
  * makes an idle group cost nothing (contract item 9).
  *
  * Node liveness (pe_raft_node_down / _up, one request per shard) wakes
- * the groups that must not sleep through it (part_repl_node).
+ * the groups that must not sleep through it (part_repl_node), and each
+ * group remembers which of its members' links are down until they come
+ * up again (part->down), so a message from such a node stepped after
+ * its link-down cannot put the group back to sleep behind it
+ * (part_raft.c repl_inputs).
  *
  * Linearizable reads (pe_read_req.linearizable, ReadIndex; contract item 7
  * of parley_engine.h): such a READ does not run when it reaches the shard
@@ -379,6 +383,43 @@ static void pend_down_add(struct part *p, uint64_t node)
 	p->pend_down[p->npend_down++] = node;
 }
 
+/* Keeps p->down (the members whose link is down now) as the links go
+ * down and up. Only members are recorded (a link-down of another node
+ * says nothing about this group); when the set is full, members removed
+ * since leave it, which makes room: the members other than `node` are
+ * fewer than RAFT_MAX_MEMBERS. */
+static void down_set(struct part *p, uint64_t node, bool down)
+{
+	uint32_t k = 0;
+	while (k < p->ndown && p->down[k] != node)
+		k++;
+	if (!down) {
+		if (k < p->ndown)
+			p->down[k] = p->down[--p->ndown];
+		return;
+	}
+	const struct raft_conf *c = raft_conf(p->raft);
+	if (k < p->ndown || raft_conf_find(c, node) < 0)
+		return;
+	if (p->ndown == RAFT_MAX_MEMBERS) {
+		uint32_t n = 0;
+		for (uint32_t j = 0; j < p->ndown; j++)
+			if (raft_conf_find(c, p->down[j]) >= 0)
+				p->down[n++] = p->down[j];
+		p->ndown = n;
+	}
+	PARLEY_ASSERT(p->ndown < RAFT_MAX_MEMBERS);
+	p->down[p->ndown++] = node;
+}
+
+bool part_repl_down(const struct part *p, uint64_t node)
+{
+	for (uint32_t k = 0; k < p->ndown; k++)
+		if (p->down[k] == node)
+			return true;
+	return false;
+}
+
 /* Node liveness and transfers (REQ_NODE, enum node_event). Recorded
  * here, given to each group with its next inputs (part_raft.c
  * repl_inputs), where the core may be called: a group following `node`
@@ -403,7 +444,9 @@ void part_repl_node(struct shard *sh, struct req *r)
 			continue;
 		if (xfer)
 			p->pend_xfer = node;
-		else if (!up)
+		else
+			down_set(p, node, !up);
+		if (!xfer && !up)
 			pend_down_add(p, node);
 		p->pend_wake = true;
 		shard_mark_dirty(sh, p);

@@ -26,7 +26,8 @@
  *     restarts): idle groups quiesce and send nothing; a proposal to a
  *     quiesced group commits; a quiesced group whose leader dies or is
  *     cut off elects another, also when another link went down at the
- *     same moment; a follower that lagged while its group slept catches
+ *     same moment, and when the dead leader's last QUIESCE heartbeat is
+ *     handled after its link-down; a follower that lagged while its group slept catches
  *     up;
  *   - pe_cluster.flush: with a transport that holds every send until the
  *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
@@ -1495,6 +1496,85 @@ Test(repl, quiesced_followers_told_of_two_links_down_at_once_elect)
 	}
 }
 
+/* A quiesced group's leader dies right after it sent its last QUIESCE
+ * heartbeat, and the survivors' engines handle that heartbeat after the
+ * link-down (the peer layer reads the dead node's last frame, then
+ * reports the link down; the shard gave the group the link-down first:
+ * part_raft.c repl_inputs). Here the order is forced: node down first,
+ * then the heartbeat. The survivors must still campaign: before, the
+ * heartbeat put each back to sleep behind the dead leader after
+ * raft_leader_down had woken it, and no survivor ever campaigned
+ * (cluster_test_cluster_unsynced's "no progress (after a kill)", docs/
+ * CLUSTER.md §4.1). Once the dead node is back (its link up) its groups
+ * quiesce again as before. */
+Test(repl, quiesce_heartbeat_of_a_dead_leader_after_its_link_down_elects)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	wait_quiesced(-1);
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	struct raft_msg hb[NN][NPARTS];
+	uint32_t nhb[NN] = {0};
+	for (int a = 0; a < NN; a++) {
+		for (uint32_t p = 0; a != l && p < NPARTS; p++) {
+			struct pe_raft_status st = status(a, p);
+			if (st.leader != nodes[l].id)
+				continue;
+			hb[a][nhb[a]++] = (struct raft_msg){
+				.type = RAFT_MSG_HEARTBEAT,
+				.flags = RAFT_MSGF_QUIESCE,
+				.group = p,
+				.from = nodes[l].id,
+				.to = nodes[a].id,
+				.term = st.term,
+				.commit = st.commit,
+			};
+		}
+	}
+	cr_assert_gt(nhb[(l + 1) % NN], 0);
+	node_kill(l);
+	net_clear();
+	for (int a = 0; a < NN; a++) {
+		if (a == l)
+			continue;
+		cr_assert_eq(pe_raft_node_down(nodes[a].e, nodes[l].id), 0);
+		cr_assert_eq(pe_raft_recv(nodes[a].e, hb[a], nhb[a]), 0);
+	}
+	for (int r = 0;; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			int nl = leader_of(p);
+			all &= nl >= 0 && nl != l;
+		}
+		if (all)
+			break;
+		if (r == MAX_PUMP)
+			for (uint32_t p = 0; p < NPARTS; p++)
+				for (int i = 0; i < NN; i++) {
+					struct pe_raft_status st;
+					if (i == l || pe_raft_status(nodes[i].e, p, &st))
+						continue;
+					fprintf(stderr, "partition %u node %d: role %d "
+						"leader %" PRIu64 " quiesced %d\n", p,
+						i + 1, (int)st.role, st.leader,
+						(int)st.quiesced);
+				}
+		cr_assert_lt(r, MAX_PUMP, "no new leader: the survivors sleep "
+			     "behind the dead node %d", l + 1);
+		pump();
+	}
+	append_many(10);
+	node_open(l);
+	liveness(l, true);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_quiesced(-1);
+}
 /* A quiesced group's leader is cut off from both followers (its links
  * time out on both sides): the followers elect a new leader, the old one
  * (woken by the links going down) steps down by check-quorum instead of
