@@ -1290,8 +1290,13 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 	if (from_down) {
 		uint64_t l = raft_leader(p->raft);
 		if (l && raft_role(p->raft) != RAFT_LEADER &&
-		    part_repl_down(p, l))
+		    part_repl_down(p, l)) {
+			PLOG_I("engine", "a message from a leader whose link is "
+			       "down came after the link-down: campaigns",
+			       "partition=%u leader=%" PRIu64 " quiesced=%d",
+			       p->id, l, (int)raft_quiesced(p->raft));
 			raft_leader_down(p->raft, l);
+		}
 	}
 	return used;
 }
