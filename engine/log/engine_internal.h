@@ -286,6 +286,7 @@ struct part {
 	_Atomic uint32_t pub_mem_flags[RAFT_MAX_MEMBERS];
 	_Atomic uint32_t pub_n_mem;
 	_Atomic uint64_t pub_elections, pub_ri_served, pub_ri_failed;
+	_Atomic uint64_t pub_down_retold; /* pe_raft_status.down_retold */
 	_Atomic bool pub_quiesced;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */

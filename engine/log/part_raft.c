@@ -1295,6 +1295,8 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 			       "down came after the link-down: campaigns",
 			       "partition=%u leader=%" PRIu64 " quiesced=%d",
 			       p->id, l, (int)raft_quiesced(p->raft));
+			atomic_fetch_add_explicit(&p->pub_down_retold, 1,
+						  memory_order_relaxed);
 			raft_leader_down(p->raft, l);
 		}
 	}

@@ -364,8 +364,9 @@ int pe_raft_node_up(struct pe_engine *e, uint64_t node)
 {
 	if (!e || e->opt.read_only || !node)
 		return -PARLEY_EINVAL;
-	if (e->cl.conf.n < 2 || node == e->cl.node_id || !e->cl.quiesce_ticks)
-		return 0; /* nothing quiesces: nothing to wake */
+	if (e->cl.conf.n < 2 || node == e->cl.node_id)
+		return 0;
+	/* also without quiescing: it ends the node's link-down (part->down) */
 	return push_each_shard(e, REQ_NODE, node, NODE_EV_UP);
 }
 
@@ -663,6 +664,7 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_installed = LD(pub_snap_installed),
 		.snap_install_failed = LD(pub_snap_install_failed),
 		.elections = LD(pub_elections),
+		.down_retold = LD(pub_down_retold),
 		.quiesced = LD(pub_quiesced),
 		.reads_served = LD(pub_ri_served),
 		.reads_failed = LD(pub_ri_failed),

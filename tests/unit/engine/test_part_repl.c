@@ -27,7 +27,8 @@
  *     quiesced group commits; a quiesced group whose leader dies or is
  *     cut off elects another, also when another link went down at the
  *     same moment, and when the dead leader's last QUIESCE heartbeat is
- *     handled after its link-down; a follower that lagged while its group slept catches
+ *     handled after its link-down; a flap of a live leader's link ends at
+ *     the link-up (its messages are not taken as a dead leader's); a follower that lagged while its group slept catches
  *     up;
  *   - pe_cluster.flush: with a transport that holds every send until the
  *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
@@ -1566,6 +1567,10 @@ Test(repl, quiesce_heartbeat_of_a_dead_leader_after_its_link_down_elects)
 			     "behind the dead node %d", l + 1);
 		pump();
 	}
+	/* each group that had the heartbeat was told again */
+	for (int a = 0; a < NN; a++)
+		for (uint32_t k = 0; a != l && k < nhb[a]; k++)
+			cr_assert_geq(status(a, (uint32_t)hb[a][k].group).down_retold, 1);
 	append_many(10);
 	node_open(l);
 	liveness(l, true);
@@ -1575,6 +1580,47 @@ Test(repl, quiesce_heartbeat_of_a_dead_leader_after_its_link_down_elects)
 	}
 	wait_quiesced(-1);
 }
+
+/* The link to a live leader flaps (down, then up at once) on a
+ * follower, without quiescing: the link-down makes the follower's groups
+ * that it leads campaign at most once (a pre-vote round the others
+ * refuse), and the link-up ends it: the leader's later messages are
+ * followed as before, none taken as a dead leader's (down_retold 0).
+ * With pe_raft_node_up a no-op without quiescing (as it was), the node
+ * stayed down for those groups (part->down) and every message from the
+ * live leader ended the follower's lease again (checked: down_retold
+ * counted them, this test failed). */
+Test(repl, link_flap_of_a_live_leader_ends_at_link_up)
+{
+	quiesce = 0;
+	cluster_start(0);
+	wait_leaders();
+	append_many(6);
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	int s = (l + 1) % NN;
+	cr_assert_eq(pe_raft_node_down(nodes[s].e, nodes[l].id), 0);
+	cr_assert_eq(pe_raft_node_up(nodes[s].e, nodes[l].id), 0);
+	uint32_t rounds[NPARTS] = {0}; /* pre-vote rounds seen on s */
+	bool pre[NPARTS] = {false};
+	for (int r = 0; r < 16 * 60; r++) { /* 60 ticks */
+		pump();
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			bool pc = status(s, p).role == PE_PRECANDIDATE;
+			rounds[p] += pc && !pre[p];
+			pre[p] = pc;
+		}
+	}
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_leq(rounds[p], 1, "partition %u: node %d campaigned "
+			      "%u times after one flap of its leader's link", p,
+			      s + 1, rounds[p]);
+	cr_assert_eq(leader_of(part), l);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_eq(status(s, p).down_retold, 0, "partition %u: the "
+			     "live leader's messages were taken as a dead one's", p);
+}
+
 /* A quiesced group's leader is cut off from both followers (its links
  * time out on both sides): the followers elect a new leader, the old one
  * (woken by the links going down) steps down by check-quorum instead of
