@@ -684,7 +684,11 @@ int pe_unsubscribe(struct pe_sub *s, void (*done)(void *arg), void *arg);
  *  11. Link loss is a hint: pe_raft_node_down(node) makes the groups that
  *      follow `node` campaign within a few ticks (quiesced or not) instead
  *      of waiting out the election timeout (pre-vote still asks a quorum, so a flapping
- *      link cannot depose a leader the others still hear from).
+ *      link cannot depose a leader the others still hear from). The
+ *      engine holds the link down until pe_raft_node_up(node): a message
+ *      from `node` handled after the link-down (sent before it, e.g. its
+ *      last QUIESCE heartbeat) does not put its followers back to sleep
+ *      behind it; they still campaign.
  *  12. Membership changes, per partition group (pe_partition_conf_change):
  *      one change at a time, proposed on the group's leader as a log entry
  *      (WAL record CMD_CONF) that takes effect when committed: add a
@@ -766,12 +770,14 @@ int pe_raft_tick(struct pe_engine *e);
 /* Contract item 11: the transport lost its link to `node` (a process that
  * dies closes its sockets, so this comes long before an election
  * timeout). Groups that follow `node` end its lease and campaign within a
- * few ticks (raft_leader_down). Any thread. 0, -PARLEY_EFULL,
- * -PARLEY_ECLOSED or -PARLEY_EINVAL. */
+ * few ticks (raft_leader_down). Any thread. 0, -PARLEY_ECLOSED,
+ * -PARLEY_ENOMEM or -PARLEY_EINVAL (never -PARLEY_EFULL: node liveness
+ * is not bounded by the shard queue). */
 int pe_raft_node_down(struct pe_engine *e, uint64_t node);
 /* Contract item 9: the transport's link to `node` is up (again): quiesced
- * groups this node leads wake, so a node that was away is caught up. Any
- * thread; same returns as pe_raft_node_down. */
+ * groups this node leads wake, so a node that was away is caught up, and
+ * `node`'s link-down ends (item 11). Any thread; same returns as
+ * pe_raft_node_down. */
 int pe_raft_node_up(struct pe_engine *e, uint64_t node);
 /* Leader transfer on request (docs/CLUSTER.md §3.7, removing the leading
  * node): every group this node leads hands its leadership to `to`
@@ -812,6 +818,10 @@ struct pe_raft_status {
 	uint64_t snap_sent_bytes, snap_received_bytes;
 	uint64_t snap_installed, snap_install_failed;
 	uint64_t elections;        /* campaigns as candidate, since open */
+	/* messages from this group's leader stepped while its link was down
+	 * (sent before the link-down, handled after it): each time the group
+	 * was told the leader is down again (item 11), since open */
+	uint64_t down_retold;
 	bool quiesced;             /* idle: not ticking (contract item 9) */
 	/* linearizable reads (contract 7) answered from the state machine /
 	 * failed (NOTLEADER, AGAIN, closed), since open */

@@ -512,7 +512,7 @@ static void on_link(void *arg, uint64_t node, bool up)
 	if (!nd->e)
 		return;
 	if (up)
-		(void)pe_raft_node_up(nd->e, node); /* a hint: loss is fine */
+		(void)pe_raft_node_up(nd->e, node); /* not refused for a full queue */
 	else
 		(void)pe_raft_node_down(nd->e, node);
 }

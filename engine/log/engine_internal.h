@@ -206,6 +206,13 @@ struct part {
 	 * dead leader that is not told sleeps on as its follower for ever */
 	uint64_t pend_down[RAFT_MAX_MEMBERS];
 	uint32_t npend_down;
+	/* the members whose link is down now (a link-down not yet followed
+	 * by a link-up; part_repl.c): a message from one of them stepped
+	 * after its link-down (sent before it, queued behind it) makes the
+	 * group follow that node again, asleep if it was a QUIESCE
+	 * heartbeat; repl_inputs then tells the core again (raft_leader_down) */
+	uint64_t down[RAFT_MAX_MEMBERS];
+	uint32_t ndown;
 	uint64_t pend_xfer;     /* pe_raft_transfer's target, not tried yet */
 	bool pend_wake;         /* a node's link went down or came up: a
 				   quiesced leader wakes (part_repl.c) */
@@ -282,6 +289,7 @@ struct part {
 	_Atomic uint32_t pub_mem_flags[RAFT_MAX_MEMBERS];
 	_Atomic uint32_t pub_n_mem;
 	_Atomic uint64_t pub_elections, pub_ri_served, pub_ri_failed;
+	_Atomic uint64_t pub_down_retold; /* pe_raft_status.down_retold */
 	_Atomic bool pub_quiesced;
 	struct part *rnext;     /* shard's ready_open / ready_flight list */
 	bool in_dirty;          /* on the shard's dirty list */
@@ -708,6 +716,9 @@ void part_conf_publish(struct part *p);
 void part_repl_recv(struct shard *sh, struct req *r);
 void part_repl_tick(struct shard *sh, struct req *r);
 void part_repl_node(struct shard *sh, struct req *r);
+/* Node `node`'s link is down as far as p's shard was told (a link-down
+ * not followed by a link-up; only members of p's group). */
+bool part_repl_down(const struct part *p, uint64_t node);
 const struct raft_msg *part_repl_msg(const struct req *r);
 bool part_repl_read(struct shard *sh, struct req *r);
 void part_repl_reads_issue(struct shard *sh, struct part *p);

@@ -1311,6 +1311,7 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 		}
 	}
 	uint64_t room = wal_open_room(sh->wal), used = 0;
+	bool from_down = false; /* a message from a node whose link is down */
 	while (p->rin_head) {
 		struct req *r = p->rin_head;
 		const struct raft_msg *m = part_repl_msg(r);
@@ -1337,11 +1338,32 @@ static uint64_t repl_inputs(struct shard *sh, struct part *p, bool entries_ok)
 			continue;
 		}
 		part_snap_inbound(p, m);
+		from_down |= p->ndown && part_repl_down(p, m->from);
 		int rc = raft_step(p->raft, m);
 		if (rc)
 			atomic_fetch_add_explicit(&p->pub_dropped, 1,
 						  memory_order_relaxed);
 		free(r);
+	}
+	/* a message a node sent before its link went down can be stepped
+	 * after the link-down was (it was queued behind it: the peer layer
+	 * reads the dead node's last frame, then reports the link down, and
+	 * the link-down is given first, above; or it waited for WAL room).
+	 * If it made the group follow that node again — a QUIESCE heartbeat
+	 * puts a follower back to sleep behind it, and nothing would ever
+	 * wake it — the core is told again: it campaigns soon */
+	if (from_down) {
+		uint64_t l = raft_leader(p->raft);
+		if (l && raft_role(p->raft) != RAFT_LEADER &&
+		    part_repl_down(p, l)) {
+			PLOG_I("engine", "a message from a leader whose link is "
+			       "down came after the link-down: campaigns",
+			       "partition=%u leader=%" PRIu64 " quiesced=%d",
+			       p->id, l, (int)raft_quiesced(p->raft));
+			atomic_fetch_add_explicit(&p->pub_down_retold, 1,
+						  memory_order_relaxed);
+			raft_leader_down(p->raft, l);
+		}
 	}
 	return used;
 }

@@ -23,7 +23,11 @@
  * makes an idle group cost nothing (contract item 9).
  *
  * Node liveness (pe_raft_node_down / _up, one request per shard) wakes
- * the groups that must not sleep through it (part_repl_node).
+ * the groups that must not sleep through it (part_repl_node), and each
+ * group remembers which of its members' links are down until they come
+ * up again (part->down), so a message from such a node stepped after
+ * its link-down cannot put the group back to sleep behind it
+ * (part_raft.c repl_inputs).
  *
  * Linearizable reads (pe_read_req.linearizable, ReadIndex; contract item 7
  * of parley_engine.h): such a READ does not run when it reaches the shard
@@ -360,8 +364,9 @@ int pe_raft_node_up(struct pe_engine *e, uint64_t node)
 {
 	if (!e || e->opt.read_only || !node)
 		return -PARLEY_EINVAL;
-	if (e->cl.conf.n < 2 || node == e->cl.node_id || !e->cl.quiesce_ticks)
-		return 0; /* nothing quiesces: nothing to wake */
+	if (e->cl.conf.n < 2 || node == e->cl.node_id)
+		return 0;
+	/* also without quiescing: it ends the node's link-down (part->down) */
 	return push_each_shard(e, REQ_NODE, node, NODE_EV_UP);
 }
 
@@ -377,6 +382,43 @@ static void pend_down_add(struct part *p, uint64_t node)
 			return;
 	PARLEY_ASSERT(p->npend_down < RAFT_MAX_MEMBERS);
 	p->pend_down[p->npend_down++] = node;
+}
+
+/* Keeps p->down (the members whose link is down now) as the links go
+ * down and up. Only members are recorded (a link-down of another node
+ * says nothing about this group); when the set is full, members removed
+ * since leave it, which makes room: the members other than `node` are
+ * fewer than RAFT_MAX_MEMBERS. */
+static void down_set(struct part *p, uint64_t node, bool down)
+{
+	uint32_t k = 0;
+	while (k < p->ndown && p->down[k] != node)
+		k++;
+	if (!down) {
+		if (k < p->ndown)
+			p->down[k] = p->down[--p->ndown];
+		return;
+	}
+	const struct raft_conf *c = raft_conf(p->raft);
+	if (k < p->ndown || raft_conf_find(c, node) < 0)
+		return;
+	if (p->ndown == RAFT_MAX_MEMBERS) {
+		uint32_t n = 0;
+		for (uint32_t j = 0; j < p->ndown; j++)
+			if (raft_conf_find(c, p->down[j]) >= 0)
+				p->down[n++] = p->down[j];
+		p->ndown = n;
+	}
+	PARLEY_ASSERT(p->ndown < RAFT_MAX_MEMBERS);
+	p->down[p->ndown++] = node;
+}
+
+bool part_repl_down(const struct part *p, uint64_t node)
+{
+	for (uint32_t k = 0; k < p->ndown; k++)
+		if (p->down[k] == node)
+			return true;
+	return false;
 }
 
 /* Node liveness and transfers (REQ_NODE, enum node_event). Recorded
@@ -403,7 +445,9 @@ void part_repl_node(struct shard *sh, struct req *r)
 			continue;
 		if (xfer)
 			p->pend_xfer = node;
-		else if (!up)
+		else
+			down_set(p, node, !up);
+		if (!xfer && !up)
 			pend_down_add(p, node);
 		p->pend_wake = true;
 		shard_mark_dirty(sh, p);
@@ -620,6 +664,7 @@ int pe_raft_status(struct pe_engine *e, uint32_t partition,
 		.snap_installed = LD(pub_snap_installed),
 		.snap_install_failed = LD(pub_snap_install_failed),
 		.elections = LD(pub_elections),
+		.down_retold = LD(pub_down_retold),
 		.quiesced = LD(pub_quiesced),
 		.reads_served = LD(pub_ri_served),
 		.reads_failed = LD(pub_ri_failed),

@@ -117,9 +117,16 @@ int shard_push(struct pe_engine *e, struct req *r)
 		      r->kind == REQ_SNAP_DONE;
 	if (atomic_load(&e->closing) && !forced)
 		return -PARLEY_ECLOSED;
+	/* node liveness is not bounded by the queue either: a lost link-up
+	 * would leave the node down for its groups (part->down), a lost
+	 * link-down a quiesced follower asleep behind a dead leader; one
+	 * small request per link event and shard */
+	bool bounded = !forced &&
+		       !(r->kind == REQ_NODE && (r->index == NODE_EV_DOWN ||
+						 r->index == NODE_EV_UP));
 	struct shard *sh = shard_of(e, r->part);
 	pthread_mutex_lock(&sh->mu);
-	if (sh->in_count >= e->opt.queue_depth && !forced) {
+	if (sh->in_count >= e->opt.queue_depth && bounded) {
 		pthread_mutex_unlock(&sh->mu);
 		return -PARLEY_EFULL;
 	}

@@ -554,7 +554,13 @@ void raft_unquiesce(struct raft *r);
  * survivors do not tie. Any other role or
  * leader: nothing. A wrong hint (the link flapped, the leader lives) costs
  * one pre-vote round that the leader's other followers refuse, and the
- * leader's next message resets the timer. */
+ * leader's next message resets the timer. The core keeps no memory of
+ * it: a message from `id` stepped afterwards makes the node follow `id`
+ * again (a QUIESCE heartbeat puts it back to sleep, and a quiesced
+ * follower never campaigns). So a caller that steps a message from `id`
+ * while it still holds `id`'s link down (one `id` sent before the link
+ * went down, queued behind the notification) calls this again after the
+ * step (the engine does: part_raft.c repl_inputs). */
 void raft_leader_down(struct raft *r, uint64_t id);
 
 struct raft_ready *raft_ready(struct raft *r);

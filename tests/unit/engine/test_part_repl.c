@@ -26,7 +26,9 @@
  *     restarts): idle groups quiesce and send nothing; a proposal to a
  *     quiesced group commits; a quiesced group whose leader dies or is
  *     cut off elects another, also when another link went down at the
- *     same moment; a follower that lagged while its group slept catches
+ *     same moment, and when the dead leader's last QUIESCE heartbeat is
+ *     handled after its link-down; a flap of a live leader's link ends at
+ *     the link-up (its messages are not taken as a dead leader's); a follower that lagged while its group slept catches
  *     up;
  *   - pe_cluster.flush: with a transport that holds every send until the
  *     shard flushes (repl_net.h net_hold), groups elect, commit and catch
@@ -1518,6 +1520,130 @@ Test(repl, quiesced_followers_told_of_two_links_down_at_once_elect)
 		wait_caught_up(i);
 		check_node(i);
 	}
+}
+
+/* A quiesced group's leader dies right after it sent its last QUIESCE
+ * heartbeat, and the survivors' engines handle that heartbeat after the
+ * link-down (the peer layer reads the dead node's last frame, then
+ * reports the link down; the shard gave the group the link-down first:
+ * part_raft.c repl_inputs). Here the order is forced: node down first,
+ * then the heartbeat. The survivors must still campaign: before, the
+ * heartbeat put each back to sleep behind the dead leader after
+ * raft_leader_down had woken it, and no survivor ever campaigned
+ * (cluster_test_cluster_unsynced's "no progress (after a kill)", docs/
+ * CLUSTER.md §4.1). Once the dead node is back (its link up) its groups
+ * quiesce again as before. */
+Test(repl, quiesce_heartbeat_of_a_dead_leader_after_its_link_down_elects)
+{
+	quiesce = QUIESCE_TICKS;
+	cluster_start(0);
+	wait_leaders();
+	append_many(20);
+	wait_quiesced(-1);
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	struct raft_msg hb[NN][NPARTS];
+	uint32_t nhb[NN] = {0};
+	for (int a = 0; a < NN; a++) {
+		for (uint32_t p = 0; a != l && p < NPARTS; p++) {
+			struct pe_raft_status st = status(a, p);
+			if (st.leader != nodes[l].id)
+				continue;
+			hb[a][nhb[a]++] = (struct raft_msg){
+				.type = RAFT_MSG_HEARTBEAT,
+				.flags = RAFT_MSGF_QUIESCE,
+				.group = p,
+				.from = nodes[l].id,
+				.to = nodes[a].id,
+				.term = st.term,
+				.commit = st.commit,
+			};
+		}
+	}
+	cr_assert_gt(nhb[(l + 1) % NN], 0);
+	node_kill(l);
+	net_clear();
+	for (int a = 0; a < NN; a++) {
+		if (a == l)
+			continue;
+		cr_assert_eq(pe_raft_node_down(nodes[a].e, nodes[l].id), 0);
+		cr_assert_eq(pe_raft_recv(nodes[a].e, hb[a], nhb[a]), 0);
+	}
+	for (int r = 0;; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			int nl = leader_of(p);
+			all &= nl >= 0 && nl != l;
+		}
+		if (all)
+			break;
+		if (r == MAX_PUMP)
+			for (uint32_t p = 0; p < NPARTS; p++)
+				for (int i = 0; i < NN; i++) {
+					struct pe_raft_status st;
+					if (i == l || pe_raft_status(nodes[i].e, p, &st))
+						continue;
+					fprintf(stderr, "partition %u node %d: role %d "
+						"leader %" PRIu64 " quiesced %d\n", p,
+						i + 1, (int)st.role, st.leader,
+						(int)st.quiesced);
+				}
+		cr_assert_lt(r, MAX_PUMP, "no new leader: the survivors sleep "
+			     "behind the dead node %d", l + 1);
+		pump();
+	}
+	/* each group that had the heartbeat was told again */
+	for (int a = 0; a < NN; a++)
+		for (uint32_t k = 0; a != l && k < nhb[a]; k++)
+			cr_assert_geq(status(a, (uint32_t)hb[a][k].group).down_retold, 1);
+	append_many(10);
+	node_open(l);
+	liveness(l, true);
+	for (int i = 0; i < NN; i++) {
+		wait_caught_up(i);
+		check_node(i);
+	}
+	wait_quiesced(-1);
+}
+
+/* The link to a live leader flaps (down, then up at once) on a
+ * follower, without quiescing: the link-down makes the follower's groups
+ * that it leads campaign at most once (a pre-vote round the others
+ * refuse), and the link-up ends it: the leader's later messages are
+ * followed as before, none taken as a dead leader's (down_retold 0).
+ * With pe_raft_node_up a no-op without quiescing (as it was), the node
+ * stayed down for those groups (part->down) and every message from the
+ * live leader ended the follower's lease again (checked: down_retold
+ * counted them, this test failed). */
+Test(repl, link_flap_of_a_live_leader_ends_at_link_up)
+{
+	quiesce = 0;
+	cluster_start(0);
+	wait_leaders();
+	append_many(6);
+	uint32_t part = part_of("c/conv-0");
+	int l = leader_of(part);
+	int s = (l + 1) % NN;
+	cr_assert_eq(pe_raft_node_down(nodes[s].e, nodes[l].id), 0);
+	cr_assert_eq(pe_raft_node_up(nodes[s].e, nodes[l].id), 0);
+	uint32_t rounds[NPARTS] = {0}; /* pre-vote rounds seen on s */
+	bool pre[NPARTS] = {false};
+	for (int r = 0; r < 16 * 60; r++) { /* 60 ticks */
+		pump();
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			bool pc = status(s, p).role == PE_PRECANDIDATE;
+			rounds[p] += pc && !pre[p];
+			pre[p] = pc;
+		}
+	}
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_leq(rounds[p], 1, "partition %u: node %d campaigned "
+			      "%u times after one flap of its leader's link", p,
+			      s + 1, rounds[p]);
+	cr_assert_eq(leader_of(part), l);
+	for (uint32_t p = 0; p < NPARTS; p++)
+		cr_assert_eq(status(s, p).down_retold, 0, "partition %u: the "
+			     "live leader's messages were taken as a dead one's", p);
 }
 
 /* A quiesced group's leader is cut off from both followers (its links

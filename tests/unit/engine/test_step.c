@@ -7,7 +7,9 @@
  * history workers can be set up exactly: here, appends and a delete that
  * apply while a flush job is in flight (its memtable frozen, the worker
  * held back), which used to lose the stream's last seq at the next
- * restart (the engine simulator's seed 100017).
+ * restart (the engine simulator's seed 100017). Nothing stepped, a
+ * shard's request queue stays full: node liveness (pe_raft_node_down /
+ * _up) still gets through it.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -317,4 +319,44 @@ Test(step, a_ready_reaches_a_live_tail_in_one_callback)
 	cr_assert_eq(t.calls, 1, "%u callbacks (largest %u entries)", t.calls,
 		     t.max_count);
 	cr_assert_eq(pe_unsubscribe(sub, NULL, NULL), 0);
+}
+
+/* ---- node liveness is not bounded by the request queue ------------------------- */
+
+static void drop_send(void *arg, const struct raft_msg *m, uint32_t n)
+{
+	(void)arg;
+	(void)m;
+	(void)n;
+}
+
+/* A shard whose request queue is full (queue_depth, nothing stepped)
+ * refuses ticks (-PARLEY_EFULL) but still takes a link-down and a
+ * link-up: a lost link-up would leave the node down for its groups
+ * (part->down: every message of a live leader taken as a dead one's), a
+ * lost link-down a quiesced follower asleep behind a dead leader.
+ * Transfers stay bounded. */
+Test(step, node_liveness_gets_through_a_full_queue)
+{
+	pe_close(eng);
+	eng = NULL;
+	struct pe_options o = opts();
+	o.queue_depth = 4;
+	uint64_t founders[2] = {1, 2};
+	struct pe_cluster c = {.node_id = 1, .voters = founders, .nvoters = 2,
+			       .election_ticks = 10, .heartbeat_ticks = 2,
+			       .quiesce_ticks = 10, .send = drop_send};
+	o.cluster = &c;
+	struct pe_stepper st = {.pick = pick, .now_ns = now_ns};
+	cr_assert_eq(pe_open_stepped(&o, &st, &eng), 0);
+	int rc = 0;
+	for (int n = 0; n < 100 && !rc; n++)
+		rc = pe_raft_tick(eng);
+	cr_assert_eq(rc, -PARLEY_EFULL);
+	cr_assert_eq(pe_raft_node_down(eng, 2), 0);
+	cr_assert_eq(pe_raft_node_up(eng, 2), 0);
+	cr_assert_eq(pe_raft_transfer(eng, 2), -PARLEY_EFULL);
+	for (int i = 0; i < 1000; i++)
+		(void)pe_step(eng);
+	cr_assert_eq(pe_raft_tick(eng), 0);
 }
