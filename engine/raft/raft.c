@@ -45,7 +45,6 @@
 
 #define RAFT_MAX_INFLIGHT 8
 #define RAFT_MAX_PENDING_READS 64
-#define RAFT_MAX_PENDING_CONF 8
 #define RAFT_MAX_APPLY_BATCH 512
 #define RAFT_CSUM_SEED 0x52414654454E5452ull /* "RAFTENTR" */
 
@@ -100,8 +99,13 @@ struct raft {
 
 	/* membership */
 	struct raft_conf conf;
-	struct pending_conf pconf[RAFT_MAX_PENDING_CONF];
-	uint32_t n_pconf;
+	/* conf entries of the log above the commit index, in log order: each
+	 * takes effect when its index commits (on_commit_advance). Never
+	 * bounded: a follower may hold any number of them before it learns
+	 * their commit (a restarted node replays its log's, then receives
+	 * the rest); one dropped would never apply (I6) */
+	struct pending_conf *pconf;
+	uint32_t n_pconf, cap_pconf;
 	uint64_t pending_conf_index; /* leader: uncommitted conf entry */
 	struct raft_progress pr[RAFT_MAX_MEMBERS];
 
@@ -197,6 +201,18 @@ static void *grow(void *p, uint32_t *cap, uint32_t need, size_t elem)
 	PARLEY_ASSERT(p != NULL);
 	*cap = c;
 	return p;
+}
+
+/* Queues the conf entry at `index` (after every one queued). */
+static void pconf_push(struct raft *r, uint64_t index,
+		       const struct raft_conf_change *cc)
+{
+	PARLEY_ASSERT(!r->n_pconf || r->pconf[r->n_pconf - 1].index < index);
+	r->pconf = grow(r->pconf, &r->cap_pconf, r->n_pconf + 1,
+			sizeof(*r->pconf));
+	r->pconf[r->n_pconf].index = index;
+	r->pconf[r->n_pconf].cc = *cc;
+	r->n_pconf++;
 }
 
 static void keep(struct raft *r, void *p)
@@ -486,13 +502,10 @@ static void unstable_push(struct raft *r, const struct raft_entry *e)
 		memcpy(d, e->data, e->len);
 	c.data = d;
 	r->unstable[r->n_unstable++] = c;
-	if (e->type == RAFT_ENTRY_CONF && r->n_pconf < RAFT_MAX_PENDING_CONF) {
+	if (e->type == RAFT_ENTRY_CONF) {
 		struct raft_conf_change cc;
-		if (raft_conf_change_decode(e->data, e->len, &cc) == 0) {
-			r->pconf[r->n_pconf].index = e->index;
-			r->pconf[r->n_pconf].cc = cc;
-			r->n_pconf++;
-		}
+		if (raft_conf_change_decode(e->data, e->len, &cc) == 0)
+			pconf_push(r, e->index, &cc);
 	}
 }
 
@@ -2349,6 +2362,11 @@ void raft_advance(struct raft *r)
 		free(r->repair);
 		free(r->cbuf);
 		free(r->mtmp);
+		if (!r->n_pconf) {
+			free(r->pconf);
+			r->pconf = NULL;
+			r->cap_pconf = 0;
+		}
 		r->msgs = NULL;
 		r->garbage = NULL;
 		r->out_reads = NULL;
@@ -2427,10 +2445,8 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 			struct raft_conf c = r->conf;
 			if (raft_conf_apply(&c, &cc) == 0)
 				r->conf = c;
-		} else if (r->n_pconf < RAFT_MAX_PENDING_CONF) {
-			r->pconf[r->n_pconf].index = i;
-			r->pconf[r->n_pconf].cc = cc;
-			r->n_pconf++;
+		} else {
+			pconf_push(r, i, &cc);
 		}
 	}
 	pr_rebuild(r, last);
@@ -2455,6 +2471,7 @@ void raft_free(struct raft *r)
 	free(r->cbuf);
 	free(r->mtmp);
 	free(r->reads);
+	free(r->pconf);
 	free(r);
 }
 
@@ -2505,6 +2522,7 @@ size_t raft_footprint(const struct raft *r)
 	n += (size_t)r->cap_cbuf * sizeof(*r->cbuf);
 	n += (size_t)r->cap_mtmp * sizeof(*r->mtmp);
 	n += (size_t)r->cap_reads * sizeof(*r->reads);
+	n += (size_t)r->cap_pconf * sizeof(*r->pconf);
 	return n;
 }
 

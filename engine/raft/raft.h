@@ -132,6 +132,15 @@
  *       index order, and only once durable on this node.
  *   I5. a leader counts a peer's match only from that peer's responses and
  *       its own match only after raft_advance (durable before counted).
+ *   I6. every conf entry of the log takes effect exactly once, in index
+ *       order, when its index commits (on top of the configuration loaded
+ *       at raft_new, or installed from a snapshot, for entries after the
+ *       index that configuration is as of): none is dropped, however many
+ *       a node holds before it learns their commit (their queue's order
+ *       is asserted; the pending ones were
+ *       a list of 8, and a restarted replica receiving a re-placed group's
+ *       history silently lost the rest: a stale configuration it then led
+ *       with, docs/CLUSTER.md §2.7).
  *
  * Reads: raft_read_index() on a follower forwards to the leader; the answer
  * may be lost like any message, so the caller times out and retries. The

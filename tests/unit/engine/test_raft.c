@@ -1576,3 +1576,117 @@ Test(raft, proposals_of_one_round_leave_as_one_append_per_follower)
 					  nodes[0].ents[x].len));
 	}
 }
+
+/* ---- conf entries are never dropped (more than 8 pending) --------------- */
+
+/* A conf entry at `index` of term 1 into buf (RAFT_CONF_CHANGE_BYTES). */
+static struct raft_entry conf_ent(uint64_t index, uint8_t op, uint64_t node,
+				  uint8_t *buf)
+{
+	struct raft_conf_change cc = {.op = op, .node = node};
+	cr_assert_eq(raft_conf_change_encode(&cc, buf), 0);
+	struct raft_entry e = {.term = 1, .index = index,
+			       .len = RAFT_CONF_CHANGE_BYTES,
+			       .type = RAFT_ENTRY_CONF, .data = buf};
+	e.csum = raft_entry_csum(e.term, e.index, e.type, e.data, e.len);
+	return e;
+}
+
+/* Eleven changes of {1,2,3}, each one applying: the members of a group
+ * re-placed twice while node 2 stayed (cluster_test_cluster_replace's
+ * partition 4 had 12 before a restarted node learned their commit). */
+static const struct raft_conf_change conf_hist[] = {
+	{RAFT_CONF_ADD_LEARNER, 4}, {RAFT_CONF_PROMOTE, 4},
+	{RAFT_CONF_REMOVE, 1},      {RAFT_CONF_ADD_LEARNER, 5},
+	{RAFT_CONF_PROMOTE, 5},     {RAFT_CONF_REMOVE, 3},
+	{RAFT_CONF_ADD_LEARNER, 1}, {RAFT_CONF_PROMOTE, 1},
+	{RAFT_CONF_REMOVE, 5},      {RAFT_CONF_ADD_LEARNER, 3},
+	{RAFT_CONF_PROMOTE, 3},
+};
+#define CONF_HIST_N (sizeof(conf_hist) / sizeof(conf_hist[0]))
+
+/* {1,2,3} after conf_hist[0..n): the expected configuration. */
+static struct raft_conf conf_after(uint32_t n)
+{
+	struct raft_conf c = {.n = 3, .max_id = 3, .ids = {1, 2, 3},
+			      .roles = {RAFT_VOTER, RAFT_VOTER, RAFT_VOTER}};
+	for (uint32_t k = 0; k < n; k++)
+		cr_assert_eq(raft_conf_apply(&c, &conf_hist[k]), 0);
+	return c;
+}
+
+static void conf_assert_eq(const struct raft_conf *a, const struct raft_conf *b)
+{
+	cr_assert_eq(a->n, b->n, "members %u, expected %u", a->n, b->n);
+	for (uint32_t k = 0; k < b->n; k++) {
+		int s = raft_conf_find(a, b->ids[k]);
+		cr_assert_geq(s, 0, "node %llu missing",
+			      (unsigned long long)b->ids[k]);
+		cr_assert_eq(a->roles[s], b->roles[k], "node %llu's role",
+			     (unsigned long long)b->ids[k]);
+	}
+}
+
+/* An APPEND of leader 1 in term 1 after (index, term 1 or 0). */
+static void append_to(int i, uint64_t index, const struct raft_entry *e,
+		      uint32_t n, uint64_t commit)
+{
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1,
+			     .to = nodes[i].id, .term = 1, .index = index,
+			     .log_term = index ? 1 : 0, .commit = commit,
+			     .entries = e, .n_entries = n};
+	raft_step(nodes[i].r, &m);
+	drain(i);
+	nq = 0;
+}
+
+Test(raft, a_follower_applies_every_conf_entry_of_one_append)
+{
+	cluster(3);
+	uint8_t b[CONF_HIST_N][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[CONF_HIST_N];
+	for (uint32_t k = 0; k < CONF_HIST_N; k++)
+		e[k] = conf_ent(k + 1, conf_hist[k].op, conf_hist[k].node,
+				b[k]);
+	/* every entry before its commit is known, then the commit */
+	append_to(1, 0, e, CONF_HIST_N, 0);
+	cr_assert_eq(nodes[1].last, CONF_HIST_N);
+	struct raft_conf boot = conf_after(0);
+	conf_assert_eq(raft_conf(nodes[1].r), &boot);
+	append_to(1, CONF_HIST_N, NULL, 0, CONF_HIST_N);
+	cr_assert_eq(raft_commit(nodes[1].r), CONF_HIST_N);
+	struct raft_conf want = conf_after(CONF_HIST_N);
+	conf_assert_eq(raft_conf(nodes[1].r), &want);
+}
+
+Test(raft, a_restarted_node_applies_every_conf_entry_of_its_log)
+{
+	cluster(3);
+	uint8_t b[CONF_HIST_N][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[CONF_HIST_N];
+	for (uint32_t k = 0; k < CONF_HIST_N; k++)
+		e[k] = conf_ent(k + 1, conf_hist[k].op, conf_hist[k].node,
+				b[k]);
+	/* node 2 held six of them (commit unknown) when it stopped */
+	append_to(1, 0, e, 6, 0);
+	cr_assert_eq(nodes[1].last, 6);
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	struct raft_conf boot = conf_after(0);
+	conf_assert_eq(raft_conf(nodes[1].r), &boot);
+	/* back: the rest, then their commit (the replay's six pending ones
+	 * and the APPEND's five are more than 8) */
+	append_to(1, 6, e + 6, CONF_HIST_N - 6, 0);
+	cr_assert_eq(nodes[1].last, CONF_HIST_N);
+	append_to(1, CONF_HIST_N, NULL, 0, CONF_HIST_N);
+	struct raft_conf want = conf_after(CONF_HIST_N);
+	conf_assert_eq(raft_conf(nodes[1].r), &want);
+	/* and at a restart that knows their commit (a stored one) */
+	nodes[1].hs.commit = CONF_HIST_N;
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	cr_assert_eq(raft_commit(nodes[1].r), CONF_HIST_N);
+	conf_assert_eq(raft_conf(nodes[1].r), &want);
+}
