@@ -99,6 +99,7 @@ struct raft {
 
 	/* membership */
 	struct raft_conf conf;
+	uint64_t conf_at; /* the index `conf` is as of (raft_conf_index) */
 	/* conf entries of the log above the commit index, in log order: each
 	 * takes effect when its index commits (on_commit_advance). Never
 	 * bounded: a follower may hold any number of them before it learns
@@ -1028,6 +1029,7 @@ static void on_commit_advance(struct raft *r)
 		for (uint32_t j = 0; j < r->n_pconf; j++) {
 			if (r->pconf[j].index <= r->hs.commit) {
 				struct raft_conf_change cc = r->pconf[j].cc;
+				r->conf_at = r->pconf[j].index;
 				memmove(&r->pconf[j], &r->pconf[j + 1],
 					(r->n_pconf - j - 1) *
 						sizeof(r->pconf[0]));
@@ -2274,6 +2276,7 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 		if (r->hs.commit < s->index) {
 			r->hs.commit = s->index;
 			r->conf = s->conf;
+			r->conf_at = s->index;
 			pr_rebuild(r, last_index(r));
 		}
 		uint32_t k = 0;
@@ -2293,6 +2296,7 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 	r->stable_last = s->index;
 	r->unstable_first = s->index + 1;
 	r->conf = s->conf;
+	r->conf_at = s->index;
 	r->n_pconf = 0;
 	pr_rebuild(r, s->index);
 	/* a full install only happens past our commit: at or below it our
@@ -2423,6 +2427,8 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 		r->rx_bytes = pbytes;
 	}
 	r->conf = r->snap.index ? r->snap.conf : cfg->bootstrap;
+	r->conf_at = r->snap.index > cfg->conf_index ? r->snap.index
+						  : cfg->conf_index;
 	/* replay membership changes in the log: committed ones take effect,
 	 * later ones wait for their commit */
 	for (uint64_t i = r->snap.index + 1; i <= last; i++) {
@@ -2445,6 +2451,7 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 			struct raft_conf c = r->conf;
 			if (raft_conf_apply(&c, &cc) == 0)
 				r->conf = c;
+			r->conf_at = i;
 		} else {
 			pconf_push(r, i, &cc);
 		}
@@ -2486,6 +2493,7 @@ uint64_t raft_last_index(const struct raft *r) { return last_index(r); }
 uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
+uint64_t raft_conf_index(const struct raft *r) { return r->conf_at; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
 uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
 uint64_t raft_noack_sent(const struct raft *r) { return r->commit_noack; }

@@ -579,6 +579,12 @@ bool raft_damaged(const struct raft *r, uint64_t *first_damaged);
 void raft_set_lost(struct raft *r);
 bool raft_lost(const struct raft *r);
 const struct raft_conf *raft_conf(const struct raft *r);
+/* The index raft_conf() is as of: its last committed conf entry's, or the
+ * index of the configuration loaded at raft_new (max of the snapshot's and
+ * raft_config.conf_index) or installed from a snapshot, whichever came
+ * last. A snapshot image of index i carries raft_conf() only when this is
+ * <= i (its meta's conf is the membership as of i). */
+uint64_t raft_conf_index(const struct raft *r);
 /* Times this node campaigned as a candidate (a real election, after a
  * won pre-vote or without pre-vote), since raft_new. */
 uint64_t raft_elections(const struct raft *r);

@@ -1675,6 +1675,7 @@ Test(raft, a_restarted_node_applies_every_conf_entry_of_its_log)
 	start(1, 3, NULL);
 	struct raft_conf boot = conf_after(0);
 	conf_assert_eq(raft_conf(nodes[1].r), &boot);
+	cr_assert_eq(raft_conf_index(nodes[1].r), 0, "none committed yet");
 	/* back: the rest, then their commit (the replay's six pending ones
 	 * and the APPEND's five are more than 8) */
 	append_to(1, 6, e + 6, CONF_HIST_N - 6, 0);
@@ -1682,6 +1683,7 @@ Test(raft, a_restarted_node_applies_every_conf_entry_of_its_log)
 	append_to(1, CONF_HIST_N, NULL, 0, CONF_HIST_N);
 	struct raft_conf want = conf_after(CONF_HIST_N);
 	conf_assert_eq(raft_conf(nodes[1].r), &want);
+	cr_assert_eq(raft_conf_index(nodes[1].r), CONF_HIST_N);
 	/* and at a restart that knows their commit (a stored one) */
 	nodes[1].hs.commit = CONF_HIST_N;
 	raft_free(nodes[1].r);
@@ -1689,4 +1691,5 @@ Test(raft, a_restarted_node_applies_every_conf_entry_of_its_log)
 	start(1, 3, NULL);
 	cr_assert_eq(raft_commit(nodes[1].r), CONF_HIST_N);
 	conf_assert_eq(raft_conf(nodes[1].r), &want);
+	cr_assert_eq(raft_conf_index(nodes[1].r), CONF_HIST_N);
 }
