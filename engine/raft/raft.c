@@ -75,6 +75,9 @@ struct pending_read {
 struct pending_conf {
 	uint64_t index;
 	struct raft_conf_change cc;
+	bool damaged; /* read damaged at raft_new: cc unknown until the entry
+		       * is repaired (conf_repaired); it and every change
+		       * after it wait */
 };
 
 struct raft {
@@ -204,15 +207,17 @@ static void *grow(void *p, uint32_t *cap, uint32_t need, size_t elem)
 	return p;
 }
 
-/* Queues the conf entry at `index` (after every one queued). */
+/* Queues the conf entry at `index` (after every one queued); cc NULL: its
+ * payload is damaged, the change is read again once repaired. */
 static void pconf_push(struct raft *r, uint64_t index,
 		       const struct raft_conf_change *cc)
 {
 	PARLEY_ASSERT(!r->n_pconf || r->pconf[r->n_pconf - 1].index < index);
 	r->pconf = grow(r->pconf, &r->cap_pconf, r->n_pconf + 1,
 			sizeof(*r->pconf));
-	r->pconf[r->n_pconf].index = index;
-	r->pconf[r->n_pconf].cc = *cc;
+	r->pconf[r->n_pconf] = (struct pending_conf){
+		.index = index, .cc = cc ? *cc : (struct raft_conf_change){0},
+		.damaged = cc == NULL};
 	r->n_pconf++;
 }
 
@@ -1028,6 +1033,8 @@ static void on_commit_advance(struct raft *r)
 		uint32_t k = r->n_pconf;
 		for (uint32_t j = 0; j < r->n_pconf; j++) {
 			if (r->pconf[j].index <= r->hs.commit) {
+				if (r->pconf[j].damaged)
+					break; /* in order: wait for its repair */
 				struct raft_conf_change cc = r->pconf[j].cc;
 				r->conf_at = r->pconf[j].index;
 				memmove(&r->pconf[j], &r->pconf[j + 1],
@@ -2262,6 +2269,30 @@ struct raft_ready *raft_ready(struct raft *r)
 	return rd;
 }
 
+/* Repairs were made durable: a damaged conf entry waiting in pconf that is
+ * whole again takes its change (or leaves the queue: not a change), and
+ * the queue moves on. */
+static void conf_repaired(struct raft *r)
+{
+	uint32_t k = 0;
+	bool moved = false;
+	for (uint32_t j = 0; j < r->n_pconf; j++) {
+		struct pending_conf *pc = &r->pconf[j];
+		struct raft_entry e;
+		if (pc->damaged && log_get(r, pc->index, &e) == 0) {
+			moved = true;
+			pc->damaged = false;
+			if (e.type != RAFT_ENTRY_CONF ||
+			    raft_conf_change_decode(e.data, e.len, &pc->cc) < 0)
+				continue; /* every node skips it the same way */
+		}
+		r->pconf[k++] = *pc;
+	}
+	r->n_pconf = k;
+	if (moved)
+		on_commit_advance(r);
+}
+
 static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 			 bool keep_tail)
 {
@@ -2280,10 +2311,23 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 			pr_rebuild(r, last_index(r));
 		}
 		uint32_t k = 0;
-		for (uint32_t j = 0; j < r->n_pconf; j++)
+		bool held = false; /* a damaged conf entry it replaces */
+		for (uint32_t j = 0; j < r->n_pconf; j++) {
 			if (r->pconf[j].index > s->index)
 				r->pconf[k++] = r->pconf[j];
+			else
+				held |= r->pconf[j].damaged;
+		}
 		r->n_pconf = k;
+		if (held) {
+			/* the changes up to s->index waited behind it: the
+			 * snapshot's configuration is the one as of s->index,
+			 * the later ones follow at their commit */
+			r->conf = s->conf;
+			r->conf_at = s->index;
+			pr_rebuild(r, last_index(r));
+			on_commit_advance(r);
+		}
 		r->applied = s->index;
 		if (r->damaged <= s->index)
 			r->damaged = 0;
@@ -2335,6 +2379,8 @@ void raft_advance(struct raft *r)
 	for (uint32_t i = 0; i < r->n_repair; i++)
 		if (r->repair[i].index == r->damaged)
 			r->damaged = 0;
+	if (r->n_repair)
+		conf_repaired(r);
 	r->n_repair = 0;
 	r->applied = r->rd_applied;
 	bool installed = false;
@@ -2431,13 +2477,22 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 						  : cfg->conf_index;
 	/* replay membership changes in the log: committed ones take effect,
 	 * later ones wait for their commit */
+	bool held = false; /* a damaged one waits: the later ones too */
 	for (uint64_t i = r->snap.index + 1; i <= last; i++) {
 		struct raft_entry e;
 		int g = cfg->storage.entry(cfg->storage.ctx, i, &e);
-		if (g < 0 || e.type != RAFT_ENTRY_CONF)
+		if ((g < 0 && g != -PARLEY_ECORRUPT) ||
+		    e.type != RAFT_ENTRY_CONF)
 			continue;
-		if (!raft_entry_ok(&e)) {
-			note_damaged(r, i);
+		if (g < 0 || !raft_entry_ok(&e)) {
+			/* its change takes effect once it is repaired
+			 * (conf_repaired), in order */
+			if (g == 0)
+				note_damaged(r, i);
+			if (i > cfg->conf_index) {
+				pconf_push(r, i, NULL);
+				held = true;
+			}
 			continue;
 		}
 		struct raft_conf_change cc;
@@ -2447,7 +2502,7 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 			continue; /* already in the loaded configuration: a
 				     member removed and added again must not
 				     be removed by the older entry */
-		if (i <= r->hs.commit) {
+		if (i <= r->hs.commit && !held) {
 			struct raft_conf c = r->conf;
 			if (raft_conf_apply(&c, &cc) == 0)
 				r->conf = c;

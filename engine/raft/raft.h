@@ -137,10 +137,12 @@
  *       at raft_new, or installed from a snapshot, for entries after the
  *       index that configuration is as of): none is dropped, however many
  *       a node holds before it learns their commit (their queue's order
- *       is asserted; the pending ones were
- *       a list of 8, and a restarted replica receiving a re-placed group's
- *       history silently lost the rest: a stale configuration it then led
- *       with, docs/CLUSTER.md §2.7).
+ *       is asserted; the pending ones were a list of 8, and a restarted
+ *       replica receiving a re-placed group's history silently lost the
+ *       rest: a stale configuration it then led with, docs/CLUSTER.md
+ *       §2.7). One found damaged in the log at raft_new takes effect once
+ *       repaired (or replaced by a snapshot), the ones after it wait for
+ *       it; until then the node's configuration is that of before it.
  *
  * Reads: raft_read_index() on a follower forwards to the leader; the answer
  * may be lost like any message, so the caller times out and retries. The

@@ -1693,3 +1693,41 @@ Test(raft, a_restarted_node_applies_every_conf_entry_of_its_log)
 	conf_assert_eq(raft_conf(nodes[1].r), &want);
 	cr_assert_eq(raft_conf_index(nodes[1].r), CONF_HIST_N);
 }
+
+/* A conf entry whose payload is damaged in the log at a restart takes
+ * effect once the leader repaired it, and the changes after it wait for
+ * it (in order). It was skipped at raft_new, and the repair did not bring
+ * it back: that replica never took the change. */
+Test(raft, a_damaged_conf_entry_takes_effect_once_repaired)
+{
+	cluster(3);
+	uint8_t b[3][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[3];
+	e[0] = conf_ent(1, RAFT_CONF_ADD_LEARNER, 4, b[0]);
+	e[1] = conf_ent(2, RAFT_CONF_PROMOTE, 4, b[1]);
+	e[2] = conf_ent(3, RAFT_CONF_ADD_LEARNER, 5, b[2]);
+	append_to(1, 0, e, 3, 0);
+	cr_assert_eq(nodes[1].last, 3);
+	nodes[1].bufs[2][1] ^= 0x40; /* entry 2's payload rots */
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	append_to(1, 3, NULL, 0, 3);
+	cr_assert_eq(raft_commit(nodes[1].r), 3);
+	/* committed, not repaired: 1 took effect, 2 and 3 wait */
+	const struct raft_conf *c = raft_conf(nodes[1].r);
+	int s4 = raft_conf_find(c, 4);
+	cr_assert(s4 >= 0 && c->roles[s4] == RAFT_LEARNER);
+	cr_assert_lt(raft_conf_find(c, 5), 0, "3 waits for 2");
+	cr_assert_eq(raft_conf_index(nodes[1].r), 1);
+	/* the leader resends entry 2: repaired in place */
+	append_to(1, 1, e + 1, 2, 3);
+	cr_assert(raft_entry_ok(&nodes[1].ents[2]), "repaired");
+	c = raft_conf(nodes[1].r);
+	s4 = raft_conf_find(c, 4);
+	int s5 = raft_conf_find(c, 5);
+	cr_assert(s4 >= 0 && s5 >= 0, "4 at %d, 5 at %d", s4, s5);
+	cr_assert_eq(c->roles[s4], RAFT_VOTER, "node 4 promoted");
+	cr_assert_eq(c->roles[s5], RAFT_LEARNER);
+	cr_assert_eq(raft_conf_index(nodes[1].r), 3);
+}
