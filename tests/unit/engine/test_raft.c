@@ -1731,3 +1731,49 @@ Test(raft, a_damaged_conf_entry_takes_effect_once_repaired)
 	cr_assert_eq(c->roles[s5], RAFT_LEARNER);
 	cr_assert_eq(raft_conf_index(nodes[1].r), 3);
 }
+
+/* The same damaged conf entry replaced by a snapshot that keeps the log
+ * after it (install_keeps_tail): the snapshot's configuration (as of its
+ * index) takes the waiting change's place, and the change after it
+ * follows at once (it is committed). */
+Test(raft, a_damaged_conf_entry_replaced_by_a_snapshot_keeping_the_tail)
+{
+	cluster(3);
+	uint8_t b[3][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[3];
+	e[0] = conf_ent(1, RAFT_CONF_ADD_LEARNER, 4, b[0]);
+	e[1] = conf_ent(2, RAFT_CONF_PROMOTE, 4, b[1]);
+	e[2] = conf_ent(3, RAFT_CONF_ADD_LEARNER, 5, b[2]);
+	append_to(1, 0, e, 3, 0);
+	nodes[1].bufs[2][1] ^= 0x40; /* entry 2's payload rots */
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	append_to(1, 3, NULL, 0, 3);
+	cr_assert_lt(raft_conf_find(raft_conf(nodes[1].r), 5), 0);
+	/* the leader compacted entry 2: a snapshot of index 2 replaces it */
+	struct raft_snapshot_meta s = {.index = 2, .term = 1, .size = 8,
+				       .csum = 1};
+	s.conf = conf_after(0);
+	cr_assert_eq(raft_conf_apply(&s.conf, &(struct raft_conf_change){RAFT_CONF_ADD_LEARNER, 4}), 0);
+	cr_assert_eq(raft_conf_apply(&s.conf, &(struct raft_conf_change){RAFT_CONF_PROMOTE, 4}), 0);
+	uint8_t chunk[8] = {0};
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+			     .term = 1, .snap = s, .index = 2, .offset = 0,
+			     .chunk = chunk, .chunk_len = 8,
+			     .flags = RAFT_MSGF_LAST};
+	raft_step(nodes[1].r, &m);
+	struct raft_ready *rd = raft_ready(nodes[1].r);
+	cr_assert(rd->has_install);
+	cr_assert(rd->install_keeps_tail);
+	raft_advance(nodes[1].r);
+	nodes[1].applied = s.index; /* the snapshot is the state machine */
+	drain(1);
+	nq = 0;
+	const struct raft_conf *c = raft_conf(nodes[1].r);
+	int s4 = raft_conf_find(c, 4), s5 = raft_conf_find(c, 5);
+	cr_assert(s4 >= 0 && s5 >= 0, "4 at %d, 5 at %d", s4, s5);
+	cr_assert_eq(c->roles[s4], RAFT_VOTER, "node 4 promoted");
+	cr_assert_eq(c->roles[s5], RAFT_LEARNER);
+	cr_assert_eq(raft_conf_index(nodes[1].r), 3);
+}
