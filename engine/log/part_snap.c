@@ -765,9 +765,14 @@ int part_snap_image(struct part *p, struct raft_snapshot_meta *out)
 	if (p->snap_img_busy || p->flush_st != FLUSH_IDLE ||
 	    p->compact_st != COMPACT_IDLE)
 		return -PARLEY_EAGAIN;
-	if (p->flushed_index < p->rsnap_index || p->flushed_index == 0) {
-		/* the history must reach the log's compaction point first;
-		 * the next compaction step looks again */
+	if (p->flushed_index < p->rsnap_index || p->flushed_index == 0 ||
+	    raft_conf_index(p->raft) > p->flushed_index) {
+		/* the history must reach the log's compaction point first,
+		 * and the last conf entry applied: the meta's conf is the
+		 * membership as of the image's index (raft.h), and
+		 * raft_conf() is as of raft_conf_index (a follower would
+		 * otherwise apply the entries after the image's index onto
+		 * their own result); the next compaction step looks again */
 		(void)hist_job_flush_part(sh, p);
 		return -PARLEY_EAGAIN;
 	}

@@ -47,7 +47,6 @@
 
 #define RAFT_MAX_INFLIGHT 8
 #define RAFT_MAX_PENDING_READS 64
-#define RAFT_MAX_PENDING_CONF 8
 #define RAFT_MAX_APPLY_BATCH 512
 #define RAFT_CSUM_SEED 0x52414654454E5452ull /* "RAFTENTR" */
 
@@ -78,6 +77,9 @@ struct pending_read {
 struct pending_conf {
 	uint64_t index;
 	struct raft_conf_change cc;
+	bool damaged; /* read damaged at raft_new: cc unknown until the entry
+		       * is repaired (conf_repaired); it and every change
+		       * after it wait */
 };
 
 struct raft {
@@ -102,8 +104,14 @@ struct raft {
 
 	/* membership */
 	struct raft_conf conf;
-	struct pending_conf pconf[RAFT_MAX_PENDING_CONF];
-	uint32_t n_pconf;
+	uint64_t conf_at; /* the index `conf` is as of (raft_conf_index) */
+	/* conf entries of the log above the commit index, in log order: each
+	 * takes effect when its index commits (on_commit_advance). Never
+	 * bounded: a follower may hold any number of them before it learns
+	 * their commit (a restarted node replays its log's, then receives
+	 * the rest); one dropped would never apply (I6) */
+	struct pending_conf *pconf;
+	uint32_t n_pconf, cap_pconf;
 	uint64_t pending_conf_index; /* leader: uncommitted conf entry */
 	struct raft_progress pr[RAFT_MAX_MEMBERS];
 
@@ -201,6 +209,20 @@ static void *grow(void *p, uint32_t *cap, uint32_t need, size_t elem)
 	PARLEY_ASSERT(p != NULL);
 	*cap = c;
 	return p;
+}
+
+/* Queues the conf entry at `index` (after every one queued); cc NULL: its
+ * payload is damaged, the change is read again once repaired. */
+static void pconf_push(struct raft *r, uint64_t index,
+		       const struct raft_conf_change *cc)
+{
+	PARLEY_ASSERT(!r->n_pconf || r->pconf[r->n_pconf - 1].index < index);
+	r->pconf = grow(r->pconf, &r->cap_pconf, r->n_pconf + 1,
+			sizeof(*r->pconf));
+	r->pconf[r->n_pconf] = (struct pending_conf){
+		.index = index, .cc = cc ? *cc : (struct raft_conf_change){0},
+		.damaged = cc == NULL};
+	r->n_pconf++;
 }
 
 static void keep(struct raft *r, void *p)
@@ -526,13 +548,10 @@ static void unstable_push(struct raft *r, const struct raft_entry *e)
 		memcpy(d, e->data, e->len);
 	c.data = d;
 	r->unstable[r->n_unstable++] = c;
-	if (e->type == RAFT_ENTRY_CONF && r->n_pconf < RAFT_MAX_PENDING_CONF) {
+	if (e->type == RAFT_ENTRY_CONF) {
 		struct raft_conf_change cc;
-		if (raft_conf_change_decode(e->data, e->len, &cc) == 0) {
-			r->pconf[r->n_pconf].index = e->index;
-			r->pconf[r->n_pconf].cc = cc;
-			r->n_pconf++;
-		}
+		if (raft_conf_change_decode(e->data, e->len, &cc) == 0)
+			pconf_push(r, e->index, &cc);
 	}
 }
 
@@ -1054,7 +1073,10 @@ static void on_commit_advance(struct raft *r)
 		uint32_t k = r->n_pconf;
 		for (uint32_t j = 0; j < r->n_pconf; j++) {
 			if (r->pconf[j].index <= r->hs.commit) {
+				if (r->pconf[j].damaged)
+					break; /* in order: wait for its repair */
 				struct raft_conf_change cc = r->pconf[j].cc;
+				r->conf_at = r->pconf[j].index;
 				memmove(&r->pconf[j], &r->pconf[j + 1],
 					(r->n_pconf - j - 1) *
 						sizeof(r->pconf[0]));
@@ -2285,6 +2307,30 @@ struct raft_ready *raft_ready(struct raft *r)
 	return rd;
 }
 
+/* Repairs were made durable: a damaged conf entry waiting in pconf that is
+ * whole again takes its change (or leaves the queue: not a change), and
+ * the queue moves on. */
+static void conf_repaired(struct raft *r)
+{
+	uint32_t k = 0;
+	bool moved = false;
+	for (uint32_t j = 0; j < r->n_pconf; j++) {
+		struct pending_conf *pc = &r->pconf[j];
+		struct raft_entry e;
+		if (pc->damaged && log_get(r, pc->index, &e) == 0) {
+			moved = true;
+			pc->damaged = false;
+			if (e.type != RAFT_ENTRY_CONF ||
+			    raft_conf_change_decode(e.data, e.len, &pc->cc) < 0)
+				continue; /* every node skips it the same way */
+		}
+		r->pconf[k++] = *pc;
+	}
+	r->n_pconf = k;
+	if (moved)
+		on_commit_advance(r);
+}
+
 static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 			 bool keep_tail)
 {
@@ -2299,13 +2345,27 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 		if (r->hs.commit < s->index) {
 			r->hs.commit = s->index;
 			r->conf = s->conf;
+			r->conf_at = s->index;
 			pr_rebuild(r, last_index(r));
 		}
 		uint32_t k = 0;
-		for (uint32_t j = 0; j < r->n_pconf; j++)
+		bool held = false; /* a damaged conf entry it replaces */
+		for (uint32_t j = 0; j < r->n_pconf; j++) {
 			if (r->pconf[j].index > s->index)
 				r->pconf[k++] = r->pconf[j];
+			else
+				held |= r->pconf[j].damaged;
+		}
 		r->n_pconf = k;
+		if (held) {
+			/* the changes up to s->index waited behind it: the
+			 * snapshot's configuration is the one as of s->index,
+			 * the later ones follow at their commit */
+			r->conf = s->conf;
+			r->conf_at = s->index;
+			pr_rebuild(r, last_index(r));
+			on_commit_advance(r);
+		}
 		r->applied = s->index;
 		if (r->damaged <= s->index)
 			r->damaged = 0;
@@ -2318,6 +2378,7 @@ static void install_done(struct raft *r, const struct raft_snapshot_meta *s,
 	r->stable_last = s->index;
 	r->unstable_first = s->index + 1;
 	r->conf = s->conf;
+	r->conf_at = s->index;
 	r->n_pconf = 0;
 	pr_rebuild(r, s->index);
 	/* a full install only happens past our commit: at or below it our
@@ -2354,6 +2415,8 @@ void raft_advance(struct raft *r)
 	for (uint32_t i = 0; i < r->n_repair; i++)
 		if (r->repair[i].index == r->damaged)
 			r->damaged = 0;
+	if (r->n_repair)
+		conf_repaired(r);
 	r->n_repair = 0;
 	r->applied = r->rd_applied;
 	bool installed = false;
@@ -2389,6 +2452,11 @@ void raft_advance(struct raft *r)
 		free(r->repair);
 		free(r->cbuf);
 		free(r->mtmp);
+		if (!r->n_pconf) {
+			free(r->pconf);
+			r->pconf = NULL;
+			r->cap_pconf = 0;
+		}
 		r->msgs = NULL;
 		r->garbage = NULL;
 		r->out_reads = NULL;
@@ -2445,15 +2513,26 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 		r->rx_bytes = pbytes;
 	}
 	r->conf = r->snap.index ? r->snap.conf : cfg->bootstrap;
+	r->conf_at = r->snap.index > cfg->conf_index ? r->snap.index
+						  : cfg->conf_index;
 	/* replay membership changes in the log: committed ones take effect,
 	 * later ones wait for their commit */
+	bool held = false; /* a damaged one waits: the later ones too */
 	for (uint64_t i = r->snap.index + 1; i <= last; i++) {
 		struct raft_entry e;
 		int g = cfg->storage.entry(cfg->storage.ctx, i, &e);
-		if (g < 0 || e.type != RAFT_ENTRY_CONF)
+		if ((g < 0 && g != -PARLEY_ECORRUPT) ||
+		    e.type != RAFT_ENTRY_CONF)
 			continue;
-		if (!raft_entry_ok(&e)) {
-			note_damaged(r, i);
+		if (g < 0 || !raft_entry_ok(&e)) {
+			/* its change takes effect once it is repaired
+			 * (conf_repaired), in order */
+			if (g == 0)
+				note_damaged(r, i);
+			if (i > cfg->conf_index) {
+				pconf_push(r, i, NULL);
+				held = true;
+			}
 			continue;
 		}
 		struct raft_conf_change cc;
@@ -2463,14 +2542,13 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 			continue; /* already in the loaded configuration: a
 				     member removed and added again must not
 				     be removed by the older entry */
-		if (i <= r->hs.commit) {
+		if (i <= r->hs.commit && !held) {
 			struct raft_conf c = r->conf;
 			if (raft_conf_apply(&c, &cc) == 0)
 				r->conf = c;
-		} else if (r->n_pconf < RAFT_MAX_PENDING_CONF) {
-			r->pconf[r->n_pconf].index = i;
-			r->pconf[r->n_pconf].cc = cc;
-			r->n_pconf++;
+			r->conf_at = i;
+		} else {
+			pconf_push(r, i, &cc);
 		}
 	}
 	pr_rebuild(r, last);
@@ -2495,6 +2573,7 @@ void raft_free(struct raft *r)
 	free(r->cbuf);
 	free(r->mtmp);
 	free(r->reads);
+	free(r->pconf);
 	free(r);
 }
 
@@ -2509,6 +2588,7 @@ uint64_t raft_last_index(const struct raft *r) { return last_index(r); }
 uint64_t raft_id(const struct raft *r) { return r->id; }
 bool raft_quiesced(const struct raft *r) { return r->quiesced; }
 const struct raft_conf *raft_conf(const struct raft *r) { return &r->conf; }
+uint64_t raft_conf_index(const struct raft *r) { return r->conf_at; }
 uint64_t raft_elections(const struct raft *r) { return r->elections; }
 uint64_t raft_commit_sends_skipped(const struct raft *r) { return r->commit_bcast_skipped; }
 uint64_t raft_noack_sent(const struct raft *r) { return r->commit_noack; }
@@ -2546,6 +2626,7 @@ size_t raft_footprint(const struct raft *r)
 	n += (size_t)r->cap_cbuf * sizeof(*r->cbuf);
 	n += (size_t)r->cap_mtmp * sizeof(*r->mtmp);
 	n += (size_t)r->cap_reads * sizeof(*r->reads);
+	n += (size_t)r->cap_pconf * sizeof(*r->pconf);
 	return n;
 }
 

@@ -134,6 +134,17 @@
  *       index order, and only once durable on this node.
  *   I5. a leader counts a peer's match only from that peer's responses and
  *       its own match only after raft_advance (durable before counted).
+ *   I6. every conf entry of the log takes effect exactly once, in index
+ *       order, when its index commits (on top of the configuration loaded
+ *       at raft_new, or installed from a snapshot, for entries after the
+ *       index that configuration is as of): none is dropped, however many
+ *       a node holds before it learns their commit (their queue's order
+ *       is asserted; the pending ones were a list of 8, and a restarted
+ *       replica receiving a re-placed group's history silently lost the
+ *       rest: a stale configuration it then led with, docs/CLUSTER.md
+ *       §2.7). One found damaged in the log at raft_new takes effect once
+ *       repaired (or replaced by a snapshot), the ones after it wait for
+ *       it; until then the node's configuration is that of before it.
  *
  * Reads: raft_read_index() on a follower forwards to the leader; the answer
  * may be lost like any message, so the caller times out and retries. The
@@ -602,6 +613,12 @@ bool raft_damaged(const struct raft *r, uint64_t *first_damaged);
 void raft_set_lost(struct raft *r);
 bool raft_lost(const struct raft *r);
 const struct raft_conf *raft_conf(const struct raft *r);
+/* The index raft_conf() is as of: its last committed conf entry's, or the
+ * index of the configuration loaded at raft_new (max of the snapshot's and
+ * raft_config.conf_index) or installed from a snapshot, whichever came
+ * last. A snapshot image of index i carries raft_conf() only when this is
+ * <= i (its meta's conf is the membership as of i). */
+uint64_t raft_conf_index(const struct raft *r);
 /* Times this node campaigned as a candidate (a real election, after a
  * won pre-vote or without pre-vote), since raft_new. */
 uint64_t raft_elections(const struct raft *r);

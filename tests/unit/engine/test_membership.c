@@ -16,6 +16,9 @@
  *     killed and the two left still commit);
  *   - with a small kept log the learner catches up by snapshot instead
  *     (the conf travels in the snapshot's meta);
+ *   - that meta's conf is the membership as of the image's index, also
+ *     when a change committed after the leader's last flush (the learner
+ *     stores it at that index);
  *   - after every node flushed its history (the WAL records holding the
  *     conf entries released) and restarted, every group reports the
  *     changed configuration and serves with it; without the stored
@@ -38,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
+#include "parley_common.h"
 #include "parley_engine.h"
 #include "parley_engine_hooks.h"
 #include "raft.h"
@@ -475,6 +480,69 @@ Test(membership, learner_by_snapshot)
 		wait_caught_up(i);
 		check_node(i);
 	}
+}
+
+/* Node i's stored configuration of `part` (conf/<partition>, part_conf.c's
+ * format): its index, and whether `id` is a member of it. */
+static uint64_t stored_conf(int i, uint32_t part, uint64_t id, bool *member)
+{
+	char path[128];
+	snprintf(path, sizeof path, "%s/conf/%u", nodes[i].dir, part);
+	struct pio *io = nodes[i].io;
+	struct pio_file *f;
+	cr_assert_eq(io->ops->open(io, path, 0, &f), 0, "no %s", path);
+	uint8_t b[256];
+	int64_t n = io->ops->pread(io, f, b, sizeof b, 0);
+	io->ops->close(io, f);
+	cr_assert_geq(n, 44);
+	uint64_t index = le_get64(b + 16);
+	uint32_t members = le_get32(b + 32);
+	cr_assert_eq((int64_t)(44 + members * 9), n);
+	*member = false;
+	for (uint32_t k = 0; k < members; k++)
+		*member |= le_get64(b + 36 + k * 9) == id;
+	return index;
+}
+
+/* A snapshot image's meta carries the membership as of the image's index
+ * (raft.h): the learner's install stores it at that index. The change
+ * that added it commits after the leaders' last flush (the test flushes
+ * first, so no image needs one to reach the compaction point), so the
+ * image must wait for a flush past it (part_snap_image); it carried the leader's
+ * configuration of the moment at the older index before, which the
+ * learner then stored with node 4 a member at an index below the entry
+ * that added it, and re-applied that entry onto it. */
+Test(membership, snapshot_image_conf_is_as_of_its_index)
+{
+	cluster_start(2048); /* a small kept log: the learner needs images */
+	wait_leaders();
+	append_many(250);
+	/* every founder flushed: the leaders' images need no flush first */
+	for (int i = 0; i < 3; i++)
+		flush_all(i);
+	node_open(3);
+	uint64_t added[NPARTS];
+	for (uint32_t p = 0; p < NPARTS; p++)
+		added[p] = conf_change(p, PE_CONF_ADD_LEARNER, 4, 0);
+	append_many(20);
+	wait_caught_up(3);
+	uint32_t checked = 0;
+	for (uint32_t p = 0; p < NPARTS; p++) {
+		if (!status(3, p).snap_installed)
+			continue;
+		cr_assert_gt(added[p], 0);
+		bool member;
+		uint64_t at = stored_conf(3, p, 4, &member);
+		cr_assert(member == (at >= added[p]),
+			  "partition %u: conf stored as of %" PRIu64 " %s node "
+			  "4, added at %" PRIu64, p, at,
+			  member ? "holds" : "lacks", added[p]);
+		checked++;
+	}
+	cr_assert_gt(checked, 0, "node 4 installed no snapshot");
+	const uint64_t v3[] = {1, 2, 3}, l4[] = {4};
+	wait_conf(3, v3, 3, l4, 1);
+	check_node(3);
 }
 
 /* The conf survives a restart of every node, also once history holds

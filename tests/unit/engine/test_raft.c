@@ -1738,3 +1738,204 @@ Test(raft, proposals_of_one_round_leave_as_one_append_per_follower)
 					  nodes[0].ents[x].len));
 	}
 }
+
+/* ---- conf entries are never dropped (more than 8 pending) --------------- */
+
+/* A conf entry at `index` of term 1 into buf (RAFT_CONF_CHANGE_BYTES). */
+static struct raft_entry conf_ent(uint64_t index, uint8_t op, uint64_t node,
+				  uint8_t *buf)
+{
+	struct raft_conf_change cc = {.op = op, .node = node};
+	cr_assert_eq(raft_conf_change_encode(&cc, buf), 0);
+	struct raft_entry e = {.term = 1, .index = index,
+			       .len = RAFT_CONF_CHANGE_BYTES,
+			       .type = RAFT_ENTRY_CONF, .data = buf};
+	e.csum = raft_entry_csum(e.term, e.index, e.type, e.data, e.len);
+	return e;
+}
+
+/* Eleven changes of {1,2,3}, each one applying: the members of a group
+ * re-placed twice while node 2 stayed (cluster_test_cluster_replace's
+ * partition 4 had 12 before a restarted node learned their commit). */
+static const struct raft_conf_change conf_hist[] = {
+	{RAFT_CONF_ADD_LEARNER, 4}, {RAFT_CONF_PROMOTE, 4},
+	{RAFT_CONF_REMOVE, 1},      {RAFT_CONF_ADD_LEARNER, 5},
+	{RAFT_CONF_PROMOTE, 5},     {RAFT_CONF_REMOVE, 3},
+	{RAFT_CONF_ADD_LEARNER, 1}, {RAFT_CONF_PROMOTE, 1},
+	{RAFT_CONF_REMOVE, 5},      {RAFT_CONF_ADD_LEARNER, 3},
+	{RAFT_CONF_PROMOTE, 3},
+};
+#define CONF_HIST_N (sizeof(conf_hist) / sizeof(conf_hist[0]))
+
+/* {1,2,3} after conf_hist[0..n): the expected configuration. */
+static struct raft_conf conf_after(uint32_t n)
+{
+	struct raft_conf c = {.n = 3, .max_id = 3, .ids = {1, 2, 3},
+			      .roles = {RAFT_VOTER, RAFT_VOTER, RAFT_VOTER}};
+	for (uint32_t k = 0; k < n; k++)
+		cr_assert_eq(raft_conf_apply(&c, &conf_hist[k]), 0);
+	return c;
+}
+
+static void conf_assert_eq(const struct raft_conf *a, const struct raft_conf *b)
+{
+	cr_assert_eq(a->n, b->n, "members %u, expected %u", a->n, b->n);
+	for (uint32_t k = 0; k < b->n; k++) {
+		int s = raft_conf_find(a, b->ids[k]);
+		cr_assert_geq(s, 0, "node %llu missing",
+			      (unsigned long long)b->ids[k]);
+		cr_assert_eq(a->roles[s], b->roles[k], "node %llu's role",
+			     (unsigned long long)b->ids[k]);
+	}
+}
+
+/* An APPEND of leader 1 in term 1 after (index, term 1 or 0). */
+static void append_to(int i, uint64_t index, const struct raft_entry *e,
+		      uint32_t n, uint64_t commit)
+{
+	struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1,
+			     .to = nodes[i].id, .term = 1, .index = index,
+			     .log_term = index ? 1 : 0, .commit = commit,
+			     .entries = e, .n_entries = n};
+	raft_step(nodes[i].r, &m);
+	drain(i);
+	nq = 0;
+}
+
+Test(raft, a_follower_applies_every_conf_entry_of_one_append)
+{
+	cluster(3);
+	uint8_t b[CONF_HIST_N][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[CONF_HIST_N];
+	for (uint32_t k = 0; k < CONF_HIST_N; k++)
+		e[k] = conf_ent(k + 1, conf_hist[k].op, conf_hist[k].node,
+				b[k]);
+	/* every entry before its commit is known, then the commit */
+	append_to(1, 0, e, CONF_HIST_N, 0);
+	cr_assert_eq(nodes[1].last, CONF_HIST_N);
+	struct raft_conf boot = conf_after(0);
+	conf_assert_eq(raft_conf(nodes[1].r), &boot);
+	append_to(1, CONF_HIST_N, NULL, 0, CONF_HIST_N);
+	cr_assert_eq(raft_commit(nodes[1].r), CONF_HIST_N);
+	struct raft_conf want = conf_after(CONF_HIST_N);
+	conf_assert_eq(raft_conf(nodes[1].r), &want);
+}
+
+Test(raft, a_restarted_node_applies_every_conf_entry_of_its_log)
+{
+	cluster(3);
+	uint8_t b[CONF_HIST_N][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[CONF_HIST_N];
+	for (uint32_t k = 0; k < CONF_HIST_N; k++)
+		e[k] = conf_ent(k + 1, conf_hist[k].op, conf_hist[k].node,
+				b[k]);
+	/* node 2 held six of them (commit unknown) when it stopped */
+	append_to(1, 0, e, 6, 0);
+	cr_assert_eq(nodes[1].last, 6);
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	struct raft_conf boot = conf_after(0);
+	conf_assert_eq(raft_conf(nodes[1].r), &boot);
+	cr_assert_eq(raft_conf_index(nodes[1].r), 0, "none committed yet");
+	/* back: the rest, then their commit (the replay's six pending ones
+	 * and the APPEND's five are more than 8) */
+	append_to(1, 6, e + 6, CONF_HIST_N - 6, 0);
+	cr_assert_eq(nodes[1].last, CONF_HIST_N);
+	append_to(1, CONF_HIST_N, NULL, 0, CONF_HIST_N);
+	struct raft_conf want = conf_after(CONF_HIST_N);
+	conf_assert_eq(raft_conf(nodes[1].r), &want);
+	cr_assert_eq(raft_conf_index(nodes[1].r), CONF_HIST_N);
+	/* and at a restart that knows their commit (a stored one) */
+	nodes[1].hs.commit = CONF_HIST_N;
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	cr_assert_eq(raft_commit(nodes[1].r), CONF_HIST_N);
+	conf_assert_eq(raft_conf(nodes[1].r), &want);
+	cr_assert_eq(raft_conf_index(nodes[1].r), CONF_HIST_N);
+}
+
+/* A conf entry whose payload is damaged in the log at a restart takes
+ * effect once the leader repaired it, and the changes after it wait for
+ * it (in order). It was skipped at raft_new, and the repair did not bring
+ * it back: that replica never took the change. */
+Test(raft, a_damaged_conf_entry_takes_effect_once_repaired)
+{
+	cluster(3);
+	uint8_t b[3][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[3];
+	e[0] = conf_ent(1, RAFT_CONF_ADD_LEARNER, 4, b[0]);
+	e[1] = conf_ent(2, RAFT_CONF_PROMOTE, 4, b[1]);
+	e[2] = conf_ent(3, RAFT_CONF_ADD_LEARNER, 5, b[2]);
+	append_to(1, 0, e, 3, 0);
+	cr_assert_eq(nodes[1].last, 3);
+	nodes[1].bufs[2][1] ^= 0x40; /* entry 2's payload rots */
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	append_to(1, 3, NULL, 0, 3);
+	cr_assert_eq(raft_commit(nodes[1].r), 3);
+	/* committed, not repaired: 1 took effect, 2 and 3 wait */
+	const struct raft_conf *c = raft_conf(nodes[1].r);
+	int s4 = raft_conf_find(c, 4);
+	cr_assert(s4 >= 0 && c->roles[s4] == RAFT_LEARNER);
+	cr_assert_lt(raft_conf_find(c, 5), 0, "3 waits for 2");
+	cr_assert_eq(raft_conf_index(nodes[1].r), 1);
+	/* the leader resends entry 2: repaired in place */
+	append_to(1, 1, e + 1, 2, 3);
+	cr_assert(raft_entry_ok(&nodes[1].ents[2]), "repaired");
+	c = raft_conf(nodes[1].r);
+	s4 = raft_conf_find(c, 4);
+	int s5 = raft_conf_find(c, 5);
+	cr_assert(s4 >= 0 && s5 >= 0, "4 at %d, 5 at %d", s4, s5);
+	cr_assert_eq(c->roles[s4], RAFT_VOTER, "node 4 promoted");
+	cr_assert_eq(c->roles[s5], RAFT_LEARNER);
+	cr_assert_eq(raft_conf_index(nodes[1].r), 3);
+}
+
+/* The same damaged conf entry replaced by a snapshot that keeps the log
+ * after it (install_keeps_tail): the snapshot's configuration (as of its
+ * index) takes the waiting change's place, and the change after it
+ * follows at once (it is committed). */
+Test(raft, a_damaged_conf_entry_replaced_by_a_snapshot_keeping_the_tail)
+{
+	cluster(3);
+	uint8_t b[3][RAFT_CONF_CHANGE_BYTES];
+	struct raft_entry e[3];
+	e[0] = conf_ent(1, RAFT_CONF_ADD_LEARNER, 4, b[0]);
+	e[1] = conf_ent(2, RAFT_CONF_PROMOTE, 4, b[1]);
+	e[2] = conf_ent(3, RAFT_CONF_ADD_LEARNER, 5, b[2]);
+	append_to(1, 0, e, 3, 0);
+	nodes[1].bufs[2][1] ^= 0x40; /* entry 2's payload rots */
+	raft_free(nodes[1].r);
+	nodes[1].r = NULL;
+	start(1, 3, NULL);
+	append_to(1, 3, NULL, 0, 3);
+	cr_assert_lt(raft_conf_find(raft_conf(nodes[1].r), 5), 0);
+	/* the leader compacted entry 2: a snapshot of index 2 replaces it */
+	struct raft_snapshot_meta s = {.index = 2, .term = 1, .size = 8,
+				       .csum = 1};
+	s.conf = conf_after(0);
+	cr_assert_eq(raft_conf_apply(&s.conf, &(struct raft_conf_change){RAFT_CONF_ADD_LEARNER, 4}), 0);
+	cr_assert_eq(raft_conf_apply(&s.conf, &(struct raft_conf_change){RAFT_CONF_PROMOTE, 4}), 0);
+	uint8_t chunk[8] = {0};
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+			     .term = 1, .snap = s, .index = 2, .offset = 0,
+			     .chunk = chunk, .chunk_len = 8,
+			     .flags = RAFT_MSGF_LAST};
+	raft_step(nodes[1].r, &m);
+	struct raft_ready *rd = raft_ready(nodes[1].r);
+	cr_assert(rd->has_install);
+	cr_assert(rd->install_keeps_tail);
+	raft_advance(nodes[1].r);
+	nodes[1].applied = s.index; /* the snapshot is the state machine */
+	drain(1);
+	nq = 0;
+	const struct raft_conf *c = raft_conf(nodes[1].r);
+	int s4 = raft_conf_find(c, 4), s5 = raft_conf_find(c, 5);
+	cr_assert(s4 >= 0 && s5 >= 0, "4 at %d, 5 at %d", s4, s5);
+	cr_assert_eq(c->roles[s4], RAFT_VOTER, "node 4 promoted");
+	cr_assert_eq(c->roles[s5], RAFT_LEARNER);
+	cr_assert_eq(raft_conf_index(nodes[1].r), 3);
+}
