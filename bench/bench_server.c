@@ -967,42 +967,8 @@ out:
  * included): bytes read, or negative. */
 static long metrics_get(int port, char *buf, size_t cap)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {METRICS_TIMEOUT_MS / 1000, (METRICS_TIMEOUT_MS % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-				  "Connection: close\r\n\r\n";
-	if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
-		close(fd);
-		return -PARLEY_EIO;
-	}
-	size_t len = 0;
-	while (len + 1 < cap) {
-		ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int e = -errno;
-			close(fd);
-			return e;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	buf[len] = 0;
-	return (long)len;
+	return bench_http_req("GET", port, "/metrics", buf, cap,
+			      METRICS_TIMEOUT_MS);
 }
 
 /* The stage histograms of the server now; false when its admin port does
