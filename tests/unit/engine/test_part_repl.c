@@ -1471,6 +1471,36 @@ Test(repl, quiesced_group_whose_leader_dies_elects)
  * the leader's, and the quiesced followers slept on as followers of the
  * dead leader for ever (rejecting each other's pre-votes: no election;
  * cluster_test_cluster_unsynced_long's "no progress after a kill"). */
+/* Pumps until every partition has a leader other than node l (killed),
+ * failing with each survivor's view after MAX_PUMP rounds: "no new
+ * leader: the survivors <how> the dead node". */
+static void wait_survivors_lead(int l, const char *how)
+{
+	for (int r = 0;; r++) {
+		bool all = true;
+		for (uint32_t p = 0; p < NPARTS; p++) {
+			int nl = leader_of(p);
+			all &= nl >= 0 && nl != l;
+		}
+		if (all)
+			return;
+		if (r == MAX_PUMP)
+			for (uint32_t p = 0; p < NPARTS; p++)
+				for (int i = 0; i < NN; i++) {
+					struct pe_raft_status st;
+					if (i == l || pe_raft_status(nodes[i].e, p, &st))
+						continue;
+					fprintf(stderr, "partition %u node %d: role %d "
+						"leader %" PRIu64 " quiesced %d\n", p,
+						i + 1, (int)st.role, st.leader,
+						(int)st.quiesced);
+				}
+		cr_assert_lt(r, MAX_PUMP, "no new leader: the survivors %s the "
+			     "dead node %d", how, l + 1);
+		pump();
+	}
+}
+
 Test(repl, quiesced_followers_told_of_two_links_down_at_once_elect)
 {
 	quiesce = QUIESCE_TICKS;
@@ -1490,29 +1520,7 @@ Test(repl, quiesced_followers_told_of_two_links_down_at_once_elect)
 		cr_assert_eq(pe_raft_node_down(nodes[a].e, nodes[b].id), 0);
 		cr_assert_eq(pe_raft_node_up(nodes[a].e, nodes[b].id), 0);
 	}
-	for (int r = 0;; r++) {
-		bool all = true;
-		for (uint32_t p = 0; p < NPARTS; p++) {
-			int nl = leader_of(p);
-			all &= nl >= 0 && nl != l;
-		}
-		if (all)
-			break;
-		if (r == MAX_PUMP)
-			for (uint32_t p = 0; p < NPARTS; p++)
-				for (int i = 0; i < NN; i++) {
-					struct pe_raft_status st;
-					if (i == l || pe_raft_status(nodes[i].e, p, &st))
-						continue;
-					fprintf(stderr, "partition %u node %d: role %d "
-						"leader %" PRIu64 " quiesced %d\n", p,
-						i + 1, (int)st.role, st.leader,
-						(int)st.quiesced);
-				}
-		cr_assert_lt(r, MAX_PUMP, "no new leader: the survivors still "
-			     "follow the dead node %d", l + 1);
-		pump();
-	}
+	wait_survivors_lead(l, "still follow");
 	append_many(10);
 	node_open(l);
 	liveness(l, true);
@@ -1569,29 +1577,7 @@ Test(repl, quiesce_heartbeat_of_a_dead_leader_after_its_link_down_elects)
 		cr_assert_eq(pe_raft_node_down(nodes[a].e, nodes[l].id), 0);
 		cr_assert_eq(pe_raft_recv(nodes[a].e, hb[a], nhb[a]), 0);
 	}
-	for (int r = 0;; r++) {
-		bool all = true;
-		for (uint32_t p = 0; p < NPARTS; p++) {
-			int nl = leader_of(p);
-			all &= nl >= 0 && nl != l;
-		}
-		if (all)
-			break;
-		if (r == MAX_PUMP)
-			for (uint32_t p = 0; p < NPARTS; p++)
-				for (int i = 0; i < NN; i++) {
-					struct pe_raft_status st;
-					if (i == l || pe_raft_status(nodes[i].e, p, &st))
-						continue;
-					fprintf(stderr, "partition %u node %d: role %d "
-						"leader %" PRIu64 " quiesced %d\n", p,
-						i + 1, (int)st.role, st.leader,
-						(int)st.quiesced);
-				}
-		cr_assert_lt(r, MAX_PUMP, "no new leader: the survivors sleep "
-			     "behind the dead node %d", l + 1);
-		pump();
-	}
+	wait_survivors_lead(l, "sleep behind");
 	/* each group that had the heartbeat was told again */
 	for (int a = 0; a < NN; a++)
 		for (uint32_t k = 0; a != l && k < nhb[a]; k++)
