@@ -286,6 +286,26 @@ static void sync_note_cb(void *arg, const struct chat_sync_info *r)
 	waiter_signal(&x->w);
 }
 
+/* A device of alice's whose cursor key is in another partition than her
+ * inbox: its name in dev (16 bytes), the inbox and cursor keys in ik and
+ * ck (CHAT_KEY_CAP bytes). Returns the inbox's partition. */
+static uint32_t cursor_elsewhere(struct world *w, char *ik, char *ck,
+				 char *dev)
+{
+	dev[0] = '\0';
+	cr_assert_gt(chat_key_inbox(ik, "alice", 5), 0);
+	uint32_t pi = pe_partition_of(w->e, ik, strlen(ik));
+	for (int i = 0; i < 100 && !dev[0]; i++) { /* its cursor elsewhere */
+		char d[16];
+		snprintf(d, sizeof d, "dev%d", i);
+		cr_assert_gt(chat_key_cursor(ck, "alice", 5, d, strlen(d)), 0);
+		if (pe_partition_of(w->e, ck, strlen(ck)) != pi)
+			memcpy(dev, d, sizeof d);
+	}
+	cr_assert(dev[0]);
+	return pi;
+}
+
 Test(chat_read, sync_of_partitions_not_held_is_refused_naming_them)
 {
 	struct world w;
@@ -293,17 +313,8 @@ Test(chat_read, sync_of_partitions_not_held_is_refused_naming_them)
 	cr_assert_eq(svc_open(w.c, "alice", "bob", NULL), 0);
 	svc_send(w.c, CONV, "bob", 1);
 	wait_inbox(&w, "alice", 1);
-	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16] = "";
-	cr_assert_gt(chat_key_inbox(ik, "alice", 5), 0);
-	uint32_t pi = pe_partition_of(w.e, ik, strlen(ik));
-	for (int i = 0; i < 100 && !dev[0]; i++) { /* its cursor elsewhere */
-		char d[16];
-		snprintf(d, sizeof d, "dev%d", i);
-		cr_assert_gt(chat_key_cursor(ck, "alice", 5, d, strlen(d)), 0);
-		if (pe_partition_of(w.e, ck, strlen(ck)) != pi)
-			memcpy(dev, d, sizeof d);
-	}
-	cr_assert(dev[0]);
+	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16];
+	uint32_t pi = cursor_elsewhere(&w, ik, ck, dev);
 	size_t dl = strlen(dev);
 	/* the cursor's partition: refused before anything is read */
 	uint32_t pc = world_not_held(&w, ck);
@@ -357,17 +368,8 @@ Test(chat_read, sync_reads_a_cursor_not_held_at_its_leader)
 	for (int i = 1; i <= 3; i++)
 		svc_send(w.c, CONV, "bob", i);
 	wait_inbox(&w, "alice", 3);
-	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16] = "";
-	cr_assert_gt(chat_key_inbox(ik, "alice", 5), 0);
-	uint32_t pi = pe_partition_of(w.e, ik, strlen(ik));
-	for (int i = 0; i < 100 && !dev[0]; i++) { /* its cursor elsewhere */
-		char d[16];
-		snprintf(d, sizeof d, "dev%d", i);
-		cr_assert_gt(chat_key_cursor(ck, "alice", 5, d, strlen(d)), 0);
-		if (pe_partition_of(w.e, ck, strlen(ck)) != pi)
-			memcpy(dev, d, sizeof d);
-	}
-	cr_assert(dev[0]);
+	char ik[CHAT_KEY_CAP], ck[CHAT_KEY_CAP], dev[16];
+	cursor_elsewhere(&w, ik, ck, dev);
 	size_t dl = strlen(dev);
 	cr_assert_eq(chat_cursor_store(w.c, "alice", 5, dev, dl, 2), 0);
 	struct sync_note x;
