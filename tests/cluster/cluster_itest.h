@@ -66,7 +66,9 @@ static void cluster_init(const char *cluster_id)
 		char name[16];
 		snprintf(name, sizeof name, "node%d", i + 1);
 		it_server_init(&srv[i], name);
-		peer_port[i] = it_free_port();
+		/* parleyd refuses a peer port equal to another of its ports
+		 * (seen: "peer_port must ... differ from the other ports") */
+		peer_port[i] = it_free_port_besides(&srv[i]);
 	}
 	int n = 0;
 	for (int i = 0; i < NODES; i++)
@@ -487,10 +489,7 @@ static CLUSTER_UNUSED uint16_t cluster_joiner_init(struct it_server *s, int id,
 	snprintf(name, sizeof name, "node%d", id);
 	if (!s->data[0]) /* else its ports were picked before (a node list) */
 		it_server_init(s, name);
-	uint16_t pp;
-	do /* not one of the client ports s was given */
-		pp = it_free_port();
-	while (pp == s->port || pp == s->tls_port || pp == s->admin_port);
+	uint16_t pp = it_free_port_besides(s);
 	cluster_joiners[j] = (struct cluster_joiner){id, pp};
 	snprintf(pport[j], sizeof pport[j], "%u", pp);
 	snprintf(idx[j], sizeof idx[j], "%d", id);

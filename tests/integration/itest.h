@@ -273,6 +273,18 @@ static __attribute__((unused)) void it_dump_logs(void)
 	}
 }
 
+/* A free port that is none of s's client, TLS and admin ports (a probe's
+ * port may be handed out again once it is closed): for a port s is
+ * given besides those (a cluster node's peer port). */
+static __attribute__((unused)) uint16_t it_free_port_besides(const struct it_server *s)
+{
+	uint16_t p;
+	do
+		p = it_free_port();
+	while (p == s->port || p == s->tls_port || p == s->admin_port);
+	return p;
+}
+
 /* Three distinct free ports for a server's client, TLS and admin ports. */
 static __attribute__((unused)) void it_pick_ports(struct it_server *s)
 {
